@@ -1,0 +1,52 @@
+import { pathToFileURL } from 'node:url';
+import { benchSim } from './sim.ts';
+
+type Bench = () => Promise<Record<string, unknown>>;
+
+/** Every benchmark the project has; `npm run bench` with no name runs them all. */
+const BENCHES: Record<string, { about: string; run: Bench; print: (r: Record<string, unknown>) => string }> =
+  {
+    sim: {
+      about: 'bulk TCP between two Chimney stacks in one process over the memory switch, no loss',
+      run: () =>
+        benchSim(Number(process.env.CHIMNEY_BENCH_BYTES ?? 1 << 30)) as unknown as Promise<
+          Record<string, unknown>
+        >,
+      print: (r) =>
+        [
+          `chimney↔chimney, MTU ${r.mtu}: ${r.gbps} Gbit/s, ${r.cpuUsPerSegment} µs CPU/segment`,
+          `chimney↔chimney, MTU 1500:  ${r.gbps1500} Gbit/s, ${r.cpuUsPerSegment1500} µs CPU/segment`,
+          `reference, kernel TCP over loopback via node:net (same run): ${r.kernelLoopbackGbps} Gbit/s  → ratio ${r.ratio}`,
+        ].join('\n'),
+    },
+  };
+
+export async function runBenchmarks(names: string[], opts: { json: boolean }): Promise<number> {
+  const wanted = names.length ? names : Object.keys(BENCHES);
+  const unknown = wanted.filter((n) => !(n in BENCHES));
+  if (unknown.length) {
+    console.error(
+      `chimney bench: unknown benchmark ${unknown.join(', ')} (have: ${Object.keys(BENCHES).join(', ')})`,
+    );
+    return 2;
+  }
+  const results: Record<string, unknown> = {};
+  for (const name of wanted) {
+    const b = BENCHES[name]!;
+    if (!opts.json) console.log(`# ${name}: ${b.about}`);
+    const r = await b.run();
+    results[name] = r;
+    if (!opts.json) console.log(b.print(r));
+  }
+  if (opts.json) console.log(JSON.stringify(wanted.length === 1 ? results[wanted[0]!] : results));
+  return 0;
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  const args = process.argv.slice(2);
+  const json = args.includes('--json');
+  process.exitCode = await runBenchmarks(
+    args.filter((a) => a !== '--json'),
+    { json },
+  );
+}

@@ -1,0 +1,231 @@
+import { createHash } from 'node:crypto';
+import { SeededRandom } from '../core/random.ts';
+import type { Impairment } from '../link/impairment.ts';
+import { SimNetwork } from '../sim/sim-network.ts';
+import type { TcpSocket } from '../socket/tcp-socket.ts';
+import type { CongestionAlgorithm } from '../state/tcp-state.ts';
+
+export interface DemoOptions {
+  connections: number;
+  bytes: number;
+  seed: number;
+  impair: Impairment;
+  congestion: CongestionAlgorithm;
+  /** Give up (and report failure) after this much simulated time. */
+  timeLimitMs: number;
+}
+
+export interface DemoProgress {
+  simMs: number;
+  connected: number;
+  finished: number;
+  connections: number;
+  bytes: number;
+  totalBytes: number;
+  retransmits: number;
+}
+
+export interface DemoSummary {
+  connections: number;
+  /** Bytes delivered to the applications, both directions together. */
+  bytes: number;
+  verified: boolean;
+  /** Connections whose byte streams did not match what was sent. */
+  mismatches: number;
+  resets: number;
+  errors: number;
+  retransmits: number;
+  /** Simulated duration. */
+  durationMs: number;
+  /** Wall-clock time the run took. */
+  wallMs: number;
+  /** Application goodput over simulated time, both directions. */
+  goodputMbps: number;
+  seed: number;
+  impairments: Impairment;
+  congestion: CongestionAlgorithm;
+  drops: Record<string, number>;
+}
+
+export const DEMO_DEFAULTS: DemoOptions = {
+  connections: 50,
+  bytes: 1 << 20,
+  seed: 7,
+  impair: { loss: 0.01, duplicate: 0.005, reorder: 0.01, delayMs: 5, jitterMs: 1 },
+  congestion: 'cubic',
+  timeLimitMs: 600_000,
+};
+
+const BLOCK = 16 * 1024;
+
+/** Deterministic payload for one direction of one connection: a random block, repeated. */
+function pattern(seed: number, conn: number, dir: number): Uint8Array {
+  return new SeededRandom(seed * 7919 + conn * 2 + dir).fill(new Uint8Array(BLOCK));
+}
+
+/** Stream `total` bytes of `block` into the socket, respecting backpressure; returns its SHA-256. */
+function sendStream(sock: TcpSocket, block: Uint8Array, total: number): string {
+  const h = createHash('sha256');
+  let sent = 0;
+  const pump = (): void => {
+    while (sent < total) {
+      const n = Math.min(block.length, total - sent);
+      const chunk = Buffer.from(block.buffer, block.byteOffset, n);
+      h.update(chunk);
+      sent += n;
+      if (!sock.write(chunk)) {
+        sock.once('drain', pump);
+        return;
+      }
+    }
+    sock.end();
+  };
+  pump();
+  return h.copy().digest('hex');
+}
+
+function expectedDigest(block: Uint8Array, total: number): string {
+  const h = createHash('sha256');
+  for (let sent = 0; sent < total; sent += block.length)
+    h.update(block.subarray(0, Math.min(block.length, total - sent)));
+  return h.digest('hex');
+}
+
+/**
+ * Two hosts on the simulated network, the server's link impaired; every connection streams
+ * `bytes` each way and both ends check what they received by SHA-256.
+ */
+export async function runDemo(
+  opts: DemoOptions,
+  onProgress?: (p: DemoProgress) => void,
+): Promise<DemoSummary> {
+  const started = performance.now();
+  const net = new SimNetwork({ seed: opts.seed, virtualTime: true });
+  const tcp = { congestion: opts.congestion };
+  const client = net.addHost({ ip: '10.0.0.1/24', name: 'client', tcp });
+  const server = net.addHost({ ip: '10.0.0.2/24', name: 'server', impair: opts.impair, tcp });
+
+  let received = 0;
+  let connected = 0;
+  let finished = 0;
+  let resets = 0;
+  let errors = 0;
+  let mismatches = 0;
+  const results: Promise<void>[] = [];
+  const serverSide = new Map<number, Promise<boolean>>();
+
+  const receive = (sock: TcpSocket, expect: string): Promise<boolean> =>
+    new Promise((resolve) => {
+      const h = createHash('sha256');
+      sock.on('data', (d: Buffer) => {
+        h.update(d);
+        received += d.length;
+      });
+      sock.on('error', (e: NodeJS.ErrnoException) => {
+        if (e.code === 'ECONNRESET') resets++;
+        else errors++;
+        resolve(false);
+      });
+      sock.on('end', () => resolve(h.digest('hex') === expect));
+    });
+
+  const srv = server.createServer((sock) => {
+    // The client announces its index in the first 4 bytes, so the server knows which pattern to expect.
+    sock.once('readable', function first() {
+      const head = sock.read(4) as Buffer | null;
+      if (!head) {
+        sock.once('readable', first);
+        return;
+      }
+      const idx = head.readUInt32BE(0);
+      const expect = expectedDigest(pattern(opts.seed, idx, 0), opts.bytes);
+      const ok = receive(sock, expect);
+      serverSide.set(idx, ok);
+      sendStream(sock, pattern(opts.seed, idx, 1), opts.bytes);
+    });
+  });
+  srv.listen(5001);
+
+  for (let i = 0; i < opts.connections; i++) {
+    results.push(
+      new Promise<void>((resolve) => {
+        const sock = client.connect(5001, '10.0.0.2');
+        const expect = expectedDigest(pattern(opts.seed, i, 1), opts.bytes);
+        const ok = receive(sock, expect);
+        sock.on('connect', () => {
+          connected++;
+          const head = Buffer.alloc(4);
+          head.writeUInt32BE(i);
+          sock.write(head);
+          sendStream(sock, pattern(opts.seed, i, 0), opts.bytes);
+        });
+        sock.on('close', async () => {
+          const mine = await ok;
+          const theirs = (await serverSide.get(i)) ?? false;
+          if (!mine || !theirs) mismatches++;
+          finished++;
+          resolve();
+        });
+      }),
+    );
+  }
+
+  const retransmits = (): number =>
+    client.stack.counters.get('tcp.retransmits') + server.stack.counters.get('tcp.retransmits');
+  const progress = (): void =>
+    onProgress?.({
+      simMs: net.now(),
+      connected,
+      finished,
+      connections: opts.connections,
+      bytes: received,
+      totalBytes: 2 * opts.connections * opts.bytes,
+      retransmits: retransmits(),
+    });
+  const ticker = net.clock.createTimer(() => {
+    progress();
+    if (finished < opts.connections) ticker.arm(250);
+  });
+  ticker.unref().arm(250);
+
+  // A ref'd deadline: if the run stalls with nothing else pending, virtual time jumps here.
+  let stop: () => void = () => {};
+  const stalled = new Promise<void>((resolve) => {
+    stop = resolve;
+  });
+  const limit = net.clock.createTimer(() => stop());
+  limit.arm(opts.timeLimitMs);
+  await Promise.race([Promise.all(results), stalled]);
+  limit.disarm();
+  ticker.disarm();
+  progress();
+  const durationMs = net.now();
+  srv.close();
+  const drops = {
+    ...prefixed(client.stack.counters.snapshot(), 'drop.'),
+    ...prefixed(server.stack.counters.snapshot(), 'drop.'),
+  };
+  net.close();
+  const incomplete = opts.connections - finished;
+  const bytes = received;
+  return {
+    connections: opts.connections,
+    bytes,
+    verified: mismatches === 0 && incomplete === 0 && bytes === 2 * opts.connections * opts.bytes,
+    mismatches: mismatches + incomplete,
+    resets,
+    errors,
+    retransmits: retransmits(),
+    durationMs: Math.round(durationMs),
+    wallMs: Math.round(performance.now() - started),
+    goodputMbps: durationMs > 0 ? Math.round(((bytes * 8) / (durationMs * 1000)) * 10) / 10 : 0,
+    seed: opts.seed,
+    impairments: opts.impair,
+    congestion: opts.congestion,
+    drops,
+  };
+}
+
+function prefixed(o: Record<string, number>, p: string): Record<string, number> {
+  return Object.fromEntries(Object.entries(o).filter(([k]) => k.startsWith(p)));
+}

@@ -1,0 +1,128 @@
+import { Command, Option } from 'commander';
+import { DEMO_DEFAULTS, type DemoProgress, runDemo } from './demo.ts';
+import { byteSize, intIn, nonNegative, probability } from './options.ts';
+
+const program = new Command();
+program
+  .name('chimney')
+  .description(
+    'A TCP/IP stack whose live connections move between the host and software NICs, and survive link failure.',
+  )
+  .showHelpAfterError('(run with --help for usage)')
+  .configureOutput({ outputError: (str, write) => write(`chimney: ${str}`) });
+
+program
+  .command('demo')
+  .description(
+    'stream data over many TCP connections through an impaired simulated link and verify every byte',
+  )
+  .addOption(
+    new Option('-c, --connections <n>', 'number of connections')
+      .argParser(intIn(1, 100_000))
+      .default(DEMO_DEFAULTS.connections),
+  )
+  .addOption(
+    new Option('-b, --bytes <size>', 'bytes per connection and direction (e.g. 1MiB)')
+      .argParser(byteSize)
+      .default(DEMO_DEFAULTS.bytes, '1MiB'),
+  )
+  .addOption(
+    new Option('--loss <p>', 'loss probability on the server link (0..1 or %)')
+      .argParser(probability)
+      .default(DEMO_DEFAULTS.impair.loss),
+  )
+  .addOption(
+    new Option('--duplicate <p>', 'duplication probability')
+      .argParser(probability)
+      .default(DEMO_DEFAULTS.impair.duplicate),
+  )
+  .addOption(
+    new Option('--reorder <p>', 'reordering probability')
+      .argParser(probability)
+      .default(DEMO_DEFAULTS.impair.reorder),
+  )
+  .addOption(
+    new Option('--delay <ms>', 'one-way delay in ms')
+      .argParser(nonNegative)
+      .default(DEMO_DEFAULTS.impair.delayMs),
+  )
+  .addOption(
+    new Option('--jitter <ms>', 'delay jitter in ms')
+      .argParser(nonNegative)
+      .default(DEMO_DEFAULTS.impair.jitterMs),
+  )
+  .addOption(
+    new Option('--cc <algorithm>', 'congestion control').choices(['cubic', 'newreno']).default('cubic'),
+  )
+  .addOption(
+    new Option('--seed <n>', 'seed for the simulated network')
+      .argParser(intIn(0, 2 ** 31 - 1))
+      .default(DEMO_DEFAULTS.seed),
+  )
+  .option('--json', 'print the summary as one JSON object')
+  .action(async (o) => {
+    const live = !o.json && process.stderr.isTTY;
+    const show = (p: DemoProgress): void => {
+      const pct = p.totalBytes ? ((100 * p.bytes) / p.totalBytes).toFixed(1) : '0';
+      const rate = p.simMs > 0 ? ((p.bytes * 8) / (p.simMs * 1000)).toFixed(1) : '0';
+      const line = `sim ${(p.simMs / 1000).toFixed(2)}s  conns ${p.connected}/${p.connections} up, ${p.finished} done  bytes ${pct}%  ${rate} Mbit/s  rtx ${p.retransmits}`;
+      if (live) process.stderr.write(`\r${line.padEnd(100)}`);
+      else if (!o.json) process.stderr.write(`${line}\n`);
+    };
+    let lastShown = 0;
+    const summary = await runDemo(
+      {
+        connections: o.connections,
+        bytes: o.bytes,
+        seed: o.seed,
+        congestion: o.cc,
+        impair: {
+          loss: o.loss,
+          duplicate: o.duplicate,
+          reorder: o.reorder,
+          delayMs: o.delay,
+          jitterMs: o.jitter,
+        },
+        timeLimitMs: DEMO_DEFAULTS.timeLimitMs,
+      },
+      (p) => {
+        // Progress lines are throttled by wall time so the display stays readable at any speed.
+        const now = performance.now();
+        if (now - lastShown < (live ? 100 : 1000)) return;
+        lastShown = now;
+        show(p);
+      },
+    );
+    if (live) process.stderr.write('\n');
+    if (o.json) {
+      process.stdout.write(`${JSON.stringify(summary)}\n`);
+    } else {
+      const mb = (summary.bytes / 1e6).toFixed(1);
+      console.log(`connections   ${summary.connections}`);
+      console.log(`bytes         ${summary.bytes} (${mb} MB, both directions)`);
+      console.log(
+        `verified      ${summary.verified ? 'yes: every byte matched its SHA-256' : `NO: ${summary.mismatches} connections failed`}`,
+      );
+      console.log(`resets        ${summary.resets}`);
+      console.log(`retransmits   ${summary.retransmits}`);
+      console.log(
+        `sim time      ${(summary.durationMs / 1000).toFixed(2)} s (${summary.goodputMbps} Mbit/s goodput), wall ${(summary.wallMs / 1000).toFixed(2)} s`,
+      );
+      console.log(
+        `impairments   ${JSON.stringify(summary.impairments)}, seed ${summary.seed}, ${summary.congestion}`,
+      );
+    }
+    process.exitCode = summary.verified ? 0 : 1;
+  });
+
+program
+  .command('bench')
+  .description('run benchmarks (sim); see BENCHMARKS.md')
+  .argument('[names...]', 'benchmarks to run (default: all)')
+  .option('--json', 'print results as JSON')
+  .action(async (names: string[], o) => {
+    const { runBenchmarks } = await import('../../bench/run.ts');
+    process.exitCode = await runBenchmarks(names, { json: Boolean(o.json) });
+  });
+
+await program.parseAsync(process.argv);

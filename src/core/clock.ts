@@ -1,0 +1,263 @@
+/**
+ * Time is injected everywhere protocol code runs, so the simulator can replace wall time with
+ * virtual time and replay a scenario exactly.
+ *
+ * Timers are re-armable objects rather than one-shot callbacks: TCP re-arms its retransmission
+ * timer on nearly every ACK, and re-arming an existing object avoids an allocation per segment.
+ */
+export interface Timer {
+  /** Fire `cb` at absolute clock time `atMs` (replacing any earlier arming). */
+  armAt(atMs: number): void;
+  /** Fire `cb` after `delayMs` from now. */
+  arm(delayMs: number): void;
+  disarm(): void;
+  readonly armed: boolean;
+  /** Absolute deadline in ms, or Infinity when not armed. */
+  readonly deadline: number;
+  /** An unref'd timer does not keep the process (or the virtual-time driver) alive. */
+  unref(): this;
+}
+
+export interface Clock {
+  /** Milliseconds, monotonic, fractional. */
+  now(): number;
+  createTimer(cb: () => void): Timer;
+  /** Run `cb` soon, after the current work (never synchronously). */
+  defer(cb: () => void): void;
+}
+
+class RealTimer implements Timer {
+  private handle: NodeJS.Timeout | null = null;
+  private refd = true;
+  deadline = Number.POSITIVE_INFINITY;
+  constructor(
+    private readonly clock: RealClock,
+    private readonly cb: () => void,
+  ) {}
+  get armed(): boolean {
+    return this.handle !== null;
+  }
+  armAt(atMs: number): void {
+    this.arm(atMs - this.clock.now());
+  }
+  arm(delayMs: number): void {
+    if (this.handle) clearTimeout(this.handle);
+    const d = Math.max(delayMs, 0);
+    this.deadline = this.clock.now() + d;
+    this.handle = setTimeout(this.fire, d);
+    if (!this.refd) this.handle.unref();
+  }
+  disarm(): void {
+    if (this.handle) clearTimeout(this.handle);
+    this.handle = null;
+    this.deadline = Number.POSITIVE_INFINITY;
+  }
+  unref(): this {
+    this.refd = false;
+    this.handle?.unref();
+    return this;
+  }
+  private readonly fire = (): void => {
+    this.handle = null;
+    this.deadline = Number.POSITIVE_INFINITY;
+    this.cb();
+  };
+}
+
+/** Wall-clock time from `performance.now()` and Node's timers. */
+export class RealClock implements Clock {
+  now(): number {
+    return performance.now();
+  }
+  createTimer(cb: () => void): Timer {
+    return new RealTimer(this, cb);
+  }
+  defer(cb: () => void): void {
+    setImmediate(cb);
+  }
+}
+
+interface HeapEntry {
+  at: number;
+  seq: number;
+  timer: VirtualTimer | null;
+  gen: number;
+  fn: (() => void) | null;
+}
+
+class VirtualTimer implements Timer {
+  gen = 0;
+  deadline = Number.POSITIVE_INFINITY;
+  refd = true;
+  constructor(
+    private readonly clock: VirtualClock,
+    readonly cb: () => void,
+  ) {}
+  get armed(): boolean {
+    return this.deadline !== Number.POSITIVE_INFINITY;
+  }
+  armAt(atMs: number): void {
+    const at = Math.max(atMs, this.clock.now());
+    if (this.armed) this.clock.cancelled(this);
+    this.gen++;
+    this.deadline = at;
+    this.clock.schedule(this, at);
+  }
+  arm(delayMs: number): void {
+    this.armAt(this.clock.now() + Math.max(delayMs, 0));
+  }
+  disarm(): void {
+    if (!this.armed) return;
+    this.clock.cancelled(this);
+    this.gen++;
+    this.deadline = Number.POSITIVE_INFINITY;
+  }
+  unref(): this {
+    if (this.refd && this.armed) this.clock.cancelled(this);
+    const wasArmed = this.armed;
+    this.refd = false;
+    if (wasArmed) this.clock.schedule(this, this.deadline, true);
+    return this;
+  }
+}
+
+/**
+ * Virtual time: nothing happens until `runDue()` / `advance()` is called, usually by the
+ * simulator's driver, which jumps to the next deadline whenever the process has nothing
+ * else to run. Entries with equal deadlines fire in the order they were armed, which
+ * makes runs with the same seed identical.
+ */
+export class VirtualClock implements Clock {
+  private t: number;
+  private seq = 0;
+  private readonly heap: HeapEntry[] = [];
+  private refCount = 0;
+  /** Called whenever a ref'd timer is armed, so a driver can wake up. */
+  onWork: (() => void) | null = null;
+
+  constructor(startMs = 0) {
+    this.t = startMs;
+  }
+  now(): number {
+    return this.t;
+  }
+  createTimer(cb: () => void): Timer {
+    return new VirtualTimer(this, cb);
+  }
+  defer(cb: () => void): void {
+    this.push({ at: this.t, seq: this.seq++, timer: null, gen: 0, fn: cb });
+    this.refCount++;
+    this.onWork?.();
+  }
+  /** Number of pending ref'd timers and deferred calls. */
+  get pendingRefs(): number {
+    return this.refCount;
+  }
+  get pending(): number {
+    return this.heap.length;
+  }
+  /** Earliest pending deadline, or Infinity. */
+  nextDeadline(): number {
+    this.dropStale();
+    return this.heap.length ? this.heap[0]!.at : Number.POSITIVE_INFINITY;
+  }
+
+  /** @internal */
+  schedule(timer: VirtualTimer, at: number, skipRef = false): void {
+    this.push({ at, seq: this.seq++, timer, gen: timer.gen, fn: null });
+    if (timer.refd && !skipRef) {
+      this.refCount++;
+      this.onWork?.();
+    }
+  }
+  /** @internal */
+  cancelled(timer: VirtualTimer): void {
+    if (timer.refd) this.refCount--;
+  }
+
+  /** Fire everything due at the current time. Returns how many callbacks ran. */
+  runDue(): number {
+    let ran = 0;
+    for (;;) {
+      this.dropStale();
+      const top = this.heap[0];
+      if (!top || top.at > this.t) return ran;
+      this.pop();
+      ran++;
+      if (top.fn) {
+        this.refCount--;
+        top.fn();
+      } else {
+        const timer = top.timer!;
+        if (timer.refd) this.refCount--;
+        timer.deadline = Number.POSITIVE_INFINITY;
+        timer.gen++;
+        timer.cb();
+      }
+    }
+  }
+
+  /** Jump to the next deadline (if any) and fire what is due there. */
+  step(): number {
+    const next = this.nextDeadline();
+    if (next === Number.POSITIVE_INFINITY) return 0;
+    if (next > this.t) this.t = next;
+    return this.runDue();
+  }
+
+  /** Advance by `ms`, firing every timer on the way in order. */
+  advance(ms: number): void {
+    const end = this.t + ms;
+    for (;;) {
+      const next = this.nextDeadline();
+      if (next > end) break;
+      if (next > this.t) this.t = next;
+      this.runDue();
+    }
+    this.t = end;
+  }
+
+  private dropStale(): void {
+    const h = this.heap;
+    while (h.length) {
+      const top = h[0]!;
+      if (top.timer && top.timer.gen !== top.gen) this.pop();
+      else break;
+    }
+  }
+
+  private push(e: HeapEntry): void {
+    const h = this.heap;
+    h.push(e);
+    let i = h.length - 1;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (less(h[p]!, e)) break;
+      h[i] = h[p]!;
+      i = p;
+    }
+    h[i] = e;
+  }
+
+  private pop(): void {
+    const h = this.heap;
+    const last = h.pop()!;
+    if (!h.length) return;
+    let i = 0;
+    const n = h.length;
+    for (;;) {
+      const l = 2 * i + 1;
+      if (l >= n) break;
+      const r = l + 1;
+      const c = r < n && less(h[r]!, h[l]!) ? r : l;
+      if (less(last, h[c]!)) break;
+      h[i] = h[c]!;
+      i = c;
+    }
+    h[i] = last;
+  }
+}
+
+function less(a: HeapEntry, b: HeapEntry): boolean {
+  return a.at < b.at || (a.at === b.at && a.seq < b.seq);
+}

@@ -1,0 +1,59 @@
+/**
+ * Every error Chimney raises for bad input carries a stable `code`, like Node's own errors,
+ * so callers can branch on it without matching message text.
+ */
+export class ChimneyError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.name = new.target.name;
+  }
+}
+
+/** A public call got an argument it cannot use (bad address, port out of range, ...). */
+export class InvalidArgumentError extends ChimneyError {
+  constructor(message: string) {
+    super('ERR_CHIMNEY_INVALID_ARG', message);
+  }
+}
+
+/** The call is not allowed in the object's current state (write after end, listen twice, ...). */
+export class InvalidStateError extends ChimneyError {
+  constructor(message: string) {
+    super('ERR_CHIMNEY_INVALID_STATE', message);
+  }
+}
+
+/** A connection-level failure reported to the application, modelled on Node's socket errors. */
+export class ConnectionError extends ChimneyError {
+  /** errno-style name: ECONNRESET, ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH, ... */
+  readonly errno: string;
+  constructor(errno: string, message: string) {
+    super(errno, message);
+    this.errno = errno;
+  }
+}
+
+/** An address or port is already taken. */
+export class AddressInUseError extends ChimneyError {
+  constructor(message: string) {
+    super('EADDRINUSE', message);
+  }
+}
+
+/** A state object or transfer failed validation; nothing was installed. */
+export class StateValidationError extends ChimneyError {
+  constructor(
+    readonly field: string,
+    message: string,
+  ) {
+    super('ERR_CHIMNEY_BAD_STATE', `${field}: ${message}`);
+  }
+}
+
+/**
+ * A link (TAP device, ...) could not be opened or configured. `code` is the errno-style reason
+ * (ENOENT, EACCES, EPERM, EBUSY, ENODEV, EINVAL, ...), the message says what to do about it.
+ */
+export class LinkError extends ChimneyError {}

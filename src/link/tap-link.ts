@@ -1,0 +1,636 @@
+/**
+ * A Link over a Linux TAP device.
+ *
+ * Setup is all ioctls through koffi (tap-sys.ts): TUNSETIFF on /dev/net/tun, the virtio-net
+ * header and offloads, and SIOCSIFMTU / SIOCSIFFLAGS on a datagram socket to set the MTU and
+ * bring the device up (ioctls rather than spawning `ip`, so open() takes microseconds and needs
+ * no iproute2).
+ *
+ * Reading: the fd is non-blocking. A burst is drained on the main thread with read(2) straight
+ * into one reusable buffer (a failed read is a return code, not an exception), up to a budget
+ * per event-loop turn. When the queue is empty, one poll(2) on [tap fd, wake pipe] waits on a
+ * koffi async worker, so an idle link costs no CPU and a busy one does no thread hop per frame.
+ * close() writes to the wake pipe so that wait ends at once. Each open TapLink therefore holds one
+ * libuv pool thread while idle: with many links, raise UV_THREADPOOL_SIZE.
+ *
+ * Carrier: every `carrierPollMs` (10 ms) SIOCGIFFLAGS on the device name; up = IFF_UP and
+ * IFF_RUNNING. A write failing with EIO (device down) drops carrier at once. A device that
+ * disappears (ENODEV, EBADFD, or its ifindex changed) is carrier down for good.
+ */
+import { type Clock, RealClock, type Timer } from '../core/clock.ts';
+import { Counters } from '../core/counters.ts';
+import { InvalidArgumentError, InvalidStateError, LinkError } from '../core/errors.ts';
+import type { Link } from './link.ts';
+import {
+  AF_INET,
+  EAGAIN,
+  EINTR,
+  errnoNames,
+  getIfName,
+  IFF_NO_PI,
+  IFF_RUNNING,
+  IFF_TAP,
+  IFF_UP,
+  IFF_VNET_HDR,
+  IFREQ_SIZE,
+  type Libc,
+  loadLibc,
+  O_CLOEXEC,
+  O_NONBLOCK,
+  O_RDWR,
+  POLLIN,
+  putIfName,
+  SIOCGIFFLAGS,
+  SIOCGIFINDEX,
+  SIOCGIFMTU,
+  SIOCSIFFLAGS,
+  SIOCSIFMTU,
+  SOCK_DGRAM,
+  TUN_F_CSUM,
+  TUN_F_TSO4,
+  TUNSETIFF,
+  TUNSETOFFLOAD,
+  TUNSETPERSIST,
+  TUNSETVNETHDRSZ,
+  TUNSETVNETLE,
+} from './tap-sys.ts';
+import {
+  decodeVnetHdr,
+  encodeVnetHdr,
+  ipv4Offset,
+  newRxInfo,
+  pseudoHeaderSum,
+  type TapRxInfo,
+  VNET_F_NEEDS_CSUM,
+  VNET_GSO_NONE,
+  VNET_GSO_TCPV4,
+  VNET_HDR_LEN,
+} from './tap-vnet.ts';
+
+export interface TapLinkOptions {
+  /** Interface name, 1..15 characters. */
+  name: string;
+  /** Create the device if it does not exist (default true). With false a missing device is ENODEV. */
+  create?: boolean;
+  /** Set the device MTU (68..65521); by default the device keeps its MTU. */
+  mtu?: number;
+  /** Use the virtio-net header and ask for checksum and TSO offload (default true). */
+  vnetHdr?: boolean;
+  /** Keep a device this call creates after close (default false: it vanishes with our fd). */
+  persist?: boolean;
+  /** Bring the device administratively up (default true). */
+  up?: boolean;
+  clock?: Clock;
+  counters?: Counters;
+  /** Clone device to open (default /dev/net/tun); for tests and unusual systems. */
+  tunPath?: string;
+  /** Carrier poll interval in ms (default 10). */
+  carrierPollMs?: number;
+  /** Frames read per event-loop turn before yielding to other work (default 256). */
+  readBudget?: number;
+}
+
+export interface GsoSendOptions {
+  /**
+   * TCP payload bytes per segment the kernel cuts the frame into (the MSS). 0 asks only for
+   * checksum offload: the frame must then fit the MTU, and may be TCP or UDP.
+   */
+  gsoSize: number;
+  /** Offset in the frame of the L4 header, where the checksum sum starts. */
+  csumStart: number;
+  /** Offset of the checksum field from csumStart: 16 for TCP, 6 for UDP. */
+  csumOffset: number;
+}
+
+export type TapFrameHandler = (frame: Uint8Array, info: TapRxInfo) => void;
+
+const MAX_FRAME = 65535 + 18;
+/** Received frames up to this length get a cached view per length instead of a fresh subarray. */
+const VIEW_CACHE_MAX = 2048;
+const NAME_RE = /^[A-Za-z0-9_.-]{1,15}$/;
+
+function errName(e: number): string {
+  return errnoNames[e] ?? `errno ${e}`;
+}
+
+export class TapLink implements Link {
+  readonly name: string;
+  /** The device MTU at open (after applying the `mtu` option). */
+  readonly mtu: number;
+  /** Whether this open created the device (and so close() removes it unless `persist`). */
+  readonly created: boolean;
+  readonly vnetHdr: boolean;
+  /** What the kernel lets us hand it: TSO super-segments (sendGso) and partial checksums. */
+  readonly offloads: { readonly tso: boolean; readonly csum: boolean };
+  /** Offload facts about the frame being delivered; valid only during the frame handler. */
+  readonly rxInfo: TapRxInfo = newRxInfo();
+  readonly counters: Counters;
+
+  private readonly lib: Libc;
+  private fd: number;
+  private readonly ctl: number;
+  private readonly wakeR: number;
+  private readonly wakeW: number;
+  private readonly ifindex: number;
+  private readonly ifr = new Uint8Array(IFREQ_SIZE);
+  private readonly ifrView: DataView;
+  private readonly clock: Clock;
+  private readonly carrierTimer: Timer;
+  private readonly carrierPollMs: number;
+  private readonly readBudget: number;
+  private readonly hdr: number;
+  private readonly rbuf: Uint8Array;
+  private readonly tbuf: Uint8Array;
+  private readonly pollFds = new Uint8Array(16);
+  private readonly views: (Uint8Array | undefined)[] = [];
+  private frameHandler: TapFrameHandler | null = null;
+  private carrierHandler: ((up: boolean) => void) | null = null;
+  private up = false;
+  private gone = false;
+  private closed = false;
+  private waiting = false;
+  private pumpScheduled = false;
+
+  private constructor(
+    lib: Libc,
+    fd: number,
+    ctl: number,
+    wake: [number, number],
+    name: string,
+    mtu: number,
+    ifindex: number,
+    created: boolean,
+    vnetHdr: boolean,
+    offloads: { tso: boolean; csum: boolean },
+    opts: TapLinkOptions,
+  ) {
+    this.lib = lib;
+    this.fd = fd;
+    this.ctl = ctl;
+    [this.wakeR, this.wakeW] = wake;
+    this.name = name;
+    this.mtu = mtu;
+    this.ifindex = ifindex;
+    this.created = created;
+    this.vnetHdr = vnetHdr;
+    this.offloads = offloads;
+    this.hdr = vnetHdr ? VNET_HDR_LEN : 0;
+    this.rbuf = new Uint8Array(this.hdr + MAX_FRAME);
+    this.tbuf = new Uint8Array(this.hdr + MAX_FRAME);
+    this.ifrView = new DataView(this.ifr.buffer);
+    this.clock = opts.clock ?? new RealClock();
+    this.counters = opts.counters ?? new Counters();
+    this.carrierPollMs = opts.carrierPollMs ?? 10;
+    this.readBudget = opts.readBudget ?? 256;
+    const pv = new DataView(this.pollFds.buffer);
+    pv.setInt32(0, fd, true);
+    pv.setInt16(4, POLLIN, true);
+    pv.setInt32(8, this.wakeR, true);
+    pv.setInt16(12, POLLIN, true);
+    this.carrierTimer = this.clock.createTimer(this.pollCarrier).unref();
+    this.up = this.readCarrier();
+    this.carrierTimer.arm(this.carrierPollMs);
+    this.schedulePump();
+  }
+
+  /**
+   * Open (and by default create) a TAP device. Throws InvalidArgumentError for bad options and
+   * LinkError (code ENOENT, EACCES, EPERM, EBUSY, ENODEV, EEXIST, EINVAL, ...) when the system
+   * refuses; nothing is left open after a throw.
+   */
+  static open(opts: TapLinkOptions): TapLink {
+    const name = opts.name;
+    if (typeof name !== 'string' || !NAME_RE.test(name)) {
+      throw new InvalidArgumentError(
+        `TAP name must be 1..15 characters of letters, digits, '_', '.', '-', got ${JSON.stringify(name)}`,
+      );
+    }
+    if (opts.mtu !== undefined && (!Number.isInteger(opts.mtu) || opts.mtu < 68 || opts.mtu > 65521)) {
+      throw new InvalidArgumentError(`TAP mtu must be an integer 68..65521, got ${opts.mtu}`);
+    }
+    if (opts.carrierPollMs !== undefined && !(opts.carrierPollMs >= 1)) {
+      throw new InvalidArgumentError(`carrierPollMs must be >= 1, got ${opts.carrierPollMs}`);
+    }
+    if (opts.readBudget !== undefined && !(Number.isInteger(opts.readBudget) && opts.readBudget >= 1)) {
+      throw new InvalidArgumentError(`readBudget must be an integer >= 1, got ${opts.readBudget}`);
+    }
+    if (process.platform !== 'linux') {
+      throw new LinkError('ENOTSUP', `TAP devices need Linux; this is ${process.platform}`);
+    }
+    let lib: Libc;
+    try {
+      lib = loadLibc();
+    } catch (e) {
+      throw new LinkError(
+        'ERR_CHIMNEY_NO_FFI',
+        `cannot load koffi/libc to talk to /dev/net/tun (${(e as Error).message}); run \`npm install koffi\``,
+        { cause: e },
+      );
+    }
+    const tunPath = opts.tunPath ?? '/dev/net/tun';
+    const vnetHdr = opts.vnetHdr ?? true;
+    const create = opts.create ?? true;
+    const ifr = new Uint8Array(IFREQ_SIZE);
+    const iv = new DataView(ifr.buffer);
+
+    const ctl = lib.socket(AF_INET, SOCK_DGRAM | O_CLOEXEC, 0);
+    if (ctl < 0) {
+      throw new LinkError(errName(lib.errno()), `cannot open a control socket: ${errName(lib.errno())}`);
+    }
+    const fds: number[] = [ctl];
+    const fail = (err: LinkError): never => {
+      for (const f of fds) lib.close(f);
+      throw err;
+    };
+
+    putIfName(ifr, name);
+    const existed = lib.ioctlPtr(ctl, SIOCGIFINDEX, ifr) === 0;
+    if (!existed && !create) {
+      fail(
+        new LinkError(
+          'ENODEV',
+          `TAP device ${name} does not exist; create it (scripts/lab.sh up, or ip tuntap add mode tap ${name}) or open with create: true`,
+        ),
+      );
+    }
+
+    const fd = lib.open(tunPath, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+      const e = errName(lib.errno());
+      const hint =
+        e === 'ENOENT' || e === 'ENXIO' || e === 'ENODEV'
+          ? 'the tun driver is missing: run `modprobe tun`, or in a container pass --device /dev/net/tun'
+          : e === 'EACCES' || e === 'EPERM'
+            ? 'permission denied: run as root, or make it mode 0666 (the usual default) and grant CAP_NET_ADMIN (setcap cap_net_admin+ep $(which node))'
+            : 'cannot open it';
+      fail(new LinkError(e, `cannot open ${tunPath}: ${hint}`));
+    }
+    fds.push(fd);
+
+    putIfName(ifr, name);
+    iv.setUint16(IFNAMSIZ_OFF, IFF_TAP | IFF_NO_PI | (vnetHdr ? IFF_VNET_HDR : 0), true);
+    if (lib.ioctlPtr(fd, TUNSETIFF, ifr) !== 0) {
+      const e = errName(lib.errno());
+      const msg =
+        e === 'EBUSY'
+          ? `TAP device ${name} is in use by another process (a TAP has one reader); close it there or pick another name`
+          : e === 'EPERM' || e === 'EACCES'
+            ? `not allowed to ${existed ? 'attach to' : 'create'} TAP device ${name}: run as root or grant CAP_NET_ADMIN`
+            : e === 'EINVAL' && existed
+              ? `interface ${name} exists and is not a TAP device; pick another name`
+              : `TUNSETIFF ${name} failed: ${e}`;
+      fail(new LinkError(e, msg));
+    }
+    const actual = getIfName(ifr) || name;
+
+    let offloads = { tso: false, csum: false };
+    if (vnetHdr) {
+      const sz = new Uint8Array(4);
+      new DataView(sz.buffer).setInt32(0, VNET_HDR_LEN, true);
+      if (lib.ioctlPtr(fd, TUNSETVNETHDRSZ, sz) !== 0) {
+        fail(new LinkError(errName(lib.errno()), `TUNSETVNETHDRSZ ${VNET_HDR_LEN} on ${name} failed`));
+      }
+      // Little-endian header fields whatever the host; on a little-endian host this is a no-op, so
+      // a kernel without cross-endian support (EINVAL) changes nothing there.
+      const one = new Uint8Array([1, 0, 0, 0]);
+      if (lib.ioctlPtr(fd, TUNSETVNETLE, one) !== 0 && !hostIsLittleEndian()) {
+        fail(new LinkError(errName(lib.errno()), `TUNSETVNETLE on ${name} failed on a big-endian host`));
+      }
+      if (lib.ioctlInt(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4) === 0)
+        offloads = { tso: true, csum: true };
+      else if (lib.ioctlInt(fd, TUNSETOFFLOAD, TUN_F_CSUM) === 0) offloads = { tso: false, csum: true };
+    }
+    if (opts.persist && lib.ioctlInt(fd, TUNSETPERSIST, 1) !== 0) {
+      fail(new LinkError(errName(lib.errno()), `TUNSETPERSIST on ${name} failed`));
+    }
+
+    putIfName(ifr, actual);
+    if (opts.mtu !== undefined) {
+      iv.setInt32(IFNAMSIZ_OFF, opts.mtu, true);
+      if (lib.ioctlPtr(ctl, SIOCSIFMTU, ifr) !== 0) {
+        fail(new LinkError(errName(lib.errno()), `cannot set MTU ${opts.mtu} on ${actual}`));
+      }
+    }
+    putIfName(ifr, actual);
+    if (lib.ioctlPtr(ctl, SIOCGIFMTU, ifr) !== 0) {
+      fail(new LinkError(errName(lib.errno()), `cannot read the MTU of ${actual}`));
+    }
+    const mtu = iv.getInt32(IFNAMSIZ_OFF, true);
+    if (opts.up ?? true) {
+      putIfName(ifr, actual);
+      if (lib.ioctlPtr(ctl, SIOCGIFFLAGS, ifr) !== 0) {
+        fail(new LinkError(errName(lib.errno()), `cannot read the flags of ${actual}`));
+      }
+      const flags = iv.getUint16(IFNAMSIZ_OFF, true);
+      if ((flags & IFF_UP) === 0) {
+        iv.setUint16(IFNAMSIZ_OFF, flags | IFF_UP, true);
+        if (lib.ioctlPtr(ctl, SIOCSIFFLAGS, ifr) !== 0) {
+          fail(new LinkError(errName(lib.errno()), `cannot bring ${actual} up`));
+        }
+      }
+    }
+    putIfName(ifr, actual);
+    if (lib.ioctlPtr(ctl, SIOCGIFINDEX, ifr) !== 0) {
+      fail(new LinkError(errName(lib.errno()), `cannot read the ifindex of ${actual}`));
+    }
+    const ifindex = iv.getInt32(IFNAMSIZ_OFF, true);
+
+    const pipe = new Int32Array(2);
+    if (lib.pipe2(pipe, O_NONBLOCK | O_CLOEXEC) !== 0) {
+      fail(new LinkError(errName(lib.errno()), 'cannot create the wake pipe'));
+    }
+    return new TapLink(
+      lib,
+      fd,
+      ctl,
+      [pipe[0]!, pipe[1]!],
+      actual,
+      mtu,
+      ifindex,
+      !existed,
+      vnetHdr,
+      offloads,
+      opts,
+    );
+  }
+
+  get carrier(): boolean {
+    return this.up;
+  }
+
+  /** True once the device has been removed under us (or the link closed): carrier stays down. */
+  get detached(): boolean {
+    return this.gone || this.closed;
+  }
+
+  onFrame(handler: TapFrameHandler): void {
+    this.frameHandler = handler;
+  }
+
+  onCarrier(handler: (up: boolean) => void): void {
+    this.carrierHandler = handler;
+  }
+
+  /** Write one Ethernet frame with no offload requested. */
+  send(frame: Uint8Array): boolean {
+    if (!this.txReady()) return false;
+    const len = frame.length;
+    if (len < 14) {
+      this.counters.inc('drop.link.runt');
+      return false;
+    }
+    if (len > this.mtu + 18) {
+      this.counters.inc('drop.link.too-big');
+      return false;
+    }
+    if (this.hdr === 0) return this.write(frame, len);
+    const t = this.tbuf;
+    encodeVnetHdr(t, 0, 0, VNET_GSO_NONE, 0, 0, 0, 0);
+    t.set(frame, VNET_HDR_LEN);
+    return this.write(t, len + VNET_HDR_LEN);
+  }
+
+  /**
+   * Write an IPv4 frame whose L4 checksum the kernel completes, and which, if its TCP payload is
+   * larger than `gsoSize`, the kernel cuts into segments of `gsoSize` (TSO). The frame's IP
+   * header must be complete (total length and checksum of the whole super-segment); its L4
+   * checksum field is ignored: we replace it, in our copy, with the pseudo-header sum the
+   * kernel expects. Throws InvalidArgumentError for a frame or options that cannot be offloaded.
+   */
+  sendGso(frame: Uint8Array, o: GsoSendOptions): boolean {
+    if (!this.offloads.csum || (o.gsoSize > 0 && !this.offloads.tso)) {
+      throw new InvalidStateError(
+        `${this.name}: the kernel did not grant ${o.gsoSize > 0 ? 'TSO' : 'checksum'} offload (vnetHdr: ${this.vnetHdr})`,
+      );
+    }
+    const len = frame.length;
+    const ipOff = ipv4Offset(frame);
+    if (ipOff < 0) throw new InvalidArgumentError('sendGso: frame is not IPv4 over Ethernet');
+    const ihl = (frame[ipOff]! & 0x0f) * 4;
+    const proto = frame[ipOff + 9]!;
+    const { gsoSize, csumStart, csumOffset } = o;
+    if (!Number.isInteger(gsoSize) || gsoSize < 0 || gsoSize > 65535) {
+      throw new InvalidArgumentError(`sendGso: gsoSize must be 0..65535, got ${gsoSize}`);
+    }
+    if (csumStart !== ipOff + ihl || ihl < 20) {
+      throw new InvalidArgumentError(
+        `sendGso: csumStart ${csumStart} is not the L4 header at ${ipOff + ihl}`,
+      );
+    }
+    const want = proto === 6 ? 16 : proto === 17 ? 6 : -1;
+    if (csumOffset !== want || (gsoSize > 0 && proto !== 6)) {
+      throw new InvalidArgumentError(
+        `sendGso: csumOffset ${csumOffset} / protocol ${proto}: need TCP (16)${gsoSize > 0 ? '' : ' or UDP (6)'}`,
+      );
+    }
+    const l4Len = len - csumStart;
+    const l4Hdr = proto === 6 ? (frame[csumStart + 12]! >>> 4) * 4 : 8;
+    if (l4Len < l4Hdr || l4Hdr < 8) throw new InvalidArgumentError('sendGso: truncated L4 header');
+    if (len > MAX_FRAME)
+      throw new InvalidArgumentError(`sendGso: frame of ${len} bytes exceeds ${MAX_FRAME}`);
+    const payload = l4Len - l4Hdr;
+    const segmented = gsoSize > 0 && payload > gsoSize;
+    if (!segmented && len > this.mtu + 18) {
+      throw new InvalidArgumentError(`sendGso: frame of ${len} bytes exceeds the MTU and is not segmented`);
+    }
+    if (!this.txReady()) return false;
+    const t = this.tbuf;
+    t.set(frame, VNET_HDR_LEN);
+    const seed = pseudoHeaderSum(frame, ipOff, proto, l4Len);
+    const at = VNET_HDR_LEN + csumStart + csumOffset;
+    t[at] = seed >>> 8;
+    t[at + 1] = seed & 0xff;
+    encodeVnetHdr(
+      t,
+      0,
+      VNET_F_NEEDS_CSUM,
+      segmented ? VNET_GSO_TCPV4 : VNET_GSO_NONE,
+      segmented ? csumStart + l4Hdr : 0,
+      segmented ? gsoSize : 0,
+      csumStart,
+      csumOffset,
+    );
+    return this.write(t, len + VNET_HDR_LEN);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.carrierTimer.disarm();
+    // End the pending poll so the pool thread, and its reference to the device, go at once.
+    this.lib.write(this.wakeW, WAKE_BYTE, 1);
+    this.lib.close(this.fd);
+    this.fd = -1;
+    this.lib.close(this.ctl);
+    this.lib.close(this.wakeW);
+    if (!this.waiting) this.lib.close(this.wakeR);
+    this.frameHandler = null;
+    if (this.up) {
+      this.up = false;
+      const h = this.carrierHandler;
+      this.carrierHandler = null;
+      h?.(false);
+    }
+    this.carrierHandler = null;
+  }
+
+  private txReady(): boolean {
+    if (this.closed || this.gone || !this.up) {
+      this.counters.inc('drop.link.no-carrier');
+      return false;
+    }
+    return true;
+  }
+
+  private write(buf: Uint8Array, len: number): boolean {
+    for (;;) {
+      const r = this.lib.write(this.fd, buf, len);
+      if (r === len) {
+        this.counters.inc('link.tx.frames');
+        return true;
+      }
+      if (r >= 0) {
+        this.counters.inc('drop.link.tx-short');
+        return false;
+      }
+      const e = this.lib.errno();
+      if (e === EINTR) continue;
+      if (e === EAGAIN) this.counters.inc('drop.link.tx-full');
+      else if (e === 5 /* EIO: device administratively down */) {
+        this.counters.inc('drop.link.no-carrier');
+        this.setCarrier(false);
+      } else if (e === 19 || e === 77 /* ENODEV, EBADFD: device removed */) {
+        this.counters.inc('drop.link.no-carrier');
+        this.detach();
+      } else this.counters.inc('drop.link.tx-error');
+      return false;
+    }
+  }
+
+  private schedulePump(): void {
+    if (this.pumpScheduled || this.closed) return;
+    this.pumpScheduled = true;
+    this.clock.defer(this.pump);
+  }
+
+  private readonly pump = (): void => {
+    this.pumpScheduled = false;
+    if (this.closed || this.gone) return;
+    const lib = this.lib;
+    const buf = this.rbuf;
+    for (let n = 0; n < this.readBudget; n++) {
+      const r = lib.read(this.fd, buf, buf.length);
+      if (r < 0) {
+        const e = lib.errno();
+        if (e === EINTR) continue;
+        if (e === EAGAIN) {
+          this.waitReadable();
+          return;
+        }
+        if (e === 19 || e === 77 || e === 5) {
+          this.detach();
+          return;
+        }
+        this.counters.inc('drop.link.rx-error');
+        break;
+      }
+      this.deliver(r);
+      if (this.closed) return;
+    }
+    // Budget spent (or a transient error): let timers and I/O run, then carry on.
+    this.schedulePump();
+  };
+
+  private deliver(r: number): void {
+    const h = this.hdr;
+    if (r < h + 14) {
+      this.counters.inc('drop.link.runt');
+      return;
+    }
+    if (h !== 0) decodeVnetHdr(this.rbuf, 0, this.rxInfo);
+    const len = r - h;
+    let v: Uint8Array | undefined;
+    if (len <= VIEW_CACHE_MAX) {
+      v = this.views[len];
+      if (v === undefined) this.views[len] = v = this.rbuf.subarray(h, r);
+    } else v = this.rbuf.subarray(h, r);
+    this.counters.inc('link.rx.frames');
+    const fh = this.frameHandler;
+    if (fh === null) {
+      this.counters.inc('drop.link.no-handler');
+      return;
+    }
+    try {
+      fh(v, this.rxInfo);
+    } catch (e) {
+      // A throwing handler must not stop the read loop; the error still reaches the process.
+      this.counters.inc('link.rx.handler-error');
+      queueMicrotask(() => {
+        throw e;
+      });
+    }
+  }
+
+  private waitReadable(): void {
+    if (this.waiting || this.closed) return;
+    this.waiting = true;
+    this.lib.pollAsync(this.pollFds, 2, -1, this.onPoll);
+  }
+
+  private readonly onPoll = (_err: unknown, _n: number): void => {
+    this.waiting = false;
+    if (this.closed) {
+      this.lib.close(this.wakeR);
+      return;
+    }
+    this.schedulePump();
+  };
+
+  private readonly pollCarrier = (): void => {
+    if (this.closed || this.gone) return;
+    this.setCarrier(this.readCarrier());
+    if (!this.gone) this.carrierTimer.arm(this.carrierPollMs);
+  };
+
+  /** Up and running per the kernel; detaches (for good) if the device went away. */
+  private readCarrier(): boolean {
+    const ifr = this.ifr;
+    putIfName(ifr, this.name);
+    if (
+      this.lib.ioctlPtr(this.ctl, SIOCGIFINDEX, ifr) !== 0 ||
+      this.ifrView.getInt32(IFNAMSIZ_OFF, true) !== this.ifindex
+    ) {
+      this.detach();
+      return false;
+    }
+    putIfName(ifr, this.name);
+    if (this.lib.ioctlPtr(this.ctl, SIOCGIFFLAGS, ifr) !== 0) {
+      this.detach();
+      return false;
+    }
+    const f = this.ifrView.getUint16(IFNAMSIZ_OFF, true);
+    return (f & IFF_UP) !== 0 && (f & IFF_RUNNING) !== 0;
+  }
+
+  private detach(): void {
+    if (this.gone) return;
+    this.gone = true;
+    this.carrierTimer.disarm();
+    this.setCarrier(false);
+  }
+
+  private setCarrier(up: boolean): void {
+    if (this.gone) up = false;
+    if (up === this.up) return;
+    this.up = up;
+    this.counters.inc(up ? 'link.carrier.up' : 'link.carrier.down');
+    this.carrierHandler?.(up);
+  }
+}
+
+const IFNAMSIZ_OFF = 16;
+const WAKE_BYTE = new Uint8Array([1]);
+
+function hostIsLittleEndian(): boolean {
+  return new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+}

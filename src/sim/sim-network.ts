@@ -1,0 +1,154 @@
+import { type Clock, RealClock, VirtualClock } from '../core/clock.ts';
+import { InvalidArgumentError } from '../core/errors.ts';
+import { SeededRandom } from '../core/random.ts';
+import { type ImpairmentSpec, validateImpairment } from '../link/impairment.ts';
+import type { Link } from '../link/link.ts';
+import { MemorySwitch, type SwitchPort } from '../link/memory-switch.ts';
+import { capture, PcapWriter } from '../link/pcap.ts';
+import { Host } from '../socket/host.ts';
+import { Stack } from '../stack/stack.ts';
+import type { TcpCached } from '../state/tcp-state.ts';
+import { formatMac, parseCidr } from '../wire/addr.ts';
+import { FrameTrace } from './trace.ts';
+import { VirtualTimeDriver } from './virtual-time-driver.ts';
+
+export interface SimNetworkOptions {
+  /** Seed for every random choice in the network (impairments, ISNs, ports). Default 1. */
+  seed?: number;
+  /** Run on virtual time (default true): timers jump ahead whenever nothing is runnable. */
+  virtualTime?: boolean;
+  /** Default MTU of new hosts' links (default 1500). */
+  mtu?: number;
+  /** Keep a digest of every frame sent, for determinism checks (`net.traceDigest()`). */
+  trace?: boolean;
+  /** Write every frame seen by any host to this pcap file. */
+  pcap?: string;
+}
+
+export interface SimHostOptions {
+  /** Address with prefix length, e.g. '10.0.0.1/24'. */
+  ip: string;
+  mac?: string;
+  gateway?: string;
+  name?: string;
+  mtu?: number;
+  vlan?: number;
+  /** Impairments of this host's switch port (both directions, or per direction). */
+  impair?: ImpairmentSpec;
+  /** Default TCP settings for this host's connections. */
+  tcp?: Partial<TcpCached>;
+}
+
+/** One host on the simulated network: a Chimney stack on a switch port, with Node-shaped sockets. */
+export class SimHost extends Host {
+  constructor(
+    stack: Stack,
+    readonly name: string,
+    readonly ip: string,
+    readonly port: SwitchPort,
+  ) {
+    super(stack);
+  }
+
+  /** Change this host's link impairments. */
+  impair(spec: ImpairmentSpec): void {
+    this.port.impair(spec);
+  }
+  /** Pull the cable: carrier goes down and frames are lost until restore(). */
+  cut(): void {
+    this.port.cut();
+  }
+  restore(): void {
+    this.port.restore();
+  }
+}
+
+/**
+ * An L2 segment of simulated hosts on one memory switch, by default on virtual time so that a
+ * scenario with long timeouts takes little real time and replays exactly from its seed.
+ */
+export class SimNetwork {
+  readonly clock: Clock;
+  readonly random: SeededRandom;
+  readonly switch: MemorySwitch;
+  readonly hosts: SimHost[] = [];
+  readonly seed: number;
+  private readonly driver: VirtualTimeDriver | null;
+  private readonly trace: FrameTrace | null;
+  private readonly pcap: PcapWriter | null;
+  private readonly defaultMtu: number;
+  private closed = false;
+
+  constructor(opts: SimNetworkOptions = {}) {
+    const seed = opts.seed ?? 1;
+    if (!Number.isInteger(seed)) throw new InvalidArgumentError(`seed must be an integer, got ${seed}`);
+    this.seed = seed;
+    this.defaultMtu = opts.mtu ?? 1500;
+    const virtual = opts.virtualTime ?? true;
+    if (virtual) {
+      const vc = new VirtualClock();
+      this.clock = vc;
+      this.driver = new VirtualTimeDriver(vc);
+    } else {
+      this.clock = new RealClock();
+      this.driver = null;
+    }
+    this.random = new SeededRandom(seed);
+    this.switch = new MemorySwitch({ clock: this.clock, random: this.random.fork(), name: 'sim' });
+    this.trace = opts.trace ? new FrameTrace(this.clock) : null;
+    this.pcap = opts.pcap ? new PcapWriter(opts.pcap, this.clock) : null;
+  }
+
+  addHost(opts: SimHostOptions): SimHost {
+    const { prefixLength } = parseCidr(opts.ip);
+    if (prefixLength === 32)
+      throw new InvalidArgumentError(`host address ${opts.ip} needs a subnet prefix, e.g. /24`);
+    if (opts.impair) validateImpairment(opts.impair);
+    const index = this.hosts.length + 1;
+    const name = opts.name ?? `h${index}`;
+    const mac = opts.mac ?? formatMac(0x020000000000 + index);
+    const port = this.switch.addPort({ name, mtu: opts.mtu ?? this.defaultMtu, impair: opts.impair });
+    let link: Link = port;
+    if (this.trace) link = this.trace.wrap(link);
+    if (this.pcap) link = capture(link, this.pcap);
+    const stack = new Stack({ clock: this.clock, random: this.random.fork(), name, tcp: opts.tcp });
+    stack.addInterface(link, { mac, ip: opts.ip, vlan: opts.vlan, name: 'eth0' });
+    if (opts.gateway) stack.setDefaultGateway(opts.gateway);
+    const host = new SimHost(stack, name, opts.ip.split('/')[0]!, port);
+    this.hosts.push(host);
+    return host;
+  }
+
+  /** Resolve after `ms` of network time (virtual or real). */
+  sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = this.clock.createTimer(resolve);
+      t.arm(ms);
+    });
+  }
+
+  /** Current network time in ms. */
+  now(): number {
+    return this.clock.now();
+  }
+
+  /** Digest of every frame sent so far (needs `trace: true`). */
+  traceDigest(): string {
+    if (!this.trace)
+      throw new InvalidArgumentError('create the SimNetwork with { trace: true } to record a trace');
+    return this.trace.digest();
+  }
+
+  get framesTraced(): number {
+    return this.trace?.frames ?? 0;
+  }
+
+  /** Stop every stack and the driver; pending timers are dropped. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const h of this.hosts) h.stack.close();
+    this.pcap?.close();
+    this.driver?.stop();
+  }
+}

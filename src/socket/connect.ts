@@ -1,0 +1,61 @@
+import { ConnectionError, InvalidArgumentError } from '../core/errors.ts';
+import type { TcpCached } from '../state/tcp-state.ts';
+import { parseIpv4 } from '../wire/addr.ts';
+import type { ServerHost } from './tcp-server.ts';
+import { TcpSocket, type TcpSocketOptions } from './tcp-socket.ts';
+
+export interface ConnectOptions extends TcpSocketOptions {
+  port: number;
+  host: string;
+  localAddress?: string;
+  localPort?: number;
+  noDelay?: boolean;
+  keepAlive?: boolean;
+  keepAliveInitialDelay?: number;
+  /** Idle timeout in ms, as socket.setTimeout. */
+  timeout?: number;
+  /** TCP settings for this connection (buffer sizes, congestion control, ...). */
+  tcp?: Partial<TcpCached>;
+}
+
+function checkPort(port: unknown, what: string): number {
+  if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535)
+    throw new InvalidArgumentError(`${what} must be an integer 1-65535, got ${String(port)}`);
+  return port;
+}
+
+/** Normalise net.connect-style arguments: (port, host?, cb?) or (options, cb?). */
+export function normalizeConnectArgs(
+  a: number | ConnectOptions,
+  b?: string | (() => void),
+  c?: () => void,
+): { opts: ConnectOptions; cb?: () => void } {
+  if (typeof a === 'object' && a !== null) return { opts: a, cb: typeof b === 'function' ? b : c };
+  if (typeof b === 'function') return { opts: { port: a, host: '127.0.0.1' }, cb: b };
+  if (typeof b !== 'string') throw new InvalidArgumentError('connect(port, host) needs a host address');
+  return { opts: { port: a, host: b }, cb: c };
+}
+
+/** Open a connection like net.connect; failures arrive as 'error' events, bad arguments throw. */
+export function connectSocket(host: ServerHost, opts: ConnectOptions, cb?: () => void): TcpSocket {
+  const remotePort = checkPort(opts.port, 'port');
+  const remoteIp = parseIpv4(opts.host);
+  const localIp = opts.localAddress ? parseIpv4(opts.localAddress) : undefined;
+  const localPort = opts.localPort === undefined ? undefined : checkPort(opts.localPort, 'localPort');
+  const socket = new TcpSocket(host, opts);
+  if (cb) socket.once('connect', cb);
+  try {
+    const conn = host.tcp.connect({ remoteIp, remotePort, localIp, localPort, options: opts.tcp }, socket);
+    socket._attachConnecting(conn);
+  } catch (e) {
+    if (e instanceof ConnectionError) {
+      host.clock.defer(() => socket._failConnect(e));
+      return socket;
+    }
+    throw e;
+  }
+  if (opts.noDelay) socket.setNoDelay(true);
+  if (opts.keepAlive) socket.setKeepAlive(true, opts.keepAliveInitialDelay ?? 0);
+  if (opts.timeout) socket.setTimeout(opts.timeout);
+  return socket;
+}

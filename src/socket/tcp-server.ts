@@ -1,0 +1,140 @@
+import { EventEmitter } from 'node:events';
+import { AddressInUseError, InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
+import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
+import type { TcpLayer, TcpListener } from '../stack/tcp/tcp-layer.ts';
+import type { TcpCached } from '../state/tcp-state.ts';
+import { formatIpv4, parseIpv4 } from '../wire/addr.ts';
+import { type SocketHost, TcpSocket, type TcpSocketOptions } from './tcp-socket.ts';
+
+export interface ServerHost extends SocketHost {
+  readonly tcp: TcpLayer;
+}
+
+export interface ListenOptions {
+  port?: number;
+  host?: string;
+  backlog?: number;
+}
+
+export interface TcpServerOptions extends TcpSocketOptions {
+  /** TCP settings for accepted connections (buffer sizes, congestion control, ...). */
+  tcp?: Partial<TcpCached>;
+}
+
+/** Behaves like net.Server: 'listening', 'connection', 'close', 'error'. */
+export class TcpServer extends EventEmitter {
+  private listener: TcpListener | null = null;
+  private readonly sockets = new Set<TcpSocket>();
+  private closing = false;
+  /** Like net.Server#maxConnections: connections beyond it are reset. */
+  maxConnections = Number.POSITIVE_INFINITY;
+
+  constructor(
+    private readonly host: ServerHost,
+    private readonly opts: TcpServerOptions = {},
+    connectionListener?: (socket: TcpSocket) => void,
+  ) {
+    super();
+    if (connectionListener) this.on('connection', connectionListener);
+  }
+
+  get listening(): boolean {
+    return this.listener !== null;
+  }
+
+  listen(port?: number | ListenOptions, hostOrCb?: string | number | (() => void), ...rest: unknown[]): this {
+    let opts: ListenOptions;
+    const args = [hostOrCb, ...rest];
+    if (typeof port === 'object' && port !== null) opts = { ...port };
+    else opts = { port: port ?? 0 };
+    const cb = args.find((a) => typeof a === 'function') as (() => void) | undefined;
+    if (typeof hostOrCb === 'string') opts.host = hostOrCb;
+    const backlogArg = args.find((a) => typeof a === 'number');
+    if (typeof backlogArg === 'number') opts.backlog = backlogArg;
+    if (this.listener) throw new InvalidStateError('server is already listening');
+    const portNum = opts.port ?? 0;
+    if (!Number.isInteger(portNum) || portNum < 0 || portNum > 65535)
+      throw new InvalidArgumentError(`port must be an integer 0-65535, got ${String(opts.port)}`);
+    if (opts.backlog !== undefined && (!Number.isInteger(opts.backlog) || opts.backlog < 1))
+      throw new InvalidArgumentError(`backlog must be a positive integer, got ${String(opts.backlog)}`);
+    const ip = opts.host && opts.host !== '0.0.0.0' ? parseIpv4(opts.host) : 0;
+    if (cb) this.once('listening', cb);
+    try {
+      this.listener = this.host.tcp.listen(
+        { ip, port: portNum, backlog: opts.backlog, options: this.opts.tcp },
+        this.accept,
+      );
+    } catch (e) {
+      if (e instanceof AddressInUseError) {
+        // Node reports EADDRINUSE as an 'error' event, not a throw.
+        this.host.clock.defer(() => this.emit('error', e));
+        return this;
+      }
+      throw e;
+    }
+    this.closing = false;
+    this.host.clock.defer(() => this.emit('listening'));
+    return this;
+  }
+
+  address(): { address: string; family: string; port: number } | null {
+    if (!this.listener) return null;
+    return { address: formatIpv4(this.listener.ip), family: 'IPv4', port: this.listener.port };
+  }
+
+  /** Stop accepting; 'close' follows once every accepted connection has closed. */
+  close(cb?: (err?: Error) => void): this {
+    if (!this.listener) {
+      if (cb) this.host.clock.defer(() => cb(new InvalidStateError('server is not running')));
+      return this;
+    }
+    this.listener.close();
+    this.listener = null;
+    this.closing = true;
+    if (cb) this.once('close', cb);
+    this.maybeEmitClose();
+    return this;
+  }
+
+  getConnections(cb: (err: Error | null, count: number) => void): this {
+    const n = this.sockets.size;
+    this.host.clock.defer(() => cb(null, n));
+    return this;
+  }
+
+  /** Number of open connections accepted by this server. */
+  get connections(): number {
+    return this.sockets.size;
+  }
+
+  ref(): this {
+    return this;
+  }
+  unref(): this {
+    return this;
+  }
+
+  private readonly accept = (conn: TcpConnection): boolean => {
+    if (this.closing || this.sockets.size >= this.maxConnections) return false;
+    const socket = new TcpSocket(this.host, {
+      allowHalfOpen: this.opts.allowHalfOpen,
+      highWaterMark: this.opts.highWaterMark,
+    });
+    socket._attachEstablished(conn);
+    this.sockets.add(socket);
+    socket.once('close', () => {
+      this.sockets.delete(socket);
+      this.maybeEmitClose();
+    });
+    // The 'connection' event is deferred so the engine finishes its processing first.
+    this.host.clock.defer(() => this.emit('connection', socket));
+    return true;
+  };
+
+  private maybeEmitClose(): void {
+    if (this.closing && this.sockets.size === 0) {
+      this.closing = false;
+      this.host.clock.defer(() => this.emit('close'));
+    }
+  }
+}

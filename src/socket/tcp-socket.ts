@@ -1,0 +1,342 @@
+import { Duplex } from 'node:stream';
+import type { Clock, Timer } from '../core/clock.ts';
+import { ConnectionError, InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
+import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
+import type { TcpUser } from '../stack/tcp/tcp-types.ts';
+import { formatIpv4 } from '../wire/addr.ts';
+
+/** Reads are pulled from the connection's receive buffer in chunks of at most this size. */
+const READ_CHUNK = 64 * 1024;
+
+export interface TcpSocketOptions {
+  /** Like net.Socket: keep the writable side open after the peer's FIN (default false). */
+  allowHalfOpen?: boolean;
+  highWaterMark?: number;
+}
+
+/** What a socket needs from the stack it lives on; kept narrow so the owner can change later. */
+export interface SocketHost {
+  readonly clock: Clock;
+}
+
+/**
+ * The switching layer's face towards the application: a Duplex stream that behaves like
+ * net.Socket, routing every call to the connection that runs it. Node's http and tls run on it.
+ */
+export class TcpSocket extends Duplex implements TcpUser {
+  private conn: TcpConnection | null = null;
+  private readonly host: SocketHost;
+  /** A write the connection could not take whole: the rest waits for onWritable. */
+  private pendingChunk: Uint8Array | null = null;
+  private pendingOffset = 0;
+  private pendingCb: ((err?: Error | null) => void) | null = null;
+  private wantRead = false;
+  private remoteEnded = false;
+  private endPushed = false;
+  private closedByStack = false;
+  private idleTimeoutMs = 0;
+  private idleTimer: Timer | null = null;
+  private lastActivity = 0;
+  private _bytesRead = 0;
+  private _bytesWritten = 0;
+  private _connecting = false;
+  /** Writes that arrived before the handshake completed. */
+  private waitingForConnect: (() => void)[] = [];
+
+  constructor(host: SocketHost, opts: TcpSocketOptions = {}) {
+    super({
+      allowHalfOpen: opts.allowHalfOpen ?? false,
+      highWaterMark: opts.highWaterMark,
+      // Node's net.Socket leaves the stream open after 'end' until both sides are done.
+      autoDestroy: true,
+      emitClose: true,
+    });
+    this.host = host;
+  }
+
+  /** @internal Attach an accepted (already established) connection. */
+  _attachEstablished(conn: TcpConnection): void {
+    this.conn = conn;
+    conn.user = this;
+    this.touch();
+  }
+
+  /** @internal Attach a connection whose active open is under way. */
+  _attachConnecting(conn: TcpConnection): void {
+    this.conn = conn;
+    conn.user = this;
+    this._connecting = true;
+  }
+
+  /** The connection currently running this socket (its owner may change; the socket stays). */
+  get connection(): TcpConnection | null {
+    return this.conn;
+  }
+
+  get connecting(): boolean {
+    return this._connecting;
+  }
+  get pending(): boolean {
+    return this._connecting || this.conn === null;
+  }
+  get readyState(): 'opening' | 'open' | 'readOnly' | 'writeOnly' | 'closed' {
+    if (this._connecting) return 'opening';
+    if (this.destroyed || !this.conn) return 'closed';
+    if (this.readable && this.writable) return 'open';
+    if (this.readable) return 'readOnly';
+    if (this.writable) return 'writeOnly';
+    return 'closed';
+  }
+  get bytesRead(): number {
+    return this._bytesRead;
+  }
+  get bytesWritten(): number {
+    return this._bytesWritten;
+  }
+  get remoteAddress(): string | undefined {
+    return this.conn ? formatIpv4(this.conn.remoteIp) : undefined;
+  }
+  get remotePort(): number | undefined {
+    return this.conn?.remotePort;
+  }
+  get remoteFamily(): string | undefined {
+    return this.conn ? 'IPv4' : undefined;
+  }
+  get localAddress(): string | undefined {
+    return this.conn ? formatIpv4(this.conn.localIp) : undefined;
+  }
+  get localPort(): number | undefined {
+    return this.conn?.localPort;
+  }
+  get timeout(): number | undefined {
+    return this.idleTimeoutMs || undefined;
+  }
+
+  address(): { address: string; family: string; port: number } | Record<string, never> {
+    if (!this.conn) return {};
+    return { address: formatIpv4(this.conn.localIp), family: 'IPv4', port: this.conn.localPort };
+  }
+
+  setNoDelay(noDelay = true): this {
+    this.conn?.setNoDelay(noDelay);
+    return this;
+  }
+
+  setKeepAlive(enable = false, initialDelayMs = 0): this {
+    this.conn?.setKeepAlive(enable, initialDelayMs > 0 ? initialDelayMs : undefined);
+    return this;
+  }
+
+  /** Like net.Socket#setTimeout: emit 'timeout' after `ms` of inactivity (0 disables). */
+  setTimeout(ms: number, cb?: () => void): this {
+    if (!Number.isFinite(ms) || ms < 0)
+      throw new InvalidArgumentError(`timeout must be a non-negative number of ms, got ${ms}`);
+    if (cb) {
+      if (ms === 0) this.removeListener('timeout', cb);
+      else this.once('timeout', cb);
+    }
+    this.idleTimeoutMs = ms;
+    if (ms === 0) {
+      this.idleTimer?.disarm();
+      return this;
+    }
+    if (!this.idleTimer) this.idleTimer = this.host.clock.createTimer(this.onIdleTimer);
+    this.touch();
+    return this;
+  }
+
+  ref(): this {
+    return this;
+  }
+  unref(): this {
+    return this;
+  }
+
+  /** Reset the connection (RST), like net.Socket#resetAndDestroy. */
+  resetAndDestroy(): this {
+    if (this.conn && !this.closedByStack) {
+      this.closedByStack = true;
+      this.conn.abort();
+    }
+    this.destroy();
+    return this;
+  }
+
+  // ---- TcpUser: indications from whoever runs the connection ----
+
+  onConnected(): void {
+    if (!this._connecting) return;
+    this._connecting = false;
+    this.touch();
+    const waiting = this.waitingForConnect;
+    this.waitingForConnect = [];
+    for (const w of waiting) w();
+    this.emit('connect');
+    this.emit('ready');
+    if (this.wantRead) this.pull();
+  }
+
+  onReadable(): void {
+    if (this.wantRead) this.pull();
+  }
+
+  onWritable(): void {
+    this.flushPending();
+  }
+
+  onRemoteEnd(): void {
+    this.remoteEnded = true;
+    if (this.wantRead) this.pull();
+  }
+
+  onClosed(error: ConnectionError | null): void {
+    this.closedByStack = true;
+    this._connecting = false;
+    this.idleTimer?.disarm();
+    if (error) {
+      this.failPending(error);
+      this.destroy(error);
+      return;
+    }
+    // Orderly close: deliver what is left, then end; a write still waiting can no longer go out.
+    this.remoteEnded = true;
+    if (this.pendingCb) this.failPending(new ConnectionError('EPIPE', 'connection closed with data unsent'));
+    this.pull();
+  }
+
+  // ---- Duplex implementation ----
+
+  override _read(): void {
+    this.wantRead = true;
+    this.pull();
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    if (this._connecting || !this.conn) {
+      this.waitingForConnect.push(() => this._write(chunk, _enc, cb));
+      return;
+    }
+    if (this.closedByStack) {
+      cb(new ConnectionError('EPIPE', 'write after the connection closed'));
+      return;
+    }
+    this.pendingChunk = chunk;
+    this.pendingOffset = 0;
+    this.pendingCb = cb;
+    this.flushPending();
+  }
+
+  override _final(cb: (err?: Error | null) => void): void {
+    if (this._connecting || !this.conn) {
+      this.waitingForConnect.push(() => this._final(cb));
+      return;
+    }
+    if (!this.closedByStack) {
+      try {
+        this.conn.shutdown();
+      } catch (e) {
+        cb(e as Error);
+        return;
+      }
+    }
+    cb();
+  }
+
+  override _destroy(err: Error | null, cb: (err: Error | null) => void): void {
+    this.idleTimer?.disarm();
+    this._connecting = false;
+    const conn = this.conn;
+    if (conn && !this.closedByStack) {
+      this.closedByStack = true;
+      // Like close(2): unread data or an error means the peer must learn of it (RST); otherwise FIN.
+      if (err || conn.readableLength > 0) conn.abort();
+      else conn.close();
+    }
+    if (this.pendingCb) {
+      const pcb = this.pendingCb;
+      this.pendingCb = null;
+      this.pendingChunk = null;
+      pcb(err ?? new ConnectionError('EPIPE', 'socket destroyed with a write pending'));
+    }
+    cb(err);
+  }
+
+  private pull(): void {
+    const conn = this.conn;
+    if (!conn || this.endPushed) return;
+    while (this.wantRead) {
+      const n = conn.readableLength;
+      if (n === 0) break;
+      const chunk = Buffer.allocUnsafe(Math.min(n, READ_CHUNK));
+      const got = conn.read(chunk, 0, chunk.length);
+      if (got === 0) break;
+      this._bytesRead += got;
+      this.touch();
+      this.wantRead = this.push(got === chunk.length ? chunk : chunk.subarray(0, got));
+    }
+    if (this.remoteEnded && conn.readableLength === 0 && !this.endPushed) {
+      this.endPushed = true;
+      this.push(null);
+    }
+  }
+
+  private flushPending(): void {
+    const conn = this.conn;
+    const chunk = this.pendingChunk;
+    if (!conn || !chunk) return;
+    let n: number;
+    try {
+      n = conn.write(chunk, this.pendingOffset, chunk.length - this.pendingOffset);
+    } catch (e) {
+      this.failPending(e as Error);
+      return;
+    }
+    if (n > 0) {
+      this.pendingOffset += n;
+      this._bytesWritten += n;
+      this.touch();
+    }
+    if (this.pendingOffset >= chunk.length) {
+      const cb = this.pendingCb!;
+      this.pendingChunk = null;
+      this.pendingCb = null;
+      cb();
+    }
+  }
+
+  private failPending(err: Error): void {
+    const cb = this.pendingCb;
+    this.pendingChunk = null;
+    this.pendingCb = null;
+    cb?.(err);
+  }
+
+  private touch(): void {
+    if (this.idleTimeoutMs > 0 && this.idleTimer) {
+      this.lastActivity = this.host.clock.now();
+      if (!this.idleTimer.armed) this.idleTimer.arm(this.idleTimeoutMs);
+    }
+  }
+
+  private readonly onIdleTimer = (): void => {
+    if (this.idleTimeoutMs <= 0 || this.destroyed) return;
+    const idle = this.host.clock.now() - this.lastActivity;
+    if (idle >= this.idleTimeoutMs) {
+      // Like Node: one 'timeout' per idle period; the next activity re-arms the timer.
+      this.emit('timeout');
+    } else {
+      this.idleTimer!.arm(this.idleTimeoutMs - idle);
+    }
+  };
+
+  /** @internal used by the connect path to report an immediate failure asynchronously. */
+  _failConnect(err: Error): void {
+    this._connecting = false;
+    this.destroy(err);
+  }
+
+  /** @internal */
+  _assertOpenForConnect(): void {
+    if (this.conn) throw new InvalidStateError('socket is already connected or connecting');
+  }
+}

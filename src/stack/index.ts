@@ -1,0 +1,15 @@
+export { errorFor, IcmpLayer, type IcmpOptions, type PingOptions } from './icmp.ts';
+export { type InterfaceAddress, type InterfaceOptions, StackInterface } from './interface.ts';
+export type { IcmpErrorInfo, IpInfo, IpSender } from './ip-sender.ts';
+export { type ArpOptions, type NeighborInfo, type NeighborStatus, NeighborTable } from './neighbor.ts';
+export { PathLayer, type PathOptions, plateauBelow, RxPacket } from './path.ts';
+export { Reassembler, type ReassemblyOptions } from './reassembly.ts';
+export { Stack, type StackOptions } from './stack.ts';
+export {
+  UdpBinding,
+  type UdpBindOptions,
+  type UdpErrorHandler,
+  UdpLayer,
+  type UdpMessageHandler,
+  type UdpRemoteInfo,
+} from './udp.ts';

@@ -1,0 +1,48 @@
+import type { PathState } from '../state/path-state.ts';
+
+/**
+ * How a transport protocol hands a packet to the path layer without copying it: it asks where
+ * its header starts in the shared transmit buffer, writes the transport header and payload there,
+ * then commits. The path layer fills in the IPv4 and Ethernet headers around it, fragments if the
+ * packet is too big and DF is clear, resolves the neighbor (queueing while ARP is in progress),
+ * and sends it on the path's interface.
+ */
+export interface IpSender {
+  /** The transmit buffer; valid between `begin` and `commit`. */
+  readonly txBuf: Uint8Array;
+  /** Offset in `txBuf` where the transport header must be written for this path. */
+  begin(path: PathState): number;
+  /**
+   * Transmit the `l4Len` bytes written at the offset `begin` returned.
+   * `df`: set Don't Fragment (TCP always does; path MTU discovery relies on it).
+   * Returns false if the packet could not be sent or queued (no route, link down, ARP queue full).
+   */
+  commit(path: PathState, protocol: number, l4Len: number, df: boolean, ttl?: number, tos?: number): boolean;
+}
+
+/** The facts of an arriving IPv4 packet that transports need. */
+export interface IpInfo {
+  src: number;
+  dst: number;
+  ttl: number;
+  tos: number;
+  /** Index of the interface the packet arrived on. */
+  ifIndex: number;
+}
+
+/** What an ICMP error tells a transport about one of its packets. */
+export interface IcmpErrorInfo {
+  /** 'unreachable' (type 3, except code 4), 'frag-needed' (type 3 code 4), 'time-exceeded' (type 11). */
+  kind: 'unreachable' | 'frag-needed' | 'time-exceeded';
+  code: number;
+  /** Next-hop MTU for 'frag-needed' (0 if the router did not say). */
+  mtu: number;
+  /** Addresses of the quoted (original) packet: src is ours, dst is the peer's. */
+  src: number;
+  dst: number;
+  /** First 8 bytes of the quoted transport header: ports, and for TCP the sequence number. */
+  srcPort: number;
+  dstPort: number;
+  /** TCP sequence number from the quoted header (0 for UDP). */
+  seq: number;
+}

@@ -1,0 +1,249 @@
+import { InvalidArgumentError } from '../../core/errors.ts';
+import type { CongestionAlgorithm, TcpState } from '../../state/tcp-state.ts';
+
+/**
+ * Congestion control as stateless singletons over TcpState: every variable lives in the state
+ * object (delegated cwnd/ssthresh, soft caBytesAcked and cubic), so a connection keeps its window
+ * when it moves between the host and a NIC.
+ *
+ * Division of labour with the engine: these functions only touch cwnd, ssthresh,
+ * soft.caBytesAcked and soft.cubic. The engine owns dupAcks, inRecovery, recoveryPoint and highRxt,
+ * decides when each event happens, and does any NewReno dup-ACK window inflation itself
+ * (onLossDetected leaves cwnd = ssthresh, uninflated). cwnd and ssthresh are whole bytes.
+ */
+export interface CongestionControl {
+  /** Initial window after the handshake (RFC 6928); ssthresh starts arbitrarily large (RFC 5681). */
+  init(s: TcpState, now: number): void;
+  /** New data cumulatively ACKed outside recovery. `rttMs` is the latest sample (0 or less: none). */
+  onAck(s: TcpState, ackedBytes: number, rttMs: number, now: number): void;
+  /** Entering fast recovery. Call before flightSize changes (i.e. with the pre-recovery snd.max). */
+  onLossDetected(s: TcpState, now: number): void;
+  /** A full ACK covered the recovery point; call after snd.una has moved. */
+  onRecoveryExit(s: TcpState, now: number): void;
+  /** Retransmission timeout. Call while soft.inRecovery still says whether fast recovery was running. */
+  onTimeout(s: TcpState, now: number): void;
+  /** Sending resumes after an idle period longer than the RTO. */
+  onIdleRestart(s: TcpState, now: number): void;
+}
+
+/** Larger than any window the connection can have; the RFC 5681 "arbitrarily high" ssthresh. */
+const SSTHRESH_INFINITE = 0x7fffffff;
+/** RFC 3465: in slow start one ACK may grow cwnd by at most L * SMSS. */
+const ABC_LIMIT = 2;
+
+/** RFC 9438 §4.6 multiplicative decrease factor. */
+const CUBIC_BETA = 0.7;
+/** beta as a fraction, so ssthresh is computed in exact integer arithmetic. */
+const CUBIC_BETA_NUM = 7;
+const CUBIC_BETA_DEN = 10;
+/** RFC 9438 §5: C in segments / s^3. */
+const CUBIC_C = 0.4;
+/** RFC 9438 §4.3: AIMD increase that matches Reno's average rate given beta 0.7. */
+const CUBIC_ALPHA = (3 * (1 - CUBIC_BETA)) / (1 + CUBIC_BETA);
+
+export function effectiveMss(s: TcpState): number {
+  let mss = Math.min(s.const.remoteMss, s.path.cached.mtu - 40);
+  if (s.const.tsEnabled) mss -= 12;
+  return Math.max(mss, 64);
+}
+
+export function flightSize(s: TcpState): number {
+  return (s.delegated.sndMax - s.delegated.sndUna) >>> 0;
+}
+
+function initialWindow(mss: number): number {
+  return Math.min(10 * mss, Math.max(2 * mss, 14600));
+}
+
+/** RFC 5681 slow start with RFC 3465 ABC; returns true when the ACK was consumed by slow start. */
+function slowStart(s: TcpState, acked: number, mss: number): boolean {
+  const d = s.delegated;
+  if (d.cwnd >= d.ssthresh) return false;
+  d.cwnd += Math.min(acked, ABC_LIMIT * mss);
+  s.soft.caBytesAcked = 0;
+  return true;
+}
+
+function resetCubicEpoch(s: TcpState): void {
+  s.soft.cubic.epochStart = -1;
+  s.soft.cubic.cwndFrac = 0;
+}
+
+/**
+ * A repeated RTO before anything was ACKed finds cwnd still at the loss window; RFC 5681 §3.1
+ * lowers ssthresh only the first time a segment is resent by the timer, otherwise a string of
+ * timeouts would ratchet ssthresh down on a window that was never in flight.
+ */
+function isRepeatedTimeout(s: TcpState, mss: number): boolean {
+  return s.delegated.cwnd <= mss && s.delegated.ssthresh !== SSTHRESH_INFINITE;
+}
+
+const newReno: CongestionControl = {
+  init(s) {
+    const mss = effectiveMss(s);
+    s.delegated.cwnd = initialWindow(mss);
+    s.delegated.ssthresh = SSTHRESH_INFINITE;
+    s.soft.caBytesAcked = 0;
+    resetCubicEpoch(s);
+  },
+  onAck(s, acked) {
+    if (acked <= 0 || s.soft.inRecovery) return;
+    const d = s.delegated;
+    const mss = effectiveMss(s);
+    if (slowStart(s, acked, mss)) return;
+    // RFC 3465 §2.1: one SMSS per cwnd's worth of ACKed bytes gives exactly +1 MSS per RTT
+    // whatever the ACK pattern, where RFC 5681 eq. 3 would undershoot with delayed ACKs.
+    s.soft.caBytesAcked += acked;
+    if (s.soft.caBytesAcked >= d.cwnd) {
+      s.soft.caBytesAcked -= d.cwnd;
+      d.cwnd += mss;
+    }
+  },
+  onLossDetected(s) {
+    const d = s.delegated;
+    const mss = effectiveMss(s);
+    d.ssthresh = Math.max(Math.floor(flightSize(s) / 2), 2 * mss);
+    d.cwnd = d.ssthresh;
+    s.soft.caBytesAcked = 0;
+  },
+  onRecoveryExit(s) {
+    recoveryExit(s);
+  },
+  onTimeout(s) {
+    const d = s.delegated;
+    const mss = effectiveMss(s);
+    if (!isRepeatedTimeout(s, mss)) {
+      const half = Math.max(Math.floor(flightSize(s) / 2), 2 * mss);
+      // During fast recovery the flight may be inflated by new data sent on dup ACKs; the RFC asks
+      // for "no more than" half of it, and raising the ssthresh recovery already chose would undo it.
+      d.ssthresh = s.soft.inRecovery ? Math.min(d.ssthresh, half) : half;
+    }
+    d.cwnd = mss;
+    s.soft.caBytesAcked = 0;
+  },
+  onIdleRestart(s) {
+    idleRestart(s);
+  },
+};
+
+/**
+ * RFC 6582 §3.2 step 3 option 1: deflate to what is actually in flight plus one segment, capped by
+ * ssthresh, so the first ACKs after recovery cannot release a burst.
+ */
+function recoveryExit(s: TcpState): void {
+  const d = s.delegated;
+  const mss = effectiveMss(s);
+  d.cwnd = Math.max(Math.min(d.ssthresh, Math.max(flightSize(s), mss) + mss), mss);
+  s.soft.caBytesAcked = 0;
+  resetCubicEpoch(s);
+}
+
+function idleRestart(s: TcpState): void {
+  const d = s.delegated;
+  d.cwnd = Math.min(d.cwnd, initialWindow(effectiveMss(s)));
+  s.soft.caBytesAcked = 0;
+  // The CUBIC curve is a function of time since the epoch began; idle time is not growth time.
+  resetCubicEpoch(s);
+}
+
+/** RFC 9438 eq. 1 in bytes: W_cubic(t) = C * (t - K)^3 * mss + W_max, t and K in seconds. */
+export function cubicWindow(t: number, k: number, wMax: number, mss: number): number {
+  const x = t - k;
+  return CUBIC_C * x * x * x * mss + wMax;
+}
+
+/** RFC 9438 eq. 2 in bytes: time for the curve to climb from cwndEpoch back to wMax. */
+export function cubicK(wMax: number, cwndEpoch: number, mss: number): number {
+  return wMax > cwndEpoch ? Math.cbrt((wMax - cwndEpoch) / (CUBIC_C * mss)) : 0;
+}
+
+/** RFC 9438 §4.6 / §4.7: remember where the loss happened and back off by beta. */
+function cubicReduce(s: TcpState, mss: number): void {
+  const d = s.delegated;
+  const c = s.soft.cubic;
+  c.cwndPrior = d.cwnd;
+  // Fast convergence: a flow that lost before reaching its previous W_max is probably sharing the
+  // path with a newcomer, so it aims lower to release bandwidth.
+  c.wMax = d.cwnd < c.wMax ? (d.cwnd * (1 + CUBIC_BETA)) / 2 : d.cwnd;
+  d.ssthresh = Math.max(Math.floor((d.cwnd * CUBIC_BETA_NUM) / CUBIC_BETA_DEN), 2 * mss);
+}
+
+const cubic: CongestionControl = {
+  init(s, now) {
+    newReno.init(s, now);
+    const c = s.soft.cubic;
+    c.wMax = 0;
+    c.k = 0;
+    c.originPoint = 0;
+    c.wEst = 0;
+    c.cwndPrior = 0;
+  },
+  onAck(s, acked, rttMs, now) {
+    if (acked <= 0 || s.soft.inRecovery) return;
+    const d = s.delegated;
+    const mss = effectiveMss(s);
+    if (slowStart(s, acked, mss)) return;
+    const c = s.soft.cubic;
+    if (c.epochStart < 0) {
+      c.epochStart = now;
+      c.cwndFrac = 0;
+      // Above the old W_max (slow start overshot it, or no loss yet) the curve starts at its
+      // inflection point at the current window: probing upward right away.
+      c.originPoint = Math.max(c.wMax, d.cwnd);
+      c.k = cubicK(c.originPoint, d.cwnd, mss);
+      c.wEst = d.cwnd;
+    }
+    const rtt = d.srtt > 0 ? d.srtt : Math.max(rttMs, 0);
+    const t = (now - c.epochStart) / 1000;
+
+    // RFC 9438 §4.3: a Reno flow with the same losses would be at W_est; never do worse than it.
+    const alpha = c.wEst >= c.cwndPrior ? 1 : CUBIC_ALPHA;
+    c.wEst += (alpha * mss * acked) / d.cwnd;
+    if (cubicWindow(t, c.k, c.originPoint, mss) < c.wEst) {
+      const est = Math.floor(c.wEst);
+      if (est > d.cwnd) d.cwnd = est;
+      c.cwndFrac = 0;
+      return;
+    }
+
+    // RFC 9438 §4.2: aim at where the curve will be one RTT from now, bounded to 1.5x per RTT.
+    let target = cubicWindow(t + rtt / 1000, c.k, c.originPoint, mss);
+    if (target < d.cwnd) target = d.cwnd;
+    else if (target > 1.5 * d.cwnd) target = 1.5 * d.cwnd;
+    c.cwndFrac += ((target - d.cwnd) * acked) / d.cwnd;
+    if (c.cwndFrac >= 1) {
+      const whole = Math.floor(c.cwndFrac);
+      d.cwnd += whole;
+      c.cwndFrac -= whole;
+    }
+  },
+  onLossDetected(s) {
+    const mss = effectiveMss(s);
+    cubicReduce(s, mss);
+    s.delegated.cwnd = s.delegated.ssthresh;
+    s.soft.caBytesAcked = 0;
+    resetCubicEpoch(s);
+  },
+  onRecoveryExit(s) {
+    recoveryExit(s);
+  },
+  onTimeout(s) {
+    const mss = effectiveMss(s);
+    // RFC 9438 §4.8: Reno's loss window, but ssthresh (and W_max) from CUBIC's own rules.
+    // A timeout in the middle of fast recovery is the same congestion event recovery already
+    // answered: reducing W_max and ssthresh again would count it twice.
+    if (!isRepeatedTimeout(s, mss) && !s.soft.inRecovery) cubicReduce(s, mss);
+    s.delegated.cwnd = mss;
+    s.soft.caBytesAcked = 0;
+    resetCubicEpoch(s);
+  },
+  onIdleRestart(s) {
+    idleRestart(s);
+  },
+};
+
+export function congestionControl(name: CongestionAlgorithm): CongestionControl {
+  if (name === 'newreno') return newReno;
+  if (name === 'cubic') return cubic;
+  throw new InvalidArgumentError(`unknown congestion control algorithm: ${String(name)}`);
+}

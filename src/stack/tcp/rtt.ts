@@ -1,0 +1,34 @@
+import type { TcpState } from '../../state/tcp-state.ts';
+
+/** Clock granularity G of RFC 6298 (our clock is in fractional ms). */
+const CLOCK_GRANULARITY_MS = 1;
+export const INITIAL_RTO_MS = 1000;
+
+/**
+ * Feed one RTT measurement into srtt/rttvar and recompute the RTO (RFC 6298 section 2). The floor
+ * is cached.minRtoMs, 200 ms by default as Linux does rather than the RFC's 1 s: on today's paths
+ * a 1 s floor turns every tail loss into a long stall, and the RFC itself allows a lower bound.
+ */
+export function rttSample(s: TcpState, rttMs: number): void {
+  const d = s.delegated;
+  const r = Math.max(rttMs, 0);
+  if (d.srtt === 0) {
+    d.srtt = r > 0 ? r : 0.001;
+    d.rttvar = r / 2;
+  } else {
+    d.rttvar = 0.75 * d.rttvar + 0.25 * Math.abs(d.srtt - r);
+    d.srtt = 0.875 * d.srtt + 0.125 * r;
+  }
+  d.rto = clampRto(s, d.srtt + Math.max(CLOCK_GRANULARITY_MS, 4 * d.rttvar));
+}
+
+export function clampRto(s: TcpState, rto: number): number {
+  const c = s.cached;
+  return Math.min(Math.max(rto, c.minRtoMs), c.maxRtoMs);
+}
+
+/** The RTO with the current exponential backoff applied (RFC 6298 5.5). */
+export function backedOffRto(s: TcpState): number {
+  const d = s.delegated;
+  return Math.min(d.rto * 2 ** Math.min(d.backoff, 30), s.cached.maxRtoMs);
+}

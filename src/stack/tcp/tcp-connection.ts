@@ -1,0 +1,312 @@
+import type { Timer } from '../../core/clock.ts';
+import { ConnectionError, InvalidArgumentError, InvalidStateError } from '../../core/errors.ts';
+import type { TcpState } from '../../state/tcp-state.ts';
+import { TcpStateId } from '../../state/tcp-state.ts';
+import type { TcpHeader } from '../../wire/tcp.ts';
+import type { CongestionControl } from './congestion.ts';
+import { seqDiff } from './seq.ts';
+import { sendRst, tcpOutput } from './tcp-output.ts';
+import { onConnectionTimer, scheduleTimer } from './tcp-timers.ts';
+import type { TcpHostEnv, TcpUser } from './tcp-types.ts';
+
+/** What the engine functions need from the layer that runs a connection. */
+export interface TcpEngine {
+  readonly env: TcpHostEnv;
+  /** Scratch header for every segment this layer builds. */
+  readonly txHdr: TcpHeader;
+  congestion(conn: TcpConnection): CongestionControl;
+  /** Remove the connection from demultiplexing (it reached CLOSED). */
+  unlink(conn: TcpConnection): void;
+  /** Global RFC 5961 challenge-ACK budget: true if one more may be sent now. */
+  takeChallengeAck(now: number): boolean;
+}
+
+/** The part of a listener a half-open connection refers to. */
+export interface ListenerRef {
+  /** Half-open connections (SYN_RECEIVED) this listener owns. */
+  pending: number;
+  readonly closed: boolean;
+  readonly accept: (conn: TcpConnection) => boolean;
+}
+
+/** Pending user notifications, delivered together once the state is consistent. */
+export const TcpEvent = {
+  CONNECTED: 1,
+  READABLE: 2,
+  REMOTE_END: 4,
+  WRITABLE: 8,
+  CLOSED: 16,
+} as const;
+
+export interface TcpConnectionStats {
+  segmentsIn: number;
+  segmentsOut: number;
+  retransmits: number;
+  bytesIn: number;
+  bytesOut: number;
+  resetsIn: number;
+  resetsOut: number;
+}
+
+/**
+ * One TCP connection: the state object plus the small amount of glue an owner needs to run it (the
+ * user, one timer, counters). Protocol logic lives in the engine functions (tcp-input, tcp-output,
+ * tcp-timers), which work on `state`, so another owner can pick the state up and continue.
+ */
+export class TcpConnection {
+  readonly state: TcpState;
+  user: TcpUser | null = null;
+  readonly stats: TcpConnectionStats = {
+    segmentsIn: 0,
+    segmentsOut: 0,
+    retransmits: 0,
+    bytesIn: 0,
+    bytesOut: 0,
+    resetsIn: 0,
+    resetsOut: 0,
+  };
+  /** @internal */
+  readonly engine: TcpEngine;
+  /** @internal */
+  readonly timer: Timer;
+  /** @internal Listener that created this passive open, until it is accepted. */
+  listener: ListenerRef | null = null;
+  /** @internal TcpEvent bits not yet delivered. */
+  events = 0;
+  /** @internal Why the connection closed (null: orderly). */
+  closeError: ConnectionError | null = null;
+  /** @internal onClosed has been queued or delivered; nothing is delivered after it. */
+  finished = false;
+  /** @internal A write() came back short: report onWritable when room appears. */
+  wantWritable = false;
+  /** @internal Last ICMP soft error (RFC 1122 4.2.3.9), reported instead of ETIMEDOUT. */
+  softError: ConnectionError | null = null;
+  /** @internal Our SYN had to go out again (no RTT sample from the handshake, Karn). */
+  synRetransmitted = false;
+  /** @internal Offered window-scale shift while the handshake is under way. */
+  offeredWscale = 0;
+  /** @internal True while linked in the layer's demultiplexing table. */
+  linked = false;
+  /** @internal The deadline the timer was last armed for. */
+  timerTarget = Number.POSITIVE_INFINITY;
+  private deferred = false;
+
+  constructor(engine: TcpEngine, state: TcpState) {
+    this.engine = engine;
+    this.state = state;
+    this.timer = engine.env.clock.createTimer(() => onConnectionTimer(this));
+  }
+
+  get localIp(): number {
+    return this.state.const.localIp;
+  }
+  get localPort(): number {
+    return this.state.const.localPort;
+  }
+  get remoteIp(): number {
+    return this.state.const.remoteIp;
+  }
+  get remotePort(): number {
+    return this.state.const.remotePort;
+  }
+
+  /** Bytes in the send buffer not yet acknowledged. */
+  get writableLength(): number {
+    return this.state.delegated.sendBuffer.length;
+  }
+  /** Bytes waiting in the receive buffer. */
+  get readableLength(): number {
+    return this.state.delegated.recvBuffer.length;
+  }
+
+  write(src: Uint8Array, off = 0, len = src.length - off): number {
+    if (!Number.isInteger(off) || !Number.isInteger(len) || off < 0 || len < 0 || off + len > src.length) {
+      throw new InvalidArgumentError('write: range outside the source buffer');
+    }
+    const d = this.state.delegated;
+    if (d.finQueued || d.state === TcpStateId.CLOSED || d.state === TcpStateId.TIME_WAIT) {
+      throw new InvalidStateError('write after shutdown or close');
+    }
+    if (d.state >= TcpStateId.FIN_WAIT_1 && d.state !== TcpStateId.CLOSE_WAIT) {
+      throw new InvalidStateError('write after shutdown or close');
+    }
+    const n = d.sendBuffer.write(src, off, len);
+    if (n < len) this.wantWritable = true;
+    if (n > 0 && isSynchronized(d.state)) {
+      tcpOutput(this);
+      scheduleTimer(this);
+    }
+    return n;
+  }
+
+  read(dst: Uint8Array, off = 0, len = dst.length - off): number {
+    if (!Number.isInteger(off) || !Number.isInteger(len) || off < 0 || len < 0 || off + len > dst.length) {
+      throw new InvalidArgumentError('read: range outside the destination buffer');
+    }
+    const s = this.state;
+    const d = s.delegated;
+    const n = d.recvBuffer.read(dst, off, len);
+    if (n > 0 && canReceive(d.state) && !d.finReceived) {
+      // RFC 1122 4.2.3.3: announce the opened window only once it has grown by a useful amount.
+      const opened = d.recvBuffer.free - seqDiff(d.rcvAdv, d.rcvNxt);
+      if (opened >= Math.min(2 * s.const.localMss, s.cached.rcvBufSize >>> 1)) {
+        s.soft.ackNow = true;
+        tcpOutput(this);
+        scheduleTimer(this);
+      }
+    }
+    return n;
+  }
+
+  shutdown(): void {
+    const d = this.state.delegated;
+    if (d.finQueued || d.state === TcpStateId.CLOSED) return;
+    d.finQueued = true;
+    if (d.state === TcpStateId.ESTABLISHED) d.state = TcpStateId.FIN_WAIT_1;
+    else if (d.state === TcpStateId.CLOSE_WAIT) d.state = TcpStateId.LAST_ACK;
+    // SYN_SENT / SYN_RECEIVED: the FIN follows once the handshake completes.
+    if (isSynchronized(d.state)) {
+      tcpOutput(this);
+      scheduleTimer(this);
+    }
+  }
+
+  close(): void {
+    const s = this.state;
+    const d = s.delegated;
+    if (d.state === TcpStateId.CLOSED || d.readClosed) return;
+    d.readClosed = true;
+    if (d.state === TcpStateId.SYN_SENT) {
+      terminate(this, null, true);
+      this.deferDelivery();
+      return;
+    }
+    if (d.recvBuffer.length > 0 && isSynchronized(d.state) && d.state !== TcpStateId.TIME_WAIT) {
+      // RFC 2525 2.17: closing with unread data tells the peer the data was lost, with a RST.
+      sendRst(this);
+      terminate(this, null, true);
+      this.deferDelivery();
+      return;
+    }
+    if (d.state === TcpStateId.FIN_WAIT_2) {
+      d.timeWaitDeadline = this.engine.env.clock.now() + s.cached.timeWaitMs;
+      scheduleTimer(this);
+    }
+    this.shutdown();
+  }
+
+  abort(): void {
+    const d = this.state.delegated;
+    if (d.state === TcpStateId.CLOSED) return;
+    if (
+      (isSynchronized(d.state) || d.state === TcpStateId.SYN_RECEIVED) &&
+      d.state !== TcpStateId.TIME_WAIT
+    ) {
+      sendRst(this);
+    }
+    this.finished = true;
+    terminate(this, null, false);
+  }
+
+  setNoDelay(on: boolean): void {
+    this.state.cached.noDelay = on;
+    if (on && isSynchronized(this.state.delegated.state)) {
+      tcpOutput(this);
+      scheduleTimer(this);
+    }
+  }
+
+  setKeepAlive(on: boolean, idleMs?: number): void {
+    const s = this.state;
+    if (idleMs !== undefined) {
+      if (!Number.isFinite(idleMs) || idleMs <= 0)
+        throw new InvalidArgumentError('keepalive idle must be > 0');
+      s.cached.keepIdleMs = idleMs;
+    }
+    s.cached.keepAlive = on;
+    armKeepalive(this);
+    scheduleTimer(this);
+  }
+
+  /** @internal Deliver queued events later (used from user calls, never re-entrantly). */
+  deferDelivery(): void {
+    if (this.deferred || this.events === 0) return;
+    this.deferred = true;
+    this.engine.env.clock.defer(() => {
+      this.deferred = false;
+      deliverEvents(this);
+    });
+  }
+}
+
+/** The handshake is complete (ESTABLISHED or any later state). */
+export function isSynchronized(st: number): boolean {
+  return st >= TcpStateId.ESTABLISHED;
+}
+
+/** States in which arriving data is accepted. */
+export function canReceive(st: number): boolean {
+  return st === TcpStateId.ESTABLISHED || st === TcpStateId.FIN_WAIT_1 || st === TcpStateId.FIN_WAIT_2;
+}
+
+export function armKeepalive(conn: TcpConnection): void {
+  const s = conn.state;
+  const d = s.delegated;
+  if (s.cached.keepAlive && (d.state === TcpStateId.ESTABLISHED || d.state === TcpStateId.CLOSE_WAIT)) {
+    d.keepaliveDeadline = Math.max(d.lastRecvAt, d.lastSendAt) + s.cached.keepIdleMs;
+    d.keepaliveProbes = 0;
+  } else {
+    d.keepaliveDeadline = Number.POSITIVE_INFINITY;
+  }
+}
+
+/**
+ * Move to CLOSED: stop every timer, free the 4-tuple, and (if `notify`) queue onClosed with `error`.
+ */
+export function terminate(conn: TcpConnection, error: ConnectionError | null, notify: boolean): void {
+  const d = conn.state.delegated;
+  const inf = Number.POSITIVE_INFINITY;
+  if (d.state === TcpStateId.SYN_RECEIVED && conn.listener) {
+    conn.listener.pending--;
+    conn.listener = null;
+  }
+  d.state = TcpStateId.CLOSED;
+  d.rtxDeadline = inf;
+  d.persistDeadline = inf;
+  d.keepaliveDeadline = inf;
+  d.timeWaitDeadline = inf;
+  conn.state.soft.delayedAckDeadline = inf;
+  conn.timer.disarm();
+  conn.engine.unlink(conn);
+  if (notify) reportClosed(conn, error);
+}
+
+/** Queue the one onClosed notification. */
+export function reportClosed(conn: TcpConnection, error: ConnectionError | null): void {
+  if (conn.finished) return;
+  conn.finished = true;
+  conn.closeError = error;
+  conn.events |= TcpEvent.CLOSED;
+}
+
+export function connError(errno: string, message: string): ConnectionError {
+  return new ConnectionError(errno, message);
+}
+
+/** Run the user callbacks for every queued event, in a fixed order. */
+export function deliverEvents(conn: TcpConnection): void {
+  while (conn.events !== 0) {
+    const ev = conn.events;
+    conn.events = 0;
+    const u = conn.user;
+    if (!u) {
+      // Nobody to tell yet (a passive open before accept): keep only the close, which matters later.
+      continue;
+    }
+    if (ev & TcpEvent.CONNECTED) u.onConnected();
+    if (ev & TcpEvent.READABLE) u.onReadable();
+    if (ev & TcpEvent.REMOTE_END) u.onRemoteEnd();
+    if (ev & TcpEvent.WRITABLE) u.onWritable();
+    if (ev & TcpEvent.CLOSED) u.onClosed(conn.closeError);
+  }
+}

@@ -1,0 +1,592 @@
+import type { TcpState } from '../../state/tcp-state.ts';
+import { TcpStateId } from '../../state/tcp-state.ts';
+import { TcpFlag, type TcpHeader } from '../../wire/tcp.ts';
+import { effectiveMss } from './congestion.ts';
+import { backedOffRto, rttSample } from './rtt.ts';
+import { recvSackAdd, recvSackPrune, sackIsLost, sackPrune, sackUpdate } from './sack.ts';
+import { seqAdd, seqDiff, seqGeq, seqGt, seqLeq, seqLt, seqMax, seqSub } from './seq.ts';
+import {
+  armKeepalive,
+  canReceive,
+  connError,
+  deliverEvents,
+  reportClosed,
+  type TcpConnection,
+  TcpEvent,
+  terminate,
+} from './tcp-connection.ts';
+import {
+  retransmitHead,
+  sendChallengeAck,
+  sendRst,
+  sendRstReply,
+  sendSyn,
+  tcpOutput,
+  tsNow,
+} from './tcp-output.ts';
+import { scheduleTimer } from './tcp-timers.ts';
+
+const INF = Number.POSITIVE_INFINITY;
+/** RFC 7323 5.5: ts.recent older than 24 days is no longer a valid PAWS reference. */
+export const PAWS_IDLE_MS = 24 * 24 * 3600 * 1000;
+/** Out-of-order segments kept per connection: a bound on bookkeeping, not only on bytes. */
+const OOO_MAX_SEGMENTS = 1024;
+
+/**
+ * Apply the options of a SYN we received to the connection (RFC 7323, RFC 2018, RFC 9293 3.7.1):
+ * window scaling only if both SYNs carry it, the shift clamped to 14; SACK and timestamps only if
+ * the peer offers them (we always do on an active open).
+ */
+export function negotiateSynOptions(conn: TcpConnection, h: TcpHeader, now: number): void {
+  const s = conn.state;
+  const c = s.const;
+  const d = s.delegated;
+  c.remoteMss = h.mss > 0 ? h.mss : 536;
+  if (h.wscale >= 0) {
+    c.wsEnabled = true;
+    if (h.wscale > 14) conn.engine.env.counters.inc('tcp.wscale.clamped');
+    c.sndWscale = Math.min(h.wscale, 14);
+    c.rcvWscale = conn.offeredWscale;
+  } else {
+    c.wsEnabled = false;
+    c.sndWscale = 0;
+    c.rcvWscale = 0;
+  }
+  c.sackEnabled = h.sackPermitted;
+  c.tsEnabled = h.hasTimestamps;
+  if (h.hasTimestamps) {
+    d.tsRecent = h.tsVal;
+    d.tsRecentAt = now;
+  }
+}
+
+/** The handshake is done: start congestion control, keepalive and tell the user. */
+export function establish(conn: TcpConnection, now: number): void {
+  const s = conn.state;
+  const d = s.delegated;
+  d.state = d.finQueued ? TcpStateId.FIN_WAIT_1 : TcpStateId.ESTABLISHED;
+  d.backoff = 0;
+  d.rtxDeadline = INF;
+  d.lastRecvAt = now;
+  conn.engine.congestion(conn).init(s, now);
+  s.soft.recoveryPoint = d.sndUna;
+  armKeepalive(conn);
+  conn.events |= TcpEvent.CONNECTED;
+}
+
+function enterTimeWait(conn: TcpConnection, now: number): void {
+  const d = conn.state.delegated;
+  d.state = TcpStateId.TIME_WAIT;
+  d.rtxDeadline = INF;
+  d.persistDeadline = INF;
+  d.keepaliveDeadline = INF;
+  d.timeWaitDeadline = now + conn.state.cached.timeWaitMs;
+  reportClosed(conn, null);
+}
+
+/** Process one segment for an existing connection, then send what is due and notify the user. */
+export function connInput(
+  conn: TcpConnection,
+  h: TcpHeader,
+  buf: Uint8Array,
+  pOff: number,
+  pLen: number,
+): void {
+  const s = conn.state;
+  const d = s.delegated;
+  const now = conn.engine.env.clock.now();
+  conn.stats.segmentsIn++;
+  d.lastRecvAt = now;
+  if (d.keepaliveProbes !== 0) {
+    d.keepaliveProbes = 0;
+    armKeepalive(conn);
+  }
+  if (d.state === TcpStateId.SYN_SENT) synSentInput(conn, h, now);
+  else if (d.state !== TcpStateId.CLOSED) syncInput(conn, h, buf, pOff, pLen, now);
+  if (d.state !== TcpStateId.CLOSED) {
+    tcpOutput(conn);
+    scheduleTimer(conn);
+  }
+  deliverEvents(conn);
+}
+
+/** RFC 9293 3.10.7.3. */
+function synSentInput(conn: TcpConnection, h: TcpHeader, now: number): void {
+  const s = conn.state;
+  const d = s.delegated;
+  const eng = conn.engine;
+  const f = h.flags;
+  if (f & TcpFlag.ACK && (seqLeq(h.ack, d.iss) || seqGt(h.ack, d.sndMax))) {
+    eng.env.counters.inc('drop.tcp.bad-ack');
+    if (!(f & TcpFlag.RST)) sendRstReply(eng, s.const.remoteIp, s.const.localIp, h, 0);
+    return;
+  }
+  if (f & TcpFlag.RST) {
+    conn.stats.resetsIn++;
+    eng.env.counters.inc('tcp.rst.in');
+    // Without an acceptable ACK a RST cannot be tied to our SYN (RFC 5961 3 for SYN_SENT).
+    if (f & TcpFlag.ACK) terminate(conn, connError('ECONNREFUSED', 'connection refused'), true);
+    return;
+  }
+  if (!(f & TcpFlag.SYN)) return;
+  d.irs = h.seq;
+  d.rcvNxt = seqAdd(h.seq, 1);
+  d.rcvAdv = d.rcvNxt;
+  d.lastAckSent = d.rcvNxt;
+  negotiateSynOptions(conn, h, now);
+  d.sndWnd = h.window;
+  d.maxSndWnd = h.window;
+  d.sndWl1 = h.seq;
+  if (f & TcpFlag.ACK) {
+    d.sndUna = h.ack;
+    d.sndWl2 = h.ack;
+    if (!conn.synRetransmitted) rttSample(s, now - s.soft.rttSentAt);
+    establish(conn, now);
+    s.soft.ackNow = true;
+  } else {
+    // Simultaneous open (RFC 9293 figure 8).
+    d.sndWl2 = d.iss;
+    d.state = TcpStateId.SYN_RECEIVED;
+    sendSyn(conn);
+  }
+}
+
+/** RFC 9293 3.10.7.4 for every state from SYN_RECEIVED on, with RFC 5961 and RFC 7323 checks. */
+function syncInput(
+  conn: TcpConnection,
+  h: TcpHeader,
+  buf: Uint8Array,
+  pOff: number,
+  pLen: number,
+  now: number,
+) {
+  const eng = conn.engine;
+  const counters = eng.env.counters;
+  const s = conn.state;
+  const c = s.const;
+  const d = s.delegated;
+  const soft = s.soft;
+  let f = h.flags;
+  let seq = h.seq;
+
+  if (d.state === TcpStateId.SYN_RECEIVED && f & TcpFlag.SYN && seq === d.irs && !(f & TcpFlag.RST)) {
+    if (!(f & TcpFlag.ACK)) {
+      // The peer did not hear our SYN-ACK.
+      sendSyn(conn);
+      return;
+    }
+    // Simultaneous open: the peer's SYN-ACK; its SYN we already have.
+    f &= ~TcpFlag.SYN;
+    seq = seqAdd(seq, 1);
+  }
+
+  // RFC 7323 5.3 R1: PAWS.
+  if (c.tsEnabled && h.hasTimestamps && !(f & TcpFlag.RST) && seqLt(h.tsVal, d.tsRecent)) {
+    if (now - d.tsRecentAt > PAWS_IDLE_MS) {
+      d.tsRecent = h.tsVal;
+      d.tsRecentAt = now;
+    } else {
+      counters.inc('tcp.paws.drops');
+      soft.ackNow = true;
+      return;
+    }
+  }
+
+  // First: is the segment in the receive window?
+  const segLen = pLen + (f & TcpFlag.SYN ? 1 : 0) + (f & TcpFlag.FIN ? 1 : 0);
+  let rcvWnd = seqDiff(d.rcvAdv, d.rcvNxt);
+  if (rcvWnd < 0) rcvWnd = 0;
+  let ok: boolean;
+  if (segLen === 0) ok = rcvWnd === 0 ? seq === d.rcvNxt : inWindow(seq, d.rcvNxt, rcvWnd);
+  else {
+    ok =
+      rcvWnd > 0 && (inWindow(seq, d.rcvNxt, rcvWnd) || inWindow(seqAdd(seq, segLen - 1), d.rcvNxt, rcvWnd));
+  }
+  if (!ok) {
+    if (f & TcpFlag.RST) {
+      counters.inc('drop.tcp.rst-out-of-window');
+      return;
+    }
+    soft.ackNow = true;
+    if (d.state === TcpStateId.TIME_WAIT && f & TcpFlag.FIN) {
+      // A retransmitted FIN: our last ACK was lost, so wait the full 2MSL again.
+      d.timeWaitDeadline = now + s.cached.timeWaitMs;
+    }
+    if (rcvWnd === 0 && seq === d.rcvNxt && f & TcpFlag.ACK && !(f & TcpFlag.SYN)) {
+      // A probe into our zero window: the data waits, but its ACK and window still count.
+      pLen = 0;
+      f &= ~(TcpFlag.FIN | TcpFlag.PSH);
+    } else {
+      counters.inc('drop.tcp.out-of-window');
+      return;
+    }
+  }
+
+  // RFC 7323 4.3 R3: ts.recent follows the segment that carries the left window edge.
+  if (c.tsEnabled && h.hasTimestamps && seqGeq(h.tsVal, d.tsRecent) && seqLeq(h.seq, d.lastAckSent)) {
+    d.tsRecent = h.tsVal;
+    d.tsRecentAt = now;
+  }
+
+  // Trim what we already have and what lies beyond the window.
+  if (seqLt(seq, d.rcvNxt) && !(f & TcpFlag.SYN)) {
+    let drop = seqDiff(d.rcvNxt, seq);
+    if (drop > pLen) drop = pLen;
+    pOff += drop;
+    pLen -= drop;
+    seq = seqAdd(seq, drop);
+  }
+  const over = seqDiff(seqAdd(seq, pLen), seqAdd(d.rcvNxt, rcvWnd));
+  if (over > 0 && !(f & TcpFlag.SYN)) {
+    pLen -= Math.min(over, pLen);
+    f &= ~(TcpFlag.FIN | TcpFlag.PSH);
+  }
+
+  // Second: RST (RFC 5961 3.2: only an exact match resets; in-window gets a challenge ACK).
+  if (f & TcpFlag.RST) {
+    conn.stats.resetsIn++;
+    counters.inc('tcp.rst.in');
+    if (h.seq === d.rcvNxt) resetReceived(conn);
+    else sendChallengeAck(conn, now);
+    return;
+  }
+
+  // Fourth: SYN in a synchronized state (RFC 5961 4.2).
+  if (f & TcpFlag.SYN) {
+    counters.inc('tcp.syn.in-window');
+    sendChallengeAck(conn, now);
+    return;
+  }
+
+  // Fifth: ACK.
+  if (!(f & TcpFlag.ACK)) {
+    counters.inc('drop.tcp.no-ack');
+    return;
+  }
+  if (d.state === TcpStateId.SYN_RECEIVED) {
+    if (seqLeq(h.ack, d.sndUna) || seqGt(h.ack, d.sndMax)) {
+      counters.inc('drop.tcp.bad-ack');
+      sendRstReply(eng, c.remoteIp, c.localIp, h, pLen);
+      return;
+    }
+    d.sndUna = h.ack;
+    d.sndWnd = h.window * 2 ** c.sndWscale;
+    d.maxSndWnd = Math.max(d.maxSndWnd, d.sndWnd);
+    d.sndWl1 = h.seq;
+    d.sndWl2 = h.ack;
+    if (!conn.synRetransmitted) rttSample(s, now - soft.rttSentAt);
+    const l = conn.listener;
+    if (l) {
+      l.pending--;
+      conn.listener = null;
+    }
+    establish(conn, now);
+    if (l && !offerToListener(conn, l)) return;
+  } else if (!processAck(conn, h, f, pLen, now)) {
+    return;
+  }
+
+  // Seventh: segment text.
+  if (pLen > 0) {
+    if (canReceive(d.state)) {
+      if (d.readClosed) {
+        // RFC 9293 3.10.4: nobody will read this; tell the peer rather than pretend.
+        counters.inc('tcp.data-after-close');
+        sendRst(conn);
+        terminate(conn, null, true);
+        return;
+      }
+      receiveData(conn, seq, buf, pOff, pLen, now);
+    }
+  }
+
+  // Eighth: FIN, once everything before it is here.
+  if (f & TcpFlag.FIN && !d.finReceived && seqAdd(seq, pLen) === d.rcvNxt && canFin(d.state)) {
+    d.rcvNxt = seqAdd(d.rcvNxt, 1);
+    d.finReceived = true;
+    soft.ackNow = true;
+    conn.events |= TcpEvent.REMOTE_END;
+    if (d.state === TcpStateId.ESTABLISHED) d.state = TcpStateId.CLOSE_WAIT;
+    else if (d.state === TcpStateId.FIN_WAIT_1) {
+      if (d.finSent && d.sndUna === d.sndMax) enterTimeWait(conn, now);
+      else d.state = TcpStateId.CLOSING;
+    } else if (d.state === TcpStateId.FIN_WAIT_2) enterTimeWait(conn, now);
+    if (d.keepaliveDeadline !== INF && d.state !== TcpStateId.CLOSE_WAIT) d.keepaliveDeadline = INF;
+  }
+}
+
+function canFin(st: number): boolean {
+  return st === TcpStateId.ESTABLISHED || st === TcpStateId.FIN_WAIT_1 || st === TcpStateId.FIN_WAIT_2;
+}
+
+function inWindow(x: number, lo: number, wnd: number): boolean {
+  const off = seqDiff(x, lo);
+  return off >= 0 && off < wnd;
+}
+
+/** Hand a passive open to its listener's accept callback; refused connections are reset. */
+function offerToListener(conn: TcpConnection, l: { closed: boolean; accept: (c: TcpConnection) => boolean }) {
+  let ok = false;
+  if (!l.closed) {
+    try {
+      ok = l.accept(conn) !== false;
+    } catch {
+      conn.engine.env.counters.inc('tcp.accept.errors');
+      ok = false;
+    }
+  }
+  if (!ok) {
+    conn.engine.env.counters.inc('tcp.accept.refused');
+    sendRst(conn);
+    conn.finished = true;
+    terminate(conn, null, false);
+    return false;
+  }
+  return true;
+}
+
+export { offerToListener };
+
+function resetReceived(conn: TcpConnection): void {
+  const d = conn.state.delegated;
+  switch (d.state) {
+    case TcpStateId.SYN_RECEIVED:
+      // A passive open returns to LISTEN (nothing to report); a simultaneous open was refused.
+      if (conn.listener) terminate(conn, null, false);
+      else terminate(conn, connError('ECONNREFUSED', 'connection refused'), true);
+      return;
+    case TcpStateId.ESTABLISHED:
+    case TcpStateId.FIN_WAIT_1:
+    case TcpStateId.FIN_WAIT_2:
+    case TcpStateId.CLOSE_WAIT:
+      terminate(conn, connError('ECONNRESET', 'connection reset by peer'), true);
+      return;
+    case TcpStateId.TIME_WAIT:
+      // RFC 1337: a RST must not cut TIME_WAIT short (TIME-WAIT assassination).
+      conn.engine.env.counters.inc('tcp.rst.time-wait-ignored');
+      return;
+    default:
+      terminate(conn, null, true);
+  }
+}
+
+/** The ACK field of a segment in a synchronized state. False: drop the rest of the segment. */
+function processAck(conn: TcpConnection, h: TcpHeader, f: number, pLen: number, now: number): boolean {
+  const s = conn.state;
+  const c = s.const;
+  const d = s.delegated;
+  const counters = conn.engine.env.counters;
+  const ack = h.ack;
+  if (seqGt(ack, d.sndMax)) {
+    counters.inc('drop.tcp.ack-too-new');
+    sendChallengeAck(conn, now);
+    return false;
+  }
+  // RFC 5961 5.2: an ACK from before the largest window the peer ever offered is blind injection.
+  if (seqLt(ack, seqSub(d.sndUna, d.maxSndWnd))) {
+    counters.inc('drop.tcp.ack-too-old');
+    sendChallengeAck(conn, now);
+    return false;
+  }
+  const wnd = h.window * 2 ** c.sndWscale;
+  let finAcked = false;
+  if (seqGt(ack, d.sndUna)) {
+    finAcked = newAck(conn, h, ack, now);
+    if (c.sackEnabled && h.sackCount > 0) sackUpdate(s, h.sackBlocks, h.sackCount);
+  } else {
+    if (c.sackEnabled && h.sackCount > 0) sackUpdate(s, h.sackBlocks, h.sackCount);
+    if (
+      ack === d.sndUna &&
+      pLen === 0 &&
+      !(f & (TcpFlag.SYN | TcpFlag.FIN)) &&
+      wnd === d.sndWnd &&
+      wnd !== 0 &&
+      d.sndMax !== d.sndUna &&
+      d.persistDeadline === INF
+    ) {
+      dupAck(conn, now);
+    }
+  }
+  if (seqLt(d.sndWl1, h.seq) || (d.sndWl1 === h.seq && seqLeq(d.sndWl2, ack))) {
+    d.sndWnd = wnd;
+    if (wnd > d.maxSndWnd) d.maxSndWnd = wnd;
+    d.sndWl1 = h.seq;
+    d.sndWl2 = ack;
+    if (wnd > 0 && d.persistDeadline !== INF) {
+      d.persistDeadline = INF;
+      d.persistBackoff = 0;
+    }
+  }
+  if (finAcked) {
+    if (d.state === TcpStateId.FIN_WAIT_1) {
+      d.state = TcpStateId.FIN_WAIT_2;
+      // Nobody will read anything more: do not wait forever for the peer's FIN.
+      if (d.readClosed) d.timeWaitDeadline = now + s.cached.timeWaitMs;
+    } else if (d.state === TcpStateId.CLOSING) {
+      enterTimeWait(conn, now);
+    } else if (d.state === TcpStateId.LAST_ACK) {
+      terminate(conn, null, true);
+      return false;
+    }
+  }
+  return true;
+}
+
+/** snd.una advances. Returns true if the ACK covers our FIN. */
+function newAck(conn: TcpConnection, h: TcpHeader, ack: number, now: number): boolean {
+  const s = conn.state;
+  const c = s.const;
+  const d = s.delegated;
+  const soft = s.soft;
+  let acked = seqDiff(ack, d.sndUna);
+  let finAcked = false;
+  if (d.finSent && ack === d.sndMax) {
+    finAcked = true;
+    acked--;
+  }
+  d.sendBuffer.consume(Math.min(acked, d.sendBuffer.length));
+  d.sndUna = ack;
+  if (seqLt(d.sndNxt, ack)) d.sndNxt = ack;
+  let rtt = -1;
+  if (c.tsEnabled && h.hasTimestamps && h.tsEcr !== 0) {
+    rtt = seqDiff(tsNow(now), h.tsEcr);
+    if (rtt < 0 || rtt > 600_000) rtt = -1;
+  } else if (soft.rttActive && seqGt(ack, soft.rttSeq)) {
+    rtt = now - soft.rttSentAt;
+    soft.rttActive = false;
+  }
+  if (rtt >= 0) rttSample(s, rtt);
+  d.backoff = 0;
+  const cc = conn.engine.congestion(conn);
+  if (soft.inRecovery) {
+    if (seqGeq(ack, soft.recoveryPoint)) {
+      soft.inRecovery = false;
+      d.dupAcks = 0;
+      cc.onRecoveryExit(s, now);
+    } else if (!c.sackEnabled) {
+      // RFC 6582 3.2 step 5: a partial ACK means the next segment was lost as well.
+      const mss = effectiveMss(s);
+      retransmitHead(conn, now);
+      d.cwnd = Math.max(d.cwnd - acked + mss, mss);
+    }
+  } else {
+    d.dupAcks = 0;
+    cc.onAck(s, acked, rtt, now);
+  }
+  if (c.sackEnabled) sackPrune(s);
+  d.rtxDeadline = d.sndUna === d.sndMax || d.persistDeadline !== INF ? INF : now + backedOffRto(s);
+  if (conn.wantWritable && d.sendBuffer.free > 0) {
+    conn.wantWritable = false;
+    conn.events |= TcpEvent.WRITABLE;
+  }
+  return finAcked;
+}
+
+/** RFC 5681 3.2 / RFC 6582 / RFC 6675 5: duplicate ACKs and the start of loss recovery. */
+function dupAck(conn: TcpConnection, now: number): void {
+  const s = conn.state;
+  const c = s.const;
+  const d = s.delegated;
+  const soft = s.soft;
+  const mss = effectiveMss(s);
+  d.dupAcks++;
+  if (!soft.inRecovery) {
+    const lost = d.dupAcks >= 3 || (c.sackEnabled && sackIsLost(s, d.sndUna, mss));
+    if (!lost || !seqGeq(d.sndUna, soft.recoveryPoint)) return;
+    conn.engine.env.counters.inc('tcp.fast_retransmits');
+    soft.inRecovery = true;
+    soft.recoveryPoint = d.sndMax;
+    conn.engine.congestion(conn).onLossDetected(s, now);
+    soft.highRxt = d.sndUna;
+    soft.rttActive = false;
+    retransmitHead(conn, now);
+    // RFC 5681 3.2 step 4: the three segments that left the network make room for three more.
+    if (!c.sackEnabled) d.cwnd = d.ssthresh + 3 * mss;
+    d.rtxDeadline = now + backedOffRto(s);
+  } else if (!c.sackEnabled) {
+    d.cwnd += mss;
+  }
+}
+
+function receiveData(
+  conn: TcpConnection,
+  seq: number,
+  buf: Uint8Array,
+  pOff: number,
+  pLen: number,
+  now: number,
+) {
+  const s = conn.state;
+  const d = s.delegated;
+  const soft = s.soft;
+  if (seq === d.rcvNxt) {
+    const n = d.recvBuffer.write(buf, pOff, pLen);
+    d.rcvNxt = seqAdd(d.rcvNxt, n);
+    conn.stats.bytesIn += n;
+    if (soft.ooo.length > 0) {
+      drainOoo(conn);
+      // RFC 5681 4.2: a segment that fills a hole is ACKed at once, so the sender's recovery ends.
+      soft.ackNow = true;
+    }
+    if (s.const.sackEnabled && soft.recvSackRecent.length > 0) recvSackPrune(s);
+    if (n > 0) conn.events |= TcpEvent.READABLE;
+    if (!soft.ackNow) {
+      soft.unackedSegments++;
+      if (soft.unackedSegments >= 2 || s.cached.delayedAckMs <= 0) soft.ackNow = true;
+      else if (soft.delayedAckDeadline === INF) soft.delayedAckDeadline = now + s.cached.delayedAckMs;
+    }
+    return;
+  }
+  // Out of order: keep it and tell the sender at once (duplicate ACK plus SACK, RFC 5681 4.2).
+  oooInsert(s, seq, buf, pOff, pLen);
+  if (s.const.sackEnabled) recvSackAdd(s, seq, seqAdd(seq, pLen));
+  conn.engine.env.counters.inc('tcp.ooo.segments');
+  soft.ackNow = true;
+}
+
+function drainOoo(conn: TcpConnection): void {
+  const s = conn.state;
+  const d = s.delegated;
+  const ooo = s.soft.ooo;
+  let i = 0;
+  while (i < ooo.length) {
+    const o = ooo[i]!;
+    if (seqGt(o.seq, d.rcvNxt)) break;
+    const end = seqAdd(o.seq, o.data.length);
+    if (seqGt(end, d.rcvNxt)) {
+      const skip = seqDiff(d.rcvNxt, o.seq);
+      const n = d.recvBuffer.write(o.data, skip, o.data.length - skip);
+      d.rcvNxt = seqAdd(d.rcvNxt, n);
+      conn.stats.bytesIn += n;
+    }
+    i++;
+  }
+  if (i > 0) ooo.splice(0, i);
+}
+
+/** Insert the parts of [seq, seq+len) not already held, keeping soft.ooo sorted and disjoint. */
+function oooInsert(s: TcpState, seq: number, buf: Uint8Array, pOff: number, pLen: number): void {
+  const ooo = s.soft.ooo;
+  let start = seq;
+  const end = seqAdd(seq, pLen);
+  let i = 0;
+  while (i < ooo.length && seqLeq(seqAdd(ooo[i]!.seq, ooo[i]!.data.length), start)) i++;
+  while (seqLt(start, end)) {
+    if (ooo.length >= OOO_MAX_SEGMENTS) return;
+    const o = ooo[i];
+    if (!o || seqGeq(o.seq, end)) {
+      ooo.splice(i, 0, piece(buf, pOff + seqDiff(start, seq), seqDiff(end, start), start));
+      return;
+    }
+    if (seqLt(start, o.seq)) {
+      ooo.splice(i, 0, piece(buf, pOff + seqDiff(start, seq), seqDiff(o.seq, start), start));
+      i++;
+    }
+    start = seqMax(start, seqAdd(o.seq, o.data.length));
+    i++;
+  }
+}
+
+function piece(buf: Uint8Array, off: number, len: number, seq: number) {
+  return { seq, data: buf.slice(off, off + len) };
+}

@@ -1,0 +1,636 @@
+import { AddressInUseError, InvalidArgumentError } from '../../core/errors.ts';
+import { createNeighborState } from '../../state/neighbor-state.ts';
+import { createPathState, type PathState } from '../../state/path-state.ts';
+import {
+  type CongestionAlgorithm,
+  createTcpState,
+  DEFAULT_TCP_CACHED,
+  type TcpCached,
+  type TcpConst,
+  TcpStateId,
+} from '../../state/tcp-state.ts';
+import type { DecodeError } from '../../wire/decode-error.ts';
+import {
+  createTcpHeader,
+  decodeTcp,
+  encodeTcpHeader,
+  finishTcpChecksum,
+  resetTcpOptions,
+  TCP_PROTOCOL,
+  TcpFlag,
+  type TcpHeader,
+} from '../../wire/tcp.ts';
+import type { IcmpErrorInfo, IpInfo } from '../ip-sender.ts';
+import { type CongestionControl, congestionControl } from './congestion.ts';
+import { IsnGenerator } from './isn.ts';
+import { seqAdd, seqGeq, seqGt, seqLt, seqSub } from './seq.ts';
+import { type CookieOptions, SynCookies } from './syn-cookies.ts';
+import {
+  connError,
+  deliverEvents,
+  type ListenerRef,
+  reportClosed,
+  TcpConnection,
+  type TcpEngine,
+  terminate,
+} from './tcp-connection.ts';
+import { connInput, establish, negotiateSynOptions, offerToListener } from './tcp-input.ts';
+import { CHALLENGE_ACKS_GLOBAL, sendRstReply, sendSyn, tcpOutput, tsNow, wscaleFor } from './tcp-output.ts';
+import { scheduleTimer } from './tcp-timers.ts';
+import type { TcpHostEnv, TcpUser } from './tcp-types.ts';
+
+export interface TcpListener {
+  readonly ip: number;
+  readonly port: number;
+  close(): void;
+  /** Half-open connections (SYN_RECEIVED) waiting for the handshake's last ACK. */
+  readonly pending: number;
+}
+
+const DROP_NAMES: Record<DecodeError, string> = {
+  truncated: 'drop.tcp.truncated',
+  'bad-checksum': 'drop.tcp.bad-checksum',
+  'bad-version': 'drop.tcp.bad-version',
+  'bad-header-length': 'drop.tcp.bad-header-length',
+  'bad-length': 'drop.tcp.bad-length',
+  'bad-option': 'drop.tcp.bad-option',
+  'bad-type': 'drop.tcp.bad-type',
+  unsupported: 'drop.tcp.unsupported',
+};
+
+const EPHEMERAL_LOW = 49152;
+const EPHEMERAL_COUNT = 65536 - EPHEMERAL_LOW;
+/** Largest MSS we announce: a 65535-byte IP packet minus 40 bytes of headers. */
+const MAX_ANNOUNCED_MSS = 65495;
+
+class Listener implements TcpListener, ListenerRef {
+  pending = 0;
+  closed = false;
+  constructor(
+    private readonly layer: TcpLayer,
+    readonly ip: number,
+    readonly port: number,
+    readonly backlog: number,
+    readonly cached: TcpCached,
+    readonly accept: (conn: TcpConnection) => boolean,
+  ) {}
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.layer.removeListener(this);
+  }
+}
+
+function checkU32(v: unknown, what: string): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 0xffffffff) {
+    throw new InvalidArgumentError(`${what} must be an IPv4 address as an unsigned 32-bit integer`);
+  }
+  return v;
+}
+
+function checkPort(v: unknown, what: string): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 65535) {
+    throw new InvalidArgumentError(`${what} must be an integer port in 1..65535`);
+  }
+  return v;
+}
+
+const POSITIVE_INT_FIELDS: readonly (keyof TcpCached)[] = [
+  'keepIdleMs',
+  'keepIntvlMs',
+  'keepCount',
+  'sndBufSize',
+  'rcvBufSize',
+  'minRtoMs',
+  'maxRtoMs',
+];
+const NON_NEGATIVE_FIELDS: readonly (keyof TcpCached)[] = [
+  'maxRetransmits',
+  'maxSynRetransmits',
+  'timeWaitMs',
+  'delayedAckMs',
+  'tos',
+];
+
+/** Merge per-socket options over defaults, refusing anything the engine cannot run with. */
+export function mergeTcpOptions(base: Readonly<TcpCached>, opts?: Partial<TcpCached>): TcpCached {
+  const out: TcpCached = { ...base };
+  if (!opts) return out;
+  for (const k of Object.keys(opts) as (keyof TcpCached)[]) {
+    if (!(k in DEFAULT_TCP_CACHED)) throw new InvalidArgumentError(`unknown TCP option ${String(k)}`);
+    const v = opts[k];
+    if (v === undefined) continue;
+    (out as unknown as Record<string, unknown>)[k] = v;
+  }
+  for (const k of POSITIVE_INT_FIELDS) {
+    const v = out[k];
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) {
+      throw new InvalidArgumentError(`TCP option ${k} must be a positive number`);
+    }
+  }
+  for (const k of NON_NEGATIVE_FIELDS) {
+    const v = out[k];
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) {
+      throw new InvalidArgumentError(`TCP option ${k} must be a non-negative number`);
+    }
+  }
+  if (!Number.isInteger(out.ttl) || out.ttl < 1 || out.ttl > 255) {
+    throw new InvalidArgumentError('TCP option ttl must be in 1..255');
+  }
+  if (out.sndBufSize > 0x40000000 || out.rcvBufSize > 0x40000000) {
+    throw new InvalidArgumentError('TCP buffer sizes are limited to 1 GiB');
+  }
+  if (out.minRtoMs > out.maxRtoMs) throw new InvalidArgumentError('minRtoMs must not exceed maxRtoMs');
+  for (const k of ['keepAlive', 'noDelay'] as const) {
+    if (typeof out[k] !== 'boolean') throw new InvalidArgumentError(`TCP option ${k} must be a boolean`);
+  }
+  const algos: readonly CongestionAlgorithm[] = ['cubic', 'newreno'];
+  if (!algos.includes(out.congestion))
+    throw new InvalidArgumentError(`unknown congestion control ${out.congestion}`);
+  return out;
+}
+
+function announcedMss(path: PathState): number {
+  return Math.max(88, Math.min(path.cached.mtu - 40, MAX_ANNOUNCED_MSS));
+}
+
+/**
+ * The TCP layer of one host (or one offload target): demultiplexes segments to connections and
+ * listeners, answers for closed ports, and owns the per-layer secrets (ISN, SYN cookies).
+ */
+export class TcpLayer implements TcpEngine {
+  readonly env: TcpHostEnv;
+  readonly txHdr: TcpHeader = createTcpHeader();
+  private readonly rxHdr: TcpHeader = createTcpHeader();
+  private readonly defaults: TcpCached;
+  /** remoteIp * 65536 + remotePort → (localIp * 65536 + localPort → connection). */
+  private readonly table = new Map<number, Map<number, TcpConnection>>();
+  private readonly listeners = new Map<number, Listener[]>();
+  private readonly isn: IsnGenerator;
+  private readonly cookies: SynCookies;
+  private readonly cookieOpts: CookieOptions = { mss: 0, wscale: -1, sackPermitted: false };
+  private challengeStart = 0;
+  private challengeCount = 0;
+  private count = 0;
+
+  constructor(env: TcpHostEnv, defaults?: Partial<TcpCached>) {
+    this.env = env;
+    this.defaults = mergeTcpOptions(DEFAULT_TCP_CACHED, defaults);
+    this.isn = new IsnGenerator(env.clock, env.random);
+    this.cookies = new SynCookies(env.random);
+  }
+
+  /** Number of live connections (TIME_WAIT included). */
+  get size(): number {
+    return this.count;
+  }
+
+  congestion(conn: TcpConnection): CongestionControl {
+    return congestionControl(conn.state.cached.congestion);
+  }
+
+  takeChallengeAck(now: number): boolean {
+    if (now - this.challengeStart >= 1000 || now < this.challengeStart) {
+      this.challengeStart = now;
+      this.challengeCount = 0;
+    }
+    if (this.challengeCount >= CHALLENGE_ACKS_GLOBAL) return false;
+    this.challengeCount++;
+    return true;
+  }
+
+  lookup(
+    localIp: number,
+    localPort: number,
+    remoteIp: number,
+    remotePort: number,
+  ): TcpConnection | undefined {
+    return this.table.get(remoteIp * 65536 + remotePort)?.get(localIp * 65536 + localPort);
+  }
+
+  private link(conn: TcpConnection): void {
+    const c = conn.state.const;
+    const k1 = c.remoteIp * 65536 + c.remotePort;
+    let inner = this.table.get(k1);
+    if (!inner) {
+      inner = new Map();
+      this.table.set(k1, inner);
+    }
+    inner.set(c.localIp * 65536 + c.localPort, conn);
+    conn.linked = true;
+    this.count++;
+  }
+
+  unlink(conn: TcpConnection): void {
+    if (!conn.linked) return;
+    conn.linked = false;
+    const c = conn.state.const;
+    const k1 = c.remoteIp * 65536 + c.remotePort;
+    const inner = this.table.get(k1);
+    if (!inner) return;
+    const k2 = c.localIp * 65536 + c.localPort;
+    if (inner.get(k2) === conn) {
+      inner.delete(k2);
+      this.count--;
+    }
+    if (inner.size === 0) this.table.delete(k1);
+  }
+
+  *connections(): Iterable<TcpConnection> {
+    for (const inner of [...this.table.values()]) yield* [...inner.values()];
+  }
+
+  input(ip: IpInfo, buf: Uint8Array, off: number, len: number): void {
+    const env = this.env;
+    env.counters.inc('tcp.segments.in');
+    const h = this.rxHdr;
+    const err = decodeTcp(buf, off, len, ip.src, ip.dst, h);
+    if (err !== null) {
+      env.counters.inc(DROP_NAMES[err] ?? 'drop.tcp.malformed');
+      return;
+    }
+    if (h.srcPort === 0 || h.dstPort === 0) {
+      env.counters.inc('drop.tcp.bad-port');
+      return;
+    }
+    const src = ip.src >>> 0;
+    if (
+      src === 0 ||
+      src === 0xffffffff ||
+      src >>> 28 === 14 ||
+      ip.dst >>> 28 === 14 ||
+      ip.dst >>> 0 === 0xffffffff
+    ) {
+      // TCP is unicast only (RFC 1122 4.2.3.10).
+      env.counters.inc('drop.tcp.bad-address');
+      return;
+    }
+    const pOff = off + h.headerLength;
+    const pLen = len - h.headerLength;
+    const conn = this.lookup(ip.dst, h.dstPort, src, h.srcPort);
+    if (conn) {
+      if (!(conn.state.delegated.state === TcpStateId.TIME_WAIT && this.timeWaitReopen(conn, h))) {
+        connInput(conn, h, buf, pOff, pLen);
+        return;
+      }
+      env.counters.inc('tcp.time-wait.reopened');
+      terminate(conn, null, false);
+    }
+    const l = this.findListener(ip.dst, h.dstPort);
+    if (!l) {
+      env.counters.inc('drop.tcp.no-listener');
+      sendRstReply(this, src, ip.dst, h, pLen);
+      return;
+    }
+    this.listenInput(l, ip, h, buf, pOff, pLen);
+  }
+
+  /** RFC 6191: a new SYN may take over a TIME_WAIT 4-tuple if it is clearly from a new incarnation. */
+  private timeWaitReopen(conn: TcpConnection, h: TcpHeader): boolean {
+    if ((h.flags & (TcpFlag.SYN | TcpFlag.ACK | TcpFlag.RST)) !== TcpFlag.SYN) return false;
+    const s = conn.state;
+    if (s.const.tsEnabled && h.hasTimestamps) return seqGt(h.tsVal, s.delegated.tsRecent);
+    return seqGt(h.seq, s.delegated.rcvNxt);
+  }
+
+  private findListener(ip: number, port: number): Listener | null {
+    const list = this.listeners.get(port);
+    if (!list) return null;
+    let any: Listener | null = null;
+    for (const l of list) {
+      if (l.ip === ip) return l;
+      if (l.ip === 0) any = l;
+    }
+    return any;
+  }
+
+  private listenInput(
+    l: Listener,
+    ip: IpInfo,
+    h: TcpHeader,
+    buf: Uint8Array,
+    pOff: number,
+    pLen: number,
+  ): void {
+    const env = this.env;
+    const f = h.flags;
+    if (f & TcpFlag.RST) return;
+    if (f & TcpFlag.ACK) {
+      if (!(f & TcpFlag.SYN) && this.cookieAck(l, ip, h, buf, pOff, pLen)) return;
+      sendRstReply(this, ip.src, ip.dst, h, pLen);
+      return;
+    }
+    if (!(f & TcpFlag.SYN)) {
+      env.counters.inc('drop.tcp.listen-no-syn');
+      return;
+    }
+    const path = env.pathTo(ip.src, ip.dst);
+    if (!path) {
+      env.counters.inc('drop.tcp.no-route');
+      return;
+    }
+    if (l.pending >= l.backlog) {
+      this.sendCookie(l, ip, h, path);
+      return;
+    }
+    const now = env.clock.now();
+    const conn = this.newConnection(ip.dst, h.dstPort, ip.src, h.srcPort, l.cached, path);
+    const s = conn.state;
+    const d = s.delegated;
+    conn.listener = l;
+    l.pending++;
+    negotiateSynOptions(conn, h, now);
+    d.irs = h.seq;
+    d.rcvNxt = seqAdd(h.seq, 1);
+    d.rcvAdv = d.rcvNxt;
+    d.lastAckSent = d.rcvNxt;
+    d.iss = this.isn.next(ip.dst, h.dstPort, ip.src, h.srcPort);
+    d.sndUna = d.iss;
+    d.sndNxt = seqAdd(d.iss, 1);
+    d.sndMax = d.sndNxt;
+    d.sndWnd = h.window;
+    d.maxSndWnd = h.window;
+    d.sndWl1 = h.seq;
+    d.sndWl2 = d.iss;
+    d.state = TcpStateId.SYN_RECEIVED;
+    this.link(conn);
+    conn.stats.segmentsIn++;
+    s.soft.rttSentAt = now;
+    sendSyn(conn);
+    d.rtxDeadline = now + d.rto;
+    scheduleTimer(conn);
+  }
+
+  private newConnection(
+    localIp: number,
+    localPort: number,
+    remoteIp: number,
+    remotePort: number,
+    cached: TcpCached,
+    path: PathState,
+  ): TcpConnection {
+    const c: TcpConst = {
+      localIp,
+      localPort,
+      remoteIp,
+      remotePort,
+      tsEnabled: false,
+      sackEnabled: false,
+      wsEnabled: false,
+      sndWscale: 0,
+      rcvWscale: 0,
+      remoteMss: 536,
+      localMss: announcedMss(path),
+    };
+    const conn = new TcpConnection(this, createTcpState(c, cached, path));
+    conn.offeredWscale = wscaleFor(cached.rcvBufSize);
+    return conn;
+  }
+
+  /** Backlog full: answer with a SYN cookie and keep no state (counter tcp.syncookies.sent). */
+  private sendCookie(l: Listener, ip: IpInfo, h: TcpHeader, path: PathState): void {
+    const env = this.env;
+    const now = env.clock.now();
+    env.counters.inc('tcp.syncookies.sent');
+    const peerMss = h.mss > 0 ? h.mss : 536;
+    const iss = this.cookies.make(ip.dst, h.dstPort, ip.src, h.srcPort, h.seq, peerMss, now);
+    const t = this.txHdr;
+    resetTcpOptions(t);
+    t.srcPort = h.dstPort;
+    t.dstPort = h.srcPort;
+    t.seq = iss;
+    t.ack = seqAdd(h.seq, 1);
+    t.flags = TcpFlag.SYN | TcpFlag.ACK;
+    t.window = Math.min(l.cached.rcvBufSize, 65535);
+    t.urgent = 0;
+    t.mss = announcedMss(path);
+    if (h.hasTimestamps) {
+      const peerWs = h.wscale >= 0 ? Math.min(h.wscale, 14) : -1;
+      t.hasTimestamps = true;
+      t.tsVal = SynCookies.encodeTs(tsNow(now), peerWs, h.sackPermitted);
+      t.tsEcr = h.tsVal;
+      if (peerWs >= 0) t.wscale = wscaleFor(l.cached.rcvBufSize);
+      t.sackPermitted = h.sackPermitted;
+    }
+    const off = env.ip.begin(path);
+    const buf = env.ip.txBuf;
+    const hl = encodeTcpHeader(t, buf, off);
+    finishTcpChecksum(buf, off, hl, ip.dst, ip.src);
+    env.ip.commit(path, TCP_PROTOCOL, hl, true, l.cached.ttl, l.cached.tos);
+    env.counters.inc('tcp.segments.out');
+  }
+
+  /** The handshake's last ACK for a cookie SYN-ACK: rebuild the connection from the cookie. */
+  private cookieAck(
+    l: Listener,
+    ip: IpInfo,
+    h: TcpHeader,
+    buf: Uint8Array,
+    pOff: number,
+    pLen: number,
+  ): boolean {
+    const env = this.env;
+    const now = env.clock.now();
+    const cookie = seqSub(h.ack, 1);
+    const peerIsn = seqSub(h.seq, 1);
+    const mss = this.cookies.check(ip.dst, h.dstPort, ip.src, h.srcPort, peerIsn, cookie, now);
+    if (mss < 0) {
+      env.counters.inc('tcp.syncookies.failed');
+      return false;
+    }
+    const path = env.pathTo(ip.src, ip.dst);
+    if (!path) return false;
+    env.counters.inc('tcp.syncookies.ok');
+    const o = this.cookieOpts;
+    if (h.hasTimestamps) SynCookies.decodeTs(h.tsEcr, o);
+    else {
+      o.wscale = -1;
+      o.sackPermitted = false;
+    }
+    const conn = this.newConnection(ip.dst, h.dstPort, ip.src, h.srcPort, l.cached, path);
+    const s = conn.state;
+    const c = s.const;
+    const d = s.delegated;
+    c.remoteMss = mss;
+    c.wsEnabled = o.wscale >= 0;
+    c.sndWscale = c.wsEnabled ? o.wscale : 0;
+    c.rcvWscale = c.wsEnabled ? conn.offeredWscale : 0;
+    c.sackEnabled = o.sackPermitted;
+    c.tsEnabled = h.hasTimestamps;
+    if (h.hasTimestamps) {
+      d.tsRecent = h.tsVal;
+      d.tsRecentAt = now;
+    }
+    d.iss = cookie;
+    d.irs = peerIsn;
+    d.sndUna = h.ack;
+    d.sndNxt = h.ack;
+    d.sndMax = h.ack;
+    d.rcvNxt = h.seq;
+    d.lastAckSent = h.seq;
+    d.rcvAdv = seqAdd(h.seq, Math.min(l.cached.rcvBufSize, 65535));
+    d.sndWnd = h.window * 2 ** c.sndWscale;
+    d.maxSndWnd = d.sndWnd;
+    d.sndWl1 = h.seq;
+    d.sndWl2 = h.ack;
+    this.link(conn);
+    establish(conn, now);
+    if (!offerToListener(conn, l)) return true;
+    // The ACK may carry data already; run it through the ordinary path.
+    connInput(conn, h, buf, pOff, pLen);
+    return true;
+  }
+
+  connect(
+    opts: {
+      remoteIp: number;
+      remotePort: number;
+      localIp?: number;
+      localPort?: number;
+      options?: Partial<TcpCached>;
+    },
+    user: TcpUser,
+  ): TcpConnection {
+    if (!opts || typeof opts !== 'object') throw new InvalidArgumentError('connect: options required');
+    const remoteIp = checkU32(opts.remoteIp, 'remoteIp');
+    const remotePort = checkPort(opts.remotePort, 'remotePort');
+    if (opts.localIp !== undefined) checkU32(opts.localIp, 'localIp');
+    if (opts.localPort !== undefined) checkPort(opts.localPort, 'localPort');
+    if (remoteIp === 0 || remoteIp === 0xffffffff || remoteIp >>> 28 === 14) {
+      throw new InvalidArgumentError('connect: remote address must be unicast');
+    }
+    const cached = mergeTcpOptions(this.defaults, opts.options);
+    const env = this.env;
+    const path = env.pathTo(remoteIp, opts.localIp);
+    const localIp = opts.localIp ?? path?.const.localIp ?? 0;
+    let localPort = opts.localPort ?? 0;
+    if (localPort !== 0) {
+      if (this.lookup(localIp, localPort, remoteIp, remotePort)) {
+        throw new AddressInUseError(`connect: local port ${localPort} already used for this peer`);
+      }
+    } else {
+      localPort = this.ephemeralPort(localIp, remoteIp, remotePort);
+    }
+    const thePath = path ?? unroutablePath(localIp, remoteIp);
+    const conn = this.newConnection(localIp, localPort, remoteIp, remotePort, cached, thePath);
+    conn.user = user;
+    if (!path) {
+      env.counters.inc('tcp.connect.no-route');
+      reportClosed(conn, connError('ENETUNREACH', 'no route to the remote address'));
+      conn.deferDelivery();
+      return conn;
+    }
+    const now = env.clock.now();
+    const d = conn.state.delegated;
+    d.iss = this.isn.next(localIp, localPort, remoteIp, remotePort);
+    d.sndUna = d.iss;
+    d.sndNxt = seqAdd(d.iss, 1);
+    d.sndMax = d.sndNxt;
+    d.state = TcpStateId.SYN_SENT;
+    this.link(conn);
+    conn.state.soft.rttSentAt = now;
+    sendSyn(conn);
+    d.rtxDeadline = now + d.rto;
+    scheduleTimer(conn);
+    return conn;
+  }
+
+  private ephemeralPort(localIp: number, remoteIp: number, remotePort: number): number {
+    const start = this.env.random.u32() % EPHEMERAL_COUNT;
+    for (let i = 0; i < EPHEMERAL_COUNT; i++) {
+      const port = EPHEMERAL_LOW + ((start + i) % EPHEMERAL_COUNT);
+      if (!this.lookup(localIp, port, remoteIp, remotePort) && !this.listeners.has(port)) return port;
+    }
+    throw new AddressInUseError('connect: no free ephemeral port');
+  }
+
+  listen(
+    opts: { ip?: number; port: number; backlog?: number; options?: Partial<TcpCached> },
+    accept: (conn: TcpConnection) => boolean,
+  ): TcpListener {
+    if (!opts || typeof opts !== 'object') throw new InvalidArgumentError('listen: options required');
+    const ip = opts.ip === undefined ? 0 : checkU32(opts.ip, 'ip');
+    const port = checkPort(opts.port, 'port');
+    const backlog = opts.backlog ?? 511;
+    if (!Number.isInteger(backlog) || backlog < 0) throw new InvalidArgumentError('listen: bad backlog');
+    if (typeof accept !== 'function') throw new InvalidArgumentError('listen: accept must be a function');
+    const cached = mergeTcpOptions(this.defaults, opts.options);
+    const list = this.listeners.get(port) ?? [];
+    for (const l of list) {
+      if (l.ip === ip || l.ip === 0 || ip === 0)
+        throw new AddressInUseError(`port ${port} is already listening`);
+    }
+    const l = new Listener(this, ip, port, backlog, cached, accept);
+    list.push(l);
+    this.listeners.set(port, list);
+    return l;
+  }
+
+  /** @internal */
+  removeListener(l: Listener): void {
+    const list = this.listeners.get(l.port);
+    if (list) {
+      const i = list.indexOf(l);
+      if (i >= 0) list.splice(i, 1);
+      if (list.length === 0) this.listeners.delete(l.port);
+    }
+    for (const conn of this.connections()) {
+      if (conn.listener === l) conn.abort();
+    }
+  }
+
+  /**
+   * ICMP error about one of our segments (RFC 1122 4.2.3.9, RFC 5927, RFC 5461). Only errors quoting
+   * a sequence number we have in flight are believed.
+   */
+  icmpError(e: IcmpErrorInfo): void {
+    const env = this.env;
+    const conn = this.lookup(e.src, e.srcPort, e.dst, e.dstPort);
+    if (!conn) {
+      env.counters.inc('drop.tcp.icmp-no-connection');
+      return;
+    }
+    const s = conn.state;
+    const d = s.delegated;
+    if (!(seqGeq(e.seq, d.sndUna) && seqLt(e.seq, d.sndMax))) {
+      env.counters.inc('drop.tcp.icmp-bad-seq');
+      return;
+    }
+    if (e.kind === 'frag-needed') {
+      env.counters.inc('tcp.pmtu.resegment');
+      if (d.state < TcpStateId.ESTABLISHED || d.state === TcpStateId.TIME_WAIT) return;
+      // The IP layer already lowered the path MTU: resend what is outstanding at the new size now
+      // rather than after a timeout.
+      d.sndNxt = d.sndUna;
+      s.soft.rttActive = false;
+      tcpOutput(conn);
+      scheduleTimer(conn);
+      deliverEvents(conn);
+      return;
+    }
+    if (d.state === TcpStateId.SYN_SENT) {
+      let errno = 'EHOSTUNREACH';
+      if (e.kind === 'unreachable' && (e.code === 2 || e.code === 3)) errno = 'ECONNREFUSED';
+      else if (e.kind === 'unreachable' && e.code === 0) errno = 'ENETUNREACH';
+      env.counters.inc('tcp.icmp.hard-errors');
+      terminate(conn, connError(errno, `ICMP ${e.kind} code ${e.code}`), true);
+      deliverEvents(conn);
+      return;
+    }
+    env.counters.inc('tcp.icmp.soft-errors');
+    const errno =
+      e.kind === 'unreachable' && (e.code === 2 || e.code === 3) ? 'ECONNREFUSED' : 'EHOSTUNREACH';
+    conn.softError = connError(errno, `ICMP ${e.kind} code ${e.code}`);
+  }
+
+  /** Abort every connection and listener and stop all timers. */
+  close(): void {
+    for (const list of [...this.listeners.values()]) for (const l of [...list]) l.close();
+    for (const conn of [...this.connections()]) conn.abort();
+  }
+}
+
+function unroutablePath(localIp: number, remoteIp: number): PathState {
+  const nb = createNeighborState({ srcMac: 0, vlanId: -1, ip: remoteIp });
+  return createPathState({ localIp, remoteIp }, nb, -1, 576);
+}

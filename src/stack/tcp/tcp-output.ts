@@ -1,0 +1,409 @@
+import type { TcpState } from '../../state/tcp-state.ts';
+import { TcpStateId } from '../../state/tcp-state.ts';
+import {
+  encodeTcpHeader,
+  finishTcpChecksum,
+  resetTcpOptions,
+  TCP_PROTOCOL,
+  TcpFlag,
+  type TcpHeader,
+} from '../../wire/tcp.ts';
+import { effectiveMss } from './congestion.ts';
+import { backedOffRto } from './rtt.ts';
+import { recvSackBlocks, sackNextSeg, sackPipe } from './sack.ts';
+import { seqAdd, seqDiff, seqGt, seqLeq, seqLt } from './seq.ts';
+import type { TcpConnection, TcpEngine } from './tcp-connection.ts';
+
+const INF = Number.POSITIVE_INFINITY;
+/** RFC 5961 7: challenge ACKs one connection may send per second. */
+export const CHALLENGE_ACKS_PER_CONN = 10;
+/** Like Linux' tcp_challenge_ack_limit: challenge ACKs per second for the whole layer. */
+export const CHALLENGE_ACKS_GLOBAL = 1000;
+/** Floor and ceiling of the persist (zero-window probe) interval. */
+const PERSIST_MIN_MS = 200;
+const PERSIST_MAX_MS = 60_000;
+
+/**
+ * Our TSval: clock milliseconds, offset by one so that a connection opened at virtual time 0 does
+ * not send TSval 0, which some stacks read as "no echo".
+ */
+export function tsNow(now: number): number {
+  return (Math.floor(now) + 1) >>> 0;
+}
+
+/** The largest window-scale shift we need so that rcvBufSize >> shift fits in 16 bits (RFC 7323). */
+export function wscaleFor(bufSize: number): number {
+  let shift = 0;
+  while (shift < 14 && bufSize >>> shift > 65535) shift++;
+  return shift;
+}
+
+/** States in which our FIN is due after the queued data. */
+function finState(st: number): boolean {
+  return st === TcpStateId.FIN_WAIT_1 || st === TcpStateId.CLOSING || st === TcpStateId.LAST_ACK;
+}
+
+/**
+ * The window field for a non-SYN segment, and the new right edge. Applies receiver-side silly
+ * window avoidance (RFC 1122 4.2.3.3: offer nothing until a useful amount is free) but never moves
+ * the right edge back (RFC 7323 2.4, RFC 9293 3.8.6.2.2).
+ */
+export function advertiseWindow(s: TcpState): number {
+  const d = s.delegated;
+  const shift = s.const.rcvWscale;
+  let win = d.recvBuffer.free;
+  if (win < Math.min(s.cached.rcvBufSize >>> 1, s.const.localMss)) win = 0;
+  const max = 65535 * 2 ** shift;
+  if (win > max) win = max;
+  const cur = seqDiff(d.rcvAdv, d.rcvNxt);
+  if (win < cur) win = cur;
+  let field = Math.floor(win / 2 ** shift);
+  if (field * 2 ** shift < cur) field++;
+  if (field > 65535) field = 65535;
+  const edge = seqAdd(d.rcvNxt, field * 2 ** shift);
+  if (seqGt(edge, d.rcvAdv)) d.rcvAdv = edge;
+  return field;
+}
+
+/**
+ * Build one segment straight into the IP sender's buffer and send it. Data comes from the send
+ * buffer at `dataOff`. Returns the data bytes actually carried (fewer when the transmit buffer is
+ * smaller than the segment; a FIN is then left for the next segment).
+ */
+export function emit(
+  conn: TcpConnection,
+  seq: number,
+  flags: number,
+  dataOff: number,
+  dataLen: number,
+): number {
+  const eng = conn.engine;
+  const env = eng.env;
+  const s = conn.state;
+  const c = s.const;
+  const d = s.delegated;
+  const soft = s.soft;
+  const h = eng.txHdr;
+  const now = env.clock.now();
+  h.srcPort = c.localPort;
+  h.dstPort = c.remotePort;
+  h.seq = seq >>> 0;
+  h.ack = flags & TcpFlag.ACK ? d.rcvNxt : 0;
+  h.urgent = 0;
+  resetTcpOptions(h);
+  if (flags & TcpFlag.SYN) {
+    h.mss = c.localMss;
+    if (d.state === TcpStateId.SYN_SENT) {
+      h.wscale = conn.offeredWscale;
+      h.sackPermitted = true;
+      h.hasTimestamps = true;
+      h.tsVal = tsNow(now);
+      h.tsEcr = 0;
+    } else {
+      if (c.wsEnabled) h.wscale = c.rcvWscale;
+      h.sackPermitted = c.sackEnabled;
+      if (c.tsEnabled) {
+        h.hasTimestamps = true;
+        h.tsVal = tsNow(now);
+        h.tsEcr = d.tsRecent;
+      }
+    }
+    // RFC 7323 2.2: the window in a SYN is never scaled.
+    const w = Math.min(d.recvBuffer.free, 65535);
+    h.window = w;
+    if (flags & TcpFlag.ACK) {
+      const edge = seqAdd(d.rcvNxt, w);
+      if (seqGt(edge, d.rcvAdv)) d.rcvAdv = edge;
+    }
+  } else {
+    h.window = flags & TcpFlag.RST && !(flags & TcpFlag.ACK) ? 0 : advertiseWindow(s);
+    if (c.tsEnabled) {
+      h.hasTimestamps = true;
+      h.tsVal = tsNow(now);
+      h.tsEcr = d.tsRecent;
+    }
+    if (c.sackEnabled && flags & TcpFlag.ACK && !(flags & TcpFlag.RST) && soft.recvSackRecent.length > 0) {
+      h.sackCount = recvSackBlocks(s, h.sackBlocks, c.tsEnabled ? 3 : 4);
+    }
+  }
+  const off = env.ip.begin(s.path);
+  const buf = env.ip.txBuf;
+  h.flags = flags;
+  let hl = encodeTcpHeader(h, buf, off);
+  // SACK blocks can make the header longer than the MSS calculation assumed: trim the payload so
+  // the packet still fits the path MTU (DF is always set).
+  const room = Math.min(buf.length - off, s.path.cached.mtu - 20) - hl;
+  if (dataLen > room) {
+    dataLen = Math.max(room, 0);
+    if (flags & TcpFlag.FIN) {
+      h.flags = flags & ~(TcpFlag.FIN | TcpFlag.PSH);
+      hl = encodeTcpHeader(h, buf, off);
+    }
+  }
+  if (dataLen > 0) d.sendBuffer.peek(dataOff, buf, off + hl, dataLen);
+  finishTcpChecksum(buf, off, hl + dataLen, c.localIp, c.remoteIp);
+  env.ip.commit(s.path, TCP_PROTOCOL, hl + dataLen, true, s.cached.ttl, s.cached.tos);
+  conn.stats.segmentsOut++;
+  env.counters.inc('tcp.segments.out');
+  if (flags & TcpFlag.RST) {
+    conn.stats.resetsOut++;
+    env.counters.inc('tcp.rst.out');
+  }
+  if (flags & TcpFlag.ACK) {
+    d.lastAckSent = d.rcvNxt;
+    soft.ackNow = false;
+    soft.delayedAckDeadline = INF;
+    soft.unackedSegments = 0;
+  }
+  return dataLen;
+}
+
+export function sendSyn(conn: TcpConnection): void {
+  const d = conn.state.delegated;
+  const flags = d.state === TcpStateId.SYN_SENT ? TcpFlag.SYN : TcpFlag.SYN | TcpFlag.ACK;
+  emit(conn, d.iss, flags, 0, 0);
+}
+
+export function sendAck(conn: TcpConnection): void {
+  emit(conn, conn.state.delegated.sndNxt, TcpFlag.ACK, 0, 0);
+}
+
+export function sendRst(conn: TcpConnection): void {
+  emit(conn, conn.state.delegated.sndNxt, TcpFlag.RST | TcpFlag.ACK, 0, 0);
+}
+
+/** RFC 5961 challenge ACK, rate-limited per connection and per layer (section 7). */
+export function sendChallengeAck(conn: TcpConnection, now: number): void {
+  const soft = conn.state.soft;
+  const counters = conn.engine.env.counters;
+  if (now - soft.challengeWindowStart >= 1000 || now < soft.challengeWindowStart) {
+    soft.challengeWindowStart = now;
+    soft.challengeCount = 0;
+  }
+  if (soft.challengeCount >= CHALLENGE_ACKS_PER_CONN || !conn.engine.takeChallengeAck(now)) {
+    counters.inc('tcp.challenge_acks.limited');
+    return;
+  }
+  soft.challengeCount++;
+  counters.inc('tcp.challenge_acks');
+  sendAck(conn);
+}
+
+/**
+ * RST for a segment that has no connection (RFC 9293 3.10.7.1): if it carried an ACK the RST takes
+ * its sequence number from that ACK, otherwise it has sequence 0 and acknowledges the segment.
+ */
+export function sendRstReply(
+  eng: TcpEngine,
+  remoteIp: number,
+  localIp: number,
+  h: TcpHeader,
+  payloadLen: number,
+): void {
+  if (h.flags & TcpFlag.RST) return;
+  const env = eng.env;
+  const path = env.pathTo(remoteIp, localIp);
+  if (!path) {
+    env.counters.inc('drop.tcp.no-route');
+    return;
+  }
+  const t = eng.txHdr;
+  t.srcPort = h.dstPort;
+  t.dstPort = h.srcPort;
+  resetTcpOptions(t);
+  t.window = 0;
+  t.urgent = 0;
+  if (h.flags & TcpFlag.ACK) {
+    t.seq = h.ack;
+    t.ack = 0;
+    t.flags = TcpFlag.RST;
+  } else {
+    const segLen = payloadLen + (h.flags & TcpFlag.SYN ? 1 : 0) + (h.flags & TcpFlag.FIN ? 1 : 0);
+    t.seq = 0;
+    t.ack = seqAdd(h.seq, segLen);
+    t.flags = TcpFlag.RST | TcpFlag.ACK;
+  }
+  const off = env.ip.begin(path);
+  const buf = env.ip.txBuf;
+  const hl = encodeTcpHeader(t, buf, off);
+  finishTcpChecksum(buf, off, hl, localIp, remoteIp);
+  env.ip.commit(path, TCP_PROTOCOL, hl, true);
+  env.counters.inc('tcp.segments.out');
+  env.counters.inc('tcp.rst.out');
+}
+
+/** Data not yet sent, or a FIN still to be sent. */
+export function hasUnsent(s: TcpState): boolean {
+  const d = s.delegated;
+  const sent = seqDiff(d.sndNxt, d.sndUna);
+  return d.sendBuffer.length > sent || (d.finQueued && !d.finSent && finState(d.state));
+}
+
+/**
+ * Send up to `maxLen` bytes starting at `seq` (≥ snd.una), with the FIN if the segment reaches the
+ * end of the queued data and the FIN is due. Returns the sequence space used; snd.max advances,
+ * snd.nxt is the caller's.
+ */
+export function transmit(conn: TcpConnection, seq: number, maxLen: number, now: number): number {
+  const s = conn.state;
+  const d = s.delegated;
+  const soft = s.soft;
+  const buffered = d.sendBuffer.length;
+  const off = seqDiff(seq, d.sndUna);
+  let len = Math.min(maxLen, buffered - off);
+  if (len < 0) len = 0;
+  let fin = d.finQueued && finState(d.state) && off + len === buffered;
+  if (len === 0 && !fin) return 0;
+  let flags = TcpFlag.ACK;
+  if (fin) flags |= TcpFlag.FIN;
+  if (len > 0 && off + len === buffered) flags |= TcpFlag.PSH;
+  const sentLen = emit(conn, seq, flags, off, len);
+  if (sentLen < len) fin = false;
+  const used = sentLen + (fin ? 1 : 0);
+  const end = seqAdd(seq, used);
+  const counters = conn.engine.env.counters;
+  if (seqLt(seq, d.sndMax)) {
+    conn.stats.retransmits++;
+    counters.inc('tcp.retransmits');
+    // Karn: an ACK covering a retransmitted byte says nothing about which copy arrived.
+    soft.rttActive = false;
+  } else if (sentLen > 0 && !soft.rttActive && !s.const.tsEnabled) {
+    soft.rttSeq = seq;
+    soft.rttSentAt = now;
+    soft.rttActive = true;
+  }
+  if (seqGt(end, d.sndMax)) {
+    const fresh = seqDiff(end, d.sndMax) - (fin ? 1 : 0);
+    if (fresh > 0) conn.stats.bytesOut += fresh;
+    d.sndMax = end;
+  }
+  if (fin) d.finSent = true;
+  if (sentLen > 0) d.lastSendAt = now;
+  return used;
+}
+
+/** Resend the first unacknowledged segment (fast retransmit, partial ACK, MTU drop). */
+export function retransmitHead(conn: TcpConnection, now: number): void {
+  const s = conn.state;
+  const d = s.delegated;
+  const used = transmit(conn, d.sndUna, effectiveMss(s), now);
+  if (s.const.sackEnabled && used > 0) {
+    const end = seqAdd(d.sndUna, used);
+    if (seqGt(end, s.soft.highRxt)) s.soft.highRxt = end;
+  }
+  if (seqLt(d.sndNxt, seqAdd(d.sndUna, used))) d.sndNxt = seqAdd(d.sndUna, used);
+}
+
+/**
+ * Send what the windows, Nagle and silly-window avoidance allow, then a pure ACK if one is owed,
+ * then (re)arm the retransmission or persist timer as needed.
+ */
+export function tcpOutput(conn: TcpConnection): void {
+  const s = conn.state;
+  const d = s.delegated;
+  const soft = s.soft;
+  const st = d.state;
+  if (st < TcpStateId.ESTABLISHED) return;
+  const now = conn.engine.env.clock.now();
+  if (st !== TcpStateId.TIME_WAIT && st !== TcpStateId.FIN_WAIT_2 && d.persistDeadline === INF) {
+    if (soft.inRecovery && s.const.sackEnabled) sackRecoveryOutput(conn, now);
+    else sendWindowed(conn, now);
+  }
+  if (soft.ackNow) sendAck(conn);
+  if (st === TcpStateId.TIME_WAIT) return;
+  if (d.sndMax !== d.sndUna) {
+    if (d.rtxDeadline === INF && d.persistDeadline === INF) d.rtxDeadline = now + backedOffRto(s);
+  } else {
+    d.rtxDeadline = INF;
+    if (d.sndWnd === 0 && d.persistDeadline === INF && hasUnsent(s)) {
+      d.persistDeadline = now + persistInterval(s);
+    }
+  }
+}
+
+export function persistInterval(s: TcpState): number {
+  const d = s.delegated;
+  const base = Math.max(d.rto, PERSIST_MIN_MS);
+  return Math.min(base * 2 ** Math.min(d.persistBackoff, 20), PERSIST_MAX_MS);
+}
+
+function sendWindowed(conn: TcpConnection, now: number): void {
+  const s = conn.state;
+  const d = s.delegated;
+  const soft = s.soft;
+  const mss = effectiveMss(s);
+  if (d.sndMax === d.sndUna && now - d.lastSendAt > d.rto && d.lastSendAt > 0 && hasUnsent(s)) {
+    // RFC 5681 4.1: after an idle period the old cwnd no longer reflects the path.
+    conn.engine.congestion(conn).onIdleRestart(s, now);
+    d.lastSendAt = now;
+  }
+  for (let guard = 0; guard < 100_000; guard++) {
+    let seq = d.sndNxt;
+    let limit = mss;
+    if (s.const.sackEnabled && seqLt(seq, d.sndMax) && soft.sacked.length > 0) {
+      // Going back over sent data (after an RTO or an MTU drop): what the peer SACKed stays put.
+      for (const r of soft.sacked) {
+        if (seqLeq(r.end, seq)) continue;
+        if (seqLeq(r.start, seq)) {
+          seq = r.end;
+          continue;
+        }
+        if (seqLt(seq, d.sndMax)) limit = Math.min(limit, seqDiff(r.start, seq));
+        break;
+      }
+      d.sndNxt = seq;
+    }
+    const buffered = d.sendBuffer.length;
+    const off = seqDiff(seq, d.sndUna);
+    if (off > buffered) break;
+    const flight = seqDiff(seq, d.sndUna);
+    const usable = Math.min(d.sndWnd, d.cwnd) - flight;
+    const avail = buffered - off;
+    const len = Math.min(avail, limit, Math.max(usable, 0));
+    const finHere = d.finQueued && finState(d.state) && off + len === buffered;
+    if (len <= 0 && !finHere) break;
+    if (!finHere && len < mss && !seqLt(seq, d.sndMax)) {
+      const outstanding = d.sndMax !== d.sndUna;
+      const all = off + len === buffered;
+      // Nagle (RFC 896, RFC 1122 4.2.3.4): one small segment in flight at a time. Sender SWS
+      // avoidance (4.2.3.4): a window-limited piece goes only if it is a fair share of the window.
+      const ok = !outstanding || (all && s.cached.noDelay) || (d.maxSndWnd > 0 && len >= d.maxSndWnd / 2);
+      if (!ok) break;
+    }
+    const used = transmit(conn, seq, len, now);
+    if (used === 0) break;
+    d.sndNxt = seqAdd(seq, used);
+    if (finHere) break;
+  }
+}
+
+const nextSeg = { seq: 0, len: 0 };
+
+/** RFC 6675 section 5 step (C): send while cwnd - pipe allows, holes first, then new data. */
+function sackRecoveryOutput(conn: TcpConnection, now: number): void {
+  const s = conn.state;
+  const d = s.delegated;
+  const soft = s.soft;
+  const mss = effectiveMss(s);
+  d.sndNxt = d.sndMax;
+  for (let guard = 0; guard < 10_000; guard++) {
+    const pipe = sackPipe(s, mss);
+    if (d.cwnd - pipe < mss) break;
+    if (sackNextSeg(s, mss, nextSeg)) {
+      const used = transmit(conn, nextSeg.seq, nextSeg.len, now);
+      if (used === 0) break;
+      soft.highRxt = seqAdd(nextSeg.seq, used);
+      continue;
+    }
+    const buffered = d.sendBuffer.length;
+    const off = seqDiff(d.sndMax, d.sndUna);
+    if (off > buffered) break;
+    const inWnd = seqDiff(seqAdd(d.sndUna, d.sndWnd), d.sndMax);
+    const len = Math.min(buffered - off, mss, Math.max(inWnd, 0));
+    const finHere = d.finQueued && finState(d.state) && off + len === buffered;
+    if (len <= 0 && !finHere) break;
+    const used = transmit(conn, d.sndMax, len, now);
+    d.sndNxt = d.sndMax;
+    if (used === 0 || finHere) break;
+  }
+}

@@ -1,0 +1,38 @@
+import type { Clock } from '../../core/clock.ts';
+import type { Counters } from '../../core/counters.ts';
+import type { ConnectionError } from '../../core/errors.ts';
+import type { Random } from '../../core/random.ts';
+import type { PathState } from '../../state/path-state.ts';
+import type { IpSender } from '../ip-sender.ts';
+
+/**
+ * What the TCP layer needs from the host it runs in. The host stack provides one; an offload
+ * target provides another, so the same engine runs connections wherever they are owned.
+ */
+export interface TcpHostEnv {
+  readonly clock: Clock;
+  readonly random: Random;
+  readonly ip: IpSender;
+  readonly counters: Counters;
+  /** The path to `remoteIp` (created on first use, shared afterwards), or null if unroutable. */
+  pathTo(remoteIp: number, localIp?: number): PathState | null;
+  /** True if `ip` is one of this host's addresses. */
+  isLocal(ip: number): boolean;
+}
+
+/**
+ * How a connection reports to whoever uses it (the socket facade). All calls happen from the
+ * engine's processing, never re-entrantly from inside a user call such as write().
+ */
+export interface TcpUser {
+  /** The handshake completed (for active and passive opens). */
+  onConnected(): void;
+  /** New in-order bytes are waiting in the receive buffer. */
+  onReadable(): void;
+  /** The send buffer has room again after having been full. */
+  onWritable(): void;
+  /** The peer's FIN arrived and every byte before it is in the receive buffer. */
+  onRemoteEnd(): void;
+  /** The connection is finished: null for an orderly close, otherwise why it failed. */
+  onClosed(error: ConnectionError | null): void;
+}

@@ -1,0 +1,218 @@
+import type { Counters } from '../core/counters.ts';
+import {
+  AddressInUseError,
+  type ConnectionError,
+  InvalidArgumentError,
+  InvalidStateError,
+} from '../core/errors.ts';
+import type { Random } from '../core/random.ts';
+import { parseIpv4 } from '../wire/addr.ts';
+import { IpProto } from '../wire/ipv4.ts';
+import {
+  createUdpHeader,
+  decodeUdp,
+  encodeUdpHeader,
+  finishUdpChecksum,
+  type UdpHeader,
+} from '../wire/udp.ts';
+import { errorFor } from './icmp.ts';
+import { decodeDropNames } from './interface.ts';
+import type { IcmpErrorInfo } from './ip-sender.ts';
+import { checkIp } from './neighbor.ts';
+import type { PathLayer, RxPacket } from './path.ts';
+
+export interface UdpRemoteInfo {
+  address: number;
+  port: number;
+}
+
+export type UdpMessageHandler = (data: Uint8Array, rinfo: UdpRemoteInfo) => void;
+export type UdpErrorHandler = (e: ConnectionError, about: UdpRemoteInfo) => void;
+
+export interface UdpBindOptions {
+  /** Local address (one of ours); absent or '0.0.0.0' for all. */
+  ip?: string | number;
+  /** Local port; absent or 0 for an ephemeral one. */
+  port?: number;
+}
+
+export interface UdpHost {
+  readonly random: Random;
+  readonly counters: Counters;
+  readonly ip: PathLayer;
+  /** Port unreachable for a datagram nobody listens for (subject to ICMP's own rules). */
+  portUnreachable(rx: RxPacket): void;
+}
+
+/** IANA dynamic range (RFC 6335), used for ephemeral ports. */
+const EPHEMERAL_LOW = 49152;
+const EPHEMERAL_HIGH = 65535;
+const MAX_PAYLOAD = 65535 - 20 - 8;
+const UDP_DROP = decodeDropNames('udp');
+
+/** One bound UDP endpoint. */
+export class UdpBinding {
+  private open = true;
+  constructor(
+    private readonly layer: UdpLayer,
+    readonly localIp: number,
+    readonly localPort: number,
+    /** @internal */ readonly onMessage: UdpMessageHandler,
+    /** @internal */ readonly onError: UdpErrorHandler | undefined,
+  ) {}
+
+  get closed(): boolean {
+    return !this.open;
+  }
+
+  /**
+   * Send one datagram to ip:port; larger than the path MTU, it is fragmented by IP. Returns false if
+   * it could not be sent or queued (no route, link down, neighbor queue full).
+   */
+  send(data: Uint8Array, port: number, ip: string | number): boolean {
+    if (!this.open) throw new InvalidStateError('UDP binding is closed');
+    return this.layer.sendFrom(this, data, port, ip);
+  }
+
+  close(): void {
+    if (!this.open) return;
+    this.open = false;
+    this.layer.unbind(this);
+  }
+}
+
+/** UDP (RFC 768) over the path layer. */
+export class UdpLayer {
+  private readonly ports = new Map<number, UdpBinding[]>();
+  private readonly hdr: UdpHeader = createUdpHeader();
+  private readonly txHdr: UdpHeader = createUdpHeader();
+  private nextEphemeral: number;
+
+  constructor(private readonly host: UdpHost) {
+    this.nextEphemeral = EPHEMERAL_LOW + (host.random.u32() % (EPHEMERAL_HIGH - EPHEMERAL_LOW + 1));
+  }
+
+  bind(opts: UdpBindOptions, onMessage: UdpMessageHandler, onError?: UdpErrorHandler): UdpBinding {
+    if (typeof onMessage !== 'function') throw new InvalidArgumentError('onMessage must be a function');
+    const ip =
+      opts.ip === undefined ? 0 : typeof opts.ip === 'string' ? parseIpv4(opts.ip) : checkIp(opts.ip);
+    if (ip !== 0 && !this.host.ip.isLocal(ip)) {
+      throw new InvalidArgumentError(`${opts.ip} is not an address of this stack (EADDRNOTAVAIL)`);
+    }
+    let port = opts.port ?? 0;
+    if (!Number.isInteger(port) || port < 0 || port > 65535) {
+      throw new InvalidArgumentError(`UDP port must be 0..65535, got ${opts.port}`);
+    }
+    if (port === 0) port = this.ephemeral(ip);
+    else if (this.conflicts(ip, port)) throw new AddressInUseError(`UDP port ${port} is in use`);
+    const b = new UdpBinding(this, ip, port, onMessage, onError);
+    const list = this.ports.get(port);
+    if (list) list.push(b);
+    else this.ports.set(port, [b]);
+    return b;
+  }
+
+  /** A UDP datagram arrived. Counts exactly one accept or drop. */
+  input(rx: RxPacket): void {
+    const c = this.host.counters;
+    const h = this.hdr;
+    const err = decodeUdp(rx.buf, rx.l4Off, rx.l4Len, rx.src, rx.dst, h, true);
+    if (err !== null) {
+      c.inc(UDP_DROP[err]);
+      return;
+    }
+    if (h.srcPort === 0 && h.dstPort === 0) {
+      c.inc('drop.udp.bad-port');
+      return;
+    }
+    const b = this.lookup(rx.dst, h.dstPort, rx.ipBroadcast);
+    if (!b) {
+      c.inc('drop.udp.no-port');
+      this.host.portUnreachable(rx);
+      return;
+    }
+    c.inc('accept.udp');
+    const data = rx.buf.slice(rx.l4Off + 8, rx.l4Off + h.length);
+    b.onMessage(data, { address: rx.src, port: h.srcPort });
+  }
+
+  /** An ICMP error quoting one of our datagrams: reported to the binding that sent it. */
+  icmpError(e: IcmpErrorInfo): void {
+    if (e.kind === 'frag-needed') return; // IP already lowered the path MTU and fragments for us.
+    const b = this.lookup(e.src, e.srcPort, false);
+    if (!b?.onError) return;
+    this.host.counters.inc('udp.icmp-error');
+    b.onError(errorFor(e), { address: e.dst, port: e.dstPort });
+  }
+
+  /** @internal */
+  sendFrom(b: UdpBinding, data: Uint8Array, port: number, ip: string | number): boolean {
+    if (!(data instanceof Uint8Array)) throw new InvalidArgumentError('data must be a Uint8Array');
+    if (data.length > MAX_PAYLOAD) throw new InvalidArgumentError(`UDP payload over ${MAX_PAYLOAD} bytes`);
+    if (!Number.isInteger(port) || port < 1 || port > 65535) {
+      throw new InvalidArgumentError(`UDP destination port must be 1..65535, got ${port}`);
+    }
+    const dst = typeof ip === 'string' ? parseIpv4(ip) : checkIp(ip);
+    const c = this.host.counters;
+    const layer = this.host.ip;
+    const path = layer.pathTo(dst, b.localIp === 0 ? undefined : b.localIp);
+    if (!path) {
+      c.inc('tx.drop.udp.no-route');
+      return false;
+    }
+    const len = 8 + data.length;
+    const off = layer.beginLarge(path, len);
+    const buf = layer.txBuf;
+    const h = this.txHdr;
+    h.srcPort = b.localPort;
+    h.dstPort = port;
+    h.length = len;
+    encodeUdpHeader(h, buf, off);
+    buf.set(data, off + 8);
+    finishUdpChecksum(buf, off, len, path.const.localIp, dst);
+    c.inc('udp.tx');
+    return layer.commit(path, IpProto.UDP, len, false);
+  }
+
+  /** @internal */
+  unbind(b: UdpBinding): void {
+    const list = this.ports.get(b.localPort);
+    if (!list) return;
+    const i = list.indexOf(b);
+    if (i >= 0) list.splice(i, 1);
+    if (!list.length) this.ports.delete(b.localPort);
+  }
+
+  close(): void {
+    for (const list of [...this.ports.values()]) for (const b of [...list]) b.close();
+  }
+
+  /** Exact local address first, then the wildcard; broadcasts reach wildcard bindings only. */
+  private lookup(dst: number, port: number, broadcast: boolean): UdpBinding | null {
+    const list = this.ports.get(port);
+    if (!list) return null;
+    let wild: UdpBinding | null = null;
+    for (const b of list) {
+      if (b.localIp === 0) wild ??= b;
+      else if (!broadcast && b.localIp === dst) return b;
+    }
+    return wild;
+  }
+
+  private conflicts(ip: number, port: number): boolean {
+    const list = this.ports.get(port);
+    if (!list) return false;
+    for (const b of list) if (b.localIp === 0 || ip === 0 || b.localIp === ip) return true;
+    return false;
+  }
+
+  private ephemeral(ip: number): number {
+    const span = EPHEMERAL_HIGH - EPHEMERAL_LOW + 1;
+    for (let i = 0; i < span; i++) {
+      const p = this.nextEphemeral;
+      this.nextEphemeral = p === EPHEMERAL_HIGH ? EPHEMERAL_LOW : p + 1;
+      if (!this.conflicts(ip, p)) return p;
+    }
+    throw new AddressInUseError('no ephemeral UDP port left');
+  }
+}

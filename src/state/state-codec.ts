@@ -1,0 +1,714 @@
+import { StateValidationError } from '../core/errors.ts';
+import { ByteRing } from './byte-ring.ts';
+import { createNeighborState, type NeighborState } from './neighbor-state.ts';
+import type { OffloadPathNode, OffloadTree } from './offload-tree.ts';
+import { createPathState, type PathState } from './path-state.ts';
+import { createTcpState, DEFAULT_TCP_CACHED, type TcpState } from './tcp-state.ts';
+import {
+  CONGESTION_CODES,
+  type FieldSpec,
+  type FieldType,
+  NEIGHBOR_FIELDS,
+  PATH_FIELDS,
+  TCP_FIELDS,
+  type TcpPart,
+  tcpPart,
+  validateTrees,
+} from './validate.ts';
+
+/*
+ * Binary transfer format of offload trees (all integers big-endian):
+ *
+ *   header   u32 magic 'CHNY' | u16 version | u16 flags (0) | u32 total length
+ *            | u32 neighbor count | u32 path count | u32 connection count
+ *   neighbor NEIGHBOR_FIELDS in order
+ *   path     u32 neighbor index | PATH_FIELDS in order
+ *   tcp      u32 path index | hard rows of TCP_FIELDS in order (rings inline: u32 length, bytes)
+ *            | u32 soft length | soft block
+ *   soft     u8 groups present (1 scalars, 2 ooo, 4 sack) | soft rows of those groups in order
+ *            (ooo: u32 count, then u32 seq, u32 length, bytes; ranges: u32 count, u32 start/end)
+ *
+ * Records of each kind come tree by tree, so decoding rebuilds the trees in the same order.
+ * The soft block is length-prefixed so a receiver can skip it and rebuild soft state from traffic.
+ * Times travel as float64 deltas from the sender's clock: +Infinity stays +Infinity (timer not
+ * running), -1 ("never") travels as -Infinity; the receiver adds its own clock.
+ */
+
+export const STATE_CODEC_MAGIC = 0x43484e59;
+export const STATE_CODEC_VERSION = 1;
+const HEADER_SIZE = 24;
+
+export const SOFT_SCALARS = 1;
+export const SOFT_OOO = 2;
+export const SOFT_SACK = 4;
+const SOFT_ALL = SOFT_SCALARS | SOFT_OOO | SOFT_SACK;
+
+export interface EncodeOptions {
+  /** Which soft state travels: every group (default), only scalars (no queued segments or SACK lists), or none. */
+  soft?: 'all' | 'scalars' | 'none';
+  /**
+   * The caller has just run validateTrees on these trees: skip the second pass. A value outside
+   * its field's domain is then written as whatever the wire type makes of it, and the receiver's
+   * validation is the only guard (tests use this to hand the decoder inconsistent states).
+   */
+  skipValidation?: boolean;
+}
+
+/** Fixed sizes of the format, for tools and tests that patch encoded batches. */
+export const STATE_CODEC_LAYOUT = {
+  headerSize: HEADER_SIZE,
+  neighborSize: 0,
+  pathSize: 0,
+  tcpMinSize: 0,
+};
+
+export interface DecodeOptions {
+  /** Skip the soft blocks: the receiver starts every connection with fresh soft state. */
+  dropSoft?: boolean;
+}
+
+const C_U8 = 0;
+const C_U16 = 1;
+const C_U32 = 2;
+const C_I32 = 3;
+const C_F64 = 4; // mac, num
+const C_TIME = 5;
+const C_BOOL = 6;
+const C_CC = 7;
+const C_STATE = 8;
+const C_RING = 9;
+const C_OOO = 10;
+const C_RANGES = 11;
+
+const CODE: Record<FieldType, number> = {
+  u8: C_U8,
+  u16: C_U16,
+  u32: C_U32,
+  i32: C_I32,
+  mac: C_F64,
+  num: C_F64,
+  time: C_TIME,
+  bool: C_BOOL,
+  cc: C_CC,
+  state: C_STATE,
+  ring: C_RING,
+  ooo: C_OOO,
+  ranges: C_RANGES,
+};
+/** Fixed wire size; variable-length types count their length prefix. */
+const SIZE = [1, 2, 4, 4, 8, 8, 1, 1, 1, 4, 4, 4];
+
+interface Row {
+  readonly part: number;
+  readonly key: string;
+  readonly code: number;
+  readonly name: string;
+  /** 0 for hard fields, else the soft group bit. */
+  readonly soft: number;
+  readonly capacity: string;
+}
+
+function compile<P extends string>(fields: readonly FieldSpec<P>[], parts: readonly P[]): Row[] {
+  return fields.map((fs) => ({
+    part: parts.indexOf(fs.part),
+    key: fs.key,
+    code: CODE[fs.type],
+    name: fs.name,
+    soft:
+      fs.soft === undefined
+        ? 0
+        : fs.soft === 'scalars'
+          ? SOFT_SCALARS
+          : fs.soft === 'ooo'
+            ? SOFT_OOO
+            : SOFT_SACK,
+    capacity: fs.capacity ?? '',
+  }));
+}
+
+const TCP_PARTS: readonly TcpPart[] = ['const', 'cached', 'delegated', 'soft', 'cubic'];
+const P_CACHED = 1;
+const P_SOFT = 3;
+const P_CUBIC = 4;
+const NB_ROWS = compile(NEIGHBOR_FIELDS, ['const', 'cached', 'delegated']);
+const PATH_ROWS = compile(PATH_FIELDS, ['const', 'cached', 'top']);
+const TCP_ROWS = compile(TCP_FIELDS, TCP_PARTS);
+const TCP_HARD = TCP_ROWS.filter((r) => r.soft === 0);
+
+function fixedSize(rows: readonly Row[]): number {
+  let n = 0;
+  for (const r of rows) n += SIZE[r.code]!;
+  return n;
+}
+const NB_SIZE = fixedSize(NB_ROWS);
+const PATH_SIZE = 4 + fixedSize(PATH_ROWS);
+/** A connection record with empty rings and no soft block. */
+const TCP_MIN = 4 + fixedSize(TCP_HARD) + 4;
+STATE_CODEC_LAYOUT.neighborSize = NB_SIZE;
+STATE_CODEC_LAYOUT.pathSize = PATH_SIZE;
+STATE_CODEC_LAYOUT.tcpMinSize = TCP_MIN;
+
+function fail(field: string, message: string): never {
+  throw new StateValidationError(field, message);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Code generation from the tables.
+//
+// A loop that interprets the tables field by field pays for keyed property access and for
+// objects that grow one property at a time: about 12 µs per connection. The functions below are
+// generated once, at load, from the same tables: straight-line reads and writes with constant
+// offsets, and decoded objects built as literals with their final shape (the shape createTcpState
+// gives them, so the engine's property accesses stay monomorphic). That is about 1 µs.
+
+type Helpers = typeof H;
+type EncodeFn = (
+  dv: DataView,
+  bytes: Uint8Array,
+  o: number,
+  s: unknown,
+  now: number,
+  groups: number,
+  h: Helpers,
+) => number;
+type DecodeFn = (
+  rd: Reader,
+  dv: DataView,
+  now: number,
+  link: unknown,
+  dropSoft: boolean,
+  h: Helpers,
+) => Record<string, unknown>;
+type SoftSizeFn = (s: unknown, groups: number, h: Helpers) => number;
+
+/** How the parts of one object kind are reached (encode) and assembled (decode). */
+interface Kind {
+  readonly label: string;
+  readonly rows: readonly Row[];
+  /** Expression (over `s`) for each part index. */
+  readonly access: readonly string[];
+  /** Top-level layout of the decoded object: part indexes, the structural link, or a spread part. */
+  readonly layout: readonly (number | { link: string } | { spread: number })[];
+  /** Part nested in another (soft.cubic): [child, parent, key]. */
+  readonly nested?: readonly [number, number, string];
+}
+
+const IDENT = /^[A-Za-z_$][\w$]*$/;
+
+function checkKind(kind: Kind): void {
+  for (const [i, r] of kind.rows.entries()) {
+    if (!IDENT.test(r.key)) throw new TypeError(`${kind.label}: field ${r.name} is not an identifier`);
+    if (r.code === C_RING) {
+      const cap = kind.rows.findIndex((c) => c.key === r.capacity && c.part === P_CACHED);
+      if (cap < 0 || cap > i)
+        throw new TypeError(`${kind.label}: ring ${r.name} needs an earlier ${r.capacity}`);
+    }
+  }
+}
+
+function ccEncodeExpr(v: string): string {
+  return `${CONGESTION_CODES.map((c, i) => `${v} === ${JSON.stringify(c)} ? ${i} : `).join('')}255`;
+}
+
+/** Encoder of the hard rows, or (soft = true) of the soft rows of the groups asked for. */
+function genEncode(kind: Kind, soft = false): EncodeFn {
+  checkKind(kind);
+  const lines = ['let v;'];
+  kind.access.forEach((a, i) => {
+    lines.push(`const p${i} = ${a};`);
+  });
+  let group = 0;
+  for (const r of kind.rows) {
+    if ((r.soft !== 0) !== soft) continue;
+    if (r.soft !== group) {
+      if (group !== 0) lines.push('}');
+      if (r.soft !== 0) lines.push(`if (groups & ${r.soft}) {`);
+      group = r.soft;
+    }
+    const x = `p${r.part}.${r.key}`;
+    switch (r.code) {
+      case C_U8:
+      case C_STATE:
+        lines.push(`dv.setUint8(o, ${x}); o += 1;`);
+        break;
+      case C_U16:
+        lines.push(`dv.setUint16(o, ${x}); o += 2;`);
+        break;
+      case C_U32:
+        lines.push(`dv.setUint32(o, ${x}); o += 4;`);
+        break;
+      case C_I32:
+        lines.push(`dv.setInt32(o, ${x}); o += 4;`);
+        break;
+      case C_F64:
+        lines.push(`dv.setFloat64(o, ${x}); o += 8;`);
+        break;
+      case C_TIME:
+        lines.push(
+          `v = ${x}; dv.setFloat64(o, v === -1 ? -Infinity : v === Infinity ? v : v - now); o += 8;`,
+        );
+        break;
+      case C_BOOL:
+        lines.push(`dv.setUint8(o, ${x} ? 1 : 0); o += 1;`);
+        break;
+      case C_CC:
+        lines.push(`v = ${x}; dv.setUint8(o, ${ccEncodeExpr('v')}); o += 1;`);
+        break;
+      case C_RING:
+        lines.push(`o = h.putRing(dv, bytes, o, ${x});`);
+        break;
+      case C_OOO:
+        lines.push(`o = h.putOoo(dv, bytes, o, ${x});`);
+        break;
+      case C_RANGES:
+        lines.push(`o = h.putRanges(dv, o, ${x});`);
+        break;
+    }
+  }
+  if (group !== 0) lines.push('}');
+  lines.push('return o;');
+  return new Function('dv', 'bytes', 'o', 's', 'now', 'groups', 'h', lines.join('\n')) as EncodeFn;
+}
+
+/** Bytes of the soft rows of the selected groups (the fixed ones are summed at generation). */
+function genSoftSize(kind: Kind): SoftSizeFn {
+  const lines = ['let n = 1;'];
+  kind.access.forEach((a, i) => {
+    lines.push(`const p${i} = ${a};`);
+  });
+  for (const g of [SOFT_SCALARS, SOFT_OOO, SOFT_SACK]) {
+    const rows = kind.rows.filter((r) => r.soft === g);
+    if (rows.length === 0) continue;
+    const parts: string[] = [String(fixedSize(rows.filter((r) => r.code < C_RING)))];
+    for (const r of rows) {
+      if (r.code === C_OOO) parts.push(`h.oooSize(p${r.part}.${r.key})`);
+      else if (r.code === C_RANGES) parts.push(`4 + 8 * p${r.part}.${r.key}.length`);
+      else if (r.code === C_RING) parts.push(`4 + p${r.part}.${r.key}.length`);
+    }
+    lines.push(`if (groups & ${g}) n += ${parts.join(' + ')};`);
+  }
+  lines.push('return n;');
+  return new Function('s', 'groups', 'h', lines.join('\n')) as SoftSizeFn;
+}
+
+function readExpr(r: Row, off: string): string {
+  switch (r.code) {
+    case C_U8:
+    case C_STATE:
+      return `dv.getUint8(${off})`;
+    case C_U16:
+      return `dv.getUint16(${off})`;
+    case C_U32:
+      return `dv.getUint32(${off})`;
+    case C_I32:
+      return `dv.getInt32(${off})`;
+    case C_F64:
+      return `dv.getFloat64(${off})`;
+    case C_TIME:
+      return `h.time(dv.getFloat64(${off}), now, ${JSON.stringify(r.name)})`;
+    case C_BOOL:
+      return `h.bool(dv.getUint8(${off}), ${JSON.stringify(r.name)})`;
+    case C_CC:
+      return `h.cc(dv.getUint8(${off}), ${JSON.stringify(r.name)})`;
+    default:
+      throw new TypeError(`no fixed read for ${r.name}`);
+  }
+}
+
+/** Reads of `rows` into locals f<i>, with one bounds check per run of fixed-size fields. */
+function genReads(kind: Kind, rows: readonly { r: Row; i: number }[], lines: string[]): void {
+  let k = 0;
+  while (k < rows.length) {
+    const { r, i } = rows[k]!;
+    if (r.code >= C_RING) {
+      const cap =
+        r.code === C_RING
+          ? `f${kind.rows.findIndex((c) => c.key === r.capacity && c.part === P_CACHED)}`
+          : '0';
+      const fn = r.code === C_RING ? 'getRing' : r.code === C_OOO ? 'getOoo' : 'getRanges';
+      lines.push(`rd.o = o; f${i} = h.${fn}(rd, dv, ${cap}, ${JSON.stringify(r.name)}); o = rd.o;`);
+      k++;
+      continue;
+    }
+    let j = k;
+    let size = 0;
+    const reads: string[] = [];
+    while (j < rows.length && rows[j]!.r.code < C_RING) {
+      const x = rows[j]!;
+      reads.push(`f${x.i} = ${readExpr(x.r, size === 0 ? 'o' : `o + ${size}`)};`);
+      size += SIZE[x.r.code]!;
+      j++;
+    }
+    lines.push(`if (rd.end - o < ${size}) h.trunc(${JSON.stringify(r.name)}, o);`);
+    lines.push(...reads, `o += ${size};`);
+    k = j;
+  }
+}
+
+function literal(kind: Kind, part: number): string {
+  const entries: string[] = [];
+  let nestedDone = false;
+  kind.rows.forEach((r, i) => {
+    if (r.part === part) entries.push(`${r.key}: f${i}`);
+    else if (kind.nested && kind.nested[1] === part && r.part === kind.nested[0] && !nestedDone) {
+      nestedDone = true;
+      entries.push(`${kind.nested[2]}: ${literal(kind, kind.nested[0])}`);
+    }
+  });
+  return `{ ${entries.join(', ')} }`;
+}
+
+function genDecode(kind: Kind): DecodeFn {
+  checkKind(kind);
+  const indexed = kind.rows.map((r, i) => ({ r, i }));
+  const lines = [`let o = rd.o; let ${indexed.map(({ i }) => `f${i}`).join(', ')};`];
+  genReads(
+    kind,
+    indexed.filter(({ r }) => r.soft === 0),
+    lines,
+  );
+  const softRows = indexed.filter(({ r }) => r.soft !== 0);
+  if (softRows.length > 0) {
+    lines.push(
+      `if (rd.end - o < 4) h.fail('soft', 'truncated');`,
+      'const softLen = dv.getUint32(o); o += 4;',
+      `if (rd.end - o < softLen) h.fail('soft', 'soft block runs past the end');`,
+      'const softEnd = o + softLen; const outerEnd = rd.end; let groups = 0;',
+      'if (softLen > 0 && !dropSoft) {',
+      `  groups = dv.getUint8(o); o += 1;`,
+      `  if (groups === 0 || (groups & ${~SOFT_ALL}) !== 0) h.fail('soft', 'unknown soft groups ' + groups);`,
+      '  rd.end = softEnd;',
+      '}',
+    );
+    // Wire order is table order, whatever the group: walk the soft rows in order, one run per
+    // stretch of one group.
+    let k = 0;
+    while (k < softRows.length) {
+      const g = softRows[k]!.r.soft;
+      let j = k;
+      while (j < softRows.length && softRows[j]!.r.soft === g) j++;
+      const run = softRows.slice(k, j);
+      lines.push(`if (groups & ${g}) {`);
+      genReads(kind, run, lines);
+      lines.push('} else {');
+      for (const { r, i } of run) {
+        lines.push(r.code === C_OOO || r.code === C_RANGES ? `f${i} = [];` : `f${i} = h.def[${i}];`);
+      }
+      lines.push('}');
+      k = j;
+    }
+    lines.push(
+      `if (groups !== 0 && o !== softEnd) h.fail('soft', (softEnd - o) + ' unread bytes in the soft block');`,
+      'rd.end = outerEnd; o = softEnd;',
+    );
+  }
+  lines.push('rd.o = o;');
+  const top = kind.layout.map((e) => {
+    if (typeof e === 'number') return `${['const', 'cached', 'delegated', 'soft'][e]}: ${literal(kind, e)}`;
+    if ('link' in e) return `${e.link}: link`;
+    return literal(kind, e.spread).slice(1, -1);
+  });
+  lines.push(`return { ${top.join(', ')} };`);
+  return new Function('rd', 'dv', 'now', 'link', 'dropSoft', 'h', lines.join('\n')) as DecodeFn;
+}
+
+/** Bounds-checked reader over the input; `end` shrinks to a soft block while that is read. */
+class Reader {
+  readonly dv: DataView;
+  o = 0;
+  constructor(
+    readonly bytes: Uint8Array,
+    public end: number,
+  ) {
+    this.dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+}
+
+/** Defaults for soft state that did not travel, from the constructor so they never drift. */
+function softDefaults(): unknown[] {
+  const nb = createNeighborState({ srcMac: 0, vlanId: -1, ip: 1 });
+  const path = createPathState({ localIp: 1, remoteIp: 2 }, nb, 0, 1500);
+  const t = createTcpState(
+    {
+      localIp: 1,
+      localPort: 1,
+      remoteIp: 2,
+      remotePort: 1,
+      tsEnabled: false,
+      sackEnabled: false,
+      wsEnabled: false,
+      sndWscale: 0,
+      rcvWscale: 0,
+      remoteMss: 536,
+      localMss: 536,
+    },
+    { ...DEFAULT_TCP_CACHED, sndBufSize: 16, rcvBufSize: 16 },
+    path,
+  );
+  return TCP_ROWS.map((r) => (r.soft === 0 ? undefined : tcpPart(t, TCP_PARTS[r.part]!)[r.key]));
+}
+
+const H = {
+  def: softDefaults(),
+  fail,
+  trunc(name: string, o: number): never {
+    return fail(name, `truncated at offset ${o}`);
+  },
+  time(t: number, now: number, name: string): number {
+    if (Number.isNaN(t)) fail(name, 'time is NaN');
+    return t === Number.NEGATIVE_INFINITY ? -1 : t === Number.POSITIVE_INFINITY ? t : now + t;
+  },
+  bool(b: number, name: string): boolean {
+    if (b > 1) fail(name, `boolean byte ${b}`);
+    return b === 1;
+  },
+  cc(c: number, name: string): string {
+    const cc = CONGESTION_CODES[c];
+    if (cc === undefined) fail(name, `unknown congestion algorithm code ${c}`);
+    return cc;
+  },
+  putRing(dv: DataView, bytes: Uint8Array, o: number, ring: ByteRing): number {
+    const len = ring.length;
+    dv.setUint32(o, len);
+    ring.peek(0, bytes, o + 4, len);
+    return o + 4 + len;
+  },
+  putOoo(
+    dv: DataView,
+    bytes: Uint8Array,
+    o: number,
+    segs: readonly { seq: number; data: Uint8Array }[],
+  ): number {
+    dv.setUint32(o, segs.length);
+    o += 4;
+    for (const seg of segs) {
+      dv.setUint32(o, seg.seq);
+      dv.setUint32(o + 4, seg.data.length);
+      bytes.set(seg.data, o + 8);
+      o += 8 + seg.data.length;
+    }
+    return o;
+  },
+  putRanges(dv: DataView, o: number, ranges: readonly { start: number; end: number }[]): number {
+    dv.setUint32(o, ranges.length);
+    o += 4;
+    for (const r of ranges) {
+      dv.setUint32(o, r.start);
+      dv.setUint32(o + 4, r.end);
+      o += 8;
+    }
+    return o;
+  },
+  oooSize(segs: readonly { data: Uint8Array }[]): number {
+    let n = 4;
+    for (const seg of segs) n += 8 + seg.data.length;
+    return n;
+  },
+  getRing(rd: Reader, dv: DataView, cap: number, name: string): ByteRing {
+    if (rd.end - rd.o < 4) fail(name, 'truncated');
+    const len = dv.getUint32(rd.o);
+    rd.o += 4;
+    if (rd.end - rd.o < len) fail(name, `${len} bytes run past the end`);
+    if (len > cap) fail(name, `${len} bytes exceed the buffer size ${cap}`);
+    // Sized to the data, not to the buffer limit: the ring grows on demand, and a hostile
+    // batch cannot make us allocate more than it sent.
+    const ring = new ByteRing(len, cap);
+    ring.write(rd.bytes, rd.o, len);
+    rd.o += len;
+    return ring;
+  },
+  getOoo(rd: Reader, dv: DataView, _cap: number, name: string): { seq: number; data: Uint8Array }[] {
+    if (rd.end - rd.o < 4) fail(name, 'truncated');
+    const n = dv.getUint32(rd.o);
+    rd.o += 4;
+    if ((rd.end - rd.o) / 8 < n) fail(name, `${n} segments cannot fit`);
+    const segs: { seq: number; data: Uint8Array }[] = [];
+    for (let k = 0; k < n; k++) {
+      if (rd.end - rd.o < 8) fail(name, 'truncated');
+      const seq = dv.getUint32(rd.o);
+      const len = dv.getUint32(rd.o + 4);
+      rd.o += 8;
+      if (rd.end - rd.o < len) fail(name, `segment of ${len} bytes runs past the end`);
+      segs.push({ seq, data: rd.bytes.slice(rd.o, rd.o + len) });
+      rd.o += len;
+    }
+    return segs;
+  },
+  getRanges(rd: Reader, dv: DataView, _cap: number, name: string): { start: number; end: number }[] {
+    if (rd.end - rd.o < 4) fail(name, 'truncated');
+    const n = dv.getUint32(rd.o);
+    rd.o += 4;
+    if ((rd.end - rd.o) / 8 < n) fail(name, `${n} ranges cannot fit`);
+    const ranges: { start: number; end: number }[] = [];
+    for (let k = 0; k < n; k++) {
+      ranges.push({ start: dv.getUint32(rd.o), end: dv.getUint32(rd.o + 4) });
+      rd.o += 8;
+    }
+    return ranges;
+  },
+};
+
+const NB_KIND: Kind = {
+  label: 'neighbor',
+  rows: NB_ROWS,
+  access: ['s.const', 's.cached', 's.delegated'],
+  layout: [0, 1, 2],
+};
+const PATH_KIND: Kind = {
+  label: 'path',
+  rows: PATH_ROWS,
+  access: ['s.const', 's.cached', 's'],
+  layout: [0, 1, { link: 'neighbor' }, { spread: 2 }],
+};
+const TCP_KIND: Kind = {
+  label: 'tcp',
+  rows: TCP_ROWS,
+  access: ['s.const', 's.cached', 's.delegated', 's.soft', 's.soft.cubic'],
+  layout: [0, 1, { link: 'path' }, 2, 3],
+  nested: [P_CUBIC, P_SOFT, 'cubic'],
+};
+
+const encodeNeighbor = genEncode(NB_KIND);
+const encodePath = genEncode(PATH_KIND);
+const encodeTcp = genEncode(TCP_KIND);
+const encodeTcpSoft = genEncode(TCP_KIND, true);
+const tcpSoftSize = genSoftSize(TCP_KIND);
+const decodeNeighbor = genDecode(NB_KIND);
+const decodePath = genDecode(PATH_KIND);
+const decodeTcp = genDecode(TCP_KIND);
+
+// ---------------------------------------------------------------------------------------------
+// the batch
+
+/**
+ * Encode whole trees into one transfer buffer. The trees are validated first: a state that
+ * would be refused on arrival is refused here, with the same error.
+ */
+export function encodeBatch(
+  trees: readonly OffloadTree[],
+  now: number,
+  opts: EncodeOptions = {},
+): Uint8Array {
+  if (opts.skipValidation !== true) validateTrees(trees);
+  if (!Number.isFinite(now)) fail('now', 'clock time must be finite');
+  const groups = opts.soft === 'none' ? 0 : opts.soft === 'scalars' ? SOFT_SCALARS : SOFT_ALL;
+
+  let nPaths = 0;
+  let nConns = 0;
+  let size = HEADER_SIZE + trees.length * NB_SIZE;
+  for (const t of trees) {
+    nPaths += t.paths.length;
+    for (const node of t.paths) {
+      nConns += node.conns.length;
+      for (const s of node.conns) {
+        size += TCP_MIN + s.delegated.sendBuffer.length + s.delegated.recvBuffer.length;
+        if (groups !== 0) size += tcpSoftSize(s, groups, H);
+      }
+    }
+  }
+  size += nPaths * PATH_SIZE;
+  if (size > 0xffffffff) fail('trees', 'batch larger than 4 GiB');
+
+  const bytes = new Uint8Array(size);
+  const dv = new DataView(bytes.buffer);
+  dv.setUint32(0, STATE_CODEC_MAGIC);
+  dv.setUint16(4, STATE_CODEC_VERSION);
+  dv.setUint16(6, 0);
+  dv.setUint32(8, size);
+  dv.setUint32(12, trees.length);
+  dv.setUint32(16, nPaths);
+  dv.setUint32(20, nConns);
+  let o = HEADER_SIZE;
+  for (const t of trees) o = encodeNeighbor(dv, bytes, o, t.neighbor, now, 0, H);
+  for (let ti = 0; ti < trees.length; ti++) {
+    for (const node of trees[ti]!.paths) {
+      dv.setUint32(o, ti);
+      o = encodePath(dv, bytes, o + 4, node.path, now, 0, H);
+    }
+  }
+  let pi = 0;
+  for (const t of trees) {
+    for (const node of t.paths) {
+      for (const s of node.conns) {
+        dv.setUint32(o, pi);
+        o = encodeTcp(dv, bytes, o + 4, s, now, 0, H);
+        const lenAt = o;
+        o += 4;
+        if (groups !== 0) {
+          dv.setUint8(o, groups);
+          o = encodeTcpSoft(dv, bytes, o + 1, s, now, groups, H);
+        }
+        dv.setUint32(lenAt, o - lenAt - 4);
+      }
+      pi++;
+    }
+  }
+  // Only a state that changes under our feet (a getter) can get here.
+  if (o !== size) fail('trees', `state changed while encoding: wrote ${o} of ${size} bytes`);
+  return bytes;
+}
+
+/**
+ * Decode a transfer buffer into fresh trees, with shared neighbor and path objects rebuilt and
+ * every time moved onto the receiver's clock. Throws StateValidationError (and creates nothing
+ * visible) for any malformed, truncated, inconsistent or unoffloadable content.
+ */
+export function decodeBatch(buf: Uint8Array, now: number, opts: DecodeOptions = {}): OffloadTree[] {
+  if (!(buf instanceof Uint8Array)) fail('buffer', 'not a Uint8Array');
+  if (!Number.isFinite(now)) fail('now', 'clock time must be finite');
+  const rd = new Reader(buf, buf.length);
+  const dv = rd.dv;
+  if (buf.length < HEADER_SIZE) fail('header', `truncated: ${buf.length} bytes`);
+  if (dv.getUint32(0) !== STATE_CODEC_MAGIC) fail('magic', 'not an offload state batch');
+  const version = dv.getUint16(4);
+  if (version !== STATE_CODEC_VERSION) fail('version', `unknown version ${version}`);
+  if (dv.getUint16(6) !== 0) fail('flags', 'unknown flags');
+  const total = dv.getUint32(8);
+  if (total > buf.length) fail('length', `header says ${total} bytes, buffer has ${buf.length}`);
+  if (total < buf.length) fail('length', `${buf.length - total} bytes of trailing garbage`);
+  const nNb = dv.getUint32(12);
+  const nPath = dv.getUint32(16);
+  const nConn = dv.getUint32(20);
+  // Every record has a minimum size, so counts that could not fit are refused before any
+  // allocation they would drive.
+  if (nNb * NB_SIZE + nPath * PATH_SIZE + nConn * TCP_MIN > total - HEADER_SIZE) {
+    fail('counts', `${nNb} neighbors, ${nPath} paths, ${nConn} connections cannot fit in ${total} bytes`);
+  }
+  rd.o = HEADER_SIZE;
+  const dropSoft = opts.dropSoft === true;
+
+  const trees: OffloadTree[] = [];
+  for (let i = 0; i < nNb; i++) {
+    const neighbor = decodeNeighbor(rd, dv, now, null, false, H) as unknown as NeighborState;
+    trees.push({ neighbor, paths: [] });
+  }
+  const nodes: OffloadPathNode[] = [];
+  let lastTree = 0;
+  for (let i = 0; i < nPath; i++) {
+    if (rd.end - rd.o < 4) fail('path.neighbor', 'truncated');
+    const ni = dv.getUint32(rd.o);
+    rd.o += 4;
+    if (ni >= nNb) fail('path.neighbor', `path ${i} points at missing neighbor ${ni}`);
+    if (ni < lastTree) fail('path.neighbor', `path ${i} is out of tree order`);
+    lastTree = ni;
+    const tree = trees[ni]!;
+    const path = decodePath(rd, dv, now, tree.neighbor, false, H) as unknown as PathState;
+    const node: OffloadPathNode = { path, conns: [] };
+    tree.paths.push(node);
+    nodes.push(node);
+  }
+  let lastPath = 0;
+  for (let i = 0; i < nConn; i++) {
+    if (rd.end - rd.o < 4) fail('tcp.path', 'truncated');
+    const pi = dv.getUint32(rd.o);
+    rd.o += 4;
+    if (pi >= nPath) fail('tcp.path', `connection ${i} points at missing path ${pi}`);
+    if (pi < lastPath) fail('tcp.path', `connection ${i} is out of tree order`);
+    lastPath = pi;
+    const node = nodes[pi]!;
+    node.conns.push(decodeTcp(rd, dv, now, node.path, dropSoft, H) as unknown as TcpState);
+  }
+  if (rd.o !== total) fail('length', `${total - rd.o} bytes after the last record`);
+  validateTrees(trees);
+  return trees;
+}

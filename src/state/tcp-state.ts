@@ -1,0 +1,279 @@
+import { ByteRing } from './byte-ring.ts';
+import type { PathState } from './path-state.ts';
+
+/**
+ * Everything TCP knows about one connection lives here, split as NDIS chimney splits it, so any
+ * owner (the host stack or an offload target) can pick the connection up and run it with the same
+ * engine functions. Nothing about a connection may live in closures or private fields elsewhere.
+ *
+ * Sequence numbers are unsigned 32-bit values compared modulo 2^32 (see `seq.ts` in the engine).
+ * Times are absolute clock milliseconds; a transfer codec turns them into deltas.
+ */
+
+export const TcpStateId = {
+  CLOSED: 0,
+  LISTEN: 1,
+  SYN_SENT: 2,
+  SYN_RECEIVED: 3,
+  ESTABLISHED: 4,
+  FIN_WAIT_1: 5,
+  FIN_WAIT_2: 6,
+  CLOSE_WAIT: 7,
+  CLOSING: 8,
+  LAST_ACK: 9,
+  TIME_WAIT: 10,
+} as const;
+export type TcpStateId = (typeof TcpStateId)[keyof typeof TcpStateId];
+export const TCP_STATE_NAMES: readonly string[] = Object.keys(TcpStateId);
+
+export type CongestionAlgorithm = 'cubic' | 'newreno';
+
+/** Fixed for the life of the connection once the handshake has negotiated it. */
+export interface TcpConst {
+  localIp: number;
+  localPort: number;
+  remoteIp: number;
+  remotePort: number;
+  /** RFC 7323 timestamps negotiated. */
+  tsEnabled: boolean;
+  /** RFC 2018 SACK-permitted negotiated. */
+  sackEnabled: boolean;
+  /** RFC 7323 window scaling negotiated. */
+  wsEnabled: boolean;
+  /** Shift applied to windows the peer advertises (its wscale option); 0 without scaling. */
+  sndWscale: number;
+  /** Shift we apply to windows we advertise; 0 without scaling. */
+  rcvWscale: number;
+  /** MSS the peer announced (536 when absent). */
+  remoteMss: number;
+  /** MSS we announced. */
+  localMss: number;
+}
+
+/** Owned by the host; an offload target changes it only when the host pushes an update. */
+export interface TcpCached {
+  keepAlive: boolean;
+  keepIdleMs: number;
+  keepIntvlMs: number;
+  keepCount: number;
+  noDelay: boolean;
+  /** Retransmissions of one segment before the connection is dropped with ETIMEDOUT. */
+  maxRetransmits: number;
+  /** Retransmissions of a SYN before connect fails. */
+  maxSynRetransmits: number;
+  ttl: number;
+  tos: number;
+  sndBufSize: number;
+  rcvBufSize: number;
+  timeWaitMs: number;
+  delayedAckMs: number;
+  minRtoMs: number;
+  maxRtoMs: number;
+  congestion: CongestionAlgorithm;
+}
+
+/** Owned by whoever processes the connection now; handed back on upload. */
+export interface TcpDelegated {
+  state: TcpStateId;
+  iss: number;
+  irs: number;
+  sndUna: number;
+  sndNxt: number;
+  /** Highest sequence number sent so far (snd.nxt can fall back below it on retransmission). */
+  sndMax: number;
+  /** Peer's window, already scaled (bytes). */
+  sndWnd: number;
+  maxSndWnd: number;
+  sndWl1: number;
+  sndWl2: number;
+  rcvNxt: number;
+  /** Right edge of the window we last advertised (rcv.nxt + advertised window). */
+  rcvAdv: number;
+  cwnd: number;
+  ssthresh: number;
+  /** Smoothed RTT in ms; 0 until the first measurement. */
+  srtt: number;
+  rttvar: number;
+  rto: number;
+  tsRecent: number;
+  /** Clock time ts.recent was last updated (PAWS 24-day rule). */
+  tsRecentAt: number;
+  dupAcks: number;
+  /** Consecutive retransmission timeouts (exponential backoff exponent). */
+  backoff: number;
+  /** Deadlines as absolute clock ms; Infinity when the timer is not running. */
+  rtxDeadline: number;
+  persistDeadline: number;
+  keepaliveDeadline: number;
+  timeWaitDeadline: number;
+  keepaliveProbes: number;
+  /** The application has called end(): a FIN follows the queued data. */
+  finQueued: boolean;
+  /** Our FIN has been sent (it occupies sequence number sndMax - 1 while unacknowledged). */
+  finSent: boolean;
+  /** The peer's FIN has been received and acknowledged. */
+  finReceived: boolean;
+  /** Unacknowledged and unsent data: the byte at the head has sequence number snd.una (after SYN). */
+  sendBuffer: ByteRing;
+  /** Received, acknowledged, not yet read by the application. */
+  recvBuffer: ByteRing;
+  /** Clock time of the last segment received (keepalive and idle accounting). */
+  lastRecvAt: number;
+  /** Clock time of the last data sent (RFC 5681 restart after idle; CUBIC epoch). */
+  lastSendAt: number;
+  /** rcv.nxt carried by the last ACK we sent (RFC 7323 Last.ACK.sent, for the ts.recent update rule). */
+  lastAckSent: number;
+  /** Zero-window probes sent since the window was last open (persist timer backoff exponent). */
+  persistBackoff: number;
+  /** The application called close(): it reads nothing more, so new data is answered with RST. */
+  readClosed: boolean;
+}
+
+/**
+ * Soft state: rebuilt from traffic if lost. It may travel with a transfer but a receiver must
+ * cope without it.
+ */
+export interface TcpSoft {
+  /** Out-of-order segments waiting for the hole before them: sorted, non-overlapping. */
+  ooo: OooSegment[];
+  /** SACK scoreboard for data we sent: sorted, merged [start, end) seq ranges the peer SACKed. */
+  sacked: SeqRange[];
+  /** Ranges we received out of order, most recent first (what our SACK blocks report). */
+  recvSackRecent: SeqRange[];
+  /** Loss recovery (RFC 6582 / RFC 6675). */
+  inRecovery: boolean;
+  recoveryPoint: number;
+  /** RFC 6675 HighRxt: highest sequence retransmitted during this recovery. */
+  highRxt: number;
+  /** RTT sample in flight when timestamps are off: sequence and send time (Karn: cleared on retransmit). */
+  rttSeq: number;
+  rttSentAt: number;
+  rttActive: boolean;
+  /** A delayed ACK is pending; its deadline (Infinity when none). */
+  delayedAckDeadline: number;
+  /** Full-sized segments received since the last ACK we sent. */
+  unackedSegments: number;
+  /** RFC 3465 byte counting in congestion avoidance: bytes ACKed toward the next +1 MSS (NewReno). */
+  caBytesAcked: number;
+  /** CUBIC (RFC 9438) variables. */
+  cubic: CubicState;
+  /** RFC 5961 challenge-ACK rate limiting: window start and count. */
+  challengeWindowStart: number;
+  challengeCount: number;
+  /** An ACK must go out with the next output pass (out-of-order data, FIN, window update, ...). */
+  ackNow: boolean;
+}
+
+export interface CubicState {
+  wMax: number;
+  k: number;
+  epochStart: number;
+  originPoint: number;
+  wEst: number;
+  cwndPrior: number;
+  /** Growth the per-ACK formula asked for that is still below one byte (keeps cwnd integral). */
+  cwndFrac: number;
+}
+
+export interface OooSegment {
+  seq: number;
+  data: Uint8Array;
+}
+
+export interface SeqRange {
+  start: number;
+  end: number;
+}
+
+export interface TcpState {
+  readonly const: TcpConst;
+  readonly cached: TcpCached;
+  readonly delegated: TcpDelegated;
+  readonly soft: TcpSoft;
+  /** The path this connection uses; shared with every connection to the same remote address. */
+  path: PathState;
+}
+
+export const DEFAULT_TCP_CACHED: Readonly<TcpCached> = {
+  keepAlive: false,
+  keepIdleMs: 7_200_000,
+  keepIntvlMs: 75_000,
+  keepCount: 9,
+  noDelay: false,
+  maxRetransmits: 15,
+  maxSynRetransmits: 6,
+  ttl: 64,
+  tos: 0,
+  sndBufSize: 1 << 20,
+  rcvBufSize: 1 << 20,
+  timeWaitMs: 60_000,
+  delayedAckMs: 40,
+  minRtoMs: 200,
+  maxRtoMs: 120_000,
+  congestion: 'cubic',
+};
+
+export function createTcpState(c: TcpConst, cached: TcpCached, path: PathState): TcpState {
+  const inf = Number.POSITIVE_INFINITY;
+  return {
+    const: { ...c },
+    cached: { ...cached },
+    path,
+    delegated: {
+      state: TcpStateId.CLOSED,
+      iss: 0,
+      irs: 0,
+      sndUna: 0,
+      sndNxt: 0,
+      sndMax: 0,
+      sndWnd: 0,
+      maxSndWnd: 0,
+      sndWl1: 0,
+      sndWl2: 0,
+      rcvNxt: 0,
+      rcvAdv: 0,
+      cwnd: 0,
+      ssthresh: 0x7fffffff,
+      srtt: 0,
+      rttvar: 0,
+      rto: 1000,
+      tsRecent: 0,
+      tsRecentAt: -1,
+      dupAcks: 0,
+      backoff: 0,
+      rtxDeadline: inf,
+      persistDeadline: inf,
+      keepaliveDeadline: inf,
+      timeWaitDeadline: inf,
+      keepaliveProbes: 0,
+      finQueued: false,
+      finSent: false,
+      finReceived: false,
+      sendBuffer: new ByteRing(Math.min(cached.sndBufSize, 64 * 1024), cached.sndBufSize),
+      recvBuffer: new ByteRing(Math.min(cached.rcvBufSize, 64 * 1024), cached.rcvBufSize),
+      lastRecvAt: 0,
+      lastSendAt: 0,
+      lastAckSent: 0,
+      persistBackoff: 0,
+      readClosed: false,
+    },
+    soft: {
+      ooo: [],
+      sacked: [],
+      recvSackRecent: [],
+      inRecovery: false,
+      recoveryPoint: 0,
+      highRxt: 0,
+      rttSeq: 0,
+      rttSentAt: 0,
+      rttActive: false,
+      delayedAckDeadline: inf,
+      unackedSegments: 0,
+      caBytesAcked: 0,
+      cubic: { wMax: 0, k: 0, epochStart: -1, originPoint: 0, wEst: 0, cwndPrior: 0, cwndFrac: 0 },
+      challengeWindowStart: 0,
+      challengeCount: 0,
+      ackNow: false,
+    },
+  };
+}

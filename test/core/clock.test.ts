@@ -1,0 +1,104 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { VirtualClock } from '../../src/core/clock.ts';
+import { SeededRandom } from '../../src/core/random.ts';
+import { ByteRing } from '../../src/state/byte-ring.ts';
+
+describe('VirtualClock', () => {
+  test('fires timers in deadline order, ties in arming order', () => {
+    const c = new VirtualClock();
+    const seen: string[] = [];
+    const a = c.createTimer(() => seen.push(`a@${c.now()}`));
+    const b = c.createTimer(() => seen.push(`b@${c.now()}`));
+    const d = c.createTimer(() => seen.push(`d@${c.now()}`));
+    b.arm(10);
+    a.arm(5);
+    d.arm(10);
+    c.advance(20);
+    assert.deepEqual(seen, ['a@5', 'b@10', 'd@10']);
+    assert.equal(c.now(), 20);
+  });
+
+  test('re-arming replaces the earlier deadline and disarm cancels', () => {
+    const c = new VirtualClock();
+    let fired = 0;
+    const t = c.createTimer(() => fired++);
+    t.arm(5);
+    t.arm(50);
+    c.advance(10);
+    assert.equal(fired, 0);
+    assert.equal(t.deadline, 50);
+    t.disarm();
+    c.advance(100);
+    assert.equal(fired, 0);
+    assert.equal(c.pendingRefs, 0);
+  });
+
+  test('unref timers do not count as pending work', () => {
+    const c = new VirtualClock();
+    const t = c.createTimer(() => {});
+    t.arm(5);
+    assert.equal(c.pendingRefs, 1);
+    t.unref();
+    assert.equal(c.pendingRefs, 0);
+    t.arm(7);
+    assert.equal(c.pendingRefs, 0);
+    assert.equal(c.nextDeadline(), 7);
+  });
+
+  test('defer runs at the current instant, after already-due timers', () => {
+    const c = new VirtualClock();
+    const seen: number[] = [];
+    c.createTimer(() => seen.push(1)).arm(0);
+    c.defer(() => seen.push(2));
+    c.runDue();
+    assert.deepEqual(seen, [1, 2]);
+  });
+});
+
+describe('SeededRandom', () => {
+  test('the same seed gives the same sequence, another seed another', () => {
+    const a = new SeededRandom(42);
+    const b = new SeededRandom(42);
+    const c = new SeededRandom(43);
+    const sa = Array.from({ length: 8 }, () => a.u32());
+    assert.deepEqual(
+      sa,
+      Array.from({ length: 8 }, () => b.u32()),
+    );
+    assert.notDeepEqual(
+      sa,
+      Array.from({ length: 8 }, () => c.u32()),
+    );
+  });
+
+  test('float stays in [0, 1) and is roughly uniform', () => {
+    const r = new SeededRandom(1);
+    let sum = 0;
+    for (let i = 0; i < 10000; i++) {
+      const f = r.float();
+      assert.ok(f >= 0 && f < 1);
+      sum += f;
+    }
+    assert.ok(Math.abs(sum / 10000 - 0.5) < 0.02);
+  });
+});
+
+describe('ByteRing', () => {
+  test('wraps, grows to its maximum and refuses beyond it', () => {
+    const r = new ByteRing(16, 64);
+    const src = Uint8Array.from({ length: 100 }, (_, i) => i);
+    assert.equal(r.write(src, 0, 10), 10);
+    const out = new Uint8Array(8);
+    assert.equal(r.read(out), 8);
+    assert.deepEqual([...out], [0, 1, 2, 3, 4, 5, 6, 7]);
+    assert.equal(r.write(src, 10, 90), 62);
+    assert.equal(r.length, 64);
+    assert.equal(r.free, 0);
+    const all = r.toArray();
+    assert.deepEqual([...all], [...src.subarray(8, 72)]);
+    const mid = new Uint8Array(4);
+    r.peek(30, mid, 0, 4);
+    assert.deepEqual([...mid], [38, 39, 40, 41]);
+  });
+});

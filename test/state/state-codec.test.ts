@@ -1,0 +1,228 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import fc from 'fast-check';
+import { StateValidationError } from '../../src/core/errors.ts';
+import { createNeighborState } from '../../src/state/neighbor-state.ts';
+import { countTrees, flattenTrees } from '../../src/state/offload-tree.ts';
+import { createPathState } from '../../src/state/path-state.ts';
+import { decodeBatch, encodeBatch } from '../../src/state/state-codec.ts';
+import { createTcpState, DEFAULT_TCP_CACHED } from '../../src/state/tcp-state.ts';
+import { NEIGHBOR_FIELDS, PATH_FIELDS, TCP_FIELDS } from '../../src/state/validate.ts';
+import { arbTrees, normalize, sampleTrees, sharingHolds } from './helpers.ts';
+
+/** Dotted names of every leaf an object carries, nested plain objects walked (not arrays or rings). */
+function leafNames(obj: object, prefix: string, skip: ReadonlySet<string>): string[] {
+  const out: string[] = [];
+  for (const [k, v] of Object.entries(obj)) {
+    if (skip.has(k)) continue;
+    const name = prefix === '' ? k : `${prefix}.${k}`;
+    if (v !== null && typeof v === 'object' && Object.getPrototypeOf(v) === Object.prototype) {
+      out.push(...leafNames(v, name, new Set()));
+    } else out.push(name);
+  }
+  return out;
+}
+
+describe('state codec round trip', () => {
+  test('decode(encode(trees)) equals the trees, with shared objects shared again', () => {
+    fc.assert(
+      fc.property(arbTrees, fc.integer({ min: -1e9, max: 1e12 }), (trees, now) => {
+        const buf = encodeBatch(trees, now);
+        const back = decodeBatch(buf, now);
+        assert.deepStrictEqual(normalize(back), normalize(trees));
+        assert.ok(sharingHolds(back));
+        assert.deepEqual(countTrees(back), countTrees(trees));
+      }),
+      { numRuns: 150 },
+    );
+  });
+
+  test('one neighbor with two paths of three connections each decodes to 1 + 2 shared objects', () => {
+    const [t] = sampleTrees(3);
+    const nb = t!.neighbor;
+    const extra = createPathState({ localIp: 0x0a000002, remoteIp: 0x0a0000fd }, nb, 1, 9000);
+    const conns = t!.paths[0]!.conns.map((c, i) => {
+      const s = createTcpState({ ...c.const, remoteIp: 0x0a0000fd, localPort: 50000 + i }, c.cached, extra);
+      Object.assign(s.delegated, {
+        ...c.delegated,
+        sendBuffer: s.delegated.sendBuffer,
+        recvBuffer: s.delegated.recvBuffer,
+      });
+      s.delegated.sendBuffer.write(c.delegated.sendBuffer.toArray());
+      s.delegated.recvBuffer.write(c.delegated.recvBuffer.toArray());
+      return s;
+    });
+    t!.paths.push({ path: extra, conns });
+    const [back] = decodeBatch(encodeBatch([t!], 0), 0);
+    assert.equal(back!.paths.length, 2);
+    for (const node of back!.paths) {
+      assert.equal(node.path.neighbor, back!.neighbor);
+      assert.equal(node.conns.length, 3);
+      for (const c of node.conns) assert.equal(c.path, node.path);
+    }
+    assert.notEqual(back!.paths[0]!.path, back!.paths[1]!.path);
+    assert.equal(back!.paths[1]!.path.cached.mtu, 9000);
+    // Decoded objects are fresh: nothing aliases the sender's state or the buffer.
+    assert.notEqual(back!.neighbor, nb);
+    assert.notEqual(
+      back!.paths[0]!.conns[0]!.delegated.sendBuffer,
+      t!.paths[0]!.conns[0]!.delegated.sendBuffer,
+    );
+  });
+
+  test('decoded rings keep the data and the capacity limit from the cached buffer sizes', () => {
+    const trees = sampleTrees(1);
+    const c = trees[0]!.paths[0]!.conns[0]!;
+    const back = flattenTrees(decodeBatch(encodeBatch(trees, 0), 0))[0]!;
+    assert.deepEqual(back.delegated.sendBuffer.toArray(), c.delegated.sendBuffer.toArray());
+    assert.deepEqual(back.delegated.recvBuffer.toArray(), c.delegated.recvBuffer.toArray());
+    assert.equal(back.delegated.sendBuffer.maxCapacity, c.cached.sndBufSize);
+    assert.equal(back.delegated.recvBuffer.maxCapacity, c.cached.rcvBufSize);
+    // The ring still grows to its limit after a decode sized it to the data.
+    const more = new Uint8Array(c.cached.sndBufSize);
+    assert.equal(back.delegated.sendBuffer.write(more), c.cached.sndBufSize - c.delegated.sendBuffer.length);
+  });
+
+  test('decodes from a view into a larger buffer (non-zero byteOffset)', () => {
+    const trees = sampleTrees(2);
+    const buf = encodeBatch(trees, 0);
+    const big = new Uint8Array(buf.length + 37);
+    big.set(buf, 17);
+    const back = decodeBatch(big.subarray(17, 17 + buf.length), 0);
+    assert.deepStrictEqual(normalize(back), normalize(trees));
+  });
+
+  test('an empty batch round-trips', () => {
+    assert.deepEqual(decodeBatch(encodeBatch([], 5), 9), []);
+  });
+});
+
+describe('times travel as deltas', () => {
+  test('encode at 1000, decode at 5000: every time moves by 4000, Infinity and -1 stay', () => {
+    const trees = sampleTrees(1);
+    const nb = trees[0]!.neighbor;
+    const c = trees[0]!.paths[0]!.conns[0]!;
+    c.delegated.persistDeadline = Number.POSITIVE_INFINITY;
+    c.delegated.keepaliveDeadline = 7200;
+    c.delegated.tsRecentAt = -1;
+    const [back] = decodeBatch(encodeBatch(trees, 1000), 5000);
+    const b = back!.paths[0]!.conns[0]!;
+    assert.equal(b.delegated.rtxDeadline, c.delegated.rtxDeadline + 4000);
+    assert.equal(b.delegated.keepaliveDeadline, 11200);
+    assert.equal(b.delegated.persistDeadline, Number.POSITIVE_INFINITY);
+    assert.equal(b.delegated.timeWaitDeadline, Number.POSITIVE_INFINITY);
+    assert.equal(b.delegated.tsRecentAt, -1);
+    assert.equal(b.delegated.lastRecvAt, c.delegated.lastRecvAt + 4000);
+    assert.equal(b.delegated.lastSendAt, c.delegated.lastSendAt + 4000);
+    assert.equal(b.soft.delayedAckDeadline, c.soft.delayedAckDeadline + 4000);
+    assert.equal(b.soft.cubic.epochStart, c.soft.cubic.epochStart + 4000);
+    assert.equal(back!.neighbor.cached.hostReachableAt, nb.cached.hostReachableAt + 4000);
+    assert.equal(back!.neighbor.delegated.nicReachableAt, nb.delegated.nicReachableAt + 4000);
+    // Durations and sequence numbers are not times and do not move.
+    assert.equal(b.delegated.rto, c.delegated.rto);
+    assert.equal(b.delegated.srtt, c.delegated.srtt);
+    assert.equal(b.delegated.sndUna, c.delegated.sndUna);
+    assert.equal(b.cached.keepIdleMs, c.cached.keepIdleMs);
+  });
+
+  test('a receiver clock behind the sender gives earlier (possibly negative) times', () => {
+    const trees = sampleTrees(1);
+    const c = trees[0]!.paths[0]!.conns[0]!;
+    const [back] = decodeBatch(encodeBatch(trees, 1_000_000), 10);
+    assert.equal(back!.paths[0]!.conns[0]!.delegated.lastRecvAt, c.delegated.lastRecvAt - 999_990);
+  });
+});
+
+describe('soft state is optional', () => {
+  test("soft: 'none' and dropSoft give fresh soft state and the same hard state", () => {
+    const trees = sampleTrees(2);
+    const fresh = createTcpState(
+      trees[0]!.paths[0]!.conns[0]!.const,
+      DEFAULT_TCP_CACHED,
+      trees[0]!.paths[0]!.path,
+    );
+    const full = encodeBatch(trees, 0);
+    const none = encodeBatch(trees, 0, { soft: 'none' });
+    assert.ok(none.length < full.length);
+    for (const back of [decodeBatch(none, 0), decodeBatch(full, 0, { dropSoft: true })]) {
+      for (const c of flattenTrees(back)) {
+        assert.deepStrictEqual(c.soft, fresh.soft);
+        assert.deepStrictEqual(normalize(c.delegated), normalize(trees[0]!.paths[0]!.conns[0]!.delegated));
+      }
+    }
+  });
+
+  test("soft: 'scalars' carries cubic and timers but no queued segments or SACK lists", () => {
+    const trees = sampleTrees(1);
+    const c = trees[0]!.paths[0]!.conns[0]!;
+    c.soft.cubic.wMax = 12345.5;
+    c.soft.inRecovery = true;
+    const b = flattenTrees(decodeBatch(encodeBatch(trees, 0, { soft: 'scalars' }), 0))[0]!;
+    assert.equal(b.soft.cubic.wMax, 12345.5);
+    assert.equal(b.soft.inRecovery, true);
+    assert.equal(b.soft.delayedAckDeadline, c.soft.delayedAckDeadline);
+    assert.deepEqual(b.soft.ooo, []);
+    assert.deepEqual(b.soft.sacked, []);
+    assert.deepEqual(b.soft.recvSackRecent, []);
+    assert.ok(c.soft.ooo.length > 0 && c.soft.sacked.length > 0);
+  });
+});
+
+describe('the codec covers every field', () => {
+  const nb = createNeighborState({ srcMac: 1, vlanId: -1, ip: 1 }, 2, 0);
+  const path = createPathState({ localIp: 1, remoteIp: 2 }, nb, 0, 1500);
+  const tcp = createTcpState(
+    {
+      localIp: 1,
+      localPort: 1,
+      remoteIp: 2,
+      remotePort: 2,
+      tsEnabled: false,
+      sackEnabled: false,
+      wsEnabled: false,
+      sndWscale: 0,
+      rcvWscale: 0,
+      remoteMss: 536,
+      localMss: 536,
+    },
+    DEFAULT_TCP_CACHED,
+    path,
+  );
+
+  test('every field of createTcpState(...) has a row in TCP_FIELDS, in the same order', () => {
+    const actual = leafNames(tcp, '', new Set(['path']));
+    assert.deepEqual(
+      TCP_FIELDS.map((f) => f.name),
+      actual,
+    );
+  });
+
+  test('every field of createNeighborState and createPathState has a row', () => {
+    assert.deepEqual(
+      NEIGHBOR_FIELDS.map((f) => f.name),
+      leafNames(nb, '', new Set()),
+    );
+    assert.deepEqual(
+      PATH_FIELDS.map((f) => f.name),
+      leafNames(path, '', new Set(['neighbor'])),
+    );
+  });
+
+  test('the structural links are the only keys left out', () => {
+    assert.deepEqual(Object.keys(tcp).sort(), ['cached', 'const', 'delegated', 'path', 'soft']);
+    assert.deepEqual(Object.keys(path).sort(), ['cached', 'const', 'ifIndex', 'neighbor']);
+  });
+
+  test('soft rows are exactly the fields under soft', () => {
+    for (const f of TCP_FIELDS) assert.equal(f.soft !== undefined, f.name.startsWith('soft.'), f.name);
+  });
+
+  test('encoding refuses a state it could not carry faithfully', () => {
+    const trees = sampleTrees(1);
+    trees[0]!.paths[0]!.conns[0]!.delegated.srtt = Number.NaN;
+    assert.throws(
+      () => encodeBatch(trees, 0),
+      (e) => e instanceof StateValidationError && e.field === 'delegated.srtt',
+    );
+  });
+});

@@ -1,0 +1,614 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import dgram from 'node:dgram';
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import net from 'node:net';
+import { after, afterEach, describe, test } from 'node:test';
+import fc from 'fast-check';
+import { InvalidArgumentError, InvalidStateError, LinkError } from '../../src/core/errors.ts';
+import { TapLink, type TapLinkOptions } from '../../src/link/tap-link.ts';
+import {
+  completePartialChecksum,
+  decodeVnetHdr,
+  encodeVnetHdr,
+  ipv4Offset,
+  newRxInfo,
+  pseudoHeaderSum,
+  type TapRxInfo,
+  VNET_GSO_TCPV4,
+} from '../../src/link/tap-vnet.ts';
+
+// ---------------------------------------------------------------------------------------------
+// Environment: the device tests need Linux, root, /dev/net/tun, koffi and iproute2. In CI a
+// missing piece is a failure (CI runs as root and must exercise them); elsewhere they skip.
+
+function missing(): string | null {
+  if (process.platform !== 'linux') return `TAP tests need Linux (this is ${process.platform})`;
+  if (process.getuid?.() !== 0) return 'TAP tests need root (to create TAP devices); run them with sudo';
+  if (!existsSync('/dev/net/tun')) return 'TAP tests need /dev/net/tun (modprobe tun)';
+  try {
+    createRequire(import.meta.url)('koffi');
+  } catch {
+    return 'TAP tests need koffi (npm install koffi)';
+  }
+  try {
+    execFileSync('ip', ['-V'], { stdio: 'ignore' });
+  } catch {
+    return 'TAP tests need iproute2 (the `ip` command)';
+  }
+  return null;
+}
+const reason = missing();
+const inCi = !!process.env.CI;
+if (reason && !inCi) console.log(`# skipping TAP device tests: ${reason}`);
+/** Options for a device test: skipped with the reason outside CI, run (and failing) in CI. */
+const dev = reason && !inCi ? { skip: reason, timeout: 10_000 } : { timeout: 10_000 };
+function requireEnv(): void {
+  if (reason) assert.fail(`TAP device tests cannot run: ${reason}`);
+}
+
+let seq = 0;
+const made = new Set<string>();
+const links: TapLink[] = [];
+function devName(): string {
+  const n = `cht${process.pid % 1000}x${(seq++).toString(36)}`;
+  made.add(n);
+  return n;
+}
+function open(o: TapLinkOptions): TapLink {
+  const l = TapLink.open(o);
+  links.push(l);
+  return l;
+}
+function ip(...args: string[]): string {
+  return execFileSync('ip', args, { encoding: 'utf8' });
+}
+function exists(name: string): boolean {
+  return existsSync(`/sys/class/net/${name}`);
+}
+afterEach(() => {
+  for (const l of links.splice(0)) l.close();
+});
+after(() => {
+  for (const n of made) {
+    if (exists(n)) {
+      try {
+        ip('link', 'del', n);
+      } catch {}
+    }
+  }
+});
+
+async function until(cond: () => boolean, ms: number, what: string): Promise<number> {
+  const t0 = performance.now();
+  while (!cond()) {
+    if (performance.now() - t0 > ms) assert.fail(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  return performance.now() - t0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Frame helpers (independent of src/wire on purpose: they check the link, not the codecs).
+
+const OUR_MAC = [0x02, 0x00, 0x00, 0x00, 0x99, 0x02];
+const OUR_IP = [10, 9, 99, 2];
+const KERNEL_IP = [10, 9, 99, 1];
+
+function macOf(name: string): number[] {
+  return readFileSync(`/sys/class/net/${name}/address`, 'utf8')
+    .trim()
+    .split(':')
+    .map((h) => Number.parseInt(h, 16));
+}
+
+function sum16(b: Uint8Array, off: number, len: number, s = 0): number {
+  for (let i = 0; i + 1 < len; i += 2) s += (b[off + i]! << 8) | b[off + i + 1]!;
+  if (len & 1) s += b[off + len - 1]! << 8;
+  return s;
+}
+function fold(s: number): number {
+  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
+  return s;
+}
+function put16(b: Uint8Array, o: number, v: number): void {
+  b[o] = v >>> 8;
+  b[o + 1] = v & 0xff;
+}
+function put32(b: Uint8Array, o: number, v: number): void {
+  put16(b, o, v >>> 16);
+  put16(b, o + 2, v & 0xffff);
+}
+function get16(b: Uint8Array, o: number): number {
+  return (b[o]! << 8) | b[o + 1]!;
+}
+function get32(b: Uint8Array, o: number): number {
+  return ((get16(b, o) << 16) | get16(b, o + 2)) >>> 0;
+}
+/** Naive pseudo-header + L4 checksum, the reference for the link's partial-checksum helpers. */
+function l4Checksum(f: Uint8Array, ipOff: number): number {
+  const ihl = (f[ipOff]! & 15) * 4;
+  const l4 = ipOff + ihl;
+  const len = f.length - l4;
+  const ph = new Uint8Array(12);
+  ph.set(f.subarray(ipOff + 12, ipOff + 20), 0);
+  ph[9] = f[ipOff + 9]!;
+  put16(ph, 10, len);
+  return ~fold(sum16(f, l4, len, sum16(ph, 0, 12))) & 0xffff;
+}
+
+function ethIp(dstMac: number[], proto: number, l4Len: number): Uint8Array {
+  const f = new Uint8Array(14 + 20 + l4Len);
+  f.set(dstMac, 0);
+  f.set(OUR_MAC, 6);
+  put16(f, 12, 0x0800);
+  f[14] = 0x45;
+  put16(f, 16, 20 + l4Len);
+  f[22] = 64;
+  f[23] = proto;
+  f.set(OUR_IP, 26);
+  f.set(KERNEL_IP, 30);
+  put16(f, 24, ~fold(sum16(f, 14, 20)) & 0xffff);
+  return f;
+}
+
+function udpFrame(dstMac: number[], srcPort: number, dstPort: number, payload: Uint8Array, sum = true) {
+  const f = ethIp(dstMac, 17, 8 + payload.length);
+  put16(f, 34, srcPort);
+  put16(f, 36, dstPort);
+  put16(f, 38, 8 + payload.length);
+  f.set(payload, 42);
+  if (sum) put16(f, 40, l4Checksum(f, 14) || 0xffff);
+  return f;
+}
+
+function tcpFrame(
+  dstMac: number[],
+  srcPort: number,
+  dstPort: number,
+  seqNo: number,
+  ack: number,
+  flags: number,
+  payload: Uint8Array,
+  opts: number[] = [],
+): Uint8Array {
+  const th = 20 + opts.length;
+  const f = ethIp(dstMac, 6, th + payload.length);
+  put16(f, 34, srcPort);
+  put16(f, 36, dstPort);
+  put32(f, 38, seqNo);
+  put32(f, 42, ack);
+  f[46] = (th / 4) << 4;
+  f[47] = flags;
+  put16(f, 48, 65535);
+  f.set(opts, 54);
+  f.set(payload, 34 + th);
+  put16(f, 50, l4Checksum(f, 14));
+  return f;
+}
+
+function arpReply(kernelMac: number[]): Uint8Array {
+  const f = new Uint8Array(42);
+  f.set(kernelMac, 0);
+  f.set(OUR_MAC, 6);
+  put16(f, 12, 0x0806);
+  put16(f, 14, 1);
+  put16(f, 16, 0x0800);
+  f[18] = 6;
+  f[19] = 4;
+  put16(f, 20, 2);
+  f.set(OUR_MAC, 22);
+  f.set(OUR_IP, 28);
+  f.set(kernelMac, 32);
+  f.set(KERNEL_IP, 38);
+  return f;
+}
+
+function isArpRequestFor(f: Uint8Array, target: number[]): boolean {
+  return (
+    f.length >= 42 &&
+    get16(f, 12) === 0x0806 &&
+    get16(f, 20) === 1 &&
+    f[38] === target[0] &&
+    f[39] === target[1] &&
+    f[40] === target[2] &&
+    f[41] === target[3]
+  );
+}
+
+/** IPv4 frames carrying `proto` from the kernel to us, copied out of the borrowed view. */
+interface Got {
+  f: Uint8Array;
+  info: TapRxInfo;
+}
+function collect(link: TapLink, answerArp: boolean): Got[] {
+  const got: Got[] = [];
+  const kmac = macOf(link.name);
+  link.onFrame((f, info) => {
+    if (answerArp && isArpRequestFor(f, OUR_IP)) link.send(arpReply(kmac));
+    got.push({ f: f.slice(), info: { ...info } });
+  });
+  return got;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+describe('virtio-net header helpers', () => {
+  test('encode then decode gives the fields back', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 3 }),
+        fc.constantFrom(0, 1, 3, 4, 0x81),
+        fc.array(fc.integer({ min: 0, max: 0xffff }), { minLength: 4, maxLength: 4 }),
+        (flags, gso, [hl, gs, cs, co]) => {
+          const b = new Uint8Array(14).fill(0xaa);
+          encodeVnetHdr(b, 1, flags, gso, hl!, gs!, cs!, co!);
+          const out = newRxInfo();
+          decodeVnetHdr(b, 1, out);
+          assert.equal(out.csumPartial, (flags & 1) !== 0);
+          assert.equal(out.csumValid, (flags & 2) !== 0);
+          assert.equal(out.gsoType, gso & 0x7f);
+          assert.deepEqual([out.hdrLen, out.gsoSize, out.csumStart, out.csumOffset], [hl, gs, cs, co]);
+          assert.equal(b[0], 0xaa, 'writes nothing before the header');
+          assert.equal(b[13], 0xaa, 'writes nothing after the header');
+        },
+      ),
+    );
+  });
+
+  test('pseudo-header seed plus completion equals a full checksum (TCP and UDP, any payload)', () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom(6, 17),
+        fc.uint8Array({ minLength: 0, maxLength: 300 }),
+        fc.array(fc.integer({ min: 0, max: 255 }), { minLength: 8, maxLength: 8 }),
+        fc.boolean(),
+        (proto, payload, addrs, vlan) => {
+          const hl = proto === 6 ? 20 : 8;
+          const pre = vlan ? 18 : 14;
+          const f = new Uint8Array(pre + 20 + hl + payload.length);
+          put16(f, 12, vlan ? 0x8100 : 0x0800);
+          if (vlan) put16(f, 16, 0x0800);
+          f[pre] = 0x45;
+          f[pre + 9] = proto;
+          f.set(addrs, pre + 12);
+          f.set(payload, pre + 20 + hl);
+          const ipOff = ipv4Offset(f);
+          assert.equal(ipOff, pre);
+          const start = ipOff + 20;
+          const at = start + (proto === 6 ? 16 : 6);
+          put16(f, at, pseudoHeaderSum(f, ipOff, proto, f.length - start));
+          assert.ok(completePartialChecksum(f, start, at - start));
+          const got = get16(f, at);
+          put16(f, at, 0);
+          const want = l4Checksum(f, ipOff);
+          // 0x0000 and 0xffff are the same number in one's complement.
+          assert.equal(got === 0xffff ? 0 : got, want === 0xffff ? 0 : want);
+        },
+      ),
+    );
+  });
+
+  test('ipv4Offset refuses short and non-IPv4 frames', () => {
+    assert.equal(ipv4Offset(new Uint8Array(20)), -1);
+    const f = new Uint8Array(60);
+    put16(f, 12, 0x86dd);
+    assert.equal(ipv4Offset(f), -1);
+    put16(f, 12, 0x0800);
+    assert.equal(ipv4Offset(f), 14);
+  });
+
+  test('completePartialChecksum refuses offsets past the frame', () => {
+    assert.equal(completePartialChecksum(new Uint8Array(40), 34, 16), false);
+  });
+});
+
+describe('TapLink.open argument checks', () => {
+  test('bad names and MTUs are InvalidArgumentError', () => {
+    for (const name of ['', 'a'.repeat(16), 'bad/name', 'sp ace']) {
+      assert.throws(() => TapLink.open({ name }), InvalidArgumentError, name);
+    }
+    assert.throws(() => TapLink.open({ name: 'chtx', mtu: 67 }), InvalidArgumentError);
+    assert.throws(() => TapLink.open({ name: 'chtx', mtu: 1500.5 }), InvalidArgumentError);
+    assert.throws(() => TapLink.open({ name: 'chtx', carrierPollMs: 0 }), InvalidArgumentError);
+  });
+
+  test('an unopenable clone device is LinkError ENOENT with advice', dev, () => {
+    requireEnv();
+    const name = devName();
+    assert.throws(
+      () => TapLink.open({ name, tunPath: '/nonexistent/net/tun' }),
+      (e: unknown) => e instanceof LinkError && e.code === 'ENOENT' && /modprobe tun/.test(e.message),
+    );
+    assert.equal(exists(name), false);
+  });
+});
+
+describe('TapLink on a real TAP device', () => {
+  test('create, open and close: the device appears, is up with the MTU, and goes on close', dev, async () => {
+    requireEnv();
+    const name = devName();
+    const l = open({ name, mtu: 1400 });
+    assert.equal(l.name, name);
+    assert.equal(l.created, true);
+    assert.equal(l.mtu, 1400);
+    assert.equal(readFileSync(`/sys/class/net/${name}/mtu`, 'utf8').trim(), '1400');
+    assert.match(ip('link', 'show', name), /[<,]UP[,>]/);
+    assert.equal(l.carrier, true);
+    assert.deepEqual(l.offloads, { tso: true, csum: true });
+    assert.match(ip('-d', 'link', 'show', name), /vnet_hdr on/);
+    l.close();
+    assert.equal(l.carrier, false);
+    assert.equal(l.send(new Uint8Array(60)), false, 'send after close is refused');
+    await until(() => !exists(name), 1000, 'the device to vanish');
+  });
+
+  test(
+    'create: false on a missing device is ENODEV; an existing persistent device survives close',
+    dev,
+    () => {
+      requireEnv();
+      const name = devName();
+      assert.throws(
+        () => TapLink.open({ name, create: false }),
+        (e: unknown) => e instanceof LinkError && e.code === 'ENODEV',
+      );
+      ip('tuntap', 'add', 'mode', 'tap', 'name', name);
+      const l = open({ name, create: false, vnetHdr: false });
+      assert.equal(l.created, false);
+      assert.deepEqual(l.offloads, { tso: false, csum: false });
+      l.close();
+      assert.equal(exists(name), true, 'a device we did not create is left alone');
+      ip('link', 'del', name);
+    },
+  );
+
+  test('a name held by another open is EBUSY; a non-TAP name is EINVAL', dev, () => {
+    requireEnv();
+    const name = devName();
+    open({ name });
+    assert.throws(
+      () => TapLink.open({ name }),
+      (e: unknown) => e instanceof LinkError && e.code === 'EBUSY' && /in use/.test(e.message),
+    );
+    const br = devName();
+    ip('link', 'add', 'name', br, 'type', 'bridge');
+    try {
+      assert.throws(
+        () => TapLink.open({ name: br }),
+        (e: unknown) => e instanceof LinkError && e.code === 'EINVAL' && /not a TAP/.test(e.message),
+      );
+    } finally {
+      ip('link', 'del', br);
+    }
+  });
+
+  test('frames from the kernel arrive: an ARP request for the UDP destination', dev, async () => {
+    requireEnv();
+    const name = devName();
+    const l = open({ name });
+    const got = collect(l, false);
+    ip('addr', 'add', '10.9.99.1/24', 'dev', name);
+    const s = dgram.createSocket('udp4');
+    try {
+      s.send('hi', 9, '10.9.99.2');
+      await until(() => got.some((g) => isArpRequestFor(g.f, OUR_IP)), 3000, 'an ARP request');
+      const arp = got.find((g) => isArpRequestFor(g.f, OUR_IP))!;
+      assert.deepEqual([...arp.f.subarray(6, 12)], macOf(name), 'sent by the kernel side of the TAP');
+      assert.deepEqual([...arp.f.subarray(0, 6)], [255, 255, 255, 255, 255, 255]);
+      assert.equal(arp.info.gsoType, 0);
+    } finally {
+      s.close();
+    }
+  });
+
+  test(
+    'frames written reach the kernel: ARP reply, then UDP with full and with offloaded checksum',
+    dev,
+    async () => {
+      requireEnv();
+      const name = devName();
+      const l = open({ name });
+      const got = collect(l, true);
+      ip('addr', 'add', '10.9.99.1/24', 'dev', name);
+      const out = dgram.createSocket('udp4');
+      const inSock = dgram.createSocket('udp4');
+      const received: string[] = [];
+      inSock.on('message', (m) => received.push(m.toString()));
+      await new Promise<void>((r) => inSock.bind(0, '10.9.99.1', r));
+      const port = inSock.address().port;
+      try {
+        out.send('to-chimney', 4000, '10.9.99.2');
+        const isOurUdp = (g: Got) => get16(g.f, 12) === 0x0800 && g.f[23] === 17 && get16(g.f, 36) === 4000;
+        await until(() => got.some(isOurUdp), 3000, 'the UDP datagram after our ARP reply');
+        const u = got.find(isOurUdp)!;
+        assert.equal(new TextDecoder().decode(u.f.subarray(42)), 'to-chimney');
+        assert.match(ip('neigh', 'show', '10.9.99.2', 'dev', name), /02:00:00:00:99:02/);
+        // A datagram from a local socket leaves with its checksum unfinished (TUN_F_CSUM granted).
+        assert.equal(u.info.csumPartial, true);
+
+        const kmac = macOf(name);
+        assert.equal(l.send(udpFrame(kmac, 5000, port, new TextEncoder().encode('full-sum'))), true);
+        const partial = udpFrame(kmac, 5001, port, new TextEncoder().encode('offloaded-sum'), false);
+        assert.equal(l.sendGso(partial, { gsoSize: 0, csumStart: 34, csumOffset: 6 }), true);
+        assert.equal(partial[40], 0, "the caller's frame is not modified");
+        // A wrong checksum must be dropped by the kernel: proves the first one was really checked.
+        const bad = udpFrame(kmac, 5002, port, new TextEncoder().encode('bad-sum'));
+        bad[40]! ^= 0x55;
+        assert.equal(l.send(bad), true);
+        await until(() => received.length >= 2, 2000, 'both datagrams at the kernel socket');
+        await new Promise((r) => setTimeout(r, 50));
+        assert.deepEqual(received.sort(), ['full-sum', 'offloaded-sum']);
+        assert.ok(l.counters.get('link.tx.frames') >= 4);
+      } finally {
+        out.close();
+        inSock.close();
+      }
+    },
+  );
+
+  test(
+    'TCP through offloads: partial checksums in, a TSO super-segment out, GSO frames in',
+    dev,
+    async () => {
+      requireEnv();
+      const name = devName();
+      const l = open({ name });
+      const got = collect(l, true);
+      ip('addr', 'add', '10.9.99.1/24', 'dev', name);
+      const kmac = macOf(name);
+      const data: Buffer[] = [];
+      let conn: net.Socket | null = null;
+      const server = net.createServer((c) => {
+        conn = c;
+        c.on('data', (d) => data.push(d));
+        c.on('error', () => {});
+      });
+      await new Promise<void>((r) => server.listen(0, '10.9.99.1', r));
+      const port = (server.address() as net.AddressInfo).port;
+      const isTcp = (g: Got, flags: number) =>
+        get16(g.f, 12) === 0x0800 &&
+        g.f[23] === 6 &&
+        get16(g.f, 36) === 40000 &&
+        (g.f[47]! & flags) === flags;
+      try {
+        const iss = 1000;
+        // MSS 1460 and window scale 7, so the kernel may send a large first flight.
+        const synOpts = [2, 4, 0x05, 0xb4, 1, 3, 3, 7];
+        assert.ok(l.send(tcpFrame(kmac, 40000, port, iss, 0, 0x02, new Uint8Array(0), synOpts)));
+        await until(() => got.some((g) => isTcp(g, 0x12)), 3000, 'the SYN-ACK');
+        const synAck = got.find((g) => isTcp(g, 0x12))!;
+        assert.equal(synAck.info.csumPartial, true, 'the SYN-ACK checksum is left to the "device"');
+        const kSeq = (get32(synAck.f, 38) + 1) >>> 0;
+        assert.ok(l.send(tcpFrame(kmac, 40000, port, iss + 1, kSeq, 0x10, new Uint8Array(0))));
+
+        // Out: 8000 bytes in one frame, cut by the kernel into 1000-byte segments.
+        const payload = new Uint8Array(8000).map((_, i) => (i * 7) & 0xff);
+        const big = tcpFrame(kmac, 40000, port, iss + 1, kSeq, 0x18, payload);
+        assert.ok(big.length > l.mtu + 14);
+        assert.equal(l.send(big), false, 'plain send refuses a frame above the MTU');
+        assert.ok(l.sendGso(big, { gsoSize: 1000, csumStart: 34, csumOffset: 16 }));
+        await until(
+          () => data.reduce((n, d) => n + d.length, 0) >= 8000,
+          3000,
+          'the server to read 8000 bytes',
+        );
+        assert.deepEqual(new Uint8Array(Buffer.concat(data)), payload);
+
+        // In: the kernel sends a flight larger than the MTU; with TSO granted it arrives as GSO frames.
+        got.length = 0;
+        await until(() => conn !== null, 1000, 'the accepted connection');
+        conn!.write(Buffer.alloc(60000, 0x5a));
+        await until(() => got.some((g) => isTcp(g, 0x10) && g.f.length > 100), 3000, 'data from the kernel');
+        await new Promise((r) => setTimeout(r, 50));
+        const seg = got.filter((g) => isTcp(g, 0x10) && g.f.length > 100);
+        const gso = seg.find((g) => g.info.gsoType === VNET_GSO_TCPV4);
+        assert.ok(gso, `expected a TSO frame, got lengths ${seg.map((g) => g.f.length).join(',')}`);
+        assert.ok(gso.f.length > l.mtu + 14, 'a GSO frame is larger than the MTU');
+        assert.ok(gso.info.gsoSize > 0 && gso.info.gsoSize <= 1460);
+        assert.equal(gso.info.csumPartial, true);
+        assert.equal(gso.info.csumStart, 34);
+        assert.equal(gso.info.csumOffset, 16);
+        assert.equal(gso.info.hdrLen, 34 + (gso.f[46]! >>> 4) * 4);
+      } finally {
+        (conn as net.Socket | null)?.destroy();
+        server.close();
+      }
+    },
+  );
+
+  test('sendGso refuses bad offsets and links without offload', dev, () => {
+    requireEnv();
+    const name = devName();
+    const l = open({ name });
+    const f = tcpFrame([2, 0, 0, 0, 0, 1], 1, 2, 0, 0, 0x10, new Uint8Array(100));
+    assert.throws(() => l.sendGso(f, { gsoSize: 50, csumStart: 30, csumOffset: 16 }), InvalidArgumentError);
+    assert.throws(() => l.sendGso(f, { gsoSize: 50, csumStart: 34, csumOffset: 6 }), InvalidArgumentError);
+    assert.throws(
+      () => l.sendGso(new Uint8Array(60), { gsoSize: 50, csumStart: 34, csumOffset: 16 }),
+      InvalidArgumentError,
+    );
+    const plain = open({ name: devName(), vnetHdr: false });
+    assert.throws(() => plain.sendGso(f, { gsoSize: 50, csumStart: 34, csumOffset: 16 }), InvalidStateError);
+  });
+
+  test('carrier follows ip link set down/up within 100 ms', dev, async () => {
+    requireEnv();
+    const name = devName();
+    const l = open({ name });
+    const seen: boolean[] = [];
+    l.onCarrier((u) => seen.push(u));
+    assert.equal(l.carrier, true);
+    ip('link', 'set', 'dev', name, 'down');
+    const tDown = await until(() => !l.carrier, 100, 'carrier down');
+    ip('link', 'set', 'dev', name, 'up');
+    const tUp = await until(() => l.carrier, 100, 'carrier up');
+    assert.deepEqual(seen, [false, true]);
+    assert.ok(tDown < 100 && tUp < 100);
+  });
+
+  test('a write to a downed device drops carrier at once (EIO), before the poll notices', dev, () => {
+    requireEnv();
+    const name = devName();
+    const l = open({ name, carrierPollMs: 60_000 });
+    const seen: boolean[] = [];
+    l.onCarrier((u) => seen.push(u));
+    ip('link', 'set', 'dev', name, 'down');
+    assert.equal(l.carrier, true, 'the poll has not run yet');
+    assert.equal(l.send(udpFrame([2, 0, 0, 0, 0, 1], 1, 2, new Uint8Array(10))), false);
+    assert.equal(l.carrier, false);
+    assert.deepEqual(seen, [false]);
+    assert.ok(l.counters.get('drop.link.no-carrier') >= 1);
+  });
+
+  test('removing the device is carrier down for good', dev, async () => {
+    requireEnv();
+    const name = devName();
+    const l = open({ name });
+    const seen: boolean[] = [];
+    l.onCarrier((u) => seen.push(u));
+    ip('link', 'del', name);
+    await until(() => !l.carrier, 200, 'carrier down after removal');
+    assert.equal(l.detached, true);
+    // A new device of the same name is a different device: still down.
+    ip('tuntap', 'add', 'mode', 'tap', 'name', name);
+    try {
+      ip('link', 'set', 'dev', name, 'up');
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(l.carrier, false);
+      assert.deepEqual(seen, [false]);
+      assert.equal(l.send(new Uint8Array(60)), false);
+    } finally {
+      ip('link', 'del', name);
+    }
+  });
+
+  test('a burst of frames is read completely and in order', dev, async () => {
+    requireEnv();
+    const name = devName();
+    const l = open({ name, readBudget: 16 });
+    ip('addr', 'add', '10.9.99.1/24', 'dev', name);
+    ip('neigh', 'replace', '10.9.99.2', 'lladdr', '02:00:00:00:99:02', 'dev', name);
+    const seqs: number[] = [];
+    l.onFrame((f) => {
+      if (get16(f, 12) === 0x0800 && f[23] === 17 && get16(f, 36) === 4001) seqs.push(get32(f, 42));
+    });
+    const s = dgram.createSocket('udp4');
+    try {
+      const n = 300;
+      for (let i = 0; i < n; i++) {
+        const b = Buffer.alloc(4);
+        b.writeUInt32BE(i);
+        s.send(b, 4001, '10.9.99.2');
+      }
+      await until(() => seqs.length >= n, 3000, `${n} datagrams`);
+      assert.deepEqual(
+        seqs,
+        Array.from({ length: n }, (_, i) => i),
+      );
+    } finally {
+      s.close();
+    }
+  });
+});

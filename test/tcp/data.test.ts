@@ -1,0 +1,306 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { flushDelayedAck } from '../../src/stack/tcp/index.ts';
+import { type TcpCached, TcpStateId } from '../../src/state/tcp-state.ts';
+import { ACK, activeOpen, add, Bench, bytes, type InjectOpts, LOCAL, REMOTE } from './harness.ts';
+
+function open(synAck: Partial<InjectOpts> = {}, defaults: Partial<TcpCached> = {}) {
+  const b = new Bench({ defaults });
+  const o = activeOpen(b, synAck);
+  b.take();
+  b.flush();
+  const port = o.conn.localPort;
+  let peerSeq = o.peerSeq;
+  const send = (x: Partial<InjectOpts> & { flags?: number }) =>
+    b.inject({
+      flags: ACK,
+      srcPort: 80,
+      dstPort: port,
+      seq: peerSeq,
+      ack: o.conn.state.delegated.sndUna,
+      ...x,
+    });
+  const data = (n: number, seed = 7) => {
+    const d = bytes(n, seed);
+    send({ data: d, seq: peerSeq });
+    peerSeq = add(peerSeq, n);
+    return d;
+  };
+  return { ...o, send, data, seqAt: () => peerSeq };
+}
+
+describe('receiving', () => {
+  test('delayed ACK: one segment waits delayedAckMs, the second full segment is ACKed at once', () => {
+    const o = open({}, { delayedAckMs: 40 });
+    o.data(1000);
+    assert.equal(o.b.take().length, 0);
+    o.b.advance(39);
+    assert.equal(o.b.take().length, 0);
+    o.b.advance(1);
+    const [a] = o.b.take();
+    assert.equal(a!.h.ack, add(o.peerSeq, 1000));
+    o.data(1460);
+    assert.equal(o.b.take().length, 0);
+    o.data(1460);
+    assert.equal(o.b.take()[0]!.h.ack, add(o.peerSeq, 3920));
+  });
+
+  test('flushDelayedAck sends a pending delayed ACK at once and clears its deadline', () => {
+    const o = open({}, { delayedAckMs: 40 });
+    o.data(100);
+    assert.equal(o.b.take().length, 0);
+    flushDelayedAck(o.conn);
+    assert.equal(o.b.take()[0]!.h.ack, add(o.peerSeq, 100));
+    assert.equal(o.conn.state.soft.delayedAckDeadline, Number.POSITIVE_INFINITY);
+    o.b.advance(100);
+    assert.equal(o.b.take().length, 0);
+  });
+
+  test('out-of-order data: immediate duplicate ACK with SACK blocks; hole fill ACKs everything', () => {
+    const o = open({ sackPermitted: true });
+    const base = o.peerSeq;
+    const all = bytes(5000, 3);
+    o.send({ seq: add(base, 1000), data: all.subarray(1000, 2000) });
+    let [a] = o.b.take();
+    assert.equal(a!.h.ack, base);
+    assert.equal(a!.h.sackCount, 1);
+    assert.deepEqual([...a!.h.sackBlocks.subarray(0, 2)], [add(base, 1000), add(base, 2000)]);
+    o.send({ seq: add(base, 3000), data: all.subarray(3000, 4000) });
+    [a] = o.b.take();
+    assert.equal(a!.h.sackCount, 2);
+    // Most recent block first (RFC 2018 4).
+    assert.deepEqual(
+      [...a!.h.sackBlocks.subarray(0, 4)],
+      [add(base, 3000), add(base, 4000), add(base, 1000), add(base, 2000)],
+    );
+    // Overlapping duplicate is trimmed.
+    o.send({ seq: add(base, 1500), data: all.subarray(1500, 3500) });
+    o.b.take();
+    o.send({ seq: base, data: all.subarray(0, 1500) });
+    [a] = o.b.take();
+    assert.equal(a!.h.ack, add(base, 4000));
+    assert.equal(a!.h.sackCount, 0);
+    const got = new Uint8Array(4000);
+    assert.equal(o.conn.read(got), 4000);
+    assert.deepEqual(got, all.subarray(0, 4000));
+  });
+
+  test('receive window = free buffer, advertised scaled; zero window; window update after read', () => {
+    const o = open({ wscale: 0 }, { rcvBufSize: 8192 });
+    // rcvBufSize 8192 needs no scaling: shift 0.
+    assert.equal(o.conn.state.const.rcvWscale, 0);
+    o.data(1460);
+    o.data(1460);
+    assert.equal(o.b.take()[0]!.h.window, 8192 - 2920);
+    for (let i = 0; i < 5; i++) o.data(1000);
+    o.b.advance(100);
+    // 272 bytes free: below the SWS threshold, but the right edge we offered must not move back.
+    assert.equal(o.b.take().at(-1)!.h.window, 272);
+    o.data(272);
+    o.b.advance(100);
+    assert.equal(o.b.take().at(-1)!.h.window, 0);
+    // Data beyond the window is not taken.
+    o.send({ seq: o.seqAt(), data: bytes(100) });
+    assert.equal(o.conn.readableLength, 8192);
+    assert.equal(o.b.take().at(-1)!.h.window, 0);
+    // Reading a little does not reopen the window (receiver SWS avoidance)...
+    o.conn.read(new Uint8Array(500));
+    assert.equal(o.b.take().length, 0);
+    // ...reading enough sends a window update.
+    o.conn.read(new Uint8Array(8192));
+    const [wu] = o.b.take();
+    assert.equal(wu!.h.window, 8192);
+  });
+
+  test('large buffers use the window scale we announced', () => {
+    const o = open({ wscale: 2 }, { rcvBufSize: 1 << 20 });
+    o.data(1460);
+    o.b.advance(100);
+    const [a] = o.b.take();
+    // Rounded up so the right edge offered earlier does not move back.
+    assert.equal(a!.h.window, Math.ceil(((1 << 20) - 1460) / 32));
+  });
+});
+
+describe('sending', () => {
+  test('Nagle holds a small segment while data is unacknowledged; noDelay sends it', () => {
+    const o = open();
+    o.conn.write(bytes(100));
+    assert.equal(o.b.take().length, 1);
+    o.conn.write(bytes(100));
+    assert.equal(o.b.take().length, 0, 'held by Nagle');
+    o.send({ ack: add(o.iss, 101) });
+    const [s] = o.b.take();
+    assert.equal(s!.data.length, 100);
+    o.conn.setNoDelay(true);
+    o.conn.write(bytes(10));
+    assert.equal(o.b.take().length, 1);
+  });
+
+  test('write returns what fits in sndBufSize; onWritable after ACK frees room', () => {
+    const o = open({}, { sndBufSize: 4096 });
+    assert.equal(o.conn.write(bytes(10_000)), 4096);
+    assert.equal(o.conn.write(bytes(10)), 0);
+    const segs = o.b.take();
+    const last = segs.at(-1)!;
+    assert.ok(!o.user.events.includes('writable'));
+    o.send({ ack: add(last.h.seq, last.data.length) });
+    assert.ok(o.user.events.includes('writable'));
+    assert.ok(o.conn.writableLength < 4096);
+  });
+
+  test('RTO: exponential backoff, Karn (no sample from retransmission), ETIMEDOUT after maxRetransmits', () => {
+    const o = open({}, { maxRetransmits: 3, minRtoMs: 200 });
+    const rto0 = o.conn.state.delegated.rto;
+    o.conn.write(bytes(100));
+    const t0 = o.b.take()[0]!.at;
+    o.b.advance(60_000);
+    const times = o.b.take().map((s) => s.at - t0);
+    assert.deepEqual(times, [rto0, 3 * rto0, 7 * rto0]);
+    assert.equal(o.user.error?.errno, 'ETIMEDOUT');
+    assert.equal(o.b.count('tcp.retransmits'), 3);
+  });
+
+  test('Karn: an ACK after a retransmission gives no RTT sample', () => {
+    const o = open();
+    const srtt = o.conn.state.delegated.srtt;
+    o.conn.write(bytes(100));
+    o.b.advance(o.conn.state.delegated.rto + 1);
+    assert.equal(o.b.take().length, 2);
+    o.b.advance(500);
+    o.send({ ack: add(o.iss, 101) });
+    assert.equal(o.conn.state.delegated.srtt, srtt);
+    assert.equal(o.conn.state.delegated.backoff, 0);
+  });
+
+  test('fast retransmit after three duplicate ACKs (NewReno)', () => {
+    const o = open({}, { congestion: 'newreno' });
+    o.conn.write(bytes(10 * 1460));
+    const segs = o.b.take();
+    assert.equal(segs.length, 10);
+    const una = add(o.iss, 1);
+    o.send({ ack: add(una, 1460) });
+    o.b.take();
+    for (let i = 0; i < 2; i++) o.send({ ack: add(una, 1460) });
+    assert.equal(o.b.take().filter((s) => s.data.length > 0 && s.h.seq === add(una, 1460)).length, 0);
+    o.send({ ack: add(una, 1460) });
+    const rtx = o.b.take().filter((s) => s.h.seq === add(una, 1460));
+    assert.equal(rtx.length, 1);
+    assert.equal(o.b.count('tcp.fast_retransmits'), 1);
+    assert.equal(o.conn.state.soft.inRecovery, true);
+    // Partial ACK retransmits the next hole (RFC 6582).
+    o.send({ ack: add(una, 2 * 1460) });
+    assert.ok(o.b.take().some((s) => s.h.seq === add(una, 2 * 1460)));
+    o.send({ ack: add(una, 10 * 1460) });
+    assert.equal(o.conn.state.soft.inRecovery, false);
+  });
+
+  test('SACK recovery retransmits holes only, never SACKed data', () => {
+    const o = open({ sackPermitted: true });
+    o.conn.write(bytes(10 * 1460));
+    o.b.take();
+    const una = add(o.iss, 1);
+    const m = 1460;
+    // Segments 0 and 3 lost; 1-2 and 4-9 SACKed.
+    const sack = (ranges: [number, number][]) =>
+      o.send({
+        ack: una,
+        sack: ranges.map(([l, r]) => [add(una, l * m), add(una, r * m)] as [number, number]),
+      });
+    sack([[1, 2]]);
+    sack([[1, 3]]);
+    sack([
+      [4, 5],
+      [1, 3],
+    ]);
+    sack([
+      [4, 10],
+      [1, 3],
+    ]);
+    const out = o.b.take().filter((s) => s.data.length > 0);
+    const seqs = out.map((s) => (s.h.seq - una) / m);
+    assert.ok(seqs.includes(0), `retransmitted ${seqs}`);
+    assert.ok(seqs.includes(3), `retransmitted ${seqs}`);
+    for (const k of [1, 2, 4, 5, 6, 7, 8, 9]) assert.ok(!seqs.includes(k), `SACKed segment ${k} resent`);
+  });
+
+  test('zero window: persist probes with backoff, connection survives, resumes when the window opens', () => {
+    const o = open();
+    o.send({ window: 0 });
+    o.conn.write(bytes(500));
+    assert.equal(o.b.take().length, 0);
+    o.b.advance(200_000);
+    const probes = o.b.take();
+    assert.ok(probes.length >= 4);
+    assert.ok(probes.every((p) => p.data.length === 1));
+    const gaps = probes.slice(1).map((p, i) => p.at - probes[i]!.at);
+    assert.ok(gaps[1]! >= gaps[0]!, 'backoff');
+    assert.equal(o.conn.state.delegated.state, TcpStateId.ESTABLISHED);
+    o.send({ window: 65535, ack: add(o.iss, 2) });
+    const rest = o.b.take().filter((s) => s.data.length > 0);
+    assert.equal(rest.reduce((n, s) => n + s.data.length, 0) >= 499, true);
+  });
+
+  test('keepalive: probes after idle, ETIMEDOUT after keepCount unanswered', () => {
+    const o = open({}, { keepAlive: false, keepIntvlMs: 1000, keepCount: 3 });
+    o.conn.setKeepAlive(true, 10_000);
+    o.b.advance(9_999);
+    assert.equal(o.b.take().length, 0);
+    o.b.advance(1);
+    const [p] = o.b.take();
+    assert.equal(p!.h.seq, add(o.iss, 0), 'probe uses snd.una - 1');
+    // Answered: the counter resets.
+    o.send({});
+    o.b.advance(10_000);
+    assert.equal(o.b.take().length, 1);
+    o.b.advance(2_000);
+    assert.equal(o.b.take().length, 2);
+    assert.ok(!o.user.events.some((e) => e.startsWith('closed')));
+    o.b.advance(1_000);
+    assert.equal(o.user.error?.errno, 'ETIMEDOUT');
+  });
+
+  test('ICMP frag-needed resegments outstanding data at the smaller MSS at once', () => {
+    const o = open();
+    o.conn.write(bytes(2920));
+    const first = o.b.take();
+    assert.equal(first[0]!.data.length, 1460);
+    o.b.env.paths.get(REMOTE)!.cached.mtu = 1000;
+    o.b.layer.icmpError({
+      kind: 'frag-needed',
+      code: 4,
+      mtu: 1000,
+      src: LOCAL,
+      dst: REMOTE,
+      srcPort: o.conn.localPort,
+      dstPort: 80,
+      seq: first[0]!.h.seq,
+    });
+    const again = o.b.take();
+    assert.ok(again.length >= 3);
+    assert.ok(again.every((s) => s.data.length <= 960));
+    assert.equal(again[0]!.h.seq, add(o.iss, 1));
+    // Errors quoting data we never sent are ignored (RFC 5927).
+    o.b.layer.icmpError({
+      kind: 'frag-needed',
+      code: 4,
+      mtu: 600,
+      src: LOCAL,
+      dst: REMOTE,
+      srcPort: o.conn.localPort,
+      dstPort: 80,
+      seq: add(o.iss, 99_999),
+    });
+    assert.equal(o.b.take().length, 0);
+    assert.equal(o.b.count('drop.tcp.icmp-bad-seq'), 1);
+  });
+
+  test('MSS announced from the path MTU; segments on a big MTU are not capped at 1460', () => {
+    const b = new Bench({ mtu: 9000 });
+    const o = activeOpen(b, { mss: 8960 });
+    assert.equal(o.conn.state.const.localMss, 8960);
+    b.take();
+    o.conn.write(bytes(20_000));
+    assert.equal(b.take()[0]!.data.length, 8960);
+  });
+});

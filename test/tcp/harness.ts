@@ -1,0 +1,277 @@
+import { VirtualClock } from '../../src/core/clock.ts';
+import { Counters } from '../../src/core/counters.ts';
+import type { ConnectionError } from '../../src/core/errors.ts';
+import { SeededRandom } from '../../src/core/random.ts';
+import type { IpSender } from '../../src/stack/ip-sender.ts';
+import type { TcpConnection } from '../../src/stack/tcp/tcp-connection.ts';
+import { TcpLayer } from '../../src/stack/tcp/tcp-layer.ts';
+import type { TcpHostEnv, TcpUser } from '../../src/stack/tcp/tcp-types.ts';
+import { createNeighborState } from '../../src/state/neighbor-state.ts';
+import { createPathState, type PathState } from '../../src/state/path-state.ts';
+import type { TcpCached } from '../../src/state/tcp-state.ts';
+import {
+  createTcpHeader,
+  decodeTcp,
+  encodeTcpHeader,
+  finishTcpChecksum,
+  TcpFlag,
+  type TcpHeader,
+} from '../../src/wire/tcp.ts';
+
+export const LOCAL = 0x0a000001; // 10.0.0.1
+export const REMOTE = 0x0a000002; // 10.0.0.2
+export const UNROUTABLE = 0x0b000009;
+export const { FIN, SYN, RST, PSH, ACK } = TcpFlag;
+
+/** A segment our layer sent, decoded. */
+export interface Seg {
+  h: TcpHeader;
+  data: Uint8Array;
+  src: number;
+  dst: number;
+  ttl: number | undefined;
+  at: number;
+}
+
+const HDR_ROOM = 34;
+
+/** Captures every segment into `out` (decoded), like a wire tap after the IP layer. */
+export class CaptureSender implements IpSender {
+  readonly txBuf = new Uint8Array(HDR_ROOM + 70_000);
+  readonly out: Seg[] = [];
+  /** If set, called with each raw segment instead of (or besides) capture. */
+  onSegment: ((path: PathState, seg: Uint8Array) => void) | null = null;
+  constructor(private readonly clock: VirtualClock) {}
+  begin(): number {
+    return HDR_ROOM;
+  }
+  commit(path: PathState, protocol: number, l4Len: number, _df: boolean, ttl?: number): boolean {
+    if (protocol !== 6) throw new Error('not TCP');
+    const raw = this.txBuf.slice(HDR_ROOM, HDR_ROOM + l4Len);
+    if (this.onSegment) {
+      this.onSegment(path, raw);
+      return true;
+    }
+    const h = createTcpHeader();
+    const err = decodeTcp(raw, 0, raw.length, path.const.localIp, path.const.remoteIp, h);
+    if (err) throw new Error(`engine sent a bad segment: ${err}`);
+    this.out.push({
+      h,
+      data: raw.subarray(h.headerLength),
+      src: path.const.localIp,
+      dst: path.const.remoteIp,
+      ttl,
+      at: this.clock.now(),
+    });
+    return true;
+  }
+}
+
+export class Env implements TcpHostEnv {
+  readonly clock: VirtualClock;
+  readonly random: SeededRandom;
+  readonly counters = new Counters();
+  readonly ip: CaptureSender;
+  readonly paths = new Map<number, PathState>();
+  mtu: number;
+  constructor(seed = 1, mtu = 1500, localIp = LOCAL) {
+    this.clock = new VirtualClock(1000);
+    this.random = new SeededRandom(seed);
+    this.ip = new CaptureSender(this.clock);
+    this.mtu = mtu;
+    this.localIp = localIp;
+  }
+  readonly localIp: number;
+  pathTo(remoteIp: number, localIp?: number): PathState | null {
+    if (remoteIp === UNROUTABLE) return null;
+    let p = this.paths.get(remoteIp);
+    if (!p) {
+      const nb = createNeighborState({ srcMac: 1, vlanId: -1, ip: remoteIp }, 2, 0);
+      p = createPathState({ localIp: localIp ?? this.localIp, remoteIp }, nb, 0, this.mtu);
+      this.paths.set(remoteIp, p);
+    }
+    return p;
+  }
+  isLocal(ip: number): boolean {
+    return ip === this.localIp;
+  }
+}
+
+export type Ev = string;
+
+/** A TcpUser that records what happened, in order. */
+export class Recorder implements TcpUser {
+  readonly events: Ev[] = [];
+  error: ConnectionError | null | undefined = undefined;
+  onConnected(): void {
+    this.events.push('connected');
+  }
+  onReadable(): void {
+    this.events.push('readable');
+  }
+  onWritable(): void {
+    this.events.push('writable');
+  }
+  onRemoteEnd(): void {
+    this.events.push('end');
+  }
+  onClosed(error: ConnectionError | null): void {
+    this.events.push(error ? `closed:${error.errno}` : 'closed');
+    this.error = error;
+  }
+}
+
+export interface InjectOpts {
+  flags: number;
+  seq: number;
+  ack?: number;
+  window?: number;
+  data?: Uint8Array;
+  srcPort?: number;
+  dstPort?: number;
+  src?: number;
+  dst?: number;
+  mss?: number;
+  wscale?: number;
+  sackPermitted?: boolean;
+  ts?: [number, number];
+  sack?: [number, number][];
+  badChecksum?: boolean;
+}
+
+/** Test bench: one TcpLayer on `env`, plus a scripted peer at REMOTE. */
+export class Bench {
+  readonly env: Env;
+  readonly layer: TcpLayer;
+  private readonly buf = new Uint8Array(70_000);
+  private readonly h = createTcpHeader();
+  constructor(opts: { seed?: number; mtu?: number; defaults?: Partial<TcpCached> } = {}) {
+    this.env = new Env(opts.seed ?? 1, opts.mtu ?? 1500);
+    this.layer = new TcpLayer(this.env, opts.defaults);
+  }
+  get out(): Seg[] {
+    return this.env.ip.out;
+  }
+  /** Take and clear the captured segments. */
+  take(): Seg[] {
+    return this.env.ip.out.splice(0);
+  }
+  last(): Seg {
+    const s = this.env.ip.out.at(-1);
+    if (!s) throw new Error('nothing sent');
+    return s;
+  }
+  inject(o: InjectOpts): void {
+    const h = this.h;
+    h.srcPort = o.srcPort ?? 5000;
+    h.dstPort = o.dstPort ?? 80;
+    h.seq = o.seq >>> 0;
+    h.ack = (o.ack ?? 0) >>> 0;
+    h.flags = o.flags;
+    h.window = o.window ?? 65535;
+    h.urgent = 0;
+    h.mss = o.mss ?? -1;
+    h.wscale = o.wscale ?? -1;
+    h.sackPermitted = o.sackPermitted ?? false;
+    h.hasTimestamps = o.ts !== undefined;
+    h.tsVal = o.ts ? o.ts[0] >>> 0 : 0;
+    h.tsEcr = o.ts ? o.ts[1] >>> 0 : 0;
+    h.sackCount = o.sack?.length ?? 0;
+    o.sack?.forEach(([l, r], i) => {
+      h.sackBlocks[2 * i] = l >>> 0;
+      h.sackBlocks[2 * i + 1] = r >>> 0;
+    });
+    const src = o.src ?? REMOTE;
+    const dst = o.dst ?? LOCAL;
+    const hl = encodeTcpHeader(h, this.buf, 0);
+    const data = o.data ?? new Uint8Array(0);
+    this.buf.set(data, hl);
+    finishTcpChecksum(this.buf, 0, hl + data.length, src, dst);
+    if (o.badChecksum) this.buf[16]! ^= 0xff;
+    this.layer.input({ src, dst, ttl: 64, tos: 0, ifIndex: 0 }, this.buf, 0, hl + data.length);
+  }
+  advance(ms: number): void {
+    this.env.clock.advance(ms);
+  }
+  /** Run deferred callbacks due now. */
+  flush(): void {
+    this.env.clock.runDue();
+  }
+  count(name: string): number {
+    return this.env.counters.get(name);
+  }
+}
+
+/** Sequence arithmetic for building peer segments. */
+export function add(a: number, n: number): number {
+  return (a + n) >>> 0;
+}
+
+export function bytes(n: number, seed = 7): Uint8Array {
+  const b = new Uint8Array(n);
+  let x = seed;
+  for (let i = 0; i < n; i++) {
+    x = (x * 1103515245 + 12345) >>> 0;
+    b[i] = x >>> 24;
+  }
+  return b;
+}
+
+export const PEER_ISN = 1_000_000;
+
+export interface Opened {
+  b: Bench;
+  conn: TcpConnection;
+  user: Recorder;
+  /** Our ISN. */
+  iss: number;
+  /** Next sequence number the peer sends. */
+  peerSeq: number;
+}
+
+/**
+ * Active open to REMOTE:80 completed with a scripted SYN-ACK. Options for the SYN-ACK are chosen by
+ * `synAck` (default: MSS 1460 only).
+ */
+export function activeOpen(b: Bench, synAck: Partial<InjectOpts> = {}, options?: Partial<TcpCached>): Opened {
+  const user = new Recorder();
+  const conn = b.layer.connect({ remoteIp: REMOTE, remotePort: 80, options }, user);
+  const syn = b.take()[0]!;
+  const iss = syn.h.seq;
+  b.inject({
+    flags: SYN | ACK,
+    seq: PEER_ISN,
+    ack: add(iss, 1),
+    srcPort: 80,
+    dstPort: conn.localPort,
+    mss: 1460,
+    ...synAck,
+  });
+  return { b, conn, user, iss, peerSeq: add(PEER_ISN, 1) };
+}
+
+/** Passive open on port 80 from REMOTE:5000, completed with the final ACK. */
+export function passiveOpen(
+  b: Bench,
+  syn: Partial<InjectOpts> = {},
+  options?: Partial<TcpCached>,
+): Opened & { synAck: Seg } {
+  const user = new Recorder();
+  let conn: TcpConnection | null = null;
+  b.layer.listen({ port: 80, options }, (c) => {
+    c.user = user;
+    conn = c;
+    return true;
+  });
+  b.inject({ flags: SYN, seq: PEER_ISN, mss: 1460, ...syn });
+  const synAck = b.take()[0]!;
+  const iss = synAck.h.seq;
+  b.inject({
+    flags: ACK,
+    seq: add(PEER_ISN, 1),
+    ack: add(iss, 1),
+    ts: syn.ts ? [syn.ts[0] + 1, synAck.h.tsVal] : undefined,
+  });
+  if (!conn) throw new Error('not accepted');
+  return { b, conn, user, iss, peerSeq: add(PEER_ISN, 1), synAck };
+}

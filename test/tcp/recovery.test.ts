@@ -1,0 +1,396 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { VirtualClock } from '../../src/core/clock.ts';
+import { Counters } from '../../src/core/counters.ts';
+import { SeededRandom } from '../../src/core/random.ts';
+import type { IpSender } from '../../src/stack/ip-sender.ts';
+import { type CongestionControl, congestionControl, flightSize } from '../../src/stack/tcp/congestion.ts';
+import type { TcpConnection } from '../../src/stack/tcp/tcp-connection.ts';
+import { TcpLayer } from '../../src/stack/tcp/tcp-layer.ts';
+import type { TcpHostEnv, TcpUser } from '../../src/stack/tcp/tcp-types.ts';
+import { createNeighborState } from '../../src/state/neighbor-state.ts';
+import { createPathState, type PathState } from '../../src/state/path-state.ts';
+import type { CongestionAlgorithm, TcpState } from '../../src/state/tcp-state.ts';
+import { createTcpHeader, decodeTcp, finishTcpChecksum, TcpFlag } from '../../src/wire/tcp.ts';
+
+/**
+ * Two TcpLayers back to back over an in-test IP "wire" with a fixed one-way delay, on virtual time.
+ * A drop script sees every data segment from the client with its ordinal and how many times that
+ * sequence number has been sent before, and can drop it.
+ */
+
+const IP_A = 0x0a000001;
+const IP_B = 0x0a000002;
+const PORT = 5001;
+const DELAY = 5; // ms one way
+const MSS = 1460;
+
+interface DataSeg {
+  /** Offset of the first byte in the stream (0 = first data byte). */
+  off: number;
+  len: number;
+  /** Ordinal among all data segments the client sent. */
+  index: number;
+  /** 0 for the first transmission of this offset, 1 for its first retransmission, ... */
+  copy: number;
+  at: number;
+}
+
+type DropFn = (seg: DataSeg) => boolean;
+
+interface CcEvent {
+  ev: 'init' | 'ack' | 'loss' | 'exit' | 'rto' | 'idle';
+  at: number;
+  flight: number;
+  cwndBefore: number;
+  cwnd: number;
+  ssthresh: number;
+}
+
+/** Records every congestion event with the window before and after, then defers to the real one. */
+function spy(alg: CongestionAlgorithm, log: CcEvent[], clock: VirtualClock): CongestionControl {
+  const real = congestionControl(alg);
+  const wrap =
+    (ev: CcEvent['ev'], fn: (s: TcpState, now: number) => void) =>
+    (s: TcpState, now: number): void => {
+      const flight = flightSize(s);
+      const cwndBefore = s.delegated.cwnd;
+      fn(s, now);
+      log.push({
+        ev,
+        at: clock.now(),
+        flight,
+        cwndBefore,
+        cwnd: s.delegated.cwnd,
+        ssthresh: s.delegated.ssthresh,
+      });
+    };
+  return {
+    init: wrap('init', real.init),
+    onAck(s, acked, rtt, now) {
+      const cwndBefore = s.delegated.cwnd;
+      real.onAck(s, acked, rtt, now);
+      if (s.delegated.cwnd !== cwndBefore)
+        log.push({
+          ev: 'ack',
+          at: now,
+          flight: flightSize(s),
+          cwndBefore,
+          cwnd: s.delegated.cwnd,
+          ssthresh: s.delegated.ssthresh,
+        });
+    },
+    onLossDetected: wrap('loss', real.onLossDetected),
+    onRecoveryExit: wrap('exit', real.onRecoveryExit),
+    onTimeout: wrap('rto', real.onTimeout),
+    onIdleRestart: wrap('idle', real.onIdleRestart),
+  };
+}
+
+/** Turn the SACK-permitted and timestamp options of a SYN into NOPs: a peer that offers neither. */
+function stripSynOptions(buf: Uint8Array, len: number, src: number, dst: number, sack: boolean): void {
+  const hl = (buf[12]! >>> 4) << 2;
+  let i = 20;
+  while (i < hl) {
+    const kind = buf[i]!;
+    if (kind === 0) break;
+    if (kind === 1) {
+      i++;
+      continue;
+    }
+    const olen = buf[i + 1]!;
+    if (olen < 2) break;
+    if (kind === 8 || (kind === 4 && !sack)) buf.fill(1, i, i + olen);
+    i += olen;
+  }
+  finishTcpChecksum(buf, 0, len, src, dst);
+}
+
+interface Scenario {
+  alg: CongestionAlgorithm;
+  sack: boolean;
+  bytes: number;
+  drop: DropFn;
+  /** Upper bound of virtual time to run. */
+  limitMs?: number;
+}
+
+function run(sc: Scenario) {
+  const clock = new VirtualClock(0);
+  const rnd = new SeededRandom(42);
+  const hdr = createTcpHeader();
+  const log: CcEvent[] = [];
+  const segs: DataSeg[] = [];
+  const dropped: DataSeg[] = [];
+  const sentCount = new Map<number, number>();
+  let iss = -1;
+  let dataIndex = 0;
+  const layers = new Map<number, TcpLayer>();
+
+  function mkEnv(self: number, peer: number): TcpHostEnv {
+    const nb = createNeighborState({ srcMac: self, vlanId: -1, ip: peer }, peer, 0);
+    const path: PathState = createPathState({ localIp: self, remoteIp: peer }, nb, 0, 1500);
+    const txBuf = new Uint8Array(65536);
+    const ip: IpSender = {
+      txBuf,
+      begin: () => 0,
+      commit(_p, _proto, l4Len) {
+        const pkt = txBuf.slice(0, l4Len);
+        if (decodeTcp(pkt, 0, l4Len, self, peer, hdr, false) !== null) return true;
+        if (hdr.flags & TcpFlag.SYN) {
+          stripSynOptions(pkt, l4Len, self, peer, sc.sack);
+          if (self === IP_A) iss = hdr.seq;
+        }
+        const payload = l4Len - hdr.headerLength;
+        if (self === IP_A && payload > 0) {
+          const off = (hdr.seq - iss - 1) >>> 0;
+          const copy = sentCount.get(off) ?? 0;
+          sentCount.set(off, copy + 1);
+          const seg: DataSeg = { off, len: payload, index: dataIndex++, copy, at: clock.now() };
+          segs.push(seg);
+          if (sc.drop(seg)) {
+            dropped.push(seg);
+            return true;
+          }
+        }
+        const t = clock.createTimer(() => {
+          layers.get(peer)!.input({ src: self, dst: peer, ttl: 64, tos: 0, ifIndex: 0 }, pkt, 0, l4Len);
+        });
+        t.arm(DELAY);
+        return true;
+      },
+    };
+    return {
+      clock,
+      random: rnd,
+      ip,
+      counters: new Counters(),
+      pathTo: (remote) => (remote === peer ? path : null),
+      isLocal: (x) => x === self,
+    };
+  }
+
+  const envA = mkEnv(IP_A, IP_B);
+  const envB = mkEnv(IP_B, IP_A);
+  const a = new TcpLayer(envA, { congestion: sc.alg });
+  const b = new TcpLayer(envB, { congestion: sc.alg });
+  layers.set(IP_A, a);
+  layers.set(IP_B, b);
+  const cc = spy(sc.alg, log, clock);
+  a.congestion = () => cc;
+
+  const data = new Uint8Array(sc.bytes);
+  for (let i = 0; i < data.length; i++) data[i] = (i * 7 + (i >>> 8) * 13) & 0xff;
+  const received = new Uint8Array(sc.bytes);
+  let got = 0;
+  let server: TcpConnection | null = null;
+  const readBuf = new Uint8Array(65536);
+
+  const noop = () => {};
+  const serverUser: TcpUser = {
+    onConnected: noop,
+    onReadable() {
+      for (;;) {
+        const n = server!.read(readBuf);
+        if (n === 0) break;
+        received.set(readBuf.subarray(0, Math.min(n, sc.bytes - got)), got);
+        got += n;
+      }
+    },
+    onWritable: noop,
+    onRemoteEnd: noop,
+    onClosed: noop,
+  };
+  b.listen({ port: PORT }, (conn) => {
+    server = conn;
+    conn.user = serverUser;
+    return true;
+  });
+  let written = 0;
+  const client: TcpConnection = a.connect(
+    { remoteIp: IP_B, remotePort: PORT },
+    {
+      onConnected() {
+        written += client.write(data);
+      },
+      onReadable: noop,
+      onWritable() {
+        if (written < data.length) written += client.write(data, written);
+      },
+      onRemoteEnd: noop,
+      onClosed: noop,
+    },
+  );
+  const limit = sc.limitMs ?? 60_000;
+  while (got < sc.bytes && clock.now() < limit) {
+    if (clock.step() === 0) break;
+  }
+  // Let the last ACKs land so the sender's state is final.
+  clock.advance(100);
+  const retransmitted = segs.filter((x) => x.copy > 0);
+  return { clock, log, segs, dropped, retransmitted, got, data, received, client, counters: envA.counters };
+}
+
+function assertIntact(r: ReturnType<typeof run>): void {
+  assert.equal(r.got, r.data.length, 'every byte arrived');
+  assert.ok(Buffer.from(r.received).equals(Buffer.from(r.data)), 'and in order, unchanged');
+  assert.equal(r.client.state.delegated.sndUna, r.client.state.delegated.sndMax, 'all data ACKed');
+}
+
+const events = (r: ReturnType<typeof run>, ev: CcEvent['ev']) => r.log.filter((e) => e.ev === ev);
+
+describe('loss recovery end to end', () => {
+  test('lossless baseline: no retransmission, slow start then growth', () => {
+    const r = run({ alg: 'newreno', sack: false, bytes: 200_000, drop: () => false });
+    assertIntact(r);
+    assert.equal(r.retransmitted.length, 0);
+    assert.equal(events(r, 'init').length, 1);
+    assert.equal(events(r, 'init')[0]!.cwnd, 10 * MSS);
+    assert.equal(events(r, 'loss').length + events(r, 'rto').length, 0);
+  });
+
+  test('NewReno without SACK: fast retransmit after 3 dupacks for one lost segment', () => {
+    const lostOff = 30 * MSS;
+    const r = run({
+      alg: 'newreno',
+      sack: false,
+      bytes: 300_000,
+      drop: (s) => s.off === lostOff && s.copy === 0,
+    });
+    assertIntact(r);
+    assert.equal(r.client.state.const.sackEnabled, false);
+    assert.equal(r.client.state.const.tsEnabled, false);
+    assert.deepEqual(
+      r.retransmitted.map((s) => s.off),
+      [lostOff],
+      'only the lost segment is sent again',
+    );
+    assert.equal(r.counters.get('tcp.fast_retransmits'), 1);
+    assert.equal(events(r, 'rto').length, 0, 'no timeout');
+    const [loss] = events(r, 'loss');
+    assert.ok(loss);
+    assert.equal(loss.ssthresh, Math.max(Math.floor(loss.flight / 2), 2 * MSS), 'RFC 5681 eq. 4');
+    // The fast retransmit goes out within one RTT of the loss: three dupacks, not a timer.
+    const rtx = r.retransmitted[0]!;
+    const orig = r.segs.find((s) => s.off === lostOff && s.copy === 0)!;
+    assert.ok(rtx.at - orig.at <= 2 * DELAY + 1, `fast retransmit after ${rtx.at - orig.at} ms`);
+    const exits = events(r, 'exit');
+    assert.equal(exits.length, 1);
+    const exit = exits[0]!;
+    assert.ok(exit.at > loss.at);
+    assert.equal(exit.cwnd, Math.min(loss.ssthresh, Math.max(exit.flight, MSS) + MSS), 'RFC 6582 deflation');
+  });
+
+  test('NewReno without SACK: a burst of three losses is repaired by partial ACKs in one recovery', () => {
+    const first = 40;
+    const lost = new Set([first, first + 1, first + 2].map((i) => i * MSS));
+    const r = run({
+      alg: 'newreno',
+      sack: false,
+      bytes: 400_000,
+      drop: (s) => lost.has(s.off) && s.copy === 0,
+    });
+    assertIntact(r);
+    assert.deepEqual(
+      r.retransmitted.map((s) => s.off).sort((x, y) => x - y),
+      [...lost],
+      'each hole resent once, nothing else',
+    );
+    assert.equal(events(r, 'loss').length, 1, 'one window reduction for one loss event (RFC 6582)');
+    assert.equal(events(r, 'rto').length, 0);
+    assert.equal(events(r, 'exit').length, 1);
+    // Partial ACKs resend the next hole one round trip apart.
+    const times = r.retransmitted.map((s) => s.at);
+    assert.ok(times[1]! - times[0]! >= 2 * DELAY - 1 && times[2]! - times[1]! >= 2 * DELAY - 1);
+    const loss = events(r, 'loss')[0]!;
+    assert.equal(loss.ssthresh, Math.max(Math.floor(loss.flight / 2), 2 * MSS));
+  });
+
+  test('NewReno without SACK: a lost retransmission needs the RTO', () => {
+    const lostOff = 30 * MSS;
+    const r = run({
+      alg: 'newreno',
+      sack: false,
+      bytes: 300_000,
+      drop: (s) => s.off === lostOff && s.copy <= 1,
+    });
+    assertIntact(r);
+    const copies = r.segs.filter((s) => s.off === lostOff);
+    assert.equal(copies.length, 3, 'original, fast retransmit, timeout retransmit');
+    assert.ok(copies[2]!.at - copies[1]!.at >= 200, 'third copy waits for the RTO (min 200 ms)');
+    const [rto] = events(r, 'rto');
+    assert.ok(rto);
+    assert.equal(rto.cwnd, MSS, 'loss window');
+    // The timeout hits during fast recovery: ssthresh may only go down from what recovery chose.
+    const [loss] = events(r, 'loss');
+    assert.ok(loss && loss.at < rto.at);
+    assert.equal(rto.ssthresh, Math.min(loss.ssthresh, Math.max(Math.floor(rto.flight / 2), 2 * MSS)));
+    assert.equal(r.counters.get('tcp.rto'), 1);
+    // After the timeout the window grows again from one segment.
+    const after = r.log.filter((e) => e.ev === 'ack' && e.at > rto.at);
+    assert.ok(after.length > 0 && after[0]!.cwndBefore === MSS);
+  });
+
+  for (const alg of ['newreno', 'cubic'] as const) {
+    test(`${alg} with SACK: recovery resends only the holes`, () => {
+      const lost = new Set([50, 52, 55, 56].map((i) => i * MSS));
+      const r = run({
+        alg,
+        sack: true,
+        bytes: 400_000,
+        drop: (s) => lost.has(s.off) && s.copy === 0,
+      });
+      assertIntact(r);
+      assert.equal(r.client.state.const.sackEnabled, true);
+      assert.deepEqual(
+        r.retransmitted.map((s) => s.off).sort((x, y) => x - y),
+        [...lost],
+        'no SACKed segment is resent',
+      );
+      assert.equal(events(r, 'loss').length, 1);
+      assert.equal(events(r, 'rto').length, 0);
+      assert.equal(events(r, 'exit').length, 1);
+      const loss = events(r, 'loss')[0]!;
+      const expected =
+        alg === 'newreno'
+          ? Math.max(Math.floor(loss.flight / 2), 2 * MSS)
+          : Math.max(Math.floor((loss.cwndBefore * 7) / 10), 2 * MSS);
+      assert.equal(loss.ssthresh, expected);
+      assert.equal(loss.cwnd, loss.ssthresh);
+      // All holes are resent within about one RTT of the detection, not one per RTT.
+      const times = r.retransmitted.map((s) => s.at);
+      assert.ok(Math.max(...times) - Math.min(...times) <= 2 * DELAY + 1, `spread ${times}`);
+      const exit = events(r, 'exit')[0]!;
+      assert.ok(exit.cwnd <= loss.ssthresh && exit.cwnd >= MSS);
+    });
+  }
+
+  for (const sack of [false, true]) {
+    test(`whole window lost (sack ${sack}): RTO, loss window, slow start again`, () => {
+      // The initial window is 10 segments; lose all ten first transmissions.
+      const r = run({
+        alg: 'newreno',
+        sack,
+        bytes: 100_000,
+        drop: (s) => s.index < 10 && s.copy === 0,
+      });
+      assertIntact(r);
+      const rtos = events(r, 'rto');
+      assert.equal(rtos.length, 1);
+      const rto = rtos[0]!;
+      assert.equal(rto.flight, 10 * MSS);
+      assert.equal(rto.ssthresh, 5 * MSS);
+      assert.equal(rto.cwnd, MSS);
+      assert.equal(events(r, 'loss').length, 0, 'no dupacks, so no fast retransmit');
+      const firstRtx = r.retransmitted[0]!;
+      assert.equal(firstRtx.off, 0);
+      assert.ok(firstRtx.at >= 200, `RTO fired at ${firstRtx.at}`);
+      // Slow start from one segment: 1, 2, 4 ... until ssthresh.
+      const grow = r.log.filter((e) => e.ev === 'ack' && e.at > rto.at);
+      assert.equal(grow[0]!.cwndBefore, MSS);
+      assert.ok(grow.some((e) => e.cwnd >= 5 * MSS));
+      // Ten segments resent (go-back-N within the collapsing window), each exactly once.
+      assert.equal(new Set(r.retransmitted.map((s) => s.off)).size, r.retransmitted.length);
+    });
+  }
+});
