@@ -1,5 +1,6 @@
 import { pathToFileURL } from 'node:url';
 import { benchSim } from './sim.ts';
+import { benchStateCodec } from './state-codec.ts';
 
 type Bench = () => Promise<Record<string, unknown>>;
 
@@ -17,6 +18,16 @@ const BENCHES: Record<string, { about: string; run: Bench; print: (r: Record<str
           `chimney↔chimney, MTU ${r.mtu}: ${r.gbps} Gbit/s, ${r.cpuUsPerSegment} µs CPU/segment`,
           `chimney↔chimney, MTU 1500:  ${r.gbps1500} Gbit/s, ${r.cpuUsPerSegment1500} µs CPU/segment`,
           `reference, kernel TCP over loopback via node:net (same run): ${r.kernelLoopbackGbps} Gbit/s  → ratio ${r.ratio}`,
+        ].join('\n'),
+    },
+    'state-codec': {
+      about:
+        'binary encoding and validated decoding of offload trees (10,000 connections, 64 B of data each way)',
+      run: async () => benchStateCodec(10_000) as unknown as Record<string, unknown>,
+      print: (r) =>
+        [
+          `encode ${r.encodeUsPerConn} µs/connection, decode ${r.decodeUsPerConn} µs/connection (${r.decodeNoSoftUsPerConn} without soft state), batch ${r.batchBytes} bytes`,
+          `reference, JSON round trip of the same fields (same run): ${r.referenceJsonRoundTripUsPerConn} µs/connection`,
         ].join('\n'),
     },
   };

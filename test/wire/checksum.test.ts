@@ -93,3 +93,30 @@ describe('checksum', () => {
     );
   });
 });
+
+describe('onesSum wide path', () => {
+  test('32-bit word summing equals the 16-bit definition at every alignment and length', () => {
+    const naive = (buf: Uint8Array, off: number, len: number): number => {
+      let s = 0;
+      for (let i = 0; i < len; i += 2) s += (buf[off + i]! << 8) | (i + 1 < len ? buf[off + i + 1]! : 0);
+      return foldChecksum(s);
+    };
+    fc.assert(
+      fc.property(
+        fc.uint8Array({ minLength: 0, maxLength: 3000 }),
+        fc.nat(7),
+        fc.nat(3000),
+        fc.nat(3000),
+        (bytes, shift, a, b) => {
+          const backing = new Uint8Array(bytes.length + 8);
+          backing.set(bytes, shift);
+          const view = backing.subarray(shift, shift + bytes.length);
+          const off = Math.min(a, view.length);
+          const len = Math.min(b, view.length - off);
+          return foldChecksum(onesSum(view, off, len)) === naive(view, off, len);
+        },
+      ),
+      { numRuns: 400 },
+    );
+  });
+});
