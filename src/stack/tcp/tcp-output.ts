@@ -10,7 +10,7 @@ import {
 } from '../../wire/tcp.ts';
 import { effectiveMss } from './congestion.ts';
 import { backedOffRto } from './rtt.ts';
-import { recvSackBlocks, sackNextSeg, sackPipe } from './sack.ts';
+import { recvSackBlocks, sackIsLost, sackNextSeg, sackPipe } from './sack.ts';
 import { seqAdd, seqDiff, seqGt, seqLeq, seqLt } from './seq.ts';
 import type { TcpConnection, TcpEngine } from './tcp-connection.ts';
 
@@ -389,21 +389,41 @@ function sackRecoveryOutput(conn: TcpConnection, now: number): void {
   for (let guard = 0; guard < 10_000; guard++) {
     const pipe = sackPipe(s, mss);
     if (d.cwnd - pipe < mss) break;
-    if (sackNextSeg(s, mss, nextSeg)) {
-      const used = transmit(conn, nextSeg.seq, nextSeg.len, now);
-      if (used === 0) break;
-      soft.highRxt = seqAdd(nextSeg.seq, used);
+    // RFC 6675 NextSeg order: (1) a lost hole, (2) new data, (3) a hole not yet deemed lost.
+    const hole = sackNextSeg(s, mss, nextSeg);
+    if (hole && sackIsLost(s, nextSeg.seq, mss)) {
+      if (!retransmitHole(conn, now)) break;
       continue;
     }
-    const buffered = d.sendBuffer.length;
-    const off = seqDiff(d.sndMax, d.sndUna);
-    if (off > buffered) break;
-    const inWnd = seqDiff(seqAdd(d.sndUna, d.sndWnd), d.sndMax);
-    const len = Math.min(buffered - off, mss, Math.max(inWnd, 0));
-    const finHere = d.finQueued && finState(d.state) && off + len === buffered;
-    if (len <= 0 && !finHere) break;
-    const used = transmit(conn, d.sndMax, len, now);
-    d.sndNxt = d.sndMax;
-    if (used === 0 || finHere) break;
+    const sentNew = sendNewInRecovery(conn, mss, now);
+    if (sentNew > 0) continue;
+    if (sentNew < 0) break;
+    if (hole && retransmitHole(conn, now)) continue;
+    break;
   }
+}
+
+/** Resend the hole `nextSeg` describes; false if nothing could be sent. */
+function retransmitHole(conn: TcpConnection, now: number): boolean {
+  const used = transmit(conn, nextSeg.seq, nextSeg.len, now);
+  if (used === 0) return false;
+  conn.state.soft.highRxt = seqAdd(nextSeg.seq, used);
+  return true;
+}
+
+/** Send one segment of new data during recovery: >0 sent, 0 nothing to send, <0 stop (FIN went out). */
+function sendNewInRecovery(conn: TcpConnection, mss: number, now: number): number {
+  const s = conn.state;
+  const d = s.delegated;
+  const buffered = d.sendBuffer.length;
+  const off = seqDiff(d.sndMax, d.sndUna);
+  if (off > buffered) return 0;
+  const inWnd = seqDiff(seqAdd(d.sndUna, d.sndWnd), d.sndMax);
+  const len = Math.min(buffered - off, mss, Math.max(inWnd, 0));
+  const finHere = d.finQueued && finState(d.state) && off + len === buffered;
+  if (len <= 0 && !finHere) return 0;
+  const used = transmit(conn, d.sndMax, len, now);
+  d.sndNxt = d.sndMax;
+  if (finHere) return -1;
+  return used;
 }
