@@ -1,6 +1,7 @@
 import { Command, Option } from 'commander';
 import { DEMO_DEFAULTS, type DemoProgress, runDemo } from './demo.ts';
 import { byteSize, intIn, nonNegative, probability } from './options.ts';
+import { registerTapCommands } from './serve.ts';
 
 const program = new Command();
 program
@@ -124,5 +125,7 @@ program
     const { runBenchmarks } = await import('../../bench/run.ts');
     process.exitCode = await runBenchmarks(names, { json: Boolean(o.json) });
   });
+
+registerTapCommands(program);
 
 await program.parseAsync(process.argv);

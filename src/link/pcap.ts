@@ -1,7 +1,7 @@
 import { closeSync, openSync, writeSync } from 'node:fs';
 import type { Clock } from '../core/clock.ts';
 import { InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
-import type { Link } from './link.ts';
+import type { Link, LinkGsoOptions, LinkOffloads, RxOffloadInfo } from './link.ts';
 
 /** Anything that takes bytes; the writer hands it chunks it may keep. */
 export interface ByteSink {
@@ -165,11 +165,23 @@ class CapturedLink implements Link {
     if (ok && !this.writer.closed) this.writer.writeFrame(frame);
     return ok;
   }
-  onFrame(handler: (frame: Uint8Array) => void): void {
+  get offloads(): LinkOffloads | undefined {
+    return this.inner.offloads;
+  }
+  /** Offloaded sends are recorded as the super-segment we handed over (as Linux captures do). */
+  get sendGso(): ((frame: Uint8Array, opts: LinkGsoOptions) => boolean) | undefined {
+    return this.inner.sendGso ? this.recordGso : undefined;
+  }
+  private readonly recordGso = (frame: Uint8Array, opts: LinkGsoOptions): boolean => {
+    const ok = this.inner.sendGso!(frame, opts);
+    if (ok && !this.writer.closed) this.writer.writeFrame(frame);
+    return ok;
+  };
+  onFrame(handler: (frame: Uint8Array, info?: RxOffloadInfo) => void): void {
     const w = this.writer;
-    this.inner.onFrame((frame) => {
+    this.inner.onFrame((frame, info) => {
       if (!w.closed) w.writeFrame(frame);
-      handler(frame);
+      handler(frame, info);
     });
   }
   onCarrier(handler: (up: boolean) => void): void {

@@ -299,6 +299,10 @@ export class TapLink implements Link {
       if (lib.ioctlInt(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4) === 0)
         offloads = { tso: true, csum: true };
       else if (lib.ioctlInt(fd, TUNSETOFFLOAD, TUN_F_CSUM) === 0) offloads = { tso: false, csum: true };
+    } else {
+      // Offload flags outlive the fd that set them; a reader without the header must clear them
+      // or the kernel keeps handing it frames with partial checksums.
+      lib.ioctlInt(fd, TUNSETOFFLOAD, 0);
     }
     if (opts.persist && lib.ioctlInt(fd, TUNSETPERSIST, 1) !== 0) {
       fail(new LinkError(errName(lib.errno()), `TUNSETPERSIST on ${name} failed`));

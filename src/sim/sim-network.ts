@@ -5,6 +5,8 @@ import { type ImpairmentSpec, validateImpairment } from '../link/impairment.ts';
 import type { Link } from '../link/link.ts';
 import { MemorySwitch, type SwitchPort } from '../link/memory-switch.ts';
 import { capture, PcapWriter } from '../link/pcap.ts';
+import { LocalNic } from '../nic/local-nic.ts';
+import { OffloadManager, type OffloadPolicy } from '../offload/offload-manager.ts';
 import { Host } from '../socket/host.ts';
 import { Stack } from '../stack/stack.ts';
 import type { TcpCached } from '../state/tcp-state.ts';
@@ -60,6 +62,65 @@ export class SimHost extends Host {
   }
   restore(): void {
     this.port.restore();
+  }
+}
+
+export interface SimOffloadHostOptions extends SimHostOptions {
+  /** LocalNics, each on its own switch port, all presenting the host's one IP and MAC (default 2). */
+  nics?: number;
+  /** Connections each NIC can hold (default 100000). */
+  nicCapacity?: number;
+  policy?: Partial<OffloadPolicy>;
+}
+
+/**
+ * The host's side of several NICs on one segment (a team in the making): it sends through the
+ * first NIC and hears every NIC. Only the first passes broadcasts up, so a flooded ARP request is
+ * answered once.
+ */
+class NicGroupLink implements Link {
+  readonly name: string;
+  private handler: ((frame: Uint8Array) => void) | null = null;
+  constructor(private readonly nics: readonly LocalNic[]) {
+    this.name = `${nics[0]!.id}+`;
+    nics.forEach((nic, i) => {
+      nic.hostLink.onFrame((frame) => {
+        if (i > 0 && (frame[0]! & 1) !== 0) return;
+        this.handler?.(frame);
+      });
+    });
+  }
+  get mtu(): number {
+    return this.nics[0]!.hostLink.mtu;
+  }
+  get carrier(): boolean {
+    return this.nics[0]!.hostLink.carrier;
+  }
+  send(frame: Uint8Array): boolean {
+    return this.nics[0]!.hostLink.send(frame);
+  }
+  onFrame(handler: (frame: Uint8Array) => void): void {
+    this.handler = handler;
+  }
+  onCarrier(handler: (up: boolean) => void): void {
+    this.nics[0]!.hostLink.onCarrier(handler);
+  }
+  close(): void {
+    this.handler = null;
+  }
+}
+
+/** A simulated host whose connections can be offloaded to its LocalNics. */
+export class SimOffloadHost extends SimHost {
+  constructor(
+    stack: Stack,
+    name: string,
+    ip: string,
+    readonly ports: readonly SwitchPort[],
+    readonly nics: readonly LocalNic[],
+    readonly offload: OffloadManager,
+  ) {
+    super(stack, name, ip, ports[0]!);
   }
 }
 
@@ -119,6 +180,52 @@ export class SimNetwork {
     return host;
   }
 
+  /**
+   * A host whose stack reaches the segment through `nics` LocalNics (one switch port each), with an
+   * OffloadManager (`host.offload`) that moves its connections between the stack and the NICs.
+   */
+  addOffloadHost(opts: SimOffloadHostOptions): SimOffloadHost {
+    const { prefixLength } = parseCidr(opts.ip);
+    if (prefixLength === 32)
+      throw new InvalidArgumentError(`host address ${opts.ip} needs a subnet prefix, e.g. /24`);
+    if (opts.impair) validateImpairment(opts.impair);
+    const count = opts.nics ?? 2;
+    if (!Number.isInteger(count) || count < 1 || count > 16)
+      throw new InvalidArgumentError(`nics must be an integer 1..16, got ${String(opts.nics)}`);
+    const index = this.hosts.length + 1;
+    const name = opts.name ?? `h${index}`;
+    const mac = opts.mac ?? formatMac(0x020000000000 + index);
+    const ports: SwitchPort[] = [];
+    const nics: LocalNic[] = [];
+    for (let i = 0; i < count; i++) {
+      const port = this.switch.addPort({
+        name: `${name}.nic${i}`,
+        mtu: opts.mtu ?? this.defaultMtu,
+        impair: opts.impair,
+      });
+      let link: Link = port;
+      if (this.trace) link = this.trace.wrap(link);
+      if (this.pcap) link = capture(link, this.pcap);
+      ports.push(port);
+      nics.push(
+        new LocalNic({
+          id: `${name}.nic${i}`,
+          link,
+          clock: this.clock,
+          random: this.random.fork(),
+          capacity: opts.nicCapacity,
+        }),
+      );
+    }
+    const stack = new Stack({ clock: this.clock, random: this.random.fork(), name, tcp: opts.tcp });
+    stack.addInterface(new NicGroupLink(nics), { mac, ip: opts.ip, vlan: opts.vlan, name: 'eth0' });
+    if (opts.gateway) stack.setDefaultGateway(opts.gateway);
+    const offload = new OffloadManager({ stack, nics, policy: opts.policy });
+    const host = new SimOffloadHost(stack, name, opts.ip.split('/')[0]!, ports, nics, offload);
+    this.hosts.push(host);
+    return host;
+  }
+
   /** Resolve after `ms` of network time (virtual or real). */
   sleep(ms: number): Promise<void> {
     return new Promise((resolve) => {
@@ -147,7 +254,13 @@ export class SimNetwork {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    for (const h of this.hosts) h.stack.close();
+    for (const h of this.hosts) {
+      if (h instanceof SimOffloadHost) {
+        h.offload.close();
+        for (const n of h.nics) n.close();
+      }
+      h.stack.close();
+    }
     this.pcap?.close();
     this.driver?.stop();
   }

@@ -1,8 +1,7 @@
 import { Duplex } from 'node:stream';
 import type { Clock, Timer } from '../core/clock.ts';
 import { ConnectionError, InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
-import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
-import type { TcpUser } from '../stack/tcp/tcp-types.ts';
+import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
 import { formatIpv4 } from '../wire/addr.ts';
 
 /** Reads are pulled from the connection's receive buffer in chunks of at most this size. */
@@ -24,7 +23,10 @@ export interface SocketHost {
  * net.Socket, routing every call to the connection that runs it. Node's http and tls run on it.
  */
 export class TcpSocket extends Duplex implements TcpUser {
-  private conn: TcpConnection | null = null;
+  private conn: ConnectionHandle | null = null;
+  /** The connection is between owners: calls that would reach it wait in `waitingForMove`. */
+  private isMoving = false;
+  private waitingForMove: (() => void)[] = [];
   private readonly host: SocketHost;
   /** A write the connection could not take whole: the rest waits for onWritable. */
   private pendingChunk: Uint8Array | null = null;
@@ -55,22 +57,61 @@ export class TcpSocket extends Duplex implements TcpUser {
   }
 
   /** @internal Attach an accepted (already established) connection. */
-  _attachEstablished(conn: TcpConnection): void {
+  _attachEstablished(conn: ConnectionHandle): void {
     this.conn = conn;
     conn.user = this;
     this.touch();
   }
 
   /** @internal Attach a connection whose active open is under way. */
-  _attachConnecting(conn: TcpConnection): void {
+  _attachConnecting(conn: ConnectionHandle): void {
     this.conn = conn;
     conn.user = this;
     this._connecting = true;
   }
 
   /** The connection currently running this socket (its owner may change; the socket stays). */
-  get connection(): TcpConnection | null {
+  get connection(): ConnectionHandle | null {
     return this.conn;
+  }
+
+  /** True while the connection moves between owners. */
+  get moving(): boolean {
+    return this.isMoving;
+  }
+
+  /**
+   * @internal The switching layer's freeze: from now until `_completeMove` or `_abortMove`, no call
+   * reaches the connection. Writes, shutdown and option changes wait; reads pause.
+   */
+  _beginMove(): void {
+    if (this.isMoving) throw new InvalidStateError('socket is already moving');
+    this.isMoving = true;
+  }
+
+  /** @internal The connection now runs behind `handle` (its user already points here, or is set now). */
+  _completeMove(handle: ConnectionHandle): void {
+    if (!this.isMoving) throw new InvalidStateError('socket is not moving');
+    this.conn = handle;
+    handle.user = this;
+    this.resumeAfterMove();
+  }
+
+  /** @internal The move failed: carry on with the connection where it was. */
+  _abortMove(): void {
+    if (!this.isMoving) return;
+    this.resumeAfterMove();
+  }
+
+  private resumeAfterMove(): void {
+    this.isMoving = false;
+    const waiting = this.waitingForMove;
+    this.waitingForMove = [];
+    for (const w of waiting) w();
+    if (this.conn && !this.closedByStack) {
+      this.flushPending();
+      if (this.wantRead || this.remoteEnded) this.pull();
+    }
   }
 
   get connecting(): boolean {
@@ -118,12 +159,15 @@ export class TcpSocket extends Duplex implements TcpUser {
   }
 
   setNoDelay(noDelay = true): this {
-    this.conn?.setNoDelay(noDelay);
+    if (this.isMoving) this.waitingForMove.push(() => this.conn?.setNoDelay(noDelay));
+    else this.conn?.setNoDelay(noDelay);
     return this;
   }
 
   setKeepAlive(enable = false, initialDelayMs = 0): this {
-    this.conn?.setKeepAlive(enable, initialDelayMs > 0 ? initialDelayMs : undefined);
+    const idle = initialDelayMs > 0 ? initialDelayMs : undefined;
+    if (this.isMoving) this.waitingForMove.push(() => this.conn?.setKeepAlive(enable, idle));
+    else this.conn?.setKeepAlive(enable, idle);
     return this;
   }
 
@@ -156,7 +200,8 @@ export class TcpSocket extends Duplex implements TcpUser {
   resetAndDestroy(): this {
     if (this.conn && !this.closedByStack) {
       this.closedByStack = true;
-      this.conn.abort();
+      if (this.isMoving) this.waitingForMove.push(() => this.conn?.abort());
+      else this.conn.abort();
     }
     this.destroy();
     return this;
@@ -216,6 +261,10 @@ export class TcpSocket extends Duplex implements TcpUser {
       this.waitingForConnect.push(() => this._write(chunk, _enc, cb));
       return;
     }
+    if (this.isMoving) {
+      this.waitingForMove.push(() => this._write(chunk, _enc, cb));
+      return;
+    }
     if (this.closedByStack) {
       cb(new ConnectionError('EPIPE', 'write after the connection closed'));
       return;
@@ -229,6 +278,10 @@ export class TcpSocket extends Duplex implements TcpUser {
   override _final(cb: (err?: Error | null) => void): void {
     if (this._connecting || !this.conn) {
       this.waitingForConnect.push(() => this._final(cb));
+      return;
+    }
+    if (this.isMoving) {
+      this.waitingForMove.push(() => this._final(cb));
       return;
     }
     if (!this.closedByStack) {
@@ -245,12 +298,17 @@ export class TcpSocket extends Duplex implements TcpUser {
   override _destroy(err: Error | null, cb: (err: Error | null) => void): void {
     this.idleTimer?.disarm();
     this._connecting = false;
-    const conn = this.conn;
-    if (conn && !this.closedByStack) {
+    if (this.conn && !this.closedByStack) {
       this.closedByStack = true;
-      // Like close(2): unread data or an error means the peer must learn of it (RST); otherwise FIN.
-      if (err || conn.readableLength > 0) conn.abort();
-      else conn.close();
+      const finish = (): void => {
+        const conn = this.conn;
+        if (!conn) return;
+        // Like close(2): unread data or an error means the peer must learn of it (RST); otherwise FIN.
+        if (err || conn.readableLength > 0) conn.abort();
+        else conn.close();
+      };
+      if (this.isMoving) this.waitingForMove.push(finish);
+      else finish();
     }
     if (this.pendingCb) {
       const pcb = this.pendingCb;
@@ -263,7 +321,7 @@ export class TcpSocket extends Duplex implements TcpUser {
 
   private pull(): void {
     const conn = this.conn;
-    if (!conn || this.endPushed) return;
+    if (!conn || this.endPushed || this.isMoving) return;
     while (this.wantRead) {
       const n = conn.readableLength;
       if (n === 0) break;
@@ -283,7 +341,7 @@ export class TcpSocket extends Duplex implements TcpUser {
   private flushPending(): void {
     const conn = this.conn;
     const chunk = this.pendingChunk;
-    if (!conn || !chunk) return;
+    if (!conn || !chunk || this.isMoving) return;
     let n: number;
     try {
       n = conn.write(chunk, this.pendingOffset, chunk.length - this.pendingOffset);

@@ -1,4 +1,4 @@
-import type { Link } from '../link/link.ts';
+import type { Link, LinkGsoOptions, RxOffloadInfo } from '../link/link.ts';
 import { writeMac, writeU16 } from '../wire/addr.ts';
 import type { DecodeError } from '../wire/decode-error.ts';
 
@@ -21,7 +21,15 @@ export interface InterfaceOptions {
   /** Largest IP packet; defaults to the link's MTU and may not exceed it. */
   mtu?: number;
   name?: string;
+  /**
+   * Use the link's segmentation and checksum offloads when it has them (default true). `false`, or
+   * an object with `tso` / `csum` false, turns them off, e.g. to measure what they are worth.
+   */
+  offload?: boolean | { tso?: boolean; csum?: boolean };
 }
+
+/** Largest IPv4 packet: the ceiling of a super-segment. */
+export const IPV4_MAX_PACKET = 65535;
 
 const ETHERTYPE_VLAN = 0x8100;
 
@@ -32,18 +40,51 @@ const ETHERTYPE_VLAN = 0x8100;
 export class StackInterface {
   /** Ethernet header length of frames this interface sends: 18 with an 802.1Q tag, 14 without. */
   readonly ethHeaderLength: number;
+  /** The link cuts TCP super-segments for us (TSO). */
+  readonly tso: boolean;
+  /** The link completes TCP checksums for us. */
+  readonly csumOffload: boolean;
+  /** Largest IP packet handed to the link in one piece: 64 KB with TSO, else the MTU. */
+  readonly maxPacket: number;
+  /**
+   * The link frames leave by. With offloads this is a thin wrapper over `device` that routes the
+   * frame the path layer marked (see `sendOffloaded`) to `sendGso`, so that the neighbor layer's
+   * ordinary transmit path (resolution state, counters) is the same for offloaded frames.
+   */
+  readonly link: Link;
+  /** The link as given to the stack. */
+  readonly device: Link;
+  private readonly tx: OffloadTx | null;
 
   constructor(
     readonly index: number,
     readonly name: string,
-    readonly link: Link,
+    link: Link,
     readonly mac: number,
     /** 802.1Q VLAN id, or -1 when untagged. */
     readonly vlanId: number,
     readonly mtu: number,
     readonly addresses: readonly InterfaceAddress[],
+    offload: { tso: boolean; csum: boolean } = { tso: false, csum: false },
   ) {
     this.ethHeaderLength = vlanId >= 0 ? 18 : 14;
+    this.device = link;
+    const can = typeof link.sendGso === 'function' ? link.offloads : undefined;
+    this.csumOffload = offload.csum && can?.csum === true;
+    // TSO without checksum offload cannot be asked for: every cut segment needs a fresh checksum.
+    this.tso = this.csumOffload && offload.tso && can?.tso === true;
+    this.maxPacket = this.tso ? IPV4_MAX_PACKET : mtu;
+    this.tx = this.csumOffload ? new OffloadTx(link) : null;
+    this.link = this.tx ?? link;
+  }
+
+  /**
+   * Mark the next frame handed to `link.send` for the device's `sendGso` with `opts` (null clears
+   * the mark). The path layer marks, hands the frame to the neighbor layer, which transmits it at
+   * once because the neighbor is resolved, and clears. Only valid when `csumOffload` is true.
+   */
+  markOffload(opts: LinkGsoOptions | null): void {
+    this.tx!.pending = opts;
   }
 
   get primaryIp(): number {
@@ -95,6 +136,39 @@ export class StackInterface {
     }
     writeU16(buf, 12, etherType);
     return 14;
+  }
+}
+
+/** Routes one marked frame to `sendGso`; everything else passes straight through. */
+class OffloadTx implements Link {
+  pending: LinkGsoOptions | null = null;
+  constructor(private readonly inner: Link) {}
+  get name(): string {
+    return this.inner.name;
+  }
+  get mtu(): number {
+    return this.inner.mtu;
+  }
+  get carrier(): boolean {
+    return this.inner.carrier;
+  }
+  get offloads() {
+    return this.inner.offloads;
+  }
+  send(frame: Uint8Array): boolean {
+    const p = this.pending;
+    if (p === null) return this.inner.send(frame);
+    this.pending = null;
+    return this.inner.sendGso!(frame, p);
+  }
+  onFrame(handler: (frame: Uint8Array, info?: RxOffloadInfo) => void): void {
+    this.inner.onFrame(handler);
+  }
+  onCarrier(handler: (up: boolean) => void): void {
+    this.inner.onCarrier(handler);
+  }
+  close(): void {
+    this.inner.close();
   }
 }
 

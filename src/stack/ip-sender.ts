@@ -18,6 +18,28 @@ export interface IpSender {
    * Returns false if the packet could not be sent or queued (no route, link down, ARP queue full).
    */
   commit(path: PathState, protocol: number, l4Len: number, df: boolean, ttl?: number, tos?: number): boolean;
+
+  // Offloads. All optional: a sender without them gets ordinary packets, checksummed by the
+  // transport and no larger than the path MTU.
+
+  /**
+   * True if the link will complete the TCP checksum of a packet sent now on `path` with
+   * `commitOffload`, so the transport need not compute it.
+   */
+  checksumOffload?(path: PathState): boolean;
+  /**
+   * Largest IP packet (header included) a transport may commit now on `path` with
+   * `commitOffload`: the path MTU, or up to 65535 when the link cuts TCP super-segments (TSO).
+   * Only valid until the next call into the path layer.
+   */
+  maxPacketBytes?(path: PathState): number;
+  /**
+   * Like `commit` (DF set) for a TCP packet whose checksum is left to the link: the checksum
+   * field's content is ignored. A packet above the path MTU is cut by the link into segments of
+   * `segSize` payload bytes, each with a copy of the TCP header (FIN and PSH only on the last).
+   * If the offload is no longer possible the path layer completes the checksum in software.
+   */
+  commitOffload?(path: PathState, l4Len: number, segSize: number, ttl?: number, tos?: number): boolean;
 }
 
 /** The facts of an arriving IPv4 packet that transports need. */
@@ -28,6 +50,11 @@ export interface IpInfo {
   tos: number;
   /** Index of the interface the packet arrived on. */
   ifIndex: number;
+  /**
+   * The link vouched for the TCP/UDP checksum (verified it, or received it from a local sender
+   * that never computed it and had the path layer complete it): transports may skip verifying.
+   */
+  l4ChecksumOk?: boolean;
 }
 
 /** What an ICMP error tells a transport about one of its packets. */

@@ -2,8 +2,10 @@ import type { Clock, Timer } from '../core/clock.ts';
 import type { Counters } from '../core/counters.ts';
 import { InvalidArgumentError } from '../core/errors.ts';
 import type { Random } from '../core/random.ts';
+import type { LinkGsoOptions, RxOffloadInfo } from '../link/link.ts';
 import { createPathState, type PathState } from '../state/path-state.ts';
-import { BROADCAST_MAC, parseCidr, parseIpv4, readU16, readU32 } from '../wire/addr.ts';
+import { BROADCAST_MAC, parseCidr, parseIpv4, readU16, readU32, writeU16 } from '../wire/addr.ts';
+import { foldChecksum, onesSum, pseudoHeaderSum } from '../wire/checksum.ts';
 import { EtherType } from '../wire/ethernet.ts';
 import { createIpv4Header, decodeIpv4, encodeIpv4, IpProto, type Ipv4Header } from '../wire/ipv4.ts';
 import { decodeDropNames, type StackInterface } from './interface.ts';
@@ -61,6 +63,8 @@ export class RxPacket implements IpInfo {
   ipBroadcast = false;
   /** Rebuilt from fragments (only the whole datagram ever reaches the transports). */
   reassembled = false;
+  /** The L4 checksum is known good (the link verified it, or we completed a partial one). */
+  l4ChecksumOk = false;
 }
 
 interface Route {
@@ -95,6 +99,8 @@ export class PathLayer implements IpSender {
   private readonly rx = new RxPacket();
   private readonly scratchPath: PathState;
   private ipId: number;
+  /** Reused for every offloaded send: the link reads it synchronously. */
+  private readonly gsoOpts: LinkGsoOptions = { gsoSize: 0, csumStart: 0, csumOffset: 16 };
   readonly reassembly: Reassembler;
   readonly pmtuExpiryMs: number;
   readonly minPmtu: number;
@@ -143,7 +149,9 @@ export class PathLayer implements IpSender {
       });
     }
     const need = iface.mtu + 18;
-    if (this.txBuf.length < need) this.txBuf = new Uint8Array(need);
+    // A transport builds a whole super-segment in txBuf before the link cuts it.
+    const txNeed = iface.maxPacket + 18;
+    if (this.txBuf.length < txNeed) this.txBuf = new Uint8Array(txNeed);
     if (this.fragBuf.length < need) this.fragBuf = new Uint8Array(need);
     this.repoint();
   }
@@ -355,19 +363,109 @@ export class PathLayer implements IpSender {
     return this.fragment(iface, path, h, ethLen, l4Len, mtu, broadcast);
   }
 
+  checksumOffload(path: PathState): boolean {
+    const iface = this.host.interfaces[path.ifIndex];
+    // A resolved neighbor means the neighbor layer transmits at once instead of queueing a copy,
+    // so the frame reaches the link while it is marked for offload.
+    return (
+      iface?.csumOffload === true &&
+      path.neighbor.cached.dstMac >= 0 &&
+      !this.localAddrs.has(path.const.remoteIp)
+    );
+  }
+
+  maxPacketBytes(path: PathState): number {
+    const mtu = path.cached.mtu;
+    const iface = this.host.interfaces[path.ifIndex];
+    if (iface === undefined || !iface.tso || !this.checksumOffload(path)) return mtu;
+    return iface.maxPacket;
+  }
+
+  commitOffload(path: PathState, l4Len: number, segSize: number, ttl?: number, tos?: number): boolean {
+    const c = this.host.counters;
+    const iface = this.host.interfaces[path.ifIndex];
+    if (!iface?.up || !this.checksumOffload(path)) {
+      // Circumstances changed (or never allowed it): finish the checksum here and send plainly;
+      // commit refuses, and counts, a packet that is now too big.
+      const off = this.begin(path);
+      finishL4Checksum(this.txBuf, off, l4Len, path.const.localIp, path.const.remoteIp, IpProto.TCP);
+      c.inc('tx.offload.fallback');
+      return this.commit(path, IpProto.TCP, l4Len, true, ttl, tos);
+    }
+    const ethLen = iface.ethHeaderLength;
+    const total = 20 + l4Len;
+    const mtu = Math.min(path.cached.mtu, iface.mtu);
+    const tcpHl = l4Len >= 20 ? (this.txBuf[ethLen + 32]! >>> 4) << 2 : 0;
+    const segmented = total > mtu;
+    if (
+      l4Len < 20 ||
+      ethLen + total > this.txBuf.length ||
+      total > iface.maxPacket ||
+      (segmented && (segSize < 1 || 20 + tcpHl + segSize > mtu))
+    ) {
+      c.inc('tx.drop.ipv4.bad-length');
+      return false;
+    }
+    const h = this.txHdr;
+    h.tos = tos ?? path.cached.tos;
+    h.totalLength = total;
+    h.id = this.ipId = (this.ipId + 1) & 0xffff;
+    h.df = true;
+    h.mf = false;
+    h.fragOffset = 0;
+    h.ttl = ttl ?? path.cached.ttl;
+    h.protocol = IpProto.TCP;
+    h.src = path.const.localIp;
+    h.dst = path.const.remoteIp;
+    const buf = this.txBuf;
+    encodeIpv4(h, buf, ethLen);
+    // Linux' TSO assigns consecutive IP ids to the cut segments; skip ours past them.
+    if (segmented) this.ipId = (this.ipId + Math.ceil((l4Len - tcpHl) / segSize) - 1) & 0xffff;
+    const o = this.gsoOpts;
+    o.gsoSize = segmented ? segSize : 0;
+    o.csumStart = ethLen + 20;
+    o.csumOffset = 16;
+    iface.writeEthernet(buf, path.neighbor.cached.dstMac, EtherType.IPV4);
+    iface.markOffload(o);
+    let ok: boolean;
+    try {
+      ok = this.host.neighbors.output(iface, path.neighbor, buf, ethLen + total);
+    } finally {
+      iface.markOffload(null);
+    }
+    c.inc(segmented ? 'tx.offload.tso' : 'tx.offload.csum');
+    return ok;
+  }
+
   // ---- receive -----------------------------------------------------------------------------------
 
   /**
    * An IPv4 packet at buf[off, off+len) arrived on `iface`. Accounts for it exactly once: a
    * `drop.ipv4.*` reason here, fragment bookkeeping in the reassembler, or by the transport.
    */
-  input(iface: StackInterface, buf: Uint8Array, off: number, len: number, l2Broadcast: boolean): void {
+  input(
+    iface: StackInterface,
+    buf: Uint8Array,
+    off: number,
+    len: number,
+    l2Broadcast: boolean,
+    info?: RxOffloadInfo,
+  ): void {
     const c = this.host.counters;
     const h = this.rxHdr;
     const err = decodeIpv4(buf, off, len, h, true);
     if (err !== null) {
       c.inc(IPV4_DROP[err]);
       return;
+    }
+    let l4Ok = false;
+    if (info !== undefined && (info.csumPartial || info.csumValid || info.gsoType !== 0)) {
+      if (info.gsoType !== 0 && (h.protocol !== IpProto.TCP || h.mf || h.fragOffset !== 0)) {
+        // We only take TCP super-segments; the kernel was told so (TUNSETOFFLOAD).
+        c.inc('drop.ipv4.bad-gso');
+        return;
+      }
+      l4Ok = this.offloadedInput(buf, off, h, info);
     }
     if (isMartianSource(h.src) || this.localAddrs.has(h.src) || iface.isBroadcast(h.src)) {
       c.inc('drop.ipv4.martian-src');
@@ -380,7 +478,7 @@ export class PathLayer implements IpSender {
       c.inc('drop.ipv4.not-for-us');
       return;
     }
-    this.accept(iface.index, buf, off, l2Broadcast, ipBroadcast);
+    this.accept(iface.index, buf, off, l2Broadcast, ipBroadcast, l4Ok);
   }
 
   close(): void {
@@ -409,6 +507,7 @@ export class PathLayer implements IpSender {
     off: number,
     l2Broadcast: boolean,
     ipBroadcast: boolean,
+    l4ChecksumOk = false,
   ): void {
     const h = this.rxHdr;
     let reassembled = false;
@@ -435,7 +534,33 @@ export class PathLayer implements IpSender {
     rx.l2Broadcast = l2Broadcast;
     rx.ipBroadcast = ipBroadcast;
     rx.reassembled = reassembled;
+    rx.l4ChecksumOk = l4ChecksumOk && !reassembled;
     this.host.deliver(rx);
+  }
+
+  /**
+   * A packet from a link with offloads (header decoded in `h`). A partial L4 checksum is completed
+   * in place, so every transport sees a valid one; returns whether the L4 checksum is known good.
+   */
+  private offloadedInput(buf: Uint8Array, off: number, h: Ipv4Header, info: RxOffloadInfo): boolean {
+    const c = this.host.counters;
+    if (info.gsoType !== 0) c.inc('rx.offload.gso');
+    const proto = h.protocol;
+    if (h.mf || h.fragOffset !== 0 || (proto !== IpProto.TCP && proto !== IpProto.UDP)) return false;
+    if (info.csumPartial) {
+      const l4Off = off + h.headerLength;
+      const l4Len = h.totalLength - h.headerLength;
+      const at = l4Off + (proto === IpProto.TCP ? 16 : 6);
+      if (at + 2 > l4Off + l4Len) return false;
+      // The field holds the pseudo-header sum already, so summing the segment finishes it.
+      let sum = foldChecksum(onesSum(buf, l4Off, l4Len));
+      if (sum === 0 && proto === IpProto.UDP) sum = 0xffff;
+      writeU16(buf, at, sum);
+      c.inc('rx.offload.csum-partial');
+      return true;
+    }
+    if (info.csumValid) c.inc('rx.offload.csum-valid');
+    return info.csumValid;
   }
 
   private toLink(
@@ -601,6 +726,23 @@ function quoteError(
     dstPort: ports && l4Len >= 4 ? readU16(buf, l4Off + 2) : 0,
     seq: protocol !== IpProto.UDP && l4Len >= 8 ? readU32(buf, l4Off + 4) : 0,
   };
+}
+
+/** Compute the TCP or UDP checksum of the segment at buf[off, off + len) from scratch. */
+function finishL4Checksum(
+  buf: Uint8Array,
+  off: number,
+  len: number,
+  src: number,
+  dst: number,
+  proto: number,
+): void {
+  const at = off + (proto === IpProto.TCP ? 16 : 6);
+  buf[at] = 0;
+  buf[at + 1] = 0;
+  let sum = foldChecksum(onesSum(buf, off, len, pseudoHeaderSum(src, dst, proto, len)));
+  if (sum === 0 && proto === IpProto.UDP) sum = 0xffff;
+  writeU16(buf, at, sum);
 }
 
 /** RFC 1191 section 7 plateau table: the next common MTU strictly below `len`. */

@@ -2,7 +2,7 @@ import type { Clock } from '../core/clock.ts';
 import { Counters } from '../core/counters.ts';
 import { AddressInUseError, InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
 import type { Random } from '../core/random.ts';
-import type { Link } from '../link/link.ts';
+import type { Link, RxOffloadInfo } from '../link/link.ts';
 import type { PathState } from '../state/path-state.ts';
 import type { TcpCached } from '../state/tcp-state.ts';
 import { BROADCAST_MAC, isMulticastMac, parseCidr, parseMac } from '../wire/addr.ts';
@@ -51,7 +51,9 @@ const ETH_DROP = decodeDropNames('eth');
  * `drop.*` counter, with two exceptions that count datagrams, not frames: `drop.ipv4.frag-timeout`
  * and `drop.ipv4.frag-evicted` (their fragments were already counted as `accept.ipv4.frag-queued`).
  * Frames handed to TCP count `accept.tcp`; TCP's own `drop.tcp.*` counters come on top. Transmit
- * side problems count `tx.drop.*`.
+ * side problems count `tx.drop.*`. Offloads add, on top: `rx.offload.gso` (a super-segment came in),
+ * `rx.offload.csum-partial` / `rx.offload.csum-valid`, and `tx.offload.tso` / `tx.offload.csum` /
+ * `tx.offload.fallback` (an offload the transport asked for was no longer possible).
  */
 export class Stack {
   readonly clock: Clock;
@@ -195,13 +197,19 @@ export class Stack {
     if (!port) {
       const p: LinkPort = { link, byVlan: new Map() };
       this.ports.set(link, p);
-      link.onFrame((frame) => this.onFrame(p, frame));
+      link.onFrame((frame, info) => this.onFrame(p, frame, info));
       link.onCarrier((up) => {
         if (up && !this.closed) this.neighbors.announce([...p.byVlan.values()]);
       });
       port = p;
     }
-    const iface = new StackInterface(this.ifaces.length, name, link, mac, vlanId, mtu, addresses);
+    const off = opts.offload ?? true;
+    if (typeof off !== 'boolean' && (typeof off !== 'object' || off === null)) {
+      throw new InvalidArgumentError('offload must be a boolean or { tso?, csum? }');
+    }
+    const offload =
+      typeof off === 'boolean' ? { tso: off, csum: off } : { tso: off.tso ?? true, csum: off.csum ?? true };
+    const iface = new StackInterface(this.ifaces.length, name, link, mac, vlanId, mtu, addresses, offload);
     port.byVlan.set(vlanId, iface);
     this.ifaces.push(iface);
     this.ip.interfaceAdded(iface);
@@ -254,7 +262,7 @@ export class Stack {
 
   // ---------------------------------------------------------------------------------------------
 
-  private onFrame(port: LinkPort, frame: Uint8Array): void {
+  private onFrame(port: LinkPort, frame: Uint8Array, info?: RxOffloadInfo): void {
     const c = this.counters;
     c.inc('rx.frames');
     if (this.closed) {
@@ -284,7 +292,7 @@ export class Stack {
     }
     const off = eth.headerLength;
     const len = frame.length - off;
-    if (eth.etherType === EtherType.IPV4) this.ip.input(iface, frame, off, len, l2Broadcast);
+    if (eth.etherType === EtherType.IPV4) this.ip.input(iface, frame, off, len, l2Broadcast, info);
     else if (eth.etherType === EtherType.ARP) this.neighbors.input(iface, frame, off, len);
     else c.inc('drop.eth.unknown-ethertype');
   }

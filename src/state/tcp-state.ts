@@ -249,8 +249,10 @@ export function createTcpState(c: TcpConst, cached: TcpCached, path: PathState):
       finQueued: false,
       finSent: false,
       finReceived: false,
-      sendBuffer: new ByteRing(Math.min(cached.sndBufSize, 64 * 1024), cached.sndBufSize),
-      recvBuffer: new ByteRing(Math.min(cached.rcvBufSize, 64 * 1024), cached.rcvBufSize),
+      // Rings start small and double up to the buffer size: 10,000 idle connections cost
+      // megabytes, not gigabytes.
+      sendBuffer: new ByteRing(Math.min(cached.sndBufSize, 4096), cached.sndBufSize),
+      recvBuffer: new ByteRing(Math.min(cached.rcvBufSize, 4096), cached.rcvBufSize),
       lastRecvAt: 0,
       lastSendAt: 0,
       lastAckSent: 0,

@@ -7,7 +7,7 @@ import type { CongestionControl } from './congestion.ts';
 import { seqDiff } from './seq.ts';
 import { sendRst, tcpOutput } from './tcp-output.ts';
 import { onConnectionTimer, scheduleTimer } from './tcp-timers.ts';
-import type { TcpHostEnv, TcpUser } from './tcp-types.ts';
+import type { ConnectionHandle, TcpHostEnv, TcpUser } from './tcp-types.ts';
 
 /** What the engine functions need from the layer that runs a connection. */
 export interface TcpEngine {
@@ -53,7 +53,7 @@ export interface TcpConnectionStats {
  * user, one timer, counters). Protocol logic lives in the engine functions (tcp-input, tcp-output,
  * tcp-timers), which work on `state`, so another owner can pick the state up and continue.
  */
-export class TcpConnection {
+export class TcpConnection implements ConnectionHandle {
   readonly state: TcpState;
   user: TcpUser | null = null;
   readonly stats: TcpConnectionStats = {
@@ -89,6 +89,11 @@ export class TcpConnection {
   linked = false;
   /** @internal The deadline the timer was last armed for. */
   timerTarget = Number.POSITIVE_INFINITY;
+  /**
+   * @internal Its state was handed to another owner (TcpLayer.release): this object must not touch
+   * the state any more, or two owners would run one connection.
+   */
+  released = false;
   private deferred = false;
 
   constructor(engine: TcpEngine, state: TcpState) {
@@ -123,6 +128,7 @@ export class TcpConnection {
     if (!Number.isInteger(off) || !Number.isInteger(len) || off < 0 || len < 0 || off + len > src.length) {
       throw new InvalidArgumentError('write: range outside the source buffer');
     }
+    if (this.released) throw new InvalidStateError('write: the connection has moved to another owner');
     const d = this.state.delegated;
     if (d.finQueued || d.state === TcpStateId.CLOSED || d.state === TcpStateId.TIME_WAIT) {
       throw new InvalidStateError('write after shutdown or close');
@@ -143,13 +149,20 @@ export class TcpConnection {
     if (!Number.isInteger(off) || !Number.isInteger(len) || off < 0 || len < 0 || off + len > dst.length) {
       throw new InvalidArgumentError('read: range outside the destination buffer');
     }
+    if (this.released) throw new InvalidStateError('read: the connection has moved to another owner');
     const s = this.state;
     const d = s.delegated;
     const n = d.recvBuffer.read(dst, off, len);
     if (n > 0 && canReceive(d.state) && !d.finReceived) {
-      // RFC 1122 4.2.3.3: announce the opened window only once it has grown by a useful amount.
-      const opened = d.recvBuffer.free - seqDiff(d.rcvAdv, d.rcvNxt);
-      if (opened >= Math.min(2 * s.const.localMss, s.cached.rcvBufSize >>> 1)) {
+      // RFC 1122 4.2.3.3: announce the opened window only once it has grown by a useful amount,
+      // and (as Linux does) only when the peer sees less than half of it: otherwise the ACKs that
+      // data draws anyway carry the news, and a bulk reader would cost one extra frame per read.
+      const advertised = seqDiff(d.rcvAdv, d.rcvNxt);
+      const opened = d.recvBuffer.free - advertised;
+      if (
+        opened >= Math.min(2 * s.const.localMss, s.cached.rcvBufSize >>> 1) &&
+        d.recvBuffer.free >= 2 * advertised
+      ) {
         s.soft.ackNow = true;
         tcpOutput(this);
         scheduleTimer(this);
@@ -159,6 +172,7 @@ export class TcpConnection {
   }
 
   shutdown(): void {
+    if (this.released) return;
     const d = this.state.delegated;
     if (d.finQueued || d.state === TcpStateId.CLOSED) return;
     d.finQueued = true;
@@ -172,6 +186,7 @@ export class TcpConnection {
   }
 
   close(): void {
+    if (this.released) return;
     const s = this.state;
     const d = s.delegated;
     if (d.state === TcpStateId.CLOSED || d.readClosed) return;
@@ -196,6 +211,7 @@ export class TcpConnection {
   }
 
   abort(): void {
+    if (this.released) return;
     const d = this.state.delegated;
     if (d.state === TcpStateId.CLOSED) return;
     if (
@@ -209,6 +225,7 @@ export class TcpConnection {
   }
 
   setNoDelay(on: boolean): void {
+    if (this.released) return;
     this.state.cached.noDelay = on;
     if (on && isSynchronized(this.state.delegated.state)) {
       tcpOutput(this);
@@ -217,6 +234,7 @@ export class TcpConnection {
   }
 
   setKeepAlive(on: boolean, idleMs?: number): void {
+    if (this.released) return;
     const s = this.state;
     if (idleMs !== undefined) {
       if (!Number.isFinite(idleMs) || idleMs <= 0)

@@ -531,7 +531,9 @@ function receiveData(
     if (s.const.sackEnabled && soft.recvSackRecent.length > 0) recvSackPrune(s);
     if (n > 0) conn.events |= TcpEvent.READABLE;
     if (!soft.ackNow) {
-      soft.unackedSegments++;
+      // A coalesced super-segment from an offloading link stands for several wire segments, so
+      // the every-second-segment ACK (RFC 1122 4.2.3.2) is due at once.
+      soft.unackedSegments += pLen > s.const.localMss ? 2 : 1;
       if (soft.unackedSegments >= 2 || s.cached.delayedAckMs <= 0) soft.ackNow = true;
       else if (soft.delayedAckDeadline === INF) soft.delayedAckDeadline = now + s.cached.delayedAckMs;
     }

@@ -1,4 +1,4 @@
-import { AddressInUseError, InvalidArgumentError } from '../../core/errors.ts';
+import { AddressInUseError, InvalidArgumentError, InvalidStateError } from '../../core/errors.ts';
 import { createNeighborState } from '../../state/neighbor-state.ts';
 import { createPathState, type PathState } from '../../state/path-state.ts';
 import {
@@ -7,9 +7,11 @@ import {
   DEFAULT_TCP_CACHED,
   type TcpCached,
   type TcpConst,
+  type TcpState,
   TcpStateId,
 } from '../../state/tcp-state.ts';
 import type { DecodeError } from '../../wire/decode-error.ts';
+import { createIpv4Header, decodeIpv4, encodeIpv4, IpProto } from '../../wire/ipv4.ts';
 import {
   createTcpHeader,
   decodeTcp,
@@ -32,10 +34,20 @@ import {
   reportClosed,
   TcpConnection,
   type TcpEngine,
+  TcpEvent,
   terminate,
 } from './tcp-connection.ts';
+import { flushDelayedAck } from './tcp-flush.ts';
 import { connInput, establish, negotiateSynOptions, offerToListener } from './tcp-input.ts';
-import { CHALLENGE_ACKS_GLOBAL, sendRstReply, sendSyn, tcpOutput, tsNow, wscaleFor } from './tcp-output.ts';
+import {
+  CHALLENGE_ACKS_GLOBAL,
+  sendAck,
+  sendRstReply,
+  sendSyn,
+  tcpOutput,
+  tsNow,
+  wscaleFor,
+} from './tcp-output.ts';
 import { scheduleTimer } from './tcp-timers.ts';
 import type { TcpHostEnv, TcpUser } from './tcp-types.ts';
 
@@ -150,6 +162,27 @@ export function mergeTcpOptions(base: Readonly<TcpCached>, opts?: Partial<TcpCac
   return out;
 }
 
+/** Segments a frozen 4-tuple holds while its connection moves; more are dropped and counted. */
+const FROZEN_QUEUE_LIMIT = 4096;
+
+/**
+ * What is left of a connection in the demultiplexing table after its state went elsewhere: it
+ * holds arriving segments (as IPv4 packets) while the connection is between owners, or forwards
+ * them to the owner once the move is done, instead of answering them with a RST.
+ */
+interface Placeholder {
+  queue: Uint8Array[];
+  forward: ((packet: Uint8Array) => void) | null;
+}
+
+export interface AdoptOptions {
+  /**
+   * Make the peer recover at once (failover): send an ACK and retransmit from snd.una if data is
+   * outstanding, instead of waiting for the retransmission timer.
+   */
+  prod?: boolean;
+}
+
 function announcedMss(path: PathState): number {
   return Math.max(88, Math.min(path.cached.mtu - 40, MAX_ANNOUNCED_MSS));
 }
@@ -172,6 +205,16 @@ export class TcpLayer implements TcpEngine {
   private challengeStart = 0;
   private challengeCount = 0;
   private count = 0;
+  /** Same two-level keys as `table`. */
+  private readonly frozen = new Map<number, Map<number, Placeholder>>();
+  private frozenCount = 0;
+  private readonly pktHdr = createIpv4Header();
+  private readonly injectInfo: IpInfo = { src: 0, dst: 0, ttl: 0, tos: 0, ifIndex: -1 };
+  /**
+   * Called (synchronously, from the engine's processing) when a connection leaves the table because
+   * it closed; not when it is released to another owner.
+   */
+  onClosed: ((conn: TcpConnection) => void) | null = null;
 
   constructor(env: TcpHostEnv, defaults?: Partial<TcpCached>) {
     this.env = env;
@@ -223,6 +266,11 @@ export class TcpLayer implements TcpEngine {
 
   unlink(conn: TcpConnection): void {
     if (!conn.linked) return;
+    this.unlinkQuiet(conn);
+    this.onClosed?.(conn);
+  }
+
+  private unlinkQuiet(conn: TcpConnection): void {
     conn.linked = false;
     const c = conn.state.const;
     const k1 = c.remoteIp * 65536 + c.remotePort;
@@ -244,7 +292,8 @@ export class TcpLayer implements TcpEngine {
     const env = this.env;
     env.counters.inc('tcp.segments.in');
     const h = this.rxHdr;
-    const err = decodeTcp(buf, off, len, ip.src, ip.dst, h);
+    // A checksum the link (or our own completion of a partial one) vouched for is not summed twice.
+    const err = decodeTcp(buf, off, len, ip.src, ip.dst, h, !ip.l4ChecksumOk);
     if (err !== null) {
       env.counters.inc(DROP_NAMES[err] ?? 'drop.tcp.malformed');
       return;
@@ -268,6 +317,13 @@ export class TcpLayer implements TcpEngine {
     const pOff = off + h.headerLength;
     const pLen = len - h.headerLength;
     const conn = this.lookup(ip.dst, h.dstPort, src, h.srcPort);
+    if (conn === undefined && this.frozenCount > 0) {
+      const ph = this.frozen.get(src * 65536 + h.srcPort)?.get(ip.dst * 65536 + h.dstPort);
+      if (ph !== undefined) {
+        this.hold(ph, ip, buf, off, len);
+        return;
+      }
+    }
     if (conn) {
       if (!(conn.state.delegated.state === TcpStateId.TIME_WAIT && this.timeWaitReopen(conn, h))) {
         connInput(conn, h, buf, pOff, pLen);
@@ -621,6 +677,194 @@ export class TcpLayer implements TcpEngine {
     const errno =
       e.kind === 'unreachable' && (e.code === 2 || e.code === 3) ? 'ECONNREFUSED' : 'EHOSTUNREACH';
     conn.softError = connError(errno, `ICMP ${e.kind} code ${e.code}`);
+  }
+
+  // ---- hand-over primitives -------------------------------------------------------------------
+
+  /** A connection or a placeholder holds this 4-tuple. */
+  owns(localIp: number, localPort: number, remoteIp: number, remotePort: number): boolean {
+    if (this.lookup(localIp, localPort, remoteIp, remotePort) !== undefined) return true;
+    return this.frozenCount > 0 && this.placeholder(localIp, localPort, remoteIp, remotePort) !== undefined;
+  }
+
+  /**
+   * Take over an established connection's state (validated by the caller): link it into the table,
+   * re-arm its timer from the deadlines it carries and resume output. A placeholder for the same
+   * 4-tuple stays until `dropFrozen` so the caller can replay what it held (`takeQueued`).
+   */
+  adopt(state: TcpState, user: TcpUser | null, opts: AdoptOptions = {}): TcpConnection {
+    const c = state.const;
+    if (this.lookup(c.localIp, c.localPort, c.remoteIp, c.remotePort)) {
+      throw new AddressInUseError('adopt: this layer already runs a connection with that 4-tuple');
+    }
+    const conn = new TcpConnection(this, state);
+    conn.user = user;
+    // The delayed-ACK timer never travels: the previous owner flushed it.
+    state.soft.delayedAckDeadline = Number.POSITIVE_INFINITY;
+    this.link(conn);
+    if (opts.prod === true) {
+      const d = state.delegated;
+      if (d.sndMax !== d.sndUna) {
+        d.sndNxt = d.sndUna;
+        state.soft.rttActive = false;
+      }
+      state.soft.ackNow = true;
+      this.env.counters.inc('tcp.adopt.prodded');
+      sendAck(conn);
+    }
+    tcpOutput(conn);
+    scheduleTimer(conn);
+    if (state.delegated.recvBuffer.length > 0) conn.events |= TcpEvent.READABLE;
+    conn.deferDelivery();
+    return conn;
+  }
+
+  /**
+   * The consistent point of a hand-over: flush a pending delayed ACK, stop the timer, take the
+   * connection out of the table and leave a placeholder that queues segments for its 4-tuple.
+   * Returns the state, which now belongs to whoever takes it next; `conn` is dead from here on.
+   */
+  release(conn: TcpConnection): TcpState {
+    if (!conn.linked || conn.released)
+      throw new InvalidStateError('release: connection not run by this layer');
+    flushDelayedAck(conn);
+    const s = conn.state;
+    // Chimney: data SACKed but not cumulatively acknowledged is dropped on a hand-over, so the
+    // next owner resends it rather than trust a scoreboard it did not build.
+    s.soft.sacked.length = 0;
+    s.soft.ackNow = false;
+    conn.timer.disarm();
+    conn.timerTarget = Number.POSITIVE_INFINITY;
+    this.unlinkQuiet(conn);
+    conn.released = true;
+    const c = s.const;
+    this.freeze(c.localIp, c.localPort, c.remoteIp, c.remotePort);
+    this.env.counters.inc('tcp.released');
+    return s;
+  }
+
+  /** Hold segments for this 4-tuple (a placeholder in queueing mode); no-op if one exists. */
+  freeze(localIp: number, localPort: number, remoteIp: number, remotePort: number): void {
+    let ph = this.placeholder(localIp, localPort, remoteIp, remotePort);
+    if (ph !== undefined) {
+      ph.forward = null;
+      return;
+    }
+    ph = { queue: [], forward: null };
+    const k1 = remoteIp * 65536 + remotePort;
+    let inner = this.frozen.get(k1);
+    if (!inner) {
+      inner = new Map();
+      this.frozen.set(k1, inner);
+    }
+    inner.set(localIp * 65536 + localPort, ph);
+    this.frozenCount++;
+  }
+
+  /**
+   * Send segments for this 4-tuple to `fn` (the connection's owner elsewhere) instead of holding
+   * them. Creates the placeholder if needed; segments already held are forwarded first.
+   */
+  forwardTo(
+    localIp: number,
+    localPort: number,
+    remoteIp: number,
+    remotePort: number,
+    fn: (packet: Uint8Array) => void,
+  ): void {
+    this.freeze(localIp, localPort, remoteIp, remotePort);
+    const ph = this.placeholder(localIp, localPort, remoteIp, remotePort)!;
+    const q = ph.queue;
+    ph.queue = [];
+    ph.forward = fn;
+    for (const p of q) fn(p);
+  }
+
+  isFrozen(localIp: number, localPort: number, remoteIp: number, remotePort: number): boolean {
+    return this.placeholder(localIp, localPort, remoteIp, remotePort) !== undefined;
+  }
+
+  /** The segments held for this 4-tuple, oldest first; the placeholder stays. */
+  takeQueued(localIp: number, localPort: number, remoteIp: number, remotePort: number): Uint8Array[] {
+    const ph = this.placeholder(localIp, localPort, remoteIp, remotePort);
+    if (ph === undefined) return [];
+    const q = ph.queue;
+    ph.queue = [];
+    return q;
+  }
+
+  /** Forget the placeholder: later segments for the 4-tuple are handled as for any unknown one. */
+  dropFrozen(localIp: number, localPort: number, remoteIp: number, remotePort: number): void {
+    const k1 = remoteIp * 65536 + remotePort;
+    const inner = this.frozen.get(k1);
+    if (!inner) return;
+    const held = inner.get(localIp * 65536 + localPort);
+    if (held === undefined) return;
+    if (held.queue.length > 0) this.env.counters.inc('drop.tcp.frozen-discarded', held.queue.length);
+    inner.delete(localIp * 65536 + localPort);
+    this.frozenCount--;
+    if (inner.size === 0) this.frozen.delete(k1);
+  }
+
+  get frozenSize(): number {
+    return this.frozenCount;
+  }
+
+  /**
+   * A whole IPv4 packet carrying a TCP segment (held by a placeholder, or forwarded by another
+   * owner): run it through `input` as if it had just arrived.
+   */
+  inputPacket(pkt: Uint8Array): void {
+    const h = this.pktHdr;
+    if (decodeIpv4(pkt, 0, pkt.length, h, false) !== null || h.protocol !== IpProto.TCP) {
+      this.env.counters.inc('drop.tcp.bad-forwarded');
+      return;
+    }
+    const info = this.injectInfo;
+    info.src = h.src;
+    info.dst = h.dst;
+    info.ttl = h.ttl;
+    info.tos = h.tos;
+    this.input(info, pkt, h.headerLength, h.totalLength - h.headerLength);
+  }
+
+  private placeholder(
+    localIp: number,
+    localPort: number,
+    remoteIp: number,
+    remotePort: number,
+  ): Placeholder | undefined {
+    return this.frozen.get(remoteIp * 65536 + remotePort)?.get(localIp * 65536 + localPort);
+  }
+
+  /** Copy the segment into a fresh IPv4 packet (the receive buffer is reused after we return). */
+  private hold(ph: Placeholder, ip: IpInfo, buf: Uint8Array, off: number, len: number): void {
+    const counters = this.env.counters;
+    if (ph.forward === null && ph.queue.length >= FROZEN_QUEUE_LIMIT) {
+      counters.inc('drop.tcp.frozen-overflow');
+      return;
+    }
+    const pkt = new Uint8Array(20 + len);
+    const h = this.pktHdr;
+    h.tos = ip.tos;
+    h.totalLength = 20 + len;
+    h.id = 0;
+    h.df = true;
+    h.mf = false;
+    h.fragOffset = 0;
+    h.ttl = ip.ttl > 0 ? ip.ttl : 64;
+    h.protocol = IpProto.TCP;
+    h.src = ip.src;
+    h.dst = ip.dst;
+    encodeIpv4(h, pkt, 0);
+    pkt.set(buf.subarray(off, off + len), 20);
+    if (ph.forward !== null) {
+      counters.inc('tcp.frozen.forwarded');
+      ph.forward(pkt);
+    } else {
+      counters.inc('tcp.frozen.queued');
+      ph.queue.push(pkt);
+    }
   }
 
   /** Abort every connection and listener and stop all timers. */

@@ -126,13 +126,18 @@ export function emit(
       h.sackCount = recvSackBlocks(s, h.sackBlocks, c.tsEnabled ? 3 : 4);
     }
   }
-  const off = env.ip.begin(s.path);
-  const buf = env.ip.txBuf;
+  const ip = env.ip;
+  const path = s.path;
+  const off = ip.begin(path);
+  const buf = ip.txBuf;
   h.flags = flags;
   let hl = encodeTcpHeader(h, buf, off);
+  // With checksum offload the link may also take a super-segment larger than the path MTU.
+  const offload = ip.checksumOffload?.(path) === true;
+  const maxPacket = offload ? ip.maxPacketBytes!(path) : path.cached.mtu;
   // SACK blocks can make the header longer than the MSS calculation assumed: trim the payload so
   // the packet still fits the path MTU (DF is always set).
-  const room = Math.min(buf.length - off, s.path.cached.mtu - 20) - hl;
+  const room = Math.min(buf.length - off, maxPacket - 20) - hl;
   if (dataLen > room) {
     dataLen = Math.max(room, 0);
     if (flags & TcpFlag.FIN) {
@@ -141,8 +146,14 @@ export function emit(
     }
   }
   if (dataLen > 0) d.sendBuffer.peek(dataOff, buf, off + hl, dataLen);
-  finishTcpChecksum(buf, off, hl + dataLen, c.localIp, c.remoteIp);
-  env.ip.commit(s.path, TCP_PROTOCOL, hl + dataLen, true, s.cached.ttl, s.cached.tos);
+  if (offload) {
+    // Each wire segment the link cuts carries this header, so its payload is what fits next to it.
+    const seg = Math.min(effectiveMss(s), path.cached.mtu - 20 - hl);
+    ip.commitOffload!(path, hl + dataLen, seg, s.cached.ttl, s.cached.tos);
+  } else {
+    finishTcpChecksum(buf, off, hl + dataLen, c.localIp, c.remoteIp);
+    ip.commit(path, TCP_PROTOCOL, hl + dataLen, true, s.cached.ttl, s.cached.tos);
+  }
   conn.stats.segmentsOut++;
   env.counters.inc('tcp.segments.out');
   if (flags & TcpFlag.RST) {
@@ -327,11 +338,27 @@ export function persistInterval(s: TcpState): number {
   return Math.min(base * 2 ** Math.min(d.persistBackoff, 20), PERSIST_MAX_MS);
 }
 
+/**
+ * Payload bytes one segment may carry: the MSS, or with segmentation offload the largest whole
+ * number of MSS-sized pieces that fits a 64 KB packet (with room for the longest TCP header), so
+ * that no wire segment but the last of a burst is short.
+ */
+export function segmentLimit(conn: TcpConnection, mss: number): number {
+  const ip = conn.engine.env.ip;
+  const path = conn.state.path;
+  if (ip.maxPacketBytes === undefined) return mss;
+  const max = ip.maxPacketBytes(path);
+  if (max <= path.cached.mtu) return mss;
+  const n = Math.floor((max - 20 - 60) / mss);
+  return n > 1 ? n * mss : mss;
+}
+
 function sendWindowed(conn: TcpConnection, now: number): void {
   const s = conn.state;
   const d = s.delegated;
   const soft = s.soft;
   const mss = effectiveMss(s);
+  const segMax = segmentLimit(conn, mss);
   if (d.sndMax === d.sndUna && now - d.lastSendAt > d.rto && d.lastSendAt > 0 && hasUnsent(s)) {
     // RFC 5681 4.1: after an idle period the old cwnd no longer reflects the path.
     conn.engine.congestion(conn).onIdleRestart(s, now);
@@ -339,7 +366,7 @@ function sendWindowed(conn: TcpConnection, now: number): void {
   }
   for (let guard = 0; guard < 100_000; guard++) {
     let seq = d.sndNxt;
-    let limit = mss;
+    let limit = segMax;
     if (s.const.sackEnabled && seqLt(seq, d.sndMax) && soft.sacked.length > 0) {
       // Going back over sent data (after an RTO or an MTU drop): what the peer SACKed stays put.
       for (const r of soft.sacked) {
@@ -359,7 +386,10 @@ function sendWindowed(conn: TcpConnection, now: number): void {
     const flight = seqDiff(seq, d.sndUna);
     const usable = Math.min(d.sndWnd, d.cwnd) - flight;
     const avail = buffered - off;
-    const len = Math.min(avail, limit, Math.max(usable, 0));
+    let len = Math.min(avail, limit, Math.max(usable, 0));
+    // A super-segment cut short by the window ends on an MSS boundary; the rest goes (or waits)
+    // as the short segment it is, under the rules below.
+    if (len > mss && off + len < buffered) len -= len % mss;
     const finHere = d.finQueued && finState(d.state) && off + len === buffered;
     if (len <= 0 && !finHere) break;
     if (!finHere && len < mss && !seqLt(seq, d.sndMax)) {
@@ -383,7 +413,6 @@ const nextSeg = { seq: 0, len: 0 };
 function sackRecoveryOutput(conn: TcpConnection, now: number): void {
   const s = conn.state;
   const d = s.delegated;
-  const soft = s.soft;
   const mss = effectiveMss(s);
   d.sndNxt = d.sndMax;
   for (let guard = 0; guard < 10_000; guard++) {

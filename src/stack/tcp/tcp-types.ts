@@ -36,3 +36,28 @@ export interface TcpUser {
   /** The connection is finished: null for an orderly close, otherwise why it failed. */
   onClosed(error: ConnectionError | null): void;
 }
+
+/**
+ * What the socket facade needs from whoever runs its connection now: a TcpConnection of the host
+ * stack or of a NIC in the same thread, or a proxy for a connection on another thread. The socket
+ * re-points to another handle when the connection moves.
+ */
+export interface ConnectionHandle {
+  readonly localIp: number;
+  readonly localPort: number;
+  readonly remoteIp: number;
+  readonly remotePort: number;
+  /** Bytes waiting to be read. */
+  readonly readableLength: number;
+  /** Bytes in the send buffer not yet acknowledged. */
+  readonly writableLength: number;
+  user: TcpUser | null;
+  /** Queue bytes for sending; returns how many were taken (fewer when the buffer is full). */
+  write(src: Uint8Array, off?: number, len?: number): number;
+  read(dst: Uint8Array, off?: number, len?: number): number;
+  shutdown(): void;
+  close(): void;
+  abort(): void;
+  setNoDelay(on: boolean): void;
+  setKeepAlive(on: boolean, idleMs?: number): void;
+}

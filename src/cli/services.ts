@@ -1,0 +1,176 @@
+/**
+ * The services `chimney serve` offers on Chimney sockets: echo (RFC 862), discard (RFC 863) and a
+ * small HTTP server (Node's own `http` over our TcpSockets).
+ */
+import { createHash } from 'node:crypto';
+import http from 'node:http';
+import { InvalidArgumentError } from '../core/errors.ts';
+import type { Host } from '../socket/host.ts';
+import type { TcpServer } from '../socket/tcp-server.ts';
+import type { TcpSocket } from '../socket/tcp-socket.ts';
+
+export const SERVICE_NAMES = ['echo', 'discard', 'http'] as const;
+export type ServiceName = (typeof SERVICE_NAMES)[number];
+
+const DEFAULT_PORTS: Record<ServiceName, number> = { echo: 7, discard: 9, http: 80 };
+
+export interface ServiceSpec {
+  name: ServiceName;
+  port: number;
+}
+
+/** `name` or `name:port`; throws InvalidArgumentError saying what is wrong. */
+export function parseService(v: string): ServiceSpec {
+  const m = /^([a-z]+)(?::(.*))?$/.exec(v.trim());
+  const name = m?.[1] as ServiceName | undefined;
+  if (!m || !name || !SERVICE_NAMES.includes(name)) {
+    throw new InvalidArgumentError(
+      `unknown service '${v}' (known: ${SERVICE_NAMES.join(', ')}; e.g. http:80)`,
+    );
+  }
+  if (m[2] === undefined) return { name, port: DEFAULT_PORTS[name] };
+  const port = Number(m[2]);
+  if (!/^\d+$/.test(m[2]) || !Number.isInteger(port) || port < 1 || port > 65535) {
+    throw new InvalidArgumentError(`service '${v}': port must be 1..65535`);
+  }
+  return { name, port };
+}
+
+export interface ServiceLog {
+  /** One line per connection event (suppressed by --quiet). */
+  info(line: string): void;
+  /** One line per error. */
+  error(line: string): void;
+}
+
+/** Byte i of a /bytes/N body is i mod 251 (a prime, so the pattern never lines up with powers of two). */
+const PATTERN_PERIOD = 251;
+/** Chunks are whole periods, so every chunk starts at pattern offset 0 and one block serves all. */
+const PATTERN_BLOCK = Buffer.alloc(PATTERN_PERIOD * 256, 0).map((_, i) => i % PATTERN_PERIOD);
+
+const INDEX = `chimney http service
+GET  /bytes/N   N bytes, byte i = i mod 251
+POST /sha256    hex SHA-256 of the request body
+`;
+
+function peer(s: TcpSocket): string {
+  return `${s.remoteAddress}:${s.remotePort}`;
+}
+
+/** Send `n` pattern bytes on `res`, waiting for 'drain' whenever the socket's buffer is full. */
+function streamPattern(res: http.ServerResponse, n: number): void {
+  let left = n;
+  const pump = (): void => {
+    while (left > 0) {
+      const k = Math.min(left, PATTERN_BLOCK.length);
+      left -= k;
+      const more = res.write(k === PATTERN_BLOCK.length ? PATTERN_BLOCK : PATTERN_BLOCK.subarray(0, k));
+      if (!more && left > 0) {
+        res.once('drain', pump);
+        return;
+      }
+    }
+    res.end();
+  };
+  res.on('close', () => {
+    left = 0;
+  });
+  pump();
+}
+
+function httpHandler(log: ServiceLog) {
+  return (req: http.IncomingMessage, res: http.ServerResponse): void => {
+    const url = req.url ?? '/';
+    const bytes = /^\/bytes\/(\d{1,16})$/.exec(url);
+    if (req.method === 'GET' && bytes) {
+      const n = Number(bytes[1]);
+      if (!Number.isSafeInteger(n)) {
+        res.writeHead(400, { 'content-type': 'text/plain' }).end('N too large\n');
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': n });
+      streamPattern(res, n);
+      return;
+    }
+    if (req.method === 'POST' && url === '/sha256') {
+      const h = createHash('sha256');
+      req.on('data', (d: Buffer) => h.update(d));
+      req.on('end', () => {
+        const hex = `${h.digest('hex')}\n`;
+        res.writeHead(200, { 'content-type': 'text/plain', 'content-length': hex.length }).end(hex);
+      });
+      req.on('error', (e) => log.error(`http: request body: ${e.message}`));
+      return;
+    }
+    if ((req.method === 'GET' || req.method === 'HEAD') && url === '/') {
+      res.writeHead(200, { 'content-type': 'text/plain', 'content-length': INDEX.length }).end(INDEX);
+      return;
+    }
+    res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
+  };
+}
+
+export interface RunningService {
+  spec: ServiceSpec;
+  server: TcpServer;
+  /** Stop listening and end (FIN) every connection of this service. */
+  close(): void;
+  /** Connections still open. */
+  readonly open: number;
+  /** Abort what is still open. */
+  destroyAll(): void;
+}
+
+/** Listen for `spec` on `host`. */
+export function startService(host: Host, spec: ServiceSpec, log: ServiceLog): RunningService {
+  const sockets = new Set<TcpSocket>();
+  const tag = `${spec.name}:${spec.port}`;
+  let httpServer: http.Server | null = null;
+  if (spec.name === 'http') {
+    httpServer = http.createServer(httpHandler(log));
+    httpServer.on('clientError', (e, sock) => {
+      log.error(`${tag}: client error: ${e.message}`);
+      sock.destroy();
+    });
+  }
+  const server = host.createServer((sock) => {
+    const who = peer(sock);
+    sockets.add(sock);
+    log.info(`${tag}: connection from ${who}`);
+    sock.on('error', (e) => log.error(`${tag}: ${who}: ${e.message}`));
+    sock.on('close', () => {
+      sockets.delete(sock);
+      log.info(`${tag}: ${who} closed (in ${sock.bytesRead} B, out ${sock.bytesWritten} B)`);
+    });
+    switch (spec.name) {
+      case 'echo':
+        // pipe() gives backpressure both ways: a peer that does not read stops us reading.
+        sock.pipe(sock);
+        break;
+      case 'discard':
+        sock.on('data', () => {});
+        sock.on('end', () => sock.end());
+        break;
+      case 'http':
+        httpServer!.emit('connection', sock);
+        break;
+    }
+  });
+  server.on('error', (e: Error) => log.error(`${tag}: ${e.message}`));
+  server.listen(spec.port);
+  return {
+    spec,
+    server,
+    close() {
+      server.close();
+      for (const s of sockets) s.end();
+    },
+    get open() {
+      return sockets.size;
+    },
+    destroyAll() {
+      for (const s of sockets) s.destroy();
+      sockets.clear();
+    },
+  };
+}

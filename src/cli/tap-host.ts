@@ -1,0 +1,182 @@
+/**
+ * A Chimney host on a real Linux TAP device: wall-clock time, cryptographic randomness, one stack
+ * interface on the TAP, an optional capture. The CLI's `serve` and `get` build on it.
+ */
+import { RealClock } from '../core/clock.ts';
+import { InvalidArgumentError } from '../core/errors.ts';
+import { CryptoRandom } from '../core/random.ts';
+import type { Link, LinkGsoOptions, LinkOffloads, RxOffloadInfo } from '../link/link.ts';
+import { PcapWriter } from '../link/pcap.ts';
+import { TapLink } from '../link/tap-link.ts';
+import { Host } from '../socket/host.ts';
+import { Stack } from '../stack/stack.ts';
+import type { TcpCached } from '../state/tcp-state.ts';
+import { formatMac, parseCidr, parseIpv4, parseMac } from '../wire/addr.ts';
+
+export interface TapHostOptions {
+  /** TAP device name; opened if it exists, else created (and removed again on close). */
+  tap: string;
+  /** Our address with its prefix, e.g. 10.9.0.10/24. */
+  ip: string;
+  /** Default gateway (on the subnet of `ip`). */
+  gw?: string;
+  /** Our MAC; by default a locally administered one derived from the address. */
+  mac?: string;
+  /** Device MTU to set (default: keep the device's). */
+  mtu?: number;
+  /** Write every frame to this pcap file. */
+  pcap?: string;
+  /** Use segmentation and checksum offload when the kernel grants it (default true). */
+  offload?: boolean;
+  /** Defaults for TCP connections (buffer sizes, ...). */
+  tcp?: Partial<TcpCached>;
+}
+
+export interface TapHost {
+  readonly host: Host;
+  readonly stack: Stack;
+  readonly tap: TapLink;
+  /** Flush and close the capture, stop the stack, close the TAP (removing it if we created it). */
+  close(): void;
+}
+
+/** Large buffers by default: a real link has a real bandwidth-delay product. */
+const TAP_TCP_DEFAULTS: Partial<TcpCached> = { sndBufSize: 4 << 20, rcvBufSize: 4 << 20 };
+
+/** A locally administered unicast MAC, 02:00 followed by the IPv4 address. */
+export function macForIp(ip: number): string {
+  return formatMac(0x020000000000 + ip);
+}
+
+/** Check the options that need no system call; throws InvalidArgumentError naming the flag. */
+export function checkTapHostOptions(o: TapHostOptions): void {
+  const bad = (flag: string, why: string): never => {
+    throw new InvalidArgumentError(`${flag}: ${why}`);
+  };
+  if (!/^[A-Za-z0-9_.-]{1,15}$/.test(o.tap)) bad('--tap', `'${o.tap}' is not a device name (1..15 chars)`);
+  let cidr: { ip: number; mask: number; prefixLength: number } | undefined;
+  try {
+    cidr = parseCidr(o.ip);
+  } catch (e) {
+    bad('--ip', `'${o.ip}' is not an address/prefix (${(e as Error).message})`);
+  }
+  if (!o.ip.includes('/') || cidr!.prefixLength === 0) bad('--ip', `'${o.ip}' needs a prefix, e.g. /24`);
+  if (o.gw !== undefined) {
+    let gw = 0;
+    try {
+      gw = parseIpv4(o.gw);
+    } catch {
+      bad('--gw', `'${o.gw}' is not an IPv4 address`);
+    }
+    if ((gw & cidr!.mask) >>> 0 !== (cidr!.ip & cidr!.mask) >>> 0) {
+      bad('--gw', `${o.gw} is not on the subnet of ${o.ip}`);
+    }
+  }
+  if (o.mac !== undefined) {
+    try {
+      parseMac(o.mac);
+    } catch {
+      bad('--mac', `'${o.mac}' is not a MAC address (aa:bb:cc:dd:ee:ff)`);
+    }
+  }
+  if (o.mtu !== undefined && (!Number.isInteger(o.mtu) || o.mtu < 576 || o.mtu > 65521)) {
+    bad('--mtu', `${o.mtu} is outside 576..65521`);
+  }
+}
+
+/**
+ * Open the TAP and build a host on it. Throws InvalidArgumentError for bad options and LinkError
+ * when the TAP cannot be opened; nothing stays open after a throw.
+ */
+export function createTapHost(o: TapHostOptions): TapHost {
+  checkTapHostOptions(o);
+  const clock = new RealClock();
+  // `offload: false` only stops us asking the link for offloads on send; what the kernel hands us
+  // (coalesced segments, partial checksums) the stack takes either way.
+  const tap = TapLink.open({ name: o.tap, mtu: o.mtu, clock });
+  let writer: PcapWriter | null = null;
+  let stack: Stack | null = null;
+  try {
+    let link: Link = tap;
+    if (o.pcap !== undefined) {
+      writer = new PcapWriter(o.pcap, { clock, epochMs: Date.now() - clock.now() });
+      link = new CaptureLink(tap, writer);
+    }
+    stack = new Stack({
+      clock,
+      random: new CryptoRandom(),
+      name: 'chimney',
+      tcp: { ...TAP_TCP_DEFAULTS, ...o.tcp },
+    });
+    const ip = parseCidr(o.ip).ip;
+    stack.addInterface(link, { mac: o.mac ?? macForIp(ip), ip: o.ip, offload: o.offload ?? true });
+    if (o.gw !== undefined) stack.setDefaultGateway(o.gw);
+  } catch (e) {
+    stack?.close();
+    writer?.close();
+    tap.close();
+    throw e;
+  }
+  const s = stack;
+  const w = writer;
+  let closed = false;
+  return {
+    host: new Host(s),
+    stack: s,
+    tap,
+    close() {
+      if (closed) return;
+      closed = true;
+      s.close();
+      w?.close();
+      tap.close();
+    },
+  };
+}
+
+/**
+ * Records every frame into a pcap file while keeping the TAP's offloads visible to the stack
+ * (`capture()` from src/link/pcap.ts hides them). Super-segments are recorded as the one large
+ * frame the stack saw, and partial checksums as they were: a capture shows Chimney's view.
+ */
+class CaptureLink implements Link {
+  constructor(
+    private readonly inner: TapLink,
+    private readonly writer: PcapWriter,
+  ) {}
+  get name(): string {
+    return this.inner.name;
+  }
+  get mtu(): number {
+    return this.inner.mtu;
+  }
+  get carrier(): boolean {
+    return this.inner.carrier;
+  }
+  get offloads(): LinkOffloads {
+    return this.inner.offloads;
+  }
+  send(frame: Uint8Array): boolean {
+    const ok = this.inner.send(frame);
+    if (ok && !this.writer.closed) this.writer.writeFrame(frame);
+    return ok;
+  }
+  sendGso(frame: Uint8Array, opts: LinkGsoOptions): boolean {
+    const ok = this.inner.sendGso(frame, opts);
+    if (ok && !this.writer.closed) this.writer.writeFrame(frame);
+    return ok;
+  }
+  onFrame(handler: (frame: Uint8Array, info?: RxOffloadInfo) => void): void {
+    const w = this.writer;
+    this.inner.onFrame((frame, info) => {
+      if (!w.closed) w.writeFrame(frame);
+      handler(frame, info);
+    });
+  }
+  onCarrier(handler: (up: boolean) => void): void {
+    this.inner.onCarrier(handler);
+  }
+  close(): void {
+    this.inner.close();
+  }
+}

@@ -1,0 +1,329 @@
+import { EventEmitter } from 'node:events';
+import type { Clock } from '../core/clock.ts';
+import type { Counters } from '../core/counters.ts';
+import { InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
+import type { Random } from '../core/random.ts';
+import type { Link } from '../link/link.ts';
+import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
+import type { ByteRing } from '../state/byte-ring.ts';
+import type { TcpCached, TcpState } from '../state/tcp-state.ts';
+import { emptyHardState, type HardState } from './hard-state.ts';
+import {
+  type ConnKey,
+  connKeyId,
+  type InitiateOptions,
+  type InitiateResult,
+  type InvalidateTarget,
+  type Nic,
+  type NicIndication,
+  type NicIndications,
+  type OffloadUpdate,
+  type QueryResult,
+} from './nic.ts';
+import { NicEngine } from './nic-engine.ts';
+
+export interface LocalNicOptions {
+  id: string;
+  /** The link this NIC owns (a switch port in the simulator). */
+  link: Link;
+  clock: Clock;
+  random: Random;
+  capacity?: number;
+  counters?: Counters;
+  reachabilityIntervalMs?: number;
+}
+
+/**
+ * What a LocalNic leaves of one connection when it dies (or hands back a transfer the host cannot
+ * read): the hard-state record and the buffers, as a WorkerNic leaves them in shared memory
+ * (design section 6), plus the cached settings, which the host owns anyway.
+ */
+export interface LocalSalvage {
+  key: ConnKey;
+  hard: HardState;
+  sendRing: ByteRing;
+  recvRing: ByteRing;
+  cached: TcpCached;
+  user: TcpUser | null;
+}
+
+/** Fault injection for tests of the failover layer. */
+export interface LocalNicFaults {
+  /** The next terminate returns a damaged transfer (its connections' hard state stays salvageable). */
+  corruptTerminate?: boolean;
+}
+
+/** The hard-state record of one connection (what a WorkerNic keeps under its seqlock). */
+export function hardStateOf(s: TcpState, out: HardState = emptyHardState()): HardState {
+  const d = s.delegated;
+  const c = s.const;
+  out.version++;
+  out.state = d.state;
+  out.sndUna = d.sndUna;
+  out.sndNxt = d.sndNxt;
+  out.sndMax = d.sndMax;
+  out.rcvNxt = d.rcvNxt;
+  out.rcvAdv = d.rcvAdv;
+  out.tsRecent = d.tsRecent;
+  out.iss = d.iss;
+  out.irs = d.irs;
+  out.sndWnd = d.sndWnd;
+  out.maxSndWnd = d.maxSndWnd;
+  out.sndWl1 = d.sndWl1;
+  out.sndWl2 = d.sndWl2;
+  out.finQueued = d.finQueued;
+  out.finSent = d.finSent;
+  out.finReceived = d.finReceived;
+  out.readClosed = d.readClosed;
+  // Thread-local rings: the record is taken at the instant of death, so there is nothing to catch up.
+  out.sendReadPos = 0;
+  out.recvWritePos = 0;
+  out.localIp = c.localIp;
+  out.localPort = c.localPort;
+  out.remoteIp = c.remoteIp;
+  out.remotePort = c.remotePort;
+  out.tsEnabled = c.tsEnabled;
+  out.sackEnabled = c.sackEnabled;
+  out.wsEnabled = c.wsEnabled;
+  out.sndWscale = c.sndWscale;
+  out.rcvWscale = c.rcvWscale;
+  out.remoteMss = c.remoteMss;
+  out.localMss = c.localMss;
+  return out;
+}
+
+/**
+ * The host stack's side of a NIC's link: frames it sends go out through the NIC, and the NIC
+ * hands it every received frame that is not for an offloaded connection.
+ */
+class HostLink implements Link {
+  handler: ((frame: Uint8Array) => void) | null = null;
+  carrierHandler: ((up: boolean) => void) | null = null;
+  constructor(
+    private readonly nic: LocalNic,
+    readonly name: string,
+  ) {}
+  get mtu(): number {
+    return this.nic.engine.link.mtu;
+  }
+  get carrier(): boolean {
+    return this.nic.engine.link.carrier;
+  }
+  send(frame: Uint8Array): boolean {
+    return this.nic.engine.sendFromHost(frame);
+  }
+  onFrame(handler: (frame: Uint8Array) => void): void {
+    if (typeof handler !== 'function') throw new InvalidArgumentError('onFrame needs a function');
+    this.handler = handler;
+  }
+  onCarrier(handler: (up: boolean) => void): void {
+    if (typeof handler !== 'function') throw new InvalidArgumentError('onCarrier needs a function');
+    this.carrierHandler = handler;
+  }
+  close(): void {
+    this.handler = null;
+    this.carrierHandler = null;
+  }
+}
+
+/**
+ * An offload target in the caller's thread: a NicEngine behind the asynchronous Nic interface.
+ * Every verb runs in a deferred call on the injected clock, so callers see the same ordering as
+ * with a NIC on another thread, and simulations stay on virtual time. Frames between the NIC and
+ * the host are handed over synchronously (zero copy): the link already delivers them from its
+ * own turn, never inside a host call.
+ */
+export class LocalNic extends EventEmitter implements Nic {
+  readonly id: string;
+  readonly engine: NicEngine;
+  readonly hostLink: Link;
+  private readonly clock: Clock;
+  private readonly host: HostLink;
+  private closed = false;
+  private deadCause: string | null = null;
+  /** What died with the NIC, or went into a transfer it damaged, until the host salvages it. */
+  private readonly leftovers = new Map<string, LocalSalvage>();
+  /** Fault injection (tests). */
+  readonly faults: LocalNicFaults = {};
+
+  constructor(opts: LocalNicOptions) {
+    super();
+    if (!opts || typeof opts.id !== 'string') throw new InvalidArgumentError('LocalNic needs an id');
+    this.id = opts.id;
+    this.clock = opts.clock;
+    this.host = new HostLink(this, `${opts.id}.host`);
+    this.hostLink = this.host;
+    this.engine = new NicEngine({
+      id: opts.id,
+      link: opts.link,
+      clock: opts.clock,
+      random: opts.random,
+      counters: opts.counters,
+      capacity: opts.capacity,
+      reachabilityIntervalMs: opts.reachabilityIntervalMs,
+      toHost: (frame) => {
+        const h = this.host.handler;
+        if (h) h(frame);
+        else this.engine.counters.inc('drop.nic.no-host');
+      },
+      hostCarrier: (up) => this.host.carrierHandler?.(up),
+      indicate: (event, ...args) => {
+        this.emit(event, ...args);
+      },
+    });
+  }
+
+  get capacity(): number {
+    return this.engine.capacity;
+  }
+  get load(): number {
+    return this.engine.load;
+  }
+  get linkUp(): boolean {
+    return this.engine.linkUp;
+  }
+  get counters(): Counters {
+    return this.engine.counters;
+  }
+
+  /** Why the NIC died, or null while it lives. */
+  get dead(): string | null {
+    return this.deadCause;
+  }
+
+  initiate(batch: Uint8Array, opts?: InitiateOptions): Promise<InitiateResult> {
+    return this.later(() => this.engine.initiate(batch, opts));
+  }
+  terminate(keys: ConnKey[] | 'all'): Promise<Uint8Array> {
+    return this.later(() => {
+      if (this.faults.corruptTerminate === true) {
+        this.faults.corruptTerminate = false;
+        return this.damagedTerminate(keys);
+      }
+      return this.engine.terminate(keys);
+    });
+  }
+  update(u: OffloadUpdate): Promise<void> {
+    return this.later(() => this.engine.update(u));
+  }
+  invalidate(target: InvalidateTarget): Promise<void> {
+    return this.later(() => this.engine.invalidate(target));
+  }
+  query(keys?: ConnKey[]): Promise<QueryResult[]> {
+    return this.later(() => this.engine.query(keys));
+  }
+  takeQueued(keys: ConnKey[]): Promise<Uint8Array[]> {
+    return this.later(() => this.engine.takeQueued(keys));
+  }
+  dropFrozen(keys: ConnKey[]): Promise<void> {
+    return this.later(() => this.engine.dropFrozen(keys));
+  }
+
+  inject(packets: readonly Uint8Array[]): void {
+    if (this.closed) return;
+    this.clock.defer(() => this.engine.inject(packets));
+  }
+
+  attach(key: ConnKey, user: TcpUser | null): ConnectionHandle | null {
+    const conn = this.engine.connection(key);
+    if (!conn) return null;
+    conn.user = user;
+    return conn;
+  }
+
+  override on<E extends NicIndication>(event: E, handler: NicIndications[E]): this {
+    return super.on(event, handler as (...args: unknown[]) => void);
+  }
+  override off<E extends NicIndication>(event: E, handler: NicIndications[E]): this {
+    return super.off(event, handler as (...args: unknown[]) => void);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.engine.close();
+    this.host.close();
+  }
+
+  /**
+   * Simulate the NIC dying: its connections stop where they stand, without a RST or a 'closed'
+   * indication (a dead NIC says nothing), and all soft state (congestion window, RTT estimates,
+   * out-of-order data, SACK scoreboard) is lost. The hard-state record and buffers stay for
+   * `salvage()`, as a WorkerNic's shared memory outlives its thread. Emits 'dead' (cause string).
+   */
+  crash(cause = 'crashed'): void {
+    if (this.closed) return;
+    const tcp = this.engine.tcp;
+    for (const conn of [...tcp.connections()]) {
+      const s = tcp.release(conn);
+      this.keep(s, conn.user);
+    }
+    this.deadCause = cause;
+    this.closed = true;
+    this.engine.close();
+    this.host.close();
+    this.emit('dead', cause);
+  }
+
+  /**
+   * Take what is left of connections this NIC can no longer run (after `crash`, or a damaged
+   * terminate): all of them, or those named. Each is handed out once.
+   */
+  salvage(keys?: readonly ConnKey[]): LocalSalvage[] {
+    const out: LocalSalvage[] = [];
+    if (keys === undefined) {
+      out.push(...this.leftovers.values());
+      this.leftovers.clear();
+      return out;
+    }
+    for (const k of keys) {
+      const id = connKeyId(k);
+      const l = this.leftovers.get(id);
+      if (l === undefined) continue;
+      this.leftovers.delete(id);
+      out.push(l);
+    }
+    return out;
+  }
+
+  private keep(s: TcpState, user: TcpUser | null): void {
+    const c = s.const;
+    const key: ConnKey = { localIp: c.localIp, localPort: c.localPort, remoteIp: c.remoteIp, remotePort: c.remotePort };
+    this.leftovers.set(connKeyId(key), {
+      key,
+      hard: hardStateOf(s),
+      sendRing: s.delegated.sendBuffer,
+      recvRing: s.delegated.recvBuffer,
+      cached: { ...s.cached },
+      user,
+    });
+  }
+
+  /** A terminate whose output is garbage, while the connections' hard state survives. */
+  private damagedTerminate(keys: ConnKey[] | 'all'): Uint8Array {
+    const tcp = this.engine.tcp;
+    const list = keys === 'all' ? [...tcp.connections()] : keys.map((k) => this.engine.connection(k));
+    for (const conn of list) {
+      if (conn === undefined) continue;
+      const user = conn.user;
+      this.keep(tcp.release(conn), user);
+    }
+    this.engine.counters.inc('nic.fault.corrupt-terminate');
+    const out = new Uint8Array(64);
+    out.fill(0xa5);
+    return out;
+  }
+
+  private later<T>(fn: () => T): Promise<T> {
+    if (this.closed) return Promise.reject(new InvalidStateError(`NIC ${this.id} is closed`));
+    return new Promise<T>((resolve, reject) => {
+      this.clock.defer(() => {
+        try {
+          resolve(fn());
+        } catch (e) {
+          reject(e);
+        }
+      });
+    });
+  }
+}

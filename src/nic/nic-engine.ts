@@ -1,0 +1,715 @@
+import type { Clock, Timer } from '../core/clock.ts';
+import { Counters } from '../core/counters.ts';
+import { InvalidArgumentError, StateValidationError } from '../core/errors.ts';
+import type { Random } from '../core/random.ts';
+import type { Link } from '../link/link.ts';
+import type { IpInfo, IpSender } from '../stack/ip-sender.ts';
+import { armKeepalive, deliverEvents, type TcpConnection, terminate } from '../stack/tcp/tcp-connection.ts';
+import { TcpLayer } from '../stack/tcp/tcp-layer.ts';
+import { tcpOutput } from '../stack/tcp/tcp-output.ts';
+import { scheduleTimer } from '../stack/tcp/tcp-timers.ts';
+import type { TcpHostEnv } from '../stack/tcp/tcp-types.ts';
+import { createNeighborState, type NeighborState } from '../state/neighbor-state.ts';
+import { buildTrees } from '../state/offload-tree.ts';
+import type { PathState } from '../state/path-state.ts';
+import { decodeBatch, encodeBatch } from '../state/state-codec.ts';
+import type { TcpState } from '../state/tcp-state.ts';
+import { TcpStateId } from '../state/tcp-state.ts';
+import { isOffloadable, validateTcpState } from '../state/validate.ts';
+import { readU16, readU32, writeMac, writeU16 } from '../wire/addr.ts';
+import { createIpv4Header, decodeIpv4, encodeIpv4, IpProto } from '../wire/ipv4.ts';
+import {
+  type ConnKey,
+  connKeyId,
+  type InitiateConnResult,
+  type InitiateOptions,
+  type InitiateResult,
+  type InvalidateTarget,
+  type NicIndication,
+  type NicIndications,
+  type OffloadUpdate,
+  type QueryResult,
+  type TcpUpdateScope,
+} from './nic.ts';
+
+/** How the engine reports an indication to whoever hosts it (an EventEmitter, a MessagePort, ...). */
+export type IndicationSink = <E extends NicIndication>(
+  event: E,
+  ...args: Parameters<NicIndications[E]>
+) => void;
+
+export interface NicEngineOptions {
+  id: string;
+  /** The NIC's own link; the engine installs its receive and carrier handlers. */
+  link: Link;
+  clock: Clock;
+  random: Random;
+  counters?: Counters;
+  /** Connections it accepts at once (default 100000). */
+  capacity?: number;
+  /** Every received frame that is not for an offloaded connection (borrowed: copy to keep). */
+  toHost: (frame: Uint8Array) => void;
+  /** Carrier changes of the link, for the host's view of it. */
+  hostCarrier?: (up: boolean) => void;
+  indicate: IndicationSink;
+  /** Report each neighbor's reachability this often (ms); 0 (default) never. */
+  reachabilityIntervalMs?: number;
+}
+
+interface NeighborSlot {
+  state: NeighborState;
+  /** Paths pointing at it. */
+  refs: number;
+}
+
+interface PathSlot {
+  state: PathState;
+  /** Connections using it. */
+  refs: number;
+}
+
+const ETH_VLAN = 0x8100;
+const ETH_IPV4 = 0x0800;
+/** Room for the largest IP packet behind a tagged Ethernet header. */
+const TX_BUF_SIZE = 18 + 65535;
+const DEFAULT_CAPACITY = 100_000;
+
+function pathKey(localIp: number, remoteIp: number): number {
+  return (localIp >>> 0) * 4294967296 + (remoteIp >>> 0);
+}
+
+function keyOf(s: TcpState): ConnKey {
+  const c = s.const;
+  return { localIp: c.localIp, localPort: c.localPort, remoteIp: c.remoteIp, remotePort: c.remotePort };
+}
+
+/**
+ * Sends TCP segments straight onto the NIC's link, with headers from the offloaded path and
+ * neighbor objects. There is no ARP here: a neighbor whose MAC is unknown (-1) is not sent to.
+ */
+class NicIpSender implements IpSender {
+  readonly txBuf = new Uint8Array(TX_BUF_SIZE);
+  private readonly hdr = createIpv4Header();
+  private ipId = 0;
+  constructor(
+    private readonly link: Link,
+    private readonly counters: Counters,
+  ) {}
+
+  begin(path: PathState): number {
+    return (path.neighbor.const.vlanId >= 0 ? 18 : 14) + 20;
+  }
+
+  commit(path: PathState, protocol: number, l4Len: number, df: boolean, ttl?: number, tos?: number): boolean {
+    const c = this.counters;
+    const nb = path.neighbor;
+    if (nb.cached.dstMac < 0) {
+      c.inc('tx.drop.nic.no-neighbor');
+      return false;
+    }
+    const total = 20 + l4Len;
+    if (total > path.cached.mtu || total > this.link.mtu) {
+      c.inc('tx.drop.nic.too-big');
+      return false;
+    }
+    const buf = this.txBuf;
+    writeMac(buf, 0, nb.cached.dstMac);
+    writeMac(buf, 6, nb.const.srcMac);
+    let ethLen = 14;
+    if (nb.const.vlanId >= 0) {
+      writeU16(buf, 12, ETH_VLAN);
+      writeU16(buf, 14, nb.const.vlanId & 0x0fff);
+      writeU16(buf, 16, ETH_IPV4);
+      ethLen = 18;
+    } else {
+      writeU16(buf, 12, ETH_IPV4);
+    }
+    const h = this.hdr;
+    h.tos = tos ?? path.cached.tos;
+    h.totalLength = total;
+    h.id = this.ipId = (this.ipId + 1) & 0xffff;
+    h.df = df;
+    h.mf = false;
+    h.fragOffset = 0;
+    h.ttl = ttl ?? path.cached.ttl;
+    h.protocol = protocol;
+    h.src = path.const.localIp;
+    h.dst = path.const.remoteIp;
+    encodeIpv4(h, buf, ethLen);
+    if (!this.link.send(buf.subarray(0, ethLen + total))) {
+      c.inc('tx.drop.nic.link');
+      return false;
+    }
+    c.inc('tx.nic.frames');
+    return true;
+  }
+}
+
+/**
+ * The thread-agnostic core of an offload target: it owns a link, runs offloaded connections with
+ * its own TcpLayer, demultiplexes received frames (its connections' segments to that layer,
+ * everything else up to the host), keeps the installed neighbor and path objects shared by those
+ * connections, and answers the offload verbs synchronously. LocalNic runs it in the caller's
+ * thread; WorkerNic runs it inside a worker. It uses no worker or port API itself.
+ */
+export class NicEngine {
+  readonly id: string;
+  readonly tcp: TcpLayer;
+  readonly counters: Counters;
+  readonly capacity: number;
+  readonly link: Link;
+  private readonly clock: Clock;
+  private readonly indicate: IndicationSink;
+  private readonly toHost: (frame: Uint8Array) => void;
+  private readonly neighbors = new Map<number, NeighborSlot>();
+  private readonly paths = new Map<number, PathSlot>();
+  /** Connections invalidated: released (frozen) and waiting for terminate. */
+  private readonly parked = new Map<string, TcpState>();
+  private readonly ipHdr = createIpv4Header();
+  private readonly rxInfo: IpInfo = { src: 0, dst: 0, ttl: 0, tos: 0, ifIndex: 0 };
+  private readonly reachTimer: Timer | null;
+  private readonly reachIntervalMs: number;
+  private closed = false;
+
+  constructor(opts: NicEngineOptions) {
+    if (!opts?.link || !opts.clock || !opts.random) {
+      throw new InvalidArgumentError('NicEngine needs a link, a clock and a random source');
+    }
+    const capacity = opts.capacity ?? DEFAULT_CAPACITY;
+    if (!Number.isInteger(capacity) || capacity < 0) {
+      throw new InvalidArgumentError(`NIC capacity must be a non-negative integer, got ${capacity}`);
+    }
+    this.id = opts.id;
+    this.link = opts.link;
+    this.clock = opts.clock;
+    this.capacity = capacity;
+    this.counters = opts.counters ?? new Counters();
+    this.indicate = opts.indicate;
+    this.toHost = opts.toHost;
+    const env: TcpHostEnv = {
+      clock: opts.clock,
+      random: opts.random,
+      counters: this.counters,
+      ip: new NicIpSender(opts.link, this.counters),
+      pathTo: (remoteIp, localIp) => this.findPath(remoteIp, localIp),
+      isLocal: () => false,
+    };
+    this.tcp = new TcpLayer(env);
+    this.tcp.onClosed = (conn) => this.connClosed(conn);
+    const hostCarrier = opts.hostCarrier;
+    this.link.onFrame((frame) => this.onFrame(frame));
+    this.link.onCarrier((up) => {
+      hostCarrier?.(up);
+      this.indicate('link', up);
+    });
+    this.reachIntervalMs = opts.reachabilityIntervalMs ?? 0;
+    if (this.reachIntervalMs > 0) {
+      this.reachTimer = opts.clock.createTimer(() => this.reportReachability()).unref();
+      this.reachTimer.arm(this.reachIntervalMs);
+    } else {
+      this.reachTimer = null;
+    }
+  }
+
+  /** Connections installed (parked ones included: they still hold their slot). */
+  get load(): number {
+    return this.tcp.size + this.parked.size;
+  }
+
+  get linkUp(): boolean {
+    return this.link.carrier;
+  }
+
+  /** A frame from the host stack, to go out on the link. */
+  sendFromHost(frame: Uint8Array): boolean {
+    if (this.closed) return false;
+    this.counters.inc('tx.nic.host-frames');
+    return this.link.send(frame);
+  }
+
+  connection(key: ConnKey): TcpConnection | undefined {
+    return this.tcp.lookup(key.localIp, key.localPort, key.remoteIp, key.remotePort);
+  }
+
+  // ---- the verbs -------------------------------------------------------------------------------
+
+  initiate(batch: Uint8Array, opts: InitiateOptions = {}): InitiateResult {
+    const prod = opts?.prod === true;
+    const now = this.clock.now();
+    let trees: ReturnType<typeof decodeBatch>;
+    try {
+      trees = decodeBatch(batch, now);
+    } catch (e) {
+      this.counters.inc('nic.initiate.refused');
+      const reason = e instanceof StateValidationError ? e.message : String(e);
+      return { status: 'failure', reason, conns: [] };
+    }
+    if (this.closed || !this.link.carrier) {
+      const reason = this.closed ? 'NIC closed' : 'link down';
+      const conns: InitiateConnResult[] = [];
+      for (const t of trees)
+        for (const p of t.paths)
+          for (const s of p.conns) conns.push({ key: keyOf(s), status: 'failure', reason });
+      return { status: 'failure', reason, conns };
+    }
+    const conns: InitiateConnResult[] = [];
+    let ok = 0;
+    let room = this.capacity - this.load;
+    for (const t of trees) {
+      const nb = this.installNeighbor(t.neighbor);
+      for (const node of t.paths) {
+        const path = this.installPath(node.path, nb);
+        for (const s of node.conns) {
+          const key = keyOf(s);
+          if (room <= 0) {
+            conns.push({ key, status: 'no-resources', reason: `capacity ${this.capacity} reached` });
+            continue;
+          }
+          if (this.connection(key) !== undefined || this.parked.has(connKeyId(key))) {
+            conns.push({ key, status: 'failure', reason: 'already offloaded here' });
+            continue;
+          }
+          s.path = path.state;
+          path.refs++;
+          this.tcp.adopt(s, null, { prod });
+          room--;
+          ok++;
+          conns.push({ key, status: 'success' });
+          // Segments held here from an earlier terminate of this connection (a transfer that
+          // came back) belong to it again.
+          if (this.tcp.isFrozen(key.localIp, key.localPort, key.remoteIp, key.remotePort)) {
+            for (const p of this.tcp.takeQueued(key.localIp, key.localPort, key.remoteIp, key.remotePort))
+              this.tcp.inputPacket(p);
+            this.tcp.dropFrozen(key.localIp, key.localPort, key.remoteIp, key.remotePort);
+          }
+        }
+        if (path.refs === 0) this.unrefPath(path, false);
+      }
+    }
+    this.counters.inc('nic.initiate.conns', ok);
+    const total = conns.length;
+    const status =
+      ok === total
+        ? 'success'
+        : ok > 0
+          ? 'partial'
+          : conns.some((c) => c.status === 'failure')
+            ? 'failure'
+            : 'no-resources';
+    return { status, conns };
+  }
+
+  terminate(keys: readonly ConnKey[] | 'all'): Uint8Array {
+    const now = this.clock.now();
+    const states: TcpState[] = [];
+    const list: ConnKey[] = keys === 'all' ? this.allKeys() : [...keys];
+    for (const key of list) {
+      const id = connKeyId(key);
+      const parked = this.parked.get(id);
+      let s: TcpState;
+      if (parked !== undefined) {
+        this.parked.delete(id);
+        s = parked;
+      } else {
+        const conn = this.connection(key);
+        if (conn === undefined) continue;
+        if (!isOffloadable(conn.state)) {
+          // TIME_WAIT has nothing left to hand over; it ends here (the host hears 'closed').
+          this.counters.inc('nic.terminate.time-wait-dropped');
+          terminate(conn, null, true);
+          deliverEvents(conn);
+          continue;
+        }
+        s = this.tcp.release(conn);
+      }
+      try {
+        validateTcpState(s);
+      } catch {
+        // Corrupt here: NDIS has the target fail it and abort; the host cannot run it either.
+        this.counters.inc('nic.terminate.invalid');
+        this.dropState(s);
+        this.indicate('abort', key);
+        continue;
+      }
+      states.push(s);
+    }
+    const trees = buildTrees(states);
+    const out = encodeBatch(trees, now, { skipValidation: true });
+    for (const s of states) this.dropState(s);
+    this.counters.inc('nic.terminate.conns', states.length);
+    return out;
+  }
+
+  update(u: OffloadUpdate): void {
+    if (!u || typeof u !== 'object') throw new InvalidArgumentError('update needs an object');
+    switch (u.kind) {
+      case 'neighbor': {
+        const slot = this.neighbors.get(u.neighborIp >>> 0);
+        if (!slot) return;
+        slot.state.cached.dstMac = u.dstMac;
+        if (u.dstMac >= 0) slot.state.cached.hostReachableAt = this.clock.now();
+        this.counters.inc('nic.update.neighbor');
+        return;
+      }
+      case 'path': {
+        for (const slot of this.paths.values()) {
+          const p = slot.state;
+          if (p.const.remoteIp !== u.remoteIp >>> 0) continue;
+          if (u.localIp !== undefined && p.const.localIp !== u.localIp >>> 0) continue;
+          const lowered = u.mtu !== undefined && u.mtu < p.cached.mtu;
+          if (u.mtu !== undefined) p.cached.mtu = u.mtu;
+          if (u.ttl !== undefined) p.cached.ttl = u.ttl;
+          if (u.tos !== undefined) p.cached.tos = u.tos;
+          if (u.neighbor !== undefined) this.repoint(slot, u.neighbor);
+          this.counters.inc('nic.update.path');
+          if (lowered || u.neighbor !== undefined) this.resendOnPath(p);
+        }
+        return;
+      }
+      case 'tcp': {
+        const s = u.settings;
+        for (const conn of this.scope(u.scope)) {
+          const k = conn.state.cached;
+          if (s.keepIdleMs !== undefined) k.keepIdleMs = s.keepIdleMs;
+          if (s.keepIntvlMs !== undefined) k.keepIntvlMs = s.keepIntvlMs;
+          if (s.keepCount !== undefined) k.keepCount = s.keepCount;
+          if (s.maxRetransmits !== undefined) k.maxRetransmits = s.maxRetransmits;
+          if (s.ttl !== undefined) k.ttl = s.ttl;
+          if (s.tos !== undefined) k.tos = s.tos;
+          if (s.keepAlive !== undefined || s.keepIdleMs !== undefined) {
+            if (s.keepAlive !== undefined) k.keepAlive = s.keepAlive;
+            armKeepalive(conn);
+            scheduleTimer(conn);
+          }
+          if (s.noDelay !== undefined) conn.setNoDelay(s.noDelay);
+          this.counters.inc('nic.update.tcp');
+        }
+        return;
+      }
+      default:
+        throw new InvalidArgumentError(`unknown update kind ${(u as { kind: unknown }).kind}`);
+    }
+  }
+
+  invalidate(target: InvalidateTarget): void {
+    const keys: ConnKey[] = [];
+    let conns: TcpConnection[];
+    if ('neighborIp' in target) {
+      conns = this.scope({ neighborIp: target.neighborIp });
+    } else {
+      conns = [];
+      for (const k of target.keys) {
+        const c = this.connection(k);
+        if (c) conns.push(c);
+      }
+    }
+    for (const conn of conns) {
+      if (!isOffloadable(conn.state)) continue;
+      const key = keyOf(conn.state);
+      // Stopped where it stands: no output, segments held, state kept for terminate.
+      this.parked.set(connKeyId(key), this.tcp.release(conn));
+      keys.push(key);
+    }
+    this.counters.inc('nic.invalidated', keys.length);
+    if (keys.length > 0) this.indicate('upload-requested', keys, 'invalid-state');
+  }
+
+  query(keys?: readonly ConnKey[]): QueryResult[] {
+    const out: QueryResult[] = [];
+    const conns: TcpConnection[] = [];
+    if (keys === undefined) conns.push(...this.tcp.connections());
+    else
+      for (const k of keys) {
+        const c = this.connection(k);
+        if (c) conns.push(c);
+      }
+    for (const conn of conns) {
+      const s = conn.state;
+      const d = s.delegated;
+      out.push({
+        key: keyOf(s),
+        state: d.state,
+        sndUna: d.sndUna,
+        sndNxt: d.sndNxt,
+        sndMax: d.sndMax,
+        rcvNxt: d.rcvNxt,
+        sndWnd: d.sndWnd,
+        cwnd: d.cwnd,
+        srtt: d.srtt,
+        sendQueued: d.sendBuffer.length,
+        recvQueued: d.recvBuffer.length,
+        mtu: s.path.cached.mtu,
+        dstMac: s.path.neighbor.cached.dstMac,
+        bytesIn: conn.stats.bytesIn,
+        bytesOut: conn.stats.bytesOut,
+      });
+    }
+    return out;
+  }
+
+  takeQueued(keys: readonly ConnKey[]): Uint8Array[] {
+    const out: Uint8Array[] = [];
+    for (const k of keys) out.push(...this.tcp.takeQueued(k.localIp, k.localPort, k.remoteIp, k.remotePort));
+    return out;
+  }
+
+  dropFrozen(keys: readonly ConnKey[]): void {
+    for (const k of keys) this.tcp.dropFrozen(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+  }
+
+  /** IPv4 packets for connections run here, forwarded by another owner. */
+  inject(packets: readonly Uint8Array[]): void {
+    const h = this.ipHdr;
+    for (const p of packets) {
+      if (decodeIpv4(p, 0, p.length, h, false) !== null || h.protocol !== IpProto.TCP) {
+        this.counters.inc('drop.nic.bad-injected');
+        continue;
+      }
+      const l4 = h.headerLength;
+      if (h.totalLength < l4 + 4) {
+        this.counters.inc('drop.nic.bad-injected');
+        continue;
+      }
+      const sport = readU16(p, l4);
+      const dport = readU16(p, l4 + 2);
+      if (!this.tcp.owns(h.dst, dport, h.src, sport)) {
+        this.counters.inc('drop.nic.injected-unknown');
+        continue;
+      }
+      this.counters.inc('nic.rx.injected');
+      this.tcp.inputPacket(p);
+    }
+  }
+
+  /** Report each neighbor's last-heard time now (also run by the reachability timer). */
+  reportReachability(): void {
+    for (const [ip, slot] of this.neighbors) {
+      const d = slot.state;
+      const last = Math.max(d.delegated.nicReachableAt, d.cached.hostReachableAt);
+      this.indicate('reachability', ip, last);
+    }
+    if (this.reachTimer && !this.closed) this.reachTimer.arm(this.reachIntervalMs);
+  }
+
+  /** Abort every offloaded connection (RST) and stop. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.reachTimer?.disarm();
+    this.tcp.close();
+    this.parked.clear();
+  }
+
+  // ---- receive ---------------------------------------------------------------------------------
+
+  private onFrame(frame: Uint8Array): void {
+    const c = this.counters;
+    if (this.closed) {
+      c.inc('drop.nic.closed');
+      return;
+    }
+    if (this.tcp.size > 0 || this.tcp.frozenSize > 0) {
+      if (frame.length >= 54 && this.tcpForUs(frame, frame.length)) return;
+    }
+    c.inc('nic.rx.host');
+    this.toHost(frame);
+  }
+
+  /** Feed the frame to the TCP layer if it is for a connection held here; false otherwise. */
+  private tcpForUs(frame: Uint8Array, len: number): boolean {
+    let ethLen = 14;
+    let type = readU16(frame, 12);
+    if (type === ETH_VLAN) {
+      ethLen = 18;
+      type = readU16(frame, 16);
+    }
+    if (type !== ETH_IPV4) return false;
+    const ip = ethLen;
+    if (frame[ip + 9] !== IpProto.TCP) return false;
+    // Fragments go to the host, which reassembles.
+    if ((readU16(frame, ip + 6) & 0x3fff) !== 0) return false;
+    const ihl = (frame[ip]! & 0x0f) << 2;
+    if (len < ip + ihl + 20) return false;
+    const src = readU32(frame, ip + 12);
+    const dst = readU32(frame, ip + 16);
+    const sport = readU16(frame, ip + ihl);
+    const dport = readU16(frame, ip + ihl + 2);
+    const tcp = this.tcp;
+    const conn = tcp.lookup(dst, dport, src, sport);
+    if (conn === undefined && !tcp.owns(dst, dport, src, sport)) return false;
+    const h = this.ipHdr;
+    const err = decodeIpv4(frame, ip, len - ip, h, true);
+    if (err !== null) {
+      this.counters.inc(`drop.nic.ipv4.${err}`);
+      return true;
+    }
+    this.counters.inc('nic.rx.offloaded');
+    const info = this.rxInfo;
+    info.src = src;
+    info.dst = dst;
+    info.ttl = h.ttl;
+    info.tos = h.tos;
+    if (conn === undefined) {
+      tcp.input(info, frame, ip + ihl, h.totalLength - ihl);
+      return true;
+    }
+    const d = conn.state.delegated;
+    const finBefore = d.finReceived;
+    conn.state.path.neighbor.delegated.nicReachableAt = this.clock.now();
+    tcp.input(info, frame, ip + ihl, h.totalLength - ihl);
+    if (!finBefore && d.finReceived) this.indicate('disconnect', keyOf(conn.state));
+    return true;
+  }
+
+  // ---- installed objects -------------------------------------------------------------------------
+
+  private installNeighbor(n: NeighborState): NeighborSlot {
+    const ip = n.const.ip >>> 0;
+    let slot = this.neighbors.get(ip);
+    if (slot === undefined) {
+      slot = { state: n, refs: 0 };
+      this.neighbors.set(ip, slot);
+    } else {
+      // Cached state is the host's: the newest transfer carries its current view.
+      slot.state.cached.dstMac = n.cached.dstMac;
+      slot.state.cached.hostReachableAt = n.cached.hostReachableAt;
+    }
+    return slot;
+  }
+
+  private installPath(p: PathState, nb: NeighborSlot): PathSlot {
+    const key = pathKey(p.const.localIp, p.const.remoteIp);
+    let slot = this.paths.get(key);
+    if (slot === undefined) {
+      p.neighbor = nb.state;
+      nb.refs++;
+      slot = { state: p, refs: 0 };
+      this.paths.set(key, slot);
+    } else {
+      slot.state.cached.mtu = p.cached.mtu;
+      slot.state.cached.ttl = p.cached.ttl;
+      slot.state.cached.tos = p.cached.tos;
+      if (slot.state.neighbor !== nb.state) this.repointTo(slot, nb);
+    }
+    return slot;
+  }
+
+  private repoint(
+    slot: PathSlot,
+    spec: { ip: number; srcMac: number; vlanId: number; dstMac: number },
+  ): void {
+    const ip = spec.ip >>> 0;
+    let nb = this.neighbors.get(ip);
+    if (nb === undefined) {
+      nb = {
+        state: createNeighborState(
+          { ip, srcMac: spec.srcMac, vlanId: spec.vlanId },
+          spec.dstMac,
+          this.clock.now(),
+        ),
+        refs: 0,
+      };
+      this.neighbors.set(ip, nb);
+    } else {
+      nb.state.cached.dstMac = spec.dstMac;
+    }
+    this.repointTo(slot, nb);
+  }
+
+  private repointTo(slot: PathSlot, nb: NeighborSlot): void {
+    const old = this.neighbors.get(slot.state.neighbor.const.ip >>> 0);
+    slot.state.neighbor = nb.state;
+    nb.refs++;
+    if (old && old !== nb) {
+      old.refs--;
+      if (old.refs <= 0) this.neighbors.delete(old.state.const.ip >>> 0);
+    }
+  }
+
+  /** After the path changed under them: resend outstanding data at the new size, through the new hop. */
+  private resendOnPath(p: PathState): void {
+    for (const conn of this.tcp.connections()) {
+      if (conn.state.path !== p) continue;
+      const d = conn.state.delegated;
+      if (d.state < TcpStateId.ESTABLISHED || d.state === TcpStateId.TIME_WAIT) continue;
+      if (d.sndMax !== d.sndUna) {
+        d.sndNxt = d.sndUna;
+        conn.state.soft.rttActive = false;
+      }
+      tcpOutput(conn);
+      scheduleTimer(conn);
+    }
+  }
+
+  private unrefPath(slot: PathSlot, dec = true): void {
+    if (dec) slot.refs--;
+    if (slot.refs > 0) return;
+    const p = slot.state;
+    this.paths.delete(pathKey(p.const.localIp, p.const.remoteIp));
+    const nb = this.neighbors.get(p.neighbor.const.ip >>> 0);
+    if (nb) {
+      nb.refs--;
+      if (nb.refs <= 0) this.neighbors.delete(p.neighbor.const.ip >>> 0);
+    }
+  }
+
+  /** The state left this NIC: release its hold on the path. */
+  private dropState(s: TcpState): void {
+    const slot = this.paths.get(pathKey(s.path.const.localIp, s.path.const.remoteIp));
+    if (slot && slot.state === s.path) this.unrefPath(slot);
+  }
+
+  private connClosed(conn: TcpConnection): void {
+    if (conn.released) return;
+    this.dropState(conn.state);
+    const key = keyOf(conn.state);
+    // terminate() records why only after unlinking: look once the engine has finished.
+    this.clock.defer(() => {
+      if (conn.closeError?.errno === 'ECONNRESET') this.indicate('abort', key);
+      this.indicate('closed', key);
+    });
+  }
+
+  private findPath(remoteIp: number, localIp?: number): PathState | null {
+    for (const slot of this.paths.values()) {
+      const p = slot.state;
+      if (p.const.remoteIp === remoteIp >>> 0 && (localIp === undefined || p.const.localIp === localIp >>> 0))
+        return p;
+    }
+    return null;
+  }
+
+  private allKeys(): ConnKey[] {
+    const out: ConnKey[] = [];
+    for (const conn of this.tcp.connections()) out.push(keyOf(conn.state));
+    for (const s of this.parked.values()) out.push(keyOf(s));
+    return out;
+  }
+
+  private scope(scope: TcpUpdateScope): TcpConnection[] {
+    const out: TcpConnection[] = [];
+    if (scope === 'all') {
+      out.push(...this.tcp.connections());
+      return out;
+    }
+    if ('keys' in scope) {
+      for (const k of scope.keys) {
+        const c = this.connection(k);
+        if (c) out.push(c);
+      }
+      return out;
+    }
+    for (const conn of this.tcp.connections()) {
+      const p = conn.state.path;
+      if ('neighborIp' in scope) {
+        if (p.neighbor.const.ip === scope.neighborIp >>> 0) out.push(conn);
+      } else if (
+        p.const.remoteIp === scope.remoteIp >>> 0 &&
+        (scope.localIp === undefined || p.const.localIp === scope.localIp >>> 0)
+      ) {
+        out.push(conn);
+      }
+    }
+    return out;
+  }
+}

@@ -1,0 +1,110 @@
+import { once } from 'node:events';
+import type { SimHost } from '../../src/sim/sim-network.ts';
+import { SimNetwork, type SimOffloadHost, type SimOffloadHostOptions } from '../../src/sim/sim-network.ts';
+import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
+import { collect, randomBytes, sha256 } from '../helpers/streams.ts';
+
+export interface Pair {
+  net: SimNetwork;
+  host: SimOffloadHost;
+  peer: SimHost;
+}
+
+/** An offload host (10.0.0.1, 2 LocalNics by default) and a plain peer (10.0.0.2) on one switch. */
+export function offloadPair(seed: number, opts: Partial<SimOffloadHostOptions> = {}): Pair {
+  const net = new SimNetwork({ seed, virtualTime: true });
+  const host = net.addOffloadHost({ ip: '10.0.0.1/24', ...opts });
+  const peer = net.addHost({ ip: '10.0.0.2/24' });
+  return { net, host, peer };
+}
+
+/** Write `data` in chunks with backpressure, pausing `gapMs` of network time between chunks. */
+export async function paced(net: SimNetwork, s: TcpSocket, data: Buffer, chunk: number, gapMs: number) {
+  for (let off = 0; off < data.length; off += chunk) {
+    if (!s.write(data.subarray(off, off + chunk))) await once(s, 'drain');
+    if (gapMs > 0) await net.sleep(gapMs);
+  }
+  s.end();
+}
+
+export interface Streams {
+  /** Host-side sockets (clients), in index order. */
+  sockets: TcpSocket[];
+  /** Resolves with the number of directions whose digest did not match. */
+  done: Promise<number>;
+  /** Errors seen on either side. */
+  errors: Error[];
+}
+
+/**
+ * `n` connections from the host to the peer, each streaming `bytes` both ways in paced chunks, so
+ * that data is in flight for a while. Resolves `ready` once all are established.
+ */
+export async function startStreams(
+  p: Pair,
+  n: number,
+  bytes: number,
+  chunk = 2000,
+  gapMs = 5,
+): Promise<Streams> {
+  const { net, host, peer } = p;
+  // Resolve ARP first: a burst of SYNs would overflow the neighbor queue and wait a second.
+  await host.ping('10.0.0.2');
+  const errors: Error[] = [];
+  const serverDone: Promise<boolean>[] = [];
+  let accepted = 0;
+  const allAccepted = new Promise<void>((resolve) => {
+    peer
+      .createServer((s) => {
+        s.on('error', (e) => errors.push(e));
+        serverDone.push(
+          (async () => {
+            const head = await readExactly(s, 4);
+            const idx = head.readUInt32BE(0);
+            const [got] = await Promise.all([
+              collect(s),
+              paced(net, s, randomBytes(2e6 + idx, bytes), chunk, gapMs),
+            ]);
+            return sha256(got) === sha256(randomBytes(1e6 + idx, bytes));
+          })().catch(() => false),
+        );
+        if (++accepted === n) resolve();
+      })
+      .listen(5000);
+  });
+  const sockets: TcpSocket[] = [];
+  const clientDone: Promise<boolean>[] = [];
+  for (let i = 0; i < n; i++) {
+    const s = host.connect(5000, '10.0.0.2');
+    s.on('error', (e) => errors.push(e));
+    sockets.push(s);
+    clientDone.push(
+      (async () => {
+        await once(s, 'connect');
+        const head = Buffer.alloc(4);
+        head.writeUInt32BE(i);
+        s.write(head);
+        const [got] = await Promise.all([
+          collect(s),
+          paced(net, s, randomBytes(1e6 + i, bytes), chunk, gapMs),
+        ]);
+        return sha256(got) === sha256(randomBytes(2e6 + i, bytes));
+      })().catch(() => false),
+    );
+  }
+  await allAccepted;
+  await Promise.all(sockets.map((s) => (s.connecting ? once(s, 'connect') : undefined)));
+  const done = (async () => {
+    const r = [...(await Promise.all(clientDone)), ...(await Promise.all(serverDone))];
+    return r.filter((ok) => !ok).length;
+  })();
+  return { sockets, done, errors };
+}
+
+export async function readExactly(s: TcpSocket, n: number): Promise<Buffer> {
+  for (;;) {
+    const b = s.read(n) as Buffer | null;
+    if (b) return b;
+    await once(s, 'readable');
+  }
+}
