@@ -22,7 +22,6 @@ import {
   type ConnKey,
   connKeyId,
   type InitiateConnResult,
-  type InitiateOptions,
   type InitiateResult,
   type InvalidateTarget,
   type NicIndication,
@@ -233,8 +232,7 @@ export class NicEngine {
 
   // ---- the verbs -------------------------------------------------------------------------------
 
-  initiate(batch: Uint8Array, opts: InitiateOptions = {}): InitiateResult {
-    const prod = opts?.prod === true;
+  initiate(batch: Uint8Array): InitiateResult {
     const now = this.clock.now();
     let trees: ReturnType<typeof decodeBatch>;
     try {
@@ -271,7 +269,7 @@ export class NicEngine {
           }
           s.path = path.state;
           path.refs++;
-          this.tcp.adopt(s, null, { prod });
+          this.tcp.adopt(s, null);
           room--;
           ok++;
           conns.push({ key, status: 'success' });
