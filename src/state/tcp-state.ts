@@ -145,6 +145,8 @@ export interface TcpSoft {
   recoveryPoint: number;
   /** RFC 6675 HighRxt: highest sequence retransmitted during this recovery. */
   highRxt: number;
+  /** Clock time of the last retransmission during recovery (lost-retransmission detection). */
+  rxtAt: number;
   /** RTT sample in flight when timestamps are off: sequence and send time (Karn: cleared on retransmit). */
   rttSeq: number;
   rttSentAt: number;
@@ -266,6 +268,7 @@ export function createTcpState(c: TcpConst, cached: TcpCached, path: PathState):
       inRecovery: false,
       recoveryPoint: 0,
       highRxt: 0,
+      rxtAt: -1,
       rttSeq: 0,
       rttSentAt: 0,
       rttActive: false,

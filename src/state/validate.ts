@@ -161,6 +161,7 @@ export const TCP_FIELDS: readonly FieldSpec<TcpPart>[] = [
   f('soft', 'inRecovery', 'bool', 'scalars'),
   f('soft', 'recoveryPoint', 'u32', 'scalars'),
   f('soft', 'highRxt', 'u32', 'scalars'),
+  f('soft', 'rxtAt', 'time', 'scalars'),
   f('soft', 'rttSeq', 'u32', 'scalars'),
   f('soft', 'rttSentAt', 'time', 'scalars'),
   f('soft', 'rttActive', 'bool', 'scalars'),

@@ -331,6 +331,22 @@ describe('loss recovery end to end', () => {
     assert.ok(after.length > 0 && after[0]!.cwndBefore === MSS);
   });
 
+  test('SACK: a lost retransmission is detected from later SACKs and resent without waiting for the RTO', () => {
+    const lostOff = 30 * MSS;
+    const r = run({
+      alg: 'cubic',
+      sack: true,
+      bytes: 600_000,
+      drop: (s) => s.off === lostOff && s.copy <= 1,
+    });
+    assertIntact(r);
+    const copies = r.segs.filter((s) => s.off === lostOff);
+    assert.equal(copies.length, 3, 'original, fast retransmit, and a second retransmission');
+    assert.ok(copies[2]!.at - copies[1]!.at < 200, 'the second retransmission does not wait for the RTO');
+    assert.equal(r.counters.get('tcp.rto'), 0);
+    assert.ok(r.counters.get('tcp.lost_retransmits') >= 1);
+  });
+
   for (const alg of ['newreno', 'cubic'] as const) {
     test(`${alg} with SACK: recovery resends only the holes`, () => {
       const lost = new Set([50, 52, 55, 56].map((i) => i * MSS));

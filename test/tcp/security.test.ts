@@ -87,6 +87,22 @@ describe('RFC 7323 timestamps and PAWS', () => {
     assert.equal(o.b.take()[0]!.h.flags, ACK);
   });
 
+  test('a reordered pure ACK with an older TSval is processed (disordered ACK); old data is not', () => {
+    const o = open();
+    o.conn.write(bytes(3000));
+    const una = add(o.iss, 1);
+    o.send({ flags: ACK, seq: o.peerSeq, ack: add(una, 1000), ts: [2000, 0] });
+    const before = o.conn.state.delegated.dupAcks;
+    o.send({ flags: ACK, seq: o.peerSeq, ack: add(una, 1000), ts: [1900, 0] });
+    assert.equal(o.b.count('tcp.paws.drops'), 0);
+    assert.equal(o.b.count('tcp.paws.disordered_acks'), 1);
+    assert.equal(o.conn.state.delegated.dupAcks, before + 1, 'it counts as a duplicate ACK');
+    assert.equal(o.conn.state.delegated.tsRecent, 2000, 'and cannot move ts.recent back');
+    o.send({ flags: ACK, seq: o.peerSeq, ack: add(una, 1000), ts: [1900, 0], data: bytes(10) });
+    assert.equal(o.b.count('tcp.paws.drops'), 1, 'data with an old TSval is still refused');
+    assert.equal(o.conn.readableLength, 0);
+  });
+
   test('PAWS reference expires after 24 days idle', () => {
     const o = open();
     o.b.env.clock.advance(25 * 24 * 3600 * 1000);

@@ -185,6 +185,16 @@ function syncInput(
     if (now - d.tsRecentAt > PAWS_IDLE_MS) {
       d.tsRecent = h.tsVal;
       d.tsRecentAt = now;
+    } else if (
+      pLen === 0 &&
+      (f & (TcpFlag.ACK | TcpFlag.SYN | TcpFlag.FIN)) === TcpFlag.ACK &&
+      seq === d.rcvNxt &&
+      seqSub(d.tsRecent, h.tsVal) <= Math.max(d.rto, 1000)
+    ) {
+      // A pure ACK overtaken by a later one (reordering): PAWS guards against old data, and
+      // dropping this ACK would only throw away its SACK blocks and duplicate-ACK signal.
+      // Like Linux's disordered-ACK rule it is processed; it cannot move ts.recent back.
+      counters.inc('tcp.paws.disordered_acks');
     } else {
       counters.inc('tcp.paws.drops');
       soft.ackNow = true;
@@ -392,9 +402,9 @@ function processAck(conn: TcpConnection, h: TcpHeader, f: number, pLen: number, 
   let finAcked = false;
   if (seqGt(ack, d.sndUna)) {
     finAcked = newAck(conn, h, ack, now);
-    if (c.sackEnabled && h.sackCount > 0) sackUpdate(s, h.sackBlocks, h.sackCount);
+    if (c.sackEnabled && h.sackCount > 0) sackProgress(conn, sackUpdate(s, h.sackBlocks, h.sackCount), now);
   } else {
-    if (c.sackEnabled && h.sackCount > 0) sackUpdate(s, h.sackBlocks, h.sackCount);
+    if (c.sackEnabled && h.sackCount > 0) sackProgress(conn, sackUpdate(s, h.sackBlocks, h.sackCount), now);
     if (
       ack === d.sndUna &&
       pLen === 0 &&
@@ -480,6 +490,24 @@ function newAck(conn: TcpConnection, h: TcpHeader, ack: number, now: number): bo
     conn.events |= TcpEvent.WRITABLE;
   }
   return finAcked;
+}
+
+/**
+ * Lost retransmissions. RFC 6675 retransmits each hole once per recovery, so a retransmission
+ * that is lost again waits for the RTO. When, a round trip after our last retransmission, the
+ * peer still SACKs newly arrived data while the retransmitted holes stay open, those copies were
+ * lost too (the idea behind RACK, RFC 8985): let NextSeg pick the holes again.
+ */
+function sackProgress(conn: TcpConnection, newlySacked: number, now: number): void {
+  const s = conn.state;
+  const soft = s.soft;
+  const d = s.delegated;
+  if (!soft.inRecovery || newlySacked <= 0 || soft.rxtAt < 0 || !seqGt(soft.highRxt, d.sndUna)) return;
+  const rtt = d.srtt > 0 ? d.srtt * 1.25 + 1 : d.rto;
+  if (now - soft.rxtAt < rtt) return;
+  soft.highRxt = d.sndUna;
+  soft.rxtAt = now;
+  conn.engine.env.counters.inc('tcp.lost_retransmits');
 }
 
 /** RFC 5681 3.2 / RFC 6582 / RFC 6675 5: duplicate ACKs and the start of loss recovery. */

@@ -301,6 +301,7 @@ export function retransmitHead(conn: TcpConnection, now: number): void {
   if (s.const.sackEnabled && used > 0) {
     const end = seqAdd(d.sndUna, used);
     if (seqGt(end, s.soft.highRxt)) s.soft.highRxt = end;
+    s.soft.rxtAt = now;
   }
   if (seqLt(d.sndNxt, seqAdd(d.sndUna, used))) d.sndNxt = seqAdd(d.sndUna, used);
 }
@@ -437,6 +438,7 @@ function retransmitHole(conn: TcpConnection, now: number): boolean {
   const used = transmit(conn, nextSeg.seq, nextSeg.len, now);
   if (used === 0) return false;
   conn.state.soft.highRxt = seqAdd(nextSeg.seq, used);
+  conn.state.soft.rxtAt = now;
   return true;
 }
 
