@@ -1,6 +1,8 @@
 import { pathToFileURL } from 'node:url';
+import { benchOffload } from './offload.ts';
 import { benchSim } from './sim.ts';
 import { benchStateCodec } from './state-codec.ts';
+import { benchTapThroughput, formatTapThroughput, type TapThroughputResult } from './tap-throughput.ts';
 
 type Bench = () => Promise<Record<string, unknown>>;
 
@@ -19,6 +21,35 @@ const BENCHES: Record<string, { about: string; run: Bench; print: (r: Record<str
           `chimney↔chimney, MTU 1500:  ${r.gbps1500} Gbit/s, ${r.cpuUsPerSegment1500} µs CPU/segment`,
           `reference, kernel TCP over loopback via node:net (same run): ${r.kernelLoopbackGbps} Gbit/s  → ratio ${r.ratio}`,
         ].join('\n'),
+    },
+    throughput: {
+      about:
+        'TCP over a TAP device against the Linux kernel, both directions (needs root), vs the kernel over veth',
+      run: async () =>
+        (await benchTapThroughput({
+          bytes: Number(process.env.CHIMNEY_BENCH_BYTES ?? 2 * 1024 ** 3),
+          log: (l) => console.error(l),
+        })) as unknown as Record<string, unknown>,
+      print: (r) => formatTapThroughput(r as unknown as TapThroughputResult),
+    },
+    offload: {
+      about: 'offload, move and upload of 10,000 established connections between the host and two LocalNics',
+      run: async () =>
+        (await benchOffload({
+          connections: Number(process.env.CHIMNEY_BENCH_CONNS ?? 10_000),
+        })) as unknown as Record<string, unknown>,
+      print: (r) => {
+        const p = (k: string) => r[k] as { p50Ms: number; p99Ms: number };
+        const f = (k: string) =>
+          `${k.padEnd(7)} p50 ${p(k).p50Ms.toFixed(1)} ms, p99 ${p(k).p99Ms.toFixed(1)} ms`;
+        return [
+          `${r.connections} connections`,
+          f('offload'),
+          f('move'),
+          f('upload'),
+          ...(r.reference ? [`reference: ${JSON.stringify(r.reference)}`] : []),
+        ].join('\n');
+      },
     },
     'state-codec': {
       about:

@@ -51,7 +51,11 @@ function addTapOptions(cmd: Command): Command {
     .option('--mac <mac>', "Chimney's MAC (default 02:00 + the IP address)")
     .option('--pcap <file>', 'capture every frame to this pcap file')
     .addOption(new Option('--mtu <n>', 'set the TAP MTU').argParser(intIn(576, 65521)))
-    .option('--no-offload', 'do not use segmentation and checksum offload');
+    .option('--no-offload', 'do not use segmentation and checksum offload')
+    .option(
+      '--impair <spec>',
+      "loss/reordering/delay made in Chimney's link, e.g. loss=1%,reorder=1%,delay=2",
+    );
 }
 
 interface TapFlags {
@@ -62,6 +66,7 @@ interface TapFlags {
   pcap?: string;
   mtu?: number;
   offload: boolean;
+  impair?: string;
 }
 
 function fail(cmd: string, msg: string): never {
@@ -84,6 +89,7 @@ function openHost(cmd: string, o: TapFlags): TapHost {
     mtu: o.mtu,
     pcap: o.pcap,
     offload: o.offload,
+    impair: o.impair,
   };
   try {
     checkTapHostOptions(opts);

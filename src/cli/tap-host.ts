@@ -5,6 +5,7 @@
 import { RealClock } from '../core/clock.ts';
 import { InvalidArgumentError } from '../core/errors.ts';
 import { CryptoRandom } from '../core/random.ts';
+import { impairLink, parseImpairment } from '../link/impaired-link.ts';
 import type { Link, LinkGsoOptions, LinkOffloads, RxOffloadInfo } from '../link/link.ts';
 import { PcapWriter } from '../link/pcap.ts';
 import { TapLink } from '../link/tap-link.ts';
@@ -30,6 +31,12 @@ export interface TapHostOptions {
   offload?: boolean;
   /** Defaults for TCP connections (buffer sizes, ...). */
   tcp?: Partial<TcpCached>;
+  /**
+   * Loss, duplication, reordering and delay made in Chimney's link, e.g. 'loss=1%,reorder=1%'
+   * (see parseImpairment). The TAP is then opened without offloads, so one lost frame is one
+   * lost segment rather than a whole coalesced super-segment.
+   */
+  impair?: string;
 }
 
 export interface TapHost {
@@ -82,6 +89,13 @@ export function checkTapHostOptions(o: TapHostOptions): void {
   if (o.mtu !== undefined && (!Number.isInteger(o.mtu) || o.mtu < 576 || o.mtu > 65521)) {
     bad('--mtu', `${o.mtu} is outside 576..65521`);
   }
+  if (o.impair !== undefined) {
+    try {
+      parseImpairment(o.impair);
+    } catch (e) {
+      bad('--impair', (e as Error).message);
+    }
+  }
 }
 
 /**
@@ -93,11 +107,12 @@ export function createTapHost(o: TapHostOptions): TapHost {
   const clock = new RealClock();
   // `offload: false` only stops us asking the link for offloads on send; what the kernel hands us
   // (coalesced segments, partial checksums) the stack takes either way.
-  const tap = TapLink.open({ name: o.tap, mtu: o.mtu, clock });
+  const impaired = o.impair !== undefined;
+  const tap = TapLink.open({ name: o.tap, mtu: o.mtu, clock, vnetHdr: !impaired });
   let writer: PcapWriter | null = null;
   let stack: Stack | null = null;
   try {
-    let link: Link = tap;
+    let link: Link = impaired ? impairLink(tap, parseImpairment(o.impair!), clock, new CryptoRandom()) : tap;
     if (o.pcap !== undefined) {
       writer = new PcapWriter(o.pcap, { clock, epochMs: Date.now() - clock.now() });
       link = new CaptureLink(tap, writer);

@@ -84,6 +84,11 @@ describe('chimney serve: argument errors', () => {
     assert.notEqual(r.status, 0);
     assert.match(r.stderr, /--ip/);
   });
+  test('a bad --impair spec exits non-zero and names the flag', () => {
+    const r = runChimney(['serve', '--tap', 'chx0', '--ip', '10.1.2.3/24', '--impair', 'loss=150%']);
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /--impair/);
+  });
   test('several TAPs are refused until teaming exists', () => {
     const r = runChimney(['serve', '--tap', 'chx0,chx1', '--ip', '10.1.2.3/24']);
     assert.notEqual(r.status, 0);

@@ -1,0 +1,70 @@
+/**
+ * curl in a namespace against `chimney serve`'s http service over a TAP: downloads of the /bytes
+ * pattern with their digests, an upload to /sha256, and 200 concurrent downloads.
+ */
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { interopGate, type Lab, makeLab, patternDigest, type Served, shaOf, writeDataFile } from './lab.ts';
+
+const gate = interopGate(['curl', 'ss'], { cli: true });
+let lab: Lab | null = null;
+let srv: Served | null = null;
+
+describe('curl ↔ chimney serve (http)', { skip: gate.skip, timeout: 240_000 }, () => {
+  before(async () => {
+    if (gate.reason) assert.fail(`interop tests cannot run: ${gate.reason}`);
+    lab = makeLab({ tag: 'http', subnet: 11 }, gate.reason);
+    srv = await lab!.serve({ services: ['http:80'] });
+  });
+  after(async () => {
+    await srv?.stop();
+    await lab?.down();
+  });
+
+  const url = (path: string): string => `http://${lab!.chimneyIps[0]}${path}`;
+
+  for (const [n, limitMs] of [
+    [1024, 15_000],
+    [1 << 20, 15_000],
+    [200 * 1024 * 1024, 90_000],
+  ] as const) {
+    test(`GET /bytes/${n}: length and SHA-256 match`, { timeout: limitMs + 5000 }, async () => {
+      const r = await lab!.sh(
+        `curl -sS --fail --max-time ${limitMs / 1000} -w '%{stderr}%{size_download}' ${url(`/bytes/${n}`)} | sha256sum`,
+        limitMs,
+      );
+      assert.equal(r.code, 0, `curl failed: ${r.stderr}\n${srv!.log().slice(-2000)}`);
+      assert.equal(Number(r.stderr.trim().split(/\s+/).pop()), n, `length: ${r.stderr}`);
+      assert.equal(shaOf(r.stdout), patternDigest(n));
+    });
+  }
+
+  test('POST 50 MB to /sha256 answers the digest of the body', { timeout: 65_000 }, async () => {
+    const file = join(lab!.dir, 'post.bin');
+    const want = await writeDataFile(file, 50 * 1024 * 1024, 3);
+    const r = await lab!.sh(
+      `curl -sS --fail --max-time 60 -H 'content-type: application/octet-stream' --data-binary @${file} ${url('/sha256')}`,
+      62_000,
+    );
+    assert.equal(r.code, 0, `curl failed: ${r.stderr}\n${srv!.log().slice(-2000)}`);
+    assert.equal(r.stdout.trim(), want);
+  });
+
+  test('200 concurrent downloads of 1 MB all arrive intact within 60 s', { timeout: 70_000 }, async () => {
+    const n = 200;
+    const size = 1 << 20;
+    const out = join(lab!.dir, 'many');
+    const r = await lab!.sh(
+      `mkdir -p ${out}; i=0; while [ $i -lt ${n} ]; do ` +
+        `(curl -sS --fail --max-time 55 ${url(`/bytes/${size}`)} | sha256sum > ${out}/$i) & i=$((i+1)); done; wait; cat ${out}/*`,
+      60_000,
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const sums = r.stdout.trim().split('\n').map(shaOf);
+    assert.equal(sums.length, n);
+    const want = patternDigest(size);
+    const bad = sums.filter((s) => s !== want).length;
+    assert.equal(bad, 0, `${bad} of ${n} downloads were wrong or incomplete: ${r.stderr.slice(0, 2000)}`);
+  });
+});
