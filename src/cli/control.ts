@@ -56,6 +56,8 @@ export interface StatusSnapshot {
 
 export class ControlServer {
   private readonly server: net.Server;
+  /** Where a failure of the socket after start-up is reported (the server keeps serving). */
+  onError: (e: Error) => void = () => {};
   constructor(
     readonly path: string,
     provider: () => StatusSnapshot | Promise<StatusSnapshot>,
@@ -87,6 +89,7 @@ export class ControlServer {
       });
       sock.on('error', () => {});
     });
+    this.server.on('error', (e) => this.onError(e));
     this.server.listen(path);
   }
 

@@ -2,6 +2,7 @@ import { Command, Option } from 'commander';
 import { DEMO_DEFAULTS, type DemoProgress, runDemo } from './demo.ts';
 import { byteSize, intIn, nonNegative, probability } from './options.ts';
 import { registerTapCommands } from './serve.ts';
+import { registerStatusCommand } from './status.ts';
 
 const program = new Command();
 program
@@ -127,5 +128,6 @@ program
   });
 
 registerTapCommands(program);
+registerStatusCommand(program);
 
 await program.parseAsync(process.argv);

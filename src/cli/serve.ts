@@ -6,12 +6,15 @@
  * interfaces with one IP would answer ARP twice and split connections at random; several TAPs only
  * make sense as one team with failover, which gives them one address and moves connections.
  */
+
 import { createWriteStream } from 'node:fs';
 import http from 'node:http';
 import { type Command, InvalidArgumentError as CommanderArgError, Option } from 'commander';
 import { ChimneyError } from '../core/errors.ts';
+import { ControlServer } from './control.ts';
 import { intIn } from './options.ts';
 import { parseService, type RunningService, type ServiceSpec, startService } from './services.ts';
+import { StatusReporter } from './status.ts';
 import { checkTapHostOptions, createTapHost, type TapHost, type TapHostOptions } from './tap-host.ts';
 
 /** Connections get this long to finish after SIGINT/SIGTERM before they are aborted. */
@@ -111,7 +114,8 @@ export function registerTapCommands(program: Command): void {
       collectService,
     )
     .option('-q, --quiet', 'do not log connections (errors are still logged)')
-    .action((o: TapFlags & { service?: ServiceSpec[]; quiet?: boolean }) => runServe(o));
+    .option('--control <path>', 'control socket for `chimney status` (default /run/chimney/<tap>.sock)')
+    .action((o: TapFlags & { service?: ServiceSpec[]; quiet?: boolean; control?: string }) => runServe(o));
 
   const get = program
     .command('get')
@@ -127,7 +131,7 @@ export function registerTapCommands(program: Command): void {
     .action((url: string, o: TapFlags & { output?: string; timeout: number }) => runGet(url, o));
 }
 
-function runServe(o: TapFlags & { service?: ServiceSpec[]; quiet?: boolean }): void {
+function runServe(o: TapFlags & { service?: ServiceSpec[]; quiet?: boolean; control?: string }): void {
   const specs = o.service ?? [
     { name: 'echo', port: 7 },
     { name: 'discard', port: 9 },
@@ -142,6 +146,19 @@ function runServe(o: TapFlags & { service?: ServiceSpec[]; quiet?: boolean }): v
   };
   const running: RunningService[] = specs.map((s) => startService(th.host, s, log));
   th.tap.onCarrier((up) => log.error(`${th.tap.name}: carrier ${up ? 'up' : 'down'}`));
+  const reporter = new StatusReporter(th.stack, `chimney serve on ${th.tap.name}`, {
+    listeners: () => specs.map((s) => `${s.name}:${s.port}`),
+  });
+  let control: ControlServer | null = null;
+  const controlPath = o.control ?? `/run/chimney/${th.tap.name}.sock`;
+  try {
+    control = new ControlServer(controlPath, () => reporter.snapshot());
+    control.onError = (e) => log.error(`control socket ${controlPath}: ${e.message}`);
+  } catch (e) {
+    log.error(
+      `control socket ${controlPath}: ${(e as Error).message} (chimney status will not reach this server)`,
+    );
+  }
   const off = th.tap.offloads;
   const offloads = !o.offload ? 'off' : off.tso ? 'tso+csum' : off.csum ? 'csum' : 'none';
   process.stdout.write(
@@ -153,6 +170,7 @@ function runServe(o: TapFlags & { service?: ServiceSpec[]; quiet?: boolean }): v
     stopping = true;
     log.info(`${sig}: closing`);
     for (const r of running) r.close();
+    control?.close();
     const deadline = Date.now() + SHUTDOWN_GRACE_MS;
     const wait = (): void => {
       if (running.some((r) => r.open > 0) && Date.now() < deadline) {

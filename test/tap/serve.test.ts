@@ -5,13 +5,17 @@
  * `serve` create the TAP, puts the kernel's address on it, and checks the device is gone after
  * SIGTERM. Without root: fails under CI (which runs as root), skips with a reason elsewhere.
  */
+
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import type { StatusSnapshot } from '../../src/cli/control.ts';
 
 const ROOT = process.getuid?.() === 0;
 const MAIN = new URL('../../src/cli/main.ts', import.meta.url).pathname;
@@ -42,12 +46,12 @@ function chimney(args: string[]): ChildProcess {
   return spawn(process.execPath, ['--import', 'tsx', MAIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
 }
 
-function runChimney(args: string[]): { status: number | null; stderr: string } {
+function runChimney(args: string[]): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, ['--import', 'tsx', MAIN, ...args], {
     encoding: 'utf8',
     timeout: 20_000,
   });
-  return { status: r.status, stderr: r.stderr };
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
 function sha256(b: Uint8Array): string {
@@ -163,6 +167,39 @@ describe('chimney serve on a TAP, the kernel as client', { skip: skipReason || f
       body,
     );
     assert.equal(out.toString().trim(), sha256(body));
+  });
+
+  test('chimney status shows a live connection in its tree, owned by the host', async () => {
+    const sock = net.connect(7, CHIMNEY_IP);
+    await once(sock, 'connect');
+    sock.write(Buffer.alloc(5000, 1));
+    let echoed = 0;
+    sock.on('data', (d: Buffer) => {
+      echoed += d.length;
+    });
+    while (echoed < 5000) await new Promise((r) => setTimeout(r, 20));
+    const control = `/run/chimney/${TAP}.sock`;
+    const js = runChimney(['status', '--control', control, '--json']);
+    assert.equal(js.status, 0, js.stderr);
+    const snap = JSON.parse(js.stdout) as StatusSnapshot;
+    const conns = snap.trees.flatMap((t) => t.paths.flatMap((p) => p.conns));
+    const mine = conns.find(
+      (c) => c.local === `${CHIMNEY_IP}:7` && c.remote === `${KERNEL_IP}:${sock.localPort}`,
+    );
+    assert.ok(mine, `connection missing from ${JSON.stringify(snap.trees)}`);
+    assert.equal(mine.owner, 'host');
+    assert.equal(mine.state, 'ESTABLISHED');
+    assert.ok(mine.bytesIn >= 5000 && mine.bytesOut >= 5000);
+    const text = runChimney(['status', '--control', control]);
+    assert.equal(text.status, 0, text.stderr);
+    assert.match(text.stdout, new RegExp(`${CHIMNEY_IP.replace(/\./g, '\\.')}:7 .*ESTABLISHED +in host`));
+    sock.destroy();
+  });
+
+  test('chimney status without a server says so and exits non-zero', () => {
+    const r = runChimney(['status', '--control', '/run/chimney/none-such.sock']);
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /no chimney serve is listening/);
   });
 
   test('unknown paths are 404', () => {
