@@ -23,6 +23,8 @@ export class PoolBuf {
   readonly data: Uint8Array;
   len = 0;
   refs = 0;
+  /** Payload bytes per wire segment of an offloaded super-segment; 0 for an ordinary frame. */
+  gsoSize = 0;
   private v: Uint8Array;
   private vLen = -1;
   constructor(
@@ -64,6 +66,7 @@ export class FramePool {
     b.data.set(src);
     b.len = len;
     b.refs = 1;
+    b.gsoSize = 0;
     this.outstanding++;
     return b;
   }

@@ -9,7 +9,7 @@ import {
   ResolvedImpairment,
   splitImpairmentSpec,
 } from './impairment.ts';
-import type { Link } from './link.ts';
+import type { Link, LinkGsoOptions, LinkOffloads, RxOffloadInfo } from './link.ts';
 
 export interface SwitchOptions {
   clock: Clock;
@@ -31,7 +31,17 @@ export interface PortOptions {
   /** Largest IP packet, 68..65535 (default 1500). */
   mtu?: number;
   impair?: ImpairmentSpec;
+  /**
+   * Offer segmentation and checksum offload, like a veth pair: a host may send TCP super-segments
+   * of up to 64 KB whose checksums the "hardware" vouches for, and receivers get them whole, marked
+   * checksum-valid. Frames on the wire then carry unfinished checksums (a capture shows them as
+   * bad, as captures on Linux do). Off by default.
+   */
+  offload?: boolean;
 }
+
+/** Largest super-segment a port with offload takes: a 64 KB IP packet plus the L2 header. */
+const GSO_MAX_FRAME = 65535 + 18;
 
 /** Ethernet header plus one 802.1Q tag: a port accepts frames up to mtu + this. */
 const L2_OVERHEAD = 18;
@@ -285,10 +295,16 @@ class Lane {
       sw.pool.release(b);
       return;
     }
+    if (b.gsoSize !== 0 && !port.offloads.tso) {
+      // A real switch would cut it; a host that cannot take super-segments never gets one here.
+      sw.stats.inc('drop.gso-unsupported');
+      sw.pool.release(b);
+      return;
+    }
     port.rxFrames++;
     port.rxBytes += b.len;
     try {
-      h(b.view());
+      port.receive(b);
     } finally {
       sw.pool.release(b);
     }
@@ -356,7 +372,12 @@ export class MemorySwitch {
       throw new InvalidArgumentError(`port mtu must be an integer in 68..65535, got ${String(mtu)}`);
     }
     const split = opts.impair === undefined ? undefined : splitImpairmentSpec(opts.impair);
-    const port = new SwitchPort(this, opts.name ?? `${this.name}.p${this.portList.length}`, mtu);
+    const port = new SwitchPort(
+      this,
+      opts.name ?? `${this.name}.p${this.portList.length}`,
+      mtu,
+      opts.offload === true,
+    );
     if (split) port.setImpairments(split.toSwitch, split.fromSwitch);
     this.portList.push(port);
     return port;
@@ -425,8 +446,8 @@ export class MemorySwitch {
     } else if (!p.carrier) {
       this.stats.inc('drop.cut');
       this.pool.release(b);
-    } else if (b.len > p.maxFrame) {
-      this.stats.inc('drop.oversize');
+    } else if (b.len > p.maxFrame && (b.gsoSize === 0 || !p.offloads.tso)) {
+      this.stats.inc(b.gsoSize === 0 ? 'drop.oversize' : 'drop.gso-unsupported');
       this.pool.release(b);
     } else p.fromSwitchLane.enqueue(b, now);
   }
@@ -464,7 +485,7 @@ export class SwitchPort implements Link {
   rxFrames = 0;
   rxBytes = 0;
   /** @internal */ readonly maxFrame: number;
-  /** @internal */ handler: ((frame: Uint8Array) => void) | null = null;
+  /** @internal */ handler: ((frame: Uint8Array, info?: RxOffloadInfo) => void) | null = null;
   /** @internal */ blackholed = false;
   /** @internal */ closed = false;
   /** @internal */ readonly toSwitchLane: Lane;
@@ -472,11 +493,17 @@ export class SwitchPort implements Link {
   private up = true;
   private carrierHandler: ((up: boolean) => void) | null = null;
 
+  /** Segmentation and checksum offload (PortOptions.offload). */
+  readonly offloads: LinkOffloads;
+  /** Reused receive info for offloaded frames (borrowed by the handler, like the frame). */
+  private readonly rxInfo = { csumPartial: false, csumValid: true, gsoType: 0, gsoSize: 0 };
+
   /** @internal Use MemorySwitch.addPort. */
-  constructor(sw: MemorySwitch, name: string, mtu: number) {
+  constructor(sw: MemorySwitch, name: string, mtu: number, offload = false) {
     this.switch = sw;
     this.name = name;
     this.mtu = mtu;
+    this.offloads = { tso: offload, csum: offload };
     this.maxFrame = mtu + L2_OVERHEAD;
     this.toSwitchLane = new Lane(sw, this, true);
     this.fromSwitchLane = new Lane(sw, this, false);
@@ -486,7 +513,36 @@ export class SwitchPort implements Link {
     return this.up && !this.closed;
   }
 
+  /**
+   * Send a super-segment (offload ports only): delivered whole to receivers that offload too, with
+   * its checksum treated as valid. Returns false if this port does not offload.
+   */
+  sendGso(frame: Uint8Array, opts: LinkGsoOptions): boolean {
+    if (!this.offloads.tso) {
+      this.switch.stats.inc('drop.gso-unsupported');
+      return false;
+    }
+    return this.transmit(frame, opts.gsoSize > 0 ? opts.gsoSize : 0xffff, GSO_MAX_FRAME);
+  }
+
   send(frame: Uint8Array): boolean {
+    return this.transmit(frame, 0, this.maxFrame);
+  }
+
+  /** @internal Hand a frame to the receiving host, with offload info when it was offloaded. */
+  receive(b: PoolBuf): void {
+    const h = this.handler!;
+    if (b.gsoSize === 0) {
+      h(b.view());
+      return;
+    }
+    const info = this.rxInfo;
+    info.gsoSize = b.gsoSize;
+    info.gsoType = b.len - 54 > b.gsoSize ? 1 : 0;
+    h(b.view(), info);
+  }
+
+  private transmit(frame: Uint8Array, gsoSize: number, maxFrame: number): boolean {
     const sw = this.switch;
     if (this.closed) {
       sw.stats.inc('drop.closed');
@@ -501,7 +557,7 @@ export class SwitchPort implements Link {
       sw.stats.inc('drop.runt');
       return false;
     }
-    if (len > this.maxFrame) {
+    if (len > maxFrame) {
       sw.stats.inc('drop.oversize');
       return false;
     }
@@ -513,6 +569,7 @@ export class SwitchPort implements Link {
       return true;
     }
     const b = sw.pool.take(frame);
+    b.gsoSize = gsoSize;
     const lane = this.toSwitchLane;
     const now = sw.clock.now();
     // A perfect wire with nothing queued adds nothing: hand the frame to the switch now. The
@@ -524,7 +581,7 @@ export class SwitchPort implements Link {
     return lane.enqueue(b, now);
   }
 
-  onFrame(handler: (frame: Uint8Array) => void): void {
+  onFrame(handler: (frame: Uint8Array, info?: RxOffloadInfo) => void): void {
     if (typeof handler !== 'function') throw new InvalidArgumentError('onFrame needs a function');
     this.handler = handler;
   }

@@ -37,6 +37,12 @@ export interface SimHostOptions {
   vlan?: number;
   /** Impairments of this host's switch port (both directions, or per direction). */
   impair?: ImpairmentSpec;
+  /**
+   * Segmentation and checksum offload on this host's port, as on a veth pair: TCP sends 64 KB
+   * super-segments and checksums are left to the "hardware" (off by default, so captures carry
+   * real checksums).
+   */
+  offload?: boolean;
   /** Default TCP settings for this host's connections. */
   tcp?: Partial<TcpCached>;
 }
@@ -168,7 +174,12 @@ export class SimNetwork {
     const index = this.hosts.length + 1;
     const name = opts.name ?? `h${index}`;
     const mac = opts.mac ?? formatMac(0x020000000000 + index);
-    const port = this.switch.addPort({ name, mtu: opts.mtu ?? this.defaultMtu, impair: opts.impair });
+    const port = this.switch.addPort({
+      name,
+      mtu: opts.mtu ?? this.defaultMtu,
+      impair: opts.impair,
+      offload: opts.offload,
+    });
     let link: Link = port;
     if (this.trace) link = this.trace.wrap(link);
     if (this.pcap) link = capture(link, this.pcap);
