@@ -6,8 +6,8 @@ import { RealClock } from '../core/clock.ts';
 import { InvalidArgumentError } from '../core/errors.ts';
 import { CryptoRandom } from '../core/random.ts';
 import { impairLink, parseImpairment } from '../link/impaired-link.ts';
-import type { Link, LinkGsoOptions, LinkOffloads, RxOffloadInfo } from '../link/link.ts';
-import { PcapWriter } from '../link/pcap.ts';
+import type { Link } from '../link/link.ts';
+import { capture, PcapWriter } from '../link/pcap.ts';
 import { TapLink } from '../link/tap-link.ts';
 import { Host } from '../socket/host.ts';
 import { Stack } from '../stack/stack.ts';
@@ -115,7 +115,7 @@ export function createTapHost(o: TapHostOptions): TapHost {
     let link: Link = impaired ? impairLink(tap, parseImpairment(o.impair!), clock, new CryptoRandom()) : tap;
     if (o.pcap !== undefined) {
       writer = new PcapWriter(o.pcap, { clock, epochMs: Date.now() - clock.now() });
-      link = new CaptureLink(tap, writer);
+      link = capture(link, writer);
     }
     stack = new Stack({
       clock,
@@ -147,51 +147,4 @@ export function createTapHost(o: TapHostOptions): TapHost {
       tap.close();
     },
   };
-}
-
-/**
- * Records every frame into a pcap file while keeping the TAP's offloads visible to the stack
- * (`capture()` from src/link/pcap.ts hides them). Super-segments are recorded as the one large
- * frame the stack saw, and partial checksums as they were: a capture shows Chimney's view.
- */
-class CaptureLink implements Link {
-  constructor(
-    private readonly inner: TapLink,
-    private readonly writer: PcapWriter,
-  ) {}
-  get name(): string {
-    return this.inner.name;
-  }
-  get mtu(): number {
-    return this.inner.mtu;
-  }
-  get carrier(): boolean {
-    return this.inner.carrier;
-  }
-  get offloads(): LinkOffloads {
-    return this.inner.offloads;
-  }
-  send(frame: Uint8Array): boolean {
-    const ok = this.inner.send(frame);
-    if (ok && !this.writer.closed) this.writer.writeFrame(frame);
-    return ok;
-  }
-  sendGso(frame: Uint8Array, opts: LinkGsoOptions): boolean {
-    const ok = this.inner.sendGso(frame, opts);
-    if (ok && !this.writer.closed) this.writer.writeFrame(frame);
-    return ok;
-  }
-  onFrame(handler: (frame: Uint8Array, info?: RxOffloadInfo) => void): void {
-    const w = this.writer;
-    this.inner.onFrame((frame, info) => {
-      if (!w.closed) w.writeFrame(frame);
-      handler(frame, info);
-    });
-  }
-  onCarrier(handler: (up: boolean) => void): void {
-    this.inner.onCarrier(handler);
-  }
-  close(): void {
-    this.inner.close();
-  }
 }
