@@ -1,4 +1,5 @@
 import { pathToFileURL } from 'node:url';
+import { benchFailover, type FailoverFigures } from './failover.ts';
 import { benchOffload } from './offload.ts';
 import { benchSim } from './sim.ts';
 import { benchStateCodec } from './state-codec.ts';
@@ -49,6 +50,27 @@ const BENCHES: Record<string, { about: string; run: Bench; print: (r: Record<str
           f('move'),
           f('upload'),
           ...(r.reference ? [`reference: ${JSON.stringify(r.reference)}`] : []),
+        ].join('\n');
+      },
+    },
+    failover: {
+      about:
+        'failover of 10,000 offloaded, streaming connections on the simulator: carrier loss, reachability loss, NIC crash',
+      run: async () =>
+        (await benchFailover({
+          connections: Number(process.env.CHIMNEY_BENCH_CONNS ?? 10_000),
+        })) as unknown as Record<string, unknown>,
+      print: (r) => {
+        const row = (k: string) => {
+          const f = r[k] as FailoverFigures;
+          return `${k.padEnd(13)} detect ${f.detectMs} ms, resume ${f.resumeMs} ms (${f.resumeWallMs} ms wall to move ${f.moved}), longest stall ${f.maxStallMs} ms, resets ${f.resets}, bytes lost ${f.bytesLost}`;
+        };
+        return [
+          `${r.connections} connections (detect/resume/stall on the simulator's virtual clock)`,
+          row('carrier'),
+          row('reachability'),
+          row('crash'),
+          `reference (same run), ${(r.reference as { method: string }).method}: ${row('reference').slice(14)}`,
         ].join('\n');
       },
     },

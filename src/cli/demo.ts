@@ -4,6 +4,8 @@ import type { Impairment } from '../link/impairment.ts';
 import { SimNetwork } from '../sim/sim-network.ts';
 import type { TcpSocket } from '../socket/tcp-socket.ts';
 import type { CongestionAlgorithm } from '../state/tcp-state.ts';
+import { type FailoverSummary, summarizeFailover } from '../team/index.ts';
+import type { FailoverRecord } from '../team/team.ts';
 
 export interface DemoOptions {
   connections: number;
@@ -13,10 +15,18 @@ export interface DemoOptions {
   congestion: CongestionAlgorithm;
   /** Give up (and report failure) after this much simulated time. */
   timeLimitMs: number;
+  /** NICs in the server's team (0: a plain host, no offload). */
+  nics: number;
+  /** Cut the link of the NIC carrying the most connections once this share of the bytes has arrived (0: never). */
+  failoverAt: number;
 }
 
 export interface DemoProgress {
   simMs: number;
+  /** Connections per owner on the server: 'host' or a NIC id. */
+  owners: Record<string, number>;
+  /** One line per failover so far. */
+  events: string[];
   connected: number;
   finished: number;
   connections: number;
@@ -45,6 +55,8 @@ export interface DemoSummary {
   impairments: Impairment;
   congestion: CongestionAlgorithm;
   drops: Record<string, number>;
+  /** Failovers on the server's team during the run. */
+  failovers: FailoverSummary[];
 }
 
 export const DEMO_DEFAULTS: DemoOptions = {
@@ -54,6 +66,8 @@ export const DEMO_DEFAULTS: DemoOptions = {
   impair: { loss: 0.01, duplicate: 0.005, reorder: 0.01, delayMs: 5, jitterMs: 1 },
   congestion: 'cubic',
   timeLimitMs: 600_000,
+  nics: 2,
+  failoverAt: 0.4,
 };
 
 const BLOCK = 16 * 1024;
@@ -103,7 +117,40 @@ export async function runDemo(
   const net = new SimNetwork({ seed: opts.seed, virtualTime: true });
   const tcp = { congestion: opts.congestion };
   const client = net.addHost({ ip: '10.0.0.1/24', name: 'client', tcp });
-  const server = net.addHost({ ip: '10.0.0.2/24', name: 'server', impair: opts.impair, tcp });
+  // The server is a team of NICs presenting one address; its connections are offloaded to them
+  // as soon as they are established, and one NIC's link is cut mid-run.
+  const team =
+    opts.nics > 0
+      ? net.addTeamHost({
+          ip: '10.0.0.2/24',
+          name: 'server',
+          nics: opts.nics,
+          nicCapacity: Math.max(opts.connections, 1),
+          impair: opts.impair,
+          tcp,
+          policy: { mode: 'immediate', scanIntervalMs: 5 },
+        })
+      : null;
+  const server = team ?? net.addHost({ ip: '10.0.0.2/24', name: 'server', impair: opts.impair, tcp });
+  const events: string[] = [];
+  team?.team.on('failover', (r: FailoverRecord) => {
+    events.push(
+      `${(net.now() / 1000).toFixed(2)}s failover: ${r.nic} ${r.cause}, ${r.connections} connections → ${r.to.join(', ') || 'none'}, detected in ${r.detectMs.toFixed(1)} ms, resumed in ${r.resumeMs.toFixed(1)} ms`,
+    );
+  });
+  let cutDone = opts.failoverAt <= 0 || !team;
+  const owners = (): Record<string, number> => {
+    const out: Record<string, number> = {};
+    let inHost = server.stack.tcp.size;
+    if (team) {
+      for (const n of team.nics) {
+        if (n.load > 0) out[n.id] = n.load;
+        inHost -= n.load;
+      }
+    }
+    out.host = Math.max(0, inHost);
+    return out;
+  };
 
   let received = 0;
   let connected = 0;
@@ -172,9 +219,20 @@ export async function runDemo(
 
   const retransmits = (): number =>
     client.stack.counters.get('tcp.retransmits') + server.stack.counters.get('tcp.retransmits');
-  const progress = (): void =>
+  const progress = (): void => {
+    if (!cutDone && team && received >= opts.failoverAt * 2 * opts.connections * opts.bytes) {
+      cutDone = true;
+      const busiest = [...team.nics.keys()].sort((a, b) => team.nics[b]!.load - team.nics[a]!.load)[0]!;
+      const nic = team.nics[busiest]!;
+      events.push(
+        `${(net.now() / 1000).toFixed(2)}s cutting the link of ${nic.id} (${nic.load} connections)`,
+      );
+      team.ports[busiest]!.cut();
+    }
     onProgress?.({
       simMs: net.now(),
+      owners: owners(),
+      events: [...events],
       connected,
       finished,
       connections: opts.connections,
@@ -182,11 +240,12 @@ export async function runDemo(
       totalBytes: 2 * opts.connections * opts.bytes,
       retransmits: retransmits(),
     });
+  };
   const ticker = net.clock.createTimer(() => {
     progress();
-    if (finished < opts.connections) ticker.arm(250);
+    if (finished < opts.connections) ticker.arm(20);
   });
-  ticker.unref().arm(250);
+  ticker.unref().arm(20);
 
   // A ref'd deadline: if the run stalls with nothing else pending, virtual time jumps here.
   let stop: () => void = () => {};
@@ -205,6 +264,8 @@ export async function runDemo(
     ...prefixed(client.stack.counters.snapshot(), 'drop.'),
     ...prefixed(server.stack.counters.snapshot(), 'drop.'),
   };
+  const failovers = team ? team.failovers.map(summarizeFailover) : [];
+  team?.close();
   net.close();
   const incomplete = opts.connections - finished;
   const bytes = received;
@@ -223,6 +284,7 @@ export async function runDemo(
     impairments: opts.impair,
     congestion: opts.congestion,
     drops,
+    failovers,
   };
 }
 

@@ -61,14 +61,36 @@ program
       .argParser(intIn(0, 2 ** 31 - 1))
       .default(DEMO_DEFAULTS.seed),
   )
+  .addOption(
+    new Option('--nics <n>', "NICs in the server's team (0: no offload, no failover)")
+      .argParser(intIn(0, 16))
+      .default(DEMO_DEFAULTS.nics),
+  )
+  .addOption(
+    new Option(
+      '--failover-at <share>',
+      'cut the busiest NIC once this share of the bytes has arrived (0: never)',
+    )
+      .argParser(probability)
+      .default(DEMO_DEFAULTS.failoverAt),
+  )
   .option('--json', 'print the summary as one JSON object')
   .action(async (o) => {
     const live = !o.json && process.stderr.isTTY;
+    let eventsShown = 0;
     const show = (p: DemoProgress): void => {
+      // Failover events get a line of their own, above the live progress line.
+      for (; eventsShown < p.events.length; eventsShown++) {
+        if (!o.json) process.stderr.write(`${live ? '\r\x1b[K' : ''}${p.events[eventsShown]}\n`);
+      }
       const pct = p.totalBytes ? ((100 * p.bytes) / p.totalBytes).toFixed(1) : '0';
       const rate = p.simMs > 0 ? ((p.bytes * 8) / (p.simMs * 1000)).toFixed(1) : '0';
-      const line = `sim ${(p.simMs / 1000).toFixed(2)}s  conns ${p.connected}/${p.connections} up, ${p.finished} done  bytes ${pct}%  ${rate} Mbit/s  rtx ${p.retransmits}`;
-      if (live) process.stderr.write(`\r${line.padEnd(100)}`);
+      const own = Object.entries(p.owners)
+        .filter(([, n]) => n > 0)
+        .map(([k, n]) => `${k.replace(/^server\./, '')} ${n}`)
+        .join(', ');
+      const line = `sim ${(p.simMs / 1000).toFixed(2)}s  conns ${p.connected}/${p.connections} up, ${p.finished} done [${own}]  bytes ${pct}%  ${rate} Mbit/s  rtx ${p.retransmits}`;
+      if (live) process.stderr.write(`\r${line.padEnd(110)}`);
       else if (!o.json) process.stderr.write(`${line}\n`);
     };
     let lastShown = 0;
@@ -86,6 +108,8 @@ program
           jitterMs: o.jitter,
         },
         timeLimitMs: DEMO_DEFAULTS.timeLimitMs,
+        nics: o.nics,
+        failoverAt: o.failoverAt,
       },
       (p) => {
         // Progress lines are throttled by wall time so the display stays readable at any speed.
@@ -113,6 +137,11 @@ program
       console.log(
         `impairments   ${JSON.stringify(summary.impairments)}, seed ${summary.seed}, ${summary.congestion}`,
       );
+      for (const f of summary.failovers) {
+        console.log(
+          `failover      ${f.nic} (${f.cause}): ${f.connections} connections moved, detected in ${f.detectMs.toFixed(1)} ms, resumed ${f.resumeMs.toFixed(1)} ms later`,
+        );
+      }
     }
     process.exitCode = summary.verified ? 0 : 1;
   });

@@ -5,15 +5,20 @@ import { InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
 import type { Random } from '../core/random.ts';
 import type { Link } from '../link/link.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
-import type {
-  ConnKey,
-  InitiateResult,
-  InvalidateTarget,
-  Nic,
-  NicIndication,
-  NicIndications,
-  OffloadUpdate,
-  QueryResult,
+import type { ByteRing } from '../state/byte-ring.ts';
+import type { TcpCached, TcpState } from '../state/tcp-state.ts';
+import { emptyHardState, type HardState } from './hard-state.ts';
+import {
+  type ConnKey,
+  connKeyId,
+  type InitiateOptions,
+  type InitiateResult,
+  type InvalidateTarget,
+  type Nic,
+  type NicIndication,
+  type NicIndications,
+  type OffloadUpdate,
+  type QueryResult,
 } from './nic.ts';
 import { NicEngine } from './nic-engine.ts';
 
@@ -26,6 +31,65 @@ export interface LocalNicOptions {
   capacity?: number;
   counters?: Counters;
   reachabilityIntervalMs?: number;
+}
+
+/**
+ * What a LocalNic leaves of one connection when it dies (or hands back a transfer the host cannot
+ * read): the hard-state record and the buffers, as a WorkerNic leaves them in shared memory
+ * (design section 6), plus the cached settings, which the host owns anyway.
+ */
+export interface LocalSalvage {
+  key: ConnKey;
+  hard: HardState;
+  sendRing: ByteRing;
+  recvRing: ByteRing;
+  cached: TcpCached;
+  user: TcpUser | null;
+}
+
+/** Fault injection for tests of the failover layer. */
+export interface LocalNicFaults {
+  /** The next terminate returns a damaged transfer (its connections' hard state stays salvageable). */
+  corruptTerminate?: boolean;
+}
+
+/** The hard-state record of one connection (what a WorkerNic keeps under its seqlock). */
+export function hardStateOf(s: TcpState, out: HardState = emptyHardState()): HardState {
+  const d = s.delegated;
+  const c = s.const;
+  out.version++;
+  out.state = d.state;
+  out.sndUna = d.sndUna;
+  out.sndNxt = d.sndNxt;
+  out.sndMax = d.sndMax;
+  out.rcvNxt = d.rcvNxt;
+  out.rcvAdv = d.rcvAdv;
+  out.tsRecent = d.tsRecent;
+  out.iss = d.iss;
+  out.irs = d.irs;
+  out.sndWnd = d.sndWnd;
+  out.maxSndWnd = d.maxSndWnd;
+  out.sndWl1 = d.sndWl1;
+  out.sndWl2 = d.sndWl2;
+  out.finQueued = d.finQueued;
+  out.finSent = d.finSent;
+  out.finReceived = d.finReceived;
+  out.readClosed = d.readClosed;
+  // Thread-local rings: the record is taken at the instant of death, so there is nothing to catch up.
+  out.sendReadPos = 0;
+  out.recvWritePos = 0;
+  out.localIp = c.localIp;
+  out.localPort = c.localPort;
+  out.remoteIp = c.remoteIp;
+  out.remotePort = c.remotePort;
+  out.tsEnabled = c.tsEnabled;
+  out.sackEnabled = c.sackEnabled;
+  out.wsEnabled = c.wsEnabled;
+  out.sndWscale = c.sndWscale;
+  out.rcvWscale = c.rcvWscale;
+  out.remoteMss = c.remoteMss;
+  out.localMss = c.localMss;
+  return out;
 }
 
 /**
@@ -76,6 +140,11 @@ export class LocalNic extends EventEmitter implements Nic {
   private readonly clock: Clock;
   private readonly host: HostLink;
   private closed = false;
+  private deadCause: string | null = null;
+  /** What died with the NIC, or went into a transfer it damaged, until the host salvages it. */
+  private readonly leftovers = new Map<string, LocalSalvage>();
+  /** Fault injection (tests). */
+  readonly faults: LocalNicFaults = {};
 
   constructor(opts: LocalNicOptions) {
     super();
@@ -117,11 +186,22 @@ export class LocalNic extends EventEmitter implements Nic {
     return this.engine.counters;
   }
 
-  initiate(batch: Uint8Array): Promise<InitiateResult> {
-    return this.later(() => this.engine.initiate(batch));
+  /** Why the NIC died, or null while it lives. */
+  get dead(): string | null {
+    return this.deadCause;
+  }
+
+  initiate(batch: Uint8Array, opts?: InitiateOptions): Promise<InitiateResult> {
+    return this.later(() => this.engine.initiate(batch, opts));
   }
   terminate(keys: ConnKey[] | 'all'): Promise<Uint8Array> {
-    return this.later(() => this.engine.terminate(keys));
+    return this.later(() => {
+      if (this.faults.corruptTerminate === true) {
+        this.faults.corruptTerminate = false;
+        return this.damagedTerminate(keys);
+      }
+      return this.engine.terminate(keys);
+    });
   }
   update(u: OffloadUpdate): Promise<void> {
     return this.later(() => this.engine.update(u));
@@ -163,6 +243,80 @@ export class LocalNic extends EventEmitter implements Nic {
     this.closed = true;
     this.engine.close();
     this.host.close();
+  }
+
+  /**
+   * Simulate the NIC dying: its connections stop where they stand, without a RST or a 'closed'
+   * indication (a dead NIC says nothing), and all soft state (congestion window, RTT estimates,
+   * out-of-order data, SACK scoreboard) is lost. The hard-state record and buffers stay for
+   * `salvage()`, as a WorkerNic's shared memory outlives its thread. Emits 'dead' (cause string).
+   */
+  crash(cause = 'crashed'): void {
+    if (this.closed) return;
+    const tcp = this.engine.tcp;
+    for (const conn of [...tcp.connections()]) {
+      const s = tcp.release(conn);
+      this.keep(s, conn.user);
+    }
+    this.deadCause = cause;
+    this.closed = true;
+    this.engine.close();
+    this.host.close();
+    this.emit('dead', cause);
+  }
+
+  /**
+   * Take what is left of connections this NIC can no longer run (after `crash`, or a damaged
+   * terminate): all of them, or those named. Each is handed out once.
+   */
+  salvage(keys?: readonly ConnKey[]): LocalSalvage[] {
+    const out: LocalSalvage[] = [];
+    if (keys === undefined) {
+      out.push(...this.leftovers.values());
+      this.leftovers.clear();
+      return out;
+    }
+    for (const k of keys) {
+      const id = connKeyId(k);
+      const l = this.leftovers.get(id);
+      if (l === undefined) continue;
+      this.leftovers.delete(id);
+      out.push(l);
+    }
+    return out;
+  }
+
+  private keep(s: TcpState, user: TcpUser | null): void {
+    const c = s.const;
+    const key: ConnKey = {
+      localIp: c.localIp,
+      localPort: c.localPort,
+      remoteIp: c.remoteIp,
+      remotePort: c.remotePort,
+    };
+    this.leftovers.set(connKeyId(key), {
+      key,
+      hard: hardStateOf(s),
+      sendRing: s.delegated.sendBuffer,
+      recvRing: s.delegated.recvBuffer,
+      cached: { ...s.cached },
+      user,
+    });
+  }
+
+  /** A terminate whose output is garbage, while the connections' hard state survives. */
+  private damagedTerminate(keys: ConnKey[] | 'all'): Uint8Array {
+    const tcp = this.engine.tcp;
+    const list = keys === 'all' ? [...tcp.connections()] : keys.map((k) => this.engine.connection(k));
+    for (const conn of list) {
+      if (conn === undefined) continue;
+      const user = conn.user;
+      this.keep(tcp.release(conn), user);
+    }
+    this.engine.counters.inc('nic.fault.corrupt-terminate');
+    const out = new Uint8Array(64);
+    out.fill(0xa5);
+    return out;
   }
 
   private later<T>(fn: () => T): Promise<T> {

@@ -22,6 +22,7 @@ import {
   type ConnKey,
   connKeyId,
   type InitiateConnResult,
+  type InitiateOptions,
   type InitiateResult,
   type InvalidateTarget,
   type NicIndication,
@@ -232,7 +233,8 @@ export class NicEngine {
 
   // ---- the verbs -------------------------------------------------------------------------------
 
-  initiate(batch: Uint8Array): InitiateResult {
+  initiate(batch: Uint8Array, opts: InitiateOptions = {}): InitiateResult {
+    const prod = opts?.prod === true;
     const now = this.clock.now();
     let trees: ReturnType<typeof decodeBatch>;
     try {
@@ -269,7 +271,7 @@ export class NicEngine {
           }
           s.path = path.state;
           path.refs++;
-          this.tcp.adopt(s, null);
+          this.tcp.adopt(s, null, { prod });
           room--;
           ok++;
           conns.push({ key, status: 'success' });

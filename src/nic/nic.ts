@@ -2,7 +2,9 @@
  * The offload-target interface (design section 4). Signatures here are shared with WorkerNic:
  * any change to them is announced in this comment first.
  *
- * Changes since first publication: none.
+ * Changes since first publication:
+ * - `initiate(batch, opts?)`: optional `InitiateOptions` (`prod`), additive; a target that ignores
+ *   it stays correct, the moved connections' peers just wait for their own retransmission timer.
  */
 import type { Link } from '../link/link.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
@@ -41,6 +43,15 @@ export interface InitiateConnResult {
   status: 'success' | 'failure' | 'no-resources';
   /** Why it was refused (absent on success). */
   reason?: string;
+}
+
+/** How an initiate installs what it receives. */
+export interface InitiateOptions {
+  /**
+   * Failover: make each installed connection's peer resume at once (send an ACK, retransmit from
+   * snd.una) instead of waiting for its retransmission timer.
+   */
+  prod?: boolean;
 }
 
 export interface InitiateResult {
@@ -171,7 +182,7 @@ export interface Nic {
   /** The host stack's view of the NIC's link. */
   readonly hostLink: Link;
   /** Install the encoded trees (state-codec); per-connection status. Nothing from a refused tree is installed. */
-  initiate(batch: Uint8Array): Promise<InitiateResult>;
+  initiate(batch: Uint8Array, opts?: InitiateOptions): Promise<InitiateResult>;
   /**
    * Upload: bring the named connections to a consistent point and return them, encoded. Segments
    * that arrive for them afterwards are held (see `takeQueued`) until `dropFrozen`.

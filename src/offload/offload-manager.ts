@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import type { Timer } from '../core/clock.ts';
 import { ConnectionError, InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
+import { type HardState, rebuildTcpState } from '../nic/hard-state.ts';
 import {
   type ConnKey,
   connKeyId,
@@ -18,6 +19,7 @@ import { buildTrees, flattenTrees } from '../state/offload-tree.ts';
 import type { PathState } from '../state/path-state.ts';
 import { decodeBatch, encodeBatch } from '../state/state-codec.ts';
 import type { TcpState } from '../state/tcp-state.ts';
+import { DEFAULT_TCP_CACHED, type TcpCached } from '../state/tcp-state.ts';
 import { isOffloadable, validateTcpState } from '../state/validate.ts';
 import { parseIpv4 } from '../wire/addr.ts';
 
@@ -57,6 +59,35 @@ export interface TransferRefusal {
   /** 'ineligible': its state stays in the host (SYN, TIME_WAIT, closing, not yet accepted). */
   status: 'failure' | 'no-resources' | 'closed' | 'ineligible';
   reason: string;
+}
+
+/** How a transfer behaves (failover uses both). */
+export interface TransferOptions {
+  /** Prod every connection installed at the destination so its peer resumes at once. */
+  prod?: boolean;
+  /** What the destination refuses goes straight to the host, not back to the source (a failed NIC). */
+  rollbackToHost?: boolean;
+}
+
+/**
+ * What a dead (or lying) NIC leaves of one connection: its hard-state record and buffers (design
+ * section 6). WorkerNic and LocalNic both hand these out from `salvage()`.
+ */
+export interface SalvageRecord {
+  key: ConnKey;
+  hard: HardState | null;
+  sendRing: TcpState['delegated']['sendBuffer'];
+  recvRing: TcpState['delegated']['recvBuffer'];
+  cached?: TcpCached;
+}
+
+/** A NIC that can hand over what is left of its connections. */
+interface Salvageable {
+  salvage(keys?: readonly ConnKey[]): SalvageRecord[];
+}
+
+function canSalvage(n: Nic): n is Nic & Salvageable {
+  return typeof (n as Partial<Salvageable>).salvage === 'function';
 }
 
 export interface TransferReport {
@@ -128,6 +159,15 @@ export class OffloadManager extends EventEmitter {
   private chain: Promise<unknown> = Promise.resolve();
   private readonly scanTimer: Timer | null;
   private closed = false;
+  /** Options of the transfer running now (transfers run one at a time). */
+  private topts: TransferOptions = {};
+  /** Reused for per-frame owner lookups. */
+  private readonly probeKey: ConnKey = { localIp: 0, localPort: 0, remoteIp: 0, remotePort: 0 };
+  /**
+   * Which NICs automatic offloads may choose (a team excludes failed members); default: link up.
+   * Explicit transfers to a named NIC are not filtered.
+   */
+  eligible: (nic: Nic) => boolean = (nic) => nic.linkUp;
 
   constructor(opts: OffloadManagerOptions) {
     super();
@@ -179,6 +219,16 @@ export class OffloadManager extends EventEmitter {
     return this.stack.tcp.lookup(key.localIp, key.localPort, key.remoteIp, key.remotePort) ? 'host' : null;
   }
 
+  /** `ownerOf` by the 4-tuple's numbers, without building a key: the NIC that runs it, or null. */
+  nicOf(localIp: number, localPort: number, remoteIp: number, remotePort: number): Nic | null {
+    const k = this.probeKey;
+    k.localIp = localIp;
+    k.localPort = localPort;
+    k.remoteIp = remoteIp;
+    k.remotePort = remotePort;
+    return this.entries.get(connKeyId(k))?.nic ?? null;
+  }
+
   /** Keys of the connections a NIC runs (as far as the host knows). */
   keysOn(nic: Nic): ConnKey[] {
     const out: ConnKey[] = [];
@@ -190,12 +240,16 @@ export class OffloadManager extends EventEmitter {
    * Offload host connections (all offloadable ones, or those given) to `nic`, or spread over the
    * NICs whose link is up by free capacity.
    */
-  offload(conns: readonly (TcpConnection | ConnKey)[] | 'all', nic?: Nic): Promise<TransferReport> {
-    return this.serial(() => this.doOffload(conns, nic));
+  offload(
+    conns: readonly (TcpConnection | ConnKey)[] | 'all',
+    nic?: Nic,
+    opts: TransferOptions = {},
+  ): Promise<TransferReport> {
+    return this.serial(() => this.doOffload(conns, nic), opts);
   }
 
   /** Take connections back into the host: the named ones, every one on a NIC, or all. */
-  upload(what: readonly ConnKey[] | Nic | 'all'): Promise<TransferReport> {
+  upload(what: readonly ConnKey[] | Nic | 'all', opts: TransferOptions = {}): Promise<TransferReport> {
     return this.serial(async () => {
       const byNic = new Map<Nic, ConnKey[]>();
       const refused: TransferRefusal[] = [];
@@ -217,11 +271,16 @@ export class OffloadManager extends EventEmitter {
       } else throw new InvalidArgumentError('upload: unknown NIC');
       const reports = await Promise.all([...byNic].map(([n, keys]) => this.transfer(keys, n, 'host')));
       return merge(reports, refused);
-    });
+    }, opts);
   }
 
   /** Move offloaded connections from one NIC to another. */
-  move(keys: readonly ConnKey[] | 'all', from: Nic, to: Nic): Promise<TransferReport> {
+  move(
+    keys: readonly ConnKey[] | 'all',
+    from: Nic,
+    to: Nic,
+    opts: TransferOptions = {},
+  ): Promise<TransferReport> {
     if (!this.hooks.has(from) || !this.hooks.has(to)) throw new InvalidArgumentError('move: unknown NIC');
     if (from === to) throw new InvalidArgumentError('move: source and destination are the same NIC');
     return this.serial(async () => {
@@ -235,7 +294,45 @@ export class OffloadManager extends EventEmitter {
         else refused.push({ key: k, status: 'failure', reason: 'not on the source NIC' });
       }
       return merge([await this.transfer(list, from, to)], refused);
-    });
+    }, opts);
+  }
+
+  /**
+   * A NIC died (or handed back a transfer that does not validate): rebuild the named connections
+   * (default: every one the host believes it ran) from the hard state it left (`salvage()`), at
+   * `to` or, with null, in the host; every rebuilt connection is prodded. A connection with no
+   * usable hard state is lost (its user hears ECONNABORTED).
+   */
+  recover(from: Nic, to: Nic | 'host', keys?: readonly ConnKey[]): Promise<TransferReport> {
+    if (!this.hooks.has(from)) throw new InvalidArgumentError('recover: unknown NIC');
+    if (to !== 'host' && !this.hooks.has(to)) throw new InvalidArgumentError('recover: unknown NIC');
+    return this.serial(
+      async () => {
+        const list: ConnKey[] = [];
+        const refused: TransferRefusal[] = [];
+        for (const k of keys ?? this.keysOn(from)) {
+          if (!isKey(k)) throw new InvalidArgumentError('recover: not a connection key');
+          const e = this.entries.get(connKeyId(k));
+          if (e?.nic === from) list.push(e.key);
+          else refused.push({ key: k, status: 'failure', reason: 'not on the source NIC' });
+        }
+        const report: TransferReport = { moved: [], refused };
+        if (list.length === 0) return report;
+        const items: Item[] = [];
+        const tcp = this.stack.tcp;
+        for (const key of list) {
+          const id = connKeyId(key);
+          const user = this.entries.get(id)?.user ?? null;
+          tcp.freeze(key.localIp, key.localPort, key.remoteIp, key.remotePort);
+          const socket = user instanceof TcpSocket && !user.moving ? user : null;
+          socket?._beginMove();
+          items.push({ key, id, user, socket });
+        }
+        await this.rebuild(items, from, to === 'host' ? 'host' : to, report);
+        return report;
+      },
+      { prod: true, rollbackToHost: true },
+    );
   }
 
   /**
@@ -262,9 +359,13 @@ export class OffloadManager extends EventEmitter {
 
   // ---- transfers -----------------------------------------------------------------------------------
 
-  private serial<T>(fn: () => Promise<T>): Promise<T> {
+  private serial<T>(fn: () => Promise<T>, opts: TransferOptions = {}): Promise<T> {
     if (this.closed) return Promise.reject(new InvalidStateError('offload manager is closed'));
-    const run = this.chain.then(fn, fn);
+    const go = (): Promise<T> => {
+      this.topts = opts;
+      return fn();
+    };
+    const run = this.chain.then(go, go);
     this.chain = run.catch(() => undefined);
     return run;
   }
@@ -302,7 +403,7 @@ export class OffloadManager extends EventEmitter {
     if (nic !== undefined) groups.set(nic, cands.map(keyOfConn));
     else {
       const free = new Map<Nic, number>();
-      for (const n of this.nicList) if (n.linkUp) free.set(n, n.capacity - n.load);
+      for (const n of this.nicList) if (this.eligible(n)) free.set(n, n.capacity - n.load);
       for (const c of cands) {
         let best: Nic | null = null;
         let room = 0;
@@ -367,7 +468,13 @@ export class OffloadManager extends EventEmitter {
     try {
       states = flattenTrees(decodeBatch(batch, now));
     } catch (e) {
-      // The source handed back something we cannot read: those connections are gone.
+      // The source handed back something we cannot read. A NIC that keeps hard state the host can
+      // see still lets us rebuild them; otherwise those connections are gone.
+      if (src !== 'host' && canSalvage(src)) {
+        this.stack.counters.inc('offload.terminate.invalid');
+        await this.rebuild(items, src, dst, report);
+        return report;
+      }
       for (const it of items) this.lost(it, `source returned an unreadable transfer: ${String(e)}`, report);
       return report;
     }
@@ -398,7 +505,9 @@ export class OffloadManager extends EventEmitter {
     }
     let left = failed.map((f) => f.state);
     let reason = failed[0]!.reason;
-    for (const back of src === 'host' ? (['host'] as const) : ([src, 'host'] as const)) {
+    const backs =
+      src === 'host' || this.topts.rollbackToHost ? (['host'] as const) : ([src, 'host'] as const);
+    for (const back of backs) {
       if (left.length === 0) break;
       const rb = await this.install(back, encodeBatch(buildTrees(left), now, { skipValidation: true }), left);
       await this.settle(rb.ok, byId, src, back);
@@ -446,7 +555,7 @@ export class OffloadManager extends EventEmitter {
     }
     let res: Awaited<ReturnType<Nic['initiate']>>;
     try {
-      res = await dst.initiate(batch);
+      res = await dst.initiate(batch, this.topts.prod === true ? { prod: true } : undefined);
     } catch (e) {
       for (const s of states) failed.push({ state: s, status: 'failure', reason: String(e) });
       return { ok, failed };
@@ -519,7 +628,82 @@ export class OffloadManager extends EventEmitter {
   private adoptHost(it: Item, s: TcpState): TcpConnection {
     const path = this.stack.pathTo(s.const.remoteIp, s.const.localIp);
     if (path) s.path = path;
-    return this.stack.tcp.adopt(s, it.user);
+    return this.stack.tcp.adopt(s, it.user, { prod: this.topts.prod === true });
+  }
+
+  /**
+   * Rebuild `items` (frozen in the host, sockets frozen) from what `from` left, and install them at
+   * `dst`. Segments held at `from` (if it is alive) and in the host are replayed at the new owner.
+   */
+  private async rebuild(items: Item[], from: Nic, dst: Owner, report: TransferReport): Promise<void> {
+    if (!canSalvage(from)) {
+      for (const it of items) this.lost(it, `NIC ${from.id} keeps no hard state`, report);
+      return;
+    }
+    const now = this.stack.clock.now();
+    const recs = new Map<string, SalvageRecord>();
+    const tcp = this.stack.tcp;
+    const asked = new Set(items.map((i) => i.id));
+    for (const r of from.salvage(items.map((i) => i.key))) {
+      const id = connKeyId(r.key);
+      recs.set(id, r);
+      // A NIC that salvages wholesale (WorkerNic) hands over the rest too: they cannot stay there.
+      const e = this.entries.get(id);
+      if (asked.has(id) || e?.nic !== from) continue;
+      const k = e.key;
+      tcp.freeze(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+      const socket = e.user instanceof TcpSocket && !e.user.moving ? e.user : null;
+      socket?._beginMove();
+      items.push({ key: k, id, user: e.user, socket });
+    }
+    const states: TcpState[] = [];
+    const byId = new Map<string, Item>();
+    for (const it of items) {
+      const r = recs.get(it.id);
+      const path = this.stack.pathTo(it.key.remoteIp, it.key.localIp);
+      if (r === undefined || r.hard === null || path === null) {
+        this.lost(it, r === undefined ? 'no hard state left' : 'hard state never written', report);
+        continue;
+      }
+      try {
+        states.push(
+          rebuildTcpState(r.hard, r.sendRing, r.recvRing, r.cached ?? DEFAULT_TCP_CACHED, path, now),
+        );
+        byId.set(it.id, it);
+      } catch (e) {
+        this.lost(it, `hard state does not make a connection: ${String(e)}`, report);
+      }
+    }
+    this.stack.counters.inc('offload.rebuilt', states.length);
+    // Whatever the dead NIC still held goes back to the host's placeholders, to be replayed.
+    let held: Uint8Array[] = [];
+    const keys = [...byId.values()].map((i) => i.key);
+    try {
+      held = await from.takeQueued(keys);
+      await from.dropFrozen(keys);
+    } catch {
+      // Gone for good: the peer resends what it held.
+    }
+    for (const p of held) tcp.inputPacket(p);
+    if (states.length === 0) return;
+    let ok = states;
+    let failed: { state: TcpState; status: 'failure' | 'no-resources'; reason: string }[] = [];
+    if (dst !== 'host') {
+      const r = await this.install(
+        dst,
+        encodeBatch(buildTrees(states), now, { skipValidation: true }),
+        states,
+      );
+      ok = r.ok;
+      failed = r.failed;
+    }
+    await this.settle(ok, byId, 'host', dst);
+    for (const s of ok) report.moved.push(keyOfState(s));
+    if (failed.length === 0) return;
+    const left = failed.map((f) => f.state);
+    for (const f of failed)
+      report.refused.push({ key: keyOfState(f.state), status: f.status, reason: f.reason });
+    await this.settle(left, byId, 'host', 'host');
   }
 
   private readoptHost(it: Item, s: TcpState): void {

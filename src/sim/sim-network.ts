@@ -10,6 +10,7 @@ import { OffloadManager, type OffloadPolicy } from '../offload/offload-manager.t
 import { Host } from '../socket/host.ts';
 import { Stack } from '../stack/stack.ts';
 import type { TcpCached } from '../state/tcp-state.ts';
+import { buildTeamHost, type TeamHost, type TeamHostOptions } from '../team/team-host.ts';
 import { formatMac, parseCidr } from '../wire/addr.ts';
 import { FrameTrace } from './trace.ts';
 import { VirtualTimeDriver } from './virtual-time-driver.ts';
@@ -139,6 +140,7 @@ export class SimNetwork {
   readonly random: SeededRandom;
   readonly switch: MemorySwitch;
   readonly hosts: SimHost[] = [];
+  readonly teamHosts: TeamHost[] = [];
   readonly seed: number;
   private readonly driver: VirtualTimeDriver | null;
   private readonly trace: FrameTrace | null;
@@ -237,6 +239,16 @@ export class SimNetwork {
     return host;
   }
 
+  /**
+   * A host whose one IP and MAC sit on a team of LocalNics (one switch port each), with an offload
+   * manager and failover: `host.team` emits 'failover', `host.health()` reports each member.
+   */
+  addTeamHost(opts: TeamHostOptions): TeamHost {
+    const host = buildTeamHost(this, opts);
+    this.teamHosts.push(host);
+    return host;
+  }
+
   /** Resolve after `ms` of network time (virtual or real). */
   sleep(ms: number): Promise<void> {
     return new Promise((resolve) => {
@@ -272,6 +284,7 @@ export class SimNetwork {
       }
       h.stack.close();
     }
+    for (const h of this.teamHosts) h.close();
     this.pcap?.close();
     this.driver?.stop();
   }

@@ -1,3 +1,13 @@
+import {
+  checkSharedRingRef,
+  initSharedRing,
+  RING_READ,
+  RING_WRITE,
+  SHARED_RING_HEADER,
+  type SharedRingRef,
+  sharedRingBytes,
+} from './shared-ring.ts';
+
 /**
  * A bounded FIFO of bytes over one ArrayBuffer (or SharedArrayBuffer, so a worker NIC and the
  * host can both see it). TCP's send queue (bytes from snd.una on) and receive queue (in-order
@@ -81,6 +91,26 @@ export class ByteRing {
     this.len = 0;
   }
 
+  /** The shared memory behind this ring, or null for a ring in thread-local memory. */
+  get shared(): SharedRingRef | null {
+    return null;
+  }
+
+  /**
+   * A fixed-capacity ring in shared memory for one producer thread and one consumer thread (see
+   * shared-ring.ts). Without `at`, it gets a SharedArrayBuffer of its own.
+   */
+  static createShared(capacity: number, at?: { sab: SharedArrayBuffer; offset: number }): ByteRing {
+    const sab = at?.sab ?? new SharedArrayBuffer(sharedRingBytes(capacity));
+    return new SharedByteRing(initSharedRing(sab, at?.offset ?? 0, capacity));
+  }
+
+  /** Attach, in another thread, the ring another thread created (`ring.shared`, posted over). */
+  static attachShared(ref: SharedRingRef): ByteRing {
+    checkSharedRingRef(ref);
+    return new SharedByteRing(ref);
+  }
+
   private grow(need: number): void {
     let cap = this.buf.length;
     while (cap < need) cap *= 2;
@@ -89,5 +119,105 @@ export class ByteRing {
     this.peek(0, next, 0, this.len);
     this.buf = next;
     this.head = 0;
+  }
+}
+
+/**
+ * The shared mode of ByteRing. Exactly one thread calls write (the producer) and one calls
+ * consume, read and clear (the consumer); length, free, peek and toArray may be called by the
+ * consumer at any time and by the producer as a lower bound of what is free. The capacity is fixed:
+ * growing would mean swapping memory under the other thread.
+ */
+class SharedByteRing extends ByteRing {
+  private readonly ctl: Int32Array;
+  private readonly data: Uint8Array;
+  private readonly cap: number;
+  private readonly wrap: number;
+  private readonly ref: SharedRingRef;
+
+  constructor(ref: SharedRingRef) {
+    // The base class's own buffer is never used; keep it minimal.
+    super(0, ref.capacity);
+    this.ref = { sab: ref.sab, offset: ref.offset, capacity: ref.capacity };
+    this.ctl = new Int32Array(ref.sab, ref.offset, 4);
+    this.data = new Uint8Array(ref.sab, ref.offset + SHARED_RING_HEADER, ref.capacity);
+    this.cap = ref.capacity;
+    this.wrap = 2 * ref.capacity;
+  }
+
+  override get shared(): SharedRingRef {
+    return this.ref;
+  }
+
+  private span(r: number, w: number): number {
+    const n = w - r;
+    // A peer that scribbles on the header must not make us read or write outside the data.
+    if (n >= 0) return Math.min(n, this.cap);
+    const m = n + this.wrap;
+    return m >= 0 && m <= this.cap ? m : this.cap;
+  }
+
+  private pos(p: number): number {
+    return p >= this.cap ? p - this.cap : p;
+  }
+
+  override get length(): number {
+    return this.span(Atomics.load(this.ctl, RING_READ), Atomics.load(this.ctl, RING_WRITE));
+  }
+  override get capacity(): number {
+    return this.cap;
+  }
+  override get free(): number {
+    return this.cap - this.length;
+  }
+
+  override write(src: Uint8Array, off = 0, len = src.length - off): number {
+    const ctl = this.ctl;
+    const w = Atomics.load(ctl, RING_WRITE);
+    const used = this.span(Atomics.load(ctl, RING_READ), w);
+    const n = Math.min(len, this.cap - used);
+    if (n <= 0) return 0;
+    const tail = this.pos(w);
+    const first = Math.min(n, this.cap - tail);
+    this.data.set(src.subarray(off, off + first), tail);
+    if (n > first) this.data.set(src.subarray(off + first, off + n), 0);
+    const next = w + n;
+    Atomics.store(ctl, RING_WRITE, next >= this.wrap ? next - this.wrap : next);
+    return n;
+  }
+
+  override peek(from: number, dst: Uint8Array, dstOff: number, len: number): number {
+    const ctl = this.ctl;
+    const r = Atomics.load(ctl, RING_READ);
+    const avail = this.span(r, Atomics.load(ctl, RING_WRITE));
+    const n = Math.max(0, Math.min(len, avail - from));
+    if (n === 0) return 0;
+    let start = r + from;
+    if (start >= this.wrap) start -= this.wrap;
+    start = this.pos(start);
+    const first = Math.min(n, this.cap - start);
+    dst.set(this.data.subarray(start, start + first), dstOff);
+    if (n > first) dst.set(this.data.subarray(0, n - first), dstOff + first);
+    return n;
+  }
+
+  override consume(n: number): void {
+    const ctl = this.ctl;
+    const r = Atomics.load(ctl, RING_READ);
+    const k = Math.min(n, this.span(r, Atomics.load(ctl, RING_WRITE)));
+    if (k <= 0) return;
+    const next = r + k;
+    Atomics.store(ctl, RING_READ, next >= this.wrap ? next - this.wrap : next);
+  }
+
+  override toArray(): Uint8Array {
+    const out = new Uint8Array(this.length);
+    this.peek(0, out, 0, out.length);
+    return out;
+  }
+
+  /** Consumer side: drop everything queued so far. */
+  override clear(): void {
+    Atomics.store(this.ctl, RING_READ, Atomics.load(this.ctl, RING_WRITE));
   }
 }

@@ -34,10 +34,33 @@ describe('chimney CLI', () => {
     assert.ok(s.durationMs > 0);
   });
 
+  test('demo --json reports the live failover: a NIC link is cut mid-run and every byte still arrives', () => {
+    const r = chimney('demo', '--json', '--connections', '12', '--bytes', '128KiB', '--nics', '3', '--seed', '5');
+    assert.equal(r.status, 0, r.stderr);
+    const s = JSON.parse(r.stdout);
+    assert.equal(s.verified, true);
+    assert.equal(s.resets, 0);
+    assert.equal(s.failovers.length, 1);
+    const f = s.failovers[0];
+    assert.match(f.nic, /^server\.nic\d$/);
+    assert.equal(f.cause, 'carrier');
+    assert.ok(f.connections > 0, 'the cut NIC carried connections');
+    for (const k of ['detectMs', 'resumeMs']) assert.ok(typeof f[k] === 'number' && f[k] >= 0, k);
+  });
+
+  test('demo --nics 0 runs without offload and reports no failover', () => {
+    const r = chimney('demo', '--json', '--connections', '4', '--bytes', '64KiB', '--nics', '0');
+    assert.equal(r.status, 0, r.stderr);
+    const s = JSON.parse(r.stdout);
+    assert.equal(s.verified, true);
+    assert.deepEqual(s.failovers, []);
+  });
+
   test('demo prints a human summary', () => {
     const r = chimney('demo', '--connections', '2', '--bytes', '16KiB');
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stdout, /verified\s+yes/);
+    assert.match(r.stdout, /failover\s+server\.nic\d \(carrier\)/);
   });
 
   for (const [flag, value, why] of [

@@ -710,6 +710,11 @@ export class TcpLayer implements TcpEngine {
       }
       state.soft.ackNow = true;
       this.env.counters.inc('tcp.adopt.prodded');
+      // Three identical ACKs: a peer with data in flight takes them as duplicate ACKs and
+      // retransmits at once (fast retransmit) instead of waiting for its own timer; a peer with
+      // nothing in flight ignores them.
+      sendAck(conn);
+      sendAck(conn);
       sendAck(conn);
     }
     tcpOutput(conn);

@@ -175,12 +175,18 @@ export function sendSyn(conn: TcpConnection): void {
   emit(conn, d.iss, flags, 0, 0);
 }
 
+/**
+ * Pure ACKs (and RSTs) carry snd.max, not snd.nxt: after a timeout snd.nxt falls back to snd.una,
+ * below what the peer may already have received, and an ACK numbered below the peer's rcv.nxt is
+ * unacceptable to it. If both ends had rewound, each would answer the other's ACK with another
+ * one, forever. The peer's rcv.nxt never passes snd.max, so snd.max is always acceptable.
+ */
 export function sendAck(conn: TcpConnection): void {
-  emit(conn, conn.state.delegated.sndNxt, TcpFlag.ACK, 0, 0);
+  emit(conn, conn.state.delegated.sndMax, TcpFlag.ACK, 0, 0);
 }
 
 export function sendRst(conn: TcpConnection): void {
-  emit(conn, conn.state.delegated.sndNxt, TcpFlag.RST | TcpFlag.ACK, 0, 0);
+  emit(conn, conn.state.delegated.sndMax, TcpFlag.RST | TcpFlag.ACK, 0, 0);
 }
 
 /** RFC 5961 challenge ACK, rate-limited per connection and per layer (section 7). */

@@ -1,0 +1,403 @@
+import { InvalidArgumentError, StateValidationError } from '../core/errors.ts';
+import type { ByteRing } from '../state/byte-ring.ts';
+import type { PathState } from '../state/path-state.ts';
+import {
+  type SharedRingRef,
+  sharedRingAdvance,
+  sharedRingBytes,
+  sharedRingPositions,
+} from '../state/shared-ring.ts';
+import { createTcpState, type TcpCached, type TcpState, TcpStateId } from '../state/tcp-state.ts';
+import { validateTcpState } from '../state/validate.ts';
+
+/*
+ * The hard state of one connection run by a worker NIC (design section 6): the few numbers that,
+ * with the shared send and receive rings, let the host rebuild the connection if the NIC dies.
+ * Everything else (congestion window, RTT estimates, out-of-order data, SACK) is soft and comes
+ * back from traffic.
+ *
+ * The NIC writes the record under a sequence lock and the host reads it whenever it likes. A
+ * seqlock alone has a weakness here: a worker killed in the middle of a write leaves the sequence
+ * odd for ever. So the record is kept twice, and the writer finishes one copy before it starts
+ * the other: whichever moment the writer stops at, one copy is whole, and the reader takes the
+ * newer whole one. Every word is read and written with Atomics, so no plain access can be
+ * reordered around the sequence checks.
+ *
+ * The record also notes where the send ring's read position and the receive ring's write position
+ * stood when it was written. Those positions move in step with snd.una and rcv.nxt (the engine
+ * consumes exactly the acknowledged bytes and advances rcv.nxt by exactly the bytes it stored), so
+ * a reader can bring a record that is one batch old up to the rings' present: nothing the NIC
+ * acknowledged is lost and nothing is delivered twice.
+ */
+
+const W_SEQ = 0;
+const W_STATE = 1;
+const W_SND_UNA = 2;
+const W_SND_NXT = 3;
+const W_SND_MAX = 4;
+const W_RCV_NXT = 5;
+const W_RCV_ADV = 6;
+const W_TS_RECENT = 7;
+const W_ISS = 8;
+const W_IRS = 9;
+const W_SND_WND = 10;
+const W_FLAGS = 11;
+const W_SEND_READ = 12;
+const W_RECV_WRITE = 13;
+const W_LOCAL_IP = 14;
+const W_REMOTE_IP = 15;
+const W_PORTS = 16;
+const W_OPTS = 17;
+const W_MSS = 18;
+const W_SND_WL1 = 19;
+const W_SND_WL2 = 20;
+const W_MAX_SND_WND = 21;
+const WORDS = 24;
+const COPY_BYTES = WORDS * 4;
+/** Two copies of the record. */
+export const HARD_STATE_BYTES = 2 * COPY_BYTES;
+
+const F_FIN_QUEUED = 1;
+const F_FIN_SENT = 2;
+const F_FIN_RECEIVED = 4;
+const F_READ_CLOSED = 8;
+const O_TS = 1;
+const O_SACK = 2;
+const O_WS = 4;
+
+/** A consistent snapshot of one connection's hard state. */
+export interface HardState {
+  /** Writes so far (0: never written). */
+  version: number;
+  state: number;
+  sndUna: number;
+  sndNxt: number;
+  sndMax: number;
+  rcvNxt: number;
+  /** Right edge of the window last advertised. */
+  rcvAdv: number;
+  tsRecent: number;
+  iss: number;
+  irs: number;
+  sndWnd: number;
+  maxSndWnd: number;
+  sndWl1: number;
+  sndWl2: number;
+  finQueued: boolean;
+  finSent: boolean;
+  finReceived: boolean;
+  readClosed: boolean;
+  /** Send ring read position and receive ring write position when this was written. */
+  sendReadPos: number;
+  recvWritePos: number;
+  localIp: number;
+  localPort: number;
+  remoteIp: number;
+  remotePort: number;
+  tsEnabled: boolean;
+  sackEnabled: boolean;
+  wsEnabled: boolean;
+  sndWscale: number;
+  rcvWscale: number;
+  remoteMss: number;
+  localMss: number;
+}
+
+export function emptyHardState(): HardState {
+  return {
+    version: 0,
+    state: 0,
+    sndUna: 0,
+    sndNxt: 0,
+    sndMax: 0,
+    rcvNxt: 0,
+    rcvAdv: 0,
+    tsRecent: 0,
+    iss: 0,
+    irs: 0,
+    sndWnd: 0,
+    maxSndWnd: 0,
+    sndWl1: 0,
+    sndWl2: 0,
+    finQueued: false,
+    finSent: false,
+    finReceived: false,
+    readClosed: false,
+    sendReadPos: 0,
+    recvWritePos: 0,
+    localIp: 0,
+    localPort: 0,
+    remoteIp: 0,
+    remotePort: 0,
+    tsEnabled: false,
+    sackEnabled: false,
+    wsEnabled: false,
+    sndWscale: 0,
+    rcvWscale: 0,
+    remoteMss: 0,
+    localMss: 0,
+  };
+}
+
+/** The double seqlock record at `offset` of a SharedArrayBuffer. */
+export class HardStateRecord {
+  private readonly a: Int32Array;
+  private readonly b: Int32Array;
+
+  constructor(
+    readonly sab: SharedArrayBuffer,
+    readonly offset = 0,
+  ) {
+    if (!(sab instanceof SharedArrayBuffer))
+      throw new InvalidArgumentError('hard state needs a SharedArrayBuffer');
+    if (
+      !Number.isInteger(offset) ||
+      offset < 0 ||
+      offset % 8 !== 0 ||
+      offset + HARD_STATE_BYTES > sab.byteLength
+    ) {
+      throw new InvalidArgumentError('hard state record does not fit at that offset');
+    }
+    this.a = new Int32Array(sab, offset, WORDS);
+    this.b = new Int32Array(sab, offset + COPY_BYTES, WORDS);
+  }
+
+  /** NIC side: publish the connection's hard state, with the rings' positions as they are now. */
+  write(s: TcpState, send: SharedRingRef | null, recv: SharedRingRef | null): void {
+    const sendPos = send ? sharedRingPositions(send).read : 0;
+    const recvPos = recv ? sharedRingPositions(recv).write : 0;
+    writeCopy(this.a, s, sendPos, recvPos);
+    writeCopy(this.b, s, sendPos, recvPos);
+  }
+
+  /**
+   * Host side: a consistent snapshot into `out`, or false if none could be had (never written,
+   * or a writer racing us for too long; a dead writer always leaves one whole copy).
+   */
+  read(out: HardState): boolean {
+    for (let attempt = 0; attempt < 64; attempt++) {
+      const sa = Atomics.load(this.a, W_SEQ);
+      const sb = Atomics.load(this.b, W_SEQ);
+      // The newer whole copy first: `a` is written first, so when both are whole `a` is newest.
+      const order = (sa & 1) === 0 && sa >= sb ? [this.a, this.b] : [this.b, this.a];
+      for (const c of order) {
+        const seq = Atomics.load(c, W_SEQ);
+        if (seq === 0 || (seq & 1) === 1) continue;
+        readCopy(c, out);
+        if (Atomics.load(c, W_SEQ) === seq) {
+          out.version = seq >>> 1;
+          return true;
+        }
+      }
+    }
+    return false;
+  }
+}
+
+function writeCopy(c: Int32Array, s: TcpState, sendPos: number, recvPos: number): void {
+  const k = s.const;
+  const d = s.delegated;
+  const seq = Atomics.load(c, W_SEQ);
+  Atomics.store(c, W_SEQ, seq + 1);
+  Atomics.store(c, W_STATE, d.state);
+  Atomics.store(c, W_SND_UNA, d.sndUna);
+  Atomics.store(c, W_SND_NXT, d.sndNxt);
+  Atomics.store(c, W_SND_MAX, d.sndMax);
+  Atomics.store(c, W_RCV_NXT, d.rcvNxt);
+  Atomics.store(c, W_RCV_ADV, d.rcvAdv);
+  Atomics.store(c, W_TS_RECENT, d.tsRecent);
+  Atomics.store(c, W_ISS, d.iss);
+  Atomics.store(c, W_IRS, d.irs);
+  Atomics.store(c, W_SND_WND, d.sndWnd);
+  Atomics.store(c, W_MAX_SND_WND, d.maxSndWnd);
+  Atomics.store(c, W_SND_WL1, d.sndWl1);
+  Atomics.store(c, W_SND_WL2, d.sndWl2);
+  Atomics.store(
+    c,
+    W_FLAGS,
+    (d.finQueued ? F_FIN_QUEUED : 0) |
+      (d.finSent ? F_FIN_SENT : 0) |
+      (d.finReceived ? F_FIN_RECEIVED : 0) |
+      (d.readClosed ? F_READ_CLOSED : 0),
+  );
+  Atomics.store(c, W_SEND_READ, sendPos);
+  Atomics.store(c, W_RECV_WRITE, recvPos);
+  Atomics.store(c, W_LOCAL_IP, k.localIp);
+  Atomics.store(c, W_REMOTE_IP, k.remoteIp);
+  Atomics.store(c, W_PORTS, (k.localPort << 16) | k.remotePort);
+  Atomics.store(
+    c,
+    W_OPTS,
+    k.sndWscale |
+      (k.rcvWscale << 8) |
+      (((k.tsEnabled ? O_TS : 0) | (k.sackEnabled ? O_SACK : 0) | (k.wsEnabled ? O_WS : 0)) << 16),
+  );
+  Atomics.store(c, W_MSS, k.remoteMss | (k.localMss << 16));
+  Atomics.store(c, W_SEQ, seq + 2);
+}
+
+function readCopy(c: Int32Array, o: HardState): void {
+  o.state = Atomics.load(c, W_STATE);
+  o.sndUna = Atomics.load(c, W_SND_UNA) >>> 0;
+  o.sndNxt = Atomics.load(c, W_SND_NXT) >>> 0;
+  o.sndMax = Atomics.load(c, W_SND_MAX) >>> 0;
+  o.rcvNxt = Atomics.load(c, W_RCV_NXT) >>> 0;
+  o.rcvAdv = Atomics.load(c, W_RCV_ADV) >>> 0;
+  o.tsRecent = Atomics.load(c, W_TS_RECENT) >>> 0;
+  o.iss = Atomics.load(c, W_ISS) >>> 0;
+  o.irs = Atomics.load(c, W_IRS) >>> 0;
+  o.sndWnd = Atomics.load(c, W_SND_WND) >>> 0;
+  o.maxSndWnd = Atomics.load(c, W_MAX_SND_WND) >>> 0;
+  o.sndWl1 = Atomics.load(c, W_SND_WL1) >>> 0;
+  o.sndWl2 = Atomics.load(c, W_SND_WL2) >>> 0;
+  const f = Atomics.load(c, W_FLAGS);
+  o.finQueued = (f & F_FIN_QUEUED) !== 0;
+  o.finSent = (f & F_FIN_SENT) !== 0;
+  o.finReceived = (f & F_FIN_RECEIVED) !== 0;
+  o.readClosed = (f & F_READ_CLOSED) !== 0;
+  o.sendReadPos = Atomics.load(c, W_SEND_READ);
+  o.recvWritePos = Atomics.load(c, W_RECV_WRITE);
+  o.localIp = Atomics.load(c, W_LOCAL_IP) >>> 0;
+  o.remoteIp = Atomics.load(c, W_REMOTE_IP) >>> 0;
+  const ports = Atomics.load(c, W_PORTS) >>> 0;
+  o.localPort = ports >>> 16;
+  o.remotePort = ports & 0xffff;
+  const opts = Atomics.load(c, W_OPTS);
+  o.sndWscale = opts & 0xff;
+  o.rcvWscale = (opts >>> 8) & 0xff;
+  o.tsEnabled = ((opts >>> 16) & O_TS) !== 0;
+  o.sackEnabled = ((opts >>> 16) & O_SACK) !== 0;
+  o.wsEnabled = ((opts >>> 16) & O_WS) !== 0;
+  const mss = Atomics.load(c, W_MSS) >>> 0;
+  o.remoteMss = mss & 0xffff;
+  o.localMss = mss >>> 16;
+}
+
+// ---- the per-connection shared block ----------------------------------------------------------
+
+/** Where one connection's shared memory lives: hard state, then send ring, then receive ring. */
+export interface ConnBlockRef {
+  readonly sab: SharedArrayBuffer;
+  readonly send: SharedRingRef;
+  readonly recv: SharedRingRef;
+}
+
+/** One SharedArrayBuffer for everything a connection shares: one allocation, freed by GC. */
+export function allocConnBlock(sendCapacity: number, recvCapacity: number): ConnBlockRef {
+  const sendAt = HARD_STATE_BYTES;
+  const recvAt = sendAt + sharedRingBytes(sendCapacity);
+  const sab = new SharedArrayBuffer(recvAt + sharedRingBytes(recvCapacity));
+  return {
+    sab,
+    send: { sab, offset: sendAt, capacity: sendCapacity },
+    recv: { sab, offset: recvAt, capacity: recvCapacity },
+  };
+}
+
+// ---- rebuilding a connection from hard state alone --------------------------------------------
+
+const HALF = 0x80000000;
+
+function seqAdd(a: number, n: number): number {
+  return (a + n) >>> 0;
+}
+function seqDiff(a: number, b: number): number {
+  return (a - b) | 0;
+}
+
+/**
+ * A valid TcpState from a dead NIC's hard state and the shared rings it left (design section 6),
+ * for the host (or another NIC) to adopt. `hard` may be a little older than the rings: snd.una and
+ * rcv.nxt are brought forward by how far the rings' positions moved since it was written. Soft
+ * state starts fresh: one-segment congestion window (a restart after loss, RFC 5681), no RTT
+ * estimate, the initial RTO, an empty SACK scoreboard and no out-of-order data; the sender goes
+ * back to snd.una and resends everything in flight.
+ *
+ * The rings are used as they are (the host becomes both their producer and consumer), so no byte
+ * is copied. Throws StateValidationError if the pieces do not make a connection.
+ */
+export function rebuildTcpState(
+  hard: HardState,
+  sendRing: ByteRing,
+  recvRing: ByteRing,
+  cached: TcpCached,
+  path: PathState,
+  now = 0,
+): TcpState {
+  if (hard.version === 0) throw new StateValidationError('hard.version', 'hard state never written');
+  const send = sendRing.shared;
+  const recv = recvRing.shared;
+  const s = createTcpState(
+    {
+      localIp: hard.localIp,
+      localPort: hard.localPort,
+      remoteIp: hard.remoteIp,
+      remotePort: hard.remotePort,
+      tsEnabled: hard.tsEnabled,
+      sackEnabled: hard.sackEnabled,
+      wsEnabled: hard.wsEnabled,
+      sndWscale: hard.sndWscale,
+      rcvWscale: hard.rcvWscale,
+      remoteMss: hard.remoteMss,
+      localMss: hard.localMss,
+    },
+    {
+      ...cached,
+      sndBufSize: Math.max(cached.sndBufSize, sendRing.capacity),
+      rcvBufSize: Math.max(cached.rcvBufSize, recvRing.capacity),
+    },
+    path,
+  );
+  const d = s.delegated;
+  // Bytes acknowledged (consumed from the send ring) and stored (written to the receive ring)
+  // after the record was written.
+  const acked = send ? sharedRingAdvance(send, hard.sendReadPos, sharedRingPositions(send).read) : 0;
+  const stored = recv ? sharedRingAdvance(recv, hard.recvWritePos, sharedRingPositions(recv).write) : 0;
+  const sndUna = seqAdd(hard.sndUna, acked);
+  const rcvNxt = seqAdd(hard.rcvNxt, stored);
+  const sendLen = sendRing.length;
+  // snd.max may be stale too; it is at least snd.una, and what is in flight must be in the ring.
+  let sndMax = seqDiff(hard.sndMax, sndUna) > 0 ? hard.sndMax : sndUna;
+  let finSent = hard.finSent;
+  const flight = (sndMax - sndUna) >>> 0;
+  if (flight >= HALF) sndMax = sndUna;
+  const dataInFlight = ((sndMax - sndUna) >>> 0) - (finSent && sndMax !== sndUna ? 1 : 0);
+  if (dataInFlight > sendLen || (finSent && dataInFlight !== sendLen)) {
+    // The FIN's place is no longer certain: send it again after the data.
+    sndMax = seqAdd(sndUna, Math.min(dataInFlight, sendLen));
+    finSent = false;
+  }
+  d.state = hard.state as TcpStateId;
+  d.iss = hard.iss;
+  d.irs = hard.irs;
+  d.sndUna = sndUna;
+  d.sndNxt = sndUna;
+  d.sndMax = sndMax;
+  d.sndWnd = Math.min(hard.sndWnd, 65535 * 2 ** hard.sndWscale);
+  d.maxSndWnd = Math.max(d.sndWnd, hard.maxSndWnd);
+  d.sndWl1 = hard.sndWl1;
+  d.sndWl2 = hard.sndWl2;
+  d.rcvNxt = rcvNxt;
+  d.rcvAdv = seqDiff(hard.rcvAdv, rcvNxt) > 0 ? hard.rcvAdv : rcvNxt;
+  if (seqDiff(d.rcvAdv, rcvNxt) > 65535 << hard.rcvWscale) d.rcvAdv = seqAdd(rcvNxt, 65535 << hard.rcvWscale);
+  d.tsRecent = hard.tsRecent;
+  d.tsRecentAt = now;
+  d.finQueued = hard.finQueued;
+  d.finSent = finSent;
+  d.finReceived = hard.finReceived;
+  d.readClosed = hard.readClosed;
+  d.lastRecvAt = now;
+  d.lastSendAt = now;
+  d.lastAckSent = rcvNxt;
+  const mss = Math.max(1, Math.min(hard.remoteMss, path.cached.mtu - 40));
+  d.cwnd = mss;
+  d.ssthresh = 0x7fffffff;
+  d.sendBuffer = sendRing;
+  d.recvBuffer = recvRing;
+  // Whatever is in flight goes again at once rather than after an RTO from a dead clock.
+  d.rtxDeadline = d.sndMax !== d.sndUna ? now : Number.POSITIVE_INFINITY;
+  s.soft.ackNow = true;
+  if (d.state === TcpStateId.FIN_WAIT_1 && !d.finQueued) d.finQueued = true;
+  validateTcpState(s);
+  return s;
+}

@@ -1,0 +1,109 @@
+import { InvalidArgumentError } from '../core/errors.ts';
+
+/*
+ * Layout of a ByteRing that lives in shared memory, so one thread can fill it while another drains
+ * it (the application and a worker NIC):
+ *
+ *   Int32 [0] read position   written only by the consumer
+ *   Int32 [1] write position  written only by the producer
+ *   Int32 [2] capacity        fixed at creation, lets an attacher check the reference it got
+ *   Int32 [3] magic           'RING', so a reference to the wrong bytes is refused
+ *   bytes [16, 16 + capacity) data
+ *
+ * Positions run over [0, 2 * capacity): with each side owning one index, a full ring (positions
+ * `capacity` apart) and an empty one (equal positions) stay distinct without a shared length
+ * counter that both sides would have to update. A side publishes its index with Atomics.store
+ * after touching the data, and reads the other's with Atomics.load before touching it; the
+ * memory model's synchronizes-with edge between them makes the data visible without locks.
+ */
+
+export const SHARED_RING_HEADER = 16;
+export const SHARED_RING_MAGIC = 0x52494e47;
+/** Positions must fit an Int32 twice over: 2 * capacity < 2^31. */
+export const SHARED_RING_MAX_CAPACITY = 0x3fffffff;
+
+export const RING_READ = 0;
+export const RING_WRITE = 1;
+const RING_CAP = 2;
+const RING_MAGIC = 3;
+
+/** Where a shared ring lives: everything another thread needs to attach it (structured-cloneable). */
+export interface SharedRingRef {
+  readonly sab: SharedArrayBuffer;
+  /** Byte offset of the ring's header in `sab`; a multiple of 8. */
+  readonly offset: number;
+  readonly capacity: number;
+}
+
+/** Bytes a ring of `capacity` takes in a shared block, rounded so the next one stays aligned. */
+export function sharedRingBytes(capacity: number): number {
+  return SHARED_RING_HEADER + ((capacity + 7) & ~7);
+}
+
+function checkCapacity(capacity: number): void {
+  if (!Number.isInteger(capacity) || capacity < 1 || capacity > SHARED_RING_MAX_CAPACITY) {
+    throw new InvalidArgumentError(
+      `shared ring capacity must be an integer in 1..${SHARED_RING_MAX_CAPACITY}`,
+    );
+  }
+}
+
+/** Lay out an empty ring at `offset` of `sab` (which must be zeroed or unused there). */
+export function initSharedRing(sab: SharedArrayBuffer, offset: number, capacity: number): SharedRingRef {
+  checkCapacity(capacity);
+  if (!(sab instanceof SharedArrayBuffer))
+    throw new InvalidArgumentError('shared ring needs a SharedArrayBuffer');
+  if (!Number.isInteger(offset) || offset < 0 || offset % 8 !== 0) {
+    throw new InvalidArgumentError('shared ring offset must be a non-negative multiple of 8');
+  }
+  if (offset + SHARED_RING_HEADER + capacity > sab.byteLength) {
+    throw new InvalidArgumentError('shared ring does not fit in its buffer');
+  }
+  const ctl = new Int32Array(sab, offset, 4);
+  Atomics.store(ctl, RING_READ, 0);
+  Atomics.store(ctl, RING_WRITE, 0);
+  ctl[RING_CAP] = capacity;
+  Atomics.store(ctl, RING_MAGIC, SHARED_RING_MAGIC);
+  return { sab, offset, capacity };
+}
+
+/**
+ * Check a reference that came from another thread before trusting it: the header must be a ring
+ * header with the capacity the reference claims, and both positions must be in range.
+ */
+export function checkSharedRingRef(ref: SharedRingRef): Int32Array {
+  if (ref === null || typeof ref !== 'object' || !(ref.sab instanceof SharedArrayBuffer)) {
+    throw new InvalidArgumentError('shared ring reference needs a SharedArrayBuffer');
+  }
+  const { sab, offset, capacity } = ref;
+  checkCapacity(capacity);
+  if (!Number.isInteger(offset) || offset < 0 || offset % 8 !== 0) {
+    throw new InvalidArgumentError('shared ring offset must be a non-negative multiple of 8');
+  }
+  if (offset + SHARED_RING_HEADER + capacity > sab.byteLength) {
+    throw new InvalidArgumentError('shared ring runs past the end of its buffer');
+  }
+  const ctl = new Int32Array(sab, offset, 4);
+  if (Atomics.load(ctl, RING_MAGIC) !== SHARED_RING_MAGIC) {
+    throw new InvalidArgumentError('no shared ring at that offset');
+  }
+  if (ctl[RING_CAP] !== capacity) throw new InvalidArgumentError('shared ring capacity mismatch');
+  const r = Atomics.load(ctl, RING_READ);
+  const w = Atomics.load(ctl, RING_WRITE);
+  if (r < 0 || r >= 2 * capacity || w < 0 || w >= 2 * capacity) {
+    throw new InvalidArgumentError('shared ring positions out of range');
+  }
+  return ctl;
+}
+
+/** The ring's two positions as they are now (each in [0, 2 * capacity)). */
+export function sharedRingPositions(ref: SharedRingRef): { read: number; write: number } {
+  const ctl = new Int32Array(ref.sab, ref.offset, 4);
+  return { read: Atomics.load(ctl, RING_READ), write: Atomics.load(ctl, RING_WRITE) };
+}
+
+/** Bytes a position moved from `then` to `now`, modulo the ring's position space. */
+export function sharedRingAdvance(ref: SharedRingRef, then: number, now: number): number {
+  const d = now - then;
+  return d >= 0 ? d : d + 2 * ref.capacity;
+}

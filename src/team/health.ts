@@ -1,0 +1,321 @@
+import type { Clock, Timer } from '../core/clock.ts';
+import type { Counters } from '../core/counters.ts';
+import { InvalidArgumentError } from '../core/errors.ts';
+import type { ArpPacket } from '../wire/arp.ts';
+import type { ProbeTap } from './probe-tap.ts';
+
+export type FailureCause = 'carrier' | 'reachability' | 'dead';
+
+/** One detected failure of one NIC, stamped with the clock time it was detected. */
+export interface FailureEvent {
+  nic: string;
+  cause: FailureCause;
+  /** Detection time (clock ms). */
+  at: number;
+  detail: string;
+}
+
+/**
+ * - up: carries traffic.
+ * - down: failed; nothing new goes to it.
+ * - holding: every check passes again, but it has to stay so for the hold time before it is used.
+ * - dead: the NIC itself is gone (its worker exited, threw or stopped beating); never comes back.
+ */
+export type NicHealthState = 'up' | 'down' | 'holding' | 'dead';
+
+export interface HealthOptions {
+  /** Probe interval in ms (default 10). */
+  probeIntervalMs?: number;
+  /** Probe intervals without a reply before the link is declared unreachable (default 3). */
+  probeMisses?: number;
+  /** Addresses to probe; empty turns reachability checking off. */
+  probeTargets?: readonly number[];
+  /** A recovered NIC waits this long, healthy throughout, before it carries traffic again (default 200). */
+  holdMs?: number;
+  /** Each failure during or soon after a hold doubles the next hold, up to this (default 5000). */
+  maxHoldMs?: number;
+  /** A NIC that stays up this long has its flap penalty forgotten (default 10 × holdMs). */
+  flapDecayMs?: number;
+  /** Heartbeats must arrive within this many ms once the first one was seen (0: not watched; default 0). */
+  heartbeatTimeoutMs?: number;
+  /**
+   * What proves a port reachable: 'any' (default) any frame received on it, as well as probe
+   * replies, like bonding's ARP monitor without arp_validate; 'probe' only replies to our probes.
+   * A saturated link can queue or drop every probe reply for longer than interval × misses, while
+   * it plainly carries traffic: 'probe' then reports a false failure.
+   */
+  validate?: 'any' | 'probe';
+}
+
+export interface ResolvedHealthOptions {
+  probeIntervalMs: number;
+  probeMisses: number;
+  probeTargets: readonly number[];
+  holdMs: number;
+  maxHoldMs: number;
+  flapDecayMs: number;
+  heartbeatTimeoutMs: number;
+  validate: 'any' | 'probe';
+}
+
+export function resolveHealthOptions(o: HealthOptions = {}): ResolvedHealthOptions {
+  const num = (v: number | undefined, d: number, name: string, min: number): number => {
+    const x = v ?? d;
+    if (typeof x !== 'number' || !Number.isFinite(x) || x < min)
+      throw new InvalidArgumentError(`${name} must be a number >= ${min}, got ${String(x)}`);
+    return x;
+  };
+  const probeIntervalMs = num(o.probeIntervalMs, 10, 'probeIntervalMs', 0.001);
+  const probeMisses = num(o.probeMisses, 3, 'probeMisses', 1);
+  if (!Number.isInteger(probeMisses)) throw new InvalidArgumentError('probeMisses must be an integer');
+  const holdMs = num(o.holdMs, 200, 'holdMs', 0);
+  const targets = o.probeTargets ?? [];
+  if (!Array.isArray(targets)) throw new InvalidArgumentError('probeTargets must be an array of addresses');
+  for (const t of targets) {
+    if (!Number.isInteger(t) || t < 0 || t > 0xffffffff)
+      throw new InvalidArgumentError(`probe target must be a u32 address, got ${String(t)}`);
+  }
+  return {
+    probeIntervalMs,
+    probeMisses,
+    probeTargets: [...targets],
+    holdMs,
+    maxHoldMs: Math.max(holdMs, num(o.maxHoldMs, 5000, 'maxHoldMs', 0)),
+    flapDecayMs: num(o.flapDecayMs, Math.max(holdMs * 10, 1), 'flapDecayMs', 0),
+    heartbeatTimeoutMs: num(o.heartbeatTimeoutMs, 0, 'heartbeatTimeoutMs', 0),
+    validate: validateMode(o.validate),
+  };
+}
+
+function validateMode(v: unknown): 'any' | 'probe' {
+  if (v === undefined || v === 'any') return 'any';
+  if (v === 'probe') return 'probe';
+  throw new InvalidArgumentError(`validate must be 'any' or 'probe', got ${String(v)}`);
+}
+
+export interface NicHealthSnapshot {
+  nic: string;
+  state: NicHealthState;
+  carrier: boolean;
+  reachable: boolean;
+  /** Last probe reply (clock ms), -1 if none yet. */
+  lastProbeReplyAt: number;
+  lastHeartbeatAt: number;
+  /** Failures seen so far, and the latest one. */
+  failures: number;
+  lastFailure: FailureEvent | null;
+  /** The hold a recovery has to sit out now (grows with flapping). */
+  holdMs: number;
+  /** When the current hold ends (clock ms), or -1. */
+  holdUntil: number;
+}
+
+export interface HealthListener {
+  /** The NIC stopped being usable. Called once per up → down transition (and once for death). */
+  failed(ev: FailureEvent): void;
+  /** The NIC passed its hold and is usable again. */
+  recovered(nic: string, at: number): void;
+}
+
+/**
+ * The health of one NIC, from three detectors: carrier (the link's own report), reachability (ARP
+ * probes out of the NIC's own port, like bonding's ARP monitor or BFD: interval × misses), and
+ * liveness (heartbeats, or a report that the NIC's thread is gone).
+ *
+ * A failure is acted upon at once; a recovery only after a hold, and the hold doubles for every
+ * failure that follows a recovery closely, so a flapping link costs at most one move per hold
+ * rather than one per flap.
+ */
+export class NicHealth {
+  private st: NicHealthState = 'up';
+  private carrierUp: boolean;
+  private reachable = true;
+  private lastReply: number;
+  private lastBeat = -1;
+  private lastRxFrames = 0;
+  private failures = 0;
+  private lastFail: FailureEvent | null = null;
+  private hold: number;
+  private holdUntil = -1;
+  /** Since when the NIC has been up; a NIC that was up from the start has never flapped. */
+  private upSince = Number.NEGATIVE_INFINITY;
+  private readonly probeTimer: Timer;
+  private readonly holdTimer: Timer;
+  private readonly beatTimer: Timer;
+  private closed = false;
+
+  constructor(
+    readonly nic: string,
+    private readonly clock: Clock,
+    private readonly opts: ResolvedHealthOptions,
+    private readonly listener: HealthListener,
+    private readonly counters: Counters,
+    private readonly tap: ProbeTap | null,
+    carrier: boolean,
+  ) {
+    this.carrierUp = carrier;
+    this.hold = opts.holdMs;
+    this.lastReply = clock.now();
+    this.probeTimer = clock.createTimer(this.probeTick).unref();
+    this.holdTimer = clock.createTimer(this.holdDone).unref();
+    this.beatTimer = clock.createTimer(this.beatMissed).unref();
+    if (!carrier) this.st = 'down';
+    if (tap !== null && opts.probeTargets.length > 0) {
+      tap.onProbeReply(this.onReply);
+      this.probeTimer.arm(0);
+    }
+  }
+
+  get state(): NicHealthState {
+    return this.st;
+  }
+  get usable(): boolean {
+    return this.st === 'up';
+  }
+
+  /** Carrier report from the NIC ('link' indication) or the link itself. */
+  carrier(up: boolean, detail = up ? 'carrier up' : 'carrier lost'): void {
+    if (this.closed || this.carrierUp === up) return;
+    this.carrierUp = up;
+    if (up) {
+      // A link that comes back has proved nothing yet about the path beyond it: with probing on, it
+      // must earn a reply before it counts as reachable.
+      if (this.probing) {
+        this.reachable = false;
+        this.probeTimer.arm(0);
+      }
+      this.reevaluate('carrier', detail);
+    } else {
+      this.reevaluate('carrier', detail);
+    }
+  }
+
+  /** The NIC's thread or process is gone (exited, threw); terminal. */
+  dead(detail: string): void {
+    if (this.closed || this.st === 'dead') return;
+    const ev = this.fail('dead', detail);
+    this.st = 'dead';
+    this.holdTimer.disarm();
+    this.probeTimer.disarm();
+    this.beatTimer.disarm();
+    this.listener.failed(ev);
+  }
+
+  /** A heartbeat from the NIC. */
+  heartbeat(): void {
+    if (this.closed || this.st === 'dead') return;
+    this.lastBeat = this.clock.now();
+    if (this.opts.heartbeatTimeoutMs > 0) this.beatTimer.arm(this.opts.heartbeatTimeoutMs);
+  }
+
+  snapshot(): NicHealthSnapshot {
+    return {
+      nic: this.nic,
+      state: this.st,
+      carrier: this.carrierUp,
+      reachable: this.reachable,
+      lastProbeReplyAt: this.probing ? this.lastReply : -1,
+      lastHeartbeatAt: this.lastBeat,
+      failures: this.failures,
+      lastFailure: this.lastFail,
+      holdMs: this.hold,
+      holdUntil: this.st === 'holding' ? this.holdUntil : -1,
+    };
+  }
+
+  close(): void {
+    this.closed = true;
+    this.probeTimer.disarm();
+    this.holdTimer.disarm();
+    this.beatTimer.disarm();
+  }
+
+  private get probing(): boolean {
+    return this.tap !== null && this.opts.probeTargets.length > 0;
+  }
+
+  private fail(cause: FailureCause, detail: string): FailureEvent {
+    const ev: FailureEvent = { nic: this.nic, cause, at: this.clock.now(), detail };
+    this.failures++;
+    this.lastFail = ev;
+    this.counters.inc(`team.fail.${cause}`);
+    return ev;
+  }
+
+  private reevaluate(cause: FailureCause, detail: string): void {
+    if (this.st === 'dead') return;
+    const ok = this.carrierUp && this.reachable;
+    const now = this.clock.now();
+    if (!ok) {
+      if (this.st === 'up') {
+        // A failure soon after coming up is a flap: the next recovery has to wait longer.
+        if (now - this.upSince < this.opts.flapDecayMs)
+          this.hold = Math.min(this.opts.maxHoldMs, this.hold * 2 || 1);
+        else this.hold = this.opts.holdMs;
+        this.st = 'down';
+        this.listener.failed(this.fail(cause, detail));
+      } else if (this.st === 'holding') {
+        this.hold = Math.min(this.opts.maxHoldMs, this.hold * 2 || 1);
+        this.st = 'down';
+        this.holdTimer.disarm();
+        this.counters.inc('team.hold.broken');
+      }
+      return;
+    }
+    if (this.st === 'down') {
+      this.st = 'holding';
+      this.holdUntil = now + this.hold;
+      this.holdTimer.armAt(this.holdUntil);
+    }
+  }
+
+  private readonly holdDone = (): void => {
+    if (this.st !== 'holding') return;
+    this.st = 'up';
+    this.upSince = this.clock.now();
+    this.holdUntil = -1;
+    this.counters.inc('team.recovered');
+    this.listener.recovered(this.nic, this.clock.now());
+  };
+
+  private readonly probeTick = (): void => {
+    if (this.closed || this.st === 'dead' || this.tap === null) return;
+    const now = this.clock.now();
+    const o = this.opts;
+    if (this.carrierUp) {
+      if (o.validate === 'any' && this.tap.rxFrames !== this.lastRxFrames) {
+        this.lastRxFrames = this.tap.rxFrames;
+        this.evidence(now);
+      }
+      for (const t of o.probeTargets) this.tap.sendProbe(t);
+      this.counters.inc('team.probe.sent', o.probeTargets.length);
+      // Judged at probe time: a reply that is late by less than a tick still counts.
+      if (this.reachable && now - this.lastReply > o.probeIntervalMs * o.probeMisses) {
+        this.reachable = false;
+        this.reevaluate(
+          'reachability',
+          `no ARP reply from ${o.probeTargets.length} target(s) for ${Math.round(now - this.lastReply)} ms`,
+        );
+      }
+    }
+    this.probeTimer.arm(o.probeIntervalMs);
+  };
+
+  private readonly onReply = (p: ArpPacket): void => {
+    if (this.closed || !this.opts.probeTargets.includes(p.senderIp)) return;
+    this.evidence(this.clock.now(), 'probe answered');
+  };
+
+  private evidence(now: number, detail = 'traffic received'): void {
+    this.lastReply = now;
+    if (!this.reachable) {
+      this.reachable = true;
+      this.reevaluate('reachability', detail);
+    }
+  }
+
+  private readonly beatMissed = (): void => {
+    if (this.closed || this.st === 'dead') return;
+    this.dead(`no heartbeat for ${this.opts.heartbeatTimeoutMs} ms`);
+  };
+}

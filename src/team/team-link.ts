@@ -1,0 +1,102 @@
+import type { Link, RxOffloadInfo } from '../link/link.ts';
+
+/**
+ * The Link the host stack's interface sits on when its host has a team of NICs. Frames the host
+ * sends go out through the NIC the team has chosen for host traffic (the active member); frames
+ * are received from every member, because with one MAC on several ports the switch delivers to
+ * whichever port last sent, not to the one the host chose.
+ *
+ * `steer` sees each received frame first, with the index of the member it came from: a frame for
+ * a connection that another member runs is handed there instead of to the host stack.
+ */
+export class TeamLink implements Link {
+  readonly name: string;
+  private members: (Link | null)[] = [];
+  private active = -1;
+  private frameHandler: ((frame: Uint8Array, info?: RxOffloadInfo) => void) | null = null;
+  private carrierHandler: ((up: boolean) => void) | null = null;
+  private lastCarrier = false;
+  private closed = false;
+  /** Return true to consume the frame (it was forwarded elsewhere). */
+  steer: ((frame: Uint8Array, member: number) => boolean) | null = null;
+  framesSent = 0;
+  framesDropped = 0;
+
+  constructor(
+    name: string,
+    readonly mtu: number,
+  ) {
+    this.name = name;
+  }
+
+  /** Add a member's host link; returns its index. */
+  add(link: Link): number {
+    const i = this.members.length;
+    this.members.push(link);
+    link.onFrame((frame, info) => {
+      if (this.closed) return;
+      if (this.steer?.(frame, i)) return;
+      this.frameHandler?.(frame, info);
+    });
+    link.onCarrier(() => this.carrierChanged());
+    if (this.active < 0) this.active = i;
+    this.carrierChanged();
+    return i;
+  }
+
+  /** Member `i` stops being usable (dead NIC): never sent to or received from again. */
+  remove(i: number): void {
+    this.members[i] = null;
+    if (this.active === i) this.active = -1;
+    this.carrierChanged();
+  }
+
+  get activeIndex(): number {
+    return this.active;
+  }
+
+  /** Send host traffic through member `i` from now on. */
+  setActive(i: number): void {
+    if (this.members[i] == null) return;
+    this.active = i;
+    this.carrierChanged();
+  }
+
+  get carrier(): boolean {
+    if (this.closed || this.active < 0) return false;
+    return this.members[this.active]?.carrier ?? false;
+  }
+
+  send(frame: Uint8Array): boolean {
+    const l = this.active >= 0 ? this.members[this.active] : null;
+    if (this.closed || !l) {
+      this.framesDropped++;
+      return false;
+    }
+    const ok = l.send(frame);
+    if (ok) this.framesSent++;
+    else this.framesDropped++;
+    return ok;
+  }
+
+  onFrame(handler: (frame: Uint8Array, info?: RxOffloadInfo) => void): void {
+    this.frameHandler = handler;
+  }
+
+  onCarrier(handler: (up: boolean) => void): void {
+    this.carrierHandler = handler;
+  }
+
+  close(): void {
+    this.closed = true;
+    this.frameHandler = null;
+    this.carrierHandler = null;
+  }
+
+  private carrierChanged(): void {
+    const c = this.carrier;
+    if (c === this.lastCarrier) return;
+    this.lastCarrier = c;
+    this.carrierHandler?.(c);
+  }
+}

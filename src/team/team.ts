@@ -1,0 +1,388 @@
+import { EventEmitter } from 'node:events';
+import type { Clock } from '../core/clock.ts';
+import { Counters } from '../core/counters.ts';
+import { InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
+import type { ConnKey, Nic } from '../nic/nic.ts';
+import {
+  type FailureCause,
+  type FailureEvent,
+  type HealthOptions,
+  NicHealth,
+  type NicHealthSnapshot,
+  resolveHealthOptions,
+} from './health.ts';
+import type { ProbeTap } from './probe-tap.ts';
+import { TeamLink } from './team-link.ts';
+
+/** Where the connections of one transfer ended up. */
+export interface MoveResult {
+  /** Running at the destination now. */
+  moved: ConnKey[];
+  /** Refused by the destination (or never offloadable): running in the host now. */
+  inHost: ConnKey[];
+  /** Could not be moved, kept or rebuilt: their users heard an error. */
+  lost: ConnKey[];
+}
+
+/**
+ * What the team needs from whoever moves connections (the offload manager, through
+ * ManagerOffloader). Every transfer prods what it installs so the peer resumes at once, and
+ * nothing refused goes back to a member that failed.
+ */
+export interface TeamOffloader {
+  /** Connections offloaded to `nic` now. */
+  connectionsOn(nic: Nic): ConnKey[];
+  /** The member running this 4-tuple, or null (host, or unknown). */
+  ownerOf(localIp: number, localPort: number, remoteIp: number, remotePort: number): Nic | null;
+  /** NIC to NIC. */
+  move(keys: ConnKey[], from: Nic, to: Nic): Promise<MoveResult>;
+  /** NIC to host. */
+  upload(keys: ConnKey[], from: Nic): Promise<MoveResult>;
+  /** Host to NIC (connections that waited in the host for a link to come back). */
+  offload(keys: ConnKey[], to: Nic): Promise<MoveResult>;
+  /** The NIC is gone or lied: rebuild from the hard state it left, on `to` or (null) in the host. */
+  recover(keys: ConnKey[], from: Nic, to: Nic | null): Promise<MoveResult>;
+}
+
+export interface TeamMember {
+  nic: Nic;
+  /** The tap on the NIC's port, for probes and gratuitous ARP (absent: no reachability checking). */
+  tap?: ProbeTap;
+}
+
+export interface TeamOptions {
+  clock: Clock;
+  /** The team's one MAC and one address. */
+  mac: number;
+  ip: number;
+  vlanId?: number;
+  health?: HealthOptions;
+  /** Connections per transfer during a failover (default 512). */
+  batchSize?: number;
+  /** Move connections back to a NIC once it has sat out its hold after recovering (default false). */
+  failback?: boolean;
+  counters?: Counters;
+}
+
+export interface FailoverRecord {
+  nic: string;
+  cause: FailureCause;
+  /** Detection time (clock ms). */
+  at: number;
+  /** From the last evidence the NIC was fine (probe reply, heartbeat; the event itself for carrier) to detection. */
+  detectMs: number;
+  /** From detection to the last connection running at its new owner. */
+  resumeMs: number;
+  connections: number;
+  /** Where they went: NIC ids, or 'host'. */
+  to: string[];
+  /** Connections that could not be moved or rebuilt. */
+  lost: number;
+  detail: string;
+}
+
+export interface TeamHealth {
+  nic: string;
+  health: NicHealthSnapshot;
+  load: number;
+  capacity: number;
+  carriesHost: boolean;
+}
+
+interface Slot {
+  index: number;
+  nic: Nic;
+  tap: ProbeTap | null;
+  health: NicHealth;
+}
+
+/**
+ * Several NICs on one L2 segment, one MAC and one address: spreads offloads over the healthy
+ * members, carries the host stack's own traffic on one of them (`link`), watches each member's
+ * health, and on a failure moves everything the member ran to the others (FailoverManager's job,
+ * folded in here: it needs nothing the team does not already hold).
+ *
+ * Events: 'failure' (FailureEvent), 'recovered' ({ nic, at }), 'failover' (FailoverRecord).
+ */
+export class Team extends EventEmitter {
+  readonly link: TeamLink;
+  readonly counters: Counters;
+  readonly mac: number;
+  readonly ip: number;
+  readonly failovers: FailoverRecord[] = [];
+  private readonly clock: Clock;
+  private readonly slots: Slot[] = [];
+  private readonly healthOpts: ReturnType<typeof resolveHealthOptions>;
+  private readonly batchSize: number;
+  private readonly failback: boolean;
+  private readonly vlanId: number;
+  private offloader: TeamOffloader | null = null;
+  /** Connections sent to the host because no member was healthy; offloaded again on recovery. */
+  private readonly waitingInHost = new Map<string, ConnKey>();
+  /** Where a connection lived before a failover moved it (for fail-back). */
+  private readonly home = new Map<string, { key: ConnKey; nic: Nic }>();
+  /** Failovers and recoveries run one at a time, in order. */
+  private chain: Promise<void> = Promise.resolve();
+  private closed = false;
+
+  constructor(opts: TeamOptions) {
+    super();
+    if (!opts?.clock) throw new InvalidArgumentError('Team needs a clock');
+    if (!Number.isInteger(opts.mac) || opts.mac < 0 || opts.mac > 0xffffffffffff)
+      throw new InvalidArgumentError('Team needs a 48-bit MAC');
+    if (!Number.isInteger(opts.ip) || opts.ip < 0 || opts.ip > 0xffffffff)
+      throw new InvalidArgumentError('Team needs an IPv4 address (u32)');
+    const batch = opts.batchSize ?? 512;
+    if (!Number.isInteger(batch) || batch < 1)
+      throw new InvalidArgumentError('batchSize must be a positive integer');
+    this.clock = opts.clock;
+    this.mac = opts.mac;
+    this.ip = opts.ip >>> 0;
+    this.vlanId = opts.vlanId ?? -1;
+    this.counters = opts.counters ?? new Counters();
+    this.healthOpts = resolveHealthOptions(opts.health);
+    this.batchSize = batch;
+    this.failback = opts.failback === true;
+    this.link = new TeamLink('team', 1500);
+  }
+
+  /** Who moves connections; without one a failure only stops new offloads to the member. */
+  setOffloader(o: TeamOffloader): void {
+    this.offloader = o;
+  }
+
+  add(member: TeamMember): void {
+    if (this.closed) throw new InvalidStateError('team is closed');
+    const nic = member.nic;
+    if (!nic || typeof nic.initiate !== 'function') throw new InvalidArgumentError('team member needs a Nic');
+    if (this.slots.some((s) => s.nic === nic || s.nic.id === nic.id))
+      throw new InvalidArgumentError(`NIC ${nic.id} is already in the team`);
+    const index = this.link.add(nic.hostLink);
+    const health = new NicHealth(
+      nic.id,
+      this.clock,
+      this.healthOpts,
+      {
+        failed: (ev) => this.onFailed(ev),
+        recovered: (id, at) => this.onRecovered(id, at),
+      },
+      this.counters,
+      member.tap ?? null,
+      nic.linkUp,
+    );
+    const slot: Slot = { index, nic, tap: member.tap ?? null, health };
+    this.slots.push(slot);
+    nic.on('link', (up) => health.carrier(up));
+    // Indications a WorkerNic adds beyond the common interface, when it has them.
+    const ext = nic as unknown as { on(e: string, h: (...a: unknown[]) => void): unknown };
+    try {
+      ext.on('dead', (cause: unknown) => health.dead(typeof cause === 'string' ? cause : 'NIC died'));
+      ext.on('heartbeat', () => health.heartbeat());
+    } catch {
+      // A NIC that knows no such indications: its death is reported through declareDead().
+    }
+    if (!this.slotUsable(this.slots[this.link.activeIndex] ?? null) && health.usable) this.setHostSlot(slot);
+  }
+
+  get nics(): readonly Nic[] {
+    return this.slots.map((s) => s.nic);
+  }
+
+  /** The member carrying the host stack's own traffic, or null. */
+  get hostNic(): Nic | null {
+    return this.slots.find((s) => s.index === this.link.activeIndex)?.nic ?? null;
+  }
+
+  /** Healthy members, least loaded (relative to capacity) first. */
+  healthy(): Nic[] {
+    return this.slots
+      .filter((s) => s.health.usable && s.nic.load < s.nic.capacity)
+      .sort((a, b) => a.nic.load / a.nic.capacity - b.nic.load / b.nic.capacity || a.index - b.index)
+      .map((s) => s.nic);
+  }
+
+  /** Where a new offload should go: the least loaded healthy member with room, or null (keep it in the host). */
+  pick(): Nic | null {
+    return this.healthy()[0] ?? null;
+  }
+
+  isUsable(nic: Nic): boolean {
+    return this.slotOf(nic)?.health.usable ?? false;
+  }
+
+  health(): TeamHealth[] {
+    const active = this.link.activeIndex;
+    return this.slots.map((s) => ({
+      nic: s.nic.id,
+      health: s.health.snapshot(),
+      load: s.nic.load,
+      capacity: s.nic.capacity,
+      carriesHost: s.index === active,
+    }));
+  }
+
+  /** Report a member's heartbeat or death from outside (a worker's exit event, a test). */
+  heartbeat(nic: Nic): void {
+    this.slotOf(nic)?.health.heartbeat();
+  }
+  declareDead(nic: Nic, detail: string): void {
+    this.slotOf(nic)?.health.dead(detail);
+  }
+
+  /** Resolves when every failover and recovery started so far has finished. */
+  settled(): Promise<void> {
+    return this.chain;
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const s of this.slots) s.health.close();
+    this.link.close();
+  }
+
+  // ---- internals ------------------------------------------------------------------------------
+
+  private slotOf(nic: Nic): Slot | undefined {
+    return this.slots.find((s) => s.nic === nic);
+  }
+
+  private slotUsable(s: Slot | null): boolean {
+    return s?.health.usable === true;
+  }
+
+  private setHostSlot(slot: Slot): void {
+    this.link.setActive(slot.index);
+    // The learning frame: the switch now sends the team MAC to this port, and peers refresh the
+    // address's entry in their caches.
+    if (slot.tap?.announce(this.mac, this.ip, this.vlanId)) this.counters.inc('team.garp');
+  }
+
+  private enqueue(job: () => Promise<void>): void {
+    this.chain = this.chain.then(job).catch((e: unknown) => {
+      this.counters.inc('team.failover.error');
+      this.emit('error', e);
+    });
+  }
+
+  private onFailed(ev: FailureEvent): void {
+    this.counters.inc('team.failure');
+    this.emit('failure', ev);
+    const slot = this.slots.find((s) => s.nic.id === ev.nic);
+    if (!slot) return;
+    if (ev.cause === 'dead') this.link.remove(slot.index);
+    // Host traffic moves at once, before any connection: ARP, new SYNs and everything the host
+    // still runs need a working port right away.
+    if (this.link.activeIndex === slot.index || this.link.activeIndex < 0) {
+      const next = this.slots.find((s) => s !== slot && s.health.usable);
+      if (next) this.setHostSlot(next);
+    }
+    this.enqueue(() => this.failover(slot, ev));
+  }
+
+  private async failover(slot: Slot, ev: FailureEvent): Promise<void> {
+    const o = this.offloader;
+    const snap = slot.health.snapshot();
+    const evidence =
+      ev.cause === 'reachability'
+        ? snap.lastProbeReplyAt
+        : ev.cause === 'dead' && snap.lastHeartbeatAt >= 0
+          ? snap.lastHeartbeatAt
+          : ev.at;
+    const rec: FailoverRecord = {
+      nic: ev.nic,
+      cause: ev.cause,
+      at: ev.at,
+      detectMs: Math.max(0, ev.at - evidence),
+      resumeMs: 0,
+      connections: 0,
+      to: [],
+      lost: 0,
+      detail: ev.detail,
+    };
+    if (o !== null) {
+      const keys = o.connectionsOn(slot.nic);
+      rec.connections = keys.length;
+      const dead = ev.cause === 'dead';
+      const to = new Set<string>();
+      for (let i = 0; i < keys.length; i += this.batchSize) {
+        const batch = keys.slice(i, i + this.batchSize);
+        const target = this.pick();
+        // A member recovered meanwhile is not a reason to keep what failed.
+        if (!dead && slot.health.usable) break;
+        let r: MoveResult;
+        if (dead) r = await o.recover(batch, slot.nic, target);
+        else if (target !== null) r = await o.move(batch, slot.nic, target);
+        else r = await o.upload(batch, slot.nic);
+        const moved = target === null ? r.moved.concat(r.inHost) : r.moved;
+        const inHost = target === null ? moved : r.inHost;
+        for (const k of inHost) this.waitingInHost.set(id(k), k);
+        if (r.moved.length > 0) to.add(target === null ? 'host' : target.id);
+        if (r.inHost.length > 0) to.add('host');
+        rec.lost += r.lost.length;
+        if (r.inHost.length > 0 && target !== null)
+          this.counters.inc('team.failover.to-host', r.inHost.length);
+        if (this.failback && !dead)
+          for (const k of moved) if (!this.home.has(id(k))) this.home.set(id(k), { key: k, nic: slot.nic });
+      }
+      rec.to = [...to];
+    }
+    rec.resumeMs = this.clock.now() - ev.at;
+    this.failovers.push(rec);
+    this.counters.inc('team.failover');
+    this.emit('failover', rec);
+  }
+
+  private onRecovered(nicId: string, at: number): void {
+    this.emit('recovered', { nic: nicId, at });
+    const slot = this.slots.find((s) => s.nic.id === nicId);
+    if (!slot) return;
+    if (!this.slotUsable(this.slots[this.link.activeIndex] ?? null)) this.setHostSlot(slot);
+    this.enqueue(() => this.recovered(slot));
+  }
+
+  private async recovered(slot: Slot): Promise<void> {
+    const o = this.offloader;
+    if (o === null || !slot.health.usable) return;
+    if (this.waitingInHost.size > 0) {
+      const keys = [...this.waitingInHost.values()];
+      this.waitingInHost.clear();
+      let rehomed = 0;
+      for (let i = 0; i < keys.length; i += this.batchSize) {
+        const target = this.pick();
+        const batch = keys.slice(i, i + this.batchSize);
+        if (target === null) {
+          for (const k of batch) this.waitingInHost.set(id(k), k);
+          continue;
+        }
+        const r = await o.offload(batch, target);
+        rehomed += r.moved.length;
+      }
+      this.counters.inc('team.rehomed-from-host', rehomed);
+    }
+    if (this.failback) {
+      const back: { key: ConnKey; from: Nic }[] = [];
+      for (const [k, h] of this.home) {
+        if (h.nic !== slot.nic) continue;
+        this.home.delete(k);
+        const cur = o.ownerOf(h.key.localIp, h.key.localPort, h.key.remoteIp, h.key.remotePort);
+        if (cur !== null && cur !== slot.nic) back.push({ key: h.key, from: cur });
+      }
+      const byFrom = new Map<Nic, ConnKey[]>();
+      for (const b of back) {
+        let l = byFrom.get(b.from);
+        if (!l) byFrom.set(b.from, (l = []));
+        l.push(b.key);
+      }
+      for (const [from, keys] of byFrom) {
+        for (let i = 0; i < keys.length && slot.health.usable; i += this.batchSize) {
+          await o.move(keys.slice(i, i + this.batchSize), from, slot.nic);
+        }
+      }
+      this.counters.inc('team.failback', back.length);
+    }
+  }
+}
+
+function id(k: ConnKey): string {
+  return `${k.localIp >>> 0}:${k.localPort}>${k.remoteIp >>> 0}:${k.remotePort}`;
+}
