@@ -35,7 +35,18 @@ describe('chimney CLI', () => {
   });
 
   test('demo --json reports the live failover: a NIC link is cut mid-run and every byte still arrives', () => {
-    const r = chimney('demo', '--json', '--connections', '12', '--bytes', '128KiB', '--nics', '3', '--seed', '5');
+    const r = chimney(
+      'demo',
+      '--json',
+      '--connections',
+      '12',
+      '--bytes',
+      '128KiB',
+      '--nics',
+      '3',
+      '--seed',
+      '5',
+    );
     assert.equal(r.status, 0, r.stderr);
     const s = JSON.parse(r.stdout);
     assert.equal(s.verified, true);

@@ -51,6 +51,38 @@ describe('curl ↔ chimney serve (http)', { skip: gate.skip, timeout: 240_000 },
     assert.equal(r.stdout.trim(), want);
   });
 
+  test('a flood of connection attempts does not disturb an established download', {
+    timeout: 80_000,
+  }, async () => {
+    const n = 100 * 1024 * 1024;
+    // 3,000 connection attempts, each abandoned at once (SYN, then RST or nothing), bounded in count
+    // and time, while one download runs; afterwards a fresh request is still served.
+    const flood =
+      'python3 - <<"PY"\n' +
+      'import socket, time\n' +
+      'end = time.time() + 20\n' +
+      'for i in range(3000):\n' +
+      '    if time.time() > end: break\n' +
+      '    s = socket.socket(); s.setblocking(False)\n' +
+      `    s.connect_ex(("${lab!.chimneyIps[0]}", 80)); s.close()\n` +
+      'print("flooded", i + 1)\n' +
+      'PY\n';
+    const r = await lab!.sh(
+      `(curl -sS --fail --max-time 60 ${url(`/bytes/${n}`)} | sha256sum > ${lab!.dir}/flood.sum) & dl=$!; ` +
+        `${flood}wait $dl; cat ${lab!.dir}/flood.sum; curl -sS --fail --max-time 10 ${url('/bytes/1000')} | sha256sum`,
+      75_000,
+    );
+    assert.equal(r.code, 0, `failed: ${r.stderr}\n${srv!.log().slice(-2000)}`);
+    assert.match(r.stdout, /flooded \d+/);
+    const sums = r.stdout
+      .trim()
+      .split('\n')
+      .filter((l) => /^[0-9a-f]{64}/.test(l));
+    assert.equal(sums.length, 2, r.stdout);
+    assert.equal(shaOf(sums[0]!), patternDigest(n), 'the download ran through the flood intact');
+    assert.equal(shaOf(sums[1]!), patternDigest(1000), 'and a new request is served afterwards');
+  });
+
   test('200 concurrent downloads of 1 MB all arrive intact within 60 s', { timeout: 70_000 }, async () => {
     const n = 200;
     const size = 1 << 20;
