@@ -1,6 +1,7 @@
 import { pathToFileURL } from 'node:url';
 import { benchFailover, type FailoverFigures } from './failover.ts';
 import { benchOffload } from './offload.ts';
+import { benchOffloadWorker } from './offload-worker.ts';
 import { benchSim } from './sim.ts';
 import { benchStateCodec } from './state-codec.ts';
 import { benchTapThroughput, formatTapThroughput, type TapThroughputResult } from './tap-throughput.ts';
@@ -35,21 +36,47 @@ const BENCHES: Record<string, { about: string; run: Bench; print: (r: Record<str
       print: (r) => formatTapThroughput(r as unknown as TapThroughputResult),
     },
     offload: {
-      about: 'offload, move and upload of 10,000 established connections between the host and two LocalNics',
-      run: async () =>
-        (await benchOffload({
-          connections: Number(process.env.CHIMNEY_BENCH_CONNS ?? 10_000),
-        })) as unknown as Record<string, unknown>,
+      about:
+        'offload, move and upload of 10,000 established connections (LocalNics, then WorkerNics on threads); throughput over two WorkerNics vs the host alone',
+      run: async () => {
+        const connections = Number(process.env.CHIMNEY_BENCH_CONNS ?? 10_000);
+        const local = await benchOffload({ connections });
+        const worker = await benchOffloadWorker({ connections, runs: 3 });
+        const floor = benchStateCodec(connections);
+        return {
+          connections,
+          offload: local.offload,
+          move: local.move,
+          upload: local.upload,
+          worker,
+          // The same run's floor: encoding and validating-decoding the same number of trees.
+          reference: {
+            what: 'state-codec encode + decode of the same number of connections',
+            ms: Math.round(((floor.encodeUsPerConn + floor.decodeUsPerConn) * connections) / 10) / 100,
+          },
+        };
+      },
       print: (r) => {
-        const p = (k: string) => r[k] as { p50Ms: number; p99Ms: number };
-        const f = (k: string) =>
-          `${k.padEnd(7)} p50 ${p(k).p50Ms.toFixed(1)} ms, p99 ${p(k).p99Ms.toFixed(1)} ms`;
+        type P = { p50Ms: number; p99Ms: number };
+        const f = (label: string, p: P) =>
+          `${label.padEnd(16)} p50 ${p.p50Ms.toFixed(1)} ms, p99 ${p.p99Ms.toFixed(1)} ms`;
+        const w = r.worker as {
+          offload: P;
+          move: P;
+          upload: P;
+          throughput: { connections: number; hostMbps: number; workersMbps: number; ratio: number };
+        };
+        const ref = r.reference as { what: string; ms: number };
         return [
           `${r.connections} connections`,
-          f('offload'),
-          f('move'),
-          f('upload'),
-          ...(r.reference ? [`reference: ${JSON.stringify(r.reference)}`] : []),
+          f('offload (local)', r.offload as P),
+          f('move (local)', r.move as P),
+          f('upload (local)', r.upload as P),
+          f('offload (worker)', w.offload),
+          f('move (worker)', w.move),
+          f('upload (worker)', w.upload),
+          `throughput, ${w.throughput.connections} connections: host alone ${w.throughput.hostMbps} Mbit/s, over two WorkerNics ${w.throughput.workersMbps} Mbit/s (×${w.throughput.ratio})`,
+          `reference (same run): ${ref.what}: ${ref.ms} ms`,
         ].join('\n');
       },
     },

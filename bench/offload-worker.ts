@@ -1,0 +1,168 @@
+import { once } from 'node:events';
+import { pathToFileURL } from 'node:url';
+import { SimNetwork } from '../src/sim/sim-network.ts';
+import type { TcpSocket } from '../src/socket/tcp-socket.ts';
+import { addWorkerHost } from '../test/nic/worker-helpers.ts';
+
+export interface Percentiles {
+  p50Ms: number;
+  p99Ms: number;
+}
+
+export interface WorkerOffloadBenchResult {
+  connections: number;
+  runs: number;
+  nic: 'worker';
+  offload: Percentiles;
+  move: Percentiles;
+  upload: Percentiles;
+  throughput: {
+    connections: number;
+    bytesEach: number;
+    hostMbps: number;
+    workersMbps: number;
+    ratio: number;
+  };
+}
+
+function pct(xs: number[]): Percentiles {
+  const s = [...xs].sort((a, b) => a - b);
+  const at = (q: number) => s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
+  return { p50Ms: +at(0.5).toFixed(2), p99Ms: +at(0.99).toFixed(2) };
+}
+
+/** Bytes from every host socket to the peer, until the peer has read them all; wall-clock ms. */
+async function pump(sockets: TcpSocket[], received: () => number, bytes: number): Promise<number> {
+  const chunk = Buffer.alloc(64 * 1024, 0x5a);
+  const t = performance.now();
+  await Promise.all(
+    sockets.map(async (s) => {
+      for (let off = 0; off < bytes; off += chunk.length) {
+        if (!s.write(chunk.subarray(0, Math.min(chunk.length, bytes - off)))) await once(s, 'drain');
+      }
+    }),
+  );
+  while (received() < sockets.length * bytes) await new Promise((r) => setTimeout(r, 1));
+  return performance.now() - t;
+}
+
+/**
+ * WorkerNics on real threads (the simulated network on wall-clock time): time to offload
+ * `connections` established connections to one WorkerNic, move them to a second and upload them
+ * back, `runs` times; then the aggregate throughput of `streams` connections run by the host stack
+ * alone against the same connections spread over the two WorkerNics, in the same run.
+ */
+export async function benchOffloadWorker(
+  opts: { connections?: number; runs?: number; streams?: number; bytesEach?: number } = {},
+): Promise<WorkerOffloadBenchResult> {
+  const connections = opts.connections ?? 10_000;
+  const runs = opts.runs ?? 5;
+  const streams = opts.streams ?? 8;
+  const bytesEach = opts.bytesEach ?? 16 * 1024 * 1024;
+  const net = new SimNetwork({ seed: 1, virtualTime: false });
+  const wh = addWorkerHost(net, { capacity: connections + streams });
+  const peer = net.addHost({ ip: '10.0.0.2/24' });
+  await Promise.all(wh.nics.map((n) => n.ready()));
+  let received = 0;
+  peer
+    .createServer((s) => {
+      s.on('data', (d: Buffer) => {
+        received += d.length;
+      });
+      s.on('error', () => {});
+    })
+    .listen(80);
+  await wh.host.ping('10.0.0.2');
+  const sockets: TcpSocket[] = [];
+  for (let i = 0; i < connections; i++) {
+    const s = wh.host.connect({ port: 80, host: '10.0.0.2', tcp: { sndBufSize: 16384, rcvBufSize: 16384 } });
+    s.on('error', () => {});
+    sockets.push(s);
+    if (i % 200 === 199) await net.sleep(5);
+  }
+  while (sockets.some((s) => s.connecting)) await net.sleep(10);
+  const [n0, n1] = wh.nics;
+  const m = wh.offload;
+  const off: number[] = [];
+  const mv: number[] = [];
+  const up: number[] = [];
+  for (let r = 0; r < runs; r++) {
+    let t = performance.now();
+    const a = await m.offload('all', n0);
+    off.push(performance.now() - t);
+    t = performance.now();
+    const b = await m.move('all', n0!, n1!);
+    mv.push(performance.now() - t);
+    t = performance.now();
+    const c = await m.upload('all');
+    up.push(performance.now() - t);
+    if (a.moved.length !== connections || b.moved.length !== connections || c.moved.length !== connections) {
+      throw new Error(`transfer incomplete: ${a.moved.length}/${b.moved.length}/${c.moved.length}`);
+    }
+  }
+  for (const s of sockets) s.destroy();
+  await net.sleep(50);
+
+  const bulk: TcpSocket[] = [];
+  for (let i = 0; i < streams; i++) {
+    const s = wh.host.connect({ port: 80, host: '10.0.0.2' });
+    s.on('error', () => {});
+    bulk.push(s);
+  }
+  await Promise.all(bulk.map((s) => once(s, 'connect')));
+  received = 0;
+  const hostMs = await pump(bulk, () => received, bytesEach);
+  const keys = bulk.map((s) => {
+    const c = s.connection!;
+    return { localIp: c.localIp, localPort: c.localPort, remoteIp: c.remoteIp, remotePort: c.remotePort };
+  });
+  await m.offload(
+    keys.filter((_, i) => i % 2 === 0),
+    n0,
+  );
+  await m.offload(
+    keys.filter((_, i) => i % 2 === 1),
+    n1,
+  );
+  received = 0;
+  const workerMs = await pump(bulk, () => received, bytesEach);
+  const total = streams * bytesEach * 8;
+  const hostMbps = +(total / hostMs / 1000).toFixed(1);
+  const workersMbps = +(total / workerMs / 1000).toFixed(1);
+  wh.close();
+  net.close();
+  return {
+    connections,
+    runs,
+    nic: 'worker',
+    offload: pct(off),
+    move: pct(mv),
+    upload: pct(up),
+    throughput: {
+      connections: streams,
+      bytesEach,
+      hostMbps,
+      workersMbps,
+      ratio: +(workersMbps / hostMbps).toFixed(2),
+    },
+  };
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  const r = await benchOffloadWorker({
+    connections: Number(process.env.CHIMNEY_BENCH_CONNS ?? 10_000),
+    runs: Number(process.env.CHIMNEY_BENCH_RUNS ?? 5),
+  });
+  if (process.argv.includes('--json')) console.log(JSON.stringify(r));
+  else {
+    for (const k of ['offload', 'move', 'upload'] as const)
+      console.log(
+        `${k} ${r.connections} connections (WorkerNic): p50 ${r[k].p50Ms} ms, p99 ${r[k].p99Ms} ms`,
+      );
+    const t = r.throughput;
+    console.log(
+      `${t.connections} connections × ${t.bytesEach >> 20} MiB: host stack alone ${t.hostMbps} Mbit/s, over two WorkerNics ${t.workersMbps} Mbit/s (×${t.ratio})`,
+    );
+  }
+  process.exit(0);
+}

@@ -1,0 +1,679 @@
+import { EventEmitter } from 'node:events';
+import type { Worker } from 'node:worker_threads';
+import { type Clock, RealClock, type Timer } from '../core/clock.ts';
+import {
+  ChimneyError,
+  ConnectionError,
+  InvalidArgumentError,
+  InvalidStateError,
+  StateValidationError,
+} from '../core/errors.ts';
+import type { Link } from '../link/link.ts';
+import type { TapLinkOptions } from '../link/tap-link.ts';
+import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
+import { ByteRing } from '../state/byte-ring.ts';
+import { emptyHardState, type HardState, HardStateRecord } from './hard-state.ts';
+import {
+  type ConnKey,
+  connKeyId,
+  type InitiateResult,
+  type InvalidateTarget,
+  type Nic,
+  type NicIndication,
+  type NicIndications,
+  type OffloadUpdate,
+  type QueryResult,
+} from './nic.ts';
+import {
+  BELL_READ,
+  BELL_WANT_WRITABLE,
+  BELL_WROTE,
+  DB_BELL,
+  DB_QUEUE,
+  DB_TAIL,
+  doorbellFlagsAt,
+  doorbellWords,
+  EV_CLOSED,
+  EV_READABLE,
+  EV_REMOTE_END,
+  EV_WRITABLE,
+  FrameBatcher,
+  type FromWorker,
+  forEachFrame,
+  type InstalledConn,
+  type ToWorker,
+  type WireError,
+  type WorkerBoot,
+} from './worker/protocol.ts';
+import { spawnWorker } from './worker/spawn.ts';
+
+export interface WorkerNicOptions {
+  id: string;
+  /**
+   * The link the worker runs on: a main-thread link (a switch port of the simulator), whose frames
+   * cross to the worker in batches, or a TAP device the worker opens itself.
+   */
+  link: Link | { tap: TapLinkOptions };
+  /** Connections it holds at most (default 65536); fixes the size of the doorbell. */
+  capacity?: number;
+  /** Seed of the worker's random source (ISNs of nothing it opens; ports, jitter). Default 1. */
+  seed?: number;
+  /** Largest shared ring per direction and connection, bytes (default 256 KiB). */
+  ringCapacity?: number;
+  /** The worker says it is alive this often (default 50 ms). */
+  heartbeatMs?: number;
+  /** Declared dead after this long without a heartbeat (default 2000 ms). */
+  deadAfterMs?: number;
+  reachabilityIntervalMs?: number;
+  /** Main-thread clock for batching and the watchdog; must be real time (default RealClock). */
+  clock?: Clock;
+}
+
+/** Why a WorkerNic is gone: the failover layer rebuilds its connections from hard state. */
+export interface WorkerDeath {
+  kind: 'error' | 'exit' | 'heartbeat';
+  /** The worker's uncaught error ('error'). */
+  error?: Error;
+  /** Exit code ('exit'). */
+  exitCode?: number;
+  /** Silence before it was declared dead ('heartbeat'). */
+  silentMs?: number;
+}
+
+/** What survives of one connection of a dead worker: enough for rebuildTcpState. */
+export interface SalvagedConnection {
+  key: ConnKey;
+  /** The last whole hard-state record, or null if none was ever written. */
+  hard: HardState | null;
+  sendRing: ByteRing;
+  recvRing: ByteRing;
+  user: TcpUser | null;
+}
+
+export interface WorkerNicIndications extends NicIndications {
+  dead: (cause: WorkerDeath) => void;
+}
+
+const DEFAULT_CAPACITY = 65536;
+const DEFAULT_RING = 256 * 1024;
+
+/**
+ * The application's handle of a connection that runs in a worker. Payload never crosses in a
+ * message: write() copies into the shared send ring and rings the doorbell, read() takes from the
+ * shared receive ring. Control calls (shutdown, close, ...) go over the port, after any bytes
+ * already written, which the worker takes first.
+ */
+export class WorkerConnectionHandle implements ConnectionHandle {
+  readonly localIp: number;
+  readonly localPort: number;
+  readonly remoteIp: number;
+  readonly remotePort: number;
+  readonly sendRing: ByteRing;
+  readonly recvRing: ByteRing;
+  readonly record: HardStateRecord;
+  private userRef: TcpUser | null = null;
+  private pending = 0;
+  private pendingError: ConnectionError | null = null;
+  private deliverScheduled = false;
+  /** The connection is being (or was) uploaded: this handle no longer reaches it. */
+  detached = false;
+  private ended = false;
+  private closedFlag = false;
+
+  constructor(
+    private readonly nic: WorkerNic,
+    readonly key: ConnKey,
+    readonly slot: number,
+    installed: InstalledConn,
+  ) {
+    this.localIp = key.localIp;
+    this.localPort = key.localPort;
+    this.remoteIp = key.remoteIp;
+    this.remotePort = key.remotePort;
+    this.sendRing = ByteRing.attachShared(installed.block.send);
+    this.recvRing = ByteRing.attachShared(installed.block.recv);
+    this.record = new HardStateRecord(installed.block.sab, 0);
+  }
+
+  get user(): TcpUser | null {
+    return this.userRef;
+  }
+  set user(u: TcpUser | null) {
+    this.userRef = u;
+    if (u !== null && this.pending !== 0) this.scheduleDelivery();
+  }
+
+  get readableLength(): number {
+    return this.recvRing.length;
+  }
+  get writableLength(): number {
+    return this.sendRing.length;
+  }
+  get closed(): boolean {
+    return this.closedFlag;
+  }
+
+  write(src: Uint8Array, off = 0, len = src.length - off): number {
+    if (!Number.isInteger(off) || !Number.isInteger(len) || off < 0 || len < 0 || off + len > src.length) {
+      throw new InvalidArgumentError('write: range outside the source buffer');
+    }
+    if (this.detached) throw new InvalidStateError('write: the connection has moved to another owner');
+    if (this.ended || this.closedFlag) throw new InvalidStateError('write after shutdown or close');
+    const n = this.sendRing.write(src, off, len);
+    let bits = 0;
+    if (n > 0) bits |= BELL_WROTE;
+    if (n < len) bits |= BELL_WANT_WRITABLE;
+    if (bits !== 0) this.nic.ring(this.slot, bits);
+    return n;
+  }
+
+  read(dst: Uint8Array, off = 0, len = dst.length - off): number {
+    if (!Number.isInteger(off) || !Number.isInteger(len) || off < 0 || len < 0 || off + len > dst.length) {
+      throw new InvalidArgumentError('read: range outside the destination buffer');
+    }
+    if (this.detached) throw new InvalidStateError('read: the connection has moved to another owner');
+    const n = this.recvRing.read(dst, off, len);
+    if (n > 0 && !this.closedFlag) this.nic.ring(this.slot, BELL_READ);
+    return n;
+  }
+
+  shutdown(): void {
+    if (this.detached || this.ended || this.closedFlag) return;
+    this.ended = true;
+    this.nic.post({ t: 'op', slot: this.slot, op: 'shutdown' });
+  }
+  close(): void {
+    if (this.detached || this.closedFlag) return;
+    this.ended = true;
+    this.nic.post({ t: 'op', slot: this.slot, op: 'close' });
+  }
+  abort(): void {
+    if (this.detached || this.closedFlag) return;
+    this.closedFlag = true;
+    this.nic.post({ t: 'op', slot: this.slot, op: 'abort' });
+  }
+  setNoDelay(on: boolean): void {
+    if (this.detached || this.closedFlag) return;
+    this.nic.post({ t: 'op', slot: this.slot, op: 'nodelay', on });
+  }
+  setKeepAlive(on: boolean, idleMs?: number): void {
+    if (idleMs !== undefined && (!Number.isFinite(idleMs) || idleMs <= 0)) {
+      throw new InvalidArgumentError('keepalive idle must be > 0');
+    }
+    if (this.detached || this.closedFlag) return;
+    this.nic.post({ t: 'op', slot: this.slot, op: 'keepalive', on, ms: idleMs });
+  }
+
+  /** A consistent snapshot of the connection's hard state, read from shared memory. */
+  hardState(out: HardState = emptyHardState()): HardState | null {
+    return this.record.read(out) ? out : null;
+  }
+
+  /** @internal Events from the worker. Delivered even while detached: the socket holds them. */
+  _event(bits: number, error: ConnectionError | null): void {
+    if (bits & EV_CLOSED) {
+      this.closedFlag = true;
+      this.pendingError = error;
+    }
+    this.pending |= bits;
+    this.scheduleDelivery();
+  }
+
+  private scheduleDelivery(): void {
+    if (this.deliverScheduled || this.userRef === null) return;
+    this.deliverScheduled = true;
+    this.nic.clock.defer(this.deliver);
+  }
+
+  private readonly deliver = (): void => {
+    this.deliverScheduled = false;
+    const u = this.userRef;
+    if (u === null) return;
+    while (this.pending !== 0) {
+      const ev = this.pending;
+      this.pending = 0;
+      if (ev & EV_READABLE) u.onReadable();
+      if (ev & EV_REMOTE_END) u.onRemoteEnd();
+      if (ev & EV_WRITABLE) u.onWritable();
+      if (ev & EV_CLOSED) u.onClosed(this.pendingError);
+    }
+  };
+}
+
+/** The host stack's view of the worker's link: frames cross in batches both ways. */
+class WorkerHostLink implements Link {
+  handler: ((frame: Uint8Array) => void) | null = null;
+  carrierHandler: ((up: boolean) => void) | null = null;
+  carrierUp: boolean;
+  constructor(
+    private readonly nic: WorkerNic,
+    readonly name: string,
+    readonly mtu: number,
+    carrier: boolean,
+  ) {
+    this.carrierUp = carrier;
+  }
+  get carrier(): boolean {
+    return this.carrierUp;
+  }
+  send(frame: Uint8Array): boolean {
+    return this.nic._hostSend(frame);
+  }
+  onFrame(handler: (frame: Uint8Array) => void): void {
+    if (typeof handler !== 'function') throw new InvalidArgumentError('onFrame needs a function');
+    this.handler = handler;
+  }
+  onCarrier(handler: (up: boolean) => void): void {
+    if (typeof handler !== 'function') throw new InvalidArgumentError('onCarrier needs a function');
+    this.carrierHandler = handler;
+  }
+  close(): void {
+    this.handler = null;
+    this.carrierHandler = null;
+  }
+}
+
+function toError(w: WireError): Error {
+  if (w.field !== undefined) return new StateValidationError(w.field, w.message.replace(`${w.field}: `, ''));
+  if (w.errno !== undefined) return new ConnectionError(w.errno, w.message);
+  if (w.code === 'ERR_CHIMNEY_INVALID_ARG') return new InvalidArgumentError(w.message);
+  if (w.code === 'ERR_CHIMNEY_INVALID_STATE') return new InvalidStateError(w.message);
+  return new ChimneyError(w.code, w.message);
+}
+
+interface Pending {
+  resolve: (v: FromWorker & { t: 'res'; ok: true }) => void;
+  reject: (e: Error) => void;
+}
+
+/**
+ * An offload target on its own worker thread (design section 7). The worker runs a NicEngine on
+ * wall-clock time; this object is its main-thread side and implements the Nic interface: verbs
+ * are requests over the worker's port, frames cross in batches, and each offloaded connection's
+ * payload and hard state live in shared memory that outlives the worker.
+ */
+export class WorkerNic extends EventEmitter implements Nic {
+  readonly id: string;
+  readonly capacity: number;
+  readonly hostLink: Link;
+  readonly worker: Worker;
+  /** @internal */
+  readonly clock: Clock;
+  private readonly host: WorkerHostLink;
+  private readonly link: Link | null;
+  private readonly doorbell: Int32Array;
+  private readonly flagsAt: number;
+  private readonly qLen: number;
+  private readonly handles = new Map<number, WorkerConnectionHandle>();
+  private readonly byKey = new Map<string, WorkerConnectionHandle>();
+  private readonly pending = new Map<number, Pending>();
+  private readonly rxBatch: FrameBatcher;
+  private readonly hostBatch: FrameBatcher;
+  private readonly watchdog: Timer;
+  private readonly deadAfterMs: number;
+  private nextId = 1;
+  private lastBeat: number;
+  private linkCarrier: boolean;
+  private closing = false;
+  private deathCause: WorkerDeath | null = null;
+  private conns = 0;
+  private started = false;
+  private readonly readyWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
+
+  constructor(opts: WorkerNicOptions) {
+    super();
+    if (!opts || typeof opts.id !== 'string') throw new InvalidArgumentError('WorkerNic needs an id');
+    const capacity = opts.capacity ?? DEFAULT_CAPACITY;
+    if (!Number.isInteger(capacity) || capacity < 1 || capacity > 1 << 22) {
+      throw new InvalidArgumentError(`WorkerNic capacity must be an integer in 1..${1 << 22}`);
+    }
+    const ringCapacity = opts.ringCapacity ?? DEFAULT_RING;
+    if (!Number.isInteger(ringCapacity) || ringCapacity < 1024 || ringCapacity > 0x3fffffff) {
+      throw new InvalidArgumentError('ringCapacity must be an integer of at least 1024 bytes');
+    }
+    const heartbeatMs = opts.heartbeatMs ?? 50;
+    this.deadAfterMs = opts.deadAfterMs ?? 2000;
+    if (!(heartbeatMs > 0) || !(this.deadAfterMs > heartbeatMs)) {
+      throw new InvalidArgumentError('heartbeatMs must be > 0 and deadAfterMs above it');
+    }
+    this.id = opts.id;
+    this.capacity = capacity;
+    this.clock = opts.clock ?? new RealClock();
+    const sab = new SharedArrayBuffer(doorbellWords(capacity) * 4);
+    this.doorbell = new Int32Array(sab);
+    this.flagsAt = doorbellFlagsAt(capacity);
+    this.qLen = capacity + 1;
+    const isTap = 'tap' in opts.link;
+    const link = isTap ? null : (opts.link as Link);
+    this.link = link;
+    this.linkCarrier = link ? link.carrier : false;
+    const boot: WorkerBoot = {
+      id: opts.id,
+      seed: opts.seed ?? 1,
+      capacity,
+      ringCapacity,
+      heartbeatMs,
+      reachabilityIntervalMs: opts.reachabilityIntervalMs ?? 0,
+      doorbell: sab,
+      link: link
+        ? { kind: 'proxy', name: link.name, mtu: link.mtu, carrier: link.carrier }
+        : { kind: 'tap', options: (opts.link as { tap: TapLinkOptions }).tap },
+    };
+    const mtu = link ? link.mtu : ((opts.link as { tap: TapLinkOptions }).tap.mtu ?? 1500);
+    this.host = new WorkerHostLink(this, `${opts.id}.host`, mtu, this.linkCarrier);
+    this.hostLink = this.host;
+    this.rxBatch = new FrameBatcher(
+      (buf, len) => this.post({ t: 'rx', buf, len }, [buf]),
+      (cb) => this.clock.defer(cb),
+    );
+    this.hostBatch = new FrameBatcher(
+      (buf, len) => this.post({ t: 'host', buf, len }, [buf]),
+      (cb) => this.clock.defer(cb),
+    );
+    this.worker = spawnWorker(new URL('./worker/nic-worker.ts', import.meta.url), { workerData: boot });
+    this.worker.on('message', (m: FromWorker) => this.onMessage(m));
+    this.worker.on('error', (error: Error) => this.die({ kind: 'error', error }));
+    this.worker.on('exit', (exitCode: number) => {
+      if (!this.closing) this.die({ kind: 'exit', exitCode });
+    });
+    if (link) {
+      link.onFrame((frame) => this.rxBatch.push(frame));
+      link.onCarrier((up) => {
+        this.linkCarrier = up;
+        this.post({ t: 'carrier', up });
+      });
+    }
+    // The worker takes a moment to start: the watchdog counts from now, with a start-up allowance.
+    this.lastBeat = this.clock.now() + 10_000;
+    this.watchdog = this.clock.createTimer(() => this.checkBeat()).unref();
+    this.watchdog.arm(this.deadAfterMs);
+  }
+
+  /**
+   * Resolves once the worker runs (its first heartbeat): starting a worker and compiling its
+   * modules takes a while, and frames sent before then wait in the port. Rejects if it dies first.
+   */
+  ready(): Promise<void> {
+    if (this.started) return Promise.resolve();
+    if (this.deathCause) return Promise.reject(new InvalidStateError(`NIC ${this.id} died`));
+    return new Promise((resolve, reject) => this.readyWaiters.push({ resolve, reject }));
+  }
+
+  get load(): number {
+    return this.conns;
+  }
+  get linkUp(): boolean {
+    return this.linkCarrier && this.deathCause === null;
+  }
+  /** Why the worker died, or null while it lives. */
+  get death(): WorkerDeath | null {
+    return this.deathCause;
+  }
+
+  // ---- the verbs ----------------------------------------------------------------------------------
+
+  async initiate(batch: Uint8Array): Promise<InitiateResult> {
+    if (!(batch instanceof Uint8Array)) throw new InvalidArgumentError('initiate needs a Uint8Array');
+    const res = await this.request('initiate', batch);
+    for (const inst of res.installed ?? []) {
+      const h = new WorkerConnectionHandle(this, inst.key, inst.slot, inst);
+      this.handles.set(inst.slot, h);
+      this.byKey.set(connKeyId(inst.key), h);
+      this.conns++;
+    }
+    return res.value as InitiateResult;
+  }
+
+  async terminate(keys: ConnKey[] | 'all'): Promise<Uint8Array> {
+    if (keys !== 'all' && !Array.isArray(keys))
+      throw new InvalidArgumentError('terminate needs keys or "all"');
+    // From here the application must not touch the rings: what they hold is being encoded.
+    const frozen: WorkerConnectionHandle[] = [];
+    for (const h of keys === 'all' ? this.byKey.values() : keys.map((k) => this.byKey.get(connKeyId(k)))) {
+      if (h && !h.detached) {
+        h.detached = true;
+        frozen.push(h);
+      }
+    }
+    this.rxBatch.flush();
+    let res: FromWorker & { t: 'res'; ok: true };
+    try {
+      res = await this.request('terminate', keys === 'all' ? 'all' : keys);
+    } catch (e) {
+      // Nothing moved: the connections carry on here.
+      for (const h of frozen) h.detached = false;
+      throw e;
+    }
+    const moved = new Set(res.moved ?? []);
+    for (const s of res.freed ?? []) {
+      // Closed at the worker instead of moving: the handle stays the socket's, and what is left in
+      // the receive ring can still be read.
+      const h = this.handles.get(s);
+      if (h && !moved.has(s)) h.detached = false;
+    }
+    this.forget(res.freed ?? []);
+    return res.value as Uint8Array;
+  }
+
+  async update(u: OffloadUpdate): Promise<void> {
+    await this.request('update', u);
+  }
+  async invalidate(target: InvalidateTarget): Promise<void> {
+    await this.request('invalidate', target);
+  }
+  async query(keys?: ConnKey[]): Promise<QueryResult[]> {
+    return (await this.request('query', keys)).value as QueryResult[];
+  }
+  async takeQueued(keys: ConnKey[]): Promise<Uint8Array[]> {
+    return (await this.request('takeQueued', keys)).value as Uint8Array[];
+  }
+  async dropFrozen(keys: ConnKey[]): Promise<void> {
+    await this.request('dropFrozen', keys);
+  }
+  /** The worker engine's counters. */
+  async counters(): Promise<Record<string, number>> {
+    return (await this.request('counters', null)).value as Record<string, number>;
+  }
+
+  inject(packets: readonly Uint8Array[]): void {
+    if (this.closing || this.deathCause) return;
+    this.rxBatch.flush();
+    this.post({ t: 'inject', packets: [...packets] });
+  }
+
+  attach(key: ConnKey, user: TcpUser | null): ConnectionHandle | null {
+    const h = this.byKey.get(connKeyId(key));
+    if (!h || h.detached) return null;
+    h.user = user;
+    return h;
+  }
+
+  /** The handle of an offloaded connection (for tests and status), or undefined. */
+  handle(key: ConnKey): WorkerConnectionHandle | undefined {
+    return this.byKey.get(connKeyId(key));
+  }
+
+  /** A consistent snapshot of a connection's hard state from shared memory, whatever the worker is doing. */
+  hardState(key: ConnKey): HardState | null {
+    return this.byKey.get(connKeyId(key))?.hardState() ?? null;
+  }
+
+  /**
+   * What is left of every connection (for failover after the worker died): the last whole hard
+   * state and the shared rings. The NIC forgets them; the caller now owns them.
+   */
+  salvage(): SalvagedConnection[] {
+    const out: SalvagedConnection[] = [];
+    for (const h of this.byKey.values()) {
+      h.detached = true;
+      out.push({ key: h.key, hard: h.hardState(), sendRing: h.sendRing, recvRing: h.recvRing, user: h.user });
+    }
+    this.handles.clear();
+    this.byKey.clear();
+    this.conns = 0;
+    return out;
+  }
+
+  override on<E extends keyof WorkerNicIndications>(event: E, handler: WorkerNicIndications[E]): this;
+  override on<E extends NicIndication>(event: E, handler: NicIndications[E]): this;
+  override on(event: string, handler: (...args: never[]) => void): this {
+    return super.on(event, handler as (...args: unknown[]) => void);
+  }
+  override off<E extends keyof WorkerNicIndications>(event: E, handler: WorkerNicIndications[E]): this;
+  override off<E extends NicIndication>(event: E, handler: NicIndications[E]): this;
+  override off(event: string, handler: (...args: never[]) => void): this {
+    return super.off(event, handler as (...args: unknown[]) => void);
+  }
+
+  /** Abort everything (RST to every offloaded connection's peer) and stop the worker. */
+  close(): void {
+    if (this.closing) return;
+    this.closing = true;
+    this.watchdog.disarm();
+    this.host.close();
+    if (this.deathCause) {
+      void this.worker.terminate();
+      return;
+    }
+    this.rxBatch.flush();
+    this.hostBatch.flush();
+    this.post({ t: 'close' });
+    // The worker answers 'closed' after flushing its last frames; don't wait for ever.
+    const t = this.clock.createTimer(() => void this.worker.terminate()).unref();
+    t.arm(1000);
+    this.rejectAll(new InvalidStateError(`NIC ${this.id} is closed`));
+  }
+
+  /** Kill the worker thread outright (tests of NIC death): reported as 'dead'. */
+  kill(): Promise<number> {
+    return this.worker.terminate();
+  }
+
+  // ---- internals ----------------------------------------------------------------------------------
+
+  /** @internal */
+  post(m: ToWorker, transfer?: ArrayBuffer[]): void {
+    if (this.deathCause !== null) return;
+    this.worker.postMessage(m, transfer);
+  }
+
+  /** @internal Ring the doorbell for a slot (see protocol.ts). */
+  ring(slot: number, bits: number): void {
+    const db = this.doorbell;
+    if (Atomics.or(db, this.flagsAt + slot, bits) !== 0) return;
+    const tail = Atomics.load(db, DB_TAIL);
+    Atomics.store(db, DB_QUEUE + tail, slot);
+    Atomics.store(db, DB_TAIL, tail + 1 === this.qLen ? 0 : tail + 1);
+    Atomics.add(db, DB_BELL, 1);
+    Atomics.notify(db, DB_BELL);
+  }
+
+  /** @internal */
+  _hostSend(frame: Uint8Array): boolean {
+    if (this.closing || this.deathCause || !this.linkCarrier) return false;
+    this.hostBatch.push(frame);
+    return true;
+  }
+
+  private request(op: string, arg: unknown): Promise<FromWorker & { t: 'res'; ok: true }> {
+    if (this.closing) return Promise.reject(new InvalidStateError(`NIC ${this.id} is closed`));
+    if (this.deathCause) return Promise.reject(new InvalidStateError(`NIC ${this.id} is dead`));
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      this.worker.postMessage({ t: 'req', id, op, arg } satisfies ToWorker);
+    });
+  }
+
+  private forget(slots: readonly number[]): void {
+    for (const s of slots) {
+      const h = this.handles.get(s);
+      if (!h) continue;
+      this.handles.delete(s);
+      if (this.byKey.get(connKeyId(h.key)) === h) this.byKey.delete(connKeyId(h.key));
+      this.conns--;
+    }
+  }
+
+  private onMessage(m: FromWorker): void {
+    switch (m.t) {
+      case 'tx': {
+        const link = this.link;
+        if (link) forEachFrame(m.buf, m.len, (f) => link.send(f));
+        return;
+      }
+      case 'up': {
+        const h = this.host.handler;
+        if (h) forEachFrame(m.buf, m.len, h);
+        return;
+      }
+      case 'host-carrier':
+        this.host.carrierUp = m.up;
+        this.host.carrierHandler?.(m.up);
+        return;
+      case 'res': {
+        const p = this.pending.get(m.id);
+        if (!p) return;
+        this.pending.delete(m.id);
+        if (m.ok) p.resolve(m);
+        else p.reject(toError(m.error));
+        return;
+      }
+      case 'ev': {
+        const list = m.list;
+        for (let i = 0, e = 0; i < list.length; i += 2, e++) {
+          const h = this.handles.get(list[i]!);
+          if (!h) continue;
+          const w = m.errors[e];
+          h._event(list[i + 1]!, w ? (toError(w) as ConnectionError) : null);
+        }
+        return;
+      }
+      case 'freed':
+        this.forget(m.slots);
+        return;
+      case 'ind':
+        if (m.event === 'link') this.linkCarrier = m.args[0] as boolean;
+        this.emit(m.event, ...m.args);
+        return;
+      case 'hb':
+        this.lastBeat = this.clock.now();
+        if (!this.started) {
+          this.started = true;
+          for (const w of this.readyWaiters.splice(0)) w.resolve();
+        }
+        return;
+      case 'closed':
+        void this.worker.terminate();
+        return;
+    }
+  }
+
+  private checkBeat(): void {
+    if (this.closing || this.deathCause) return;
+    const silent = this.clock.now() - this.lastBeat;
+    if (silent > this.deadAfterMs) {
+      this.die({ kind: 'heartbeat', silentMs: silent });
+      void this.worker.terminate();
+      return;
+    }
+    this.watchdog.arm(Math.max(10, this.deadAfterMs / 4));
+  }
+
+  private die(cause: WorkerDeath): void {
+    if (this.deathCause !== null || this.closing) return;
+    this.deathCause = cause;
+    this.watchdog.disarm();
+    this.linkCarrier = false;
+    const e = new InvalidStateError(`NIC ${this.id} died (${cause.kind})`);
+    this.rejectAll(e);
+    for (const w of this.readyWaiters.splice(0)) w.reject(e);
+    this.emit('dead', cause);
+  }
+
+  private rejectAll(e: Error): void {
+    const list = [...this.pending.values()];
+    this.pending.clear();
+    for (const p of list) p.reject(e);
+  }
+}

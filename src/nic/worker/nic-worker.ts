@@ -1,0 +1,494 @@
+/*
+ * The worker thread of a WorkerNic: a NicEngine on wall-clock time, its link (a proxy of a
+ * main-thread switch port, or a TAP device it opens itself), and the glue that makes its
+ * connections' payload live in shared rings the application thread reads and writes directly.
+ */
+import { type MessagePort, parentPort, workerData } from 'node:worker_threads';
+import { RealClock } from '../../core/clock.ts';
+import type { ConnectionError } from '../../core/errors.ts';
+import { ChimneyError, StateValidationError } from '../../core/errors.ts';
+import { SeededRandom } from '../../core/random.ts';
+import type { Link } from '../../link/link.ts';
+import {
+  canReceive,
+  deliverEvents,
+  isSynchronized,
+  type TcpConnection,
+} from '../../stack/tcp/tcp-connection.ts';
+import { tcpOutput } from '../../stack/tcp/tcp-output.ts';
+import { scheduleTimer } from '../../stack/tcp/tcp-timers.ts';
+import type { TcpUser } from '../../stack/tcp/tcp-types.ts';
+import { ByteRing } from '../../state/byte-ring.ts';
+import { allocConnBlock, type ConnBlockRef, HardStateRecord } from '../hard-state.ts';
+import { type ConnKey, connKeyId, type InitiateResult, type OffloadUpdate } from '../nic.ts';
+import { NicEngine } from '../nic-engine.ts';
+import {
+  BELL_READ,
+  BELL_WANT_WRITABLE,
+  BELL_WROTE,
+  DB_BELL,
+  DB_HEAD,
+  DB_QUEUE,
+  DB_TAIL,
+  doorbellFlagsAt,
+  EV_CLOSED,
+  EV_READABLE,
+  EV_REMOTE_END,
+  EV_WRITABLE,
+  FrameBatcher,
+  type FromWorker,
+  forEachFrame,
+  type InstalledConn,
+  type ToWorker,
+  type WireError,
+  type WorkerBoot,
+} from './protocol.ts';
+
+const port = parentPort as MessagePort;
+const boot = workerData as WorkerBoot;
+const clock = new RealClock();
+
+function post(m: FromWorker, transfer?: ArrayBuffer[]): void {
+  port.postMessage(m, transfer);
+}
+
+function wireError(e: unknown): WireError {
+  if (e instanceof ChimneyError) {
+    const out: WireError = { name: e.name, code: e.code, message: e.message };
+    if (e instanceof StateValidationError) out.field = e.field;
+    const errno = (e as { errno?: string }).errno;
+    if (errno !== undefined) out.errno = errno;
+    return out;
+  }
+  return { name: 'Error', code: 'ERR_CHIMNEY_WORKER', message: e instanceof Error ? e.message : String(e) };
+}
+
+// ---- the link ------------------------------------------------------------------------------------
+
+/** The worker's face of a main-thread link: frames cross in batches. */
+class ProxyLink implements Link {
+  handler: ((frame: Uint8Array) => void) | null = null;
+  carrierHandler: ((up: boolean) => void) | null = null;
+  private readonly out = new FrameBatcher(
+    (buf, len) => post({ t: 'tx', buf, len }, [buf]),
+    (cb) => clock.defer(cb),
+  );
+  constructor(
+    readonly name: string,
+    readonly mtu: number,
+    public carrier: boolean,
+  ) {}
+  send(frame: Uint8Array): boolean {
+    if (!this.carrier) return false;
+    this.out.push(frame);
+    return true;
+  }
+  onFrame(handler: (frame: Uint8Array) => void): void {
+    this.handler = handler;
+  }
+  onCarrier(handler: (up: boolean) => void): void {
+    this.carrierHandler = handler;
+  }
+  setCarrier(up: boolean): void {
+    if (up === this.carrier) return;
+    this.carrier = up;
+    this.carrierHandler?.(up);
+  }
+  flush(): void {
+    this.out.flush();
+  }
+  close(): void {
+    this.flush();
+    this.handler = null;
+  }
+}
+
+async function openLink(): Promise<Link> {
+  const l = boot.link;
+  if (l.kind === 'proxy') return new ProxyLink(l.name, l.mtu, l.carrier);
+  const { TapLink } = await import('../../link/tap-link.ts');
+  return TapLink.open({ ...(l.options as { name: string }), clock });
+}
+
+// ---- connections and their shared memory ---------------------------------------------------------
+
+interface Slot {
+  index: number;
+  key: ConnKey;
+  conn: TcpConnection;
+  block: ConnBlockRef;
+  record: HardStateRecord;
+  send: ByteRing;
+  recv: ByteRing;
+}
+
+const slots: (Slot | undefined)[] = [];
+const freeSlots: number[] = [];
+const byKey = new Map<string, Slot>();
+/** localPort * 65536 + remotePort → slot, to find what a received frame touched without parsing twice. */
+const byPorts = new Map<number, Slot>();
+const touched = new Set<Slot>();
+const db = new Int32Array(boot.doorbell);
+const flagsAt = doorbellFlagsAt(boot.capacity);
+const qLen = boot.capacity + 1;
+
+/** Events for the application thread, flushed once per turn: [slot, bits] pairs. */
+let evList: number[] = [];
+let evErrors: (WireError | null)[] = [];
+let evScheduled = false;
+
+function queueEvent(slot: Slot, bits: number, err: ConnectionError | null = null): void {
+  evList.push(slot.index, bits);
+  evErrors.push(err ? wireError(err) : null);
+  if (!evScheduled) {
+    evScheduled = true;
+    clock.defer(flushEvents);
+  }
+}
+
+function flushEvents(): void {
+  evScheduled = false;
+  for (const s of touched) s.record.write(s.conn.state, s.send.shared, s.recv.shared);
+  touched.clear();
+  if (evList.length === 0) return;
+  post({ t: 'ev', list: evList, errors: evErrors });
+  evList = [];
+  evErrors = [];
+}
+
+function touch(s: Slot): void {
+  touched.add(s);
+  if (!evScheduled) {
+    evScheduled = true;
+    clock.defer(flushEvents);
+  }
+}
+
+/** Stands in for the socket on this side: every callback becomes an event for the other thread. */
+class RemoteUser implements TcpUser {
+  constructor(private readonly slot: Slot) {}
+  onConnected(): void {}
+  onReadable(): void {
+    touch(this.slot);
+    queueEvent(this.slot, EV_READABLE);
+  }
+  onWritable(): void {
+    queueEvent(this.slot, EV_WRITABLE);
+  }
+  onRemoteEnd(): void {
+    touch(this.slot);
+    queueEvent(this.slot, EV_REMOTE_END);
+  }
+  onClosed(error: ConnectionError | null): void {
+    touch(this.slot);
+    queueEvent(this.slot, EV_CLOSED, error);
+  }
+}
+
+function portsOf(k: ConnKey): number {
+  return k.localPort * 65536 + k.remotePort;
+}
+
+/**
+ * Move a just-adopted connection's buffers into shared memory (the one copy of its bytes) and
+ * give it a slot. Rings are capped at ringCapacity, but never below what they hold nor below the
+ * window already advertised, so nothing acknowledged or promised is lost.
+ */
+function install(conn: TcpConnection): InstalledConn {
+  const s = conn.state;
+  const d = s.delegated;
+  const cap = boot.ringCapacity;
+  const sendLen = d.sendBuffer.length;
+  const recvLen = d.recvBuffer.length;
+  const promised = Math.max(0, (d.rcvAdv - d.rcvNxt) | 0);
+  const sendCap = Math.min(s.cached.sndBufSize, Math.max(sendLen, Math.min(s.cached.sndBufSize, cap)));
+  const recvCap = Math.min(
+    s.cached.rcvBufSize,
+    Math.max(recvLen + promised, Math.min(s.cached.rcvBufSize, cap)),
+  );
+  const block = allocConnBlock(Math.max(1, sendCap), Math.max(1, recvCap));
+  const send = ByteRing.createShared(block.send.capacity, block.send);
+  const recv = ByteRing.createShared(block.recv.capacity, block.recv);
+  send.write(d.sendBuffer.toArray());
+  recv.write(d.recvBuffer.toArray());
+  d.sendBuffer = send;
+  d.recvBuffer = recv;
+  const index = freeSlots.pop() ?? slots.length;
+  const c = s.const;
+  const key = { localIp: c.localIp, localPort: c.localPort, remoteIp: c.remoteIp, remotePort: c.remotePort };
+  const slot: Slot = { index, key, conn, block, record: new HardStateRecord(block.sab, 0), send, recv };
+  slots[index] = slot;
+  byKey.set(connKeyId(key), slot);
+  byPorts.set(portsOf(key), slot);
+  // A stale doorbell bit from the slot's previous tenant must not reach this one.
+  Atomics.store(db, flagsAt + index, 0);
+  conn.user = new RemoteUser(slot);
+  slot.record.write(s, send.shared, recv.shared);
+  return { key, slot: index, block };
+}
+
+function free(slot: Slot): void {
+  if (slots[slot.index] !== slot) return;
+  slots[slot.index] = undefined;
+  freeSlots.push(slot.index);
+  byKey.delete(connKeyId(slot.key));
+  if (byPorts.get(portsOf(slot.key)) === slot) byPorts.delete(portsOf(slot.key));
+  touched.delete(slot);
+}
+
+// ---- the doorbell --------------------------------------------------------------------------------
+
+function ringBell(slot: Slot, bits: number): void {
+  const conn = slot.conn;
+  if (conn.released) return;
+  const s = conn.state;
+  const d = s.delegated;
+  if (bits & BELL_WANT_WRITABLE) {
+    if (d.sendBuffer.free > 0) queueEvent(slot, EV_WRITABLE);
+    else conn.wantWritable = true;
+  }
+  let output = false;
+  if (bits & BELL_WROTE && isSynchronized(d.state)) output = true;
+  if (bits & BELL_READ && canReceive(d.state) && !d.finReceived) {
+    // The same rule as a read on the engine's own thread (RFC 1122 4.2.3.3): announce the opened
+    // window once it has grown by a useful amount.
+    const opened = d.recvBuffer.free - ((d.rcvAdv - d.rcvNxt) | 0);
+    if (opened >= Math.min(2 * s.const.localMss, s.cached.rcvBufSize >>> 1)) {
+      s.soft.ackNow = true;
+      output = true;
+    }
+  }
+  if (output) {
+    tcpOutput(conn);
+    scheduleTimer(conn);
+    deliverEvents(conn);
+  }
+  touch(slot);
+}
+
+/** Take every slot the application rang for; cheap when there is none. */
+function drainDoorbell(): void {
+  let head = Atomics.load(db, DB_HEAD);
+  const tail = Atomics.load(db, DB_TAIL);
+  while (head !== tail) {
+    const index = Atomics.load(db, DB_QUEUE + head);
+    head = head + 1 === qLen ? 0 : head + 1;
+    Atomics.store(db, DB_HEAD, head);
+    const bits = Atomics.exchange(db, flagsAt + index, 0);
+    const slot = slots[index];
+    if (slot !== undefined && bits !== 0) ringBell(slot, bits);
+  }
+}
+
+let closed = false;
+
+function waitBell(): void {
+  if (closed) return;
+  const seen = Atomics.load(db, DB_BELL);
+  drainDoorbell();
+  const w = (
+    Atomics as unknown as {
+      waitAsync(a: Int32Array, i: number, v: number): { async: boolean; value: Promise<string> | string };
+    }
+  ).waitAsync(db, DB_BELL, seen);
+  if (w.async) (w.value as Promise<string>).then(waitBell);
+  else clock.defer(waitBell);
+}
+
+// ---- the engine ----------------------------------------------------------------------------------
+
+const link = await openLink();
+const proxy = link instanceof ProxyLink ? link : null;
+const upBatch = new FrameBatcher(
+  (buf, len) => post({ t: 'up', buf, len }, [buf]),
+  (cb) => clock.defer(cb),
+);
+const engine = new NicEngine({
+  id: boot.id,
+  link,
+  clock,
+  random: new SeededRandom(boot.seed),
+  capacity: boot.capacity,
+  reachabilityIntervalMs: boot.reachabilityIntervalMs,
+  toHost: (frame) => upBatch.push(frame),
+  hostCarrier: (up) => post({ t: 'host-carrier', up }),
+  indicate: (event, ...args) => {
+    if (event === 'closed') {
+      const slot = byKey.get(connKeyId(args[0] as ConnKey));
+      if (slot) {
+        slot.record.write(slot.conn.state, slot.send.shared, slot.recv.shared);
+        flushEvents();
+        free(slot);
+        post({ t: 'freed', slots: [slot.index] });
+      }
+    }
+    post({ t: 'ind', event, args });
+  },
+});
+
+/** Mark the connection a received frame is for, so its hard state is rewritten after the batch. */
+function noteFrame(frame: Uint8Array): void {
+  if (byPorts.size === 0 || frame.length < 54) return;
+  let ip = 14;
+  if (frame[12] === 0x81 && frame[13] === 0x00) ip = 18;
+  if (frame[ip + 9] !== 6) return;
+  const ihl = (frame[ip]! & 0x0f) << 2;
+  const t = ip + ihl;
+  if (frame.length < t + 4) return;
+  const sport = (frame[t]! << 8) | frame[t + 1]!;
+  const dport = (frame[t + 2]! << 8) | frame[t + 3]!;
+  const slot = byPorts.get(dport * 65536 + sport);
+  if (slot !== undefined) touch(slot);
+}
+
+function keysOf(arg: unknown): ConnKey[] | 'all' {
+  return arg === 'all' ? 'all' : (arg as ConnKey[]);
+}
+
+function handleRequest(id: number, op: string, arg: unknown): void {
+  try {
+    switch (op) {
+      case 'initiate': {
+        const result: InitiateResult = engine.initiate(arg as Uint8Array);
+        const installed: InstalledConn[] = [];
+        for (const c of result.conns) {
+          if (c.status !== 'success') continue;
+          const conn = engine.connection(c.key);
+          if (conn) installed.push(install(conn));
+        }
+        post({ t: 'res', id, ok: true, value: result, installed });
+        return;
+      }
+      case 'terminate': {
+        const keys = keysOf(arg);
+        const list = keys === 'all' ? [...byKey.values()].map((s) => s.key) : keys;
+        const out = engine.terminate(keys);
+        const freed: number[] = [];
+        const moved: number[] = [];
+        for (const k of list) {
+          const slot = byKey.get(connKeyId(k));
+          if (slot && engine.connection(k) === undefined) {
+            slot.record.write(slot.conn.state, slot.send.shared, slot.recv.shared);
+            free(slot);
+            freed.push(slot.index);
+            // Released: its state is in the transfer. Otherwise it closed here (TIME_WAIT ends
+            // on a terminate) and its last events must reach the application first.
+            if (slot.conn.released) moved.push(slot.index);
+          }
+        }
+        flushEvents();
+        const buf =
+          out.byteOffset === 0 && out.byteLength === out.buffer.byteLength ? out.buffer : out.slice().buffer;
+        post({ t: 'res', id, ok: true, value: new Uint8Array(buf as ArrayBuffer), freed }, [
+          buf as ArrayBuffer,
+        ]);
+        return;
+      }
+      case 'update':
+        engine.update(arg as OffloadUpdate);
+        break;
+      case 'invalidate':
+        engine.invalidate(arg as Parameters<NicEngine['invalidate']>[0]);
+        break;
+      case 'query':
+        post({ t: 'res', id, ok: true, value: engine.query(arg as ConnKey[] | undefined) });
+        return;
+      case 'takeQueued':
+        post({ t: 'res', id, ok: true, value: engine.takeQueued(arg as ConnKey[]) });
+        return;
+      case 'dropFrozen':
+        engine.dropFrozen(arg as ConnKey[]);
+        break;
+      case 'counters':
+        post({ t: 'res', id, ok: true, value: engine.counters.snapshot() });
+        return;
+      default:
+        throw new ChimneyError('ERR_CHIMNEY_INVALID_ARG', `unknown request ${op}`);
+    }
+    post({ t: 'res', id, ok: true, value: undefined });
+  } catch (e) {
+    post({ t: 'res', id, ok: false, error: wireError(e) });
+  }
+}
+
+function connOp(m: Extract<ToWorker, { t: 'op' }>): void {
+  const slot = slots[m.slot];
+  if (slot === undefined || slot.conn.released) return;
+  // Bytes written before this call are already in the ring: take them first, so a FIN follows them.
+  drainDoorbell();
+  const conn = slot.conn;
+  try {
+    switch (m.op) {
+      case 'shutdown':
+        conn.shutdown();
+        break;
+      case 'close':
+        conn.close();
+        break;
+      case 'abort':
+        conn.abort();
+        break;
+      case 'nodelay':
+        conn.setNoDelay(m.on === true);
+        break;
+      case 'keepalive':
+        conn.setKeepAlive(m.on === true, m.ms);
+        break;
+    }
+  } catch {
+    engine.counters.inc('drop.nic.worker.bad-op');
+  }
+  deliverEvents(conn);
+  touch(slot);
+}
+
+port.on('message', (m: ToWorker) => {
+  switch (m.t) {
+    case 'rx': {
+      const h = proxy?.handler;
+      forEachFrame(m.buf, m.len, (frame) => {
+        noteFrame(frame);
+        if (h) h(frame);
+      });
+      drainDoorbell();
+      return;
+    }
+    case 'host':
+      forEachFrame(m.buf, m.len, (frame) => engine.sendFromHost(frame));
+      return;
+    case 'carrier':
+      proxy?.setCarrier(m.up);
+      return;
+    case 'req':
+      drainDoorbell();
+      handleRequest(m.id, m.op, m.arg);
+      return;
+    case 'op':
+      connOp(m);
+      return;
+    case 'inject':
+      engine.inject(m.packets);
+      return;
+    case 'close':
+      closed = true;
+      engine.close();
+      for (const s of slots) if (s) s.record.write(s.conn.state, s.send.shared, s.recv.shared);
+      proxy?.flush();
+      upBatch.flush();
+      flushEvents();
+      post({ t: 'closed' });
+      return;
+  }
+});
+
+// Hard state of quiet connections still changes (timers: retransmissions, TIME_WAIT): refresh it
+// now and then, and say we are alive.
+const heartbeat = clock.createTimer(() => {
+  post({ t: 'hb', at: clock.now() });
+  for (const s of slots) if (s) touched.add(s);
+  flushEvents();
+  if (!closed) heartbeat.arm(boot.heartbeatMs);
+});
+heartbeat.arm(boot.heartbeatMs);
+waitBell();
+post({ t: 'hb', at: clock.now() });

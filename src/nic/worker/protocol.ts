@@ -1,0 +1,185 @@
+import type { ConnBlockRef } from '../hard-state.ts';
+import type { ConnKey, InitiateResult } from '../nic.ts';
+
+/*
+ * What crosses between a WorkerNic (main thread) and its worker.
+ *
+ * Frames travel in batches: many frames packed into one ArrayBuffer (u32 length, bytes, ...) that
+ * is transferred, not copied, once per event-loop turn. Control verbs are requests with ids.
+ * Payload does not travel in messages at all: it sits in each connection's shared rings, and the
+ * doorbell below says which connections to look at.
+ */
+
+/** Options the worker starts with (workerData). */
+export interface WorkerBoot {
+  id: string;
+  seed: number;
+  capacity: number;
+  /** Largest shared ring per direction and connection (bytes). */
+  ringCapacity: number;
+  heartbeatMs: number;
+  reachabilityIntervalMs: number;
+  /** The doorbell block (see DOORBELL_*). */
+  doorbell: SharedArrayBuffer;
+  link: { kind: 'proxy'; name: string; mtu: number; carrier: boolean } | { kind: 'tap'; options: unknown };
+}
+
+// ---- the doorbell --------------------------------------------------------------------------------
+//
+// Int32 words: [0] bell (bumped on every ring; the worker waits on it), [1] queue head (worker),
+// [2] queue tail (main), [3] spare, then a queue of slot numbers, then one flags word per slot.
+// The main thread ORs a bit into a slot's flags and, only if they were 0, queues the slot; the
+// worker dequeues a slot and takes its flags with an exchange. A slot is therefore queued at most
+// once at a time, and the queue (one longer than the slot count) never overflows.
+
+export const DB_BELL = 0;
+export const DB_HEAD = 1;
+export const DB_TAIL = 2;
+export const DB_QUEUE = 4;
+
+/** The application wrote into the send ring. */
+export const BELL_WROTE = 1;
+/** The application read from the receive ring (the window may open). */
+export const BELL_READ = 2;
+/** A write came back short: say when there is room. */
+export const BELL_WANT_WRITABLE = 4;
+
+export function doorbellWords(slots: number): number {
+  return DB_QUEUE + (slots + 1) + slots;
+}
+
+export function doorbellFlagsAt(slots: number): number {
+  return DB_QUEUE + slots + 1;
+}
+
+// ---- events from the worker's connections --------------------------------------------------------
+
+export const EV_READABLE = 1;
+export const EV_REMOTE_END = 2;
+export const EV_WRITABLE = 4;
+export const EV_CLOSED = 8;
+
+export interface WireError {
+  name: string;
+  code: string;
+  message: string;
+  field?: string;
+  errno?: string;
+}
+
+export interface InstalledConn {
+  key: ConnKey;
+  slot: number;
+  block: ConnBlockRef;
+}
+
+export type ToWorker =
+  | { t: 'rx'; buf: ArrayBuffer; len: number }
+  | { t: 'host'; buf: ArrayBuffer; len: number }
+  | { t: 'carrier'; up: boolean }
+  | { t: 'req'; id: number; op: string; arg: unknown }
+  | {
+      t: 'op';
+      slot: number;
+      op: 'shutdown' | 'close' | 'abort' | 'nodelay' | 'keepalive';
+      on?: boolean;
+      ms?: number;
+    }
+  | { t: 'inject'; packets: Uint8Array[] }
+  | { t: 'close' };
+
+export type FromWorker =
+  | { t: 'tx'; buf: ArrayBuffer; len: number }
+  | { t: 'up'; buf: ArrayBuffer; len: number }
+  | { t: 'host-carrier'; up: boolean }
+  | {
+      t: 'res';
+      id: number;
+      ok: true;
+      value: unknown;
+      installed?: InstalledConn[];
+      freed?: number[];
+      moved?: number[];
+    }
+  | { t: 'res'; id: number; ok: false; error: WireError }
+  | { t: 'ind'; event: string; args: unknown[] }
+  | { t: 'ev'; list: number[]; errors: (WireError | null)[] }
+  | { t: 'freed'; slots: number[] }
+  | { t: 'hb'; at: number }
+  | { t: 'closed' };
+
+export type InitiateReply = InitiateResult;
+
+// ---- frame batches -------------------------------------------------------------------------------
+
+const INITIAL_BATCH = 64 * 1024;
+/** A batch this big goes at once instead of waiting for the end of the turn. */
+const FLUSH_AT = 512 * 1024;
+
+/**
+ * Packs frames into one buffer to be transferred whole at the end of the turn (or when it is big).
+ * A fresh buffer follows each flush: the old one now belongs to the other thread.
+ */
+export class FrameBatcher {
+  private buf = new Uint8Array(INITIAL_BATCH);
+  private dv = new DataView(this.buf.buffer);
+  private off = 0;
+  private scheduled = false;
+  frames = 0;
+
+  constructor(
+    private readonly post: (buf: ArrayBuffer, len: number) => void,
+    private readonly schedule: (cb: () => void) => void,
+  ) {}
+
+  push(frame: Uint8Array): void {
+    const need = 4 + frame.length;
+    if (this.off + need > this.buf.length) {
+      if (this.off > 0) this.flush();
+      if (need > this.buf.length) {
+        this.buf = new Uint8Array(need);
+        this.dv = new DataView(this.buf.buffer);
+      }
+    }
+    this.dv.setUint32(this.off, frame.length);
+    this.buf.set(frame, this.off + 4);
+    this.off += need;
+    this.frames++;
+    if (this.off >= FLUSH_AT) this.flush();
+    else if (!this.scheduled) {
+      this.scheduled = true;
+      this.schedule(this.flushLater);
+    }
+  }
+
+  private readonly flushLater = (): void => {
+    this.scheduled = false;
+    this.flush();
+  };
+
+  flush(): void {
+    if (this.off === 0) return;
+    const len = this.off;
+    const out = this.buf.buffer;
+    this.buf = new Uint8Array(INITIAL_BATCH);
+    this.dv = new DataView(this.buf.buffer);
+    this.off = 0;
+    this.post(out, len);
+  }
+}
+
+/** Call `fn` for every frame of a batch; a malformed batch stops at the first bad length. */
+export function forEachFrame(buf: ArrayBuffer, len: number, fn: (frame: Uint8Array) => void): number {
+  const bytes = new Uint8Array(buf, 0, Math.min(len, buf.byteLength));
+  const dv = new DataView(buf, 0, bytes.length);
+  let off = 0;
+  let n = 0;
+  while (off + 4 <= bytes.length) {
+    const flen = dv.getUint32(off);
+    if (off + 4 + flen > bytes.length) return -1;
+    fn(bytes.subarray(off + 4, off + 4 + flen));
+    off += 4 + flen;
+    n++;
+  }
+  return n;
+}

@@ -1,0 +1,152 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { StateValidationError } from '../../src/core/errors.ts';
+import {
+  allocConnBlock,
+  emptyHardState,
+  HARD_STATE_BYTES,
+  HardStateRecord,
+  rebuildTcpState,
+} from '../../src/nic/hard-state.ts';
+import { ByteRing } from '../../src/state/byte-ring.ts';
+import { createNeighborState } from '../../src/state/neighbor-state.ts';
+import { createPathState } from '../../src/state/path-state.ts';
+import { createTcpState, DEFAULT_TCP_CACHED, type TcpState, TcpStateId } from '../../src/state/tcp-state.ts';
+
+function established(): { s: TcpState; block: ReturnType<typeof allocConnBlock> } {
+  const nb = createNeighborState({ srcMac: 0x020000000001, vlanId: -1, ip: 0x0a000002 }, 0x020000000002, 0);
+  const path = createPathState({ localIp: 0x0a000001, remoteIp: 0x0a000002 }, nb, 0, 1500);
+  const s = createTcpState(
+    {
+      localIp: 0x0a000001,
+      localPort: 40000,
+      remoteIp: 0x0a000002,
+      remotePort: 80,
+      tsEnabled: true,
+      sackEnabled: true,
+      wsEnabled: true,
+      sndWscale: 7,
+      rcvWscale: 5,
+      remoteMss: 1460,
+      localMss: 1400,
+    },
+    DEFAULT_TCP_CACHED,
+    path,
+  );
+  const block = allocConnBlock(4096, 8192);
+  const d = s.delegated;
+  d.sendBuffer = ByteRing.createShared(block.send.capacity, block.send);
+  d.recvBuffer = ByteRing.createShared(block.recv.capacity, block.recv);
+  d.state = TcpStateId.ESTABLISHED;
+  d.iss = 0xfffffff0;
+  d.irs = 1000;
+  // 3000 bytes queued, 2000 of them in flight, across the sequence wrap.
+  d.sendBuffer.write(new Uint8Array(3000).fill(7));
+  d.sndUna = 0xfffffff1;
+  d.sndNxt = (d.sndUna + 2000) >>> 0;
+  d.sndMax = d.sndNxt;
+  d.sndWnd = 60000;
+  d.maxSndWnd = 60000;
+  d.rcvNxt = 5001;
+  d.rcvAdv = 5001 + 6000;
+  d.recvBuffer.write(new Uint8Array(700).fill(9));
+  d.tsRecent = 123456;
+  d.cwnd = 40000;
+  d.srtt = 12;
+  s.soft.sacked.push({ start: (d.sndUna + 100) >>> 0, end: (d.sndUna + 200) >>> 0 });
+  return { s, block };
+}
+
+describe('hard-state record', () => {
+  test('reads back what was written, identity included', () => {
+    const { s, block } = established();
+    const rec = new HardStateRecord(block.sab, 0);
+    const out = emptyHardState();
+    assert.equal(rec.read(out), false, 'nothing written yet');
+    rec.write(s, block.send, block.recv);
+    assert.equal(rec.read(out), true);
+    const d = s.delegated;
+    assert.equal(out.version, 1);
+    assert.equal(out.state, TcpStateId.ESTABLISHED);
+    assert.equal(out.sndUna, d.sndUna);
+    assert.equal(out.sndMax, d.sndMax);
+    assert.equal(out.rcvNxt, d.rcvNxt);
+    assert.equal(out.rcvAdv, d.rcvAdv);
+    assert.equal(out.tsRecent, 123456);
+    assert.deepEqual(
+      [out.localIp, out.localPort, out.remoteIp, out.remotePort],
+      [0x0a000001, 40000, 0x0a000002, 80],
+    );
+    assert.deepEqual([out.sndWscale, out.rcvWscale, out.remoteMss, out.localMss], [7, 5, 1460, 1400]);
+    assert.deepEqual([out.tsEnabled, out.sackEnabled, out.wsEnabled], [true, true, true]);
+    d.finQueued = true;
+    d.state = TcpStateId.FIN_WAIT_1;
+    rec.write(s, block.send, block.recv);
+    assert.equal(rec.read(out), true);
+    assert.equal(out.version, 2);
+    assert.equal(out.finQueued, true);
+    assert.equal(out.state, TcpStateId.FIN_WAIT_1);
+  });
+
+  test('a writer that dies mid-write leaves a whole copy to read', () => {
+    const { s, block } = established();
+    const rec = new HardStateRecord(block.sab, 0);
+    rec.write(s, block.send, block.recv);
+    const before = s.delegated.rcvNxt;
+    // Simulate death inside the first copy of the next write: odd sequence, half the fields new.
+    const a = new Int32Array(block.sab, 0, 24);
+    Atomics.add(a, 0, 1);
+    Atomics.store(a, 5, 999_999);
+    const out = emptyHardState();
+    assert.equal(rec.read(out), true);
+    assert.equal(out.rcvNxt, before, 'the whole older copy is used');
+    assert.ok(HARD_STATE_BYTES <= block.send.offset);
+  });
+
+  test('rebuilds a valid connection, brought forward by the rings', () => {
+    const { s, block } = established();
+    const rec = new HardStateRecord(block.sab, 0);
+    rec.write(s, block.send, block.recv);
+    const hard = emptyHardState();
+    assert.ok(rec.read(hard));
+    // After the record: the peer acknowledged 500 more bytes, and 300 more bytes arrived.
+    s.delegated.sendBuffer.consume(500);
+    s.delegated.recvBuffer.write(new Uint8Array(300).fill(1));
+    const r = rebuildTcpState(
+      hard,
+      s.delegated.sendBuffer,
+      s.delegated.recvBuffer,
+      DEFAULT_TCP_CACHED,
+      s.path,
+      5000,
+    );
+    const d = r.delegated;
+    assert.equal(d.sndUna, (0xfffffff1 + 500) >>> 0);
+    assert.equal(d.sndNxt, d.sndUna, 'resends from snd.una');
+    assert.equal(d.sndMax, s.delegated.sndMax);
+    assert.equal(d.rcvNxt, 5301);
+    assert.equal(d.sendBuffer.length, 2500);
+    assert.equal(d.recvBuffer.length, 1000);
+    assert.equal(d.cwnd, 1460, 'one segment');
+    assert.equal(d.srtt, 0);
+    assert.equal(d.rto, 1000);
+    assert.deepEqual(r.soft.sacked, []);
+    assert.equal(d.rtxDeadline, 5000, 'in-flight data goes again at once');
+    assert.equal(r.const.sndWscale, 7);
+  });
+
+  test('refuses a record that was never written', () => {
+    const { s } = established();
+    assert.throws(
+      () =>
+        rebuildTcpState(
+          emptyHardState(),
+          s.delegated.sendBuffer,
+          s.delegated.recvBuffer,
+          DEFAULT_TCP_CACHED,
+          s.path,
+        ),
+      StateValidationError,
+    );
+  });
+});

@@ -1,0 +1,175 @@
+import { once } from 'node:events';
+import type { Link } from '../../src/link/link.ts';
+import { WorkerNic } from '../../src/nic/worker-nic.ts';
+import { OffloadManager, type OffloadPolicy } from '../../src/offload/offload-manager.ts';
+import type { SimHost, SimNetwork } from '../../src/sim/sim-network.ts';
+import { Host } from '../../src/socket/host.ts';
+import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
+import { Stack } from '../../src/stack/stack.ts';
+import { formatMac } from '../../src/wire/addr.ts';
+import { collect, randomBytes, sha256 } from '../helpers/streams.ts';
+
+/**
+ * The host's side of several NICs on one segment: it sends through the first and hears them all;
+ * only the first passes broadcasts up, so a flooded ARP request is answered once.
+ */
+class GroupLink implements Link {
+  readonly name: string;
+  private handler: ((frame: Uint8Array) => void) | null = null;
+  constructor(private readonly nics: readonly WorkerNic[]) {
+    this.name = `${nics[0]!.id}+`;
+    nics.forEach((nic, i) => {
+      nic.hostLink.onFrame((frame) => {
+        if (i > 0 && (frame[0]! & 1) !== 0) return;
+        this.handler?.(frame);
+      });
+    });
+  }
+  get mtu(): number {
+    return this.nics[0]!.hostLink.mtu;
+  }
+  get carrier(): boolean {
+    return this.nics[0]!.hostLink.carrier;
+  }
+  send(frame: Uint8Array): boolean {
+    return this.nics[0]!.hostLink.send(frame);
+  }
+  onFrame(handler: (frame: Uint8Array) => void): void {
+    this.handler = handler;
+  }
+  onCarrier(handler: (up: boolean) => void): void {
+    this.nics[0]!.hostLink.onCarrier(handler);
+  }
+  close(): void {
+    this.handler = null;
+  }
+}
+
+export interface WorkerHost {
+  host: Host;
+  stack: Stack;
+  nics: WorkerNic[];
+  offload: OffloadManager;
+  close(): void;
+}
+
+/**
+ * A host (10.0.0.1) on a real-time SimNetwork whose stack reaches the switch through `count`
+ * WorkerNics, each on its own switch port, all with the host's one IP and MAC.
+ */
+export function addWorkerHost(
+  net: SimNetwork,
+  opts: {
+    count?: number;
+    policy?: Partial<OffloadPolicy>;
+    ringCapacity?: number;
+    heartbeatMs?: number;
+    capacity?: number;
+  } = {},
+): WorkerHost {
+  const nics: WorkerNic[] = [];
+  for (let i = 0; i < (opts.count ?? 2); i++) {
+    const port = net.switch.addPort({ name: `w.nic${i}`, mtu: 1500 });
+    nics.push(
+      new WorkerNic({
+        id: `w.nic${i}`,
+        link: port,
+        seed: 100 + i,
+        ringCapacity: opts.ringCapacity,
+        capacity: opts.capacity,
+        heartbeatMs: opts.heartbeatMs,
+      }),
+    );
+  }
+  const stack = new Stack({ clock: net.clock, random: net.random.fork(), name: 'w' });
+  stack.addInterface(new GroupLink(nics), {
+    mac: formatMac(0x02000000aa01),
+    ip: '10.0.0.1/24',
+    name: 'eth0',
+  });
+  const offload = new OffloadManager({ stack, nics, policy: opts.policy });
+  const host = new Host(stack);
+  return {
+    host,
+    stack,
+    nics,
+    offload,
+    close() {
+      offload.close();
+      for (const n of nics) n.close();
+      stack.close();
+    },
+  };
+}
+
+/**
+ * `n` connections from `host` to a server on `peer`, each streaming `bytes` both ways in chunks,
+ * with a pause of `gapMs` (wall-clock) between chunks so that data is in flight for a while.
+ * Readers are attached before any data can arrive. `done` resolves with the number of directions
+ * whose bytes did not arrive intact.
+ */
+export async function streamBothWays(
+  host: Host,
+  peer: SimHost,
+  n: number,
+  bytes: number,
+  chunk: number,
+  gapMs: number,
+): Promise<{ sockets: TcpSocket[]; done: Promise<number>; errors: Error[] }> {
+  await host.ping('10.0.0.2');
+  const errors: Error[] = [];
+  const server: Promise<boolean>[] = [];
+  let accepted = 0;
+  const allAccepted = new Promise<void>((resolve) => {
+    peer
+      // Half-open, as each direction finishes on its own time: a side that ends early must not end the other.
+      .createServer({ allowHalfOpen: true }, (s) => {
+        s.on('error', (e) => errors.push(e));
+        const got = collect(s);
+        server.push(
+          (async () => {
+            const data = await got;
+            const idx = data.readUInt32BE(0);
+            return sha256(data.subarray(4)) === sha256(randomBytes(1e6 + idx, bytes));
+          })().catch(() => false),
+        );
+        // The index is not known until the first bytes arrive: answer with the data of the
+        // connection's port instead, which the client knows too.
+        void pace(s, randomBytes(3e6 + s.remotePort!, bytes), chunk, gapMs).catch(() => undefined);
+        if (++accepted === n) resolve();
+      })
+      .listen(5000);
+  });
+  const sockets: TcpSocket[] = [];
+  const client: Promise<boolean>[] = [];
+  for (let i = 0; i < n; i++) {
+    const s = host.connect({ port: 5000, host: '10.0.0.2', allowHalfOpen: true });
+    s.on('error', (e) => errors.push(e));
+    sockets.push(s);
+    const got = collect(s);
+    client.push(
+      (async () => {
+        await once(s, 'connect');
+        const head = Buffer.alloc(4);
+        head.writeUInt32BE(i);
+        s.write(head);
+        await pace(s, randomBytes(1e6 + i, bytes), chunk, gapMs);
+        return sha256(await got) === sha256(randomBytes(3e6 + s.localPort!, bytes));
+      })().catch(() => false),
+    );
+  }
+  await allAccepted;
+  const done = (async () => {
+    const r = [...(await Promise.all(client)), ...(await Promise.all(server))];
+    return r.filter((ok) => !ok).length;
+  })();
+  return { sockets, done, errors };
+}
+
+async function pace(s: TcpSocket, data: Buffer, chunk: number, gapMs: number): Promise<void> {
+  for (let off = 0; off < data.length; off += chunk) {
+    if (!s.write(data.subarray(off, off + chunk))) await once(s, 'drain');
+    if (gapMs > 0) await new Promise((r) => setTimeout(r, gapMs));
+  }
+  s.end();
+}

@@ -1,0 +1,212 @@
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { describe, type TestContext, test } from 'node:test';
+import { SeededRandom } from '../../src/core/random.ts';
+import { emptyHardState, rebuildTcpState } from '../../src/nic/hard-state.ts';
+import { type ConnKey, connKeyId, type Nic } from '../../src/nic/nic.ts';
+import type { WorkerDeath, WorkerNic } from '../../src/nic/worker-nic.ts';
+import type { Owner } from '../../src/offload/offload-manager.ts';
+import { SimNetwork } from '../../src/sim/sim-network.ts';
+import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
+import { DEFAULT_TCP_CACHED } from '../../src/state/tcp-state.ts';
+import { addWorkerHost, streamBothWays } from './worker-helpers.ts';
+
+// Real threads cannot share virtual time, so these run on wall-clock time. The issue's scenario
+// (1,000 connections, 20 moves each) is scaled down here to stay fast; WORKER_CONNS raises it.
+const CONNS = Number(process.env.WORKER_CONNS ?? 40);
+const BYTES = Number(process.env.WORKER_BYTES ?? 600_000);
+const ROUNDS = 20;
+
+function keyOf(s: TcpSocket): ConnKey {
+  const c = s.connection!;
+  return { localIp: c.localIp, localPort: c.localPort, remoteIp: c.remoteIp, remotePort: c.remotePort };
+}
+
+async function setup(seed: number, t: TestContext) {
+  const net = new SimNetwork({ seed, virtualTime: false });
+  const wh = addWorkerHost(net);
+  // Even when an assertion fails: live workers would keep the test process running.
+  t.after(() => {
+    wh.close();
+    net.close();
+  });
+  const peer = net.addHost({ ip: '10.0.0.2/24' });
+  await Promise.all(wh.nics.map((n) => n.ready()));
+  return { net, wh, peer };
+}
+
+describe('WorkerNic', () => {
+  test(`${CONNS} connections streaming both ways move ${ROUNDS} times each through WorkerNics`, {
+    timeout: 60_000,
+  }, async (t) => {
+    const { net, wh, peer } = await setup(11, t);
+    const rnd = new SeededRandom(5);
+    const st = await streamBothWays(wh.host, peer, CONNS, BYTES, 2000, 20);
+    const keys = st.sockets.map(keyOf);
+    const m = wh.offload;
+    const nics = wh.nics as Nic[];
+    const moves = new Map<string, number>();
+    let finished = false;
+    void st.done.then(() => {
+      finished = true;
+    });
+    const kinds = { offload: 0, move: 0, upload: 0 };
+    for (let round = 0; round < ROUNDS && !finished; round++) {
+      const groups = new Map<string, { keys: ConnKey[]; src: Owner; dst: Owner }>();
+      for (const k of keys) {
+        const owner = m.ownerOf(k);
+        if (owner === null) continue;
+        let dst: Owner;
+        if (owner === 'host') dst = nics[rnd.u32() % nics.length]!;
+        else dst = rnd.float() < 0.5 ? 'host' : nics.find((n) => n !== owner)!;
+        const gk = `${owner === 'host' ? 'host' : owner.id}>${dst === 'host' ? 'host' : dst.id}#${rnd.u32() % 2}`;
+        const g = groups.get(gk) ?? { keys: [], src: owner, dst };
+        g.keys.push(k);
+        groups.set(gk, g);
+      }
+      for (const g of groups.values()) {
+        await net.sleep(rnd.float() * 3);
+        let r: Awaited<ReturnType<typeof m.upload>>;
+        if (g.src === 'host') {
+          r = await m.offload(g.keys, g.dst as Nic);
+          kinds.offload++;
+        } else if (g.dst === 'host') {
+          r = await m.upload(g.keys);
+          kinds.upload++;
+        } else {
+          r = await m.move(g.keys, g.src, g.dst);
+          kinds.move++;
+        }
+        for (const k of r.moved) moves.set(connKeyId(k), (moves.get(connKeyId(k)) ?? 0) + 1);
+        // A connection that finished between the choice of its group and the transfer is not refused.
+        const unexpected = r.refused.filter(
+          (x) => x.status !== 'closed' && x.status !== 'ineligible' && m.ownerOf(x.key) !== null,
+        );
+        assert.deepEqual(unexpected, [], 'no transfer refused');
+      }
+    }
+    const bad = await st.done;
+    assert.equal(bad, 0, 'every byte arrives intact in both directions');
+    assert.deepEqual(st.errors.map(String), [], 'no socket errors');
+    const counters = await Promise.all(wh.nics.map((n) => n.counters()));
+    // Resets: none may reach an application (asserted above through the socket errors). On wall-clock
+    // time a few connections finish while others move, and the peer may answer a late segment of
+    // an already closed connection with a RST; that is counted, not asserted (see the report).
+    const rstOut = (c: Record<string, number>) => c['tcp.rst.out'] ?? 0;
+    assert.equal(
+      rstOut(wh.stack.counters.snapshot()) + counters.reduce((a, c) => a + rstOut(c), 0),
+      0,
+      'the host and its WorkerNics never reset a connection',
+    );
+    const counts = [...moves.values()];
+    assert.equal(counts.length, CONNS);
+    assert.ok(
+      Math.min(...counts) >= ROUNDS,
+      `every connection moved ${ROUNDS} times (min ${Math.min(...counts)})`,
+    );
+    assert.ok(kinds.offload > 0 && kinds.move > 0 && kinds.upload > 0, JSON.stringify(kinds));
+    assert.ok(
+      counters.every((c) => (c['nic.rx.offloaded'] ?? 0) > 0),
+      'both workers ran connections',
+    );
+    wh.close();
+    net.close();
+  });
+
+  test('hard state is readable and consistent while the worker runs; nothing is acknowledged early', {
+    timeout: 30_000,
+  }, async (t) => {
+    const { net, wh, peer } = await setup(12, t);
+    const st = await streamBothWays(wh.host, peer, 4, 400_000, 4000, 1);
+    const keys = st.sockets.map(keyOf);
+    const nic = wh.nics[0]!;
+    const r = await wh.offload.offload(keys, nic);
+    assert.equal(r.moved.length, 4);
+    const hs = emptyHardState();
+    const last = new Map<string, number>();
+    let samples = 0;
+    let progressed = 0;
+    const t0 = net.now();
+    while (net.now() - t0 < 400) {
+      for (let i = 0; i < keys.length; i++) {
+        const k = keys[i]!;
+        const h = nic.handle(k);
+        if (!h || h.closed) continue;
+        assert.ok(h.hardState(hs), 'a consistent snapshot is always there');
+        samples++;
+        assert.deepEqual(
+          [hs.localIp, hs.localPort, hs.remoteIp, hs.remotePort],
+          [k.localIp, k.localPort, k.remoteIp, k.remotePort],
+        );
+        assert.ok(((hs.sndMax - hs.sndUna) | 0) >= 0, 'snd.una <= snd.max');
+        assert.ok(((hs.sndNxt - hs.sndUna) | 0) >= 0, 'snd.una <= snd.nxt');
+        assert.ok(((hs.rcvAdv - hs.rcvNxt) | 0) >= -1, 'advertised edge not before rcv.nxt');
+        const prev = last.get(connKeyId(k)) ?? 0;
+        assert.ok(hs.version >= prev, 'versions only grow');
+        if (hs.version > prev) progressed++;
+        last.set(connKeyId(k), hs.version);
+        // Design section 6, checked against the peer (same thread, so it cannot move under us):
+        const sock = st.sockets[i]!;
+        const pc = peer.stack.tcp.lookup(k.remoteIp, k.remotePort, k.localIp, k.localPort);
+        if (!pc) continue;
+        const pd = pc.state.delegated;
+        // Every byte the NIC acknowledged to the peer has been read or sits in the shared ring.
+        const ackedByUs = ((pd.sndUna - pd.iss - 1) >>> 0) - (pd.finSent && pd.sndUna === pd.sndMax ? 1 : 0);
+        assert.ok(
+          ackedByUs <= sock.bytesRead + h.readableLength,
+          'no byte acknowledged before it is in the ring',
+        );
+        // Every byte that left the send ring has reached the peer.
+        const released = sock.bytesWritten - h.writableLength;
+        assert.ok(
+          released <= (pd.rcvNxt - pd.irs - 1) >>> 0,
+          'send data stays in the ring until acknowledged',
+        );
+      }
+      await net.sleep(2);
+    }
+    assert.ok(samples > 100, `sampled ${samples} times`);
+    assert.ok(progressed > 10, 'the worker kept publishing');
+    const q = await nic.query(keys);
+    for (const row of q) {
+      const h = nic.hardState(row.key);
+      if (h)
+        assert.ok(((row.sndUna - h.sndUna) | 0) >= 0, 'the record trails the live state, never leads it');
+    }
+    await wh.offload.upload(keys);
+    assert.equal(await st.done, 0);
+    wh.close();
+    net.close();
+  });
+
+  test('a worker killed mid-transfer is reported dead with its cause, and its connections can be rebuilt', {
+    timeout: 30_000,
+  }, async (t) => {
+    const { net, wh, peer } = await setup(13, t);
+    const st = await streamBothWays(wh.host, peer, 3, 2_000_000, 8000, 1);
+    const keys = st.sockets.map(keyOf);
+    const nic = wh.nics[1]! as WorkerNic;
+    await wh.offload.offload(keys, nic);
+    await net.sleep(30);
+    const dead = once(nic, 'dead') as Promise<[WorkerDeath]>;
+    const code = await nic.kill();
+    const [cause] = await dead;
+    assert.equal(cause.kind, 'exit');
+    assert.equal(cause.exitCode, code);
+    assert.equal(nic.linkUp, false);
+    await assert.rejects(nic.query(), /dead/);
+    const salvaged = nic.salvage();
+    assert.equal(salvaged.length, 3);
+    for (const s of salvaged) {
+      assert.ok(s.hard, 'hard state survived the worker');
+      const path = wh.stack.pathTo(s.key.remoteIp)!;
+      const rebuilt = rebuildTcpState(s.hard, s.sendRing, s.recvRing, DEFAULT_TCP_CACHED, path, net.now());
+      assert.equal(rebuilt.delegated.sendBuffer, s.sendRing, 'the shared rings are used as they are');
+      assert.equal(rebuilt.delegated.cwnd, rebuilt.const.remoteMss);
+      assert.ok(((rebuilt.delegated.sndUna - s.hard.sndUna) | 0) >= 0);
+    }
+    for (const s of st.sockets) s.destroy();
+    wh.close();
+    net.close();
+  });
+});
