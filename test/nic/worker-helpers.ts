@@ -1,5 +1,5 @@
 import { once } from 'node:events';
-import type { Link } from '../../src/link/link.ts';
+import { NicGroupLink } from '../../src/nic/nic-group-link.ts';
 import { WorkerNic } from '../../src/nic/worker-nic.ts';
 import { OffloadManager, type OffloadPolicy } from '../../src/offload/offload-manager.ts';
 import type { SimHost, SimNetwork } from '../../src/sim/sim-network.ts';
@@ -8,42 +8,6 @@ import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { Stack } from '../../src/stack/stack.ts';
 import { formatMac } from '../../src/wire/addr.ts';
 import { collect, randomBytes, sha256 } from '../helpers/streams.ts';
-
-/**
- * The host's side of several NICs on one segment: it sends through the first and hears them all;
- * only the first passes broadcasts up, so a flooded ARP request is answered once.
- */
-class GroupLink implements Link {
-  readonly name: string;
-  private handler: ((frame: Uint8Array) => void) | null = null;
-  constructor(private readonly nics: readonly WorkerNic[]) {
-    this.name = `${nics[0]!.id}+`;
-    nics.forEach((nic, i) => {
-      nic.hostLink.onFrame((frame) => {
-        if (i > 0 && (frame[0]! & 1) !== 0) return;
-        this.handler?.(frame);
-      });
-    });
-  }
-  get mtu(): number {
-    return this.nics[0]!.hostLink.mtu;
-  }
-  get carrier(): boolean {
-    return this.nics[0]!.hostLink.carrier;
-  }
-  send(frame: Uint8Array): boolean {
-    return this.nics[0]!.hostLink.send(frame);
-  }
-  onFrame(handler: (frame: Uint8Array) => void): void {
-    this.handler = handler;
-  }
-  onCarrier(handler: (up: boolean) => void): void {
-    this.nics[0]!.hostLink.onCarrier(handler);
-  }
-  close(): void {
-    this.handler = null;
-  }
-}
 
 export interface WorkerHost {
   host: Host;
@@ -82,7 +46,7 @@ export function addWorkerHost(
     );
   }
   const stack = new Stack({ clock: net.clock, random: net.random.fork(), name: 'w' });
-  stack.addInterface(new GroupLink(nics), {
+  stack.addInterface(new NicGroupLink(nics), {
     mac: formatMac(0x02000000aa01),
     ip: '10.0.0.1/24',
     name: 'eth0',
