@@ -3,11 +3,7 @@ import { pathToFileURL } from 'node:url';
 import { SimNetwork } from '../src/sim/sim-network.ts';
 import type { TcpSocket } from '../src/socket/tcp-socket.ts';
 import { addWorkerHost } from '../test/nic/worker-helpers.ts';
-
-export interface Percentiles {
-  p50Ms: number;
-  p99Ms: number;
-}
+import { openConnections, type Percentiles, timeTransfers } from './offload.ts';
 
 export interface WorkerOffloadBenchResult {
   connections: number;
@@ -23,12 +19,6 @@ export interface WorkerOffloadBenchResult {
     workersMbps: number;
     ratio: number;
   };
-}
-
-function pct(xs: number[]): Percentiles {
-  const s = [...xs].sort((a, b) => a - b);
-  const at = (q: number) => s[Math.min(s.length - 1, Math.floor(q * s.length))]!;
-  return { p50Ms: +at(0.5).toFixed(2), p99Ms: +at(0.99).toFixed(2) };
 }
 
 /** Bytes from every host socket to the peer, until the peer has read them all; wall-clock ms. */
@@ -73,33 +63,8 @@ export async function benchOffloadWorker(
     })
     .listen(80);
   await wh.host.ping('10.0.0.2');
-  const sockets: TcpSocket[] = [];
-  for (let i = 0; i < connections; i++) {
-    const s = wh.host.connect({ port: 80, host: '10.0.0.2', tcp: { sndBufSize: 16384, rcvBufSize: 16384 } });
-    s.on('error', () => {});
-    sockets.push(s);
-    if (i % 200 === 199) await net.sleep(5);
-  }
-  while (sockets.some((s) => s.connecting)) await net.sleep(10);
-  const [n0, n1] = wh.nics;
-  const m = wh.offload;
-  const off: number[] = [];
-  const mv: number[] = [];
-  const up: number[] = [];
-  for (let r = 0; r < runs; r++) {
-    let t = performance.now();
-    const a = await m.offload('all', n0);
-    off.push(performance.now() - t);
-    t = performance.now();
-    const b = await m.move('all', n0!, n1!);
-    mv.push(performance.now() - t);
-    t = performance.now();
-    const c = await m.upload('all');
-    up.push(performance.now() - t);
-    if (a.moved.length !== connections || b.moved.length !== connections || c.moved.length !== connections) {
-      throw new Error(`transfer incomplete: ${a.moved.length}/${b.moved.length}/${c.moved.length}`);
-    }
-  }
+  const sockets = await openConnections(wh.host, net, connections, 5);
+  const times = await timeTransfers(wh.offload, wh.nics[0]!, wh.nics[1]!, connections, runs);
   for (const s of sockets) s.destroy();
   await net.sleep(50);
 
@@ -116,13 +81,13 @@ export async function benchOffloadWorker(
     const c = s.connection!;
     return { localIp: c.localIp, localPort: c.localPort, remoteIp: c.remoteIp, remotePort: c.remotePort };
   });
-  await m.offload(
+  await wh.offload.offload(
     keys.filter((_, i) => i % 2 === 0),
-    n0,
+    wh.nics[0],
   );
-  await m.offload(
+  await wh.offload.offload(
     keys.filter((_, i) => i % 2 === 1),
-    n1,
+    wh.nics[1],
   );
   received = 0;
   const workerMs = await pump(bulk, () => received, bytesEach);
@@ -135,9 +100,7 @@ export async function benchOffloadWorker(
     connections,
     runs,
     nic: 'worker',
-    offload: pct(off),
-    move: pct(mv),
-    upload: pct(up),
+    ...times,
     throughput: {
       connections: streams,
       bytesEach,
