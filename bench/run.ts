@@ -4,6 +4,7 @@ import { benchOffload } from './offload.ts';
 import { benchOffloadWorker } from './offload-worker.ts';
 import { benchSim } from './sim.ts';
 import { benchStateCodec } from './state-codec.ts';
+import { benchTapTeam, formatTapTeam, type TapTeamResult } from './tap-team.ts';
 import { benchTapThroughput, formatTapThroughput, type TapThroughputResult } from './tap-throughput.ts';
 
 type Bench = () => Promise<Record<string, unknown>>;
@@ -34,6 +35,12 @@ const BENCHES: Record<string, { about: string; run: Bench; print: (r: Record<str
           log: (l) => console.error(l),
         })) as unknown as Record<string, unknown>,
       print: (r) => formatTapThroughput(r as unknown as TapThroughputResult),
+    },
+    'tap-team': {
+      about:
+        'curl downloads over two WorkerNics on two TAPs vs the host stack alone on one, and failovers against the kernel (needs root)',
+      run: async () => (await benchTapTeam((l) => console.error(l))) as unknown as Record<string, unknown>,
+      print: (r) => formatTapTeam(r as unknown as TapTeamResult),
     },
     offload: {
       about:

@@ -37,10 +37,32 @@ export interface NeighborStatus {
 
 export interface NicStatus {
   id: string;
+  /** 'worker' (its own thread) or 'local' (the main thread). */
+  kind?: string;
+  /** up, down, holding (recovered, sitting out its hold) or dead. */
   health: string;
   linkUp: boolean;
+  /** Last probe answered within interval × misses (true when nothing is probed). */
+  reachable?: boolean;
+  /** Carries the host stack's own traffic (ARP, new connections, what stays in the host). */
+  carriesHost?: boolean;
   load: number;
   capacity: number;
+  failures?: number;
+  /** The latest failure: cause, detail and how long ago (ms). */
+  lastFailure?: { cause: string; detail: string; agoMs: number } | null;
+}
+
+/** One failover the server went through (its FailoverRecord, with the time as an age). */
+export interface FailoverStatus {
+  nic: string;
+  cause: string;
+  detectMs: number;
+  resumeMs: number;
+  connections: number;
+  to: string[];
+  lost: number;
+  agoMs: number;
 }
 
 export interface StatusSnapshot {
@@ -51,8 +73,16 @@ export interface StatusSnapshot {
   trees: NeighborStatus[];
   listeners: string[];
   counters: Record<string, number>;
-  failovers: unknown[];
+  failovers: FailoverStatus[];
 }
+
+/** What one control request asks; `op` picks the handler. */
+export interface ControlRequest {
+  op: string;
+  [k: string]: unknown;
+}
+
+export type ControlHandler = (req: ControlRequest) => unknown;
 
 export class ControlServer {
   private readonly server: net.Server;
@@ -60,7 +90,8 @@ export class ControlServer {
   onError: (e: Error) => void = () => {};
   constructor(
     readonly path: string,
-    provider: () => StatusSnapshot | Promise<StatusSnapshot>,
+    /** One handler per op ('status', 'move', ...); what it returns (or resolves to) is the answer. */
+    private readonly handlers: Record<string, ControlHandler>,
   ) {
     mkdirSync(dirname(path), { recursive: true });
     if (existsSync(path)) {
@@ -80,9 +111,14 @@ export class ControlServer {
         const line = buf.slice(0, nl).trim();
         buf = '';
         try {
-          const req = JSON.parse(line) as { op?: string };
-          if (req.op !== 'status') throw new Error(`unknown op ${String(req.op)}`);
-          sock.end(`${JSON.stringify({ ok: true, status: await provider() })}\n`);
+          const req = JSON.parse(line) as ControlRequest;
+          const h = typeof req?.op === 'string' ? this.handlers[req.op] : undefined;
+          if (!h || !Object.hasOwn(this.handlers, req.op)) {
+            throw new Error(
+              `unknown op ${String(req?.op)} (known: ${Object.keys(this.handlers).join(', ')})`,
+            );
+          }
+          sock.end(`${JSON.stringify({ ok: true, result: await h(req) })}\n`);
         } catch (e) {
           sock.end(`${JSON.stringify({ ok: false, error: (e as Error).message })}\n`);
         }
@@ -107,8 +143,8 @@ export class ControlError extends Error {
   readonly code = 'ERR_CHIMNEY_CONTROL';
 }
 
-/** Ask a running `chimney serve` for its status. */
-export function queryStatus(path: string, timeoutMs = 3000): Promise<StatusSnapshot> {
+/** Send one request to a running `chimney serve` and resolve with its answer. */
+export function controlRequest(path: string, req: ControlRequest, timeoutMs = 10_000): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const sock = net.connect(path);
     let buf = '';
@@ -117,19 +153,21 @@ export function queryStatus(path: string, timeoutMs = 3000): Promise<StatusSnaps
       reject(new ControlError(`no answer from ${path} within ${timeoutMs} ms`));
     }, timeoutMs);
     sock.setEncoding('utf8');
-    sock.on('connect', () => sock.write('{"op":"status"}\n'));
+    sock.on('connect', () => sock.write(`${JSON.stringify(req)}\n`));
     sock.on('data', (d: string) => {
       buf += d;
     });
     sock.on('end', () => {
       clearTimeout(timer);
+      let res: { ok: boolean; result?: unknown; error?: string };
       try {
-        const res = JSON.parse(buf) as { ok: boolean; status?: StatusSnapshot; error?: string };
-        if (!res.ok || !res.status) reject(new ControlError(res.error ?? 'bad answer'));
-        else resolve(res.status);
+        res = JSON.parse(buf) as typeof res;
       } catch {
         reject(new ControlError(`unreadable answer from ${path}`));
+        return;
       }
+      if (!res.ok) reject(new ControlError(res.error ?? 'bad answer'));
+      else resolve(res.result);
     });
     sock.on('error', (e: NodeJS.ErrnoException) => {
       clearTimeout(timer);
@@ -140,6 +178,13 @@ export function queryStatus(path: string, timeoutMs = 3000): Promise<StatusSnaps
       reject(new ControlError(why));
     });
   });
+}
+
+/** Ask a running `chimney serve` for its status. */
+export async function queryStatus(path: string, timeoutMs = 3000): Promise<StatusSnapshot> {
+  const s = (await controlRequest(path, { op: 'status' }, timeoutMs)) as StatusSnapshot | undefined;
+  if (!s || typeof s.name !== 'string') throw new ControlError(`no status in the answer from ${path}`);
+  return s;
 }
 
 function human(n: number): string {
@@ -155,10 +200,20 @@ export function formatStatus(s: StatusSnapshot): string {
   out.push(`${s.name}  ${s.addresses.join(' ')}  up ${(s.uptimeMs / 1000).toFixed(0)} s`);
   if (s.nics.length) {
     out.push('');
-    out.push('NIC         HEALTH       LINK  LOAD/CAP');
-    for (const n of s.nics)
+    out.push('NIC           KIND    HEALTH   LINK  REACH  HOST  LOAD/CAP      FAILURES  LAST FAILURE');
+    for (const n of s.nics) {
+      const f = n.lastFailure;
+      const last = f ? `${f.cause} ${(f.agoMs / 1000).toFixed(1)} s ago (${f.detail})` : '-';
       out.push(
-        `${n.id.padEnd(11)} ${n.health.padEnd(12)} ${(n.linkUp ? 'up' : 'down').padEnd(5)} ${n.load}/${n.capacity}`,
+        `${n.id.padEnd(13)} ${(n.kind ?? '-').padEnd(7)} ${n.health.padEnd(8)} ${(n.linkUp ? 'up' : 'down').padEnd(5)} ${(n.reachable === undefined ? '-' : n.reachable ? 'yes' : 'no').padEnd(6)} ${(n.carriesHost ? 'yes' : '').padEnd(5)} ${`${n.load}/${n.capacity}`.padEnd(13)} ${String(n.failures ?? 0).padEnd(9)} ${last}`,
+      );
+    }
+  }
+  if (s.failovers.length) {
+    out.push('', 'failovers:');
+    for (const f of s.failovers)
+      out.push(
+        `  ${(f.agoMs / 1000).toFixed(1)} s ago  ${f.nic} ${f.cause}: detected in ${f.detectMs.toFixed(1)} ms, ${f.connections} connection(s) to ${f.to.join(',') || '-'} in ${f.resumeMs.toFixed(1)} ms${f.lost ? `, ${f.lost} lost` : ''}`,
       );
   }
   if (s.listeners.length) out.push('', `listening: ${s.listeners.join(' ')}`);

@@ -1,21 +1,37 @@
 /**
- * `chimney serve` and `chimney get`: Chimney on a real TAP device, as a server of echo, discard and
+ * `chimney serve` and `chimney get`: Chimney on real TAP devices, as a server of echo, discard and
  * HTTP, and as an HTTP client.
  *
- * Several TAPs: `--tap a,b` (or --tap repeated) is refused for now with a message saying why. Two
- * interfaces with one IP would answer ARP twice and split connections at random; several TAPs only
- * make sense as one team with failover, which gives them one address and moves connections.
+ * One TAP: the host stack runs on it. Several TAPs (or `--workers`): the TAPs form one team with
+ * one address and one MAC; each TAP belongs to a NIC (a worker thread with --workers) that runs the
+ * connections offloaded to it, and a NIC whose link fails hands its connections to another.
  */
 
 import { createWriteStream } from 'node:fs';
 import http from 'node:http';
 import { type Command, InvalidArgumentError as CommanderArgError, Option } from 'commander';
 import { ChimneyError } from '../core/errors.ts';
-import { ControlServer } from './control.ts';
-import { intIn } from './options.ts';
+import type { Nic, QueryResult } from '../nic/nic.ts';
+import { WorkerNic } from '../nic/worker-nic.ts';
+import type { Host } from '../socket/host.ts';
+import type { Stack } from '../stack/stack.ts';
+import type { FailureEvent } from '../team/health.ts';
+import { ManagerOffloader } from '../team/manager-offloader.ts';
+import type { FailoverRecord } from '../team/team.ts';
+import { parseCidr, parseIpv4 } from '../wire/addr.ts';
+import { type ControlHandler, ControlServer } from './control.ts';
+import { byteSize, intIn } from './options.ts';
 import { parseService, type RunningService, type ServiceSpec, startService } from './services.ts';
 import { StatusReporter } from './status.ts';
-import { checkTapHostOptions, createTapHost, type TapHost, type TapHostOptions } from './tap-host.ts';
+import {
+  checkTapHostOptions,
+  createTapHost,
+  macForIp,
+  TAP_TCP_DEFAULTS,
+  type TapHost,
+  type TapHostOptions,
+} from './tap-host.ts';
+import { createTapTeam, type TapTeam } from './tap-team.ts';
 
 /** Connections get this long to finish after SIGINT/SIGTERM before they are aborted. */
 const SHUTDOWN_GRACE_MS = 1000;
@@ -72,19 +88,32 @@ interface TapFlags {
   impair?: string;
 }
 
+interface TeamFlags {
+  workers?: boolean;
+  offloadPolicy?: 'immediate' | 'after' | 'manual';
+  offloadAfter?: number;
+  offloadBytes?: number;
+  probe?: string[];
+  probeInterval?: number;
+  probeMisses?: number;
+  hold?: number;
+  failback?: boolean;
+}
+
+type ServeFlags = TapFlags & TeamFlags & { service?: ServiceSpec[]; quiet?: boolean; control?: string };
+
 function fail(cmd: string, msg: string): never {
   process.stderr.write(`chimney ${cmd}: ${msg}\n`);
   process.exit(1);
 }
 
-function openHost(cmd: string, o: TapFlags): TapHost {
-  if (o.tap.length > 1) {
-    fail(
-      cmd,
-      `--tap: ${o.tap.join(',')}: several TAPs with one address need teaming with failover, which is not built yet; give one TAP`,
-    );
-  }
-  const opts: TapHostOptions = {
+function failWith(cmd: string, e: unknown): never {
+  if (e instanceof ChimneyError) fail(cmd, `${e.message}${e.code.startsWith('E') ? ` (${e.code})` : ''}`);
+  fail(cmd, `${(e as Error).message}`);
+}
+
+function hostOptions(o: TapFlags): TapHostOptions {
+  return {
     tap: o.tap[0]!,
     ip: o.ip,
     gw: o.gw,
@@ -94,28 +123,87 @@ function openHost(cmd: string, o: TapFlags): TapHost {
     offload: o.offload,
     impair: o.impair,
   };
+}
+
+function openHost(cmd: string, o: TapFlags): TapHost {
+  if (o.tap.length > 1) fail(cmd, `--tap: ${o.tap.join(',')}: ${cmd} runs on one TAP`);
+  const opts = hostOptions(o);
   try {
     checkTapHostOptions(opts);
     return createTapHost(opts);
   } catch (e) {
-    if (e instanceof ChimneyError) fail(cmd, `${e.message}${e.code.startsWith('E') ? ` (${e.code})` : ''}`);
-    fail(cmd, `${(e as Error).message}`);
+    failWith(cmd, e);
   }
+}
+
+function collectAddrs(v: string, prev: string[] | undefined): string[] {
+  const list = v
+    .split(',')
+    .map((x) => x.trim())
+    .filter((x) => x !== '');
+  for (const a of list) {
+    try {
+      parseIpv4(a);
+    } catch {
+      throw new CommanderArgError(`'${a}' is not an IPv4 address`);
+    }
+  }
+  return [...(prev ?? []), ...list];
 }
 
 export function registerTapCommands(program: Command): void {
   const serve = program
     .command('serve')
-    .description('run Chimney on a TAP device and serve echo, discard and http');
+    .description(
+      'run Chimney on TAP devices and serve echo, discard and http; several TAPs form one team with failover',
+    );
   addTapOptions(serve)
     .option(
       '--service <name[:port]>',
       'echo[:7], discard[:9], http[:80]; repeatable (default: all three)',
       collectService,
     )
-    .option('-q, --quiet', 'do not log connections (errors are still logged)')
-    .option('--control <path>', 'control socket for `chimney status` (default /run/chimney/<tap>.sock)')
-    .action((o: TapFlags & { service?: ServiceSpec[]; quiet?: boolean; control?: string }) => runServe(o));
+    .option('--workers', 'run connections on software NICs, one worker thread per TAP')
+    .addOption(
+      new Option('--offload-policy <mode>', 'when connections go to a NIC (teams and --workers)')
+        .choices(['immediate', 'after', 'manual'])
+        .default('immediate'),
+    )
+    .addOption(
+      new Option('--offload-after <ms>', "with 'after': offload once a connection has lived this long")
+        .argParser(intIn(0, 86_400_000))
+        .default(1000),
+    )
+    .addOption(
+      new Option('--offload-bytes <n>', "with 'after': ... or once it has moved this many bytes")
+        .argParser(byteSize)
+        .default(1 << 20),
+    )
+    .option(
+      '--probe <addrs>',
+      'ARP reachability targets of every team member, comma-separated (default: --gw, if given)',
+      collectAddrs,
+    )
+    .addOption(
+      new Option('--probe-interval <ms>', 'ARP probe interval').argParser(intIn(1, 60_000)).default(10),
+    )
+    .addOption(
+      new Option('--probe-misses <n>', 'unanswered probes before a link is unreachable')
+        .argParser(intIn(1, 1000))
+        .default(3),
+    )
+    .addOption(
+      new Option('--hold <ms>', 'a recovered NIC stays healthy this long before it carries traffic')
+        .argParser(intIn(0, 600_000))
+        .default(200),
+    )
+    .option('--failback', 'move connections back to a recovered NIC after its hold')
+    .option('-q, --quiet', 'do not log connections (errors and failovers are still logged)')
+    .option(
+      '--control <path>',
+      'control socket for `chimney status` and `chimney move` (default /run/chimney/<tap>.sock)',
+    )
+    .action((o: ServeFlags) => runServe(o));
 
   const get = program
     .command('get')
@@ -131,38 +219,213 @@ export function registerTapCommands(program: Command): void {
     .action((url: string, o: TapFlags & { output?: string; timeout: number }) => runGet(url, o));
 }
 
-function runServe(o: TapFlags & { service?: ServiceSpec[]; quiet?: boolean; control?: string }): void {
+/** The running server, whichever of the two shapes it has. */
+interface Served {
+  host: Host;
+  stack: Stack;
+  label: string;
+  controlName: string;
+  /** Status extras: owners, NICs, failovers, offloaded connections. */
+  status: ConstructorParameters<typeof StatusReporter>[2];
+  handlers: Record<string, ControlHandler>;
+  close(): void;
+}
+
+function serveOnTap(o: ServeFlags, log: ServeLog): Served {
+  const th = openHost('serve', o);
+  th.tap.onCarrier((up) => log.error(`${th.tap.name}: carrier ${up ? 'up' : 'down'}`));
+  const off = th.tap.offloads;
+  const offloads = !o.offload ? 'off' : off.tso ? 'tso+csum' : off.csum ? 'csum' : 'none';
+  return {
+    host: th.host,
+    stack: th.stack,
+    label: `${th.tap.name} ${o.ip} (offload ${offloads})`,
+    controlName: th.tap.name,
+    status: {},
+    handlers: {},
+    close: () => th.close(),
+  };
+}
+
+async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
+  if (o.pcap !== undefined)
+    fail('serve', '--pcap: not available with a team or --workers (the NICs own the TAPs)');
+  if (o.impair !== undefined) fail('serve', '--impair: not available with a team or --workers');
+  const opts = hostOptions(o);
+  let tt: TapTeam;
+  try {
+    for (const tap of o.tap) checkTapHostOptions({ ...opts, tap });
+    const ip = parseCidr(o.ip).ip;
+    tt = createTapTeam({
+      taps: o.tap,
+      ip: o.ip,
+      mac: o.mac ?? macForIp(ip),
+      mtu: o.mtu,
+      offload: o.offload,
+      workers: o.workers === true,
+      policy: { mode: o.offloadPolicy ?? 'immediate', minAgeMs: o.offloadAfter, minBytes: o.offloadBytes },
+      probeTargets: o.probe ?? (o.gw !== undefined ? [o.gw] : []),
+      health: { probeIntervalMs: o.probeInterval, probeMisses: o.probeMisses, holdMs: o.hold },
+      failback: o.failback,
+      tcp: TAP_TCP_DEFAULTS,
+    });
+    await tt.ready(5000);
+  } catch (e) {
+    failWith('serve', e);
+  }
+  const th = tt.team;
+  if (o.gw !== undefined) th.stack.setDefaultGateway(o.gw);
+  const team = th.team;
+  const t0 = th.stack.clock.now();
+  const since = (at: number): string => `+${((at - t0) / 1000).toFixed(3)} s`;
+  team.on('failure', (ev: FailureEvent) =>
+    log.event(`${ev.nic}: failed (${ev.cause}: ${ev.detail}) at ${since(ev.at)}`),
+  );
+  team.on('failover', (r: FailoverRecord) =>
+    log.event(
+      `failover ${r.nic} (${r.cause}): detected in ${r.detectMs.toFixed(1)} ms, ${r.connections} connection(s) resumed on ${r.to.join(',') || '-'} ${r.resumeMs.toFixed(1)} ms after detection${r.lost ? `, ${r.lost} LOST` : ''}`,
+    ),
+  );
+  team.on('recovered', (ev: { nic: string; at: number }) =>
+    log.event(`${ev.nic}: recovered at ${since(ev.at)}, carries traffic again`),
+  );
+  team.on('error', (e: Error) => log.error(`failover: ${e.message}`));
+  const nicById = (id: string): Nic => {
+    const n = th.nics.find((x) => x.id === id);
+    if (!n) throw new Error(`no NIC ${id} (NICs: ${th.nics.map((x) => x.id).join(', ')})`);
+    return n;
+  };
+  const kind = o.workers ? 'worker' : 'local';
+  const label = `team ${o.tap.join('+')} ${o.ip} (${o.tap.length} ${o.workers ? 'worker' : 'local'} NIC${o.tap.length > 1 ? 's' : ''}, offload ${o.offloadPolicy ?? 'immediate'})`;
+  return {
+    host: th,
+    stack: th.stack,
+    label,
+    controlName: o.tap[0]!,
+    status: {
+      ownerOf: (a, b, c, d) => th.manager.nicOf(a, b, c, d)?.id ?? 'host',
+      nics: () =>
+        th.health().map((h) => ({
+          id: h.nic,
+          kind,
+          health: h.health.state,
+          linkUp: h.health.carrier,
+          reachable: h.health.reachable,
+          carriesHost: h.carriesHost,
+          load: h.load,
+          capacity: h.capacity,
+          failures: h.health.failures,
+          lastFailure: h.health.lastFailure && {
+            cause: h.health.lastFailure.cause,
+            detail: h.health.lastFailure.detail,
+            agoMs: th.stack.clock.now() - h.health.lastFailure.at,
+          },
+        })),
+      failovers: () =>
+        th.failovers.map((f) => ({
+          nic: f.nic,
+          cause: f.cause,
+          detectMs: f.detectMs,
+          resumeMs: f.resumeMs,
+          connections: f.connections,
+          to: f.to,
+          lost: f.lost,
+          agoMs: th.stack.clock.now() - f.at,
+        })),
+      offloaded: async () => {
+        const out: { owner: string; conns: QueryResult[] }[] = [];
+        for (const nic of th.nics) {
+          if (nic.load === 0) continue;
+          try {
+            out.push({ owner: nic.id, conns: await nic.query(th.manager.keysOn(nic)) });
+          } catch {
+            // A NIC that died between the two calls: its connections are being rebuilt.
+          }
+        }
+        return out;
+      },
+    },
+    handlers: {
+      /** Move connections to a NIC or to the host: { to, from?, count? }. */
+      move: async (req) => {
+        const to = req.to === 'host' ? 'host' : nicById(String(req.to));
+        const from = req.from === undefined ? null : req.from === 'host' ? 'host' : nicById(String(req.from));
+        const count = typeof req.count === 'number' && req.count > 0 ? req.count : Number.POSITIVE_INFINITY;
+        const owners: ('host' | Nic)[] = from !== null ? [from] : ['host', ...th.nics];
+        let moved = 0;
+        let refused = 0;
+        for (const src of owners) {
+          if (src === to || moved >= count) continue;
+          const keys =
+            src === 'host' ? new ManagerOffloader(th.manager).inHost() : th.manager.keysOn(src as Nic);
+          const batch = keys.slice(0, count - moved);
+          if (batch.length === 0) continue;
+          const r =
+            to === 'host'
+              ? await th.manager.upload(batch, { prod: true })
+              : src === 'host'
+                ? await th.manager.offload(batch, to, { prod: true })
+                : await th.manager.move(batch, src as Nic, to, { prod: true, rollbackToHost: true });
+          moved += r.moved.length;
+          refused += r.refused.length;
+        }
+        log.event(
+          `moved ${moved} connection(s) to ${to === 'host' ? 'host' : to.id}${refused ? ` (${refused} refused)` : ''}`,
+        );
+        return { moved, refused };
+      },
+      /** Failover drill: kill a NIC's worker thread outright. */
+      'kill-nic': async (req) => {
+        const nic = nicById(String(req.nic));
+        if (!(nic instanceof WorkerNic)) throw new Error(`${nic.id} is not a worker NIC (serve --workers)`);
+        log.event(`${nic.id}: killing its worker thread (requested over the control socket)`);
+        await nic.kill();
+        return { killed: nic.id };
+      },
+    },
+    close: () => tt.close(),
+  };
+}
+
+interface ServeLog {
+  info(line: string): void;
+  /** Failovers and moves: logged even with --quiet. */
+  event(line: string): void;
+  error(line: string): void;
+}
+
+async function runServe(o: ServeFlags): Promise<void> {
   const specs = o.service ?? [
     { name: 'echo', port: 7 },
     { name: 'discard', port: 9 },
     { name: 'http', port: 80 },
   ];
-  const th = openHost('serve', o);
-  const log = {
-    info: (line: string) => {
+  const log: ServeLog = {
+    info: (line) => {
       if (!o.quiet) process.stderr.write(`chimney: ${line}\n`);
     },
-    error: (line: string) => process.stderr.write(`chimney: error: ${line}\n`),
+    event: (line) => process.stderr.write(`chimney: ${line}\n`),
+    error: (line) => process.stderr.write(`chimney: error: ${line}\n`),
   };
-  const running: RunningService[] = specs.map((s) => startService(th.host, s, log));
-  th.tap.onCarrier((up) => log.error(`${th.tap.name}: carrier ${up ? 'up' : 'down'}`));
-  const reporter = new StatusReporter(th.stack, `chimney serve on ${th.tap.name}`, {
+  const teamed = o.tap.length > 1 || o.workers === true;
+  const sv = teamed ? await serveOnTeam(o, log) : serveOnTap(o, log);
+  const running: RunningService[] = specs.map((s) => startService(sv.host, s, log));
+  const reporter = new StatusReporter(sv.stack, `chimney serve on ${sv.label}`, {
+    ...sv.status,
     listeners: () => specs.map((s) => `${s.name}:${s.port}`),
   });
   let control: ControlServer | null = null;
-  const controlPath = o.control ?? `/run/chimney/${th.tap.name}.sock`;
+  const controlPath = o.control ?? `/run/chimney/${sv.controlName}.sock`;
   try {
-    control = new ControlServer(controlPath, () => reporter.snapshot());
+    control = new ControlServer(controlPath, { status: () => reporter.snapshot(), ...sv.handlers });
     control.onError = (e) => log.error(`control socket ${controlPath}: ${e.message}`);
   } catch (e) {
     log.error(
       `control socket ${controlPath}: ${(e as Error).message} (chimney status will not reach this server)`,
     );
   }
-  const off = th.tap.offloads;
-  const offloads = !o.offload ? 'off' : off.tso ? 'tso+csum' : off.csum ? 'csum' : 'none';
   process.stdout.write(
-    `chimney: serving ${specs.map((s) => `${s.name}:${s.port}`).join(' ')} on ${th.tap.name} ${o.ip} (offload ${offloads})\n`,
+    `chimney: serving ${specs.map((s) => `${s.name}:${s.port}`).join(' ')} on ${sv.label}\n`,
   );
   let stopping = false;
   const stop = (sig: string): void => {
@@ -180,8 +443,9 @@ function runServe(o: TapFlags & { service?: ServiceSpec[]; quiet?: boolean; cont
       for (const r of running) r.destroyAll();
       // Let the resets and FINs leave before the TAP goes.
       setImmediate(() => {
-        th.close();
-        process.exit(0);
+        sv.close();
+        // Worker NICs flush their last frames before their threads end.
+        setTimeout(() => process.exit(0), teamed ? 200 : 0);
       });
     };
     wait();

@@ -1,16 +1,20 @@
 import { readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import type { Command } from 'commander';
+import { type Command, InvalidArgumentError } from 'commander';
+import type { QueryResult } from '../nic/nic.ts';
 import type { Stack } from '../stack/stack.ts';
 import type { ConnectionHandle } from '../stack/tcp/tcp-types.ts';
 import { TCP_STATE_NAMES } from '../state/tcp-state.ts';
 import { formatIpv4, formatMac } from '../wire/addr.ts';
 import {
-  type ConnStatus,
+  type ControlRequest,
+  controlRequest,
   DEFAULT_CONTROL_PATH,
+  type FailoverStatus,
   formatStatus,
   type NeighborStatus,
   type NicStatus,
+  type PathStatus,
   queryStatus,
   type StatusSnapshot,
 } from './control.ts';
@@ -33,51 +37,79 @@ export class StatusReporter {
       ownerOf?: OwnerOf;
       nics?: () => NicStatus[];
       listeners?: () => string[];
-      failovers?: () => unknown[];
+      failovers?: () => FailoverStatus[];
+      /** What each NIC runs: the host stack no longer holds offloaded connections. */
+      offloaded?: () => Promise<{ owner: string; conns: QueryResult[] }[]>;
     } = {},
   ) {}
 
-  snapshot(): StatusSnapshot {
+  async snapshot(): Promise<StatusSnapshot> {
+    const offloaded = (await this.extra.offloaded?.()) ?? [];
     const now = Date.now();
     const next = new Map<string, { at: number; in: number; out: number }>();
     const byNeighbor = new Map<string, NeighborStatus>();
+    const pathOf = (nbIp: string, nbMac: string, remote: string, mtu: number): PathStatus => {
+      let tree = byNeighbor.get(nbIp);
+      if (!tree) {
+        tree = { ip: nbIp, mac: nbMac, paths: [] };
+        byNeighbor.set(nbIp, tree);
+      }
+      let path = tree.paths.find((p) => p.remote === remote);
+      if (!path) {
+        path = { remote, mtu, conns: [] };
+        tree.paths.push(path);
+      }
+      return path;
+    };
+    const add = (
+      path: PathStatus,
+      k: { localIp: number; localPort: number; remoteIp: number; remotePort: number },
+      owner: string,
+      state: number,
+      bytesIn: number,
+      bytesOut: number,
+      retransmits: number,
+    ): void => {
+      const key = `${k.localIp}:${k.localPort}>${k.remoteIp}:${k.remotePort}`;
+      const prev = this.last.get(key);
+      const dt = prev ? (now - prev.at) / 1000 : 0;
+      next.set(key, { at: now, in: bytesIn, out: bytesOut });
+      path.conns.push({
+        local: `${formatIpv4(k.localIp)}:${k.localPort}`,
+        remote: `${formatIpv4(k.remoteIp)}:${k.remotePort}`,
+        owner,
+        state: TCP_STATE_NAMES[state] ?? String(state),
+        bytesIn,
+        bytesOut,
+        rateIn: prev && dt > 0 ? (bytesIn - prev.in) / dt : 0,
+        rateOut: prev && dt > 0 ? (bytesOut - prev.out) / dt : 0,
+        retransmits,
+      });
+    };
     for (const conn of this.stack.tcp.connections()) {
       const s = conn.state;
       const nb = s.path.neighbor;
-      const nbKey = formatIpv4(nb.const.ip);
-      let tree = byNeighbor.get(nbKey);
-      if (!tree) {
-        tree = {
-          ip: nbKey,
-          mac: nb.cached.dstMac >= 0 ? formatMac(nb.cached.dstMac) : 'unresolved',
-          paths: [],
-        };
-        byNeighbor.set(nbKey, tree);
-      }
-      const remote = formatIpv4(s.path.const.remoteIp);
-      let path = tree.paths.find((p) => p.remote === remote);
-      if (!path) {
-        path = { remote, mtu: s.path.cached.mtu, conns: [] };
-        tree.paths.push(path);
-      }
+      const path = pathOf(
+        formatIpv4(nb.const.ip),
+        nb.cached.dstMac >= 0 ? formatMac(nb.cached.dstMac) : 'unresolved',
+        formatIpv4(s.path.const.remoteIp),
+        s.path.cached.mtu,
+      );
       const c = s.const;
-      const key = `${c.localIp}:${c.localPort}>${c.remoteIp}:${c.remotePort}`;
-      const prev = this.last.get(key);
-      const dt = prev ? (now - prev.at) / 1000 : 0;
       const st = conn.stats;
-      next.set(key, { at: now, in: st.bytesIn, out: st.bytesOut });
-      const status: ConnStatus = {
-        local: `${formatIpv4(c.localIp)}:${c.localPort}`,
-        remote: `${remote}:${c.remotePort}`,
-        owner: this.extra.ownerOf?.(c.localIp, c.localPort, c.remoteIp, c.remotePort) ?? 'host',
-        state: TCP_STATE_NAMES[s.delegated.state] ?? String(s.delegated.state),
-        bytesIn: st.bytesIn,
-        bytesOut: st.bytesOut,
-        rateIn: prev && dt > 0 ? (st.bytesIn - prev.in) / dt : 0,
-        rateOut: prev && dt > 0 ? (st.bytesOut - prev.out) / dt : 0,
-        retransmits: st.retransmits,
-      };
-      path.conns.push(status);
+      const owner = this.extra.ownerOf?.(c.localIp, c.localPort, c.remoteIp, c.remotePort) ?? 'host';
+      add(path, c, owner, s.delegated.state, st.bytesIn, st.bytesOut, st.retransmits);
+    }
+    for (const { owner, conns } of offloaded) {
+      for (const q of conns) {
+        // The NIC names the neighbor by MAC: file it under the host's neighbor of that MAC if there
+        // is one (a gateway's), else under the peer itself (on-link).
+        const mac = q.dstMac >= 0 ? formatMac(q.dstMac) : 'unresolved';
+        const nb = [...byNeighbor.values()].find((n) => n.mac === mac);
+        const remote = formatIpv4(q.key.remoteIp);
+        const path = pathOf(nb?.ip ?? remote, mac, remote, q.mtu);
+        add(path, q.key, owner, q.state, q.bytesIn, q.bytesOut, 0);
+      }
     }
     this.last = next;
     const addresses = this.stack.interfaces.flatMap((i) =>
@@ -85,7 +117,7 @@ export class StatusReporter {
     );
     const counters = Object.fromEntries(
       Object.entries(this.stack.counters.snapshot()).filter(
-        ([k]) => k.startsWith('tcp.') || k.startsWith('drop.'),
+        ([k]) => k.startsWith('tcp.') || k.startsWith('drop.') || k.startsWith('team.'),
       ),
     );
     return {
@@ -122,7 +154,49 @@ function findControlSocket(): string {
   );
 }
 
+/** Run one control request for a CLI command, printing the answer or the error. */
+async function runControl(
+  cmd: string,
+  control: string | undefined,
+  req: ControlRequest,
+  print: (r: unknown) => string,
+): Promise<void> {
+  try {
+    const r = await controlRequest(control ?? findControlSocket(), req, 60_000);
+    process.stdout.write(`${print(r)}\n`);
+  } catch (e) {
+    process.stderr.write(`chimney ${cmd}: ${(e as Error).message}\n`);
+    process.exitCode = 1;
+  }
+}
+
 export function registerStatusCommand(program: Command): void {
+  program
+    .command('move')
+    .description('move live connections of a running `chimney serve` to a NIC or to the host stack')
+    .argument('<to>', "a NIC id (its TAP's name) or 'host'")
+    .option('--from <owner>', "only connections of this NIC (or 'host')")
+    .option('--count <n>', 'at most this many connections', (v) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`'${v}' is not a positive integer`);
+      return n;
+    })
+    .option('--control <path>', `control socket of the server (default: the only one in ${CONTROL_DIR})`)
+    .option('--json', 'print the answer as JSON')
+    .action((to: string, o: { from?: string; count?: number; control?: string; json?: boolean }) =>
+      runControl('move', o.control, { op: 'move', to, from: o.from, count: o.count }, (r) => {
+        const x = r as { moved: number; refused: number };
+        return o.json ? JSON.stringify(x) : `moved ${x.moved} connection(s) to ${to}, ${x.refused} refused`;
+      }),
+    );
+  program
+    .command('kill-nic')
+    .description("failover drill: kill the worker thread of one of a running server's NICs")
+    .argument('<nic>', "the NIC's id (its TAP's name)")
+    .option('--control <path>', `control socket of the server (default: the only one in ${CONTROL_DIR})`)
+    .action((nic: string, o: { control?: string }) =>
+      runControl('kill-nic', o.control, { op: 'kill-nic', nic }, () => `killed the worker of ${nic}`),
+    );
   program
     .command('status')
     .description(

@@ -48,7 +48,7 @@ export interface TapHost {
 }
 
 /** Large buffers by default: a real link has a real bandwidth-delay product. */
-const TAP_TCP_DEFAULTS: Partial<TcpCached> = { sndBufSize: 4 << 20, rcvBufSize: 4 << 20 };
+export const TAP_TCP_DEFAULTS: Partial<TcpCached> = { sndBufSize: 4 << 20, rcvBufSize: 4 << 20 };
 
 /** A locally administered unicast MAC, 02:00 followed by the IPv4 address. */
 export function macForIp(ip: number): string {

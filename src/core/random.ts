@@ -81,4 +81,8 @@ export class CryptoRandom implements Random {
   fill(out: Uint8Array): Uint8Array {
     return crypto.getRandomValues(out);
   }
+  /** Another independent source (nothing to derive: every draw is from the system). */
+  fork(): CryptoRandom {
+    return new CryptoRandom();
+  }
 }

@@ -1,7 +1,8 @@
 import { closeSync, openSync, writeSync } from 'node:fs';
 import type { Clock } from '../core/clock.ts';
 import { InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
-import type { Link, LinkGsoOptions, LinkOffloads, RxOffloadInfo } from './link.ts';
+import type { Link, LinkGsoOptions, RxOffloadInfo } from './link.ts';
+import { LinkWrapper } from './link-wrapper.ts';
 
 /** Anything that takes bytes; the writer hands it chunks it may keep. */
 export interface ByteSink {
@@ -145,49 +146,30 @@ export function capture(link: Link, writer: PcapWriter): Link {
   return new CapturedLink(link, writer);
 }
 
-class CapturedLink implements Link {
+class CapturedLink extends LinkWrapper {
   constructor(
-    private readonly inner: Link,
+    inner: Link,
     private readonly writer: PcapWriter,
-  ) {}
-  get name(): string {
-    return this.inner.name;
+  ) {
+    super(inner);
   }
-  get mtu(): number {
-    return this.inner.mtu;
-  }
-  get carrier(): boolean {
-    return this.inner.carrier;
-  }
-  send(frame: Uint8Array): boolean {
+  override send(frame: Uint8Array): boolean {
     // Record only what went onto the wire, as a sniffer on the interface would.
     const ok = this.inner.send(frame);
     if (ok && !this.writer.closed) this.writer.writeFrame(frame);
     return ok;
   }
-  get offloads(): LinkOffloads | undefined {
-    return this.inner.offloads;
-  }
   /** Offloaded sends are recorded as the super-segment we handed over (as Linux captures do). */
-  get sendGso(): ((frame: Uint8Array, opts: LinkGsoOptions) => boolean) | undefined {
-    return this.inner.sendGso ? this.recordGso : undefined;
-  }
-  private readonly recordGso = (frame: Uint8Array, opts: LinkGsoOptions): boolean => {
+  protected override sendOffloaded(frame: Uint8Array, opts: LinkGsoOptions): boolean {
     const ok = this.inner.sendGso!(frame, opts);
     if (ok && !this.writer.closed) this.writer.writeFrame(frame);
     return ok;
-  };
-  onFrame(handler: (frame: Uint8Array, info?: RxOffloadInfo) => void): void {
+  }
+  override onFrame(handler: (frame: Uint8Array, info?: RxOffloadInfo) => void): void {
     const w = this.writer;
     this.inner.onFrame((frame, info) => {
       if (!w.closed) w.writeFrame(frame);
       handler(frame, info);
     });
-  }
-  onCarrier(handler: (up: boolean) => void): void {
-    this.inner.onCarrier(handler);
-  }
-  close(): void {
-    this.inner.close();
   }
 }

@@ -105,6 +105,9 @@ export interface GsoSendOptions {
 export type TapFrameHandler = (frame: Uint8Array, info: TapRxInfo) => void;
 
 const MAX_FRAME = 65535 + 18;
+/** Something to block on for a few milliseconds (Atomics.wait on a word nobody changes). */
+const BLOCK = new Int32Array(new SharedArrayBuffer(4));
+
 /** Received frames up to this length get a cached view per length instead of a fresh subarray. */
 const VIEW_CACHE_MAX = 2048;
 const NAME_RE = /^[A-Za-z0-9_.-]{1,15}$/;
@@ -142,6 +145,13 @@ export class TapLink implements Link {
   private readonly rbuf: Uint8Array;
   private readonly tbuf: Uint8Array;
   private readonly pollFds = new Uint8Array(16);
+  /**
+   * Times the receive queue was read empty. Between two increments every frame the kernel queued
+   * before the later one has been delivered: a reply that was not delivered was never sent.
+   */
+  drains = 0;
+  /** Called when the reader starts and stops waiting on an empty queue (a worker publishes it). */
+  onReadState: ((drains: number, idle: boolean) => void) | null = null;
   private readonly views: (Uint8Array | undefined)[] = [];
   private frameHandler: TapFrameHandler | null = null;
   private carrierHandler: ((up: boolean) => void) | null = null;
@@ -269,8 +279,17 @@ export class TapLink implements Link {
 
     putIfName(ifr, name);
     iv.setUint16(IFNAMSIZ_OFF, IFF_TAP | IFF_NO_PI | (vnetHdr ? IFF_VNET_HDR : 0), true);
-    if (lib.ioctlPtr(fd, TUNSETIFF, ifr) !== 0) {
+    let busyWaits = 0;
+    while (lib.ioctlPtr(fd, TUNSETIFF, ifr) !== 0) {
       const e = errName(lib.errno());
+      // A reader that just closed the device may still hold it for a moment: its poll on a pool
+      // thread keeps the file until the wake-up reaches it. Wait that out (200 ms at most).
+      if (e === 'EBUSY' && busyWaits++ < 20) {
+        Atomics.wait(BLOCK, 0, 0, 10);
+        putIfName(ifr, name);
+        iv.setUint16(IFNAMSIZ_OFF, IFF_TAP | IFF_NO_PI | (vnetHdr ? IFF_VNET_HDR : 0), true);
+        continue;
+      }
       const msg =
         e === 'EBUSY'
           ? `TAP device ${name} is in use by another process (a TAP has one reader); close it there or pick another name`
@@ -528,6 +547,7 @@ export class TapLink implements Link {
         const e = lib.errno();
         if (e === EINTR) continue;
         if (e === EAGAIN) {
+          this.drains++;
           this.waitReadable();
           return;
         }
@@ -575,14 +595,21 @@ export class TapLink implements Link {
     }
   }
 
+  /** Waiting on an empty receive queue: every frame that arrived has been delivered. */
+  get idle(): boolean {
+    return this.waiting;
+  }
+
   private waitReadable(): void {
     if (this.waiting || this.closed) return;
     this.waiting = true;
+    this.onReadState?.(this.drains, true);
     this.lib.pollAsync(this.pollFds, 2, -1, this.onPoll);
   }
 
   private readonly onPoll = (_err: unknown, _n: number): void => {
     this.waiting = false;
+    this.onReadState?.(this.drains, false);
     if (this.closed) {
       this.lib.close(this.wakeR);
       return;

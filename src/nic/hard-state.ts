@@ -1,4 +1,6 @@
 import { InvalidArgumentError, StateValidationError } from '../core/errors.ts';
+import { effectiveMss } from '../stack/tcp/congestion.ts';
+import { restoreRtt } from '../stack/tcp/rtt.ts';
 import type { ByteRing } from '../state/byte-ring.ts';
 import type { PathState } from '../state/path-state.ts';
 import {
@@ -13,8 +15,10 @@ import { validateTcpState } from '../state/validate.ts';
 /*
  * The hard state of one connection run by a worker NIC (design section 6): the few numbers that,
  * with the shared send and receive rings, let the host rebuild the connection if the NIC dies.
- * Everything else (congestion window, RTT estimates, out-of-order data, SACK) is soft and comes
- * back from traffic.
+ * Everything else (congestion window, out-of-order data, SACK) is soft and comes back from
+ * traffic. The RTT estimate rides along although it is soft too: it comes back from traffic only
+ * once a resend is acknowledged, and until then the rebuilt connection would wait out a 1 s RTO
+ * doubling on every loss.
  *
  * The NIC writes the record under a sequence lock and the host reads it whenever it likes. A
  * seqlock alone has a weakness here: a worker killed in the middle of a write leaves the sequence
@@ -52,6 +56,8 @@ const W_MSS = 18;
 const W_SND_WL1 = 19;
 const W_SND_WL2 = 20;
 const W_MAX_SND_WND = 21;
+const W_SRTT_US = 22;
+const W_RTTVAR_US = 23;
 const WORDS = 24;
 const COPY_BYTES = WORDS * 4;
 /** Two copies of the record. */
@@ -83,6 +89,13 @@ export interface HardState {
   maxSndWnd: number;
   sndWl1: number;
   sndWl2: number;
+  /**
+   * The connection's RTT estimate (ms; 0: none yet). Not needed for correctness, but without it a
+   * rebuilt connection starts over from the 1 s initial RTO, which on a fast path stretches every
+   * loss after the rebuild into seconds.
+   */
+  srtt: number;
+  rttvar: number;
   finQueued: boolean;
   finSent: boolean;
   finReceived: boolean;
@@ -119,6 +132,8 @@ export function emptyHardState(): HardState {
     maxSndWnd: 0,
     sndWl1: 0,
     sndWl2: 0,
+    srtt: 0,
+    rttvar: 0,
     finQueued: false,
     finSent: false,
     finReceived: false,
@@ -212,6 +227,8 @@ function writeCopy(c: Int32Array, s: TcpState, sendPos: number, recvPos: number)
   Atomics.store(c, W_MAX_SND_WND, d.maxSndWnd);
   Atomics.store(c, W_SND_WL1, d.sndWl1);
   Atomics.store(c, W_SND_WL2, d.sndWl2);
+  Atomics.store(c, W_SRTT_US, toMicros(d.srtt));
+  Atomics.store(c, W_RTTVAR_US, toMicros(d.rttvar));
   Atomics.store(
     c,
     W_FLAGS,
@@ -236,6 +253,12 @@ function writeCopy(c: Int32Array, s: TcpState, sendPos: number, recvPos: number)
   Atomics.store(c, W_SEQ, seq + 2);
 }
 
+/** An RTT in ms as whole microseconds in one signed word (about 35 minutes at most). */
+function toMicros(ms: number): number {
+  if (!(ms > 0)) return 0;
+  return Math.min(Math.round(ms * 1000), 0x7fffffff);
+}
+
 function readCopy(c: Int32Array, o: HardState): void {
   o.state = Atomics.load(c, W_STATE);
   o.sndUna = Atomics.load(c, W_SND_UNA) >>> 0;
@@ -250,6 +273,8 @@ function readCopy(c: Int32Array, o: HardState): void {
   o.maxSndWnd = Atomics.load(c, W_MAX_SND_WND) >>> 0;
   o.sndWl1 = Atomics.load(c, W_SND_WL1) >>> 0;
   o.sndWl2 = Atomics.load(c, W_SND_WL2) >>> 0;
+  o.srtt = Atomics.load(c, W_SRTT_US) / 1000;
+  o.rttvar = Atomics.load(c, W_RTTVAR_US) / 1000;
   const f = Atomics.load(c, W_FLAGS);
   o.finQueued = (f & F_FIN_QUEUED) !== 0;
   o.finSent = (f & F_FIN_SENT) !== 0;
@@ -309,9 +334,11 @@ function seqDiff(a: number, b: number): number {
  * A valid TcpState from a dead NIC's hard state and the shared rings it left (design section 6),
  * for the host (or another NIC) to adopt. `hard` may be a little older than the rings: snd.una and
  * rcv.nxt are brought forward by how far the rings' positions moved since it was written. Soft
- * state starts fresh: one-segment congestion window (a restart after loss, RFC 5681), no RTT
- * estimate, the initial RTO, an empty SACK scoreboard and no out-of-order data; the sender goes
- * back to snd.una and resends everything in flight.
+ * state starts fresh: one-segment congestion window (a restart after loss, RFC 5681), an empty
+ * SACK scoreboard and no out-of-order data; the sender goes back to snd.una and resends everything
+ * in flight. The RTT estimate the record carries is kept (the initial RTO only without one): with
+ * a 1 s RTO, a rebuilt connection whose first resends are lost has only a handful of tries left
+ * in the next half minute.
  *
  * The rings are used as they are (the host becomes both their producer and consumer), so no byte
  * is copied. Throws StateValidationError if the pieces do not make a connection.
@@ -389,13 +416,18 @@ export function rebuildTcpState(
   d.lastRecvAt = now;
   d.lastSendAt = now;
   d.lastAckSent = rcvNxt;
-  const mss = Math.max(1, Math.min(hard.remoteMss, path.cached.mtu - 40));
-  d.cwnd = mss;
+  restoreRtt(s, hard.srtt, hard.rttvar);
+  // One segment as the engine cuts them (options included): the remote MSS alone would leave a
+  // few bytes of window that go out as a tiny second segment behind the first.
+  d.cwnd = effectiveMss(s);
   d.ssthresh = 0x7fffffff;
   d.sendBuffer = sendRing;
   d.recvBuffer = recvRing;
-  // Whatever is in flight goes again at once rather than after an RTO from a dead clock.
-  d.rtxDeadline = d.sndMax !== d.sndUna ? now : Number.POSITIVE_INFINITY;
+  // Whatever is in flight goes again at once: snd.nxt is back at snd.una, so the adopter's first
+  // output resends it. The timer only guards that resend; a deadline of `now` would fire right
+  // after it, send snd.una a second time and count a timeout (doubling the RTO, collapsing
+  // ssthresh) for a segment that had not had a round trip to be lost in.
+  d.rtxDeadline = d.sndMax !== d.sndUna ? now + d.rto : Number.POSITIVE_INFINITY;
   s.soft.ackNow = true;
   if (d.state === TcpStateId.FIN_WAIT_1 && !d.finQueued) d.finQueued = true;
   validateTcpState(s);

@@ -2,7 +2,7 @@ import type { Clock, Timer } from '../core/clock.ts';
 import { Counters } from '../core/counters.ts';
 import { InvalidArgumentError, StateValidationError } from '../core/errors.ts';
 import type { Random } from '../core/random.ts';
-import type { Link } from '../link/link.ts';
+import type { Link, LinkGsoOptions, RxOffloadInfo } from '../link/link.ts';
 import type { IpInfo, IpSender } from '../stack/ip-sender.ts';
 import { armKeepalive, deliverEvents, type TcpConnection, terminate } from '../stack/tcp/tcp-connection.ts';
 import { TcpLayer } from '../stack/tcp/tcp-layer.ts';
@@ -17,6 +17,7 @@ import type { TcpState } from '../state/tcp-state.ts';
 import { TcpStateId } from '../state/tcp-state.ts';
 import { isOffloadable, validateTcpState } from '../state/validate.ts';
 import { readU16, readU32, writeMac, writeU16 } from '../wire/addr.ts';
+import { completePartialL4Checksum, writeL4Checksum } from '../wire/checksum.ts';
 import { createIpv4Header, decodeIpv4, encodeIpv4, IpProto } from '../wire/ipv4.ts';
 import {
   type ConnKey,
@@ -72,6 +73,7 @@ const ETH_VLAN = 0x8100;
 const ETH_IPV4 = 0x0800;
 /** Room for the largest IP packet behind a tagged Ethernet header. */
 const TX_BUF_SIZE = 18 + 65535;
+const IPV4_MAX_PACKET = 65535;
 const DEFAULT_CAPACITY = 100_000;
 
 function pathKey(localIp: number, remoteIp: number): number {
@@ -90,6 +92,7 @@ function keyOf(s: TcpState): ConnKey {
 class NicIpSender implements IpSender {
   readonly txBuf = new Uint8Array(TX_BUF_SIZE);
   private readonly hdr = createIpv4Header();
+  private readonly gso: LinkGsoOptions = { gsoSize: 0, csumStart: 0, csumOffset: 16 };
   private ipId = 0;
   constructor(
     private readonly link: Link,
@@ -100,19 +103,17 @@ class NicIpSender implements IpSender {
     return (path.neighbor.const.vlanId >= 0 ? 18 : 14) + 20;
   }
 
-  commit(path: PathState, protocol: number, l4Len: number, df: boolean, ttl?: number, tos?: number): boolean {
-    const c = this.counters;
-    const nb = path.neighbor;
-    if (nb.cached.dstMac < 0) {
-      c.inc('tx.drop.nic.no-neighbor');
-      return false;
-    }
-    const total = 20 + l4Len;
-    if (total > path.cached.mtu || total > this.link.mtu) {
-      c.inc('tx.drop.nic.too-big');
-      return false;
-    }
+  /** Write the Ethernet and IPv4 headers in front of the transport header; the whole frame. */
+  private header(
+    path: PathState,
+    protocol: number,
+    total: number,
+    df: boolean,
+    ttl: number | undefined,
+    tos: number | undefined,
+  ): Uint8Array {
     const buf = this.txBuf;
+    const nb = path.neighbor;
     writeMac(buf, 0, nb.cached.dstMac);
     writeMac(buf, 6, nb.const.srcMac);
     let ethLen = 14;
@@ -136,11 +137,74 @@ class NicIpSender implements IpSender {
     h.src = path.const.localIp;
     h.dst = path.const.remoteIp;
     encodeIpv4(h, buf, ethLen);
-    if (!this.link.send(buf.subarray(0, ethLen + total))) {
+    return buf.subarray(0, ethLen + total);
+  }
+
+  commit(path: PathState, protocol: number, l4Len: number, df: boolean, ttl?: number, tos?: number): boolean {
+    const c = this.counters;
+    const nb = path.neighbor;
+    if (nb.cached.dstMac < 0) {
+      c.inc('tx.drop.nic.no-neighbor');
+      return false;
+    }
+    const total = 20 + l4Len;
+    if (total > path.cached.mtu || total > this.link.mtu) {
+      c.inc('tx.drop.nic.too-big');
+      return false;
+    }
+    const frame = this.header(path, protocol, total, df, ttl, tos);
+    if (!this.link.send(frame)) {
       c.inc('tx.drop.nic.link');
       return false;
     }
     c.inc('tx.nic.frames');
+    return true;
+  }
+
+  // A link that finishes checksums and cuts super-segments (a TAP with vnet headers) gets them,
+  // as the host stack's path layer does.
+
+  checksumOffload(path: PathState): boolean {
+    return this.link.offloads?.csum === true && path.neighbor.cached.dstMac >= 0;
+  }
+
+  maxPacketBytes(path: PathState): number {
+    return this.link.offloads?.tso === true && this.checksumOffload(path) ? IPV4_MAX_PACKET : path.cached.mtu;
+  }
+
+  commitOffload(path: PathState, l4Len: number, segSize: number, ttl?: number, tos?: number): boolean {
+    const c = this.counters;
+    const buf = this.txBuf;
+    const ethLen = this.begin(path) - 20;
+    const total = 20 + l4Len;
+    const mtu = Math.min(path.cached.mtu, this.link.mtu);
+    const segmented = total > mtu;
+    const tcpHl = l4Len >= 20 ? (buf[ethLen + 32]! >>> 4) << 2 : 0;
+    if (
+      !this.checksumOffload(path) ||
+      typeof this.link.sendGso !== 'function' ||
+      (segmented && !this.link.offloads?.tso)
+    ) {
+      // The link lost its offloads meanwhile: finish here, and commit refuses what is too big.
+      writeL4Checksum(buf, ethLen + 20, l4Len, path.const.localIp, path.const.remoteIp, IpProto.TCP);
+      c.inc('tx.nic.offload.fallback');
+      return this.commit(path, IpProto.TCP, l4Len, true, ttl, tos);
+    }
+    if (l4Len < 20 || total > IPV4_MAX_PACKET || (segmented && (segSize < 1 || 20 + tcpHl + segSize > mtu))) {
+      c.inc('tx.drop.nic.bad-length');
+      return false;
+    }
+    const o = this.gso;
+    o.gsoSize = segmented ? segSize : 0;
+    o.csumStart = ethLen + 20;
+    o.csumOffset = 16;
+    if (!this.link.sendGso(this.header(path, IpProto.TCP, total, true, ttl, tos), o)) {
+      c.inc('tx.drop.nic.link');
+      return false;
+    }
+    // The device gives the cut segments consecutive IP ids: skip ours past them.
+    if (segmented) this.ipId = (this.ipId + Math.ceil((l4Len - tcpHl) / segSize) - 1) & 0xffff;
+    c.inc(segmented ? 'tx.nic.offload.tso' : 'tx.nic.offload.csum');
     return true;
   }
 }
@@ -197,7 +261,7 @@ export class NicEngine {
     this.tcp = new TcpLayer(env);
     this.tcp.onClosed = (conn) => this.connClosed(conn);
     const hostCarrier = opts.hostCarrier;
-    this.link.onFrame((frame) => this.onFrame(frame));
+    this.link.onFrame((frame, info) => this.onFrame(frame, info));
     this.link.onCarrier((up) => {
       hostCarrier?.(up);
       this.indicate('link', up);
@@ -502,21 +566,35 @@ export class NicEngine {
 
   // ---- receive ---------------------------------------------------------------------------------
 
-  private onFrame(frame: Uint8Array): void {
+  private onFrame(frame: Uint8Array, offload?: RxOffloadInfo): void {
     const c = this.counters;
     if (this.closed) {
       c.inc('drop.nic.closed');
       return;
     }
     if (this.tcp.size > 0 || this.tcp.frozenSize > 0) {
-      if (frame.length >= 54 && this.tcpForUs(frame, frame.length)) return;
+      if (frame.length >= 54 && this.tcpForUs(frame, frame.length, offload)) return;
     }
+    // The host hears frames without their offload facts: hand it a whole checksum.
+    if (offload?.csumPartial === true) this.completeChecksum(frame);
     c.inc('nic.rx.host');
     this.toHost(frame);
   }
 
+  private completeChecksum(frame: Uint8Array): void {
+    const ip = readU16(frame, 12) === ETH_VLAN ? 18 : 14;
+    if (frame.length < ip + 20 || readU16(frame, ip - 2) !== ETH_IPV4) return;
+    const proto = frame[ip + 9]!;
+    if ((proto !== IpProto.TCP && proto !== IpProto.UDP) || (readU16(frame, ip + 6) & 0x3fff) !== 0) return;
+    const ihl = (frame[ip]! & 0x0f) << 2;
+    const total = readU16(frame, ip + 2);
+    if (total < ihl || ip + total > frame.length) return;
+    if (completePartialL4Checksum(frame, ip + ihl, total - ihl, proto))
+      this.counters.inc('nic.rx.csum-completed');
+  }
+
   /** Feed the frame to the TCP layer if it is for a connection held here; false otherwise. */
-  private tcpForUs(frame: Uint8Array, len: number): boolean {
+  private tcpForUs(frame: Uint8Array, len: number, offload: RxOffloadInfo | undefined): boolean {
     let ethLen = 14;
     let type = readU16(frame, 12);
     if (type === ETH_VLAN) {
@@ -549,6 +627,8 @@ export class NicEngine {
     info.dst = dst;
     info.ttl = h.ttl;
     info.tos = h.tos;
+    // The device vouched for the data (or it never left this machine unsummed): TCP skips the sum.
+    info.l4ChecksumOk = offload !== undefined && (offload.csumPartial || offload.csumValid);
     if (conn === undefined) {
       tcp.input(info, frame, ip + ihl, h.totalLength - ihl);
       return true;

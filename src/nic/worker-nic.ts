@@ -16,6 +16,7 @@ import { emptyHardState, type HardState, HardStateRecord } from './hard-state.ts
 import {
   type ConnKey,
   connKeyId,
+  type InitiateOptions,
   type InitiateResult,
   type InvalidateTarget,
   type Nic,
@@ -28,8 +29,12 @@ import {
   BELL_READ,
   BELL_WANT_WRITABLE,
   BELL_WROTE,
+  DB_BEAT,
   DB_BELL,
+  DB_DRAINS,
   DB_QUEUE,
+  DB_RX,
+  DB_RX_IDLE,
   DB_TAIL,
   doorbellFlagsAt,
   doorbellWords,
@@ -92,6 +97,8 @@ export interface SalvagedConnection {
 
 export interface WorkerNicIndications extends NicIndications {
   dead: (cause: WorkerDeath) => void;
+  /** The worker's heartbeat arrived (a team stamps its last proof of life with it). */
+  heartbeat: () => void;
 }
 
 const DEFAULT_CAPACITY = 65536;
@@ -225,13 +232,28 @@ export class WorkerConnectionHandle implements ConnectionHandle {
     this.nic.clock.defer(this.deliver);
   }
 
+  /** @internal The handle reaches its connection again (a move that did not happen). */
+  _reattach(): void {
+    this.detached = false;
+    if (this.pending !== 0) this.scheduleDelivery();
+  }
+
   private readonly deliver = (): void => {
     this.deliverScheduled = false;
     const u = this.userRef;
     if (u === null) return;
     while (this.pending !== 0) {
-      const ev = this.pending;
+      let ev = this.pending;
       this.pending = 0;
+      if (this.detached && ev & EV_CLOSED) {
+        // The connection is moving: its close here is not the socket's to hear. A connection that
+        // moved is closed by its new owner in due time, and one closed here instead of moving is
+        // reattached and hears it then. Told now, a socket that is still moving would take the
+        // connection for closed and never read what the new owner holds for it.
+        this.pending = EV_CLOSED;
+        ev &= ~EV_CLOSED;
+        if (ev === 0) break;
+      }
       if (ev & EV_READABLE) u.onReadable();
       if (ev & EV_REMOTE_END) u.onRemoteEnd();
       if (ev & EV_WRITABLE) u.onWritable();
@@ -313,6 +335,7 @@ export class WorkerNic extends EventEmitter implements Nic {
   private readonly deadAfterMs: number;
   private nextId = 1;
   private lastBeat: number;
+  private lastBeatCount = 0;
   private linkCarrier: boolean;
   private closing = false;
   private deathCause: WorkerDeath | null = null;
@@ -378,9 +401,17 @@ export class WorkerNic extends EventEmitter implements Nic {
     });
     if (link) {
       link.onFrame((frame) => this.rxBatch.push(frame));
+      // The carrier of a main-thread link is known here first: indicate it at once rather than
+      // after a round trip through the worker, which a busy worker can stretch past a team's
+      // probe deadline (a cut cable would then be reported as lost reachability).
       link.onCarrier((up) => {
-        this.linkCarrier = up;
+        if (this.closing || this.deathCause) return;
         this.post({ t: 'carrier', up });
+        if (up === this.linkCarrier) return;
+        this.linkCarrier = up;
+        this.host.carrierUp = up;
+        this.host.carrierHandler?.(up);
+        this.emit('link', up);
       });
     }
     // The worker takes a moment to start: the watchdog counts from now, with a start-up allowance.
@@ -405,6 +436,20 @@ export class WorkerNic extends EventEmitter implements Nic {
   get linkUp(): boolean {
     return this.linkCarrier && this.deathCause === null;
   }
+  /** Frames the worker's link has received so far (wraps at 2^32): evidence the link reaches the segment. */
+  get rxFrames(): number {
+    return Atomics.load(this.doorbell, DB_RX) >>> 0;
+  }
+  /**
+   * How far the worker's TAP reader has caught up (see TapLink.drains and idle); drains stay 0
+   * for a proxied link, whose frames arrive from this thread.
+   */
+  rxReadState(): { drains: number; idle: boolean } {
+    return {
+      drains: Atomics.load(this.doorbell, DB_DRAINS) >>> 0,
+      idle: Atomics.load(this.doorbell, DB_RX_IDLE) === 1,
+    };
+  }
   /** Why the worker died, or null while it lives. */
   get death(): WorkerDeath | null {
     return this.deathCause;
@@ -412,9 +457,11 @@ export class WorkerNic extends EventEmitter implements Nic {
 
   // ---- the verbs ----------------------------------------------------------------------------------
 
-  async initiate(batch: Uint8Array): Promise<InitiateResult> {
+  async initiate(batch: Uint8Array, opts?: InitiateOptions): Promise<InitiateResult> {
     if (!(batch instanceof Uint8Array)) throw new InvalidArgumentError('initiate needs a Uint8Array');
-    const res = await this.request('initiate', batch);
+    // The prod must happen in the worker, as the connections are installed: a failover that loses
+    // it leaves every moved connection's peer waiting for its own retransmission timer.
+    const res = await this.request('initiate', { batch, prod: opts?.prod === true });
     for (const inst of res.installed ?? []) {
       const h = new WorkerConnectionHandle(this, inst.key, inst.slot, inst);
       this.handles.set(inst.slot, h);
@@ -441,7 +488,7 @@ export class WorkerNic extends EventEmitter implements Nic {
       res = await this.request('terminate', keys === 'all' ? 'all' : keys);
     } catch (e) {
       // Nothing moved: the connections carry on here.
-      for (const h of frozen) h.detached = false;
+      for (const h of frozen) h._reattach();
       throw e;
     }
     const moved = new Set(res.moved ?? []);
@@ -449,7 +496,7 @@ export class WorkerNic extends EventEmitter implements Nic {
       // Closed at the worker instead of moving: the handle stays the socket's, and what is left in
       // the receive ring can still be read.
       const h = this.handles.get(s);
-      if (h && !moved.has(s)) h.detached = false;
+      if (h && !moved.has(s)) h._reattach();
     }
     this.forget(res.freed ?? []);
     return res.value as Uint8Array;
@@ -499,18 +546,29 @@ export class WorkerNic extends EventEmitter implements Nic {
   }
 
   /**
-   * What is left of every connection (for failover after the worker died): the last whole hard
-   * state and the shared rings. The NIC forgets them; the caller now owns them.
+   * What is left of the named connections, or of every one (for failover after the worker died):
+   * the last whole hard state and the shared rings. The NIC forgets them; the caller now owns them.
    */
-  salvage(): SalvagedConnection[] {
+  salvage(keys?: readonly ConnKey[]): SalvagedConnection[] {
     const out: SalvagedConnection[] = [];
-    for (const h of this.byKey.values()) {
+    const take = (h: WorkerConnectionHandle): void => {
       h.detached = true;
       out.push({ key: h.key, hard: h.hardState(), sendRing: h.sendRing, recvRing: h.recvRing, user: h.user });
+      this.handles.delete(h.slot);
+      this.byKey.delete(connKeyId(h.key));
+      this.conns--;
+    };
+    if (keys === undefined) {
+      for (const h of [...this.byKey.values()]) take(h);
+      return out;
     }
-    this.handles.clear();
-    this.byKey.clear();
-    this.conns = 0;
+    if (!Array.isArray(keys)) throw new InvalidArgumentError('salvage needs connection keys');
+    // Only those named: a team rebuilds a dead NIC's connections in batches, each batch on the
+    // least loaded healthy member, and the rest must still be here for the next batch.
+    for (const k of keys) {
+      const h = this.byKey.get(connKeyId(k));
+      if (h !== undefined) take(h);
+    }
     return out;
   }
 
@@ -544,6 +602,15 @@ export class WorkerNic extends EventEmitter implements Nic {
     this.rejectAll(new InvalidStateError(`NIC ${this.id} is closed`));
   }
 
+  /**
+   * Block the worker's thread for `ms` (tests of a wedged NIC): it stops beating, and past
+   * `deadAfterMs` the watchdog reports it dead and stops it.
+   */
+  stall(ms: number): void {
+    if (!Number.isFinite(ms) || ms < 0) throw new InvalidArgumentError('stall needs a duration in ms');
+    this.post({ t: 'stall', ms });
+  }
+
   /** Kill the worker thread outright (tests of NIC death): reported as 'dead'. */
   kill(): Promise<number> {
     return this.worker.terminate();
@@ -565,8 +632,19 @@ export class WorkerNic extends EventEmitter implements Nic {
     Atomics.store(db, DB_QUEUE + tail, slot);
     Atomics.store(db, DB_TAIL, tail + 1 === this.qLen ? 0 : tail + 1);
     Atomics.add(db, DB_BELL, 1);
-    Atomics.notify(db, DB_BELL);
+    // One wake-up per burst: a notify is a system call whenever the worker waits, and a burst of
+    // writes and reads over many connections would pay it once per connection.
+    if (!this.bellQueued) {
+      this.bellQueued = true;
+      queueMicrotask(this.notifyBell);
+    }
   }
+
+  private bellQueued = false;
+  private readonly notifyBell = (): void => {
+    this.bellQueued = false;
+    Atomics.notify(this.doorbell, DB_BELL);
+  };
 
   /** @internal */
   _hostSend(frame: Uint8Array): boolean {
@@ -608,6 +686,8 @@ export class WorkerNic extends EventEmitter implements Nic {
         return;
       }
       case 'host-carrier':
+        // A main-thread link's carrier was reported when it changed; the worker's echo is stale.
+        if (this.link !== null) return;
         this.host.carrierUp = m.up;
         this.host.carrierHandler?.(m.up);
         return;
@@ -633,7 +713,10 @@ export class WorkerNic extends EventEmitter implements Nic {
         this.forget(m.slots);
         return;
       case 'ind':
-        if (m.event === 'link') this.linkCarrier = m.args[0] as boolean;
+        if (m.event === 'link') {
+          if (this.link !== null) return;
+          this.linkCarrier = m.args[0] as boolean;
+        }
         this.emit(m.event, ...m.args);
         return;
       case 'hb':
@@ -642,6 +725,7 @@ export class WorkerNic extends EventEmitter implements Nic {
           this.started = true;
           for (const w of this.readyWaiters.splice(0)) w.resolve();
         }
+        this.emit('heartbeat');
         return;
       case 'closed':
         void this.worker.terminate();
@@ -651,7 +735,13 @@ export class WorkerNic extends EventEmitter implements Nic {
 
   private checkBeat(): void {
     if (this.closing || this.deathCause) return;
-    const silent = this.clock.now() - this.lastBeat;
+    const now = this.clock.now();
+    const beats = Atomics.load(this.doorbell, DB_BEAT);
+    if (beats !== this.lastBeatCount) {
+      this.lastBeatCount = beats;
+      this.lastBeat = now;
+    }
+    const silent = now - this.lastBeat;
     if (silent > this.deadAfterMs) {
       this.die({ kind: 'heartbeat', silentMs: silent });
       void this.worker.terminate();

@@ -108,8 +108,9 @@ export class TcpSocket extends Duplex implements TcpUser {
     const waiting = this.waitingForMove;
     this.waitingForMove = [];
     for (const w of waiting) w();
-    if (this.conn && !this.closedByStack) {
-      this.flushPending();
+    if (this.conn) {
+      if (!this.closedByStack) this.flushPending();
+      // A close that came during the move still leaves received data (and the end) to deliver.
       if (this.wantRead || this.remoteEnded) this.pull();
     }
   }

@@ -4,8 +4,8 @@ import { InvalidArgumentError } from '../core/errors.ts';
 import type { Random } from '../core/random.ts';
 import type { LinkGsoOptions, RxOffloadInfo } from '../link/link.ts';
 import { createPathState, type PathState } from '../state/path-state.ts';
-import { BROADCAST_MAC, parseCidr, parseIpv4, readU16, readU32, writeU16 } from '../wire/addr.ts';
-import { foldChecksum, onesSum, pseudoHeaderSum } from '../wire/checksum.ts';
+import { BROADCAST_MAC, parseCidr, parseIpv4, readU16, readU32 } from '../wire/addr.ts';
+import { completePartialL4Checksum, writeL4Checksum } from '../wire/checksum.ts';
 import { EtherType } from '../wire/ethernet.ts';
 import { createIpv4Header, decodeIpv4, encodeIpv4, IpProto, type Ipv4Header } from '../wire/ipv4.ts';
 import { decodeDropNames, type StackInterface } from './interface.ts';
@@ -388,7 +388,7 @@ export class PathLayer implements IpSender {
       // Circumstances changed (or never allowed it): finish the checksum here and send plainly;
       // commit refuses, and counts, a packet that is now too big.
       const off = this.begin(path);
-      finishL4Checksum(this.txBuf, off, l4Len, path.const.localIp, path.const.remoteIp, IpProto.TCP);
+      writeL4Checksum(this.txBuf, off, l4Len, path.const.localIp, path.const.remoteIp, IpProto.TCP);
       c.inc('tx.offload.fallback');
       return this.commit(path, IpProto.TCP, l4Len, true, ttl, tos);
     }
@@ -548,14 +548,8 @@ export class PathLayer implements IpSender {
     const proto = h.protocol;
     if (h.mf || h.fragOffset !== 0 || (proto !== IpProto.TCP && proto !== IpProto.UDP)) return false;
     if (info.csumPartial) {
-      const l4Off = off + h.headerLength;
-      const l4Len = h.totalLength - h.headerLength;
-      const at = l4Off + (proto === IpProto.TCP ? 16 : 6);
-      if (at + 2 > l4Off + l4Len) return false;
-      // The field holds the pseudo-header sum already, so summing the segment finishes it.
-      let sum = foldChecksum(onesSum(buf, l4Off, l4Len));
-      if (sum === 0 && proto === IpProto.UDP) sum = 0xffff;
-      writeU16(buf, at, sum);
+      if (!completePartialL4Checksum(buf, off + h.headerLength, h.totalLength - h.headerLength, proto))
+        return false;
       c.inc('rx.offload.csum-partial');
       return true;
     }
@@ -726,23 +720,6 @@ function quoteError(
     dstPort: ports && l4Len >= 4 ? readU16(buf, l4Off + 2) : 0,
     seq: protocol !== IpProto.UDP && l4Len >= 8 ? readU32(buf, l4Off + 4) : 0,
   };
-}
-
-/** Compute the TCP or UDP checksum of the segment at buf[off, off + len) from scratch. */
-function finishL4Checksum(
-  buf: Uint8Array,
-  off: number,
-  len: number,
-  src: number,
-  dst: number,
-  proto: number,
-): void {
-  const at = off + (proto === IpProto.TCP ? 16 : 6);
-  buf[at] = 0;
-  buf[at + 1] = 0;
-  let sum = foldChecksum(onesSum(buf, off, len, pseudoHeaderSum(src, dst, proto, len)));
-  if (sum === 0 && proto === IpProto.UDP) sum = 0xffff;
-  writeU16(buf, at, sum);
 }
 
 /** RFC 1191 section 7 plateau table: the next common MTU strictly below `len`. */

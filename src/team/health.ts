@@ -13,6 +13,8 @@ export interface FailureEvent {
   /** Detection time (clock ms). */
   at: number;
   detail: string;
+  /** The death was seen as it happened (the worker's exit or error), not inferred from silence. */
+  immediate?: boolean;
 }
 
 /**
@@ -115,6 +117,8 @@ export interface HealthListener {
   failed(ev: FailureEvent): void;
   /** The NIC passed its hold and is usable again. */
   recovered(nic: string, at: number): void;
+  /** Every check passes again; the hold starts (nothing new goes to it yet). */
+  holding?(nic: string, at: number): void;
 }
 
 /**
@@ -133,6 +137,14 @@ export class NicHealth {
   private lastReply: number;
   private lastBeat = -1;
   private lastRxFrames = 0;
+  /**
+   * Probe rounds that went unanswered since the last evidence. Time alone is not enough: a round
+   * counts as missed only once it was sent (this thread may have stalled) and the port's receive
+   * queue was read empty after it (the thread reading it may have been off-CPU, its reply unread).
+   */
+  private unanswered = 0;
+  private outstanding = false;
+  private lastDrains = -1;
   private failures = 0;
   private lastFail: FailureEvent | null = null;
   private hold: number;
@@ -191,9 +203,11 @@ export class NicHealth {
   }
 
   /** The NIC's thread or process is gone (exited, threw); terminal. */
-  dead(detail: string): void {
+  /** The NIC is gone; `immediate` when its end was seen as it happened rather than from missed beats. */
+  dead(detail: string, immediate = false): void {
     if (this.closed || this.st === 'dead') return;
     const ev = this.fail('dead', detail);
+    if (immediate) ev.immediate = true;
     this.st = 'dead';
     this.holdTimer.disarm();
     this.probeTimer.disarm();
@@ -266,6 +280,7 @@ export class NicHealth {
       this.st = 'holding';
       this.holdUntil = now + this.hold;
       this.holdTimer.armAt(this.holdUntil);
+      this.listener.holding?.(this.nic, now);
     }
   }
 
@@ -287,16 +302,28 @@ export class NicHealth {
         this.lastRxFrames = this.tap.rxFrames;
         this.evidence(now);
       }
-      for (const t of o.probeTargets) this.tap.sendProbe(t);
-      this.counters.inc('team.probe.sent', o.probeTargets.length);
+      const rs = this.tap.readState();
+      const caughtUp = rs === null || rs.idle || rs.drains !== this.lastDrains;
+      if (this.outstanding && caughtUp) {
+        this.unanswered++;
+        this.outstanding = false;
+      }
+      this.lastDrains = rs?.drains ?? -1;
       // Judged at probe time: a reply that is late by less than a tick still counts.
-      if (this.reachable && now - this.lastReply > o.probeIntervalMs * o.probeMisses) {
+      if (
+        this.reachable &&
+        this.unanswered >= o.probeMisses &&
+        now - this.lastReply > o.probeIntervalMs * o.probeMisses
+      ) {
         this.reachable = false;
         this.reevaluate(
           'reachability',
-          `no ARP reply from ${o.probeTargets.length} target(s) for ${Math.round(now - this.lastReply)} ms`,
+          `no ARP reply from ${o.probeTargets.length} target(s) to ${this.unanswered} probe rounds in ${Math.round(now - this.lastReply)} ms`,
         );
       }
+      for (const t of o.probeTargets) this.tap.sendProbe(t);
+      this.outstanding = true;
+      this.counters.inc('team.probe.sent', o.probeTargets.length);
     }
     this.probeTimer.arm(o.probeIntervalMs);
   };
@@ -308,6 +335,8 @@ export class NicHealth {
 
   private evidence(now: number, detail = 'traffic received'): void {
     this.lastReply = now;
+    this.unanswered = 0;
+    this.outstanding = false;
     if (!this.reachable) {
       this.reachable = true;
       this.reevaluate('reachability', detail);

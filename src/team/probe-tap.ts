@@ -4,6 +4,20 @@ import { BROADCAST_MAC } from '../wire/addr.ts';
 import { ARP_LENGTH, ArpOp, type ArpPacket, createArpPacket, decodeArp, encodeArp } from '../wire/arp.ts';
 import { createEthernetHeader, decodeEthernet, EtherType, encodeEthernet } from '../wire/ethernet.ts';
 
+/** What a ProbeTap can learn of its port beyond the frames that pass through it. */
+export interface ProbePort {
+  /**
+   * Frames the port received that never pass through here: a NIC that owns its port elsewhere
+   * (a WorkerNic's TAP) keeps its own connections' frames, and only counts them.
+   */
+  rxFrames?: () => number;
+  /**
+   * How far the port's reader has caught up, wherever it runs: times it read the queue empty,
+   * and whether it waits on an empty queue now (TapLink.drains and idle).
+   */
+  readState?: () => { drains: number; idle: boolean };
+}
+
 /**
  * Sits between a NIC and the port it owns, so the team can send frames of its own out of that very
  * port (reachability probes, gratuitous ARP after a failover) and see the ARP replies to its probes,
@@ -22,19 +36,28 @@ export class ProbeTap implements Link {
   private readonly txArp = createArpPacket();
   private readonly txFrame = new Uint8Array(14 + ARP_LENGTH);
   private readonly txEth = createEthernetHeader();
-  /** Frames received on the port so far: traffic is evidence the port still reaches the segment. */
-  rxFrames = 0;
+  private rxSeen = 0;
 
   constructor(
     readonly inner: Link,
     /** The MAC probes are sent from; replies to it are consumed here. */
     readonly probeMac: number,
     private readonly counters: Counters,
+    private readonly port: ProbePort = {},
   ) {
     this.name = `${inner.name}+probe`;
     inner.onFrame(this.rx);
   }
 
+  /** Frames received on the port so far: traffic is evidence the port still reaches the segment. */
+  get rxFrames(): number {
+    const elsewhere = this.port.rxFrames;
+    return elsewhere === undefined ? this.rxSeen : (this.rxSeen + elsewhere()) >>> 0;
+  }
+  /** See ProbePort.readState; null when the port cannot tell (its frames all pass through here). */
+  readState(): { drains: number; idle: boolean } | null {
+    return this.port.readState?.() ?? null;
+  }
   get mtu(): number {
     return this.inner.mtu;
   }
@@ -99,7 +122,7 @@ export class ProbeTap implements Link {
   }
 
   private readonly rx = (frame: Uint8Array, info?: RxOffloadInfo): void => {
-    this.rxFrames++;
+    this.rxSeen++;
     if (this.arpHandler !== null && frame.length >= 14 + ARP_LENGTH && isArp(frame)) {
       const e = this.eth;
       if (decodeEthernet(frame, 0, frame.length, e) === null && e.dst === this.probeMac) {

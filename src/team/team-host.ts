@@ -5,6 +5,7 @@ import type { Random } from '../core/random.ts';
 import type { ImpairmentSpec } from '../link/impairment.ts';
 import type { MemorySwitch, SwitchPort } from '../link/memory-switch.ts';
 import { LocalNic } from '../nic/local-nic.ts';
+import type { Nic } from '../nic/nic.ts';
 import { OffloadManager, type OffloadPolicy } from '../offload/offload-manager.ts';
 import { Host } from '../socket/host.ts';
 import { Stack } from '../stack/stack.ts';
@@ -13,7 +14,7 @@ import { parseCidr, parseIpv4, parseMac } from '../wire/addr.ts';
 import type { HealthOptions } from './health.ts';
 import { ManagerOffloader } from './manager-offloader.ts';
 import { ProbeTap } from './probe-tap.ts';
-import { type FailoverRecord, Team, type TeamHealth } from './team.ts';
+import { type FailoverRecord, Team, type TeamHealth, type TeamMember } from './team.ts';
 
 /** What a team host needs of a simulated segment (a SimNetwork fits). */
 export interface TeamSegment {
@@ -44,11 +45,11 @@ export interface TeamHostOptions {
 }
 
 /**
- * A host on a simulated segment whose one IP and MAC sit on a team of LocalNics: a stack on the
- * team's link, an offload manager that moves connections, and the team watching every member and
- * failing over. Events of `team`: 'failure', 'recovered', 'failover' (FailoverRecord).
+ * A host whose one IP and MAC sit on a team of NICs: a stack on the team's link, an offload
+ * manager that moves connections, and the team watching every member and failing over. Events of
+ * `team`: 'failure', 'recovered', 'failover' (FailoverRecord).
  */
-export class TeamHost extends Host {
+export class TeamHost<N extends Nic = Nic> extends Host {
   private closed = false;
   constructor(
     stack: Stack,
@@ -56,7 +57,8 @@ export class TeamHost extends Host {
     readonly ip: string,
     readonly team: Team,
     readonly manager: OffloadManager,
-    readonly nics: readonly LocalNic[],
+    readonly nics: readonly N[],
+    /** The members' switch ports (simulated segments only; empty otherwise). */
     readonly ports: readonly SwitchPort[],
     readonly counters: Counters,
   ) {
@@ -88,36 +90,72 @@ export class TeamHost extends Host {
   }
 }
 
-export function buildTeamHost(seg: TeamSegment, opts: TeamHostOptions): TeamHost {
+/** What assembleTeamHost needs besides the members. */
+export interface TeamAssembly<N extends Nic = Nic> {
+  clock: Clock;
+  random: Random & { fork(): Random };
+  name: string;
+  /** The team's one address with prefix, and its one MAC. */
+  ip: string;
+  mac: string;
+  members: readonly (TeamMember & { nic: N })[];
+  ports?: readonly SwitchPort[];
+  counters: Counters;
+  probeTargets?: readonly string[];
+  health?: HealthOptions;
+  failback?: boolean;
+  batchSize?: number;
+  tcp?: Partial<TcpCached>;
+  policy?: Partial<OffloadPolicy>;
+}
+
+/**
+ * Wire a team host from members already built (simulated ports or TAP devices, LocalNics or
+ * WorkerNics): the team, the stack on its link, the offload manager that only picks usable members
+ * with room, and the team's mover on that manager.
+ */
+export function assembleTeamHost<N extends Nic>(a: TeamAssembly<N>): TeamHost<N> {
+  const { prefixLength } = parseCidr(a.ip);
+  if (prefixLength === 32) throw new InvalidArgumentError(`team address ${a.ip} needs a subnet prefix`);
+  const ip = a.ip.split('/')[0]!;
+  const team = new Team({
+    clock: a.clock,
+    mac: parseMac(a.mac),
+    ip: parseIpv4(ip),
+    health: { probeTargets: (a.probeTargets ?? []).map((t) => parseIpv4(t)), ...a.health },
+    failback: a.failback,
+    batchSize: a.batchSize,
+    counters: a.counters,
+  });
+  for (const m of a.members) team.add(m);
+  const nics = a.members.map((m) => m.nic);
+  const stack = new Stack({ clock: a.clock, random: a.random.fork(), name: a.name, tcp: a.tcp });
+  stack.addInterface(team.link, { mac: a.mac, ip: a.ip, name: `${a.name}0` });
+  const manager = new OffloadManager({ stack, nics, policy: a.policy });
+  manager.eligible = (nic) => team.isUsable(nic) && nic.load < nic.capacity;
+  team.setOffloader(new ManagerOffloader(manager));
+  return new TeamHost(stack, a.name, ip, team, manager, nics, a.ports ?? [], a.counters);
+}
+
+/** A team of LocalNics, one port each of a simulated switch. */
+export function buildTeamHost(seg: TeamSegment, opts: TeamHostOptions): TeamHost<LocalNic> {
   if (!seg?.clock || !seg.switch)
     throw new InvalidArgumentError('buildTeamHost needs a segment (clock, random, switch)');
   if (!opts || typeof opts.ip !== 'string') throw new InvalidArgumentError('buildTeamHost needs ip');
-  const { prefixLength } = parseCidr(opts.ip);
-  if (prefixLength === 32) throw new InvalidArgumentError(`team address ${opts.ip} needs a subnet prefix`);
+  parseCidr(opts.ip);
   const count = opts.nics ?? 2;
   if (!Number.isInteger(count) || count < 1 || count > 16)
     throw new InvalidArgumentError(`nics must be an integer 1..16, got ${String(opts.nics)}`);
   const name = opts.name ?? 'team';
   const macStr = opts.mac ?? '02:00:00:00:aa:01';
   const mac = parseMac(macStr);
-  const ip = opts.ip.split('/')[0]!;
   const counters = new Counters();
-  const targets = (opts.probeTargets ?? []).map((t) => parseIpv4(t));
-  const team = new Team({
-    clock: seg.clock,
-    mac,
-    ip: parseIpv4(ip),
-    health: { probeTargets: targets, ...opts.health },
-    failback: opts.failback,
-    batchSize: opts.batchSize,
-    counters,
-  });
-  const nics: LocalNic[] = [];
+  const members: { nic: LocalNic; tap: ProbeTap }[] = [];
   const ports: SwitchPort[] = [];
   for (let i = 0; i < count; i++) {
     const port = seg.switch.addPort({ name: `${name}.nic${i}`, impair: opts.impair });
     // Each port probes from a MAC of its own, so probing never moves the team MAC in the switch.
-    const tap = new ProbeTap(port, 0x020000bb0000 + (mac & 0xff) * 256 + i + 1, counters);
+    const tap = new ProbeTap(port, probeMacFor(mac, i), counters);
     const nic = new LocalNic({
       id: `${name}.nic${i}`,
       link: tap,
@@ -125,14 +163,28 @@ export function buildTeamHost(seg: TeamSegment, opts: TeamHostOptions): TeamHost
       random: seg.random.fork(),
       capacity: opts.nicCapacity,
     });
-    team.add({ nic, tap });
-    nics.push(nic);
+    members.push({ nic, tap });
     ports.push(port);
   }
-  const stack = new Stack({ clock: seg.clock, random: seg.random.fork(), name, tcp: opts.tcp });
-  stack.addInterface(team.link, { mac: macStr, ip: opts.ip, name: `${name}0` });
-  const manager = new OffloadManager({ stack, nics, policy: opts.policy });
-  manager.eligible = (nic) => team.isUsable(nic) && nic.load < nic.capacity;
-  team.setOffloader(new ManagerOffloader(manager));
-  return new TeamHost(stack, name, ip, team, manager, nics, ports, counters);
+  return assembleTeamHost({
+    clock: seg.clock,
+    random: seg.random,
+    name,
+    ip: opts.ip,
+    mac: macStr,
+    members,
+    ports,
+    counters,
+    probeTargets: opts.probeTargets,
+    health: opts.health,
+    failback: opts.failback,
+    batchSize: opts.batchSize,
+    tcp: opts.tcp,
+    policy: opts.policy,
+  });
+}
+
+/** The MAC member `i` of a team with MAC `teamMac` sends its reachability probes from. */
+export function probeMacFor(teamMac: number, i: number): number {
+  return 0x020000bb0000 + (teamMac & 0xff) * 256 + i + 1;
 }

@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import type { Clock } from '../core/clock.ts';
 import { Counters } from '../core/counters.ts';
 import { InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
+import type { Link } from '../link/link.ts';
 import type { ConnKey, Nic } from '../nic/nic.ts';
 import {
   type FailureCause,
@@ -48,6 +49,12 @@ export interface TeamMember {
   nic: Nic;
   /** The tap on the NIC's port, for probes and gratuitous ARP (absent: no reachability checking). */
   tap?: ProbeTap;
+  /**
+   * What the team's link sends and hears through for this member (default `nic.hostLink`). A NIC
+   * that owns its port itself (a WorkerNic on a TAP) is probed through its host link: then the
+   * ProbeTap wrapping that host link goes here.
+   */
+  hostLink?: Link;
 }
 
 export interface TeamOptions {
@@ -157,7 +164,7 @@ export class Team extends EventEmitter {
     if (!nic || typeof nic.initiate !== 'function') throw new InvalidArgumentError('team member needs a Nic');
     if (this.slots.some((s) => s.nic === nic || s.nic.id === nic.id))
       throw new InvalidArgumentError(`NIC ${nic.id} is already in the team`);
-    const index = this.link.add(nic.hostLink);
+    const index = this.link.add(member.hostLink ?? nic.hostLink);
     const health = new NicHealth(
       nic.id,
       this.clock,
@@ -165,6 +172,7 @@ export class Team extends EventEmitter {
       {
         failed: (ev) => this.onFailed(ev),
         recovered: (id, at) => this.onRecovered(id, at),
+        holding: (id) => this.onHolding(id),
       },
       this.counters,
       member.tap ?? null,
@@ -176,7 +184,10 @@ export class Team extends EventEmitter {
     // Indications a WorkerNic adds beyond the common interface, when it has them.
     const ext = nic as unknown as { on(e: string, h: (...a: unknown[]) => void): unknown };
     try {
-      ext.on('dead', (cause: unknown) => health.dead(typeof cause === 'string' ? cause : 'NIC died'));
+      ext.on('dead', (cause: unknown) => {
+        const d = deathDetail(cause);
+        health.dead(d.detail, d.immediate);
+      });
       ext.on('heartbeat', () => health.heartbeat());
     } catch {
       // A NIC that knows no such indications: its death is reported through declareDead().
@@ -285,7 +296,7 @@ export class Team extends EventEmitter {
     const evidence =
       ev.cause === 'reachability'
         ? snap.lastProbeReplyAt
-        : ev.cause === 'dead' && snap.lastHeartbeatAt >= 0
+        : ev.cause === 'dead' && !ev.immediate && snap.lastHeartbeatAt >= 0
           ? snap.lastHeartbeatAt
           : ev.at;
     const rec: FailoverRecord = {
@@ -330,6 +341,19 @@ export class Team extends EventEmitter {
     this.failovers.push(rec);
     this.counters.inc('team.failover');
     this.emit('failover', rec);
+  }
+
+  /**
+   * A member whose link works again sits out its hold before connections go back to it; the host
+   * stack's own traffic (ARP, SYNs, the connections waiting in the host) need not wait when no
+   * member is usable at all: it goes there at once, with the gratuitous ARP that steers the peers.
+   */
+  private onHolding(nicId: string): void {
+    const slot = this.slots.find((s) => s.nic.id === nicId);
+    if (!slot || this.slotUsable(this.slots[this.link.activeIndex] ?? null)) return;
+    if (this.link.activeIndex === slot.index) return;
+    this.counters.inc('team.host-on-holding');
+    this.setHostSlot(slot);
   }
 
   private onRecovered(nicId: string, at: number): void {
@@ -385,4 +409,20 @@ export class Team extends EventEmitter {
 
 function id(k: ConnKey): string {
   return `${k.localIp >>> 0}:${k.localPort}>${k.remoteIp >>> 0}:${k.remotePort}`;
+}
+
+/** What a NIC's 'dead' indication says (a WorkerNic passes a WorkerDeath), as a log line. */
+function deathDetail(cause: unknown): { detail: string; immediate: boolean } {
+  if (typeof cause === 'string') return { detail: cause, immediate: false };
+  const c = cause as { kind?: string; error?: Error; exitCode?: number; silentMs?: number } | null;
+  switch (c?.kind) {
+    case 'exit':
+      return { detail: `worker exited (code ${c.exitCode ?? '?'})`, immediate: true };
+    case 'error':
+      return { detail: `worker threw: ${c.error?.message ?? 'unknown error'}`, immediate: true };
+    case 'heartbeat':
+      return { detail: `no heartbeat for ${Math.round(c.silentMs ?? 0)} ms`, immediate: false };
+    default:
+      return { detail: 'NIC died', immediate: false };
+  }
 }

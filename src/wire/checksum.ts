@@ -86,3 +86,40 @@ export function pseudoHeaderSum(src: number, dst: number, protocol: number, leng
 export function internetChecksum(buf: Uint8Array, off: number, len: number): number {
   return foldChecksum(onesSum(buf, off, len));
 }
+
+/** Where the checksum field sits in a TCP (protocol 6) or UDP (17) header. */
+function l4ChecksumField(proto: number): number {
+  return proto === 6 ? 16 : 6;
+}
+
+/** Compute the TCP or UDP checksum of the segment at buf[off, off + len) from scratch, in place. */
+export function writeL4Checksum(
+  buf: Uint8Array,
+  off: number,
+  len: number,
+  src: number,
+  dst: number,
+  proto: number,
+): void {
+  const at = off + l4ChecksumField(proto);
+  buf[at] = 0;
+  buf[at + 1] = 0;
+  let sum = foldChecksum(onesSum(buf, off, len, pseudoHeaderSum(src, dst, proto, len)));
+  if (sum === 0 && proto === 17) sum = 0xffff;
+  buf[at] = sum >>> 8;
+  buf[at + 1] = sum & 0xff;
+}
+
+/**
+ * Finish a partial TCP/UDP checksum (a device's CHECKSUM_PARTIAL: the field holds only the
+ * pseudo-header sum, so summing the segment completes it). False if the field lies outside it.
+ */
+export function completePartialL4Checksum(buf: Uint8Array, off: number, len: number, proto: number): boolean {
+  const at = off + l4ChecksumField(proto);
+  if (at + 2 > off + len) return false;
+  let sum = foldChecksum(onesSum(buf, off, len));
+  if (sum === 0 && proto === 17) sum = 0xffff;
+  buf[at] = sum >>> 8;
+  buf[at + 1] = sum & 0xff;
+  return true;
+}

@@ -8,10 +8,12 @@ import {
   HardStateRecord,
   rebuildTcpState,
 } from '../../src/nic/hard-state.ts';
+import { hardStateOf } from '../../src/nic/local-nic.ts';
 import { ByteRing } from '../../src/state/byte-ring.ts';
 import { createNeighborState } from '../../src/state/neighbor-state.ts';
 import { createPathState } from '../../src/state/path-state.ts';
 import { createTcpState, DEFAULT_TCP_CACHED, type TcpState, TcpStateId } from '../../src/state/tcp-state.ts';
+import { ACK, activeOpen, Bench, bytes, REMOTE, Recorder } from '../tcp/harness.ts';
 
 function established(): { s: TcpState; block: ReturnType<typeof allocConnBlock> } {
   const nb = createNeighborState({ srcMac: 0x020000000001, vlanId: -1, ip: 0x0a000002 }, 0x020000000002, 0);
@@ -52,7 +54,9 @@ function established(): { s: TcpState; block: ReturnType<typeof allocConnBlock> 
   d.recvBuffer.write(new Uint8Array(700).fill(9));
   d.tsRecent = 123456;
   d.cwnd = 40000;
-  d.srtt = 12;
+  d.srtt = 12.5;
+  d.rttvar = 3.25;
+  d.rto = 200;
   s.soft.sacked.push({ start: (d.sndUna + 100) >>> 0, end: (d.sndUna + 200) >>> 0 });
   return { s, block };
 }
@@ -73,6 +77,7 @@ describe('hard-state record', () => {
     assert.equal(out.rcvNxt, d.rcvNxt);
     assert.equal(out.rcvAdv, d.rcvAdv);
     assert.equal(out.tsRecent, 123456);
+    assert.deepEqual([out.srtt, out.rttvar], [12.5, 3.25]);
     assert.deepEqual(
       [out.localIp, out.localPort, out.remoteIp, out.remotePort],
       [0x0a000001, 40000, 0x0a000002, 80],
@@ -127,12 +132,36 @@ describe('hard-state record', () => {
     assert.equal(d.rcvNxt, 5301);
     assert.equal(d.sendBuffer.length, 2500);
     assert.equal(d.recvBuffer.length, 1000);
-    assert.equal(d.cwnd, 1460, 'one segment');
-    assert.equal(d.srtt, 0);
-    assert.equal(d.rto, 1000);
+    assert.equal(d.cwnd, 1448, 'one segment: the MSS less the timestamp option');
+    assert.deepEqual([d.srtt, d.rttvar], [12.5, 3.25], 'the RTT estimate the NIC published');
+    assert.equal(d.rto, 200, 'the RTO it had, not the 1 s of a connection that never measured');
     assert.deepEqual(r.soft.sacked, []);
-    assert.equal(d.rtxDeadline, 5000, 'in-flight data goes again at once');
+    // The adopter's output resends from snd.una at once; the timer only guards that resend.
+    assert.equal(d.rtxDeadline, 5000 + 200);
+    assert.equal(d.backoff, 0);
     assert.equal(r.const.sndWscale, 7);
+  });
+
+  test('a record without an RTT estimate rebuilds with the initial RTO', () => {
+    const { s, block } = established();
+    s.delegated.srtt = 0;
+    s.delegated.rttvar = 0;
+    const rec = new HardStateRecord(block.sab, 0);
+    rec.write(s, block.send, block.recv);
+    const hard = emptyHardState();
+    assert.ok(rec.read(hard));
+    assert.equal(hard.srtt, 0);
+    const r = rebuildTcpState(
+      hard,
+      s.delegated.sendBuffer,
+      s.delegated.recvBuffer,
+      DEFAULT_TCP_CACHED,
+      s.path,
+      0,
+    );
+    assert.equal(r.delegated.srtt, 0);
+    assert.equal(r.delegated.rto, 1000);
+    assert.equal(r.delegated.rtxDeadline, 1000);
   });
 
   test('refuses a record that was never written', () => {
@@ -148,5 +177,51 @@ describe('hard-state record', () => {
         ),
       StateValidationError,
     );
+  });
+
+  test('a rebuilt connection, prodded, resends snd.una once as one whole segment and takes no timeout for it', () => {
+    // A connection with four full segments in flight and timestamps on (MSS 1460 - 12) dies.
+    const a = new Bench();
+    const o = activeOpen(a, { ts: [5000, 1001], sackPermitted: true, wscale: 7 });
+    o.conn.write(bytes(4 * 1448));
+    assert.equal(a.take().filter((x) => x.data.length > 0).length, 4);
+    const dead = a.layer.release(o.conn);
+    const hard = hardStateOf(dead);
+    // The host (here another layer on its own clock) rebuilds it and adopts it with a prod.
+    const b = new Bench();
+    b.advance(7000);
+    const path = b.env.pathTo(REMOTE)!;
+    const s = rebuildTcpState(
+      hard,
+      dead.delegated.sendBuffer,
+      dead.delegated.recvBuffer,
+      dead.cached,
+      path,
+      b.env.clock.now(),
+    );
+    const conn = b.layer.adopt(s, new Recorder(), { prod: true });
+    b.advance(1);
+    const first = b.take();
+    assert.equal(first.filter((x) => x.data.length === 0 && x.h.flags === ACK).length, 3, 'the prod');
+    const data = first.filter((x) => x.data.length > 0);
+    assert.deepEqual(
+      data.map((x) => [x.h.seq, x.data.length]),
+      [[hard.sndUna, 1448]],
+      'snd.una again, once, as one full segment (no sub-MSS tail, no second copy)',
+    );
+    const d = conn.state.delegated;
+    assert.equal(d.backoff, 0, 'the resend is not counted as a timeout');
+    assert.equal(d.ssthresh, 0x7fffffff, 'slow start is not cut short by a spurious timeout');
+    // Nothing more until the retransmission timer, one RTO (the one the NIC had) after the rebuild.
+    assert.equal(d.srtt, dead.delegated.srtt, 'the RTT estimate survived');
+    b.advance(d.rto - 10);
+    assert.equal(b.take().length, 0);
+    b.advance(20);
+    const rto = b.take().filter((x) => x.data.length > 0);
+    assert.deepEqual(
+      rto.map((x) => [x.h.seq, x.data.length]),
+      [[hard.sndUna, 1448]],
+    );
+    assert.equal(d.backoff, 1);
   });
 });

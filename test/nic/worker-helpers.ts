@@ -78,7 +78,7 @@ export async function streamBothWays(
   n: number,
   bytes: number,
   chunk: number,
-  gapMs: number,
+  gapMs: Gap,
 ): Promise<{ sockets: TcpSocket[]; done: Promise<number>; errors: Error[] }> {
   await host.ping('10.0.0.2');
   const errors: Error[] = [];
@@ -90,35 +90,44 @@ export async function streamBothWays(
       .createServer({ allowHalfOpen: true }, (s) => {
         s.on('error', (e) => errors.push(e));
         const got = collect(s);
+        got.catch(() => undefined);
         server.push(
           (async () => {
             const data = await got;
             const idx = data.readUInt32BE(0);
-            return sha256(data.subarray(4)) === sha256(randomBytes(1e6 + idx, bytes));
+            return sha256(data.subarray(4)) === digestOf(1e6 + idx, bytes);
           })().catch(() => false),
         );
         // The index is not known until the first bytes arrive: answer with the data of the
         // connection's port instead, which the client knows too.
-        void pace(s, randomBytes(3e6 + s.remotePort!, bytes), chunk, gapMs).catch(() => undefined);
+        void pace(s, streamData(3e6 + s.remotePort!, bytes), chunk, gapMs).catch(() => undefined);
         if (++accepted === n) resolve();
       })
-      .listen(5000);
+      // Every connection may be half-open at once: a full backlog would answer with SYN cookies.
+      .listen({ port: 5000, backlog: n + 16 });
   });
   const sockets: TcpSocket[] = [];
   const client: Promise<boolean>[] = [];
+  const connected: Promise<unknown>[] = [];
   for (let i = 0; i < n; i++) {
+    // Handshakes in waves: a thousand SYNs in one turn only measure the peer's SYN queue.
+    if (i > 0 && i % CONNECT_WAVE === 0) await Promise.all(connected.splice(0));
     const s = host.connect({ port: 5000, host: '10.0.0.2', allowHalfOpen: true });
     s.on('error', (e) => errors.push(e));
     sockets.push(s);
     const got = collect(s);
+    // Errors are collected above and fail the check below; the promise must not go unhandled.
+    got.catch(() => undefined);
+    const up = once(s, 'connect');
+    connected.push(up.catch(() => undefined));
     client.push(
       (async () => {
-        await once(s, 'connect');
+        await up;
         const head = Buffer.alloc(4);
         head.writeUInt32BE(i);
         s.write(head);
-        await pace(s, randomBytes(1e6 + i, bytes), chunk, gapMs);
-        return sha256(await got) === sha256(randomBytes(3e6 + s.localPort!, bytes));
+        await pace(s, streamData(1e6 + i, bytes), chunk, gapMs);
+        return sha256(await got) === digestOf(3e6 + s.localPort!, bytes);
       })().catch(() => false),
     );
   }
@@ -130,10 +139,39 @@ export async function streamBothWays(
   return { sockets, done, errors };
 }
 
-async function pace(s: TcpSocket, data: Buffer, chunk: number, gapMs: number): Promise<void> {
+const CONNECT_WAVE = 100;
+
+/*
+ * Stream contents: each stream is a window of one random pool, at an offset of its own, so that
+ * bytes of one connection turning up in another are caught; a thousand streams of their own
+ * random bytes, generated twice (to send and to check), would keep the main thread busy for a
+ * minute and stall every connection while it does.
+ */
+const POOL_SPREAD = 1 << 20;
+let pool: Buffer = Buffer.alloc(0);
+const digests = new Map<string, string>();
+
+function streamData(key: number, bytes: number): Buffer {
+  if (pool.length < bytes + POOL_SPREAD) pool = randomBytes(0x5eed, bytes + POOL_SPREAD);
+  const off = (Math.imul(key, 0x9e3779b1) >>> 0) % POOL_SPREAD;
+  return pool.subarray(off, off + bytes);
+}
+
+function digestOf(key: number, bytes: number): string {
+  const id = `${key}/${bytes}`;
+  let d = digests.get(id);
+  if (d === undefined) digests.set(id, (d = sha256(streamData(key, bytes))));
+  return d;
+}
+
+/** Between chunks: wait `gap` ms, or until `gap()` resolves (a test that paces streams by its own rounds). */
+export type Gap = number | (() => Promise<void>);
+
+async function pace(s: TcpSocket, data: Buffer, chunk: number, gap: Gap): Promise<void> {
   for (let off = 0; off < data.length; off += chunk) {
     if (!s.write(data.subarray(off, off + chunk))) await once(s, 'drain');
-    if (gapMs > 0) await new Promise((r) => setTimeout(r, gapMs));
+    if (typeof gap === 'function') await gap();
+    else if (gap > 0) await new Promise((r) => setTimeout(r, gap));
   }
   s.end();
 }

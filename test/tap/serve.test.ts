@@ -93,10 +93,30 @@ describe('chimney serve: argument errors', () => {
     assert.notEqual(r.status, 0);
     assert.match(r.stderr, /--impair/);
   });
-  test('several TAPs are refused until teaming exists', () => {
-    const r = runChimney(['serve', '--tap', 'chx0,chx1', '--ip', '10.1.2.3/24']);
+  test('a team refuses what only a single TAP can do, and a TAP named twice', () => {
+    let r = runChimney(['serve', '--tap', 'chx0,chx1', '--ip', '10.1.2.3/24', '--pcap', '/tmp/x.pcap']);
     assert.notEqual(r.status, 0);
-    assert.match(r.stderr, /--tap: chx0,chx1: several TAPs/);
+    assert.match(r.stderr, /--pcap: not available with a team/);
+    r = runChimney(['serve', '--tap', 'chx0', '--workers', '--ip', '10.1.2.3/24', '--impair', 'loss=1%']);
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /--impair: not available with a team/);
+    r = runChimney(['serve', '--tap', 'chx0,chx0', '--ip', '10.1.2.3/24']);
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /a TAP is named twice/);
+    r = runChimney(['get', 'http://10.1.2.1/', '--tap', 'chx0,chx1', '--ip', '10.1.2.3/24']);
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /get runs on one TAP/);
+  });
+  test('bad team flags name the flag', () => {
+    let r = runChimney(['serve', '--tap', 'chx0', '--ip', '10.1.2.3/24', '--offload-policy', 'sometimes']);
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /--offload-policy/);
+    r = runChimney(['serve', '--tap', 'chx0', '--ip', '10.1.2.3/24', '--probe', '10.1.2']);
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /'10\.1\.2' is not an IPv4 address/);
+    r = runChimney(['serve', '--tap', 'chx0', '--ip', '10.1.2.3/24', '--probe-misses', '0']);
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /--probe-misses/);
   });
   test('a device that is not a TAP cannot be opened', { skip: skipReason || false }, () => {
     const r = runChimney(['serve', '--tap', 'lo', '--ip', '10.1.2.3/24']);

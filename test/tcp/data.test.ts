@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { flushDelayedAck } from '../../src/stack/tcp/index.ts';
+import { MAX_REFUSED_RTOS } from '../../src/stack/tcp/tcp-timers.ts';
 import { type TcpCached, TcpStateId } from '../../src/state/tcp-state.ts';
 import { ACK, activeOpen, add, Bench, bytes, type InjectOpts, LOCAL, REMOTE } from './harness.ts';
 
@@ -159,6 +160,58 @@ describe('sending', () => {
     assert.deepEqual(times, [rto0, 3 * rto0, 7 * rto0]);
     assert.equal(o.user.error?.errno, 'ETIMEDOUT');
     assert.equal(o.b.count('tcp.retransmits'), 3);
+  });
+
+  test('RTO: a retransmission the local path refused does not double the RTO', () => {
+    // Found by the duplex chaos seeds 143, 227, 249: connections whose timers fire together
+    // overflow the host's own transmit queue each round, the same ones lose every time, and
+    // doubling on each of those rounds left one ordinary loss later waiting 16 s.
+    const o = open({}, { minRtoMs: 200 });
+    const d = o.conn.state.delegated;
+    const rto0 = d.rto;
+    o.conn.write(bytes(100));
+    const t0 = o.b.take()[0]!.at;
+    let refusals = 3;
+    o.b.env.ip.refuse = () => refusals-- > 0;
+    o.b.advance(4 * rto0);
+    assert.deepEqual(
+      o.b.env.ip.refused.map((s) => s.at - t0),
+      [rto0, 2 * rto0, 3 * rto0],
+    );
+    assert.equal(d.backoff, 1);
+    const sent = o.b.take();
+    assert.deepEqual(
+      sent.map((s) => [s.at - t0, s.h.seq, s.data.length]),
+      [[4 * rto0, add(o.iss, 1), 100]],
+    );
+    assert.equal(o.b.count('tcp.rto.refused'), 3);
+    // The retransmission that left the host is an ordinary one: a loss now doubles as usual.
+    o.b.advance(2 * rto0);
+    assert.deepEqual(
+      o.b.take().map((s) => s.at - t0),
+      [6 * rto0],
+    );
+    assert.equal(d.backoff, 2);
+    o.send({ ack: add(o.iss, 101) });
+    assert.equal(d.sndUna, d.sndMax);
+    assert.equal(d.backoff, 0);
+  });
+
+  test('RTO: a path that refuses every retransmission resumes doubling and times out', () => {
+    const o = open({}, { minRtoMs: 200, maxRetransmits: 3 });
+    const rto0 = o.conn.state.delegated.rto;
+    o.conn.write(bytes(100));
+    const t0 = o.b.take()[0]!.at;
+    o.b.env.ip.refuse = () => true;
+    o.b.advance(60_000);
+    const flat = Array.from({ length: MAX_REFUSED_RTOS + 1 }, (_, i) => (i + 1) * rto0);
+    const last = flat.at(-1)!;
+    assert.deepEqual(
+      o.b.env.ip.refused.map((s) => s.at - t0),
+      [...flat, last + 2 * rto0, last + 6 * rto0],
+    );
+    assert.equal(o.user.error?.errno, 'ETIMEDOUT');
+    assert.equal(o.b.take().length, 0);
   });
 
   test('Karn: an ACK after a retransmission gives no RTT sample', () => {

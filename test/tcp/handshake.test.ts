@@ -21,6 +21,38 @@ import {
 } from './harness.ts';
 
 describe('active open', () => {
+  /** Connect, let the SYN time out once, and answer the second SYN 30 ms later. */
+  function answerRetransmittedSyn(withTimestamps: boolean): TcpConnection {
+    const b = new Bench();
+    const conn = b.layer.connect({ remoteIp: REMOTE, remotePort: 80 }, new Recorder());
+    b.take();
+    b.advance(1000); // the first SYN's retransmission timer
+    const [syn2] = b.take();
+    assert.equal(syn2!.h.flags, SYN, 'the SYN was retransmitted');
+    b.advance(30);
+    b.inject({
+      flags: SYN | ACK,
+      seq: PEER_ISN,
+      ack: add(syn2!.h.seq, 1),
+      srcPort: 80,
+      dstPort: conn.localPort,
+      ts: withTimestamps ? [5000, syn2!.h.tsVal] : undefined,
+    });
+    assert.equal(conn.state.delegated.state, TcpStateId.ESTABLISHED);
+    return conn;
+  }
+
+  test('a SYN-ACK answering a retransmitted SYN gives an RTT sample from its echoed timestamp', () => {
+    const d = answerRetransmittedSyn(true).state.delegated;
+    // Sampled from the second SYN (30 ms), not the first (1030 ms), and not left unsampled.
+    assert.ok(d.srtt >= 29 && d.srtt <= 31, `srtt ${d.srtt}`);
+    assert.ok(d.rto < 1000, `rto ${d.rto}`);
+  });
+
+  test('without timestamps a SYN-ACK after a retransmitted SYN gives no sample (Karn)', () => {
+    assert.equal(answerRetransmittedSyn(false).state.delegated.srtt, 0);
+  });
+
   test('SYN carries MSS, window scale, SACK-permitted and timestamps; SYN-ACK completes', () => {
     const b = new Bench();
     const user = new Recorder();

@@ -41,6 +41,12 @@ export class CaptureSender implements IpSender {
   readonly out: Seg[] = [];
   /** If set, called with each raw segment instead of (or besides) capture. */
   onSegment: ((path: PathState, seg: Uint8Array) => void) | null = null;
+  /**
+   * While this returns true, commit refuses packets as a full transmit queue would: they never
+   * leave the host, so they go to `refused` instead of `out`, and commit returns false.
+   */
+  refuse: (() => boolean) | null = null;
+  readonly refused: Seg[] = [];
   constructor(private readonly clock: VirtualClock) {}
   begin(): number {
     return HDR_ROOM;
@@ -55,7 +61,8 @@ export class CaptureSender implements IpSender {
     const h = createTcpHeader();
     const err = decodeTcp(raw, 0, raw.length, path.const.localIp, path.const.remoteIp, h);
     if (err) throw new Error(`engine sent a bad segment: ${err}`);
-    this.out.push({
+    const refuse = this.refuse?.() === true;
+    (refuse ? this.refused : this.out).push({
       h,
       data: raw.subarray(h.headerLength),
       src: path.const.localIp,
@@ -63,7 +70,7 @@ export class CaptureSender implements IpSender {
       ttl,
       at: this.clock.now(),
     });
-    return true;
+    return !refuse;
   }
 }
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { type Fault, runScenario, type ScenarioResult } from './scenario.ts';
+import { chaosScenario, type Fault, runScenario, type ScenarioResult } from './scenario.ts';
 
 const BASE = { seed: 1, nics: 2, conns: 8, bytes: 300_000, limitMs: 20_000 };
 
@@ -83,6 +83,27 @@ describe('team failover on the simulator', () => {
     assert.deepEqual(f?.to, ['team.nic1']);
     assert.equal(r.rig.host.stack.counters.get('offload.rebuilt'), f?.connections);
     assert.equal(r.rig.nics[1]!.counters.get('tcp.adopt.prodded'), f?.connections);
+  });
+
+  test('NIC crash under full-duplex load on a slow wire: every rebuilt connection finishes within seconds', async () => {
+    // Chaos seed 180 (duplex): one crash while 456 streams crowd a 20 MB/s port. The rebuilt
+    // connections used to resend snd.una twice at once and double their 1 s initial RTO before any
+    // round trip; with their first resends lost in the crowd, one stream was still stuck at 30 s.
+    const sc = chaosScenario(180, { nics: 2, conns: 228, bytes: 6757, loss: 0.005, duplex: true });
+    const r = await runScenario(sc);
+    assert.deepEqual(
+      r.faults.map((f) => [f.kind, f.nic]),
+      [['crash', 0]],
+      'the seed draws a single crash of nic0',
+    );
+    assertClean(r);
+    const f = r.rig.team.failovers[0];
+    assert.equal(f?.cause, 'dead');
+    assert.equal(r.rig.host.stack.counters.get('offload.rebuilt'), f?.connections);
+    assert.ok(
+      r.finishedAt - r.startedAt < 10_000,
+      `finished ${r.finishedAt - r.startedAt} ms after the start`,
+    );
   });
 
   test('a corrupt tree on terminate is caught by validation; connections rebuilt from hard state', async () => {

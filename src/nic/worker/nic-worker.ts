@@ -8,7 +8,8 @@ import { RealClock } from '../../core/clock.ts';
 import type { ConnectionError } from '../../core/errors.ts';
 import { ChimneyError, StateValidationError } from '../../core/errors.ts';
 import { SeededRandom } from '../../core/random.ts';
-import type { Link } from '../../link/link.ts';
+import type { Link, LinkGsoOptions, RxOffloadInfo } from '../../link/link.ts';
+import { LinkWrapper } from '../../link/link-wrapper.ts';
 import {
   canReceive,
   deliverEvents,
@@ -26,9 +27,13 @@ import {
   BELL_READ,
   BELL_WANT_WRITABLE,
   BELL_WROTE,
+  DB_BEAT,
   DB_BELL,
+  DB_DRAINS,
   DB_HEAD,
   DB_QUEUE,
+  DB_RX,
+  DB_RX_IDLE,
   DB_TAIL,
   doorbellFlagsAt,
   EV_CLOSED,
@@ -69,8 +74,14 @@ function wireError(e: unknown): WireError {
 class ProxyLink implements Link {
   handler: ((frame: Uint8Array) => void) | null = null;
   carrierHandler: ((up: boolean) => void) | null = null;
+  // Hard state goes out before the frames do: a record published after them could, if the worker
+  // died in between, trail what the peer already received, and the peer's ACKs for those bytes
+  // would look "too new" to the connection rebuilt from it (RFC 5961: dropped), stalling it.
   private readonly out = new FrameBatcher(
-    (buf, len) => post({ t: 'tx', buf, len }, [buf]),
+    (buf, len) => {
+      publishRecords();
+      post({ t: 'tx', buf, len }, [buf]);
+    },
     (cb) => clock.defer(cb),
   );
   constructor(
@@ -80,6 +91,7 @@ class ProxyLink implements Link {
   ) {}
   send(frame: Uint8Array): boolean {
     if (!this.carrier) return false;
+    noteTx(frame);
     this.out.push(frame);
     return true;
   }
@@ -103,11 +115,38 @@ class ProxyLink implements Link {
   }
 }
 
+/**
+ * A link this thread opened itself (a TAP): every frame it receives is counted in shared memory
+ * and marks the connection it is for, as the 'rx' batches of a proxied link do.
+ */
+class ObservedLink extends LinkWrapper {
+  override send(frame: Uint8Array): boolean {
+    publishAhead(frame);
+    return this.inner.send(frame);
+  }
+  protected override sendOffloaded(frame: Uint8Array, o: LinkGsoOptions): boolean {
+    publishAhead(frame);
+    return this.inner.sendGso!(frame, o);
+  }
+  override onFrame(handler: (frame: Uint8Array, info?: RxOffloadInfo) => void): void {
+    this.inner.onFrame((frame, info) => {
+      Atomics.add(db, DB_RX, 1);
+      noteFrame(frame);
+      handler(frame, info);
+    });
+  }
+}
+
 async function openLink(): Promise<Link> {
   const l = boot.link;
   if (l.kind === 'proxy') return new ProxyLink(l.name, l.mtu, l.carrier);
   const { TapLink } = await import('../../link/tap-link.ts');
-  return TapLink.open({ ...(l.options as { name: string }), clock });
+  const tap = TapLink.open({ ...(l.options as { name: string }), clock });
+  tap.onReadState = (drains, idle) => {
+    Atomics.store(db, DB_DRAINS, drains | 0);
+    Atomics.store(db, DB_RX_IDLE, idle ? 1 : 0);
+  };
+  return new ObservedLink(tap);
 }
 
 // ---- connections and their shared memory ---------------------------------------------------------
@@ -146,10 +185,15 @@ function queueEvent(slot: Slot, bits: number, err: ConnectionError | null = null
   }
 }
 
-function flushEvents(): void {
-  evScheduled = false;
+/** Rewrite the hard-state record of every connection touched since the last time. */
+function publishRecords(): void {
   for (const s of touched) s.record.write(s.conn.state, s.send.shared, s.recv.shared);
   touched.clear();
+}
+
+function flushEvents(): void {
+  evScheduled = false;
+  publishRecords();
   if (evList.length === 0) return;
   post({ t: 'ev', list: evList, errors: evErrors });
   evList = [];
@@ -326,19 +370,66 @@ const engine = new NicEngine({
   },
 });
 
-/** Mark the connection a received frame is for, so its hard state is rewritten after the batch. */
-function noteFrame(frame: Uint8Array): void {
-  if (byPorts.size === 0 || frame.length < 54) return;
+// The main thread knows a proxied link's carrier; a link opened here (a TAP) it learns now.
+if (proxy === null) {
+  post({ t: 'host-carrier', up: link.carrier });
+  post({ t: 'ind', event: 'link', args: [link.carrier] });
+}
+
+/** The connection a TCP frame belongs to (received: our port is the destination), if it is one of ours. */
+function slotOfFrame(frame: Uint8Array, inbound: boolean): Slot | undefined {
+  if (byPorts.size === 0 || frame.length < 54) return undefined;
   let ip = 14;
   if (frame[12] === 0x81 && frame[13] === 0x00) ip = 18;
-  if (frame[ip + 9] !== 6) return;
+  if (frame[ip + 9] !== 6) return undefined;
   const ihl = (frame[ip]! & 0x0f) << 2;
   const t = ip + ihl;
-  if (frame.length < t + 4) return;
+  if (frame.length < t + 4) return undefined;
   const sport = (frame[t]! << 8) | frame[t + 1]!;
   const dport = (frame[t + 2]! << 8) | frame[t + 3]!;
-  const slot = byPorts.get(dport * 65536 + sport);
+  return byPorts.get(inbound ? dport * 65536 + sport : sport * 65536 + dport);
+}
+
+/** Mark the connection a received frame is for, so its hard state is rewritten after the batch. */
+function noteFrame(frame: Uint8Array): void {
+  const slot = slotOfFrame(frame, true);
   if (slot !== undefined) touch(slot);
+}
+
+/**
+ * Mark the connection a frame being sent belongs to: its record is rewritten before the batch
+ * leaves (the TCP engine moves snd.max only after handing the frame over, so it is read then).
+ */
+function noteTx(frame: Uint8Array): void {
+  const slot = slotOfFrame(frame, false);
+  if (slot !== undefined) touched.add(slot);
+}
+
+/**
+ * A frame about to leave on a link this thread writes to directly (a TAP): if it carries sequence
+ * space beyond the connection's recorded snd.max, publish the record with that new edge first.
+ * The TCP engine advances snd.max only after the frame is out; a worker dying in between must not
+ * leave a record behind what the peer received, or the peer's ACKs would look "too new" to the
+ * connection rebuilt from it and be dropped (the ProxyLink publishes before each batch instead).
+ */
+function publishAhead(frame: Uint8Array): void {
+  const slot = slotOfFrame(frame, false);
+  if (slot === undefined) return;
+  const ip = frame[12] === 0x81 && frame[13] === 0x00 ? 18 : 14;
+  const ihl = (frame[ip]! & 0x0f) << 2;
+  const t = ip + ihl;
+  const total = (frame[ip + 2]! << 8) | frame[ip + 3]!;
+  const seq = ((frame[t + 4]! << 24) | (frame[t + 5]! << 16) | (frame[t + 6]! << 8) | frame[t + 7]!) >>> 0;
+  const flags = frame[t + 13]!;
+  const payload = total - ihl - ((frame[t + 12]! >>> 4) << 2);
+  const end = (seq + payload + (flags & 0x03 ? 1 : 0)) >>> 0; // FIN and SYN take one each
+  const d = slot.conn.state.delegated;
+  if (((end - d.sndMax) | 0) <= 0) return;
+  const kept = d.sndMax;
+  d.sndMax = end;
+  slot.record.write(slot.conn.state, slot.send.shared, slot.recv.shared);
+  d.sndMax = kept;
+  touched.add(slot);
 }
 
 function keysOf(arg: unknown): ConnKey[] | 'all' {
@@ -349,7 +440,8 @@ function handleRequest(id: number, op: string, arg: unknown): void {
   try {
     switch (op) {
       case 'initiate': {
-        const result: InitiateResult = engine.initiate(arg as Uint8Array);
+        const a = arg as { batch: Uint8Array; prod: boolean };
+        const result: InitiateResult = engine.initiate(a.batch, { prod: a.prod });
         const installed: InstalledConn[] = [];
         for (const c of result.conns) {
           if (c.status !== 'success') continue;
@@ -447,6 +539,7 @@ port.on('message', (m: ToWorker) => {
     case 'rx': {
       const h = proxy?.handler;
       forEachFrame(m.buf, m.len, (frame) => {
+        Atomics.add(db, DB_RX, 1);
         noteFrame(frame);
         if (h) h(frame);
       });
@@ -469,6 +562,10 @@ port.on('message', (m: ToWorker) => {
     case 'inject':
       engine.inject(m.packets);
       return;
+    case 'stall':
+      // Nothing runs meanwhile: no heartbeat, no frames, no timers. Only its silence tells.
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, m.ms);
+      return;
     case 'close':
       closed = true;
       engine.close();
@@ -484,6 +581,7 @@ port.on('message', (m: ToWorker) => {
 // Hard state of quiet connections still changes (timers: retransmissions, TIME_WAIT): refresh it
 // now and then, and say we are alive.
 const heartbeat = clock.createTimer(() => {
+  Atomics.add(db, DB_BEAT, 1);
   post({ t: 'hb', at: clock.now() });
   for (const s of slots) if (s) touched.add(s);
   flushEvents();

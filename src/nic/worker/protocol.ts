@@ -27,7 +27,8 @@ export interface WorkerBoot {
 // ---- the doorbell --------------------------------------------------------------------------------
 //
 // Int32 words: [0] bell (bumped on every ring; the worker waits on it), [1] queue head (worker),
-// [2] queue tail (main), [3] spare, then a queue of slot numbers, then one flags word per slot.
+// [2] queue tail (main), [3] heartbeat count (worker), then a queue of slot numbers, then one flags
+// word per slot.
 // The main thread ORs a bit into a slot's flags and, only if they were 0, queues the slot; the
 // worker dequeues a slot and takes its flags with an exchange. A slot is therefore queued at most
 // once at a time, and the queue (one longer than the slot count) never overflows.
@@ -35,7 +36,21 @@ export interface WorkerBoot {
 export const DB_BELL = 0;
 export const DB_HEAD = 1;
 export const DB_TAIL = 2;
-export const DB_QUEUE = 4;
+/**
+ * Bumped by the worker on every heartbeat. The watchdog reads it from shared memory rather than
+ * waiting for heartbeat messages: a main thread that was itself stalled still finds its messages
+ * unread when its timer fires, and would take a live worker for dead.
+ */
+export const DB_BEAT = 3;
+/**
+ * Frames the worker's link has received, bumped by the worker: proof, readable without a message,
+ * that the link still reaches the segment (the team's reachability check counts it as evidence).
+ */
+export const DB_RX = 4;
+/** Times the worker's TAP read its receive queue empty (TapLink.drains), and 1 while it waits idle. */
+export const DB_DRAINS = 5;
+export const DB_RX_IDLE = 6;
+export const DB_QUEUE = 7;
 
 /** The application wrote into the send ring. */
 export const BELL_WROTE = 1;
@@ -86,7 +101,9 @@ export type ToWorker =
       ms?: number;
     }
   | { t: 'inject'; packets: Uint8Array[] }
-  | { t: 'close' };
+  | { t: 'close' }
+  /** Tests: block the worker's thread for `ms`, as a wedged NIC would. */
+  | { t: 'stall'; ms: number };
 
 export type FromWorker =
   | { t: 'tx'; buf: ArrayBuffer; len: number }

@@ -19,7 +19,25 @@ export function rttSample(s: TcpState, rttMs: number): void {
     d.rttvar = 0.75 * d.rttvar + 0.25 * Math.abs(d.srtt - r);
     d.srtt = 0.875 * d.srtt + 0.125 * r;
   }
-  d.rto = clampRto(s, d.srtt + Math.max(CLOCK_GRANULARITY_MS, 4 * d.rttvar));
+  d.rto = rtoFor(s);
+}
+
+/**
+ * Take over an RTT estimate measured earlier on the same connection (a rebuild after its owner
+ * died): RFC 6298's 1 s initial RTO is for a sender that has no measurement yet, and RFC 9040
+ * lets a connection start from an estimate kept for the same path. Ignored when there is none.
+ */
+export function restoreRtt(s: TcpState, srttMs: number, rttvarMs: number): void {
+  if (!(srttMs > 0) || !Number.isFinite(srttMs) || !(rttvarMs >= 0) || !Number.isFinite(rttvarMs)) return;
+  const d = s.delegated;
+  d.srtt = srttMs;
+  d.rttvar = rttvarMs;
+  d.rto = rtoFor(s);
+}
+
+function rtoFor(s: TcpState): number {
+  const d = s.delegated;
+  return clampRto(s, d.srtt + Math.max(CLOCK_GRANULARITY_MS, 4 * d.rttvar));
 }
 
 export function clampRto(s: TcpState, rto: number): number {

@@ -83,6 +83,19 @@ export class TcpConnection implements ConnectionHandle {
   softError: ConnectionError | null = null;
   /** @internal Our SYN had to go out again (no RTT sample from the handshake, Karn). */
   synRetransmitted = false;
+  /**
+   * @internal Sequence number of the last segment the path layer refused (its transmit queue was
+   * full, or its link down): that segment never left this host. -1 when none since the last reset.
+   */
+  refusedSeq = -1;
+  /** @internal Retransmission timeouts in a row whose retransmission never left this host. */
+  refusedRtos = 0;
+  /**
+   * @internal Echoed timestamps older than this TSval give no RTT sample (-1: no floor). Set when a
+   * failover hands the connection over: an echo of a segment sent before the hand-over measures
+   * the outage as well as the path.
+   */
+  rttEchoFloor = -1;
   /** @internal Offered window-scale shift while the handshake is under way. */
   offeredWscale = 0;
   /** @internal True while linked in the layer's demultiplexing table. */

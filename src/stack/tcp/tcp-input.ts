@@ -140,7 +140,7 @@ function synSentInput(conn: TcpConnection, h: TcpHeader, now: number): void {
   if (f & TcpFlag.ACK) {
     d.sndUna = h.ack;
     d.sndWl2 = h.ack;
-    if (!conn.synRetransmitted) rttSample(s, now - s.soft.rttSentAt);
+    handshakeRtt(conn, h, now);
     establish(conn, now);
     s.soft.ackNow = true;
   } else {
@@ -284,7 +284,7 @@ function syncInput(
     d.maxSndWnd = Math.max(d.maxSndWnd, d.sndWnd);
     d.sndWl1 = h.seq;
     d.sndWl2 = h.ack;
-    if (!conn.synRetransmitted) rttSample(s, now - soft.rttSentAt);
+    handshakeRtt(conn, h, now);
     const l = conn.listener;
     if (l) {
       l.pending--;
@@ -461,6 +461,13 @@ function newAck(conn: TcpConnection, h: TcpHeader, ack: number, now: number): bo
   if (c.tsEnabled && h.hasTimestamps && h.tsEcr !== 0) {
     rtt = seqDiff(tsNow(now), h.tsEcr);
     if (rtt < 0 || rtt > 600_000) rtt = -1;
+    else if (conn.rttEchoFloor >= 0 && seqLt(h.tsEcr, conn.rttEchoFloor)) {
+      // The peer echoes the last segment that advanced its window; when the ACKs for a segment
+      // sent before a failover were lost, that segment's echo arrives only now and would turn the
+      // outage into an RTT (seconds), and the RTO after it into tens of seconds.
+      rtt = -1;
+      conn.engine.env.counters.inc('tcp.rtt.stale-echo');
+    }
   } else if (soft.rttActive && seqGt(ack, soft.rttSeq)) {
     rtt = now - soft.rttSentAt;
     soft.rttActive = false;
@@ -619,4 +626,19 @@ function oooInsert(s: TcpState, seq: number, buf: Uint8Array, pOff: number, pLen
 
 function piece(buf: Uint8Array, off: number, len: number, seq: number) {
   return { seq, data: buf.slice(off, off + len) };
+}
+
+/**
+ * The handshake's RTT sample. An echoed timestamp names the very SYN (or SYN-ACK) it answers, so
+ * it gives a sample even after retransmissions (RFC 7323 section 4, RFC 6298 section 3); without
+ * timestamps Karn's rule leaves a retransmitted handshake unsampled.
+ */
+function handshakeRtt(conn: TcpConnection, h: TcpHeader, now: number): void {
+  const s = conn.state;
+  if (s.const.tsEnabled && h.hasTimestamps && h.tsEcr !== 0) {
+    const rtt = seqDiff(tsNow(now), h.tsEcr);
+    if (rtt >= 0 && rtt <= 600_000) rttSample(s, rtt);
+    return;
+  }
+  if (!conn.synRetransmitted) rttSample(s, now - s.soft.rttSentAt);
 }

@@ -707,8 +707,14 @@ export class TcpLayer implements TcpEngine {
       if (d.sndMax !== d.sndUna) {
         d.sndNxt = d.sndUna;
         state.soft.rttActive = false;
+        // The backoff was earned on the path that failed (or while no link was left at all), and
+        // says nothing about the one we resend on now: like RFC 6069's revert after a known
+        // disruption, the timer that guards this resend starts from the plain RTO.
+        d.backoff = 0;
+        d.rtxDeadline = Number.POSITIVE_INFINITY;
       }
       state.soft.ackNow = true;
+      conn.rttEchoFloor = tsNow(this.env.clock.now());
       this.env.counters.inc('tcp.adopt.prodded');
       // Three identical ACKs: a peer with data in flight takes them as duplicate ACKs and
       // retransmits at once (fast retransmit) instead of waiting for its own timer; a peer with

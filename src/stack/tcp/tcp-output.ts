@@ -146,13 +146,18 @@ export function emit(
     }
   }
   if (dataLen > 0) d.sendBuffer.peek(dataOff, buf, off + hl, dataLen);
+  let accepted: boolean;
   if (offload) {
     // Each wire segment the link cuts carries this header, so its payload is what fits next to it.
     const seg = Math.min(effectiveMss(s), path.cached.mtu - 20 - hl);
-    ip.commitOffload!(path, hl + dataLen, seg, s.cached.ttl, s.cached.tos);
+    accepted = ip.commitOffload!(path, hl + dataLen, seg, s.cached.ttl, s.cached.tos);
   } else {
     finishTcpChecksum(buf, off, hl + dataLen, c.localIp, c.remoteIp);
-    ip.commit(path, TCP_PROTOCOL, hl + dataLen, true, s.cached.ttl, s.cached.tos);
+    accepted = ip.commit(path, TCP_PROTOCOL, hl + dataLen, true, s.cached.ttl, s.cached.tos);
+  }
+  if (!accepted) {
+    conn.refusedSeq = seq >>> 0;
+    env.counters.inc('tcp.tx.refused');
   }
   conn.stats.segmentsOut++;
   env.counters.inc('tcp.segments.out');

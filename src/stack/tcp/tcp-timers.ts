@@ -48,9 +48,10 @@ export function onConnectionTimer(conn: TcpConnection): void {
     soft.delayedAckDeadline = INF;
     soft.ackNow = true;
   }
+  let rto = false;
   if (d.rtxDeadline <= now) {
     d.rtxDeadline = INF;
-    retransmitTimeout(conn, now);
+    rto = retransmitTimeout(conn, now);
   }
   if (alive(conn) && d.persistDeadline <= now) {
     d.persistDeadline = INF;
@@ -61,10 +62,42 @@ export function onConnectionTimer(conn: TcpConnection): void {
     keepaliveTimeout(conn, now);
   }
   if (alive(conn)) {
+    conn.refusedSeq = -1;
     tcpOutput(conn);
+    if (rto) afterTimeoutSend(conn, now);
     scheduleTimer(conn);
   }
   deliverEvents(conn);
+}
+
+/**
+ * Timeouts in a row whose retransmission the local path refused before the usual doubling
+ * resumes: a queue that is merely full lets a retry through well before this, while a path that
+ * refuses every attempt is down, and the connection must then still reach maxRetransmits (only
+ * this many RTOs later than otherwise).
+ */
+export const MAX_REFUSED_RTOS = 8;
+
+/**
+ * The timeout's retransmission of snd.una (sent by tcpOutput) never left this host when the path
+ * layer refused it: our own transmit queue was full. That is no news about the path, and RFC
+ * 6298 5.5's doubling would be wrong here: connections whose timers fire together (several that
+ * lost their SYN together, say) refill the queue at the same instant, the same ones lose the race
+ * again, and each round doubles their RTO until one ordinary loss costs them many seconds. So the
+ * timeout does not count; the retry waits the interval this timeout waited.
+ */
+function afterTimeoutSend(conn: TcpConnection, now: number): void {
+  const s = conn.state;
+  const d = s.delegated;
+  if (conn.refusedSeq !== d.sndUna || d.sndUna === d.sndMax) {
+    conn.refusedRtos = 0;
+    return;
+  }
+  if (conn.refusedRtos >= MAX_REFUSED_RTOS || d.backoff === 0 || d.rtxDeadline === INF) return;
+  conn.refusedRtos++;
+  d.backoff--;
+  d.rtxDeadline = now + backedOffRto(s);
+  conn.engine.env.counters.inc('tcp.rto.refused');
 }
 
 /** Re-reads the state (a timeout handler above may have closed the connection). */
@@ -72,7 +105,8 @@ function alive(conn: TcpConnection): boolean {
   return conn.state.delegated.state !== TcpStateId.CLOSED;
 }
 
-function retransmitTimeout(conn: TcpConnection, now: number): void {
+/** True when a data retransmission timeout was taken (backoff advanced, snd.nxt back to snd.una). */
+function retransmitTimeout(conn: TcpConnection, now: number): boolean {
   const s = conn.state;
   const d = s.delegated;
   const soft = s.soft;
@@ -83,7 +117,7 @@ function retransmitTimeout(conn: TcpConnection, now: number): void {
       // A passive half-open has no user yet: it just goes away.
       const passive = conn.listener !== null;
       terminate(conn, conn.softError ?? connError('ETIMEDOUT', 'connection timed out'), !passive);
-      return;
+      return false;
     }
     d.backoff++;
     conn.synRetransmitted = true;
@@ -91,21 +125,21 @@ function retransmitTimeout(conn: TcpConnection, now: number): void {
     counters.inc('tcp.retransmits');
     sendSyn(conn);
     d.rtxDeadline = now + backedOffRto(s);
-    return;
+    return false;
   }
-  if (d.sndMax === d.sndUna) return;
+  if (d.sndMax === d.sndUna) return false;
   if (d.sndWnd === 0) {
     // The peer shut its window with our data in flight. Probing, not retransmitting: a long zero
     // window alone must never kill the connection (RFC 9293 3.8.6.1).
     d.sndNxt = d.sndUna;
     soft.rttActive = false;
     d.persistDeadline = now + persistInterval(s);
-    return;
+    return false;
   }
   if (d.backoff >= s.cached.maxRetransmits) {
     counters.inc('tcp.timeouts');
     terminate(conn, conn.softError ?? connError('ETIMEDOUT', 'connection timed out'), true);
-    return;
+    return false;
   }
   d.backoff++;
   counters.inc('tcp.rto');
@@ -119,6 +153,7 @@ function retransmitTimeout(conn: TcpConnection, now: number): void {
   if (d.backoff >= 2) soft.sacked.length = 0;
   d.sndNxt = d.sndUna;
   // tcpOutput resends from snd.una within the collapsed window and re-arms with the backed-off RTO.
+  return true;
 }
 
 function persistProbe(conn: TcpConnection, now: number): void {

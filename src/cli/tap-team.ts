@@ -1,0 +1,132 @@
+/**
+ * A Chimney host on several TAP devices of one bridge (or one TAP with --workers): one address and
+ * one MAC on a team of NICs, each NIC owning one TAP. With `workers` each NIC is a WorkerNic whose
+ * thread opens its TAP and runs the connections offloaded to it; without, LocalNics run them on
+ * the main thread. `chimney serve` builds on it.
+ */
+import { RealClock } from '../core/clock.ts';
+import { Counters } from '../core/counters.ts';
+import { InvalidArgumentError } from '../core/errors.ts';
+import { CryptoRandom } from '../core/random.ts';
+import { TapLink } from '../link/tap-link.ts';
+import { LocalNic } from '../nic/local-nic.ts';
+import type { Nic } from '../nic/nic.ts';
+import { WorkerNic } from '../nic/worker-nic.ts';
+import type { OffloadPolicy } from '../offload/offload-manager.ts';
+import type { TcpCached } from '../state/tcp-state.ts';
+import type { HealthOptions } from '../team/health.ts';
+import { ProbeTap } from '../team/probe-tap.ts';
+import type { TeamMember } from '../team/team.ts';
+import { assembleTeamHost, probeMacFor, type TeamHost } from '../team/team-host.ts';
+import { parseMac } from '../wire/addr.ts';
+
+export interface TapTeamOptions {
+  taps: readonly string[];
+  ip: string;
+  mac: string;
+  mtu?: number;
+  /** Use the TAPs' checksum and segmentation offload (default true). */
+  offload?: boolean;
+  /** One WorkerNic (its own thread) per TAP; false: LocalNics on the main thread. */
+  workers: boolean;
+  policy?: Partial<OffloadPolicy>;
+  /** Addresses probed by ARP from every member (reachability); empty: carrier and death only. */
+  probeTargets?: readonly string[];
+  health?: HealthOptions;
+  failback?: boolean;
+  tcp?: Partial<TcpCached>;
+  /** Heartbeat watch of the workers (defaults 50 ms / 2000 ms). */
+  heartbeatMs?: number;
+  deadAfterMs?: number;
+}
+
+export interface TapTeam {
+  readonly team: TeamHost;
+  /** Resolves once every worker runs and every member with carrier is usable; rejects if one died. */
+  ready(timeoutMs: number): Promise<void>;
+  close(): void;
+}
+
+/**
+ * Open the team. With offload, the NICs' TAPs take super-segments to cut and hand over coalesced
+ * ones with partial checksums; the NIC engines complete the checksum of what they pass up to the
+ * host stack, which hears frames without their offload facts.
+ */
+export function createTapTeam(o: TapTeamOptions, clock = new RealClock()): TapTeam {
+  if (o.taps.length < 1 || o.taps.length > 16) throw new InvalidArgumentError('a team needs 1..16 TAPs');
+  if (new Set(o.taps).size !== o.taps.length) throw new InvalidArgumentError('--tap: a TAP is named twice');
+  const random = new CryptoRandom();
+  const counters = new Counters();
+  const mac = parseMac(o.mac);
+  const members: TeamMember[] = [];
+  const opened: { close(): void }[] = [];
+  try {
+    o.taps.forEach((name, i) => {
+      if (o.workers) {
+        const nic = new WorkerNic({
+          id: name,
+          link: { tap: { name, mtu: o.mtu, vnetHdr: o.offload !== false } },
+          seed: random.u32(),
+          heartbeatMs: o.heartbeatMs,
+          deadAfterMs: o.deadAfterMs,
+        });
+        opened.push(nic);
+        // The worker owns the TAP: probes and gratuitous ARP go out through its host link.
+        const tap = new ProbeTap(nic.hostLink, probeMacFor(mac, i), counters, {
+          rxFrames: () => nic.rxFrames,
+          readState: () => nic.rxReadState(),
+        });
+        members.push({ nic, tap, hostLink: tap });
+      } else {
+        const link = TapLink.open({ name, mtu: o.mtu, clock, vnetHdr: o.offload !== false });
+        opened.push(link);
+        const tap = new ProbeTap(link, probeMacFor(mac, i), counters, {
+          readState: () => ({ drains: link.drains, idle: link.idle }),
+        });
+        const nic = new LocalNic({ id: name, link: tap, clock, random: random.fork() });
+        opened.push(nic);
+        members.push({ nic, tap });
+      }
+    });
+  } catch (e) {
+    for (const x of opened.reverse()) x.close();
+    throw e;
+  }
+  const team = assembleTeamHost({
+    clock,
+    random,
+    name: 'chimney',
+    ip: o.ip,
+    mac: o.mac,
+    members,
+    counters,
+    probeTargets: o.probeTargets,
+    health: o.health,
+    failback: o.failback,
+    tcp: o.tcp,
+    policy: o.policy,
+  });
+  return {
+    team,
+    async ready(timeoutMs: number): Promise<void> {
+      const workers = team.nics.filter((n): n is WorkerNic => n instanceof WorkerNic);
+      try {
+        await Promise.all(workers.map((w) => w.ready()));
+      } catch (e) {
+        // Say why: the worker's own error (a TAP that is busy, missing rights) is the useful part.
+        const dead = workers.find((w) => w.death !== null);
+        const d = dead?.death;
+        if (!dead || !d) throw e;
+        const why = d.error?.message ?? (d.exitCode !== undefined ? `exit code ${d.exitCode}` : d.kind);
+        throw new InvalidArgumentError(`--tap ${dead.id}: its worker died while starting: ${why}`);
+      }
+      const end = Date.now() + timeoutMs;
+      // A member comes up through its hold; one without carrier (an unplugged TAP) is not waited for.
+      const pending = (): Nic[] => team.nics.filter((n) => n.linkUp && !team.team.isUsable(n));
+      while (pending().length > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
+    },
+    close(): void {
+      team.close();
+    },
+  };
+}

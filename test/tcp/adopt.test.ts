@@ -1,0 +1,96 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import type { TcpState } from '../../src/state/tcp-state.ts';
+import { ACK, activeOpen, add, Bench, bytes, type Opened, Recorder } from './harness.ts';
+
+const SEG = 1448; // MSS 1460 less the timestamp option
+
+/**
+ * A connection with four segments in flight whose path died: its retransmission timer backed off
+ * `timeouts` times before the failover took its state away.
+ */
+function failedOver(timeouts: number): { a: Bench; o: Opened; s: TcpState; peerTs: number } {
+  const a = new Bench();
+  const o = activeOpen(a, { ts: [5000, 1001], sackPermitted: true, wscale: 7 });
+  o.conn.write(bytes(4 * SEG));
+  a.take();
+  for (let i = 0; i < timeouts; i++) a.advance(o.conn.state.delegated.rto * 2 ** i + 1);
+  assert.equal(o.conn.state.delegated.backoff, timeouts);
+  return { a, o, s: a.layer.release(o.conn), peerTs: 5000 };
+}
+
+describe('adopting a connection on failover (prod)', () => {
+  test('the backoff earned on the failed path is dropped: resend now, next timeout one plain RTO later', () => {
+    const { a, s } = failedOver(3);
+    const una = s.delegated.sndUna;
+    const b = new Bench();
+    b.advance(a.env.clock.now() - b.env.clock.now());
+    const conn = b.layer.adopt(s, new Recorder(), { prod: true });
+    const d = conn.state.delegated;
+    const rto = d.rto;
+    assert.equal(d.backoff, 0);
+    const now = b.take().filter((x) => x.data.length > 0);
+    assert.deepEqual(
+      now.map((x) => x.h.seq),
+      [una],
+      'snd.una goes again at once',
+    );
+    b.advance(rto - 1);
+    assert.equal(b.take().length, 0, 'nothing before one RTO');
+    b.advance(2);
+    const again = b.take().filter((x) => x.data.length > 0);
+    assert.deepEqual(
+      again.map((x) => x.h.seq),
+      [una],
+    );
+    assert.equal(d.backoff, 1);
+  });
+
+  test('without a prod (a planned offload) the timer state travels unchanged', () => {
+    const { a, s } = failedOver(2);
+    const deadline = s.delegated.rtxDeadline;
+    const b = new Bench();
+    b.advance(a.env.clock.now() - b.env.clock.now());
+    const conn = b.layer.adopt(s, new Recorder());
+    assert.equal(conn.state.delegated.backoff, 2);
+    assert.equal(conn.state.delegated.rtxDeadline, deadline);
+  });
+
+  test('an echo of a timestamp from before the hand-over gives no RTT sample; a later one does', () => {
+    const { a, o, s, peerTs } = failedOver(0);
+    const una = s.delegated.sndUna;
+    const srtt = s.delegated.srtt;
+    // The outage: the peer got our first segment long ago, but every ACK for it was lost.
+    const b = new Bench();
+    b.advance(a.env.clock.now() - b.env.clock.now() + 8000);
+    const conn = b.layer.adopt(s, new Recorder(), { prod: true });
+    const resent = b.take().filter((x) => x.data.length > 0);
+    assert.equal(resent[0]?.h.seq, una);
+    b.advance(3);
+    // Its answer to the resend echoes the segment that advanced its window: the one sent 8 s ago.
+    b.inject({
+      flags: ACK,
+      seq: o.peerSeq,
+      ack: add(una, SEG),
+      srcPort: 80,
+      dstPort: o.conn.localPort,
+      ts: [peerTs + 1, 1001],
+    });
+    const d = conn.state.delegated;
+    assert.equal(d.sndUna, add(una, SEG));
+    assert.equal(d.srtt, srtt, 'the outage is not an RTT');
+    assert.equal(b.count('tcp.rtt.stale-echo'), 1);
+    // The next ACK echoes a segment this owner sent: a real sample.
+    b.advance(5);
+    b.inject({
+      flags: ACK,
+      seq: o.peerSeq,
+      ack: add(una, 2 * SEG),
+      srcPort: 80,
+      dstPort: o.conn.localPort,
+      ts: [peerTs + 2, resent[1]!.h.tsVal],
+    });
+    assert.notEqual(d.srtt, srtt);
+    assert.ok(d.srtt < 10, `srtt ${d.srtt} ms`);
+  });
+});

@@ -1,0 +1,204 @@
+/**
+ * Test rig: buildTeamHost's wiring with WorkerNics instead of LocalNics. Each member is a NIC on
+ * its own worker thread, running on a ProbeTap that wraps its switch port; the host stack sits on
+ * the team's link; an offload manager moves connections and the team drives it on failures.
+ * WorkerNics need wall-clock time, so the SimNetwork runs on real time.
+ */
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import type { TestContext } from 'node:test';
+import { Counters } from '../../src/core/counters.ts';
+import type { SwitchPort } from '../../src/link/memory-switch.ts';
+import type { ConnKey, Nic } from '../../src/nic/nic.ts';
+import { WorkerNic } from '../../src/nic/worker-nic.ts';
+import { OffloadManager } from '../../src/offload/offload-manager.ts';
+import { type SimHost, SimNetwork } from '../../src/sim/sim-network.ts';
+import { Host } from '../../src/socket/host.ts';
+import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
+import { Stack } from '../../src/stack/stack.ts';
+import type { HealthOptions } from '../../src/team/health.ts';
+import { ManagerOffloader } from '../../src/team/manager-offloader.ts';
+import { ProbeTap } from '../../src/team/probe-tap.ts';
+import { type FailoverRecord, Team } from '../../src/team/team.ts';
+import { formatMac, parseIpv4 } from '../../src/wire/addr.ts';
+import { streamBothWays } from '../nic/worker-helpers.ts';
+
+export const TEAM_IP = '10.0.0.1';
+export const PEER_IP = '10.0.0.2';
+const TEAM_MAC = 0x02000000aa01;
+
+export interface WorkerTeamRig {
+  net: SimNetwork;
+  team: Team;
+  nics: WorkerNic[];
+  taps: ProbeTap[];
+  ports: SwitchPort[];
+  stack: Stack;
+  host: Host;
+  manager: OffloadManager;
+  peer: SimHost;
+  counters: Counters;
+  /** Stops the team, the workers, the stacks and the network; safe to call twice. */
+  close(): void;
+}
+
+export interface WorkerTeamOptions {
+  seed: number;
+  /** Members (default 2). */
+  nics?: number;
+  /** Team health; probes go to the peer unless `probeTargets` says otherwise. */
+  health?: HealthOptions;
+  heartbeatMs?: number;
+  deadAfterMs?: number;
+  /** Connections per failover transfer (Team default 512). */
+  batchSize?: number;
+  /** Capture the peer's frames to this pcap file (debugging). */
+  pcap?: string;
+}
+
+export function buildWorkerTeam(opts: WorkerTeamOptions): WorkerTeamRig {
+  const net = new SimNetwork({ seed: opts.seed, virtualTime: false, pcap: opts.pcap });
+  const peer = net.addHost({ ip: `${PEER_IP}/24`, name: 'peer' });
+  const counters = new Counters();
+  const team = new Team({
+    clock: net.clock,
+    mac: TEAM_MAC,
+    ip: parseIpv4(TEAM_IP),
+    health: { probeTargets: [parseIpv4(PEER_IP)], holdMs: 100, ...opts.health },
+    batchSize: opts.batchSize,
+    counters,
+  });
+  const nics: WorkerNic[] = [];
+  const taps: ProbeTap[] = [];
+  const ports: SwitchPort[] = [];
+  for (let i = 0; i < (opts.nics ?? 2); i++) {
+    const port = net.switch.addPort({ name: `wt.nic${i}`, mtu: 1500 });
+    // A probe MAC of its own per port, as buildTeamHost does: probing never moves the team MAC.
+    const tap = new ProbeTap(port, 0x020000bb0000 + (TEAM_MAC & 0xff) * 256 + i + 1, counters);
+    const nic = new WorkerNic({
+      id: `wt.nic${i}`,
+      link: tap,
+      seed: 200 + i,
+      heartbeatMs: opts.heartbeatMs,
+      deadAfterMs: opts.deadAfterMs,
+    });
+    team.add({ nic, tap });
+    nics.push(nic);
+    taps.push(tap);
+    ports.push(port);
+  }
+  const stack = new Stack({ clock: net.clock, random: net.random.fork(), name: 'wt' });
+  stack.addInterface(team.link, { mac: formatMac(TEAM_MAC), ip: `${TEAM_IP}/24`, name: 'wt0' });
+  const manager = new OffloadManager({ stack, nics });
+  manager.eligible = (nic) => team.isUsable(nic) && nic.load < nic.capacity;
+  team.setOffloader(new ManagerOffloader(manager));
+  const host = new Host(stack);
+  let closed = false;
+  return {
+    net,
+    team,
+    nics,
+    taps,
+    ports,
+    stack,
+    host,
+    manager,
+    peer,
+    counters,
+    close() {
+      if (closed) return;
+      closed = true;
+      team.close();
+      manager.close();
+      for (const n of nics) n.close();
+      stack.close();
+      net.close();
+    },
+  };
+}
+
+/** The team's member that runs each socket's connection now ('host' or null otherwise). */
+export function ownersOf(rig: WorkerTeamRig, sockets: readonly TcpSocket[]): (Nic | 'host' | null)[] {
+  return sockets.map((s) => {
+    const c = s.connection;
+    if (!c) return null;
+    return rig.manager.ownerOf({
+      localIp: c.localIp,
+      localPort: c.localPort,
+      remoteIp: c.remoteIp,
+      remotePort: c.remotePort,
+    });
+  });
+}
+
+// Real threads cannot share virtual time: these run on wall-clock time, with every connection
+// streaming both ways for a second or two so that each fault lands mid-stream.
+export const CONNS = 50;
+export const BYTES = 300_000;
+export const CHUNK = 3000;
+export const GAP_MS = 10;
+
+export function keyOf(s: TcpSocket): ConnKey {
+  const c = s.connection!;
+  return { localIp: c.localIp, localPort: c.localPort, remoteIp: c.remoteIp, remotePort: c.remotePort };
+}
+
+export async function setup(t: TestContext, opts: WorkerTeamOptions): Promise<WorkerTeamRig> {
+  const rig = buildWorkerTeam(opts);
+  // Even when an assertion fails: live workers would keep the test process running.
+  t.after(() => rig.close());
+  await Promise.all(rig.nics.map((n) => n.ready()));
+  return rig;
+}
+
+/** Start the streams and offload them: `split[i]` connections to member i. */
+export async function startOffloaded(rig: WorkerTeamRig, split: number[]) {
+  const n = split.reduce((a, b) => a + b, 0);
+  const st = await streamBothWays(rig.host, rig.peer, n, BYTES, CHUNK, GAP_MS);
+  const keys = st.sockets.map(keyOf);
+  let at = 0;
+  for (let i = 0; i < split.length; i++) {
+    const part = keys.slice(at, at + split[i]!);
+    at += split[i]!;
+    if (part.length === 0) continue;
+    const r = await rig.manager.offload(part, rig.nics[i]!);
+    assert.equal(
+      r.moved.length,
+      part.length,
+      `offloaded to ${rig.nics[i]!.id}: ${JSON.stringify(r.refused)}`,
+    );
+  }
+  return { st, keys };
+}
+
+export async function nextFailover(rig: WorkerTeamRig): Promise<FailoverRecord> {
+  const [rec] = (await once(rig.team, 'failover')) as [FailoverRecord];
+  await rig.team.settled();
+  return rec;
+}
+
+/**
+ * Every byte arrived intact both ways, no application saw an error, and no connection was reset:
+ * the peer never received a RST, and neither the host stack nor any live member sent one.
+ *
+ * The peer's own RSTs are not counted against the team: with one MAC on several ports the switch
+ * delivers to whichever port sent last, so some segments reach their NIC through the other member
+ * and the host (a detour that reorders them). A connection can then see its final ACK twice, and
+ * the peer, already CLOSED after LAST_ACK, answers the duplicate with a RST that hits nothing.
+ */
+export async function assertClean(
+  rig: WorkerTeamRig,
+  st: Awaited<ReturnType<typeof startOffloaded>>['st'],
+): Promise<void> {
+  assert.equal(await st.done, 0, 'every byte arrives intact in both directions (SHA-256)');
+  assert.deepEqual(st.errors.map(String), [], 'no socket errors');
+  const get = (c: Record<string, number>, k: string): number => c[k] ?? 0;
+  const host = rig.stack.counters.snapshot();
+  const peer = rig.peer.stack.counters.snapshot();
+  assert.equal(get(host, 'tcp.rst.out'), 0, 'the host stack sent no RST');
+  assert.equal(get(peer, 'tcp.rst.in'), 0, 'the peer received no RST');
+  for (const n of rig.nics) {
+    if (n.death !== null) continue;
+    assert.equal(get(await n.counters(), 'tcp.rst.out'), 0, `${n.id} sent no RST`);
+  }
+}

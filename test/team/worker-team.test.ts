@@ -1,0 +1,149 @@
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { describe, test } from 'node:test';
+import type { Nic } from '../../src/nic/nic.ts';
+import type { WorkerDeath } from '../../src/nic/worker-nic.ts';
+import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
+import {
+  assertClean,
+  CONNS,
+  nextFailover,
+  ownersOf,
+  setup,
+  startOffloaded,
+  type WorkerTeamRig,
+} from './worker-team-helpers.ts';
+
+/** Owners of the connections, by NIC id, counting only those still open. */
+function ownerIds(rig: WorkerTeamRig, sockets: readonly TcpSocket[]): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const o of ownersOf(rig, sockets)) {
+    if (o === null) continue;
+    const id = o === 'host' ? 'host' : (o as Nic).id;
+    out.set(id, (out.get(id) ?? 0) + 1);
+  }
+  return out;
+}
+
+describe('team of WorkerNics (real worker threads) on a real-time network', () => {
+  test('carrier cut under one WorkerNic mid-stream: its connections move to the other', {
+    timeout: 60_000,
+  }, async (t) => {
+    const rig = await setup(t, { seed: 21 });
+    const nic0 = rig.nics[0]!;
+    const nic1 = rig.nics[1]!;
+    const { st } = await startOffloaded(rig, [CONNS / 2, CONNS / 2]);
+    await rig.net.sleep(300);
+    const failover = nextFailover(rig);
+    rig.ports[0]!.cut();
+    const f = await failover;
+    assert.equal(f.nic, nic0.id);
+    assert.equal(f.cause, 'carrier');
+    assert.ok(f.connections > 0 && f.connections <= CONNS / 2, `${f.connections} connections on the cut NIC`);
+    assert.deepEqual(f.to, [nic1.id]);
+    assert.equal(f.lost, 0);
+    const owners = ownerIds(rig, st.sockets);
+    assert.equal(owners.get(nic0.id) ?? 0, 0, 'nothing left on the cut NIC');
+    assert.equal(nic0.load, 0);
+    assert.ok((owners.get(nic1.id) ?? 0) >= f.connections, 'the moved ones run on the other NIC');
+    assert.equal(rig.team.isUsable(nic0), false);
+    assert.equal(rig.team.hostNic, nic1, 'host traffic left the cut port too');
+    await assertClean(rig, st);
+    assert.equal(rig.team.failovers.length, 1, JSON.stringify(rig.team.failovers));
+    const c1 = await rig.nics[1]!.counters();
+    assert.equal(c1['tcp.adopt.prodded'], f.connections, 'every moved connection was prodded');
+    assert.ok(rig.counters.get('team.garp') >= 1, 'the MAC was announced from the new port');
+  });
+
+  test('reachability loss (port blackholed, carrier up): ARP probes at 10 ms × 3 trigger the failover', {
+    timeout: 60_000,
+  }, async (t) => {
+    const rig = await setup(t, { seed: 22, health: { probeIntervalMs: 10, probeMisses: 3 } });
+    const nic0 = rig.nics[0]!;
+    const nic1 = rig.nics[1]!;
+    const { st } = await startOffloaded(rig, [CONNS / 2, CONNS / 2]);
+    await rig.net.sleep(300);
+    const failover = nextFailover(rig);
+    const t0 = rig.net.now();
+    rig.ports[0]!.blackhole(true);
+    const f = await failover;
+    assert.equal(f.nic, nic0.id);
+    assert.equal(f.cause, 'reachability');
+    assert.ok(f.detectMs >= 30, `not before three intervals went unanswered (${f.detectMs} ms)`);
+    // Wall-clock timers on a busy machine run late; the bound only says "probes, not a timeout".
+    assert.ok(f.at - t0 < 1000, `detected ${Math.round(f.at - t0)} ms after the blackhole`);
+    assert.ok(nic0.linkUp, 'carrier never dropped');
+    assert.deepEqual(f.to, [nic1.id]);
+    assert.equal(f.lost, 0);
+    const owners = ownerIds(rig, st.sockets);
+    assert.equal(owners.get(nic0.id) ?? 0, 0, 'nothing left on the unreachable NIC');
+    assert.ok((owners.get(nic1.id) ?? 0) >= f.connections);
+    await assertClean(rig, st);
+    assert.deepEqual(
+      rig.team.failovers.map((r) => `${r.nic}:${r.cause}`),
+      [`${nic0.id}:reachability`],
+      'one failover, of the blackholed NIC only',
+    );
+    const c1 = await rig.nics[1]!.counters();
+    assert.equal(c1['tcp.adopt.prodded'], f.connections, 'every moved connection was prodded');
+  });
+
+  test('the worker of the loaded NIC is killed: its connections are rebuilt from hard state on the other', {
+    timeout: 60_000,
+  }, async (t) => {
+    const rig = await setup(t, { seed: 23, heartbeatMs: 20, deadAfterMs: 1000 });
+    const [nic0, nic1] = rig.nics;
+    const { st, keys } = await startOffloaded(rig, [CONNS, 0]);
+    await rig.net.sleep(300);
+    const dead = once(nic0!, 'dead') as Promise<[WorkerDeath]>;
+    const failover = nextFailover(rig);
+    const code = await nic0!.kill();
+    const [cause] = await dead;
+    assert.equal(cause.kind, 'exit');
+    assert.equal(cause.exitCode, code);
+    const f = await failover;
+    assert.equal(f.nic, nic0!.id);
+    assert.equal(f.cause, 'dead');
+    assert.equal(f.connections, CONNS, 'the team knew every connection the dead NIC ran');
+    assert.deepEqual(f.to, [nic1!.id]);
+    assert.equal(f.lost, 0);
+    assert.ok(f.detectMs < 1000, `last heartbeat ${Math.round(f.detectMs)} ms before detection`);
+    assert.equal(rig.stack.counters.get('offload.rebuilt'), CONNS, 'rebuilt from hard state');
+    const owners = ownerIds(rig, st.sockets);
+    assert.equal(owners.get(nic0!.id) ?? 0, 0);
+    assert.equal(owners.get(nic1!.id) ?? 0, CONNS, 'every connection runs on the survivor');
+    assert.equal(rig.team.health().find((h) => h.nic === nic0!.id)?.health.state, 'dead');
+    assert.equal(rig.team.hostNic, nic1, 'host traffic moved to the survivor');
+    assert.equal(nic0!.salvage(keys).length, 0, 'the dead NIC handed everything over');
+    await assertClean(rig, st);
+    assert.equal(rig.team.failovers.length, 1);
+    const c1 = await nic1!.counters();
+    assert.equal(c1['tcp.adopt.prodded'], CONNS, 'every rebuilt connection was prodded');
+  });
+
+  test('three WorkerNics: a dead member’s connections are rebuilt in batches on both survivors', {
+    timeout: 60_000,
+  }, async (t) => {
+    const rig = await setup(t, { seed: 24, nics: 3, heartbeatMs: 20, deadAfterMs: 1000, batchSize: 8 });
+    const [nic0, nic1, nic2] = rig.nics;
+    const { st } = await startOffloaded(rig, [24, 12, 12]);
+    await rig.net.sleep(300);
+    const failover = nextFailover(rig);
+    await nic0!.kill();
+    const f = await failover;
+    assert.equal(f.cause, 'dead');
+    assert.equal(f.nic, nic0!.id);
+    assert.equal(f.lost, 0);
+    // A connection the survivor refuses (one closing as it moves) is adopted by the host instead.
+    assert.ok(f.to.includes(nic1!.id) && f.to.includes(nic2!.id), `spread over both survivors: ${f.to}`);
+    assert.ok(
+      f.to.every((x) => x === nic1!.id || x === nic2!.id || x === 'host'),
+      `${f.to}`,
+    );
+    const owners = ownerIds(rig, st.sockets);
+    assert.equal(owners.get(nic0!.id) ?? 0, 0, 'nothing left on the dead NIC');
+    assert.ok((owners.get(nic1!.id) ?? 0) > 12 && (owners.get(nic2!.id) ?? 0) > 12, 'both took a batch');
+    await assertClean(rig, st);
+    assert.equal(rig.team.failovers.length, 1);
+  });
+});
