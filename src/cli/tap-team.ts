@@ -81,7 +81,7 @@ export function createTapTeam(o: TapTeamOptions, clock = new RealClock()): TapTe
         const link = TapLink.open({ name, mtu: o.mtu, clock, vnetHdr: o.offload !== false });
         opened.push(link);
         const tap = new ProbeTap(link, probeMacFor(mac, i), counters, {
-          readState: () => ({ drains: link.drains, idle: link.idle }),
+          readState: () => ({ drains: link.drains, empty: link.queueEmpty() }),
         });
         const nic = new LocalNic({ id: name, link: tap, clock, random: random.fork() });
         opened.push(nic);

@@ -150,8 +150,8 @@ export class TapLink implements Link {
    * before the later one has been delivered: a reply that was not delivered was never sent.
    */
   drains = 0;
-  /** Called when the reader starts and stops waiting on an empty queue (a worker publishes it). */
-  onReadState: ((drains: number, idle: boolean) => void) | null = null;
+  /** Called at every drain (a worker publishes the count to another thread). */
+  onDrain: ((drains: number) => void) | null = null;
   private readonly views: (Uint8Array | undefined)[] = [];
   private frameHandler: TapFrameHandler | null = null;
   private carrierHandler: ((up: boolean) => void) | null = null;
@@ -548,6 +548,7 @@ export class TapLink implements Link {
         if (e === EINTR) continue;
         if (e === EAGAIN) {
           this.drains++;
+          this.onDrain?.(this.drains);
           this.waitReadable();
           return;
         }
@@ -595,21 +596,24 @@ export class TapLink implements Link {
     }
   }
 
-  /** Waiting on an empty receive queue: every frame that arrived has been delivered. */
-  get idle(): boolean {
-    return this.waiting;
+  /** The device's file descriptor (-1 once closed), for tapQueueEmpty on another thread. */
+  get fileDescriptor(): number {
+    return this.fd;
+  }
+
+  /** Nothing waits to be read right now: every frame that arrived has been taken. */
+  queueEmpty(): boolean {
+    return tapQueueEmpty(this.fd) ?? true;
   }
 
   private waitReadable(): void {
     if (this.waiting || this.closed) return;
     this.waiting = true;
-    this.onReadState?.(this.drains, true);
     this.lib.pollAsync(this.pollFds, 2, -1, this.onPoll);
   }
 
   private readonly onPoll = (_err: unknown, _n: number): void => {
     this.waiting = false;
-    this.onReadState?.(this.drains, false);
     if (this.closed) {
       this.lib.close(this.wakeR);
       return;
@@ -664,4 +668,26 @@ const WAKE_BYTE = new Uint8Array([1]);
 
 function hostIsLittleEndian(): boolean {
   return new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+}
+
+const LOOK = new Uint8Array(8);
+
+/**
+ * Whether the receive queue of the TAP open as `fd` (in this process, on any thread) is empty now:
+ * a zero-timeout poll. Null when it cannot be asked (no fd, libc unavailable).
+ */
+export function tapQueueEmpty(fd: number): boolean | null {
+  if (fd < 0) return null;
+  let lib: Libc;
+  try {
+    lib = loadLibc();
+  } catch {
+    return null;
+  }
+  const v = new DataView(LOOK.buffer);
+  v.setInt32(0, fd, true);
+  v.setInt16(4, POLLIN, true);
+  v.setInt16(6, 0, true);
+  const n = lib.poll(LOOK, 1, 0);
+  return n < 0 ? null : n === 0;
 }

@@ -84,6 +84,8 @@ export interface Libc {
   write(fd: number, buf: Uint8Array, len: number): number;
   socket(domain: number, type: number, proto: number): number;
   pipe2(fds: Int32Array, flags: number): number;
+  /** poll() on this thread (timeout 0 for a mere look). */
+  poll(fds: Uint8Array, nfds: number, timeoutMs: number): number;
   /** poll() on the libuv thread pool; `cb` gets the count of ready fds or -1. */
   pollAsync(fds: Uint8Array, nfds: number, timeoutMs: number, cb: (err: unknown, n: number) => void): void;
   errno(): number;
@@ -118,6 +120,7 @@ export function loadLibc(): Libc {
     write: (fd, buf, len) => write(fd, buf, len),
     socket: (d, t, p) => socket(d, t, p),
     pipe2: (fds, flags) => pipe2(fds, flags),
+    poll: (fds, nfds, timeout) => poll(fds, nfds, timeout),
     pollAsync: (fds, nfds, timeout, cb) => poll.async(fds, nfds, timeout, cb),
     errno: () => koffi.errno(),
   };

@@ -9,7 +9,7 @@ import {
   StateValidationError,
 } from '../core/errors.ts';
 import type { Link } from '../link/link.ts';
-import type { TapLinkOptions } from '../link/tap-link.ts';
+import { type TapLinkOptions, tapQueueEmpty } from '../link/tap-link.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
 import { ByteRing } from '../state/byte-ring.ts';
 import { emptyHardState, type HardState, HardStateRecord } from './hard-state.ts';
@@ -34,8 +34,8 @@ import {
   DB_DRAINS,
   DB_QUEUE,
   DB_RX,
-  DB_RX_IDLE,
   DB_TAIL,
+  DB_TAP_FD,
   doorbellFlagsAt,
   doorbellWords,
   EV_CLOSED,
@@ -441,14 +441,12 @@ export class WorkerNic extends EventEmitter implements Nic {
     return Atomics.load(this.doorbell, DB_RX) >>> 0;
   }
   /**
-   * How far the worker's TAP reader has caught up (see TapLink.drains and idle); drains stay 0
-   * for a proxied link, whose frames arrive from this thread.
+   * How far the worker's TAP reader has caught up: how often it read its queue empty, and whether
+   * the queue is empty right now (null for a proxied link, whose frames arrive from this thread).
    */
-  rxReadState(): { drains: number; idle: boolean } {
-    return {
-      drains: Atomics.load(this.doorbell, DB_DRAINS) >>> 0,
-      idle: Atomics.load(this.doorbell, DB_RX_IDLE) === 1,
-    };
+  rxReadState(): { drains: number; empty: boolean | null } {
+    const fd = this.started && this.deathCause === null ? Atomics.load(this.doorbell, DB_TAP_FD) : -1;
+    return { drains: Atomics.load(this.doorbell, DB_DRAINS) >>> 0, empty: fd > 0 ? tapQueueEmpty(fd) : null };
   }
   /** Why the worker died, or null while it lives. */
   get death(): WorkerDeath | null {

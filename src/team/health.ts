@@ -140,7 +140,8 @@ export class NicHealth {
   /**
    * Probe rounds that went unanswered since the last evidence. Time alone is not enough: a round
    * counts as missed only once it was sent (this thread may have stalled) and the port's receive
-   * queue was read empty after it (the thread reading it may have been off-CPU, its reply unread).
+   * queue was read empty after it, or is empty now (the thread reading it may have been off-CPU
+   * or busy, the reply still queued).
    */
   private unanswered = 0;
   private outstanding = false;
@@ -303,7 +304,7 @@ export class NicHealth {
         this.evidence(now);
       }
       const rs = this.tap.readState();
-      const caughtUp = rs === null || rs.idle || rs.drains !== this.lastDrains;
+      const caughtUp = rs === null || rs.empty === true || rs.drains !== this.lastDrains;
       if (this.outstanding && caughtUp) {
         this.unanswered++;
         this.outstanding = false;

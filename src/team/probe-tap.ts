@@ -12,10 +12,10 @@ export interface ProbePort {
    */
   rxFrames?: () => number;
   /**
-   * How far the port's reader has caught up, wherever it runs: times it read the queue empty,
-   * and whether it waits on an empty queue now (TapLink.drains and idle).
+   * How far the port's reader has caught up, wherever it runs: how often it read its queue empty
+   * (TapLink.drains), and whether the queue is empty right now (null: cannot tell).
    */
-  readState?: () => { drains: number; idle: boolean };
+  readState?: () => { drains: number; empty: boolean | null };
 }
 
 /**
@@ -55,7 +55,7 @@ export class ProbeTap implements Link {
     return elsewhere === undefined ? this.rxSeen : (this.rxSeen + elsewhere()) >>> 0;
   }
   /** See ProbePort.readState; null when the port cannot tell (its frames all pass through here). */
-  readState(): { drains: number; idle: boolean } | null {
+  readState(): { drains: number; empty: boolean | null } | null {
     return this.port.readState?.() ?? null;
   }
   get mtu(): number {

@@ -7,7 +7,7 @@ import net from 'node:net';
 import { after, afterEach, describe, test } from 'node:test';
 import fc from 'fast-check';
 import { InvalidArgumentError, InvalidStateError, LinkError } from '../../src/core/errors.ts';
-import { TapLink, type TapLinkOptions } from '../../src/link/tap-link.ts';
+import { TapLink, type TapLinkOptions, tapQueueEmpty } from '../../src/link/tap-link.ts';
 import {
   completePartialChecksum,
   decodeVnetHdr,
@@ -611,4 +611,31 @@ describe('TapLink on a real TAP device', () => {
       s.close();
     }
   });
+
+  test(
+    'drains and queueEmpty tell whether frames wait unread (what reachability checks rely on)',
+    dev,
+    async () => {
+      requireEnv();
+      const name = devName();
+      const l = open({ name });
+      ip('addr', 'add', '10.9.98.1/24', 'dev', name);
+      ip('neigh', 'replace', '10.9.98.2', 'lladdr', '02:00:00:00:98:02', 'dev', name);
+      let got = 0;
+      l.onFrame((f) => {
+        if (get16(f, 12) === 0x0800 && f[23] === 17) got++;
+      });
+      await until(() => l.queueEmpty(), 1000, 'an empty queue at rest');
+      const before = l.drains;
+      // A datagram sent by a child while this thread waits for it: it sits in the queue, unread.
+      execFileSync('bash', ['-c', 'echo x > /dev/udp/10.9.98.2/4001']);
+      assert.equal(l.queueEmpty(), false, 'a queued frame is seen before it is read');
+      assert.equal(tapQueueEmpty(l.fileDescriptor), false, 'and by descriptor, as another thread asks');
+      assert.equal(got, 0);
+      await until(() => got > 0 && l.queueEmpty(), 1000, 'the frame read');
+      assert.ok(l.drains > before, 'reading the queue empty counts a drain');
+      l.close();
+      assert.equal(tapQueueEmpty(l.fileDescriptor), null, 'a closed link cannot be asked');
+    },
+  );
 });

@@ -33,8 +33,8 @@ import {
   DB_HEAD,
   DB_QUEUE,
   DB_RX,
-  DB_RX_IDLE,
   DB_TAIL,
+  DB_TAP_FD,
   doorbellFlagsAt,
   EV_CLOSED,
   EV_READABLE,
@@ -142,10 +142,8 @@ async function openLink(): Promise<Link> {
   if (l.kind === 'proxy') return new ProxyLink(l.name, l.mtu, l.carrier);
   const { TapLink } = await import('../../link/tap-link.ts');
   const tap = TapLink.open({ ...(l.options as { name: string }), clock });
-  tap.onReadState = (drains, idle) => {
-    Atomics.store(db, DB_DRAINS, drains | 0);
-    Atomics.store(db, DB_RX_IDLE, idle ? 1 : 0);
-  };
+  tap.onDrain = (drains) => Atomics.store(db, DB_DRAINS, drains | 0);
+  Atomics.store(db, DB_TAP_FD, tap.fileDescriptor);
   return new ObservedLink(tap);
 }
 

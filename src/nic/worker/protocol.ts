@@ -47,9 +47,10 @@ export const DB_BEAT = 3;
  * that the link still reaches the segment (the team's reachability check counts it as evidence).
  */
 export const DB_RX = 4;
-/** Times the worker's TAP read its receive queue empty (TapLink.drains), and 1 while it waits idle. */
+/** Times the worker's TAP read its receive queue empty (TapLink.drains). */
 export const DB_DRAINS = 5;
-export const DB_RX_IDLE = 6;
+/** The file descriptor of the worker's TAP, -1 without one: the main thread can look at its queue. */
+export const DB_TAP_FD = 6;
 export const DB_QUEUE = 7;
 
 /** The application wrote into the send ring. */
