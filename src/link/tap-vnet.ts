@@ -15,6 +15,7 @@
  * the two extra bytes cost nothing. The u16 fields are little-endian: TapLink asks the kernel for
  * that with TUNSETVNETLE, so the byte order does not depend on the host.
  */
+import { foldChecksum, pseudoHeaderSum as ipPseudoHeaderSum, onesSum } from '../wire/checksum.ts';
 
 export const VNET_HDR_LEN = 12;
 
@@ -115,10 +116,12 @@ export function ipv4Offset(f: Uint8Array): number {
  * NEEDS_CSUM frame, per segment after cutting a TSO frame) only adds the L4 bytes.
  */
 export function pseudoHeaderSum(f: Uint8Array, ipOff: number, proto: number, l4Len: number): number {
-  let s = proto + l4Len;
-  for (let i = ipOff + 12; i < ipOff + 20; i += 2) s += (f[i]! << 8) | f[i + 1]!;
-  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
-  return s;
+  const src =
+    ((f[ipOff + 12]! << 24) | (f[ipOff + 13]! << 16) | (f[ipOff + 14]! << 8) | f[ipOff + 15]!) >>> 0;
+  const dst =
+    ((f[ipOff + 16]! << 24) | (f[ipOff + 17]! << 16) | (f[ipOff + 18]! << 8) | f[ipOff + 19]!) >>> 0;
+  // foldChecksum complements; the seed is the folded sum itself.
+  return ~foldChecksum(ipPseudoHeaderSum(src, dst, proto, l4Len)) & 0xffff;
 }
 
 /**
@@ -129,13 +132,7 @@ export function pseudoHeaderSum(f: Uint8Array, ipOff: number, proto: number, l4L
 export function completePartialChecksum(f: Uint8Array, csumStart: number, csumOffset: number): boolean {
   const at = csumStart + csumOffset;
   if (csumStart >= f.length || at + 2 > f.length) return false;
-  let s = 0;
-  const end = f.length;
-  let i = csumStart;
-  for (; i + 1 < end; i += 2) s += (f[i]! << 8) | f[i + 1]!;
-  if (i < end) s += f[i]! << 8;
-  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
-  let c = ~s & 0xffff;
+  let c = foldChecksum(onesSum(f, csumStart, f.length - csumStart));
   // UDP sends a computed zero as all ones, because zero means "no checksum"; TCP never minds.
   if (c === 0) c = 0xffff;
   f[at] = c >>> 8;

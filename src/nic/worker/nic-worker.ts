@@ -117,7 +117,8 @@ class ProxyLink implements Link {
 
 /**
  * A link this thread opened itself (a TAP): every frame it receives is counted in shared memory
- * and marks the connection it is for, as the 'rx' batches of a proxied link do.
+ * and marks the connection it is for, as the 'rx' batches of a proxied link do; every frame it
+ * sends first has its connection's record publish the new snd.max (see publishAhead).
  */
 class ObservedLink extends LinkWrapper {
   override send(frame: Uint8Array): boolean {
