@@ -1,4 +1,4 @@
-import type { Link, LinkGsoOptions, RxOffloadInfo } from '../link/link.ts';
+import type { Link, LinkGsoOptions, RxOffloadInfo } from '../core/link.ts';
 import { writeMac, writeU16 } from '../wire/addr.ts';
 import type { DecodeError } from '../wire/decode-error.ts';
 

@@ -1,8 +1,8 @@
 import type { Clock, Timer } from '../core/clock.ts';
 import type { Counters } from '../core/counters.ts';
 import { InvalidArgumentError } from '../core/errors.ts';
+import type { LinkGsoOptions, RxOffloadInfo } from '../core/link.ts';
 import type { Random } from '../core/random.ts';
-import type { LinkGsoOptions, RxOffloadInfo } from '../link/link.ts';
 import { createPathState, type PathState } from '../state/path-state.ts';
 import { BROADCAST_MAC, parseCidr, parseIpv4, readU16, readU32 } from '../wire/addr.ts';
 import { completePartialL4Checksum, writeL4Checksum } from '../wire/checksum.ts';

@@ -1,8 +1,8 @@
 import type { Clock } from '../core/clock.ts';
 import { Counters } from '../core/counters.ts';
 import { AddressInUseError, InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
+import type { Link, RxOffloadInfo } from '../core/link.ts';
 import type { Random } from '../core/random.ts';
-import type { Link, RxOffloadInfo } from '../link/link.ts';
 import type { PathState } from '../state/path-state.ts';
 import type { TcpCached } from '../state/tcp-state.ts';
 import { BROADCAST_MAC, isMulticastMac, parseCidr, parseMac } from '../wire/addr.ts';

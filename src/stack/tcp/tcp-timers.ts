@@ -2,7 +2,8 @@ import { TcpStateId } from '../../state/tcp-state.ts';
 import { TcpFlag } from '../../wire/tcp.ts';
 import { backedOffRto } from './rtt.ts';
 import { seqAdd, seqGt, seqSub } from './seq.ts';
-import { connError, deliverEvents, type TcpConnection, terminate } from './tcp-connection.ts';
+import type { TcpConnection } from './tcp-connection.ts';
+import { connError, deliverEvents, terminate } from './tcp-events.ts';
 import { emit, hasUnsent, persistInterval, sendSyn, tcpOutput, transmit } from './tcp-output.ts';
 
 const INF = Number.POSITIVE_INFINITY;
