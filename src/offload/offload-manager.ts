@@ -97,6 +97,20 @@ export interface TransferReport {
   refused: TransferRefusal[];
 }
 
+/** The 'warning' event's argument: background work that failed, counted under BACKGROUND_COUNTERS. */
+export interface BackgroundWarning {
+  what: 'upload' | 'update' | 'scan';
+  /** The NIC it concerned, or null (a policy scan spans NICs). */
+  nic: string | null;
+  error: Error;
+}
+
+export const BACKGROUND_COUNTERS = {
+  upload: 'offload.background.upload',
+  update: 'offload.background.update',
+  scan: 'offload.background.scan',
+} as const;
+
 interface Entry {
   key: ConnKey;
   nic: Nic;
@@ -148,6 +162,9 @@ function isKey(x: unknown): x is ConnKey {
  *
  * While a connection is offloaded the host keeps a forwarding placeholder for its 4-tuple: frames
  * that reach the host (through whichever NIC received them) are passed to the owning NIC.
+ *
+ * Events: 'upload-requested' (nic, keys, reason, honoured) and 'warning' (BackgroundWarning). It
+ * never emits 'error': failures of work no caller awaits become counters and a 'warning'.
  */
 export class OffloadManager extends EventEmitter {
   readonly stack: Stack;
@@ -749,7 +766,7 @@ export class OffloadManager extends EventEmitter {
     const honour = MANDATORY_UPLOAD_REASONS.has(reason) || this.policy.advisory.includes(reason);
     this.emit('upload-requested', nic, keys, reason, honour);
     if (!honour) return;
-    this.upload(keys).catch((e) => this.emit('error', e));
+    this.upload(keys).catch((e) => this.backgroundFailure('upload', e, nic));
   }
 
   private nicClosed(nic: Nic, key: ConnKey): void {
@@ -767,7 +784,7 @@ export class OffloadManager extends EventEmitter {
       if (nic.load === 0) continue;
       nic
         .update({ kind: 'neighbor', neighborIp: ip, dstMac: nb.cached.dstMac })
-        .catch((e) => this.emit('error', e));
+        .catch((e) => this.backgroundFailure('update', e, nic));
     }
   }
 
@@ -791,7 +808,7 @@ export class OffloadManager extends EventEmitter {
             dstMac: nb.cached.dstMac,
           },
         })
-        .catch((e) => this.emit('error', e));
+        .catch((e) => this.backgroundFailure('update', e, nic));
     }
   }
 
@@ -821,9 +838,21 @@ export class OffloadManager extends EventEmitter {
       return;
     }
     this.offload(ready).then(next, (e) => {
-      this.emit('error', e);
+      this.backgroundFailure('scan', e, null);
       next();
     });
+  }
+
+  /**
+   * Work nobody awaits (an update to a NIC that has just died, an upload a NIC asked for, a policy
+   * offload) has no caller to hand its error to, and an 'error' event without a listener would throw
+   * inside a promise callback and take the process down. So it is counted and reported as 'warning'.
+   */
+  private backgroundFailure(what: BackgroundWarning['what'], e: unknown, nic: Nic | null): void {
+    this.stack.counters.inc(BACKGROUND_COUNTERS[what]);
+    const error = e instanceof Error ? e : new Error(String(e));
+    const w: BackgroundWarning = { what, nic: nic?.id ?? null, error };
+    this.emit('warning', w);
   }
 }
 
