@@ -19,6 +19,7 @@ function sizeOfClass(c: number): number {
   return c < POW2_CLASSES ? 1 << (c + MIN_SHIFT) : MAX_POOLED_FRAME;
 }
 
+/** One pooled frame buffer: capacity fixed by its size class, `len` bytes in use, reference counted. */
 export class PoolBuf {
   readonly data: Uint8Array;
   len = 0;
@@ -44,6 +45,7 @@ export class PoolBuf {
   }
 }
 
+/** Frame buffers recycled by size class, so the switch and impaired links allocate nothing per frame. */
 export class FramePool {
   private readonly free: PoolBuf[][] = [];
   private freeBytes = 0;

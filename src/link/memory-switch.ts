@@ -474,6 +474,7 @@ export class MemorySwitch {
   }
 }
 
+/** One port of a MemorySwitch, seen from the host plugged into it: a `Link`. */
 export class SwitchPort implements Link {
   /** The switch this port belongs to. */
   readonly switch: MemorySwitch;

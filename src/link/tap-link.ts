@@ -116,6 +116,7 @@ function errName(e: number): string {
   return errnoNames[e] ?? `errno ${e}`;
 }
 
+/** A `Link` on a Linux TAP device (/dev/net/tun, vnet headers for TSO and partial checksums). */
 export class TapLink implements Link {
   readonly name: string;
   /** The device MTU at open (after applying the `mtu` option). */

@@ -133,6 +133,7 @@ export function putIfName(ifr: Uint8Array, name: string): void {
   for (let i = 0; i < name.length && i < IFNAMSIZ - 1; i++) ifr[i] = name.charCodeAt(i);
 }
 
+/** The NUL-terminated interface name the kernel wrote into `ifr`. */
 export function getIfName(ifr: Uint8Array): string {
   let s = '';
   for (let i = 0; i < IFNAMSIZ && ifr[i] !== 0; i++) s += String.fromCharCode(ifr[i]!);

@@ -46,6 +46,7 @@ export interface TapRxInfo {
   csumOffset: number;
 }
 
+/** A zeroed TapRxInfo, to be filled by decodeVnetHdr for each received frame. */
 export function newRxInfo(): TapRxInfo {
   return {
     csumPartial: false,
@@ -70,6 +71,7 @@ export function decodeVnetHdr(b: Uint8Array, off: number, out: TapRxInfo): void 
   out.csumOffset = b[off + 8]! | (b[off + 9]! << 8);
 }
 
+/** Write a 12-byte virtio-net header at `b[off..off+12)` (little-endian fields, as the kernel reads them). */
 export function encodeVnetHdr(
   b: Uint8Array,
   off: number,

@@ -5,6 +5,7 @@ export const BROADCAST_MAC = 0xffffffffffff;
 
 const TWO_32 = 0x1_0000_0000;
 
+/** Big-endian u16. */
 export function readU16(buf: Uint8Array, off: number): number {
   return (buf[off]! << 8) | buf[off + 1]!;
 }
@@ -14,11 +15,13 @@ export function readU32(buf: Uint8Array, off: number): number {
   return ((buf[off]! << 24) | (buf[off + 1]! << 16) | (buf[off + 2]! << 8) | buf[off + 3]!) >>> 0;
 }
 
+/** Big-endian u16; bits above 16 are dropped by the byte array. */
 export function writeU16(buf: Uint8Array, off: number, v: number): void {
   buf[off] = v >>> 8;
   buf[off + 1] = v;
 }
 
+/** Big-endian u32. */
 export function writeU32(buf: Uint8Array, off: number, v: number): void {
   buf[off] = v >>> 24;
   buf[off + 1] = v >>> 16;
@@ -34,6 +37,7 @@ export function readMac(buf: Uint8Array, off: number): number {
   return readU16(buf, off) * TWO_32 + readU32(buf, off + 2);
 }
 
+/** Write a 48-bit MAC as six bytes (split like readMac, since bitwise operators stop at 32 bits). */
 export function writeMac(buf: Uint8Array, off: number, mac: number): void {
   const hi = Math.floor(mac / TWO_32);
   writeU16(buf, off, hi);
@@ -59,6 +63,7 @@ export function parseIpv4(s: string): number {
   return ip >>> 0;
 }
 
+/** Dotted quad of a u32 address, e.g. '10.0.0.1'. */
 export function formatIpv4(ip: number): string {
   const v = ip >>> 0;
   return `${v >>> 24}.${(v >>> 16) & 0xff}.${(v >>> 8) & 0xff}.${v & 0xff}`;
@@ -96,6 +101,7 @@ export function parseMac(s: string): number {
   return Number.parseInt(s.replace(/[:-]/g, ''), 16);
 }
 
+/** Lower-case colon form of a 48-bit MAC, e.g. '02:00:00:00:00:01'. */
 export function formatMac(mac: number): string {
   let out = '';
   for (let shift = 40; shift >= 0; shift -= 8) {

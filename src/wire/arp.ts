@@ -14,6 +14,7 @@ export interface ArpPacket {
   targetIp: number;
 }
 
+/** A zeroed ArpPacket for decodeArp to fill (one per caller, reused per packet). */
 export function createArpPacket(): ArpPacket {
   return { op: 0, senderMac: 0, senderIp: 0, targetMac: 0, targetIp: 0 };
 }

@@ -10,6 +10,7 @@
 /** Below this many bytes the byte loop beats setting up a 32-bit view. */
 const WIDE_MIN = 128;
 
+/** Unfolded one's-complement sum of `buf[off..off+len)`, continuing from `initial` (see above). */
 export function onesSum(buf: Uint8Array, off: number, len: number, initial = 0): number {
   let sum = initial;
   let i = off;

@@ -19,6 +19,7 @@ export interface EthernetHeader {
   headerLength: number;
 }
 
+/** A zeroed EthernetHeader for decodeEthernet to fill (one per caller, reused per frame). */
 export function createEthernetHeader(): EthernetHeader {
   return {
     dst: 0,

@@ -21,6 +21,7 @@ export interface IcmpHeader {
   bodyOffset: number;
 }
 
+/** A zeroed IcmpHeader for decodeIcmp to fill (one per caller, reused per packet). */
 export function createIcmpHeader(): IcmpHeader {
   return { type: 0, code: 0, checksum: 0, id: 0, seq: 0, mtu: 0, bodyOffset: 0 };
 }

@@ -1,3 +1,8 @@
+/**
+ * Header codecs over Uint8Array: Ethernet + 802.1Q, ARP, IPv4, ICMPv4, UDP, TCP with its options,
+ * and Internet checksums. Decoders fill a caller-owned header and return null or a `DecodeError`
+ * reason: they never throw and never allocate. Nothing here knows state, time or I/O.
+ */
 export * from './addr.ts';
 export * from './arp.ts';
 export * from './checksum.ts';

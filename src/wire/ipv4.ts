@@ -23,6 +23,7 @@ export interface Ipv4Header {
   dst: number;
 }
 
+/** A zeroed Ipv4Header for decodeIpv4 to fill (one per caller, reused per packet). */
 export function createIpv4Header(): Ipv4Header {
   return {
     headerLength: IPV4_HEADER_MIN,

@@ -46,6 +46,7 @@ export interface TcpHeader {
   sackBlocks: Uint32Array;
 }
 
+/** A zeroed TcpHeader with no options, for decodeTcp to fill (one per caller, reused per segment). */
 export function createTcpHeader(): TcpHeader {
   return {
     srcPort: 0,
@@ -68,6 +69,7 @@ export function createTcpHeader(): TcpHeader {
   };
 }
 
+/** Mark every option absent, before decoding or building a segment with the same header object. */
 export function resetTcpOptions(h: TcpHeader): void {
   h.mss = -1;
   h.wscale = -1;

@@ -14,6 +14,7 @@ export interface UdpHeader {
   checksum: number;
 }
 
+/** A zeroed UdpHeader for decodeUdp to fill (one per caller, reused per datagram). */
 export function createUdpHeader(): UdpHeader {
   return { srcPort: 0, dstPort: 0, length: 0, checksum: 0 };
 }
