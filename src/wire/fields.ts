@@ -24,6 +24,11 @@ export function ethSrc(f: Uint8Array): number {
   return readMac(f, 6);
 }
 
+/** True when the destination is a group address (multicast or broadcast): the I/G bit. */
+export function ethDstIsGroup(f: Uint8Array): boolean {
+  return (f[0]! & 1) !== 0;
+}
+
 /** True when the frame at f[0] carries an 802.1Q tag. Needs 14 bytes. */
 export function ethTagged(f: Uint8Array): boolean {
   return readU16(f, 12) === EtherType.VLAN;

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
-import { readU16 } from '../../src/wire/addr.ts';
+import { isMulticastMac, readU16 } from '../../src/wire/addr.ts';
 import {
   createEthernetHeader,
   decodeEthernet,
@@ -11,6 +11,7 @@ import {
 } from '../../src/wire/ethernet.ts';
 import {
   ethDst,
+  ethDstIsGroup,
   ethIpv4Offset,
   ethL3Offset,
   ethSrc,
@@ -73,6 +74,7 @@ function agreesWithDecoders(f: Uint8Array): void {
   assert.equal(decodeEthernet(f, 0, f.length, eth), null);
   assert.equal(ethDst(f), eth.dst);
   assert.equal(ethSrc(f), eth.src);
+  assert.equal(ethDstIsGroup(f), isMulticastMac(eth.dst));
   assert.equal(ethTagged(f), eth.vlanId >= 0);
   assert.equal(ethL3Offset(f), eth.headerLength);
   assert.equal(ethType(f), eth.etherType);
