@@ -2,6 +2,7 @@ import type { Clock, Timer } from '../core/clock.ts';
 import { Counters } from '../core/counters.ts';
 import { InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
 import type { Random } from '../core/random.ts';
+import { readMac } from '../wire/addr.ts';
 import { FramePool, type PoolBuf } from './frame-pool.ts';
 import {
   type Impairment,
@@ -46,13 +47,6 @@ const GSO_MAX_FRAME = 65535 + 18;
 /** Ethernet header plus one 802.1Q tag: a port accepts frames up to mtu + this. */
 const L2_OVERHEAD = 18;
 const ETH_HEADER = 14;
-
-function readMac(d: Uint8Array, off: number): number {
-  return (
-    ((d[off]! << 8) | d[off + 1]!) * 0x100000000 +
-    (((d[off + 2]! << 24) | (d[off + 3]! << 16) | (d[off + 4]! << 8) | d[off + 5]!) >>> 0)
-  );
-}
 
 /** FIFO of (frame, due time) in parallel arrays that grow by doubling and are then reused. */
 class FrameRing {

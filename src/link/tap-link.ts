@@ -20,6 +20,7 @@
 import { type Clock, RealClock, type Timer } from '../core/clock.ts';
 import { Counters } from '../core/counters.ts';
 import { InvalidArgumentError, InvalidStateError, LinkError } from '../core/errors.ts';
+import { ethIpv4Offset, ipv4HeaderLen, ipv4Proto, tcpHeaderLen } from '../wire/fields.ts';
 import type { Link } from './link.ts';
 import {
   AF_INET,
@@ -57,7 +58,6 @@ import {
 import {
   decodeVnetHdr,
   encodeVnetHdr,
-  ipv4Offset,
   newRxInfo,
   pseudoHeaderSum,
   type TapRxInfo,
@@ -428,10 +428,10 @@ export class TapLink implements Link {
       );
     }
     const len = frame.length;
-    const ipOff = ipv4Offset(frame);
+    const ipOff = ethIpv4Offset(frame);
     if (ipOff < 0) throw new InvalidArgumentError('sendGso: frame is not IPv4 over Ethernet');
-    const ihl = (frame[ipOff]! & 0x0f) * 4;
-    const proto = frame[ipOff + 9]!;
+    const ihl = ipv4HeaderLen(frame, ipOff);
+    const proto = ipv4Proto(frame, ipOff);
     const { gsoSize, csumStart, csumOffset } = o;
     if (!Number.isInteger(gsoSize) || gsoSize < 0 || gsoSize > 65535) {
       throw new InvalidArgumentError(`sendGso: gsoSize must be 0..65535, got ${gsoSize}`);
@@ -448,7 +448,7 @@ export class TapLink implements Link {
       );
     }
     const l4Len = len - csumStart;
-    const l4Hdr = proto === 6 ? (frame[csumStart + 12]! >>> 4) * 4 : 8;
+    const l4Hdr = proto === 6 ? tcpHeaderLen(frame, csumStart) : 8;
     if (l4Len < l4Hdr || l4Hdr < 8) throw new InvalidArgumentError('sendGso: truncated L4 header');
     if (len > MAX_FRAME)
       throw new InvalidArgumentError(`sendGso: frame of ${len} bytes exceeds ${MAX_FRAME}`);

@@ -16,6 +16,7 @@
  * that with TUNSETVNETLE, so the byte order does not depend on the host.
  */
 import { foldChecksum, pseudoHeaderSum as ipPseudoHeaderSum, onesSum } from '../wire/checksum.ts';
+import { ipv4Dst, ipv4Src } from '../wire/fields.ts';
 
 export const VNET_HDR_LEN = 12;
 
@@ -97,33 +98,13 @@ export function encodeVnetHdr(
 }
 
 /**
- * Offset of the IPv4 header in an Ethernet frame (untagged or one 802.1Q tag), or -1 if the
- * frame does not carry IPv4.
- */
-export function ipv4Offset(f: Uint8Array): number {
-  if (f.length < 34) return -1;
-  let t = (f[12]! << 8) | f[13]!;
-  let off = 14;
-  if (t === 0x8100) {
-    if (f.length < 38) return -1;
-    t = (f[16]! << 8) | f[17]!;
-    off = 18;
-  }
-  return t === 0x0800 ? off : -1;
-}
-
-/**
  * The folded (not complemented) IPv4 pseudo-header sum for an L4 segment of `l4Len` bytes: the
  * value a partial checksum field must hold, so that whoever finishes the sum (the kernel, for a
  * NEEDS_CSUM frame, per segment after cutting a TSO frame) only adds the L4 bytes.
  */
 export function pseudoHeaderSum(f: Uint8Array, ipOff: number, proto: number, l4Len: number): number {
-  const src =
-    ((f[ipOff + 12]! << 24) | (f[ipOff + 13]! << 16) | (f[ipOff + 14]! << 8) | f[ipOff + 15]!) >>> 0;
-  const dst =
-    ((f[ipOff + 16]! << 24) | (f[ipOff + 17]! << 16) | (f[ipOff + 18]! << 8) | f[ipOff + 19]!) >>> 0;
   // foldChecksum complements; the seed is the folded sum itself.
-  return ~foldChecksum(ipPseudoHeaderSum(src, dst, proto, l4Len)) & 0xffff;
+  return ~foldChecksum(ipPseudoHeaderSum(ipv4Src(f, ipOff), ipv4Dst(f, ipOff), proto, l4Len)) & 0xffff;
 }
 
 /**

@@ -1,6 +1,7 @@
 import { InvalidArgumentError, StateValidationError } from '../core/errors.ts';
 import { effectiveMss } from '../stack/tcp/congestion.ts';
 import { restoreRtt } from '../stack/tcp/rtt.ts';
+import { seqAdd, seqDiff, seqSub } from '../stack/tcp/seq.ts';
 import type { ByteRing } from '../state/byte-ring.ts';
 import type { PathState } from '../state/path-state.ts';
 import {
@@ -323,13 +324,6 @@ export function allocConnBlock(sendCapacity: number, recvCapacity: number): Conn
 
 const HALF = 0x80000000;
 
-function seqAdd(a: number, n: number): number {
-  return (a + n) >>> 0;
-}
-function seqDiff(a: number, b: number): number {
-  return (a - b) | 0;
-}
-
 /**
  * A valid TcpState from a dead NIC's hard state and the shared rings it left (design section 6),
  * for the host (or another NIC) to adopt. `hard` may be a little older than the rings: snd.una and
@@ -386,9 +380,9 @@ export function rebuildTcpState(
   // snd.max may be stale too; it is at least snd.una, and what is in flight must be in the ring.
   let sndMax = seqDiff(hard.sndMax, sndUna) > 0 ? hard.sndMax : sndUna;
   let finSent = hard.finSent;
-  const flight = (sndMax - sndUna) >>> 0;
+  const flight = seqSub(sndMax, sndUna);
   if (flight >= HALF) sndMax = sndUna;
-  const dataInFlight = ((sndMax - sndUna) >>> 0) - (finSent && sndMax !== sndUna ? 1 : 0);
+  const dataInFlight = seqSub(sndMax, sndUna) - (finSent && sndMax !== sndUna ? 1 : 0);
   if (dataInFlight > sendLen || (finSent && dataInFlight !== sendLen)) {
     // The FIN's place is no longer certain: send it again after the data.
     sndMax = seqAdd(sndUna, Math.min(dataInFlight, sendLen));

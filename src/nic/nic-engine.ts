@@ -3,6 +3,7 @@ import { Counters } from '../core/counters.ts';
 import { InvalidArgumentError, StateValidationError } from '../core/errors.ts';
 import type { Random } from '../core/random.ts';
 import type { Link, LinkGsoOptions, RxOffloadInfo } from '../link/link.ts';
+import { Ipv4Output } from '../stack/ip-output.ts';
 import type { IpInfo, IpSender } from '../stack/ip-sender.ts';
 import { armKeepalive, deliverEvents, type TcpConnection, terminate } from '../stack/tcp/tcp-connection.ts';
 import { TcpLayer } from '../stack/tcp/tcp-layer.ts';
@@ -16,9 +17,25 @@ import { decodeBatch, encodeBatch } from '../state/state-codec.ts';
 import type { TcpState } from '../state/tcp-state.ts';
 import { TcpStateId } from '../state/tcp-state.ts';
 import { isOffloadable, validateTcpState } from '../state/validate.ts';
-import { readU16, readU32, writeMac, writeU16 } from '../wire/addr.ts';
 import { completePartialL4Checksum, writeL4Checksum } from '../wire/checksum.ts';
-import { createIpv4Header, decodeIpv4, encodeIpv4, IpProto } from '../wire/ipv4.ts';
+import {
+  ETHERNET_HEADER_LENGTH,
+  ETHERNET_VLAN_HEADER_LENGTH,
+  EtherType,
+  writeEthernetHeader,
+} from '../wire/ethernet.ts';
+import {
+  ethIpv4Offset,
+  ipv4Dst,
+  ipv4HeaderLen,
+  ipv4IsFragment,
+  ipv4Proto,
+  ipv4Src,
+  ipv4TotalLen,
+  l4DstPort,
+  l4SrcPort,
+} from '../wire/fields.ts';
+import { createIpv4Header, decodeIpv4, IpProto } from '../wire/ipv4.ts';
 import {
   type ConnKey,
   connKeyId,
@@ -69,8 +86,6 @@ interface PathSlot {
   refs: number;
 }
 
-const ETH_VLAN = 0x8100;
-const ETH_IPV4 = 0x0800;
 /** Room for the largest IP packet behind a tagged Ethernet header. */
 const TX_BUF_SIZE = 18 + 65535;
 const IPV4_MAX_PACKET = 65535;
@@ -91,53 +106,28 @@ function keyOf(s: TcpState): ConnKey {
  */
 class NicIpSender implements IpSender {
   readonly txBuf = new Uint8Array(TX_BUF_SIZE);
-  private readonly hdr = createIpv4Header();
   private readonly gso: LinkGsoOptions = { gsoSize: 0, csumStart: 0, csumOffset: 16 };
-  private ipId = 0;
+  private readonly ipOut = new Ipv4Output(0);
   constructor(
     private readonly link: Link,
     private readonly counters: Counters,
   ) {}
 
   begin(path: PathState): number {
-    return (path.neighbor.const.vlanId >= 0 ? 18 : 14) + 20;
+    return (path.neighbor.const.vlanId >= 0 ? ETHERNET_VLAN_HEADER_LENGTH : ETHERNET_HEADER_LENGTH) + 20;
   }
 
-  /** Write the Ethernet and IPv4 headers in front of the transport header; the whole frame. */
-  private header(
-    path: PathState,
-    protocol: number,
-    total: number,
-    df: boolean,
-    ttl: number | undefined,
-    tos: number | undefined,
-  ): Uint8Array {
-    const buf = this.txBuf;
+  /** Write the Ethernet header in front of the IP header; returns where the IP header starts. */
+  private ethernet(path: PathState): number {
     const nb = path.neighbor;
-    writeMac(buf, 0, nb.cached.dstMac);
-    writeMac(buf, 6, nb.const.srcMac);
-    let ethLen = 14;
-    if (nb.const.vlanId >= 0) {
-      writeU16(buf, 12, ETH_VLAN);
-      writeU16(buf, 14, nb.const.vlanId & 0x0fff);
-      writeU16(buf, 16, ETH_IPV4);
-      ethLen = 18;
-    } else {
-      writeU16(buf, 12, ETH_IPV4);
-    }
-    const h = this.hdr;
-    h.tos = tos ?? path.cached.tos;
-    h.totalLength = total;
-    h.id = this.ipId = (this.ipId + 1) & 0xffff;
-    h.df = df;
-    h.mf = false;
-    h.fragOffset = 0;
-    h.ttl = ttl ?? path.cached.ttl;
-    h.protocol = protocol;
-    h.src = path.const.localIp;
-    h.dst = path.const.remoteIp;
-    encodeIpv4(h, buf, ethLen);
-    return buf.subarray(0, ethLen + total);
+    return writeEthernetHeader(
+      this.txBuf,
+      0,
+      nb.cached.dstMac,
+      nb.const.srcMac,
+      nb.const.vlanId,
+      EtherType.IPV4,
+    );
   }
 
   commit(path: PathState, protocol: number, l4Len: number, df: boolean, ttl?: number, tos?: number): boolean {
@@ -152,8 +142,9 @@ class NicIpSender implements IpSender {
       c.inc('tx.drop.nic.too-big');
       return false;
     }
-    const frame = this.header(path, protocol, total, df, ttl, tos);
-    if (!this.link.send(frame)) {
+    const ip = this.ethernet(path);
+    this.ipOut.write(this.txBuf, ip, path, protocol, total, df, ttl, tos);
+    if (!this.link.send(this.txBuf.subarray(0, ip + total))) {
       c.inc('tx.drop.nic.link');
       return false;
     }
@@ -176,34 +167,28 @@ class NicIpSender implements IpSender {
     const c = this.counters;
     const buf = this.txBuf;
     const ethLen = this.begin(path) - 20;
-    const total = 20 + l4Len;
     const mtu = Math.min(path.cached.mtu, this.link.mtu);
-    const segmented = total > mtu;
-    const tcpHl = l4Len >= 20 ? (buf[ethLen + 32]! >>> 4) << 2 : 0;
     if (
       !this.checksumOffload(path) ||
       typeof this.link.sendGso !== 'function' ||
-      (segmented && !this.link.offloads?.tso)
+      (20 + l4Len > mtu && !this.link.offloads?.tso)
     ) {
       // The link lost its offloads meanwhile: finish here, and commit refuses what is too big.
       writeL4Checksum(buf, ethLen + 20, l4Len, path.const.localIp, path.const.remoteIp, IpProto.TCP);
       c.inc('tx.nic.offload.fallback');
       return this.commit(path, IpProto.TCP, l4Len, true, ttl, tos);
     }
-    if (l4Len < 20 || total > IPV4_MAX_PACKET || (segmented && (segSize < 1 || 20 + tcpHl + segSize > mtu))) {
+    const o = this.gso;
+    if (!this.ipOut.writeOffloaded(buf, ethLen, path, l4Len, segSize, mtu, IPV4_MAX_PACKET, o, ttl, tos)) {
       c.inc('tx.drop.nic.bad-length');
       return false;
     }
-    const o = this.gso;
-    o.gsoSize = segmented ? segSize : 0;
-    o.csumStart = ethLen + 20;
-    o.csumOffset = 16;
-    if (!this.link.sendGso(this.header(path, IpProto.TCP, total, true, ttl, tos), o)) {
+    this.ethernet(path);
+    const segmented = o.gsoSize > 0;
+    if (!this.link.sendGso(buf.subarray(0, ethLen + 20 + l4Len), o)) {
       c.inc('tx.drop.nic.link');
       return false;
     }
-    // The device gives the cut segments consecutive IP ids: skip ours past them.
-    if (segmented) this.ipId = (this.ipId + Math.ceil((l4Len - tcpHl) / segSize) - 1) & 0xffff;
     c.inc(segmented ? 'tx.nic.offload.tso' : 'tx.nic.offload.csum');
     return true;
   }
@@ -534,8 +519,8 @@ export class NicEngine {
         this.counters.inc('drop.nic.bad-injected');
         continue;
       }
-      const sport = readU16(p, l4);
-      const dport = readU16(p, l4 + 2);
+      const sport = l4SrcPort(p, l4);
+      const dport = l4DstPort(p, l4);
       if (!this.tcp.owns(h.dst, dport, h.src, sport)) {
         this.counters.inc('drop.nic.injected-unknown');
         continue;
@@ -582,12 +567,12 @@ export class NicEngine {
   }
 
   private completeChecksum(frame: Uint8Array): void {
-    const ip = readU16(frame, 12) === ETH_VLAN ? 18 : 14;
-    if (frame.length < ip + 20 || readU16(frame, ip - 2) !== ETH_IPV4) return;
-    const proto = frame[ip + 9]!;
-    if ((proto !== IpProto.TCP && proto !== IpProto.UDP) || (readU16(frame, ip + 6) & 0x3fff) !== 0) return;
-    const ihl = (frame[ip]! & 0x0f) << 2;
-    const total = readU16(frame, ip + 2);
+    const ip = ethIpv4Offset(frame);
+    if (ip < 0) return;
+    const proto = ipv4Proto(frame, ip);
+    if ((proto !== IpProto.TCP && proto !== IpProto.UDP) || ipv4IsFragment(frame, ip)) return;
+    const ihl = ipv4HeaderLen(frame, ip);
+    const total = ipv4TotalLen(frame, ip);
     if (total < ihl || ip + total > frame.length) return;
     if (completePartialL4Checksum(frame, ip + ihl, total - ihl, proto))
       this.counters.inc('nic.rx.csum-completed');
@@ -595,23 +580,16 @@ export class NicEngine {
 
   /** Feed the frame to the TCP layer if it is for a connection held here; false otherwise. */
   private tcpForUs(frame: Uint8Array, len: number, offload: RxOffloadInfo | undefined): boolean {
-    let ethLen = 14;
-    let type = readU16(frame, 12);
-    if (type === ETH_VLAN) {
-      ethLen = 18;
-      type = readU16(frame, 16);
-    }
-    if (type !== ETH_IPV4) return false;
-    const ip = ethLen;
-    if (frame[ip + 9] !== IpProto.TCP) return false;
+    const ip = ethIpv4Offset(frame);
+    if (ip < 0 || ipv4Proto(frame, ip) !== IpProto.TCP) return false;
     // Fragments go to the host, which reassembles.
-    if ((readU16(frame, ip + 6) & 0x3fff) !== 0) return false;
-    const ihl = (frame[ip]! & 0x0f) << 2;
+    if (ipv4IsFragment(frame, ip)) return false;
+    const ihl = ipv4HeaderLen(frame, ip);
     if (len < ip + ihl + 20) return false;
-    const src = readU32(frame, ip + 12);
-    const dst = readU32(frame, ip + 16);
-    const sport = readU16(frame, ip + ihl);
-    const dport = readU16(frame, ip + ihl + 2);
+    const src = ipv4Src(frame, ip);
+    const dst = ipv4Dst(frame, ip);
+    const sport = l4SrcPort(frame, ip + ihl);
+    const dport = l4DstPort(frame, ip + ihl);
     const tcp = this.tcp;
     const conn = tcp.lookup(dst, dport, src, sport);
     if (conn === undefined && !tcp.owns(dst, dport, src, sport)) return false;

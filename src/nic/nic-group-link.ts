@@ -1,4 +1,5 @@
 import type { Link } from '../link/link.ts';
+import { ethDstIsGroup } from '../wire/fields.ts';
 import type { Nic } from './nic.ts';
 
 /**
@@ -13,7 +14,7 @@ export class NicGroupLink implements Link {
     this.name = `${nics[0]!.id}+`;
     nics.forEach((nic, i) => {
       nic.hostLink.onFrame((frame) => {
-        if (i > 0 && (frame[0]! & 1) !== 0) return;
+        if (i > 0 && ethDstIsGroup(frame)) return;
         this.handler?.(frame);
       });
     });

@@ -6,6 +6,7 @@
  */
 export { errorFor, IcmpLayer, type IcmpOptions, type PingOptions } from './icmp.ts';
 export { type InterfaceAddress, type InterfaceOptions, StackInterface } from './interface.ts';
+export { Ipv4Output } from './ip-output.ts';
 export type { IcmpErrorInfo, IpInfo, IpSender } from './ip-sender.ts';
 export { type ArpOptions, type NeighborInfo, type NeighborStatus, NeighborTable } from './neighbor.ts';
 export { PathLayer, type PathOptions, plateauBelow, RxPacket } from './path.ts';

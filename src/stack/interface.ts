@@ -1,6 +1,6 @@
 import type { Link, LinkGsoOptions, RxOffloadInfo } from '../core/link.ts';
-import { writeMac, writeU16 } from '../wire/addr.ts';
 import type { DecodeError } from '../wire/decode-error.ts';
+import { writeEthernetHeader } from '../wire/ethernet.ts';
 
 /** One IPv4 address configured on an interface, with its subnet precomputed for on-link tests. */
 export interface InterfaceAddress {
@@ -30,8 +30,6 @@ export interface InterfaceOptions {
 
 /** Largest IPv4 packet: the ceiling of a super-segment. */
 export const IPV4_MAX_PACKET = 65535;
-
-const ETHERTYPE_VLAN = 0x8100;
 
 /**
  * A stack interface: one (link, VLAN) pair with its own MAC and addresses. Several interfaces can
@@ -121,21 +119,9 @@ export class StackInterface {
     return this.addressFor(nextHop)?.ip ?? this.primaryIp;
   }
 
-  /**
-   * Write the Ethernet header (with the VLAN tag if this interface has one) at buf[0]. Writing the
-   * bytes directly keeps the per-packet transmit path free of header objects.
-   */
+  /** Write the Ethernet header (with the VLAN tag if this interface has one) at buf[0]. */
   writeEthernet(buf: Uint8Array, dstMac: number, etherType: number): number {
-    writeMac(buf, 0, Math.max(dstMac, 0));
-    writeMac(buf, 6, this.mac);
-    if (this.vlanId >= 0) {
-      writeU16(buf, 12, ETHERTYPE_VLAN);
-      writeU16(buf, 14, this.vlanId & 0x0fff);
-      writeU16(buf, 16, etherType);
-      return 18;
-    }
-    writeU16(buf, 12, etherType);
-    return 14;
+    return writeEthernetHeader(buf, 0, Math.max(dstMac, 0), this.mac, this.vlanId, etherType);
   }
 }
 

@@ -3,7 +3,7 @@ import type { Counters } from '../core/counters.ts';
 import { InvalidArgumentError } from '../core/errors.ts';
 import type { Random } from '../core/random.ts';
 import { createNeighborState, type NeighborState } from '../state/neighbor-state.ts';
-import { BROADCAST_MAC, isMulticastMac, parseIpv4, parseMac } from '../wire/addr.ts';
+import { BROADCAST_MAC, isMulticastMac, parseIpv4, parseMac, writeMac } from '../wire/addr.ts';
 import { ARP_LENGTH, type ArpPacket, decodeArp, encodeArp } from '../wire/arp.ts';
 import { decodeDropNames, type StackInterface } from './interface.ts';
 
@@ -394,7 +394,7 @@ export class NeighborTable {
   }
 
   private transmit(e: NeighborEntry, frame: Uint8Array, len: number): boolean {
-    writeMac6(frame, e.state.cached.dstMac);
+    writeMac(frame, 0, e.state.cached.dstMac);
     const ok = e.iface.link.send(len === frame.length ? frame : frame.subarray(0, len));
     if (!ok) this.ctx.counters.inc('tx.drop.link');
     return ok;
@@ -500,17 +500,6 @@ const ARP_DROP = decodeDropNames('arp');
 
 function key(iface: StackInterface, ip: number): number {
   return iface.index * TWO_32 + ip;
-}
-
-function writeMac6(buf: Uint8Array, mac: number): void {
-  const hi = Math.floor(mac / TWO_32);
-  const lo = mac - hi * TWO_32;
-  buf[0] = hi >>> 8;
-  buf[1] = hi;
-  buf[2] = lo >>> 24;
-  buf[3] = lo >>> 16;
-  buf[4] = lo >>> 8;
-  buf[5] = lo;
 }
 
 function positive(v: number | undefined, dflt: number, name: string): number {

@@ -4,11 +4,23 @@ import { InvalidArgumentError } from '../core/errors.ts';
 import type { LinkGsoOptions, RxOffloadInfo } from '../core/link.ts';
 import type { Random } from '../core/random.ts';
 import { createPathState, type PathState } from '../state/path-state.ts';
-import { BROADCAST_MAC, parseCidr, parseIpv4, readU16, readU32 } from '../wire/addr.ts';
+import { BROADCAST_MAC, parseCidr, parseIpv4 } from '../wire/addr.ts';
 import { completePartialL4Checksum, writeL4Checksum } from '../wire/checksum.ts';
 import { EtherType } from '../wire/ethernet.ts';
+import {
+  ipVersion,
+  ipv4Dst,
+  ipv4HeaderLen,
+  ipv4Proto,
+  ipv4Src,
+  ipv4TotalLen,
+  l4DstPort,
+  l4SrcPort,
+  tcpSeq,
+} from '../wire/fields.ts';
 import { createIpv4Header, decodeIpv4, encodeIpv4, IpProto, type Ipv4Header } from '../wire/ipv4.ts';
 import { decodeDropNames, type StackInterface } from './interface.ts';
+import { Ipv4Output } from './ip-output.ts';
 import type { IcmpErrorInfo, IpInfo, IpSender } from './ip-sender.ts';
 import { checkIp, type NeighborTable, positive, positiveInt } from './neighbor.ts';
 import { Reassembler, type ReassemblyOptions } from './reassembly.ts';
@@ -94,11 +106,10 @@ export class PathLayer implements IpSender {
   private readonly pmtuTimer: Timer;
   private readonly localAddrs = new Map<number, StackInterface>();
   private readonly changeHandlers: ((path: PathState) => void)[] = [];
-  private readonly txHdr: Ipv4Header = createIpv4Header();
   private readonly rxHdr: Ipv4Header = createIpv4Header();
   private readonly rx = new RxPacket();
   private readonly scratchPath: PathState;
-  private ipId: number;
+  private readonly ipOut: Ipv4Output;
   /** Reused for every offloaded send: the link reads it synchronously. */
   private readonly gsoOpts: LinkGsoOptions = { gsoSize: 0, csumStart: 0, csumOffset: 16 };
   readonly reassembly: Reassembler;
@@ -120,7 +131,7 @@ export class PathLayer implements IpSender {
     if (this.defaultTtl > 255) throw new InvalidArgumentError('path.ttl must be 1..255');
     this.txBuf = new Uint8Array(1500 + 18);
     this.fragBuf = new Uint8Array(1500 + 18);
-    this.ipId = host.random.u32() & 0xffff;
+    this.ipOut = new Ipv4Output(host.random.u32());
     this.pmtuTimer = host.clock.createTimer(() => this.expirePmtu()).unref();
     this.reassembly = new Reassembler(host.clock, host.counters, reassembly, (q) =>
       host.reassemblyTimeout(q),
@@ -322,17 +333,7 @@ export class PathLayer implements IpSender {
       c.inc('tx.drop.ipv4.bad-length');
       return false;
     }
-    const h = this.txHdr;
-    h.tos = tos ?? path.cached.tos;
-    h.totalLength = total;
-    h.id = this.ipId = (this.ipId + 1) & 0xffff;
-    h.df = df;
-    h.mf = false;
-    h.fragOffset = 0;
-    h.ttl = ttl ?? path.cached.ttl;
-    h.protocol = protocol;
-    h.src = path.const.localIp;
-    h.dst = path.const.remoteIp;
+    const h = this.ipOut.next(path, protocol, total, df, ttl, tos);
     const buf = this.txBuf;
 
     if (this.localAddrs.has(h.dst)) {
@@ -393,43 +394,19 @@ export class PathLayer implements IpSender {
       return this.commit(path, IpProto.TCP, l4Len, true, ttl, tos);
     }
     const ethLen = iface.ethHeaderLength;
-    const total = 20 + l4Len;
     const mtu = Math.min(path.cached.mtu, iface.mtu);
-    const tcpHl = l4Len >= 20 ? (this.txBuf[ethLen + 32]! >>> 4) << 2 : 0;
-    const segmented = total > mtu;
-    if (
-      l4Len < 20 ||
-      ethLen + total > this.txBuf.length ||
-      total > iface.maxPacket ||
-      (segmented && (segSize < 1 || 20 + tcpHl + segSize > mtu))
-    ) {
+    const buf = this.txBuf;
+    const o = this.gsoOpts;
+    if (!this.ipOut.writeOffloaded(buf, ethLen, path, l4Len, segSize, mtu, iface.maxPacket, o, ttl, tos)) {
       c.inc('tx.drop.ipv4.bad-length');
       return false;
     }
-    const h = this.txHdr;
-    h.tos = tos ?? path.cached.tos;
-    h.totalLength = total;
-    h.id = this.ipId = (this.ipId + 1) & 0xffff;
-    h.df = true;
-    h.mf = false;
-    h.fragOffset = 0;
-    h.ttl = ttl ?? path.cached.ttl;
-    h.protocol = IpProto.TCP;
-    h.src = path.const.localIp;
-    h.dst = path.const.remoteIp;
-    const buf = this.txBuf;
-    encodeIpv4(h, buf, ethLen);
-    // Linux' TSO assigns consecutive IP ids to the cut segments; skip ours past them.
-    if (segmented) this.ipId = (this.ipId + Math.ceil((l4Len - tcpHl) / segSize) - 1) & 0xffff;
-    const o = this.gsoOpts;
-    o.gsoSize = segmented ? segSize : 0;
-    o.csumStart = ethLen + 20;
-    o.csumOffset = 16;
+    const segmented = o.gsoSize > 0;
     iface.writeEthernet(buf, path.neighbor.cached.dstMac, EtherType.IPV4);
     iface.markOffload(o);
     let ok: boolean;
     try {
-      ok = this.host.neighbors.output(iface, path.neighbor, buf, ethLen + total);
+      ok = this.host.neighbors.output(iface, path.neighbor, buf, ethLen + 20 + l4Len);
     } finally {
       iface.markOffload(null);
     }
@@ -680,22 +657,22 @@ export function parseQuote(
   ipOff: number,
   avail: number,
 ): (IcmpErrorInfo & { protocol: number; quotedLength: number }) | null {
-  if (avail < 20 || buf[ipOff]! >>> 4 !== 4) return null;
-  const hl = (buf[ipOff]! & 0x0f) << 2;
+  if (avail < 20 || ipVersion(buf, ipOff) !== 4) return null;
+  const hl = ipv4HeaderLen(buf, ipOff);
   if (hl < 20 || avail < hl + 8) return null;
-  const protocol = buf[ipOff + 9]!;
+  const protocol = ipv4Proto(buf, ipOff);
   const e = quoteError(
     kind,
     code,
     mtu,
     protocol,
-    readU32(buf, ipOff + 12),
-    readU32(buf, ipOff + 16),
+    ipv4Src(buf, ipOff),
+    ipv4Dst(buf, ipOff),
     buf,
     ipOff + hl,
     8,
   );
-  return { ...e, protocol, quotedLength: readU16(buf, ipOff + 2) };
+  return { ...e, protocol, quotedLength: ipv4TotalLen(buf, ipOff) };
 }
 
 function quoteError(
@@ -716,9 +693,9 @@ function quoteError(
     mtu,
     src,
     dst,
-    srcPort: ports && l4Len >= 4 ? readU16(buf, l4Off) : 0,
-    dstPort: ports && l4Len >= 4 ? readU16(buf, l4Off + 2) : 0,
-    seq: protocol !== IpProto.UDP && l4Len >= 8 ? readU32(buf, l4Off + 4) : 0,
+    srcPort: ports && l4Len >= 4 ? l4SrcPort(buf, l4Off) : 0,
+    dstPort: ports && l4Len >= 4 ? l4DstPort(buf, l4Off) : 0,
+    seq: protocol !== IpProto.UDP && l4Len >= 8 ? tcpSeq(buf, l4Off) : 0,
   };
 }
 

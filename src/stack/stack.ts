@@ -7,6 +7,7 @@ import type { PathState } from '../state/path-state.ts';
 import type { TcpCached } from '../state/tcp-state.ts';
 import { BROADCAST_MAC, isMulticastMac, parseCidr, parseMac } from '../wire/addr.ts';
 import { createEthernetHeader, decodeEthernet, type EthernetHeader, EtherType } from '../wire/ethernet.ts';
+import { icmpType, ipv4FragOffset, ipv4HeaderLen } from '../wire/fields.ts';
 import { IpProto } from '../wire/ipv4.ts';
 import { IcmpLayer, type IcmpOptions, type PingOptions } from './icmp.ts';
 import {
@@ -332,10 +333,9 @@ export class Stack {
   private unresolved(frame: Uint8Array, ethLen: number): void {
     const q = parseQuote('unreachable', 1, 0, frame, ethLen, frame.length - ethLen);
     if (!q) return;
-    const offset = ((frame[ethLen + 6]! & 0x1f) << 8) | frame[ethLen + 7]!;
-    if (offset !== 0) return; // only the first fragment carries the transport header
+    if (ipv4FragOffset(frame, ethLen) !== 0) return; // only the first fragment carries the transport header
     // Of our ICMP only echo requests have a waiting sender; replies and errors just vanish.
-    if (q.protocol === IpProto.ICMP && frame[ethLen + ((frame[ethLen]! & 0x0f) << 2)] !== 8) return;
+    if (q.protocol === IpProto.ICMP && icmpType(frame, ethLen + ipv4HeaderLen(frame, ethLen)) !== 8) return;
     const { protocol, quotedLength: _q, ...e } = q;
     this.localError(protocol, e);
   }

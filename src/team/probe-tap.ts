@@ -2,7 +2,14 @@ import type { Counters } from '../core/counters.ts';
 import type { Link, RxOffloadInfo } from '../link/link.ts';
 import { BROADCAST_MAC } from '../wire/addr.ts';
 import { ARP_LENGTH, ArpOp, type ArpPacket, createArpPacket, decodeArp, encodeArp } from '../wire/arp.ts';
-import { createEthernetHeader, decodeEthernet, EtherType, encodeEthernet } from '../wire/ethernet.ts';
+import {
+  createEthernetHeader,
+  decodeEthernet,
+  ETHERNET_VLAN_HEADER_LENGTH,
+  EtherType,
+  encodeEthernet,
+} from '../wire/ethernet.ts';
+import { ethTagged, ethType } from '../wire/fields.ts';
 
 /** What a ProbeTap can learn of its port beyond the frames that pass through it. */
 export interface ProbePort {
@@ -142,9 +149,8 @@ export class ProbeTap implements Link {
   };
 }
 
-/** EtherType at 12, or behind one 802.1Q tag at 16. */
+/** ARP, untagged or behind one 802.1Q tag. */
 function isArp(f: Uint8Array): boolean {
-  const t = (f[12]! << 8) | f[13]!;
-  if (t === EtherType.ARP) return true;
-  return t === EtherType.VLAN && f.length >= 18 + ARP_LENGTH && ((f[16]! << 8) | f[17]!) === EtherType.ARP;
+  if (!ethTagged(f)) return ethType(f) === EtherType.ARP;
+  return f.length >= ETHERNET_VLAN_HEADER_LENGTH + ARP_LENGTH && ethType(f) === EtherType.ARP;
 }

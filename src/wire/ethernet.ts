@@ -68,16 +68,33 @@ export function decodeEthernet(
 
 /** Write the header at buf[off]; returns its length (18 with a VLAN tag) and stores it in h. */
 export function encodeEthernet(h: EthernetHeader, buf: Uint8Array, off: number): number {
-  writeMac(buf, off, h.dst);
-  writeMac(buf, off + 6, h.src);
-  if (h.vlanId >= 0) {
-    writeU16(buf, off + 12, EtherType.VLAN);
-    writeU16(buf, off + 14, ((h.pcp & 7) << 13) | (h.dei ? 0x1000 : 0) | (h.vlanId & 0xfff));
-    writeU16(buf, off + 16, h.etherType);
-    h.headerLength = ETHERNET_VLAN_HEADER_LENGTH;
-  } else {
-    writeU16(buf, off + 12, h.etherType);
-    h.headerLength = ETHERNET_HEADER_LENGTH;
-  }
+  h.headerLength = writeEthernetHeader(buf, off, h.dst, h.src, h.vlanId, h.etherType, h.pcp, h.dei);
   return h.headerLength;
+}
+
+/**
+ * Write an Ethernet header from plain values at buf[off], tagged when `vlanId` >= 0; returns its
+ * length (14 or 18). The transmit paths call this per packet, where a header object would only be
+ * filled to be read back.
+ */
+export function writeEthernetHeader(
+  buf: Uint8Array,
+  off: number,
+  dst: number,
+  src: number,
+  vlanId: number,
+  etherType: number,
+  pcp = 0,
+  dei = false,
+): number {
+  writeMac(buf, off, dst);
+  writeMac(buf, off + 6, src);
+  if (vlanId >= 0) {
+    writeU16(buf, off + 12, EtherType.VLAN);
+    writeU16(buf, off + 14, ((pcp & 7) << 13) | (dei ? 0x1000 : 0) | (vlanId & 0xfff));
+    writeU16(buf, off + 16, etherType);
+    return ETHERNET_VLAN_HEADER_LENGTH;
+  }
+  writeU16(buf, off + 12, etherType);
+  return ETHERNET_HEADER_LENGTH;
 }

@@ -12,12 +12,12 @@ import {
   completePartialChecksum,
   decodeVnetHdr,
   encodeVnetHdr,
-  ipv4Offset,
   newRxInfo,
   pseudoHeaderSum,
   type TapRxInfo,
   VNET_GSO_TCPV4,
 } from '../../src/link/tap-vnet.ts';
+import { ethIpv4Offset } from '../../src/wire/fields.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Environment: the device tests need Linux, root, /dev/net/tun, koffi and iproute2. In CI a
@@ -274,7 +274,7 @@ describe('virtio-net header helpers', () => {
           f[pre + 9] = proto;
           f.set(addrs, pre + 12);
           f.set(payload, pre + 20 + hl);
-          const ipOff = ipv4Offset(f);
+          const ipOff = ethIpv4Offset(f);
           assert.equal(ipOff, pre);
           const start = ipOff + 20;
           const at = start + (proto === 6 ? 16 : 6);
@@ -290,13 +290,13 @@ describe('virtio-net header helpers', () => {
     );
   });
 
-  test('ipv4Offset refuses short and non-IPv4 frames', () => {
-    assert.equal(ipv4Offset(new Uint8Array(20)), -1);
+  test('ethIpv4Offset refuses short and non-IPv4 frames', () => {
+    assert.equal(ethIpv4Offset(new Uint8Array(20)), -1);
     const f = new Uint8Array(60);
     put16(f, 12, 0x86dd);
-    assert.equal(ipv4Offset(f), -1);
+    assert.equal(ethIpv4Offset(f), -1);
     put16(f, 12, 0x0800);
-    assert.equal(ipv4Offset(f), 14);
+    assert.equal(ethIpv4Offset(f), 14);
   });
 
   test('completePartialChecksum refuses offsets past the frame', () => {

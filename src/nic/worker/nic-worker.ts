@@ -10,6 +10,7 @@ import { ChimneyError, StateValidationError } from '../../core/errors.ts';
 import { SeededRandom } from '../../core/random.ts';
 import type { Link, LinkGsoOptions, RxOffloadInfo } from '../../link/link.ts';
 import { LinkWrapper } from '../../link/link-wrapper.ts';
+import { seqAdd, seqDiff, seqLeq } from '../../stack/tcp/seq.ts';
 import {
   canReceive,
   deliverEvents,
@@ -20,6 +21,17 @@ import { tcpOutput } from '../../stack/tcp/tcp-output.ts';
 import { scheduleTimer } from '../../stack/tcp/tcp-timers.ts';
 import type { TcpUser } from '../../stack/tcp/tcp-types.ts';
 import { ByteRing } from '../../state/byte-ring.ts';
+import {
+  ethL3Offset,
+  ipv4HeaderLen,
+  ipv4Proto,
+  ipv4TotalLen,
+  l4DstPort,
+  l4SrcPort,
+  tcpSeq,
+  tcpSeqLen,
+} from '../../wire/fields.ts';
+import { IpProto } from '../../wire/ipv4.ts';
 import { allocConnBlock, type ConnBlockRef, HardStateRecord } from '../hard-state.ts';
 import { type ConnKey, connKeyId, type InitiateResult, type OffloadUpdate } from '../nic.ts';
 import { NicEngine } from '../nic-engine.ts';
@@ -243,7 +255,7 @@ function install(conn: TcpConnection): InstalledConn {
   const cap = boot.ringCapacity;
   const sendLen = d.sendBuffer.length;
   const recvLen = d.recvBuffer.length;
-  const promised = Math.max(0, (d.rcvAdv - d.rcvNxt) | 0);
+  const promised = Math.max(0, seqDiff(d.rcvAdv, d.rcvNxt));
   const sendCap = Math.min(s.cached.sndBufSize, Math.max(sendLen, Math.min(s.cached.sndBufSize, cap)));
   const recvCap = Math.min(
     s.cached.rcvBufSize,
@@ -295,7 +307,7 @@ function ringBell(slot: Slot, bits: number): void {
   if (bits & BELL_READ && canReceive(d.state) && !d.finReceived) {
     // The same rule as a read on the engine's own thread (RFC 1122 4.2.3.3): announce the opened
     // window once it has grown by a useful amount.
-    const opened = d.recvBuffer.free - ((d.rcvAdv - d.rcvNxt) | 0);
+    const opened = d.recvBuffer.free - seqDiff(d.rcvAdv, d.rcvNxt);
     if (opened >= Math.min(2 * s.const.localMss, s.cached.rcvBufSize >>> 1)) {
       s.soft.ackNow = true;
       output = true;
@@ -378,14 +390,12 @@ if (proxy === null) {
 /** The connection a TCP frame belongs to (received: our port is the destination), if it is one of ours. */
 function slotOfFrame(frame: Uint8Array, inbound: boolean): Slot | undefined {
   if (byPorts.size === 0 || frame.length < 54) return undefined;
-  let ip = 14;
-  if (frame[12] === 0x81 && frame[13] === 0x00) ip = 18;
-  if (frame[ip + 9] !== 6) return undefined;
-  const ihl = (frame[ip]! & 0x0f) << 2;
-  const t = ip + ihl;
+  const ip = ethL3Offset(frame);
+  if (ipv4Proto(frame, ip) !== IpProto.TCP) return undefined;
+  const t = ip + ipv4HeaderLen(frame, ip);
   if (frame.length < t + 4) return undefined;
-  const sport = (frame[t]! << 8) | frame[t + 1]!;
-  const dport = (frame[t + 2]! << 8) | frame[t + 3]!;
+  const sport = l4SrcPort(frame, t);
+  const dport = l4DstPort(frame, t);
   return byPorts.get(inbound ? dport * 65536 + sport : sport * 65536 + dport);
 }
 
@@ -414,16 +424,12 @@ function noteTx(frame: Uint8Array): void {
 function publishAhead(frame: Uint8Array): void {
   const slot = slotOfFrame(frame, false);
   if (slot === undefined) return;
-  const ip = frame[12] === 0x81 && frame[13] === 0x00 ? 18 : 14;
-  const ihl = (frame[ip]! & 0x0f) << 2;
+  const ip = ethL3Offset(frame);
+  const ihl = ipv4HeaderLen(frame, ip);
   const t = ip + ihl;
-  const total = (frame[ip + 2]! << 8) | frame[ip + 3]!;
-  const seq = ((frame[t + 4]! << 24) | (frame[t + 5]! << 16) | (frame[t + 6]! << 8) | frame[t + 7]!) >>> 0;
-  const flags = frame[t + 13]!;
-  const payload = total - ihl - ((frame[t + 12]! >>> 4) << 2);
-  const end = (seq + payload + (flags & 0x03 ? 1 : 0)) >>> 0; // FIN and SYN take one each
+  const end = seqAdd(tcpSeq(frame, t), tcpSeqLen(frame, t, ipv4TotalLen(frame, ip) - ihl));
   const d = slot.conn.state.delegated;
-  if (((end - d.sndMax) | 0) <= 0) return;
+  if (seqLeq(end, d.sndMax)) return;
   const kept = d.sndMax;
   d.sndMax = end;
   slot.record.write(slot.conn.state, slot.send.shared, slot.recv.shared);

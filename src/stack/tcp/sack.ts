@@ -1,4 +1,5 @@
 import type { SeqRange, TcpState } from '../../state/tcp-state.ts';
+import { seqGt, seqLeq, seqLt } from './seq.ts';
 
 /**
  * SACK bookkeeping on both sides of a connection (RFC 2018, RFC 6675).
@@ -41,15 +42,6 @@ function give(r: SeqRange): void {
   if (pool.length < POOL_MAX) pool.push(r);
 }
 
-function seqLt(a: number, b: number): boolean {
-  return ((a - b) | 0) < 0;
-}
-function seqLeq(a: number, b: number): boolean {
-  return ((a - b) | 0) <= 0;
-}
-function seqGt(a: number, b: number): boolean {
-  return ((a - b) | 0) > 0;
-}
 /** Distance of `seq` above `base`, as an unsigned number. */
 function off(seq: number, base: number): number {
   return (seq - base) >>> 0;
