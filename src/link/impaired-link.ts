@@ -20,7 +20,7 @@ import { Counters } from '../core/counters.ts';
 import { InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
 import type { Random } from '../core/random.ts';
 import { FramePool, MAX_POOLED_FRAME, type PoolBuf } from './frame-pool.ts';
-import { ImpairedWire, type LaneCounterNames } from './impaired-lane.ts';
+import { DEFAULT_LANE_LIMIT_BYTES, ImpairedWire, type LaneCounterNames } from './impaired-lane.ts';
 import {
   type DirectedImpairment,
   type Impairment,
@@ -154,6 +154,7 @@ class ImpairedLinkImpl implements ImpairedLink {
     private readonly clock: Clock,
     random: Random,
     counters: Counters | undefined,
+    limitBytes: number,
   ) {
     this.counters = counters ?? new Counters();
     this.wire = new ImpairedWire({
@@ -161,6 +162,7 @@ class ImpairedLinkImpl implements ImpairedLink {
       random,
       pool: this.pool,
       counters: this.counters,
+      limitBytes,
       names: { tx: laneCounters('tx'), rx: laneCounters('rx') },
       deliver: { tx: this.deliverTx, rx: this.deliverRx },
     });
@@ -276,7 +278,11 @@ export function impairLink(
   impairment: ImpairmentSpec,
   clock: Clock,
   random: Random,
-  opts: { counters?: Counters } = {},
+  opts: {
+    counters?: Counters;
+    /** Bytes each direction may hold before it drops, counted as .queue (default 64 MiB). */
+    laneLimitBytes?: number;
+  } = {},
 ): ImpairedLink {
   if (!link || typeof link.send !== 'function' || typeof link.onFrame !== 'function') {
     throw new InvalidArgumentError('impairLink needs a Link');
@@ -286,8 +292,12 @@ export function impairLink(
   if (!random || typeof random.float !== 'function') {
     throw new InvalidArgumentError('impairLink needs a random source');
   }
+  const limit = opts.laneLimitBytes ?? DEFAULT_LANE_LIMIT_BYTES;
+  if (typeof limit !== 'number' || !(limit > 0)) {
+    throw new InvalidArgumentError(`laneLimitBytes must be > 0, got ${String(limit)}`);
+  }
   splitImpairment(impairment);
-  const l = new ImpairedLinkImpl(link, clock, random, opts.counters);
+  const l = new ImpairedLinkImpl(link, clock, random, opts.counters, limit);
   l.setImpairment(impairment);
   return l;
 }
