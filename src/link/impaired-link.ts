@@ -1,8 +1,8 @@
 /**
  * A Link wrapper that loses, duplicates, reorders, delays and rate-limits frames on their way
  * through a real link: the same ImpairedWire (impaired-lane.ts) as a MemorySwitch port, with the
- * same spec and per-direction semantics. It is how interop tests make loss "in Chimney's link" against a kernel peer
- * that sits behind a clean TAP: `chimney serve --impair loss=0.01,reorder=0.01`.
+ * same spec and per-direction semantics. It is how interop tests make loss "in Chimney's link"
+ * against a kernel peer that sits behind a clean TAP: `chimney serve --impair loss=0.01,reorder=0.01`.
  *
  * Directions: `tx` is what the stack sends into the link, `rx` what the link hands the stack.
  * A plain Impairment applies to both. Frames wait in pooled buffers, and a duplicate shares its
@@ -12,8 +12,8 @@
  * `sendGso` sends MTU-sized frames through it and each lost frame is one lost segment. Frames
  * the kernel hands a TAP with TSO enabled may be super-segments; one of those counts as one
  * frame here, so a loss of it is a burst. Open the TAP without offloads (vnetHdr: false) when
- * per-segment loss matters. The receive info of a TapLink is carried along with
- * each delayed frame (the fields of FrameInfo) and handed to the handler as its second argument.
+ * per-segment loss matters. The receive info of a TapLink travels with each delayed frame (in
+ * its pooled buffer) and is handed to the handler as its second argument.
  */
 import type { Clock } from '../core/clock.ts';
 import { Counters } from '../core/counters.ts';
@@ -31,7 +31,7 @@ import type { Link } from './link.ts';
 
 /**
  * The offload facts a link attaches to a received frame (Link's RxOffloadInfo; TapLink passes a
- * superset). Declared here by shape so a delayed frame can carry a copy of its own.
+ * superset). Declared here by shape, mutable, so one object can be refilled for every frame.
  */
 export interface FrameInfo {
   csumPartial: boolean;
