@@ -26,6 +26,14 @@ export class PoolBuf {
   refs = 0;
   /** Payload bytes per wire segment of an offloaded super-segment; 0 for an ordinary frame. */
   gsoSize = 0;
+  /**
+   * The rest of a link's receive offload facts (RxOffloadInfo), for a frame that waits in an
+   * impaired lane on its way to a receive handler; meaningful only while `hasInfo`.
+   */
+  hasInfo = false;
+  csumPartial = false;
+  csumValid = false;
+  gsoType = 0;
   private v: Uint8Array;
   private vLen = -1;
   constructor(
@@ -69,6 +77,7 @@ export class FramePool {
     b.len = len;
     b.refs = 1;
     b.gsoSize = 0;
+    b.hasInfo = false;
     this.outstanding++;
     return b;
   }

@@ -1,7 +1,7 @@
 import { InvalidArgumentError } from '../core/errors.ts';
 
 /**
- * What a simulated wire does to the frames crossing it, in one direction. Every field is
+ * What an impaired wire (impaired-lane.ts) does to the frames crossing it, in one direction. Every field is
  * optional; an empty object is a perfect wire.
  */
 export interface Impairment {
@@ -26,8 +26,18 @@ export interface Impairment {
   queueBytes?: number;
 }
 
-/** A plain Impairment applies to both directions of a port. */
-export type ImpairmentSpec = Impairment | { toSwitch?: Impairment; fromSwitch?: Impairment };
+/**
+ * Impairments per direction, named from the side of the host (or stack) that owns the link: `tx`
+ * is what it sends (into a switch port, into the wrapped link), `rx` what it receives. A missing
+ * direction is a perfect wire.
+ */
+export interface DirectedImpairment {
+  tx?: Impairment;
+  rx?: Impairment;
+}
+
+/** A plain Impairment applies to both directions. */
+export type ImpairmentSpec = Impairment | DirectedImpairment;
 
 export const DEFAULT_QUEUE_BYTES = 256 * 1024;
 
@@ -40,7 +50,7 @@ const KNOWN = new Set<string>([...PROBABILITIES, ...DURATIONS, 'rateBps', 'queue
  * per-direction spec (each direction is checked).
  */
 export function validateImpairment(spec: ImpairmentSpec): void {
-  splitImpairmentSpec(spec);
+  splitImpairment(spec);
 }
 
 function validateOne(i: Impairment): void {
@@ -80,35 +90,35 @@ function validateOne(i: Impairment): void {
   }
 }
 
-function isDirectional(spec: ImpairmentSpec): spec is { toSwitch?: Impairment; fromSwitch?: Impairment } {
-  return 'toSwitch' in spec || 'fromSwitch' in spec;
+function isDirected(spec: ImpairmentSpec): spec is DirectedImpairment {
+  return 'tx' in spec || 'rx' in spec;
 }
 
 /**
- * Validates a spec and splits it into its two directions (undefined = perfect wire).
- * Throws InvalidArgumentError without side effects.
+ * The direction splitter: validates a spec and splits it into its tx and rx parts (undefined =
+ * perfect wire). Throws InvalidArgumentError without side effects.
  */
-export function splitImpairmentSpec(spec: ImpairmentSpec): {
-  toSwitch: Impairment | undefined;
-  fromSwitch: Impairment | undefined;
+export function splitImpairment(spec: ImpairmentSpec): {
+  tx: Impairment | undefined;
+  rx: Impairment | undefined;
 } {
   if (spec === null || typeof spec !== 'object') {
     throw new InvalidArgumentError('impairment spec must be an object');
   }
-  if (isDirectional(spec)) {
+  if (isDirected(spec)) {
     for (const key of Object.keys(spec)) {
-      if (key !== 'toSwitch' && key !== 'fromSwitch') {
+      if (key !== 'tx' && key !== 'rx') {
         throw new InvalidArgumentError(
-          `impairment spec mixes directions with '${key}'; put it under toSwitch or fromSwitch`,
+          `impairment spec mixes directions with '${key}'; put it under tx or rx`,
         );
       }
     }
-    if (spec.toSwitch !== undefined) validateOne(spec.toSwitch);
-    if (spec.fromSwitch !== undefined) validateOne(spec.fromSwitch);
-    return { toSwitch: spec.toSwitch, fromSwitch: spec.fromSwitch };
+    if (spec.tx !== undefined) validateOne(spec.tx);
+    if (spec.rx !== undefined) validateOne(spec.rx);
+    return { tx: spec.tx, rx: spec.rx };
   }
   validateOne(spec);
-  return { toSwitch: spec, fromSwitch: spec };
+  return { tx: spec, rx: spec };
 }
 
 /** An Impairment with defaults filled in, read on the per-frame path. */

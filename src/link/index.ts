@@ -8,10 +8,11 @@
 export { FramePool, MAX_POOLED_FRAME, PoolBuf } from './frame-pool.ts';
 export {
   DEFAULT_QUEUE_BYTES,
+  type DirectedImpairment,
   type Impairment,
   type ImpairmentSpec,
   ResolvedImpairment,
-  splitImpairmentSpec,
+  splitImpairment,
   validateImpairment,
 } from './impairment.ts';
 export type { Link } from './link.ts';

@@ -1,15 +1,11 @@
-import type { Clock, Timer } from '../core/clock.ts';
+import type { Clock } from '../core/clock.ts';
 import { Counters } from '../core/counters.ts';
 import { InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
 import type { Random } from '../core/random.ts';
 import { readMac } from '../wire/addr.ts';
 import { FramePool, type PoolBuf } from './frame-pool.ts';
-import {
-  type Impairment,
-  type ImpairmentSpec,
-  ResolvedImpairment,
-  splitImpairmentSpec,
-} from './impairment.ts';
+import { DEFAULT_LANE_LIMIT_BYTES, ImpairedWire, type LaneCounterNames } from './impaired-lane.ts';
+import { type ImpairmentSpec, validateImpairment } from './impairment.ts';
 import type { Link, LinkGsoOptions, LinkOffloads, RxOffloadInfo } from './link.ts';
 
 export interface SwitchOptions {
@@ -48,262 +44,13 @@ const GSO_MAX_FRAME = 65535 + 18;
 const L2_OVERHEAD = 18;
 const ETH_HEADER = 14;
 
-/** FIFO of (frame, due time) in parallel arrays that grow by doubling and are then reused. */
-class FrameRing {
-  private bufs: (PoolBuf | undefined)[] = new Array(16).fill(undefined);
-  private ats = new Float64Array(16);
-  private head = 0;
-  private mask = 15;
-  size = 0;
-
-  get headAt(): number {
-    return this.size === 0 ? Number.POSITIVE_INFINITY : this.ats[this.head]!;
-  }
-
-  push(b: PoolBuf, at: number): void {
-    if (this.size > this.mask) this.grow();
-    const i = (this.head + this.size) & this.mask;
-    this.bufs[i] = b;
-    this.ats[i] = at;
-    this.size++;
-  }
-
-  /** Insert keeping due times sorted; equal times stay in arrival order. */
-  insertSorted(b: PoolBuf, at: number): void {
-    if (this.size > this.mask) this.grow();
-    const m = this.mask;
-    let i = this.size;
-    // Held frames are few, so shifting from the tail is cheaper than a heap.
-    while (i > 0) {
-      const p = (this.head + i - 1) & m;
-      if (this.ats[p]! <= at) break;
-      const q = (this.head + i) & m;
-      this.bufs[q] = this.bufs[p];
-      this.ats[q] = this.ats[p]!;
-      i--;
-    }
-    const q = (this.head + i) & m;
-    this.bufs[q] = b;
-    this.ats[q] = at;
-    this.size++;
-  }
-
-  shift(): PoolBuf {
-    const b = this.bufs[this.head]!;
-    this.bufs[this.head] = undefined;
-    this.head = (this.head + 1) & this.mask;
-    this.size--;
-    return b;
-  }
-
-  private grow(): void {
-    const n = (this.mask + 1) * 2;
-    const bufs: (PoolBuf | undefined)[] = new Array(n).fill(undefined);
-    const ats = new Float64Array(n);
-    for (let k = 0; k < this.size; k++) {
-      const i = (this.head + k) & this.mask;
-      bufs[k] = this.bufs[i];
-      ats[k] = this.ats[i]!;
-    }
-    this.bufs = bufs;
-    this.ats = ats;
-    this.head = 0;
-    this.mask = n - 1;
-  }
-}
-
-/**
- * One direction of one port: the wire between a host and the switch. Frames wait in `main`
- * (due times non-decreasing, so FIFO) or, when picked for reordering, in `held` (sorted).
- */
-class Lane {
-  imp: ResolvedImpairment | null = null;
-  private readonly main = new FrameRing();
-  private readonly held = new FrameRing();
-  private readonly timer: Timer;
-  private deferred = false;
-  /** Latest due time given to `main`; keeps jitter from reordering. */
-  private lastAt = Number.NEGATIVE_INFINITY;
-  /** When the serializer of a rate-limited wire is free again. */
-  private txEnd = 0;
-  private queuedBytes = 0;
-
-  constructor(
-    private readonly sw: MemorySwitch,
-    private readonly port: SwitchPort,
-    private readonly toSwitch: boolean,
-  ) {
-    this.timer = sw.clock.createTimer(this.flush);
-  }
-
-  get empty(): boolean {
-    return this.main.size === 0 && this.held.size === 0;
-  }
-
-  /** Takes over one reference of `b`. Returns false only when the frame overflowed a queue. */
-  enqueue(b: PoolBuf, now: number): boolean {
-    const sw = this.sw;
-    const len = b.len;
-    if (this.queuedBytes + len > sw.laneLimitBytes) {
-      sw.stats.inc('drop.queue');
-      sw.pool.release(b);
-      return false;
-    }
-    const imp = this.imp;
-    let at = now;
-    if (imp === null) {
-      if (at < this.lastAt) at = this.lastAt;
-      this.lastAt = at;
-      this.main.push(b, at);
-      this.queuedBytes += len;
-      this.kick(at, now);
-      return true;
-    }
-    if (imp.bytesPerMs > 0) {
-      const start = Math.max(this.txEnd, now);
-      const backlog = (start - now) * imp.bytesPerMs;
-      // An idle serializer always takes a frame, so a queue smaller than one frame still passes traffic.
-      if (backlog > 1e-6 && backlog + len > imp.queueBytes + 1e-6) {
-        sw.stats.inc('drop.queue');
-        sw.pool.release(b);
-        return false;
-      }
-      this.txEnd = start + len / imp.bytesPerMs;
-      at = this.txEnd;
-    }
-    const rnd = sw.random;
-    if (imp.loss > 0 && rnd.float() < imp.loss) {
-      sw.stats.inc('drop.loss');
-      sw.pool.release(b);
-      return true;
-    }
-    at += imp.delayMs;
-    if (imp.jitterMs > 0) at += rnd.float() * imp.jitterMs;
-    if (at < this.lastAt) at = this.lastAt;
-    this.lastAt = at;
-    let copies = 1;
-    if (imp.duplicate > 0 && rnd.float() < imp.duplicate) {
-      sw.pool.retain(b);
-      sw.stats.inc('dup');
-      copies = 2;
-    }
-    let first = Number.POSITIVE_INFINITY;
-    for (let k = 0; k < copies; k++) {
-      let due = at;
-      if (imp.reorder > 0 && rnd.float() < imp.reorder) {
-        // Held for half to all of reorderDelayMs, so held frames also overtake one another.
-        due = at + imp.reorderDelayMs * (0.5 + 0.5 * rnd.float());
-        this.held.insertSorted(b, due);
-        sw.stats.inc('reordered');
-      } else {
-        this.main.push(b, due);
-      }
-      if (due < first) first = due;
-    }
-    this.queuedBytes += len * copies;
-    this.kick(first, now);
-    return true;
-  }
-
-  /** Drop everything in flight (cable pulled, port closed). */
-  dropAll(reason: string): void {
-    const pool = this.sw.pool;
-    let n = 0;
-    while (this.main.size) {
-      pool.release(this.main.shift());
-      n++;
-    }
-    while (this.held.size) {
-      pool.release(this.held.shift());
-      n++;
-    }
-    if (n) this.sw.stats.inc(reason, n);
-    this.queuedBytes = 0;
-    this.timer.disarm();
-  }
-
-  private kick(at: number, now: number): void {
-    if (this.deferred) return;
-    if (at <= now) {
-      this.deferred = true;
-      this.sw.clock.defer(this.flush);
-    } else if (!this.timer.armed || at < this.timer.deadline) {
-      this.timer.armAt(at);
-    }
-  }
-
-  private nextAt(): number {
-    const a = this.main.headAt;
-    const b = this.held.headAt;
-    return Math.min(a, b);
-  }
-
-  private readonly flush = (): void => {
-    this.deferred = false;
-    const now = this.sw.clock.now();
-    // Frames queued by handlers during this run wait for the next one: no livelock, no starvation.
-    let budget = this.main.size + this.held.size;
-    try {
-      while (budget-- > 0) {
-        const ma = this.main.headAt;
-        const ha = this.held.headAt;
-        let b: PoolBuf;
-        if (ma <= ha) {
-          if (ma > now) break;
-          b = this.main.shift();
-        } else {
-          if (ha > now) break;
-          b = this.held.shift();
-        }
-        this.queuedBytes -= b.len;
-        this.deliver(b, now);
-      }
-    } finally {
-      const next = this.nextAt();
-      if (next === Number.POSITIVE_INFINITY) this.timer.disarm();
-      else if (next <= now) {
-        this.timer.disarm();
-        if (!this.deferred) {
-          this.deferred = true;
-          this.sw.clock.defer(this.flush);
-        }
-      } else this.timer.armAt(next);
-    }
-  };
-
-  private deliver(b: PoolBuf, now: number): void {
-    const sw = this.sw;
-    const port = this.port;
-    if (port.blackholed) {
-      sw.stats.inc('drop.blackhole');
-      sw.pool.release(b);
-      return;
-    }
-    if (this.toSwitch) {
-      sw.ingress(port, b, now);
-      return;
-    }
-    const h = port.handler;
-    if (h === null) {
-      sw.stats.inc('drop.nohandler');
-      sw.pool.release(b);
-      return;
-    }
-    if (b.gsoSize !== 0 && !port.offloads.tso) {
-      // A real switch would cut it; a host that cannot take super-segments never gets one here.
-      sw.stats.inc('drop.gso-unsupported');
-      sw.pool.release(b);
-      return;
-    }
-    port.rxFrames++;
-    port.rxBytes += b.len;
-    try {
-      port.receive(b);
-    } finally {
-      sw.pool.release(b);
-    }
-  }
-}
+/** One set of names for every lane of the switch: its counters are switch-wide. */
+const LANE_COUNTERS: LaneCounterNames = {
+  loss: 'drop.loss',
+  dup: 'dup',
+  reordered: 'reordered',
+  queue: 'drop.queue',
+};
 
 interface MacEntry {
   port: SwitchPort;
@@ -343,7 +90,7 @@ export class MemorySwitch {
     if (!Number.isInteger(maxMac) || maxMac < 1) {
       throw new InvalidArgumentError(`maxMacEntries must be a positive integer, got ${String(maxMac)}`);
     }
-    const laneLimit = opts.laneLimitBytes ?? 64 * 1024 * 1024;
+    const laneLimit = opts.laneLimitBytes ?? DEFAULT_LANE_LIMIT_BYTES;
     if (typeof laneLimit !== 'number' || !(laneLimit > 0)) {
       throw new InvalidArgumentError(`laneLimitBytes must be > 0, got ${String(laneLimit)}`);
     }
@@ -365,14 +112,14 @@ export class MemorySwitch {
     if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535) {
       throw new InvalidArgumentError(`port mtu must be an integer in 68..65535, got ${String(mtu)}`);
     }
-    const split = opts.impair === undefined ? undefined : splitImpairmentSpec(opts.impair);
+    if (opts.impair !== undefined) validateImpairment(opts.impair);
     const port = new SwitchPort(
       this,
       opts.name ?? `${this.name}.p${this.portList.length}`,
       mtu,
       opts.offload === true,
     );
-    if (split) port.setImpairments(split.toSwitch, split.fromSwitch);
+    if (opts.impair !== undefined) port.wire.impair(opts.impair);
     this.portList.push(port);
     return port;
   }
@@ -443,7 +190,7 @@ export class MemorySwitch {
     } else if (b.len > p.maxFrame && (b.gsoSize === 0 || !p.offloads.tso)) {
       this.stats.inc(b.gsoSize === 0 ? 'drop.oversize' : 'drop.gso-unsupported');
       this.pool.release(b);
-    } else p.fromSwitchLane.enqueue(b, now);
+    } else p.wire.rx.enqueue(b, now);
   }
 
   private learn(mac: number, port: SwitchPort, now: number): void {
@@ -483,8 +230,8 @@ export class SwitchPort implements Link {
   /** @internal */ handler: ((frame: Uint8Array, info?: RxOffloadInfo) => void) | null = null;
   /** @internal */ blackholed = false;
   /** @internal */ closed = false;
-  /** @internal */ readonly toSwitchLane: Lane;
-  /** @internal */ readonly fromSwitchLane: Lane;
+  /** @internal The cable: tx carries what the host sends to the switch, rx what it receives. */
+  readonly wire: ImpairedWire;
   private up = true;
   private carrierHandler: ((up: boolean) => void) | null = null;
 
@@ -500,8 +247,15 @@ export class SwitchPort implements Link {
     this.mtu = mtu;
     this.offloads = { tso: offload, csum: offload };
     this.maxFrame = mtu + L2_OVERHEAD;
-    this.toSwitchLane = new Lane(sw, this, true);
-    this.fromSwitchLane = new Lane(sw, this, false);
+    this.wire = new ImpairedWire({
+      clock: sw.clock,
+      random: sw.random,
+      pool: sw.pool,
+      counters: sw.stats,
+      limitBytes: sw.laneLimitBytes,
+      names: { tx: LANE_COUNTERS, rx: LANE_COUNTERS },
+      deliver: { tx: this.toSwitch, rx: this.fromSwitch },
+    });
   }
 
   get carrier(): boolean {
@@ -565,11 +319,11 @@ export class SwitchPort implements Link {
     }
     const b = sw.pool.take(frame);
     b.gsoSize = gsoSize;
-    const lane = this.toSwitchLane;
+    const lane = this.wire.tx;
     const now = sw.clock.now();
     // A perfect wire with nothing queued adds nothing: hand the frame to the switch now. The
     // receiver still gets it from its own lane later, never inside this call.
-    if (lane.imp === null && lane.empty) {
+    if (lane.idle) {
       sw.ingress(this, b, now);
       return true;
     }
@@ -589,14 +343,7 @@ export class SwitchPort implements Link {
   /** Replace this port's impairments; frames already in flight keep their fate. */
   impair(spec: ImpairmentSpec): void {
     if (this.closed) throw new InvalidStateError(`port ${this.name} is closed`);
-    const s = splitImpairmentSpec(spec);
-    this.setImpairments(s.toSwitch, s.fromSwitch);
-  }
-
-  /** @internal */
-  setImpairments(to: Impairment | undefined, from: Impairment | undefined): void {
-    this.toSwitchLane.imp = ResolvedImpairment.of(to);
-    this.fromSwitchLane.imp = ResolvedImpairment.of(from);
+    this.wire.impair(spec);
   }
 
   /** Cable pulled: carrier goes down, frames on the wire and any sent later are dropped and counted. */
@@ -604,8 +351,7 @@ export class SwitchPort implements Link {
     if (this.closed) throw new InvalidStateError(`port ${this.name} is closed`);
     if (!this.up) return;
     this.up = false;
-    this.toSwitchLane.dropAll('drop.cut');
-    this.fromSwitchLane.dropAll('drop.cut');
+    this.dropInFlight('drop.cut');
     // A real switch flushes addresses on link down, so traffic for a host that moved floods at once.
     this.switch.forgetPort(this);
     this.emitCarrier(false);
@@ -628,12 +374,55 @@ export class SwitchPort implements Link {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.toSwitchLane.dropAll('drop.closed');
-    this.fromSwitchLane.dropAll('drop.closed');
+    this.dropInFlight('drop.closed');
     this.switch.forgetPort(this);
     this.handler = null;
     this.carrierHandler = null;
   }
+
+  private dropInFlight(reason: string): void {
+    const n = this.wire.dropAll();
+    if (n) this.switch.stats.inc(reason, n);
+  }
+
+  /** The far end of the tx lane: the frame reaches the switch. */
+  private readonly toSwitch = (b: PoolBuf, now: number): void => {
+    const sw = this.switch;
+    if (this.blackholed) {
+      sw.stats.inc('drop.blackhole');
+      sw.pool.release(b);
+      return;
+    }
+    sw.ingress(this, b, now);
+  };
+
+  /** The far end of the rx lane: the frame reaches the host. */
+  private readonly fromSwitch = (b: PoolBuf): void => {
+    const sw = this.switch;
+    if (this.blackholed) {
+      sw.stats.inc('drop.blackhole');
+      sw.pool.release(b);
+      return;
+    }
+    if (this.handler === null) {
+      sw.stats.inc('drop.nohandler');
+      sw.pool.release(b);
+      return;
+    }
+    if (b.gsoSize !== 0 && !this.offloads.tso) {
+      // A real switch would cut it; a host that cannot take super-segments never gets one here.
+      sw.stats.inc('drop.gso-unsupported');
+      sw.pool.release(b);
+      return;
+    }
+    this.rxFrames++;
+    this.rxBytes += b.len;
+    try {
+      this.receive(b);
+    } finally {
+      sw.pool.release(b);
+    }
+  };
 
   private emitCarrier(up: boolean): void {
     // Deferred so a handler that reacts (fails over, sends) never runs inside cut()/restore().

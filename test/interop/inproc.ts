@@ -6,7 +6,8 @@
 import { createHash } from 'node:crypto';
 import { RealClock } from '../../src/core/clock.ts';
 import { CryptoRandom, SeededRandom } from '../../src/core/random.ts';
-import { impairLink, type LinkImpairmentSpec } from '../../src/link/impaired-link.ts';
+import { impairLink } from '../../src/link/impaired-link.ts';
+import type { ImpairmentSpec } from '../../src/link/impairment.ts';
 import type { Link } from '../../src/link/link.ts';
 import { TapLink } from '../../src/link/tap-link.ts';
 import { Host } from '../../src/socket/host.ts';
@@ -30,7 +31,7 @@ export interface InProc {
 export function startInProc(
   lab: Lab,
   tapIdx: number,
-  o: { impair?: LinkImpairmentSpec; seed?: number; offload?: boolean } = {},
+  o: { impair?: ImpairmentSpec; seed?: number; offload?: boolean } = {},
 ): InProc {
   const clock = new RealClock();
   const tap = TapLink.open({ name: lab.taps[tapIdx]!, create: false, vnetHdr: o.offload ?? false, clock });

@@ -4,12 +4,8 @@ import fc from 'fast-check';
 import { VirtualClock } from '../../src/core/clock.ts';
 import { InvalidArgumentError, InvalidStateError } from '../../src/core/errors.ts';
 import { SeededRandom } from '../../src/core/random.ts';
-import {
-  type FrameInfo,
-  impairLink,
-  type LinkImpairmentSpec,
-  parseImpairment,
-} from '../../src/link/impaired-link.ts';
+import { type FrameInfo, impairLink, parseImpairment } from '../../src/link/impaired-link.ts';
+import type { ImpairmentSpec } from '../../src/link/impairment.ts';
 import type { Link } from '../../src/link/link.ts';
 import { newRxInfo } from '../../src/link/tap-vnet.ts';
 import { frame, hostMac, idOf } from './helpers.ts';
@@ -47,7 +43,7 @@ class FakeLink implements Link {
   }
 }
 
-function setup(spec: LinkImpairmentSpec, seed = 1) {
+function setup(spec: ImpairmentSpec, seed = 1) {
   const clock = new VirtualClock();
   const inner = new FakeLink(clock);
   const link = impairLink(inner, spec, clock, new SeededRandom(seed));
@@ -129,7 +125,7 @@ describe('impairLink', () => {
     assert.throws(() => impairLink(inner, { loss: 2 }, clock, r), InvalidArgumentError);
     assert.throws(() => impairLink(inner, { tx: { delayMs: -1 } }, clock, r), InvalidArgumentError);
     assert.throws(
-      () => impairLink(inner, { tx: {}, loss: 0.1 } as unknown as LinkImpairmentSpec, clock, r),
+      () => impairLink(inner, { tx: {}, loss: 0.1 } as unknown as ImpairmentSpec, clock, r),
       InvalidArgumentError,
     );
     assert.throws(() => impairLink(null as unknown as Link, {}, clock, r), InvalidArgumentError);

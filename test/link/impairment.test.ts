@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import { InvalidArgumentError } from '../../src/core/errors.ts';
-import { type Impairment, splitImpairmentSpec, validateImpairment } from '../../src/link/impairment.ts';
+import { type Impairment, splitImpairment, validateImpairment } from '../../src/link/impairment.ts';
 import { frame, hostMac, makeNet, type Net } from './helpers.ts';
 
 /** Port 0 sends `n` frames to port 1, one every `gapMs`; returns the send times by id. */
@@ -62,19 +62,19 @@ describe('validateImpairment', () => {
   });
 
   test('validateImpairment also checks each direction of a directional spec', () => {
-    validateImpairment({ toSwitch: { loss: 0.1 }, fromSwitch: { delayMs: 1 } });
-    assert.throws(() => validateImpairment({ fromSwitch: { jitterMs: -1 } }), InvalidArgumentError);
+    validateImpairment({ tx: { loss: 0.1 }, rx: { delayMs: 1 } });
+    assert.throws(() => validateImpairment({ rx: { jitterMs: -1 } }), InvalidArgumentError);
   });
 
   test('directional specs: validated per direction, no mixing', () => {
-    const s = splitImpairmentSpec({ toSwitch: { loss: 0.1 } });
-    assert.deepEqual(s.toSwitch, { loss: 0.1 });
-    assert.equal(s.fromSwitch, undefined);
-    const both = splitImpairmentSpec({ delayMs: 3 });
-    assert.equal(both.toSwitch, both.fromSwitch);
-    assert.throws(() => splitImpairmentSpec({ fromSwitch: { loss: 3 } }), InvalidArgumentError);
+    const s = splitImpairment({ tx: { loss: 0.1 } });
+    assert.deepEqual(s.tx, { loss: 0.1 });
+    assert.equal(s.rx, undefined);
+    const both = splitImpairment({ delayMs: 3 });
+    assert.equal(both.tx, both.rx);
+    assert.throws(() => splitImpairment({ rx: { loss: 3 } }), InvalidArgumentError);
     assert.throws(
-      () => splitImpairmentSpec({ toSwitch: {}, loss: 0.1 } as unknown as Impairment),
+      () => splitImpairment({ tx: {}, loss: 0.1 } as unknown as Impairment),
       InvalidArgumentError,
     );
   });
@@ -82,7 +82,7 @@ describe('validateImpairment', () => {
   test('impair() with a bad spec changes nothing', () => {
     const net = makeNet(1, 2);
     net.ports[0]!.impair({ delayMs: 7 });
-    assert.throws(() => net.ports[0]!.impair({ toSwitch: { delayMs: 1 }, fromSwitch: { loss: -1 } }));
+    assert.throws(() => net.ports[0]!.impair({ tx: { delayMs: 1 }, rx: { loss: -1 } }));
     const sent = stream(net, 1, 0);
     assert.equal(net.rx[0]!.t - sent[0]!, 7);
   });
@@ -91,7 +91,7 @@ describe('validateImpairment', () => {
 describe('impairments, measured', () => {
   test('loss rate is near the setting', () => {
     const net = makeNet(11, 2);
-    net.ports[0]!.impair({ toSwitch: { loss: 0.1 } });
+    net.ports[0]!.impair({ tx: { loss: 0.1 } });
     const n = 20_000;
     stream(net, n, 0);
     const rate = 1 - net.rx.length / n;
@@ -116,7 +116,7 @@ describe('impairments, measured', () => {
 
   test('duplicates: near the setting, each frame at most twice, back to back', () => {
     const net = makeNet(13, 2);
-    net.ports[0]!.impair({ toSwitch: { duplicate: 0.05 } });
+    net.ports[0]!.impair({ tx: { duplicate: 0.05 } });
     const n = 20_000;
     stream(net, n, 0);
     const ids = net.ids(1);
@@ -133,7 +133,7 @@ describe('impairments, measured', () => {
 
   test('reorder: about the set share of frames arrive after later ones, none lost', () => {
     const net = makeNet(14, 2);
-    net.ports[0]!.impair({ toSwitch: { reorder: 0.1 } });
+    net.ports[0]!.impair({ tx: { reorder: 0.1 } });
     const n = 10_000;
     // 0.05 ms apart, so frames held 0.5..1 ms (the default) are always overtaken.
     stream(net, n, 0.05);
@@ -155,7 +155,7 @@ describe('impairments, measured', () => {
 
   test('reorder holds frames by at most reorderDelayMs past their due time', () => {
     const net = makeNet(15, 2);
-    net.ports[0]!.impair({ toSwitch: { reorder: 0.5, delayMs: 2, reorderDelayMs: 4 } });
+    net.ports[0]!.impair({ tx: { reorder: 0.5, delayMs: 2, reorderDelayMs: 4 } });
     const sent = stream(net, 2000, 0.1);
     for (const r of net.rx) {
       const lat = r.t - sent[r.id]!;
@@ -169,7 +169,7 @@ describe('impairments, measured', () => {
 
   test('fixed delay: every frame arrives exactly delayMs later', () => {
     const net = makeNet(16, 2);
-    net.ports[0]!.impair({ toSwitch: { delayMs: 10 } });
+    net.ports[0]!.impair({ tx: { delayMs: 10 } });
     const sent = stream(net, 100, 0.3);
     assert.equal(net.rx.length, 100);
     for (const r of net.rx) assert.ok(Math.abs(r.t - sent[r.id]! - 10) < 1e-9);
@@ -183,7 +183,7 @@ describe('impairments, measured', () => {
 
   test('jitter: latency spread over delay..delay+jitter, order never changes', () => {
     const net = makeNet(18, 2);
-    net.ports[0]!.impair({ toSwitch: { delayMs: 10, jitterMs: 5 } });
+    net.ports[0]!.impair({ tx: { delayMs: 10, jitterMs: 5 } });
     const n = 5000;
     const sent = stream(net, n, 0.5);
     assert.deepEqual(
@@ -202,7 +202,7 @@ describe('impairments, measured', () => {
   test('rate limit: frames leave one serialization time apart', () => {
     const net = makeNet(19, 2);
     // 1 Mbit/s: a 1250-byte frame takes 10 ms.
-    net.ports[0]!.impair({ toSwitch: { rateBps: 1e6, delayMs: 1 } });
+    net.ports[0]!.impair({ tx: { rateBps: 1e6, delayMs: 1 } });
     stream(net, 10, 0, 1250);
     assert.deepEqual(
       net.rx.map((r) => Math.round(r.t * 1000) / 1000),
@@ -212,7 +212,7 @@ describe('impairments, measured', () => {
 
   test('rate limit: a full queue drops and send says so; the queue drains with time', () => {
     const net = makeNet(20, 2);
-    net.ports[0]!.impair({ toSwitch: { rateBps: 1e6, queueBytes: 5000 } });
+    net.ports[0]!.impair({ tx: { rateBps: 1e6, queueBytes: 5000 } });
     net.ports[1]!.send(frame(hostMac(0), hostMac(1), 0xffffffff));
     net.drain();
     net.rx.length = 0;
@@ -229,7 +229,7 @@ describe('impairments, measured', () => {
 
   test('rate limit measured over a long run matches the configured rate', () => {
     const net = makeNet(21, 2);
-    net.ports[0]!.impair({ toSwitch: { rateBps: 10e6, queueBytes: 1e6 } });
+    net.ports[0]!.impair({ tx: { rateBps: 10e6, queueBytes: 1e6 } });
     stream(net, 500, 0, 1500);
     const secs = net.rx[net.rx.length - 1]!.t / 1000;
     const bps = (500 * 1500 * 8) / secs;
@@ -238,7 +238,7 @@ describe('impairments, measured', () => {
 
   test('removing a delay does not let new frames overtake frames still in flight', () => {
     const net = makeNet(22, 2);
-    net.ports[0]!.impair({ toSwitch: { delayMs: 50 } });
+    net.ports[0]!.impair({ tx: { delayMs: 50 } });
     net.ports[1]!.send(frame(hostMac(0), hostMac(1), 0xffffffff));
     net.drain();
     net.rx.length = 0;
@@ -251,7 +251,7 @@ describe('impairments, measured', () => {
 
   test('directional impairment touches only its direction', () => {
     const net = makeNet(23, 2);
-    net.ports[0]!.impair({ fromSwitch: { delayMs: 20 } });
+    net.ports[0]!.impair({ rx: { delayMs: 20 } });
     const sent = stream(net, 5, 0);
     for (const r of net.rx) assert.equal(r.t - sent[r.id]!, 0);
     net.rx.length = 0;
@@ -300,8 +300,8 @@ describe('properties', () => {
         const net = makeNet(seed, 2);
         // A queue big enough that nothing overflows: this property is about order, not drops.
         const deep = (i: Impairment): Impairment => (i.rateBps ? { ...i, queueBytes: 1e9 } : i);
-        net.ports[0]!.impair({ toSwitch: deep(to), fromSwitch: deep(from) });
-        net.ports[1]!.impair({ fromSwitch: deep(from) });
+        net.ports[0]!.impair({ tx: deep(to), rx: deep(from) });
+        net.ports[1]!.impair({ rx: deep(from) });
         net.ports[1]!.send(frame(hostMac(0), hostMac(1), 0xffffffff));
         net.drain();
         net.rx.length = 0;
@@ -329,7 +329,7 @@ describe('properties', () => {
         gaps,
         (seed, reorder, duplicate, gapList) => {
           const net = makeNet(seed, 2);
-          net.ports[0]!.impair({ toSwitch: { reorder, duplicate, delayMs: 1, jitterMs: 1 } });
+          net.ports[0]!.impair({ tx: { reorder, duplicate, delayMs: 1, jitterMs: 1 } });
           net.ports[1]!.send(frame(hostMac(0), hostMac(1), 0xffffffff));
           net.drain();
           net.rx.length = 0;
