@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import fc from 'fast-check';
+import fc from '../helpers/fc.ts';
 import { VirtualClock } from '../../src/core/clock.ts';
 import { InvalidArgumentError, InvalidStateError } from '../../src/core/errors.ts';
 import { SeededRandom } from '../../src/core/random.ts';

@@ -1,4 +1,4 @@
-import fc from 'fast-check';
+import fc from '../helpers/fc.ts';
 import { ByteRing } from '../../src/state/byte-ring.ts';
 import { createNeighborState, type NeighborState } from '../../src/state/neighbor-state.ts';
 import type { OffloadTree } from '../../src/state/offload-tree.ts';

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { describe, test } from 'node:test';
-import fc from 'fast-check';
+import fc from '../helpers/fc.ts';
 import { InvalidArgumentError } from '../../src/core/errors.ts';
 import { spawnWorker } from '../../src/nic/worker/spawn.ts';
 import { ByteRing } from '../../src/state/byte-ring.ts';

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import fc from 'fast-check';
+import fc from '../helpers/fc.ts';
 import { StateValidationError } from '../../src/core/errors.ts';
 import { createNeighborState } from '../../src/state/neighbor-state.ts';
 import { countTrees, flattenTrees } from '../../src/state/offload-tree.ts';

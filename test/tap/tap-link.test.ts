@@ -5,7 +5,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import net from 'node:net';
 import { after, afterEach, describe, test } from 'node:test';
-import fc from 'fast-check';
+import fc from '../helpers/fc.ts';
 import { InvalidArgumentError, InvalidStateError, LinkError } from '../../src/core/errors.ts';
 import { TapLink, type TapLinkOptions, tapQueueEmpty } from '../../src/link/tap-link.ts';
 import {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import fc from 'fast-check';
+import fc from '../helpers/fc.ts';
 import { SeededRandom } from '../../src/core/random.ts';
 import { seqAdd, seqDiff, seqGeq, seqGt, seqLeq, seqLt, seqSub } from '../../src/stack/tcp/seq.ts';
 import { MSS_TABLE, SynCookies } from '../../src/stack/tcp/syn-cookies.ts';

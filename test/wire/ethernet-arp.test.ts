@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import fc from 'fast-check';
+import fc from '../helpers/fc.ts';
 import { BROADCAST_MAC } from '../../src/wire/addr.ts';
 import { ARP_LENGTH, ArpOp, createArpPacket, decodeArp, encodeArp } from '../../src/wire/arp.ts';
 import { createEthernetHeader, decodeEthernet, EtherType, encodeEthernet } from '../../src/wire/ethernet.ts';

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import fc from 'fast-check';
+import fc from '../helpers/fc.ts';
 import { createArpPacket, decodeArp } from '../../src/wire/arp.ts';
 import type { DecodeError } from '../../src/wire/decode-error.ts';
 import { createEthernetHeader, decodeEthernet, EtherType } from '../../src/wire/ethernet.ts';
