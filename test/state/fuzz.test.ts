@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import fc from '../helpers/fc.ts';
 import { StateValidationError } from '../../src/core/errors.ts';
 import {
   decodeBatch,
@@ -9,6 +8,7 @@ import {
   STATE_CODEC_VERSION,
 } from '../../src/state/state-codec.ts';
 import { validateTrees } from '../../src/state/validate.ts';
+import fc from '../helpers/fc.ts';
 import { arbTrees, sampleTrees } from './helpers.ts';
 
 /** Deterministic xorshift32, so a failing case is replayed from its seed. */

@@ -5,7 +5,6 @@ import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import net from 'node:net';
 import { after, afterEach, describe, test } from 'node:test';
-import fc from '../helpers/fc.ts';
 import { InvalidArgumentError, InvalidStateError, LinkError } from '../../src/core/errors.ts';
 import { TapLink, type TapLinkOptions, tapQueueEmpty } from '../../src/link/tap-link.ts';
 import {
@@ -18,6 +17,7 @@ import {
   type TapRxInfo,
   VNET_GSO_TCPV4,
 } from '../../src/link/tap-vnet.ts';
+import fc from '../helpers/fc.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Environment: the device tests need Linux, root, /dev/net/tun, koffi and iproute2. In CI a

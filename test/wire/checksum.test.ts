@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import fc from '../helpers/fc.ts';
 import { foldChecksum, internetChecksum, onesSum, pseudoHeaderSum } from '../../src/wire/checksum.ts';
+import fc from '../helpers/fc.ts';
 import { TCP_SYN, u32 } from './fixtures.ts';
 
 /** Straightforward reference: 16-bit words, odd tail padded with a zero low byte. */

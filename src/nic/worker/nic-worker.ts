@@ -365,6 +365,8 @@ const engine = new NicEngine({
         post({ t: 'freed', slots: [slot.index] });
       }
     }
+    // Threads have their own performance.now() origin: carrier times cross as epoch ms.
+    if (event === 'link' && typeof args[1] === 'number') args[1] = performance.timeOrigin + args[1];
     post({ t: 'ind', event, args });
   },
 });
