@@ -150,4 +150,29 @@ describe('team of WorkerNics (real worker threads) on a real-time network', () =
     await assertClean(rig, st);
     assert.equal(rig.team.failovers.length, 1);
   });
+
+  test('a wedged worker (alive, silent) is declared dead by its missing heartbeats and rebuilt elsewhere', {
+    timeout: 60_000,
+  }, async (t) => {
+    const rig = await setup(t, { seed: 25, heartbeatMs: 20, deadAfterMs: 500 });
+    const nic0 = rig.nics[0]!;
+    const nic1 = rig.nics[1]!;
+    const { st } = await startOffloaded(rig, [CONNS, 0]);
+    await rig.net.sleep(300);
+    const dead = once(nic0, 'dead') as Promise<[WorkerDeath]>;
+    const failover = nextFailover(rig);
+    nic0.stall(5000);
+    const [cause] = await dead;
+    // Declared for silence, so while it was stalled: a worker that had woken would have beaten.
+    assert.equal(cause.kind, 'heartbeat');
+    assert.ok((cause.silentMs ?? 0) > 500, `silent for ${cause.silentMs} ms`);
+    const f = await failover;
+    assert.equal(f.cause, 'dead');
+    assert.equal(f.connections, CONNS);
+    assert.deepEqual(f.to, [nic1.id]);
+    assert.equal(f.lost, 0);
+    assert.equal(rig.stack.counters.get('offload.rebuilt'), CONNS);
+    await assertClean(rig, st);
+    assert.equal(rig.team.failovers.length, 1);
+  });
 });
