@@ -3,15 +3,15 @@ import { pathToFileURL } from 'node:url';
 import { SimNetwork } from '../src/sim/sim-network.ts';
 import type { TcpSocket } from '../src/socket/tcp-socket.ts';
 import { addWorkerHost } from '../test/nic/worker-helpers.ts';
-import { openConnections, type Percentiles, timeTransfers } from './offload.ts';
+import { openConnections, type TransferFigures, timeTransfers } from './offload.ts';
 
 export interface WorkerOffloadBenchResult {
   connections: number;
   runs: number;
   nic: 'worker';
-  offload: Percentiles;
-  move: Percentiles;
-  upload: Percentiles;
+  offload: TransferFigures;
+  move: TransferFigures;
+  upload: TransferFigures;
   throughput: {
     connections: number;
     bytesEach: number;

@@ -1,4 +1,4 @@
-import type { Nic } from '../src/nic/nic.ts';
+import type { ConnKey, Nic } from '../src/nic/nic.ts';
 import type { OffloadManager } from '../src/offload/offload-manager.ts';
 import { SimNetwork } from '../src/sim/sim-network.ts';
 import type { Host } from '../src/socket/host.ts';
@@ -15,13 +15,23 @@ export interface Percentiles {
   p99Ms: number;
 }
 
+/** One verb's figures: whole transfers (one per run) and the batches they were made of. */
+export interface TransferFigures extends Percentiles {
+  /** Connections per batch; p50Ms / p99Ms are over every batch of every run. */
+  batch: number;
+  /** Batches timed (the p99's sample count). */
+  samples: number;
+  /** Median over runs of the time to transfer every connection (the sum of its batches). */
+  totalMs: number;
+}
+
 export interface OffloadBenchResult {
   connections: number;
   runs: number;
   nic: 'local';
-  offload: Percentiles;
-  move: Percentiles;
-  upload: Percentiles;
+  offload: TransferFigures;
+  move: TransferFigures;
+  upload: TransferFigures;
 }
 
 export function pct(xs: number[]): Percentiles {
@@ -73,32 +83,58 @@ export async function openConnections(
   return sockets;
 }
 
-/** Time offload-all to `n0`, move-all to `n1` and upload-all, `runs` times; each must move every connection. */
+/** Connections per timed transfer: percentiles come from many batches, not from a few runs. */
+export const BATCH = 100;
+
+/**
+ * Offload every connection to `n0`, move them to `n1` and upload them back, `runs` times, in
+ * batches of BATCH connections, each batch timed; each verb must move every connection.
+ */
 export async function timeTransfers(
   m: OffloadManager,
   n0: Nic,
   n1: Nic,
   connections: number,
   runs: number,
-): Promise<{ offload: Percentiles; move: Percentiles; upload: Percentiles }> {
-  const off: number[] = [];
-  const mv: number[] = [];
-  const up: number[] = [];
-  for (let r = 0; r < runs; r++) {
-    let t = performance.now();
-    const a = await m.offload('all', n0);
-    off.push(performance.now() - t);
-    t = performance.now();
-    const b = await m.move('all', n0, n1);
-    mv.push(performance.now() - t);
-    t = performance.now();
-    const c = await m.upload('all');
-    up.push(performance.now() - t);
-    if (a.moved.length !== connections || b.moved.length !== connections || c.moved.length !== connections) {
-      throw new Error(
-        `run ${r}: moved ${a.moved.length}/${b.moved.length}/${c.moved.length} of ${connections}`,
-      );
-    }
+): Promise<{ offload: TransferFigures; move: TransferFigures; upload: TransferFigures }> {
+  // An untimed round trip learns the keys (and warms the code paths).
+  const first = await m.offload('all', n0);
+  const keys = m.keysOn(n0);
+  await m.upload('all');
+  if (first.moved.length !== connections || keys.length !== connections) {
+    throw new Error(`warm-up: offloaded ${first.moved.length} of ${connections}`);
   }
-  return { offload: pct(off), move: pct(mv), upload: pct(up) };
+  const batches: ConnKey[][] = [];
+  for (let i = 0; i < keys.length; i += BATCH) batches.push(keys.slice(i, i + BATCH));
+  const samples = { offload: [] as number[], move: [] as number[], upload: [] as number[] };
+  const totals = { offload: [] as number[], move: [] as number[], upload: [] as number[] };
+  const timed = async (
+    verb: keyof typeof samples,
+    run: number,
+    go: (b: ConnKey[]) => Promise<{ moved: unknown[] }>,
+  ): Promise<void> => {
+    let total = 0;
+    let moved = 0;
+    for (const b of batches) {
+      const t = performance.now();
+      moved += (await go(b)).moved.length;
+      const ms = performance.now() - t;
+      samples[verb].push(ms);
+      total += ms;
+    }
+    if (moved !== connections) throw new Error(`run ${run}: ${verb} moved ${moved} of ${connections}`);
+    totals[verb].push(total);
+  };
+  for (let r = 0; r < runs; r++) {
+    await timed('offload', r, (b) => m.offload(b, n0));
+    await timed('move', r, (b) => m.move(b, n0, n1));
+    await timed('upload', r, (b) => m.upload(b));
+  }
+  const fig = (verb: keyof typeof samples): TransferFigures => ({
+    ...pct(samples[verb]),
+    batch: BATCH,
+    samples: samples[verb].length,
+    totalMs: pct(totals[verb]).p50Ms,
+  });
+  return { offload: fig('offload'), move: fig('move'), upload: fig('upload') };
 }

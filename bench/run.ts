@@ -64,9 +64,9 @@ const BENCHES: Record<string, { about: string; run: Bench; print: (r: Record<str
         };
       },
       print: (r) => {
-        type P = { p50Ms: number; p99Ms: number };
+        type P = { p50Ms: number; p99Ms: number; batch: number; samples: number; totalMs: number };
         const f = (label: string, p: P) =>
-          `${label.padEnd(16)} p50 ${p.p50Ms.toFixed(1)} ms, p99 ${p.p99Ms.toFixed(1)} ms`;
+          `${label.padEnd(16)} all in ${p.totalMs.toFixed(1)} ms (median run); per batch of ${p.batch}: p50 ${p.p50Ms.toFixed(2)} ms, p99 ${p.p99Ms.toFixed(2)} ms (${p.samples} batches)`;
         const w = r.worker as {
           offload: P;
           move: P;
@@ -97,7 +97,7 @@ const BENCHES: Record<string, { about: string; run: Bench; print: (r: Record<str
       print: (r) => {
         const row = (k: string) => {
           const f = r[k] as FailoverFigures;
-          return `${k.padEnd(13)} detect ${f.detectMs} ms, resume ${f.resumeMs} ms (${f.resumeWallMs} ms wall to move ${f.moved}), longest stall ${f.maxStallMs} ms, resets ${f.resets}, bytes lost ${f.bytesLost}`;
+          return `${k.padEnd(13)} detect ${f.detectMs} ms, data at the receiver again after ${f.resumeMs} ms (slowest; median ${f.resumeP50Ms} ms), moved in ${f.movedMs} ms (${f.resumeWallMs} ms wall to move ${f.moved}), longest stall ${f.maxStallMs} ms, resets ${f.resets}, bytes lost ${f.bytesLost}`;
         };
         return [
           `${r.connections} connections (detect/resume/stall on the simulator's virtual clock)`,

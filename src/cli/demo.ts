@@ -4,6 +4,7 @@ import type { Impairment } from '../link/impairment.ts';
 import { SimNetwork } from '../sim/sim-network.ts';
 import type { TcpSocket } from '../socket/tcp-socket.ts';
 import type { CongestionAlgorithm } from '../state/tcp-state.ts';
+import type { FailureEvent } from '../team/health.ts';
 import { type FailoverSummary, summarizeFailover } from '../team/index.ts';
 import type { FailoverRecord } from '../team/team.ts';
 
@@ -133,9 +134,20 @@ export async function runDemo(
       : null;
   const server = team ?? net.addHost({ ip: '10.0.0.2/24', name: 'server', impair: opts.impair, tcp });
   const events: string[] = [];
+  // Resumed means data reaches the client's application again: per failure, the first data each
+  // client connection receives after detection; the failover's figure is the slowest of them.
+  const resumes = new Map<string, Map<TcpSocket, number>>();
+  const resumeKey = (nic: string, at: number): string => `${nic}@${at}`;
+  team?.team.on('failure', (ev: FailureEvent) => resumes.set(resumeKey(ev.nic, ev.at), new Map()));
+  const peerResumeMs = (r: FailoverRecord): number => {
+    const first = resumes.get(resumeKey(r.nic, r.at));
+    let max = 0;
+    for (const t of first?.values() ?? []) max = Math.max(max, t - r.at);
+    return max;
+  };
   team?.team.on('failover', (r: FailoverRecord) => {
     events.push(
-      `${(net.now() / 1000).toFixed(2)}s failover: ${r.nic} ${r.cause}, ${r.connections} connections → ${r.to.join(', ') || 'none'}, detected in ${r.detectMs.toFixed(1)} ms, resumed in ${r.resumeMs.toFixed(1)} ms`,
+      `${(net.now() / 1000).toFixed(2)}s failover: ${r.nic} ${r.cause}, ${r.connections} connections → ${r.to.join(', ') || 'none'}, detected in ${r.detectMs.toFixed(1)} ms, moved in ${r.resumeMs.toFixed(1)} ms`,
     );
   });
   let cutDone = opts.failoverAt <= 0 || !team;
@@ -161,12 +173,13 @@ export async function runDemo(
   const results: Promise<void>[] = [];
   const serverSide = new Map<number, Promise<boolean>>();
 
-  const receive = (sock: TcpSocket, expect: string): Promise<boolean> =>
+  const receive = (sock: TcpSocket, expect: string, atClient = false): Promise<boolean> =>
     new Promise((resolve) => {
       const h = createHash('sha256');
       sock.on('data', (d: Buffer) => {
         h.update(d);
         received += d.length;
+        if (atClient) for (const first of resumes.values()) if (!first.has(sock)) first.set(sock, net.now());
       });
       sock.on('error', (e: NodeJS.ErrnoException) => {
         if (e.code === 'ECONNRESET') resets++;
@@ -198,7 +211,7 @@ export async function runDemo(
       new Promise<void>((resolve) => {
         const sock = client.connect(5001, '10.0.0.2');
         const expect = expectedDigest(pattern(opts.seed, i, 1), opts.bytes);
-        const ok = receive(sock, expect);
+        const ok = receive(sock, expect, true);
         sock.on('connect', () => {
           connected++;
           const head = Buffer.alloc(4);
@@ -264,7 +277,9 @@ export async function runDemo(
     ...prefixed(client.stack.counters.snapshot(), 'drop.'),
     ...prefixed(server.stack.counters.snapshot(), 'drop.'),
   };
-  const failovers = team ? team.failovers.map(summarizeFailover) : [];
+  const failovers = team
+    ? team.failovers.map((r) => ({ ...summarizeFailover(r), resumeMs: peerResumeMs(r) }))
+    : [];
   team?.close();
   net.close();
   const incomplete = opts.connections - finished;

@@ -139,7 +139,7 @@ program
       );
       for (const f of summary.failovers) {
         console.log(
-          `failover      ${f.nic} (${f.cause}): ${f.connections} connections moved, detected in ${f.detectMs.toFixed(1)} ms, resumed ${f.resumeMs.toFixed(1)} ms later`,
+          `failover      ${f.nic} (${f.cause}): ${f.connections} connections moved, detected in ${f.detectMs.toFixed(1)} ms, data at the client again ${f.resumeMs.toFixed(1)} ms after detection`,
         );
       }
     }

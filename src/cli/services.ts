@@ -147,10 +147,20 @@ export function startService(host: Host, spec: ServiceSpec, log: ServiceLog): Ru
         // pipe() gives backpressure both ways: a peer that does not read stops us reading.
         sock.pipe(sock);
         break;
-      case 'discard':
-        sock.on('data', () => {});
-        sock.on('end', () => sock.end());
+      case 'discard': {
+        // The count and digest let whoever sent the data check what arrived, not only that it was taken.
+        const h = createHash('sha256');
+        let n = 0;
+        sock.on('data', (d: Uint8Array) => {
+          h.update(d);
+          n += d.length;
+        });
+        sock.on('end', () => {
+          log.info(`${tag}: ${who} sent ${n} B, sha256 ${h.digest('hex')}`);
+          sock.end();
+        });
         break;
+      }
       case 'http':
         httpServer!.emit('connection', sock);
         break;

@@ -53,8 +53,12 @@ export interface Link {
    * coalesced super-segment) and may carry a partial L4 checksum.
    */
   onFrame(handler: (frame: Uint8Array, info?: RxOffloadInfo) => void): void;
-  /** Install the carrier handler, called on every change. */
-  onCarrier(handler: (up: boolean) => void): void;
+  /**
+   * Install the carrier handler, called on every change. `since` (the link's clock) is the last
+   * moment the link saw the old state: the change itself for a link that is told of it, the previous
+   * poll for one that polls. Detection delays count from it.
+   */
+  onCarrier(handler: (up: boolean, since?: number) => void): void;
   close(): void;
   /** What `sendGso` may be asked for; absent or all false for links without offloads. */
   readonly offloads?: LinkOffloads;

@@ -233,7 +233,7 @@ export class SwitchPort implements Link {
   /** @internal The cable: tx carries what the host sends to the switch, rx what it receives. */
   readonly wire: ImpairedWire;
   private up = true;
-  private carrierHandler: ((up: boolean) => void) | null = null;
+  private carrierHandler: ((up: boolean, since?: number) => void) | null = null;
 
   /** Segmentation and checksum offload (PortOptions.offload). */
   readonly offloads: LinkOffloads;
@@ -335,7 +335,7 @@ export class SwitchPort implements Link {
     this.handler = handler;
   }
 
-  onCarrier(handler: (up: boolean) => void): void {
+  onCarrier(handler: (up: boolean, since?: number) => void): void {
     if (typeof handler !== 'function') throw new InvalidArgumentError('onCarrier needs a function');
     this.carrierHandler = handler;
   }
@@ -426,8 +426,9 @@ export class SwitchPort implements Link {
 
   private emitCarrier(up: boolean): void {
     // Deferred so a handler that reacts (fails over, sends) never runs inside cut()/restore().
+    const since = this.switch.clock.now();
     this.switch.clock.defer(() => {
-      if (!this.closed) this.carrierHandler?.(up);
+      if (!this.closed) this.carrierHandler?.(up, since);
     });
   }
 }

@@ -155,7 +155,9 @@ export class TapLink implements Link {
   onDrain: ((drains: number) => void) | null = null;
   private readonly views: (Uint8Array | undefined)[] = [];
   private frameHandler: TapFrameHandler | null = null;
-  private carrierHandler: ((up: boolean) => void) | null = null;
+  private carrierHandler: ((up: boolean, since?: number) => void) | null = null;
+  /** When the carrier was last read as it stands: a change happened after this. */
+  private carrierSeenAt = 0;
   private up = false;
   private gone = false;
   private closed = false;
@@ -200,6 +202,7 @@ export class TapLink implements Link {
     pv.setInt16(12, POLLIN, true);
     this.carrierTimer = this.clock.createTimer(this.pollCarrier).unref();
     this.up = this.readCarrier();
+    this.carrierSeenAt = this.clock.now();
     this.carrierTimer.arm(this.carrierPollMs);
     this.schedulePump();
   }
@@ -391,7 +394,7 @@ export class TapLink implements Link {
     this.frameHandler = handler;
   }
 
-  onCarrier(handler: (up: boolean) => void): void {
+  onCarrier(handler: (up: boolean, since?: number) => void): void {
     this.carrierHandler = handler;
   }
 
@@ -624,7 +627,9 @@ export class TapLink implements Link {
 
   private readonly pollCarrier = (): void => {
     if (this.closed || this.gone) return;
+    const now = this.clock.now();
     this.setCarrier(this.readCarrier());
+    this.carrierSeenAt = now;
     if (!this.gone) this.carrierTimer.arm(this.carrierPollMs);
   };
 
@@ -660,7 +665,8 @@ export class TapLink implements Link {
     if (up === this.up) return;
     this.up = up;
     this.counters.inc(up ? 'link.carrier.up' : 'link.carrier.down');
-    this.carrierHandler?.(up);
+    // The change happened after the last read that saw the old state: up to a poll interval ago.
+    this.carrierHandler?.(up, this.carrierSeenAt);
   }
 }
 

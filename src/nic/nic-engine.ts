@@ -247,9 +247,9 @@ export class NicEngine {
     this.tcp.onClosed = (conn) => this.connClosed(conn);
     const hostCarrier = opts.hostCarrier;
     this.link.onFrame((frame, info) => this.onFrame(frame, info));
-    this.link.onCarrier((up) => {
+    this.link.onCarrier((up, since) => {
       hostCarrier?.(up);
-      this.indicate('link', up);
+      this.indicate('link', up, since ?? opts.clock.now());
     });
     this.reachIntervalMs = opts.reachabilityIntervalMs ?? 0;
     if (this.reachIntervalMs > 0) {

@@ -160,8 +160,8 @@ export interface NicIndications {
   abort: (key: ConnKey) => void;
   /** An offloaded connection reached CLOSED on the target and its resources are free. */
   closed: (key: ConnKey) => void;
-  /** Carrier of the target's link changed. */
-  link: (up: boolean) => void;
+  /** Carrier of the target's link changed; `since` (clock ms) as the link reported it. */
+  link: (up: boolean, since?: number) => void;
   /** Last time the target had proof `neighborIp` is reachable (clock ms). */
   reachability: (neighborIp: number, lastHeardAt: number) => void;
 }

@@ -404,14 +404,14 @@ export class WorkerNic extends EventEmitter implements Nic {
       // The carrier of a main-thread link is known here first: indicate it at once rather than
       // after a round trip through the worker, which a busy worker can stretch past a team's
       // probe deadline (a cut cable would then be reported as lost reachability).
-      link.onCarrier((up) => {
+      link.onCarrier((up, since) => {
         if (this.closing || this.deathCause) return;
         this.post({ t: 'carrier', up });
         if (up === this.linkCarrier) return;
         this.linkCarrier = up;
         this.host.carrierUp = up;
         this.host.carrierHandler?.(up);
-        this.emit('link', up);
+        this.emit('link', up, since ?? this.clock.now());
       });
     }
     // The worker takes a moment to start: the watchdog counts from now, with a start-up allowance.
@@ -714,6 +714,10 @@ export class WorkerNic extends EventEmitter implements Nic {
         if (m.event === 'link') {
           if (this.link !== null) return;
           this.linkCarrier = m.args[0] as boolean;
+          // Epoch ms from the worker, back onto this thread's clock (real time, see `clock`).
+          const since = m.args[1];
+          if (typeof since === 'number')
+            m.args[1] = Math.min(this.clock.now(), since - performance.timeOrigin);
         }
         this.emit(m.event, ...m.args);
         return;

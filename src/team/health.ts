@@ -12,6 +12,11 @@ export interface FailureEvent {
   cause: FailureCause;
   /** Detection time (clock ms). */
   at: number;
+  /**
+   * The last evidence that the NIC was fine (clock ms): the link's last sight of carrier up, the
+   * last probe reply, the last heartbeat. Detection delay is `at - since`.
+   */
+  since: number;
   detail: string;
   /** The death was seen as it happened (the worker's exit or error), not inferred from silence. */
   immediate?: boolean;
@@ -133,6 +138,7 @@ export interface HealthListener {
 export class NicHealth {
   private st: NicHealthState = 'up';
   private carrierUp: boolean;
+  private carrierSince = 0;
   private reachable = true;
   private lastReply: number;
   private lastBeat = -1;
@@ -186,10 +192,14 @@ export class NicHealth {
     return this.st === 'up';
   }
 
-  /** Carrier report from the NIC ('link' indication) or the link itself. */
-  carrier(up: boolean, detail = up ? 'carrier up' : 'carrier lost'): void {
+  /**
+   * Carrier report from the NIC ('link' indication) or the link itself; `since` is the link's last
+   * sight of the old state (clock ms), when it knows it.
+   */
+  carrier(up: boolean, detail = up ? 'carrier up' : 'carrier lost', since?: number): void {
     if (this.closed || this.carrierUp === up) return;
     this.carrierUp = up;
+    this.carrierSince = since ?? this.clock.now();
     if (up) {
       // A link that comes back has proved nothing yet about the path beyond it: with probing on, it
       // must earn a reply before it counts as reachable.
@@ -250,7 +260,16 @@ export class NicHealth {
   }
 
   private fail(cause: FailureCause, detail: string): FailureEvent {
-    const ev: FailureEvent = { nic: this.nic, cause, at: this.clock.now(), detail };
+    const at = this.clock.now();
+    const since =
+      cause === 'carrier'
+        ? this.carrierSince
+        : cause === 'reachability'
+          ? this.lastReply
+          : this.lastBeat >= 0
+            ? this.lastBeat
+            : at;
+    const ev: FailureEvent = { nic: this.nic, cause, at, since: Math.min(at, since), detail };
     this.failures++;
     this.lastFail = ev;
     this.counters.inc(`team.fail.${cause}`);

@@ -76,7 +76,7 @@ export interface FailoverRecord {
   cause: FailureCause;
   /** Detection time (clock ms). */
   at: number;
-  /** From the last evidence the NIC was fine (probe reply, heartbeat; the event itself for carrier) to detection. */
+  /** From the last evidence the NIC was fine (the link's last sight of carrier, probe reply, heartbeat) to detection. */
   detectMs: number;
   /** From detection to the last connection running at its new owner. */
   resumeMs: number;
@@ -180,7 +180,7 @@ export class Team extends EventEmitter {
     );
     const slot: Slot = { index, nic, tap: member.tap ?? null, health };
     this.slots.push(slot);
-    nic.on('link', (up) => health.carrier(up));
+    nic.on('link', (up, since) => health.carrier(up, undefined, since));
     // Indications a WorkerNic adds beyond the common interface, when it has them.
     const ext = nic as unknown as { on(e: string, h: (...a: unknown[]) => void): unknown };
     try {
@@ -292,18 +292,11 @@ export class Team extends EventEmitter {
 
   private async failover(slot: Slot, ev: FailureEvent): Promise<void> {
     const o = this.offloader;
-    const snap = slot.health.snapshot();
-    const evidence =
-      ev.cause === 'reachability'
-        ? snap.lastProbeReplyAt
-        : ev.cause === 'dead' && !ev.immediate && snap.lastHeartbeatAt >= 0
-          ? snap.lastHeartbeatAt
-          : ev.at;
     const rec: FailoverRecord = {
       nic: ev.nic,
       cause: ev.cause,
       at: ev.at,
-      detectMs: Math.max(0, ev.at - evidence),
+      detectMs: ev.at - ev.since,
       resumeMs: 0,
       connections: 0,
       to: [],

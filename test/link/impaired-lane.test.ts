@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import fc from 'fast-check';
 import { VirtualClock } from '../../src/core/clock.ts';
 import { SeededRandom } from '../../src/core/random.ts';
 import { impairLink } from '../../src/link/impaired-link.ts';
 import type { Impairment } from '../../src/link/impairment.ts';
 import type { Link } from '../../src/link/link.ts';
 import { MemorySwitch } from '../../src/link/memory-switch.ts';
+import fc from '../helpers/fc.ts';
 import { frame, hostMac, idOf } from './helpers.ts';
 
 /** What became of a run: each send's result, and every arrival as `id@time`, in order. */

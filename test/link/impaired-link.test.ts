@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import fc from 'fast-check';
 import { VirtualClock } from '../../src/core/clock.ts';
 import { InvalidArgumentError, InvalidStateError } from '../../src/core/errors.ts';
 import { SeededRandom } from '../../src/core/random.ts';
@@ -8,6 +7,7 @@ import { type FrameInfo, impairLink, parseImpairment } from '../../src/link/impa
 import type { ImpairmentSpec } from '../../src/link/impairment.ts';
 import type { Link } from '../../src/link/link.ts';
 import { newRxInfo } from '../../src/link/tap-vnet.ts';
+import fc from '../helpers/fc.ts';
 import { frame, hostMac, idOf } from './helpers.ts';
 
 /** A link that records what is sent into it and lets the test inject received frames. */

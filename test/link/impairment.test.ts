@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import fc from 'fast-check';
 import { InvalidArgumentError } from '../../src/core/errors.ts';
 import { type Impairment, splitImpairment, validateImpairment } from '../../src/link/impairment.ts';
+import fc from '../helpers/fc.ts';
 import { frame, hostMac, makeNet, type Net } from './helpers.ts';
 
 /** Port 0 sends `n` frames to port 1, one every `gapMs`; returns the send times by id. */

@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import { RealClock, VirtualClock } from '../../src/core/clock.ts';
 import { InvalidArgumentError, InvalidStateError } from '../../src/core/errors.ts';
 import { SeededRandom } from '../../src/core/random.ts';
@@ -414,7 +417,7 @@ describe('option validation', () => {
 });
 
 describe('on real time', () => {
-  test('RealClock: frames arrive after the delay, in order, and timers let the process exit', async () => {
+  test('RealClock: frames arrive after the delay, in order', async () => {
     const sw = new MemorySwitch({ clock: new RealClock(), random: new SeededRandom(3) });
     const a = sw.addPort({ impair: { tx: { delayMs: 5 } } });
     const b = sw.addPort();
@@ -434,5 +437,26 @@ describe('on real time', () => {
       Array.from({ length: 20 }, (_, i) => i),
     );
     assert.equal(sw.framesInFlight, 0);
+  });
+
+  test('RealClock: a switch left open does not keep the process alive', async () => {
+    const child = spawn(
+      process.execPath,
+      ['--import', 'tsx', fileURLToPath(new URL('./real-time-child.ts', import.meta.url))],
+      {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      },
+    );
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+    });
+    // The child ends on its own or not at all; the kill only stops a hung test.
+    const guard = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    const [code, signal] = (await once(child, 'exit')) as [number | null, NodeJS.Signals | null];
+    clearTimeout(guard);
+    assert.equal(signal, null, `the child had to be killed: it did not exit by itself\n${out}`);
+    assert.equal(code, 0);
+    assert.equal(out, `${Array.from({ length: 20 }, (_, i) => i).join(',')}\nexit in-flight=0\n`);
   });
 });

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import fc from 'fast-check';
 import type { ConnectionError } from '../../src/core/errors.ts';
 import type { IcmpErrorInfo } from '../../src/stack/ip-sender.ts';
 import { IpProto } from '../../src/wire/ipv4.ts';
+import fc from '../helpers/fc.ts';
 import {
   bytes,
   etherType,

@@ -1,4 +1,3 @@
-import fc from 'fast-check';
 import { ByteRing } from '../../src/state/byte-ring.ts';
 import { createNeighborState, type NeighborState } from '../../src/state/neighbor-state.ts';
 import type { OffloadTree } from '../../src/state/offload-tree.ts';
@@ -10,6 +9,7 @@ import {
   type TcpState,
   TcpStateId,
 } from '../../src/state/tcp-state.ts';
+import fc from '../helpers/fc.ts';
 
 /** A valid ESTABLISHED connection with some data both ways, for mutation tests. */
 export function sampleConn(path: PathState, localPort = 40000, remotePort = 80): TcpState {

@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { describe, test } from 'node:test';
-import fc from 'fast-check';
 import { InvalidArgumentError } from '../../src/core/errors.ts';
 import { spawnWorker } from '../../src/nic/worker/spawn.ts';
 import { ByteRing } from '../../src/state/byte-ring.ts';
 import { initSharedRing, sharedRingBytes } from '../../src/state/shared-ring.ts';
+import fc from '../helpers/fc.ts';
 
 type Op =
   | { op: 'write'; len: number; seed: number }

@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import fc from 'fast-check';
 import { StateValidationError } from '../../src/core/errors.ts';
 import { createNeighborState } from '../../src/state/neighbor-state.ts';
 import { countTrees, flattenTrees } from '../../src/state/offload-tree.ts';
@@ -8,6 +7,7 @@ import { createPathState } from '../../src/state/path-state.ts';
 import { decodeBatch, encodeBatch } from '../../src/state/state-codec.ts';
 import { createTcpState, DEFAULT_TCP_CACHED } from '../../src/state/tcp-state.ts';
 import { NEIGHBOR_FIELDS, PATH_FIELDS, TCP_FIELDS } from '../../src/state/validate.ts';
+import fc from '../helpers/fc.ts';
 import { arbTrees, normalize, sampleTrees, sharingHolds } from './helpers.ts';
 
 /** Dotted names of every leaf an object carries, nested plain objects walked (not arrays or rings). */

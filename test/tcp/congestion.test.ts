@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import fc from 'fast-check';
 import { InvalidArgumentError } from '../../src/core/errors.ts';
 import {
   congestionControl,
@@ -17,6 +16,7 @@ import {
   DEFAULT_TCP_CACHED,
   type TcpState,
 } from '../../src/state/tcp-state.ts';
+import fc from '../helpers/fc.ts';
 
 const MSS = 1460;
 

@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import fc from 'fast-check';
 import {
   recvSackAdd,
   recvSackBlocks,
@@ -16,6 +15,7 @@ import {
 import { createNeighborState } from '../../src/state/neighbor-state.ts';
 import { createPathState } from '../../src/state/path-state.ts';
 import { createTcpState, DEFAULT_TCP_CACHED, type TcpState } from '../../src/state/tcp-state.ts';
+import fc from '../helpers/fc.ts';
 
 function mkState(una: number, flight: number): TcpState {
   const nb = createNeighborState({ srcMac: 0x020000000001, vlanId: -1, ip: 0x0a000002 });

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import fc from 'fast-check';
 import { SeededRandom } from '../../src/core/random.ts';
 import { seqAdd, seqDiff, seqGeq, seqGt, seqLeq, seqLt, seqSub } from '../../src/stack/tcp/seq.ts';
 import { MSS_TABLE, SynCookies } from '../../src/stack/tcp/syn-cookies.ts';
+import fc from '../helpers/fc.ts';
 
 const u32 = fc.integer({ min: 0, max: 0xffffffff });
 const dist = fc.integer({ min: 1, max: 0x7fffffff });

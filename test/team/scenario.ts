@@ -37,6 +37,8 @@ export interface ScenarioOptions {
   offloadTo?: number;
   /** Called once the rig is built, before any connection opens (benchmarks hook events here). */
   onRig?: (rig: TeamRig) => void;
+  /** Every delivery of data to an application: the stream's peer port, which end, virtual time. */
+  onData?: (stream: number, at: 'peer' | 'team', now: number) => void;
 }
 
 export interface ScenarioResult {
@@ -130,6 +132,7 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
     up();
     const s = sock.remotePort ?? 0;
     verifyIncoming(sock, s, up1(s), stats, done, now);
+    if (o.onData) sock.on('data', () => o.onData!(s, 'team', now()));
     void started.then(() => sendPattern(sock, s + 100000, down1(s)));
   });
   server.listen(80);
@@ -142,6 +145,7 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
       const s = sock.localPort ?? 0;
       ports.push(s);
       verifyIncoming(sock, s + 100000, down1(s), stats, done, now);
+      if (o.onData) sock.on('data', () => o.onData!(s, 'peer', now()));
       void started.then(() => sendPattern(sock, s, up1(s)));
     });
     sock.on('error', () => undefined);

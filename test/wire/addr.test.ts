@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import fc from 'fast-check';
 import { InvalidArgumentError } from '../../src/core/errors.ts';
 import {
   BROADCAST_MAC,
@@ -17,6 +16,7 @@ import {
   writeU16,
   writeU32,
 } from '../../src/wire/addr.ts';
+import fc from '../helpers/fc.ts';
 import { mac, u16, u32 } from './fixtures.ts';
 
 describe('IPv4 addresses', () => {

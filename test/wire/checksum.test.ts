@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import fc from 'fast-check';
 import { foldChecksum, internetChecksum, onesSum, pseudoHeaderSum } from '../../src/wire/checksum.ts';
+import fc from '../helpers/fc.ts';
 import { TCP_SYN, u32 } from './fixtures.ts';
 
 /** Straightforward reference: 16-bit words, odd tail padded with a zero low byte. */
@@ -53,15 +53,16 @@ describe('checksum', () => {
   });
 
   // Rule: a running sum may be continued only after an even-length range, because words are
-  // aligned to the start of the summed data, not to buffer offsets.
-  test('onesSum over ranges split at even lengths equals the whole', () => {
+  // aligned to the start of the summed data, not to buffer offsets. Equal means equal in one's
+  // complement arithmetic (mod 0xffff): the 32-bit path folds its part before returning.
+  test('onesSum over ranges split at even lengths equals the whole mod 0xffff', () => {
     fc.assert(
       fc.property(fc.uint8Array({ maxLength: 300 }), fc.nat(), fc.nat(), (b, x, y) => {
         const s1 = 2 * (x % (Math.floor(b.length / 2) + 1));
         const s2 = s1 + 2 * (y % (Math.floor((b.length - s1) / 2) + 1));
         const split = onesSum(b, s2, b.length - s2, onesSum(b, s1, s2 - s1, onesSum(b, 0, s1)));
         assert.equal(foldChecksum(split), foldChecksum(onesSum(b, 0, b.length)));
-        assert.equal(split, onesSum(b, 0, b.length));
+        assert.equal(split % 0xffff, onesSum(b, 0, b.length) % 0xffff);
       }),
     );
   });

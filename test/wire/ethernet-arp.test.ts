@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import fc from 'fast-check';
 import { BROADCAST_MAC } from '../../src/wire/addr.ts';
 import { ARP_LENGTH, ArpOp, createArpPacket, decodeArp, encodeArp } from '../../src/wire/arp.ts';
 import { createEthernetHeader, decodeEthernet, EtherType, encodeEthernet } from '../../src/wire/ethernet.ts';
+import fc from '../helpers/fc.ts';
 import { ARP_REQUEST, HOST_IP, HOST_MAC, hex, mac, PEER_IP, TCP_SYN, u32 } from './fixtures.ts';
 
 describe('Ethernet', () => {

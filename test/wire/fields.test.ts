@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import fc from 'fast-check';
 import { isMulticastMac, readU16 } from '../../src/wire/addr.ts';
 import {
   createEthernetHeader,
@@ -38,6 +37,7 @@ import { createIcmpHeader, decodeIcmp } from '../../src/wire/icmp.ts';
 import { createIpv4Header, decodeIpv4, encodeIpv4, IpProto } from '../../src/wire/ipv4.ts';
 import { createTcpHeader, decodeTcp, encodeTcpHeader, TcpFlag } from '../../src/wire/tcp.ts';
 import { createUdpHeader, decodeUdp } from '../../src/wire/udp.ts';
+import fc from '../helpers/fc.ts';
 import {
   ARP_REQUEST,
   ICMP_ECHO_REPLY,

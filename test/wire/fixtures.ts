@@ -49,7 +49,7 @@ export const PEER_IP = 0x0a000002;
 export const HOST_MAC = 0x020000000001;
 export const PEER_MAC = 0x020000000002;
 
-import fc from 'fast-check';
+import fc from '../helpers/fc.ts';
 
 export const u8 = fc.integer({ min: 0, max: 0xff });
 export const u16 = fc.integer({ min: 0, max: 0xffff });

@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import fc from 'fast-check';
 import { createArpPacket, decodeArp } from '../../src/wire/arp.ts';
 import type { DecodeError } from '../../src/wire/decode-error.ts';
 import { createEthernetHeader, decodeEthernet, EtherType } from '../../src/wire/ethernet.ts';
@@ -8,6 +7,7 @@ import { createIcmpHeader, decodeIcmp } from '../../src/wire/icmp.ts';
 import { createIpv4Header, decodeIpv4, IpProto } from '../../src/wire/ipv4.ts';
 import { createTcpHeader, decodeTcp } from '../../src/wire/tcp.ts';
 import { createUdpHeader, decodeUdp } from '../../src/wire/udp.ts';
+import fc from '../helpers/fc.ts';
 import { ARP_REQUEST, DECODE_ERRORS, ICMP_ECHO_REPLY, TCP_SYN, UDP_DATAGRAM } from './fixtures.ts';
 
 const eth = createEthernetHeader();

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import fc from 'fast-check';
 import { foldChecksum, onesSum, pseudoHeaderSum } from '../../src/wire/checksum.ts';
 import { createIcmpHeader, decodeIcmp, encodeIcmp, IcmpType } from '../../src/wire/icmp.ts';
 import { createUdpHeader, decodeUdp, encodeUdpHeader, finishUdpChecksum } from '../../src/wire/udp.ts';
+import fc from '../helpers/fc.ts';
 import {
   HOST_IP,
   ICMP_ECHO_REPLY,

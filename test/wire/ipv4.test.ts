@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import fc from 'fast-check';
 import { internetChecksum } from '../../src/wire/checksum.ts';
 import { createIpv4Header, decodeIpv4, encodeIpv4, IpProto, type Ipv4Header } from '../../src/wire/ipv4.ts';
+import fc from '../helpers/fc.ts';
 import { HOST_IP, ICMP_ECHO_REPLY, PEER_IP, TCP_SYN, UDP_DATAGRAM, u8, u16, u32 } from './fixtures.ts';
 
 /** A valid header with `opts` appended (length a multiple of 4) and a correct checksum. */

@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import fc from 'fast-check';
 import {
   createTcpHeader,
   decodeTcp,
@@ -11,6 +10,7 @@ import {
   type TcpHeader,
   tcpOptionsLength,
 } from '../../src/wire/tcp.ts';
+import fc from '../helpers/fc.ts';
 import { HOST_IP, PEER_IP, TCP_SYN, u8, u16, u32 } from './fixtures.ts';
 
 const SEG_OFF = 34;

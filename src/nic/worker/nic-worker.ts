@@ -377,6 +377,8 @@ const engine = new NicEngine({
         post({ t: 'freed', slots: [slot.index] });
       }
     }
+    // Threads have their own performance.now() origin: carrier times cross as epoch ms.
+    if (event === 'link' && typeof args[1] === 'number') args[1] = performance.timeOrigin + args[1];
     post({ t: 'ind', event, args });
   },
 });
@@ -540,6 +542,10 @@ function connOp(m: Extract<ToWorker, { t: 'op' }>): void {
 }
 
 port.on('message', (m: ToWorker) => {
+  // Handling a message is proof of life too. Node delivers every queued message in one turn, before
+  // any timer: after a failover a burst of frame batches kept the heartbeat timer waiting for over
+  // half a second, and the watchdog declared a busy survivor dead (then nothing was left to run on).
+  Atomics.add(db, DB_BEAT, 1);
   switch (m.t) {
     case 'rx': {
       const h = proxy?.handler;
