@@ -42,12 +42,17 @@ describe('checksum', () => {
     assert.equal(pseudoHeaderSum(0xffffffff, 0xffffffff, 17, 0xffff), 4 * 0xffff + 17 + 0xffff);
   });
 
-  test('onesSum matches the reference at any offset and length', () => {
+  // Below 128 bytes the sum is exact; from there the 32-bit path folds its part, so the sums are
+  // equal in one's complement arithmetic (mod 0xffff), which is what a checksum depends on.
+  test('onesSum matches the reference at any offset and length (exact below 128 bytes, mod 0xffff above)', () => {
     fc.assert(
-      fc.property(fc.uint8Array({ maxLength: 200 }), fc.nat(), fc.nat(), (b, a, c) => {
+      fc.property(fc.uint8Array({ maxLength: 300 }), fc.nat(), fc.nat(), (b, a, c) => {
         const off = b.length === 0 ? 0 : a % b.length;
         const len = b.length - off === 0 ? 0 : c % (b.length - off + 1);
-        assert.equal(onesSum(b, off, len), refSum(b, off, len));
+        const got = onesSum(b, off, len);
+        const want = refSum(b, off, len);
+        if (len < 128) assert.equal(got, want);
+        else assert.equal(got % 0xffff, want % 0xffff);
       }),
     );
   });
