@@ -3,6 +3,7 @@ import { DEMO_DEFAULTS, type DemoProgress, runDemo } from './demo.ts';
 import { byteSize, intIn, nonNegative, probability } from './options.ts';
 import { registerTapCommands } from './serve.ts';
 import { registerStatusCommand } from './status.ts';
+import { runWebDemo } from './web-demo.ts';
 
 const program = new Command();
 program
@@ -75,7 +76,20 @@ program
       .default(DEMO_DEFAULTS.failoverAt),
   )
   .option('--json', 'print the summary as one JSON object')
+  .option('--web', 'serve a live view of the simulated network in a browser instead (runs until Ctrl-C)')
+  .addOption(
+    new Option('--port <n>', 'port of the --web page (on 127.0.0.1)')
+      .argParser(intIn(0, 65535))
+      .default(8080),
+  )
   .action(async (o) => {
+    if (o.web)
+      return runWebDemo({
+        port: o.port,
+        connections: o.connections === DEMO_DEFAULTS.connections ? 12 : o.connections,
+        nics: o.nics,
+        seed: o.seed,
+      });
     const live = !o.json && process.stderr.isTTY;
     let eventsShown = 0;
     const show = (p: DemoProgress): void => {

@@ -11,14 +11,17 @@ import { createWriteStream } from 'node:fs';
 import http from 'node:http';
 import { type Command, InvalidArgumentError as CommanderArgError, Option } from 'commander';
 import { ChimneyError } from '../core/errors.ts';
-import type { Nic, QueryResult } from '../nic/nic.ts';
+import type { Nic } from '../nic/nic.ts';
 import { WorkerNic } from '../nic/worker-nic.ts';
 import type { Host } from '../socket/host.ts';
 import type { Stack } from '../stack/stack.ts';
 import type { FailureEvent } from '../team/health.ts';
 import { ManagerOffloader } from '../team/manager-offloader.ts';
 import type { FailoverRecord } from '../team/team.ts';
+import type { TeamHost } from '../team/team-host.ts';
 import { parseCidr, parseIpv4 } from '../wire/addr.ts';
+import { type AdminFlags, adminAddress, startAdmin } from './admin-cli.ts';
+import { teamStatusExtras } from './admin-source.ts';
 import { type ControlHandler, ControlServer } from './control.ts';
 import { byteSize, intIn } from './options.ts';
 import { parseService, type RunningService, type ServiceSpec, startService } from './services.ts';
@@ -203,7 +206,9 @@ export function registerTapCommands(program: Command): void {
       '--control <path>',
       'control socket for `chimney status` and `chimney move` (default /run/chimney/<tap>.sock)',
     )
-    .action((o: ServeFlags) => runServe(o));
+    .option('--admin <addr:port>', 'serve /metrics, /api/status and the live view over HTTP here (loopback)')
+    .option('--admin-public', 'allow --admin on an address other than loopback (no authentication)')
+    .action((o: ServeFlags & AdminFlags) => runServe(o));
 
   const get = program
     .command('get')
@@ -228,6 +233,8 @@ interface Served {
   /** Status extras: owners, NICs, failovers, offloaded connections. */
   status: ConstructorParameters<typeof StatusReporter>[2];
   handlers: Record<string, ControlHandler>;
+  /** The team, for the admin endpoint's failover and move metrics. */
+  team?: TeamHost;
   close(): void;
 }
 
@@ -299,52 +306,11 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
   const label = `team ${o.tap.join('+')} ${o.ip} (${o.tap.length} ${o.workers ? 'worker' : 'local'} NIC${o.tap.length > 1 ? 's' : ''}, offload ${o.offloadPolicy ?? 'immediate'})`;
   return {
     host: th,
+    team: th,
     stack: th.stack,
     label,
     controlName: o.tap[0]!,
-    status: {
-      ownerOf: (a, b, c, d) => th.manager.nicOf(a, b, c, d)?.id ?? 'host',
-      nics: () =>
-        th.health().map((h) => ({
-          id: h.nic,
-          kind,
-          health: h.health.state,
-          linkUp: h.health.carrier,
-          reachable: h.health.reachable,
-          carriesHost: h.carriesHost,
-          load: h.load,
-          capacity: h.capacity,
-          failures: h.health.failures,
-          lastFailure: h.health.lastFailure && {
-            cause: h.health.lastFailure.cause,
-            detail: h.health.lastFailure.detail,
-            agoMs: th.stack.clock.now() - h.health.lastFailure.at,
-          },
-        })),
-      failovers: () =>
-        th.failovers.map((f) => ({
-          nic: f.nic,
-          cause: f.cause,
-          detectMs: f.detectMs,
-          resumeMs: f.resumeMs,
-          connections: f.connections,
-          to: f.to,
-          lost: f.lost,
-          agoMs: th.stack.clock.now() - f.at,
-        })),
-      offloaded: async () => {
-        const out: { owner: string; conns: QueryResult[] }[] = [];
-        for (const nic of th.nics) {
-          if (nic.load === 0) continue;
-          try {
-            out.push({ owner: nic.id, conns: await nic.query(th.manager.keysOn(nic)) });
-          } catch {
-            // A NIC that died between the two calls: its connections are being rebuilt.
-          }
-        }
-        return out;
-      },
-    },
+    status: teamStatusExtras(th, kind),
     handlers: {
       /** Move connections to a NIC or to the host: { to, from?, count? }. */
       move: async (req) => {
@@ -394,7 +360,8 @@ interface ServeLog {
   error(line: string): void;
 }
 
-async function runServe(o: ServeFlags): Promise<void> {
+async function runServe(o: ServeFlags & AdminFlags): Promise<void> {
+  const adminAt = o.admin === undefined ? null : adminAddress('serve', o);
   const specs = o.service ?? [
     { name: 'echo', port: 7 },
     { name: 'discard', port: 9 },
@@ -424,6 +391,7 @@ async function runServe(o: ServeFlags): Promise<void> {
       `control socket ${controlPath}: ${(e as Error).message} (chimney status will not reach this server)`,
     );
   }
+  const admin = adminAt && (await startAdmin('serve', adminAt, sv.stack, reporter, sv.team, log.event));
   process.stdout.write(
     `chimney: serving ${specs.map((s) => `${s.name}:${s.port}`).join(' ')} on ${sv.label}\n`,
   );
@@ -434,6 +402,7 @@ async function runServe(o: ServeFlags): Promise<void> {
     log.info(`${sig}: closing`);
     for (const r of running) r.close();
     control?.close();
+    void admin?.close();
     const deadline = Date.now() + SHUTDOWN_GRACE_MS;
     const wait = (): void => {
       if (running.some((r) => r.open > 0) && Date.now() < deadline) {
