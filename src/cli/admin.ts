@@ -11,6 +11,8 @@ export interface AdminOptions {
   public?: boolean;
   /** Interval of the live view's pushed updates. */
   pushMs?: number;
+  /** A live-view client with more unsent bytes than this misses updates until it catches up. */
+  backlogBytes?: number;
 }
 
 /** A client's unsent output beyond this, and its updates are dropped (and counted) until it drains. */
@@ -46,6 +48,7 @@ export class AdminServer {
   private constructor(
     private readonly metrics: ChimneyMetrics,
     pushMs: number,
+    private readonly backlog: number,
   ) {
     this.server = http.createServer((req, res) => {
       this.handle(req, res).catch((e: Error) => {
@@ -53,8 +56,10 @@ export class AdminServer {
         else res.destroy();
       });
     });
-    this.server.on('clientError', (_e, socket) => {
-      if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+    this.server.on('clientError', (e: NodeJS.ErrnoException, socket) => {
+      const status =
+        e.code === 'HPE_HEADER_OVERFLOW' ? '431 Request Header Fields Too Large' : '400 Bad Request';
+      if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\n\r\n`);
       else socket.destroy();
     });
     this.server.headersTimeout = 10_000;
@@ -64,7 +69,7 @@ export class AdminServer {
   }
 
   static async start(metrics: ChimneyMetrics, o: AdminOptions): Promise<AdminServer> {
-    const a = new AdminServer(metrics, o.pushMs ?? 1000);
+    const a = new AdminServer(metrics, o.pushMs ?? 1000, o.backlogBytes ?? CLIENT_BACKLOG);
     await new Promise<void>((resolve, reject) => {
       a.server.once('error', reject);
       a.server.listen(o.port, o.host, () => {
@@ -151,7 +156,7 @@ export class AdminServer {
       const status = await this.metrics.refresh();
       const data = `data: ${JSON.stringify({ status, timeline: this.metrics.timeline })}\n\n`;
       for (const res of only ? [only] : this.clients) {
-        if (res.writableLength > CLIENT_BACKLOG) {
+        if (res.writableLength > this.backlog) {
           this.metrics.updatesDropped.inc();
           continue;
         }
