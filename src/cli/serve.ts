@@ -23,6 +23,7 @@ import { parseCidr, parseIpv4 } from '../wire/addr.ts';
 import { type AdminFlags, adminAddress, startAdmin } from './admin-cli.ts';
 import { teamStatusExtras } from './admin-source.ts';
 import { type ControlHandler, ControlServer } from './control.ts';
+import { type ChimneyLog, createLog, LOG_FORMATS, type LogFormat } from './log.ts';
 import { byteSize, intIn } from './options.ts';
 import { parseService, type RunningService, type ServiceSpec, startService } from './services.ts';
 import { StatusReporter } from './status.ts';
@@ -103,7 +104,8 @@ interface TeamFlags {
   failback?: boolean;
 }
 
-type ServeFlags = TapFlags & TeamFlags & { service?: ServiceSpec[]; quiet?: boolean; control?: string };
+type ServeFlags = TapFlags &
+  TeamFlags & { service?: ServiceSpec[]; quiet?: boolean; control?: string; logFormat?: LogFormat };
 
 function fail(cmd: string, msg: string): never {
   process.stderr.write(`chimney ${cmd}: ${msg}\n`);
@@ -207,6 +209,11 @@ export function registerTapCommands(program: Command): void {
       'control socket for `chimney status` and `chimney move` (default /run/chimney/<tap>.sock)',
     )
     .option('--admin <addr:port>', 'serve /metrics, /api/status and the live view over HTTP here (loopback)')
+    .addOption(
+      new Option('--log-format <format>', 'human lines, or one JSON object per event')
+        .choices(LOG_FORMATS)
+        .default('human'),
+    )
     .option('--admin-public', 'allow --admin on an address other than loopback (no authentication)')
     .action((o: ServeFlags & AdminFlags) => runServe(o));
 
@@ -240,7 +247,9 @@ interface Served {
 
 function serveOnTap(o: ServeFlags, log: ServeLog): Served {
   const th = openHost('serve', o);
-  th.tap.onCarrier((up) => log.error(`${th.tap.name}: carrier ${up ? 'up' : 'down'}`));
+  th.tap.onCarrier((up) =>
+    log.error(`${th.tap.name}: carrier ${up ? 'up' : 'down'}`, { event: 'carrier', tap: th.tap.name, up }),
+  );
   const off = th.tap.offloads;
   const offloads = !o.offload ? 'off' : off.tso ? 'tso+csum' : off.csum ? 'csum' : 'none';
   return {
@@ -286,15 +295,24 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
   const t0 = th.stack.clock.now();
   const since = (at: number): string => `+${((at - t0) / 1000).toFixed(3)} s`;
   team.on('failure', (ev: FailureEvent) =>
-    log.event(`${ev.nic}: failed (${ev.cause}: ${ev.detail}) at ${since(ev.at)}`),
+    log.event(`${ev.nic}: failed (${ev.cause}: ${ev.detail}) at ${since(ev.at)}`, {
+      event: 'nic-failure',
+      nic: ev.nic,
+      cause: ev.cause,
+      detail: ev.detail,
+    }),
   );
   team.on('failover', (r: FailoverRecord) =>
     log.event(
       `failover ${r.nic} (${r.cause}): detected in ${r.detectMs.toFixed(1)} ms, ${r.connections} connection(s) resumed on ${r.to.join(',') || '-'} ${r.resumeMs.toFixed(1)} ms after detection${r.lost ? `, ${r.lost} LOST` : ''}`,
+      { event: 'failover', ...r },
     ),
   );
   team.on('recovered', (ev: { nic: string; at: number }) =>
-    log.event(`${ev.nic}: recovered at ${since(ev.at)}, carries traffic again`),
+    log.event(`${ev.nic}: recovered at ${since(ev.at)}, carries traffic again`, {
+      event: 'nic-recovered',
+      nic: ev.nic,
+    }),
   );
   team.on('error', (e: Error) => log.error(`failover: ${e.message}`));
   const nicById = (id: string): Nic => {
@@ -337,6 +355,7 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
         }
         log.event(
           `moved ${moved} connection(s) to ${to === 'host' ? 'host' : to.id}${refused ? ` (${refused} refused)` : ''}`,
+          { event: 'move', to: to === 'host' ? 'host' : to.id, moved, refused },
         );
         return { moved, refused };
       },
@@ -344,7 +363,10 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
       'kill-nic': async (req) => {
         const nic = nicById(String(req.nic));
         if (!(nic instanceof WorkerNic)) throw new Error(`${nic.id} is not a worker NIC (serve --workers)`);
-        log.event(`${nic.id}: killing its worker thread (requested over the control socket)`);
+        log.event(`${nic.id}: killing its worker thread (requested over the control socket)`, {
+          event: 'nic-kill',
+          nic: nic.id,
+        });
         await nic.kill();
         return { killed: nic.id };
       },
@@ -353,12 +375,7 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
   };
 }
 
-interface ServeLog {
-  info(line: string): void;
-  /** Failovers and moves: logged even with --quiet. */
-  event(line: string): void;
-  error(line: string): void;
-}
+type ServeLog = ChimneyLog;
 
 async function runServe(o: ServeFlags & AdminFlags): Promise<void> {
   const adminAt = o.admin === undefined ? null : adminAddress('serve', o);
@@ -367,13 +384,7 @@ async function runServe(o: ServeFlags & AdminFlags): Promise<void> {
     { name: 'discard', port: 9 },
     { name: 'http', port: 80 },
   ];
-  const log: ServeLog = {
-    info: (line) => {
-      if (!o.quiet) process.stderr.write(`chimney: ${line}\n`);
-    },
-    event: (line) => process.stderr.write(`chimney: ${line}\n`),
-    error: (line) => process.stderr.write(`chimney: error: ${line}\n`),
-  };
+  const log: ServeLog = createLog(o.logFormat ?? 'human', { quiet: o.quiet });
   const teamed = o.tap.length > 1 || o.workers === true;
   const sv = teamed ? await serveOnTeam(o, log) : serveOnTap(o, log);
   const running: RunningService[] = specs.map((s) => startService(sv.host, s, log));
