@@ -35,21 +35,23 @@ const REUSE_MS = 150;
 const SECONDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
 /**
- * A running total fed from sources that can restart: only increases are added, and a source seen
- * lower than before is taken as restarted from zero. So a counter never goes backwards when the
- * NIC that counted it dies, or when a connection whose bytes were counted moves or closes.
+ * Increases of values read from sources that can restart, so a total built from them never goes
+ * backwards. A value seen for the first time counts whole (what its source counted so far). A
+ * value seen lower than before is, for a counter set, a source that restarted from zero (a NIC
+ * rebuilt): its value counts whole again; for a connection's byte count, a count that did not
+ * travel with the connection to its new owner: it is re-based and counts from there.
  */
 class Monotonic {
   private readonly last = new Map<string, number>();
+  constructor(private readonly onDecrease: 'restart' | 'rebase') {}
   /** The increase of `key` since it was last seen. */
   delta(key: string, value: number): number {
     const prev = this.last.get(key);
     this.last.set(key, value);
-    if (prev === undefined || value < prev) return prev === undefined && this.primed ? value : 0;
+    if (prev === undefined) return value;
+    if (value < prev) return this.onDecrease === 'restart' ? value : 0;
     return value - prev;
   }
-  /** Before the first refresh, what sources already counted is taken as they report it. */
-  primed = false;
   forget(keep: (key: string) => boolean): void {
     for (const k of this.last.keys()) if (!keep(k)) this.last.delete(k);
   }
@@ -64,8 +66,8 @@ export class ChimneyMetrics {
   readonly registry = new Registry();
   readonly timeline: TimelineEntry[] = [];
   private readonly t0: number;
-  private readonly seen = new Monotonic();
-  private readonly connBytes = new Monotonic();
+  private readonly seen = new Monotonic('restart');
+  private readonly connBytes = new Monotonic('rebase');
   private last: StatusSnapshot | null = null;
   private lastAt = 0;
   private pending: Promise<StatusSnapshot> | null = null;
@@ -224,7 +226,6 @@ export class ChimneyMetrics {
           this.bytes.inc({ direction: 'out' }, this.connBytes.delta(`${key}/out`, c.bytesOut));
         }
     this.connBytes.forget((k) => live.has(k));
-    this.connBytes.primed = true;
     for (const [set, counters] of Object.entries(sets)) {
       for (const [name, value] of Object.entries(counters)) {
         const d = this.seen.delta(`${set}/${name}`, value);
@@ -234,7 +235,6 @@ export class ChimneyMetrics {
         else if (name.startsWith('drop.')) this.drops.inc({ reason: name.slice(5) }, d);
       }
     }
-    this.seen.primed = true;
     this.nicUp.reset();
     this.nicLoad.reset();
     for (const nic of snap.nics) {

@@ -44,6 +44,8 @@ export async function watchStatus(o: WatchOptions): Promise<void> {
     stop = true;
     wake();
   };
+  // A reader that went away (| head) ends the watch, as it would end top.
+  out.on('error', quit);
   process.once('SIGINT', quit);
   process.once('SIGTERM', quit);
   const stdin = process.stdin;
@@ -62,7 +64,7 @@ export async function watchStatus(o: WatchOptions): Promise<void> {
           wake = r;
           setTimeout(r, o.intervalMs);
         });
-      if (stop) break;
+      if (stop || out.destroyed) break;
       const s = await queryStatus(o.control).catch((e: Error) => e);
       if (tty) out.write(renderFrame(s, new Date(), { rows: out.rows ?? 24, cols: out.columns ?? 80 }));
       else out.write(`${n > 0 ? '\n' : ''}${s instanceof Error ? `error: ${s.message}` : formatStatus(s)}\n`);
@@ -73,6 +75,7 @@ export async function watchStatus(o: WatchOptions): Promise<void> {
       stdin.setRawMode(false);
       stdin.pause();
     }
+    out.off('error', quit);
     process.off('SIGINT', quit);
     process.off('SIGTERM', quit);
   }

@@ -60,8 +60,20 @@ describe('admin endpoint', () => {
   });
 
   test('serves /metrics in the strict text format and /api/status as the status snapshot', async () => {
-    const m = parsePrometheusText(await (await fetch(`${admin.url}/metrics`)).text());
+    const scrape = async () => parsePrometheusText(await (await fetch(`${admin.url}/metrics`)).text());
+    let m = await scrape();
     assert.equal(sumOf(m, 'chimney_connections', { owner: 'host', state: 'ESTABLISHED' }), CONNS);
+    // Bytes counted before the first scrape count too, and totals never fall between scrapes.
+    let last = 0;
+    for (let i = 0; i < 100 && sumOf(m, 'chimney_tcp_bytes_total', { direction: 'in' }) < CONNS * 1000; i++) {
+      const now = sumOf(m, 'chimney_tcp_bytes_total', { direction: 'in' });
+      assert.ok(now >= last);
+      last = now;
+      await new Promise((r) => setTimeout(r, 20));
+      m = await scrape();
+    }
+    assert.equal(sumOf(m, 'chimney_tcp_bytes_total', { direction: 'in' }), CONNS * 1000);
+    assert.equal(sumOf(m, 'chimney_tcp_bytes_total', { direction: 'out' }), CONNS * 1000, 'the echo');
     const s = (await (await fetch(`${admin.url}/api/status`)).json()) as StatusSnapshot;
     assert.equal(s.name, 'test');
     assert.deepEqual(s.addresses, ['10.0.0.2/24']);
@@ -91,7 +103,7 @@ describe('admin endpoint', () => {
     stuck.write('GET /events HTTP/1.1\r\nHost: x\r\n\r\n');
     stuck.pause();
     let dropped = 0;
-    for (let i = 0; i < 400 && dropped === 0; i++) {
+    for (let i = 0; i < 1200 && dropped === 0; i++) {
       await new Promise((r) => setTimeout(r, 25));
       dropped = sumOf(
         parsePrometheusText(await (await fetch(`${admin.url}/metrics`)).text()),
