@@ -1,6 +1,14 @@
 #!/usr/bin/env node
-// Chimney ships as TypeScript; tsx compiles it on load so the CLI runs without a build step.
-import { register } from 'tsx/esm/api';
+// The installed package runs its compiled JavaScript (dist/). A source checkout with its development
+// dependencies runs the TypeScript sources through tsx instead, so the command never runs a stale build.
+import { existsSync } from 'node:fs';
 
-register();
-await import('../src/cli/main.ts');
+const source = new URL('../src/cli/main.ts', import.meta.url);
+const tsx =
+  source.protocol === 'file:' && existsSync(source) ? await import('tsx/esm/api').catch(() => null) : null;
+if (tsx) {
+  tsx.register();
+  await import(source.href);
+} else {
+  await import('../dist/cli/main.js');
+}

@@ -11,15 +11,19 @@ import { createWriteStream } from 'node:fs';
 import http from 'node:http';
 import { type Command, InvalidArgumentError as CommanderArgError, Option } from 'commander';
 import { ChimneyError } from '../core/errors.ts';
-import type { Nic, QueryResult } from '../nic/nic.ts';
+import type { Nic } from '../nic/nic.ts';
 import { WorkerNic } from '../nic/worker-nic.ts';
 import type { Host } from '../socket/host.ts';
 import type { Stack } from '../stack/stack.ts';
 import type { FailureEvent } from '../team/health.ts';
 import { ManagerOffloader } from '../team/manager-offloader.ts';
 import type { FailoverRecord } from '../team/team.ts';
+import type { TeamHost } from '../team/team-host.ts';
 import { parseCidr, parseIpv4 } from '../wire/addr.ts';
+import { type AdminFlags, adminAddress, startAdmin } from './admin-cli.ts';
+import { teamStatusExtras } from './admin-source.ts';
 import { type ControlHandler, ControlServer } from './control.ts';
+import { type ChimneyLog, createLog, LOG_FORMATS, type LogFormat } from './log.ts';
 import { byteSize, intIn } from './options.ts';
 import { parseService, type RunningService, type ServiceSpec, startService } from './services.ts';
 import { StatusReporter } from './status.ts';
@@ -100,7 +104,8 @@ interface TeamFlags {
   failback?: boolean;
 }
 
-type ServeFlags = TapFlags & TeamFlags & { service?: ServiceSpec[]; quiet?: boolean; control?: string };
+type ServeFlags = TapFlags &
+  TeamFlags & { service?: ServiceSpec[]; quiet?: boolean; control?: string; logFormat?: LogFormat };
 
 function fail(cmd: string, msg: string): never {
   process.stderr.write(`chimney ${cmd}: ${msg}\n`);
@@ -203,7 +208,14 @@ export function registerTapCommands(program: Command): void {
       '--control <path>',
       'control socket for `chimney status` and `chimney move` (default /run/chimney/<tap>.sock)',
     )
-    .action((o: ServeFlags) => runServe(o));
+    .option('--admin <addr:port>', 'serve /metrics, /api/status and the live view over HTTP here (loopback)')
+    .addOption(
+      new Option('--log-format <format>', 'human lines, or one JSON object per event')
+        .choices(LOG_FORMATS)
+        .default('human'),
+    )
+    .option('--admin-public', 'allow --admin on an address other than loopback (no authentication)')
+    .action((o: ServeFlags & AdminFlags) => runServe(o));
 
   const get = program
     .command('get')
@@ -228,12 +240,16 @@ interface Served {
   /** Status extras: owners, NICs, failovers, offloaded connections. */
   status: ConstructorParameters<typeof StatusReporter>[2];
   handlers: Record<string, ControlHandler>;
+  /** The team, for the admin endpoint's failover and move metrics. */
+  team?: TeamHost;
   close(): void;
 }
 
 function serveOnTap(o: ServeFlags, log: ServeLog): Served {
   const th = openHost('serve', o);
-  th.tap.onCarrier((up) => log.error(`${th.tap.name}: carrier ${up ? 'up' : 'down'}`));
+  th.tap.onCarrier((up) =>
+    log.error(`${th.tap.name}: carrier ${up ? 'up' : 'down'}`, { event: 'carrier', tap: th.tap.name, up }),
+  );
   const off = th.tap.offloads;
   const offloads = !o.offload ? 'off' : off.tso ? 'tso+csum' : off.csum ? 'csum' : 'none';
   return {
@@ -279,15 +295,24 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
   const t0 = th.stack.clock.now();
   const since = (at: number): string => `+${((at - t0) / 1000).toFixed(3)} s`;
   team.on('failure', (ev: FailureEvent) =>
-    log.event(`${ev.nic}: failed (${ev.cause}: ${ev.detail}) at ${since(ev.at)}`),
+    log.event(`${ev.nic}: failed (${ev.cause}: ${ev.detail}) at ${since(ev.at)}`, {
+      event: 'nic-failure',
+      nic: ev.nic,
+      cause: ev.cause,
+      detail: ev.detail,
+    }),
   );
   team.on('failover', (r: FailoverRecord) =>
     log.event(
       `failover ${r.nic} (${r.cause}): detected in ${r.detectMs.toFixed(1)} ms, ${r.connections} connection(s) resumed on ${r.to.join(',') || '-'} ${r.resumeMs.toFixed(1)} ms after detection${r.lost ? `, ${r.lost} LOST` : ''}`,
+      { event: 'failover', ...r },
     ),
   );
   team.on('recovered', (ev: { nic: string; at: number }) =>
-    log.event(`${ev.nic}: recovered at ${since(ev.at)}, carries traffic again`),
+    log.event(`${ev.nic}: recovered at ${since(ev.at)}, carries traffic again`, {
+      event: 'nic-recovered',
+      nic: ev.nic,
+    }),
   );
   team.on('error', (e: Error) => log.error(`failover: ${e.message}`));
   const nicById = (id: string): Nic => {
@@ -299,52 +324,11 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
   const label = `team ${o.tap.join('+')} ${o.ip} (${o.tap.length} ${o.workers ? 'worker' : 'local'} NIC${o.tap.length > 1 ? 's' : ''}, offload ${o.offloadPolicy ?? 'immediate'})`;
   return {
     host: th,
+    team: th,
     stack: th.stack,
     label,
     controlName: o.tap[0]!,
-    status: {
-      ownerOf: (a, b, c, d) => th.manager.nicOf(a, b, c, d)?.id ?? 'host',
-      nics: () =>
-        th.health().map((h) => ({
-          id: h.nic,
-          kind,
-          health: h.health.state,
-          linkUp: h.health.carrier,
-          reachable: h.health.reachable,
-          carriesHost: h.carriesHost,
-          load: h.load,
-          capacity: h.capacity,
-          failures: h.health.failures,
-          lastFailure: h.health.lastFailure && {
-            cause: h.health.lastFailure.cause,
-            detail: h.health.lastFailure.detail,
-            agoMs: th.stack.clock.now() - h.health.lastFailure.at,
-          },
-        })),
-      failovers: () =>
-        th.failovers.map((f) => ({
-          nic: f.nic,
-          cause: f.cause,
-          detectMs: f.detectMs,
-          resumeMs: f.resumeMs,
-          connections: f.connections,
-          to: f.to,
-          lost: f.lost,
-          agoMs: th.stack.clock.now() - f.at,
-        })),
-      offloaded: async () => {
-        const out: { owner: string; conns: QueryResult[] }[] = [];
-        for (const nic of th.nics) {
-          if (nic.load === 0) continue;
-          try {
-            out.push({ owner: nic.id, conns: await nic.query(th.manager.keysOn(nic)) });
-          } catch {
-            // A NIC that died between the two calls: its connections are being rebuilt.
-          }
-        }
-        return out;
-      },
-    },
+    status: teamStatusExtras(th, kind),
     handlers: {
       /** Move connections to a NIC or to the host: { to, from?, count? }. */
       move: async (req) => {
@@ -371,6 +355,7 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
         }
         log.event(
           `moved ${moved} connection(s) to ${to === 'host' ? 'host' : to.id}${refused ? ` (${refused} refused)` : ''}`,
+          { event: 'move', to: to === 'host' ? 'host' : to.id, moved, refused },
         );
         return { moved, refused };
       },
@@ -378,7 +363,10 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
       'kill-nic': async (req) => {
         const nic = nicById(String(req.nic));
         if (!(nic instanceof WorkerNic)) throw new Error(`${nic.id} is not a worker NIC (serve --workers)`);
-        log.event(`${nic.id}: killing its worker thread (requested over the control socket)`);
+        log.event(`${nic.id}: killing its worker thread (requested over the control socket)`, {
+          event: 'nic-kill',
+          nic: nic.id,
+        });
         await nic.kill();
         return { killed: nic.id };
       },
@@ -387,26 +375,16 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
   };
 }
 
-interface ServeLog {
-  info(line: string): void;
-  /** Failovers and moves: logged even with --quiet. */
-  event(line: string): void;
-  error(line: string): void;
-}
+type ServeLog = ChimneyLog;
 
-async function runServe(o: ServeFlags): Promise<void> {
+async function runServe(o: ServeFlags & AdminFlags): Promise<void> {
+  const adminAt = o.admin === undefined ? null : adminAddress('serve', o);
   const specs = o.service ?? [
     { name: 'echo', port: 7 },
     { name: 'discard', port: 9 },
     { name: 'http', port: 80 },
   ];
-  const log: ServeLog = {
-    info: (line) => {
-      if (!o.quiet) process.stderr.write(`chimney: ${line}\n`);
-    },
-    event: (line) => process.stderr.write(`chimney: ${line}\n`),
-    error: (line) => process.stderr.write(`chimney: error: ${line}\n`),
-  };
+  const log: ServeLog = createLog(o.logFormat ?? 'human', { quiet: o.quiet });
   const teamed = o.tap.length > 1 || o.workers === true;
   const sv = teamed ? await serveOnTeam(o, log) : serveOnTap(o, log);
   const running: RunningService[] = specs.map((s) => startService(sv.host, s, log));
@@ -424,6 +402,7 @@ async function runServe(o: ServeFlags): Promise<void> {
       `control socket ${controlPath}: ${(e as Error).message} (chimney status will not reach this server)`,
     );
   }
+  const admin = adminAt && (await startAdmin('serve', adminAt, sv.stack, reporter, sv.team, log.event));
   process.stdout.write(
     `chimney: serving ${specs.map((s) => `${s.name}:${s.port}`).join(' ')} on ${sv.label}\n`,
   );
@@ -434,6 +413,7 @@ async function runServe(o: ServeFlags): Promise<void> {
     log.info(`${sig}: closing`);
     for (const r of running) r.close();
     control?.close();
+    void admin?.close();
     const deadline = Date.now() + SHUTDOWN_GRACE_MS;
     const wait = (): void => {
       if (running.some((r) => r.open > 0) && Date.now() < deadline) {

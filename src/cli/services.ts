@@ -37,8 +37,8 @@ export function parseService(v: string): ServiceSpec {
 }
 
 export interface ServiceLog {
-  /** One line per connection event (suppressed by --quiet). */
-  info(line: string): void;
+  /** One line per connection event (suppressed by --quiet), with its facts for a structured log. */
+  info(line: string, fields?: Record<string, unknown>): void;
   /** One line per error. */
   error(line: string): void;
 }
@@ -136,11 +136,17 @@ export function startService(host: Host, spec: ServiceSpec, log: ServiceLog): Ru
   const server = host.createServer((sock) => {
     const who = peer(sock);
     sockets.add(sock);
-    log.info(`${tag}: connection from ${who}`);
+    log.info(`${tag}: connection from ${who}`, { event: 'connection-open', service: tag, peer: who });
     sock.on('error', (e) => log.error(`${tag}: ${who}: ${e.message}`));
     sock.on('close', () => {
       sockets.delete(sock);
-      log.info(`${tag}: ${who} closed (in ${sock.bytesRead} B, out ${sock.bytesWritten} B)`);
+      log.info(`${tag}: ${who} closed (in ${sock.bytesRead} B, out ${sock.bytesWritten} B)`, {
+        event: 'connection-close',
+        service: tag,
+        peer: who,
+        bytesIn: sock.bytesRead,
+        bytesOut: sock.bytesWritten,
+      });
     });
     switch (spec.name) {
       case 'echo':

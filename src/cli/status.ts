@@ -18,6 +18,8 @@ import {
   queryStatus,
   type StatusSnapshot,
 } from './control.ts';
+import { intIn } from './options.ts';
+import { watchStatus } from './status-watch.ts';
 
 /** Where a connection runs, for the status tree; the host stack unless an offload layer says otherwise. */
 export type OwnerOf = (localIp: number, localPort: number, remoteIp: number, remotePort: number) => string;
@@ -204,13 +206,28 @@ export function registerStatusCommand(program: Command): void {
     )
     .option('--control <path>', `control socket of the server (default: the only one in ${CONTROL_DIR})`)
     .option('--json', 'print the snapshot as one JSON object')
-    .action(async (o: { control?: string; json?: boolean }) => {
-      try {
-        const s = await queryStatus(o.control ?? findControlSocket());
-        process.stdout.write(o.json ? `${JSON.stringify(s)}\n` : `${formatStatus(s)}\n`);
-      } catch (e) {
-        process.stderr.write(`chimney status: ${(e as Error).message}\n`);
-        process.exitCode = 1;
-      }
-    });
+    .option('-w, --watch', 'refresh the view in place, like top (q or Ctrl-C quits)')
+    .option('--interval <ms>', 'refresh interval of --watch', intIn(100, 3_600_000), 1000)
+    .option('-n, --count <n>', 'with --watch: stop after this many refreshes', intIn(1, 1_000_000))
+    .action(
+      async (o: { control?: string; json?: boolean; watch?: boolean; interval: number; count?: number }) => {
+        if (o.watch) {
+          try {
+            const control = o.control ?? findControlSocket();
+            return await watchStatus({ control, intervalMs: o.interval, count: o.count ?? 0 });
+          } catch (e) {
+            process.stderr.write(`chimney status: ${(e as Error).message}\n`);
+            process.exitCode = 1;
+            return;
+          }
+        }
+        try {
+          const s = await queryStatus(o.control ?? findControlSocket());
+          process.stdout.write(o.json ? `${JSON.stringify(s)}\n` : `${formatStatus(s)}\n`);
+        } catch (e) {
+          process.stderr.write(`chimney status: ${(e as Error).message}\n`);
+          process.exitCode = 1;
+        }
+      },
+    );
 }

@@ -101,6 +101,8 @@ export interface WorkerNicIndications extends NicIndications {
   heartbeat: () => void;
 }
 
+// Compiled, this module is a .js file beside a compiled worker; from source (tsx), both are .ts.
+const SELF_EXT = import.meta.url.endsWith('.js') ? 'js' : 'ts';
 const DEFAULT_CAPACITY = 65536;
 const DEFAULT_RING = 256 * 1024;
 
@@ -393,7 +395,9 @@ export class WorkerNic extends EventEmitter implements Nic {
       (buf, len) => this.post({ t: 'host', buf, len }, [buf]),
       (cb) => this.clock.defer(cb),
     );
-    this.worker = spawnWorker(new URL('./worker/nic-worker.ts', import.meta.url), { workerData: boot });
+    this.worker = spawnWorker(new URL(`./worker/nic-worker.${SELF_EXT}`, import.meta.url), {
+      workerData: boot,
+    });
     this.worker.on('message', (m: FromWorker) => this.onMessage(m));
     this.worker.on('error', (error: Error) => this.die({ kind: 'error', error }));
     this.worker.on('exit', (exitCode: number) => {

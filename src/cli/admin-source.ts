@@ -1,0 +1,110 @@
+import type { Counters } from '../core/counters.ts';
+import type { Nic, QueryResult } from '../nic/nic.ts';
+import type { Stack } from '../stack/stack.ts';
+import type { FailoverRecord } from '../team/team.ts';
+import type { TeamHost } from '../team/team-host.ts';
+import type { FailoverStatus, NicStatus } from './control.ts';
+import { ChimneyMetrics, type MetricsSource, watchMoves } from './metrics.ts';
+import type { StatusReporter } from './status.ts';
+
+/** The status extras of a team host: owners, NIC health, failovers, what each NIC runs. */
+export function teamStatusExtras(
+  th: TeamHost,
+  kind: string,
+): Required<
+  Pick<
+    ConstructorParameters<typeof StatusReporter>[2] & object,
+    'ownerOf' | 'nics' | 'failovers' | 'offloaded'
+  >
+> {
+  const now = (): number => th.stack.clock.now();
+  return {
+    ownerOf: (a, b, c, d) => th.manager.nicOf(a, b, c, d)?.id ?? 'host',
+    nics: (): NicStatus[] =>
+      th.health().map((h) => ({
+        id: h.nic,
+        kind,
+        health: h.health.state,
+        linkUp: h.health.carrier,
+        reachable: h.health.reachable,
+        carriesHost: h.carriesHost,
+        load: h.load,
+        capacity: h.capacity,
+        failures: h.health.failures,
+        lastFailure: h.health.lastFailure && {
+          cause: h.health.lastFailure.cause,
+          detail: h.health.lastFailure.detail,
+          agoMs: now() - h.health.lastFailure.at,
+        },
+      })),
+    failovers: (): FailoverStatus[] =>
+      th.failovers.map((f) => ({
+        nic: f.nic,
+        cause: f.cause,
+        detectMs: f.detectMs,
+        resumeMs: f.resumeMs,
+        connections: f.connections,
+        to: f.to,
+        lost: f.lost,
+        agoMs: now() - f.at,
+      })),
+    offloaded: async () => {
+      const out: { owner: string; conns: QueryResult[] }[] = [];
+      for (const nic of th.nics) {
+        if (nic.load === 0) continue;
+        try {
+          out.push({ owner: nic.id, conns: await nic.query(th.manager.keysOn(nic)) });
+        } catch {
+          // A NIC that died between the two calls: its connections are being rebuilt.
+        }
+      }
+      return out;
+    },
+  };
+}
+
+/** A NIC's counters: a LocalNic holds them, a WorkerNic is asked for them. */
+async function nicCounters(nic: Nic, seen: Set<unknown>): Promise<Record<string, number>> {
+  const c = (nic as unknown as { counters?: Counters | (() => Promise<Record<string, number>>) }).counters;
+  // A NIC built on a Counters it shares with another source would be counted twice.
+  if (seen.has(c)) return {};
+  seen.add(c);
+  try {
+    if (typeof c === 'function') return await c.call(nic);
+    if (c !== undefined) return c.snapshot();
+  } catch {
+    // A dead NIC has no counters; the totals keep what was already read from it.
+  }
+  return {};
+}
+
+/**
+ * Metrics for a running stack, and for its team when it has one: the team's failovers and the
+ * offload manager's batches are recorded as they happen.
+ */
+export function stackMetrics(
+  stack: Stack,
+  reporter: StatusReporter,
+  team?: TeamHost,
+  opts: { processMetrics?: boolean } = {},
+): ChimneyMetrics {
+  const source: MetricsSource = {
+    snapshot: () => reporter.snapshot(),
+    now: () => stack.clock.now(),
+    counters: async () => {
+      const sets: Record<string, Record<string, number>> = { host: stack.counters.snapshot() };
+      if (team) {
+        if (team.counters !== stack.counters) sets.team = team.counters.snapshot();
+        const seen = new Set<unknown>([stack.counters, team.counters]);
+        for (const nic of team.nics) sets[`nic:${nic.id}`] = await nicCounters(nic, seen);
+      }
+      return sets;
+    },
+  };
+  const metrics = new ChimneyMetrics(source, opts);
+  if (team) {
+    team.team.on('failover', (r: FailoverRecord) => metrics.failover(r));
+    watchMoves(team.manager, metrics, () => stack.clock.now());
+  }
+  return metrics;
+}
