@@ -3,6 +3,7 @@ import type { Nic, QueryResult } from '../nic/nic.ts';
 import type { Stack } from '../stack/stack.ts';
 import type { FailoverRecord } from '../team/team.ts';
 import type { TeamHost } from '../team/team-host.ts';
+import { formatIpv4 } from '../wire/addr.ts';
 import type { FailoverStatus, NicStatus } from './control.ts';
 import { ChimneyMetrics, type MetricsSource, watchMoves } from './metrics.ts';
 import type { StatusReporter } from './status.ts';
@@ -102,6 +103,19 @@ export function stackMetrics(
     },
   };
   const metrics = new ChimneyMetrics(source, opts);
+  // Connections the host stack closes report their last bytes (one that closes on a NIC is
+  // counted up to the last snapshot that saw it).
+  const previous = stack.tcp.onClosed;
+  stack.tcp.onClosed = (conn) => {
+    previous?.(conn);
+    const c = conn.state.const;
+    metrics.connectionClosed(
+      `${formatIpv4(c.localIp)}:${c.localPort}`,
+      `${formatIpv4(c.remoteIp)}:${c.remotePort}`,
+      conn.stats.bytesIn,
+      conn.stats.bytesOut,
+    );
+  };
   if (team) {
     team.team.on('failover', (r: FailoverRecord) => metrics.failover(r));
     watchMoves(team.manager, metrics, () => stack.clock.now());

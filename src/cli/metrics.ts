@@ -187,6 +187,17 @@ export class ChimneyMetrics {
     if (this.timeline.length > TIMELINE_MAX) this.timeline.splice(0, this.timeline.length - TIMELINE_MAX);
   }
 
+  /**
+   * A connection closed: its bytes since the last snapshot count now, since no later snapshot
+   * will show it (a short transfer between two scrapes would otherwise never be counted).
+   */
+  connectionClosed(local: string, remote: string, bytesIn: number, bytesOut: number): void {
+    const key = `${local}>${remote}`;
+    this.bytes.inc({ direction: 'in' }, this.connBytes.delta(`${key}/in`, bytesIn));
+    this.bytes.inc({ direction: 'out' }, this.connBytes.delta(`${key}/out`, bytesOut));
+    this.connBytes.forget((k) => !k.startsWith(`${key}/`));
+  }
+
   /** The latest snapshot (null before the first refresh). */
   get status(): StatusSnapshot | null {
     return this.last;
