@@ -76,8 +76,12 @@ const TX_BUF_SIZE = 18 + 65535;
 const IPV4_MAX_PACKET = 65535;
 const DEFAULT_CAPACITY = 100_000;
 
-function pathKey(localIp: number, remoteIp: number): number {
-  return (localIp >>> 0) * 4294967296 + (remoteIp >>> 0);
+/**
+ * Both addresses whole: a number made of two u32 (local * 2^32 + remote) exceeds 2^53 and loses
+ * the low bits of the remote address, so paths to neighbouring peers would share one slot.
+ */
+function pathKey(localIp: number, remoteIp: number): string {
+  return `${localIp >>> 0}>${remoteIp >>> 0}`;
 }
 
 function keyOf(s: TcpState): ConnKey {
@@ -226,7 +230,7 @@ export class NicEngine {
   private readonly indicate: IndicationSink;
   private readonly toHost: (frame: Uint8Array) => void;
   private readonly neighbors = new Map<number, NeighborSlot>();
-  private readonly paths = new Map<number, PathSlot>();
+  private readonly paths = new Map<string, PathSlot>();
   /** Connections invalidated: released (frozen) and waiting for terminate. */
   private readonly parked = new Map<string, TcpState>();
   private readonly ipHdr = createIpv4Header();

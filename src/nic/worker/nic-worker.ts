@@ -23,6 +23,7 @@ import { ByteRing } from '../../state/byte-ring.ts';
 import { allocConnBlock, type ConnBlockRef, HardStateRecord } from '../hard-state.ts';
 import { type ConnKey, connKeyId, type InitiateResult, type OffloadUpdate } from '../nic.ts';
 import { NicEngine } from '../nic-engine.ts';
+import { ConnIndex } from './conn-index.ts';
 import {
   BELL_READ,
   BELL_WANT_WRITABLE,
@@ -163,8 +164,8 @@ interface Slot {
 const slots: (Slot | undefined)[] = [];
 const freeSlots: number[] = [];
 const byKey = new Map<string, Slot>();
-/** localPort * 65536 + remotePort → slot, to find what a received frame touched without parsing twice. */
-const byPorts = new Map<number, Slot>();
+/** Slots by four-tuple, to find what a frame touched without parsing it twice. */
+const connIndex = new ConnIndex<Slot>();
 const touched = new Set<Slot>();
 const db = new Int32Array(boot.doorbell);
 const flagsAt = doorbellFlagsAt(boot.capacity);
@@ -228,10 +229,6 @@ class RemoteUser implements TcpUser {
   }
 }
 
-function portsOf(k: ConnKey): number {
-  return k.localPort * 65536 + k.remotePort;
-}
-
 /**
  * Move a just-adopted connection's buffers into shared memory (the one copy of its bytes) and
  * give it a slot. Rings are capped at ringCapacity, but never below what they hold nor below the
@@ -262,7 +259,7 @@ function install(conn: TcpConnection): InstalledConn {
   const slot: Slot = { index, key, conn, block, record: new HardStateRecord(block.sab, 0), send, recv };
   slots[index] = slot;
   byKey.set(connKeyId(key), slot);
-  byPorts.set(portsOf(key), slot);
+  connIndex.add(slot);
   // A stale doorbell bit from the slot's previous tenant must not reach this one.
   Atomics.store(db, flagsAt + index, 0);
   conn.user = new RemoteUser(slot);
@@ -275,7 +272,7 @@ function free(slot: Slot): void {
   slots[slot.index] = undefined;
   freeSlots.push(slot.index);
   byKey.delete(connKeyId(slot.key));
-  if (byPorts.get(portsOf(slot.key)) === slot) byPorts.delete(portsOf(slot.key));
+  connIndex.remove(slot);
   touched.delete(slot);
 }
 
@@ -377,16 +374,7 @@ if (proxy === null) {
 
 /** The connection a TCP frame belongs to (received: our port is the destination), if it is one of ours. */
 function slotOfFrame(frame: Uint8Array, inbound: boolean): Slot | undefined {
-  if (byPorts.size === 0 || frame.length < 54) return undefined;
-  let ip = 14;
-  if (frame[12] === 0x81 && frame[13] === 0x00) ip = 18;
-  if (frame[ip + 9] !== 6) return undefined;
-  const ihl = (frame[ip]! & 0x0f) << 2;
-  const t = ip + ihl;
-  if (frame.length < t + 4) return undefined;
-  const sport = (frame[t]! << 8) | frame[t + 1]!;
-  const dport = (frame[t + 2]! << 8) | frame[t + 3]!;
-  return byPorts.get(inbound ? dport * 65536 + sport : sport * 65536 + dport);
+  return connIndex.ofFrame(frame, inbound);
 }
 
 /** Mark the connection a received frame is for, so its hard state is rewritten after the batch. */
