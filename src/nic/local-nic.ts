@@ -5,8 +5,7 @@ import { InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
 import type { Random } from '../core/random.ts';
 import type { Link } from '../link/link.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
-import type { ByteRing } from '../state/byte-ring.ts';
-import type { TcpCached, TcpState } from '../state/tcp-state.ts';
+import type { TcpState } from '../state/tcp-state.ts';
 import { emptyHardState, type HardState } from './hard-state.ts';
 import {
   type ConnKey,
@@ -15,10 +14,14 @@ import {
   type InitiateResult,
   type InvalidateTarget,
   type Nic,
+  type NicDeath,
   type NicIndication,
   type NicIndications,
   type OffloadUpdate,
   type QueryResult,
+  type SalvageRecord,
+  type TerminateOptions,
+  type Transfer,
 } from './nic.ts';
 import { NicEngine } from './nic-engine.ts';
 
@@ -38,14 +41,7 @@ export interface LocalNicOptions {
  * read): the hard-state record and the buffers, as a WorkerNic leaves them in shared memory
  * (design section 6), plus the cached settings, which the host owns anyway.
  */
-export interface LocalSalvage {
-  key: ConnKey;
-  hard: HardState;
-  sendRing: ByteRing;
-  recvRing: ByteRing;
-  cached: TcpCached;
-  user: TcpUser | null;
-}
+export type LocalSalvage = SalvageRecord;
 
 /** Fault injection for tests of the failover layer. */
 export interface LocalNicFaults {
@@ -142,7 +138,9 @@ export class LocalNic extends EventEmitter implements Nic {
   private readonly clock: Clock;
   private readonly host: HostLink;
   private closed = false;
-  private deadCause: string | null = null;
+  private deadCause: NicDeath | null = null;
+  /** Same thread, same clock as the host (the clock it is given must be the host's). */
+  readonly inProcess = true;
   /** What died with the NIC, or went into a transfer it damaged, until the host salvages it. */
   private readonly leftovers = new Map<string, LocalSalvage>();
   /** Fault injection (tests). */
@@ -189,20 +187,22 @@ export class LocalNic extends EventEmitter implements Nic {
   }
 
   /** Why the NIC died, or null while it lives. */
-  get dead(): string | null {
+  get death(): NicDeath | null {
     return this.deadCause;
   }
 
-  initiate(batch: Uint8Array, opts?: InitiateOptions): Promise<InitiateResult> {
+  initiate(batch: Transfer, opts?: InitiateOptions): Promise<InitiateResult> {
     return this.later(() => this.engine.initiate(batch, opts));
   }
-  terminate(keys: ConnKey[] | 'all'): Promise<Uint8Array> {
+  terminate(keys: ConnKey[] | 'all'): Promise<Uint8Array>;
+  terminate(keys: ConnKey[] | 'all', opts: TerminateOptions): Promise<Transfer>;
+  terminate(keys: ConnKey[] | 'all', opts?: TerminateOptions): Promise<Transfer> {
     return this.later(() => {
       if (this.faults.corruptTerminate === true) {
         this.faults.corruptTerminate = false;
         return this.damagedTerminate(keys);
       }
-      return this.engine.terminate(keys);
+      return opts?.trees === true ? this.engine.terminateTrees(keys) : this.engine.terminate(keys);
     });
   }
   update(u: OffloadUpdate): Promise<void> {
@@ -251,7 +251,8 @@ export class LocalNic extends EventEmitter implements Nic {
    * Simulate the NIC dying: its connections stop where they stand, without a RST or a 'closed'
    * indication (a dead NIC says nothing), and all soft state (congestion window, RTT estimates,
    * out-of-order data, SACK scoreboard) is lost. The hard-state record and buffers stay for
-   * `salvage()`, as a WorkerNic's shared memory outlives its thread. Emits 'dead' (cause string).
+   * `salvage()`, as a WorkerNic's shared memory outlives its thread. Emits 'dead' (a NicDeath of
+   * kind 'crash' whose detail is `cause`).
    */
   crash(cause = 'crashed'): void {
     if (this.closed) return;
@@ -260,19 +261,20 @@ export class LocalNic extends EventEmitter implements Nic {
       const s = tcp.release(conn);
       this.keep(s, conn.user);
     }
-    this.deadCause = cause;
+    const death: NicDeath = { kind: 'crash', detail: cause };
+    this.deadCause = death;
     this.closed = true;
     this.engine.close();
     this.host.close();
-    this.emit('dead', cause);
+    this.emit('dead', death);
   }
 
   /**
    * Take what is left of connections this NIC can no longer run (after `crash`, or a damaged
    * terminate): all of them, or those named. Each is handed out once.
    */
-  salvage(keys?: readonly ConnKey[]): LocalSalvage[] {
-    const out: LocalSalvage[] = [];
+  salvage(keys?: readonly ConnKey[]): SalvageRecord[] {
+    const out: SalvageRecord[] = [];
     if (keys === undefined) {
       out.push(...this.leftovers.values());
       this.leftovers.clear();

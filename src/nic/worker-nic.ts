@@ -12,6 +12,7 @@ import type { Link } from '../link/link.ts';
 import { type TapLinkOptions, tapQueueEmpty } from '../link/tap-link.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
 import { ByteRing } from '../state/byte-ring.ts';
+import { encodeBatch } from '../state/state-codec.ts';
 import { emptyHardState, type HardState, HardStateRecord } from './hard-state.ts';
 import {
   type ConnKey,
@@ -19,11 +20,16 @@ import {
   type InitiateOptions,
   type InitiateResult,
   type InvalidateTarget,
+  isTreeTransfer,
   type Nic,
+  type NicDeath,
   type NicIndication,
   type NicIndications,
   type OffloadUpdate,
   type QueryResult,
+  type SalvageRecord,
+  type TerminateOptions,
+  type Transfer,
 } from './nic.ts';
 import {
   BELL_READ,
@@ -75,31 +81,13 @@ export interface WorkerNicOptions {
 }
 
 /** Why a WorkerNic is gone: the failover layer rebuilds its connections from hard state. */
-export interface WorkerDeath {
-  kind: 'error' | 'exit' | 'heartbeat';
-  /** The worker's uncaught error ('error'). */
-  error?: Error;
-  /** Exit code ('exit'). */
-  exitCode?: number;
-  /** Silence before it was declared dead ('heartbeat'). */
-  silentMs?: number;
-}
+export type WorkerDeath = NicDeath;
 
 /** What survives of one connection of a dead worker: enough for rebuildTcpState. */
-export interface SalvagedConnection {
-  key: ConnKey;
-  /** The last whole hard-state record, or null if none was ever written. */
-  hard: HardState | null;
-  sendRing: ByteRing;
-  recvRing: ByteRing;
-  user: TcpUser | null;
-}
+export type SalvagedConnection = SalvageRecord;
 
-export interface WorkerNicIndications extends NicIndications {
-  dead: (cause: WorkerDeath) => void;
-  /** The worker's heartbeat arrived (a team stamps its last proof of life with it). */
-  heartbeat: () => void;
-}
+/** The indications of a WorkerNic: those of every NIC (the common interface has them all now). */
+export type WorkerNicIndications = NicIndications;
 
 const DEFAULT_CAPACITY = 65536;
 const DEFAULT_RING = 256 * 1024;
@@ -319,6 +307,8 @@ export class WorkerNic extends EventEmitter implements Nic {
   readonly capacity: number;
   readonly hostLink: Link;
   readonly worker: Worker;
+  /** Another thread, its own clock: transfers cross as the codec's bytes. */
+  readonly inProcess = false;
   /** @internal */
   readonly clock: Clock;
   private readonly host: WorkerHostLink;
@@ -455,7 +445,11 @@ export class WorkerNic extends EventEmitter implements Nic {
 
   // ---- the verbs ----------------------------------------------------------------------------------
 
-  async initiate(batch: Uint8Array, opts?: InitiateOptions): Promise<InitiateResult> {
+  async initiate(transfer: Transfer, opts?: InitiateOptions): Promise<InitiateResult> {
+    // Trees given as objects cross the thread boundary as the codec's bytes (times as deltas).
+    const batch = isTreeTransfer(transfer)
+      ? encodeBatch(transfer.trees, this.clock.now(), { skipValidation: true })
+      : transfer;
     if (!(batch instanceof Uint8Array)) throw new InvalidArgumentError('initiate needs a Uint8Array');
     // The prod must happen in the worker, as the connections are installed: a failover that loses
     // it leaves every moved connection's peer waiting for its own retransmission timer.
@@ -469,7 +463,10 @@ export class WorkerNic extends EventEmitter implements Nic {
     return res.value as InitiateResult;
   }
 
-  async terminate(keys: ConnKey[] | 'all'): Promise<Uint8Array> {
+  terminate(keys: ConnKey[] | 'all'): Promise<Uint8Array>;
+  terminate(keys: ConnKey[] | 'all', opts: TerminateOptions): Promise<Transfer>;
+  /** Always the codec's bytes: the states come from another thread. */
+  async terminate(keys: ConnKey[] | 'all', _opts?: TerminateOptions): Promise<Uint8Array> {
     if (keys !== 'all' && !Array.isArray(keys))
       throw new InvalidArgumentError('terminate needs keys or "all"');
     // From here the application must not touch the rings: what they hold is being encoded.
@@ -570,14 +567,10 @@ export class WorkerNic extends EventEmitter implements Nic {
     return out;
   }
 
-  override on<E extends keyof WorkerNicIndications>(event: E, handler: WorkerNicIndications[E]): this;
-  override on<E extends NicIndication>(event: E, handler: NicIndications[E]): this;
-  override on(event: string, handler: (...args: never[]) => void): this {
+  override on<E extends NicIndication>(event: E, handler: NicIndications[E]): this {
     return super.on(event, handler as (...args: unknown[]) => void);
   }
-  override off<E extends keyof WorkerNicIndications>(event: E, handler: WorkerNicIndications[E]): this;
-  override off<E extends NicIndication>(event: E, handler: NicIndications[E]): this;
-  override off(event: string, handler: (...args: never[]) => void): this {
+  override off<E extends NicIndication>(event: E, handler: NicIndications[E]): this {
     return super.off(event, handler as (...args: unknown[]) => void);
   }
 
