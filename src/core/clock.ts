@@ -130,8 +130,10 @@ class VirtualTimer implements Timer {
 export class VirtualClock implements Clock {
   private t: number;
   private seq = 0;
-  private readonly heap: HeapEntry[] = [];
+  private heap: HeapEntry[] = [];
   private refCount = 0;
+  /** Entries left behind by timers re-armed or disarmed since the last compaction (an upper bound). */
+  private stale = 0;
   /** Called whenever a ref'd timer is armed, so a driver can wake up. */
   onWork: (() => void) | null = null;
 
@@ -173,6 +175,20 @@ export class VirtualClock implements Clock {
   /** @internal */
   cancelled(timer: VirtualTimer): void {
     if (timer.refd) this.refCount--;
+    // The old entry stays in the heap until its deadline comes up. A timer disarmed far ahead of
+    // it (a keepalive, a connection that moved to another owner) would otherwise hold its
+    // callback, and everything that reaches, for hours of virtual time, and grow the heap.
+    if (++this.stale > 4096 && this.stale > this.heap.length >> 1) this.compact();
+  }
+
+  /** Drop every stale entry at once; order (deadline, then arming sequence) is unchanged. */
+  private compact(): void {
+    const live: HeapEntry[] = [];
+    for (const e of this.heap) if (e.timer === null || e.timer.gen === e.gen) live.push(e);
+    // Sorted by (at, seq) is a valid heap.
+    live.sort((a, b) => (a.at !== b.at ? a.at - b.at : a.seq - b.seq));
+    this.heap = live;
+    this.stale = 0;
   }
 
   /** Fire everything due at the current time. Returns how many callbacks ran. */

@@ -87,6 +87,11 @@ export function hardStateOf(s: TcpState, out: HardState = emptyHardState()): Har
   out.rcvWscale = c.rcvWscale;
   out.remoteMss = c.remoteMss;
   out.localMss = c.localMss;
+  out.segmentsIn = d.segmentsIn;
+  out.segmentsOut = d.segmentsOut;
+  out.retransmits = d.retransmits;
+  out.bytesIn = d.bytesIn;
+  out.bytesOut = d.bytesOut;
   return out;
 }
 

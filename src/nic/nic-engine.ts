@@ -535,6 +535,9 @@ export class NicEngine {
         dstMac: s.path.neighbor.cached.dstMac,
         bytesIn: conn.stats.bytesIn,
         bytesOut: conn.stats.bytesOut,
+        segmentsIn: conn.stats.segmentsIn,
+        segmentsOut: conn.stats.segmentsOut,
+        retransmits: conn.stats.retransmits,
       });
     }
     return out;

@@ -154,8 +154,12 @@ export interface QueryResult {
   /** Path MTU and neighbor MAC the target is using for it. */
   mtu: number;
   dstMac: number;
+  /** Since the connection began, whoever ran it (the counts travel with the state). */
   bytesIn: number;
   bytesOut: number;
+  segmentsIn: number;
+  segmentsOut: number;
+  retransmits: number;
 }
 
 /**
