@@ -24,6 +24,12 @@ export interface Clock {
   createTimer(cb: () => void): Timer;
   /** Run `cb` soon, after the current work (never synchronously). */
   defer(cb: () => void): void;
+  /**
+   * Let `ms` pass that the clock did not see go by: work that took real time on a clock that only
+   * moves when told (a simulation charging a move its real cost). Timers due meanwhile fire late,
+   * in order, as they would behind a busy thread. Absent on clocks that follow real time.
+   */
+  elapse?(ms: number): void;
 }
 
 class RealTimer implements Timer {
@@ -150,6 +156,9 @@ export class VirtualClock implements Clock {
     this.push({ at: this.t, seq: this.seq++, timer: null, gen: 0, fn: cb });
     this.refCount++;
     this.onWork?.();
+  }
+  elapse(ms: number): void {
+    if (ms > 0) this.t += ms;
   }
   /** Number of pending ref'd timers and deferred calls. */
   get pendingRefs(): number {

@@ -150,6 +150,11 @@ export class LocalNic extends EventEmitter implements Nic {
   private readonly leftovers = new Map<string, LocalSalvage>();
   /** Fault injection (tests). */
   readonly faults: LocalNicFaults = {};
+  /**
+   * Charge each verb's real duration to the clock (`Clock.elapse`): on the simulator's clock a
+   * transfer then costs the time it really takes (see OffloadManager.chargeWallTime).
+   */
+  chargeWork = false;
 
   constructor(opts: LocalNicOptions) {
     super();
@@ -332,10 +337,13 @@ export class LocalNic extends EventEmitter implements Nic {
     if (this.closed) return Promise.reject(new InvalidStateError(`NIC ${this.id} is closed`));
     return new Promise<T>((resolve, reject) => {
       this.clock.defer(() => {
+        const t0 = this.chargeWork ? performance.now() : 0;
         try {
           resolve(fn());
         } catch (e) {
           reject(e);
+        } finally {
+          if (this.chargeWork) this.clock.elapse?.(performance.now() - t0);
         }
       });
     });

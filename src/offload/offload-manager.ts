@@ -108,6 +108,18 @@ export class OffloadManager extends EventEmitter {
     this.scanner = new PolicyScanner(this.stack, this.policy, (ready) => this.offload(ready), warn);
   }
 
+  /**
+   * Charge each transfer's real time to a simulated clock (`Clock.elapse`): in the simulator a
+   * move then stalls its connections as long as it really took. Off by default, which keeps a
+   * seeded run identical from one machine to the next.
+   */
+  get chargeWallTime(): boolean {
+    return this.proto.chargeWallTime;
+  }
+  set chargeWallTime(on: boolean) {
+    this.proto.chargeWallTime = on;
+  }
+
   get nics(): readonly Nic[] {
     return this.nicList;
   }
@@ -271,7 +283,7 @@ export class OffloadManager extends EventEmitter {
     if (this.closed) return Promise.reject(new InvalidStateError('offload manager is closed'));
     const go = (): Promise<T> => {
       this.proto.opts = opts;
-      return fn();
+      return this.proto.metered(fn);
     };
     const run = this.chain.then(go, go);
     this.chain = run.catch(() => undefined);

@@ -63,8 +63,8 @@ export async function rebuild(
   let held: Uint8Array[] = [];
   const keys = [...byId.values()].map((i) => i.key);
   try {
-    held = await from.takeQueued(keys);
-    await from.dropFrozen(keys);
+    held = await t.wait(from.takeQueued(keys));
+    await t.wait(from.dropFrozen(keys));
   } catch {
     // Gone for good: the peer resends what it held.
   }

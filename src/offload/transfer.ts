@@ -92,6 +92,12 @@ export function mergeReports(reports: readonly TransferReport[], refused: Transf
 export class TransferProtocol {
   /** Options of the transfer running now. */
   opts: TransferOptions = {};
+  /**
+   * Advance a clock that only moves when told (the simulator's) by the real time each step of a
+   * transfer takes, so the stall a move causes is one a peer lives through, not zero.
+   */
+  chargeWallTime = false;
+  private mark = -1;
 
   constructor(
     readonly stack: Stack,
@@ -112,9 +118,11 @@ export class TransferProtocol {
       released =
         src === 'host'
           ? this.releaseFromHost(items, report, dst)
-          : await src.terminate(
-              items.map((i) => i.key),
-              { trees: src.inProcess && (dst === 'host' || dst.inProcess) },
+          : await this.wait(
+              src.terminate(
+                items.map((i) => i.key),
+                { trees: src.inProcess && (dst === 'host' || dst.inProcess) },
+              ),
             );
     } catch (e) {
       // Nothing left the source (host release does not throw once begun; a terminate that failed
@@ -165,6 +173,39 @@ export class TransferProtocol {
     for (const s of ok) report.moved.push(keyOfState(s));
     if (failed.length > 0) await this.rollback(failed, byId, src, report);
     return report;
+  }
+
+  /**
+   * Run `fn` (a transfer, or a rebuild) with the real-time meter on (see chargeWallTime). Only
+   * this thread's own work is charged: while a verb is awaited the meter stops, since the
+   * simulator runs everything else (peers, switch) meanwhile; a NIC in this thread charges its
+   * own verbs (LocalNic.chargeWork).
+   */
+  async metered<T>(fn: () => Promise<T>): Promise<T> {
+    if (!this.chargeWallTime) return fn();
+    this.mark = performance.now();
+    try {
+      return await fn();
+    } finally {
+      this.pause();
+    }
+  }
+
+  /** Await `p` with the meter stopped. */
+  async wait<T>(p: Promise<T>): Promise<T> {
+    if (this.mark < 0) return p;
+    this.pause();
+    try {
+      return await p;
+    } finally {
+      this.mark = performance.now();
+    }
+  }
+
+  private pause(): void {
+    if (this.mark < 0) return;
+    this.stack.clock.elapse?.(performance.now() - this.mark);
+    this.mark = -1;
   }
 
   /** Application calls wait in the sockets; the host holds segments for the 4-tuples. */
@@ -234,7 +275,7 @@ export class TransferProtocol {
     let res: InitiateResult;
     try {
       const t = transfer ?? this.transferFor(dst, states);
-      res = await dst.initiate(t, this.opts.prod === true ? { prod: true } : undefined);
+      res = await this.wait(dst.initiate(t, this.opts.prod === true ? { prod: true } : undefined));
     } catch (e) {
       for (const s of states) failed.push({ state: s, status: 'failure', reason: String(e) });
       return { ok, failed };
@@ -269,8 +310,8 @@ export class TransferProtocol {
     const keys = items.map((it) => it.key);
     let held: Uint8Array[] = [];
     if (src !== 'host' && src !== dst) {
-      held = await src.takeQueued(keys);
-      await src.dropFrozen(keys);
+      held = await this.wait(src.takeQueued(keys));
+      await this.wait(src.dropFrozen(keys));
     }
     if (dst === 'host') {
       const conns = states.map((s, i) => this.adoptHost(items[i]!, s));
