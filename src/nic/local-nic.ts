@@ -7,6 +7,7 @@ import type { Link } from '../link/link.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
 import type { TcpState } from '../state/tcp-state.ts';
 import { emptyHardState, type HardState } from './hard-state.ts';
+import { NicHostLink } from './host-link.ts';
 import {
   type ConnKey,
   connKeyId,
@@ -96,40 +97,6 @@ export function hardStateOf(s: TcpState, out: HardState = emptyHardState()): Har
 }
 
 /**
- * The host stack's side of a NIC's link: frames it sends go out through the NIC, and the NIC
- * hands it every received frame that is not for an offloaded connection.
- */
-class HostLink implements Link {
-  handler: ((frame: Uint8Array) => void) | null = null;
-  carrierHandler: ((up: boolean) => void) | null = null;
-  constructor(
-    private readonly nic: LocalNic,
-    readonly name: string,
-  ) {}
-  get mtu(): number {
-    return this.nic.engine.link.mtu;
-  }
-  get carrier(): boolean {
-    return this.nic.engine.link.carrier;
-  }
-  send(frame: Uint8Array): boolean {
-    return this.nic.engine.sendFromHost(frame);
-  }
-  onFrame(handler: (frame: Uint8Array) => void): void {
-    if (typeof handler !== 'function') throw new InvalidArgumentError('onFrame needs a function');
-    this.handler = handler;
-  }
-  onCarrier(handler: (up: boolean) => void): void {
-    if (typeof handler !== 'function') throw new InvalidArgumentError('onCarrier needs a function');
-    this.carrierHandler = handler;
-  }
-  close(): void {
-    this.handler = null;
-    this.carrierHandler = null;
-  }
-}
-
-/**
  * An offload target in the caller's thread: a NicEngine behind the asynchronous Nic interface.
  * Every verb runs in a deferred call on the injected clock, so callers see the same ordering as
  * with a NIC on another thread, and simulations stay on virtual time. Frames between the NIC and
@@ -141,7 +108,7 @@ export class LocalNic extends EventEmitter implements Nic {
   readonly engine: NicEngine;
   readonly hostLink: Link;
   private readonly clock: Clock;
-  private readonly host: HostLink;
+  private readonly host: NicHostLink;
   private closed = false;
   private deadCause: NicDeath | null = null;
   /** Same thread, same clock as the host (the clock it is given must be the host's). */
@@ -161,7 +128,16 @@ export class LocalNic extends EventEmitter implements Nic {
     if (!opts || typeof opts.id !== 'string') throw new InvalidArgumentError('LocalNic needs an id');
     this.id = opts.id;
     this.clock = opts.clock;
-    this.host = new HostLink(this, `${opts.id}.host`);
+    const nic = this;
+    this.host = new NicHostLink(`${opts.id}.host`, {
+      send: (frame) => nic.engine.sendFromHost(frame),
+      get mtu() {
+        return nic.engine.link.mtu;
+      },
+      get carrier() {
+        return nic.engine.link.carrier;
+      },
+    });
     this.hostLink = this.host;
     this.engine = new NicEngine({
       id: opts.id,
@@ -172,11 +148,9 @@ export class LocalNic extends EventEmitter implements Nic {
       capacity: opts.capacity,
       reachabilityIntervalMs: opts.reachabilityIntervalMs,
       toHost: (frame) => {
-        const h = this.host.handler;
-        if (h) h(frame);
-        else this.engine.counters.inc('drop.nic.no-host');
+        if (!this.host.deliver(frame)) this.engine.counters.inc('drop.nic.no-host');
       },
-      hostCarrier: (up) => this.host.carrierHandler?.(up),
+      hostCarrier: (up) => this.host.carrierChanged(up),
       indicate: (event, ...args) => {
         this.emit(event, ...args);
       },

@@ -14,6 +14,7 @@ import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
 import { ByteRing } from '../state/byte-ring.ts';
 import { encodeBatch } from '../state/state-codec.ts';
 import { emptyHardState, type HardState, HardStateRecord } from './hard-state.ts';
+import { NicHostLink } from './host-link.ts';
 import {
   type ConnKey,
   connKeyId,
@@ -54,7 +55,10 @@ import {
   type InstalledConn,
   type ToWorker,
   type WireError,
+  type WorkerArg,
   type WorkerBoot,
+  type WorkerOp,
+  type WorkerReplies,
 } from './worker/protocol.ts';
 import { spawnWorker } from './worker/spawn.ts';
 
@@ -250,39 +254,6 @@ export class WorkerConnectionHandle implements ConnectionHandle {
   };
 }
 
-/** The host stack's view of the worker's link: frames cross in batches both ways. */
-class WorkerHostLink implements Link {
-  handler: ((frame: Uint8Array) => void) | null = null;
-  carrierHandler: ((up: boolean) => void) | null = null;
-  carrierUp: boolean;
-  constructor(
-    private readonly nic: WorkerNic,
-    readonly name: string,
-    readonly mtu: number,
-    carrier: boolean,
-  ) {
-    this.carrierUp = carrier;
-  }
-  get carrier(): boolean {
-    return this.carrierUp;
-  }
-  send(frame: Uint8Array): boolean {
-    return this.nic._hostSend(frame);
-  }
-  onFrame(handler: (frame: Uint8Array) => void): void {
-    if (typeof handler !== 'function') throw new InvalidArgumentError('onFrame needs a function');
-    this.handler = handler;
-  }
-  onCarrier(handler: (up: boolean) => void): void {
-    if (typeof handler !== 'function') throw new InvalidArgumentError('onCarrier needs a function');
-    this.carrierHandler = handler;
-  }
-  close(): void {
-    this.handler = null;
-    this.carrierHandler = null;
-  }
-}
-
 function toError(w: WireError): Error {
   if (w.field !== undefined) return new StateValidationError(w.field, w.message.replace(`${w.field}: `, ''));
   if (w.errno !== undefined) return new ConnectionError(w.errno, w.message);
@@ -311,7 +282,8 @@ export class WorkerNic extends EventEmitter implements Nic {
   readonly inProcess = false;
   /** @internal */
   readonly clock: Clock;
-  private readonly host: WorkerHostLink;
+  private readonly host: NicHostLink;
+  private hostCarrier: boolean;
   private readonly link: Link | null;
   private readonly doorbell: Int32Array;
   private readonly flagsAt: number;
@@ -373,7 +345,15 @@ export class WorkerNic extends EventEmitter implements Nic {
         : { kind: 'tap', options: (opts.link as { tap: TapLinkOptions }).tap },
     };
     const mtu = link ? link.mtu : ((opts.link as { tap: TapLinkOptions }).tap.mtu ?? 1500);
-    this.host = new WorkerHostLink(this, `${opts.id}.host`, mtu, this.linkCarrier);
+    this.hostCarrier = this.linkCarrier;
+    const nic = this;
+    this.host = new NicHostLink(`${opts.id}.host`, {
+      send: (frame) => nic._hostSend(frame),
+      mtu,
+      get carrier() {
+        return nic.hostCarrier;
+      },
+    });
     this.hostLink = this.host;
     this.rxBatch = new FrameBatcher(
       (buf, len) => this.post({ t: 'rx', buf, len }, [buf]),
@@ -399,8 +379,8 @@ export class WorkerNic extends EventEmitter implements Nic {
         this.post({ t: 'carrier', up });
         if (up === this.linkCarrier) return;
         this.linkCarrier = up;
-        this.host.carrierUp = up;
-        this.host.carrierHandler?.(up);
+        this.hostCarrier = up;
+        this.host.carrierChanged(up);
         this.emit('link', up);
       });
     }
@@ -460,7 +440,7 @@ export class WorkerNic extends EventEmitter implements Nic {
       this.byKey.set(connKeyId(inst.key), h);
       this.conns++;
     }
-    return res.value as InitiateResult;
+    return res.value;
   }
 
   terminate(keys: ConnKey[] | 'all'): Promise<Uint8Array>;
@@ -478,7 +458,7 @@ export class WorkerNic extends EventEmitter implements Nic {
       }
     }
     this.rxBatch.flush();
-    let res: FromWorker & { t: 'res'; ok: true };
+    let res: FromWorker & { t: 'res'; ok: true; value: Uint8Array };
     try {
       res = await this.request('terminate', keys === 'all' ? 'all' : keys);
     } catch (e) {
@@ -494,7 +474,7 @@ export class WorkerNic extends EventEmitter implements Nic {
       if (h && !moved.has(s)) h._reattach();
     }
     this.forget(res.freed ?? []);
-    return res.value as Uint8Array;
+    return res.value;
   }
 
   async update(u: OffloadUpdate): Promise<void> {
@@ -504,17 +484,17 @@ export class WorkerNic extends EventEmitter implements Nic {
     await this.request('invalidate', target);
   }
   async query(keys?: ConnKey[]): Promise<QueryResult[]> {
-    return (await this.request('query', keys)).value as QueryResult[];
+    return (await this.request('query', keys)).value;
   }
   async takeQueued(keys: ConnKey[]): Promise<Uint8Array[]> {
-    return (await this.request('takeQueued', keys)).value as Uint8Array[];
+    return (await this.request('takeQueued', keys)).value;
   }
   async dropFrozen(keys: ConnKey[]): Promise<void> {
     await this.request('dropFrozen', keys);
   }
   /** The worker engine's counters. */
   async counters(): Promise<Record<string, number>> {
-    return (await this.request('counters', null)).value as Record<string, number>;
+    return (await this.request('counters', null)).value;
   }
 
   inject(packets: readonly Uint8Array[]): void {
@@ -644,13 +624,19 @@ export class WorkerNic extends EventEmitter implements Nic {
     return true;
   }
 
-  private request(op: string, arg: unknown): Promise<FromWorker & { t: 'res'; ok: true }> {
+  private request<O extends WorkerOp>(
+    op: O,
+    arg: WorkerArg<O>,
+  ): Promise<FromWorker & { t: 'res'; ok: true; value: WorkerReplies[O] }> {
     if (this.closing) return Promise.reject(new InvalidStateError(`NIC ${this.id} is closed`));
     if (this.deathCause) return Promise.reject(new InvalidStateError(`NIC ${this.id} is dead`));
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      this.worker.postMessage({ t: 'req', id, op, arg } satisfies ToWorker);
+      this.pending.set(id, {
+        resolve: resolve as (v: FromWorker & { t: 'res'; ok: true }) => void,
+        reject,
+      });
+      this.worker.postMessage({ t: 'req', id, op, arg } as ToWorker);
     });
   }
 
@@ -672,15 +658,15 @@ export class WorkerNic extends EventEmitter implements Nic {
         return;
       }
       case 'up': {
-        const h = this.host.handler;
+        const h = this.host.receiver;
         if (h) forEachFrame(m.buf, m.len, h);
         return;
       }
       case 'host-carrier':
         // A main-thread link's carrier was reported when it changed; the worker's echo is stale.
         if (this.link !== null) return;
-        this.host.carrierUp = m.up;
-        this.host.carrierHandler?.(m.up);
+        this.hostCarrier = m.up;
+        this.host.carrierChanged(m.up);
         return;
       case 'res': {
         const p = this.pending.get(m.id);

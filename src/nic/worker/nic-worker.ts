@@ -21,7 +21,7 @@ import { scheduleTimer } from '../../stack/tcp/tcp-timers.ts';
 import type { TcpUser } from '../../stack/tcp/tcp-types.ts';
 import { ByteRing } from '../../state/byte-ring.ts';
 import { allocConnBlock, type ConnBlockRef, HardStateRecord } from '../hard-state.ts';
-import { type ConnKey, connKeyId, type InitiateResult, type OffloadUpdate } from '../nic.ts';
+import { type ConnKey, connKeyId, type InitiateResult } from '../nic.ts';
 import { NicEngine } from '../nic-engine.ts';
 import { ConnIndex } from './conn-index.ts';
 import {
@@ -48,6 +48,7 @@ import {
   type ToWorker,
   type WireError,
   type WorkerBoot,
+  type WorkerRequest,
 } from './protocol.ts';
 
 const port = parentPort as MessagePort;
@@ -419,15 +420,11 @@ function publishAhead(frame: Uint8Array): void {
   touched.add(slot);
 }
 
-function keysOf(arg: unknown): ConnKey[] | 'all' {
-  return arg === 'all' ? 'all' : (arg as ConnKey[]);
-}
-
-function handleRequest(id: number, op: string, arg: unknown): void {
+function handleRequest(id: number, r: WorkerRequest): void {
   try {
-    switch (op) {
+    switch (r.op) {
       case 'initiate': {
-        const a = arg as { batch: Uint8Array; prod: boolean };
+        const a = r.arg;
         const result: InitiateResult = engine.initiate(a.batch, { prod: a.prod });
         const installed: InstalledConn[] = [];
         for (const c of result.conns) {
@@ -439,7 +436,7 @@ function handleRequest(id: number, op: string, arg: unknown): void {
         return;
       }
       case 'terminate': {
-        const keys = keysOf(arg);
+        const keys = r.arg;
         const list = keys === 'all' ? [...byKey.values()].map((s) => s.key) : keys;
         const out = engine.terminate(keys);
         const freed: number[] = [];
@@ -458,31 +455,31 @@ function handleRequest(id: number, op: string, arg: unknown): void {
         flushEvents();
         const buf =
           out.byteOffset === 0 && out.byteLength === out.buffer.byteLength ? out.buffer : out.slice().buffer;
-        post({ t: 'res', id, ok: true, value: new Uint8Array(buf as ArrayBuffer), freed }, [
+        post({ t: 'res', id, ok: true, value: new Uint8Array(buf as ArrayBuffer), freed, moved }, [
           buf as ArrayBuffer,
         ]);
         return;
       }
       case 'update':
-        engine.update(arg as OffloadUpdate);
+        engine.update(r.arg);
         break;
       case 'invalidate':
-        engine.invalidate(arg as Parameters<NicEngine['invalidate']>[0]);
+        engine.invalidate(r.arg);
         break;
       case 'query':
-        post({ t: 'res', id, ok: true, value: engine.query(arg as ConnKey[] | undefined) });
+        post({ t: 'res', id, ok: true, value: engine.query(r.arg) });
         return;
       case 'takeQueued':
-        post({ t: 'res', id, ok: true, value: engine.takeQueued(arg as ConnKey[]) });
+        post({ t: 'res', id, ok: true, value: engine.takeQueued(r.arg) });
         return;
       case 'dropFrozen':
-        engine.dropFrozen(arg as ConnKey[]);
+        engine.dropFrozen(r.arg);
         break;
       case 'counters':
         post({ t: 'res', id, ok: true, value: engine.counters.snapshot() });
         return;
       default:
-        throw new ChimneyError('ERR_CHIMNEY_INVALID_ARG', `unknown request ${op}`);
+        throw new ChimneyError('ERR_CHIMNEY_INVALID_ARG', `unknown request ${(r as { op: unknown }).op}`);
     }
     post({ t: 'res', id, ok: true, value: undefined });
   } catch (e) {
@@ -541,7 +538,7 @@ port.on('message', (m: ToWorker) => {
       return;
     case 'req':
       drainDoorbell();
-      handleRequest(m.id, m.op, m.arg);
+      handleRequest(m.id, m);
       return;
     case 'op':
       connOp(m);
