@@ -5,6 +5,7 @@ import type { TcpState } from '../state/tcp-state.ts';
 import { DEFAULT_TCP_CACHED } from '../state/tcp-state.ts';
 import {
   type Item,
+  type ItemsByState,
   keyOfState,
   type Owner,
   type Refused,
@@ -43,7 +44,7 @@ export async function rebuild(
     items.push({ key: k, id, user: e.user, socket });
   }
   const states: TcpState[] = [];
-  const byId = new Map<string, Item>();
+  const byState: ItemsByState = new Map();
   for (const it of items) {
     const r = recs.get(it.id);
     const path = stack.pathTo(it.key.remoteIp, it.key.localIp);
@@ -52,8 +53,9 @@ export async function rebuild(
       continue;
     }
     try {
-      states.push(rebuildTcpState(r.hard, r.sendRing, r.recvRing, r.cached ?? DEFAULT_TCP_CACHED, path, now));
-      byId.set(it.id, it);
+      const s = rebuildTcpState(r.hard, r.sendRing, r.recvRing, r.cached ?? DEFAULT_TCP_CACHED, path, now);
+      states.push(s);
+      byState.set(s, it);
     } catch (e) {
       t.lost(it, `hard state does not make a connection: ${String(e)}`, report);
     }
@@ -61,7 +63,7 @@ export async function rebuild(
   stack.counters.inc('offload.rebuilt', states.length);
   // Whatever the dead NIC still held goes back to the host's placeholders, to be replayed.
   let held: Uint8Array[] = [];
-  const keys = [...byId.values()].map((i) => i.key);
+  const keys = [...byState.values()].map((i) => i.key);
   try {
     held = await t.wait(from.takeQueued(keys));
     await t.wait(from.dropFrozen(keys));
@@ -77,11 +79,11 @@ export async function rebuild(
     ok = r.ok;
     failed = r.failed;
   }
-  await t.settle(ok, byId, 'host', dst);
+  await t.settle(ok, byState, 'host', dst);
   for (const s of ok) report.moved.push(keyOfState(s));
   if (failed.length === 0) return;
   const left = failed.map((f) => f.state);
   for (const f of failed)
     report.refused.push({ key: keyOfState(f.state), status: f.status, reason: f.reason });
-  await t.settle(left, byId, 'host', 'host');
+  await t.settle(left, byState, 'host', 'host');
 }

@@ -62,7 +62,12 @@ export interface Item {
   id: string;
   user: TcpUser | null;
   socket: TcpSocket | null;
+  /** The host's connection, when the host is the source. */
+  conn?: TcpConnection;
 }
+
+/** Which item each state in a transfer belongs to, by identity: no key strings per step. */
+export type ItemsByState = Map<TcpState, Item>;
 
 export interface Refused {
   state: TcpState;
@@ -112,12 +117,13 @@ export class TransferProtocol {
     const report: TransferReport = { moved: [], refused: [] };
     if (keys.length === 0) return report;
     const items = this.freeze(keys, src);
+    const byState: ItemsByState = new Map();
     // Release at the source.
     let released: Transfer;
     try {
       released =
         src === 'host'
-          ? this.releaseFromHost(items, report, dst)
+          ? this.releaseFromHost(items, report, dst, byState)
           : await this.wait(
               src.terminate(
                 items.map((i) => i.key),
@@ -150,13 +156,17 @@ export class TransferProtocol {
         return report;
       }
     }
-    const byId = new Map<string, Item>();
-    for (const it of items) byId.set(it.id, it);
-    if (src !== 'host' && states.length !== items.length) {
-      const present = new Set<string>();
-      for (const s of states) present.add(connKeyId(keyOfState(s)));
-      for (const it of items) {
-        if (present.has(it.id)) continue;
+    if (src !== 'host') {
+      const left = new Map<string, Item>();
+      for (const it of items) left.set(it.id, it);
+      for (const s of states) {
+        const id = connKeyId(keyOfState(s));
+        const it = left.get(id);
+        if (it === undefined) continue;
+        byState.set(s, it);
+        left.delete(id);
+      }
+      for (const it of left.values()) {
         // Closed at the source meanwhile (or its TIME_WAIT ended there): nothing to move.
         this.forget(it);
         report.refused.push({
@@ -169,9 +179,9 @@ export class TransferProtocol {
     if (states.length === 0) return report;
     // Install at the destination.
     const { ok, failed } = await this.install(dst, states, released);
-    await this.settle(ok, byId, src, dst);
+    await this.settle(ok, byState, src, dst);
     for (const s of ok) report.moved.push(keyOfState(s));
-    if (failed.length > 0) await this.rollback(failed, byId, src, report);
+    if (failed.length > 0) await this.rollback(failed, byState, src, report);
     return report;
   }
 
@@ -219,10 +229,13 @@ export class TransferProtocol {
         const conn = tcp.lookup(key.localIp, key.localPort, key.remoteIp, key.remotePort);
         if (!conn) continue;
         user = conn.user;
-      } else {
-        user = this.entries.get(id)?.user ?? null;
-        tcp.freeze(key.localIp, key.localPort, key.remoteIp, key.remotePort);
+        const socket = user instanceof TcpSocket && !user.moving ? user : null;
+        socket?._beginMove();
+        items.push({ key, id, user, socket, conn });
+        continue;
       }
+      user = this.entries.get(id)?.user ?? null;
+      tcp.freeze(key.localIp, key.localPort, key.remoteIp, key.remotePort);
       const socket = user instanceof TcpSocket && !user.moving ? user : null;
       socket?._beginMove();
       items.push({ key, id, user, socket });
@@ -234,13 +247,17 @@ export class TransferProtocol {
    * Release host connections; those that do not validate resume in place. Objects for a
    * destination in this thread, the codec's bytes for another.
    */
-  private releaseFromHost(items: Item[], report: TransferReport, dst: Owner): Transfer {
+  private releaseFromHost(
+    items: Item[],
+    report: TransferReport,
+    dst: Owner,
+    byState: ItemsByState,
+  ): Transfer {
     const tcp = this.stack.tcp;
     const states: TcpState[] = [];
     for (const it of items) {
       const k = it.key;
-      const conn = tcp.lookup(k.localIp, k.localPort, k.remoteIp, k.remotePort)!;
-      const s = tcp.release(conn);
+      const s = tcp.release(it.conn!);
       try {
         validateTcpState(s);
       } catch (e) {
@@ -249,6 +266,7 @@ export class TransferProtocol {
         continue;
       }
       states.push(s);
+      byState.set(s, it);
     }
     return this.transferFor(dst, states);
   }
@@ -303,10 +321,10 @@ export class TransferProtocol {
    * `states` now run at `dst` (for the host: adopt them here). Forward the segments held at the
    * source and in the host, re-point the sockets, unfreeze.
    */
-  async settle(states: readonly TcpState[], byId: Map<string, Item>, src: Owner, dst: Owner): Promise<void> {
+  async settle(states: readonly TcpState[], byState: ItemsByState, src: Owner, dst: Owner): Promise<void> {
     if (states.length === 0) return;
     const tcp = this.stack.tcp;
-    const items = states.map((s) => byId.get(connKeyId(keyOfState(s)))!);
+    const items = states.map((s) => byState.get(s)!);
     const keys = items.map((it) => it.key);
     let held: Uint8Array[] = [];
     if (src !== 'host' && src !== dst) {
@@ -347,7 +365,7 @@ export class TransferProtocol {
   /** What the destination refused goes back to the source, else to the host; what neither takes is lost. */
   private async rollback(
     failed: Refused[],
-    byId: Map<string, Item>,
+    byState: ItemsByState,
     src: Owner,
     report: TransferReport,
   ): Promise<void> {
@@ -360,11 +378,11 @@ export class TransferProtocol {
     for (const back of backs) {
       if (left.length === 0) break;
       const rb = await this.install(back, left);
-      await this.settle(rb.ok, byId, src, back);
+      await this.settle(rb.ok, byState, src, back);
       left = rb.failed.map((f) => f.state);
       if (rb.failed.length > 0) reason = rb.failed[0]!.reason;
     }
-    for (const s of left) this.lost(byId.get(connKeyId(keyOfState(s)))!, reason, report);
+    for (const s of left) this.lost(byState.get(s)!, reason, report);
   }
 
   adoptHost(it: Item, s: TcpState): TcpConnection {
