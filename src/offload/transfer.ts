@@ -137,22 +137,20 @@ export class TransferProtocol {
       throw e;
     }
     let states: TcpState[];
-    if (isTreeTransfer(released)) states = flattenTrees(released.trees);
+    // The host's own states, validated as it released them (whatever form they travel in).
+    if (src === 'host') states = [...byState.keys()];
+    else if (isTreeTransfer(released)) states = flattenTrees(released.trees);
     else {
       try {
         const trees = decodeBatch(released, this.stack.clock.now());
         states = flattenTrees(trees);
         // Decoded objects belong to no one yet: a destination in this thread takes them as they are.
         if (dst !== 'host' && dst.inProcess) released = { kind: 'trees', trees };
-      } catch (e) {
-        // The source handed back something we cannot read. A NIC that keeps hard state the host
-        // can see still lets us rebuild them; otherwise those connections are gone.
-        if (src !== 'host') {
-          this.stack.counters.inc('offload.terminate.invalid');
-          await rebuild(this, items, src, dst, report);
-          return report;
-        }
-        for (const it of items) this.lost(it, `source returned an unreadable transfer: ${String(e)}`, report);
+      } catch {
+        // The NIC handed back something we cannot read: rebuild the connections from the hard
+        // state it keeps where the host can see it (those without any are lost there).
+        this.stack.counters.inc('offload.terminate.invalid');
+        await rebuild(this, items, src, dst, report);
         return report;
       }
     }
