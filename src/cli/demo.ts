@@ -132,6 +132,12 @@ export async function runDemo(
           policy: { mode: 'immediate', scanIntervalMs: 5 },
         })
       : null;
+  // A move costs the simulated clock what it costs in real time: the resume times printed are
+  // what a peer would live through, not the zero a free move would show.
+  if (team) {
+    team.manager.chargeWallTime = true;
+    for (const n of team.nics) n.chargeWork = true;
+  }
   const server = team ?? net.addHost({ ip: '10.0.0.2/24', name: 'server', impair: opts.impair, tcp });
   const events: string[] = [];
   // Resumed means data reaches the client's application again: per failure, the first data each

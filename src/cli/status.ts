@@ -110,7 +110,7 @@ export class StatusReporter {
         const nb = [...byNeighbor.values()].find((n) => n.mac === mac);
         const remote = formatIpv4(q.key.remoteIp);
         const path = pathOf(nb?.ip ?? remote, mac, remote, q.mtu);
-        add(path, q.key, owner, q.state, q.bytesIn, q.bytesOut, 0);
+        add(path, q.key, owner, q.state, q.bytesIn, q.bytesOut, q.retransmits);
       }
     }
     this.last = next;

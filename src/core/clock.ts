@@ -24,6 +24,12 @@ export interface Clock {
   createTimer(cb: () => void): Timer;
   /** Run `cb` soon, after the current work (never synchronously). */
   defer(cb: () => void): void;
+  /**
+   * Let `ms` pass that the clock did not see go by: work that took real time on a clock that only
+   * moves when told (a simulation charging a move its real cost). Timers due meanwhile fire late,
+   * in order, as they would behind a busy thread. Absent on clocks that follow real time.
+   */
+  elapse?(ms: number): void;
 }
 
 class RealTimer implements Timer {
@@ -130,8 +136,10 @@ class VirtualTimer implements Timer {
 export class VirtualClock implements Clock {
   private t: number;
   private seq = 0;
-  private readonly heap: HeapEntry[] = [];
+  private heap: HeapEntry[] = [];
   private refCount = 0;
+  /** Entries left behind by timers re-armed or disarmed since the last compaction (an upper bound). */
+  private stale = 0;
   /** Called whenever a ref'd timer is armed, so a driver can wake up. */
   onWork: (() => void) | null = null;
 
@@ -148,6 +156,9 @@ export class VirtualClock implements Clock {
     this.push({ at: this.t, seq: this.seq++, timer: null, gen: 0, fn: cb });
     this.refCount++;
     this.onWork?.();
+  }
+  elapse(ms: number): void {
+    if (ms > 0) this.t += ms;
   }
   /** Number of pending ref'd timers and deferred calls. */
   get pendingRefs(): number {
@@ -173,6 +184,20 @@ export class VirtualClock implements Clock {
   /** @internal */
   cancelled(timer: VirtualTimer): void {
     if (timer.refd) this.refCount--;
+    // The old entry stays in the heap until its deadline comes up. A timer disarmed far ahead of
+    // it (a keepalive, a connection that moved to another owner) would otherwise hold its
+    // callback, and everything that reaches, for hours of virtual time, and grow the heap.
+    if (++this.stale > 4096 && this.stale > this.heap.length >> 1) this.compact();
+  }
+
+  /** Drop every stale entry at once; order (deadline, then arming sequence) is unchanged. */
+  private compact(): void {
+    const live: HeapEntry[] = [];
+    for (const e of this.heap) if (e.timer === null || e.timer.gen === e.gen) live.push(e);
+    // Sorted by (at, seq) is a valid heap.
+    live.sort((a, b) => (a.at !== b.at ? a.at - b.at : a.seq - b.seq));
+    this.heap = live;
+    this.stale = 0;
   }
 
   /** Fire everything due at the current time. Returns how many callbacks ran. */

@@ -59,7 +59,20 @@ const W_SND_WL2 = 20;
 const W_MAX_SND_WND = 21;
 const W_SRTT_US = 22;
 const W_RTTVAR_US = 23;
-const WORDS = 24;
+/** Statistics since the connection began (counts wrap at 2^32; bytes in two words each). */
+const W_SEGS_IN = 24;
+const W_SEGS_OUT = 25;
+const W_RETRANS = 26;
+const W_BYTES_IN_LO = 27;
+const W_BYTES_IN_HI = 28;
+const W_BYTES_OUT_LO = 29;
+const W_BYTES_OUT_HI = 30;
+/**
+ * Room for IPv6: the local then the remote address, 16 bytes each, from here (W_ADDR6 .. +7).
+ * Written as zero for IPv4, whose addresses are the words above.
+ */
+export const W_ADDR6 = 32;
+const WORDS = 40;
 const COPY_BYTES = WORDS * 4;
 /** Two copies of the record. */
 export const HARD_STATE_BYTES = 2 * COPY_BYTES;
@@ -115,6 +128,12 @@ export interface HardState {
   rcvWscale: number;
   remoteMss: number;
   localMss: number;
+  /** Since the connection began, whoever ran it. */
+  segmentsIn: number;
+  segmentsOut: number;
+  retransmits: number;
+  bytesIn: number;
+  bytesOut: number;
 }
 
 export function emptyHardState(): HardState {
@@ -152,6 +171,11 @@ export function emptyHardState(): HardState {
     rcvWscale: 0,
     remoteMss: 0,
     localMss: 0,
+    segmentsIn: 0,
+    segmentsOut: 0,
+    retransmits: 0,
+    bytesIn: 0,
+    bytesOut: 0,
   };
 }
 
@@ -251,6 +275,13 @@ function writeCopy(c: Int32Array, s: TcpState, sendPos: number, recvPos: number)
       (((k.tsEnabled ? O_TS : 0) | (k.sackEnabled ? O_SACK : 0) | (k.wsEnabled ? O_WS : 0)) << 16),
   );
   Atomics.store(c, W_MSS, k.remoteMss | (k.localMss << 16));
+  Atomics.store(c, W_SEGS_IN, d.segmentsIn);
+  Atomics.store(c, W_SEGS_OUT, d.segmentsOut);
+  Atomics.store(c, W_RETRANS, d.retransmits);
+  Atomics.store(c, W_BYTES_IN_LO, d.bytesIn % 4294967296);
+  Atomics.store(c, W_BYTES_IN_HI, Math.floor(d.bytesIn / 4294967296));
+  Atomics.store(c, W_BYTES_OUT_LO, d.bytesOut % 4294967296);
+  Atomics.store(c, W_BYTES_OUT_HI, Math.floor(d.bytesOut / 4294967296));
   Atomics.store(c, W_SEQ, seq + 2);
 }
 
@@ -297,6 +328,11 @@ function readCopy(c: Int32Array, o: HardState): void {
   const mss = Atomics.load(c, W_MSS) >>> 0;
   o.remoteMss = mss & 0xffff;
   o.localMss = mss >>> 16;
+  o.segmentsIn = Atomics.load(c, W_SEGS_IN) >>> 0;
+  o.segmentsOut = Atomics.load(c, W_SEGS_OUT) >>> 0;
+  o.retransmits = Atomics.load(c, W_RETRANS) >>> 0;
+  o.bytesIn = (Atomics.load(c, W_BYTES_IN_HI) >>> 0) * 4294967296 + (Atomics.load(c, W_BYTES_IN_LO) >>> 0);
+  o.bytesOut = (Atomics.load(c, W_BYTES_OUT_HI) >>> 0) * 4294967296 + (Atomics.load(c, W_BYTES_OUT_LO) >>> 0);
 }
 
 // ---- the per-connection shared block ----------------------------------------------------------
@@ -407,6 +443,11 @@ export function rebuildTcpState(
   d.finSent = finSent;
   d.finReceived = hard.finReceived;
   d.readClosed = hard.readClosed;
+  d.segmentsIn = hard.segmentsIn;
+  d.segmentsOut = hard.segmentsOut;
+  d.retransmits = hard.retransmits;
+  d.bytesIn = hard.bytesIn;
+  d.bytesOut = hard.bytesOut;
   d.lastRecvAt = now;
   d.lastSendAt = now;
   d.lastAckSent = rcvNxt;

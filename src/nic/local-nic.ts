@@ -5,9 +5,9 @@ import { InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
 import type { Random } from '../core/random.ts';
 import type { Link } from '../link/link.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
-import type { ByteRing } from '../state/byte-ring.ts';
-import type { TcpCached, TcpState } from '../state/tcp-state.ts';
+import type { TcpState } from '../state/tcp-state.ts';
 import { emptyHardState, type HardState } from './hard-state.ts';
+import { NicHostLink } from './host-link.ts';
 import {
   type ConnKey,
   connKeyId,
@@ -15,10 +15,14 @@ import {
   type InitiateResult,
   type InvalidateTarget,
   type Nic,
+  type NicDeath,
   type NicIndication,
   type NicIndications,
   type OffloadUpdate,
   type QueryResult,
+  type SalvageRecord,
+  type TerminateOptions,
+  type Transfer,
 } from './nic.ts';
 import { NicEngine } from './nic-engine.ts';
 
@@ -38,14 +42,7 @@ export interface LocalNicOptions {
  * read): the hard-state record and the buffers, as a WorkerNic leaves them in shared memory
  * (design section 6), plus the cached settings, which the host owns anyway.
  */
-export interface LocalSalvage {
-  key: ConnKey;
-  hard: HardState;
-  sendRing: ByteRing;
-  recvRing: ByteRing;
-  cached: TcpCached;
-  user: TcpUser | null;
-}
+export type LocalSalvage = SalvageRecord;
 
 /** Fault injection for tests of the failover layer. */
 export interface LocalNicFaults {
@@ -91,41 +88,12 @@ export function hardStateOf(s: TcpState, out: HardState = emptyHardState()): Har
   out.rcvWscale = c.rcvWscale;
   out.remoteMss = c.remoteMss;
   out.localMss = c.localMss;
+  out.segmentsIn = d.segmentsIn;
+  out.segmentsOut = d.segmentsOut;
+  out.retransmits = d.retransmits;
+  out.bytesIn = d.bytesIn;
+  out.bytesOut = d.bytesOut;
   return out;
-}
-
-/**
- * The host stack's side of a NIC's link: frames it sends go out through the NIC, and the NIC
- * hands it every received frame that is not for an offloaded connection.
- */
-class HostLink implements Link {
-  handler: ((frame: Uint8Array) => void) | null = null;
-  carrierHandler: ((up: boolean) => void) | null = null;
-  constructor(
-    private readonly nic: LocalNic,
-    readonly name: string,
-  ) {}
-  get mtu(): number {
-    return this.nic.engine.link.mtu;
-  }
-  get carrier(): boolean {
-    return this.nic.engine.link.carrier;
-  }
-  send(frame: Uint8Array): boolean {
-    return this.nic.engine.sendFromHost(frame);
-  }
-  onFrame(handler: (frame: Uint8Array) => void): void {
-    if (typeof handler !== 'function') throw new InvalidArgumentError('onFrame needs a function');
-    this.handler = handler;
-  }
-  onCarrier(handler: (up: boolean) => void): void {
-    if (typeof handler !== 'function') throw new InvalidArgumentError('onCarrier needs a function');
-    this.carrierHandler = handler;
-  }
-  close(): void {
-    this.handler = null;
-    this.carrierHandler = null;
-  }
 }
 
 /**
@@ -140,20 +108,36 @@ export class LocalNic extends EventEmitter implements Nic {
   readonly engine: NicEngine;
   readonly hostLink: Link;
   private readonly clock: Clock;
-  private readonly host: HostLink;
+  private readonly host: NicHostLink;
   private closed = false;
-  private deadCause: string | null = null;
+  private deadCause: NicDeath | null = null;
+  /** Same thread, same clock as the host (the clock it is given must be the host's). */
+  readonly inProcess = true;
   /** What died with the NIC, or went into a transfer it damaged, until the host salvages it. */
   private readonly leftovers = new Map<string, LocalSalvage>();
   /** Fault injection (tests). */
   readonly faults: LocalNicFaults = {};
+  /**
+   * Charge each verb's real duration to the clock (`Clock.elapse`): on the simulator's clock a
+   * transfer then costs the time it really takes (see OffloadManager.chargeWallTime).
+   */
+  chargeWork = false;
 
   constructor(opts: LocalNicOptions) {
     super();
     if (!opts || typeof opts.id !== 'string') throw new InvalidArgumentError('LocalNic needs an id');
     this.id = opts.id;
     this.clock = opts.clock;
-    this.host = new HostLink(this, `${opts.id}.host`);
+    const nic = this;
+    this.host = new NicHostLink(`${opts.id}.host`, {
+      send: (frame) => nic.engine.sendFromHost(frame),
+      get mtu() {
+        return nic.engine.link.mtu;
+      },
+      get carrier() {
+        return nic.engine.link.carrier;
+      },
+    });
     this.hostLink = this.host;
     this.engine = new NicEngine({
       id: opts.id,
@@ -164,11 +148,9 @@ export class LocalNic extends EventEmitter implements Nic {
       capacity: opts.capacity,
       reachabilityIntervalMs: opts.reachabilityIntervalMs,
       toHost: (frame) => {
-        const h = this.host.handler;
-        if (h) h(frame);
-        else this.engine.counters.inc('drop.nic.no-host');
+        if (!this.host.deliver(frame)) this.engine.counters.inc('drop.nic.no-host');
       },
-      hostCarrier: (up) => this.host.carrierHandler?.(up),
+      hostCarrier: (up) => this.host.carrierChanged(up),
       indicate: (event, ...args) => {
         this.emit(event, ...args);
       },
@@ -189,20 +171,22 @@ export class LocalNic extends EventEmitter implements Nic {
   }
 
   /** Why the NIC died, or null while it lives. */
-  get dead(): string | null {
+  get death(): NicDeath | null {
     return this.deadCause;
   }
 
-  initiate(batch: Uint8Array, opts?: InitiateOptions): Promise<InitiateResult> {
+  initiate(batch: Transfer, opts?: InitiateOptions): Promise<InitiateResult> {
     return this.later(() => this.engine.initiate(batch, opts));
   }
-  terminate(keys: ConnKey[] | 'all'): Promise<Uint8Array> {
+  terminate(keys: ConnKey[] | 'all'): Promise<Uint8Array>;
+  terminate(keys: ConnKey[] | 'all', opts: TerminateOptions): Promise<Transfer>;
+  terminate(keys: ConnKey[] | 'all', opts?: TerminateOptions): Promise<Transfer> {
     return this.later(() => {
       if (this.faults.corruptTerminate === true) {
         this.faults.corruptTerminate = false;
         return this.damagedTerminate(keys);
       }
-      return this.engine.terminate(keys);
+      return opts?.trees === true ? this.engine.terminateTrees(keys) : this.engine.terminate(keys);
     });
   }
   update(u: OffloadUpdate): Promise<void> {
@@ -251,7 +235,8 @@ export class LocalNic extends EventEmitter implements Nic {
    * Simulate the NIC dying: its connections stop where they stand, without a RST or a 'closed'
    * indication (a dead NIC says nothing), and all soft state (congestion window, RTT estimates,
    * out-of-order data, SACK scoreboard) is lost. The hard-state record and buffers stay for
-   * `salvage()`, as a WorkerNic's shared memory outlives its thread. Emits 'dead' (cause string).
+   * `salvage()`, as a WorkerNic's shared memory outlives its thread. Emits 'dead' (a NicDeath of
+   * kind 'crash' whose detail is `cause`).
    */
   crash(cause = 'crashed'): void {
     if (this.closed) return;
@@ -260,19 +245,20 @@ export class LocalNic extends EventEmitter implements Nic {
       const s = tcp.release(conn);
       this.keep(s, conn.user);
     }
-    this.deadCause = cause;
+    const death: NicDeath = { kind: 'crash', detail: cause };
+    this.deadCause = death;
     this.closed = true;
     this.engine.close();
     this.host.close();
-    this.emit('dead', cause);
+    this.emit('dead', death);
   }
 
   /**
    * Take what is left of connections this NIC can no longer run (after `crash`, or a damaged
    * terminate): all of them, or those named. Each is handed out once.
    */
-  salvage(keys?: readonly ConnKey[]): LocalSalvage[] {
-    const out: LocalSalvage[] = [];
+  salvage(keys?: readonly ConnKey[]): SalvageRecord[] {
+    const out: SalvageRecord[] = [];
     if (keys === undefined) {
       out.push(...this.leftovers.values());
       this.leftovers.clear();
@@ -325,10 +311,13 @@ export class LocalNic extends EventEmitter implements Nic {
     if (this.closed) return Promise.reject(new InvalidStateError(`NIC ${this.id} is closed`));
     return new Promise<T>((resolve, reject) => {
       this.clock.defer(() => {
+        const t0 = this.chargeWork ? performance.now() : 0;
         try {
           resolve(fn());
         } catch (e) {
           reject(e);
+        } finally {
+          if (this.chargeWork) this.clock.elapse?.(performance.now() - t0);
         }
       });
     });

@@ -11,7 +11,7 @@ import { tcpOutput } from '../stack/tcp/tcp-output.ts';
 import { scheduleTimer } from '../stack/tcp/tcp-timers.ts';
 import type { TcpHostEnv } from '../stack/tcp/tcp-types.ts';
 import { createNeighborState, type NeighborState } from '../state/neighbor-state.ts';
-import { buildTrees } from '../state/offload-tree.ts';
+import { buildTrees, type OffloadTree } from '../state/offload-tree.ts';
 import type { PathState } from '../state/path-state.ts';
 import { decodeBatch, encodeBatch } from '../state/state-codec.ts';
 import type { TcpState } from '../state/tcp-state.ts';
@@ -43,11 +43,14 @@ import {
   type InitiateOptions,
   type InitiateResult,
   type InvalidateTarget,
+  isTreeTransfer,
   type NicIndication,
   type NicIndications,
   type OffloadUpdate,
   type QueryResult,
   type TcpUpdateScope,
+  type Transfer,
+  type TreeTransfer,
 } from './nic.ts';
 
 /** How the engine reports an indication to whoever hosts it (an EventEmitter, a MessagePort, ...). */
@@ -91,8 +94,12 @@ const TX_BUF_SIZE = 18 + 65535;
 const IPV4_MAX_PACKET = 65535;
 const DEFAULT_CAPACITY = 100_000;
 
-function pathKey(localIp: number, remoteIp: number): number {
-  return (localIp >>> 0) * 4294967296 + (remoteIp >>> 0);
+/**
+ * Both addresses whole: a number made of two u32 (local * 2^32 + remote) exceeds 2^53 and loses
+ * the low bits of the remote address, so paths to neighbouring peers would share one slot.
+ */
+function pathKey(localIp: number, remoteIp: number): string {
+  return `${localIp >>> 0}>${remoteIp >>> 0}`;
 }
 
 function keyOf(s: TcpState): ConnKey {
@@ -211,7 +218,7 @@ export class NicEngine {
   private readonly indicate: IndicationSink;
   private readonly toHost: (frame: Uint8Array) => void;
   private readonly neighbors = new Map<number, NeighborSlot>();
-  private readonly paths = new Map<number, PathSlot>();
+  private readonly paths = new Map<string, PathSlot>();
   /** Connections invalidated: released (frozen) and waiting for terminate. */
   private readonly parked = new Map<string, TcpState>();
   private readonly ipHdr = createIpv4Header();
@@ -282,17 +289,26 @@ export class NicEngine {
 
   // ---- the verbs -------------------------------------------------------------------------------
 
-  initiate(batch: Uint8Array, opts: InitiateOptions = {}): InitiateResult {
-    const prod = opts?.prod === true;
-    const now = this.clock.now();
+  initiate(batch: Transfer, opts: InitiateOptions = {}): InitiateResult {
+    if (isTreeTransfer(batch)) return this.install(batch.trees, opts, true);
     let trees: ReturnType<typeof decodeBatch>;
     try {
-      trees = decodeBatch(batch, now);
+      trees = decodeBatch(batch, this.clock.now());
     } catch (e) {
       this.counters.inc('nic.initiate.refused');
       const reason = e instanceof StateValidationError ? e.message : String(e);
       return { status: 'failure', reason, conns: [] };
     }
+    return this.install(trees, opts, false);
+  }
+
+  /**
+   * Install trees. `borrowed`: they came in process, so their neighbor and path objects still
+   * belong to the sender (the host, or another NIC) and are copied, once per tree; the TCP states
+   * themselves, released by the sender, become this NIC's.
+   */
+  private install(trees: readonly OffloadTree[], opts: InitiateOptions, borrowed: boolean): InitiateResult {
+    const prod = opts?.prod === true;
     if (this.closed || !this.link.carrier) {
       const reason = this.closed ? 'NIC closed' : 'link down';
       const conns: InitiateConnResult[] = [];
@@ -305,9 +321,9 @@ export class NicEngine {
     let ok = 0;
     let room = this.capacity - this.load;
     for (const t of trees) {
-      const nb = this.installNeighbor(t.neighbor);
+      const nb = this.installNeighbor(t.neighbor, borrowed);
       for (const node of t.paths) {
-        const path = this.installPath(node.path, nb);
+        const path = this.installPath(node.path, nb, borrowed);
         for (const s of node.conns) {
           const key = keyOf(s);
           if (room <= 0) {
@@ -350,6 +366,23 @@ export class NicEngine {
 
   terminate(keys: readonly ConnKey[] | 'all'): Uint8Array {
     const now = this.clock.now();
+    const states = this.releaseStates(keys);
+    const out = encodeBatch(buildTrees(states), now, { skipValidation: true });
+    for (const s of states) this.dropState(s);
+    this.counters.inc('nic.terminate.conns', states.length);
+    return out;
+  }
+
+  /** Terminate in process: the released, validated states themselves, grouped in trees. */
+  terminateTrees(keys: readonly ConnKey[] | 'all'): TreeTransfer {
+    const states = this.releaseStates(keys);
+    const trees = buildTrees(states);
+    for (const s of states) this.dropState(s);
+    this.counters.inc('nic.terminate.conns', states.length);
+    return { kind: 'trees', trees };
+  }
+
+  private releaseStates(keys: readonly ConnKey[] | 'all'): TcpState[] {
     const states: TcpState[] = [];
     const list: ConnKey[] = keys === 'all' ? this.allKeys() : [...keys];
     for (const key of list) {
@@ -382,11 +415,7 @@ export class NicEngine {
       }
       states.push(s);
     }
-    const trees = buildTrees(states);
-    const out = encodeBatch(trees, now, { skipValidation: true });
-    for (const s of states) this.dropState(s);
-    this.counters.inc('nic.terminate.conns', states.length);
-    return out;
+    return states;
   }
 
   update(u: OffloadUpdate): void {
@@ -491,6 +520,9 @@ export class NicEngine {
         dstMac: s.path.neighbor.cached.dstMac,
         bytesIn: conn.stats.bytesIn,
         bytesOut: conn.stats.bytesOut,
+        segmentsIn: conn.stats.segmentsIn,
+        segmentsOut: conn.stats.segmentsOut,
+        retransmits: conn.stats.retransmits,
       });
     }
     return out;
@@ -621,11 +653,14 @@ export class NicEngine {
 
   // ---- installed objects -------------------------------------------------------------------------
 
-  private installNeighbor(n: NeighborState): NeighborSlot {
+  private installNeighbor(n: NeighborState, borrowed: boolean): NeighborSlot {
     const ip = n.const.ip >>> 0;
     let slot = this.neighbors.get(ip);
     if (slot === undefined) {
-      slot = { state: n, refs: 0 };
+      const own = borrowed
+        ? { const: { ...n.const }, cached: { ...n.cached }, delegated: { ...n.delegated } }
+        : n;
+      slot = { state: own, refs: 0 };
       this.neighbors.set(ip, slot);
     } else {
       // Cached state is the host's: the newest transfer carries its current view.
@@ -635,13 +670,16 @@ export class NicEngine {
     return slot;
   }
 
-  private installPath(p: PathState, nb: NeighborSlot): PathSlot {
+  private installPath(p: PathState, nb: NeighborSlot, borrowed: boolean): PathSlot {
     const key = pathKey(p.const.localIp, p.const.remoteIp);
     let slot = this.paths.get(key);
     if (slot === undefined) {
-      p.neighbor = nb.state;
+      const own: PathState = borrowed
+        ? { const: { ...p.const }, cached: { ...p.cached }, neighbor: nb.state, ifIndex: p.ifIndex }
+        : p;
+      own.neighbor = nb.state;
       nb.refs++;
-      slot = { state: p, refs: 0 };
+      slot = { state: own, refs: 0 };
       this.paths.set(key, slot);
     } else {
       slot.state.cached.mtu = p.cached.mtu;

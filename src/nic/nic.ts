@@ -5,10 +5,17 @@
  * Changes since first publication:
  * - `initiate(batch, opts?)`: optional `InitiateOptions` (`prod`), additive; a target that ignores
  *   it stays correct, the moved connections' peers just wait for their own retransmission timer.
+ * - `inProcess`, `initiate(Transfer)`, `terminate(keys, { trees: true })`: a target in the host's
+ *   thread and on its clock takes and hands back the trees themselves, without the codec.
+ * - `death`, `salvage()`, and the 'dead' and 'heartbeat' indications: what callers used to find
+ *   by duck-typing. One salvage record type (`SalvageRecord`) for every target.
  */
 import type { Link } from '../link/link.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
-import type { TcpCached } from '../state/tcp-state.ts';
+import type { ByteRing } from '../state/byte-ring.ts';
+import type { OffloadTree } from '../state/offload-tree.ts';
+import type { TcpCached, TcpState } from '../state/tcp-state.ts';
+import type { HardState } from './hard-state.ts';
 
 /** The 4-tuple that names a connection, from our side. */
 export interface ConnKey {
@@ -16,6 +23,12 @@ export interface ConnKey {
   localPort: number;
   remoteIp: number;
   remotePort: number;
+}
+
+/** The four-tuple of a connection's state. */
+export function keyOfState(s: TcpState): ConnKey {
+  const c = s.const;
+  return { localIp: c.localIp, localPort: c.localPort, remoteIp: c.remoteIp, remotePort: c.remotePort };
 }
 
 /** A stable string for maps and logs: "localIp:localPort>remoteIp:remotePort" (addresses as u32). */
@@ -147,8 +160,78 @@ export interface QueryResult {
   /** Path MTU and neighbor MAC the target is using for it. */
   mtu: number;
   dstMac: number;
+  /** Since the connection began, whoever ran it (the counts travel with the state). */
   bytesIn: number;
   bytesOut: number;
+  segmentsIn: number;
+  segmentsOut: number;
+  retransmits: number;
+}
+
+/**
+ * A transfer that stays in the host's memory: the trees themselves, each state validated by the
+ * side that released it, nothing encoded. Only between owners on one thread and one clock (their
+ * deadlines are absolute times of that clock); a transfer that crosses a thread or a trust boundary
+ * is the codec's bytes (`state-codec.ts`), decoded and validated field by field on arrival.
+ */
+export interface TreeTransfer {
+  readonly kind: 'trees';
+  readonly trees: OffloadTree[];
+}
+
+export type Transfer = Uint8Array | TreeTransfer;
+
+export function isTreeTransfer(t: unknown): t is TreeTransfer {
+  return typeof t === 'object' && t !== null && (t as TreeTransfer).kind === 'trees';
+}
+
+export interface TerminateOptions {
+  /** Hand back a `TreeTransfer` if the target is in process (`inProcess`); bytes otherwise. */
+  trees?: boolean;
+}
+
+/** Why a NIC is gone: the failover layer then rebuilds its connections from hard state. */
+export interface NicDeath {
+  /** 'crash': the NIC failed by itself (LocalNic.crash); the others are a worker thread's ends. */
+  kind: 'crash' | 'error' | 'exit' | 'heartbeat';
+  /** What the NIC said ('crash'). */
+  detail?: string;
+  /** The worker's uncaught error ('error'). */
+  error?: Error;
+  /** Exit code ('exit'). */
+  exitCode?: number;
+  /** Silence before it was declared dead ('heartbeat'). */
+  silentMs?: number;
+}
+
+/** A death as a log line; `immediate` when it is certain at once (no silence to wait out). */
+export function describeDeath(d: NicDeath): { detail: string; immediate: boolean } {
+  switch (d.kind) {
+    case 'exit':
+      return { detail: `worker exited (code ${d.exitCode ?? '?'})`, immediate: true };
+    case 'error':
+      return { detail: `worker threw: ${d.error?.message ?? 'unknown error'}`, immediate: true };
+    case 'heartbeat':
+      return { detail: `no heartbeat for ${Math.round(d.silentMs ?? 0)} ms`, immediate: false };
+    default:
+      return { detail: d.detail ?? 'NIC died', immediate: false };
+  }
+}
+
+/**
+ * What a dead NIC (or one that handed back a transfer the host cannot read) leaves of one
+ * connection: the last whole hard-state record and the buffers (design section 6), enough for
+ * `rebuildTcpState`. The caller owns them once handed out.
+ */
+export interface SalvageRecord {
+  key: ConnKey;
+  /** The last whole hard-state record, or null if none was ever written. */
+  hard: HardState | null;
+  sendRing: ByteRing;
+  recvRing: ByteRing;
+  /** The cached settings, when the NIC still has them (the host owns them anyway). */
+  cached?: TcpCached;
+  user: TcpUser | null;
 }
 
 export interface NicIndications {
@@ -164,6 +247,10 @@ export interface NicIndications {
   link: (up: boolean, since?: number) => void;
   /** Last time the target had proof `neighborIp` is reachable (clock ms). */
   reachability: (neighborIp: number, lastHeardAt: number) => void;
+  /** The target died: its connections are left for `salvage()`. */
+  dead: (cause: NicDeath) => void;
+  /** A target on another thread is alive (a team stamps its last proof of life with it). */
+  heartbeat: () => void;
 }
 
 export type NicIndication = keyof NicIndications;
@@ -181,13 +268,28 @@ export interface Nic {
   readonly linkUp: boolean;
   /** The host stack's view of the NIC's link. */
   readonly hostLink: Link;
-  /** Install the encoded trees (state-codec); per-connection status. Nothing from a refused tree is installed. */
-  initiate(batch: Uint8Array, opts?: InitiateOptions): Promise<InitiateResult>;
+  /** Runs in the host's thread on the host's clock: it takes and gives `TreeTransfer`s. */
+  readonly inProcess: boolean;
+  /** Why the NIC died, or null while it lives. */
+  readonly death: NicDeath | null;
   /**
-   * Upload: bring the named connections to a consistent point and return them, encoded. Segments
-   * that arrive for them afterwards are held (see `takeQueued`) until `dropFrozen`.
+   * Install the trees (encoded, or in process the objects); per-connection status. Nothing from a
+   * refused tree is installed. A target that is not `inProcess` encodes a `TreeTransfer` first.
+   */
+  initiate(batch: Transfer, opts?: InitiateOptions): Promise<InitiateResult>;
+  /**
+   * Upload: bring the named connections to a consistent point and return them, encoded (or with
+   * `trees`, in process, as objects). Segments that arrive for them afterwards are held (see
+   * `takeQueued`) until `dropFrozen`.
    */
   terminate(keys: ConnKey[] | 'all'): Promise<Uint8Array>;
+  terminate(keys: ConnKey[] | 'all', opts: TerminateOptions): Promise<Transfer>;
+  /**
+   * What is left of connections the NIC can no longer run (after its death, or a terminate it
+   * damaged): those named, or all. Each is handed out once; a NIC may hand out more than asked
+   * (a dead worker's connections cannot stay there).
+   */
+  salvage(keys?: readonly ConnKey[]): SalvageRecord[];
   update(u: OffloadUpdate): Promise<void>;
   /** Stop sending on these objects and ask (indication) to have them uploaded with 'invalid-state'. */
   invalidate(target: InvalidateTarget): Promise<void>;

@@ -12,18 +12,25 @@ import type { Link } from '../link/link.ts';
 import { type TapLinkOptions, tapQueueEmpty } from '../link/tap-link.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
 import { ByteRing } from '../state/byte-ring.ts';
+import { encodeBatch } from '../state/state-codec.ts';
 import { emptyHardState, type HardState, HardStateRecord } from './hard-state.ts';
+import { NicHostLink } from './host-link.ts';
 import {
   type ConnKey,
   connKeyId,
   type InitiateOptions,
   type InitiateResult,
   type InvalidateTarget,
+  isTreeTransfer,
   type Nic,
+  type NicDeath,
   type NicIndication,
   type NicIndications,
   type OffloadUpdate,
   type QueryResult,
+  type SalvageRecord,
+  type TerminateOptions,
+  type Transfer,
 } from './nic.ts';
 import {
   BELL_READ,
@@ -48,7 +55,10 @@ import {
   type InstalledConn,
   type ToWorker,
   type WireError,
+  type WorkerArg,
   type WorkerBoot,
+  type WorkerOp,
+  type WorkerReplies,
 } from './worker/protocol.ts';
 import { spawnWorker } from './worker/spawn.ts';
 
@@ -75,31 +85,13 @@ export interface WorkerNicOptions {
 }
 
 /** Why a WorkerNic is gone: the failover layer rebuilds its connections from hard state. */
-export interface WorkerDeath {
-  kind: 'error' | 'exit' | 'heartbeat';
-  /** The worker's uncaught error ('error'). */
-  error?: Error;
-  /** Exit code ('exit'). */
-  exitCode?: number;
-  /** Silence before it was declared dead ('heartbeat'). */
-  silentMs?: number;
-}
+export type WorkerDeath = NicDeath;
 
 /** What survives of one connection of a dead worker: enough for rebuildTcpState. */
-export interface SalvagedConnection {
-  key: ConnKey;
-  /** The last whole hard-state record, or null if none was ever written. */
-  hard: HardState | null;
-  sendRing: ByteRing;
-  recvRing: ByteRing;
-  user: TcpUser | null;
-}
+export type SalvagedConnection = SalvageRecord;
 
-export interface WorkerNicIndications extends NicIndications {
-  dead: (cause: WorkerDeath) => void;
-  /** The worker's heartbeat arrived (a team stamps its last proof of life with it). */
-  heartbeat: () => void;
-}
+/** The indications of a WorkerNic: those of every NIC (the common interface has them all now). */
+export type WorkerNicIndications = NicIndications;
 
 // Compiled, this module is a .js file beside a compiled worker; from source (tsx), both are .ts.
 const SELF_EXT = import.meta.url.endsWith('.js') ? 'js' : 'ts';
@@ -264,39 +256,6 @@ export class WorkerConnectionHandle implements ConnectionHandle {
   };
 }
 
-/** The host stack's view of the worker's link: frames cross in batches both ways. */
-class WorkerHostLink implements Link {
-  handler: ((frame: Uint8Array) => void) | null = null;
-  carrierHandler: ((up: boolean) => void) | null = null;
-  carrierUp: boolean;
-  constructor(
-    private readonly nic: WorkerNic,
-    readonly name: string,
-    readonly mtu: number,
-    carrier: boolean,
-  ) {
-    this.carrierUp = carrier;
-  }
-  get carrier(): boolean {
-    return this.carrierUp;
-  }
-  send(frame: Uint8Array): boolean {
-    return this.nic._hostSend(frame);
-  }
-  onFrame(handler: (frame: Uint8Array) => void): void {
-    if (typeof handler !== 'function') throw new InvalidArgumentError('onFrame needs a function');
-    this.handler = handler;
-  }
-  onCarrier(handler: (up: boolean) => void): void {
-    if (typeof handler !== 'function') throw new InvalidArgumentError('onCarrier needs a function');
-    this.carrierHandler = handler;
-  }
-  close(): void {
-    this.handler = null;
-    this.carrierHandler = null;
-  }
-}
-
 function toError(w: WireError): Error {
   if (w.field !== undefined) return new StateValidationError(w.field, w.message.replace(`${w.field}: `, ''));
   if (w.errno !== undefined) return new ConnectionError(w.errno, w.message);
@@ -321,9 +280,12 @@ export class WorkerNic extends EventEmitter implements Nic {
   readonly capacity: number;
   readonly hostLink: Link;
   readonly worker: Worker;
+  /** Another thread, its own clock: transfers cross as the codec's bytes. */
+  readonly inProcess = false;
   /** @internal */
   readonly clock: Clock;
-  private readonly host: WorkerHostLink;
+  private readonly host: NicHostLink;
+  private hostCarrier: boolean;
   private readonly link: Link | null;
   private readonly doorbell: Int32Array;
   private readonly flagsAt: number;
@@ -385,7 +347,15 @@ export class WorkerNic extends EventEmitter implements Nic {
         : { kind: 'tap', options: (opts.link as { tap: TapLinkOptions }).tap },
     };
     const mtu = link ? link.mtu : ((opts.link as { tap: TapLinkOptions }).tap.mtu ?? 1500);
-    this.host = new WorkerHostLink(this, `${opts.id}.host`, mtu, this.linkCarrier);
+    this.hostCarrier = this.linkCarrier;
+    const nic = this;
+    this.host = new NicHostLink(`${opts.id}.host`, {
+      send: (frame) => nic._hostSend(frame),
+      mtu,
+      get carrier() {
+        return nic.hostCarrier;
+      },
+    });
     this.hostLink = this.host;
     this.rxBatch = new FrameBatcher(
       (buf, len) => this.post({ t: 'rx', buf, len }, [buf]),
@@ -413,8 +383,8 @@ export class WorkerNic extends EventEmitter implements Nic {
         this.post({ t: 'carrier', up });
         if (up === this.linkCarrier) return;
         this.linkCarrier = up;
-        this.host.carrierUp = up;
-        this.host.carrierHandler?.(up);
+        this.hostCarrier = up;
+        this.host.carrierChanged(up);
         this.emit('link', up, since ?? this.clock.now());
       });
     }
@@ -459,7 +429,11 @@ export class WorkerNic extends EventEmitter implements Nic {
 
   // ---- the verbs ----------------------------------------------------------------------------------
 
-  async initiate(batch: Uint8Array, opts?: InitiateOptions): Promise<InitiateResult> {
+  async initiate(transfer: Transfer, opts?: InitiateOptions): Promise<InitiateResult> {
+    // Trees given as objects cross the thread boundary as the codec's bytes (times as deltas).
+    const batch = isTreeTransfer(transfer)
+      ? encodeBatch(transfer.trees, this.clock.now(), { skipValidation: true })
+      : transfer;
     if (!(batch instanceof Uint8Array)) throw new InvalidArgumentError('initiate needs a Uint8Array');
     // The prod must happen in the worker, as the connections are installed: a failover that loses
     // it leaves every moved connection's peer waiting for its own retransmission timer.
@@ -470,10 +444,13 @@ export class WorkerNic extends EventEmitter implements Nic {
       this.byKey.set(connKeyId(inst.key), h);
       this.conns++;
     }
-    return res.value as InitiateResult;
+    return res.value;
   }
 
-  async terminate(keys: ConnKey[] | 'all'): Promise<Uint8Array> {
+  terminate(keys: ConnKey[] | 'all'): Promise<Uint8Array>;
+  terminate(keys: ConnKey[] | 'all', opts: TerminateOptions): Promise<Transfer>;
+  /** Always the codec's bytes: the states come from another thread. */
+  async terminate(keys: ConnKey[] | 'all', _opts?: TerminateOptions): Promise<Uint8Array> {
     if (keys !== 'all' && !Array.isArray(keys))
       throw new InvalidArgumentError('terminate needs keys or "all"');
     // From here the application must not touch the rings: what they hold is being encoded.
@@ -485,7 +462,7 @@ export class WorkerNic extends EventEmitter implements Nic {
       }
     }
     this.rxBatch.flush();
-    let res: FromWorker & { t: 'res'; ok: true };
+    let res: FromWorker & { t: 'res'; ok: true; value: Uint8Array };
     try {
       res = await this.request('terminate', keys === 'all' ? 'all' : keys);
     } catch (e) {
@@ -501,7 +478,7 @@ export class WorkerNic extends EventEmitter implements Nic {
       if (h && !moved.has(s)) h._reattach();
     }
     this.forget(res.freed ?? []);
-    return res.value as Uint8Array;
+    return res.value;
   }
 
   async update(u: OffloadUpdate): Promise<void> {
@@ -511,17 +488,17 @@ export class WorkerNic extends EventEmitter implements Nic {
     await this.request('invalidate', target);
   }
   async query(keys?: ConnKey[]): Promise<QueryResult[]> {
-    return (await this.request('query', keys)).value as QueryResult[];
+    return (await this.request('query', keys)).value;
   }
   async takeQueued(keys: ConnKey[]): Promise<Uint8Array[]> {
-    return (await this.request('takeQueued', keys)).value as Uint8Array[];
+    return (await this.request('takeQueued', keys)).value;
   }
   async dropFrozen(keys: ConnKey[]): Promise<void> {
     await this.request('dropFrozen', keys);
   }
   /** The worker engine's counters. */
   async counters(): Promise<Record<string, number>> {
-    return (await this.request('counters', null)).value as Record<string, number>;
+    return (await this.request('counters', null)).value;
   }
 
   inject(packets: readonly Uint8Array[]): void {
@@ -574,14 +551,10 @@ export class WorkerNic extends EventEmitter implements Nic {
     return out;
   }
 
-  override on<E extends keyof WorkerNicIndications>(event: E, handler: WorkerNicIndications[E]): this;
-  override on<E extends NicIndication>(event: E, handler: NicIndications[E]): this;
-  override on(event: string, handler: (...args: never[]) => void): this {
+  override on<E extends NicIndication>(event: E, handler: NicIndications[E]): this {
     return super.on(event, handler as (...args: unknown[]) => void);
   }
-  override off<E extends keyof WorkerNicIndications>(event: E, handler: WorkerNicIndications[E]): this;
-  override off<E extends NicIndication>(event: E, handler: NicIndications[E]): this;
-  override off(event: string, handler: (...args: never[]) => void): this {
+  override off<E extends NicIndication>(event: E, handler: NicIndications[E]): this {
     return super.off(event, handler as (...args: unknown[]) => void);
   }
 
@@ -655,13 +628,19 @@ export class WorkerNic extends EventEmitter implements Nic {
     return true;
   }
 
-  private request(op: string, arg: unknown): Promise<FromWorker & { t: 'res'; ok: true }> {
+  private request<O extends WorkerOp>(
+    op: O,
+    arg: WorkerArg<O>,
+  ): Promise<FromWorker & { t: 'res'; ok: true; value: WorkerReplies[O] }> {
     if (this.closing) return Promise.reject(new InvalidStateError(`NIC ${this.id} is closed`));
     if (this.deathCause) return Promise.reject(new InvalidStateError(`NIC ${this.id} is dead`));
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
-      this.worker.postMessage({ t: 'req', id, op, arg } satisfies ToWorker);
+      this.pending.set(id, {
+        resolve: resolve as (v: FromWorker & { t: 'res'; ok: true }) => void,
+        reject,
+      });
+      this.worker.postMessage({ t: 'req', id, op, arg } as ToWorker);
     });
   }
 
@@ -683,15 +662,15 @@ export class WorkerNic extends EventEmitter implements Nic {
         return;
       }
       case 'up': {
-        const h = this.host.handler;
+        const h = this.host.receiver;
         if (h) forEachFrame(m.buf, m.len, h);
         return;
       }
       case 'host-carrier':
         // A main-thread link's carrier was reported when it changed; the worker's echo is stale.
         if (this.link !== null) return;
-        this.host.carrierUp = m.up;
-        this.host.carrierHandler?.(m.up);
+        this.hostCarrier = m.up;
+        this.host.carrierChanged(m.up);
         return;
       case 'res': {
         const p = this.pending.get(m.id);

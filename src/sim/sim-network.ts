@@ -207,7 +207,7 @@ export class SimNetwork {
    * A host whose one IP and MAC sit on a team of LocalNics (one switch port each), with an offload
    * manager and failover: `host.team` emits 'failover', `host.health()` reports each member.
    */
-  addTeamHost(opts: TeamHostOptions): TeamHost {
+  addTeamHost(opts: TeamHostOptions): TeamHost<LocalNic> {
     const host = buildTeamHost(this, opts);
     this.teamHosts.push(host);
     return host;

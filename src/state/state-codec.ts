@@ -35,7 +35,8 @@ import {
  */
 
 export const STATE_CODEC_MAGIC = 0x43484e59;
-export const STATE_CODEC_VERSION = 1;
+/** 2: per-connection statistics in the delegated state. */
+export const STATE_CODEC_VERSION = 2;
 const HEADER_SIZE = 24;
 
 export const SOFT_SCALARS = 1;

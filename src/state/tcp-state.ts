@@ -127,6 +127,17 @@ export interface TcpDelegated {
   persistBackoff: number;
   /** The application called close(): it reads nothing more, so new data is answered with RST. */
   readClosed: boolean;
+  /*
+   * Statistics since the connection began, whoever ran it: they travel with the state, so a
+   * connection's counts do not restart at each move (`TcpConnection.stats` is a view of these).
+   */
+  segmentsIn: number;
+  segmentsOut: number;
+  retransmits: number;
+  bytesIn: number;
+  bytesOut: number;
+  resetsIn: number;
+  resetsOut: number;
 }
 
 /**
@@ -251,6 +262,13 @@ export function createTcpState(c: TcpConst, cached: TcpCached, path: PathState):
       finQueued: false,
       finSent: false,
       finReceived: false,
+      segmentsIn: 0,
+      segmentsOut: 0,
+      retransmits: 0,
+      bytesIn: 0,
+      bytesOut: 0,
+      resetsIn: 0,
+      resetsOut: 0,
       // Rings start small and double up to the buffer size: 10,000 idle connections cost
       // megabytes, not gigabytes.
       sendBuffer: new ByteRing(Math.min(cached.sndBufSize, 4096), cached.sndBufSize),

@@ -3,7 +3,7 @@ import type { Clock } from '../core/clock.ts';
 import { Counters } from '../core/counters.ts';
 import { InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
 import type { Link } from '../link/link.ts';
-import type { ConnKey, Nic } from '../nic/nic.ts';
+import { type ConnKey, describeDeath, type Nic } from '../nic/nic.ts';
 import {
   type FailureCause,
   type FailureEvent,
@@ -181,17 +181,11 @@ export class Team extends EventEmitter {
     const slot: Slot = { index, nic, tap: member.tap ?? null, health };
     this.slots.push(slot);
     nic.on('link', (up, since) => health.carrier(up, undefined, since));
-    // Indications a WorkerNic adds beyond the common interface, when it has them.
-    const ext = nic as unknown as { on(e: string, h: (...a: unknown[]) => void): unknown };
-    try {
-      ext.on('dead', (cause: unknown) => {
-        const d = deathDetail(cause);
-        health.dead(d.detail, d.immediate);
-      });
-      ext.on('heartbeat', () => health.heartbeat());
-    } catch {
-      // A NIC that knows no such indications: its death is reported through declareDead().
-    }
+    nic.on('dead', (cause) => {
+      const d = describeDeath(cause);
+      health.dead(d.detail, d.immediate);
+    });
+    nic.on('heartbeat', () => health.heartbeat());
     if (!this.slotUsable(this.slots[this.link.activeIndex] ?? null) && health.usable) this.setHostSlot(slot);
   }
 
@@ -402,20 +396,4 @@ export class Team extends EventEmitter {
 
 function id(k: ConnKey): string {
   return `${k.localIp >>> 0}:${k.localPort}>${k.remoteIp >>> 0}:${k.remotePort}`;
-}
-
-/** What a NIC's 'dead' indication says (a WorkerNic passes a WorkerDeath), as a log line. */
-function deathDetail(cause: unknown): { detail: string; immediate: boolean } {
-  if (typeof cause === 'string') return { detail: cause, immediate: false };
-  const c = cause as { kind?: string; error?: Error; exitCode?: number; silentMs?: number } | null;
-  switch (c?.kind) {
-    case 'exit':
-      return { detail: `worker exited (code ${c.exitCode ?? '?'})`, immediate: true };
-    case 'error':
-      return { detail: `worker threw: ${c.error?.message ?? 'unknown error'}`, immediate: true };
-    case 'heartbeat':
-      return { detail: `no heartbeat for ${Math.round(c.silentMs ?? 0)} ms`, immediate: false };
-    default:
-      return { detail: 'NIC died', immediate: false };
-  }
 }

@@ -227,4 +227,52 @@ describe('WorkerNic', () => {
     wh.close();
     net.close();
   });
+  test('two connections with the same ports to different peers run side by side on one WorkerNic, each with its own path and record', {
+    timeout: 30_000,
+  }, async (t) => {
+    const { net, wh, peer } = await setup(14, t);
+    const peer2 = net.addHost({ ip: '10.0.0.3/24' });
+    const got = [0, 0];
+    for (const [i, p] of [peer, peer2].entries()) {
+      p.createServer((s) => s.on('data', (d: Uint8Array) => (got[i]! += d.length))).listen(80);
+    }
+    // Same local port, same remote port, different remote addresses: distinct four-tuples.
+    const a = wh.host.connect({ port: 80, host: '10.0.0.2', localPort: 40000 });
+    const b = wh.host.connect({ port: 80, host: '10.0.0.3', localPort: 40000 });
+    await Promise.all([once(a, 'connect'), once(b, 'connect')]);
+    const ka = keyOf(a);
+    const kb = keyOf(b);
+    assert.equal(ka.localPort, kb.localPort);
+    assert.equal(ka.remotePort, kb.remotePort);
+    assert.notEqual(ka.remoteIp, kb.remoteIp);
+    const nic = wh.nics[0]!;
+    // B is installed after A: a NIC that keyed paths or its connection index by less than the
+    // whole addresses would send A's segments to B's peer, or file A's frames under B.
+    assert.equal((await wh.offload.offload([ka], nic)).moved.length, 1);
+    assert.equal((await wh.offload.offload([kb], nic)).moved.length, 1);
+    const LEN = 100_000;
+    a.write(new Uint8Array(LEN).fill(7));
+    const t0 = net.now();
+    while ((got[0] !== LEN || nic.handle(ka)!.writableLength !== 0) && net.now() - t0 < 10_000) {
+      await net.sleep(5);
+    }
+    assert.equal(got[0], LEN, 'the peer of A received everything');
+    assert.equal(got[1], 0, 'the peer of B received nothing');
+    // Every ACK from A's peer must have been filed under A: its record shows all of it acknowledged.
+    let ha = nic.hardState(ka)!;
+    while ((ha.sndUna - ha.iss - 1) >>> 0 !== LEN && net.now() - t0 < 10_000) {
+      await net.sleep(5);
+      ha = nic.hardState(ka)!;
+    }
+    assert.equal((ha.sndUna - ha.iss - 1) >>> 0, LEN, "A's record has all its data acknowledged");
+    assert.equal((ha.sndMax - ha.iss - 1) >>> 0, LEN, "A's record has all its data sent");
+    assert.equal(ha.remoteIp >>> 0, ka.remoteIp >>> 0);
+    const hb = nic.hardState(kb)!;
+    assert.equal(hb.remoteIp >>> 0, kb.remoteIp >>> 0);
+    assert.equal((hb.sndMax - hb.iss - 1) >>> 0, 0, "B's record carries nothing of A's");
+    assert.equal(hb.sndUna, hb.sndMax);
+    await wh.offload.upload([ka, kb]);
+    a.destroy();
+    b.destroy();
+  });
 });

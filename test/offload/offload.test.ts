@@ -1,7 +1,13 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { LocalNic } from '../../src/nic/local-nic.ts';
-import type { ConnKey, InitiateResult, Nic } from '../../src/nic/nic.ts';
+import {
+  type ConnKey,
+  type InitiateResult,
+  isTreeTransfer,
+  type Nic,
+  type Transfer,
+} from '../../src/nic/nic.ts';
 import { buildTrees, flattenTrees } from '../../src/state/offload-tree.ts';
 import { decodeBatch, encodeBatch, STATE_CODEC_LAYOUT } from '../../src/state/state-codec.ts';
 import type { TcpState } from '../../src/state/tcp-state.ts';
@@ -144,11 +150,17 @@ describe('offload through LocalNics', () => {
     // n1 refuses every other connection, as a target with a failing validator would.
     const real = n1!.initiate.bind(n1);
     let calls = 0;
-    n1!.initiate = async (batch: Uint8Array) => {
-      const states = flattenTrees(decodeBatch(batch, net.now()));
+    n1!.initiate = async (batch: Transfer) => {
+      // In this thread the trees arrive as objects; either form must be honoured.
+      const trees = isTreeTransfer(batch) ? batch.trees : decodeBatch(batch, net.now());
+      const states = flattenTrees(trees);
       const keep = states.filter((_, i) => i % 2 === 0);
       calls++;
-      const res = await real(encodeBatch(buildTrees(keep), net.now()));
+      const res = await real(
+        isTreeTransfer(batch)
+          ? { kind: 'trees', trees: buildTrees(keep) }
+          : encodeBatch(buildTrees(keep), net.now()),
+      );
       for (const s of states.filter((_, i) => i % 2 === 1)) {
         const c = s.const;
         res.conns.push({

@@ -3,7 +3,12 @@ import { describe, test } from 'node:test';
 import { StateValidationError } from '../../src/core/errors.ts';
 import type { OffloadTree } from '../../src/state/offload-tree.ts';
 import { createPathState } from '../../src/state/path-state.ts';
-import { decodeBatch, encodeBatch, STATE_CODEC_LAYOUT } from '../../src/state/state-codec.ts';
+import {
+  decodeBatch,
+  encodeBatch,
+  STATE_CODEC_LAYOUT,
+  STATE_CODEC_VERSION,
+} from '../../src/state/state-codec.ts';
 import { type TcpState, TcpStateId } from '../../src/state/tcp-state.ts';
 import { isOffloadable, validateTcpState, validateTree, validateTrees } from '../../src/state/validate.ts';
 import { sampleConn, sampleNeighbor, samplePath, sampleTrees } from './helpers.ts';
@@ -45,7 +50,7 @@ describe('malformed encodings are refused', () => {
     assert.throws(
       () =>
         decodeBatch(
-          patched((dv) => dv.setUint16(4, 2)),
+          patched((dv) => dv.setUint16(4, STATE_CODEC_VERSION + 1)),
           0,
         ),
       refused('version'),

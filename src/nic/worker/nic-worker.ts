@@ -21,20 +21,11 @@ import { tcpOutput } from '../../stack/tcp/tcp-output.ts';
 import { scheduleTimer } from '../../stack/tcp/tcp-timers.ts';
 import type { TcpUser } from '../../stack/tcp/tcp-types.ts';
 import { ByteRing } from '../../state/byte-ring.ts';
-import {
-  ethL3Offset,
-  ipv4HeaderLen,
-  ipv4Proto,
-  ipv4TotalLen,
-  l4DstPort,
-  l4SrcPort,
-  tcpSeq,
-  tcpSeqLen,
-} from '../../wire/fields.ts';
-import { IpProto } from '../../wire/ipv4.ts';
+import { ethL3Offset, ipv4HeaderLen, ipv4TotalLen, tcpSeq, tcpSeqLen } from '../../wire/fields.ts';
 import { allocConnBlock, type ConnBlockRef, HardStateRecord } from '../hard-state.ts';
-import { type ConnKey, connKeyId, type InitiateResult, type OffloadUpdate } from '../nic.ts';
+import { type ConnKey, connKeyId, type InitiateResult } from '../nic.ts';
 import { NicEngine } from '../nic-engine.ts';
+import { ConnIndex } from './conn-index.ts';
 import {
   BELL_READ,
   BELL_WANT_WRITABLE,
@@ -59,6 +50,7 @@ import {
   type ToWorker,
   type WireError,
   type WorkerBoot,
+  type WorkerRequest,
 } from './protocol.ts';
 
 const port = parentPort as MessagePort;
@@ -175,8 +167,8 @@ interface Slot {
 const slots: (Slot | undefined)[] = [];
 const freeSlots: number[] = [];
 const byKey = new Map<string, Slot>();
-/** localPort * 65536 + remotePort → slot, to find what a received frame touched without parsing twice. */
-const byPorts = new Map<number, Slot>();
+/** Slots by four-tuple, to find what a frame touched without parsing it twice. */
+const connIndex = new ConnIndex<Slot>();
 const touched = new Set<Slot>();
 const db = new Int32Array(boot.doorbell);
 const flagsAt = doorbellFlagsAt(boot.capacity);
@@ -240,10 +232,6 @@ class RemoteUser implements TcpUser {
   }
 }
 
-function portsOf(k: ConnKey): number {
-  return k.localPort * 65536 + k.remotePort;
-}
-
 /**
  * Move a just-adopted connection's buffers into shared memory (the one copy of its bytes) and
  * give it a slot. Rings are capped at ringCapacity, but never below what they hold nor below the
@@ -274,7 +262,7 @@ function install(conn: TcpConnection): InstalledConn {
   const slot: Slot = { index, key, conn, block, record: new HardStateRecord(block.sab, 0), send, recv };
   slots[index] = slot;
   byKey.set(connKeyId(key), slot);
-  byPorts.set(portsOf(key), slot);
+  connIndex.add(slot);
   // A stale doorbell bit from the slot's previous tenant must not reach this one.
   Atomics.store(db, flagsAt + index, 0);
   conn.user = new RemoteUser(slot);
@@ -287,7 +275,7 @@ function free(slot: Slot): void {
   slots[slot.index] = undefined;
   freeSlots.push(slot.index);
   byKey.delete(connKeyId(slot.key));
-  if (byPorts.get(portsOf(slot.key)) === slot) byPorts.delete(portsOf(slot.key));
+  connIndex.remove(slot);
   touched.delete(slot);
 }
 
@@ -391,14 +379,7 @@ if (proxy === null) {
 
 /** The connection a TCP frame belongs to (received: our port is the destination), if it is one of ours. */
 function slotOfFrame(frame: Uint8Array, inbound: boolean): Slot | undefined {
-  if (byPorts.size === 0 || frame.length < 54) return undefined;
-  const ip = ethL3Offset(frame);
-  if (ipv4Proto(frame, ip) !== IpProto.TCP) return undefined;
-  const t = ip + ipv4HeaderLen(frame, ip);
-  if (frame.length < t + 4) return undefined;
-  const sport = l4SrcPort(frame, t);
-  const dport = l4DstPort(frame, t);
-  return byPorts.get(inbound ? dport * 65536 + sport : sport * 65536 + dport);
+  return connIndex.ofFrame(frame, inbound);
 }
 
 /** Mark the connection a received frame is for, so its hard state is rewritten after the batch. */
@@ -439,15 +420,11 @@ function publishAhead(frame: Uint8Array): void {
   touched.add(slot);
 }
 
-function keysOf(arg: unknown): ConnKey[] | 'all' {
-  return arg === 'all' ? 'all' : (arg as ConnKey[]);
-}
-
-function handleRequest(id: number, op: string, arg: unknown): void {
+function handleRequest(id: number, r: WorkerRequest): void {
   try {
-    switch (op) {
+    switch (r.op) {
       case 'initiate': {
-        const a = arg as { batch: Uint8Array; prod: boolean };
+        const a = r.arg;
         const result: InitiateResult = engine.initiate(a.batch, { prod: a.prod });
         const installed: InstalledConn[] = [];
         for (const c of result.conns) {
@@ -459,7 +436,7 @@ function handleRequest(id: number, op: string, arg: unknown): void {
         return;
       }
       case 'terminate': {
-        const keys = keysOf(arg);
+        const keys = r.arg;
         const list = keys === 'all' ? [...byKey.values()].map((s) => s.key) : keys;
         const out = engine.terminate(keys);
         const freed: number[] = [];
@@ -478,31 +455,31 @@ function handleRequest(id: number, op: string, arg: unknown): void {
         flushEvents();
         const buf =
           out.byteOffset === 0 && out.byteLength === out.buffer.byteLength ? out.buffer : out.slice().buffer;
-        post({ t: 'res', id, ok: true, value: new Uint8Array(buf as ArrayBuffer), freed }, [
+        post({ t: 'res', id, ok: true, value: new Uint8Array(buf as ArrayBuffer), freed, moved }, [
           buf as ArrayBuffer,
         ]);
         return;
       }
       case 'update':
-        engine.update(arg as OffloadUpdate);
+        engine.update(r.arg);
         break;
       case 'invalidate':
-        engine.invalidate(arg as Parameters<NicEngine['invalidate']>[0]);
+        engine.invalidate(r.arg);
         break;
       case 'query':
-        post({ t: 'res', id, ok: true, value: engine.query(arg as ConnKey[] | undefined) });
+        post({ t: 'res', id, ok: true, value: engine.query(r.arg) });
         return;
       case 'takeQueued':
-        post({ t: 'res', id, ok: true, value: engine.takeQueued(arg as ConnKey[]) });
+        post({ t: 'res', id, ok: true, value: engine.takeQueued(r.arg) });
         return;
       case 'dropFrozen':
-        engine.dropFrozen(arg as ConnKey[]);
+        engine.dropFrozen(r.arg);
         break;
       case 'counters':
         post({ t: 'res', id, ok: true, value: engine.counters.snapshot() });
         return;
       default:
-        throw new ChimneyError('ERR_CHIMNEY_INVALID_ARG', `unknown request ${op}`);
+        throw new ChimneyError('ERR_CHIMNEY_INVALID_ARG', `unknown request ${(r as { op: unknown }).op}`);
     }
     post({ t: 'res', id, ok: true, value: undefined });
   } catch (e) {
@@ -565,7 +542,7 @@ port.on('message', (m: ToWorker) => {
       return;
     case 'req':
       drainDoorbell();
-      handleRequest(m.id, m.op, m.arg);
+      handleRequest(m.id, m);
       return;
     case 'op':
       connOp(m);

@@ -1,5 +1,5 @@
 import type { ConnBlockRef } from '../hard-state.ts';
-import type { ConnKey, InitiateResult } from '../nic.ts';
+import type { ConnKey, InitiateResult, InvalidateTarget, OffloadUpdate, QueryResult } from '../nic.ts';
 
 /*
  * What crosses between a WorkerNic (main thread) and its worker.
@@ -89,11 +89,37 @@ export interface InstalledConn {
   block: ConnBlockRef;
 }
 
+/** The verbs a WorkerNic asks of its worker, each with its argument. */
+export type WorkerRequest =
+  | { op: 'initiate'; arg: { batch: Uint8Array; prod: boolean } }
+  | { op: 'terminate'; arg: ConnKey[] | 'all' }
+  | { op: 'update'; arg: OffloadUpdate }
+  | { op: 'invalidate'; arg: InvalidateTarget }
+  | { op: 'query'; arg: ConnKey[] | undefined }
+  | { op: 'takeQueued'; arg: ConnKey[] }
+  | { op: 'dropFrozen'; arg: ConnKey[] }
+  | { op: 'counters'; arg: null };
+
+export type WorkerOp = WorkerRequest['op'];
+export type WorkerArg<O extends WorkerOp> = Extract<WorkerRequest, { op: O }>['arg'];
+
+/** What each verb answers with (`value` of a successful 'res'). */
+export interface WorkerReplies {
+  initiate: InitiateResult;
+  terminate: Uint8Array;
+  update: undefined;
+  invalidate: undefined;
+  query: QueryResult[];
+  takeQueued: Uint8Array[];
+  dropFrozen: undefined;
+  counters: Record<string, number>;
+}
+
 export type ToWorker =
   | { t: 'rx'; buf: ArrayBuffer; len: number }
   | { t: 'host'; buf: ArrayBuffer; len: number }
   | { t: 'carrier'; up: boolean }
-  | { t: 'req'; id: number; op: string; arg: unknown }
+  | ({ t: 'req'; id: number } & WorkerRequest)
   | {
       t: 'op';
       slot: number;

@@ -1,6 +1,6 @@
 import type { Timer } from '../../core/clock.ts';
 import { type ConnectionError, InvalidArgumentError, InvalidStateError } from '../../core/errors.ts';
-import type { TcpState } from '../../state/tcp-state.ts';
+import type { TcpDelegated, TcpState } from '../../state/tcp-state.ts';
 import { TcpStateId } from '../../state/tcp-state.ts';
 import type { TcpHeader } from '../../wire/tcp.ts';
 import type { CongestionControl } from './congestion.ts';
@@ -32,15 +32,11 @@ export interface ListenerRef {
   readonly accept: (conn: TcpConnection) => boolean;
 }
 
-export interface TcpConnectionStats {
-  segmentsIn: number;
-  segmentsOut: number;
-  retransmits: number;
-  bytesIn: number;
-  bytesOut: number;
-  resetsIn: number;
-  resetsOut: number;
-}
+/** A connection's counts since it began; they live in its delegated state. */
+export type TcpConnectionStats = Pick<
+  TcpDelegated,
+  'segmentsIn' | 'segmentsOut' | 'retransmits' | 'bytesIn' | 'bytesOut' | 'resetsIn' | 'resetsOut'
+>;
 
 /**
  * One TCP connection: the state object plus the small amount of glue an owner needs to run it (the
@@ -50,15 +46,10 @@ export interface TcpConnectionStats {
 export class TcpConnection implements ConnectionHandle {
   readonly state: TcpState;
   user: TcpUser | null = null;
-  readonly stats: TcpConnectionStats = {
-    segmentsIn: 0,
-    segmentsOut: 0,
-    retransmits: 0,
-    bytesIn: 0,
-    bytesOut: 0,
-    resetsIn: 0,
-    resetsOut: 0,
-  };
+  /** Counts since the connection began: kept in its state, so they carry across moves. */
+  get stats(): TcpConnectionStats {
+    return this.state.delegated;
+  }
   /** @internal */
   readonly engine: TcpEngine;
   /** @internal */

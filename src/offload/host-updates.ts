@@ -1,0 +1,63 @@
+import type { Nic } from '../nic/nic.ts';
+import type { Stack } from '../stack/stack.ts';
+import type { NeighborState } from '../state/neighbor-state.ts';
+import type { PathState } from '../state/path-state.ts';
+
+/**
+ * Host-side changes of cached state turned into updates: a neighbor's MAC, a path's MTU, TTL, TOS
+ * or next hop is one update per NIC that runs connections, for the shared object, whatever the
+ * number of connections beneath it.
+ */
+export class HostUpdates {
+  private stopped = false;
+
+  constructor(
+    stack: Stack,
+    private readonly nics: () => readonly Nic[],
+    /** Whether any connection is offloaded at all (no updates otherwise). */
+    private readonly active: () => boolean,
+    private readonly onError: (e: unknown, nic: Nic) => void,
+  ) {
+    stack.neighbors.onChange((nb) => this.neighborChanged(nb));
+    stack.ip.onChange((path) => this.pathChanged(path));
+  }
+
+  stop(): void {
+    this.stopped = true;
+  }
+
+  private neighborChanged(nb: NeighborState): void {
+    if (this.stopped || !this.active()) return;
+    const ip = nb.const.ip;
+    for (const nic of this.nics()) {
+      if (nic.load === 0) continue;
+      nic
+        .update({ kind: 'neighbor', neighborIp: ip, dstMac: nb.cached.dstMac })
+        .catch((e) => this.onError(e, nic));
+    }
+  }
+
+  private pathChanged(p: PathState): void {
+    if (this.stopped || !this.active()) return;
+    const nb = p.neighbor;
+    for (const nic of this.nics()) {
+      if (nic.load === 0) continue;
+      nic
+        .update({
+          kind: 'path',
+          remoteIp: p.const.remoteIp,
+          localIp: p.const.localIp,
+          mtu: p.cached.mtu,
+          ttl: p.cached.ttl,
+          tos: p.cached.tos,
+          neighbor: {
+            ip: nb.const.ip,
+            srcMac: nb.const.srcMac,
+            vlanId: nb.const.vlanId,
+            dstMac: nb.cached.dstMac,
+          },
+        })
+        .catch((e) => this.onError(e, nic));
+    }
+  }
+}

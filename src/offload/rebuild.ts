@@ -1,0 +1,81 @@
+import { rebuildTcpState } from '../nic/hard-state.ts';
+import { connKeyId, keyOfState, type Nic, type SalvageRecord } from '../nic/nic.ts';
+import { TcpSocket } from '../socket/tcp-socket.ts';
+import type { TcpState } from '../state/tcp-state.ts';
+import { DEFAULT_TCP_CACHED } from '../state/tcp-state.ts';
+import type { Item, ItemsByState, Owner, Refused, TransferProtocol, TransferReport } from './transfer.ts';
+
+/**
+ * Rebuild `items` (frozen in the host, sockets frozen) from what `from` left (`salvage()`: hard
+ * state and buffers, design section 6), and install them at `dst`. Segments held at `from` (if it
+ * is alive) and in the host are replayed at the new owner. A connection with no usable hard state
+ * is lost (its user hears ECONNABORTED).
+ */
+export async function rebuild(
+  t: TransferProtocol,
+  items: Item[],
+  from: Nic,
+  dst: Owner,
+  report: TransferReport,
+): Promise<void> {
+  const stack = t.stack;
+  const now = stack.clock.now();
+  const recs = new Map<string, SalvageRecord>();
+  const tcp = stack.tcp;
+  const asked = new Set(items.map((i) => i.id));
+  for (const r of from.salvage(items.map((i) => i.key))) {
+    const id = connKeyId(r.key);
+    recs.set(id, r);
+    // A NIC may hand over more than asked: those cannot stay there either.
+    const e = t.entries.get(id);
+    if (asked.has(id) || e?.nic !== from) continue;
+    const k = e.key;
+    tcp.freeze(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+    const socket = e.user instanceof TcpSocket && !e.user.moving ? e.user : null;
+    socket?._beginMove();
+    items.push({ key: k, id, user: e.user, socket });
+  }
+  const states: TcpState[] = [];
+  const byState: ItemsByState = new Map();
+  for (const it of items) {
+    const r = recs.get(it.id);
+    const path = stack.pathTo(it.key.remoteIp, it.key.localIp);
+    if (r === undefined || r.hard === null || path === null) {
+      t.lost(it, r === undefined ? 'no hard state left' : 'hard state never written', report);
+      continue;
+    }
+    try {
+      const s = rebuildTcpState(r.hard, r.sendRing, r.recvRing, r.cached ?? DEFAULT_TCP_CACHED, path, now);
+      states.push(s);
+      byState.set(s, it);
+    } catch (e) {
+      t.lost(it, `hard state does not make a connection: ${String(e)}`, report);
+    }
+  }
+  stack.counters.inc('offload.rebuilt', states.length);
+  // Whatever the dead NIC still held goes back to the host's placeholders, to be replayed.
+  let held: Uint8Array[] = [];
+  const keys = [...byState.values()].map((i) => i.key);
+  try {
+    held = await t.wait(from.takeQueued(keys));
+    await t.wait(from.dropFrozen(keys));
+  } catch {
+    // Gone for good: the peer resends what it held.
+  }
+  for (const p of held) tcp.inputPacket(p);
+  if (states.length === 0) return;
+  let ok = states;
+  let failed: Refused[] = [];
+  if (dst !== 'host') {
+    const r = await t.install(dst, states);
+    ok = r.ok;
+    failed = r.failed;
+  }
+  await t.settle(ok, byState, 'host', dst);
+  for (const s of ok) report.moved.push(keyOfState(s));
+  if (failed.length === 0) return;
+  const left = failed.map((f) => f.state);
+  for (const f of failed)
+    report.refused.push({ key: keyOfState(f.state), status: f.status, reason: f.reason });
+  await t.settle(left, byState, 'host', 'host');
+}

@@ -1,0 +1,425 @@
+import { ConnectionError } from '../core/errors.ts';
+import {
+  type ConnKey,
+  connKeyId,
+  type InitiateResult,
+  isTreeTransfer,
+  keyOfState,
+  type Nic,
+  type Transfer,
+} from '../nic/nic.ts';
+import { TcpSocket } from '../socket/tcp-socket.ts';
+import type { Stack } from '../stack/stack.ts';
+import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
+import type { TcpUser } from '../stack/tcp/tcp-types.ts';
+import { buildTrees, flattenTrees } from '../state/offload-tree.ts';
+import { decodeBatch, encodeBatch } from '../state/state-codec.ts';
+import type { TcpState } from '../state/tcp-state.ts';
+import { validateTcpState } from '../state/validate.ts';
+import { rebuild } from './rebuild.ts';
+
+/*
+ * The transfer protocol (design section 4): freeze → release at the source → install at the
+ * destination → settle (forward held segments, re-point sockets, unfreeze) → roll back whatever
+ * the destination refused. Between owners on the host's thread (the host, LocalNics) the trees
+ * travel as objects; to or from another thread as the codec's bytes, validated on decode.
+ */
+
+/** Who runs a connection: the host stack or a NIC. */
+export type Owner = 'host' | Nic;
+
+export interface TransferRefusal {
+  key: ConnKey;
+  /** 'ineligible': its state stays in the host (SYN, TIME_WAIT, closing, not yet accepted). */
+  status: 'failure' | 'no-resources' | 'closed' | 'ineligible';
+  reason: string;
+}
+
+/** How a transfer behaves (failover uses both). */
+export interface TransferOptions {
+  /** Prod every connection installed at the destination so its peer resumes at once. */
+  prod?: boolean;
+  /** What the destination refuses goes straight to the host, not back to the source (a failed NIC). */
+  rollbackToHost?: boolean;
+}
+
+export interface TransferReport {
+  /** Connections that now run at the destination. */
+  moved: ConnKey[];
+  /** Connections that stayed with (or went back to) their source, and why. */
+  refused: TransferRefusal[];
+}
+
+/** An offloaded connection as the host knows it. */
+export interface Entry {
+  key: ConnKey;
+  nic: Nic;
+  user: TcpUser | null;
+}
+
+/** One connection in a transfer. */
+export interface Item {
+  key: ConnKey;
+  id: string;
+  user: TcpUser | null;
+  socket: TcpSocket | null;
+  /** The host's connection, when the host is the source. */
+  conn?: TcpConnection;
+}
+
+/** Which item each state in a transfer belongs to, by identity: no key strings per step. */
+export type ItemsByState = Map<TcpState, Item>;
+
+export interface Refused {
+  state: TcpState;
+  status: 'failure' | 'no-resources';
+  reason: string;
+}
+
+export { keyOfState };
+
+export function keyOfConn(c: TcpConnection): ConnKey {
+  return { localIp: c.localIp, localPort: c.localPort, remoteIp: c.remoteIp, remotePort: c.remotePort };
+}
+
+export function mergeReports(reports: readonly TransferReport[], refused: TransferRefusal[]): TransferReport {
+  const out: TransferReport = { moved: [], refused };
+  for (const r of reports) {
+    for (const k of r.moved) out.moved.push(k);
+    for (const f of r.refused) out.refused.push(f);
+  }
+  return out;
+}
+
+/** Runs transfers for an OffloadManager, one at a time, over the manager's table of offloaded connections. */
+export class TransferProtocol {
+  /** Options of the transfer running now. */
+  opts: TransferOptions = {};
+  /**
+   * Advance a clock that only moves when told (the simulator's) by the real time each step of a
+   * transfer takes, so the stall a move causes is one a peer lives through, not zero.
+   */
+  chargeWallTime = false;
+  private mark = -1;
+
+  constructor(
+    readonly stack: Stack,
+    readonly entries: Map<string, Entry>,
+  ) {}
+
+  /**
+   * Move `keys` from `src` to `dst`. Every connection ends up running exactly once: at `dst`, or
+   * back at `src`, or (if even that fails) in the host.
+   */
+  async run(keys: readonly ConnKey[], src: Owner, dst: Owner): Promise<TransferReport> {
+    const report: TransferReport = { moved: [], refused: [] };
+    if (keys.length === 0) return report;
+    const items = this.freeze(keys, src);
+    const byState: ItemsByState = new Map();
+    // Release at the source.
+    let released: Transfer;
+    try {
+      released =
+        src === 'host'
+          ? this.releaseFromHost(items, report, dst, byState)
+          : await this.wait(
+              src.terminate(
+                items.map((i) => i.key),
+                { trees: src.inProcess && (dst === 'host' || dst.inProcess) },
+              ),
+            );
+    } catch (e) {
+      // Nothing left the source (host release does not throw once begun; a terminate that failed
+      // outright moved nothing): resume everything where it was.
+      for (const it of items) this.resumeAt(it, src);
+      throw e;
+    }
+    let states: TcpState[];
+    // The host's own states, validated as it released them (whatever form they travel in).
+    if (src === 'host') states = [...byState.keys()];
+    else if (isTreeTransfer(released)) states = flattenTrees(released.trees);
+    else {
+      try {
+        const trees = decodeBatch(released, this.stack.clock.now());
+        states = flattenTrees(trees);
+        // Decoded objects belong to no one yet: a destination in this thread takes them as they are.
+        if (dst !== 'host' && dst.inProcess) released = { kind: 'trees', trees };
+      } catch {
+        // The NIC handed back something we cannot read: rebuild the connections from the hard
+        // state it keeps where the host can see it (those without any are lost there).
+        this.stack.counters.inc('offload.terminate.invalid');
+        await rebuild(this, items, src, dst, report);
+        return report;
+      }
+    }
+    if (src !== 'host') {
+      const left = new Map<string, Item>();
+      for (const it of items) left.set(it.id, it);
+      for (const s of states) {
+        const id = connKeyId(keyOfState(s));
+        const it = left.get(id);
+        if (it === undefined) continue;
+        byState.set(s, it);
+        left.delete(id);
+      }
+      for (const it of left.values()) {
+        // Closed at the source meanwhile (or its TIME_WAIT ended there): nothing to move.
+        this.forget(it);
+        report.refused.push({
+          key: it.key,
+          status: 'closed',
+          reason: 'closed at the source during the move',
+        });
+      }
+    }
+    if (states.length === 0) return report;
+    // Install at the destination.
+    const { ok, failed } = await this.install(dst, states, released);
+    await this.settle(ok, byState, src, dst);
+    for (const s of ok) report.moved.push(keyOfState(s));
+    if (failed.length > 0) await this.rollback(failed, byState, src, report);
+    return report;
+  }
+
+  /**
+   * Run `fn` (a transfer, or a rebuild) with the real-time meter on (see chargeWallTime). Only
+   * this thread's own work is charged: while a verb is awaited the meter stops, since the
+   * simulator runs everything else (peers, switch) meanwhile; a NIC in this thread charges its
+   * own verbs (LocalNic.chargeWork).
+   */
+  async metered<T>(fn: () => Promise<T>): Promise<T> {
+    if (!this.chargeWallTime) return fn();
+    this.mark = performance.now();
+    try {
+      return await fn();
+    } finally {
+      this.pause();
+    }
+  }
+
+  /** Await `p` with the meter stopped. */
+  async wait<T>(p: Promise<T>): Promise<T> {
+    if (this.mark < 0) return p;
+    this.pause();
+    try {
+      return await p;
+    } finally {
+      this.mark = performance.now();
+    }
+  }
+
+  private pause(): void {
+    if (this.mark < 0) return;
+    this.stack.clock.elapse?.(performance.now() - this.mark);
+    this.mark = -1;
+  }
+
+  /** Application calls wait in the sockets; the host holds segments for the 4-tuples. */
+  freeze(keys: readonly ConnKey[], src: Owner): Item[] {
+    const tcp = this.stack.tcp;
+    const items: Item[] = [];
+    for (const key of keys) {
+      const id = connKeyId(key);
+      let user: TcpUser | null;
+      if (src === 'host') {
+        const conn = tcp.lookup(key.localIp, key.localPort, key.remoteIp, key.remotePort);
+        if (!conn) continue;
+        user = conn.user;
+        const socket = user instanceof TcpSocket && !user.moving ? user : null;
+        socket?._beginMove();
+        items.push({ key, id, user, socket, conn });
+        continue;
+      }
+      user = this.entries.get(id)?.user ?? null;
+      tcp.freeze(key.localIp, key.localPort, key.remoteIp, key.remotePort);
+      const socket = user instanceof TcpSocket && !user.moving ? user : null;
+      socket?._beginMove();
+      items.push({ key, id, user, socket });
+    }
+    return items;
+  }
+
+  /**
+   * Release host connections; those that do not validate resume in place. Objects for a
+   * destination in this thread, the codec's bytes for another.
+   */
+  private releaseFromHost(
+    items: Item[],
+    report: TransferReport,
+    dst: Owner,
+    byState: ItemsByState,
+  ): Transfer {
+    const tcp = this.stack.tcp;
+    const states: TcpState[] = [];
+    for (const it of items) {
+      const k = it.key;
+      const s = tcp.release(it.conn!);
+      try {
+        validateTcpState(s);
+      } catch (e) {
+        this.readoptHost(it, s);
+        report.refused.push({ key: k, status: 'failure', reason: (e as Error).message });
+        continue;
+      }
+      states.push(s);
+      byState.set(s, it);
+    }
+    return this.transferFor(dst, states);
+  }
+
+  /** `states` in the form `dst` takes: objects in this thread, the codec's bytes elsewhere. */
+  transferFor(dst: Owner, states: readonly TcpState[]): Transfer {
+    const trees = buildTrees(states);
+    if (dst === 'host' || dst.inProcess) return { kind: 'trees', trees };
+    return encodeBatch(trees, this.stack.clock.now(), { skipValidation: true });
+  }
+
+  /** Install at `dst`; which states run there now and which were refused. */
+  async install(
+    dst: Owner,
+    states: readonly TcpState[],
+    transfer?: Transfer,
+  ): Promise<{ ok: TcpState[]; failed: Refused[] }> {
+    const ok: TcpState[] = [];
+    const failed: Refused[] = [];
+    if (dst === 'host') {
+      for (const s of states) ok.push(s);
+      return { ok, failed };
+    }
+    let res: InitiateResult;
+    try {
+      const t = transfer ?? this.transferFor(dst, states);
+      res = await this.wait(dst.initiate(t, this.opts.prod === true ? { prod: true } : undefined));
+    } catch (e) {
+      for (const s of states) failed.push({ state: s, status: 'failure', reason: String(e) });
+      return { ok, failed };
+    }
+    if (res.status === 'success' && res.conns.length === states.length) {
+      for (const s of states) ok.push(s);
+      return { ok, failed };
+    }
+    const status = new Map<string, { status: string; reason?: string }>();
+    for (const c of res.conns) status.set(connKeyId(c.key), c);
+    for (const s of states) {
+      const r = status.get(connKeyId(keyOfState(s)));
+      if (r?.status === 'success') ok.push(s);
+      else
+        failed.push({
+          state: s,
+          status: r?.status === 'no-resources' ? 'no-resources' : 'failure',
+          reason: r?.reason ?? res.reason ?? 'refused',
+        });
+    }
+    return { ok, failed };
+  }
+
+  /**
+   * `states` now run at `dst` (for the host: adopt them here). Forward the segments held at the
+   * source and in the host, re-point the sockets, unfreeze.
+   */
+  async settle(states: readonly TcpState[], byState: ItemsByState, src: Owner, dst: Owner): Promise<void> {
+    if (states.length === 0) return;
+    const tcp = this.stack.tcp;
+    const items = states.map((s) => byState.get(s)!);
+    const keys = items.map((it) => it.key);
+    let held: Uint8Array[] = [];
+    if (src !== 'host' && src !== dst) {
+      held = await this.wait(src.takeQueued(keys));
+      await this.wait(src.dropFrozen(keys));
+    }
+    if (dst === 'host') {
+      const conns = states.map((s, i) => this.adoptHost(items[i]!, s));
+      if (held.length > 0) this.stack.counters.inc('offload.forwarded', held.length);
+      for (const p of held) tcp.inputPacket(p);
+      for (let i = 0; i < items.length; i++) {
+        const it = items[i]!;
+        const k = it.key;
+        for (const p of tcp.takeQueued(k.localIp, k.localPort, k.remoteIp, k.remotePort)) tcp.inputPacket(p);
+        tcp.dropFrozen(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+        this.entries.delete(it.id);
+        it.socket?._completeMove(conns[i]!);
+      }
+      return;
+    }
+    if (held.length > 0) {
+      this.stack.counters.inc('offload.forwarded', held.length);
+      dst.inject(held);
+    }
+    const inject = (p: Uint8Array): void => dst.inject([p]);
+    for (const it of items) {
+      const k = it.key;
+      tcp.forwardTo(k.localIp, k.localPort, k.remoteIp, k.remotePort, inject);
+      const handle = dst.attach(k, it.user);
+      this.entries.set(it.id, { key: k, nic: dst, user: it.user });
+      if (it.socket) {
+        if (handle) it.socket._completeMove(handle);
+        else it.socket._abortMove();
+      }
+    }
+  }
+
+  /** What the destination refused goes back to the source, else to the host; what neither takes is lost. */
+  private async rollback(
+    failed: Refused[],
+    byState: ItemsByState,
+    src: Owner,
+    report: TransferReport,
+  ): Promise<void> {
+    for (const f of failed) {
+      report.refused.push({ key: keyOfState(f.state), status: f.status, reason: f.reason });
+    }
+    let left = failed.map((f) => f.state);
+    let reason = failed[0]!.reason;
+    const backs = src === 'host' || this.opts.rollbackToHost ? (['host'] as const) : ([src, 'host'] as const);
+    for (const back of backs) {
+      if (left.length === 0) break;
+      const rb = await this.install(back, left);
+      await this.settle(rb.ok, byState, src, back);
+      left = rb.failed.map((f) => f.state);
+      if (rb.failed.length > 0) reason = rb.failed[0]!.reason;
+    }
+    for (const s of left) this.lost(byState.get(s)!, reason, report);
+  }
+
+  adoptHost(it: Item, s: TcpState): TcpConnection {
+    const path = this.stack.pathTo(s.const.remoteIp, s.const.localIp);
+    if (path) s.path = path;
+    return this.stack.tcp.adopt(s, it.user, { prod: this.opts.prod === true });
+  }
+
+  private readoptHost(it: Item, s: TcpState): void {
+    const tcp = this.stack.tcp;
+    const k = it.key;
+    const conn = this.adoptHost(it, s);
+    for (const p of tcp.takeQueued(k.localIp, k.localPort, k.remoteIp, k.remotePort)) tcp.inputPacket(p);
+    tcp.dropFrozen(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+    if (it.socket) it.socket._completeMove(conn);
+  }
+
+  /** The transfer did not start for `it`: carry on at the source. */
+  private resumeAt(it: Item, src: Owner): void {
+    if (src !== 'host') {
+      const k = it.key;
+      const nic = src;
+      this.stack.tcp.forwardTo(k.localIp, k.localPort, k.remoteIp, k.remotePort, (p) => nic.inject([p]));
+    }
+    it.socket?._abortMove();
+  }
+
+  forget(it: Item): void {
+    const k = it.key;
+    this.entries.delete(it.id);
+    this.stack.tcp.dropFrozen(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+    it.socket?._abortMove();
+  }
+
+  lost(it: Item, reason: string, report: TransferReport): void {
+    this.forget(it);
+    report.refused.push({ key: it.key, status: 'failure', reason });
+    const u = it.user;
+    if (u) {
+      const err = new ConnectionError('ECONNABORTED', `connection lost in transfer: ${reason}`);
+      this.stack.clock.defer(() => u.onClosed(err));
+    }
+  }
+}

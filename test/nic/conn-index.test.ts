@@ -1,0 +1,61 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import type { ConnKey } from '../../src/nic/nic.ts';
+import { ConnIndex } from '../../src/nic/worker/conn-index.ts';
+
+/** An Ethernet + IPv4 + TCP frame (no options) from (srcIp, sport) to (dstIp, dport). */
+function frame(srcIp: number, sport: number, dstIp: number, dport: number, vlan = false): Uint8Array {
+  const ip = vlan ? 18 : 14;
+  const f = new Uint8Array(ip + 40);
+  if (vlan) {
+    f[12] = 0x81;
+    f[16] = 0x08;
+  } else f[12] = 0x08;
+  f[ip] = 0x45;
+  f[ip + 9] = 6;
+  const dv = new DataView(f.buffer);
+  dv.setUint32(ip + 12, srcIp >>> 0);
+  dv.setUint32(ip + 16, dstIp >>> 0);
+  dv.setUint16(ip + 20, sport);
+  dv.setUint16(ip + 22, dport);
+  return f;
+}
+
+test('connections with equal ports to different peers are told apart by their addresses', () => {
+  const local = 0x0a000001;
+  const a = { key: { localIp: local, localPort: 40000, remoteIp: 0x0a000002, remotePort: 80 } as ConnKey };
+  const b = { key: { localIp: local, localPort: 40000, remoteIp: 0x0a000003, remotePort: 80 } as ConnKey };
+  // A second local address with the same ports to A's peer, and a high (negative as i32) one.
+  const c = {
+    key: { localIp: 0x0a000004, localPort: 40000, remoteIp: 0x0a000002, remotePort: 80 } as ConnKey,
+  };
+  const d = { key: { localIp: 0xc0a80001 | 0, localPort: 40000, remoteIp: 0xc0a80002 | 0, remotePort: 80 } };
+  const idx = new ConnIndex<{ key: ConnKey }>();
+  for (const v of [a, b, c, d]) idx.add(v);
+  assert.equal(idx.size, 4);
+  for (const vlan of [false, true]) {
+    for (const v of [a, b, c, d]) {
+      const k = v.key;
+      assert.equal(idx.ofFrame(frame(k.remoteIp, 80, k.localIp, 40000, vlan), true), v, 'received');
+      assert.equal(idx.ofFrame(frame(k.localIp, 40000, k.remoteIp, 80, vlan), false), v, 'sent');
+      // The same frame read the other way round is not ours.
+      assert.equal(idx.ofFrame(frame(k.remoteIp, 80, k.localIp, 40000, vlan), false), undefined);
+    }
+  }
+  assert.equal(idx.ofFrame(frame(0x0a000009, 80, local, 40000), true), undefined, 'an unknown peer');
+  idx.remove(b);
+  assert.equal(idx.ofFrame(frame(0x0a000003, 80, local, 40000), true), undefined);
+  assert.equal(idx.ofFrame(frame(0x0a000002, 80, local, 40000), true), a, 'the other one stays');
+  idx.remove(b);
+  assert.equal(idx.size, 3);
+});
+
+test('frames that are not IPv4/TCP or too short belong to nothing', () => {
+  const idx = new ConnIndex<{ key: ConnKey }>();
+  idx.add({ key: { localIp: 1, localPort: 2, remoteIp: 3, remotePort: 4 } });
+  const f = frame(3, 4, 1, 2);
+  f[14 + 9] = 17;
+  assert.equal(idx.ofFrame(f, true), undefined, 'UDP');
+  assert.equal(idx.ofFrame(frame(3, 4, 1, 2).subarray(0, 40), true), undefined, 'truncated');
+  assert.ok(idx.ofFrame(frame(3, 4, 1, 2), true));
+});
