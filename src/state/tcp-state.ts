@@ -164,6 +164,9 @@ export interface TcpSoft {
   challengeCount: number;
   /** An ACK must go out with the next output pass (out-of-order data, FIN, window update, ...). */
   ackNow: boolean;
+  /** The peer's FIN arrived ahead of a hole; it takes effect when rcv.nxt reaches oooFinSeq. */
+  oooFin: boolean;
+  oooFinSeq: number;
 }
 
 export interface CubicState {
@@ -279,6 +282,8 @@ export function createTcpState(c: TcpConst, cached: TcpCached, path: PathState):
       challengeWindowStart: 0,
       challengeCount: 0,
       ackNow: false,
+      oooFin: false,
+      oooFinSeq: 0,
     },
   };
 }

@@ -178,6 +178,8 @@ export const TCP_FIELDS: readonly FieldSpec<TcpPart>[] = [
   f('soft', 'challengeWindowStart', 'time', 'scalars'),
   f('soft', 'challengeCount', 'u32', 'scalars'),
   f('soft', 'ackNow', 'bool', 'scalars'),
+  f('soft', 'oooFin', 'bool', 'scalars'),
+  f('soft', 'oooFinSeq', 'u32', 'scalars'),
 ];
 
 /** Wire code of each congestion algorithm is its index here; append only. */

@@ -96,12 +96,7 @@ export function connInput(
   const d = s.delegated;
   const now = conn.engine.env.clock.now();
   conn.stats.segmentsIn++;
-  d.lastRecvAt = now;
-  if (d.keepaliveProbes !== 0) {
-    d.keepaliveProbes = 0;
-    armKeepalive(conn);
-  }
-  if (d.state === TcpStateId.SYN_SENT) synSentInput(conn, h, now);
+  if (d.state === TcpStateId.SYN_SENT) synSentInput(conn, h, buf, pOff, pLen, now);
   else if (d.state !== TcpStateId.CLOSED) syncInput(conn, h, buf, pOff, pLen, now);
   if (d.state !== TcpStateId.CLOSED) {
     tcpOutput(conn);
@@ -110,8 +105,29 @@ export function connInput(
   deliverEvents(conn);
 }
 
+/**
+ * An acceptable segment with an acceptable ACK arrived: the peer is alive. Segments that fail the
+ * window or ACK checks say nothing about that (anyone can send them), so they must not hold a
+ * keepalive off (Linux resets its probe count in tcp_ack only).
+ */
+function heard(conn: TcpConnection, now: number): void {
+  const d = conn.state.delegated;
+  d.lastRecvAt = now;
+  if (d.keepaliveProbes !== 0) {
+    d.keepaliveProbes = 0;
+    armKeepalive(conn);
+  }
+}
+
 /** RFC 9293 3.10.7.3. */
-function synSentInput(conn: TcpConnection, h: TcpHeader, now: number): void {
+function synSentInput(
+  conn: TcpConnection,
+  h: TcpHeader,
+  buf: Uint8Array,
+  pOff: number,
+  pLen: number,
+  now: number,
+): void {
   const s = conn.state;
   const d = s.delegated;
   const eng = conn.engine;
@@ -142,7 +158,19 @@ function synSentInput(conn: TcpConnection, h: TcpHeader, now: number): void {
     d.sndWl2 = h.ack;
     handshakeRtt(conn, h, now);
     establish(conn, now);
+    heard(conn, now);
     s.soft.ackNow = true;
+    // RFC 9293 3.10.7.3: data and a FIN riding on the SYN-ACK are processed like any other text,
+    // within the window our SYN offered.
+    if (pLen > 0 || f & TcpFlag.FIN) {
+      let fl = f;
+      const room = Math.min(d.recvBuffer.free, 65535);
+      if (pLen > room) {
+        pLen = room;
+        fl &= ~TcpFlag.FIN;
+      }
+      textAndFin(conn, fl, seqAdd(h.seq, 1), buf, pOff, pLen, now);
+    }
   } else {
     // Simultaneous open (RFC 9293 figure 8).
     d.sndWl2 = d.iss;
@@ -171,7 +199,11 @@ function syncInput(
 
   if (d.state === TcpStateId.SYN_RECEIVED && f & TcpFlag.SYN && seq === d.irs && !(f & TcpFlag.RST)) {
     if (!(f & TcpFlag.ACK)) {
-      // The peer did not hear our SYN-ACK.
+      // The peer did not hear our SYN-ACK. Two SYN-ACKs are now out: Karn's rule leaves the
+      // handshake without an RTT sample, since the final ACK could answer either.
+      conn.synRetransmitted = true;
+      conn.stats.retransmits++;
+      counters.inc('tcp.retransmits');
       sendSyn(conn);
       return;
     }
@@ -232,12 +264,6 @@ function syncInput(
     }
   }
 
-  // RFC 7323 4.3 R3: ts.recent follows the segment that carries the left window edge.
-  if (c.tsEnabled && h.hasTimestamps && seqGeq(h.tsVal, d.tsRecent) && seqLeq(h.seq, d.lastAckSent)) {
-    d.tsRecent = h.tsVal;
-    d.tsRecentAt = now;
-  }
-
   // Trim what we already have and what lies beyond the window.
   if (seqLt(seq, d.rcvNxt) && !(f & TcpFlag.SYN)) {
     let drop = seqDiff(d.rcvNxt, seq);
@@ -295,7 +321,33 @@ function syncInput(
   } else if (!processAck(conn, h, f, pLen, now)) {
     return;
   }
+  heard(conn, now);
 
+  // RFC 7323 4.3 R3: ts.recent follows the segment that carries the left window edge. Only now,
+  // after the RST, SYN and ACK checks: a segment that fails them (a blind injection with a huge
+  // TSval, say) must not make every later honest segment fail PAWS (Linux commit bd090dfc634d).
+  if (c.tsEnabled && h.hasTimestamps && seqGeq(h.tsVal, d.tsRecent) && seqLeq(h.seq, d.lastAckSent)) {
+    d.tsRecent = h.tsVal;
+    d.tsRecentAt = now;
+  }
+
+  textAndFin(conn, f, seq, buf, pOff, pLen, now);
+}
+
+/** RFC 9293 3.10.7.4 seventh and eighth: segment text, then FIN (in order or remembered). */
+function textAndFin(
+  conn: TcpConnection,
+  f: number,
+  seq: number,
+  buf: Uint8Array,
+  pOff: number,
+  pLen: number,
+  now: number,
+): void {
+  const s = conn.state;
+  const d = s.delegated;
+  const soft = s.soft;
+  const counters = conn.engine.env.counters;
   // Seventh: segment text.
   if (pLen > 0) {
     if (canReceive(d.state)) {
@@ -310,19 +362,40 @@ function syncInput(
     }
   }
 
-  // Eighth: FIN, once everything before it is here.
-  if (f & TcpFlag.FIN && !d.finReceived && seqAdd(seq, pLen) === d.rcvNxt && canFin(d.state)) {
-    d.rcvNxt = seqAdd(d.rcvNxt, 1);
-    d.finReceived = true;
-    soft.ackNow = true;
-    conn.events |= TcpEvent.REMOTE_END;
-    if (d.state === TcpStateId.ESTABLISHED) d.state = TcpStateId.CLOSE_WAIT;
-    else if (d.state === TcpStateId.FIN_WAIT_1) {
-      if (d.finSent && d.sndUna === d.sndMax) enterTimeWait(conn, now);
-      else d.state = TcpStateId.CLOSING;
-    } else if (d.state === TcpStateId.FIN_WAIT_2) enterTimeWait(conn, now);
-    if (d.keepaliveDeadline !== INF && d.state !== TcpStateId.CLOSE_WAIT) d.keepaliveDeadline = INF;
+  // Eighth: FIN, once everything before it is here. One that arrives ahead of a hole is kept
+  // (with the data before it, in soft.ooo) and ACKed at once, like out-of-order data.
+  if (f & TcpFlag.FIN && !d.finReceived && canFin(d.state)) {
+    const finSeq = seqAdd(seq, pLen);
+    if (finSeq !== d.rcvNxt) {
+      if (seqGt(finSeq, d.rcvNxt)) {
+        soft.oooFin = true;
+        soft.oooFinSeq = finSeq;
+        soft.ackNow = true;
+        counters.inc('tcp.ooo.fin');
+      }
+      return;
+    }
+    finReceived(conn, now);
+  } else if (soft.oooFin && !d.finReceived && soft.oooFinSeq === d.rcvNxt && canFin(d.state)) {
+    finReceived(conn, now);
   }
+}
+
+function finReceived(conn: TcpConnection, now: number): void {
+  const s = conn.state;
+  const d = s.delegated;
+  const soft = s.soft;
+  soft.oooFin = false;
+  d.rcvNxt = seqAdd(d.rcvNxt, 1);
+  d.finReceived = true;
+  soft.ackNow = true;
+  conn.events |= TcpEvent.REMOTE_END;
+  if (d.state === TcpStateId.ESTABLISHED) d.state = TcpStateId.CLOSE_WAIT;
+  else if (d.state === TcpStateId.FIN_WAIT_1) {
+    if (d.finSent && d.sndUna === d.sndMax) enterTimeWait(conn, now);
+    else d.state = TcpStateId.CLOSING;
+  } else if (d.state === TcpStateId.FIN_WAIT_2) enterTimeWait(conn, now);
+  if (d.keepaliveDeadline !== INF && d.state !== TcpStateId.CLOSE_WAIT) d.keepaliveDeadline = INF;
 }
 
 function canFin(st: number): boolean {
@@ -400,24 +473,27 @@ function processAck(conn: TcpConnection, h: TcpHeader, f: number, pLen: number, 
   }
   const wnd = h.window * 2 ** c.sndWscale;
   let finAcked = false;
-  if (seqGt(ack, d.sndUna)) {
+  const advanced = seqGt(ack, d.sndUna);
+  const old = seqLt(ack, d.sndUna);
+  if (advanced) {
     finAcked = newAck(conn, h, ack, now);
     if (c.sackEnabled && h.sackCount > 0) sackProgress(conn, sackUpdate(s, h.sackBlocks, h.sackCount), now);
   } else {
-    if (c.sackEnabled && h.sackCount > 0) sackProgress(conn, sackUpdate(s, h.sackBlocks, h.sackCount), now);
-    if (
-      ack === d.sndUna &&
-      pLen === 0 &&
-      !(f & (TcpFlag.SYN | TcpFlag.FIN)) &&
-      wnd === d.sndWnd &&
-      wnd !== 0 &&
-      d.sndMax !== d.sndUna &&
-      d.persistDeadline === INF
-    ) {
-      dupAck(conn, now);
-    }
+    const sack = c.sackEnabled && h.sackCount > 0;
+    const newlySacked = sack ? sackUpdate(s, h.sackBlocks, h.sackCount) : 0;
+    if (sack) sackProgress(conn, newlySacked, now);
+    // RFC 6675 section 2: with SACK a duplicate ACK is one that SACKs new data, whatever its
+    // window says (Linux moves its window on nearly every ACK). Without SACK information the
+    // RFC 5681 definition applies: no data, no window change.
+    const dup = sack
+      ? newlySacked > 0
+      : pLen === 0 && !(f & (TcpFlag.SYN | TcpFlag.FIN)) && wnd === d.sndWnd && wnd !== 0;
+    if (dup && ack === d.sndUna && d.sndMax !== d.sndUna && d.persistDeadline === INF) dupAck(conn, now);
   }
-  if (seqLt(d.sndWl1, h.seq) || (d.sndWl1 === h.seq && seqLeq(d.sndWl2, ack))) {
+  // The send window moves with an ACK of new data, or with a segment newer than the last update
+  // (RFC 9293 3.10.7.4, Linux tcp_may_update_window): an old ACK never moves it, and an ACK of new
+  // data always does, even when out-of-order data already raised SND.WL1 past its sequence number.
+  if (!old && (advanced || seqLt(d.sndWl1, h.seq) || (d.sndWl1 === h.seq && seqLeq(d.sndWl2, ack)))) {
     d.sndWnd = wnd;
     if (wnd > d.maxSndWnd) d.maxSndWnd = wnd;
     d.sndWl1 = h.seq;
@@ -575,8 +651,13 @@ function receiveData(
     return;
   }
   // Out of order: keep it and tell the sender at once (duplicate ACK plus SACK, RFC 5681 4.2).
-  oooInsert(s, seq, buf, pOff, pLen);
-  if (s.const.sackEnabled) recvSackAdd(s, seq, seqAdd(seq, pLen));
+  // Only data actually held may be SACKed (RFC 2018 8 lets a receiver renege, but a sender that
+  // trusts the block would never resend it before its RTO).
+  if (oooInsert(s, seq, buf, pOff, pLen)) {
+    if (s.const.sackEnabled) recvSackAdd(s, seq, seqAdd(seq, pLen));
+  } else {
+    conn.engine.env.counters.inc('drop.tcp.ooo-cap');
+  }
   conn.engine.env.counters.inc('tcp.ooo.segments');
   soft.ackNow = true;
 }
@@ -601,19 +682,22 @@ function drainOoo(conn: TcpConnection): void {
   if (i > 0) ooo.splice(0, i);
 }
 
-/** Insert the parts of [seq, seq+len) not already held, keeping soft.ooo sorted and disjoint. */
-function oooInsert(s: TcpState, seq: number, buf: Uint8Array, pOff: number, pLen: number): void {
+/**
+ * Insert the parts of [seq, seq+len) not already held, keeping soft.ooo sorted and disjoint.
+ * False if the bound on segments kept part of it out.
+ */
+function oooInsert(s: TcpState, seq: number, buf: Uint8Array, pOff: number, pLen: number): boolean {
   const ooo = s.soft.ooo;
   let start = seq;
   const end = seqAdd(seq, pLen);
   let i = 0;
   while (i < ooo.length && seqLeq(seqAdd(ooo[i]!.seq, ooo[i]!.data.length), start)) i++;
   while (seqLt(start, end)) {
-    if (ooo.length >= OOO_MAX_SEGMENTS) return;
+    if (ooo.length >= OOO_MAX_SEGMENTS) return false;
     const o = ooo[i];
     if (!o || seqGeq(o.seq, end)) {
       ooo.splice(i, 0, piece(buf, pOff + seqDiff(start, seq), seqDiff(end, start), start));
-      return;
+      return true;
     }
     if (seqLt(start, o.seq)) {
       ooo.splice(i, 0, piece(buf, pOff + seqDiff(start, seq), seqDiff(o.seq, start), start));
@@ -622,6 +706,7 @@ function oooInsert(s: TcpState, seq: number, buf: Uint8Array, pOff: number, pLen
     start = seqMax(start, seqAdd(o.seq, o.data.length));
     i++;
   }
+  return true;
 }
 
 function piece(buf: Uint8Array, off: number, len: number, seq: number) {

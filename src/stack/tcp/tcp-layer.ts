@@ -324,12 +324,22 @@ export class TcpLayer implements TcpEngine {
         return;
       }
     }
+    let reopenIss = -1;
     if (conn) {
-      if (!(conn.state.delegated.state === TcpStateId.TIME_WAIT && this.timeWaitReopen(conn, h))) {
+      // A SYN ends TIME_WAIT only when a listener will take it (Linux TCP_TW_SYN); otherwise the
+      // TIME_WAIT connection answers it as any other segment.
+      const tl =
+        conn.state.delegated.state === TcpStateId.TIME_WAIT && this.timeWaitReopen(conn, h)
+          ? this.findListener(ip.dst, h.dstPort)
+          : null;
+      if (!tl) {
         connInput(conn, h, buf, pOff, pLen);
         return;
       }
       env.counters.inc('tcp.time-wait.reopened');
+      // The new incarnation's sequence space starts clear above the old one, so stray segments
+      // of the old connection cannot be taken for the new one's (Linux: tw_snd_nxt + 65535 + 2).
+      reopenIss = seqAdd(conn.state.delegated.sndMax, 65537);
       terminate(conn, null, false);
     }
     const l = this.findListener(ip.dst, h.dstPort);
@@ -338,7 +348,7 @@ export class TcpLayer implements TcpEngine {
       sendRstReply(this, src, ip.dst, h, pLen);
       return;
     }
-    this.listenInput(l, ip, h, buf, pOff, pLen);
+    this.listenInput(l, ip, h, buf, pOff, pLen, reopenIss);
   }
 
   /** RFC 6191: a new SYN may take over a TIME_WAIT 4-tuple if it is clearly from a new incarnation. */
@@ -367,10 +377,16 @@ export class TcpLayer implements TcpEngine {
     buf: Uint8Array,
     pOff: number,
     pLen: number,
+    reopenIss = -1,
   ): void {
     const env = this.env;
     const f = h.flags;
     if (f & TcpFlag.RST) return;
+    if ((f & (TcpFlag.SYN | TcpFlag.FIN)) === (TcpFlag.SYN | TcpFlag.FIN)) {
+      // No legitimate opener sets both; Linux discards it in LISTEN without an answer.
+      env.counters.inc('drop.tcp.syn-fin');
+      return;
+    }
     if (f & TcpFlag.ACK) {
       if (!(f & TcpFlag.SYN) && this.cookieAck(l, ip, h, buf, pOff, pLen)) return;
       sendRstReply(this, ip.src, ip.dst, h, pLen);
@@ -400,7 +416,7 @@ export class TcpLayer implements TcpEngine {
     d.rcvNxt = seqAdd(h.seq, 1);
     d.rcvAdv = d.rcvNxt;
     d.lastAckSent = d.rcvNxt;
-    d.iss = this.isn.next(ip.dst, h.dstPort, ip.src, h.srcPort);
+    d.iss = reopenIss >= 0 ? reopenIss : this.isn.next(ip.dst, h.dstPort, ip.src, h.srcPort);
     d.sndUna = d.iss;
     d.sndNxt = seqAdd(d.iss, 1);
     d.sndMax = d.sndNxt;

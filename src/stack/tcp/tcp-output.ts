@@ -57,8 +57,13 @@ export function advertiseWindow(s: TcpState): number {
   if (win > max) win = max;
   const cur = seqDiff(d.rcvAdv, d.rcvNxt);
   if (win < cur) win = cur;
+  // Rounded down: rounding up would promise up to 2^shift - 1 bytes past the buffer on every ACK,
+  // pushing the edge ever further and never letting the window reach zero. The field may then
+  // name an edge a little below rcv.adv; data up to rcv.adv is still taken (RFC 7323 2.4), and
+  // rcv.adv itself never lies past the buffer.
   let field = Math.floor(win / 2 ** shift);
-  if (field * 2 ** shift < cur) field++;
+  // Rounded up only where the buffer still has room for it, so the edge seldom looks retracted.
+  if (field * 2 ** shift < cur && (field + 1) * 2 ** shift <= d.recvBuffer.free) field++;
   if (field > 65535) field = 65535;
   const edge = seqAdd(d.rcvNxt, field * 2 ** shift);
   if (seqGt(edge, d.rcvAdv)) d.rcvAdv = edge;
