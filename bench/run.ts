@@ -1,5 +1,6 @@
 import { pathToFileURL } from 'node:url';
 import { benchFailover, type FailoverFigures } from './failover.ts';
+import { benchLoss, formatLoss, type LossResult } from './loss.ts';
 import { benchOffload } from './offload.ts';
 import { benchOffloadWorker } from './offload-worker.ts';
 import { benchSim } from './sim.ts';
@@ -35,6 +36,17 @@ const BENCHES: Record<string, { about: string; run: Bench; print: (r: Record<str
           log: (l) => console.error(l),
         })) as unknown as Record<string, unknown>,
       print: (r) => formatTapThroughput(r as unknown as TapThroughputResult),
+    },
+    loss: {
+      about:
+        'a 20 MB download under 1, 2, 5 and 10 % random loss (nftables, both ways) from chimney serve on a TAP vs from Linux in a namespace, same run; and a slow reader (needs root)',
+      run: async () =>
+        (await benchLoss({
+          runs: Number(process.env.CHIMNEY_BENCH_RUNS ?? 3),
+          capS: Number(process.env.CHIMNEY_BENCH_CAP_S ?? 120),
+          log: (l) => console.error(l),
+        })) as unknown as Record<string, unknown>,
+      print: (r) => formatLoss(r as unknown as LossResult),
     },
     'tap-team': {
       about:

@@ -655,6 +655,17 @@ export class TcpLayer implements TcpEngine {
    * ICMP error about one of our segments (RFC 1122 4.2.3.9, RFC 5927, RFC 5461). Only errors quoting
    * a sequence number we have in flight are believed.
    */
+  /**
+   * False if we run the quoted connection and the quoted sequence number is not in flight. A
+   * connection we do not run here (offloaded to a NIC) cannot be judged, and is believed.
+   */
+  icmpInFlight(e: IcmpErrorInfo): boolean {
+    const conn = this.lookup(e.src, e.srcPort, e.dst, e.dstPort);
+    if (!conn) return true;
+    const d = conn.state.delegated;
+    return seqGeq(e.seq, d.sndUna) && seqLt(e.seq, d.sndMax);
+  }
+
   icmpError(e: IcmpErrorInfo): void {
     const env = this.env;
     const conn = this.lookup(e.src, e.srcPort, e.dst, e.dstPort);
@@ -669,8 +680,13 @@ export class TcpLayer implements TcpEngine {
       return;
     }
     if (e.kind === 'frag-needed') {
-      env.counters.inc('tcp.pmtu.resegment');
       if (d.state < TcpStateId.ESTABLISHED || d.state === TcpStateId.TIME_WAIT) return;
+      if (e.mtuLowered === false) {
+        // Every copy of the message for the burst that overflowed would resend a window.
+        env.counters.inc('tcp.pmtu.unchanged');
+        return;
+      }
+      env.counters.inc('tcp.pmtu.resegment');
       // The IP layer already lowered the path MTU: resend what is outstanding at the new size now
       // rather than after a timeout.
       d.sndNxt = d.sndUna;
