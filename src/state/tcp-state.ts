@@ -167,6 +167,13 @@ export interface TcpSoft {
   /** The peer's FIN arrived ahead of a hole; it takes effect when rcv.nxt reaches oooFinSeq. */
   oooFin: boolean;
   oooFinSeq: number;
+  /** RACK (RFC 8985): every un-SACKed byte below this sequence number is deemed lost. */
+  rackLostEdge: number;
+  /** Tail loss probe (RFC 8985 7): its deadline (Infinity when not armed), and the probe out. */
+  tlpDeadline: number;
+  tlpInFlight: boolean;
+  /** snd.max when the probe went out: an ACK at or above it ends the probe episode. */
+  tlpHighSeq: number;
 }
 
 export interface CubicState {
@@ -284,6 +291,10 @@ export function createTcpState(c: TcpConst, cached: TcpCached, path: PathState):
       ackNow: false,
       oooFin: false,
       oooFinSeq: 0,
+      rackLostEdge: 0,
+      tlpDeadline: inf,
+      tlpInFlight: false,
+      tlpHighSeq: 0,
     },
   };
 }

@@ -180,6 +180,10 @@ export const TCP_FIELDS: readonly FieldSpec<TcpPart>[] = [
   f('soft', 'ackNow', 'bool', 'scalars'),
   f('soft', 'oooFin', 'bool', 'scalars'),
   f('soft', 'oooFinSeq', 'u32', 'scalars'),
+  f('soft', 'rackLostEdge', 'u32', 'scalars'),
+  f('soft', 'tlpDeadline', 'time', 'scalars'),
+  f('soft', 'tlpInFlight', 'bool', 'scalars'),
+  f('soft', 'tlpHighSeq', 'u32', 'scalars'),
 ];
 
 /** Wire code of each congestion algorithm is its index here; append only. */

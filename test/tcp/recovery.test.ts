@@ -381,7 +381,22 @@ describe('loss recovery end to end', () => {
     });
   }
 
-  for (const sack of [false, true]) {
+  test('whole window lost with SACK: a tail loss probe and RACK repair it without a timeout (RFC 8985)', () => {
+    const r = run({
+      alg: 'newreno',
+      sack: true,
+      bytes: 100_000,
+      drop: (s) => s.index < 10 && s.copy === 0,
+    });
+    assertIntact(r);
+    assert.equal(events(r, 'rto').length, 0);
+    assert.equal(events(r, 'loss').length, 1, 'one fast recovery');
+    const firstRtx = r.retransmitted[0]!;
+    assert.ok(firstRtx.at < 200, `repair began at ${firstRtx.at}, before any RTO`);
+    assert.equal(new Set(r.retransmitted.map((s) => s.off)).size, r.retransmitted.length, 'each once');
+  });
+
+  for (const sack of [false]) {
     test(`whole window lost (sack ${sack}): RTO, loss window, slow start again`, () => {
       // The initial window is 10 segments; lose all ten first transmissions.
       const r = run({

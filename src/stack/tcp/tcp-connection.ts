@@ -4,6 +4,7 @@ import type { TcpState } from '../../state/tcp-state.ts';
 import { TcpStateId } from '../../state/tcp-state.ts';
 import type { TcpHeader } from '../../wire/tcp.ts';
 import type { CongestionControl } from './congestion.ts';
+import { RackLog } from './rack.ts';
 import { seqDiff } from './seq.ts';
 import { sendRst, tcpOutput } from './tcp-output.ts';
 import { onConnectionTimer, scheduleTimer } from './tcp-timers.ts';
@@ -96,6 +97,11 @@ export class TcpConnection implements ConnectionHandle {
    * the outage as well as the path.
    */
   rttEchoFloor = -1;
+  /**
+   * @internal When each range in flight was last sent (RACK, RFC 8985). Soft: a new owner starts
+   * with an empty log and detects losses by the RFC 6675 rules until its own sends are logged.
+   */
+  readonly rack = new RackLog();
   /** @internal Offered window-scale shift while the handshake is under way. */
   offeredWscale = 0;
   /** @internal True while linked in the layer's demultiplexing table. */

@@ -490,6 +490,7 @@ function processAck(conn: TcpConnection, h: TcpHeader, f: number, pLen: number, 
       : pLen === 0 && !(f & (TcpFlag.SYN | TcpFlag.FIN)) && wnd === d.sndWnd && wnd !== 0;
     if (dup && ack === d.sndUna && d.sndMax !== d.sndUna && d.persistDeadline === INF) dupAck(conn, now);
   }
+  if (c.sackEnabled && (advanced || h.sackCount > 0)) rackDetect(conn, now);
   // The send window moves with an ACK of new data, or with a segment newer than the last update
   // (RFC 9293 3.10.7.4, Linux tcp_may_update_window): an old ACK never moves it, and an ACK of new
   // data always does, even when out-of-order data already raised SND.WL1 past its sequence number.
@@ -550,10 +551,13 @@ function newAck(conn: TcpConnection, h: TcpHeader, ack: number, now: number): bo
   }
   if (rtt >= 0) rttSample(s, rtt);
   d.backoff = 0;
+  soft.tlpDeadline = INF;
+  if (soft.tlpInFlight && seqGeq(ack, soft.tlpHighSeq)) soft.tlpInFlight = false;
   const cc = conn.engine.congestion(conn);
   if (soft.inRecovery) {
     if (seqGeq(ack, soft.recoveryPoint)) {
       soft.inRecovery = false;
+      soft.rackLostEdge = ack;
       d.dupAcks = 0;
       cc.onRecoveryExit(s, now);
     } else if (!c.sackEnabled) {
@@ -593,6 +597,34 @@ function sackProgress(conn: TcpConnection, newlySacked: number, now: number): vo
   conn.engine.env.counters.inc('tcp.lost_retransmits');
 }
 
+const rackLowest = { seq: 0 };
+
+/**
+ * RACK (RFC 8985 6): after the scoreboard took this ACK, what was sent a reordering window before
+ * the newest delivered segment is lost. That starts recovery without three duplicate ACKs (one
+ * SACKed tail loss probe suffices) and finds retransmissions that were lost again.
+ */
+function rackDetect(conn: TcpConnection, now: number): void {
+  const s = conn.state;
+  const d = s.delegated;
+  const soft = s.soft;
+  const lostEnd = conn.rack.onAck(s, now, rackLowest);
+  if (lostEnd === -1) return;
+  if (!soft.inRecovery) {
+    if (seqGeq(d.sndUna, soft.recoveryPoint)) {
+      conn.engine.env.counters.inc('tcp.rack.recoveries');
+      enterRecovery(conn, now, lostEnd);
+    }
+    return;
+  }
+  if (seqGt(lostEnd, soft.rackLostEdge)) soft.rackLostEdge = lostEnd;
+  if (seqLt(rackLowest.seq, soft.highRxt) && seqGeq(rackLowest.seq, d.sndUna)) {
+    // A retransmission of this recovery was lost as well: send it again.
+    soft.highRxt = rackLowest.seq;
+    conn.engine.env.counters.inc('tcp.lost_retransmits');
+  }
+}
+
 /** RFC 5681 3.2 / RFC 6582 / RFC 6675 5: duplicate ACKs and the start of loss recovery. */
 function dupAck(conn: TcpConnection, now: number): void {
   const s = conn.state;
@@ -604,19 +636,31 @@ function dupAck(conn: TcpConnection, now: number): void {
   if (!soft.inRecovery) {
     const lost = d.dupAcks >= 3 || (c.sackEnabled && sackIsLost(s, d.sndUna, mss));
     if (!lost || !seqGeq(d.sndUna, soft.recoveryPoint)) return;
-    conn.engine.env.counters.inc('tcp.fast_retransmits');
-    soft.inRecovery = true;
-    soft.recoveryPoint = d.sndMax;
-    conn.engine.congestion(conn).onLossDetected(s, now);
-    soft.highRxt = d.sndUna;
-    soft.rttActive = false;
-    retransmitHead(conn, now);
-    // RFC 5681 3.2 step 4: the three segments that left the network make room for three more.
-    if (!c.sackEnabled) d.cwnd = d.ssthresh + 3 * mss;
-    d.rtxDeadline = now + backedOffRto(s);
+    enterRecovery(conn, now);
   } else if (!c.sackEnabled) {
     d.cwnd += mss;
   }
+}
+
+function enterRecovery(conn: TcpConnection, now: number, rackEdge = conn.state.delegated.sndUna): void {
+  const s = conn.state;
+  const c = s.const;
+  const d = s.delegated;
+  const soft = s.soft;
+  const mss = effectiveMss(s);
+  conn.engine.env.counters.inc('tcp.fast_retransmits');
+  soft.inRecovery = true;
+  soft.rackLostEdge = rackEdge;
+  soft.recoveryPoint = d.sndMax;
+  soft.tlpDeadline = INF;
+  soft.tlpInFlight = false;
+  conn.engine.congestion(conn).onLossDetected(s, now);
+  soft.highRxt = d.sndUna;
+  soft.rttActive = false;
+  retransmitHead(conn, now);
+  // RFC 5681 3.2 step 4: the three segments that left the network make room for three more.
+  if (!c.sackEnabled) d.cwnd = d.ssthresh + 3 * mss;
+  d.rtxDeadline = now + backedOffRto(s);
 }
 
 function receiveData(

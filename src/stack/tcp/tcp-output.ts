@@ -289,6 +289,7 @@ export function transmit(conn: TcpConnection, seq: number, maxLen: number, now: 
   const used = sentLen + (fin ? 1 : 0);
   const end = seqAdd(seq, used);
   const counters = conn.engine.env.counters;
+  if (s.const.sackEnabled) conn.rack.onSend(seq, end, now, seqLt(seq, d.sndMax));
   if (seqLt(seq, d.sndMax)) {
     conn.stats.retransmits++;
     counters.inc('tcp.retransmits');
@@ -341,12 +342,31 @@ export function tcpOutput(conn: TcpConnection): void {
   if (st === TcpStateId.TIME_WAIT) return;
   if (d.sndMax !== d.sndUna) {
     if (d.rtxDeadline === INF && d.persistDeadline === INF) d.rtxDeadline = now + backedOffRto(s);
+    if (soft.tlpDeadline === INF) armTlp(conn, now);
   } else {
     d.rtxDeadline = INF;
     if (d.sndWnd === 0 && d.persistDeadline === INF && hasUnsent(s)) {
       d.persistDeadline = now + persistInterval(s);
     }
   }
+}
+
+/**
+ * RFC 8985 7.2: arm the probe timeout, two smoothed RTTs (plus the peer's delayed-ACK allowance
+ * when a single segment is out), if it fires before the RTO. A tail loss then costs a probe and a
+ * fast recovery instead of a timeout with its collapse to one segment.
+ */
+export function armTlp(conn: TcpConnection, now: number): void {
+  const s = conn.state;
+  const d = s.delegated;
+  const soft = s.soft;
+  if (!s.const.sackEnabled || soft.inRecovery || soft.tlpInFlight || d.srtt <= 0) return;
+  if (d.persistDeadline !== INF || d.sndMax === d.sndUna || d.backoff > 0) return;
+  // Not while resending after a timeout or a hand-over (Linux: only in the Open state).
+  if (seqLt(d.sndNxt, d.sndMax) || seqLt(d.sndUna, soft.recoveryPoint)) return;
+  const flight = seqDiff(d.sndMax, d.sndUna);
+  const pto = 2 * d.srtt + (flight <= effectiveMss(s) ? 200 : 2);
+  if (now + pto < d.rtxDeadline) soft.tlpDeadline = now + pto;
 }
 
 export function persistInterval(s: TcpState): number {
