@@ -3,28 +3,12 @@ import { describe, test } from 'node:test';
 import { RackLog } from '../../src/stack/tcp/rack.ts';
 import { createNeighborState } from '../../src/state/neighbor-state.ts';
 import { createPathState } from '../../src/state/path-state.ts';
-import { createTcpState, DEFAULT_TCP_CACHED, type TcpState } from '../../src/state/tcp-state.ts';
+import type { TcpState } from '../../src/state/tcp-state.ts';
+import { sampleConn } from '../state/helpers.ts';
 
 function mkState(una: number, flight: number): TcpState {
   const nb = createNeighborState({ srcMac: 1, vlanId: -1, ip: 2 });
-  const path = createPathState({ localIp: 1, remoteIp: 2 }, nb, 0, 1500);
-  const s = createTcpState(
-    {
-      localIp: 1,
-      localPort: 1000,
-      remoteIp: 2,
-      remotePort: 80,
-      tsEnabled: true,
-      sackEnabled: true,
-      wsEnabled: true,
-      sndWscale: 7,
-      rcvWscale: 7,
-      remoteMss: 1460,
-      localMss: 1460,
-    },
-    { ...DEFAULT_TCP_CACHED },
-    path,
-  );
+  const s = sampleConn(createPathState({ localIp: 1, remoteIp: 2 }, nb, 0, 1500));
   s.delegated.sndUna = una >>> 0;
   s.delegated.sndMax = (una + flight) >>> 0;
   s.delegated.sndNxt = s.delegated.sndMax;
