@@ -104,7 +104,11 @@ export class RackLog {
     let head = 0;
     while (head < e.length && leq(e[head]!.end, una)) take(e[head++]!);
     if (head > 0) e.splice(0, head);
-    if (e.length > 0 && lt(e[0]!.start, una)) e[0]!.start = una;
+    if (e.length > 0 && lt(e[0]!.start, una)) {
+      // Part of a super-segment arrived: that part was sent when the whole was.
+      take(e[0]!);
+      e[0]!.start = una;
+    }
     const sacked = s.soft.sacked;
     if (sacked.length > 0 && e.length > 0) {
       let k = 0;
@@ -113,8 +117,11 @@ export class RackLog {
         const r = e[i]!;
         while (k < sacked.length && leq(sacked[k]!.end, r.start)) k++;
         const sr = sacked[k];
-        if (sr && leq(sr.start, r.start) && leq(r.end, sr.end)) take(r);
-        else e[w++] = r;
+        if (sr && lt(sr.start, r.end)) {
+          take(r);
+          if (leq(sr.start, r.start) && leq(r.end, sr.end)) continue;
+        }
+        e[w++] = r;
       }
       e.length = w;
     }

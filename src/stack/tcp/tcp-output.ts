@@ -395,7 +395,10 @@ function sendWindowed(conn: TcpConnection, now: number): void {
   const d = s.delegated;
   const soft = s.soft;
   const mss = effectiveMss(s);
-  const segMax = segmentLimit(conn, mss);
+  // Like Linux's TSO autosizing, a window goes out as several super-segments: one lost
+  // super-segment then leaves others behind it whose SACKs reveal the loss (RACK), where a
+  // window sent as one packet can only be repaired by a probe or a timeout.
+  const segMax = Math.min(segmentLimit(conn, mss), Math.max(2 * mss, Math.floor(d.cwnd / 4 / mss) * mss));
   if (d.sndMax === d.sndUna && now - d.lastSendAt > d.rto && d.lastSendAt > 0 && hasUnsent(s)) {
     // RFC 5681 4.1: after an idle period the old cwnd no longer reflects the path.
     conn.engine.congestion(conn).onIdleRestart(s, now);
