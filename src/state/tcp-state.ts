@@ -174,6 +174,8 @@ export interface TcpSoft {
   tlpInFlight: boolean;
   /** snd.max when the probe went out: an ACK at or above it ends the probe episode. */
   tlpHighSeq: number;
+  /** Zero-window probes sent since the peer last sent an acceptable segment. */
+  persistProbesOut: number;
 }
 
 export interface CubicState {
@@ -295,6 +297,7 @@ export function createTcpState(c: TcpConst, cached: TcpCached, path: PathState):
       tlpDeadline: inf,
       tlpInFlight: false,
       tlpHighSeq: 0,
+      persistProbesOut: 0,
     },
   };
 }

@@ -184,6 +184,7 @@ export const TCP_FIELDS: readonly FieldSpec<TcpPart>[] = [
   f('soft', 'tlpDeadline', 'time', 'scalars'),
   f('soft', 'tlpInFlight', 'bool', 'scalars'),
   f('soft', 'tlpHighSeq', 'u32', 'scalars'),
+  f('soft', 'persistProbesOut', 'u32', 'scalars'),
 ];
 
 /** Wire code of each congestion algorithm is its index here; append only. */

@@ -2,7 +2,7 @@ import type { TcpState } from '../../state/tcp-state.ts';
 import { TcpStateId } from '../../state/tcp-state.ts';
 import { TcpFlag, type TcpHeader } from '../../wire/tcp.ts';
 import { effectiveMss } from './congestion.ts';
-import { backedOffRto, rttSample } from './rtt.ts';
+import { backedOffRto, clampRto, rttSample } from './rtt.ts';
 import { recvSackAdd, recvSackPrune, sackIsLost, sackPrune, sackUpdate } from './sack.ts';
 import { seqAdd, seqDiff, seqGeq, seqGt, seqLeq, seqLt, seqMax, seqSub } from './seq.ts';
 import {
@@ -68,6 +68,9 @@ export function establish(conn: TcpConnection, now: number): void {
   d.backoff = 0;
   d.rtxDeadline = INF;
   d.lastRecvAt = now;
+  // RFC 6298 5.7: a SYN timed out and the handshake gave no RTT sample, so the path may be slower
+  // than the 1 s initial RTO assumed: start data transfer at 3 s.
+  if (conn.synRetransmitted && d.srtt === 0) d.rto = clampRto(s, Math.max(d.rto, 3000));
   conn.engine.congestion(conn).init(s, now);
   s.soft.recoveryPoint = d.sndUna;
   armKeepalive(conn);
@@ -113,6 +116,7 @@ export function connInput(
 function heard(conn: TcpConnection, now: number): void {
   const d = conn.state.delegated;
   d.lastRecvAt = now;
+  conn.state.soft.persistProbesOut = 0;
   if (d.keepaliveProbes !== 0) {
     d.keepaliveProbes = 0;
     armKeepalive(conn);
@@ -526,6 +530,7 @@ function newAck(conn: TcpConnection, h: TcpHeader, ack: number, now: number): bo
   const d = s.delegated;
   const soft = s.soft;
   let acked = seqDiff(ack, d.sndUna);
+  const flightBefore = seqDiff(d.sndMax, d.sndUna);
   let finAcked = false;
   if (d.finSent && ack === d.sndMax) {
     finAcked = true;
@@ -549,7 +554,10 @@ function newAck(conn: TcpConnection, h: TcpHeader, ack: number, now: number): bo
     rtt = now - soft.rttSentAt;
     soft.rttActive = false;
   }
-  if (rtt >= 0) rttSample(s, rtt);
+  if (rtt >= 0) {
+    const perRtt = c.tsEnabled ? Math.ceil(flightBefore / (2 * effectiveMss(s))) : 1;
+    rttSample(s, rtt, perRtt);
+  }
   d.backoff = 0;
   soft.tlpDeadline = INF;
   if (soft.tlpInFlight && seqGeq(ack, soft.tlpHighSeq)) soft.tlpInFlight = false;

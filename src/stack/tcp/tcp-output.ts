@@ -424,7 +424,10 @@ function sendWindowed(conn: TcpConnection, now: number): void {
     const off = seqDiff(seq, d.sndUna);
     if (off > buffered) break;
     const flight = seqDiff(seq, d.sndUna);
-    const usable = Math.min(d.sndWnd, d.cwnd) - flight;
+    // RFC 3042 limited transmit: each of the first two duplicate ACKs says a segment left the
+    // network, so one new segment may go beyond cwnd for each.
+    const lt = !soft.inRecovery && d.dupAcks > 0 && d.dupAcks < 3 ? d.dupAcks * mss : 0;
+    const usable = Math.min(d.sndWnd, d.cwnd + lt) - flight;
     const avail = buffered - off;
     let len = Math.min(avail, limit, Math.max(usable, 0));
     // A super-segment cut short by the window ends on an MSS boundary; the rest goes (or waits)

@@ -200,6 +200,14 @@ function persistProbe(conn: TcpConnection, now: number): void {
     return;
   }
   if (!hasUnsent(s) && d.sndMax === d.sndUna) return;
+  // Like Linux's tcp_retries2 for probes: a peer that shut its window and answers nothing is gone
+  // (or is holding our buffers hostage, RFC 6429); one that answers, even with a zero window, stays.
+  if (s.soft.persistProbesOut >= s.cached.maxRetransmits) {
+    conn.engine.env.counters.inc('tcp.persist.timeouts');
+    terminate(conn, conn.softError ?? connError('ETIMEDOUT', 'zero-window probes unanswered'), true);
+    return;
+  }
+  s.soft.persistProbesOut++;
   // One byte: the first unacknowledged one if a probe is already out, else the next new one.
   const used = transmit(conn, d.sndUna, 1, now);
   const end = seqAdd(d.sndUna, used);
