@@ -19,7 +19,7 @@ export function rttSample(s: TcpState, rttMs: number, expectedSamples = 1): void
     // RFC 7323 appendix G: with timestamps every ACK is a sample, so a round trip brings
     // ExpectedSamples of them; each weighs 1/ExpectedSamples, or RTTVAR would forget a round
     // trip's variation within it and the RTO would sink towards SRTT.
-    const n = expectedSamples >= 1 ? expectedSamples : 1;
+    const n = Math.max(expectedSamples, 1);
     const beta = 0.25 / n;
     const alpha = 0.125 / n;
     d.rttvar = (1 - beta) * d.rttvar + beta * Math.abs(d.srtt - r);
