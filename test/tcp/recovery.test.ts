@@ -396,6 +396,20 @@ describe('loss recovery end to end', () => {
     assert.equal(new Set(r.retransmitted.map((s) => s.off)).size, r.retransmitted.length, 'each once');
   });
 
+  test('a retransmission lost at the tail of recovery is probed for and repaired without a timeout', () => {
+    // Ten segments, the first lost twice: after its retransmission nothing new is left to send,
+    // so only a probe (RFC 8985 7, also in recovery) can show RACK that the retransmission died.
+    const r = run({
+      alg: 'cubic',
+      sack: true,
+      bytes: 10 * MSS,
+      drop: (s) => s.off === 0 && s.copy <= 1,
+    });
+    assertIntact(r);
+    assert.equal(events(r, 'rto').length, 0);
+    assert.equal(r.retransmitted.filter((s) => s.off === 0).length, 2, 'the head went twice more');
+  });
+
   for (const sack of [false]) {
     test(`whole window lost (sack ${sack}): RTO, loss window, slow start again`, () => {
       // The initial window is 10 segments; lose all ten first transmissions.

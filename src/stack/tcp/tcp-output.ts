@@ -360,10 +360,10 @@ export function armTlp(conn: TcpConnection, now: number): void {
   const s = conn.state;
   const d = s.delegated;
   const soft = s.soft;
-  if (!s.const.sackEnabled || soft.inRecovery || soft.tlpInFlight || d.srtt <= 0) return;
+  if (!s.const.sackEnabled || soft.tlpInFlight || d.srtt <= 0) return;
   if (d.persistDeadline !== INF || d.sndMax === d.sndUna || d.backoff > 0) return;
   // Not while resending after a timeout or a hand-over (Linux: only in the Open state).
-  if (seqLt(d.sndNxt, d.sndMax) || seqLt(d.sndUna, soft.recoveryPoint)) return;
+  if (seqLt(d.sndNxt, d.sndMax) || (!soft.inRecovery && seqLt(d.sndUna, soft.recoveryPoint))) return;
   const flight = seqDiff(d.sndMax, d.sndUna);
   const pto = 2 * d.srtt + (flight <= effectiveMss(s) ? 200 : 2);
   if (now + pto < d.rtxDeadline) soft.tlpDeadline = now + pto;

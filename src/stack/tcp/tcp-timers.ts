@@ -173,7 +173,7 @@ function lossProbe(conn: TcpConnection, now: number): void {
   const s = conn.state;
   const d = s.delegated;
   const soft = s.soft;
-  if (soft.inRecovery || d.sndMax === d.sndUna || d.persistDeadline !== INF) return;
+  if (d.sndMax === d.sndUna || d.persistDeadline !== INF) return;
   const mss = effectiveMss(s);
   const flight = seqDiff(d.sndMax, d.sndUna);
   let used = 0;
