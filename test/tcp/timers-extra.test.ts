@@ -2,8 +2,9 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { rttSample } from '../../src/stack/tcp/rtt.ts';
 import { createNeighborState } from '../../src/state/neighbor-state.ts';
-import { createPathState } from '../../src/state/path-state.ts';
+import { createPathState, type PathState } from '../../src/state/path-state.ts';
 import { TcpStateId } from '../../src/state/tcp-state.ts';
+import { createTcpHeader, decodeTcp } from '../../src/wire/tcp.ts';
 import { sampleConn } from '../state/helpers.ts';
 import { ACK, activeOpen, add, Bench, bytes, PEER_ISN, REMOTE, Recorder, SYN } from './harness.ts';
 
@@ -87,5 +88,52 @@ describe('timers and windows (issue 11)', () => {
     }
     assert.equal(o.conn.state.delegated.state, TcpStateId.ESTABLISHED);
     assert.ok(b.count('tcp.persist.probes') > 6, 'more probes than the limit, all answered');
+  });
+});
+
+describe('retransmission with segmentation offload', () => {
+  test('lost ranges go out again as super-segments, as Linux does with TSO', () => {
+    const b = new Bench();
+    const ip = b.env.ip as unknown as Record<string, unknown>;
+    ip.checksumOffload = () => true;
+    ip.maxPacketBytes = () => 65535;
+    ip.commitOffload = (path: PathState, l4Len: number) => {
+      const raw = b.env.ip.txBuf.slice(34, 34 + l4Len);
+      const h = createTcpHeader();
+      decodeTcp(raw, 0, raw.length, path.const.localIp, path.const.remoteIp, h, false);
+      b.env.ip.out.push({
+        h,
+        data: raw.subarray(h.headerLength),
+        src: 0,
+        dst: 0,
+        ttl: 64,
+        at: b.env.clock.now(),
+      });
+      return true;
+    };
+    const o = activeOpen(b, { sackPermitted: true });
+    b.take();
+    // A window past its start (a small one after heavy loss resends MSS by MSS).
+    o.conn.state.delegated.cwnd = 40 * 1460;
+    o.conn.write(bytes(40 * 1460));
+    const first = b.take().filter((s) => s.data.length > 0);
+    assert.ok(
+      first.some((s) => s.data.length > 1460),
+      'new data went as super-segments',
+    );
+    const una = add(o.iss, 1);
+    const m = 1460;
+    // The first four segments are lost; the rest of the window is SACKed.
+    b.inject({
+      flags: ACK,
+      seq: o.peerSeq,
+      ack: una,
+      srcPort: 80,
+      dstPort: o.conn.localPort,
+      sack: [[add(una, 4 * m), add(una, 10 * m)]],
+    });
+    const rtx = b.take().filter((s) => s.data.length > 0 && s.h.seq === una);
+    assert.equal(rtx.length, 1);
+    assert.equal(rtx[0]!.data.length, 4 * m, 'the whole lost range in one super-segment');
   });
 });

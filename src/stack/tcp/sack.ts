@@ -279,7 +279,12 @@ function nextHole(lo: number, hi: number): boolean {
  * exists; otherwise it is rule 3's. A caller that must try new data (rule 2) before rule 3 tells the
  * two apart with sackIsLost(s, out.seq, mss).
  */
-export function sackNextSeg(s: TcpState, mss: number, out: { seq: number; len: number }): boolean {
+export function sackNextSeg(
+  s: TcpState,
+  mss: number,
+  out: { seq: number; len: number },
+  maxLen = mss,
+): boolean {
   sackPrune(s);
   const sacked = s.soft.sacked;
   const rack = rackEdgeOffset(s);
@@ -294,7 +299,7 @@ export function sackNextSeg(s: TcpState, mss: number, out: { seq: number; len: n
   if (nextLo < 0 || nextLo >= top) return false;
   const hi = Math.min(nextHi, top);
   out.seq = (una + nextLo) >>> 0;
-  out.len = Math.min(hi - nextLo, mss);
+  out.len = Math.min(hi - nextLo, Math.max(maxLen, mss));
   return true;
 }
 

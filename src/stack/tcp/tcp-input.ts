@@ -16,6 +16,7 @@ import {
   terminate,
 } from './tcp-connection.ts';
 import {
+  retransmitFirstLost,
   retransmitHead,
   sendChallengeAck,
   sendRst,
@@ -665,7 +666,8 @@ function enterRecovery(conn: TcpConnection, now: number, rackEdge = conn.state.d
   conn.engine.congestion(conn).onLossDetected(s, now);
   soft.highRxt = d.sndUna;
   soft.rttActive = false;
-  retransmitHead(conn, now);
+  if (c.sackEnabled) retransmitFirstLost(conn, now);
+  else retransmitHead(conn, now);
   // RFC 5681 3.2 step 4: the three segments that left the network make room for three more.
   if (!c.sackEnabled) d.cwnd = d.ssthresh + 3 * mss;
   d.rtxDeadline = now + backedOffRto(s);

@@ -390,15 +390,22 @@ export function segmentLimit(conn: TcpConnection, mss: number): number {
   return n > 1 ? n * mss : mss;
 }
 
+/**
+ * Like Linux's TSO autosizing, a window goes out as several super-segments: one lost
+ * super-segment then leaves others behind it whose SACKs reveal the loss (RACK), where a window
+ * sent as one packet can only be repaired by a probe or a timeout.
+ */
+function autosize(conn: TcpConnection, mss: number, floor = 2 * mss): number {
+  const cwnd = conn.state.delegated.cwnd;
+  return Math.min(segmentLimit(conn, mss), Math.max(floor, Math.floor(cwnd / 4 / mss) * mss));
+}
+
 function sendWindowed(conn: TcpConnection, now: number): void {
   const s = conn.state;
   const d = s.delegated;
   const soft = s.soft;
   const mss = effectiveMss(s);
-  // Like Linux's TSO autosizing, a window goes out as several super-segments: one lost
-  // super-segment then leaves others behind it whose SACKs reveal the loss (RACK), where a
-  // window sent as one packet can only be repaired by a probe or a timeout.
-  const segMax = Math.min(segmentLimit(conn, mss), Math.max(2 * mss, Math.floor(d.cwnd / 4 / mss) * mss));
+  const segMax = autosize(conn, mss);
   if (d.sndMax === d.sndUna && now - d.lastSendAt > d.rto && d.lastSendAt > 0 && hasUnsent(s)) {
     // RFC 5681 4.1: after an idle period the old cwnd no longer reflects the path.
     conn.engine.congestion(conn).onIdleRestart(s, now);
@@ -457,22 +464,43 @@ function sackRecoveryOutput(conn: TcpConnection, now: number): void {
   const s = conn.state;
   const d = s.delegated;
   const mss = effectiveMss(s);
+  // A small window (heavy loss) resends MSS by MSS: a lost super-segment would cost more of it.
+  const segMax = autosize(conn, mss, mss);
   d.sndNxt = d.sndMax;
   for (let guard = 0; guard < 10_000; guard++) {
     const pipe = sackPipe(s, mss);
-    if (d.cwnd - pipe < mss) break;
+    const room = d.cwnd - pipe;
+    if (room < mss) break;
+    // With segmentation offload a lost range goes again as one super-segment (Linux does the
+    // same), as much of it as the window has room for.
+    const limit = Math.min(segMax, Math.floor(room / mss) * mss);
     // RFC 6675 NextSeg order: (1) a lost hole, (2) new data, (3) a hole not yet deemed lost.
-    const hole = sackNextSeg(s, mss, nextSeg);
+    const hole = sackNextSeg(s, mss, nextSeg, limit);
     if (hole && sackIsLost(s, nextSeg.seq, mss)) {
       if (!retransmitHole(conn, now)) break;
       continue;
     }
-    const sentNew = sendNewInRecovery(conn, mss, now);
+    if (hole && nextSeg.len > mss) nextSeg.len = mss;
+    const sentNew = sendNewInRecovery(conn, limit, now);
     if (sentNew > 0) continue;
     if (sentNew < 0) break;
     if (hole && retransmitHole(conn, now)) continue;
     break;
   }
+}
+
+/**
+ * RFC 6675 5 (4.3): the first segment presumed lost goes at once, whatever pipe says; with
+ * segmentation offload, as much of the first lost range as one super-segment takes.
+ */
+export function retransmitFirstLost(conn: TcpConnection, now: number): void {
+  const s = conn.state;
+  const mss = effectiveMss(s);
+  if (!sackNextSeg(s, mss, nextSeg, autosize(conn, mss, mss))) {
+    retransmitHead(conn, now);
+    return;
+  }
+  retransmitHole(conn, now);
 }
 
 /** Resend the hole `nextSeg` describes; false if nothing could be sent. */
@@ -484,7 +512,7 @@ function retransmitHole(conn: TcpConnection, now: number): boolean {
   return true;
 }
 
-/** Send one segment of new data during recovery: >0 sent, 0 nothing to send, <0 stop (FIN went out). */
+/** Send up to `mss` bytes of new data during recovery: >0 sent, 0 nothing to send, <0 stop (FIN went out). */
 function sendNewInRecovery(conn: TcpConnection, mss: number, now: number): number {
   const s = conn.state;
   const d = s.delegated;
