@@ -176,6 +176,8 @@ export interface TcpSoft {
   tlpHighSeq: number;
   /** Zero-window probes sent since the peer last sent an acceptable segment. */
   persistProbesOut: number;
+  /** When we last answered an out-of-window pure ACK or SYN (rate limit; -1: never). */
+  lastOowAckAt: number;
 }
 
 export interface CubicState {
@@ -298,6 +300,7 @@ export function createTcpState(c: TcpConst, cached: TcpCached, path: PathState):
       tlpInFlight: false,
       tlpHighSeq: 0,
       persistProbesOut: 0,
+      lastOowAckAt: -1,
     },
   };
 }

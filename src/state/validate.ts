@@ -185,6 +185,7 @@ export const TCP_FIELDS: readonly FieldSpec<TcpPart>[] = [
   f('soft', 'tlpInFlight', 'bool', 'scalars'),
   f('soft', 'tlpHighSeq', 'u32', 'scalars'),
   f('soft', 'persistProbesOut', 'u32', 'scalars'),
+  f('soft', 'lastOowAckAt', 'time', 'scalars'),
 ];
 
 /** Wire code of each congestion algorithm is its index here; append only. */

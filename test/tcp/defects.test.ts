@@ -249,3 +249,33 @@ describe('issue 11 defects', () => {
     assert.equal(b.count('drop.tcp.syn-fin'), 1);
   });
 });
+
+describe('challenge ACK budget (CVE-2016-5696)', () => {
+  test('the layer-wide budget per second is drawn at random, so counting it reveals nothing', () => {
+    const b = new Bench();
+    const budgets = new Set<number>();
+    for (let w = 0; w < 8; w++) {
+      let n = 0;
+      while (n < 5000 && b.layer.takeChallengeAck(b.env.clock.now())) n++;
+      budgets.add(n);
+      assert.ok(n >= 500 && n <= 1500, `budget ${n}`);
+      b.advance(1000);
+    }
+    assert.ok(budgets.size > 1, 'not a fixed number');
+  });
+});
+
+describe('answers to invalid segments', () => {
+  test('duplicate ACKs for out-of-window pure ACKs and SYNs are rate-limited (Linux tcp_invalid_ratelimit)', () => {
+    const o = sackOpen();
+    for (let i = 0; i < 10; i++) o.send({ flags: ACK, seq: add(o.peerSeq, 50_000_000 + i) });
+    assert.equal(o.b.take().length, 1);
+    assert.ok(o.b.count('tcp.oow_ack.limited') >= 9);
+    o.b.advance(501);
+    o.send({ flags: ACK, seq: add(o.peerSeq, 50_000_000) });
+    assert.equal(o.b.take().length, 1);
+    // Data below the window (a retransmission we already have) is always answered.
+    for (let i = 0; i < 3; i++) o.send({ flags: ACK, seq: add(o.peerSeq, -1000), data: bytes(100) });
+    assert.equal(o.b.take().length, 3);
+  });
+});

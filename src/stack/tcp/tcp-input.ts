@@ -30,6 +30,8 @@ import { scheduleTimer } from './tcp-timers.ts';
 const INF = Number.POSITIVE_INFINITY;
 /** RFC 7323 5.5: ts.recent older than 24 days is no longer a valid PAWS reference. */
 export const PAWS_IDLE_MS = 24 * 24 * 3600 * 1000;
+/** Linux's tcp_invalid_ratelimit: one answer per this interval to out-of-window pure ACKs and SYNs. */
+const OOW_ACK_INTERVAL_MS = 500;
 /** Out-of-order segments kept per connection: a bound on bookkeeping, not only on bytes. */
 const OOO_MAX_SEGMENTS = 1024;
 
@@ -265,6 +267,19 @@ function syncInput(
       f &= ~(TcpFlag.FIN | TcpFlag.PSH);
     } else {
       counters.inc('drop.tcp.out-of-window');
+      // Segments with data are answered at once (a retransmission we already have must draw its
+      // duplicate ACK); answers to pure ACKs and SYNs are rate-limited, as Linux does, so two
+      // ends that disagree about sequence numbers cannot ping-pong ACKs at full speed.
+      if (
+        (pLen === 0 || f & TcpFlag.SYN) &&
+        soft.lastOowAckAt >= 0 &&
+        now - soft.lastOowAckAt < OOW_ACK_INTERVAL_MS
+      ) {
+        soft.ackNow = false;
+        counters.inc('tcp.oow_ack.limited');
+      } else if (pLen === 0 || f & TcpFlag.SYN) {
+        soft.lastOowAckAt = now;
+      }
       return;
     }
   }

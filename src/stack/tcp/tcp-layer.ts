@@ -204,6 +204,7 @@ export class TcpLayer implements TcpEngine {
   private readonly cookieOpts: CookieOptions = { mss: 0, wscale: -1, sackPermitted: false };
   private challengeStart = 0;
   private challengeCount = 0;
+  private challengeBudget = CHALLENGE_ACKS_GLOBAL;
   private count = 0;
   /** Same two-level keys as `table`. */
   private readonly frozen = new Map<number, Map<number, Placeholder>>();
@@ -236,8 +237,13 @@ export class TcpLayer implements TcpEngine {
     if (now - this.challengeStart >= 1000 || now < this.challengeStart) {
       this.challengeStart = now;
       this.challengeCount = 0;
+      // A fixed budget is a side channel: an off-path attacker who exhausts it and counts the
+      // challenge ACKs it sees learns whether its guessed segment drew one (CVE-2016-5696). Like
+      // Linux, each second's budget is drawn between half and one and a half times the limit.
+      const half = CHALLENGE_ACKS_GLOBAL >>> 1;
+      this.challengeBudget = half + (this.env.random.u32() % (CHALLENGE_ACKS_GLOBAL + 1));
     }
-    if (this.challengeCount >= CHALLENGE_ACKS_GLOBAL) return false;
+    if (this.challengeCount >= this.challengeBudget) return false;
     this.challengeCount++;
     return true;
   }
