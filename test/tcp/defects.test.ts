@@ -1,7 +1,19 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { TcpStateId } from '../../src/state/tcp-state.ts';
-import { ACK, activeOpen, add, Bench, bytes, FIN, PEER_ISN, passiveOpen, Recorder, SYN } from './harness.ts';
+import {
+  ACK,
+  activeOpen,
+  add,
+  Bench,
+  bytes,
+  FIN,
+  PEER_ISN,
+  passiveOpen,
+  Recorder,
+  RST,
+  SYN,
+} from './harness.ts';
 
 /** Established active open with SACK (and optionally timestamps), nothing captured yet. */
 function sackOpen(extra: { ts?: boolean; wscale?: number; options?: Record<string, unknown> } = {}) {
@@ -277,5 +289,30 @@ describe('answers to invalid segments', () => {
     // Data below the window (a retransmission we already have) is always answered.
     for (let i = 0; i < 3; i++) o.send({ flags: ACK, seq: add(o.peerSeq, -1000), data: bytes(100) });
     assert.equal(o.b.take().length, 3);
+  });
+});
+
+describe('SYN cookies', () => {
+  test('a stray ACK to a listener that has not overflowed lately is not checked as a cookie', () => {
+    const b = new Bench();
+    b.layer.listen({ port: 80 }, () => true);
+    b.inject({ flags: ACK, seq: PEER_ISN, ack: 12345 });
+    assert.equal(b.count('tcp.syncookies.failed'), 0);
+    assert.equal(b.take()[0]?.h.flags, RST, 'answered with a RST');
+  });
+
+  test('after an overflow the cookie ACK is honoured', () => {
+    const b = new Bench();
+    let accepted = 0;
+    b.layer.listen({ port: 80, backlog: 0 }, () => {
+      accepted++;
+      return true;
+    });
+    b.inject({ flags: SYN, seq: PEER_ISN, mss: 1460 });
+    const synAck = b.take()[0]!;
+    assert.equal(b.count('tcp.syncookies.sent'), 1);
+    b.inject({ flags: ACK, seq: add(PEER_ISN, 1), ack: add(synAck.h.seq, 1) });
+    assert.equal(b.count('tcp.syncookies.ok'), 1);
+    assert.equal(accepted, 1);
   });
 });

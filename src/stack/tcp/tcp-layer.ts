@@ -75,9 +75,14 @@ const EPHEMERAL_COUNT = 65536 - EPHEMERAL_LOW;
 /** Largest MSS we announce: a 65535-byte IP packet minus 40 bytes of headers. */
 const MAX_ANNOUNCED_MSS = 65495;
 
+/** Like Linux's TCP_SYNCOOKIE_VALID: cookie ACKs are looked at this long after an overflow. */
+const SYNCOOKIE_VALID_MS = 120_000;
+
 class Listener implements TcpListener, ListenerRef {
   pending = 0;
   closed = false;
+  /** When the backlog last overflowed and a cookie went out (-Infinity: never). */
+  lastOverflowAt = Number.NEGATIVE_INFINITY;
   constructor(
     private readonly layer: TcpLayer,
     readonly ip: number,
@@ -394,7 +399,10 @@ export class TcpLayer implements TcpEngine {
       return;
     }
     if (f & TcpFlag.ACK) {
-      if (!(f & TcpFlag.SYN) && this.cookieAck(l, ip, h, buf, pOff, pLen)) return;
+      // Only after a recent overflow can an ACK answer a cookie; checking every stray ACK would
+      // spend a hash on each and let a blind attacker try cookies at will (Linux does the same).
+      const recent = env.clock.now() - l.lastOverflowAt < SYNCOOKIE_VALID_MS;
+      if (!(f & TcpFlag.SYN) && recent && this.cookieAck(l, ip, h, buf, pOff, pLen)) return;
       sendRstReply(this, ip.src, ip.dst, h, pLen);
       return;
     }
@@ -469,6 +477,7 @@ export class TcpLayer implements TcpEngine {
   private sendCookie(l: Listener, ip: IpInfo, h: TcpHeader, path: PathState): void {
     const env = this.env;
     const now = env.clock.now();
+    l.lastOverflowAt = now;
     env.counters.inc('tcp.syncookies.sent');
     const peerMss = h.mss > 0 ? h.mss : 536;
     const iss = this.cookies.make(ip.dst, h.dstPort, ip.src, h.srcPort, h.seq, peerMss, now);
