@@ -316,3 +316,56 @@ describe('SYN cookies', () => {
     assert.equal(accepted, 1);
   });
 });
+
+describe('TIME_WAIT memory', () => {
+  function toTimeWait(b: Bench) {
+    b.take();
+    const o = activeOpen(b, {}, { sndBufSize: 1 << 20 });
+    b.take();
+    o.conn.write(bytes(100_000));
+    const segs = b.take();
+    const end = segs.reduce((m, s) => Math.max(m, (s.h.seq - o.iss + s.data.length) >>> 0), 0);
+    b.inject({ flags: ACK, seq: o.peerSeq, ack: add(o.iss, end), srcPort: 80, dstPort: o.conn.localPort });
+    for (let i = 0; i < 50 && o.conn.writableLength > 0; i++) {
+      const more = b.take();
+      const e = more.reduce((m, s) => Math.max(m, (s.h.seq - o.iss + s.data.length) >>> 0), 0);
+      if (e > 0)
+        b.inject({ flags: ACK, seq: o.peerSeq, ack: add(o.iss, e), srcPort: 80, dstPort: o.conn.localPort });
+      else b.advance(10);
+    }
+    o.conn.close();
+    const fin = b.take().find((s) => s.h.flags & FIN)!;
+    b.inject({
+      flags: ACK | FIN,
+      seq: o.peerSeq,
+      ack: add(fin.h.seq, 1),
+      srcPort: 80,
+      dstPort: o.conn.localPort,
+    });
+    return o;
+  }
+
+  test('a connection in TIME_WAIT gives its buffers back', () => {
+    const b = new Bench();
+    const o = toTimeWait(b);
+    assert.equal(o.conn.state.delegated.state, TcpStateId.TIME_WAIT);
+    assert.ok(
+      o.conn.state.delegated.sendBuffer.capacity <= 16,
+      `${o.conn.state.delegated.sendBuffer.capacity} B kept`,
+    );
+  });
+
+  test('past the cap, a connection that would wait in TIME_WAIT closes at once (Linux tcp_max_tw_buckets)', () => {
+    const b = new Bench();
+    b.layer.maxTimeWait = 2;
+    const os = [toTimeWait(b), toTimeWait(b), toTimeWait(b)];
+    assert.deepEqual(
+      os.map((o) => o.conn.state.delegated.state),
+      [TcpStateId.TIME_WAIT, TcpStateId.TIME_WAIT, TcpStateId.CLOSED],
+    );
+    assert.equal(b.layer.timeWaitCount, 2);
+    assert.equal(b.count('tcp.time-wait.overflow'), 1);
+    b.advance(61_000);
+    assert.equal(b.layer.timeWaitCount, 0);
+  });
+});

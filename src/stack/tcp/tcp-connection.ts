@@ -20,6 +20,11 @@ export interface TcpEngine {
   unlink(conn: TcpConnection): void;
   /** Global RFC 5961 challenge-ACK budget: true if one more may be sent now. */
   takeChallengeAck(now: number): boolean;
+  /**
+   * The connection is about to wait in TIME_WAIT: false when too many already do (it then
+   * closes at once, like Linux past tcp_max_tw_buckets). Absent: no limit.
+   */
+  admitTimeWait?(conn: TcpConnection): boolean;
 }
 
 /** The part of a listener a half-open connection refers to. */

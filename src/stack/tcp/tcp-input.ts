@@ -18,6 +18,7 @@ import {
 import {
   retransmitFirstLost,
   retransmitHead,
+  sendAck,
   sendChallengeAck,
   sendRst,
   sendRstReply,
@@ -82,6 +83,18 @@ export function establish(conn: TcpConnection, now: number): void {
 
 function enterTimeWait(conn: TcpConnection, now: number): void {
   const d = conn.state.delegated;
+  if (conn.engine.admitTimeWait?.(conn) === false) {
+    conn.engine.env.counters.inc('tcp.time-wait.overflow');
+    // Our FIN is acknowledged and theirs is in: only the last ACK is owed.
+    conn.state.soft.ackNow = true;
+    sendAck(conn);
+    terminate(conn, null, true);
+    return;
+  }
+  // Nothing will be sent again, and an empty receive ring has nothing left to read: a waiting
+  // connection keeps its state, not its buffers.
+  d.sendBuffer.release();
+  d.recvBuffer.release();
   d.state = TcpStateId.TIME_WAIT;
   d.rtxDeadline = INF;
   d.persistDeadline = INF;

@@ -275,13 +275,30 @@ export class TcpLayer implements TcpEngine {
     this.count++;
   }
 
+  /** Connections allowed to wait in TIME_WAIT at once (Linux: tcp_max_tw_buckets). */
+  maxTimeWait = 65_536;
+  private readonly timeWaiting = new Set<TcpConnection>();
+
+  /** Connections in TIME_WAIT now. */
+  get timeWaitCount(): number {
+    return this.timeWaiting.size;
+  }
+
+  admitTimeWait(conn: TcpConnection): boolean {
+    if (this.timeWaiting.size >= this.maxTimeWait) return false;
+    this.timeWaiting.add(conn);
+    return true;
+  }
+
   unlink(conn: TcpConnection): void {
+    this.timeWaiting.delete(conn);
     if (!conn.linked) return;
     this.unlinkQuiet(conn);
     this.onClosed?.(conn);
   }
 
   private unlinkQuiet(conn: TcpConnection): void {
+    this.timeWaiting.delete(conn);
     conn.linked = false;
     const c = conn.state.const;
     const k1 = c.remoteIp * 65536 + c.remotePort;
