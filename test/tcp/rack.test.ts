@@ -72,3 +72,22 @@ for (const una of [1000, 0xffffff00]) {
     });
   });
 }
+
+describe('SACK scoreboard under a hostile receiver', () => {
+  test('a peer SACKing every other byte cannot grow the scoreboard without bound', async () => {
+    const { sackUpdate, SACK_MAX_RANGES } = await import('../../src/stack/tcp/sack.ts');
+    const nb = createNeighborState({ srcMac: 1, vlanId: -1, ip: 2 });
+    const s = sampleConn(createPathState({ localIp: 1, remoteIp: 2 }, nb, 0, 1500));
+    s.soft.sacked.length = 0;
+    s.delegated.sndUna = 1000;
+    s.delegated.sndMax = 1000 + 1_000_000;
+    const blocks = new Uint32Array(8);
+    for (let i = 0; i < 20_000; i++) {
+      const at = 1001 + 2 * i;
+      blocks[0] = at;
+      blocks[1] = at + 1;
+      sackUpdate(s, blocks, 1);
+    }
+    assert.ok(s.soft.sacked.length <= SACK_MAX_RANGES, `${s.soft.sacked.length} ranges`);
+  });
+});

@@ -15,6 +15,12 @@ import type { SeqRange, TcpState } from '../../state/tcp-state.ts';
  * stays below 2^31 for any valid window.
  */
 
+/**
+ * Ranges the scoreboard keeps. A receiver that SACKs every other byte would otherwise make each
+ * ACK cost time linear in an ever longer list (the CVE-2019-11477/11478 class); past the bound new
+ * islands are ignored, which RFC 2018 allows (SACK information is advisory).
+ */
+export const SACK_MAX_RANGES = 512;
 /** RFC 6675 DupThresh. */
 const DUP_THRESH = 3;
 /** RFC 2018 allows at most 4 blocks on the wire; remembering a few more lets older ones rotate in. */
@@ -121,10 +127,12 @@ export function sackUpdate(s: TcpState, blocks: Uint32Array, count: number): num
       if (re > newHi) newHi = re;
       j++;
     }
-    added += hi - lo - covered;
     if (j === i) {
+      if (sacked.length >= SACK_MAX_RANGES) continue;
+      added += hi - lo - covered;
       insertAt(sacked, i, take(left, right));
     } else {
+      added += hi - lo - covered;
       const r = sacked[i]!;
       r.start = (una + newLo) >>> 0;
       r.end = (una + newHi) >>> 0;
