@@ -17,6 +17,8 @@ export interface RackEntry {
   rtx: boolean;
 }
 
+/** Contiguous first transmissions this close in time share one entry (a bound on per-segment work). */
+const MERGE_MS = 0.5;
 /** Past this many entries the oldest are merged away: a bound on per-ACK work (hostile peers). */
 const MAX_ENTRIES = 4096;
 
@@ -47,8 +49,12 @@ export class RackLog {
     const e = this.entries;
     const last = e[e.length - 1];
     if (!last || leq(last.end, start)) {
-      if (last && last.end === start && last.sentAt === now && last.rtx === rtx) last.end = end;
-      else e.push({ start, end, sentAt: now, rtx });
+      if (last && last.end === start && last.rtx === rtx && now - last.sentAt <= MERGE_MS) {
+        // One entry per burst, not per segment: stamped with the latest send, so its older
+        // part is only ever declared lost later than it could be, never earlier.
+        last.end = end;
+        last.sentAt = now;
+      } else e.push({ start, end, sentAt: now, rtx });
       while (e.length > MAX_ENTRIES) this.squeeze();
       return;
     }
@@ -67,6 +73,20 @@ export class RackLog {
     const after = out.filter((r) => !lt(r.start, start));
     e.splice(i, j - i, ...before, { start, end, sentAt: now, rtx }, ...after);
     while (e.length > MAX_ENTRIES) this.squeeze();
+  }
+
+  private delivered = false;
+
+  private take(r: RackEntry, now: number): void {
+    // RFC 8985 6.2 step 2: a retransmitted range ACKed sooner than min RTT after it went out was
+    // delivered by its original copy, whose send time we no longer know.
+    if (r.rtx && now - r.sentAt < this.minRtt) return;
+    if (r.sentAt > this.xmitTs) {
+      this.xmitTs = r.sentAt;
+      this.delivered = true;
+    }
+    const rtt = now - r.sentAt;
+    if (rtt >= 0 && rtt < this.minRtt && !r.rtx) this.minRtt = rtt;
   }
 
   /** Merge the two oldest-sent neighbours at the head: keeps the log bounded, loses precision only. */
@@ -89,24 +109,13 @@ export class RackLog {
   onAck(s: TcpState, now: number, lowest: { seq: number }): number {
     const e = this.entries;
     const una = s.delegated.sndUna;
-    let delivered = false;
-    const take = (r: RackEntry): void => {
-      // RFC 8985 6.2 step 2: a retransmitted range ACKed sooner than min RTT after it went out was
-      // delivered by its original copy, whose send time we no longer know.
-      if (r.rtx && now - r.sentAt < this.minRtt) return;
-      if (r.sentAt > this.xmitTs) {
-        this.xmitTs = r.sentAt;
-        delivered = true;
-      }
-      const rtt = now - r.sentAt;
-      if (rtt >= 0 && rtt < this.minRtt && !r.rtx) this.minRtt = rtt;
-    };
+    this.delivered = false;
     let head = 0;
-    while (head < e.length && leq(e[head]!.end, una)) take(e[head++]!);
+    while (head < e.length && leq(e[head]!.end, una)) this.take(e[head++]!, now);
     if (head > 0) e.splice(0, head);
     if (e.length > 0 && lt(e[0]!.start, una)) {
       // Part of a super-segment arrived: that part was sent when the whole was.
-      take(e[0]!);
+      this.take(e[0]!, now);
       e[0]!.start = una;
     }
     const sacked = s.soft.sacked;
@@ -118,14 +127,14 @@ export class RackLog {
         while (k < sacked.length && leq(sacked[k]!.end, r.start)) k++;
         const sr = sacked[k];
         if (sr && lt(sr.start, r.end)) {
-          take(r);
+          this.take(r, now);
           if (leq(sr.start, r.start) && leq(r.end, sr.end)) continue;
         }
         e[w++] = r;
       }
       e.length = w;
     }
-    if (!delivered || this.xmitTs < 0) return -1;
+    if (!this.delivered || this.xmitTs < 0) return -1;
     const minRtt = Number.isFinite(this.minRtt) ? this.minRtt : s.delegated.srtt;
     // RFC 8985 6.2 step 4: a quarter of the minimum RTT, never more than the smoothed RTT.
     const reoWnd = Math.min(minRtt / 4, s.delegated.srtt);
