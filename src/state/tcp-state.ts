@@ -178,6 +178,16 @@ export interface TcpSoft {
   persistProbesOut: number;
   /** When we last answered an out-of-window pure ACK or SYN (rate limit; -1: never). */
   lastOowAckAt: number;
+  /**
+   * Undo (RFC 3708 with RFC 2883 D-SACKs): cwnd and ssthresh before the last recovery, the bytes
+   * it retransmitted not yet reported as needless, and where it began. undoArmed: an undo is
+   * still possible (cleared by a timeout or by the undo itself).
+   */
+  undoCwnd: number;
+  undoSsthresh: number;
+  undoRetrans: number;
+  undoLow: number;
+  undoArmed: boolean;
 }
 
 export interface CubicState {
@@ -301,6 +311,11 @@ export function createTcpState(c: TcpConst, cached: TcpCached, path: PathState):
       tlpHighSeq: 0,
       persistProbesOut: 0,
       lastOowAckAt: -1,
+      undoCwnd: 0,
+      undoSsthresh: 0,
+      undoRetrans: 0,
+      undoLow: 0,
+      undoArmed: false,
     },
   };
 }

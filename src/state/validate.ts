@@ -186,6 +186,11 @@ export const TCP_FIELDS: readonly FieldSpec<TcpPart>[] = [
   f('soft', 'tlpHighSeq', 'u32', 'scalars'),
   f('soft', 'persistProbesOut', 'u32', 'scalars'),
   f('soft', 'lastOowAckAt', 'time', 'scalars'),
+  f('soft', 'undoCwnd', 'num', 'scalars'),
+  f('soft', 'undoSsthresh', 'num', 'scalars'),
+  f('soft', 'undoRetrans', 'num', 'scalars'),
+  f('soft', 'undoLow', 'u32', 'scalars'),
+  f('soft', 'undoArmed', 'bool', 'scalars'),
 ];
 
 /** Wire code of each congestion algorithm is its index here; append only. */

@@ -369,3 +369,26 @@ describe('TIME_WAIT memory', () => {
     assert.equal(b.layer.timeWaitCount, 0);
   });
 });
+
+describe('undo of spurious retransmissions (RFC 2883 D-SACK, RFC 3708)', () => {
+  test('when D-SACKs show every retransmission of a recovery was needless, cwnd and ssthresh come back', () => {
+    const o = sackOpen();
+    const d = o.conn.state.delegated;
+    d.cwnd = 20 * 1460;
+    o.conn.write(bytes(20 * 1460));
+    o.b.take();
+    const una = add(o.iss, 1);
+    const m = 1460;
+    const cwndBefore = d.cwnd;
+    // Segment 0 is only late: three SACKs of later data start a recovery that resends it.
+    for (let i = 1; i <= 3; i++)
+      o.send({ flags: ACK, ack: una, sack: [[add(una, m), add(una, (i + 1) * m)]] });
+    assert.equal(o.b.count('tcp.fast_retransmits'), 1);
+    assert.ok(d.cwnd < cwndBefore);
+    // The original arrives: everything is ACKed. Then the needless copy is reported as a D-SACK.
+    o.send({ flags: ACK, ack: add(una, 20 * m) });
+    o.send({ flags: ACK, ack: add(una, 20 * m), sack: [[una, add(una, m)]] });
+    assert.equal(o.b.count('tcp.undo.dsack'), 1);
+    assert.ok(d.cwnd >= cwndBefore, `cwnd ${d.cwnd} back to ${cwndBefore}`);
+  });
+});

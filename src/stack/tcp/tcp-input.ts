@@ -506,6 +506,7 @@ function processAck(conn: TcpConnection, h: TcpHeader, f: number, pLen: number, 
   }
   const wnd = h.window * 2 ** c.sndWscale;
   let finAcked = false;
+  if (c.sackEnabled && h.sackCount > 0) dsack(conn, h, ack);
   const advanced = seqGt(ack, d.sndUna);
   const old = seqLt(ack, d.sndUna);
   if (advanced) {
@@ -634,6 +635,34 @@ function sackProgress(conn: TcpConnection, newlySacked: number, now: number): vo
   conn.engine.env.counters.inc('tcp.lost_retransmits');
 }
 
+/**
+ * RFC 2883: a first SACK block below the cumulative ACK, or inside the second block, reports a
+ * segment that arrived twice. When such reports cover every byte the last recovery resent, the
+ * losses were reordering and the window cut was needless: it is undone (RFC 3708, Linux
+ * tcp_try_undo_dsack).
+ */
+function dsack(conn: TcpConnection, h: TcpHeader, ack: number): void {
+  const s = conn.state;
+  const d = s.delegated;
+  const soft = s.soft;
+  const l = h.sackBlocks[0]! >>> 0;
+  const r = h.sackBlocks[1]! >>> 0;
+  if (!seqLt(l, r)) return;
+  const below = seqLeq(r, ack);
+  const inside = h.sackCount > 1 && seqGeq(l, h.sackBlocks[2]! >>> 0) && seqLeq(r, h.sackBlocks[3]! >>> 0);
+  if (!below && !inside) return;
+  conn.engine.env.counters.inc('tcp.dsack.received');
+  if (!soft.undoArmed || soft.undoRetrans <= 0) return;
+  if (seqLt(l, soft.undoLow) || seqGt(r, soft.recoveryPoint)) return;
+  soft.undoRetrans = Math.max(soft.undoRetrans - seqDiff(r, l), 0);
+  if (soft.undoRetrans > 0) return;
+  soft.undoArmed = false;
+  if (soft.undoCwnd > d.cwnd) d.cwnd = soft.undoCwnd;
+  if (soft.undoSsthresh > d.ssthresh) d.ssthresh = soft.undoSsthresh;
+  soft.cubic.epochStart = -1;
+  conn.engine.env.counters.inc('tcp.undo.dsack');
+}
+
 const rackLowest = { seq: 0 };
 
 /**
@@ -686,6 +715,11 @@ function enterRecovery(conn: TcpConnection, now: number, rackEdge = conn.state.d
   const soft = s.soft;
   const mss = effectiveMss(s);
   conn.engine.env.counters.inc('tcp.fast_retransmits');
+  soft.undoCwnd = d.cwnd;
+  soft.undoSsthresh = d.ssthresh;
+  soft.undoRetrans = 0;
+  soft.undoArmed = true;
+  soft.undoLow = d.sndUna;
   soft.inRecovery = true;
   soft.rackLostEdge = rackEdge;
   soft.recoveryPoint = d.sndMax;

@@ -291,6 +291,7 @@ export function transmit(conn: TcpConnection, seq: number, maxLen: number, now: 
   const counters = conn.engine.env.counters;
   if (s.const.sackEnabled) conn.rack.onSend(seq, end, now, seqLt(seq, d.sndMax));
   if (seqLt(seq, d.sndMax)) {
+    if (soft.inRecovery && soft.undoArmed) soft.undoRetrans += sentLen;
     conn.stats.retransmits++;
     counters.inc('tcp.retransmits');
     // Karn: an ACK covering a retransmitted byte says nothing about which copy arrived.

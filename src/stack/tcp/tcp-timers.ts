@@ -160,6 +160,8 @@ function retransmitTimeout(conn: TcpConnection, now: number): boolean {
   if (d.backoff >= 2) soft.sacked.length = 0;
   soft.rackLostEdge = d.sndUna;
   soft.tlpInFlight = false;
+  // A timeout's collapse is not undone here (Linux would need F-RTO for that).
+  soft.undoArmed = false;
   d.sndNxt = d.sndUna;
   // tcpOutput resends from snd.una within the collapsed window and re-arms with the backed-off RTO.
   return true;
