@@ -1,8 +1,10 @@
 import { pathToFileURL } from 'node:url';
 import { benchFailover, type FailoverFigures } from './failover.ts';
+import { benchLoss, formatLoss, type LossResult } from './loss.ts';
 import { benchOffload } from './offload.ts';
 import { benchOffloadWorker } from './offload-worker.ts';
 import { benchSim } from './sim.ts';
+import { benchSimLoss, formatSimLoss, type SimLossResult } from './sim-loss.ts';
 import { benchStateCodec } from './state-codec.ts';
 import { benchTapTeam, formatTapTeam, type TapTeamResult } from './tap-team.ts';
 import { benchTapThroughput, formatTapThroughput, type TapThroughputResult } from './tap-throughput.ts';
@@ -35,6 +37,23 @@ const BENCHES: Record<string, { about: string; run: Bench; print: (r: Record<str
           log: (l) => console.error(l),
         })) as unknown as Record<string, unknown>,
       print: (r) => formatTapThroughput(r as unknown as TapThroughputResult),
+    },
+    'sim-loss': {
+      about:
+        'a 20 MB transfer between two Chimney hosts on the simulator with 1, 2, 5 and 10 % frame loss both ways (virtual time), vs the same without loss',
+      run: async () => (await benchSimLoss()) as unknown as Record<string, unknown>,
+      print: (r) => formatSimLoss(r as unknown as SimLossResult),
+    },
+    loss: {
+      about:
+        'a 20 MB download under 1, 2, 5 and 10 % random loss (nftables, both ways) from chimney serve on a TAP vs from Linux in a namespace, same run; and a slow reader (needs root)',
+      run: async () =>
+        (await benchLoss({
+          runs: Number(process.env.CHIMNEY_BENCH_RUNS ?? 3),
+          capS: Number(process.env.CHIMNEY_BENCH_CAP_S ?? 120),
+          log: (l) => console.error(l),
+        })) as unknown as Record<string, unknown>,
+      print: (r) => formatLoss(r as unknown as LossResult),
     },
     'tap-team': {
       about:

@@ -38,6 +38,12 @@ export interface IcmpHost {
   readonly ip: PathLayer;
   tcpError(e: IcmpErrorInfo): void;
   udpError(e: IcmpErrorInfo): void;
+  /**
+   * False when TCP runs the quoted connection and the quoted sequence number is not in flight:
+   * the error is forged or stale, and must not lower the path MTU every connection shares
+   * (RFC 5927 5.1). Absent: believe it.
+   */
+  tcpErrorInFlight?(e: IcmpErrorInfo): boolean;
 }
 
 interface PendingPing {
@@ -271,12 +277,6 @@ export class IcmpLayer {
       return;
     }
     const ip = this.host.ip;
-    if (fragNeeded) {
-      ip.updatePmtu(q.src, q.dst, q.mtu, q.quotedLength);
-      const path = ip.findPath(q.dst, q.src);
-      if (path) q.mtu = path.cached.mtu;
-      else if (q.mtu < ip.minPmtu) q.mtu = ip.minPmtu;
-    }
     const e: IcmpErrorInfo = {
       kind: q.kind,
       code: q.code,
@@ -287,6 +287,16 @@ export class IcmpLayer {
       dstPort: q.dstPort,
       seq: q.seq,
     };
+    if (fragNeeded) {
+      if (q.protocol === IpProto.TCP && this.host.tcpErrorInFlight?.(e) === false) {
+        c.inc('drop.icmp.tcp-not-in-flight');
+        return;
+      }
+      e.mtuLowered = ip.updatePmtu(q.src, q.dst, q.mtu, q.quotedLength);
+      const path = ip.findPath(q.dst, q.src);
+      if (path) e.mtu = path.cached.mtu;
+      else if (e.mtu < ip.minPmtu) e.mtu = ip.minPmtu;
+    }
     c.inc('accept.icmp.error');
     if (q.protocol === IpProto.TCP) this.host.tcpError(e);
     else if (q.protocol === IpProto.UDP) this.host.udpError(e);

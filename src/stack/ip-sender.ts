@@ -72,4 +72,9 @@ export interface IcmpErrorInfo {
   dstPort: number;
   /** TCP sequence number from the quoted header (0 for UDP). */
   seq: number;
+  /**
+   * For 'frag-needed': false when the path MTU was already at or below the reported one (a copy
+   * of an earlier message), so nothing needs resending. Absent for errors raised locally.
+   */
+  mtuLowered?: boolean;
 }

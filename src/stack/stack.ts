@@ -112,6 +112,7 @@ export class Stack {
         counters: this.counters,
         ip: this.ip,
         tcpError: (e) => this.tcp.icmpError(e),
+        tcpErrorInFlight: (e) => this.tcp.icmpInFlight(e),
         udpError: (e) => this.udp.icmpError(e),
       },
       opts.icmp,

@@ -91,6 +91,13 @@ export class ByteRing {
     this.len = 0;
   }
 
+  /** Give the memory of an empty ring back (it grows again on the next write). */
+  release(): void {
+    if (this.len !== 0 || this.buf.length <= 16) return;
+    this.buf = new Uint8Array(16);
+    this.head = 0;
+  }
+
   /** The shared memory behind this ring, or null for a ring in thread-local memory. */
   get shared(): SharedRingRef | null {
     return null;
@@ -217,6 +224,9 @@ class SharedByteRing extends ByteRing {
   }
 
   /** Consumer side: drop everything queued so far. */
+  /** Shared memory is fixed: nothing to give back. */
+  override release(): void {}
+
   override clear(): void {
     Atomics.store(this.ctl, RING_READ, Atomics.load(this.ctl, RING_WRITE));
   }

@@ -175,6 +175,30 @@ export interface TcpSoft {
   challengeCount: number;
   /** An ACK must go out with the next output pass (out-of-order data, FIN, window update, ...). */
   ackNow: boolean;
+  /** The peer's FIN arrived ahead of a hole; it takes effect when rcv.nxt reaches oooFinSeq. */
+  oooFin: boolean;
+  oooFinSeq: number;
+  /** RACK (RFC 8985): every un-SACKed byte below this sequence number is deemed lost. */
+  rackLostEdge: number;
+  /** Tail loss probe (RFC 8985 7): its deadline (Infinity when not armed), and the probe out. */
+  tlpDeadline: number;
+  tlpInFlight: boolean;
+  /** snd.max when the probe went out: an ACK at or above it ends the probe episode. */
+  tlpHighSeq: number;
+  /** Zero-window probes sent since the peer last sent an acceptable segment. */
+  persistProbesOut: number;
+  /** When we last answered an out-of-window pure ACK or SYN (rate limit; -1: never). */
+  lastOowAckAt: number;
+  /**
+   * Undo (RFC 3708 with RFC 2883 D-SACKs): cwnd and ssthresh before the last recovery, the bytes
+   * it retransmitted not yet reported as needless, and where it began. undoArmed: an undo is
+   * still possible (cleared by a timeout or by the undo itself).
+   */
+  undoCwnd: number;
+  undoSsthresh: number;
+  undoRetrans: number;
+  undoLow: number;
+  undoArmed: boolean;
 }
 
 export interface CubicState {
@@ -297,6 +321,19 @@ export function createTcpState(c: TcpConst, cached: TcpCached, path: PathState):
       challengeWindowStart: 0,
       challengeCount: 0,
       ackNow: false,
+      oooFin: false,
+      oooFinSeq: 0,
+      rackLostEdge: 0,
+      tlpDeadline: inf,
+      tlpInFlight: false,
+      tlpHighSeq: 0,
+      persistProbesOut: 0,
+      lastOowAckAt: -1,
+      undoCwnd: 0,
+      undoSsthresh: 0,
+      undoRetrans: 0,
+      undoLow: 0,
+      undoArmed: false,
     },
   };
 }

@@ -185,6 +185,19 @@ export const TCP_FIELDS: readonly FieldSpec<TcpPart>[] = [
   f('soft', 'challengeWindowStart', 'time', 'scalars'),
   f('soft', 'challengeCount', 'u32', 'scalars'),
   f('soft', 'ackNow', 'bool', 'scalars'),
+  f('soft', 'oooFin', 'bool', 'scalars'),
+  f('soft', 'oooFinSeq', 'u32', 'scalars'),
+  f('soft', 'rackLostEdge', 'u32', 'scalars'),
+  f('soft', 'tlpDeadline', 'time', 'scalars'),
+  f('soft', 'tlpInFlight', 'bool', 'scalars'),
+  f('soft', 'tlpHighSeq', 'u32', 'scalars'),
+  f('soft', 'persistProbesOut', 'u32', 'scalars'),
+  f('soft', 'lastOowAckAt', 'time', 'scalars'),
+  f('soft', 'undoCwnd', 'num', 'scalars'),
+  f('soft', 'undoSsthresh', 'num', 'scalars'),
+  f('soft', 'undoRetrans', 'num', 'scalars'),
+  f('soft', 'undoLow', 'u32', 'scalars'),
+  f('soft', 'undoArmed', 'bool', 'scalars'),
 ];
 
 /** Wire code of each congestion algorithm is its index here; append only. */

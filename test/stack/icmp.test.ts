@@ -172,6 +172,7 @@ describe('ICMP', () => {
       srcPort: 40000,
       dstPort: 80,
       seq: 12345,
+      mtuLowered: true,
     });
     fromB(w, icmpMessage(3, 4, quoteOf(6, 40000, 80), 1400));
     assert.equal(path.cached.mtu, 1200, 'only ever lowered');

@@ -381,7 +381,36 @@ describe('loss recovery end to end', () => {
     });
   }
 
-  for (const sack of [false, true]) {
+  test('whole window lost with SACK: a tail loss probe and RACK repair it without a timeout (RFC 8985)', () => {
+    const r = run({
+      alg: 'newreno',
+      sack: true,
+      bytes: 100_000,
+      drop: (s) => s.index < 10 && s.copy === 0,
+    });
+    assertIntact(r);
+    assert.equal(events(r, 'rto').length, 0);
+    assert.equal(events(r, 'loss').length, 1, 'one fast recovery');
+    const firstRtx = r.retransmitted[0]!;
+    assert.ok(firstRtx.at < 200, `repair began at ${firstRtx.at}, before any RTO`);
+    assert.equal(new Set(r.retransmitted.map((s) => s.off)).size, r.retransmitted.length, 'each once');
+  });
+
+  test('a retransmission lost at the tail of recovery is probed for and repaired without a timeout', () => {
+    // Ten segments, the first lost twice: after its retransmission nothing new is left to send,
+    // so only a probe (RFC 8985 7, also in recovery) can show RACK that the retransmission died.
+    const r = run({
+      alg: 'cubic',
+      sack: true,
+      bytes: 10 * MSS,
+      drop: (s) => s.off === 0 && s.copy <= 1,
+    });
+    assertIntact(r);
+    assert.equal(events(r, 'rto').length, 0);
+    assert.equal(r.retransmitted.filter((s) => s.off === 0).length, 2, 'the head went twice more');
+  });
+
+  for (const sack of [false]) {
     test(`whole window lost (sack ${sack}): RTO, loss window, slow start again`, () => {
       // The initial window is 10 segments; lose all ten first transmissions.
       const r = run({

@@ -9,15 +9,21 @@ export const INITIAL_RTO_MS = 1000;
  * is cached.minRtoMs, 200 ms by default as Linux does rather than the RFC's 1 s: on today's paths
  * a 1 s floor turns every tail loss into a long stall, and the RFC itself allows a lower bound.
  */
-export function rttSample(s: TcpState, rttMs: number): void {
+export function rttSample(s: TcpState, rttMs: number, expectedSamples = 1): void {
   const d = s.delegated;
   const r = Math.max(rttMs, 0);
   if (d.srtt === 0) {
     d.srtt = r > 0 ? r : 0.001;
     d.rttvar = r / 2;
   } else {
-    d.rttvar = 0.75 * d.rttvar + 0.25 * Math.abs(d.srtt - r);
-    d.srtt = 0.875 * d.srtt + 0.125 * r;
+    // RFC 7323 appendix G: with timestamps every ACK is a sample, so a round trip brings
+    // ExpectedSamples of them; each weighs 1/ExpectedSamples, or RTTVAR would forget a round
+    // trip's variation within it and the RTO would sink towards SRTT.
+    const n = Math.max(expectedSamples, 1);
+    const beta = 0.25 / n;
+    const alpha = 0.125 / n;
+    d.rttvar = (1 - beta) * d.rttvar + beta * Math.abs(d.srtt - r);
+    d.srtt = (1 - alpha) * d.srtt + alpha * r;
   }
   d.rto = rtoFor(s);
 }

@@ -16,6 +16,12 @@ import { seqGt, seqLeq, seqLt } from './seq.ts';
  * stays below 2^31 for any valid window.
  */
 
+/**
+ * Ranges the scoreboard keeps. A receiver that SACKs every other byte would otherwise make each
+ * ACK cost time linear in an ever longer list (the CVE-2019-11477/11478 class); past the bound new
+ * islands are ignored, which RFC 2018 allows (SACK information is advisory).
+ */
+export const SACK_MAX_RANGES = 512;
 /** RFC 6675 DupThresh. */
 const DUP_THRESH = 3;
 /** RFC 2018 allows at most 4 blocks on the wire; remembering a few more lets older ones rotate in. */
@@ -113,10 +119,12 @@ export function sackUpdate(s: TcpState, blocks: Uint32Array, count: number): num
       if (re > newHi) newHi = re;
       j++;
     }
-    added += hi - lo - covered;
     if (j === i) {
+      if (sacked.length >= SACK_MAX_RANGES) continue;
+      added += hi - lo - covered;
       insertAt(sacked, i, take(left, right));
     } else {
+      added += hi - lo - covered;
       const r = sacked[i]!;
       r.start = (una + newLo) >>> 0;
       r.end = (una + newHi) >>> 0;
@@ -174,8 +182,19 @@ function lostBy(bytes: number, ranges: number, mss: number): boolean {
   return ranges >= DUP_THRESH || bytes > (DUP_THRESH - 1) * mss;
 }
 
+/** Offset of the RACK lost edge above snd.una (0 when it is not above). */
+function rackEdgeOffset(s: TcpState): number {
+  const d = s.delegated;
+  const e = s.soft.rackLostEdge >>> 0;
+  if (!s.soft.inRecovery || !seqGt(e, d.sndUna)) return 0;
+  return Math.min(off(e, d.sndUna), off(d.sndMax, d.sndUna));
+}
+
 export function sackIsLost(s: TcpState, seq: number, mss: number): boolean {
   sackPrune(s);
+  if (s.soft.inRecovery && seqLt(seq >>> 0, s.soft.rackLostEdge) && !seqLt(seq >>> 0, s.delegated.sndUna)) {
+    return true;
+  }
   const a = countAbove(s, seq >>> 0);
   return lostBy(a.bytes, a.ranges, mss);
 }
@@ -196,10 +215,17 @@ function forEachHoleDown(
   let hi = off(d.sndMax, una);
   let bytes = 0;
   let ranges = 0;
+  const rack = rackEdgeOffset(s);
   for (let i = sacked.length - 1; i >= -1; i--) {
     const r = i >= 0 ? sacked[i]! : null;
     const lo = r ? off(r.end, una) : 0;
-    if (hi > lo && fn(lo, hi, lostBy(bytes, ranges, mss))) return;
+    if (hi > lo) {
+      const lost = lostBy(bytes, ranges, mss);
+      // A hole the RACK edge cuts is two: lost below the edge, as the RFC 6675 counts say above.
+      if (lo < rack && hi > rack && !lost) {
+        if (fn(rack, hi, false) || fn(lo, rack, true)) return;
+      } else if (fn(lo, hi, lost || lo < rack)) return;
+    }
     if (!r) return;
     const rs = off(r.start, una);
     bytes += off(r.end, una) - rs;
@@ -253,12 +279,18 @@ function nextHole(lo: number, hi: number): boolean {
  * exists; otherwise it is rule 3's. A caller that must try new data (rule 2) before rule 3 tells the
  * two apart with sackIsLost(s, out.seq, mss).
  */
-export function sackNextSeg(s: TcpState, mss: number, out: { seq: number; len: number }): boolean {
+export function sackNextSeg(
+  s: TcpState,
+  mss: number,
+  out: { seq: number; len: number },
+  maxLen = mss,
+): boolean {
   sackPrune(s);
   const sacked = s.soft.sacked;
-  if (!sacked.length || mss <= 0) return false;
+  const rack = rackEdgeOffset(s);
+  if ((!sacked.length && rack === 0) || mss <= 0) return false;
   const una = s.delegated.sndUna;
-  const top = off(sacked[sacked.length - 1]!.end, una);
+  const top = Math.max(sacked.length ? off(sacked[sacked.length - 1]!.end, una) : 0, rack);
   nextLo = -1;
   nextFloor = highRxtOffset(s);
   forEachHoleDown(s, mss, nextHole);
@@ -267,7 +299,7 @@ export function sackNextSeg(s: TcpState, mss: number, out: { seq: number; len: n
   if (nextLo < 0 || nextLo >= top) return false;
   const hi = Math.min(nextHi, top);
   out.seq = (una + nextLo) >>> 0;
-  out.len = Math.min(hi - nextLo, mss);
+  out.len = Math.min(hi - nextLo, Math.max(maxLen, mss));
   return true;
 }
 

@@ -4,6 +4,7 @@ import type { TcpDelegated, TcpState } from '../../state/tcp-state.ts';
 import { TcpStateId } from '../../state/tcp-state.ts';
 import type { TcpHeader } from '../../wire/tcp.ts';
 import type { CongestionControl } from './congestion.ts';
+import { RackLog } from './rack.ts';
 import { seqDiff } from './seq.ts';
 import { deliverEvents, terminate } from './tcp-events.ts';
 import { sendRst, tcpOutput } from './tcp-output.ts';
@@ -22,6 +23,11 @@ export interface TcpEngine {
   unlink(conn: TcpConnection): void;
   /** Global RFC 5961 challenge-ACK budget: true if one more may be sent now. */
   takeChallengeAck(now: number): boolean;
+  /**
+   * The connection is about to wait in TIME_WAIT: false when too many already do (it then
+   * closes at once, like Linux past tcp_max_tw_buckets). Absent: no limit.
+   */
+  admitTimeWait?(conn: TcpConnection): boolean;
 }
 
 /** The part of a listener a half-open connection refers to. */
@@ -81,6 +87,11 @@ export class TcpConnection implements ConnectionHandle {
    * the outage as well as the path.
    */
   rttEchoFloor = -1;
+  /**
+   * @internal When each range in flight was last sent (RACK, RFC 8985). Soft: a new owner starts
+   * with an empty log and detects losses by the RFC 6675 rules until its own sends are logged.
+   */
+  readonly rack = new RackLog();
   /** @internal Offered window-scale shift while the handshake is under way. */
   offeredWscale = 0;
   /** @internal True while linked in the layer's demultiplexing table. */

@@ -2,7 +2,7 @@ import type { TcpState } from '../../state/tcp-state.ts';
 import { TcpStateId } from '../../state/tcp-state.ts';
 import { TcpFlag, type TcpHeader } from '../../wire/tcp.ts';
 import { effectiveMss } from './congestion.ts';
-import { backedOffRto, rttSample } from './rtt.ts';
+import { backedOffRto, clampRto, rttSample } from './rtt.ts';
 import { recvSackAdd, recvSackPrune, sackIsLost, sackPrune, sackUpdate } from './sack.ts';
 import { seqAdd, seqDiff, seqGeq, seqGt, seqLeq, seqLt, seqMax, seqSub } from './seq.ts';
 import {
@@ -16,7 +16,9 @@ import {
   terminate,
 } from './tcp-connection.ts';
 import {
+  retransmitFirstLost,
   retransmitHead,
+  sendAck,
   sendChallengeAck,
   sendRst,
   sendRstReply,
@@ -29,6 +31,8 @@ import { scheduleTimer } from './tcp-timers.ts';
 const INF = Number.POSITIVE_INFINITY;
 /** RFC 7323 5.5: ts.recent older than 24 days is no longer a valid PAWS reference. */
 export const PAWS_IDLE_MS = 24 * 24 * 3600 * 1000;
+/** Linux's tcp_invalid_ratelimit: one answer per this interval to out-of-window pure ACKs and SYNs. */
+const OOW_ACK_INTERVAL_MS = 500;
 /** Out-of-order segments kept per connection: a bound on bookkeeping, not only on bytes. */
 const OOO_MAX_SEGMENTS = 1024;
 
@@ -68,6 +72,9 @@ export function establish(conn: TcpConnection, now: number): void {
   d.backoff = 0;
   d.rtxDeadline = INF;
   d.lastRecvAt = now;
+  // RFC 6298 5.7: a SYN timed out and the handshake gave no RTT sample, so the path may be slower
+  // than the 1 s initial RTO assumed: start data transfer at 3 s.
+  if (conn.synRetransmitted && d.srtt === 0) d.rto = clampRto(s, Math.max(d.rto, 3000));
   conn.engine.congestion(conn).init(s, now);
   s.soft.recoveryPoint = d.sndUna;
   armKeepalive(conn);
@@ -76,6 +83,18 @@ export function establish(conn: TcpConnection, now: number): void {
 
 function enterTimeWait(conn: TcpConnection, now: number): void {
   const d = conn.state.delegated;
+  if (conn.engine.admitTimeWait?.(conn) === false) {
+    conn.engine.env.counters.inc('tcp.time-wait.overflow');
+    // Our FIN is acknowledged and theirs is in: only the last ACK is owed.
+    conn.state.soft.ackNow = true;
+    sendAck(conn);
+    terminate(conn, null, true);
+    return;
+  }
+  // Nothing will be sent again, and an empty receive ring has nothing left to read: a waiting
+  // connection keeps its state, not its buffers.
+  d.sendBuffer.release();
+  d.recvBuffer.release();
   d.state = TcpStateId.TIME_WAIT;
   d.rtxDeadline = INF;
   d.persistDeadline = INF;
@@ -96,12 +115,7 @@ export function connInput(
   const d = s.delegated;
   const now = conn.engine.env.clock.now();
   conn.stats.segmentsIn++;
-  d.lastRecvAt = now;
-  if (d.keepaliveProbes !== 0) {
-    d.keepaliveProbes = 0;
-    armKeepalive(conn);
-  }
-  if (d.state === TcpStateId.SYN_SENT) synSentInput(conn, h, now);
+  if (d.state === TcpStateId.SYN_SENT) synSentInput(conn, h, buf, pOff, pLen, now);
   else if (d.state !== TcpStateId.CLOSED) syncInput(conn, h, buf, pOff, pLen, now);
   if (d.state !== TcpStateId.CLOSED) {
     tcpOutput(conn);
@@ -110,8 +124,30 @@ export function connInput(
   deliverEvents(conn);
 }
 
+/**
+ * An acceptable segment with an acceptable ACK arrived: the peer is alive. Segments that fail the
+ * window or ACK checks say nothing about that (anyone can send them), so they must not hold a
+ * keepalive off (Linux resets its probe count in tcp_ack only).
+ */
+function heard(conn: TcpConnection, now: number): void {
+  const d = conn.state.delegated;
+  d.lastRecvAt = now;
+  conn.state.soft.persistProbesOut = 0;
+  if (d.keepaliveProbes !== 0) {
+    d.keepaliveProbes = 0;
+    armKeepalive(conn);
+  }
+}
+
 /** RFC 9293 3.10.7.3. */
-function synSentInput(conn: TcpConnection, h: TcpHeader, now: number): void {
+function synSentInput(
+  conn: TcpConnection,
+  h: TcpHeader,
+  buf: Uint8Array,
+  pOff: number,
+  pLen: number,
+  now: number,
+): void {
   const s = conn.state;
   const d = s.delegated;
   const eng = conn.engine;
@@ -142,7 +178,19 @@ function synSentInput(conn: TcpConnection, h: TcpHeader, now: number): void {
     d.sndWl2 = h.ack;
     handshakeRtt(conn, h, now);
     establish(conn, now);
+    heard(conn, now);
     s.soft.ackNow = true;
+    // RFC 9293 3.10.7.3: data and a FIN riding on the SYN-ACK are processed like any other text,
+    // within the window our SYN offered.
+    if (pLen > 0 || f & TcpFlag.FIN) {
+      let fl = f;
+      const room = Math.min(d.recvBuffer.free, 65535);
+      if (pLen > room) {
+        pLen = room;
+        fl &= ~TcpFlag.FIN;
+      }
+      textAndFin(conn, fl, seqAdd(h.seq, 1), buf, pOff, pLen, now);
+    }
   } else {
     // Simultaneous open (RFC 9293 figure 8).
     d.sndWl2 = d.iss;
@@ -171,7 +219,11 @@ function syncInput(
 
   if (d.state === TcpStateId.SYN_RECEIVED && f & TcpFlag.SYN && seq === d.irs && !(f & TcpFlag.RST)) {
     if (!(f & TcpFlag.ACK)) {
-      // The peer did not hear our SYN-ACK.
+      // The peer did not hear our SYN-ACK. Two SYN-ACKs are now out: Karn's rule leaves the
+      // handshake without an RTT sample, since the final ACK could answer either.
+      conn.synRetransmitted = true;
+      conn.stats.retransmits++;
+      counters.inc('tcp.retransmits');
       sendSyn(conn);
       return;
     }
@@ -228,14 +280,21 @@ function syncInput(
       f &= ~(TcpFlag.FIN | TcpFlag.PSH);
     } else {
       counters.inc('drop.tcp.out-of-window');
+      // Segments with data are answered at once (a retransmission we already have must draw its
+      // duplicate ACK); answers to pure ACKs and SYNs are rate-limited, as Linux does, so two
+      // ends that disagree about sequence numbers cannot ping-pong ACKs at full speed.
+      if (
+        (pLen === 0 || f & TcpFlag.SYN) &&
+        soft.lastOowAckAt >= 0 &&
+        now - soft.lastOowAckAt < OOW_ACK_INTERVAL_MS
+      ) {
+        soft.ackNow = false;
+        counters.inc('tcp.oow_ack.limited');
+      } else if (pLen === 0 || f & TcpFlag.SYN) {
+        soft.lastOowAckAt = now;
+      }
       return;
     }
-  }
-
-  // RFC 7323 4.3 R3: ts.recent follows the segment that carries the left window edge.
-  if (c.tsEnabled && h.hasTimestamps && seqGeq(h.tsVal, d.tsRecent) && seqLeq(h.seq, d.lastAckSent)) {
-    d.tsRecent = h.tsVal;
-    d.tsRecentAt = now;
   }
 
   // Trim what we already have and what lies beyond the window.
@@ -295,7 +354,33 @@ function syncInput(
   } else if (!processAck(conn, h, f, pLen, now)) {
     return;
   }
+  heard(conn, now);
 
+  // RFC 7323 4.3 R3: ts.recent follows the segment that carries the left window edge. Only now,
+  // after the RST, SYN and ACK checks: a segment that fails them (a blind injection with a huge
+  // TSval, say) must not make every later honest segment fail PAWS (Linux commit bd090dfc634d).
+  if (c.tsEnabled && h.hasTimestamps && seqGeq(h.tsVal, d.tsRecent) && seqLeq(h.seq, d.lastAckSent)) {
+    d.tsRecent = h.tsVal;
+    d.tsRecentAt = now;
+  }
+
+  textAndFin(conn, f, seq, buf, pOff, pLen, now);
+}
+
+/** RFC 9293 3.10.7.4 seventh and eighth: segment text, then FIN (in order or remembered). */
+function textAndFin(
+  conn: TcpConnection,
+  f: number,
+  seq: number,
+  buf: Uint8Array,
+  pOff: number,
+  pLen: number,
+  now: number,
+): void {
+  const s = conn.state;
+  const d = s.delegated;
+  const soft = s.soft;
+  const counters = conn.engine.env.counters;
   // Seventh: segment text.
   if (pLen > 0) {
     if (canReceive(d.state)) {
@@ -310,19 +395,40 @@ function syncInput(
     }
   }
 
-  // Eighth: FIN, once everything before it is here.
-  if (f & TcpFlag.FIN && !d.finReceived && seqAdd(seq, pLen) === d.rcvNxt && canFin(d.state)) {
-    d.rcvNxt = seqAdd(d.rcvNxt, 1);
-    d.finReceived = true;
-    soft.ackNow = true;
-    conn.events |= TcpEvent.REMOTE_END;
-    if (d.state === TcpStateId.ESTABLISHED) d.state = TcpStateId.CLOSE_WAIT;
-    else if (d.state === TcpStateId.FIN_WAIT_1) {
-      if (d.finSent && d.sndUna === d.sndMax) enterTimeWait(conn, now);
-      else d.state = TcpStateId.CLOSING;
-    } else if (d.state === TcpStateId.FIN_WAIT_2) enterTimeWait(conn, now);
-    if (d.keepaliveDeadline !== INF && d.state !== TcpStateId.CLOSE_WAIT) d.keepaliveDeadline = INF;
+  // Eighth: FIN, once everything before it is here. One that arrives ahead of a hole is kept
+  // (with the data before it, in soft.ooo) and ACKed at once, like out-of-order data.
+  if (f & TcpFlag.FIN && !d.finReceived && canFin(d.state)) {
+    const finSeq = seqAdd(seq, pLen);
+    if (finSeq !== d.rcvNxt) {
+      if (seqGt(finSeq, d.rcvNxt)) {
+        soft.oooFin = true;
+        soft.oooFinSeq = finSeq;
+        soft.ackNow = true;
+        counters.inc('tcp.ooo.fin');
+      }
+      return;
+    }
+    finReceived(conn, now);
+  } else if (soft.oooFin && !d.finReceived && soft.oooFinSeq === d.rcvNxt && canFin(d.state)) {
+    finReceived(conn, now);
   }
+}
+
+function finReceived(conn: TcpConnection, now: number): void {
+  const s = conn.state;
+  const d = s.delegated;
+  const soft = s.soft;
+  soft.oooFin = false;
+  d.rcvNxt = seqAdd(d.rcvNxt, 1);
+  d.finReceived = true;
+  soft.ackNow = true;
+  conn.events |= TcpEvent.REMOTE_END;
+  if (d.state === TcpStateId.ESTABLISHED) d.state = TcpStateId.CLOSE_WAIT;
+  else if (d.state === TcpStateId.FIN_WAIT_1) {
+    if (d.finSent && d.sndUna === d.sndMax) enterTimeWait(conn, now);
+    else d.state = TcpStateId.CLOSING;
+  } else if (d.state === TcpStateId.FIN_WAIT_2) enterTimeWait(conn, now);
+  if (d.keepaliveDeadline !== INF && d.state !== TcpStateId.CLOSE_WAIT) d.keepaliveDeadline = INF;
 }
 
 function canFin(st: number): boolean {
@@ -400,24 +506,29 @@ function processAck(conn: TcpConnection, h: TcpHeader, f: number, pLen: number, 
   }
   const wnd = h.window * 2 ** c.sndWscale;
   let finAcked = false;
-  if (seqGt(ack, d.sndUna)) {
+  if (c.sackEnabled && h.sackCount > 0) dsack(conn, h, ack);
+  const advanced = seqGt(ack, d.sndUna);
+  const old = seqLt(ack, d.sndUna);
+  if (advanced) {
     finAcked = newAck(conn, h, ack, now);
     if (c.sackEnabled && h.sackCount > 0) sackProgress(conn, sackUpdate(s, h.sackBlocks, h.sackCount), now);
   } else {
-    if (c.sackEnabled && h.sackCount > 0) sackProgress(conn, sackUpdate(s, h.sackBlocks, h.sackCount), now);
-    if (
-      ack === d.sndUna &&
-      pLen === 0 &&
-      !(f & (TcpFlag.SYN | TcpFlag.FIN)) &&
-      wnd === d.sndWnd &&
-      wnd !== 0 &&
-      d.sndMax !== d.sndUna &&
-      d.persistDeadline === INF
-    ) {
-      dupAck(conn, now);
-    }
+    const sack = c.sackEnabled && h.sackCount > 0;
+    const newlySacked = sack ? sackUpdate(s, h.sackBlocks, h.sackCount) : 0;
+    if (sack) sackProgress(conn, newlySacked, now);
+    // RFC 6675 section 2: with SACK a duplicate ACK is one that SACKs new data, whatever its
+    // window says (Linux moves its window on nearly every ACK). Without SACK information the
+    // RFC 5681 definition applies: no data, no window change.
+    const dup = sack
+      ? newlySacked > 0
+      : pLen === 0 && !(f & (TcpFlag.SYN | TcpFlag.FIN)) && wnd === d.sndWnd && wnd !== 0;
+    if (dup && ack === d.sndUna && d.sndMax !== d.sndUna && d.persistDeadline === INF) dupAck(conn, now);
   }
-  if (seqLt(d.sndWl1, h.seq) || (d.sndWl1 === h.seq && seqLeq(d.sndWl2, ack))) {
+  if (c.sackEnabled && (advanced || h.sackCount > 0)) rackDetect(conn, now);
+  // The send window moves with an ACK of new data, or with a segment newer than the last update
+  // (RFC 9293 3.10.7.4, Linux tcp_may_update_window): an old ACK never moves it, and an ACK of new
+  // data always does, even when out-of-order data already raised SND.WL1 past its sequence number.
+  if (!old && (advanced || seqLt(d.sndWl1, h.seq) || (d.sndWl1 === h.seq && seqLeq(d.sndWl2, ack)))) {
     d.sndWnd = wnd;
     if (wnd > d.maxSndWnd) d.maxSndWnd = wnd;
     d.sndWl1 = h.seq;
@@ -449,6 +560,7 @@ function newAck(conn: TcpConnection, h: TcpHeader, ack: number, now: number): bo
   const d = s.delegated;
   const soft = s.soft;
   let acked = seqDiff(ack, d.sndUna);
+  const flightBefore = seqDiff(d.sndMax, d.sndUna);
   let finAcked = false;
   if (d.finSent && ack === d.sndMax) {
     finAcked = true;
@@ -472,12 +584,18 @@ function newAck(conn: TcpConnection, h: TcpHeader, ack: number, now: number): bo
     rtt = now - soft.rttSentAt;
     soft.rttActive = false;
   }
-  if (rtt >= 0) rttSample(s, rtt);
+  if (rtt >= 0) {
+    const perRtt = c.tsEnabled ? Math.ceil(flightBefore / (2 * effectiveMss(s))) : 1;
+    rttSample(s, rtt, perRtt);
+  }
   d.backoff = 0;
+  soft.tlpDeadline = INF;
+  if (soft.tlpInFlight && seqGeq(ack, soft.tlpHighSeq)) soft.tlpInFlight = false;
   const cc = conn.engine.congestion(conn);
   if (soft.inRecovery) {
     if (seqGeq(ack, soft.recoveryPoint)) {
       soft.inRecovery = false;
+      soft.rackLostEdge = ack;
       d.dupAcks = 0;
       cc.onRecoveryExit(s, now);
     } else if (!c.sackEnabled) {
@@ -517,6 +635,62 @@ function sackProgress(conn: TcpConnection, newlySacked: number, now: number): vo
   conn.engine.env.counters.inc('tcp.lost_retransmits');
 }
 
+/**
+ * RFC 2883: a first SACK block below the cumulative ACK, or inside the second block, reports a
+ * segment that arrived twice. When such reports cover every byte the last recovery resent, the
+ * losses were reordering and the window cut was needless: it is undone (RFC 3708, Linux
+ * tcp_try_undo_dsack).
+ */
+function dsack(conn: TcpConnection, h: TcpHeader, ack: number): void {
+  const s = conn.state;
+  const d = s.delegated;
+  const soft = s.soft;
+  const l = h.sackBlocks[0]! >>> 0;
+  const r = h.sackBlocks[1]! >>> 0;
+  if (!seqLt(l, r)) return;
+  const below = seqLeq(r, ack);
+  const inside = h.sackCount > 1 && seqGeq(l, h.sackBlocks[2]! >>> 0) && seqLeq(r, h.sackBlocks[3]! >>> 0);
+  if (!below && !inside) return;
+  conn.engine.env.counters.inc('tcp.dsack.received');
+  if (!soft.undoArmed || soft.undoRetrans <= 0) return;
+  if (seqLt(l, soft.undoLow) || seqGt(r, soft.recoveryPoint)) return;
+  soft.undoRetrans = Math.max(soft.undoRetrans - seqDiff(r, l), 0);
+  if (soft.undoRetrans > 0) return;
+  soft.undoArmed = false;
+  if (soft.undoCwnd > d.cwnd) d.cwnd = soft.undoCwnd;
+  if (soft.undoSsthresh > d.ssthresh) d.ssthresh = soft.undoSsthresh;
+  soft.cubic.epochStart = -1;
+  conn.engine.env.counters.inc('tcp.undo.dsack');
+}
+
+const rackLowest = { seq: 0 };
+
+/**
+ * RACK (RFC 8985 6): after the scoreboard took this ACK, what was sent a reordering window before
+ * the newest delivered segment is lost. That starts recovery without three duplicate ACKs (one
+ * SACKed tail loss probe suffices) and finds retransmissions that were lost again.
+ */
+function rackDetect(conn: TcpConnection, now: number): void {
+  const s = conn.state;
+  const d = s.delegated;
+  const soft = s.soft;
+  const lostEnd = conn.rack.onAck(s, now, rackLowest);
+  if (lostEnd === -1) return;
+  if (!soft.inRecovery) {
+    if (seqGeq(d.sndUna, soft.recoveryPoint)) {
+      conn.engine.env.counters.inc('tcp.rack.recoveries');
+      enterRecovery(conn, now, lostEnd);
+    }
+    return;
+  }
+  if (seqGt(lostEnd, soft.rackLostEdge)) soft.rackLostEdge = lostEnd;
+  if (seqLt(rackLowest.seq, soft.highRxt) && seqGeq(rackLowest.seq, d.sndUna)) {
+    // A retransmission of this recovery was lost as well: send it again.
+    soft.highRxt = rackLowest.seq;
+    conn.engine.env.counters.inc('tcp.lost_retransmits');
+  }
+}
+
 /** RFC 5681 3.2 / RFC 6582 / RFC 6675 5: duplicate ACKs and the start of loss recovery. */
 function dupAck(conn: TcpConnection, now: number): void {
   const s = conn.state;
@@ -528,19 +702,37 @@ function dupAck(conn: TcpConnection, now: number): void {
   if (!soft.inRecovery) {
     const lost = d.dupAcks >= 3 || (c.sackEnabled && sackIsLost(s, d.sndUna, mss));
     if (!lost || !seqGeq(d.sndUna, soft.recoveryPoint)) return;
-    conn.engine.env.counters.inc('tcp.fast_retransmits');
-    soft.inRecovery = true;
-    soft.recoveryPoint = d.sndMax;
-    conn.engine.congestion(conn).onLossDetected(s, now);
-    soft.highRxt = d.sndUna;
-    soft.rttActive = false;
-    retransmitHead(conn, now);
-    // RFC 5681 3.2 step 4: the three segments that left the network make room for three more.
-    if (!c.sackEnabled) d.cwnd = d.ssthresh + 3 * mss;
-    d.rtxDeadline = now + backedOffRto(s);
+    enterRecovery(conn, now);
   } else if (!c.sackEnabled) {
     d.cwnd += mss;
   }
+}
+
+function enterRecovery(conn: TcpConnection, now: number, rackEdge = conn.state.delegated.sndUna): void {
+  const s = conn.state;
+  const c = s.const;
+  const d = s.delegated;
+  const soft = s.soft;
+  const mss = effectiveMss(s);
+  conn.engine.env.counters.inc('tcp.fast_retransmits');
+  soft.undoCwnd = d.cwnd;
+  soft.undoSsthresh = d.ssthresh;
+  soft.undoRetrans = 0;
+  soft.undoArmed = true;
+  soft.undoLow = d.sndUna;
+  soft.inRecovery = true;
+  soft.rackLostEdge = rackEdge;
+  soft.recoveryPoint = d.sndMax;
+  soft.tlpDeadline = INF;
+  soft.tlpInFlight = false;
+  conn.engine.congestion(conn).onLossDetected(s, now);
+  soft.highRxt = d.sndUna;
+  soft.rttActive = false;
+  if (c.sackEnabled) retransmitFirstLost(conn, now);
+  else retransmitHead(conn, now);
+  // RFC 5681 3.2 step 4: the three segments that left the network make room for three more.
+  if (!c.sackEnabled) d.cwnd = d.ssthresh + 3 * mss;
+  d.rtxDeadline = now + backedOffRto(s);
 }
 
 function receiveData(
@@ -575,8 +767,13 @@ function receiveData(
     return;
   }
   // Out of order: keep it and tell the sender at once (duplicate ACK plus SACK, RFC 5681 4.2).
-  oooInsert(s, seq, buf, pOff, pLen);
-  if (s.const.sackEnabled) recvSackAdd(s, seq, seqAdd(seq, pLen));
+  // Only data actually held may be SACKed (RFC 2018 8 lets a receiver renege, but a sender that
+  // trusts the block would never resend it before its RTO).
+  if (oooInsert(s, seq, buf, pOff, pLen)) {
+    if (s.const.sackEnabled) recvSackAdd(s, seq, seqAdd(seq, pLen));
+  } else {
+    conn.engine.env.counters.inc('drop.tcp.ooo-cap');
+  }
   conn.engine.env.counters.inc('tcp.ooo.segments');
   soft.ackNow = true;
 }
@@ -601,19 +798,22 @@ function drainOoo(conn: TcpConnection): void {
   if (i > 0) ooo.splice(0, i);
 }
 
-/** Insert the parts of [seq, seq+len) not already held, keeping soft.ooo sorted and disjoint. */
-function oooInsert(s: TcpState, seq: number, buf: Uint8Array, pOff: number, pLen: number): void {
+/**
+ * Insert the parts of [seq, seq+len) not already held, keeping soft.ooo sorted and disjoint.
+ * False if the bound on segments kept part of it out.
+ */
+function oooInsert(s: TcpState, seq: number, buf: Uint8Array, pOff: number, pLen: number): boolean {
   const ooo = s.soft.ooo;
   let start = seq;
   const end = seqAdd(seq, pLen);
   let i = 0;
   while (i < ooo.length && seqLeq(seqAdd(ooo[i]!.seq, ooo[i]!.data.length), start)) i++;
   while (seqLt(start, end)) {
-    if (ooo.length >= OOO_MAX_SEGMENTS) return;
+    if (ooo.length >= OOO_MAX_SEGMENTS) return false;
     const o = ooo[i];
     if (!o || seqGeq(o.seq, end)) {
       ooo.splice(i, 0, piece(buf, pOff + seqDiff(start, seq), seqDiff(end, start), start));
-      return;
+      return true;
     }
     if (seqLt(start, o.seq)) {
       ooo.splice(i, 0, piece(buf, pOff + seqDiff(start, seq), seqDiff(o.seq, start), start));
@@ -622,6 +822,7 @@ function oooInsert(s: TcpState, seq: number, buf: Uint8Array, pOff: number, pLen
     start = seqMax(start, seqAdd(o.seq, o.data.length));
     i++;
   }
+  return true;
 }
 
 function piece(buf: Uint8Array, off: number, len: number, seq: number) {

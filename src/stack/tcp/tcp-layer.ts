@@ -75,9 +75,14 @@ const EPHEMERAL_COUNT = 65536 - EPHEMERAL_LOW;
 /** Largest MSS we announce: a 65535-byte IP packet minus 40 bytes of headers. */
 const MAX_ANNOUNCED_MSS = 65495;
 
+/** Like Linux's TCP_SYNCOOKIE_VALID: cookie ACKs are looked at this long after an overflow. */
+const SYNCOOKIE_VALID_MS = 120_000;
+
 class Listener implements TcpListener, ListenerRef {
   pending = 0;
   closed = false;
+  /** When the backlog last overflowed and a cookie went out (-Infinity: never). */
+  lastOverflowAt = Number.NEGATIVE_INFINITY;
   constructor(
     private readonly layer: TcpLayer,
     readonly ip: number,
@@ -204,6 +209,7 @@ export class TcpLayer implements TcpEngine {
   private readonly cookieOpts: CookieOptions = { mss: 0, wscale: -1, sackPermitted: false };
   private challengeStart = 0;
   private challengeCount = 0;
+  private challengeBudget = CHALLENGE_ACKS_GLOBAL;
   private count = 0;
   /** Same two-level keys as `table`. */
   private readonly frozen = new Map<number, Map<number, Placeholder>>();
@@ -236,8 +242,13 @@ export class TcpLayer implements TcpEngine {
     if (now - this.challengeStart >= 1000 || now < this.challengeStart) {
       this.challengeStart = now;
       this.challengeCount = 0;
+      // A fixed budget is a side channel: an off-path attacker who exhausts it and counts the
+      // challenge ACKs it sees learns whether its guessed segment drew one (CVE-2016-5696). Like
+      // Linux, each second's budget is drawn between half and one and a half times the limit.
+      const half = CHALLENGE_ACKS_GLOBAL >>> 1;
+      this.challengeBudget = half + (this.env.random.u32() % (CHALLENGE_ACKS_GLOBAL + 1));
     }
-    if (this.challengeCount >= CHALLENGE_ACKS_GLOBAL) return false;
+    if (this.challengeCount >= this.challengeBudget) return false;
     this.challengeCount++;
     return true;
   }
@@ -264,13 +275,30 @@ export class TcpLayer implements TcpEngine {
     this.count++;
   }
 
+  /** Connections allowed to wait in TIME_WAIT at once (Linux: tcp_max_tw_buckets). */
+  maxTimeWait = 65_536;
+  private readonly timeWaiting = new Set<TcpConnection>();
+
+  /** Connections in TIME_WAIT now. */
+  get timeWaitCount(): number {
+    return this.timeWaiting.size;
+  }
+
+  admitTimeWait(conn: TcpConnection): boolean {
+    if (this.timeWaiting.size >= this.maxTimeWait) return false;
+    this.timeWaiting.add(conn);
+    return true;
+  }
+
   unlink(conn: TcpConnection): void {
+    this.timeWaiting.delete(conn);
     if (!conn.linked) return;
     this.unlinkQuiet(conn);
     this.onClosed?.(conn);
   }
 
   private unlinkQuiet(conn: TcpConnection): void {
+    this.timeWaiting.delete(conn);
     conn.linked = false;
     const c = conn.state.const;
     const k1 = c.remoteIp * 65536 + c.remotePort;
@@ -324,12 +352,22 @@ export class TcpLayer implements TcpEngine {
         return;
       }
     }
+    let reopenIss = -1;
     if (conn) {
-      if (!(conn.state.delegated.state === TcpStateId.TIME_WAIT && this.timeWaitReopen(conn, h))) {
+      // A SYN ends TIME_WAIT only when a listener will take it (Linux TCP_TW_SYN); otherwise the
+      // TIME_WAIT connection answers it as any other segment.
+      const tl =
+        conn.state.delegated.state === TcpStateId.TIME_WAIT && this.timeWaitReopen(conn, h)
+          ? this.findListener(ip.dst, h.dstPort)
+          : null;
+      if (!tl) {
         connInput(conn, h, buf, pOff, pLen);
         return;
       }
       env.counters.inc('tcp.time-wait.reopened');
+      // The new incarnation's sequence space starts clear above the old one, so stray segments
+      // of the old connection cannot be taken for the new one's (Linux: tw_snd_nxt + 65535 + 2).
+      reopenIss = seqAdd(conn.state.delegated.sndMax, 65537);
       terminate(conn, null, false);
     }
     const l = this.findListener(ip.dst, h.dstPort);
@@ -338,7 +376,7 @@ export class TcpLayer implements TcpEngine {
       sendRstReply(this, src, ip.dst, h, pLen);
       return;
     }
-    this.listenInput(l, ip, h, buf, pOff, pLen);
+    this.listenInput(l, ip, h, buf, pOff, pLen, reopenIss);
   }
 
   /** RFC 6191: a new SYN may take over a TIME_WAIT 4-tuple if it is clearly from a new incarnation. */
@@ -367,12 +405,21 @@ export class TcpLayer implements TcpEngine {
     buf: Uint8Array,
     pOff: number,
     pLen: number,
+    reopenIss = -1,
   ): void {
     const env = this.env;
     const f = h.flags;
     if (f & TcpFlag.RST) return;
+    if ((f & (TcpFlag.SYN | TcpFlag.FIN)) === (TcpFlag.SYN | TcpFlag.FIN)) {
+      // No legitimate opener sets both; Linux discards it in LISTEN without an answer.
+      env.counters.inc('drop.tcp.syn-fin');
+      return;
+    }
     if (f & TcpFlag.ACK) {
-      if (!(f & TcpFlag.SYN) && this.cookieAck(l, ip, h, buf, pOff, pLen)) return;
+      // Only after a recent overflow can an ACK answer a cookie; checking every stray ACK would
+      // spend a hash on each and let a blind attacker try cookies at will (Linux does the same).
+      const recent = env.clock.now() - l.lastOverflowAt < SYNCOOKIE_VALID_MS;
+      if (!(f & TcpFlag.SYN) && recent && this.cookieAck(l, ip, h, buf, pOff, pLen)) return;
       sendRstReply(this, ip.src, ip.dst, h, pLen);
       return;
     }
@@ -400,7 +447,7 @@ export class TcpLayer implements TcpEngine {
     d.rcvNxt = seqAdd(h.seq, 1);
     d.rcvAdv = d.rcvNxt;
     d.lastAckSent = d.rcvNxt;
-    d.iss = this.isn.next(ip.dst, h.dstPort, ip.src, h.srcPort);
+    d.iss = reopenIss >= 0 ? reopenIss : this.isn.next(ip.dst, h.dstPort, ip.src, h.srcPort);
     d.sndUna = d.iss;
     d.sndNxt = seqAdd(d.iss, 1);
     d.sndMax = d.sndNxt;
@@ -447,6 +494,7 @@ export class TcpLayer implements TcpEngine {
   private sendCookie(l: Listener, ip: IpInfo, h: TcpHeader, path: PathState): void {
     const env = this.env;
     const now = env.clock.now();
+    l.lastOverflowAt = now;
     env.counters.inc('tcp.syncookies.sent');
     const peerMss = h.mss > 0 ? h.mss : 536;
     const iss = this.cookies.make(ip.dst, h.dstPort, ip.src, h.srcPort, h.seq, peerMss, now);
@@ -639,6 +687,17 @@ export class TcpLayer implements TcpEngine {
    * ICMP error about one of our segments (RFC 1122 4.2.3.9, RFC 5927, RFC 5461). Only errors quoting
    * a sequence number we have in flight are believed.
    */
+  /**
+   * False if we run the quoted connection and the quoted sequence number is not in flight. A
+   * connection we do not run here (offloaded to a NIC) cannot be judged, and is believed.
+   */
+  icmpInFlight(e: IcmpErrorInfo): boolean {
+    const conn = this.lookup(e.src, e.srcPort, e.dst, e.dstPort);
+    if (!conn) return true;
+    const d = conn.state.delegated;
+    return seqGeq(e.seq, d.sndUna) && seqLt(e.seq, d.sndMax);
+  }
+
   icmpError(e: IcmpErrorInfo): void {
     const env = this.env;
     const conn = this.lookup(e.src, e.srcPort, e.dst, e.dstPort);
@@ -653,8 +712,13 @@ export class TcpLayer implements TcpEngine {
       return;
     }
     if (e.kind === 'frag-needed') {
-      env.counters.inc('tcp.pmtu.resegment');
       if (d.state < TcpStateId.ESTABLISHED || d.state === TcpStateId.TIME_WAIT) return;
+      if (e.mtuLowered === false) {
+        // Every copy of the message for the burst that overflowed would resend a window.
+        env.counters.inc('tcp.pmtu.unchanged');
+        return;
+      }
+      env.counters.inc('tcp.pmtu.resegment');
       // The IP layer already lowered the path MTU: resend what is outstanding at the new size now
       // rather than after a timeout.
       d.sndNxt = d.sndUna;

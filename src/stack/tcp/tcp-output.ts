@@ -57,8 +57,13 @@ export function advertiseWindow(s: TcpState): number {
   if (win > max) win = max;
   const cur = seqDiff(d.rcvAdv, d.rcvNxt);
   if (win < cur) win = cur;
+  // Rounded down: rounding up would promise up to 2^shift - 1 bytes past the buffer on every ACK,
+  // pushing the edge ever further and never letting the window reach zero. The field may then
+  // name an edge a little below rcv.adv; data up to rcv.adv is still taken (RFC 7323 2.4), and
+  // rcv.adv itself never lies past the buffer.
   let field = Math.floor(win / 2 ** shift);
-  if (field * 2 ** shift < cur) field++;
+  // Rounded up only where the buffer still has room for it, so the edge seldom looks retracted.
+  if (field * 2 ** shift < cur && (field + 1) * 2 ** shift <= d.recvBuffer.free) field++;
   if (field > 65535) field = 65535;
   const edge = seqAdd(d.rcvNxt, field * 2 ** shift);
   if (seqGt(edge, d.rcvAdv)) d.rcvAdv = edge;
@@ -284,7 +289,9 @@ export function transmit(conn: TcpConnection, seq: number, maxLen: number, now: 
   const used = sentLen + (fin ? 1 : 0);
   const end = seqAdd(seq, used);
   const counters = conn.engine.env.counters;
+  if (s.const.sackEnabled) conn.rack.onSend(seq, end, now, seqLt(seq, d.sndMax));
   if (seqLt(seq, d.sndMax)) {
+    if (soft.inRecovery && soft.undoArmed) soft.undoRetrans += sentLen;
     conn.stats.retransmits++;
     counters.inc('tcp.retransmits');
     // Karn: an ACK covering a retransmitted byte says nothing about which copy arrived.
@@ -336,12 +343,31 @@ export function tcpOutput(conn: TcpConnection): void {
   if (st === TcpStateId.TIME_WAIT) return;
   if (d.sndMax !== d.sndUna) {
     if (d.rtxDeadline === INF && d.persistDeadline === INF) d.rtxDeadline = now + backedOffRto(s);
+    if (soft.tlpDeadline === INF) armTlp(conn, now);
   } else {
     d.rtxDeadline = INF;
     if (d.sndWnd === 0 && d.persistDeadline === INF && hasUnsent(s)) {
       d.persistDeadline = now + persistInterval(s);
     }
   }
+}
+
+/**
+ * RFC 8985 7.2: arm the probe timeout, two smoothed RTTs (plus the peer's delayed-ACK allowance
+ * when a single segment is out), if it fires before the RTO. A tail loss then costs a probe and a
+ * fast recovery instead of a timeout with its collapse to one segment.
+ */
+export function armTlp(conn: TcpConnection, now: number): void {
+  const s = conn.state;
+  const d = s.delegated;
+  const soft = s.soft;
+  if (!s.const.sackEnabled || soft.tlpInFlight || d.srtt <= 0) return;
+  if (d.persistDeadline !== INF || d.sndMax === d.sndUna || d.backoff > 0) return;
+  // Not while resending after a timeout or a hand-over (Linux: only in the Open state).
+  if (seqLt(d.sndNxt, d.sndMax) || (!soft.inRecovery && seqLt(d.sndUna, soft.recoveryPoint))) return;
+  const flight = seqDiff(d.sndMax, d.sndUna);
+  const pto = 2 * d.srtt + (flight <= effectiveMss(s) ? 200 : 2);
+  if (now + pto < d.rtxDeadline) soft.tlpDeadline = now + pto;
 }
 
 export function persistInterval(s: TcpState): number {
@@ -365,12 +391,22 @@ export function segmentLimit(conn: TcpConnection, mss: number): number {
   return n > 1 ? n * mss : mss;
 }
 
+/**
+ * Like Linux's TSO autosizing, a window goes out as several super-segments: one lost
+ * super-segment then leaves others behind it whose SACKs reveal the loss (RACK), where a window
+ * sent as one packet can only be repaired by a probe or a timeout.
+ */
+function autosize(conn: TcpConnection, mss: number, floor = 2 * mss): number {
+  const cwnd = conn.state.delegated.cwnd;
+  return Math.min(segmentLimit(conn, mss), Math.max(floor, Math.floor(cwnd / 4 / mss) * mss));
+}
+
 function sendWindowed(conn: TcpConnection, now: number): void {
   const s = conn.state;
   const d = s.delegated;
   const soft = s.soft;
   const mss = effectiveMss(s);
-  const segMax = segmentLimit(conn, mss);
+  const segMax = autosize(conn, mss);
   if (d.sndMax === d.sndUna && now - d.lastSendAt > d.rto && d.lastSendAt > 0 && hasUnsent(s)) {
     // RFC 5681 4.1: after an idle period the old cwnd no longer reflects the path.
     conn.engine.congestion(conn).onIdleRestart(s, now);
@@ -396,7 +432,10 @@ function sendWindowed(conn: TcpConnection, now: number): void {
     const off = seqDiff(seq, d.sndUna);
     if (off > buffered) break;
     const flight = seqDiff(seq, d.sndUna);
-    const usable = Math.min(d.sndWnd, d.cwnd) - flight;
+    // RFC 3042 limited transmit: each of the first two duplicate ACKs says a segment left the
+    // network, so one new segment may go beyond cwnd for each.
+    const lt = !soft.inRecovery && d.dupAcks > 0 && d.dupAcks < 3 ? d.dupAcks * mss : 0;
+    const usable = Math.min(d.sndWnd, d.cwnd + lt) - flight;
     const avail = buffered - off;
     let len = Math.min(avail, limit, Math.max(usable, 0));
     // A super-segment cut short by the window ends on an MSS boundary; the rest goes (or waits)
@@ -426,22 +465,43 @@ function sackRecoveryOutput(conn: TcpConnection, now: number): void {
   const s = conn.state;
   const d = s.delegated;
   const mss = effectiveMss(s);
+  // A small window (heavy loss) resends MSS by MSS: a lost super-segment would cost more of it.
+  const segMax = autosize(conn, mss, mss);
   d.sndNxt = d.sndMax;
   for (let guard = 0; guard < 10_000; guard++) {
     const pipe = sackPipe(s, mss);
-    if (d.cwnd - pipe < mss) break;
+    const room = d.cwnd - pipe;
+    if (room < mss) break;
+    // With segmentation offload a lost range goes again as one super-segment (Linux does the
+    // same), as much of it as the window has room for.
+    const limit = Math.min(segMax, Math.floor(room / mss) * mss);
     // RFC 6675 NextSeg order: (1) a lost hole, (2) new data, (3) a hole not yet deemed lost.
-    const hole = sackNextSeg(s, mss, nextSeg);
+    const hole = sackNextSeg(s, mss, nextSeg, limit);
     if (hole && sackIsLost(s, nextSeg.seq, mss)) {
       if (!retransmitHole(conn, now)) break;
       continue;
     }
-    const sentNew = sendNewInRecovery(conn, mss, now);
+    if (hole && nextSeg.len > mss) nextSeg.len = mss;
+    const sentNew = sendNewInRecovery(conn, limit, now);
     if (sentNew > 0) continue;
     if (sentNew < 0) break;
     if (hole && retransmitHole(conn, now)) continue;
     break;
   }
+}
+
+/**
+ * RFC 6675 5 (4.3): the first segment presumed lost goes at once, whatever pipe says; with
+ * segmentation offload, as much of the first lost range as one super-segment takes.
+ */
+export function retransmitFirstLost(conn: TcpConnection, now: number): void {
+  const s = conn.state;
+  const mss = effectiveMss(s);
+  if (!sackNextSeg(s, mss, nextSeg, autosize(conn, mss, mss))) {
+    retransmitHead(conn, now);
+    return;
+  }
+  retransmitHole(conn, now);
 }
 
 /** Resend the hole `nextSeg` describes; false if nothing could be sent. */
@@ -453,7 +513,7 @@ function retransmitHole(conn: TcpConnection, now: number): boolean {
   return true;
 }
 
-/** Send one segment of new data during recovery: >0 sent, 0 nothing to send, <0 stop (FIN went out). */
+/** Send up to `mss` bytes of new data during recovery: >0 sent, 0 nothing to send, <0 stop (FIN went out). */
 function sendNewInRecovery(conn: TcpConnection, mss: number, now: number): number {
   const s = conn.state;
   const d = s.delegated;

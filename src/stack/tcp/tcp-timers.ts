@@ -1,7 +1,8 @@
 import { TcpStateId } from '../../state/tcp-state.ts';
 import { TcpFlag } from '../../wire/tcp.ts';
+import { effectiveMss } from './congestion.ts';
 import { backedOffRto } from './rtt.ts';
-import { seqAdd, seqGt, seqSub } from './seq.ts';
+import { seqAdd, seqDiff, seqGt, seqSub } from './seq.ts';
 import type { TcpConnection } from './tcp-connection.ts';
 import { connError, deliverEvents, terminate } from './tcp-events.ts';
 import { emit, hasUnsent, persistInterval, sendSyn, tcpOutput, transmit } from './tcp-output.ts';
@@ -20,6 +21,7 @@ export function scheduleTimer(conn: TcpConnection): void {
   if (d.keepaliveDeadline < t) t = d.keepaliveDeadline;
   if (d.timeWaitDeadline < t) t = d.timeWaitDeadline;
   if (conn.state.soft.delayedAckDeadline < t) t = conn.state.soft.delayedAckDeadline;
+  if (conn.state.soft.tlpDeadline < t) t = conn.state.soft.tlpDeadline;
   if (d.state === TcpStateId.CLOSED) t = INF;
   if (t === INF) {
     if (conn.timer.armed) conn.timer.disarm();
@@ -52,7 +54,12 @@ export function onConnectionTimer(conn: TcpConnection): void {
   let rto = false;
   if (d.rtxDeadline <= now) {
     d.rtxDeadline = INF;
+    soft.tlpDeadline = INF;
     rto = retransmitTimeout(conn, now);
+  }
+  if (alive(conn) && soft.tlpDeadline <= now) {
+    soft.tlpDeadline = INF;
+    lossProbe(conn, now);
   }
   if (alive(conn) && d.persistDeadline <= now) {
     d.persistDeadline = INF;
@@ -152,9 +159,40 @@ function retransmitTimeout(conn: TcpConnection, now: number): boolean {
   soft.recoveryPoint = d.sndMax;
   // A second timeout in a row suggests the receiver dropped data it had SACKed (RFC 2018 8).
   if (d.backoff >= 2) soft.sacked.length = 0;
+  soft.rackLostEdge = d.sndUna;
+  soft.tlpInFlight = false;
+  // A timeout's collapse is not undone here (Linux would need F-RTO for that).
+  soft.undoArmed = false;
   d.sndNxt = d.sndUna;
   // tcpOutput resends from snd.una within the collapsed window and re-arms with the backed-off RTO.
   return true;
+}
+
+/**
+ * RFC 8985 7.3: the probe is one segment of new data if the windows allow, else the last segment
+ * sent again. Its ACK (with SACK) tells RACK what the tail lost, and recovery repairs it.
+ */
+function lossProbe(conn: TcpConnection, now: number): void {
+  const s = conn.state;
+  const d = s.delegated;
+  const soft = s.soft;
+  if (d.sndMax === d.sndUna || d.persistDeadline !== INF) return;
+  const mss = effectiveMss(s);
+  const flight = seqDiff(d.sndMax, d.sndUna);
+  let used = 0;
+  if (hasUnsent(s) && d.sndWnd - flight > 0 && d.sndNxt === d.sndMax) {
+    used = transmit(conn, d.sndMax, Math.min(mss, d.sndWnd - flight), now);
+    d.sndNxt = d.sndMax;
+  }
+  if (used === 0) {
+    const seq = flight > mss ? seqSub(d.sndMax, mss) : d.sndUna;
+    used = transmit(conn, seq, mss, now);
+  }
+  if (used === 0) return;
+  conn.engine.env.counters.inc('tcp.tlp.probes');
+  soft.tlpInFlight = true;
+  soft.tlpHighSeq = d.sndMax;
+  d.rtxDeadline = now + backedOffRto(s);
 }
 
 function persistProbe(conn: TcpConnection, now: number): void {
@@ -165,6 +203,14 @@ function persistProbe(conn: TcpConnection, now: number): void {
     return;
   }
   if (!hasUnsent(s) && d.sndMax === d.sndUna) return;
+  // Like Linux's tcp_retries2 for probes: a peer that shut its window and answers nothing is gone
+  // (or is holding our buffers hostage, RFC 6429); one that answers, even with a zero window, stays.
+  if (s.soft.persistProbesOut >= s.cached.maxRetransmits) {
+    conn.engine.env.counters.inc('tcp.persist.timeouts');
+    terminate(conn, conn.softError ?? connError('ETIMEDOUT', 'zero-window probes unanswered'), true);
+    return;
+  }
+  s.soft.persistProbesOut++;
   // One byte: the first unacknowledged one if a probe is already out, else the next new one.
   const used = transmit(conn, d.sndUna, 1, now);
   const end = seqAdd(d.sndUna, used);

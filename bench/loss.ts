@@ -1,0 +1,238 @@
+/**
+ * Download under random loss (needs root): the same file fetched by curl in a namespace from
+ * `chimney serve` on a TAP and, in the same run, from python3's http.server on Linux's own TCP in
+ * a second namespace on the same bridge. nftables in the client's namespace drops N % of the
+ * packets in both directions (`numgen random mod 100 < N drop`, on the input and output hooks, so
+ * after GRO and before GSO: whole super-packets, for either server alike). Medians of `runs` runs
+ * per level; a run that does not finish within the cap counts as the cap.
+ *
+ * The slow-reader case: a Python client that reads a quarter of the body, stops reading for three
+ * seconds (the receive window closes), then reads the rest; again from both servers.
+ *
+ *   npx tsx bench/loss.ts [--json]       (or: npm run bench -- loss)
+ */
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { Lab, missingPrerequisite, sleep } from '../test/interop/lab.ts';
+
+export interface LossLevel {
+  lossPct: number;
+  /** Median seconds for the download from Chimney. */
+  chimneyS: number;
+  /** Median seconds for the same download from Linux (same run). */
+  linuxS: number;
+  ratio: number;
+  chimneyRunsS: number[];
+  linuxRunsS: number[];
+}
+
+export interface LossResult {
+  bytes: number;
+  runs: number;
+  capS: number;
+  levels: LossLevel[];
+  slowReader: { pauseS: number; chimneyS: number; linuxS: number; ratio: number };
+}
+
+const SUBNET = 243;
+const PORT = 8080;
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+const round = (x: number, d = 3): number => Math.round(x * 10 ** d) / 10 ** d;
+
+/** A second namespace on the lab's bridge with Linux's TCP as the server. */
+function linuxServerNs(lab: Lab): { ns: string; ip: string; remove: () => void } {
+  const ns = `${lab.ns}s`;
+  const veth = `${lab.veth}s`;
+  const peer = `${lab.veth}t`;
+  const ip = `10.9.${lab.subnet}.10`;
+  const tryIp = (...a: string[]) => {
+    try {
+      lab.ip(...a);
+    } catch {}
+  };
+  const remove = () => {
+    tryIp('netns', 'del', ns);
+    tryIp('link', 'del', veth);
+  };
+  remove();
+  lab.ip('netns', 'add', ns);
+  lab.ip('link', 'add', veth, 'type', 'veth', 'peer', 'name', peer, 'netns', ns);
+  lab.ip('link', 'set', 'dev', veth, 'master', lab.bridge, 'up');
+  lab.ip('-n', ns, 'addr', 'add', `${ip}/24`, 'dev', peer);
+  lab.ip('-n', ns, 'link', 'set', 'dev', peer, 'up');
+  lab.ip('-n', ns, 'link', 'set', 'dev', 'lo', 'up');
+  process.once('exit', remove);
+  return { ns, ip, remove };
+}
+
+async function setLoss(lab: Lab, pct: number): Promise<void> {
+  const rules =
+    pct > 0
+      ? `table inet chloss {
+  chain in { type filter hook input priority 0; numgen random mod 100 < ${pct} drop; }
+  chain out { type filter hook output priority 0; numgen random mod 100 < ${pct} drop; }
+}`
+      : 'table inet chloss {}';
+  const r = await lab.sh(`nft delete table inet chloss 2>/dev/null; nft -f - <<'EOF'\n${rules}\nEOF`, 10_000);
+  if (r.code !== 0) throw new Error(`nft: ${r.stderr}`);
+}
+
+/** Seconds curl took, or the cap if it failed or ran out of time. */
+async function curlTime(lab: Lab, url: string, bytes: number, capS: number): Promise<number> {
+  const r = await lab.sh(
+    `curl -sS --max-time ${capS} -o /dev/null -w '%{size_download} %{time_total}' ${url}`,
+    (capS + 10) * 1000,
+  );
+  const [size, t] = r.stdout.trim().split(' ');
+  if (r.code !== 0 || Number(size) !== bytes) return capS;
+  return Number(t);
+}
+
+const SLOW_READER = `
+import socket, sys, time
+host, port, path, n, pause = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
+s = socket.create_connection((host, port))
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 256 * 1024)
+t0 = time.monotonic()
+s.sendall(f"GET {path} HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n".encode())
+got = 0
+paused = False
+buf = bytearray(1 << 16)
+while True:
+    k = s.recv_into(buf)
+    if k == 0:
+        break
+    got += k
+    if not paused and got >= n // 4:
+        paused = True
+        time.sleep(pause)
+print(got, time.monotonic() - t0 - pause)
+`;
+
+export async function benchLoss(
+  o: { bytes?: number; runs?: number; capS?: number; levels?: number[]; log?: (l: string) => void } = {},
+): Promise<LossResult> {
+  const why = missingPrerequisite(['curl', 'python3', 'nft']);
+  if (why) throw new Error(`loss benchmark: ${why}`);
+  const bytes = o.bytes ?? 20 * 1024 * 1024;
+  const runs = o.runs ?? 3;
+  const capS = o.capS ?? 120;
+  const levels = o.levels ?? [1, 2, 5, 10];
+  const log = o.log ?? (() => {});
+  const lab = new Lab({ tag: 'bls', subnet: SUBNET, taps: 1 });
+  lab.up();
+  const server = linuxServerNs(lab);
+  try {
+    const file = join(lab.dir, 'bytes');
+    writeFileSync(file, Buffer.alloc(bytes, 0x5a));
+    const script = join(lab.dir, 'slow.py');
+    writeFileSync(script, SLOW_READER);
+    lab.spawn([
+      'ip',
+      'netns',
+      'exec',
+      server.ns,
+      'python3',
+      '-m',
+      'http.server',
+      String(PORT),
+      '--bind',
+      server.ip,
+      '--directory',
+      lab.dir,
+    ]);
+    const srv = await lab.serve({ services: ['http:80'], extra: ['--quiet'] });
+    try {
+      const chimneyUrl = `http://${lab.chimneyIps[0]}/bytes/${bytes}`;
+      const linuxUrl = `http://${server.ip}:${PORT}/bytes`;
+      for (let i = 0; i < 50; i++) {
+        if ((await curlTime(lab, linuxUrl, bytes, 5)) < 5) break;
+        await sleep(200);
+      }
+      // Warm-up: ARP, JIT.
+      await curlTime(lab, chimneyUrl, bytes, 30);
+      const out: LossLevel[] = [];
+      for (const pct of levels) {
+        await setLoss(lab, pct);
+        const c: number[] = [];
+        const l: number[] = [];
+        for (let r = 0; r < runs; r++) {
+          c.push(await curlTime(lab, chimneyUrl, bytes, capS));
+          l.push(await curlTime(lab, linuxUrl, bytes, capS));
+          log(`loss ${pct}% run ${r + 1}: chimney ${c.at(-1)} s, linux ${l.at(-1)} s`);
+        }
+        const chimneyS = round(median(c));
+        const linuxS = round(median(l));
+        out.push({
+          lossPct: pct,
+          chimneyS,
+          linuxS,
+          ratio: round(chimneyS / linuxS, 2),
+          chimneyRunsS: c,
+          linuxRunsS: l,
+        });
+      }
+      await setLoss(lab, 0);
+      const pauseS = 3;
+      const slow = async (host: string, port: number, path: string): Promise<number> => {
+        const r = await lab.sh(
+          `python3 ${script} ${host} ${port} ${path} ${bytes} ${pauseS}`,
+          (capS + 10) * 1000,
+        );
+        const [got, t] = r.stdout.trim().split(' ');
+        if (r.code !== 0 || Number(got) < bytes) return capS;
+        return Number(t);
+      };
+      const sc: number[] = [];
+      const sl: number[] = [];
+      for (let r = 0; r < runs; r++) {
+        sc.push(await slow(lab.chimneyIps[0]!, 80, `/bytes/${bytes}`));
+        sl.push(await slow(server.ip, PORT, '/bytes'));
+        log(
+          `slow reader run ${r + 1}: chimney ${sc.at(-1)} s, linux ${sl.at(-1)} s (after the ${pauseS} s pause)`,
+        );
+      }
+      const chimneyS = round(median(sc));
+      const linuxS = round(median(sl));
+      return {
+        bytes,
+        runs,
+        capS,
+        levels: out,
+        slowReader: { pauseS, chimneyS, linuxS, ratio: round(chimneyS / linuxS, 2) },
+      };
+    } finally {
+      await srv.stop();
+    }
+  } finally {
+    await lab.down();
+    server.remove();
+  }
+}
+
+export function formatLoss(r: LossResult): string {
+  const lines = [`${r.bytes} B download, median of ${r.runs} runs (cap ${r.capS} s)`];
+  for (const l of r.levels) {
+    lines.push(
+      `${String(l.lossPct).padStart(2)} % loss: chimney ${l.chimneyS} s, linux ${l.linuxS} s (same run)  → ratio ${l.ratio}`,
+    );
+  }
+  const s = r.slowReader;
+  lines.push(
+    `slow reader (pauses ${s.pauseS} s after a quarter; time without the pause): chimney ${s.chimneyS} s, linux ${s.linuxS} s  → ratio ${s.ratio}`,
+  );
+  return lines.join('\n');
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  const json = process.argv.includes('--json');
+  const r = await benchLoss({ log: (l) => console.error(l) });
+  console.log(json ? JSON.stringify(r) : formatLoss(r));
+}

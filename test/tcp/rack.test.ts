@@ -1,0 +1,93 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { RackLog } from '../../src/stack/tcp/rack.ts';
+import { createNeighborState } from '../../src/state/neighbor-state.ts';
+import { createPathState } from '../../src/state/path-state.ts';
+import type { TcpState } from '../../src/state/tcp-state.ts';
+import { sampleConn } from '../state/helpers.ts';
+
+function mkState(una: number, flight: number): TcpState {
+  const nb = createNeighborState({ srcMac: 1, vlanId: -1, ip: 2 });
+  const s = sampleConn(createPathState({ localIp: 1, remoteIp: 2 }, nb, 0, 1500));
+  s.delegated.sndUna = una >>> 0;
+  s.delegated.sndMax = (una + flight) >>> 0;
+  s.delegated.sndNxt = s.delegated.sndMax;
+  s.delegated.srtt = 10;
+  return s;
+}
+
+for (const una of [1000, 0xffffff00]) {
+  describe(`RACK log (una ${una.toString(16)})`, () => {
+    const at = (n: number) => (una + n) >>> 0;
+
+    test('a segment sent a reordering window before a delivered one is lost; later ones are not', () => {
+      const s = mkState(una, 4000);
+      const r = new RackLog();
+      r.onSend(at(0), at(1000), 0, false);
+      r.onSend(at(1000), at(2000), 0, false); // same burst: merged
+      r.onSend(at(2000), at(3000), 20, false);
+      r.onSend(at(3000), at(4000), 21, false);
+      assert.equal(r.entries.length, 3);
+      // The ACK of the first burst gives min RTT 10.
+      s.delegated.sndUna = at(1000);
+      const low = { seq: 0 };
+      assert.equal(r.onAck(s, 10, low), -1);
+      // [2000, 3000) is SACKed at 30: [1000, 2000), sent 20 ms earlier, is lost; [3000, 4000) is not.
+      s.soft.sacked.push({ start: at(2000), end: at(3000) });
+      assert.equal(r.onAck(s, 30, low), at(2000));
+      assert.equal(low.seq, at(1000));
+      assert.equal(r.xmitTs, 20);
+    });
+
+    test('a retransmission overwrites the send time of its range; a lost retransmission is found again', () => {
+      const s = mkState(una, 3000);
+      const r = new RackLog();
+      r.onSend(at(0), at(3000), 0, false);
+      r.onSend(at(1000), at(2000), 50, true);
+      assert.deepEqual(
+        r.entries.map((e) => [e.start, e.end, e.sentAt]),
+        [
+          [at(0), at(1000), 0],
+          [at(1000), at(2000), 50],
+          [at(2000), at(3000), 0],
+        ],
+      );
+      r.minRtt = 10;
+      r.onSend(at(0), at(1000), 60, true);
+      // The retransmission of [0, 1000) sent at 60 is delivered at 75; the one at 50 is not yet.
+      s.delegated.sndUna = at(1000);
+      const low = { seq: 0 };
+      assert.equal(r.onAck(s, 75, low), at(3000), 'the retransmission at 50 and the tail at 0 are lost');
+      assert.equal(low.seq, at(1000));
+    });
+
+    test('the log is bounded: a peer that SACKs every other byte cannot make it grow without limit', () => {
+      const s = mkState(una, 100_000);
+      const r = new RackLog();
+      for (let i = 0; i < 10_000; i++) r.onSend(at(i * 10), at(i * 10 + 10), i, false);
+      for (let i = 0; i < 10_000; i += 2) r.onSend(at(i * 10), at(i * 10 + 5), 20_000 + i, true);
+      assert.ok(r.entries.length <= 4096, `${r.entries.length} entries`);
+      assert.equal(r.entries.at(-1)!.end, at(100_000));
+      void s;
+    });
+  });
+}
+
+describe('SACK scoreboard under a hostile receiver', () => {
+  test('a peer SACKing every other byte cannot grow the scoreboard without bound', async () => {
+    const { sackUpdate, SACK_MAX_RANGES } = await import('../../src/stack/tcp/sack.ts');
+    const nb = createNeighborState({ srcMac: 1, vlanId: -1, ip: 2 });
+    const s = sampleConn(createPathState({ localIp: 1, remoteIp: 2 }, nb, 0, 1500));
+    s.soft.sacked.length = 0;
+    s.delegated.sndUna = 1000;
+    s.delegated.sndMax = 1000 + 1_000_000;
+    const blocks = new Uint32Array(8);
+    for (let i = 0; i < 20_000; i++) {
+      const at = 1001 + 2 * i;
+      blocks[0] = at;
+      blocks[1] = at + 1;
+      sackUpdate(s, blocks, 1);
+    }
+    assert.ok(s.soft.sacked.length <= SACK_MAX_RANGES, `${s.soft.sacked.length} ranges`);
+  });
+});

@@ -1,0 +1,139 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { rttSample } from '../../src/stack/tcp/rtt.ts';
+import { createNeighborState } from '../../src/state/neighbor-state.ts';
+import { createPathState, type PathState } from '../../src/state/path-state.ts';
+import { TcpStateId } from '../../src/state/tcp-state.ts';
+import { createTcpHeader, decodeTcp } from '../../src/wire/tcp.ts';
+import { sampleConn } from '../state/helpers.ts';
+import { ACK, activeOpen, add, Bench, bytes, PEER_ISN, REMOTE, Recorder, SYN } from './harness.ts';
+
+describe('timers and windows (issue 11)', () => {
+  test('RFC 6298 5.7: after a lost SYN the RTO starts at 3 s once the handshake completes', () => {
+    const b = new Bench();
+    const conn = b.layer.connect({ remoteIp: REMOTE, remotePort: 80 }, new Recorder());
+    const syn = b.take()[0]!;
+    b.advance(1001);
+    assert.equal(b.take().length, 1, 'the SYN went again');
+    b.inject({
+      flags: SYN | ACK,
+      seq: PEER_ISN,
+      ack: add(syn.h.seq, 1),
+      srcPort: 80,
+      dstPort: conn.localPort,
+      mss: 1460,
+    });
+    assert.equal(conn.state.delegated.state, TcpStateId.ESTABLISHED);
+    assert.equal(conn.state.delegated.rto, 3000);
+  });
+
+  test('RFC 7323 appendix G: with a sample per ACK, RTTVAR moves by beta / ExpectedSamples', () => {
+    const nb = createNeighborState({ srcMac: 1, vlanId: -1, ip: 2 });
+    const s = sampleConn(createPathState({ localIp: 1, remoteIp: 2 }, nb, 0, 1500));
+    s.delegated.srtt = 100;
+    s.delegated.rttvar = 10;
+    rttSample(s, 200, 10);
+    assert.equal(s.delegated.rttvar, (1 - 0.25 / 10) * 10 + (0.25 / 10) * 100);
+    assert.equal(s.delegated.srtt, (1 - 0.125 / 10) * 100 + (0.125 / 10) * 200);
+  });
+
+  test('RFC 3042 limited transmit: the first two duplicate ACKs each let one new segment out', () => {
+    const b = new Bench();
+    const o = activeOpen(b, {});
+    b.take();
+    o.conn.write(bytes(30 * 1460));
+    const first = b.take().filter((s) => s.data.length > 0);
+    const una = add(o.iss, 1);
+    const dup = () =>
+      b.inject({ flags: ACK, seq: o.peerSeq, ack: una, srcPort: 80, dstPort: o.conn.localPort });
+    dup();
+    const one = b.take().filter((s) => s.data.length > 0);
+    assert.equal(one.length, 1);
+    assert.equal(one[0]!.h.seq, add(una, first.length * 1460), 'new data, not a retransmission');
+    dup();
+    assert.equal(b.take().filter((s) => s.data.length > 0).length, 1);
+  });
+
+  test('a peer that shuts its window and goes silent is given up after maxRetransmits probes', () => {
+    const b = new Bench();
+    const o = activeOpen(b, {}, { maxRetransmits: 6 });
+    b.take();
+    b.inject({
+      flags: ACK,
+      seq: o.peerSeq,
+      ack: add(o.iss, 1),
+      window: 0,
+      srcPort: 80,
+      dstPort: o.conn.localPort,
+    });
+    o.conn.write(bytes(5000));
+    for (let i = 0; i < 100 && o.conn.state.delegated.state !== TcpStateId.CLOSED; i++) b.advance(30_000);
+    assert.equal(o.conn.state.delegated.state, TcpStateId.CLOSED);
+    assert.equal(o.user.error?.errno, 'ETIMEDOUT');
+    assert.ok(b.count('tcp.persist.probes') <= 7, `${b.count('tcp.persist.probes')} probes`);
+  });
+
+  test('a peer that answers every probe with a zero window is kept', () => {
+    const b = new Bench();
+    const o = activeOpen(b, {}, { maxRetransmits: 6 });
+    b.take();
+    const port = o.conn.localPort;
+    b.inject({ flags: ACK, seq: o.peerSeq, ack: add(o.iss, 1), window: 0, srcPort: 80, dstPort: port });
+    o.conn.write(bytes(5000));
+    for (let i = 0; i < 3000; i++) {
+      b.advance(100);
+      if (b.take().length > 0) {
+        b.inject({ flags: ACK, seq: o.peerSeq, ack: add(o.iss, 1), window: 0, srcPort: 80, dstPort: port });
+      }
+    }
+    assert.equal(o.conn.state.delegated.state, TcpStateId.ESTABLISHED);
+    assert.ok(b.count('tcp.persist.probes') > 6, 'more probes than the limit, all answered');
+  });
+});
+
+describe('retransmission with segmentation offload', () => {
+  test('lost ranges go out again as super-segments, as Linux does with TSO', () => {
+    const b = new Bench();
+    const ip = b.env.ip as unknown as Record<string, unknown>;
+    ip.checksumOffload = () => true;
+    ip.maxPacketBytes = () => 65535;
+    ip.commitOffload = (path: PathState, l4Len: number) => {
+      const raw = b.env.ip.txBuf.slice(34, 34 + l4Len);
+      const h = createTcpHeader();
+      decodeTcp(raw, 0, raw.length, path.const.localIp, path.const.remoteIp, h, false);
+      b.env.ip.out.push({
+        h,
+        data: raw.subarray(h.headerLength),
+        src: 0,
+        dst: 0,
+        ttl: 64,
+        at: b.env.clock.now(),
+      });
+      return true;
+    };
+    const o = activeOpen(b, { sackPermitted: true });
+    b.take();
+    // A window past its start (a small one after heavy loss resends MSS by MSS).
+    o.conn.state.delegated.cwnd = 40 * 1460;
+    o.conn.write(bytes(40 * 1460));
+    const first = b.take().filter((s) => s.data.length > 0);
+    assert.ok(
+      first.some((s) => s.data.length > 1460),
+      'new data went as super-segments',
+    );
+    const una = add(o.iss, 1);
+    const m = 1460;
+    // The first four segments are lost; the rest of the window is SACKed.
+    b.inject({
+      flags: ACK,
+      seq: o.peerSeq,
+      ack: una,
+      srcPort: 80,
+      dstPort: o.conn.localPort,
+      sack: [[add(una, 4 * m), add(una, 10 * m)]],
+    });
+    const rtx = b.take().filter((s) => s.data.length > 0 && s.h.seq === una);
+    assert.equal(rtx.length, 1);
+    assert.equal(rtx[0]!.data.length, 4 * m, 'the whole lost range in one super-segment');
+  });
+});
