@@ -12,7 +12,7 @@ import http from 'node:http';
 import { type Command, InvalidArgumentError as CommanderArgError, Option } from 'commander';
 import { ChimneyError } from '../core/errors.ts';
 import type { Nic, QueryResult } from '../nic/nic.ts';
-import { WorkerNic } from '../nic/worker-nic.ts';
+import { DEFAULT_RING, WorkerNic } from '../nic/worker-nic.ts';
 import type { Host } from '../socket/host.ts';
 import type { Stack } from '../stack/stack.ts';
 import type { FailureEvent } from '../team/health.ts';
@@ -32,6 +32,13 @@ import {
   type TapHostOptions,
 } from './tap-host.ts';
 import { createTapTeam, type TapTeam } from './tap-team.ts';
+
+/**
+ * With worker NICs a connection's buffers become its shared rings, capped at the ring size: a
+ * host buffer larger than that only fills, before the move, with bytes every move must then carry
+ * (an HTTP body written at accept time: megabytes per connection, seconds per batch at scale).
+ */
+const WORKER_TCP_DEFAULTS = { ...TAP_TCP_DEFAULTS, sndBufSize: DEFAULT_RING, rcvBufSize: DEFAULT_RING };
 
 /** Connections get this long to finish after SIGINT/SIGTERM before they are aborted. */
 const SHUTDOWN_GRACE_MS = 1000;
@@ -267,7 +274,7 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
       probeTargets: o.probe ?? (o.gw !== undefined ? [o.gw] : []),
       health: { probeIntervalMs: o.probeInterval, probeMisses: o.probeMisses, holdMs: o.hold },
       failback: o.failback,
-      tcp: TAP_TCP_DEFAULTS,
+      tcp: o.workers ? WORKER_TCP_DEFAULTS : TAP_TCP_DEFAULTS,
     });
     await tt.ready(5000);
   } catch (e) {

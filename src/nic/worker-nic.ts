@@ -102,7 +102,7 @@ export interface WorkerNicIndications extends NicIndications {
 }
 
 const DEFAULT_CAPACITY = 65536;
-const DEFAULT_RING = 256 * 1024;
+export const DEFAULT_RING = 256 * 1024;
 
 /**
  * The application's handle of a connection that runs in a worker. Payload never crosses in a

@@ -132,6 +132,7 @@ class ObservedLink extends LinkWrapper {
   override onFrame(handler: (frame: Uint8Array, info?: RxOffloadInfo) => void): void {
     this.inner.onFrame((frame, info) => {
       Atomics.add(db, DB_RX, 1);
+      progress();
       noteFrame(frame);
       handler(frame, info);
     });
@@ -167,6 +168,16 @@ const byKey = new Map<string, Slot>();
 const byPorts = new Map<number, Slot>();
 const touched = new Set<Slot>();
 const db = new Int32Array(boot.doorbell);
+
+/**
+ * Proof of life for the watchdog on the main thread: bumped by the heartbeat timer and before each
+ * unit of work (a frame, a rung slot, a connection installed, a message). A worker that is busy is
+ * not dead: a long batch of work must not read as silence, as a timer that waits behind it would.
+ * A thread that is stuck (a loop that makes no progress, a blocking call) bumps nothing.
+ */
+function progress(): void {
+  Atomics.add(db, DB_BEAT, 1);
+}
 const flagsAt = doorbellFlagsAt(boot.capacity);
 const qLen = boot.capacity + 1;
 
@@ -309,11 +320,30 @@ function ringBell(slot: Slot, bits: number): void {
   touch(slot);
 }
 
-/** Take every slot the application rang for; cheap when there is none. */
-function drainDoorbell(): void {
+/**
+ * Slots served per turn from the bell: the rest wait for the next turn, so timers (heartbeat,
+ * retransmissions) and the link's reads are not held behind a thousand connections' output.
+ */
+const BELL_BUDGET = 64;
+let bellLater = false;
+
+/**
+ * Take the slots the application rang for, up to `budget` (the rest in a later turn); cheap when
+ * there is none. The queue is FIFO and a slot is queued once at a time, so every ready
+ * connection is served in turn: round robin, none waits behind the others' backlog.
+ */
+function drainDoorbell(budget = Number.POSITIVE_INFINITY): void {
   let head = Atomics.load(db, DB_HEAD);
   const tail = Atomics.load(db, DB_TAIL);
   while (head !== tail) {
+    if (budget-- <= 0) {
+      if (!bellLater) {
+        bellLater = true;
+        clock.defer(drainLater);
+      }
+      return;
+    }
+    progress();
     const index = Atomics.load(db, DB_QUEUE + head);
     head = head + 1 === qLen ? 0 : head + 1;
     Atomics.store(db, DB_HEAD, head);
@@ -325,10 +355,15 @@ function drainDoorbell(): void {
 
 let closed = false;
 
+function drainLater(): void {
+  bellLater = false;
+  if (!closed) drainDoorbell(BELL_BUDGET);
+}
+
 function waitBell(): void {
   if (closed) return;
   const seen = Atomics.load(db, DB_BELL);
-  drainDoorbell();
+  drainDoorbell(BELL_BUDGET);
   const w = (
     Atomics as unknown as {
       waitAsync(a: Int32Array, i: number, v: number): { async: boolean; value: Promise<string> | string };
@@ -443,6 +478,7 @@ function handleRequest(id: number, op: string, arg: unknown): void {
         const result: InitiateResult = engine.initiate(a.batch, { prod: a.prod });
         const installed: InstalledConn[] = [];
         for (const c of result.conns) {
+          progress();
           if (c.status !== 'success') continue;
           const conn = engine.connection(c.key);
           if (conn) installed.push(install(conn));
@@ -534,15 +570,17 @@ function connOp(m: Extract<ToWorker, { t: 'op' }>): void {
 }
 
 port.on('message', (m: ToWorker) => {
+  progress();
   switch (m.t) {
     case 'rx': {
       const h = proxy?.handler;
       forEachFrame(m.buf, m.len, (frame) => {
         Atomics.add(db, DB_RX, 1);
+        progress();
         noteFrame(frame);
         if (h) h(frame);
       });
-      drainDoorbell();
+      drainDoorbell(BELL_BUDGET);
       return;
     }
     case 'host':
