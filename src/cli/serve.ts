@@ -10,7 +10,9 @@
 import { createWriteStream } from 'node:fs';
 import http from 'node:http';
 import { type Command, InvalidArgumentError as CommanderArgError, Option } from 'commander';
+import { RealClock } from '../core/clock.ts';
 import { ChimneyError } from '../core/errors.ts';
+import { PcapWriter } from '../link/pcap.ts';
 import type { Nic, QueryResult } from '../nic/nic.ts';
 import { DEFAULT_RING, WorkerNic } from '../nic/worker-nic.ts';
 import type { Host } from '../socket/host.ts';
@@ -255,13 +257,16 @@ function serveOnTap(o: ServeFlags, log: ServeLog): Served {
 }
 
 async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
-  if (o.pcap !== undefined)
-    fail('serve', '--pcap: not available with a team or --workers (the NICs own the TAPs)');
   if (o.impair !== undefined) fail('serve', '--impair: not available with a team or --workers');
   const opts = hostOptions(o);
   let tt: TapTeam;
+  let pcap: PcapWriter | null = null;
   try {
     for (const tap of o.tap) checkTapHostOptions({ ...opts, tap });
+    if (o.pcap !== undefined) {
+      const clock = new RealClock();
+      pcap = new PcapWriter(o.pcap, { clock, epochMs: Date.now() - clock.now() });
+    }
     const ip = parseCidr(o.ip).ip;
     tt = createTapTeam({
       taps: o.tap,
@@ -275,12 +280,15 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
       health: { probeIntervalMs: o.probeInterval, probeMisses: o.probeMisses, holdMs: o.hold },
       failback: o.failback,
       tcp: o.workers ? WORKER_TCP_DEFAULTS : TAP_TCP_DEFAULTS,
+      pcap: pcap ?? undefined,
     });
     await tt.ready(5000);
   } catch (e) {
     failWith('serve', e);
   }
   const th = tt.team;
+  // Records reach the file at least once a second, so a capture is readable while serve runs.
+  const pcapFlush = setInterval(() => pcap?.flush(), 1000).unref();
   if (o.gw !== undefined) th.stack.setDefaultGateway(o.gw);
   const team = th.team;
   const t0 = th.stack.clock.now();
@@ -390,7 +398,15 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
         return { killed: nic.id };
       },
     },
-    close: () => tt.close(),
+    close: () => {
+      tt.close();
+      if (pcap) {
+        clearInterval(pcapFlush);
+        pcap.close();
+        const dropped = th.nics.reduce((n, x) => n + (x instanceof WorkerNic ? x.captureDropped : 0), 0);
+        if (dropped > 0) log.error(`capture: ${dropped} frame(s) dropped (the writer fell behind)`);
+      }
+    },
   };
 }
 

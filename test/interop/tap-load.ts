@@ -17,6 +17,8 @@ export interface LoadOptions {
   fault: FaultKind;
   /** Extra `chimney serve` arguments. */
   extra?: string[];
+  /** The same run's reference: the host stack alone on the first TAP, no team (fault must be 'none'). */
+  hostAlone?: boolean;
   /** Client time-out per connection, s. */
   timeoutS?: number;
   log?: (line: string) => void;
@@ -72,9 +74,10 @@ export async function runLoad(lab: Lab, o: LoadOptions): Promise<LoadResult> {
   const ctl = join(lab.dir, `ctl-load-${o.fault}.sock`);
   const ready = join(lab.dir, `ready-${o.fault}`);
   const probe = o.fault === 'reachability' ? ['--probe', lab.kernelIp] : [];
+  const team = o.hostAlone ? [] : ['--tap', lab.taps[1]!, '--workers'];
   const srv: Served = await lab.serve({
     services: ['http:80'],
-    extra: ['--tap', lab.taps[1]!, '--workers', '--quiet', '--control', ctl, ...probe, ...(o.extra ?? [])],
+    extra: [...team, '--quiet', '--control', ctl, ...probe, ...(o.extra ?? [])],
   });
   let nic = '';
   let faultAt = 0;

@@ -10,6 +10,7 @@ import { ChimneyError, StateValidationError } from '../../core/errors.ts';
 import { SeededRandom } from '../../core/random.ts';
 import type { Link, LinkGsoOptions, RxOffloadInfo } from '../../link/link.ts';
 import { LinkWrapper } from '../../link/link-wrapper.ts';
+import { capture, PcapWriter } from '../../link/pcap.ts';
 import {
   canReceive,
   deliverEvents,
@@ -27,6 +28,9 @@ import {
   BELL_READ,
   BELL_WANT_WRITABLE,
   BELL_WROTE,
+  CAP_DROPPED,
+  CAP_IN_FLIGHT,
+  CAP_LIMIT,
   DB_BEAT,
   DB_BELL,
   DB_DRAINS,
@@ -139,6 +143,44 @@ class ObservedLink extends LinkWrapper {
   }
 }
 
+/**
+ * Capture on this thread's own link: records cross to the main thread's writer once per turn, up
+ * to CAP_LIMIT bytes in flight; past that, frames are counted as dropped, not queued without bound.
+ */
+class CapturePipe extends PcapWriter {
+  private readonly words: Int32Array;
+  private scheduled = false;
+  constructor(sab: SharedArrayBuffer) {
+    super(
+      {
+        write: (chunk) => {
+          Atomics.add(this.words, CAP_IN_FLIGHT, chunk.length);
+          post({ t: 'cap', buf: chunk.buffer as ArrayBuffer }, [chunk.buffer as ArrayBuffer]);
+        },
+      },
+      { clock, epochMs: Date.now() - clock.now(), bufferBytes: 256 * 1024 },
+    );
+    this.words = new Int32Array(sab);
+  }
+  override writeFrame(frame: Uint8Array, atMs?: number): void {
+    if (Atomics.load(this.words, CAP_IN_FLIGHT) > CAP_LIMIT) {
+      Atomics.add(this.words, CAP_DROPPED, 1);
+      return;
+    }
+    super.writeFrame(frame, atMs);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      clock.defer(this.flushTurn);
+    }
+  }
+  private readonly flushTurn = (): void => {
+    this.scheduled = false;
+    this.flush();
+  };
+}
+
+const capturePipe = boot.capture ? new CapturePipe(boot.capture) : null;
+
 async function openLink(): Promise<Link> {
   const l = boot.link;
   if (l.kind === 'proxy') return new ProxyLink(l.name, l.mtu, l.carrier);
@@ -146,7 +188,8 @@ async function openLink(): Promise<Link> {
   const tap = TapLink.open({ ...(l.options as { name: string }), clock });
   tap.onDrain = (drains) => Atomics.store(db, DB_DRAINS, drains | 0);
   Atomics.store(db, DB_TAP_FD, tap.fileDescriptor);
-  return new ObservedLink(tap);
+  // Every frame of the wire, offloaded connections' included (NDIS chimney's were invisible).
+  return new ObservedLink(capturePipe ? capture(tap, capturePipe) : tap);
 }
 
 // ---- connections and their shared memory ---------------------------------------------------------
@@ -610,6 +653,7 @@ port.on('message', (m: ToWorker) => {
       proxy?.flush();
       upBatch.flush();
       flushEvents();
+      capturePipe?.close();
       post({ t: 'closed' });
       return;
   }
