@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import resource
 import socket
 import sys
 import time
@@ -219,6 +220,11 @@ async def main():
     p.add_argument('--timeout', type=float, default=300)
     p.add_argument('--ready-file', help='touch this file once every connection has received data')
     a = p.parse_args()
+    # One descriptor per connection: thousands are more than the usual soft limit of 1024.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = a.connections + 64
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want if hard == resource.RLIM_INFINITY else min(want, hard), hard))
     run = Run(a)
     loop = asyncio.get_running_loop()
     tick = asyncio.create_task(ticker(run, 0.01))
