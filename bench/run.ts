@@ -57,8 +57,11 @@ const BENCHES: Record<string, { about: string; run: Bench; print: (r: Record<str
     },
     'tap-team': {
       about:
-        'curl downloads over two WorkerNics on two TAPs vs the host stack alone on one, and failovers against the kernel (needs root)',
-      run: async () => (await benchTapTeam((l) => console.error(l))) as unknown as Record<string, unknown>,
+        'a thousand slow downloads from the kernel (CHIMNEY_BENCH_CONNS) over two WorkerNics on two TAPs through carrier, reachability and worker-kill faults, vs no fault and the host alone (needs root)',
+      run: async () =>
+        (await benchTapTeam((l) => console.error(l), {
+          connections: Number(process.env.CHIMNEY_BENCH_CONNS ?? 1000),
+        })) as unknown as Record<string, unknown>,
       print: (r) => formatTapTeam(r as unknown as TapTeamResult),
     },
     offload: {

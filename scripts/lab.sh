@@ -57,7 +57,7 @@ up() {
       fi
       echo "made tap $t"
     fi
-    ip link set dev "$t" master "$BR"
+    ip link set dev "$t" master "$BR" txqueuelen 10000
     ip link set dev "$t" up
   done
 

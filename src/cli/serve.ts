@@ -10,9 +10,11 @@
 import { createWriteStream } from 'node:fs';
 import http from 'node:http';
 import { type Command, InvalidArgumentError as CommanderArgError, Option } from 'commander';
+import { RealClock } from '../core/clock.ts';
 import { ChimneyError } from '../core/errors.ts';
+import { PcapWriter } from '../link/pcap.ts';
 import type { Nic } from '../nic/nic.ts';
-import { WorkerNic } from '../nic/worker-nic.ts';
+import { DEFAULT_RING, WorkerNic } from '../nic/worker-nic.ts';
 import type { Host } from '../socket/host.ts';
 import type { Stack } from '../stack/stack.ts';
 import type { FailureEvent } from '../team/health.ts';
@@ -36,6 +38,13 @@ import {
   type TapHostOptions,
 } from './tap-host.ts';
 import { createTapTeam, type TapTeam } from './tap-team.ts';
+
+/**
+ * With worker NICs a connection's buffers become its shared rings, capped at the ring size: a
+ * host buffer larger than that only fills, before the move, with bytes every move must then carry
+ * (an HTTP body written at accept time: megabytes per connection, seconds per batch at scale).
+ */
+const WORKER_TCP_DEFAULTS = { ...TAP_TCP_DEFAULTS, sndBufSize: DEFAULT_RING, rcvBufSize: DEFAULT_RING };
 
 /** Connections get this long to finish after SIGINT/SIGTERM before they are aborted. */
 const SHUTDOWN_GRACE_MS = 1000;
@@ -264,13 +273,16 @@ function serveOnTap(o: ServeFlags, log: ServeLog): Served {
 }
 
 async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
-  if (o.pcap !== undefined)
-    fail('serve', '--pcap: not available with a team or --workers (the NICs own the TAPs)');
   if (o.impair !== undefined) fail('serve', '--impair: not available with a team or --workers');
   const opts = hostOptions(o);
   let tt: TapTeam;
+  let pcap: PcapWriter | null = null;
   try {
     for (const tap of o.tap) checkTapHostOptions({ ...opts, tap });
+    if (o.pcap !== undefined) {
+      const clock = new RealClock();
+      pcap = new PcapWriter(o.pcap, { clock, epochMs: Date.now() - clock.now() });
+    }
     const ip = parseCidr(o.ip).ip;
     tt = createTapTeam({
       taps: o.tap,
@@ -283,13 +295,16 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
       probeTargets: o.probe ?? (o.gw !== undefined ? [o.gw] : []),
       health: { probeIntervalMs: o.probeInterval, probeMisses: o.probeMisses, holdMs: o.hold },
       failback: o.failback,
-      tcp: TAP_TCP_DEFAULTS,
+      tcp: o.workers ? WORKER_TCP_DEFAULTS : TAP_TCP_DEFAULTS,
+      pcap: pcap ?? undefined,
     });
     await tt.ready(5000);
   } catch (e) {
     failWith('serve', e);
   }
   const th = tt.team;
+  // Records reach the file at least once a second, so a capture is readable while serve runs.
+  const pcapFlush = setInterval(() => pcap?.flush(), 1000).unref();
   if (o.gw !== undefined) th.stack.setDefaultGateway(o.gw);
   const team = th.team;
   const t0 = th.stack.clock.now();
@@ -371,7 +386,15 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
         return { killed: nic.id };
       },
     },
-    close: () => tt.close(),
+    close: () => {
+      tt.close();
+      if (pcap) {
+        clearInterval(pcapFlush);
+        pcap.close();
+        const dropped = th.nics.reduce((n, x) => n + (x instanceof WorkerNic ? x.captureDropped : 0), 0);
+        if (dropped > 0) log.error(`capture: ${dropped} frame(s) dropped (the writer fell behind)`);
+      }
+    },
   };
 }
 

@@ -43,6 +43,8 @@ export interface ServiceLog {
   error(line: string): void;
 }
 
+const LISTEN_BACKLOG = 4096;
+
 /** Byte i of a /bytes/N body is i mod 251 (a prime, so the pattern never lines up with powers of two). */
 const PATTERN_PERIOD = 251;
 /** Chunks are whole periods, so every chunk starts at pattern offset 0 and one block serves all. */
@@ -173,7 +175,9 @@ export function startService(host: Host, spec: ServiceSpec, log: ServiceLog): Ru
     }
   });
   server.on('error', (e: Error) => log.error(`${tag}: ${e.message}`));
-  server.listen(spec.port);
+  // Linux's net.core.somaxconn default: a thousand clients connecting within a second must not
+  // overflow the half-open queue into SYN cookies (Node's default backlog is 511).
+  server.listen({ port: spec.port, backlog: LISTEN_BACKLOG });
   return {
     spec,
     server,

@@ -8,6 +8,8 @@ import { RealClock } from '../core/clock.ts';
 import { Counters } from '../core/counters.ts';
 import { InvalidArgumentError } from '../core/errors.ts';
 import { CryptoRandom } from '../core/random.ts';
+import type { Link } from '../link/link.ts';
+import { capture, type PcapWriter } from '../link/pcap.ts';
 import { TapLink } from '../link/tap-link.ts';
 import { LocalNic } from '../nic/local-nic.ts';
 import type { Nic } from '../nic/nic.ts';
@@ -38,6 +40,11 @@ export interface TapTeamOptions {
   /** Heartbeat watch of the workers (defaults 50 ms / 2000 ms). */
   heartbeatMs?: number;
   deadAfterMs?: number;
+  /**
+   * Capture every frame of every member here, offloaded connections' included: a member on this
+   * thread writes directly, a worker sends its records over (see WorkerNicOptions.capture).
+   */
+  pcap?: PcapWriter;
 }
 
 export interface TapTeam {
@@ -69,6 +76,7 @@ export function createTapTeam(o: TapTeamOptions, clock = new RealClock()): TapTe
           seed: random.u32(),
           heartbeatMs: o.heartbeatMs,
           deadAfterMs: o.deadAfterMs,
+          capture: o.pcap ? (records) => o.pcap!.writeRecords(records) : undefined,
         });
         opened.push(nic);
         // The worker owns the TAP: probes and gratuitous ARP go out through its host link.
@@ -80,7 +88,8 @@ export function createTapTeam(o: TapTeamOptions, clock = new RealClock()): TapTe
       } else {
         const link = TapLink.open({ name, mtu: o.mtu, clock, vnetHdr: o.offload !== false });
         opened.push(link);
-        const tap = new ProbeTap(link, probeMacFor(mac, i), counters, {
+        const wire: Link = o.pcap ? capture(link, o.pcap) : link;
+        const tap = new ProbeTap(wire, probeMacFor(mac, i), counters, {
           readState: () => ({ drains: link.drains, empty: link.queueEmpty() }),
         });
         const nic = new LocalNic({ id: name, link: tap, clock, random: random.fork() });

@@ -124,6 +124,24 @@ export class PcapWriter {
   }
 
   /** Flush and release the file; later writes throw InvalidStateError. Closing twice is harmless. */
+  /**
+   * Append records another PcapWriter made (one per worker thread, say), whole and in order:
+   * `records` holds complete records and no file header.
+   */
+  writeRecords(records: Uint8Array): void {
+    if (this.closedFlag) throw new InvalidStateError('PcapWriter is closed');
+    if (this.pos + records.length > this.buf.length) this.flush();
+    if (records.length > this.buf.length) {
+      if (this.fd !== null) {
+        let off = 0;
+        while (off < records.length) off += writeSync(this.fd, records, off, records.length - off);
+      } else this.sink!.write(records.slice());
+      return;
+    }
+    this.buf.set(records, this.pos);
+    this.pos += records.length;
+  }
+
   close(): void {
     if (this.closedFlag) return;
     try {

@@ -36,6 +36,8 @@ import {
   BELL_READ,
   BELL_WANT_WRITABLE,
   BELL_WROTE,
+  CAP_DROPPED,
+  CAP_IN_FLIGHT,
   DB_BEAT,
   DB_BELL,
   DB_DRAINS,
@@ -82,6 +84,11 @@ export interface WorkerNicOptions {
   reachabilityIntervalMs?: number;
   /** Main-thread clock for batching and the watchdog; must be real time (default RealClock). */
   clock?: Clock;
+  /**
+   * Capture every frame of a TAP the worker opens: called with whole pcap records (no file header),
+   * for a PcapWriter's writeRecords. Frames past the bound in flight are counted in captureDropped.
+   */
+  capture?: (records: Uint8Array) => void;
 }
 
 /** Why a WorkerNic is gone: the failover layer rebuilds its connections from hard state. */
@@ -96,7 +103,9 @@ export type WorkerNicIndications = NicIndications;
 // Compiled, this module is a .js file beside a compiled worker; from source (tsx), both are .ts.
 const SELF_EXT = import.meta.url.endsWith('.js') ? 'js' : 'ts';
 const DEFAULT_CAPACITY = 65536;
-const DEFAULT_RING = 256 * 1024;
+/** The file header a PcapWriter starts its first chunk with. */
+const PCAP_FILE_HEADER = 24;
+export const DEFAULT_RING = 256 * 1024;
 
 /**
  * The application's handle of a connection that runs in a worker. Payload never crosses in a
@@ -306,6 +315,9 @@ export class WorkerNic extends EventEmitter implements Nic {
   private conns = 0;
   private started = false;
   private readonly readyWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
+  private readonly captureWords: Int32Array | null;
+  private readonly captureSink: ((records: Uint8Array) => void) | null;
+  private captureStarted = false;
 
   constructor(opts: WorkerNicOptions) {
     super();
@@ -330,6 +342,8 @@ export class WorkerNic extends EventEmitter implements Nic {
     this.doorbell = new Int32Array(sab);
     this.flagsAt = doorbellFlagsAt(capacity);
     this.qLen = capacity + 1;
+    this.captureSink = opts.capture ?? null;
+    this.captureWords = opts.capture ? new Int32Array(new SharedArrayBuffer(8)) : null;
     const isTap = 'tap' in opts.link;
     const link = isTap ? null : (opts.link as Link);
     this.link = link;
@@ -342,6 +356,7 @@ export class WorkerNic extends EventEmitter implements Nic {
       heartbeatMs,
       reachabilityIntervalMs: opts.reachabilityIntervalMs ?? 0,
       doorbell: sab,
+      capture: this.captureWords ? (this.captureWords.buffer as SharedArrayBuffer) : undefined,
       link: link
         ? { kind: 'proxy', name: link.name, mtu: link.mtu, carrier: link.carrier }
         : { kind: 'tap', options: (opts.link as { tap: TapLinkOptions }).tap },
@@ -409,6 +424,10 @@ export class WorkerNic extends EventEmitter implements Nic {
   }
   get linkUp(): boolean {
     return this.linkCarrier && this.deathCause === null;
+  }
+  /** Frames left out of the capture because the main thread's writer fell behind (0 without capture). */
+  get captureDropped(): number {
+    return this.captureWords ? Atomics.load(this.captureWords, CAP_DROPPED) : 0;
   }
   /** Frames the worker's link has received so far (wraps at 2^32): evidence the link reaches the segment. */
   get rxFrames(): number {
@@ -712,6 +731,20 @@ export class WorkerNic extends EventEmitter implements Nic {
         }
         this.emit('heartbeat');
         return;
+      case 'cap': {
+        let rec = new Uint8Array(m.buf);
+        const n = rec.length;
+        if (!this.captureStarted) {
+          this.captureStarted = true;
+          rec = rec.subarray(PCAP_FILE_HEADER);
+        }
+        try {
+          if (rec.length > 0) this.captureSink?.(rec);
+        } finally {
+          if (this.captureWords) Atomics.sub(this.captureWords, CAP_IN_FLIGHT, n);
+        }
+        return;
+      }
       case 'closed':
         void this.worker.terminate();
         return;

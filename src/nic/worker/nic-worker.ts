@@ -10,6 +10,7 @@ import { ChimneyError, StateValidationError } from '../../core/errors.ts';
 import { SeededRandom } from '../../core/random.ts';
 import type { Link, LinkGsoOptions, RxOffloadInfo } from '../../link/link.ts';
 import { LinkWrapper } from '../../link/link-wrapper.ts';
+import { capture, PcapWriter } from '../../link/pcap.ts';
 import { seqAdd, seqDiff, seqLeq } from '../../stack/tcp/seq.ts';
 import {
   canReceive,
@@ -30,6 +31,9 @@ import {
   BELL_READ,
   BELL_WANT_WRITABLE,
   BELL_WROTE,
+  CAP_DROPPED,
+  CAP_IN_FLIGHT,
+  CAP_LIMIT,
   DB_BEAT,
   DB_BELL,
   DB_DRAINS,
@@ -136,11 +140,50 @@ class ObservedLink extends LinkWrapper {
   override onFrame(handler: (frame: Uint8Array, info?: RxOffloadInfo) => void): void {
     this.inner.onFrame((frame, info) => {
       Atomics.add(db, DB_RX, 1);
+      progress();
       noteFrame(frame);
       handler(frame, info);
     });
   }
 }
+
+/**
+ * Capture on this thread's own link: records cross to the main thread's writer once per turn, up
+ * to CAP_LIMIT bytes in flight; past that, frames are counted as dropped, not queued without bound.
+ */
+class CapturePipe extends PcapWriter {
+  private readonly words: Int32Array;
+  private scheduled = false;
+  constructor(sab: SharedArrayBuffer) {
+    super(
+      {
+        write: (chunk) => {
+          Atomics.add(this.words, CAP_IN_FLIGHT, chunk.length);
+          post({ t: 'cap', buf: chunk.buffer as ArrayBuffer }, [chunk.buffer as ArrayBuffer]);
+        },
+      },
+      { clock, epochMs: Date.now() - clock.now(), bufferBytes: 256 * 1024 },
+    );
+    this.words = new Int32Array(sab);
+  }
+  override writeFrame(frame: Uint8Array, atMs?: number): void {
+    if (Atomics.load(this.words, CAP_IN_FLIGHT) > CAP_LIMIT) {
+      Atomics.add(this.words, CAP_DROPPED, 1);
+      return;
+    }
+    super.writeFrame(frame, atMs);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      clock.defer(this.flushTurn);
+    }
+  }
+  private readonly flushTurn = (): void => {
+    this.scheduled = false;
+    this.flush();
+  };
+}
+
+const capturePipe = boot.capture ? new CapturePipe(boot.capture) : null;
 
 async function openLink(): Promise<Link> {
   const l = boot.link;
@@ -149,7 +192,8 @@ async function openLink(): Promise<Link> {
   const tap = TapLink.open({ ...(l.options as { name: string }), clock });
   tap.onDrain = (drains) => Atomics.store(db, DB_DRAINS, drains | 0);
   Atomics.store(db, DB_TAP_FD, tap.fileDescriptor);
-  return new ObservedLink(tap);
+  // Every frame of the wire, offloaded connections' included (NDIS chimney's were invisible).
+  return new ObservedLink(capturePipe ? capture(tap, capturePipe) : tap);
 }
 
 // ---- connections and their shared memory ---------------------------------------------------------
@@ -171,6 +215,16 @@ const byKey = new Map<string, Slot>();
 const connIndex = new ConnIndex<Slot>();
 const touched = new Set<Slot>();
 const db = new Int32Array(boot.doorbell);
+
+/**
+ * Proof of life for the watchdog on the main thread: bumped by the heartbeat timer and before each
+ * unit of work (a frame, a rung slot, a connection installed, a message). A worker that is busy is
+ * not dead: a long batch of work must not read as silence, as a timer that waits behind it would.
+ * A thread that is stuck (a loop that makes no progress, a blocking call) bumps nothing.
+ */
+function progress(): void {
+  Atomics.add(db, DB_BEAT, 1);
+}
 const flagsAt = doorbellFlagsAt(boot.capacity);
 const qLen = boot.capacity + 1;
 
@@ -309,11 +363,30 @@ function ringBell(slot: Slot, bits: number): void {
   touch(slot);
 }
 
-/** Take every slot the application rang for; cheap when there is none. */
-function drainDoorbell(): void {
+/**
+ * Slots served per turn from the bell: the rest wait for the next turn, so timers (heartbeat,
+ * retransmissions) and the link's reads are not held behind a thousand connections' output.
+ */
+const BELL_BUDGET = 64;
+let bellLater = false;
+
+/**
+ * Take the slots the application rang for, up to `budget` (the rest in a later turn); cheap when
+ * there is none. The queue is FIFO and a slot is queued once at a time, so every ready
+ * connection is served in turn: round robin, none waits behind the others' backlog.
+ */
+function drainDoorbell(budget = Number.POSITIVE_INFINITY): void {
   let head = Atomics.load(db, DB_HEAD);
   const tail = Atomics.load(db, DB_TAIL);
   while (head !== tail) {
+    if (budget-- <= 0) {
+      if (!bellLater) {
+        bellLater = true;
+        clock.defer(drainLater);
+      }
+      return;
+    }
+    progress();
     const index = Atomics.load(db, DB_QUEUE + head);
     head = head + 1 === qLen ? 0 : head + 1;
     Atomics.store(db, DB_HEAD, head);
@@ -325,10 +398,15 @@ function drainDoorbell(): void {
 
 let closed = false;
 
+function drainLater(): void {
+  bellLater = false;
+  if (!closed) drainDoorbell(BELL_BUDGET);
+}
+
 function waitBell(): void {
   if (closed) return;
   const seen = Atomics.load(db, DB_BELL);
-  drainDoorbell();
+  drainDoorbell(BELL_BUDGET);
   const w = (
     Atomics as unknown as {
       waitAsync(a: Int32Array, i: number, v: number): { async: boolean; value: Promise<string> | string };
@@ -428,6 +506,7 @@ function handleRequest(id: number, r: WorkerRequest): void {
         const result: InitiateResult = engine.initiate(a.batch, { prod: a.prod });
         const installed: InstalledConn[] = [];
         for (const c of result.conns) {
+          progress();
           if (c.status !== 'success') continue;
           const conn = engine.connection(c.key);
           if (conn) installed.push(install(conn));
@@ -522,16 +601,17 @@ port.on('message', (m: ToWorker) => {
   // Handling a message is proof of life too. Node delivers every queued message in one turn, before
   // any timer: after a failover a burst of frame batches kept the heartbeat timer waiting for over
   // half a second, and the watchdog declared a busy survivor dead (then nothing was left to run on).
-  Atomics.add(db, DB_BEAT, 1);
+  progress();
   switch (m.t) {
     case 'rx': {
       const h = proxy?.handler;
       forEachFrame(m.buf, m.len, (frame) => {
         Atomics.add(db, DB_RX, 1);
+        progress();
         noteFrame(frame);
         if (h) h(frame);
       });
-      drainDoorbell();
+      drainDoorbell(BELL_BUDGET);
       return;
     }
     case 'host':
@@ -561,6 +641,7 @@ port.on('message', (m: ToWorker) => {
       proxy?.flush();
       upBatch.flush();
       flushEvents();
+      capturePipe?.close();
       post({ t: 'closed' });
       return;
   }

@@ -22,7 +22,18 @@ export interface WorkerBoot {
   /** The doorbell block (see DOORBELL_*). */
   doorbell: SharedArrayBuffer;
   link: { kind: 'proxy'; name: string; mtu: number; carrier: boolean } | { kind: 'tap'; options: unknown };
+  /**
+   * Capture every frame of a link the worker opens itself: pcap records go to the main thread in
+   * 'cap' chunks. Int32 words: [CAP_IN_FLIGHT] bytes posted and not yet written (the worker adds,
+   * the main thread subtracts), [CAP_DROPPED] frames left out because that passed CAP_LIMIT.
+   */
+  capture?: SharedArrayBuffer;
 }
+
+export const CAP_IN_FLIGHT = 0;
+export const CAP_DROPPED = 1;
+/** Capture bytes on their way to the main thread at most: a writer that falls behind loses frames, counted, not memory. */
+export const CAP_LIMIT = 16 << 20;
 
 // ---- the doorbell --------------------------------------------------------------------------------
 //
@@ -150,6 +161,8 @@ export type FromWorker =
   | { t: 'ev'; list: number[]; errors: (WireError | null)[] }
   | { t: 'freed'; slots: number[] }
   | { t: 'hb'; at: number }
+  /** pcap records (whole ones; the first chunk starts with the file header). */
+  | { t: 'cap'; buf: ArrayBuffer }
   | { t: 'closed' };
 
 export type InitiateReply = InitiateResult;

@@ -1,0 +1,61 @@
+/**
+ * Soak of `chimney serve --tap A --tap B --workers` against the Linux kernel at scale (needs root):
+ * many slow HTTP downloads from the lab namespace (scripts/tap-load.py), with a fault injected once
+ * all of them carry data. Prints one JSON line per run; exits 1 if any download was not intact or
+ * serve logged a loss, a reset or a failure it should not have.
+ *
+ *   npx tsx scripts/soak-tap.ts [--connections 5000] [--size 3000000] [--rate 150000]
+ *                               [--fault none|carrier|reachability|crash|all] [--timeout S]
+ */
+import { Lab, missingPrerequisite } from '../test/interop/lab.ts';
+import { type FaultKind, runLoad } from '../test/interop/tap-load.ts';
+
+const args = process.argv.slice(2);
+function opt(name: string, d: string): string {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : d;
+}
+const connections = Number(opt('connections', '1000'));
+const size = Number(opt('size', '3000000'));
+const rate = Number(opt('rate', '150000'));
+const timeoutS = Number(opt('timeout', '300'));
+const f = opt('fault', 'none');
+const faults: FaultKind[] = f === 'all' ? ['none', 'carrier', 'reachability', 'crash'] : [f as FaultKind];
+const why = missingPrerequisite(['python3']);
+if (why) {
+  console.error(`soak-tap: ${why}`);
+  process.exit(2);
+}
+const lab = new Lab({ tag: 'soak', subnet: 242, taps: 2 });
+lab.up();
+let bad = 0;
+try {
+  for (const fault of faults) {
+    const r = await runLoad(lab, { connections, size, rate, fault, timeoutS, log: (l) => console.error(l) });
+    const { stalls: _s, ...client } = r.client;
+    console.log(
+      JSON.stringify({
+        fault,
+        nic: r.nic,
+        detectMs: r.detectMs,
+        resumeMs: r.resumeMs,
+        stalledByFault: r.stalledByFault,
+        ...client,
+        serveLog: r.bad.slice(0, 20),
+      }),
+    );
+    if (r.client.failed > 0 || r.bad.length > 0) {
+      bad++;
+      console.error(
+        r.log
+          .split('\n')
+          .filter((l) => !/ closed \(in /.test(l))
+          .slice(-40)
+          .join('\n'),
+      );
+    }
+  }
+} finally {
+  await lab.down();
+}
+process.exit(bad > 0 ? 1 : 0);

@@ -1,0 +1,176 @@
+/**
+ * Many slow downloads from the Linux kernel (scripts/tap-load.py in the lab's namespace) against
+ * `chimney serve` on a team of TAPs, with a fault injected while they run: what the CI test at
+ * scale, the soak command and the tap-team benchmark share.
+ */
+import { join } from 'node:path';
+import { controlRequest, type StatusSnapshot } from '../../src/cli/control.ts';
+import { type Lab, ROOT, type Served, sleep } from './lab.ts';
+
+export type FaultKind = 'none' | 'carrier' | 'reachability' | 'crash';
+
+export interface LoadOptions {
+  connections: number;
+  size: number;
+  /** Bytes/s each connection reads at. */
+  rate: number;
+  fault: FaultKind;
+  /** Extra `chimney serve` arguments. */
+  extra?: string[];
+  /** The same run's reference: the host stack alone on the first TAP, no team (fault must be 'none'). */
+  hostAlone?: boolean;
+  /** Client time-out per connection, s. */
+  timeoutS?: number;
+  log?: (line: string) => void;
+}
+
+export interface ClientReport {
+  connections: number;
+  ok: number;
+  failed: number;
+  resets: number;
+  errors: Record<string, number>;
+  firstErrors: { conn: number; error: string; got: number }[];
+  maxStallMs: number;
+  p99StallMs: number;
+  wallMs: number;
+  bytes: number;
+  stalls: [number, number, number][];
+}
+
+export interface LoadResult {
+  client: ClientReport;
+  /** The NIC the fault hit, '' without one. */
+  nic: string;
+  /** Epoch ms of the fault, 0 without one. */
+  faultAt: number;
+  /** From serve's failover line: detection after the fault, ms (-1: none logged). */
+  detectMs: number;
+  /** At the peer: the last connection stalled by the fault got data again this long after it, ms. */
+  resumeMs: number;
+  /** Connections that stalled across the fault. */
+  stalledByFault: number;
+  /** Lines of serve's log that must never appear: false failures, losses, resets, errors. */
+  bad: string[];
+  log: string;
+}
+
+const CAUSE: Record<Exclude<FaultKind, 'none'>, string> = {
+  carrier: 'carrier',
+  reachability: 'reachability',
+  crash: 'dead',
+};
+
+async function owners(ctl: string): Promise<string[]> {
+  const s = (await controlRequest(ctl, { op: 'status' })) as StatusSnapshot;
+  return s.trees.flatMap((t) =>
+    t.paths.flatMap((p) => p.conns.filter((c) => c.local.endsWith(':80')).map((c) => c.owner)),
+  );
+}
+
+/** Run the client against a fresh `chimney serve` on the lab's two TAPs; inject the fault once all have data. */
+export async function runLoad(lab: Lab, o: LoadOptions): Promise<LoadResult> {
+  const log = o.log ?? (() => {});
+  const ctl = join(lab.dir, `ctl-load-${o.fault}.sock`);
+  const ready = join(lab.dir, `ready-${o.fault}`);
+  const probe = o.fault === 'reachability' ? ['--probe', lab.kernelIp] : [];
+  const team = o.hostAlone ? [] : ['--tap', lab.taps[1]!, '--workers'];
+  const srv: Served = await lab.serve({
+    services: ['http:80'],
+    extra: [...team, '--quiet', '--control', ctl, ...probe, ...(o.extra ?? [])],
+  });
+  let nic = '';
+  let faultAt = 0;
+  let cut = '';
+  try {
+    const timeoutS = o.timeoutS ?? 300;
+    const client = lab.run(
+      [
+        'ip',
+        'netns',
+        'exec',
+        lab.ns,
+        'python3',
+        join(ROOT, 'scripts/tap-load.py'),
+        '--host',
+        lab.chimneyIps[0]!,
+        '--connections',
+        String(o.connections),
+        '--size',
+        String(o.size),
+        '--rate',
+        String(o.rate),
+        '--timeout',
+        String(timeoutS),
+        '--ready-file',
+        ready,
+      ],
+      (timeoutS + 60) * 1000,
+    );
+    if (o.fault !== 'none') {
+      const { existsSync } = await import('node:fs');
+      const end = Date.now() + 120_000;
+      while (!existsSync(ready) && Date.now() < end) await sleep(100);
+      if (!existsSync(ready)) throw new Error(`the downloads never all started:\n${srv.log().slice(-2000)}`);
+      // The NIC carrying most of them takes the fault.
+      const o2 = await owners(ctl);
+      const count = (n: string): number => o2.filter((x) => x === n).length;
+      nic = [...new Set(o2)].filter((x) => x !== 'host').sort((a, b) => count(b) - count(a))[0] ?? '';
+      if (nic === '') throw new Error(`no connection on a NIC: ${o2.length} on the host`);
+      log(`fault ${o.fault} on ${nic} (${count(nic)} of ${o2.length} connections)`);
+      faultAt = Date.now();
+      if (o.fault === 'carrier') lab.ip('link', 'set', 'dev', nic, 'down');
+      else if (o.fault === 'reachability') {
+        cut = nic;
+        lab.ip('link', 'set', 'dev', nic, 'nomaster');
+      } else await controlRequest(ctl, { op: 'kill-nic', nic });
+    }
+    const r = await client;
+    let report: ClientReport;
+    try {
+      report = JSON.parse(r.stdout) as ClientReport;
+    } catch {
+      throw new Error(
+        `client printed no report (exit ${r.code}): ${r.stderr.slice(-2000)}\n${srv.log().slice(-3000)}`,
+      );
+    }
+    const text = srv.log();
+    let detectMs = -1;
+    if (o.fault !== 'none') {
+      const re = new RegExp(`failover ${nic} \\(${CAUSE[o.fault]}\\): detected in ([\\d.]+) ms`, 'g');
+      const m = [...text.matchAll(re)].pop();
+      if (m) detectMs = Number(m[1]);
+    }
+    let resumeMs = 0;
+    let stalledByFault = 0;
+    if (faultAt > 0)
+      for (const [start, endAt] of report.stalls)
+        if (start <= faultAt + 5 && endAt > faultAt) {
+          stalledByFault++;
+          resumeMs = Math.max(resumeMs, endAt - faultAt);
+        }
+    const expected = o.fault === 'none' ? null : new RegExp(`failover ${nic} \\(${CAUSE[o.fault]}\\)`);
+    const bad = text
+      .split('\n')
+      .filter(
+        (l) =>
+          /LOST|reset|error|failed|dead|failover/i.test(l) &&
+          !(expected?.test(l) ?? false) &&
+          !(o.fault !== 'none' && new RegExp(`${nic}: (failed|down|dead)`).test(l)),
+      );
+    return {
+      client: report,
+      nic,
+      faultAt,
+      detectMs,
+      resumeMs: Math.round(resumeMs * 10) / 10,
+      stalledByFault,
+      bad,
+      log: text,
+    };
+  } finally {
+    if (o.fault === 'carrier' && nic) lab.ip('link', 'set', 'dev', nic, 'up');
+    if (cut) lab.ip('link', 'set', 'dev', cut, 'master', lab.bridge);
+    await srv.stop();
+  }
+}
