@@ -42,12 +42,13 @@ describe('checksum', () => {
     assert.equal(pseudoHeaderSum(0xffffffff, 0xffffffff, 17, 0xffff), 4 * 0xffff + 17 + 0xffff);
   });
 
-  test('onesSum matches the reference at any offset and length', () => {
+  // Mod 0xffff, like every one's complement sum: the 32-bit path folds its part before returning.
+  test('onesSum matches the reference mod 0xffff at any offset and length', () => {
     fc.assert(
       fc.property(fc.uint8Array({ maxLength: 200 }), fc.nat(), fc.nat(), (b, a, c) => {
         const off = b.length === 0 ? 0 : a % b.length;
         const len = b.length - off === 0 ? 0 : c % (b.length - off + 1);
-        assert.equal(onesSum(b, off, len), refSum(b, off, len));
+        assert.equal(onesSum(b, off, len) % 0xffff, refSum(b, off, len) % 0xffff);
       }),
     );
   });
