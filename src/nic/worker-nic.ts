@@ -41,6 +41,7 @@ import {
   DB_BEAT,
   DB_BELL,
   DB_DRAINS,
+  DB_HOST_SENT,
   DB_QUEUE,
   DB_RX,
   DB_TAIL,
@@ -318,6 +319,8 @@ export class WorkerNic extends EventEmitter implements Nic {
   private readonly captureWords: Int32Array | null;
   private readonly captureSink: ((records: Uint8Array) => void) | null;
   private captureStarted = false;
+  /** The worker's drain count as last reported to the team (see rxReadState). */
+  private drainsSeen = 0;
 
   constructor(opts: WorkerNicOptions) {
     super();
@@ -438,8 +441,18 @@ export class WorkerNic extends EventEmitter implements Nic {
    * the queue is empty right now (null for a proxied link, whose frames arrive from this thread).
    */
   rxReadState(): { drains: number; empty: boolean | null } {
+    // A worker busy with other messages may not have written the host's latest frames (a probe
+    // among them) yet: its reader draining the queue, or the queue being empty, says nothing of the
+    // probe's answer until it has. Report no progress until it catches up.
+    if (
+      Atomics.load(this.doorbell, DB_HOST_SENT) >>> 0 !== this.hostBatch.frames >>> 0 ||
+      this.hostBatch.pending
+    ) {
+      return { drains: this.drainsSeen, empty: false };
+    }
     const fd = this.started && this.deathCause === null ? Atomics.load(this.doorbell, DB_TAP_FD) : -1;
-    return { drains: Atomics.load(this.doorbell, DB_DRAINS) >>> 0, empty: fd > 0 ? tapQueueEmpty(fd) : null };
+    this.drainsSeen = Atomics.load(this.doorbell, DB_DRAINS) >>> 0;
+    return { drains: this.drainsSeen, empty: fd > 0 ? tapQueueEmpty(fd) : null };
   }
   /** Why the worker died, or null while it lives. */
   get death(): WorkerDeath | null {

@@ -38,6 +38,7 @@ import {
   DB_BELL,
   DB_DRAINS,
   DB_HEAD,
+  DB_HOST_SENT,
   DB_QUEUE,
   DB_RX,
   DB_TAIL,
@@ -615,7 +616,10 @@ port.on('message', (m: ToWorker) => {
       return;
     }
     case 'host':
-      forEachFrame(m.buf, m.len, (frame) => engine.sendFromHost(frame));
+      forEachFrame(m.buf, m.len, (frame) => {
+        Atomics.add(db, DB_HOST_SENT, 1);
+        engine.sendFromHost(frame);
+      });
       return;
     case 'carrier':
       proxy?.setCarrier(m.up);

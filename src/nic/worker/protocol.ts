@@ -62,7 +62,13 @@ export const DB_RX = 4;
 export const DB_DRAINS = 5;
 /** The file descriptor of the worker's TAP, -1 without one: the main thread can look at its queue. */
 export const DB_TAP_FD = 6;
-export const DB_QUEUE = 7;
+/**
+ * Frames from the host the worker has handed to its link. While it trails the frames the host
+ * batched, a reachability probe may still sit in the worker's message queue, not on the wire, and an
+ * empty receive queue proves nothing about its answer.
+ */
+export const DB_HOST_SENT = 7;
+export const DB_QUEUE = 8;
 
 /** The application wrote into the send ring. */
 export const BELL_WROTE = 1;
@@ -188,6 +194,11 @@ export class FrameBatcher {
     private readonly post: (buf: ArrayBuffer, len: number) => void,
     private readonly schedule: (cb: () => void) => void,
   ) {}
+
+  /** Frames pushed and not yet posted. */
+  get pending(): boolean {
+    return this.off > 0;
+  }
 
   push(frame: Uint8Array): void {
     const need = 4 + frame.length;
