@@ -1,0 +1,96 @@
+/**
+ * A worker that dies while an initiate to it is in flight (it may have installed the batch and run
+ * the connections for a while, but its reply never reached the host) loses no connection: the
+ * host allocated each connection's shared memory (rings and hard-state record) before the batch
+ * left, so it rebuilds them from how far the worker got, not from the stale states it sent.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import type { FromWorker } from '../../src/nic/worker/protocol.ts';
+import type { WorkerNic } from '../../src/nic/worker-nic.ts';
+import { streamBothWays } from '../nic/worker-helpers.ts';
+import {
+  assertClean,
+  BYTES,
+  CHUNK,
+  CONNS,
+  GAP_MS,
+  keyOf,
+  ownersOf,
+  setup,
+  type WorkerTeamRig,
+} from './worker-team-helpers.ts';
+
+/**
+ * Hold back `nic`'s next initiate reply: the worker installs the batch and runs its connections
+ * (sends, acknowledges, takes in data), but the host does not hear of it. Resolves once held.
+ */
+function holdNextInitiateReply(nic: WorkerNic): Promise<void> {
+  const w = nic.worker;
+  const listeners = w.listeners('message') as ((m: FromWorker) => void)[];
+  w.removeAllListeners('message');
+  let held = false;
+  return new Promise((resolve) => {
+    w.on('message', (m: FromWorker) => {
+      if (!held && m.t === 'res' && m.ok && m.installed !== undefined) {
+        held = true;
+        resolve();
+        return;
+      }
+      for (const l of listeners) l(m);
+    });
+  });
+}
+
+async function crashMidInitiate(rig: WorkerTeamRig, from: 'host' | WorkerNic): Promise<void> {
+  const [victim] = rig.nics;
+  const st = await streamBothWays(rig.host, rig.peer, CONNS, BYTES, CHUNK, GAP_MS);
+  const keys = st.sockets.map(keyOf);
+  if (from !== 'host') {
+    const r = await rig.manager.offload(keys, from);
+    assert.equal(r.moved.length, CONNS);
+  }
+  await rig.net.sleep(200);
+  const held = holdNextInitiateReply(victim!);
+  const transfer =
+    from === 'host' ? rig.manager.offload(keys, victim!) : rig.manager.move(keys, from, victim!);
+  await held;
+  // Long enough for the worker to move every stream on by many segments both ways.
+  await rig.net.sleep(300);
+  await victim!.kill();
+  const r = await transfer;
+  assert.equal(
+    r.moved.length,
+    CONNS,
+    `every connection runs somewhere: ${JSON.stringify(r.refused.slice(0, 3))}`,
+  );
+  await rig.team.settled();
+  await assertClean(rig, st);
+  assert.deepEqual(
+    ownersOf(rig, st.sockets).filter((o) => o !== null && o !== 'host'),
+    [],
+    'every connection was rebuilt in the host',
+  );
+  assert.equal(rig.stack.counters.get('offload.initiate.died'), CONNS, 'all died in flight');
+  assert.equal(
+    rig.stack.counters.get('offload.rebuilt'),
+    CONNS,
+    'rebuilt from the hard state the worker left',
+  );
+}
+
+describe('a worker killed while an initiate to it is in flight', () => {
+  test('offload host → worker: every connection rebuilt from the memory the host gave it, none lost', {
+    timeout: 60_000,
+  }, async (t) => {
+    const rig = await setup(t, { seed: 31, heartbeatMs: 20, deadAfterMs: 1000 });
+    await crashMidInitiate(rig, 'host');
+  });
+
+  test('move worker → worker: every connection rebuilt from the memory the host gave it, none lost', {
+    timeout: 60_000,
+  }, async (t) => {
+    const rig = await setup(t, { seed: 32, heartbeatMs: 20, deadAfterMs: 1000 });
+    await crashMidInitiate(rig, rig.nics[1]!);
+  });
+});
