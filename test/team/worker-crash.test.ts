@@ -22,17 +22,22 @@ import {
 } from './worker-team-helpers.ts';
 
 /**
- * Hold back `nic`'s next initiate reply: the worker installs the batch and runs its connections
- * (sends, acknowledges, takes in data), but the host does not hear of it. Resolves once held.
+ * Hold back `nic`'s next reply to `op`: the worker did it (an initiate installed the batch and runs
+ * its connections: sends, acknowledges, takes in data), but the host does not hear of it.
+ * Resolves once held.
  */
-function holdNextInitiateReply(nic: WorkerNic): Promise<void> {
+function holdNextReply(nic: WorkerNic, op: 'initiate' | 'terminate'): Promise<void> {
   const w = nic.worker;
   const listeners = w.listeners('message') as ((m: FromWorker) => void)[];
   w.removeAllListeners('message');
   let held = false;
   return new Promise((resolve) => {
     w.on('message', (m: FromWorker) => {
-      if (!held && m.t === 'res' && m.ok && m.installed !== undefined) {
+      const mine =
+        op === 'initiate'
+          ? m.t === 'res' && m.installed !== undefined
+          : m.t === 'res' && m.moved !== undefined;
+      if (!held && mine) {
         held = true;
         resolve();
         return;
@@ -51,7 +56,7 @@ async function crashMidInitiate(rig: WorkerTeamRig, from: 'host' | WorkerNic): P
     assert.equal(r.moved.length, CONNS);
   }
   await rig.net.sleep(200);
-  const held = holdNextInitiateReply(victim!);
+  const held = holdNextReply(victim!, 'initiate');
   const transfer =
     from === 'host' ? rig.manager.offload(keys, victim!) : rig.manager.move(keys, from, victim!);
   await held;
@@ -92,5 +97,31 @@ describe('a worker killed while an initiate to it is in flight', () => {
   }, async (t) => {
     const rig = await setup(t, { seed: 32, heartbeatMs: 20, deadAfterMs: 1000 });
     await crashMidInitiate(rig, rig.nics[1]!);
+  });
+
+  test('move worker → worker, the source dies during its terminate: rebuilt from its hard state, none lost', {
+    timeout: 60_000,
+  }, async (t) => {
+    const rig = await setup(t, { seed: 33, heartbeatMs: 20, deadAfterMs: 1000 });
+    const [nic0, nic1] = rig.nics;
+    const st = await streamBothWays(rig.host, rig.peer, CONNS, BYTES, CHUNK, GAP_MS);
+    const keys = st.sockets.map(keyOf);
+    assert.equal((await rig.manager.offload(keys, nic0!)).moved.length, CONNS);
+    await rig.net.sleep(200);
+    const held = holdNextReply(nic0!, 'terminate');
+    const move = rig.manager.move(keys, nic0!, nic1!);
+    await held;
+    await nic0!.kill();
+    await assert.rejects(move, /died/);
+    await rig.team.settled();
+    assert.equal(rig.team.failovers.length, 1);
+    assert.equal(rig.team.failovers[0]!.lost, 0, 'the failover lost nothing');
+    await assertClean(rig, st);
+    assert.equal(rig.stack.counters.get('offload.rebuilt'), CONNS, 'rebuilt from the hard state it left');
+    assert.deepEqual(
+      ownersOf(rig, st.sockets).filter((o) => o !== null && o !== nic1),
+      [],
+      'every connection runs on the survivor',
+    );
   });
 });
