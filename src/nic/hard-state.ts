@@ -356,6 +356,23 @@ export function allocConnBlock(sendCapacity: number, recvCapacity: number): Conn
   };
 }
 
+/**
+ * The ring capacities a NIC gives a connection it adopts: capped at `ringCapacity`, but never
+ * below what the buffers hold nor below the window already advertised, so nothing acknowledged or
+ * promised is lost.
+ */
+export function connRingCapacities(s: TcpState, ringCapacity: number): { send: number; recv: number } {
+  const d = s.delegated;
+  const sendLen = d.sendBuffer.length;
+  const recvLen = d.recvBuffer.length;
+  const promised = Math.max(0, seqDiff(d.rcvAdv, d.rcvNxt));
+  const sndBuf = s.cached.sndBufSize;
+  const rcvBuf = s.cached.rcvBufSize;
+  const send = Math.min(sndBuf, Math.max(sendLen, Math.min(sndBuf, ringCapacity)));
+  const recv = Math.min(rcvBuf, Math.max(recvLen + promised, Math.min(rcvBuf, ringCapacity)));
+  return { send: Math.max(1, send), recv: Math.max(1, recv) };
+}
+
 // ---- rebuilding a connection from hard state alone --------------------------------------------
 
 const HALF = 0x80000000;

@@ -65,6 +65,11 @@ export interface InitiateOptions {
    * snd.una) instead of waiting for its retransmission timer.
    */
   prod?: boolean;
+  /**
+   * The states the batch holds, as objects (the sender has them): a target on another thread
+   * allocates their shared memory from them before the batch leaves (WorkerNic).
+   */
+  states?: readonly TcpState[];
 }
 
 export interface InitiateResult {

@@ -13,7 +13,15 @@ import { type TapLinkOptions, tapQueueEmpty } from '../link/tap-link.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
 import { ByteRing } from '../state/byte-ring.ts';
 import { encodeBatch } from '../state/state-codec.ts';
-import { emptyHardState, type HardState, HardStateRecord } from './hard-state.ts';
+import type { TcpState } from '../state/tcp-state.ts';
+import {
+  allocConnBlock,
+  type ConnBlockRef,
+  connRingCapacities,
+  emptyHardState,
+  type HardState,
+  HardStateRecord,
+} from './hard-state.ts';
 import { NicHostLink } from './host-link.ts';
 import {
   type ConnKey,
@@ -22,6 +30,7 @@ import {
   type InitiateResult,
   type InvalidateTarget,
   isTreeTransfer,
+  keyOfState,
   type Nic,
   type NicDeath,
   type NicIndication,
@@ -288,6 +297,7 @@ interface Pending {
 export class WorkerNic extends EventEmitter implements Nic {
   readonly id: string;
   readonly capacity: number;
+  private readonly ringCapacity: number;
   readonly hostLink: Link;
   readonly worker: Worker;
   /** Another thread, its own clock: transfers cross as the codec's bytes. */
@@ -340,6 +350,7 @@ export class WorkerNic extends EventEmitter implements Nic {
     }
     this.id = opts.id;
     this.capacity = capacity;
+    this.ringCapacity = ringCapacity;
     this.clock = opts.clock ?? new RealClock();
     const sab = new SharedArrayBuffer(doorbellWords(capacity) * 4);
     this.doorbell = new Int32Array(sab);
@@ -469,7 +480,25 @@ export class WorkerNic extends EventEmitter implements Nic {
     if (!(batch instanceof Uint8Array)) throw new InvalidArgumentError('initiate needs a Uint8Array');
     // The prod must happen in the worker, as the connections are installed: a failover that loses
     // it leaves every moved connection's peer waiting for its own retransmission timer.
-    const res = await this.request('initiate', { batch, prod: opts?.prod === true });
+    const blockKeys = new Map<string, ConnKey>();
+    const blocks = opts?.states ? this.preallocate(opts.states, blockKeys) : undefined;
+    let res: FromWorker & { t: 'res'; ok: true; value: InitiateResult };
+    try {
+      res = await this.request('initiate', { batch, prod: opts?.prod === true, blocks });
+    } catch (e) {
+      // Dead before it replied: it may have run these connections meanwhile (sent, acknowledged,
+      // taken in data), and only the memory it ran them on knows how far. The host allocated that
+      // memory: keep it for salvage(), as for any connection the worker ran.
+      if (this.deathCause !== null && blocks !== undefined) {
+        for (const [id, block] of blocks) {
+          if (this.byKey.has(id)) continue;
+          const key = blockKeys.get(id)!;
+          this.byKey.set(id, new WorkerConnectionHandle(this, key, -1, { key, slot: -1, block }));
+          this.conns++;
+        }
+      }
+      throw e;
+    }
     for (const inst of res.installed ?? []) {
       const h = new WorkerConnectionHandle(this, inst.key, inst.slot, inst);
       this.handles.set(inst.slot, h);
@@ -477,6 +506,30 @@ export class WorkerNic extends EventEmitter implements Nic {
       this.conns++;
     }
     return res.value;
+  }
+
+  /**
+   * Shared memory for each connection of an initiate, allocated here and filled with what its
+   * buffers hold and its hard state, before the batch leaves: the host then holds the memory of
+   * every connection it handed over, whenever the worker dies.
+   */
+  private preallocate(states: readonly TcpState[], keys: Map<string, ConnKey>): Map<string, ConnBlockRef> {
+    const out = new Map<string, ConnBlockRef>();
+    for (const s of states) {
+      const caps = connRingCapacities(s, this.ringCapacity);
+      const block = allocConnBlock(caps.send, caps.recv);
+      const d = s.delegated;
+      const send = ByteRing.createShared(block.send.capacity, block.send);
+      const recv = ByteRing.createShared(block.recv.capacity, block.recv);
+      send.write(d.sendBuffer.toArray());
+      recv.write(d.recvBuffer.toArray());
+      new HardStateRecord(block.sab, 0).write(s, block.send, block.recv);
+      const key = keyOfState(s);
+      const id = connKeyId(key);
+      out.set(id, block);
+      keys.set(id, key);
+    }
+    return out;
   }
 
   terminate(keys: ConnKey[] | 'all'): Promise<Uint8Array>;

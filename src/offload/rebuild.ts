@@ -66,13 +66,16 @@ export async function rebuild(
   if (states.length === 0) return;
   let ok = states;
   let failed: Refused[] = [];
+  let died: TcpState[] | undefined;
   if (dst !== 'host') {
     const r = await t.install(dst, states);
     ok = r.ok;
     failed = r.failed;
+    died = r.died;
   }
   await t.settle(ok, byState, 'host', dst);
   for (const s of ok) report.moved.push(keyOfState(s));
+  if (died !== undefined) await t.rebuildDied(died, byState, 'host', dst, report);
   if (failed.length === 0) return;
   const left = failed.map((f) => f.state);
   for (const f of failed)

@@ -174,11 +174,42 @@ export class TransferProtocol {
     }
     if (states.length === 0) return report;
     // Install at the destination.
-    const { ok, failed } = await this.install(dst, states, released);
+    const { ok, failed, died } = await this.install(dst, states, released);
     await this.settle(ok, byState, src, dst);
     for (const s of ok) report.moved.push(keyOfState(s));
     if (failed.length > 0) await this.rollback(failed, byState, src, report);
+    if (died !== undefined) await this.rebuildDied(died, byState, src, dst, report);
     return report;
+  }
+
+  /**
+   * `dst` died during the initiate of `died`: rebuild them in the host from the memory it ran
+   * them on. A source NIC still holds their 4-tuples frozen, swallowing what arrives there: take
+   * that and let go of them, or they hang.
+   */
+  async rebuildDied(
+    died: TcpState[],
+    byState: ItemsByState,
+    src: Owner,
+    dst: Owner,
+    report: TransferReport,
+  ): Promise<void> {
+    if (dst === 'host' || died.length === 0) return;
+    this.stack.counters.inc('offload.initiate.died', died.length);
+    const items = died.map((s) => byState.get(s)!);
+    let held: Uint8Array[] = [];
+    if (src !== 'host' && src !== dst && src.death === null) {
+      const keys = items.map((it) => it.key);
+      try {
+        held = await this.wait(src.takeQueued(keys));
+        await this.wait(src.dropFrozen(keys));
+      } catch {
+        // The source died too: the peer resends what it held.
+      }
+    }
+    await rebuild(this, items, dst, 'host', report);
+    if (held.length > 0) this.stack.counters.inc('offload.forwarded', held.length);
+    for (const p of held) this.stack.tcp.inputPacket(p);
   }
 
   /**
@@ -279,7 +310,7 @@ export class TransferProtocol {
     dst: Owner,
     states: readonly TcpState[],
     transfer?: Transfer,
-  ): Promise<{ ok: TcpState[]; failed: Refused[] }> {
+  ): Promise<{ ok: TcpState[]; failed: Refused[]; died?: TcpState[] }> {
     const ok: TcpState[] = [];
     const failed: Refused[] = [];
     if (dst === 'host') {
@@ -289,8 +320,12 @@ export class TransferProtocol {
     let res: InitiateResult;
     try {
       const t = transfer ?? this.transferFor(dst, states);
-      res = await this.wait(dst.initiate(t, this.opts.prod === true ? { prod: true } : undefined));
+      const opts = this.opts.prod === true ? { prod: true, states } : { states };
+      res = await this.wait(dst.initiate(t, opts));
     } catch (e) {
+      // Died with the batch in hand: it may have run the connections meanwhile, so the states
+      // sent are stale; what it left (salvage) says how far they went.
+      if (dst.death !== null) return { ok, failed, died: [...states] };
       for (const s of states) failed.push({ state: s, status: 'failure', reason: String(e) });
       return { ok, failed };
     }
@@ -375,6 +410,7 @@ export class TransferProtocol {
       if (left.length === 0) break;
       const rb = await this.install(back, left);
       await this.settle(rb.ok, byState, src, back);
+      if (rb.died !== undefined) await this.rebuildDied(rb.died, byState, src, back, report);
       left = rb.failed.map((f) => f.state);
       if (rb.failed.length > 0) reason = rb.failed[0]!.reason;
     }

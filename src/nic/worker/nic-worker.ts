@@ -23,7 +23,7 @@ import { scheduleTimer } from '../../stack/tcp/tcp-timers.ts';
 import type { TcpUser } from '../../stack/tcp/tcp-types.ts';
 import { ByteRing } from '../../state/byte-ring.ts';
 import { ethL3Offset, ipv4HeaderLen, ipv4TotalLen, tcpSeq, tcpSeqLen } from '../../wire/fields.ts';
-import { allocConnBlock, type ConnBlockRef, HardStateRecord } from '../hard-state.ts';
+import { allocConnBlock, type ConnBlockRef, connRingCapacities, HardStateRecord } from '../hard-state.ts';
 import { type ConnKey, connKeyId, type InitiateResult } from '../nic.ts';
 import { NicEngine } from '../nic-engine.ts';
 import { ConnIndex } from './conn-index.ts';
@@ -289,26 +289,31 @@ class RemoteUser implements TcpUser {
 
 /**
  * Move a just-adopted connection's buffers into shared memory (the one copy of its bytes) and
- * give it a slot. Rings are capped at ringCapacity, but never below what they hold nor below the
- * window already advertised, so nothing acknowledged or promised is lost.
+ * give it a slot. The host normally allocated that memory and copied the buffers in before it
+ * sent the batch (`given`); without it, allocate here (see connRingCapacities).
  */
-function install(conn: TcpConnection): InstalledConn {
+function install(conn: TcpConnection, given: ConnBlockRef | undefined): InstalledConn {
   const s = conn.state;
   const d = s.delegated;
-  const cap = boot.ringCapacity;
-  const sendLen = d.sendBuffer.length;
-  const recvLen = d.recvBuffer.length;
-  const promised = Math.max(0, seqDiff(d.rcvAdv, d.rcvNxt));
-  const sendCap = Math.min(s.cached.sndBufSize, Math.max(sendLen, Math.min(s.cached.sndBufSize, cap)));
-  const recvCap = Math.min(
-    s.cached.rcvBufSize,
-    Math.max(recvLen + promised, Math.min(s.cached.rcvBufSize, cap)),
-  );
-  const block = allocConnBlock(Math.max(1, sendCap), Math.max(1, recvCap));
-  const send = ByteRing.createShared(block.send.capacity, block.send);
-  const recv = ByteRing.createShared(block.recv.capacity, block.recv);
-  send.write(d.sendBuffer.toArray());
-  recv.write(d.recvBuffer.toArray());
+  const caps = connRingCapacities(s, boot.ringCapacity);
+  let block: ConnBlockRef;
+  let send: ByteRing;
+  let recv: ByteRing;
+  if (
+    given !== undefined &&
+    given.send.capacity >= d.sendBuffer.length &&
+    given.recv.capacity >= d.recvBuffer.length
+  ) {
+    block = given;
+    send = ByteRing.attachShared(block.send);
+    recv = ByteRing.attachShared(block.recv);
+  } else {
+    block = allocConnBlock(caps.send, caps.recv);
+    send = ByteRing.createShared(block.send.capacity, block.send);
+    recv = ByteRing.createShared(block.recv.capacity, block.recv);
+    send.write(d.sendBuffer.toArray());
+    recv.write(d.recvBuffer.toArray());
+  }
   d.sendBuffer = send;
   d.recvBuffer = recv;
   const index = freeSlots.pop() ?? slots.length;
@@ -510,7 +515,7 @@ function handleRequest(id: number, r: WorkerRequest): void {
           progress();
           if (c.status !== 'success') continue;
           const conn = engine.connection(c.key);
-          if (conn) installed.push(install(conn));
+          if (conn) installed.push(install(conn, a.blocks?.get(connKeyId(c.key))));
         }
         post({ t: 'res', id, ok: true, value: result, installed });
         return;

@@ -108,7 +108,15 @@ export interface InstalledConn {
 
 /** The verbs a WorkerNic asks of its worker, each with its argument. */
 export type WorkerRequest =
-  | { op: 'initiate'; arg: { batch: Uint8Array; prod: boolean } }
+  | {
+      op: 'initiate';
+      /**
+       * `blocks`: shared memory the host allocated (and filled) for each connection of the batch,
+       * by connKeyId, so that the host holds every connection's memory even if the worker dies
+       * before it replies.
+       */
+      arg: { batch: Uint8Array; prod: boolean; blocks?: Map<string, ConnBlockRef> };
+    }
   | { op: 'terminate'; arg: ConnKey[] | 'all' }
   | { op: 'update'; arg: OffloadUpdate }
   | { op: 'invalidate'; arg: InvalidateTarget }

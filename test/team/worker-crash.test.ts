@@ -1,0 +1,127 @@
+/**
+ * A worker that dies while an initiate to it is in flight (it may have installed the batch and run
+ * the connections for a while, but its reply never reached the host) loses no connection: the
+ * host allocated each connection's shared memory (rings and hard-state record) before the batch
+ * left, so it rebuilds them from how far the worker got, not from the stale states it sent.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import type { FromWorker } from '../../src/nic/worker/protocol.ts';
+import type { WorkerNic } from '../../src/nic/worker-nic.ts';
+import { streamBothWays } from '../nic/worker-helpers.ts';
+import {
+  assertClean,
+  BYTES,
+  CHUNK,
+  CONNS,
+  GAP_MS,
+  keyOf,
+  ownersOf,
+  setup,
+  type WorkerTeamRig,
+} from './worker-team-helpers.ts';
+
+/**
+ * Hold back `nic`'s next reply to `op`: the worker did it (an initiate installed the batch and runs
+ * its connections: sends, acknowledges, takes in data), but the host does not hear of it.
+ * Resolves once held.
+ */
+function holdNextReply(nic: WorkerNic, op: 'initiate' | 'terminate'): Promise<void> {
+  const w = nic.worker;
+  const listeners = w.listeners('message') as ((m: FromWorker) => void)[];
+  w.removeAllListeners('message');
+  let held = false;
+  return new Promise((resolve) => {
+    w.on('message', (m: FromWorker) => {
+      const mine =
+        op === 'initiate'
+          ? m.t === 'res' && m.installed !== undefined
+          : m.t === 'res' && m.moved !== undefined;
+      if (!held && mine) {
+        held = true;
+        resolve();
+        return;
+      }
+      for (const l of listeners) l(m);
+    });
+  });
+}
+
+async function crashMidInitiate(rig: WorkerTeamRig, from: 'host' | WorkerNic): Promise<void> {
+  const [victim] = rig.nics;
+  const st = await streamBothWays(rig.host, rig.peer, CONNS, BYTES, CHUNK, GAP_MS);
+  const keys = st.sockets.map(keyOf);
+  if (from !== 'host') {
+    const r = await rig.manager.offload(keys, from);
+    assert.equal(r.moved.length, CONNS);
+  }
+  await rig.net.sleep(200);
+  const held = holdNextReply(victim!, 'initiate');
+  const transfer =
+    from === 'host' ? rig.manager.offload(keys, victim!) : rig.manager.move(keys, from, victim!);
+  await held;
+  // Long enough for the worker to move every stream on by many segments both ways.
+  await rig.net.sleep(300);
+  await victim!.kill();
+  const r = await transfer;
+  assert.equal(
+    r.moved.length,
+    CONNS,
+    `every connection runs somewhere: ${JSON.stringify(r.refused.slice(0, 3))}`,
+  );
+  await rig.team.settled();
+  await assertClean(rig, st);
+  assert.deepEqual(
+    ownersOf(rig, st.sockets).filter((o) => o !== null && o !== 'host'),
+    [],
+    'every connection was rebuilt in the host',
+  );
+  assert.equal(rig.stack.counters.get('offload.initiate.died'), CONNS, 'all died in flight');
+  assert.equal(
+    rig.stack.counters.get('offload.rebuilt'),
+    CONNS,
+    'rebuilt from the hard state the worker left',
+  );
+}
+
+describe('a worker killed while an initiate to it is in flight', () => {
+  test('offload host → worker: every connection rebuilt from the memory the host gave it, none lost', {
+    timeout: 60_000,
+  }, async (t) => {
+    const rig = await setup(t, { seed: 31, heartbeatMs: 20, deadAfterMs: 1000 });
+    await crashMidInitiate(rig, 'host');
+  });
+
+  test('move worker → worker: every connection rebuilt from the memory the host gave it, none lost', {
+    timeout: 60_000,
+  }, async (t) => {
+    const rig = await setup(t, { seed: 32, heartbeatMs: 20, deadAfterMs: 1000 });
+    await crashMidInitiate(rig, rig.nics[1]!);
+  });
+
+  test('move worker → worker, the source dies during its terminate: rebuilt from its hard state, none lost', {
+    timeout: 60_000,
+  }, async (t) => {
+    const rig = await setup(t, { seed: 33, heartbeatMs: 20, deadAfterMs: 1000 });
+    const [nic0, nic1] = rig.nics;
+    const st = await streamBothWays(rig.host, rig.peer, CONNS, BYTES, CHUNK, GAP_MS);
+    const keys = st.sockets.map(keyOf);
+    assert.equal((await rig.manager.offload(keys, nic0!)).moved.length, CONNS);
+    await rig.net.sleep(200);
+    const held = holdNextReply(nic0!, 'terminate');
+    const move = rig.manager.move(keys, nic0!, nic1!);
+    await held;
+    await nic0!.kill();
+    await assert.rejects(move, /died/);
+    await rig.team.settled();
+    assert.equal(rig.team.failovers.length, 1);
+    assert.equal(rig.team.failovers[0]!.lost, 0, 'the failover lost nothing');
+    await assertClean(rig, st);
+    assert.equal(rig.stack.counters.get('offload.rebuilt'), CONNS, 'rebuilt from the hard state it left');
+    assert.deepEqual(
+      ownersOf(rig, st.sockets).filter((o) => o !== null && o !== nic1),
+      [],
+      'every connection runs on the survivor',
+    );
+  });
+});
