@@ -35,8 +35,8 @@ function holdNextReply(nic: WorkerNic, op: 'initiate' | 'terminate'): Promise<vo
     w.on('message', (m: FromWorker) => {
       const mine =
         op === 'initiate'
-          ? m.t === 'res' && m.installed !== undefined
-          : m.t === 'res' && m.moved !== undefined;
+          ? m.t === 'res' && m.ok && m.installed !== undefined
+          : m.t === 'res' && m.ok && m.moved !== undefined;
       if (!held && mine) {
         held = true;
         resolve();
