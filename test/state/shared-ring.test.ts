@@ -37,7 +37,7 @@ function bytes(len: number, seed: number): Uint8Array {
 describe('shared ByteRing', () => {
   test('behaves like the plain ring for any sequence of operations', () => {
     fc.assert(
-      fc.property(fc.integer({ min: 1, max: 64 }), fc.array(opArb, { maxLength: 80 }), (cap, ops) => {
+      fc.property(fc.integer({ min: 1, max: 64 }), fc.array(opArb, { maxLength: 300 }), (cap, ops) => {
         const plain = new ByteRing(cap, cap);
         const shared = ByteRing.createShared(cap);
         assert.equal(shared.capacity, cap);

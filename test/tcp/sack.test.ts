@@ -4,6 +4,7 @@ import {
   recvSackAdd,
   recvSackBlocks,
   recvSackPrune,
+  SACK_MAX_RANGES,
   sackHighest,
   sackIsLost,
   sackIsSacked,
@@ -210,6 +211,38 @@ describe('sender scoreboard: sackUpdate / sackPrune', () => {
         },
       ),
       { numRuns: 300 },
+    );
+  });
+
+  test('property: up to 800 islands keep the scoreboard within SACK_MAX_RANGES, and a covering block still merges', () => {
+    // Islands are one byte at even offsets, so no two touch: each new one is a range of its own
+    // until the bound, past which it is ignored (and counted as nothing newly SACKed).
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 0, max: 0xffffffff }),
+        fc.array(fc.nat(1199), { minLength: 1, maxLength: 800 }),
+        (una, islands) => {
+          const win = 2400;
+          const s = mkState(una, win);
+          const held = new Set<number>();
+          for (const k of islands) {
+            const fresh = !held.has(k) && held.size < SACK_MAX_RANGES;
+            if (fresh) held.add(k);
+            assert.equal(sackUpdate(s, blocks([una + 2 * k, una + 2 * k + 1]), 1), fresh ? 1 : 0);
+            assert.equal(s.soft.sacked.length, held.size);
+          }
+          const sorted = [...held].sort((a, b) => a - b);
+          assert.deepEqual(
+            board(s),
+            sorted.map((k): [number, number] => [2 * k, 2 * k + 1]),
+          );
+          // One block over the whole window is never an island: it merges every range, bound or not.
+          assert.equal(sackUpdate(s, blocks([una, una + win]), 1), win - held.size);
+          assert.deepEqual(board(s), [[0, win]]);
+        },
+      ),
+      // Shrinking a failing 800-element run takes minutes and the counterexample stays large anyway.
+      { numRuns: 60, endOnFailure: true },
     );
   });
 });
