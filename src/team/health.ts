@@ -70,7 +70,10 @@ export interface HealthOptions {
   stallMs?: number;
   /** Stalled connections a member needs before it is suspect (default 1)... */
   stallMinConns?: number;
-  /** ...and the share of its connections with data outstanding they must make up (default 0.5). */
+  /**
+   * ...and the share of its connections with data outstanding they must make up (default 0.8): a
+   * blackhole stalls all of them, loss one now and then while the others progress.
+   */
   stallFraction?: number;
   /** Consecutive suspect windows before a member is declared failed (default 2). */
   progressWindows?: number;
@@ -116,7 +119,7 @@ export function resolveHealthOptions(o: HealthOptions = {}): ResolvedHealthOptio
       throw new InvalidArgumentError(`probe target must be a u32 address, got ${String(t)}`);
   }
   const progressWindowMs = num(o.progressWindowMs, 200, 'progressWindowMs', 0);
-  const stallFraction = num(o.stallFraction, 0.5, 'stallFraction', 0);
+  const stallFraction = num(o.stallFraction, 0.8, 'stallFraction', 0);
   if (stallFraction > 1) throw new InvalidArgumentError('stallFraction must be in 0..1');
   const stallMinConns = num(o.stallMinConns, 1, 'stallMinConns', 1);
   const progressWindows = num(o.progressWindows, 2, 'progressWindows', 1);
@@ -124,7 +127,7 @@ export function resolveHealthOptions(o: HealthOptions = {}): ResolvedHealthOptio
     throw new InvalidArgumentError('stallMinConns and progressWindows must be integers');
   return {
     progressWindowMs,
-    stallMs: num(o.stallMs, progressWindowMs * 3, 'stallMs', 0),
+    stallMs: num(o.stallMs, progressWindowMs * 5, 'stallMs', 0),
     stallMinConns,
     stallFraction,
     progressWindows,

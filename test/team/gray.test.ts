@@ -68,8 +68,8 @@ function isArp(f: Uint8Array): boolean {
   return f.length >= 14 && readU16(f, 12) === EtherType.ARP;
 }
 
-/** Scaled to the simulator's 20 ms minimum RTO: windows of 20 ms, a stall of 80 ms. */
-const HEALTH = { progressWindowMs: 20, stallMs: 80, progressWindows: 2 };
+/** Scaled to the simulator's 20 ms minimum RTO as the defaults are to 200 ms: windows of 20 ms, a stall of 100 ms. */
+const HEALTH = { progressWindowMs: 20, stallMs: 100, progressWindows: 2 };
 const BASE = { seed: 7, nics: 2, conns: 8, bytes: 2_000_000, rateBps: 2e7, limitMs: 60_000, health: HEALTH };
 
 /** A scenario whose member `nic` turns gray (`fault`) 30 ms after the streams start. */
@@ -125,7 +125,7 @@ describe('gray failures the probes cannot see (simulator)', () => {
   });
 
   test('a healthy member under 2 % loss (the other one lossless) is never declared failed', async () => {
-    let stalledWindows = 0;
+    let timeouts = 0;
     for (const seed of [7, 8, 9]) {
       const r = await runScenario({
         ...BASE,
@@ -145,9 +145,10 @@ describe('gray failures the probes cannot see (simulator)', () => {
       );
       const rtx = r.rig.nics[0]!.counters.get('tcp.retransmits');
       assert.ok(rtx > 0, `seed ${seed}: the loss cost member 0 retransmissions`);
-      stalledWindows += r.rig.counters.get('team.progress.stalled-window');
+      timeouts += r.rig.nics[0]!.counters.get('tcp.rto');
     }
-    // Single windows did look stalled (a timeout at a window's edge): the hysteresis absorbed them.
-    assert.ok(stalledWindows > 0, 'the loss made some window look stalled');
+    // Retransmission timeouts did fire on the lossy member: each was answered while its other
+    // connections progressed, so none made it suspect for long enough.
+    assert.ok(timeouts > 0, 'the loss cost member 0 retransmission timeouts');
   });
 });

@@ -71,7 +71,7 @@ describe('NicHealth', () => {
     assert.throws(() => resolveHealthOptions({ progressWindows: 1.5 }), /integers/);
     assert.throws(() => resolveHealthOptions({ progressWindowMs: -1 }), /progressWindowMs/);
     const o = resolveHealthOptions({ progressWindowMs: 50 });
-    assert.equal(o.stallMs, 150, 'the stall defaults to three windows');
+    assert.equal(o.stallMs, 250, 'the stall defaults to five windows');
   });
 
   test('carrier loss is detected at once, recovery waits for the hold', () => {
