@@ -18,6 +18,8 @@ interface ConnTrack {
   retransAtMove: number;
   /** When snd.una last moved, or the connection last had nothing outstanding (clock ms). */
   movedAt: number;
+  /** When a segment last arrived for it (clock ms). */
+  heardAt: number;
 }
 
 interface MemberTrack {
@@ -135,21 +137,27 @@ export class ProgressWatch {
       const k = connKeyId(r.key);
       const prev = t.conns.get(k);
       const outstanding = r.sndMax !== r.sndUna;
+      const heard = prev === undefined || prev.segmentsIn !== r.segmentsIn;
+      if (prev !== undefined && (heard || prev.una !== r.sndUna)) t.progressAt = now;
+      const heardAt = heard || prev === undefined ? now : prev.heardAt;
       let c: ConnTrack;
-      if (prev === undefined || prev.una !== r.sndUna || !outstanding) {
-        if (prev !== undefined && (prev.una !== r.sndUna || prev.segmentsIn !== r.segmentsIn))
-          t.progressAt = now;
-        c = { una: r.sndUna, segmentsIn: r.segmentsIn, retransAtMove: r.retransmits, movedAt: now };
-      } else {
-        if (prev.segmentsIn !== r.segmentsIn) t.progressAt = now;
-        c = { ...prev, segmentsIn: r.segmentsIn };
-      }
+      if (prev === undefined || prev.una !== r.sndUna || !outstanding)
+        c = { una: r.sndUna, segmentsIn: r.segmentsIn, retransAtMove: r.retransmits, movedAt: now, heardAt };
+      else c = { ...prev, segmentsIn: r.segmentsIn, heardAt };
       next.set(k, c);
       if (outstanding && r.sndWnd > 0) {
         w.active++;
         if (now - c.movedAt >= this.opts.stallMs && r.retransmits > c.retransAtMove) {
           w.stalled++;
           w.stalledSince = Math.min(w.stalledSince, c.movedAt);
+        }
+      } else if (r.sndWnd === 0 && r.sendQueued > 0) {
+        // A closed window: the peer answers every window probe, so a closed window stays a
+        // conversation. Probes back off, hence twice the time before silence counts.
+        w.active++;
+        if (now - c.heardAt >= 2 * this.opts.stallMs) {
+          w.stalled++;
+          w.stalledSince = Math.min(w.stalledSince, c.heardAt);
         }
       }
       const replyMac = m.health.probeReplyMac(r.key.remoteIp);

@@ -123,7 +123,10 @@ describe('gray failures against the kernel on a team of two WorkerNics (TAP)', {
           fwd: [`oifname "${tap}" ether type ip ip protocol tcp drop`],
         }),
       async (srv, tap) => {
-        await waitFor('the failover', () => srv.log().includes(`failover ${tap} (progress)`), 15_000);
+        await waitFor('the failover', () => srv.log().includes(`failover ${tap} (progress)`), 15_000).catch(
+          async (e: Error) =>
+            assert.fail(`${e.message}: ${JSON.stringify((await status()).nics)}\n${srv.log().slice(-2000)}`),
+        );
         const s = await status();
         assert.equal(s.failovers.length, 1, JSON.stringify(s.failovers));
         assert.equal(s.failovers[0]?.cause, 'progress');
