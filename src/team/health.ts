@@ -4,7 +4,12 @@ import { InvalidArgumentError } from '../core/errors.ts';
 import type { ArpPacket } from '../wire/arp.ts';
 import type { ProbeTap } from './probe-tap.ts';
 
-export type FailureCause = 'carrier' | 'reachability' | 'dead';
+/**
+ * - progress: the member's connections stopped getting acknowledged (timeouts, snd.una stuck) while
+ *   another member's progressed: a gray failure its probes cannot see (progress-watch.ts).
+ * - mac-mismatch: its probe replies come from another MAC than the one its connections send to.
+ */
+export type FailureCause = 'carrier' | 'reachability' | 'dead' | 'progress' | 'mac-mismatch';
 
 /** One detected failure of one NIC, stamped with the clock time it was detected. */
 export interface FailureEvent {
@@ -52,6 +57,31 @@ export interface HealthOptions {
    * it plainly carries traffic: 'probe' then reports a false failure.
    */
   validate?: 'any' | 'probe';
+  /**
+   * Progress watch window in ms (default 200; 0 turns the watch off): how often the team reads its
+   * members' connections (snd.una, retransmissions, destination MAC) to find gray failures.
+   */
+  progressWindowMs?: number;
+  /**
+   * A connection with data outstanding counts as stalled once snd.una has not moved for this long
+   * and it retransmitted meanwhile (default 3 windows): one retransmission timeout that is then
+   * answered, ordinary loss, never gets there.
+   */
+  stallMs?: number;
+  /** Stalled connections a member needs before it is suspect (default 1)... */
+  stallMinConns?: number;
+  /**
+   * ...and the share of its connections with data outstanding they must make up (default 0.8): a
+   * blackhole stalls all of them, loss one now and then while the others progress.
+   */
+  stallFraction?: number;
+  /** Consecutive suspect windows before a member is declared failed (default 2). */
+  progressWindows?: number;
+  /**
+   * A member failed for lack of progress or a MAC mismatch has nothing left to prove itself with:
+   * it sits out this long (or its flap-grown hold, if longer) before its hold starts (default 5000).
+   */
+  grayQuarantineMs?: number;
 }
 
 export interface ResolvedHealthOptions {
@@ -63,6 +93,12 @@ export interface ResolvedHealthOptions {
   flapDecayMs: number;
   heartbeatTimeoutMs: number;
   validate: 'any' | 'probe';
+  progressWindowMs: number;
+  stallMs: number;
+  stallMinConns: number;
+  stallFraction: number;
+  progressWindows: number;
+  grayQuarantineMs: number;
 }
 
 export function resolveHealthOptions(o: HealthOptions = {}): ResolvedHealthOptions {
@@ -82,7 +118,20 @@ export function resolveHealthOptions(o: HealthOptions = {}): ResolvedHealthOptio
     if (!Number.isInteger(t) || t < 0 || t > 0xffffffff)
       throw new InvalidArgumentError(`probe target must be a u32 address, got ${String(t)}`);
   }
+  const progressWindowMs = num(o.progressWindowMs, 200, 'progressWindowMs', 0);
+  const stallFraction = num(o.stallFraction, 0.8, 'stallFraction', 0);
+  if (stallFraction > 1) throw new InvalidArgumentError('stallFraction must be in 0..1');
+  const stallMinConns = num(o.stallMinConns, 1, 'stallMinConns', 1);
+  const progressWindows = num(o.progressWindows, 2, 'progressWindows', 1);
+  if (!Number.isInteger(stallMinConns) || !Number.isInteger(progressWindows))
+    throw new InvalidArgumentError('stallMinConns and progressWindows must be integers');
   return {
+    progressWindowMs,
+    stallMs: num(o.stallMs, progressWindowMs * 5, 'stallMs', 0),
+    stallMinConns,
+    stallFraction,
+    progressWindows,
+    grayQuarantineMs: num(o.grayQuarantineMs, 5000, 'grayQuarantineMs', 0),
     probeIntervalMs,
     probeMisses,
     probeTargets: [...targets],
@@ -161,6 +210,12 @@ export class NicHealth {
   private readonly probeTimer: Timer;
   private readonly holdTimer: Timer;
   private readonly beatTimer: Timer;
+  private readonly grayTimer: Timer;
+  /** A gray failure (progress, MAC mismatch) in force: the member is down until its quarantine ends. */
+  private grayed = false;
+  private graySince = 0;
+  /** The sender MAC of the last probe reply from each target. */
+  private readonly replyMacs = new Map<number, number>();
   private closed = false;
 
   constructor(
@@ -178,6 +233,7 @@ export class NicHealth {
     this.probeTimer = clock.createTimer(this.probeTick).unref();
     this.holdTimer = clock.createTimer(this.holdDone).unref();
     this.beatTimer = clock.createTimer(this.beatMissed).unref();
+    this.grayTimer = clock.createTimer(this.grayDone).unref();
     if (!carrier) this.st = 'down';
     if (tap !== null && opts.probeTargets.length > 0) {
       tap.onProbeReply(this.onReply);
@@ -223,6 +279,7 @@ export class NicHealth {
     this.holdTimer.disarm();
     this.probeTimer.disarm();
     this.beatTimer.disarm();
+    this.grayTimer.disarm();
     this.listener.failed(ev);
   }
 
@@ -231,6 +288,23 @@ export class NicHealth {
     if (this.closed || this.st === 'dead') return;
     this.lastBeat = this.clock.now();
     if (this.opts.heartbeatTimeoutMs > 0) this.beatTimer.arm(this.opts.heartbeatTimeoutMs);
+  }
+
+  /**
+   * A failure the checks above cannot see, found by the progress watch: `since` is the last
+   * evidence the member was fine (its stalled connections' last acknowledgement).
+   */
+  gray(cause: 'progress' | 'mac-mismatch', detail: string, since: number): void {
+    if (this.closed || this.st !== 'up') return;
+    this.grayed = true;
+    this.graySince = since;
+    this.reevaluate(cause, detail);
+    this.grayTimer.arm(Math.max(this.opts.grayQuarantineMs, this.hold));
+  }
+
+  /** The sender MAC of the last probe reply from `targetIp` on this member, if any came. */
+  probeReplyMac(targetIp: number): number | undefined {
+    return this.replyMacs.get(targetIp >>> 0);
   }
 
   snapshot(): NicHealthSnapshot {
@@ -253,6 +327,7 @@ export class NicHealth {
     this.probeTimer.disarm();
     this.holdTimer.disarm();
     this.beatTimer.disarm();
+    this.grayTimer.disarm();
   }
 
   private get probing(): boolean {
@@ -266,9 +341,11 @@ export class NicHealth {
         ? this.carrierSince
         : cause === 'reachability'
           ? this.lastReply
-          : this.lastBeat >= 0
-            ? this.lastBeat
-            : at;
+          : cause === 'progress' || cause === 'mac-mismatch'
+            ? this.graySince
+            : this.lastBeat >= 0
+              ? this.lastBeat
+              : at;
     const ev: FailureEvent = { nic: this.nic, cause, at, since: Math.min(at, since), detail };
     this.failures++;
     this.lastFail = ev;
@@ -278,7 +355,7 @@ export class NicHealth {
 
   private reevaluate(cause: FailureCause, detail: string): void {
     if (this.st === 'dead') return;
-    const ok = this.carrierUp && this.reachable;
+    const ok = this.carrierUp && this.reachable && !this.grayed;
     const now = this.clock.now();
     if (!ok) {
       if (this.st === 'up') {
@@ -311,6 +388,12 @@ export class NicHealth {
     this.holdUntil = -1;
     this.counters.inc('team.recovered');
     this.listener.recovered(this.nic, this.clock.now());
+  };
+
+  private readonly grayDone = (): void => {
+    if (this.closed || !this.grayed) return;
+    this.grayed = false;
+    this.reevaluate('progress', 'quarantine over');
   };
 
   private readonly probeTick = (): void => {
@@ -350,6 +433,7 @@ export class NicHealth {
 
   private readonly onReply = (p: ArpPacket): void => {
     if (this.closed || !this.opts.probeTargets.includes(p.senderIp)) return;
+    this.replyMacs.set(p.senderIp >>> 0, p.senderMac);
     this.evidence(this.clock.now(), 'probe answered');
   };
 

@@ -3,6 +3,7 @@ import { Counters } from '../core/counters.ts';
 import { InvalidArgumentError } from '../core/errors.ts';
 import type { Random } from '../core/random.ts';
 import type { ImpairmentSpec } from '../link/impairment.ts';
+import type { Link } from '../link/link.ts';
 import type { MemorySwitch, SwitchPort } from '../link/memory-switch.ts';
 import { LocalNic } from '../nic/local-nic.ts';
 import type { Nic } from '../nic/nic.ts';
@@ -42,6 +43,8 @@ export interface TeamHostOptions {
   impair?: ImpairmentSpec;
   /** Offload policy for new connections (default 'manual': call `offloadAll()`). */
   policy?: Partial<OffloadPolicy>;
+  /** What member `i` sends and hears through instead of its bare switch port (a test's filter). */
+  wrapPort?: (port: SwitchPort, i: number) => Link;
 }
 
 /**
@@ -155,7 +158,7 @@ export function buildTeamHost(seg: TeamSegment, opts: TeamHostOptions): TeamHost
   for (let i = 0; i < count; i++) {
     const port = seg.switch.addPort({ name: `${name}.nic${i}`, impair: opts.impair });
     // Each port probes from a MAC of its own, so probing never moves the team MAC in the switch.
-    const tap = new ProbeTap(port, probeMacFor(mac, i), counters);
+    const tap = new ProbeTap(opts.wrapPort?.(port, i) ?? port, probeMacFor(mac, i), counters);
     const nic = new LocalNic({
       id: `${name}.nic${i}`,
       link: tap,

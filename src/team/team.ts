@@ -13,6 +13,7 @@ import {
   resolveHealthOptions,
 } from './health.ts';
 import type { ProbeTap } from './probe-tap.ts';
+import { ProgressWatch } from './progress-watch.ts';
 import { TeamLink } from './team-link.ts';
 
 /** Where the connections of one transfer ended up. */
@@ -130,6 +131,7 @@ export class Team extends EventEmitter {
   private readonly home = new Map<string, { key: ConnKey; nic: Nic }>();
   /** Failovers and recoveries run one at a time, in order. */
   private chain: Promise<void> = Promise.resolve();
+  private readonly watch: ProgressWatch;
   private closed = false;
 
   constructor(opts: TeamOptions) {
@@ -151,6 +153,7 @@ export class Team extends EventEmitter {
     this.batchSize = batch;
     this.failback = opts.failback === true;
     this.link = new TeamLink('team', 1500);
+    this.watch = new ProgressWatch(this.clock, this.healthOpts, () => this.slots, this.counters);
   }
 
   /** Who moves connections; without one a failure only stops new offloads to the member. */
@@ -241,6 +244,7 @@ export class Team extends EventEmitter {
 
   close(): void {
     this.closed = true;
+    this.watch.close();
     for (const s of this.slots) s.health.close();
     this.link.close();
   }

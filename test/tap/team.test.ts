@@ -14,18 +14,8 @@ import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { controlRequest, type StatusSnapshot } from '../../src/cli/control.ts';
-import {
-  CHIMNEY,
-  interopGate,
-  type Lab,
-  makeLab,
-  patternDigest,
-  ROOT,
-  type RunResult,
-  type Served,
-  shaOf,
-  sleep,
-} from '../interop/lab.ts';
+import { CHIMNEY, interopGate, type Lab, makeLab, ROOT, type Served, sleep } from '../interop/lab.ts';
+import { busiestNic, checkAll, downloads, owners, teamStatus, waitFor } from './team-downloads.ts';
 
 const gate = interopGate(['curl'], { cli: true });
 const SIZE = 200 * 1024 * 1024;
@@ -53,63 +43,8 @@ function cli(args: string[]): string {
   });
 }
 
-/** Through the control socket directly: spawning the CLI for every poll would take a second each. */
-async function status(): Promise<StatusSnapshot> {
-  return (await controlRequest(control(), { op: 'status' })) as StatusSnapshot;
-}
-
-/** Owner of every established connection to the http service. */
-async function owners(): Promise<string[]> {
-  const out: string[] = [];
-  for (const nb of (await status()).trees)
-    for (const p of nb.paths)
-      for (const c of p.conns) if (c.local.endsWith(':80') && c.state === 'ESTABLISHED') out.push(c.owner);
-  return out;
-}
-
-/** Start the downloads; resolves with their results when all are done. */
-function downloads(): Promise<RunResult>[] {
-  const url = `http://${lab!.chimneyIps[0]}/bytes/${SIZE}`;
-  return Array.from({ length: DOWNLOADS }, () =>
-    lab!.sh(
-      `curl -sS --fail --max-time 100 --limit-rate ${RATE} -w '%{stderr}%{size_download}' ${url} | sha256sum`,
-      110_000,
-    ),
-  );
-}
-
-async function waitFor(what: string, cond: () => boolean | Promise<boolean>, ms: number): Promise<void> {
-  const end = Date.now() + ms;
-  while (Date.now() < end) {
-    if (await cond()) return;
-    await sleep(100);
-  }
-  assert.fail(`timed out waiting for ${what}`);
-}
-
-async function checkAll(runs: Promise<RunResult>[], srv: Served): Promise<void> {
-  const want = patternDigest(SIZE);
-  for (const r of await Promise.all(runs)) {
-    assert.equal(r.code, 0, `curl failed: ${r.stderr}\n${srv.log().slice(-3000)}`);
-    assert.equal(Number(r.stderr.trim().split(/\s+/).pop()), SIZE, `length: ${r.stderr}`);
-    assert.equal(shaOf(r.stdout), want, 'digest');
-  }
-  assert.doesNotMatch(srv.log(), /LOST|reset|error:/, srv.log().slice(-3000));
-}
-
-/** The NIC most downloads run on, once all of them run on NICs. */
-async function busiestNic(): Promise<string> {
-  let o: string[] = [];
-  await waitFor(
-    'the downloads to be offloaded',
-    async () => {
-      o = await owners();
-      return o.length === DOWNLOADS && o.every((x) => x !== 'host');
-    },
-    15_000,
-  );
-  const count = (n: string): number => o.filter((x) => x === n).length;
-  return [...new Set(o)].sort((a, b) => count(b) - count(a))[0]!;
+function status(): Promise<StatusSnapshot> {
+  return teamStatus(control());
 }
 
 describe('chimney serve on a team of two WorkerNics (kernel peer over TAP)', {
@@ -129,10 +64,14 @@ describe('chimney serve on a team of two WorkerNics (kernel peer over TAP)', {
   }, async () => {
     const srv = await serveTeam(['--offload-policy', 'manual']);
     try {
-      const runs = downloads();
-      await waitFor('the downloads to start', async () => (await owners()).length === DOWNLOADS, 15_000);
+      const runs = downloads(lab!, SIZE, DOWNLOADS, RATE);
+      await waitFor(
+        'the downloads to start',
+        async () => (await owners(control())).length === DOWNLOADS,
+        15_000,
+      );
       assert.deepEqual(
-        await owners(),
+        await owners(control()),
         Array(DOWNLOADS).fill('host'),
         'manual policy: they start in the host',
       );
@@ -142,7 +81,7 @@ describe('chimney serve on a team of two WorkerNics (kernel peer over TAP)', {
       for (const to of plan) {
         const r = (await controlRequest(control(), { op: 'move', to })) as { moved: number; refused: number };
         moved += r.moved;
-        const o = await owners();
+        const o = await owners(control());
         if (o.length === DOWNLOADS)
           assert.ok(
             o.every((x) => x === to),
@@ -153,7 +92,7 @@ describe('chimney serve on a team of two WorkerNics (kernel peer over TAP)', {
       // Every move found all the downloads still running (the last via the CLI).
       assert.match(cli(['move', a!]), /moved 3 connection\(s\) to /);
       assert.equal(moved, DOWNLOADS * plan.length, `moves that took place: ${moved}`);
-      await checkAll(runs, srv);
+      await checkAll(runs, srv, SIZE);
     } finally {
       await srv.stop();
     }
@@ -162,12 +101,12 @@ describe('chimney serve on a team of two WorkerNics (kernel peer over TAP)', {
   test('carrier: the loaded TAP goes down mid-transfer', { timeout: 150_000 }, async () => {
     const srv = await serveTeam();
     try {
-      const runs = downloads();
-      const nic = await busiestNic();
+      const runs = downloads(lab!, SIZE, DOWNLOADS, RATE);
+      const nic = await busiestNic(control(), DOWNLOADS);
       await sleep(1000);
       lab!.ip('link', 'set', 'dev', nic, 'down');
       await waitFor('the failover', () => srv.log().includes(`failover ${nic} (carrier)`), 10_000);
-      await checkAll(runs, srv);
+      await checkAll(runs, srv, SIZE);
       const s = await status();
       assert.equal(s.nics.find((n) => n.id === nic)?.linkUp, false, 'status shows the dead link');
       assert.equal(s.failovers[0]?.cause, 'carrier');
@@ -183,12 +122,12 @@ describe('chimney serve on a team of two WorkerNics (kernel peer over TAP)', {
     const srv = await serveTeam(['--probe', lab!.kernelIp]);
     let nic = '';
     try {
-      const runs = downloads();
-      nic = await busiestNic();
+      const runs = downloads(lab!, SIZE, DOWNLOADS, RATE);
+      nic = await busiestNic(control(), DOWNLOADS);
       await sleep(1000);
       lab!.ip('link', 'set', 'dev', nic, 'nomaster');
       await waitFor('the failover', () => srv.log().includes(`failover ${nic} (reachability)`), 10_000);
-      await checkAll(runs, srv);
+      await checkAll(runs, srv, SIZE);
       const s = await status();
       const h = s.nics.find((n) => n.id === nic);
       assert.equal(h?.linkUp, true, 'carrier stayed up');
@@ -202,12 +141,12 @@ describe('chimney serve on a team of two WorkerNics (kernel peer over TAP)', {
   test('a dead NIC: the worker carrying the downloads is killed', { timeout: 150_000 }, async () => {
     const srv = await serveTeam();
     try {
-      const runs = downloads();
-      const nic = await busiestNic();
+      const runs = downloads(lab!, SIZE, DOWNLOADS, RATE);
+      const nic = await busiestNic(control(), DOWNLOADS);
       await sleep(1000);
       cli(['kill-nic', nic]);
       await waitFor('the failover', () => srv.log().includes(`failover ${nic} (dead)`), 10_000);
-      await checkAll(runs, srv);
+      await checkAll(runs, srv, SIZE);
       assert.equal((await status()).nics.find((n) => n.id === nic)?.health, 'dead');
     } finally {
       await srv.stop();

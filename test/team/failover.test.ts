@@ -1,14 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { chaosScenario, type Fault, runScenario, type ScenarioResult } from './scenario.ts';
+import { assertClean, chaosScenario, type Fault, runScenario } from './scenario.ts';
 
 const BASE = { seed: 1, nics: 2, conns: 8, bytes: 300_000, limitMs: 20_000 };
-
-function assertClean(r: ScenarioResult): void {
-  assert.deepEqual(r.stats.errors, []);
-  assert.equal(r.stats.resets, 0);
-  assert.equal(r.stats.ok, r.expected, 'every stream delivered every byte, in order');
-}
 
 describe('team failover on the simulator', () => {
   test('carrier cut mid-stream: every connection moves to the healthy NIC, prodded', async () => {

@@ -44,6 +44,36 @@ function rig(opts: HealthOptions = {}) {
 }
 
 describe('NicHealth', () => {
+  test('a gray failure: down at once, quarantined, then held like any recovery', () => {
+    const r = rig({ holdMs: 100, grayQuarantineMs: 1000 });
+    r.clock.advance(50);
+    assert.equal(r.health.probeReplyMac(GW), 0x02_00_00_00_00_fe, 'the probe reply came from the gateway');
+    r.health.gray('progress', '2 of 2 stalled', 10);
+    assert.equal(r.health.state, 'down');
+    assert.equal(r.events.length, 1);
+    assert.equal(r.events[0]!.cause, 'progress');
+    assert.equal(r.events[0]!.since, 10);
+    assert.equal(r.counters.get('team.fail.progress'), 1);
+    r.health.gray('mac-mismatch', 'again', 20);
+    assert.equal(r.events.length, 1, 'a member already down is not failed twice');
+    // The probes keep being answered: only the quarantine ends it.
+    r.clock.advance(990);
+    assert.equal(r.health.state, 'down');
+    r.clock.advance(20);
+    assert.equal(r.health.state, 'holding');
+    r.clock.advance(100);
+    assert.equal(r.health.state, 'up');
+    assert.equal(r.recovered.length, 1);
+  });
+
+  test('progress watch options are checked', () => {
+    assert.throws(() => resolveHealthOptions({ stallFraction: 1.5 }), /stallFraction/);
+    assert.throws(() => resolveHealthOptions({ progressWindows: 1.5 }), /integers/);
+    assert.throws(() => resolveHealthOptions({ progressWindowMs: -1 }), /progressWindowMs/);
+    const o = resolveHealthOptions({ progressWindowMs: 50 });
+    assert.equal(o.stallMs, 250, 'the stall defaults to five windows');
+  });
+
   test('carrier loss is detected at once, recovery waits for the hold', () => {
     const r = rig({ holdMs: 100 });
     r.clock.advance(50);

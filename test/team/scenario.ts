@@ -1,4 +1,7 @@
+import assert from 'node:assert/strict';
 import { SeededRandom } from '../../src/core/random.ts';
+import type { Link } from '../../src/link/link.ts';
+import type { SwitchPort } from '../../src/link/memory-switch.ts';
 import type { HealthOptions } from '../../src/team/health.ts';
 import {
   buildTeamRig,
@@ -35,6 +38,10 @@ export interface ScenarioOptions {
   duplex?: boolean;
   /** Offload every connection to this member (default: spread over the healthy ones). */
   offloadTo?: number;
+  /** What member `i` sends and hears through instead of its bare switch port. */
+  wrapPort?: (port: SwitchPort, i: number) => Link;
+  /** Called when the streams start (virtual ms), to schedule faults of the test's own. */
+  onStart?: (rig: TeamRig, t0: number) => void;
   /** Called once the rig is built, before any connection opens (benchmarks hook events here). */
   onRig?: (rig: TeamRig) => void;
   /** Every delivery of data to an application: the stream's peer port, which end, virtual time. */
@@ -98,6 +105,7 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
     failback: o.failback,
     health: o.health,
     rateBps: o.rateBps,
+    wrapPort: o.wrapPort,
   });
   const { net, host, peer } = rig;
   o.onRig?.(rig);
@@ -156,6 +164,7 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
   else await host.offloadAll();
   const t0 = net.now();
   go();
+  o.onStart?.(rig, t0);
   for (const f of faults) {
     const t = net.clock.createTimer(() => {
       const p = rig.ports[f.nic]!;
@@ -180,6 +189,13 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
   let expectedBytes = 0;
   for (const s of ports) expectedBytes += up1(s) + down1(s);
   return { rig, stats, expected, startedAt: t0, finishedAt, faults, expectedBytes };
+}
+
+/** Every stream delivered every byte, in order, without an error or a reset. */
+export function assertClean(r: ScenarioResult): void {
+  assert.deepEqual(r.stats.errors, []);
+  assert.equal(r.stats.resets, 0);
+  assert.equal(r.stats.ok, r.expected, 'every stream delivered every byte, in order');
 }
 
 export interface ChaosOptions {

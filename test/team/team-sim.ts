@@ -4,6 +4,7 @@
  * directions with every byte checked.
  */
 import type { Counters } from '../../src/core/counters.ts';
+import type { Link } from '../../src/link/link.ts';
 import type { SwitchPort } from '../../src/link/memory-switch.ts';
 import type { LocalNic } from '../../src/nic/local-nic.ts';
 import type { OffloadManager } from '../../src/offload/offload-manager.ts';
@@ -36,6 +37,7 @@ export function buildTeamRig(opts: {
   /** Wire rate of the peer's port (bytes/s; default 2e8). */
   rateBps?: number;
   batchSize?: number;
+  wrapPort?: (port: SwitchPort, i: number) => Link;
 }): TeamRig {
   const net = new SimNetwork({ seed: opts.seed });
   const peer = net.addHost({
@@ -60,6 +62,7 @@ export function buildTeamRig(opts: {
     failback: opts.failback,
     batchSize: opts.batchSize,
     tcp: { minRtoMs: 20 },
+    wrapPort: opts.wrapPort,
   });
   return {
     net,

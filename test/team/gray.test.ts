@@ -1,0 +1,154 @@
+/**
+ * Gray failures on the simulator: a member whose ARP probes are answered but whose data frames
+ * vanish, a member whose probe replies come from another MAC than its connections send to, and a
+ * healthy member under ordinary loss that must not be declared failed.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import type { Link, RxOffloadInfo } from '../../src/link/link.ts';
+import { readU16, writeMac } from '../../src/wire/addr.ts';
+import { ArpOp } from '../../src/wire/arp.ts';
+import { EtherType } from '../../src/wire/ethernet.ts';
+import { assertClean, runScenario, type ScenarioResult } from './scenario.ts';
+
+/**
+ * A member's port with a fault only frames of one kind see: ARP passes, everything else can be
+ * dropped (a filter that drops the data and lets the probes through), and ARP replies can be
+ * rewritten to come from another MAC (a second device answering for the peer on that port).
+ */
+class GrayLink implements Link {
+  dropData = false;
+  fakeReplyMac = -1;
+  dropped = 0;
+  private handler: ((f: Uint8Array, info?: RxOffloadInfo) => void) | null = null;
+  constructor(readonly inner: Link) {
+    inner.onFrame((f, info) => {
+      if (this.dropData && !isArp(f)) {
+        this.dropped++;
+        return;
+      }
+      if (this.fakeReplyMac >= 0 && isArp(f) && readU16(f, 14 + 6) === ArpOp.REPLY) {
+        const c = f.slice();
+        writeMac(c, 6, this.fakeReplyMac);
+        writeMac(c, 14 + 8, this.fakeReplyMac);
+        this.handler?.(c, info);
+        return;
+      }
+      this.handler?.(f, info);
+    });
+  }
+  get name(): string {
+    return `${this.inner.name}+gray`;
+  }
+  get mtu(): number {
+    return this.inner.mtu;
+  }
+  get carrier(): boolean {
+    return this.inner.carrier;
+  }
+  send(f: Uint8Array): boolean {
+    if (this.dropData && !isArp(f)) {
+      this.dropped++;
+      return true;
+    }
+    return this.inner.send(f);
+  }
+  onFrame(h: (f: Uint8Array, info?: RxOffloadInfo) => void): void {
+    this.handler = h;
+  }
+  onCarrier(h: (up: boolean) => void): void {
+    this.inner.onCarrier(h);
+  }
+  close(): void {
+    this.inner.close();
+  }
+}
+
+function isArp(f: Uint8Array): boolean {
+  return f.length >= 14 && readU16(f, 12) === EtherType.ARP;
+}
+
+/** Scaled to the simulator's 20 ms minimum RTO as the defaults are to 200 ms: windows of 20 ms, a stall of 100 ms. */
+const HEALTH = { progressWindowMs: 20, stallMs: 100, progressWindows: 2 };
+const BASE = { seed: 7, nics: 2, conns: 8, bytes: 2_000_000, rateBps: 2e7, limitMs: 60_000, health: HEALTH };
+
+/** A scenario whose member `nic` turns gray (`fault`) 30 ms after the streams start. */
+function grayScenario(
+  nic: number,
+  fault: (g: GrayLink) => void,
+): Promise<ScenarioResult & { links: GrayLink[] }> {
+  const links: GrayLink[] = [];
+  return runScenario({
+    ...BASE,
+    wrapPort: (p) => {
+      const g = new GrayLink(p);
+      links.push(g);
+      return g;
+    },
+    onStart: (rig, t0) => {
+      rig.net.clock.createTimer(() => fault(links[nic]!)).armAt(t0 + 30);
+    },
+  }).then((r) => ({ ...r, links }));
+}
+
+describe('gray failures the probes cannot see (simulator)', () => {
+  test('data blackholed on one member while ARP passes: declared failed for lack of progress, connections moved', async () => {
+    const r = await grayScenario(0, (g) => {
+      g.dropData = true;
+    });
+    assertClean(r);
+    const fs = r.rig.team.failovers;
+    assert.equal(fs.length, 1, `one failover, got ${JSON.stringify(fs.map((f) => f.cause))}`);
+    const f = fs[0]!;
+    assert.equal(f.nic, 'team.nic0');
+    assert.equal(f.cause, 'progress');
+    assert.ok(f.connections > 0, 'the gray member carried connections');
+    assert.deepEqual(f.to, ['team.nic1']);
+    assert.equal(f.lost, 0);
+    assert.ok(r.links[0]!.dropped > 0, 'the filter dropped data');
+    assert.equal(r.rig.counters.get('team.fail.reachability'), 0, 'the probes never saw it');
+    assert.ok(r.rig.nics[0]!.linkUp);
+  });
+
+  test('probe replies from another MAC than the connections send to: declared failed (mac-mismatch)', async () => {
+    const r = await grayScenario(1, (g) => {
+      g.fakeReplyMac = 0x02000000ee01;
+    });
+    assertClean(r);
+    const fs = r.rig.team.failovers;
+    assert.equal(fs.length, 1);
+    assert.equal(fs[0]!.nic, 'team.nic1');
+    assert.equal(fs[0]!.cause, 'mac-mismatch');
+    assert.match(fs[0]!.detail, /02:00:00:00:ee:01/);
+    assert.deepEqual(fs[0]!.to, ['team.nic0']);
+    assert.equal(fs[0]!.lost, 0);
+  });
+
+  test('a healthy member under 2 % loss (the other one lossless) is never declared failed', async () => {
+    let timeouts = 0;
+    for (const seed of [7, 8, 9]) {
+      const r = await runScenario({
+        ...BASE,
+        seed,
+        // Loss on member 0's port only: its connections retransmit while member 1's progress,
+        // which is exactly the comparison the watch makes.
+        wrapPort: (p, i) => {
+          if (i === 0) p.impair({ loss: 0.02 });
+          return p;
+        },
+      });
+      assertClean(r);
+      assert.deepEqual(
+        r.rig.team.failovers.map((f) => f.cause),
+        [],
+        `seed ${seed}`,
+      );
+      const rtx = r.rig.nics[0]!.counters.get('tcp.retransmits');
+      assert.ok(rtx > 0, `seed ${seed}: the loss cost member 0 retransmissions`);
+      timeouts += r.rig.nics[0]!.counters.get('tcp.rto');
+    }
+    // Retransmission timeouts did fire on the lossy member: each was answered while its other
+    // connections progressed, so none made it suspect for long enough.
+    assert.ok(timeouts > 0, 'the loss cost member 0 retransmission timeouts');
+  });
+});
