@@ -48,8 +48,10 @@ export interface LoadResult {
   detectMs: number;
   /** At the peer: the last connection stalled by the fault got data again this long after it, ms. */
   resumeMs: number;
-  /** Connections that stalled across the fault. */
+  /** Connections that stalled across the fault (a gap the client saw; a quick failover may leave none). */
   stalledByFault: number;
+  /** Connections the failover moved off the faulty member, from serve's failover line. */
+  movedByFault: number;
   /** Lines of serve's log that must never appear: false failures, losses, resets, errors. */
   bad: string[];
   log: string;
@@ -136,10 +138,17 @@ export async function runLoad(lab: Lab, o: LoadOptions): Promise<LoadResult> {
     }
     const text = srv.log();
     let detectMs = -1;
+    let movedByFault = 0;
     if (o.fault !== 'none') {
-      const re = new RegExp(`failover ${nic} \\(${CAUSE[o.fault]}\\): detected in ([\\d.]+) ms`, 'g');
+      const re = new RegExp(
+        `failover ${nic} \\(${CAUSE[o.fault]}\\): detected in ([\\d.]+) ms, (\\d+) connection`,
+        'g',
+      );
       const m = [...text.matchAll(re)].pop();
-      if (m) detectMs = Number(m[1]);
+      if (m) {
+        detectMs = Number(m[1]);
+        movedByFault = Number(m[2]);
+      }
     }
     let resumeMs = 0;
     let stalledByFault = 0;
@@ -165,6 +174,7 @@ export async function runLoad(lab: Lab, o: LoadOptions): Promise<LoadResult> {
       detectMs,
       resumeMs: Math.round(resumeMs * 10) / 10,
       stalledByFault,
+      movedByFault,
       bad,
       log: text,
     };
