@@ -171,6 +171,26 @@ export async function startOffloaded(rig: WorkerTeamRig, split: number[]) {
   return { st, keys };
 }
 
+/**
+ * `p`, or a failure naming the step that hung and what the team looked like then: a step that
+ * never ends would otherwise surface only as the test's timeout, with nothing to go on.
+ */
+export async function within<T>(p: Promise<T>, ms: number, what: string, rig: WorkerTeamRig): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      const nics = rig.nics.map((n) => ({ id: n.id, death: n.death, load: n.load, linkUp: n.linkUp }));
+      const state = { failovers: rig.team.failovers, nics };
+      reject(new Error(`${what}: not within ${ms} ms; ${JSON.stringify(state)}`));
+    }, ms);
+  });
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 export async function nextFailover(rig: WorkerTeamRig): Promise<FailoverRecord> {
   const [rec] = (await once(rig.team, 'failover')) as [FailoverRecord];
   await rig.team.settled();

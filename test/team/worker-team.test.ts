@@ -12,6 +12,7 @@ import {
   setup,
   startOffloaded,
   type WorkerTeamRig,
+  within,
 } from './worker-team-helpers.ts';
 
 /** Owners of the connections, by NIC id, counting only those still open. */
@@ -159,20 +160,21 @@ describe('team of WorkerNics (real worker threads) on a real-time network', () =
     const nic1 = rig.nics[1]!;
     const { st } = await startOffloaded(rig, [CONNS, 0]);
     await rig.net.sleep(300);
+    assert.equal(nic0.death, null, 'the worker was alive before it was stalled');
     const dead = once(nic0, 'dead') as Promise<[WorkerDeath]>;
     const failover = nextFailover(rig);
     nic0.stall(5000);
-    const [cause] = await dead;
+    const [cause] = await within(dead, 15_000, 'declared dead', rig);
     // Declared for silence, so while it was stalled: a worker that had woken would have beaten.
     assert.equal(cause.kind, 'heartbeat');
     assert.ok((cause.silentMs ?? 0) > 500, `silent for ${cause.silentMs} ms`);
-    const f = await failover;
+    const f = await within(failover, 20_000, 'failover after the death', rig);
     assert.equal(f.cause, 'dead');
     assert.equal(f.connections, CONNS);
     assert.deepEqual(f.to, [nic1.id]);
     assert.equal(f.lost, 0);
     assert.equal(rig.stack.counters.get('offload.rebuilt'), CONNS);
-    await assertClean(rig, st);
+    await within(assertClean(rig, st), 30_000, 'streams complete after the rebuild', rig);
     assert.equal(rig.team.failovers.length, 1);
   });
 });
