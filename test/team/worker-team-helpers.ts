@@ -16,6 +16,7 @@ import { type SimHost, SimNetwork } from '../../src/sim/sim-network.ts';
 import { Host } from '../../src/socket/host.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { Stack } from '../../src/stack/stack.ts';
+import { TcpStateId } from '../../src/state/tcp-state.ts';
 import type { HealthOptions } from '../../src/team/health.ts';
 import { ManagerOffloader } from '../../src/team/manager-offloader.ts';
 import { ProbeTap } from '../../src/team/probe-tap.ts';
@@ -179,9 +180,11 @@ export async function within<T>(p: Promise<T>, ms: number, what: string, rig: Wo
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
-      const nics = rig.nics.map((n) => ({ id: n.id, death: n.death, load: n.load, linkUp: n.linkUp }));
-      const state = { failovers: rig.team.failovers, nics };
-      reject(new Error(`${what}: not within ${ms} ms; ${JSON.stringify(state)}`));
+      void stuck(rig).then((conns) => {
+        const nics = rig.nics.map((n) => ({ id: n.id, death: n.death, load: n.load, linkUp: n.linkUp }));
+        const state = { failovers: rig.team.failovers, nics, conns };
+        reject(new Error(`${what}: not within ${ms} ms; ${JSON.stringify(state)}`));
+      });
     }, ms);
   });
   try {
@@ -189,6 +192,27 @@ export async function within<T>(p: Promise<T>, ms: number, what: string, rig: Wo
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** Connections still open at the peer, each with the member's view of it: what a stall looks like. */
+async function stuck(rig: WorkerTeamRig): Promise<unknown[]> {
+  const out: unknown[] = [];
+  const live = rig.nics.filter((n) => n.death === null);
+  const views = (await Promise.all(live.map((n) => n.query().catch(() => [])))).flat();
+  for (const c of rig.peer.stack.tcp.connections()) {
+    if (c.state.delegated.state === TcpStateId.CLOSED || c.state.delegated.state === TcpStateId.TIME_WAIT)
+      continue;
+    const nic = views.find((v) => v.key.localPort === c.remotePort && v.key.remotePort === c.localPort);
+    const t = c.state.delegated;
+    out.push({
+      port: c.remotePort,
+      peer: { state: t.state, sndUna: t.sndUna, sndNxt: t.sndNxt, rcvNxt: t.rcvNxt, sndWnd: t.sndWnd },
+      peerQueued: { send: c.writableLength, recv: c.readableLength },
+      nic: nic ?? 'not on a member',
+    });
+    if (out.length >= 5) break;
+  }
+  return out;
 }
 
 export async function nextFailover(rig: WorkerTeamRig): Promise<FailoverRecord> {

@@ -100,8 +100,10 @@ class ProxyLink implements Link {
   ) {}
   send(frame: Uint8Array): boolean {
     if (!this.carrier) return false;
-    noteTx(frame);
     this.out.push(frame);
+    // After the push: a push that posts the earlier frames publishes and forgets every touched
+    // record, and this frame's connection must stay marked for the batch that carries it.
+    noteTx(frame);
     return true;
   }
   onFrame(handler: (frame: Uint8Array) => void): void {

@@ -184,12 +184,15 @@ export type InitiateReply = InitiateResult;
 // ---- frame batches -------------------------------------------------------------------------------
 
 const INITIAL_BATCH = 64 * 1024;
-/** A batch this big goes at once instead of waiting for the end of the turn. */
-const FLUSH_AT = 512 * 1024;
 
 /**
- * Packs frames into one buffer to be transferred whole at the end of the turn (or when it is big).
- * A fresh buffer follows each flush: the old one now belongs to the other thread.
+ * Packs frames into one buffer to be transferred whole at the end of the turn, or sooner when the
+ * next frame does not fit. A fresh buffer follows each flush: the old one now belongs to the other
+ * thread.
+ *
+ * A batch posted from within `push` holds only frames pushed before: the worker publishes the hard
+ * state of what a batch carries as it posts it, and a frame whose sender has not yet returned from
+ * handing it over is not reflected in that state (see the worker's ProxyLink).
  */
 export class FrameBatcher {
   private buf = new Uint8Array(INITIAL_BATCH);
@@ -221,8 +224,7 @@ export class FrameBatcher {
     this.buf.set(frame, this.off + 4);
     this.off += need;
     this.frames++;
-    if (this.off >= FLUSH_AT) this.flush();
-    else if (!this.scheduled) {
+    if (!this.scheduled) {
       this.scheduled = true;
       this.schedule(this.flushLater);
     }
