@@ -269,11 +269,14 @@ export class NicHealth {
     }
   }
 
-  /** The NIC's thread or process is gone (exited, threw); terminal. */
-  /** The NIC is gone; `immediate` when its end was seen as it happened rather than from missed beats. */
-  dead(detail: string, immediate = false): void {
+  /**
+   * The NIC is gone (exited, threw, fell silent); terminal. `immediate` when its end was seen as it
+   * happened rather than from missed beats; `since`, the NIC's own last sign of life when it knows
+   * one better than the heartbeat indications seen here (a worker counts progress between beats).
+   */
+  dead(detail: string, immediate = false, since?: number): void {
     if (this.closed || this.st === 'dead') return;
-    const ev = this.fail('dead', detail);
+    const ev = this.fail('dead', detail, since);
     if (immediate) ev.immediate = true;
     this.st = 'dead';
     this.holdTimer.disarm();
@@ -334,18 +337,20 @@ export class NicHealth {
     return this.tap !== null && this.opts.probeTargets.length > 0;
   }
 
-  private fail(cause: FailureCause, detail: string): FailureEvent {
+  private fail(cause: FailureCause, detail: string, evidence?: number): FailureEvent {
     const at = this.clock.now();
     const since =
-      cause === 'carrier'
-        ? this.carrierSince
-        : cause === 'reachability'
-          ? this.lastReply
-          : cause === 'progress' || cause === 'mac-mismatch'
-            ? this.graySince
-            : this.lastBeat >= 0
-              ? this.lastBeat
-              : at;
+      evidence !== undefined
+        ? evidence
+        : cause === 'carrier'
+          ? this.carrierSince
+          : cause === 'reachability'
+            ? this.lastReply
+            : cause === 'progress' || cause === 'mac-mismatch'
+              ? this.graySince
+              : this.lastBeat >= 0
+                ? this.lastBeat
+                : at;
     const ev: FailureEvent = { nic: this.nic, cause, at, since: Math.min(at, since), detail };
     this.failures++;
     this.lastFail = ev;

@@ -186,7 +186,9 @@ export class Team extends EventEmitter {
     nic.on('link', (up, since) => health.carrier(up, undefined, since));
     nic.on('dead', (cause) => {
       const d = describeDeath(cause);
-      health.dead(d.detail, d.immediate);
+      // Silence is counted from the worker's last progress, which the heartbeat indications miss.
+      const since = cause.silentMs !== undefined ? this.clock.now() - cause.silentMs : undefined;
+      health.dead(d.detail, d.immediate, since);
     });
     nic.on('heartbeat', () => health.heartbeat());
     if (!this.slotUsable(this.slots[this.link.activeIndex] ?? null) && health.usable) this.setHostSlot(slot);

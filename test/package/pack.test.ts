@@ -44,16 +44,7 @@ describe('npm package', () => {
     assert.equal(existsSync(join(pkg, 'src')), false, 'the package ships compiled code, not sources');
     assert.equal(existsSync(join(dir, 'node_modules/tsx')), false, 'tsx must not be a run-time dependency');
 
-    const demo = run('npx', [
-      '--no-install',
-      'chimney',
-      'demo',
-      '--json',
-      '--connections',
-      '4',
-      '--bytes',
-      '64KiB',
-    ]);
+    const demo = run('npx', '--no-install chimney demo --json --connections 4 --bytes 64KiB'.split(' '));
     assert.equal(demo.status, 0, demo.stderr);
     const summary = JSON.parse(demo.stdout);
     assert.equal(summary.verified, true);
