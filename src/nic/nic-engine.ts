@@ -5,10 +5,16 @@ import type { Random } from '../core/random.ts';
 import type { Link, LinkGsoOptions, RxOffloadInfo } from '../link/link.ts';
 import { Ipv4Output } from '../stack/ip-output.ts';
 import type { IpInfo, IpSender } from '../stack/ip-sender.ts';
-import { armKeepalive, deliverEvents, type TcpConnection, terminate } from '../stack/tcp/tcp-connection.ts';
+import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
+import {
+  armKeepalive,
+  deliverEvents,
+  resume,
+  rewind,
+  scheduleTimer,
+  terminate,
+} from '../stack/tcp/tcp-drive.ts';
 import { TcpLayer } from '../stack/tcp/tcp-layer.ts';
-import { tcpOutput } from '../stack/tcp/tcp-output.ts';
-import { scheduleTimer } from '../stack/tcp/tcp-timers.ts';
 import type { TcpHostEnv } from '../stack/tcp/tcp-types.ts';
 import { createNeighborState, type NeighborState } from '../state/neighbor-state.ts';
 import { buildTrees, type OffloadTree } from '../state/offload-tree.ts';
@@ -728,12 +734,8 @@ export class NicEngine {
       if (conn.state.path !== p) continue;
       const d = conn.state.delegated;
       if (d.state < TcpStateId.ESTABLISHED || d.state === TcpStateId.TIME_WAIT) continue;
-      if (d.sndMax !== d.sndUna) {
-        d.sndNxt = d.sndUna;
-        conn.state.soft.rttActive = false;
-      }
-      tcpOutput(conn);
-      scheduleTimer(conn);
+      rewind(conn.state);
+      resume(conn);
     }
   }
 

@@ -11,15 +11,15 @@ import { SeededRandom } from '../../core/random.ts';
 import type { Link, LinkGsoOptions, RxOffloadInfo } from '../../link/link.ts';
 import { LinkWrapper } from '../../link/link-wrapper.ts';
 import { capture, PcapWriter } from '../../link/pcap.ts';
-import { seqAdd, seqDiff, seqLeq } from '../../stack/tcp/seq.ts';
+import { seqAdd, seqLeq } from '../../stack/tcp/seq.ts';
+import type { TcpConnection } from '../../stack/tcp/tcp-connection.ts';
 import {
   canReceive,
   deliverEvents,
   isSynchronized,
-  type TcpConnection,
-} from '../../stack/tcp/tcp-connection.ts';
-import { tcpOutput } from '../../stack/tcp/tcp-output.ts';
-import { scheduleTimer } from '../../stack/tcp/tcp-timers.ts';
+  kick,
+  windowWorthAnnouncing,
+} from '../../stack/tcp/tcp-drive.ts';
 import type { TcpUser } from '../../stack/tcp/tcp-types.ts';
 import { ByteRing } from '../../state/byte-ring.ts';
 import { ethL3Offset, ipv4HeaderLen, ipv4TotalLen, tcpSeq, tcpSeqLen } from '../../wire/fields.ts';
@@ -354,20 +354,12 @@ function ringBell(slot: Slot, bits: number): void {
   }
   let output = false;
   if (bits & BELL_WROTE && isSynchronized(d.state)) output = true;
-  if (bits & BELL_READ && canReceive(d.state) && !d.finReceived) {
-    // The same rule as a read on the engine's own thread (RFC 1122 4.2.3.3): announce the opened
-    // window once it has grown by a useful amount.
-    const opened = d.recvBuffer.free - seqDiff(d.rcvAdv, d.rcvNxt);
-    if (opened >= Math.min(2 * s.const.localMss, s.cached.rcvBufSize >>> 1)) {
-      s.soft.ackNow = true;
-      output = true;
-    }
+  // The application read from the shared ring: the same rule as a read on the engine's own thread.
+  if (bits & BELL_READ && canReceive(d.state) && !d.finReceived && windowWorthAnnouncing(s)) {
+    s.soft.ackNow = true;
+    output = true;
   }
-  if (output) {
-    tcpOutput(conn);
-    scheduleTimer(conn);
-    deliverEvents(conn);
-  }
+  if (output) kick(conn);
   touch(slot);
 }
 

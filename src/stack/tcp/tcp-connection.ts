@@ -5,11 +5,11 @@ import { TcpStateId } from '../../state/tcp-state.ts';
 import type { TcpHeader } from '../../wire/tcp.ts';
 import type { CongestionControl } from './congestion.ts';
 import { RackLog } from './rack.ts';
-import { seqDiff } from './seq.ts';
 import { deliverEvents, terminate } from './tcp-events.ts';
 import { sendRst, tcpOutput } from './tcp-output.ts';
 import { onConnectionTimer, scheduleTimer } from './tcp-timers.ts';
 import type { ConnectionHandle, TcpHostEnv, TcpUser } from './tcp-types.ts';
+import { windowWorthAnnouncing } from './tcp-window.ts';
 
 export { connError, deliverEvents, reportClosed, TcpEvent, terminate } from './tcp-events.ts';
 
@@ -162,20 +162,10 @@ export class TcpConnection implements ConnectionHandle {
     const s = this.state;
     const d = s.delegated;
     const n = d.recvBuffer.read(dst, off, len);
-    if (n > 0 && canReceive(d.state) && !d.finReceived) {
-      // RFC 1122 4.2.3.3: announce the opened window only once it has grown by a useful amount,
-      // and (as Linux does) only when the peer sees less than half of it: otherwise the ACKs that
-      // data draws anyway carry the news, and a bulk reader would cost one extra frame per read.
-      const advertised = seqDiff(d.rcvAdv, d.rcvNxt);
-      const opened = d.recvBuffer.free - advertised;
-      if (
-        opened >= Math.min(2 * s.const.localMss, s.cached.rcvBufSize >>> 1) &&
-        d.recvBuffer.free >= 2 * advertised
-      ) {
-        s.soft.ackNow = true;
-        tcpOutput(this);
-        scheduleTimer(this);
-      }
+    if (n > 0 && canReceive(d.state) && !d.finReceived && windowWorthAnnouncing(s)) {
+      s.soft.ackNow = true;
+      tcpOutput(this);
+      scheduleTimer(this);
     }
     return n;
   }

@@ -1,0 +1,173 @@
+import { AddressInUseError, InvalidStateError } from '../../core/errors.ts';
+import type { TcpState } from '../../state/tcp-state.ts';
+import { createIpv4Header, encodeIpv4, IpProto } from '../../wire/ipv4.ts';
+import type { IpInfo } from '../ip-sender.ts';
+import type { ConnTable, Placeholder } from './conn-table.ts';
+import { TcpConnection, TcpEvent } from './tcp-connection.ts';
+import { rewind } from './tcp-drive.ts';
+import { flushDelayedAck } from './tcp-flush.ts';
+import type { TcpLayer } from './tcp-layer.ts';
+import { sendAck, tcpOutput, tsNow } from './tcp-output.ts';
+import { scheduleTimer } from './tcp-timers.ts';
+import type { TcpUser } from './tcp-types.ts';
+
+/** Segments a frozen 4-tuple holds while its connection moves; more are dropped and counted. */
+const FROZEN_QUEUE_LIMIT = 4096;
+
+export interface AdoptOptions {
+  /**
+   * Make the peer recover at once (failover): send an ACK and retransmit from snd.una if data is
+   * outstanding, instead of waiting for the retransmission timer.
+   */
+  prod?: boolean;
+}
+
+/**
+ * Hand-over of live connections between owners (the patent's offload, upload and failover): the
+ * consistent point where a connection leaves (`release`), the placeholder that holds or forwards
+ * its segments meanwhile, and the new owner taking it up (`adopt`).
+ */
+export class Handover {
+  private readonly pktHdr = createIpv4Header();
+
+  constructor(
+    private readonly layer: TcpLayer,
+    private readonly table: ConnTable,
+  ) {}
+
+  /**
+   * Take over an established connection's state (validated by the caller): link it into the table,
+   * re-arm its timer from the deadlines it carries and resume output. A placeholder for the same
+   * 4-tuple stays until `dropFrozen` so the caller can replay what it held (`takeQueued`).
+   */
+  adopt(state: TcpState, user: TcpUser | null, opts: AdoptOptions = {}): TcpConnection {
+    const layer = this.layer;
+    const c = state.const;
+    if (this.table.lookup(c.localIp, c.localPort, c.remoteIp, c.remotePort)) {
+      throw new AddressInUseError('adopt: this layer already runs a connection with that 4-tuple');
+    }
+    const conn = new TcpConnection(layer, state);
+    conn.user = user;
+    // The delayed-ACK timer never travels: the previous owner flushed it.
+    state.soft.delayedAckDeadline = Number.POSITIVE_INFINITY;
+    layer.link(conn);
+    if (opts.prod === true) {
+      const d = state.delegated;
+      if (d.sndMax !== d.sndUna) {
+        rewind(state);
+        // The backoff was earned on the path that failed (or while no link was left at all), and
+        // says nothing about the one we resend on now: like RFC 6069's revert after a known
+        // disruption, the timer that guards this resend starts from the plain RTO.
+        d.backoff = 0;
+        d.rtxDeadline = Number.POSITIVE_INFINITY;
+      }
+      state.soft.ackNow = true;
+      conn.rttEchoFloor = tsNow(layer.env.clock.now());
+      layer.env.counters.inc('tcp.adopt.prodded');
+      // Three identical ACKs: a peer with data in flight takes them as duplicate ACKs and
+      // retransmits at once (fast retransmit) instead of waiting for its own timer; a peer with
+      // nothing in flight ignores them.
+      sendAck(conn);
+      sendAck(conn);
+      sendAck(conn);
+    }
+    tcpOutput(conn);
+    scheduleTimer(conn);
+    if (state.delegated.recvBuffer.length > 0) conn.events |= TcpEvent.READABLE;
+    conn.deferDelivery();
+    return conn;
+  }
+
+  /**
+   * The consistent point of a hand-over: flush a pending delayed ACK, stop the timer, take the
+   * connection out of the table and leave a placeholder that queues segments for its 4-tuple.
+   * Returns the state, which now belongs to whoever takes it next; `conn` is dead from here on.
+   */
+  release(conn: TcpConnection): TcpState {
+    if (!conn.linked || conn.released)
+      throw new InvalidStateError('release: connection not run by this layer');
+    flushDelayedAck(conn);
+    const s = conn.state;
+    // Chimney: data SACKed but not cumulatively acknowledged is dropped on a hand-over, so the
+    // next owner resends it rather than trust a scoreboard it did not build.
+    s.soft.sacked.length = 0;
+    s.soft.ackNow = false;
+    conn.timer.disarm();
+    conn.timerTarget = Number.POSITIVE_INFINITY;
+    this.layer.unlinkQuiet(conn);
+    conn.released = true;
+    const c = s.const;
+    this.freeze(c.localIp, c.localPort, c.remoteIp, c.remotePort);
+    this.layer.env.counters.inc('tcp.released');
+    return s;
+  }
+
+  /** Hold segments for this 4-tuple (a placeholder in queueing mode). */
+  freeze(localIp: number, localPort: number, remoteIp: number, remotePort: number): void {
+    this.table.hold(localIp, localPort, remoteIp, remotePort).forward = null;
+  }
+
+  /**
+   * Send segments for this 4-tuple to `fn` (the connection's owner elsewhere) instead of holding
+   * them. Creates the placeholder if needed; segments already held are forwarded first.
+   */
+  forwardTo(
+    localIp: number,
+    localPort: number,
+    remoteIp: number,
+    remotePort: number,
+    fn: (packet: Uint8Array) => void,
+  ): void {
+    const ph = this.table.hold(localIp, localPort, remoteIp, remotePort);
+    const q = ph.queue;
+    ph.queue = [];
+    ph.forward = fn;
+    for (const p of q) fn(p);
+  }
+
+  /** The segments held for this 4-tuple, oldest first; the placeholder stays. */
+  takeQueued(localIp: number, localPort: number, remoteIp: number, remotePort: number): Uint8Array[] {
+    const ph = this.table.placeholder(localIp, localPort, remoteIp, remotePort);
+    if (ph === undefined) return [];
+    const q = ph.queue;
+    ph.queue = [];
+    return q;
+  }
+
+  /** Forget the placeholder: later segments for the 4-tuple are handled as for any unknown one. */
+  dropFrozen(localIp: number, localPort: number, remoteIp: number, remotePort: number): void {
+    const held = this.table.unhold(localIp, localPort, remoteIp, remotePort);
+    if (held !== undefined && held.queue.length > 0)
+      this.layer.env.counters.inc('drop.tcp.frozen-discarded', held.queue.length);
+  }
+
+  /** Copy the segment into a fresh IPv4 packet (the receive buffer is reused after we return). */
+  hold(ph: Placeholder, ip: IpInfo, buf: Uint8Array, off: number, len: number): void {
+    const counters = this.layer.env.counters;
+    if (ph.forward === null && ph.queue.length >= FROZEN_QUEUE_LIMIT) {
+      counters.inc('drop.tcp.frozen-overflow');
+      return;
+    }
+    const pkt = new Uint8Array(20 + len);
+    const h = this.pktHdr;
+    h.tos = ip.tos;
+    h.totalLength = 20 + len;
+    h.id = 0;
+    h.df = true;
+    h.mf = false;
+    h.fragOffset = 0;
+    h.ttl = ip.ttl > 0 ? ip.ttl : 64;
+    h.protocol = IpProto.TCP;
+    h.src = ip.src;
+    h.dst = ip.dst;
+    encodeIpv4(h, pkt, 0);
+    pkt.set(buf.subarray(off, off + len), 20);
+    if (ph.forward !== null) {
+      counters.inc('tcp.frozen.forwarded');
+      ph.forward(pkt);
+    } else {
+      counters.inc('tcp.frozen.queued');
+      ph.queue.push(pkt);
+    }
+  }
+}

@@ -1,0 +1,287 @@
+import { AddressInUseError, InvalidArgumentError } from '../../core/errors.ts';
+import type { PathState } from '../../state/path-state.ts';
+import { type TcpCached, TcpStateId } from '../../state/tcp-state.ts';
+import {
+  encodeTcpHeader,
+  finishTcpChecksum,
+  resetTcpOptions,
+  TCP_PROTOCOL,
+  TcpFlag,
+  type TcpHeader,
+} from '../../wire/tcp.ts';
+import type { IpInfo } from '../ip-sender.ts';
+import { seqAdd, seqSub } from './seq.ts';
+import { type CookieOptions, SynCookies } from './syn-cookies.ts';
+import type { ListenerRef, TcpConnection } from './tcp-connection.ts';
+import { connInput, establish, negotiateSynOptions, offerToListener } from './tcp-input.ts';
+import type { TcpLayer } from './tcp-layer.ts';
+import { announcedMss, newConnection } from './tcp-open.ts';
+import { checkPort, checkU32 } from './tcp-options.ts';
+import { sendRstReply, sendSyn, tsNow, wscaleFor } from './tcp-output.ts';
+import { scheduleTimer } from './tcp-timers.ts';
+
+export interface TcpListener {
+  readonly ip: number;
+  readonly port: number;
+  close(): void;
+  /** Half-open connections (SYN_RECEIVED) waiting for the handshake's last ACK. */
+  readonly pending: number;
+}
+
+/** Like Linux's TCP_SYNCOOKIE_VALID: cookie ACKs are looked at this long after an overflow. */
+const SYNCOOKIE_VALID_MS = 120_000;
+
+export class Listener implements TcpListener, ListenerRef {
+  pending = 0;
+  closed = false;
+  /** When the backlog last overflowed and a cookie went out (-Infinity: never). */
+  lastOverflowAt = Number.NEGATIVE_INFINITY;
+  constructor(
+    private readonly listeners: Listeners,
+    readonly ip: number,
+    readonly port: number,
+    readonly backlog: number,
+    readonly cached: TcpCached,
+    readonly accept: (conn: TcpConnection) => boolean,
+  ) {}
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.listeners.remove(this);
+  }
+}
+
+/**
+ * The listening half of a TCP layer: its listeners by port, the SYN cookies it answers with when a
+ * backlog is full, and the passive open (a SYN to a listener, or the ACK of a cookie).
+ */
+export class Listeners {
+  private readonly byPort = new Map<number, Listener[]>();
+  private readonly cookies: SynCookies;
+  private readonly cookieOpts: CookieOptions = { mss: 0, wscale: -1, sackPermitted: false };
+
+  constructor(private readonly layer: TcpLayer) {
+    this.cookies = new SynCookies(layer.env.random);
+  }
+
+  has(port: number): boolean {
+    return this.byPort.has(port);
+  }
+
+  /** The listener for this address and port: the one bound to the address, else a wildcard one. */
+  find(ip: number, port: number): Listener | null {
+    const list = this.byPort.get(port);
+    if (!list) return null;
+    let any: Listener | null = null;
+    for (const l of list) {
+      if (l.ip === ip) return l;
+      if (l.ip === 0) any = l;
+    }
+    return any;
+  }
+
+  listen(
+    opts: { ip?: number; port: number; backlog?: number; options?: Partial<TcpCached> },
+    cached: (options?: Partial<TcpCached>) => TcpCached,
+    accept: (conn: TcpConnection) => boolean,
+  ): Listener {
+    if (!opts || typeof opts !== 'object') throw new InvalidArgumentError('listen: options required');
+    const ip = opts.ip === undefined ? 0 : checkU32(opts.ip, 'ip');
+    const port = checkPort(opts.port, 'port');
+    const backlog = opts.backlog ?? 511;
+    if (!Number.isInteger(backlog) || backlog < 0) throw new InvalidArgumentError('listen: bad backlog');
+    if (typeof accept !== 'function') throw new InvalidArgumentError('listen: accept must be a function');
+    const options = cached(opts.options);
+    const list = this.byPort.get(port) ?? [];
+    for (const l of list) {
+      if (l.ip === ip || l.ip === 0 || ip === 0)
+        throw new AddressInUseError(`port ${port} is already listening`);
+    }
+    const l = new Listener(this, ip, port, backlog, options, accept);
+    list.push(l);
+    this.byPort.set(port, list);
+    return l;
+  }
+
+  /** A listener closed: it takes its half-open and not yet accepted connections with it. */
+  remove(l: Listener): void {
+    const list = this.byPort.get(l.port);
+    if (list) {
+      const i = list.indexOf(l);
+      if (i >= 0) list.splice(i, 1);
+      if (list.length === 0) this.byPort.delete(l.port);
+    }
+    for (const conn of this.layer.connections()) {
+      if (conn.listener === l) conn.abort();
+    }
+  }
+
+  closeAll(): void {
+    for (const list of [...this.byPort.values()]) for (const l of [...list]) l.close();
+  }
+
+  /** A segment for a listener (no connection holds its tuple); `reopenIss` when it ends a TIME_WAIT. */
+  input(
+    l: Listener,
+    ip: IpInfo,
+    h: TcpHeader,
+    buf: Uint8Array,
+    pOff: number,
+    pLen: number,
+    reopenIss = -1,
+  ): void {
+    const layer = this.layer;
+    const env = layer.env;
+    const f = h.flags;
+    if (f & TcpFlag.RST) return;
+    if ((f & (TcpFlag.SYN | TcpFlag.FIN)) === (TcpFlag.SYN | TcpFlag.FIN)) {
+      // No legitimate opener sets both; Linux discards it in LISTEN without an answer.
+      env.counters.inc('drop.tcp.syn-fin');
+      return;
+    }
+    if (f & TcpFlag.ACK) {
+      // Only after a recent overflow can an ACK answer a cookie; checking every stray ACK would
+      // spend a hash on each and let a blind attacker try cookies at will (Linux does the same).
+      const recent = env.clock.now() - l.lastOverflowAt < SYNCOOKIE_VALID_MS;
+      if (!(f & TcpFlag.SYN) && recent && this.cookieAck(l, ip, h, buf, pOff, pLen)) return;
+      sendRstReply(layer, ip.src, ip.dst, h, pLen);
+      return;
+    }
+    if (!(f & TcpFlag.SYN)) {
+      env.counters.inc('drop.tcp.listen-no-syn');
+      return;
+    }
+    const path = env.pathTo(ip.src, ip.dst);
+    if (!path) {
+      env.counters.inc('drop.tcp.no-route');
+      return;
+    }
+    if (l.pending >= l.backlog) {
+      this.sendCookie(l, ip, h, path);
+      return;
+    }
+    const now = env.clock.now();
+    const conn = newConnection(layer, ip.dst, h.dstPort, ip.src, h.srcPort, l.cached, path);
+    const s = conn.state;
+    const d = s.delegated;
+    conn.listener = l;
+    l.pending++;
+    negotiateSynOptions(conn, h, now);
+    d.irs = h.seq;
+    d.rcvNxt = seqAdd(h.seq, 1);
+    d.rcvAdv = d.rcvNxt;
+    d.lastAckSent = d.rcvNxt;
+    d.iss = reopenIss >= 0 ? reopenIss : layer.isn.next(ip.dst, h.dstPort, ip.src, h.srcPort);
+    d.sndUna = d.iss;
+    d.sndNxt = seqAdd(d.iss, 1);
+    d.sndMax = d.sndNxt;
+    d.sndWnd = h.window;
+    d.maxSndWnd = h.window;
+    d.sndWl1 = h.seq;
+    d.sndWl2 = d.iss;
+    d.state = TcpStateId.SYN_RECEIVED;
+    layer.link(conn);
+    conn.stats.segmentsIn++;
+    s.soft.rttSentAt = now;
+    sendSyn(conn);
+    d.rtxDeadline = now + d.rto;
+    scheduleTimer(conn);
+  }
+
+  /** Backlog full: answer with a SYN cookie and keep no state (counter tcp.syncookies.sent). */
+  private sendCookie(l: Listener, ip: IpInfo, h: TcpHeader, path: PathState): void {
+    const layer = this.layer;
+    const env = layer.env;
+    const now = env.clock.now();
+    l.lastOverflowAt = now;
+    env.counters.inc('tcp.syncookies.sent');
+    const peerMss = h.mss > 0 ? h.mss : 536;
+    const iss = this.cookies.make(ip.dst, h.dstPort, ip.src, h.srcPort, h.seq, peerMss, now);
+    const t = layer.txHdr;
+    resetTcpOptions(t);
+    t.srcPort = h.dstPort;
+    t.dstPort = h.srcPort;
+    t.seq = iss;
+    t.ack = seqAdd(h.seq, 1);
+    t.flags = TcpFlag.SYN | TcpFlag.ACK;
+    t.window = Math.min(l.cached.rcvBufSize, 65535);
+    t.urgent = 0;
+    t.mss = announcedMss(path);
+    if (h.hasTimestamps) {
+      const peerWs = h.wscale >= 0 ? Math.min(h.wscale, 14) : -1;
+      t.hasTimestamps = true;
+      t.tsVal = SynCookies.encodeTs(tsNow(now), peerWs, h.sackPermitted);
+      t.tsEcr = h.tsVal;
+      if (peerWs >= 0) t.wscale = wscaleFor(l.cached.rcvBufSize);
+      t.sackPermitted = h.sackPermitted;
+    }
+    const off = env.ip.begin(path);
+    const buf = env.ip.txBuf;
+    const hl = encodeTcpHeader(t, buf, off);
+    finishTcpChecksum(buf, off, hl, ip.dst, ip.src);
+    env.ip.commit(path, TCP_PROTOCOL, hl, true, l.cached.ttl, l.cached.tos);
+    env.counters.inc('tcp.segments.out');
+  }
+
+  /** The handshake's last ACK for a cookie SYN-ACK: rebuild the connection from the cookie. */
+  private cookieAck(
+    l: Listener,
+    ip: IpInfo,
+    h: TcpHeader,
+    buf: Uint8Array,
+    pOff: number,
+    pLen: number,
+  ): boolean {
+    const layer = this.layer;
+    const env = layer.env;
+    const now = env.clock.now();
+    const cookie = seqSub(h.ack, 1);
+    const peerIsn = seqSub(h.seq, 1);
+    const mss = this.cookies.check(ip.dst, h.dstPort, ip.src, h.srcPort, peerIsn, cookie, now);
+    if (mss < 0) {
+      env.counters.inc('tcp.syncookies.failed');
+      return false;
+    }
+    const path = env.pathTo(ip.src, ip.dst);
+    if (!path) return false;
+    env.counters.inc('tcp.syncookies.ok');
+    const o = this.cookieOpts;
+    if (h.hasTimestamps) SynCookies.decodeTs(h.tsEcr, o);
+    else {
+      o.wscale = -1;
+      o.sackPermitted = false;
+    }
+    const conn = newConnection(layer, ip.dst, h.dstPort, ip.src, h.srcPort, l.cached, path);
+    const s = conn.state;
+    const c = s.const;
+    const d = s.delegated;
+    c.remoteMss = mss;
+    c.wsEnabled = o.wscale >= 0;
+    c.sndWscale = c.wsEnabled ? o.wscale : 0;
+    c.rcvWscale = c.wsEnabled ? conn.offeredWscale : 0;
+    c.sackEnabled = o.sackPermitted;
+    c.tsEnabled = h.hasTimestamps;
+    if (h.hasTimestamps) {
+      d.tsRecent = h.tsVal;
+      d.tsRecentAt = now;
+    }
+    d.iss = cookie;
+    d.irs = peerIsn;
+    d.sndUna = h.ack;
+    d.sndNxt = h.ack;
+    d.sndMax = h.ack;
+    d.rcvNxt = h.seq;
+    d.lastAckSent = h.seq;
+    d.rcvAdv = seqAdd(h.seq, Math.min(l.cached.rcvBufSize, 65535));
+    d.sndWnd = h.window * 2 ** c.sndWscale;
+    d.maxSndWnd = d.sndWnd;
+    d.sndWl1 = h.seq;
+    d.sndWl2 = h.ack;
+    layer.link(conn);
+    establish(conn, now);
+    if (!offerToListener(conn, l)) return true;
+    // The ACK may carry data already; run it through the ordinary path.
+    connInput(conn, h, buf, pOff, pLen);
+    return true;
+  }
+}

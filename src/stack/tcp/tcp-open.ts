@@ -1,0 +1,122 @@
+import { AddressInUseError, InvalidArgumentError } from '../../core/errors.ts';
+import { createNeighborState } from '../../state/neighbor-state.ts';
+import { createPathState, type PathState } from '../../state/path-state.ts';
+import { createTcpState, type TcpCached, type TcpConst, TcpStateId } from '../../state/tcp-state.ts';
+import { seqAdd } from './seq.ts';
+import { connError, reportClosed, TcpConnection, type TcpEngine } from './tcp-connection.ts';
+import type { TcpLayer } from './tcp-layer.ts';
+import { checkPort, checkU32 } from './tcp-options.ts';
+import { sendSyn, wscaleFor } from './tcp-output.ts';
+import { scheduleTimer } from './tcp-timers.ts';
+import type { TcpUser } from './tcp-types.ts';
+
+const EPHEMERAL_LOW = 49152;
+const EPHEMERAL_COUNT = 65536 - EPHEMERAL_LOW;
+/** Largest MSS we announce: a 65535-byte IP packet minus 40 bytes of headers. */
+const MAX_ANNOUNCED_MSS = 65495;
+
+export function announcedMss(path: PathState): number {
+  return Math.max(88, Math.min(path.cached.mtu - 40, MAX_ANNOUNCED_MSS));
+}
+
+/** A connection in CLOSED with the options it will negotiate; not yet in any table. */
+export function newConnection(
+  engine: TcpEngine,
+  localIp: number,
+  localPort: number,
+  remoteIp: number,
+  remotePort: number,
+  cached: TcpCached,
+  path: PathState,
+): TcpConnection {
+  const c: TcpConst = {
+    localIp,
+    localPort,
+    remoteIp,
+    remotePort,
+    tsEnabled: false,
+    sackEnabled: false,
+    wsEnabled: false,
+    sndWscale: 0,
+    rcvWscale: 0,
+    remoteMss: 536,
+    localMss: announcedMss(path),
+  };
+  const conn = new TcpConnection(engine, createTcpState(c, cached, path));
+  conn.offeredWscale = wscaleFor(cached.rcvBufSize);
+  return conn;
+}
+
+export interface ConnectOptions {
+  remoteIp: number;
+  remotePort: number;
+  localIp?: number;
+  localPort?: number;
+  options?: Partial<TcpCached>;
+}
+
+/** The active open: validate, pick the local end, send the SYN. */
+export function openConnection(
+  layer: TcpLayer,
+  opts: ConnectOptions,
+  cached: (options?: Partial<TcpCached>) => TcpCached,
+  user: TcpUser,
+): TcpConnection {
+  if (!opts || typeof opts !== 'object') throw new InvalidArgumentError('connect: options required');
+  const remoteIp = checkU32(opts.remoteIp, 'remoteIp');
+  const remotePort = checkPort(opts.remotePort, 'remotePort');
+  if (opts.localIp !== undefined) checkU32(opts.localIp, 'localIp');
+  if (opts.localPort !== undefined) checkPort(opts.localPort, 'localPort');
+  if (remoteIp === 0 || remoteIp === 0xffffffff || remoteIp >>> 28 === 14) {
+    throw new InvalidArgumentError('connect: remote address must be unicast');
+  }
+  const options = cached(opts.options);
+  const env = layer.env;
+  const path = env.pathTo(remoteIp, opts.localIp);
+  const localIp = opts.localIp ?? path?.const.localIp ?? 0;
+  let localPort = opts.localPort ?? 0;
+  if (localPort !== 0) {
+    if (layer.lookup(localIp, localPort, remoteIp, remotePort)) {
+      throw new AddressInUseError(`connect: local port ${localPort} already used for this peer`);
+    }
+  } else {
+    localPort = ephemeralPort(layer, localIp, remoteIp, remotePort);
+  }
+  const thePath = path ?? unroutablePath(localIp, remoteIp);
+  const conn = newConnection(layer, localIp, localPort, remoteIp, remotePort, options, thePath);
+  conn.user = user;
+  if (!path) {
+    env.counters.inc('tcp.connect.no-route');
+    reportClosed(conn, connError('ENETUNREACH', 'no route to the remote address'));
+    conn.deferDelivery();
+    return conn;
+  }
+  const now = env.clock.now();
+  const d = conn.state.delegated;
+  d.iss = layer.isn.next(localIp, localPort, remoteIp, remotePort);
+  d.sndUna = d.iss;
+  d.sndNxt = seqAdd(d.iss, 1);
+  d.sndMax = d.sndNxt;
+  d.state = TcpStateId.SYN_SENT;
+  layer.link(conn);
+  conn.state.soft.rttSentAt = now;
+  sendSyn(conn);
+  d.rtxDeadline = now + d.rto;
+  scheduleTimer(conn);
+  return conn;
+}
+
+function ephemeralPort(layer: TcpLayer, localIp: number, remoteIp: number, remotePort: number): number {
+  const start = layer.env.random.u32() % EPHEMERAL_COUNT;
+  for (let i = 0; i < EPHEMERAL_COUNT; i++) {
+    const port = EPHEMERAL_LOW + ((start + i) % EPHEMERAL_COUNT);
+    if (!layer.lookup(localIp, port, remoteIp, remotePort) && !layer.listeners.has(port)) return port;
+  }
+  throw new AddressInUseError('connect: no free ephemeral port');
+}
+
+/** A stand-in path for a connect with no route: the connection fails at once, asynchronously. */
+function unroutablePath(localIp: number, remoteIp: number): PathState {
+  const nb = createNeighborState({ srcMac: 0, vlanId: -1, ip: remoteIp });
+  return createPathState({ localIp, remoteIp }, nb, -1, 576);
+}
