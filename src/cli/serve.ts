@@ -84,6 +84,9 @@ function addTapOptions(cmd: Command): Command {
     .option('--pcap <file>', 'capture every frame to this pcap file')
     .addOption(new Option('--mtu <n>', 'set the TAP MTU').argParser(intIn(576, 65521)))
     .option('--no-offload', 'do not use segmentation and checksum offload')
+    .addOption(
+      new Option('--vlan <id>', 'tag every frame with this 802.1Q VLAN id').argParser(intIn(1, 4094)),
+    )
     .option(
       '--impair <spec>',
       "loss/reordering/delay made in Chimney's link, e.g. loss=1%,reorder=1%,delay=2",
@@ -99,6 +102,7 @@ interface TapFlags {
   mtu?: number;
   offload: boolean;
   impair?: string;
+  vlan?: number;
 }
 
 interface TeamFlags {
@@ -136,6 +140,7 @@ function hostOptions(o: TapFlags): TapHostOptions {
     pcap: o.pcap,
     offload: o.offload,
     impair: o.impair,
+    vlan: o.vlan,
   };
 }
 
@@ -290,6 +295,7 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
       mac: o.mac ?? macForIp(ip),
       mtu: o.mtu,
       offload: o.offload,
+      vlan: o.vlan,
       workers: o.workers === true,
       policy: { mode: o.offloadPolicy ?? 'immediate', minAgeMs: o.offloadAfter, minBytes: o.offloadBytes },
       probeTargets: o.probe ?? (o.gw !== undefined ? [o.gw] : []),

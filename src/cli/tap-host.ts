@@ -37,6 +37,8 @@ export interface TapHostOptions {
    * lost segment rather than a whole coalesced super-segment.
    */
   impair?: string;
+  /** 802.1Q VLAN id (1..4094) every frame is tagged with; untagged when absent. */
+  vlan?: number;
 }
 
 export interface TapHost {
@@ -89,6 +91,9 @@ export function checkTapHostOptions(o: TapHostOptions): void {
   if (o.mtu !== undefined && (!Number.isInteger(o.mtu) || o.mtu < 576 || o.mtu > 65521)) {
     bad('--mtu', `${o.mtu} is outside 576..65521`);
   }
+  if (o.vlan !== undefined && (!Number.isInteger(o.vlan) || o.vlan < 1 || o.vlan > 4094)) {
+    bad('--vlan', `${o.vlan} is outside 1..4094`);
+  }
   if (o.impair !== undefined) {
     try {
       parseImpairment(o.impair);
@@ -124,7 +129,12 @@ export function createTapHost(o: TapHostOptions): TapHost {
       tcp: { ...TAP_TCP_DEFAULTS, ...o.tcp },
     });
     const ip = parseCidr(o.ip).ip;
-    stack.addInterface(link, { mac: o.mac ?? macForIp(ip), ip: o.ip, offload: o.offload ?? true });
+    stack.addInterface(link, {
+      mac: o.mac ?? macForIp(ip),
+      ip: o.ip,
+      vlan: o.vlan,
+      offload: o.offload ?? true,
+    });
     if (o.gw !== undefined) stack.setDefaultGateway(o.gw);
   } catch (e) {
     stack?.close();

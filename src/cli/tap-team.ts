@@ -29,6 +29,8 @@ export interface TapTeamOptions {
   mtu?: number;
   /** Use the TAPs' checksum and segmentation offload (default true). */
   offload?: boolean;
+  /** 802.1Q VLAN id of the team's interface, its probes and its announcements. */
+  vlan?: number;
   /** One WorkerNic (its own thread) per TAP; false: LocalNics on the main thread. */
   workers: boolean;
   policy?: Partial<OffloadPolicy>;
@@ -110,6 +112,7 @@ export function createTapTeam(o: TapTeamOptions, clock = new RealClock()): TapTe
     members,
     counters,
     probeTargets: o.probeTargets,
+    vlan: o.vlan,
     health: o.health,
     failback: o.failback,
     tcp: o.tcp,

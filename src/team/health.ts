@@ -42,6 +42,8 @@ export interface HealthOptions {
   probeMisses?: number;
   /** Addresses to probe; empty turns reachability checking off. */
   probeTargets?: readonly number[];
+  /** 802.1Q VLAN id the probes are tagged with (default untagged; a team sets its own). */
+  probeVlan?: number;
   /** A recovered NIC waits this long, healthy throughout, before it carries traffic again (default 200). */
   holdMs?: number;
   /** Each failure during or soon after a hold doubles the next hold, up to this (default 5000). */
@@ -88,6 +90,7 @@ export interface ResolvedHealthOptions {
   probeIntervalMs: number;
   probeMisses: number;
   probeTargets: readonly number[];
+  probeVlan: number;
   holdMs: number;
   maxHoldMs: number;
   flapDecayMs: number;
@@ -135,6 +138,7 @@ export function resolveHealthOptions(o: HealthOptions = {}): ResolvedHealthOptio
     probeIntervalMs,
     probeMisses,
     probeTargets: [...targets],
+    probeVlan: num(o.probeVlan, -1, 'probeVlan', -1),
     holdMs,
     maxHoldMs: Math.max(holdMs, num(o.maxHoldMs, 5000, 'maxHoldMs', 0)),
     flapDecayMs: num(o.flapDecayMs, Math.max(holdMs * 10, 1), 'flapDecayMs', 0),
@@ -429,7 +433,7 @@ export class NicHealth {
           `no ARP reply from ${o.probeTargets.length} target(s) to ${this.unanswered} probe rounds in ${Math.round(now - this.lastReply)} ms`,
         );
       }
-      for (const t of o.probeTargets) this.tap.sendProbe(t);
+      for (const t of o.probeTargets) this.tap.sendProbe(t, o.probeVlan);
       this.outstanding = true;
       this.counters.inc('team.probe.sent', o.probeTargets.length);
     }

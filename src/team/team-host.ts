@@ -35,6 +35,8 @@ export interface TeamHostOptions {
   nicCapacity?: number;
   /** Addresses the members probe for reachability (ARP, 10 ms × 3 by default); none: off. */
   probeTargets?: readonly string[];
+  /** 802.1Q VLAN id of the team's interface, probes and announcements (untagged when absent). */
+  vlan?: number;
   health?: HealthOptions;
   failback?: boolean;
   batchSize?: number;
@@ -105,6 +107,8 @@ export interface TeamAssembly<N extends Nic = Nic> {
   ports?: readonly SwitchPort[];
   counters: Counters;
   probeTargets?: readonly string[];
+  /** 802.1Q VLAN id of the team's interface, probes and announcements (untagged when absent). */
+  vlan?: number;
   health?: HealthOptions;
   failback?: boolean;
   batchSize?: number;
@@ -125,6 +129,7 @@ export function assembleTeamHost<N extends Nic>(a: TeamAssembly<N>): TeamHost<N>
     clock: a.clock,
     mac: parseMac(a.mac),
     ip: parseIpv4(ip),
+    vlanId: a.vlan,
     health: { probeTargets: (a.probeTargets ?? []).map((t) => parseIpv4(t)), ...a.health },
     failback: a.failback,
     batchSize: a.batchSize,
@@ -133,7 +138,7 @@ export function assembleTeamHost<N extends Nic>(a: TeamAssembly<N>): TeamHost<N>
   for (const m of a.members) team.add(m);
   const nics = a.members.map((m) => m.nic);
   const stack = new Stack({ clock: a.clock, random: a.random.fork(), name: a.name, tcp: a.tcp });
-  stack.addInterface(team.link, { mac: a.mac, ip: a.ip, name: `${a.name}0` });
+  stack.addInterface(team.link, { mac: a.mac, ip: a.ip, vlan: a.vlan, name: `${a.name}0` });
   const manager = new OffloadManager({ stack, nics, policy: a.policy });
   manager.eligible = (nic) => team.isUsable(nic) && nic.load < nic.capacity;
   team.setOffloader(new ManagerOffloader(manager));
@@ -179,6 +184,7 @@ export function buildTeamHost(seg: TeamSegment, opts: TeamHostOptions): TeamHost
     ports,
     counters,
     probeTargets: opts.probeTargets,
+    vlan: opts.vlan,
     health: opts.health,
     failback: opts.failback,
     batchSize: opts.batchSize,

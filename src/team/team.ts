@@ -149,7 +149,7 @@ export class Team extends EventEmitter {
     this.ip = opts.ip >>> 0;
     this.vlanId = opts.vlanId ?? -1;
     this.counters = opts.counters ?? new Counters();
-    this.healthOpts = resolveHealthOptions(opts.health);
+    this.healthOpts = resolveHealthOptions({ probeVlan: this.vlanId, ...opts.health });
     this.batchSize = batch;
     this.failback = opts.failback === true;
     this.link = new TeamLink('team', 1500);

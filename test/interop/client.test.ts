@@ -5,28 +5,26 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { ImpairedLink } from '../../src/link/impaired-link.ts';
 import { startInProc, writePattern } from './inproc.ts';
-import { cliMissing, interopGate, type Lab, makeLab, patternDigest, shaOf, writeDataFile } from './lab.ts';
+import {
+  cliMissing,
+  fileDigest,
+  interopGate,
+  type Lab,
+  makeLab,
+  patternDigest,
+  shaOf,
+  writeDataFile,
+} from './lab.ts';
 
 const gate = interopGate(['python3', 'curl', 'ss']);
 const SIZE = 50 * 1024 * 1024;
 let lab: Lab | null = null;
 let fileSha = '';
-
-function fileDigest(path: string): Promise<string> {
-  return new Promise((res, rej) => {
-    const h = createHash('sha256');
-    createReadStream(path)
-      .on('data', (d) => h.update(d))
-      .on('end', () => res(h.digest('hex')))
-      .on('error', rej);
-  });
-}
 
 describe('Chimney as a client of Linux, and lossy links both ways', {
   skip: gate.skip,

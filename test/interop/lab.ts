@@ -18,7 +18,7 @@
  */
 import { type ChildProcess, execFileSync, type SpawnOptions, spawn } from 'node:child_process';
 import { createCipheriv, createHash } from 'node:crypto';
-import { createWriteStream, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -108,6 +108,12 @@ export interface LabOptions {
   offloads?: boolean;
   /** MTU of every device (default 1500). */
   mtu?: number;
+  /**
+   * `serve` and `get` are given `--vlan` with this 802.1Q id. The bridge forwards tagged frames as
+   * they are; the kernel's own address stays untagged (this machine's kernel has no 802.1Q: no
+   * CONFIG_VLAN_8021Q, no bridge VLAN filtering), so only Chimney instances meet on the VLAN.
+   */
+  vlan?: number;
 }
 
 export interface ServeOptions {
@@ -228,6 +234,11 @@ export class Lab {
     process.once('exit', this.downSync);
   }
 
+  /** `--vlan V` for Chimney's commands when the lab has a VLAN. */
+  private vlanFlag(): string[] {
+    return this.opts.vlan === undefined ? [] : ['--vlan', String(this.opts.vlan)];
+  }
+
   /** Removes this lab's devices and namespace, if any (idempotent, never throws). */
   private removeDevices(): void {
     const tryIp = (...a: string[]): void => {
@@ -301,7 +312,7 @@ export class Lab {
     ];
     for (const s of o.services ?? ['echo:7', 'discard:9', 'http:80']) argv.push('--service', s);
     if (o.pcap) argv.push('--pcap', o.pcap);
-    argv.push(...(o.extra ?? []));
+    argv.push(...this.vlanFlag(), ...(o.extra ?? []));
     const proc = this.spawn(argv, { cwd: ROOT });
     let out = '';
     const keep = (d: Buffer): void => {
@@ -352,6 +363,7 @@ export class Lab {
       `${this.chimneyIps[tapIdx]}/24`,
       '-o',
       outFile,
+      ...this.vlanFlag(),
       ...(o.extra ?? []),
     ];
     return this.run(argv, timeoutMs, { cwd: ROOT });
@@ -497,6 +509,17 @@ export async function writeDataFile(path: string, size: number, seed: number): P
 }
 
 /** Parse `sha256sum` output. */
+/** SHA-256 of a file, hex. */
+export function fileDigest(path: string): Promise<string> {
+  return new Promise((res, rej) => {
+    const h = createHash('sha256');
+    createReadStream(path)
+      .on('data', (d) => h.update(d))
+      .on('end', () => res(h.digest('hex')))
+      .on('error', rej);
+  });
+}
+
 export function shaOf(out: string): string {
   return out.trim().split(/\s+/)[0] ?? '';
 }

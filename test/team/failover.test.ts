@@ -31,6 +31,27 @@ describe('team failover on the simulator', () => {
     assert.equal(r.rig.nics[1]!.counters.get('tcp.adopt.prodded'), f?.connections);
   });
 
+  test('on an 802.1Q VLAN: tagged probes find the peer, a blackhole is a reachability failover, a cut a carrier one', async () => {
+    const faults: Fault[] = [
+      { at: 5, kind: 'blackhole', nic: 0 },
+      { at: 60, kind: 'cut', nic: 1 },
+      { at: 70, kind: 'unblackhole', nic: 0 },
+    ];
+    const r = await runScenario({ ...BASE, bytes: 1_500_000, vlan: 100, faults });
+    assertClean(r);
+    const causes = r.rig.team.failovers.map((f) => `${f.nic}:${f.cause}`);
+    // Untagged probes would go unanswered by a peer that only hears VLAN 100: both members
+    // would fail for reachability at once, before any fault.
+    assert.deepEqual(causes.slice(0, 2), ['team.nic0:reachability', 'team.nic1:carrier'], causes.join(' '));
+    assert.ok(r.rig.counters.get('team.probe.reply') > 0, 'the peer answered the tagged probes');
+    assert.equal(
+      r.rig.peer.stack.counters.get('drop.eth.unknown-vlan'),
+      0,
+      'every frame the team sent was tagged',
+    );
+    for (const f of r.rig.team.failovers) assert.equal(f.lost, 0);
+  });
+
   test('all NICs down: the host keeps the connections, then offloads them again when a link returns', async () => {
     const faults: Fault[] = [
       { at: 5, kind: 'cut', nic: 0 },

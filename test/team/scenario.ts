@@ -36,6 +36,8 @@ export interface ScenarioOptions {
    * one-way). Full duplex under loss needs the TCP engine's pure ACKs to carry snd.max.
    */
   duplex?: boolean;
+  /** The team and its peer on this 802.1Q VLAN (default untagged). */
+  vlan?: number;
   /** Offload every connection to this member (default: spread over the healthy ones). */
   offloadTo?: number;
   /** What member `i` sends and hears through instead of its bare switch port. */
@@ -106,6 +108,7 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
     health: o.health,
     rateBps: o.rateBps,
     wrapPort: o.wrapPort,
+    vlan: o.vlan,
   });
   const { net, host, peer } = rig;
   o.onRig?.(rig);

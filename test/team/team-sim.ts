@@ -38,11 +38,13 @@ export function buildTeamRig(opts: {
   rateBps?: number;
   batchSize?: number;
   wrapPort?: (port: SwitchPort, i: number) => Link;
+  vlan?: number;
 }): TeamRig {
   const net = new SimNetwork({ seed: opts.seed });
   const peer = net.addHost({
     ip: `${PEER_IP}/24`,
     name: 'peer',
+    vlan: opts.vlan,
     // A fast wire with 1 ms each way: transfers take virtual time, so faults land mid-stream. The
     // queue stays short (5 ms): ARP probes wait behind data, and 30 ms of queueing would look
     // like a dead path to a 10 ms × 3 probe.
@@ -63,6 +65,7 @@ export function buildTeamRig(opts: {
     batchSize: opts.batchSize,
     tcp: { minRtoMs: 20 },
     wrapPort: opts.wrapPort,
+    vlan: opts.vlan,
   });
   return {
     net,
