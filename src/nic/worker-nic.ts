@@ -152,7 +152,7 @@ export class WorkerConnectionHandle implements ConnectionHandle {
     this.remotePort = key.remotePort;
     this.sendRing = ByteRing.attachShared(installed.block.send);
     this.recvRing = ByteRing.attachShared(installed.block.recv);
-    this.record = new HardStateRecord(installed.block.sab, 0);
+    this.record = new HardStateRecord(installed.block.sab, installed.block.at);
   }
 
   get user(): TcpUser | null {
@@ -523,7 +523,7 @@ export class WorkerNic extends EventEmitter implements Nic {
       const recv = ByteRing.createShared(block.recv.capacity, block.recv);
       send.write(d.sendBuffer.toArray());
       recv.write(d.recvBuffer.toArray());
-      new HardStateRecord(block.sab, 0).write(s, block.send, block.recv);
+      new HardStateRecord(block.sab, block.at).write(s, block.send, block.recv);
       const key = keyOfState(s);
       const id = connKeyId(key);
       out.set(id, block);

@@ -64,7 +64,7 @@ function established(): { s: TcpState; block: ReturnType<typeof allocConnBlock> 
 describe('hard-state record', () => {
   test('reads back what was written, identity included', () => {
     const { s, block } = established();
-    const rec = new HardStateRecord(block.sab, 0);
+    const rec = new HardStateRecord(block.sab, block.at);
     const out = emptyHardState();
     assert.equal(rec.read(out), false, 'nothing written yet');
     rec.write(s, block.send, block.recv);
@@ -95,22 +95,22 @@ describe('hard-state record', () => {
 
   test('a writer that dies mid-write leaves a whole copy to read', () => {
     const { s, block } = established();
-    const rec = new HardStateRecord(block.sab, 0);
+    const rec = new HardStateRecord(block.sab, block.at);
     rec.write(s, block.send, block.recv);
     const before = s.delegated.rcvNxt;
     // Simulate death inside the first copy of the next write: odd sequence, half the fields new.
-    const a = new Int32Array(block.sab, 0, 24);
+    const a = new Int32Array(block.sab, block.at, 24);
     Atomics.add(a, 0, 1);
     Atomics.store(a, 5, 999_999);
     const out = emptyHardState();
     assert.equal(rec.read(out), true);
     assert.equal(out.rcvNxt, before, 'the whole older copy is used');
-    assert.ok(HARD_STATE_BYTES <= block.send.offset);
+    assert.ok(block.at + HARD_STATE_BYTES <= block.send.offset);
   });
 
   test('rebuilds a valid connection, brought forward by the rings', () => {
     const { s, block } = established();
-    const rec = new HardStateRecord(block.sab, 0);
+    const rec = new HardStateRecord(block.sab, block.at);
     rec.write(s, block.send, block.recv);
     const hard = emptyHardState();
     assert.ok(rec.read(hard));
@@ -146,7 +146,7 @@ describe('hard-state record', () => {
     const { s, block } = established();
     s.delegated.srtt = 0;
     s.delegated.rttvar = 0;
-    const rec = new HardStateRecord(block.sab, 0);
+    const rec = new HardStateRecord(block.sab, block.at);
     rec.write(s, block.send, block.recv);
     const hard = emptyHardState();
     assert.ok(rec.read(hard));

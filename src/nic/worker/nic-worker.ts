@@ -319,7 +319,15 @@ function install(conn: TcpConnection, given: ConnBlockRef | undefined): Installe
   const index = freeSlots.pop() ?? slots.length;
   const c = s.const;
   const key = { localIp: c.localIp, localPort: c.localPort, remoteIp: c.remoteIp, remotePort: c.remotePort };
-  const slot: Slot = { index, key, conn, block, record: new HardStateRecord(block.sab, 0), send, recv };
+  const slot: Slot = {
+    index,
+    key,
+    conn,
+    block,
+    record: new HardStateRecord(block.sab, block.at),
+    send,
+    recv,
+  };
   slots[index] = slot;
   byKey.set(connKeyId(key), slot);
   connIndex.add(slot);
@@ -656,12 +664,23 @@ port.on('message', (m: ToWorker) => {
   }
 });
 
+/** Heartbeats over which every record is refreshed once. */
+const REFRESH_BEATS = 20;
+let refreshAt = 0;
+
 // Hard state of quiet connections still changes (timers: retransmissions, TIME_WAIT): refresh it
-// now and then, and say we are alive.
+// now and then, and say we are alive. A slice of the slots per beat: all of them every beat kept
+// a worker with ten thousand connections busy rewriting records.
 const heartbeat = clock.createTimer(() => {
   Atomics.add(db, DB_BEAT, 1);
   post({ t: 'hb', at: clock.now() });
-  for (const s of slots) if (s) touched.add(s);
+  const n = slots.length;
+  const end = Math.min(n, refreshAt + Math.max(64, Math.ceil(n / REFRESH_BEATS)));
+  for (let i = refreshAt; i < end; i++) {
+    const s = slots[i];
+    if (s) touched.add(s);
+  }
+  refreshAt = end >= n ? 0 : end;
   flushEvents();
   if (!closed) heartbeat.arm(boot.heartbeatMs);
 });
