@@ -2,7 +2,7 @@ import { InvalidArgumentError, StateValidationError } from '../core/errors.ts';
 import { effectiveMss } from '../stack/tcp/congestion.ts';
 import { restoreRtt } from '../stack/tcp/rtt.ts';
 import { seqAdd, seqDiff, seqSub } from '../stack/tcp/seq.ts';
-import type { ByteRing } from '../state/byte-ring.ts';
+import { ByteRing } from '../state/byte-ring.ts';
 import type { PathState } from '../state/path-state.ts';
 import {
   RING_READ,
@@ -411,6 +411,48 @@ export function allocConnBlock(sendCapacity: number, recvCapacity: number): Conn
     send: { sab, offset: at + sendAt, capacity: sendCapacity },
     recv: { sab, offset: at + recvAt, capacity: recvCapacity },
   };
+}
+
+// ---- blocks handed on from one worker NIC to the next -----------------------------------------
+
+/**
+ * Blocks of the connections the latest terminate took out of a worker NIC, by connKeyId: a move
+ * to another worker hands the same memory on instead of allocating and filling a new block (the
+ * bytes are already there). Only the latest terminate's blocks are kept, so one nobody takes is
+ * soon garbage; and a block is taken only while its rings hold exactly the bytes of the state
+ * being installed, so a stale one can never stand in for data that changed meanwhile.
+ */
+const released = new Map<string, ConnBlockRef>();
+
+/** The blocks a terminate just freed (their connections' states are in its transfer). */
+export function keepReleasedBlocks(blocks: Iterable<readonly [string, ConnBlockRef]>): void {
+  released.clear();
+  for (const [id, b] of blocks) released.set(id, b);
+}
+
+/**
+ * The block the connection `id` left behind, if its rings have the capacities asked for and hold
+ * exactly the state's send and receive data; null otherwise. Each block is handed out once.
+ */
+export function takeReleasedBlock(id: string, s: TcpState, send: number, recv: number): ConnBlockRef | null {
+  if (released.size === 0) return null;
+  const b = released.get(id);
+  if (b === undefined) return null;
+  released.delete(id);
+  if (b.send.capacity !== send || b.recv.capacity !== recv) return null;
+  const d = s.delegated;
+  if (!sameBytes(ByteRing.attachShared(b.send), d.sendBuffer)) return null;
+  if (!sameBytes(ByteRing.attachShared(b.recv), d.recvBuffer)) return null;
+  return b;
+}
+
+function sameBytes(a: ByteRing, b: ByteRing): boolean {
+  if (a.length !== b.length) return false;
+  if (a.length === 0) return true;
+  const x = a.toArray();
+  const y = b.toArray();
+  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return false;
+  return true;
 }
 
 /**

@@ -57,6 +57,7 @@ import {
   type WorkerBoot,
   type WorkerRequest,
 } from './protocol.ts';
+import { packInitiate, unpackBlocks, unpackKeys } from './transfer-wire.ts';
 
 const port = parentPort as MessagePort;
 const boot = workerData as WorkerBoot;
@@ -517,19 +518,21 @@ function handleRequest(id: number, r: WorkerRequest): void {
     switch (r.op) {
       case 'initiate': {
         const a = r.arg;
+        const blocks = a.blocks === undefined ? undefined : unpackBlocks(a.blocks);
         const result: InitiateResult = engine.initiate(a.batch, { prod: a.prod });
         const installed: InstalledConn[] = [];
         for (const c of result.conns) {
           progress();
           if (c.status !== 'success') continue;
           const conn = engine.connection(c.key);
-          if (conn) installed.push(install(conn, a.blocks?.get(connKeyId(c.key))));
+          if (conn) installed.push(install(conn, blocks?.get(connKeyId(c.key))));
         }
-        post({ t: 'res', id, ok: true, value: result, installed });
+        const packed = packInitiate(result, installed);
+        post({ t: 'res', id, ok: true, value: packed, installed: packed.installed });
         return;
       }
       case 'terminate': {
-        const keys = r.arg;
+        const keys = r.arg === 'all' ? 'all' : unpackKeys(r.arg);
         const list = keys === 'all' ? [...byKey.values()].map((s) => s.key) : keys;
         const out = engine.terminate(keys);
         const freed: number[] = [];
@@ -563,10 +566,10 @@ function handleRequest(id: number, r: WorkerRequest): void {
         post({ t: 'res', id, ok: true, value: engine.query(r.arg) });
         return;
       case 'takeQueued':
-        post({ t: 'res', id, ok: true, value: engine.takeQueued(r.arg) });
+        post({ t: 'res', id, ok: true, value: engine.takeQueued(unpackKeys(r.arg)) });
         return;
       case 'dropFrozen':
-        engine.dropFrozen(r.arg);
+        engine.dropFrozen(unpackKeys(r.arg));
         break;
       case 'counters':
         post({ t: 'res', id, ok: true, value: engine.counters.snapshot() });
