@@ -185,8 +185,8 @@ export function emptyHardState(): HardState {
 export class HardStateRecord {
   private readonly a: Int32Array;
   private readonly b: Int32Array;
-  /** The whole buffer, to read the positions of rings that share it without a view per write. */
-  private readonly all: Int32Array;
+  /** The whole buffer, to read the positions of rings that share it without a view per write (made by the writer). */
+  private all: Int32Array | null = null;
 
   constructor(
     readonly sab: SharedArrayBuffer,
@@ -204,7 +204,6 @@ export class HardStateRecord {
     }
     this.a = new Int32Array(sab, offset, WORDS);
     this.b = new Int32Array(sab, offset + COPY_BYTES, WORDS);
-    this.all = new Int32Array(sab, 0, sab.byteLength >> 2);
   }
 
   /**
@@ -235,7 +234,10 @@ export class HardStateRecord {
   }
 
   private position(ref: SharedRingRef, which: number): number {
-    if (ref.sab === this.sab) return Atomics.load(this.all, (ref.offset >> 2) + which);
+    if (ref.sab === this.sab) {
+      this.all ??= new Int32Array(this.sab, 0, this.sab.byteLength >> 2);
+      return Atomics.load(this.all, (ref.offset >> 2) + which);
+    }
     const p = sharedRingPositions(ref);
     return which === RING_READ ? p.read : p.write;
   }
