@@ -2,9 +2,11 @@ import { InvalidArgumentError, StateValidationError } from '../core/errors.ts';
 import { effectiveMss } from '../stack/tcp/congestion.ts';
 import { restoreRtt } from '../stack/tcp/rtt.ts';
 import { seqAdd, seqDiff, seqSub } from '../stack/tcp/seq.ts';
-import type { ByteRing } from '../state/byte-ring.ts';
+import { ByteRing } from '../state/byte-ring.ts';
 import type { PathState } from '../state/path-state.ts';
 import {
+  RING_READ,
+  RING_WRITE,
   type SharedRingRef,
   sharedRingAdvance,
   sharedRingBytes,
@@ -183,6 +185,8 @@ export function emptyHardState(): HardState {
 export class HardStateRecord {
   private readonly a: Int32Array;
   private readonly b: Int32Array;
+  /** The whole buffer, to read the positions of rings that share it without a view per write (made by the writer). */
+  private all: Int32Array | null = null;
 
   constructor(
     readonly sab: SharedArrayBuffer,
@@ -202,12 +206,40 @@ export class HardStateRecord {
     this.b = new Int32Array(sab, offset + COPY_BYTES, WORDS);
   }
 
-  /** NIC side: publish the connection's hard state, with the rings' positions as they are now. */
+  /**
+   * NIC side: publish the connection's hard state, with the rings' positions as they are now.
+   * A record that would not change is left alone (its version too): a worker refreshes every
+   * record it runs now and then, and fenced stores into ten thousand quiet records kept it busy
+   * enough to delay its transfers and its heartbeat.
+   */
   write(s: TcpState, send: SharedRingRef | null, recv: SharedRingRef | null): void {
-    const sendPos = send ? sharedRingPositions(send).read : 0;
-    const recvPos = recv ? sharedRingPositions(recv).write : 0;
-    writeCopy(this.a, s, sendPos, recvPos);
-    writeCopy(this.b, s, sendPos, recvPos);
+    const sendPos = send ? this.position(send, RING_READ) : 0;
+    const recvPos = recv ? this.position(recv, RING_WRITE) : 0;
+    const w = SCRATCH;
+    fillWords(w, s, sendPos, recvPos);
+    const a = this.a;
+    const seq = a[W_SEQ]!;
+    if (seq !== 0 && (seq & 1) === 0 && this.b[W_SEQ] === seq) {
+      let same = true;
+      for (let i = 1; i < WORDS; i++) {
+        if (a[i] !== w[i]) {
+          same = false;
+          break;
+        }
+      }
+      if (same) return;
+    }
+    writeCopy(a, w);
+    writeCopy(this.b, w);
+  }
+
+  private position(ref: SharedRingRef, which: number): number {
+    if (ref.sab === this.sab) {
+      this.all ??= new Int32Array(this.sab, 0, this.sab.byteLength >> 2);
+      return Atomics.load(this.all, (ref.offset >> 2) + which);
+    }
+    const p = sharedRingPositions(ref);
+    return which === RING_READ ? p.read : p.write;
   }
 
   /**
@@ -234,54 +266,56 @@ export class HardStateRecord {
   }
 }
 
-function writeCopy(c: Int32Array, s: TcpState, sendPos: number, recvPos: number): void {
+/** The words of a record (all but the sequence), computed once per write for both copies. */
+const SCRATCH = new Int32Array(WORDS);
+
+function fillWords(c: Int32Array, s: TcpState, sendPos: number, recvPos: number): void {
   const k = s.const;
   const d = s.delegated;
+  c[W_STATE] = d.state;
+  c[W_SND_UNA] = d.sndUna;
+  c[W_SND_NXT] = d.sndNxt;
+  c[W_SND_MAX] = d.sndMax;
+  c[W_RCV_NXT] = d.rcvNxt;
+  c[W_RCV_ADV] = d.rcvAdv;
+  c[W_TS_RECENT] = d.tsRecent;
+  c[W_ISS] = d.iss;
+  c[W_IRS] = d.irs;
+  c[W_SND_WND] = d.sndWnd;
+  c[W_MAX_SND_WND] = d.maxSndWnd;
+  c[W_SND_WL1] = d.sndWl1;
+  c[W_SND_WL2] = d.sndWl2;
+  c[W_SRTT_US] = toMicros(d.srtt);
+  c[W_RTTVAR_US] = toMicros(d.rttvar);
+  c[W_FLAGS] =
+    (d.finQueued ? F_FIN_QUEUED : 0) |
+    (d.finSent ? F_FIN_SENT : 0) |
+    (d.finReceived ? F_FIN_RECEIVED : 0) |
+    (d.readClosed ? F_READ_CLOSED : 0);
+  c[W_SEND_READ] = sendPos;
+  c[W_RECV_WRITE] = recvPos;
+  c[W_LOCAL_IP] = k.localIp;
+  c[W_REMOTE_IP] = k.remoteIp;
+  c[W_PORTS] = (k.localPort << 16) | k.remotePort;
+  c[W_OPTS] =
+    k.sndWscale |
+    (k.rcvWscale << 8) |
+    (((k.tsEnabled ? O_TS : 0) | (k.sackEnabled ? O_SACK : 0) | (k.wsEnabled ? O_WS : 0)) << 16);
+  c[W_MSS] = k.remoteMss | (k.localMss << 16);
+  c[W_SEGS_IN] = d.segmentsIn;
+  c[W_SEGS_OUT] = d.segmentsOut;
+  c[W_RETRANS] = d.retransmits;
+  c[W_BYTES_IN_LO] = d.bytesIn % 4294967296;
+  c[W_BYTES_IN_HI] = Math.floor(d.bytesIn / 4294967296);
+  c[W_BYTES_OUT_LO] = d.bytesOut % 4294967296;
+  c[W_BYTES_OUT_HI] = Math.floor(d.bytesOut / 4294967296);
+}
+
+/** One copy under its sequence: odd while it is being written. */
+function writeCopy(c: Int32Array, w: Int32Array): void {
   const seq = Atomics.load(c, W_SEQ);
   Atomics.store(c, W_SEQ, seq + 1);
-  Atomics.store(c, W_STATE, d.state);
-  Atomics.store(c, W_SND_UNA, d.sndUna);
-  Atomics.store(c, W_SND_NXT, d.sndNxt);
-  Atomics.store(c, W_SND_MAX, d.sndMax);
-  Atomics.store(c, W_RCV_NXT, d.rcvNxt);
-  Atomics.store(c, W_RCV_ADV, d.rcvAdv);
-  Atomics.store(c, W_TS_RECENT, d.tsRecent);
-  Atomics.store(c, W_ISS, d.iss);
-  Atomics.store(c, W_IRS, d.irs);
-  Atomics.store(c, W_SND_WND, d.sndWnd);
-  Atomics.store(c, W_MAX_SND_WND, d.maxSndWnd);
-  Atomics.store(c, W_SND_WL1, d.sndWl1);
-  Atomics.store(c, W_SND_WL2, d.sndWl2);
-  Atomics.store(c, W_SRTT_US, toMicros(d.srtt));
-  Atomics.store(c, W_RTTVAR_US, toMicros(d.rttvar));
-  Atomics.store(
-    c,
-    W_FLAGS,
-    (d.finQueued ? F_FIN_QUEUED : 0) |
-      (d.finSent ? F_FIN_SENT : 0) |
-      (d.finReceived ? F_FIN_RECEIVED : 0) |
-      (d.readClosed ? F_READ_CLOSED : 0),
-  );
-  Atomics.store(c, W_SEND_READ, sendPos);
-  Atomics.store(c, W_RECV_WRITE, recvPos);
-  Atomics.store(c, W_LOCAL_IP, k.localIp);
-  Atomics.store(c, W_REMOTE_IP, k.remoteIp);
-  Atomics.store(c, W_PORTS, (k.localPort << 16) | k.remotePort);
-  Atomics.store(
-    c,
-    W_OPTS,
-    k.sndWscale |
-      (k.rcvWscale << 8) |
-      (((k.tsEnabled ? O_TS : 0) | (k.sackEnabled ? O_SACK : 0) | (k.wsEnabled ? O_WS : 0)) << 16),
-  );
-  Atomics.store(c, W_MSS, k.remoteMss | (k.localMss << 16));
-  Atomics.store(c, W_SEGS_IN, d.segmentsIn);
-  Atomics.store(c, W_SEGS_OUT, d.segmentsOut);
-  Atomics.store(c, W_RETRANS, d.retransmits);
-  Atomics.store(c, W_BYTES_IN_LO, d.bytesIn % 4294967296);
-  Atomics.store(c, W_BYTES_IN_HI, Math.floor(d.bytesIn / 4294967296));
-  Atomics.store(c, W_BYTES_OUT_LO, d.bytesOut % 4294967296);
-  Atomics.store(c, W_BYTES_OUT_HI, Math.floor(d.bytesOut / 4294967296));
+  for (let i = 1; i < WORDS; i++) Atomics.store(c, i, w[i]!);
   Atomics.store(c, W_SEQ, seq + 2);
 }
 
@@ -340,20 +374,87 @@ function readCopy(c: Int32Array, o: HardState): void {
 /** Where one connection's shared memory lives: hard state, then send ring, then receive ring. */
 export interface ConnBlockRef {
   readonly sab: SharedArrayBuffer;
+  /** Byte offset of the hard-state record in `sab` (the block starts there). */
+  readonly at: number;
   readonly send: SharedRingRef;
   readonly recv: SharedRingRef;
 }
 
-/** One SharedArrayBuffer for everything a connection shares: one allocation, freed by GC. */
+/**
+ * Blocks are cut from slabs of this size: a SharedArrayBuffer costs tens of microseconds to create
+ * (and its external memory drives the garbage collector), which was most of a WorkerNic move.
+ * A slab is freed when no block of it is referenced any more, so one long-lived connection keeps
+ * at most a slab alive; blocks larger than a quarter of a slab get a buffer of their own.
+ */
+export const CONN_SLAB_BYTES = 1 << 20;
+let slab: SharedArrayBuffer | null = null;
+let slabUsed = 0;
+
+/** Shared memory for one connection's record and rings, fresh (zeroed) and 8-byte aligned. */
 export function allocConnBlock(sendCapacity: number, recvCapacity: number): ConnBlockRef {
   const sendAt = HARD_STATE_BYTES;
   const recvAt = sendAt + sharedRingBytes(sendCapacity);
-  const sab = new SharedArrayBuffer(recvAt + sharedRingBytes(recvCapacity));
+  const bytes = recvAt + sharedRingBytes(recvCapacity);
+  let sab: SharedArrayBuffer;
+  let at = 0;
+  if (bytes > CONN_SLAB_BYTES / 4) sab = new SharedArrayBuffer(bytes);
+  else {
+    if (slab === null || slabUsed + bytes > CONN_SLAB_BYTES) {
+      slab = new SharedArrayBuffer(CONN_SLAB_BYTES);
+      slabUsed = 0;
+    }
+    sab = slab;
+    at = slabUsed;
+    slabUsed += bytes;
+  }
   return {
     sab,
-    send: { sab, offset: sendAt, capacity: sendCapacity },
-    recv: { sab, offset: recvAt, capacity: recvCapacity },
+    at,
+    send: { sab, offset: at + sendAt, capacity: sendCapacity },
+    recv: { sab, offset: at + recvAt, capacity: recvCapacity },
   };
+}
+
+// ---- blocks handed on from one worker NIC to the next -----------------------------------------
+
+/**
+ * Blocks of the connections the latest terminate took out of a worker NIC, by connKeyId: a move
+ * to another worker hands the same memory on instead of allocating and filling a new block (the
+ * bytes are already there). Only the latest terminate's blocks are kept, so one nobody takes is
+ * soon garbage; and a block is taken only while its rings hold exactly the bytes of the state
+ * being installed, so a stale one can never stand in for data that changed meanwhile.
+ */
+const released = new Map<string, ConnBlockRef>();
+
+/** The blocks a terminate just freed (their connections' states are in its transfer). */
+export function keepReleasedBlocks(blocks: Iterable<readonly [string, ConnBlockRef]>): void {
+  released.clear();
+  for (const [id, b] of blocks) released.set(id, b);
+}
+
+/**
+ * The block the connection `id` left behind, if its rings have the capacities asked for and hold
+ * exactly the state's send and receive data; null otherwise. Each block is handed out once.
+ */
+export function takeReleasedBlock(id: string, s: TcpState, send: number, recv: number): ConnBlockRef | null {
+  if (released.size === 0) return null;
+  const b = released.get(id);
+  if (b === undefined) return null;
+  released.delete(id);
+  if (b.send.capacity !== send || b.recv.capacity !== recv) return null;
+  const d = s.delegated;
+  if (!sameBytes(ByteRing.attachShared(b.send), d.sendBuffer)) return null;
+  if (!sameBytes(ByteRing.attachShared(b.recv), d.recvBuffer)) return null;
+  return b;
+}
+
+function sameBytes(a: ByteRing, b: ByteRing): boolean {
+  if (a.length !== b.length) return false;
+  if (a.length === 0) return true;
+  const x = a.toArray();
+  const y = b.toArray();
+  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return false;
+  return true;
 }
 
 /**

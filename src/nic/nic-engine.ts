@@ -336,7 +336,10 @@ export class NicEngine {
             conns.push({ key, status: 'no-resources', reason: `capacity ${this.capacity} reached` });
             continue;
           }
-          if (this.connection(key) !== undefined || this.parked.has(connKeyId(key))) {
+          if (
+            this.connection(key) !== undefined ||
+            (this.parked.size > 0 && this.parked.has(connKeyId(key)))
+          ) {
             conns.push({ key, status: 'failure', reason: 'already offloaded here' });
             continue;
           }
@@ -348,7 +351,10 @@ export class NicEngine {
           conns.push({ key, status: 'success' });
           // Segments held here from an earlier terminate of this connection (a transfer that
           // came back) belong to it again.
-          if (this.tcp.isFrozen(key.localIp, key.localPort, key.remoteIp, key.remotePort)) {
+          if (
+            this.tcp.frozenSize > 0 &&
+            this.tcp.isFrozen(key.localIp, key.localPort, key.remoteIp, key.remotePort)
+          ) {
             for (const p of this.tcp.takeQueued(key.localIp, key.localPort, key.remoteIp, key.remotePort))
               this.tcp.inputPacket(p);
             this.tcp.dropFrozen(key.localIp, key.localPort, key.remoteIp, key.remotePort);
@@ -373,8 +379,9 @@ export class NicEngine {
   terminate(keys: readonly ConnKey[] | 'all'): Uint8Array {
     const now = this.clock.now();
     const states = this.releaseStates(keys);
-    const out = encodeBatch(buildTrees(states), now, { skipValidation: true });
-    for (const s of states) this.dropState(s);
+    const trees = buildTrees(states);
+    const out = encodeBatch(trees, now, { skipValidation: true });
+    this.dropTrees(trees);
     this.counters.inc('nic.terminate.conns', states.length);
     return out;
   }
@@ -383,17 +390,17 @@ export class NicEngine {
   terminateTrees(keys: readonly ConnKey[] | 'all'): TreeTransfer {
     const states = this.releaseStates(keys);
     const trees = buildTrees(states);
-    for (const s of states) this.dropState(s);
+    this.dropTrees(trees);
     this.counters.inc('nic.terminate.conns', states.length);
     return { kind: 'trees', trees };
   }
 
   private releaseStates(keys: readonly ConnKey[] | 'all'): TcpState[] {
     const states: TcpState[] = [];
-    const list: ConnKey[] = keys === 'all' ? this.allKeys() : [...keys];
+    const list: readonly ConnKey[] = keys === 'all' ? this.allKeys() : keys;
     for (const key of list) {
-      const id = connKeyId(key);
-      const parked = this.parked.get(id);
+      const id = this.parked.size > 0 ? connKeyId(key) : '';
+      const parked = id === '' ? undefined : this.parked.get(id);
       let s: TcpState;
       if (parked !== undefined) {
         this.parked.delete(id);
@@ -748,6 +755,19 @@ export class NicEngine {
     if (nb) {
       nb.refs--;
       if (nb.refs <= 0) this.neighbors.delete(p.neighbor.const.ip >>> 0);
+    }
+  }
+
+  /** The states of these trees left this NIC: release their holds on the paths, once per path. */
+  private dropTrees(trees: readonly OffloadTree[]): void {
+    for (const t of trees) {
+      for (const node of t.paths) {
+        const p = node.path;
+        const slot = this.paths.get(pathKey(p.const.localIp, p.const.remoteIp));
+        if (slot === undefined || slot.state !== p) continue;
+        slot.refs -= node.conns.length - 1;
+        this.unrefPath(slot);
+      }
     }
   }
 

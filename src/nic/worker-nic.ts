@@ -21,6 +21,8 @@ import {
   emptyHardState,
   type HardState,
   HardStateRecord,
+  keepReleasedBlocks,
+  takeReleasedBlock,
 } from './hard-state.ts';
 import { NicHostLink } from './host-link.ts';
 import {
@@ -73,6 +75,7 @@ import {
   type WorkerReplies,
 } from './worker/protocol.ts';
 import { spawnWorker } from './worker/spawn.ts';
+import { type PackedInitiate, packBlocks, packKeys, unpackInitiate } from './worker/transfer-wire.ts';
 
 export interface WorkerNicOptions {
   id: string;
@@ -131,6 +134,8 @@ export class WorkerConnectionHandle implements ConnectionHandle {
   readonly sendRing: ByteRing;
   readonly recvRing: ByteRing;
   readonly record: HardStateRecord;
+  /** The shared memory it runs on (handed on to the next worker when it moves). */
+  readonly block: ConnBlockRef;
   private userRef: TcpUser | null = null;
   private pending = 0;
   private pendingError: ConnectionError | null = null;
@@ -152,7 +157,8 @@ export class WorkerConnectionHandle implements ConnectionHandle {
     this.remotePort = key.remotePort;
     this.sendRing = ByteRing.attachShared(installed.block.send);
     this.recvRing = ByteRing.attachShared(installed.block.recv);
-    this.record = new HardStateRecord(installed.block.sab, 0);
+    this.record = new HardStateRecord(installed.block.sab, installed.block.at);
+    this.block = installed.block;
   }
 
   get user(): TcpUser | null {
@@ -482,9 +488,13 @@ export class WorkerNic extends EventEmitter implements Nic {
     // it leaves every moved connection's peer waiting for its own retransmission timer.
     const blockKeys = new Map<string, ConnKey>();
     const blocks = opts?.states ? this.preallocate(opts.states, blockKeys) : undefined;
-    let res: FromWorker & { t: 'res'; ok: true; value: InitiateResult };
+    let res: FromWorker & { t: 'res'; ok: true; value: PackedInitiate };
     try {
-      res = await this.request('initiate', { batch, prod: opts?.prod === true, blocks });
+      const packed =
+        blocks === undefined
+          ? undefined
+          : packBlocks([...blocks].map(([id, b]) => [blockKeys.get(id)!, b] as const));
+      res = await this.request('initiate', { batch, prod: opts?.prod === true, blocks: packed });
     } catch (e) {
       // Dead before it replied: it may have run these connections meanwhile (sent, acknowledged,
       // taken in data), and only the memory it ran them on knows how far. The host allocated that
@@ -499,13 +509,14 @@ export class WorkerNic extends EventEmitter implements Nic {
       }
       throw e;
     }
-    for (const inst of res.installed ?? []) {
+    const { result, installed } = unpackInitiate(res.value);
+    for (const inst of installed) {
       const h = new WorkerConnectionHandle(this, inst.key, inst.slot, inst);
       this.handles.set(inst.slot, h);
       this.byKey.set(connKeyId(inst.key), h);
       this.conns++;
     }
-    return res.value;
+    return result;
   }
 
   /**
@@ -517,15 +528,19 @@ export class WorkerNic extends EventEmitter implements Nic {
     const out = new Map<string, ConnBlockRef>();
     for (const s of states) {
       const caps = connRingCapacities(s, this.ringCapacity);
-      const block = allocConnBlock(caps.send, caps.recv);
-      const d = s.delegated;
-      const send = ByteRing.createShared(block.send.capacity, block.send);
-      const recv = ByteRing.createShared(block.recv.capacity, block.recv);
-      send.write(d.sendBuffer.toArray());
-      recv.write(d.recvBuffer.toArray());
-      new HardStateRecord(block.sab, 0).write(s, block.send, block.recv);
       const key = keyOfState(s);
       const id = connKeyId(key);
+      // Moving from another worker: its memory already holds the bytes.
+      let block = takeReleasedBlock(id, s, caps.send, caps.recv);
+      if (block === null) {
+        block = allocConnBlock(caps.send, caps.recv);
+        const d = s.delegated;
+        const send = ByteRing.createShared(block.send.capacity, block.send);
+        const recv = ByteRing.createShared(block.recv.capacity, block.recv);
+        send.write(d.sendBuffer.toArray());
+        recv.write(d.recvBuffer.toArray());
+      }
+      new HardStateRecord(block.sab, block.at).write(s, block.send, block.recv);
       out.set(id, block);
       keys.set(id, key);
     }
@@ -549,13 +564,16 @@ export class WorkerNic extends EventEmitter implements Nic {
     this.rxBatch.flush();
     let res: FromWorker & { t: 'res'; ok: true; value: Uint8Array };
     try {
-      res = await this.request('terminate', keys === 'all' ? 'all' : keys);
+      res = await this.request('terminate', keys === 'all' ? 'all' : packKeys(keys));
     } catch (e) {
       // Nothing moved: the connections carry on here.
       for (const h of frozen) h._reattach();
       throw e;
     }
     const moved = new Set(res.moved ?? []);
+    const handedOn: [string, ConnBlockRef][] = [];
+    for (const h of frozen) if (moved.has(h.slot)) handedOn.push([connKeyId(h.key), h.block]);
+    keepReleasedBlocks(handedOn);
     for (const s of res.freed ?? []) {
       // Closed at the worker instead of moving: the handle stays the socket's, and what is left in
       // the receive ring can still be read.
@@ -576,10 +594,10 @@ export class WorkerNic extends EventEmitter implements Nic {
     return (await this.request('query', keys)).value;
   }
   async takeQueued(keys: ConnKey[]): Promise<Uint8Array[]> {
-    return (await this.request('takeQueued', keys)).value;
+    return (await this.request('takeQueued', packKeys(keys))).value;
   }
   async dropFrozen(keys: ConnKey[]): Promise<void> {
-    await this.request('dropFrozen', keys);
+    await this.request('dropFrozen', packKeys(keys));
   }
   /** The worker engine's counters. */
   async counters(): Promise<Record<string, number>> {

@@ -78,6 +78,12 @@ export interface Refused {
 
 export { keyOfState };
 
+/** `connKeyId(keyOfState(s))` without the key object. */
+function stateKeyId(s: TcpState): string {
+  const c = s.const;
+  return `${c.localIp >>> 0}:${c.localPort}>${c.remoteIp >>> 0}:${c.remotePort}`;
+}
+
 export function keyOfConn(c: TcpConnection): ConnKey {
   return { localIp: c.localIp, localPort: c.localPort, remoteIp: c.remoteIp, remotePort: c.remotePort };
 }
@@ -156,7 +162,7 @@ export class TransferProtocol {
       const left = new Map<string, Item>();
       for (const it of items) left.set(it.id, it);
       for (const s of states) {
-        const id = connKeyId(keyOfState(s));
+        const id = stateKeyId(s);
         const it = left.get(id);
         if (it === undefined) continue;
         byState.set(s, it);
@@ -176,7 +182,7 @@ export class TransferProtocol {
     // Install at the destination.
     const { ok, failed, died } = await this.install(dst, states, released);
     await this.settle(ok, byState, src, dst);
-    for (const s of ok) report.moved.push(keyOfState(s));
+    for (const s of ok) report.moved.push(byState.get(s)!.key);
     if (failed.length > 0) await this.rollback(failed, byState, src, report);
     if (died !== undefined) await this.rebuildDied(died, byState, src, dst, report);
     return report;
@@ -336,7 +342,7 @@ export class TransferProtocol {
     const status = new Map<string, { status: string; reason?: string }>();
     for (const c of res.conns) status.set(connKeyId(c.key), c);
     for (const s of states) {
-      const r = status.get(connKeyId(keyOfState(s)));
+      const r = status.get(stateKeyId(s));
       if (r?.status === 'success') ok.push(s);
       else
         failed.push({

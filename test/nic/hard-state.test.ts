@@ -3,15 +3,20 @@ import { describe, test } from 'node:test';
 import { StateValidationError } from '../../src/core/errors.ts';
 import {
   allocConnBlock,
+  CONN_SLAB_BYTES,
   emptyHardState,
   HARD_STATE_BYTES,
   HardStateRecord,
+  keepReleasedBlocks,
   rebuildTcpState,
+  takeReleasedBlock,
 } from '../../src/nic/hard-state.ts';
 import { hardStateOf } from '../../src/nic/local-nic.ts';
+import { connKeyId, keyOfState } from '../../src/nic/nic.ts';
 import { ByteRing } from '../../src/state/byte-ring.ts';
 import { createNeighborState } from '../../src/state/neighbor-state.ts';
 import { createPathState } from '../../src/state/path-state.ts';
+import { sharedRingBytes } from '../../src/state/shared-ring.ts';
 import { createTcpState, DEFAULT_TCP_CACHED, type TcpState, TcpStateId } from '../../src/state/tcp-state.ts';
 import { ACK, activeOpen, Bench, bytes, REMOTE, Recorder } from '../tcp/harness.ts';
 
@@ -64,7 +69,7 @@ function established(): { s: TcpState; block: ReturnType<typeof allocConnBlock> 
 describe('hard-state record', () => {
   test('reads back what was written, identity included', () => {
     const { s, block } = established();
-    const rec = new HardStateRecord(block.sab, 0);
+    const rec = new HardStateRecord(block.sab, block.at);
     const out = emptyHardState();
     assert.equal(rec.read(out), false, 'nothing written yet');
     rec.write(s, block.send, block.recv);
@@ -95,22 +100,22 @@ describe('hard-state record', () => {
 
   test('a writer that dies mid-write leaves a whole copy to read', () => {
     const { s, block } = established();
-    const rec = new HardStateRecord(block.sab, 0);
+    const rec = new HardStateRecord(block.sab, block.at);
     rec.write(s, block.send, block.recv);
     const before = s.delegated.rcvNxt;
     // Simulate death inside the first copy of the next write: odd sequence, half the fields new.
-    const a = new Int32Array(block.sab, 0, 24);
+    const a = new Int32Array(block.sab, block.at, 24);
     Atomics.add(a, 0, 1);
     Atomics.store(a, 5, 999_999);
     const out = emptyHardState();
     assert.equal(rec.read(out), true);
     assert.equal(out.rcvNxt, before, 'the whole older copy is used');
-    assert.ok(HARD_STATE_BYTES <= block.send.offset);
+    assert.ok(block.at + HARD_STATE_BYTES <= block.send.offset);
   });
 
   test('rebuilds a valid connection, brought forward by the rings', () => {
     const { s, block } = established();
-    const rec = new HardStateRecord(block.sab, 0);
+    const rec = new HardStateRecord(block.sab, block.at);
     rec.write(s, block.send, block.recv);
     const hard = emptyHardState();
     assert.ok(rec.read(hard));
@@ -146,7 +151,7 @@ describe('hard-state record', () => {
     const { s, block } = established();
     s.delegated.srtt = 0;
     s.delegated.rttvar = 0;
-    const rec = new HardStateRecord(block.sab, 0);
+    const rec = new HardStateRecord(block.sab, block.at);
     rec.write(s, block.send, block.recv);
     const hard = emptyHardState();
     assert.ok(rec.read(hard));
@@ -223,5 +228,73 @@ describe('hard-state record', () => {
       [[hard.sndUna, 1448]],
     );
     assert.equal(d.backoff, 1);
+  });
+
+  test('blocks are cut from shared slabs without overlapping; large ones get a buffer of their own', () => {
+    const blocks = Array.from({ length: 200 }, () => allocConnBlock(16384, 16384));
+    const size = HARD_STATE_BYTES + 2 * sharedRingBytes(16384);
+    const bySab = new Map<SharedArrayBuffer, number[]>();
+    for (const b of blocks) {
+      assert.equal(b.at % 8, 0);
+      assert.equal(b.send.offset, b.at + HARD_STATE_BYTES);
+      assert.equal(b.recv.offset, b.send.offset + sharedRingBytes(16384));
+      assert.ok(b.at + size <= b.sab.byteLength);
+      const l = bySab.get(b.sab) ?? [];
+      l.push(b.at);
+      bySab.set(b.sab, l);
+    }
+    assert.ok(bySab.size < blocks.length / 10, `${bySab.size} buffers for ${blocks.length} blocks`);
+    for (const ats of bySab.values()) {
+      ats.sort((x, y) => x - y);
+      for (let i = 1; i < ats.length; i++) assert.ok(ats[i]! - ats[i - 1]! >= size, 'blocks overlap');
+    }
+    const big = allocConnBlock(CONN_SLAB_BYTES, 16);
+    assert.equal(big.at, 0);
+    assert.ok(!bySab.has(big.sab));
+  });
+
+  test('a write that would change nothing leaves the record (and its version) alone', () => {
+    const { s, block } = established();
+    const rec = new HardStateRecord(block.sab, block.at);
+    const out = emptyHardState();
+    rec.write(s, block.send, block.recv);
+    rec.write(s, block.send, block.recv);
+    assert.ok(rec.read(out));
+    assert.equal(out.version, 1, 'the same state twice is one write');
+    s.delegated.sendBuffer.consume(10);
+    rec.write(s, block.send, block.recv);
+    assert.ok(rec.read(out));
+    assert.equal(out.version, 2, 'a ring position that moved is a change');
+    s.delegated.bytesOut = 2 ** 33 + 5;
+    rec.write(s, block.send, block.recv);
+    assert.ok(rec.read(out));
+    assert.deepEqual([out.version, out.bytesOut], [3, 2 ** 33 + 5]);
+  });
+
+  test('a released block is handed on only while its rings hold exactly the bytes of the state', () => {
+    const { s, block } = established();
+    const id = connKeyId(keyOfState(s));
+    const caps = [block.send.capacity, block.recv.capacity] as const;
+    // The state as a decoded transfer carries it: its own copies of the rings' bytes.
+    const copy = (r: ByteRing): ByteRing => {
+      const x = new ByteRing(r.capacity);
+      x.write(r.toArray());
+      return x;
+    };
+    const moved = { ...s, delegated: { ...s.delegated } };
+    moved.delegated.sendBuffer = copy(s.delegated.sendBuffer);
+    moved.delegated.recvBuffer = copy(s.delegated.recvBuffer);
+    keepReleasedBlocks([[id, block]]);
+    assert.equal(takeReleasedBlock(id, moved, caps[0], caps[1]), block);
+    assert.equal(takeReleasedBlock(id, moved, caps[0], caps[1]), null, 'handed out once');
+    keepReleasedBlocks([[id, block]]);
+    assert.equal(takeReleasedBlock(id, moved, caps[0] * 2, caps[1]), null, 'other capacities');
+    const changed = moved.delegated.recvBuffer.toArray();
+    changed[changed.length - 1] = 1;
+    moved.delegated.recvBuffer = new ByteRing(caps[1]);
+    moved.delegated.recvBuffer.write(changed);
+    keepReleasedBlocks([[id, block]]);
+    assert.equal(takeReleasedBlock(id, moved, caps[0], caps[1]), null, 'one byte differs');
+    keepReleasedBlocks([]);
   });
 });

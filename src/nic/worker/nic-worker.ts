@@ -57,6 +57,7 @@ import {
   type WorkerBoot,
   type WorkerRequest,
 } from './protocol.ts';
+import { packInitiate, unpackBlocks, unpackKeys } from './transfer-wire.ts';
 
 const port = parentPort as MessagePort;
 const boot = workerData as WorkerBoot;
@@ -321,7 +322,15 @@ function install(conn: TcpConnection, given: ConnBlockRef | undefined): Installe
   const index = freeSlots.pop() ?? slots.length;
   const c = s.const;
   const key = { localIp: c.localIp, localPort: c.localPort, remoteIp: c.remoteIp, remotePort: c.remotePort };
-  const slot: Slot = { index, key, conn, block, record: new HardStateRecord(block.sab, 0), send, recv };
+  const slot: Slot = {
+    index,
+    key,
+    conn,
+    block,
+    record: new HardStateRecord(block.sab, block.at),
+    send,
+    recv,
+  };
   slots[index] = slot;
   byKey.set(connKeyId(key), slot);
   connIndex.add(slot);
@@ -503,19 +512,21 @@ function handleRequest(id: number, r: WorkerRequest): void {
     switch (r.op) {
       case 'initiate': {
         const a = r.arg;
+        const blocks = a.blocks === undefined ? undefined : unpackBlocks(a.blocks);
         const result: InitiateResult = engine.initiate(a.batch, { prod: a.prod });
         const installed: InstalledConn[] = [];
         for (const c of result.conns) {
           progress();
           if (c.status !== 'success') continue;
           const conn = engine.connection(c.key);
-          if (conn) installed.push(install(conn, a.blocks?.get(connKeyId(c.key))));
+          if (conn) installed.push(install(conn, blocks?.get(connKeyId(c.key))));
         }
-        post({ t: 'res', id, ok: true, value: result, installed });
+        const packed = packInitiate(result, installed);
+        post({ t: 'res', id, ok: true, value: packed, installed: packed.installed });
         return;
       }
       case 'terminate': {
-        const keys = r.arg;
+        const keys = r.arg === 'all' ? 'all' : unpackKeys(r.arg);
         const list = keys === 'all' ? [...byKey.values()].map((s) => s.key) : keys;
         const out = engine.terminate(keys);
         const freed: number[] = [];
@@ -549,10 +560,10 @@ function handleRequest(id: number, r: WorkerRequest): void {
         post({ t: 'res', id, ok: true, value: engine.query(r.arg) });
         return;
       case 'takeQueued':
-        post({ t: 'res', id, ok: true, value: engine.takeQueued(r.arg) });
+        post({ t: 'res', id, ok: true, value: engine.takeQueued(unpackKeys(r.arg)) });
         return;
       case 'dropFrozen':
-        engine.dropFrozen(r.arg);
+        engine.dropFrozen(unpackKeys(r.arg));
         break;
       case 'counters':
         post({ t: 'res', id, ok: true, value: engine.counters.snapshot() });
@@ -650,12 +661,23 @@ port.on('message', (m: ToWorker) => {
   }
 });
 
+/** Heartbeats over which every record is refreshed once. */
+const REFRESH_BEATS = 20;
+let refreshAt = 0;
+
 // Hard state of quiet connections still changes (timers: retransmissions, TIME_WAIT): refresh it
-// now and then, and say we are alive.
+// now and then, and say we are alive. A slice of the slots per beat: all of them every beat kept
+// a worker with ten thousand connections busy rewriting records.
 const heartbeat = clock.createTimer(() => {
   Atomics.add(db, DB_BEAT, 1);
   post({ t: 'hb', at: clock.now() });
-  for (const s of slots) if (s) touched.add(s);
+  const n = slots.length;
+  const end = Math.min(n, refreshAt + Math.max(64, Math.ceil(n / REFRESH_BEATS)));
+  for (let i = refreshAt; i < end; i++) {
+    const s = slots[i];
+    if (s) touched.add(s);
+  }
+  refreshAt = end >= n ? 0 : end;
   flushEvents();
   if (!closed) heartbeat.arm(boot.heartbeatMs);
 });

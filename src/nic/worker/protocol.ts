@@ -1,5 +1,6 @@
 import type { ConnBlockRef } from '../hard-state.ts';
 import type { ConnKey, InitiateResult, InvalidateTarget, OffloadUpdate, QueryResult } from '../nic.ts';
+import type { PackedBlocks, PackedInitiate } from './transfer-wire.ts';
 
 /*
  * What crosses between a WorkerNic (main thread) and its worker.
@@ -115,14 +116,15 @@ export type WorkerRequest =
        * by connKeyId, so that the host holds every connection's memory even if the worker dies
        * before it replies.
        */
-      arg: { batch: Uint8Array; prod: boolean; blocks?: Map<string, ConnBlockRef> };
+      arg: { batch: Uint8Array; prod: boolean; blocks?: PackedBlocks };
     }
-  | { op: 'terminate'; arg: ConnKey[] | 'all' }
+  /** Keys travel packed (transfer-wire.ts). */
+  | { op: 'terminate'; arg: Uint32Array | 'all' }
   | { op: 'update'; arg: OffloadUpdate }
   | { op: 'invalidate'; arg: InvalidateTarget }
   | { op: 'query'; arg: ConnKey[] | undefined }
-  | { op: 'takeQueued'; arg: ConnKey[] }
-  | { op: 'dropFrozen'; arg: ConnKey[] }
+  | { op: 'takeQueued'; arg: Uint32Array }
+  | { op: 'dropFrozen'; arg: Uint32Array }
   | { op: 'counters'; arg: null };
 
 export type WorkerOp = WorkerRequest['op'];
@@ -130,7 +132,7 @@ export type WorkerArg<O extends WorkerOp> = Extract<WorkerRequest, { op: O }>['a
 
 /** What each verb answers with (`value` of a successful 'res'). */
 export interface WorkerReplies {
-  initiate: InitiateResult;
+  initiate: PackedInitiate;
   terminate: Uint8Array;
   update: undefined;
   invalidate: undefined;
@@ -166,7 +168,8 @@ export type FromWorker =
       id: number;
       ok: true;
       value: unknown;
-      installed?: InstalledConn[];
+      /** On an initiate's answer: the blocks installed (the same object as in its packed value). */
+      installed?: PackedBlocks;
       freed?: number[];
       moved?: number[];
     }

@@ -1,0 +1,78 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import fc from 'fast-check';
+import { InvalidArgumentError } from '../../src/core/errors.ts';
+import { allocConnBlock } from '../../src/nic/hard-state.ts';
+import type { ConnKey, InitiateResult } from '../../src/nic/nic.ts';
+import { connKeyId } from '../../src/nic/nic.ts';
+import {
+  packBlocks,
+  packInitiate,
+  packKeys,
+  unpackBlocks,
+  unpackInitiate,
+  unpackKeys,
+} from '../../src/nic/worker/transfer-wire.ts';
+
+const u32 = fc.integer({ min: 0, max: 0xffffffff });
+const port = fc.integer({ min: 1, max: 65535 });
+const key = fc.record({ localIp: u32, localPort: port, remoteIp: u32, remotePort: port });
+
+describe('transfer messages in flat words', () => {
+  test('keys survive packing, every address and port whole (batches up to 300 keys)', () => {
+    fc.assert(
+      fc.property(fc.array(key, { minLength: 0, maxLength: 300, size: 'max' }), (keys) => {
+        assert.deepEqual(
+          unpackKeys(packKeys(keys)),
+          keys.map((k) => ({ ...k })),
+        );
+      }),
+      { numRuns: 50 },
+    );
+  });
+
+  test('packed keys of the wrong shape are refused with a typed error', () => {
+    assert.throws(() => unpackKeys(new Uint32Array(5)), InvalidArgumentError);
+    assert.throws(() => unpackKeys([1, 2, 3, 4] as unknown as Uint32Array), InvalidArgumentError);
+  });
+
+  test('blocks keep their buffer, offsets and capacities; a buffer travels once', () => {
+    const keys: ConnKey[] = Array.from({ length: 100 }, (_, i) => ({
+      localIp: 0x0a000001,
+      localPort: 40000 + i,
+      remoteIp: 0xc0a80001,
+      remotePort: 443,
+    }));
+    const blocks = keys.map((k) => [k, allocConnBlock(4096, 8192)] as const);
+    const p = packBlocks(blocks);
+    assert.equal(p.sabs.length, new Set(blocks.map(([, b]) => b.sab)).size);
+    const back = unpackBlocks(p);
+    assert.equal(back.size, 100);
+    for (const [k, b] of blocks) assert.deepEqual(back.get(connKeyId(k)), b);
+    assert.throws(() => unpackBlocks({ ...p, words: p.words.subarray(6) }), InvalidArgumentError);
+    const bad = new Int32Array(p.words);
+    bad[0] = 99;
+    assert.throws(() => unpackBlocks({ ...p, words: bad }), InvalidArgumentError);
+  });
+
+  test('an initiate answer keeps every outcome, reason and installed slot', () => {
+    const k = (i: number): ConnKey => ({ localIp: 1, localPort: i, remoteIp: 0xffffffff, remotePort: 80 });
+    const r: InitiateResult = {
+      status: 'partial',
+      conns: [
+        { key: k(1), status: 'success' },
+        { key: k(2), status: 'no-resources', reason: 'capacity 1 reached' },
+        { key: k(3), status: 'failure', reason: 'already offloaded here' },
+      ],
+    };
+    const block = allocConnBlock(16, 16);
+    const p = packInitiate(r, [{ key: k(1), slot: 7, block }]);
+    const { result, installed } = unpackInitiate(structuredClone(p));
+    assert.deepEqual(result, r);
+    assert.equal(installed.length, 1);
+    assert.deepEqual(installed[0]!.key, k(1));
+    assert.equal(installed[0]!.slot, 7);
+    assert.equal(installed[0]!.block.send.offset, block.send.offset);
+    assert.throws(() => unpackInitiate({ ...p, codes: new Uint8Array([0, 9, 0]) }), InvalidArgumentError);
+  });
+});
