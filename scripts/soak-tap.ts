@@ -6,7 +6,11 @@
  *
  *   npx tsx scripts/soak-tap.ts [--connections 5000] [--size 3000000] [--rate 150000]
  *                               [--fault none|carrier|reachability|crash|all] [--timeout S]
+ *                               [--pcap FILE] [--log FILE]
+ * `--pcap` captures every frame of the team (one file per fault: FILE.<fault>); `--log` keeps serve's
+ * whole log (FILE.<fault>), for diagnosing a run that logged resets.
  */
+import { writeFileSync } from 'node:fs';
 import { Lab, missingPrerequisite } from '../test/interop/lab.ts';
 import { type FaultKind, runLoad } from '../test/interop/tap-load.ts';
 
@@ -20,6 +24,8 @@ const size = Number(opt('size', '3000000'));
 const rate = Number(opt('rate', '150000'));
 const timeoutS = Number(opt('timeout', '300'));
 const f = opt('fault', 'none');
+const pcap = opt('pcap', '');
+const logFile = opt('log', '');
 const faults: FaultKind[] = f === 'all' ? ['none', 'carrier', 'reachability', 'crash'] : [f as FaultKind];
 const why = missingPrerequisite(['python3']);
 if (why) {
@@ -31,7 +37,17 @@ lab.up();
 let bad = 0;
 try {
   for (const fault of faults) {
-    const r = await runLoad(lab, { connections, size, rate, fault, timeoutS, log: (l) => console.error(l) });
+    const extra = pcap ? ['--pcap', `${pcap}.${fault}`] : [];
+    const r = await runLoad(lab, {
+      connections,
+      size,
+      rate,
+      fault,
+      timeoutS,
+      extra,
+      log: (l) => console.error(l),
+    });
+    if (logFile) writeFileSync(`${logFile}.${fault}`, r.log);
     const { stalls: _s, ...client } = r.client;
     console.log(
       JSON.stringify({

@@ -17,6 +17,11 @@ import type { TcpConnection, TcpEngine } from './tcp-connection.ts';
 const INF = Number.POSITIVE_INFINITY;
 /** RFC 5961 7: challenge ACKs one connection may send per second. */
 export const CHALLENGE_ACKS_PER_CONN = 10;
+/**
+ * Linux's tcp_invalid_ratelimit: one connection answers unacceptable segments (out of window,
+ * and challenge ACKs, which share the limit) at most this often.
+ */
+export const OOW_ACK_INTERVAL_MS = 500;
 /** Like Linux' tcp_challenge_ack_limit: challenge ACKs per second for the whole layer. */
 export const CHALLENGE_ACKS_GLOBAL = 1000;
 /** Floor and ceiling of the persist (zero-window probe) interval. */
@@ -207,11 +212,16 @@ export function sendChallengeAck(conn: TcpConnection, now: number): void {
     soft.challengeWindowStart = now;
     soft.challengeCount = 0;
   }
-  if (soft.challengeCount >= CHALLENGE_ACKS_PER_CONN || !conn.engine.takeChallengeAck(now)) {
+  // Like Linux, the per-connection out-of-window limit first: a burst of stale ACKs (reordered
+  // behind newer ones) draws one answer, not one each, and a peer that has closed meanwhile
+  // answers each of those with a RST.
+  const oowLimited = soft.lastOowAckAt >= 0 && now - soft.lastOowAckAt < OOW_ACK_INTERVAL_MS;
+  if (oowLimited || soft.challengeCount >= CHALLENGE_ACKS_PER_CONN || !conn.engine.takeChallengeAck(now)) {
     counters.inc('tcp.challenge_acks.limited');
     return;
   }
   soft.challengeCount++;
+  soft.lastOowAckAt = now;
   counters.inc('tcp.challenge_acks');
   sendAck(conn);
 }
