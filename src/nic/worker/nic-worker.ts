@@ -18,7 +18,7 @@ import {
   isSynchronized,
   type TcpConnection,
 } from '../../stack/tcp/tcp-connection.ts';
-import { tcpOutput } from '../../stack/tcp/tcp-output.ts';
+import { OUTPUT_BUDGET_BYTES, tcpOutput } from '../../stack/tcp/tcp-output.ts';
 import { scheduleTimer } from '../../stack/tcp/tcp-timers.ts';
 import type { TcpUser } from '../../stack/tcp/tcp-types.ts';
 import { ByteRing } from '../../state/byte-ring.ts';
@@ -463,6 +463,10 @@ const engine = new NicEngine({
     post({ t: 'ind', event, args });
   },
 });
+
+// One connection's output must not hold a turn: the heartbeat, the doorbell and the link's reads
+// wait behind it (TCP small queues).
+engine.tcp.outputBudget = OUTPUT_BUDGET_BYTES;
 
 // The main thread knows a proxied link's carrier; a link opened here (a TAP) it learns now.
 if (proxy === null) {

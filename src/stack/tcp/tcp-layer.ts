@@ -221,6 +221,16 @@ export class TcpLayer implements TcpEngine {
    * it closed; not when it is released to another owner.
    */
   onClosed: ((conn: TcpConnection) => void) | null = null;
+  /**
+   * Like Linux's TCP small queues: bytes one connection may send per turn of the event loop, so
+   * one with a large window cannot hold a turn (and the timers, reads and requests behind it)
+   * while others wait; the rest goes in the next turn, after everyone else's. Infinity: off.
+   */
+  outputBudget = Number.POSITIVE_INFINITY;
+  outputTurn = 0;
+  private outputTick = false;
+  private outputPending: TcpConnection[] = [];
+  private outputRunning: TcpConnection[] = [];
 
   constructor(env: TcpHostEnv, defaults?: Partial<TcpCached>) {
     this.env = env;
@@ -233,6 +243,37 @@ export class TcpLayer implements TcpEngine {
   get size(): number {
     return this.count;
   }
+
+  /** A connection spent its budget of this turn: it goes on in the next, after the others. */
+  outputLater(conn: TcpConnection): void {
+    if (conn.outputQueued) return;
+    conn.outputQueued = true;
+    this.outputPending.push(conn);
+    this.noteOutputTurn();
+  }
+
+  /** A connection starts spending in this turn: make sure the turn ends (one deferral per turn). */
+  noteOutputTurn(): void {
+    if (this.outputTick) return;
+    this.outputTick = true;
+    this.env.clock.defer(this.nextOutputTurn);
+  }
+
+  private readonly nextOutputTurn = (): void => {
+    this.outputTick = false;
+    this.outputTurn++;
+    const list = this.outputPending;
+    this.outputPending = this.outputRunning;
+    this.outputRunning = list;
+    for (const conn of list) {
+      conn.outputQueued = false;
+      if (!conn.linked || conn.released) continue;
+      tcpOutput(conn);
+      scheduleTimer(conn);
+      deliverEvents(conn);
+    }
+    list.length = 0;
+  };
 
   congestion(conn: TcpConnection): CongestionControl {
     return congestionControl(conn.state.cached.congestion);

@@ -15,6 +15,11 @@ import { seqAdd, seqDiff, seqGt, seqLeq, seqLt } from './seq.ts';
 import type { TcpConnection, TcpEngine } from './tcp-connection.ts';
 
 const INF = Number.POSITIVE_INFINITY;
+/**
+ * Output budget per connection and turn on a real clock (TcpLayer.outputBudget): two 64 KB
+ * super-segments, the floor Linux's TCP small queues keep in flight per flow.
+ */
+export const OUTPUT_BUDGET_BYTES = 2 * 65536;
 /** RFC 5961 7: challenge ACKs one connection may send per second. */
 export const CHALLENGE_ACKS_PER_CONN = 10;
 /**
@@ -422,7 +427,19 @@ function sendWindowed(conn: TcpConnection, now: number): void {
     conn.engine.congestion(conn).onIdleRestart(s, now);
     d.lastSendAt = now;
   }
+  const eng = conn.engine;
+  const budget = eng.outputBudget ?? INF;
+  if (budget !== INF && conn.outputTurn !== eng.outputTurn) {
+    conn.outputTurn = eng.outputTurn!;
+    conn.outputUsed = 0;
+    eng.noteOutputTurn?.();
+  }
   for (let guard = 0; guard < 100_000; guard++) {
+    if (conn.outputUsed >= budget) {
+      // Spent for this turn (TCP small queues): the rest goes next turn, after the others.
+      eng.outputLater?.(conn);
+      break;
+    }
     let seq = d.sndNxt;
     let limit = segMax;
     if (s.const.sackEnabled && seqLt(seq, d.sndMax) && soft.sacked.length > 0) {
@@ -463,6 +480,7 @@ function sendWindowed(conn: TcpConnection, now: number): void {
     }
     const used = transmit(conn, seq, len, now);
     if (used === 0) break;
+    conn.outputUsed += used;
     d.sndNxt = seqAdd(seq, used);
     if (finHere) break;
   }
