@@ -6,7 +6,12 @@
  *
  *   npx tsx scripts/soak-tap.ts [--connections 5000] [--size 3000000] [--rate 150000]
  *                               [--fault none|carrier|reachability|crash|all] [--timeout S]
+ *                               [--pcap FILE] [--log FILE] [--host-alone]
+ * `--host-alone`: the host stack alone on one TAP, no team (the reference; fault none only).
+ * `--pcap` captures every frame of the team (one file per fault: FILE.<fault>); `--log` keeps serve's
+ * whole log (FILE.<fault>), for diagnosing a run that logged resets.
  */
+import { writeFileSync } from 'node:fs';
 import { Lab, missingPrerequisite } from '../test/interop/lab.ts';
 import { type FaultKind, runLoad } from '../test/interop/tap-load.ts';
 
@@ -20,6 +25,9 @@ const size = Number(opt('size', '3000000'));
 const rate = Number(opt('rate', '150000'));
 const timeoutS = Number(opt('timeout', '300'));
 const f = opt('fault', 'none');
+const pcap = opt('pcap', '');
+const logFile = opt('log', '');
+const hostAlone = args.includes('--host-alone');
 const faults: FaultKind[] = f === 'all' ? ['none', 'carrier', 'reachability', 'crash'] : [f as FaultKind];
 const why = missingPrerequisite(['python3']);
 if (why) {
@@ -31,8 +39,21 @@ lab.up();
 let bad = 0;
 try {
   for (const fault of faults) {
-    const r = await runLoad(lab, { connections, size, rate, fault, timeoutS, log: (l) => console.error(l) });
-    const { stalls: _s, ...client } = r.client;
+    const extra = pcap ? ['--pcap', `${pcap}.${fault}`] : [];
+    const r = await runLoad(lab, {
+      connections,
+      size,
+      rate,
+      fault,
+      timeoutS,
+      extra,
+      hostAlone,
+      log: (l) => console.error(l),
+    });
+    if (logFile) writeFileSync(`${logFile}.${fault}`, r.log);
+    const { stalls, ...client } = r.client;
+    // The longest gaps, with the client's port, to find them in a capture.
+    const longest = [...stalls].sort((a, b) => b[1] - b[0] - (a[1] - a[0])).slice(0, 5);
     console.log(
       JSON.stringify({
         fault,
@@ -41,6 +62,12 @@ try {
         resumeMs: r.resumeMs,
         stalledByFault: r.stalledByFault,
         ...client,
+        longestStalls: longest.map(([from, to, conn, port]) => ({
+          ms: Math.round(to - from),
+          from,
+          conn,
+          port,
+        })),
         serveLog: r.bad.slice(0, 20),
       }),
     );

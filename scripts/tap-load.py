@@ -13,7 +13,7 @@ sender behind what it already holds.
 
 Prints one JSON object on stdout:
   {"connections", "ok", "failed", "resets", "errors": {kind: count}, "firstErrors": [...],
-   "maxStallMs", "p99StallMs", "wallMs", "stalls": [[startEpochMs, endEpochMs, conn], ...]}
+   "maxStallMs", "p99StallMs", "wallMs", "stalls": [[startEpochMs, endEpochMs, conn, localPort], ...]}
 `stalls` lists every gap longer than --stall-ms (epoch ms, so a caller can line them up with a
 fault it injected). Exit status 0 when every download is intact, 1 otherwise.
 """
@@ -52,10 +52,12 @@ class Download(asyncio.Protocol):
         self.done = asyncio.get_running_loop().create_future()
         self.started = None
         self.ttfb = None
+        self.port = 0
 
     def connection_made(self, transport):
         self.transport = transport
         sock = transport.get_extra_info('socket')
+        self.port = sock.getsockname()[1]
         if self.run.rcvbuf:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.run.rcvbuf)
         self.started = time.monotonic()
@@ -73,7 +75,7 @@ class Download(asyncio.Protocol):
             if gap > self.max_gap:
                 self.max_gap = gap
             if gap * 1000 >= self.run.stall_ms:
-                self.gaps.append((self.run.epoch(self.want_since), self.run.epoch(now), self.idx))
+                self.gaps.append((self.run.epoch(self.want_since), self.run.epoch(now), self.idx, self.port))
         self.want_since = now
         if self.body_left < 0:
             self.head += data

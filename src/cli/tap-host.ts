@@ -11,6 +11,7 @@ import { capture, PcapWriter } from '../link/pcap.ts';
 import { TapLink } from '../link/tap-link.ts';
 import { Host } from '../socket/host.ts';
 import { Stack } from '../stack/stack.ts';
+import { OUTPUT_BUDGET_BYTES } from '../stack/tcp/tcp-output.ts';
 import type { TcpCached } from '../state/tcp-state.ts';
 import { formatMac, parseCidr, parseIpv4, parseMac } from '../wire/addr.ts';
 
@@ -128,6 +129,7 @@ export function createTapHost(o: TapHostOptions): TapHost {
       name: 'chimney',
       tcp: { ...TAP_TCP_DEFAULTS, ...o.tcp },
     });
+    stack.tcp.outputBudget = OUTPUT_BUDGET_BYTES;
     const ip = parseCidr(o.ip).ip;
     stack.addInterface(link, {
       mac: o.mac ?? macForIp(ip),

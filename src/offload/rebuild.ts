@@ -2,7 +2,7 @@ import { rebuildTcpState } from '../nic/hard-state.ts';
 import { connKeyId, keyOfState, type Nic, type SalvageRecord } from '../nic/nic.ts';
 import { TcpSocket } from '../socket/tcp-socket.ts';
 import type { TcpState } from '../state/tcp-state.ts';
-import { DEFAULT_TCP_CACHED } from '../state/tcp-state.ts';
+import { DEFAULT_TCP_CACHED, TcpStateId } from '../state/tcp-state.ts';
 import type { Item, ItemsByState, Owner, Refused, TransferProtocol, TransferReport } from './transfer.ts';
 
 /**
@@ -42,6 +42,16 @@ export async function rebuild(
     const path = stack.pathTo(it.key.remoteIp, it.key.localIp);
     if (r === undefined || r.hard === null || path === null) {
       t.lost(it, r === undefined ? 'no hard state left' : 'hard state never written', report);
+      continue;
+    }
+    if (r.hard.state === TcpStateId.CLOSED || r.hard.state === TcpStateId.TIME_WAIT) {
+      // It ended at the NIC (its user heard the close) before the host did: nothing to deliver,
+      // nothing lost. TIME_WAIT is not rebuilt: its peer may be gone, and would answer the prod
+      // of a rebuilt connection with RST; all it still did was answer a retransmitted FIN.
+      t.forget(it);
+      report.refused.push({ key: it.key, status: 'closed', reason: 'closed at the NIC before it died' });
+      const u = it.user;
+      if (u) stack.clock.defer(() => u.onClosed(null));
       continue;
     }
     try {

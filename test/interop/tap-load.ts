@@ -35,7 +35,8 @@ export interface ClientReport {
   p99StallMs: number;
   wallMs: number;
   bytes: number;
-  stalls: [number, number, number][];
+  /** [start epoch ms, end epoch ms, connection index, client port]. */
+  stalls: [number, number, number, number][];
 }
 
 export interface LoadResult {

@@ -18,7 +18,7 @@ import { createNeighborState } from '../../src/state/neighbor-state.ts';
 import { createPathState } from '../../src/state/path-state.ts';
 import { sharedRingBytes } from '../../src/state/shared-ring.ts';
 import { createTcpState, DEFAULT_TCP_CACHED, type TcpState, TcpStateId } from '../../src/state/tcp-state.ts';
-import { ACK, activeOpen, Bench, bytes, REMOTE, Recorder } from '../tcp/harness.ts';
+import { ACK, activeOpen, add, Bench, bytes, passiveOpen, REMOTE, Recorder } from '../tcp/harness.ts';
 
 function established(): { s: TcpState; block: ReturnType<typeof allocConnBlock> } {
   const nb = createNeighborState({ srcMac: 0x020000000001, vlanId: -1, ip: 0x0a000002 }, 0x020000000002, 0);
@@ -296,5 +296,31 @@ describe('hard-state record', () => {
     keepReleasedBlocks([[id, block]]);
     assert.equal(takeReleasedBlock(id, moved, caps[0], caps[1]), null, 'one byte differs');
     keepReleasedBlocks([]);
+  });
+
+  test('an orphaned FIN_WAIT_2 (closed by its user) rebuilt does not wait forever for the peer FIN', () => {
+    const a = new Bench();
+    const p = passiveOpen(a);
+    p.conn.close();
+    const fin = a.take()[0]!;
+    a.inject({ flags: ACK, seq: p.peerSeq, ack: add(fin.h.seq, 1) });
+    assert.equal(p.conn.state.delegated.state, TcpStateId.FIN_WAIT_2);
+    assert.equal(p.conn.state.delegated.readClosed, true);
+    const dead = a.layer.release(p.conn);
+    const b = new Bench();
+    b.advance(3000);
+    const s = rebuildTcpState(
+      hardStateOf(dead),
+      dead.delegated.sendBuffer,
+      dead.delegated.recvBuffer,
+      dead.cached,
+      b.env.pathTo(REMOTE)!,
+      b.env.clock.now(),
+    );
+    b.layer.adopt(s, new Recorder(), { prod: true });
+    b.advance(dead.cached.timeWaitMs - 10);
+    assert.equal([...b.layer.connections()].length, 1);
+    b.advance(20);
+    assert.equal([...b.layer.connections()].length, 0, 'ended, as the NIC would have ended it');
   });
 });

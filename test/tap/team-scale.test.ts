@@ -1,14 +1,14 @@
 /**
  * `chimney serve --tap A --tap B --workers` at scale with the Linux kernel as the peer: a thousand
  * concurrent HTTP downloads, each read slowly by one asyncio client in the lab namespace
- * (scripts/tap-load.py), with no fault, with a carrier fault and with a reachability fault on the
- * NIC carrying most of them. Every download must arrive whole (length, every byte, SHA-256), none
- * reset, and serve must log no loss and no failure but the one injected: a busy worker is not a
- * dead worker, and a busy link is not an unreachable one.
+ * (scripts/tap-load.py), with no fault, with a carrier fault, with a reachability fault and with
+ * its worker killed, on the NIC carrying most of them. Every download must arrive whole (length,
+ * every byte, SHA-256), none reset, and serve must log no loss and no failure but the one
+ * injected: a busy worker is not a dead worker, and a busy link is not an unreachable one.
  * Needs root, /dev/net/tun and python3: fails under CI (which is root), skips elsewhere.
  * Then `--pcap` on the team: every frame of both members, offloaded connections' included, in one
  * capture that tshark reads.
- * Larger counts and the worker-kill fault: `npx tsx scripts/soak-tap.ts --connections 5000 --fault all`.
+ * Larger counts: `npx tsx scripts/soak-tap.ts --connections 5000 --fault all`.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -72,6 +72,11 @@ describe(`chimney serve on two WorkerNics, ${CONNECTIONS} downloads from the ker
       timeout: 240_000,
     },
     () => check('reachability'),
+  );
+  test(
+    "the busiest NIC's worker is killed: every connection rebuilt from hard state (those that had ended closed, not rebuilt), every download intact",
+    { timeout: 240_000 },
+    () => check('crash'),
   );
 
   test('--pcap on the team captures every member, offloaded connections included', {

@@ -28,7 +28,7 @@ describe('802.1Q VLAN between two Chimney hosts on TAPs of a Linux bridge', {
 }, () => {
   before(() => {
     if (gate.reason) assert.fail(`interop tests cannot run: ${gate.reason}`);
-    lab = makeLab({ tag: 'vlan', subnet: 31, taps: 2, vlan: VLAN }, gate.reason);
+    lab = makeLab({ tag: 'vlan', subnet: 41, taps: 2, vlan: VLAN }, gate.reason);
   });
   after(async () => {
     await lab?.down();

@@ -4,6 +4,7 @@ import { describe, test } from 'node:test';
 import type { Nic } from '../../src/nic/nic.ts';
 import type { WorkerDeath } from '../../src/nic/worker-nic.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
+import { TcpStateId } from '../../src/state/tcp-state.ts';
 import {
   assertClean,
   CONNS,
@@ -124,6 +125,34 @@ describe('team of WorkerNics (real worker threads) on a real-time network', () =
     assert.equal(rig.team.failovers.length, 1);
     const c1 = await nic1!.counters();
     assert.equal(c1['tcp.adopt.prodded'], CONNS, 'every rebuilt connection was prodded');
+  });
+
+  test('the worker dies after its connections closed (TIME_WAIT, CLOSED): none lost, none rebuilt, no RST', {
+    timeout: 60_000,
+  }, async (t) => {
+    const rig = await setup(t, { seed: 29, heartbeatMs: 20, deadAfterMs: 1000 });
+    const [nic0] = rig.nics;
+    const { st } = await startOffloaded(rig, [CONNS, 0]);
+    assert.equal(await st.done, 0, 'every byte arrived before the kill');
+    // Both sides have closed; whichever closed first waits in TIME_WAIT, and the team still
+    // counts those on the NIC until that ends there.
+    await rig.net.sleep(300);
+    const waiting = (await nic0!.query()).filter((q) => q.state === TcpStateId.TIME_WAIT).length;
+    assert.ok(waiting > 0, 'some connections wait in TIME_WAIT on the NIC');
+    const peerRst = rig.peer.stack.counters.get('tcp.rst.out');
+    const failover = nextFailover(rig);
+    await nic0!.kill();
+    const f = await failover;
+    assert.equal(f.cause, 'dead');
+    assert.equal(f.lost, 0, 'a connection that had ended is not lost');
+    assert.equal(rig.stack.counters.get('offload.rebuilt'), 0, 'nor rebuilt: it has nothing to resend');
+    await rig.net.sleep(300);
+    assert.equal(
+      rig.peer.stack.counters.get('tcp.rst.out') - peerRst,
+      0,
+      'the peer was sent nothing to reset',
+    );
+    assert.deepEqual(st.errors.map(String), [], 'no socket errors');
   });
 
   test('three WorkerNics: a dead member’s connections are rebuilt in batches on both survivors', {

@@ -18,6 +18,7 @@ import {
   deliverEvents,
   isSynchronized,
   kick,
+  OUTPUT_BUDGET_BYTES,
   windowWorthAnnouncing,
 } from '../../stack/tcp/tcp-drive.ts';
 import type { TcpUser } from '../../stack/tcp/tcp-types.ts';
@@ -210,6 +211,14 @@ interface Slot {
   record: HardStateRecord;
   send: ByteRing;
   recv: ByteRing;
+  /** The TCP state the record holds now (see publishAhead). */
+  published: number;
+}
+
+/** Publish a connection's hard state as it is now. */
+function writeRecord(slot: Slot): void {
+  slot.record.write(slot.conn.state, slot.send.shared, slot.recv.shared);
+  slot.published = slot.conn.state.delegated.state;
 }
 
 const slots: (Slot | undefined)[] = [];
@@ -248,7 +257,7 @@ function queueEvent(slot: Slot, bits: number, err: ConnectionError | null = null
 
 /** Rewrite the hard-state record of every connection touched since the last time. */
 function publishRecords(): void {
-  for (const s of touched) s.record.write(s.conn.state, s.send.shared, s.recv.shared);
+  for (const s of touched) writeRecord(s);
   touched.clear();
 }
 
@@ -322,22 +331,15 @@ function install(conn: TcpConnection, given: ConnBlockRef | undefined): Installe
   const index = freeSlots.pop() ?? slots.length;
   const c = s.const;
   const key = { localIp: c.localIp, localPort: c.localPort, remoteIp: c.remoteIp, remotePort: c.remotePort };
-  const slot: Slot = {
-    index,
-    key,
-    conn,
-    block,
-    record: new HardStateRecord(block.sab, block.at),
-    send,
-    recv,
-  };
+  const record = new HardStateRecord(block.sab, block.at);
+  const slot: Slot = { index, key, conn, block, record, send, recv, published: -1 };
   slots[index] = slot;
   byKey.set(connKeyId(key), slot);
   connIndex.add(slot);
   // A stale doorbell bit from the slot's previous tenant must not reach this one.
   Atomics.store(db, flagsAt + index, 0);
   conn.user = new RemoteUser(slot);
-  slot.record.write(s, send.shared, recv.shared);
+  writeRecord(slot);
   return { key, slot: index, block };
 }
 
@@ -446,7 +448,7 @@ const engine = new NicEngine({
     if (event === 'closed') {
       const slot = byKey.get(connKeyId(args[0] as ConnKey));
       if (slot) {
-        slot.record.write(slot.conn.state, slot.send.shared, slot.recv.shared);
+        writeRecord(slot);
         flushEvents();
         free(slot);
         post({ t: 'freed', slots: [slot.index] });
@@ -457,6 +459,10 @@ const engine = new NicEngine({
     post({ t: 'ind', event, args });
   },
 });
+
+// One connection's output must not hold a turn: the heartbeat, the doorbell and the link's reads
+// wait behind it (TCP small queues).
+engine.tcp.outputBudget = OUTPUT_BUDGET_BYTES;
 
 // The main thread knows a proxied link's carrier; a link opened here (a TAP) it learns now.
 if (proxy === null) {
@@ -490,6 +496,10 @@ function noteTx(frame: Uint8Array): void {
  * The TCP engine advances snd.max only after the frame is out; a worker dying in between must not
  * leave a record behind what the peer received, or the peer's ACKs would look "too new" to the
  * connection rebuilt from it and be dropped (the ProxyLink publishes before each batch instead).
+ * Likewise a frame of a connection whose TCP state moved since the record was written: the ACK of
+ * the peer's FIN (FIN_WAIT_2 to TIME_WAIT, ESTABLISHED to CLOSE_WAIT) carries no sequence space,
+ * but once it is out the peer may close for good, and a connection rebuilt from a record without
+ * that FIN would ACK it again, to a port the peer answers with RST.
  */
 function publishAhead(frame: Uint8Array): void {
   const slot = slotOfFrame(frame, false);
@@ -499,10 +509,11 @@ function publishAhead(frame: Uint8Array): void {
   const t = ip + ihl;
   const end = seqAdd(tcpSeq(frame, t), tcpSeqLen(frame, t, ipv4TotalLen(frame, ip) - ihl));
   const d = slot.conn.state.delegated;
-  if (seqLeq(end, d.sndMax)) return;
+  const ahead = !seqLeq(end, d.sndMax);
+  if (!ahead && d.state === slot.published) return;
   const kept = d.sndMax;
-  d.sndMax = end;
-  slot.record.write(slot.conn.state, slot.send.shared, slot.recv.shared);
+  if (ahead) d.sndMax = end;
+  writeRecord(slot);
   d.sndMax = kept;
   touched.add(slot);
 }
@@ -534,7 +545,7 @@ function handleRequest(id: number, r: WorkerRequest): void {
         for (const k of list) {
           const slot = byKey.get(connKeyId(k));
           if (slot && engine.connection(k) === undefined) {
-            slot.record.write(slot.conn.state, slot.send.shared, slot.recv.shared);
+            writeRecord(slot);
             free(slot);
             freed.push(slot.index);
             // Released: its state is in the transfer. Otherwise it closed here (TIME_WAIT ends
@@ -651,7 +662,7 @@ port.on('message', (m: ToWorker) => {
     case 'close':
       closed = true;
       engine.close();
-      for (const s of slots) if (s) s.record.write(s.conn.state, s.send.shared, s.recv.shared);
+      for (const s of slots) if (s) writeRecord(s);
       proxy?.flush();
       upBatch.flush();
       flushEvents();

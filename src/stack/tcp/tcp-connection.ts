@@ -28,6 +28,16 @@ export interface TcpEngine {
    * closes at once, like Linux past tcp_max_tw_buckets). Absent: no limit.
    */
   admitTimeWait?(conn: TcpConnection): boolean;
+  /**
+   * Bytes one connection may send per turn of the event loop (see sendWindowed); absent or
+   * Infinity: no limit. `outputTurn` counts the turns; `outputLater` runs a connection cut short
+   * by its budget again in the next one.
+   */
+  readonly outputBudget?: number;
+  readonly outputTurn?: number;
+  /** A connection begins to spend its budget in this turn: the turn must end. */
+  noteOutputTurn?(): void;
+  outputLater?(conn: TcpConnection): void;
 }
 
 /** The part of a listener a half-open connection refers to. */
@@ -92,6 +102,11 @@ export class TcpConnection implements ConnectionHandle {
    * with an empty log and detects losses by the RFC 6675 rules until its own sends are logged.
    */
   readonly rack = new RackLog();
+  /** @internal The engine's turn this connection last sent in, and the bytes it sent then. */
+  outputTurn = -1;
+  outputUsed = 0;
+  /** @internal Waiting for the next turn to send the rest (at most once in the engine's list). */
+  outputQueued = false;
   /** @internal Offered window-scale shift while the handshake is under way. */
   offeredWscale = 0;
   /** @internal True while linked in the layer's demultiplexing table. */

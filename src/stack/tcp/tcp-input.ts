@@ -16,6 +16,7 @@ import {
   terminate,
 } from './tcp-connection.ts';
 import {
+  OOW_ACK_INTERVAL_MS,
   retransmitFirstLost,
   retransmitHead,
   sendAck,
@@ -31,8 +32,6 @@ import { scheduleTimer } from './tcp-timers.ts';
 const INF = Number.POSITIVE_INFINITY;
 /** RFC 7323 5.5: ts.recent older than 24 days is no longer a valid PAWS reference. */
 export const PAWS_IDLE_MS = 24 * 24 * 3600 * 1000;
-/** Linux's tcp_invalid_ratelimit: one answer per this interval to out-of-window pure ACKs and SYNs. */
-const OOW_ACK_INTERVAL_MS = 500;
 /** Out-of-order segments kept per connection: a bound on bookkeeping, not only on bytes. */
 const OOO_MAX_SEGMENTS = 1024;
 

@@ -8,14 +8,13 @@ import { ConnTable } from './conn-table.ts';
 import { IsnGenerator } from './isn.ts';
 import { seqAdd, seqGeq, seqGt, seqLt } from './seq.ts';
 import { connError, deliverEvents, type TcpConnection, type TcpEngine, terminate } from './tcp-connection.ts';
-import { rewind } from './tcp-drive.ts';
+import { kick, rewind } from './tcp-drive.ts';
 import { type AdoptOptions, Handover } from './tcp-handover.ts';
 import { connInput } from './tcp-input.ts';
 import { Listeners, type TcpListener } from './tcp-listen.ts';
 import { type ConnectOptions, openConnection } from './tcp-open.ts';
 import { mergeTcpOptions } from './tcp-options.ts';
-import { CHALLENGE_ACKS_GLOBAL, sendRstReply, tcpOutput } from './tcp-output.ts';
-import { scheduleTimer } from './tcp-timers.ts';
+import { CHALLENGE_ACKS_GLOBAL, sendRstReply } from './tcp-output.ts';
 import type { TcpHostEnv, TcpUser } from './tcp-types.ts';
 
 export type { AdoptOptions } from './tcp-handover.ts';
@@ -63,6 +62,16 @@ export class TcpLayer implements TcpEngine {
    * it closed; not when it is released to another owner.
    */
   onClosed: ((conn: TcpConnection) => void) | null = null;
+  /**
+   * Like Linux's TCP small queues: bytes one connection may send per turn of the event loop, so
+   * one with a large window cannot hold a turn (and the timers, reads and requests behind it)
+   * while others wait; the rest goes in the next turn, after everyone else's. Infinity: off.
+   */
+  outputBudget = Number.POSITIVE_INFINITY;
+  outputTurn = 0;
+  private outputTick = false;
+  private outputPending: TcpConnection[] = [];
+  private outputRunning: TcpConnection[] = [];
 
   constructor(env: TcpHostEnv, defaults?: Partial<TcpCached>) {
     this.env = env;
@@ -76,6 +85,35 @@ export class TcpLayer implements TcpEngine {
   get size(): number {
     return this.table.size;
   }
+
+  /** A connection spent its budget of this turn: it goes on in the next, after the others. */
+  outputLater(conn: TcpConnection): void {
+    if (conn.outputQueued) return;
+    conn.outputQueued = true;
+    this.outputPending.push(conn);
+    this.noteOutputTurn();
+  }
+
+  /** A connection starts spending in this turn: make sure the turn ends (one deferral per turn). */
+  noteOutputTurn(): void {
+    if (this.outputTick) return;
+    this.outputTick = true;
+    this.env.clock.defer(this.nextOutputTurn);
+  }
+
+  private readonly nextOutputTurn = (): void => {
+    this.outputTick = false;
+    this.outputTurn++;
+    const list = this.outputPending;
+    this.outputPending = this.outputRunning;
+    this.outputRunning = list;
+    for (const conn of list) {
+      conn.outputQueued = false;
+      if (!conn.linked || conn.released) continue;
+      kick(conn);
+    }
+    list.length = 0;
+  };
 
   congestion(conn: TcpConnection): CongestionControl {
     return congestionControl(conn.state.cached.congestion);
@@ -266,9 +304,7 @@ export class TcpLayer implements TcpEngine {
       // The IP layer already lowered the path MTU: resend what is outstanding at the new size now
       // rather than after a timeout.
       rewind(s);
-      tcpOutput(conn);
-      scheduleTimer(conn);
-      deliverEvents(conn);
+      kick(conn);
       return;
     }
     if (d.state === TcpStateId.SYN_SENT) {

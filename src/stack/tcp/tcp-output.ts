@@ -15,8 +15,18 @@ import { seqAdd, seqDiff, seqGt, seqLeq, seqLt } from './seq.ts';
 import type { TcpConnection, TcpEngine } from './tcp-connection.ts';
 
 const INF = Number.POSITIVE_INFINITY;
+/**
+ * Output budget per connection and turn on a real clock (TcpLayer.outputBudget): two 64 KB
+ * super-segments, the floor Linux's TCP small queues keep in flight per flow.
+ */
+export const OUTPUT_BUDGET_BYTES = 2 * 65536;
 /** RFC 5961 7: challenge ACKs one connection may send per second. */
 export const CHALLENGE_ACKS_PER_CONN = 10;
+/**
+ * Linux's tcp_invalid_ratelimit: one connection answers unacceptable segments (out of window,
+ * and challenge ACKs, which share the limit) at most this often.
+ */
+export const OOW_ACK_INTERVAL_MS = 500;
 /** Like Linux' tcp_challenge_ack_limit: challenge ACKs per second for the whole layer. */
 export const CHALLENGE_ACKS_GLOBAL = 1000;
 /** Floor and ceiling of the persist (zero-window probe) interval. */
@@ -207,11 +217,16 @@ export function sendChallengeAck(conn: TcpConnection, now: number): void {
     soft.challengeWindowStart = now;
     soft.challengeCount = 0;
   }
-  if (soft.challengeCount >= CHALLENGE_ACKS_PER_CONN || !conn.engine.takeChallengeAck(now)) {
+  // Like Linux, the per-connection out-of-window limit first: a burst of stale ACKs (reordered
+  // behind newer ones) draws one answer, not one each, and a peer that has closed meanwhile
+  // answers each of those with a RST.
+  const oowLimited = soft.lastOowAckAt >= 0 && now - soft.lastOowAckAt < OOW_ACK_INTERVAL_MS;
+  if (oowLimited || soft.challengeCount >= CHALLENGE_ACKS_PER_CONN || !conn.engine.takeChallengeAck(now)) {
     counters.inc('tcp.challenge_acks.limited');
     return;
   }
   soft.challengeCount++;
+  soft.lastOowAckAt = now;
   counters.inc('tcp.challenge_acks');
   sendAck(conn);
 }
@@ -412,7 +427,19 @@ function sendWindowed(conn: TcpConnection, now: number): void {
     conn.engine.congestion(conn).onIdleRestart(s, now);
     d.lastSendAt = now;
   }
+  const eng = conn.engine;
+  const budget = eng.outputBudget ?? INF;
+  if (budget !== INF && conn.outputTurn !== eng.outputTurn) {
+    conn.outputTurn = eng.outputTurn!;
+    conn.outputUsed = 0;
+    eng.noteOutputTurn?.();
+  }
   for (let guard = 0; guard < 100_000; guard++) {
+    if (conn.outputUsed >= budget) {
+      // Spent for this turn (TCP small queues): the rest goes next turn, after the others.
+      eng.outputLater?.(conn);
+      break;
+    }
     let seq = d.sndNxt;
     let limit = segMax;
     if (s.const.sackEnabled && seqLt(seq, d.sndMax) && soft.sacked.length > 0) {
@@ -453,6 +480,7 @@ function sendWindowed(conn: TcpConnection, now: number): void {
     }
     const used = transmit(conn, seq, len, now);
     if (used === 0) break;
+    conn.outputUsed += used;
     d.sndNxt = seqAdd(seq, used);
     if (finHere) break;
   }
