@@ -269,7 +269,7 @@ for (const alg of ['newreno', 'cubic'] as const) {
             fc.record({
               ev: fc.constantFrom('ack', 'ack', 'ack', 'loss', 'exit', 'rto', 'idle'),
               bytes: fc.integer({ min: 1, max: 20 * MSS }),
-              dt: fc.integer({ min: 0, max: 500 }),
+              dt: fc.integer({ min: 0, max: 3000 }),
             }),
             { maxLength: 200 },
           ),
@@ -282,8 +282,27 @@ for (const alg of ['newreno', 'cubic'] as const) {
             setFlight(s, s.delegated.cwnd);
             for (const e of events) {
               now += e.dt;
-              if (e.ev === 'ack') ack(s, alg, Math.min(e.bytes, flightSize(s)), 40, now);
-              else if (e.ev === 'loss') cc.onLossDetected(s, now);
+              if (e.ev === 'ack') {
+                const before = s.delegated.cwnd;
+                const slowStart = before < s.delegated.ssthresh;
+                const bytes = Math.min(e.bytes, flightSize(s));
+                ack(s, alg, bytes, 40, now);
+                const growth = s.delegated.cwnd - before;
+                // RFC 3465 (L = 2): slow start grows by the bytes ACKed, at most 2 SMSS per ACK.
+                // Congestion avoidance: Reno adds at most one SMSS per ACK (RFC 5681 eq. 3 with
+                // byte counting); CUBIC's target is at most 1.5 cwnd one RTT ahead (RFC 9438
+                // 4.2), so an ACK adds at most half the bytes it ACKs, or one SMSS of the Reno
+                // estimate (4.3).
+                const limit = slowStart
+                  ? Math.min(bytes, 2 * MSS)
+                  : alg === 'newreno'
+                    ? MSS
+                    : Math.max(Math.ceil(bytes / 2), MSS);
+                assert.ok(
+                  growth <= limit,
+                  `${slowStart ? 'slow start' : 'CA'}: +${growth} B on an ACK of ${bytes} B (cwnd ${before})`,
+                );
+              } else if (e.ev === 'loss') cc.onLossDetected(s, now);
               else if (e.ev === 'exit') cc.onRecoveryExit(s, now);
               else if (e.ev === 'rto') cc.onTimeout(s, now);
               else cc.onIdleRestart(s, now);
