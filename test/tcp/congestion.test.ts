@@ -239,8 +239,24 @@ for (const alg of ['newreno', 'cubic'] as const) {
       assert.equal(s.soft.cubic.epochStart, -1);
     });
 
-    test('recovery exit: cwnd = min(ssthresh, max(flight, mss) + mss)', () => {
+    test('recovery exit with SACK (after PRR): cwnd = ssthresh, like Linux', () => {
       const s = mkState(alg);
+      const cc = congestionControl(alg);
+      cc.init(s, 0);
+      s.delegated.cwnd = 40 * MSS;
+      setFlight(s, 40 * MSS);
+      cc.onLossDetected(s, 100);
+      const ssthresh = s.delegated.ssthresh;
+      s.delegated.cwnd = 5 * MSS;
+      s.delegated.sndUna = (s.delegated.sndUna + 40 * MSS) >>> 0;
+      setFlight(s, 3 * MSS);
+      cc.onRecoveryExit(s, 200);
+      assert.equal(s.delegated.cwnd, ssthresh);
+    });
+
+    test('recovery exit without SACK: cwnd = min(ssthresh, max(flight, mss) + mss)', () => {
+      const s = mkState(alg);
+      s.const.sackEnabled = false;
       const cc = congestionControl(alg);
       cc.init(s, 0);
       s.delegated.cwnd = 40 * MSS;

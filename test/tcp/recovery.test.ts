@@ -34,6 +34,8 @@ interface DataSeg {
   /** 0 for the first transmission of this offset, 1 for its first retransmission, ... */
   copy: number;
   at: number;
+  /** Segments the client had received when this one was sent (ACKs, in this one-way transfer). */
+  acksIn: number;
 }
 
 type DropFn = (seg: DataSeg) => boolean;
@@ -125,6 +127,7 @@ function run(sc: Scenario) {
   const sentCount = new Map<number, number>();
   let iss = -1;
   let dataIndex = 0;
+  let acksIn = 0;
   const layers = new Map<number, TcpLayer>();
 
   function mkEnv(self: number, peer: number): TcpHostEnv {
@@ -146,7 +149,7 @@ function run(sc: Scenario) {
           const off = (hdr.seq - iss - 1) >>> 0;
           const copy = sentCount.get(off) ?? 0;
           sentCount.set(off, copy + 1);
-          const seg: DataSeg = { off, len: payload, index: dataIndex++, copy, at: clock.now() };
+          const seg: DataSeg = { off, len: payload, index: dataIndex++, copy, at: clock.now(), acksIn };
           segs.push(seg);
           if (sc.drop(seg)) {
             dropped.push(seg);
@@ -154,6 +157,7 @@ function run(sc: Scenario) {
           }
         }
         const t = clock.createTimer(() => {
+          if (peer === IP_A) acksIn++;
           layers.get(peer)!.input({ src: self, dst: peer, ttl: 64, tos: 0, ifIndex: 0 }, pkt, 0, l4Len);
         });
         t.arm(DELAY);
@@ -380,6 +384,31 @@ describe('loss recovery end to end', () => {
       assert.ok(exit.cwnd <= loss.ssthresh && exit.cwnd >= MSS);
     });
   }
+
+  test('PRR (RFC 6937): during recovery each ACK releases ssthresh/cwnd of what it delivered, from the start', () => {
+    const lostOff = 60 * MSS;
+    const r = run({
+      alg: 'cubic',
+      sack: true,
+      bytes: 1_000_000,
+      drop: (s) => s.off === lostOff && s.copy === 0,
+    });
+    assertIntact(r);
+    const loss = events(r, 'loss')[0]!;
+    const ratio = loss.ssthresh / loss.cwndBefore;
+    const fr = r.segs.find((s) => s.copy > 0)!;
+    assert.equal(fr.off, lostOff);
+    // The window's ACKs reach the sender one by one after the fast retransmit; count the new
+    // segments each prefix of them released.
+    const fresh = r.segs.filter((s) => s.index > fr.index && s.copy === 0);
+    for (const j of [5, 10, 20]) {
+      const sent = fresh.filter((s) => s.acksIn - fr.acksIn <= j).length;
+      // RFC 6675 with cwnd = ssthresh sends nothing until the flight has fallen to ssthresh (30 %
+      // of the window's ACKs); PRR sends in proportion from the second ACK on.
+      assert.ok(sent >= Math.floor(j * ratio) - 1, `${sent} new segments after ${j} ACKs`);
+      assert.ok(sent <= Math.ceil(j * ratio) + 1, `${sent} new segments after ${j} ACKs`);
+    }
+  });
 
   test('whole window lost with SACK: a tail loss probe and RACK repair it without a timeout (RFC 8985)', () => {
     const r = run({

@@ -135,6 +135,14 @@ export function sackUpdate(s: TcpState, blocks: Uint32Array, count: number): num
   return added;
 }
 
+/** Bytes above snd.una the scoreboard holds as SACKed. */
+export function sackedBytes(s: TcpState): number {
+  sackPrune(s);
+  let n = 0;
+  for (const r of s.soft.sacked) n += (r.end - r.start) >>> 0;
+  return n;
+}
+
 export function sackHighest(s: TcpState): number {
   sackPrune(s);
   const sacked = s.soft.sacked;

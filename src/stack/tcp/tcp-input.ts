@@ -3,7 +3,15 @@ import { TcpStateId } from '../../state/tcp-state.ts';
 import { TcpFlag, type TcpHeader } from '../../wire/tcp.ts';
 import { effectiveMss } from './congestion.ts';
 import { backedOffRto, clampRto, rttSample } from './rtt.ts';
-import { recvSackAdd, recvSackPrune, sackIsLost, sackPrune, sackUpdate } from './sack.ts';
+import {
+  recvSackAdd,
+  recvSackPrune,
+  sackedBytes,
+  sackIsLost,
+  sackPipe,
+  sackPrune,
+  sackUpdate,
+} from './sack.ts';
 import { seqAdd, seqDiff, seqGeq, seqGt, seqLeq, seqLt, seqMax, seqSub } from './seq.ts';
 import {
   armKeepalive,
@@ -509,6 +517,9 @@ function processAck(conn: TcpConnection, h: TcpHeader, f: number, pLen: number, 
   if (c.sackEnabled && h.sackCount > 0) dsack(conn, h, ack);
   const advanced = seqGt(ack, d.sndUna);
   const old = seqLt(ack, d.sndUna);
+  // RFC 6937 DeliveredData: the change in snd.una plus the change in SACKed bytes.
+  const sackedBefore = c.sackEnabled ? sackedBytes(s) : 0;
+  const unaBefore = d.sndUna;
   if (advanced) {
     finAcked = newAck(conn, h, ack, now);
     if (c.sackEnabled && h.sackCount > 0) sackProgress(conn, sackUpdate(s, h.sackBlocks, h.sackCount), now);
@@ -525,6 +536,9 @@ function processAck(conn: TcpConnection, h: TcpHeader, f: number, pLen: number, 
     if (dup && ack === d.sndUna && d.sndMax !== d.sndUna && d.persistDeadline === INF) dupAck(conn, now);
   }
   if (c.sackEnabled && (advanced || h.sackCount > 0)) rackDetect(conn, now);
+  if (c.sackEnabled && s.soft.inRecovery) {
+    prrAck(conn, seqDiff(d.sndUna, unaBefore) + sackedBytes(s) - sackedBefore, advanced);
+  }
   // The send window moves with an ACK of new data, or with a segment newer than the last update
   // (RFC 9293 3.10.7.4, Linux tcp_may_update_window): an old ACK never moves it, and an ACK of new
   // data always does, even when out-of-order data already raised SND.WL1 past its sequence number.
@@ -691,6 +705,35 @@ function rackDetect(conn: TcpConnection, now: number): void {
   }
 }
 
+/**
+ * Proportional Rate Reduction (RFC 6937) as Linux's tcp_cwnd_reduction: while more than ssthresh
+ * is in flight, send ssthresh/prior-cwnd of what each ACK delivered, so the window comes down to
+ * ssthresh evenly over one round trip instead of sending nothing for its first half (RFC 6675
+ * with cwnd = ssthresh) and bursting after; once the flight is below ssthresh, slow start back up
+ * to it (PRR-SSRB), so a recovery that lost much does not end with a nearly empty pipe.
+ */
+function prrAck(conn: TcpConnection, delivered: number, unaAdvanced: boolean): void {
+  const s = conn.state;
+  const d = s.delegated;
+  const soft = s.soft;
+  if (delivered <= 0 || soft.prrPriorCwnd <= 0) return;
+  const mss = effectiveMss(s);
+  const pipe = sackPipe(s, mss);
+  soft.prrDelivered += delivered;
+  const delta = d.ssthresh - pipe;
+  let sndcnt: number;
+  if (delta < 0) {
+    sndcnt = Math.ceil((d.ssthresh * soft.prrDelivered) / soft.prrPriorCwnd) - soft.prrOut;
+  } else {
+    sndcnt = Math.max(soft.prrDelivered - soft.prrOut, delivered);
+    if (unaAdvanced) sndcnt += mss;
+    sndcnt = Math.min(delta, sndcnt);
+  }
+  // The fast retransmit itself goes whatever the arithmetic says (RFC 6675 5 step 4.3).
+  if (soft.prrOut === 0 && sndcnt < mss) sndcnt = mss;
+  d.cwnd = Math.max(pipe + Math.max(sndcnt, 0), mss);
+}
+
 /** RFC 5681 3.2 / RFC 6582 / RFC 6675 5: duplicate ACKs and the start of loss recovery. */
 function dupAck(conn: TcpConnection, now: number): void {
   const s = conn.state;
@@ -720,6 +763,10 @@ function enterRecovery(conn: TcpConnection, now: number, rackEdge = conn.state.d
   soft.undoRetrans = 0;
   soft.undoArmed = true;
   soft.undoLow = d.sndUna;
+  soft.undoWMax = soft.cubic.wMax;
+  soft.prrPriorCwnd = d.cwnd;
+  soft.prrDelivered = 0;
+  soft.prrOut = 0;
   soft.inRecovery = true;
   soft.rackLostEdge = rackEdge;
   soft.recoveryPoint = d.sndMax;
