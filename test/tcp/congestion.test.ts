@@ -63,6 +63,16 @@ function ack(s: TcpState, alg: CongestionAlgorithm, bytes: number, rtt: number, 
   setFlight(s, s.delegated.cwnd);
 }
 
+/** A loss detected at t = 100 ms with 40 segments in a 40-segment window. */
+function lossAtForty(s: TcpState, alg: CongestionAlgorithm) {
+  const cc = congestionControl(alg);
+  cc.init(s, 0);
+  s.delegated.cwnd = 40 * MSS;
+  setFlight(s, 40 * MSS);
+  cc.onLossDetected(s, 100);
+  return cc;
+}
+
 /**
  * One round trip: the whole window sent at its start is ACKed in `ackSize` pieces spread evenly
  * over the RTT. Returns the time at the end of the round.
@@ -192,11 +202,7 @@ for (const alg of ['newreno', 'cubic'] as const) {
 
     test('RTO during fast recovery never raises the ssthresh recovery chose', () => {
       const s = mkState(alg);
-      const cc = congestionControl(alg);
-      cc.init(s, 0);
-      s.delegated.cwnd = 40 * MSS;
-      setFlight(s, 40 * MSS);
-      cc.onLossDetected(s, 100);
+      const cc = lossAtForty(s, alg);
       const ssthresh = s.delegated.ssthresh;
       const wMax = s.soft.cubic.wMax;
       s.soft.inRecovery = true;
@@ -241,11 +247,7 @@ for (const alg of ['newreno', 'cubic'] as const) {
 
     test('recovery exit with SACK (after PRR): cwnd = ssthresh, like Linux', () => {
       const s = mkState(alg);
-      const cc = congestionControl(alg);
-      cc.init(s, 0);
-      s.delegated.cwnd = 40 * MSS;
-      setFlight(s, 40 * MSS);
-      cc.onLossDetected(s, 100);
+      const cc = lossAtForty(s, alg);
       const ssthresh = s.delegated.ssthresh;
       s.delegated.cwnd = 5 * MSS;
       s.delegated.sndUna = (s.delegated.sndUna + 40 * MSS) >>> 0;
@@ -257,11 +259,7 @@ for (const alg of ['newreno', 'cubic'] as const) {
     test('recovery exit without SACK: cwnd = min(ssthresh, max(flight, mss) + mss)', () => {
       const s = mkState(alg);
       s.const.sackEnabled = false;
-      const cc = congestionControl(alg);
-      cc.init(s, 0);
-      s.delegated.cwnd = 40 * MSS;
-      setFlight(s, 40 * MSS);
-      cc.onLossDetected(s, 100);
+      const cc = lossAtForty(s, alg);
       const ssthresh = s.delegated.ssthresh;
       // Full ACK with lots of new data sent during recovery: capped at ssthresh.
       s.delegated.sndUna = (s.delegated.sndUna + 40 * MSS) >>> 0;
