@@ -216,11 +216,10 @@ export interface TcpSoft {
   prrPriorCwnd: number;
   /**
    * F-RTO (RFC 5682 SACK-enhanced, Linux tcp_frto=2): 0 off, 1 a timeout's retransmission is out
-   * and the next ACK decides, 2 new data was sent on it and the ACK after decides. frtoHighSeq is
-   * snd.max at the timeout.
+   * and the next ACK decides, 2 new data was sent on it and the ACK after decides. The episode
+   * lasts while snd.una is below recoveryPoint (snd.max at the timeout).
    */
   frto: number;
-  frtoHighSeq: number;
   /** The last output pass stopped because cwnd was full (RFC 9438 5.8: otherwise no growth). */
   cwndLimited: boolean;
   /**
@@ -389,7 +388,6 @@ export function createTcpState(c: TcpConst, cached: TcpCached, path: PathState):
       prrOut: 0,
       prrPriorCwnd: 0,
       frto: 0,
-      frtoHighSeq: 0,
       cwndLimited: false,
       hsWindowEnd: 0,
       hsLastRoundMinRtt: NO_RTT,

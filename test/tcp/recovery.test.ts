@@ -90,7 +90,14 @@ function spy(alg: CongestionAlgorithm, log: CcEvent[], clock: VirtualClock): Con
 }
 
 /** Turn the SACK-permitted and timestamp options of a SYN into NOPs: a peer that offers neither. */
-function stripSynOptions(buf: Uint8Array, len: number, src: number, dst: number, sack: boolean): void {
+function stripSynOptions(
+  buf: Uint8Array,
+  len: number,
+  src: number,
+  dst: number,
+  sack: boolean,
+  ts: boolean,
+): void {
   const hl = (buf[12]! >>> 4) << 2;
   let i = 20;
   while (i < hl) {
@@ -102,7 +109,7 @@ function stripSynOptions(buf: Uint8Array, len: number, src: number, dst: number,
     }
     const olen = buf[i + 1]!;
     if (olen < 2) break;
-    if (kind === 8 || (kind === 4 && !sack)) buf.fill(1, i, i + olen);
+    if ((kind === 8 && !ts) || (kind === 4 && !sack)) buf.fill(1, i, i + olen);
     i += olen;
   }
   finishTcpChecksum(buf, 0, len, src, dst);
@@ -113,6 +120,10 @@ interface Scenario {
   sack: boolean;
   bytes: number;
   drop: DropFn;
+  /** Keep the timestamp option (off by default). */
+  ts?: boolean;
+  /** A delay spike: data the client sends between these times arrives only after `to`. */
+  spike?: { from: number; to: number };
   /** Upper bound of virtual time to run. */
   limitMs?: number;
 }
@@ -141,7 +152,7 @@ function run(sc: Scenario) {
         const pkt = txBuf.slice(0, l4Len);
         if (decodeTcp(pkt, 0, l4Len, self, peer, hdr, false) !== null) return true;
         if (hdr.flags & TcpFlag.SYN) {
-          stripSynOptions(pkt, l4Len, self, peer, sc.sack);
+          stripSynOptions(pkt, l4Len, self, peer, sc.sack, sc.ts === true);
           if (self === IP_A) iss = hdr.seq;
         }
         const payload = l4Len - hdr.headerLength;
@@ -160,7 +171,9 @@ function run(sc: Scenario) {
           if (peer === IP_A) acksIn++;
           layers.get(peer)!.input({ src: self, dst: peer, ttl: 64, tos: 0, ifIndex: 0 }, pkt, 0, l4Len);
         });
-        t.arm(DELAY);
+        const now = clock.now();
+        const held = self === IP_A && sc.spike && now >= sc.spike.from && now < sc.spike.to;
+        t.arm(held ? sc.spike!.to - now + DELAY : DELAY);
         return true;
       },
     };
@@ -408,6 +421,56 @@ describe('loss recovery end to end', () => {
       assert.ok(sent >= Math.floor(j * ratio) - 1, `${sent} new segments after ${j} ACKs`);
       assert.ok(sent <= Math.ceil(j * ratio) + 1, `${sent} new segments after ${j} ACKs`);
     }
+  });
+
+  for (const ts of [false, true]) {
+    test(`a spurious timeout (delay spike) is undone: F-RTO${ts ? ' and Eifel timestamps' : ''}`, () => {
+      const r = run({
+        alg: 'cubic',
+        sack: true,
+        ts,
+        bytes: 1_000_000,
+        drop: () => false,
+        spike: { from: 60, to: 600 },
+      });
+      assertIntact(r);
+      const rto = events(r, 'rto');
+      assert.equal(rto.length, 1, 'one timeout in the spike');
+      // Only the timeout's own retransmission: the originals were all delivered.
+      assert.equal(r.retransmitted.length, 1, `resent ${r.retransmitted.map((s) => s.off / MSS)}`);
+      const cc = r.client.state.delegated;
+      assert.ok(cc.ssthresh >= rto[0]!.cwndBefore || cc.ssthresh > 1e9, `ssthresh ${cc.ssthresh} restored`);
+      assert.ok(cc.cwnd >= rto[0]!.cwndBefore, 'cwnd restored');
+      assert.equal(r.counters.get(ts ? 'tcp.rto.undo.eifel' : 'tcp.rto.spurious'), 1);
+    });
+  }
+
+  test('F-RTO: after a timeout, new data probes the path; its duplicate ACKs show the loss was real', () => {
+    // An outage: everything sent between 30 and 100 ms is lost, the tail loss probe with it, so
+    // only the timer can repair it.
+    const r = run({
+      alg: 'cubic',
+      sack: true,
+      bytes: 1_000_000,
+      drop: (s) => s.at >= 30 && s.at < 100,
+    });
+    assertIntact(r);
+    const rto = events(r, 'rto');
+    assert.equal(rto.length, 1);
+    assert.equal(r.counters.get('tcp.rto.spurious'), 0);
+    const after = r.segs.filter((s) => s.at >= rto[0]!.at);
+    // Step 1: the first unacknowledged segment; step 2b: on its ACK, two new segments rather
+    // than more retransmissions; step 3a: their SACKs show the loss, and the holes are resent.
+    assert.equal(after[0]!.copy, 1);
+    assert.deepEqual(
+      after.slice(1, 3).map((s) => s.copy),
+      [0, 0],
+      'new data after the first ACK',
+    );
+    assert.ok(
+      after.slice(3, 10).every((s) => s.copy === 1),
+      'then the lost data',
+    );
   });
 
   test('whole window lost with SACK: a tail loss probe and RACK repair it without a timeout (RFC 8985)', () => {

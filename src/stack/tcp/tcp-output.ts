@@ -293,6 +293,8 @@ export function transmit(conn: TcpConnection, seq: number, maxLen: number, now: 
   if (soft.inRecovery) soft.prrOut += sentLen;
   if (seqLt(seq, d.sndMax)) {
     if (soft.inRecovery && soft.undoArmed) soft.undoRetrans += sentLen;
+    // After a timeout, what was resent so far: an ACK above it answers an original (F-RTO).
+    else if (!soft.inRecovery && seqGt(end, soft.highRxt)) soft.highRxt = end;
     conn.stats.retransmits++;
     counters.inc('tcp.retransmits');
     // Karn: an ACK covering a retransmitted byte says nothing about which copy arrived.
