@@ -220,8 +220,6 @@ export interface TcpSoft {
    * lasts while snd.una is below recoveryPoint (snd.max at the timeout).
    */
   frto: number;
-  /** The last output pass stopped because cwnd was full (RFC 9438 5.8: otherwise no growth). */
-  cwndLimited: boolean;
   /**
    * HyStart++ (RFC 9406): end of the current round, the minimum RTT of the last and the current
    * round (NO_RTT: none yet), RTT samples this round, and Conservative Slow Start's state.
@@ -388,7 +386,6 @@ export function createTcpState(c: TcpConst, cached: TcpCached, path: PathState):
       prrOut: 0,
       prrPriorCwnd: 0,
       frto: 0,
-      cwndLimited: false,
       hsWindowEnd: 0,
       hsLastRoundMinRtt: NO_RTT,
       hsCurrentRoundMinRtt: NO_RTT,

@@ -205,7 +205,6 @@ export const TCP_FIELDS: readonly FieldSpec<TcpPart>[] = [
   f('soft', 'prrOut', 'num', 'scalars'),
   f('soft', 'prrPriorCwnd', 'num', 'scalars'),
   f('soft', 'frto', 'u8', 'scalars'),
-  f('soft', 'cwndLimited', 'bool', 'scalars'),
   f('soft', 'hsWindowEnd', 'u32', 'scalars'),
   f('soft', 'hsLastRoundMinRtt', 'num', 'scalars'),
   f('soft', 'hsCurrentRoundMinRtt', 'num', 'scalars'),

@@ -232,6 +232,65 @@ for (const alg of ['newreno', 'cubic'] as const) {
       assert.equal(s.delegated.cwnd, MSS);
     });
 
+    test('HyStart++ (RFC 9406): a rising round minimum RTT ends the initial slow start through CSS', () => {
+      const s = mkState(alg);
+      const cc = congestionControl(alg);
+      cc.init(s, 0);
+      setFlight(s, s.delegated.cwnd);
+      let now = 0;
+      for (let i = 0; i < 3; i++) now = round(s, alg, now, 40);
+      assert.equal(s.soft.hsInCss, false, 'a steady RTT is plain slow start');
+      const atRise = s.delegated.cwnd;
+      let sawCss = false;
+      let rounds = 0;
+      while (s.delegated.cwnd < s.delegated.ssthresh && rounds++ < 10) {
+        now = round(s, alg, now, 50);
+        sawCss ||= s.soft.hsInCss;
+      }
+      assert.ok(sawCss, 'the RTT rose by more than max(4 ms, 40/8 ms): Conservative Slow Start');
+      assert.ok(s.delegated.ssthresh < 1e9, 'slow start ended without a loss');
+      assert.ok(s.delegated.ssthresh <= s.delegated.cwnd);
+      // Doubling for the ~7 rounds it took would have given 128x; CSS grows by a quarter.
+      assert.ok(s.delegated.cwnd < atRise * 16, `cwnd ${s.delegated.cwnd / MSS} MSS from ${atRise / MSS}`);
+    });
+
+    test('HyStart++: an RTT that falls back during CSS resumes slow start', () => {
+      const s = mkState(alg);
+      const cc = congestionControl(alg);
+      cc.init(s, 0);
+      setFlight(s, s.delegated.cwnd);
+      let now = 0;
+      for (let i = 0; i < 3; i++) now = round(s, alg, now, 40);
+      for (let i = 0; i < 2 && !s.soft.hsInCss; i++) now = round(s, alg, now, 50);
+      assert.ok(s.soft.hsInCss);
+      for (let i = 0; i < 2 && s.soft.hsInCss; i++) now = round(s, alg, now, 41);
+      assert.equal(s.soft.hsInCss, false);
+      assert.ok(s.delegated.ssthresh > 1e9);
+    });
+
+    test('application-limited (RFC 9438 5.8, RFC 7661): an unused window does not grow', () => {
+      for (const ssthresh of [0x7fffffff, 20 * MSS]) {
+        const s = mkState(alg);
+        const cc = congestionControl(alg);
+        cc.init(s, 0);
+        s.delegated.cwnd = 40 * MSS;
+        s.delegated.ssthresh = ssthresh;
+        let now = 0;
+        for (let i = 0; i < 200; i++) {
+          // The application keeps only eight segments in flight.
+          setFlight(s, 8 * MSS);
+          s.delegated.sndUna = (s.delegated.sndUna + MSS) >>> 0;
+          now += 5;
+          cc.onAck(s, MSS, 40, now);
+        }
+        assert.equal(s.delegated.cwnd, 40 * MSS, ssthresh > 1e9 ? 'slow start' : 'congestion avoidance');
+        // Once the window is full again it grows.
+        setFlight(s, 40 * MSS);
+        round(s, alg, now, 40);
+        assert.ok(s.delegated.cwnd > 40 * MSS);
+      }
+    });
+
     test('restart after idle: min(IW, cwnd)', () => {
       const s = mkState(alg);
       const cc = congestionControl(alg);
@@ -380,6 +439,28 @@ describe('NewReno (RFC 5681 / RFC 6582)', () => {
 });
 
 describe('CUBIC (RFC 9438)', () => {
+  test('4.8: after a timeout the first congestion avoidance starts its curve at cwnd (K = 0)', () => {
+    const s = mkState('cubic');
+    const cc = congestionControl('cubic');
+    cc.init(s, 0);
+    s.delegated.cwnd = 100 * MSS;
+    s.delegated.ssthresh = 100 * MSS;
+    setFlight(s, 100 * MSS);
+    cc.onTimeout(s, 1000);
+    assert.equal(s.soft.cubic.wMax, 100 * MSS);
+    setFlight(s, s.delegated.cwnd);
+    let now = 1000;
+    while (s.delegated.cwnd < s.delegated.ssthresh) now = round(s, 'cubic', now, 40);
+    ack(s, 'cubic', MSS, 40, now + 1);
+    assert.equal(s.soft.cubic.k, 0);
+    const c = s.soft.cubic;
+    // W_max is the window congestion avoidance began with, not the 100 segments before the timeout.
+    assert.ok(c.wMax >= s.delegated.ssthresh && c.wMax <= s.delegated.cwnd, `W_max ${c.wMax / MSS} MSS`);
+    // A later loss is an ordinary one again.
+    cc.onLossDetected(s, now + 100);
+    assert.equal(s.soft.cubic.afterRto, false);
+  });
+
   const RTT = 100;
 
   function afterLoss(wMaxSegs: number): TcpState {
