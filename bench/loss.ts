@@ -172,7 +172,18 @@ export async function benchLoss(
       await curlTime(lab, chimneyUrl, bytes, 30);
       const out: LossLevel[] = [];
       const capture = o.pcap
-        ? lab.spawnNs(['tshark', '-q', '-i', lab.vethPeer, '-s', '128', '-w', o.pcap, '-f', 'tcp port 80'])
+        ? lab.spawnNs([
+            'tshark',
+            '-q',
+            '-i',
+            lab.vethPeer,
+            '-s',
+            '128',
+            '-w',
+            o.pcap,
+            '-f',
+            'tcp port 80 or tcp port 8080',
+          ])
         : null;
       if (capture) await sleep(1000);
       for (const pct of levels) {

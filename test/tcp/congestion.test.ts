@@ -304,20 +304,8 @@ for (const alg of ['newreno', 'cubic'] as const) {
       assert.equal(s.soft.cubic.epochStart, -1);
     });
 
-    test('recovery exit with SACK (after PRR): cwnd = ssthresh, like Linux', () => {
+    test('recovery exit: cwnd = min(ssthresh, max(flight, mss) + mss)', () => {
       const s = mkState(alg);
-      const cc = lossAtForty(s, alg);
-      const ssthresh = s.delegated.ssthresh;
-      s.delegated.cwnd = 5 * MSS;
-      s.delegated.sndUna = (s.delegated.sndUna + 40 * MSS) >>> 0;
-      setFlight(s, 3 * MSS);
-      cc.onRecoveryExit(s, 200);
-      assert.equal(s.delegated.cwnd, ssthresh);
-    });
-
-    test('recovery exit without SACK: cwnd = min(ssthresh, max(flight, mss) + mss)', () => {
-      const s = mkState(alg);
-      s.const.sackEnabled = false;
       const cc = lossAtForty(s, alg);
       const ssthresh = s.delegated.ssthresh;
       // Full ACK with lots of new data sent during recovery: capped at ssthresh.

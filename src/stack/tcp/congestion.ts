@@ -217,16 +217,16 @@ const newReno: CongestionControl = {
 };
 
 /**
- * With SACK, PRR (RFC 6937, run by the engine) has already brought the flight to ssthresh, and
- * recovery ends with cwnd = ssthresh (RFC 6937 section 3, Linux tcp_end_cwnd_reduction). Without
- * it, RFC 6582 §3.2 step 3 option 1: deflate the dup-ACK inflation to what is actually in flight
- * plus one segment, capped by ssthresh, so the first ACKs after recovery cannot release a burst.
+ * RFC 6582 §3.2 step 3 option 1: what is actually in flight plus one segment, capped by ssthresh,
+ * so the first ACKs after recovery cannot release a burst. Linux ends PRR with cwnd = ssthresh
+ * (tcp_end_cwnd_reduction); measured here that doubles the timeouts at 10 % loss (sim-loss, median
+ * of 3 seeds: 30.7 s and 58 timeouts against 15.2 s and 27), after recoveries that drained the
+ * pipe.
  */
 function recoveryExit(s: TcpState): void {
   const d = s.delegated;
   const mss = effectiveMss(s);
-  if (s.const.sackEnabled) d.cwnd = Math.max(d.ssthresh, mss);
-  else d.cwnd = Math.max(Math.min(d.ssthresh, Math.max(flightSize(s), mss) + mss), mss);
+  d.cwnd = Math.max(Math.min(d.ssthresh, Math.max(flightSize(s), mss) + mss), mss);
   s.soft.caBytesAcked = 0;
   resetCubicEpoch(s);
 }
