@@ -143,7 +143,7 @@ for (const alg of ['newreno', 'cubic'] as const) {
       }
     });
 
-    test('slow start with delayed ACKs still doubles (RFC 3465 L=2)', () => {
+    test('slow start with delayed ACKs still doubles (ABC)', () => {
       const s = mkState(alg);
       congestionControl(alg).init(s, 0);
       let now = 0;
@@ -153,13 +153,15 @@ for (const alg of ['newreno', 'cubic'] as const) {
       }
     });
 
-    test('a stretch ACK grows cwnd by at most 2 MSS in slow start', () => {
+    test('a stretch ACK grows cwnd by at most 8 MSS in slow start (RFC 9406 L for unpaced senders)', () => {
       const s = mkState(alg);
       congestionControl(alg).init(s, 0);
       ack(s, alg, 5 * MSS, 50, 10);
-      assert.equal(s.delegated.cwnd, 12 * MSS);
+      assert.equal(s.delegated.cwnd, 15 * MSS);
+      ack(s, alg, 10 * MSS, 50, 15);
+      assert.equal(s.delegated.cwnd, 23 * MSS);
       ack(s, alg, 100, 50, 20);
-      assert.equal(s.delegated.cwnd, 12 * MSS + 100);
+      assert.equal(s.delegated.cwnd, 23 * MSS + 100);
     });
 
     test('no growth during recovery or for zero-byte ACKs', () => {
@@ -349,13 +351,13 @@ for (const alg of ['newreno', 'cubic'] as const) {
                 const bytes = Math.min(e.bytes, flightSize(s));
                 ack(s, alg, bytes, 40, now);
                 const growth = s.delegated.cwnd - before;
-                // RFC 3465 (L = 2): slow start grows by the bytes ACKed, at most 2 SMSS per ACK.
+                // ABC: slow start grows by the bytes ACKed, at most L = 8 SMSS per ACK (RFC 9406).
                 // Congestion avoidance: Reno adds at most one SMSS per ACK (RFC 5681 eq. 3 with
                 // byte counting); CUBIC's target is at most 1.5 cwnd one RTT ahead (RFC 9438
                 // 4.2), so an ACK adds at most half the bytes it ACKs, or one SMSS of the Reno
                 // estimate (4.3).
                 const limit = slowStart
-                  ? Math.min(bytes, 2 * MSS)
+                  ? Math.min(bytes, 8 * MSS)
                   : alg === 'newreno'
                     ? MSS
                     : Math.max(Math.ceil(bytes / 2), MSS);
