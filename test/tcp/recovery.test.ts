@@ -473,6 +473,18 @@ describe('loss recovery end to end', () => {
     );
   });
 
+  test('F-RTO with no new data to send falls back to resending at once, not one segment per timeout', () => {
+    // The whole tail is lost in an outage, probe included, and everything was already sent.
+    const r = run({
+      alg: 'cubic',
+      sack: true,
+      bytes: 20 * MSS,
+      drop: (s) => s.off >= 10 * MSS && s.at < 100,
+    });
+    assertIntact(r);
+    assert.equal(events(r, 'rto').length, 1, 'one timeout, then the rest is resent in slow start');
+  });
+
   test('whole window lost with SACK: a tail loss probe and RACK repair it without a timeout (RFC 8985)', () => {
     const r = run({
       alg: 'newreno',

@@ -568,6 +568,8 @@ function processAck(conn: TcpConnection, h: TcpHeader, f: number, pLen: number, 
     }
     timeoutEpisodeAck(conn, h, advanced, orig > 0, dup, now);
   }
+  // The episode is over once everything sent before the timeout is ACKed.
+  if (episode && seqGeq(d.sndUna, soft0.recoveryPoint)) soft0.frto = 0;
   if (c.sackEnabled && (advanced || h.sackCount > 0)) rackDetect(conn, now);
   if (c.sackEnabled && s.soft.inRecovery) {
     prrAck(conn, seqDiff(d.sndUna, unaBefore) + sackedBytes(s) - sackedBefore, advanced);
@@ -710,19 +712,26 @@ function timeoutEpisodeAck(
     return;
   }
   if (!advanced || seqGeq(d.sndUna, soft.recoveryPoint)) return;
-  // Step 2b: the retransmission is ACKed and nothing else yet; probe with new data.
+  // Step 2b: the retransmission is ACKed and nothing else yet; probe with new data. Without any
+  // (all of it was sent before the timeout, or the window is full) the timeout is handled the
+  // usual way (2b's last sentence).
   const mss = effectiveMss(s);
-  const room = seqDiff(seqAdd(d.sndUna, d.sndWnd), d.sndMax);
-  if (!hasUnsent(s) || room <= 0) {
+  const next = d.sndNxt;
+  d.sndNxt = d.sndMax;
+  let sent = 0;
+  for (let i = 0; i < 2; i++) {
+    const left = seqDiff(seqAdd(d.sndUna, d.sndWnd), d.sndMax);
+    if (left <= 0 || !hasUnsent(s)) break;
+    const used = transmit(conn, d.sndMax, Math.min(mss, left), now);
+    if (used === 0) break;
+    sent += used;
+    d.sndNxt = d.sndMax;
+  }
+  if (sent === 0) {
+    d.sndNxt = next;
     soft.frto = 0;
     return;
   }
-  d.sndNxt = d.sndMax;
-  for (let i = 0; i < 2; i++) {
-    const left = seqDiff(seqAdd(d.sndUna, d.sndWnd), d.sndMax);
-    if (left <= 0 || !hasUnsent(s) || transmit(conn, d.sndMax, Math.min(mss, left), now) === 0) break;
-  }
-  d.sndNxt = d.sndMax;
   soft.frto = 2;
 }
 
