@@ -394,28 +394,14 @@ export function segmentLimit(conn: TcpConnection, mss: number): number {
   return n > 1 ? n * mss : mss;
 }
 
-/** Linux's sk_pacing_shift: a super-segment carries about 2^-10 s of data at the pacing rate. */
-const PACING_SHIFT_MS = 1000 / 1024;
-/** Linux's tcp_tso_rtt_log: the whole GSO size is added for a min RTT below 2^9 µs, halved per step. */
-const TSO_RTT_LOG_US = 512;
-
 /**
- * Linux's tcp_tso_autosize: a super-segment carries a millisecond of data at the pacing rate
- * (2 cwnd/srtt in slow start, 1.2 cwnd/srtt after), plus the largest size halved for every 512 µs
- * of minimum RTT; at least `floor`. On a LAN (min RTT below 512 µs) that is the whole window in
- * one packet, as Linux sends it: a path that loses packets whatever their size then loses one
- * per round trip rather than one per segment, and the receiver answers a window with one ACK.
+ * Like Linux's TSO autosizing, a window goes out as several super-segments: one lost
+ * super-segment then leaves others behind it whose SACKs reveal the loss (RACK), where a window
+ * sent as one packet can only be repaired by a probe or a timeout.
  */
 function autosize(conn: TcpConnection, mss: number, floor = 2 * mss): number {
-  const limit = segmentLimit(conn, mss);
-  if (limit <= mss) return mss;
-  const d = conn.state.delegated;
-  const srtt = d.srtt > 0 ? d.srtt : 1;
-  const rate = ((d.cwnd < d.ssthresh ? 2 : 1.2) * d.cwnd) / srtt;
-  const minRtt = Number.isFinite(conn.rack.minRtt) ? conn.rack.minRtt : srtt;
-  const steps = Math.floor((minRtt * 1000) / TSO_RTT_LOG_US);
-  const bytes = rate * PACING_SHIFT_MS + (steps < 31 ? limit / 2 ** steps : 0);
-  return Math.min(limit, Math.max(floor, Math.floor(bytes / mss) * mss));
+  const cwnd = conn.state.delegated.cwnd;
+  return Math.min(segmentLimit(conn, mss), Math.max(floor, Math.floor(cwnd / 4 / mss) * mss));
 }
 
 function sendWindowed(conn: TcpConnection, now: number): void {
