@@ -10,6 +10,8 @@
  * seconds (the receive window closes), then reads the rest; again from both servers.
  *
  *   npx tsx bench/loss.ts [--json]       (or: npm run bench -- loss)
+ *   npx tsx bench/loss.ts --levels 1 --runs 1 --pcap /tmp/x.pcap   (diagnosis: one level, a capture
+ *   of the Chimney downloads on the client's side)
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -117,14 +119,24 @@ print(got, time.monotonic() - t0 - pause)
 `;
 
 export async function benchLoss(
-  o: { bytes?: number; runs?: number; capS?: number; levels?: number[]; log?: (l: string) => void } = {},
+  o: {
+    bytes?: number;
+    runs?: number;
+    capS?: number;
+    levels?: number[];
+    /** Capture the client's side of the Chimney downloads under loss into this pcap file (diagnosis). */
+    pcap?: string;
+    log?: (l: string) => void;
+  } = {},
 ): Promise<LossResult> {
   const why = missingPrerequisite(['curl', 'python3', 'nft']);
   if (why) throw new Error(`loss benchmark: ${why}`);
   const bytes = o.bytes ?? 20 * 1024 * 1024;
   const runs = o.runs ?? 3;
   const capS = o.capS ?? 120;
-  const levels = o.levels ?? [1, 2, 5, 10];
+  // 0 %: the lossless download in the same run, so what loss costs each stack is visible apart
+  // from what the machine's load costs it.
+  const levels = o.levels ?? [0, 1, 2, 5, 10];
   const log = o.log ?? (() => {});
   const lab = new Lab({ tag: 'bls', subnet: SUBNET, taps: 1 });
   lab.up();
@@ -159,6 +171,21 @@ export async function benchLoss(
       // Warm-up: ARP, JIT.
       await curlTime(lab, chimneyUrl, bytes, 30);
       const out: LossLevel[] = [];
+      const capture = o.pcap
+        ? lab.spawnNs([
+            'tshark',
+            '-q',
+            '-i',
+            lab.vethPeer,
+            '-s',
+            '128',
+            '-w',
+            o.pcap,
+            '-f',
+            'tcp port 80 or tcp port 8080',
+          ])
+        : null;
+      if (capture) await sleep(1000);
       for (const pct of levels) {
         await setLoss(lab, pct);
         const c: number[] = [];
@@ -180,6 +207,10 @@ export async function benchLoss(
         });
       }
       await setLoss(lab, 0);
+      if (capture) {
+        capture.kill('SIGINT');
+        await sleep(500);
+      }
       const pauseS = 3;
       const slow = async (host: string, port: number, path: string): Promise<number> => {
         const r = await lab.sh(
@@ -233,6 +264,17 @@ export function formatLoss(r: LossResult): string {
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const json = process.argv.includes('--json');
-  const r = await benchLoss({ log: (l) => console.error(l) });
+  const arg = (name: string): string | undefined => {
+    const i = process.argv.indexOf(name);
+    return i > 0 ? process.argv[i + 1] : undefined;
+  };
+  // --levels 1,2 --runs 1 --pcap /tmp/x.pcap: a shorter run for diagnosis.
+  const lv = arg('--levels');
+  const r = await benchLoss({
+    log: (l) => console.error(l),
+    levels: lv ? lv.split(',').map(Number) : undefined,
+    runs: arg('--runs') ? Number(arg('--runs')) : undefined,
+    pcap: arg('--pcap'),
+  });
   console.log(json ? JSON.stringify(r) : formatLoss(r));
 }

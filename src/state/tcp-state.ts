@@ -199,7 +199,42 @@ export interface TcpSoft {
   undoRetrans: number;
   undoLow: number;
   undoArmed: boolean;
+  /** Tail of the undo record: CUBIC's W_max before the reduction (RFC 9438 4.9). */
+  undoWMax: number;
+  /**
+   * TSval of the first retransmission of the current episode (0: none). An ACK echoing an older
+   * TSval was sent for an original transmission, so that retransmission was needless (RFC 3522,
+   * Linux tcp_packet_delayed).
+   */
+  undoTsVal: number;
+  /**
+   * PRR (RFC 6937, Linux tcp_cwnd_reduction): bytes delivered to the receiver and bytes sent
+   * since recovery began, and cwnd when it began.
+   */
+  prrDelivered: number;
+  prrOut: number;
+  prrPriorCwnd: number;
+  /**
+   * F-RTO (RFC 5682 SACK-enhanced, Linux tcp_frto=2): 0 off, 1 a timeout's retransmission is out
+   * and the next ACK decides, 2 new data was sent on it and the ACK after decides. The episode
+   * lasts while snd.una is below recoveryPoint (snd.max at the timeout).
+   */
+  frto: number;
+  /**
+   * HyStart++ (RFC 9406): end of the current round, the minimum RTT of the last and the current
+   * round (NO_RTT: none yet), RTT samples this round, and Conservative Slow Start's state.
+   */
+  hsWindowEnd: number;
+  hsLastRoundMinRtt: number;
+  hsCurrentRoundMinRtt: number;
+  hsRttSamples: number;
+  hsInCss: boolean;
+  hsCssBaselineMinRtt: number;
+  hsCssRounds: number;
 }
+
+/** HyStart++'s "no RTT measured yet" (a finite value, so it travels as a plain number). */
+export const NO_RTT = 1e9;
 
 export interface CubicState {
   wMax: number;
@@ -210,6 +245,8 @@ export interface CubicState {
   cwndPrior: number;
   /** Growth the per-ACK formula asked for that is still below one byte (keeps cwnd integral). */
   cwndFrac: number;
+  /** RFC 9438 4.8: the first congestion avoidance after a timeout starts with K = 0 at cwnd. */
+  afterRto: boolean;
 }
 
 export interface OooSegment {
@@ -317,7 +354,16 @@ export function createTcpState(c: TcpConst, cached: TcpCached, path: PathState):
       delayedAckDeadline: inf,
       unackedSegments: 0,
       caBytesAcked: 0,
-      cubic: { wMax: 0, k: 0, epochStart: -1, originPoint: 0, wEst: 0, cwndPrior: 0, cwndFrac: 0 },
+      cubic: {
+        wMax: 0,
+        k: 0,
+        epochStart: -1,
+        originPoint: 0,
+        wEst: 0,
+        cwndPrior: 0,
+        cwndFrac: 0,
+        afterRto: false,
+      },
       challengeWindowStart: 0,
       challengeCount: 0,
       ackNow: false,
@@ -334,6 +380,19 @@ export function createTcpState(c: TcpConst, cached: TcpCached, path: PathState):
       undoRetrans: 0,
       undoLow: 0,
       undoArmed: false,
+      undoWMax: 0,
+      undoTsVal: 0,
+      prrDelivered: 0,
+      prrOut: 0,
+      prrPriorCwnd: 0,
+      frto: 0,
+      hsWindowEnd: 0,
+      hsLastRoundMinRtt: NO_RTT,
+      hsCurrentRoundMinRtt: NO_RTT,
+      hsRttSamples: 0,
+      hsInCss: false,
+      hsCssBaselineMinRtt: NO_RTT,
+      hsCssRounds: 0,
     },
   };
 }

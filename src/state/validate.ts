@@ -182,6 +182,7 @@ export const TCP_FIELDS: readonly FieldSpec<TcpPart>[] = [
   f('cubic', 'wEst', 'num', 'scalars'),
   f('cubic', 'cwndPrior', 'num', 'scalars'),
   f('cubic', 'cwndFrac', 'num', 'scalars'),
+  f('cubic', 'afterRto', 'bool', 'scalars'),
   f('soft', 'challengeWindowStart', 'time', 'scalars'),
   f('soft', 'challengeCount', 'u32', 'scalars'),
   f('soft', 'ackNow', 'bool', 'scalars'),
@@ -198,6 +199,19 @@ export const TCP_FIELDS: readonly FieldSpec<TcpPart>[] = [
   f('soft', 'undoRetrans', 'num', 'scalars'),
   f('soft', 'undoLow', 'u32', 'scalars'),
   f('soft', 'undoArmed', 'bool', 'scalars'),
+  f('soft', 'undoWMax', 'num', 'scalars'),
+  f('soft', 'undoTsVal', 'u32', 'scalars'),
+  f('soft', 'prrDelivered', 'num', 'scalars'),
+  f('soft', 'prrOut', 'num', 'scalars'),
+  f('soft', 'prrPriorCwnd', 'num', 'scalars'),
+  f('soft', 'frto', 'u8', 'scalars'),
+  f('soft', 'hsWindowEnd', 'u32', 'scalars'),
+  f('soft', 'hsLastRoundMinRtt', 'num', 'scalars'),
+  f('soft', 'hsCurrentRoundMinRtt', 'num', 'scalars'),
+  f('soft', 'hsRttSamples', 'u32', 'scalars'),
+  f('soft', 'hsInCss', 'bool', 'scalars'),
+  f('soft', 'hsCssBaselineMinRtt', 'num', 'scalars'),
+  f('soft', 'hsCssRounds', 'u32', 'scalars'),
 ];
 
 /** Wire code of each congestion algorithm is its index here; append only. */

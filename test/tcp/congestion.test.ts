@@ -63,6 +63,16 @@ function ack(s: TcpState, alg: CongestionAlgorithm, bytes: number, rtt: number, 
   setFlight(s, s.delegated.cwnd);
 }
 
+/** A loss detected at t = 100 ms with 40 segments in a 40-segment window. */
+function lossAtForty(s: TcpState, alg: CongestionAlgorithm) {
+  const cc = congestionControl(alg);
+  cc.init(s, 0);
+  s.delegated.cwnd = 40 * MSS;
+  setFlight(s, 40 * MSS);
+  cc.onLossDetected(s, 100);
+  return cc;
+}
+
 /**
  * One round trip: the whole window sent at its start is ACKed in `ackSize` pieces spread evenly
  * over the RTT. Returns the time at the end of the round.
@@ -133,7 +143,7 @@ for (const alg of ['newreno', 'cubic'] as const) {
       }
     });
 
-    test('slow start with delayed ACKs still doubles (RFC 3465 L=2)', () => {
+    test('slow start with delayed ACKs still doubles (ABC)', () => {
       const s = mkState(alg);
       congestionControl(alg).init(s, 0);
       let now = 0;
@@ -143,13 +153,15 @@ for (const alg of ['newreno', 'cubic'] as const) {
       }
     });
 
-    test('a stretch ACK grows cwnd by at most 2 MSS in slow start', () => {
+    test('a stretch ACK grows cwnd by at most 8 MSS in slow start (RFC 9406 L for unpaced senders)', () => {
       const s = mkState(alg);
       congestionControl(alg).init(s, 0);
       ack(s, alg, 5 * MSS, 50, 10);
-      assert.equal(s.delegated.cwnd, 12 * MSS);
+      assert.equal(s.delegated.cwnd, 15 * MSS);
+      ack(s, alg, 10 * MSS, 50, 15);
+      assert.equal(s.delegated.cwnd, 23 * MSS);
       ack(s, alg, 100, 50, 20);
-      assert.equal(s.delegated.cwnd, 12 * MSS + 100);
+      assert.equal(s.delegated.cwnd, 23 * MSS + 100);
     });
 
     test('no growth during recovery or for zero-byte ACKs', () => {
@@ -192,11 +204,7 @@ for (const alg of ['newreno', 'cubic'] as const) {
 
     test('RTO during fast recovery never raises the ssthresh recovery chose', () => {
       const s = mkState(alg);
-      const cc = congestionControl(alg);
-      cc.init(s, 0);
-      s.delegated.cwnd = 40 * MSS;
-      setFlight(s, 40 * MSS);
-      cc.onLossDetected(s, 100);
+      const cc = lossAtForty(s, alg);
       const ssthresh = s.delegated.ssthresh;
       const wMax = s.soft.cubic.wMax;
       s.soft.inRecovery = true;
@@ -226,6 +234,65 @@ for (const alg of ['newreno', 'cubic'] as const) {
       assert.equal(s.delegated.cwnd, MSS);
     });
 
+    test('HyStart++ (RFC 9406): a rising round minimum RTT ends the initial slow start through CSS', () => {
+      const s = mkState(alg);
+      const cc = congestionControl(alg);
+      cc.init(s, 0);
+      setFlight(s, s.delegated.cwnd);
+      let now = 0;
+      for (let i = 0; i < 3; i++) now = round(s, alg, now, 40);
+      assert.equal(s.soft.hsInCss, false, 'a steady RTT is plain slow start');
+      const atRise = s.delegated.cwnd;
+      let sawCss = false;
+      let rounds = 0;
+      while (s.delegated.cwnd < s.delegated.ssthresh && rounds++ < 10) {
+        now = round(s, alg, now, 50);
+        sawCss ||= s.soft.hsInCss;
+      }
+      assert.ok(sawCss, 'the RTT rose by more than max(4 ms, 40/8 ms): Conservative Slow Start');
+      assert.ok(s.delegated.ssthresh < 1e9, 'slow start ended without a loss');
+      assert.ok(s.delegated.ssthresh <= s.delegated.cwnd);
+      // Doubling for the ~7 rounds it took would have given 128x; CSS grows by a quarter.
+      assert.ok(s.delegated.cwnd < atRise * 16, `cwnd ${s.delegated.cwnd / MSS} MSS from ${atRise / MSS}`);
+    });
+
+    test('HyStart++: an RTT that falls back during CSS resumes slow start', () => {
+      const s = mkState(alg);
+      const cc = congestionControl(alg);
+      cc.init(s, 0);
+      setFlight(s, s.delegated.cwnd);
+      let now = 0;
+      for (let i = 0; i < 3; i++) now = round(s, alg, now, 40);
+      for (let i = 0; i < 2 && !s.soft.hsInCss; i++) now = round(s, alg, now, 50);
+      assert.ok(s.soft.hsInCss);
+      for (let i = 0; i < 2 && s.soft.hsInCss; i++) now = round(s, alg, now, 41);
+      assert.equal(s.soft.hsInCss, false);
+      assert.ok(s.delegated.ssthresh > 1e9);
+    });
+
+    test('application-limited (RFC 9438 5.8, RFC 7661): an unused window does not grow', () => {
+      for (const ssthresh of [0x7fffffff, 20 * MSS]) {
+        const s = mkState(alg);
+        const cc = congestionControl(alg);
+        cc.init(s, 0);
+        s.delegated.cwnd = 40 * MSS;
+        s.delegated.ssthresh = ssthresh;
+        let now = 0;
+        for (let i = 0; i < 200; i++) {
+          // The application keeps only eight segments in flight.
+          setFlight(s, 8 * MSS);
+          s.delegated.sndUna = (s.delegated.sndUna + MSS) >>> 0;
+          now += 5;
+          cc.onAck(s, MSS, 40, now);
+        }
+        assert.equal(s.delegated.cwnd, 40 * MSS, ssthresh > 1e9 ? 'slow start' : 'congestion avoidance');
+        // Once the window is full again it grows.
+        setFlight(s, 40 * MSS);
+        round(s, alg, now, 40);
+        assert.ok(s.delegated.cwnd > 40 * MSS);
+      }
+    });
+
     test('restart after idle: min(IW, cwnd)', () => {
       const s = mkState(alg);
       const cc = congestionControl(alg);
@@ -241,11 +308,7 @@ for (const alg of ['newreno', 'cubic'] as const) {
 
     test('recovery exit: cwnd = min(ssthresh, max(flight, mss) + mss)', () => {
       const s = mkState(alg);
-      const cc = congestionControl(alg);
-      cc.init(s, 0);
-      s.delegated.cwnd = 40 * MSS;
-      setFlight(s, 40 * MSS);
-      cc.onLossDetected(s, 100);
+      const cc = lossAtForty(s, alg);
       const ssthresh = s.delegated.ssthresh;
       // Full ACK with lots of new data sent during recovery: capped at ssthresh.
       s.delegated.sndUna = (s.delegated.sndUna + 40 * MSS) >>> 0;
@@ -269,7 +332,7 @@ for (const alg of ['newreno', 'cubic'] as const) {
             fc.record({
               ev: fc.constantFrom('ack', 'ack', 'ack', 'loss', 'exit', 'rto', 'idle'),
               bytes: fc.integer({ min: 1, max: 20 * MSS }),
-              dt: fc.integer({ min: 0, max: 500 }),
+              dt: fc.integer({ min: 0, max: 3000 }),
             }),
             { maxLength: 200 },
           ),
@@ -282,8 +345,27 @@ for (const alg of ['newreno', 'cubic'] as const) {
             setFlight(s, s.delegated.cwnd);
             for (const e of events) {
               now += e.dt;
-              if (e.ev === 'ack') ack(s, alg, Math.min(e.bytes, flightSize(s)), 40, now);
-              else if (e.ev === 'loss') cc.onLossDetected(s, now);
+              if (e.ev === 'ack') {
+                const before = s.delegated.cwnd;
+                const slowStart = before < s.delegated.ssthresh;
+                const bytes = Math.min(e.bytes, flightSize(s));
+                ack(s, alg, bytes, 40, now);
+                const growth = s.delegated.cwnd - before;
+                // ABC: slow start grows by the bytes ACKed, at most L = 8 SMSS per ACK (RFC 9406).
+                // Congestion avoidance: Reno adds at most one SMSS per ACK (RFC 5681 eq. 3 with
+                // byte counting); CUBIC's target is at most 1.5 cwnd one RTT ahead (RFC 9438
+                // 4.2), so an ACK adds at most half the bytes it ACKs, or one SMSS of the Reno
+                // estimate (4.3).
+                const limit = slowStart
+                  ? Math.min(bytes, 8 * MSS)
+                  : alg === 'newreno'
+                    ? MSS
+                    : Math.max(Math.ceil(bytes / 2), MSS);
+                assert.ok(
+                  growth <= limit,
+                  `${slowStart ? 'slow start' : 'CA'}: +${growth} B on an ACK of ${bytes} B (cwnd ${before})`,
+                );
+              } else if (e.ev === 'loss') cc.onLossDetected(s, now);
               else if (e.ev === 'exit') cc.onRecoveryExit(s, now);
               else if (e.ev === 'rto') cc.onTimeout(s, now);
               else cc.onIdleRestart(s, now);
@@ -347,6 +429,28 @@ describe('NewReno (RFC 5681 / RFC 6582)', () => {
 });
 
 describe('CUBIC (RFC 9438)', () => {
+  test('4.8: after a timeout the first congestion avoidance starts its curve at cwnd (K = 0)', () => {
+    const s = mkState('cubic');
+    const cc = congestionControl('cubic');
+    cc.init(s, 0);
+    s.delegated.cwnd = 100 * MSS;
+    s.delegated.ssthresh = 100 * MSS;
+    setFlight(s, 100 * MSS);
+    cc.onTimeout(s, 1000);
+    assert.equal(s.soft.cubic.wMax, 100 * MSS);
+    setFlight(s, s.delegated.cwnd);
+    let now = 1000;
+    while (s.delegated.cwnd < s.delegated.ssthresh) now = round(s, 'cubic', now, 40);
+    ack(s, 'cubic', MSS, 40, now + 1);
+    assert.equal(s.soft.cubic.k, 0);
+    const c = s.soft.cubic;
+    // W_max is the window congestion avoidance began with, not the 100 segments before the timeout.
+    assert.ok(c.wMax >= s.delegated.ssthresh && c.wMax <= s.delegated.cwnd, `W_max ${c.wMax / MSS} MSS`);
+    // A later loss is an ordinary one again.
+    cc.onLossDetected(s, now + 100);
+    assert.equal(s.soft.cubic.afterRto, false);
+  });
+
   const RTT = 100;
 
   function afterLoss(wMaxSegs: number): TcpState {

@@ -34,6 +34,8 @@ interface DataSeg {
   /** 0 for the first transmission of this offset, 1 for its first retransmission, ... */
   copy: number;
   at: number;
+  /** Segments the client had received when this one was sent (ACKs, in this one-way transfer). */
+  acksIn: number;
 }
 
 type DropFn = (seg: DataSeg) => boolean;
@@ -88,7 +90,14 @@ function spy(alg: CongestionAlgorithm, log: CcEvent[], clock: VirtualClock): Con
 }
 
 /** Turn the SACK-permitted and timestamp options of a SYN into NOPs: a peer that offers neither. */
-function stripSynOptions(buf: Uint8Array, len: number, src: number, dst: number, sack: boolean): void {
+function stripSynOptions(
+  buf: Uint8Array,
+  len: number,
+  src: number,
+  dst: number,
+  sack: boolean,
+  ts: boolean,
+): void {
   const hl = (buf[12]! >>> 4) << 2;
   let i = 20;
   while (i < hl) {
@@ -100,7 +109,7 @@ function stripSynOptions(buf: Uint8Array, len: number, src: number, dst: number,
     }
     const olen = buf[i + 1]!;
     if (olen < 2) break;
-    if (kind === 8 || (kind === 4 && !sack)) buf.fill(1, i, i + olen);
+    if ((kind === 8 && !ts) || (kind === 4 && !sack)) buf.fill(1, i, i + olen);
     i += olen;
   }
   finishTcpChecksum(buf, 0, len, src, dst);
@@ -111,6 +120,10 @@ interface Scenario {
   sack: boolean;
   bytes: number;
   drop: DropFn;
+  /** Keep the timestamp option (off by default). */
+  ts?: boolean;
+  /** A delay spike: data the client sends between these times arrives only after `to`. */
+  spike?: { from: number; to: number };
   /** Upper bound of virtual time to run. */
   limitMs?: number;
 }
@@ -125,6 +138,7 @@ function run(sc: Scenario) {
   const sentCount = new Map<number, number>();
   let iss = -1;
   let dataIndex = 0;
+  let acksIn = 0;
   const layers = new Map<number, TcpLayer>();
 
   function mkEnv(self: number, peer: number): TcpHostEnv {
@@ -138,7 +152,7 @@ function run(sc: Scenario) {
         const pkt = txBuf.slice(0, l4Len);
         if (decodeTcp(pkt, 0, l4Len, self, peer, hdr, false) !== null) return true;
         if (hdr.flags & TcpFlag.SYN) {
-          stripSynOptions(pkt, l4Len, self, peer, sc.sack);
+          stripSynOptions(pkt, l4Len, self, peer, sc.sack, sc.ts === true);
           if (self === IP_A) iss = hdr.seq;
         }
         const payload = l4Len - hdr.headerLength;
@@ -146,7 +160,7 @@ function run(sc: Scenario) {
           const off = (hdr.seq - iss - 1) >>> 0;
           const copy = sentCount.get(off) ?? 0;
           sentCount.set(off, copy + 1);
-          const seg: DataSeg = { off, len: payload, index: dataIndex++, copy, at: clock.now() };
+          const seg: DataSeg = { off, len: payload, index: dataIndex++, copy, at: clock.now(), acksIn };
           segs.push(seg);
           if (sc.drop(seg)) {
             dropped.push(seg);
@@ -154,9 +168,12 @@ function run(sc: Scenario) {
           }
         }
         const t = clock.createTimer(() => {
+          if (peer === IP_A) acksIn++;
           layers.get(peer)!.input({ src: self, dst: peer, ttl: 64, tos: 0, ifIndex: 0 }, pkt, 0, l4Len);
         });
-        t.arm(DELAY);
+        const now = clock.now();
+        const held = self === IP_A && sc.spike && now >= sc.spike.from && now < sc.spike.to;
+        t.arm(held ? sc.spike!.to - now + DELAY : DELAY);
         return true;
       },
     };
@@ -380,6 +397,93 @@ describe('loss recovery end to end', () => {
       assert.ok(exit.cwnd <= loss.ssthresh && exit.cwnd >= MSS);
     });
   }
+
+  test('PRR (RFC 6937): during recovery each ACK releases ssthresh/cwnd of what it delivered, from the start', () => {
+    const lostOff = 60 * MSS;
+    const r = run({
+      alg: 'cubic',
+      sack: true,
+      bytes: 1_000_000,
+      drop: (s) => s.off === lostOff && s.copy === 0,
+    });
+    assertIntact(r);
+    const loss = events(r, 'loss')[0]!;
+    const ratio = loss.ssthresh / loss.cwndBefore;
+    const fr = r.segs.find((s) => s.copy > 0)!;
+    assert.equal(fr.off, lostOff);
+    // The window's ACKs reach the sender one by one after the fast retransmit; count the new
+    // segments each prefix of them released.
+    const fresh = r.segs.filter((s) => s.index > fr.index && s.copy === 0);
+    for (const j of [5, 10, 20]) {
+      const sent = fresh.filter((s) => s.acksIn - fr.acksIn <= j).length;
+      // RFC 6675 with cwnd = ssthresh sends nothing until the flight has fallen to ssthresh (30 %
+      // of the window's ACKs); PRR sends in proportion from the second ACK on.
+      assert.ok(sent >= Math.floor(j * ratio) - 1, `${sent} new segments after ${j} ACKs`);
+      assert.ok(sent <= Math.ceil(j * ratio) + 1, `${sent} new segments after ${j} ACKs`);
+    }
+  });
+
+  for (const ts of [false, true]) {
+    test(`a spurious timeout (delay spike) is undone: F-RTO${ts ? ' and Eifel timestamps' : ''}`, () => {
+      const r = run({
+        alg: 'cubic',
+        sack: true,
+        ts,
+        bytes: 1_000_000,
+        drop: () => false,
+        spike: { from: 60, to: 600 },
+      });
+      assertIntact(r);
+      const rto = events(r, 'rto');
+      assert.equal(rto.length, 1, 'one timeout in the spike');
+      // Only the timeout's own retransmission: the originals were all delivered.
+      assert.equal(r.retransmitted.length, 1, `resent ${r.retransmitted.map((s) => s.off / MSS)}`);
+      const cc = r.client.state.delegated;
+      assert.ok(cc.ssthresh >= rto[0]!.cwndBefore || cc.ssthresh > 1e9, `ssthresh ${cc.ssthresh} restored`);
+      assert.ok(cc.cwnd >= rto[0]!.cwndBefore, 'cwnd restored');
+      assert.equal(r.counters.get(ts ? 'tcp.rto.undo.eifel' : 'tcp.rto.spurious'), 1);
+    });
+  }
+
+  test('F-RTO: after a timeout, new data probes the path; its duplicate ACKs show the loss was real', () => {
+    // An outage: everything sent between 30 and 100 ms is lost, the tail loss probe with it, so
+    // only the timer can repair it.
+    const r = run({
+      alg: 'cubic',
+      sack: true,
+      bytes: 1_000_000,
+      drop: (s) => s.at >= 30 && s.at < 100,
+    });
+    assertIntact(r);
+    const rto = events(r, 'rto');
+    assert.equal(rto.length, 1);
+    assert.equal(r.counters.get('tcp.rto.spurious'), 0);
+    const after = r.segs.filter((s) => s.at >= rto[0]!.at);
+    // Step 1: the first unacknowledged segment; step 2b: on its ACK, two new segments rather
+    // than more retransmissions; step 3a: their SACKs show the loss, and the holes are resent.
+    assert.equal(after[0]!.copy, 1);
+    assert.deepEqual(
+      after.slice(1, 3).map((s) => s.copy),
+      [0, 0],
+      'new data after the first ACK',
+    );
+    assert.ok(
+      after.slice(3, 10).every((s) => s.copy === 1),
+      'then the lost data',
+    );
+  });
+
+  test('F-RTO with no new data to send falls back to resending at once, not one segment per timeout', () => {
+    // The whole tail is lost in an outage, probe included, and everything was already sent.
+    const r = run({
+      alg: 'cubic',
+      sack: true,
+      bytes: 20 * MSS,
+      drop: (s) => s.off >= 10 * MSS && s.at < 100,
+    });
+    assertIntact(r);
+    assert.equal(events(r, 'rto').length, 1, 'one timeout, then the rest is resent in slow start');
+  });
 
   test('whole window lost with SACK: a tail loss probe and RACK repair it without a timeout (RFC 8985)', () => {
     const r = run({

@@ -69,6 +69,20 @@ export class RackLog {
     while (e.length > MAX_ENTRIES) this.squeeze();
   }
 
+  /**
+   * A timeout proved spurious: the ACK that showed it was for the originals, so what it covers
+   * says nothing about when the delivered copies were sent (RFC 8985 6.2 step 2). Taking the
+   * timeout's retransmission as delivered would date the delivery after every original still in
+   * flight and declare them all lost.
+   */
+  forgetBelow(una: number): void {
+    const e = this.entries;
+    let head = 0;
+    while (head < e.length && seqLeq(e[head]!.end, una)) head++;
+    if (head > 0) e.splice(0, head);
+    if (e.length > 0 && seqLt(e[0]!.start, una)) e[0]!.start = una >>> 0;
+  }
+
   private delivered = false;
 
   private take(r: RackEntry, now: number): void {

@@ -135,6 +135,28 @@ export function sackUpdate(s: TcpState, blocks: Uint32Array, count: number): num
   return added;
 }
 
+/** Bytes above snd.una the scoreboard holds as SACKed. */
+export function sackedBytes(s: TcpState): number {
+  sackPrune(s);
+  let n = 0;
+  for (const r of s.soft.sacked) n += (r.end - r.start) >>> 0;
+  return n;
+}
+
+/** SACKed bytes in [lo, hi), both at or above snd.una. */
+export function sackedIn(s: TcpState, lo: number, hi: number): number {
+  sackPrune(s);
+  let n = 0;
+  for (const r of s.soft.sacked) {
+    if (seqLeq(r.end, lo)) continue;
+    if (seqLeq(hi, r.start)) break;
+    const a = seqLt(r.start, lo) ? lo : r.start;
+    const b = seqLt(hi, r.end) ? hi : r.end;
+    n += (b - a) >>> 0;
+  }
+  return n;
+}
+
 export function sackHighest(s: TcpState): number {
   sackPrune(s);
   const sacked = s.soft.sacked;

@@ -3,8 +3,17 @@ import { TcpStateId } from '../../state/tcp-state.ts';
 import { TcpFlag, type TcpHeader } from '../../wire/tcp.ts';
 import { effectiveMss } from './congestion.ts';
 import { backedOffRto, clampRto, rttSample } from './rtt.ts';
-import { recvSackAdd, recvSackPrune, sackIsLost, sackPrune, sackUpdate } from './sack.ts';
-import { seqAdd, seqDiff, seqGeq, seqGt, seqLeq, seqLt, seqMax, seqSub } from './seq.ts';
+import {
+  recvSackAdd,
+  recvSackPrune,
+  sackedBytes,
+  sackedIn,
+  sackIsLost,
+  sackPipe,
+  sackPrune,
+  sackUpdate,
+} from './sack.ts';
+import { seqAdd, seqDiff, seqGeq, seqGt, seqLeq, seqLt, seqMax, seqMin, seqSub } from './seq.ts';
 import {
   armKeepalive,
   canReceive,
@@ -16,6 +25,7 @@ import {
   terminate,
 } from './tcp-connection.ts';
 import {
+  hasUnsent,
   OOW_ACK_INTERVAL_MS,
   retransmitFirstLost,
   retransmitHead,
@@ -25,6 +35,7 @@ import {
   sendRstReply,
   sendSyn,
   tcpOutput,
+  transmit,
   tsNow,
 } from './tcp-output.ts';
 import { scheduleTimer } from './tcp-timers.ts';
@@ -508,22 +519,60 @@ function processAck(conn: TcpConnection, h: TcpHeader, f: number, pLen: number, 
   if (c.sackEnabled && h.sackCount > 0) dsack(conn, h, ack);
   const advanced = seqGt(ack, d.sndUna);
   const old = seqLt(ack, d.sndUna);
+  // RFC 6937 DeliveredData: the change in snd.una plus the change in SACKed bytes.
+  const sackedBefore = c.sackEnabled ? sackedBytes(s) : 0;
+  const unaBefore = d.sndUna;
+  // After a timeout: data sent before it (below recoveryPoint) that the peer had SACKed.
+  const soft0 = s.soft;
+  const episode = !soft0.inRecovery && soft0.undoArmed && seqLt(d.sndUna, soft0.recoveryPoint);
+  let origSackedBefore = 0;
+  let origSackedCovered = 0;
+  if (episode && c.sackEnabled) {
+    origSackedBefore = sackedIn(s, d.sndUna, soft0.recoveryPoint);
+    if (advanced) origSackedCovered = sackedIn(s, d.sndUna, seqMin(ack, soft0.recoveryPoint));
+  }
+  const sack = c.sackEnabled && h.sackCount > 0;
+  let newlySacked = 0;
+  let dup = false;
   if (advanced) {
     finAcked = newAck(conn, h, ack, now);
-    if (c.sackEnabled && h.sackCount > 0) sackProgress(conn, sackUpdate(s, h.sackBlocks, h.sackCount), now);
+    if (sack) {
+      newlySacked = sackUpdate(s, h.sackBlocks, h.sackCount);
+      sackProgress(conn, newlySacked, now);
+    }
   } else {
-    const sack = c.sackEnabled && h.sackCount > 0;
-    const newlySacked = sack ? sackUpdate(s, h.sackBlocks, h.sackCount) : 0;
+    newlySacked = sack ? sackUpdate(s, h.sackBlocks, h.sackCount) : 0;
     if (sack) sackProgress(conn, newlySacked, now);
     // RFC 6675 section 2: with SACK a duplicate ACK is one that SACKs new data, whatever its
     // window says (Linux moves its window on nearly every ACK). Without SACK information the
     // RFC 5681 definition applies: no data, no window change.
-    const dup = sack
+    dup = sack
       ? newlySacked > 0
       : pLen === 0 && !(f & (TcpFlag.SYN | TcpFlag.FIN)) && wnd === d.sndWnd && wnd !== 0;
-    if (dup && ack === d.sndUna && d.sndMax !== d.sndUna && d.persistDeadline === INF) dupAck(conn, now);
+    dup &&= ack === d.sndUna && d.sndMax !== d.sndUna && d.persistDeadline === INF;
+    if (dup) dupAck(conn, now);
   }
+  if (episode && !soft0.inRecovery && soft0.undoArmed) {
+    // Linux's FLAG_ORIG_SACK_ACKED: data sent before the timeout, never resent and not SACKed
+    // before, was cumulatively ACKed or is newly SACKed.
+    const rp = soft0.recoveryPoint;
+    let orig = 0;
+    if (advanced) {
+      const from = seqMax(unaBefore, soft0.highRxt);
+      const to = seqMin(d.sndUna, rp);
+      if (seqGt(to, from)) orig = seqDiff(to, from) - origSackedCovered;
+    }
+    if (c.sackEnabled && seqLt(d.sndUna, rp)) {
+      orig += sackedIn(s, d.sndUna, rp) - (origSackedBefore - origSackedCovered);
+    }
+    timeoutEpisodeAck(conn, h, advanced, orig > 0, dup, now);
+  }
+  // The episode is over once everything sent before the timeout is ACKed.
+  if (episode && seqGeq(d.sndUna, soft0.recoveryPoint)) soft0.frto = 0;
   if (c.sackEnabled && (advanced || h.sackCount > 0)) rackDetect(conn, now);
+  if (c.sackEnabled && s.soft.inRecovery) {
+    prrAck(conn, seqDiff(d.sndUna, unaBefore) + sackedBytes(s) - sackedBefore, advanced);
+  }
   // The send window moves with an ACK of new data, or with a segment newer than the last update
   // (RFC 9293 3.10.7.4, Linux tcp_may_update_window): an old ACK never moves it, and an ACK of new
   // data always does, even when out-of-order data already raised SND.WL1 past its sequence number.
@@ -617,6 +666,101 @@ function newAck(conn: TcpConnection, h: TcpHeader, ack: number, now: number): bo
 }
 
 /**
+ * An ACK while the data sent before a timeout is still outstanding: was the timeout spurious?
+ * Linux's tcp_process_loss. Eifel (RFC 3522): an ACK that echoes a timestamp older than our first
+ * retransmission answers an original. F-RTO (RFC 5682, SACK-enhanced as Linux's tcp_frto=2): if
+ * data never retransmitted is ACKed or SACKed, the originals were only delayed; if the first ACK
+ * covers just the retransmission, two new segments go out instead of more retransmissions, and
+ * the ACK they draw decides. A spurious timeout is undone and nothing more is resent for it.
+ */
+function timeoutEpisodeAck(
+  conn: TcpConnection,
+  h: TcpHeader,
+  advanced: boolean,
+  origAcked: boolean,
+  dup: boolean,
+  now: number,
+): void {
+  const s = conn.state;
+  const d = s.delegated;
+  const soft = s.soft;
+  const counters = conn.engine.env.counters;
+  if (
+    advanced &&
+    soft.undoTsVal !== 0 &&
+    h.hasTimestamps &&
+    h.tsEcr !== 0 &&
+    seqLt(h.tsEcr, soft.undoTsVal)
+  ) {
+    undoTimeout(conn);
+    counters.inc('tcp.rto.undo.eifel');
+    return;
+  }
+  if (soft.frto === 0) return;
+  if (origAcked) {
+    undoTimeout(conn);
+    counters.inc('tcp.rto.spurious');
+    return;
+  }
+  if (soft.frto === 2) {
+    // Step 3a: the new segments drew a duplicate ACK; the loss was real, resend as usual.
+    if (dup) {
+      soft.frto = 0;
+      d.sndNxt = d.sndUna;
+    }
+    return;
+  }
+  if (!advanced || seqGeq(d.sndUna, soft.recoveryPoint)) return;
+  // Step 2b: the retransmission is ACKed and nothing else yet; probe with new data. Without any
+  // (all of it was sent before the timeout, or the window is full) the timeout is handled the
+  // usual way (2b's last sentence).
+  const mss = effectiveMss(s);
+  const next = d.sndNxt;
+  d.sndNxt = d.sndMax;
+  let sent = 0;
+  for (let i = 0; i < 2; i++) {
+    const left = seqDiff(seqAdd(d.sndUna, d.sndWnd), d.sndMax);
+    if (left <= 0 || !hasUnsent(s)) break;
+    const used = transmit(conn, d.sndMax, Math.min(mss, left), now);
+    if (used === 0) break;
+    sent += used;
+    d.sndNxt = d.sndMax;
+  }
+  if (sent === 0) {
+    d.sndNxt = next;
+    soft.frto = 0;
+    return;
+  }
+  soft.frto = 2;
+}
+
+/** Back to the window before a reduction that proved needless (RFC 3708, RFC 9438 4.9). */
+function undoReduction(s: TcpState): void {
+  const d = s.delegated;
+  const soft = s.soft;
+  soft.undoArmed = false;
+  if (soft.undoCwnd > d.cwnd) d.cwnd = soft.undoCwnd;
+  if (soft.undoSsthresh > d.ssthresh) d.ssthresh = soft.undoSsthresh;
+  if (soft.undoWMax > soft.cubic.wMax) soft.cubic.wMax = soft.undoWMax;
+  soft.cubic.afterRto = false;
+  soft.cubic.epochStart = -1;
+}
+
+function undoTimeout(conn: TcpConnection): void {
+  const s = conn.state;
+  const d = s.delegated;
+  const soft = s.soft;
+  undoReduction(s);
+  conn.rack.forgetBelow(d.sndUna);
+  soft.frto = 0;
+  // The originals arrived: nothing is resent on the timeout's account any more, and losses
+  // found from here on start a fast recovery of their own.
+  d.sndNxt = d.sndMax;
+  soft.recoveryPoint = d.sndUna;
+  soft.rackLostEdge = d.sndUna;
+}
+
+/**
  * Lost retransmissions. RFC 6675 retransmits each hole once per recovery, so a retransmission
  * that is lost again waits for the RTO. When, a round trip after our last retransmission, the
  * peer still SACKs newly arrived data while the retransmitted holes stay open, those copies were
@@ -642,7 +786,6 @@ function sackProgress(conn: TcpConnection, newlySacked: number, now: number): vo
  */
 function dsack(conn: TcpConnection, h: TcpHeader, ack: number): void {
   const s = conn.state;
-  const d = s.delegated;
   const soft = s.soft;
   const l = h.sackBlocks[0]! >>> 0;
   const r = h.sackBlocks[1]! >>> 0;
@@ -655,10 +798,7 @@ function dsack(conn: TcpConnection, h: TcpHeader, ack: number): void {
   if (seqLt(l, soft.undoLow) || seqGt(r, soft.recoveryPoint)) return;
   soft.undoRetrans = Math.max(soft.undoRetrans - seqDiff(r, l), 0);
   if (soft.undoRetrans > 0) return;
-  soft.undoArmed = false;
-  if (soft.undoCwnd > d.cwnd) d.cwnd = soft.undoCwnd;
-  if (soft.undoSsthresh > d.ssthresh) d.ssthresh = soft.undoSsthresh;
-  soft.cubic.epochStart = -1;
+  undoReduction(s);
   conn.engine.env.counters.inc('tcp.undo.dsack');
 }
 
@@ -690,6 +830,35 @@ function rackDetect(conn: TcpConnection, now: number): void {
   }
 }
 
+/**
+ * Proportional Rate Reduction (RFC 6937) as Linux's tcp_cwnd_reduction: while more than ssthresh
+ * is in flight, send ssthresh/prior-cwnd of what each ACK delivered, so the window comes down to
+ * ssthresh evenly over one round trip instead of sending nothing for its first half (RFC 6675
+ * with cwnd = ssthresh) and bursting after; once the flight is below ssthresh, slow start back up
+ * to it (PRR-SSRB), so a recovery that lost much does not end with a nearly empty pipe.
+ */
+function prrAck(conn: TcpConnection, delivered: number, unaAdvanced: boolean): void {
+  const s = conn.state;
+  const d = s.delegated;
+  const soft = s.soft;
+  if (delivered <= 0 || soft.prrPriorCwnd <= 0) return;
+  const mss = effectiveMss(s);
+  const pipe = sackPipe(s, mss);
+  soft.prrDelivered += delivered;
+  const delta = d.ssthresh - pipe;
+  let sndcnt: number;
+  if (delta < 0) {
+    sndcnt = Math.ceil((d.ssthresh * soft.prrDelivered) / soft.prrPriorCwnd) - soft.prrOut;
+  } else {
+    sndcnt = Math.max(soft.prrDelivered - soft.prrOut, delivered);
+    if (unaAdvanced) sndcnt += mss;
+    sndcnt = Math.min(delta, sndcnt);
+  }
+  // The fast retransmit itself goes whatever the arithmetic says (RFC 6675 5 step 4.3).
+  if (soft.prrOut === 0 && sndcnt < mss) sndcnt = mss;
+  d.cwnd = Math.max(pipe + Math.max(sndcnt, 0), mss);
+}
+
 /** RFC 5681 3.2 / RFC 6582 / RFC 6675 5: duplicate ACKs and the start of loss recovery. */
 function dupAck(conn: TcpConnection, now: number): void {
   const s = conn.state;
@@ -719,6 +888,10 @@ function enterRecovery(conn: TcpConnection, now: number, rackEdge = conn.state.d
   soft.undoRetrans = 0;
   soft.undoArmed = true;
   soft.undoLow = d.sndUna;
+  soft.undoWMax = soft.cubic.wMax;
+  soft.prrPriorCwnd = d.cwnd;
+  soft.prrDelivered = 0;
+  soft.prrOut = 0;
   soft.inRecovery = true;
   soft.rackLostEdge = rackEdge;
   soft.recoveryPoint = d.sndMax;

@@ -305,8 +305,11 @@ export function transmit(conn: TcpConnection, seq: number, maxLen: number, now: 
   const end = seqAdd(seq, used);
   const counters = conn.engine.env.counters;
   if (s.const.sackEnabled) conn.rack.onSend(seq, end, now, seqLt(seq, d.sndMax));
+  if (soft.inRecovery) soft.prrOut += sentLen;
   if (seqLt(seq, d.sndMax)) {
     if (soft.inRecovery && soft.undoArmed) soft.undoRetrans += sentLen;
+    // After a timeout, what was resent so far: an ACK above it answers an original (F-RTO).
+    else if (!soft.inRecovery && seqGt(end, soft.highRxt)) soft.highRxt = end;
     conn.stats.retransmits++;
     counters.inc('tcp.retransmits');
     // Karn: an ACK covering a retransmitted byte says nothing about which copy arrived.

@@ -5,7 +5,7 @@ import { backedOffRto } from './rtt.ts';
 import { seqAdd, seqDiff, seqGt, seqSub } from './seq.ts';
 import type { TcpConnection } from './tcp-connection.ts';
 import { connError, deliverEvents, terminate } from './tcp-events.ts';
-import { emit, hasUnsent, persistInterval, sendSyn, tcpOutput, transmit } from './tcp-output.ts';
+import { emit, hasUnsent, persistInterval, sendSyn, tcpOutput, transmit, tsNow } from './tcp-output.ts';
 
 const INF = Number.POSITIVE_INFINITY;
 
@@ -149,6 +149,24 @@ function retransmitTimeout(conn: TcpConnection, now: number): boolean {
     terminate(conn, conn.softError ?? connError('ETIMEDOUT', 'connection timed out'), true);
     return false;
   }
+  if (d.backoff === 0 && !soft.inRecovery) {
+    // A new timeout episode: keep what to restore should the ACKs show it spurious (F-RTO, RFC
+    // 5682; Eifel detection, RFC 3522). A timeout during fast recovery is not undone (Linux keeps
+    // the recovery's undo record there; ours is the recovery's D-SACK undo, which a timeout ends).
+    soft.undoCwnd = d.cwnd;
+    soft.undoSsthresh = d.ssthresh;
+    soft.undoWMax = soft.cubic.wMax;
+    soft.undoLow = d.sndUna;
+    soft.undoRetrans = 0;
+    // The retransmission tcpOutput is about to send carries this TSval.
+    soft.undoTsVal = s.const.tsEnabled ? tsNow(now) : 0;
+    soft.undoArmed = true;
+  } else if (soft.inRecovery) {
+    soft.undoArmed = false;
+  }
+  // RFC 5682 3.1 step 1, and 3.2 for a repeated timeout of the same episode.
+  soft.frto = soft.undoArmed ? 1 : 0;
+  soft.highRxt = d.sndUna;
   d.backoff++;
   counters.inc('tcp.rto');
   conn.engine.congestion(conn).onTimeout(s, now);
@@ -161,8 +179,6 @@ function retransmitTimeout(conn: TcpConnection, now: number): boolean {
   if (d.backoff >= 2) soft.sacked.length = 0;
   soft.rackLostEdge = d.sndUna;
   soft.tlpInFlight = false;
-  // A timeout's collapse is not undone here (Linux would need F-RTO for that).
-  soft.undoArmed = false;
   d.sndNxt = d.sndUna;
   // tcpOutput resends from snd.una within the collapsed window and re-arms with the backed-off RTO.
   return true;
