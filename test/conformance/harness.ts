@@ -662,6 +662,19 @@ export class Conn {
   }
 }
 
+/** Every option a Linux peer offers, with a small MSS so a few kilobytes make several segments. */
+export const FULL = { mss: 1000, wscale: 7, sack: true, ts: true } as const;
+
+/** Open a connection from the tester to a fresh listener of the DUT; returns it and the DUT's id. */
+export async function openConn(dut: Dut, tester: Tester, o: PeerOptions): Promise<{ c: Conn; id: number }> {
+  const port = freshPort();
+  await dut.listen(port);
+  const c = new Conn(tester, freshPort(), port, o, freshIss());
+  await c.open();
+  const acc = await dut.event(accepted, 5000, 'accept');
+  return { c, id: acc.id };
+}
+
 // ---------------------------------------------------------------------------------------------
 // The lab and the per-case fixture.
 
