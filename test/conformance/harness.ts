@@ -20,35 +20,11 @@ import { createInterface } from 'node:readline';
 import { createTapHost, type TapHost } from '../../src/cli/tap-host.ts';
 import { RealClock } from '../../src/core/clock.ts';
 import { TapLink } from '../../src/link/tap-link.ts';
+import { RawPeer, type RawSegment } from '../../src/sim/raw-peer.ts';
 import type { TcpServer } from '../../src/socket/tcp-server.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import type { TcpCached } from '../../src/state/tcp-state.ts';
-import {
-  ArpOp,
-  createArpPacket,
-  createIpv4Header,
-  createTcpHeader,
-  decodeArp,
-  decodeIpv4,
-  decodeTcp,
-  EtherType,
-  encodeArp,
-  encodeIpv4,
-  encodeTcpHeader,
-  finishTcpChecksum,
-  formatIpv4,
-  IpProto,
-  internetChecksum,
-  parseIpv4,
-  parseMac,
-  readMac,
-  readU16,
-  TcpFlag,
-  type TcpHeader,
-  writeEthernetHeader,
-  writeU16,
-  writeU32,
-} from '../../src/wire/index.ts';
+import { parseIpv4, parseMac, TcpFlag, type TcpHeader } from '../../src/wire/index.ts';
 import { interopGate, type Lab, makeLab, sleep } from '../interop/lab.ts';
 
 export { TcpFlag };
@@ -306,20 +282,7 @@ export type Seg = Pick<
   n: number;
 };
 
-export interface SegOut {
-  srcPort: number;
-  dstPort: number;
-  seq: number;
-  ack?: number;
-  flags: number;
-  window?: number;
-  mss?: number;
-  wscale?: number;
-  sackPermitted?: boolean;
-  ts?: { val: number; ecr: number };
-  sack?: Array<[number, number]>;
-  payload?: number;
-}
+export type SegOut = RawSegment;
 
 export const has = (s: Seg, f: number): boolean => (s.flags & f) === f;
 export const fmt = (s: Seg): string => {
@@ -329,172 +292,57 @@ export const fmt = (s: Seg): string => {
   return `#${s.n} ${s.srcPort}>${s.dstPort} [${f}] seq=${s.seq} ack=${s.ack} win=${s.window} len=${s.len}${ts}${sack}`;
 };
 
-/** The tester's side of the bridge: ARP for its address, TCP segments in and out. */
+/** The tester's side of the bridge: a raw peer on its TAP, keeping every segment it receives. */
 export class Tester {
-  readonly mac = parseMac('02:cf:00:00:00:09');
   readonly segs: Seg[] = [];
   private readonly bell = new EventEmitter();
-  private readonly tap: TapLink;
-  private readonly ip: number;
-  private peerMac = -1;
-  private readonly buf = new Uint8Array(2048);
-  private readonly arp = createArpPacket();
-  private readonly ip4 = createIpv4Header();
-  private readonly th = createTcpHeader();
-  private ipId = 1;
+  private readonly peer: RawPeer;
 
   constructor(
     tapName: string,
     readonly ipStr: string,
-    private readonly peerIp: string,
+    peerIp: string,
   ) {
-    this.ip = parseIpv4(ipStr);
-    this.tap = TapLink.open({ name: tapName, create: false, vnetHdr: false, clock: new RealClock() });
-    this.tap.onFrame((f) => this.rx(f));
+    const tap = TapLink.open({ name: tapName, create: false, vnetHdr: false, clock: new RealClock() });
+    this.peer = new RawPeer(tap, parseMac('02:cf:00:00:00:09'), parseIpv4(ipStr), parseIpv4(peerIp));
+    this.peer.onTcp = (t, len) => {
+      const sack: Array<[number, number]> = [];
+      for (let i = 0; i < t.sackCount; i++) sack.push([t.sackBlocks[2 * i]!, t.sackBlocks[2 * i + 1]!]);
+      this.segs.push({
+        srcPort: t.srcPort,
+        dstPort: t.dstPort,
+        seq: t.seq,
+        ack: t.ack,
+        flags: t.flags,
+        window: t.window,
+        mss: t.mss,
+        wscale: t.wscale,
+        sackPermitted: t.sackPermitted,
+        ts: t.hasTimestamps ? { val: t.tsVal, ecr: t.tsEcr } : null,
+        sack,
+        len,
+        n: this.segs.length,
+      });
+      this.bell.emit('seg');
+    };
   }
 
   close(): void {
-    this.tap.close();
-  }
-
-  private rx(f: Uint8Array): void {
-    const type = readU16(f, 12);
-    if (type === EtherType.ARP) {
-      if (decodeArp(f, 14, f.length - 14, this.arp) !== null) return;
-      const a = this.arp;
-      if (a.senderIp === parseIpv4(this.peerIp)) this.peerMac = a.senderMac;
-      if (a.op === ArpOp.REQUEST && a.targetIp === this.ip) {
-        const out = new Uint8Array(42);
-        writeEthernetHeader(out, 0, a.senderMac, this.mac, -1, EtherType.ARP);
-        const reply = {
-          op: ArpOp.REPLY,
-          senderMac: this.mac,
-          senderIp: this.ip,
-          targetMac: a.senderMac,
-          targetIp: a.senderIp,
-        };
-        encodeArp(reply, out, 14);
-        this.tap.send(out);
-      }
-      this.bell.emit('arp');
-      return;
-    }
-    if (type !== EtherType.IPV4) return;
-    if (decodeIpv4(f, 14, f.length - 14, this.ip4, false) !== null) return;
-    if (this.ip4.dst !== this.ip || this.ip4.protocol !== IpProto.TCP) return;
-    if (readMac(f, 0) !== this.mac) return;
-    const t = this.th;
-    const hl = this.ip4.headerLength;
-    const l4 = this.ip4.totalLength - hl;
-    if (decodeTcp(f, 14 + hl, l4, this.ip4.src, this.ip4.dst, t, false) !== null) return;
-    const sack: Array<[number, number]> = [];
-    for (let i = 0; i < t.sackCount; i++) sack.push([t.sackBlocks[2 * i]!, t.sackBlocks[2 * i + 1]!]);
-    this.segs.push({
-      srcPort: t.srcPort,
-      dstPort: t.dstPort,
-      seq: t.seq,
-      ack: t.ack,
-      flags: t.flags,
-      window: t.window,
-      mss: t.mss,
-      wscale: t.wscale,
-      sackPermitted: t.sackPermitted,
-      ts: t.hasTimestamps ? { val: t.tsVal, ecr: t.tsEcr } : null,
-      sack,
-      len: l4 - t.headerLength,
-      n: this.segs.length,
-    });
-    this.bell.emit('seg');
+    this.peer.close();
   }
 
   /** Learn the DUT's MAC (ARP request from the tester's address). */
-  async resolve(): Promise<void> {
-    const peer = parseIpv4(this.peerIp);
-    for (let i = 0; i < 50 && this.peerMac < 0; i++) {
-      const out = new Uint8Array(42);
-      writeEthernetHeader(out, 0, 0xffffffffffff, this.mac, -1, EtherType.ARP);
-      encodeArp(
-        { op: ArpOp.REQUEST, senderMac: this.mac, senderIp: this.ip, targetMac: 0, targetIp: peer },
-        out,
-        14,
-      );
-      this.tap.send(out);
-      await sleep(100);
-    }
-    if (this.peerMac < 0) throw new Error(`no ARP reply from ${this.peerIp}`);
-  }
-
-  private frame(ipPayloadLen: number, proto: number): number {
-    const b = this.buf;
-    writeEthernetHeader(b, 0, this.peerMac, this.mac, -1, EtherType.IPV4);
-    const h = this.ip4;
-    h.tos = 0;
-    h.totalLength = 20 + ipPayloadLen;
-    h.id = this.ipId++ & 0xffff;
-    h.df = true;
-    h.mf = false;
-    h.fragOffset = 0;
-    h.ttl = 64;
-    h.protocol = proto;
-    h.src = this.ip;
-    h.dst = parseIpv4(this.peerIp);
-    encodeIpv4(h, b, 14);
-    return 34 + ipPayloadLen;
+  resolve(): Promise<void> {
+    return this.peer.resolve(sleep);
   }
 
   send(o: SegOut): void {
-    const t = this.th;
-    t.srcPort = o.srcPort;
-    t.dstPort = o.dstPort;
-    t.seq = o.seq >>> 0;
-    t.ack = (o.ack ?? 0) >>> 0;
-    t.flags = o.flags;
-    t.window = o.window ?? 65535;
-    t.urgent = 0;
-    t.mss = o.mss ?? -1;
-    t.wscale = o.wscale ?? -1;
-    t.sackPermitted = o.sackPermitted ?? false;
-    t.hasTimestamps = o.ts !== undefined;
-    t.tsVal = (o.ts?.val ?? 0) >>> 0;
-    t.tsEcr = (o.ts?.ecr ?? 0) >>> 0;
-    t.sackCount = o.sack?.length ?? 0;
-    for (let i = 0; i < t.sackCount; i++) {
-      t.sackBlocks[2 * i] = o.sack![i]![0];
-      t.sackBlocks[2 * i + 1] = o.sack![i]![1];
-    }
-    const hl = encodeTcpHeader(t, this.buf, 34);
-    const plen = o.payload ?? 0;
-    this.buf.fill(0x61, 34 + hl, 34 + hl + plen);
-    const n = this.frame(hl + plen, IpProto.TCP);
-    finishTcpChecksum(this.buf, 34, hl + plen, this.ip, parseIpv4(this.peerIp));
-    this.tap.send(this.buf.subarray(0, n));
+    this.peer.sendTcp(o);
   }
 
   /** ICMP destination unreachable, fragmentation needed, quoting a TCP header the DUT "sent". */
   sendFragNeeded(mtu: number, quoted: { srcPort: number; dstPort: number; seq: number }): void {
-    const body = new Uint8Array(28);
-    // The quoted datagram: the DUT's own IPv4 header (DUT to tester) and 8 bytes of its TCP header.
-    body[0] = 0x45;
-    writeU16(body, 2, 1500);
-    body[6] = 0x40;
-    body[8] = 64;
-    body[9] = IpProto.TCP;
-    writeU32(body, 12, parseIpv4(this.peerIp));
-    writeU32(body, 16, this.ip);
-    writeU16(body, 10, internetChecksum(body, 0, 20));
-    writeU16(body, 20, quoted.srcPort);
-    writeU16(body, 22, quoted.dstPort);
-    writeU32(body, 24, quoted.seq >>> 0);
-    const icmpLen = 8 + body.length;
-    const n = this.frame(icmpLen, IpProto.ICMP);
-    const b = this.buf;
-    b.fill(0, 34, 34 + 8);
-    b[34] = 3;
-    b[35] = 4;
-    writeU16(b, 34 + 6, mtu);
-    b.set(body, 42);
-    writeU16(b, 36, internetChecksum(b, 34, icmpLen));
-    this.tap.send(b.subarray(0, n));
+    this.peer.sendFragNeeded(mtu, quoted);
   }
 
   /**
@@ -760,4 +608,4 @@ export function freshIss(): number {
   return (0x10000000 + portNo * 0x01000193) >>> 0;
 }
 
-export { formatIpv4, sleep };
+export { sleep };
