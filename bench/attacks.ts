@@ -155,16 +155,20 @@ async function timeWait(protect: boolean, total: number): Promise<Scenario> {
     tcp: { sndBufSize: 16 << 10, rcvBufSize: 16 << 10, timeWaitMs: 3_600_000 },
   });
   if (!protect) victim.stack.tcp.maxTimeWait = Number.POSITIVE_INFINITY;
-  const ports = [80, 81, 82, 83];
+  const ports = [80, 81, 82, 83, 84];
   for (const p of ports) {
     victim
       .createServer((s) => {
         s.on('error', () => {});
+        // Read to the peer's FIN: a stream never read never closes, and its server keeps it.
+        s.resume();
         s.end();
       })
       .listen(p);
   }
-  const clients = [2, 3].map((h) =>
+  // 20 clients × 5 ports, 1,000 connections per pair at 100,000: random ephemeral ports rarely
+  // repeat a four-tuple still in TIME_WAIT (which a new SYN would reopen instead).
+  const clients = Array.from({ length: 20 }, (_, i) => i + 2).map((h) =>
     sim.addHost({ ip: `10.0.0.${h}/24`, tcp: { sndBufSize: 16 << 10, rcvBufSize: 16 << 10 } }),
   );
   let done = 0;
@@ -174,7 +178,10 @@ async function timeWait(protect: boolean, total: number): Promise<Scenario> {
     const closed: Promise<unknown>[] = [];
     for (let i = 0; i < n; i++) {
       const k = start + i;
-      const s = clients[k % clients.length]!.connect(ports[(k >> 1) % ports.length]!, VICTIM);
+      const s = clients[k % clients.length]!.connect(
+        ports[Math.floor(k / clients.length) % ports.length]!,
+        VICTIM,
+      );
       s.on('error', () => {});
       s.on('end', () => s.end());
       s.resume();
