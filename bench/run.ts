@@ -1,4 +1,5 @@
 import { pathToFileURL } from 'node:url';
+import { type AttacksResult, benchAttacks, formatAttacks } from './attacks.ts';
 import { benchFailover, type FailoverFigures } from './failover.ts';
 import { benchLoss, formatLoss, type LossResult } from './loss.ts';
 import { benchOffload } from './offload.ts';
@@ -129,6 +130,12 @@ const BENCHES: Record<string, { about: string; run: Bench; print: (r: Record<str
           `reference (same run), ${(r.reference as { method: string }).method}: ${row('reference').slice(14)}`,
         ].join('\n');
       },
+    },
+    attacks: {
+      about:
+        'the five attacks of issue 11 on the simulator (silent zero window, 100,000 TIME_WAIT, alternate-byte SACK, 8-byte fragment flood, stray-ACK flood): CPU and memory with the protection on vs off, same run',
+      run: async () => (await benchAttacks()) as unknown as Record<string, unknown>,
+      print: (r) => formatAttacks(r as unknown as AttacksResult),
     },
     'state-codec': {
       about:

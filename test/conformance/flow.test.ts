@@ -1,0 +1,241 @@
+/**
+ * Conformance: loss recovery, flow control and path MTU. Each case runs against the Linux kernel
+ * and against Chimney (see harness.ts) and asserts the same answer from both.
+ *
+ * Where a case must tell a fast retransmission from a timeout it raises the minimum RTO towards
+ * the tester to 3 s on both (Linux: the route's rto_min) and accepts only what comes in half of
+ * that: an order argument (no timer could have fired), not a speed one.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import {
+  ACK,
+  type Conn,
+  DUTS,
+  FULL,
+  has,
+  openConn,
+  runCase,
+  type Seg,
+  seqAdd,
+  seqDiff,
+  seqGe,
+  sleep,
+  suite,
+} from './harness.ts';
+
+const st = suite('cff', 32);
+
+/**
+ * Send data into every byte of window the DUT offers until it advertises zero, waiting for the
+ * acknowledgement of each burst. Returns the ACKs seen; asserts that no byte sent inside an
+ * advertised window was dropped and that the right edge never moved left (RFC 7323 2.4, RFC 9293
+ * 3.8.6.2.2: a window may not shrink).
+ */
+async function fillWindow(c: Conn): Promise<Seg[]> {
+  // One byte first: its ACK carries the first scaled window (a SYN-ACK's is never scaled).
+  const from0 = c.tester.segs.length;
+  c.data(1);
+  let last = await c.expect((s) => has(s, ACK) && s.ack === c.sndNxt, 2000, 'ACK of the first byte', from0);
+  let edge = seqAdd(last.ack, c.windowOf(last));
+  const acks: Seg[] = [];
+  for (let round = 0; round < 400 && c.windowOf(last) > 0; round++) {
+    const room = seqDiff(edge, c.sndNxt);
+    assert.ok(room >= 0, `we never sent past the edge (room ${room})`);
+    for (let left = room; left > 0; ) {
+      const n = Math.min(1000, left);
+      c.data(n);
+      left -= n;
+    }
+    const from = c.tester.segs.length;
+    const a = await c.expect(
+      (s) => has(s, ACK) && s.len === 0 && s.ack === c.sndNxt,
+      2000,
+      `ACK of everything sent (${c.sndNxt}) inside the window`,
+      room > 0 ? from : 0,
+    );
+    const newEdge = seqAdd(a.ack, c.windowOf(a));
+    assert.ok(seqGe(newEdge, edge), `right edge ${newEdge} moved left of ${edge}: ${c.tester.dump()}`);
+    edge = newEdge;
+    last = a;
+    acks.push(a);
+    // Give a delayed window update the time to arrive before the next burst.
+    if (room === 0) await sleep(50);
+  }
+  return acks;
+}
+
+describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeout: 180_000 }, () => {
+  before(() => st.setup());
+  after(() => st.teardown());
+
+  for (const kind of DUTS) {
+    test(`${kind}: SACKs of new data are duplicate ACKs even when the window changes (RFC 6675 2, issue 11 defect 1)`, async () => {
+      await runCase(st, kind, { rtoMinMs: 3000 }, async ({ dut, tester }) => {
+        const { c, id } = await openConn(dut, tester, { ...FULL, window: 500 });
+        dut.write(id, 6000);
+        const segs: Seg[] = [];
+        let next = c.rcvNxt;
+        while (seqDiff(seqAdd(c.dutIss, 6001), next) > 0) {
+          const s = await c.expect((x) => x.len > 0 && x.seq === next, 3000, `segment at ${next}`);
+          segs.push(s);
+          next = seqAdd(s.seq, s.len);
+        }
+        assert.ok(segs.length >= 4, `at least four segments (${segs.length})`);
+        const lost = segs[0]!;
+        const from = tester.segs.length;
+        // Like Linux as a receiver: every ACK advertises a slightly different window.
+        for (let k = 1; k < segs.length; k++) {
+          c.send({
+            flags: ACK,
+            ack: c.rcvNxt,
+            window: 500 + k,
+            sack: [[segs[1]!.seq, seqAdd(segs[k]!.seq, segs[k]!.len)]],
+          });
+        }
+        const rtx = await c.expect(
+          (s) => s.len > 0 && s.seq === lost.seq,
+          1500,
+          'retransmission of the first segment before any timeout',
+          from,
+        );
+        // A tail loss probe (RFC 8985 7) may resend the last segment meanwhile; nothing else SACKed.
+        const tail = segs.at(-1)!.seq;
+        const between = tester.segs
+          .slice(from, rtx.n)
+          .filter((s) => c.fromDut(s) && s.len > 0 && s.seq !== tail);
+        assert.deepEqual(
+          between.map((s) => s.seq),
+          [],
+          'nothing SACKed was resent first',
+        );
+        c.rcvNxt = next;
+        c.send({ flags: ACK });
+      });
+    });
+
+    test(`${kind}: the receive window reaches zero with window scaling, and reopens (RFC 7323 2.4, issue 11 defect 2)`, async () => {
+      await runCase(st, kind, { rcvBuf: 65536, read: false }, async ({ dut, tester }) => {
+        const { c, id } = await openConn(dut, tester, FULL);
+        assert.ok(c.dutWscale > 0, `the DUT scales its window (shift ${c.dutWscale})`);
+        const acks = await fillWindow(c);
+        const zero = acks.at(-1)!;
+        assert.equal(zero.window, 0, `the window reached exactly zero:\n${tester.dump()}`);
+        // A byte beyond the zero window is refused and answered with the same ACK (RFC 9293 3.10.7.4).
+        const from = tester.segs.length;
+        c.send({ flags: ACK, payload: 1 });
+        const probeAck = await c.expect((s) => has(s, ACK) && s.len === 0, 2000, 'ACK of the probe', from);
+        assert.equal(probeAck.ack, c.sndNxt, 'the byte outside the window was not taken');
+        assert.equal(probeAck.window, 0);
+        // The application reads: the DUT opens the window by itself (RFC 9293 3.8.6.2.2).
+        const from2 = tester.segs.length;
+        dut.read(id);
+        const upd = await c.expect(
+          (s) => has(s, ACK) && s.window > 0,
+          3000,
+          'window update after the read',
+          from2,
+        );
+        assert.equal(upd.ack, c.sndNxt);
+        assert.ok(c.windowOf(upd) >= 1000, `reopened by at least one MSS (${c.windowOf(upd)})`);
+      });
+    });
+
+    test(`${kind}: a window update is taken after refused data (RFC 9293 3.10.7.4 SND.WL1/WL2, issue 11 defect 7)`, async () => {
+      await runCase(st, kind, { rcvBuf: 65536, read: false, rtoMinMs: 3000 }, async ({ dut, tester }) => {
+        const { c, id } = await openConn(dut, tester, { ...FULL, window: 0 });
+        await fillWindow(c);
+        // Data the DUT must refuse (its window is zero), carrying our closed window.
+        c.send({ flags: ACK, payload: 1000, window: 0 });
+        await sleep(100);
+        // The DUT has data for us, but our window is closed.
+        dut.write(id, 3000);
+        await sleep(200);
+        // Our window opens with a pure ACK at the sequence number the DUT accepted.
+        const from = tester.segs.length;
+        c.o.window = 500;
+        c.send({ flags: ACK });
+        const d = await c.expect(
+          (s) => s.len > 1,
+          1500,
+          'data after our window update (before any persist probe)',
+          from,
+        );
+        assert.equal(d.seq, c.rcvNxt);
+        await c.receive(3000, 3000);
+      });
+    });
+
+    test(`${kind}: a zero window is probed until it opens (RFC 9293 3.8.6.1)`, async () => {
+      await runCase(st, kind, {}, async ({ dut, tester }) => {
+        const { c, id } = await openConn(dut, tester, { ...FULL, window: 0 });
+        dut.write(id, 2000);
+        const probes: Seg[] = [];
+        let from = tester.segs.length;
+        while (probes.length < 2) {
+          const p = await c.expect((s) => has(s, ACK), 5000, 'zero-window probe', from);
+          from = p.n + 1;
+          // A probe carries at most one byte: Linux sends none, at snd.una - 1 (tcp_xmit_probe_skb),
+          // which the RFC allows as it draws the same ACK; Chimney may send one byte at snd.una.
+          assert.ok(p.len <= 1, `probe carries at most one byte: ${tester.dump()}`);
+          if (p.len === 0) assert.equal(p.seq, seqAdd(c.rcvNxt, -1), 'an empty probe sits below snd.una');
+          else assert.equal(p.seq, c.rcvNxt, 'a one-byte probe starts at snd.una');
+          probes.push(p);
+          c.send({ flags: ACK, window: 0 });
+        }
+        c.o.window = 500;
+        c.send({ flags: ACK });
+        await c.receive(2000, 5000);
+      });
+    });
+
+    test(`${kind}: ICMP frag-needed is believed only for a sequence number in flight (RFC 5927 4.1, issue 11 defect 6)`, async () => {
+      await runCase(st, kind, { rtoMinMs: 3000 }, async ({ dut, tester }) => {
+        const { c, id } = await openConn(dut, tester, { mss: 1460, wscale: 7, sack: true, ts: true });
+        dut.write(id, 3000);
+        const first = await c.expect((s) => s.len > 0, 3000, 'data');
+        assert.ok(first.len > 1000, `full-sized segments before (${first.len})`);
+        await sleep(100);
+        const from = tester.segs.length;
+        const quote = (seq: number) => ({ srcPort: c.dutPort, dstPort: c.port, seq });
+        tester.sendFragNeeded(1000, quote(seqAdd(c.rcvNxt, -200_000)));
+        const after = await tester.collect((s) => c.fromDut(s) && s.len > 0, 500, from);
+        assert.deepEqual(
+          after.map((s) => s.len),
+          [],
+          'nothing resent for a bogus quote',
+        );
+        await c.receive(3000, 3000);
+        // More data: still full-sized, the path MTU was not lowered.
+        dut.write(id, 3000);
+        const more = await c.expect((s) => s.len > 0 && s.seq === c.rcvNxt, 3000, 'more data');
+        assert.ok(more.len > 1000, `segments stay full-sized after the bogus ICMP (${more.len})`);
+        await sleep(100);
+        const from2 = tester.segs.length;
+        tester.sendFragNeeded(1000, quote(c.rcvNxt));
+        const rtx = await c.expect(
+          (s) => s.len > 0 && s.seq === c.rcvNxt,
+          1500,
+          'resend at the new MTU',
+          from2,
+        );
+        assert.ok(rtx.len <= 1000 - 40, `the resent segment fits the MTU of 1000 (${rtx.len})`);
+        // The same message again: the MTU did not drop this time, so nothing is resent.
+        await sleep(300);
+        const from3 = tester.segs.length;
+        tester.sendFragNeeded(1000, quote(c.rcvNxt));
+        const again = await tester.collect((s) => c.fromDut(s) && s.len > 0, 500, from3);
+        assert.deepEqual(
+          again.map((s) => s.seq),
+          [],
+          'a repeated frag-needed resends nothing',
+        );
+        const got = await c.receive(3000, 3000);
+        assert.ok(
+          got.filter((s) => s.n >= rtx.n).every((s) => s.len <= 960),
+          'everything after fits the new MTU',
+        );
+      });
+    });
+  }
+});

@@ -1,0 +1,611 @@
+/**
+ * Wire-level conformance harness (in the spirit of gVisor's packetimpact): a tester that plays the
+ * TCP peer frame by frame on a TAP of its own, and a device under test (DUT) that is either the
+ * Linux kernel (a socket agent in a namespace behind a veth) or Chimney (a stack on a second TAP),
+ * all ports of one bridge. Every case is written once against the `Dut` interface and runs against
+ * both; the case asserts the correct answer, so Linux checks the case and the case checks Chimney.
+ *
+ *   bridge chb-<tag> ── cht-<tag>0  the tester's TAP (no vnet header: the kernel hands it whole,
+ *                    │              summed frames, never super-segments)
+ *                    ├─ cht-<tag>1  Chimney's TAP (offloads off: one segment is one frame)
+ *                    └─ chv-<tag>   veth into chns-<tag>, where linux-agent.py runs
+ *
+ * The tester takes a fresh address per case (10.9.<subnet>.100+), so what one case leaves behind in
+ * the kernel (a TIME_WAIT, a lowered path MTU, a route's rto_min) never reaches the next.
+ */
+import { type ChildProcess, execFileSync } from 'node:child_process';
+import { EventEmitter } from 'node:events';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { createTapHost, type TapHost } from '../../src/cli/tap-host.ts';
+import { RealClock } from '../../src/core/clock.ts';
+import { TapLink } from '../../src/link/tap-link.ts';
+import { RawPeer, type RawSegment } from '../../src/sim/raw-peer.ts';
+import type { TcpServer } from '../../src/socket/tcp-server.ts';
+import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
+import type { TcpCached } from '../../src/state/tcp-state.ts';
+import { parseIpv4, parseMac, TcpFlag, type TcpHeader } from '../../src/wire/index.ts';
+import { interopGate, type Lab, makeLab, sleep } from '../interop/lab.ts';
+
+export { TcpFlag };
+export const { FIN, SYN, RST, PSH, ACK } = TcpFlag;
+
+// ---------------------------------------------------------------------------------------------
+// Sequence arithmetic (RFC 9293 3.4) for the assertions.
+
+export const seqAdd = (a: number, n: number): number => (a + n) >>> 0;
+export const seqDiff = (a: number, b: number): number => (a - b) | 0;
+export const seqGt = (a: number, b: number): boolean => seqDiff(a, b) > 0;
+export const seqGe = (a: number, b: number): boolean => seqDiff(a, b) >= 0;
+
+// ---------------------------------------------------------------------------------------------
+// The device under test.
+
+export type DutKind = 'linux' | 'chimney';
+export const DUTS: DutKind[] = ['linux', 'chimney'];
+
+export interface DutConfig {
+  /** Receive buffer (Linux: SO_RCVBUF, which the kernel doubles; Chimney: rcvBufSize). */
+  rcvBuf?: number;
+  keepalive?: { idleS: number; intvlS: number; cnt: number };
+  /** Minimum RTO towards the tester (Linux: the route's rto_min; Chimney: minRtoMs). */
+  rtoMinMs?: number;
+  /** The application reads what arrives (default true); `read(id)` starts a paused reader. */
+  read?: boolean;
+}
+
+export type DutEvent =
+  | { ev: 'listening'; port: number }
+  | { ev: 'unlistened'; port: number }
+  | { ev: 'accepted'; id: number; port: number }
+  | { ev: 'connected'; id: number }
+  | { ev: 'data'; id: number; bytes: number }
+  | { ev: 'eof'; id: number; bytes: number }
+  | { ev: 'error'; id: number; code: string };
+
+export const accepted = (e: DutEvent): e is Extract<DutEvent, { ev: 'accepted' }> => e.ev === 'accepted';
+
+export interface Dut {
+  readonly kind: DutKind;
+  readonly ip: string;
+  listen(port: number): Promise<void>;
+  unlisten(port: number): Promise<void>;
+  /** Active open from `lport` to the tester; the outcome arrives as a 'connected' or 'error' event. */
+  connect(ip: string, port: number, lport: number): void;
+  write(id: number, n: number): void;
+  shutdown(id: number): void;
+  close(id: number): void;
+  read(id: number): void;
+  /** The next event (from the start of the log) satisfying `pred`, waiting up to `ms`. */
+  event<E extends DutEvent>(pred: (e: DutEvent) => e is E, ms: number, what: string): Promise<E>;
+  event(pred: (e: DutEvent) => boolean, ms: number, what: string): Promise<DutEvent>;
+  readonly log: DutEvent[];
+  stop(): Promise<void>;
+}
+
+abstract class DutBase {
+  readonly log: DutEvent[] = [];
+  private readonly bell = new EventEmitter();
+  protected push(e: DutEvent): void {
+    this.log.push(e);
+    this.bell.emit('ev');
+  }
+  event(pred: (e: DutEvent) => boolean, ms: number, what: string): Promise<DutEvent> {
+    return new Promise((res, rej) => {
+      const check = (): boolean => {
+        const e = this.log.find(pred);
+        if (!e) return false;
+        clearTimeout(timer);
+        this.bell.off('ev', onEv);
+        res(e);
+        return true;
+      };
+      const onEv = (): void => {
+        check();
+      };
+      const timer = setTimeout(() => {
+        this.bell.off('ev', onEv);
+        rej(new Error(`DUT: no ${what} in ${ms} ms; events: ${JSON.stringify(this.log)}`));
+      }, ms);
+      if (!check()) this.bell.on('ev', onEv);
+    });
+  }
+}
+
+class LinuxDut extends DutBase implements Dut {
+  readonly kind = 'linux' as const;
+  private readonly proc: ChildProcess;
+  constructor(
+    lab: Lab,
+    readonly ip: string,
+    private readonly cfg: DutConfig,
+    testerIp: string,
+  ) {
+    super();
+    if (cfg.rtoMinMs !== undefined) {
+      lab.ip(
+        '-n',
+        lab.ns,
+        'route',
+        'replace',
+        `${testerIp}/32`,
+        'dev',
+        lab.vethPeer,
+        'rto_min',
+        `${cfg.rtoMinMs}ms`,
+      );
+    }
+    this.proc = lab.spawnNs(['python3', '-u', join(import.meta.dirname, 'linux-agent.py'), ip], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    createInterface({ input: this.proc.stdout! }).on('line', (l) => this.push(JSON.parse(l) as DutEvent));
+    this.proc.stderr!.on('data', (d: Buffer) => process.stderr.write(`linux-agent: ${d}`));
+  }
+  private cmd(c: Record<string, unknown>): void {
+    this.proc.stdin!.write(`${JSON.stringify(c)}\n`);
+  }
+  private get opts(): Record<string, unknown> {
+    return { rcvBuf: this.cfg.rcvBuf, keepalive: this.cfg.keepalive, read: this.cfg.read ?? true };
+  }
+  async listen(port: number): Promise<void> {
+    const n = this.log.length;
+    this.cmd({ op: 'listen', port, opts: this.opts });
+    await this.event(
+      (e) => this.log.indexOf(e) >= n && e.ev === 'listening' && e.port === port,
+      10_000,
+      'listening',
+    );
+  }
+  async unlisten(port: number): Promise<void> {
+    this.cmd({ op: 'unlisten', port });
+    await this.event((e) => e.ev === 'unlistened' && e.port === port, 10_000, 'unlistened');
+  }
+  connect(ip: string, port: number, lport: number): void {
+    this.cmd({ op: 'connect', ip, port, lport, opts: this.opts });
+  }
+  write(id: number, n: number): void {
+    this.cmd({ op: 'write', id, n });
+  }
+  shutdown(id: number): void {
+    this.cmd({ op: 'shutdown', id });
+  }
+  close(id: number): void {
+    this.cmd({ op: 'close', id });
+  }
+  read(id: number): void {
+    this.cmd({ op: 'read', id });
+  }
+  async stop(): Promise<void> {
+    this.proc.stdin!.end();
+    this.proc.kill('SIGKILL');
+  }
+}
+
+class ChimneyDut extends DutBase implements Dut {
+  readonly kind = 'chimney' as const;
+  private readonly th: TapHost;
+  private readonly socks = new Map<number, TcpSocket>();
+  private readonly servers = new Map<number, TcpServer>();
+  private nextId = 0;
+  constructor(
+    tap: string,
+    readonly ip: string,
+    mac: string,
+    private readonly cfg: DutConfig,
+  ) {
+    super();
+    const tcp: Partial<TcpCached> = { sndBufSize: 1 << 20, rcvBufSize: cfg.rcvBuf ?? 1 << 20 };
+    if (cfg.rtoMinMs !== undefined) tcp.minRtoMs = cfg.rtoMinMs;
+    if (cfg.keepalive) {
+      tcp.keepAlive = true;
+      tcp.keepIdleMs = cfg.keepalive.idleS * 1000;
+      tcp.keepIntvlMs = cfg.keepalive.intvlS * 1000;
+      tcp.keepCount = cfg.keepalive.cnt;
+    }
+    this.th = createTapHost({ tap, ip: `${ip}/24`, mac, offload: false, tcp });
+  }
+  private register(s: TcpSocket): number {
+    const id = ++this.nextId;
+    this.socks.set(id, s);
+    let total = 0;
+    const onData = (d: Buffer): void => {
+      total += d.length;
+      this.push({ ev: 'data', id, bytes: total });
+    };
+    s.on('end', () => this.push({ ev: 'eof', id, bytes: total }));
+    s.on('error', (e: Error & { code?: string }) =>
+      this.push({ ev: 'error', id, code: e.code ?? e.message }),
+    );
+    if (this.cfg.read ?? true) s.on('data', onData);
+    else {
+      s.pause();
+      // A stream paused by hand stays paused when a 'data' listener arrives: resume it too.
+      (s as unknown as { startRead: () => void }).startRead = () => s.on('data', onData).resume();
+    }
+    return id;
+  }
+  async listen(port: number): Promise<void> {
+    const srv = this.th.host.createServer({ allowHalfOpen: true }, (s) => {
+      const id = this.register(s);
+      this.push({ ev: 'accepted', id, port });
+    });
+    this.servers.set(port, srv);
+    await new Promise<void>((res) => srv.listen(port, this.ip, () => res()));
+    this.push({ ev: 'listening', port });
+  }
+  async unlisten(port: number): Promise<void> {
+    // Stops accepting at once; the accepted connections stay the case's to drive.
+    this.servers.get(port)!.close();
+    this.servers.delete(port);
+    this.push({ ev: 'unlistened', port });
+  }
+  connect(ip: string, port: number, lport: number): void {
+    const s = this.th.host.connect({ host: ip, port, localPort: lport, allowHalfOpen: true });
+    let id = 0;
+    s.once('connect', () => {
+      id = this.register(s);
+      this.push({ ev: 'connected', id });
+    });
+    s.once('error', (e: Error & { code?: string }) => {
+      if (id === 0) this.push({ ev: 'error', id: 0, code: e.code ?? e.message });
+    });
+  }
+  write(id: number, n: number): void {
+    this.socks.get(id)!.write(Buffer.alloc(n, 0x78));
+  }
+  shutdown(id: number): void {
+    this.socks.get(id)!.end();
+  }
+  close(id: number): void {
+    this.socks.get(id)!.end();
+  }
+  read(id: number): void {
+    (this.socks.get(id) as unknown as { startRead: () => void }).startRead();
+  }
+  async stop(): Promise<void> {
+    for (const s of this.socks.values()) s.destroy();
+    this.th.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Segments as the tester sees and sends them.
+
+export type Seg = Pick<
+  TcpHeader,
+  'srcPort' | 'dstPort' | 'seq' | 'ack' | 'flags' | 'window' | 'mss' | 'wscale' | 'sackPermitted'
+> & {
+  ts: { val: number; ecr: number } | null;
+  sack: Array<[number, number]>;
+  len: number;
+  /** Arrival order among every segment the tester received in the case. */
+  n: number;
+};
+
+export type SegOut = RawSegment;
+
+export const has = (s: Seg, f: number): boolean => (s.flags & f) === f;
+export const fmt = (s: Seg): string => {
+  const f = ['FIN', 'SYN', 'RST', 'PSH', 'ACK'].filter((_, i) => s.flags & (1 << i)).join('|');
+  const ts = s.ts ? ` ts=${s.ts.val}/${s.ts.ecr}` : '';
+  const sack = s.sack.length ? ` sack=${s.sack.map(([l, r]) => `${l}-${r}`).join(',')}` : '';
+  return `#${s.n} ${s.srcPort}>${s.dstPort} [${f}] seq=${s.seq} ack=${s.ack} win=${s.window} len=${s.len}${ts}${sack}`;
+};
+
+/** The tester's side of the bridge: a raw peer on its TAP, keeping every segment it receives. */
+export class Tester {
+  readonly segs: Seg[] = [];
+  private readonly bell = new EventEmitter();
+  private readonly peer: RawPeer;
+
+  constructor(
+    tapName: string,
+    readonly ipStr: string,
+    peerIp: string,
+  ) {
+    const tap = TapLink.open({ name: tapName, create: false, vnetHdr: false, clock: new RealClock() });
+    this.peer = new RawPeer(tap, parseMac('02:cf:00:00:00:09'), parseIpv4(ipStr), parseIpv4(peerIp));
+    this.peer.onTcp = (t, len) => {
+      const sack: Array<[number, number]> = [];
+      for (let i = 0; i < t.sackCount; i++) sack.push([t.sackBlocks[2 * i]!, t.sackBlocks[2 * i + 1]!]);
+      this.segs.push({
+        srcPort: t.srcPort,
+        dstPort: t.dstPort,
+        seq: t.seq,
+        ack: t.ack,
+        flags: t.flags,
+        window: t.window,
+        mss: t.mss,
+        wscale: t.wscale,
+        sackPermitted: t.sackPermitted,
+        ts: t.hasTimestamps ? { val: t.tsVal, ecr: t.tsEcr } : null,
+        sack,
+        len,
+        n: this.segs.length,
+      });
+      this.bell.emit('seg');
+    };
+  }
+
+  close(): void {
+    this.peer.close();
+  }
+
+  /** Learn the DUT's MAC (ARP request from the tester's address). */
+  resolve(): Promise<void> {
+    return this.peer.resolve(sleep);
+  }
+
+  send(o: SegOut): void {
+    this.peer.sendTcp(o);
+  }
+
+  /** ICMP destination unreachable, fragmentation needed, quoting a TCP header the DUT "sent". */
+  sendFragNeeded(mtu: number, quoted: { srcPort: number; dstPort: number; seq: number }): void {
+    this.peer.sendFragNeeded(mtu, quoted);
+  }
+
+  /**
+   * The first segment with arrival number >= `from` that satisfies `pred`, waiting up to `ms`.
+   * Fails with every segment seen, so a failing case shows the conversation.
+   */
+  expect(pred: (s: Seg) => boolean, ms: number, what: string, from = 0): Promise<Seg> {
+    return new Promise((res, rej) => {
+      const check = (): boolean => {
+        for (let i = from; i < this.segs.length; i++) {
+          const s = this.segs[i]!;
+          if (pred(s)) {
+            clearTimeout(timer);
+            this.bell.off('seg', onSeg);
+            res(s);
+            return true;
+          }
+        }
+        return false;
+      };
+      const onSeg = (): void => {
+        check();
+      };
+      const timer = setTimeout(() => {
+        this.bell.off('seg', onSeg);
+        rej(new Error(`tester: no ${what} in ${ms} ms; segments:\n${this.segs.map(fmt).join('\n')}`));
+      }, ms);
+      if (!check()) this.bell.on('seg', onSeg);
+    });
+  }
+
+  /** Every segment that arrived from `from` on during `ms` and satisfies `pred`. */
+  async collect(pred: (s: Seg) => boolean, ms: number, from = this.segs.length): Promise<Seg[]> {
+    await sleep(ms);
+    return this.segs.slice(from).filter(pred);
+  }
+
+  dump(): string {
+    return this.segs.map(fmt).join('\n');
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// One TCP connection between the tester and the DUT, seen from the tester.
+
+export interface PeerOptions {
+  mss?: number;
+  wscale?: number;
+  sack?: boolean;
+  ts?: boolean;
+  window?: number;
+}
+
+export class Conn {
+  /** Tester's next sequence number. */
+  sndNxt = 0;
+  /** Next sequence number expected from the DUT. */
+  rcvNxt = 0;
+  /** The DUT's initial sequence number. */
+  dutIss = 0;
+  /** The DUT's window scale (0 if it did not scale). */
+  dutWscale = 0;
+  /** Highest TSval from the DUT (what the tester echoes). */
+  tsRecent = 0;
+  synAck: Seg | null = null;
+  private readonly t0 = performance.now();
+  constructor(
+    readonly tester: Tester,
+    readonly port: number,
+    readonly dutPort: number,
+    readonly o: PeerOptions,
+    iss: number,
+  ) {
+    this.sndNxt = iss >>> 0;
+  }
+
+  /** The tester's TS clock: milliseconds since the connection began, from a base of 1000. */
+  tsVal(): number {
+    return (1000 + Math.floor(performance.now() - this.t0)) >>> 0;
+  }
+
+  ts(): { val: number; ecr: number } | undefined {
+    return this.o.ts ? { val: this.tsVal(), ecr: this.tsRecent } : undefined;
+  }
+
+  fromDut = (s: Seg): boolean => s.srcPort === this.dutPort && s.dstPort === this.port;
+
+  private note(s: Seg): void {
+    if (s.ts && seqGe(s.ts.val, this.tsRecent)) this.tsRecent = s.ts.val;
+  }
+
+  /** Send a segment of this connection; fields default to the connection's own. */
+  send(o: Partial<SegOut> & { flags: number }): void {
+    this.tester.send({
+      srcPort: this.port,
+      dstPort: this.dutPort,
+      seq: this.sndNxt,
+      ack: this.rcvNxt,
+      window: this.o.window ?? 65535,
+      ts: this.ts(),
+      ...o,
+    });
+  }
+
+  /** Send `n` bytes of data at sndNxt and advance it. */
+  data(n: number, flags = ACK | PSH, extra: Partial<SegOut> = {}): void {
+    this.send({ flags, payload: n, ...extra });
+    this.sndNxt = seqAdd(this.sndNxt, n + (flags & FIN ? 1 : 0));
+  }
+
+  async expect(pred: (s: Seg) => boolean, ms: number, what: string, from = 0): Promise<Seg> {
+    const s = await this.tester.expect((x) => this.fromDut(x) && pred(x), ms, what, from);
+    this.note(s);
+    return s;
+  }
+
+  /** Active open from the tester: SYN with the peer options, SYN-ACK, ACK. */
+  async open(): Promise<Seg> {
+    const o = this.o;
+    const from = this.tester.segs.length;
+    this.tester.send({
+      srcPort: this.port,
+      dstPort: this.dutPort,
+      seq: this.sndNxt,
+      flags: SYN,
+      window: 65535,
+      mss: o.mss ?? 1000,
+      wscale: o.wscale,
+      sackPermitted: o.sack,
+      ts: o.ts ? { val: this.tsVal(), ecr: 0 } : undefined,
+    });
+    this.sndNxt = seqAdd(this.sndNxt, 1);
+    const sa = await this.expect((s) => has(s, SYN | ACK), 5000, 'SYN-ACK', from);
+    this.synAck = sa;
+    this.dutIss = sa.seq;
+    this.rcvNxt = seqAdd(sa.seq, 1);
+    this.dutWscale = o.wscale !== undefined && sa.wscale >= 0 ? sa.wscale : 0;
+    this.send({ flags: ACK });
+    return sa;
+  }
+
+  /** Collect the DUT's data up to `total` bytes past its ISN+1, acknowledging as it arrives when `ackIt`. */
+  async receive(total: number, ms: number, ackIt = true): Promise<Seg[]> {
+    const end = seqAdd(this.dutIss, 1 + total);
+    const got: Seg[] = [];
+    let from = 0;
+    while (seqGt(end, this.rcvNxt)) {
+      const s = await this.expect(
+        (x) => x.len > 0 && x.seq === this.rcvNxt,
+        ms,
+        `data at ${this.rcvNxt}`,
+        from,
+      );
+      from = s.n + 1;
+      got.push(s);
+      this.rcvNxt = seqAdd(s.seq, s.len);
+      if (ackIt) this.send({ flags: ACK });
+    }
+    return got;
+  }
+
+  /** The DUT's window in bytes as advertised by `s` (scaled unless it is a SYN). */
+  windowOf(s: Seg): number {
+    return has(s, SYN) ? s.window : s.window * 2 ** this.dutWscale;
+  }
+}
+
+/** Every option a Linux peer offers, with a small MSS so a few kilobytes make several segments. */
+export const FULL = { mss: 1000, wscale: 7, sack: true, ts: true } as const;
+
+/** Open a connection from the tester to a fresh listener of the DUT; returns it and the DUT's id. */
+export async function openConn(dut: Dut, tester: Tester, o: PeerOptions): Promise<{ c: Conn; id: number }> {
+  const port = freshPort();
+  await dut.listen(port);
+  const c = new Conn(tester, freshPort(), port, o, freshIss());
+  await c.open();
+  const acc = await dut.event(accepted, 5000, 'accept');
+  return { c, id: acc.id };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The lab and the per-case fixture.
+
+export interface Suite {
+  lab: Lab | null;
+  skip: string | false;
+}
+
+/** The lab for one case file: a bridge with the tester's and Chimney's TAPs and a Linux namespace. */
+export function suite(tag: string, subnet: number): Suite & { setup(): void; teardown(): Promise<void> } {
+  const gate = interopGate(['python3']);
+  const s = {
+    lab: null as Lab | null,
+    skip: gate.skip,
+    setup(): void {
+      if (gate.reason && process.env.CI) throw new Error(gate.reason);
+      s.lab = makeLab({ tag, subnet, taps: 2, offloads: false }, gate.reason);
+      if (s.lab) {
+        // The namespace's own TCP settings, stated rather than inherited from the host.
+        for (const [k, v] of [
+          ['net.ipv4.tcp_timestamps', '1'],
+          ['net.ipv4.tcp_sack', '1'],
+          ['net.ipv4.tcp_window_scaling', '1'],
+          ['net.ipv4.tcp_syncookies', '1'],
+        ]) {
+          execFileSync('ip', ['netns', 'exec', s.lab.ns, 'sysctl', '-qw', `${k}=${v}`]);
+        }
+      }
+    },
+    async teardown(): Promise<void> {
+      await s.lab?.down();
+    },
+  };
+  return s;
+}
+
+export interface Case {
+  dut: Dut;
+  tester: Tester;
+  /** The tester's address in this case. */
+  testerIp: string;
+}
+
+let caseNo = 0;
+
+/** Build the DUT and the tester for one case, run `body`, tear both down. */
+export async function runCase(
+  st: Suite,
+  kind: DutKind,
+  cfg: DutConfig,
+  body: (c: Case) => Promise<void>,
+): Promise<void> {
+  const lab = st.lab!;
+  const testerIp = `10.9.${lab.subnet}.${100 + (caseNo++ % 150)}`;
+  const dutIp = kind === 'linux' ? lab.kernelIp : lab.chimneyIps[0]!;
+  const dut: Dut =
+    kind === 'linux'
+      ? new LinuxDut(lab, dutIp, cfg, testerIp)
+      : new ChimneyDut(lab.taps[1]!, dutIp, lab.mac(1), cfg);
+  const tester = new Tester(lab.taps[0]!, testerIp, dutIp);
+  try {
+    await tester.resolve();
+    await body({ dut, tester, testerIp });
+  } finally {
+    tester.close();
+    await dut.stop();
+    if (kind === 'linux' && cfg.rtoMinMs !== undefined) {
+      try {
+        lab.ip('-n', lab.ns, 'route', 'del', `${testerIp}/32`);
+      } catch {}
+    }
+  }
+}
+
+/** A port per connection, so no case meets another's TIME_WAIT. */
+let portNo = 0;
+export function freshPort(): number {
+  return 20_000 + (portNo++ % 20_000);
+}
+
+/** An ISS for the tester far from anything the DUT has seen, changing per connection. */
+export function freshIss(): number {
+  return (0x10000000 + portNo * 0x01000193) >>> 0;
+}
+
+export { sleep };

@@ -1,0 +1,181 @@
+/**
+ * Conformance: segments a careful receiver must judge (out-of-order FIN, timestamps, PAWS,
+ * RFC 5961 blind attacks) and keepalive. Each case runs against the Linux kernel and against
+ * Chimney (see harness.ts) and asserts the same answer from both.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import {
+  ACK,
+  type Conn,
+  DUTS,
+  type Dut,
+  type DutConfig,
+  FIN,
+  FULL,
+  has,
+  openConn,
+  PSH,
+  RST,
+  runCase,
+  type Seg,
+  SYN,
+  seqAdd,
+  sleep,
+  suite,
+  type Tester,
+} from './harness.ts';
+
+const st = suite('cfr', 33);
+
+/** Send `n` bytes and wait for the ACK of everything sent so far. */
+async function dataAcked(c: Conn, n: number, what: string): Promise<Seg> {
+  const from = c.tester.segs.length;
+  c.data(n);
+  return c.expect((s) => has(s, ACK) && s.ack === c.sndNxt, 2000, what, from);
+}
+
+/** Run `body` on a fresh connection of a fresh DUT. */
+function withConn(
+  kind: (typeof DUTS)[number],
+  cfg: DutConfig,
+  body: (a: { dut: Dut; tester: Tester; c: Conn; id: number }) => Promise<void>,
+): Promise<void> {
+  return runCase(st, kind, cfg, async ({ dut, tester }) =>
+    body({ dut, tester, ...(await openConn(dut, tester, FULL)) }),
+  );
+}
+
+describe('conformance: hostile and unusual segments, keepalive', { skip: st.skip, timeout: 180_000 }, () => {
+  before(() => st.setup());
+  after(() => st.teardown());
+
+  for (const kind of DUTS) {
+    test(`${kind}: an out-of-order FIN is kept and acknowledged once the hole fills (RFC 9293 3.10.7.4, issue 11 defect 3)`, async () => {
+      await withConn(kind, {}, async ({ dut, c, id }) => {
+        const base = c.sndNxt;
+        // A lone FIN beyond a hole: an immediate duplicate ACK (RFC 5681 4.2), nothing taken.
+        let from = c.tester.segs.length;
+        c.send({ seq: seqAdd(base, 2000), flags: FIN | ACK });
+        const d1 = await c.expect((s) => has(s, ACK), 1000, 'duplicate ACK for the lone FIN', from);
+        assert.equal(d1.ack, base);
+        // Data beyond the hole: another duplicate ACK.
+        from = c.tester.segs.length;
+        c.send({ seq: seqAdd(base, 1000), flags: ACK | PSH, payload: 1000 });
+        const d2 = await c.expect((s) => has(s, ACK), 1000, 'duplicate ACK for data beyond the hole', from);
+        assert.equal(d2.ack, base);
+        // The hole fills: everything is acknowledged, the FIN included.
+        from = c.tester.segs.length;
+        c.send({ seq: base, flags: ACK | PSH, payload: 1000 });
+        const all = await c.expect(
+          (s) => has(s, ACK) && s.ack === seqAdd(base, 2001),
+          2000,
+          'ACK of data and FIN',
+          from,
+        );
+        assert.ok(!has(all, RST));
+        const eof = await dut.event((e) => e.ev === 'eof' && e.id === id, 3000, 'end of stream');
+        assert.equal((eof as { bytes: number }).bytes, 2000);
+      });
+    });
+
+    test(`${kind}: TS.Recent is not taken from a segment that fails the ACK check (RFC 7323 4.3, Linux bd090dfc634d, issue 11 defect 4)`, async () => {
+      await withConn(kind, {}, async ({ dut, c, id }) => {
+        await dataAcked(c, 100, 'ACK of the first data');
+        // In window, acknowledging data never sent, with a timestamp far ahead: must be dropped
+        // without moving TS.Recent (RFC 9293 3.10.7.4: SEG.ACK > SND.NXT, drop).
+        c.send({
+          flags: ACK | PSH,
+          payload: 10,
+          ack: seqAdd(c.rcvNxt, 100_000),
+          ts: { val: c.tsVal() + 0x40000000, ecr: c.tsRecent },
+        });
+        await sleep(100);
+        // Ordinary data with the ordinary clock must still be taken.
+        const a = await dataAcked(c, 100, 'ACK of data after the forged segment (PAWS not poisoned)');
+        assert.equal(a.ack, c.sndNxt);
+        const got = await dut.event(
+          (e) => e.ev === 'data' && e.id === id && e.bytes === 200,
+          3000,
+          '200 bytes read',
+        );
+        assert.ok(got);
+      });
+    });
+
+    test(`${kind}: PAWS drops an old timestamp and answers with an ACK (RFC 7323 5.3)`, async () => {
+      await withConn(kind, {}, async ({ dut, c, id }) => {
+        await dataAcked(c, 100, 'ACK of the first data');
+        const from = c.tester.segs.length;
+        c.send({ flags: ACK | PSH, payload: 100, ts: { val: c.tsVal() - 100_000, ecr: c.tsRecent } });
+        const dup = await c.expect((s) => has(s, ACK), 1000, 'ACK of the PAWS-failed segment', from);
+        assert.equal(dup.ack, c.sndNxt, 'the old segment was not taken');
+        await dataAcked(c, 100, 'the same bytes with a current timestamp');
+        await dut.event((e) => e.ev === 'data' && e.id === id && e.bytes === 200, 3000, '200 bytes read');
+        assert.ok(!dut.log.some((e) => e.ev === 'data' && e.bytes > 200), 'no byte twice');
+      });
+    });
+
+    test(`${kind}: a RST inside the window but not at RCV.NXT draws a challenge ACK (RFC 5961 3.2)`, async () => {
+      await withConn(kind, {}, async ({ dut, c, id }) => {
+        const from = c.tester.segs.length;
+        c.send({ seq: seqAdd(c.sndNxt, 10), flags: RST });
+        const ch = await c.expect((s) => has(s, ACK), 1000, 'challenge ACK', from);
+        assert.equal(ch.ack, c.sndNxt);
+        assert.ok(!has(ch, RST));
+        await dataAcked(c, 100, 'the connection lives on');
+        assert.ok(!dut.log.some((e) => e.ev === 'error' && e.id === id));
+      });
+    });
+
+    test(`${kind}: a SYN on an established connection draws a challenge ACK (RFC 5961 4.2)`, async () => {
+      await withConn(kind, {}, async ({ dut, c, id }) => {
+        const from = c.tester.segs.length;
+        c.send({ seq: seqAdd(c.sndNxt, 5), ack: 0, flags: SYN, mss: 1000 });
+        const ch = await c.expect((s) => s.flags !== SYN, 1000, 'challenge ACK', from);
+        assert.ok(has(ch, ACK) && !has(ch, RST) && !has(ch, SYN), 'an ACK, not a RST or SYN-ACK');
+        assert.equal(ch.ack, c.sndNxt);
+        await dataAcked(c, 100, 'the connection lives on');
+        assert.ok(!dut.log.some((e) => e.ev === 'error' && e.id === id));
+      });
+    });
+
+    test(`${kind}: a RST at exactly RCV.NXT resets the connection (RFC 5961 3.2)`, async () => {
+      await withConn(kind, {}, async ({ dut, c, id }) => {
+        await dataAcked(c, 100, 'ACK of data');
+        const from = c.tester.segs.length;
+        c.send({ flags: RST });
+        const err = await dut.event((e) => e.ev === 'error' && e.id === id, 3000, 'ECONNRESET');
+        assert.equal((err as { code: string }).code, 'ECONNRESET');
+        const answers = await c.tester.collect(c.fromDut, 300, from);
+        assert.deepEqual(answers.length, 0, 'a RST is never answered');
+      });
+    });
+
+    test(`${kind}: keepalive probes at SND.NXT-1, then gives up after the configured count (RFC 9293 3.8.4)`, async () => {
+      await withConn(kind, { keepalive: { idleS: 1, intvlS: 1, cnt: 2 } }, async ({ dut, c, id }) => {
+        await dataAcked(c, 10, 'ACK of data');
+        const probes: Seg[] = [];
+        let from = c.tester.segs.length;
+        while (probes.length < 2) {
+          const p = await c.expect(() => true, 4000, `keepalive probe ${probes.length + 1}`, from);
+          from = p.n + 1;
+          // Linux sends no data; one garbage octet is the RFC's other form. Either sits below SND.NXT.
+          assert.ok(p.len <= 1 && has(p, ACK) && !has(p, RST), `a probe: ${c.tester.dump()}`);
+          assert.equal(p.seq, seqAdd(c.rcvNxt, -1), 'the probe sits at SND.NXT - 1');
+          probes.push(p);
+        }
+        const err = await dut.event((e) => e.ev === 'error' && e.id === id, 4000, 'ETIMEDOUT');
+        assert.equal((err as { code: string }).code, 'ETIMEDOUT');
+        // Linux also resets the peer (tcp_keepalive_timer sends an active RST); the RFC asks only
+        // that the connection be closed, so the RST is not required of either.
+        const extra = c.tester.segs.slice(from).filter((s) => c.fromDut(s) && !has(s, RST));
+        assert.deepEqual(
+          extra.map((s) => s.n),
+          [],
+          'no probe beyond the count',
+        );
+      });
+    });
+  }
+});
