@@ -35,6 +35,7 @@ import {
   createIpv6Header,
   decodeIpv6,
   encodeIpv6,
+  encodeIpv6Fragment,
   IPV6_HEADER_LENGTH,
   IPV6_MIN_MTU,
   type Ipv6Header,
@@ -52,6 +53,7 @@ import {
 } from '../wire/ndp.ts';
 import { decodeDropNames, type StackInterface } from './interface.ts';
 import { type NeighborTable, positive, positiveInt } from './neighbor.ts';
+import { Reassembler, type ReassemblyOptions } from './reassembly.ts';
 
 /*
  * IPv6 for the host (RFC 8200) with neighbor discovery (RFC 4861) and stateless address
@@ -77,6 +79,8 @@ export interface Ipv6Options {
   routerSolicitations?: number;
   /** Hop limit of packets we originate, until a router advertisement says otherwise (default 64). */
   hopLimit?: number;
+  /** Fragment reassembly bounds (timeout default 60 s, RFC 8200 4.5). */
+  reassembly?: ReassemblyOptions;
 }
 
 export type Ipv6AddressState = 'tentative' | 'preferred' | 'deprecated' | 'duplicate';
@@ -175,6 +179,9 @@ const RS_INTERVAL_MS = 4000;
 const MAX_ADDRESSES = 16;
 const MAX_ROUTERS = 8;
 const MAX_PREFIXES = 16;
+/** Path MTUs learned from packet too big: how many destinations, and for how long (RFC 8201 5.3). */
+const MAX_PMTU_ENTRIES = 1024;
+const PMTU_EXPIRY_MS = 10 * 60 * 1000;
 /** RFC 4862 5.5.3 (e): lifetimes below two hours are not shortened by an unauthenticated RA. */
 const TWO_HOURS_MS = 2 * 3600 * 1000;
 const IP6_DROP = decodeDropNames('ipv6');
@@ -204,6 +211,9 @@ export class Ipv6Layer {
   private readonly pingId: number;
   private pingSeq = 0;
   private closed = false;
+  /** Per destination (RFC 5952 text): the path MTU a packet too big reported, and until when. */
+  private readonly pmtus = new Map<string, { mtu: number; until: number }>();
+  readonly reassembly: Reassembler;
 
   constructor(
     private readonly ctx: Ipv6Context,
@@ -219,6 +229,35 @@ export class Ipv6Layer {
     this.hopLimit = positiveInt(opts.hopLimit, 64, 'ipv6.hopLimit');
     if (this.hopLimit > 255) throw new InvalidArgumentError('ipv6.hopLimit must be 1..255');
     this.pingId = ctx.random.u32() & 0xffff;
+    this.reassembly = new Reassembler(
+      ctx.clock,
+      ctx.counters,
+      opts.reassembly ?? {},
+      (quote) => this.reassemblyTimeout(quote),
+      'ipv6',
+    );
+  }
+
+  /**
+   * The path MTU towards `dst`: the smaller of the outgoing interface's IPv6 MTU and what a packet
+   * too big reported (never below 1280), or 0 when nothing routes there.
+   */
+  pathMtu(dst: Uint8Array | string): number {
+    const d = typeof dst === 'string' ? parseIpv6(dst) : dst;
+    const r = this.route(d);
+    if (!r) return 0;
+    return this.mtuTo(this.ifs.get(r.iface)!, d, 0);
+  }
+
+  private mtuTo(x: Ipv6Iface, dst: Uint8Array, dstOff: number): number {
+    if (this.pmtus.size === 0) return x.mtu;
+    const e = this.pmtus.get(formatIpv6(dst, dstOff));
+    if (!e) return x.mtu;
+    if (e.until <= this.ctx.clock.now()) {
+      this.pmtus.delete(formatIpv6(dst, dstOff));
+      return x.mtu;
+    }
+    return Math.min(x.mtu, e.mtu);
   }
 
   /**
@@ -474,9 +513,28 @@ export class Ipv6Layer {
       return;
     }
     if (h.fragment) {
-      c.inc('drop.ipv6.fragment-unsupported');
+      const whole = this.reassembly.add6(h, frame, off);
+      if (!whole) return;
+      const e2 = decodeIpv6(whole, 0, whole.length, h);
+      if (e2 !== null) {
+        c.inc(IP6_DROP[e2]);
+        return;
+      }
+      if (h.fragment) {
+        // A fragment inside a reassembled packet: nested fragmentation has no legitimate use.
+        c.inc('drop.ipv6.frag-nested');
+        return;
+      }
+      this.dispatch(x, whole, 0, to);
       return;
     }
+    this.dispatch(x, frame, off, to);
+  }
+
+  /** Hand a whole packet (header decoded in `this.h`) to its upper layer. */
+  private dispatch(x: Ipv6Iface, frame: Uint8Array, off: number, to: 'unicast' | 'multicast'): void {
+    const c = this.ctx.counters;
+    const h = this.h;
     switch (h.protocol) {
       case Ipv6Next.ICMPV6:
         this.icmpInput(x, frame);
@@ -516,6 +574,7 @@ export class Ipv6Layer {
       p.reject(new InvalidStateError('stack closed'));
     }
     this.pings.clear();
+    this.reassembly.close();
   }
 
   /** For the neighbor table: a solicitation for `target`, multicast (dstMac -1) or unicast. */
@@ -564,10 +623,40 @@ export class Ipv6Layer {
         p.resolve({ rttMs: this.ctx.clock.now() - p.sentAt });
         return;
       }
+      case Icmpv6Type.PACKET_TOO_BIG:
+        this.packetTooBig(x, frame, m.bodyOffset, this.h.payloadOffset + this.h.payloadLen, m.mtu);
+        return;
       default:
         // Errors reach no transport yet; unknown informational messages are dropped (RFC 4443 2.4 b).
         c.inc(isIcmpv6Error(m.type) ? 'accept.icmpv6.error' : 'drop.icmpv6.unknown-type');
     }
+  }
+
+  /**
+   * RFC 8201: lower the path MTU towards the quoted packet's destination, if the quote is of a
+   * packet we sent (its source is ours). Never below 1280 (RFC 8200 5), never above the link's,
+   * never raised by a report (an increase waits for the entry to expire).
+   */
+  private packetTooBig(x: Ipv6Iface, frame: Uint8Array, q: number, end: number, reported: number): void {
+    const c = this.ctx.counters;
+    if (
+      end - q < IPV6_HEADER_LENGTH ||
+      frame[q]! >>> 4 !== 6 ||
+      !this.isLocal(frame.subarray(q + 8, q + 24))
+    ) {
+      c.inc('drop.icmpv6.ptb-not-ours');
+      return;
+    }
+    c.inc('accept.icmpv6.packet-too-big');
+    const mtu = Math.min(x.iface.mtu, Math.max(IPV6_MIN_MTU, reported));
+    const now = this.ctx.clock.now();
+    const current = this.mtuTo(x, frame, q + 24);
+    if (mtu >= current) return;
+    const key = formatIpv6(frame, q + 24);
+    this.pmtus.delete(key);
+    if (this.pmtus.size >= MAX_PMTU_ENTRIES) this.pmtus.delete(this.pmtus.keys().next().value!);
+    this.pmtus.set(key, { mtu, until: now + PMTU_EXPIRY_MS });
+    c.inc('ipv6.pmtu.lowered');
   }
 
   private ndInput(x: Ipv6Iface, frame: Uint8Array): void {
@@ -1003,10 +1092,48 @@ export class Ipv6Layer {
     return { frame, at: eth + IPV6_HEADER_LENGTH };
   }
 
-  /** Out to `nextHop`: multicast straight to its group MAC, unicast through neighbor resolution. */
+  /**
+   * Out to `nextHop`: multicast straight to its group MAC, unicast through neighbor resolution;
+   * a packet larger than the path MTU towards its destination is sent in fragments.
+   */
   private transmit(x: Ipv6Iface, nextHop: Uint8Array, frame: Uint8Array): boolean {
+    const eth = x.iface.ethHeaderLength;
+    if (frame.length - eth > this.mtuTo(x, frame, eth + 24)) return this.fragment(x, nextHop, frame);
+    return this.send1(x, nextHop, frame);
+  }
+
+  private send1(x: Ipv6Iface, nextHop: Uint8Array, frame: Uint8Array): boolean {
     if (isIpv6Multicast(nextHop)) return this.sendTo(x, ipv6MulticastMac(nextHop), frame);
     return this.ctx.neighbors.output6(x.iface, nextHop, frame, frame.length);
+  }
+
+  /**
+   * Source fragmentation (RFC 8200 4.5) of a packet we built (a fixed header, no extension
+   * headers): pieces of a multiple of 8 bytes that fit the path MTU with a fragment header, all
+   * with one unpredictable identification (RFC 7739).
+   */
+  private fragment(x: Ipv6Iface, nextHop: Uint8Array, frame: Uint8Array): boolean {
+    const eth = x.iface.ethHeaderLength;
+    const mtu = this.mtuTo(x, frame, eth + 24);
+    const data = eth + IPV6_HEADER_LENGTH;
+    const total = frame.length - data;
+    const chunk = (mtu - IPV6_HEADER_LENGTH - 8) & ~7;
+    const id = this.ctx.random.u32();
+    const next = frame[eth + 6]!;
+    let ok = true;
+    for (let off = 0; off < total; off += chunk) {
+      const n = Math.min(chunk, total - off);
+      const f = new Uint8Array(data + 8 + n);
+      f.set(frame.subarray(0, data), 0);
+      f[eth + 4] = (8 + n) >>> 8;
+      f[eth + 5] = (8 + n) & 0xff;
+      f[eth + 6] = Ipv6Next.FRAGMENT;
+      encodeIpv6Fragment(f, data, next, off, off + n < total, id);
+      f.set(frame.subarray(data + off, data + off + n), data + 8);
+      ok = this.send1(x, nextHop, f) && ok;
+    }
+    this.ctx.counters.inc('ipv6.tx.fragmented');
+    return ok;
   }
 
   private sendTo(x: Ipv6Iface, mac: number, frame: Uint8Array): boolean {
@@ -1054,40 +1181,70 @@ export class Ipv6Layer {
     code: number,
     word: number,
   ): void {
-    const c = this.ctx.counters;
     const h = this.h;
     if (isIpv6Unspecified(h.src) || isIpv6Multicast(h.src) || this.isLocal(h.src)) return;
     if (h.protocol === Ipv6Next.ICMPV6 && !h.fragment && h.payloadLen >= 1) {
       const t = frame[h.payloadOffset]!;
       if (isIcmpv6Error(t)) return;
     }
-    if (!this.ctx.allowError()) {
-      c.inc('icmpv6.tx.rate-limited');
-      return;
-    }
-    const r = this.route(h.src, x.iface);
-    const src = r && this.sourceFor(r.iface, h.src);
-    if (!r || !src) {
-      c.inc('tx.drop.icmpv6.no-route');
-      return;
-    }
     const quote = Math.min(
       IPV6_HEADER_LENGTH + h.payloadLength,
       frame.length - ipOff,
       ICMPV6_ERROR_QUOTE_MAX,
     );
+    this.emitError(x.iface, frame.subarray(ipOff, ipOff + quote), type, code, word);
+  }
+
+  /** RFC 8200 4.5: time exceeded (code 1) to the sender whose first fragment came, but not the rest. */
+  private reassemblyTimeout(quote: Uint8Array): void {
+    const src = quote.subarray(8, 24);
+    if (
+      this.closed ||
+      isIpv6Multicast(src) ||
+      isIpv6Unspecified(src) ||
+      isIpv6Multicast(quote.subarray(24, 40))
+    )
+      return;
+    this.emitError(undefined, quote, Icmpv6Type.TIME_EXCEEDED, 1, 0);
+  }
+
+  /** An ICMPv6 error quoting `quote` (an offending packet from its IPv6 header on) to its source. */
+  private emitError(
+    via: StackInterface | undefined,
+    quote: Uint8Array,
+    type: number,
+    code: number,
+    word: number,
+  ): void {
+    const c = this.ctx.counters;
+    if (!this.ctx.allowError()) {
+      c.inc('icmpv6.tx.rate-limited');
+      return;
+    }
     const dst = createIpv6();
-    copyIpv6(dst, 0, h.src, 0);
+    copyIpv6(dst, 0, quote, 8);
+    const r = this.route(dst, via);
+    const src = r && this.sourceFor(r.iface, dst);
+    if (!r || !src) {
+      c.inc('tx.drop.icmpv6.no-route');
+      return;
+    }
     const rx = this.ifs.get(r.iface)!;
-    const out = this.frame(rx, src, dst, Ipv6Next.ICMPV6, 8 + quote, rx.hopLimit);
-    out.frame.set(frame.subarray(ipOff, ipOff + quote), out.at + 8);
+    const out = this.frame(rx, src, dst, Ipv6Next.ICMPV6, 8 + quote.length, rx.hopLimit);
+    out.frame.set(quote, out.at + 8);
     const t = this.txIcmp;
     t.type = type;
     t.code = code;
     t.pointer = word;
     t.mtu = word;
-    encodeIcmpv6(t, out.frame, out.at, quote, src, dst);
-    c.inc(type === Icmpv6Type.PARAMETER_PROBLEM ? 'icmpv6.tx.parameter-problem' : 'icmpv6.tx.unreachable');
+    encodeIcmpv6(t, out.frame, out.at, quote.length, src, dst);
+    c.inc(
+      type === Icmpv6Type.PARAMETER_PROBLEM
+        ? 'icmpv6.tx.parameter-problem'
+        : type === Icmpv6Type.TIME_EXCEEDED
+          ? 'icmpv6.tx.time-exceeded'
+          : 'icmpv6.tx.unreachable',
+    );
     this.transmit(rx, r.nextHop, out.frame);
   }
 }

@@ -95,6 +95,16 @@ describe('IPv6 and neighbor discovery against the Linux kernel', {
     assert.equal(a.neighbors.lookup6(kernelLl)?.mac, parseMac(kernelMac));
   });
 
+  test('fragments both ways: 3000-byte pings from the kernel, 4000-byte pings from Chimney', async () => {
+    const r = await lab!.sh(`ping -6 -n -c 3 -i 0.2 -W 2 -s 3000 ${CHIMNEY6}`, 20_000);
+    assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+    assert.match(r.stdout, /3 packets transmitted, 3 received/);
+    assert.ok(a.counters.get('accept.ipv6.frag-queued') >= 6, 'the requests came in fragments');
+    assert.ok(a.counters.get('ipv6.tx.fragmented') >= 3, 'the replies left in fragments');
+    const { rttMs } = await a.ip6.ping(KERNEL6, { size: 4000, timeoutMs: 3000 });
+    assert.ok(rttMs >= 0);
+  });
+
   test("the kernel pings Chimney's link-local address (a 33:33:ff group Chimney joined)", async () => {
     const ll = formatIpv6(linkLocalFromMac(parseMac(lab!.mac(0))));
     const r = await lab!.sh(`ping -6 -n -c 3 -i 0.2 -W 2 ${ll}%${lab!.vethPeer}`, 20_000);
@@ -134,6 +144,11 @@ describe('IPv6 and neighbor discovery against the Linux kernel', {
     assert.equal(all.code, 0, all.stderr);
     const types = new Set(all.stdout.trim().split('\n'));
     for (const t of ['128', '129', '135', '136']) assert.ok(types.has(t), `no ICMPv6 type ${t} captured`);
+    const frags = await lab!.run(
+      ['tshark', '-r', pcap, '-Y', 'ipv6.fragment', '-T', 'fields', '-e', 'ipv6.src'],
+      60_000,
+    );
+    assert.ok(frags.stdout.includes(CHIMNEY6) && frags.stdout.includes(KERNEL6), 'fragments from both sides');
     const bad = await lab!.run(
       [
         'tshark',

@@ -14,7 +14,14 @@ import {
 } from '../../src/wire/addr.ts';
 import { EtherType } from '../../src/wire/ethernet.ts';
 import { createIcmpv6Header, decodeIcmpv6, encodeIcmpv6, Icmpv6Type } from '../../src/wire/icmpv6.ts';
-import { createIpv6Header, decodeIpv6, encodeIpv6, Ipv6Next, Ipv6Problem } from '../../src/wire/ipv6.ts';
+import {
+  createIpv6Header,
+  decodeIpv6,
+  encodeIpv6,
+  encodeIpv6Fragment,
+  Ipv6Next,
+  Ipv6Problem,
+} from '../../src/wire/ipv6.ts';
 import { createNdMessage, decodeNd, encodeNd, ND_INFINITE, type NdEncode } from '../../src/wire/ndp.ts';
 import { etherType, Hub, type HubPort, MAC_A, MAC_B, makeStack } from './harness.ts';
 
@@ -141,10 +148,24 @@ function inject(r: Rig, f: Uint8Array): void {
   r.clock.advance(0);
 }
 
-/** Every frame a stack is handed counts exactly one accept or drop. */
+/** fd00::1 and fd00::2 (and 10.0.0.1/.2) on one hub, DAD done. */
+function twoHosts6(seed: number): { clock: VirtualClock; a: Stack; b: Stack } {
+  const clock = new VirtualClock();
+  const random = new SeededRandom(seed);
+  const hub = new Hub(clock);
+  const a = makeStack(clock, random, { name: 'a' });
+  const b = makeStack(clock, random, { name: 'b' });
+  a.addInterface(hub.port('a'), { mac: MAC_A, ip: ['10.0.0.1/24', 'fd00::1/64'] });
+  b.addInterface(hub.port('b'), { mac: MAC_B, ip: ['10.0.0.2/24', 'fd00::2/64'] });
+  clock.advance(1500);
+  return { clock, a, b };
+}
+
+/** Every frame a stack is handed counts exactly one accept or drop (reassembly timeouts count datagrams). */
 function accounted(s: Stack): void {
   const c = s.counters;
-  assert.equal(c.sum('accept.') + c.sum('drop.') - c.sum('drop.tcp.'), c.get('rx.frames'));
+  const perDatagram = c.get('drop.ipv6.frag-timeout') + c.get('drop.ipv6.frag-evicted');
+  assert.equal(c.sum('accept.') + c.sum('drop.') - c.sum('drop.tcp.') - perDatagram, c.get('rx.frames'));
 }
 
 describe('IPv6 addressing and duplicate address detection', () => {
@@ -658,14 +679,7 @@ describe('IPv6 input', () => {
   });
 
   test('two stacks find each other and ping over IPv6 with nothing configured but addresses', async () => {
-    const clock = new VirtualClock();
-    const random = new SeededRandom(3);
-    const hub = new Hub(clock);
-    const a = makeStack(clock, random, { name: 'a' });
-    const b = makeStack(clock, random, { name: 'b' });
-    a.addInterface(hub.port('a'), { mac: MAC_A, ip: ['10.0.0.1/24', 'fd00::1/64'] });
-    b.addInterface(hub.port('b'), { mac: MAC_B, ip: ['10.0.0.2/24', 'fd00::2/64'] });
-    clock.advance(1500);
+    const { clock, a, b } = twoHosts6(3);
     const p = a.ip6.ping('fd00::2');
     clock.advance(10);
     assert.ok((await p).rttMs >= 0);
@@ -677,5 +691,137 @@ describe('IPv6 input', () => {
     assert.equal(b.counters.get('icmpv6.tx.echo-reply'), 2);
     accounted(a);
     accounted(b);
+  });
+});
+
+describe('IPv6 fragments and path MTU', () => {
+  /** Split an IPv6 frame built by ipv6Frame into fragments of `chunk` payload bytes each. */
+  function fragments(whole: Uint8Array, chunk: number, id: number): Uint8Array[] {
+    const next = whole[14 + 6]!;
+    const data = whole.subarray(54);
+    const out: Uint8Array[] = [];
+    for (let off = 0; off < data.length; off += chunk) {
+      const n = Math.min(chunk, data.length - off);
+      const f = new Uint8Array(54 + 8 + n);
+      f.set(whole.subarray(0, 54));
+      f[18] = (8 + n) >>> 8;
+      f[19] = (8 + n) & 0xff;
+      f[20] = Ipv6Next.FRAGMENT;
+      encodeIpv6Fragment(f, 54, next, off, off + n < data.length, id);
+      f.set(data.subarray(off, off + n), 62);
+      out.push(f);
+    }
+    return out;
+  }
+
+  test('a fragmented echo request is reassembled in any order and answered in fragments', () => {
+    const r = rig();
+    settle(r);
+    r.a.neighbors.setStatic6(r.a.interfaces[0]!, PEER, PEER_MAC);
+    const data = new Uint8Array(3000).map((_, i) => (i * 7) & 0xff);
+    const req = echoFrame({ src: PEER, dst: parseIpv6('fd00::1'), hopLimit: 64 }, 9, 1, data);
+    const frags = fragments(req, 1232, 0xabc);
+    assert.equal(frags.length, 3);
+    for (const f of [frags[2]!, frags[0]!, frags[1]!]) inject(r, f);
+    assert.equal(r.a.counters.get('accept.ipv6.frag-queued'), 2);
+    assert.equal(r.a.counters.get('accept.icmpv6.echo-request'), 1);
+    // The 3008-byte reply does not fit 1500: it leaves in fragments the peer can put together.
+    const out = r.hub.log.filter((e) => e.from === 'a').map((e) => e.frame);
+    assert.equal(out.length, 3);
+    const rx = makeStack(r.clock, new SeededRandom(9));
+    rx.addInterface(r.hub.port('probe'), {
+      mac: PEER_MAC,
+      ip: ['10.0.0.99/24', 'fd00::99/64'],
+    });
+    const h = createIpv6Header();
+    let got = 0;
+    for (const f of out) {
+      assert.ok(f.length <= 14 + 1500);
+      assert.equal(decodeIpv6(f, 14, f.length - 14, h), null);
+      assert.ok(h.fragment);
+      const whole = rx.ip6.reassembly.add6(h, f, 14);
+      if (whole) {
+        assert.equal(decodeIpv6(whole, 0, whole.length, h), null);
+        const m = createIcmpv6Header();
+        assert.equal(decodeIcmpv6(whole, h.payloadOffset, h.payloadLen, h.src, h.dst, m), null);
+        assert.deepEqual([m.type, m.id, m.seq], [Icmpv6Type.ECHO_REPLY, 9, 1]);
+        assert.deepEqual(whole.subarray(m.bodyOffset), data);
+        got++;
+      }
+    }
+    assert.equal(got, 1);
+    accounted(r.a);
+  });
+
+  test('overlapping fragments discard the datagram; an incomplete one times out with time exceeded', () => {
+    const r = rig();
+    settle(r);
+    r.a.neighbors.setStatic6(r.a.interfaces[0]!, PEER, PEER_MAC);
+    const req = echoFrame({ src: PEER, dst: parseIpv6('fd00::1'), hopLimit: 64 }, 9, 1, new Uint8Array(2000));
+    const a = fragments(req, 1232, 1);
+    const b = fragments(req, 1000, 1); // same id, other boundaries: overlaps a[0]
+    inject(r, a[0]!);
+    inject(r, b[1]!);
+    inject(r, a[1]!);
+    assert.equal(r.a.counters.get('drop.ipv6.frag-overlap'), 1);
+    assert.equal(r.a.counters.get('accept.icmpv6.echo-request'), 0);
+    // Only the first fragment of another datagram: after 60 s the sender hears why.
+    inject(r, fragments(req, 1232, 2)[0]!);
+    r.hub.log.length = 0;
+    r.clock.advance(61_000);
+    const te = sent(r).find((p) => p.icmp.type === Icmpv6Type.TIME_EXCEEDED)!;
+    assert.ok(te);
+    assert.equal(te.icmp.code, 1);
+    assert.equal(formatIpv6(te.ip.dst), 'fd00::99');
+    assert.equal(r.a.ip6.reassembly.size, 0);
+    accounted(r.a);
+  });
+
+  test('packet too big lowers the path MTU, never below 1280, and only for packets we sent', () => {
+    const r = rig();
+    settle(r);
+    r.a.neighbors.setStatic6(r.a.interfaces[0]!, PEER, PEER_MAC);
+    const ptb = (mtu: number, quotedSrc: Uint8Array) => {
+      const quote = ipv6Frame(
+        { src: quotedSrc, dst: PEER, hopLimit: 64 },
+        Ipv6Next.ICMPV6,
+        new Uint8Array(1200),
+      ).subarray(14);
+      const body = new Uint8Array(8 + quote.length);
+      body.set(quote, 8);
+      const h = createIcmpv6Header();
+      h.type = Icmpv6Type.PACKET_TOO_BIG;
+      h.mtu = mtu;
+      const router = parseIpv6('fd00::fe');
+      encodeIcmpv6(h, body, 0, quote.length, router, parseIpv6('fd00::1'));
+      return ipv6Frame({ src: router, dst: parseIpv6('fd00::1'), hopLimit: 64 }, Ipv6Next.ICMPV6, body);
+    };
+    assert.equal(r.a.ip6.pathMtu('fd00::99'), 1500);
+    inject(r, ptb(1400, parseIpv6('fd00::5')));
+    assert.equal(r.a.ip6.pathMtu('fd00::99'), 1500, 'a quote of a packet we did not send');
+    inject(r, ptb(1400, parseIpv6('fd00::1')));
+    assert.equal(r.a.ip6.pathMtu('fd00::99'), 1400);
+    inject(r, ptb(1450, parseIpv6('fd00::1')));
+    assert.equal(r.a.ip6.pathMtu('fd00::99'), 1400, 'never raised by a report');
+    inject(r, ptb(500, parseIpv6('fd00::1')));
+    assert.equal(r.a.ip6.pathMtu('fd00::99'), 1280, 'the IPv6 minimum');
+    r.hub.log.length = 0;
+    r.a.ip6.ping('fd00::99', { size: 1400, timeoutMs: 10 }).catch(() => {});
+    const out = r.hub.log.filter((e) => e.from === 'a').map((e) => e.frame);
+    assert.equal(out.length, 2);
+    for (const f of out) assert.ok(f.length - 14 <= 1280);
+    r.clock.advance(10 * 60 * 1000 + 1);
+    assert.equal(r.a.ip6.pathMtu('fd00::99'), 1500, 'the learned value expires');
+    accounted(r.a);
+  });
+
+  test('two stacks ping each other with 5000-byte echoes over a 1500-byte link', async () => {
+    const { clock, a, b } = twoHosts6(5);
+    const p = a.ip6.ping('fd00::2', { size: 5000 });
+    clock.advance(10);
+    await p;
+    assert.equal(b.counters.get('accept.icmpv6.echo-request'), 1);
+    assert.equal(a.counters.get('accept.icmpv6.echo-reply'), 1);
+    assert.equal(b.counters.get('ipv6.tx.fragmented'), 1);
   });
 });
