@@ -105,6 +105,50 @@ describe('IPv6 and neighbor discovery against the Linux kernel', {
     assert.ok(rttMs >= 0);
   });
 
+  test('a Linux router announces a smaller path MTU (packet too big): Chimney fragments to fit', async () => {
+    // The lab namespace routes to fd00:9:21:1::/64 over a 1280-byte link into a namespace of its own.
+    const far = `chfar-${lab!.tag}`;
+    const sh = (cmd: string) => lab!.sh(cmd, 10_000);
+    lab!.ip('netns', 'add', far);
+    try {
+      lab!.ip(
+        '-n',
+        lab!.ns,
+        'link',
+        'add',
+        'rt0',
+        'mtu',
+        '1280',
+        'type',
+        'veth',
+        'peer',
+        'name',
+        'rt1',
+        'mtu',
+        '1280',
+        'netns',
+        far,
+      );
+      lab!.ip('-n', lab!.ns, 'addr', 'add', `${PREFIX.slice(0, -1)}1::1/64`, 'dev', 'rt0', 'nodad');
+      lab!.ip('-n', lab!.ns, 'link', 'set', 'rt0', 'up');
+      lab!.ip('-n', far, 'addr', 'add', `${PREFIX.slice(0, -1)}1::2/64`, 'dev', 'rt1', 'nodad');
+      lab!.ip('-n', far, 'link', 'set', 'rt1', 'up');
+      lab!.ip('-n', far, '-6', 'route', 'add', 'default', 'via', `${PREFIX.slice(0, -1)}1::1`);
+      assert.equal((await sh('sysctl -qw net.ipv6.conf.all.forwarding=1')).code, 0);
+      a.ip6.addRoute(a.interfaces[0]!, `${PREFIX.slice(0, -1)}1::/64`, KERNEL6);
+      const farIp = `${PREFIX.slice(0, -1)}1::2`;
+      assert.equal(a.ip6.pathMtu(farIp), 1500);
+      // 1400 bytes fit Chimney's link but not the router's next one: the router answers too big.
+      await a.ip6.ping(farIp, { size: 1400, timeoutMs: 1500 }).catch(() => {});
+      assert.ok(await until(() => a.ip6.pathMtu(farIp) === 1280, 3000), `path MTU ${a.ip6.pathMtu(farIp)}`);
+      assert.equal(a.counters.get('accept.icmpv6.packet-too-big'), 1);
+      const { rttMs } = await a.ip6.ping(farIp, { size: 1400, timeoutMs: 3000 });
+      assert.ok(rttMs >= 0);
+    } finally {
+      lab!.ip('netns', 'del', far);
+    }
+  });
+
   test("the kernel pings Chimney's link-local address (a 33:33:ff group Chimney joined)", async () => {
     const ll = formatIpv6(linkLocalFromMac(parseMac(lab!.mac(0))));
     const r = await lab!.sh(`ping -6 -n -c 3 -i 0.2 -W 2 ${ll}%${lab!.vethPeer}`, 20_000);
