@@ -525,19 +525,25 @@ export class Ipv6Layer {
         c.inc('drop.ipv6.frag-nested');
         return;
       }
-      this.dispatch(x, whole, 0, to);
+      this.dispatch(x, whole, 0, to, true);
       return;
     }
     this.dispatch(x, frame, off, to);
   }
 
   /** Hand a whole packet (header decoded in `this.h`) to its upper layer. */
-  private dispatch(x: Ipv6Iface, frame: Uint8Array, off: number, to: 'unicast' | 'multicast'): void {
+  private dispatch(
+    x: Ipv6Iface,
+    frame: Uint8Array,
+    off: number,
+    to: 'unicast' | 'multicast',
+    reassembled = false,
+  ): void {
     const c = this.ctx.counters;
     const h = this.h;
     switch (h.protocol) {
       case Ipv6Next.ICMPV6:
-        this.icmpInput(x, frame);
+        this.icmpInput(x, frame, reassembled);
         return;
       case Ipv6Next.NO_NEXT:
         c.inc('accept.ipv6.no-next-header');
@@ -593,7 +599,7 @@ export class Ipv6Layer {
 
   // ---- receive ----------------------------------------------------------------------------------
 
-  private icmpInput(x: Ipv6Iface, frame: Uint8Array): void {
+  private icmpInput(x: Ipv6Iface, frame: Uint8Array, reassembled: boolean): void {
     const c = this.ctx.counters;
     const h = this.h;
     const m = this.icmp;
@@ -603,7 +609,9 @@ export class Ipv6Layer {
       return;
     }
     if (isNdType(m.type)) {
-      this.ndInput(x, frame);
+      // RFC 6980: neighbor discovery never needs fragments, and fragments hide it from RA guards.
+      if (reassembled) c.inc('drop.nd.fragmented');
+      else this.ndInput(x, frame);
       return;
     }
     switch (m.type) {

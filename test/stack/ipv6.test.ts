@@ -753,6 +753,17 @@ describe('IPv6 fragments and path MTU', () => {
     accounted(r.a);
   });
 
+  test('neighbor discovery that arrives in fragments is ignored (RFC 6980)', () => {
+    const r = rig();
+    settle(r);
+    const ns = nsFor(parseIpv6('fd00::1'), { dst: parseIpv6('fd00::1'), dstMac: MAC_A });
+    for (const f of fragments(ns, 16, 77)) inject(r, f);
+    assert.equal(r.a.counters.get('drop.nd.fragmented'), 1);
+    assert.equal(sent(r).length, 0);
+    assert.equal(r.a.neighbors.lookup6('fd00::99'), null);
+    accounted(r.a);
+  });
+
   test('overlapping fragments discard the datagram; an incomplete one times out with time exceeded', () => {
     const r = rig();
     settle(r);
