@@ -338,8 +338,11 @@ export class IcmpLayer {
     return ip.commit(path, IpProto.ICMP, 8 + quoteLen, false);
   }
 
-  /** Token bucket: `burst` errors at once, refilled at `errorRatePerSec`. */
-  private takeToken(): boolean {
+  /**
+   * Token bucket: `burst` errors at once, refilled at `errorRatePerSec`. ICMPv6 errors draw on the
+   * same budget: one bound on what a flood of bad packets can make this host send.
+   */
+  takeToken(): boolean {
     const now = this.host.clock.now();
     this.tokens = Math.min(this.burst, this.tokens + (now - this.lastRefill) * this.ratePerMs);
     this.lastRefill = now;

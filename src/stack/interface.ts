@@ -14,8 +14,13 @@ export interface InterfaceAddress {
 
 export interface InterfaceOptions {
   mac: number | string;
-  /** 'a.b.c.d/n', or several of them; the first is the primary address. */
+  /**
+   * 'a.b.c.d/n', or several of them; the first IPv4 one is the primary address. IPv6 ones
+   * ('fd00::10/64') turn IPv6 on for the interface; at least one IPv4 address is needed for now.
+   */
   ip: string | readonly string[];
+  /** Turn IPv6 on (link-local address, neighbor discovery, SLAAC) even without an IPv6 address. */
+  ipv6?: boolean;
   /** 802.1Q VLAN id 1..4094; absent for untagged. */
   vlan?: number;
   /** Largest IP packet; defaults to the link's MTU and may not exceed it. */

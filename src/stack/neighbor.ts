@@ -3,7 +3,19 @@ import type { Counters } from '../core/counters.ts';
 import { InvalidArgumentError } from '../core/errors.ts';
 import type { Random } from '../core/random.ts';
 import { createNeighborState, type NeighborState } from '../state/neighbor-state.ts';
-import { BROADCAST_MAC, isMulticastMac, parseIpv4, parseMac, writeMac } from '../wire/addr.ts';
+import {
+  BROADCAST_MAC,
+  copyIpv6,
+  createIpv6,
+  formatIpv6,
+  ipv6Equal,
+  isIpv6Multicast,
+  isIpv6Unspecified,
+  isMulticastMac,
+  parseIpv4,
+  parseMac,
+  writeMac,
+} from '../wire/addr.ts';
 import { ARP_LENGTH, type ArpPacket, decodeArp, encodeArp } from '../wire/arp.ts';
 import { decodeDropNames, type StackInterface } from './interface.ts';
 
@@ -15,6 +27,12 @@ import { decodeDropNames, type StackInterface } from './interface.ts';
  *                    └─no reply──► failed └───────────────────────────────────┴──────────────┘
  *
  * `failed` entries restart resolution on the next packet. `static` entries never change.
+ *
+ * The same table holds IPv6 neighbors, resolved by neighbor solicitation (RFC 4861 7.2): one
+ * state machine, one set of timers and queues, keyed by family. An IPv6 entry is keyed by its
+ * address text and carries the address in `ip6`; its `NeighborState.const.ip` is 0 until the
+ * state objects carry either family. The ND messages themselves are sent and validated by the
+ * IPv6 layer (`ipv6.ts`), which calls `solicit6` here and reports what it learned with `learn6`.
  */
 export type NeighborStatus =
   | 'none'
@@ -53,6 +71,8 @@ const TWO_32 = 0x1_0000_0000;
 
 class NeighborEntry {
   status: NeighborStatus = 'none';
+  /** RFC 4861 IsRouter flag, from neighbor advertisements (IPv6 only). */
+  isRouter = false;
   /** Requests sent in the current resolution or probe round. */
   probes = 0;
   /** Paths pointing here; a referenced entry is never evicted. */
@@ -63,9 +83,11 @@ class NeighborEntry {
   /** Reachable → stale ageing: unref'd, an idle cache must not keep a process (or simulator) alive. */
   private readonly ageTimer: Timer;
   constructor(
-    readonly key: number,
+    readonly key: number | string,
     readonly state: NeighborState,
     readonly iface: StackInterface,
+    /** The IPv6 address of an IPv6 neighbor; null for IPv4 (the address is `state.const.ip`). */
+    readonly ip6: Uint8Array | null,
     clock: Clock,
     onTimer: (e: NeighborEntry) => void,
   ) {
@@ -93,6 +115,27 @@ export interface NeighborInfo {
   queued: number;
 }
 
+export interface Neighbor6Info {
+  /** RFC 5952 text. */
+  ip: string;
+  mac: number;
+  status: NeighborStatus;
+  ifIndex: number;
+  queued: number;
+  isRouter: boolean;
+}
+
+/** What a neighbor discovery message said about a neighbor's link-layer address (RFC 4861 7.2.3-5). */
+export interface Nd6Learn {
+  /** 'ns' (a solicitation with a source link-layer option, or an RA/RS/redirect) or 'na'. */
+  from: 'ns' | 'na';
+  /** The link-layer address the message carried, -1 when it carried none. */
+  mac: number;
+  solicited?: boolean;
+  override?: boolean;
+  router?: boolean;
+}
+
 export interface NeighborContext {
   clock: Clock;
   random: Random;
@@ -102,11 +145,16 @@ export interface NeighborContext {
   ifaceByName(name: string): StackInterface | null;
   /** Packets dropped because resolution failed, so the owner can tell transports (EHOSTUNREACH). */
   onUnreachable?(frame: Uint8Array, ethLen: number): void;
+  /**
+   * Send a neighbor solicitation for `target` on `iface`: to its solicited-node group when
+   * `dstMac` is -1, else unicast to that MAC (a reachability probe). Set by the IPv6 layer.
+   */
+  solicit6?(iface: StackInterface, target: Uint8Array, dstMac: number): void;
 }
 
 /** ARP cache and resolver: the neighbor layer of the host stack. */
 export class NeighborTable {
-  private readonly entries = new Map<number, NeighborEntry>();
+  private readonly entries = new Map<number | string, NeighborEntry>();
   private readonly changeHandlers: ((nb: NeighborState, oldMac: number) => void)[] = [];
   private readonly retries: number;
   private readonly retryMs: number;
@@ -160,7 +208,7 @@ export class NeighborTable {
   /** Snapshot of one entry (first match over interfaces unless `ifIndex` is given). */
   lookup(ip: number, ifIndex = -1): NeighborInfo | null {
     for (const e of this.entries.values()) {
-      if (e.state.const.ip !== ip || (ifIndex >= 0 && e.iface.index !== ifIndex)) continue;
+      if (e.ip6 || e.state.const.ip !== ip || (ifIndex >= 0 && e.iface.index !== ifIndex)) continue;
       return {
         ip,
         mac: e.state.cached.dstMac,
@@ -175,6 +223,7 @@ export class NeighborTable {
   list(): NeighborInfo[] {
     const out: NeighborInfo[] = [];
     for (const e of this.entries.values()) {
+      if (e.ip6) continue;
       out.push({
         ip: e.state.const.ip,
         mac: e.state.cached.dstMac,
@@ -205,7 +254,7 @@ export class NeighborTable {
   delete(ip: number, ifIndex = -1): boolean {
     let found = false;
     for (const e of this.entries.values()) {
-      if (e.state.const.ip !== ip || (ifIndex >= 0 && e.iface.index !== ifIndex)) continue;
+      if (e.ip6 || e.state.const.ip !== ip || (ifIndex >= 0 && e.iface.index !== ifIndex)) continue;
       this.drop(e);
       found = true;
     }
@@ -219,14 +268,14 @@ export class NeighborTable {
   confirm(ip: number): void {
     const now = this.ctx.clock.now();
     for (const e of this.entries.values()) {
-      if (e.state.const.ip !== ip) continue;
-      if (e.status === 'static') {
-        e.state.cached.hostReachableAt = now;
-        continue;
-      }
-      if (e.state.cached.dstMac < 0) continue;
-      this.becomeReachable(e);
+      if (e.ip6 || e.state.const.ip !== ip) continue;
+      this.confirmEntry(e, now);
     }
+  }
+
+  private confirmEntry(e: NeighborEntry, now: number): void {
+    if (e.status === 'static') e.state.cached.hostReachableAt = now;
+    else if (e.state.cached.dstMac >= 0) this.becomeReachable(e);
   }
 
   /** Send gratuitous ARP for every address of `iface` (or of all interfaces given). */
@@ -254,6 +303,10 @@ export class NeighborTable {
     } else if (e.state !== nb) {
       nb.cached.dstMac = e.state.cached.dstMac;
     }
+    return this.send(e, frame, len);
+  }
+
+  private send(e: NeighborEntry, frame: Uint8Array, len: number): boolean {
     switch (e.status) {
       case 'static':
       case 'reachable':
@@ -331,6 +384,113 @@ export class NeighborTable {
     c.inc(p.op === ARP_OP_REPLY && forUs ? 'drop.arp.unsolicited-reply' : 'drop.arp.not-for-us');
   }
 
+  // ---- IPv6 -------------------------------------------------------------------------------------
+
+  /**
+   * Send a complete IPv6 frame (Ethernet header at 0, destination MAC still to be filled) to the
+   * on-link neighbor `ip6`, resolving it with neighbor solicitations first if needed.
+   */
+  output6(iface: StackInterface, ip6: Uint8Array, frame: Uint8Array, len: number): boolean {
+    return this.send(this.entry6(iface, ip6), frame, len);
+  }
+
+  /** Snapshot of one IPv6 entry, or null. */
+  lookup6(ip6: Uint8Array | string, ifIndex = -1): Neighbor6Info | null {
+    const text = typeof ip6 === 'string' ? ip6 : formatIpv6(ip6);
+    for (const e of this.entries.values()) {
+      if (!e.ip6 || (ifIndex >= 0 && e.iface.index !== ifIndex)) continue;
+      if (e.key === `${e.iface.index}/${text}`) return info6(e);
+    }
+    return null;
+  }
+
+  list6(): Neighbor6Info[] {
+    const out: Neighbor6Info[] = [];
+    for (const e of this.entries.values()) if (e.ip6) out.push(info6(e));
+    return out;
+  }
+
+  /** Pin an IPv6 neighbor to `mac` on `iface`. */
+  setStatic6(iface: StackInterface, ip6: Uint8Array, mac: number | string): void {
+    const m = typeof mac === 'string' ? parseMac(mac) : checkMac(mac);
+    if (isMulticastMac(m)) throw new InvalidArgumentError('a neighbor MAC must be unicast');
+    if (isIpv6Multicast(ip6) || isIpv6Unspecified(ip6))
+      throw new InvalidArgumentError(`${formatIpv6(ip6)} is not a unicast address`);
+    const e = this.entry6(iface, ip6);
+    e.disarm();
+    this.setMac(e, m);
+    e.status = 'static';
+    this.flush(e);
+  }
+
+  /** Upper-layer proof that the IPv6 neighbor is reachable (RFC 4861 7.3.1). */
+  confirm6(ip6: Uint8Array): void {
+    const now = this.ctx.clock.now();
+    for (const e of this.entries.values()) {
+      if (e.ip6 && ipv6Equal(e.ip6, 0, ip6, 0)) this.confirmEntry(e, now);
+    }
+  }
+
+  /**
+   * Apply what a validated ND message said about `ip6` (RFC 4861 7.2.3 for solicitations and
+   * router messages with a source link-layer option, 7.2.5 for advertisements). Returns false when
+   * the message changed nothing (e.g. an advertisement for a neighbor nobody asked about).
+   */
+  learn6(iface: StackInterface, ip6: Uint8Array, m: Nd6Learn): boolean {
+    const c = this.ctx.counters;
+    const existing = this.entries.get(key6(iface, ip6));
+    if (existing?.status === 'static') return false;
+    if (m.from === 'ns') {
+      if (m.mac < 0) return false;
+      const e = existing ?? this.entry6(iface, ip6);
+      if (
+        e.state.cached.dstMac !== m.mac ||
+        e.status === 'none' ||
+        e.status === 'incomplete' ||
+        e.status === 'failed'
+      ) {
+        this.setMac(e, m.mac);
+        this.becomeStale(e);
+      }
+      this.flush(e);
+      c.inc('nd.learn.solicitation');
+      return true;
+    }
+    // 7.2.5: an advertisement with no entry is silently discarded; it creates none.
+    if (!existing) {
+      c.inc('nd.ignore.na-no-entry');
+      return false;
+    }
+    const e = existing;
+    if (e.status === 'incomplete' || e.status === 'none' || e.status === 'failed') {
+      if (m.mac < 0) {
+        c.inc('nd.ignore.na-no-lla');
+        return false;
+      }
+      this.setMac(e, m.mac);
+      if (m.solicited) this.becomeReachable(e);
+      else this.becomeStale(e);
+      e.isRouter = m.router === true;
+      this.flush(e);
+      c.inc('nd.learn.advertisement');
+      return true;
+    }
+    const differs = m.mac >= 0 && m.mac !== e.state.cached.dstMac;
+    if (!m.override && differs) {
+      // Without override a different address is not taken; a reachable entry is put to doubt.
+      const doubted = e.status === 'reachable';
+      if (doubted) this.becomeStale(e);
+      c.inc('nd.ignore.na-no-override');
+      return doubted;
+    }
+    if (differs) this.setMac(e, m.mac);
+    if (m.solicited) this.becomeReachable(e);
+    else if (differs) this.becomeStale(e);
+    e.isRouter = m.router === true;
+    c.inc('nd.learn.advertisement');
+    return true;
+  }
+
   close(): void {
     for (const e of this.entries.values()) {
       e.disarm();
@@ -344,19 +504,38 @@ export class NeighborTable {
     const k = key(iface, ip);
     const e = this.entries.get(k);
     if (e) return e;
-    return this.insert(k, createNeighborState({ srcMac: iface.mac, vlanId: iface.vlanId, ip }), iface);
+    return this.insert(k, createNeighborState({ srcMac: iface.mac, vlanId: iface.vlanId, ip }), iface, null);
+  }
+
+  private entry6(iface: StackInterface, ip6: Uint8Array): NeighborEntry {
+    const k = key6(iface, ip6);
+    const e = this.entries.get(k);
+    if (e) return e;
+    const own = createIpv6();
+    copyIpv6(own, 0, ip6, 0);
+    return this.insert(
+      k,
+      createNeighborState({ srcMac: iface.mac, vlanId: iface.vlanId, ip: 0 }),
+      iface,
+      own,
+    );
   }
 
   private adopt(iface: StackInterface, nb: NeighborState): NeighborEntry {
-    const e = this.insert(key(iface, nb.const.ip), nb, iface);
+    const e = this.insert(key(iface, nb.const.ip), nb, iface, null);
     // The adopted object may carry a MAC from before; treat it as unproven.
     if (nb.cached.dstMac >= 0) e.status = 'stale';
     return e;
   }
 
-  private insert(k: number, state: NeighborState, iface: StackInterface): NeighborEntry {
+  private insert(
+    k: number | string,
+    state: NeighborState,
+    iface: StackInterface,
+    ip6: Uint8Array | null,
+  ): NeighborEntry {
     if (this.entries.size >= this.maxEntries) this.evictOne();
-    const e = new NeighborEntry(k, state, iface, this.ctx.clock, this.onTimerBound);
+    const e = new NeighborEntry(k, state, iface, ip6, this.ctx.clock, this.onTimerBound);
     this.entries.set(k, e);
     return e;
   }
@@ -415,6 +594,12 @@ export class NeighborTable {
 
   private solicit(e: NeighborEntry, dstMac: number): void {
     e.probes++;
+    if (e.ip6) {
+      this.ctx.solicit6?.(e.iface, e.ip6, dstMac === BROADCAST_MAC ? -1 : dstMac);
+      this.ctx.counters.inc('nd.tx.ns');
+      e.arm(this.retryMs);
+      return;
+    }
     const ip = e.state.const.ip;
     const targetMac = dstMac === BROADCAST_MAC ? 0 : dstMac;
     this.sendArp(e.iface, ARP_OP_REQUEST, dstMac, e.iface.sourceFor(ip), targetMac, ip);
@@ -452,7 +637,9 @@ export class NeighborTable {
     e.queue = [];
     if (q.length) this.ctx.counters.inc('tx.drop.neigh.ehostunreach', q.length);
     this.setMac(e, -1);
-    if (this.ctx.onUnreachable) for (const f of q) this.ctx.onUnreachable(f, e.iface.ethHeaderLength);
+    // Transports are told about IPv4 packets only: nothing sends over IPv6 yet but ICMPv6.
+    if (this.ctx.onUnreachable && !e.ip6)
+      for (const f of q) this.ctx.onUnreachable(f, e.iface.ethHeaderLength);
   }
 
   private becomeReachable(e: NeighborEntry): void {
@@ -502,6 +689,11 @@ function key(iface: StackInterface, ip: number): number {
   return iface.index * TWO_32 + ip;
 }
 
+/** IPv6 keys are strings, so they never meet the numeric IPv4 keys. */
+function key6(iface: StackInterface, ip6: Uint8Array): string {
+  return `${iface.index}/${formatIpv6(ip6)}`;
+}
+
 function positive(v: number | undefined, dflt: number, name: string): number {
   if (v === undefined) return dflt;
   if (typeof v !== 'number' || !(v > 0) || !Number.isFinite(v)) {
@@ -529,3 +721,14 @@ function checkMac(mac: number): number {
 }
 
 export { checkIp, checkMac, positive, positiveInt };
+
+function info6(e: NeighborEntry): Neighbor6Info {
+  return {
+    ip: formatIpv6(e.ip6!),
+    mac: e.state.cached.dstMac,
+    status: e.status,
+    ifIndex: e.iface.index,
+    queued: e.queue.length,
+    isRouter: e.isRouter,
+  };
+}

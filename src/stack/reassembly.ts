@@ -1,6 +1,7 @@
 import type { Clock, Timer } from '../core/clock.ts';
 import type { Counters } from '../core/counters.ts';
 import { createIpv4Header, encodeIpv4, type Ipv4Header } from '../wire/ipv4.ts';
+import { IPV6_HEADER_LENGTH, type Ipv6Header } from '../wire/ipv6.ts';
 import { positive, positiveInt } from './neighbor.ts';
 
 export interface ReassemblyOptions {
@@ -15,10 +16,35 @@ export interface ReassemblyOptions {
  * bounded by `maxBytes` just as large ones are.
  */
 const FRAGMENT_OVERHEAD = 64;
-/** The largest payload a reassembled datagram may have behind the 20-byte header we rebuild. */
-const MAX_PAYLOAD = 65535 - 20;
-/** Header plus the first 8 payload bytes: what an ICMP time-exceeded message must quote. */
-const QUOTE_PAYLOAD = 8;
+/**
+ * The largest payload a reassembled datagram may have behind the header we rebuild: 20 bytes for
+ * IPv4 (the total length field counts it), none for IPv6 (the payload length field does not).
+ */
+const MAX_PAYLOAD = { ipv4: 65535 - 20, ipv6: 65535 } as const;
+/**
+ * What an ICMP time-exceeded message quotes of the first fragment after its header: the first 8
+ * payload bytes for IPv4 (RFC 792); as much as fits the minimum MTU for IPv6 (RFC 4443).
+ */
+const QUOTE_PAYLOAD = { ipv4: 8, ipv6: 1280 - 48 - IPV6_HEADER_LENGTH } as const;
+
+export type ReassemblyFamily = 'ipv4' | 'ipv6';
+
+/** Counter names, built once per family so that counting a fragment builds no string. */
+function dropNames(f: ReassemblyFamily) {
+  const n = (r: string) => `drop.${f}.frag-${r}`;
+  return {
+    empty: n('empty'),
+    badLength: n('bad-length'),
+    tooBig: n('too-big'),
+    noMemory: n('no-memory'),
+    poisoned: n('poisoned'),
+    duplicate: n('duplicate'),
+    overlap: n('overlap'),
+    evicted: n('evicted'),
+    timeout: n('timeout'),
+    queued: `accept.${f}.frag-queued`,
+  };
+}
 
 interface Fragment {
   start: number;
@@ -36,6 +62,9 @@ class Datagram {
   first: Uint8Array | null = null;
   tos = 0;
   ttl = 0;
+  /** IPv6: the fixed header of the offset-0 fragment, and the next header its fragment header names. */
+  header6: Uint8Array | null = null;
+  next6 = 0;
   /**
    * An overlapping fragment arrived: the datagram is discarded, and later fragments of it are too,
    * until the timeout, so a forged fragment can never splice into a fresh attempt.
@@ -51,8 +80,24 @@ class Datagram {
   ) {}
 }
 
+/** One fragment as the family-neutral core sees it. */
+interface FragmentIn {
+  key: string;
+  /** Offset and length of its payload in the datagram being rebuilt. */
+  start: number;
+  plen: number;
+  mf: boolean;
+  buf: Uint8Array;
+  ipOff: number;
+  payloadOff: number;
+}
+
 /**
- * IPv4 fragment reassembly (RFC 791, RFC 815 style hole tracking via sorted fragments).
+ * Fragment reassembly for IPv4 (RFC 791, RFC 815 style hole tracking via sorted fragments) or,
+ * with `family` 'ipv6', for IPv6 (RFC 8200 4.5; one instance per family, each with its own
+ * memory bound and timeout). The reassembled IPv6 packet is its first fragment's fixed header
+ * followed by the data: extension headers before the fragment header were processed on each
+ * fragment already and are not kept.
  *
  * Overlap policy: IPv4 has no RFC 5722, but overlapping fragments have no legitimate use and have
  * been used to slip data past filters, so any overlap that is not an exact duplicate discards the
@@ -64,6 +109,7 @@ export class Reassembler {
   private held = 0;
   private readonly timer: Timer;
   private readonly hdr: Ipv4Header = createIpv4Header();
+  private readonly names: ReturnType<typeof dropNames>;
   readonly timeoutMs: number;
   readonly maxBytes: number;
 
@@ -73,8 +119,11 @@ export class Reassembler {
     opts: ReassemblyOptions,
     /** Called with the quoted start of a datagram that timed out after its first fragment arrived. */
     private readonly onTimeout: (quote: Uint8Array) => void,
+    readonly family: ReassemblyFamily = 'ipv4',
   ) {
-    this.timeoutMs = positive(opts.timeoutMs, 30000, 'reassembly.timeoutMs');
+    this.names = dropNames(family);
+    // RFC 8200 4.5: IPv6 gives a datagram 60 seconds, IPv4 (as Linux) 30.
+    this.timeoutMs = positive(opts.timeoutMs, family === 'ipv6' ? 60000 : 30000, 'reassembly.timeoutMs');
     this.maxBytes = positiveInt(opts.maxBytes, 4 * 1024 * 1024, 'reassembly.maxBytes');
     this.timer = clock.createTimer(() => this.expire()).unref();
   }
@@ -96,32 +145,93 @@ export class Reassembler {
    * refuses, and nothing for the completing one (the caller accounts for the datagram).
    */
   add(h: Ipv4Header, buf: Uint8Array, ipOff: number): Uint8Array | null {
+    const f = this.frag;
+    f.key = `${h.src}/${h.dst}/${h.protocol}/${h.id}`;
+    f.start = h.fragOffset;
+    f.plen = h.totalLength - h.headerLength;
+    f.mf = h.mf;
+    f.buf = buf;
+    f.ipOff = ipOff;
+    f.payloadOff = ipOff + h.headerLength;
+    const d = this.place(f, () => new Datagram(f.key, h.src, h.dst, h.protocol, h.id, this.clock.now()));
+    if (d && f.start === 0) {
+      d.tos = h.tos;
+      d.ttl = h.ttl;
+    }
+    return d && this.complete(d);
+  }
+
+  /**
+   * Take the IPv6 fragment whose header `h` (with `h.fragment` set) was decoded from buf[ipOff].
+   * Returns the whole packet (a fresh buffer: a 40-byte header at 0 whose next header is the
+   * upper layer, then the data) when this fragment completes it, else null. Counts as `add` does.
+   */
+  add6(h: Ipv6Header, buf: Uint8Array, ipOff: number): Uint8Array | null {
+    const f = this.frag;
+    // RFC 8200 4.5: source, destination and identification name a datagram.
+    let key = '';
+    for (let i = 0; i < 16; i++) key += String.fromCharCode(h.src[i]!, h.dst[i]!);
+    f.key = `${key}/${h.fragId}`;
+    f.start = h.fragOffset;
+    f.plen = h.payloadLen;
+    f.mf = h.mf;
+    f.buf = buf;
+    f.ipOff = ipOff;
+    f.payloadOff = h.payloadOffset;
+    const d = this.place(f, () => new Datagram(f.key, 0, 0, 0, h.fragId, this.clock.now()));
+    if (d && f.start === 0) {
+      d.header6 = buf.slice(ipOff, ipOff + IPV6_HEADER_LENGTH);
+      d.next6 = h.protocol;
+    }
+    return d && this.complete(d);
+  }
+
+  private readonly frag: FragmentIn = {
+    key: '',
+    start: 0,
+    plen: 0,
+    mf: false,
+    buf: new Uint8Array(0),
+    ipOff: 0,
+    payloadOff: 0,
+  };
+
+  private complete(d: Datagram): Uint8Array | null {
+    if (d.total < 0 || d.received !== d.total) {
+      this.counters.inc(this.names.queued);
+      return null;
+    }
+    // No overlaps and every byte within [0, total): the received count equal to total means whole.
+    return this.family === 'ipv6' ? this.assemble6(d) : this.assemble(d);
+  }
+
+  /** Place a fragment in its datagram; the datagram, or null when the fragment was refused. */
+  private place(f: FragmentIn, make: () => Datagram): Datagram | null {
     const c = this.counters;
-    const plen = h.totalLength - h.headerLength;
-    const start = h.fragOffset;
+    const n = this.names;
+    const { key, start, plen, buf } = f;
     const end = start + plen;
     if (plen <= 0) {
-      c.inc('drop.ipv4.frag-empty');
+      c.inc(n.empty);
       return null;
     }
-    if (h.mf && (plen & 7) !== 0) {
-      c.inc('drop.ipv4.frag-bad-length');
+    if (f.mf && (plen & 7) !== 0) {
+      c.inc(n.badLength);
       return null;
     }
-    if (end > MAX_PAYLOAD) {
-      c.inc('drop.ipv4.frag-too-big');
+    if (end > MAX_PAYLOAD[this.family]) {
+      c.inc(n.tooBig);
       return null;
     }
     const cost = plen + FRAGMENT_OVERHEAD;
     if (cost + FRAGMENT_OVERHEAD > this.maxBytes) {
-      c.inc('drop.ipv4.frag-no-memory');
+      c.inc(n.noMemory);
       return null;
     }
 
-    const key = `${h.src}/${h.dst}/${h.protocol}/${h.id}`;
     let d = this.pending.get(key);
     if (d?.poisoned) {
-      c.inc('drop.ipv4.frag-poisoned');
+      c.inc(n.poisoned);
       return null;
     }
 
@@ -136,54 +246,45 @@ export class Reassembler {
       const overlapsNext = next !== null && next.start < end;
       if (overlapsPrev || overlapsNext) {
         if (next && !overlapsPrev && next.start === start && next.end === end) {
-          if (sameBytes(next.data, buf, ipOff + h.headerLength)) {
-            c.inc('drop.ipv4.frag-duplicate');
+          if (sameBytes(next.data, buf, f.payloadOff)) {
+            c.inc(n.duplicate);
             return null;
           }
         }
         this.poison(d);
-        c.inc('drop.ipv4.frag-overlap');
+        c.inc(n.overlap);
         return null;
       }
       const lastEnd = frags.length ? frags[frags.length - 1]!.end : 0;
-      const conflict = h.mf
+      const conflict = f.mf
         ? d.total >= 0 && end > d.total
         : (d.total >= 0 && d.total !== end) || lastEnd > end;
       if (conflict) {
         this.poison(d);
-        c.inc('drop.ipv4.frag-overlap');
+        c.inc(n.overlap);
         return null;
       }
     }
 
     if (!this.makeRoom(cost, d)) {
-      c.inc('drop.ipv4.frag-no-memory');
+      c.inc(n.noMemory);
       return null;
     }
     if (!d) {
-      d = new Datagram(key, h.src, h.dst, h.protocol, h.id, this.clock.now());
+      d = make();
       this.pending.set(key, d);
       this.held += d.charged;
       if (!this.timer.armed) this.timer.armAt(d.createdAt + this.timeoutMs);
     }
 
-    const payloadOff = ipOff + h.headerLength;
+    const payloadOff = f.payloadOff;
     d.frags.splice(i, 0, { start, end, data: buf.slice(payloadOff, payloadOff + plen) });
     d.received += plen;
     d.charged += cost;
     this.held += cost;
-    if (!h.mf) d.total = end;
-    if (start === 0) {
-      d.first = buf.slice(ipOff, payloadOff + Math.min(plen, QUOTE_PAYLOAD));
-      d.tos = h.tos;
-      d.ttl = h.ttl;
-    }
-    if (d.total < 0 || d.received !== d.total) {
-      c.inc('accept.ipv4.frag-queued');
-      return null;
-    }
-    // No overlaps and every byte within [0, total): the received count equal to total means whole.
-    return this.assemble(d);
+    if (!f.mf) d.total = end;
+    if (start === 0) d.first = buf.slice(f.ipOff, payloadOff + Math.min(plen, QUOTE_PAYLOAD[this.family]));
+    return d;
   }
 
   close(): void {
@@ -211,6 +312,17 @@ export class Reassembler {
     return out;
   }
 
+  private assemble6(d: Datagram): Uint8Array {
+    this.remove(d);
+    const out = new Uint8Array(IPV6_HEADER_LENGTH + d.total);
+    out.set(d.header6!, 0);
+    out[4] = d.total >>> 8;
+    out[5] = d.total & 0xff;
+    out[6] = d.next6;
+    for (const f of d.frags) out.set(f.data, IPV6_HEADER_LENGTH + f.start);
+    return out;
+  }
+
   private poison(d: Datagram): void {
     this.held -= d.charged - FRAGMENT_OVERHEAD;
     d.charged = FRAGMENT_OVERHEAD;
@@ -231,7 +343,7 @@ export class Reassembler {
     for (const d of this.pending.values()) {
       if (d === keep) continue;
       this.remove(d);
-      if (!d.poisoned) this.counters.inc('drop.ipv4.frag-evicted');
+      if (!d.poisoned) this.counters.inc(this.names.evicted);
       if (this.held + cost + extra <= this.maxBytes) break;
     }
     this.rearm();
@@ -244,7 +356,7 @@ export class Reassembler {
       if (d.createdAt + this.timeoutMs > now) break;
       this.remove(d);
       if (d.poisoned) continue;
-      this.counters.inc('drop.ipv4.frag-timeout');
+      this.counters.inc(this.names.timeout);
       // RFC 792/1122: time exceeded (reassembly) only if fragment zero arrived, since only it
       // carries the transport header the sender needs to match the error.
       if (d.first) this.onTimeout(d.first);

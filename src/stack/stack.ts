@@ -18,6 +18,7 @@ import {
   StackInterface,
 } from './interface.ts';
 import type { IcmpErrorInfo } from './ip-sender.ts';
+import { Ipv6Layer, type Ipv6Options } from './ipv6.ts';
 import { type ArpOptions, checkMac, NeighborTable } from './neighbor.ts';
 import { PathLayer, type PathOptions, parseQuote, type RxPacket } from './path.ts';
 import type { ReassemblyOptions } from './reassembly.ts';
@@ -34,6 +35,7 @@ export interface StackOptions {
   reassembly?: ReassemblyOptions;
   path?: PathOptions;
   icmp?: IcmpOptions;
+  ipv6?: Ipv6Options;
 }
 
 /** The interfaces sharing one link, by VLAN id (-1 = untagged). */
@@ -66,6 +68,8 @@ export class Stack {
   readonly icmp: IcmpLayer;
   readonly udp: UdpLayer;
   readonly tcp: TcpLayer;
+  /** IPv6 and neighbor discovery, on the interfaces given IPv6 addresses (or `ipv6: true`). */
+  readonly ip6: Ipv6Layer;
   private readonly ifaces: StackInterface[] = [];
   private readonly ports = new Map<Link, LinkPort>();
   private readonly eth: EthernetHeader = createEthernetHeader();
@@ -86,6 +90,7 @@ export class Stack {
         ifaceFor: (ip) => this.ifaces.find((i) => i.addressFor(ip) !== null) ?? null,
         ifaceByName: (n) => this.ifaces.find((i) => i.name === n) ?? null,
         onUnreachable: (frame, ethLen) => this.unresolved(frame, ethLen),
+        solicit6: (iface, target, dstMac) => this.ip6.solicit(iface, target, dstMac),
       },
       opts.arp,
     );
@@ -116,6 +121,16 @@ export class Stack {
         udpError: (e) => this.udp.icmpError(e),
       },
       opts.icmp,
+    );
+    this.ip6 = new Ipv6Layer(
+      {
+        clock: this.clock,
+        random: this.random,
+        counters: this.counters,
+        neighbors: this.neighbors,
+        allowError: () => this.icmp.takeToken(),
+      },
+      opts.ipv6,
     );
     this.udp = new UdpLayer({
       random: this.random,
@@ -163,9 +178,13 @@ export class Stack {
     if (!Number.isInteger(mtu) || mtu < 68 || mtu > link.mtu) {
       throw new InvalidArgumentError(`interface MTU must be 68..${link.mtu} (the link's), got ${opts.mtu}`);
     }
-    const cidrs = typeof opts.ip === 'string' ? [opts.ip] : opts.ip;
-    if (!Array.isArray(cidrs) || cidrs.length === 0)
+    const all = typeof opts.ip === 'string' ? [opts.ip] : opts.ip;
+    if (!Array.isArray(all) || all.length === 0)
       throw new InvalidArgumentError('an interface needs an address');
+    // IPv6 addresses go to the IPv6 layer; an interface still needs one IPv4 address for now.
+    const cidrs = all.filter((s) => typeof s !== 'string' || !s.includes(':'));
+    const cidrs6 = all.filter((s) => typeof s === 'string' && s.includes(':'));
+    if (cidrs.length === 0) throw new InvalidArgumentError('an interface needs an IPv4 address');
     const addresses: InterfaceAddress[] = [];
     for (const s of cidrs) {
       const { ip, prefixLength, mask } = parseCidr(s);
@@ -215,6 +234,7 @@ export class Stack {
     port.byVlan.set(vlanId, iface);
     this.ifaces.push(iface);
     this.ip.interfaceAdded(iface);
+    if (cidrs6.length > 0 || opts.ipv6 === true) this.ip6.enable(iface, cidrs6);
     if (link.carrier) this.neighbors.announce([iface]);
     return iface;
   }
@@ -260,6 +280,7 @@ export class Stack {
     this.icmp.close();
     this.neighbors.close();
     this.ip.close();
+    this.ip6.close();
   }
 
   // ---------------------------------------------------------------------------------------------
@@ -284,7 +305,8 @@ export class Stack {
       return;
     }
     const l2Broadcast = eth.dst === BROADCAST_MAC;
-    if (eth.dst !== iface.mac && !l2Broadcast) {
+    const ipv6Group = eth.etherType === EtherType.IPV6 && this.ip6.acceptsMac(iface, eth.dst);
+    if (eth.dst !== iface.mac && !l2Broadcast && !ipv6Group) {
       c.inc('drop.eth.not-for-us');
       return;
     }
@@ -296,6 +318,7 @@ export class Stack {
     const len = frame.length - off;
     if (eth.etherType === EtherType.IPV4) this.ip.input(iface, frame, off, len, l2Broadcast, info);
     else if (eth.etherType === EtherType.ARP) this.neighbors.input(iface, frame, off, len);
+    else if (eth.etherType === EtherType.IPV6) this.ip6.input(iface, frame, off, len);
     else c.inc('drop.eth.unknown-ethertype');
   }
 

@@ -88,9 +88,21 @@ export function internetChecksum(buf: Uint8Array, off: number, len: number): num
   return foldChecksum(onesSum(buf, off, len));
 }
 
-/** Where the checksum field sits in a TCP (protocol 6) or UDP (17) header. */
+/** Where the checksum field sits in a TCP (protocol 6), UDP (17) or ICMPv6 (58) header. */
 function l4ChecksumField(proto: number): number {
-  return proto === 6 ? 16 : 6;
+  return proto === 6 ? 16 : proto === 58 ? 2 : 6;
+}
+
+/** Sum buf[off, off + len) onto `initial` and store it at the protocol's field, zeroed first. */
+function storeL4Checksum(buf: Uint8Array, off: number, len: number, proto: number, initial: number): void {
+  const at = off + l4ChecksumField(proto);
+  buf[at] = 0;
+  buf[at + 1] = 0;
+  let sum = foldChecksum(onesSum(buf, off, len, initial));
+  // A zero UDP checksum means "none" (and over IPv6 is forbidden, RFC 8200 8.1): send all ones.
+  if (sum === 0 && proto === 17) sum = 0xffff;
+  buf[at] = sum >>> 8;
+  buf[at + 1] = sum & 0xff;
 }
 
 /** Compute the TCP or UDP checksum of the segment at buf[off, off + len) from scratch, in place. */
@@ -102,13 +114,7 @@ export function writeL4Checksum(
   dst: number,
   proto: number,
 ): void {
-  const at = off + l4ChecksumField(proto);
-  buf[at] = 0;
-  buf[at + 1] = 0;
-  let sum = foldChecksum(onesSum(buf, off, len, pseudoHeaderSum(src, dst, proto, len)));
-  if (sum === 0 && proto === 17) sum = 0xffff;
-  buf[at] = sum >>> 8;
-  buf[at + 1] = sum & 0xff;
+  storeL4Checksum(buf, off, len, proto, pseudoHeaderSum(src, dst, proto, len));
 }
 
 /**
@@ -123,4 +129,53 @@ export function completePartialL4Checksum(buf: Uint8Array, off: number, len: num
   buf[at] = sum >>> 8;
   buf[at + 1] = sum & 0xff;
   return true;
+}
+
+/**
+ * Sum of the IPv6 pseudo-header (RFC 8200 8.1) for TCP, UDP and ICMPv6: both addresses (16 bytes
+ * each at src[so] and dst[do_]), the upper-layer length as 32 bits and the next header value.
+ * With a routing header the destination is the final one; this stack refuses routing headers
+ * with segments left, so it is always the IPv6 header's.
+ */
+export function pseudoHeaderSum6(
+  src: Uint8Array,
+  srcOff: number,
+  dst: Uint8Array,
+  dstOff: number,
+  protocol: number,
+  length: number,
+): number {
+  return onesSum(
+    src,
+    srcOff,
+    16,
+    onesSum(dst, dstOff, 16, protocol + Math.floor(length / 0x10000) + (length & 0xffff)),
+  );
+}
+
+/**
+ * Compute the TCP (6), UDP (17) or ICMPv6 (58) checksum of buf[off, off + len) over the IPv6
+ * pseudo-header, in place.
+ */
+export function writeL4Checksum6(
+  buf: Uint8Array,
+  off: number,
+  len: number,
+  src: Uint8Array,
+  dst: Uint8Array,
+  proto: number,
+): void {
+  storeL4Checksum(buf, off, len, proto, pseudoHeaderSum6(src, 0, dst, 0, proto, len));
+}
+
+/** True when the TCP, UDP or ICMPv6 message at buf[off, off + len) carries a correct IPv6 checksum. */
+export function l4Checksum6Ok(
+  buf: Uint8Array,
+  off: number,
+  len: number,
+  src: Uint8Array,
+  dst: Uint8Array,
+  proto: number,
+): boolean {
+  return foldChecksum(onesSum(buf, off, len, pseudoHeaderSum6(src, 0, dst, 0, proto, len))) === 0;
 }

@@ -9,6 +9,7 @@ import { createTcpHeader, decodeTcp } from '../../src/wire/tcp.ts';
 import { createUdpHeader, decodeUdp } from '../../src/wire/udp.ts';
 import fc from '../helpers/fc.ts';
 import { ARP_REQUEST, DECODE_ERRORS, ICMP_ECHO_REPLY, TCP_SYN, UDP_DATAGRAM } from './fixtures.ts';
+import { mutate, mutations } from './mutate.ts';
 
 const eth = createEthernetHeader();
 const arp = createArpPacket();
@@ -79,50 +80,7 @@ const FRAMES = [ARP_REQUEST, TCP_SYN, ICMP_ECHO_REPLY, UDP_DATAGRAM];
 /** Offsets of the length-bearing fields of each fixture (Ethernet type, IP IHL/total, TCP offset, UDP length). */
 const LENGTH_FIELDS = [12, 13, 14, 16, 17, 34 + 4, 34 + 5, 34 + 12];
 
-const mutation = fc.oneof(
-  fc.record({ kind: fc.constant('flip' as const), at: fc.nat(), bit: fc.integer({ min: 0, max: 7 }) }),
-  fc.record({ kind: fc.constant('truncate' as const), at: fc.nat() }),
-  fc.record({ kind: fc.constant('extend' as const), bytes: fc.uint8Array({ maxLength: 40 }) }),
-  fc.record({ kind: fc.constant('length' as const), at: fc.nat(), value: fc.integer({ min: 0, max: 255 }) }),
-  fc.record({
-    kind: fc.constant('tcpopt' as const),
-    at: fc.integer({ min: 0, max: 19 }),
-    value: fc.integer({ min: 0, max: 255 }),
-  }),
-);
-
-type Mutation = typeof mutation extends fc.Arbitrary<infer T> ? T : never;
-
-function mutate(frame: Uint8Array, muts: Mutation[]): Uint8Array {
-  let b = frame.slice();
-  for (const m of muts) {
-    if (b.length === 0) break;
-    switch (m.kind) {
-      case 'flip':
-        b[m.at % b.length]! ^= 1 << m.bit;
-        break;
-      case 'truncate':
-        b = b.slice(0, m.at % (b.length + 1));
-        break;
-      case 'extend': {
-        const e = new Uint8Array(b.length + m.bytes.length);
-        e.set(b);
-        e.set(m.bytes, b.length);
-        b = e;
-        break;
-      }
-      case 'length': {
-        const at = LENGTH_FIELDS[m.at % LENGTH_FIELDS.length]!;
-        if (at < b.length) b[at] = m.value;
-        break;
-      }
-      case 'tcpopt':
-        if (54 + m.at < b.length) b[54 + m.at] = m.value;
-        break;
-    }
-  }
-  return b;
-}
+const mutation = mutations([LENGTH_FIELDS, Array.from({ length: 20 }, (_, i) => 54 + i)]);
 
 describe('decoders face hostile input', () => {
   test('the fixtures themselves decode', () => {

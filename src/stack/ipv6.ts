@@ -1,0 +1,1271 @@
+import type { Clock, Timer } from '../core/clock.ts';
+import type { Counters } from '../core/counters.ts';
+import { InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
+import type { Random } from '../core/random.ts';
+import {
+  copyIpv6,
+  createIpv6,
+  formatIpv6,
+  ipv6Equal,
+  ipv6MulticastMac,
+  ipv6PrefixMatch,
+  isIpv6LinkLocal,
+  isIpv6Loopback,
+  isIpv6Multicast,
+  isIpv6Unspecified,
+  linkLocalFromMac,
+  parseIpv6,
+  parseIpv6Cidr,
+  solicitedNodeAddress,
+  writeInterfaceId,
+  writeMac,
+} from '../wire/addr.ts';
+import { EtherType } from '../wire/ethernet.ts';
+import {
+  createIcmpv6Header,
+  decodeIcmpv6,
+  encodeIcmpv6,
+  ICMPV6_ERROR_QUOTE_MAX,
+  type Icmpv6Header,
+  Icmpv6Type,
+  Icmpv6UnreachCode,
+  isIcmpv6Error,
+} from '../wire/icmpv6.ts';
+import {
+  createIpv6Header,
+  decodeIpv6,
+  encodeIpv6,
+  encodeIpv6Fragment,
+  IPV6_HEADER_LENGTH,
+  IPV6_MIN_MTU,
+  type Ipv6Header,
+  Ipv6Next,
+  Ipv6Problem,
+} from '../wire/ipv6.ts';
+import {
+  createNdMessage,
+  decodeNd,
+  encodeNd,
+  isNdType,
+  ND_INFINITE,
+  type NdEncode,
+  type NdMessage,
+} from '../wire/ndp.ts';
+import { decodeDropNames, type StackInterface } from './interface.ts';
+import { type NeighborTable, positive, positiveInt } from './neighbor.ts';
+import { Reassembler, type ReassemblyOptions } from './reassembly.ts';
+
+/*
+ * IPv6 for the host (RFC 8200) with neighbor discovery (RFC 4861) and stateless address
+ * autoconfiguration (RFC 4862): per interface a link-local address from the MAC, static and
+ * autoconfigured addresses each checked by duplicate address detection, the multicast groups they
+ * imply (all-nodes and each address's solicited-node group, which decide which 33:33:xx frames
+ * the interface takes), default routers and on-link prefixes learned from router advertisements,
+ * and static routes. Neighbors live in the shared `NeighborTable` (`output6`, `learn6`); this layer
+ * sends and validates the ND messages. ICMPv6 echo is answered; errors are generated as RFC 4443
+ * 2.4 allows (never about an error, a multicast destination only for an unknown option whose type
+ * asks for it) and share the ICMPv4 rate limit. TCP and UDP over IPv6, and fragment reassembly,
+ * are not here yet: such packets are counted and dropped (UDP answered with port unreachable).
+ */
+
+export interface Ipv6Options {
+  /** Neighbor solicitations sent by duplicate address detection (default 1; 0 turns DAD off). */
+  dadTransmits?: number;
+  /** RFC 4861 RetransTimer: between DAD probes (default 1000 ms). */
+  retransMs?: number;
+  /** Take addresses and default routers from router advertisements (default true). */
+  slaac?: boolean;
+  /** Router solicitations sent once the link-local address is usable (default 3, 4 s apart). */
+  routerSolicitations?: number;
+  /** Hop limit of packets we originate, until a router advertisement says otherwise (default 64). */
+  hopLimit?: number;
+  /** Fragment reassembly bounds (timeout default 60 s, RFC 8200 4.5). */
+  reassembly?: ReassemblyOptions;
+}
+
+export type Ipv6AddressState = 'tentative' | 'preferred' | 'deprecated' | 'duplicate';
+
+export interface Ipv6AddressInfo {
+  ip: string;
+  prefixLength: number;
+  state: Ipv6AddressState;
+  origin: 'link-local' | 'static' | 'slaac';
+  /** Seconds left, Infinity for ever. */
+  validLifetime: number;
+  preferredLifetime: number;
+}
+
+interface Addr {
+  readonly ip: Uint8Array;
+  readonly prefixLength: number;
+  readonly origin: 'link-local' | 'static' | 'slaac';
+  state: 'tentative' | 'preferred' | 'duplicate';
+  /** Clock times; Infinity for ever. */
+  validUntil: number;
+  preferredUntil: number;
+  /** DAD: our nonce (RFC 7527) and probes sent. */
+  nonce: number;
+  probes: number;
+  readonly timer: Timer;
+}
+
+interface Router {
+  readonly ip: Uint8Array;
+  until: number;
+  readonly timer: Timer;
+}
+
+interface Prefix {
+  readonly prefix: Uint8Array;
+  readonly prefixLength: number;
+  until: number;
+  readonly timer: Timer;
+}
+
+interface Route {
+  readonly prefix: Uint8Array;
+  readonly prefixLength: number;
+  readonly gateway: Uint8Array | null;
+  readonly x: Ipv6Iface;
+}
+
+/** IPv6 state of one interface. */
+class Ipv6Iface {
+  readonly addrs: Addr[] = [];
+  readonly routers: Router[] = [];
+  readonly prefixes: Prefix[] = [];
+  /** Joined group MACs with the number of groups behind each. */
+  readonly groupMacs = new Map<number, number>();
+  mtu: number;
+  hopLimit: number;
+  retransMs: number;
+  reachableMs = 0;
+  rsLeft: number;
+  readonly rsTimer: Timer;
+  constructor(
+    readonly iface: StackInterface,
+    readonly slaac: boolean,
+    hopLimit: number,
+    retransMs: number,
+    rs: number,
+    clock: Clock,
+    onRs: (x: Ipv6Iface) => void,
+  ) {
+    this.mtu = iface.mtu;
+    this.hopLimit = hopLimit;
+    this.retransMs = retransMs;
+    this.rsLeft = rs;
+    this.rsTimer = clock.createTimer(() => onRs(this)).unref();
+  }
+}
+
+export interface Ipv6Context {
+  clock: Clock;
+  random: Random;
+  counters: Counters;
+  neighbors: NeighborTable;
+  /** The shared ICMP error budget: false when an error may not be sent now. */
+  allowError(): boolean;
+}
+
+const ALL_NODES = parseIpv6('ff02::1');
+const ALL_ROUTERS = parseIpv6('ff02::2');
+const UNSPECIFIED = createIpv6();
+const RS_INTERVAL_MS = 4000;
+/**
+ * What router advertisements may add per interface (Linux's max_addresses is 16): a flood of
+ * forged prefixes or routers must not grow the tables without bound.
+ */
+const MAX_ADDRESSES = 16;
+const MAX_ROUTERS = 8;
+const MAX_PREFIXES = 16;
+/** Path MTUs learned from packet too big: how many destinations, and for how long (RFC 8201 5.3). */
+const MAX_PMTU_ENTRIES = 1024;
+const PMTU_EXPIRY_MS = 10 * 60 * 1000;
+/** RFC 4862 5.5.3 (e): lifetimes below two hours are not shortened by an unauthenticated RA. */
+const TWO_HOURS_MS = 2 * 3600 * 1000;
+const IP6_DROP = decodeDropNames('ipv6');
+const ICMP6_DROP = decodeDropNames('icmpv6');
+const ND_DROP = decodeDropNames('nd');
+
+interface PendingPing {
+  resolve(v: { rttMs: number }): void;
+  reject(e: Error): void;
+  sentAt: number;
+  timer: Timer;
+}
+
+export class Ipv6Layer {
+  private readonly ifs = new Map<StackInterface, Ipv6Iface>();
+  private readonly routes: Route[] = [];
+  private readonly dadTransmits: number;
+  private readonly retransMs: number;
+  private readonly slaac: boolean;
+  private readonly rs: number;
+  private readonly hopLimit: number;
+  private readonly h: Ipv6Header = createIpv6Header();
+  private readonly icmp: Icmpv6Header = createIcmpv6Header();
+  private readonly txIcmp: Icmpv6Header = createIcmpv6Header();
+  private readonly nd: NdMessage = createNdMessage();
+  private readonly pings = new Map<number, PendingPing>();
+  private readonly pingId: number;
+  private pingSeq = 0;
+  private closed = false;
+  /** Per destination (RFC 5952 text): the path MTU a packet too big reported, and until when. */
+  private readonly pmtus = new Map<string, { mtu: number; until: number }>();
+  readonly reassembly: Reassembler;
+
+  constructor(
+    private readonly ctx: Ipv6Context,
+    opts: Ipv6Options = {},
+  ) {
+    this.dadTransmits = opts.dadTransmits === 0 ? 0 : positiveInt(opts.dadTransmits, 1, 'ipv6.dadTransmits');
+    this.retransMs = positive(opts.retransMs, 1000, 'ipv6.retransMs');
+    this.slaac = opts.slaac ?? true;
+    this.rs =
+      opts.routerSolicitations === 0
+        ? 0
+        : positiveInt(opts.routerSolicitations, 3, 'ipv6.routerSolicitations');
+    this.hopLimit = positiveInt(opts.hopLimit, 64, 'ipv6.hopLimit');
+    if (this.hopLimit > 255) throw new InvalidArgumentError('ipv6.hopLimit must be 1..255');
+    this.pingId = ctx.random.u32() & 0xffff;
+    this.reassembly = new Reassembler(
+      ctx.clock,
+      ctx.counters,
+      opts.reassembly ?? {},
+      (quote) => this.reassemblyTimeout(quote),
+      'ipv6',
+    );
+  }
+
+  /**
+   * The path MTU towards `dst`: the smaller of the outgoing interface's IPv6 MTU and what a packet
+   * too big reported (never below 1280), or 0 when nothing routes there.
+   */
+  pathMtu(dst: Uint8Array | string): number {
+    const d = typeof dst === 'string' ? parseIpv6(dst) : dst;
+    const r = this.route(d);
+    if (!r) return 0;
+    return this.mtuTo(this.ifs.get(r.iface)!, d, 0);
+  }
+
+  private mtuTo(x: Ipv6Iface, dst: Uint8Array, dstOff: number): number {
+    if (this.pmtus.size === 0) return x.mtu;
+    const e = this.pmtus.get(formatIpv6(dst, dstOff));
+    if (!e) return x.mtu;
+    if (e.until <= this.ctx.clock.now()) {
+      this.pmtus.delete(formatIpv6(dst, dstOff));
+      return x.mtu;
+    }
+    return Math.min(x.mtu, e.mtu);
+  }
+
+  /**
+   * Turn IPv6 on for `iface`: its link-local address and the `cidrs` given ('fd00::10/64'), each
+   * tentative until duplicate address detection passes. The link must be at least 1280 bytes.
+   */
+  enable(iface: StackInterface, cidrs: readonly string[] = []): void {
+    if (this.closed) throw new InvalidStateError('stack is closed');
+    if (this.ifs.has(iface)) throw new InvalidStateError(`IPv6 is already on for ${iface.name}`);
+    if (iface.mtu < IPV6_MIN_MTU) {
+      throw new InvalidArgumentError(
+        `IPv6 needs an MTU of at least ${IPV6_MIN_MTU}; ${iface.name} has ${iface.mtu}`,
+      );
+    }
+    const parsed = cidrs.map((s) => {
+      const c = parseIpv6Cidr(s);
+      if (c.prefixLength === 0) throw new InvalidArgumentError(`'${s}': a prefix length 1..128 is needed`);
+      if (isIpv6Multicast(c.ip) || isIpv6Unspecified(c.ip) || isIpv6Loopback(c.ip)) {
+        throw new InvalidArgumentError(`'${s}' is not a usable unicast address`);
+      }
+      if (this.owner(c.ip)) throw new InvalidArgumentError(`${s} is already configured`);
+      return c;
+    });
+    const x = new Ipv6Iface(iface, this.slaac, this.hopLimit, this.retransMs, this.rs, this.ctx.clock, (y) =>
+      this.sendRs(y),
+    );
+    this.ifs.set(iface, x);
+    this.join(x, ALL_NODES);
+    this.addAddr(x, linkLocalFromMac(iface.mac), 64, 'link-local');
+    for (const c of parsed) this.addAddr(x, c.ip, c.prefixLength, 'static');
+  }
+
+  enabled(iface: StackInterface): boolean {
+    return this.ifs.has(iface);
+  }
+
+  /** The interface's IPv6 addresses. */
+  addresses(iface: StackInterface): Ipv6AddressInfo[] {
+    const x = this.ifs.get(iface);
+    if (!x) return [];
+    const now = this.ctx.clock.now();
+    return x.addrs.map((a) => ({
+      ip: formatIpv6(a.ip),
+      prefixLength: a.prefixLength,
+      state: this.addrState(a, now),
+      origin: a.origin,
+      validLifetime: (a.validUntil - now) / 1000,
+      preferredLifetime: Math.max(0, (a.preferredUntil - now) / 1000),
+    }));
+  }
+
+  /** Default routers (RFC 5952 text) learned on `iface`. */
+  routers(iface: StackInterface): string[] {
+    return (this.ifs.get(iface)?.routers ?? []).map((r) => formatIpv6(r.ip));
+  }
+
+  /** The IPv6 MTU of `iface` (the link's, or smaller if a router advertisement said so). */
+  mtu(iface: StackInterface): number {
+    return this.ifs.get(iface)?.mtu ?? 0;
+  }
+
+  /** True when a frame to group MAC `mac` is for this interface (a group it joined). */
+  acceptsMac(iface: StackInterface, mac: number): boolean {
+    return this.ifs.get(iface)?.groupMacs.has(mac) === true;
+  }
+
+  /** A static route: 'prefix/len' via `gateway` (on-link when absent) out of `iface`. */
+  addRoute(iface: StackInterface, cidr: string, gateway?: string): void {
+    const x = this.ifs.get(iface);
+    if (!x) throw new InvalidStateError(`IPv6 is not on for ${iface.name}`);
+    const c = parseIpv6Cidr(cidr);
+    const gw = gateway === undefined ? null : parseIpv6(gateway);
+    if (gw && (isIpv6Multicast(gw) || isIpv6Unspecified(gw))) {
+      throw new InvalidArgumentError(`gateway ${gateway} is not a unicast address`);
+    }
+    const prefix = createIpv6();
+    for (let i = 0; i < 16; i++) {
+      const bits = Math.min(8, Math.max(0, c.prefixLength - 8 * i));
+      prefix[i] = c.ip[i]! & ((0xff << (8 - bits)) & 0xff);
+    }
+    this.routes.push({ prefix, prefixLength: c.prefixLength, gateway: gw, x });
+  }
+
+  /**
+   * Where a packet to `dst` goes: its interface and on-link next hop. Link-local and multicast
+   * destinations stay on `via` (or the first IPv6 interface); others take the longest matching
+   * on-link prefix, static route, or a default router (one not known unreachable first, RFC 4861
+   * 6.3.6). Null when nothing reaches it.
+   */
+  route(dst: Uint8Array, via?: StackInterface): { iface: StackInterface; nextHop: Uint8Array } | null {
+    if (isIpv6LinkLocal(dst) || isIpv6Multicast(dst)) {
+      const x = via ? this.ifs.get(via) : this.ifs.values().next().value;
+      return x ? { iface: x.iface, nextHop: dst } : null;
+    }
+    let best: { iface: StackInterface; nextHop: Uint8Array } | null = null;
+    let bestLen = -1;
+    const consider = (x: Ipv6Iface, prefix: Uint8Array, len: number, gw: Uint8Array | null) => {
+      if (len > bestLen && ipv6PrefixMatch(prefix, 0, dst, 0, len)) {
+        best = { iface: x.iface, nextHop: gw ?? dst };
+        bestLen = len;
+      }
+    };
+    for (const x of this.ifs.values()) {
+      if (via && x.iface !== via) continue;
+      for (const a of x.addrs)
+        if (a.origin !== 'link-local' && a.state !== 'duplicate') consider(x, a.ip, a.prefixLength, null);
+      for (const p of x.prefixes) consider(x, p.prefix, p.prefixLength, null);
+    }
+    for (const r of this.routes)
+      if (!via || r.x.iface === via) consider(r.x, r.prefix, r.prefixLength, r.gateway);
+    if (best) return best;
+    let fallback: { iface: StackInterface; nextHop: Uint8Array } | null = null;
+    for (const x of this.ifs.values()) {
+      if (via && x.iface !== via) continue;
+      for (const r of x.routers) {
+        const n = this.ctx.neighbors.lookup6(r.ip, x.iface.index);
+        if (n?.status !== 'failed') return { iface: x.iface, nextHop: r.ip };
+        fallback ??= { iface: x.iface, nextHop: r.ip };
+      }
+    }
+    return fallback;
+  }
+
+  /**
+   * Source address for `dst` out of `iface` (RFC 6724, the rules that matter on a host): the same
+   * scope (link-local for link-local and link-scope multicast), a preferred address before a
+   * deprecated one, then the longest common prefix. Null while no address is usable.
+   */
+  sourceFor(iface: StackInterface, dst: Uint8Array): Uint8Array | null {
+    const x = this.ifs.get(iface);
+    if (!x) return null;
+    const now = this.ctx.clock.now();
+    const linkScope = isIpv6LinkLocal(dst) || (isIpv6Multicast(dst) && (dst[1]! & 0x0f) <= 2);
+    let best: Addr | null = null;
+    let bestScore = -1;
+    for (const a of x.addrs) {
+      const st = this.addrState(a, now);
+      if (st === 'tentative' || st === 'duplicate') continue;
+      let score = 0;
+      if ((a.origin === 'link-local') === linkScope) score += 1000;
+      if (st === 'preferred') score += 500;
+      let common = 0;
+      while (common < 128 && ipv6PrefixMatch(a.ip, 0, dst, 0, common + 1)) common++;
+      score += common;
+      if (score > bestScore) {
+        best = a;
+        bestScore = score;
+      }
+    }
+    return best ? best.ip : null;
+  }
+
+  /** True when `ip` is one of our addresses (any state but duplicate). */
+  isLocal(ip: Uint8Array): boolean {
+    return this.owner(ip) !== null;
+  }
+
+  /**
+   * Unsolicited neighbor advertisements with the override flag for every usable address of
+   * `iface` (RFC 4861 7.2.6), as a moved port announces itself. Returns the number sent.
+   */
+  announce(iface: StackInterface): number {
+    const x = this.ifs.get(iface);
+    if (!x) return 0;
+    let n = 0;
+    for (const a of x.addrs) {
+      if (a.state !== 'preferred') continue;
+      this.sendNd(x, a.ip, ALL_NODES, {
+        type: Icmpv6Type.NEIGHBOR_ADVERTISEMENT,
+        override: true,
+        target: a.ip,
+        targetLla: iface.mac,
+      });
+      n++;
+    }
+    this.ctx.counters.inc('nd.tx.unsolicited-na', n);
+    return n;
+  }
+
+  /** Echo request to `dst`; resolves with the round-trip time, rejects on timeout or no route. */
+  ping(
+    dst: string | Uint8Array,
+    opts: { timeoutMs?: number; size?: number } = {},
+  ): Promise<{ rttMs: number }> {
+    const to = typeof dst === 'string' ? parseIpv6(dst) : dst;
+    const size = opts.size ?? 56;
+    const timeoutMs = opts.timeoutMs ?? 1000;
+    return new Promise((resolve, reject) => {
+      const r = this.route(to);
+      const src = r && this.sourceFor(r.iface, to);
+      if (!r || !src) {
+        reject(new InvalidStateError(`no route to ${formatIpv6(to)}`));
+        return;
+      }
+      const seq = (this.pingSeq = (this.pingSeq + 1) & 0xffff);
+      const timer = this.ctx.clock.createTimer(() => {
+        this.pings.delete(seq);
+        reject(new InvalidStateError(`ping ${formatIpv6(to)} timed out`));
+      });
+      timer.arm(timeoutMs);
+      this.pings.set(seq, { resolve, reject, sentAt: this.ctx.clock.now(), timer });
+      const x = this.ifs.get(r.iface)!;
+      const len = 8 + size;
+      const { frame, at } = this.frame(x, src, to, Ipv6Next.ICMPV6, len, x.hopLimit);
+      for (let i = 0; i < size; i++) frame[at + 8 + i] = i & 0xff;
+      const t = this.txIcmp;
+      t.type = Icmpv6Type.ECHO_REQUEST;
+      t.code = 0;
+      t.id = this.pingId;
+      t.seq = seq;
+      encodeIcmpv6(t, frame, at, size, src, to);
+      this.ctx.counters.inc('icmpv6.tx.echo-request');
+      this.transmit(x, r.nextHop, frame);
+    });
+  }
+
+  /**
+   * An IPv6 packet at frame[off, off+len) arrived on `iface`. Counts exactly one `accept.*` or
+   * `drop.*`.
+   */
+  input(iface: StackInterface, frame: Uint8Array, off: number, len: number): void {
+    const c = this.ctx.counters;
+    const x = this.ifs.get(iface);
+    if (!x || this.closed) {
+      c.inc('drop.ipv6.disabled');
+      return;
+    }
+    const h = this.h;
+    const err = decodeIpv6(frame, off, len, h);
+    if (err !== null) {
+      c.inc(IP6_DROP[err]);
+      if (h.problemCode >= 0) {
+        // RFC 4443 2.4 (e): no error about a multicast packet, but for an option that asks for one.
+        const to = this.forUs(x, h.dst);
+        if (to === 'unicast' || (to === 'multicast' && h.problemCode === Ipv6Problem.OPTION)) {
+          this.sendProblem(x, frame, off, h);
+        }
+      }
+      return;
+    }
+    if (isIpv6Multicast(h.src)) {
+      c.inc('drop.ipv6.martian-src');
+      return;
+    }
+    const to = this.forUs(x, h.dst);
+    if (to === 'no') {
+      c.inc('drop.ipv6.not-for-us');
+      return;
+    }
+    if (to === 'tentative') {
+      // RFC 4862 5.4: a tentative address receives nothing but what DAD needs, and that is multicast.
+      c.inc('drop.ipv6.tentative-dst');
+      return;
+    }
+    if (h.fragment) {
+      const whole = this.reassembly.add6(h, frame, off);
+      if (!whole) return;
+      const e2 = decodeIpv6(whole, 0, whole.length, h);
+      if (e2 !== null) {
+        c.inc(IP6_DROP[e2]);
+        return;
+      }
+      if (h.fragment) {
+        // A fragment inside a reassembled packet: nested fragmentation has no legitimate use.
+        c.inc('drop.ipv6.frag-nested');
+        return;
+      }
+      this.dispatch(x, whole, 0, to, true);
+      return;
+    }
+    this.dispatch(x, frame, off, to);
+  }
+
+  /** Hand a whole packet (header decoded in `this.h`) to its upper layer. */
+  private dispatch(
+    x: Ipv6Iface,
+    frame: Uint8Array,
+    off: number,
+    to: 'unicast' | 'multicast',
+    reassembled = false,
+  ): void {
+    const c = this.ctx.counters;
+    const h = this.h;
+    switch (h.protocol) {
+      case Ipv6Next.ICMPV6:
+        this.icmpInput(x, frame, reassembled);
+        return;
+      case Ipv6Next.NO_NEXT:
+        c.inc('accept.ipv6.no-next-header');
+        return;
+      case Ipv6Next.UDP:
+        c.inc('drop.ipv6.udp-unsupported');
+        if (to === 'unicast')
+          this.sendError(x, frame, off, Icmpv6Type.DEST_UNREACHABLE, Icmpv6UnreachCode.PORT, 0);
+        return;
+      case Ipv6Next.TCP:
+        c.inc('drop.ipv6.tcp-unsupported');
+        return;
+      default:
+        c.inc('drop.ipv6.unknown-protocol');
+        if (to === 'unicast') {
+          h.problemCode = Ipv6Problem.NEXT_HEADER;
+          h.problemPointer = h.protocolPointer;
+          this.sendProblem(x, frame, off, h);
+        }
+    }
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const x of this.ifs.values()) {
+      x.rsTimer.disarm();
+      for (const a of x.addrs) a.timer.disarm();
+      for (const r of x.routers) r.timer.disarm();
+      for (const p of x.prefixes) p.timer.disarm();
+    }
+    for (const p of this.pings.values()) {
+      p.timer.disarm();
+      p.reject(new InvalidStateError('stack closed'));
+    }
+    this.pings.clear();
+    this.reassembly.close();
+  }
+
+  /** For the neighbor table: a solicitation for `target`, multicast (dstMac -1) or unicast. */
+  solicit(iface: StackInterface, target: Uint8Array, dstMac: number): void {
+    const x = this.ifs.get(iface);
+    if (!x) return;
+    const src = this.sourceFor(iface, target);
+    if (!src) {
+      this.ctx.counters.inc('tx.drop.nd.no-source');
+      return;
+    }
+    const m: NdEncode = { type: Icmpv6Type.NEIGHBOR_SOLICITATION, target, sourceLla: iface.mac };
+    if (dstMac < 0) this.sendNd(x, src, solicitedNodeAddress(target), m);
+    else this.sendNd(x, src, target, m, dstMac);
+  }
+
+  // ---- receive ----------------------------------------------------------------------------------
+
+  private icmpInput(x: Ipv6Iface, frame: Uint8Array, reassembled: boolean): void {
+    const c = this.ctx.counters;
+    const h = this.h;
+    const m = this.icmp;
+    const err = decodeIcmpv6(frame, h.payloadOffset, h.payloadLen, h.src, h.dst, m);
+    if (err !== null) {
+      c.inc(ICMP6_DROP[err]);
+      return;
+    }
+    if (isNdType(m.type)) {
+      // RFC 6980: neighbor discovery never needs fragments, and fragments hide it from RA guards.
+      if (reassembled) c.inc('drop.nd.fragmented');
+      else this.ndInput(x, frame);
+      return;
+    }
+    switch (m.type) {
+      case Icmpv6Type.ECHO_REQUEST:
+        c.inc('accept.icmpv6.echo-request');
+        this.echoReply(x, frame);
+        return;
+      case Icmpv6Type.ECHO_REPLY: {
+        const p = m.id === this.pingId ? this.pings.get(m.seq) : undefined;
+        if (!p) {
+          c.inc('drop.icmpv6.unexpected-reply');
+          return;
+        }
+        this.pings.delete(m.seq);
+        p.timer.disarm();
+        c.inc('accept.icmpv6.echo-reply');
+        p.resolve({ rttMs: this.ctx.clock.now() - p.sentAt });
+        return;
+      }
+      case Icmpv6Type.PACKET_TOO_BIG:
+        this.packetTooBig(x, frame, m.bodyOffset, this.h.payloadOffset + this.h.payloadLen, m.mtu);
+        return;
+      default:
+        // Errors reach no transport yet; unknown informational messages are dropped (RFC 4443 2.4 b).
+        c.inc(isIcmpv6Error(m.type) ? 'accept.icmpv6.error' : 'drop.icmpv6.unknown-type');
+    }
+  }
+
+  /**
+   * RFC 8201: lower the path MTU towards the quoted packet's destination, if the quote is of a
+   * packet we sent (its source is ours). Never below 1280 (RFC 8200 5), never above the link's,
+   * never raised by a report (an increase waits for the entry to expire).
+   */
+  private packetTooBig(x: Ipv6Iface, frame: Uint8Array, q: number, end: number, reported: number): void {
+    const c = this.ctx.counters;
+    if (
+      end - q < IPV6_HEADER_LENGTH ||
+      frame[q]! >>> 4 !== 6 ||
+      !this.isLocal(frame.subarray(q + 8, q + 24))
+    ) {
+      c.inc('drop.icmpv6.ptb-not-ours');
+      return;
+    }
+    c.inc('accept.icmpv6.packet-too-big');
+    const mtu = Math.min(x.iface.mtu, Math.max(IPV6_MIN_MTU, reported));
+    const now = this.ctx.clock.now();
+    const current = this.mtuTo(x, frame, q + 24);
+    if (mtu >= current) return;
+    const key = formatIpv6(frame, q + 24);
+    this.pmtus.delete(key);
+    if (this.pmtus.size >= MAX_PMTU_ENTRIES) this.pmtus.delete(this.pmtus.keys().next().value!);
+    this.pmtus.set(key, { mtu, until: now + PMTU_EXPIRY_MS });
+    c.inc('ipv6.pmtu.lowered');
+  }
+
+  private ndInput(x: Ipv6Iface, frame: Uint8Array): void {
+    const c = this.ctx.counters;
+    const h = this.h;
+    const nd = this.nd;
+    const err = decodeNd(frame, h.payloadOffset, h.payloadLen, nd);
+    if (err !== null) {
+      c.inc(ND_DROP[err]);
+      return;
+    }
+    // RFC 4861 6.1 / 7.1: a hop limit of 255 proves the message was not forwarded from off-link.
+    if (h.hopLimit !== 255) {
+      c.inc('drop.nd.hop-limit');
+      return;
+    }
+    const ns = nd.type === Icmpv6Type.NEIGHBOR_SOLICITATION;
+    if ((ns || nd.type === Icmpv6Type.NEIGHBOR_ADVERTISEMENT) && isIpv6Multicast(nd.target)) {
+      c.inc('drop.nd.bad-target');
+      return;
+    }
+    switch (nd.type) {
+      case Icmpv6Type.NEIGHBOR_SOLICITATION:
+        this.nsInput(x);
+        return;
+      case Icmpv6Type.NEIGHBOR_ADVERTISEMENT:
+        this.naInput(x);
+        return;
+      case Icmpv6Type.ROUTER_ADVERTISEMENT:
+        this.raInput(x);
+        return;
+      case Icmpv6Type.ROUTER_SOLICITATION:
+        c.inc('drop.nd.rs-not-router');
+        return;
+      default:
+        // A host that takes redirects from anyone on the link lets anyone steer its traffic.
+        c.inc('drop.nd.redirect-ignored');
+    }
+  }
+
+  private nsInput(x: Ipv6Iface): void {
+    const c = this.ctx.counters;
+    const h = this.h;
+    const nd = this.nd;
+    const dad = isIpv6Unspecified(h.src);
+    if (dad && (nd.sourceLla >= 0 || !isSolicitedNode(h.dst))) {
+      // 7.1.1: from :: only to a solicited-node group, and without a source link-layer address.
+      c.inc('drop.nd.bad-dad-probe');
+      return;
+    }
+    const a = this.addrOn(x, nd.target);
+    if (!a || a.state === 'duplicate') {
+      c.inc('drop.nd.not-our-target');
+      return;
+    }
+    if (a.state === 'tentative') {
+      if (!dad) {
+        // 5.4.3: someone resolving a tentative address is ignored, and we stay quiet.
+        c.inc('drop.nd.tentative-target');
+        return;
+      }
+      if (a.nonce >= 0 && nd.nonce === a.nonce) {
+        // RFC 7527: our own probe came back (a looping link), not another node.
+        c.inc('accept.nd.dad-looped');
+        return;
+      }
+      c.inc('accept.nd.dad-conflict');
+      this.duplicate(x, a);
+      return;
+    }
+    if (!dad && nd.sourceLla >= 0)
+      this.ctx.neighbors.learn6(x.iface, h.src, { from: 'ns', mac: nd.sourceLla });
+    c.inc(dad ? 'accept.nd.dad-probe' : 'accept.nd.ns');
+    const reply: NdEncode = {
+      type: Icmpv6Type.NEIGHBOR_ADVERTISEMENT,
+      solicited: !dad,
+      override: true,
+      target: a.ip,
+      targetLla: x.iface.mac,
+    };
+    // Someone else's DAD for our address: defend it to all nodes (7.2.4).
+    if (dad) this.sendNd(x, a.ip, ALL_NODES, reply);
+    else this.sendNd(x, a.ip, h.src, reply, nd.sourceLla >= 0 ? nd.sourceLla : -1);
+  }
+
+  private naInput(x: Ipv6Iface): void {
+    const c = this.ctx.counters;
+    const h = this.h;
+    const nd = this.nd;
+    if (isIpv6Multicast(h.dst) && nd.solicited) {
+      c.inc('drop.nd.solicited-to-multicast');
+      return;
+    }
+    const a = this.addrOn(x, nd.target);
+    if (a) {
+      if (a.state === 'tentative') {
+        c.inc('accept.nd.dad-conflict');
+        this.duplicate(x, a);
+      } else {
+        // Someone claims an address we hold; never let that poison our own view.
+        c.inc('drop.nd.address-conflict');
+      }
+      return;
+    }
+    c.inc('accept.nd.na');
+    this.ctx.neighbors.learn6(x.iface, nd.target, {
+      from: 'na',
+      mac: nd.targetLla,
+      solicited: nd.solicited,
+      override: nd.override,
+      router: nd.router,
+    });
+    if (!nd.router) {
+      // 7.2.5: a router that says it no longer is one leaves the default router list.
+      const i = x.routers.findIndex((r) => ipv6Equal(r.ip, 0, nd.target, 0));
+      if (i >= 0) this.dropRouter(x, i);
+    }
+  }
+
+  private raInput(x: Ipv6Iface): void {
+    const c = this.ctx.counters;
+    const h = this.h;
+    const nd = this.nd;
+    if (!isIpv6LinkLocal(h.src)) {
+      c.inc('drop.nd.ra-not-link-local');
+      return;
+    }
+    if (!x.slaac) {
+      c.inc('drop.nd.ra-ignored');
+      return;
+    }
+    c.inc('accept.nd.ra');
+    const now = this.ctx.clock.now();
+    if (nd.curHopLimit !== 0) x.hopLimit = nd.curHopLimit;
+    if (nd.reachableTime !== 0) x.reachableMs = nd.reachableTime;
+    if (nd.retransTimer !== 0) x.retransMs = nd.retransTimer;
+    if (nd.sourceLla >= 0) this.ctx.neighbors.learn6(x.iface, h.src, { from: 'ns', mac: nd.sourceLla });
+    if (nd.mtu >= 0) {
+      if (nd.mtu >= IPV6_MIN_MTU && nd.mtu <= x.iface.mtu) x.mtu = nd.mtu;
+      else c.inc('nd.ra.bad-mtu');
+    }
+    // Default router list (6.3.4).
+    const ri = x.routers.findIndex((r) => ipv6Equal(r.ip, 0, h.src, 0));
+    if (nd.routerLifetime === 0) {
+      if (ri >= 0) this.dropRouter(x, ri);
+    } else {
+      let r = ri >= 0 ? x.routers[ri]! : undefined;
+      if (!r && x.routers.length >= MAX_ROUTERS) c.inc('nd.router.limit');
+      else if (!r) {
+        const ip = createIpv6();
+        copyIpv6(ip, 0, h.src, 0);
+        const made: Router = {
+          ip,
+          until: 0,
+          timer: this.ctx.clock.createTimer(() => this.dropRouter(x, x.routers.indexOf(made))).unref(),
+        };
+        x.routers.push(made);
+        r = made;
+        c.inc('nd.router.added');
+      }
+      if (r) {
+        r.until = now + nd.routerLifetime * 1000;
+        r.timer.arm(nd.routerLifetime * 1000);
+      }
+    }
+    for (let i = 0; i < nd.prefixCount; i++) {
+      const p = nd.prefixes[i]!;
+      if (isIpv6LinkLocal(p.prefix) || p.preferredLifetime > p.validLifetime) {
+        c.inc('nd.ra.prefix-ignored');
+        continue;
+      }
+      if (p.onLink) this.onLinkPrefix(x, p.prefix, p.prefixLength, p.validLifetime);
+      if (p.autonomous) this.autoconf(x, p.prefix, p.prefixLength, p.validLifetime, p.preferredLifetime, now);
+    }
+  }
+
+  private onLinkPrefix(x: Ipv6Iface, prefix: Uint8Array, len: number, valid: number): void {
+    const i = x.prefixes.findIndex(
+      (q) => q.prefixLength === len && ipv6PrefixMatch(q.prefix, 0, prefix, 0, len),
+    );
+    if (valid === 0) {
+      if (i >= 0) {
+        x.prefixes[i]!.timer.disarm();
+        x.prefixes.splice(i, 1);
+      }
+      return;
+    }
+    let q = i >= 0 ? x.prefixes[i]! : undefined;
+    if (!q && x.prefixes.length >= MAX_PREFIXES) {
+      this.ctx.counters.inc('nd.prefix.limit');
+      return;
+    }
+    if (!q) {
+      const own = createIpv6();
+      copyIpv6(own, 0, prefix, 0);
+      const made: Prefix = {
+        prefix: own,
+        prefixLength: len,
+        until: 0,
+        timer: this.ctx.clock
+          .createTimer(() => {
+            const k = x.prefixes.indexOf(made);
+            if (k >= 0) x.prefixes.splice(k, 1);
+          })
+          .unref(),
+      };
+      x.prefixes.push(made);
+      q = made;
+    }
+    q.until = lifetimeEnd(this.ctx.clock.now(), valid);
+    if (Number.isFinite(q.until)) q.timer.arm(valid * 1000);
+    else q.timer.disarm();
+  }
+
+  /** RFC 4862 5.5.3: form prefix + interface id, or refresh the lifetimes of the one formed before. */
+  private autoconf(
+    x: Ipv6Iface,
+    prefix: Uint8Array,
+    len: number,
+    valid: number,
+    preferred: number,
+    now: number,
+  ): void {
+    const c = this.ctx.counters;
+    if (len !== 64) {
+      // The interface identifier from a MAC is 64 bits; other lengths cannot take it.
+      c.inc('nd.ra.prefix-length-not-64');
+      return;
+    }
+    const existing = x.addrs.find((a) => a.origin === 'slaac' && ipv6PrefixMatch(a.ip, 0, prefix, 0, 64));
+    if (!existing) {
+      if (valid === 0) return;
+      const ip = createIpv6();
+      copyIpv6(ip, 0, prefix, 0);
+      writeInterfaceId(ip, 0, x.iface.mac);
+      if (this.owner(ip)) return;
+      if (x.addrs.length >= MAX_ADDRESSES) {
+        c.inc('nd.slaac.limit');
+        return;
+      }
+      this.addAddr(x, ip, 64, 'slaac', lifetimeEnd(now, valid), lifetimeEnd(now, preferred));
+      c.inc('nd.slaac.address');
+      return;
+    }
+    existing.preferredUntil = lifetimeEnd(now, preferred);
+    const remaining = existing.validUntil - now;
+    const want = lifetimeEnd(now, valid) - now;
+    // (e): a short lifetime from an unauthenticated RA may not cut a long one below two hours.
+    if (want > TWO_HOURS_MS || want > remaining) existing.validUntil = now + want;
+    else if (remaining > TWO_HOURS_MS) existing.validUntil = now + TWO_HOURS_MS;
+    this.armValid(existing, now);
+  }
+
+  /** One timer serves DAD and then expiry: a tentative address arms expiry once DAD is done. */
+  private armValid(a: Addr, now: number): void {
+    if (a.state === 'tentative') return;
+    if (Number.isFinite(a.validUntil)) a.timer.arm(Math.max(0, a.validUntil - now));
+  }
+
+  // ---- addresses ----------------------------------------------------------------------------------
+
+  private addAddr(
+    x: Ipv6Iface,
+    ip: Uint8Array,
+    prefixLength: number,
+    origin: Addr['origin'],
+    validUntil = Number.POSITIVE_INFINITY,
+    preferredUntil = Number.POSITIVE_INFINITY,
+  ): Addr {
+    const a: Addr = {
+      ip,
+      prefixLength,
+      origin,
+      state: 'tentative',
+      validUntil,
+      preferredUntil,
+      nonce: -1,
+      probes: 0,
+      timer: this.ctx.clock.createTimer(() => this.addrTimer(x, a)),
+    };
+    x.addrs.push(a);
+    this.join(x, solicitedNodeAddress(ip));
+    if (this.dadTransmits === 0) this.preferred(x, a);
+    else this.dadProbe(x, a);
+    return a;
+  }
+
+  private dadProbe(x: Ipv6Iface, a: Addr): void {
+    const r = this.ctx.random;
+    a.nonce = (r.u32() & 0xffff) * 0x1_0000_0000 + r.u32();
+    a.probes++;
+    this.ctx.counters.inc('nd.tx.dad');
+    this.sendNd(x, UNSPECIFIED, solicitedNodeAddress(a.ip), {
+      type: Icmpv6Type.NEIGHBOR_SOLICITATION,
+      target: a.ip,
+      nonce: a.nonce,
+    });
+    a.timer.arm(x.retransMs);
+  }
+
+  private addrTimer(x: Ipv6Iface, a: Addr): void {
+    if (a.state === 'tentative') {
+      if (a.probes < this.dadTransmits) this.dadProbe(x, a);
+      else this.preferred(x, a);
+      return;
+    }
+    if (a.validUntil <= this.ctx.clock.now()) this.removeAddr(x, a);
+  }
+
+  private preferred(x: Ipv6Iface, a: Addr): void {
+    a.state = 'preferred';
+    a.timer.disarm();
+    this.armValid(a, this.ctx.clock.now());
+    this.ctx.counters.inc('nd.dad.ok');
+    if (a.origin === 'link-local' && x.slaac && x.rsLeft > 0) this.sendRs(x);
+  }
+
+  private duplicate(x: Ipv6Iface, a: Addr): void {
+    a.state = 'duplicate';
+    a.timer.disarm();
+    this.leave(x, solicitedNodeAddress(a.ip));
+    this.ctx.counters.inc('nd.dad.duplicate');
+  }
+
+  private removeAddr(x: Ipv6Iface, a: Addr): void {
+    const i = x.addrs.indexOf(a);
+    if (i < 0) return;
+    a.timer.disarm();
+    x.addrs.splice(i, 1);
+    if (a.state !== 'duplicate') this.leave(x, solicitedNodeAddress(a.ip));
+    this.ctx.counters.inc('nd.address.expired');
+  }
+
+  private addrState(a: Addr, now: number): Ipv6AddressState {
+    if (a.state === 'preferred' && a.preferredUntil <= now) return 'deprecated';
+    return a.state;
+  }
+
+  private addrOn(x: Ipv6Iface, ip: Uint8Array): Addr | null {
+    for (const a of x.addrs) if (ipv6Equal(a.ip, 0, ip, 0)) return a;
+    return null;
+  }
+
+  private owner(ip: Uint8Array): Addr | null {
+    for (const x of this.ifs.values()) {
+      const a = this.addrOn(x, ip);
+      if (a && a.state !== 'duplicate') return a;
+    }
+    return null;
+  }
+
+  /** Whether `dst` is ours on `x`: a usable unicast address, a tentative one, a joined group, or no. */
+  private forUs(x: Ipv6Iface, dst: Uint8Array): 'unicast' | 'multicast' | 'tentative' | 'no' {
+    if (isIpv6Multicast(dst)) {
+      if (ipv6Equal(dst, 0, ALL_NODES, 0)) return 'multicast';
+      if (!isSolicitedNode(dst)) return 'no';
+      for (const a of x.addrs) {
+        if (a.state !== 'duplicate' && a.ip[13] === dst[13] && a.ip[14] === dst[14] && a.ip[15] === dst[15]) {
+          return 'multicast';
+        }
+      }
+      return 'no';
+    }
+    const a = this.addrOn(x, dst);
+    if (!a || a.state === 'duplicate') return 'no';
+    return a.state === 'tentative' ? 'tentative' : 'unicast';
+  }
+
+  private join(x: Ipv6Iface, group: Uint8Array): void {
+    const mac = ipv6MulticastMac(group);
+    x.groupMacs.set(mac, (x.groupMacs.get(mac) ?? 0) + 1);
+  }
+
+  private leave(x: Ipv6Iface, group: Uint8Array): void {
+    const mac = ipv6MulticastMac(group);
+    const n = (x.groupMacs.get(mac) ?? 0) - 1;
+    if (n > 0) x.groupMacs.set(mac, n);
+    else x.groupMacs.delete(mac);
+  }
+
+  private dropRouter(x: Ipv6Iface, i: number): void {
+    if (i < 0) return;
+    x.routers[i]!.timer.disarm();
+    x.routers.splice(i, 1);
+    this.ctx.counters.inc('nd.router.removed');
+  }
+
+  // ---- send -------------------------------------------------------------------------------------
+
+  private sendRs(x: Ipv6Iface): void {
+    if (this.closed || x.rsLeft <= 0) return;
+    const src = this.sourceFor(x.iface, ALL_ROUTERS);
+    if (!src) return;
+    x.rsLeft--;
+    this.sendNd(x, src, ALL_ROUTERS, { type: Icmpv6Type.ROUTER_SOLICITATION, sourceLla: x.iface.mac });
+    this.ctx.counters.inc('nd.tx.rs');
+    if (x.rsLeft > 0 && x.routers.length === 0) x.rsTimer.arm(RS_INTERVAL_MS);
+  }
+
+  /** An ND message from `src` to `dst`, hop limit 255; to `dstMac` when given, else resolved. */
+  private sendNd(x: Ipv6Iface, src: Uint8Array, dst: Uint8Array, m: NdEncode, dstMac = -1): void {
+    // Fixed part (up to 40 bytes), link-layer, MTU and nonce options: 72 at most without prefixes.
+    const { frame, at } = this.frame(x, src, dst, Ipv6Next.ICMPV6, 72, 255);
+    const n = encodeNd(m, frame, at, src, dst);
+    const f = frame.subarray(0, at + n);
+    f[at - IPV6_HEADER_LENGTH + 4] = n >>> 8;
+    f[at - IPV6_HEADER_LENGTH + 5] = n & 0xff;
+    if (dstMac >= 0) this.sendTo(x, dstMac, f);
+    else this.transmit(x, dst, f);
+  }
+
+  /** A frame with its Ethernet header (destination left for later) and IPv6 header; `at` is the payload. */
+  private frame(
+    x: Ipv6Iface,
+    src: Uint8Array,
+    dst: Uint8Array,
+    next: number,
+    payloadLen: number,
+    hopLimit: number,
+  ): { frame: Uint8Array; at: number } {
+    const eth = x.iface.ethHeaderLength;
+    const frame = new Uint8Array(eth + IPV6_HEADER_LENGTH + payloadLen);
+    x.iface.writeEthernet(frame, 0, EtherType.IPV6);
+    const h = txHeader;
+    h.trafficClass = 0;
+    h.flowLabel = 0;
+    h.payloadLength = payloadLen;
+    h.nextHeader = next;
+    h.hopLimit = hopLimit;
+    copyIpv6(h.src, 0, src, 0);
+    copyIpv6(h.dst, 0, dst, 0);
+    encodeIpv6(h, frame, eth);
+    return { frame, at: eth + IPV6_HEADER_LENGTH };
+  }
+
+  /**
+   * Out to `nextHop`: multicast straight to its group MAC, unicast through neighbor resolution;
+   * a packet larger than the path MTU towards its destination is sent in fragments.
+   */
+  private transmit(x: Ipv6Iface, nextHop: Uint8Array, frame: Uint8Array): boolean {
+    const eth = x.iface.ethHeaderLength;
+    if (frame.length - eth > this.mtuTo(x, frame, eth + 24)) return this.fragment(x, nextHop, frame);
+    return this.send1(x, nextHop, frame);
+  }
+
+  private send1(x: Ipv6Iface, nextHop: Uint8Array, frame: Uint8Array): boolean {
+    if (isIpv6Multicast(nextHop)) return this.sendTo(x, ipv6MulticastMac(nextHop), frame);
+    return this.ctx.neighbors.output6(x.iface, nextHop, frame, frame.length);
+  }
+
+  /**
+   * Source fragmentation (RFC 8200 4.5) of a packet we built (a fixed header, no extension
+   * headers): pieces of a multiple of 8 bytes that fit the path MTU with a fragment header, all
+   * with one unpredictable identification (RFC 7739).
+   */
+  private fragment(x: Ipv6Iface, nextHop: Uint8Array, frame: Uint8Array): boolean {
+    const eth = x.iface.ethHeaderLength;
+    const mtu = this.mtuTo(x, frame, eth + 24);
+    const data = eth + IPV6_HEADER_LENGTH;
+    const total = frame.length - data;
+    const chunk = (mtu - IPV6_HEADER_LENGTH - 8) & ~7;
+    const id = this.ctx.random.u32();
+    const next = frame[eth + 6]!;
+    let ok = true;
+    for (let off = 0; off < total; off += chunk) {
+      const n = Math.min(chunk, total - off);
+      const f = new Uint8Array(data + 8 + n);
+      f.set(frame.subarray(0, data), 0);
+      f[eth + 4] = (8 + n) >>> 8;
+      f[eth + 5] = (8 + n) & 0xff;
+      f[eth + 6] = Ipv6Next.FRAGMENT;
+      encodeIpv6Fragment(f, data, next, off, off + n < total, id);
+      f.set(frame.subarray(data + off, data + off + n), data + 8);
+      ok = this.send1(x, nextHop, f) && ok;
+    }
+    this.ctx.counters.inc('ipv6.tx.fragmented');
+    return ok;
+  }
+
+  private sendTo(x: Ipv6Iface, mac: number, frame: Uint8Array): boolean {
+    writeMac(frame, 0, mac);
+    const ok = x.iface.link.send(frame);
+    if (!ok) this.ctx.counters.inc('tx.drop.link');
+    return ok;
+  }
+
+  private echoReply(x: Ipv6Iface, req: Uint8Array): void {
+    const h = this.h;
+    const src = isIpv6Multicast(h.dst) ? this.sourceFor(x.iface, h.src) : h.dst;
+    const r = this.route(h.src, x.iface);
+    if (!src || !r) {
+      this.ctx.counters.inc('tx.drop.icmpv6.no-route');
+      return;
+    }
+    const { frame, at } = this.frame(x, src, h.src, Ipv6Next.ICMPV6, h.payloadLen, x.hopLimit);
+    frame.set(req.subarray(h.payloadOffset + 8, h.payloadOffset + h.payloadLen), at + 8);
+    const t = this.txIcmp;
+    t.type = Icmpv6Type.ECHO_REPLY;
+    t.code = 0;
+    t.id = this.icmp.id;
+    t.seq = this.icmp.seq;
+    encodeIcmpv6(t, frame, at, h.payloadLen - 8, src, h.src);
+    this.ctx.counters.inc('icmpv6.tx.echo-reply');
+    this.transmit(x, r.nextHop, frame);
+  }
+
+  private sendProblem(x: Ipv6Iface, frame: Uint8Array, ipOff: number, h: Ipv6Header): void {
+    this.sendError(x, frame, ipOff, Icmpv6Type.PARAMETER_PROBLEM, h.problemCode, h.problemPointer);
+  }
+
+  /**
+   * An ICMPv6 error about the packet at frame[ipOff] (its header decoded in `this.h`), quoting as
+   * much of it as fits in the minimum MTU. RFC 4443 2.4: never about an ICMPv6 error, never to a
+   * source that is not a unicast address of someone else; multicast destinations were filtered by
+   * the caller. Rate-limited with ICMPv4's budget.
+   */
+  private sendError(
+    x: Ipv6Iface,
+    frame: Uint8Array,
+    ipOff: number,
+    type: number,
+    code: number,
+    word: number,
+  ): void {
+    const h = this.h;
+    if (isIpv6Unspecified(h.src) || isIpv6Multicast(h.src) || this.isLocal(h.src)) return;
+    if (h.protocol === Ipv6Next.ICMPV6 && !h.fragment && h.payloadLen >= 1) {
+      const t = frame[h.payloadOffset]!;
+      if (isIcmpv6Error(t)) return;
+    }
+    const quote = Math.min(
+      IPV6_HEADER_LENGTH + h.payloadLength,
+      frame.length - ipOff,
+      ICMPV6_ERROR_QUOTE_MAX,
+    );
+    this.emitError(x.iface, frame.subarray(ipOff, ipOff + quote), type, code, word);
+  }
+
+  /** RFC 8200 4.5: time exceeded (code 1) to the sender whose first fragment came, but not the rest. */
+  private reassemblyTimeout(quote: Uint8Array): void {
+    const src = quote.subarray(8, 24);
+    if (
+      this.closed ||
+      isIpv6Multicast(src) ||
+      isIpv6Unspecified(src) ||
+      isIpv6Multicast(quote.subarray(24, 40))
+    )
+      return;
+    this.emitError(undefined, quote, Icmpv6Type.TIME_EXCEEDED, 1, 0);
+  }
+
+  /** An ICMPv6 error quoting `quote` (an offending packet from its IPv6 header on) to its source. */
+  private emitError(
+    via: StackInterface | undefined,
+    quote: Uint8Array,
+    type: number,
+    code: number,
+    word: number,
+  ): void {
+    const c = this.ctx.counters;
+    if (!this.ctx.allowError()) {
+      c.inc('icmpv6.tx.rate-limited');
+      return;
+    }
+    const dst = createIpv6();
+    copyIpv6(dst, 0, quote, 8);
+    const r = this.route(dst, via);
+    const src = r && this.sourceFor(r.iface, dst);
+    if (!r || !src) {
+      c.inc('tx.drop.icmpv6.no-route');
+      return;
+    }
+    const rx = this.ifs.get(r.iface)!;
+    const out = this.frame(rx, src, dst, Ipv6Next.ICMPV6, 8 + quote.length, rx.hopLimit);
+    out.frame.set(quote, out.at + 8);
+    const t = this.txIcmp;
+    t.type = type;
+    t.code = code;
+    t.pointer = word;
+    t.mtu = word;
+    encodeIcmpv6(t, out.frame, out.at, quote.length, src, dst);
+    c.inc(
+      type === Icmpv6Type.PARAMETER_PROBLEM
+        ? 'icmpv6.tx.parameter-problem'
+        : type === Icmpv6Type.TIME_EXCEEDED
+          ? 'icmpv6.tx.time-exceeded'
+          : 'icmpv6.tx.unreachable',
+    );
+    this.transmit(rx, r.nextHop, out.frame);
+  }
+}
+
+const txHeader = createIpv6Header();
+
+/** ff02::1:ffXX:XXXX. */
+function isSolicitedNode(a: Uint8Array): boolean {
+  if (a[0] !== 0xff || a[1] !== 0x02 || a[11] !== 0x01 || a[12] !== 0xff) return false;
+  for (let i = 2; i < 11; i++) if (a[i] !== 0) return false;
+  return true;
+}
+
+function lifetimeEnd(now: number, seconds: number): number {
+  return seconds === ND_INFINITE ? Number.POSITIVE_INFINITY : now + seconds * 1000;
+}
