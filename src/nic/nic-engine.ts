@@ -120,11 +120,14 @@ function keyOf(s: TcpState): ConnKey {
 class NicIpSender implements IpSender {
   readonly txBuf = new Uint8Array(TX_BUF_SIZE);
   private readonly gso: LinkGsoOptions = { gsoSize: 0, csumStart: 0, csumOffset: 16 };
-  private readonly ipOut = new Ipv4Output(0);
+  private readonly ipOut: Ipv4Output;
   constructor(
     private readonly link: Link,
     private readonly counters: Counters,
-  ) {}
+    idSecret: number,
+  ) {
+    this.ipOut = new Ipv4Output(idSecret);
+  }
 
   begin(path: PathState): number {
     return (path.neighbor.const.vlanId >= 0 ? ETHERNET_VLAN_HEADER_LENGTH : ETHERNET_HEADER_LENGTH) + 20;
@@ -252,7 +255,7 @@ export class NicEngine {
       clock: opts.clock,
       random: opts.random,
       counters: this.counters,
-      ip: new NicIpSender(opts.link, this.counters),
+      ip: new NicIpSender(opts.link, this.counters, opts.random.u32()),
       pathTo: (remoteIp, localIp) => this.findPath(remoteIp, localIp),
       isLocal: () => false,
     };

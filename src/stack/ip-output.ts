@@ -2,18 +2,37 @@ import type { PathState } from '../state/path-state.ts';
 import { tcpHeaderLen } from '../wire/fields.ts';
 import { createIpv4Header, encodeIpv4, IPV4_HEADER_MIN, IpProto, type Ipv4Header } from '../wire/ipv4.ts';
 
+/** Destinations whose id counters are kept; past this the table starts again (see `idFor`). */
+const MAX_ID_COUNTERS = 4096;
+
 /**
  * The IPv4 header of every packet a sender builds from a path: addresses from the path, TTL and
- * TOS from its cached state unless the transport overrides them, and the sender's IP id counter.
- * The host stack's path layer and a NIC's sender each own one, so both number and shape their
- * packets the same way, super-segments included.
+ * TOS from its cached state unless the transport overrides them, and an IP id from a counter of
+ * the destination's own. The host stack's path layer and a NIC's sender each own one, so both
+ * number and shape their packets the same way, super-segments included.
+ *
+ * One counter for all destinations would let anyone who talks to us count the packets we send to
+ * everyone else (idle scans, traffic counting: RFC 7739 section 3). Each destination's counter
+ * starts at a keyed hash of its address (RFC 7739 5.3), so neither its start nor its progress says
+ * anything about another's.
  */
 export class Ipv4Output {
   private readonly hdr: Ipv4Header = createIpv4Header();
-  private id: number;
+  /** Destination address → last id sent to it. */
+  private readonly ids = new Map<number, number>();
+  /** Destination of the last datagram and its id, so a super-segment can skip the ids it uses. */
+  private lastDst = -1;
 
-  constructor(firstId: number) {
-    this.id = firstId & 0xffff;
+  /** `secret`: a random 32-bit key of this sender's. */
+  constructor(private readonly secret: number) {}
+
+  /** The last id sent to `dst` (a fresh destination: its keyed starting point). */
+  private idFor(dst: number): number {
+    const id = this.ids.get(dst);
+    if (id !== undefined) return id;
+    // Forgetting every counter at once only restarts each from its own keyed start.
+    if (this.ids.size >= MAX_ID_COUNTERS) this.ids.clear();
+    return keyedStart(this.secret, dst);
   }
 
   /**
@@ -31,7 +50,10 @@ export class Ipv4Output {
     const h = this.hdr;
     h.tos = tos ?? path.cached.tos;
     h.totalLength = total;
-    h.id = this.id = (this.id + 1) & 0xffff;
+    const dst = path.const.remoteIp;
+    h.id = (this.idFor(dst) + 1) & 0xffff;
+    this.ids.set(dst, h.id);
+    this.lastDst = dst;
     h.df = df;
     h.mf = false;
     h.fragOffset = 0;
@@ -89,10 +111,22 @@ export class Ipv4Output {
     }
     encodeIpv4(this.next(path, IpProto.TCP, total, true, ttl, tos), buf, ip);
     // Linux' TSO gives the segments it cuts consecutive IP ids: skip ours past them.
-    if (segmented) this.id = (this.id + Math.ceil((l4Len - tcpHl) / segSize) - 1) & 0xffff;
+    if (segmented) {
+      const last = this.ids.get(this.lastDst)!;
+      this.ids.set(this.lastDst, (last + Math.ceil((l4Len - tcpHl) / segSize) - 1) & 0xffff);
+    }
     gso.gsoSize = segmented ? segSize : 0;
     gso.csumStart = l4;
     gso.csumOffset = 16;
     return true;
   }
+}
+
+/** A 16-bit starting id for `dst` under `secret` (a 32-bit integer mix; the key is what hides it). */
+function keyedStart(secret: number, dst: number): number {
+  let x = (secret ^ Math.imul(dst | 0, 0x9e3779b1)) | 0;
+  x = Math.imul(x ^ (x >>> 16), 0x85ebca6b);
+  x = Math.imul(x ^ (x >>> 13), 0xc2b2ae35);
+  x ^= x >>> 16;
+  return x & 0xffff;
 }
