@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { FromWorker } from '../../src/nic/worker/protocol.ts';
 import type { WorkerNic } from '../../src/nic/worker-nic.ts';
+import { TCP_STATE_NAMES } from '../../src/state/tcp-state.ts';
 import { streamBothWays } from '../nic/worker-helpers.ts';
 import {
   assertClean,
@@ -47,8 +48,86 @@ function holdNextReply(nic: WorkerNic, op: 'initiate' | 'terminate'): Promise<vo
   });
 }
 
+/**
+ * Each RST the host stack sends, with what the host, the team and the peer knew of its connection
+ * at that moment. A failing `assertClean` carries this log: which connections were reset and why is
+ * what a run under load that sent them shows only once.
+ */
+function watchRsts(rig: WorkerTeamRig): { check: (p: Promise<void>) => Promise<void> } {
+  const log: unknown[] = [];
+  // The host's last segments on each connection: what drew the peer's answer that met no connection.
+  const sent = new Map<number, string[]>();
+  const link = rig.team.link;
+  const send = link.send.bind(link);
+  link.send = (frame: Uint8Array): boolean => {
+    const v = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+    if (frame.length >= 54 && v.getUint16(12) === 0x0800 && frame[23] === 6) {
+      const t = 14 + (frame[14]! & 0x0f) * 4;
+      const flags = frame[t + 13]!;
+      const localPort = v.getUint16(t);
+      const remotePort = v.getUint16(t + 2);
+      const len = v.getUint16(16) - (t - 14) - (frame[t + 12]! >> 4) * 4;
+      const h = sent.get(localPort) ?? [];
+      h.push(`${Math.round(rig.net.clock.now())}:${v.getUint32(t + 4)}+${len}/${flags.toString(16)}`);
+      if (h.length > 6) h.shift();
+      sent.set(localPort, h);
+      if (flags & 4 && log.length < 20) {
+        const key = { localIp: v.getUint32(26), localPort, remoteIp: v.getUint32(30), remotePort };
+        const hc = rig.stack.tcp.lookup(key.localIp, localPort, key.remoteIp, remotePort) ?? undefined;
+        const pc = [...rig.peer.stack.tcp.connections()].find(
+          (c) => c.localPort === remotePort && c.remotePort === localPort,
+        );
+        const tcb = (c: typeof hc) => {
+          if (!c) return 'none';
+          const d = c.state.delegated;
+          return {
+            state: TCP_STATE_NAMES[d.state],
+            sndUna: d.sndUna,
+            sndNxt: d.sndNxt,
+            sndMax: d.sndMax,
+            rcvNxt: d.rcvNxt,
+          };
+        };
+        const owner = rig.manager.ownerOf(key);
+        log.push({
+          at: Math.round(rig.net.clock.now()),
+          port: localPort,
+          seq: v.getUint32(t + 4),
+          ack: v.getUint32(t + 8),
+          flags,
+          host: tcb(hc),
+          owner: owner === 'host' || owner === null ? owner : owner.id,
+          frozen: rig.stack.tcp.isFrozen(key.localIp, localPort, key.remoteIp, remotePort),
+          peer: tcb(pc),
+          hostSent: h,
+        });
+      }
+    }
+    return send(frame);
+  };
+  const check = async (p: Promise<void>): Promise<void> => {
+    try {
+      await p;
+    } catch (e) {
+      const c = rig.stack.counters.snapshot();
+      const why = Object.fromEntries(
+        Object.entries(c).filter(([k]) =>
+          /rst|drop\.tcp|challenge|data-after-close|accept\.refused|offload\.|tlp|rto|retrans|spurious|recover|dsack|undo/.test(
+            k,
+          ),
+        ),
+      );
+      if (e instanceof Error)
+        e.message += `\nhost counters: ${JSON.stringify(why)}\nRSTs sent by the host: ${JSON.stringify(log)}`;
+      throw e;
+    }
+  };
+  return { check };
+}
+
 async function crashMidInitiate(rig: WorkerTeamRig, from: 'host' | WorkerNic): Promise<void> {
   const [victim] = rig.nics;
+  const rsts = watchRsts(rig);
   const st = await streamBothWays(rig.host, rig.peer, CONNS, BYTES, CHUNK, GAP_MS);
   const keys = st.sockets.map(keyOf);
   if (from !== 'host') {
@@ -70,7 +149,7 @@ async function crashMidInitiate(rig: WorkerTeamRig, from: 'host' | WorkerNic): P
     `every connection runs somewhere: ${JSON.stringify(r.refused.slice(0, 3))}`,
   );
   await rig.team.settled();
-  await assertClean(rig, st);
+  await rsts.check(assertClean(rig, st));
   assert.deepEqual(
     ownersOf(rig, st.sockets).filter((o) => o !== null && o !== 'host'),
     [],
@@ -104,6 +183,7 @@ describe('a worker killed while an initiate to it is in flight', () => {
   }, async (t) => {
     const rig = await setup(t, { seed: 33, heartbeatMs: 20, deadAfterMs: 1000 });
     const [nic0, nic1] = rig.nics;
+    const rsts = watchRsts(rig);
     const st = await streamBothWays(rig.host, rig.peer, CONNS, BYTES, CHUNK, GAP_MS);
     const keys = st.sockets.map(keyOf);
     assert.equal((await rig.manager.offload(keys, nic0!)).moved.length, CONNS);
@@ -116,7 +196,7 @@ describe('a worker killed while an initiate to it is in flight', () => {
     await rig.team.settled();
     assert.equal(rig.team.failovers.length, 1);
     assert.equal(rig.team.failovers[0]!.lost, 0, 'the failover lost nothing');
-    await assertClean(rig, st);
+    await rsts.check(assertClean(rig, st));
     assert.equal(rig.stack.counters.get('offload.rebuilt'), CONNS, 'rebuilt from the hard state it left');
     assert.deepEqual(
       ownersOf(rig, st.sockets).filter((o) => o !== null && o !== nic1),
