@@ -325,6 +325,8 @@ function syncInput(
   if (f & TcpFlag.RST) {
     conn.stats.resetsIn++;
     counters.inc('tcp.rst.in');
+    // Counted apart: a RST in TIME_WAIT ends nothing the application still has (RFC 1337).
+    if (d.state === TcpStateId.TIME_WAIT) counters.inc('tcp.rst.in.time-wait');
     if (h.seq === d.rcvNxt) resetReceived(conn);
     else sendChallengeAck(conn, now);
     return;

@@ -237,6 +237,9 @@ export class TcpLayer implements TcpEngine {
     const l = this.listeners.find(ip.dst, h.dstPort);
     if (!l) {
       env.counters.inc('drop.tcp.no-listener');
+      // A bare ACK for a tuple we hold nothing for: most often the late duplicate of an ACK that
+      // already closed the connection (LAST_ACK), which Linux answers with a RST as we do.
+      if (h.flags === TcpFlag.ACK && pLen === 0) env.counters.inc('tcp.rst.out.stray-ack');
       sendRstReply(this, src, ip.dst, h, pLen);
       return;
     }
