@@ -54,8 +54,11 @@ export interface MemberWindow {
  *
  * A member is suspect when at least `stallMinConns`, and at least `stallFraction` of its
  * connections with data outstanding, have not been acknowledged for `stallMs` although they
- * retransmitted meanwhile (a retransmission timeout fired and went unanswered), while another
- * member's connections progressed within that time: if every member stalls, the fault is beyond
+ * retransmitted meanwhile (a retransmission timeout fired and went unanswered), when nothing at
+ * all was acknowledged or heard on it in that time (a few flows in their own backed-off timeouts
+ * on a member that still hears its peers are not its fault; a member whose peers' segments reach
+ * it but whose own never reach them goes unseen by this rule), while another member's connections
+ * progressed within that time: if every member stalls, the fault is beyond
  * the team (the peer, the path) and moving connections would not help. Suspect for
  * `progressWindows` windows in a row, it is declared failed ('progress') and its connections move,
  * as Protective ReRoute repaths a flow on its timeouts. Ordinary loss does not get there: one
@@ -187,9 +190,13 @@ export class ProgressWatch {
     }
     const others = all.filter((x) => x !== s && x.m.health.state === 'up');
     const progressElsewhere = others.some((x) => now - x.t.progressAt <= o.stallMs);
+    // A member on which any connection was acknowledged or heard from lately still reaches its
+    // peers: the few that stall are in their own timeouts (the tail of a thousand downloads left
+    // two waiting out backed-off RTOs while the rest finished, and was taken for a gray failure).
+    const quietHere = now - t.progressAt > o.stallMs;
     const stalled = w.stalled >= o.stallMinConns && w.stalled >= o.stallFraction * w.active;
     if (stalled) this.counters.inc('team.progress.stalled-window');
-    t.suspectWindows = stalled && progressElsewhere ? t.suspectWindows + 1 : 0;
+    t.suspectWindows = stalled && quietHere && progressElsewhere ? t.suspectWindows + 1 : 0;
     if (t.suspectWindows >= o.progressWindows) {
       t.suspectWindows = 0;
       m.health.gray(

@@ -5,7 +5,12 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { VirtualClock } from '../../src/core/clock.ts';
+import { Counters } from '../../src/core/counters.ts';
 import type { Link, RxOffloadInfo } from '../../src/link/link.ts';
+import type { QueryResult } from '../../src/nic/nic.ts';
+import { resolveHealthOptions } from '../../src/team/health.ts';
+import { ProgressWatch, type WatchedMember } from '../../src/team/progress-watch.ts';
 import { readU16, writeMac } from '../../src/wire/addr.ts';
 import { ArpOp } from '../../src/wire/arp.ts';
 import { EtherType } from '../../src/wire/ethernet.ts';
@@ -150,5 +155,75 @@ describe('gray failures the probes cannot see (simulator)', () => {
     // Retransmission timeouts did fire on the lossy member: each was answered while its other
     // connections progressed, so none made it suspect for long enough.
     assert.ok(timeouts > 0, 'the loss cost member 0 retransmission timeouts');
+  });
+});
+
+describe('the progress watch judges a member, not a flow', () => {
+  /**
+   * Two members read by a watch on a virtual clock: member A has two connections whose snd.una
+   * is stuck while they retransmit, and a third whose segments keep arriving when `heard`; member
+   * B's one connection keeps being acknowledged. Returns the gray verdicts A drew.
+   */
+  async function watchA(heard: boolean): Promise<string[]> {
+    const clock = new VirtualClock();
+    const opts = resolveHealthOptions({ progressWindowMs: 20, stallMs: 100, progressWindows: 2 });
+    const key = (port: number) => ({ localIp: 1, localPort: port, remoteIp: 2, remotePort: 80 });
+    const row = (port: number, over: Partial<QueryResult>): QueryResult =>
+      ({
+        key: key(port),
+        state: 4,
+        sndUna: 1000,
+        sndNxt: 5000,
+        sndMax: 5000,
+        rcvNxt: 1,
+        sndWnd: 65535,
+        cwnd: 14480,
+        srtt: 1,
+        sendQueued: 4000,
+        recvQueued: 0,
+        mtu: 1500,
+        dstMac: -1,
+        bytesIn: 0,
+        bytesOut: 0,
+        segmentsIn: 0,
+        segmentsOut: 0,
+        retransmits: 0,
+        ...over,
+      }) as QueryResult;
+    let window = 0;
+    const verdicts: string[] = [];
+    const member = (id: string, rows: () => QueryResult[]) =>
+      ({
+        nic: { id, death: null, query: async () => rows() },
+        health: {
+          state: 'up',
+          probeReplyMac: () => undefined,
+          gray: (cause: string, detail: string) => verdicts.push(`${id}: ${cause}: ${detail}`),
+        },
+      }) as unknown as WatchedMember;
+    const a = member('A', () => [
+      row(1, { retransmits: window }),
+      row(2, { retransmits: window }),
+      // Nothing outstanding, but the peer keeps talking on it (or not).
+      row(3, { sndNxt: 1000, sndMax: 1000, sendQueued: 0, segmentsIn: heard ? window : 0 }),
+    ]);
+    const b = member('B', () => [row(4, { sndUna: 1000 + window * 100 })]);
+    const watch = new ProgressWatch(clock, opts, () => [a, b], new Counters());
+    for (window = 0; window < 30; window++) {
+      clock.advance(20);
+      await new Promise((r) => setImmediate(r));
+    }
+    watch.close();
+    return verdicts;
+  }
+
+  test('flows stuck in their own timeouts on a member that still hears its peers: not a gray failure', async () => {
+    assert.deepEqual(await watchA(true), []);
+  });
+
+  test('the same flows on a member that hears nothing at all: declared failed for lack of progress', async () => {
+    const v = await watchA(false);
+    assert.equal(v.length >= 1, true, 'declared failed');
+    assert.match(v[0]!, /^A: progress: 2 of 2 connections unacknowledged/);
   });
 });
