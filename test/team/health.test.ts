@@ -44,6 +44,21 @@ function rig(opts: HealthOptions = {}) {
 }
 
 describe('NicHealth', () => {
+  test("a death by silence is dated from the NIC's own last sign of life when it gives one", () => {
+    const r = rig();
+    r.health.heartbeat();
+    r.clock.advance(1000);
+    // The worker made progress until 400 ms ago, though its last heartbeat message is 1000 ms old.
+    r.health.dead('no heartbeat for 400 ms', false, r.clock.now() - 400);
+    assert.equal(r.events.length, 1);
+    assert.equal(r.events[0]!.at - r.events[0]!.since, 400);
+    const q = rig();
+    q.health.heartbeat();
+    q.clock.advance(1000);
+    q.health.dead('no heartbeat');
+    assert.equal(q.events[0]!.at - q.events[0]!.since, 1000, 'without one, from the last heartbeat');
+  });
+
   test('a gray failure: down at once, quarantined, then held like any recovery', () => {
     const r = rig({ holdMs: 100, grayQuarantineMs: 1000 });
     r.clock.advance(50);

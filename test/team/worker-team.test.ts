@@ -199,10 +199,12 @@ describe('team of WorkerNics (real worker threads) on a real-time network', () =
     assert.ok((cause.silentMs ?? 0) > 500, `silent for ${cause.silentMs} ms`);
     const f = await within(failover, 20_000, 'failover after the death', rig);
     assert.equal(f.cause, 'dead');
-    // Detection counts from the worker's last progress, the silence it was declared dead for (the
-    // same instant: the team hears the death synchronously), not from the last heartbeat message.
-    const lag = f.detectMs - (cause.silentMs ?? 0);
-    assert.ok(lag >= 0 && lag < 5, `detected ${f.detectMs} ms after, silent for ${cause.silentMs} ms`);
+    // Detection counts from the worker's last progress (the rule is checked on a virtual clock in
+    // health.test.ts): at least the silence it was declared dead for.
+    assert.ok(
+      f.detectMs >= (cause.silentMs ?? 0),
+      `detected ${f.detectMs} ms after, silent for ${cause.silentMs} ms`,
+    );
     assert.equal(f.connections, CONNS);
     assert.deepEqual(f.to, [nic1.id]);
     assert.equal(f.lost, 0);
