@@ -2,7 +2,7 @@ import type { PathState } from '../state/path-state.ts';
 import { tcpHeaderLen } from '../wire/fields.ts';
 import { createIpv4Header, encodeIpv4, IPV4_HEADER_MIN, IpProto, type Ipv4Header } from '../wire/ipv4.ts';
 
-/** Destinations whose id counters are kept; past this the table starts again (see `idFor`). */
+/** Destinations whose id counters are kept; past this the table starts again (see `switchTo`). */
 const MAX_ID_COUNTERS = 4096;
 
 /**
@@ -18,21 +18,28 @@ const MAX_ID_COUNTERS = 4096;
  */
 export class Ipv4Output {
   private readonly hdr: Ipv4Header = createIpv4Header();
-  /** Destination address → last id sent to it. */
+  /** Destination address → last id sent to it, for every destination but `lastDst`. */
   private readonly ids = new Map<number, number>();
-  /** Destination of the last datagram and its id, so a super-segment can skip the ids it uses. */
+  /**
+   * The destination of the last datagram and the last id sent to it, kept out of the map: a burst
+   * to one peer (the common case) touches no map at all, and a super-segment skips its ids here.
+   */
   private lastDst = -1;
+  private lastId = 0;
 
   /** `secret`: a random 32-bit key of this sender's. */
   constructor(private readonly secret: number) {}
 
-  /** The last id sent to `dst` (a fresh destination: its keyed starting point). */
-  private idFor(dst: number): number {
-    const id = this.ids.get(dst);
-    if (id !== undefined) return id;
-    // Forgetting every counter at once only restarts each from its own keyed start.
-    if (this.ids.size >= MAX_ID_COUNTERS) this.ids.clear();
-    return keyedStart(this.secret, dst);
+  /** Make `dst` the current destination, `lastId` the last id sent to it. */
+  private switchTo(dst: number): void {
+    if (this.lastDst >= 0) {
+      // Forgetting every counter at once only restarts each from its own keyed start.
+      if (this.ids.size >= MAX_ID_COUNTERS) this.ids.clear();
+      this.ids.set(this.lastDst, this.lastId);
+    }
+    this.lastDst = dst;
+    this.lastId = this.ids.get(dst) ?? keyedStart(this.secret, dst);
+    this.ids.delete(dst);
   }
 
   /**
@@ -51,9 +58,8 @@ export class Ipv4Output {
     h.tos = tos ?? path.cached.tos;
     h.totalLength = total;
     const dst = path.const.remoteIp;
-    h.id = (this.idFor(dst) + 1) & 0xffff;
-    this.ids.set(dst, h.id);
-    this.lastDst = dst;
+    if (dst !== this.lastDst) this.switchTo(dst);
+    h.id = this.lastId = (this.lastId + 1) & 0xffff;
     h.df = df;
     h.mf = false;
     h.fragOffset = 0;
@@ -111,10 +117,7 @@ export class Ipv4Output {
     }
     encodeIpv4(this.next(path, IpProto.TCP, total, true, ttl, tos), buf, ip);
     // Linux' TSO gives the segments it cuts consecutive IP ids: skip ours past them.
-    if (segmented) {
-      const last = this.ids.get(this.lastDst)!;
-      this.ids.set(this.lastDst, (last + Math.ceil((l4Len - tcpHl) / segSize) - 1) & 0xffff);
-    }
+    if (segmented) this.lastId = (this.lastId + Math.ceil((l4Len - tcpHl) / segSize) - 1) & 0xffff;
     gso.gsoSize = segmented ? segSize : 0;
     gso.csumStart = l4;
     gso.csumOffset = 16;
