@@ -8,6 +8,7 @@ import {
   sackHighest,
   sackIsLost,
   sackIsSacked,
+  sackLimits,
   sackNextSeg,
   sackPipe,
   sackPrune,
@@ -244,6 +245,21 @@ describe('sender scoreboard: sackUpdate / sackPrune', () => {
       // Shrinking a failing 800-element run takes minutes and the counterexample stays large anyway.
       { numRuns: 60, endOnFailure: true },
     );
+  });
+
+  test('the cap can be switched off (attack benchmark): 700 islands are then all kept', () => {
+    const una = 1000;
+    const s = mkState(una, 2000);
+    sackLimits.maxRanges = Number.POSITIVE_INFINITY;
+    try {
+      for (let k = 0; k < 700; k++) assert.equal(sackUpdate(s, blocks([una + 2 * k, una + 2 * k + 1]), 1), 1);
+      assert.equal(s.soft.sacked.length, 700);
+    } finally {
+      sackLimits.maxRanges = SACK_MAX_RANGES;
+    }
+    const t = mkState(una, 2000);
+    for (let k = 0; k < 700; k++) sackUpdate(t, blocks([una + 2 * k, una + 2 * k + 1]), 1);
+    assert.equal(t.soft.sacked.length, SACK_MAX_RANGES);
   });
 });
 

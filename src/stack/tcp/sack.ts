@@ -22,6 +22,11 @@ import { seqGt, seqLeq, seqLt } from './seq.ts';
  * islands are ignored, which RFC 2018 allows (SACK information is advisory).
  */
 export const SACK_MAX_RANGES = 512;
+/**
+ * The cap in force, process-wide. Only the attacks benchmark turns it off (Infinity), to show what
+ * the cap saves against the same attack in the same run; everything else leaves it on.
+ */
+export const sackLimits = { maxRanges: SACK_MAX_RANGES };
 /** RFC 6675 DupThresh. */
 const DUP_THRESH = 3;
 /** RFC 2018 allows at most 4 blocks on the wire; remembering a few more lets older ones rotate in. */
@@ -120,7 +125,7 @@ export function sackUpdate(s: TcpState, blocks: Uint32Array, count: number): num
       j++;
     }
     if (j === i) {
-      if (sacked.length >= SACK_MAX_RANGES) continue;
+      if (sacked.length >= sackLimits.maxRanges) continue;
       added += hi - lo - covered;
       insertAt(sacked, i, take(left, right));
     } else {
