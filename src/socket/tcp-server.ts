@@ -6,6 +6,9 @@ import type { TcpCached } from '../state/tcp-state.ts';
 import { formatIpv4, parseIpv4 } from '../wire/addr.ts';
 import { type SocketHost, TcpSocket, type TcpSocketOptions } from './tcp-socket.ts';
 
+/** A queued socket has no 'error' listener of the application's yet: a reset only dequeues it. */
+const ignoreWhileQueued = (): void => {};
+
 export interface ServerHost extends SocketHost {
   readonly tcp: TcpLayer;
 }
@@ -21,10 +24,20 @@ export interface TcpServerOptions extends TcpSocketOptions {
   tcp?: Partial<TcpCached>;
 }
 
-/** Behaves like net.Server: 'listening', 'connection', 'close', 'error'. */
+/**
+ * Behaves like net.Server: 'listening', 'connection', 'close', 'error'.
+ *
+ * Accepted connections wait in an accept queue until they are handed to a 'connection' listener
+ * (at once, in a deferred turn, when there is one). A server nobody listens to is an application
+ * that never calls accept(2): its queue holds at most the backlog, and the TCP listener then drops
+ * SYNs and handshake ACKs as Linux does, so what it keeps is bounded.
+ */
 export class TcpServer extends EventEmitter {
   private listener: TcpListener | null = null;
   private readonly sockets = new Set<TcpSocket>();
+  /** Accepted, not yet handed to the application. */
+  private readonly queue: TcpSocket[] = [];
+  private draining = false;
   private closing = false;
   /** Like net.Server#maxConnections: connections beyond it are reset. */
   maxConnections = Number.POSITIVE_INFINITY;
@@ -36,6 +49,9 @@ export class TcpServer extends EventEmitter {
   ) {
     super();
     if (connectionListener) this.on('connection', connectionListener);
+    this.on('newListener', (event: string | symbol) => {
+      if (event === 'connection' && this.queue.length > 0) this.scheduleDrain();
+    });
   }
 
   get listening(): boolean {
@@ -91,6 +107,8 @@ export class TcpServer extends EventEmitter {
     this.listener.close();
     this.listener = null;
     this.closing = true;
+    // Like closing a listening socket in Linux: what waited in its accept queue is reset.
+    for (const q of this.queue.splice(0)) q.resetAndDestroy();
     if (cb) this.once('close', cb);
     this.maybeEmitClose();
     return this;
@@ -122,14 +140,42 @@ export class TcpServer extends EventEmitter {
     });
     socket._attachEstablished(conn);
     this.sockets.add(socket);
+    socket.on('error', ignoreWhileQueued);
     socket.once('close', () => {
       this.sockets.delete(socket);
+      const i = this.queue.indexOf(socket);
+      if (i >= 0) {
+        this.queue.splice(i, 1);
+        this.syncQueued();
+      }
       this.maybeEmitClose();
     });
+    this.queue.push(socket);
+    this.syncQueued();
     // The 'connection' event is deferred so the engine finishes its processing first.
-    this.host.clock.defer(() => this.emit('connection', socket));
+    this.scheduleDrain();
     return true;
   };
+
+  private scheduleDrain(): void {
+    if (this.draining) return;
+    this.draining = true;
+    this.host.clock.defer(this.drain);
+  }
+
+  private readonly drain = (): void => {
+    this.draining = false;
+    while (this.queue.length > 0 && this.listenerCount('connection') > 0) {
+      const socket = this.queue.shift()!;
+      this.syncQueued();
+      socket.removeListener('error', ignoreWhileQueued);
+      this.emit('connection', socket);
+    }
+  };
+
+  private syncQueued(): void {
+    if (this.listener) this.listener.queued = this.queue.length;
+  }
 
   private maybeEmitClose(): void {
     if (this.closing && this.sockets.size === 0) {

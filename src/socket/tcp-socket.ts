@@ -232,7 +232,9 @@ export class TcpSocket extends Duplex implements TcpUser {
 
   onRemoteEnd(): void {
     this.remoteEnded = true;
-    if (this.wantRead) this.pull();
+    // Not only when the application reads: with nothing left unread the end is pushed now, so a
+    // socket never read still ends, and closes, at the peer's FIN (as net.Socket does).
+    this.pull();
   }
 
   onClosed(error: ConnectionError | null): void {
@@ -336,6 +338,9 @@ export class TcpSocket extends Duplex implements TcpUser {
     if (this.remoteEnded && conn.readableLength === 0 && !this.endPushed) {
       this.endPushed = true;
       this.push(null);
+      // Like Node's stream_base_commons at EOF: a read of nothing lets 'end' out of a stream in
+      // paused mode that holds no data, so it does not wait for a reader that may never come.
+      this.read(0);
     }
   }
 

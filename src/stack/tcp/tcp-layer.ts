@@ -11,7 +11,7 @@ import { connError, deliverEvents, type TcpConnection, type TcpEngine, terminate
 import { kick, rewind } from './tcp-drive.ts';
 import { type AdoptOptions, Handover } from './tcp-handover.ts';
 import { connInput } from './tcp-input.ts';
-import { Listeners, type TcpListener } from './tcp-listen.ts';
+import { Listener, Listeners, type TcpListener } from './tcp-listen.ts';
 import { type ConnectOptions, openConnection } from './tcp-open.ts';
 import { mergeTcpOptions } from './tcp-options.ts';
 import { CHALLENGE_ACKS_GLOBAL, sendRstReply } from './tcp-output.ts';
@@ -218,6 +218,19 @@ export class TcpLayer implements TcpEngine {
     }
     let reopenIss = -1;
     if (conn) {
+      const l = conn.listener;
+      if (
+        l instanceof Listener &&
+        l.acceptFull &&
+        (h.flags & (TcpFlag.ACK | TcpFlag.SYN | TcpFlag.RST)) === TcpFlag.ACK &&
+        conn.state.delegated.state === TcpStateId.SYN_RECEIVED
+      ) {
+        // The handshake's last ACK with the accept queue full: Linux (tcp_abort_on_overflow off)
+        // drops it and keeps the half-open connection; our SYN-ACK goes out again on its timer and
+        // the peer's next ACK may find room.
+        env.counters.inc('tcp.listen.overflow');
+        return;
+      }
       // A SYN ends TIME_WAIT only when a listener will take it (Linux TCP_TW_SYN); otherwise the
       // TIME_WAIT connection answers it as any other segment.
       const tl =

@@ -26,6 +26,14 @@ export interface TcpListener {
   close(): void;
   /** Half-open connections (SYN_RECEIVED) waiting for the handshake's last ACK. */
   readonly pending: number;
+  /** Bound on the half-open connections and on the accept queue, each (listen(2)'s backlog). */
+  readonly backlog: number;
+  /**
+   * Established connections the owner holds for the application and it has not yet taken (Linux's
+   * accept queue); the owner keeps this current. Past the backlog, SYNs and the handshake's last
+   * ACK are dropped, so the peer retries, as Linux does with tcp_abort_on_overflow off.
+   */
+  queued: number;
 }
 
 /** Like Linux's TCP_SYNCOOKIE_VALID: cookie ACKs are looked at this long after an overflow. */
@@ -33,6 +41,7 @@ const SYNCOOKIE_VALID_MS = 120_000;
 
 export class Listener implements TcpListener, ListenerRef {
   pending = 0;
+  queued = 0;
   closed = false;
   /** When the backlog last overflowed and a cookie went out (-Infinity: never). */
   lastOverflowAt = Number.NEGATIVE_INFINITY;
@@ -44,6 +53,10 @@ export class Listener implements TcpListener, ListenerRef {
     readonly cached: TcpCached,
     readonly accept: (conn: TcpConnection) => boolean,
   ) {}
+  /** Linux's sk_acceptq_is_full: more than the backlog already waits to be taken. */
+  get acceptFull(): boolean {
+    return this.queued > this.backlog;
+  }
   close(): void {
     if (this.closed) return;
     this.closed = true;
@@ -151,6 +164,12 @@ export class Listeners {
       env.counters.inc('drop.tcp.listen-no-syn');
       return;
     }
+    if (l.acceptFull) {
+      // Linux's tcp_conn_request drops a SYN while the accept queue is full (ListenOverflows),
+      // cookies or not: the application is not taking what it has, and the peer will retry.
+      env.counters.inc('tcp.listen.overflow');
+      return;
+    }
     const path = env.pathTo(ip.src, ip.dst);
     if (!path) {
       env.counters.inc('drop.tcp.no-route');
@@ -241,6 +260,12 @@ export class Listeners {
     if (mss < 0) {
       env.counters.inc('tcp.syncookies.failed');
       return false;
+    }
+    if (l.acceptFull) {
+      // tcp_v4_syn_recv_sock: no room in the accept queue, the ACK is dropped (the peer resends it
+      // with its data, or its next segment carries the cookie again).
+      env.counters.inc('tcp.listen.overflow');
+      return true;
     }
     const path = env.pathTo(ip.src, ip.dst);
     if (!path) return false;
