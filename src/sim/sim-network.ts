@@ -10,6 +10,7 @@ import { NicGroupLink } from '../nic/nic-group-link.ts';
 import { OffloadManager, type OffloadPolicy } from '../offload/offload-manager.ts';
 import { Host } from '../socket/host.ts';
 import { Stack } from '../stack/stack.ts';
+import type { TcpLimits } from '../stack/tcp/tcp-mem.ts';
 import type { TcpCached } from '../state/tcp-state.ts';
 import { buildTeamHost, type TeamHost, type TeamHostOptions } from '../team/team-host.ts';
 import { formatMac, parseCidr } from '../wire/addr.ts';
@@ -47,6 +48,8 @@ export interface SimHostOptions {
   offload?: boolean;
   /** Default TCP settings for this host's connections. */
   tcp?: Partial<TcpCached>;
+  /** The host stack's TCP connection and memory limits (`StackOptions.tcpLimits`). */
+  tcpLimits?: TcpLimits;
 }
 
 /** One host on the simulated network: a Chimney stack on a switch port, with Node-shaped sockets. */
@@ -149,7 +152,13 @@ export class SimNetwork {
     let link: Link = port;
     if (this.trace) link = this.trace.wrap(link);
     if (this.pcap) link = capture(link, this.pcap);
-    const stack = new Stack({ clock: this.clock, random: this.random.fork(), name, tcp: opts.tcp });
+    const stack = new Stack({
+      clock: this.clock,
+      random: this.random.fork(),
+      name,
+      tcp: opts.tcp,
+      tcpLimits: opts.tcpLimits,
+    });
     stack.addInterface(link, { mac, ip: opts.ip, vlan: opts.vlan, name: 'eth0' });
     if (opts.gateway) stack.setDefaultGateway(opts.gateway);
     const host = new SimHost(stack, name, opts.ip.split('/')[0]!, port);
@@ -194,7 +203,13 @@ export class SimNetwork {
         }),
       );
     }
-    const stack = new Stack({ clock: this.clock, random: this.random.fork(), name, tcp: opts.tcp });
+    const stack = new Stack({
+      clock: this.clock,
+      random: this.random.fork(),
+      name,
+      tcp: opts.tcp,
+      tcpLimits: opts.tcpLimits,
+    });
     stack.addInterface(new NicGroupLink(nics), { mac, ip: opts.ip, vlan: opts.vlan, name: 'eth0' });
     if (opts.gateway) stack.setDefaultGateway(opts.gateway);
     const offload = new OffloadManager({ stack, nics, policy: opts.policy });

@@ -22,7 +22,7 @@ import { Ipv6Layer, type Ipv6Options } from './ipv6.ts';
 import { type ArpOptions, checkMac, NeighborTable } from './neighbor.ts';
 import { PathLayer, type PathOptions, parseQuote, type RxPacket } from './path.ts';
 import type { ReassemblyOptions } from './reassembly.ts';
-import { TcpLayer } from './tcp/tcp-layer.ts';
+import { TcpLayer, type TcpLimits } from './tcp/tcp-layer.ts';
 import { UdpLayer } from './udp.ts';
 
 export interface StackOptions {
@@ -31,6 +31,11 @@ export interface StackOptions {
   name?: string;
   /** Defaults for new TCP connections. */
   tcp?: Partial<TcpCached>;
+  /**
+   * Stack-wide TCP limits (tcp-mem.ts); each one left out takes its default from
+   * `DEFAULT_TCP_LIMITS`, and Infinity turns it off.
+   */
+  tcpLimits?: TcpLimits;
   arp?: ArpOptions;
   reassembly?: ReassemblyOptions;
   path?: PathOptions;
@@ -45,6 +50,13 @@ interface LinkPort {
 }
 
 const ETH_DROP = decodeDropNames('eth');
+
+/**
+ * A host stack's TCP limits unless told otherwise: as many live connections as Linux's default
+ * tcp_max_tw_buckets lets wait, and 1 GiB of connection buffers (Linux's tcp_mem[2] on a machine
+ * with about 10 GiB of memory).
+ */
+export const DEFAULT_TCP_LIMITS: Required<TcpLimits> = { maxConnections: 65_536, memBytes: 1 << 30 };
 
 /**
  * The host stack: Ethernet/VLAN demultiplexing, the neighbor (ARP) layer, the IPv4 path layer,
@@ -150,6 +162,7 @@ export class Stack {
         isLocal: (ip: number) => this.ip.isLocal(ip),
       },
       opts.tcp,
+      { ...DEFAULT_TCP_LIMITS, ...opts.tcpLimits },
     );
   }
 

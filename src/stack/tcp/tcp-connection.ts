@@ -38,6 +38,13 @@ export interface TcpEngine {
   /** A connection begins to spend its budget in this turn: the turn must end. */
   noteOutputTurn?(): void;
   outputLater?(conn: TcpConnection): void;
+  /**
+   * The stack's buffer memory is at its limit (tcp-mem.ts): rings must not grow, out-of-order
+   * data is not kept. Absent: no limit.
+   */
+  readonly memFull?: boolean;
+  /** A ring of this connection may have changed size: account for it. */
+  memCharge?(conn: TcpConnection): void;
 }
 
 /** The part of a listener a half-open connection refers to. */
@@ -109,6 +116,8 @@ export class TcpConnection implements ConnectionHandle {
   outputQueued = false;
   /** @internal Offered window-scale shift while the handshake is under way. */
   offeredWscale = 0;
+  /** @internal Bytes of buffers this connection was last charged for (tcp-mem.ts). */
+  memCharged = 0;
   /** @internal True while linked in the layer's demultiplexing table. */
   linked = false;
   /** @internal The deadline the timer was last armed for. */
@@ -160,7 +169,12 @@ export class TcpConnection implements ConnectionHandle {
     if (d.state >= TcpStateId.FIN_WAIT_1 && d.state !== TcpStateId.CLOSE_WAIT) {
       throw new InvalidStateError('write after shutdown or close');
     }
-    const n = d.sendBuffer.write(src, off, len);
+    const ring = d.sendBuffer;
+    // At the memory limit a write only fills what the ring already has (Linux blocks a writer in
+    // sk_stream_wait_memory); ACKs free room in it, and onWritable follows.
+    const room = this.engine.memFull === true ? Math.max(0, ring.capacity - ring.length) : len;
+    const n = ring.write(src, off, Math.min(len, room));
+    if (n > 0) this.engine.memCharge?.(this);
     if (n < len) this.wantWritable = true;
     if (n > 0 && isSynchronized(d.state)) {
       tcpOutput(this);

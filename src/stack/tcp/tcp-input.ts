@@ -920,8 +920,12 @@ function receiveData(
   const s = conn.state;
   const d = s.delegated;
   const soft = s.soft;
+  const memFull = conn.engine.memFull === true;
   if (seq === d.rcvNxt) {
-    const n = d.recvBuffer.write(buf, pOff, pLen);
+    const ring = d.recvBuffer;
+    // At the memory limit the ring takes only what fits without growing; the rest is not
+    // acknowledged and comes again (Linux's tcp_try_rmem_schedule failing: TCPRcvQDrop).
+    const n = ring.write(buf, pOff, memFull ? Math.min(pLen, ring.capacity - ring.length) : pLen);
     d.rcvNxt = seqAdd(d.rcvNxt, n);
     conn.stats.bytesIn += n;
     if (soft.ooo.length > 0) {
@@ -943,7 +947,9 @@ function receiveData(
   // Out of order: keep it and tell the sender at once (duplicate ACK plus SACK, RFC 5681 4.2).
   // Only data actually held may be SACKed (RFC 2018 8 lets a receiver renege, but a sender that
   // trusts the block would never resend it before its RTO).
-  if (oooInsert(s, seq, buf, pOff, pLen)) {
+  if (memFull) {
+    conn.engine.env.counters.inc('drop.tcp.ooo-mem');
+  } else if (oooInsert(s, seq, buf, pOff, pLen)) {
     if (s.const.sackEnabled) recvSackAdd(s, seq, seqAdd(seq, pLen));
   } else {
     conn.engine.env.counters.inc('drop.tcp.ooo-cap');

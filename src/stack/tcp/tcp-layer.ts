@@ -12,6 +12,7 @@ import { kick, rewind } from './tcp-drive.ts';
 import { type AdoptOptions, Handover } from './tcp-handover.ts';
 import { connInput } from './tcp-input.ts';
 import { Listener, Listeners, type TcpListener } from './tcp-listen.ts';
+import { TcpBudget, type TcpLimits } from './tcp-mem.ts';
 import { type ConnectOptions, openConnection } from './tcp-open.ts';
 import { mergeTcpOptions } from './tcp-options.ts';
 import { CHALLENGE_ACKS_GLOBAL, sendRstReply } from './tcp-output.ts';
@@ -19,6 +20,7 @@ import type { TcpHostEnv, TcpUser } from './tcp-types.ts';
 
 export type { AdoptOptions } from './tcp-handover.ts';
 export type { TcpListener } from './tcp-listen.ts';
+export type { TcpLimits } from './tcp-mem.ts';
 export { mergeTcpOptions } from './tcp-options.ts';
 
 const DROP_NAMES: Record<DecodeError, string> = {
@@ -73,8 +75,12 @@ export class TcpLayer implements TcpEngine {
   private outputPending: TcpConnection[] = [];
   private outputRunning: TcpConnection[] = [];
 
-  constructor(env: TcpHostEnv, defaults?: Partial<TcpCached>) {
+  /** The stack-wide connection and buffer-memory limits (tcp-mem.ts). */
+  readonly budget: TcpBudget;
+
+  constructor(env: TcpHostEnv, defaults?: Partial<TcpCached>, limits?: TcpLimits) {
     this.env = env;
+    this.budget = new TcpBudget(env.counters, limits);
     this.defaults = mergeTcpOptions(DEFAULT_TCP_CACHED, defaults);
     this.isn = new IsnGenerator(env.clock, env.random);
     this.listeners = new Listeners(this);
@@ -147,6 +153,25 @@ export class TcpLayer implements TcpEngine {
   link(conn: TcpConnection): void {
     this.table.add(conn);
     conn.linked = true;
+    this.budget.charge(conn);
+  }
+
+  /** Connections running here that count against `maxConnections` (TIME_WAIT has its own cap). */
+  get liveCount(): number {
+    return this.table.size - this.timeWaiting.size;
+  }
+
+  /** @internal May one more connection start here? A refusal is counted (tcp.conn.limit, tcp.mem.limit). */
+  admitNew(): boolean {
+    return this.budget.admit(this.liveCount);
+  }
+
+  get memFull(): boolean {
+    return this.budget.full;
+  }
+
+  memCharge(conn: TcpConnection): void {
+    if (conn.linked) this.budget.charge(conn);
   }
 
   /** Connections allowed to wait in TIME_WAIT at once (Linux: tcp_max_tw_buckets). */
@@ -173,6 +198,7 @@ export class TcpLayer implements TcpEngine {
 
   /** @internal Out of the table without telling anyone (a hand-over, not a close). */
   unlinkQuiet(conn: TcpConnection): void {
+    this.budget.discharge(conn);
     this.timeWaiting.delete(conn);
     conn.linked = false;
     this.table.remove(conn);
@@ -239,6 +265,10 @@ export class TcpLayer implements TcpEngine {
           : null;
       if (!tl) {
         connInput(conn, h, buf, pOff, pLen);
+        if (conn.linked) {
+          this.budget.prune(conn);
+          this.budget.charge(conn);
+        }
         return;
       }
       env.counters.inc('tcp.time-wait.reopened');

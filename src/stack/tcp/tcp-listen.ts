@@ -179,8 +179,14 @@ export class Listeners {
       this.sendCookie(l, ip, h, path);
       return;
     }
+    // Past the connection or memory limit the SYN is dropped, as a full accept queue drops it:
+    // a RST would tell the peer to give up, a drop lets it retry once there is room. (Linux has
+    // no such refusal for tcp_mem; it lets in-window data go, tcp_try_rmem_schedule, and kills
+    // orphans; refusing the newcomer is the one way to keep established connections whole.)
+    if (!layer.admitNew()) return;
     const now = env.clock.now();
-    const conn = newConnection(layer, ip.dst, h.dstPort, ip.src, h.srcPort, l.cached, path);
+    const cached = layer.budget.sized(l.cached);
+    const conn = newConnection(layer, ip.dst, h.dstPort, ip.src, h.srcPort, cached, path);
     const s = conn.state;
     const d = s.delegated;
     conn.listener = l;
@@ -269,6 +275,9 @@ export class Listeners {
     }
     const path = env.pathTo(ip.src, ip.dst);
     if (!path) return false;
+    // Refused for the limits: dropped, not reset (see input). The cookie's connection keeps the
+    // listener's buffer sizes, since its SYN-ACK already announced a window scale for them.
+    if (!layer.admitNew()) return true;
     env.counters.inc('tcp.syncookies.ok');
     const o = this.cookieOpts;
     if (h.hasTimestamps) SynCookies.decodeTs(h.tsEcr, o);

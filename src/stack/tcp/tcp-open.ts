@@ -70,8 +70,9 @@ export function openConnection(
   if (remoteIp === 0 || remoteIp === 0xffffffff || remoteIp >>> 28 === 14) {
     throw new InvalidArgumentError('connect: remote address must be unicast');
   }
-  const options = cached(opts.options);
   const env = layer.env;
+  const admitted = layer.admitNew();
+  const options = layer.budget.sized(cached(opts.options));
   const path = env.pathTo(remoteIp, opts.localIp);
   const localIp = opts.localIp ?? path?.const.localIp ?? 0;
   let localPort = opts.localPort ?? 0;
@@ -88,6 +89,12 @@ export function openConnection(
   if (!path) {
     env.counters.inc('tcp.connect.no-route');
     reportClosed(conn, connError('ENETUNREACH', 'no route to the remote address'));
+    conn.deferDelivery();
+    return conn;
+  }
+  if (!admitted) {
+    // Past the stack's connection or memory limit: fails like a socket(2) without buffers.
+    reportClosed(conn, connError('ENOBUFS', 'TCP connection or memory limit reached'));
     conn.deferDelivery();
     return conn;
   }
