@@ -152,13 +152,7 @@ export class SimNetwork {
     let link: Link = port;
     if (this.trace) link = this.trace.wrap(link);
     if (this.pcap) link = capture(link, this.pcap);
-    const stack = new Stack({
-      clock: this.clock,
-      random: this.random.fork(),
-      name,
-      tcp: opts.tcp,
-      tcpLimits: opts.tcpLimits,
-    });
+    const stack = this.newStack(name, opts);
     stack.addInterface(link, { mac, ip: opts.ip, vlan: opts.vlan, name: 'eth0' });
     if (opts.gateway) stack.setDefaultGateway(opts.gateway);
     const host = new SimHost(stack, name, opts.ip.split('/')[0]!, port);
@@ -203,13 +197,7 @@ export class SimNetwork {
         }),
       );
     }
-    const stack = new Stack({
-      clock: this.clock,
-      random: this.random.fork(),
-      name,
-      tcp: opts.tcp,
-      tcpLimits: opts.tcpLimits,
-    });
+    const stack = this.newStack(name, opts);
     stack.addInterface(new NicGroupLink(nics), { mac, ip: opts.ip, vlan: opts.vlan, name: 'eth0' });
     if (opts.gateway) stack.setDefaultGateway(opts.gateway);
     const offload = new OffloadManager({ stack, nics, policy: opts.policy });
@@ -229,6 +217,11 @@ export class SimNetwork {
   }
 
   /** Resolve after `ms` of network time (virtual or real). */
+  private newStack(name: string, opts: SimHostOptions): Stack {
+    const { tcp, tcpLimits } = opts;
+    return new Stack({ clock: this.clock, random: this.random.fork(), name, tcp, tcpLimits });
+  }
+
   sleep(ms: number): Promise<void> {
     return new Promise((resolve) => {
       const t = this.clock.createTimer(resolve);
