@@ -16,7 +16,7 @@ import { PcapWriter } from '../link/pcap.ts';
 import type { Nic } from '../nic/nic.ts';
 import { DEFAULT_RING, WorkerNic } from '../nic/worker-nic.ts';
 import type { Host } from '../socket/host.ts';
-import type { Stack } from '../stack/stack.ts';
+import { DEFAULT_TCP_LIMITS, type Stack } from '../stack/stack.ts';
 import type { FailureEvent } from '../team/health.ts';
 import { ManagerOffloader } from '../team/manager-offloader.ts';
 import type { FailoverRecord } from '../team/team.ts';
@@ -118,7 +118,14 @@ interface TeamFlags {
 }
 
 type ServeFlags = TapFlags &
-  TeamFlags & { service?: ServiceSpec[]; quiet?: boolean; control?: string; logFormat?: LogFormat };
+  TeamFlags & {
+    service?: ServiceSpec[];
+    quiet?: boolean;
+    control?: string;
+    logFormat?: LogFormat;
+    maxConnections?: number;
+    tcpMem?: number;
+  };
 
 function fail(cmd: string, msg: string): never {
   process.stderr.write(`chimney ${cmd}: ${msg}\n`);
@@ -217,6 +224,19 @@ export function registerTapCommands(program: Command): void {
         .default(200),
     )
     .option('--failback', 'move connections back to a recovered NIC after its hold')
+    .addOption(
+      new Option('--max-connections <n>', 'live TCP connections at once; SYNs past it are dropped')
+        .argParser(intIn(1, 16_777_216))
+        .default(DEFAULT_TCP_LIMITS.maxConnections),
+    )
+    .addOption(
+      new Option(
+        '--tcp-mem <bytes>',
+        'TCP buffer memory (like tcp_mem[2]): new connections shrink past 2/3 of it, are refused past it',
+      )
+        .argParser(byteSize)
+        .default(DEFAULT_TCP_LIMITS.memBytes),
+    )
     .option('-q, --quiet', 'do not log connections (errors and failovers are still logged)')
     .option(
       '--control <path>',
@@ -416,6 +436,8 @@ async function runServe(o: ServeFlags & AdminFlags): Promise<void> {
   const log: ServeLog = createLog(o.logFormat ?? 'human', { quiet: o.quiet });
   const teamed = o.tap.length > 1 || o.workers === true;
   const sv = teamed ? await serveOnTeam(o, log) : serveOnTap(o, log);
+  // Limits of the host stack; connections offloaded to NICs live in the NICs' own memory.
+  sv.stack.tcp.budget.set({ maxConnections: o.maxConnections, memBytes: o.tcpMem });
   const running: RunningService[] = specs.map((s) => startService(sv.host, s, log));
   const reporter = new StatusReporter(sv.stack, `chimney serve on ${sv.label}`, {
     ...sv.status,

@@ -115,6 +115,12 @@ describe('chimney serve: argument errors', () => {
     r = runChimney(['serve', '--tap', 'chx0', '--ip', '10.1.2.3/24', '--probe-misses', '0']);
     assert.notEqual(r.status, 0);
     assert.match(r.stderr, /--probe-misses/);
+    r = runChimney(['serve', '--tap', 'chx0', '--ip', '10.1.2.3/24', '--max-connections', '0']);
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /--max-connections/);
+    r = runChimney(['serve', '--tap', 'chx0', '--ip', '10.1.2.3/24', '--tcp-mem', 'lots']);
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /--tcp-mem/);
   });
   test('a device that is not a TAP cannot be opened', { skip: skipReason || false }, () => {
     const r = runChimney(['serve', '--tap', 'lo', '--ip', '10.1.2.3/24']);

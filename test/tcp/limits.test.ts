@@ -161,4 +161,23 @@ describe('stack-wide TCP limits (Linux tcp_mem, and a connection cap)', () => {
     assert.ok(a.stack.counters.get('tcp.mem.ooo-pruned') >= 1);
     net.close();
   });
+
+  test('limits are validated, and a running layer takes new ones', () => {
+    const net = new SimNetwork({ seed: 23, virtualTime: true });
+    assert.throws(
+      () => net.addHost({ ip: '10.0.0.1/24', tcpLimits: { maxConnections: 0 } }),
+      /maxConnections/,
+    );
+    assert.throws(() => net.addHost({ ip: '10.0.0.1/24', tcpLimits: { memBytes: 1.5 } }), /memBytes/);
+    const a = net.addHost({ ip: '10.0.0.1/24' });
+    const b = a.stack.tcp.budget;
+    assert.equal(b.maxConnections, 65_536);
+    assert.equal(b.memBytes, 1 << 30);
+    assert.throws(() => b.set({ maxConnections: -1, memBytes: 100 }), /maxConnections/);
+    assert.equal(b.memBytes, 1 << 30);
+    b.set({ memBytes: 100 });
+    assert.equal(b.memBytes, 100);
+    assert.equal(b.maxConnections, 65_536);
+    net.close();
+  });
 });

@@ -69,6 +69,18 @@ export class TcpBudget {
     this.memBytes = checkLimit(limits.memBytes, 'memBytes');
   }
 
+  /** Change the limits of a running layer (those given; a bad value changes nothing). */
+  set(limits: TcpLimits): void {
+    const max =
+      limits.maxConnections === undefined
+        ? this.maxConnections
+        : checkLimit(limits.maxConnections, 'maxConnections');
+    const mem = limits.memBytes === undefined ? this.memBytes : checkLimit(limits.memBytes, 'memBytes');
+    this.maxConnections = max;
+    this.memBytes = mem;
+    this.note();
+  }
+
   get pressureBytes(): number {
     return this.memBytes * PRESSURE_FRACTION;
   }
