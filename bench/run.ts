@@ -133,7 +133,7 @@ const BENCHES: Record<string, { about: string; run: Bench; print: (r: Record<str
     },
     attacks: {
       about:
-        'the five attacks of issue 11 on the simulator (silent zero window, 100,000 TIME_WAIT, alternate-byte SACK, 8-byte fragment flood, stray-ACK flood): CPU and memory with the protection on vs off, same run',
+        'the attacks of issue 11 on the simulator (silent zero window, 100,000 TIME_WAIT, alternate-byte SACK, 8-byte fragment flood, stray-ACK flood, a flood of connections nobody reads): CPU and memory with the protection on vs off, and a bystander download during each next to the same without the attack, same run',
       run: async () => (await benchAttacks()) as unknown as Record<string, unknown>,
       print: (r) => formatAttacks(r as unknown as AttacksResult),
     },
