@@ -182,6 +182,28 @@ describe('issue 11 defects', () => {
     assert.equal(o.conn.state.delegated.sndWnd, 50_000);
   });
 
+  test('a window update is taken after refused data (SND.WL1/WL2 move only with accepted segments)', () => {
+    const b = new Bench();
+    const o = activeOpen(b, { window: 0 }, { rcvBufSize: 2000 });
+    const port = o.conn.localPort;
+    const una = add(o.iss, 1);
+    const peer = (x: { seq: number; window: number; data?: Uint8Array }) =>
+      b.inject({ srcPort: 80, dstPort: port, flags: ACK, ack: una, ...x });
+    // The peer fills our buffer, then sends data we must refuse (our window is zero).
+    peer({ seq: o.peerSeq, window: 0, data: bytes(2000) });
+    assert.equal(o.conn.readableLength, 2000);
+    peer({ seq: add(o.peerSeq, 2000), window: 0, data: bytes(1000) });
+    assert.equal(o.conn.readableLength, 2000);
+    o.conn.write(bytes(3000));
+    b.take();
+    // Its window opens with a pure ACK at the sequence number we accepted: data goes at once.
+    peer({ seq: add(o.peerSeq, 2000), window: 500 });
+    const out = b.take().filter((x) => x.data.length > 0);
+    assert.equal(out.length, 1, 'data right after the window update, before any persist probe');
+    assert.equal(out[0]!.h.seq, una);
+    assert.equal(out[0]!.data.length, 500);
+  });
+
   test('an old ACK does not update the window', () => {
     const o = sackOpen();
     o.conn.write(bytes(3000));
