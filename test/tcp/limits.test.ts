@@ -180,4 +180,39 @@ describe('stack-wide TCP limits (Linux tcp_mem, and a connection cap)', () => {
     assert.equal(b.maxConnections, 65_536);
     net.close();
   });
+
+  test('connections handed to a NIC still count against maxConnections', async () => {
+    const net = new SimNetwork({ seed: 24, virtualTime: true });
+    const host = net.addOffloadHost({
+      ip: '10.0.0.1/24',
+      tcpLimits: { maxConnections: 5 },
+      policy: { mode: 'immediate', scanIntervalMs: 10 },
+    });
+    const client = net.addHost({ ip: '10.0.0.2/24', tcp: { maxSynRetransmits: 1 } });
+    host
+      .createServer((s) => {
+        s.on('error', () => {});
+        s.resume();
+      })
+      .listen(80);
+    await client.ping('10.0.0.1');
+    const first: TcpSocket[] = [];
+    for (let i = 0; i < 5; i++) {
+      const s = client.connect(80, '10.0.0.1');
+      s.on('error', () => {});
+      first.push(s);
+    }
+    await Promise.all(first.map((s) => once(s, 'connect')));
+    await net.sleep(200);
+    // All five run on NICs now; the host runs none of them itself.
+    assert.equal(host.stack.tcp.size, 0);
+    assert.equal(host.stack.tcp.liveCount, 5);
+    const late = client.connect(80, '10.0.0.1');
+    const closed = new Promise<string>((resolve) =>
+      late.on('error', (e: NodeJS.ErrnoException) => resolve(String(e.code))),
+    );
+    assert.equal(await closed, 'ETIMEDOUT');
+    assert.ok(host.stack.counters.get('tcp.conn.limit') >= 1);
+    net.close();
+  });
 });

@@ -156,9 +156,13 @@ export class TcpLayer implements TcpEngine {
     this.budget.charge(conn);
   }
 
-  /** Connections running here that count against `maxConnections` (TIME_WAIT has its own cap). */
+  /**
+   * Connections that count against `maxConnections`: those running here and those this stack
+   * handed to a NIC (their placeholders forward to it until the NIC reports the close), TIME_WAIT
+   * excluded (it has its own cap).
+   */
   get liveCount(): number {
-    return this.table.size - this.timeWaiting.size;
+    return this.table.size + this.table.heldSize - this.timeWaiting.size;
   }
 
   /** @internal May one more connection start here? A refusal is counted (tcp.conn.limit, tcp.mem.limit). */
