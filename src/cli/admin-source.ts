@@ -92,6 +92,15 @@ export function stackMetrics(
   const source: MetricsSource = {
     snapshot: () => reporter.snapshot(),
     now: () => stack.clock.now(),
+    limits: () => {
+      const t = stack.tcp;
+      return {
+        connections: t.liveCount,
+        maxConnections: t.budget.maxConnections,
+        memBytes: t.budget.used,
+        maxMemBytes: t.budget.memBytes,
+      };
+    },
     counters: async () => {
       const sets: Record<string, Record<string, number>> = { host: stack.counters.snapshot() };
       if (team) {

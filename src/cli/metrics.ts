@@ -10,7 +10,19 @@ export interface MetricsSource {
   counters(): Promise<Record<string, Record<string, number>>>;
   /** Clock time in ms, for the timeline. */
   now(): number;
+  /** The host stack's TCP limits and what is used of them (absent: not exported). */
+  limits?(): { connections: number; maxConnections: number; memBytes: number; maxMemBytes: number };
 }
+
+/** Counters of the TCP limits (tcp-mem.ts, the accept queue), exported by event. */
+const LIMIT_EVENTS = new Set([
+  'tcp.conn.limit',
+  'tcp.mem.limit',
+  'tcp.mem.pressure',
+  'tcp.mem.shrunk',
+  'tcp.mem.ooo-pruned',
+  'tcp.listen.overflow',
+]);
 
 /** One entry of the failover and move timeline. */
 export interface TimelineEntry {
@@ -98,6 +110,18 @@ export class ChimneyMetrics {
     name: 'chimney_drops_total',
     help: 'frames and segments dropped, by reason',
     labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+  private readonly limitEvents = new Counter({
+    name: 'chimney_tcp_limit_events_total',
+    help: 'TCP limit events: connections refused (conn.limit, mem.limit, listen.overflow), memory pressure entered, new connections shrunk, out-of-order queues pruned',
+    labelNames: ['event'] as const,
+    registers: [this.registry],
+  });
+  private readonly limitGauge = new Gauge({
+    name: 'chimney_tcp_limit',
+    help: "the host stack's TCP usage and limits: connections, max_connections, mem_bytes, max_mem_bytes",
+    labelNames: ['what'] as const,
     registers: [this.registry],
   });
   private readonly failovers = new Counter({
@@ -244,7 +268,15 @@ export class ChimneyMetrics {
         if (name === 'tcp.retransmits') this.retransmits.inc(d);
         else if (name === 'tcp.rto') this.rtos.inc(d);
         else if (name.startsWith('drop.')) this.drops.inc({ reason: name.slice(5) }, d);
+        else if (LIMIT_EVENTS.has(name)) this.limitEvents.inc({ event: name.slice(4) }, d);
       }
+    }
+    const lim = this.source.limits?.();
+    if (lim) {
+      this.limitGauge.set({ what: 'connections' }, lim.connections);
+      this.limitGauge.set({ what: 'max_connections' }, lim.maxConnections);
+      this.limitGauge.set({ what: 'mem_bytes' }, lim.memBytes);
+      this.limitGauge.set({ what: 'max_mem_bytes' }, lim.maxMemBytes);
     }
     this.nicUp.reset();
     this.nicLoad.reset();

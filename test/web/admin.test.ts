@@ -74,6 +74,11 @@ describe('admin endpoint', () => {
     }
     assert.equal(sumOf(m, 'chimney_tcp_bytes_total', { direction: 'in' }), CONNS * 1000);
     assert.equal(sumOf(m, 'chimney_tcp_bytes_total', { direction: 'out' }), CONNS * 1000, 'the echo');
+    // The TCP limits: the 40 echo connections and the bytes their buffers hold, next to the limits.
+    assert.equal(sumOf(m, 'chimney_tcp_limit', { what: 'connections' }), CONNS);
+    assert.equal(sumOf(m, 'chimney_tcp_limit', { what: 'max_connections' }), 65_536);
+    assert.ok(sumOf(m, 'chimney_tcp_limit', { what: 'mem_bytes' }) >= CONNS * 2 * 4096);
+    assert.equal(sumOf(m, 'chimney_tcp_limit', { what: 'max_mem_bytes' }), 1 << 30);
     const s = (await (await fetch(`${admin.url}/api/status`)).json()) as StatusSnapshot;
     assert.equal(s.name, 'test');
     assert.deepEqual(s.addresses, ['10.0.0.2/24']);
