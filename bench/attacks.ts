@@ -637,7 +637,8 @@ function formatBystander(b: BystanderResult | null): string {
   if (!b) return 'no bystander';
   if (!b.intact) return `bystander FAILED (${b.bytes} bytes, ${b.simMs} ms)`;
   const mbps = b.simMs > 0 ? ((b.bytes * 8) / (b.simMs * 1000)).toFixed(0) : '∞';
-  return `bystander ${b.simMs} ms (${mbps} Mbit/s), longest stall ${b.maxStallMs} ms, wall ${b.wallMs} ms`;
+  const ms = (x: number): string => x.toFixed(x < 10 ? 1 : 0);
+  return `bystander ${ms(b.simMs)} ms (${mbps} Mbit/s), longest stall ${ms(b.maxStallMs)} ms, wall ${b.wallMs} ms`;
 }
 
 export function formatAttacks(r: AttacksResult): string {

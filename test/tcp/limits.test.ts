@@ -126,8 +126,10 @@ describe('stack-wide TCP limits (Linux tcp_mem, and a connection cap)', () => {
     });
     assert.deepEqual(digests, [sha256(data)]);
     assert.ok(ms < 60_000, `bystander took ${ms} ms of simulated time`);
-    // Overshoot is at most one ring's last doubling (1 MiB rings: 512 KiB) past the limit.
-    assert.ok(most <= mem + (512 << 10), `${most} bytes held at most, limit ${mem}`);
+    // Overshoot past the limit: one ring's last doubling (1 MiB rings: 512 KiB), and the 16 KiB
+    // floor each ring of a connection may still fill at the limit.
+    const floors = tcp.liveCount * 2 * (16 << 10);
+    assert.ok(most <= mem + (512 << 10) + floors, `${most} bytes held at most, limit ${mem}`);
     const seen = JSON.stringify(c.snapshot());
     assert.ok(c.get('tcp.mem.pressure') >= 1, seen);
     assert.ok(c.get('tcp.mem.shrunk') > 0, seen);

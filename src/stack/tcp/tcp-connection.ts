@@ -6,6 +6,7 @@ import type { TcpHeader } from '../../wire/tcp.ts';
 import type { CongestionControl } from './congestion.ts';
 import { RackLog } from './rack.ts';
 import { deliverEvents, terminate } from './tcp-events.ts';
+import { roomAtLimit } from './tcp-mem.ts';
 import { sendRst, tcpOutput } from './tcp-output.ts';
 import { onConnectionTimer, scheduleTimer } from './tcp-timers.ts';
 import type { ConnectionHandle, TcpHostEnv, TcpUser } from './tcp-types.ts';
@@ -170,9 +171,9 @@ export class TcpConnection implements ConnectionHandle {
       throw new InvalidStateError('write after shutdown or close');
     }
     const ring = d.sendBuffer;
-    // At the memory limit a write only fills what the ring already has (Linux blocks a writer in
-    // sk_stream_wait_memory); ACKs free room in it, and onWritable follows.
-    const room = this.engine.memFull === true ? Math.max(0, ring.capacity - ring.length) : len;
+    // At the memory limit a write only fills what the ring already has, or its floor (Linux blocks
+    // a writer in sk_stream_wait_memory); ACKs free room in it, and onWritable follows.
+    const room = this.engine.memFull === true ? roomAtLimit(ring) : len;
     const n = ring.write(src, off, Math.min(len, room));
     if (n > 0) this.engine.memCharge?.(this);
     if (n < len) this.wantWritable = true;

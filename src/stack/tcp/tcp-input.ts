@@ -24,6 +24,7 @@ import {
   TcpEvent,
   terminate,
 } from './tcp-connection.ts';
+import { roomAtLimit } from './tcp-mem.ts';
 import {
   hasUnsent,
   OOW_ACK_INTERVAL_MS,
@@ -923,9 +924,9 @@ function receiveData(
   const memFull = conn.engine.memFull === true;
   if (seq === d.rcvNxt) {
     const ring = d.recvBuffer;
-    // At the memory limit the ring takes only what fits without growing; the rest is not
+    // At the memory limit the ring takes only what fits without growing past its floor; the rest is not
     // acknowledged and comes again (Linux's tcp_try_rmem_schedule failing: TCPRcvQDrop).
-    const n = ring.write(buf, pOff, memFull ? Math.min(pLen, ring.capacity - ring.length) : pLen);
+    const n = ring.write(buf, pOff, memFull ? Math.min(pLen, roomAtLimit(ring)) : pLen);
     d.rcvNxt = seqAdd(d.rcvNxt, n);
     conn.stats.bytesIn += n;
     if (soft.ooo.length > 0) {

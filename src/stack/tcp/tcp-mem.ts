@@ -1,5 +1,6 @@
 import type { Counters } from '../../core/counters.ts';
 import { InvalidArgumentError } from '../../core/errors.ts';
+import type { ByteRing } from '../../state/byte-ring.ts';
 import type { TcpCached } from '../../state/tcp-state.ts';
 import type { TcpConnection } from './tcp-connection.ts';
 
@@ -9,6 +10,16 @@ import type { TcpConnection } from './tcp-connection.ts';
  * 4 KiB pages is that at a 1500-byte MTU with room for the headers.
  */
 export const PRESSURE_BUF_SIZE = 16 << 10;
+
+/**
+ * What a ring may still take at the memory limit: it does not grow, except up to
+ * PRESSURE_BUF_SIZE, the floor every connection keeps (Linux lets a socket below tcp_rmem[0] /
+ * tcp_wmem[0] allocate whatever the global state), so an established connection is slowed, never
+ * stopped.
+ */
+export function roomAtLimit(ring: ByteRing): number {
+  return Math.max(0, Math.max(ring.capacity, PRESSURE_BUF_SIZE) - ring.length);
+}
 
 /** Pressure starts at two thirds of the limit: Linux's default tcp_mem[1] / tcp_mem[2] ratio. */
 const PRESSURE_FRACTION = 2 / 3;
