@@ -85,6 +85,30 @@ describe('admin endpoint', () => {
     assert.equal(s.trees[0]?.paths[0]?.conns.length, CONNS);
   });
 
+  test('a SYN refused at the connection limit shows in the limit events', async () => {
+    const b = simnet.hosts[1]!;
+    const a = simnet.hosts[0]!;
+    b.stack.tcp.budget.set({ maxConnections: CONNS });
+    try {
+      const s = a.connect(7, '10.0.0.2');
+      s.on('error', () => {});
+      let m = parsePrometheusText(await (await fetch(`${admin.url}/metrics`)).text());
+      for (
+        let i = 0;
+        i < 100 && sumOf(m, 'chimney_tcp_limit_events_total', { event: 'conn.limit' }) < 1;
+        i++
+      ) {
+        await new Promise((r) => setTimeout(r, 20));
+        m = parsePrometheusText(await (await fetch(`${admin.url}/metrics`)).text());
+      }
+      assert.ok(sumOf(m, 'chimney_tcp_limit_events_total', { event: 'conn.limit' }) >= 1);
+      assert.equal(sumOf(m, 'chimney_tcp_limit', { what: 'max_connections' }), CONNS);
+      s.destroy();
+    } finally {
+      b.stack.tcp.budget.set({ maxConnections: 65_536 });
+    }
+  });
+
   test('a malformed or unknown request gets a 4xx and nothing else', async () => {
     assert.match(await raw(port, 'GARBAGE\r\n\r\n'), /^HTTP\/1\.1 400 /);
     assert.match(
