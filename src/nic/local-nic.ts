@@ -151,7 +151,8 @@ export class LocalNic extends EventEmitter implements Nic {
         if (!this.host.deliver(frame)) this.engine.counters.inc('drop.nic.no-host');
       },
       hostCarrier: (up) => this.host.carrierChanged(up),
-      indicate: (event, ...args) => {
+      indicate: (...indication) => {
+        const [event, ...args] = indication;
         this.emit(event, ...args);
       },
     });

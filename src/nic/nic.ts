@@ -260,6 +260,14 @@ export interface NicIndications {
 
 export type NicIndication = keyof NicIndications;
 
+/** The indications a NIC's engine raises itself ('dead' and 'heartbeat' are its host side's). */
+export type EngineIndication = Exclude<NicIndication, 'dead' | 'heartbeat'>;
+
+/** One engine indication as a tuple: its name, then its arguments. */
+export type EngineIndicationArgs = {
+  [E in EngineIndication]: [E, ...Parameters<NicIndications[E]>];
+}[EngineIndication];
+
 /**
  * An offload target: owns one link and runs offloaded connections on it. Frames that are not for
  * its connections go to the host stack through `hostLink`, and the host's frames go out through it.

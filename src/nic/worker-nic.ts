@@ -49,6 +49,7 @@ import {
   BELL_WROTE,
   CAP_DROPPED,
   CAP_IN_FLIGHT,
+  checkFromWorker,
   DB_BEAT,
   DB_BELL,
   DB_DRAINS,
@@ -68,14 +69,16 @@ import {
   forEachFrame,
   type InstalledConn,
   type ToWorker,
+  unhandled,
   type WireError,
-  type WorkerArg,
   type WorkerBoot,
   type WorkerOp,
-  type WorkerReplies,
+  WorkerProtocolError,
+  type WorkerReply,
+  type WorkerRequest,
 } from './worker/protocol.ts';
 import { spawnWorker } from './worker/spawn.ts';
-import { type PackedInitiate, packBlocks, packKeys, unpackInitiate } from './worker/transfer-wire.ts';
+import { packBlocks, packKeys, unpackInitiate } from './worker/transfer-wire.ts';
 
 export interface WorkerNicOptions {
   id: string;
@@ -290,7 +293,8 @@ function toError(w: WireError): Error {
 }
 
 interface Pending {
-  resolve: (v: FromWorker & { t: 'res'; ok: true }) => void;
+  op: WorkerOp;
+  resolve: (v: WorkerReply) => void;
   reject: (e: Error) => void;
 }
 
@@ -403,7 +407,15 @@ export class WorkerNic extends EventEmitter implements Nic {
     this.worker = spawnWorker(new URL(`./worker/nic-worker.${SELF_EXT}`, import.meta.url), {
       workerData: boot,
     });
-    this.worker.on('message', (m: FromWorker) => this.onMessage(m));
+    this.worker.on('message', (m: unknown) => {
+      try {
+        checkFromWorker(m, this.opOf);
+      } catch (e) {
+        if (e instanceof WorkerProtocolError) return this.refuse(m, e);
+        throw e;
+      }
+      this.onMessage(m);
+    });
     this.worker.on('error', (error: Error) => this.die({ kind: 'error', error }));
     this.worker.on('exit', (exitCode: number) => {
       if (!this.closing) this.die({ kind: 'exit', exitCode });
@@ -488,13 +500,13 @@ export class WorkerNic extends EventEmitter implements Nic {
     // it leaves every moved connection's peer waiting for its own retransmission timer.
     const blockKeys = new Map<string, ConnKey>();
     const blocks = opts?.states ? this.preallocate(opts.states, blockKeys) : undefined;
-    let res: FromWorker & { t: 'res'; ok: true; value: PackedInitiate };
+    let res: WorkerReply<'initiate'>;
     try {
       const packed =
         blocks === undefined
           ? undefined
           : packBlocks([...blocks].map(([id, b]) => [blockKeys.get(id)!, b] as const));
-      res = await this.request('initiate', { batch, prod: opts?.prod === true, blocks: packed });
+      res = await this.request({ op: 'initiate', arg: { batch, prod: opts?.prod === true, blocks: packed } });
     } catch (e) {
       // Dead before it replied: it may have run these connections meanwhile (sent, acknowledged,
       // taken in data), and only the memory it ran them on knows how far. The host allocated that
@@ -509,7 +521,15 @@ export class WorkerNic extends EventEmitter implements Nic {
       }
       throw e;
     }
-    const { result, installed } = unpackInitiate(res.value);
+    let unpacked: ReturnType<typeof unpackInitiate>;
+    try {
+      unpacked = unpackInitiate(res.value);
+    } catch (e) {
+      const error = new WorkerProtocolError(`initiate answer: ${(e as Error).message}`);
+      this.refuse(null, error);
+      throw error;
+    }
+    const { result, installed } = unpacked;
     for (const inst of installed) {
       const h = new WorkerConnectionHandle(this, inst.key, inst.slot, inst);
       this.handles.set(inst.slot, h);
@@ -562,9 +582,9 @@ export class WorkerNic extends EventEmitter implements Nic {
       }
     }
     this.rxBatch.flush();
-    let res: FromWorker & { t: 'res'; ok: true; value: Uint8Array };
+    let res: WorkerReply<'terminate'>;
     try {
-      res = await this.request('terminate', keys === 'all' ? 'all' : packKeys(keys));
+      res = await this.request({ op: 'terminate', arg: keys === 'all' ? 'all' : packKeys(keys) });
     } catch (e) {
       // Nothing moved: the connections carry on here.
       for (const h of frozen) h._reattach();
@@ -585,23 +605,25 @@ export class WorkerNic extends EventEmitter implements Nic {
   }
 
   async update(u: OffloadUpdate): Promise<void> {
-    await this.request('update', u);
+    await this.request({ op: 'update', arg: u });
   }
   async invalidate(target: InvalidateTarget): Promise<void> {
-    await this.request('invalidate', target);
+    await this.request({ op: 'invalidate', arg: target });
   }
   async query(keys?: ConnKey[]): Promise<QueryResult[]> {
-    return (await this.request('query', keys)).value;
+    return (await this.request({ op: 'query', arg: keys })).value;
   }
   async takeQueued(keys: ConnKey[]): Promise<Uint8Array[]> {
-    return (await this.request('takeQueued', packKeys(keys))).value;
+    return (await this.request({ op: 'takeQueued', arg: packKeys(keys) })).value;
   }
   async dropFrozen(keys: ConnKey[]): Promise<void> {
-    await this.request('dropFrozen', packKeys(keys));
+    await this.request({ op: 'dropFrozen', arg: packKeys(keys) });
   }
-  /** The worker engine's counters. */
+  /** The worker engine's counters, with this side's count of refused messages (`nic.worker.malformed`). */
   async counters(): Promise<Record<string, number>> {
-    return (await this.request('counters', null)).value;
+    const c = (await this.request({ op: 'counters', arg: null })).value;
+    if (this.protocolErrors > 0) c['nic.worker.malformed'] = this.protocolErrors;
+    return c;
   }
 
   inject(packets: readonly Uint8Array[]): void {
@@ -731,21 +753,23 @@ export class WorkerNic extends EventEmitter implements Nic {
     return true;
   }
 
-  private request<O extends WorkerOp>(
-    op: O,
-    arg: WorkerArg<O>,
-  ): Promise<FromWorker & { t: 'res'; ok: true; value: WorkerReplies[O] }> {
+  private request<R extends WorkerRequest>(r: R): Promise<WorkerReply<R['op']>> {
     if (this.closing) return Promise.reject(new InvalidStateError(`NIC ${this.id} is closed`));
     if (this.deathCause) return Promise.reject(new InvalidStateError(`NIC ${this.id} is dead`));
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      this.pending.set(id, {
-        resolve: resolve as (v: FromWorker & { t: 'res'; ok: true }) => void,
-        reject,
-      });
-      this.worker.postMessage({ t: 'req', id, op, arg } as ToWorker);
+      // checkFromWorker refuses an answer whose verb is not this one, so the reply is this verb's.
+      this.pending.set(id, { op: r.op, resolve: resolve as (v: WorkerReply) => void, reject });
+      const m: ToWorker = { t: 'req', id, ...r };
+      this.worker.postMessage(m);
     });
   }
+
+  private readonly opOf = (id: number): WorkerOp | undefined => this.pending.get(id)?.op;
+
+  /** Messages from the worker refused as malformed (see `refuse`). */
+  protocolErrors = 0;
+  lastProtocolError: WorkerProtocolError | null = null;
 
   private forget(slots: readonly number[]): void {
     for (const s of slots) {
@@ -796,17 +820,18 @@ export class WorkerNic extends EventEmitter implements Nic {
       case 'freed':
         this.forget(m.slots);
         return;
-      case 'ind':
-        if (m.event === 'link') {
+      case 'ind': {
+        const ind = m.ind;
+        if (ind[0] === 'link') {
           if (this.link !== null) return;
-          this.linkCarrier = m.args[0] as boolean;
+          this.linkCarrier = ind[1];
           // Epoch ms from the worker, back onto this thread's clock (real time, see `clock`).
-          const since = m.args[1];
-          if (typeof since === 'number')
-            m.args[1] = Math.min(this.clock.now(), since - performance.timeOrigin);
+          if (ind[2] !== undefined) ind[2] = Math.min(this.clock.now(), ind[2] - performance.timeOrigin);
         }
-        this.emit(m.event, ...m.args);
+        const [event, ...args] = ind;
+        this.emit(event, ...args);
         return;
+      }
       case 'hb':
         this.lastBeat = this.clock.now();
         if (!this.started) {
@@ -832,7 +857,24 @@ export class WorkerNic extends EventEmitter implements Nic {
       case 'closed':
         void this.worker.terminate();
         return;
+      default:
+        unhandled(m, 'message from the worker');
     }
+  }
+
+  /**
+   * A message that is not a `FromWorker` is not acted on: counted, kept as `lastProtocolError`, and
+   * if it names a request in flight, that request fails with the error (its caller keeps what it
+   * sent, as for any refused verb).
+   */
+  private refuse(raw: unknown, error: WorkerProtocolError): void {
+    this.protocolErrors++;
+    this.lastProtocolError = error;
+    if (typeof raw !== 'object' || raw === null || !('id' in raw) || typeof raw.id !== 'number') return;
+    const p = this.pending.get(raw.id);
+    if (p === undefined) return;
+    this.pending.delete(raw.id);
+    p.reject(error);
   }
 
   private checkBeat(): void {
