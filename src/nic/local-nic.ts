@@ -1,30 +1,23 @@
-import { EventEmitter } from 'node:events';
 import type { Clock } from '../core/clock.ts';
 import type { Counters } from '../core/counters.ts';
-import { InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
+import { InvalidArgumentError } from '../core/errors.ts';
 import type { Random } from '../core/random.ts';
 import type { Link } from '../link/link.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
 import type { TcpState } from '../state/tcp-state.ts';
 import { emptyHardState, type HardState } from './hard-state.ts';
-import { NicHostLink } from './host-link.ts';
+import { HostNic } from './host-nic.ts';
 import {
   type ConnKey,
   connKeyId,
   type InitiateOptions,
   type InitiateResult,
-  type InvalidateTarget,
-  type Nic,
-  type NicDeath,
-  type NicIndication,
-  type NicIndications,
-  type OffloadUpdate,
-  type QueryResult,
   type SalvageRecord,
   type TerminateOptions,
   type Transfer,
 } from './nic.ts';
 import { NicEngine } from './nic-engine.ts';
+import { SameThreadTransport } from './transport.ts';
 
 export interface LocalNicOptions {
   id: string;
@@ -97,22 +90,16 @@ export function hardStateOf(s: TcpState, out: HardState = emptyHardState()): Har
 }
 
 /**
- * An offload target in the caller's thread: a NicEngine behind the asynchronous Nic interface.
- * Every verb runs in a deferred call on the injected clock, so callers see the same ordering as
- * with a NIC on another thread, and simulations stay on virtual time. Frames between the NIC and
- * the host are handed over synchronously (zero copy): the link already delivers them from its
- * own turn, never inside a host call.
+ * An offload target in the caller's thread: a NicEngine behind the asynchronous Nic interface,
+ * the host side every NIC shares (`HostNic`) over a `SameThreadTransport`. Every verb runs in a
+ * deferred call on the injected clock, so callers see the same ordering as with a NIC on another
+ * thread, and simulations stay on virtual time. Frames between the NIC and the host are handed
+ * over synchronously (zero copy): the link already delivers them from its own turn, never inside
+ * a host call.
  */
-export class LocalNic extends EventEmitter implements Nic {
-  readonly id: string;
+export class LocalNic extends HostNic {
   readonly engine: NicEngine;
-  readonly hostLink: Link;
-  private readonly clock: Clock;
-  private readonly host: NicHostLink;
-  private closed = false;
-  private deadCause: NicDeath | null = null;
-  /** Same thread, same clock as the host (the clock it is given must be the host's). */
-  readonly inProcess = true;
+  private readonly here: SameThreadTransport;
   /** What died with the NIC, or went into a transfer it damaged, until the host salvages it. */
   private readonly leftovers = new Map<string, LocalSalvage>();
   /** Fault injection (tests). */
@@ -123,23 +110,32 @@ export class LocalNic extends EventEmitter implements Nic {
    */
   chargeWork = false;
 
+  /** Same thread, same clock as the host (the clock it is given must be the host's). */
   constructor(opts: LocalNicOptions) {
-    super();
     if (!opts || typeof opts.id !== 'string') throw new InvalidArgumentError('LocalNic needs an id');
-    this.id = opts.id;
-    this.clock = opts.clock;
-    const nic = this;
-    this.host = new NicHostLink(`${opts.id}.host`, {
-      send: (frame) => nic.engine.sendFromHost(frame),
-      get mtu() {
-        return nic.engine.link.mtu;
+    // The engine and the host side refer to each other: the transport and the host link find the
+    // engine once it exists (nothing reaches them before the constructor returns).
+    let engine: NicEngine | undefined;
+    const here = new SameThreadTransport(
+      () => engine!,
+      opts.clock,
+      () => this?.chargeWork === true,
+    );
+    super(
+      opts.id,
+      {
+        send: (frame) => engine!.sendFromHost(frame),
+        get mtu() {
+          return engine!.link.mtu;
+        },
+        get carrier() {
+          return engine!.link.carrier;
+        },
       },
-      get carrier() {
-        return nic.engine.link.carrier;
-      },
-    });
-    this.hostLink = this.host;
-    this.engine = new NicEngine({
+      here,
+    );
+    this.here = here;
+    engine = this.engine = new NicEngine({
       id: opts.id,
       link: opts.link,
       clock: opts.clock,
@@ -171,12 +167,8 @@ export class LocalNic extends EventEmitter implements Nic {
     return this.engine.counters;
   }
 
-  /** Why the NIC died, or null while it lives. */
-  get death(): NicDeath | null {
-    return this.deadCause;
-  }
-
   initiate(batch: Transfer, opts?: InitiateOptions): Promise<InitiateResult> {
+    // Objects in this thread need no codec: the engine takes the trees themselves.
     return this.later(() => this.engine.initiate(batch, opts));
   }
   terminate(keys: ConnKey[] | 'all'): Promise<Uint8Array>;
@@ -190,25 +182,10 @@ export class LocalNic extends EventEmitter implements Nic {
       return opts?.trees === true ? this.engine.terminateTrees(keys) : this.engine.terminate(keys);
     });
   }
-  update(u: OffloadUpdate): Promise<void> {
-    return this.later(() => this.engine.update(u));
-  }
-  invalidate(target: InvalidateTarget): Promise<void> {
-    return this.later(() => this.engine.invalidate(target));
-  }
-  query(keys?: ConnKey[]): Promise<QueryResult[]> {
-    return this.later(() => this.engine.query(keys));
-  }
-  takeQueued(keys: ConnKey[]): Promise<Uint8Array[]> {
-    return this.later(() => this.engine.takeQueued(keys));
-  }
-  dropFrozen(keys: ConnKey[]): Promise<void> {
-    return this.later(() => this.engine.dropFrozen(keys));
-  }
 
   inject(packets: readonly Uint8Array[]): void {
     if (this.closed) return;
-    this.clock.defer(() => this.engine.inject(packets));
+    this.here.defer(() => this.engine.inject(packets));
   }
 
   attach(key: ConnKey, user: TcpUser | null): ConnectionHandle | null {
@@ -216,13 +193,6 @@ export class LocalNic extends EventEmitter implements Nic {
     if (!conn) return null;
     conn.user = user;
     return conn;
-  }
-
-  override on<E extends NicIndication>(event: E, handler: NicIndications[E]): this {
-    return super.on(event, handler as (...args: unknown[]) => void);
-  }
-  override off<E extends NicIndication>(event: E, handler: NicIndications[E]): this {
-    return super.off(event, handler as (...args: unknown[]) => void);
   }
 
   close(): void {
@@ -246,33 +216,22 @@ export class LocalNic extends EventEmitter implements Nic {
       const s = tcp.release(conn);
       this.keep(s, conn.user);
     }
-    const death: NicDeath = { kind: 'crash', detail: cause };
-    this.deadCause = death;
     this.closed = true;
     this.engine.close();
     this.host.close();
-    this.emit('dead', death);
+    this.die({ kind: 'crash', detail: cause });
   }
 
-  /**
-   * Take what is left of connections this NIC can no longer run (after `crash`, or a damaged
-   * terminate): all of them, or those named. Each is handed out once.
-   */
-  salvage(keys?: readonly ConnKey[]): SalvageRecord[] {
-    const out: SalvageRecord[] = [];
-    if (keys === undefined) {
-      out.push(...this.leftovers.values());
-      this.leftovers.clear();
-      return out;
-    }
-    for (const k of keys) {
-      const id = connKeyId(k);
-      const l = this.leftovers.get(id);
-      if (l === undefined) continue;
-      this.leftovers.delete(id);
-      out.push(l);
-    }
+  protected salvageAll(): SalvageRecord[] {
+    const out = [...this.leftovers.values()];
+    this.leftovers.clear();
     return out;
+  }
+  protected salvageOne(key: ConnKey): SalvageRecord | undefined {
+    const id = connKeyId(key);
+    const l = this.leftovers.get(id);
+    if (l !== undefined) this.leftovers.delete(id);
+    return l;
   }
 
   private keep(s: TcpState, user: TcpUser | null): void {
@@ -308,19 +267,9 @@ export class LocalNic extends EventEmitter implements Nic {
     return out;
   }
 
+  /** Run `fn` in a later turn, as every verb does; refused at once on a closed NIC. */
   private later<T>(fn: () => T): Promise<T> {
-    if (this.closed) return Promise.reject(new InvalidStateError(`NIC ${this.id} is closed`));
-    return new Promise<T>((resolve, reject) => {
-      this.clock.defer(() => {
-        const t0 = this.chargeWork ? performance.now() : 0;
-        try {
-          resolve(fn());
-        } catch (e) {
-          reject(e);
-        } finally {
-          if (this.chargeWork) this.clock.elapse?.(performance.now() - t0);
-        }
-      });
-    });
+    const refused = this.refusal();
+    return refused === null ? this.here.run(fn) : Promise.reject(refused);
   }
 }

@@ -1,13 +1,6 @@
-import { EventEmitter } from 'node:events';
 import type { Worker } from 'node:worker_threads';
 import { type Clock, RealClock, type Timer } from '../core/clock.ts';
-import {
-  ChimneyError,
-  ConnectionError,
-  InvalidArgumentError,
-  InvalidStateError,
-  StateValidationError,
-} from '../core/errors.ts';
+import { type ConnectionError, InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
 import type { Link } from '../link/link.ts';
 import { type TapLinkOptions, tapQueueEmpty } from '../link/tap-link.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
@@ -24,32 +17,27 @@ import {
   keepReleasedBlocks,
   takeReleasedBlock,
 } from './hard-state.ts';
-import { NicHostLink } from './host-link.ts';
+import { HostNic } from './host-nic.ts';
 import {
   type ConnKey,
   connKeyId,
   type InitiateOptions,
   type InitiateResult,
-  type InvalidateTarget,
   isTreeTransfer,
   keyOfState,
-  type Nic,
   type NicDeath,
-  type NicIndication,
   type NicIndications,
-  type OffloadUpdate,
-  type QueryResult,
   type SalvageRecord,
   type TerminateOptions,
   type Transfer,
 } from './nic.ts';
+import { fromWireError, PortTransport, type WorkerNotice } from './transport.ts';
 import {
   BELL_READ,
   BELL_WANT_WRITABLE,
   BELL_WROTE,
   CAP_DROPPED,
   CAP_IN_FLIGHT,
-  checkFromWorker,
   DB_BEAT,
   DB_BELL,
   DB_DRAINS,
@@ -65,17 +53,13 @@ import {
   EV_REMOTE_END,
   EV_WRITABLE,
   FrameBatcher,
-  type FromWorker,
   forEachFrame,
   type InstalledConn,
   type ToWorker,
   unhandled,
-  type WireError,
   type WorkerBoot,
-  type WorkerOp,
   WorkerProtocolError,
   type WorkerReply,
-  type WorkerRequest,
 } from './worker/protocol.ts';
 import { spawnWorker } from './worker/spawn.ts';
 import { packBlocks, packKeys, unpackInitiate } from './worker/transfer-wire.ts';
@@ -284,37 +268,20 @@ export class WorkerConnectionHandle implements ConnectionHandle {
   };
 }
 
-function toError(w: WireError): Error {
-  if (w.field !== undefined) return new StateValidationError(w.field, w.message.replace(`${w.field}: `, ''));
-  if (w.errno !== undefined) return new ConnectionError(w.errno, w.message);
-  if (w.code === 'ERR_CHIMNEY_INVALID_ARG') return new InvalidArgumentError(w.message);
-  if (w.code === 'ERR_CHIMNEY_INVALID_STATE') return new InvalidStateError(w.message);
-  return new ChimneyError(w.code, w.message);
-}
-
-interface Pending {
-  op: WorkerOp;
-  resolve: (v: WorkerReply) => void;
-  reject: (e: Error) => void;
-}
-
 /**
  * An offload target on its own worker thread (design section 7). The worker runs a NicEngine on
- * wall-clock time; this object is its main-thread side and implements the Nic interface: verbs
- * are requests over the worker's port, frames cross in batches, and each offloaded connection's
- * payload and hard state live in shared memory that outlives the worker.
+ * wall-clock time; this object is its main-thread side: the host side every NIC shares
+ * (`HostNic`) over a `PortTransport`, verbs being typed requests over the worker's port. Frames
+ * cross in batches, and each offloaded connection's payload and hard state live in shared memory
+ * that outlives the worker.
  */
-export class WorkerNic extends EventEmitter implements Nic {
-  readonly id: string;
+export class WorkerNic extends HostNic {
   readonly capacity: number;
   private readonly ringCapacity: number;
-  readonly hostLink: Link;
   readonly worker: Worker;
-  /** Another thread, its own clock: transfers cross as the codec's bytes. */
-  readonly inProcess = false;
   /** @internal */
   readonly clock: Clock;
-  private readonly host: NicHostLink;
+  private readonly port: PortTransport;
   private hostCarrier: boolean;
   private readonly link: Link | null;
   private readonly doorbell: Int32Array;
@@ -322,17 +289,13 @@ export class WorkerNic extends EventEmitter implements Nic {
   private readonly qLen: number;
   private readonly handles = new Map<number, WorkerConnectionHandle>();
   private readonly byKey = new Map<string, WorkerConnectionHandle>();
-  private readonly pending = new Map<number, Pending>();
   private readonly rxBatch: FrameBatcher;
   private readonly hostBatch: FrameBatcher;
   private readonly watchdog: Timer;
   private readonly deadAfterMs: number;
-  private nextId = 1;
   private lastBeat: number;
   private lastBeatCount = 0;
   private linkCarrier: boolean;
-  private closing = false;
-  private deathCause: WorkerDeath | null = null;
   private conns = 0;
   private started = false;
   private readonly readyWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
@@ -343,7 +306,6 @@ export class WorkerNic extends EventEmitter implements Nic {
   private drainsSeen = 0;
 
   constructor(opts: WorkerNicOptions) {
-    super();
     if (!opts || typeof opts.id !== 'string') throw new InvalidArgumentError('WorkerNic needs an id');
     const capacity = opts.capacity ?? DEFAULT_CAPACITY;
     if (!Number.isInteger(capacity) || capacity < 1 || capacity > 1 << 22) {
@@ -354,24 +316,14 @@ export class WorkerNic extends EventEmitter implements Nic {
       throw new InvalidArgumentError('ringCapacity must be an integer of at least 1024 bytes');
     }
     const heartbeatMs = opts.heartbeatMs ?? 50;
-    this.deadAfterMs = opts.deadAfterMs ?? 2000;
-    if (!(heartbeatMs > 0) || !(this.deadAfterMs > heartbeatMs)) {
+    const deadAfterMs = opts.deadAfterMs ?? 2000;
+    if (!(heartbeatMs > 0) || !(deadAfterMs > heartbeatMs)) {
       throw new InvalidArgumentError('heartbeatMs must be > 0 and deadAfterMs above it');
     }
-    this.id = opts.id;
-    this.capacity = capacity;
-    this.ringCapacity = ringCapacity;
-    this.clock = opts.clock ?? new RealClock();
     const sab = new SharedArrayBuffer(doorbellWords(capacity) * 4);
-    this.doorbell = new Int32Array(sab);
-    this.flagsAt = doorbellFlagsAt(capacity);
-    this.qLen = capacity + 1;
-    this.captureSink = opts.capture ?? null;
-    this.captureWords = opts.capture ? new Int32Array(new SharedArrayBuffer(8)) : null;
-    const isTap = 'tap' in opts.link;
-    const link = isTap ? null : (opts.link as Link);
-    this.link = link;
-    this.linkCarrier = link ? link.carrier : false;
+    const captureWords = opts.capture ? new Int32Array(new SharedArrayBuffer(8)) : null;
+    const link = 'tap' in opts.link ? null : opts.link;
+    const tap = 'tap' in opts.link ? opts.link.tap : null;
     const boot: WorkerBoot = {
       id: opts.id,
       seed: opts.seed ?? 1,
@@ -380,22 +332,45 @@ export class WorkerNic extends EventEmitter implements Nic {
       heartbeatMs,
       reachabilityIntervalMs: opts.reachabilityIntervalMs ?? 0,
       doorbell: sab,
-      capture: this.captureWords ? (this.captureWords.buffer as SharedArrayBuffer) : undefined,
+      capture: captureWords ? (captureWords.buffer as SharedArrayBuffer) : undefined,
       link: link
         ? { kind: 'proxy', name: link.name, mtu: link.mtu, carrier: link.carrier }
-        : { kind: 'tap', options: (opts.link as { tap: TapLinkOptions }).tap },
+        : { kind: 'tap', options: tap },
     };
-    const mtu = link ? link.mtu : ((opts.link as { tap: TapLinkOptions }).tap.mtu ?? 1500);
-    this.hostCarrier = this.linkCarrier;
-    const nic = this;
-    this.host = new NicHostLink(`${opts.id}.host`, {
-      send: (frame) => nic._hostSend(frame),
-      mtu,
-      get carrier() {
-        return nic.hostCarrier;
-      },
+    const mtu = link ? link.mtu : (tap?.mtu ?? 1500);
+    const worker = spawnWorker(new URL(`./worker/nic-worker.${SELF_EXT}`, import.meta.url), {
+      workerData: boot,
     });
-    this.hostLink = this.host;
+    // The host link and the transport reach this object once it exists (the worker's first
+    // message, and the host's first frame, come after the constructor returns).
+    let self: WorkerNic | undefined;
+    const port = new PortTransport(worker, (m) => self?.onMessage(m));
+    super(
+      opts.id,
+      {
+        send: (frame) => self?._hostSend(frame) === true,
+        mtu,
+        get carrier() {
+          return self?.hostCarrier === true;
+        },
+      },
+      port,
+    );
+    self = this;
+    this.port = port;
+    this.worker = worker;
+    this.deadAfterMs = deadAfterMs;
+    this.capacity = capacity;
+    this.ringCapacity = ringCapacity;
+    this.clock = opts.clock ?? new RealClock();
+    this.doorbell = new Int32Array(sab);
+    this.flagsAt = doorbellFlagsAt(capacity);
+    this.qLen = capacity + 1;
+    this.captureSink = opts.capture ?? null;
+    this.captureWords = captureWords;
+    this.link = link;
+    this.linkCarrier = link ? link.carrier : false;
+    this.hostCarrier = this.linkCarrier;
     this.rxBatch = new FrameBatcher(
       (buf, len) => this.post({ t: 'rx', buf, len }, [buf]),
       (cb) => this.clock.defer(cb),
@@ -404,21 +379,9 @@ export class WorkerNic extends EventEmitter implements Nic {
       (buf, len) => this.post({ t: 'host', buf, len }, [buf]),
       (cb) => this.clock.defer(cb),
     );
-    this.worker = spawnWorker(new URL(`./worker/nic-worker.${SELF_EXT}`, import.meta.url), {
-      workerData: boot,
-    });
-    this.worker.on('message', (m: unknown) => {
-      try {
-        checkFromWorker(m, this.opOf);
-      } catch (e) {
-        if (e instanceof WorkerProtocolError) return this.refuse(m, e);
-        throw e;
-      }
-      this.onMessage(m);
-    });
     this.worker.on('error', (error: Error) => this.die({ kind: 'error', error }));
     this.worker.on('exit', (exitCode: number) => {
-      if (!this.closing) this.die({ kind: 'exit', exitCode });
+      if (!this.closed) this.die({ kind: 'exit', exitCode });
     });
     if (link) {
       link.onFrame((frame) => this.rxBatch.push(frame));
@@ -426,7 +389,7 @@ export class WorkerNic extends EventEmitter implements Nic {
       // after a round trip through the worker, which a busy worker can stretch past a team's
       // probe deadline (a cut cable would then be reported as lost reachability).
       link.onCarrier((up, since) => {
-        if (this.closing || this.deathCause) return;
+        if (this.closed || this.death) return;
         this.post({ t: 'carrier', up });
         if (up === this.linkCarrier) return;
         this.linkCarrier = up;
@@ -447,7 +410,7 @@ export class WorkerNic extends EventEmitter implements Nic {
    */
   ready(): Promise<void> {
     if (this.started) return Promise.resolve();
-    if (this.deathCause) return Promise.reject(new InvalidStateError(`NIC ${this.id} died`));
+    if (this.death) return Promise.reject(new InvalidStateError(`NIC ${this.id} died`));
     return new Promise((resolve, reject) => this.readyWaiters.push({ resolve, reject }));
   }
 
@@ -455,7 +418,7 @@ export class WorkerNic extends EventEmitter implements Nic {
     return this.conns;
   }
   get linkUp(): boolean {
-    return this.linkCarrier && this.deathCause === null;
+    return this.linkCarrier && this.death === null;
   }
   /** Frames left out of the capture because the main thread's writer fell behind (0 without capture). */
   get captureDropped(): number {
@@ -479,13 +442,9 @@ export class WorkerNic extends EventEmitter implements Nic {
     ) {
       return { drains: this.drainsSeen, empty: false };
     }
-    const fd = this.started && this.deathCause === null ? Atomics.load(this.doorbell, DB_TAP_FD) : -1;
+    const fd = this.started && this.death === null ? Atomics.load(this.doorbell, DB_TAP_FD) : -1;
     this.drainsSeen = Atomics.load(this.doorbell, DB_DRAINS) >>> 0;
     return { drains: this.drainsSeen, empty: fd > 0 ? tapQueueEmpty(fd) : null };
-  }
-  /** Why the worker died, or null while it lives. */
-  get death(): WorkerDeath | null {
-    return this.deathCause;
   }
 
   // ---- the verbs ----------------------------------------------------------------------------------
@@ -511,7 +470,7 @@ export class WorkerNic extends EventEmitter implements Nic {
       // Dead before it replied: it may have run these connections meanwhile (sent, acknowledged,
       // taken in data), and only the memory it ran them on knows how far. The host allocated that
       // memory: keep it for salvage(), as for any connection the worker ran.
-      if (this.deathCause !== null && blocks !== undefined) {
+      if (this.death !== null && blocks !== undefined) {
         for (const [id, block] of blocks) {
           if (this.byKey.has(id)) continue;
           const key = blockKeys.get(id)!;
@@ -526,7 +485,7 @@ export class WorkerNic extends EventEmitter implements Nic {
       unpacked = unpackInitiate(res.value);
     } catch (e) {
       const error = new WorkerProtocolError(`initiate answer: ${(e as Error).message}`);
-      this.refuse(null, error);
+      this.port.refuse(null, error);
       throw error;
     }
     const { result, installed } = unpacked;
@@ -604,21 +563,6 @@ export class WorkerNic extends EventEmitter implements Nic {
     return res.value;
   }
 
-  async update(u: OffloadUpdate): Promise<void> {
-    await this.request({ op: 'update', arg: u });
-  }
-  async invalidate(target: InvalidateTarget): Promise<void> {
-    await this.request({ op: 'invalidate', arg: target });
-  }
-  async query(keys?: ConnKey[]): Promise<QueryResult[]> {
-    return (await this.request({ op: 'query', arg: keys })).value;
-  }
-  async takeQueued(keys: ConnKey[]): Promise<Uint8Array[]> {
-    return (await this.request({ op: 'takeQueued', arg: packKeys(keys) })).value;
-  }
-  async dropFrozen(keys: ConnKey[]): Promise<void> {
-    await this.request({ op: 'dropFrozen', arg: packKeys(keys) });
-  }
   /** The worker engine's counters, with this side's count of refused messages (`nic.worker.malformed`). */
   async counters(): Promise<Record<string, number>> {
     const c = (await this.request({ op: 'counters', arg: null })).value;
@@ -627,7 +571,7 @@ export class WorkerNic extends EventEmitter implements Nic {
   }
 
   inject(packets: readonly Uint8Array[]): void {
-    if (this.closing || this.deathCause) return;
+    if (this.closed || this.death) return;
     this.rxBatch.flush();
     this.post({ t: 'inject', packets: [...packets] });
   }
@@ -649,47 +593,32 @@ export class WorkerNic extends EventEmitter implements Nic {
     return this.byKey.get(connKeyId(key))?.hardState() ?? null;
   }
 
-  /**
-   * What is left of the named connections, or of every one (for failover after the worker died):
-   * the last whole hard state and the shared rings. The NIC forgets them; the caller now owns them.
-   */
-  salvage(keys?: readonly ConnKey[]): SalvagedConnection[] {
-    const out: SalvagedConnection[] = [];
-    const take = (h: WorkerConnectionHandle): void => {
-      h.detached = true;
-      out.push({ key: h.key, hard: h.hardState(), sendRing: h.sendRing, recvRing: h.recvRing, user: h.user });
-      this.handles.delete(h.slot);
-      this.byKey.delete(connKeyId(h.key));
-      this.conns--;
-    };
-    if (keys === undefined) {
-      for (const h of [...this.byKey.values()]) take(h);
-      return out;
-    }
-    if (!Array.isArray(keys)) throw new InvalidArgumentError('salvage needs connection keys');
-    // Only those named: a team rebuilds a dead NIC's connections in batches, each batch on the
-    // least loaded healthy member, and the rest must still be here for the next batch.
-    for (const k of keys) {
-      const h = this.byKey.get(connKeyId(k));
-      if (h !== undefined) take(h);
-    }
+  // What is left of a connection here is what shared memory holds: the last whole hard state and
+  // the rings, whether the worker is dead or not. The NIC forgets it; the caller now owns it.
+  protected salvageAll(): SalvageRecord[] {
+    const out: SalvageRecord[] = [];
+    for (const h of [...this.byKey.values()]) out.push(this.take(h));
     return out;
   }
-
-  override on<E extends NicIndication>(event: E, handler: NicIndications[E]): this {
-    return super.on(event, handler as (...args: unknown[]) => void);
+  protected salvageOne(key: ConnKey): SalvageRecord | undefined {
+    const h = this.byKey.get(connKeyId(key));
+    return h === undefined ? undefined : this.take(h);
   }
-  override off<E extends NicIndication>(event: E, handler: NicIndications[E]): this {
-    return super.off(event, handler as (...args: unknown[]) => void);
+  private take(h: WorkerConnectionHandle): SalvageRecord {
+    h.detached = true;
+    this.handles.delete(h.slot);
+    this.byKey.delete(connKeyId(h.key));
+    this.conns--;
+    return { key: h.key, hard: h.hardState(), sendRing: h.sendRing, recvRing: h.recvRing, user: h.user };
   }
 
   /** Abort everything (RST to every offloaded connection's peer) and stop the worker. */
   close(): void {
-    if (this.closing) return;
-    this.closing = true;
+    if (this.closed) return;
+    this.closed = true;
     this.watchdog.disarm();
     this.host.close();
-    if (this.deathCause) {
+    if (this.death) {
       void this.worker.terminate();
       return;
     }
@@ -699,7 +628,7 @@ export class WorkerNic extends EventEmitter implements Nic {
     // The worker answers 'closed' after flushing its last frames; don't wait for ever.
     const t = this.clock.createTimer(() => void this.worker.terminate()).unref();
     t.arm(1000);
-    this.rejectAll(new InvalidStateError(`NIC ${this.id} is closed`));
+    this.port.abandon(new InvalidStateError(`NIC ${this.id} is closed`));
   }
 
   /**
@@ -720,7 +649,7 @@ export class WorkerNic extends EventEmitter implements Nic {
 
   /** @internal */
   post(m: ToWorker, transfer?: ArrayBuffer[]): void {
-    if (this.deathCause !== null) return;
+    if (this.death !== null) return;
     this.worker.postMessage(m, transfer);
   }
 
@@ -748,28 +677,18 @@ export class WorkerNic extends EventEmitter implements Nic {
 
   /** @internal */
   _hostSend(frame: Uint8Array): boolean {
-    if (this.closing || this.deathCause || !this.linkCarrier) return false;
+    if (this.closed || this.death || !this.linkCarrier) return false;
     this.hostBatch.push(frame);
     return true;
   }
 
-  private request<R extends WorkerRequest>(r: R): Promise<WorkerReply<R['op']>> {
-    if (this.closing) return Promise.reject(new InvalidStateError(`NIC ${this.id} is closed`));
-    if (this.deathCause) return Promise.reject(new InvalidStateError(`NIC ${this.id} is dead`));
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      // checkFromWorker refuses an answer whose verb is not this one, so the reply is this verb's.
-      this.pending.set(id, { op: r.op, resolve: resolve as (v: WorkerReply) => void, reject });
-      const m: ToWorker = { t: 'req', id, ...r };
-      this.worker.postMessage(m);
-    });
+  /** Messages from the worker refused as malformed (see PortTransport.refuse). */
+  get protocolErrors(): number {
+    return this.port.protocolErrors;
   }
-
-  private readonly opOf = (id: number): WorkerOp | undefined => this.pending.get(id)?.op;
-
-  /** Messages from the worker refused as malformed (see `refuse`). */
-  protocolErrors = 0;
-  lastProtocolError: WorkerProtocolError | null = null;
+  get lastProtocolError(): WorkerProtocolError | null {
+    return this.port.lastProtocolError;
+  }
 
   private forget(slots: readonly number[]): void {
     for (const s of slots) {
@@ -781,7 +700,7 @@ export class WorkerNic extends EventEmitter implements Nic {
     }
   }
 
-  private onMessage(m: FromWorker): void {
+  private onMessage(m: WorkerNotice): void {
     switch (m.t) {
       case 'tx': {
         const link = this.link;
@@ -799,21 +718,13 @@ export class WorkerNic extends EventEmitter implements Nic {
         this.hostCarrier = m.up;
         this.host.carrierChanged(m.up);
         return;
-      case 'res': {
-        const p = this.pending.get(m.id);
-        if (!p) return;
-        this.pending.delete(m.id);
-        if (m.ok) p.resolve(m);
-        else p.reject(toError(m.error));
-        return;
-      }
       case 'ev': {
         const list = m.list;
         for (let i = 0, e = 0; i < list.length; i += 2, e++) {
           const h = this.handles.get(list[i]!);
           if (!h) continue;
           const w = m.errors[e];
-          h._event(list[i + 1]!, w ? (toError(w) as ConnectionError) : null);
+          h._event(list[i + 1]!, w ? (fromWireError(w) as ConnectionError) : null);
         }
         return;
       }
@@ -862,23 +773,8 @@ export class WorkerNic extends EventEmitter implements Nic {
     }
   }
 
-  /**
-   * A message that is not a `FromWorker` is not acted on: counted, kept as `lastProtocolError`, and
-   * if it names a request in flight, that request fails with the error (its caller keeps what it
-   * sent, as for any refused verb).
-   */
-  private refuse(raw: unknown, error: WorkerProtocolError): void {
-    this.protocolErrors++;
-    this.lastProtocolError = error;
-    if (typeof raw !== 'object' || raw === null || !('id' in raw) || typeof raw.id !== 'number') return;
-    const p = this.pending.get(raw.id);
-    if (p === undefined) return;
-    this.pending.delete(raw.id);
-    p.reject(error);
-  }
-
   private checkBeat(): void {
-    if (this.closing || this.deathCause) return;
+    if (this.closed || this.death) return;
     const now = this.clock.now();
     const beats = Atomics.load(this.doorbell, DB_BEAT);
     if (beats !== this.lastBeatCount) {
@@ -894,20 +790,13 @@ export class WorkerNic extends EventEmitter implements Nic {
     this.watchdog.arm(Math.max(10, this.deadAfterMs / 4));
   }
 
-  private die(cause: WorkerDeath): void {
-    if (this.deathCause !== null || this.closing) return;
-    this.deathCause = cause;
-    this.watchdog.disarm();
-    this.linkCarrier = false;
-    const e = new InvalidStateError(`NIC ${this.id} died (${cause.kind})`);
-    this.rejectAll(e);
-    for (const w of this.readyWaiters.splice(0)) w.reject(e);
-    this.emit('dead', cause);
-  }
-
-  private rejectAll(e: Error): void {
-    const list = [...this.pending.values()];
-    this.pending.clear();
-    for (const p of list) p.reject(e);
+  protected override die(cause: WorkerDeath): void {
+    // A worker stopped by close() exits: that is no death.
+    if (this.closed) return;
+    super.die(cause, (e) => {
+      this.watchdog.disarm();
+      this.linkCarrier = false;
+      for (const w of this.readyWaiters.splice(0)) w.reject(e);
+    });
   }
 }
