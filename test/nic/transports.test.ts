@@ -1,19 +1,16 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { ConnKey, Nic } from '../../src/nic/nic.ts';
+import type { Nic } from '../../src/nic/nic.ts';
 import { SameThreadTransport } from '../../src/nic/transport.ts';
 import { checkFromWorker, type WorkerRequest } from '../../src/nic/worker/protocol.ts';
 import { packKeys, unpackInitiate } from '../../src/nic/worker/transfer-wire.ts';
-import { offloadPair, startStreams } from '../offload/helpers.ts';
+import { keysOf, offloadPair, startStreams } from '../offload/helpers.ts';
 
 test('the same-thread transport answers every request as a worker must (the worker protocol checker accepts each answer)', async () => {
   const p = offloadPair(52);
   const { net, host } = p;
   const st = await startStreams(p, 4, 50_000, 2000, 2);
-  const keys: ConnKey[] = st.sockets.map((s) => {
-    const c = s.connection!;
-    return { localIp: c.localIp, localPort: c.localPort, remoteIp: c.remoteIp, remotePort: c.remotePort };
-  });
+  const keys = keysOf(st.sockets);
   const [n0, n1] = host.nics;
   await net.sleep(20);
   assert.equal((await host.offload.offload(keys, n0 as Nic)).moved.length, 4);
