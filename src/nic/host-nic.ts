@@ -9,6 +9,7 @@ import type {
   InitiateResult,
   InvalidateTarget,
   Nic,
+  NicCounterSnapshot,
   NicDeath,
   NicIndication,
   NicIndications,
@@ -81,6 +82,15 @@ export abstract class HostNic extends EventEmitter implements Nic {
   }
   async dropFrozen(keys: ConnKey[]): Promise<void> {
     await this.request({ op: 'dropFrozen', arg: packKeys(keys) });
+  }
+  /** Asked of the engine, whose counters are its own (`source`: this NIC). */
+  async counterSnapshot(): Promise<NicCounterSnapshot> {
+    const values = (await this.request({ op: 'counters', arg: null })).value;
+    return { source: this, values: this.addHostCounters(values) };
+  }
+  /** The engine's counters, with what this side counts itself. */
+  protected addHostCounters(values: Record<string, number>): Record<string, number> {
+    return values;
   }
 
   /**

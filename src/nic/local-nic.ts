@@ -12,6 +12,7 @@ import {
   connKeyId,
   type InitiateOptions,
   type InitiateResult,
+  type NicCounterSnapshot,
   type SalvageRecord,
   type TerminateOptions,
   type Transfer,
@@ -119,6 +120,15 @@ export class LocalNic extends HostNic {
   }
   get counters(): Counters {
     return this.engine.counters;
+  }
+  /**
+   * Read at once, not in a later turn: the engine's Counters are in this thread (and a simulation's
+   * clock may stand still while they are read). They may be shared (`options.counters`): the
+   * source is that object.
+   */
+  override counterSnapshot(): Promise<NicCounterSnapshot> {
+    const c = this.engine.counters;
+    return Promise.resolve({ source: c, values: c.snapshot() });
   }
 
   initiate(batch: Transfer, opts?: InitiateOptions): Promise<InitiateResult> {

@@ -565,9 +565,11 @@ export class WorkerNic extends HostNic {
 
   /** The worker engine's counters, with this side's count of refused messages (`nic.worker.malformed`). */
   async counters(): Promise<Record<string, number>> {
-    const c = (await this.request({ op: 'counters', arg: null })).value;
-    if (this.protocolErrors > 0) c['nic.worker.malformed'] = this.protocolErrors;
-    return c;
+    return (await this.counterSnapshot()).values;
+  }
+  protected override addHostCounters(values: Record<string, number>): Record<string, number> {
+    if (this.protocolErrors > 0) values['nic.worker.malformed'] = this.protocolErrors;
+    return values;
   }
 
   inject(packets: readonly Uint8Array[]): void {

@@ -1,9 +1,12 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { Counters } from '../../src/core/counters.ts';
+import { LocalNic } from '../../src/nic/local-nic.ts';
 import type { Nic } from '../../src/nic/nic.ts';
 import { SameThreadTransport } from '../../src/nic/transport.ts';
 import { checkFromWorker, type WorkerRequest } from '../../src/nic/worker/protocol.ts';
 import { packKeys, unpackInitiate } from '../../src/nic/worker/transfer-wire.ts';
+import { SimNetwork } from '../../src/sim/sim-network.ts';
 import { keysOf, offloadPair, startStreams } from '../offload/helpers.ts';
 
 test('the same-thread transport answers every request as a worker must (the worker protocol checker accepts each answer)', async () => {
@@ -14,6 +17,10 @@ test('the same-thread transport answers every request as a worker must (the work
   const [n0, n1] = host.nics;
   await net.sleep(20);
   assert.equal((await host.offload.offload(keys, n0 as Nic)).moved.length, 4);
+  // The contract's counters: read at once from the engine's own set, which names itself as source.
+  const snap = await n0!.counterSnapshot();
+  assert.equal(snap.source, n0!.engine.counters);
+  assert.equal(snap.values['nic.initiate.conns'], 4);
   const t0 = new SameThreadTransport(
     () => n0!.engine,
     net.clock,
@@ -44,5 +51,30 @@ test('the same-thread transport answers every request as a worker must (the work
   assert.equal((await ask(t1, { op: 'query', arg: keys })).value.length, 4);
   await ask(t0, { op: 'dropFrozen', arg: packKeys(keys) });
   await ask(t1, { op: 'invalidate', arg: { keys } });
+  net.close();
+});
+
+test('LocalNics built on one shared set of counters name it as their source, so a sum over NICs reads it once', async () => {
+  const net = new SimNetwork({ seed: 3, virtualTime: true });
+  const shared = new Counters();
+  const make = (id: string, counters?: Counters) =>
+    new LocalNic({
+      id,
+      link: net.switch.addPort({ name: id, mtu: 1500 }),
+      clock: net.clock,
+      random: net.random.fork(),
+      counters,
+    });
+  const a = make('a', shared);
+  const b = make('b', shared);
+  const c = make('c');
+  const [sa, sb, sc] = await Promise.all([a.counterSnapshot(), b.counterSnapshot(), c.counterSnapshot()]);
+  assert.equal(sa.source, shared);
+  assert.equal(sb.source, sa.source);
+  assert.notEqual(sc.source, sa.source);
+  // Read as they stand at the call.
+  shared.inc('x', 2);
+  assert.equal((await a.counterSnapshot()).values.x, 2);
+  for (const n of [a, b, c]) n.close();
   net.close();
 });

@@ -173,6 +173,9 @@ describe('WorkerNic and a malformed message', () => {
     assert.equal(nic.protocolErrors, 2);
     assert.deepEqual(await nic.query(), []);
     assert.equal((await nic.counters())['nic.worker.malformed'], 2);
+    const snap = await nic.counterSnapshot();
+    assert.equal(snap.source, nic, "a worker's counters are its own");
+    assert.equal(snap.values['nic.worker.malformed'], 2);
     assert.equal(nic.death, null);
   });
 });
