@@ -1,4 +1,3 @@
-import type { Counters } from '../core/counters.ts';
 import type { Nic, QueryResult } from '../nic/nic.ts';
 import type { Stack } from '../stack/stack.ts';
 import type { FailoverRecord } from '../team/team.ts';
@@ -64,15 +63,13 @@ export function teamStatusExtras(
   };
 }
 
-/** A NIC's counters: a LocalNic holds them, a WorkerNic is asked for them. */
+/** A NIC's counters, once per set: NICs built on one shared Counters would be counted twice. */
 async function nicCounters(nic: Nic, seen: Set<unknown>): Promise<Record<string, number>> {
-  const c = (nic as unknown as { counters?: Counters | (() => Promise<Record<string, number>>) }).counters;
-  // A NIC built on a Counters it shares with another source would be counted twice.
-  if (seen.has(c)) return {};
-  seen.add(c);
   try {
-    if (typeof c === 'function') return await c.call(nic);
-    if (c !== undefined) return c.snapshot();
+    const { source, values } = await nic.counterSnapshot();
+    if (seen.has(source)) return {};
+    seen.add(source);
+    return values;
   } catch {
     // A dead NIC has no counters; the totals keep what was already read from it.
   }

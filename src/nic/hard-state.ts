@@ -181,6 +181,56 @@ export function emptyHardState(): HardState {
   };
 }
 
+/**
+ * The hard-state record of one connection as an object, taken from its state at this instant: what
+ * a NIC whose connections are not in shared memory (a LocalNic) leaves for salvage, the same fields
+ * a WorkerNic keeps under its seqlock.
+ */
+export function hardStateOf(s: TcpState, out: HardState = emptyHardState()): HardState {
+  const d = s.delegated;
+  const c = s.const;
+  out.version++;
+  out.state = d.state;
+  out.sndUna = d.sndUna;
+  out.sndNxt = d.sndNxt;
+  out.sndMax = d.sndMax;
+  out.rcvNxt = d.rcvNxt;
+  out.rcvAdv = d.rcvAdv;
+  out.tsRecent = d.tsRecent;
+  out.iss = d.iss;
+  out.irs = d.irs;
+  out.sndWnd = d.sndWnd;
+  out.maxSndWnd = d.maxSndWnd;
+  out.sndWl1 = d.sndWl1;
+  out.sndWl2 = d.sndWl2;
+  out.srtt = d.srtt;
+  out.rttvar = d.rttvar;
+  out.finQueued = d.finQueued;
+  out.finSent = d.finSent;
+  out.finReceived = d.finReceived;
+  out.readClosed = d.readClosed;
+  // Thread-local rings: the record is taken at the instant of death, so there is nothing to catch up.
+  out.sendReadPos = 0;
+  out.recvWritePos = 0;
+  out.localIp = c.localIp;
+  out.localPort = c.localPort;
+  out.remoteIp = c.remoteIp;
+  out.remotePort = c.remotePort;
+  out.tsEnabled = c.tsEnabled;
+  out.sackEnabled = c.sackEnabled;
+  out.wsEnabled = c.wsEnabled;
+  out.sndWscale = c.sndWscale;
+  out.rcvWscale = c.rcvWscale;
+  out.remoteMss = c.remoteMss;
+  out.localMss = c.localMss;
+  out.segmentsIn = d.segmentsIn;
+  out.segmentsOut = d.segmentsOut;
+  out.retransmits = d.retransmits;
+  out.bytesIn = d.bytesIn;
+  out.bytesOut = d.bytesOut;
+  return out;
+}
+
 /** The double seqlock record at `offset` of a SharedArrayBuffer. */
 export class HardStateRecord {
   private readonly a: Int32Array;

@@ -1,30 +1,24 @@
-import { EventEmitter } from 'node:events';
 import type { Clock } from '../core/clock.ts';
 import type { Counters } from '../core/counters.ts';
-import { InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
+import { InvalidArgumentError } from '../core/errors.ts';
 import type { Random } from '../core/random.ts';
 import type { Link } from '../link/link.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
 import type { TcpState } from '../state/tcp-state.ts';
-import { emptyHardState, type HardState } from './hard-state.ts';
-import { NicHostLink } from './host-link.ts';
+import { hardStateOf } from './hard-state.ts';
+import { HostNic } from './host-nic.ts';
 import {
   type ConnKey,
   connKeyId,
   type InitiateOptions,
   type InitiateResult,
-  type InvalidateTarget,
-  type Nic,
-  type NicDeath,
-  type NicIndication,
-  type NicIndications,
-  type OffloadUpdate,
-  type QueryResult,
+  type NicCounterSnapshot,
   type SalvageRecord,
   type TerminateOptions,
   type Transfer,
 } from './nic.ts';
 import { NicEngine } from './nic-engine.ts';
+import { SameThreadTransport } from './transport.ts';
 
 export interface LocalNicOptions {
   id: string;
@@ -50,69 +44,17 @@ export interface LocalNicFaults {
   corruptTerminate?: boolean;
 }
 
-/** The hard-state record of one connection (what a WorkerNic keeps under its seqlock). */
-export function hardStateOf(s: TcpState, out: HardState = emptyHardState()): HardState {
-  const d = s.delegated;
-  const c = s.const;
-  out.version++;
-  out.state = d.state;
-  out.sndUna = d.sndUna;
-  out.sndNxt = d.sndNxt;
-  out.sndMax = d.sndMax;
-  out.rcvNxt = d.rcvNxt;
-  out.rcvAdv = d.rcvAdv;
-  out.tsRecent = d.tsRecent;
-  out.iss = d.iss;
-  out.irs = d.irs;
-  out.sndWnd = d.sndWnd;
-  out.maxSndWnd = d.maxSndWnd;
-  out.sndWl1 = d.sndWl1;
-  out.sndWl2 = d.sndWl2;
-  out.srtt = d.srtt;
-  out.rttvar = d.rttvar;
-  out.finQueued = d.finQueued;
-  out.finSent = d.finSent;
-  out.finReceived = d.finReceived;
-  out.readClosed = d.readClosed;
-  // Thread-local rings: the record is taken at the instant of death, so there is nothing to catch up.
-  out.sendReadPos = 0;
-  out.recvWritePos = 0;
-  out.localIp = c.localIp;
-  out.localPort = c.localPort;
-  out.remoteIp = c.remoteIp;
-  out.remotePort = c.remotePort;
-  out.tsEnabled = c.tsEnabled;
-  out.sackEnabled = c.sackEnabled;
-  out.wsEnabled = c.wsEnabled;
-  out.sndWscale = c.sndWscale;
-  out.rcvWscale = c.rcvWscale;
-  out.remoteMss = c.remoteMss;
-  out.localMss = c.localMss;
-  out.segmentsIn = d.segmentsIn;
-  out.segmentsOut = d.segmentsOut;
-  out.retransmits = d.retransmits;
-  out.bytesIn = d.bytesIn;
-  out.bytesOut = d.bytesOut;
-  return out;
-}
-
 /**
- * An offload target in the caller's thread: a NicEngine behind the asynchronous Nic interface.
- * Every verb runs in a deferred call on the injected clock, so callers see the same ordering as
- * with a NIC on another thread, and simulations stay on virtual time. Frames between the NIC and
- * the host are handed over synchronously (zero copy): the link already delivers them from its
- * own turn, never inside a host call.
+ * An offload target in the caller's thread: a NicEngine behind the asynchronous Nic interface,
+ * the host side every NIC shares (`HostNic`) over a `SameThreadTransport`. Every verb runs in a
+ * deferred call on the injected clock, so callers see the same ordering as with a NIC on another
+ * thread, and simulations stay on virtual time. Frames between the NIC and the host are handed
+ * over synchronously (zero copy): the link already delivers them from its own turn, never inside
+ * a host call.
  */
-export class LocalNic extends EventEmitter implements Nic {
-  readonly id: string;
+export class LocalNic extends HostNic {
   readonly engine: NicEngine;
-  readonly hostLink: Link;
-  private readonly clock: Clock;
-  private readonly host: NicHostLink;
-  private closed = false;
-  private deadCause: NicDeath | null = null;
-  /** Same thread, same clock as the host (the clock it is given must be the host's). */
-  readonly inProcess = true;
+  private readonly here: SameThreadTransport;
   /** What died with the NIC, or went into a transfer it damaged, until the host salvages it. */
   private readonly leftovers = new Map<string, LocalSalvage>();
   /** Fault injection (tests). */
@@ -123,23 +65,32 @@ export class LocalNic extends EventEmitter implements Nic {
    */
   chargeWork = false;
 
+  /** Same thread, same clock as the host (the clock it is given must be the host's). */
   constructor(opts: LocalNicOptions) {
-    super();
     if (!opts || typeof opts.id !== 'string') throw new InvalidArgumentError('LocalNic needs an id');
-    this.id = opts.id;
-    this.clock = opts.clock;
-    const nic = this;
-    this.host = new NicHostLink(`${opts.id}.host`, {
-      send: (frame) => nic.engine.sendFromHost(frame),
-      get mtu() {
-        return nic.engine.link.mtu;
+    // The engine and the host side refer to each other: the transport and the host link find the
+    // engine once it exists (nothing reaches them before the constructor returns).
+    let engine: NicEngine | undefined;
+    const here = new SameThreadTransport(
+      () => engine!,
+      opts.clock,
+      () => this?.chargeWork === true,
+    );
+    super(
+      opts.id,
+      {
+        send: (frame) => engine!.sendFromHost(frame),
+        get mtu() {
+          return engine!.link.mtu;
+        },
+        get carrier() {
+          return engine!.link.carrier;
+        },
       },
-      get carrier() {
-        return nic.engine.link.carrier;
-      },
-    });
-    this.hostLink = this.host;
-    this.engine = new NicEngine({
+      here,
+    );
+    this.here = here;
+    engine = this.engine = new NicEngine({
       id: opts.id,
       link: opts.link,
       clock: opts.clock,
@@ -151,7 +102,8 @@ export class LocalNic extends EventEmitter implements Nic {
         if (!this.host.deliver(frame)) this.engine.counters.inc('drop.nic.no-host');
       },
       hostCarrier: (up) => this.host.carrierChanged(up),
-      indicate: (event, ...args) => {
+      indicate: (...indication) => {
+        const [event, ...args] = indication;
         this.emit(event, ...args);
       },
     });
@@ -169,13 +121,18 @@ export class LocalNic extends EventEmitter implements Nic {
   get counters(): Counters {
     return this.engine.counters;
   }
-
-  /** Why the NIC died, or null while it lives. */
-  get death(): NicDeath | null {
-    return this.deadCause;
+  /**
+   * Read at once, not in a later turn: the engine's Counters are in this thread (and a simulation's
+   * clock may stand still while they are read). They may be shared (`options.counters`): the
+   * source is that object.
+   */
+  override counterSnapshot(): Promise<NicCounterSnapshot> {
+    const c = this.engine.counters;
+    return Promise.resolve({ source: c, values: c.snapshot() });
   }
 
   initiate(batch: Transfer, opts?: InitiateOptions): Promise<InitiateResult> {
+    // Objects in this thread need no codec: the engine takes the trees themselves.
     return this.later(() => this.engine.initiate(batch, opts));
   }
   terminate(keys: ConnKey[] | 'all'): Promise<Uint8Array>;
@@ -189,25 +146,10 @@ export class LocalNic extends EventEmitter implements Nic {
       return opts?.trees === true ? this.engine.terminateTrees(keys) : this.engine.terminate(keys);
     });
   }
-  update(u: OffloadUpdate): Promise<void> {
-    return this.later(() => this.engine.update(u));
-  }
-  invalidate(target: InvalidateTarget): Promise<void> {
-    return this.later(() => this.engine.invalidate(target));
-  }
-  query(keys?: ConnKey[]): Promise<QueryResult[]> {
-    return this.later(() => this.engine.query(keys));
-  }
-  takeQueued(keys: ConnKey[]): Promise<Uint8Array[]> {
-    return this.later(() => this.engine.takeQueued(keys));
-  }
-  dropFrozen(keys: ConnKey[]): Promise<void> {
-    return this.later(() => this.engine.dropFrozen(keys));
-  }
 
   inject(packets: readonly Uint8Array[]): void {
     if (this.closed) return;
-    this.clock.defer(() => this.engine.inject(packets));
+    this.here.defer(() => this.engine.inject(packets));
   }
 
   attach(key: ConnKey, user: TcpUser | null): ConnectionHandle | null {
@@ -215,13 +157,6 @@ export class LocalNic extends EventEmitter implements Nic {
     if (!conn) return null;
     conn.user = user;
     return conn;
-  }
-
-  override on<E extends NicIndication>(event: E, handler: NicIndications[E]): this {
-    return super.on(event, handler as (...args: unknown[]) => void);
-  }
-  override off<E extends NicIndication>(event: E, handler: NicIndications[E]): this {
-    return super.off(event, handler as (...args: unknown[]) => void);
   }
 
   close(): void {
@@ -245,33 +180,22 @@ export class LocalNic extends EventEmitter implements Nic {
       const s = tcp.release(conn);
       this.keep(s, conn.user);
     }
-    const death: NicDeath = { kind: 'crash', detail: cause };
-    this.deadCause = death;
     this.closed = true;
     this.engine.close();
     this.host.close();
-    this.emit('dead', death);
+    this.die({ kind: 'crash', detail: cause });
   }
 
-  /**
-   * Take what is left of connections this NIC can no longer run (after `crash`, or a damaged
-   * terminate): all of them, or those named. Each is handed out once.
-   */
-  salvage(keys?: readonly ConnKey[]): SalvageRecord[] {
-    const out: SalvageRecord[] = [];
-    if (keys === undefined) {
-      out.push(...this.leftovers.values());
-      this.leftovers.clear();
-      return out;
-    }
-    for (const k of keys) {
-      const id = connKeyId(k);
-      const l = this.leftovers.get(id);
-      if (l === undefined) continue;
-      this.leftovers.delete(id);
-      out.push(l);
-    }
+  protected salvageAll(): SalvageRecord[] {
+    const out = [...this.leftovers.values()];
+    this.leftovers.clear();
     return out;
+  }
+  protected salvageOne(key: ConnKey): SalvageRecord | undefined {
+    const id = connKeyId(key);
+    const l = this.leftovers.get(id);
+    if (l !== undefined) this.leftovers.delete(id);
+    return l;
   }
 
   private keep(s: TcpState, user: TcpUser | null): void {
@@ -307,19 +231,9 @@ export class LocalNic extends EventEmitter implements Nic {
     return out;
   }
 
+  /** Run `fn` in a later turn, as every verb does; refused at once on a closed NIC. */
   private later<T>(fn: () => T): Promise<T> {
-    if (this.closed) return Promise.reject(new InvalidStateError(`NIC ${this.id} is closed`));
-    return new Promise<T>((resolve, reject) => {
-      this.clock.defer(() => {
-        const t0 = this.chargeWork ? performance.now() : 0;
-        try {
-          resolve(fn());
-        } catch (e) {
-          reject(e);
-        } finally {
-          if (this.chargeWork) this.clock.elapse?.(performance.now() - t0);
-        }
-      });
-    });
+    const refused = this.refusal();
+    return refused === null ? this.here.run(fn) : Promise.reject(refused);
   }
 }

@@ -45,13 +45,12 @@ import { createIpv4Header, decodeIpv4, IpProto } from '../wire/ipv4.ts';
 import {
   type ConnKey,
   connKeyId,
+  type EngineIndicationArgs,
   type InitiateConnResult,
   type InitiateOptions,
   type InitiateResult,
   type InvalidateTarget,
   isTreeTransfer,
-  type NicIndication,
-  type NicIndications,
   type OffloadUpdate,
   type QueryResult,
   type TcpUpdateScope,
@@ -60,10 +59,7 @@ import {
 } from './nic.ts';
 
 /** How the engine reports an indication to whoever hosts it (an EventEmitter, a MessagePort, ...). */
-export type IndicationSink = <E extends NicIndication>(
-  event: E,
-  ...args: Parameters<NicIndications[E]>
-) => void;
+export type IndicationSink = (...indication: EngineIndicationArgs) => void;
 
 export interface NicEngineOptions {
   id: string;

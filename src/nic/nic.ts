@@ -9,6 +9,8 @@
  *   thread and on its clock takes and hands back the trees themselves, without the codec.
  * - `death`, `salvage()`, and the 'dead' and 'heartbeat' indications: what callers used to find
  *   by duck-typing. One salvage record type (`SalvageRecord`) for every target.
+ * - `counterSnapshot()`: the engine's counters wherever it runs (callers used to tell a LocalNic's
+ *   `counters` object from a WorkerNic's `counters()` request).
  */
 import type { Link } from '../link/link.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
@@ -260,6 +262,24 @@ export interface NicIndications {
 
 export type NicIndication = keyof NicIndications;
 
+/** A NIC's counters, read once. */
+export interface NicCounterSnapshot {
+  /**
+   * Where they were read from: NICs built on one shared set of counters give the same `source`,
+   * and a sum over NICs counts it once.
+   */
+  source: object;
+  values: Record<string, number>;
+}
+
+/** The indications a NIC's engine raises itself ('dead' and 'heartbeat' are its host side's). */
+export type EngineIndication = Exclude<NicIndication, 'dead' | 'heartbeat'>;
+
+/** One engine indication as a tuple: its name, then its arguments. */
+export type EngineIndicationArgs = {
+  [E in EngineIndication]: [E, ...Parameters<NicIndications[E]>];
+}[EngineIndication];
+
 /**
  * An offload target: owns one link and runs offloaded connections on it. Frames that are not for
  * its connections go to the host stack through `hostLink`, and the host's frames go out through it.
@@ -299,6 +319,8 @@ export interface Nic {
   /** Stop sending on these objects and ask (indication) to have them uploaded with 'invalid-state'. */
   invalidate(target: InvalidateTarget): Promise<void>;
   query(keys?: ConnKey[]): Promise<QueryResult[]>;
+  /** The counters of the NIC's engine, wherever it runs; rejects once the NIC is closed or dead. */
+  counterSnapshot(): Promise<NicCounterSnapshot>;
   /** Segments (IPv4 packets) queued for terminated connections; the queue is emptied, the hold remains. */
   takeQueued(keys: ConnKey[]): Promise<Uint8Array[]>;
   /** Forget terminated connections: later segments for them go up to the host. */

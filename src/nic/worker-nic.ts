@@ -1,13 +1,6 @@
-import { EventEmitter } from 'node:events';
 import type { Worker } from 'node:worker_threads';
 import { type Clock, RealClock, type Timer } from '../core/clock.ts';
-import {
-  ChimneyError,
-  ConnectionError,
-  InvalidArgumentError,
-  InvalidStateError,
-  StateValidationError,
-} from '../core/errors.ts';
+import { type ConnectionError, InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
 import type { Link } from '../link/link.ts';
 import { type TapLinkOptions, tapQueueEmpty } from '../link/tap-link.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
@@ -24,25 +17,21 @@ import {
   keepReleasedBlocks,
   takeReleasedBlock,
 } from './hard-state.ts';
-import { NicHostLink } from './host-link.ts';
+import { HostNic } from './host-nic.ts';
 import {
   type ConnKey,
   connKeyId,
   type InitiateOptions,
   type InitiateResult,
-  type InvalidateTarget,
   isTreeTransfer,
   keyOfState,
-  type Nic,
   type NicDeath,
-  type NicIndication,
   type NicIndications,
-  type OffloadUpdate,
-  type QueryResult,
   type SalvageRecord,
   type TerminateOptions,
   type Transfer,
 } from './nic.ts';
+import { fromWireError, PortTransport, type WorkerNotice } from './transport.ts';
 import {
   BELL_READ,
   BELL_WANT_WRITABLE,
@@ -64,18 +53,16 @@ import {
   EV_REMOTE_END,
   EV_WRITABLE,
   FrameBatcher,
-  type FromWorker,
   forEachFrame,
   type InstalledConn,
   type ToWorker,
-  type WireError,
-  type WorkerArg,
+  unhandled,
   type WorkerBoot,
-  type WorkerOp,
-  type WorkerReplies,
+  WorkerProtocolError,
+  type WorkerReply,
 } from './worker/protocol.ts';
 import { spawnWorker } from './worker/spawn.ts';
-import { type PackedInitiate, packBlocks, packKeys, unpackInitiate } from './worker/transfer-wire.ts';
+import { packBlocks, packKeys, unpackInitiate } from './worker/transfer-wire.ts';
 
 export interface WorkerNicOptions {
   id: string;
@@ -281,36 +268,20 @@ export class WorkerConnectionHandle implements ConnectionHandle {
   };
 }
 
-function toError(w: WireError): Error {
-  if (w.field !== undefined) return new StateValidationError(w.field, w.message.replace(`${w.field}: `, ''));
-  if (w.errno !== undefined) return new ConnectionError(w.errno, w.message);
-  if (w.code === 'ERR_CHIMNEY_INVALID_ARG') return new InvalidArgumentError(w.message);
-  if (w.code === 'ERR_CHIMNEY_INVALID_STATE') return new InvalidStateError(w.message);
-  return new ChimneyError(w.code, w.message);
-}
-
-interface Pending {
-  resolve: (v: FromWorker & { t: 'res'; ok: true }) => void;
-  reject: (e: Error) => void;
-}
-
 /**
  * An offload target on its own worker thread (design section 7). The worker runs a NicEngine on
- * wall-clock time; this object is its main-thread side and implements the Nic interface: verbs
- * are requests over the worker's port, frames cross in batches, and each offloaded connection's
- * payload and hard state live in shared memory that outlives the worker.
+ * wall-clock time; this object is its main-thread side: the host side every NIC shares
+ * (`HostNic`) over a `PortTransport`, verbs being typed requests over the worker's port. Frames
+ * cross in batches, and each offloaded connection's payload and hard state live in shared memory
+ * that outlives the worker.
  */
-export class WorkerNic extends EventEmitter implements Nic {
-  readonly id: string;
+export class WorkerNic extends HostNic {
   readonly capacity: number;
   private readonly ringCapacity: number;
-  readonly hostLink: Link;
   readonly worker: Worker;
-  /** Another thread, its own clock: transfers cross as the codec's bytes. */
-  readonly inProcess = false;
   /** @internal */
   readonly clock: Clock;
-  private readonly host: NicHostLink;
+  private readonly port: PortTransport;
   private hostCarrier: boolean;
   private readonly link: Link | null;
   private readonly doorbell: Int32Array;
@@ -318,17 +289,13 @@ export class WorkerNic extends EventEmitter implements Nic {
   private readonly qLen: number;
   private readonly handles = new Map<number, WorkerConnectionHandle>();
   private readonly byKey = new Map<string, WorkerConnectionHandle>();
-  private readonly pending = new Map<number, Pending>();
   private readonly rxBatch: FrameBatcher;
   private readonly hostBatch: FrameBatcher;
   private readonly watchdog: Timer;
   private readonly deadAfterMs: number;
-  private nextId = 1;
   private lastBeat: number;
   private lastBeatCount = 0;
   private linkCarrier: boolean;
-  private closing = false;
-  private deathCause: WorkerDeath | null = null;
   private conns = 0;
   private started = false;
   private readonly readyWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
@@ -339,7 +306,6 @@ export class WorkerNic extends EventEmitter implements Nic {
   private drainsSeen = 0;
 
   constructor(opts: WorkerNicOptions) {
-    super();
     if (!opts || typeof opts.id !== 'string') throw new InvalidArgumentError('WorkerNic needs an id');
     const capacity = opts.capacity ?? DEFAULT_CAPACITY;
     if (!Number.isInteger(capacity) || capacity < 1 || capacity > 1 << 22) {
@@ -350,24 +316,14 @@ export class WorkerNic extends EventEmitter implements Nic {
       throw new InvalidArgumentError('ringCapacity must be an integer of at least 1024 bytes');
     }
     const heartbeatMs = opts.heartbeatMs ?? 50;
-    this.deadAfterMs = opts.deadAfterMs ?? 2000;
-    if (!(heartbeatMs > 0) || !(this.deadAfterMs > heartbeatMs)) {
+    const deadAfterMs = opts.deadAfterMs ?? 2000;
+    if (!(heartbeatMs > 0) || !(deadAfterMs > heartbeatMs)) {
       throw new InvalidArgumentError('heartbeatMs must be > 0 and deadAfterMs above it');
     }
-    this.id = opts.id;
-    this.capacity = capacity;
-    this.ringCapacity = ringCapacity;
-    this.clock = opts.clock ?? new RealClock();
     const sab = new SharedArrayBuffer(doorbellWords(capacity) * 4);
-    this.doorbell = new Int32Array(sab);
-    this.flagsAt = doorbellFlagsAt(capacity);
-    this.qLen = capacity + 1;
-    this.captureSink = opts.capture ?? null;
-    this.captureWords = opts.capture ? new Int32Array(new SharedArrayBuffer(8)) : null;
-    const isTap = 'tap' in opts.link;
-    const link = isTap ? null : (opts.link as Link);
-    this.link = link;
-    this.linkCarrier = link ? link.carrier : false;
+    const captureWords = opts.capture ? new Int32Array(new SharedArrayBuffer(8)) : null;
+    const link = 'tap' in opts.link ? null : opts.link;
+    const tap = 'tap' in opts.link ? opts.link.tap : null;
     const boot: WorkerBoot = {
       id: opts.id,
       seed: opts.seed ?? 1,
@@ -376,22 +332,45 @@ export class WorkerNic extends EventEmitter implements Nic {
       heartbeatMs,
       reachabilityIntervalMs: opts.reachabilityIntervalMs ?? 0,
       doorbell: sab,
-      capture: this.captureWords ? (this.captureWords.buffer as SharedArrayBuffer) : undefined,
+      capture: captureWords ? (captureWords.buffer as SharedArrayBuffer) : undefined,
       link: link
         ? { kind: 'proxy', name: link.name, mtu: link.mtu, carrier: link.carrier }
-        : { kind: 'tap', options: (opts.link as { tap: TapLinkOptions }).tap },
+        : { kind: 'tap', options: tap },
     };
-    const mtu = link ? link.mtu : ((opts.link as { tap: TapLinkOptions }).tap.mtu ?? 1500);
-    this.hostCarrier = this.linkCarrier;
-    const nic = this;
-    this.host = new NicHostLink(`${opts.id}.host`, {
-      send: (frame) => nic._hostSend(frame),
-      mtu,
-      get carrier() {
-        return nic.hostCarrier;
-      },
+    const mtu = link ? link.mtu : (tap?.mtu ?? 1500);
+    const worker = spawnWorker(new URL(`./worker/nic-worker.${SELF_EXT}`, import.meta.url), {
+      workerData: boot,
     });
-    this.hostLink = this.host;
+    // The host link and the transport reach this object once it exists (the worker's first
+    // message, and the host's first frame, come after the constructor returns).
+    let self: WorkerNic | undefined;
+    const port = new PortTransport(worker, (m) => self?.onMessage(m));
+    super(
+      opts.id,
+      {
+        send: (frame) => self?._hostSend(frame) === true,
+        mtu,
+        get carrier() {
+          return self?.hostCarrier === true;
+        },
+      },
+      port,
+    );
+    self = this;
+    this.port = port;
+    this.worker = worker;
+    this.deadAfterMs = deadAfterMs;
+    this.capacity = capacity;
+    this.ringCapacity = ringCapacity;
+    this.clock = opts.clock ?? new RealClock();
+    this.doorbell = new Int32Array(sab);
+    this.flagsAt = doorbellFlagsAt(capacity);
+    this.qLen = capacity + 1;
+    this.captureSink = opts.capture ?? null;
+    this.captureWords = captureWords;
+    this.link = link;
+    this.linkCarrier = link ? link.carrier : false;
+    this.hostCarrier = this.linkCarrier;
     this.rxBatch = new FrameBatcher(
       (buf, len) => this.post({ t: 'rx', buf, len }, [buf]),
       (cb) => this.clock.defer(cb),
@@ -400,13 +379,9 @@ export class WorkerNic extends EventEmitter implements Nic {
       (buf, len) => this.post({ t: 'host', buf, len }, [buf]),
       (cb) => this.clock.defer(cb),
     );
-    this.worker = spawnWorker(new URL(`./worker/nic-worker.${SELF_EXT}`, import.meta.url), {
-      workerData: boot,
-    });
-    this.worker.on('message', (m: FromWorker) => this.onMessage(m));
     this.worker.on('error', (error: Error) => this.die({ kind: 'error', error }));
     this.worker.on('exit', (exitCode: number) => {
-      if (!this.closing) this.die({ kind: 'exit', exitCode });
+      if (!this.closed) this.die({ kind: 'exit', exitCode });
     });
     if (link) {
       link.onFrame((frame) => this.rxBatch.push(frame));
@@ -414,7 +389,7 @@ export class WorkerNic extends EventEmitter implements Nic {
       // after a round trip through the worker, which a busy worker can stretch past a team's
       // probe deadline (a cut cable would then be reported as lost reachability).
       link.onCarrier((up, since) => {
-        if (this.closing || this.deathCause) return;
+        if (this.closed || this.death) return;
         this.post({ t: 'carrier', up });
         if (up === this.linkCarrier) return;
         this.linkCarrier = up;
@@ -435,7 +410,7 @@ export class WorkerNic extends EventEmitter implements Nic {
    */
   ready(): Promise<void> {
     if (this.started) return Promise.resolve();
-    if (this.deathCause) return Promise.reject(new InvalidStateError(`NIC ${this.id} died`));
+    if (this.death) return Promise.reject(new InvalidStateError(`NIC ${this.id} died`));
     return new Promise((resolve, reject) => this.readyWaiters.push({ resolve, reject }));
   }
 
@@ -443,7 +418,7 @@ export class WorkerNic extends EventEmitter implements Nic {
     return this.conns;
   }
   get linkUp(): boolean {
-    return this.linkCarrier && this.deathCause === null;
+    return this.linkCarrier && this.death === null;
   }
   /** Frames left out of the capture because the main thread's writer fell behind (0 without capture). */
   get captureDropped(): number {
@@ -467,13 +442,9 @@ export class WorkerNic extends EventEmitter implements Nic {
     ) {
       return { drains: this.drainsSeen, empty: false };
     }
-    const fd = this.started && this.deathCause === null ? Atomics.load(this.doorbell, DB_TAP_FD) : -1;
+    const fd = this.started && this.death === null ? Atomics.load(this.doorbell, DB_TAP_FD) : -1;
     this.drainsSeen = Atomics.load(this.doorbell, DB_DRAINS) >>> 0;
     return { drains: this.drainsSeen, empty: fd > 0 ? tapQueueEmpty(fd) : null };
-  }
-  /** Why the worker died, or null while it lives. */
-  get death(): WorkerDeath | null {
-    return this.deathCause;
   }
 
   // ---- the verbs ----------------------------------------------------------------------------------
@@ -488,18 +459,18 @@ export class WorkerNic extends EventEmitter implements Nic {
     // it leaves every moved connection's peer waiting for its own retransmission timer.
     const blockKeys = new Map<string, ConnKey>();
     const blocks = opts?.states ? this.preallocate(opts.states, blockKeys) : undefined;
-    let res: FromWorker & { t: 'res'; ok: true; value: PackedInitiate };
+    let res: WorkerReply<'initiate'>;
     try {
       const packed =
         blocks === undefined
           ? undefined
           : packBlocks([...blocks].map(([id, b]) => [blockKeys.get(id)!, b] as const));
-      res = await this.request('initiate', { batch, prod: opts?.prod === true, blocks: packed });
+      res = await this.request({ op: 'initiate', arg: { batch, prod: opts?.prod === true, blocks: packed } });
     } catch (e) {
       // Dead before it replied: it may have run these connections meanwhile (sent, acknowledged,
       // taken in data), and only the memory it ran them on knows how far. The host allocated that
       // memory: keep it for salvage(), as for any connection the worker ran.
-      if (this.deathCause !== null && blocks !== undefined) {
+      if (this.death !== null && blocks !== undefined) {
         for (const [id, block] of blocks) {
           if (this.byKey.has(id)) continue;
           const key = blockKeys.get(id)!;
@@ -509,7 +480,15 @@ export class WorkerNic extends EventEmitter implements Nic {
       }
       throw e;
     }
-    const { result, installed } = unpackInitiate(res.value);
+    let unpacked: ReturnType<typeof unpackInitiate>;
+    try {
+      unpacked = unpackInitiate(res.value);
+    } catch (e) {
+      const error = new WorkerProtocolError(`initiate answer: ${(e as Error).message}`);
+      this.port.refuse(null, error);
+      throw error;
+    }
+    const { result, installed } = unpacked;
     for (const inst of installed) {
       const h = new WorkerConnectionHandle(this, inst.key, inst.slot, inst);
       this.handles.set(inst.slot, h);
@@ -562,9 +541,9 @@ export class WorkerNic extends EventEmitter implements Nic {
       }
     }
     this.rxBatch.flush();
-    let res: FromWorker & { t: 'res'; ok: true; value: Uint8Array };
+    let res: WorkerReply<'terminate'>;
     try {
-      res = await this.request('terminate', keys === 'all' ? 'all' : packKeys(keys));
+      res = await this.request({ op: 'terminate', arg: keys === 'all' ? 'all' : packKeys(keys) });
     } catch (e) {
       // Nothing moved: the connections carry on here.
       for (const h of frozen) h._reattach();
@@ -584,28 +563,17 @@ export class WorkerNic extends EventEmitter implements Nic {
     return res.value;
   }
 
-  async update(u: OffloadUpdate): Promise<void> {
-    await this.request('update', u);
-  }
-  async invalidate(target: InvalidateTarget): Promise<void> {
-    await this.request('invalidate', target);
-  }
-  async query(keys?: ConnKey[]): Promise<QueryResult[]> {
-    return (await this.request('query', keys)).value;
-  }
-  async takeQueued(keys: ConnKey[]): Promise<Uint8Array[]> {
-    return (await this.request('takeQueued', packKeys(keys))).value;
-  }
-  async dropFrozen(keys: ConnKey[]): Promise<void> {
-    await this.request('dropFrozen', packKeys(keys));
-  }
-  /** The worker engine's counters. */
+  /** The worker engine's counters, with this side's count of refused messages (`nic.worker.malformed`). */
   async counters(): Promise<Record<string, number>> {
-    return (await this.request('counters', null)).value;
+    return (await this.counterSnapshot()).values;
+  }
+  protected override addHostCounters(values: Record<string, number>): Record<string, number> {
+    if (this.protocolErrors > 0) values['nic.worker.malformed'] = this.protocolErrors;
+    return values;
   }
 
   inject(packets: readonly Uint8Array[]): void {
-    if (this.closing || this.deathCause) return;
+    if (this.closed || this.death) return;
     this.rxBatch.flush();
     this.post({ t: 'inject', packets: [...packets] });
   }
@@ -627,47 +595,32 @@ export class WorkerNic extends EventEmitter implements Nic {
     return this.byKey.get(connKeyId(key))?.hardState() ?? null;
   }
 
-  /**
-   * What is left of the named connections, or of every one (for failover after the worker died):
-   * the last whole hard state and the shared rings. The NIC forgets them; the caller now owns them.
-   */
-  salvage(keys?: readonly ConnKey[]): SalvagedConnection[] {
-    const out: SalvagedConnection[] = [];
-    const take = (h: WorkerConnectionHandle): void => {
-      h.detached = true;
-      out.push({ key: h.key, hard: h.hardState(), sendRing: h.sendRing, recvRing: h.recvRing, user: h.user });
-      this.handles.delete(h.slot);
-      this.byKey.delete(connKeyId(h.key));
-      this.conns--;
-    };
-    if (keys === undefined) {
-      for (const h of [...this.byKey.values()]) take(h);
-      return out;
-    }
-    if (!Array.isArray(keys)) throw new InvalidArgumentError('salvage needs connection keys');
-    // Only those named: a team rebuilds a dead NIC's connections in batches, each batch on the
-    // least loaded healthy member, and the rest must still be here for the next batch.
-    for (const k of keys) {
-      const h = this.byKey.get(connKeyId(k));
-      if (h !== undefined) take(h);
-    }
+  // What is left of a connection here is what shared memory holds: the last whole hard state and
+  // the rings, whether the worker is dead or not. The NIC forgets it; the caller now owns it.
+  protected salvageAll(): SalvageRecord[] {
+    const out: SalvageRecord[] = [];
+    for (const h of [...this.byKey.values()]) out.push(this.take(h));
     return out;
   }
-
-  override on<E extends NicIndication>(event: E, handler: NicIndications[E]): this {
-    return super.on(event, handler as (...args: unknown[]) => void);
+  protected salvageOne(key: ConnKey): SalvageRecord | undefined {
+    const h = this.byKey.get(connKeyId(key));
+    return h === undefined ? undefined : this.take(h);
   }
-  override off<E extends NicIndication>(event: E, handler: NicIndications[E]): this {
-    return super.off(event, handler as (...args: unknown[]) => void);
+  private take(h: WorkerConnectionHandle): SalvageRecord {
+    h.detached = true;
+    this.handles.delete(h.slot);
+    this.byKey.delete(connKeyId(h.key));
+    this.conns--;
+    return { key: h.key, hard: h.hardState(), sendRing: h.sendRing, recvRing: h.recvRing, user: h.user };
   }
 
   /** Abort everything (RST to every offloaded connection's peer) and stop the worker. */
   close(): void {
-    if (this.closing) return;
-    this.closing = true;
+    if (this.closed) return;
+    this.closed = true;
     this.watchdog.disarm();
     this.host.close();
-    if (this.deathCause) {
+    if (this.death) {
       void this.worker.terminate();
       return;
     }
@@ -677,7 +630,7 @@ export class WorkerNic extends EventEmitter implements Nic {
     // The worker answers 'closed' after flushing its last frames; don't wait for ever.
     const t = this.clock.createTimer(() => void this.worker.terminate()).unref();
     t.arm(1000);
-    this.rejectAll(new InvalidStateError(`NIC ${this.id} is closed`));
+    this.port.abandon(new InvalidStateError(`NIC ${this.id} is closed`));
   }
 
   /**
@@ -698,7 +651,7 @@ export class WorkerNic extends EventEmitter implements Nic {
 
   /** @internal */
   post(m: ToWorker, transfer?: ArrayBuffer[]): void {
-    if (this.deathCause !== null) return;
+    if (this.death !== null) return;
     this.worker.postMessage(m, transfer);
   }
 
@@ -726,25 +679,17 @@ export class WorkerNic extends EventEmitter implements Nic {
 
   /** @internal */
   _hostSend(frame: Uint8Array): boolean {
-    if (this.closing || this.deathCause || !this.linkCarrier) return false;
+    if (this.closed || this.death || !this.linkCarrier) return false;
     this.hostBatch.push(frame);
     return true;
   }
 
-  private request<O extends WorkerOp>(
-    op: O,
-    arg: WorkerArg<O>,
-  ): Promise<FromWorker & { t: 'res'; ok: true; value: WorkerReplies[O] }> {
-    if (this.closing) return Promise.reject(new InvalidStateError(`NIC ${this.id} is closed`));
-    if (this.deathCause) return Promise.reject(new InvalidStateError(`NIC ${this.id} is dead`));
-    const id = this.nextId++;
-    return new Promise((resolve, reject) => {
-      this.pending.set(id, {
-        resolve: resolve as (v: FromWorker & { t: 'res'; ok: true }) => void,
-        reject,
-      });
-      this.worker.postMessage({ t: 'req', id, op, arg } as ToWorker);
-    });
+  /** Messages from the worker refused as malformed (see PortTransport.refuse). */
+  get protocolErrors(): number {
+    return this.port.protocolErrors;
+  }
+  get lastProtocolError(): WorkerProtocolError | null {
+    return this.port.lastProtocolError;
   }
 
   private forget(slots: readonly number[]): void {
@@ -757,7 +702,7 @@ export class WorkerNic extends EventEmitter implements Nic {
     }
   }
 
-  private onMessage(m: FromWorker): void {
+  private onMessage(m: WorkerNotice): void {
     switch (m.t) {
       case 'tx': {
         const link = this.link;
@@ -775,38 +720,31 @@ export class WorkerNic extends EventEmitter implements Nic {
         this.hostCarrier = m.up;
         this.host.carrierChanged(m.up);
         return;
-      case 'res': {
-        const p = this.pending.get(m.id);
-        if (!p) return;
-        this.pending.delete(m.id);
-        if (m.ok) p.resolve(m);
-        else p.reject(toError(m.error));
-        return;
-      }
       case 'ev': {
         const list = m.list;
         for (let i = 0, e = 0; i < list.length; i += 2, e++) {
           const h = this.handles.get(list[i]!);
           if (!h) continue;
           const w = m.errors[e];
-          h._event(list[i + 1]!, w ? (toError(w) as ConnectionError) : null);
+          h._event(list[i + 1]!, w ? (fromWireError(w) as ConnectionError) : null);
         }
         return;
       }
       case 'freed':
         this.forget(m.slots);
         return;
-      case 'ind':
-        if (m.event === 'link') {
+      case 'ind': {
+        const ind = m.ind;
+        if (ind[0] === 'link') {
           if (this.link !== null) return;
-          this.linkCarrier = m.args[0] as boolean;
+          this.linkCarrier = ind[1];
           // Epoch ms from the worker, back onto this thread's clock (real time, see `clock`).
-          const since = m.args[1];
-          if (typeof since === 'number')
-            m.args[1] = Math.min(this.clock.now(), since - performance.timeOrigin);
+          if (ind[2] !== undefined) ind[2] = Math.min(this.clock.now(), ind[2] - performance.timeOrigin);
         }
-        this.emit(m.event, ...m.args);
+        const [event, ...args] = ind;
+        this.emit(event, ...args);
         return;
+      }
       case 'hb':
         this.lastBeat = this.clock.now();
         if (!this.started) {
@@ -832,11 +770,13 @@ export class WorkerNic extends EventEmitter implements Nic {
       case 'closed':
         void this.worker.terminate();
         return;
+      default:
+        unhandled(m, 'message from the worker');
     }
   }
 
   private checkBeat(): void {
-    if (this.closing || this.deathCause) return;
+    if (this.closed || this.death) return;
     const now = this.clock.now();
     const beats = Atomics.load(this.doorbell, DB_BEAT);
     if (beats !== this.lastBeatCount) {
@@ -852,20 +792,13 @@ export class WorkerNic extends EventEmitter implements Nic {
     this.watchdog.arm(Math.max(10, this.deadAfterMs / 4));
   }
 
-  private die(cause: WorkerDeath): void {
-    if (this.deathCause !== null || this.closing) return;
-    this.deathCause = cause;
-    this.watchdog.disarm();
-    this.linkCarrier = false;
-    const e = new InvalidStateError(`NIC ${this.id} died (${cause.kind})`);
-    this.rejectAll(e);
-    for (const w of this.readyWaiters.splice(0)) w.reject(e);
-    this.emit('dead', cause);
-  }
-
-  private rejectAll(e: Error): void {
-    const list = [...this.pending.values()];
-    this.pending.clear();
-    for (const p of list) p.reject(e);
+  protected override die(cause: WorkerDeath): void {
+    // A worker stopped by close() exits: that is no death.
+    if (this.closed) return;
+    super.die(cause, (e) => {
+      this.watchdog.disarm();
+      this.linkCarrier = false;
+      for (const w of this.readyWaiters.splice(0)) w.reject(e);
+    });
   }
 }

@@ -11,9 +11,9 @@ import {
 import type { Stack } from '../stack/stack.ts';
 import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
 import { isOffloadable } from '../state/validate.ts';
-import { parseIpv4 } from '../wire/addr.ts';
+import { formatIpv4, parseIpv4 } from '../wire/addr.ts';
 import { HostUpdates } from './host-updates.ts';
-import { makePolicy, type OffloadPolicy, PolicyScanner } from './policy.ts';
+import { makePolicy, type OffloadPolicy, PolicyScanner, placeByFreeCapacity } from './policy.ts';
 import { rebuild } from './rebuild.ts';
 import {
   type Entry,
@@ -279,8 +279,8 @@ export class OffloadManager extends EventEmitter {
    */
   async redirect(dst: string | number, gateway: string | number): Promise<void> {
     const d = typeof dst === 'string' ? parseIpv4(dst) : dst;
-    const gw = typeof gateway === 'string' ? gateway : formatIp(gateway);
-    this.stack.addRoute(`${formatIp(d)}/32`, gw);
+    const gw = typeof gateway === 'string' ? gateway : formatIpv4(gateway);
+    this.stack.addRoute(`${formatIpv4(d)}/32`, gw);
     await this.chain;
   }
 
@@ -338,29 +338,17 @@ export class OffloadManager extends EventEmitter {
       cands.push(conn);
     }
     if (nic !== undefined && !this.hooks.has(nic)) throw new InvalidArgumentError('offload: unknown NIC');
-    const groups = new Map<Nic, ConnKey[]>();
-    if (nic !== undefined) groups.set(nic, cands.map(keyOfConn));
+    const keys = cands.map(keyOfConn);
+    let groups: Map<Nic, ConnKey[]>;
+    if (nic !== undefined) groups = new Map([[nic, keys]]);
     else {
-      const free = new Map<Nic, number>();
-      for (const n of this.nicList) if (this.eligible(n)) free.set(n, n.capacity - n.load);
-      for (const c of cands) {
-        let best: Nic | null = null;
-        let room = 0;
-        for (const [n, f] of free) {
-          if (f > room) {
-            best = n;
-            room = f;
-          }
-        }
-        if (best === null) {
-          refused.push({ key: keyOfConn(c), status: 'no-resources', reason: 'no NIC with free capacity' });
-          continue;
-        }
-        free.set(best, room - 1);
-        const g = groups.get(best);
-        if (g) g.push(keyOfConn(c));
-        else groups.set(best, [keyOfConn(c)]);
-      }
+      const placed = placeByFreeCapacity(
+        keys,
+        this.nicList.filter((n) => this.eligible(n)),
+      );
+      groups = placed.groups;
+      for (const key of placed.unplaced)
+        refused.push({ key, status: 'no-resources', reason: 'no NIC with free capacity' });
     }
     const reports = await Promise.all([...groups].map(([n, keys]) => this.proto.run(keys, 'host', n)));
     return merge(reports, refused);
@@ -395,8 +383,4 @@ export class OffloadManager extends EventEmitter {
     const w: BackgroundWarning = { what, nic: nic?.id ?? null, error };
     this.emit('warning', w);
   }
-}
-
-function formatIp(ip: number): string {
-  return `${ip >>> 24}.${(ip >>> 16) & 255}.${(ip >>> 8) & 255}.${ip & 255}`;
 }

@@ -1,6 +1,6 @@
 import type { Timer } from '../core/clock.ts';
 import { InvalidArgumentError } from '../core/errors.ts';
-import type { UploadReason } from '../nic/nic.ts';
+import type { Nic, UploadReason } from '../nic/nic.ts';
 import type { Stack } from '../stack/stack.ts';
 import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
 import { isOffloadable } from '../state/validate.ts';
@@ -97,4 +97,38 @@ export class PolicyScanner {
       next();
     });
   }
+}
+
+/**
+ * Where an automatic offload puts each connection: on the NIC with the most free capacity at that
+ * moment, so a batch spreads over the NICs rather than filling the first. What fits nowhere is
+ * returned unplaced.
+ */
+export function placeByFreeCapacity<T>(
+  items: readonly T[],
+  nics: readonly Nic[],
+): { groups: Map<Nic, T[]>; unplaced: T[] } {
+  const free = new Map<Nic, number>();
+  for (const n of nics) free.set(n, n.capacity - n.load);
+  const groups = new Map<Nic, T[]>();
+  const unplaced: T[] = [];
+  for (const item of items) {
+    let best: Nic | null = null;
+    let room = 0;
+    for (const [n, f] of free) {
+      if (f > room) {
+        best = n;
+        room = f;
+      }
+    }
+    if (best === null) {
+      unplaced.push(item);
+      continue;
+    }
+    free.set(best, room - 1);
+    const g = groups.get(best);
+    if (g) g.push(item);
+    else groups.set(best, [item]);
+  }
+  return { groups, unplaced };
 }

@@ -7,11 +7,11 @@ import {
   emptyHardState,
   HARD_STATE_BYTES,
   HardStateRecord,
+  hardStateOf,
   keepReleasedBlocks,
   rebuildTcpState,
   takeReleasedBlock,
 } from '../../src/nic/hard-state.ts';
-import { hardStateOf } from '../../src/nic/local-nic.ts';
 import { connKeyId, keyOfState } from '../../src/nic/nic.ts';
 import { ByteRing } from '../../src/state/byte-ring.ts';
 import { createNeighborState } from '../../src/state/neighbor-state.ts';

@@ -5,7 +5,7 @@ import type { LocalNic } from '../../src/nic/local-nic.ts';
 import type { Nic } from '../../src/nic/nic.ts';
 import { type ConnKey, connKeyId } from '../../src/nic/nic.ts';
 import type { Owner } from '../../src/offload/offload-manager.ts';
-import { offloadPair, startStreams } from './helpers.ts';
+import { keysOf, offloadPair, startStreams } from './helpers.ts';
 
 const CONNS = Number(process.env.CHURN_CONNS ?? 1000);
 const ROUNDS = 20;
@@ -15,10 +15,7 @@ test(`${CONNS} connections streaming both ways survive ${ROUNDS} random transfer
   const { net, host, peer } = p;
   const rnd = new SeededRandom(99);
   const st = await startStreams(p, CONNS, 24_000, 800, 20);
-  const keys: ConnKey[] = st.sockets.map((s) => {
-    const c = s.connection!;
-    return { localIp: c.localIp, localPort: c.localPort, remoteIp: c.remoteIp, remotePort: c.remotePort };
-  });
+  const keys = keysOf(st.sockets);
   const m = host.offload;
   const nics = host.nics as readonly Nic[];
   const moves = new Map<string, number>();

@@ -1,4 +1,5 @@
 import { once } from 'node:events';
+import type { ConnKey } from '../../src/nic/nic.ts';
 import type { SimHost } from '../../src/sim/sim-network.ts';
 import { SimNetwork, type SimOffloadHost, type SimOffloadHostOptions } from '../../src/sim/sim-network.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
@@ -107,4 +108,12 @@ export async function readExactly(s: TcpSocket, n: number): Promise<Buffer> {
     if (b) return b;
     await once(s, 'readable');
   }
+}
+
+/** The four-tuple of each socket's connection, in order. */
+export function keysOf(sockets: readonly TcpSocket[]): ConnKey[] {
+  return sockets.map((s) => {
+    const c = s.connection!;
+    return { localIp: c.localIp, localPort: c.localPort, remoteIp: c.remoteIp, remotePort: c.remotePort };
+  });
 }

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import { StatusReporter } from '../../src/cli/status.ts';
 import type { ConnKey, Nic } from '../../src/nic/nic.ts';
 import type { TcpConnection } from '../../src/stack/tcp/tcp-connection.ts';
-import { offloadPair, startStreams } from './helpers.ts';
+import { keysOf, offloadPair, startStreams } from './helpers.ts';
 
 const BYTES = 300_000;
 
@@ -11,10 +11,7 @@ test('per-connection statistics travel with the state: host → NIC → NIC → 
   const p = offloadPair(31);
   const { net, host, peer } = p;
   const st = await startStreams(p, 3, BYTES, 2000, 2);
-  const keys: ConnKey[] = st.sockets.map((s) => {
-    const c = s.connection!;
-    return { localIp: c.localIp, localPort: c.localPort, remoteIp: c.remoteIp, remotePort: c.remotePort };
-  });
+  const keys = keysOf(st.sockets);
   const peerConn = (k: ConnKey): TcpConnection =>
     peer.stack.tcp.lookup(k.remoteIp, k.remotePort, k.localIp, k.localPort)!;
   const [n0, n1] = host.nics;

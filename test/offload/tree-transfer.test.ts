@@ -2,16 +2,13 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { ConnKey, Nic } from '../../src/nic/nic.ts';
 import type { TcpState } from '../../src/state/tcp-state.ts';
-import { offloadPair, startStreams } from './helpers.ts';
+import { keysOf, offloadPair, startStreams } from './helpers.ts';
 
 test('in process the state moves as objects: rings kept, neighbor and path never shared between owners', async () => {
   const p = offloadPair(41);
   const { net, host } = p;
   const st = await startStreams(p, 6, 100_000, 2000, 2);
-  const keys: ConnKey[] = st.sockets.map((s) => {
-    const c = s.connection!;
-    return { localIp: c.localIp, localPort: c.localPort, remoteIp: c.remoteIp, remotePort: c.remotePort };
-  });
+  const keys = keysOf(st.sockets);
   const [n0, n1] = host.nics;
   assert.ok(n0!.inProcess && n1!.inProcess);
   const m = host.offload;

@@ -34,10 +34,7 @@ function holdNextReply(nic: WorkerNic, op: 'initiate' | 'terminate'): Promise<vo
   let held = false;
   return new Promise((resolve) => {
     w.on('message', (m: FromWorker) => {
-      const mine =
-        op === 'initiate'
-          ? m.t === 'res' && m.ok && m.installed !== undefined
-          : m.t === 'res' && m.ok && m.moved !== undefined;
+      const mine = m.t === 'res' && m.ok && m.op === op;
       if (!held && mine) {
         held = true;
         resolve();

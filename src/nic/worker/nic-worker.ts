@@ -54,6 +54,7 @@ import {
   forEachFrame,
   type InstalledConn,
   type ToWorker,
+  unhandled,
   type WireError,
   type WorkerBoot,
   type WorkerRequest,
@@ -444,9 +445,9 @@ const engine = new NicEngine({
   reachabilityIntervalMs: boot.reachabilityIntervalMs,
   toHost: (frame) => upBatch.push(frame),
   hostCarrier: (up) => post({ t: 'host-carrier', up }),
-  indicate: (event, ...args) => {
-    if (event === 'closed') {
-      const slot = byKey.get(connKeyId(args[0] as ConnKey));
+  indicate: (...ind) => {
+    if (ind[0] === 'closed') {
+      const slot = byKey.get(connKeyId(ind[1]));
       if (slot) {
         writeRecord(slot);
         flushEvents();
@@ -455,8 +456,8 @@ const engine = new NicEngine({
       }
     }
     // Threads have their own performance.now() origin: carrier times cross as epoch ms.
-    if (event === 'link' && typeof args[1] === 'number') args[1] = performance.timeOrigin + args[1];
-    post({ t: 'ind', event, args });
+    if (ind[0] === 'link' && ind[2] !== undefined) ind[2] = performance.timeOrigin + ind[2];
+    post({ t: 'ind', ind });
   },
 });
 
@@ -467,7 +468,7 @@ engine.tcp.outputBudget = OUTPUT_BUDGET_BYTES;
 // The main thread knows a proxied link's carrier; a link opened here (a TAP) it learns now.
 if (proxy === null) {
   post({ t: 'host-carrier', up: link.carrier });
-  post({ t: 'ind', event: 'link', args: [link.carrier] });
+  post({ t: 'ind', ind: ['link', link.carrier] });
 }
 
 /** The connection a TCP frame belongs to (received: our port is the destination), if it is one of ours. */
@@ -533,7 +534,7 @@ function handleRequest(id: number, r: WorkerRequest): void {
           if (conn) installed.push(install(conn, blocks?.get(connKeyId(c.key))));
         }
         const packed = packInitiate(result, installed);
-        post({ t: 'res', id, ok: true, value: packed, installed: packed.installed });
+        post({ t: 'res', id, ok: true, op: 'initiate', value: packed, installed: packed.installed });
         return;
       }
       case 'terminate': {
@@ -556,33 +557,44 @@ function handleRequest(id: number, r: WorkerRequest): void {
         flushEvents();
         const buf =
           out.byteOffset === 0 && out.byteLength === out.buffer.byteLength ? out.buffer : out.slice().buffer;
-        post({ t: 'res', id, ok: true, value: new Uint8Array(buf as ArrayBuffer), freed, moved }, [
-          buf as ArrayBuffer,
-        ]);
+        post(
+          {
+            t: 'res',
+            id,
+            ok: true,
+            op: 'terminate',
+            value: new Uint8Array(buf as ArrayBuffer),
+            freed,
+            moved,
+          },
+          [buf as ArrayBuffer],
+        );
         return;
       }
       case 'update':
         engine.update(r.arg);
-        break;
+        post({ t: 'res', id, ok: true, op: r.op, value: undefined });
+        return;
       case 'invalidate':
         engine.invalidate(r.arg);
-        break;
+        post({ t: 'res', id, ok: true, op: r.op, value: undefined });
+        return;
       case 'query':
-        post({ t: 'res', id, ok: true, value: engine.query(r.arg) });
+        post({ t: 'res', id, ok: true, op: r.op, value: engine.query(r.arg) });
         return;
       case 'takeQueued':
-        post({ t: 'res', id, ok: true, value: engine.takeQueued(unpackKeys(r.arg)) });
+        post({ t: 'res', id, ok: true, op: r.op, value: engine.takeQueued(unpackKeys(r.arg)) });
         return;
       case 'dropFrozen':
         engine.dropFrozen(unpackKeys(r.arg));
-        break;
+        post({ t: 'res', id, ok: true, op: r.op, value: undefined });
+        return;
       case 'counters':
-        post({ t: 'res', id, ok: true, value: engine.counters.snapshot() });
+        post({ t: 'res', id, ok: true, op: r.op, value: engine.counters.snapshot() });
         return;
       default:
-        throw new ChimneyError('ERR_CHIMNEY_INVALID_ARG', `unknown request ${(r as { op: unknown }).op}`);
+        unhandled(r, 'request');
     }
-    post({ t: 'res', id, ok: true, value: undefined });
   } catch (e) {
     post({ t: 'res', id, ok: false, error: wireError(e) });
   }
@@ -611,6 +623,8 @@ function connOp(m: Extract<ToWorker, { t: 'op' }>): void {
       case 'keepalive':
         conn.setKeepAlive(m.on === true, m.ms);
         break;
+      default:
+        unhandled(m.op, 'connection op');
     }
   } catch {
     engine.counters.inc('drop.nic.worker.bad-op');
@@ -669,6 +683,8 @@ port.on('message', (m: ToWorker) => {
       capturePipe?.close();
       post({ t: 'closed' });
       return;
+    default:
+      unhandled(m, 'message');
   }
 });
 

@@ -1,5 +1,15 @@
+import { ChimneyError } from '../../core/errors.ts';
 import type { ConnBlockRef } from '../hard-state.ts';
-import type { ConnKey, InitiateResult, InvalidateTarget, OffloadUpdate, QueryResult } from '../nic.ts';
+import type {
+  ConnKey,
+  EngineIndication,
+  EngineIndicationArgs,
+  InitiateResult,
+  InvalidateTarget,
+  OffloadUpdate,
+  QueryResult,
+  UploadReason,
+} from '../nic.ts';
 import type { PackedBlocks, PackedInitiate } from './transfer-wire.ts';
 
 /*
@@ -142,6 +152,28 @@ export interface WorkerReplies {
   counters: Record<string, number>;
 }
 
+/** What some answers carry beside their value. */
+interface WorkerReplyExtras {
+  /** The blocks installed (the same object as in the packed value). */
+  initiate: { installed: PackedBlocks };
+  /** Slots the terminate freed, and of those the ones whose state is in the transfer. */
+  terminate: { freed: number[]; moved: number[] };
+  update: unknown;
+  invalidate: unknown;
+  query: unknown;
+  takeQueued: unknown;
+  dropFrozen: unknown;
+  counters: unknown;
+}
+
+/** A successful answer to the request `id`, which was an `op`. */
+export type WorkerReply<O extends WorkerOp = WorkerOp> = {
+  [K in O]: { t: 'res'; id: number; ok: true; op: K; value: WorkerReplies[K] } & WorkerReplyExtras[K];
+}[O];
+
+/** An indication of the worker's engine: its name, then its arguments (a link's `since` in epoch ms). */
+export type WorkerIndication = { t: 'ind'; ind: EngineIndicationArgs };
+
 export type ToWorker =
   | { t: 'rx'; buf: ArrayBuffer; len: number }
   | { t: 'host'; buf: ArrayBuffer; len: number }
@@ -163,24 +195,233 @@ export type FromWorker =
   | { t: 'tx'; buf: ArrayBuffer; len: number }
   | { t: 'up'; buf: ArrayBuffer; len: number }
   | { t: 'host-carrier'; up: boolean }
-  | {
-      t: 'res';
-      id: number;
-      ok: true;
-      value: unknown;
-      /** On an initiate's answer: the blocks installed (the same object as in its packed value). */
-      installed?: PackedBlocks;
-      freed?: number[];
-      moved?: number[];
-    }
+  | WorkerReply
   | { t: 'res'; id: number; ok: false; error: WireError }
-  | { t: 'ind'; event: string; args: unknown[] }
+  | WorkerIndication
   | { t: 'ev'; list: number[]; errors: (WireError | null)[] }
   | { t: 'freed'; slots: number[] }
   | { t: 'hb'; at: number }
   /** pcap records (whole ones; the first chunk starts with the file header). */
   | { t: 'cap'; buf: ArrayBuffer }
   | { t: 'closed' };
+
+/** Reached only if a union above gained a member its handler does not know. */
+export function unhandled(x: never, what: string): never {
+  throw new WorkerProtocolError(`unhandled ${what}: ${JSON.stringify((x as { t?: unknown }).t ?? x)}`);
+}
+
+// ---- checking what comes from the worker ---------------------------------------------------------
+
+/**
+ * A message from a worker that does not have the shape of any `FromWorker`: refused (and counted)
+ * by the host side, never acted on. A worker is our own code, but it runs what a peer sends it and
+ * a corrupted or half-upgraded one must not be able to crash the host or feed it garbage.
+ */
+export class WorkerProtocolError extends ChimneyError {
+  constructor(message: string) {
+    super('ERR_CHIMNEY_WORKER_PROTOCOL', message);
+  }
+}
+
+type Rec = Record<string, unknown>;
+
+function isRec(x: unknown): x is Rec {
+  return typeof x === 'object' && x !== null && !Array.isArray(x);
+}
+function isU32(x: unknown): x is number {
+  return typeof x === 'number' && Number.isInteger(x) && x >= 0 && x <= 0xffffffff;
+}
+function isSlot(x: unknown): x is number {
+  return typeof x === 'number' && Number.isInteger(x) && x >= -1 && x < 1 << 23;
+}
+/** An IPv4 address as a number (signed or not: both name the same address, see connKeyId). */
+function isAddr(x: unknown): x is number {
+  return typeof x === 'number' && Number.isInteger(x) && x >= -0x80000000 && x <= 0xffffffff;
+}
+function isPort(x: unknown): x is number {
+  return typeof x === 'number' && Number.isInteger(x) && x >= 0 && x <= 0xffff;
+}
+function isKey(x: unknown): x is ConnKey {
+  return isRec(x) && isAddr(x.localIp) && isPort(x.localPort) && isAddr(x.remoteIp) && isPort(x.remotePort);
+}
+function isFrames(m: Rec): boolean {
+  return m.buf instanceof ArrayBuffer && isU32(m.len) && m.len <= m.buf.byteLength;
+}
+function isWireError(x: unknown): x is WireError {
+  return (
+    isRec(x) &&
+    typeof x.name === 'string' &&
+    typeof x.code === 'string' &&
+    typeof x.message === 'string' &&
+    (x.field === undefined || typeof x.field === 'string') &&
+    (x.errno === undefined || typeof x.errno === 'string')
+  );
+}
+function isSlots(x: unknown): x is number[] {
+  return Array.isArray(x) && x.every(isSlot);
+}
+function isPackedBlocks(x: unknown): x is PackedBlocks {
+  return (
+    isRec(x) &&
+    Array.isArray(x.sabs) &&
+    x.sabs.every((b) => b instanceof SharedArrayBuffer) &&
+    x.keys instanceof Uint32Array &&
+    x.words instanceof Int32Array
+  );
+}
+
+const INITIATE_STATUS: ReadonlySet<unknown> = new Set<InitiateResult['status']>([
+  'success',
+  'partial',
+  'failure',
+  'no-resources',
+]);
+
+/** Every reason a worker may give: a `Record` so that a reason added to the type must be added here. */
+const UPLOAD_REASONS: Record<UploadReason, true> = {
+  'hardware-failure': true,
+  'invalid-state': true,
+  'urgent-data': true,
+  timeout: true,
+  'upload-requested': true,
+  resources: true,
+  'high-drop-rate': true,
+  'high-fragmentation': true,
+  'out-of-order': true,
+  'low-activity': true,
+  'no-buffer': true,
+  'small-io': true,
+};
+
+/** The shape of each verb's answer (deeper checks where it is unpacked: transfer-wire.ts, the codec). */
+const REPLY_CHECKS: { [O in WorkerOp]: (m: Rec) => boolean } = {
+  initiate: (m) => {
+    const v = m.value;
+    return (
+      isRec(v) &&
+      INITIATE_STATUS.has(v.status) &&
+      (v.reason === undefined || typeof v.reason === 'string') &&
+      v.keys instanceof Uint32Array &&
+      v.codes instanceof Uint8Array &&
+      (v.reasons === null || (Array.isArray(v.reasons) && v.reasons.every((r) => typeof r === 'string'))) &&
+      isPackedBlocks(v.installed) &&
+      v.slots instanceof Int32Array &&
+      m.installed === v.installed
+    );
+  },
+  terminate: (m) => m.value instanceof Uint8Array && isSlots(m.freed) && isSlots(m.moved),
+  update: (m) => m.value === undefined,
+  invalidate: (m) => m.value === undefined,
+  query: (m) => Array.isArray(m.value) && m.value.every((q) => isRec(q) && isKey(q.key)),
+  takeQueued: (m) => Array.isArray(m.value) && m.value.every((p) => p instanceof Uint8Array),
+  dropFrozen: (m) => m.value === undefined,
+  counters: (m) => isRec(m.value) && Object.values(m.value).every((n) => typeof n === 'number'),
+};
+
+function isOp(x: unknown): x is WorkerOp {
+  return typeof x === 'string' && Object.hasOwn(REPLY_CHECKS, x);
+}
+
+/** Each indication's arguments (after its name). */
+const IND_CHECKS: { [E in EngineIndication]: (a: unknown[]) => boolean } = {
+  'upload-requested': (a) =>
+    a.length === 2 &&
+    Array.isArray(a[0]) &&
+    a[0].every(isKey) &&
+    typeof a[1] === 'string' &&
+    Object.hasOwn(UPLOAD_REASONS, a[1]),
+  disconnect: (a) => a.length === 1 && isKey(a[0]),
+  abort: (a) => a.length === 1 && isKey(a[0]),
+  closed: (a) => a.length === 1 && isKey(a[0]),
+  link: (a) =>
+    (a.length === 1 || a.length === 2) &&
+    typeof a[0] === 'boolean' &&
+    (a[1] === undefined || (typeof a[1] === 'number' && Number.isFinite(a[1]))),
+  reachability: (a) => a.length === 2 && isAddr(a[0]) && typeof a[1] === 'number' && Number.isFinite(a[1]),
+};
+
+function isIndication(x: unknown): x is EngineIndication {
+  return typeof x === 'string' && Object.hasOwn(IND_CHECKS, x);
+}
+
+function isEvents(m: Rec): boolean {
+  const list = m.list;
+  const errors = m.errors;
+  if (!Array.isArray(list) || !Array.isArray(errors) || list.length % 2 !== 0) return false;
+  if (errors.length !== list.length / 2) return false;
+  for (let i = 0; i < list.length; i += 2) {
+    if (!isSlot(list[i]) || !isU32(list[i + 1])) return false;
+  }
+  return errors.every((e) => e === null || isWireError(e));
+}
+
+/**
+ * Check what a worker posted, field by field, against `FromWorker`: a `WorkerProtocolError` if it
+ * is not one. An answer's value is checked against the verb it answers (`opOf`: the verb of the
+ * request in flight with that id); an answer to no request in flight (one given up on: the NIC
+ * closed) is checked for its shape only, and its receiver drops it.
+ */
+export function checkFromWorker(
+  m: unknown,
+  opOf: (id: number) => WorkerOp | undefined,
+): asserts m is FromWorker {
+  if (!isRec(m) || typeof m.t !== 'string') throw new WorkerProtocolError('a message without a type');
+  const t = m.t;
+  const bad = (why: string): never => {
+    throw new WorkerProtocolError(`malformed '${t}' message: ${why}`);
+  };
+  switch (t) {
+    case 'tx':
+    case 'up':
+      if (!isFrames(m)) bad('not a frame batch');
+      return;
+    case 'host-carrier':
+      if (typeof m.up !== 'boolean') bad('carrier is not a boolean');
+      return;
+    case 'res': {
+      if (!isU32(m.id)) bad('no request id');
+      if (m.ok === false) {
+        if (!isWireError(m.error)) bad('an error without name, code and message');
+        return;
+      }
+      const op = m.op;
+      if (m.ok !== true) bad('neither ok nor failed');
+      else if (!isOp(op)) bad(`answers an unknown verb ${String(op)}`);
+      else {
+        const asked = typeof m.id === 'number' ? opOf(m.id) : undefined;
+        if (asked !== undefined && asked !== op) bad(`answers '${op}' to a '${asked}' request`);
+        else if (!REPLY_CHECKS[op](m)) bad(`not the shape of a '${op}' answer`);
+      }
+      return;
+    }
+    case 'ind': {
+      const ind: unknown = m.ind;
+      if (!Array.isArray(ind)) bad('not an indication');
+      else {
+        const event: unknown = ind[0];
+        if (!isIndication(event)) bad(`unknown indication ${String(event)}`);
+        else if (!IND_CHECKS[event](ind.slice(1))) bad(`bad arguments for '${event}'`);
+      }
+      return;
+    }
+    case 'ev':
+      if (!isEvents(m)) bad('events are not [slot, bits] pairs with one error each');
+      return;
+    case 'freed':
+      if (!isSlots(m.slots)) bad('slots are not slot numbers');
+      return;
+    case 'hb':
+      if (typeof m.at !== 'number') bad('no time');
+      return;
+    case 'cap':
+      if (!(m.buf instanceof ArrayBuffer)) bad('no buffer');
+      return;
+    case 'closed':
+      return;
+    default:
+      bad('unknown type');
+  }
+}
 
 export type InitiateReply = InitiateResult;
 

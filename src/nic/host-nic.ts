@@ -1,0 +1,147 @@
+import { EventEmitter } from 'node:events';
+import { InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
+import type { Link } from '../link/link.ts';
+import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
+import { type HostLinkTransport, NicHostLink } from './host-link.ts';
+import type {
+  ConnKey,
+  InitiateOptions,
+  InitiateResult,
+  InvalidateTarget,
+  Nic,
+  NicCounterSnapshot,
+  NicDeath,
+  NicIndication,
+  NicIndications,
+  OffloadUpdate,
+  QueryResult,
+  SalvageRecord,
+  TerminateOptions,
+  Transfer,
+} from './nic.ts';
+import type { NicTransport } from './transport.ts';
+import type { WorkerReply, WorkerRequest } from './worker/protocol.ts';
+import { packKeys } from './worker/transfer-wire.ts';
+
+/**
+ * The host side of every NIC, whichever thread its engine runs in: the host's link to it (one
+ * `NicHostLink`), the indications, its death, what it leaves for salvage, and the verbs as typed
+ * requests over a `NicTransport` (same thread: `LocalNic`; a worker's port: `WorkerNic`). What
+ * differs between the two is how a connection's memory is held (the engine's own buffers, or
+ * shared rings the host reads directly), hence initiate, terminate, attach and salvage's records.
+ */
+export abstract class HostNic extends EventEmitter implements Nic {
+  readonly id: string;
+  readonly hostLink: Link;
+  protected readonly host: NicHostLink;
+  /** Set once the NIC is closed (or crashed): no verb runs after it. */
+  protected closed = false;
+  private deathCause: NicDeath | null = null;
+
+  protected constructor(
+    id: string,
+    hostLink: HostLinkTransport,
+    protected readonly transport: NicTransport,
+  ) {
+    super();
+    this.id = id;
+    this.host = new NicHostLink(`${id}.host`, hostLink);
+    this.hostLink = this.host;
+  }
+
+  abstract readonly capacity: number;
+  abstract readonly load: number;
+  abstract readonly linkUp: boolean;
+  abstract initiate(batch: Transfer, opts?: InitiateOptions): Promise<InitiateResult>;
+  abstract terminate(keys: ConnKey[] | 'all'): Promise<Uint8Array>;
+  abstract terminate(keys: ConnKey[] | 'all', opts: TerminateOptions): Promise<Transfer>;
+  abstract inject(packets: readonly Uint8Array[]): void;
+  abstract attach(key: ConnKey, user: TcpUser | null): ConnectionHandle | null;
+  abstract close(): void;
+
+  get inProcess(): boolean {
+    return this.transport.inProcess;
+  }
+
+  /** Why the NIC died, or null while it lives. */
+  get death(): NicDeath | null {
+    return this.deathCause;
+  }
+
+  async update(u: OffloadUpdate): Promise<void> {
+    await this.request({ op: 'update', arg: u });
+  }
+  async invalidate(target: InvalidateTarget): Promise<void> {
+    await this.request({ op: 'invalidate', arg: target });
+  }
+  async query(keys?: ConnKey[]): Promise<QueryResult[]> {
+    return (await this.request({ op: 'query', arg: keys })).value;
+  }
+  async takeQueued(keys: ConnKey[]): Promise<Uint8Array[]> {
+    return (await this.request({ op: 'takeQueued', arg: packKeys(keys) })).value;
+  }
+  async dropFrozen(keys: ConnKey[]): Promise<void> {
+    await this.request({ op: 'dropFrozen', arg: packKeys(keys) });
+  }
+  /** Asked of the engine, whose counters are its own (`source`: this NIC). */
+  async counterSnapshot(): Promise<NicCounterSnapshot> {
+    const values = (await this.request({ op: 'counters', arg: null })).value;
+    return { source: this, values: this.addHostCounters(values) };
+  }
+  /** The engine's counters, with what this side counts itself. */
+  protected addHostCounters(values: Record<string, number>): Record<string, number> {
+    return values;
+  }
+
+  /**
+   * What is left of connections the NIC can no longer run: all of them, or those named (a team
+   * rebuilds a dead NIC's connections in batches, each on the least loaded healthy member, and
+   * the rest must still be here for the next batch). Each is handed out once.
+   */
+  salvage(keys?: readonly ConnKey[]): SalvageRecord[] {
+    if (keys === undefined) return this.salvageAll();
+    if (!Array.isArray(keys)) throw new InvalidArgumentError('salvage needs connection keys');
+    const out: SalvageRecord[] = [];
+    for (const k of keys) {
+      const r = this.salvageOne(k);
+      if (r !== undefined) out.push(r);
+    }
+    return out;
+  }
+  /** Hand out (and forget) what is left of one connection, if anything. */
+  protected abstract salvageOne(key: ConnKey): SalvageRecord | undefined;
+  protected abstract salvageAll(): SalvageRecord[];
+
+  override on<E extends NicIndication>(event: E, handler: NicIndications[E]): this {
+    return super.on(event, handler as (...args: unknown[]) => void);
+  }
+  override off<E extends NicIndication>(event: E, handler: NicIndications[E]): this {
+    return super.off(event, handler as (...args: unknown[]) => void);
+  }
+
+  /** A typed request to the engine; refused at once when the NIC is closed or dead. */
+  protected request<R extends WorkerRequest>(r: R): Promise<WorkerReply<R['op']>> {
+    const refused = this.refusal();
+    return refused === null ? this.transport.request(r) : Promise.reject(refused);
+  }
+
+  /** Why no verb may run now, or null. */
+  protected refusal(): InvalidStateError | null {
+    if (this.closed) return new InvalidStateError(`NIC ${this.id} is closed`);
+    if (this.deathCause !== null) return new InvalidStateError(`NIC ${this.id} is dead`);
+    return null;
+  }
+
+  /**
+   * The NIC is gone: requests waiting for an answer fail, `dying` runs (what the subclass must
+   * settle before anyone hears of the death), and 'dead' is indicated, once.
+   */
+  protected die(cause: NicDeath, dying?: (e: InvalidStateError) => void): void {
+    if (this.deathCause !== null) return;
+    this.deathCause = cause;
+    const e = new InvalidStateError(`NIC ${this.id} died (${cause.kind})`);
+    this.transport.abandon(e);
+    dying?.(e);
+    this.emit('dead', cause);
+  }
+}

@@ -1,0 +1,210 @@
+import type { Worker } from 'node:worker_threads';
+import type { Clock } from '../core/clock.ts';
+import {
+  ChimneyError,
+  ConnectionError,
+  InvalidArgumentError,
+  InvalidStateError,
+  StateValidationError,
+} from '../core/errors.ts';
+import type { NicEngine } from './nic-engine.ts';
+import {
+  checkFromWorker,
+  type FromWorker,
+  unhandled,
+  type WireError,
+  type WorkerOp,
+  WorkerProtocolError,
+  type WorkerReply,
+  type WorkerRequest,
+} from './worker/protocol.ts';
+import { packInitiate, unpackKeys } from './worker/transfer-wire.ts';
+
+/**
+ * How a NIC's host side reaches the engine that runs its connections: the typed requests of
+ * protocol.ts (`WorkerRequest`), one answer each. Two transports: the engine in this thread
+ * (`SameThreadTransport`, direct calls on the host's clock) and the engine in a worker
+ * (`PortTransport`, over its MessagePort, every answer checked before it is believed).
+ */
+export interface NicTransport {
+  /** Same thread and clock as the host: transfers may also cross as objects (`TreeTransfer`). */
+  readonly inProcess: boolean;
+  request<R extends WorkerRequest>(r: R): Promise<WorkerReply<R['op']>>;
+  /**
+   * The engine will answer nothing more (the NIC closed or died): fail every request still
+   * waiting for an answer, whose callers then keep what they sent.
+   */
+  abandon(e: Error): void;
+}
+
+/**
+ * The engine in the caller's thread. Every request runs in a deferred call on the injected clock,
+ * so callers see the ordering a NIC on another thread gives, and a simulation stays on virtual
+ * time with nothing it cannot see (no real timer, no message hop).
+ */
+export class SameThreadTransport implements NicTransport {
+  readonly inProcess = true;
+
+  constructor(
+    private readonly engineOf: () => NicEngine,
+    private readonly clock: Clock,
+    /** Charge each request's real duration to the clock (`Clock.elapse`) while this says so. */
+    private readonly charge: () => boolean,
+  ) {}
+
+  request<R extends WorkerRequest>(r: R): Promise<WorkerReply<R['op']>> {
+    // The answer is built here from the request itself, so it is the requested verb's.
+    return this.run(() => this.serve(r) as WorkerReply<R['op']>);
+  }
+
+  /** Run `fn` in a later turn of the clock, uncharged (frames injected, not a verb). */
+  defer(fn: () => void): void {
+    this.clock.defer(fn);
+  }
+
+  /** Run `fn` on the engine in a later turn of the clock, as a request would be. */
+  run<T>(fn: () => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.clock.defer(() => {
+        const charge = this.charge();
+        const t0 = charge ? performance.now() : 0;
+        try {
+          resolve(fn());
+        } catch (e) {
+          reject(e);
+        } finally {
+          if (charge) this.clock.elapse?.(performance.now() - t0);
+        }
+      });
+    });
+  }
+
+  /**
+   * Nothing to fail: a request already queued still runs, the engine being in this thread, and
+   * answers for itself (a crashed NIC's closed engine refuses or has nothing to do).
+   */
+  abandon(_e: Error): void {}
+
+  /** The worker's handleRequest, in this thread: the same verbs, the same answers. */
+  private serve(r: WorkerRequest): WorkerReply {
+    const engine = this.engineOf();
+    const id = 0;
+    switch (r.op) {
+      case 'initiate': {
+        const result = engine.initiate(r.arg.batch, { prod: r.arg.prod });
+        const value = packInitiate(result, []);
+        return { t: 'res', id, ok: true, op: r.op, value, installed: value.installed };
+      }
+      case 'terminate': {
+        const value = engine.terminate(r.arg === 'all' ? 'all' : unpackKeys(r.arg));
+        return { t: 'res', id, ok: true, op: r.op, value, freed: [], moved: [] };
+      }
+      case 'update':
+        engine.update(r.arg);
+        return { t: 'res', id, ok: true, op: r.op, value: undefined };
+      case 'invalidate':
+        engine.invalidate(r.arg);
+        return { t: 'res', id, ok: true, op: r.op, value: undefined };
+      case 'query':
+        return { t: 'res', id, ok: true, op: r.op, value: engine.query(r.arg) };
+      case 'takeQueued':
+        return { t: 'res', id, ok: true, op: r.op, value: engine.takeQueued(unpackKeys(r.arg)) };
+      case 'dropFrozen':
+        engine.dropFrozen(unpackKeys(r.arg));
+        return { t: 'res', id, ok: true, op: r.op, value: undefined };
+      case 'counters':
+        return { t: 'res', id, ok: true, op: r.op, value: engine.counters.snapshot() };
+      default:
+        return unhandled(r, 'request');
+    }
+  }
+}
+
+/** An error as the worker sent it, as the class it was thrown as. */
+export function fromWireError(w: WireError): ChimneyError {
+  if (w.field !== undefined) return new StateValidationError(w.field, w.message.replace(`${w.field}: `, ''));
+  if (w.errno !== undefined) return new ConnectionError(w.errno, w.message);
+  if (w.code === 'ERR_CHIMNEY_INVALID_ARG') return new InvalidArgumentError(w.message);
+  if (w.code === 'ERR_CHIMNEY_INVALID_STATE') return new InvalidStateError(w.message);
+  return new ChimneyError(w.code, w.message);
+}
+
+/** Everything a worker posts but answers: frames, indications, events, heartbeats. */
+export type WorkerNotice = Exclude<FromWorker, { t: 'res' }>;
+
+interface Pending {
+  op: WorkerOp;
+  resolve: (v: WorkerReply) => void;
+  reject: (e: Error) => void;
+}
+
+/**
+ * The engine in a worker thread, over its MessagePort. A message from the worker is checked
+ * (`checkFromWorker`) before anything acts on it: one that is not a `FromWorker` is refused,
+ * counted (`protocolErrors`), and fails the request it claims to answer.
+ */
+export class PortTransport implements NicTransport {
+  readonly inProcess = false;
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  /** Messages from the worker refused as malformed. */
+  protocolErrors = 0;
+  lastProtocolError: WorkerProtocolError | null = null;
+
+  constructor(
+    private readonly worker: Worker,
+    /** Every message that is not an answer, once checked. */
+    private readonly notice: (m: WorkerNotice) => void,
+  ) {
+    worker.on('message', (m: unknown) => {
+      try {
+        checkFromWorker(m, this.opOf);
+      } catch (e) {
+        if (e instanceof WorkerProtocolError) return this.refuse(m, e);
+        throw e;
+      }
+      if (m.t === 'res') this.answer(m);
+      else this.notice(m);
+    });
+  }
+
+  request<R extends WorkerRequest>(r: R): Promise<WorkerReply<R['op']>> {
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      // checkFromWorker refuses an answer whose verb is not this one, so the reply is this verb's.
+      this.pending.set(id, { op: r.op, resolve: resolve as (v: WorkerReply) => void, reject });
+      this.worker.postMessage({ t: 'req', id, ...r });
+    });
+  }
+
+  abandon(e: Error): void {
+    const list = [...this.pending.values()];
+    this.pending.clear();
+    for (const p of list) p.reject(e);
+  }
+
+  /**
+   * A message the worker sent that is not a `FromWorker`: counted, kept as `lastProtocolError`,
+   * and if it names a request in flight, that request fails with the error.
+   */
+  refuse(raw: unknown, error: WorkerProtocolError): void {
+    this.protocolErrors++;
+    this.lastProtocolError = error;
+    if (typeof raw !== 'object' || raw === null || !('id' in raw) || typeof raw.id !== 'number') return;
+    const p = this.pending.get(raw.id);
+    if (p === undefined) return;
+    this.pending.delete(raw.id);
+    p.reject(error);
+  }
+
+  private readonly opOf = (id: number): WorkerOp | undefined => this.pending.get(id)?.op;
+
+  private answer(m: Extract<FromWorker, { t: 'res' }>): void {
+    const p = this.pending.get(m.id);
+    // A request given up on (the NIC closed): its late answer has no one to go to.
+    if (p === undefined) return;
+    this.pending.delete(m.id);
+    if (m.ok) p.resolve(m);
+    else p.reject(fromWireError(m.error));
+  }
+}

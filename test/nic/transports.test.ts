@@ -1,0 +1,80 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { Counters } from '../../src/core/counters.ts';
+import { LocalNic } from '../../src/nic/local-nic.ts';
+import type { Nic } from '../../src/nic/nic.ts';
+import { SameThreadTransport } from '../../src/nic/transport.ts';
+import { checkFromWorker, type WorkerRequest } from '../../src/nic/worker/protocol.ts';
+import { packKeys, unpackInitiate } from '../../src/nic/worker/transfer-wire.ts';
+import { SimNetwork } from '../../src/sim/sim-network.ts';
+import { keysOf, offloadPair, startStreams } from '../offload/helpers.ts';
+
+test('the same-thread transport answers every request as a worker must (the worker protocol checker accepts each answer)', async () => {
+  const p = offloadPair(52);
+  const { net, host } = p;
+  const st = await startStreams(p, 4, 50_000, 2000, 2);
+  const keys = keysOf(st.sockets);
+  const [n0, n1] = host.nics;
+  await net.sleep(20);
+  assert.equal((await host.offload.offload(keys, n0 as Nic)).moved.length, 4);
+  // The contract's counters: read at once from the engine's own set, which names itself as source.
+  const snap = await n0!.counterSnapshot();
+  assert.equal(snap.source, n0!.engine.counters);
+  assert.equal(snap.values['nic.initiate.conns'], 4);
+  const t0 = new SameThreadTransport(
+    () => n0!.engine,
+    net.clock,
+    () => false,
+  );
+  const t1 = new SameThreadTransport(
+    () => n1!.engine,
+    net.clock,
+    () => false,
+  );
+  const ask = async <R extends WorkerRequest>(t: SameThreadTransport, r: R) => {
+    const reply = await t.request(r);
+    checkFromWorker(reply, () => r.op);
+    assert.equal(reply.op, r.op);
+    return reply;
+  };
+  assert.equal((await ask(t0, { op: 'counters', arg: null })).value['nic.initiate.conns'], 4);
+  assert.equal((await ask(t0, { op: 'query', arg: undefined })).value.length, 4);
+  await ask(t0, { op: 'update', arg: { kind: 'tcp', scope: 'all', settings: { noDelay: true } } });
+  assert.deepEqual((await ask(t0, { op: 'takeQueued', arg: packKeys(keys) })).value, []);
+  // A terminate's bytes installed elsewhere through the same request protocol: the batch moves whole.
+  const bytes = (await ask(t0, { op: 'terminate', arg: packKeys(keys) })).value;
+  assert.equal((await ask(t0, { op: 'query', arg: undefined })).value.length, 0);
+  const res = await ask(t1, { op: 'initiate', arg: { batch: bytes, prod: false } });
+  const { result } = unpackInitiate(res.value);
+  assert.equal(result.status, 'success');
+  assert.equal(result.conns.length, 4);
+  assert.equal((await ask(t1, { op: 'query', arg: keys })).value.length, 4);
+  await ask(t0, { op: 'dropFrozen', arg: packKeys(keys) });
+  await ask(t1, { op: 'invalidate', arg: { keys } });
+  net.close();
+});
+
+test('LocalNics built on one shared set of counters name it as their source, so a sum over NICs reads it once', async () => {
+  const net = new SimNetwork({ seed: 3, virtualTime: true });
+  const shared = new Counters();
+  const make = (id: string, counters?: Counters) =>
+    new LocalNic({
+      id,
+      link: net.switch.addPort({ name: id, mtu: 1500 }),
+      clock: net.clock,
+      random: net.random.fork(),
+      counters,
+    });
+  const a = make('a', shared);
+  const b = make('b', shared);
+  const c = make('c');
+  const [sa, sb, sc] = await Promise.all([a.counterSnapshot(), b.counterSnapshot(), c.counterSnapshot()]);
+  assert.equal(sa.source, shared);
+  assert.equal(sb.source, sa.source);
+  assert.notEqual(sc.source, sa.source);
+  // Read as they stand at the call.
+  shared.inc('x', 2);
+  assert.equal((await a.counterSnapshot()).values.x, 2);
+  for (const n of [a, b, c]) n.close();
+  net.close();
+});
