@@ -91,26 +91,57 @@ describe('timers and windows (issue 11)', () => {
   });
 });
 
+/** A bench whose link cuts super-segments (TSO): each packet handed to it is one recorded segment. */
+function tsoBench(): Bench {
+  const b = new Bench();
+  const ip = b.env.ip as unknown as Record<string, unknown>;
+  ip.checksumOffload = () => true;
+  ip.maxPacketBytes = () => 65535;
+  ip.commitOffload = (path: PathState, l4Len: number) => {
+    const raw = b.env.ip.txBuf.slice(34, 34 + l4Len);
+    const h = createTcpHeader();
+    decodeTcp(raw, 0, raw.length, path.const.localIp, path.const.remoteIp, h, false);
+    b.env.ip.out.push({
+      h,
+      data: raw.subarray(h.headerLength),
+      src: 0,
+      dst: 0,
+      ttl: 64,
+      at: b.env.clock.now(),
+    });
+    return true;
+  };
+  return b;
+}
+
 describe('retransmission with segmentation offload', () => {
+  test('a window below the largest super-segment goes out as one packet (Linux TSO sizing)', () => {
+    const b = tsoBench();
+    const o = activeOpen(b, { sackPermitted: true });
+    b.take();
+    o.conn.state.delegated.cwnd = 20 * 1460;
+    o.conn.write(bytes(100 * 1460));
+    const out = b.take().filter((s) => s.data.length > 0);
+    // Loss on a veth takes whole packets: a window in one packet is one chance of loss, not four.
+    assert.deepEqual(
+      out.map((s) => s.data.length),
+      [20 * 1460],
+    );
+    // A larger window: the largest super-segment that fits 64 KB (44 MSS), no more.
+    o.conn.state.delegated.cwnd = 100 * 1460;
+    b.inject({
+      flags: ACK,
+      seq: o.peerSeq,
+      ack: add(o.iss, 1 + 20 * 1460),
+      srcPort: 80,
+      dstPort: o.conn.localPort,
+    });
+    const more = b.take().filter((s) => s.data.length > 0);
+    assert.equal(more[0]?.data.length, 44 * 1460);
+  });
+
   test('lost ranges go out again as super-segments, as Linux does with TSO', () => {
-    const b = new Bench();
-    const ip = b.env.ip as unknown as Record<string, unknown>;
-    ip.checksumOffload = () => true;
-    ip.maxPacketBytes = () => 65535;
-    ip.commitOffload = (path: PathState, l4Len: number) => {
-      const raw = b.env.ip.txBuf.slice(34, 34 + l4Len);
-      const h = createTcpHeader();
-      decodeTcp(raw, 0, raw.length, path.const.localIp, path.const.remoteIp, h, false);
-      b.env.ip.out.push({
-        h,
-        data: raw.subarray(h.headerLength),
-        src: 0,
-        dst: 0,
-        ttl: 64,
-        at: b.env.clock.now(),
-      });
-      return true;
-    };
+    const b = tsoBench();
     const o = activeOpen(b, { sackPermitted: true });
     b.take();
     // A window past its start (a small one after heavy loss resends MSS by MSS).
