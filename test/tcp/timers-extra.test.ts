@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { rttSample } from '../../src/stack/tcp/rtt.ts';
+import { tsNow } from '../../src/stack/tcp/tcp-output.ts';
 import { createNeighborState } from '../../src/state/neighbor-state.ts';
 import { createPathState, type PathState } from '../../src/state/path-state.ts';
 import { TcpStateId } from '../../src/state/tcp-state.ts';
@@ -35,6 +36,44 @@ describe('timers and windows (issue 11)', () => {
     rttSample(s, 200, 10);
     assert.equal(s.delegated.rttvar, (1 - 0.25 / 10) * 10 + (0.25 / 10) * 100);
     assert.equal(s.delegated.srtt, (1 - 0.125 / 10) * 100 + (0.125 / 10) * 200);
+  });
+
+  test('an ACK that echoes a segment sent before a timeout is no RTT sample', () => {
+    const b = new Bench();
+    const o = activeOpen(b, { sackPermitted: true, ts: [1000, tsNow(b.env.clock.now())] });
+    b.take();
+    const port = o.conn.localPort;
+    const una = add(o.iss, 1);
+    o.conn.write(bytes(1460));
+    const first = b.take().filter((s) => s.data.length > 0)[0]!;
+    b.advance(10);
+    b.inject({
+      flags: ACK,
+      seq: o.peerSeq,
+      ack: add(una, 1460),
+      ts: [1001, first.h.tsVal],
+      dstPort: port,
+      srcPort: 80,
+    });
+    const srtt = o.conn.state.delegated.srtt;
+    assert.ok(srtt < 15, `srtt ${srtt}`);
+    o.conn.write(bytes(1460));
+    const second = b.take().filter((s) => s.data.length > 0)[0]!;
+    b.advance(250);
+    assert.equal(b.count('tcp.rto'), 1);
+    // The original arrived and its ACK was lost; the retransmission draws a duplicate ACK that
+    // echoes the original's timestamp (TS.Recent), 260 ms old.
+    b.inject({
+      flags: ACK,
+      seq: o.peerSeq,
+      ack: add(una, 2920),
+      ts: [1002, second.h.tsVal],
+      dstPort: port,
+      srcPort: 80,
+    });
+    assert.equal(o.conn.state.delegated.sndUna, add(una, 2920));
+    assert.equal(o.conn.state.delegated.srtt, srtt, 'the stale echo left srtt alone');
+    assert.equal(o.conn.state.delegated.rto, 200);
   });
 
   test('RFC 3042 limited transmit: the first two duplicate ACKs each let one new segment out', () => {
