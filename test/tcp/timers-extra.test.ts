@@ -76,6 +76,53 @@ describe('timers and windows (issue 11)', () => {
     assert.equal(o.conn.state.delegated.rto, 200);
   });
 
+  test('after a timeout, a retransmission lost again is resent once RACK sees a later one delivered', () => {
+    const b = new Bench();
+    const o = activeOpen(b, { sackPermitted: true });
+    b.take();
+    const port = o.conn.localPort;
+    const m = 1460;
+    const una = add(o.iss, 1);
+    const ack = (n: number, sack?: [number, number][]) =>
+      b.inject({ flags: ACK, seq: o.peerSeq, ack: add(una, n * m), srcPort: 80, dstPort: port, sack });
+    const at = (n: number) => add(una, n * m);
+    // One round trip of 10 ms first: RACK's minimum RTT.
+    o.conn.write(bytes(m));
+    b.take();
+    b.advance(10);
+    ack(1);
+    o.conn.write(bytes(10 * m));
+    assert.equal(b.take().filter((s) => s.data.length > 0).length, 10);
+    b.advance(250);
+    assert.equal(b.count('tcp.rto'), 1);
+    b.take();
+    // F-RTO aside (its probe with new data is tested elsewhere): the loss is real.
+    o.conn.state.soft.frto = 0;
+    b.advance(10);
+    ack(2);
+    // Slow start resends segments 2 and 3, then, on the ACK of 2, the next ones.
+    assert.deepEqual(
+      b
+        .take()
+        .filter((s) => s.data.length > 0)
+        .map((s) => s.h.seq),
+      [at(2), at(3)],
+    );
+    b.advance(10);
+    ack(3);
+    const burst = b
+      .take()
+      .filter((s) => s.data.length > 0)
+      .map((s) => s.h.seq);
+    assert.equal(burst[0], at(4));
+    // Segment 3's second copy is lost; the later burst arrives and is SACKed.
+    b.advance(10);
+    ack(3, [[at(4), at(4 + burst.length)]]);
+    const again = b.take().filter((s) => s.data.length > 0);
+    assert.equal(again[0]?.h.seq, at(3), 'segment 3 resent without waiting for a second timeout');
+    assert.equal(b.count('tcp.rto'), 1);
+  });
+
   test('RFC 3042 limited transmit: the first two duplicate ACKs each let one new segment out', () => {
     const b = new Bench();
     const o = activeOpen(b, {});

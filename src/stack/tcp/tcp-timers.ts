@@ -172,6 +172,7 @@ function retransmitTimeout(conn: TcpConnection, now: number): boolean {
   // RTT sample, raise the RTO and, backed off, the next wait (sim, 10 % loss, 0.1 ms RTT: srtt
   // 1.3 s and an RTO of 11.6 s). Eifel (RFC 3522) reads the same echo as a spurious timeout.
   if (s.const.tsEnabled) conn.rttEchoFloor = tsNow(now);
+  conn.rack.noteTimeout(now);
   d.backoff++;
   counters.inc('tcp.rto');
   conn.engine.congestion(conn).onTimeout(s, now);
