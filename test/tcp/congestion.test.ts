@@ -153,15 +153,22 @@ for (const alg of ['newreno', 'cubic'] as const) {
       }
     });
 
-    test('a stretch ACK grows cwnd by at most 8 MSS in slow start (RFC 9406 L for unpaced senders)', () => {
+    test('slow start takes the whole of a stretch ACK (Linux tcp_slow_start)', () => {
       const s = mkState(alg);
       congestionControl(alg).init(s, 0);
-      ack(s, alg, 5 * MSS, 50, 10);
-      assert.equal(s.delegated.cwnd, 15 * MSS);
-      ack(s, alg, 10 * MSS, 50, 15);
-      assert.equal(s.delegated.cwnd, 23 * MSS);
+      // One ACK per super-segment: a window sent as one packet doubles with its one ACK.
+      ack(s, alg, 10 * MSS, 50, 10);
+      assert.equal(s.delegated.cwnd, 20 * MSS);
+      ack(s, alg, 20 * MSS, 50, 15);
+      assert.equal(s.delegated.cwnd, 40 * MSS);
       ack(s, alg, 100, 50, 20);
-      assert.equal(s.delegated.cwnd, 23 * MSS + 100);
+      assert.equal(s.delegated.cwnd, 40 * MSS + 100);
+      // After a loss too: an ACK of the whole window doubles it.
+      s.delegated.ssthresh = 30 * MSS;
+      s.delegated.cwnd = 10 * MSS;
+      setFlight(s, 10 * MSS);
+      ack(s, alg, 10 * MSS, 50, 25);
+      assert.equal(s.delegated.cwnd, 20 * MSS);
     });
 
     test('no growth during recovery or for zero-byte ACKs', () => {
@@ -351,13 +358,13 @@ for (const alg of ['newreno', 'cubic'] as const) {
                 const bytes = Math.min(e.bytes, flightSize(s));
                 ack(s, alg, bytes, 40, now);
                 const growth = s.delegated.cwnd - before;
-                // ABC: slow start grows by the bytes ACKed, at most L = 8 SMSS per ACK (RFC 9406).
+                // Slow start grows by the bytes ACKed (as Linux, no per-ACK limit L).
                 // Congestion avoidance: Reno adds at most one SMSS per ACK (RFC 5681 eq. 3 with
                 // byte counting); CUBIC's target is at most 1.5 cwnd one RTT ahead (RFC 9438
                 // 4.2), so an ACK adds at most half the bytes it ACKs, or one SMSS of the Reno
                 // estimate (4.3).
                 const limit = slowStart
-                  ? Math.min(bytes, 8 * MSS)
+                  ? bytes
                   : alg === 'newreno'
                     ? MSS
                     : Math.max(Math.ceil(bytes / 2), MSS);

@@ -61,6 +61,24 @@ for (const una of [1000, 0xffffff00]) {
       assert.equal(low.seq, at(1000));
     });
 
+    test('a spurious timeout forgets only its own copies: what went before it still dates a delivery', () => {
+      const s = mkState(una, 3000);
+      const r = new RackLog();
+      r.minRtt = 10;
+      // [1000, 2000) was resent at 0 and lost again; [0, 1000) went at 50 and arrived, its ACK lost.
+      r.onSend(at(1000), at(2000), 0, true);
+      r.onSend(at(0), at(1000), 50, true);
+      r.noteTimeout(250);
+      r.onSend(at(0), at(100), 250, true);
+      // The ACK for [0, 1000) comes, for the copy sent at 50: the timeout was spurious.
+      s.delegated.sndUna = at(1000);
+      r.forgetBelow(at(1000));
+      const low = { seq: 0 };
+      assert.equal(r.onAck(s, 260, low), at(2000), 'the range resent at 0 is lost (delivery dated 50)');
+      assert.equal(low.seq, at(1000));
+      assert.equal(r.xmitTs, 50);
+    });
+
     test('the log is bounded: a peer that SACKs every other byte cannot make it grow without limit', () => {
       const s = mkState(una, 100_000);
       const r = new RackLog();

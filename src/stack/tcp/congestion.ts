@@ -29,14 +29,6 @@ export interface CongestionControl {
 
 /** Larger than any window the connection can have; the RFC 5681 "arbitrarily high" ssthresh. */
 const SSTHRESH_INFINITE = 0x7fffffff;
-/**
- * In slow start one ACK may grow cwnd by at most L * SMSS: RFC 9406 4.2's L = 8 for a sender that
- * does not pace, rather than RFC 3465's 2. With segmentation offload on both ends one ACK answers
- * a whole super-segment, and L = 2 turns slow start after a timeout linear (sim-loss at 1 %: 1.06
- * s against 0.79 s; Linux's tcp_slow_start has no limit at all).
- */
-const ABC_LIMIT = 8;
-
 /** RFC 9406 section 4.3 constants (ms, samples, rounds). */
 const HS_MIN_RTT_THRESH = 4;
 const HS_MAX_RTT_THRESH = 16;
@@ -70,16 +62,22 @@ function initialWindow(mss: number): number {
 }
 
 /**
- * RFC 5681 slow start with RFC 3465 ABC, and HyStart++ (RFC 9406) in the initial one; returns
- * true when the ACK was consumed by slow start.
+ * RFC 5681 slow start counting bytes (RFC 3465), and HyStart++ (RFC 9406) in the initial one;
+ * returns true when the ACK was consumed by slow start. As Linux's tcp_slow_start, an ACK grows
+ * cwnd by all it ACKs (no per-ACK limit L): with segmentation offload on both ends one ACK
+ * answers a whole super-segment, often the whole window, and a limit per ACK makes slow start
+ * after a timeout linear in the ACKs (10 % loss on a TAP: packets of 1-2 MSS and 38 timeouts per
+ * 20 MB with L = 8, where Linux sends 45-MSS packets). Unlike Linux the ACK that crosses ssthresh
+ * is taken whole (at most doubling the window, as any slow-start round may): stopping it at
+ * ssthresh made sim-loss at 10 % 28.2 s (68 timeouts) against 20.4 s (56), median of 5 seeds.
  */
-function slowStart(s: TcpState, acked: number, mss: number, rttMs: number): boolean {
+function slowStart(s: TcpState, acked: number, rttMs: number): boolean {
   const d = s.delegated;
   if (d.cwnd >= d.ssthresh) return false;
   // RFC 9406 4.3: only the initial slow start; later ones stop at the ssthresh a loss found.
   const divisor = d.ssthresh === SSTHRESH_INFINITE ? hystart(s, rttMs) : 1;
   if (divisor === 0) return false;
-  d.cwnd += Math.floor(Math.min(acked, ABC_LIMIT * mss) / divisor);
+  d.cwnd += Math.floor(acked / divisor);
   s.soft.caBytesAcked = 0;
   return true;
 }
@@ -185,7 +183,7 @@ const newReno: CongestionControl = {
     const d = s.delegated;
     const mss = effectiveMss(s);
     if (!cwndLimited(s, acked, mss)) return;
-    if (slowStart(s, acked, mss, rttMs)) return;
+    if (slowStart(s, acked, rttMs)) return;
     // RFC 3465 §2.1: one SMSS per cwnd's worth of ACKed bytes gives exactly +1 MSS per RTT
     // whatever the ACK pattern, where RFC 5681 eq. 3 would undershoot with delayed ACKs.
     s.soft.caBytesAcked += acked;
@@ -289,7 +287,7 @@ const cubic: CongestionControl = {
       if (c.epochStart >= 0) c.epochStart = Math.min(now, c.epochStart + Math.max(now - d.lastRecvAt, 0));
       return;
     }
-    if (slowStart(s, acked, mss, rttMs)) return;
+    if (slowStart(s, acked, rttMs)) return;
     if (c.epochStart < 0) {
       c.epochStart = now;
       c.cwndFrac = 0;

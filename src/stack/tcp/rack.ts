@@ -33,6 +33,7 @@ export class RackLog {
   clear(): void {
     this.entries.length = 0;
     this.xmitTs = -1;
+    this.timeoutAt = Number.NEGATIVE_INFINITY;
   }
 
   /** [start, end) went out at `now`. */
@@ -69,20 +70,34 @@ export class RackLog {
     while (e.length > MAX_ENTRIES) this.squeeze();
   }
 
+  /** A retransmission timeout fired: what goes out from now on is the timeout's copy. */
+  noteTimeout(now: number): void {
+    this.timeoutAt = now;
+  }
+
   /**
-   * A timeout proved spurious: the ACK that showed it was for the originals, so what it covers
-   * says nothing about when the delivered copies were sent (RFC 8985 6.2 step 2). Taking the
-   * timeout's retransmission as delivered would date the delivery after every original still in
-   * flight and declare them all lost.
+   * A timeout proved spurious: the ACK that showed it was for the originals, so the copies the
+   * timeout sent say nothing about when what they cover was delivered (RFC 8985 6.2 step 2):
+   * taking one as delivered would date the delivery after every original still in flight and
+   * declare them all lost. Those copies are forgotten; ranges below `una` sent before the timeout
+   * stay, and the next `onAck` takes them as delivered at their own send time. Forgetting those
+   * too hid the loss of what the same window lost (10 % loss: a hole left for the next timeout).
    */
   forgetBelow(una: number): void {
     const e = this.entries;
-    let head = 0;
-    while (head < e.length && seqLeq(e[head]!.end, una)) head++;
-    if (head > 0) e.splice(0, head);
-    if (e.length > 0 && seqLt(e[0]!.start, una)) e[0]!.start = una >>> 0;
+    let w = 0;
+    for (let i = 0; i < e.length; i++) {
+      const r = e[i]!;
+      if (seqLt(r.start, una) && r.sentAt >= this.timeoutAt) {
+        if (seqLeq(r.end, una)) continue;
+        r.start = una >>> 0;
+      }
+      e[w++] = r;
+    }
+    e.length = w;
   }
 
+  private timeoutAt = Number.NEGATIVE_INFINITY;
   private delivered = false;
 
   private take(r: RackEntry, now: number): void {

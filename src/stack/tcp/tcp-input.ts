@@ -822,6 +822,13 @@ function rackDetect(conn: TcpConnection, now: number): void {
     if (seqGeq(d.sndUna, soft.recoveryPoint)) {
       conn.engine.env.counters.inc('tcp.rack.recoveries');
       enterRecovery(conn, now, lostEnd);
+    } else if (soft.frto === 0 && seqLt(rackLowest.seq, d.sndNxt) && seqGeq(rackLowest.seq, d.sndUna)) {
+      // After a timeout the window is resent once, from snd.una up; a retransmission lost again
+      // would wait for the next timeout, backed off. As Linux marks RACK losses in its Loss state
+      // (tcp_process_loss), resending goes back to it. Not while F-RTO is still deciding whether
+      // the timeout was spurious: its step 3a goes back itself once the loss proves real.
+      d.sndNxt = rackLowest.seq;
+      conn.engine.env.counters.inc('tcp.lost_retransmits');
     }
     return;
   }
