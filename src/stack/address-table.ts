@@ -63,6 +63,8 @@ export class AddressTable {
   private used = 0;
   /** `intern` calls refused because the table was full. */
   refused = 0;
+  /** Called once when `intern` finds the table full, to free what is idle; returns how many went. */
+  onFull: (() => number) | null = null;
 
   constructor(random: Random, opts: AddressTableOptions = {}) {
     const cap = opts.maxIpv6 ?? 65536;
@@ -107,7 +109,7 @@ export class AddressTable {
       this.refs[slot]!++;
       return TWO_32 + 1 + slot;
     }
-    if (this.freeTop === 0) {
+    if (this.freeTop === 0 && !(this.onFull !== null && this.onFull() > 0 && this.freeTop > 0)) {
       this.refused++;
       return -1;
     }

@@ -1017,8 +1017,12 @@ export class Ipv6Layer {
       case Icmpv6Type.PACKET_TOO_BIG:
         this.packetTooBig(x, frame, m.bodyOffset, this.h.payloadOffset + this.h.payloadLen, m.mtu);
         return;
+      case Icmpv6Type.DEST_UNREACHABLE:
+      case Icmpv6Type.TIME_EXCEEDED:
+        this.errorToTransport(frame, m.bodyOffset, this.h.payloadOffset + this.h.payloadLen, m.type, m.code);
+        return;
       default:
-        // Errors reach no transport yet; unknown informational messages are dropped (RFC 4443 2.4 b).
+        // Parameter problems reach no transport; unknown informational messages are dropped (RFC 4443 2.4 b).
         c.inc(isIcmpv6Error(m.type) ? 'accept.icmpv6.error' : 'drop.icmpv6.unknown-type');
     }
   }
@@ -1063,6 +1067,54 @@ export class Ipv6Layer {
       e.mtu = Math.min(mtu, current);
       this.ctx.transportError(e.protocol, e);
     }
+  }
+
+  /**
+   * Destination unreachable or time exceeded about a TCP or UDP packet of ours: to the transport,
+   * with the ICMPv4 code of the same meaning so both families share one reading (RFC 4443 3.1:
+   * port unreachable is ICMPv4's 3, no route its 0, the rest host unreachable).
+   */
+  private errorToTransport(frame: Uint8Array, q: number, end: number, type: number, code: number): void {
+    const c = this.ctx.counters;
+    if (
+      end - q < IPV6_HEADER_LENGTH ||
+      frame[q]! >>> 4 !== 6 ||
+      !this.isLocal(frame.subarray(q + 8, q + 24))
+    ) {
+      c.inc('drop.icmpv6.error-not-ours');
+      return;
+    }
+    c.inc('accept.icmpv6.error');
+    const unreach = type === Icmpv6Type.DEST_UNREACHABLE;
+    const v4code = !unreach
+      ? code
+      : code === Icmpv6UnreachCode.PORT
+        ? 3
+        : code === Icmpv6UnreachCode.NO_ROUTE
+          ? 0
+          : code === Icmpv6UnreachCode.ADMIN_PROHIBITED
+            ? 13
+            : 1;
+    const e = this.quotedTransport(frame, q, end, unreach ? 'unreachable' : 'time-exceeded', v4code, 0);
+    if (e) this.ctx.transportError(e.protocol, e);
+  }
+
+  /**
+   * Free the handles of IPv6 paths no connection uses any more (only the path holds the remote
+   * address), oldest first, up to `max` of them. The address table calls it when full, so idle
+   * paths do not keep new peers out. Returns how many went.
+   */
+  reclaimPaths(max = 64): number {
+    const addrs = this.ctx.addrs;
+    let n = 0;
+    for (const p of [...this.pathInfo.keys()]) {
+      if (n >= max) break;
+      if (addrs.refCount(p.const.remoteIp) !== 1) continue;
+      this.forgetPath(p);
+      n++;
+    }
+    if (n > 0) this.ctx.counters.inc('ipv6.path.reclaimed', n);
+    return n;
   }
 
   /**

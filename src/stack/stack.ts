@@ -144,6 +144,7 @@ export class Stack {
       opts.ipv6,
     );
     this.ip.attachIpv6(this.ip6, this.addrs);
+    this.addrs.onFull = () => this.ip6.reclaimPaths();
     this.udp = new UdpLayer({
       addrs: this.addrs,
       random: this.random,
