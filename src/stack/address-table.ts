@@ -176,8 +176,10 @@ export class AddressTable {
       buf.fill(0, off, off + 16);
       return;
     }
+    // A byte loop: a subarray per call would allocate on every packet sent.
     const at = this.offset(handle);
-    buf.set(this.store.subarray(at, at + 16), off);
+    const st = this.store;
+    for (let i = 0; i < 16; i++) buf[off + i] = st[at + i]!;
   }
 
   /**

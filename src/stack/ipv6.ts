@@ -1043,7 +1043,7 @@ export class Ipv6Layer {
       return;
     }
     const mtu = Math.min(x.iface.mtu, Math.max(IPV6_MIN_MTU, reported));
-    const e = this.quotedTransport(frame, q, end, 'frag-needed', 0, mtu);
+    const e = this.quoteOf(frame, q, end, 'frag-needed', 0, mtu);
     if (e && e.protocol === Ipv6Next.TCP && !this.ctx.tcpErrorInFlight(e)) {
       // RFC 5927 5.1 as for IPv4: a report quoting nothing we have in flight is forged or stale
       // and must not shrink a path every connection to that host shares.
@@ -1095,7 +1095,7 @@ export class Ipv6Layer {
           : code === Icmpv6UnreachCode.ADMIN_PROHIBITED
             ? 13
             : 1;
-    const e = this.quotedTransport(frame, q, end, unreach ? 'unreachable' : 'time-exceeded', v4code, 0);
+    const e = this.quoteOf(frame, q, end, unreach ? 'unreachable' : 'time-exceeded', v4code, 0);
     if (e) this.ctx.transportError(e.protocol, e);
   }
 
@@ -1122,7 +1122,7 @@ export class Ipv6Layer {
    * fixed header (we send no extension headers but fragments, and a fragment quote has no ports
    * unless it is the first). Null when there is no transport header to speak of.
    */
-  private quotedTransport(
+  quoteOf(
     frame: Uint8Array,
     q: number,
     end: number,

@@ -103,6 +103,15 @@ describe('TCP over IPv6 between two Chimney hosts', () => {
     net.close();
   });
 
+  test('an on-link IPv6 host that never answers neighbor solicitations fails the connect with EHOSTUNREACH', async () => {
+    const { net, a } = pair(67);
+    const err = await failure(a.connect(80, 'fd00::77'));
+    assert.equal(err.code, 'EHOSTUNREACH');
+    assert.ok(a.stack.counters.get('nd.tx.ns') >= 3);
+    assert.ok(a.stack.counters.get('tx.drop.neigh.ehostunreach') >= 1);
+    net.close();
+  });
+
   test('packet too big lowers the path MTU and the MSS; a forged one quoting nothing in flight changes nothing', async () => {
     const { net, a, b } = pair(64, {}, { impair: { delayMs: 2 } });
     const raw = rawPort(net);
