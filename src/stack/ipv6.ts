@@ -217,6 +217,8 @@ const MAX_PMTU_ENTRIES = 1024;
 const PMTU_EXPIRY_MS = 10 * 60 * 1000;
 /** RFC 4862 5.5.3 (e): lifetimes below two hours are not shortened by an unauthenticated RA. */
 const TWO_HOURS_MS = 2 * 3600 * 1000;
+/** After a search for idle paths to free found none, the next one waits this long. */
+const RECLAIM_RETRY_MS = 100;
 const IP6_DROP = decodeDropNames('ipv6');
 const ICMP6_DROP = decodeDropNames('icmpv6');
 const ND_DROP = decodeDropNames('nd');
@@ -257,6 +259,7 @@ export class Ipv6Layer {
   private readonly labelKey: Uint8Array;
   private readonly labelK0: number;
   private readonly labelK1: number;
+  private futileReclaimAt = Number.NEGATIVE_INFINITY;
 
   constructor(
     private readonly ctx: Ipv6Context,
@@ -1105,15 +1108,21 @@ export class Ipv6Layer {
    * paths do not keep new peers out. Returns how many went.
    */
   reclaimPaths(max = 64): number {
+    const now = this.ctx.clock.now();
+    // A flood of new sources against a table full of live connections would otherwise pay a scan
+    // of every path per packet: after a scan that found nothing, wait a while before the next.
+    if (now - this.futileReclaimAt < RECLAIM_RETRY_MS) return 0;
     const addrs = this.ctx.addrs;
     let n = 0;
-    for (const p of [...this.pathInfo.keys()]) {
+    for (const p of this.pathInfo.keys()) {
       if (n >= max) break;
       if (addrs.refCount(p.const.remoteIp) !== 1) continue;
+      // Deleting the entry being visited is safe for a Map iterator.
       this.forgetPath(p);
       n++;
     }
     if (n > 0) this.ctx.counters.inc('ipv6.path.reclaimed', n);
+    else this.futileReclaimAt = now;
     return n;
   }
 
