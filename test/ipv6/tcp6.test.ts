@@ -310,6 +310,20 @@ describe('offload', () => {
     assert.equal(report.refused[0]!.status, 'ineligible');
     assert.match(report.refused[0]!.reason, /IPv6/);
     assert.equal(h.stack.counters.get('offload.refused.ipv6'), 1);
+    // Asked to move it between NICs: refused the same way.
+    const conn6 = [...h.stack.tcp.connections()].find((x) => x.remoteIp > 0xffffffff)!;
+    const key = {
+      localIp: conn6.localIp,
+      localPort: conn6.localPort,
+      remoteIp: conn6.remoteIp,
+      remotePort: conn6.remotePort,
+    };
+    const moved = await h.offload.move([key], h.nics[0]!, h.nics[1]!);
+    assert.deepEqual(
+      moved.refused.map((r) => r.status),
+      ['ineligible'],
+    );
+    assert.equal(h.stack.counters.get('offload.refused.ipv6'), 2);
     // Still served by the host: an echo round trip.
     const back = new Promise<Buffer>((r) => c6.once('data', r));
     c6.write('ping6');
