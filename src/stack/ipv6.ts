@@ -124,8 +124,9 @@ interface Addr {
 
 /** What the IPv6 layer keeps beside a path's state object. */
 interface V6Path {
-  readonly x: Ipv6Iface;
-  readonly nextHop: Uint8Array;
+  /** Interface and next hop: re-pointed when routes or default routers change. */
+  x: Ipv6Iface;
+  nextHop: Uint8Array;
   /** Keyed hash of the two addresses; a packet's flow label mixes its ports into it. */
   readonly labelBase: number;
   /** The remote address is one of ours: packets loop back. */
@@ -392,6 +393,7 @@ export class Ipv6Layer {
       prefix[i] = c.ip[i]! & ((0xff << (8 - bits)) & 0xff);
     }
     this.routes.push({ prefix, prefixLength: c.prefixLength, gateway: gw, x });
+    this.repoint();
   }
 
   /**
@@ -1317,6 +1319,7 @@ export class Ipv6Layer {
         x.routers.push(made);
         r = made;
         c.inc('nd.router.added');
+        this.repoint();
       }
       if (r) {
         r.until = now + nd.routerLifetime * 1000;
@@ -1551,6 +1554,31 @@ export class Ipv6Layer {
     x.routers[i]!.timer.disarm();
     x.routers.splice(i, 1);
     this.ctx.counters.inc('nd.router.removed');
+    this.repoint();
+  }
+
+  /**
+   * After a routing change (a static route, a default router come or gone), move every IPv6 path
+   * to its new interface and next hop, as the IPv4 path layer does; a path nothing routes any more
+   * keeps its old way out.
+   */
+  private repoint(): void {
+    const addrs = this.ctx.addrs;
+    for (const [p, info] of this.pathInfo) {
+      const r = this.route(addrs.bytes(p.const.remoteIp));
+      if (!r) continue;
+      if (r.iface === info.x.iface && ipv6Equal(r.nextHop, 0, info.nextHop, 0)) continue;
+      const x = this.ifs.get(r.iface)!;
+      this.ctx.neighbors.release6(info.x.iface, info.nextHop);
+      const nextHop = createIpv6();
+      copyIpv6(nextHop, 0, r.nextHop, 0);
+      p.neighbor = this.ctx.neighbors.acquire6(r.iface, nextHop);
+      p.ifIndex = r.iface.index;
+      info.x = x;
+      info.nextHop = nextHop;
+      p.cached.mtu = this.mtuTo(x, addrs.bytes(p.const.remoteIp), 0);
+      this.ctx.counters.inc('ipv6.path.repointed');
+    }
   }
 
   // ---- send -------------------------------------------------------------------------------------

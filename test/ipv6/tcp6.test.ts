@@ -113,6 +113,33 @@ describe('TCP over IPv6 between two Chimney hosts', () => {
     net.close();
   });
 
+  test('a new route re-points an existing IPv6 path to its next hop', async () => {
+    const { net, a, b } = pair(69);
+    const ipv6 = { dadTransmits: 0, routerSolicitations: 0 };
+    const router = net.addHost({ ip: '10.0.0.3/24', ip6: 'fd00::3/64', ipv6 });
+    const srv = b.createServer((s) => s.resume());
+    srv.listen(5004);
+    const c = a.connect(5004, 'fd00::2');
+    await connected(c);
+    const path = [...a.tcp.connections()][0]!.state.path;
+    const before = path.neighbor;
+    const macs = new Set<number>();
+    tapTx(a, (f) => {
+      if (tcp6Fields(f))
+        macs.add(f[0]! * 2 ** 40 + ((f[1]! << 24) | (f[2]! << 16) | (f[3]! << 8) | f[4]!) * 256 + f[5]!);
+    });
+    a.stack.ip6.addRoute(a.stack.interfaces[0]!, 'fd00::2/128', 'fd00::3');
+    assert.equal(a.stack.counters.get('ipv6.path.repointed'), 1);
+    assert.notEqual(path.neighbor, before);
+    c.write(Buffer.alloc(1000));
+    await net.sleep(50);
+    assert.ok(macs.has(router.stack.interfaces[0]!.mac), 'segments now go to the gateway');
+    assert.ok(router.stack.counters.get('drop.ipv6.not-for-us') >= 1);
+    c.destroy();
+    srv.close();
+    net.close();
+  });
+
   test('packet too big lowers the path MTU and the MSS; a forged one quoting nothing in flight changes nothing', async () => {
     const { net, a, b } = pair(64, {}, { impair: { delayMs: 2 } });
     const raw = rawPort(net);
