@@ -9,6 +9,8 @@ import { LocalNic } from '../nic/local-nic.ts';
 import { NicGroupLink } from '../nic/nic-group-link.ts';
 import { OffloadManager, type OffloadPolicy } from '../offload/offload-manager.ts';
 import { Host } from '../socket/host.ts';
+import type { AddressTableOptions } from '../stack/address-table.ts';
+import type { Ipv6Options } from '../stack/ipv6.ts';
 import { Stack } from '../stack/stack.ts';
 import type { TcpLimits } from '../stack/tcp/tcp-mem.ts';
 import type { TcpCached } from '../state/tcp-state.ts';
@@ -50,6 +52,12 @@ export interface SimHostOptions {
   tcp?: Partial<TcpCached>;
   /** The host stack's TCP connection and memory limits (`StackOptions.tcpLimits`). */
   tcpLimits?: TcpLimits;
+  /** IPv6 addresses with prefix length ('fd00::1/64'); the interface also gets its link-local one. */
+  ip6?: string | string[];
+  /** IPv6 settings (duplicate address detection, router solicitations, ...). */
+  ipv6?: Ipv6Options;
+  /** Bounds of the stack's table of IPv6 address handles. */
+  addresses?: AddressTableOptions;
 }
 
 /** One host on the simulated network: a Chimney stack on a switch port, with Node-shaped sockets. */
@@ -152,8 +160,7 @@ export class SimNetwork {
     let link: Link = port;
     if (this.trace) link = this.trace.wrap(link);
     if (this.pcap) link = capture(link, this.pcap);
-    const stack = this.newStack(name, opts);
-    stack.addInterface(link, { mac, ip: opts.ip, vlan: opts.vlan, name: 'eth0' });
+    const stack = this.newStack(name, opts, link, mac);
     if (opts.gateway) stack.setDefaultGateway(opts.gateway);
     const host = new SimHost(stack, name, opts.ip.split('/')[0]!, port);
     this.hosts.push(host);
@@ -197,8 +204,7 @@ export class SimNetwork {
         }),
       );
     }
-    const stack = this.newStack(name, opts);
-    stack.addInterface(new NicGroupLink(nics), { mac, ip: opts.ip, vlan: opts.vlan, name: 'eth0' });
+    const stack = this.newStack(name, opts, new NicGroupLink(nics), mac);
     if (opts.gateway) stack.setDefaultGateway(opts.gateway);
     const offload = new OffloadManager({ stack, nics, policy: opts.policy });
     const host = new SimOffloadHost(stack, name, opts.ip.split('/')[0]!, ports, nics, offload);
@@ -216,12 +222,23 @@ export class SimNetwork {
     return host;
   }
 
-  /** Resolve after `ms` of network time (virtual or real). */
-  private newStack(name: string, opts: SimHostOptions): Stack {
-    const { tcp, tcpLimits } = opts;
-    return new Stack({ clock: this.clock, random: this.random.fork(), name, tcp, tcpLimits });
+  /** A host's stack with its one interface: the IPv4 address and any IPv6 ones. */
+  private newStack(name: string, opts: SimHostOptions, link: Link, mac: string): Stack {
+    const stack = new Stack({
+      clock: this.clock,
+      random: this.random.fork(),
+      name,
+      tcp: opts.tcp,
+      tcpLimits: opts.tcpLimits,
+      ipv6: opts.ipv6,
+      addresses: opts.addresses,
+    });
+    const ip6 = opts.ip6 === undefined ? [] : typeof opts.ip6 === 'string' ? [opts.ip6] : opts.ip6;
+    stack.addInterface(link, { mac, ip: [opts.ip, ...ip6], vlan: opts.vlan, name: 'eth0' });
+    return stack;
   }
 
+  /** Resolve after `ms` of network time (virtual or real). */
   sleep(ms: number): Promise<void> {
     return new Promise((resolve) => {
       const t = this.clock.createTimer(resolve);
