@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import type { Worker } from 'node:worker_threads';
+import type { TransferListItem, Worker } from 'node:worker_threads';
 import { type Clock, RealClock, type Timer } from '../core/clock.ts';
 import {
   ChimneyError,
@@ -43,6 +43,7 @@ import {
   type TerminateOptions,
   type Transfer,
 } from './nic.ts';
+import { OwnerTable } from './worker/owner-table.ts';
 import {
   BELL_READ,
   BELL_WANT_WRITABLE,
@@ -337,6 +338,8 @@ export class WorkerNic extends EventEmitter implements Nic {
   private captureStarted = false;
   /** The worker's drain count as last reported to the team (see rxReadState). */
   private drainsSeen = 0;
+  /** The connections the worker runs, for the other workers of a team (worker/peers.ts). */
+  readonly owners: OwnerTable;
 
   constructor(opts: WorkerNicOptions) {
     super();
@@ -364,6 +367,7 @@ export class WorkerNic extends EventEmitter implements Nic {
     this.qLen = capacity + 1;
     this.captureSink = opts.capture ?? null;
     this.captureWords = opts.capture ? new Int32Array(new SharedArrayBuffer(8)) : null;
+    this.owners = new OwnerTable(OwnerTable.create(capacity));
     const isTap = 'tap' in opts.link;
     const link = isTap ? null : (opts.link as Link);
     this.link = link;
@@ -377,6 +381,7 @@ export class WorkerNic extends EventEmitter implements Nic {
       reachabilityIntervalMs: opts.reachabilityIntervalMs ?? 0,
       doorbell: sab,
       capture: this.captureWords ? (this.captureWords.buffer as SharedArrayBuffer) : undefined,
+      owners: this.owners.sab,
       link: link
         ? { kind: 'proxy', name: link.name, mtu: link.mtu, carrier: link.carrier }
         : { kind: 'tap', options: (opts.link as { tap: TapLinkOptions }).tap },
@@ -697,7 +702,7 @@ export class WorkerNic extends EventEmitter implements Nic {
   // ---- internals ----------------------------------------------------------------------------------
 
   /** @internal */
-  post(m: ToWorker, transfer?: ArrayBuffer[]): void {
+  post(m: ToWorker, transfer?: TransferListItem[]): void {
     if (this.deathCause !== null) return;
     this.worker.postMessage(m, transfer);
   }
@@ -855,6 +860,8 @@ export class WorkerNic extends EventEmitter implements Nic {
   private die(cause: WorkerDeath): void {
     if (this.deathCause !== null || this.closing) return;
     this.deathCause = cause;
+    // Its table no longer says where anything runs: the other workers send up to the host again.
+    this.owners.markDead();
     this.watchdog.disarm();
     this.linkCarrier = false;
     const e = new InvalidStateError(`NIC ${this.id} died (${cause.kind})`);

@@ -4,6 +4,7 @@ import { Counters } from '../core/counters.ts';
 import { InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
 import type { Link } from '../link/link.ts';
 import { type ConnKey, describeDeath, type Nic } from '../nic/nic.ts';
+import { peerWorkers } from '../nic/worker/peers.ts';
 import {
   type FailureCause,
   type FailureEvent,
@@ -191,6 +192,9 @@ export class Team extends EventEmitter {
       health.dead(d.detail, d.immediate, since);
     });
     nic.on('heartbeat', () => health.heartbeat());
+    // Frames of one member's connections that the switch delivers to another go straight across
+    // between worker threads, not through this thread (worker NICs only).
+    for (const other of this.slots) if (other.nic !== nic) peerWorkers(other.nic, nic);
     if (!this.slotUsable(this.slots[this.link.activeIndex] ?? null) && health.usable) this.setHostSlot(slot);
   }
 
