@@ -1,4 +1,4 @@
-import type { Worker } from 'node:worker_threads';
+import type { TransferListItem, Worker } from 'node:worker_threads';
 import { type Clock, RealClock, type Timer } from '../core/clock.ts';
 import { type ConnectionError, InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
 import type { Link } from '../link/link.ts';
@@ -32,6 +32,7 @@ import {
   type Transfer,
 } from './nic.ts';
 import { fromWireError, PortTransport, type WorkerNotice } from './transport.ts';
+import { OwnerTable } from './worker/owner-table.ts';
 import {
   BELL_READ,
   BELL_WANT_WRITABLE,
@@ -304,6 +305,8 @@ export class WorkerNic extends HostNic {
   private captureStarted = false;
   /** The worker's drain count as last reported to the team (see rxReadState). */
   private drainsSeen = 0;
+  /** The connections the worker runs, for the other workers of a team (worker/peers.ts). */
+  readonly owners: OwnerTable;
 
   constructor(opts: WorkerNicOptions) {
     if (!opts || typeof opts.id !== 'string') throw new InvalidArgumentError('WorkerNic needs an id');
@@ -324,6 +327,7 @@ export class WorkerNic extends HostNic {
     const captureWords = opts.capture ? new Int32Array(new SharedArrayBuffer(8)) : null;
     const link = 'tap' in opts.link ? null : opts.link;
     const tap = 'tap' in opts.link ? opts.link.tap : null;
+    const owners = new OwnerTable(OwnerTable.create(capacity));
     const boot: WorkerBoot = {
       id: opts.id,
       seed: opts.seed ?? 1,
@@ -333,6 +337,7 @@ export class WorkerNic extends HostNic {
       reachabilityIntervalMs: opts.reachabilityIntervalMs ?? 0,
       doorbell: sab,
       capture: captureWords ? (captureWords.buffer as SharedArrayBuffer) : undefined,
+      owners: owners.sab,
       link: link
         ? { kind: 'proxy', name: link.name, mtu: link.mtu, carrier: link.carrier }
         : { kind: 'tap', options: tap },
@@ -357,6 +362,7 @@ export class WorkerNic extends HostNic {
       port,
     );
     self = this;
+    this.owners = owners;
     this.port = port;
     this.worker = worker;
     this.deadAfterMs = deadAfterMs;
@@ -650,7 +656,7 @@ export class WorkerNic extends HostNic {
   // ---- internals ----------------------------------------------------------------------------------
 
   /** @internal */
-  post(m: ToWorker, transfer?: ArrayBuffer[]): void {
+  post(m: ToWorker, transfer?: TransferListItem[]): void {
     if (this.death !== null) return;
     this.worker.postMessage(m, transfer);
   }
@@ -796,6 +802,8 @@ export class WorkerNic extends HostNic {
     // A worker stopped by close() exits: that is no death.
     if (this.closed) return;
     super.die(cause, (e) => {
+      // Its table no longer says where anything runs: the other workers send up to the host again.
+      this.owners.markDead();
       this.watchdog.disarm();
       this.linkCarrier = false;
       for (const w of this.readyWaiters.splice(0)) w.reject(e);

@@ -41,8 +41,18 @@ export function makePolicy(p: Partial<OffloadPolicy> | undefined): OffloadPolicy
 }
 
 /**
+ * Connections handed to one offload at most. Every connection of a transfer is frozen until the
+ * whole transfer is done, and its synchronous steps hold the host's thread: against the kernel, a
+ * thousand connects in two seconds once piled up 465 ready connections, whose one transfer (each
+ * carrying the HTTP body already written into its send buffer) froze them all for 2.2 s and the
+ * main thread with them. Those beyond the cap wait for the next scan, which follows at once; they
+ * run in the host meanwhile, not frozen.
+ */
+export const POLICY_BATCH = 64;
+
+/**
  * Looks at the host's connections every `scanIntervalMs` and hands those the policy finds ready
- * to `offload`; the next scan waits for that offload to finish.
+ * to `offload`, at most POLICY_BATCH at a time; the next scan waits for that offload to finish.
  */
 export class PolicyScanner {
   private readonly firstSeen = new Map<TcpConnection, number>();
@@ -87,14 +97,15 @@ export class PolicyScanner {
       if (p.mode === 'immediate' || now - first >= p.minAgeMs || bytes >= p.minBytes) ready.push(conn);
     }
     for (const c of this.firstSeen.keys()) if (!seen.has(c)) this.firstSeen.delete(c);
+    const more = ready.length > POLICY_BATCH;
     const next = (): void => {
-      if (!this.stopped) this.timer?.arm(p.scanIntervalMs);
+      if (!this.stopped) this.timer?.arm(more ? 0 : p.scanIntervalMs);
     };
     if (ready.length === 0) {
       next();
       return;
     }
-    this.offload(ready).then(next, (e) => {
+    this.offload(more ? ready.slice(0, POLICY_BATCH) : ready).then(next, (e) => {
       this.onError(e);
       next();
     });

@@ -49,6 +49,11 @@ export class ManagerOffloader implements TeamOffloader {
     return this.result(await this.manager.recover(from, to ?? 'host', keys));
   }
 
+  async settled(): Promise<void> {
+    // Transfers run one at a time: an empty one ends after every one queued before it.
+    await this.manager.offload([]);
+  }
+
   private result(r: TransferReport): MoveResult {
     const inHost: ConnKey[] = [];
     const lost: ConnKey[] = [];

@@ -4,6 +4,7 @@ import { Counters } from '../core/counters.ts';
 import { InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
 import type { Link } from '../link/link.ts';
 import { type ConnKey, describeDeath, type Nic } from '../nic/nic.ts';
+import { peerWorkers } from '../nic/worker/peers.ts';
 import {
   type FailureCause,
   type FailureEvent,
@@ -44,6 +45,8 @@ export interface TeamOffloader {
   offload(keys: ConnKey[], to: Nic): Promise<MoveResult>;
   /** The NIC is gone or lied: rebuild from the hard state it left, on `to` or (null) in the host. */
   recover(keys: ConnKey[], from: Nic, to: Nic | null): Promise<MoveResult>;
+  /** Resolves once the transfers already under way (the offload policy's, say) are done. */
+  settled?(): Promise<void>;
 }
 
 export interface TeamMember {
@@ -191,6 +194,9 @@ export class Team extends EventEmitter {
       health.dead(d.detail, d.immediate, since);
     });
     nic.on('heartbeat', () => health.heartbeat());
+    // Frames of one member's connections that the switch delivers to another go straight across
+    // between worker threads, not through this thread (worker NICs only).
+    for (const other of this.slots) if (other.nic !== nic) peerWorkers(other.nic, nic);
     if (!this.slotUsable(this.slots[this.link.activeIndex] ?? null) && health.usable) this.setHostSlot(slot);
   }
 
@@ -304,29 +310,25 @@ export class Team extends EventEmitter {
       detail: ev.detail,
     };
     if (o !== null) {
-      const keys = o.connectionsOn(slot.nic);
-      rec.connections = keys.length;
       const dead = ev.cause === 'dead';
       const to = new Set<string>();
-      for (let i = 0; i < keys.length; i += this.batchSize) {
-        const batch = keys.slice(i, i + this.batchSize);
-        const target = this.pick();
-        // A member recovered meanwhile is not a reason to keep what failed.
+      // An offload to this member that began before it failed (the policy's, say) completes
+      // first, since transfers run one at a time, and lands after the list was taken: look again
+      // once a round is done, or those connections stay on the failed member.
+      let keys = o.connectionsOn(slot.nic);
+      let late = false;
+      for (let round = 0; round < FAILOVER_ROUNDS; round++) {
+        if (keys.length > 0) {
+          if (late) this.counters.inc('team.failover.late', keys.length);
+          rec.connections += keys.length;
+          await this.moveOff(slot, keys, dead, rec, to);
+        } else if (round === 0) {
+          // Nothing here yet, but a transfer under way may still put connections here.
+          await o.settled?.();
+        } else break;
         if (!dead && slot.health.usable) break;
-        let r: MoveResult;
-        if (dead) r = await o.recover(batch, slot.nic, target);
-        else if (target !== null) r = await o.move(batch, slot.nic, target);
-        else r = await o.upload(batch, slot.nic);
-        const moved = target === null ? r.moved.concat(r.inHost) : r.moved;
-        const inHost = target === null ? moved : r.inHost;
-        for (const k of inHost) this.waitingInHost.set(id(k), k);
-        if (r.moved.length > 0) to.add(target === null ? 'host' : target.id);
-        if (r.inHost.length > 0) to.add('host');
-        rec.lost += r.lost.length;
-        if (r.inHost.length > 0 && target !== null)
-          this.counters.inc('team.failover.to-host', r.inHost.length);
-        if (this.failback && !dead)
-          for (const k of moved) if (!this.home.has(id(k))) this.home.set(id(k), { key: k, nic: slot.nic });
+        late = true;
+        keys = o.connectionsOn(slot.nic);
       }
       rec.to = [...to];
     }
@@ -334,6 +336,30 @@ export class Team extends EventEmitter {
     this.failovers.push(rec);
     this.counters.inc('team.failover');
     this.emit('failover', rec);
+  }
+
+  /** Move `keys` off the failed member in batches, to the least loaded usable one or the host. */
+  private async moveOff(slot: Slot, keys: ConnKey[], dead: boolean, rec: FailoverRecord, to: Set<string>) {
+    const o = this.offloader!;
+    for (let i = 0; i < keys.length; i += this.batchSize) {
+      const batch = keys.slice(i, i + this.batchSize);
+      const target = this.pick();
+      // A member recovered meanwhile is not a reason to keep what failed.
+      if (!dead && slot.health.usable) break;
+      let r: MoveResult;
+      if (dead) r = await o.recover(batch, slot.nic, target);
+      else if (target !== null) r = await o.move(batch, slot.nic, target);
+      else r = await o.upload(batch, slot.nic);
+      const moved = target === null ? r.moved.concat(r.inHost) : r.moved;
+      const inHost = target === null ? moved : r.inHost;
+      for (const k of inHost) this.waitingInHost.set(id(k), k);
+      if (r.moved.length > 0) to.add(target === null ? 'host' : target.id);
+      if (r.inHost.length > 0) to.add('host');
+      rec.lost += r.lost.length;
+      if (r.inHost.length > 0 && target !== null) this.counters.inc('team.failover.to-host', r.inHost.length);
+      if (this.failback && !dead)
+        for (const k of moved) if (!this.home.has(id(k))) this.home.set(id(k), { key: k, nic: slot.nic });
+    }
   }
 
   /**
@@ -399,6 +425,12 @@ export class Team extends EventEmitter {
     }
   }
 }
+
+/**
+ * Rounds of a failover: the first moves what the member held when it failed, the next what
+ * transfers already under way when it failed put there afterwards.
+ */
+const FAILOVER_ROUNDS = 4;
 
 function id(k: ConnKey): string {
   return `${k.localIp >>> 0}:${k.localPort}>${k.remoteIp >>> 0}:${k.remotePort}`;

@@ -8,6 +8,7 @@ import {
   type Nic,
   type Transfer,
 } from '../../src/nic/nic.ts';
+import { POLICY_BATCH } from '../../src/offload/policy.ts';
 import { buildTrees, flattenTrees } from '../../src/state/offload-tree.ts';
 import { decodeBatch, encodeBatch, STATE_CODEC_LAYOUT } from '../../src/state/state-codec.ts';
 import type { TcpState } from '../../src/state/tcp-state.ts';
@@ -241,6 +242,25 @@ describe('offload through LocalNics', () => {
     await net.sleep(120);
     assert.equal(host.offload.offloadedCount, 5);
     assert.equal(keysOf(p).length, 0, 'no stream is left in the host');
+    assert.equal(await st.done, 0);
+    net.close();
+  });
+
+  test('policy: many ready at once go in transfers of at most POLICY_BATCH, one after the other', async () => {
+    const p = offloadPair(17, { policy: { mode: 'after', minAgeMs: 50, minBytes: 1e9, scanIntervalMs: 10 } });
+    const { net, host } = p;
+    const sizes: number[] = [];
+    const m = host.offload;
+    const offload = m.offload.bind(m);
+    m.offload = (conns, nic, opts) => {
+      if (Array.isArray(conns)) sizes.push(conns.length);
+      return offload(conns, nic, opts);
+    };
+    const n = POLICY_BATCH * 2 + 20;
+    const st = await startStreams(p, n, 30_000, 1000, 10);
+    await net.sleep(200);
+    assert.equal(m.offloadedCount, n, 'every one offloaded in the end');
+    assert.deepEqual(sizes, [POLICY_BATCH, POLICY_BATCH, 20], 'in batches of at most POLICY_BATCH');
     assert.equal(await st.done, 0);
     net.close();
   });

@@ -23,11 +23,26 @@ import {
 } from '../../stack/tcp/tcp-drive.ts';
 import type { TcpUser } from '../../stack/tcp/tcp-types.ts';
 import { ByteRing } from '../../state/byte-ring.ts';
-import { ethL3Offset, ipv4HeaderLen, ipv4TotalLen, tcpSeq, tcpSeqLen } from '../../wire/fields.ts';
+import {
+  ethIpv4Offset,
+  ethL3Offset,
+  ipv4Dst,
+  ipv4HeaderLen,
+  ipv4IsFragment,
+  ipv4Proto,
+  ipv4Src,
+  ipv4TotalLen,
+  l4DstPort,
+  l4SrcPort,
+  tcpSeq,
+  tcpSeqLen,
+} from '../../wire/fields.ts';
+import { IpProto } from '../../wire/ipv4.ts';
 import { allocConnBlock, type ConnBlockRef, connRingCapacities, HardStateRecord } from '../hard-state.ts';
 import { type ConnKey, connKeyId, type InitiateResult } from '../nic.ts';
 import { NicEngine } from '../nic-engine.ts';
 import { ConnIndex } from './conn-index.ts';
+import { OwnerTable } from './owner-table.ts';
 import {
   BELL_READ,
   BELL_WANT_WRITABLE,
@@ -53,6 +68,7 @@ import {
   type FromWorker,
   forEachFrame,
   type InstalledConn,
+  type PeerMessage,
   type ToWorker,
   unhandled,
   type WireError,
@@ -81,6 +97,13 @@ function wireError(e: unknown): WireError {
 }
 
 // ---- the link ------------------------------------------------------------------------------------
+
+/**
+ * The engine's receive handler, as installed on the link: frames another worker of the team sends
+ * here run through it as if this link had received them (without counting as the link's own
+ * proof of life).
+ */
+let runHere: ((frame: Uint8Array, info?: RxOffloadInfo) => void) | null = null;
 
 /** The worker's face of a main-thread link: frames cross in batches. */
 class ProxyLink implements Link {
@@ -111,6 +134,7 @@ class ProxyLink implements Link {
   }
   onFrame(handler: (frame: Uint8Array) => void): void {
     this.handler = handler;
+    runHere = handler;
   }
   onCarrier(handler: (up: boolean) => void): void {
     this.carrierHandler = handler;
@@ -144,6 +168,7 @@ class ObservedLink extends LinkWrapper {
     return this.inner.sendGso!(frame, o);
   }
   override onFrame(handler: (frame: Uint8Array, info?: RxOffloadInfo) => void): void {
+    runHere = handler;
     this.inner.onFrame((frame, info) => {
       Atomics.add(db, DB_RX, 1);
       progress();
@@ -229,6 +254,8 @@ const byKey = new Map<string, Slot>();
 const connIndex = new ConnIndex<Slot>();
 const touched = new Set<Slot>();
 const db = new Int32Array(boot.doorbell);
+/** The connections run here, for the other workers of the team to read (see owner-table.ts). */
+const owners = boot.owners ? new OwnerTable(boot.owners) : null;
 
 /**
  * Proof of life for the watchdog on the main thread: bumped by the heartbeat timer and before each
@@ -337,6 +364,7 @@ function install(conn: TcpConnection, given: ConnBlockRef | undefined): Installe
   slots[index] = slot;
   byKey.set(connKeyId(key), slot);
   connIndex.add(slot);
+  owners?.add(key.localIp, key.localPort, key.remoteIp, key.remotePort);
   // A stale doorbell bit from the slot's previous tenant must not reach this one.
   Atomics.store(db, flagsAt + index, 0);
   conn.user = new RemoteUser(slot);
@@ -350,6 +378,8 @@ function free(slot: Slot): void {
   freeSlots.push(slot.index);
   byKey.delete(connKeyId(slot.key));
   connIndex.remove(slot);
+  const k = slot.key;
+  owners?.remove(k.localIp, k.localPort, k.remoteIp, k.remotePort);
   touched.delete(slot);
 }
 
@@ -443,7 +473,9 @@ const engine = new NicEngine({
   random: new SeededRandom(boot.seed),
   capacity: boot.capacity,
   reachabilityIntervalMs: boot.reachabilityIntervalMs,
-  toHost: (frame) => upBatch.push(frame),
+  toHost: (frame) => {
+    if (!toPeer(frame)) upBatch.push(frame);
+  },
   hostCarrier: (up) => post({ t: 'host-carrier', up }),
   indicate: (...ind) => {
     if (ind[0] === 'closed') {
@@ -517,6 +549,88 @@ function publishAhead(frame: Uint8Array): void {
   writeRecord(slot);
   d.sndMax = kept;
   touched.add(slot);
+}
+
+// ---- the other workers of the team -----------------------------------------------------------------
+
+interface Peer {
+  id: string;
+  owners: OwnerTable;
+  port: MessagePort;
+  out: FrameBatcher;
+}
+
+const peers: Peer[] = [];
+/** Set while a frame from a peer runs: one that is not ours after all goes up, never back out. */
+let fromPeer = false;
+
+/**
+ * A frame the engine passes up (not for a connection run here): if it is a TCP segment of a
+ * connection another worker of the team lists, send it there directly, one copy and no hop through
+ * the main thread, instead of up to the host, whose placeholder would forward it down again later
+ * and out of order. Fragments go up (the host reassembles), and so does anything no peer claims:
+ * the host's own connections, listeners, connections between owners (no one lists them then, and
+ * the host's placeholder holds their segments for the new owner).
+ */
+function toPeer(frame: Uint8Array): boolean {
+  if (peers.length === 0 || frame.length < 54) return false;
+  if (fromPeer) {
+    engine.counters.inc('nic.forward.bounced');
+    return false;
+  }
+  const ip = ethIpv4Offset(frame);
+  if (ip < 0 || ipv4Proto(frame, ip) !== IpProto.TCP || ipv4IsFragment(frame, ip)) return false;
+  const t = ip + ipv4HeaderLen(frame, ip);
+  if (frame.length < t + 4) return false;
+  const src = ipv4Src(frame, ip);
+  const dst = ipv4Dst(frame, ip);
+  const sport = l4SrcPort(frame, t);
+  const dport = l4DstPort(frame, t);
+  for (let i = 0; i < peers.length; i++) {
+    const p = peers[i]!;
+    if (!p.owners.has(dst, dport, src, sport)) continue;
+    p.out.push(frame);
+    engine.counters.inc('nic.forward.direct');
+    return true;
+  }
+  engine.counters.inc('nic.forward.host');
+  return false;
+}
+
+function addPeer(m: Extract<ToWorker, { t: 'peer' }>): void {
+  const port = m.port;
+  const p: Peer = {
+    id: m.id,
+    owners: new OwnerTable(m.owners),
+    port,
+    out: new FrameBatcher(
+      (buf, len) => port.postMessage({ t: 'fwd', buf, len } satisfies PeerMessage, [buf]),
+      (cb) => clock.defer(cb),
+    ),
+  };
+  peers.push(p);
+  port.on('message', (msg: PeerMessage) => {
+    progress();
+    if (closed || msg.t !== 'fwd') return;
+    const run = runHere;
+    forEachFrame(msg.buf, msg.len, (frame) => {
+      progress();
+      engine.counters.inc('nic.forward.received');
+      noteFrame(frame);
+      fromPeer = true;
+      try {
+        run?.(frame);
+      } finally {
+        fromPeer = false;
+      }
+    });
+    drainDoorbell(BELL_BUDGET);
+  });
+  // A peer that closed its end (its worker stopped) is forgotten.
+  port.on('close', () => {
+    const at = peers.indexOf(p);
+    if (at >= 0) peers.splice(at, 1);
+  });
 }
 
 function handleRequest(id: number, r: WorkerRequest): void {
@@ -669,18 +783,26 @@ port.on('message', (m: ToWorker) => {
     case 'inject':
       engine.inject(m.packets);
       return;
+    case 'peer':
+      addPeer(m);
+      return;
     case 'stall':
       // Nothing runs meanwhile: no heartbeat, no frames, no timers. Only its silence tells.
       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, m.ms);
       return;
     case 'close':
       closed = true;
+      owners?.markDead();
       engine.close();
       for (const s of slots) if (s) writeRecord(s);
       proxy?.flush();
       upBatch.flush();
       flushEvents();
       capturePipe?.close();
+      for (const p of peers.splice(0)) {
+        p.out.flush();
+        p.port.close();
+      }
       post({ t: 'closed' });
       return;
     default:

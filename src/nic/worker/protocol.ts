@@ -1,3 +1,4 @@
+import type { MessagePort } from 'node:worker_threads';
 import { ChimneyError } from '../../core/errors.ts';
 import type { ConnBlockRef } from '../hard-state.ts';
 import type {
@@ -39,6 +40,11 @@ export interface WorkerBoot {
    * the main thread subtracts), [CAP_DROPPED] frames left out because that passed CAP_LIMIT.
    */
   capture?: SharedArrayBuffer;
+  /**
+   * The worker's owner table (owner-table.ts): it lists there every connection it runs, so the other
+   * workers of its team send it that connection's frames directly ('peer' below).
+   */
+  owners?: SharedArrayBuffer;
 }
 
 export const CAP_IN_FLIGHT = 0;
@@ -187,6 +193,12 @@ export type ToWorker =
       ms?: number;
     }
   | { t: 'inject'; packets: Uint8Array[] }
+  /**
+   * Another worker of the same team: its owner table, and one end of a channel between the two.
+   * Frames that arrive here for a connection it lists go to it over the channel ('fwd' batches)
+   * instead of up to the main thread; frames it sends here are run as if received on this link.
+   */
+  | { t: 'peer'; id: string; port: MessagePort; owners: SharedArrayBuffer }
   | { t: 'close' }
   /** Tests: block the worker's thread for `ms`, as a wedged NIC would. */
   | { t: 'stall'; ms: number };
@@ -424,6 +436,9 @@ export function checkFromWorker(
 }
 
 export type InitiateReply = InitiateResult;
+
+/** What crosses the channel between two workers of a team: frames of each other's connections. */
+export type PeerMessage = { t: 'fwd'; buf: ArrayBuffer; len: number };
 
 // ---- frame batches -------------------------------------------------------------------------------
 

@@ -1,0 +1,214 @@
+/*
+ * Which connections a worker runs, in shared memory, so that another worker of the same team can
+ * tell, per frame and without asking the main thread, that a segment it received belongs there.
+ *
+ * With one MAC on several ports the switch delivers to whichever member sent last, so a segment of
+ * a connection run by worker A often arrives at worker B. B looks the four-tuple up in every other
+ * member's table and hands the frame straight to the worker that claims it (issue 10 item 6).
+ *
+ * One writer: the worker that owns the table, which adds a connection when it installs it and
+ * removes it when it frees it (terminate, close). Readers are the other workers. An answer is a
+ * hint, never the authority: the receiving worker runs the frame only if its own TCP layer holds
+ * the four-tuple and otherwise passes it up to the host, as before. So a reader that races a write
+ * (a half-written key, a compaction) may answer wrongly at the cost of one detour through the host,
+ * and nothing is lost. A reader that sees the table being rebuilt, or any doubt, answers "no".
+ *
+ * Layout, Int32 words: [version, dead, live, used], then entries of [state, localIp, remoteIp,
+ * localPort << 16 | remotePort]. `version` is odd while the writer compacts; `dead` is set by the
+ * host when the worker is gone (its table then says nothing). Open addressing with linear probing;
+ * a removed entry leaves a tombstone unless the probe chain ends right after it.
+ *
+ * IPv4 four-tuples only, like the worker's connections today; IPv6 would take a wider entry.
+ */
+
+const V = 0;
+const DEAD = 1;
+const LIVE = 2;
+const USED = 3;
+const HEADER = 4;
+const ENTRY = 4;
+
+const S_EMPTY = 0;
+const S_LIVE = 1;
+const S_GONE = 2;
+
+/** Longest probe a reader makes before answering "no" (the writer keeps chains far shorter). */
+const MAX_PROBE = 256;
+
+function entriesFor(capacity: number): number {
+  const want = Math.max(64, Math.min(capacity, 1 << 18) * 2);
+  let n = 64;
+  while (n < want) n *= 2;
+  return n;
+}
+
+function hash(localIp: number, remoteIp: number, ports: number): number {
+  let h = Math.imul(localIp ^ Math.imul(remoteIp, 0x9e3779b1) ^ Math.imul(ports, 0x85ebca6b), 0xc2b2ae35);
+  h ^= h >>> 15;
+  h = Math.imul(h, 0x2c1b3c6d);
+  return h ^ (h >>> 12);
+}
+
+export class OwnerTable {
+  private readonly w: Int32Array;
+  private readonly mask: number;
+
+  /** Shared memory for a table sized for `capacity` connections (at most 2^18 are tracked). */
+  static create(capacity: number): SharedArrayBuffer {
+    return new SharedArrayBuffer((HEADER + entriesFor(capacity) * ENTRY) * 4);
+  }
+
+  constructor(readonly sab: SharedArrayBuffer) {
+    this.w = new Int32Array(sab);
+    const n = (this.w.length - HEADER) / ENTRY;
+    if (!Number.isInteger(n) || n < 1 || (n & (n - 1)) !== 0) throw new RangeError('not an owner table');
+    this.mask = n - 1;
+  }
+
+  /** The worker is gone: readers ignore the table from now on. */
+  markDead(): void {
+    Atomics.store(this.w, DEAD, 1);
+  }
+
+  get dead(): boolean {
+    return Atomics.load(this.w, DEAD) !== 0;
+  }
+
+  /** Connections listed. */
+  get size(): number {
+    return Atomics.load(this.w, LIVE);
+  }
+
+  // ---- the writer --------------------------------------------------------------------------------
+
+  /** List a connection (the owner only). False when the table is full: frames then take the host path. */
+  add(localIp: number, localPort: number, remoteIp: number, remotePort: number): boolean {
+    const w = this.w;
+    const li = localIp | 0;
+    const ri = remoteIp | 0;
+    const pp = (localPort << 16) | remotePort | 0;
+    const n = this.mask + 1;
+    if (this.find(li, ri, pp) >= 0) return true;
+    if (Atomics.load(w, USED) + 1 > (n * 3) >>> 2) {
+      if (Atomics.load(w, USED) === Atomics.load(w, LIVE)) return false;
+      this.compact();
+      if (Atomics.load(w, LIVE) + 1 > (n * 3) >>> 2) return false;
+    }
+    let i = hash(li, ri, pp) & this.mask;
+    for (;;) {
+      const at = HEADER + i * ENTRY;
+      const s = Atomics.load(w, at);
+      if (s !== S_LIVE) {
+        // Key first, then the state: a reader that sees LIVE reads this key (or, racing a reuse,
+        // a mixture that at worst sends one frame the wrong way).
+        Atomics.store(w, at + 1, li);
+        Atomics.store(w, at + 2, ri);
+        Atomics.store(w, at + 3, pp);
+        Atomics.store(w, at, S_LIVE);
+        if (s === S_EMPTY) Atomics.add(w, USED, 1);
+        Atomics.add(w, LIVE, 1);
+        return true;
+      }
+      i = (i + 1) & this.mask;
+    }
+  }
+
+  /** Take a connection off the list (the owner only). */
+  remove(localIp: number, localPort: number, remoteIp: number, remotePort: number): void {
+    const w = this.w;
+    const i = this.find(localIp | 0, remoteIp | 0, (localPort << 16) | remotePort | 0);
+    if (i < 0) return;
+    Atomics.add(w, LIVE, -1);
+    const next = HEADER + ((i + 1) & this.mask) * ENTRY;
+    if (Atomics.load(w, next) !== S_EMPTY) {
+      Atomics.store(w, HEADER + i * ENTRY, S_GONE);
+      return;
+    }
+    // The chain ends here: this entry and the tombstones before it become empty again.
+    let j = i;
+    for (;;) {
+      Atomics.store(w, HEADER + j * ENTRY, S_EMPTY);
+      Atomics.add(w, USED, -1);
+      j = (j - 1) & this.mask;
+      if (Atomics.load(w, HEADER + j * ENTRY) !== S_GONE) break;
+    }
+  }
+
+  /** Forget every connection (the owner only). */
+  clear(): void {
+    const w = this.w;
+    Atomics.add(w, V, 1);
+    w.fill(0, HEADER);
+    Atomics.store(w, LIVE, 0);
+    Atomics.store(w, USED, 0);
+    Atomics.add(w, V, 1);
+  }
+
+  private find(li: number, ri: number, pp: number): number {
+    const w = this.w;
+    let i = hash(li, ri, pp) & this.mask;
+    for (let k = 0; k <= this.mask; k++) {
+      const at = HEADER + i * ENTRY;
+      const s = w[at];
+      if (s === S_EMPTY) return -1;
+      if (s === S_LIVE && w[at + 1] === li && w[at + 2] === ri && w[at + 3] === pp) return i;
+      i = (i + 1) & this.mask;
+    }
+    return -1;
+  }
+
+  /** Rebuild without tombstones; readers meanwhile see an odd version and answer "no". */
+  private compact(): void {
+    const w = this.w;
+    const keep: number[] = [];
+    for (let i = 0; i <= this.mask; i++) {
+      const at = HEADER + i * ENTRY;
+      if (w[at] === S_LIVE) keep.push(w[at + 1]!, w[at + 2]!, w[at + 3]!);
+    }
+    Atomics.add(w, V, 1);
+    w.fill(0, HEADER);
+    for (let k = 0; k < keep.length; k += 3) {
+      let i = hash(keep[k]!, keep[k + 1]!, keep[k + 2]!) & this.mask;
+      while (w[HEADER + i * ENTRY] !== S_EMPTY) i = (i + 1) & this.mask;
+      const at = HEADER + i * ENTRY;
+      w[at + 1] = keep[k]!;
+      w[at + 2] = keep[k + 1]!;
+      w[at + 3] = keep[k + 2]!;
+      w[at] = S_LIVE;
+    }
+    Atomics.store(w, LIVE, keep.length / 3);
+    Atomics.store(w, USED, keep.length / 3);
+    Atomics.add(w, V, 1);
+  }
+
+  // ---- readers -----------------------------------------------------------------------------------
+
+  /** Whether the owner lists this connection now (a hint: see the file's comment). */
+  has(localIp: number, localPort: number, remoteIp: number, remotePort: number): boolean {
+    const w = this.w;
+    if (Atomics.load(w, DEAD) !== 0) return false;
+    const v = Atomics.load(w, V);
+    if ((v & 1) !== 0) return false;
+    const li = localIp | 0;
+    const ri = remoteIp | 0;
+    const pp = (localPort << 16) | remotePort | 0;
+    let i = hash(li, ri, pp) & this.mask;
+    let found = false;
+    for (let k = 0; k < MAX_PROBE; k++) {
+      const at = HEADER + i * ENTRY;
+      const s = Atomics.load(w, at);
+      if (s === S_EMPTY) break;
+      if (
+        s === S_LIVE &&
+        Atomics.load(w, at + 1) === li &&
+        Atomics.load(w, at + 2) === ri &&
+        Atomics.load(w, at + 3) === pp
+      ) {
+        found = true;
+        break;
+      }
+      i = (i + 1) & this.mask;
+    }
+    return found && Atomics.load(w, V) === v;
+  }
+}

@@ -1,0 +1,75 @@
+/**
+ * Issue 10 item 6: with one MAC on two ports the switch delivers each segment to whichever member
+ * sent last, so many segments of a connection run by one WorkerNic arrive at the other. They must
+ * reach their owner directly, worker to worker, not through the host stack's placeholder on the
+ * main thread (slow, and out of order behind whatever the main thread is doing).
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { assertClean, CONNS, setup, startOffloaded } from './worker-team-helpers.ts';
+
+describe('team of WorkerNics: frames that arrive at the wrong member', () => {
+  test('go straight to the owning worker: none takes the host path while no connection moves', {
+    timeout: 60_000,
+  }, async (t) => {
+    const rig = await setup(t, { seed: 31 });
+    const { st } = await startOffloaded(rig, [CONNS / 2, CONNS / 2]);
+    // Segments passed up before the owners were installed may still be on their way to the host.
+    await rig.net.sleep(100);
+    const hostBefore = rig.stack.counters.get('tcp.frozen.forwarded');
+    const nicsBefore = await Promise.all(rig.nics.map((n) => n.counters()));
+    await assertClean(rig, st);
+    const nicsAfter = await Promise.all(rig.nics.map((n) => n.counters()));
+    const delta = (k: string): number[] => nicsAfter.map((c, i) => (c[k] ?? 0) - (nicsBefore[i]![k] ?? 0));
+    const direct = delta('nic.forward.direct');
+    const received = delta('nic.forward.received');
+    const why = JSON.stringify({ direct, received, bounced: delta('nic.forward.bounced') });
+    assert.equal(
+      rig.stack.counters.get('tcp.frozen.forwarded') - hostBefore,
+      0,
+      `no segment of an offloaded, settled connection went through the host's placeholder: ${why}`,
+    );
+    // Both members send with the team MAC, so the switch's entry flaps and each member receives
+    // segments of the other's connections.
+    assert.ok(
+      direct.every((n) => n > 0),
+      `each member handed the other segments of its connections: ${why}`,
+    );
+    // Since the start, once the last ones crossed: the two snapshots above were not taken at one instant.
+    await rig.net.sleep(100);
+    const total = (await Promise.all(rig.nics.map((n) => n.counters()))).map((c) => [
+      c['nic.forward.direct'] ?? 0,
+      c['nic.forward.received'] ?? 0,
+    ]);
+    assert.equal(total[0]![0], total[1]![1], `every frame handed over arrived: ${JSON.stringify(total)}`);
+    assert.equal(total[1]![0], total[0]![1], `every frame handed over arrived: ${JSON.stringify(total)}`);
+    assert.equal(rig.team.failovers.length, 0, 'nothing failed meanwhile');
+  });
+
+  test('a frame for a connection its peer no longer runs goes up to the host, and is not lost', {
+    timeout: 60_000,
+  }, async (t) => {
+    const rig = await setup(t, { seed: 32 });
+    const nic0 = rig.nics[0]!;
+    const nic1 = rig.nics[1]!;
+    const { st, keys } = await startOffloaded(rig, [CONNS / 2, CONNS / 2]);
+    await rig.net.sleep(200);
+    // Moves back and forth while the switch keeps delivering to both: between owners no table
+    // lists a connection, and its segments take the host path to be held for the next owner.
+    const half = keys.slice(0, CONNS / 2);
+    for (let i = 0; i < 3; i++) {
+      const r1 = await rig.manager.move(half, nic0, nic1);
+      assert.equal(r1.refused.filter((r) => r.status !== 'closed').length, 0, JSON.stringify(r1.refused));
+      await rig.net.sleep(50);
+      const r0 = await rig.manager.move(half, nic1, nic0);
+      assert.equal(r0.refused.filter((r) => r.status !== 'closed').length, 0, JSON.stringify(r0.refused));
+      await rig.net.sleep(50);
+    }
+    await assertClean(rig, st);
+    const c = await Promise.all(rig.nics.map((n) => n.counters()));
+    assert.ok(
+      c.every((x) => (x['nic.forward.direct'] ?? 0) > 0),
+      'the direct path was used between the moves',
+    );
+  });
+});
