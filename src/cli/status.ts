@@ -114,9 +114,14 @@ export class StatusReporter {
       }
     }
     this.last = next;
-    const addresses = this.stack.interfaces.flatMap((i) =>
-      i.addresses.map((a) => `${formatIpv4(a.ip)}/${a.prefixLength}`),
-    );
+    const ip6 = this.stack.ip6;
+    const addresses = this.stack.interfaces.flatMap((i) => [
+      ...i.addresses.map((a) => `${formatIpv4(a.ip)}/${a.prefixLength}`),
+      // An IPv6 address is named with its state unless it is usable (DAD passed, not deprecated).
+      ...ip6
+        .addresses(i)
+        .map((a) => `${a.ip}/${a.prefixLength}${a.state === 'preferred' ? '' : ` (${a.state})`}`),
+    ]);
     const counters = Object.fromEntries(
       Object.entries(this.stack.counters.snapshot()).filter(
         ([k]) => k.startsWith('tcp.') || k.startsWith('drop.') || k.startsWith('team.'),
