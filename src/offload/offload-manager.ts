@@ -8,6 +8,7 @@ import {
   type NicIndications,
   type UploadReason,
 } from '../nic/nic.ts';
+import { TWO_32 } from '../stack/address-table.ts';
 import type { Stack } from '../stack/stack.ts';
 import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
 import { isOffloadable } from '../state/validate.ts';
@@ -324,6 +325,17 @@ export class OffloadManager extends EventEmitter {
       else throw new InvalidArgumentError('offload: not a connection or key');
       if (conn === undefined || !conn.linked) {
         if (isKey(x)) refused.push({ key: x, status: 'closed', reason: 'not running in the host' });
+        continue;
+      }
+      if (conn.state.const.remoteIp >= TWO_32) {
+        // The state codec and the NICs carry IPv4 connections only (issue 12 item 5): an IPv6
+        // connection stays in the host.
+        this.stack.counters.inc('offload.refused.ipv6');
+        refused.push({
+          key: keyOfConn(conn),
+          status: 'ineligible',
+          reason: 'IPv6 connections stay in the host',
+        });
         continue;
       }
       if (!isOffloadable(conn.state) || conn.listener !== null) {

@@ -9,6 +9,8 @@ import { LocalNic } from '../nic/local-nic.ts';
 import { NicGroupLink } from '../nic/nic-group-link.ts';
 import { OffloadManager, type OffloadPolicy } from '../offload/offload-manager.ts';
 import { Host } from '../socket/host.ts';
+import type { AddressTableOptions } from '../stack/address-table.ts';
+import type { Ipv6Options } from '../stack/ipv6.ts';
 import { Stack } from '../stack/stack.ts';
 import type { TcpCached } from '../state/tcp-state.ts';
 import { buildTeamHost, type TeamHost, type TeamHostOptions } from '../team/team-host.ts';
@@ -47,6 +49,12 @@ export interface SimHostOptions {
   offload?: boolean;
   /** Default TCP settings for this host's connections. */
   tcp?: Partial<TcpCached>;
+  /** IPv6 addresses with prefix length ('fd00::1/64'); the interface also gets its link-local one. */
+  ip6?: string | string[];
+  /** IPv6 settings (duplicate address detection, router solicitations, ...). */
+  ipv6?: Ipv6Options;
+  /** Bounds of the stack's table of IPv6 address handles. */
+  addresses?: AddressTableOptions;
 }
 
 /** One host on the simulated network: a Chimney stack on a switch port, with Node-shaped sockets. */
@@ -149,8 +157,16 @@ export class SimNetwork {
     let link: Link = port;
     if (this.trace) link = this.trace.wrap(link);
     if (this.pcap) link = capture(link, this.pcap);
-    const stack = new Stack({ clock: this.clock, random: this.random.fork(), name, tcp: opts.tcp });
-    stack.addInterface(link, { mac, ip: opts.ip, vlan: opts.vlan, name: 'eth0' });
+    const stack = new Stack({
+      clock: this.clock,
+      random: this.random.fork(),
+      name,
+      tcp: opts.tcp,
+      ipv6: opts.ipv6,
+      addresses: opts.addresses,
+    });
+    const ip6 = opts.ip6 === undefined ? [] : typeof opts.ip6 === 'string' ? [opts.ip6] : opts.ip6;
+    stack.addInterface(link, { mac, ip: [opts.ip, ...ip6], vlan: opts.vlan, name: 'eth0' });
     if (opts.gateway) stack.setDefaultGateway(opts.gateway);
     const host = new SimHost(stack, name, opts.ip.split('/')[0]!, port);
     this.hosts.push(host);

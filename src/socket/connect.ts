@@ -1,4 +1,5 @@
 import { ConnectionError, InvalidArgumentError } from '../core/errors.ts';
+import { ANY6 } from '../stack/address-table.ts';
 import type { TcpCached } from '../state/tcp-state.ts';
 import { parseIpv4 } from '../wire/addr.ts';
 import type { ServerHost } from './tcp-server.ts';
@@ -39,12 +40,24 @@ export function normalizeConnectArgs(
 /** Open a connection like net.connect; failures arrive as 'error' events, bad arguments throw. */
 export function connectSocket(host: ServerHost, opts: ConnectOptions, cb?: () => void): TcpSocket {
   const remotePort = checkPort(opts.port, 'port');
-  const remoteIp = parseIpv4(opts.host);
-  const localIp = opts.localAddress ? parseIpv4(opts.localAddress) : undefined;
+  if (typeof opts.host !== 'string') throw new InvalidArgumentError('connect needs a host address');
+  const addrs = host.addrs;
   const localPort = opts.localPort === undefined ? undefined : checkPort(opts.localPort, 'localPort');
+  // An IPv6 literal becomes a handle with a reference we hold until the connection holds its own.
+  const remoteIp = addrs ? addrs.parse(opts.host) : parseIpv4(opts.host);
+  let localIp: number | undefined;
   const socket = new TcpSocket(host, opts);
   if (cb) socket.once('connect', cb);
   try {
+    if (remoteIp === ANY6) throw new InvalidArgumentError(`connect: '${opts.host}' is not a unicast address`);
+    if (opts.localAddress) {
+      localIp = addrs ? addrs.parse(opts.localAddress) : parseIpv4(opts.localAddress);
+      if (localIp === ANY6) localIp = undefined;
+    }
+    if (remoteIp < 0 || (localIp !== undefined && localIp < 0)) {
+      // The table of IPv6 addresses is full: a new peer is refused like any lack of resources.
+      throw new ConnectionError('ENOBUFS', 'too many IPv6 addresses in use');
+    }
     const conn = host.tcp.connect({ remoteIp, remotePort, localIp, localPort, options: opts.tcp }, socket);
     socket._attachConnecting(conn);
   } catch (e) {
@@ -53,6 +66,9 @@ export function connectSocket(host: ServerHost, opts: ConnectOptions, cb?: () =>
       return socket;
     }
     throw e;
+  } finally {
+    addrs?.release(remoteIp);
+    if (localIp !== undefined) addrs?.release(localIp);
   }
   if (opts.noDelay) socket.setNoDelay(true);
   if (opts.keepAlive) socket.setKeepAlive(true, opts.keepAliveInitialDelay ?? 0);

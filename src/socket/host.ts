@@ -18,6 +18,12 @@ export class Host {
   get tcp() {
     return this.stack.tcp;
   }
+  get addrs() {
+    return this.stack.addrs;
+  }
+  hasIpv6(): boolean {
+    return this.stack.interfaces.some((i) => this.stack.ip6.enabled(i));
+  }
   get udp() {
     return this.stack.udp;
   }
@@ -39,8 +45,9 @@ export class Host {
     return new TcpServer(this, a ?? {}, b);
   }
 
-  createUdpSocket(): UdpSocket {
-    return new UdpSocket(this);
+  /** Like dgram.createSocket: 'udp4' (default) or 'udp6'. */
+  createUdpSocket(type: 'udp4' | 'udp6' = 'udp4'): UdpSocket {
+    return new UdpSocket(this, type);
   }
 
   /** ICMP echo to `ip`; resolves with the round-trip time. */

@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { AddressInUseError, InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
+import { ANY6, TWO_32 } from '../stack/address-table.ts';
 import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
 import type { TcpLayer, TcpListener } from '../stack/tcp/tcp-layer.ts';
 import type { TcpCached } from '../state/tcp-state.ts';
@@ -8,12 +9,16 @@ import { type SocketHost, TcpSocket, type TcpSocketOptions } from './tcp-socket.
 
 export interface ServerHost extends SocketHost {
   readonly tcp: TcpLayer;
+  /** True when some interface runs IPv6: a listen without a host is then on `::` (dual stack), as in Node. */
+  hasIpv6?(): boolean;
 }
 
 export interface ListenOptions {
   port?: number;
   host?: string;
   backlog?: number;
+  /** With host '::': IPv6 only, no IPv4 connections (Node's ipv6Only). */
+  ipv6Only?: boolean;
 }
 
 export interface TcpServerOptions extends TcpSocketOptions {
@@ -57,11 +62,16 @@ export class TcpServer extends EventEmitter {
       throw new InvalidArgumentError(`port must be an integer 0-65535, got ${String(opts.port)}`);
     if (opts.backlog !== undefined && (!Number.isInteger(opts.backlog) || opts.backlog < 1))
       throw new InvalidArgumentError(`backlog must be a positive integer, got ${String(opts.backlog)}`);
-    const ip = opts.host && opts.host !== '0.0.0.0' ? parseIpv4(opts.host) : 0;
+    const addrs = this.host.addrs;
+    let ip: number;
+    if (!opts.host) ip = this.host.hasIpv6?.() === true ? ANY6 : 0;
+    else if (opts.host === '0.0.0.0') ip = 0;
+    else ip = addrs ? addrs.parse(opts.host) : parseIpv4(opts.host);
+    if (ip < 0) throw new InvalidStateError('too many IPv6 addresses in use');
     if (cb) this.once('listening', cb);
     try {
       this.listener = this.host.tcp.listen(
-        { ip, port: portNum, backlog: opts.backlog, options: this.opts.tcp },
+        { ip, port: portNum, backlog: opts.backlog, options: this.opts.tcp, v6Only: opts.ipv6Only === true },
         this.accept,
       );
     } catch (e) {
@@ -71,6 +81,9 @@ export class TcpServer extends EventEmitter {
         return this;
       }
       throw e;
+    } finally {
+      // The listener holds its own reference.
+      addrs?.release(ip);
     }
     this.closing = false;
     this.host.clock.defer(() => this.emit('listening'));
@@ -79,7 +92,10 @@ export class TcpServer extends EventEmitter {
 
   address(): { address: string; family: string; port: number } | null {
     if (!this.listener) return null;
-    return { address: formatIpv4(this.listener.ip), family: 'IPv4', port: this.listener.port };
+    const ip = this.listener.ip;
+    if (ip < TWO_32) return { address: formatIpv4(ip), family: 'IPv4', port: this.listener.port };
+    const address = this.host.addrs?.format(ip) ?? '::';
+    return { address, family: 'IPv6', port: this.listener.port };
   }
 
   /** Stop accepting; 'close' follows once every accepted connection has closed. */
@@ -120,6 +136,8 @@ export class TcpServer extends EventEmitter {
       allowHalfOpen: this.opts.allowHalfOpen,
       highWaterMark: this.opts.highWaterMark,
     });
+    // A `::` listener shows an IPv4 peer as ::ffff:a.b.c.d, as Node does.
+    socket._nameEnds(conn, this.listener?.ip === ANY6 && conn.remoteIp < TWO_32);
     socket._attachEstablished(conn);
     this.sockets.add(socket);
     socket.once('close', () => {

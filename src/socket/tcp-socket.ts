@@ -1,6 +1,7 @@
 import { Duplex } from 'node:stream';
 import type { Clock, Timer } from '../core/clock.ts';
 import { ConnectionError, InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
+import { type AddressTable, TWO_32 } from '../stack/address-table.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
 import { formatIpv4 } from '../wire/addr.ts';
 
@@ -16,6 +17,15 @@ export interface TcpSocketOptions {
 /** What a socket needs from the stack it lives on; kept narrow so the owner can change later. */
 export interface SocketHost {
   readonly clock: Clock;
+  /** The stack's address handles (absent: IPv4 only). */
+  readonly addrs?: AddressTable;
+}
+
+/** Text of a socket's two ends, fixed when it attaches (handles may be reused after the close). */
+interface EndNames {
+  local: string;
+  remote: string;
+  family: 'IPv4' | 'IPv6';
 }
 
 /**
@@ -28,6 +38,7 @@ export class TcpSocket extends Duplex implements TcpUser {
   private isMoving = false;
   private waitingForMove: (() => void)[] = [];
   private readonly host: SocketHost;
+  private names: EndNames | null = null;
   /** A write the connection could not take whole: the rest waits for onWritable. */
   private pendingChunk: Uint8Array | null = null;
   private pendingOffset = 0;
@@ -57,7 +68,24 @@ export class TcpSocket extends Duplex implements TcpUser {
   }
 
   /** @internal Attach an accepted (already established) connection. */
+  /**
+   * @internal Name both ends. `dualStack`: accepted by a `::` listener, so an IPv4 peer shows as
+   * ::ffff:a.b.c.d with family IPv6, as Node shows it.
+   */
+  _nameEnds(conn: ConnectionHandle, dualStack = false): void {
+    const addrs = this.host.addrs;
+    const v6 = conn.remoteIp >= TWO_32;
+    const fmt = (ip: number): string =>
+      ip >= TWO_32 && addrs ? addrs.format(ip) : dualStack ? `::ffff:${formatIpv4(ip)}` : formatIpv4(ip);
+    this.names = {
+      local: fmt(conn.localIp),
+      remote: fmt(conn.remoteIp),
+      family: v6 || dualStack ? 'IPv6' : 'IPv4',
+    };
+  }
+
   _attachEstablished(conn: ConnectionHandle): void {
+    if (!this.names) this._nameEnds(conn);
     this.conn = conn;
     conn.user = this;
     this.touch();
@@ -65,6 +93,7 @@ export class TcpSocket extends Duplex implements TcpUser {
 
   /** @internal Attach a connection whose active open is under way. */
   _attachConnecting(conn: ConnectionHandle): void {
+    if (!this.names) this._nameEnds(conn);
     this.conn = conn;
     conn.user = this;
     this._connecting = true;
@@ -136,16 +165,19 @@ export class TcpSocket extends Duplex implements TcpUser {
     return this._bytesWritten;
   }
   get remoteAddress(): string | undefined {
-    return this.conn ? formatIpv4(this.conn.remoteIp) : undefined;
+    return this.conn ? this.names?.remote : undefined;
   }
   get remotePort(): number | undefined {
     return this.conn?.remotePort;
   }
   get remoteFamily(): string | undefined {
-    return this.conn ? 'IPv4' : undefined;
+    return this.conn ? this.names?.family : undefined;
   }
   get localAddress(): string | undefined {
-    return this.conn ? formatIpv4(this.conn.localIp) : undefined;
+    return this.conn ? this.names?.local : undefined;
+  }
+  get localFamily(): string | undefined {
+    return this.conn ? this.names?.family : undefined;
   }
   get localPort(): number | undefined {
     return this.conn?.localPort;
@@ -156,7 +188,8 @@ export class TcpSocket extends Duplex implements TcpUser {
 
   address(): { address: string; family: string; port: number } | Record<string, never> {
     if (!this.conn) return {};
-    return { address: formatIpv4(this.conn.localIp), family: 'IPv4', port: this.conn.localPort };
+    const n = this.names;
+    return { address: n?.local ?? '', family: n?.family ?? 'IPv4', port: this.conn.localPort };
   }
 
   setNoDelay(noDelay = true): this {

@@ -1,28 +1,51 @@
 import { EventEmitter } from 'node:events';
 import type { Clock } from '../core/clock.ts';
 import { InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
+import { type AddressTable, TWO_32 } from '../stack/address-table.ts';
 import type { UdpBinding, UdpLayer } from '../stack/udp.ts';
 import { formatIpv4, parseIpv4 } from '../wire/addr.ts';
 
 export interface UdpHost {
   readonly clock: Clock;
   readonly udp: UdpLayer;
+  /** The stack's address handles (absent: IPv4 only). */
+  readonly addrs?: AddressTable;
 }
 
 export interface RemoteInfo {
   address: string;
-  family: 'IPv4';
+  family: 'IPv4' | 'IPv6';
   port: number;
   size: number;
 }
 
-/** Behaves like dgram.Socket ('udp4'): bind, send, 'message', 'listening', 'close', 'error'. */
+/**
+ * Behaves like dgram.Socket: bind, send, 'message', 'listening', 'close', 'error'. A 'udp6'
+ * socket binds to '::' by default and then takes IPv4 datagrams too, their sources shown as
+ * ::ffff:a.b.c.d with family IPv6, as Node shows them.
+ */
 export class UdpSocket extends EventEmitter {
   private binding: UdpBinding | null = null;
   private closed = false;
 
-  constructor(private readonly host: UdpHost) {
+  constructor(
+    private readonly host: UdpHost,
+    readonly type: 'udp4' | 'udp6' = 'udp4',
+  ) {
     super();
+    if (type !== 'udp4' && type !== 'udp6')
+      throw new InvalidArgumentError(`bad socket type '${String(type)}'`);
+  }
+
+  private format(ip: number): { address: string; family: 'IPv4' | 'IPv6' } {
+    if (ip >= TWO_32) return { address: this.host.addrs?.format(ip) ?? '::', family: 'IPv6' };
+    if (this.type === 'udp6') return { address: `::ffff:${formatIpv4(ip)}`, family: 'IPv6' };
+    return { address: formatIpv4(ip), family: 'IPv4' };
+  }
+
+  private checkFamily(address: string): void {
+    if (this.type === 'udp4' && address.includes(':'))
+      throw new InvalidArgumentError(`a udp4 socket takes IPv4 addresses only, not '${address}' (EINVAL)`);
   }
 
   bind(port = 0, address?: string | (() => void), cb?: () => void): this {
@@ -34,15 +57,17 @@ export class UdpSocket extends EventEmitter {
     if (this.binding) throw new InvalidStateError('socket is already bound');
     if (!Number.isInteger(port) || port < 0 || port > 65535)
       throw new InvalidArgumentError(`port must be an integer 0-65535, got ${port}`);
-    const ip = address && address !== '0.0.0.0' ? parseIpv4(address) : 0;
+    const text = address || (this.type === 'udp6' ? '::' : '0.0.0.0');
+    this.checkFamily(text);
+    const ip = text === '0.0.0.0' ? 0 : this.host.addrs ? text : parseIpv4(text);
     if (cb) this.once('listening', cb);
     try {
       this.binding = this.host.udp.bind(
         { ip, port },
+        // Formatted now: an IPv6 source's handle is only valid during the call.
         (data, rinfo) =>
           this.emit('message', Buffer.from(data.buffer, data.byteOffset, data.byteLength), {
-            address: formatIpv4(rinfo.address),
-            family: 'IPv4',
+            ...this.format(rinfo.address),
             port: rinfo.port,
             size: data.byteLength,
           } satisfies RemoteInfo),
@@ -65,7 +90,9 @@ export class UdpSocket extends EventEmitter {
     if (this.closed) throw new InvalidStateError('socket is closed');
     if (!Number.isInteger(port) || port < 1 || port > 65535)
       throw new InvalidArgumentError(`port must be an integer 1-65535, got ${port}`);
-    const ip = parseIpv4(address);
+    if (typeof address !== 'string') throw new InvalidArgumentError('send needs an address');
+    this.checkFamily(address);
+    const ip = this.host.addrs ? address : parseIpv4(address);
     const data = typeof msg === 'string' ? Buffer.from(msg) : msg;
     if (!this.binding) this.bind(0);
     const ok = this.binding?.send(data, port, ip) ?? false;
@@ -75,9 +102,12 @@ export class UdpSocket extends EventEmitter {
       );
   }
 
-  address(): { address: string; family: 'IPv4'; port: number } {
+  address(): { address: string; family: 'IPv4' | 'IPv6'; port: number } {
     if (!this.binding) throw new InvalidStateError('socket is not bound');
-    return { address: formatIpv4(this.binding.localIp), family: 'IPv4', port: this.binding.localPort };
+    const ip = this.binding.localIp;
+    const { address, family } =
+      ip >= TWO_32 ? this.format(ip) : { address: formatIpv4(ip), family: 'IPv4' as const };
+    return { address, family, port: this.binding.localPort };
   }
 
   close(cb?: () => void): this {

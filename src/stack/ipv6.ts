@@ -1,7 +1,9 @@
 import type { Clock, Timer } from '../core/clock.ts';
 import type { Counters } from '../core/counters.ts';
 import { InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
+import type { RxOffloadInfo } from '../core/link.ts';
 import type { Random } from '../core/random.ts';
+import { createPathState, type PathState } from '../state/path-state.ts';
 import {
   copyIpv6,
   createIpv6,
@@ -16,10 +18,12 @@ import {
   linkLocalFromMac,
   parseIpv6,
   parseIpv6Cidr,
+  readU32,
   solicitedNodeAddress,
   writeInterfaceId,
   writeMac,
 } from '../wire/addr.ts';
+import { completePartialL4Checksum, l4Checksum6Ok } from '../wire/checksum.ts';
 import { EtherType } from '../wire/ethernet.ts';
 import {
   createIcmpv6Header,
@@ -51,8 +55,11 @@ import {
   type NdEncode,
   type NdMessage,
 } from '../wire/ndp.ts';
+import type { AddressTable } from './address-table.ts';
 import { decodeDropNames, type StackInterface } from './interface.ts';
+import type { IcmpErrorInfo } from './ip-sender.ts';
 import { type NeighborTable, positive, positiveInt } from './neighbor.ts';
+import { RxPacket } from './path.ts';
 import { Reassembler, type ReassemblyOptions } from './reassembly.ts';
 
 /*
@@ -64,8 +71,10 @@ import { Reassembler, type ReassemblyOptions } from './reassembly.ts';
  * and static routes. Neighbors live in the shared `NeighborTable` (`output6`, `learn6`); this layer
  * sends and validates the ND messages. ICMPv6 echo is answered; errors are generated as RFC 4443
  * 2.4 allows (never about an error, a multicast destination only for an unknown option whose type
- * asks for it) and share the ICMPv4 rate limit. TCP and UDP over IPv6, and fragment reassembly,
- * are not here yet: such packets are counted and dropped (UDP answered with port unreachable).
+ * asks for it) and share the ICMPv4 rate limit. TCP and UDP arrive here, are checksummed over
+ * the IPv6 pseudo-header and go up with their addresses as `AddressTable` handles; going down,
+ * the path layer hands a packet on an IPv6 path (`pathTo6`) to `commit6`, which writes the fixed
+ * header with the path's hop limit and traffic class and a flow label per four-tuple.
  */
 
 export interface Ipv6Options {
@@ -81,6 +90,8 @@ export interface Ipv6Options {
   hopLimit?: number;
   /** Fragment reassembly bounds (timeout default 60 s, RFC 8200 4.5). */
   reassembly?: ReassemblyOptions;
+  /** IPv6 paths kept in the cache; the oldest beyond this is forgotten (default 8192). */
+  maxPaths?: number;
 }
 
 export type Ipv6AddressState = 'tentative' | 'preferred' | 'deprecated' | 'duplicate';
@@ -107,6 +118,18 @@ interface Addr {
   nonce: number;
   probes: number;
   readonly timer: Timer;
+  /** The address's handle in the AddressTable (one reference held while configured). */
+  readonly handle: number;
+}
+
+/** What the IPv6 layer keeps beside a path's state object. */
+interface V6Path {
+  readonly x: Ipv6Iface;
+  readonly nextHop: Uint8Array;
+  /** Keyed hash of the two addresses; a packet's flow label mixes its ports into it. */
+  readonly labelBase: number;
+  /** The remote address is one of ours: packets loop back. */
+  readonly loopback: boolean;
 }
 
 interface Router {
@@ -166,6 +189,16 @@ export interface Ipv6Context {
   neighbors: NeighborTable;
   /** The shared ICMP error budget: false when an error may not be sent now. */
   allowError(): boolean;
+  /** The stack's address handles (IPv4 u32, IPv6 interned). */
+  addrs: AddressTable;
+  /** A whole TCP or UDP packet for us; `rx.src`/`rx.dst` are handles, valid during the call. */
+  deliver(rx: RxPacket): void;
+  /** An ICMPv6 error about one of our TCP (6) or UDP (17) packets. */
+  transportError(protocol: number, e: IcmpErrorInfo): void;
+  /** False when TCP runs the quoted connection and the quoted sequence is not in flight. */
+  tcpErrorInFlight(e: IcmpErrorInfo): boolean;
+  /** Tell the transport of a refused packet (too big for its path) after the current call. */
+  localError(protocol: number, e: IcmpErrorInfo): void;
 }
 
 const ALL_NODES = parseIpv6('ff02::1');
@@ -214,6 +247,16 @@ export class Ipv6Layer {
   /** Per destination (RFC 5952 text): the path MTU a packet too big reported, and until when. */
   private readonly pmtus = new Map<string, { mtu: number; until: number }>();
   readonly reassembly: Reassembler;
+  /** IPv6 paths: local handle → remote handle → path, in creation order for eviction. */
+  private readonly paths = new Map<number, Map<number, PathState>>();
+  private readonly pathInfo = new Map<PathState, V6Path>();
+  private readonly byIndex = new Map<number, Ipv6Iface>();
+  private readonly pathExpiry: Timer;
+  readonly maxPaths: number;
+  private readonly rx: RxPacket;
+  private readonly labelKey: Uint8Array;
+  private readonly labelK0: number;
+  private readonly labelK1: number;
 
   constructor(
     private readonly ctx: Ipv6Context,
@@ -229,6 +272,12 @@ export class Ipv6Layer {
     this.hopLimit = positiveInt(opts.hopLimit, 64, 'ipv6.hopLimit');
     if (this.hopLimit > 255) throw new InvalidArgumentError('ipv6.hopLimit must be 1..255');
     this.pingId = ctx.random.u32() & 0xffff;
+    this.maxPaths = positiveInt(opts.maxPaths, 8192, 'ipv6.maxPaths');
+    this.labelKey = ctx.random.fill(new Uint8Array(16));
+    this.labelK0 = ctx.random.u32() | 1;
+    this.labelK1 = ctx.random.u32();
+    this.pathExpiry = ctx.clock.createTimer(() => this.refreshPathMtus()).unref();
+    this.rx = new RxPacket();
     this.reassembly = new Reassembler(
       ctx.clock,
       ctx.counters,
@@ -285,6 +334,7 @@ export class Ipv6Layer {
       this.sendRs(y),
     );
     this.ifs.set(iface, x);
+    this.byIndex.set(iface.index, x);
     this.join(x, ALL_NODES);
     this.addAddr(x, linkLocalFromMac(iface.mac), 64, 'link-local');
     for (const c of parsed) this.addAddr(x, c.ip, c.prefixLength, 'static');
@@ -478,7 +528,7 @@ export class Ipv6Layer {
    * An IPv6 packet at frame[off, off+len) arrived on `iface`. Counts exactly one `accept.*` or
    * `drop.*`.
    */
-  input(iface: StackInterface, frame: Uint8Array, off: number, len: number): void {
+  input(iface: StackInterface, frame: Uint8Array, off: number, len: number, info?: RxOffloadInfo): void {
     const c = this.ctx.counters;
     const x = this.ifs.get(iface);
     if (!x || this.closed) {
@@ -528,7 +578,7 @@ export class Ipv6Layer {
       this.dispatch(x, whole, 0, to, true);
       return;
     }
-    this.dispatch(x, frame, off, to);
+    this.dispatch(x, frame, off, to, false, info);
   }
 
   /** Hand a whole packet (header decoded in `this.h`) to its upper layer. */
@@ -538,6 +588,7 @@ export class Ipv6Layer {
     off: number,
     to: 'unicast' | 'multicast',
     reassembled = false,
+    info?: RxOffloadInfo,
   ): void {
     const c = this.ctx.counters;
     const h = this.h;
@@ -549,12 +600,8 @@ export class Ipv6Layer {
         c.inc('accept.ipv6.no-next-header');
         return;
       case Ipv6Next.UDP:
-        c.inc('drop.ipv6.udp-unsupported');
-        if (to === 'unicast')
-          this.sendError(x, frame, off, Icmpv6Type.DEST_UNREACHABLE, Icmpv6UnreachCode.PORT, 0);
-        return;
       case Ipv6Next.TCP:
-        c.inc('drop.ipv6.tcp-unsupported');
+        this.transportInput(x, frame, off, to, reassembled, info);
         return;
       default:
         c.inc('drop.ipv6.unknown-protocol');
@@ -566,9 +613,345 @@ export class Ipv6Layer {
     }
   }
 
+  // ---- TCP and UDP --------------------------------------------------------------------------------
+
+  /**
+   * A TCP or UDP packet (header in `this.h`) for one of our addresses: checksum over the
+   * pseudo-header (RFC 8200 8.1; a zero UDP checksum is refused), then up with handles for its
+   * addresses. The source is interned for the call; whoever keeps it takes its own reference.
+   */
+  private transportInput(
+    x: Ipv6Iface,
+    frame: Uint8Array,
+    off: number,
+    to: 'unicast' | 'multicast',
+    reassembled: boolean,
+    info: RxOffloadInfo | undefined,
+  ): void {
+    const c = this.ctx.counters;
+    const h = this.h;
+    const tcp = h.protocol === Ipv6Next.TCP;
+    if (to !== 'unicast') {
+      // TCP is unicast only; UDP to a group has no bindings here (no MLD joins but ND's).
+      c.inc(tcp ? 'drop.ipv6.tcp-multicast' : 'drop.ipv6.udp-multicast');
+      return;
+    }
+    if (isIpv6Unspecified(h.src) || isIpv6Loopback(h.src)) {
+      c.inc('drop.ipv6.martian-src');
+      return;
+    }
+    const l4 = h.payloadOffset;
+    const len = h.payloadLen;
+    if (len < (tcp ? 20 : 8)) {
+      c.inc(tcp ? 'drop.ipv6.tcp-truncated' : 'drop.ipv6.udp-truncated');
+      return;
+    }
+    if (!tcp && frame[l4 + 6] === 0 && frame[l4 + 7] === 0) {
+      c.inc('drop.ipv6.udp-zero-checksum');
+      return;
+    }
+    let ok = false;
+    if (info !== undefined && !reassembled) {
+      if (info.gsoType !== 0) {
+        if (!tcp) {
+          c.inc('drop.ipv6.bad-gso');
+          return;
+        }
+        c.inc('rx.offload.gso');
+      }
+      if (info.csumPartial) {
+        ok = completePartialL4Checksum(frame, l4, len, h.protocol);
+        if (ok) c.inc('rx.offload.csum-partial');
+      } else if (info.csumValid) {
+        ok = true;
+        c.inc('rx.offload.csum-valid');
+      }
+    }
+    if (!ok && !l4Checksum6Ok(frame, l4, len, h.src, h.dst, h.protocol)) {
+      c.inc(tcp ? 'drop.ipv6.tcp-bad-checksum' : 'drop.ipv6.udp-bad-checksum');
+      return;
+    }
+    const addrs = this.ctx.addrs;
+    const dst = addrs.find(h.dst, 0);
+    if (dst < 0) {
+      c.inc('drop.ipv6.not-for-us');
+      return;
+    }
+    const src = addrs.intern(h.src, 0);
+    if (src < 0) {
+      c.inc('drop.ipv6.address-table-full');
+      return;
+    }
+    const rx = this.rx;
+    rx.src = src;
+    rx.dst = dst;
+    rx.ttl = h.hopLimit;
+    rx.tos = h.trafficClass;
+    rx.ifIndex = x.iface.index;
+    rx.protocol = h.protocol;
+    rx.buf = frame;
+    rx.ipOff = off;
+    rx.ipHeaderLength = l4 - off;
+    rx.l4Off = l4;
+    rx.l4Len = len;
+    rx.l2Broadcast = false;
+    rx.ipBroadcast = false;
+    rx.reassembled = reassembled;
+    rx.l4ChecksumOk = true;
+    try {
+      this.ctx.deliver(rx);
+    } finally {
+      addrs.release(src);
+    }
+  }
+
+  /**
+   * ICMPv6 port unreachable about the UDP packet being delivered now (`rx` from `deliver`; the
+   * header is still in `this.h` because delivery is synchronous).
+   */
+  portUnreachable(rx: RxPacket): void {
+    const x = this.byIndex.get(rx.ifIndex);
+    if (!x || rx.buf[rx.ipOff]! >>> 4 !== 6) return;
+    this.sendError(x, rx.buf, rx.ipOff, Icmpv6Type.DEST_UNREACHABLE, Icmpv6UnreachCode.PORT, 0);
+  }
+
+  /**
+   * The shared path from `local` (chosen by RFC 6724 when absent) to `remote`, both handles,
+   * created on first use; null when nothing routes there, no source address is usable yet, or
+   * `local` is not ours. The path holds a reference on both handles.
+   */
+  pathTo6(remote: number, local?: number): PathState | null {
+    if (this.closed) return null;
+    const addrs = this.ctx.addrs;
+    const dst = addrs.bytes(remote);
+    if (isIpv6Multicast(dst) || isIpv6Unspecified(dst)) return null;
+    let via: StackInterface | undefined;
+    let localH = local;
+    if (local !== undefined) {
+      const a = this.owner(addrs.bytes(local));
+      if (!a || a.state === 'tentative') return null;
+      // A link-local source names its interface.
+      if (isIpv6LinkLocal(a.ip)) via = this.ifaceOf(a);
+    }
+    const r = this.route(dst, via);
+    if (!r) return null;
+    if (localH === undefined) {
+      const src = this.sourceFor(r.iface, dst);
+      if (!src) return null;
+      localH = addrs.find(src, 0);
+      if (localH < 0) return null;
+    }
+    const hit = this.paths.get(localH)?.get(remote);
+    if (hit) return hit;
+    if (this.pathInfo.size >= this.maxPaths) this.evictPath();
+    const x = this.ifs.get(r.iface)!;
+    const nextHop = createIpv6();
+    copyIpv6(nextHop, 0, r.nextHop, 0);
+    const nb = this.ctx.neighbors.acquire6(r.iface, nextHop);
+    const path = createPathState(
+      { localIp: localH, remoteIp: remote },
+      nb,
+      r.iface.index,
+      this.mtuTo(x, dst, 0),
+      x.hopLimit,
+    );
+    addrs.ref(localH);
+    addrs.ref(remote);
+    let byRemote = this.paths.get(localH);
+    if (!byRemote) this.paths.set(localH, (byRemote = new Map()));
+    byRemote.set(remote, path);
+    this.pathInfo.set(path, {
+      x,
+      nextHop,
+      labelBase: this.labelBase(localH, remote),
+      loopback: this.isLocal(dst),
+    });
+    return path;
+  }
+
+  /** The cached IPv6 path if there is one, without creating it. */
+  findPath6(remote: number, local: number): PathState | null {
+    return this.paths.get(local)?.get(remote) ?? null;
+  }
+
+  get pathCount(): number {
+    return this.pathInfo.size;
+  }
+
+  /** Offset in the transmit buffer where the transport header goes on an IPv6 path. */
+  begin6(path: PathState): number {
+    const x = this.byIndex.get(path.ifIndex);
+    return (x ? x.iface.ethHeaderLength : 18) + IPV6_HEADER_LENGTH;
+  }
+
+  /**
+   * Send the `l4Len` transport bytes at `buf[begin6(path)]` on an IPv6 path: the fixed header
+   * (hop limit and traffic class from the path unless given, the flow label of the four-tuple),
+   * then the neighbor. A packet over the path MTU is refused when `df` (TCP, which hears of it
+   * as a local packet too big) and otherwise sent in fragments.
+   */
+  commit6(
+    buf: Uint8Array,
+    path: PathState,
+    protocol: number,
+    l4Len: number,
+    df: boolean,
+    ttl?: number,
+    tos?: number,
+  ): boolean {
+    const c = this.ctx.counters;
+    const p = this.pathInfo.get(path);
+    if (!p || this.closed) {
+      c.inc('tx.drop.ipv6.no-path');
+      return false;
+    }
+    const x = p.x;
+    const iface = x.iface;
+    const eth = iface.ethHeaderLength;
+    const total = IPV6_HEADER_LENGTH + l4Len;
+    if (l4Len < 0 || l4Len > 65535 || eth + total > buf.length) {
+      c.inc('tx.drop.ipv6.bad-length');
+      return false;
+    }
+    const addrs = this.ctx.addrs;
+    const ports =
+      l4Len >= 4
+        ? (buf[eth + 40]! << 24) | (buf[eth + 41]! << 16) | (buf[eth + 42]! << 8) | buf[eth + 43]!
+        : 0;
+    const label = this.flowLabel(p.labelBase, ports);
+    const tc = tos ?? path.cached.tos;
+    const hl = ttl ?? path.cached.ttl;
+    buf[eth] = 0x60 | (tc >>> 4);
+    buf[eth + 1] = ((tc & 0x0f) << 4) | (label >>> 16);
+    buf[eth + 2] = (label >>> 8) & 0xff;
+    buf[eth + 3] = label & 0xff;
+    buf[eth + 4] = l4Len >>> 8;
+    buf[eth + 5] = l4Len & 0xff;
+    buf[eth + 6] = protocol;
+    buf[eth + 7] = hl;
+    addrs.write(path.const.localIp, buf, eth + 8);
+    addrs.write(path.const.remoteIp, buf, eth + 24);
+    if (p.loopback) {
+      const pkt = buf.slice(eth, eth + total);
+      c.inc('tx.ipv6.loopback');
+      this.ctx.clock.defer(() => this.loopbackInput(x, pkt));
+      return true;
+    }
+    if (!iface.up) {
+      c.inc('tx.drop.ipv6.link-down');
+      return false;
+    }
+    iface.writeEthernet(buf, 0, EtherType.IPV6);
+    const mtu = Math.min(path.cached.mtu, x.mtu);
+    if (total > mtu) {
+      if (df) {
+        c.inc('tx.drop.ipv6.too-big');
+        const e: IcmpErrorInfo = {
+          kind: 'frag-needed',
+          code: 0,
+          mtu,
+          src: path.const.localIp,
+          dst: path.const.remoteIp,
+          srcPort: ports >>> 16,
+          dstPort: ports & 0xffff,
+          seq: protocol === Ipv6Next.TCP && l4Len >= 8 ? readU32(buf, eth + 44) : 0,
+        };
+        this.ctx.clock.defer(() => this.ctx.localError(protocol, e));
+        return false;
+      }
+      return this.fragment(x, p.nextHop, buf.subarray(0, eth + total), mtu);
+    }
+    return this.ctx.neighbors.outputState6(iface, path.neighbor, p.nextHop, buf, eth + total);
+  }
+
+  /** Our own packet to one of our addresses, taken in as if it had arrived on `x`. */
+  private loopbackInput(x: Ipv6Iface, pkt: Uint8Array): void {
+    const c = this.ctx.counters;
+    c.inc('rx.loopback');
+    if (this.closed || decodeIpv6(pkt, 0, pkt.length, this.h) !== null) {
+      c.inc('drop.ipv6.loopback');
+      return;
+    }
+    // The destination may sit on another interface: deliver on the one that owns it.
+    const owner = this.owner(this.h.dst);
+    const y = owner ? (this.byIndex.get(this.ifaceOf(owner)?.index ?? -1) ?? x) : x;
+    this.dispatch(y, pkt, 0, 'unicast');
+  }
+
+  private ifaceOf(a: Addr): StackInterface | undefined {
+    for (const x of this.ifs.values()) if (x.addrs.includes(a)) return x.iface;
+    return undefined;
+  }
+
+  /**
+   * RFC 6437 flow label: a keyed hash of the four-tuple, so each connection keeps one label and an
+   * outsider cannot predict it. The addresses are hashed once per path (`labelBase`), the ports
+   * mixed in per packet with two multiplications.
+   */
+  private flowLabel(base: number, ports: number): number {
+    let h = Math.imul(base ^ ports, this.labelK0);
+    h ^= h >>> 16;
+    h = Math.imul(h ^ this.labelK1, 0x85ebca6b);
+    h ^= h >>> 13;
+    const label = h & 0xfffff;
+    return label === 0 ? 1 : label;
+  }
+
+  private labelBase(local: number, remote: number): number {
+    const addrs = this.ctx.addrs;
+    const k = this.labelKey;
+    let h = this.labelK1;
+    for (const handle of [local, remote]) {
+      const b = addrs.bytes(handle);
+      for (let i = 0; i < 16; i += 4) {
+        const w =
+          ((b[i]! ^ k[i]!) << 24) |
+          ((b[i + 1]! ^ k[i + 1]!) << 16) |
+          ((b[i + 2]! ^ k[i + 2]!) << 8) |
+          (b[i + 3]! ^ k[i + 3]!);
+        h = Math.imul(h ^ w, 0xcc9e2d51);
+        h = (h << 15) | (h >>> 17);
+        h = Math.imul(h, 0x1b873593);
+      }
+    }
+    return h >>> 0;
+  }
+
+  private evictPath(): void {
+    const oldest = this.pathInfo.keys().next();
+    if (oldest.done) return;
+    this.forgetPath(oldest.value);
+    this.ctx.counters.inc('path.evicted');
+  }
+
+  private forgetPath(p: PathState): void {
+    const info = this.pathInfo.get(p);
+    if (!info) return;
+    this.pathInfo.delete(p);
+    const byRemote = this.paths.get(p.const.localIp);
+    byRemote?.delete(p.const.remoteIp);
+    if (byRemote?.size === 0) this.paths.delete(p.const.localIp);
+    this.ctx.neighbors.release6(info.x.iface, info.nextHop);
+    this.ctx.addrs.release(p.const.localIp);
+    this.ctx.addrs.release(p.const.remoteIp);
+  }
+
+  /** Paths take the path MTU of their destination again (after a report or an expiry). */
+  private refreshPathMtus(): void {
+    const now = this.ctx.clock.now();
+    let next = Number.POSITIVE_INFINITY;
+    for (const [p, info] of this.pathInfo) {
+      p.cached.mtu = this.mtuTo(info.x, this.ctx.addrs.bytes(p.const.remoteIp), 0);
+    }
+    for (const e of this.pmtus.values()) if (e.until > now && e.until < next) next = e.until;
+    if (next !== Number.POSITIVE_INFINITY) this.pathExpiry.armAt(next);
+    else this.pathExpiry.disarm();
+  }
+
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.pathExpiry.disarm();
     for (const x of this.ifs.values()) {
       x.rsTimer.disarm();
       for (const a of x.addrs) a.timer.disarm();
@@ -655,16 +1038,65 @@ export class Ipv6Layer {
       c.inc('drop.icmpv6.ptb-not-ours');
       return;
     }
-    c.inc('accept.icmpv6.packet-too-big');
     const mtu = Math.min(x.iface.mtu, Math.max(IPV6_MIN_MTU, reported));
+    const e = this.quotedTransport(frame, q, end, 'frag-needed', 0, mtu);
+    if (e && e.protocol === Ipv6Next.TCP && !this.ctx.tcpErrorInFlight(e)) {
+      // RFC 5927 5.1 as for IPv4: a report quoting nothing we have in flight is forged or stale
+      // and must not shrink a path every connection to that host shares.
+      c.inc('drop.icmpv6.tcp-not-in-flight');
+      return;
+    }
+    c.inc('accept.icmpv6.packet-too-big');
     const now = this.ctx.clock.now();
     const current = this.mtuTo(x, frame, q + 24);
-    if (mtu >= current) return;
-    const key = formatIpv6(frame, q + 24);
-    this.pmtus.delete(key);
-    if (this.pmtus.size >= MAX_PMTU_ENTRIES) this.pmtus.delete(this.pmtus.keys().next().value!);
-    this.pmtus.set(key, { mtu, until: now + PMTU_EXPIRY_MS });
-    c.inc('ipv6.pmtu.lowered');
+    const lowered = mtu < current;
+    if (lowered) {
+      const key = formatIpv6(frame, q + 24);
+      this.pmtus.delete(key);
+      if (this.pmtus.size >= MAX_PMTU_ENTRIES) this.pmtus.delete(this.pmtus.keys().next().value!);
+      this.pmtus.set(key, { mtu, until: now + PMTU_EXPIRY_MS });
+      c.inc('ipv6.pmtu.lowered');
+      this.refreshPathMtus();
+    }
+    if (e) {
+      e.mtuLowered = lowered;
+      e.mtu = Math.min(mtu, current);
+      this.ctx.transportError(e.protocol, e);
+    }
+  }
+
+  /**
+   * The transport facts of a quoted packet of ours at frame[q, end): TCP or UDP right after the
+   * fixed header (we send no extension headers but fragments, and a fragment quote has no ports
+   * unless it is the first). Null when there is no transport header to speak of.
+   */
+  private quotedTransport(
+    frame: Uint8Array,
+    q: number,
+    end: number,
+    kind: IcmpErrorInfo['kind'],
+    code: number,
+    mtu: number,
+  ): (IcmpErrorInfo & { protocol: number }) | null {
+    const protocol = frame[q + 6]!;
+    if ((protocol !== Ipv6Next.TCP && protocol !== Ipv6Next.UDP) || end - q < IPV6_HEADER_LENGTH + 8)
+      return null;
+    const addrs = this.ctx.addrs;
+    const src = addrs.find(frame, q + 8);
+    const dst = addrs.find(frame, q + 24);
+    if (src < 0 || dst < 0) return null;
+    const l4 = q + IPV6_HEADER_LENGTH;
+    return {
+      protocol,
+      kind,
+      code,
+      mtu,
+      src,
+      dst,
+      srcPort: (frame[l4]! << 8) | frame[l4 + 1]!,
+      dstPort: (frame[l4 + 2]! << 8) | frame[l4 + 3]!,
+      seq: protocol === Ipv6Next.TCP ? readU32(frame, l4 + 4) : 0,
+    };
   }
 
   private ndInput(x: Ipv6Iface, frame: Uint8Array): void {
@@ -905,6 +1337,10 @@ export class Ipv6Layer {
         c.inc('nd.slaac.limit');
         return;
       }
+      if (this.ctx.addrs.size >= this.ctx.addrs.capacity) {
+        c.inc('nd.slaac.address-table-full');
+        return;
+      }
       this.addAddr(x, ip, 64, 'slaac', lifetimeEnd(now, valid), lifetimeEnd(now, preferred));
       c.inc('nd.slaac.address');
       return;
@@ -934,8 +1370,11 @@ export class Ipv6Layer {
     validUntil = Number.POSITIVE_INFINITY,
     preferredUntil = Number.POSITIVE_INFINITY,
   ): Addr {
+    const handle = this.ctx.addrs.intern(ip, 0);
+    if (handle < 0) throw new InvalidStateError(`the address table is full; ${formatIpv6(ip)} not added`);
     const a: Addr = {
       ip,
+      handle,
       prefixLength,
       origin,
       state: 'tentative',
@@ -994,6 +1433,7 @@ export class Ipv6Layer {
     if (i < 0) return;
     a.timer.disarm();
     x.addrs.splice(i, 1);
+    this.ctx.addrs.release(a.handle);
     if (a.state !== 'duplicate') this.leave(x, solicitedNodeAddress(a.ip));
     this.ctx.counters.inc('nd.address.expired');
   }
@@ -1120,9 +1560,9 @@ export class Ipv6Layer {
    * headers): pieces of a multiple of 8 bytes that fit the path MTU with a fragment header, all
    * with one unpredictable identification (RFC 7739).
    */
-  private fragment(x: Ipv6Iface, nextHop: Uint8Array, frame: Uint8Array): boolean {
+  private fragment(x: Ipv6Iface, nextHop: Uint8Array, frame: Uint8Array, pmtu = 0): boolean {
     const eth = x.iface.ethHeaderLength;
-    const mtu = this.mtuTo(x, frame, eth + 24);
+    const mtu = pmtu || this.mtuTo(x, frame, eth + 24);
     const data = eth + IPV6_HEADER_LENGTH;
     const total = frame.length - data;
     const chunk = (mtu - IPV6_HEADER_LENGTH - 8) & ~7;

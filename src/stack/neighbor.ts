@@ -155,6 +155,8 @@ export interface NeighborContext {
 /** ARP cache and resolver: the neighbor layer of the host stack. */
 export class NeighborTable {
   private readonly entries = new Map<number | string, NeighborEntry>();
+  /** IPv6 entries by their state object, for `outputState6`. */
+  private readonly byState6 = new WeakMap<NeighborState, NeighborEntry>();
   private readonly changeHandlers: ((nb: NeighborState, oldMac: number) => void)[] = [];
   private readonly retries: number;
   private readonly retryMs: number;
@@ -394,6 +396,42 @@ export class NeighborTable {
     return this.send(this.entry6(iface, ip6), frame, len);
   }
 
+  /**
+   * The shared NeighborState of the IPv6 neighbor `ip6` on `iface` for a path, created on first
+   * use and protected from eviction until `release6`.
+   */
+  acquire6(iface: StackInterface, ip6: Uint8Array): NeighborState {
+    const e = this.entry6(iface, ip6);
+    e.refs++;
+    return e.state;
+  }
+
+  release6(iface: StackInterface, ip6: Uint8Array): void {
+    const e = this.entries.get(key6(iface, ip6));
+    if (e && e.refs > 0) e.refs--;
+  }
+
+  /**
+   * Like `output6` for a path's neighbor object (from `acquire6`): found by object, so the hot path
+   * builds no string key. An entry deleted meanwhile is created again from `ip6`.
+   */
+  outputState6(
+    iface: StackInterface,
+    nb: NeighborState,
+    ip6: Uint8Array,
+    frame: Uint8Array,
+    len: number,
+  ): boolean {
+    const e = this.byState6.get(nb);
+    if (e !== undefined && this.entries.get(e.key) === e) return this.send(e, frame, len);
+    const own = createIpv6();
+    copyIpv6(own, 0, ip6, 0);
+    const fresh = this.insert(key6(iface, ip6), nb, iface, own);
+    fresh.refs++;
+    if (nb.cached.dstMac >= 0) fresh.status = 'stale';
+    return this.send(fresh, frame, len);
+  }
+
   /** Snapshot of one IPv6 entry, or null. */
   lookup6(ip6: Uint8Array | string, ifIndex = -1): Neighbor6Info | null {
     const text = typeof ip6 === 'string' ? ip6 : formatIpv6(ip6);
@@ -537,6 +575,7 @@ export class NeighborTable {
     if (this.entries.size >= this.maxEntries) this.evictOne();
     const e = new NeighborEntry(k, state, iface, ip6, this.ctx.clock, this.onTimerBound);
     this.entries.set(k, e);
+    if (ip6) this.byState6.set(state, e);
     return e;
   }
 

@@ -5,7 +5,7 @@ import type { LinkGsoOptions, RxOffloadInfo } from '../core/link.ts';
 import type { Random } from '../core/random.ts';
 import { createPathState, type PathState } from '../state/path-state.ts';
 import { BROADCAST_MAC, parseCidr, parseIpv4 } from '../wire/addr.ts';
-import { completePartialL4Checksum, writeL4Checksum } from '../wire/checksum.ts';
+import { completePartialL4Checksum, writeL4Checksum, writeL4ChecksumFrom } from '../wire/checksum.ts';
 import { EtherType } from '../wire/ethernet.ts';
 import {
   ipVersion,
@@ -19,9 +19,11 @@ import {
   tcpSeq,
 } from '../wire/fields.ts';
 import { createIpv4Header, decodeIpv4, encodeIpv4, IpProto, type Ipv4Header } from '../wire/ipv4.ts';
+import { type AddressTable, TWO_32 } from './address-table.ts';
 import { decodeDropNames, type StackInterface } from './interface.ts';
 import { Ipv4Output } from './ip-output.ts';
 import type { IcmpErrorInfo, IpInfo, IpSender } from './ip-sender.ts';
+import type { Ipv6Layer } from './ipv6.ts';
 import { checkIp, type NeighborTable, positive, positiveInt } from './neighbor.ts';
 import { Reassembler, type ReassemblyOptions } from './reassembly.ts';
 
@@ -117,6 +119,9 @@ export class PathLayer implements IpSender {
   readonly minPmtu: number;
   readonly maxPaths: number;
   readonly defaultTtl: number;
+  /** IPv6 paths (remote address a handle ≥ 2^32) are the IPv6 layer's; see `attachIpv6`. */
+  private v6: Ipv6Layer | null = null;
+  private addrs: AddressTable | null = null;
 
   constructor(
     private readonly host: PathHost,
@@ -137,6 +142,15 @@ export class PathLayer implements IpSender {
       host.reassemblyTimeout(q),
     );
     this.scratchPath = createPathState({ localIp: 0, remoteIp: 0 }, null as never, 0, 1500, this.defaultTtl);
+  }
+
+  /**
+   * @internal The stack's IPv6 layer and address table: `pathTo` an IPv6 handle and every
+   * IpSender call on such a path go there, so transports need no second sender.
+   */
+  attachIpv6(v6: Ipv6Layer, addrs: AddressTable): void {
+    this.v6 = v6;
+    this.addrs = addrs;
   }
 
   /** Called when a path's MTU, interface or neighbor changes, so owners of copies can push updates. */
@@ -212,6 +226,7 @@ export class PathLayer implements IpSender {
   }
 
   isLocal(ip: number): boolean {
+    if (ip >= TWO_32) return this.addrs !== null && ip > TWO_32 && this.v6!.isLocal(this.addrs.bytes(ip));
     return this.localAddrs.has(ip);
   }
 
@@ -222,6 +237,12 @@ export class PathLayer implements IpSender {
    * use; null when there is no route or `localIp` is not ours.
    */
   pathTo(remoteIp: number, localIp?: number): PathState | null {
+    if (remoteIp >= TWO_32) {
+      // Families do not mix on one path.
+      if (this.v6 === null || (localIp !== undefined && localIp < TWO_32)) return null;
+      return this.v6.pathTo6(remoteIp, localIp);
+    }
+    if (localIp !== undefined && localIp >= TWO_32) return null;
     checkIp(remoteIp);
     if (localIp !== undefined) {
       checkIp(localIp);
@@ -250,6 +271,7 @@ export class PathLayer implements IpSender {
 
   /** The cached path if there is one, without creating it. */
   findPath(remoteIp: number, localIp: number): PathState | null {
+    if (remoteIp >= TWO_32) return this.v6?.findPath6(remoteIp, localIp) ?? null;
     return this.paths.get(localIp)?.get(remoteIp) ?? null;
   }
 
@@ -302,6 +324,7 @@ export class PathLayer implements IpSender {
   // ---- transmit (IpSender) -----------------------------------------------------------------------
 
   begin(path: PathState): number {
+    if (path.const.remoteIp >= TWO_32) return this.v6!.begin6(path);
     const iface = this.host.interfaces[path.ifIndex];
     return (iface ? iface.ethHeaderLength : 18) + 20;
   }
@@ -312,7 +335,11 @@ export class PathLayer implements IpSender {
    */
   beginLarge(path: PathState, l4Len: number): number {
     const off = this.begin(path);
-    if (l4Len > 65535 - 20) throw new InvalidArgumentError(`datagram of ${l4Len} bytes exceeds IPv4's 65515`);
+    if (path.const.remoteIp >= TWO_32) {
+      if (l4Len > 65535) throw new InvalidArgumentError(`datagram of ${l4Len} bytes exceeds IPv6's 65535`);
+    } else if (l4Len > 65535 - 20) {
+      throw new InvalidArgumentError(`datagram of ${l4Len} bytes exceeds IPv4's 65515`);
+    }
     if (this.txBuf.length < off + l4Len) {
       const bigger = new Uint8Array(Math.max(off + l4Len, this.txBuf.length * 2));
       this.txBuf = bigger;
@@ -321,6 +348,8 @@ export class PathLayer implements IpSender {
   }
 
   commit(path: PathState, protocol: number, l4Len: number, df: boolean, ttl?: number, tos?: number): boolean {
+    if (path.const.remoteIp >= TWO_32)
+      return this.v6!.commit6(this.txBuf, path, protocol, l4Len, df, ttl, tos);
     const c = this.host.counters;
     const iface = this.host.interfaces[path.ifIndex];
     if (!iface) {
@@ -365,6 +394,8 @@ export class PathLayer implements IpSender {
   }
 
   checksumOffload(path: PathState): boolean {
+    // IPv6 paths checksum in software and send MTU-sized segments (no IPv6 offload yet).
+    if (path.const.remoteIp >= TWO_32) return false;
     const iface = this.host.interfaces[path.ifIndex];
     // A resolved neighbor means the neighbor layer transmits at once instead of queueing a copy,
     // so the frame reaches the link while it is marked for offload.
@@ -389,7 +420,16 @@ export class PathLayer implements IpSender {
       // Circumstances changed (or never allowed it): finish the checksum here and send plainly;
       // commit refuses, and counts, a packet that is now too big.
       const off = this.begin(path);
-      writeL4Checksum(this.txBuf, off, l4Len, path.const.localIp, path.const.remoteIp, IpProto.TCP);
+      const { localIp, remoteIp } = path.const;
+      if (remoteIp >= TWO_32) {
+        writeL4ChecksumFrom(
+          this.txBuf,
+          off,
+          l4Len,
+          IpProto.TCP,
+          this.addrs!.pseudoSum(localIp, remoteIp, IpProto.TCP, l4Len),
+        );
+      } else writeL4Checksum(this.txBuf, off, l4Len, localIp, remoteIp, IpProto.TCP);
       c.inc('tx.offload.fallback');
       return this.commit(path, IpProto.TCP, l4Len, true, ttl, tos);
     }

@@ -9,6 +9,7 @@ import { BROADCAST_MAC, isMulticastMac, parseCidr, parseMac } from '../wire/addr
 import { createEthernetHeader, decodeEthernet, type EthernetHeader, EtherType } from '../wire/ethernet.ts';
 import { icmpType, ipv4FragOffset, ipv4HeaderLen } from '../wire/fields.ts';
 import { IpProto } from '../wire/ipv4.ts';
+import { AddressTable, type AddressTableOptions, isV6 } from './address-table.ts';
 import { IcmpLayer, type IcmpOptions, type PingOptions } from './icmp.ts';
 import {
   decodeDropNames,
@@ -36,6 +37,8 @@ export interface StackOptions {
   path?: PathOptions;
   icmp?: IcmpOptions;
   ipv6?: Ipv6Options;
+  /** Bounds of the table of IPv6 address handles. */
+  addresses?: AddressTableOptions;
 }
 
 /** The interfaces sharing one link, by VLAN id (-1 = untagged). */
@@ -70,6 +73,8 @@ export class Stack {
   readonly tcp: TcpLayer;
   /** IPv6 and neighbor discovery, on the interfaces given IPv6 addresses (or `ipv6: true`). */
   readonly ip6: Ipv6Layer;
+  /** Address handles: IPv4 addresses are their u32, IPv6 ones interned here (one per stack). */
+  readonly addrs: AddressTable;
   private readonly ifaces: StackInterface[] = [];
   private readonly ports = new Map<Link, LinkPort>();
   private readonly eth: EthernetHeader = createEthernetHeader();
@@ -82,6 +87,7 @@ export class Stack {
     this.clock = opts.clock;
     this.random = opts.random;
     this.name = opts.name ?? 'host';
+    this.addrs = new AddressTable(this.random, opts.addresses);
     this.neighbors = new NeighborTable(
       {
         clock: this.clock,
@@ -129,15 +135,23 @@ export class Stack {
         counters: this.counters,
         neighbors: this.neighbors,
         allowError: () => this.icmp.takeToken(),
+        addrs: this.addrs,
+        deliver: (rx) => this.deliver(rx),
+        transportError: (protocol, e) => this.localError(protocol, e),
+        tcpErrorInFlight: (e) => this.tcp.icmpInFlight(e),
+        localError: (protocol, e) => this.localError(protocol, e),
       },
       opts.ipv6,
     );
+    this.ip.attachIpv6(this.ip6, this.addrs);
     this.udp = new UdpLayer({
+      addrs: this.addrs,
       random: this.random,
       counters: this.counters,
       ip: this.ip,
       portUnreachable: (rx) => {
-        this.icmp.sendError(3, 3, rx);
+        if (isV6(rx.dst)) this.ip6.portUnreachable(rx);
+        else this.icmp.sendError(3, 3, rx);
       },
     });
     this.tcp = new TcpLayer(
@@ -148,6 +162,7 @@ export class Stack {
         counters: this.counters,
         pathTo: (remoteIp: number, localIp?: number) => this.ip.pathTo(remoteIp, localIp),
         isLocal: (ip: number) => this.ip.isLocal(ip),
+        addrs: this.addrs,
       },
       opts.tcp,
     );
@@ -318,7 +333,7 @@ export class Stack {
     const len = frame.length - off;
     if (eth.etherType === EtherType.IPV4) this.ip.input(iface, frame, off, len, l2Broadcast, info);
     else if (eth.etherType === EtherType.ARP) this.neighbors.input(iface, frame, off, len);
-    else if (eth.etherType === EtherType.IPV6) this.ip6.input(iface, frame, off, len);
+    else if (eth.etherType === EtherType.IPV6) this.ip6.input(iface, frame, off, len, info);
     else c.inc('drop.eth.unknown-ethertype');
   }
 

@@ -7,6 +7,7 @@ import {
 } from '../core/errors.ts';
 import type { Random } from '../core/random.ts';
 import { parseIpv4 } from '../wire/addr.ts';
+import { writeL4ChecksumFrom } from '../wire/checksum.ts';
 import { IpProto } from '../wire/ipv4.ts';
 import {
   createUdpHeader,
@@ -15,6 +16,7 @@ import {
   finishUdpChecksum,
   type UdpHeader,
 } from '../wire/udp.ts';
+import { type AddressTable, ANY6, covers, endpointsOverlap, TWO_32 } from './address-table.ts';
 import { errorFor } from './icmp.ts';
 import { decodeDropNames } from './interface.ts';
 import type { IcmpErrorInfo } from './ip-sender.ts';
@@ -30,7 +32,10 @@ export type UdpMessageHandler = (data: Uint8Array, rinfo: UdpRemoteInfo) => void
 export type UdpErrorHandler = (e: ConnectionError, about: UdpRemoteInfo) => void;
 
 export interface UdpBindOptions {
-  /** Local address (one of ours); absent or '0.0.0.0' for all. */
+  /**
+   * Local address (one of ours); absent or '0.0.0.0' for every IPv4 address, '::' (or ANY6) for
+   * every address of both families (IPv4 peers then show as ::ffff:a.b.c.d to a udp6 socket).
+   */
   ip?: string | number;
   /** Local port; absent or 0 for an ephemeral one. */
   port?: number;
@@ -40,6 +45,8 @@ export interface UdpHost {
   readonly random: Random;
   readonly counters: Counters;
   readonly ip: PathLayer;
+  /** The stack's address handles: IPv6 addresses are numbers ≥ 2^32 interned there. */
+  readonly addrs?: AddressTable;
   /** Port unreachable for a datagram nobody listens for (subject to ICMP's own rules). */
   portUnreachable(rx: RxPacket): void;
 }
@@ -48,6 +55,8 @@ export interface UdpHost {
 const EPHEMERAL_LOW = 49152;
 const EPHEMERAL_HIGH = 65535;
 const MAX_PAYLOAD = 65535 - 20 - 8;
+/** IPv6's payload length counts the UDP header but not the fixed IPv6 header. */
+const MAX_PAYLOAD6 = 65535 - 8;
 const UDP_DROP = decodeDropNames('udp');
 
 /** One bound UDP endpoint. */
@@ -94,17 +103,22 @@ export class UdpLayer {
 
   bind(opts: UdpBindOptions, onMessage: UdpMessageHandler, onError?: UdpErrorHandler): UdpBinding {
     if (typeof onMessage !== 'function') throw new InvalidArgumentError('onMessage must be a function');
-    const ip =
-      opts.ip === undefined ? 0 : typeof opts.ip === 'string' ? parseIpv4(opts.ip) : checkIp(opts.ip);
-    if (ip !== 0 && !this.host.ip.isLocal(ip)) {
-      throw new InvalidArgumentError(`${opts.ip} is not an address of this stack (EADDRNOTAVAIL)`);
-    }
     let port = opts.port ?? 0;
     if (!Number.isInteger(port) || port < 0 || port > 65535) {
       throw new InvalidArgumentError(`UDP port must be 0..65535, got ${opts.port}`);
     }
-    if (port === 0) port = this.ephemeral(ip);
-    else if (this.conflicts(ip, port)) throw new AddressInUseError(`UDP port ${port} is in use`);
+    const addrs = this.host.addrs;
+    const ip = opts.ip === undefined ? 0 : this.address(opts.ip);
+    try {
+      if (ip !== 0 && ip !== ANY6 && !this.host.ip.isLocal(ip)) {
+        throw new InvalidArgumentError(`${opts.ip} is not an address of this stack (EADDRNOTAVAIL)`);
+      }
+      if (port === 0) port = this.ephemeral(ip);
+      else if (this.conflicts(ip, port)) throw new AddressInUseError(`UDP port ${port} is in use`);
+      addrs?.ref(ip);
+    } finally {
+      if (typeof opts.ip === 'string') addrs?.release(ip);
+    }
     const b = new UdpBinding(this, ip, port, onMessage, onError);
     const list = this.ports.get(port);
     if (list) list.push(b);
@@ -116,7 +130,8 @@ export class UdpLayer {
   input(rx: RxPacket): void {
     const c = this.host.counters;
     const h = this.hdr;
-    const err = decodeUdp(rx.buf, rx.l4Off, rx.l4Len, rx.src, rx.dst, h, true);
+    // The IPv6 layer checked an IPv6 datagram's checksum over its own pseudo-header.
+    const err = decodeUdp(rx.buf, rx.l4Off, rx.l4Len, rx.src, rx.dst, h, rx.dst < TWO_32);
     if (err !== null) {
       c.inc(UDP_DROP[err]);
       return;
@@ -148,14 +163,26 @@ export class UdpLayer {
   /** @internal */
   sendFrom(b: UdpBinding, data: Uint8Array, port: number, ip: string | number): boolean {
     if (!(data instanceof Uint8Array)) throw new InvalidArgumentError('data must be a Uint8Array');
-    if (data.length > MAX_PAYLOAD) throw new InvalidArgumentError(`UDP payload over ${MAX_PAYLOAD} bytes`);
     if (!Number.isInteger(port) || port < 1 || port > 65535) {
       throw new InvalidArgumentError(`UDP destination port must be 1..65535, got ${port}`);
     }
-    const dst = typeof ip === 'string' ? parseIpv4(ip) : checkIp(ip);
+    const dst = this.address(ip);
+    try {
+      return this.sendTo(b, data, port, dst);
+    } finally {
+      if (typeof ip === 'string') this.host.addrs?.release(dst);
+    }
+  }
+
+  private sendTo(b: UdpBinding, data: Uint8Array, port: number, dst: number): boolean {
+    const v6 = dst >= TWO_32;
+    const max = v6 ? MAX_PAYLOAD6 : MAX_PAYLOAD;
+    if (data.length > max) throw new InvalidArgumentError(`UDP payload over ${max} bytes`);
+    if (dst === ANY6) throw new InvalidArgumentError('UDP destination must be an address, not ::');
     const c = this.host.counters;
     const layer = this.host.ip;
-    const path = layer.pathTo(dst, b.localIp === 0 ? undefined : b.localIp);
+    const local = b.localIp === 0 || b.localIp === ANY6 ? undefined : b.localIp;
+    const path = layer.pathTo(dst, local);
     if (!path) {
       c.inc('tx.drop.udp.no-route');
       return false;
@@ -169,7 +196,10 @@ export class UdpLayer {
     h.length = len;
     encodeUdpHeader(h, buf, off);
     buf.set(data, off + 8);
-    finishUdpChecksum(buf, off, len, path.const.localIp, dst);
+    if (v6) {
+      const sum = this.host.addrs!.pseudoSum(path.const.localIp, dst, IpProto.UDP, len);
+      writeL4ChecksumFrom(buf, off, len, IpProto.UDP, sum);
+    } else finishUdpChecksum(buf, off, len, path.const.localIp, dst);
     c.inc('udp.tx');
     return layer.commit(path, IpProto.UDP, len, false);
   }
@@ -179,8 +209,27 @@ export class UdpLayer {
     const list = this.ports.get(b.localPort);
     if (!list) return;
     const i = list.indexOf(b);
-    if (i >= 0) list.splice(i, 1);
+    if (i >= 0) {
+      list.splice(i, 1);
+      this.host.addrs?.release(b.localIp);
+    }
     if (!list.length) this.ports.delete(b.localPort);
+  }
+
+  /**
+   * An address argument as a number: text of either family (an IPv6 literal is interned with a
+   * reference the caller releases), or a number as TCP takes it.
+   */
+  private address(ip: string | number): number {
+    const addrs = this.host.addrs;
+    if (typeof ip === 'string') {
+      if (!addrs) return parseIpv4(ip);
+      const h = addrs.parse(ip);
+      if (h < 0) throw new InvalidStateError('too many IPv6 addresses in use (ENOBUFS)');
+      return h;
+    }
+    if (addrs && Number.isInteger(ip) && ip >= TWO_32 && ip < 2 ** 37) return ip;
+    return checkIp(ip);
   }
 
   close(): void {
@@ -193,8 +242,9 @@ export class UdpLayer {
     if (!list) return null;
     let wild: UdpBinding | null = null;
     for (const b of list) {
-      if (b.localIp === 0) wild ??= b;
-      else if (!broadcast && b.localIp === dst) return b;
+      if (b.localIp === 0 || b.localIp === ANY6) {
+        if (covers(b.localIp, false, dst)) wild ??= b;
+      } else if (!broadcast && b.localIp === dst) return b;
     }
     return wild;
   }
@@ -202,7 +252,7 @@ export class UdpLayer {
   private conflicts(ip: number, port: number): boolean {
     const list = this.ports.get(port);
     if (!list) return false;
-    for (const b of list) if (b.localIp === 0 || ip === 0 || b.localIp === ip) return true;
+    for (const b of list) if (endpointsOverlap(b.localIp, false, ip, false)) return true;
     return false;
   }
 

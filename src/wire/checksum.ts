@@ -118,6 +118,20 @@ export function writeL4Checksum(
 }
 
 /**
+ * Compute the TCP or UDP checksum of buf[off, off + len) in place from a pseudo-header sum the
+ * caller already has (either family's).
+ */
+export function writeL4ChecksumFrom(
+  buf: Uint8Array,
+  off: number,
+  len: number,
+  proto: number,
+  pseudo: number,
+): void {
+  storeL4Checksum(buf, off, len, proto, pseudo);
+}
+
+/**
  * Finish a partial TCP/UDP checksum (a device's CHECKSUM_PARTIAL: the field holds only the
  * pseudo-header sum, so summing the segment completes it). False if the field lies outside it.
  */

@@ -56,7 +56,8 @@ const CUBIC_C = 0.4;
 const CUBIC_ALPHA = (3 * (1 - CUBIC_BETA)) / (1 + CUBIC_BETA);
 
 export function effectiveMss(s: TcpState): number {
-  let mss = Math.min(s.const.remoteMss, s.path.cached.mtu - 40);
+  // 40 bytes of IPv4 and TCP headers, 60 over IPv6 (handles ≥ 2^32).
+  let mss = Math.min(s.const.remoteMss, s.path.cached.mtu - (s.const.remoteIp >= 0x1_0000_0000 ? 60 : 40));
   if (s.const.tsEnabled) mss -= 12;
   return Math.max(mss, 64);
 }

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Random } from '../../core/random.ts';
+import { TWO_32 } from '../address-table.ts';
 
 /**
  * SYN cookies: when a listener's half-open backlog is full, the connection's whole memory goes into
@@ -32,7 +33,11 @@ export class SynCookies {
   private readonly scratch = new Uint8Array(21);
   private readonly view = new DataView(this.scratch.buffer);
 
-  constructor(random: Random) {
+  constructor(
+    random: Random,
+    /** The 16 bytes of an IPv6 address handle (absent on an IPv4-only engine). */
+    private readonly addrBytes?: (ip: number) => Uint8Array,
+  ) {
     this.secret = random.fill(new Uint8Array(16));
   }
 
@@ -53,8 +58,12 @@ export class SynCookies {
     v.setUint32(12, counter >>> 0);
     v.setUint32(16, peerIsn >>> 0);
     v.setUint8(20, mssIdx);
-    const h = createHash('sha256').update(this.secret).update(this.scratch).digest();
-    return h.readUInt32BE(0) & 0xffffff;
+    const hash = createHash('sha256').update(this.secret).update(this.scratch);
+    if (rip >= TWO_32 && this.addrBytes) {
+      // The handles written above are table slots; the addresses themselves decide.
+      hash.update(this.addrBytes(lip)).update(this.addrBytes(rip));
+    }
+    return hash.digest().readUInt32BE(0) & 0xffffff;
   }
 
   /** Index of the largest table MSS not above `mss`. */

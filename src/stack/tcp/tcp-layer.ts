@@ -2,6 +2,7 @@ import { DEFAULT_TCP_CACHED, type TcpCached, type TcpState, TcpStateId } from '.
 import type { DecodeError } from '../../wire/decode-error.ts';
 import { createIpv4Header, decodeIpv4, IpProto } from '../../wire/ipv4.ts';
 import { createTcpHeader, decodeTcp, TcpFlag, type TcpHeader } from '../../wire/tcp.ts';
+import { TWO_32 } from '../address-table.ts';
 import type { IcmpErrorInfo, IpInfo } from '../ip-sender.ts';
 import { type CongestionControl, congestionControl } from './congestion.ts';
 import { ConnTable } from './conn-table.ts';
@@ -76,7 +77,8 @@ export class TcpLayer implements TcpEngine {
   constructor(env: TcpHostEnv, defaults?: Partial<TcpCached>) {
     this.env = env;
     this.defaults = mergeTcpOptions(DEFAULT_TCP_CACHED, defaults);
-    this.isn = new IsnGenerator(env.clock, env.random);
+    const addrs = env.addrs;
+    this.isn = new IsnGenerator(env.clock, env.random, addrs && ((ip) => addrs.bytes(ip)));
     this.listeners = new Listeners(this);
     this.handover = new Handover(this, this.table);
   }
@@ -147,6 +149,12 @@ export class TcpLayer implements TcpEngine {
   link(conn: TcpConnection): void {
     this.table.add(conn);
     conn.linked = true;
+    const c = conn.state.const;
+    // The table's keys are the handles: they must not be reused while the connection is here.
+    if (c.remoteIp >= TWO_32 && this.env.addrs) {
+      this.env.addrs.ref(c.remoteIp);
+      this.env.addrs.ref(c.localIp);
+    }
   }
 
   /** Connections allowed to wait in TIME_WAIT at once (Linux: tcp_max_tw_buckets). */
@@ -176,6 +184,11 @@ export class TcpLayer implements TcpEngine {
     this.timeWaiting.delete(conn);
     conn.linked = false;
     this.table.remove(conn);
+    const c = conn.state.const;
+    if (c.remoteIp >= TWO_32 && this.env.addrs) {
+      this.env.addrs.release(c.remoteIp);
+      this.env.addrs.release(c.localIp);
+    }
   }
 
   connections(): Iterable<TcpConnection> {
@@ -196,13 +209,15 @@ export class TcpLayer implements TcpEngine {
       env.counters.inc('drop.tcp.bad-port');
       return;
     }
-    const src = ip.src >>> 0;
+    // IPv6 handles (≥ 2^32) pass: the IPv6 layer took only unicast; `>>> 0` would cut them.
+    const src = ip.src < TWO_32 ? ip.src >>> 0 : ip.src;
     if (
-      src === 0 ||
-      src === 0xffffffff ||
-      src >>> 28 === 14 ||
-      ip.dst >>> 28 === 14 ||
-      ip.dst >>> 0 === 0xffffffff
+      src < TWO_32 &&
+      (src === 0 ||
+        src === 0xffffffff ||
+        src >>> 28 === 14 ||
+        ip.dst >>> 28 === 14 ||
+        ip.dst >>> 0 === 0xffffffff)
     ) {
       // TCP is unicast only (RFC 1122 4.2.3.10).
       env.counters.inc('drop.tcp.bad-address');
@@ -262,7 +277,7 @@ export class TcpLayer implements TcpEngine {
   }
 
   listen(
-    opts: { ip?: number; port: number; backlog?: number; options?: Partial<TcpCached> },
+    opts: { ip?: number; port: number; backlog?: number; options?: Partial<TcpCached>; v6Only?: boolean },
     accept: (conn: TcpConnection) => boolean,
   ): TcpListener {
     return this.listeners.listen(opts, this.cached, accept);

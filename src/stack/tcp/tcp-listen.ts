@@ -1,14 +1,8 @@
 import { AddressInUseError, InvalidArgumentError } from '../../core/errors.ts';
 import type { PathState } from '../../state/path-state.ts';
 import { type TcpCached, TcpStateId } from '../../state/tcp-state.ts';
-import {
-  encodeTcpHeader,
-  finishTcpChecksum,
-  resetTcpOptions,
-  TCP_PROTOCOL,
-  TcpFlag,
-  type TcpHeader,
-} from '../../wire/tcp.ts';
+import { encodeTcpHeader, resetTcpOptions, TCP_PROTOCOL, TcpFlag, type TcpHeader } from '../../wire/tcp.ts';
+import { ANY6, endpointsOverlap, TWO_32 } from '../address-table.ts';
 import type { IpInfo } from '../ip-sender.ts';
 import { seqAdd, seqSub } from './seq.ts';
 import { type CookieOptions, SynCookies } from './syn-cookies.ts';
@@ -16,12 +10,14 @@ import type { ListenerRef, TcpConnection } from './tcp-connection.ts';
 import { connInput, establish, negotiateSynOptions, offerToListener } from './tcp-input.ts';
 import type { TcpLayer } from './tcp-layer.ts';
 import { announcedMss, newConnection } from './tcp-open.ts';
-import { checkPort, checkU32 } from './tcp-options.ts';
-import { sendRstReply, sendSyn, tsNow, wscaleFor } from './tcp-output.ts';
+import { checkAddress, checkPort } from './tcp-options.ts';
+import { sendRstReply, sendSyn, tcpChecksum, tsNow, wscaleFor } from './tcp-output.ts';
 import { scheduleTimer } from './tcp-timers.ts';
 
 export interface TcpListener {
+  /** 0: every IPv4 address; ANY6: every address of both families, or every IPv6 one if `v6Only`. */
   readonly ip: number;
+  readonly v6Only: boolean;
   readonly port: number;
   close(): void;
   /** Half-open connections (SYN_RECEIVED) waiting for the handshake's last ACK. */
@@ -39,6 +35,7 @@ export class Listener implements TcpListener, ListenerRef {
   constructor(
     private readonly listeners: Listeners,
     readonly ip: number,
+    readonly v6Only: boolean,
     readonly port: number,
     readonly backlog: number,
     readonly cached: TcpCached,
@@ -48,6 +45,7 @@ export class Listener implements TcpListener, ListenerRef {
     if (this.closed) return;
     this.closed = true;
     this.listeners.remove(this);
+    this.listeners.released(this.ip);
   }
 }
 
@@ -61,32 +59,45 @@ export class Listeners {
   private readonly cookieOpts: CookieOptions = { mss: 0, wscale: -1, sackPermitted: false };
 
   constructor(private readonly layer: TcpLayer) {
-    this.cookies = new SynCookies(layer.env.random);
+    const addrs = layer.env.addrs;
+    this.cookies = new SynCookies(layer.env.random, addrs && ((ip) => addrs.bytes(ip)));
   }
 
   has(port: number): boolean {
     return this.byPort.has(port);
   }
 
-  /** The listener for this address and port: the one bound to the address, else a wildcard one. */
+  /**
+   * The listener for this address and port: the one bound to the address, else a wildcard of its
+   * family, else a dual-stack `::` one for an IPv4 address (as Linux with bindv6only off).
+   */
   find(ip: number, port: number): Listener | null {
     const list = this.byPort.get(port);
     if (!list) return null;
     let any: Listener | null = null;
+    const v6 = ip >= TWO_32;
     for (const l of list) {
       if (l.ip === ip) return l;
-      if (l.ip === 0) any = l;
+      if (l.ip === 0 && !v6) any = l;
+      else if (l.ip === ANY6 && (v6 || !l.v6Only)) any ??= l;
     }
     return any;
   }
 
+  /** @internal A listener let go of its address. */
+  released(ip: number): void {
+    this.layer.env.addrs?.release(ip);
+  }
+
   listen(
-    opts: { ip?: number; port: number; backlog?: number; options?: Partial<TcpCached> },
+    opts: { ip?: number; port: number; backlog?: number; options?: Partial<TcpCached>; v6Only?: boolean },
     cached: (options?: Partial<TcpCached>) => TcpCached,
     accept: (conn: TcpConnection) => boolean,
   ): Listener {
     if (!opts || typeof opts !== 'object') throw new InvalidArgumentError('listen: options required');
-    const ip = opts.ip === undefined ? 0 : checkU32(opts.ip, 'ip');
+    const addrs = this.layer.env.addrs;
+    const ip = opts.ip === undefined ? 0 : checkAddress(opts.ip, 'ip', addrs !== undefined);
+    const v6Only = opts.v6Only === true;
     const port = checkPort(opts.port, 'port');
     const backlog = opts.backlog ?? 511;
     if (!Number.isInteger(backlog) || backlog < 0) throw new InvalidArgumentError('listen: bad backlog');
@@ -94,10 +105,12 @@ export class Listeners {
     const options = cached(opts.options);
     const list = this.byPort.get(port) ?? [];
     for (const l of list) {
-      if (l.ip === ip || l.ip === 0 || ip === 0)
+      if (endpointsOverlap(l.ip, l.v6Only, ip, v6Only))
         throw new AddressInUseError(`port ${port} is already listening`);
     }
-    const l = new Listener(this, ip, port, backlog, options, accept);
+    // The listener holds its address's handle (the caller keeps its own reference).
+    addrs?.ref(ip);
+    const l = new Listener(this, ip, v6Only, port, backlog, options, accept);
     list.push(l);
     this.byPort.set(port, list);
     return l;
@@ -218,7 +231,7 @@ export class Listeners {
     const off = env.ip.begin(path);
     const buf = env.ip.txBuf;
     const hl = encodeTcpHeader(t, buf, off);
-    finishTcpChecksum(buf, off, hl, ip.dst, ip.src);
+    tcpChecksum(env, buf, off, hl, ip.dst, ip.src);
     env.ip.commit(path, TCP_PROTOCOL, hl, true, l.cached.ttl, l.cached.tos);
     env.counters.inc('tcp.segments.out');
   }

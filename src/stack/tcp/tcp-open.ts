@@ -2,10 +2,11 @@ import { AddressInUseError, InvalidArgumentError } from '../../core/errors.ts';
 import { createNeighborState } from '../../state/neighbor-state.ts';
 import { createPathState, type PathState } from '../../state/path-state.ts';
 import { createTcpState, type TcpCached, type TcpConst, TcpStateId } from '../../state/tcp-state.ts';
+import { ANY6, TWO_32 } from '../address-table.ts';
 import { seqAdd } from './seq.ts';
 import { connError, reportClosed, TcpConnection, type TcpEngine } from './tcp-connection.ts';
 import type { TcpLayer } from './tcp-layer.ts';
-import { checkPort, checkU32 } from './tcp-options.ts';
+import { checkAddress, checkPort } from './tcp-options.ts';
 import { sendSyn, wscaleFor } from './tcp-output.ts';
 import { scheduleTimer } from './tcp-timers.ts';
 import type { TcpUser } from './tcp-types.ts';
@@ -16,7 +17,9 @@ const EPHEMERAL_COUNT = 65536 - EPHEMERAL_LOW;
 const MAX_ANNOUNCED_MSS = 65495;
 
 export function announcedMss(path: PathState): number {
-  return Math.max(88, Math.min(path.cached.mtu - 40, MAX_ANNOUNCED_MSS));
+  // RFC 879 / RFC 8200 8.3: the path MTU less the IP (20, or IPv6's 40) and TCP headers.
+  const headers = path.const.remoteIp >= TWO_32 ? 60 : 40;
+  return Math.max(88, Math.min(path.cached.mtu - headers, MAX_ANNOUNCED_MSS));
 }
 
 /** A connection in CLOSED with the options it will negotiate; not yet in any table. */
@@ -63,12 +66,18 @@ export function openConnection(
   user: TcpUser,
 ): TcpConnection {
   if (!opts || typeof opts !== 'object') throw new InvalidArgumentError('connect: options required');
-  const remoteIp = checkU32(opts.remoteIp, 'remoteIp');
+  const remoteIp = checkAddress(opts.remoteIp, 'remoteIp', layer.env.addrs !== undefined);
   const remotePort = checkPort(opts.remotePort, 'remotePort');
-  if (opts.localIp !== undefined) checkU32(opts.localIp, 'localIp');
+  if (opts.localIp !== undefined) checkAddress(opts.localIp, 'localIp', layer.env.addrs !== undefined);
   if (opts.localPort !== undefined) checkPort(opts.localPort, 'localPort');
-  if (remoteIp === 0 || remoteIp === 0xffffffff || remoteIp >>> 28 === 14) {
+  if (
+    remoteIp === ANY6 ||
+    (remoteIp < TWO_32 && (remoteIp === 0 || remoteIp === 0xffffffff || remoteIp >>> 28 === 14))
+  ) {
     throw new InvalidArgumentError('connect: remote address must be unicast');
+  }
+  if (opts.localIp !== undefined && opts.localIp >= TWO_32 !== remoteIp >= TWO_32) {
+    throw new InvalidArgumentError('connect: local and remote addresses must be of one family');
   }
   const options = cached(opts.options);
   const env = layer.env;

@@ -9,6 +9,15 @@ export function checkU32(v: unknown, what: string): number {
   return v;
 }
 
+/**
+ * An address as TCP takes it: an IPv4 u32, or (where `v6`) an IPv6 handle of the host's
+ * AddressTable (ANY6 included; the caller decides where the wildcard is allowed).
+ */
+export function checkAddress(v: unknown, what: string, v6: boolean): number {
+  if (v6 && typeof v === 'number' && Number.isInteger(v) && v >= 0x1_0000_0000 && v < 2 ** 37) return v;
+  return checkU32(v, what);
+}
+
 export function checkPort(v: unknown, what: string): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 65535) {
     throw new InvalidArgumentError(`${what} must be an integer port in 1..65535`);

@@ -1,5 +1,6 @@
 import type { TcpState } from '../../state/tcp-state.ts';
 import { TcpStateId } from '../../state/tcp-state.ts';
+import { writeL4ChecksumFrom } from '../../wire/checksum.ts';
 import {
   encodeTcpHeader,
   finishTcpChecksum,
@@ -8,6 +9,7 @@ import {
   TcpFlag,
   type TcpHeader,
 } from '../../wire/tcp.ts';
+import { TWO_32 } from '../address-table.ts';
 import { effectiveMss } from './congestion.ts';
 import { backedOffRto } from './rtt.ts';
 import { recvSackBlocks, sackIsLost, sackNextSeg, sackPipe } from './sack.ts';
@@ -152,7 +154,7 @@ export function emit(
   const maxPacket = offload ? ip.maxPacketBytes!(path) : path.cached.mtu;
   // SACK blocks can make the header longer than the MSS calculation assumed: trim the payload so
   // the packet still fits the path MTU (DF is always set).
-  const room = Math.min(buf.length - off, maxPacket - 20) - hl;
+  const room = Math.min(buf.length - off, maxPacket - ipHeaderBytes(c.remoteIp)) - hl;
   if (dataLen > room) {
     dataLen = Math.max(room, 0);
     if (flags & TcpFlag.FIN) {
@@ -167,7 +169,7 @@ export function emit(
     const seg = Math.min(effectiveMss(s), path.cached.mtu - 20 - hl);
     accepted = ip.commitOffload!(path, hl + dataLen, seg, s.cached.ttl, s.cached.tos);
   } else {
-    finishTcpChecksum(buf, off, hl + dataLen, c.localIp, c.remoteIp);
+    tcpChecksum(env, buf, off, hl + dataLen, c.localIp, c.remoteIp);
     accepted = ip.commit(path, TCP_PROTOCOL, hl + dataLen, true, s.cached.ttl, s.cached.tos);
   }
   if (!accepted) {
@@ -268,10 +270,28 @@ export function sendRstReply(
   const off = env.ip.begin(path);
   const buf = env.ip.txBuf;
   const hl = encodeTcpHeader(t, buf, off);
-  finishTcpChecksum(buf, off, hl, localIp, remoteIp);
+  tcpChecksum(env, buf, off, hl, localIp, remoteIp);
   env.ip.commit(path, TCP_PROTOCOL, hl, true);
   env.counters.inc('tcp.segments.out');
   env.counters.inc('tcp.rst.out');
+}
+
+/** The TCP checksum of buf[off, off + len) over either family's pseudo-header, in place. */
+export function tcpChecksum(
+  env: TcpEngine['env'],
+  buf: Uint8Array,
+  off: number,
+  len: number,
+  src: number,
+  dst: number,
+): void {
+  if (dst < TWO_32) finishTcpChecksum(buf, off, len, src, dst);
+  else writeL4ChecksumFrom(buf, off, len, TCP_PROTOCOL, env.addrs!.pseudoSum(src, dst, TCP_PROTOCOL, len));
+}
+
+/** Bytes of IP header in front of a segment to `remoteIp`: IPv6's fixed 40 or IPv4's 20. */
+export function ipHeaderBytes(remoteIp: number): number {
+  return remoteIp >= TWO_32 ? 40 : 20;
 }
 
 /** Data not yet sent, or a FIN still to be sent. */

@@ -3,6 +3,7 @@ import type { Counters } from '../../core/counters.ts';
 import type { ConnectionError } from '../../core/errors.ts';
 import type { Random } from '../../core/random.ts';
 import type { PathState } from '../../state/path-state.ts';
+import type { AddressTable } from '../address-table.ts';
 import type { IpSender } from '../ip-sender.ts';
 
 /**
@@ -18,6 +19,11 @@ export interface TcpHostEnv {
   pathTo(remoteIp: number, localIp?: number): PathState | null;
   /** True if `ip` is one of this host's addresses. */
   isLocal(ip: number): boolean;
+  /**
+   * The host's address handles, where IPv6 runs (the host stack): an address ≥ 2^32 is an IPv6
+   * handle whose bytes are here. Absent on an engine that runs IPv4 connections only (a NIC).
+   */
+  readonly addrs?: AddressTable;
 }
 
 /**
