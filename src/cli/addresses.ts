@@ -4,6 +4,7 @@
  * any device is opened, so a mistake is reported with the flag and the reason and nothing is made.
  */
 import { InvalidArgumentError } from '../core/errors.ts';
+import { type AddressTable, isV6 } from '../stack/address-table.ts';
 import {
   formatIpv6,
   ipv6PrefixMatch,
@@ -143,4 +144,9 @@ export function urlHostLiteral(hostname: string): { host: string; family: 4 | 6 
   } catch {
     return null;
   }
+}
+
+/** 'a.b.c.d:port', or '[v6]:port' as in a URL, for an address of either family (a handle for IPv6). */
+export function formatEndpoint(addrs: AddressTable, ip: number, port: number): string {
+  return isV6(ip) ? `[${addrs.format(ip)}]:${port}` : `${addrs.format(ip)}:${port}`;
 }
