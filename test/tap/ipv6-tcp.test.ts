@@ -10,9 +10,10 @@
  * - tshark finds no malformed frame in the capture of the whole run.
  *
  * Lab: 10.9.51.0/24 and fd00:51::/64 (the kernel .1 / ::1, serve .2 / ::2, get .3 / ::3), the far
- * namespace behind the router on fd00:51:1::/64. Offloads are off on the veth so the capture
- * holds frames as they cross the wire. IPv6 connections stay in the host stack (no offload of IPv6
- * yet), so carrier and reachability failover under IPv6 are not tested here.
+ * namespace behind the router on fd00:51:1::/64. The veth keeps its offloads, so the kernel hands
+ * Chimney's TAPs coalesced IPv6 segments with partial checksums (TSO6), on one TAP and on a team.
+ * IPv6 connections stay in the host stack (no offload of IPv6 yet), so carrier and reachability
+ * failover under IPv6 are not tested here.
  * Needs root, /dev/net/tun and the tools below: fails under CI, skips with the reason elsewhere.
  */
 import assert from 'node:assert/strict';
@@ -67,7 +68,7 @@ describe('TCP over IPv6 against Linux on a TAP (curl -6, socat, http.server)', {
 }, () => {
   before(async () => {
     if (gate.reason) assert.fail(`interop tests cannot run: ${gate.reason}`);
-    lab = makeLab({ tag: 'v6t', subnet: SUBNET, taps: 2, offloads: false }, gate.reason);
+    lab = makeLab({ tag: 'v6t', subnet: SUBNET, taps: 2 }, gate.reason);
     lab!.ip('-n', lab!.ns, 'addr', 'add', `${KERNEL6}/64`, 'dev', lab!.vethPeer, 'nodad');
     pcap = join(lab!.dir, 'v6tcp.pcapng');
     capture = lab!.spawn(['tshark', '-i', lab!.veth, '-s', String(SNAPLEN), '-w', pcap, '-q']);
@@ -289,6 +290,38 @@ describe('TCP over IPv6 against Linux on a TAP (curl -6, socat, http.server)', {
     } finally {
       lab!.ip('netns', 'del', far);
     }
+  });
+
+  test('on a team of two worker NICs, IPv6 connections stay in the host stack and carry every byte', async () => {
+    await srv!.stop();
+    srv = null;
+    const ctl = join(lab!.dir, 'team.sock');
+    srv = await lab!.serve({
+      services: ['http:80'],
+      extra: ['--tap', lab!.taps[1]!, '--workers', '--ip', `${SERVE6}/64`, '--control', ctl],
+    });
+    const size = 16 * 1024 * 1024;
+    const dl = await lab!.sh(
+      `curl -6 -sS --fail --max-time 60 '${url(`/bytes/${size}`)}' | sha256sum`,
+      70_000,
+    );
+    assert.equal(dl.code, 0, `${dl.stderr}\n${srv.log().slice(-2000)}`);
+    assert.equal(shaOf(dl.stdout), patternDigest(size));
+    const file = join(lab!.dir, 'up-team.bin');
+    const want = await writeDataFile(file, 4 * 1024 * 1024, 53);
+    const up = await lab!.sh(
+      `curl -6 -sS --fail --max-time 60 -X POST -T '${file}' '${url('/sha256')}'`,
+      70_000,
+    );
+    assert.equal(up.code, 0, `${up.stderr}\n${srv.log().slice(-2000)}`);
+    assert.equal(up.stdout.trim(), want);
+    // IPv4 on the same team is offloaded as before.
+    const v4 = await lab!.sh(
+      `curl -4 -sS --fail --max-time 60 'http://${lab!.chimneyIps[0]}/bytes/${size}' | sha256sum`,
+      70_000,
+    );
+    assert.equal(v4.code, 0, v4.stderr);
+    assert.equal(shaOf(v4.stdout), patternDigest(size));
   });
 
   test('tshark finds no malformed frame in the capture of the whole run', async () => {
