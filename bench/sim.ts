@@ -11,6 +11,9 @@ export interface SimBenchResult {
   /** The same at MTU 1500 with every segment built and checksummed in software. */
   gbpsNoOffload: number;
   cpuUsPerSegmentNoOffload: number;
+  /** The same as `gbpsNoOffload` over IPv6 (IPv6 paths have no offload yet), same run. */
+  gbpsIpv6NoOffload: number;
+  cpuUsPerSegmentIpv6NoOffload: number;
   /** The same with a 64 KB MTU and no offload. */
   gbpsJumbo: number;
   bytes: number;
@@ -24,11 +27,13 @@ async function chimneyBulk(
   bytes: number,
   mtu: number,
   offload = false,
+  ipv6 = false,
 ): Promise<{ gbps: number; cpuUsPerSegment: number }> {
   const sim = new SimNetwork({ seed: 1, virtualTime: true, mtu });
   const tcp = { sndBufSize: 4 << 20, rcvBufSize: 4 << 20 };
-  const a = sim.addHost({ ip: '10.0.0.1/24', tcp, offload });
-  const b = sim.addHost({ ip: '10.0.0.2/24', tcp, offload });
+  const v6 = ipv6 ? { ipv6: { dadTransmits: 0, routerSolicitations: 0 } } : {};
+  const a = sim.addHost({ ip: '10.0.0.1/24', tcp, offload, ...(ipv6 ? { ip6: 'fd00::1/64' } : {}), ...v6 });
+  const b = sim.addHost({ ip: '10.0.0.2/24', tcp, offload, ...(ipv6 ? { ip6: 'fd00::2/64' } : {}), ...v6 });
   let received = 0;
   const done = new Promise<void>((resolve) => {
     b.createServer((s) => {
@@ -41,7 +46,7 @@ async function chimneyBulk(
       });
     }).listen(9);
   });
-  const sock = a.connect(9, '10.0.0.2');
+  const sock = a.connect(9, ipv6 ? 'fd00::2' : '10.0.0.2');
   await once(sock, 'connect');
   const chunk = Buffer.alloc(256 * 1024, 0x5a);
   const cpu0 = process.cpuUsage();
@@ -91,6 +96,7 @@ async function kernelBulk(bytes: number): Promise<number> {
 export async function benchSim(bytes = 1 << 30): Promise<SimBenchResult> {
   const offloaded = await chimneyBulk(bytes, 1500, true);
   const plain = await chimneyBulk(Math.min(bytes, 256 << 20), 1500, false);
+  const plain6 = await chimneyBulk(Math.min(bytes, 256 << 20), 1500, false, true);
   const jumbo = await chimneyBulk(bytes, 65535, false);
   const kernel = await kernelBulk(bytes);
   const r2 = (x: number): number => Math.round(x * 100) / 100;
@@ -100,6 +106,8 @@ export async function benchSim(bytes = 1 << 30): Promise<SimBenchResult> {
     cpuUsPerSegment: r2(offloaded.cpuUsPerSegment),
     gbpsNoOffload: r2(plain.gbps),
     cpuUsPerSegmentNoOffload: r2(plain.cpuUsPerSegment),
+    gbpsIpv6NoOffload: r2(plain6.gbps),
+    cpuUsPerSegmentIpv6NoOffload: r2(plain6.cpuUsPerSegment),
     gbpsJumbo: r2(jumbo.gbps),
     bytes,
     kernelLoopbackGbps: r2(kernel),

@@ -237,6 +237,11 @@ export class OffloadManager extends EventEmitter {
       const src = keys === 'all' ? this.keysOn(from) : keys;
       for (const k of src) {
         if (!isKey(k)) throw new InvalidArgumentError('move: not a connection key');
+        if (k.remoteIp >= TWO_32) {
+          this.stack.counters.inc('offload.refused.ipv6');
+          refused.push({ key: k, status: 'ineligible', reason: 'IPv6 connections stay in the host' });
+          continue;
+        }
         const e = this.entries.get(connKeyId(k));
         if (e?.nic === from) list.push(e.key);
         else refused.push({ key: k, status: 'failure', reason: 'not on the source NIC' });

@@ -157,16 +157,7 @@ export class SimNetwork {
     let link: Link = port;
     if (this.trace) link = this.trace.wrap(link);
     if (this.pcap) link = capture(link, this.pcap);
-    const stack = new Stack({
-      clock: this.clock,
-      random: this.random.fork(),
-      name,
-      tcp: opts.tcp,
-      ipv6: opts.ipv6,
-      addresses: opts.addresses,
-    });
-    const ip6 = opts.ip6 === undefined ? [] : typeof opts.ip6 === 'string' ? [opts.ip6] : opts.ip6;
-    stack.addInterface(link, { mac, ip: [opts.ip, ...ip6], vlan: opts.vlan, name: 'eth0' });
+    const stack = this.newStack(name, opts, link, mac);
     if (opts.gateway) stack.setDefaultGateway(opts.gateway);
     const host = new SimHost(stack, name, opts.ip.split('/')[0]!, port);
     this.hosts.push(host);
@@ -210,8 +201,7 @@ export class SimNetwork {
         }),
       );
     }
-    const stack = new Stack({ clock: this.clock, random: this.random.fork(), name, tcp: opts.tcp });
-    stack.addInterface(new NicGroupLink(nics), { mac, ip: opts.ip, vlan: opts.vlan, name: 'eth0' });
+    const stack = this.newStack(name, opts, new NicGroupLink(nics), mac);
     if (opts.gateway) stack.setDefaultGateway(opts.gateway);
     const offload = new OffloadManager({ stack, nics, policy: opts.policy });
     const host = new SimOffloadHost(stack, name, opts.ip.split('/')[0]!, ports, nics, offload);
@@ -227,6 +217,21 @@ export class SimNetwork {
     const host = buildTeamHost(this, opts);
     this.teamHosts.push(host);
     return host;
+  }
+
+  /** A host's stack with its one interface: the IPv4 address and any IPv6 ones. */
+  private newStack(name: string, opts: SimHostOptions, link: Link, mac: string): Stack {
+    const stack = new Stack({
+      clock: this.clock,
+      random: this.random.fork(),
+      name,
+      tcp: opts.tcp,
+      ipv6: opts.ipv6,
+      addresses: opts.addresses,
+    });
+    const ip6 = opts.ip6 === undefined ? [] : typeof opts.ip6 === 'string' ? [opts.ip6] : opts.ip6;
+    stack.addInterface(link, { mac, ip: [opts.ip, ...ip6], vlan: opts.vlan, name: 'eth0' });
+    return stack;
   }
 
   /** Resolve after `ms` of network time (virtual or real). */

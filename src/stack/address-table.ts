@@ -63,6 +63,8 @@ export class AddressTable {
   private used = 0;
   /** `intern` calls refused because the table was full. */
   refused = 0;
+  /** Called once when `intern` finds the table full, to free what is idle; returns how many went. */
+  onFull: (() => number) | null = null;
 
   constructor(random: Random, opts: AddressTableOptions = {}) {
     const cap = opts.maxIpv6 ?? 65536;
@@ -107,7 +109,7 @@ export class AddressTable {
       this.refs[slot]!++;
       return TWO_32 + 1 + slot;
     }
-    if (this.freeTop === 0) {
+    if (this.freeTop === 0 && !(this.onFull !== null && this.onFull() > 0 && this.freeTop > 0)) {
       this.refused++;
       return -1;
     }
@@ -174,8 +176,10 @@ export class AddressTable {
       buf.fill(0, off, off + 16);
       return;
     }
+    // A byte loop: a subarray per call would allocate on every packet sent.
     const at = this.offset(handle);
-    buf.set(this.store.subarray(at, at + 16), off);
+    const st = this.store;
+    for (let i = 0; i < 16; i++) buf[off + i] = st[at + i]!;
   }
 
   /**

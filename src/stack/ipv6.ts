@@ -124,8 +124,9 @@ interface Addr {
 
 /** What the IPv6 layer keeps beside a path's state object. */
 interface V6Path {
-  readonly x: Ipv6Iface;
-  readonly nextHop: Uint8Array;
+  /** Interface and next hop: re-pointed when routes or default routers change. */
+  x: Ipv6Iface;
+  nextHop: Uint8Array;
   /** Keyed hash of the two addresses; a packet's flow label mixes its ports into it. */
   readonly labelBase: number;
   /** The remote address is one of ours: packets loop back. */
@@ -217,6 +218,8 @@ const MAX_PMTU_ENTRIES = 1024;
 const PMTU_EXPIRY_MS = 10 * 60 * 1000;
 /** RFC 4862 5.5.3 (e): lifetimes below two hours are not shortened by an unauthenticated RA. */
 const TWO_HOURS_MS = 2 * 3600 * 1000;
+/** After a search for idle paths to free found none, the next one waits this long. */
+const RECLAIM_RETRY_MS = 100;
 const IP6_DROP = decodeDropNames('ipv6');
 const ICMP6_DROP = decodeDropNames('icmpv6');
 const ND_DROP = decodeDropNames('nd');
@@ -257,6 +260,7 @@ export class Ipv6Layer {
   private readonly labelKey: Uint8Array;
   private readonly labelK0: number;
   private readonly labelK1: number;
+  private futileReclaimAt = Number.NEGATIVE_INFINITY;
 
   constructor(
     private readonly ctx: Ipv6Context,
@@ -389,6 +393,7 @@ export class Ipv6Layer {
       prefix[i] = c.ip[i]! & ((0xff << (8 - bits)) & 0xff);
     }
     this.routes.push({ prefix, prefixLength: c.prefixLength, gateway: gw, x });
+    this.repoint();
   }
 
   /**
@@ -1017,8 +1022,12 @@ export class Ipv6Layer {
       case Icmpv6Type.PACKET_TOO_BIG:
         this.packetTooBig(x, frame, m.bodyOffset, this.h.payloadOffset + this.h.payloadLen, m.mtu);
         return;
+      case Icmpv6Type.DEST_UNREACHABLE:
+      case Icmpv6Type.TIME_EXCEEDED:
+        this.errorToTransport(frame, m.bodyOffset, this.h.payloadOffset + this.h.payloadLen, m.type, m.code);
+        return;
       default:
-        // Errors reach no transport yet; unknown informational messages are dropped (RFC 4443 2.4 b).
+        // Parameter problems reach no transport; unknown informational messages are dropped (RFC 4443 2.4 b).
         c.inc(isIcmpv6Error(m.type) ? 'accept.icmpv6.error' : 'drop.icmpv6.unknown-type');
     }
   }
@@ -1039,7 +1048,7 @@ export class Ipv6Layer {
       return;
     }
     const mtu = Math.min(x.iface.mtu, Math.max(IPV6_MIN_MTU, reported));
-    const e = this.quotedTransport(frame, q, end, 'frag-needed', 0, mtu);
+    const e = this.quoteOf(frame, q, end, 'frag-needed', 0, mtu);
     if (e && e.protocol === Ipv6Next.TCP && !this.ctx.tcpErrorInFlight(e)) {
       // RFC 5927 5.1 as for IPv4: a report quoting nothing we have in flight is forged or stale
       // and must not shrink a path every connection to that host shares.
@@ -1066,11 +1075,65 @@ export class Ipv6Layer {
   }
 
   /**
+   * Destination unreachable or time exceeded about a TCP or UDP packet of ours: to the transport,
+   * with the ICMPv4 code of the same meaning so both families share one reading (RFC 4443 3.1:
+   * port unreachable is ICMPv4's 3, no route its 0, the rest host unreachable).
+   */
+  private errorToTransport(frame: Uint8Array, q: number, end: number, type: number, code: number): void {
+    const c = this.ctx.counters;
+    if (
+      end - q < IPV6_HEADER_LENGTH ||
+      frame[q]! >>> 4 !== 6 ||
+      !this.isLocal(frame.subarray(q + 8, q + 24))
+    ) {
+      c.inc('drop.icmpv6.error-not-ours');
+      return;
+    }
+    c.inc('accept.icmpv6.error');
+    const unreach = type === Icmpv6Type.DEST_UNREACHABLE;
+    const v4code = !unreach
+      ? code
+      : code === Icmpv6UnreachCode.PORT
+        ? 3
+        : code === Icmpv6UnreachCode.NO_ROUTE
+          ? 0
+          : code === Icmpv6UnreachCode.ADMIN_PROHIBITED
+            ? 13
+            : 1;
+    const e = this.quoteOf(frame, q, end, unreach ? 'unreachable' : 'time-exceeded', v4code, 0);
+    if (e) this.ctx.transportError(e.protocol, e);
+  }
+
+  /**
+   * Free the handles of IPv6 paths no connection uses any more (only the path holds the remote
+   * address), oldest first, up to `max` of them. The address table calls it when full, so idle
+   * paths do not keep new peers out. Returns how many went.
+   */
+  reclaimPaths(max = 64): number {
+    const now = this.ctx.clock.now();
+    // A flood of new sources against a table full of live connections would otherwise pay a scan
+    // of every path per packet: after a scan that found nothing, wait a while before the next.
+    if (now - this.futileReclaimAt < RECLAIM_RETRY_MS) return 0;
+    const addrs = this.ctx.addrs;
+    let n = 0;
+    for (const p of this.pathInfo.keys()) {
+      if (n >= max) break;
+      if (addrs.refCount(p.const.remoteIp) !== 1) continue;
+      // Deleting the entry being visited is safe for a Map iterator.
+      this.forgetPath(p);
+      n++;
+    }
+    if (n > 0) this.ctx.counters.inc('ipv6.path.reclaimed', n);
+    else this.futileReclaimAt = now;
+    return n;
+  }
+
+  /**
    * The transport facts of a quoted packet of ours at frame[q, end): TCP or UDP right after the
    * fixed header (we send no extension headers but fragments, and a fragment quote has no ports
    * unless it is the first). Null when there is no transport header to speak of.
    */
-  private quotedTransport(
+  quoteOf(
     frame: Uint8Array,
     q: number,
     end: number,
@@ -1256,6 +1319,7 @@ export class Ipv6Layer {
         x.routers.push(made);
         r = made;
         c.inc('nd.router.added');
+        this.repoint();
       }
       if (r) {
         r.until = now + nd.routerLifetime * 1000;
@@ -1490,6 +1554,31 @@ export class Ipv6Layer {
     x.routers[i]!.timer.disarm();
     x.routers.splice(i, 1);
     this.ctx.counters.inc('nd.router.removed');
+    this.repoint();
+  }
+
+  /**
+   * After a routing change (a static route, a default router come or gone), move every IPv6 path
+   * to its new interface and next hop, as the IPv4 path layer does; a path nothing routes any more
+   * keeps its old way out.
+   */
+  private repoint(): void {
+    const addrs = this.ctx.addrs;
+    for (const [p, info] of this.pathInfo) {
+      const r = this.route(addrs.bytes(p.const.remoteIp));
+      if (!r) continue;
+      if (r.iface === info.x.iface && ipv6Equal(r.nextHop, 0, info.nextHop, 0)) continue;
+      const x = this.ifs.get(r.iface)!;
+      this.ctx.neighbors.release6(info.x.iface, info.nextHop);
+      const nextHop = createIpv6();
+      copyIpv6(nextHop, 0, r.nextHop, 0);
+      p.neighbor = this.ctx.neighbors.acquire6(r.iface, nextHop);
+      p.ifIndex = r.iface.index;
+      info.x = x;
+      info.nextHop = nextHop;
+      p.cached.mtu = this.mtuTo(x, addrs.bytes(p.const.remoteIp), 0);
+      this.ctx.counters.inc('ipv6.path.repointed');
+    }
   }
 
   // ---- send -------------------------------------------------------------------------------------

@@ -676,9 +676,7 @@ export class NeighborTable {
     e.queue = [];
     if (q.length) this.ctx.counters.inc('tx.drop.neigh.ehostunreach', q.length);
     this.setMac(e, -1);
-    // Transports are told about IPv4 packets only: nothing sends over IPv6 yet but ICMPv6.
-    if (this.ctx.onUnreachable && !e.ip6)
-      for (const f of q) this.ctx.onUnreachable(f, e.iface.ethHeaderLength);
+    if (this.ctx.onUnreachable) for (const f of q) this.ctx.onUnreachable(f, e.iface.ethHeaderLength);
   }
 
   private becomeReachable(e: NeighborEntry): void {

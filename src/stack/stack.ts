@@ -144,6 +144,7 @@ export class Stack {
       opts.ipv6,
     );
     this.ip.attachIpv6(this.ip6, this.addrs);
+    this.addrs.onFull = () => this.ip6.reclaimPaths();
     this.udp = new UdpLayer({
       addrs: this.addrs,
       random: this.random,
@@ -370,6 +371,12 @@ export class Stack {
 
   /** A packet died waiting for ARP: tell its transport "host unreachable", as Linux does locally. */
   private unresolved(frame: Uint8Array, ethLen: number): void {
+    if (frame.length > ethLen && frame[ethLen]! >>> 4 === 6) {
+      // Address unreachable, ICMPv6's name for it; the IPv6 layer reads the quote.
+      const e = this.ip6.quoteOf(frame, ethLen, frame.length, 'unreachable', 1, 0);
+      if (e) this.localError(e.protocol, e);
+      return;
+    }
     const q = parseQuote('unreachable', 1, 0, frame, ethLen, frame.length - ethLen);
     if (!q) return;
     if (ipv4FragOffset(frame, ethLen) !== 0) return; // only the first fragment carries the transport header
