@@ -8,15 +8,20 @@
  *       service to /dev/null (in `inproc` mode, socat reads a raw stream instead)
  *   kernel reference: iperf3 between two namespaces over a veth pair (one stream)
  *
+ * Then the same three over IPv6 (unless `--no-ipv6`): Chimney's IPv6 address on the same TAP,
+ * curl -6 and socat TCP6 in the namespace, iperf3 -6 over the veth pair, all in the same run, so
+ * each family's ratio is to the kernel on that family.
+ *
  * Chimney runs as `chimney serve` (mode `cli`), or inside this process on the TAP (`inproc`,
  * the TAP opened with offloads), or not at all (`kernel`: a kernel socat peer stands in
  * for Chimney, which checks the harness itself).
  *
- *   npx tsx bench/tap-throughput.ts [--json] [--bytes N] [--mode cli|inproc|kernel]
+ *   npx tsx bench/tap-throughput.ts [--json] [--bytes N] [--mode cli|inproc|kernel] [--no-ipv6]
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { ipv6Settled } from '../src/cli/tap-host.ts';
 import { RealClock } from '../src/core/clock.ts';
 import { CryptoRandom } from '../src/core/random.ts';
 import { TapLink } from '../src/link/tap-link.ts';
@@ -35,23 +40,32 @@ export interface TapThroughputOptions {
   mode?: TapBenchMode;
   /** Progress lines (default: none). */
   log?: (line: string) => void;
+  /** Measure IPv6 too, in the same run (default true). */
+  ipv6?: boolean;
 }
 
-export interface TapThroughputResult {
-  mode: TapBenchMode;
-  mtu: number;
-  bytes: number;
+/** One family's figures. */
+export interface FamilyThroughput {
   /** kernel → Chimney. */
   rxGbps: number;
   /** Chimney → kernel. */
   txGbps: number;
-  /** Kernel TCP over a veth pair between two namespaces. */
+  /** Kernel TCP over a veth pair between two namespaces, same family. */
   kernelGbps: number;
   rxRatio: number;
   txRatio: number;
   rxSeconds: number;
   txSeconds: number;
+}
+
+/** The IPv4 figures at the top level (as before IPv6 existed), IPv6 beside them. */
+export interface TapThroughputResult extends FamilyThroughput {
+  mode: TapBenchMode;
+  mtu: number;
+  bytes: number;
   kernelTool: string;
+  /** The same over IPv6, same run; absent with `ipv6: false`. */
+  ipv6?: FamilyThroughput;
 }
 
 const MTU = 1500;
@@ -59,6 +73,10 @@ const SUBNET = 240;
 const PORT_DISCARD = 9;
 const PORT_HTTP = 80;
 const PORT_SOURCE = 5001;
+/** The lab segment's IPv6 prefix (fd00:<subnet>::/64) and the kernel reference's. */
+const PREFIX6 = `fd00:${SUBNET}::`;
+const CHIMNEY6 = `${PREFIX6}2`;
+const KERNEL6 = `${PREFIX6}1`;
 
 function gbps(bytes: number, seconds: number): number {
   return seconds > 0 ? Math.round(((bytes * 8) / seconds / 1e9) * 1000) / 1000 : 0;
@@ -78,7 +96,9 @@ function cliExists(): boolean {
 }
 
 /** The kernel's TCP between two namespaces over a veth pair at MTU 1500, measured by iperf3. */
-async function kernelReference(lab: Lab, bytes: number): Promise<number> {
+async function kernelReference(lab: Lab, bytes: number, family: 4 | 6 = 4): Promise<number> {
+  const [ipA, ipB, plen] =
+    family === 4 ? ['10.9.241.1', '10.9.241.2', '24'] : ['fd00:241::1', 'fd00:241::2', '64'];
   const a = 'chbk-a';
   const b = 'chbk-b';
   const ip = (...args: string[]): void => {
@@ -97,8 +117,10 @@ async function kernelReference(lab: Lab, bytes: number): Promise<number> {
     ip('netns', 'add', b);
     ip('-n', a, 'link', 'add', 'kva', 'mtu', String(MTU), 'type', 'veth', 'peer', 'name', 'kvb', 'netns', b);
     ip('-n', b, 'link', 'set', 'kvb', 'mtu', String(MTU));
-    ip('-n', a, 'addr', 'add', '10.9.241.1/24', 'dev', 'kva');
-    ip('-n', b, 'addr', 'add', '10.9.241.2/24', 'dev', 'kvb');
+    // nodad: an address the kernel is still checking cannot be bound for the first second.
+    const dad = family === 6 ? ['nodad'] : [];
+    ip('-n', a, 'addr', 'add', `${ipA}/${plen}`, 'dev', 'kva', ...dad);
+    ip('-n', b, 'addr', 'add', `${ipB}/${plen}`, 'dev', 'kvb', ...dad);
     for (const [ns, dev] of [
       [a, 'kva'],
       [b, 'kvb'],
@@ -106,19 +128,7 @@ async function kernelReference(lab: Lab, bytes: number): Promise<number> {
       ip('-n', ns, 'link', 'set', dev, 'up');
       ip('-n', ns, 'link', 'set', 'lo', 'up');
     }
-    const server = lab.spawn([
-      'ip',
-      'netns',
-      'exec',
-      b,
-      'iperf3',
-      '-s',
-      '-1',
-      '-B',
-      '10.9.241.2',
-      '-p',
-      '5201',
-    ]);
+    const server = lab.spawn(['ip', 'netns', 'exec', b, 'iperf3', '-s', '-1', '-B', ipB, '-p', '5201']);
     try {
       await waitFor(async () => {
         const r = await lab.run(['ip', 'netns', 'exec', b, 'ss', '-Hltn', 'sport = :5201'], 5000);
@@ -126,7 +136,7 @@ async function kernelReference(lab: Lab, bytes: number): Promise<number> {
       }, 10_000);
       const r = check(
         await lab.run(
-          ['ip', 'netns', 'exec', a, 'iperf3', '-c', '10.9.241.2', '-p', '5201', '-n', String(bytes), '-J'],
+          ['ip', 'netns', 'exec', a, 'iperf3', '-c', ipB, '-p', '5201', '-n', String(bytes), '-J'],
           120_000,
         ),
         'iperf3',
@@ -150,19 +160,24 @@ async function waitFor(cond: () => Promise<boolean>, timeoutMs: number): Promise
   throw new Error(`timed out after ${timeoutMs} ms`);
 }
 
-/** Chimney in this process on the lab's TAP: discard on 9, a raw pattern source on 5001. */
-function startInProc(lab: Lab, bytes: number): { close(): void } {
+/**
+ * Chimney in this process on the lab's TAP: discard on 9, a raw pattern source on 5001, both
+ * families when `v6` (listening on '::', which takes IPv4 too, as Node's does).
+ */
+async function startInProc(lab: Lab, bytes: number, v6: boolean): Promise<{ close(): void }> {
   const clock = new RealClock();
   const tap = TapLink.open({ name: lab.taps[0]!, create: false, clock });
   const stack = new Stack({ clock, random: new CryptoRandom(), name: 'bench' });
-  stack.addInterface(tap, { mac: lab.mac(0), ip: `${lab.chimneyIps[0]}/24` });
+  const ips = [`${lab.chimneyIps[0]}/24`, ...(v6 ? [`${CHIMNEY6}/64`] : [])];
+  stack.addInterface(tap, { mac: lab.mac(0), ip: ips });
+  await ipv6Settled(stack, 10_000);
   const host = new Host(stack);
   const discard = host.createServer((s) => {
     s.on('data', () => {});
     s.on('error', () => {});
     s.on('end', () => s.end());
   });
-  discard.listen(PORT_DISCARD);
+  discard.listen(PORT_DISCARD, v6 ? '::' : undefined);
   const block = Buffer.alloc(251 * 256);
   for (let i = 0; i < block.length; i++) block[i] = i % 251;
   // The tool on the kernel side only reads, so the size is fixed here rather than requested.
@@ -183,7 +198,7 @@ function startInProc(lab: Lab, bytes: number): { close(): void } {
     };
     pump();
   });
-  source.listen(PORT_SOURCE);
+  source.listen(PORT_SOURCE, v6 ? '::' : undefined);
   return {
     close: () => {
       discard.close();
@@ -198,7 +213,7 @@ function startInProc(lab: Lab, bytes: number): { close(): void } {
  * Kernel stand-in for Chimney (harness check): a second namespace on the lab bridge through the
  * TAP's place, with socat discard and pattern source servers.
  */
-async function startKernelPeer(lab: Lab, bytes: number): Promise<{ close(): void }> {
+async function startKernelPeer(lab: Lab, bytes: number, v6: boolean): Promise<{ close(): void }> {
   const ns = 'chbk-peer';
   try {
     lab.ip('netns', 'del', ns);
@@ -220,16 +235,19 @@ async function startKernelPeer(lab: Lab, bytes: number): Promise<{ close(): void
   );
   lab.ip('link', 'set', 'chbk-pv', 'master', lab.bridge, 'up');
   lab.ip('-n', ns, 'addr', 'add', `${lab.chimneyIps[0]}/24`, 'dev', 'chbk-pvp');
+  if (v6) lab.ip('-n', ns, 'addr', 'add', `${CHIMNEY6}/64`, 'dev', 'chbk-pvp', 'nodad');
   lab.ip('-n', ns, 'link', 'set', 'chbk-pvp', 'up');
   const ex = ['ip', 'netns', 'exec', ns];
-  const p1 = lab.spawn([...ex, 'socat', '-u', `TCP-LISTEN:${PORT_DISCARD},reuseaddr,fork`, 'OPEN:/dev/null']);
+  const listen = (port: number): string =>
+    v6 ? `TCP6-LISTEN:${port},ipv6only=0,reuseaddr,fork` : `TCP-LISTEN:${port},reuseaddr,fork`;
+  const p1 = lab.spawn([...ex, 'socat', '-u', listen(PORT_DISCARD), 'OPEN:/dev/null']);
   const p2 = lab.spawn([
     ...ex,
     'socat',
     '-U',
     '-b',
     '262144',
-    `TCP-LISTEN:${PORT_SOURCE},reuseaddr,fork`,
+    listen(PORT_SOURCE),
     `OPEN:/dev/zero,readbytes=${bytes}`,
   ]);
   await waitFor(async () => {
@@ -250,11 +268,69 @@ async function startKernelPeer(lab: Lab, bytes: number): Promise<{ close(): void
   };
 }
 
+/** Timed transfers of `bytes` each way between the namespace and Chimney at `dst`. */
+async function measure(
+  lab: Lab,
+  mode: TapBenchMode,
+  dst: string,
+  family: 4 | 6,
+  bytes: number,
+  log: (line: string) => void,
+): Promise<{ rxSeconds: number; txSeconds: number }> {
+  const tcp = family === 4 ? `TCP:${dst}` : `TCP6:[${dst}]`;
+  const host = family === 4 ? dst : `[${dst}]`;
+  // Warm up the neighbor entry and the path so the timed runs start resolved.
+  await lab.sh(`ping -${family} -c 1 -W 2 ${dst} >/dev/null`, 5000);
+
+  log(`rx IPv${family}: kernel → ${mode}, ${bytes} bytes`);
+  const rx = check(
+    await lab.sh(
+      `socat -u -b 262144 OPEN:/dev/zero,readbytes=${bytes} ${tcp}:${PORT_DISCARD},sndbuf=4194304`,
+      300_000,
+    ),
+    `socat → discard (IPv${family})`,
+  );
+  log(`tx IPv${family}: ${mode} → kernel, ${bytes} bytes`);
+  if (mode === 'cli') {
+    const r = check(
+      await lab.sh(
+        `curl -${family} -sS --fail -o /dev/null -w '%{size_download} %{time_total}' 'http://${host}:${PORT_HTTP}/bytes/${bytes}'`,
+        300_000,
+      ),
+      `curl /bytes (IPv${family})`,
+    );
+    const [size, secs] = r.stdout.trim().split(' ').map(Number);
+    if (size !== bytes) throw new Error(`curl got ${size} of ${bytes} bytes`);
+    return { rxSeconds: rx.ms / 1000, txSeconds: secs! };
+  }
+  const r = check(
+    await lab.sh(`socat -u -b 262144 ${tcp}:${PORT_SOURCE},rcvbuf=4194304 - | wc -c`, 300_000),
+    `socat ← source (IPv${family})`,
+  );
+  if (Number(r.stdout.trim()) !== bytes) throw new Error(`socat got ${r.stdout.trim()} of ${bytes} bytes`);
+  return { rxSeconds: rx.ms / 1000, txSeconds: r.ms / 1000 };
+}
+
+function figures(bytes: number, m: { rxSeconds: number; txSeconds: number }, kernelGbps: number) {
+  const rxGbps = gbps(bytes, m.rxSeconds);
+  const txGbps = gbps(bytes, m.txSeconds);
+  return {
+    rxGbps,
+    txGbps,
+    kernelGbps,
+    rxRatio: ratio(rxGbps, kernelGbps),
+    txRatio: ratio(txGbps, kernelGbps),
+    rxSeconds: Math.round(m.rxSeconds * 1000) / 1000,
+    txSeconds: Math.round(m.txSeconds * 1000) / 1000,
+  };
+}
+
 export async function benchTapThroughput(opts: TapThroughputOptions = {}): Promise<TapThroughputResult> {
   const bytes = opts.bytes ?? 2 ** 31;
   const kernelBytes = opts.kernelBytes ?? bytes;
   const mode: TapBenchMode = opts.mode ?? (cliExists() ? 'cli' : 'inproc');
   const log = opts.log ?? (() => {});
+  const v6 = opts.ipv6 !== false;
   const reason = missingPrerequisite(['socat', 'curl', 'iperf3', 'ss']);
   if (reason) throw new Error(`tap throughput benchmark: ${reason}`);
   if (mode === 'cli' && !cliExists())
@@ -263,67 +339,36 @@ export async function benchTapThroughput(opts: TapThroughputOptions = {}): Promi
 
   const lab = new Lab({ tag: 'tb', subnet: SUBNET, taps: 1, mtu: MTU });
   lab.up();
+  if (v6) lab.ip('-n', lab.ns, 'addr', 'add', `${KERNEL6}/64`, 'dev', lab.vethPeer, 'nodad');
   let served: Served | null = null;
   let inproc: { close(): void } | null = null;
   try {
     log(`kernel reference: iperf3 over a veth pair, ${kernelBytes} bytes`);
     const kernelGbps = await kernelReference(lab, kernelBytes);
     log(`kernel: ${kernelGbps} Gbit/s`);
-
-    if (mode === 'cli') served = await lab.serve({ services: ['discard:9', 'http:80'], extra: ['--quiet'] });
-    else if (mode === 'inproc') inproc = startInProc(lab, bytes);
-    else inproc = await startKernelPeer(lab, bytes);
-    const dst = lab.chimneyIps[0]!;
-
-    // Warm up ARP and the path so the timed runs start with a resolved neighbor.
-    await lab.sh(`ping -c 1 -W 2 ${dst} >/dev/null`, 5000);
-
-    log(`rx: kernel → ${mode}, ${bytes} bytes`);
-    const rx = check(
-      await lab.sh(
-        `socat -u -b 262144 OPEN:/dev/zero,readbytes=${bytes} TCP:${dst}:${PORT_DISCARD},sndbuf=4194304`,
-        300_000,
-      ),
-      'socat → discard',
-    );
-    const rxSeconds = rx.ms / 1000;
-
-    log(`tx: ${mode} → kernel, ${bytes} bytes`);
-    let txSeconds: number;
-    if (mode === 'cli') {
-      const r = check(
-        await lab.sh(
-          `curl -sS --fail -o /dev/null -w '%{size_download} %{time_total}' http://${dst}:${PORT_HTTP}/bytes/${bytes}`,
-          300_000,
-        ),
-        'curl /bytes',
-      );
-      const [size, secs] = r.stdout.trim().split(' ').map(Number);
-      if (size !== bytes) throw new Error(`curl got ${size} of ${bytes} bytes`);
-      txSeconds = secs!;
-    } else {
-      const r = check(
-        await lab.sh(`socat -u -b 262144 TCP:${dst}:${PORT_SOURCE},rcvbuf=4194304 - | wc -c`, 300_000),
-        'socat ← source',
-      );
-      if (Number(r.stdout.trim()) !== bytes)
-        throw new Error(`socat got ${r.stdout.trim()} of ${bytes} bytes`);
-      txSeconds = r.ms / 1000;
+    let kernel6 = 0;
+    if (v6) {
+      kernel6 = await kernelReference(lab, kernelBytes, 6);
+      log(`kernel over IPv6: ${kernel6} Gbit/s`);
     }
-    const rxGbps = gbps(bytes, rxSeconds);
-    const txGbps = gbps(bytes, txSeconds);
+
+    if (mode === 'cli')
+      served = await lab.serve({
+        services: ['discard:9', 'http:80'],
+        extra: ['--quiet', ...(v6 ? ['--ip', `${CHIMNEY6}/64`] : [])],
+      });
+    else if (mode === 'inproc') inproc = await startInProc(lab, bytes, v6);
+    else inproc = await startKernelPeer(lab, bytes, v6);
+
+    const m4 = await measure(lab, mode, lab.chimneyIps[0]!, 4, bytes, log);
+    const m6 = v6 ? await measure(lab, mode, CHIMNEY6, 6, bytes, log) : null;
     return {
       mode,
       mtu: MTU,
       bytes,
-      rxGbps,
-      txGbps,
-      kernelGbps,
-      rxRatio: ratio(rxGbps, kernelGbps),
-      txRatio: ratio(txGbps, kernelGbps),
-      rxSeconds: Math.round(rxSeconds * 1000) / 1000,
-      txSeconds: Math.round(txSeconds * 1000) / 1000,
+      ...figures(bytes, m4, kernelGbps),
       kernelTool: 'iperf3 (one stream, two namespaces, veth, MTU 1500)',
+      ...(m6 ? { ipv6: figures(bytes, m6, kernel6) } : {}),
     };
   } finally {
     if (served) await served.stop();
@@ -333,12 +378,20 @@ export async function benchTapThroughput(opts: TapThroughputOptions = {}): Promi
 }
 
 export function formatTapThroughput(r: TapThroughputResult): string {
-  return [
+  const lines = [
     `TAP, MTU ${r.mtu}, ${r.bytes} bytes each way, Chimney as ${r.mode}:`,
     `  kernel → Chimney (rx): ${r.rxGbps} Gbit/s  → ratio ${r.rxRatio}`,
     `  Chimney → kernel (tx): ${r.txGbps} Gbit/s  → ratio ${r.txRatio}`,
     `  reference, ${r.kernelTool} (same run): ${r.kernelGbps} Gbit/s`,
-  ].join('\n');
+  ];
+  if (r.ipv6) {
+    lines.push(
+      `  IPv6 kernel → Chimney (rx): ${r.ipv6.rxGbps} Gbit/s  → ratio ${r.ipv6.rxRatio}`,
+      `  IPv6 Chimney → kernel (tx): ${r.ipv6.txGbps} Gbit/s  → ratio ${r.ipv6.txRatio}`,
+      `  IPv6 reference, iperf3 -6 over the same kind of veth pair (same run): ${r.ipv6.kernelGbps} Gbit/s`,
+    );
+  }
+  return lines.join('\n');
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
@@ -351,6 +404,7 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const r = await benchTapThroughput({
     bytes: val('--bytes') ? Number(val('--bytes')) : undefined,
     mode: val('--mode') as TapBenchMode | undefined,
+    ipv6: !args.includes('--no-ipv6'),
     log: json ? undefined : (l) => console.error(`# ${l}`),
   });
   console.log(json ? JSON.stringify(r) : formatTapThroughput(r));

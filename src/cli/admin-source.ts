@@ -2,7 +2,7 @@ import type { Nic, QueryResult } from '../nic/nic.ts';
 import type { Stack } from '../stack/stack.ts';
 import type { FailoverRecord } from '../team/team.ts';
 import type { TeamHost } from '../team/team-host.ts';
-import { formatIpv4 } from '../wire/addr.ts';
+import { formatEndpoint } from './addresses.ts';
 import type { FailoverStatus, NicStatus } from './control.ts';
 import { ChimneyMetrics, type MetricsSource, watchMoves } from './metrics.ts';
 import type { StatusReporter } from './status.ts';
@@ -116,8 +116,9 @@ export function stackMetrics(
     previous?.(conn);
     const c = conn.state.const;
     metrics.connectionClosed(
-      `${formatIpv4(c.localIp)}:${c.localPort}`,
-      `${formatIpv4(c.remoteIp)}:${c.remotePort}`,
+      // An IPv6 handle was released just before this call; its slot keeps the bytes until reused.
+      formatEndpoint(stack.addrs, c.localIp, c.localPort),
+      formatEndpoint(stack.addrs, c.remoteIp, c.remotePort),
       conn.stats.bytesIn,
       conn.stats.bytesOut,
     );

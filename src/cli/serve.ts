@@ -21,7 +21,8 @@ import type { FailureEvent } from '../team/health.ts';
 import { ManagerOffloader } from '../team/manager-offloader.ts';
 import type { FailoverRecord } from '../team/team.ts';
 import type { TeamHost } from '../team/team-host.ts';
-import { parseCidr, parseIpv4 } from '../wire/addr.ts';
+import { parseIpv4 } from '../wire/addr.ts';
+import { type CheckedAddresses, checkAddresses, collectIps, urlHostLiteral } from './addresses.ts';
 import { type AdminFlags, adminAddress, startAdmin } from './admin-cli.ts';
 import { teamStatusExtras } from './admin-source.ts';
 import { type ControlHandler, ControlServer } from './control.ts';
@@ -32,6 +33,7 @@ import { StatusReporter } from './status.ts';
 import {
   checkTapHostOptions,
   createTapHost,
+  ipv6Settled,
   macForIp,
   TAP_TCP_DEFAULTS,
   type TapHost,
@@ -45,6 +47,9 @@ import { createTapTeam, type TapTeam } from './tap-team.ts';
  * (an HTTP body written at accept time: megabytes per connection, seconds per batch at scale).
  */
 const WORKER_TCP_DEFAULTS = { ...TAP_TCP_DEFAULTS, sndBufSize: DEFAULT_RING, rcvBufSize: DEFAULT_RING };
+
+/** Duplicate address detection takes about a second per address (RFC 4862 RetransTimer); a margin for a busy machine. */
+const IPV6_SETTLE_MS = 10_000;
 
 /** Connections get this long to finish after SIGINT/SIGTERM before they are aborted. */
 const SHUTDOWN_GRACE_MS = 1000;
@@ -78,9 +83,14 @@ function addTapOptions(cmd: Command): Command {
         .argParser(collectTaps)
         .makeOptionMandatory(),
     )
-    .requiredOption('--ip <addr/prefix>', "Chimney's address, e.g. 10.9.0.10/24")
-    .option('--gw <addr>', 'default gateway')
-    .option('--mac <mac>', "Chimney's MAC (default 02:00 + the IP address)")
+    .requiredOption(
+      '--ip <addr/prefix>',
+      "Chimney's addresses, e.g. 10.9.0.10/24 or fd00::10/64; repeatable or comma-separated (one IPv4 address is required)",
+      collectIps,
+    )
+    .option('--gw <addr>', 'IPv4 default gateway')
+    .option('--gw6 <addr>', 'IPv6 default router (link-local, or on the subnet of an IPv6 --ip)')
+    .option('--mac <mac>', "Chimney's MAC (default 02:00 + the first IPv4 address)")
     .option('--pcap <file>', 'capture every frame to this pcap file')
     .addOption(new Option('--mtu <n>', 'set the TAP MTU').argParser(intIn(576, 65521)))
     .option('--no-offload', 'do not use segmentation and checksum offload')
@@ -95,8 +105,9 @@ function addTapOptions(cmd: Command): Command {
 
 interface TapFlags {
   tap: string[];
-  ip: string;
+  ip: string[];
   gw?: string;
+  gw6?: string;
   mac?: string;
   pcap?: string;
   mtu?: number;
@@ -142,6 +153,7 @@ function hostOptions(o: TapFlags): TapHostOptions {
     tap: o.tap[0]!,
     ip: o.ip,
     gw: o.gw,
+    gw6: o.gw6,
     mac: o.mac,
     mtu: o.mtu,
     pcap: o.pcap,
@@ -254,7 +266,7 @@ export function registerTapCommands(program: Command): void {
   const get = program
     .command('get')
     .description('fetch an http:// URL over Chimney on a TAP device; the body goes to stdout')
-    .argument('<url>', 'http://a.b.c.d[:port]/path (an IPv4 address, no DNS)');
+    .argument('<url>', 'http://a.b.c.d[:port]/path or http://[fd00::1][:port]/path (no DNS)');
   addTapOptions(get)
     .option('-o, --output <file>', 'write the body to this file instead of stdout')
     .addOption(
@@ -289,7 +301,7 @@ function serveOnTap(o: ServeFlags, log: ServeLog): Served {
   return {
     host: th.host,
     stack: th.stack,
-    label: `${th.tap.name} ${o.ip} (offload ${offloads})`,
+    label: `${th.tap.name} ${o.ip.join(' ')} (offload ${offloads})`,
     controlName: th.tap.name,
     status: {},
     handlers: {},
@@ -302,17 +314,20 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
   const opts = hostOptions(o);
   let tt: TapTeam;
   let pcap: PcapWriter | null = null;
+  let v6: CheckedAddresses | null = null;
   try {
     for (const tap of o.tap) checkTapHostOptions({ ...opts, tap });
     if (o.pcap !== undefined) {
       const clock = new RealClock();
       pcap = new PcapWriter(o.pcap, { clock, epochMs: Date.now() - clock.now() });
     }
-    const ip = parseCidr(o.ip).ip;
+    const a = checkAddresses(o.ip, { gw: o.gw, gw6: o.gw6, mtu: o.mtu });
+    if (a.v4.length > 1) fail('serve', `--ip: a team has one IPv4 address (given: ${a.v4.join(', ')})`);
+    v6 = a;
     tt = createTapTeam({
       taps: o.tap,
-      ip: o.ip,
-      mac: o.mac ?? macForIp(ip),
+      ip: a.v4[0]!,
+      mac: o.mac ?? macForIp(a.primary),
       mtu: o.mtu,
       offload: o.offload,
       vlan: o.vlan,
@@ -325,6 +340,13 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
       pcap: pcap ?? undefined,
     });
     await tt.ready(5000);
+    // IPv6 connections stay in the team's host stack (no offload of IPv6 yet); its interface
+    // takes the IPv6 addresses once the team exists.
+    if (v6.v6.length > 0) {
+      const iface = tt.team.stack.interfaces[0]!;
+      tt.team.stack.ip6.enable(iface, v6.v6);
+      if (v6.gw6 !== undefined) tt.team.stack.ip6.addRoute(iface, '::/0', v6.gw6);
+    }
   } catch (e) {
     failWith('serve', e);
   }
@@ -362,7 +384,7 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
     return n;
   };
   const kind = o.workers ? 'worker' : 'local';
-  const label = `team ${o.tap.join('+')} ${o.ip} (${o.tap.length} ${o.workers ? 'worker' : 'local'} NIC${o.tap.length > 1 ? 's' : ''}, offload ${o.offloadPolicy ?? 'immediate'})`;
+  const label = `team ${o.tap.join('+')} ${o.ip.join(' ')} (${o.tap.length} ${o.workers ? 'worker' : 'local'} NIC${o.tap.length > 1 ? 's' : ''}, offload ${o.offloadPolicy ?? 'immediate'})`;
   return {
     host: th,
     team: th,
@@ -436,6 +458,13 @@ async function runServe(o: ServeFlags & AdminFlags): Promise<void> {
   const log: ServeLog = createLog(o.logFormat ?? 'human', { quiet: o.quiet });
   const teamed = o.tap.length > 1 || o.workers === true;
   const sv = teamed ? await serveOnTeam(o, log) : serveOnTap(o, log);
+  // The ready line promises reachable addresses: an IPv6 one is usable once DAD has passed.
+  try {
+    await ipv6Settled(sv.stack, IPV6_SETTLE_MS);
+  } catch (e) {
+    sv.close();
+    failWith('serve', e);
+  }
   // Limits of the host stack; connections offloaded to NICs live in the NICs' own memory.
   sv.stack.tcp.budget.set({ maxConnections: o.maxConnections, memBytes: o.tcpMem });
   const running: RunningService[] = specs.map((s) => startService(sv.host, s, log));
@@ -485,7 +514,7 @@ async function runServe(o: ServeFlags & AdminFlags): Promise<void> {
   process.once('SIGTERM', () => stop('SIGTERM'));
 }
 
-function runGet(url: string, o: TapFlags & { output?: string; timeout: number }): void {
+async function runGet(url: string, o: TapFlags & { output?: string; timeout: number }): Promise<void> {
   let u: URL;
   try {
     u = new URL(url);
@@ -493,11 +522,30 @@ function runGet(url: string, o: TapFlags & { output?: string; timeout: number })
     fail('get', `'${url}' is not a URL`);
   }
   if (u.protocol !== 'http:') fail('get', `${url}: only http:// is supported`);
-  const hostname = u.hostname;
-  if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(hostname)) {
-    fail('get', `${url}: the host must be an IPv4 address (Chimney has no DNS resolver)`);
+  const lit = urlHostLiteral(u.hostname);
+  if (lit === null) {
+    fail(
+      'get',
+      `${url}: the host must be an IPv4 address or an IPv6 one in brackets, http://[fd00::1]/ (Chimney has no DNS resolver)`,
+    );
+  }
+  const hostname = lit.host;
+  if (lit.family === 6) {
+    let a: CheckedAddresses;
+    try {
+      a = checkAddresses(o.ip, { gw: o.gw, gw6: o.gw6, mtu: o.mtu });
+    } catch (e) {
+      failWith('get', e);
+    }
+    if (a.v6.length === 0) fail('get', `${url}: an IPv6 host needs an IPv6 --ip (e.g. --ip fd00::20/64)`);
   }
   const th = openHost('get', o);
+  try {
+    await ipv6Settled(th.stack, IPV6_SETTLE_MS);
+  } catch (e) {
+    th.close();
+    failWith('get', e);
+  }
   const port = u.port === '' ? 80 : Number(u.port);
   let done = false;
   const finish = (code: number, msg?: string): void => {

@@ -2,10 +2,12 @@ import { readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { type Command, InvalidArgumentError } from 'commander';
 import type { QueryResult } from '../nic/nic.ts';
+import { isV6 } from '../stack/address-table.ts';
 import type { Stack } from '../stack/stack.ts';
 import type { ConnectionHandle } from '../stack/tcp/tcp-types.ts';
 import { TCP_STATE_NAMES } from '../state/tcp-state.ts';
-import { formatIpv4, formatMac } from '../wire/addr.ts';
+import { formatIpv4, formatIpv6, formatMac } from '../wire/addr.ts';
+import { formatEndpoint } from './addresses.ts';
 import {
   type ControlRequest,
   controlRequest,
@@ -45,10 +47,27 @@ export class StatusReporter {
     } = {},
   ) {}
 
+  /** Either family's text form (IPv6 addresses are handles into the stack's address table). */
+  private fmt(ip: number): string {
+    return this.stack.addrs.format(ip);
+  }
+
+  /**
+   * The next hop a path's neighbor stands for. An IPv6 neighbor state does not carry its address
+   * (its const.ip is 0), so the route to the remote names it.
+   */
+  private neighborName(nbIp: number, remoteIp: number, ifIndex: number): string {
+    if (!isV6(remoteIp)) return formatIpv4(nbIp);
+    const iface = this.stack.interfaces[ifIndex];
+    const r = this.stack.ip6.route(this.stack.addrs.bytes(remoteIp), iface);
+    return r ? formatIpv6(r.nextHop) : this.fmt(remoteIp);
+  }
+
   async snapshot(): Promise<StatusSnapshot> {
     const offloaded = (await this.extra.offloaded?.()) ?? [];
     const now = Date.now();
     const next = new Map<string, { at: number; in: number; out: number }>();
+    const endpoint = (ip: number, port: number): string => formatEndpoint(this.stack.addrs, ip, port);
     const byNeighbor = new Map<string, NeighborStatus>();
     const pathOf = (nbIp: string, nbMac: string, remote: string, mtu: number): PathStatus => {
       let tree = byNeighbor.get(nbIp);
@@ -77,8 +96,8 @@ export class StatusReporter {
       const dt = prev ? (now - prev.at) / 1000 : 0;
       next.set(key, { at: now, in: bytesIn, out: bytesOut });
       path.conns.push({
-        local: `${formatIpv4(k.localIp)}:${k.localPort}`,
-        remote: `${formatIpv4(k.remoteIp)}:${k.remotePort}`,
+        local: endpoint(k.localIp, k.localPort),
+        remote: endpoint(k.remoteIp, k.remotePort),
         owner,
         state: TCP_STATE_NAMES[state] ?? String(state),
         bytesIn,
@@ -92,9 +111,9 @@ export class StatusReporter {
       const s = conn.state;
       const nb = s.path.neighbor;
       const path = pathOf(
-        formatIpv4(nb.const.ip),
+        this.neighborName(nb.const.ip, s.path.const.remoteIp, s.path.ifIndex),
         nb.cached.dstMac >= 0 ? formatMac(nb.cached.dstMac) : 'unresolved',
-        formatIpv4(s.path.const.remoteIp),
+        this.fmt(s.path.const.remoteIp),
         s.path.cached.mtu,
       );
       const c = s.const;
@@ -108,15 +127,20 @@ export class StatusReporter {
         // is one (a gateway's), else under the peer itself (on-link).
         const mac = q.dstMac >= 0 ? formatMac(q.dstMac) : 'unresolved';
         const nb = [...byNeighbor.values()].find((n) => n.mac === mac);
-        const remote = formatIpv4(q.key.remoteIp);
+        const remote = this.fmt(q.key.remoteIp);
         const path = pathOf(nb?.ip ?? remote, mac, remote, q.mtu);
         add(path, q.key, owner, q.state, q.bytesIn, q.bytesOut, q.retransmits);
       }
     }
     this.last = next;
-    const addresses = this.stack.interfaces.flatMap((i) =>
-      i.addresses.map((a) => `${formatIpv4(a.ip)}/${a.prefixLength}`),
-    );
+    const ip6 = this.stack.ip6;
+    const addresses = this.stack.interfaces.flatMap((i) => [
+      ...i.addresses.map((a) => `${formatIpv4(a.ip)}/${a.prefixLength}`),
+      // An IPv6 address is named with its state unless it is usable (DAD passed, not deprecated).
+      ...ip6
+        .addresses(i)
+        .map((a) => `${a.ip}/${a.prefixLength}${a.state === 'preferred' ? '' : ` (${a.state})`}`),
+    ]);
     const counters = Object.fromEntries(
       Object.entries(this.stack.counters.snapshot()).filter(
         ([k]) => k.startsWith('tcp.') || k.startsWith('drop.') || k.startsWith('team.'),

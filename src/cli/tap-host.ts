@@ -13,15 +13,21 @@ import { Host } from '../socket/host.ts';
 import { Stack } from '../stack/stack.ts';
 import { OUTPUT_BUDGET_BYTES } from '../stack/tcp/tcp-output.ts';
 import type { TcpCached } from '../state/tcp-state.ts';
-import { formatMac, parseCidr, parseIpv4, parseMac } from '../wire/addr.ts';
+import { formatMac, parseMac } from '../wire/addr.ts';
+import { checkAddresses } from './addresses.ts';
 
 export interface TapHostOptions {
   /** TAP device name; opened if it exists, else created (and removed again on close). */
   tap: string;
-  /** Our address with its prefix, e.g. 10.9.0.10/24. */
-  ip: string;
-  /** Default gateway (on the subnet of `ip`). */
+  /**
+   * Our addresses with their prefixes, e.g. 10.9.0.10/24 or ['10.9.0.10/24', 'fd00::10/64']: at
+   * least one IPv4 address (the first names the default MAC), any number of IPv6 ones.
+   */
+  ip: string | readonly string[];
+  /** IPv4 default gateway (on the subnet of an IPv4 address). */
   gw?: string;
+  /** IPv6 default router (link-local, or on the subnet of an IPv6 address). */
+  gw6?: string;
   /** Our MAC; by default a locally administered one derived from the address. */
   mac?: string;
   /** Device MTU to set (default: keep the device's). */
@@ -64,24 +70,7 @@ export function checkTapHostOptions(o: TapHostOptions): void {
     throw new InvalidArgumentError(`${flag}: ${why}`);
   };
   if (!/^[A-Za-z0-9_.-]{1,15}$/.test(o.tap)) bad('--tap', `'${o.tap}' is not a device name (1..15 chars)`);
-  let cidr: { ip: number; mask: number; prefixLength: number } | undefined;
-  try {
-    cidr = parseCidr(o.ip);
-  } catch (e) {
-    bad('--ip', `'${o.ip}' is not an address/prefix (${(e as Error).message})`);
-  }
-  if (!o.ip.includes('/') || cidr!.prefixLength === 0) bad('--ip', `'${o.ip}' needs a prefix, e.g. /24`);
-  if (o.gw !== undefined) {
-    let gw = 0;
-    try {
-      gw = parseIpv4(o.gw);
-    } catch {
-      bad('--gw', `'${o.gw}' is not an IPv4 address`);
-    }
-    if ((gw & cidr!.mask) >>> 0 !== (cidr!.ip & cidr!.mask) >>> 0) {
-      bad('--gw', `${o.gw} is not on the subnet of ${o.ip}`);
-    }
-  }
+  checkAddresses(o.ip, { gw: o.gw, gw6: o.gw6, mtu: o.mtu });
   if (o.mac !== undefined) {
     try {
       parseMac(o.mac);
@@ -130,14 +119,15 @@ export function createTapHost(o: TapHostOptions): TapHost {
       tcp: { ...TAP_TCP_DEFAULTS, ...o.tcp },
     });
     stack.tcp.outputBudget = OUTPUT_BUDGET_BYTES;
-    const ip = parseCidr(o.ip).ip;
-    stack.addInterface(link, {
-      mac: o.mac ?? macForIp(ip),
-      ip: o.ip,
+    const a = checkAddresses(o.ip, { gw: o.gw, gw6: o.gw6, mtu: o.mtu });
+    const iface = stack.addInterface(link, {
+      mac: o.mac ?? macForIp(a.primary),
+      ip: [...a.v4, ...a.v6],
       vlan: o.vlan,
       offload: o.offload ?? true,
     });
     if (o.gw !== undefined) stack.setDefaultGateway(o.gw);
+    if (a.gw6 !== undefined) stack.ip6.addRoute(iface, '::/0', a.gw6);
   } catch (e) {
     stack?.close();
     writer?.close();
@@ -159,4 +149,30 @@ export function createTapHost(o: TapHostOptions): TapHost {
       tap.close();
     },
   };
+}
+
+/**
+ * Resolves once every IPv6 address of the stack has passed duplicate address detection, so the
+ * first connection after it finds its source address usable. Throws InvalidArgumentError naming an
+ * address another node holds, and after `timeoutMs` naming the ones still tentative.
+ */
+export async function ipv6Settled(stack: Stack, timeoutMs: number): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const all = stack.interfaces.flatMap((i) => (stack.ip6.enabled(i) ? stack.ip6.addresses(i) : []));
+    const dup = all.find((a) => a.state === 'duplicate');
+    if (dup) {
+      throw new InvalidArgumentError(
+        `--ip ${dup.ip}: duplicate address detection found it in use on the link (RFC 4862)`,
+      );
+    }
+    const pending = all.filter((a) => a.state === 'tentative');
+    if (pending.length === 0) return;
+    if (Date.now() >= end) {
+      throw new InvalidArgumentError(
+        `--ip: ${pending.map((a) => a.ip).join(', ')} still tentative after ${timeoutMs} ms`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
 }

@@ -49,6 +49,7 @@ import {
   SOCK_DGRAM,
   TUN_F_CSUM,
   TUN_F_TSO4,
+  TUN_F_TSO6,
   TUNSETIFF,
   TUNSETOFFLOAD,
   TUNSETPERSIST,
@@ -319,7 +320,12 @@ export class TapLink implements Link {
       if (lib.ioctlPtr(fd, TUNSETVNETLE, one) !== 0 && !hostIsLittleEndian()) {
         fail(new LinkError(errName(lib.errno()), `TUNSETVNETLE on ${name} failed on a big-endian host`));
       }
-      if (lib.ioctlInt(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4) === 0)
+      // TSO6 lets the kernel hand over coalesced IPv6 TCP too (the IPv6 layer takes super-segments);
+      // a kernel that refuses it still gets the IPv4 offloads.
+      if (
+        lib.ioctlInt(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) === 0 ||
+        lib.ioctlInt(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4) === 0
+      )
         offloads = { tso: true, csum: true };
       else if (lib.ioctlInt(fd, TUNSETOFFLOAD, TUN_F_CSUM) === 0) offloads = { tso: false, csum: true };
     } else {

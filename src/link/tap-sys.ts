@@ -24,6 +24,7 @@ export const IFF_VNET_HDR = 0x4000;
 // linux/if_tun.h — TUNSETOFFLOAD features.
 export const TUN_F_CSUM = 0x01;
 export const TUN_F_TSO4 = 0x02;
+export const TUN_F_TSO6 = 0x04;
 
 // linux/sockios.h — interface ioctls on any socket.
 export const SIOCGIFFLAGS = 0x8913;

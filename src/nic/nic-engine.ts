@@ -32,6 +32,8 @@ import {
 } from '../wire/ethernet.ts';
 import {
   ethIpv4Offset,
+  ethL3Offset,
+  ethType,
   ipv4Dst,
   ipv4HeaderLen,
   ipv4IsFragment,
@@ -611,6 +613,10 @@ export class NicEngine {
   }
 
   private completeChecksum(frame: Uint8Array): void {
+    if (frame.length >= ETHERNET_VLAN_HEADER_LENGTH && ethType(frame) === EtherType.IPV6) {
+      this.completeChecksum6(frame);
+      return;
+    }
     const ip = ethIpv4Offset(frame);
     if (ip < 0) return;
     const proto = ipv4Proto(frame, ip);
@@ -620,6 +626,20 @@ export class NicEngine {
     if (total < ihl || ip + total > frame.length) return;
     if (completePartialL4Checksum(frame, ip + ihl, total - ihl, proto))
       this.counters.inc('nic.rx.csum-completed');
+  }
+
+  /**
+   * IPv6 connections stay in the host stack, so their frames pass through here. A partial checksum
+   * the kernel left is over TCP or UDP right behind the fixed header (it puts no extension header in
+   * front of them); anything else is handed up as it is.
+   */
+  private completeChecksum6(frame: Uint8Array): void {
+    const ip = ethL3Offset(frame);
+    if (frame.length < ip + 40) return;
+    const proto = frame[ip + 6]!;
+    const len = (frame[ip + 4]! << 8) | frame[ip + 5]!;
+    if ((proto !== IpProto.TCP && proto !== IpProto.UDP) || ip + 40 + len > frame.length) return;
+    if (completePartialL4Checksum(frame, ip + 40, len, proto)) this.counters.inc('nic.rx.csum-completed');
   }
 
   /** Feed the frame to the TCP layer if it is for a connection held here; false otherwise. */
