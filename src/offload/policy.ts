@@ -53,7 +53,8 @@ export function makePolicy(p: Partial<OffloadPolicy> | undefined): OffloadPolicy
  * the host's main thread also runs their traffic (a fifth of its time in a profile): in two
  * runs each, 64 left the team with no fault at 2.2-10.7 s of longest stall against 0.2-2.4 s
  * for the host alone in the same run, and the reachability fault 6.2-8.0 s to resume (detected
- * in 0.2-3.1 s); 256 gave 0.7-2.6 s against 4.9-1.9 s and 1.8-4.5 s (detected in 35-57 ms).
+ * in 0.2-3.1 s); 256 gave 0.7 s against 4.9 s and 2.6 s against 1.9 s, and 1.8-4.5 s to resume
+ * (detected in 35-57 ms).
  * Carrier faults resumed slower with 256 (3.4-3.9 s against 1.2-2.2 s), but on twice the
  * connections: with 64 only about a quarter were on the faulted member yet (BENCHMARKS.md).
  */
