@@ -47,8 +47,18 @@ export function makePolicy(p: Partial<OffloadPolicy> | undefined): OffloadPolicy
  * carrying the HTTP body already written into its send buffer) froze them all for 2.2 s and the
  * main thread with them. Those beyond the cap wait for the next scan, which follows at once; they
  * run in the host meanwhile, not frozen.
+ *
+ * 256, not 64: a transfer's time on TAP is mostly the round trip to a busy worker, not its count,
+ * and with 64 the thousand connections of `bench tap-team` reach the workers over ~10 s, while
+ * the host's main thread also runs their traffic (a fifth of its time in a profile): in two
+ * runs each, 64 left the team with no fault at 2.2-10.7 s of longest stall against 0.2-2.4 s
+ * for the host alone in the same run, and the reachability fault 6.2-8.0 s to resume (detected
+ * in 0.2-3.1 s); 256 gave 0.7 s against 4.9 s and 2.6 s against 1.9 s, and 1.8-4.5 s to resume
+ * (detected in 35-57 ms).
+ * Carrier faults resumed slower with 256 (3.4-3.9 s against 1.2-2.2 s), but on twice the
+ * connections: with 64 only about a quarter were on the faulted member yet (BENCHMARKS.md).
  */
-export const POLICY_BATCH = 64;
+export const POLICY_BATCH = 256;
 
 /**
  * Looks at the host's connections every `scanIntervalMs` and hands those the policy finds ready

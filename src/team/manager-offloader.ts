@@ -1,5 +1,6 @@
 import type { ConnKey, Nic } from '../nic/nic.ts';
 import type { OffloadManager, TransferReport } from '../offload/offload-manager.ts';
+import { prodInPlace } from '../stack/tcp/tcp-handover.ts';
 import { isOffloadable } from '../state/validate.ts';
 import type { MoveResult, TeamOffloader } from './team.ts';
 
@@ -31,6 +32,14 @@ export class ManagerOffloader implements TeamOffloader {
       });
     }
     return out;
+  }
+
+  prodHost(): number {
+    // Taken first: output may change the table under an iteration.
+    const conns = [...this.manager.stack.tcp.connections()];
+    let n = 0;
+    for (const c of conns) if (c.listener === null && prodInPlace(c)) n++;
+    return n;
   }
 
   async move(keys: ConnKey[], from: Nic, to: Nic): Promise<MoveResult> {

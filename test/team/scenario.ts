@@ -38,6 +38,8 @@ export interface ScenarioOptions {
   duplex?: boolean;
   /** The team and its peer on this 802.1Q VLAN (default untagged). */
   vlan?: number;
+  /** False: every connection stays in the host stack (default true). */
+  offload?: boolean;
   /** Offload every connection to this member (default: spread over the healthy ones). */
   offloadTo?: number;
   /** What member `i` sends and hears through instead of its bare switch port. */
@@ -163,7 +165,9 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
   }
   await Promise.race([allConnected, net.sleep(5000)]);
   // Offload everything once established, spread over the healthy members.
-  if (o.offloadTo !== undefined) await rig.manager.offload('all', rig.nics[o.offloadTo]);
+  if (o.offload === false) {
+    // The host stack runs them all, on whichever member carries its traffic.
+  } else if (o.offloadTo !== undefined) await rig.manager.offload('all', rig.nics[o.offloadTo]);
   else await host.offloadAll();
   const t0 = net.now();
   go();

@@ -1,9 +1,9 @@
 import { AddressInUseError, InvalidStateError } from '../../core/errors.ts';
-import type { TcpState } from '../../state/tcp-state.ts';
+import { type TcpState, TcpStateId } from '../../state/tcp-state.ts';
 import { createIpv4Header, encodeIpv4, IpProto } from '../../wire/ipv4.ts';
 import type { IpInfo } from '../ip-sender.ts';
 import type { ConnTable, Placeholder } from './conn-table.ts';
-import { TcpConnection, TcpEvent } from './tcp-connection.ts';
+import { isSynchronized, TcpConnection, TcpEvent } from './tcp-connection.ts';
 import { rewind } from './tcp-drive.ts';
 import { flushDelayedAck } from './tcp-flush.ts';
 import type { TcpLayer } from './tcp-layer.ts';
@@ -20,6 +20,49 @@ export interface AdoptOptions {
    * outstanding, instead of waiting for the retransmission timer.
    */
   prod?: boolean;
+}
+
+/**
+ * Make the peer of a connection whose path just changed (failover: a new owner, or the host's
+ * traffic moved to another member) recover at once: send ACKs and resend from snd.una if data is
+ * outstanding, instead of waiting for a retransmission timer backed off on the path that failed.
+ * The caller runs output and re-arms the timer afterwards.
+ */
+export function prod(conn: TcpConnection): void {
+  const state = conn.state;
+  const d = state.delegated;
+  if (d.sndMax !== d.sndUna) {
+    rewind(state);
+    // The backoff was earned on the path that failed (or while no link was left at all), and
+    // says nothing about the one we resend on now: like RFC 6069's revert after a known
+    // disruption, the timer that guards this resend starts from the plain RTO.
+    d.backoff = 0;
+    d.rtxDeadline = Number.POSITIVE_INFINITY;
+  }
+  state.soft.ackNow = true;
+  conn.rttEchoFloor = tsNow(conn.engine.env.clock.now());
+  // Three identical ACKs: a peer with data in flight takes them as duplicate ACKs and
+  // retransmits at once (fast retransmit) instead of waiting for its own timer; a peer with
+  // nothing in flight ignores them.
+  sendAck(conn);
+  sendAck(conn);
+  sendAck(conn);
+}
+
+/**
+ * `prod` for a connection its owner keeps running while the path under it changed (the host's
+ * traffic moved to another team member): output and timer follow at once. False, and nothing
+ * sent, when the connection has no synchronized peer to prod (a handshake retransmits on its own
+ * timer; TIME_WAIT's peer may be gone) or is not this owner's to run.
+ */
+export function prodInPlace(conn: TcpConnection): boolean {
+  const st = conn.state.delegated.state;
+  if (!conn.linked || conn.released || !isSynchronized(st) || st === TcpStateId.TIME_WAIT) return false;
+  prod(conn);
+  conn.engine.env.counters.inc('tcp.prodded');
+  tcpOutput(conn);
+  scheduleTimer(conn);
+  return true;
 }
 
 /**
@@ -52,24 +95,8 @@ export class Handover {
     state.soft.delayedAckDeadline = Number.POSITIVE_INFINITY;
     layer.link(conn);
     if (opts.prod === true) {
-      const d = state.delegated;
-      if (d.sndMax !== d.sndUna) {
-        rewind(state);
-        // The backoff was earned on the path that failed (or while no link was left at all), and
-        // says nothing about the one we resend on now: like RFC 6069's revert after a known
-        // disruption, the timer that guards this resend starts from the plain RTO.
-        d.backoff = 0;
-        d.rtxDeadline = Number.POSITIVE_INFINITY;
-      }
-      state.soft.ackNow = true;
-      conn.rttEchoFloor = tsNow(layer.env.clock.now());
+      prod(conn);
       layer.env.counters.inc('tcp.adopt.prodded');
-      // Three identical ACKs: a peer with data in flight takes them as duplicate ACKs and
-      // retransmits at once (fast retransmit) instead of waiting for its own timer; a peer with
-      // nothing in flight ignores them.
-      sendAck(conn);
-      sendAck(conn);
-      sendAck(conn);
     }
     tcpOutput(conn);
     scheduleTimer(conn);
