@@ -25,6 +25,7 @@ const BENCHES: Record<string, { about: string; run: Bench; print: (r: Record<str
         [
           `chimney↔chimney, MTU ${r.mtu} with TSO/checksum offload: ${r.gbps} Gbit/s, ${r.cpuUsPerSegment} µs CPU/segment`,
           `chimney↔chimney, MTU 1500 without offload: ${r.gbpsNoOffload} Gbit/s, ${r.cpuUsPerSegmentNoOffload} µs CPU/segment`,
+          `chimney↔chimney over IPv6, MTU ${r.mtu} with TSO6/checksum offload: ${r.gbpsIpv6} Gbit/s, ${r.cpuUsPerSegmentIpv6} µs CPU/segment`,
           `chimney↔chimney over IPv6, MTU 1500 without offload: ${r.gbpsIpv6NoOffload} Gbit/s, ${r.cpuUsPerSegmentIpv6NoOffload} µs CPU/segment`,
           `chimney↔chimney, MTU 65535 without offload: ${r.gbpsJumbo} Gbit/s`,
           `reference, kernel TCP over loopback via node:net (same run): ${r.kernelLoopbackGbps} Gbit/s  → ratio ${r.ratio}`,

@@ -9,7 +9,7 @@ export interface RxOffloadInfo {
   readonly csumPartial: boolean;
   /** The device has already verified the L4 checksum. */
   readonly csumValid: boolean;
-  /** Segmentation type of a super-segment (1 = TCP over IPv4); 0 for an ordinary frame. */
+  /** Segmentation type of a super-segment (1 = TCP over IPv4, 4 = TCP over IPv6); 0 for an ordinary frame. */
   readonly gsoType: number;
   /** For a super-segment: the payload bytes per wire segment it stands for. */
   readonly gsoSize: number;
@@ -19,7 +19,12 @@ export interface RxOffloadInfo {
 export interface LinkOffloads {
   /** `sendGso` with gsoSize > 0: TCP/IPv4 super-segments up to 64 KB, cut by the device. */
   readonly tso: boolean;
-  /** `sendGso` with gsoSize 0: the device completes the TCP/UDP checksum. */
+  /**
+   * The same for TCP over IPv6 (fixed header, no extension headers): each cut segment keeps the
+   * IPv6 header (flow label included) with its own payload length. Absent means false.
+   */
+  readonly tso6?: boolean;
+  /** `sendGso` with gsoSize 0: the device completes the TCP/UDP checksum, over IPv4 or IPv6. */
   readonly csum: boolean;
 }
 
@@ -63,9 +68,10 @@ export interface Link {
   /** What `sendGso` may be asked for; absent or all false for links without offloads. */
   readonly offloads?: LinkOffloads;
   /**
-   * Send an IPv4 frame whose L4 checksum the link completes (its checksum field is ignored) and,
-   * with gsoSize > 0, which the link cuts into TCP segments of gsoSize payload bytes. The IPv4
-   * header must be complete for the whole frame. Only called when `offloads` grants it.
+   * Send an IPv4 or IPv6 frame whose L4 checksum the link completes (its checksum field is
+   * ignored) and, with gsoSize > 0, which the link cuts into TCP segments of gsoSize payload bytes.
+   * The IP header must be complete for the whole frame (an IPv6 one without extension headers).
+   * Only called when `offloads` grants it (`tso6` for an IPv6 super-segment).
    */
   sendGso?(frame: Uint8Array, opts: LinkGsoOptions): boolean;
 }

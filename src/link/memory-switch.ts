@@ -2,8 +2,11 @@ import type { Clock } from '../core/clock.ts';
 import { Counters } from '../core/counters.ts';
 import { InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
 import type { Random } from '../core/random.ts';
-import { readMac } from '../wire/addr.ts';
+import { readMac, readU16 } from '../wire/addr.ts';
+import { EtherType } from '../wire/ethernet.ts';
+import { ethL3Offset } from '../wire/fields.ts';
 import { FramePool, type PoolBuf } from './frame-pool.ts';
+import { GsoSegmenter } from './gso-segment.ts';
 import { DEFAULT_LANE_LIMIT_BYTES, ImpairedWire, type LaneCounterNames } from './impaired-lane.ts';
 import { type ImpairmentSpec, validateImpairment } from './impairment.ts';
 import type { Link, LinkGsoOptions, LinkOffloads, RxOffloadInfo } from './link.ts';
@@ -30,9 +33,11 @@ export interface PortOptions {
   impair?: ImpairmentSpec;
   /**
    * Offer segmentation and checksum offload, like a veth pair: a host may send TCP super-segments
-   * of up to 64 KB whose checksums the "hardware" vouches for, and receivers get them whole, marked
-   * checksum-valid. Frames on the wire then carry unfinished checksums (a capture shows them as
-   * bad, as captures on Linux do). Off by default.
+   * of up to 64 KB, over IPv4 or IPv6, whose checksums the "hardware" vouches for, and receivers
+   * that offload too get them whole, marked checksum-valid. Frames on the wire then carry
+   * unfinished checksums (a capture shows them as bad, as captures on Linux do). A receiver
+   * without offload gets them cut into MTU-sized segments with every checksum completed, as
+   * Linux's software GSO does before a device that cannot. Off by default.
    */
   offload?: boolean;
 }
@@ -187,8 +192,8 @@ export class MemorySwitch {
     } else if (!p.carrier) {
       this.stats.inc('drop.cut');
       this.pool.release(b);
-    } else if (b.len > p.maxFrame && (b.gsoSize === 0 || !p.offloads.tso)) {
-      this.stats.inc(b.gsoSize === 0 ? 'drop.oversize' : 'drop.gso-unsupported');
+    } else if (b.len > p.maxFrame && b.gsoSize === 0) {
+      this.stats.inc('drop.oversize');
       this.pool.release(b);
     } else p.wire.rx.enqueue(b, now);
   }
@@ -237,6 +242,8 @@ export class SwitchPort implements Link {
 
   /** Segmentation and checksum offload (PortOptions.offload). */
   readonly offloads: LinkOffloads;
+  /** Cuts super-segments for this port's host when it has no offload; made on first need. */
+  private segmenter: GsoSegmenter | null = null;
   /** Reused receive info for offloaded frames (borrowed by the handler, like the frame). */
   private readonly rxInfo = { csumPartial: false, csumValid: true, gsoType: 0, gsoSize: 0 };
 
@@ -245,7 +252,7 @@ export class SwitchPort implements Link {
     this.switch = sw;
     this.name = name;
     this.mtu = mtu;
-    this.offloads = { tso: offload, csum: offload };
+    this.offloads = { tso: offload, tso6: offload, csum: offload };
     this.maxFrame = mtu + L2_OVERHEAD;
     this.wire = new ImpairedWire({
       clock: sw.clock,
@@ -286,9 +293,10 @@ export class SwitchPort implements Link {
       return;
     }
     const info = this.rxInfo;
+    const f = b.view();
     info.gsoSize = b.gsoSize;
-    info.gsoType = b.len - 54 > b.gsoSize ? 1 : 0;
-    h(b.view(), info);
+    info.gsoType = gsoTypeOf(f, b.gsoSize);
+    h(f, info);
   }
 
   private transmit(frame: Uint8Array, gsoSize: number, maxFrame: number): boolean {
@@ -410,9 +418,7 @@ export class SwitchPort implements Link {
       return;
     }
     if (b.gsoSize !== 0 && !this.offloads.tso) {
-      // A real switch would cut it; a host that cannot take super-segments never gets one here.
-      sw.stats.inc('drop.gso-unsupported');
-      sw.pool.release(b);
+      this.segmentTo(b);
       return;
     }
     this.rxFrames++;
@@ -424,6 +430,26 @@ export class SwitchPort implements Link {
     }
   };
 
+  /**
+   * An offloaded frame for a host that cannot take one: cut (or only checksummed) in software, as
+   * Linux does before a device without the offload; what cannot be cut is dropped and counted.
+   */
+  private segmentTo(b: PoolBuf): void {
+    const sw = this.switch;
+    try {
+      this.segmenter ??= new GsoSegmenter();
+      const n = this.segmenter.segment(b.view(), b.gsoSize, (seg) => {
+        this.rxFrames++;
+        this.rxBytes += seg.length;
+        // A handler that closed the port on an earlier segment gets no more.
+        this.handler?.(seg);
+      });
+      sw.stats.inc(n < 0 ? 'drop.gso-unsupported' : 'gso.segmented');
+    } finally {
+      sw.pool.release(b);
+    }
+  }
+
   private emitCarrier(up: boolean): void {
     // Deferred so a handler that reacts (fails over, sends) never runs inside cut()/restore().
     const since = this.switch.clock.now();
@@ -431,4 +457,19 @@ export class SwitchPort implements Link {
       if (!this.closed) this.carrierHandler?.(up, since);
     });
   }
+}
+
+/**
+ * The segmentation type a receiver is told of an offloaded frame: TCPv4 (1) or TCPv6 (4) when its
+ * payload spans more than one segment of `gsoSize`, else 0 (a checksum-only offload).
+ */
+function gsoTypeOf(f: Uint8Array, gsoSize: number): number {
+  const ip = ethL3Offset(f);
+  if (f.length < ip + 40) return 0;
+  const v6 = readU16(f, ip - 2) === EtherType.IPV6;
+  const l4 = ip + (v6 ? 40 : (f[ip]! & 15) * 4);
+  if (f.length < l4 + 20) return 0;
+  const payload = f.length - l4 - (f[l4 + 12]! >>> 4) * 4;
+  if (payload <= gsoSize) return 0;
+  return v6 ? 4 : 1;
 }

@@ -20,7 +20,9 @@
 import { type Clock, RealClock, type Timer } from '../core/clock.ts';
 import { Counters } from '../core/counters.ts';
 import { InvalidArgumentError, InvalidStateError, LinkError } from '../core/errors.ts';
-import { ethIpv4Offset, ipv4HeaderLen, ipv4Proto, tcpHeaderLen } from '../wire/fields.ts';
+import { readU16 } from '../wire/addr.ts';
+import { EtherType } from '../wire/ethernet.ts';
+import { ethL3Offset, ipv4HeaderLen, ipv4Proto, tcpHeaderLen } from '../wire/fields.ts';
 import type { Link } from './link.ts';
 import {
   AF_INET,
@@ -61,10 +63,12 @@ import {
   encodeVnetHdr,
   newRxInfo,
   pseudoHeaderSum,
+  pseudoHeaderSum6,
   type TapRxInfo,
   VNET_F_NEEDS_CSUM,
   VNET_GSO_NONE,
   VNET_GSO_TCPV4,
+  VNET_GSO_TCPV6,
   VNET_HDR_LEN,
 } from './tap-vnet.ts';
 
@@ -125,8 +129,11 @@ export class TapLink implements Link {
   /** Whether this open created the device (and so close() removes it unless `persist`). */
   readonly created: boolean;
   readonly vnetHdr: boolean;
-  /** What the kernel lets us hand it: TSO super-segments (sendGso) and partial checksums. */
-  readonly offloads: { readonly tso: boolean; readonly csum: boolean };
+  /**
+   * What the kernel lets us hand it: TSO super-segments (sendGso), over IPv6 too when it granted
+   * TSO6, and partial checksums.
+   */
+  readonly offloads: { readonly tso: boolean; readonly tso6: boolean; readonly csum: boolean };
   /** Offload facts about the frame being delivered; valid only during the frame handler. */
   readonly rxInfo: TapRxInfo = newRxInfo();
   readonly counters: Counters;
@@ -175,7 +182,7 @@ export class TapLink implements Link {
     ifindex: number,
     created: boolean,
     vnetHdr: boolean,
-    offloads: { tso: boolean; csum: boolean },
+    offloads: { tso: boolean; tso6: boolean; csum: boolean },
     opts: TapLinkOptions,
   ) {
     this.lib = lib;
@@ -307,7 +314,7 @@ export class TapLink implements Link {
     }
     const actual = getIfName(ifr) || name;
 
-    let offloads = { tso: false, csum: false };
+    let offloads = { tso: false, tso6: false, csum: false };
     if (vnetHdr) {
       const sz = new Uint8Array(4);
       new DataView(sz.buffer).setInt32(0, VNET_HDR_LEN, true);
@@ -322,12 +329,14 @@ export class TapLink implements Link {
       }
       // TSO6 lets the kernel hand over coalesced IPv6 TCP too (the IPv6 layer takes super-segments);
       // a kernel that refuses it still gets the IPv4 offloads.
-      if (
-        lib.ioctlInt(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) === 0 ||
-        lib.ioctlInt(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4) === 0
-      )
-        offloads = { tso: true, csum: true };
-      else if (lib.ioctlInt(fd, TUNSETOFFLOAD, TUN_F_CSUM) === 0) offloads = { tso: false, csum: true };
+      // The flags we set on the device are also what it accepts from us: TSO6 lets us hand it IPv6
+      // super-segments.
+      if (lib.ioctlInt(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) === 0)
+        offloads = { tso: true, tso6: true, csum: true };
+      else if (lib.ioctlInt(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4) === 0)
+        offloads = { tso: true, tso6: false, csum: true };
+      else if (lib.ioctlInt(fd, TUNSETOFFLOAD, TUN_F_CSUM) === 0)
+        offloads = { tso: false, tso6: false, csum: true };
     } else {
       // Offload flags outlive the fd that set them; a reader without the header must clear them
       // or the kernel keeps handing it frames with partial checksums.
@@ -424,11 +433,12 @@ export class TapLink implements Link {
   }
 
   /**
-   * Write an IPv4 frame whose L4 checksum the kernel completes, and which, if its TCP payload is
-   * larger than `gsoSize`, the kernel cuts into segments of `gsoSize` (TSO). The frame's IP
-   * header must be complete (total length and checksum of the whole super-segment); its L4
-   * checksum field is ignored: we replace it, in our copy, with the pseudo-header sum the
-   * kernel expects. Throws InvalidArgumentError for a frame or options that cannot be offloaded.
+   * Write an IPv4 or IPv6 frame whose L4 checksum the kernel completes, and which, if its TCP
+   * payload is larger than `gsoSize`, the kernel cuts into segments of `gsoSize` (TSO, TSO6 for
+   * IPv6). The IP header must be complete for the whole super-segment (IPv4: total length and
+   * checksum; IPv6: payload length, and no extension headers); its L4 checksum field is ignored:
+   * we replace it, in our copy, with the pseudo-header sum the kernel expects. Throws
+   * InvalidArgumentError for a frame or options that cannot be offloaded.
    */
   sendGso(frame: Uint8Array, o: GsoSendOptions): boolean {
     if (!this.offloads.csum || (o.gsoSize > 0 && !this.offloads.tso)) {
@@ -437,10 +447,24 @@ export class TapLink implements Link {
       );
     }
     const len = frame.length;
-    const ipOff = ethIpv4Offset(frame);
-    if (ipOff < 0) throw new InvalidArgumentError('sendGso: frame is not IPv4 over Ethernet');
-    const ihl = ipv4HeaderLen(frame, ipOff);
-    const proto = ipv4Proto(frame, ipOff);
+    const ipOff = len >= 14 ? ethL3Offset(frame) : -1;
+    const type = ipOff >= 0 && len >= ipOff ? readU16(frame, ipOff - 2) : -1;
+    let ihl: number;
+    let proto: number;
+    if (type === EtherType.IPV4 && len >= ipOff + 20) {
+      ihl = ipv4HeaderLen(frame, ipOff);
+      proto = ipv4Proto(frame, ipOff);
+    } else if (type === EtherType.IPV6 && len >= ipOff + 40 && frame[ipOff]! >>> 4 === 6) {
+      ihl = 40;
+      proto = frame[ipOff + 6]!;
+      if (readU16(frame, ipOff + 4) !== len - ipOff - 40) {
+        throw new InvalidArgumentError('sendGso: IPv6 payload length does not match the frame');
+      }
+      if (o.gsoSize > 0 && !this.offloads.tso6) {
+        throw new InvalidStateError(`${this.name}: the kernel did not grant TSO6`);
+      }
+    } else throw new InvalidArgumentError('sendGso: frame is not IPv4 or IPv6 over Ethernet');
+    const v6 = type === EtherType.IPV6;
     const { gsoSize, csumStart, csumOffset } = o;
     if (!Number.isInteger(gsoSize) || gsoSize < 0 || gsoSize > 65535) {
       throw new InvalidArgumentError(`sendGso: gsoSize must be 0..65535, got ${gsoSize}`);
@@ -469,7 +493,9 @@ export class TapLink implements Link {
     if (!this.txReady()) return false;
     const t = this.tbuf;
     t.set(frame, VNET_HDR_LEN);
-    const seed = pseudoHeaderSum(frame, ipOff, proto, l4Len);
+    const seed = v6
+      ? pseudoHeaderSum6(frame, ipOff, proto, l4Len)
+      : pseudoHeaderSum(frame, ipOff, proto, l4Len);
     const at = VNET_HDR_LEN + csumStart + csumOffset;
     t[at] = seed >>> 8;
     t[at + 1] = seed & 0xff;
@@ -477,7 +503,7 @@ export class TapLink implements Link {
       t,
       0,
       VNET_F_NEEDS_CSUM,
-      segmented ? VNET_GSO_TCPV4 : VNET_GSO_NONE,
+      segmented ? (v6 ? VNET_GSO_TCPV6 : VNET_GSO_TCPV4) : VNET_GSO_NONE,
       segmented ? csumStart + l4Hdr : 0,
       segmented ? gsoSize : 0,
       csumStart,

@@ -15,7 +15,12 @@
  * the two extra bytes cost nothing. The u16 fields are little-endian: TapLink asks the kernel for
  * that with TUNSETVNETLE, so the byte order does not depend on the host.
  */
-import { foldChecksum, pseudoHeaderSum as ipPseudoHeaderSum, onesSum } from '../wire/checksum.ts';
+import {
+  foldChecksum,
+  pseudoHeaderSum6 as ip6PseudoHeaderSum,
+  pseudoHeaderSum as ipPseudoHeaderSum,
+  onesSum,
+} from '../wire/checksum.ts';
 import { ipv4Dst, ipv4Src } from '../wire/fields.ts';
 
 export const VNET_HDR_LEN = 12;
@@ -105,6 +110,11 @@ export function encodeVnetHdr(
 export function pseudoHeaderSum(f: Uint8Array, ipOff: number, proto: number, l4Len: number): number {
   // foldChecksum complements; the seed is the folded sum itself.
   return ~foldChecksum(ipPseudoHeaderSum(ipv4Src(f, ipOff), ipv4Dst(f, ipOff), proto, l4Len)) & 0xffff;
+}
+
+/** `pseudoHeaderSum` for an IPv6 packet at f[ipOff] (its fixed header's addresses). */
+export function pseudoHeaderSum6(f: Uint8Array, ipOff: number, proto: number, l4Len: number): number {
+  return ~foldChecksum(ip6PseudoHeaderSum(f, ipOff + 8, f, ipOff + 24, proto, l4Len)) & 0xffff;
 }
 
 /**

@@ -45,6 +45,8 @@ export class StackInterface {
   readonly ethHeaderLength: number;
   /** The link cuts TCP super-segments for us (TSO). */
   readonly tso: boolean;
+  /** The link cuts TCP-over-IPv6 super-segments too (TSO6); implies `tso`. */
+  readonly tso6: boolean;
   /** The link completes TCP checksums for us. */
   readonly csumOffload: boolean;
   /** Largest IP packet handed to the link in one piece: 64 KB with TSO, else the MTU. */
@@ -76,6 +78,7 @@ export class StackInterface {
     this.csumOffload = offload.csum && can?.csum === true;
     // TSO without checksum offload cannot be asked for: every cut segment needs a fresh checksum.
     this.tso = this.csumOffload && offload.tso && can?.tso === true;
+    this.tso6 = this.tso && can?.tso6 === true;
     this.maxPacket = this.tso ? IPV4_MAX_PACKET : mtu;
     this.tx = this.csumOffload ? new OffloadTx(link) : null;
     this.link = this.tx ?? link;

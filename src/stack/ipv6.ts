@@ -1,7 +1,7 @@
 import type { Clock, Timer } from '../core/clock.ts';
 import type { Counters } from '../core/counters.ts';
 import { InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
-import type { RxOffloadInfo } from '../core/link.ts';
+import type { LinkGsoOptions, RxOffloadInfo } from '../core/link.ts';
 import type { Random } from '../core/random.ts';
 import { createPathState, type PathState } from '../state/path-state.ts';
 import {
@@ -23,7 +23,7 @@ import {
   writeInterfaceId,
   writeMac,
 } from '../wire/addr.ts';
-import { completePartialL4Checksum, l4Checksum6Ok } from '../wire/checksum.ts';
+import { completePartialL4Checksum, l4Checksum6Ok, writeL4ChecksumFrom } from '../wire/checksum.ts';
 import { EtherType } from '../wire/ethernet.ts';
 import {
   createIcmpv6Header,
@@ -258,6 +258,8 @@ export class Ipv6Layer {
   readonly maxPaths: number;
   private readonly rx: RxPacket;
   private readonly labelKey: Uint8Array;
+  /** Reused for every offloaded send: the link reads it synchronously. */
+  private readonly gsoOpts: LinkGsoOptions = { gsoSize: 0, csumStart: 0, csumOffset: 16 };
   private readonly labelK0: number;
   private readonly labelK1: number;
   private futileReclaimAt = Number.NEGATIVE_INFINITY;
@@ -818,24 +820,7 @@ export class Ipv6Layer {
       c.inc('tx.drop.ipv6.bad-length');
       return false;
     }
-    const addrs = this.ctx.addrs;
-    const ports =
-      l4Len >= 4
-        ? (buf[eth + 40]! << 24) | (buf[eth + 41]! << 16) | (buf[eth + 42]! << 8) | buf[eth + 43]!
-        : 0;
-    const label = this.flowLabel(p.labelBase, ports);
-    const tc = tos ?? path.cached.tos;
-    const hl = ttl ?? path.cached.ttl;
-    buf[eth] = 0x60 | (tc >>> 4);
-    buf[eth + 1] = ((tc & 0x0f) << 4) | (label >>> 16);
-    buf[eth + 2] = (label >>> 8) & 0xff;
-    buf[eth + 3] = label & 0xff;
-    buf[eth + 4] = l4Len >>> 8;
-    buf[eth + 5] = l4Len & 0xff;
-    buf[eth + 6] = protocol;
-    buf[eth + 7] = hl;
-    addrs.write(path.const.localIp, buf, eth + 8);
-    addrs.write(path.const.remoteIp, buf, eth + 24);
+    const ports = this.writeHeader(buf, eth, path, p, protocol, l4Len, ttl, tos);
     if (p.loopback) {
       const pkt = buf.slice(eth, eth + total);
       c.inc('tx.ipv6.loopback');
@@ -867,6 +852,132 @@ export class Ipv6Layer {
       return this.fragment(x, p.nextHop, buf.subarray(0, eth + total), mtu);
     }
     return this.ctx.neighbors.outputState6(iface, path.neighbor, p.nextHop, buf, eth + total);
+  }
+
+  /**
+   * The fixed header at buf[eth] for `l4Len` transport bytes behind it: hop limit and traffic
+   * class from the path unless given, the flow label of the four-tuple. Returns the ports (the
+   * transport's first four bytes, 0 when shorter), which name the flow.
+   */
+  private writeHeader(
+    buf: Uint8Array,
+    eth: number,
+    path: PathState,
+    p: V6Path,
+    protocol: number,
+    l4Len: number,
+    ttl: number | undefined,
+    tos: number | undefined,
+  ): number {
+    const addrs = this.ctx.addrs;
+    const ports =
+      l4Len >= 4
+        ? (buf[eth + 40]! << 24) | (buf[eth + 41]! << 16) | (buf[eth + 42]! << 8) | buf[eth + 43]!
+        : 0;
+    const label = this.flowLabel(p.labelBase, ports);
+    const tc = tos ?? path.cached.tos;
+    const hl = ttl ?? path.cached.ttl;
+    buf[eth] = 0x60 | (tc >>> 4);
+    buf[eth + 1] = ((tc & 0x0f) << 4) | (label >>> 16);
+    buf[eth + 2] = (label >>> 8) & 0xff;
+    buf[eth + 3] = label & 0xff;
+    buf[eth + 4] = l4Len >>> 8;
+    buf[eth + 5] = l4Len & 0xff;
+    buf[eth + 6] = protocol;
+    buf[eth + 7] = hl;
+    addrs.write(path.const.localIp, buf, eth + 8);
+    addrs.write(path.const.remoteIp, buf, eth + 24);
+    return ports;
+  }
+
+  // ---- send offloads (IpSender's optional hooks, for IPv6 paths) -----------------------------------
+
+  /**
+   * True if the link completes the TCP checksum of a packet committed now on `path` with
+   * `commitOffload6`. As for IPv4, only towards a resolved neighbor: the neighbor layer then
+   * transmits at once instead of queueing a copy, so the frame reaches the link while marked.
+   */
+  checksumOffload6(path: PathState): boolean {
+    const p = this.pathInfo.get(path);
+    return (
+      p !== undefined &&
+      !this.closed &&
+      !p.loopback &&
+      p.x.iface.csumOffload &&
+      path.neighbor.cached.dstMac >= 0
+    );
+  }
+
+  /** Largest IPv6 packet TCP may commit now on `path`: 64 KB when the link cuts IPv6 super-segments. */
+  maxPacketBytes6(path: PathState): number {
+    const p = this.pathInfo.get(path);
+    if (p === undefined || !p.x.iface.tso6 || !this.checksumOffload6(path)) return path.cached.mtu;
+    return p.x.iface.maxPacket;
+  }
+
+  /**
+   * Like `commit6` (DF set) for a TCP packet whose checksum the link completes; above the path
+   * MTU the link cuts it into segments of `segSize` payload bytes, each with this fixed header
+   * (flow label included) and its own payload length. When the offload is no longer possible the
+   * checksum is completed here and the packet goes out plainly (or is refused if too big).
+   */
+  commitOffload6(
+    buf: Uint8Array,
+    path: PathState,
+    l4Len: number,
+    segSize: number,
+    ttl?: number,
+    tos?: number,
+  ): boolean {
+    const c = this.ctx.counters;
+    const p = this.pathInfo.get(path);
+    const eth = p ? p.x.iface.ethHeaderLength : 18;
+    if (p === undefined || !p.x.iface.up || !this.checksumOffload6(path)) {
+      if (l4Len >= 20 && eth + IPV6_HEADER_LENGTH + l4Len <= buf.length) {
+        const l4 = eth + IPV6_HEADER_LENGTH;
+        writeL4ChecksumFrom(
+          buf,
+          l4,
+          l4Len,
+          Ipv6Next.TCP,
+          this.ctx.addrs.pseudoSum(path.const.localIp, path.const.remoteIp, Ipv6Next.TCP, l4Len),
+        );
+      }
+      c.inc('tx.offload.fallback');
+      return this.commit6(buf, path, Ipv6Next.TCP, l4Len, true, ttl, tos);
+    }
+    const iface = p.x.iface;
+    const l4 = eth + IPV6_HEADER_LENGTH;
+    const total = IPV6_HEADER_LENGTH + l4Len;
+    const mtu = Math.min(path.cached.mtu, p.x.mtu);
+    const tcpHl = l4Len >= 20 ? (buf[l4 + 12]! >>> 4) * 4 : 0;
+    const segmented = total > mtu;
+    if (
+      l4Len < 20 ||
+      tcpHl < 20 ||
+      tcpHl > l4Len ||
+      l4 + l4Len > buf.length ||
+      (segmented &&
+        (!iface.tso6 || total > iface.maxPacket || segSize < 1 || IPV6_HEADER_LENGTH + tcpHl + segSize > mtu))
+    ) {
+      c.inc('tx.drop.ipv6.bad-length');
+      return false;
+    }
+    this.writeHeader(buf, eth, path, p, Ipv6Next.TCP, l4Len, ttl, tos);
+    iface.writeEthernet(buf, path.neighbor.cached.dstMac, EtherType.IPV6);
+    const o = this.gsoOpts;
+    o.gsoSize = segmented ? segSize : 0;
+    o.csumStart = l4;
+    o.csumOffset = 16;
+    iface.markOffload(o);
+    let ok: boolean;
+    try {
+      ok = this.ctx.neighbors.outputState6(iface, path.neighbor, p.nextHop, buf, eth + total);
+    } finally {
+      iface.markOffload(null);
+    }
+    c.inc(segmented ? 'tx.offload.tso6' : 'tx.offload.csum6');
+    return ok;
   }
 
   /** Our own packet to one of our addresses, taken in as if it had arrived on `x`. */

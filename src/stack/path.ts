@@ -5,7 +5,7 @@ import type { LinkGsoOptions, RxOffloadInfo } from '../core/link.ts';
 import type { Random } from '../core/random.ts';
 import { createPathState, type PathState } from '../state/path-state.ts';
 import { BROADCAST_MAC, parseCidr, parseIpv4 } from '../wire/addr.ts';
-import { completePartialL4Checksum, writeL4Checksum, writeL4ChecksumFrom } from '../wire/checksum.ts';
+import { completePartialL4Checksum, writeL4Checksum } from '../wire/checksum.ts';
 import { EtherType } from '../wire/ethernet.ts';
 import {
   ipVersion,
@@ -394,8 +394,7 @@ export class PathLayer implements IpSender {
   }
 
   checksumOffload(path: PathState): boolean {
-    // IPv6 paths checksum in software and send MTU-sized segments (no IPv6 offload yet).
-    if (path.const.remoteIp >= TWO_32) return false;
+    if (path.const.remoteIp >= TWO_32) return this.v6!.checksumOffload6(path);
     const iface = this.host.interfaces[path.ifIndex];
     // A resolved neighbor means the neighbor layer transmits at once instead of queueing a copy,
     // so the frame reaches the link while it is marked for offload.
@@ -407,6 +406,7 @@ export class PathLayer implements IpSender {
   }
 
   maxPacketBytes(path: PathState): number {
+    if (path.const.remoteIp >= TWO_32) return this.v6!.maxPacketBytes6(path);
     const mtu = path.cached.mtu;
     const iface = this.host.interfaces[path.ifIndex];
     if (iface === undefined || !iface.tso || !this.checksumOffload(path)) return mtu;
@@ -414,22 +414,15 @@ export class PathLayer implements IpSender {
   }
 
   commitOffload(path: PathState, l4Len: number, segSize: number, ttl?: number, tos?: number): boolean {
+    if (path.const.remoteIp >= TWO_32)
+      return this.v6!.commitOffload6(this.txBuf, path, l4Len, segSize, ttl, tos);
     const c = this.host.counters;
     const iface = this.host.interfaces[path.ifIndex];
     if (!iface?.up || !this.checksumOffload(path)) {
       // Circumstances changed (or never allowed it): finish the checksum here and send plainly;
       // commit refuses, and counts, a packet that is now too big.
       const off = this.begin(path);
-      const { localIp, remoteIp } = path.const;
-      if (remoteIp >= TWO_32) {
-        writeL4ChecksumFrom(
-          this.txBuf,
-          off,
-          l4Len,
-          IpProto.TCP,
-          this.addrs!.pseudoSum(localIp, remoteIp, IpProto.TCP, l4Len),
-        );
-      } else writeL4Checksum(this.txBuf, off, l4Len, localIp, remoteIp, IpProto.TCP);
+      writeL4Checksum(this.txBuf, off, l4Len, path.const.localIp, path.const.remoteIp, IpProto.TCP);
       c.inc('tx.offload.fallback');
       return this.commit(path, IpProto.TCP, l4Len, true, ttl, tos);
     }

@@ -34,7 +34,7 @@ describe('memory switch segmentation offload (like veth)', () => {
   test('a super-segment reaches an offloading port whole, marked checksum-valid', () => {
     const { clock, a, b, got } = setup();
     const before = b.rxFrames;
-    assert.deepEqual(a.offloads, { tso: true, csum: true });
+    assert.deepEqual(a.offloads, { tso: true, tso6: true, csum: true });
     assert.equal(
       a.sendGso(frame(hostMac(2), hostMac(1), 7, 30_000), { gsoSize: 1448, csumStart: 34, csumOffset: 16 }),
       true,
@@ -51,7 +51,7 @@ describe('memory switch segmentation offload (like veth)', () => {
 
   test('ports without offload refuse to send super-segments and never receive one', () => {
     const { clock, sw, a, plain, got } = setup();
-    assert.deepEqual(plain.offloads, { tso: false, csum: false });
+    assert.deepEqual(plain.offloads, { tso: false, tso6: false, csum: false });
     assert.equal(
       plain.sendGso(frame(hostMac(2), hostMac(3), 1, 30_000), {
         gsoSize: 1448,

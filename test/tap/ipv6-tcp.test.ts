@@ -17,6 +17,7 @@
  * Needs root, /dev/net/tun and the tools below: fails under CI, skips with the reason elsewhere.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -130,7 +131,10 @@ describe('TCP over IPv6 against Linux on a TAP (curl -6, socat, http.server)', {
   });
 
   test('50 concurrent downloads, each seen by chimney status as an IPv6 connection', async () => {
-    const size = 2 * 1024 * 1024;
+    // Larger than curl's socket buffer grows to at this reading rate: with TSO6 Chimney sends fast
+    // enough to hand a 2 MB download to that buffer at once and close its side, and the connection
+    // would leave ESTABLISHED while curl still reads at its limited rate.
+    const size = 8 * 1024 * 1024;
     const n = 50;
     const dir = join(lab!.dir, 'par');
     mkdirSync(dir);
@@ -191,6 +195,10 @@ describe('TCP over IPv6 against Linux on a TAP (curl -6, socat, http.server)', {
     // MTU 1500 (so its SYN offers MSS 1440) and the router's side drops to 1280 mid-transfer.
     const far = `chfar-${lab!.tag}`;
     lab!.ip('netns', 'add', far);
+    // Chimney hands the TAP TSO6 super-segments, which a capture on a veth with TSO shows uncut.
+    // Without TSO on the captured veth the kernel cuts them, before the capture, at the segment
+    // size Chimney chose: the capture then shows the segments the router has to forward.
+    execFileSync('ethtool', ['-K', lab!.veth, 'tso', 'off'], { stdio: 'ignore' });
     try {
       lab!.ip('-n', lab!.ns, 'link', 'add', 'rt0', 'type', 'veth', 'peer', 'name', 'rt1', 'netns', far);
       lab!.ip('-n', lab!.ns, 'addr', 'add', `${FAR_NET}1/64`, 'dev', 'rt0', 'nodad');
@@ -200,7 +208,10 @@ describe('TCP over IPv6 against Linux on a TAP (curl -6, socat, http.server)', {
       lab!.ip('-n', far, 'link', 'set', 'lo', 'up');
       lab!.ip('-n', far, '-6', 'route', 'add', 'default', 'via', `${FAR_NET}1`);
       assert.equal((await lab!.sh('sysctl -qw net.ipv6.conf.all.forwarding=1', 10_000)).code, 0);
-      const size = 16 * 1024 * 1024;
+      // More than the far kernel's receive buffer can take before the drop (tcp_rmem's maximum,
+      // 32 MB on some hosts, plus 1.5 s at the rate): a fast sender (TSO6) must still be sending
+      // when the MTU falls, or no segment ever meets the smaller link.
+      const size = 64 * 1024 * 1024;
       const dl = lab!.run(
         [
           'ip',
@@ -209,7 +220,7 @@ describe('TCP over IPv6 against Linux on a TAP (curl -6, socat, http.server)', {
           far,
           'bash',
           '-c',
-          `set -o pipefail; curl -6 -sS --fail --max-time 120 --limit-rate 4M '${url(`/bytes/${size}`)}' | sha256sum`,
+          `set -o pipefail; curl -6 -sS --fail --max-time 120 --limit-rate 8M '${url(`/bytes/${size}`)}' | sha256sum`,
         ],
         130_000,
       );
@@ -220,23 +231,29 @@ describe('TCP over IPv6 against Linux on a TAP (curl -6, socat, http.server)', {
       assert.equal(shaOf(r.stdout), patternDigest(size));
       // The capture shows the router's packet too big, and Chimney's segments to the far host fit
       // 1280 bytes after it.
-      await sleep(300);
-      const ptb = await lab!.run(
-        [
-          'tshark',
-          '-r',
-          pcap,
-          '-Y',
-          `icmpv6.type == 2 && ipv6.dst == ${SERVE6}`,
-          '-T',
-          'fields',
-          '-e',
-          'frame.number',
-          '-e',
-          'icmpv6.mtu',
-        ],
-        60_000,
-      );
+      // tshark writes the capture file behind the traffic: look again until the PTB is in it.
+      const readPtb = () =>
+        lab!.run(
+          [
+            'tshark',
+            '-r',
+            pcap,
+            '-Y',
+            `icmpv6.type == 2 && ipv6.dst == ${SERVE6}`,
+            '-T',
+            'fields',
+            '-e',
+            'frame.number',
+            '-e',
+            'icmpv6.mtu',
+          ],
+          60_000,
+        );
+      let ptb = await readPtb();
+      for (let i = 0; i < 20 && ptb.code === 0 && ptb.stdout.trim() === ''; i++) {
+        await sleep(500);
+        ptb = await readPtb();
+      }
       assert.equal(ptb.code, 0, ptb.stderr);
       const first = ptb.stdout.trim().split('\n')[0]!.split('\t');
       assert.equal(first[1], '1280', `packet too big from the router: ${ptb.stdout}`);
@@ -288,6 +305,7 @@ describe('TCP over IPv6 against Linux on a TAP (curl -6, socat, http.server)', {
         `${fullSize} segments over 1280 bytes before the PTB; ${switchAt} sent before the PTB took effect, ${plens.length - switchAt} after`,
       );
     } finally {
+      execFileSync('ethtool', ['-K', lab!.veth, 'tso', 'on'], { stdio: 'ignore' });
       lab!.ip('netns', 'del', far);
     }
   });

@@ -336,7 +336,7 @@ describe('TapLink on a real TAP device', () => {
     assert.equal(readFileSync(`/sys/class/net/${name}/mtu`, 'utf8').trim(), '1400');
     assert.match(ip('link', 'show', name), /[<,]UP[,>]/);
     assert.equal(l.carrier, true);
-    assert.deepEqual(l.offloads, { tso: true, csum: true });
+    assert.deepEqual(l.offloads, { tso: true, tso6: true, csum: true });
     assert.match(ip('-d', 'link', 'show', name), /vnet_hdr on/);
     l.close();
     assert.equal(l.carrier, false);
@@ -357,7 +357,7 @@ describe('TapLink on a real TAP device', () => {
       ip('tuntap', 'add', 'mode', 'tap', 'name', name);
       const l = open({ name, create: false, vnetHdr: false });
       assert.equal(l.created, false);
-      assert.deepEqual(l.offloads, { tso: false, csum: false });
+      assert.deepEqual(l.offloads, { tso: false, tso6: false, csum: false });
       l.close();
       assert.equal(exists(name), true, 'a device we did not create is left alone');
       ip('link', 'del', name);

@@ -166,7 +166,7 @@ export function emit(
   let accepted: boolean;
   if (offload) {
     // Each wire segment the link cuts carries this header, so its payload is what fits next to it.
-    const seg = Math.min(effectiveMss(s), path.cached.mtu - 20 - hl);
+    const seg = Math.min(effectiveMss(s), path.cached.mtu - ipHeaderBytes(c.remoteIp) - hl);
     accepted = ip.commitOffload!(path, hl + dataLen, seg, s.cached.ttl, s.cached.tos);
   } else {
     tcpChecksum(env, buf, off, hl + dataLen, c.localIp, c.remoteIp);
@@ -425,7 +425,7 @@ export function segmentLimit(conn: TcpConnection, mss: number): number {
   if (ip.maxPacketBytes === undefined) return mss;
   const max = ip.maxPacketBytes(path);
   if (max <= path.cached.mtu) return mss;
-  const n = Math.floor((max - 20 - 60) / mss);
+  const n = Math.floor((max - ipHeaderBytes(path.const.remoteIp) - 60) / mss);
   return n > 1 ? n * mss : mss;
 }
 

@@ -1,0 +1,205 @@
+/**
+ * Send offload for TCP over IPv6: checksum offload and super-segments (TSO6) from the IPv6 path,
+ * and the simulated switch that cuts them, in software, for a host whose port has no offload.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import type { RxOffloadInfo } from '../../src/core/link.ts';
+import { GsoSegmenter } from '../../src/link/gso-segment.ts';
+import type { SimHost, SimNetwork } from '../../src/sim/sim-network.ts';
+import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
+import { parseIpv6, readU16, readU32 } from '../../src/wire/addr.ts';
+import {
+  foldChecksum,
+  l4Checksum6Ok,
+  onesSum,
+  pseudoHeaderSum,
+  writeL4Checksum6,
+} from '../../src/wire/checksum.ts';
+import { collect, randomBytes, sha256, writeAll } from '../helpers/streams.ts';
+import { connected, ipv6Frame, pair, tcp6Fields } from './helpers.ts';
+
+const MTU = 1500;
+
+/** Every frame `host` receives, inspected before its stack sees it (the callback must not keep it). */
+function tapRx(host: SimHost, fn: (frame: Uint8Array, info?: RxOffloadInfo) => void): void {
+  const port = host.port;
+  const inner = port.handler!;
+  port.handler = (f, info) => {
+    fn(f, info);
+    inner(f, info);
+  };
+}
+
+/** `bytes` from a to b and 200 kB back over one IPv6 connection; resolves with both digests. */
+async function transfer(net: SimNetwork, a: SimHost, b: SimHost, host: string, bytes: number) {
+  const data = randomBytes(7, bytes);
+  const back = randomBytes(8, 200_000);
+  let got = '';
+  const srv = b.createServer({ allowHalfOpen: true }, (s: TcpSocket) => {
+    void writeAll(s, back).then(() => s.end());
+    void collect(s).then((d) => {
+      got = sha256(d);
+    });
+  });
+  srv.listen(5010);
+  const c = a.connect({ port: 5010, host, allowHalfOpen: true });
+  await connected(c);
+  const fromB = collect(c);
+  await writeAll(c, data);
+  c.end();
+  assert.equal(sha256(await fromB), sha256(back), 'the reverse direction arrived intact');
+  for (let i = 0; i < 100 && got === ''; i++) await net.sleep(10);
+  srv.close();
+  return { sent: sha256(data), got };
+}
+
+describe('IPv6 send offload', () => {
+  test('TSO6 sender, receiver without offload: the switch cuts MTU-sized segments with valid checksums, one flow label, and every byte arrives', async () => {
+    const { net, a, b } = pair(71, { offload: true }, {});
+    const N = 4_000_000;
+    let frames = 0;
+    let dataFrames = 0;
+    const labels = new Set<number>();
+    tapRx(b, (f, info) => {
+      const t = tcp6Fields(f);
+      if (t === null) return;
+      frames++;
+      assert.equal(info, undefined, 'a host without offload gets no offload facts');
+      assert.ok(f.length <= 14 + MTU, `frame of ${f.length} bytes above the MTU`);
+      assert.equal(readU16(f, 18), f.length - 54, 'each segment carries its own payload length');
+      assert.ok(l4Checksum6Ok(f, 54, f.length - 54, f.subarray(22, 38), f.subarray(38, 54), 6), 'checksum');
+      labels.add(t.flowLabel);
+      if (f.length - 54 > (f[66]! >>> 4) * 4) dataFrames++;
+    });
+    const r = await transfer(net, a, b, 'fd00::2', N);
+    assert.equal(r.got, r.sent);
+    const tso = a.stack.counters.get('tx.offload.tso6');
+    assert.ok(tso > 0, 'a sent IPv6 super-segments');
+    // Far fewer sends than wire segments: what the offload is for.
+    assert.ok(tso * 4 < dataFrames, `${tso} super-segments for ${dataFrames} wire segments`);
+    assert.ok(dataFrames >= Math.ceil(N / 1440), 'every wire segment fits the MSS');
+    assert.ok(net.switch.stats.get('gso.segmented') > 0);
+    assert.equal(labels.size, 1, 'one flow label for the connection, cut segments included');
+    assert.ok(frames > 0);
+    assert.equal(b.stack.counters.get('drop.ipv6.tcp-bad-checksum'), 0);
+    assert.equal(a.stack.counters.get('tx.drop.ipv6.bad-length'), 0);
+    // b has no offload: it checksums in software and sends MTU-sized segments.
+    assert.equal(b.stack.counters.sum('tx.offload'), 0);
+    net.close();
+  });
+
+  test('both ends offload: IPv6 super-segments arrive whole, typed TCPv6, and the data is exact', async () => {
+    const { net, a, b } = pair(72, { offload: true }, { offload: true });
+    let maxLen = 0;
+    const types = new Set<number>();
+    tapRx(b, (f, info) => {
+      if (tcp6Fields(f) === null) return;
+      maxLen = Math.max(maxLen, f.length);
+      if (info !== undefined && info.gsoType !== 0) types.add(info.gsoType);
+    });
+    const r = await transfer(net, a, b, 'fd00::2', 3_000_000);
+    assert.equal(r.got, r.sent);
+    assert.ok(maxLen > 14 + MTU, 'super-segments reached b whole');
+    assert.deepEqual([...types], [4], 'marked VIRTIO_NET_HDR_GSO_TCPV6');
+    assert.ok(b.stack.counters.get('rx.offload.gso') > 0);
+    assert.ok(b.stack.counters.get('tx.offload.tso6') > 0, 'b offloads its sends too');
+    net.close();
+  });
+
+  test('IPv4 super-segments are cut for a host without offload as well', async () => {
+    const { net, a, b } = pair(73, { offload: true }, {});
+    let bad = 0;
+    let big = 0;
+    tapRx(b, (f) => {
+      if (f[12] !== 8 || f[13] !== 0 || f[23] !== 6) return;
+      if (f.length > 14 + MTU) big++;
+      const l4 = 14 + (f[14]! & 15) * 4;
+      const len = readU16(f, 16) - (l4 - 14);
+      const ps = pseudoHeaderSum(readU32(f, 26), readU32(f, 30), 6, len);
+      if (foldChecksum(onesSum(f, l4, len, ps)) !== 0 || foldChecksum(onesSum(f, 14, 20)) !== 0) bad++;
+    });
+    const r = await transfer(net, a, b, '10.0.0.2', 2_000_000);
+    assert.equal(r.got, r.sent);
+    assert.ok(a.stack.counters.get('tx.offload.tso') > 0);
+    assert.equal(big, 0);
+    assert.equal(bad, 0);
+    net.close();
+  });
+});
+
+describe('GsoSegmenter', () => {
+  /** An IPv6 TCP super-segment: 20-byte header + 12 bytes of options, `n` payload bytes. */
+  function superSegment(n: number, flags: number): Uint8Array {
+    const tcp = new Uint8Array(32 + n);
+    tcp[0] = 0x13;
+    tcp[1] = 0x89;
+    tcp[2] = 0xc0;
+    tcp[3] = 0x01;
+    tcp.set([0xff, 0xff, 0xff, 0x00], 4); // sequence wraps inside the super-segment
+    tcp[12] = 8 << 4;
+    tcp[13] = flags;
+    tcp[14] = 0x10;
+    for (let i = 0; i < n; i++) tcp[32 + i] = (i * 31) & 0xff;
+    const f = ipv6Frame(0x020000000002, 'fd00::1', 'fd00::2', 6, tcp, false);
+    // Traffic class 0xb8 and flow label 0x12345, which every segment must keep.
+    f[14] = 0x6b;
+    f[15] = 0x81;
+    f[16] = 0x23;
+    f[17] = 0x45;
+    return f;
+  }
+
+  test('cuts an IPv6 super-segment: payload lengths, sequence numbers, flags, header fields, checksums', () => {
+    const n = 5000;
+    const f = superSegment(n, 0x80 | 0x18 | 0x01); // CWR, PSH+ACK, FIN
+    const seg = new GsoSegmenter();
+    const out: Uint8Array[] = [];
+    assert.equal(
+      seg.segment(f, 1400, (s) => out.push(s.slice())),
+      4,
+    );
+    assert.deepEqual(
+      out.map((s) => s.length),
+      [86 + 1400, 86 + 1400, 86 + 1400, 86 + 800],
+    );
+    const src = parseIpv6('fd00::1');
+    const dst = parseIpv6('fd00::2');
+    const payload: number[] = [];
+    out.forEach((s, i) => {
+      assert.deepEqual(s.subarray(0, 18), f.subarray(0, 18), 'MAC, version, class and flow label kept');
+      assert.equal(readU16(s, 18), s.length - 54);
+      assert.deepEqual(s.subarray(20, 54), f.subarray(20, 54), 'next header, hop limit, addresses kept');
+      assert.deepEqual(s.subarray(74, 86), f.subarray(74, 86), 'options copied');
+      assert.equal(readU32(s, 58), (0xffffff00 + i * 1400) >>> 0);
+      const flags = s[67]!;
+      assert.equal((flags & 0x80) !== 0, i === 0, 'CWR on the first segment only');
+      assert.equal((flags & 0x09) !== 0, i === 3, 'FIN and PSH on the last only');
+      assert.ok(flags & 0x10, 'ACK on every segment');
+      assert.ok(l4Checksum6Ok(s, 54, s.length - 54, src, dst, 6));
+      payload.push(...s.subarray(86));
+    });
+    assert.deepEqual(Uint8Array.from(payload), f.subarray(86));
+  });
+
+  test('a payload that fits one segment is only checksummed; what is not TCP is refused', () => {
+    const f = superSegment(100, 0x18);
+    const out: Uint8Array[] = [];
+    assert.equal(
+      new GsoSegmenter().segment(f, 0xffff, (s) => out.push(s.slice())),
+      1,
+    );
+    const want = f.slice();
+    writeL4Checksum6(want, 54, want.length - 54, parseIpv6('fd00::1'), parseIpv6('fd00::2'), 6);
+    assert.deepEqual(out[0], want);
+    const udp = ipv6Frame(0x020000000002, 'fd00::1', 'fd00::2', 17, new Uint8Array(3000));
+    assert.equal(
+      new GsoSegmenter().segment(udp, 1000, () => assert.fail('emitted')),
+      -1,
+    );
+    assert.equal(
+      new GsoSegmenter().segment(f.subarray(0, 60), 1000, () => assert.fail('emitted')),
+      -1,
+    );
+  });
+});
