@@ -104,6 +104,18 @@ describe('messages from a worker', () => {
     assert.match(e.message, /'update' to a 'query'/);
   });
 
+  test('a verb or indication that cannot be turned into a string is refused, not a TypeError', () => {
+    // Found by the property below (a fast-check seed in a helper's run): String() of an object
+    // whose toString is not a function throws.
+    for (const m of [
+      { t: 'res', id: 1, ok: true, op: { toString: 1 } },
+      { t: 'res', id: 1, ok: true, op: Object.create(null) },
+      { t: 'ind', ind: [{ toString: 'x' }] },
+    ]) {
+      assert.match(refused(m, none).message, /an object/);
+    }
+  });
+
   test('any value is either accepted or refused with a WorkerProtocolError, never anything else', () => {
     const anyMessage = fc.oneof(
       fc.anything(),

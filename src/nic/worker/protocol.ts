@@ -368,6 +368,18 @@ function isEvents(m: Rec): boolean {
 }
 
 /**
+ * A value from a malformed message, for an error text: never through its own `toString` (an object
+ * whose `toString` is not a function makes `String()` throw a TypeError instead of the refusal).
+ */
+function describe(x: unknown): string {
+  return typeof x === 'string'
+    ? JSON.stringify(x)
+    : typeof x === 'object' && x !== null
+      ? 'an object'
+      : typeof x;
+}
+
+/**
  * Check what a worker posted, field by field, against `FromWorker`: a `WorkerProtocolError` if it
  * is not one. An answer's value is checked against the verb it answers (`opOf`: the verb of the
  * request in flight with that id); an answer to no request in flight (one given up on: the NIC
@@ -398,7 +410,7 @@ export function checkFromWorker(
       }
       const op = m.op;
       if (m.ok !== true) bad('neither ok nor failed');
-      else if (!isOp(op)) bad(`answers an unknown verb ${String(op)}`);
+      else if (!isOp(op)) bad(`answers an unknown verb ${describe(op)}`);
       else {
         const asked = typeof m.id === 'number' ? opOf(m.id) : undefined;
         if (asked !== undefined && asked !== op) bad(`answers '${op}' to a '${asked}' request`);
@@ -411,7 +423,7 @@ export function checkFromWorker(
       if (!Array.isArray(ind)) bad('not an indication');
       else {
         const event: unknown = ind[0];
-        if (!isIndication(event)) bad(`unknown indication ${String(event)}`);
+        if (!isIndication(event)) bad(`unknown indication ${describe(event)}`);
         else if (!IND_CHECKS[event](ind.slice(1))) bad(`bad arguments for '${event}'`);
       }
       return;
