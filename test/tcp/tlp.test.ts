@@ -87,4 +87,31 @@ describe('tail loss probe timer (RFC 8985 7.2)', () => {
     );
     assert.equal(b.count('tcp.rto'), 0);
   });
+
+  test('not restarted by new data once data is SACKed (7.2): the probe keeps its time', () => {
+    const { b, conn, iss, peerSeq } = open();
+    conn.write(bytes(4 * MSS, 5));
+    b.flush();
+    assert.equal(b.take().length, 4);
+    const armed = conn.state.soft.tlpDeadline;
+    assert.ok(Number.isFinite(armed), 'armed by the first flight');
+    b.advance(RTT);
+    // The first segment is missing and the second arrived (a duplicate ACK with SACK).
+    const sack: [number, number] = [add(iss, 1 + MSS), add(iss, 1 + 2 * MSS)];
+    b.inject({
+      flags: ACK,
+      seq: peerSeq,
+      ack: add(iss, 1),
+      srcPort: 80,
+      dstPort: conn.localPort,
+      sack: [sack],
+    });
+    b.flush();
+    assert.equal(conn.state.soft.inRecovery, false, 'one hole sent with the rest is not yet lost');
+    b.advance(2);
+    conn.write(bytes(MSS, 6));
+    b.flush();
+    assert.equal(b.take().filter((s) => s.data.length > 0).length, 1, 'new data went out');
+    assert.equal(conn.state.soft.tlpDeadline, armed);
+  });
 });

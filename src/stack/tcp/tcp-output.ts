@@ -385,7 +385,11 @@ export function tcpOutput(conn: TcpConnection): void {
     // RFC 8985 7.2 (Linux: tcp_schedule_loss_probe after every tcp_write_xmit that sent): new data
     // restarts the probe timer, which then waits two RTTs for the ACK of the newest segment; a
     // timer left from the start of the flight would probe while that segment is still on its way.
-    if (soft.tlpDeadline === INF || seqGt(d.sndMax, maxBefore)) armTlp(conn, now);
+    // Not in recovery or with SACKed data (7.2's exceptions): there the probe stands in for RACK's
+    // reordering timer, and new data clocked out by each SACK would keep pushing back the probe
+    // that finds a lost retransmission (sim-loss, 5 %: 0.754 s became 1.0 s).
+    const restart = seqGt(d.sndMax, maxBefore) && !soft.inRecovery && soft.sacked.length === 0;
+    if (soft.tlpDeadline === INF || restart) armTlp(conn, now);
   } else {
     d.rtxDeadline = INF;
     if (d.sndWnd === 0 && d.persistDeadline === INF && hasUnsent(s)) {
