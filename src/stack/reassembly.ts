@@ -52,8 +52,29 @@ interface Fragment {
   data: Uint8Array;
 }
 
+const NO_COVER = new Uint8Array(0);
+/** Coverage map bytes for a payload of `end` bytes: a power of two, 16 at least, 1 KiB at most. */
+function coverSize(end: number): number {
+  const need = (end + 63) >>> 6;
+  let n = 16;
+  while (n < need) n <<= 1;
+  return n;
+}
+
 class Datagram {
+  /** In arrival order; disjoint (the coverage map refuses overlaps), so assembly needs no sort. */
   frags: Fragment[] = [];
+  /** The fragment starting at each offset: an exact duplicate is the one at its own start. */
+  byStart = new Map<number, Fragment>();
+  /**
+   * One bit per 8-byte block of the payload that a held fragment covers. Fragments start on
+   * 8-byte boundaries and only the last may end inside a block, so two fragments share a block
+   * exactly when they share a byte: the overlap test costs the new fragment's own length, never
+   * a walk over the fragments already held (a sorted list would, quadratically in a flood).
+   */
+  cover: Uint8Array = NO_COVER;
+  /** Highest end of a held fragment. */
+  maxEnd = 0;
   /** Payload length, known once the fragment without MF arrived; -1 before. */
   total = -1;
   received = 0;
@@ -93,7 +114,7 @@ interface FragmentIn {
 }
 
 /**
- * Fragment reassembly for IPv4 (RFC 791, RFC 815 style hole tracking via sorted fragments) or,
+ * Fragment reassembly for IPv4 (RFC 791; a bit per 8-byte block for what has arrived) or,
  * with `family` 'ipv6', for IPv6 (RFC 8200 4.5; one instance per family, each with its own
  * memory bound and timeout). The reassembled IPv6 packet is its first fragment's fixed header
  * followed by the data: extension headers before the fragment header were processed on each
@@ -127,6 +148,12 @@ export class Reassembler {
     this.maxBytes = positiveInt(opts.maxBytes, 4 * 1024 * 1024, 'reassembly.maxBytes');
     this.timer = clock.createTimer(() => this.expire()).unref();
   }
+
+  /**
+   * Steps taken placing fragments (one per fragment, plus each block of the coverage map read or
+   * written): what a test bounds to show a hostile order of tiny fragments costs linear work.
+   */
+  work = 0;
 
   /** Bytes charged to incomplete datagrams now. */
   get heldBytes(): number {
@@ -229,24 +256,21 @@ export class Reassembler {
       return null;
     }
 
+    this.work++;
     let d = this.pending.get(key);
     if (d?.poisoned) {
       c.inc(n.poisoned);
       return null;
     }
 
-    // Place the fragment: frags stay sorted by start and never overlap.
-    let i = 0;
+    const b0 = start >>> 3;
+    const b1 = (end + 7) >>> 3;
     if (d) {
-      const frags = d.frags;
-      while (i < frags.length && frags[i]!.start < start) i++;
-      const prev = i > 0 ? frags[i - 1]! : null;
-      const next = i < frags.length ? frags[i]! : null;
-      const overlapsPrev = prev !== null && prev.end > start;
-      const overlapsNext = next !== null && next.start < end;
-      if (overlapsPrev || overlapsNext) {
-        if (next && !overlapsPrev && next.start === start && next.end === end) {
-          if (sameBytes(next.data, buf, f.payloadOff)) {
+      if (this.covered(d.cover, b0, b1)) {
+        const same = d.byStart.get(start);
+        if (same && same.end === end) {
+          this.work += b1 - b0;
+          if (sameBytes(same.data, buf, f.payloadOff)) {
             c.inc(n.duplicate);
             return null;
           }
@@ -255,10 +279,9 @@ export class Reassembler {
         c.inc(n.overlap);
         return null;
       }
-      const lastEnd = frags.length ? frags[frags.length - 1]!.end : 0;
       const conflict = f.mf
         ? d.total >= 0 && end > d.total
-        : (d.total >= 0 && d.total !== end) || lastEnd > end;
+        : (d.total >= 0 && d.total !== end) || d.maxEnd > end;
       if (conflict) {
         this.poison(d);
         c.inc(n.overlap);
@@ -266,7 +289,11 @@ export class Reassembler {
       }
     }
 
-    if (!this.makeRoom(cost, d)) {
+    // The coverage map grows by doubling with the highest offset seen, charged like the data.
+    const have = d ? d.cover.length : 0;
+    const want = coverSize(end);
+    const grow = want > have ? want - have : 0;
+    if (!this.makeRoom(cost + grow, d)) {
       c.inc(n.noMemory);
       return null;
     }
@@ -277,11 +304,24 @@ export class Reassembler {
       if (!this.timer.armed) this.timer.armAt(d.createdAt + this.timeoutMs);
     }
 
+    if (grow > 0) {
+      const cover = new Uint8Array(want);
+      cover.set(d.cover);
+      d.cover = cover;
+    }
+    const cover = d.cover;
+    for (let b = b0; b < b1; b++) {
+      cover[b >>> 3]! |= 1 << (b & 7);
+      this.work++;
+    }
     const payloadOff = f.payloadOff;
-    d.frags.splice(i, 0, { start, end, data: buf.slice(payloadOff, payloadOff + plen) });
+    const frag = { start, end, data: buf.slice(payloadOff, payloadOff + plen) };
+    d.frags.push(frag);
+    d.byStart.set(start, frag);
+    if (end > d.maxEnd) d.maxEnd = end;
     d.received += plen;
-    d.charged += cost;
-    this.held += cost;
+    d.charged += cost + grow;
+    this.held += cost + grow;
     if (!f.mf) d.total = end;
     if (start === 0) d.first = buf.slice(f.ipOff, payloadOff + Math.min(plen, QUOTE_PAYLOAD[this.family]));
     return d;
@@ -323,10 +363,23 @@ export class Reassembler {
     return out;
   }
 
+  /** True if any block in [b0, b1) is covered; bits past the map's end are not. */
+  private covered(cover: Uint8Array, b0: number, b1: number): boolean {
+    const last = Math.min(b1, cover.length << 3);
+    for (let b = b0; b < last; b++) {
+      this.work++;
+      if ((cover[b >>> 3]! & (1 << (b & 7))) !== 0) return true;
+    }
+    this.work++;
+    return false;
+  }
+
   private poison(d: Datagram): void {
     this.held -= d.charged - FRAGMENT_OVERHEAD;
     d.charged = FRAGMENT_OVERHEAD;
     d.frags = [];
+    d.byStart.clear();
+    d.cover = NO_COVER;
     d.first = null;
     d.poisoned = true;
   }

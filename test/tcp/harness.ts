@@ -240,11 +240,18 @@ export interface Opened {
  * Active open to REMOTE:80 completed with a scripted SYN-ACK. Options for the SYN-ACK are chosen by
  * `synAck` (default: MSS 1460 only).
  */
-export function activeOpen(b: Bench, synAck: Partial<InjectOpts> = {}, options?: Partial<TcpCached>): Opened {
+export function activeOpen(
+  b: Bench,
+  synAck: Partial<InjectOpts> = {},
+  options?: Partial<TcpCached>,
+  /** Virtual time between the SYN and the SYN-ACK: the connection's first RTT sample. */
+  rttMs = 0,
+): Opened {
   const user = new Recorder();
   const conn = b.layer.connect({ remoteIp: REMOTE, remotePort: 80, options }, user);
   const syn = b.take()[0]!;
   const iss = syn.h.seq;
+  if (rttMs > 0) b.advance(rttMs);
   b.inject({
     flags: SYN | ACK,
     seq: PEER_ISN,

@@ -13,6 +13,7 @@ import {
   sackPipe,
   sackPrune,
   sackUpdate,
+  sackWork,
 } from '../../src/stack/tcp/sack.ts';
 import { createNeighborState } from '../../src/state/neighbor-state.ts';
 import { createPathState } from '../../src/state/path-state.ts';
@@ -260,6 +261,47 @@ describe('sender scoreboard: sackUpdate / sackPrune', () => {
     const t = mkState(una, 2000);
     for (let k = 0; k < 700; k++) sackUpdate(t, blocks([una + 2 * k, una + 2 * k + 1]), 1);
     assert.equal(t.soft.sacked.length, SACK_MAX_RANGES);
+  });
+});
+
+describe('scoreboard work under a receiver SACKing alternate segments', () => {
+  /**
+   * `acks` ACKs as a hostile receiver sends them: each SACKs one more island (every other
+   * segment, newest highest, the worst case for a scan from the bottom) and repeats the two
+   * before it, as RFC 2018 receivers do. Returns the scoreboard's steps.
+   */
+  function flood(acks: number): number {
+    const mss = 1000;
+    const una = 0xffff0000;
+    const s = mkState(una, 2 * mss * (acks + 1));
+    const island = (k: number): [number, number] => [una + 2 * mss * k + mss, una + 2 * mss * (k + 1)];
+    const before = sackWork.steps;
+    for (let k = 0; k < acks; k++) {
+      sackUpdate(s, blocks(island(k), island(Math.max(k - 1, 0)), island(Math.max(k - 2, 0))), 3);
+    }
+    return sackWork.steps - before;
+  }
+
+  test('20,000 ACKs of 3 blocks: work per block bounded by the range cap, and linear in the ACKs', () => {
+    const n = 20_000;
+    const w = flood(n);
+    const w2 = flood(n / 2);
+    assert.ok(w >= 3 * n, `work ${w} counts every block`);
+    assert.ok(w <= (SACK_MAX_RANGES + 8) * 3 * n, `work ${w} over ${SACK_MAX_RANGES + 8} per block`);
+    // Twice the ACKs, twice the work (a quadratic scoreboard would take four times).
+    assert.ok(w / w2 < 2.2, `work ${w} for ${n} ACKs, ${w2} for ${n / 2}: ratio ${(w / w2).toFixed(2)}`);
+  });
+
+  test('the same flood with the cap off grows quadratically: what the bound above catches', () => {
+    sackLimits.maxRanges = Number.POSITIVE_INFINITY;
+    try {
+      const w = flood(4000);
+      const w2 = flood(2000);
+      assert.ok(w / w2 > 3.5, `ratio ${(w / w2).toFixed(2)}`);
+      assert.ok(w > (SACK_MAX_RANGES + 8) * 3 * 4000 * 0.5, `work ${w}`);
+    } finally {
+      sackLimits.maxRanges = SACK_MAX_RANGES;
+    }
   });
 });
 

@@ -27,6 +27,12 @@ export const SACK_MAX_RANGES = 512;
  * the cap saves against the same attack in the same run; everything else leaves it on.
  */
 export const sackLimits = { maxRanges: SACK_MAX_RANGES };
+/**
+ * Steps the sender's scoreboard has taken, process-wide: one per block, per range visited and per
+ * entry shifted. A test bounds it per block under a flood of islands to show the cap keeps the
+ * work linear in the blocks received.
+ */
+export const sackWork = { steps: 0 };
 /** RFC 6675 DupThresh. */
 const DUP_THRESH = 3;
 /** RFC 2018 allows at most 4 blocks on the wire; remembering a few more lets older ones rotate in. */
@@ -64,11 +70,13 @@ function removeAt(a: SeqRange[], i: number, n: number): void {
   const len = a.length;
   for (let j = i + n; j < len; j++) a[j - n] = a[j]!;
   a.length = len - n;
+  sackWork.steps += len - i;
 }
 
 function insertAt(a: SeqRange[], i: number, r: SeqRange): void {
   let j = a.length;
   a.length = j + 1;
+  sackWork.steps += j - i + 1;
   for (; j > i; j--) a[j] = a[j - 1]!;
   a[i] = r;
 }
@@ -95,6 +103,7 @@ export function sackUpdate(s: TcpState, blocks: Uint32Array, count: number): num
   const n = Math.min(count, blocks.length >>> 1);
   let added = 0;
   for (let b = 0; b < n; b++) {
+    sackWork.steps++;
     let left = blocks[2 * b]! >>> 0;
     const right = blocks[2 * b + 1]! >>> 0;
     // Empty or reversed blocks, D-SACKs of data already ACKed (RFC 2883), and anything past what we
@@ -112,7 +121,9 @@ export function sackUpdate(s: TcpState, blocks: Uint32Array, count: number): num
     let covered = 0;
     let newLo = lo;
     let newHi = hi;
+    sackWork.steps += i;
     while (j < sacked.length) {
+      sackWork.steps++;
       const r = sacked[j]!;
       const rs = off(r.start, una);
       if (rs > hi) break;

@@ -1,0 +1,117 @@
+/**
+ * Tail loss probe scheduling (RFC 8985 7.2): the probe timeout restarts whenever new data goes
+ * out, as Linux's tcp_write_xmit calls tcp_schedule_loss_probe after every send of new data, so
+ * the probe waits two RTTs after the newest segment rather than after the first of the flight.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { ACK, activeOpen, add, Bench, bytes } from './harness.ts';
+
+const MSS = 1460;
+const RTT = 10;
+
+/** An open connection with SACK and a 10 ms RTT sample from the handshake; returns it at rest. */
+function open() {
+  const b = new Bench();
+  const o = activeOpen(b, { mss: MSS, sackPermitted: true }, undefined, RTT);
+  b.flush();
+  b.take();
+  assert.equal(o.conn.state.const.sackEnabled, true);
+  assert.equal(o.conn.state.delegated.srtt, RTT);
+  return o;
+}
+
+/** Step 1 ms at a time until a segment at or below snd.max goes out again; its time, or -1. */
+function firstResend(b: Bench, sndMax: () => number, limitMs: number): { at: number; seq: number } | null {
+  const end = b.env.clock.now() + limitMs;
+  while (b.env.clock.now() < end) {
+    b.advance(1);
+    const seg = b.take().find((s) => s.data.length > 0 && ((sndMax() - s.h.seq) | 0) > 0);
+    if (seg) return { at: seg.at, seq: seg.h.seq };
+  }
+  return null;
+}
+
+describe('tail loss probe timer (RFC 8985 7.2)', () => {
+  test('restarted by new data: the probe comes 2·SRTT after the newest segment, not the first', () => {
+    const { b, conn } = open();
+    const t0 = b.env.clock.now();
+    conn.write(bytes(2 * MSS, 1));
+    b.flush();
+    assert.equal(b.take().length, 2, 'two segments at t0');
+    // A flight of more than one segment: PTO = 2·SRTT + 2 ms.
+    const pto = 2 * RTT + 2;
+    b.advance(15);
+    conn.write(bytes(2 * MSS, 2));
+    b.flush();
+    const second = b.take();
+    assert.equal(second.length, 2, 'two more, 15 ms later, still unacknowledged');
+    const t1 = b.env.clock.now();
+    const probe = firstResend(b, () => conn.state.delegated.sndMax, 200);
+    assert.ok(probe, 'a probe went out before the RTO');
+    assert.equal(
+      probe.at,
+      t1 + pto,
+      `probe at t0+${probe.at - t0}, expected t0+${t1 + pto - t0} (not t0+${pto}: 2·SRTT after the first send)`,
+    );
+    // Nothing new to send: the probe is the last segment again.
+    assert.equal(probe.seq, second[1]!.h.seq);
+    assert.equal(b.count('tcp.tlp.probes'), 1);
+    assert.equal(b.count('tcp.rto'), 0);
+  });
+
+  test('restarted by an ACK of new data, and the flight it leaves decides the delayed-ACK allowance', () => {
+    const { b, conn, iss, peerSeq } = open();
+    conn.write(bytes(3 * MSS, 3));
+    b.flush();
+    const sent = b.take();
+    assert.equal(sent.length, 3);
+    b.advance(8);
+    // Two of three ACKed: one segment is left, so its PTO allows for a delayed ACK and the
+    // probe would come after the RTO; none is armed, and the RTO (restarted by the ACK) repairs it.
+    b.inject({ flags: ACK, seq: peerSeq, ack: add(iss, 1 + 2 * MSS), srcPort: 80, dstPort: conn.localPort });
+    b.flush();
+    assert.equal(conn.state.soft.tlpDeadline, Number.POSITIVE_INFINITY);
+    const t1 = b.env.clock.now();
+    // More data now: a flight of two segments again, and the probe 2·SRTT + 2 ms after it.
+    conn.write(bytes(MSS, 4));
+    b.flush();
+    assert.equal(b.take().length, 1);
+    const probe = firstResend(b, () => conn.state.delegated.sndMax, 300);
+    assert.ok(probe);
+    const pto = 2 * conn.state.delegated.srtt + 2;
+    // The clock steps by 1 ms: the probe goes at the first step at or after its deadline.
+    assert.ok(
+      probe.at - t1 >= pto && probe.at - t1 < pto + 1,
+      `probe ${probe.at - t1} ms after the new data, PTO ${pto}`,
+    );
+    assert.equal(b.count('tcp.rto'), 0);
+  });
+
+  test('not restarted by new data once data is SACKed (7.2): the probe keeps its time', () => {
+    const { b, conn, iss, peerSeq } = open();
+    conn.write(bytes(4 * MSS, 5));
+    b.flush();
+    assert.equal(b.take().length, 4);
+    const armed = conn.state.soft.tlpDeadline;
+    assert.ok(Number.isFinite(armed), 'armed by the first flight');
+    b.advance(RTT);
+    // The first segment is missing and the second arrived (a duplicate ACK with SACK).
+    const sack: [number, number] = [add(iss, 1 + MSS), add(iss, 1 + 2 * MSS)];
+    b.inject({
+      flags: ACK,
+      seq: peerSeq,
+      ack: add(iss, 1),
+      srcPort: 80,
+      dstPort: conn.localPort,
+      sack: [sack],
+    });
+    b.flush();
+    assert.equal(conn.state.soft.inRecovery, false, 'one hole sent with the rest is not yet lost');
+    b.advance(2);
+    conn.write(bytes(MSS, 6));
+    b.flush();
+    assert.equal(b.take().filter((s) => s.data.length > 0).length, 1, 'new data went out');
+    assert.equal(conn.state.soft.tlpDeadline, armed);
+  });
+});
