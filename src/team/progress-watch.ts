@@ -20,6 +20,13 @@ interface ConnTrack {
   movedAt: number;
   /** When a segment last arrived for it (clock ms). */
   heardAt: number;
+  /** Segments it had sent when a segment last arrived for it. */
+  outAtHeard: number;
+  /**
+   * When a segment it sent after it last heard its peer was first seen (clock ms; Infinity while
+   * everything it sent has been answered).
+   */
+  unansweredSince: number;
 }
 
 interface MemberTrack {
@@ -54,7 +61,10 @@ export interface MemberWindow {
  *
  * A member is suspect when at least `stallMinConns`, and at least `stallFraction` of its
  * connections with data outstanding, have not been acknowledged for `stallMs` although they
- * retransmitted meanwhile (a retransmission timeout fired and went unanswered), when nothing at
+ * retransmitted meanwhile (a retransmission timeout fired and went unanswered) and a segment
+ * sent since their peer was last heard has had no answer for `stallMs` (a zero-window
+ * connection counts only by its unanswered probes: a peer that does not read is probed minutes
+ * apart in the end, and its silence between probes is no fault), when nothing at
  * all was acknowledged or heard on it in that time (a few flows in their own backed-off timeouts
  * on a member that still hears its peers are not its fault; a member whose peers' segments reach
  * it but whose own never reach them goes unseen by this rule), while another member's connections
@@ -143,22 +153,38 @@ export class ProgressWatch {
       const heard = prev === undefined || prev.segmentsIn !== r.segmentsIn;
       if (prev !== undefined && (heard || prev.una !== r.sndUna)) t.progressAt = now;
       const heardAt = heard || prev === undefined ? now : prev.heardAt;
+      const outAtHeard = heard || prev === undefined ? r.segmentsOut : prev.outAtHeard;
+      // Silence alone is no fault: a peer that shut its window (it does not read) is probed at
+      // exponentially backed-off intervals, as Linux does up to two minutes apart, and a flow
+      // with nothing to send sends nothing to answer. What counts is a segment sent since the
+      // peer was last heard that stays unanswered; it is first seen in this window at the latest.
+      let unansweredSince = heard || prev === undefined ? Number.POSITIVE_INFINITY : prev.unansweredSince;
+      if (unansweredSince === Number.POSITIVE_INFINITY && r.segmentsOut !== outAtHeard) unansweredSince = now;
+      const unanswered = now - unansweredSince >= this.opts.stallMs;
       let c: ConnTrack;
       if (prev === undefined || prev.una !== r.sndUna || !outstanding)
-        c = { una: r.sndUna, segmentsIn: r.segmentsIn, retransAtMove: r.retransmits, movedAt: now, heardAt };
-      else c = { ...prev, segmentsIn: r.segmentsIn, heardAt };
+        c = {
+          una: r.sndUna,
+          segmentsIn: r.segmentsIn,
+          retransAtMove: r.retransmits,
+          movedAt: now,
+          heardAt,
+          outAtHeard,
+          unansweredSince,
+        };
+      else c = { ...prev, segmentsIn: r.segmentsIn, heardAt, outAtHeard, unansweredSince };
       next.set(k, c);
       if (outstanding && r.sndWnd > 0) {
         w.active++;
-        if (now - c.movedAt >= this.opts.stallMs && r.retransmits > c.retransAtMove) {
+        if (now - c.movedAt >= this.opts.stallMs && r.retransmits > c.retransAtMove && unanswered) {
           w.stalled++;
           w.stalledSince = Math.min(w.stalledSince, c.movedAt);
         }
       } else if (r.sndWnd === 0 && r.sendQueued > 0) {
         // A closed window: the peer answers every window probe, so a closed window stays a
-        // conversation. Probes back off, hence twice the time before silence counts.
+        // conversation however far apart the probes are; it is stalled when a probe goes unanswered.
         w.active++;
-        if (now - c.heardAt >= 2 * this.opts.stallMs) {
+        if (unanswered) {
           w.stalled++;
           w.stalledSince = Math.min(w.stalledSince, c.heardAt);
         }

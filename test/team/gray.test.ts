@@ -159,6 +159,40 @@ describe('gray failures the probes cannot see (simulator)', () => {
 });
 
 describe('the progress watch judges a member, not a flow', () => {
+  /** A member whose connections read as `rows` gives, and whose gray verdicts land in `verdicts`. */
+  const member = (id: string, rows: () => QueryResult[], verdicts: string[]) =>
+    ({
+      nic: { id, death: null, query: async () => rows() },
+      health: {
+        state: 'up',
+        probeReplyMac: () => undefined,
+        gray: (cause: string, detail: string) => verdicts.push(`${id}: ${cause}: ${detail}`),
+      },
+    }) as unknown as WatchedMember;
+  /** One connection's query row: 4,000 bytes outstanding on an open window, unless `over` says otherwise. */
+  const row = (port: number, over: Partial<QueryResult>): QueryResult =>
+    ({
+      key: { localIp: 1, localPort: port, remoteIp: 2, remotePort: 80 },
+      state: 4,
+      sndUna: 1000,
+      sndNxt: 5000,
+      sndMax: 5000,
+      rcvNxt: 1,
+      sndWnd: 65535,
+      cwnd: 14480,
+      srtt: 1,
+      sendQueued: 4000,
+      recvQueued: 0,
+      mtu: 1500,
+      dstMac: -1,
+      bytesIn: 0,
+      bytesOut: 0,
+      segmentsIn: 0,
+      segmentsOut: 0,
+      retransmits: 0,
+      ...over,
+    }) as QueryResult;
+
   /**
    * Two members read by a watch on a virtual clock: member A has two connections whose snd.una
    * is stuck while they retransmit, and a third whose segments keep arriving when `heard`; member
@@ -167,47 +201,19 @@ describe('the progress watch judges a member, not a flow', () => {
   async function watchA(heard: boolean): Promise<string[]> {
     const clock = new VirtualClock();
     const opts = resolveHealthOptions({ progressWindowMs: 20, stallMs: 100, progressWindows: 2 });
-    const key = (port: number) => ({ localIp: 1, localPort: port, remoteIp: 2, remotePort: 80 });
-    const row = (port: number, over: Partial<QueryResult>): QueryResult =>
-      ({
-        key: key(port),
-        state: 4,
-        sndUna: 1000,
-        sndNxt: 5000,
-        sndMax: 5000,
-        rcvNxt: 1,
-        sndWnd: 65535,
-        cwnd: 14480,
-        srtt: 1,
-        sendQueued: 4000,
-        recvQueued: 0,
-        mtu: 1500,
-        dstMac: -1,
-        bytesIn: 0,
-        bytesOut: 0,
-        segmentsIn: 0,
-        segmentsOut: 0,
-        retransmits: 0,
-        ...over,
-      }) as QueryResult;
     let window = 0;
     const verdicts: string[] = [];
-    const member = (id: string, rows: () => QueryResult[]) =>
-      ({
-        nic: { id, death: null, query: async () => rows() },
-        health: {
-          state: 'up',
-          probeReplyMac: () => undefined,
-          gray: (cause: string, detail: string) => verdicts.push(`${id}: ${cause}: ${detail}`),
-        },
-      }) as unknown as WatchedMember;
-    const a = member('A', () => [
-      row(1, { retransmits: window }),
-      row(2, { retransmits: window }),
-      // Nothing outstanding, but the peer keeps talking on it (or not).
-      row(3, { sndNxt: 1000, sndMax: 1000, sendQueued: 0, segmentsIn: heard ? window : 0 }),
-    ]);
-    const b = member('B', () => [row(4, { sndUna: 1000 + window * 100 })]);
+    const a = member(
+      'A',
+      () => [
+        row(1, { retransmits: window, segmentsOut: window }),
+        row(2, { retransmits: window, segmentsOut: window }),
+        // Nothing outstanding, but the peer keeps talking on it (or not).
+        row(3, { sndNxt: 1000, sndMax: 1000, sendQueued: 0, segmentsIn: heard ? window : 0 }),
+      ],
+      verdicts,
+    );
+    const b = member('B', () => [row(4, { sndUna: 1000 + window * 100 })], verdicts);
     const watch = new ProgressWatch(clock, opts, () => [a, b], new Counters());
     for (window = 0; window < 30; window++) {
       clock.advance(20);
@@ -225,5 +231,68 @@ describe('the progress watch judges a member, not a flow', () => {
     const v = await watchA(false);
     assert.equal(v.length >= 1, true, 'declared failed');
     assert.match(v[0]!, /^A: progress: 2 of 2 connections unacknowledged/);
+  });
+
+  /**
+   * Member A's one connection faces a shut window (its peer does not read): zero-window probes at
+   * backed-off intervals, 40 ms doubling to 640 ms, far beyond twice `stallMs` (100 ms), each
+   * answered unless `answeredUntil` has passed. Member B's connection keeps being acknowledged.
+   */
+  async function zeroWindowA(answeredUntil: number): Promise<string[]> {
+    const clock = new VirtualClock();
+    const opts = resolveHealthOptions({ progressWindowMs: 20, stallMs: 100, progressWindows: 2 });
+    const probes = [20, 60, 140, 300, 620, 1260];
+    const sent = (t: number): number => probes.filter((p) => p <= t).length;
+    const answered = (t: number): number => probes.filter((p) => p <= t && p <= answeredUntil).length;
+    const verdicts: string[] = [];
+    const a = member(
+      'A',
+      () => {
+        const t = clock.now();
+        // One probe byte out, the rest waiting for the window.
+        return [
+          row(1, {
+            sndNxt: 1001,
+            sndMax: 1001,
+            sndWnd: 0,
+            sendQueued: 200_000,
+            segmentsOut: sent(t),
+            segmentsIn: answered(t),
+          }),
+        ];
+      },
+      verdicts,
+    );
+    const b = member('B', () => {
+      const t = clock.now();
+      const una = 1000 + t * 10;
+      return [
+        row(2, {
+          sndWnd: 65535,
+          sndUna: una,
+          sndNxt: una + 8000,
+          sndMax: una + 8000,
+          segmentsIn: t,
+          segmentsOut: t,
+        }),
+      ];
+    });
+    const watch = new ProgressWatch(clock, opts, () => [a, b], new Counters());
+    for (let i = 0; i < 70; i++) {
+      clock.advance(20);
+      await new Promise((r) => setImmediate(r));
+    }
+    watch.close();
+    return verdicts;
+  }
+
+  test('a peer that does not read: answered zero-window probes, however far apart, are not a gray failure', async () => {
+    assert.deepEqual(await zeroWindowA(Number.POSITIVE_INFINITY), []);
+  });
+
+  test('zero-window probes that go unanswered on a member while another progresses: declared failed', async () => {
+    const v = await zeroWindowA(140);
+    assert.equal(v.length >= 1, true, 'declared failed');
+    assert.match(v[0]!, /^A: progress: 1 of 1 connections unacknowledged/);
   });
 });
