@@ -6,10 +6,12 @@
  *
  *   npx tsx scripts/soak-tap.ts [--connections 5000] [--size 3000000] [--rate 150000]
  *                               [--fault none|carrier|reachability|crash|all] [--timeout S]
- *                               [--pcap FILE] [--log FILE] [--host-alone]
+ *                               [--pcap FILE] [--log FILE] [--stalls FILE] [--host-alone]
  * `--host-alone`: the host stack alone on one TAP, no team (the reference; fault none only).
  * `--pcap` captures every frame of the team (one file per fault: FILE.<fault>); `--log` keeps serve's
- * whole log (FILE.<fault>), for diagnosing a run that logged resets.
+ * whole log (FILE.<fault>), for diagnosing a run that logged resets. `--stalls` writes every gap the
+client saw (FILE.<fault>, JSON: [start epoch ms, end epoch ms, connection, client port]), to line
+them up with a capture.
  */
 import { writeFileSync } from 'node:fs';
 import { Lab, missingPrerequisite } from '../test/interop/lab.ts';
@@ -27,6 +29,7 @@ const timeoutS = Number(opt('timeout', '300'));
 const f = opt('fault', 'none');
 const pcap = opt('pcap', '');
 const logFile = opt('log', '');
+const stallsFile = opt('stalls', '');
 const hostAlone = args.includes('--host-alone');
 const faults: FaultKind[] = f === 'all' ? ['none', 'carrier', 'reachability', 'crash'] : [f as FaultKind];
 const why = missingPrerequisite(['python3']);
@@ -51,6 +54,7 @@ try {
       log: (l) => console.error(l),
     });
     if (logFile) writeFileSync(`${logFile}.${fault}`, r.log);
+    if (stallsFile) writeFileSync(`${stallsFile}.${fault}`, JSON.stringify(r.client.stalls));
     const { stalls, ...client } = r.client;
     // The longest gaps, with the client's port, to find them in a capture.
     const longest = [...stalls].sort((a, b) => b[1] - b[0] - (a[1] - a[0])).slice(0, 5);
