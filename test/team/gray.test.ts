@@ -263,20 +263,24 @@ describe('the progress watch judges a member, not a flow', () => {
       },
       verdicts,
     );
-    const b = member('B', () => {
-      const t = clock.now();
-      const una = 1000 + t * 10;
-      return [
-        row(2, {
-          sndWnd: 65535,
-          sndUna: una,
-          sndNxt: una + 8000,
-          sndMax: una + 8000,
-          segmentsIn: t,
-          segmentsOut: t,
-        }),
-      ];
-    });
+    const b = member(
+      'B',
+      () => {
+        const t = clock.now();
+        const una = 1000 + t * 10;
+        return [
+          row(2, {
+            sndWnd: 65535,
+            sndUna: una,
+            sndNxt: una + 8000,
+            sndMax: una + 8000,
+            segmentsIn: t,
+            segmentsOut: t,
+          }),
+        ];
+      },
+      verdicts,
+    );
     const watch = new ProgressWatch(clock, opts, () => [a, b], new Counters());
     for (let i = 0; i < 70; i++) {
       clock.advance(20);
