@@ -10,6 +10,7 @@
  *
  *   npx tsx bench/tap-team.ts [--json] [--connections N] [--size BYTES] [--rate BYTES_PER_S]
  */
+import { loadavg } from 'node:os';
 import { pathToFileURL } from 'node:url';
 import { Lab, missingPrerequisite } from '../test/interop/lab.ts';
 import { type FaultKind, type LoadResult, runLoad } from '../test/interop/tap-load.ts';
@@ -27,6 +28,12 @@ export interface TapTeamRun {
   /** Connections on the NIC the fault hit / downloads whose data stopped across the fault. */
   stalledByFault: number;
   wallMs: number;
+  /**
+   * The machine's one-minute load average when the run ended: on a shared machine the stalls
+   * follow it (the host alone stalled 0.45 s at 1.5 and 4.9 s at 15), so a figure without it
+   * cannot be compared with another.
+   */
+  loadAvg: number;
 }
 
 export interface TapTeamResult {
@@ -55,6 +62,7 @@ function figures(r: LoadResult): TapTeamRun {
     badLogLines: r.bad.length,
     stalledByFault: r.stalledByFault,
     wallMs: r.client.wallMs,
+    loadAvg: Math.round(loadavg()[0]! * 10) / 10,
   };
 }
 
@@ -89,7 +97,7 @@ export async function benchTapTeam(
 
 export function formatTapTeam(r: TapTeamResult): string {
   const row = (k: string, f: TapTeamRun) =>
-    `${k.padEnd(22)} detect ${String(f.detectMs).padStart(6)} ms  resume at peer ${String(f.resumeMs).padStart(7)} ms  max stall ${String(f.maxStallMs).padStart(7)} ms (p99 ${f.p99StallMs})  failed ${f.failed}  resets ${f.resets}  bad log lines ${f.badLogLines}`;
+    `${k.padEnd(22)} detect ${String(f.detectMs).padStart(6)} ms  resume at peer ${String(f.resumeMs).padStart(7)} ms  max stall ${String(f.maxStallMs).padStart(7)} ms (p99 ${f.p99StallMs})  failed ${f.failed}  resets ${f.resets}  bad log lines ${f.badLogLines}  load ${f.loadAvg}`;
   return [
     `${r.connections} concurrent downloads of ${r.bytesEach} B, each read at ${r.rateEach} B/s, from the kernel`,
     row('carrier', r.carrier),
