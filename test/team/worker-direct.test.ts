@@ -15,9 +15,13 @@ describe('team of WorkerNics: frames that arrive at the wrong member', () => {
     const rig = await setup(t, { seed: 31 });
     const { st } = await startOffloaded(rig, [CONNS / 2, CONNS / 2]);
     // Segments passed up before the owners were installed may still be on their way to the host.
+    // They travel on each worker's one port, ahead of its replies, so two round trips to every
+    // worker (the second covers a batch flushed at the end of the turn that answered the first)
+    // deliver them all before the baseline is read; a sleep did not under load.
     await rig.net.sleep(100);
-    const hostBefore = rig.stack.counters.get('tcp.frozen.forwarded');
+    await Promise.all(rig.nics.map((n) => n.counters()));
     const nicsBefore = await Promise.all(rig.nics.map((n) => n.counters()));
+    const hostBefore = rig.stack.counters.get('tcp.frozen.forwarded');
     await assertClean(rig, st);
     const nicsAfter = await Promise.all(rig.nics.map((n) => n.counters()));
     const delta = (k: string): number[] => nicsAfter.map((c, i) => (c[k] ?? 0) - (nicsBefore[i]![k] ?? 0));
