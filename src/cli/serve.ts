@@ -184,7 +184,7 @@ function collectAddrs(v: string, prev: string[] | undefined): string[] {
       if (a.includes(':')) parseIpv6(a);
       else parseIpv4(a);
     } catch {
-      throw new CommanderArgError(`'${a}' is not an IPv4 or IPv6 address`);
+      throw new CommanderArgError(`'${a}' is not an ${a.includes(':') ? 'IPv6' : 'IPv4'} address`);
     }
   }
   return [...(prev ?? []), ...list];

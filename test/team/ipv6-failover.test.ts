@@ -15,8 +15,9 @@ import {
   linkLocalFromMac,
   parseIpv6,
   parseMac,
+  readU16,
 } from '../../src/wire/addr.ts';
-import { ethDst, ethSrc, ethType } from '../../src/wire/fields.ts';
+import { ethDst, ethSrc, ethTagged, ethType } from '../../src/wire/fields.ts';
 import { Icmpv6Type } from '../../src/wire/icmpv6.ts';
 import { createIpv6Header } from '../../src/wire/ipv6.ts';
 import { createNdMessage } from '../../src/wire/ndp.ts';
@@ -55,7 +56,7 @@ function ndType(f: Uint8Array): number {
   return f[14 + 40]!;
 }
 
-function ndRig(opts: { probeTargets?: string[]; validate?: 'any' | 'probe' } = {}) {
+function ndRig(opts: { probeTargets?: string[]; validate?: 'any' | 'probe'; vlan?: number } = {}) {
   const links: NdLink[] = [];
   let now = (): number => 0;
   const rig = buildTeamRig({
@@ -64,6 +65,7 @@ function ndRig(opts: { probeTargets?: string[]; validate?: 'any' | 'probe' } = {
     ip6: true,
     probeTargets: opts.probeTargets,
     health: { validate: opts.validate },
+    vlan: opts.vlan,
     wrapPort: (p) => {
       const l = new NdLink(p, () => now());
       links.push(l);
@@ -226,6 +228,33 @@ describe('IPv6 failover: neighbor solicitation probes', () => {
     const nh = (r.team as unknown as { slots: { health: { probeReplyMac6(t: Uint8Array): number } }[] })
       .slots;
     assert.equal(nh[0]!.health.probeReplyMac6(parseIpv6(PEER_IP6)), peerMac);
+    r.host.close();
+    r.net.close();
+  });
+});
+
+describe('IPv6 failover on an 802.1Q VLAN', () => {
+  test('tagged NS probes are answered, and the takeover advertisements are tagged', async () => {
+    const r = ndRig({ probeTargets: [PEER_IP6], validate: 'probe', vlan: 7 });
+    await r.net.sleep(1500);
+    const replies = r.counters.get('team.probe.reply6');
+    await r.net.sleep(300);
+    assert.ok(r.counters.get('team.probe.reply6') - replies >= 40, 'answered over the VLAN');
+    assert.deepEqual(
+      r.team.health().map((h) => h.health.state),
+      ['up', 'up'],
+    );
+    const from = r.nics.indexOf(r.team.hostNic as (typeof r.nics)[number]);
+    const to = 1 - from;
+    const before = r.links[to]!.sent.length;
+    r.ports[from]!.cut();
+    await r.net.sleep(100);
+    const nas = r.links[to]!.sent.slice(before).filter(
+      (s) => decodeNdFrame(s.frame, ip6, nd) && nd.type === Icmpv6Type.NEIGHBOR_ADVERTISEMENT && nd.override,
+    );
+    assert.equal(nas.length, 2, 'the global and the link-local address');
+    for (const s of nas)
+      assert.ok(ethTagged(s.frame) && (readU16(s.frame, 14) & 0xfff) === 7, 'tagged with VLAN 7');
     r.host.close();
     r.net.close();
   });
