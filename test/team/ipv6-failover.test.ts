@@ -6,8 +6,13 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { VirtualClock } from '../../src/core/clock.ts';
+import { Counters } from '../../src/core/counters.ts';
+import { SeededRandom } from '../../src/core/random.ts';
 import type { Link, RxOffloadInfo } from '../../src/link/link.ts';
-import { decodeNdFrame } from '../../src/stack/nd-frame.ts';
+import { MemorySwitch } from '../../src/link/memory-switch.ts';
+import { decodeNdFrame, encodeNdFrame, ND_FRAME_MAX } from '../../src/stack/nd-frame.ts';
+import { ProbeTap } from '../../src/team/probe-tap.ts';
 import {
   formatIpv6,
   formatMac,
@@ -230,6 +235,68 @@ describe('IPv6 failover: neighbor solicitation probes', () => {
     assert.equal(nh[0]!.health.probeReplyMac6(parseIpv6(PEER_IP6)), peerMac);
     r.host.close();
     r.net.close();
+  });
+});
+
+describe('IPv6 probe answers that fail validation', () => {
+  test('a forged or damaged NA to the probe MAC is no proof of reachability and goes on to the NIC', () => {
+    const clock = new VirtualClock();
+    const sw = new MemorySwitch({ clock, random: new SeededRandom(5) });
+    const port = sw.addPort({ name: 'nic0' });
+    const other = sw.addPort({ name: 'forger' });
+    const probeMac = 0x02_00_00_bb_01_01;
+    const tap = new ProbeTap(port, probeMac, new Counters());
+    const heard: string[] = [];
+    const passed: Uint8Array[] = [];
+    tap.onProbeReply6((t) => heard.push(formatIpv6(t)));
+    tap.onFrame((f) => passed.push(f));
+    const target = parseIpv6(PEER_IP6);
+    const na = (t = target): Uint8Array => {
+      const buf = new Uint8Array(ND_FRAME_MAX);
+      const n = encodeNdFrame(
+        {
+          dstMac: probeMac,
+          srcMac: 0x02_00_00_00_00_02,
+          vlanId: -1,
+          src: target,
+          dst: tap.probeAddress6,
+          msg: {
+            type: Icmpv6Type.NEIGHBOR_ADVERTISEMENT,
+            solicited: true,
+            override: true,
+            target: t,
+            targetLla: 0x02_00_00_00_00_02,
+          },
+        },
+        buf,
+      );
+      return buf.subarray(0, n);
+    };
+    // Teach the switch where the probe MAC lives, as the first probe does.
+    tap.sendProbe6(target);
+    clock.advance(1);
+    other.send(na());
+    clock.advance(1);
+    assert.deepEqual(heard, [PEER_IP6], 'a valid answer is heard');
+    assert.equal(passed.length, 0, 'and consumed');
+    const damaged = (d: (f: Uint8Array) => void): Uint8Array => {
+      const f = na().slice();
+      d(f);
+      return f;
+    };
+    const forged: [string, Uint8Array][] = [
+      // The checksum does not cover the hop limit: only the hop-limit rule refuses this one.
+      ['hop limit 64 (forwarded from off-link)', damaged((f) => (f[14 + 7] = 64))],
+      ['bad checksum', damaged((f) => (f[14 + 40 + 2]! ^= 0xff))],
+      ['multicast target', na(parseIpv6('ff02::1'))],
+      ['truncated', na().slice(0, 14 + 40 + 20)],
+    ];
+    for (const [why, f] of forged) {
+      other.send(f);
+      clock.advance(1);
+      assert.equal(heard.length, 1, `${why}: not heard`);
+    }
+    assert.equal(passed.length, forged.length, 'every refused one went on to the NIC, nothing lost');
   });
 });
 
