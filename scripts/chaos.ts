@@ -2,7 +2,10 @@
  * Chaos soak for the failover layer: runs seeded team scenarios on the simulator and prints every
  * seed that breaks an invariant, with the command that replays it.
  *
- *   npm run chaos -- --seeds 5000 [--from 1] [--nics N] [--conns N] [--bytes N] [--loss P] [--duplex]
+ *   npm run chaos -- --seeds 5000 [--from 1] [--nics N] [--conns N] [--bytes N] [--loss P] [--duplex] [--mixed]
+ *
+ * --mixed: half the connections over IPv6 (the team announcing itself with unsolicited neighbor
+ * advertisements, its members probing the peer with neighbor solicitations as well as ARP).
  */
 import { type ChaosOptions, checkChaosSeed } from '../test/team/scenario.ts';
 
@@ -24,6 +27,7 @@ function parse(argv: string[]): { seeds: number; from: number; o: ChaosOptions }
     else if (a === '--bytes') o.bytes = num();
     else if (a === '--loss') o.loss = num();
     else if (a === '--duplex') o.duplex = true;
+    else if (a === '--mixed') o.mixed = true;
     else throw new Error(`unknown argument ${a}`);
   }
   return { seeds, from, o };

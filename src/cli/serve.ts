@@ -21,7 +21,7 @@ import type { FailureEvent } from '../team/health.ts';
 import { ManagerOffloader } from '../team/manager-offloader.ts';
 import type { FailoverRecord } from '../team/team.ts';
 import type { TeamHost } from '../team/team-host.ts';
-import { parseIpv4 } from '../wire/addr.ts';
+import { parseIpv4, parseIpv6 } from '../wire/addr.ts';
 import { type CheckedAddresses, checkAddresses, collectIps, urlHostLiteral } from './addresses.ts';
 import { type AdminFlags, adminAddress, startAdmin } from './admin-cli.ts';
 import { teamStatusExtras } from './admin-source.ts';
@@ -181,9 +181,10 @@ function collectAddrs(v: string, prev: string[] | undefined): string[] {
     .filter((x) => x !== '');
   for (const a of list) {
     try {
-      parseIpv4(a);
+      if (a.includes(':')) parseIpv6(a);
+      else parseIpv4(a);
     } catch {
-      throw new CommanderArgError(`'${a}' is not an IPv4 address`);
+      throw new CommanderArgError(`'${a}' is not an ${a.includes(':') ? 'IPv6' : 'IPv4'} address`);
     }
   }
   return [...(prev ?? []), ...list];
@@ -219,11 +220,13 @@ export function registerTapCommands(program: Command): void {
     )
     .option(
       '--probe <addrs>',
-      'ARP reachability targets of every team member, comma-separated (default: --gw, if given)',
+      'reachability targets of every team member, comma-separated: ARP for IPv4, neighbor solicitations for IPv6 (default: --gw and --gw6, if given)',
       collectAddrs,
     )
     .addOption(
-      new Option('--probe-interval <ms>', 'ARP probe interval').argParser(intIn(1, 60_000)).default(10),
+      new Option('--probe-interval <ms>', 'reachability probe interval')
+        .argParser(intIn(1, 60_000))
+        .default(10),
     )
     .addOption(
       new Option('--probe-misses <n>', 'unanswered probes before a link is unreachable')
@@ -333,7 +336,7 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
       vlan: o.vlan,
       workers: o.workers === true,
       policy: { mode: o.offloadPolicy ?? 'immediate', minAgeMs: o.offloadAfter, minBytes: o.offloadBytes },
-      probeTargets: o.probe ?? (o.gw !== undefined ? [o.gw] : []),
+      probeTargets: o.probe ?? [o.gw, a.gw6].filter((x) => x !== undefined),
       health: { probeIntervalMs: o.probeInterval, probeMisses: o.probeMisses, holdMs: o.hold },
       failback: o.failback,
       tcp: o.workers ? WORKER_TCP_DEFAULTS : TAP_TCP_DEFAULTS,

@@ -1,6 +1,7 @@
 import type { Clock, Timer } from '../core/clock.ts';
 import type { Counters } from '../core/counters.ts';
 import { InvalidArgumentError } from '../core/errors.ts';
+import { formatIpv6, ipv6Equal, isIpv6Multicast, isIpv6Unspecified } from '../wire/addr.ts';
 import type { ArpPacket } from '../wire/arp.ts';
 import type { ProbeTap } from './probe-tap.ts';
 
@@ -40,8 +41,14 @@ export interface HealthOptions {
   probeIntervalMs?: number;
   /** Probe intervals without a reply before the link is declared unreachable (default 3). */
   probeMisses?: number;
-  /** Addresses to probe; empty turns reachability checking off. */
+  /** IPv4 addresses to probe with ARP; with probeTargets6 empty too, reachability checking is off. */
   probeTargets?: readonly number[];
+  /**
+   * IPv6 addresses (16 bytes each) to probe with neighbor solicitations, in the same rounds and
+   * with the same misses as the ARP probes; a round is answered when any target of either family
+   * answers it.
+   */
+  probeTargets6?: readonly Uint8Array[];
   /** 802.1Q VLAN id the probes are tagged with (default untagged; a team sets its own). */
   probeVlan?: number;
   /** A recovered NIC waits this long, healthy throughout, before it carries traffic again (default 200). */
@@ -90,6 +97,7 @@ export interface ResolvedHealthOptions {
   probeIntervalMs: number;
   probeMisses: number;
   probeTargets: readonly number[];
+  probeTargets6: readonly Uint8Array[];
   probeVlan: number;
   holdMs: number;
   maxHoldMs: number;
@@ -121,6 +129,12 @@ export function resolveHealthOptions(o: HealthOptions = {}): ResolvedHealthOptio
     if (!Number.isInteger(t) || t < 0 || t > 0xffffffff)
       throw new InvalidArgumentError(`probe target must be a u32 address, got ${String(t)}`);
   }
+  const targets6 = o.probeTargets6 ?? [];
+  if (!Array.isArray(targets6)) throw new InvalidArgumentError('probeTargets6 must be an array of addresses');
+  for (const t of targets6) {
+    if (!(t instanceof Uint8Array) || t.length !== 16 || isIpv6Multicast(t) || isIpv6Unspecified(t))
+      throw new InvalidArgumentError('an IPv6 probe target must be a unicast address of 16 bytes');
+  }
   const progressWindowMs = num(o.progressWindowMs, 200, 'progressWindowMs', 0);
   const stallFraction = num(o.stallFraction, 0.8, 'stallFraction', 0);
   if (stallFraction > 1) throw new InvalidArgumentError('stallFraction must be in 0..1');
@@ -138,6 +152,7 @@ export function resolveHealthOptions(o: HealthOptions = {}): ResolvedHealthOptio
     probeIntervalMs,
     probeMisses,
     probeTargets: [...targets],
+    probeTargets6: targets6.map((t) => t.slice()),
     probeVlan: num(o.probeVlan, -1, 'probeVlan', -1),
     holdMs,
     maxHoldMs: Math.max(holdMs, num(o.maxHoldMs, 5000, 'maxHoldMs', 0)),
@@ -181,7 +196,8 @@ export interface HealthListener {
 
 /**
  * The health of one NIC, from three detectors: carrier (the link's own report), reachability (ARP
- * probes out of the NIC's own port, like bonding's ARP monitor or BFD: interval × misses), and
+ * probes and IPv6 neighbor solicitations out of the NIC's own port, like bonding's ARP and NS
+ * monitors or BFD: interval × misses), and
  * liveness (heartbeats, or a report that the NIC's thread is gone).
  *
  * A failure is acted upon at once; a recovery only after a hold, and the hold doubles for every
@@ -220,6 +236,8 @@ export class NicHealth {
   private graySince = 0;
   /** The sender MAC of the last probe reply from each target. */
   private readonly replyMacs = new Map<number, number>();
+  /** The same for IPv6 targets, by their text form. */
+  private readonly replyMacs6 = new Map<string, number>();
   private closed = false;
 
   constructor(
@@ -239,8 +257,9 @@ export class NicHealth {
     this.beatTimer = clock.createTimer(this.beatMissed).unref();
     this.grayTimer = clock.createTimer(this.grayDone).unref();
     if (!carrier) this.st = 'down';
-    if (tap !== null && opts.probeTargets.length > 0) {
+    if (tap !== null && opts.probeTargets.length + opts.probeTargets6.length > 0) {
       tap.onProbeReply(this.onReply);
+      if (opts.probeTargets6.length > 0) tap.onProbeReply6(this.onReply6);
       this.probeTimer.arm(0);
     }
   }
@@ -314,6 +333,11 @@ export class NicHealth {
     return this.replyMacs.get(targetIp >>> 0);
   }
 
+  /** The link-layer address in the last probe answer from IPv6 target `target` on this member. */
+  probeReplyMac6(target: Uint8Array): number | undefined {
+    return this.replyMacs6.get(formatIpv6(target));
+  }
+
   snapshot(): NicHealthSnapshot {
     return {
       nic: this.nic,
@@ -338,7 +362,7 @@ export class NicHealth {
   }
 
   private get probing(): boolean {
-    return this.tap !== null && this.opts.probeTargets.length > 0;
+    return this.tap !== null && this.opts.probeTargets.length + this.opts.probeTargets6.length > 0;
   }
 
   private fail(cause: FailureCause, detail: string, evidence?: number): FailureEvent {
@@ -430,12 +454,14 @@ export class NicHealth {
         this.reachable = false;
         this.reevaluate(
           'reachability',
-          `no ARP reply from ${o.probeTargets.length} target(s) to ${this.unanswered} probe rounds in ${Math.round(now - this.lastReply)} ms`,
+          `no ${probeKinds(o)} reply from ${o.probeTargets.length + o.probeTargets6.length} target(s) to ${this.unanswered} probe rounds in ${Math.round(now - this.lastReply)} ms`,
         );
       }
       for (const t of o.probeTargets) this.tap.sendProbe(t, o.probeVlan);
+      for (const t of o.probeTargets6) this.tap.sendProbe6(t, o.probeVlan);
       this.outstanding = true;
       this.counters.inc('team.probe.sent', o.probeTargets.length);
+      if (o.probeTargets6.length > 0) this.counters.inc('team.probe.sent6', o.probeTargets6.length);
     }
     this.probeTimer.arm(o.probeIntervalMs);
   };
@@ -443,6 +469,12 @@ export class NicHealth {
   private readonly onReply = (p: ArpPacket): void => {
     if (this.closed || !this.opts.probeTargets.includes(p.senderIp)) return;
     this.replyMacs.set(p.senderIp >>> 0, p.senderMac);
+    this.evidence(this.clock.now(), 'probe answered');
+  };
+
+  private readonly onReply6 = (target: Uint8Array, mac: number): void => {
+    if (this.closed || !this.opts.probeTargets6.some((t) => ipv6Equal(t, 0, target, 0))) return;
+    this.replyMacs6.set(formatIpv6(target), mac);
     this.evidence(this.clock.now(), 'probe answered');
   };
 
@@ -460,4 +492,9 @@ export class NicHealth {
     if (this.closed || this.st === 'dead') return;
     this.dead(`no heartbeat for ${this.opts.heartbeatTimeoutMs} ms`);
   };
+}
+
+function probeKinds(o: ResolvedHealthOptions): string {
+  if (o.probeTargets6.length === 0) return 'ARP';
+  return o.probeTargets.length === 0 ? 'NS' : 'ARP or NS';
 }

@@ -1,6 +1,14 @@
 import type { Counters } from '../core/counters.ts';
 import type { Link, RxOffloadInfo } from '../link/link.ts';
-import { BROADCAST_MAC } from '../wire/addr.ts';
+import { ALL_NODES_ADDRESS, decodeNdFrame, encodeNdFrame, ND_FRAME_MAX } from '../stack/nd-frame.ts';
+import {
+  BROADCAST_MAC,
+  ipv6Equal,
+  ipv6MulticastMac,
+  isIpv6Unspecified,
+  linkLocalFromMac,
+  solicitedNodeAddress,
+} from '../wire/addr.ts';
 import { ARP_LENGTH, ArpOp, type ArpPacket, createArpPacket, decodeArp, encodeArp } from '../wire/arp.ts';
 import {
   createEthernetHeader,
@@ -9,7 +17,10 @@ import {
   EtherType,
   encodeEthernet,
 } from '../wire/ethernet.ts';
-import { ethTagged, ethType } from '../wire/fields.ts';
+import { ethDst, ethSrc, ethTagged, ethType } from '../wire/fields.ts';
+import { Icmpv6Type } from '../wire/icmpv6.ts';
+import { createIpv6Header } from '../wire/ipv6.ts';
+import { createNdMessage, type NdEncode } from '../wire/ndp.ts';
 
 /** What a ProbeTap can learn of its port beyond the frames that pass through it. */
 export interface ProbePort {
@@ -33,6 +44,13 @@ export interface ProbePort {
  * Probes carry a MAC of their own per port and sender address 0.0.0.0 (an RFC 5227 ARP probe):
  * neither the switch's entry for the team MAC nor any peer's ARP cache entry for the team address
  * moves when a standby port probes.
+ *
+ * IPv6 neighbors are probed with neighbor solicitations from the probe MAC and the link-local
+ * address formed from it (the port's probe address). Not from ::, whose answer goes to all nodes
+ * (RFC 4861 7.2.4) and so reaches every member alike, and not from a team address, which would
+ * point the neighbor's cache entry for it at the probe MAC: the answer comes unicast to this port
+ * only, and the one entry it creates at the neighbor is the probe address's own. The tap answers
+ * the neighbor's solicitations for that address, so the entry stays valid.
  */
 export class ProbeTap implements Link {
   readonly name: string;
@@ -44,6 +62,12 @@ export class ProbeTap implements Link {
   private readonly txFrame = new Uint8Array(14 + ARP_LENGTH);
   private readonly txEth = createEthernetHeader();
   private rxSeen = 0;
+  private ndHandler: ((target: Uint8Array, mac: number) => void) | null = null;
+  /** This port's IPv6 probe address: fe80:: with the probe MAC's EUI-64 identifier. */
+  readonly probeAddress6: Uint8Array;
+  private readonly rxIp6 = createIpv6Header();
+  private readonly rxNd = createNdMessage();
+  private readonly txNd = new Uint8Array(ND_FRAME_MAX);
 
   constructor(
     readonly inner: Link,
@@ -53,6 +77,7 @@ export class ProbeTap implements Link {
     private readonly port: ProbePort = {},
   ) {
     this.name = `${inner.name}+probe`;
+    this.probeAddress6 = linkLocalFromMac(probeMac);
     inner.onFrame(this.rx);
   }
 
@@ -87,6 +112,50 @@ export class ProbeTap implements Link {
   /** Where ARP replies addressed to the probe MAC go. */
   onProbeReply(handler: (p: ArpPacket) => void): void {
     this.arpHandler = handler;
+  }
+
+  /** Where neighbor advertisements for a target, addressed to the probe MAC, go. */
+  onProbeReply6(handler: (target: Uint8Array, mac: number) => void): void {
+    this.ndHandler = handler;
+  }
+
+  /**
+   * A neighbor solicitation for `target` (16 bytes) from the probe address, to the target's
+   * solicited-node group: the IPv6 counterpart of the ARP probe.
+   */
+  sendProbe6(target: Uint8Array, vlanId = -1): boolean {
+    const group = solicitedNodeAddress(target);
+    return this.sendNd(ipv6MulticastMac(group), this.probeMac, vlanId, this.probeAddress6, group, {
+      type: Icmpv6Type.NEIGHBOR_SOLICITATION,
+      target,
+      sourceLla: this.probeMac,
+    });
+  }
+
+  /**
+   * An unsolicited neighbor advertisement for `ip` (16 bytes) from `mac`, override set, to all
+   * nodes (RFC 4861 7.2.6): the switch learns `mac` on this port, and neighbors that cache `ip`
+   * take `mac` for it whatever they held. The IPv6 counterpart of gratuitous ARP.
+   */
+  announce6(mac: number, ip: Uint8Array, vlanId = -1): boolean {
+    return this.sendNd(ipv6MulticastMac(ALL_NODES_ADDRESS), mac, vlanId, ip, ALL_NODES_ADDRESS, {
+      type: Icmpv6Type.NEIGHBOR_ADVERTISEMENT,
+      override: true,
+      target: ip,
+      targetLla: mac,
+    });
+  }
+
+  private sendNd(
+    dstMac: number,
+    srcMac: number,
+    vlanId: number,
+    src: Uint8Array,
+    dst: Uint8Array,
+    msg: NdEncode,
+  ): boolean {
+    const n = encodeNdFrame({ dstMac, srcMac, vlanId, src, dst, msg }, this.txNd);
+    return n > 0 && this.inner.send(this.txNd.subarray(0, n));
   }
 
   /** Broadcast an ARP probe for `targetIp` from the probe MAC. */
@@ -145,8 +214,35 @@ export class ProbeTap implements Link {
         }
       }
     }
+    if (this.ndHandler !== null && ethDst(frame) === this.probeMac && this.ndRx(frame)) return;
     this.frameHandler?.(frame, info);
   };
+
+  /** An ND message to the probe MAC: consumed (true) when it is an answer to a probe or about the probe address. */
+  private ndRx(frame: Uint8Array): boolean {
+    const ip = this.rxIp6;
+    const nd = this.rxNd;
+    if (!decodeNdFrame(frame, ip, nd)) return false;
+    if (nd.type === Icmpv6Type.NEIGHBOR_ADVERTISEMENT) {
+      if (!nd.solicited) return false;
+      this.counters.inc('team.probe.reply6');
+      this.ndHandler!(nd.target, nd.targetLla >= 0 ? nd.targetLla : ethSrc(frame));
+      return true;
+    }
+    // The neighbor checks the probe address it learned (NUD): answer as its owner would.
+    if (!ipv6Equal(nd.target, 0, this.probeAddress6, 0) || isIpv6Unspecified(ip.src)) return false;
+    this.counters.inc('team.probe.ns6-answered');
+    const dstMac = nd.sourceLla >= 0 ? nd.sourceLla : ethSrc(frame);
+    const vlanId = ethTagged(frame) ? ((frame[14]! & 0x0f) << 8) | frame[15]! : -1;
+    this.sendNd(dstMac, this.probeMac, vlanId, this.probeAddress6, ip.src, {
+      type: Icmpv6Type.NEIGHBOR_ADVERTISEMENT,
+      solicited: true,
+      override: true,
+      target: this.probeAddress6,
+      targetLla: this.probeMac,
+    });
+    return true;
+  }
 }
 
 /** ARP, untagged or behind one 802.1Q tag. */

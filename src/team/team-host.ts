@@ -11,7 +11,7 @@ import { OffloadManager, type OffloadPolicy } from '../offload/offload-manager.t
 import { Host } from '../socket/host.ts';
 import { Stack } from '../stack/stack.ts';
 import type { TcpCached } from '../state/tcp-state.ts';
-import { parseCidr, parseIpv4, parseMac } from '../wire/addr.ts';
+import { parseCidr, parseIpv4, parseIpv6, parseMac } from '../wire/addr.ts';
 import type { HealthOptions } from './health.ts';
 import { ManagerOffloader } from './manager-offloader.ts';
 import { ProbeTap } from './probe-tap.ts';
@@ -33,7 +33,12 @@ export interface TeamHostOptions {
   /** LocalNics, one switch port each (default 2, at most 16). */
   nics?: number;
   nicCapacity?: number;
-  /** Addresses the members probe for reachability (ARP, 10 ms × 3 by default); none: off. */
+  /** IPv6 addresses of the team's interface, with prefix, e.g. 'fd00::1/64' (none: IPv4 only). */
+  ip6?: readonly string[];
+  /**
+   * Addresses the members probe for reachability (10 ms × 3 by default): ARP for IPv4 ones,
+   * neighbor solicitations for IPv6 ones; none: off.
+   */
   probeTargets?: readonly string[];
   /** 802.1Q VLAN id of the team's interface, probes and announcements (untagged when absent). */
   vlan?: number;
@@ -106,6 +111,9 @@ export interface TeamAssembly<N extends Nic = Nic> {
   members: readonly (TeamMember & { nic: N })[];
   ports?: readonly SwitchPort[];
   counters: Counters;
+  /** IPv6 addresses of the team's interface, with prefix (IPv6 may also be enabled later). */
+  ip6?: readonly string[];
+  /** Either family: ARP probes for IPv4 targets, neighbor solicitations for IPv6 ones. */
   probeTargets?: readonly string[];
   /** 802.1Q VLAN id of the team's interface, probes and announcements (untagged when absent). */
   vlan?: number;
@@ -125,12 +133,17 @@ export function assembleTeamHost<N extends Nic>(a: TeamAssembly<N>): TeamHost<N>
   const { prefixLength } = parseCidr(a.ip);
   if (prefixLength === 32) throw new InvalidArgumentError(`team address ${a.ip} needs a subnet prefix`);
   const ip = a.ip.split('/')[0]!;
+  const targets = a.probeTargets ?? [];
   const team = new Team({
     clock: a.clock,
     mac: parseMac(a.mac),
     ip: parseIpv4(ip),
     vlanId: a.vlan,
-    health: { probeTargets: (a.probeTargets ?? []).map((t) => parseIpv4(t)), ...a.health },
+    health: {
+      probeTargets: targets.filter((t) => !t.includes(':')).map((t) => parseIpv4(t)),
+      probeTargets6: targets.filter((t) => t.includes(':')).map((t) => parseIpv6(t)),
+      ...a.health,
+    },
     failback: a.failback,
     batchSize: a.batchSize,
     counters: a.counters,
@@ -138,7 +151,19 @@ export function assembleTeamHost<N extends Nic>(a: TeamAssembly<N>): TeamHost<N>
   for (const m of a.members) team.add(m);
   const nics = a.members.map((m) => m.nic);
   const stack = new Stack({ clock: a.clock, random: a.random.fork(), name: a.name, tcp: a.tcp });
-  stack.addInterface(team.link, { mac: a.mac, ip: a.ip, vlan: a.vlan, name: `${a.name}0` });
+  const iface = stack.addInterface(team.link, {
+    mac: a.mac,
+    ip: [a.ip, ...(a.ip6 ?? [])],
+    vlan: a.vlan,
+    name: `${a.name}0`,
+  });
+  // Read when announcing, not now: IPv6 may be enabled later, and addresses come and go (DAD, RA).
+  team.setIpv6Addresses(() =>
+    stack.ip6
+      .addresses(iface)
+      .filter((x) => x.state === 'preferred' || x.state === 'deprecated')
+      .map((x) => parseIpv6(x.ip)),
+  );
   const manager = new OffloadManager({ stack, nics, policy: a.policy });
   manager.eligible = (nic) => team.isUsable(nic) && nic.load < nic.capacity;
   team.setOffloader(new ManagerOffloader(manager));
@@ -183,6 +208,7 @@ export function buildTeamHost(seg: TeamSegment, opts: TeamHostOptions): TeamHost
     members,
     ports,
     counters,
+    ip6: opts.ip6,
     probeTargets: opts.probeTargets,
     vlan: opts.vlan,
     health: opts.health,

@@ -1,3 +1,4 @@
+import type { Clock, Timer } from '../core/clock.ts';
 import type { Link, RxOffloadInfo } from '../link/link.ts';
 
 /**
@@ -99,4 +100,51 @@ export class TeamLink implements Link {
     this.lastCarrier = c;
     this.carrierHandler?.(c);
   }
+}
+
+/**
+ * RFC 4861 7.2.6: MAX_NEIGHBOR_ADVERTISEMENT unsolicited advertisements, RetransTimer (1 s) apart.
+ * One may be lost, and a neighbor that missed every one still recovers by NUD, so a few suffice.
+ */
+export const UNSOLICITED_NA_COUNT = 3;
+export const UNSOLICITED_NA_INTERVAL_MS = 1000;
+
+/**
+ * The IPv6 half of what a port that takes over the host's traffic says: a series of unsolicited
+ * neighbor advertisements (override set) for every address the team owns, the first at once, from
+ * whichever port carries the host's traffic when each one is due. A new takeover restarts the
+ * series from that port.
+ */
+export class UnsolicitedNaSeries {
+  private left = 0;
+  private readonly timer: Timer;
+
+  constructor(
+    clock: Clock,
+    /** Send one round from the current host port; returns the advertisements sent. */
+    private readonly round: () => number,
+    private readonly count = UNSOLICITED_NA_COUNT,
+    private readonly intervalMs = UNSOLICITED_NA_INTERVAL_MS,
+  ) {
+    this.timer = clock.createTimer(this.tick).unref();
+  }
+
+  start(): void {
+    this.left = this.count;
+    this.timer.disarm();
+    this.tick();
+  }
+
+  close(): void {
+    this.left = 0;
+    this.timer.disarm();
+  }
+
+  private readonly tick = (): void => {
+    if (this.left <= 0) return;
+    this.left--;
+    // An address still in DAD is skipped by the round; a later round announces it.
+    this.round();
+    if (this.left > 0) this.timer.arm(this.intervalMs);
+  };
 }

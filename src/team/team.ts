@@ -15,7 +15,7 @@ import {
 } from './health.ts';
 import type { ProbeTap } from './probe-tap.ts';
 import { ProgressWatch } from './progress-watch.ts';
-import { TeamLink } from './team-link.ts';
+import { TeamLink, UnsolicitedNaSeries } from './team-link.ts';
 
 /** Where the connections of one transfer ended up. */
 export interface MoveResult {
@@ -140,6 +140,9 @@ export class Team extends EventEmitter {
   /** Failovers and recoveries run one at a time, in order. */
   private chain: Promise<void> = Promise.resolve();
   private readonly watch: ProgressWatch;
+  private readonly na: UnsolicitedNaSeries;
+  /** The IPv6 addresses the team owns now (none until the host's stack says). */
+  private addresses6: () => readonly Uint8Array[] = () => [];
   private closed = false;
 
   constructor(opts: TeamOptions) {
@@ -162,6 +165,12 @@ export class Team extends EventEmitter {
     this.failback = opts.failback === true;
     this.link = new TeamLink('team', 1500);
     this.watch = new ProgressWatch(this.clock, this.healthOpts, () => this.slots, this.counters);
+    this.na = new UnsolicitedNaSeries(this.clock, () => this.announce6());
+  }
+
+  /** Where the team reads the IPv6 addresses it announces when the host's traffic changes port. */
+  setIpv6Addresses(list: () => readonly Uint8Array[]): void {
+    this.addresses6 = list;
   }
 
   /** Who moves connections; without one a failure only stops new offloads to the member. */
@@ -258,6 +267,7 @@ export class Team extends EventEmitter {
   close(): void {
     this.closed = true;
     this.watch.close();
+    this.na.close();
     for (const s of this.slots) s.health.close();
     this.link.close();
   }
@@ -277,6 +287,17 @@ export class Team extends EventEmitter {
     // The learning frame: the switch now sends the team MAC to this port, and peers refresh the
     // address's entry in their caches.
     if (slot.tap?.announce(this.mac, this.ip, this.vlanId)) this.counters.inc('team.garp');
+    this.na.start();
+  }
+
+  /** One round of unsolicited neighbor advertisements from the port carrying the host's traffic. */
+  private announce6(): number {
+    const slot = this.slots.find((s) => s.index === this.link.activeIndex);
+    if (!slot?.tap || this.closed) return 0;
+    let n = 0;
+    for (const ip of this.addresses6()) if (slot.tap.announce6(this.mac, ip, this.vlanId)) n++;
+    if (n > 0) this.counters.inc('team.unsolicited-na', n);
+    return n;
   }
 
   /**

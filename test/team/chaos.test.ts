@@ -1,7 +1,8 @@
 /**
  * Deterministic chaos: seeded scenarios on the simulator with 2-4 NICs and 100-250 connections
  * loading both directions, random link cuts and restores, blackholes, NIC crashes and loss. Every
- * seed must end with no reset and every stream complete with every byte in order. A failing seed
+ * seed must end with no reset and every stream complete with every byte in order, also with half
+ * the streams over IPv6. A failing seed
  * prints the command that replays it exactly; `npm run chaos -- --seeds 5000` soaks.
  */
 import assert from 'node:assert/strict';
@@ -18,6 +19,13 @@ const DUPLEX: ChaosOptions = { nics: 2, conns: 228, bytes: 6757, loss: 0.005, du
 const DUPLEX_SEEDS = 100;
 const DUPLEX_EXTRA = [112, 180, 445];
 
+/**
+ * Mixed families: half the streams over IPv6 (run by the host stack until IPv6 connections are
+ * offloaded), through the same cuts, blackholes and crashes; the members probe over both families.
+ */
+const MIXED: ChaosOptions = { mixed: true };
+const MIXED_SEEDS = 60;
+
 describe('team chaos', () => {
   for (let seed = 1; seed <= SEEDS; seed++) {
     test(`seed ${seed}`, async () => {
@@ -32,6 +40,15 @@ describe('team chaos, full duplex', () => {
   for (const seed of seeds) {
     test(`duplex seed ${seed}`, async () => {
       const failure = await checkChaosSeed(seed, DUPLEX);
+      assert.equal(failure, null, failure ?? '');
+    });
+  }
+});
+
+describe('team chaos, mixed IPv4 and IPv6', () => {
+  for (let seed = 1; seed <= MIXED_SEEDS; seed++) {
+    test(`mixed seed ${seed}`, async () => {
+      const failure = await checkChaosSeed(seed, MIXED);
       assert.equal(failure, null, failure ?? '');
     });
   }

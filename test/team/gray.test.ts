@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { VirtualClock } from '../../src/core/clock.ts';
 import { Counters } from '../../src/core/counters.ts';
-import type { Link, RxOffloadInfo } from '../../src/link/link.ts';
+import type { RxOffloadInfo } from '../../src/link/link.ts';
 import type { QueryResult } from '../../src/nic/nic.ts';
 import { resolveHealthOptions } from '../../src/team/health.ts';
 import { ProgressWatch, type WatchedMember } from '../../src/team/progress-watch.ts';
@@ -15,57 +15,37 @@ import { readU16, writeMac } from '../../src/wire/addr.ts';
 import { ArpOp } from '../../src/wire/arp.ts';
 import { EtherType } from '../../src/wire/ethernet.ts';
 import { assertClean, runScenario, type ScenarioResult } from './scenario.ts';
+import { WrappedLink } from './team-sim.ts';
 
 /**
  * A member's port with a fault only frames of one kind see: ARP passes, everything else can be
  * dropped (a filter that drops the data and lets the probes through), and ARP replies can be
  * rewritten to come from another MAC (a second device answering for the peer on that port).
  */
-class GrayLink implements Link {
+class GrayLink extends WrappedLink {
   dropData = false;
   fakeReplyMac = -1;
   dropped = 0;
-  private handler: ((f: Uint8Array, info?: RxOffloadInfo) => void) | null = null;
-  constructor(readonly inner: Link) {
-    inner.onFrame((f, info) => {
-      if (this.dropData && !isArp(f)) {
-        this.dropped++;
-        return;
-      }
-      if (this.fakeReplyMac >= 0 && isArp(f) && readU16(f, 14 + 6) === ArpOp.REPLY) {
-        const c = f.slice();
-        writeMac(c, 6, this.fakeReplyMac);
-        writeMac(c, 14 + 8, this.fakeReplyMac);
-        this.handler?.(c, info);
-        return;
-      }
-      this.handler?.(f, info);
-    });
+  protected override rx(f: Uint8Array, info?: RxOffloadInfo): void {
+    if (this.dropData && !isArp(f)) {
+      this.dropped++;
+      return;
+    }
+    if (this.fakeReplyMac >= 0 && isArp(f) && readU16(f, 14 + 6) === ArpOp.REPLY) {
+      const c = f.slice();
+      writeMac(c, 6, this.fakeReplyMac);
+      writeMac(c, 14 + 8, this.fakeReplyMac);
+      this.handler?.(c, info);
+      return;
+    }
+    this.handler?.(f, info);
   }
-  get name(): string {
-    return `${this.inner.name}+gray`;
-  }
-  get mtu(): number {
-    return this.inner.mtu;
-  }
-  get carrier(): boolean {
-    return this.inner.carrier;
-  }
-  send(f: Uint8Array): boolean {
+  override send(f: Uint8Array): boolean {
     if (this.dropData && !isArp(f)) {
       this.dropped++;
       return true;
     }
     return this.inner.send(f);
-  }
-  onFrame(h: (f: Uint8Array, info?: RxOffloadInfo) => void): void {
-    this.handler = h;
-  }
-  onCarrier(h: (up: boolean) => void): void {
-    this.inner.onCarrier(h);
-  }
-  close(): void {
-    this.inner.close();
   }
 }
 

@@ -8,6 +8,7 @@ import {
   type StreamStats,
   sendPattern,
   TEAM_IP,
+  TEAM_IP6,
   type TeamRig,
   verifyIncoming,
 } from './team-sim.ts';
@@ -38,6 +39,13 @@ export interface ScenarioOptions {
   duplex?: boolean;
   /** The team and its peer on this 802.1Q VLAN (default untagged). */
   vlan?: number;
+  /**
+   * Mixed families: both ends get IPv6 addresses, the members probe the peer over both, and every
+   * other connection runs over IPv6 (default false: IPv4 only).
+   */
+  mixed?: boolean;
+  /** What the members probe (default: the peer's address of each family in use). */
+  probeTargets?: readonly string[];
   /** False: every connection stays in the host stack (default true). */
   offload?: boolean;
   /** Offload every connection to this member (default: spread over the healthy ones). */
@@ -94,11 +102,12 @@ export function chaosFaults(seed: number, nics: number): Fault[] {
 /** The shell command that replays one seed of the chaos test. */
 export function replayCommand(
   seed: number,
-  o: { nics: number; conns: number; bytes: number; loss?: number; duplex?: boolean },
+  o: { nics: number; conns: number; bytes: number; loss?: number; duplex?: boolean; mixed?: boolean },
 ): string {
   const loss = o.loss ? ` --loss ${o.loss}` : '';
   const duplex = o.duplex ? ' --duplex' : '';
-  return `npx tsx scripts/chaos.ts --from ${seed} --seeds 1 --nics ${o.nics} --conns ${o.conns} --bytes ${o.bytes}${loss}${duplex}`;
+  const mixed = o.mixed ? ' --mixed' : '';
+  return `npx tsx scripts/chaos.ts --from ${seed} --seeds 1 --nics ${o.nics} --conns ${o.conns} --bytes ${o.bytes}${loss}${duplex}${mixed}`;
 }
 
 export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
@@ -111,8 +120,12 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
     rateBps: o.rateBps,
     wrapPort: o.wrapPort,
     vlan: o.vlan,
+    ip6: o.mixed,
+    probeTargets: o.probeTargets,
   });
   const { net, host, peer } = rig;
+  // Duplicate address detection (1 s) must be over on both ends before an IPv6 connect.
+  if (o.mixed) await net.sleep(1500);
   o.onRig?.(rig);
   const stats: StreamStats = { ok: 0, errors: [], resets: 0, maxGapMs: 0, bytes: 0 };
   const now = (): number => net.now();
@@ -152,7 +165,8 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
   const faults = o.faults ?? (o.chaos ? chaosFaults(o.seed, o.nics) : []);
   const ports: number[] = [];
   for (let i = 0; i < o.conns; i++) {
-    const sock = peer.connect({ port: 80, host: TEAM_IP, allowHalfOpen: true });
+    const host6 = o.mixed === true && i % 2 === 1;
+    const sock = peer.connect({ port: 80, host: host6 ? TEAM_IP6 : TEAM_IP, allowHalfOpen: true });
     sock.once('connect', () => {
       up();
       const s = sock.localPort ?? 0;
@@ -211,6 +225,8 @@ export interface ChaosOptions {
   bytes?: number;
   loss?: number;
   duplex?: boolean;
+  /** Half the connections over IPv6, the members probing the peer over both families. */
+  mixed?: boolean;
 }
 
 /** The scenario of one chaos seed; unspecified sizes are drawn from the seed (2-4 NICs, 100-250 connections). */
@@ -227,6 +243,7 @@ export function chaosScenario(seed: number, o: ChaosOptions = {}): ScenarioOptio
     bytes,
     loss,
     duplex: o.duplex,
+    mixed: o.mixed,
     chaos: true,
     // A slower wire, so that every fault lands while data is still flowing.
     rateBps: 2e7,
@@ -249,5 +266,5 @@ export async function checkChaosSeed(seed: number, o: ChaosOptions = {}): Promis
   bad.push(...r.stats.errors.slice(0, 5));
   if (bad.length === 0) return null;
   const faults = r.faults.map((f) => `${f.kind}(nic${f.nic})@${f.at.toFixed(1)}`).join(' ');
-  return `seed ${seed} (${sc.nics} NICs, ${sc.conns} conns × ${sc.bytes} B, loss ${sc.loss}; ${faults}): ${bad.join('; ')}\n  replay: ${replayCommand(seed, sc)}`;
+  return `seed ${seed} (${sc.nics} NICs, ${sc.conns} conns × ${sc.bytes} B, loss ${sc.loss}${sc.mixed ? ', mixed IPv4/IPv6' : ''}; ${faults}): ${bad.join('; ')}\n  replay: ${replayCommand(seed, sc)}`;
 }

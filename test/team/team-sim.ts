@@ -4,7 +4,7 @@
  * directions with every byte checked.
  */
 import type { Counters } from '../../src/core/counters.ts';
-import type { Link } from '../../src/link/link.ts';
+import type { Link, RxOffloadInfo } from '../../src/link/link.ts';
 import type { SwitchPort } from '../../src/link/memory-switch.ts';
 import type { LocalNic } from '../../src/nic/local-nic.ts';
 import type { OffloadManager } from '../../src/offload/offload-manager.ts';
@@ -16,6 +16,8 @@ import { buildTeamHost, type TeamHost } from '../../src/team/team-host.ts';
 
 export const TEAM_IP = '10.0.0.1';
 export const PEER_IP = '10.0.0.2';
+export const TEAM_IP6 = 'fd00::1';
+export const PEER_IP6 = 'fd00::2';
 
 export interface TeamRig {
   net: SimNetwork;
@@ -39,6 +41,10 @@ export function buildTeamRig(opts: {
   batchSize?: number;
   wrapPort?: (port: SwitchPort, i: number) => Link;
   vlan?: number;
+  /** Both ends get IPv6 addresses too (TEAM_IP6, PEER_IP6 on fd00::/64). */
+  ip6?: boolean;
+  /** What the members probe (default: PEER_IP, and PEER_IP6 as well with ip6). */
+  probeTargets?: readonly string[];
 }): TeamRig {
   const net = new SimNetwork({ seed: opts.seed });
   const peer = net.addHost({
@@ -55,11 +61,13 @@ export function buildTeamRig(opts: {
       loss: opts.loss ?? 0,
     },
     tcp: { minRtoMs: 20 },
+    ip6: opts.ip6 ? `${PEER_IP6}/64` : undefined,
   });
   const host = buildTeamHost(net, {
     ip: `${TEAM_IP}/24`,
+    ip6: opts.ip6 ? [`${TEAM_IP6}/64`] : undefined,
     nics: opts.nics,
-    probeTargets: [PEER_IP],
+    probeTargets: opts.probeTargets ?? (opts.ip6 ? [PEER_IP, PEER_IP6] : [PEER_IP]),
     health: { holdMs: 100, ...opts.health },
     failback: opts.failback,
     batchSize: opts.batchSize,
@@ -155,4 +163,40 @@ export function sendPattern(sock: TcpSocket, s: number, total: number, chunk = 8
     sock.end();
   };
   pump();
+}
+
+/**
+ * A member's port as a test sees it: passes everything both ways; a subclass filters what the
+ * member hears (`rx`) or sends (`send`).
+ */
+export class WrappedLink implements Link {
+  protected handler: ((f: Uint8Array, info?: RxOffloadInfo) => void) | null = null;
+  constructor(readonly inner: Link) {
+    inner.onFrame((f, info) => this.rx(f, info));
+  }
+  /** A frame from the port: pass it on unless a subclass keeps it. */
+  protected rx(f: Uint8Array, info?: RxOffloadInfo): void {
+    this.handler?.(f, info);
+  }
+  get name(): string {
+    return `${this.inner.name}+test`;
+  }
+  get mtu(): number {
+    return this.inner.mtu;
+  }
+  get carrier(): boolean {
+    return this.inner.carrier;
+  }
+  send(f: Uint8Array): boolean {
+    return this.inner.send(f);
+  }
+  onFrame(h: (f: Uint8Array, info?: RxOffloadInfo) => void): void {
+    this.handler = h;
+  }
+  onCarrier(h: (up: boolean) => void): void {
+    this.inner.onCarrier(h);
+  }
+  close(): void {
+    this.inner.close();
+  }
 }
