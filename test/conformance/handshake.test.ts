@@ -8,7 +8,6 @@ import {
   ACK,
   accepted,
   Conn,
-  DUTS,
   type Dut,
   FIN,
   freshIss,
@@ -20,6 +19,7 @@ import {
   seqAdd,
   seqGt,
   suite,
+  VARIANTS,
 } from './harness.ts';
 
 const st = suite('cfh', 31);
@@ -54,9 +54,9 @@ describe('conformance: handshake and close', { skip: st.skip, timeout: 120_000 }
   before(() => st.setup());
   after(() => st.teardown());
 
-  for (const kind of DUTS) {
-    test(`${kind}: SYN-ACK answers each offered option and only those (RFC 9293 3.2, RFC 7323, RFC 2018)`, async () => {
-      await runCase(st, kind, {}, async ({ dut, tester }) => {
+  for (const v of VARIANTS) {
+    test(`${v.name}: SYN-ACK answers each offered option and only those (RFC 9293 3.2, RFC 7323, RFC 2018)`, async () => {
+      await runCase(st, v, {}, async ({ dut, tester }) => {
         const port = freshPort();
         await dut.listen(port);
         const full = new Conn(
@@ -91,8 +91,8 @@ describe('conformance: handshake and close', { skip: st.skip, timeout: 120_000 }
       });
     });
 
-    test(`${kind}: simultaneous open (RFC 9293 3.5, figure 8)`, async () => {
-      await runCase(st, kind, {}, async ({ dut, tester, testerIp }) => {
+    test(`${v.name}: simultaneous open (RFC 9293 3.5, figure 8)`, async () => {
+      await runCase(st, v, {}, async ({ dut, tester, testerIp }) => {
         const tport = freshPort();
         const lport = freshPort();
         const c = new Conn(tester, tport, lport, { mss: 1000, ts: true, sack: true, wscale: 7 }, freshIss());
@@ -119,8 +119,8 @@ describe('conformance: handshake and close', { skip: st.skip, timeout: 120_000 }
       });
     });
 
-    test(`${kind}: simultaneous close passes through CLOSING (RFC 9293 3.6, figure 13)`, async () => {
-      await runCase(st, kind, {}, async ({ dut, tester }) => {
+    test(`${v.name}: simultaneous close passes through CLOSING (RFC 9293 3.6, figure 13)`, async () => {
+      await runCase(st, v, {}, async ({ dut, tester }) => {
         const port = freshPort();
         await dut.listen(port);
         const c = new Conn(tester, freshPort(), port, { mss: 1000, ts: true }, freshIss());
@@ -151,8 +151,8 @@ describe('conformance: handshake and close', { skip: st.skip, timeout: 120_000 }
       });
     });
 
-    test(`${kind}: a SYN in TIME_WAIT reopens only for a listener, above the old sequence space (RFC 6191, RFC 9293 3.6.1)`, async () => {
-      await runCase(st, kind, {}, async ({ dut, tester }) => {
+    test(`${v.name}: a SYN in TIME_WAIT reopens only for a listener, above the old sequence space (RFC 6191, RFC 9293 3.6.1)`, async () => {
+      await runCase(st, v, {}, async ({ dut, tester }) => {
         const port = freshPort();
         await dut.listen(port);
         const c = new Conn(tester, freshPort(), port, { mss: 1000, ts: true }, freshIss());
@@ -184,4 +184,7 @@ describe('conformance: handshake and close', { skip: st.skip, timeout: 120_000 }
       });
     });
   }
+
+  test('tshark: no frame of any case, on either family, is malformed or fails a checksum', () =>
+    st.checkCapture());
 });
