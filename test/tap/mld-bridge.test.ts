@@ -14,16 +14,17 @@
  * Needs root, /dev/net/tun, ping and bridge: fails under CI, skips with the reason elsewhere.
  */
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { type ChildProcess, execFileSync } from 'node:child_process';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ipv6Settled } from '../../src/cli/tap-host.ts';
 import { RealClock } from '../../src/core/clock.ts';
 import { CryptoRandom } from '../../src/core/random.ts';
 import { TapLink } from '../../src/link/tap-link.ts';
 import { Stack } from '../../src/stack/stack.ts';
-import { interopGate, type Lab, makeLab, sleep } from '../interop/lab.ts';
+import { interopGate, type Lab, makeLab, sleep, stopProcess } from '../interop/lab.ts';
 
-const gate = interopGate(['ping', 'bridge', 'ethtool']);
+const gate = interopGate(['ping', 'bridge', 'ethtool', 'tshark']);
 const SUBNET = 57;
 const KERNEL6 = 'fd00:57::1';
 const CHIMNEY6 = 'fd00:57::2';
@@ -32,6 +33,8 @@ const TWIN6 = 'fd00:57:1::2';
 const GROUP = 'ff02::1:ff00:2';
 
 let lab: Lab | null = null;
+let capture: ChildProcess | null = null;
+let pcap = '';
 
 interface Chimney {
   stack: Stack;
@@ -119,9 +122,17 @@ describe('MLD against a Linux bridge with snooping and a querier', {
     for (const a of [`${KERNEL6}/64`, `${TWIN6}/64`]) {
       lab!.ip('-n', lab!.ns, 'addr', 'add', a, 'dev', lab!.vethPeer, 'nodad');
     }
+    pcap = join(lab!.dir, 'mld.pcapng');
+    capture = lab!.spawn(['tshark', '-i', lab!.taps[0]!, '-w', pcap, '-q']);
+    let err = '';
+    capture.stderr!.on('data', (d: Buffer) => {
+      err += d.toString();
+    });
     await sleep(2500);
+    assert.match(err, /Capturing on/);
   });
   after(async () => {
+    if (capture) await stopProcess(capture, 3000);
     await lab?.down();
   });
 
@@ -174,5 +185,41 @@ describe('MLD against a Linux bridge with snooping and a querier', {
     } finally {
       c.close();
     }
+  });
+
+  test('tshark reads every MLD message Chimney sent as well-formed, with a good checksum', async () => {
+    await sleep(300);
+    await stopProcess(capture!, 5000);
+    capture = null;
+    const mac = lab!.mac(0);
+    const types = await lab!.run(
+      [
+        'tshark',
+        '-r',
+        pcap,
+        '-Y',
+        `eth.src == ${mac} && (icmpv6.type == 131 || icmpv6.type == 132 || icmpv6.type == 143)`,
+        '-T',
+        'fields',
+        '-e',
+        'icmpv6.type',
+      ],
+      60_000,
+    );
+    assert.equal(types.code, 0, types.stderr);
+    const seen = new Set(types.stdout.trim().split('\n'));
+    assert.ok(seen.has('143') && seen.has('131'), `MLDv2 and MLDv1 reports captured: ${[...seen].join(' ')}`);
+    const bad = await lab!.run(
+      [
+        'tshark',
+        '-r',
+        pcap,
+        '-Y',
+        `eth.src == ${mac} && (_ws.malformed || _ws.expert.severity == error || icmpv6.checksum.status == 0)`,
+      ],
+      60_000,
+    );
+    assert.equal(bad.code, 0, bad.stderr);
+    assert.equal(bad.stdout.trim(), '', `bad frames:\n${bad.stdout.slice(0, 3000)}`);
   });
 });
