@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { formatIpv6, parseIpv6 } from '../../src/wire/addr.ts';
 import { l4Checksum6Ok } from '../../src/wire/checksum.ts';
-import { Ipv6Next } from '../../src/wire/ipv6.ts';
+import { createIpv6Header, decodeIpv6, Ipv6Next } from '../../src/wire/ipv6.ts';
 import {
   createMldMessage,
   decodeMld,
@@ -19,6 +19,7 @@ import {
 } from '../../src/wire/mld.ts';
 import fc from '../helpers/fc.ts';
 import { DECODE_ERRORS } from './fixtures.ts';
+import { MLD_REPORT } from './fixtures6.ts';
 import { mutate, mutations } from './mutate.ts';
 
 const LL = parseIpv6('fe80::1');
@@ -42,6 +43,31 @@ describe('MLD codec (RFC 3810 5, RFC 2710 3)', () => {
     assert.deepEqual(
       m.records.slice(0, 3).map((r) => [r.type, r.sourceCount, formatIpv6(r.group)]),
       groups.map((g) => [MldRecordType.CHANGE_TO_EXCLUDE, 0, formatIpv6(g)]),
+    );
+  });
+
+  test("the kernel's MLDv2 report (a veth capture) decodes, and ours for the same join is byte-identical", () => {
+    const ip = createIpv6Header();
+    assert.equal(decodeIpv6(MLD_REPORT, 14, MLD_REPORT.length - 14, ip), null);
+    assert.deepEqual([ip.hopLimit, ip.routerAlert, ip.protocol], [1, 0, Ipv6Next.ICMPV6]);
+    assert.equal(decodeMld(MLD_REPORT, ip.payloadOffset, ip.payloadLen, m), null);
+    assert.equal(m.recordCount, 1);
+    assert.deepEqual(
+      [m.records[0]!.type, formatIpv6(m.records[0]!.group)],
+      [MldRecordType.CHANGE_TO_EXCLUDE, 'ff02::1:ff00:1'],
+    );
+    const ours = new Uint8Array(ip.payloadLen);
+    const n = encodeMldReport(
+      MldRecordType.CHANGE_TO_EXCLUDE,
+      [m.records[0]!.group],
+      ours,
+      0,
+      ip.src,
+      ip.dst,
+    );
+    assert.deepEqual(
+      ours.subarray(0, n),
+      MLD_REPORT.subarray(ip.payloadOffset, ip.payloadOffset + ip.payloadLen),
     );
   });
 
