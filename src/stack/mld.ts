@@ -49,6 +49,8 @@ import { positive, positiveInt } from './neighbor.ts';
  * - An MLDv1 query puts the interface into MLDv1 compatibility for the older version querier
  *   present timeout (8.2, 9.12): reports become MLDv1 reports to the group, leaves MLDv1 dones
  *   to all-routers.
+ * - When the link comes back (`resend`, from the stack's carrier handler) every group is reported
+ *   again like a fresh join: a snooping bridge drops a port's memberships when its link goes down.
  * - All-nodes (ff02::1) and groups of scope 0 or 1 are never reported (RFC 3810 6).
  *
  * Queries are taken only from a link-local source with hop limit 1 and a router alert (5.1.14,
@@ -249,13 +251,36 @@ export class Mld {
     return m.v1Until > this.ctx.clock.now();
   }
 
+  /**
+   * The link under `iface` came back: a snooping bridge forgets the memberships of a port whose
+   * link went down, so every group is reported again as if just joined, as Linux does when an
+   * interface comes up (ipv6_mc_up). Returns the number of groups reported.
+   */
+  resend(iface: StackInterface): number {
+    const m = this.ifs.get(iface);
+    if (!this.enabled || !m || m.groups.size === 0) return 0;
+    const chs: Change[] = [];
+    for (const [key, g] of m.groups) {
+      const ch: Change = { addr: g.addr, type: MldRecordType.CHANGE_TO_EXCLUDE, left: m.robustness };
+      m.changes.set(key, ch);
+      chs.push(ch);
+    }
+    this.startChanges(m, chs);
+    this.ctx.counters.inc('mld.resend');
+    return chs.length;
+  }
+
   /** A state change: report it now, owe robustness - 1 more. A later change of a group replaces it. */
   private change(m: MldIface, key: string, addr: Uint8Array, type: number): void {
     const ch: Change = { addr, type, left: m.robustness };
     m.changes.set(key, ch);
-    this.sendChanges(m, [ch]);
-    if (ch.left <= 0) m.changes.delete(key);
-    else if (!m.changeTimer.armed) m.changeTimer.arm(this.ctx.random.float() * this.uriMs);
+    this.startChanges(m, [ch]);
+  }
+
+  private startChanges(m: MldIface, chs: Change[]): void {
+    this.sendChanges(m, chs);
+    for (const [k, ch] of m.changes) if (ch.left <= 0) m.changes.delete(k);
+    if (m.changes.size > 0 && !m.changeTimer.armed) m.changeTimer.arm(this.ctx.random.float() * this.uriMs);
   }
 
   private retransmit(m: MldIface): void {

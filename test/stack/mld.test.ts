@@ -323,6 +323,26 @@ describe('MLD: reports for the groups joined (RFC 3810)', () => {
     assert.ok(groups.includes('ff02::1:ff00:1'));
   });
 
+  test('the link coming back reports every group again, robustness times (a bridge forgot the port)', () => {
+    const r = rig();
+    settle(r);
+    const port = r.a.interfaces[0]!.link as HubPort;
+    port.setCarrier(false);
+    port.setCarrier(true);
+    r.clock.advance(1001);
+    const times = new Map<string, number>();
+    for (const m of reports(sent(r))) {
+      assert.ok(m.kind === 'mld');
+      for (const [t, g] of m.records) {
+        assert.equal(t, MldRecordType.CHANGE_TO_EXCLUDE);
+        times.set(g, (times.get(g) ?? 0) + 1);
+      }
+    }
+    assert.deepEqual([...times.keys()].sort(), [...GROUPS].sort());
+    for (const [g, n] of times) assert.equal(n, 2, `${g} reported ${n} times`);
+    assert.equal(r.a.counters.get('mld.resend'), 1);
+  });
+
   test('MLD off: no report, no answer', () => {
     const r = rig({ mld: { enabled: false } });
     r.clock.advance(3000);
