@@ -69,7 +69,7 @@ import { Reassembler, type ReassemblyOptions } from './reassembly.ts';
  * autoconfiguration (RFC 4862): per interface a link-local address from the MAC, static and
  * autoconfigured addresses each checked by duplicate address detection, the multicast groups they
  * imply (all-nodes and each address's solicited-node group, which decide which 33:33:xx frames
- * the interface takes), default routers and on-link prefixes learned from router advertisements,
+ * the interface takes, reported to snooping switches by MLD in mld.ts), default routers and on-link prefixes learned from router advertisements,
  * and static routes. Neighbors live in the shared `NeighborTable` (`output6`, `learn6`); this layer
  * sends and validates the ND messages. ICMPv6 echo is answered; errors are generated as RFC 4443
  * 2.4 allows (never about an error, a multicast destination only for an unknown option whose type
