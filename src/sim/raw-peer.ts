@@ -50,6 +50,28 @@ export interface RawSegment {
 
 const BROADCAST = 0xffffffffffff;
 
+/** Fill `t` from `o` (the IPv6 tester in test/conformance shares it). */
+export function tcpHeaderOf(o: RawSegment, t: TcpHeader): void {
+  t.srcPort = o.srcPort;
+  t.dstPort = o.dstPort;
+  t.seq = o.seq >>> 0;
+  t.ack = (o.ack ?? 0) >>> 0;
+  t.flags = o.flags;
+  t.window = o.window ?? 65535;
+  t.urgent = 0;
+  t.mss = o.mss ?? -1;
+  t.wscale = o.wscale ?? -1;
+  t.sackPermitted = o.sackPermitted ?? false;
+  t.hasTimestamps = o.ts !== undefined;
+  t.tsVal = (o.ts?.val ?? 0) >>> 0;
+  t.tsEcr = (o.ts?.ecr ?? 0) >>> 0;
+  t.sackCount = o.sack?.length ?? 0;
+  for (let i = 0; i < t.sackCount; i++) {
+    t.sackBlocks[2 * i] = o.sack![i]![0] >>> 0;
+    t.sackBlocks[2 * i + 1] = o.sack![i]![1] >>> 0;
+  }
+}
+
 export class RawPeer {
   /** The peer's MAC once learnt (from its ARP traffic or an answer to `resolve`), else -1. */
   peerMac = -1;
@@ -152,24 +174,7 @@ export class RawPeer {
 
   sendTcp(o: RawSegment): void {
     const t = this.txTcp;
-    t.srcPort = o.srcPort;
-    t.dstPort = o.dstPort;
-    t.seq = o.seq >>> 0;
-    t.ack = (o.ack ?? 0) >>> 0;
-    t.flags = o.flags;
-    t.window = o.window ?? 65535;
-    t.urgent = 0;
-    t.mss = o.mss ?? -1;
-    t.wscale = o.wscale ?? -1;
-    t.sackPermitted = o.sackPermitted ?? false;
-    t.hasTimestamps = o.ts !== undefined;
-    t.tsVal = (o.ts?.val ?? 0) >>> 0;
-    t.tsEcr = (o.ts?.ecr ?? 0) >>> 0;
-    t.sackCount = o.sack?.length ?? 0;
-    for (let i = 0; i < t.sackCount; i++) {
-      t.sackBlocks[2 * i] = o.sack![i]![0] >>> 0;
-      t.sackBlocks[2 * i + 1] = o.sack![i]![1] >>> 0;
-    }
+    tcpHeaderOf(o, t);
     const hl = encodeTcpHeader(t, this.buf, 34);
     const plen = o.payload ?? 0;
     this.buf.fill(0x61, 34 + hl, 34 + hl + plen);

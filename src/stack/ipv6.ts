@@ -46,6 +46,7 @@ import {
   Ipv6Next,
   Ipv6Problem,
 } from '../wire/ipv6.ts';
+import { MldType } from '../wire/mld.ts';
 import {
   createNdMessage,
   decodeNd,
@@ -58,6 +59,7 @@ import {
 import type { AddressTable } from './address-table.ts';
 import { decodeDropNames, type StackInterface } from './interface.ts';
 import type { IcmpErrorInfo } from './ip-sender.ts';
+import { Mld, type MldOptions } from './mld.ts';
 import { type NeighborTable, positive, positiveInt } from './neighbor.ts';
 import { RxPacket } from './path.ts';
 import { Reassembler, type ReassemblyOptions } from './reassembly.ts';
@@ -67,7 +69,7 @@ import { Reassembler, type ReassemblyOptions } from './reassembly.ts';
  * autoconfiguration (RFC 4862): per interface a link-local address from the MAC, static and
  * autoconfigured addresses each checked by duplicate address detection, the multicast groups they
  * imply (all-nodes and each address's solicited-node group, which decide which 33:33:xx frames
- * the interface takes), default routers and on-link prefixes learned from router advertisements,
+ * the interface takes, reported to snooping switches by MLD in mld.ts), default routers and on-link prefixes learned from router advertisements,
  * and static routes. Neighbors live in the shared `NeighborTable` (`output6`, `learn6`); this layer
  * sends and validates the ND messages. ICMPv6 echo is answered; errors are generated as RFC 4443
  * 2.4 allows (never about an error, a multicast destination only for an unknown option whose type
@@ -92,6 +94,8 @@ export interface Ipv6Options {
   reassembly?: ReassemblyOptions;
   /** IPv6 paths kept in the cache; the oldest beyond this is forgotten (default 8192). */
   maxPaths?: number;
+  /** Multicast listener discovery for the groups joined (RFC 3810; on by default). */
+  mld?: MldOptions;
 }
 
 export type Ipv6AddressState = 'tentative' | 'preferred' | 'deprecated' | 'duplicate';
@@ -263,6 +267,7 @@ export class Ipv6Layer {
   private readonly labelK0: number;
   private readonly labelK1: number;
   private futileReclaimAt = Number.NEGATIVE_INFINITY;
+  readonly mld: Mld;
 
   constructor(
     private readonly ctx: Ipv6Context,
@@ -284,6 +289,10 @@ export class Ipv6Layer {
     this.labelK1 = ctx.random.u32();
     this.pathExpiry = ctx.clock.createTimer(() => this.refreshPathMtus()).unref();
     this.rx = new RxPacket();
+    this.mld = new Mld(
+      { clock: ctx.clock, random: ctx.random, counters: ctx.counters, linkLocal: (i) => this.mldSource(i) },
+      opts.mld,
+    );
     this.reassembly = new Reassembler(
       ctx.clock,
       ctx.counters,
@@ -1080,6 +1089,7 @@ export class Ipv6Layer {
     }
     this.pings.clear();
     this.reassembly.close();
+    this.mld.close();
   }
 
   /** For the neighbor table: a solicitation for `target`, multicast (dstMac -1) or unicast. */
@@ -1130,6 +1140,12 @@ export class Ipv6Layer {
         p.resolve({ rttMs: this.ctx.clock.now() - p.sentAt });
         return;
       }
+      case MldType.QUERY:
+      case MldType.V1_REPORT:
+      case MldType.V1_DONE:
+      case MldType.V2_REPORT:
+        this.mld.input(x.iface, frame, this.h);
+        return;
       case Icmpv6Type.PACKET_TOO_BIG:
         this.packetTooBig(x, frame, m.bodyOffset, this.h.payloadOffset + this.h.payloadLen, m.mtu);
         return;
@@ -1648,9 +1664,11 @@ export class Ipv6Layer {
     return a.state === 'tentative' ? 'tentative' : 'unicast';
   }
 
+  /** Joins are reported by MLD before the caller sends anything to the group's members (DAD). */
   private join(x: Ipv6Iface, group: Uint8Array): void {
     const mac = ipv6MulticastMac(group);
     x.groupMacs.set(mac, (x.groupMacs.get(mac) ?? 0) + 1);
+    this.mld.join(x.iface, group);
   }
 
   private leave(x: Ipv6Iface, group: Uint8Array): void {
@@ -1658,6 +1676,14 @@ export class Ipv6Layer {
     const n = (x.groupMacs.get(mac) ?? 0) - 1;
     if (n > 0) x.groupMacs.set(mac, n);
     else x.groupMacs.delete(mac);
+    this.mld.leave(x.iface, group);
+  }
+
+  /** MLD's source: the usable link-local address (RFC 3810 5), none while it is tentative. */
+  private mldSource(iface: StackInterface): Uint8Array | null {
+    const x = this.ifs.get(iface);
+    const a = x?.addrs.find((b) => b.origin === 'link-local' && b.state === 'preferred');
+    return a ? a.ip : null;
   }
 
   private dropRouter(x: Ipv6Iface, i: number): void {

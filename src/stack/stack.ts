@@ -249,7 +249,9 @@ export class Stack {
       this.ports.set(link, p);
       link.onFrame((frame, info) => this.onFrame(p, frame, info));
       link.onCarrier((up) => {
-        if (up && !this.closed) this.neighbors.announce([...p.byVlan.values()]);
+        if (!up || this.closed) return;
+        this.neighbors.announce([...p.byVlan.values()]);
+        for (const i of p.byVlan.values()) this.ip6.mld.resend(i);
       });
       port = p;
     }

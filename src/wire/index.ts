@@ -14,6 +14,7 @@ export * from './icmp.ts';
 export * from './icmpv6.ts';
 export * from './ipv4.ts';
 export * from './ipv6.ts';
+export * from './mld.ts';
 export * from './ndp.ts';
 export * from './tcp.ts';
 export * from './udp.ts';

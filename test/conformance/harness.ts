@@ -10,22 +10,29 @@
  *                    ├─ cht-<tag>1  Chimney's TAP (offloads off: one segment is one frame)
  *                    └─ chv-<tag>   veth into chns-<tag>, where linux-agent.py runs
  *
- * The tester takes a fresh address per case (10.9.<subnet>.100+), so what one case leaves behind in
- * the kernel (a TIME_WAIT, a lowered path MTU, a route's rto_min) never reaches the next.
+ * The tester takes a fresh address per case (10.9.<subnet>.100+, fd00:<subnet>::100+), so what one
+ * case leaves behind in the kernel (a TIME_WAIT, a lowered path MTU, a route's rto_min) never
+ * reaches the next.
+ *
+ * Every case runs on both families (`VARIANTS`): over IPv4 the tester resolves with ARP and
+ * reports path MTU with ICMP frag-needed, over IPv6 with neighbor discovery and packet too big
+ * (peer6.ts). The kernel holds 10.9.<subnet>.1 and fd00:<subnet>::1, Chimney .2 and ::2.
  */
+import assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { createTapHost, type TapHost } from '../../src/cli/tap-host.ts';
+import { createTapHost, ipv6Settled, type TapHost } from '../../src/cli/tap-host.ts';
 import { RealClock } from '../../src/core/clock.ts';
 import { TapLink } from '../../src/link/tap-link.ts';
 import { RawPeer, type RawSegment } from '../../src/sim/raw-peer.ts';
 import type { TcpServer } from '../../src/socket/tcp-server.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import type { TcpCached } from '../../src/state/tcp-state.ts';
-import { parseIpv4, parseMac, TcpFlag, type TcpHeader } from '../../src/wire/index.ts';
-import { interopGate, type Lab, makeLab, sleep } from '../interop/lab.ts';
+import { parseIpv4, parseIpv6, parseMac, TcpFlag, type TcpHeader } from '../../src/wire/index.ts';
+import { interopGate, type Lab, makeLab, sleep, stopProcess } from '../interop/lab.ts';
+import { RawPeer6 } from './peer6.ts';
 
 export { TcpFlag };
 export const { FIN, SYN, RST, PSH, ACK } = TcpFlag;
@@ -43,6 +50,18 @@ export const seqGe = (a: number, b: number): boolean => seqDiff(a, b) >= 0;
 
 export type DutKind = 'linux' | 'chimney';
 export const DUTS: DutKind[] = ['linux', 'chimney'];
+export type Family = 4 | 6;
+
+/** One run of a case: which stack answers, over which IP version. */
+export interface Variant {
+  kind: DutKind;
+  family: Family;
+  /** 'linux/v4', 'chimney/v6', ... for test names. */
+  name: string;
+}
+export const VARIANTS: Variant[] = ([4, 6] as const).flatMap((family) =>
+  DUTS.map((kind) => ({ kind, family, name: `${kind}/v${family}` })),
+);
 
 export interface DutConfig {
   /** Receive buffer (Linux: SO_RCVBUF, which the kernel doubles; Chimney: rcvBufSize). */
@@ -68,6 +87,8 @@ export const accepted = (e: DutEvent): e is Extract<DutEvent, { ev: 'accepted' }
 export interface Dut {
   readonly kind: DutKind;
   readonly ip: string;
+  /** Resolves once the DUT's address is usable (Chimney's IPv6 address has passed DAD). */
+  ready(): Promise<void>;
   listen(port: number): Promise<void>;
   unlisten(port: number): Promise<void>;
   /** Active open from `lport` to the tester; the outcome arrives as a 'connected' or 'error' event. */
@@ -128,7 +149,7 @@ class LinuxDut extends DutBase implements Dut {
         lab.ns,
         'route',
         'replace',
-        `${testerIp}/32`,
+        hostRoute(testerIp),
         'dev',
         lab.vethPeer,
         'rto_min',
@@ -141,6 +162,7 @@ class LinuxDut extends DutBase implements Dut {
     createInterface({ input: this.proc.stdout! }).on('line', (l) => this.push(JSON.parse(l) as DutEvent));
     this.proc.stderr!.on('data', (d: Buffer) => process.stderr.write(`linux-agent: ${d}`));
   }
+  async ready(): Promise<void> {}
   private cmd(c: Record<string, unknown>): void {
     this.proc.stdin!.write(`${JSON.stringify(c)}\n`);
   }
@@ -190,6 +212,8 @@ class ChimneyDut extends DutBase implements Dut {
   constructor(
     tap: string,
     readonly ip: string,
+    /** The IPv4 address every Chimney host needs (the one tested when `ip` is IPv4). */
+    ip4: string,
     mac: string,
     private readonly cfg: DutConfig,
   ) {
@@ -202,7 +226,11 @@ class ChimneyDut extends DutBase implements Dut {
       tcp.keepIntvlMs = cfg.keepalive.intvlS * 1000;
       tcp.keepCount = cfg.keepalive.cnt;
     }
-    this.th = createTapHost({ tap, ip: `${ip}/24`, mac, offload: false, tcp });
+    const ips = ip === ip4 ? [`${ip}/24`] : [`${ip4}/24`, `${ip}/64`];
+    this.th = createTapHost({ tap, ip: ips, mac, offload: false, tcp });
+  }
+  ready(): Promise<void> {
+    return ipv6Settled(this.th.stack, 5000);
   }
   private register(s: TcpSocket): number {
     const id = ++this.nextId;
@@ -295,8 +323,9 @@ export const fmt = (s: Seg): string => {
 /** The tester's side of the bridge: a raw peer on its TAP, keeping every segment it receives. */
 export class Tester {
   readonly segs: Seg[] = [];
+  readonly family: Family;
   private readonly bell = new EventEmitter();
-  private readonly peer: RawPeer;
+  private readonly peer: RawPeer | RawPeer6;
 
   constructor(
     tapName: string,
@@ -304,8 +333,13 @@ export class Tester {
     peerIp: string,
   ) {
     const tap = TapLink.open({ name: tapName, create: false, vnetHdr: false, clock: new RealClock() });
-    this.peer = new RawPeer(tap, parseMac('02:cf:00:00:00:09'), parseIpv4(ipStr), parseIpv4(peerIp));
-    this.peer.onTcp = (t, len) => {
+    const mac = parseMac('02:cf:00:00:00:09');
+    this.family = ipStr.includes(':') ? 6 : 4;
+    this.peer =
+      this.family === 6
+        ? new RawPeer6(tap, mac, parseIpv6(ipStr), parseIpv6(peerIp))
+        : new RawPeer(tap, mac, parseIpv4(ipStr), parseIpv4(peerIp));
+    this.peer.onTcp = (t: TcpHeader, len: number) => {
       const sack: Array<[number, number]> = [];
       for (let i = 0; i < t.sackCount; i++) sack.push([t.sackBlocks[2 * i]!, t.sackBlocks[2 * i + 1]!]);
       this.segs.push({
@@ -340,9 +374,23 @@ export class Tester {
     this.peer.sendTcp(o);
   }
 
-  /** ICMP destination unreachable, fragmentation needed, quoting a TCP header the DUT "sent". */
-  sendFragNeeded(mtu: number, quoted: { srcPort: number; dstPort: number; seq: number }): void {
-    this.peer.sendFragNeeded(mtu, quoted);
+  /**
+   * A path MTU report quoting a TCP header the DUT "sent": ICMP destination unreachable,
+   * fragmentation needed (RFC 1191) over IPv4, ICMPv6 packet too big (RFC 8201) over IPv6.
+   */
+  sendTooBig(mtu: number, quoted: { srcPort: number; dstPort: number; seq: number }): void {
+    if (this.peer instanceof RawPeer6) this.peer.sendPacketTooBig(mtu, quoted);
+    else this.peer.sendFragNeeded(mtu, quoted);
+  }
+
+  /** IP and TCP header bytes in front of a segment's payload (without TCP options). */
+  get headerBytes(): number {
+    return this.family === 6 ? 60 : 40;
+  }
+
+  /** The smallest path MTU a report may set: 68 is legal over IPv4, but 1280 is IPv6's floor. */
+  get smallMtu(): number {
+    return this.family === 6 ? 1280 : 1000;
   }
 
   /**
@@ -531,28 +579,85 @@ export interface Suite {
   skip: string | false;
 }
 
-/** The lab for one case file: a bridge with the tester's and Chimney's TAPs and a Linux namespace. */
-export function suite(tag: string, subnet: number): Suite & { setup(): void; teardown(): Promise<void> } {
-  const gate = interopGate(['python3']);
+/**
+ * The lab for one case file: a bridge with the tester's and Chimney's TAPs and a Linux namespace,
+ * and a capture on the tester's TAP, which carries every frame of every case.
+ */
+export function suite(
+  tag: string,
+  subnet: number,
+): Suite & { setup(): Promise<void>; teardown(): Promise<void>; checkCapture(): Promise<void> } {
+  const gate = interopGate(['python3', 'tshark']);
+  let capture: ChildProcess | null = null;
+  let pcap = '';
   const s = {
     lab: null as Lab | null,
     skip: gate.skip,
-    setup(): void {
+    async setup(): Promise<void> {
       if (gate.reason && process.env.CI) throw new Error(gate.reason);
       s.lab = makeLab({ tag, subnet, taps: 2, offloads: false }, gate.reason);
-      if (s.lab) {
-        // The namespace's own TCP settings, stated rather than inherited from the host.
-        for (const [k, v] of [
-          ['net.ipv4.tcp_timestamps', '1'],
-          ['net.ipv4.tcp_sack', '1'],
-          ['net.ipv4.tcp_window_scaling', '1'],
-          ['net.ipv4.tcp_syncookies', '1'],
-        ]) {
-          execFileSync('ip', ['netns', 'exec', s.lab.ns, 'sysctl', '-qw', `${k}=${v}`]);
-        }
+      if (!s.lab) return;
+      // The namespace's own TCP settings, stated rather than inherited from the host.
+      for (const [k, v] of [
+        ['net.ipv4.tcp_timestamps', '1'],
+        ['net.ipv4.tcp_sack', '1'],
+        ['net.ipv4.tcp_window_scaling', '1'],
+        ['net.ipv4.tcp_syncookies', '1'],
+      ]) {
+        execFileSync('ip', ['netns', 'exec', s.lab.ns, 'sysctl', '-qw', `${k}=${v}`]);
       }
+      s.lab.ip('-n', s.lab.ns, 'addr', 'add', `${prefix6(s.lab)}1/64`, 'dev', s.lab.vethPeer, 'nodad');
+      pcap = join(s.lab.dir, 'conformance.pcapng');
+      capture = s.lab.spawn(['tshark', '-i', s.lab.taps[0]!, '-s', '256', '-w', pcap, '-q']);
+      let err = '';
+      capture.stderr!.on('data', (d: Buffer) => {
+        err += d.toString();
+      });
+      for (let i = 0; i < 100 && !/Capturing on/.test(err); i++) await sleep(100);
+      if (!/Capturing on/.test(err)) throw new Error(`tshark did not start: ${err}`);
+    },
+    /** Stop the capture; no frame of any case is malformed or fails its checksum. */
+    async checkCapture(): Promise<void> {
+      const lab = s.lab!;
+      await sleep(300);
+      if (capture) await stopProcess(capture, 5000);
+      capture = null;
+      const read = (filter: string) =>
+        lab.run(
+          [
+            'tshark',
+            '-r',
+            pcap,
+            '-o',
+            'tcp.check_checksum:TRUE',
+            '-o',
+            'ip.check_checksum:TRUE',
+            '-Y',
+            filter,
+            '-T',
+            'fields',
+            '-e',
+            'frame.number',
+            '-e',
+            '_ws.col.Info',
+          ],
+          60_000,
+        );
+      for (const family of ['ip', 'ipv6']) {
+        const all = await read(`tcp && ${family}`);
+        assert.equal(all.code, 0, all.stderr);
+        const n = all.stdout.trim().split('\n').length;
+        assert.ok(n > 100, `the capture holds the cases' ${family} segments (${n})`);
+      }
+      const bad = await read(
+        // 0xffff for a sum of zero is the kernel's CSUM_MANGLED_0, as test/interop/capture.test.ts says.
+        '(_ws.malformed || tcp.checksum.status == 0 || ip.checksum.status == 0 || icmpv6.checksum.status == 0 || icmp.checksum.status == 0) && !(tcp.checksum == 0xffff)',
+      );
+      assert.equal(bad.code, 0, bad.stderr);
+      assert.equal(bad.stdout.trim(), '', `bad frames:\n${bad.stdout.slice(0, 3000)}`);
     },
     async teardown(): Promise<void> {
+      if (capture) await stopProcess(capture, 3000);
       await s.lab?.down();
     },
   };
@@ -564,6 +669,7 @@ export interface Case {
   tester: Tester;
   /** The tester's address in this case. */
   testerIp: string;
+  family: Family;
 }
 
 let caseNo = 0;
@@ -571,30 +677,43 @@ let caseNo = 0;
 /** Build the DUT and the tester for one case, run `body`, tear both down. */
 export async function runCase(
   st: Suite,
-  kind: DutKind,
+  v: Variant,
   cfg: DutConfig,
   body: (c: Case) => Promise<void>,
 ): Promise<void> {
   const lab = st.lab!;
-  const testerIp = `10.9.${lab.subnet}.${100 + (caseNo++ % 150)}`;
-  const dutIp = kind === 'linux' ? lab.kernelIp : lab.chimneyIps[0]!;
+  const { kind, family } = v;
+  const host = 100 + (caseNo++ % 150);
+  const testerIp = family === 6 ? `${prefix6(lab)}${host.toString(16)}` : `10.9.${lab.subnet}.${host}`;
+  const ip4 = kind === 'linux' ? lab.kernelIp : lab.chimneyIps[0]!;
+  const dutIp = family === 6 ? `${prefix6(lab)}${kind === 'linux' ? 1 : 2}` : ip4;
   const dut: Dut =
     kind === 'linux'
       ? new LinuxDut(lab, dutIp, cfg, testerIp)
-      : new ChimneyDut(lab.taps[1]!, dutIp, lab.mac(1), cfg);
+      : new ChimneyDut(lab.taps[1]!, dutIp, ip4, lab.mac(1), cfg);
   const tester = new Tester(lab.taps[0]!, testerIp, dutIp);
   try {
+    await dut.ready();
     await tester.resolve();
-    await body({ dut, tester, testerIp });
+    await body({ dut, tester, testerIp, family });
   } finally {
     tester.close();
     await dut.stop();
     if (kind === 'linux' && cfg.rtoMinMs !== undefined) {
       try {
-        lab.ip('-n', lab.ns, 'route', 'del', `${testerIp}/32`);
+        lab.ip('-n', lab.ns, 'route', 'del', hostRoute(testerIp));
       } catch {}
     }
   }
+}
+
+/** The lab's IPv6 prefix, fd00:<subnet>::/64 (this host's eth0 already sits on fd00::/64). */
+function prefix6(lab: Lab): string {
+  return `fd00:${lab.subnet}::`;
+}
+
+function hostRoute(ip: string): string {
+  return ip.includes(':') ? `${ip}/128` : `${ip}/32`;
 }
 
 /** A port per connection, so no case meets another's TIME_WAIT. */

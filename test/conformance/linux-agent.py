@@ -8,6 +8,7 @@ import sys
 import threading
 
 IP = sys.argv[1]
+FAMILY = socket.AF_INET6 if ":" in IP else socket.AF_INET
 out_lock = threading.Lock()
 conns = {}
 gates = {}
@@ -65,7 +66,7 @@ def register(s, o):
 
 def listen(c):
     o = c.get("opts", {})
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s = socket.socket(FAMILY, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     setup(s, o)
     s.bind((IP, c["port"]))
@@ -87,7 +88,7 @@ def listen(c):
 
 def connect(c):
     o = c.get("opts", {})
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s = socket.socket(FAMILY, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     setup(s, o)
     s.bind((IP, c["lport"]))
