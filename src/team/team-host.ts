@@ -164,6 +164,7 @@ export function assembleTeamHost<N extends Nic>(a: TeamAssembly<N>): TeamHost<N>
       .filter((x) => x.state === 'preferred' || x.state === 'deprecated')
       .map((x) => parseIpv6(x.ip)),
   );
+  team.onHostPortChange(() => stack.ip6.mld.resend(iface));
   const manager = new OffloadManager({ stack, nics, policy: a.policy });
   manager.eligible = (nic) => team.isUsable(nic) && nic.load < nic.capacity;
   team.setOffloader(new ManagerOffloader(manager));

@@ -143,6 +143,8 @@ export class Team extends EventEmitter {
   private readonly na: UnsolicitedNaSeries;
   /** The IPv6 addresses the team owns now (none until the host's stack says). */
   private addresses6: () => readonly Uint8Array[] = () => [];
+  /** Told when the host's traffic changes port (after the team's own announcements). */
+  private hostPortChanged: () => void = () => {};
   private closed = false;
 
   constructor(opts: TeamOptions) {
@@ -171,6 +173,15 @@ export class Team extends EventEmitter {
   /** Where the team reads the IPv6 addresses it announces when the host's traffic changes port. */
   setIpv6Addresses(list: () => readonly Uint8Array[]): void {
     this.addresses6 = list;
+  }
+
+  /**
+   * Called each time the host's traffic takes another port: the host stack re-reports its
+   * multicast groups there (MLD), since a snooping switch forwards a group only to ports that
+   * reported it, and would keep the solicitations for the team's addresses on the old port.
+   */
+  onHostPortChange(cb: () => void): void {
+    this.hostPortChanged = cb;
   }
 
   /** Who moves connections; without one a failure only stops new offloads to the member. */
@@ -288,6 +299,7 @@ export class Team extends EventEmitter {
     // address's entry in their caches.
     if (slot.tap?.announce(this.mac, this.ip, this.vlanId)) this.counters.inc('team.garp');
     this.na.start();
+    this.hostPortChanged();
   }
 
   /** One round of unsolicited neighbor advertisements from the port carrying the host's traffic. */

@@ -24,7 +24,8 @@ import {
 } from '../../src/wire/addr.ts';
 import { ethDst, ethSrc, ethTagged, ethType } from '../../src/wire/fields.ts';
 import { Icmpv6Type } from '../../src/wire/icmpv6.ts';
-import { createIpv6Header } from '../../src/wire/ipv6.ts';
+import { createIpv6Header, decodeIpv6, Ipv6Next } from '../../src/wire/ipv6.ts';
+import { createMldMessage, decodeMld, MldType } from '../../src/wire/mld.ts';
 import { createNdMessage } from '../../src/wire/ndp.ts';
 import { assertClean, runScenario } from './scenario.ts';
 import { buildTeamRig, PEER_IP6, TEAM_IP6, WrappedLink } from './team-sim.ts';
@@ -83,6 +84,7 @@ function ndRig(opts: { probeTargets?: string[]; validate?: 'any' | 'probe'; vlan
 
 const ip6 = createIpv6Header();
 const nd = createNdMessage();
+const mld = createMldMessage();
 
 describe('IPv6 failover: unsolicited neighbor advertisements', () => {
   test('the port that takes over the host traffic advertises every team address, override set, three times 1 s apart', async () => {
@@ -140,6 +142,42 @@ describe('IPv6 failover: unsolicited neighbor advertisements', () => {
     assert.equal(r.counters.get('team.unsolicited-na'), 3 * want.length);
     // The peer took them as valid advertisements (nothing counted as malformed).
     assert.ok(r.peer.stack.counters.get('accept.nd.na') >= nas.length);
+    r.host.close();
+    r.net.close();
+  });
+
+  test("the port that takes over reports the host stack's multicast groups again (MLD), for a snooping switch", async () => {
+    // A reachability failure, not a carrier cut: the team's link never goes down, so the stack's
+    // own resend on carrier-up does not run; only the team can tell it the port changed.
+    const r = ndRig({ probeTargets: [PEER_IP6], validate: 'probe' });
+    await r.net.sleep(2000);
+    const from = r.nics.indexOf(r.team.hostNic as (typeof r.nics)[number]);
+    const to = 1 - from;
+    const before = r.links[to]!.sent.length;
+    const resends = r.host.stack.counters.get('mld.resend');
+    r.links[from]!.dropNa = true;
+    await r.net.sleep(3500);
+    assert.equal(r.team.hostNic, r.nics[to], 'the host traffic moved');
+    const groups = new Set<string>();
+    for (const s of r.links[to]!.sent.slice(before)) {
+      const f = s.frame;
+      assert.equal(decodeIpv6(f, 14, f.length - 14, ip6), null);
+      if (ip6.protocol !== Ipv6Next.ICMPV6 || f[ip6.payloadOffset] !== MldType.V2_REPORT) continue;
+      assert.equal(decodeMld(f, ip6.payloadOffset, ip6.payloadLen, mld), null);
+      for (const x of mld.records.slice(0, mld.recordCount)) groups.add(formatIpv6(x.group));
+    }
+    // The solicited-node group of each team address (ff02::1:ffXX:XXXX, its last 24 bits).
+    const want = [TEAM_IP6, formatIpv6(linkLocalFromMac(TEAM_MAC))].map((a) => {
+      const b = parseIpv6(a);
+      return formatIpv6(
+        parseIpv6(
+          `ff02::1:ff${b[13]!.toString(16).padStart(2, '0')}:${((b[14]! << 8) | b[15]!).toString(16)}`,
+        ),
+      );
+    });
+    for (const g of want)
+      assert.ok(groups.has(g), `${g} reported from the new port: ${[...groups].join(' ')}`);
+    assert.ok(r.host.stack.counters.get('mld.resend') > resends, 'counted as a resend');
     r.host.close();
     r.net.close();
   });
