@@ -2,6 +2,8 @@ import { EventEmitter } from 'node:events';
 import { InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
 import type { Link } from '../link/link.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
+import type { OffloadTree } from '../state/offload-tree.ts';
+import { decodeBatch } from '../state/state-codec.ts';
 import { type HostLinkTransport, NicHostLink } from './host-link.ts';
 import type {
   ConnKey,
@@ -58,6 +60,15 @@ export abstract class HostNic extends EventEmitter implements Nic {
   abstract inject(packets: readonly Uint8Array[]): void;
   abstract attach(key: ConnKey, user: TcpUser | null): ConnectionHandle | null;
   abstract close(): void;
+
+  /**
+   * Decode and validate the bytes a terminate of this NIC handed back (a transfer from another
+   * thread). A NIC whose terminate leaves the data in memory the host shares with it attaches
+   * that memory here (WorkerNic); the codec's bytes alone are enough for the rest.
+   */
+  decodeReleased(bytes: Uint8Array, now: number): OffloadTree[] {
+    return decodeBatch(bytes, now);
+  }
 
   get inProcess(): boolean {
     return this.transport.inProcess;

@@ -1,4 +1,5 @@
 import { ConnectionError } from '../core/errors.ts';
+import { HostNic } from '../nic/host-nic.ts';
 import {
   type ConnKey,
   connKeyId,
@@ -131,7 +132,9 @@ export class TransferProtocol {
           : await this.wait(
               src.terminate(
                 items.map((i) => i.key),
-                { trees: src.inProcess && (dst === 'host' || dst.inProcess) },
+                // In process, objects whatever the destination: a worker NIC's initiate encodes
+                // them without their data (their rings are attached by reference there).
+                { trees: src.inProcess },
               ),
             );
     } catch (e) {
@@ -146,7 +149,9 @@ export class TransferProtocol {
     else if (isTreeTransfer(released)) states = flattenTrees(released.trees);
     else {
       try {
-        const trees = decodeBatch(released, this.stack.clock.now());
+        const now = this.stack.clock.now();
+        // A worker NIC hands back states without their data: it attaches the shared rings.
+        const trees = src instanceof HostNic ? src.decodeReleased(released, now) : decodeBatch(released, now);
         states = flattenTrees(trees);
         // Decoded objects belong to no one yet: a destination in this thread takes them as they are.
         if (dst !== 'host' && dst.inProcess) released = { kind: 'trees', trees };
@@ -304,10 +309,14 @@ export class TransferProtocol {
     return this.transferFor(dst, states);
   }
 
-  /** `states` in the form `dst` takes: objects in this thread, the codec's bytes elsewhere. */
+  /**
+   * `states` in the form `dst` takes: objects for the host and the NICs of this library (a
+   * WorkerNic encodes them itself, naming their rings instead of copying their data), the
+   * codec's bytes for any other.
+   */
   transferFor(dst: Owner, states: readonly TcpState[]): Transfer {
     const trees = buildTrees(states);
-    if (dst === 'host' || dst.inProcess) return { kind: 'trees', trees };
+    if (dst === 'host' || dst.inProcess || dst instanceof HostNic) return { kind: 'trees', trees };
     return encodeBatch(trees, this.stack.clock.now(), { skipValidation: true });
   }
 
