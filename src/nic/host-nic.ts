@@ -88,8 +88,13 @@ export abstract class HostNic extends EventEmitter implements Nic {
   async query(keys?: ConnKey[]): Promise<QueryResult[]> {
     return (await this.request({ op: 'query', arg: keys })).value;
   }
-  async takeQueued(keys: ConnKey[]): Promise<Uint8Array[]> {
-    return (await this.request({ op: 'takeQueued', arg: packKeys(keys) })).value;
+  /**
+   * The segments held for `keys`; with `drop`, let go of the keys as well (dropFrozen) in the same
+   * request: a transfer's settle needs both, and each request to a worker is a wake-up of its
+   * thread that, on a loaded machine, can cost the host's thread its time slice.
+   */
+  async takeQueued(keys: ConnKey[], opts?: { drop?: boolean }): Promise<Uint8Array[]> {
+    return (await this.request({ op: 'takeQueued', arg: packKeys(keys), drop: opts?.drop === true })).value;
   }
   async dropFrozen(keys: ConnKey[]): Promise<void> {
     await this.request({ op: 'dropFrozen', arg: packKeys(keys) });

@@ -212,8 +212,7 @@ export class TransferProtocol {
     if (src !== 'host' && src !== dst && src.death === null) {
       const keys = items.map((it) => it.key);
       try {
-        held = await this.wait(src.takeQueued(keys));
-        await this.wait(src.dropFrozen(keys));
+        held = await this.takeHeld(src, keys);
       } catch {
         // The source died too: the peer resends what it held.
       }
@@ -254,6 +253,14 @@ export class TransferProtocol {
     if (this.mark < 0) return;
     this.stack.clock.elapse?.(performance.now() - this.mark);
     this.mark = -1;
+  }
+
+  /** What `src` held for `keys` meanwhile; it lets go of them (one request to a NIC of this library). */
+  private async takeHeld(src: Nic, keys: ConnKey[]): Promise<Uint8Array[]> {
+    if (src instanceof HostNic) return this.wait(src.takeQueued(keys, { drop: true }));
+    const held = await this.wait(src.takeQueued(keys));
+    await this.wait(src.dropFrozen(keys));
+    return held;
   }
 
   /** Application calls wait in the sockets; the host holds segments for the 4-tuples. */
@@ -374,8 +381,7 @@ export class TransferProtocol {
     const keys = items.map((it) => it.key);
     let held: Uint8Array[] = [];
     if (src !== 'host' && src !== dst) {
-      held = await this.wait(src.takeQueued(keys));
-      await this.wait(src.dropFrozen(keys));
+      held = await this.takeHeld(src, keys);
     }
     if (dst === 'host') {
       const conns = states.map((s, i) => this.adoptHost(items[i]!, s));

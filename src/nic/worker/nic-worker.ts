@@ -717,7 +717,13 @@ function handleRequest(id: number, r: WorkerRequest): void {
         post({ t: 'res', id, ok: true, op: r.op, value: engine.query(r.arg) });
         return;
       case 'takeQueued':
-        post({ t: 'res', id, ok: true, op: r.op, value: engine.takeQueued(unpackKeys(r.arg)) });
+        {
+          const keys = unpackKeys(r.arg);
+          const value = engine.takeQueued(keys);
+          if (r.drop === true) engine.dropFrozen(keys);
+          post({ t: 'res', id, ok: true, op: r.op, value });
+          return;
+        }
         return;
       case 'dropFrozen':
         engine.dropFrozen(unpackKeys(r.arg));

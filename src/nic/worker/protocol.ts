@@ -145,7 +145,8 @@ export type WorkerRequest =
   | { op: 'update'; arg: OffloadUpdate }
   | { op: 'invalidate'; arg: InvalidateTarget }
   | { op: 'query'; arg: ConnKey[] | undefined }
-  | { op: 'takeQueued'; arg: Uint32Array }
+  /** `drop`: let go of the keys too (dropFrozen), in the same request. */
+  | { op: 'takeQueued'; arg: Uint32Array; drop?: boolean }
   | { op: 'dropFrozen'; arg: Uint32Array }
   | { op: 'counters'; arg: null };
 
