@@ -716,15 +716,13 @@ function handleRequest(id: number, r: WorkerRequest): void {
       case 'query':
         post({ t: 'res', id, ok: true, op: r.op, value: engine.query(r.arg) });
         return;
-      case 'takeQueued':
-        {
-          const keys = unpackKeys(r.arg);
-          const value = engine.takeQueued(keys);
-          if (r.drop === true) engine.dropFrozen(keys);
-          post({ t: 'res', id, ok: true, op: r.op, value });
-          return;
-        }
+      case 'takeQueued': {
+        const keys = unpackKeys(r.arg);
+        const value = engine.takeQueued(keys);
+        if (r.drop === true) engine.dropFrozen(keys);
+        post({ t: 'res', id, ok: true, op: r.op, value });
         return;
+      }
       case 'dropFrozen':
         engine.dropFrozen(unpackKeys(r.arg));
         post({ t: 'res', id, ok: true, op: r.op, value: undefined });
