@@ -616,9 +616,7 @@ export class WorkerNic extends HostNic {
     const moved = new Set(res.moved ?? []);
     if (byRef) {
       this.released.clear();
-      for (const h of frozen) {
-        if (moved.has(h.slot)) this.released.set(connKeyId(h.key), { send: h.sendRing, recv: h.recvRing });
-      }
+      for (const h of frozen) if (moved.has(h.slot)) this.released.set(connKeyId(h.key), h);
     } else {
       const handedOn: [string, ConnBlockRef][] = [];
       for (const h of frozen) if (moved.has(h.slot)) handedOn.push([connKeyId(h.key), h.block]);
@@ -634,8 +632,8 @@ export class WorkerNic extends HostNic {
     return res.value;
   }
 
-  /** The rings of the connections the latest terminate released, by connKeyId, for decodeReleased. */
-  private readonly released = new Map<string, { send: ByteRing; recv: ByteRing }>();
+  /** The handles of the connections the latest terminate released, by connKeyId, for decodeReleased. */
+  private readonly released = new Map<string, WorkerConnectionHandle>();
 
   /**
    * Decode and validate what the latest terminate handed back, its connections' rings attached
@@ -644,8 +642,23 @@ export class WorkerNic extends HostNic {
    */
   override decodeReleased(bytes: Uint8Array, now: number): OffloadTree[] {
     const released = this.released;
+    const rings = (s: TcpState): { send: ByteRing; recv: ByteRing } | null => {
+      const h = released.get(connKeyId(keyOfState(s)));
+      return h === undefined ? null : { send: h.sendRing, recv: h.recvRing };
+    };
     try {
-      return decodeBatch(bytes, now, { rings: (s) => released.get(connKeyId(keyOfState(s))) ?? null });
+      return decodeBatch(bytes, now, { rings });
+    } catch (e) {
+      // Unreadable: the host still holds what the worker wrote last for each of them (its hard
+      // state, written as it released them, and the rings), so they stay salvageable here for a
+      // rebuild instead of being lost with the answer.
+      for (const [id, h] of released) {
+        if (this.byKey.has(id)) continue;
+        const views = { key: h.key, block: h.block, send: h.sendRing, recv: h.recvRing, record: h.record };
+        this.byKey.set(id, new WorkerConnectionHandle(this, h.key, -1, { ...views, slot: -1 }, views));
+        this.conns++;
+      }
+      throw e;
     } finally {
       released.clear();
     }

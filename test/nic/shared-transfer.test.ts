@@ -253,6 +253,30 @@ describe('WorkerNic transfers: data stays where it is', () => {
     assert.equal((await nic.counters())['nic.worker.copied-bytes'] ?? 0, 0);
   });
 
+  test('a terminate answer the host cannot read leaves the released connections salvageable: hard state and data', {
+    timeout: 30_000,
+  }, async (t) => {
+    const { wh } = await setup(24, t);
+    const nic = wh.nics[0]!;
+    const trees = sampleTrees(2);
+    const keys = flattenTrees(trees).map(keyOfState);
+    assert.equal((await nic.initiate({ kind: 'trees', trees })).status, 'success');
+    const bytes = await nic.terminate(keys, {});
+    assert.ok(bytes instanceof Uint8Array);
+    assert.equal(nic.load, 0, 'released by the worker');
+    const garbage = new Uint8Array(64).fill(0xa5);
+    assert.throws(() => nic.decodeReleased(garbage, 0), StateValidationError);
+    assert.equal(nic.load, 2);
+    const left = nic.salvage(keys);
+    assert.equal(left.length, 2);
+    for (const r of left) {
+      assert.ok(r.hard !== null && r.hard.version > 0, 'its last hard state');
+      assert.deepEqual([...r.sendRing.toArray()], new Array(300).fill(7), 'the unacknowledged data');
+      assert.deepEqual([...r.recvRing.toArray()], new Array(50).fill(9), 'the undelivered data');
+    }
+    assert.equal(nic.load, 0);
+  });
+
   test('the host refuses a terminate answer naming a connection it did not release', async (t) => {
     const { wh } = await setup(23, t);
     const bytes = encodeBatch(sampleTrees(1), 0, { ringsByRef: true });
