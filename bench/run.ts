@@ -3,6 +3,7 @@ import { type AttacksResult, benchAttacks, formatAttacks } from './attacks.ts';
 import { benchFailover, type FailoverFigures } from './failover.ts';
 import { benchLoss, formatLoss, type LossResult } from './loss.ts';
 import { benchOffload } from './offload.ts';
+import { benchOffloadData, type DataOffloadBenchResult } from './offload-data.ts';
 import { benchOffloadWorker } from './offload-worker.ts';
 import { benchSim } from './sim.ts';
 import { benchSimLoss, formatSimLoss, type SimLossResult } from './sim-loss.ts';
@@ -69,11 +70,16 @@ const BENCHES: Record<string, { about: string; run: Bench; print: (r: Record<str
     },
     offload: {
       about:
-        'offload, move and upload of 10,000 established connections (LocalNics, then WorkerNics on threads); throughput over two WorkerNics vs the host alone',
+        'offload, move and upload of 10,000 established connections (LocalNics, then WorkerNics on threads), and of 500 with full 256 KiB send rings (WorkerNics); throughput over two WorkerNics vs the host alone',
       run: async () => {
         const connections = Number(process.env.CHIMNEY_BENCH_CONNS ?? 10_000);
         const local = await benchOffload({ connections });
         const worker = await benchOffloadWorker({ connections, runs: 3 });
+        // WorkerNic moves of connections with full 256 KiB send rings: does a move cost the data?
+        const data = await benchOffloadData({
+          connections: Number(process.env.CHIMNEY_BENCH_DATA_CONNS ?? 500),
+          runs: 2,
+        });
         const floor = benchStateCodec(connections);
         return {
           connections,
@@ -81,6 +87,7 @@ const BENCHES: Record<string, { about: string; run: Bench; print: (r: Record<str
           move: local.move,
           upload: local.upload,
           worker,
+          data,
           // The same run's floor: encoding and validating-decoding the same number of trees.
           reference: {
             what: 'state-codec encode + decode of the same number of connections',
@@ -99,6 +106,7 @@ const BENCHES: Record<string, { about: string; run: Bench; print: (r: Record<str
           throughput: { connections: number; hostMbps: number; workersMbps: number; ratio: number };
         };
         const ref = r.reference as { what: string; ms: number };
+        const d = r.data as DataOffloadBenchResult;
         return [
           `${r.connections} connections`,
           f('offload (local)', r.offload as P),
@@ -107,6 +115,10 @@ const BENCHES: Record<string, { about: string; run: Bench; print: (r: Record<str
           f('offload (worker)', w.offload),
           f('move (worker)', w.move),
           f('upload (worker)', w.upload),
+          `${d.connections} connections with ${(d.bytesQueued / 2 ** 20).toFixed(0)} MiB queued in their send rings (WorkerNic), bytes copied ${d.copiedBytes} (the first offload only):`,
+          f('  offload', d.offload),
+          f('  move', d.move),
+          f('  upload', d.upload),
           `throughput, ${w.throughput.connections} connections: host alone ${w.throughput.hostMbps} Mbit/s, over two WorkerNics ${w.throughput.workersMbps} Mbit/s (×${w.throughput.ratio})`,
           `reference (same run): ${ref.what}: ${ref.ms} ms`,
         ].join('\n');

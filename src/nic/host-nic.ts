@@ -2,6 +2,8 @@ import { EventEmitter } from 'node:events';
 import { InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
 import type { Link } from '../link/link.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
+import type { OffloadTree } from '../state/offload-tree.ts';
+import { decodeBatch } from '../state/state-codec.ts';
 import { type HostLinkTransport, NicHostLink } from './host-link.ts';
 import type {
   ConnKey,
@@ -59,6 +61,15 @@ export abstract class HostNic extends EventEmitter implements Nic {
   abstract attach(key: ConnKey, user: TcpUser | null): ConnectionHandle | null;
   abstract close(): void;
 
+  /**
+   * Decode and validate the bytes a terminate of this NIC handed back (a transfer from another
+   * thread). A NIC whose terminate leaves the data in memory the host shares with it attaches
+   * that memory here (WorkerNic); the codec's bytes alone are enough for the rest.
+   */
+  decodeReleased(bytes: Uint8Array, now: number): OffloadTree[] {
+    return decodeBatch(bytes, now);
+  }
+
   get inProcess(): boolean {
     return this.transport.inProcess;
   }
@@ -77,8 +88,13 @@ export abstract class HostNic extends EventEmitter implements Nic {
   async query(keys?: ConnKey[]): Promise<QueryResult[]> {
     return (await this.request({ op: 'query', arg: keys })).value;
   }
-  async takeQueued(keys: ConnKey[]): Promise<Uint8Array[]> {
-    return (await this.request({ op: 'takeQueued', arg: packKeys(keys) })).value;
+  /**
+   * The segments held for `keys`; with `drop`, let go of the keys as well (dropFrozen) in the same
+   * request: a transfer's settle needs both, and each request to a worker is a wake-up of its
+   * thread that, on a loaded machine, can cost the host's thread its time slice.
+   */
+  async takeQueued(keys: ConnKey[], opts?: { drop?: boolean }): Promise<Uint8Array[]> {
+    return (await this.request({ op: 'takeQueued', arg: packKeys(keys), drop: opts?.drop === true })).value;
   }
   async dropFrozen(keys: ConnKey[]): Promise<void> {
     await this.request({ op: 'dropFrozen', arg: packKeys(keys) });

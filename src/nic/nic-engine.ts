@@ -19,7 +19,7 @@ import type { TcpHostEnv } from '../stack/tcp/tcp-types.ts';
 import { createNeighborState, type NeighborState } from '../state/neighbor-state.ts';
 import { buildTrees, type OffloadTree } from '../state/offload-tree.ts';
 import type { PathState } from '../state/path-state.ts';
-import { decodeBatch, encodeBatch } from '../state/state-codec.ts';
+import { type DecodeOptions, decodeBatch, encodeBatch } from '../state/state-codec.ts';
 import type { TcpState } from '../state/tcp-state.ts';
 import { TcpStateId } from '../state/tcp-state.ts';
 import { isOffloadable, validateTcpState } from '../state/validate.ts';
@@ -296,11 +296,11 @@ export class NicEngine {
 
   // ---- the verbs -------------------------------------------------------------------------------
 
-  initiate(batch: Transfer, opts: InitiateOptions = {}): InitiateResult {
+  initiate(batch: Transfer, opts: InitiateOptions = {}, decode?: DecodeOptions): InitiateResult {
     if (isTreeTransfer(batch)) return this.install(batch.trees, opts, true);
     let trees: ReturnType<typeof decodeBatch>;
     try {
-      trees = decodeBatch(batch, this.clock.now());
+      trees = decodeBatch(batch, this.clock.now(), decode);
     } catch (e) {
       this.counters.inc('nic.initiate.refused');
       const reason = e instanceof StateValidationError ? e.message : String(e);
@@ -377,11 +377,11 @@ export class NicEngine {
     return { status, conns };
   }
 
-  terminate(keys: readonly ConnKey[] | 'all'): Uint8Array {
+  terminate(keys: readonly ConnKey[] | 'all', encode?: { ringsByRef?: boolean }): Uint8Array {
     const now = this.clock.now();
     const states = this.releaseStates(keys);
     const trees = buildTrees(states);
-    const out = encodeBatch(trees, now, { skipValidation: true });
+    const out = encodeBatch(trees, now, { skipValidation: true, ringsByRef: encode?.ringsByRef === true });
     this.dropTrees(trees);
     this.counters.inc('nic.terminate.conns', states.length);
     return out;

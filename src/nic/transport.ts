@@ -107,8 +107,12 @@ export class SameThreadTransport implements NicTransport {
         return { t: 'res', id, ok: true, op: r.op, value: undefined };
       case 'query':
         return { t: 'res', id, ok: true, op: r.op, value: engine.query(r.arg) };
-      case 'takeQueued':
-        return { t: 'res', id, ok: true, op: r.op, value: engine.takeQueued(unpackKeys(r.arg)) };
+      case 'takeQueued': {
+        const keys = unpackKeys(r.arg);
+        const value = engine.takeQueued(keys);
+        if (r.drop === true) engine.dropFrozen(keys);
+        return { t: 'res', id, ok: true, op: r.op, value };
+      }
       case 'dropFrozen':
         engine.dropFrozen(unpackKeys(r.arg));
         return { t: 'res', id, ok: true, op: r.op, value: undefined };

@@ -5,7 +5,8 @@ import type { Link } from '../link/link.ts';
 import { type TapLinkOptions, tapQueueEmpty } from '../link/tap-link.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
 import { ByteRing } from '../state/byte-ring.ts';
-import { encodeBatch } from '../state/state-codec.ts';
+import { flattenTrees, type OffloadTree } from '../state/offload-tree.ts';
+import { decodeBatch, encodeBatch } from '../state/state-codec.ts';
 import type { TcpState } from '../state/tcp-state.ts';
 import {
   allocConnBlock,
@@ -32,6 +33,7 @@ import {
   type Transfer,
 } from './nic.ts';
 import { fromWireError, PortTransport, type WorkerNotice } from './transport.ts';
+import { blockOfRings, sameBlock } from './worker/conn-blocks.ts';
 import { OwnerTable } from './worker/owner-table.ts';
 import {
   BELL_READ,
@@ -92,6 +94,22 @@ export interface WorkerNicOptions {
   capture?: (records: Uint8Array) => void;
 }
 
+/** One connection's shared memory as an initiate prepared it: the block, and views of its parts. */
+interface PreparedConn {
+  key: ConnKey;
+  block: ConnBlockRef;
+  send: ByteRing;
+  recv: ByteRing;
+  record: HardStateRecord;
+}
+
+function givenBlocks(prepared: Map<string, PreparedConn> | undefined): Map<string, ConnBlockRef> | undefined {
+  if (prepared === undefined) return undefined;
+  const out = new Map<string, ConnBlockRef>();
+  for (const [id, p] of prepared) out.set(id, p.block);
+  return out;
+}
+
 /** Why a WorkerNic is gone: the failover layer rebuilds its connections from hard state. */
 export type WorkerDeath = NicDeath;
 
@@ -138,14 +156,22 @@ export class WorkerConnectionHandle implements ConnectionHandle {
     readonly key: ConnKey,
     readonly slot: number,
     installed: InstalledConn,
+    /** Views of the same block made when the host prepared it (saves attaching them again). */
+    views?: PreparedConn,
   ) {
     this.localIp = key.localIp;
     this.localPort = key.localPort;
     this.remoteIp = key.remoteIp;
     this.remotePort = key.remotePort;
-    this.sendRing = ByteRing.attachShared(installed.block.send);
-    this.recvRing = ByteRing.attachShared(installed.block.recv);
-    this.record = new HardStateRecord(installed.block.sab, installed.block.at);
+    if (views !== undefined && sameBlock(views.block, installed.block)) {
+      this.sendRing = views.send;
+      this.recvRing = views.recv;
+      this.record = views.record;
+    } else {
+      this.sendRing = ByteRing.attachShared(installed.block.send);
+      this.recvRing = ByteRing.attachShared(installed.block.recv);
+      this.record = new HardStateRecord(installed.block.sab, installed.block.at);
+    }
     this.block = installed.block;
   }
 
@@ -456,31 +482,34 @@ export class WorkerNic extends HostNic {
   // ---- the verbs ----------------------------------------------------------------------------------
 
   async initiate(transfer: Transfer, opts?: InitiateOptions): Promise<InitiateResult> {
-    // Trees given as objects cross the thread boundary as the codec's bytes (times as deltas).
-    const batch = isTreeTransfer(transfer)
-      ? encodeBatch(transfer.trees, this.clock.now(), { skipValidation: true })
-      : transfer;
-    if (!(batch instanceof Uint8Array)) throw new InvalidArgumentError('initiate needs a Uint8Array');
+    // Trees given as objects cross the thread boundary as the codec's bytes (times as deltas),
+    // without their data: every connection's rings are in a shared block named beside the batch.
+    let batch: Uint8Array;
+    let states = opts?.states;
+    if (isTreeTransfer(transfer)) {
+      states ??= flattenTrees(transfer.trees);
+      batch = encodeBatch(transfer.trees, this.clock.now(), { skipValidation: true, ringsByRef: true });
+    } else if (transfer instanceof Uint8Array) batch = transfer;
+    else throw new InvalidArgumentError('initiate needs trees or a Uint8Array');
     // The prod must happen in the worker, as the connections are installed: a failover that loses
     // it leaves every moved connection's peer waiting for its own retransmission timer.
-    const blockKeys = new Map<string, ConnKey>();
-    const blocks = opts?.states ? this.preallocate(opts.states, blockKeys) : undefined;
+    const prepared = states ? this.preallocate(states) : undefined;
     let res: WorkerReply<'initiate'>;
     try {
       const packed =
-        blocks === undefined
+        prepared === undefined
           ? undefined
-          : packBlocks([...blocks].map(([id, b]) => [blockKeys.get(id)!, b] as const));
+          : packBlocks([...prepared.values()].map((p) => [p.key, p.block] as const));
       res = await this.request({ op: 'initiate', arg: { batch, prod: opts?.prod === true, blocks: packed } });
     } catch (e) {
       // Dead before it replied: it may have run these connections meanwhile (sent, acknowledged,
       // taken in data), and only the memory it ran them on knows how far. The host allocated that
       // memory: keep it for salvage(), as for any connection the worker ran.
-      if (this.death !== null && blocks !== undefined) {
-        for (const [id, block] of blocks) {
+      if (this.death !== null && prepared !== undefined) {
+        for (const [id, p] of prepared) {
           if (this.byKey.has(id)) continue;
-          const key = blockKeys.get(id)!;
-          this.byKey.set(id, new WorkerConnectionHandle(this, key, -1, { key, slot: -1, block }));
+          const key = p.key;
+          this.byKey.set(id, new WorkerConnectionHandle(this, key, -1, { key, slot: -1, block: p.block }, p));
           this.conns++;
         }
       }
@@ -488,7 +517,7 @@ export class WorkerNic extends HostNic {
     }
     let unpacked: ReturnType<typeof unpackInitiate>;
     try {
-      unpacked = unpackInitiate(res.value);
+      unpacked = unpackInitiate(res.value, givenBlocks(prepared));
     } catch (e) {
       const error = new WorkerProtocolError(`initiate answer: ${(e as Error).message}`);
       this.port.refuse(null, error);
@@ -496,46 +525,75 @@ export class WorkerNic extends HostNic {
     }
     const { result, installed } = unpacked;
     for (const inst of installed) {
-      const h = new WorkerConnectionHandle(this, inst.key, inst.slot, inst);
+      const id = connKeyId(inst.key);
+      const h = new WorkerConnectionHandle(this, inst.key, inst.slot, inst, prepared?.get(id));
       this.handles.set(inst.slot, h);
-      this.byKey.set(connKeyId(inst.key), h);
+      this.byKey.set(id, h);
       this.conns++;
     }
     return result;
   }
 
   /**
-   * Shared memory for each connection of an initiate, allocated here and filled with what its
-   * buffers hold and its hard state, before the batch leaves: the host then holds the memory of
-   * every connection it handed over, whenever the worker dies.
+   * Shared memory for each connection of an initiate, with its hard state written, before the
+   * batch leaves: the host then holds the memory of every connection it handed over, whenever
+   * the worker dies. A connection whose rings already lie in a shared block (it ran on a worker
+   * before, here or elsewhere, or in the host since) keeps that block: nothing is copied. Only
+   * data in thread-local rings (a connection the host or a LocalNic has run from the start) is
+   * copied, once, into a new block.
    */
-  private preallocate(states: readonly TcpState[], keys: Map<string, ConnKey>): Map<string, ConnBlockRef> {
-    const out = new Map<string, ConnBlockRef>();
+  private preallocate(states: readonly TcpState[]): Map<string, PreparedConn> {
+    const out = new Map<string, PreparedConn>();
     for (const s of states) {
-      const caps = connRingCapacities(s, this.ringCapacity);
       const key = keyOfState(s);
       const id = connKeyId(key);
-      // Moving from another worker: its memory already holds the bytes.
-      let block = takeReleasedBlock(id, s, caps.send, caps.recv);
-      if (block === null) {
-        block = allocConnBlock(caps.send, caps.recv);
-        const d = s.delegated;
-        const send = ByteRing.createShared(block.send.capacity, block.send);
-        const recv = ByteRing.createShared(block.recv.capacity, block.recv);
-        send.write(d.sendBuffer.toArray());
-        recv.write(d.recvBuffer.toArray());
+      const d = s.delegated;
+      let block = blockOfRings(d.sendBuffer, d.recvBuffer);
+      let send: ByteRing;
+      let recv: ByteRing;
+      if (block !== null) {
+        send = d.sendBuffer;
+        recv = d.recvBuffer;
+      } else {
+        const caps = connRingCapacities(s, this.ringCapacity);
+        // Bytes from a worker's terminate without shared rings: its memory already holds them.
+        block = takeReleasedBlock(id, s, caps.send, caps.recv);
+        if (block !== null) {
+          send = ByteRing.attachShared(block.send);
+          recv = ByteRing.attachShared(block.recv);
+        } else {
+          block = allocConnBlock(caps.send, caps.recv);
+          send = ByteRing.createShared(block.send.capacity, block.send);
+          recv = ByteRing.createShared(block.recv.capacity, block.recv);
+          const n = d.sendBuffer.length + d.recvBuffer.length;
+          if (n > 0) {
+            send.write(d.sendBuffer.toArray());
+            recv.write(d.recvBuffer.toArray());
+            this.copiedBytes += n;
+          }
+        }
       }
-      new HardStateRecord(block.sab, block.at).write(s, block.send, block.recv);
-      out.set(id, block);
-      keys.set(id, key);
+      const record = new HardStateRecord(block.sab, block.at);
+      record.write(s, block.send, block.recv);
+      out.set(id, { key, block, send, recv, record });
     }
     return out;
   }
 
+  /**
+   * Bytes of send and receive data this NIC's initiates copied into shared memory: data that sat
+   * in a connection's thread-local rings. 0 for connections whose rings were shared already.
+   */
+  copiedBytes = 0;
+
   terminate(keys: ConnKey[] | 'all'): Promise<Uint8Array>;
   terminate(keys: ConnKey[] | 'all', opts: TerminateOptions): Promise<Transfer>;
-  /** Always the codec's bytes: the states come from another thread. */
-  async terminate(keys: ConnKey[] | 'all', _opts?: TerminateOptions): Promise<Uint8Array> {
+  /**
+   * Always the codec's bytes: the states come from another thread. With `opts` (a transfer),
+   * without the data: the rings stay in the shared blocks, and `decodeReleased` attaches them.
+   */
+  async terminate(keys: ConnKey[] | 'all', opts?: TerminateOptions): Promise<Uint8Array> {
+    const byRef = opts !== undefined;
     if (keys !== 'all' && !Array.isArray(keys))
       throw new InvalidArgumentError('terminate needs keys or "all"');
     // From here the application must not touch the rings: what they hold is being encoded.
@@ -549,16 +607,21 @@ export class WorkerNic extends HostNic {
     this.rxBatch.flush();
     let res: WorkerReply<'terminate'>;
     try {
-      res = await this.request({ op: 'terminate', arg: keys === 'all' ? 'all' : packKeys(keys) });
+      res = await this.request({ op: 'terminate', arg: keys === 'all' ? 'all' : packKeys(keys), byRef });
     } catch (e) {
       // Nothing moved: the connections carry on here.
       for (const h of frozen) h._reattach();
       throw e;
     }
     const moved = new Set(res.moved ?? []);
-    const handedOn: [string, ConnBlockRef][] = [];
-    for (const h of frozen) if (moved.has(h.slot)) handedOn.push([connKeyId(h.key), h.block]);
-    keepReleasedBlocks(handedOn);
+    if (byRef) {
+      this.released.clear();
+      for (const h of frozen) if (moved.has(h.slot)) this.released.set(connKeyId(h.key), h);
+    } else {
+      const handedOn: [string, ConnBlockRef][] = [];
+      for (const h of frozen) if (moved.has(h.slot)) handedOn.push([connKeyId(h.key), h.block]);
+      keepReleasedBlocks(handedOn);
+    }
     for (const s of res.freed ?? []) {
       // Closed at the worker instead of moving: the handle stays the socket's, and what is left in
       // the receive ring can still be read.
@@ -567,6 +630,38 @@ export class WorkerNic extends HostNic {
     }
     this.forget(res.freed ?? []);
     return res.value;
+  }
+
+  /** The handles of the connections the latest terminate released, by connKeyId, for decodeReleased. */
+  private readonly released = new Map<string, WorkerConnectionHandle>();
+
+  /**
+   * Decode and validate what the latest terminate handed back, its connections' rings attached
+   * from the shared memory this side already holds for them. A state for a connection that was
+   * not released has no rings here, and the whole batch is refused.
+   */
+  override decodeReleased(bytes: Uint8Array, now: number): OffloadTree[] {
+    const released = this.released;
+    const rings = (s: TcpState): { send: ByteRing; recv: ByteRing } | null => {
+      const h = released.get(connKeyId(keyOfState(s)));
+      return h === undefined ? null : { send: h.sendRing, recv: h.recvRing };
+    };
+    try {
+      return decodeBatch(bytes, now, { rings });
+    } catch (e) {
+      // Unreadable: the host still holds what the worker wrote last for each of them (its hard
+      // state, written as it released them, and the rings), so they stay salvageable here for a
+      // rebuild instead of being lost with the answer.
+      for (const [id, h] of released) {
+        if (this.byKey.has(id)) continue;
+        const views = { key: h.key, block: h.block, send: h.sendRing, recv: h.recvRing, record: h.record };
+        this.byKey.set(id, new WorkerConnectionHandle(this, h.key, -1, { ...views, slot: -1 }, views));
+        this.conns++;
+      }
+      throw e;
+    } finally {
+      released.clear();
+    }
   }
 
   /** The worker engine's counters, with this side's count of refused messages (`nic.worker.malformed`). */

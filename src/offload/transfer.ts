@@ -1,4 +1,5 @@
 import { ConnectionError } from '../core/errors.ts';
+import { HostNic } from '../nic/host-nic.ts';
 import {
   type ConnKey,
   connKeyId,
@@ -131,7 +132,9 @@ export class TransferProtocol {
           : await this.wait(
               src.terminate(
                 items.map((i) => i.key),
-                { trees: src.inProcess && (dst === 'host' || dst.inProcess) },
+                // In process, objects whatever the destination: a worker NIC's initiate encodes
+                // them without their data (their rings are attached by reference there).
+                { trees: src.inProcess },
               ),
             );
     } catch (e) {
@@ -146,7 +149,9 @@ export class TransferProtocol {
     else if (isTreeTransfer(released)) states = flattenTrees(released.trees);
     else {
       try {
-        const trees = decodeBatch(released, this.stack.clock.now());
+        const now = this.stack.clock.now();
+        // A worker NIC hands back states without their data: it attaches the shared rings.
+        const trees = src instanceof HostNic ? src.decodeReleased(released, now) : decodeBatch(released, now);
         states = flattenTrees(trees);
         // Decoded objects belong to no one yet: a destination in this thread takes them as they are.
         if (dst !== 'host' && dst.inProcess) released = { kind: 'trees', trees };
@@ -207,8 +212,7 @@ export class TransferProtocol {
     if (src !== 'host' && src !== dst && src.death === null) {
       const keys = items.map((it) => it.key);
       try {
-        held = await this.wait(src.takeQueued(keys));
-        await this.wait(src.dropFrozen(keys));
+        held = await this.takeHeld(src, keys);
       } catch {
         // The source died too: the peer resends what it held.
       }
@@ -249,6 +253,14 @@ export class TransferProtocol {
     if (this.mark < 0) return;
     this.stack.clock.elapse?.(performance.now() - this.mark);
     this.mark = -1;
+  }
+
+  /** What `src` held for `keys` meanwhile; it lets go of them (one request to a NIC of this library). */
+  private async takeHeld(src: Nic, keys: ConnKey[]): Promise<Uint8Array[]> {
+    if (src instanceof HostNic) return this.wait(src.takeQueued(keys, { drop: true }));
+    const held = await this.wait(src.takeQueued(keys));
+    await this.wait(src.dropFrozen(keys));
+    return held;
   }
 
   /** Application calls wait in the sockets; the host holds segments for the 4-tuples. */
@@ -304,10 +316,14 @@ export class TransferProtocol {
     return this.transferFor(dst, states);
   }
 
-  /** `states` in the form `dst` takes: objects in this thread, the codec's bytes elsewhere. */
+  /**
+   * `states` in the form `dst` takes: objects for the host and the NICs of this library (a
+   * WorkerNic encodes them itself, naming their rings instead of copying their data), the
+   * codec's bytes for any other.
+   */
   transferFor(dst: Owner, states: readonly TcpState[]): Transfer {
     const trees = buildTrees(states);
-    if (dst === 'host' || dst.inProcess) return { kind: 'trees', trees };
+    if (dst === 'host' || dst.inProcess || dst instanceof HostNic) return { kind: 'trees', trees };
     return encodeBatch(trees, this.stack.clock.now(), { skipValidation: true });
   }
 
@@ -365,8 +381,7 @@ export class TransferProtocol {
     const keys = items.map((it) => it.key);
     let held: Uint8Array[] = [];
     if (src !== 'host' && src !== dst) {
-      held = await this.wait(src.takeQueued(keys));
-      await this.wait(src.dropFrozen(keys));
+      held = await this.takeHeld(src, keys);
     }
     if (dst === 'host') {
       const conns = states.map((s, i) => this.adoptHost(items[i]!, s));

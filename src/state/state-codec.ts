@@ -45,6 +45,12 @@ export const SOFT_SACK = 4;
 const SOFT_ALL = SOFT_SCALARS | SOFT_OOO | SOFT_SACK;
 
 export interface EncodeOptions {
+  /**
+   * Leave the send and receive data out (each ring travels as length 0, and the header says so):
+   * the rings are shared memory the receiver attaches itself (DecodeOptions.rings), so no byte
+   * of data is copied to move a connection between threads.
+   */
+  ringsByRef?: boolean;
   /** Which soft state travels: every group (default), only scalars (no queued segments or SACK lists), or none. */
   soft?: 'all' | 'scalars' | 'none';
   /**
@@ -66,7 +72,17 @@ export const STATE_CODEC_LAYOUT = {
 export interface DecodeOptions {
   /** Skip the soft blocks: the receiver starts every connection with fresh soft state. */
   dropSoft?: boolean;
+  /**
+   * For a batch encoded with `ringsByRef`: the rings of each decoded connection, found by its
+   * addresses and ports (null: none known, and the batch is refused). Called before validation,
+   * which then checks the rings against the state like any others. Ignored for a batch with its
+   * rings inline; a batch by reference is refused without it.
+   */
+  rings?: (s: TcpState) => { send: ByteRing; recv: ByteRing } | null;
 }
+
+/** Header flag: the rings are not in the batch (EncodeOptions.ringsByRef). */
+export const FLAG_RINGS_BY_REF = 1;
 
 const C_U8 = 0;
 const C_U16 = 1;
@@ -549,6 +565,25 @@ const H = {
   },
 };
 
+/** The empty stand-in a ring by reference decodes to until its shared ring is attached. */
+const NO_RING = new ByteRing(16, 16);
+
+/** H for batches whose rings travel by reference: a length of 0 on the wire, nothing else. */
+const H_REF: typeof H = {
+  ...H,
+  putRing(dv: DataView, _bytes: Uint8Array, o: number, _ring: ByteRing): number {
+    dv.setUint32(o, 0);
+    return o + 4;
+  },
+  getRing(rd: Reader, dv: DataView, _cap: number, name: string): ByteRing {
+    if (rd.end - rd.o < 4) fail(name, 'truncated');
+    const len = dv.getUint32(rd.o);
+    rd.o += 4;
+    if (len !== 0) fail(name, `${len} bytes inline in a batch whose rings are shared`);
+    return NO_RING;
+  },
+};
+
 const NB_KIND: Kind = {
   label: 'neighbor',
   rows: NB_ROWS,
@@ -593,6 +628,8 @@ export function encodeBatch(
   if (opts.skipValidation !== true) validateTrees(trees);
   if (!Number.isFinite(now)) fail('now', 'clock time must be finite');
   const groups = opts.soft === 'none' ? 0 : opts.soft === 'scalars' ? SOFT_SCALARS : SOFT_ALL;
+  const byRef = opts.ringsByRef === true;
+  const h = byRef ? H_REF : H;
 
   let nPaths = 0;
   let nConns = 0;
@@ -602,7 +639,8 @@ export function encodeBatch(
     for (const node of t.paths) {
       nConns += node.conns.length;
       for (const s of node.conns) {
-        size += TCP_MIN + s.delegated.sendBuffer.length + s.delegated.recvBuffer.length;
+        size += TCP_MIN;
+        if (!byRef) size += s.delegated.sendBuffer.length + s.delegated.recvBuffer.length;
         if (groups !== 0) size += tcpSoftSize(s, groups, H);
       }
     }
@@ -614,7 +652,7 @@ export function encodeBatch(
   const dv = new DataView(bytes.buffer);
   dv.setUint32(0, STATE_CODEC_MAGIC);
   dv.setUint16(4, STATE_CODEC_VERSION);
-  dv.setUint16(6, 0);
+  dv.setUint16(6, byRef ? FLAG_RINGS_BY_REF : 0);
   dv.setUint32(8, size);
   dv.setUint32(12, trees.length);
   dv.setUint32(16, nPaths);
@@ -632,7 +670,7 @@ export function encodeBatch(
     for (const node of t.paths) {
       for (const s of node.conns) {
         dv.setUint32(o, pi);
-        o = encodeTcp(dv, bytes, o + 4, s, now, 0, H);
+        o = encodeTcp(dv, bytes, o + 4, s, now, 0, h);
         const lenAt = o;
         o += 4;
         if (groups !== 0) {
@@ -663,7 +701,11 @@ export function decodeBatch(buf: Uint8Array, now: number, opts: DecodeOptions = 
   if (dv.getUint32(0) !== STATE_CODEC_MAGIC) fail('magic', 'not an offload state batch');
   const version = dv.getUint16(4);
   if (version !== STATE_CODEC_VERSION) fail('version', `unknown version ${version}`);
-  if (dv.getUint16(6) !== 0) fail('flags', 'unknown flags');
+  const flags = dv.getUint16(6);
+  if ((flags & ~FLAG_RINGS_BY_REF) !== 0) fail('flags', 'unknown flags');
+  const byRef = (flags & FLAG_RINGS_BY_REF) !== 0;
+  const ringsOf = opts.rings;
+  if (byRef && ringsOf === undefined) fail('flags', 'rings by reference, and none to attach');
   const total = dv.getUint32(8);
   if (total > buf.length) fail('length', `header says ${total} bytes, buffer has ${buf.length}`);
   if (total < buf.length) fail('length', `${buf.length - total} bytes of trailing garbage`);
@@ -707,7 +749,16 @@ export function decodeBatch(buf: Uint8Array, now: number, opts: DecodeOptions = 
     if (pi < lastPath) fail('tcp.path', `connection ${i} is out of tree order`);
     lastPath = pi;
     const node = nodes[pi]!;
-    node.conns.push(decodeTcp(rd, dv, now, node.path, dropSoft, H) as unknown as TcpState);
+    const s = decodeTcp(rd, dv, now, node.path, dropSoft, byRef ? H_REF : H) as unknown as TcpState;
+    if (byRef) {
+      // Found by the state's own addresses and ports: a batch cannot point one connection at
+      // another's data. The rings are checked against the state by validateTrees below.
+      const r = ringsOf!(s);
+      if (r === null) fail('delegated.sendBuffer', `no shared rings for connection ${i}`);
+      s.delegated.sendBuffer = r.send;
+      s.delegated.recvBuffer = r.recv;
+    }
+    node.conns.push(s);
   }
   if (rd.o !== total) fail('length', `${total - rd.o} bytes after the last record`);
   validateTrees(trees);

@@ -75,4 +75,33 @@ describe('transfer messages in flat words', () => {
     assert.equal(installed[0]!.block.send.offset, block.send.offset);
     assert.throws(() => unpackInitiate({ ...p, codes: new Uint8Array([0, 9, 0]) }), InvalidArgumentError);
   });
+
+  test("a block the host gave comes back as the host's own object, its buffer not sent again; a claim of one it did not give is refused", () => {
+    const k = (i: number): ConnKey => ({ localIp: 1, localPort: i, remoteIp: 2, remotePort: 80 });
+    const given = allocConnBlock(4096, 4096);
+    const own = allocConnBlock(16, 16);
+    const r: InitiateResult = {
+      status: 'success',
+      conns: [
+        { key: k(1), status: 'success' },
+        { key: k(2), status: 'success' },
+      ],
+    };
+    const p = packInitiate(r, [
+      { key: k(1), slot: 0, block: given, given: true },
+      { key: k(2), slot: 1, block: own },
+    ]);
+    assert.deepEqual(p.installed.sabs, [own.sab], "only the worker's own buffer travels");
+    const byId = new Map([[connKeyId(k(1)), given]]);
+    const { installed } = unpackInitiate(structuredClone(p), byId);
+    assert.equal(installed[0]!.block, given, 'the very object the host gave');
+    assert.equal(installed[1]!.block.send.offset, own.send.offset);
+    // Without the host's block, or with one at another place, the answer is refused.
+    assert.throws(() => unpackInitiate(structuredClone(p)), InvalidArgumentError);
+    const elsewhere = allocConnBlock(4096, 4096);
+    assert.throws(
+      () => unpackInitiate(structuredClone(p), new Map([[connKeyId(k(1)), elsewhere]])),
+      InvalidArgumentError,
+    );
+  });
 });

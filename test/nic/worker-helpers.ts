@@ -1,8 +1,10 @@
 import { once } from 'node:events';
+import type { TestContext } from 'node:test';
+import type { ConnKey } from '../../src/nic/nic.ts';
 import { NicGroupLink } from '../../src/nic/nic-group-link.ts';
 import { WorkerNic } from '../../src/nic/worker-nic.ts';
 import { OffloadManager, type OffloadPolicy } from '../../src/offload/offload-manager.ts';
-import type { SimHost, SimNetwork } from '../../src/sim/sim-network.ts';
+import { type SimHost, SimNetwork } from '../../src/sim/sim-network.ts';
 import { Host } from '../../src/socket/host.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { Stack } from '../../src/stack/stack.ts';
@@ -64,6 +66,25 @@ export function addWorkerHost(
       stack.close();
     },
   };
+}
+
+export function socketKey(s: TcpSocket): ConnKey {
+  const c = s.connection!;
+  return { localIp: c.localIp, localPort: c.localPort, remoteIp: c.remoteIp, remotePort: c.remotePort };
+}
+
+/** A real-time network with a WorkerHost (two WorkerNics, started) and a peer at 10.0.0.2. */
+export async function workerSetup(seed: number, t: TestContext) {
+  const net = new SimNetwork({ seed, virtualTime: false });
+  const wh = addWorkerHost(net);
+  // Even when an assertion fails: live workers would keep the test process running.
+  t.after(() => {
+    wh.close();
+    net.close();
+  });
+  const peer = net.addHost({ ip: '10.0.0.2/24' });
+  await Promise.all(wh.nics.map((n) => n.ready()));
+  return { net, wh, peer };
 }
 
 /**

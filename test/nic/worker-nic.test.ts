@@ -1,40 +1,20 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { describe, type TestContext, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { SeededRandom } from '../../src/core/random.ts';
 import { emptyHardState, rebuildTcpState } from '../../src/nic/hard-state.ts';
 import { type ConnKey, connKeyId, type Nic } from '../../src/nic/nic.ts';
 import type { WorkerDeath, WorkerNic } from '../../src/nic/worker-nic.ts';
 import type { Owner } from '../../src/offload/offload-manager.ts';
-import { SimNetwork } from '../../src/sim/sim-network.ts';
-import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { effectiveMss } from '../../src/stack/tcp/congestion.ts';
 import { DEFAULT_TCP_CACHED } from '../../src/state/tcp-state.ts';
-import { addWorkerHost, streamBothWays } from './worker-helpers.ts';
+import { socketKey as keyOf, workerSetup as setup, streamBothWays } from './worker-helpers.ts';
 
 // Real threads cannot share virtual time, so these run on wall-clock time. The issue's scenario:
 // 1,000 connections, each moved 20 times (WORKER_CONNS / WORKER_BYTES change it).
 const CONNS = Number(process.env.WORKER_CONNS ?? 1000);
 const BYTES = Number(process.env.WORKER_BYTES ?? 200_000);
 const ROUNDS = 20;
-
-function keyOf(s: TcpSocket): ConnKey {
-  const c = s.connection!;
-  return { localIp: c.localIp, localPort: c.localPort, remoteIp: c.remoteIp, remotePort: c.remotePort };
-}
-
-async function setup(seed: number, t: TestContext) {
-  const net = new SimNetwork({ seed, virtualTime: false });
-  const wh = addWorkerHost(net);
-  // Even when an assertion fails: live workers would keep the test process running.
-  t.after(() => {
-    wh.close();
-    net.close();
-  });
-  const peer = net.addHost({ ip: '10.0.0.2/24' });
-  await Promise.all(wh.nics.map((n) => n.ready()));
-  return { net, wh, peer };
-}
 
 describe('WorkerNic', () => {
   test(`${CONNS} connections streaming both ways move ${ROUNDS} times each through WorkerNics`, {

@@ -23,6 +23,7 @@ import {
 } from '../../stack/tcp/tcp-drive.ts';
 import type { TcpUser } from '../../stack/tcp/tcp-types.ts';
 import { ByteRing } from '../../state/byte-ring.ts';
+import type { TcpState } from '../../state/tcp-state.ts';
 import {
   ethIpv4Offset,
   ethL3Offset,
@@ -39,8 +40,9 @@ import {
 } from '../../wire/fields.ts';
 import { IpProto } from '../../wire/ipv4.ts';
 import { allocConnBlock, type ConnBlockRef, connRingCapacities, HardStateRecord } from '../hard-state.ts';
-import { type ConnKey, connKeyId, type InitiateResult } from '../nic.ts';
+import { type ConnKey, connKeyId, type InitiateResult, keyOfState } from '../nic.ts';
 import { NicEngine } from '../nic-engine.ts';
+import { blockOfRings, sameBlock } from './conn-blocks.ts';
 import { ConnIndex } from './conn-index.ts';
 import { OwnerTable } from './owner-table.ts';
 import {
@@ -339,7 +341,14 @@ function install(conn: TcpConnection, given: ConnBlockRef | undefined): Installe
   let block: ConnBlockRef;
   let send: ByteRing;
   let recv: ByteRing;
-  if (
+  let onGiven = true;
+  const own = given === undefined ? null : blockOfRings(d.sendBuffer, d.recvBuffer);
+  if (own !== null && sameBlock(own, given!)) {
+    // The batch named the rings and the decoder attached them: the data is where it was.
+    block = given!;
+    send = d.sendBuffer;
+    recv = d.recvBuffer;
+  } else if (
     given !== undefined &&
     given.send.capacity >= d.sendBuffer.length &&
     given.recv.capacity >= d.recvBuffer.length
@@ -348,11 +357,14 @@ function install(conn: TcpConnection, given: ConnBlockRef | undefined): Installe
     send = ByteRing.attachShared(block.send);
     recv = ByteRing.attachShared(block.recv);
   } else {
+    onGiven = false;
     block = allocConnBlock(caps.send, caps.recv);
     send = ByteRing.createShared(block.send.capacity, block.send);
     recv = ByteRing.createShared(block.recv.capacity, block.recv);
+    const copied = d.sendBuffer.length + d.recvBuffer.length;
     send.write(d.sendBuffer.toArray());
     recv.write(d.recvBuffer.toArray());
+    if (copied > 0) engine.counters.inc('nic.worker.copied-bytes', copied);
   }
   d.sendBuffer = send;
   d.recvBuffer = recv;
@@ -369,7 +381,7 @@ function install(conn: TcpConnection, given: ConnBlockRef | undefined): Installe
   Atomics.store(db, flagsAt + index, 0);
   conn.user = new RemoteUser(slot);
   writeRecord(slot);
-  return { key, slot: index, block };
+  return { key, slot: index, block, given: onGiven };
 }
 
 function free(slot: Slot): void {
@@ -639,7 +651,15 @@ function handleRequest(id: number, r: WorkerRequest): void {
       case 'initiate': {
         const a = r.arg;
         const blocks = a.blocks === undefined ? undefined : unpackBlocks(a.blocks);
-        const result: InitiateResult = engine.initiate(a.batch, { prod: a.prod });
+        // A batch whose rings travel by reference names no bytes: each connection's rings are
+        // the block the host sent for it, attached here (and checked: ByteRing.attachShared).
+        const rings = (s: TcpState): { send: ByteRing; recv: ByteRing } | null => {
+          const b = blocks?.get(connKeyId(keyOfState(s)));
+          return b === undefined
+            ? null
+            : { send: ByteRing.attachShared(b.send), recv: ByteRing.attachShared(b.recv) };
+        };
+        const result: InitiateResult = engine.initiate(a.batch, { prod: a.prod }, { rings });
         const installed: InstalledConn[] = [];
         for (const c of result.conns) {
           progress();
@@ -654,7 +674,7 @@ function handleRequest(id: number, r: WorkerRequest): void {
       case 'terminate': {
         const keys = r.arg === 'all' ? 'all' : unpackKeys(r.arg);
         const list = keys === 'all' ? [...byKey.values()].map((s) => s.key) : keys;
-        const out = engine.terminate(keys);
+        const out = engine.terminate(keys, { ringsByRef: r.byRef === true });
         const freed: number[] = [];
         const moved: number[] = [];
         for (const k of list) {
@@ -696,9 +716,13 @@ function handleRequest(id: number, r: WorkerRequest): void {
       case 'query':
         post({ t: 'res', id, ok: true, op: r.op, value: engine.query(r.arg) });
         return;
-      case 'takeQueued':
-        post({ t: 'res', id, ok: true, op: r.op, value: engine.takeQueued(unpackKeys(r.arg)) });
+      case 'takeQueued': {
+        const keys = unpackKeys(r.arg);
+        const value = engine.takeQueued(keys);
+        if (r.drop === true) engine.dropFrozen(keys);
+        post({ t: 'res', id, ok: true, op: r.op, value });
         return;
+      }
       case 'dropFrozen':
         engine.dropFrozen(unpackKeys(r.arg));
         post({ t: 'res', id, ok: true, op: r.op, value: undefined });

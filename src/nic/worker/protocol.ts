@@ -121,6 +121,8 @@ export interface InstalledConn {
   key: ConnKey;
   slot: number;
   block: ConnBlockRef;
+  /** It runs on the block the host gave with the initiate (not one the worker allocated). */
+  given?: boolean;
 }
 
 /** The verbs a WorkerNic asks of its worker, each with its argument. */
@@ -135,11 +137,16 @@ export type WorkerRequest =
       arg: { batch: Uint8Array; prod: boolean; blocks?: PackedBlocks };
     }
   /** Keys travel packed (transfer-wire.ts). */
-  | { op: 'terminate'; arg: Uint32Array | 'all' }
+  /**
+   * `byRef`: the answer's batch leaves the data out (its rings travel by reference): the host
+   * attaches the rings it already shares with the worker to the decoded states.
+   */
+  | { op: 'terminate'; arg: Uint32Array | 'all'; byRef?: boolean }
   | { op: 'update'; arg: OffloadUpdate }
   | { op: 'invalidate'; arg: InvalidateTarget }
   | { op: 'query'; arg: ConnKey[] | undefined }
-  | { op: 'takeQueued'; arg: Uint32Array }
+  /** `drop`: let go of the keys too (dropFrozen), in the same request. */
+  | { op: 'takeQueued'; arg: Uint32Array; drop?: boolean }
   | { op: 'dropFrozen'; arg: Uint32Array }
   | { op: 'counters'; arg: null };
 

@@ -37,20 +37,27 @@ export function unpackKeys(w: Uint32Array): ConnKey[] {
 export interface PackedBlocks {
   sabs: SharedArrayBuffer[];
   keys: Uint32Array;
-  /** Six words per connection: buffer index, record offset, send ring offset and capacity, receive ring offset and capacity. */
+  /**
+   * Six words per connection: buffer index (GIVEN: the block the host gave for it, whose buffer
+   * does not travel back), record offset, send ring offset and capacity, receive ring offset and
+   * capacity.
+   */
   words: Int32Array;
 }
 
 const BLOCK_WORDS = 6;
+/** Buffer index of a block the host gave with the request: its buffer need not cross again. */
+export const GIVEN = -1;
 
-export function packBlocks(blocks: readonly (readonly [ConnKey, ConnBlockRef])[]): PackedBlocks {
+/** `given`: per block, whether it is the one the host gave for that connection (an initiate's answer). */
+export function packBlocks(blocks: readonly (readonly [ConnKey, ConnBlockRef, boolean?])[]): PackedBlocks {
   const sabs: SharedArrayBuffer[] = [];
   const index = new Map<SharedArrayBuffer, number>();
   const keys: ConnKey[] = [];
   const words = new Int32Array(blocks.length * BLOCK_WORDS);
   for (let i = 0; i < blocks.length; i++) {
-    const [key, b] = blocks[i]!;
-    let at = index.get(b.sab);
+    const [key, b, given] = blocks[i]!;
+    let at = given === true ? GIVEN : index.get(b.sab);
     if (at === undefined) {
       at = sabs.length;
       sabs.push(b.sab);
@@ -68,8 +75,16 @@ export function packBlocks(blocks: readonly (readonly [ConnKey, ConnBlockRef])[]
   return { sabs, keys: packKeys(keys), words };
 }
 
-/** The blocks by connKeyId (the shared rings are checked when attached, as before). */
-export function unpackBlocks(p: PackedBlocks): Map<string, ConnBlockRef> {
+/**
+ * The blocks by connKeyId (the shared rings are checked when attached, as before). A block
+ * marked GIVEN is the host's own object from `given`, which must hold one at the same place:
+ * the host keeps the buffer objects it allocated (a buffer that crossed a thread is a new object
+ * over the same memory, and would be attached again for nothing).
+ */
+export function unpackBlocks(
+  p: PackedBlocks,
+  given?: ReadonlyMap<string, ConnBlockRef>,
+): Map<string, ConnBlockRef> {
   const keys = unpackKeys(p.keys);
   if (
     !(p.words instanceof Int32Array) ||
@@ -81,9 +96,24 @@ export function unpackBlocks(p: PackedBlocks): Map<string, ConnBlockRef> {
   const w = p.words;
   for (let i = 0; i < keys.length; i++) {
     const j = i * BLOCK_WORDS;
+    const id = connKeyId(keys[i]!);
+    if (w[j] === GIVEN) {
+      const g = given?.get(id);
+      if (
+        g === undefined ||
+        g.at !== w[j + 1] ||
+        g.send.offset !== w[j + 2] ||
+        g.send.capacity !== w[j + 3] ||
+        g.recv.offset !== w[j + 4] ||
+        g.recv.capacity !== w[j + 5]
+      )
+        throw new InvalidArgumentError('packed block claims a block the host did not give');
+      out.set(id, g);
+      continue;
+    }
     const sab = p.sabs[w[j]!];
     if (!(sab instanceof SharedArrayBuffer)) throw new InvalidArgumentError('packed block names no buffer');
-    out.set(connKeyId(keys[i]!), {
+    out.set(id, {
       sab,
       at: w[j + 1]!,
       send: { sab, offset: w[j + 2]!, capacity: w[j + 3]! },
@@ -127,14 +157,17 @@ export function packInitiate(r: InitiateResult, installed: readonly InstalledCon
     keys: packKeys(r.conns.map((c) => c.key)),
     codes,
     reasons,
-    installed: packBlocks(installed.map((c) => [c.key, c.block] as const)),
+    installed: packBlocks(installed.map((c) => [c.key, c.block, c.given === true] as const)),
     slots,
   };
   if (r.reason !== undefined) out.reason = r.reason;
   return out;
 }
 
-export function unpackInitiate(p: PackedInitiate): { result: InitiateResult; installed: InstalledConn[] } {
+export function unpackInitiate(
+  p: PackedInitiate,
+  given?: ReadonlyMap<string, ConnBlockRef>,
+): { result: InitiateResult; installed: InstalledConn[] } {
   const keys = unpackKeys(p.keys);
   if (!(p.codes instanceof Uint8Array) || p.codes.length !== keys.length)
     throw new InvalidArgumentError('packed initiate: outcomes do not match keys');
@@ -149,7 +182,7 @@ export function unpackInitiate(p: PackedInitiate): { result: InitiateResult; ins
   }
   const result: InitiateResult = { status: p.status, conns };
   if (p.reason !== undefined) result.reason = p.reason;
-  const blocks = unpackBlocks(p.installed);
+  const blocks = unpackBlocks(p.installed, given);
   const ikeys = unpackKeys(p.installed.keys);
   if (!(p.slots instanceof Int32Array) || p.slots.length !== ikeys.length)
     throw new InvalidArgumentError('packed initiate: slots do not match blocks');
