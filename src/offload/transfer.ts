@@ -17,6 +17,7 @@ import { decodeBatch, encodeBatch } from '../state/state-codec.ts';
 import type { TcpState } from '../state/tcp-state.ts';
 import { validateTcpState } from '../state/validate.ts';
 import { rebuild } from './rebuild.ts';
+import { withdraw } from './withdraw.ts';
 
 /*
  * The transfer protocol (design section 4): freeze → release at the source → install at the
@@ -106,6 +107,12 @@ export class TransferProtocol {
    * transfer takes, so the stall a move causes is one a peer lives through, not zero.
    */
   chargeWallTime = false;
+  /**
+   * A NIC its owner (a team) has marked failed: no transfer installs or settles connections there,
+   * even one that began before the failure. Checked before the initiate and again at the settle,
+   * after the last await, so a failover that lists the NIC's connections once finds them all.
+   */
+  refuses: (nic: Nic) => boolean = () => false;
   private mark = -1;
 
   constructor(
@@ -158,34 +165,39 @@ export class TransferProtocol {
         return report;
       }
     }
-    if (src !== 'host') {
-      const left = new Map<string, Item>();
-      for (const it of items) left.set(it.id, it);
-      for (const s of states) {
-        const id = stateKeyId(s);
-        const it = left.get(id);
-        if (it === undefined) continue;
-        byState.set(s, it);
-        left.delete(id);
-      }
-      for (const it of left.values()) {
-        // Closed at the source meanwhile (or its TIME_WAIT ended there): nothing to move.
-        this.forget(it);
-        report.refused.push({
-          key: it.key,
-          status: 'closed',
-          reason: 'closed at the source during the move',
-        });
-      }
-    }
+    if (src !== 'host') this.pairReleased(states, items, byState, report);
     if (states.length === 0) return report;
     // Install at the destination.
     const { ok, failed, died } = await this.install(dst, states, released);
-    await this.settle(ok, byState, src, dst);
-    for (const s of ok) report.moved.push(byState.get(s)!.key);
+    for (const s of await this.settle(ok, byState, src, dst, report)) report.moved.push(byState.get(s)!.key);
     if (failed.length > 0) await this.rollback(failed, byState, src, report);
     if (died !== undefined) await this.rebuildDied(died, byState, src, dst, report);
     return report;
+  }
+
+  /**
+   * Pair the states a NIC handed back with the items asked for. An item without one closed at the
+   * NIC meanwhile (or its TIME_WAIT ended there): nothing to move.
+   */
+  pairReleased(
+    states: readonly TcpState[],
+    items: readonly Item[],
+    byState: ItemsByState,
+    report: TransferReport,
+  ): void {
+    const left = new Map<string, Item>();
+    for (const it of items) left.set(it.id, it);
+    for (const s of states) {
+      const id = stateKeyId(s);
+      const it = left.get(id);
+      if (it === undefined) continue;
+      byState.set(s, it);
+      left.delete(id);
+    }
+    for (const it of left.values()) {
+      this.forget(it);
+      report.refused.push({ key: it.key, status: 'closed', reason: 'closed at the source during the move' });
+    }
   }
 
   /**
@@ -323,6 +335,11 @@ export class TransferProtocol {
       for (const s of states) ok.push(s);
       return { ok, failed };
     }
+    if (this.refuses(dst)) {
+      this.stack.counters.inc('offload.refused.failed-nic', states.length);
+      for (const s of states) failed.push({ state: s, status: 'failure', reason: `${dst.id} has failed` });
+      return { ok, failed };
+    }
     let res: InitiateResult;
     try {
       const t = transfer ?? this.transferFor(dst, states);
@@ -356,10 +373,18 @@ export class TransferProtocol {
 
   /**
    * `states` now run at `dst` (for the host: adopt them here). Forward the segments held at the
-   * source and in the host, re-point the sockets, unfreeze.
+   * source and in the host, re-point the sockets, unfreeze. Returns the states settled at `dst`:
+   * all of them, or none when `dst` was marked failed meanwhile; those are withdrawn into the host
+   * (`withdraw.ts`) and, with `report`, listed there as refused.
    */
-  async settle(states: readonly TcpState[], byState: ItemsByState, src: Owner, dst: Owner): Promise<void> {
-    if (states.length === 0) return;
+  async settle(
+    states: readonly TcpState[],
+    byState: ItemsByState,
+    src: Owner,
+    dst: Owner,
+    report?: TransferReport,
+  ): Promise<readonly TcpState[]> {
+    if (states.length === 0) return states;
     const tcp = this.stack.tcp;
     const items = states.map((s) => byState.get(s)!);
     const keys = items.map((it) => it.key);
@@ -367,6 +392,12 @@ export class TransferProtocol {
     if (src !== 'host' && src !== dst) {
       held = await this.wait(src.takeQueued(keys));
       await this.wait(src.dropFrozen(keys));
+    }
+    if (dst !== 'host' && this.refuses(dst)) {
+      // What the source held waits in the host's placeholders for whoever takes the connections.
+      for (const p of held) tcp.inputPacket(p);
+      await withdraw(this, items, dst, report);
+      return [];
     }
     if (dst === 'host') {
       const conns = states.map((s, i) => this.adoptHost(items[i]!, s));
@@ -380,7 +411,7 @@ export class TransferProtocol {
         this.entries.delete(it.id);
         it.socket?._completeMove(conns[i]!);
       }
-      return;
+      return states;
     }
     if (held.length > 0) {
       this.stack.counters.inc('offload.forwarded', held.length);
@@ -397,6 +428,7 @@ export class TransferProtocol {
         else it.socket._abortMove();
       }
     }
+    return states;
   }
 
   /** What the destination refused goes back to the source, else to the host; what neither takes is lost. */

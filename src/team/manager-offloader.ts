@@ -58,9 +58,8 @@ export class ManagerOffloader implements TeamOffloader {
     return this.result(await this.manager.recover(from, to ?? 'host', keys));
   }
 
-  async settled(): Promise<void> {
-    // Transfers run one at a time: an empty one ends after every one queued before it.
-    await this.manager.offload([]);
+  refuseFailed(failed: (nic: Nic) => boolean): void {
+    this.manager.failed = failed;
   }
 
   private result(r: TransferReport): MoveResult {
