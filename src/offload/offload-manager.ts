@@ -147,6 +147,19 @@ export class OffloadManager extends EventEmitter {
     this.proto.chargeWallTime = on;
   }
 
+  /** The real-time source `chargeWallTime` reads (default `performance.now`; tests inject one). */
+  set workClock(now: () => number) {
+    this.proto.workNow = now;
+  }
+
+  /**
+   * Run `fn`, work of this thread that a failover costs outside any transfer (prodding the host
+   * stack's own connections), charged to the clock as a transfer is (see chargeWallTime).
+   */
+  charged<T>(fn: () => T): T {
+    return this.proto.charged(fn);
+  }
+
   get nics(): readonly Nic[] {
     return this.nicList;
   }

@@ -113,7 +113,11 @@ export class TransferProtocol {
    * after the last await, so a failover that lists the NIC's connections once finds them all.
    */
   refuses: (nic: Nic) => boolean = () => false;
+  /** The real-time source the meter reads (tests inject one). */
+  workNow: () => number = () => performance.now();
   private mark = -1;
+  /** Inside `metered`: the meter runs whenever this thread runs transfer code. */
+  private metering = false;
 
   constructor(
     readonly stack: Stack,
@@ -127,6 +131,9 @@ export class TransferProtocol {
   async run(keys: readonly ConnKey[], src: Owner, dst: Owner): Promise<TransferReport> {
     const report: TransferReport = { moved: [], refused: [] };
     if (keys.length === 0) return report;
+    // One transfer may run several of these side by side (an offload spread over NICs): this one
+    // may start while another waits, with the meter stopped.
+    this.resume();
     const items = this.freeze(keys, src);
     const byState: ItemsByState = new Map();
     // Release at the source.
@@ -238,28 +245,46 @@ export class TransferProtocol {
    */
   async metered<T>(fn: () => Promise<T>): Promise<T> {
     if (!this.chargeWallTime) return fn();
-    this.mark = performance.now();
+    this.metering = true;
+    this.mark = this.workNow();
     try {
       return await fn();
     } finally {
       this.pause();
+      this.metering = false;
+    }
+  }
+
+  /** Run `fn` (work of this thread that a move costs, outside a transfer) charged as a transfer is. */
+  charged<T>(fn: () => T): T {
+    // Called from transfer code, the meter is running already.
+    if (!this.chargeWallTime || this.mark >= 0) return fn();
+    const t0 = this.workNow();
+    try {
+      return fn();
+    } finally {
+      this.stack.clock.elapse?.(this.workNow() - t0);
     }
   }
 
   /** Await `p` with the meter stopped. */
   async wait<T>(p: Promise<T>): Promise<T> {
-    if (this.mark < 0) return p;
+    if (!this.metering) return p;
     this.pause();
     try {
       return await p;
     } finally {
-      this.mark = performance.now();
+      this.resume();
     }
+  }
+
+  private resume(): void {
+    if (this.metering && this.mark < 0) this.mark = this.workNow();
   }
 
   private pause(): void {
     if (this.mark < 0) return;
-    this.stack.clock.elapse?.(performance.now() - this.mark);
+    this.stack.clock.elapse?.(this.workNow() - this.mark);
     this.mark = -1;
   }
 

@@ -35,11 +35,13 @@ export class ManagerOffloader implements TeamOffloader {
   }
 
   prodHost(): number {
-    // Taken first: output may change the table under an iteration.
-    const conns = [...this.manager.stack.tcp.connections()];
-    let n = 0;
-    for (const c of conns) if (c.listener === null && prodInPlace(c)) n++;
-    return n;
+    return this.manager.charged(() => {
+      // Taken first: output may change the table under an iteration.
+      const conns = [...this.manager.stack.tcp.connections()];
+      let n = 0;
+      for (const c of conns) if (c.listener === null && prodInPlace(c)) n++;
+      return n;
+    });
   }
 
   async move(keys: ConnKey[], from: Nic, to: Nic): Promise<MoveResult> {
