@@ -57,7 +57,18 @@ export interface DemoSummary {
   congestion: CongestionAlgorithm;
   drops: Record<string, number>;
   /** Failovers on the server's team during the run. */
-  failovers: FailoverSummary[];
+  failovers: DemoFailover[];
+}
+
+/**
+ * A failover as the demo saw it. `resumeMs`: detection to data at every client again, simulated
+ * time into which each move's real duration is charged; `movedMs`: detection to the last
+ * connection running at its new owner (the team's record); `resumeWallMs`: the real time this
+ * process spent from detection to the end of the failover.
+ */
+export interface DemoFailover extends FailoverSummary {
+  movedMs: number;
+  resumeWallMs: number;
 }
 
 export const DEMO_DEFAULTS: DemoOptions = {
@@ -144,7 +155,11 @@ export async function runDemo(
   // client connection receives after detection; the failover's figure is the slowest of them.
   const resumes = new Map<string, Map<TcpSocket, number>>();
   const resumeKey = (nic: string, at: number): string => `${nic}@${at}`;
-  team?.team.on('failure', (ev: FailureEvent) => resumes.set(resumeKey(ev.nic, ev.at), new Map()));
+  const wall = new Map<string, { detected: number; done: number }>();
+  team?.team.on('failure', (ev: FailureEvent) => {
+    resumes.set(resumeKey(ev.nic, ev.at), new Map());
+    wall.set(resumeKey(ev.nic, ev.at), { detected: performance.now(), done: -1 });
+  });
   const peerResumeMs = (r: FailoverRecord): number => {
     const first = resumes.get(resumeKey(r.nic, r.at));
     let max = 0;
@@ -152,6 +167,8 @@ export async function runDemo(
     return max;
   };
   team?.team.on('failover', (r: FailoverRecord) => {
+    const w = wall.get(resumeKey(r.nic, r.at));
+    if (w) w.done = performance.now();
     events.push(
       `${(net.now() / 1000).toFixed(2)}s failover: ${r.nic} ${r.cause}, ${r.connections} connections → ${r.to.join(', ') || 'none'}, detected in ${r.detectMs.toFixed(1)} ms, moved in ${r.resumeMs.toFixed(1)} ms`,
     );
@@ -284,7 +301,16 @@ export async function runDemo(
     ...prefixed(server.stack.counters.snapshot(), 'drop.'),
   };
   const failovers = team
-    ? team.failovers.map((r) => ({ ...summarizeFailover(r), resumeMs: peerResumeMs(r) }))
+    ? team.failovers.map((r): DemoFailover => {
+        const w = wall.get(resumeKey(r.nic, r.at));
+        const wallMs = w && w.done >= 0 ? Math.round((w.done - w.detected) * 1000) / 1000 : -1;
+        return {
+          ...summarizeFailover(r),
+          resumeMs: peerResumeMs(r),
+          movedMs: r.resumeMs,
+          resumeWallMs: wallMs,
+        };
+      })
     : [];
   team?.close();
   net.close();

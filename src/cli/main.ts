@@ -153,7 +153,7 @@ program
       );
       for (const f of summary.failovers) {
         console.log(
-          `failover      ${f.nic} (${f.cause}): ${f.connections} connections moved, detected in ${f.detectMs.toFixed(1)} ms, data at the client again ${f.resumeMs.toFixed(1)} ms after detection`,
+          `failover      ${f.nic} (${f.cause}): ${f.connections} connections moved, detected in ${f.detectMs.toFixed(1)} ms, data at the client again ${f.resumeMs.toFixed(1)} ms after detection (moves charged at their real time: ${f.resumeWallMs.toFixed(1)} ms wall)`,
         );
       }
     }

@@ -106,6 +106,12 @@ export class OffloadManager extends EventEmitter {
    * Explicit transfers to a named NIC are not filtered.
    */
   eligible: (nic: Nic) => boolean = (nic) => nic.linkUp;
+  /**
+   * Which NICs are failed (a team's members that are down or dead; default none): no transfer
+   * installs or settles connections there, whoever asked and whenever it began. What one would
+   * have put there goes back to its source, or into the host.
+   */
+  failed: (nic: Nic) => boolean = () => false;
 
   constructor(opts: OffloadManagerOptions) {
     super();
@@ -113,6 +119,7 @@ export class OffloadManager extends EventEmitter {
     this.stack = opts.stack;
     this.policy = makePolicy(opts.policy);
     this.proto = new TransferProtocol(this.stack, this.entries);
+    this.proto.refuses = (nic) => this.failed(nic);
     for (const n of opts.nics ?? []) this.addNic(n);
     this.updates = new HostUpdates(
       this.stack,
@@ -138,6 +145,19 @@ export class OffloadManager extends EventEmitter {
   }
   set chargeWallTime(on: boolean) {
     this.proto.chargeWallTime = on;
+  }
+
+  /** The real-time source `chargeWallTime` reads (default `performance.now`; tests inject one). */
+  set workClock(now: () => number) {
+    this.proto.workNow = now;
+  }
+
+  /**
+   * Run `fn`, work of this thread that a failover costs outside any transfer (prodding the host
+   * stack's own connections), charged to the clock as a transfer is (see chargeWallTime).
+   */
+  charged<T>(fn: () => T): T {
+    return this.proto.charged(fn);
   }
 
   get nics(): readonly Nic[] {

@@ -83,8 +83,7 @@ export async function rebuild(
     failed = r.failed;
     died = r.died;
   }
-  await t.settle(ok, byState, 'host', dst);
-  for (const s of ok) report.moved.push(keyOfState(s));
+  for (const s of await t.settle(ok, byState, 'host', dst, report)) report.moved.push(keyOfState(s));
   if (died !== undefined) await t.rebuildDied(died, byState, 'host', dst, report);
   if (failed.length === 0) return;
   const left = failed.map((f) => f.state);

@@ -18,6 +18,7 @@ import { decodeBatch, encodeBatch } from '../state/state-codec.ts';
 import type { TcpState } from '../state/tcp-state.ts';
 import { validateTcpState } from '../state/validate.ts';
 import { rebuild } from './rebuild.ts';
+import { withdraw } from './withdraw.ts';
 
 /*
  * The transfer protocol (design section 4): freeze → release at the source → install at the
@@ -107,7 +108,17 @@ export class TransferProtocol {
    * transfer takes, so the stall a move causes is one a peer lives through, not zero.
    */
   chargeWallTime = false;
+  /**
+   * A NIC its owner (a team) has marked failed: no transfer installs or settles connections there,
+   * even one that began before the failure. Checked before the initiate and again at the settle,
+   * after the last await, so a failover that lists the NIC's connections once finds them all.
+   */
+  refuses: (nic: Nic) => boolean = () => false;
+  /** The real-time source the meter reads (tests inject one). */
+  workNow: () => number = () => performance.now();
   private mark = -1;
+  /** Inside `metered`: the meter runs whenever this thread runs transfer code. */
+  private metering = false;
 
   constructor(
     readonly stack: Stack,
@@ -121,6 +132,9 @@ export class TransferProtocol {
   async run(keys: readonly ConnKey[], src: Owner, dst: Owner): Promise<TransferReport> {
     const report: TransferReport = { moved: [], refused: [] };
     if (keys.length === 0) return report;
+    // One transfer may run several of these side by side (an offload spread over NICs): this one
+    // may start while another waits, with the meter stopped.
+    this.resume();
     const items = this.freeze(keys, src);
     const byState: ItemsByState = new Map();
     // Release at the source.
@@ -163,34 +177,39 @@ export class TransferProtocol {
         return report;
       }
     }
-    if (src !== 'host') {
-      const left = new Map<string, Item>();
-      for (const it of items) left.set(it.id, it);
-      for (const s of states) {
-        const id = stateKeyId(s);
-        const it = left.get(id);
-        if (it === undefined) continue;
-        byState.set(s, it);
-        left.delete(id);
-      }
-      for (const it of left.values()) {
-        // Closed at the source meanwhile (or its TIME_WAIT ended there): nothing to move.
-        this.forget(it);
-        report.refused.push({
-          key: it.key,
-          status: 'closed',
-          reason: 'closed at the source during the move',
-        });
-      }
-    }
+    if (src !== 'host') this.pairReleased(states, items, byState, report);
     if (states.length === 0) return report;
     // Install at the destination.
     const { ok, failed, died } = await this.install(dst, states, released);
-    await this.settle(ok, byState, src, dst);
-    for (const s of ok) report.moved.push(byState.get(s)!.key);
+    for (const s of await this.settle(ok, byState, src, dst, report)) report.moved.push(byState.get(s)!.key);
     if (failed.length > 0) await this.rollback(failed, byState, src, report);
     if (died !== undefined) await this.rebuildDied(died, byState, src, dst, report);
     return report;
+  }
+
+  /**
+   * Pair the states a NIC handed back with the items asked for. An item without one closed at the
+   * NIC meanwhile (or its TIME_WAIT ended there): nothing to move.
+   */
+  pairReleased(
+    states: readonly TcpState[],
+    items: readonly Item[],
+    byState: ItemsByState,
+    report: TransferReport,
+  ): void {
+    const left = new Map<string, Item>();
+    for (const it of items) left.set(it.id, it);
+    for (const s of states) {
+      const id = stateKeyId(s);
+      const it = left.get(id);
+      if (it === undefined) continue;
+      byState.set(s, it);
+      left.delete(id);
+    }
+    for (const it of left.values()) {
+      this.forget(it);
+      report.refused.push({ key: it.key, status: 'closed', reason: 'closed at the source during the move' });
+    }
   }
 
   /**
@@ -230,28 +249,46 @@ export class TransferProtocol {
    */
   async metered<T>(fn: () => Promise<T>): Promise<T> {
     if (!this.chargeWallTime) return fn();
-    this.mark = performance.now();
+    this.metering = true;
+    this.mark = this.workNow();
     try {
       return await fn();
     } finally {
       this.pause();
+      this.metering = false;
+    }
+  }
+
+  /** Run `fn` (work of this thread that a move costs, outside a transfer) charged as a transfer is. */
+  charged<T>(fn: () => T): T {
+    // Called from transfer code, the meter is running already.
+    if (!this.chargeWallTime || this.mark >= 0) return fn();
+    const t0 = this.workNow();
+    try {
+      return fn();
+    } finally {
+      this.stack.clock.elapse?.(this.workNow() - t0);
     }
   }
 
   /** Await `p` with the meter stopped. */
   async wait<T>(p: Promise<T>): Promise<T> {
-    if (this.mark < 0) return p;
+    if (!this.metering) return p;
     this.pause();
     try {
       return await p;
     } finally {
-      this.mark = performance.now();
+      this.resume();
     }
+  }
+
+  private resume(): void {
+    if (this.metering && this.mark < 0) this.mark = this.workNow();
   }
 
   private pause(): void {
     if (this.mark < 0) return;
-    this.stack.clock.elapse?.(performance.now() - this.mark);
+    this.stack.clock.elapse?.(this.workNow() - this.mark);
     this.mark = -1;
   }
 
@@ -339,6 +376,11 @@ export class TransferProtocol {
       for (const s of states) ok.push(s);
       return { ok, failed };
     }
+    if (this.refuses(dst)) {
+      this.stack.counters.inc('offload.refused.failed-nic', states.length);
+      for (const s of states) failed.push({ state: s, status: 'failure', reason: `${dst.id} has failed` });
+      return { ok, failed };
+    }
     let res: InitiateResult;
     try {
       const t = transfer ?? this.transferFor(dst, states);
@@ -372,16 +414,30 @@ export class TransferProtocol {
 
   /**
    * `states` now run at `dst` (for the host: adopt them here). Forward the segments held at the
-   * source and in the host, re-point the sockets, unfreeze.
+   * source and in the host, re-point the sockets, unfreeze. Returns the states settled at `dst`:
+   * all of them, or none when `dst` was marked failed meanwhile; those are withdrawn into the host
+   * (`withdraw.ts`) and, with `report`, listed there as refused.
    */
-  async settle(states: readonly TcpState[], byState: ItemsByState, src: Owner, dst: Owner): Promise<void> {
-    if (states.length === 0) return;
+  async settle(
+    states: readonly TcpState[],
+    byState: ItemsByState,
+    src: Owner,
+    dst: Owner,
+    report?: TransferReport,
+  ): Promise<readonly TcpState[]> {
+    if (states.length === 0) return states;
     const tcp = this.stack.tcp;
     const items = states.map((s) => byState.get(s)!);
     const keys = items.map((it) => it.key);
     let held: Uint8Array[] = [];
     if (src !== 'host' && src !== dst) {
       held = await this.takeHeld(src, keys);
+    }
+    if (dst !== 'host' && this.refuses(dst)) {
+      // What the source held waits in the host's placeholders for whoever takes the connections.
+      for (const p of held) tcp.inputPacket(p);
+      await withdraw(this, items, dst, report);
+      return [];
     }
     if (dst === 'host') {
       const conns = states.map((s, i) => this.adoptHost(items[i]!, s));
@@ -395,7 +451,7 @@ export class TransferProtocol {
         this.entries.delete(it.id);
         it.socket?._completeMove(conns[i]!);
       }
-      return;
+      return states;
     }
     if (held.length > 0) {
       this.stack.counters.inc('offload.forwarded', held.length);
@@ -412,6 +468,7 @@ export class TransferProtocol {
         else it.socket._abortMove();
       }
     }
+    return states;
   }
 
   /** What the destination refused goes back to the source, else to the host; what neither takes is lost. */

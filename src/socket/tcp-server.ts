@@ -7,8 +7,12 @@ import type { TcpCached } from '../state/tcp-state.ts';
 import { formatIpv4, parseIpv4 } from '../wire/addr.ts';
 import { type SocketHost, TcpSocket, type TcpSocketOptions } from './tcp-socket.ts';
 
-/** A queued socket has no 'error' listener of the application's yet: a reset only dequeues it. */
-const ignoreWhileQueued = (): void => {};
+/**
+ * A socket not yet handed out, or handed to no 'connection' listener, has no 'error' listener of
+ * the application's: a reset only ends it. (Node would throw the ECONNRESET of a socket it emitted
+ * to nobody as an uncaught exception: a peer could then take the process down.)
+ */
+const ignoreUntaken = (): void => {};
 
 export interface ServerHost extends SocketHost {
   readonly tcp: TcpLayer;
@@ -32,10 +36,12 @@ export interface TcpServerOptions extends TcpSocketOptions {
 /**
  * Behaves like net.Server: 'listening', 'connection', 'close', 'error'.
  *
- * Accepted connections wait in an accept queue until they are handed to a 'connection' listener
- * (at once, in a deferred turn, when there is one). A server nobody listens to is an application
- * that never calls accept(2): its queue holds at most the backlog, and the TCP listener then drops
- * SYNs and handshake ACKs as Linux does, so what it keeps is bounded.
+ * Every connection the listener establishes is accepted and emitted as 'connection' in a deferred
+ * turn (the engine finishes its processing first), whether or not anyone listens, as Node accepts
+ * every connection: without a listener the socket sits open and unread, counted in
+ * `connections`, until its peer ends or resets it; a listener added later gets only new ones. The
+ * listen backlog bounds only what waits for that turn (Linux's accept queue), and what the stack
+ * holds in all is bounded by its TCP limits (connections, buffer memory).
  */
 export class TcpServer extends EventEmitter {
   private listener: TcpListener | null = null;
@@ -54,9 +60,6 @@ export class TcpServer extends EventEmitter {
   ) {
     super();
     if (connectionListener) this.on('connection', connectionListener);
-    this.on('newListener', (event: string | symbol) => {
-      if (event === 'connection' && this.queue.length > 0) this.scheduleDrain();
-    });
   }
 
   get listening(): boolean {
@@ -158,7 +161,7 @@ export class TcpServer extends EventEmitter {
     socket._nameEnds(conn, this.listener?.ip === ANY6 && conn.remoteIp < TWO_32);
     socket._attachEstablished(conn);
     this.sockets.add(socket);
-    socket.on('error', ignoreWhileQueued);
+    socket.on('error', ignoreUntaken);
     socket.once('close', () => {
       this.sockets.delete(socket);
       const i = this.queue.indexOf(socket);
@@ -183,10 +186,10 @@ export class TcpServer extends EventEmitter {
 
   private readonly drain = (): void => {
     this.draining = false;
-    while (this.queue.length > 0 && this.listenerCount('connection') > 0) {
+    while (this.queue.length > 0) {
       const socket = this.queue.shift()!;
       this.syncQueued();
-      socket.removeListener('error', ignoreWhileQueued);
+      if (this.listenerCount('connection') > 0) socket.removeListener('error', ignoreUntaken);
       this.emit('connection', socket);
     }
   };

@@ -35,11 +35,13 @@ export class ManagerOffloader implements TeamOffloader {
   }
 
   prodHost(): number {
-    // Taken first: output may change the table under an iteration.
-    const conns = [...this.manager.stack.tcp.connections()];
-    let n = 0;
-    for (const c of conns) if (c.listener === null && prodInPlace(c)) n++;
-    return n;
+    return this.manager.charged(() => {
+      // Taken first: output may change the table under an iteration.
+      const conns = [...this.manager.stack.tcp.connections()];
+      let n = 0;
+      for (const c of conns) if (c.listener === null && prodInPlace(c)) n++;
+      return n;
+    });
   }
 
   async move(keys: ConnKey[], from: Nic, to: Nic): Promise<MoveResult> {
@@ -58,9 +60,8 @@ export class ManagerOffloader implements TeamOffloader {
     return this.result(await this.manager.recover(from, to ?? 'host', keys));
   }
 
-  async settled(): Promise<void> {
-    // Transfers run one at a time: an empty one ends after every one queued before it.
-    await this.manager.offload([]);
+  refuseFailed(failed: (nic: Nic) => boolean): void {
+    this.manager.failed = failed;
   }
 
   private result(r: TransferReport): MoveResult {

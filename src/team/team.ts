@@ -45,8 +45,12 @@ export interface TeamOffloader {
   offload(keys: ConnKey[], to: Nic): Promise<MoveResult>;
   /** The NIC is gone or lied: rebuild from the hard state it left, on `to` or (null) in the host. */
   recover(keys: ConnKey[], from: Nic, to: Nic | null): Promise<MoveResult>;
-  /** Resolves once the transfers already under way (the offload policy's, say) are done. */
-  settled?(): Promise<void>;
+  /**
+   * Told once which members are failed (down, dead or in their hold): nothing may settle there,
+   * not even a transfer that began before the failure, so a failover's one list of a member's
+   * connections is complete.
+   */
+  refuseFailed?(failed: (nic: Nic) => boolean): void;
   /**
    * The host's traffic moved off a member that failed: prod the host stack's own connections as
    * a moved connection is prodded. Returns how many were prodded.
@@ -187,6 +191,7 @@ export class Team extends EventEmitter {
   /** Who moves connections; without one a failure only stops new offloads to the member. */
   setOffloader(o: TeamOffloader): void {
     this.offloader = o;
+    o.refuseFailed?.((nic) => this.isFailed(nic));
   }
 
   add(member: TeamMember): void {
@@ -249,6 +254,15 @@ export class Team extends EventEmitter {
 
   isUsable(nic: Nic): boolean {
     return this.slotOf(nic)?.health.usable ?? false;
+  }
+
+  /**
+   * A member that failed and is not back in use (down, dead, or sitting out its hold): the mover
+   * settles nothing there, as the failover moves everything off it.
+   */
+  isFailed(nic: Nic): boolean {
+    const s = this.slotOf(nic);
+    return s !== undefined && !s.health.usable;
   }
 
   health(): TeamHealth[] {
@@ -363,24 +377,11 @@ export class Team extends EventEmitter {
     if (o !== null) {
       const dead = ev.cause === 'dead';
       const to = new Set<string>();
-      // An offload to this member that began before it failed (the policy's, say) completes
-      // first, since transfers run one at a time, and lands after the list was taken: look again
-      // once a round is done, or those connections stay on the failed member.
-      let keys = o.connectionsOn(slot.nic);
-      let late = false;
-      for (let round = 0; round < FAILOVER_ROUNDS; round++) {
-        if (keys.length > 0) {
-          if (late) this.counters.inc('team.failover.late', keys.length);
-          rec.connections += keys.length;
-          await this.moveOff(slot, keys, dead, rec, to);
-        } else if (round === 0) {
-          // Nothing here yet, but a transfer under way may still put connections here.
-          await o.settled?.();
-        } else break;
-        if (!dead && slot.health.usable) break;
-        late = true;
-        keys = o.connectionsOn(slot.nic);
-      }
+      // One list is complete: from the failure on, the mover settles nothing on this member (an
+      // offload begun before it, the policy's say, is refused at its settle and ends in the host).
+      const keys = o.connectionsOn(slot.nic);
+      rec.connections = keys.length;
+      if (keys.length > 0) await this.moveOff(slot, keys, dead, rec, to);
       rec.to = [...to];
     }
     rec.resumeMs = this.clock.now() - ev.at;
@@ -476,12 +477,6 @@ export class Team extends EventEmitter {
     }
   }
 }
-
-/**
- * Rounds of a failover: the first moves what the member held when it failed, the next what
- * transfers already under way when it failed put there afterwards.
- */
-const FAILOVER_ROUNDS = 4;
 
 function id(k: ConnKey): string {
   return `${k.localIp >>> 0}:${k.localPort}>${k.remoteIp >>> 0}:${k.remotePort}`;

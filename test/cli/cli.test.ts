@@ -56,7 +56,10 @@ describe('chimney CLI', () => {
     assert.match(f.nic, /^server\.nic\d$/);
     assert.equal(f.cause, 'carrier');
     assert.ok(f.connections > 0, 'the cut NIC carried connections');
-    for (const k of ['detectMs', 'resumeMs']) assert.ok(typeof f[k] === 'number' && f[k] >= 0, k);
+    for (const k of ['detectMs', 'resumeMs', 'movedMs', 'resumeWallMs'])
+      assert.ok(typeof f[k] === 'number' && f[k] >= 0, k);
+    // Moves are charged to the simulated clock: the connections moved cost it time.
+    assert.ok(f.movedMs > 0, 'the move advanced the simulated clock');
   });
 
   test('demo --nics 0 runs without offload and reports no failover', () => {

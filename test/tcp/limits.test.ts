@@ -156,6 +156,7 @@ describe('stack-wide TCP limits (Linux tcp_mem, and a connection cap)', () => {
     // A connection with out-of-order data loses it at its next segment once memory is full.
     const conn = [...a.stack.tcp.connections()][0]!;
     conn.state.soft.ooo.push({ seq: (conn.state.delegated.rcvNxt + 5000) >>> 0, data: new Uint8Array(1000) });
+    conn.oooBytes += 1000;
     a.stack.tcp.memCharge(conn);
     first.resume();
     await net.sleep(1000);

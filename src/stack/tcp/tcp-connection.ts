@@ -6,7 +6,7 @@ import type { TcpHeader } from '../../wire/tcp.ts';
 import type { CongestionControl } from './congestion.ts';
 import { RackLog } from './rack.ts';
 import { deliverEvents, terminate } from './tcp-events.ts';
-import { roomAtLimit } from './tcp-mem.ts';
+import { oooBytesOf, roomAtLimit } from './tcp-mem.ts';
 import { sendRst, tcpOutput } from './tcp-output.ts';
 import { onConnectionTimer, scheduleTimer } from './tcp-timers.ts';
 import type { ConnectionHandle, TcpHostEnv, TcpUser } from './tcp-types.ts';
@@ -119,6 +119,8 @@ export class TcpConnection implements ConnectionHandle {
   offeredWscale = 0;
   /** @internal Bytes of buffers this connection was last charged for (tcp-mem.ts). */
   memCharged = 0;
+  /** @internal Bytes held in `state.soft.ooo`, kept as the queue changes (tcp-input.ts, tcp-mem.ts). */
+  oooBytes: number;
   /** @internal True while linked in the layer's demultiplexing table. */
   linked = false;
   /** @internal The deadline the timer was last armed for. */
@@ -133,6 +135,7 @@ export class TcpConnection implements ConnectionHandle {
   constructor(engine: TcpEngine, state: TcpState) {
     this.engine = engine;
     this.state = state;
+    this.oooBytes = oooBytesOf(state.soft.ooo);
     this.timer = engine.env.clock.createTimer(() => onConnectionTimer(this));
   }
 

@@ -957,7 +957,7 @@ function receiveData(
   // trusts the block would never resend it before its RTO).
   if (memFull) {
     conn.engine.env.counters.inc('drop.tcp.ooo-mem');
-  } else if (oooInsert(s, seq, buf, pOff, pLen)) {
+  } else if (oooInsert(conn, seq, buf, pOff, pLen)) {
     if (s.const.sackEnabled) recvSackAdd(s, seq, seqAdd(seq, pLen));
   } else {
     conn.engine.env.counters.inc('drop.tcp.ooo-cap');
@@ -974,6 +974,7 @@ function drainOoo(conn: TcpConnection): void {
   while (i < ooo.length) {
     const o = ooo[i]!;
     if (seqGt(o.seq, d.rcvNxt)) break;
+    conn.oooBytes -= o.data.length;
     const end = seqAdd(o.seq, o.data.length);
     if (seqGt(end, d.rcvNxt)) {
       const skip = seqDiff(d.rcvNxt, o.seq);
@@ -990,8 +991,8 @@ function drainOoo(conn: TcpConnection): void {
  * Insert the parts of [seq, seq+len) not already held, keeping soft.ooo sorted and disjoint.
  * False if the bound on segments kept part of it out.
  */
-function oooInsert(s: TcpState, seq: number, buf: Uint8Array, pOff: number, pLen: number): boolean {
-  const ooo = s.soft.ooo;
+function oooInsert(conn: TcpConnection, seq: number, buf: Uint8Array, pOff: number, pLen: number): boolean {
+  const ooo = conn.state.soft.ooo;
   let start = seq;
   const end = seqAdd(seq, pLen);
   let i = 0;
@@ -1001,10 +1002,12 @@ function oooInsert(s: TcpState, seq: number, buf: Uint8Array, pOff: number, pLen
     const o = ooo[i];
     if (!o || seqGeq(o.seq, end)) {
       ooo.splice(i, 0, piece(buf, pOff + seqDiff(start, seq), seqDiff(end, start), start));
+      conn.oooBytes += seqDiff(end, start);
       return true;
     }
     if (seqLt(start, o.seq)) {
       ooo.splice(i, 0, piece(buf, pOff + seqDiff(start, seq), seqDiff(o.seq, start), start));
+      conn.oooBytes += seqDiff(o.seq, start);
       i++;
     }
     start = seqMax(start, seqAdd(o.seq, o.data.length));

@@ -1,7 +1,7 @@
 import type { Counters } from '../../core/counters.ts';
 import { InvalidArgumentError } from '../../core/errors.ts';
 import type { ByteRing } from '../../state/byte-ring.ts';
-import type { TcpCached } from '../../state/tcp-state.ts';
+import type { OooSegment, TcpCached } from '../../state/tcp-state.ts';
 import type { TcpConnection } from './tcp-connection.ts';
 
 /**
@@ -38,12 +38,19 @@ export interface TcpLimits {
   memBytes?: number;
 }
 
-/** Bytes a connection's buffers hold now: what its rings allocated, and its out-of-order data. */
+/**
+ * Bytes a connection's buffers hold now: what its rings allocated, and its out-of-order data (a
+ * running sum, `TcpConnection.oooBytes`: this is read at every write and segment, and the queue
+ * may hold hundreds of segments).
+ */
 export function connBytes(conn: TcpConnection): number {
-  const s = conn.state;
-  const d = s.delegated;
-  let n = d.sendBuffer.capacity + d.recvBuffer.capacity;
-  const ooo = s.soft.ooo;
+  const d = conn.state.delegated;
+  return d.sendBuffer.capacity + d.recvBuffer.capacity + conn.oooBytes;
+}
+
+/** Bytes of out-of-order data in a queue, by walking it (once, when a connection takes a state). */
+export function oooBytesOf(ooo: readonly OooSegment[]): number {
+  let n = 0;
   for (let i = 0; i < ooo.length; i++) n += ooo[i]!.data.length;
   return n;
 }
@@ -156,6 +163,7 @@ export class TcpBudget {
     const soft = conn.state.soft;
     if (soft.ooo.length === 0 || !this.full) return;
     soft.ooo.length = 0;
+    conn.oooBytes = 0;
     soft.recvSackRecent.length = 0;
     this.counters.inc('tcp.mem.ooo-pruned');
     this.charge(conn);

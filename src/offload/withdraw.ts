@@ -1,0 +1,58 @@
+import { isTreeTransfer, type Nic } from '../nic/nic.ts';
+import { flattenTrees } from '../state/offload-tree.ts';
+import { decodeBatch } from '../state/state-codec.ts';
+import type { TcpState } from '../state/tcp-state.ts';
+import { rebuild } from './rebuild.ts';
+import type { Item, ItemsByState, TransferProtocol, TransferReport } from './transfer.ts';
+
+/**
+ * `dst` installed `items` but was marked failed before they settled there (an offload under way
+ * when its link went): nothing is re-pointed at it. They come back into the host, their sockets
+ * still frozen and their 4-tuples still held there, and are prodded, since what the NIC sent on
+ * its dead link never left. A NIC that cannot answer the terminate (dead now) or answers with
+ * what does not decode has them rebuilt from the hard state it ran them on. The host never
+ * refuses, so nothing is lost that the NIC kept; the offload policy places them again later.
+ *
+ * With `report`, each is listed there as refused (it did not reach the destination asked for).
+ */
+export async function withdraw(
+  t: TransferProtocol,
+  items: readonly Item[],
+  dst: Nic,
+  report?: TransferReport,
+): Promise<void> {
+  const stack = t.stack;
+  stack.counters.inc('offload.settle.refused', items.length);
+  const reason = `${dst.id} failed during the transfer`;
+  const back: TransferReport = { moved: [], refused: [] };
+  const opts = t.opts;
+  t.opts = { ...opts, prod: true };
+  try {
+    let states: TcpState[] | null = null;
+    try {
+      const released = await t.wait(
+        dst.terminate(
+          items.map((it) => it.key),
+          { trees: dst.inProcess },
+        ),
+      );
+      states = flattenTrees(
+        isTreeTransfer(released) ? released.trees : decodeBatch(released, stack.clock.now()),
+      );
+    } catch {
+      stack.counters.inc('offload.settle.refused-rebuilt', items.length);
+    }
+    if (states === null) await rebuild(t, [...items], dst, 'host', back);
+    else {
+      const byState: ItemsByState = new Map();
+      t.pairReleased(states, items, byState, back);
+      for (const s of await t.settle([...byState.keys()], byState, dst, 'host'))
+        back.moved.push(byState.get(s)!.key);
+    }
+  } finally {
+    t.opts = opts;
+  }
+  if (report === undefined) return;
+  for (const key of back.moved) report.refused.push({ key, status: 'failure', reason });
+  for (const f of back.refused) report.refused.push(f);
+}

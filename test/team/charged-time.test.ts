@@ -1,0 +1,122 @@
+/**
+ * On the simulator's clock a move is free unless its real duration is charged
+ * (`OffloadManager.chargeWallTime`): then a failover's `resumeMs` is the stall a peer lives
+ * through. Every path must charge: carrier loss, reachability loss, a NIC crash (rebuilt from hard
+ * state), the host stack's own connections prodded when its traffic leaves a failed member, and a
+ * transfer that runs several NICs' moves side by side. The meter reads an injected work clock
+ * here, advanced by a fixed cost per unit of work, so the figures are exact and machine-free.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import type { LocalNic } from '../../src/nic/local-nic.ts';
+import { keysOf, offloadPair, startStreams } from '../offload/helpers.ts';
+import { assertClean, type FaultKind, runScenario } from './scenario.ts';
+import type { TeamRig } from './team-sim.ts';
+
+const CONNS = 30;
+
+/** A work clock that advances only when `cost` is called: 1 ms per call. */
+function workMeter() {
+  let t = 0;
+  return { now: () => t, cost: (ms = 1) => void (t += ms) };
+}
+
+/** Charge 1 ms per connection the host points at a NIC (one per connection settled there). */
+function chargePerSettle(rig: TeamRig, on: boolean): void {
+  const meter = workMeter();
+  rig.manager.chargeWallTime = on;
+  rig.manager.workClock = meter.now;
+  const tcp = rig.host.stack.tcp;
+  const forwardTo = tcp.forwardTo.bind(tcp);
+  tcp.forwardTo = (...args: Parameters<typeof tcp.forwardTo>) => {
+    meter.cost();
+    forwardTo(...args);
+  };
+}
+
+async function failover(kind: FaultKind, charge: boolean) {
+  const r = await runScenario({
+    seed: 5,
+    nics: 2,
+    conns: CONNS,
+    bytes: 60_000,
+    faults: [{ at: 3, kind, nic: 0 }],
+    offloadTo: 0,
+    onRig: (rig) => chargePerSettle(rig, charge),
+  });
+  assertClean(r);
+  const f = r.rig.team.failovers.find((x) => x.nic === r.rig.nics[0]!.id);
+  assert.ok(f, 'the member failed over');
+  assert.equal(f.connections, CONNS);
+  return f;
+}
+
+describe('failover on the simulator is charged the time its moves take', () => {
+  for (const [kind, cause] of [
+    ['cut', 'carrier'],
+    ['blackhole', 'reachability'],
+    ['crash', 'dead'],
+  ] as const) {
+    test(`${cause}: resumeMs includes every connection's move`, async () => {
+      const f = await failover(kind, true);
+      assert.equal(f.cause, cause);
+      assert.ok(f.resumeMs >= CONNS, `${f.resumeMs} ms >= ${CONNS} ms of charged work`);
+    });
+  }
+
+  test('uncharged, the same failover costs the clock nothing (the figure the charge replaces)', async () => {
+    const f = await failover('cut', false);
+    assert.ok(f.resumeMs < CONNS, `${f.resumeMs} ms`);
+  });
+
+  test("the host stack's own connections, prodded when its traffic moves, are charged", async () => {
+    const r = await runScenario({
+      seed: 6,
+      nics: 2,
+      conns: CONNS,
+      bytes: 60_000,
+      offload: false,
+      // nic0 carries the host's traffic when the team forms.
+      faults: [{ at: 3, kind: 'cut', nic: 0 }],
+      onRig: (rig) => {
+        const meter = workMeter();
+        rig.manager.chargeWallTime = true;
+        rig.manager.workClock = meter.now;
+        // 1 ms per frame the host stack sends: a prod sends at least one per connection.
+        const link = rig.team.link;
+        const send = link.send.bind(link);
+        link.send = (frame: Uint8Array) => {
+          meter.cost();
+          return send(frame);
+        };
+      },
+    });
+    assertClean(r);
+    const f = r.rig.team.failovers[0]!;
+    assert.equal(f.connections, 0, 'nothing offloaded');
+    assert.ok(r.rig.counters.get('team.host-prodded') >= CONNS);
+    assert.ok(f.resumeMs >= CONNS, `${f.resumeMs} ms >= ${CONNS} ms of prods`);
+  });
+
+  test('an offload spread over two NICs is charged for both', async () => {
+    const p = offloadPair(75);
+    const m = p.host.offload;
+    const st = await startStreams(p, CONNS, 50_000);
+    const meter = workMeter();
+    m.chargeWallTime = true;
+    m.workClock = meter.now;
+    const tcp = p.host.stack.tcp;
+    const release = tcp.release.bind(tcp);
+    tcp.release = (...args: Parameters<typeof tcp.release>) => {
+      meter.cost();
+      return release(...args);
+    };
+    const t0 = p.net.now();
+    const r = await m.offload(keysOf(st.sockets));
+    const [n0, n1] = p.host.nics as LocalNic[];
+    assert.ok(n0!.load > 0 && n1!.load > 0, 'spread over both');
+    assert.equal(r.moved.length, CONNS);
+    assert.ok(p.net.now() - t0 >= CONNS, `${p.net.now() - t0} ms >= ${CONNS} releases`);
+    assert.equal(await st.done, 0);
+  });
+});

@@ -1,0 +1,113 @@
+/**
+ * Per-connection statistics (bytes, segments, retransmits since the connection began) travel with
+ * the state through WorkerNics, where they cross a thread in the codec and live in the hard-state
+ * record: host → worker, worker → worker, a carrier failover, a worker killed and its connections
+ * rebuilt on the other from the hard state in shared memory, worker → host. No move resets them,
+ * and at the end the host counts exactly what the peer counted the other way.
+ * (LocalNics and a crash rebuilt in the host: test/offload/stats.test.ts.)
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import type { ConnKey, QueryResult } from '../../src/nic/nic.ts';
+import type { TcpConnection } from '../../src/stack/tcp/tcp-connection.ts';
+import { streamBothWays } from '../nic/worker-helpers.ts';
+import { assertClean, keyOf, nextFailover, setup, within } from './worker-team-helpers.ts';
+
+const N = 6;
+const BYTES = 400_000;
+const CHUNK = 2000;
+/** 200 chunks 20 ms apart: the streams run for about 4 s, through every move. */
+const GAP_MS = 20;
+
+const FIELDS = ['bytesIn', 'bytesOut', 'segmentsIn', 'segmentsOut', 'retransmits'] as const;
+type Counts = Pick<QueryResult, (typeof FIELDS)[number]>;
+
+describe('statistics across every kind of move through WorkerNics', () => {
+  test('host → worker → worker → failover → crash rebuild → host: counted once, never reset', {
+    timeout: 120_000,
+  }, async (t) => {
+    const rig = await setup(t, { seed: 47 });
+    const nic0 = rig.nics[0]!;
+    const nic1 = rig.nics[1]!;
+    const st = await streamBothWays(rig.host, rig.peer, N, BYTES, CHUNK, GAP_MS);
+    const keys = st.sockets.map(keyOf);
+    const counts = async (k: ConnKey): Promise<Counts> => {
+      const o = rig.manager.ownerOf(k);
+      if (o === 'host') return rig.stack.tcp.lookup(k.localIp, k.localPort, k.remoteIp, k.remotePort)!.stats;
+      assert.ok(o !== null, 'the connection runs somewhere');
+      const [q] = await o.query([k]);
+      assert.ok(q, `${o.id} knows the connection`);
+      return q;
+    };
+    let last: Counts[] = keys.map(() => ({
+      bytesIn: 0,
+      bytesOut: 0,
+      segmentsIn: 0,
+      segmentsOut: 0,
+      retransmits: 0,
+    }));
+    const step = async (where: string): Promise<Counts[]> => {
+      await rig.net.sleep(150);
+      const now = await Promise.all(keys.map(counts));
+      for (let i = 0; i < keys.length; i++)
+        for (const f of FIELDS)
+          assert.ok(
+            now[i]![f] >= last[i]![f],
+            `${where}: ${f} of connection ${i} went back (${last[i]![f]} → ${now[i]![f]})`,
+          );
+      // Data flowed since the last step: the counts carry on from where they were.
+      assert.ok(
+        now.every((c, i) => c.bytesIn > last[i]!.bytesIn && c.bytesOut > last[i]!.bytesOut),
+        `${where}: every connection counted new bytes both ways`,
+      );
+      last = now;
+      return now;
+    };
+
+    await step('in the host');
+    assert.equal((await rig.manager.offload(keys, nic0)).moved.length, N);
+    await step('host → worker');
+    assert.equal((await rig.manager.move(keys, nic0, nic1)).moved.length, N);
+    await step('worker → worker');
+    const failover = nextFailover(rig);
+    rig.ports[1]!.cut();
+    const f = await within(failover, 20_000, 'carrier failover', rig);
+    assert.equal(f.connections, N);
+    assert.deepEqual(f.to, [nic0.id]);
+    const afterFailover = await step('carrier failover');
+    // A moved connection is prodded: it resends from snd.una, which is counted where it runs now.
+    assert.ok(
+      afterFailover.some((c) => c.retransmits > 0),
+      'the prod counted as a retransmission',
+    );
+    rig.ports[1]!.restore();
+    while (!rig.team.isUsable(nic1)) await rig.net.sleep(20);
+    const crash = nextFailover(rig);
+    await nic0.kill();
+    const c = await within(crash, 20_000, 'crash failover', rig);
+    assert.equal(c.cause, 'dead');
+    assert.equal(rig.stack.counters.get('offload.rebuilt'), N, 'rebuilt from the hard state');
+    assert.ok(keys.every((k) => rig.manager.ownerOf(k) === nic1));
+    await step('crash, rebuilt on the other worker');
+    assert.equal((await rig.manager.upload(keys)).moved.length, N);
+    await step('worker → host');
+
+    await within(assertClean(rig, st), 30_000, 'streams', rig);
+    await rig.net.sleep(200);
+    for (const [i, k] of keys.entries()) {
+      const h = (st.sockets[i]!.connection as TcpConnection | null)?.stats;
+      assert.ok(h, 'the host still knows the connection');
+      const peer = rig.peer.stack.tcp.lookup(k.remoteIp, k.remotePort, k.localIp, k.localPort)?.stats;
+      // The 4-byte index and the data out; the data in: each byte counted once across five owners.
+      assert.equal(h.bytesOut, BYTES + 4);
+      assert.equal(h.bytesIn, BYTES);
+      if (peer) {
+        assert.equal(h.bytesOut, peer.bytesIn);
+        assert.equal(h.bytesIn, peer.bytesOut);
+      }
+      assert.ok(h.segmentsIn >= BYTES / CHUNK, `segments in (${h.segmentsIn})`);
+      assert.ok(h.segmentsOut >= BYTES / CHUNK, `segments out (${h.segmentsOut})`);
+      assert.ok(h.retransmits >= last[i]!.retransmits, 'retransmits never reset');
+    }
+  });
+});
