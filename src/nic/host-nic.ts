@@ -161,3 +161,11 @@ export abstract class HostNic extends EventEmitter implements Nic {
     this.emit('dead', cause);
   }
 }
+
+/**
+ * The trees in what `nic`'s terminate handed back as bytes: a host-side NIC attaches the memory it
+ * shares with its engine (`decodeReleased`); any other NIC's bytes carry everything.
+ */
+export function decodeReleasedBy(nic: Nic, bytes: Uint8Array, now: number): OffloadTree[] {
+  return nic instanceof HostNic ? nic.decodeReleased(bytes, now) : decodeBatch(bytes, now);
+}

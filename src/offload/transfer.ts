@@ -1,5 +1,5 @@
 import { ConnectionError } from '../core/errors.ts';
-import { HostNic } from '../nic/host-nic.ts';
+import { decodeReleasedBy, HostNic } from '../nic/host-nic.ts';
 import {
   type ConnKey,
   connKeyId,
@@ -14,7 +14,7 @@ import type { Stack } from '../stack/stack.ts';
 import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
 import type { TcpUser } from '../stack/tcp/tcp-types.ts';
 import { buildTrees, flattenTrees } from '../state/offload-tree.ts';
-import { decodeBatch, encodeBatch } from '../state/state-codec.ts';
+import { encodeBatch } from '../state/state-codec.ts';
 import type { TcpState } from '../state/tcp-state.ts';
 import { validateTcpState } from '../state/validate.ts';
 import { rebuild } from './rebuild.ts';
@@ -165,7 +165,7 @@ export class TransferProtocol {
       try {
         const now = this.stack.clock.now();
         // A worker NIC hands back states without their data: it attaches the shared rings.
-        const trees = src instanceof HostNic ? src.decodeReleased(released, now) : decodeBatch(released, now);
+        const trees = decodeReleasedBy(src, released, now);
         states = flattenTrees(trees);
         // Decoded objects belong to no one yet: a destination in this thread takes them as they are.
         if (dst !== 'host' && dst.inProcess) released = { kind: 'trees', trees };

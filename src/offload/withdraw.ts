@@ -1,6 +1,6 @@
+import { decodeReleasedBy } from '../nic/host-nic.ts';
 import { isTreeTransfer, type Nic } from '../nic/nic.ts';
 import { flattenTrees } from '../state/offload-tree.ts';
-import { decodeBatch } from '../state/state-codec.ts';
 import type { TcpState } from '../state/tcp-state.ts';
 import { rebuild } from './rebuild.ts';
 import type { Item, ItemsByState, TransferProtocol, TransferReport } from './transfer.ts';
@@ -37,7 +37,7 @@ export async function withdraw(
         ),
       );
       states = flattenTrees(
-        isTreeTransfer(released) ? released.trees : decodeBatch(released, stack.clock.now()),
+        isTreeTransfer(released) ? released.trees : decodeReleasedBy(dst, released, stack.clock.now()),
       );
     } catch {
       stack.counters.inc('offload.settle.refused-rebuilt', items.length);
