@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import { InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
 import type { Link } from '../link/link.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
+import type { AddressBook } from '../state/path-state.ts';
 import { type HostLinkTransport, NicHostLink } from './host-link.ts';
 import type {
   ConnKey,
@@ -63,6 +64,11 @@ export abstract class HostNic extends EventEmitter implements Nic {
     return this.transport.inProcess;
   }
 
+  /** The table of the host's IPv6 address handles in keys, to pack them as bytes; null before any. */
+  protected keyAddresses(): AddressBook | null {
+    return null;
+  }
+
   /** Why the NIC died, or null while it lives. */
   get death(): NicDeath | null {
     return this.deathCause;
@@ -78,10 +84,10 @@ export abstract class HostNic extends EventEmitter implements Nic {
     return (await this.request({ op: 'query', arg: keys })).value;
   }
   async takeQueued(keys: ConnKey[]): Promise<Uint8Array[]> {
-    return (await this.request({ op: 'takeQueued', arg: packKeys(keys) })).value;
+    return (await this.request({ op: 'takeQueued', arg: packKeys(keys, this.keyAddresses()) })).value;
   }
   async dropFrozen(keys: ConnKey[]): Promise<void> {
-    await this.request({ op: 'dropFrozen', arg: packKeys(keys) });
+    await this.request({ op: 'dropFrozen', arg: packKeys(keys, this.keyAddresses()) });
   }
   /** Asked of the engine, whose counters are its own (`source`: this NIC). */
   async counterSnapshot(): Promise<NicCounterSnapshot> {

@@ -20,6 +20,11 @@ import type { TcpCached, TcpState } from '../state/tcp-state.ts';
 import type { HardState } from './hard-state.ts';
 
 /** The 4-tuple that names a connection, from our side. */
+/**
+ * A connection's four-tuple. Addresses are numbers as the state objects keep them: an IPv4 u32,
+ * or an IPv6 address handle of the owner's AddressTable (shared by the host and its LocalNics;
+ * a key that crosses to a worker carries the 16 bytes instead, `transfer-wire.ts`).
+ */
 export interface ConnKey {
   localIp: number;
   localPort: number;
@@ -33,9 +38,15 @@ export function keyOfState(s: TcpState): ConnKey {
   return { localIp: c.localIp, localPort: c.localPort, remoteIp: c.remoteIp, remotePort: c.remotePort };
 }
 
-/** A stable string for maps and logs: "localIp:localPort>remoteIp:remotePort" (addresses as u32). */
+/**
+ * A stable string for maps and logs: "localIp:localPort>remoteIp:remotePort", IPv4 addresses as
+ * u32 and IPv6 ones as their handle (above 2^32, kept whole: `>>> 0` would fold it onto an IPv4
+ * address).
+ */
 export function connKeyId(k: ConnKey): string {
-  return `${k.localIp >>> 0}:${k.localPort}>${k.remoteIp >>> 0}:${k.remotePort}`;
+  const l = k.localIp >= 0x1_0000_0000 ? k.localIp : k.localIp >>> 0;
+  const r = k.remoteIp >= 0x1_0000_0000 ? k.remoteIp : k.remoteIp >>> 0;
+  return `${l}:${k.localPort}>${r}:${k.remotePort}`;
 }
 
 export function sameConnKey(a: ConnKey, b: ConnKey): boolean {

@@ -45,6 +45,18 @@ export interface PathState {
   ifIndex: number;
   /** Where the IPv6 handles of `const` live; absent on an IPv4 path. */
   addrs?: AddressBook;
+  /**
+   * An IPv6 path's flow-label seed: each connection's label is a keyed hash of `base` (the two
+   * addresses, hashed by the stack that made the path) and its ports with the keys k0/k1 (RFC
+   * 6437), so every owner of a connection sends the label its peer first saw. Absent on IPv4.
+   */
+  flow?: FlowLabelSeed;
+}
+
+export interface FlowLabelSeed {
+  base: number;
+  k0: number;
+  k1: number;
 }
 
 export function createPathState(

@@ -22,7 +22,8 @@ import {
  *   header   u32 magic 'CHNY' | u16 version | u16 flags (0) | u32 total length
  *            | u32 neighbor count | u32 path count | u32 connection count
  *   neighbor NEIGHBOR_FIELDS in order | (v3) u8 family 4 or 6 | 16 address bytes if 6
- *   path     u32 neighbor index | PATH_FIELDS in order | (v3) u8 family | 16 local, 16 remote if 6
+ *   path     u32 neighbor index | PATH_FIELDS in order | (v3) u8 family | if 6: 16 local,
+ *            16 remote, u32 flow-label base, k0, k1 (all 0: no seed)
  *   tcp      u32 path index | hard rows of TCP_FIELDS in order (rings inline: u32 length, bytes)
  *            | u32 soft length | soft block
  *   soft     u8 groups present (1 scalars, 2 ooo, 4 sack) | soft rows of those groups in order
@@ -625,8 +626,10 @@ function nbAddrSize(n: NeighborState): number {
   return n.const.ip6 === undefined ? 1 : 17;
 }
 
+const PATH6_BLOCK = 1 + 32 + 12;
+
 function pathAddrSize(p: PathState): number {
-  return p.const.remoteIp > V6 ? 33 : 1;
+  return p.const.remoteIp > V6 ? PATH6_BLOCK : 1;
 }
 
 /**
@@ -699,7 +702,13 @@ export function encodeBatch(
         bytes[o] = 6;
         book.write(p.const.localIp, bytes, o + 1);
         book.write(p.const.remoteIp, bytes, o + 17);
-        o += 33;
+        const f = p.flow;
+        if (f !== undefined) {
+          dv.setUint32(o + 33, f.base);
+          dv.setUint32(o + 37, f.k0);
+          dv.setUint32(o + 41, f.k1);
+        }
+        o += PATH6_BLOCK;
       }
     }
   }
@@ -819,7 +828,7 @@ export function decodeBatch(buf: Uint8Array, now: number, opts: DecodeOptions = 
         const c = path.const;
         if (c.localIp !== 0 || c.remoteIp !== 0) fail('path.const', 'an IPv6 path with IPv4 addresses');
         if (book === undefined) fail('path.const', 'an IPv6 path, and no address table to receive it');
-        if (rd.end - rd.o < 32) fail('path.const', 'truncated');
+        if (rd.end - rd.o < PATH6_BLOCK - 1) fail('path.const', 'truncated');
         checkIp6(buf, rd.o, 'path.const.localIp');
         checkIp6(buf, rd.o + 16, 'path.const.remoteIp');
         const local = book.intern(buf, rd.o);
@@ -830,7 +839,11 @@ export function decodeBatch(buf: Uint8Array, now: number, opts: DecodeOptions = 
         c.localIp = local;
         c.remoteIp = remote;
         path.addrs = book;
-        rd.o += 32;
+        const base = dv.getUint32(rd.o + 32);
+        const k0 = dv.getUint32(rd.o + 36);
+        const k1 = dv.getUint32(rd.o + 40);
+        if ((base | k0 | k1) !== 0) path.flow = { base, k0, k1 };
+        rd.o += PATH6_BLOCK - 1;
       }
       const node: OffloadPathNode = { path, conns: [] };
       tree.paths.push(node);
@@ -856,5 +869,21 @@ export function decodeBatch(buf: Uint8Array, now: number, opts: DecodeOptions = 
   } catch (e) {
     if (book !== undefined) for (const h of interned) book.release(h);
     throw e;
+  }
+}
+
+/**
+ * Give back the references a decode took on each IPv6 path's two handles, for a receiver whose
+ * handles are held elsewhere anyway (the host: by the placeholders of connections it handed out)
+ * or that drops the paths.
+ */
+export function releaseTreeAddresses(trees: readonly OffloadTree[]): void {
+  for (const t of trees) {
+    for (const node of t.paths) {
+      const p = node.path;
+      if (p.addrs === undefined || p.const.remoteIp <= V6) continue;
+      p.addrs.release(p.const.localIp);
+      p.addrs.release(p.const.remoteIp);
+    }
   }
 }

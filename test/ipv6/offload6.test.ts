@@ -6,7 +6,9 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { RxOffloadInfo } from '../../src/core/link.ts';
 import { GsoSegmenter } from '../../src/link/gso-segment.ts';
-import type { SimHost, SimNetwork } from '../../src/sim/sim-network.ts';
+import type { LocalNic } from '../../src/nic/local-nic.ts';
+import type { ConnKey } from '../../src/nic/nic.ts';
+import { type SimHost, SimNetwork, type SimOffloadHost } from '../../src/sim/sim-network.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { parseIpv6, readU16, readU32 } from '../../src/wire/addr.ts';
 import {
@@ -203,3 +205,182 @@ describe('GsoSegmenter', () => {
     );
   });
 });
+
+// ---- IPv6 connections offloaded (issue 12 item 5) ---------------------------------------------
+
+const IPV6 = { dadTransmits: 0, routerSolicitations: 0 };
+
+/**
+ * A host with two LocalNics and a plain peer, both dual-stack; the NICs' ports run at 100 Mbit/s
+ * so that a few megabytes take long enough (in simulated time) for moves to happen midstream.
+ */
+function offloadPair(seed: number) {
+  const net = new SimNetwork({ seed });
+  const h = net.addOffloadHost({
+    ip: '10.0.0.1/24',
+    ip6: 'fd00::1/64',
+    ipv6: IPV6,
+    impair: { rateBps: 100e6, queueBytes: 1 << 20 },
+  });
+  const peer = net.addHost({ ip: '10.0.0.2/24', ip6: 'fd00::2/64', ipv6: IPV6 });
+  return { net, h, peer };
+}
+
+function keyOf(s: TcpSocket): ConnKey {
+  const conn = s.connection!;
+  return {
+    localIp: conn.localIp,
+    localPort: conn.localPort,
+    remoteIp: conn.remoteIp,
+    remotePort: conn.remotePort,
+  };
+}
+
+/**
+ * Stream `bytes` each way over one connection from `h` to the peer at `host` while `moves` run
+ * (each after the previous one and a pause); resolves with both directions' digests.
+ */
+async function streamWhile(
+  net: SimNetwork,
+  h: SimOffloadHost,
+  peer: SimHost,
+  host: string,
+  port: number,
+  bytes: number,
+  moves: ((key: ConnKey) => Promise<void>)[],
+) {
+  const up = randomBytes(port, bytes);
+  const down = randomBytes(port + 1, bytes);
+  let gotUp = '';
+  const srv = peer.createServer({ allowHalfOpen: true }, (s: TcpSocket) => {
+    void writeAll(s, down).then(() => s.end());
+    void collect(s).then((d) => {
+      gotUp = sha256(d);
+    });
+  });
+  srv.listen(port);
+  const c = h.connect({ port, host, allowHalfOpen: true });
+  await connected(c);
+  const key = keyOf(c);
+  const fromPeer = collect(c);
+  const sending = writeAll(c, up).then(() => c.end());
+  for (const m of moves) {
+    await net.sleep(40);
+    assert.ok(
+      h.stack.tcp.size + h.offload.keysOn(h.nics[0]!).length + h.offload.keysOn(h.nics[1]!).length > 0,
+      'still streaming',
+    );
+    await m(key);
+  }
+  await sending;
+  const gotDown = sha256(await fromPeer);
+  for (let i = 0; i < 200 && gotUp === ''; i++) await net.sleep(10);
+  srv.close();
+  return { key, upOk: gotUp === sha256(up), downOk: gotDown === sha256(down), socket: c };
+}
+
+describe('IPv6 connections on LocalNics', () => {
+  test('offloaded, moved NIC to NIC and uploaded while 3 MB stream each way: every byte intact, one flow label', async () => {
+    const { net, h, peer } = offloadPair(81);
+    const [n0, n1] = h.nics as [LocalNic, LocalNic];
+    const labels = new Set<number>();
+    let nicFrames = 0;
+    tapRx(peer, (f) => {
+      const t = tcp6Fields(f);
+      if (t !== null && t.dstPort === 6001) labels.add(t.flowLabel);
+    });
+    const owners: string[] = [];
+    const where = (key: ConnKey) =>
+      owners.push(h.offload.nicOf(key.localIp, key.localPort, key.remoteIp, key.remotePort)?.id ?? 'host');
+    const r = await streamWhile(net, h, peer, 'fd00::2', 6001, 3_000_000, [
+      async (key) => {
+        const rep = await h.offload.offload([key]);
+        assert.deepEqual(rep.refused, []);
+        assert.equal(rep.moved.length, 1);
+        where(key);
+      },
+      async (key) => {
+        nicFrames = n0.engine.counters.get('nic.rx.offloaded');
+        const rep = await h.offload.move([key], n0, n1);
+        assert.deepEqual(rep.refused, []);
+        where(key);
+      },
+      async (key) => {
+        const rep = await h.offload.upload([key]);
+        assert.equal(rep.moved.length, 1);
+        where(key);
+      },
+    ]);
+    assert.ok(r.upOk, 'the host-to-peer direction arrived intact');
+    assert.ok(r.downOk, 'the peer-to-host direction arrived intact');
+    assert.deepEqual(owners, [n0.id, n1.id, 'host']);
+    assert.ok(nicFrames > 0, 'the first NIC ran the connection on its own');
+    assert.ok(n1.engine.counters.get('nic.rx.offloaded') > 0, 'and so did the second');
+    assert.ok(n0.engine.counters.get('tx.nic.frames') > 0 && n1.engine.counters.get('tx.nic.frames') > 0);
+    assert.equal(labels.size, 1, `one flow label whoever sends: ${[...labels].join(', ')}`);
+    assert.equal(h.stack.counters.get('drop.tcp.bad-forwarded'), 0);
+    // Every handle the NICs and placeholders held went back: the peer's address only by the path.
+    const remote = h.stack.addrs.find(parseIpv6('fd00::2'), 0);
+    await net.sleep(200);
+    assert.ok(h.stack.addrs.refCount(remote) >= 1);
+    h.offload.close();
+    net.close();
+  });
+
+  test('mixed families in one transfer: IPv4 and IPv6 connections offloaded, moved and uploaded together', async () => {
+    const { net, h, peer } = offloadPair(82);
+    const [n0, n1] = h.nics as [LocalNic, LocalNic];
+    const srv = peer.createServer((s) => s.pipe(s));
+    srv.listen(7);
+    const socks = [
+      h.connect(7, 'fd00::2'),
+      h.connect(7, '10.0.0.2'),
+      h.connect(7, 'fd00::2'),
+      h.connect(7, '10.0.0.2'),
+    ];
+    await Promise.all(socks.map(connected));
+    const echo = async (round: number) => {
+      for (const [i, s] of socks.entries()) {
+        const msg = `round ${round} socket ${i} `.repeat(200);
+        const got = collectN(s, msg.length);
+        s.write(msg);
+        assert.equal(String(await got), msg);
+      }
+    };
+    const off = await h.offload.offload('all');
+    assert.equal(off.moved.length, 4);
+    assert.deepEqual(off.refused, []);
+    await echo(1);
+    const onN0 = h.offload.keysOn(n0).length;
+    const mv = await h.offload.move('all', n0, n1);
+    assert.equal(mv.moved.length, onN0);
+    assert.equal(h.offload.keysOn(n0).length, 0);
+    await echo(2);
+    const upl = await h.offload.upload('all');
+    assert.equal(upl.moved.length, 4);
+    assert.equal(h.stack.tcp.size, 4);
+    await echo(3);
+    assert.ok(n1.engine.counters.get('nic.rx.offloaded') > 0);
+    for (const s of socks) s.destroy();
+    h.offload.close();
+    srv.close();
+    net.close();
+  });
+});
+
+/** The next `n` bytes `s` delivers. */
+function collectN(s: TcpSocket, n: number): Promise<Buffer> {
+  return new Promise((resolve) => {
+    const parts: Buffer[] = [];
+    let have = 0;
+    const on = (d: Buffer) => {
+      parts.push(d);
+      have += d.length;
+      if (have >= n) {
+        s.off('data', on);
+        resolve(Buffer.concat(parts));
+      }
+    };
+    s.on('data', on);
+  });
+}

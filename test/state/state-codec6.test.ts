@@ -77,6 +77,7 @@ function trees6(book: AddressTable, paths = 1, n = 2): OffloadTree[] {
   for (let i = 0; i < paths; i++) {
     const remote = book.intern(parseIpv6(`fd01::${(i + 1).toString(16)}`));
     const path = createPathState({ localIp: local, remoteIp: remote }, nb, 1, 1500, 64, book);
+    path.flow = { base: 0x12345678 + i, k0: 0x9abcdef0, k1: 7 };
     const conns = [];
     for (let k = 0; k < n; k++) conns.push(sampleConn(path, 40000 + k, 443));
     out.paths.push({ path, conns });
@@ -97,6 +98,7 @@ function arbMixed(book: AddressTable): fc.Arbitrary<OffloadTree[]> {
       fc.record({
         mtu: fc.integer({ min: 1280, max: 65535 }),
         ttl: fc.integer({ min: 1, max: 255 }),
+        flow: fc.tuple(fc.integer({ min: 1, max: 0xffffffff }), fc.nat(), fc.nat()),
         conns: fc.array(connDraw, { minLength: 1, maxLength: 40 }),
       }),
       { minLength: 1, maxLength: 6 },
@@ -126,6 +128,7 @@ function arbMixed(book: AddressTable): fc.Arbitrary<OffloadTree[]> {
                 book,
               )
             : createPathState({ localIp: 0xc0a80002, remoteIp: 0x0a010000 + r }, neighbor, 2, pd.mtu, pd.ttl);
+          if (d.v6) path.flow = { base: pd.flow[0], k0: pd.flow[1], k1: pd.flow[2] };
           return { path, conns: pd.conns.map((cd, ci) => buildConn(path, 1024 + ci, 443, cd)) };
         }),
       };
@@ -185,6 +188,8 @@ describe('state codec version 3: IPv6', () => {
     assert.equal(flattenTrees(back).length, 8);
     assert.equal(back[1]!.paths[1]!.path.addrs!.bytes(back[1]!.paths[1]!.path.const.remoteIp)[15], 2);
     assert.equal(formatIpv6(back[1]!.neighbor.const.ip6!), 'fe80::1');
+    assert.deepEqual(back[1]!.paths[1]!.path.flow, { base: 0x12345679, k0: 0x9abcdef0, k1: 7 });
+    assert.equal(back[0]!.paths[0]!.path.flow, undefined);
     assert.equal(back[0]!.neighbor.const.ip6, undefined);
   });
 });
@@ -287,7 +292,7 @@ describe('malformed IPv6 trees are refused before anything changes', () => {
     refusedClean(p, 'path.const');
     // The second path's interning happened before the first connection is read: released too.
     const c = good();
-    const tcpAt = L.headerSize + NB6 + 2 * (L.pathSize + 32);
+    const tcpAt = L.headerSize + NB6 + 2 * (L.pathSize + 44);
     new DataView(c.buffer).setUint32(tcpAt + 4, 0x0a000002);
     refusedClean(c, 'tcp.const');
   });

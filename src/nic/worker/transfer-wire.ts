@@ -1,4 +1,7 @@
 import { InvalidArgumentError } from '../../core/errors.ts';
+import { TWO_32 } from '../../stack/address-table.ts';
+import type { AddressBook } from '../../state/path-state.ts';
+import { readU32, writeU32 } from '../../wire/addr.ts';
 import type { ConnBlockRef } from '../hard-state.ts';
 import { type ConnKey, connKeyId, type InitiateConnResult, type InitiateResult } from '../nic.ts';
 import type { InstalledConn } from './protocol.ts';
@@ -10,25 +13,72 @@ import type { InstalledConn } from './protocol.ts';
  * rest of the move. Objects are rebuilt on the far side, where they cost far less than the clone.
  */
 
-/** Four words per key: local address, local port, remote address, remote port. */
-export function packKeys(keys: readonly ConnKey[]): Uint32Array {
-  const w = new Uint32Array(keys.length * 4);
-  for (let i = 0, j = 0; i < keys.length; i++, j += 4) {
+/**
+ * Ten words per key: the family (4 or 6), the ports (local << 16 | remote), then each address in
+ * four words: an IPv4 address in the first (the rest 0), an IPv6 address as its 16 bytes, big
+ * endian. Bytes, not handles: a handle names a slot of one AddressTable, and a worker's table is
+ * not the host's (a shared table would need every thread to agree on slot reuse while
+ * connections move; bytes cost 24 more bytes a key and no coordination at all). IPv6 keys need
+ * the table their handles belong to (`addrs`) on both sides.
+ */
+export const KEY_WORDS = 10;
+
+export function packKeys(keys: readonly ConnKey[], addrs?: AddressBook | null): Uint32Array {
+  const w = new Uint32Array(keys.length * KEY_WORDS);
+  for (let i = 0, j = 0; i < keys.length; i++, j += KEY_WORDS) {
     const k = keys[i]!;
-    w[j] = k.localIp;
-    w[j + 1] = k.localPort;
-    w[j + 2] = k.remoteIp;
-    w[j + 3] = k.remotePort;
+    w[j + 1] = ((k.localPort << 16) | k.remotePort) >>> 0;
+    if (k.remoteIp < TWO_32 && k.localIp < TWO_32) {
+      w[j] = 4;
+      w[j + 2] = k.localIp;
+      w[j + 6] = k.remoteIp;
+      continue;
+    }
+    if (!addrs) throw new InvalidArgumentError('an IPv6 key needs the address table of its handles');
+    w[j] = 6;
+    putAddress(w, j + 2, addrs, k.localIp);
+    putAddress(w, j + 6, addrs, k.remoteIp);
   }
   return w;
 }
 
-export function unpackKeys(w: Uint32Array): ConnKey[] {
-  if (!(w instanceof Uint32Array) || w.length % 4 !== 0)
-    throw new InvalidArgumentError('packed keys must be a Uint32Array of four words per key');
+const scratch = new Uint8Array(16);
+
+function putAddress(w: Uint32Array, at: number, addrs: AddressBook, handle: number): void {
+  addrs.write(handle, scratch, 0);
+  for (let i = 0; i < 4; i++) w[at + i] = readU32(scratch, i * 4);
+}
+
+/**
+ * An address of a packed key as a handle of `addrs` (not referenced: the connection or
+ * placeholder it names holds it), or 0, which names no connection, when this side does not know
+ * it or has no table.
+ */
+function takeAddress(w: Uint32Array, at: number, addrs: AddressBook | null | undefined): number {
+  if (!addrs) return 0;
+  for (let i = 0; i < 4; i++) writeU32(scratch, i * 4, w[at + i]!);
+  const h = addrs.find(scratch, 0);
+  return Math.max(h, 0);
+}
+
+export function unpackKeys(w: Uint32Array, addrs?: AddressBook | null): ConnKey[] {
+  if (!(w instanceof Uint32Array) || w.length % KEY_WORDS !== 0)
+    throw new InvalidArgumentError(`packed keys must be a Uint32Array of ${KEY_WORDS} words per key`);
   const out: ConnKey[] = [];
-  for (let j = 0; j < w.length; j += 4) {
-    out.push({ localIp: w[j]!, localPort: w[j + 1]!, remoteIp: w[j + 2]!, remotePort: w[j + 3]! });
+  for (let j = 0; j < w.length; j += KEY_WORDS) {
+    const ports = w[j + 1]!;
+    const localPort = ports >>> 16;
+    const remotePort = ports & 0xffff;
+    if (w[j] === 4) {
+      out.push({ localIp: w[j + 2]!, localPort, remoteIp: w[j + 6]!, remotePort });
+    } else if (w[j] === 6) {
+      out.push({
+        localIp: takeAddress(w, j + 2, addrs),
+        localPort,
+        remoteIp: takeAddress(w, j + 6, addrs),
+        remotePort,
+      });
+    } else throw new InvalidArgumentError(`packed key of unknown family ${w[j]}`);
   }
   return out;
 }
