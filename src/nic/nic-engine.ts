@@ -438,7 +438,9 @@ export class NicEngine {
     if (isTreeTransfer(batch)) return this.install(batch.trees, opts, true);
     let trees: ReturnType<typeof decodeBatch>;
     try {
-      trees = decodeBatch(batch, this.clock.now(), { addrs: this.addressTable() });
+      const addrs = this.addressTable();
+      // A worker's table mirrors the host's: addresses keep the host's handles here.
+      trees = decodeBatch(batch, this.clock.now(), { addrs, senderHandles: addrs.mirror });
     } catch (e) {
       this.counters.inc('nic.initiate.refused');
       const reason = e instanceof StateValidationError ? e.message : String(e);

@@ -5,6 +5,7 @@ import type { Link } from '../link/link.ts';
 import { type TapLinkOptions, tapQueueEmpty } from '../link/tap-link.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
 import { ByteRing } from '../state/byte-ring.ts';
+import type { AddressBook } from '../state/path-state.ts';
 import { encodeBatch } from '../state/state-codec.ts';
 import type { TcpState } from '../state/tcp-state.ts';
 import {
@@ -464,13 +465,17 @@ export class WorkerNic extends HostNic {
     // The prod must happen in the worker, as the connections are installed: a failover that loses
     // it leaves every moved connection's peer waiting for its own retransmission timer.
     const blockKeys = new Map<string, ConnKey>();
+    if (opts?.states) this.bindAddresses(opts.states);
     const blocks = opts?.states ? this.preallocate(opts.states, blockKeys) : undefined;
     let res: WorkerReply<'initiate'>;
     try {
       const packed =
         blocks === undefined
           ? undefined
-          : packBlocks([...blocks].map(([id, b]) => [blockKeys.get(id)!, b] as const));
+          : packBlocks(
+              [...blocks].map(([id, b]) => [blockKeys.get(id)!, b] as const),
+              this.hostAddrs,
+            );
       res = await this.request({ op: 'initiate', arg: { batch, prod: opts?.prod === true, blocks: packed } });
     } catch (e) {
       // Dead before it replied: it may have run these connections meanwhile (sent, acknowledged,
@@ -488,7 +493,7 @@ export class WorkerNic extends HostNic {
     }
     let unpacked: ReturnType<typeof unpackInitiate>;
     try {
-      unpacked = unpackInitiate(res.value);
+      unpacked = unpackInitiate(res.value, this.hostAddrs);
     } catch (e) {
       const error = new WorkerProtocolError(`initiate answer: ${(e as Error).message}`);
       this.port.refuse(null, error);
@@ -502,6 +507,22 @@ export class WorkerNic extends HostNic {
       this.conns++;
     }
     return result;
+  }
+
+  /** The host's address table, which the worker's mirrors; taken from the first IPv6 state handed over. */
+  private hostAddrs: AddressBook | null = null;
+
+  private bindAddresses(states: readonly TcpState[]): void {
+    if (this.hostAddrs !== null) return;
+    for (const s of states) {
+      if (s.path.addrs === undefined) continue;
+      this.hostAddrs = s.path.addrs;
+      return;
+    }
+  }
+
+  protected override keyAddresses(): AddressBook | null {
+    return this.hostAddrs;
   }
 
   /**
@@ -549,7 +570,10 @@ export class WorkerNic extends HostNic {
     this.rxBatch.flush();
     let res: WorkerReply<'terminate'>;
     try {
-      res = await this.request({ op: 'terminate', arg: keys === 'all' ? 'all' : packKeys(keys) });
+      res = await this.request({
+        op: 'terminate',
+        arg: keys === 'all' ? 'all' : packKeys(keys, this.hostAddrs),
+      });
     } catch (e) {
       // Nothing moved: the connections carry on here.
       for (const h of frozen) h._reattach();

@@ -21,6 +21,8 @@ export interface AddressBook {
   intern(buf: Uint8Array, off?: number): number;
   /** The handle of buf[off..off+16] if interned, else -1 (no reference taken). */
   find(buf: Uint8Array, off: number): number;
+  /** Mirror tables: a reference to `handle`, numbered by the sender's table, for these bytes; -1 if refused. */
+  internAt?(buf: Uint8Array, off: number, handle: number): number;
   ref(handle: number): void;
   release(handle: number): void;
   /** A view of a handle's 16 bytes. */

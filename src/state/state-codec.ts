@@ -23,7 +23,8 @@ import {
  *            | u32 neighbor count | u32 path count | u32 connection count
  *   neighbor NEIGHBOR_FIELDS in order | (v3) u8 family 4 or 6 | 16 address bytes if 6
  *   path     u32 neighbor index | PATH_FIELDS in order | (v3) u8 family | if 6: 16 local,
- *            16 remote, u32 flow-label base, k0, k1 (all 0: no seed)
+ *            16 remote, u32 flow-label base, k0, k1 (all 0: no seed), f64 local and remote
+ *            handle in the sender's table (for a receiver that mirrors it)
  *   tcp      u32 path index | hard rows of TCP_FIELDS in order (rings inline: u32 length, bytes)
  *            | u32 soft length | soft block
  *   soft     u8 groups present (1 scalars, 2 ooo, 4 sack) | soft rows of those groups in order
@@ -95,6 +96,8 @@ export interface DecodeOptions {
    * it drops the path). Without it a batch with an IPv6 path is refused.
    */
   addrs?: AddressBook;
+  /** `addrs` mirrors the sender's table: take each address under the sender's handle (`internAt`). */
+  senderHandles?: boolean;
 }
 
 const C_U8 = 0;
@@ -626,7 +629,7 @@ function nbAddrSize(n: NeighborState): number {
   return n.const.ip6 === undefined ? 1 : 17;
 }
 
-const PATH6_BLOCK = 1 + 32 + 12;
+const PATH6_BLOCK = 1 + 32 + 12 + 16;
 
 function pathAddrSize(p: PathState): number {
   return p.const.remoteIp > V6 ? PATH6_BLOCK : 1;
@@ -708,6 +711,8 @@ export function encodeBatch(
           dv.setUint32(o + 37, f.k0);
           dv.setUint32(o + 41, f.k1);
         }
+        dv.setFloat64(o + 45, p.const.localIp);
+        dv.setFloat64(o + 53, p.const.remoteIp);
         o += PATH6_BLOCK;
       }
     }
@@ -806,6 +811,7 @@ export function decodeBatch(buf: Uint8Array, now: number, opts: DecodeOptions = 
   rd.o = HEADER_SIZE;
   const dropSoft = opts.dropSoft === true;
   const book = opts.addrs;
+  const mirror = opts.senderHandles === true && typeof book?.internAt === 'function';
   const interned: number[] = [];
   try {
     const trees: OffloadTree[] = [];
@@ -831,11 +837,17 @@ export function decodeBatch(buf: Uint8Array, now: number, opts: DecodeOptions = 
         if (rd.end - rd.o < PATH6_BLOCK - 1) fail('path.const', 'truncated');
         checkIp6(buf, rd.o, 'path.const.localIp');
         checkIp6(buf, rd.o + 16, 'path.const.remoteIp');
-        const local = book.intern(buf, rd.o);
+        const at = mirror ? book.internAt!.bind(book) : null;
+        const local = at ? at(buf, rd.o, dv.getFloat64(rd.o + 44)) : book.intern(buf, rd.o);
         if (local >= 0) interned.push(local);
-        const remote = local < 0 ? -1 : book.intern(buf, rd.o + 16);
+        const remote =
+          local < 0 ? -1 : at ? at(buf, rd.o + 16, dv.getFloat64(rd.o + 52)) : book.intern(buf, rd.o + 16);
         if (remote >= 0) interned.push(remote);
-        if (remote < 0) fail('path.const', "the receiver's address table is full");
+        if (remote < 0)
+          fail(
+            'path.const',
+            mirror ? "the sender's handles conflict with this table" : "the receiver's address table is full",
+          );
         c.localIp = local;
         c.remoteIp = remote;
         path.addrs = book;

@@ -3,14 +3,19 @@
  * and the simulated switch that cuts them, in software, for a host whose port has no offload.
  */
 import assert from 'node:assert/strict';
-import { describe, test } from 'node:test';
+import { describe, type TestContext, test } from 'node:test';
 import type { RxOffloadInfo } from '../../src/core/link.ts';
 import { GsoSegmenter } from '../../src/link/gso-segment.ts';
 import type { LocalNic } from '../../src/nic/local-nic.ts';
 import type { ConnKey } from '../../src/nic/nic.ts';
+import { NicGroupLink } from '../../src/nic/nic-group-link.ts';
+import { WorkerNic } from '../../src/nic/worker-nic.ts';
+import { OffloadManager } from '../../src/offload/offload-manager.ts';
 import { type SimHost, SimNetwork, type SimOffloadHost } from '../../src/sim/sim-network.ts';
+import { Host } from '../../src/socket/host.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
-import { parseIpv6, readU16, readU32 } from '../../src/wire/addr.ts';
+import { Stack } from '../../src/stack/stack.ts';
+import { formatMac, parseIpv6, readU16, readU32 } from '../../src/wire/addr.ts';
 import {
   foldChecksum,
   l4Checksum6Ok,
@@ -384,3 +389,117 @@ function collectN(s: TcpSocket, n: number): Promise<Buffer> {
     s.on('data', on);
   });
 }
+
+/** A dual-stack host (10.0.0.1, fd00::1) whose stack reaches the switch through two WorkerNics. */
+async function workerHost6(seed: number, t: TestContext) {
+  const net = new SimNetwork({ seed, virtualTime: false });
+  const nics: WorkerNic[] = [];
+  for (let i = 0; i < 2; i++) {
+    const port = net.switch.addPort({ name: `w6.nic${i}`, mtu: 1500 });
+    nics.push(new WorkerNic({ id: `w6.nic${i}`, link: port, seed: 200 + i }));
+  }
+  const stack = new Stack({ clock: net.clock, random: net.random.fork(), name: 'w6', ipv6: IPV6 });
+  stack.addInterface(new NicGroupLink(nics), {
+    mac: formatMac(0x02000000aa06),
+    ip: ['10.0.0.1/24', 'fd00::1/64'],
+    name: 'eth0',
+  });
+  const offload = new OffloadManager({ stack, nics });
+  const host = new Host(stack);
+  const peer = net.addHost({ ip: '10.0.0.2/24', ip6: 'fd00::2/64', ipv6: IPV6 });
+  t.after(() => {
+    offload.close();
+    for (const n of nics) n.close();
+    stack.close();
+    net.close();
+  });
+  await Promise.all(nics.map((n) => n.ready()));
+  return { net, nics, stack, offload, host, peer };
+}
+
+/** `n` echo connections to the peer's port 7 over IPv6 and IPv4 alternately. */
+async function echoConns(host: Host, peer: SimHost, n: number): Promise<TcpSocket[]> {
+  peer.createServer((s) => s.pipe(s)).listen(7);
+  const socks: TcpSocket[] = [];
+  for (let i = 0; i < n; i++) socks.push(host.connect(7, i % 2 === 0 ? 'fd00::2' : '10.0.0.2'));
+  await Promise.all(socks.map(connected));
+  return socks;
+}
+
+/** Every socket echoes `bytes` of its own data back intact; resolves with how many failed. */
+async function echoAll(socks: TcpSocket[], round: number, bytes: number): Promise<number> {
+  const results = await Promise.all(
+    socks.map(async (s, i) => {
+      const data = randomBytes(round * 1000 + i, bytes);
+      const got = collectN(s, bytes);
+      s.write(data);
+      return sha256((await got).subarray(0, bytes)) === sha256(data);
+    }),
+  );
+  return results.filter((ok) => !ok).length;
+}
+
+describe('IPv6 connections on WorkerNics', () => {
+  test('offloaded, moved NIC to NIC and uploaded with data both ways intact; IPv4 and IPv6 in the same transfers', {
+    timeout: 60_000,
+  }, async (t) => {
+    const { nics, offload, host, peer, stack } = await workerHost6(91, t);
+    const socks = await echoConns(host, peer, 6);
+    const keys = socks.map(keyOf);
+    const [w0, w1] = nics as [WorkerNic, WorkerNic];
+    const off = await offload.offload(keys, w0);
+    assert.deepEqual(off.refused, []);
+    assert.equal(off.moved.length, 6);
+    assert.equal(await echoAll(socks, 1, 300_000), 0, 'every byte both ways on the first worker');
+    const q0 = await w0.query();
+    assert.equal(q0.length, 6);
+    assert.equal(q0.filter((q) => q.key.remoteIp > 0xffffffff).length, 3, 'three IPv6 connections there');
+    assert.ok(
+      q0.every((q) => q.bytesIn >= 300_000),
+      'each ran its data on the worker',
+    );
+    const mv = await offload.move('all', w0, w1);
+    assert.deepEqual(mv.refused, []);
+    assert.equal(mv.moved.length, 6);
+    assert.equal(await echoAll(socks, 2, 300_000), 0, 'every byte both ways on the second worker');
+    const q1 = await w1.query(keys.filter((k) => k.remoteIp > 0xffffffff));
+    assert.equal(q1.length, 3, 'the host and the worker name IPv6 connections by the same keys');
+    const up = await offload.upload('all');
+    assert.equal(up.moved.length, 6);
+    assert.equal(stack.tcp.size, 6);
+    assert.equal(await echoAll(socks, 3, 100_000), 0, 'and in the host again');
+    for (const s of socks) s.destroy();
+  });
+
+  test('a worker killed with IPv6 connections mid-stream: rebuilt from hard state, nothing lost', {
+    timeout: 60_000,
+  }, async (t) => {
+    const { net, nics, offload, host, peer, stack } = await workerHost6(92, t);
+    const socks = await echoConns(host, peer, 4);
+    const keys = socks.map(keyOf);
+    const w = nics[1]! as WorkerNic;
+    assert.equal((await offload.offload(keys, w)).moved.length, 4);
+    const BYTES = 2_000_000;
+    const sums = socks.map((s, i) => {
+      const data = randomBytes(500 + i, BYTES);
+      const got = collectN(s, BYTES);
+      void writeAll(s, data);
+      return got.then((b) => sha256(b.subarray(0, BYTES)) === sha256(data));
+    });
+    await net.sleep(30);
+    const before = await w.query();
+    const busy6 = before.filter((q) => q.key.remoteIp > 0xffffffff && q.bytesIn + q.bytesOut < 2 * BYTES);
+    assert.equal(busy6.length, 2, 'both IPv6 connections are mid-stream on the worker when it dies');
+    await w.kill();
+    const report = await offload.recover(w, 'host');
+    assert.deepEqual(
+      report.refused.filter((r) => r.status !== 'closed'),
+      [],
+    );
+    assert.equal(report.moved.length, 4, 'every connection rebuilt, IPv6 ones included');
+    const ok = await Promise.all(sums);
+    assert.deepEqual(ok, [true, true, true, true], 'every byte arrived in both directions');
+    assert.equal(stack.counters.get('offload.rebuilt'), 4);
+    for (const s of socks) s.destroy();
+  });
+});

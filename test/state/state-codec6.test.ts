@@ -194,6 +194,36 @@ describe('state codec version 3: IPv6', () => {
   });
 });
 
+describe("a receiver that mirrors the sender's table (a worker NIC)", () => {
+  test("takes every address under the sender's handle; a handle it holds for other bytes refuses the batch", () => {
+    const sender = table(20);
+    sender.intern(parseIpv6('fd00::99')); // the sender's handles do not start at the first slot
+    const trees = trees6(sender, 3, 2);
+    const mirror = new AddressTable(new SeededRandom(21), { mirror: true });
+    const back = decodeBatch(encodeBatch(trees, 0), 0, { addrs: mirror, senderHandles: true });
+    for (let i = 0; i < 3; i++) {
+      const p = back[0]!.paths[i]!.path;
+      assert.equal(p.const.remoteIp, trees[0]!.paths[i]!.path.const.remoteIp);
+      assert.equal(p.const.localIp, trees[0]!.paths[i]!.path.const.localIp);
+      assert.equal(mirror.format(p.const.remoteIp), `fd01::${i + 1}`);
+      assert.equal(back[0]!.paths[i]!.conns[1]!.const.remoteIp, p.const.remoteIp);
+    }
+    assert.equal(mirror.intern(parseIpv6('fd00::5')), -1, 'a mirror never numbers an address itself');
+    // A sender that numbered fd01::1 as the mirror numbers fd00::10 (it reused the handle while
+    // the mirror still holds the old address): refused whole.
+    const size = mirror.size;
+    const buf = encodeBatch(trees6(table(23), 1, 1), 0);
+    const L = STATE_CODEC_LAYOUT;
+    const remoteHandleAt = L.headerSize + L.neighborSize + 16 + L.pathSize + 52;
+    new DataView(buf.buffer).setFloat64(remoteHandleAt, trees[0]!.paths[0]!.path.const.localIp);
+    assert.throws(
+      () => decodeBatch(buf, 0, { addrs: mirror, senderHandles: true }),
+      (e) => e instanceof StateValidationError && /conflict/.test(e.message),
+    );
+    assert.equal(mirror.size, size, 'nothing interned by the refused batch');
+  });
+});
+
 describe('state codec versions', () => {
   test('a version-2 batch written by the previous build still decodes, to the same trees', () => {
     // Encoded by the build before version 3 (commit d3a457d): sampleTrees(3) at clock 1000.
@@ -292,7 +322,7 @@ describe('malformed IPv6 trees are refused before anything changes', () => {
     refusedClean(p, 'path.const');
     // The second path's interning happened before the first connection is read: released too.
     const c = good();
-    const tcpAt = L.headerSize + NB6 + 2 * (L.pathSize + 44);
+    const tcpAt = L.headerSize + NB6 + 2 * (L.pathSize + 60);
     new DataView(c.buffer).setUint32(tcpAt + 4, 0x0a000002);
     refusedClean(c, 'tcp.const');
   });

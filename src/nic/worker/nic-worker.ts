@@ -11,6 +11,7 @@ import { SeededRandom } from '../../core/random.ts';
 import type { Link, LinkGsoOptions, RxOffloadInfo } from '../../link/link.ts';
 import { LinkWrapper } from '../../link/link-wrapper.ts';
 import { capture, PcapWriter } from '../../link/pcap.ts';
+import { AddressTable } from '../../stack/address-table.ts';
 import { seqAdd, seqLeq } from '../../stack/tcp/seq.ts';
 import type { TcpConnection } from '../../stack/tcp/tcp-connection.ts';
 import {
@@ -251,7 +252,7 @@ const slots: (Slot | undefined)[] = [];
 const freeSlots: number[] = [];
 const byKey = new Map<string, Slot>();
 /** Slots by four-tuple, to find what a frame touched without parsing it twice. */
-const connIndex = new ConnIndex<Slot>();
+const connIndex = new ConnIndex<Slot>(() => engine.addressBook);
 const touched = new Set<Slot>();
 const db = new Int32Array(boot.doorbell);
 /** The connections run here, for the other workers of the team to read (see owner-table.ts). */
@@ -471,6 +472,8 @@ const engine = new NicEngine({
   link,
   clock,
   random: new SeededRandom(boot.seed),
+  // IPv6 handles numbered as the host numbers them, so keys and indications need no translation.
+  addrs: new AddressTable(new SeededRandom(boot.seed ^ 0x6a09e667), { mirror: true }),
   capacity: boot.capacity,
   reachabilityIntervalMs: boot.reachabilityIntervalMs,
   toHost: (frame) => {
@@ -638,8 +641,9 @@ function handleRequest(id: number, r: WorkerRequest): void {
     switch (r.op) {
       case 'initiate': {
         const a = r.arg;
-        const blocks = a.blocks === undefined ? undefined : unpackBlocks(a.blocks);
         const result: InitiateResult = engine.initiate(a.batch, { prod: a.prod });
+        // After the initiate: the blocks' IPv6 keys name addresses the decode just took in.
+        const blocks = a.blocks === undefined ? undefined : unpackBlocks(a.blocks, engine.addressBook);
         const installed: InstalledConn[] = [];
         for (const c of result.conns) {
           progress();
@@ -647,12 +651,12 @@ function handleRequest(id: number, r: WorkerRequest): void {
           const conn = engine.connection(c.key);
           if (conn) installed.push(install(conn, blocks?.get(connKeyId(c.key))));
         }
-        const packed = packInitiate(result, installed);
+        const packed = packInitiate(result, installed, engine.addressBook);
         post({ t: 'res', id, ok: true, op: 'initiate', value: packed, installed: packed.installed });
         return;
       }
       case 'terminate': {
-        const keys = r.arg === 'all' ? 'all' : unpackKeys(r.arg);
+        const keys = r.arg === 'all' ? 'all' : unpackKeys(r.arg, engine.addressBook);
         const list = keys === 'all' ? [...byKey.values()].map((s) => s.key) : keys;
         const out = engine.terminate(keys);
         const freed: number[] = [];
@@ -697,10 +701,16 @@ function handleRequest(id: number, r: WorkerRequest): void {
         post({ t: 'res', id, ok: true, op: r.op, value: engine.query(r.arg) });
         return;
       case 'takeQueued':
-        post({ t: 'res', id, ok: true, op: r.op, value: engine.takeQueued(unpackKeys(r.arg)) });
+        post({
+          t: 'res',
+          id,
+          ok: true,
+          op: r.op,
+          value: engine.takeQueued(unpackKeys(r.arg, engine.addressBook)),
+        });
         return;
       case 'dropFrozen':
-        engine.dropFrozen(unpackKeys(r.arg));
+        engine.dropFrozen(unpackKeys(r.arg, engine.addressBook));
         post({ t: 'res', id, ok: true, op: r.op, value: undefined });
         return;
       case 'counters':

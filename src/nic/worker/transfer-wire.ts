@@ -93,7 +93,10 @@ export interface PackedBlocks {
 
 const BLOCK_WORDS = 6;
 
-export function packBlocks(blocks: readonly (readonly [ConnKey, ConnBlockRef])[]): PackedBlocks {
+export function packBlocks(
+  blocks: readonly (readonly [ConnKey, ConnBlockRef])[],
+  addrs?: AddressBook | null,
+): PackedBlocks {
   const sabs: SharedArrayBuffer[] = [];
   const index = new Map<SharedArrayBuffer, number>();
   const keys: ConnKey[] = [];
@@ -115,25 +118,32 @@ export function packBlocks(blocks: readonly (readonly [ConnKey, ConnBlockRef])[]
     words[j + 4] = b.recv.offset;
     words[j + 5] = b.recv.capacity;
   }
-  return { sabs, keys: packKeys(keys), words };
+  return { sabs, keys: packKeys(keys, addrs), words };
 }
 
-/** The blocks by connKeyId (the shared rings are checked when attached, as before). */
-export function unpackBlocks(p: PackedBlocks): Map<string, ConnBlockRef> {
-  const keys = unpackKeys(p.keys);
-  if (
-    !(p.words instanceof Int32Array) ||
-    p.words.length !== keys.length * BLOCK_WORDS ||
-    !Array.isArray(p.sabs)
-  )
-    throw new InvalidArgumentError('packed blocks do not match their keys');
+/**
+ * The blocks by connKeyId of their keys as `addrs` numbers them (the shared rings are checked
+ * when attached, as before). Unpack after the addresses are interned there.
+ */
+export function unpackBlocks(p: PackedBlocks, addrs?: AddressBook | null): Map<string, ConnBlockRef> {
+  const keys = unpackKeys(p.keys, addrs);
+  const list = blockList(p, keys.length);
   const out = new Map<string, ConnBlockRef>();
+  for (let i = 0; i < keys.length; i++) out.set(connKeyId(keys[i]!), list[i]!);
+  return out;
+}
+
+/** The blocks in the order of their keys. */
+function blockList(p: PackedBlocks, n: number): ConnBlockRef[] {
+  if (!(p.words instanceof Int32Array) || p.words.length !== n * BLOCK_WORDS || !Array.isArray(p.sabs))
+    throw new InvalidArgumentError('packed blocks do not match their keys');
+  const out: ConnBlockRef[] = [];
   const w = p.words;
-  for (let i = 0; i < keys.length; i++) {
+  for (let i = 0; i < n; i++) {
     const j = i * BLOCK_WORDS;
     const sab = p.sabs[w[j]!];
     if (!(sab instanceof SharedArrayBuffer)) throw new InvalidArgumentError('packed block names no buffer');
-    out.set(connKeyId(keys[i]!), {
+    out.push({
       sab,
       at: w[j + 1]!,
       send: { sab, offset: w[j + 2]!, capacity: w[j + 3]! },
@@ -158,7 +168,11 @@ export interface PackedInitiate {
 
 const STATUS: readonly InitiateConnResult['status'][] = ['success', 'failure', 'no-resources'];
 
-export function packInitiate(r: InitiateResult, installed: readonly InstalledConn[]): PackedInitiate {
+export function packInitiate(
+  r: InitiateResult,
+  installed: readonly InstalledConn[],
+  addrs?: AddressBook | null,
+): PackedInitiate {
   const n = r.conns.length;
   const codes = new Uint8Array(n);
   let reasons: string[] | null = null;
@@ -174,18 +188,27 @@ export function packInitiate(r: InitiateResult, installed: readonly InstalledCon
   for (let i = 0; i < installed.length; i++) slots[i] = installed[i]!.slot;
   const out: PackedInitiate = {
     status: r.status,
-    keys: packKeys(r.conns.map((c) => c.key)),
+    keys: packKeys(
+      r.conns.map((c) => c.key),
+      addrs,
+    ),
     codes,
     reasons,
-    installed: packBlocks(installed.map((c) => [c.key, c.block] as const)),
+    installed: packBlocks(
+      installed.map((c) => [c.key, c.block] as const),
+      addrs,
+    ),
     slots,
   };
   if (r.reason !== undefined) out.reason = r.reason;
   return out;
 }
 
-export function unpackInitiate(p: PackedInitiate): { result: InitiateResult; installed: InstalledConn[] } {
-  const keys = unpackKeys(p.keys);
+export function unpackInitiate(
+  p: PackedInitiate,
+  addrs?: AddressBook | null,
+): { result: InitiateResult; installed: InstalledConn[] } {
+  const keys = unpackKeys(p.keys, addrs);
   if (!(p.codes instanceof Uint8Array) || p.codes.length !== keys.length)
     throw new InvalidArgumentError('packed initiate: outcomes do not match keys');
   const conns: InitiateConnResult[] = [];
@@ -199,14 +222,13 @@ export function unpackInitiate(p: PackedInitiate): { result: InitiateResult; ins
   }
   const result: InitiateResult = { status: p.status, conns };
   if (p.reason !== undefined) result.reason = p.reason;
-  const blocks = unpackBlocks(p.installed);
-  const ikeys = unpackKeys(p.installed.keys);
+  const ikeys = unpackKeys(p.installed.keys, addrs);
+  const blocks = blockList(p.installed, ikeys.length);
   if (!(p.slots instanceof Int32Array) || p.slots.length !== ikeys.length)
     throw new InvalidArgumentError('packed initiate: slots do not match blocks');
   const installed: InstalledConn[] = [];
   for (let i = 0; i < ikeys.length; i++) {
-    const key = ikeys[i]!;
-    installed.push({ key, slot: p.slots[i]!, block: blocks.get(connKeyId(key))! });
+    installed.push({ key: ikeys[i]!, slot: p.slots[i]!, block: blocks[i]! });
   }
   return { result, installed };
 }
