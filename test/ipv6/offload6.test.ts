@@ -4,8 +4,16 @@
  */
 import assert from 'node:assert/strict';
 import { describe, type TestContext, test } from 'node:test';
+import { StateValidationError } from '../../src/core/errors.ts';
 import type { RxOffloadInfo } from '../../src/core/link.ts';
+import { SeededRandom } from '../../src/core/random.ts';
 import { GsoSegmenter } from '../../src/link/gso-segment.ts';
+import {
+  allocConnBlock,
+  emptyHardState,
+  HardStateRecord,
+  rebuildTcpState,
+} from '../../src/nic/hard-state.ts';
 import type { LocalNic } from '../../src/nic/local-nic.ts';
 import type { ConnKey } from '../../src/nic/nic.ts';
 import { NicGroupLink } from '../../src/nic/nic-group-link.ts';
@@ -14,8 +22,13 @@ import { OffloadManager } from '../../src/offload/offload-manager.ts';
 import { type SimHost, SimNetwork, type SimOffloadHost } from '../../src/sim/sim-network.ts';
 import { Host } from '../../src/socket/host.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
+import { AddressTable } from '../../src/stack/address-table.ts';
 import { Stack } from '../../src/stack/stack.ts';
-import { formatMac, parseIpv6, readU16, readU32 } from '../../src/wire/addr.ts';
+import { ByteRing } from '../../src/state/byte-ring.ts';
+import { createNeighborState } from '../../src/state/neighbor-state.ts';
+import { createPathState } from '../../src/state/path-state.ts';
+import { DEFAULT_TCP_CACHED } from '../../src/state/tcp-state.ts';
+import { formatIpv6, formatMac, parseIpv6, readU16, readU32 } from '../../src/wire/addr.ts';
 import {
   foldChecksum,
   l4Checksum6Ok,
@@ -24,6 +37,7 @@ import {
   writeL4Checksum6,
 } from '../../src/wire/checksum.ts';
 import { collect, randomBytes, sha256, writeAll } from '../helpers/streams.ts';
+import { sampleConn, sampleTrees } from '../state/helpers.ts';
 import { connected, ipv6Frame, pair, tcp6Fields } from './helpers.ts';
 
 const MTU = 1500;
@@ -501,5 +515,65 @@ describe('IPv6 connections on WorkerNics', () => {
     assert.deepEqual(ok, [true, true, true, true], 'every byte arrived in both directions');
     assert.equal(stack.counters.get('offload.rebuilt'), 4);
     for (const s of socks) s.destroy();
+  });
+});
+
+describe('hard state of an IPv6 connection', () => {
+  function conn6(book: AddressTable) {
+    const nb = createNeighborState(
+      { srcMac: 0x020000000001, vlanId: -1, ip: 0, ip6: parseIpv6('fe80::1') },
+      5,
+    );
+    const path = createPathState(
+      { localIp: book.intern(parseIpv6('fd00::1')), remoteIp: book.intern(parseIpv6('2001:db8::7')) },
+      nb,
+      1,
+      1500,
+      64,
+      book,
+    );
+    return { path, s: sampleConn(path) };
+  }
+
+  test("the record carries both addresses as bytes; a rebuild takes its path's handles, and refuses another path", () => {
+    const worker = new AddressTable(new SeededRandom(1));
+    const { s } = conn6(worker);
+    const block = allocConnBlock(4096, 4096);
+    new HardStateRecord(block.sab, block.at).write(s, block.send, block.recv);
+    const hard = emptyHardState();
+    assert.ok(new HardStateRecord(block.sab, block.at).read(hard));
+    assert.equal(formatIpv6(hard.local6!), 'fd00::1');
+    assert.equal(formatIpv6(hard.remote6!), '2001:db8::7');
+    assert.equal(hard.localIp, 0);
+    // The host numbers the same addresses otherwise: the rebuilt state takes the host path's handles.
+    const host = new AddressTable(new SeededRandom(2));
+    host.intern(parseIpv6('fd00::99'));
+    const { path } = conn6(host);
+    const send = ByteRing.createShared(block.send.capacity, block.send);
+    const recv = ByteRing.createShared(block.recv.capacity, block.recv);
+    const rebuilt = rebuildTcpState(hard, send, recv, DEFAULT_TCP_CACHED, path, 0);
+    assert.equal(rebuilt.const.remoteIp, path.const.remoteIp);
+    assert.notEqual(rebuilt.const.remoteIp, s.const.remoteIp);
+    // A path to another peer is not this connection's.
+    const other = createPathState(
+      { localIp: path.const.localIp, remoteIp: host.intern(parseIpv6('2001:db8::8')) },
+      path.neighbor,
+      1,
+      1500,
+      64,
+      host,
+    );
+    assert.throws(
+      () => rebuildTcpState(hard, send, recv, DEFAULT_TCP_CACHED, other, 0),
+      (e) => e instanceof StateValidationError && e.field === 'hard.remote6',
+    );
+    // An IPv4 record leaves the IPv6 words zero and reads back without bytes.
+    const [t4] = sampleTrees(1);
+    const b4 = allocConnBlock(4096, 4096);
+    new HardStateRecord(b4.sab, b4.at).write(t4!.paths[0]!.conns[0]!, b4.send, b4.recv);
+    const h4 = emptyHardState();
+    assert.ok(new HardStateRecord(b4.sab, b4.at).read(h4));
+    assert.equal(h4.remote6, null);
+    assert.equal(h4.remoteIp, 0x0a0000fe);
   });
 });
