@@ -66,6 +66,19 @@ async function ipv6HttpConns(
   );
 }
 
+/**
+ * `n` concurrent curl -6 downloads of `size` bytes, rate-limited so that all are open at once
+ * while status is read; resolves with `uniq -c` of their digests.
+ */
+function slowDownloads(name: string, n: number, size: number): ReturnType<Lab['sh']> {
+  const dir = join(lab!.dir, name);
+  mkdirSync(dir);
+  return lab!.sh(
+    `for i in $(seq ${n}); do (curl -6 -sS --fail --max-time 120 --limit-rate 400K '${url(`/bytes/${size}`)}' | sha256sum > ${dir}/$i) & done; wait; cat ${dir}/* | sort | uniq -c`,
+    150_000,
+  );
+}
+
 describe('TCP over IPv6 against Linux on a TAP (curl -6, socat, http.server)', {
   skip: gate.skip,
   timeout: 600_000,
@@ -139,13 +152,7 @@ describe('TCP over IPv6 against Linux on a TAP (curl -6, socat, http.server)', {
     // would leave ESTABLISHED while curl still reads at its limited rate.
     const size = 8 * 1024 * 1024;
     const n = 50;
-    const dir = join(lab!.dir, 'par');
-    mkdirSync(dir);
-    // Rate-limited so that all fifty are open at once while status is read.
-    const run = lab!.sh(
-      `for i in $(seq ${n}); do (curl -6 -sS --fail --max-time 120 --limit-rate 400K '${url(`/bytes/${size}`)}' | sha256sum > ${dir}/$i) & done; wait; cat ${dir}/* | sort | uniq -c`,
-      150_000,
-    );
+    const run = slowDownloads('par', n, size);
     let most = 0;
     let sample: string[] = [];
     await waitFor(
@@ -350,13 +357,7 @@ describe('TCP over IPv6 against Linux on a TAP (curl -6, socat, http.server)', {
     const ctl = join(lab!.dir, 'team.sock');
     const size = 8 * 1024 * 1024;
     const n = 8;
-    const dir = join(lab!.dir, 'par-team');
-    mkdirSync(dir);
-    // Rate-limited so that every download is open while status is read.
-    const run = lab!.sh(
-      `for i in $(seq ${n}); do (curl -6 -sS --fail --max-time 120 --limit-rate 400K '${url(`/bytes/${size}`)}' | sha256sum > ${dir}/$i) & done; wait; cat ${dir}/* | sort | uniq -c`,
-      150_000,
-    );
+    const run = slowDownloads('par-team', n, size);
     let seen: string[] = [];
     await waitFor(
       `${n} IPv6 connections on the workers in chimney status`,
