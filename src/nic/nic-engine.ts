@@ -63,6 +63,7 @@ import {
   type InitiateResult,
   type InvalidateTarget,
   isTreeTransfer,
+  type NeighborSpec,
   type OffloadUpdate,
   type QueryResult,
   type TcpUpdateScope,
@@ -130,9 +131,12 @@ function pathKey(localIp: number, remoteIp: number): string {
 
 /** A neighbor's identity here: its IPv4 address, or its IPv6 bytes and VLAN as text. */
 function neighborKey(n: NeighborState): number | string {
-  const ip6 = n.const.ip6;
-  if (ip6 === undefined) return n.const.ip >>> 0;
-  let k = `${n.const.vlanId}/`;
+  return nbKey(n.const.ip, n.const.ip6, n.const.vlanId);
+}
+
+function nbKey(ip: number, ip6: Uint8Array | undefined, vlanId: number): number | string {
+  if (ip6 === undefined) return ip >>> 0;
+  let k = `${vlanId}/`;
   for (let i = 0; i < 16; i++) k += ip6[i]! < 16 ? `0${ip6[i]!.toString(16)}` : ip6[i]!.toString(16);
   return k;
 }
@@ -582,7 +586,7 @@ export class NicEngine {
     if (!u || typeof u !== 'object') throw new InvalidArgumentError('update needs an object');
     switch (u.kind) {
       case 'neighbor': {
-        const slot = this.neighbors.get(u.neighborIp >>> 0);
+        const slot = this.neighbors.get(nbKey(u.neighborIp, u.ip6, u.vlanId ?? -1));
         if (!slot) return;
         slot.state.cached.dstMac = u.dstMac;
         if (u.dstMac >= 0) slot.state.cached.hostReachableAt = this.clock.now();
@@ -988,22 +992,22 @@ export class NicEngine {
     return slot;
   }
 
-  private repoint(
-    slot: PathSlot,
-    spec: { ip: number; srcMac: number; vlanId: number; dstMac: number },
-  ): void {
-    const ip = spec.ip >>> 0;
-    let nb = this.neighbors.get(ip);
+  private repoint(slot: PathSlot, spec: NeighborSpec): void {
+    const key = nbKey(spec.ip, spec.ip6, spec.vlanId);
+    // A path keeps its family: an IPv6 path is never re-pointed at an IPv4 neighbor, nor the reverse.
+    if ((spec.ip6 !== undefined) !== slot.state.const.remoteIp >= TWO_32) return;
+    let nb = this.neighbors.get(key);
     if (nb === undefined) {
+      const c = { ip: spec.ip >>> 0, srcMac: spec.srcMac, vlanId: spec.vlanId };
       nb = {
         state: createNeighborState(
-          { ip, srcMac: spec.srcMac, vlanId: spec.vlanId },
+          spec.ip6 === undefined ? c : { ...c, ip6: spec.ip6 },
           spec.dstMac,
           this.clock.now(),
         ),
         refs: 0,
       };
-      this.neighbors.set(ip, nb);
+      this.neighbors.set(key, nb);
     } else {
       nb.state.cached.dstMac = spec.dstMac;
     }

@@ -113,15 +113,25 @@ export type TcpUpdateScope =
 
 /** Neighbor fields sent when a path is re-pointed, so the target can create the neighbor if new. */
 export interface NeighborSpec {
+  /** IPv4 address, or 0 for an IPv6 neighbor (then `ip6`). */
   ip: number;
   srcMac: number;
   vlanId: number;
   dstMac: number;
+  /** An IPv6 neighbor's 16 bytes. */
+  ip6?: Uint8Array;
 }
 
 export type OffloadUpdate =
   /** The neighbor's MAC changed (-1: unresolved; the target stops sending through it). */
-  | { kind: 'neighbor'; neighborIp: number; dstMac: number }
+  | {
+      kind: 'neighbor';
+      /** IPv4 address, or 0 for an IPv6 neighbor named by `ip6` and `vlanId`. */
+      neighborIp: number;
+      dstMac: number;
+      ip6?: Uint8Array;
+      vlanId?: number;
+    }
   /** Path cached state changed (MTU, TTL, TOS), and/or the path now goes through another neighbor. */
   | {
       kind: 'path';

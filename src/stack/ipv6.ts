@@ -200,6 +200,8 @@ export interface Ipv6Context {
   tcpErrorInFlight(e: IcmpErrorInfo): boolean;
   /** Tell the transport of a refused packet (too big for its path) after the current call. */
   localError(protocol: number, e: IcmpErrorInfo): void;
+  /** A path's MTU or next hop changed: owners of copies (NICs running its connections) hear of it. */
+  pathChanged?(path: PathState): void;
 }
 
 const ALL_NODES = parseIpv6('ff02::1');
@@ -1087,7 +1089,9 @@ export class Ipv6Layer {
     const now = this.ctx.clock.now();
     let next = Number.POSITIVE_INFINITY;
     for (const [p, info] of this.pathInfo) {
+      const before = p.cached.mtu;
       p.cached.mtu = this.mtuTo(info.x, this.ctx.addrs.bytes(p.const.remoteIp), 0);
+      if (p.cached.mtu !== before) this.ctx.pathChanged?.(p);
     }
     for (const e of this.pmtus.values()) if (e.until > now && e.until < next) next = e.until;
     if (next !== Number.POSITIVE_INFINITY) this.pathExpiry.armAt(next);
@@ -1719,6 +1723,7 @@ export class Ipv6Layer {
       info.nextHop = nextHop;
       p.cached.mtu = this.mtuTo(x, addrs.bytes(p.const.remoteIp), 0);
       this.ctx.counters.inc('ipv6.path.repointed');
+      this.ctx.pathChanged?.(p);
     }
   }
 

@@ -38,7 +38,7 @@ import {
 } from '../../src/wire/checksum.ts';
 import { collect, randomBytes, sha256, writeAll } from '../helpers/streams.ts';
 import { sampleConn, sampleTrees } from '../state/helpers.ts';
-import { connected, ipv6Frame, pair, tcp6Fields } from './helpers.ts';
+import { connected, ipv6Frame, packetTooBig, pair, rawPort, tcp6Fields } from './helpers.ts';
 
 const MTU = 1500;
 
@@ -381,6 +381,65 @@ describe('IPv6 connections on LocalNics', () => {
     await echo(3);
     assert.ok(n1.engine.counters.get('nic.rx.offloaded') > 0);
     for (const s of socks) s.destroy();
+    h.offload.close();
+    srv.close();
+    net.close();
+  });
+});
+
+describe('path MTU of an offloaded IPv6 connection', () => {
+  test("packet too big reaches the host, the NIC's copy of the path drops to 1280, and every later segment fits", async () => {
+    const { net, h, peer } = offloadPair(83);
+    const raw = rawPort(net);
+    let got = '';
+    const srv = peer.createServer((s: TcpSocket) => {
+      void collect(s).then((d) => {
+        got = sha256(d);
+      });
+    });
+    srv.listen(6002);
+    const c = h.connect(6002, 'fd00::2');
+    await connected(c);
+    const key = keyOf(c);
+    assert.equal((await h.offload.offload([key])).moved.length, 1);
+    const nic = h.offload.nicOf(key.localIp, key.localPort, key.remoteIp, key.remotePort) as LocalNic;
+    const macH = h.stack.interfaces[0]!.mac;
+    // The report goes out when the peer sees the first full-sized segment; from the moment the
+    // NIC's copy of the path says 1280, every segment the NIC transmits must fit (frames already
+    // queued on the 100 Mbit/s port were sent before).
+    let biggest = 0;
+    let after = 0;
+    let reported = false;
+    tapRx(peer, (f) => {
+      const t = tcp6Fields(f);
+      if (t === null || t.dstPort !== 6002 || reported || t.ipLen <= 1400) return;
+      reported = true;
+      const quoted = f.slice(14, 14 + 40 + 20);
+      net.clock.defer(() => raw.send(packetTooBig(macH, 'fd00::1', quoted, 1280)));
+    });
+    const link = nic.engine.link;
+    const send = link.send.bind(link);
+    link.send = (f: Uint8Array) => {
+      const t = tcp6Fields(f);
+      if (t !== null && t.dstPort === 6002 && nic.engine.connection(key)?.state.path.cached.mtu === 1280) {
+        after++;
+        biggest = Math.max(biggest, t.ipLen);
+      }
+      return send(f);
+    };
+    const data = randomBytes(9, 2_000_000);
+    await writeAll(c, data);
+    for (let i = 0; i < 200 && got === ''; i++) await net.sleep(10);
+    assert.equal(got, sha256(data), 'every byte arrived');
+    assert.equal(h.stack.counters.get('accept.icmpv6.packet-too-big'), 1);
+    assert.ok(nic.engine.counters.get('nic.update.path') >= 1, 'the NIC heard of the new MTU');
+    assert.ok(after > 100, `${after} segments sent after the NIC took the new MTU`);
+    assert.ok(biggest <= 1280, `segments after the report fit 1280 bytes (largest ${biggest})`);
+    assert.equal(
+      h.offload.nicOf(key.localIp, key.localPort, key.remoteIp, key.remotePort),
+      nic,
+      'still on the NIC',
+    );
     h.offload.close();
     srv.close();
     net.close();

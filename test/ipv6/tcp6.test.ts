@@ -3,7 +3,7 @@ import { describe, test } from 'node:test';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { formatIpv6, parseIpv6 } from '../../src/wire/addr.ts';
 import { collect, randomBytes, sha256, writeAll } from '../helpers/streams.ts';
-import { connected, failure, ipv6Frame, pair, rawPort, tapTx, tcp6Fields } from './helpers.ts';
+import { connected, failure, ipv6Frame, packetTooBig, pair, rawPort, tapTx, tcp6Fields } from './helpers.ts';
 
 describe('TCP over IPv6 between two Chimney hosts', () => {
   test('10 MB each way with digests; ends, families and the MSS are IPv6 ones', async () => {
@@ -168,14 +168,7 @@ describe('TCP over IPv6 between two Chimney hosts', () => {
       q[45] = (seq >>> 16) & 0xff;
       q[46] = (seq >>> 8) & 0xff;
       q[47] = seq & 0xff;
-      const body = new Uint8Array(8 + q.length);
-      body[0] = 2;
-      body[4] = mtu >>> 24;
-      body[5] = (mtu >>> 16) & 0xff;
-      body[6] = (mtu >>> 8) & 0xff;
-      body[7] = mtu & 0xff;
-      body.set(q, 8);
-      return ipv6Frame(macA, 'fd00::fe', 'fd00::1', 58, body);
+      return packetTooBig(macA, 'fd00::1', q, mtu);
     };
     // Forged: a sequence number far from anything in flight.
     raw.send(ptb((conn.state.delegated.sndUna + 0x40000000) >>> 0, 1280));
