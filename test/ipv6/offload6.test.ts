@@ -387,6 +387,32 @@ describe('IPv6 connections on LocalNics', () => {
   });
 });
 
+describe('a LocalNic that crashes with IPv6 connections', () => {
+  test('its connections are rebuilt in the host from the hard state it left, mid-stream, nothing lost', async () => {
+    const { net, h, peer } = offloadPair(84);
+    // The second NIC: the host's own frames leave through the first (NicGroupLink).
+    const n1 = h.nics[1] as LocalNic;
+    let key: ConnKey | null = null;
+    const r = await streamWhile(net, h, peer, 'fd00::2', 6003, 2_000_000, [
+      async (k) => {
+        key = k;
+        assert.equal((await h.offload.offload([k], n1)).moved.length, 1);
+      },
+      async () => {
+        n1.crash('test');
+        const rep = await h.offload.recover(n1, 'host');
+        assert.equal(rep.moved.length, 1, JSON.stringify(rep.refused));
+        assert.deepEqual(rep.refused, []);
+      },
+    ]);
+    assert.ok(r.upOk && r.downOk, 'both directions intact across the crash');
+    assert.equal(h.stack.counters.get('offload.rebuilt'), 1);
+    assert.ok(key !== null && (key as ConnKey).remoteIp > 0xffffffff);
+    h.offload.close();
+    net.close();
+  });
+});
+
 describe('path MTU of an offloaded IPv6 connection', () => {
   test("packet too big reaches the host, the NIC's copy of the path drops to 1280, and every later segment fits", async () => {
     const { net, h, peer } = offloadPair(83);
