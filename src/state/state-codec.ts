@@ -755,6 +755,7 @@ function parentIndex(
   dv: DataView,
   field: string,
   what: string,
+  at: number,
   parent: string,
   count: number,
   last: number,
@@ -762,8 +763,9 @@ function parentIndex(
   if (rd.end - rd.o < 4) fail(field, 'truncated');
   const i = dv.getUint32(rd.o);
   rd.o += 4;
-  if (i >= count) fail(field, `${what} points at missing ${parent} ${i}`);
-  if (i < last) fail(field, `${what} is out of tree order`);
+  // Messages are built only on failure: this runs once per connection.
+  if (i >= count) fail(field, `${what} ${at} points at missing ${parent} ${i}`);
+  if (i < last) fail(field, `${what} ${at} is out of tree order`);
   return i;
 }
 
@@ -827,7 +829,7 @@ export function decodeBatch(buf: Uint8Array, now: number, opts: DecodeOptions = 
     const nodes: OffloadPathNode[] = [];
     let lastTree = 0;
     for (let i = 0; i < nPath; i++) {
-      lastTree = parentIndex(rd, dv, 'path.neighbor', `path ${i}`, 'neighbor', nNb, lastTree);
+      lastTree = parentIndex(rd, dv, 'path.neighbor', 'path', i, 'neighbor', nNb, lastTree);
       const tree = trees[lastTree]!;
       const path = decodePath(rd, dv, now, tree.neighbor, false, H) as unknown as PathState;
       if (v3 && family(rd, dv, 'path.family') === 6) {
@@ -863,7 +865,7 @@ export function decodeBatch(buf: Uint8Array, now: number, opts: DecodeOptions = 
     }
     let lastPath = 0;
     for (let i = 0; i < nConn; i++) {
-      lastPath = parentIndex(rd, dv, 'tcp.path', `connection ${i}`, 'path', nPath, lastPath);
+      lastPath = parentIndex(rd, dv, 'tcp.path', 'connection', i, 'path', nPath, lastPath);
       const node = nodes[lastPath]!;
       const s = decodeTcp(rd, dv, now, node.path, dropSoft, H) as unknown as TcpState;
       const pc = node.path.const;
