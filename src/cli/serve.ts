@@ -343,8 +343,8 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
       pcap: pcap ?? undefined,
     });
     await tt.ready(5000);
-    // IPv6 connections stay in the team's host stack (no offload of IPv6 yet); its interface
-    // takes the IPv6 addresses once the team exists.
+    // The team's host interface takes the IPv6 addresses once the team exists; IPv6 connections
+    // are offloaded to its NICs by the same policy as IPv4 ones.
     if (v6.v6.length > 0) {
       const iface = tt.team.stack.interfaces[0]!;
       tt.team.stack.ip6.enable(iface, v6.v6);

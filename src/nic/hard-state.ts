@@ -14,6 +14,7 @@ import {
 } from '../state/shared-ring.ts';
 import { createTcpState, type TcpCached, type TcpState, TcpStateId } from '../state/tcp-state.ts';
 import { validateTcpState } from '../state/validate.ts';
+import { readU32, writeU32 } from '../wire/addr.ts';
 
 /*
  * The hard state of one connection run by a worker NIC (design section 6): the few numbers that,
@@ -70,8 +71,10 @@ const W_BYTES_IN_HI = 28;
 const W_BYTES_OUT_LO = 29;
 const W_BYTES_OUT_HI = 30;
 /**
- * Room for IPv6: the local then the remote address, 16 bytes each, from here (W_ADDR6 .. +7).
- * Written as zero for IPv4, whose addresses are the words above.
+ * IPv6 addresses: the local then the remote address, 16 bytes each as big-endian words, from here
+ * (W_ADDR6 .. +7), with F_IPV6 set and W_LOCAL_IP/W_REMOTE_IP 0. Bytes, not the handles the
+ * state objects hold: the record must mean the same to whoever reads it after the writer died.
+ * Zero for IPv4, whose addresses are the words above.
  */
 export const W_ADDR6 = 32;
 const WORDS = 40;
@@ -83,6 +86,7 @@ const F_FIN_QUEUED = 1;
 const F_FIN_SENT = 2;
 const F_FIN_RECEIVED = 4;
 const F_READ_CLOSED = 8;
+const F_IPV6 = 16;
 const O_TS = 1;
 const O_SACK = 2;
 const O_WS = 4;
@@ -119,10 +123,14 @@ export interface HardState {
   /** Send ring read position and receive ring write position when this was written. */
   sendReadPos: number;
   recvWritePos: number;
+  /** IPv4 addresses; 0 for IPv6, whose bytes are in local6/remote6. */
   localIp: number;
   localPort: number;
   remoteIp: number;
   remotePort: number;
+  /** An IPv6 connection's addresses (16 bytes each), else null. */
+  local6: Uint8Array | null;
+  remote6: Uint8Array | null;
   tsEnabled: boolean;
   sackEnabled: boolean;
   wsEnabled: boolean;
@@ -162,6 +170,8 @@ export function emptyHardState(): HardState {
     readClosed: false,
     sendReadPos: 0,
     recvWritePos: 0,
+    local6: null,
+    remote6: null,
     localIp: 0,
     localPort: 0,
     remoteIp: 0,
@@ -212,10 +222,13 @@ export function hardStateOf(s: TcpState, out: HardState = emptyHardState()): Har
   // Thread-local rings: the record is taken at the instant of death, so there is nothing to catch up.
   out.sendReadPos = 0;
   out.recvWritePos = 0;
-  out.localIp = c.localIp;
+  const v6 = c.remoteIp > 0xffffffff ? s.path.addrs : undefined;
+  out.localIp = v6 ? 0 : c.localIp;
   out.localPort = c.localPort;
-  out.remoteIp = c.remoteIp;
+  out.remoteIp = v6 ? 0 : c.remoteIp;
   out.remotePort = c.remotePort;
+  out.local6 = v6 ? v6.bytes(c.localIp).slice() : null;
+  out.remote6 = v6 ? v6.bytes(c.remoteIp).slice() : null;
   out.tsEnabled = c.tsEnabled;
   out.sackEnabled = c.sackEnabled;
   out.wsEnabled = c.wsEnabled;
@@ -318,6 +331,7 @@ export class HardStateRecord {
 
 /** The words of a record (all but the sequence), computed once per write for both copies. */
 const SCRATCH = new Int32Array(WORDS);
+const ADDR_SCRATCH = new Uint8Array(32);
 
 function fillWords(c: Int32Array, s: TcpState, sendPos: number, recvPos: number): void {
   const k = s.const;
@@ -337,15 +351,26 @@ function fillWords(c: Int32Array, s: TcpState, sendPos: number, recvPos: number)
   c[W_SND_WL2] = d.sndWl2;
   c[W_SRTT_US] = toMicros(d.srtt);
   c[W_RTTVAR_US] = toMicros(d.rttvar);
+  const v6 = k.remoteIp > 0xffffffff ? s.path.addrs : undefined;
   c[W_FLAGS] =
     (d.finQueued ? F_FIN_QUEUED : 0) |
     (d.finSent ? F_FIN_SENT : 0) |
     (d.finReceived ? F_FIN_RECEIVED : 0) |
-    (d.readClosed ? F_READ_CLOSED : 0);
+    (d.readClosed ? F_READ_CLOSED : 0) |
+    (v6 ? F_IPV6 : 0);
   c[W_SEND_READ] = sendPos;
   c[W_RECV_WRITE] = recvPos;
-  c[W_LOCAL_IP] = k.localIp;
-  c[W_REMOTE_IP] = k.remoteIp;
+  if (v6) {
+    c[W_LOCAL_IP] = 0;
+    c[W_REMOTE_IP] = 0;
+    v6.write(k.localIp, ADDR_SCRATCH, 0);
+    v6.write(k.remoteIp, ADDR_SCRATCH, 16);
+    for (let i = 0; i < 8; i++) c[W_ADDR6 + i] = readU32(ADDR_SCRATCH, i * 4) | 0;
+  } else {
+    c[W_LOCAL_IP] = k.localIp;
+    c[W_REMOTE_IP] = k.remoteIp;
+    for (let i = 0; i < 8; i++) c[W_ADDR6 + i] = 0;
+  }
   c[W_PORTS] = (k.localPort << 16) | k.remotePort;
   c[W_OPTS] =
     k.sndWscale |
@@ -400,6 +425,15 @@ function readCopy(c: Int32Array, o: HardState): void {
   o.recvWritePos = Atomics.load(c, W_RECV_WRITE);
   o.localIp = Atomics.load(c, W_LOCAL_IP) >>> 0;
   o.remoteIp = Atomics.load(c, W_REMOTE_IP) >>> 0;
+  if ((f & F_IPV6) !== 0) {
+    const b = new Uint8Array(32);
+    for (let i = 0; i < 8; i++) writeU32(b, i * 4, Atomics.load(c, W_ADDR6 + i) >>> 0);
+    o.local6 = b.subarray(0, 16);
+    o.remote6 = b.subarray(16, 32);
+  } else {
+    o.local6 = null;
+    o.remote6 = null;
+  }
   const ports = Atomics.load(c, W_PORTS) >>> 0;
   o.localPort = ports >>> 16;
   o.remotePort = ports & 0xffff;
@@ -550,13 +584,14 @@ export function rebuildTcpState(
   now = 0,
 ): TcpState {
   if (hard.version === 0) throw new StateValidationError('hard.version', 'hard state never written');
+  const addrs = hardAddresses(hard, path);
   const send = sendRing.shared;
   const recv = recvRing.shared;
   const s = createTcpState(
     {
-      localIp: hard.localIp,
+      localIp: addrs.local,
       localPort: hard.localPort,
-      remoteIp: hard.remoteIp,
+      remoteIp: addrs.remote,
       remotePort: hard.remotePort,
       tsEnabled: hard.tsEnabled,
       sackEnabled: hard.sackEnabled,
@@ -637,4 +672,20 @@ export function rebuildTcpState(
   if (d.state === TcpStateId.FIN_WAIT_1 && !d.finQueued) d.finQueued = true;
   validateTcpState(s);
   return s;
+}
+
+/**
+ * The addresses a rebuilt connection takes: an IPv4 record's own, or for an IPv6 record the
+ * handles of the path it is rebuilt on, once the record's bytes are checked to be that path's.
+ */
+function hardAddresses(hard: HardState, path: PathState): { local: number; remote: number } {
+  if (hard.remote6 === null || hard.local6 === null) return { local: hard.localIp, remote: hard.remoteIp };
+  const p = path.const;
+  const book = path.addrs;
+  if (book === undefined || p.remoteIp <= 0xffffffff)
+    throw new StateValidationError('hard.remote6', 'an IPv6 record for a path that is not IPv6');
+  const same = (a: Uint8Array, b: Uint8Array) => a.every((x, i) => x === b[i]);
+  if (!same(hard.local6, book.bytes(p.localIp)) || !same(hard.remote6, book.bytes(p.remoteIp)))
+    throw new StateValidationError('hard.remote6', 'the record names other addresses than its path');
+  return { local: p.localIp, remote: p.remoteIp };
 }

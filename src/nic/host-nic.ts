@@ -3,6 +3,7 @@ import { InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
 import type { Link } from '../link/link.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
 import type { OffloadTree } from '../state/offload-tree.ts';
+import type { AddressBook } from '../state/path-state.ts';
 import { decodeBatch } from '../state/state-codec.ts';
 import { type HostLinkTransport, NicHostLink } from './host-link.ts';
 import type {
@@ -66,12 +67,17 @@ export abstract class HostNic extends EventEmitter implements Nic {
    * thread). A NIC whose terminate leaves the data in memory the host shares with it attaches
    * that memory here (WorkerNic); the codec's bytes alone are enough for the rest.
    */
-  decodeReleased(bytes: Uint8Array, now: number): OffloadTree[] {
-    return decodeBatch(bytes, now);
+  decodeReleased(bytes: Uint8Array, now: number, addrs?: AddressBook): OffloadTree[] {
+    return decodeBatch(bytes, now, { addrs });
   }
 
   get inProcess(): boolean {
     return this.transport.inProcess;
+  }
+
+  /** The table of the host's IPv6 address handles in keys, to pack them as bytes; null before any. */
+  protected keyAddresses(): AddressBook | null {
+    return null;
   }
 
   /** Why the NIC died, or null while it lives. */
@@ -94,10 +100,11 @@ export abstract class HostNic extends EventEmitter implements Nic {
    * thread that, on a loaded machine, can cost the host's thread its time slice.
    */
   async takeQueued(keys: ConnKey[], opts?: { drop?: boolean }): Promise<Uint8Array[]> {
-    return (await this.request({ op: 'takeQueued', arg: packKeys(keys), drop: opts?.drop === true })).value;
+    const arg = packKeys(keys, this.keyAddresses());
+    return (await this.request({ op: 'takeQueued', arg, drop: opts?.drop === true })).value;
   }
   async dropFrozen(keys: ConnKey[]): Promise<void> {
-    await this.request({ op: 'dropFrozen', arg: packKeys(keys) });
+    await this.request({ op: 'dropFrozen', arg: packKeys(keys, this.keyAddresses()) });
   }
   /** Asked of the engine, whose counters are its own (`source`: this NIC). */
   async counterSnapshot(): Promise<NicCounterSnapshot> {
@@ -164,8 +171,9 @@ export abstract class HostNic extends EventEmitter implements Nic {
 
 /**
  * The trees in what `nic`'s terminate handed back as bytes: a host-side NIC attaches the memory it
- * shares with its engine (`decodeReleased`); any other NIC's bytes carry everything.
+ * shares with its engine (`decodeReleased`); any other NIC's bytes carry everything. IPv6
+ * addresses are interned in `addrs` (the host's table).
  */
-export function decodeReleasedBy(nic: Nic, bytes: Uint8Array, now: number): OffloadTree[] {
-  return nic instanceof HostNic ? nic.decodeReleased(bytes, now) : decodeBatch(bytes, now);
+export function decodeReleasedBy(nic: Nic, bytes: Uint8Array, now: number, addrs?: AddressBook): OffloadTree[] {
+  return nic instanceof HostNic ? nic.decodeReleased(bytes, now, addrs) : decodeBatch(bytes, now, { addrs });
 }

@@ -4,6 +4,7 @@ import { InvalidArgumentError } from '../core/errors.ts';
 import type { Random } from '../core/random.ts';
 import type { Link } from '../link/link.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
+import type { AddressBook } from '../state/path-state.ts';
 import type { TcpState } from '../state/tcp-state.ts';
 import { hardStateOf } from './hard-state.ts';
 import { HostNic } from './host-nic.ts';
@@ -120,6 +121,10 @@ export class LocalNic extends HostNic {
   }
   get counters(): Counters {
     return this.engine.counters;
+  }
+  /** The engine's table is the host's (same thread), bound by the first IPv6 trees it took. */
+  protected override keyAddresses(): AddressBook | null {
+    return this.engine.addressBook;
   }
   /**
    * Read at once, not in a later turn: the engine's Counters are in this thread (and a simulation's

@@ -3,8 +3,10 @@ import { Counters } from '../core/counters.ts';
 import { InvalidArgumentError, StateValidationError } from '../core/errors.ts';
 import type { Random } from '../core/random.ts';
 import type { Link, LinkGsoOptions, RxOffloadInfo } from '../link/link.ts';
+import { AddressTable, TWO_32 } from '../stack/address-table.ts';
 import { Ipv4Output } from '../stack/ip-output.ts';
 import type { IpInfo, IpSender } from '../stack/ip-sender.ts';
+import { flowLabel6, writeIpv6Fixed } from '../stack/ipv6.ts';
 import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
 import {
   armKeepalive,
@@ -23,7 +25,15 @@ import { type DecodeOptions, decodeBatch, encodeBatch } from '../state/state-cod
 import type { TcpState } from '../state/tcp-state.ts';
 import { TcpStateId } from '../state/tcp-state.ts';
 import { isOffloadable, validateTcpState } from '../state/validate.ts';
-import { completePartialL4Checksum, writeL4Checksum } from '../wire/checksum.ts';
+import { readU16, readU32 } from '../wire/addr.ts';
+import {
+  completePartialL4Checksum,
+  foldChecksum,
+  onesSum,
+  pseudoHeaderSum6,
+  writeL4Checksum,
+  writeL4ChecksumFrom,
+} from '../wire/checksum.ts';
 import {
   ETHERNET_HEADER_LENGTH,
   ETHERNET_VLAN_HEADER_LENGTH,
@@ -53,6 +63,7 @@ import {
   type InitiateResult,
   type InvalidateTarget,
   isTreeTransfer,
+  type NeighborSpec,
   type OffloadUpdate,
   type QueryResult,
   type TcpUpdateScope,
@@ -79,6 +90,13 @@ export interface NicEngineOptions {
   indicate: IndicationSink;
   /** Report each neighbor's reachability this often (ms); 0 (default) never. */
   reachabilityIntervalMs?: number;
+  /**
+   * The table IPv6 address handles of this engine's connections belong to. A worker's engine has
+   * its own (decoded transfers are interned there); without one, a LocalNic's engine takes the
+   * table of the first IPv6 trees handed to it in process, the host's, so a handle means the same
+   * on both sides of a same-thread transfer.
+   */
+  addrs?: AddressTable;
 }
 
 interface NeighborSlot {
@@ -98,13 +116,32 @@ const TX_BUF_SIZE = 18 + 65535;
 const IPV4_MAX_PACKET = 65535;
 const DEFAULT_CAPACITY = 100_000;
 
+/** An address as a map key: an IPv4 u32 normalized, an IPv6 handle (above 2^32) as it is. */
+function addrOf(ip: number): number {
+  return ip >= TWO_32 ? ip : ip >>> 0;
+}
+
 /**
  * Both addresses whole: a number made of two u32 (local * 2^32 + remote) exceeds 2^53 and loses
  * the low bits of the remote address, so paths to neighbouring peers would share one slot.
  */
 function pathKey(localIp: number, remoteIp: number): string {
-  return `${localIp >>> 0}>${remoteIp >>> 0}`;
+  return `${addrOf(localIp)}>${addrOf(remoteIp)}`;
 }
+
+/** A neighbor's identity here: its IPv4 address, or its IPv6 bytes and VLAN as text. */
+function neighborKey(n: NeighborState): number | string {
+  return nbKey(n.const.ip, n.const.ip6, n.const.vlanId);
+}
+
+function nbKey(ip: number, ip6: Uint8Array | undefined, vlanId: number): number | string {
+  if (ip6 === undefined) return ip >>> 0;
+  let k = `${vlanId}/`;
+  for (let i = 0; i < 16; i++) k += ip6[i]! < 16 ? `0${ip6[i]!.toString(16)}` : ip6[i]!.toString(16);
+  return k;
+}
+
+const IPV6_HEADER = 40;
 
 function keyOf(s: TcpState): ConnKey {
   const c = s.const;
@@ -123,12 +160,15 @@ class NicIpSender implements IpSender {
     private readonly link: Link,
     private readonly counters: Counters,
     idSecret: number,
+    /** The engine's address table (IPv6 paths only run once it has one). */
+    private readonly addrs: () => AddressTable | null,
   ) {
     this.ipOut = new Ipv4Output(idSecret);
   }
 
   begin(path: PathState): number {
-    return (path.neighbor.const.vlanId >= 0 ? ETHERNET_VLAN_HEADER_LENGTH : ETHERNET_HEADER_LENGTH) + 20;
+    const eth = path.neighbor.const.vlanId >= 0 ? ETHERNET_VLAN_HEADER_LENGTH : ETHERNET_HEADER_LENGTH;
+    return eth + (path.const.remoteIp >= TWO_32 ? IPV6_HEADER : 20);
   }
 
   /** Write the Ethernet header in front of the IP header; returns where the IP header starts. */
@@ -140,12 +180,53 @@ class NicIpSender implements IpSender {
       nb.cached.dstMac,
       nb.const.srcMac,
       nb.const.vlanId,
-      EtherType.IPV4,
+      path.const.remoteIp >= TWO_32 ? EtherType.IPV6 : EtherType.IPV4,
     );
+  }
+
+  /**
+   * The Ethernet and IPv6 fixed headers in front of `l4Len` transport bytes: traffic class and hop
+   * limit from the connection (or the path), the connection's flow label from the path's seed and
+   * the ports, as the host stack sent it. Returns the offset of the IPv6 header.
+   */
+  private header6(path: PathState, protocol: number, l4Len: number, ttl?: number, tos?: number): number {
+    const buf = this.txBuf;
+    const ip = this.ethernet(path);
+    const addrs = this.addrs()!;
+    const ports = l4Len >= 4 ? readU32(buf, ip + IPV6_HEADER) : 0;
+    const f = path.flow;
+    const label =
+      f === undefined ? flowLabel6(path.const.remoteIp, ports, 1, 0) : flowLabel6(f.base, ports, f.k0, f.k1);
+    writeIpv6Fixed(buf, ip, path, addrs, label, protocol, l4Len, ttl, tos);
+    return ip;
+  }
+
+  /** `commit` on an IPv6 path: never fragmented here (TCP sets DF; the MTU floor is 1280). */
+  private commit6(path: PathState, protocol: number, l4Len: number, ttl?: number, tos?: number): boolean {
+    const c = this.counters;
+    const total = IPV6_HEADER + l4Len;
+    if (total > path.cached.mtu || total > this.link.mtu || l4Len > 0xffff) {
+      c.inc('tx.drop.nic.too-big');
+      return false;
+    }
+    const ip = this.header6(path, protocol, l4Len, ttl, tos);
+    if (!this.link.send(this.txBuf.subarray(0, ip + total))) {
+      c.inc('tx.drop.nic.link');
+      return false;
+    }
+    c.inc('tx.nic.frames');
+    return true;
   }
 
   commit(path: PathState, protocol: number, l4Len: number, df: boolean, ttl?: number, tos?: number): boolean {
     const c = this.counters;
+    if (path.const.remoteIp >= TWO_32) {
+      if (path.neighbor.cached.dstMac < 0 || this.addrs() === null) {
+        c.inc('tx.drop.nic.no-neighbor');
+        return false;
+      }
+      return this.commit6(path, protocol, l4Len, ttl, tos);
+    }
     const nb = path.neighbor;
     if (nb.cached.dstMac < 0) {
       c.inc('tx.drop.nic.no-neighbor');
@@ -174,10 +255,63 @@ class NicIpSender implements IpSender {
   }
 
   maxPacketBytes(path: PathState): number {
-    return this.link.offloads?.tso === true && this.checksumOffload(path) ? IPV4_MAX_PACKET : path.cached.mtu;
+    const tso = path.const.remoteIp >= TWO_32 ? this.link.offloads?.tso6 : this.link.offloads?.tso;
+    return tso === true && this.checksumOffload(path) ? IPV4_MAX_PACKET : path.cached.mtu;
+  }
+
+  /** A TCP packet on an IPv6 path whose checksum the link completes, cut by it when above the MTU (TSO6). */
+  private offload6(path: PathState, l4Len: number, segSize: number, ttl?: number, tos?: number): boolean {
+    const c = this.counters;
+    const buf = this.txBuf;
+    const l4 = this.begin(path);
+    const mtu = Math.min(path.cached.mtu, this.link.mtu);
+    const segmented = IPV6_HEADER + l4Len > mtu;
+    const addrs = this.addrs();
+    if (
+      addrs === null ||
+      !this.checksumOffload(path) ||
+      typeof this.link.sendGso !== 'function' ||
+      (segmented && this.link.offloads?.tso6 !== true)
+    ) {
+      if (addrs !== null && l4Len >= 20 && l4 + l4Len <= buf.length) {
+        const p = path.const;
+        writeL4ChecksumFrom(
+          buf,
+          l4,
+          l4Len,
+          IpProto.TCP,
+          addrs.pseudoSum(p.localIp, p.remoteIp, IpProto.TCP, l4Len),
+        );
+      }
+      c.inc('tx.nic.offload.fallback');
+      return this.commit(path, IpProto.TCP, l4Len, true, ttl, tos);
+    }
+    const tcpHl = l4Len >= 20 ? (buf[l4 + 12]! >>> 4) * 4 : 0;
+    if (
+      tcpHl < 20 ||
+      tcpHl > l4Len ||
+      l4 + l4Len > buf.length ||
+      l4Len > 0xffff ||
+      (segmented && (segSize < 1 || IPV6_HEADER + tcpHl + segSize > mtu))
+    ) {
+      c.inc('tx.drop.nic.bad-length');
+      return false;
+    }
+    this.header6(path, IpProto.TCP, l4Len, ttl, tos);
+    const o = this.gso;
+    o.gsoSize = segmented ? segSize : 0;
+    o.csumStart = l4;
+    o.csumOffset = 16;
+    if (!this.link.sendGso(buf.subarray(0, l4 + l4Len), o)) {
+      c.inc('tx.drop.nic.link');
+      return false;
+    }
+    c.inc(segmented ? 'tx.nic.offload.tso6' : 'tx.nic.offload.csum6');
+    return true;
   }
 
   commitOffload(path: PathState, l4Len: number, segSize: number, ttl?: number, tos?: number): boolean {
+    if (path.const.remoteIp >= TWO_32) return this.offload6(path, l4Len, segSize, ttl, tos);
     const c = this.counters;
     const buf = this.txBuf;
     const ethLen = this.begin(path) - 20;
@@ -222,9 +356,13 @@ export class NicEngine {
   readonly capacity: number;
   readonly link: Link;
   private readonly clock: Clock;
+  private readonly random: Random;
   private readonly indicate: IndicationSink;
   private readonly toHost: (frame: Uint8Array) => void;
-  private readonly neighbors = new Map<number, NeighborSlot>();
+  private readonly neighbors = new Map<number | string, NeighborSlot>();
+  /** See NicEngineOptions.addrs; null until the first IPv6 connection. */
+  private addrs: AddressTable | null;
+  private readonly env: TcpHostEnv;
   private readonly paths = new Map<string, PathSlot>();
   /** Connections invalidated: released (frozen) and waiting for terminate. */
   private readonly parked = new Map<string, TcpState>();
@@ -245,18 +383,22 @@ export class NicEngine {
     this.id = opts.id;
     this.link = opts.link;
     this.clock = opts.clock;
+    this.random = opts.random;
     this.capacity = capacity;
     this.counters = opts.counters ?? new Counters();
     this.indicate = opts.indicate;
     this.toHost = opts.toHost;
+    this.addrs = opts.addrs ?? null;
     const env: TcpHostEnv = {
       clock: opts.clock,
       random: opts.random,
       counters: this.counters,
-      ip: new NicIpSender(opts.link, this.counters, opts.random.u32()),
+      ip: new NicIpSender(opts.link, this.counters, opts.random.u32(), () => this.addrs),
       pathTo: (remoteIp, localIp) => this.findPath(remoteIp, localIp),
       isLocal: () => false,
     };
+    if (this.addrs !== null) (env as { addrs?: AddressTable }).addrs = this.addrs;
+    this.env = env;
     this.tcp = new TcpLayer(env);
     this.tcp.onClosed = (conn) => this.connClosed(conn);
     const hostCarrier = opts.hostCarrier;
@@ -300,7 +442,9 @@ export class NicEngine {
     if (isTreeTransfer(batch)) return this.install(batch.trees, opts, true);
     let trees: ReturnType<typeof decodeBatch>;
     try {
-      trees = decodeBatch(batch, this.clock.now(), decode);
+      const addrs = this.addressTable();
+      // A worker's table mirrors the host's: addresses keep the host's handles here.
+      trees = decodeBatch(batch, this.clock.now(), { ...decode, addrs, senderHandles: addrs.mirror });
     } catch (e) {
       this.counters.inc('nic.initiate.refused');
       const reason = e instanceof StateValidationError ? e.message : String(e);
@@ -328,6 +472,12 @@ export class NicEngine {
     let ok = 0;
     let room = this.capacity - this.load;
     for (const t of trees) {
+      const foreign = this.foreignAddresses(t);
+      if (foreign !== null) {
+        for (const p of t.paths)
+          for (const s of p.conns) conns.push({ key: keyOf(s), status: 'failure', reason: foreign });
+        continue;
+      }
       const nb = this.installNeighbor(t.neighbor, borrowed);
       for (const node of t.paths) {
         const path = this.installPath(node.path, nb, borrowed);
@@ -436,7 +586,7 @@ export class NicEngine {
     if (!u || typeof u !== 'object') throw new InvalidArgumentError('update needs an object');
     switch (u.kind) {
       case 'neighbor': {
-        const slot = this.neighbors.get(u.neighborIp >>> 0);
+        const slot = this.neighbors.get(nbKey(u.neighborIp, u.ip6, u.vlanId ?? -1));
         if (!slot) return;
         slot.state.cached.dstMac = u.dstMac;
         if (u.dstMac >= 0) slot.state.cached.hostReachableAt = this.clock.now();
@@ -446,8 +596,8 @@ export class NicEngine {
       case 'path': {
         for (const slot of this.paths.values()) {
           const p = slot.state;
-          if (p.const.remoteIp !== u.remoteIp >>> 0) continue;
-          if (u.localIp !== undefined && p.const.localIp !== u.localIp >>> 0) continue;
+          if (p.const.remoteIp !== addrOf(u.remoteIp)) continue;
+          if (u.localIp !== undefined && p.const.localIp !== addrOf(u.localIp)) continue;
           const lowered = u.mtu !== undefined && u.mtu < p.cached.mtu;
           if (u.mtu !== undefined) p.cached.mtu = u.mtu;
           if (u.ttl !== undefined) p.cached.ttl = u.ttl;
@@ -552,10 +702,14 @@ export class NicEngine {
     for (const k of keys) this.tcp.dropFrozen(k.localIp, k.localPort, k.remoteIp, k.remotePort);
   }
 
-  /** IPv4 packets for connections run here, forwarded by another owner. */
+  /** IPv4 or IPv6 packets for connections run here, forwarded by another owner. */
   inject(packets: readonly Uint8Array[]): void {
     const h = this.ipHdr;
     for (const p of packets) {
+      if (p.length >= IPV6_HEADER && p[0]! >>> 4 === 6) {
+        this.inject6(p);
+        continue;
+      }
       if (decodeIpv4(p, 0, p.length, h, false) !== null || h.protocol !== IpProto.TCP) {
         this.counters.inc('drop.nic.bad-injected');
         continue;
@@ -576,9 +730,29 @@ export class NicEngine {
     }
   }
 
+  /** An IPv6 packet (fixed header, TCP behind it) from another owner, checked there. */
+  private inject6(p: Uint8Array): void {
+    const addrs = this.addrs;
+    const len = readU16(p, 4);
+    if (addrs === null || p[6] !== IpProto.TCP || len < 20 || IPV6_HEADER + len > p.length) {
+      this.counters.inc('drop.nic.bad-injected');
+      return;
+    }
+    const dst = addrs.find(p, 24);
+    const src = dst < 0 ? -1 : addrs.find(p, 8);
+    if (src < 0 || !this.tcp.owns(dst, l4DstPort(p, IPV6_HEADER), src, l4SrcPort(p, IPV6_HEADER))) {
+      this.counters.inc('drop.nic.injected-unknown');
+      return;
+    }
+    this.counters.inc('nic.rx.injected');
+    this.tcp.inputPacket(p);
+  }
+
   /** Report each neighbor's last-heard time now (also run by the reachability timer). */
   reportReachability(): void {
     for (const [ip, slot] of this.neighbors) {
+      // The indication names an IPv4 neighbor; IPv6 neighbors' reachability is the team's NS probes.
+      if (typeof ip !== 'number') continue;
       const d = slot.state;
       const last = Math.max(d.delegated.nicReachableAt, d.cached.hostReachableAt);
       this.indicate('reachability', ip, last);
@@ -645,7 +819,8 @@ export class NicEngine {
   /** Feed the frame to the TCP layer if it is for a connection held here; false otherwise. */
   private tcpForUs(frame: Uint8Array, len: number, offload: RxOffloadInfo | undefined): boolean {
     const ip = ethIpv4Offset(frame);
-    if (ip < 0 || ipv4Proto(frame, ip) !== IpProto.TCP) return false;
+    if (ip < 0) return this.addrs !== null && this.tcpForUs6(frame, len, offload);
+    if (ipv4Proto(frame, ip) !== IpProto.TCP) return false;
     // Fragments go to the host, which reassembles.
     if (ipv4IsFragment(frame, ip)) return false;
     const ihl = ipv4HeaderLen(frame, ip);
@@ -671,22 +846,109 @@ export class NicEngine {
     info.tos = h.tos;
     // The device vouched for the data (or it never left this machine unsummed): TCP skips the sum.
     info.l4ChecksumOk = offload !== undefined && (offload.csumPartial || offload.csumValid);
+    this.deliver(conn, frame, ip + ihl, h.totalLength - ihl);
+    return true;
+  }
+
+  /** Run a checked segment through the TCP layer (`rxInfo` filled), noting proof of the neighbor and a FIN. */
+  private deliver(conn: TcpConnection | undefined, frame: Uint8Array, off: number, len: number): void {
+    const tcp = this.tcp;
     if (conn === undefined) {
-      tcp.input(info, frame, ip + ihl, h.totalLength - ihl);
-      return true;
+      tcp.input(this.rxInfo, frame, off, len);
+      return;
     }
     const d = conn.state.delegated;
     const finBefore = d.finReceived;
     conn.state.path.neighbor.delegated.nicReachableAt = this.clock.now();
-    tcp.input(info, frame, ip + ihl, h.totalLength - ihl);
+    tcp.input(this.rxInfo, frame, off, len);
     if (!finBefore && d.finReceived) this.indicate('disconnect', keyOf(conn.state));
+  }
+
+  /**
+   * The IPv6 counterpart: TCP right behind the fixed header (a segment behind extension headers
+   * goes up to the host, which walks them and hands it back through its placeholder), both
+   * addresses known to the table, a four-tuple held here, and a checksum that holds over the IPv6
+   * pseudo-header unless the link vouched for it. Anything else is not ours and goes up whole.
+   */
+  private tcpForUs6(frame: Uint8Array, len: number, offload: RxOffloadInfo | undefined): boolean {
+    const ip = ethL3Offset(frame);
+    if (len < ip + IPV6_HEADER + 20 || ethType(frame) !== EtherType.IPV6) return false;
+    if (frame[ip]! >>> 4 !== 6 || frame[ip + 6] !== IpProto.TCP) return false;
+    const addrs = this.addrs!;
+    const dst = addrs.find(frame, ip + 24);
+    const src = dst < 0 ? -1 : addrs.find(frame, ip + 8);
+    if (src < 0) return false;
+    const l4 = ip + IPV6_HEADER;
+    const sport = l4SrcPort(frame, l4);
+    const dport = l4DstPort(frame, l4);
+    const tcp = this.tcp;
+    const conn = tcp.lookup(dst, dport, src, sport);
+    if (conn === undefined && !tcp.owns(dst, dport, src, sport)) return false;
+    const l4Len = readU16(frame, ip + 4);
+    if (l4 + l4Len > len || l4Len < 20) {
+      this.counters.inc('drop.nic.ipv6.truncated');
+      return true;
+    }
+    const vouched = offload !== undefined && (offload.csumPartial || offload.csumValid);
+    if (!vouched) {
+      const sum = pseudoHeaderSum6(frame, ip + 8, frame, ip + 24, IpProto.TCP, l4Len);
+      if (foldChecksum(onesSum(frame, l4, l4Len, sum)) !== 0) {
+        this.counters.inc('drop.nic.ipv6.tcp-bad-checksum');
+        return true;
+      }
+    }
+    this.counters.inc('nic.rx.offloaded');
+    const info = this.rxInfo;
+    info.src = src;
+    info.dst = dst;
+    info.ttl = frame[ip + 7]!;
+    info.tos = ((frame[ip]! & 0x0f) << 4) | (frame[ip + 1]! >>> 4);
+    info.l4ChecksumOk = true;
+    this.deliver(conn, frame, l4, l4Len);
     return true;
+  }
+
+  // ---- addresses ---------------------------------------------------------------------------------
+
+  /** The table of this engine's IPv6 handles (null before its first IPv6 connection). */
+  get addressBook(): AddressTable | null {
+    return this.addrs;
+  }
+
+  /** The engine's address table, made now if it has none (a transfer decoded here interns there). */
+  private addressTable(): AddressTable {
+    if (this.addrs === null) this.bindAddresses(new AddressTable(this.random));
+    return this.addrs!;
+  }
+
+  private bindAddresses(t: AddressTable): void {
+    this.addrs = t;
+    (this.env as { addrs?: AddressTable }).addrs = t;
+  }
+
+  /**
+   * Why a tree's IPv6 paths cannot run here, or null. Handles name addresses in one table: an
+   * engine without one takes the table of the first IPv6 trees it is handed (the host's, in
+   * process); trees whose handles belong to another table would mean other addresses here.
+   */
+  private foreignAddresses(t: OffloadTree): string | null {
+    for (const node of t.paths) {
+      const book = node.path.addrs;
+      if (node.path.const.remoteIp < TWO_32 || book === this.addrs) continue;
+      if (this.addrs === null && book instanceof AddressTable) {
+        this.bindAddresses(book);
+        continue;
+      }
+      this.counters.inc('nic.initiate.foreign-addresses');
+      return 'IPv6 addresses of another address table';
+    }
+    return null;
   }
 
   // ---- installed objects -------------------------------------------------------------------------
 
   private installNeighbor(n: NeighborState, borrowed: boolean): NeighborSlot {
-    const ip = n.const.ip >>> 0;
+    const ip = neighborKey(n);
     let slot = this.neighbors.get(ip);
     if (slot === undefined) {
       const own = borrowed
@@ -711,9 +973,17 @@ export class NicEngine {
         : p;
       own.neighbor = nb.state;
       nb.refs++;
+      // The slot holds its IPv6 handles; a decoded path already came with those references.
+      if (borrowed && own.const.remoteIp >= TWO_32) {
+        own.addrs = p.addrs;
+        if (p.flow !== undefined) own.flow = p.flow;
+        this.addrs!.ref(own.const.localIp);
+        this.addrs!.ref(own.const.remoteIp);
+      }
       slot = { state: own, refs: 0 };
       this.paths.set(key, slot);
     } else {
+      if (!borrowed) this.releaseAddresses(p);
       slot.state.cached.mtu = p.cached.mtu;
       slot.state.cached.ttl = p.cached.ttl;
       slot.state.cached.tos = p.cached.tos;
@@ -722,22 +992,22 @@ export class NicEngine {
     return slot;
   }
 
-  private repoint(
-    slot: PathSlot,
-    spec: { ip: number; srcMac: number; vlanId: number; dstMac: number },
-  ): void {
-    const ip = spec.ip >>> 0;
-    let nb = this.neighbors.get(ip);
+  private repoint(slot: PathSlot, spec: NeighborSpec): void {
+    const key = nbKey(spec.ip, spec.ip6, spec.vlanId);
+    // A path keeps its family: an IPv6 path is never re-pointed at an IPv4 neighbor, nor the reverse.
+    if ((spec.ip6 !== undefined) !== slot.state.const.remoteIp >= TWO_32) return;
+    let nb = this.neighbors.get(key);
     if (nb === undefined) {
+      const c = { ip: spec.ip >>> 0, srcMac: spec.srcMac, vlanId: spec.vlanId };
       nb = {
         state: createNeighborState(
-          { ip, srcMac: spec.srcMac, vlanId: spec.vlanId },
+          spec.ip6 === undefined ? c : { ...c, ip6: spec.ip6 },
           spec.dstMac,
           this.clock.now(),
         ),
         refs: 0,
       };
-      this.neighbors.set(ip, nb);
+      this.neighbors.set(key, nb);
     } else {
       nb.state.cached.dstMac = spec.dstMac;
     }
@@ -745,13 +1015,20 @@ export class NicEngine {
   }
 
   private repointTo(slot: PathSlot, nb: NeighborSlot): void {
-    const old = this.neighbors.get(slot.state.neighbor.const.ip >>> 0);
+    const old = this.neighbors.get(neighborKey(slot.state.neighbor));
     slot.state.neighbor = nb.state;
     nb.refs++;
     if (old && old !== nb) {
       old.refs--;
-      if (old.refs <= 0) this.neighbors.delete(old.state.const.ip >>> 0);
+      if (old.refs <= 0) this.neighbors.delete(neighborKey(old.state));
     }
+  }
+
+  /** Drop a path's references on its IPv6 handles. */
+  private releaseAddresses(p: PathState): void {
+    if (p.const.remoteIp < TWO_32 || this.addrs === null) return;
+    this.addrs.release(p.const.localIp);
+    this.addrs.release(p.const.remoteIp);
   }
 
   /** After the path changed under them: resend outstanding data at the new size, through the new hop. */
@@ -770,10 +1047,12 @@ export class NicEngine {
     if (slot.refs > 0) return;
     const p = slot.state;
     this.paths.delete(pathKey(p.const.localIp, p.const.remoteIp));
-    const nb = this.neighbors.get(p.neighbor.const.ip >>> 0);
+    this.releaseAddresses(p);
+    const nbKey = neighborKey(p.neighbor);
+    const nb = this.neighbors.get(nbKey);
     if (nb) {
       nb.refs--;
-      if (nb.refs <= 0) this.neighbors.delete(p.neighbor.const.ip >>> 0);
+      if (nb.refs <= 0) this.neighbors.delete(nbKey);
     }
   }
 
@@ -810,7 +1089,10 @@ export class NicEngine {
   private findPath(remoteIp: number, localIp?: number): PathState | null {
     for (const slot of this.paths.values()) {
       const p = slot.state;
-      if (p.const.remoteIp === remoteIp >>> 0 && (localIp === undefined || p.const.localIp === localIp >>> 0))
+      if (
+        p.const.remoteIp === addrOf(remoteIp) &&
+        (localIp === undefined || p.const.localIp === addrOf(localIp))
+      )
         return p;
     }
     return null;
@@ -841,8 +1123,8 @@ export class NicEngine {
       if ('neighborIp' in scope) {
         if (p.neighbor.const.ip === scope.neighborIp >>> 0) out.push(conn);
       } else if (
-        p.const.remoteIp === scope.remoteIp >>> 0 &&
-        (scope.localIp === undefined || p.const.localIp === scope.localIp >>> 0)
+        p.const.remoteIp === addrOf(scope.remoteIp) &&
+        (scope.localIp === undefined || p.const.localIp === addrOf(scope.localIp))
       ) {
         out.push(conn);
       }

@@ -20,6 +20,11 @@ import type { TcpCached, TcpState } from '../state/tcp-state.ts';
 import type { HardState } from './hard-state.ts';
 
 /** The 4-tuple that names a connection, from our side. */
+/**
+ * A connection's four-tuple. Addresses are numbers as the state objects keep them: an IPv4 u32,
+ * or an IPv6 address handle of the owner's AddressTable (shared by the host and its LocalNics;
+ * a key that crosses to a worker carries the 16 bytes instead, `transfer-wire.ts`).
+ */
 export interface ConnKey {
   localIp: number;
   localPort: number;
@@ -33,9 +38,15 @@ export function keyOfState(s: TcpState): ConnKey {
   return { localIp: c.localIp, localPort: c.localPort, remoteIp: c.remoteIp, remotePort: c.remotePort };
 }
 
-/** A stable string for maps and logs: "localIp:localPort>remoteIp:remotePort" (addresses as u32). */
+/**
+ * A stable string for maps and logs: "localIp:localPort>remoteIp:remotePort", IPv4 addresses as
+ * u32 and IPv6 ones as their handle (above 2^32, kept whole: `>>> 0` would fold it onto an IPv4
+ * address).
+ */
 export function connKeyId(k: ConnKey): string {
-  return `${k.localIp >>> 0}:${k.localPort}>${k.remoteIp >>> 0}:${k.remotePort}`;
+  const l = k.localIp >= 0x1_0000_0000 ? k.localIp : k.localIp >>> 0;
+  const r = k.remoteIp >= 0x1_0000_0000 ? k.remoteIp : k.remoteIp >>> 0;
+  return `${l}:${k.localPort}>${r}:${k.remotePort}`;
 }
 
 export function sameConnKey(a: ConnKey, b: ConnKey): boolean {
@@ -102,15 +113,25 @@ export type TcpUpdateScope =
 
 /** Neighbor fields sent when a path is re-pointed, so the target can create the neighbor if new. */
 export interface NeighborSpec {
+  /** IPv4 address, or 0 for an IPv6 neighbor (then `ip6`). */
   ip: number;
   srcMac: number;
   vlanId: number;
   dstMac: number;
+  /** An IPv6 neighbor's 16 bytes. */
+  ip6?: Uint8Array;
 }
 
 export type OffloadUpdate =
   /** The neighbor's MAC changed (-1: unresolved; the target stops sending through it). */
-  | { kind: 'neighbor'; neighborIp: number; dstMac: number }
+  | {
+      kind: 'neighbor';
+      /** IPv4 address, or 0 for an IPv6 neighbor named by `ip6` and `vlanId`. */
+      neighborIp: number;
+      dstMac: number;
+      ip6?: Uint8Array;
+      vlanId?: number;
+    }
   /** Path cached state changed (MTU, TTL, TOS), and/or the path now goes through another neighbor. */
   | {
       kind: 'path';

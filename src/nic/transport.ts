@@ -96,7 +96,7 @@ export class SameThreadTransport implements NicTransport {
         return { t: 'res', id, ok: true, op: r.op, value, installed: value.installed };
       }
       case 'terminate': {
-        const value = engine.terminate(r.arg === 'all' ? 'all' : unpackKeys(r.arg));
+        const value = engine.terminate(r.arg === 'all' ? 'all' : unpackKeys(r.arg, engine.addressBook));
         return { t: 'res', id, ok: true, op: r.op, value, freed: [], moved: [] };
       }
       case 'update':
@@ -108,13 +108,13 @@ export class SameThreadTransport implements NicTransport {
       case 'query':
         return { t: 'res', id, ok: true, op: r.op, value: engine.query(r.arg) };
       case 'takeQueued': {
-        const keys = unpackKeys(r.arg);
+        const keys = unpackKeys(r.arg, engine.addressBook);
         const value = engine.takeQueued(keys);
         if (r.drop === true) engine.dropFrozen(keys);
         return { t: 'res', id, ok: true, op: r.op, value };
       }
       case 'dropFrozen':
-        engine.dropFrozen(unpackKeys(r.arg));
+        engine.dropFrozen(unpackKeys(r.arg, engine.addressBook));
         return { t: 'res', id, ok: true, op: r.op, value: undefined };
       case 'counters':
         return { t: 'res', id, ok: true, op: r.op, value: engine.counters.snapshot() };

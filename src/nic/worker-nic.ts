@@ -6,6 +6,7 @@ import { type TapLinkOptions, tapQueueEmpty } from '../link/tap-link.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
 import { ByteRing } from '../state/byte-ring.ts';
 import { flattenTrees, type OffloadTree } from '../state/offload-tree.ts';
+import type { AddressBook } from '../state/path-state.ts';
 import { decodeBatch, encodeBatch } from '../state/state-codec.ts';
 import type { TcpState } from '../state/tcp-state.ts';
 import {
@@ -493,13 +494,17 @@ export class WorkerNic extends HostNic {
     else throw new InvalidArgumentError('initiate needs trees or a Uint8Array');
     // The prod must happen in the worker, as the connections are installed: a failover that loses
     // it leaves every moved connection's peer waiting for its own retransmission timer.
+    if (states) this.bindAddresses(states);
     const prepared = states ? this.preallocate(states) : undefined;
     let res: WorkerReply<'initiate'>;
     try {
       const packed =
         prepared === undefined
           ? undefined
-          : packBlocks([...prepared.values()].map((p) => [p.key, p.block] as const));
+          : packBlocks(
+              [...prepared.values()].map((p) => [p.key, p.block] as const),
+              this.hostAddrs,
+            );
       res = await this.request({ op: 'initiate', arg: { batch, prod: opts?.prod === true, blocks: packed } });
     } catch (e) {
       // Dead before it replied: it may have run these connections meanwhile (sent, acknowledged,
@@ -517,7 +522,7 @@ export class WorkerNic extends HostNic {
     }
     let unpacked: ReturnType<typeof unpackInitiate>;
     try {
-      unpacked = unpackInitiate(res.value, givenBlocks(prepared));
+      unpacked = unpackInitiate(res.value, this.hostAddrs, givenBlocks(prepared));
     } catch (e) {
       const error = new WorkerProtocolError(`initiate answer: ${(e as Error).message}`);
       this.port.refuse(null, error);
@@ -532,6 +537,22 @@ export class WorkerNic extends HostNic {
       this.conns++;
     }
     return result;
+  }
+
+  /** The host's address table, which the worker's mirrors; taken from the first IPv6 state handed over. */
+  private hostAddrs: AddressBook | null = null;
+
+  private bindAddresses(states: readonly TcpState[]): void {
+    if (this.hostAddrs !== null) return;
+    for (const s of states) {
+      if (s.path.addrs === undefined) continue;
+      this.hostAddrs = s.path.addrs;
+      return;
+    }
+  }
+
+  protected override keyAddresses(): AddressBook | null {
+    return this.hostAddrs;
   }
 
   /**
@@ -607,7 +628,11 @@ export class WorkerNic extends HostNic {
     this.rxBatch.flush();
     let res: WorkerReply<'terminate'>;
     try {
-      res = await this.request({ op: 'terminate', arg: keys === 'all' ? 'all' : packKeys(keys), byRef });
+      res = await this.request({
+        op: 'terminate',
+        arg: keys === 'all' ? 'all' : packKeys(keys, this.hostAddrs),
+        byRef,
+      });
     } catch (e) {
       // Nothing moved: the connections carry on here.
       for (const h of frozen) h._reattach();
@@ -640,14 +665,14 @@ export class WorkerNic extends HostNic {
    * from the shared memory this side already holds for them. A state for a connection that was
    * not released has no rings here, and the whole batch is refused.
    */
-  override decodeReleased(bytes: Uint8Array, now: number): OffloadTree[] {
+  override decodeReleased(bytes: Uint8Array, now: number, addrs?: AddressBook): OffloadTree[] {
     const released = this.released;
     const rings = (s: TcpState): { send: ByteRing; recv: ByteRing } | null => {
       const h = released.get(connKeyId(keyOfState(s)));
       return h === undefined ? null : { send: h.sendRing, recv: h.recvRing };
     };
     try {
-      return decodeBatch(bytes, now, { rings });
+      return decodeBatch(bytes, now, { rings, addrs });
     } catch (e) {
       // Unreadable: the host still holds what the worker wrote last for each of them (its hard
       // state, written as it released them, and the rings), so they stay salvageable here for a

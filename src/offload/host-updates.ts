@@ -32,7 +32,17 @@ export class HostUpdates {
     for (const nic of this.nics()) {
       if (nic.load === 0) continue;
       nic
-        .update({ kind: 'neighbor', neighborIp: ip, dstMac: nb.cached.dstMac })
+        .update(
+          nb.const.ip6 === undefined
+            ? { kind: 'neighbor', neighborIp: ip, dstMac: nb.cached.dstMac }
+            : {
+                kind: 'neighbor',
+                neighborIp: 0,
+                dstMac: nb.cached.dstMac,
+                ip6: nb.const.ip6,
+                vlanId: nb.const.vlanId,
+              },
+        )
         .catch((e) => this.onError(e, nic));
     }
   }
@@ -55,6 +65,7 @@ export class HostUpdates {
             srcMac: nb.const.srcMac,
             vlanId: nb.const.vlanId,
             dstMac: nb.cached.dstMac,
+            ...(nb.const.ip6 === undefined ? {} : { ip6: nb.const.ip6 }),
           },
         })
         .catch((e) => this.onError(e, nic));

@@ -8,7 +8,6 @@ import {
   type NicIndications,
   type UploadReason,
 } from '../nic/nic.ts';
-import { TWO_32 } from '../stack/address-table.ts';
 import type { Stack } from '../stack/stack.ts';
 import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
 import { isOffloadable } from '../state/validate.ts';
@@ -257,11 +256,6 @@ export class OffloadManager extends EventEmitter {
       const src = keys === 'all' ? this.keysOn(from) : keys;
       for (const k of src) {
         if (!isKey(k)) throw new InvalidArgumentError('move: not a connection key');
-        if (k.remoteIp >= TWO_32) {
-          this.stack.counters.inc('offload.refused.ipv6');
-          refused.push({ key: k, status: 'ineligible', reason: 'IPv6 connections stay in the host' });
-          continue;
-        }
         const e = this.entries.get(connKeyId(k));
         if (e?.nic === from) list.push(e.key);
         else refused.push({ key: k, status: 'failure', reason: 'not on the source NIC' });
@@ -350,17 +344,6 @@ export class OffloadManager extends EventEmitter {
       else throw new InvalidArgumentError('offload: not a connection or key');
       if (conn === undefined || !conn.linked) {
         if (isKey(x)) refused.push({ key: x, status: 'closed', reason: 'not running in the host' });
-        continue;
-      }
-      if (conn.state.const.remoteIp >= TWO_32) {
-        // The state codec and the NICs carry IPv4 connections only (issue 12 item 5): an IPv6
-        // connection stays in the host.
-        this.stack.counters.inc('offload.refused.ipv6');
-        refused.push({
-          key: keyOfConn(conn),
-          status: 'ineligible',
-          reason: 'IPv6 connections stay in the host',
-        });
         continue;
       }
       if (!isOffloadable(conn.state) || conn.listener !== null) {

@@ -1,7 +1,6 @@
 import type { Timer } from '../core/clock.ts';
 import { InvalidArgumentError } from '../core/errors.ts';
 import type { Nic, UploadReason } from '../nic/nic.ts';
-import { isV6 } from '../stack/address-table.ts';
 import type { Stack } from '../stack/stack.ts';
 import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
 import { isOffloadable } from '../state/validate.ts';
@@ -95,8 +94,7 @@ export class PolicyScanner {
     const ready: TcpConnection[] = [];
     const seen = new Set<TcpConnection>();
     for (const conn of this.stack.tcp.connections()) {
-      // IPv6 connections stay in the host (no codec for them yet); offload() would refuse them.
-      if (!isOffloadable(conn.state) || conn.listener !== null || isV6(conn.state.const.remoteIp)) continue;
+      if (!isOffloadable(conn.state) || conn.listener !== null) continue;
       seen.add(conn);
       let first = this.firstSeen.get(conn);
       if (first === undefined) {

@@ -14,7 +14,7 @@ import type { Stack } from '../stack/stack.ts';
 import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
 import type { TcpUser } from '../stack/tcp/tcp-types.ts';
 import { buildTrees, flattenTrees } from '../state/offload-tree.ts';
-import { encodeBatch } from '../state/state-codec.ts';
+import { encodeBatch, releaseTreeAddresses } from '../state/state-codec.ts';
 import type { TcpState } from '../state/tcp-state.ts';
 import { validateTcpState } from '../state/validate.ts';
 import { rebuild } from './rebuild.ts';
@@ -83,7 +83,10 @@ export { keyOfState };
 /** `connKeyId(keyOfState(s))` without the key object. */
 function stateKeyId(s: TcpState): string {
   const c = s.const;
-  return `${c.localIp >>> 0}:${c.localPort}>${c.remoteIp >>> 0}:${c.remotePort}`;
+  // IPv6 handles (above 2^32) stay whole, as in connKeyId.
+  const l = c.localIp >= 0x1_0000_0000 ? c.localIp : c.localIp >>> 0;
+  const r = c.remoteIp >= 0x1_0000_0000 ? c.remoteIp : c.remoteIp >>> 0;
+  return `${l}:${c.localPort}>${r}:${c.remotePort}`;
 }
 
 export function keyOfConn(c: TcpConnection): ConnKey {
@@ -163,9 +166,11 @@ export class TransferProtocol {
     else if (isTreeTransfer(released)) states = flattenTrees(released.trees);
     else {
       try {
-        const now = this.stack.clock.now();
-        // A worker NIC hands back states without their data: it attaches the shared rings.
-        const trees = decodeReleasedBy(src, released, now);
+        // A worker NIC hands back states without their data: it attaches the shared rings. IPv6
+        // addresses are interned in the host's table; the host's placeholders of these
+        // connections hold their handles already, so the decoder's own references go back at once.
+        const trees = decodeReleasedBy(src, released, this.stack.clock.now(), this.stack.addrs);
+        releaseTreeAddresses(trees);
         states = flattenTrees(trees);
         // Decoded objects belong to no one yet: a destination in this thread takes them as they are.
         if (dst !== 'host' && dst.inProcess) released = { kind: 'trees', trees };

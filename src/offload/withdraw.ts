@@ -1,6 +1,7 @@
 import { decodeReleasedBy } from '../nic/host-nic.ts';
 import { isTreeTransfer, type Nic } from '../nic/nic.ts';
 import { flattenTrees } from '../state/offload-tree.ts';
+import { releaseTreeAddresses } from '../state/state-codec.ts';
 import type { TcpState } from '../state/tcp-state.ts';
 import { rebuild } from './rebuild.ts';
 import type { Item, ItemsByState, TransferProtocol, TransferReport } from './transfer.ts';
@@ -36,9 +37,13 @@ export async function withdraw(
           { trees: dst.inProcess },
         ),
       );
-      states = flattenTrees(
-        isTreeTransfer(released) ? released.trees : decodeReleasedBy(dst, released, stack.clock.now()),
-      );
+      if (isTreeTransfer(released)) states = flattenTrees(released.trees);
+      else {
+        // As a transfer's release: the host's placeholders hold the IPv6 handles already.
+        const trees = decodeReleasedBy(dst, released, stack.clock.now(), stack.addrs);
+        releaseTreeAddresses(trees);
+        states = flattenTrees(trees);
+      }
     } catch {
       stack.counters.inc('offload.settle.refused-rebuilt', items.length);
     }

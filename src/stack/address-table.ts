@@ -44,6 +44,12 @@ export function covers(w: number, v6Only: boolean, ip: number): boolean {
 export interface AddressTableOptions {
   /** IPv6 addresses held at once (default 65536). */
   maxIpv6?: number;
+  /**
+   * A mirror of another table (a worker NIC's of the host's): its handles are the other table's,
+   * given with each address (`internAt`), never chosen here, so a four-tuple, a key or an
+   * indication means the same connection on both threads. `intern` is refused.
+   */
+  mirror?: boolean;
 }
 
 export class AddressTable {
@@ -65,8 +71,10 @@ export class AddressTable {
   refused = 0;
   /** Called once when `intern` finds the table full, to free what is idle; returns how many went. */
   onFull: (() => number) | null = null;
+  readonly mirror: boolean;
 
   constructor(random: Random, opts: AddressTableOptions = {}) {
+    this.mirror = opts.mirror === true;
     const cap = opts.maxIpv6 ?? 65536;
     if (!Number.isInteger(cap) || cap < 1 || cap > 1 << 24) {
       throw new InvalidArgumentError('addresses.maxIpv6 must be an integer 1..16777216');
@@ -109,11 +117,37 @@ export class AddressTable {
       this.refs[slot]!++;
       return TWO_32 + 1 + slot;
     }
-    if (this.freeTop === 0 && !(this.onFull !== null && this.onFull() > 0 && this.freeTop > 0)) {
+    if (
+      this.mirror ||
+      (this.freeTop === 0 && !(this.onFull !== null && this.onFull() > 0 && this.freeTop > 0))
+    ) {
       this.refused++;
       return -1;
     }
     slot = this.free[--this.freeTop]!;
+    return this.place(buf, off, h, slot);
+  }
+
+  /**
+   * Mirror tables only: a reference to `handle` for the 16 bytes at buf[off], as the table it
+   * mirrors numbered them. -1 (nothing changed) when the handle is out of this table's range, or
+   * held here for other bytes (the other table reused it while this one still holds the old
+   * address: the caller refuses what brought it), or the bytes are held under another handle.
+   */
+  internAt(buf: Uint8Array, off: number, handle: number): number {
+    const slot = handle - TWO_32 - 1;
+    if (!this.mirror || !Number.isInteger(slot) || slot < 0 || slot >= this.capacity) return -1;
+    const h = this.hash(buf, off);
+    const found = this.lookup(buf, off, h);
+    if (found === slot) {
+      this.refs[slot]!++;
+      return handle;
+    }
+    if (found >= 0 || this.refs[slot]! > 0) return -1;
+    return this.place(buf, off, h, slot);
+  }
+
+  private place(buf: Uint8Array, off: number, h: number, slot: number): number {
     const at = slot * 16;
     const st = this.store;
     let sum = 0;
@@ -149,7 +183,7 @@ export class AddressTable {
     }
     this.refs[slot] = 0;
     this.unindex(slot);
-    this.free[this.freeTop++] = slot;
+    if (!this.mirror) this.free[this.freeTop++] = slot;
     this.used--;
   }
 

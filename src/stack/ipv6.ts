@@ -204,6 +204,8 @@ export interface Ipv6Context {
   tcpErrorInFlight(e: IcmpErrorInfo): boolean;
   /** Tell the transport of a refused packet (too big for its path) after the current call. */
   localError(protocol: number, e: IcmpErrorInfo): void;
+  /** A path's MTU or next hop changed: owners of copies (NICs running its connections) hear of it. */
+  pathChanged?(path: PathState): void;
 }
 
 const ALL_NODES = parseIpv6('ff02::1');
@@ -233,6 +235,48 @@ interface PendingPing {
   reject(e: Error): void;
   sentAt: number;
   timer: Timer;
+}
+
+/**
+ * The RFC 6437 flow label of a flow: `base` (a path's two addresses, hashed with a secret) mixed
+ * with the transport ports (`srcPort << 16 | dstPort`) under the keys k0/k1; never 0. A function of
+ * its arguments only, so a NIC given a path's seed sends each connection's label unchanged.
+ */
+export function flowLabel6(base: number, ports: number, k0: number, k1: number): number {
+  let h = Math.imul(base ^ ports, k0);
+  h ^= h >>> 16;
+  h = Math.imul(h ^ k1, 0x85ebca6b);
+  h ^= h >>> 13;
+  const label = h & 0xfffff;
+  return label === 0 ? 1 : label;
+}
+
+/**
+ * The fixed IPv6 header at buf[at] of a packet on `path` (addresses are handles of `addrs`):
+ * traffic class and hop limit from the connection when given, else from the path.
+ */
+export function writeIpv6Fixed(
+  buf: Uint8Array,
+  at: number,
+  path: PathState,
+  addrs: AddressTable,
+  label: number,
+  protocol: number,
+  l4Len: number,
+  ttl: number | undefined,
+  tos: number | undefined,
+): void {
+  const tc = tos ?? path.cached.tos;
+  buf[at] = 0x60 | (tc >>> 4);
+  buf[at + 1] = ((tc & 0x0f) << 4) | (label >>> 16);
+  buf[at + 2] = (label >>> 8) & 0xff;
+  buf[at + 3] = label & 0xff;
+  buf[at + 4] = l4Len >>> 8;
+  buf[at + 5] = l4Len & 0xff;
+  buf[at + 6] = protocol;
+  buf[at + 7] = ttl ?? path.cached.ttl;
+  addrs.write(path.const.localIp, buf, at + 8);
+  addrs.write(path.const.remoteIp, buf, at + 24);
 }
 
 export class Ipv6Layer {
@@ -770,16 +814,20 @@ export class Ipv6Layer {
       r.iface.index,
       this.mtuTo(x, dst, 0),
       x.hopLimit,
+      addrs,
     );
     addrs.ref(localH);
     addrs.ref(remote);
+    const labelBase = this.labelBase(localH, remote);
+    // The seed travels with the path, so a NIC running one of its connections keeps its label.
+    path.flow = { base: labelBase, k0: this.labelK0 >>> 0, k1: this.labelK1 >>> 0 };
     let byRemote = this.paths.get(localH);
     if (!byRemote) this.paths.set(localH, (byRemote = new Map()));
     byRemote.set(remote, path);
     this.pathInfo.set(path, {
       x,
       nextHop,
-      labelBase: this.labelBase(localH, remote),
+      labelBase,
       loopback: this.isLocal(dst),
     });
     return path;
@@ -884,18 +932,7 @@ export class Ipv6Layer {
         ? (buf[eth + 40]! << 24) | (buf[eth + 41]! << 16) | (buf[eth + 42]! << 8) | buf[eth + 43]!
         : 0;
     const label = this.flowLabel(p.labelBase, ports);
-    const tc = tos ?? path.cached.tos;
-    const hl = ttl ?? path.cached.ttl;
-    buf[eth] = 0x60 | (tc >>> 4);
-    buf[eth + 1] = ((tc & 0x0f) << 4) | (label >>> 16);
-    buf[eth + 2] = (label >>> 8) & 0xff;
-    buf[eth + 3] = label & 0xff;
-    buf[eth + 4] = l4Len >>> 8;
-    buf[eth + 5] = l4Len & 0xff;
-    buf[eth + 6] = protocol;
-    buf[eth + 7] = hl;
-    addrs.write(path.const.localIp, buf, eth + 8);
-    addrs.write(path.const.remoteIp, buf, eth + 24);
+    writeIpv6Fixed(buf, eth, path, addrs, label, protocol, l4Len, ttl, tos);
     return ports;
   }
 
@@ -1014,12 +1051,7 @@ export class Ipv6Layer {
    * mixed in per packet with two multiplications.
    */
   private flowLabel(base: number, ports: number): number {
-    let h = Math.imul(base ^ ports, this.labelK0);
-    h ^= h >>> 16;
-    h = Math.imul(h ^ this.labelK1, 0x85ebca6b);
-    h ^= h >>> 13;
-    const label = h & 0xfffff;
-    return label === 0 ? 1 : label;
+    return flowLabel6(base, ports, this.labelK0, this.labelK1);
   }
 
   private labelBase(local: number, remote: number): number {
@@ -1066,7 +1098,9 @@ export class Ipv6Layer {
     const now = this.ctx.clock.now();
     let next = Number.POSITIVE_INFINITY;
     for (const [p, info] of this.pathInfo) {
+      const before = p.cached.mtu;
       p.cached.mtu = this.mtuTo(info.x, this.ctx.addrs.bytes(p.const.remoteIp), 0);
+      if (p.cached.mtu !== before) this.ctx.pathChanged?.(p);
     }
     for (const e of this.pmtus.values()) if (e.until > now && e.until < next) next = e.until;
     if (next !== Number.POSITIVE_INFINITY) this.pathExpiry.armAt(next);
@@ -1715,6 +1749,7 @@ export class Ipv6Layer {
       info.nextHop = nextHop;
       p.cached.mtu = this.mtuTo(x, addrs.bytes(p.const.remoteIp), 0);
       this.ctx.counters.inc('ipv6.path.repointed');
+      this.ctx.pathChanged?.(p);
     }
   }
 

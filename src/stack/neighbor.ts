@@ -30,8 +30,8 @@ import { decodeDropNames, type StackInterface } from './interface.ts';
  *
  * The same table holds IPv6 neighbors, resolved by neighbor solicitation (RFC 4861 7.2): one
  * state machine, one set of timers and queues, keyed by family. An IPv6 entry is keyed by its
- * address text and carries the address in `ip6`; its `NeighborState.const.ip` is 0 until the
- * state objects carry either family. The ND messages themselves are sent and validated by the
+ * address text and carries the address in `ip6`; its `NeighborState.const.ip` is 0 and its
+ * `const.ip6` a copy of the address, so the state object means the same to any owner. The ND messages themselves are sent and validated by the
  * IPv6 layer (`ipv6.ts`), which calls `solicit6` here and reports what it learned with `learn6`.
  */
 export type NeighborStatus =
@@ -553,7 +553,7 @@ export class NeighborTable {
     copyIpv6(own, 0, ip6, 0);
     return this.insert(
       k,
-      createNeighborState({ srcMac: iface.mac, vlanId: iface.vlanId, ip: 0 }),
+      createNeighborState({ srcMac: iface.mac, vlanId: iface.vlanId, ip: 0, ip6: own }),
       iface,
       own,
     );

@@ -672,7 +672,8 @@ export class PathLayer implements IpSender {
     if (next !== Number.POSITIVE_INFINITY) this.pmtuTimer.armAt(next);
   }
 
-  private changed(p: PathState): void {
+  /** @internal A path changed (also an IPv6 path, told by the IPv6 layer): run the handlers. */
+  changed(p: PathState): void {
     for (const h of this.changeHandlers) h(p);
   }
 }

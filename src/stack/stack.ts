@@ -152,6 +152,7 @@ export class Stack {
         transportError: (protocol, e) => this.localError(protocol, e),
         tcpErrorInFlight: (e) => this.tcp.icmpInFlight(e),
         localError: (protocol, e) => this.localError(protocol, e),
+        pathChanged: (p) => this.ip.changed(p),
       },
       opts.ipv6,
     );

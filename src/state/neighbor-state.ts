@@ -7,8 +7,14 @@ export interface NeighborConst {
   srcMac: number;
   /** 802.1Q VLAN id, or -1 when untagged. */
   vlanId: number;
-  /** The neighbor's IPv4 address (u32). */
+  /** The neighbor's IPv4 address (u32), or 0 for an IPv6 neighbor (then `ip6` says who it is). */
   ip: number;
+  /**
+   * An IPv6 neighbor's 16 bytes (a copy owned by this object). Bytes, not an address handle: the
+   * neighbor cache is keyed by bytes and the object must mean the same to an owner on another
+   * thread. Absent for IPv4.
+   */
+  ip6?: Uint8Array;
 }
 
 export interface NeighborCached {
@@ -31,7 +37,7 @@ export interface NeighborState {
 
 export function createNeighborState(c: NeighborConst, dstMac = -1, now = 0): NeighborState {
   return {
-    const: { ...c },
+    const: c.ip6 === undefined ? { ...c } : { ...c, ip6: c.ip6.slice(0, 16) },
     cached: { dstMac, hostReachableAt: dstMac >= 0 ? now : -1 },
     delegated: { nicReachableAt: -1 },
   };

@@ -2,7 +2,7 @@ import { StateValidationError } from '../core/errors.ts';
 import { ByteRing } from './byte-ring.ts';
 import { createNeighborState, type NeighborState } from './neighbor-state.ts';
 import type { OffloadPathNode, OffloadTree } from './offload-tree.ts';
-import { createPathState, type PathState } from './path-state.ts';
+import { type AddressBook, createPathState, type PathState } from './path-state.ts';
 import { createTcpState, DEFAULT_TCP_CACHED, type TcpState } from './tcp-state.ts';
 import {
   CONGESTION_CODES,
@@ -21,8 +21,10 @@ import {
  *
  *   header   u32 magic 'CHNY' | u16 version | u16 flags (0) | u32 total length
  *            | u32 neighbor count | u32 path count | u32 connection count
- *   neighbor NEIGHBOR_FIELDS in order
- *   path     u32 neighbor index | PATH_FIELDS in order
+ *   neighbor NEIGHBOR_FIELDS in order | (v3) u8 family 4 or 6 | 16 address bytes if 6
+ *   path     u32 neighbor index | PATH_FIELDS in order | (v3) u8 family | if 6: 16 local,
+ *            16 remote, u32 flow-label base, k0, k1 (all 0: no seed), f64 local and remote
+ *            handle in the sender's table (for a receiver that mirrors it)
  *   tcp      u32 path index | hard rows of TCP_FIELDS in order (rings inline: u32 length, bytes)
  *            | u32 soft length | soft block
  *   soft     u8 groups present (1 scalars, 2 ooo, 4 sack) | soft rows of those groups in order
@@ -32,11 +34,31 @@ import {
  * The soft block is length-prefixed so a receiver can skip it and rebuild soft state from traffic.
  * Times travel as float64 deltas from the sender's clock: +Infinity stays +Infinity (timer not
  * running), -1 ("never") travels as -Infinity; the receiver adds its own clock.
+ *
+ * Addresses: an IPv4 address is its u32 in the records. An IPv6 path's addresses are handles in
+ * the sender's AddressTable, which mean nothing to the receiver, so version 3 writes 0 in the
+ * records' address fields and the 16 bytes of each address in the path's address block (and the
+ * neighbor's in its own); the decoder interns them in the receiver's table (`DecodeOptions.addrs`)
+ * and gives every connection of the path the path's handles. Version 2 (IPv4 only, no address
+ * blocks) is still read; any other version is refused before anything is decoded.
  */
 
 export const STATE_CODEC_MAGIC = 0x43484e59;
-/** 2: per-connection statistics in the delegated state. */
-export const STATE_CODEC_VERSION = 2;
+/** 2: per-connection statistics in the delegated state. 3: IPv6 neighbors, paths and connections. */
+export const STATE_CODEC_VERSION = 3;
+/** The oldest version this build still reads. */
+export const STATE_CODEC_MIN_VERSION = 2;
+
+/** A batch of a version this build does not read (newer, or too old): refused whole, unread. */
+export class StateCodecVersionError extends StateValidationError {
+  constructor(readonly version: number) {
+    super(
+      'version',
+      `unsupported offload state version ${version} (this build reads ${STATE_CODEC_MIN_VERSION}..${STATE_CODEC_VERSION})`,
+    );
+    this.name = 'StateCodecVersionError';
+  }
+}
 const HEADER_SIZE = 24;
 
 export const SOFT_SCALARS = 1;
@@ -59,9 +81,11 @@ export interface EncodeOptions {
    * validation is the only guard (tests use this to hand the decoder inconsistent states).
    */
   skipValidation?: boolean;
+  /** Write an older format (2: IPv4 only), for peers and tests of the old reader. Default: current. */
+  version?: number;
 }
 
-/** Fixed sizes of the format, for tools and tests that patch encoded batches. */
+/** Fixed sizes of the format (IPv4 records), for tools and tests that patch encoded batches. */
 export const STATE_CODEC_LAYOUT = {
   headerSize: HEADER_SIZE,
   neighborSize: 0,
@@ -79,6 +103,14 @@ export interface DecodeOptions {
    * rings inline; a batch by reference is refused without it.
    */
   rings?: (s: TcpState) => { send: ByteRing; recv: ByteRing } | null;
+  /**
+   * The receiver's address table: IPv6 addresses are interned there, and each decoded IPv6 path
+   * holds one reference on each of its two handles, which the caller now owns (release them when
+   * it drops the path). Without it a batch with an IPv6 path is refused.
+   */
+  addrs?: AddressBook;
+  /** `addrs` mirrors the sender's table: take each address under the sender's handle (`internAt`). */
+  senderHandles?: boolean;
 }
 
 /** Header flag: the rings are not in the batch (EncodeOptions.ringsByRef). */
@@ -93,9 +125,11 @@ const C_TIME = 5;
 const C_BOOL = 6;
 const C_CC = 7;
 const C_STATE = 8;
-const C_RING = 9;
-const C_OOO = 10;
-const C_RANGES = 11;
+const C_ADDR = 9;
+/** Codes from here on are variable-length. */
+const C_RING = 10;
+const C_OOO = 11;
+const C_RANGES = 12;
 
 const CODE: Record<FieldType, number> = {
   u8: C_U8,
@@ -108,12 +142,13 @@ const CODE: Record<FieldType, number> = {
   bool: C_BOOL,
   cc: C_CC,
   state: C_STATE,
+  addr: C_ADDR,
   ring: C_RING,
   ooo: C_OOO,
   ranges: C_RANGES,
 };
 /** Fixed wire size; variable-length types count their length prefix. */
-const SIZE = [1, 2, 4, 4, 8, 8, 1, 1, 1, 4, 4, 4];
+const SIZE = [1, 2, 4, 4, 8, 8, 1, 1, 1, 4, 4, 4, 4];
 
 interface Row {
   readonly part: number;
@@ -161,8 +196,9 @@ const NB_SIZE = fixedSize(NB_ROWS);
 const PATH_SIZE = 4 + fixedSize(PATH_ROWS);
 /** A connection record with empty rings and no soft block. */
 const TCP_MIN = 4 + fixedSize(TCP_HARD) + 4;
-STATE_CODEC_LAYOUT.neighborSize = NB_SIZE;
-STATE_CODEC_LAYOUT.pathSize = PATH_SIZE;
+// The current version's IPv4 records: the fields and a family byte.
+STATE_CODEC_LAYOUT.neighborSize = NB_SIZE + 1;
+STATE_CODEC_LAYOUT.pathSize = PATH_SIZE + 1;
 STATE_CODEC_LAYOUT.tcpMinSize = TCP_MIN;
 
 function fail(field: string, message: string): never {
@@ -257,6 +293,10 @@ function genEncode(kind: Kind, soft = false): EncodeFn {
       case C_I32:
         lines.push(`dv.setInt32(o, ${x}); o += 4;`);
         break;
+      case C_ADDR:
+        // An IPv6 handle means nothing elsewhere: 0 here, the bytes in the path's address block.
+        lines.push(`v = ${x}; dv.setUint32(o, v > 0xffffffff ? 0 : v); o += 4;`);
+        break;
       case C_F64:
         lines.push(`dv.setFloat64(o, ${x}); o += 8;`);
         break;
@@ -316,6 +356,7 @@ function readExpr(r: Row, off: string): string {
     case C_U16:
       return `dv.getUint16(${off})`;
     case C_U32:
+    case C_ADDR:
       return `dv.getUint32(${off})`;
     case C_I32:
       return `dv.getInt32(${off})`;
@@ -616,6 +657,19 @@ const decodeTcp = genDecode(TCP_KIND);
 // ---------------------------------------------------------------------------------------------
 // the batch
 
+const V6 = 0xffffffff;
+
+/** Bytes of the version-3 address block of a neighbor or a path. */
+function nbAddrSize(n: NeighborState): number {
+  return n.const.ip6 === undefined ? 1 : 17;
+}
+
+const PATH6_BLOCK = 1 + 32 + 12 + 16;
+
+function pathAddrSize(p: PathState): number {
+  return p.const.remoteIp > V6 ? PATH6_BLOCK : 1;
+}
+
 /**
  * Encode whole trees into one transfer buffer. The trees are validated first: a state that
  * would be refused on arrival is refused here, with the same error.
@@ -627,6 +681,9 @@ export function encodeBatch(
 ): Uint8Array {
   if (opts.skipValidation !== true) validateTrees(trees);
   if (!Number.isFinite(now)) fail('now', 'clock time must be finite');
+  const version = opts.version ?? STATE_CODEC_VERSION;
+  if (version !== STATE_CODEC_VERSION && version !== 2) throw new StateCodecVersionError(version);
+  const v3 = version >= 3;
   const groups = opts.soft === 'none' ? 0 : opts.soft === 'scalars' ? SOFT_SCALARS : SOFT_ALL;
   const byRef = opts.ringsByRef === true;
   const h = byRef ? H_REF : H;
@@ -635,8 +692,12 @@ export function encodeBatch(
   let nConns = 0;
   let size = HEADER_SIZE + trees.length * NB_SIZE;
   for (const t of trees) {
+    if (v3) size += nbAddrSize(t.neighbor);
+    else if (t.neighbor.const.ip6 !== undefined) fail('neighbor.const.ip6', 'version 2 carries IPv4 only');
     nPaths += t.paths.length;
     for (const node of t.paths) {
+      if (v3) size += pathAddrSize(node.path);
+      else if (node.path.const.remoteIp > V6) fail('path.const.remoteIp', 'version 2 carries IPv4 only');
       nConns += node.conns.length;
       for (const s of node.conns) {
         size += TCP_MIN;
@@ -651,18 +712,47 @@ export function encodeBatch(
   const bytes = new Uint8Array(size);
   const dv = new DataView(bytes.buffer);
   dv.setUint32(0, STATE_CODEC_MAGIC);
-  dv.setUint16(4, STATE_CODEC_VERSION);
+  dv.setUint16(4, version);
   dv.setUint16(6, byRef ? FLAG_RINGS_BY_REF : 0);
   dv.setUint32(8, size);
   dv.setUint32(12, trees.length);
   dv.setUint32(16, nPaths);
   dv.setUint32(20, nConns);
   let o = HEADER_SIZE;
-  for (const t of trees) o = encodeNeighbor(dv, bytes, o, t.neighbor, now, 0, H);
+  for (const t of trees) {
+    o = encodeNeighbor(dv, bytes, o, t.neighbor, now, 0, H);
+    if (!v3) continue;
+    const ip6 = t.neighbor.const.ip6;
+    if (ip6 === undefined) bytes[o++] = 4;
+    else {
+      bytes[o] = 6;
+      bytes.set(ip6.subarray(0, 16), o + 1);
+      o += 17;
+    }
+  }
   for (let ti = 0; ti < trees.length; ti++) {
     for (const node of trees[ti]!.paths) {
       dv.setUint32(o, ti);
-      o = encodePath(dv, bytes, o + 4, node.path, now, 0, H);
+      const p = node.path;
+      o = encodePath(dv, bytes, o + 4, p, now, 0, H);
+      if (!v3) continue;
+      if (p.const.remoteIp <= V6) bytes[o++] = 4;
+      else {
+        const book = p.addrs;
+        if (book === undefined) fail('path.addrs', 'an IPv6 path without its address table');
+        bytes[o] = 6;
+        book.write(p.const.localIp, bytes, o + 1);
+        book.write(p.const.remoteIp, bytes, o + 17);
+        const f = p.flow;
+        if (f !== undefined) {
+          dv.setUint32(o + 33, f.base);
+          dv.setUint32(o + 37, f.k0);
+          dv.setUint32(o + 41, f.k1);
+        }
+        dv.setFloat64(o + 45, p.const.localIp);
+        dv.setFloat64(o + 53, p.const.remoteIp);
+        o += PATH6_BLOCK;
+      }
     }
   }
   let pi = 0;
@@ -687,10 +777,52 @@ export function encodeBatch(
   return bytes;
 }
 
+/** The family byte of a version-3 address block: 4 or 6, anything else refused. */
+function family(rd: Reader, dv: DataView, name: string): 4 | 6 {
+  if (rd.end - rd.o < 1) fail(name, 'truncated');
+  const f = dv.getUint8(rd.o);
+  rd.o += 1;
+  if (f !== 4 && f !== 6) fail(name, `unknown address family ${f}`);
+  if (f === 6 && rd.end - rd.o < 16) fail(name, 'truncated');
+  return f;
+}
+
+/** The u32 index of a record's parent: below `count`, and in tree order (not before `last`). */
+function parentIndex(
+  rd: Reader,
+  dv: DataView,
+  field: string,
+  what: string,
+  at: number,
+  parent: string,
+  count: number,
+  last: number,
+): number {
+  if (rd.end - rd.o < 4) fail(field, 'truncated');
+  const i = dv.getUint32(rd.o);
+  rd.o += 4;
+  // Messages are built only on failure: this runs once per connection.
+  if (i >= count) fail(field, `${what} ${at} points at missing ${parent} ${i}`);
+  if (i < last) fail(field, `${what} ${at} is out of tree order`);
+  return i;
+}
+
+/** An IPv6 address as the wire gives it: unicast, not unspecified, not IPv4-mapped. */
+function checkIp6(b: Uint8Array, o: number, name: string): void {
+  if (b[o] === 0xff) fail(name, 'a multicast address');
+  let zero = true;
+  for (let i = 0; i < 16; i++) if (b[o + i] !== 0) zero = false;
+  if (zero) fail(name, 'the unspecified address');
+  let mapped = b[o + 10] === 0xff && b[o + 11] === 0xff;
+  for (let i = 0; i < 10 && mapped; i++) if (b[o + i] !== 0) mapped = false;
+  if (mapped) fail(name, 'an IPv4-mapped address travels as IPv4');
+}
+
 /**
  * Decode a transfer buffer into fresh trees, with shared neighbor and path objects rebuilt and
  * every time moved onto the receiver's clock. Throws StateValidationError (and creates nothing
- * visible) for any malformed, truncated, inconsistent or unoffloadable content.
+ * visible: handles interned on the way are released) for any malformed, truncated, inconsistent
+ * or unoffloadable content; a StateCodecVersionError for a version this build does not read.
  */
 export function decodeBatch(buf: Uint8Array, now: number, opts: DecodeOptions = {}): OffloadTree[] {
   if (!(buf instanceof Uint8Array)) fail('buffer', 'not a Uint8Array');
@@ -700,7 +832,9 @@ export function decodeBatch(buf: Uint8Array, now: number, opts: DecodeOptions = 
   if (buf.length < HEADER_SIZE) fail('header', `truncated: ${buf.length} bytes`);
   if (dv.getUint32(0) !== STATE_CODEC_MAGIC) fail('magic', 'not an offload state batch');
   const version = dv.getUint16(4);
-  if (version !== STATE_CODEC_VERSION) fail('version', `unknown version ${version}`);
+  if (version < STATE_CODEC_MIN_VERSION || version > STATE_CODEC_VERSION)
+    throw new StateCodecVersionError(version);
+  const v3 = version >= 3;
   const flags = dv.getUint16(6);
   if ((flags & ~FLAG_RINGS_BY_REF) !== 0) fail('flags', 'unknown flags');
   const byRef = (flags & FLAG_RINGS_BY_REF) !== 0;
@@ -714,53 +848,107 @@ export function decodeBatch(buf: Uint8Array, now: number, opts: DecodeOptions = 
   const nConn = dv.getUint32(20);
   // Every record has a minimum size, so counts that could not fit are refused before any
   // allocation they would drive.
-  if (nNb * NB_SIZE + nPath * PATH_SIZE + nConn * TCP_MIN > total - HEADER_SIZE) {
+  const extra = v3 ? 1 : 0;
+  if (nNb * (NB_SIZE + extra) + nPath * (PATH_SIZE + extra) + nConn * TCP_MIN > total - HEADER_SIZE) {
     fail('counts', `${nNb} neighbors, ${nPath} paths, ${nConn} connections cannot fit in ${total} bytes`);
   }
   rd.o = HEADER_SIZE;
   const dropSoft = opts.dropSoft === true;
-
-  const trees: OffloadTree[] = [];
-  for (let i = 0; i < nNb; i++) {
-    const neighbor = decodeNeighbor(rd, dv, now, null, false, H) as unknown as NeighborState;
-    trees.push({ neighbor, paths: [] });
-  }
-  const nodes: OffloadPathNode[] = [];
-  let lastTree = 0;
-  for (let i = 0; i < nPath; i++) {
-    if (rd.end - rd.o < 4) fail('path.neighbor', 'truncated');
-    const ni = dv.getUint32(rd.o);
-    rd.o += 4;
-    if (ni >= nNb) fail('path.neighbor', `path ${i} points at missing neighbor ${ni}`);
-    if (ni < lastTree) fail('path.neighbor', `path ${i} is out of tree order`);
-    lastTree = ni;
-    const tree = trees[ni]!;
-    const path = decodePath(rd, dv, now, tree.neighbor, false, H) as unknown as PathState;
-    const node: OffloadPathNode = { path, conns: [] };
-    tree.paths.push(node);
-    nodes.push(node);
-  }
-  let lastPath = 0;
-  for (let i = 0; i < nConn; i++) {
-    if (rd.end - rd.o < 4) fail('tcp.path', 'truncated');
-    const pi = dv.getUint32(rd.o);
-    rd.o += 4;
-    if (pi >= nPath) fail('tcp.path', `connection ${i} points at missing path ${pi}`);
-    if (pi < lastPath) fail('tcp.path', `connection ${i} is out of tree order`);
-    lastPath = pi;
-    const node = nodes[pi]!;
-    const s = decodeTcp(rd, dv, now, node.path, dropSoft, byRef ? H_REF : H) as unknown as TcpState;
-    if (byRef) {
-      // Found by the state's own addresses and ports: a batch cannot point one connection at
-      // another's data. The rings are checked against the state by validateTrees below.
-      const r = ringsOf!(s);
-      if (r === null) fail('delegated.sendBuffer', `no shared rings for connection ${i}`);
-      s.delegated.sendBuffer = r.send;
-      s.delegated.recvBuffer = r.recv;
+  const book = opts.addrs;
+  const mirror = opts.senderHandles === true && typeof book?.internAt === 'function';
+  const interned: number[] = [];
+  try {
+    const trees: OffloadTree[] = [];
+    for (let i = 0; i < nNb; i++) {
+      const neighbor = decodeNeighbor(rd, dv, now, null, false, H) as unknown as NeighborState;
+      if (v3 && family(rd, dv, 'neighbor.family') === 6) {
+        checkIp6(buf, rd.o, 'neighbor.const.ip6');
+        neighbor.const.ip6 = buf.slice(rd.o, rd.o + 16);
+        rd.o += 16;
+      }
+      trees.push({ neighbor, paths: [] });
     }
-    node.conns.push(s);
+    const nodes: OffloadPathNode[] = [];
+    let lastTree = 0;
+    for (let i = 0; i < nPath; i++) {
+      lastTree = parentIndex(rd, dv, 'path.neighbor', 'path', i, 'neighbor', nNb, lastTree);
+      const tree = trees[lastTree]!;
+      const path = decodePath(rd, dv, now, tree.neighbor, false, H) as unknown as PathState;
+      if (v3 && family(rd, dv, 'path.family') === 6) {
+        const c = path.const;
+        if (c.localIp !== 0 || c.remoteIp !== 0) fail('path.const', 'an IPv6 path with IPv4 addresses');
+        if (book === undefined) fail('path.const', 'an IPv6 path, and no address table to receive it');
+        if (rd.end - rd.o < PATH6_BLOCK - 1) fail('path.const', 'truncated');
+        checkIp6(buf, rd.o, 'path.const.localIp');
+        checkIp6(buf, rd.o + 16, 'path.const.remoteIp');
+        const at = mirror ? book.internAt!.bind(book) : null;
+        const local = at ? at(buf, rd.o, dv.getFloat64(rd.o + 44)) : book.intern(buf, rd.o);
+        if (local >= 0) interned.push(local);
+        const remote =
+          local < 0 ? -1 : at ? at(buf, rd.o + 16, dv.getFloat64(rd.o + 52)) : book.intern(buf, rd.o + 16);
+        if (remote >= 0) interned.push(remote);
+        if (remote < 0)
+          fail(
+            'path.const',
+            mirror ? "the sender's handles conflict with this table" : "the receiver's address table is full",
+          );
+        c.localIp = local;
+        c.remoteIp = remote;
+        path.addrs = book;
+        const base = dv.getUint32(rd.o + 32);
+        const k0 = dv.getUint32(rd.o + 36);
+        const k1 = dv.getUint32(rd.o + 40);
+        if ((base | k0 | k1) !== 0) path.flow = { base, k0, k1 };
+        rd.o += PATH6_BLOCK - 1;
+      }
+      const node: OffloadPathNode = { path, conns: [] };
+      tree.paths.push(node);
+      nodes.push(node);
+    }
+    let lastPath = 0;
+    for (let i = 0; i < nConn; i++) {
+      lastPath = parentIndex(rd, dv, 'tcp.path', 'connection', i, 'path', nPath, lastPath);
+      const node = nodes[lastPath]!;
+      const s = decodeTcp(rd, dv, now, node.path, dropSoft, byRef ? H_REF : H) as unknown as TcpState;
+      const pc = node.path.const;
+      if (pc.remoteIp > V6) {
+        if (s.const.localIp !== 0 || s.const.remoteIp !== 0)
+          fail('tcp.const', 'a connection on an IPv6 path with IPv4 addresses');
+        s.const.localIp = pc.localIp;
+        s.const.remoteIp = pc.remoteIp;
+      }
+      if (byRef) {
+        // Found by the state's own addresses and ports (IPv6 ones as handles of the receiver's
+        // table, set just above): a batch cannot point one connection at another's data. The
+        // rings are checked against the state by validateTrees below.
+        const r = ringsOf!(s);
+        if (r === null) fail('delegated.sendBuffer', `no shared rings for connection ${i}`);
+        s.delegated.sendBuffer = r.send;
+        s.delegated.recvBuffer = r.recv;
+      }
+      node.conns.push(s);
+    }
+    if (rd.o !== total) fail('length', `${total - rd.o} bytes after the last record`);
+    validateTrees(trees);
+    return trees;
+  } catch (e) {
+    if (book !== undefined) for (const h of interned) book.release(h);
+    throw e;
   }
-  if (rd.o !== total) fail('length', `${total - rd.o} bytes after the last record`);
-  validateTrees(trees);
-  return trees;
+}
+
+/**
+ * Give back the references a decode took on each IPv6 path's two handles, for a receiver whose
+ * handles are held elsewhere anyway (the host: by the placeholders of connections it handed out)
+ * or that drops the paths.
+ */
+export function releaseTreeAddresses(trees: readonly OffloadTree[]): void {
+  for (const t of trees) {
+    for (const node of t.paths) {
+      const p = node.path;
+      if (p.addrs === undefined || p.const.remoteIp <= V6) continue;
+      p.addrs.release(p.const.localIp);
+      p.addrs.release(p.const.remoteIp);
+    }
+  }
 }

@@ -15,6 +15,8 @@ import { type CongestionAlgorithm, type TcpState, TcpStateId } from './tcp-state
 /**
  * Value domains, which are also wire encodings:
  * - u8/u16/u32: unsigned integers of that width;
+ * - addr: an IPv4 address (u32) or an IPv6 address handle in (2^32, 2^37) of the path's table;
+ *   on the wire a u32 (0 for IPv6: the bytes travel in the path's address block);
  * - i32: signed 32-bit integer;
  * - mac: a 48-bit MAC as a number, or -1 (unresolved);
  * - num: a finite, non-negative float (RTT estimates, windows that may be fractional, durations);
@@ -27,6 +29,7 @@ export type FieldType =
   | 'u8'
   | 'u16'
   | 'u32'
+  | 'addr'
   | 'i32'
   | 'mac'
   | 'num'
@@ -79,8 +82,8 @@ export const NEIGHBOR_FIELDS: readonly FieldSpec<NeighborPart>[] = [
 
 /** `neighbor` is not a row: it travels as the index of the neighbor record. */
 export const PATH_FIELDS: readonly FieldSpec<PathPart>[] = [
-  f('const', 'localIp', 'u32'),
-  f('const', 'remoteIp', 'u32'),
+  f('const', 'localIp', 'addr'),
+  f('const', 'remoteIp', 'addr'),
   f('cached', 'mtu', 'u32'),
   f('cached', 'ttl', 'u8'),
   f('cached', 'tos', 'u8'),
@@ -89,9 +92,9 @@ export const PATH_FIELDS: readonly FieldSpec<PathPart>[] = [
 
 /** `path` is not a row: it travels as the index of the path record. Order follows createTcpState. */
 export const TCP_FIELDS: readonly FieldSpec<TcpPart>[] = [
-  f('const', 'localIp', 'u32'),
+  f('const', 'localIp', 'addr'),
   f('const', 'localPort', 'u16'),
-  f('const', 'remoteIp', 'u32'),
+  f('const', 'remoteIp', 'addr'),
   f('const', 'remotePort', 'u16'),
   f('const', 'tsEnabled', 'bool'),
   f('const', 'sackEnabled', 'bool'),
@@ -224,7 +227,12 @@ export const MIN_MSS = 64;
 /** 65535 minus the IPv4 and TCP headers. */
 export const MAX_MSS = 65495;
 export const MIN_MTU = 68;
+/** RFC 8200 5: every IPv6 link carries 1280 bytes. */
+export const MIN_MTU6 = 1280;
 export const MAX_MTU = 65535;
+/** IPv6 address handles lie in (2^32, 2^37) (`AddressTable`, which `state` may not import). */
+export const TWO_32 = 0x1_0000_0000;
+const ADDR_LIMIT = 2 ** 37;
 /** Sequence distances TCP can compare unambiguously are below 2^31. */
 const HALF_SEQ = 0x80000000;
 
@@ -288,6 +296,10 @@ export function checkDomain(type: FieldType, v: unknown, name: string): void {
     case 'u32':
       if (!isInt(v, 0, 0xffffffff)) fail(name, `expected a u32, got ${String(v)}`);
       return;
+    case 'addr':
+      if (!isInt(v, 0, 0xffffffff) && !isInt(v, TWO_32 + 1, ADDR_LIMIT - 1))
+        fail(name, `expected an IPv4 address or an IPv6 address handle, got ${String(v)}`);
+      return;
     case 'i32':
       if (!isInt(v, -0x80000000, 0x7fffffff)) fail(name, `expected an i32, got ${String(v)}`);
       return;
@@ -349,6 +361,8 @@ function domainCond(type: FieldType): string {
       return '(v & 0xffff) === v';
     case 'u32':
       return '(v >>> 0) === v';
+    case 'addr':
+      return `(v >>> 0) === v || (Number.isInteger(v) && v > ${TWO_32} && v < ${ADDR_LIMIT})`;
     case 'i32':
       return '(v | 0) === v';
     case 'mac':
@@ -441,7 +455,44 @@ export function validateNeighborState(n: NeighborState): void {
   const c = n.const;
   if (c.srcMac < 0) fail('const.srcMac', 'our own MAC must be known');
   if (c.vlanId < -1 || c.vlanId > 4094) fail('const.vlanId', `VLAN id ${c.vlanId} outside -1..4094`);
-  if (c.ip === 0) fail('const.ip', 'address 0');
+  const ip6 = c.ip6;
+  if (ip6 === undefined) {
+    if (c.ip === 0) fail('const.ip', 'address 0');
+    return;
+  }
+  if (!(ip6 instanceof Uint8Array) || ip6.length !== 16) fail('const.ip6', 'not 16 bytes');
+  if (c.ip !== 0) fail('const.ip', 'an IPv6 neighbor has no IPv4 address');
+  if (ip6[0] === 0xff) fail('const.ip6', 'a multicast address is no neighbor');
+  if (isZero(ip6, 0)) fail('const.ip6', 'the unspecified address is no neighbor');
+}
+
+function isZero(b: Uint8Array, off: number): boolean {
+  for (let i = 0; i < 16; i++) if (b[off + i] !== 0) return false;
+  return true;
+}
+
+/** The family of a path checked: both ends IPv6 handles of its table, and its neighbor IPv6. */
+function checkPathFamily(p: PathState): void {
+  const v6 = p.const.remoteIp > 0xffffffff;
+  if (v6 !== p.const.localIp > 0xffffffff) fail('const.localIp', 'the two ends are of different families');
+  const nb6 = p.neighbor?.const?.ip6 !== undefined;
+  if (!v6) {
+    if (nb6) fail('neighbor', 'an IPv4 path through an IPv6 neighbor');
+    return;
+  }
+  if (!nb6) fail('neighbor', 'an IPv6 path through an IPv4 neighbor');
+  const book = p.addrs;
+  if (book === null || typeof book !== 'object' || typeof book.bytes !== 'function')
+    fail('addrs', 'an IPv6 path without the table of its address handles');
+  let remote: Uint8Array | null = null;
+  try {
+    remote = book.bytes(p.const.remoteIp);
+    book.bytes(p.const.localIp);
+  } catch {
+    remote = null;
+  }
+  if (remote === null) fail('const.remoteIp', "not a handle of the path's address table");
+  if (remote[0] === 0xff) fail('const.remoteIp', 'a multicast peer');
 }
 
 export function validatePathState(p: PathState): void {
@@ -449,8 +500,10 @@ export function validatePathState(p: PathState): void {
   checkPathDomains(p);
   if (p.const.localIp === 0) fail('const.localIp', 'address 0');
   if (p.const.remoteIp === 0) fail('const.remoteIp', 'address 0');
+  checkPathFamily(p);
   const mtu = p.cached.mtu;
   if (mtu < MIN_MTU || mtu > MAX_MTU) fail('cached.mtu', `MTU ${mtu} outside ${MIN_MTU}..${MAX_MTU}`);
+  if (mtu < MIN_MTU6 && p.const.remoteIp > 0xffffffff) fail('cached.mtu', `IPv6 MTU ${mtu} below 1280`);
   if (p.cached.ttl < 1) fail('cached.ttl', 'TTL 0');
 }
 
@@ -545,6 +598,9 @@ export function validateTrees(trees: readonly OffloadTree[]): void {
   const paths = new Set<PathState>();
   const addrPairs = new Set<string>();
   const conns = new Set<TcpState>();
+  // Handles of one transfer must name addresses in one table, or two equal numbers could be two
+  // addresses.
+  let book: unknown = null;
   for (let ti = 0; ti < trees.length; ti++) {
     const t = trees[ti]!;
     if (t === null || typeof t !== 'object' || !Array.isArray(t.paths)) fail(`trees[${ti}]`, 'not a tree');
@@ -557,6 +613,10 @@ export function validateTrees(trees: readonly OffloadTree[]): void {
         fail('path', 'not a path node');
       if (paths.has(p)) fail('path', 'the same path appears twice');
       validatePathState(p);
+      if (p.addrs !== undefined && p.const.remoteIp > 0xffffffff) {
+        if (book === null) book = p.addrs;
+        else if (book !== p.addrs) fail('path.addrs', 'IPv6 paths of one transfer from two address tables');
+      }
       if (p.neighbor !== t.neighbor) fail('path.neighbor', 'path points at another neighbor than its tree');
       const pair = `${p.const.localIp}:${p.const.remoteIp}`;
       if (addrPairs.has(pair)) fail('path.const', 'two paths between the same addresses');

@@ -94,3 +94,15 @@ export function tcp6Fields(f: Uint8Array) {
     ipLen: f.length - 14,
   };
 }
+
+/** ICMPv6 packet too big from router fd00::fe to `dst` (MAC `dstMac`), quoting `quoted` (IPv6 header on). */
+export function packetTooBig(dstMac: number, dst: string, quoted: Uint8Array, mtu: number): Uint8Array {
+  const body = new Uint8Array(8 + quoted.length);
+  body[0] = 2;
+  body[4] = mtu >>> 24;
+  body[5] = (mtu >>> 16) & 0xff;
+  body[6] = (mtu >>> 8) & 0xff;
+  body[7] = mtu & 0xff;
+  body.set(quoted, 8);
+  return ipv6Frame(dstMac, 'fd00::fe', dst, 58, body);
+}

@@ -3,12 +3,32 @@
  * and the simulated switch that cuts them, in software, for a host whose port has no offload.
  */
 import assert from 'node:assert/strict';
-import { describe, test } from 'node:test';
+import { describe, type TestContext, test } from 'node:test';
+import { StateValidationError } from '../../src/core/errors.ts';
 import type { RxOffloadInfo } from '../../src/core/link.ts';
+import { SeededRandom } from '../../src/core/random.ts';
 import { GsoSegmenter } from '../../src/link/gso-segment.ts';
-import type { SimHost, SimNetwork } from '../../src/sim/sim-network.ts';
+import {
+  allocConnBlock,
+  emptyHardState,
+  HardStateRecord,
+  rebuildTcpState,
+} from '../../src/nic/hard-state.ts';
+import type { LocalNic } from '../../src/nic/local-nic.ts';
+import type { ConnKey } from '../../src/nic/nic.ts';
+import { NicGroupLink } from '../../src/nic/nic-group-link.ts';
+import { WorkerNic } from '../../src/nic/worker-nic.ts';
+import { OffloadManager } from '../../src/offload/offload-manager.ts';
+import { type SimHost, SimNetwork, type SimOffloadHost } from '../../src/sim/sim-network.ts';
+import { Host } from '../../src/socket/host.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
-import { parseIpv6, readU16, readU32 } from '../../src/wire/addr.ts';
+import { AddressTable } from '../../src/stack/address-table.ts';
+import { Stack } from '../../src/stack/stack.ts';
+import { ByteRing } from '../../src/state/byte-ring.ts';
+import { createNeighborState } from '../../src/state/neighbor-state.ts';
+import { createPathState } from '../../src/state/path-state.ts';
+import { DEFAULT_TCP_CACHED } from '../../src/state/tcp-state.ts';
+import { formatIpv6, formatMac, parseIpv6, readU16, readU32 } from '../../src/wire/addr.ts';
 import {
   foldChecksum,
   l4Checksum6Ok,
@@ -17,7 +37,8 @@ import {
   writeL4Checksum6,
 } from '../../src/wire/checksum.ts';
 import { collect, randomBytes, sha256, writeAll } from '../helpers/streams.ts';
-import { connected, ipv6Frame, pair, tcp6Fields } from './helpers.ts';
+import { sampleConn, sampleTrees } from '../state/helpers.ts';
+import { connected, ipv6Frame, packetTooBig, pair, rawPort, tcp6Fields } from './helpers.ts';
 
 const MTU = 1500;
 
@@ -201,5 +222,443 @@ describe('GsoSegmenter', () => {
       new GsoSegmenter().segment(f.subarray(0, 60), 1000, () => assert.fail('emitted')),
       -1,
     );
+  });
+});
+
+// ---- IPv6 connections offloaded (issue 12 item 5) ---------------------------------------------
+
+const IPV6 = { dadTransmits: 0, routerSolicitations: 0 };
+
+/**
+ * A host with two LocalNics and a plain peer, both dual-stack; the NICs' ports run at 100 Mbit/s
+ * so that a few megabytes take long enough (in simulated time) for moves to happen midstream.
+ */
+function offloadPair(seed: number) {
+  const net = new SimNetwork({ seed });
+  const h = net.addOffloadHost({
+    ip: '10.0.0.1/24',
+    ip6: 'fd00::1/64',
+    ipv6: IPV6,
+    impair: { rateBps: 100e6, queueBytes: 1 << 20 },
+  });
+  const peer = net.addHost({ ip: '10.0.0.2/24', ip6: 'fd00::2/64', ipv6: IPV6 });
+  return { net, h, peer };
+}
+
+function keyOf(s: TcpSocket): ConnKey {
+  const conn = s.connection!;
+  return {
+    localIp: conn.localIp,
+    localPort: conn.localPort,
+    remoteIp: conn.remoteIp,
+    remotePort: conn.remotePort,
+  };
+}
+
+/**
+ * Stream `bytes` each way over one connection from `h` to the peer at `host` while `moves` run
+ * (each after the previous one and a pause); resolves with both directions' digests.
+ */
+async function streamWhile(
+  net: SimNetwork,
+  h: SimOffloadHost,
+  peer: SimHost,
+  host: string,
+  port: number,
+  bytes: number,
+  moves: ((key: ConnKey) => Promise<void>)[],
+) {
+  const up = randomBytes(port, bytes);
+  const down = randomBytes(port + 1, bytes);
+  let gotUp = '';
+  const srv = peer.createServer({ allowHalfOpen: true }, (s: TcpSocket) => {
+    void writeAll(s, down).then(() => s.end());
+    void collect(s).then((d) => {
+      gotUp = sha256(d);
+    });
+  });
+  srv.listen(port);
+  const c = h.connect({ port, host, allowHalfOpen: true });
+  await connected(c);
+  const key = keyOf(c);
+  const fromPeer = collect(c);
+  const sending = writeAll(c, up).then(() => c.end());
+  for (const m of moves) {
+    await net.sleep(40);
+    assert.ok(
+      h.stack.tcp.size + h.offload.keysOn(h.nics[0]!).length + h.offload.keysOn(h.nics[1]!).length > 0,
+      'still streaming',
+    );
+    await m(key);
+  }
+  await sending;
+  const gotDown = sha256(await fromPeer);
+  for (let i = 0; i < 200 && gotUp === ''; i++) await net.sleep(10);
+  srv.close();
+  return { key, upOk: gotUp === sha256(up), downOk: gotDown === sha256(down), socket: c };
+}
+
+describe('IPv6 connections on LocalNics', () => {
+  test('offloaded, moved NIC to NIC and uploaded while 3 MB stream each way: every byte intact, one flow label', async () => {
+    const { net, h, peer } = offloadPair(81);
+    const [n0, n1] = h.nics as [LocalNic, LocalNic];
+    const labels = new Set<number>();
+    let nicFrames = 0;
+    tapRx(peer, (f) => {
+      const t = tcp6Fields(f);
+      if (t !== null && t.dstPort === 6001) labels.add(t.flowLabel);
+    });
+    const owners: string[] = [];
+    const where = (key: ConnKey) =>
+      owners.push(h.offload.nicOf(key.localIp, key.localPort, key.remoteIp, key.remotePort)?.id ?? 'host');
+    const r = await streamWhile(net, h, peer, 'fd00::2', 6001, 3_000_000, [
+      async (key) => {
+        const rep = await h.offload.offload([key]);
+        assert.deepEqual(rep.refused, []);
+        assert.equal(rep.moved.length, 1);
+        where(key);
+      },
+      async (key) => {
+        nicFrames = n0.engine.counters.get('nic.rx.offloaded');
+        const rep = await h.offload.move([key], n0, n1);
+        assert.deepEqual(rep.refused, []);
+        where(key);
+      },
+      async (key) => {
+        const rep = await h.offload.upload([key]);
+        assert.equal(rep.moved.length, 1);
+        where(key);
+      },
+    ]);
+    assert.ok(r.upOk, 'the host-to-peer direction arrived intact');
+    assert.ok(r.downOk, 'the peer-to-host direction arrived intact');
+    assert.deepEqual(owners, [n0.id, n1.id, 'host']);
+    assert.ok(nicFrames > 0, 'the first NIC ran the connection on its own');
+    assert.ok(n1.engine.counters.get('nic.rx.offloaded') > 0, 'and so did the second');
+    assert.ok(n0.engine.counters.get('tx.nic.frames') > 0 && n1.engine.counters.get('tx.nic.frames') > 0);
+    assert.equal(labels.size, 1, `one flow label whoever sends: ${[...labels].join(', ')}`);
+    assert.equal(h.stack.counters.get('drop.tcp.bad-forwarded'), 0);
+    // Every handle the NICs and placeholders held went back: the peer's address only by the path.
+    const remote = h.stack.addrs.find(parseIpv6('fd00::2'), 0);
+    await net.sleep(200);
+    assert.ok(h.stack.addrs.refCount(remote) >= 1);
+    h.offload.close();
+    net.close();
+  });
+
+  test('mixed families in one transfer: IPv4 and IPv6 connections offloaded, moved and uploaded together', async () => {
+    const { net, h, peer } = offloadPair(82);
+    const [n0, n1] = h.nics as [LocalNic, LocalNic];
+    const srv = peer.createServer((s) => s.pipe(s));
+    srv.listen(7);
+    const socks = [
+      h.connect(7, 'fd00::2'),
+      h.connect(7, '10.0.0.2'),
+      h.connect(7, 'fd00::2'),
+      h.connect(7, '10.0.0.2'),
+    ];
+    await Promise.all(socks.map(connected));
+    const echo = async (round: number) => {
+      for (const [i, s] of socks.entries()) {
+        const msg = `round ${round} socket ${i} `.repeat(200);
+        const got = collectN(s, msg.length);
+        s.write(msg);
+        assert.equal(String(await got), msg);
+      }
+    };
+    const off = await h.offload.offload('all');
+    assert.equal(off.moved.length, 4);
+    assert.deepEqual(off.refused, []);
+    await echo(1);
+    const onN0 = h.offload.keysOn(n0).length;
+    const mv = await h.offload.move('all', n0, n1);
+    assert.equal(mv.moved.length, onN0);
+    assert.equal(h.offload.keysOn(n0).length, 0);
+    await echo(2);
+    const upl = await h.offload.upload('all');
+    assert.equal(upl.moved.length, 4);
+    assert.equal(h.stack.tcp.size, 4);
+    await echo(3);
+    assert.ok(n1.engine.counters.get('nic.rx.offloaded') > 0);
+    for (const s of socks) s.destroy();
+    h.offload.close();
+    srv.close();
+    net.close();
+  });
+});
+
+describe('a LocalNic that crashes with IPv6 connections', () => {
+  test('its connections are rebuilt in the host from the hard state it left, mid-stream, nothing lost', async () => {
+    const { net, h, peer } = offloadPair(84);
+    // The second NIC: the host's own frames leave through the first (NicGroupLink).
+    const n1 = h.nics[1] as LocalNic;
+    let key: ConnKey | null = null;
+    const r = await streamWhile(net, h, peer, 'fd00::2', 6003, 2_000_000, [
+      async (k) => {
+        key = k;
+        assert.equal((await h.offload.offload([k], n1)).moved.length, 1);
+      },
+      async () => {
+        n1.crash('test');
+        const rep = await h.offload.recover(n1, 'host');
+        assert.equal(rep.moved.length, 1, JSON.stringify(rep.refused));
+        assert.deepEqual(rep.refused, []);
+      },
+    ]);
+    assert.ok(r.upOk && r.downOk, 'both directions intact across the crash');
+    assert.equal(h.stack.counters.get('offload.rebuilt'), 1);
+    assert.ok(key !== null && (key as ConnKey).remoteIp > 0xffffffff);
+    h.offload.close();
+    net.close();
+  });
+});
+
+describe('path MTU of an offloaded IPv6 connection', () => {
+  test("packet too big reaches the host, the NIC's copy of the path drops to 1280, and every later segment fits", async () => {
+    const { net, h, peer } = offloadPair(83);
+    const raw = rawPort(net);
+    let got = '';
+    const srv = peer.createServer((s: TcpSocket) => {
+      void collect(s).then((d) => {
+        got = sha256(d);
+      });
+    });
+    srv.listen(6002);
+    const c = h.connect(6002, 'fd00::2');
+    await connected(c);
+    const key = keyOf(c);
+    assert.equal((await h.offload.offload([key])).moved.length, 1);
+    const nic = h.offload.nicOf(key.localIp, key.localPort, key.remoteIp, key.remotePort) as LocalNic;
+    const macH = h.stack.interfaces[0]!.mac;
+    // The report goes out when the peer sees the first full-sized segment; from the moment the
+    // NIC's copy of the path says 1280, every segment the NIC transmits must fit (frames already
+    // queued on the 100 Mbit/s port were sent before).
+    let biggest = 0;
+    let after = 0;
+    let reported = false;
+    tapRx(peer, (f) => {
+      const t = tcp6Fields(f);
+      if (t === null || t.dstPort !== 6002 || reported || t.ipLen <= 1400) return;
+      reported = true;
+      const quoted = f.slice(14, 14 + 40 + 20);
+      net.clock.defer(() => raw.send(packetTooBig(macH, 'fd00::1', quoted, 1280)));
+    });
+    const link = nic.engine.link;
+    const send = link.send.bind(link);
+    link.send = (f: Uint8Array) => {
+      const t = tcp6Fields(f);
+      if (t !== null && t.dstPort === 6002 && nic.engine.connection(key)?.state.path.cached.mtu === 1280) {
+        after++;
+        biggest = Math.max(biggest, t.ipLen);
+      }
+      return send(f);
+    };
+    const data = randomBytes(9, 2_000_000);
+    await writeAll(c, data);
+    for (let i = 0; i < 200 && got === ''; i++) await net.sleep(10);
+    assert.equal(got, sha256(data), 'every byte arrived');
+    assert.equal(h.stack.counters.get('accept.icmpv6.packet-too-big'), 1);
+    assert.ok(nic.engine.counters.get('nic.update.path') >= 1, 'the NIC heard of the new MTU');
+    assert.ok(after > 100, `${after} segments sent after the NIC took the new MTU`);
+    assert.ok(biggest <= 1280, `segments after the report fit 1280 bytes (largest ${biggest})`);
+    assert.equal(
+      h.offload.nicOf(key.localIp, key.localPort, key.remoteIp, key.remotePort),
+      nic,
+      'still on the NIC',
+    );
+    h.offload.close();
+    srv.close();
+    net.close();
+  });
+});
+
+/** The next `n` bytes `s` delivers. */
+function collectN(s: TcpSocket, n: number): Promise<Buffer> {
+  return new Promise((resolve) => {
+    const parts: Buffer[] = [];
+    let have = 0;
+    const on = (d: Buffer) => {
+      parts.push(d);
+      have += d.length;
+      if (have >= n) {
+        s.off('data', on);
+        resolve(Buffer.concat(parts));
+      }
+    };
+    s.on('data', on);
+  });
+}
+
+/** A dual-stack host (10.0.0.1, fd00::1) whose stack reaches the switch through two WorkerNics. */
+async function workerHost6(seed: number, t: TestContext) {
+  const net = new SimNetwork({ seed, virtualTime: false });
+  const nics: WorkerNic[] = [];
+  for (let i = 0; i < 2; i++) {
+    const port = net.switch.addPort({ name: `w6.nic${i}`, mtu: 1500 });
+    nics.push(new WorkerNic({ id: `w6.nic${i}`, link: port, seed: 200 + i }));
+  }
+  const stack = new Stack({ clock: net.clock, random: net.random.fork(), name: 'w6', ipv6: IPV6 });
+  stack.addInterface(new NicGroupLink(nics), {
+    mac: formatMac(0x02000000aa06),
+    ip: ['10.0.0.1/24', 'fd00::1/64'],
+    name: 'eth0',
+  });
+  const offload = new OffloadManager({ stack, nics });
+  const host = new Host(stack);
+  const peer = net.addHost({ ip: '10.0.0.2/24', ip6: 'fd00::2/64', ipv6: IPV6 });
+  t.after(() => {
+    offload.close();
+    for (const n of nics) n.close();
+    stack.close();
+    net.close();
+  });
+  await Promise.all(nics.map((n) => n.ready()));
+  return { net, nics, stack, offload, host, peer };
+}
+
+/** `n` echo connections to the peer's port 7 over IPv6 and IPv4 alternately. */
+async function echoConns(host: Host, peer: SimHost, n: number): Promise<TcpSocket[]> {
+  peer.createServer((s) => s.pipe(s)).listen(7);
+  const socks: TcpSocket[] = [];
+  for (let i = 0; i < n; i++) socks.push(host.connect(7, i % 2 === 0 ? 'fd00::2' : '10.0.0.2'));
+  await Promise.all(socks.map(connected));
+  return socks;
+}
+
+/** Every socket echoes `bytes` of its own data back intact; resolves with how many failed. */
+async function echoAll(socks: TcpSocket[], round: number, bytes: number): Promise<number> {
+  const results = await Promise.all(
+    socks.map(async (s, i) => {
+      const data = randomBytes(round * 1000 + i, bytes);
+      const got = collectN(s, bytes);
+      s.write(data);
+      return sha256((await got).subarray(0, bytes)) === sha256(data);
+    }),
+  );
+  return results.filter((ok) => !ok).length;
+}
+
+describe('IPv6 connections on WorkerNics', () => {
+  test('offloaded, moved NIC to NIC and uploaded with data both ways intact; IPv4 and IPv6 in the same transfers', {
+    timeout: 60_000,
+  }, async (t) => {
+    const { nics, offload, host, peer, stack } = await workerHost6(91, t);
+    const socks = await echoConns(host, peer, 6);
+    const keys = socks.map(keyOf);
+    const [w0, w1] = nics as [WorkerNic, WorkerNic];
+    const off = await offload.offload(keys, w0);
+    assert.deepEqual(off.refused, []);
+    assert.equal(off.moved.length, 6);
+    assert.equal(await echoAll(socks, 1, 300_000), 0, 'every byte both ways on the first worker');
+    const q0 = await w0.query();
+    assert.equal(q0.length, 6);
+    assert.equal(q0.filter((q) => q.key.remoteIp > 0xffffffff).length, 3, 'three IPv6 connections there');
+    assert.ok(
+      q0.every((q) => q.bytesIn >= 300_000),
+      'each ran its data on the worker',
+    );
+    const mv = await offload.move('all', w0, w1);
+    assert.deepEqual(mv.refused, []);
+    assert.equal(mv.moved.length, 6);
+    assert.equal(await echoAll(socks, 2, 300_000), 0, 'every byte both ways on the second worker');
+    const q1 = await w1.query(keys.filter((k) => k.remoteIp > 0xffffffff));
+    assert.equal(q1.length, 3, 'the host and the worker name IPv6 connections by the same keys');
+    const up = await offload.upload('all');
+    assert.equal(up.moved.length, 6);
+    assert.equal(stack.tcp.size, 6);
+    assert.equal(await echoAll(socks, 3, 100_000), 0, 'and in the host again');
+    for (const s of socks) s.destroy();
+  });
+
+  test('a worker killed with IPv6 connections mid-stream: rebuilt from hard state, nothing lost', {
+    timeout: 60_000,
+  }, async (t) => {
+    const { net, nics, offload, host, peer, stack } = await workerHost6(92, t);
+    const socks = await echoConns(host, peer, 4);
+    const keys = socks.map(keyOf);
+    const w = nics[1]! as WorkerNic;
+    assert.equal((await offload.offload(keys, w)).moved.length, 4);
+    const BYTES = 2_000_000;
+    const sums = socks.map((s, i) => {
+      const data = randomBytes(500 + i, BYTES);
+      const got = collectN(s, BYTES);
+      void writeAll(s, data);
+      return got.then((b) => sha256(b.subarray(0, BYTES)) === sha256(data));
+    });
+    await net.sleep(30);
+    const before = await w.query();
+    const busy6 = before.filter((q) => q.key.remoteIp > 0xffffffff && q.bytesIn + q.bytesOut < 2 * BYTES);
+    assert.equal(busy6.length, 2, 'both IPv6 connections are mid-stream on the worker when it dies');
+    await w.kill();
+    const report = await offload.recover(w, 'host');
+    assert.deepEqual(
+      report.refused.filter((r) => r.status !== 'closed'),
+      [],
+    );
+    assert.equal(report.moved.length, 4, 'every connection rebuilt, IPv6 ones included');
+    const ok = await Promise.all(sums);
+    assert.deepEqual(ok, [true, true, true, true], 'every byte arrived in both directions');
+    assert.equal(stack.counters.get('offload.rebuilt'), 4);
+    for (const s of socks) s.destroy();
+  });
+});
+
+describe('hard state of an IPv6 connection', () => {
+  function conn6(book: AddressTable) {
+    const nb = createNeighborState(
+      { srcMac: 0x020000000001, vlanId: -1, ip: 0, ip6: parseIpv6('fe80::1') },
+      5,
+    );
+    const path = createPathState(
+      { localIp: book.intern(parseIpv6('fd00::1')), remoteIp: book.intern(parseIpv6('2001:db8::7')) },
+      nb,
+      1,
+      1500,
+      64,
+      book,
+    );
+    return { path, s: sampleConn(path) };
+  }
+
+  test("the record carries both addresses as bytes; a rebuild takes its path's handles, and refuses another path", () => {
+    const worker = new AddressTable(new SeededRandom(1));
+    const { s } = conn6(worker);
+    const block = allocConnBlock(4096, 4096);
+    new HardStateRecord(block.sab, block.at).write(s, block.send, block.recv);
+    const hard = emptyHardState();
+    assert.ok(new HardStateRecord(block.sab, block.at).read(hard));
+    assert.equal(formatIpv6(hard.local6!), 'fd00::1');
+    assert.equal(formatIpv6(hard.remote6!), '2001:db8::7');
+    assert.equal(hard.localIp, 0);
+    // The host numbers the same addresses otherwise: the rebuilt state takes the host path's handles.
+    const host = new AddressTable(new SeededRandom(2));
+    host.intern(parseIpv6('fd00::99'));
+    const { path } = conn6(host);
+    const send = ByteRing.createShared(block.send.capacity, block.send);
+    const recv = ByteRing.createShared(block.recv.capacity, block.recv);
+    const rebuilt = rebuildTcpState(hard, send, recv, DEFAULT_TCP_CACHED, path, 0);
+    assert.equal(rebuilt.const.remoteIp, path.const.remoteIp);
+    assert.notEqual(rebuilt.const.remoteIp, s.const.remoteIp);
+    // A path to another peer is not this connection's.
+    const other = createPathState(
+      { localIp: path.const.localIp, remoteIp: host.intern(parseIpv6('2001:db8::8')) },
+      path.neighbor,
+      1,
+      1500,
+      64,
+      host,
+    );
+    assert.throws(
+      () => rebuildTcpState(hard, send, recv, DEFAULT_TCP_CACHED, other, 0),
+      (e) => e instanceof StateValidationError && e.field === 'hard.remote6',
+    );
+    // An IPv4 record leaves the IPv6 words zero and reads back without bytes.
+    const [t4] = sampleTrees(1);
+    const b4 = allocConnBlock(4096, 4096);
+    new HardStateRecord(b4.sab, b4.at).write(t4!.paths[0]!.conns[0]!, b4.send, b4.recv);
+    const h4 = emptyHardState();
+    assert.ok(new HardStateRecord(b4.sab, b4.at).read(h4));
+    assert.equal(h4.remote6, null);
+    assert.equal(h4.remoteIp, 0x0a0000fe);
   });
 });

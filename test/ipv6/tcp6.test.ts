@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { SimNetwork } from '../../src/sim/sim-network.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { formatIpv6, parseIpv6 } from '../../src/wire/addr.ts';
 import { collect, randomBytes, sha256, writeAll } from '../helpers/streams.ts';
-import { connected, failure, ipv6Frame, pair, rawPort, tapTx, tcp6Fields } from './helpers.ts';
+import { connected, failure, ipv6Frame, packetTooBig, pair, rawPort, tapTx, tcp6Fields } from './helpers.ts';
 
 describe('TCP over IPv6 between two Chimney hosts', () => {
   test('10 MB each way with digests; ends, families and the MSS are IPv6 ones', async () => {
@@ -169,14 +168,7 @@ describe('TCP over IPv6 between two Chimney hosts', () => {
       q[45] = (seq >>> 16) & 0xff;
       q[46] = (seq >>> 8) & 0xff;
       q[47] = seq & 0xff;
-      const body = new Uint8Array(8 + q.length);
-      body[0] = 2;
-      body[4] = mtu >>> 24;
-      body[5] = (mtu >>> 16) & 0xff;
-      body[6] = (mtu >>> 8) & 0xff;
-      body[7] = mtu & 0xff;
-      body.set(q, 8);
-      return ipv6Frame(macA, 'fd00::fe', 'fd00::1', 58, body);
+      return packetTooBig(macA, 'fd00::1', q, mtu);
     };
     // Forged: a sequence number far from anything in flight.
     raw.send(ptb((conn.state.delegated.sndUna + 0x40000000) >>> 0, 1280));
@@ -315,47 +307,6 @@ describe('address handles on a stack', () => {
     assert.ok(b.stack.counters.get('ipv6.path.reclaimed') >= 1);
     assert.equal(b.stack.addrs.find(parseIpv6('fd00::1'), 0), -1);
     assert.equal(formatIpv6(parseIpv6(server[2]!.remoteAddress!)), 'fd00::4');
-    srv.close();
-    net.close();
-  });
-});
-
-describe('offload', () => {
-  test('an IPv6 connection stays in the host: offload refuses it (ineligible, counted), IPv4 beside it moves', async () => {
-    const ipv6 = { dadTransmits: 0, routerSolicitations: 0 };
-    const net = new SimNetwork({ seed: 68 });
-    const h = net.addOffloadHost({ ip: '10.0.0.1/24', ip6: 'fd00::1/64', ipv6 });
-    const peer = net.addHost({ ip: '10.0.0.2/24', ip6: 'fd00::2/64', ipv6 });
-    const srv = peer.createServer((s) => s.pipe(s));
-    srv.listen(7);
-    const c6 = h.connect(7, 'fd00::2');
-    const c4 = h.connect(7, '10.0.0.2');
-    await Promise.all([connected(c6), connected(c4)]);
-    const report = await h.offload.offload('all');
-    assert.equal(report.moved.length, 1);
-    assert.equal(report.refused.length, 1);
-    assert.equal(report.refused[0]!.status, 'ineligible');
-    assert.match(report.refused[0]!.reason, /IPv6/);
-    assert.equal(h.stack.counters.get('offload.refused.ipv6'), 1);
-    // Asked to move it between NICs: refused the same way.
-    const conn6 = [...h.stack.tcp.connections()].find((x) => x.remoteIp > 0xffffffff)!;
-    const key = {
-      localIp: conn6.localIp,
-      localPort: conn6.localPort,
-      remoteIp: conn6.remoteIp,
-      remotePort: conn6.remotePort,
-    };
-    const moved = await h.offload.move([key], h.nics[0]!, h.nics[1]!);
-    assert.deepEqual(
-      moved.refused.map((r) => r.status),
-      ['ineligible'],
-    );
-    assert.equal(h.stack.counters.get('offload.refused.ipv6'), 2);
-    // Still served by the host: an echo round trip.
-    const back = new Promise<Buffer>((r) => c6.once('data', r));
-    c6.write('ping6');
-    assert.equal(String(await back), 'ping6');
-    h.offload.close();
     srv.close();
     net.close();
   });

@@ -93,14 +93,14 @@ describe('transfer messages in flat words', () => {
     ]);
     assert.deepEqual(p.installed.sabs, [own.sab], "only the worker's own buffer travels");
     const byId = new Map([[connKeyId(k(1)), given]]);
-    const { installed } = unpackInitiate(structuredClone(p), byId);
+    const { installed } = unpackInitiate(structuredClone(p), null, byId);
     assert.equal(installed[0]!.block, given, 'the very object the host gave');
     assert.equal(installed[1]!.block.send.offset, own.send.offset);
     // Without the host's block, or with one at another place, the answer is refused.
     assert.throws(() => unpackInitiate(structuredClone(p)), InvalidArgumentError);
     const elsewhere = allocConnBlock(4096, 4096);
     assert.throws(
-      () => unpackInitiate(structuredClone(p), new Map([[connKeyId(k(1)), elsewhere]])),
+      () => unpackInitiate(structuredClone(p), null, new Map([[connKeyId(k(1)), elsewhere]])),
       InvalidArgumentError,
     );
   });

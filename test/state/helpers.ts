@@ -131,7 +131,7 @@ const time = fc.oneof(
 const num = fc.oneof(fc.double({ min: 0, max: 1e9, noNaN: true, noDefaultInfinity: true }), fc.nat(100000));
 const bytes = (max: number) => fc.uint8Array({ minLength: 0, maxLength: max });
 
-interface ConnDraw {
+export interface ConnDraw {
   wsEnabled: boolean;
   sndWscale: number;
   rcvWscale: number;
@@ -170,7 +170,7 @@ interface ConnDraw {
   softBools: [boolean, boolean, boolean];
 }
 
-const connDraw: fc.Arbitrary<ConnDraw> = fc.record({
+export const connDraw: fc.Arbitrary<ConnDraw> = fc.record({
   wsEnabled: fc.boolean(),
   sndWscale: fc.integer({ min: 0, max: 14 }),
   rcvWscale: fc.integer({ min: 0, max: 14 }),
@@ -226,7 +226,7 @@ function fillRing(ring: ByteRing, data: Uint8Array, wrap: number): void {
   ring.write(data);
 }
 
-function buildConn(path: PathState, localPort: number, remotePort: number, g: ConnDraw): TcpState {
+export function buildConn(path: PathState, localPort: number, remotePort: number, g: ConnDraw): TcpState {
   const sndBufSize = g.sendData.length + g.cached.bufExtra[0] + 1;
   let oooBytes = 0;
   for (const seg of g.ooo) oooBytes += seg.data.length;

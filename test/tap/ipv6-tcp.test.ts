@@ -12,8 +12,9 @@
  * Lab: 10.9.51.0/24 and fd00:51::/64 (the kernel .1 / ::1, serve .2 / ::2, get .3 / ::3), the far
  * namespace behind the router on fd00:51:1::/64. The veth keeps its offloads, so the kernel hands
  * Chimney's TAPs coalesced IPv6 segments with partial checksums (TSO6), on one TAP and on a team.
- * IPv6 connections stay in the host stack (no offload of IPv6 yet), so carrier and reachability
- * failover under IPv6 are not tested here.
+ * On the team (`--workers`) IPv6 connections are offloaded to the worker NICs as IPv4 ones are,
+ * and `chimney status` shows them there. Carrier and reachability failover under IPv6 are not
+ * tested here yet.
  * Needs root, /dev/net/tun and the tools below: fails under CI, skips with the reason elsewhere.
  */
 import assert from 'node:assert/strict';
@@ -56,10 +57,25 @@ const url = (path: string): string => `http://[${SERVE6}]${path}`;
 const control = (): string => join(lab!.dir, 'ctl.sock');
 
 /** Connections of the http service to IPv6 peers, as `chimney status` reports them. */
-async function ipv6HttpConns(): Promise<StatusSnapshot['trees'][number]['paths'][number]['conns']> {
-  const s = await teamStatus(control());
+async function ipv6HttpConns(
+  ctl = control(),
+): Promise<StatusSnapshot['trees'][number]['paths'][number]['conns']> {
+  const s = await teamStatus(ctl);
   return s.trees.flatMap((nb) =>
     nb.paths.flatMap((p) => p.conns.filter((c) => c.local === `[${SERVE6}]:80` && c.remote.startsWith('['))),
+  );
+}
+
+/**
+ * `n` concurrent curl -6 downloads of `size` bytes, rate-limited so that all are open at once
+ * while status is read; resolves with `uniq -c` of their digests.
+ */
+function slowDownloads(name: string, n: number, size: number): ReturnType<Lab['sh']> {
+  const dir = join(lab!.dir, name);
+  mkdirSync(dir);
+  return lab!.sh(
+    `for i in $(seq ${n}); do (curl -6 -sS --fail --max-time 120 --limit-rate 400K '${url(`/bytes/${size}`)}' | sha256sum > ${dir}/$i) & done; wait; cat ${dir}/* | sort | uniq -c`,
+    150_000,
   );
 }
 
@@ -136,13 +152,7 @@ describe('TCP over IPv6 against Linux on a TAP (curl -6, socat, http.server)', {
     // would leave ESTABLISHED while curl still reads at its limited rate.
     const size = 8 * 1024 * 1024;
     const n = 50;
-    const dir = join(lab!.dir, 'par');
-    mkdirSync(dir);
-    // Rate-limited so that all fifty are open at once while status is read.
-    const run = lab!.sh(
-      `for i in $(seq ${n}); do (curl -6 -sS --fail --max-time 120 --limit-rate 400K '${url(`/bytes/${size}`)}' | sha256sum > ${dir}/$i) & done; wait; cat ${dir}/* | sort | uniq -c`,
-      150_000,
-    );
+    const run = slowDownloads('par', n, size);
     let most = 0;
     let sample: string[] = [];
     await waitFor(
@@ -310,7 +320,7 @@ describe('TCP over IPv6 against Linux on a TAP (curl -6, socat, http.server)', {
     }
   });
 
-  test('on a team of two worker NICs, IPv6 connections stay in the host stack and carry every byte', async () => {
+  test('on a team of two worker NICs, IPv6 connections carry every byte both ways', async () => {
     await srv!.stop();
     srv = null;
     const ctl = join(lab!.dir, 'team.sock');
@@ -340,6 +350,29 @@ describe('TCP over IPv6 against Linux on a TAP (curl -6, socat, http.server)', {
     );
     assert.equal(v4.code, 0, v4.stderr);
     assert.equal(shaOf(v4.stdout), patternDigest(size));
+  });
+
+  test('on the worker team, concurrent IPv6 downloads run on the workers: chimney status shows them offloaded', async () => {
+    // The team `serve` of the previous test, with its control socket.
+    const ctl = join(lab!.dir, 'team.sock');
+    const size = 8 * 1024 * 1024;
+    const n = 8;
+    const run = slowDownloads('par-team', n, size);
+    let seen: string[] = [];
+    await waitFor(
+      `${n} IPv6 connections on the workers in chimney status`,
+      async () => {
+        const conns = (await ipv6HttpConns(ctl)).filter((c) => c.state === 'ESTABLISHED');
+        const onWorkers = conns.filter((c) => c.owner !== 'host');
+        if (onWorkers.length > seen.length) seen = onWorkers.map((c) => `${c.remote} ${c.owner}`);
+        return onWorkers.length >= n;
+      },
+      60_000,
+    );
+    assert.equal(seen.length, n, seen.join('\n'));
+    const r = await run;
+    assert.equal(r.code, 0, `${r.stderr}\n${srv!.log().slice(-2000)}`);
+    assert.equal(r.stdout.trim(), `${n} ${patternDigest(size)}  -`, r.stdout);
   });
 
   test('tshark finds no malformed frame in the capture of the whole run', async () => {

@@ -1,5 +1,8 @@
+import type { AddressBook } from '../../state/path-state.ts';
+import { EtherType } from '../../wire/ethernet.ts';
 import {
   ethL3Offset,
+  ethType,
   ipv4Dst,
   ipv4HeaderLen,
   ipv4Proto,
@@ -19,6 +22,12 @@ import type { ConnKey } from '../nic.ts';
 export class ConnIndex<T extends { readonly key: ConnKey }> {
   private readonly byPorts = new Map<number, T[]>();
   private count = 0;
+
+  /**
+   * `addrs`: the table the keys' IPv6 handles belong to, through which an IPv6 frame's addresses
+   * are found (none: IPv6 frames belong to no connection here).
+   */
+  constructor(private readonly addrs: () => AddressBook | null = () => null) {}
 
   get size(): number {
     return this.count;
@@ -42,13 +51,15 @@ export class ConnIndex<T extends { readonly key: ConnKey }> {
     this.count--;
   }
 
-  /** Addresses compared as u32, whichever sign the caller's numbers have. */
+  /** IPv4 addresses compared as u32, whichever sign the caller's numbers have; IPv6 handles whole. */
   get(localIp: number, localPort: number, remoteIp: number, remotePort: number): T | undefined {
     const list = this.byPorts.get(localPort * 65536 + remotePort);
     if (list === undefined) return undefined;
+    const l = addr(localIp);
+    const r = addr(remoteIp);
     for (let i = 0; i < list.length; i++) {
       const k = list[i]!.key;
-      if (k.localIp >>> 0 === localIp >>> 0 && k.remoteIp >>> 0 === remoteIp >>> 0) return list[i];
+      if (addr(k.localIp) === l && addr(k.remoteIp) === r) return list[i];
     }
     return undefined;
   }
@@ -60,7 +71,9 @@ export class ConnIndex<T extends { readonly key: ConnKey }> {
   ofFrame(frame: Uint8Array, inbound: boolean): T | undefined {
     if (this.count === 0 || frame.length < 54) return undefined;
     const ip = ethL3Offset(frame);
-    if (ipv4Proto(frame, ip) !== IpProto.TCP) return undefined;
+    const type = ethType(frame);
+    if (type === EtherType.IPV6) return this.ofFrame6(frame, ip, inbound);
+    if (type !== EtherType.IPV4 || ipv4Proto(frame, ip) !== IpProto.TCP) return undefined;
     const t = ip + ipv4HeaderLen(frame, ip);
     if (frame.length < t + 4) return undefined;
     const sport = l4SrcPort(frame, t);
@@ -69,4 +82,20 @@ export class ConnIndex<T extends { readonly key: ConnKey }> {
     const dst = ipv4Dst(frame, ip) >>> 0;
     return inbound ? this.get(dst, dport, src, sport) : this.get(src, sport, dst, dport);
   }
+
+  /** The same for IPv6 with TCP right behind the fixed header, addresses found in the table. */
+  private ofFrame6(frame: Uint8Array, ip: number, inbound: boolean): T | undefined {
+    const addrs = this.addrs();
+    if (addrs === null || frame.length < ip + 44 || frame[ip + 6] !== IpProto.TCP) return undefined;
+    const src = addrs.find(frame, ip + 8);
+    const dst = src < 0 ? -1 : addrs.find(frame, ip + 24);
+    if (dst < 0) return undefined;
+    const sport = l4SrcPort(frame, ip + 40);
+    const dport = l4DstPort(frame, ip + 40);
+    return inbound ? this.get(dst, dport, src, sport) : this.get(src, sport, dst, dport);
+  }
+}
+
+function addr(ip: number): number {
+  return ip > 0xffffffff ? ip : ip >>> 0;
 }

@@ -11,6 +11,7 @@ import { SeededRandom } from '../../core/random.ts';
 import type { Link, LinkGsoOptions, RxOffloadInfo } from '../../link/link.ts';
 import { LinkWrapper } from '../../link/link-wrapper.ts';
 import { capture, PcapWriter } from '../../link/pcap.ts';
+import { AddressTable } from '../../stack/address-table.ts';
 import { seqAdd, seqLeq } from '../../stack/tcp/seq.ts';
 import type { TcpConnection } from '../../stack/tcp/tcp-connection.ts';
 import {
@@ -253,7 +254,7 @@ const slots: (Slot | undefined)[] = [];
 const freeSlots: number[] = [];
 const byKey = new Map<string, Slot>();
 /** Slots by four-tuple, to find what a frame touched without parsing it twice. */
-const connIndex = new ConnIndex<Slot>();
+const connIndex = new ConnIndex<Slot>(() => engine.addressBook);
 const touched = new Set<Slot>();
 const db = new Int32Array(boot.doorbell);
 /** The connections run here, for the other workers of the team to read (see owner-table.ts). */
@@ -483,6 +484,8 @@ const engine = new NicEngine({
   link,
   clock,
   random: new SeededRandom(boot.seed),
+  // IPv6 handles numbered as the host numbers them, so keys and indications need no translation.
+  addrs: new AddressTable(new SeededRandom(boot.seed ^ 0x6a09e667), { mirror: true }),
   capacity: boot.capacity,
   reachabilityIntervalMs: boot.reachabilityIntervalMs,
   toHost: (frame) => {
@@ -650,11 +653,15 @@ function handleRequest(id: number, r: WorkerRequest): void {
     switch (r.op) {
       case 'initiate': {
         const a = r.arg;
-        const blocks = a.blocks === undefined ? undefined : unpackBlocks(a.blocks);
+        // The blocks' IPv6 keys name addresses the decode takes in with the batch's paths, so
+        // they are unpacked at the first connection (every path comes before any connection).
+        let blocks: Map<string, ConnBlockRef> | undefined;
+        const blocksNow = (): Map<string, ConnBlockRef> | undefined =>
+          (blocks ??= a.blocks === undefined ? undefined : unpackBlocks(a.blocks, engine.addressBook));
         // A batch whose rings travel by reference names no bytes: each connection's rings are
         // the block the host sent for it, attached here (and checked: ByteRing.attachShared).
         const rings = (s: TcpState): { send: ByteRing; recv: ByteRing } | null => {
-          const b = blocks?.get(connKeyId(keyOfState(s)));
+          const b = blocksNow()?.get(connKeyId(keyOfState(s)));
           return b === undefined
             ? null
             : { send: ByteRing.attachShared(b.send), recv: ByteRing.attachShared(b.recv) };
@@ -665,14 +672,14 @@ function handleRequest(id: number, r: WorkerRequest): void {
           progress();
           if (c.status !== 'success') continue;
           const conn = engine.connection(c.key);
-          if (conn) installed.push(install(conn, blocks?.get(connKeyId(c.key))));
+          if (conn) installed.push(install(conn, blocksNow()?.get(connKeyId(c.key))));
         }
-        const packed = packInitiate(result, installed);
+        const packed = packInitiate(result, installed, engine.addressBook);
         post({ t: 'res', id, ok: true, op: 'initiate', value: packed, installed: packed.installed });
         return;
       }
       case 'terminate': {
-        const keys = r.arg === 'all' ? 'all' : unpackKeys(r.arg);
+        const keys = r.arg === 'all' ? 'all' : unpackKeys(r.arg, engine.addressBook);
         const list = keys === 'all' ? [...byKey.values()].map((s) => s.key) : keys;
         const out = engine.terminate(keys, { ringsByRef: r.byRef === true });
         const freed: number[] = [];
@@ -717,14 +724,14 @@ function handleRequest(id: number, r: WorkerRequest): void {
         post({ t: 'res', id, ok: true, op: r.op, value: engine.query(r.arg) });
         return;
       case 'takeQueued': {
-        const keys = unpackKeys(r.arg);
+        const keys = unpackKeys(r.arg, engine.addressBook);
         const value = engine.takeQueued(keys);
         if (r.drop === true) engine.dropFrozen(keys);
         post({ t: 'res', id, ok: true, op: r.op, value });
         return;
       }
       case 'dropFrozen':
-        engine.dropFrozen(unpackKeys(r.arg));
+        engine.dropFrozen(unpackKeys(r.arg, engine.addressBook));
         post({ t: 'res', id, ok: true, op: r.op, value: undefined });
         return;
       case 'counters':

@@ -18,7 +18,10 @@
  * host when the worker is gone (its table then says nothing). Open addressing with linear probing;
  * a removed entry leaves a tombstone unless the probe chain ends right after it.
  *
- * IPv4 four-tuples only, like the worker's connections today; IPv6 would take a wider entry.
+ * IPv4 four-tuples only. A worker's IPv6 connections are not listed (`add` declines them), so
+ * their segments that reach another member go up to the host, whose placeholder forwards them to
+ * the owner: one detour, nothing lost. Listing them would take the family in the state word and
+ * the handle (the same number in every worker: their tables mirror the host's) in the address words.
  */
 
 const V = 0;
@@ -83,6 +86,8 @@ export class OwnerTable {
 
   /** List a connection (the owner only). False when the table is full: frames then take the host path. */
   add(localIp: number, localPort: number, remoteIp: number, remotePort: number): boolean {
+    // An IPv6 handle cut to 32 bits would name some IPv4 address: not listed at all.
+    if (remoteIp > 0xffffffff || localIp > 0xffffffff) return false;
     const w = this.w;
     const li = localIp | 0;
     const ri = remoteIp | 0;
@@ -115,6 +120,7 @@ export class OwnerTable {
 
   /** Take a connection off the list (the owner only). */
   remove(localIp: number, localPort: number, remoteIp: number, remotePort: number): void {
+    if (remoteIp > 0xffffffff || localIp > 0xffffffff) return;
     const w = this.w;
     const i = this.find(localIp | 0, remoteIp | 0, (localPort << 16) | remotePort | 0);
     if (i < 0) return;

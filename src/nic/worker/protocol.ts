@@ -253,9 +253,17 @@ function isU32(x: unknown): x is number {
 function isSlot(x: unknown): x is number {
   return typeof x === 'number' && Number.isInteger(x) && x >= -1 && x < 1 << 23;
 }
-/** An IPv4 address as a number (signed or not: both name the same address, see connKeyId). */
+/**
+ * An IPv4 address as a number (signed or not: both name the same address, see connKeyId), or an
+ * IPv6 address handle in (2^32, 2^37): the worker's table mirrors the host's numbering.
+ */
 function isAddr(x: unknown): x is number {
-  return typeof x === 'number' && Number.isInteger(x) && x >= -0x80000000 && x <= 0xffffffff;
+  return (
+    typeof x === 'number' &&
+    Number.isInteger(x) &&
+    x >= -0x80000000 &&
+    (x <= 0xffffffff || (x > 0x1_0000_0000 && x < 2 ** 37))
+  );
 }
 function isPort(x: unknown): x is number {
   return typeof x === 'number' && Number.isInteger(x) && x >= 0 && x <= 0xffff;

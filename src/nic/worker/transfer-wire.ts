@@ -1,4 +1,7 @@
 import { InvalidArgumentError } from '../../core/errors.ts';
+import { TWO_32 } from '../../stack/address-table.ts';
+import type { AddressBook } from '../../state/path-state.ts';
+import { readU32, writeU32 } from '../../wire/addr.ts';
 import type { ConnBlockRef } from '../hard-state.ts';
 import { type ConnKey, connKeyId, type InitiateConnResult, type InitiateResult } from '../nic.ts';
 import type { InstalledConn } from './protocol.ts';
@@ -10,25 +13,72 @@ import type { InstalledConn } from './protocol.ts';
  * rest of the move. Objects are rebuilt on the far side, where they cost far less than the clone.
  */
 
-/** Four words per key: local address, local port, remote address, remote port. */
-export function packKeys(keys: readonly ConnKey[]): Uint32Array {
-  const w = new Uint32Array(keys.length * 4);
-  for (let i = 0, j = 0; i < keys.length; i++, j += 4) {
+/**
+ * Ten words per key: the family (4 or 6), the ports (local << 16 | remote), then each address in
+ * four words: an IPv4 address in the first (the rest 0), an IPv6 address as its 16 bytes, big
+ * endian. Bytes, not handles: a handle names a slot of one AddressTable, and a worker's table is
+ * not the host's (a shared table would need every thread to agree on slot reuse while
+ * connections move; bytes cost 24 more bytes a key and no coordination at all). IPv6 keys need
+ * the table their handles belong to (`addrs`) on both sides.
+ */
+export const KEY_WORDS = 10;
+
+export function packKeys(keys: readonly ConnKey[], addrs?: AddressBook | null): Uint32Array {
+  const w = new Uint32Array(keys.length * KEY_WORDS);
+  for (let i = 0, j = 0; i < keys.length; i++, j += KEY_WORDS) {
     const k = keys[i]!;
-    w[j] = k.localIp;
-    w[j + 1] = k.localPort;
-    w[j + 2] = k.remoteIp;
-    w[j + 3] = k.remotePort;
+    w[j + 1] = ((k.localPort << 16) | k.remotePort) >>> 0;
+    if (k.remoteIp < TWO_32 && k.localIp < TWO_32) {
+      w[j] = 4;
+      w[j + 2] = k.localIp;
+      w[j + 6] = k.remoteIp;
+      continue;
+    }
+    if (!addrs) throw new InvalidArgumentError('an IPv6 key needs the address table of its handles');
+    w[j] = 6;
+    putAddress(w, j + 2, addrs, k.localIp);
+    putAddress(w, j + 6, addrs, k.remoteIp);
   }
   return w;
 }
 
-export function unpackKeys(w: Uint32Array): ConnKey[] {
-  if (!(w instanceof Uint32Array) || w.length % 4 !== 0)
-    throw new InvalidArgumentError('packed keys must be a Uint32Array of four words per key');
+const scratch = new Uint8Array(16);
+
+function putAddress(w: Uint32Array, at: number, addrs: AddressBook, handle: number): void {
+  addrs.write(handle, scratch, 0);
+  for (let i = 0; i < 4; i++) w[at + i] = readU32(scratch, i * 4);
+}
+
+/**
+ * An address of a packed key as a handle of `addrs` (not referenced: the connection or
+ * placeholder it names holds it), or 0, which names no connection, when this side does not know
+ * it or has no table.
+ */
+function takeAddress(w: Uint32Array, at: number, addrs: AddressBook | null | undefined): number {
+  if (!addrs) return 0;
+  for (let i = 0; i < 4; i++) writeU32(scratch, i * 4, w[at + i]!);
+  const h = addrs.find(scratch, 0);
+  return Math.max(h, 0);
+}
+
+export function unpackKeys(w: Uint32Array, addrs?: AddressBook | null): ConnKey[] {
+  if (!(w instanceof Uint32Array) || w.length % KEY_WORDS !== 0)
+    throw new InvalidArgumentError(`packed keys must be a Uint32Array of ${KEY_WORDS} words per key`);
   const out: ConnKey[] = [];
-  for (let j = 0; j < w.length; j += 4) {
-    out.push({ localIp: w[j]!, localPort: w[j + 1]!, remoteIp: w[j + 2]!, remotePort: w[j + 3]! });
+  for (let j = 0; j < w.length; j += KEY_WORDS) {
+    const ports = w[j + 1]!;
+    const localPort = ports >>> 16;
+    const remotePort = ports & 0xffff;
+    if (w[j] === 4) {
+      out.push({ localIp: w[j + 2]!, localPort, remoteIp: w[j + 6]!, remotePort });
+    } else if (w[j] === 6) {
+      out.push({
+        localIp: takeAddress(w, j + 2, addrs),
+        localPort,
+        remoteIp: takeAddress(w, j + 6, addrs),
+        remotePort,
+      });
+    } else throw new InvalidArgumentError(`packed key of unknown family ${w[j]}`);
   }
   return out;
 }
@@ -37,11 +87,7 @@ export function unpackKeys(w: Uint32Array): ConnKey[] {
 export interface PackedBlocks {
   sabs: SharedArrayBuffer[];
   keys: Uint32Array;
-  /**
-   * Six words per connection: buffer index (GIVEN: the block the host gave for it, whose buffer
-   * does not travel back), record offset, send ring offset and capacity, receive ring offset and
-   * capacity.
-   */
+  /** Six words per connection: buffer index, record offset, send ring offset and capacity, receive ring offset and capacity. */
   words: Int32Array;
 }
 
@@ -50,7 +96,10 @@ const BLOCK_WORDS = 6;
 export const GIVEN = -1;
 
 /** `given`: per block, whether it is the one the host gave for that connection (an initiate's answer). */
-export function packBlocks(blocks: readonly (readonly [ConnKey, ConnBlockRef, boolean?])[]): PackedBlocks {
+export function packBlocks(
+  blocks: readonly (readonly [ConnKey, ConnBlockRef, boolean?])[],
+  addrs?: AddressBook | null,
+): PackedBlocks {
   const sabs: SharedArrayBuffer[] = [];
   const index = new Map<SharedArrayBuffer, number>();
   const keys: ConnKey[] = [];
@@ -72,33 +121,43 @@ export function packBlocks(blocks: readonly (readonly [ConnKey, ConnBlockRef, bo
     words[j + 4] = b.recv.offset;
     words[j + 5] = b.recv.capacity;
   }
-  return { sabs, keys: packKeys(keys), words };
+  return { sabs, keys: packKeys(keys, addrs), words };
 }
 
 /**
- * The blocks by connKeyId (the shared rings are checked when attached, as before). A block
- * marked GIVEN is the host's own object from `given`, which must hold one at the same place:
- * the host keeps the buffer objects it allocated (a buffer that crossed a thread is a new object
- * over the same memory, and would be attached again for nothing).
+ * The blocks by connKeyId of their keys as `addrs` numbers them (the shared rings are checked
+ * when attached, as before). Unpack after the addresses are interned there. A block marked GIVEN
+ * is the host's own object from `given`, which must hold one at the same place: the host keeps
+ * the buffer objects it allocated (a buffer that crossed a thread is a new object over the same
+ * memory, and would be attached again for nothing).
  */
 export function unpackBlocks(
   p: PackedBlocks,
+  addrs?: AddressBook | null,
   given?: ReadonlyMap<string, ConnBlockRef>,
 ): Map<string, ConnBlockRef> {
-  const keys = unpackKeys(p.keys);
-  if (
-    !(p.words instanceof Int32Array) ||
-    p.words.length !== keys.length * BLOCK_WORDS ||
-    !Array.isArray(p.sabs)
-  )
-    throw new InvalidArgumentError('packed blocks do not match their keys');
+  const keys = unpackKeys(p.keys, addrs);
+  const list = blockList(p, keys, given);
   const out = new Map<string, ConnBlockRef>();
+  for (let i = 0; i < keys.length; i++) out.set(connKeyId(keys[i]!), list[i]!);
+  return out;
+}
+
+/** The blocks in the order of their keys. */
+function blockList(
+  p: PackedBlocks,
+  keys: readonly ConnKey[],
+  given?: ReadonlyMap<string, ConnBlockRef>,
+): ConnBlockRef[] {
+  const n = keys.length;
+  if (!(p.words instanceof Int32Array) || p.words.length !== n * BLOCK_WORDS || !Array.isArray(p.sabs))
+    throw new InvalidArgumentError('packed blocks do not match their keys');
+  const out: ConnBlockRef[] = [];
   const w = p.words;
-  for (let i = 0; i < keys.length; i++) {
+  for (let i = 0; i < n; i++) {
     const j = i * BLOCK_WORDS;
-    const id = connKeyId(keys[i]!);
     if (w[j] === GIVEN) {
-      const g = given?.get(id);
+      const g = given?.get(connKeyId(keys[i]!));
       if (
         g === undefined ||
         g.at !== w[j + 1] ||
@@ -108,12 +167,12 @@ export function unpackBlocks(
         g.recv.capacity !== w[j + 5]
       )
         throw new InvalidArgumentError('packed block claims a block the host did not give');
-      out.set(id, g);
+      out.push(g);
       continue;
     }
     const sab = p.sabs[w[j]!];
     if (!(sab instanceof SharedArrayBuffer)) throw new InvalidArgumentError('packed block names no buffer');
-    out.set(id, {
+    out.push({
       sab,
       at: w[j + 1]!,
       send: { sab, offset: w[j + 2]!, capacity: w[j + 3]! },
@@ -138,7 +197,11 @@ export interface PackedInitiate {
 
 const STATUS: readonly InitiateConnResult['status'][] = ['success', 'failure', 'no-resources'];
 
-export function packInitiate(r: InitiateResult, installed: readonly InstalledConn[]): PackedInitiate {
+export function packInitiate(
+  r: InitiateResult,
+  installed: readonly InstalledConn[],
+  addrs?: AddressBook | null,
+): PackedInitiate {
   const n = r.conns.length;
   const codes = new Uint8Array(n);
   let reasons: string[] | null = null;
@@ -154,10 +217,16 @@ export function packInitiate(r: InitiateResult, installed: readonly InstalledCon
   for (let i = 0; i < installed.length; i++) slots[i] = installed[i]!.slot;
   const out: PackedInitiate = {
     status: r.status,
-    keys: packKeys(r.conns.map((c) => c.key)),
+    keys: packKeys(
+      r.conns.map((c) => c.key),
+      addrs,
+    ),
     codes,
     reasons,
-    installed: packBlocks(installed.map((c) => [c.key, c.block, c.given === true] as const)),
+    installed: packBlocks(
+      installed.map((c) => [c.key, c.block, c.given === true] as const),
+      addrs,
+    ),
     slots,
   };
   if (r.reason !== undefined) out.reason = r.reason;
@@ -166,9 +235,10 @@ export function packInitiate(r: InitiateResult, installed: readonly InstalledCon
 
 export function unpackInitiate(
   p: PackedInitiate,
+  addrs?: AddressBook | null,
   given?: ReadonlyMap<string, ConnBlockRef>,
 ): { result: InitiateResult; installed: InstalledConn[] } {
-  const keys = unpackKeys(p.keys);
+  const keys = unpackKeys(p.keys, addrs);
   if (!(p.codes instanceof Uint8Array) || p.codes.length !== keys.length)
     throw new InvalidArgumentError('packed initiate: outcomes do not match keys');
   const conns: InitiateConnResult[] = [];
@@ -182,14 +252,13 @@ export function unpackInitiate(
   }
   const result: InitiateResult = { status: p.status, conns };
   if (p.reason !== undefined) result.reason = p.reason;
-  const blocks = unpackBlocks(p.installed, given);
-  const ikeys = unpackKeys(p.installed.keys);
+  const ikeys = unpackKeys(p.installed.keys, addrs);
+  const blocks = blockList(p.installed, ikeys, given);
   if (!(p.slots instanceof Int32Array) || p.slots.length !== ikeys.length)
     throw new InvalidArgumentError('packed initiate: slots do not match blocks');
   const installed: InstalledConn[] = [];
   for (let i = 0; i < ikeys.length; i++) {
-    const key = ikeys[i]!;
-    installed.push({ key, slot: p.slots[i]!, block: blocks.get(connKeyId(key))! });
+    installed.push({ key: ikeys[i]!, slot: p.slots[i]!, block: blocks[i]! });
   }
   return { result, installed };
 }

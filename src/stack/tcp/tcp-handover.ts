@@ -1,6 +1,7 @@
 import { AddressInUseError, InvalidStateError } from '../../core/errors.ts';
 import { type TcpState, TcpStateId } from '../../state/tcp-state.ts';
 import { createIpv4Header, encodeIpv4, IpProto } from '../../wire/ipv4.ts';
+import { TWO_32 } from '../address-table.ts';
 import type { IpInfo } from '../ip-sender.ts';
 import type { ConnTable, Placeholder } from './conn-table.ts';
 import { isSynchronized, TcpConnection, TcpEvent } from './tcp-connection.ts';
@@ -131,7 +132,25 @@ export class Handover {
 
   /** Hold segments for this 4-tuple (a placeholder in queueing mode). */
   freeze(localIp: number, localPort: number, remoteIp: number, remotePort: number): void {
-    this.table.hold(localIp, localPort, remoteIp, remotePort).forward = null;
+    this.place(localIp, localPort, remoteIp, remotePort).forward = null;
+  }
+
+  /**
+   * The placeholder of a 4-tuple, made if new. A new one of an IPv6 connection holds its address
+   * handles, which the table's keys are: the connection runs elsewhere meanwhile (a NIC), and a
+   * handle freed and reused would make this placeholder another connection's.
+   */
+  private place(localIp: number, localPort: number, remoteIp: number, remotePort: number): Placeholder {
+    const addrs = this.layer.env.addrs;
+    if (
+      remoteIp >= TWO_32 &&
+      addrs &&
+      this.table.placeholder(localIp, localPort, remoteIp, remotePort) === undefined
+    ) {
+      addrs.ref(localIp);
+      addrs.ref(remoteIp);
+    }
+    return this.table.hold(localIp, localPort, remoteIp, remotePort);
   }
 
   /**
@@ -145,7 +164,7 @@ export class Handover {
     remotePort: number,
     fn: (packet: Uint8Array) => void,
   ): void {
-    const ph = this.table.hold(localIp, localPort, remoteIp, remotePort);
+    const ph = this.place(localIp, localPort, remoteIp, remotePort);
     const q = ph.queue;
     ph.queue = [];
     ph.forward = fn;
@@ -164,17 +183,56 @@ export class Handover {
   /** Forget the placeholder: later segments for the 4-tuple are handled as for any unknown one. */
   dropFrozen(localIp: number, localPort: number, remoteIp: number, remotePort: number): void {
     const held = this.table.unhold(localIp, localPort, remoteIp, remotePort);
-    if (held !== undefined && held.queue.length > 0)
-      this.layer.env.counters.inc('drop.tcp.frozen-discarded', held.queue.length);
+    if (held === undefined) return;
+    if (held.queue.length > 0) this.layer.env.counters.inc('drop.tcp.frozen-discarded', held.queue.length);
+    const addrs = this.layer.env.addrs;
+    if (remoteIp >= TWO_32 && addrs) {
+      addrs.release(localIp);
+      addrs.release(remoteIp);
+    }
   }
 
-  /** Copy the segment into a fresh IPv4 packet (the receive buffer is reused after we return). */
+  /**
+   * Copy the segment into a fresh IPv4 packet, or an IPv6 one (fixed header, TCP behind it) for
+   * an IPv6 connection (the receive buffer is reused after we return).
+   */
   hold(ph: Placeholder, ip: IpInfo, buf: Uint8Array, off: number, len: number): void {
     const counters = this.layer.env.counters;
     if (ph.forward === null && ph.queue.length >= FROZEN_QUEUE_LIMIT) {
       counters.inc('drop.tcp.frozen-overflow');
       return;
     }
+    const pkt = ip.src >= TWO_32 ? this.packet6(ip, buf, off, len) : this.packet4(ip, buf, off, len);
+    if (pkt === null) {
+      counters.inc('drop.tcp.frozen-unheld');
+      return;
+    }
+    if (ph.forward !== null) {
+      counters.inc('tcp.frozen.forwarded');
+      ph.forward(pkt);
+    } else {
+      counters.inc('tcp.frozen.queued');
+      ph.queue.push(pkt);
+    }
+  }
+
+  private packet6(ip: IpInfo, buf: Uint8Array, off: number, len: number): Uint8Array | null {
+    const addrs = this.layer.env.addrs;
+    if (!addrs || len > 0xffff) return null;
+    const pkt = new Uint8Array(40 + len);
+    pkt[0] = 0x60 | (ip.tos >>> 4);
+    pkt[1] = (ip.tos & 0x0f) << 4;
+    pkt[4] = len >>> 8;
+    pkt[5] = len & 0xff;
+    pkt[6] = IpProto.TCP;
+    pkt[7] = ip.ttl > 0 ? ip.ttl : 64;
+    addrs.write(ip.src, pkt, 8);
+    addrs.write(ip.dst, pkt, 24);
+    pkt.set(buf.subarray(off, off + len), 40);
+    return pkt;
+  }
+
+  private packet4(ip: IpInfo, buf: Uint8Array, off: number, len: number): Uint8Array {
     const pkt = new Uint8Array(20 + len);
     const h = this.pktHdr;
     h.tos = ip.tos;
@@ -189,12 +247,6 @@ export class Handover {
     h.dst = ip.dst;
     encodeIpv4(h, pkt, 0);
     pkt.set(buf.subarray(off, off + len), 20);
-    if (ph.forward !== null) {
-      counters.inc('tcp.frozen.forwarded');
-      ph.forward(pkt);
-    } else {
-      counters.inc('tcp.frozen.queued');
-      ph.queue.push(pkt);
-    }
+    return pkt;
   }
 }

@@ -437,6 +437,10 @@ export class TcpLayer implements TcpEngine {
    * owner): run it through `input` as if it had just arrived.
    */
   inputPacket(pkt: Uint8Array): void {
+    if (pkt.length >= 40 && pkt[0]! >>> 4 === 6) {
+      this.inputPacket6(pkt);
+      return;
+    }
     const h = this.pktHdr;
     if (decodeIpv4(pkt, 0, pkt.length, h, false) !== null || h.protocol !== IpProto.TCP) {
       this.env.counters.inc('drop.tcp.bad-forwarded');
@@ -448,6 +452,31 @@ export class TcpLayer implements TcpEngine {
     info.ttl = h.ttl;
     info.tos = h.tos;
     this.input(info, pkt, h.headerLength, h.totalLength - h.headerLength);
+  }
+
+  /**
+   * An IPv6 packet built by a placeholder (`Handover.hold`) or forwarded by another owner in this
+   * process: its checksum was verified where it first arrived, and both addresses are held by
+   * the connection or placeholder it is for, so an address this table does not know means it is
+   * not for us.
+   */
+  private inputPacket6(pkt: Uint8Array): void {
+    const addrs = this.env.addrs;
+    const len = (pkt[4]! << 8) | pkt[5]!;
+    const dst = addrs ? addrs.find(pkt, 24) : -1;
+    const src = dst < 0 ? -1 : addrs!.find(pkt, 8);
+    if (src < 0 || pkt[6] !== IpProto.TCP || 40 + len > pkt.length) {
+      this.env.counters.inc('drop.tcp.bad-forwarded');
+      return;
+    }
+    const info = this.injectInfo;
+    info.src = src;
+    info.dst = dst;
+    info.ttl = pkt[7]!;
+    info.tos = ((pkt[0]! & 0x0f) << 4) | (pkt[1]! >>> 4);
+    info.l4ChecksumOk = true;
+    this.input(info, pkt, 40, len);
+    info.l4ChecksumOk = false;
   }
 
   /** Abort every connection and listener and stop all timers. */
