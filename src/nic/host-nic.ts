@@ -174,6 +174,11 @@ export abstract class HostNic extends EventEmitter implements Nic {
  * shares with its engine (`decodeReleased`); any other NIC's bytes carry everything. IPv6
  * addresses are interned in `addrs` (the host's table).
  */
-export function decodeReleasedBy(nic: Nic, bytes: Uint8Array, now: number, addrs?: AddressBook): OffloadTree[] {
+export function decodeReleasedBy(
+  nic: Nic,
+  bytes: Uint8Array,
+  now: number,
+  addrs?: AddressBook,
+): OffloadTree[] {
   return nic instanceof HostNic ? nic.decodeReleased(bytes, now, addrs) : decodeBatch(bytes, now, { addrs });
 }

@@ -78,7 +78,7 @@ describe('offload onto a NIC marked failed', () => {
   });
 
   test('a NIC to NIC move whose target fails meanwhile ends in the host', async () => {
-    const { p, m, n0, n1, failed, st, keys } = await rig(73);
+    const { m, n0, n1, failed, st, keys } = await rig(73);
     assert.equal((await m.offload(keys, n1)).moved.length, CONNS);
     failAfterInitiate(n0, failed);
     const r = await m.move(keys, n1, n0);
