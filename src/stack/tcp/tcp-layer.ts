@@ -372,6 +372,13 @@ export class TcpLayer implements TcpEngine {
   }
 
   // ---- hand-over (tcp-handover.ts) --------------------------------------------------------------
+  // These verbs stay on the layer, as one-line delegations, on purpose: their callers (the transfer
+  // protocol, rebuild, the NIC engine, LocalNic) hold a layer, a host's or a NIC's, as the one
+  // owner of its connections, and the freeze/release/adopt sequence works on that layer's table.
+  // Handing out the `Handover` would make its split from the layer (which parts demultiplex, which
+  // move connections) part of the contract those layers depend on, and give them a second object
+  // that must always be the one belonging to the layer they mean.
+
   /** A connection or a placeholder holds this 4-tuple. */
   owns(localIp: number, localPort: number, remoteIp: number, remotePort: number): boolean {
     return this.table.find(localIp, localPort, remoteIp, remotePort) !== undefined;
