@@ -43,41 +43,34 @@ export interface RawSegment {
   wscale?: number;
   sackPermitted?: boolean;
   ts?: { val: number; ecr: number };
-  sack?: ReadonlyArray<readonly [number, number]>;
+  sack?: Array<[number, number]>;
   /** Bytes of payload (filled with 'a'). */
   payload?: number;
 }
 
-/** The header fields a scripted peer chooses for a segment; the rest take their usual values. */
-export type TcpFields = Omit<RawSegment, 'payload'>;
+const BROADCAST = 0xffffffffffff;
 
-/**
- * Set every field of `h` for a segment a scripted peer sends (it keeps no TCP state, so each field
- * comes from `o` or its default); encode it with `encodeTcpHeader`.
- */
-export function setTcpFields(h: TcpHeader, o: TcpFields): void {
-  h.srcPort = o.srcPort;
-  h.dstPort = o.dstPort;
-  h.seq = o.seq >>> 0;
-  h.ack = (o.ack ?? 0) >>> 0;
-  h.flags = o.flags;
-  h.window = o.window ?? 65535;
-  h.urgent = 0;
-  h.mss = o.mss ?? -1;
-  h.wscale = o.wscale ?? -1;
-  h.sackPermitted = o.sackPermitted ?? false;
-  h.hasTimestamps = o.ts !== undefined;
-  h.tsVal = (o.ts?.val ?? 0) >>> 0;
-  h.tsEcr = (o.ts?.ecr ?? 0) >>> 0;
-  const sack = o.sack ?? [];
-  h.sackCount = sack.length;
-  for (let i = 0; i < sack.length; i++) {
-    h.sackBlocks[2 * i] = sack[i]![0] >>> 0;
-    h.sackBlocks[2 * i + 1] = sack[i]![1] >>> 0;
+/** Fill `t` from `o` (the IPv6 tester in test/conformance shares it). */
+export function tcpHeaderOf(o: RawSegment, t: TcpHeader): void {
+  t.srcPort = o.srcPort;
+  t.dstPort = o.dstPort;
+  t.seq = o.seq >>> 0;
+  t.ack = (o.ack ?? 0) >>> 0;
+  t.flags = o.flags;
+  t.window = o.window ?? 65535;
+  t.urgent = 0;
+  t.mss = o.mss ?? -1;
+  t.wscale = o.wscale ?? -1;
+  t.sackPermitted = o.sackPermitted ?? false;
+  t.hasTimestamps = o.ts !== undefined;
+  t.tsVal = (o.ts?.val ?? 0) >>> 0;
+  t.tsEcr = (o.ts?.ecr ?? 0) >>> 0;
+  t.sackCount = o.sack?.length ?? 0;
+  for (let i = 0; i < t.sackCount; i++) {
+    t.sackBlocks[2 * i] = o.sack![i]![0] >>> 0;
+    t.sackBlocks[2 * i + 1] = o.sack![i]![1] >>> 0;
   }
 }
-
-const BROADCAST = 0xffffffffffff;
 
 export class RawPeer {
   /** The peer's MAC once learnt (from its ARP traffic or an answer to `resolve`), else -1. */
@@ -181,7 +174,7 @@ export class RawPeer {
 
   sendTcp(o: RawSegment): void {
     const t = this.txTcp;
-    setTcpFields(t, o);
+    tcpHeaderOf(o, t);
     const hl = encodeTcpHeader(t, this.buf, 34);
     const plen = o.payload ?? 0;
     this.buf.fill(0x61, 34 + hl, 34 + hl + plen);

@@ -2,7 +2,7 @@ import { VirtualClock } from '../../src/core/clock.ts';
 import { Counters } from '../../src/core/counters.ts';
 import type { ConnectionError } from '../../src/core/errors.ts';
 import { SeededRandom } from '../../src/core/random.ts';
-import { setTcpFields } from '../../src/sim/raw-peer.ts';
+import { tcpHeaderOf } from '../../src/sim/raw-peer.ts';
 import type { IpSender } from '../../src/stack/ip-sender.ts';
 import type { TcpConnection } from '../../src/stack/tcp/tcp-connection.ts';
 import { TcpLayer } from '../../src/stack/tcp/tcp-layer.ts';
@@ -172,7 +172,7 @@ export class Bench {
   inject(o: InjectOpts): void {
     const h = this.h;
     const ts = o.ts && { val: o.ts[0], ecr: o.ts[1] };
-    setTcpFields(h, { ...o, srcPort: o.srcPort ?? 5000, dstPort: o.dstPort ?? 80, ts });
+    tcpHeaderOf({ ...o, srcPort: o.srcPort ?? 5000, dstPort: o.dstPort ?? 80, ts }, h);
     const src = o.src ?? REMOTE;
     const dst = o.dst ?? LOCAL;
     const hl = encodeTcpHeader(h, this.buf, 0);
