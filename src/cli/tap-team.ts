@@ -15,6 +15,7 @@ import { LocalNic } from '../nic/local-nic.ts';
 import type { Nic } from '../nic/nic.ts';
 import { WorkerNic } from '../nic/worker-nic.ts';
 import type { OffloadPolicy } from '../offload/offload-manager.ts';
+import { OUTPUT_BUDGET_BYTES } from '../stack/tcp/tcp-output.ts';
 import type { TcpCached } from '../state/tcp-state.ts';
 import type { HealthOptions } from '../team/health.ts';
 import { ProbeTap } from '../team/probe-tap.ts';
@@ -118,6 +119,10 @@ export function createTapTeam(o: TapTeamOptions, clock = new RealClock()): TapTe
     tcp: o.tcp,
     policy: o.policy,
   });
+  // On a real clock one connection's output must not hold a turn (TCP small queues; a worker NIC
+  // and a lone TAP host budget theirs): the host's stack and every same-thread NIC share this one.
+  team.stack.tcp.outputBudget = OUTPUT_BUDGET_BYTES;
+  for (const nic of team.nics) if (nic instanceof LocalNic) nic.engine.tcp.outputBudget = OUTPUT_BUDGET_BYTES;
   return {
     team,
     async ready(timeoutMs: number): Promise<void> {

@@ -2,7 +2,8 @@
  * `chimney serve --tap A --tap B --workers` with the Linux kernel as the peer: two TAPs in one
  * bridge, one WorkerNic (its own thread) per TAP, curl downloading 200 MB files from the namespace.
  *
- * - connections are moved between the host stack and the two WorkerNics while they stream;
+ * - connections are moved between the host stack and the two WorkerNics while they stream (and
+ *   between the host and two NICs in the main thread, without --workers);
  * - the TAP carrying the downloads goes down (carrier);
  * - it leaves the bridge while staying up (only ARP reachability can see that);
  * - the worker thread carrying the downloads is killed.
@@ -28,10 +29,10 @@ function control(): string {
   return join(lab!.dir, 'ctl.sock');
 }
 
-async function serveTeam(extra: string[] = []): Promise<Served> {
+async function serveTeam(extra: string[] = [], workers = true): Promise<Served> {
   return lab!.serve({
     services: ['http:80'],
-    extra: ['--tap', lab!.taps[1]!, '--workers', '--control', control(), ...extra],
+    extra: ['--tap', lab!.taps[1]!, ...(workers ? ['--workers'] : []), '--control', control(), ...extra],
   });
 }
 
@@ -47,7 +48,7 @@ function status(): Promise<StatusSnapshot> {
   return teamStatus(control());
 }
 
-describe('chimney serve on a team of two WorkerNics (kernel peer over TAP)', {
+describe('chimney serve on a team of two TAPs (kernel peer)', {
   skip: gate.skip,
   timeout: 600_000,
 }, () => {
@@ -59,44 +60,53 @@ describe('chimney serve on a team of two WorkerNics (kernel peer over TAP)', {
     await lab?.down();
   });
 
-  test('downloads survive being moved between the host and both WorkerNics', {
-    timeout: 150_000,
-  }, async () => {
-    const srv = await serveTeam(['--offload-policy', 'manual']);
-    try {
-      const runs = downloads(lab!, SIZE, DOWNLOADS, RATE);
-      await waitFor(
-        'the downloads to start',
-        async () => (await owners(control())).length === DOWNLOADS,
-        15_000,
-      );
-      assert.deepEqual(
-        await owners(control()),
-        Array(DOWNLOADS).fill('host'),
-        'manual policy: they start in the host',
-      );
-      const [a, b] = lab!.taps;
-      const plan = [a!, b!, 'host', b!, a!, 'host', a!, b!, a!, 'host', b!];
-      let moved = 0;
-      for (const to of plan) {
-        const r = (await controlRequest(control(), { op: 'move', to })) as { moved: number; refused: number };
-        moved += r.moved;
-        const o = await owners(control());
-        if (o.length === DOWNLOADS)
-          assert.ok(
-            o.every((x) => x === to),
-            `after move to ${to}: ${o.join(',')}`,
-          );
-        await sleep(200);
+  // Without --workers both NICs run in the main thread, each with its own output budget per turn.
+  for (const [what, workers] of [
+    ['both WorkerNics', true],
+    ['both same-thread NICs (no --workers)', false],
+  ] as const) {
+    test(`downloads survive being moved between the host and ${what}`, {
+      timeout: 150_000,
+    }, async () => {
+      const srv = await serveTeam(['--offload-policy', 'manual'], workers);
+      try {
+        const runs = downloads(lab!, SIZE, DOWNLOADS, RATE);
+        await waitFor(
+          'the downloads to start',
+          async () => (await owners(control())).length === DOWNLOADS,
+          15_000,
+        );
+        assert.deepEqual(
+          await owners(control()),
+          Array(DOWNLOADS).fill('host'),
+          'manual policy: they start in the host',
+        );
+        const [a, b] = lab!.taps;
+        const plan = [a!, b!, 'host', b!, a!, 'host', a!, b!, a!, 'host', b!];
+        let moved = 0;
+        for (const to of plan) {
+          const r = (await controlRequest(control(), { op: 'move', to })) as {
+            moved: number;
+            refused: number;
+          };
+          moved += r.moved;
+          const o = await owners(control());
+          if (o.length === DOWNLOADS)
+            assert.ok(
+              o.every((x) => x === to),
+              `after move to ${to}: ${o.join(',')}`,
+            );
+          await sleep(200);
+        }
+        // Every move found all the downloads still running (the last via the CLI).
+        assert.match(cli(['move', a!]), /moved 3 connection\(s\) to /);
+        assert.equal(moved, DOWNLOADS * plan.length, `moves that took place: ${moved}`);
+        await checkAll(runs, srv, SIZE);
+      } finally {
+        await srv.stop();
       }
-      // Every move found all the downloads still running (the last via the CLI).
-      assert.match(cli(['move', a!]), /moved 3 connection\(s\) to /);
-      assert.equal(moved, DOWNLOADS * plan.length, `moves that took place: ${moved}`);
-      await checkAll(runs, srv, SIZE);
-    } finally {
-      await srv.stop();
-    }
-  });
+    });
+  }
 
   test('carrier: the loaded TAP goes down mid-transfer', { timeout: 150_000 }, async () => {
     const srv = await serveTeam();

@@ -2,6 +2,7 @@ import { VirtualClock } from '../../src/core/clock.ts';
 import { Counters } from '../../src/core/counters.ts';
 import type { ConnectionError } from '../../src/core/errors.ts';
 import { SeededRandom } from '../../src/core/random.ts';
+import { tcpHeaderOf } from '../../src/sim/raw-peer.ts';
 import type { IpSender } from '../../src/stack/ip-sender.ts';
 import type { TcpConnection } from '../../src/stack/tcp/tcp-connection.ts';
 import { TcpLayer } from '../../src/stack/tcp/tcp-layer.ts';
@@ -170,24 +171,8 @@ export class Bench {
   }
   inject(o: InjectOpts): void {
     const h = this.h;
-    h.srcPort = o.srcPort ?? 5000;
-    h.dstPort = o.dstPort ?? 80;
-    h.seq = o.seq >>> 0;
-    h.ack = (o.ack ?? 0) >>> 0;
-    h.flags = o.flags;
-    h.window = o.window ?? 65535;
-    h.urgent = 0;
-    h.mss = o.mss ?? -1;
-    h.wscale = o.wscale ?? -1;
-    h.sackPermitted = o.sackPermitted ?? false;
-    h.hasTimestamps = o.ts !== undefined;
-    h.tsVal = o.ts ? o.ts[0] >>> 0 : 0;
-    h.tsEcr = o.ts ? o.ts[1] >>> 0 : 0;
-    h.sackCount = o.sack?.length ?? 0;
-    o.sack?.forEach(([l, r], i) => {
-      h.sackBlocks[2 * i] = l >>> 0;
-      h.sackBlocks[2 * i + 1] = r >>> 0;
-    });
+    const ts = o.ts && { val: o.ts[0], ecr: o.ts[1] };
+    tcpHeaderOf({ ...o, srcPort: o.srcPort ?? 5000, dstPort: o.dstPort ?? 80, ts }, h);
     const src = o.src ?? REMOTE;
     const dst = o.dst ?? LOCAL;
     const hl = encodeTcpHeader(h, this.buf, 0);

@@ -4,6 +4,7 @@ import type { TcpDelegated, TcpState } from '../../state/tcp-state.ts';
 import { TcpStateId } from '../../state/tcp-state.ts';
 import type { TcpHeader } from '../../wire/tcp.ts';
 import type { CongestionControl } from './congestion.ts';
+import type { OutputScheduler, OutputSender } from './output-scheduler.ts';
 import { RackLog } from './rack.ts';
 import { deliverEvents, terminate } from './tcp-events.ts';
 import { oooBytesOf, roomAtLimit } from './tcp-mem.ts';
@@ -30,15 +31,10 @@ export interface TcpEngine {
    */
   admitTimeWait?(conn: TcpConnection): boolean;
   /**
-   * Bytes one connection may send per turn of the event loop (see sendWindowed); absent or
-   * Infinity: no limit. `outputTurn` counts the turns; `outputLater` runs a connection cut short
-   * by its budget again in the next one.
+   * The per-turn output budget of the layer's connections (output-scheduler.ts; see
+   * sendWindowed). Absent: no limit.
    */
-  readonly outputBudget?: number;
-  readonly outputTurn?: number;
-  /** A connection begins to spend its budget in this turn: the turn must end. */
-  noteOutputTurn?(): void;
-  outputLater?(conn: TcpConnection): void;
+  readonly output?: OutputScheduler<TcpConnection>;
   /**
    * The stack's buffer memory is at its limit (tcp-mem.ts): rings must not grow, out-of-order
    * data is not kept. Absent: no limit.
@@ -67,7 +63,7 @@ export type TcpConnectionStats = Pick<
  * user, one timer, counters). Protocol logic lives in the engine functions (tcp-input, tcp-output,
  * tcp-timers), which work on `state`, so another owner can pick the state up and continue.
  */
-export class TcpConnection implements ConnectionHandle {
+export class TcpConnection implements ConnectionHandle, OutputSender {
   readonly state: TcpState;
   user: TcpUser | null = null;
   /** Counts since the connection began: kept in its state, so they carry across moves. */
@@ -110,10 +106,10 @@ export class TcpConnection implements ConnectionHandle {
    * with an empty log and detects losses by the RFC 6675 rules until its own sends are logged.
    */
   readonly rack = new RackLog();
-  /** @internal The engine's turn this connection last sent in, and the bytes it sent then. */
+  /** @internal The output scheduler's turn this connection last sent in, and the bytes it sent then. */
   outputTurn = -1;
   outputUsed = 0;
-  /** @internal Waiting for the next turn to send the rest (at most once in the engine's list). */
+  /** @internal Waiting for the next turn to send the rest (at most once in the scheduler's list). */
   outputQueued = false;
   /** @internal Offered window-scale shift while the handshake is under way. */
   offeredWscale = 0;

@@ -7,6 +7,7 @@ import type { IcmpErrorInfo, IpInfo } from '../ip-sender.ts';
 import { type CongestionControl, congestionControl } from './congestion.ts';
 import { ConnTable } from './conn-table.ts';
 import { IsnGenerator } from './isn.ts';
+import { OutputScheduler } from './output-scheduler.ts';
 import { seqAdd, seqGeq, seqGt, seqLt } from './seq.ts';
 import { connError, deliverEvents, type TcpConnection, type TcpEngine, terminate } from './tcp-connection.ts';
 import { kick, rewind } from './tcp-drive.ts';
@@ -65,16 +66,8 @@ export class TcpLayer implements TcpEngine {
    * it closed; not when it is released to another owner.
    */
   onClosed: ((conn: TcpConnection) => void) | null = null;
-  /**
-   * Like Linux's TCP small queues: bytes one connection may send per turn of the event loop, so
-   * one with a large window cannot hold a turn (and the timers, reads and requests behind it)
-   * while others wait; the rest goes in the next turn, after everyone else's. Infinity: off.
-   */
-  outputBudget = Number.POSITIVE_INFINITY;
-  outputTurn = 0;
-  private outputTick = false;
-  private outputPending: TcpConnection[] = [];
-  private outputRunning: TcpConnection[] = [];
+  /** The per-turn output budget of this layer's connections (output-scheduler.ts). */
+  readonly output: OutputScheduler<TcpConnection>;
 
   /** The stack-wide connection and buffer-memory limits (tcp-mem.ts). */
   readonly budget: TcpBudget;
@@ -87,6 +80,14 @@ export class TcpLayer implements TcpEngine {
     this.isn = new IsnGenerator(env.clock, env.random, addrs && ((ip) => addrs.bytes(ip)));
     this.listeners = new Listeners(this);
     this.handover = new Handover(this, this.table);
+    const clock = env.clock;
+    // A connection cut short by its budget may since have closed or moved to another owner.
+    this.output = new OutputScheduler<TcpConnection>(
+      (fn) => clock.defer(fn),
+      (conn) => {
+        if (conn.linked && !conn.released) kick(conn);
+      },
+    );
   }
 
   /** Number of live connections (TIME_WAIT included). */
@@ -94,34 +95,17 @@ export class TcpLayer implements TcpEngine {
     return this.table.size;
   }
 
-  /** A connection spent its budget of this turn: it goes on in the next, after the others. */
-  outputLater(conn: TcpConnection): void {
-    if (conn.outputQueued) return;
-    conn.outputQueued = true;
-    this.outputPending.push(conn);
-    this.noteOutputTurn();
+  /**
+   * Like Linux's TCP small queues: bytes one connection may send per turn of the event loop, the
+   * rest in the next turn, after everyone else's (output-scheduler.ts). Infinity: off.
+   */
+  get outputBudget(): number {
+    return this.output.budget;
   }
 
-  /** A connection starts spending in this turn: make sure the turn ends (one deferral per turn). */
-  noteOutputTurn(): void {
-    if (this.outputTick) return;
-    this.outputTick = true;
-    this.env.clock.defer(this.nextOutputTurn);
+  set outputBudget(bytes: number) {
+    this.output.budget = bytes;
   }
-
-  private readonly nextOutputTurn = (): void => {
-    this.outputTick = false;
-    this.outputTurn++;
-    const list = this.outputPending;
-    this.outputPending = this.outputRunning;
-    this.outputRunning = list;
-    for (const conn of list) {
-      conn.outputQueued = false;
-      if (!conn.linked || conn.released) continue;
-      kick(conn);
-    }
-    list.length = 0;
-  };
 
   congestion(conn: TcpConnection): CongestionControl {
     return congestionControl(conn.state.cached.congestion);
@@ -388,6 +372,12 @@ export class TcpLayer implements TcpEngine {
   }
 
   // ---- hand-over (tcp-handover.ts) --------------------------------------------------------------
+  // These verbs stay on the layer, as one-line delegations, on purpose: their callers (the transfer
+  // protocol, rebuild, the NIC engine, LocalNic) hold a layer, a host's or a NIC's, as the one
+  // owner of its connections, and the freeze/release/adopt sequence works on that layer's table.
+  // Handing out the `Handover` would make its split from the layer (which parts demultiplex, which
+  // move connections) part of the contract those layers depend on, and give them a second object
+  // that must always be the one belonging to the layer they mean.
 
   /** A connection or a placeholder holds this 4-tuple. */
   owns(localIp: number, localPort: number, remoteIp: number, remotePort: number): boolean {

@@ -18,7 +18,7 @@ import type { TcpConnection, TcpEngine } from './tcp-connection.ts';
 
 const INF = Number.POSITIVE_INFINITY;
 /**
- * Output budget per connection and turn on a real clock (TcpLayer.outputBudget): two 64 KB
+ * Output budget per connection and turn on a real clock (TcpLayer.outputBudget, output-scheduler.ts): two 64 KB
  * super-segments, the floor Linux's TCP small queues keep in flight per flow.
  */
 export const OUTPUT_BUDGET_BYTES = 2 * 65536;
@@ -470,17 +470,12 @@ function sendWindowed(conn: TcpConnection, now: number): void {
     conn.engine.congestion(conn).onIdleRestart(s, now);
     d.lastSendAt = now;
   }
-  const eng = conn.engine;
-  const budget = eng.outputBudget ?? INF;
-  if (budget !== INF && conn.outputTurn !== eng.outputTurn) {
-    conn.outputTurn = eng.outputTurn!;
-    conn.outputUsed = 0;
-    eng.noteOutputTurn?.();
-  }
+  const sched = conn.engine.output;
+  const budget = sched ? sched.begin(conn) : INF;
   for (let guard = 0; guard < 100_000; guard++) {
     if (conn.outputUsed >= budget) {
       // Spent for this turn (TCP small queues): the rest goes next turn, after the others.
-      eng.outputLater?.(conn);
+      sched?.later(conn);
       break;
     }
     let seq = d.sndNxt;
