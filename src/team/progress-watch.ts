@@ -1,6 +1,7 @@
 import type { Clock, Timer } from '../core/clock.ts';
 import type { Counters } from '../core/counters.ts';
 import { connKeyId, type Nic, type QueryResult } from '../nic/nic.ts';
+import { isV6 } from '../stack/address-table.ts';
 import { formatMac } from '../wire/addr.ts';
 import type { NicHealth, ResolvedHealthOptions } from './health.ts';
 
@@ -90,6 +91,8 @@ export class ProgressWatch {
     private readonly opts: ResolvedHealthOptions,
     private readonly members: () => readonly WatchedMember[],
     private readonly counters: Counters,
+    /** The 16 bytes of an IPv6 address handle of the host's table, to match NS probe answers. */
+    private readonly address6: (handle: number) => Uint8Array | undefined = () => undefined,
   ) {
     this.timer = clock.createTimer(this.tick).unref();
     if (opts.progressWindowMs > 0) this.timer.arm(opts.progressWindowMs);
@@ -189,7 +192,7 @@ export class ProgressWatch {
           w.stalledSince = Math.min(w.stalledSince, c.heardAt);
         }
       }
-      const replyMac = m.health.probeReplyMac(r.key.remoteIp);
+      const replyMac = this.replyMacFor(m, r.key.remoteIp);
       if (replyMac !== undefined && r.dstMac >= 0) {
         if (replyMac === r.dstMac) w.matched++;
         else {
@@ -200,6 +203,13 @@ export class ProgressWatch {
     }
     t.conns = next;
     return w;
+  }
+
+  /** Who answered the member's last probe of this peer (ARP or NS), if it is a probe target. */
+  private replyMacFor(m: WatchedMember, remoteIp: number): number | undefined {
+    if (!isV6(remoteIp)) return m.health.probeReplyMac(remoteIp);
+    const bytes = this.address6(remoteIp);
+    return bytes === undefined ? undefined : m.health.probeReplyMac6(bytes);
   }
 
   private judge(

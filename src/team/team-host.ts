@@ -165,6 +165,7 @@ export function assembleTeamHost<N extends Nic>(a: TeamAssembly<N>): TeamHost<N>
       .map((x) => parseIpv6(x.ip)),
   );
   team.onHostPortChange(() => stack.ip6.mld.resend(iface));
+  team.setAddressBook(stack.addrs);
   const manager = new OffloadManager({ stack, nics, policy: a.policy });
   manager.eligible = (nic) => team.isUsable(nic) && nic.load < nic.capacity;
   team.setOffloader(new ManagerOffloader(manager));

@@ -5,6 +5,7 @@ import { InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
 import type { Link } from '../link/link.ts';
 import { type ConnKey, describeDeath, type Nic } from '../nic/nic.ts';
 import { peerWorkers } from '../nic/worker/peers.ts';
+import type { AddressBook } from '../state/path-state.ts';
 import {
   type FailureCause,
   type FailureEvent,
@@ -147,6 +148,8 @@ export class Team extends EventEmitter {
   private readonly na: UnsolicitedNaSeries;
   /** The IPv6 addresses the team owns now (none until the host's stack says). */
   private addresses6: () => readonly Uint8Array[] = () => [];
+  /** The host's IPv6 address table: connections name IPv6 peers by its handles. */
+  private addressBook: AddressBook | null = null;
   /** Told when the host's traffic changes port (after the team's own announcements). */
   private hostPortChanged: () => void = () => {};
   private closed = false;
@@ -170,7 +173,13 @@ export class Team extends EventEmitter {
     this.batchSize = batch;
     this.failback = opts.failback === true;
     this.link = new TeamLink('team', 1500);
-    this.watch = new ProgressWatch(this.clock, this.healthOpts, () => this.slots, this.counters);
+    this.watch = new ProgressWatch(
+      this.clock,
+      this.healthOpts,
+      () => this.slots,
+      this.counters,
+      (h) => this.addressBook?.bytes(h),
+    );
     this.na = new UnsolicitedNaSeries(this.clock, () => this.announce6());
   }
 
@@ -186,6 +195,11 @@ export class Team extends EventEmitter {
    */
   onHostPortChange(cb: () => void): void {
     this.hostPortChanged = cb;
+  }
+
+  /** Where the team reads the bytes of the IPv6 handles its connections' keys carry. */
+  setAddressBook(book: AddressBook): void {
+    this.addressBook = book;
   }
 
   /** Who moves connections; without one a failure only stops new offloads to the member. */

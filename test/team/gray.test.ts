@@ -9,13 +9,18 @@ import { VirtualClock } from '../../src/core/clock.ts';
 import { Counters } from '../../src/core/counters.ts';
 import type { RxOffloadInfo } from '../../src/link/link.ts';
 import type { QueryResult } from '../../src/nic/nic.ts';
+import { decodeNdFrame, encodeNdFrame, ND_FRAME_MAX } from '../../src/stack/nd-frame.ts';
 import { resolveHealthOptions } from '../../src/team/health.ts';
 import { ProgressWatch, type WatchedMember } from '../../src/team/progress-watch.ts';
 import { readU16, writeMac } from '../../src/wire/addr.ts';
 import { ArpOp } from '../../src/wire/arp.ts';
 import { EtherType } from '../../src/wire/ethernet.ts';
+import { ethDst } from '../../src/wire/fields.ts';
+import { Icmpv6Type } from '../../src/wire/icmpv6.ts';
+import { createIpv6Header } from '../../src/wire/ipv6.ts';
+import { createNdMessage } from '../../src/wire/ndp.ts';
 import { assertClean, runScenario, type ScenarioResult } from './scenario.ts';
-import { WrappedLink } from './team-sim.ts';
+import { PEER_IP6, WrappedLink } from './team-sim.ts';
 
 /**
  * A member's port with a fault only frames of one kind see: ARP passes, everything else can be
@@ -46,6 +51,52 @@ class GrayLink extends WrappedLink {
       return true;
     }
     return this.inner.send(f);
+  }
+}
+
+/**
+ * A member's port on which the peer's neighbor advertisements arrive as if another device sent
+ * them: source MAC and target link-layer address rewritten, checksum still good.
+ */
+class NaRewriteLink extends WrappedLink {
+  fakeNaMac = -1;
+  rewritten = 0;
+  private readonly ip = createIpv6Header();
+  private readonly nd = createNdMessage();
+  private readonly out = new Uint8Array(ND_FRAME_MAX);
+  protected override rx(f: Uint8Array, info?: RxOffloadInfo): void {
+    const { ip, nd } = this;
+    if (
+      this.fakeNaMac >= 0 &&
+      decodeNdFrame(f, ip, nd) &&
+      nd.type === Icmpv6Type.NEIGHBOR_ADVERTISEMENT &&
+      nd.targetLla >= 0
+    ) {
+      const msg = {
+        type: nd.type,
+        router: nd.router,
+        solicited: nd.solicited,
+        override: nd.override,
+        target: nd.target.slice(),
+        targetLla: this.fakeNaMac,
+      };
+      const n = encodeNdFrame(
+        {
+          dstMac: ethDst(f),
+          srcMac: this.fakeNaMac,
+          vlanId: -1,
+          src: ip.src.slice(),
+          dst: ip.dst.slice(),
+          msg,
+        },
+        this.out,
+      );
+      assert.ok(n > 0);
+      this.rewritten++;
+      this.handler?.(this.out.slice(0, n), info);
+      return;
+    }
+    this.handler?.(f, info);
   }
 }
 
@@ -106,6 +157,36 @@ describe('gray failures the probes cannot see (simulator)', () => {
     assert.equal(fs[0]!.cause, 'mac-mismatch');
     assert.match(fs[0]!.detail, /02:00:00:00:ee:01/);
     assert.deepEqual(fs[0]!.to, ['team.nic0']);
+    assert.equal(fs[0]!.lost, 0);
+  });
+
+  test('over IPv6: NS probe answers from another MAC than the IPv6 connections send to: declared failed (mac-mismatch)', async () => {
+    const links: NaRewriteLink[] = [];
+    const r = await runScenario({
+      ...BASE,
+      mixed: true,
+      // Only NS probes: the IPv4 half of the connections has no probe answer to compare with.
+      probeTargets: [PEER_IP6],
+      wrapPort: (p) => {
+        const l = new NaRewriteLink(p);
+        links.push(l);
+        return l;
+      },
+      onStart: (rig, t0) => {
+        rig.net.clock
+          .createTimer(() => {
+            links[1]!.fakeNaMac = 0x02000000ee06;
+          })
+          .armAt(t0 + 30);
+      },
+    });
+    assertClean(r);
+    assert.ok(links[1]!.rewritten > 0, 'answers were rewritten');
+    const fs = r.rig.team.failovers;
+    assert.equal(fs.length, 1, JSON.stringify(fs.map((f) => [f.nic, f.cause, f.detail])));
+    assert.equal(fs[0]!.nic, 'team.nic1');
+    assert.equal(fs[0]!.cause, 'mac-mismatch');
+    assert.match(fs[0]!.detail, /02:00:00:00:ee:06/);
     assert.equal(fs[0]!.lost, 0);
   });
 
