@@ -504,8 +504,10 @@ const engine = new NicEngine({
         post({ t: 'freed', slots: [slot.index] });
       }
     }
-    // Threads have their own performance.now() origin: carrier times cross as epoch ms.
+    // Threads have their own performance.now() origin: carrier and reachability times cross as
+    // epoch ms (a neighbor never heard from, 0, stays 0).
     if (ind[0] === 'link' && ind[2] !== undefined) ind[2] = performance.timeOrigin + ind[2];
+    if (ind[0] === 'reachability' && ind[2] > 0) ind[2] = performance.timeOrigin + ind[2];
     post({ t: 'ind', ind });
   },
 });
