@@ -63,6 +63,7 @@ import {
   type InitiateResult,
   type InvalidateTarget,
   isTreeTransfer,
+  type NeighborName,
   type NeighborSpec,
   type OffloadUpdate,
   type QueryResult,
@@ -132,6 +133,26 @@ function pathKey(localIp: number, remoteIp: number): string {
 /** A neighbor's identity here: its IPv4 address, or its IPv6 bytes and VLAN as text. */
 function neighborKey(n: NeighborState): number | string {
   return nbKey(n.const.ip, n.const.ip6, n.const.vlanId);
+}
+
+/** Whether `n` names the neighbor `nb` (an IPv4 name never an IPv6 neighbor, whose `ip` is 0). */
+function names(n: NeighborName, nb: NeighborState): boolean {
+  const c = nb.const;
+  if (n.ip6 === undefined) return c.ip6 === undefined && c.ip === n.neighborIp >>> 0;
+  if (c.ip6 === undefined || (n.vlanId !== undefined && n.vlanId !== c.vlanId)) return false;
+  for (let i = 0; i < 16; i++) if (c.ip6[i] !== n.ip6[i]) return false;
+  return true;
+}
+
+/** A neighbor name from a caller, checked: IPv6 bytes are 16 and come with `neighborIp` 0. */
+function checkNeighborName(n: NeighborName): NeighborName {
+  if (typeof n.neighborIp !== 'number' || !Number.isInteger(n.neighborIp))
+    throw new InvalidArgumentError('neighborIp must be an integer');
+  if (n.ip6 !== undefined && (!(n.ip6 instanceof Uint8Array) || n.ip6.length !== 16 || n.neighborIp !== 0))
+    throw new InvalidArgumentError('an IPv6 neighbor is named by 16 bytes in ip6, with neighborIp 0');
+  if (n.vlanId !== undefined && !(Number.isInteger(n.vlanId) && n.vlanId >= -1 && n.vlanId <= 4094))
+    throw new InvalidArgumentError(`vlanId must be -1..4094, not ${n.vlanId}`);
+  return n;
 }
 
 function nbKey(ip: number, ip6: Uint8Array | undefined, vlanId: number): number | string {
@@ -610,6 +631,8 @@ export class NicEngine {
       }
       case 'tcp': {
         const s = u.settings;
+        if (typeof u.scope === 'object' && u.scope !== null && 'neighborIp' in u.scope)
+          checkNeighborName(u.scope);
         for (const conn of this.scope(u.scope)) {
           const k = conn.state.cached;
           if (s.keepIdleMs !== undefined) k.keepIdleMs = s.keepIdleMs;
@@ -637,7 +660,7 @@ export class NicEngine {
     const keys: ConnKey[] = [];
     let conns: TcpConnection[];
     if ('neighborIp' in target) {
-      conns = this.scope({ neighborIp: target.neighborIp });
+      conns = this.scope(checkNeighborName(target));
     } else {
       conns = [];
       for (const k of target.keys) {
@@ -751,11 +774,12 @@ export class NicEngine {
   /** Report each neighbor's last-heard time now (also run by the reachability timer). */
   reportReachability(): void {
     for (const [ip, slot] of this.neighbors) {
-      // The indication names an IPv4 neighbor; IPv6 neighbors' reachability is the team's NS probes.
-      if (typeof ip !== 'number') continue;
       const d = slot.state;
       const last = Math.max(d.delegated.nicReachableAt, d.cached.hostReachableAt);
-      this.indicate('reachability', ip, last);
+      // A copy: the indication may cross to another thread, or be kept by whoever listens.
+      if (d.const.ip6 !== undefined)
+        this.indicate('reachability', 0, last, d.const.ip6.slice(), d.const.vlanId);
+      else this.indicate('reachability', ip as number, last);
     }
     if (this.reachTimer && !this.closed) this.reachTimer.arm(this.reachIntervalMs);
   }
@@ -1121,7 +1145,7 @@ export class NicEngine {
     for (const conn of this.tcp.connections()) {
       const p = conn.state.path;
       if ('neighborIp' in scope) {
-        if (p.neighbor.const.ip === scope.neighborIp >>> 0) out.push(conn);
+        if (names(scope, p.neighbor)) out.push(conn);
       } else if (
         p.const.remoteIp === addrOf(scope.remoteIp) &&
         (scope.localIp === undefined || p.const.localIp === addrOf(scope.localIp))

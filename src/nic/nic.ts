@@ -108,8 +108,19 @@ export type TcpCachedUpdate = Partial<
 export type TcpUpdateScope =
   | { keys: ConnKey[] }
   | { remoteIp: number; localIp?: number }
-  | { neighborIp: number }
+  | NeighborName
   | 'all';
+
+/**
+ * A neighbor, as updates and invalidations name it: an IPv4 address, or (`neighborIp` 0) an IPv6
+ * neighbor's 16 bytes and, when the link has VLANs, its VLAN (absent: any VLAN). Bytes rather than a
+ * handle, because a router's link-local address is in no table when no path ends there.
+ */
+export interface NeighborName {
+  neighborIp: number;
+  ip6?: Uint8Array;
+  vlanId?: number;
+}
 
 /** Neighbor fields sent when a path is re-pointed, so the target can create the neighbor if new. */
 export interface NeighborSpec {
@@ -144,7 +155,7 @@ export type OffloadUpdate =
     }
   | { kind: 'tcp'; scope: TcpUpdateScope; settings: TcpCachedUpdate };
 
-export type InvalidateTarget = { neighborIp: number } | { keys: ConnKey[] };
+export type InvalidateTarget = NeighborName | { keys: ConnKey[] };
 
 /** Why a target asks to have connections uploaded (NDIS reasons). */
 export type UploadReason =
@@ -273,8 +284,11 @@ export interface NicIndications {
   closed: (key: ConnKey) => void;
   /** Carrier of the target's link changed; `since` (clock ms) as the link reported it. */
   link: (up: boolean, since?: number) => void;
-  /** Last time the target had proof `neighborIp` is reachable (clock ms). */
-  reachability: (neighborIp: number, lastHeardAt: number) => void;
+  /**
+   * Last time the target had proof a neighbor is reachable (clock ms): `neighborIp`, or for an IPv6
+   * neighbor (`neighborIp` 0) its bytes and VLAN (-1 untagged), as a `NeighborName` names it.
+   */
+  reachability: (neighborIp: number, lastHeardAt: number, ip6?: Uint8Array, vlanId?: number) => void;
   /** The target died: its connections are left for `salvage()`. */
   dead: (cause: NicDeath) => void;
   /** A target on another thread is alive (a team stamps its last proof of life with it). */

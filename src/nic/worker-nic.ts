@@ -867,6 +867,8 @@ export class WorkerNic extends HostNic {
           // Epoch ms from the worker, back onto this thread's clock (real time, see `clock`).
           if (ind[2] !== undefined) ind[2] = Math.min(this.clock.now(), ind[2] - performance.timeOrigin);
         }
+        if (ind[0] === 'reachability' && ind[2] > 0)
+          ind[2] = Math.min(this.clock.now(), ind[2] - performance.timeOrigin);
         const [event, ...args] = ind;
         this.emit(event, ...args);
         return;

@@ -84,6 +84,13 @@ export interface Ipv6Options {
   dadTransmits?: number;
   /** RFC 4861 RetransTimer: between DAD probes (default 1000 ms). */
   retransMs?: number;
+  /**
+   * Longest random wait before an address's first DAD probe, so that nodes started together do
+   * not probe at once: RFC 4862 5.4.2 asks for up to MAX_RTR_SOLICITATION_DELAY (1000 ms), which
+   * Linux applies to every address (rtr_solicit_delay). Default 0, probing at once: the simulator's
+   * and the tests' timings of DAD assume it; a link shared with other nodes should pass 1000.
+   */
+  dadDelayMs?: number;
   /** Take addresses and default routers from router advertisements (default true). */
   slaac?: boolean;
   /** Router solicitations sent once the link-local address is usable (default 3, 4 s apart). */
@@ -283,6 +290,7 @@ export class Ipv6Layer {
   private readonly ifs = new Map<StackInterface, Ipv6Iface>();
   private readonly routes: Route[] = [];
   private readonly dadTransmits: number;
+  private readonly dadDelayMs: number;
   private readonly retransMs: number;
   private readonly slaac: boolean;
   private readonly rs: number;
@@ -319,6 +327,7 @@ export class Ipv6Layer {
   ) {
     this.dadTransmits = opts.dadTransmits === 0 ? 0 : positiveInt(opts.dadTransmits, 1, 'ipv6.dadTransmits');
     this.retransMs = positive(opts.retransMs, 1000, 'ipv6.retransMs');
+    this.dadDelayMs = opts.dadDelayMs === 0 ? 0 : positive(opts.dadDelayMs, 0, 'ipv6.dadDelayMs');
     this.slaac = opts.slaac ?? true;
     this.rs =
       opts.routerSolicitations === 0
@@ -1612,13 +1621,25 @@ export class Ipv6Layer {
     x.addrs.push(a);
     this.join(x, solicitedNodeAddress(ip));
     if (this.dadTransmits === 0) this.preferred(x, a);
-    else this.dadProbe(x, a);
+    else if (this.dadDelayMs === 0) this.dadProbe(x, a);
+    else {
+      // The first probe's nonce is drawn now, as it was when the probe went out at once, and the
+      // delay from the 16 bits of its first word the 48-bit nonce leaves unused: no extra draw, so
+      // every later use of the stack's randomness sees the sequence it saw before.
+      const r = this.ctx.random;
+      const hi = r.u32();
+      a.nonce = (hi & 0xffff) * 0x1_0000_0000 + r.u32();
+      a.timer.arm(((hi >>> 16) / 0x10000) * this.dadDelayMs);
+    }
     return a;
   }
 
-  private dadProbe(x: Ipv6Iface, a: Addr): void {
-    const r = this.ctx.random;
-    a.nonce = (r.u32() & 0xffff) * 0x1_0000_0000 + r.u32();
+  /** A DAD probe; `drawn`: the first one after the initial delay, whose nonce is already drawn. */
+  private dadProbe(x: Ipv6Iface, a: Addr, drawn = false): void {
+    if (!drawn) {
+      const r = this.ctx.random;
+      a.nonce = (r.u32() & 0xffff) * 0x1_0000_0000 + r.u32();
+    }
     a.probes++;
     this.ctx.counters.inc('nd.tx.dad');
     this.sendNd(x, UNSPECIFIED, solicitedNodeAddress(a.ip), {
@@ -1631,7 +1652,8 @@ export class Ipv6Layer {
 
   private addrTimer(x: Ipv6Iface, a: Addr): void {
     if (a.state === 'tentative') {
-      if (a.probes < this.dadTransmits) this.dadProbe(x, a);
+      if (a.probes === 0) this.dadProbe(x, a, true);
+      else if (a.probes < this.dadTransmits) this.dadProbe(x, a);
       else this.preferred(x, a);
       return;
     }

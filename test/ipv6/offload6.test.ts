@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, type TestContext, test } from 'node:test';
-import { StateValidationError } from '../../src/core/errors.ts';
+import { InvalidArgumentError, StateValidationError } from '../../src/core/errors.ts';
 import type { RxOffloadInfo } from '../../src/core/link.ts';
 import { SeededRandom } from '../../src/core/random.ts';
 import { GsoSegmenter } from '../../src/link/gso-segment.ts';
@@ -15,7 +15,7 @@ import {
   rebuildTcpState,
 } from '../../src/nic/hard-state.ts';
 import type { LocalNic } from '../../src/nic/local-nic.ts';
-import type { ConnKey } from '../../src/nic/nic.ts';
+import type { ConnKey, Nic } from '../../src/nic/nic.ts';
 import { NicGroupLink } from '../../src/nic/nic-group-link.ts';
 import { WorkerNic } from '../../src/nic/worker-nic.ts';
 import { OffloadManager } from '../../src/offload/offload-manager.ts';
@@ -490,12 +490,12 @@ function collectN(s: TcpSocket, n: number): Promise<Buffer> {
 }
 
 /** A dual-stack host (10.0.0.1, fd00::1) whose stack reaches the switch through two WorkerNics. */
-async function workerHost6(seed: number, t: TestContext) {
+async function workerHost6(seed: number, t: TestContext, reachabilityIntervalMs?: number) {
   const net = new SimNetwork({ seed, virtualTime: false });
   const nics: WorkerNic[] = [];
   for (let i = 0; i < 2; i++) {
     const port = net.switch.addPort({ name: `w6.nic${i}`, mtu: 1500 });
-    nics.push(new WorkerNic({ id: `w6.nic${i}`, link: port, seed: 200 + i }));
+    nics.push(new WorkerNic({ id: `w6.nic${i}`, link: port, seed: 200 + i, reachabilityIntervalMs }));
   }
   const stack = new Stack({ clock: net.clock, random: net.random.fork(), name: 'w6', ipv6: IPV6 });
   stack.addInterface(new NicGroupLink(nics), {
@@ -537,6 +537,95 @@ async function echoAll(socks: TcpSocket[], round: number, bytes: number): Promis
   );
   return results.filter((ok) => !ok).length;
 }
+
+/** A NIC's reachability reports, from now on, by neighbor: its IPv4 address or its IPv6 bytes and VLAN. */
+function reachabilityReports(nic: Nic): Map<string, number[]> {
+  const seen = new Map<string, number[]>();
+  nic.on('reachability', (ip, last, ip6, vlanId) => {
+    const name = ip6 === undefined ? `v4 ${ip}` : `v6 ${formatIpv6(ip6)} vlan ${vlanId} ip ${ip}`;
+    seen.set(name, [...(seen.get(name) ?? []), last]);
+  });
+  return seen;
+}
+
+describe('IPv6 neighbors of offloaded connections: reachability reports and invalidate', () => {
+  test("LocalNic: each family's neighbor is reported with its last proof, and invalidated by its own name", async () => {
+    const { net, h, peer } = offloadPair(85);
+    const n0 = h.nics[0]! as LocalNic;
+    const socks = await echoConns(h, peer, 6);
+    const keys = socks.map(keyOf);
+    assert.equal((await h.offload.offload(keys, n0)).moved.length, 6);
+    const seen = reachabilityReports(n0);
+    const before = net.clock.now();
+    assert.equal(await echoAll(socks, 1, 20_000), 0);
+    n0.engine.reportReachability();
+    const v6 = seen.get('v6 fd00::2 vlan -1 ip 0');
+    const v4 = seen.get(`v4 ${0x0a000002}`);
+    assert.deepEqual(
+      [...seen.keys()].sort(),
+      [`v4 ${0x0a000002}`, 'v6 fd00::2 vlan -1 ip 0'],
+      'one report per neighbor',
+    );
+    assert.ok(
+      v6![0]! >= before && v6![0]! <= net.clock.now(),
+      `the IPv6 neighbor was heard from meanwhile: ${v6}`,
+    );
+    assert.ok(v4![0]! >= before, 'and so was the IPv4 one');
+
+    // Bad names are refused, nothing moves.
+    for (const bad of [
+      { neighborIp: 0, ip6: new Uint8Array(15) },
+      { neighborIp: 0x0a000002, ip6: parseIpv6('fd00::2') },
+      { neighborIp: 0, ip6: parseIpv6('fd00::2'), vlanId: 5000 },
+    ]) {
+      await assert.rejects(n0.invalidate(bad), InvalidArgumentError, JSON.stringify(bad));
+    }
+    assert.equal(n0.load, 6);
+
+    // Another IPv6 neighbor, or the right one on another VLAN, names no connection here.
+    await n0.invalidate({ neighborIp: 0, ip6: parseIpv6('fd00::3') });
+    await n0.invalidate({ neighborIp: 0, ip6: parseIpv6('fd00::2'), vlanId: 7 });
+    await net.sleep(5);
+    assert.equal(n0.load, 6);
+    await n0.invalidate({ neighborIp: 0, ip6: parseIpv6('fd00::2') });
+    await net.sleep(5);
+    assert.equal(n0.load, 3, "the IPv6 neighbor's connections were uploaded, the IPv4 ones stay");
+    assert.ok(h.offload.keysOn(n0).every((k) => k.remoteIp <= 0xffffffff));
+    await n0.invalidate({ neighborIp: 0x0a000002 });
+    await net.sleep(5);
+    assert.equal(n0.load, 0, "then the IPv4 neighbor's");
+    assert.equal(h.stack.tcp.size, 6);
+    assert.equal(await echoAll(socks, 2, 20_000), 0, 'every byte both ways in the host again');
+    for (const s of socks) s.destroy();
+    net.close();
+  });
+
+  test("WorkerNic: the IPv6 neighbor is reported across the thread, on the host's clock", {
+    timeout: 60_000,
+  }, async (t) => {
+    const { net, nics, offload, host, peer } = await workerHost6(93, t, 20);
+    const w = nics[0]! as WorkerNic;
+    const socks = await echoConns(host, peer, 4);
+    assert.equal((await offload.offload(socks.map(keyOf), w)).moved.length, 4);
+    const seen = reachabilityReports(w);
+    const before = net.clock.now();
+    assert.equal(await echoAll(socks, 1, 50_000), 0);
+    await net.sleep(60);
+    const v6 = seen.get('v6 fd00::2 vlan -1 ip 0') ?? [];
+    assert.ok(v6.length > 0, `the worker reported the IPv6 neighbor: ${JSON.stringify([...seen.keys()])}`);
+    assert.ok(seen.has(`v4 ${0x0a000002}`), 'and the IPv4 one');
+    const last = v6[v6.length - 1]!;
+    assert.ok(
+      last >= before && last <= net.clock.now(),
+      `heard from during the echo, on this clock: ${before} <= ${last}`,
+    );
+    await w.invalidate({ neighborIp: 0, ip6: parseIpv6('fd00::2') });
+    for (let i = 0; i < 100 && w.load > 2; i++) await net.sleep(10);
+    assert.equal(w.load, 2, 'the IPv6 connections were uploaded, the IPv4 ones stay');
+    assert.equal(await echoAll(socks, 2, 50_000), 0);
+    for (const s of socks) s.destroy();
+  });
+});
 
 describe('IPv6 connections on WorkerNics', () => {
   test('offloaded, moved NIC to NIC and uploaded with data both ways intact; IPv4 and IPv6 in the same transfers', {

@@ -90,3 +90,54 @@ test('another thread reads what the owner wrote', async () => {
   await w.terminate();
   assert.deepEqual(header, [0, 0, 1, 1], 'version even, alive, one live entry, one used');
 });
+
+test('IPv6 connections are listed by handle, apart from the IPv4 address with the same low bits', () => {
+  const t = new OwnerTable(OwnerTable.create(64));
+  const TWO_32 = 2 ** 32;
+  const local6 = TWO_32 + 1;
+  const peers6 = [TWO_32 + 2, TWO_32 + 0x8000_0003, TWO_32 + 0xffff_fff0];
+  for (const r of peers6) assert.ok(t.add(local6, 80, r, 40000));
+  for (const r of peers6) assert.ok(t.has(local6, 80, r, 40000), `handle ${r}`);
+  // The same 32 bits as IPv4 addresses, and each family's mixture with the other: none listed.
+  assert.equal(t.has(1, 80, 2, 40000), false, 'an IPv4 four-tuple with the slots as addresses');
+  assert.equal(t.has(local6, 80, 2, 40000), false, 'a mixed four-tuple');
+  assert.equal(t.add(local6, 80, 2, 40000), false, 'a mixed four-tuple is not listed');
+  assert.ok(t.add(1, 80, 2, 40000));
+  assert.ok(t.has(1, 80, 2, 40000));
+  assert.equal(t.size, 4);
+  t.remove(1, 80, 2, 40000);
+  assert.ok(t.has(local6, 80, TWO_32 + 2, 40000), 'removing the IPv4 twin leaves the IPv6 entry');
+  t.remove(local6, 80, TWO_32 + 2, 40000);
+  assert.equal(t.has(local6, 80, TWO_32 + 2, 40000), false);
+  assert.equal(t.size, 2);
+});
+
+test('mixed families agree with a Map through compactions', () => {
+  const TWO_32 = 2 ** 32;
+  const key = fc.tuple(
+    fc.constantFrom(0x0a000001, 1, TWO_32 + 1),
+    fc.integer({ min: 0, max: 40 }),
+    fc.constantFrom(2, 0x0a000002, TWO_32 + 2, TWO_32 + 0x0a000002),
+    fc.integer({ min: 0, max: 3 }),
+  );
+  fc.assert(
+    fc.property(fc.array(fc.tuple(fc.boolean(), key), { minLength: 200, maxLength: 600 }), (ops) => {
+      const t = new OwnerTable(OwnerTable.create(64));
+      const model = new Set<string>();
+      const mixed = (k: number[]): boolean => k[0]! >= TWO_32 !== k[2]! >= TWO_32;
+      for (const [add, k] of ops) {
+        const id = k.join(':');
+        if (add) {
+          if (t.add(...k)) model.add(id);
+          else assert.ok(mixed(k) || model.size >= 96, 'refused only when full or mixed');
+        } else {
+          t.remove(...k);
+          model.delete(id);
+        }
+        assert.equal(t.size, model.size);
+      }
+      for (const [, k] of ops) assert.equal(t.has(...k), model.has(k.join(':')));
+    }),
+    { numRuns: 200 },
+  );
+});

@@ -100,6 +100,8 @@ export async function streamBothWays(
   bytes: number,
   chunk: number,
   gapMs: Gap,
+  /** The peer's address the connections go to (its IPv4 one is pinged first either way). */
+  to = '10.0.0.2',
 ): Promise<{ sockets: TcpSocket[]; done: Promise<number>; errors: Error[] }> {
   await host.ping('10.0.0.2');
   const errors: Error[] = [];
@@ -133,7 +135,7 @@ export async function streamBothWays(
   for (let i = 0; i < n; i++) {
     // Handshakes in waves: a thousand SYNs in one turn only measure the peer's SYN queue.
     if (i > 0 && i % CONNECT_WAVE === 0) await Promise.all(connected.splice(0));
-    const s = host.connect({ port: 5000, host: '10.0.0.2', allowHalfOpen: true });
+    const s = host.connect({ port: 5000, host: to, allowHalfOpen: true });
     s.on('error', (e) => errors.push(e));
     sockets.push(s);
     const got = collect(s);

@@ -32,6 +32,7 @@ function validMessages(): FromWorker[] {
     { t: 'ind', ind: ['link', false, 1.7e12] },
     { t: 'ind', ind: ['link', true] },
     { t: 'ind', ind: ['reachability', 0x0a000002, 12.5] },
+    { t: 'ind', ind: ['reachability', 0, 12.5, new Uint8Array(16), -1] },
     { t: 'ind', ind: ['closed', KEY] },
     {
       t: 'ev',
@@ -86,6 +87,10 @@ describe('messages from a worker', () => {
       { t: 'ind', ind: ['closed', { localIp: 1, localPort: 70000, remoteIp: 2, remotePort: 1 }] },
       { t: 'ind', ind: ['upload-requested', [KEY], 'because'] },
       { t: 'ind', ind: ['link', 1] },
+      { t: 'ind', ind: ['reachability', 0, 1, new Uint8Array(15), -1] },
+      { t: 'ind', ind: ['reachability', 0x0a000002, 1, new Uint8Array(16), -1] },
+      { t: 'ind', ind: ['reachability', 0, 1, new Uint8Array(16), 4095] },
+      { t: 'ind', ind: ['reachability', 0, 1, [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1], -1] },
       { t: 'ind', event: 'link', args: [true] },
       { t: 'ev', list: [0, 1, 2], errors: [null] },
       { t: 'ev', list: [0, 1], errors: [] },

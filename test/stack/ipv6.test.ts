@@ -214,6 +214,41 @@ describe('IPv6 addressing and duplicate address detection', () => {
     assert.equal(sent(r).filter((p) => p.nd?.type === Icmpv6Type.ROUTER_SOLICITATION).length, 2);
   });
 
+  test('with dadDelayMs, each first DAD probe waits a random time below it (RFC 4862 5.4.2), the same nonces drawn', () => {
+    const at = (d: number) => {
+      const r = rig(['10.0.0.1/24', 'fd00::1/64', 'fd00::2/64', 'fd00::3/64'], { dadDelayMs: d });
+      const probes: { ms: number; target: string; nonce: number }[] = [];
+      for (let ms = 0; ms <= 2100; ms += 10) {
+        r.clock.advance(ms === 0 ? 0 : 10);
+        for (const p of sent(r))
+          if (p.nd?.type === Icmpv6Type.NEIGHBOR_SOLICITATION)
+            probes.push({ ms, target: formatIpv6(p.nd.target), nonce: p.nd.nonce });
+        r.hub.log.length = 0;
+      }
+      return { r, probes };
+    };
+    const now = at(0);
+    const later = at(1000);
+    assert.deepEqual(
+      now.probes.map((p) => p.ms),
+      [0, 0, 0, 0],
+      'without the delay every address probes at once',
+    );
+    const delays = later.probes.map((p) => p.ms);
+    assert.equal(delays.length, 4, 'one probe per address');
+    assert.ok(
+      delays.every((ms) => ms >= 0 && ms < 1000),
+      `each probe within the delay: ${delays}`,
+    );
+    assert.ok(new Set(delays).size > 1, `the addresses do not probe in one burst: ${delays}`);
+    const byTarget = (x: typeof now.probes) => x.map((p) => `${p.target} ${p.nonce}`).sort();
+    assert.deepEqual(byTarget(later.probes), byTarget(now.probes), 'the same nonces: no extra random draw');
+    // Each address is usable one RetransTimer after its own probe, not before.
+    const states = later.r.a.ip6.addresses(later.r.a.interfaces[0]!).map((x) => x.state);
+    assert.deepEqual(states, ['preferred', 'preferred', 'preferred', 'preferred']);
+    assert.throws(() => rig(undefined, { dadDelayMs: -1 }), /dadDelayMs/);
+  });
+
   test('a tentative address that someone else advertises is a duplicate and never used', () => {
     const r = rig();
     r.clock.advance(10);

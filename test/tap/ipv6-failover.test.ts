@@ -6,11 +6,13 @@
  * - reachability: that TAP leaves the bridge while staying up, seen only by the members' neighbor
  *   solicitations (the team probes the namespace's IPv6 address only).
  *
- * Every download must finish with the right digest and no reset; the capture must show the
- * unsolicited neighbor advertisements (override set, to all nodes) of the port that took over,
- * the members' NS probes, and no malformed frame. IPv6 connections are not offloaded yet: they run
- * in the team's host stack, on the member that carries the host's traffic, so that is the member
- * the faults hit.
+ * The downloads run offloaded on the members (WorkerNics or LocalNics, as IPv4 ones do), and the
+ * faults hit the member that carries the host stack's traffic once it runs some of them, so one
+ * failover both moves IPv6 connections and moves the host's traffic (which is what makes the new
+ * port announce the addresses). Every download must finish with the right digest and no reset;
+ * the failover must have moved every IPv6 connection of the failed member to the other one, none
+ * lost; the capture must show the unsolicited neighbor advertisements (override set, to all nodes)
+ * of the port that took over, the members' NS probes, and no malformed frame.
  *
  * Lab: 10.9.52.0/24 and fd00:52::/64 (the kernel .1 / ::1, serve .2 / ::2). Needs root,
  * /dev/net/tun, curl and tshark: fails under CI, skips with the reason elsewhere.
@@ -77,24 +79,64 @@ function downloads6(): Promise<RunResult>[] {
   );
 }
 
-/** The member carrying the host stack's traffic, once the IPv6 downloads run there. */
-async function hostMember(): Promise<string> {
-  let nic = '';
-  await waitFor(
-    'the IPv6 downloads to run',
-    async () => {
-      const s = await teamStatus(control());
-      const conns = s.trees.flatMap((nb) =>
-        nb.paths.flatMap((p) =>
-          p.conns.filter((c) => c.local === `[${SERVE6}]:80` && c.state === 'ESTABLISHED'),
-        ),
-      );
-      nic = s.nics.find((n) => n.carriesHost)?.id ?? '';
-      return conns.length === DOWNLOADS && nic !== '' && conns.every((c) => c.owner === 'host');
-    },
-    15_000,
+interface Placement {
+  /** The member carrying the host stack's traffic. */
+  nic: string;
+  /** Downloads it runs. */
+  onIt: number;
+}
+
+/** The IPv6 download connections in `chimney status`, with their owners. */
+function downloads6Of(s: Awaited<ReturnType<typeof teamStatus>>) {
+  return s.trees.flatMap((nb) =>
+    nb.paths.flatMap((p) => p.conns.filter((c) => c.local === `[${SERVE6}]:80` && c.state === 'ESTABLISHED')),
   );
-  return nic;
+}
+
+/**
+ * Once every IPv6 download is offloaded and the member carrying the host's traffic runs some of
+ * them: that member, and how many it runs (the policy spreads three over two members, so each
+ * gets some).
+ */
+async function hostMember(): Promise<Placement> {
+  let at: Placement = { nic: '', onIt: 0 };
+  let seen = '';
+  try {
+    await waitFor(
+      'the IPv6 downloads to be offloaded, some on the member carrying the host traffic',
+      async () => {
+        const s = await teamStatus(control());
+        const conns = downloads6Of(s);
+        const nic = s.nics.find((n) => n.carriesHost)?.id ?? '';
+        seen = `${nic}: ${conns.map((c) => c.owner).join(',')}`;
+        at = { nic, onIt: conns.filter((c) => c.owner === nic).length };
+        return (
+          conns.length === DOWNLOADS && nic !== '' && conns.every((c) => c.owner !== 'host') && at.onIt > 0
+        );
+      },
+      15_000,
+    );
+  } catch (e) {
+    assert.fail(`${String(e)}; last seen (host member: owners) ${seen}`);
+  }
+  return at;
+}
+
+/**
+ * The failover of `at.nic` moved every IPv6 download it ran to the other member (none lost, none
+ * to the host), and status shows none left on it.
+ */
+async function assertMoved(at: Placement, cause: string): Promise<void> {
+  const s = await teamStatus(control());
+  const f = s.failovers.find((x) => x.nic === at.nic);
+  assert.ok(f, `a failover of ${at.nic}: ${JSON.stringify(s.failovers)}`);
+  assert.equal(f.cause, cause);
+  assert.ok(f.connections >= at.onIt, `it had ${at.onIt} IPv6 download(s) to move: ${JSON.stringify(f)}`);
+  assert.equal(f.lost, 0, 'none lost');
+  const other = s.nics.find((n) => n.id !== at.nic)!.id;
+  assert.deepEqual(f.to, [other], 'all moved to the other member, none to the host');
+  const owners = downloads6Of(s).map((c) => c.owner);
+  assert.ok(!owners.includes(at.nic), `no IPv6 download left on the failed member: ${owners.join(',')}`);
 }
 
 /** The server's log line for the failover of `nic` (detection and resume times), for the record. */
@@ -145,11 +187,13 @@ describe('failover under IPv6 downloads against Linux on TAPs', {
       const srv = await serveTeam([], workers);
       try {
         const runs = downloads6();
-        const nic = await hostMember();
+        const at = await hostMember();
+        const nic = at.nic;
         await sleep(1000);
         lab!.ip('link', 'set', 'dev', nic, 'down');
         await waitFor('the failover', () => srv.log().includes(`failover ${nic} (carrier)`), 10_000);
         t.diagnostic(failoverLine(srv, nic));
+        await assertMoved(at, 'carrier');
         await checkAll(runs, srv, SIZE);
         const s = await teamStatus(control());
         assert.notEqual(s.nics.find((n) => n.carriesHost)?.id, nic, 'the host traffic moved');
@@ -169,12 +213,14 @@ describe('failover under IPv6 downloads against Linux on TAPs', {
     let nic = '';
     try {
       const runs = downloads6();
-      nic = await hostMember();
+      const at = await hostMember();
+      nic = at.nic;
       await sleep(1000);
       lab!.ip('link', 'set', 'dev', nic, 'nomaster');
       await waitFor('the failover', () => srv.log().includes(`failover ${nic} (reachability)`), 10_000);
       t.diagnostic(failoverLine(srv, nic));
       assert.match(srv.log(), /no NS reply from 1 target/);
+      await assertMoved(at, 'reachability');
       await checkAll(runs, srv, SIZE);
       const s = await teamStatus(control());
       const h = s.nics.find((n) => n.id === nic);

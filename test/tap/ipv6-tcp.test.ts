@@ -13,8 +13,8 @@
  * namespace behind the router on fd00:51:1::/64. The veth keeps its offloads, so the kernel hands
  * Chimney's TAPs coalesced IPv6 segments with partial checksums (TSO6), on one TAP and on a team.
  * On the team (`--workers`) IPv6 connections are offloaded to the worker NICs as IPv4 ones are,
- * and `chimney status` shows them there. Carrier and reachability failover under IPv6 are not
- * tested here yet.
+ * and `chimney status` shows them there. Carrier and reachability failover under IPv6 downloads,
+ * which move those offloaded connections, are in `ipv6-failover.test.ts`.
  * Needs root, /dev/net/tun and the tools below: fails under CI, skips with the reason elsewhere.
  */
 import assert from 'node:assert/strict';

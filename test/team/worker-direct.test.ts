@@ -6,49 +6,59 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { assertClean, CONNS, setup, startOffloaded } from './worker-team-helpers.ts';
+import { assertClean, CONNS, PEER_IP, PEER_IP6, setup, startOffloaded } from './worker-team-helpers.ts';
 
 describe('team of WorkerNics: frames that arrive at the wrong member', () => {
-  test('go straight to the owning worker: none takes the host path while no connection moves', {
-    timeout: 60_000,
-  }, async (t) => {
-    const rig = await setup(t, { seed: 31 });
-    const { st } = await startOffloaded(rig, [CONNS / 2, CONNS / 2]);
-    // Segments passed up before the owners were installed may still be on their way to the host.
-    // They travel on each worker's one port, ahead of its replies, so two round trips to every
-    // worker (the second covers a batch flushed at the end of the turn that answered the first)
-    // deliver them all before the baseline is read; a sleep did not under load.
-    await rig.net.sleep(100);
-    await Promise.all(rig.nics.map((n) => n.counters()));
-    const nicsBefore = await Promise.all(rig.nics.map((n) => n.counters()));
-    const hostBefore = rig.stack.counters.get('tcp.frozen.forwarded');
-    await assertClean(rig, st);
-    const nicsAfter = await Promise.all(rig.nics.map((n) => n.counters()));
-    const delta = (k: string): number[] => nicsAfter.map((c, i) => (c[k] ?? 0) - (nicsBefore[i]![k] ?? 0));
-    const direct = delta('nic.forward.direct');
-    const received = delta('nic.forward.received');
-    const why = JSON.stringify({ direct, received, bounced: delta('nic.forward.bounced') });
-    assert.equal(
-      rig.stack.counters.get('tcp.frozen.forwarded') - hostBefore,
-      0,
-      `no segment of an offloaded, settled connection went through the host's placeholder: ${why}`,
-    );
-    // Both members send with the team MAC, so the switch's entry flaps and each member receives
-    // segments of the other's connections.
-    assert.ok(
-      direct.every((n) => n > 0),
-      `each member handed the other segments of its connections: ${why}`,
-    );
-    // Since the start, once the last ones crossed: the two snapshots above were not taken at one instant.
-    await rig.net.sleep(100);
-    const total = (await Promise.all(rig.nics.map((n) => n.counters()))).map((c) => [
-      c['nic.forward.direct'] ?? 0,
-      c['nic.forward.received'] ?? 0,
-    ]);
-    assert.equal(total[0]![0], total[1]![1], `every frame handed over arrived: ${JSON.stringify(total)}`);
-    assert.equal(total[1]![0], total[0]![1], `every frame handed over arrived: ${JSON.stringify(total)}`);
-    assert.equal(rig.team.failovers.length, 0, 'nothing failed meanwhile');
-  });
+  for (const family of ['IPv4', 'IPv6'] as const) {
+    test(`${family}: go straight to the owning worker, none takes the host path while no connection moves`, {
+      timeout: 60_000,
+    }, async (t) => {
+      const v6 = family === 'IPv6';
+      // IPv6: the owner lists its connections by the handles of its mirror table, which the other
+      // worker's mirror gives the same bytes (both mirror the host's table).
+      const rig = await setup(t, { seed: v6 ? 33 : 31, ip6: v6 });
+      const { st } = await startOffloaded(rig, [CONNS / 2, CONNS / 2], v6 ? PEER_IP6 : PEER_IP);
+      if (v6)
+        assert.ok(
+          st.sockets.every((s) => s.remoteFamily === 'IPv6'),
+          'the connections are IPv6 ones',
+        );
+      // Segments passed up before the owners were installed may still be on their way to the host.
+      // They travel on each worker's one port, ahead of its replies, so two round trips to every
+      // worker (the second covers a batch flushed at the end of the turn that answered the first)
+      // deliver them all before the baseline is read; a sleep did not under load.
+      await rig.net.sleep(100);
+      await Promise.all(rig.nics.map((n) => n.counters()));
+      const nicsBefore = await Promise.all(rig.nics.map((n) => n.counters()));
+      const hostBefore = rig.stack.counters.get('tcp.frozen.forwarded');
+      await assertClean(rig, st);
+      const nicsAfter = await Promise.all(rig.nics.map((n) => n.counters()));
+      const delta = (k: string): number[] => nicsAfter.map((c, i) => (c[k] ?? 0) - (nicsBefore[i]![k] ?? 0));
+      const direct = delta('nic.forward.direct');
+      const received = delta('nic.forward.received');
+      const why = JSON.stringify({ direct, received, bounced: delta('nic.forward.bounced') });
+      assert.equal(
+        rig.stack.counters.get('tcp.frozen.forwarded') - hostBefore,
+        0,
+        `no segment of an offloaded, settled connection went through the host's placeholder: ${why}`,
+      );
+      // Both members send with the team MAC, so the switch's entry flaps and each member receives
+      // segments of the other's connections.
+      assert.ok(
+        direct.every((n) => n > 0),
+        `each member handed the other segments of its connections: ${why}`,
+      );
+      // Since the start, once the last ones crossed: the two snapshots above were not taken at one instant.
+      await rig.net.sleep(100);
+      const total = (await Promise.all(rig.nics.map((n) => n.counters()))).map((c) => [
+        c['nic.forward.direct'] ?? 0,
+        c['nic.forward.received'] ?? 0,
+      ]);
+      assert.equal(total[0]![0], total[1]![1], `every frame handed over arrived: ${JSON.stringify(total)}`);
+      assert.equal(total[1]![0], total[0]![1], `every frame handed over arrived: ${JSON.stringify(total)}`);
+      assert.equal(rig.team.failovers.length, 0, 'nothing failed meanwhile');
+    });
+  }
 
   test('a frame for a connection its peer no longer runs goes up to the host, and is not lost', {
     timeout: 60_000,

@@ -26,6 +26,10 @@ import { streamBothWays } from '../nic/worker-helpers.ts';
 
 export const TEAM_IP = '10.0.0.1';
 export const PEER_IP = '10.0.0.2';
+export const TEAM_IP6 = 'fd00::1';
+export const PEER_IP6 = 'fd00::2';
+/** No DAD wait and no router solicitations: these rigs run on wall-clock time. */
+const IPV6 = { dadTransmits: 0, routerSolicitations: 0 };
 const TEAM_MAC = 0x02000000aa01;
 
 export interface WorkerTeamRig {
@@ -55,11 +59,17 @@ export interface WorkerTeamOptions {
   batchSize?: number;
   /** Capture the peer's frames to this pcap file (debugging). */
   pcap?: string;
+  /** Both ends get IPv6 addresses too (TEAM_IP6, PEER_IP6 on fd00::/64). */
+  ip6?: boolean;
 }
 
 export function buildWorkerTeam(opts: WorkerTeamOptions): WorkerTeamRig {
   const net = new SimNetwork({ seed: opts.seed, virtualTime: false, pcap: opts.pcap });
-  const peer = net.addHost({ ip: `${PEER_IP}/24`, name: 'peer' });
+  const peer = net.addHost({
+    ip: `${PEER_IP}/24`,
+    name: 'peer',
+    ...(opts.ip6 ? { ip6: `${PEER_IP6}/64`, ipv6: IPV6 } : {}),
+  });
   const counters = new Counters();
   const team = new Team({
     clock: net.clock,
@@ -88,8 +98,17 @@ export function buildWorkerTeam(opts: WorkerTeamOptions): WorkerTeamRig {
     taps.push(tap);
     ports.push(port);
   }
-  const stack = new Stack({ clock: net.clock, random: net.random.fork(), name: 'wt' });
-  stack.addInterface(team.link, { mac: formatMac(TEAM_MAC), ip: `${TEAM_IP}/24`, name: 'wt0' });
+  const stack = new Stack({
+    clock: net.clock,
+    random: net.random.fork(),
+    name: 'wt',
+    ...(opts.ip6 ? { ipv6: IPV6 } : {}),
+  });
+  stack.addInterface(team.link, {
+    mac: formatMac(TEAM_MAC),
+    ip: opts.ip6 ? [`${TEAM_IP}/24`, `${TEAM_IP6}/64`] : `${TEAM_IP}/24`,
+    name: 'wt0',
+  });
   const manager = new OffloadManager({ stack, nics });
   manager.eligible = (nic) => team.isUsable(nic) && nic.load < nic.capacity;
   team.setOffloader(new ManagerOffloader(manager));
@@ -152,10 +171,10 @@ export async function setup(t: TestContext, opts: WorkerTeamOptions): Promise<Wo
   return rig;
 }
 
-/** Start the streams and offload them: `split[i]` connections to member i. */
-export async function startOffloaded(rig: WorkerTeamRig, split: number[]) {
+/** Start the streams to the peer's address `to` and offload them: `split[i]` connections to member i. */
+export async function startOffloaded(rig: WorkerTeamRig, split: number[], to = PEER_IP) {
   const n = split.reduce((a, b) => a + b, 0);
-  const st = await streamBothWays(rig.host, rig.peer, n, BYTES, CHUNK, GAP_MS);
+  const st = await streamBothWays(rig.host, rig.peer, n, BYTES, CHUNK, GAP_MS, to);
   const keys = st.sockets.map(keyOf);
   let at = 0;
   for (let i = 0; i < split.length; i++) {

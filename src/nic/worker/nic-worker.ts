@@ -25,9 +25,11 @@ import {
 import type { TcpUser } from '../../stack/tcp/tcp-types.ts';
 import { ByteRing } from '../../state/byte-ring.ts';
 import type { TcpState } from '../../state/tcp-state.ts';
+import { EtherType } from '../../wire/ethernet.ts';
 import {
   ethIpv4Offset,
   ethL3Offset,
+  ethType,
   ipv4Dst,
   ipv4HeaderLen,
   ipv4IsFragment,
@@ -502,8 +504,10 @@ const engine = new NicEngine({
         post({ t: 'freed', slots: [slot.index] });
       }
     }
-    // Threads have their own performance.now() origin: carrier times cross as epoch ms.
+    // Threads have their own performance.now() origin: carrier and reachability times cross as
+    // epoch ms (a neighbor never heard from, 0, stays 0).
     if (ind[0] === 'link' && ind[2] !== undefined) ind[2] = performance.timeOrigin + ind[2];
+    if (ind[0] === 'reachability' && ind[2] > 0) ind[2] = performance.timeOrigin + ind[2];
     post({ t: 'ind', ind });
   },
 });
@@ -593,12 +597,31 @@ function toPeer(frame: Uint8Array): boolean {
     engine.counters.inc('nic.forward.bounced');
     return false;
   }
-  const ip = ethIpv4Offset(frame);
-  if (ip < 0 || ipv4Proto(frame, ip) !== IpProto.TCP || ipv4IsFragment(frame, ip)) return false;
-  const t = ip + ipv4HeaderLen(frame, ip);
-  if (frame.length < t + 4) return false;
-  const src = ipv4Src(frame, ip);
-  const dst = ipv4Dst(frame, ip);
+  let src: number;
+  let dst: number;
+  let t: number;
+  if (ethType(frame) === EtherType.IPV6) {
+    // TCP right behind the fixed header only (extension headers go up, as the engine sends
+    // them); the addresses by the handles this worker's mirror holds for them, the numbers the
+    // owner listed them under. Bytes this worker holds no handle for name no one's connection here.
+    const ip = ethL3Offset(frame);
+    const addrs = engine.addressBook;
+    if (addrs === null || frame.length < ip + 44 || frame[ip + 6] !== IpProto.TCP) return false;
+    src = addrs.find(frame, ip + 8);
+    dst = src < 0 ? -1 : addrs.find(frame, ip + 24);
+    if (dst < 0) {
+      engine.counters.inc('nic.forward.host');
+      return false;
+    }
+    t = ip + 40;
+  } else {
+    const ip = ethIpv4Offset(frame);
+    if (ip < 0 || ipv4Proto(frame, ip) !== IpProto.TCP || ipv4IsFragment(frame, ip)) return false;
+    t = ip + ipv4HeaderLen(frame, ip);
+    if (frame.length < t + 4) return false;
+    src = ipv4Src(frame, ip);
+    dst = ipv4Dst(frame, ip);
+  }
   const sport = l4SrcPort(frame, t);
   const dport = l4DstPort(frame, t);
   for (let i = 0; i < peers.length; i++) {

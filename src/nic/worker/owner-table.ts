@@ -18,11 +18,15 @@
  * host when the worker is gone (its table then says nothing). Open addressing with linear probing;
  * a removed entry leaves a tombstone unless the probe chain ends right after it.
  *
- * IPv4 four-tuples only. A worker's IPv6 connections are not listed (`add` declines them), so
- * their segments that reach another member go up to the host, whose placeholder forwards them to
- * the owner: one detour, nothing lost. Listing them would take the family in the state word and
- * the handle (the same number in every worker: their tables mirror the host's) in the address words.
+ * Both families. An IPv6 connection is listed by its addresses' handles, which are the same
+ * number in every worker (each worker's table mirrors the host's), as their slot (handle - 2^32,
+ * so it fits a word), with the family in the state word: an IPv6 slot never matches the IPv4
+ * address with the same 32 bits. A reader names an IPv6 address by the handle its own mirror holds
+ * for the bytes; a worker that holds none for them (no connection of its own with that address)
+ * cannot name it, and the segment takes the host path as before.
  */
+
+import { TWO_32 } from '../../stack/address-table.ts';
 
 const V = 0;
 const DEAD = 1;
@@ -32,8 +36,27 @@ const HEADER = 4;
 const ENTRY = 4;
 
 const S_EMPTY = 0;
+/** Live, IPv4 addresses. */
 const S_LIVE = 1;
 const S_GONE = 2;
+/** Live, IPv6 handles (as slots). */
+const S_LIVE6 = 3;
+
+/** The live state for a four-tuple's family, or -1 for a mixture no connection has. */
+function liveState(localIp: number, remoteIp: number): number {
+  const v6 = remoteIp >= TWO_32;
+  if (v6 !== localIp >= TWO_32) return -1;
+  return v6 ? S_LIVE6 : S_LIVE;
+}
+
+/** The word an address is kept in: an IPv4 address as i32, an IPv6 handle as its slot. */
+function word(ip: number): number {
+  return (ip >= TWO_32 ? ip - TWO_32 : ip) | 0;
+}
+
+function isLive(s: number): boolean {
+  return s === S_LIVE || s === S_LIVE6;
+}
 
 /** Longest probe a reader makes before answering "no" (the writer keeps chains far shorter). */
 const MAX_PROBE = 256;
@@ -86,14 +109,14 @@ export class OwnerTable {
 
   /** List a connection (the owner only). False when the table is full: frames then take the host path. */
   add(localIp: number, localPort: number, remoteIp: number, remotePort: number): boolean {
-    // An IPv6 handle cut to 32 bits would name some IPv4 address: not listed at all.
-    if (remoteIp > 0xffffffff || localIp > 0xffffffff) return false;
+    const live = liveState(localIp, remoteIp);
+    if (live < 0) return false;
     const w = this.w;
-    const li = localIp | 0;
-    const ri = remoteIp | 0;
+    const li = word(localIp);
+    const ri = word(remoteIp);
     const pp = (localPort << 16) | remotePort | 0;
     const n = this.mask + 1;
-    if (this.find(li, ri, pp) >= 0) return true;
+    if (this.find(live, li, ri, pp) >= 0) return true;
     if (Atomics.load(w, USED) + 1 > (n * 3) >>> 2) {
       if (Atomics.load(w, USED) === Atomics.load(w, LIVE)) return false;
       this.compact();
@@ -103,13 +126,13 @@ export class OwnerTable {
     for (;;) {
       const at = HEADER + i * ENTRY;
       const s = Atomics.load(w, at);
-      if (s !== S_LIVE) {
+      if (!isLive(s)) {
         // Key first, then the state: a reader that sees LIVE reads this key (or, racing a reuse,
         // a mixture that at worst sends one frame the wrong way).
         Atomics.store(w, at + 1, li);
         Atomics.store(w, at + 2, ri);
         Atomics.store(w, at + 3, pp);
-        Atomics.store(w, at, S_LIVE);
+        Atomics.store(w, at, live);
         if (s === S_EMPTY) Atomics.add(w, USED, 1);
         Atomics.add(w, LIVE, 1);
         return true;
@@ -120,9 +143,10 @@ export class OwnerTable {
 
   /** Take a connection off the list (the owner only). */
   remove(localIp: number, localPort: number, remoteIp: number, remotePort: number): void {
-    if (remoteIp > 0xffffffff || localIp > 0xffffffff) return;
+    const live = liveState(localIp, remoteIp);
+    if (live < 0) return;
     const w = this.w;
-    const i = this.find(localIp | 0, remoteIp | 0, (localPort << 16) | remotePort | 0);
+    const i = this.find(live, word(localIp), word(remoteIp), (localPort << 16) | remotePort | 0);
     if (i < 0) return;
     Atomics.add(w, LIVE, -1);
     const next = HEADER + ((i + 1) & this.mask) * ENTRY;
@@ -150,14 +174,14 @@ export class OwnerTable {
     Atomics.add(w, V, 1);
   }
 
-  private find(li: number, ri: number, pp: number): number {
+  private find(live: number, li: number, ri: number, pp: number): number {
     const w = this.w;
     let i = hash(li, ri, pp) & this.mask;
     for (let k = 0; k <= this.mask; k++) {
       const at = HEADER + i * ENTRY;
       const s = w[at];
       if (s === S_EMPTY) return -1;
-      if (s === S_LIVE && w[at + 1] === li && w[at + 2] === ri && w[at + 3] === pp) return i;
+      if (s === live && w[at + 1] === li && w[at + 2] === ri && w[at + 3] === pp) return i;
       i = (i + 1) & this.mask;
     }
     return -1;
@@ -169,21 +193,21 @@ export class OwnerTable {
     const keep: number[] = [];
     for (let i = 0; i <= this.mask; i++) {
       const at = HEADER + i * ENTRY;
-      if (w[at] === S_LIVE) keep.push(w[at + 1]!, w[at + 2]!, w[at + 3]!);
+      if (isLive(w[at]!)) keep.push(w[at]!, w[at + 1]!, w[at + 2]!, w[at + 3]!);
     }
     Atomics.add(w, V, 1);
     w.fill(0, HEADER);
-    for (let k = 0; k < keep.length; k += 3) {
-      let i = hash(keep[k]!, keep[k + 1]!, keep[k + 2]!) & this.mask;
+    for (let k = 0; k < keep.length; k += 4) {
+      let i = hash(keep[k + 1]!, keep[k + 2]!, keep[k + 3]!) & this.mask;
       while (w[HEADER + i * ENTRY] !== S_EMPTY) i = (i + 1) & this.mask;
       const at = HEADER + i * ENTRY;
-      w[at + 1] = keep[k]!;
-      w[at + 2] = keep[k + 1]!;
-      w[at + 3] = keep[k + 2]!;
-      w[at] = S_LIVE;
+      w[at + 1] = keep[k + 1]!;
+      w[at + 2] = keep[k + 2]!;
+      w[at + 3] = keep[k + 3]!;
+      w[at] = keep[k]!;
     }
-    Atomics.store(w, LIVE, keep.length / 3);
-    Atomics.store(w, USED, keep.length / 3);
+    Atomics.store(w, LIVE, keep.length / 4);
+    Atomics.store(w, USED, keep.length / 4);
     Atomics.add(w, V, 1);
   }
 
@@ -195,8 +219,10 @@ export class OwnerTable {
     if (Atomics.load(w, DEAD) !== 0) return false;
     const v = Atomics.load(w, V);
     if ((v & 1) !== 0) return false;
-    const li = localIp | 0;
-    const ri = remoteIp | 0;
+    const live = liveState(localIp, remoteIp);
+    if (live < 0) return false;
+    const li = word(localIp);
+    const ri = word(remoteIp);
     const pp = (localPort << 16) | remotePort | 0;
     let i = hash(li, ri, pp) & this.mask;
     let found = false;
@@ -205,7 +231,7 @@ export class OwnerTable {
       const s = Atomics.load(w, at);
       if (s === S_EMPTY) break;
       if (
-        s === S_LIVE &&
+        s === live &&
         Atomics.load(w, at + 1) === li &&
         Atomics.load(w, at + 2) === ri &&
         Atomics.load(w, at + 3) === pp

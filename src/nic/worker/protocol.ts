@@ -364,7 +364,18 @@ const IND_CHECKS: { [E in EngineIndication]: (a: unknown[]) => boolean } = {
     (a.length === 1 || a.length === 2) &&
     typeof a[0] === 'boolean' &&
     (a[1] === undefined || (typeof a[1] === 'number' && Number.isFinite(a[1]))),
-  reachability: (a) => a.length === 2 && isAddr(a[0]) && typeof a[1] === 'number' && Number.isFinite(a[1]),
+  reachability: (a) =>
+    typeof a[1] === 'number' &&
+    Number.isFinite(a[1]) &&
+    ((a.length === 2 && isAddr(a[0])) ||
+      // An IPv6 neighbor: its bytes and VLAN.
+      (a.length === 4 &&
+        a[0] === 0 &&
+        a[2] instanceof Uint8Array &&
+        a[2].length === 16 &&
+        Number.isInteger(a[3]) &&
+        (a[3] as number) >= -1 &&
+        (a[3] as number) <= 4094)),
 };
 
 function isIndication(x: unknown): x is EngineIndication {
