@@ -17,6 +17,7 @@ import {
   type HardState,
   HardStateRecord,
   keepReleasedBlocks,
+  TRANSFER_RECORD_AT,
   takeReleasedBlock,
 } from './hard-state.ts';
 import { HostNic } from './host-nic.ts';
@@ -33,6 +34,7 @@ import {
   type TerminateOptions,
   type Transfer,
 } from './nic.ts';
+import { OWNER_HOST, TransferRecord } from './transfer-record.ts';
 import { fromWireError, PortTransport, type WorkerNotice } from './transport.ts';
 import { blockOfRings, sameBlock } from './worker/conn-blocks.ts';
 import { OwnerTable } from './worker/owner-table.ts';
@@ -102,7 +104,47 @@ interface PreparedConn {
   send: ByteRing;
   recv: ByteRing;
   record: HardStateRecord;
+  /** The connection's state as the initiate offered it (records transfer only). */
+  transfer?: TransferRecord;
 }
+
+/**
+ * Each connection's path as the codec numbers the batch's paths (trees in order, their paths in
+ * order), for its transfer record; null when a connection cannot travel as a record (IPv6).
+ */
+function recordPathIndexes(trees: readonly OffloadTree[]): Map<TcpState, number> | null {
+  const out = new Map<TcpState, number>();
+  let i = 0;
+  for (const t of trees)
+    for (const node of t.paths) {
+      for (const s of node.conns) {
+        if (s.const.remoteIp > 0xffffffff || s.const.localIp > 0xffffffff) return null;
+        out.set(s, i);
+      }
+      i++;
+    }
+  return out;
+}
+
+/** The trees' neighbors and paths without their connections, which travel as records. */
+function withoutConns(trees: readonly OffloadTree[]): OffloadTree[] {
+  return trees.map((t) => ({
+    neighbor: t.neighbor,
+    paths: t.paths.map((p) => ({ path: p.path, conns: [] })),
+  }));
+}
+
+/** Records offered and not taken (or all of them: `owner` undefined) go back to the host. */
+function returnRecords(prepared: Map<string, PreparedConn> | undefined, owner?: number): void {
+  if (prepared === undefined) return;
+  for (const p of prepared.values()) {
+    const t = p.transfer;
+    if (t !== undefined && (owner === undefined || t.owner !== owner)) t.setOwner(OWNER_HOST);
+  }
+}
+
+/** Owner numbers of transfer records, one per WorkerNic of this process. */
+let nextRecordOwner = 1;
 
 function givenBlocks(prepared: Map<string, PreparedConn> | undefined): Map<string, ConnBlockRef> | undefined {
   if (prepared === undefined) return undefined;
@@ -305,6 +347,12 @@ export class WorkerConnectionHandle implements ConnectionHandle {
  */
 export class WorkerNic extends HostNic {
   readonly capacity: number;
+  /**
+   * Hand connections to the worker as transfer records in their shared blocks (the default), or
+   * (false) every state through the codec, as across a process boundary.
+   */
+  useRecords = true;
+  private readonly recordOwner = nextRecordOwner++;
   private readonly ringCapacity: number;
   readonly worker: Worker;
   /** @internal */
@@ -487,15 +535,30 @@ export class WorkerNic extends HostNic {
     // without their data: every connection's rings are in a shared block named beside the batch.
     let batch: Uint8Array;
     let states = opts?.states;
+    // Between threads the connections' states go as transfer records in their blocks (IPv4 only
+    // so far: an IPv6 connection's addresses are handles the worker learns from the codec), and
+    // the batch carries the neighbors and paths alone.
+    let recordPaths: Map<TcpState, number> | null = null;
+    const now = this.clock.now();
     if (isTreeTransfer(transfer)) {
       states ??= flattenTrees(transfer.trees);
-      batch = encodeBatch(transfer.trees, this.clock.now(), { skipValidation: true, ringsByRef: true });
+      recordPaths = this.useRecords ? recordPathIndexes(transfer.trees) : null;
+      const trees = recordPaths === null ? transfer.trees : withoutConns(transfer.trees);
+      batch = encodeBatch(trees, now, { skipValidation: true, ringsByRef: true });
     } else if (transfer instanceof Uint8Array) batch = transfer;
     else throw new InvalidArgumentError('initiate needs trees or a Uint8Array');
     // The prod must happen in the worker, as the connections are installed: a failover that loses
     // it leaves every moved connection's peer waiting for its own retransmission timer.
     if (states) this.bindAddresses(states);
     const prepared = states ? this.preallocate(states) : undefined;
+    const owner = recordPaths === null ? undefined : this.recordOwner;
+    if (recordPaths !== null && prepared !== undefined && owner !== undefined) {
+      for (const s of states!) {
+        const p = prepared.get(connKeyId(keyOfState(s)))!;
+        p.transfer = new TransferRecord(p.block.sab, p.block.at + TRANSFER_RECORD_AT);
+        p.transfer.write(s, now, recordPaths.get(s) ?? -1, owner);
+      }
+    }
     let res: WorkerReply<'initiate'>;
     try {
       const packed =
@@ -505,8 +568,12 @@ export class WorkerNic extends HostNic {
               [...prepared.values()].map((p) => [p.key, p.block] as const),
               this.hostAddrs,
             );
-      res = await this.request({ op: 'initiate', arg: { batch, prod: opts?.prod === true, blocks: packed } });
+      res = await this.request({
+        op: 'initiate',
+        arg: { batch, prod: opts?.prod === true, blocks: packed, owner },
+      });
     } catch (e) {
+      if (this.death === null) returnRecords(prepared);
       // Dead before it replied: it may have run these connections meanwhile (sent, acknowledged,
       // taken in data), and only the memory it ran them on knows how far. The host allocated that
       // memory: keep it for salvage(), as for any connection the worker ran.
@@ -529,6 +596,8 @@ export class WorkerNic extends HostNic {
       throw error;
     }
     const { result, installed } = unpacked;
+    // What the worker did not install is the host's again.
+    if (owner !== undefined && installed.length !== prepared?.size) returnRecords(prepared, owner);
     for (const inst of installed) {
       const id = connKeyId(inst.key);
       const h = new WorkerConnectionHandle(this, inst.key, inst.slot, inst, prepared?.get(id));

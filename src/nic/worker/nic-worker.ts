@@ -24,7 +24,9 @@ import {
 } from '../../stack/tcp/tcp-drive.ts';
 import type { TcpUser } from '../../stack/tcp/tcp-types.ts';
 import { ByteRing } from '../../state/byte-ring.ts';
+import type { OffloadTree } from '../../state/offload-tree.ts';
 import type { TcpState } from '../../state/tcp-state.ts';
+import { validateTrees } from '../../state/validate.ts';
 import {
   ethIpv4Offset,
   ethL3Offset,
@@ -40,9 +42,16 @@ import {
   tcpSeqLen,
 } from '../../wire/fields.ts';
 import { IpProto } from '../../wire/ipv4.ts';
-import { allocConnBlock, type ConnBlockRef, connRingCapacities, HardStateRecord } from '../hard-state.ts';
+import {
+  allocConnBlock,
+  type ConnBlockRef,
+  connRingCapacities,
+  HardStateRecord,
+  TRANSFER_RECORD_AT,
+} from '../hard-state.ts';
 import { type ConnKey, connKeyId, type InitiateResult, keyOfState } from '../nic.ts';
 import { NicEngine } from '../nic-engine.ts';
+import { TransferRecord } from '../transfer-record.ts';
 import { blockOfRings, sameBlock } from './conn-blocks.ts';
 import { ConnIndex } from './conn-index.ts';
 import { OwnerTable } from './owner-table.ts';
@@ -78,7 +87,7 @@ import {
   type WorkerBoot,
   type WorkerRequest,
 } from './protocol.ts';
-import { packInitiate, unpackBlocks, unpackKeys } from './transfer-wire.ts';
+import { BLOCK_WORDS, type PackedBlocks, packInitiate, unpackBlocks, unpackKeys } from './transfer-wire.ts';
 
 const port = parentPort as MessagePort;
 const boot = workerData as WorkerBoot;
@@ -328,6 +337,37 @@ class RemoteUser implements TcpUser {
     touch(this.slot);
     queueEvent(this.slot, EV_CLOSED, error);
   }
+}
+
+/**
+ * The connections of an initiate by records: each block's transfer record, offered to this NIC,
+ * read over the block's rings into the path it names, and the whole batch validated as the
+ * codec's decoder validates it (validateTrees: every state's fields and rules, addresses against
+ * the path, no connection twice). Throws before anything is installed; nothing is taken yet.
+ */
+function fillFromRecords(
+  trees: OffloadTree[],
+  packed: PackedBlocks,
+  blocks: Map<string, ConnBlockRef>,
+  owner: number,
+): void {
+  if (blocks.size * BLOCK_WORDS !== packed.words.length)
+    throw new StateValidationError('blocks', 'a connection named twice');
+  const nodes = trees.flatMap((t) => t.paths);
+  const now = clock.now();
+  for (const [id, b] of blocks) {
+    const rec = new TransferRecord(b.sab, b.at + TRANSFER_RECORD_AT);
+    if (rec.owner !== -owner) throw new StateValidationError('owner', 'record not offered to this NIC');
+    const node = nodes[rec.pathIndex];
+    if (node === undefined)
+      throw new StateValidationError('path', `path index ${rec.pathIndex} outside the batch`);
+    const s = rec.read(now, node.path, ByteRing.attachShared(b.send), ByteRing.attachShared(b.recv));
+    if (connKeyId(keyOfState(s)) !== id)
+      throw new StateValidationError('tcp.const', 'record is not the connection its block was named for');
+    node.conns.push(s);
+  }
+  validateTrees(trees);
+  engine.counters.inc('nic.initiate.records', blocks.size);
 }
 
 /**
@@ -666,13 +706,22 @@ function handleRequest(id: number, r: WorkerRequest): void {
             ? null
             : { send: ByteRing.attachShared(b.send), recv: ByteRing.attachShared(b.recv) };
         };
-        const result: InitiateResult = engine.initiate(a.batch, { prod: a.prod }, { rings });
+        const owner = a.owner;
+        const fill =
+          owner === undefined || a.blocks === undefined
+            ? undefined
+            : (trees: OffloadTree[]) => fillFromRecords(trees, a.blocks!, blocksNow()!, owner);
+        const result: InitiateResult = engine.initiate(a.batch, { prod: a.prod }, { rings, fill });
         const installed: InstalledConn[] = [];
         for (const c of result.conns) {
           progress();
           if (c.status !== 'success') continue;
           const conn = engine.connection(c.key);
-          if (conn) installed.push(install(conn, blocksNow()?.get(connKeyId(c.key))));
+          if (!conn) continue;
+          const inst = install(conn, blocksNow()?.get(connKeyId(c.key)));
+          if (owner !== undefined)
+            new TransferRecord(inst.block.sab, inst.block.at + TRANSFER_RECORD_AT).take(owner);
+          installed.push(inst);
         }
         const packed = packInitiate(result, installed, engine.addressBook);
         post({ t: 'res', id, ok: true, op: 'initiate', value: packed, installed: packed.installed });

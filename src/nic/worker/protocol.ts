@@ -132,9 +132,11 @@ export type WorkerRequest =
       /**
        * `blocks`: shared memory the host allocated (and filled) for each connection of the batch,
        * by connKeyId, so that the host holds every connection's memory even if the worker dies
-       * before it replies.
+       * before it replies. `owner`: the batch names neighbors and paths only, and each
+       * connection's state is the transfer record in its block, offered to this owner number
+       * (src/nic/transfer-record.ts).
        */
-      arg: { batch: Uint8Array; prod: boolean; blocks?: PackedBlocks };
+      arg: { batch: Uint8Array; prod: boolean; blocks?: PackedBlocks; owner?: number };
     }
   /** Keys travel packed (transfer-wire.ts). */
   /**
