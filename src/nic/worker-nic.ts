@@ -109,29 +109,39 @@ interface PreparedConn {
 }
 
 /**
- * Each connection's path as the codec numbers the batch's paths (trees in order, their paths in
- * order), for its transfer record; null when a connection cannot travel as a record (IPv6).
+ * A connection travels as a transfer record unless it has what a record cannot carry: an IPv6
+ * connection's addresses are handles the worker learns from the batch's paths in the codec (the
+ * record would need them as bytes, as the hard state has them), and out-of-order data the peer
+ * may have been told about in SACK blocks (dropped, it would come back only after the peer's RTO).
  */
-function recordPathIndexes(trees: readonly OffloadTree[]): Map<TcpState, number> | null {
-  const out = new Map<TcpState, number>();
-  let i = 0;
-  for (const t of trees)
-    for (const node of t.paths) {
-      for (const s of node.conns) {
-        if (s.const.remoteIp > 0xffffffff || s.const.localIp > 0xffffffff) return null;
-        out.set(s, i);
-      }
-      i++;
-    }
-  return out;
+function travelsAsRecord(s: TcpState): boolean {
+  return s.const.remoteIp <= 0xffffffff && s.const.localIp <= 0xffffffff && s.soft.ooo.length === 0;
 }
 
-/** The trees' neighbors and paths without their connections, which travel as records. */
-function withoutConns(trees: readonly OffloadTree[]): OffloadTree[] {
-  return trees.map((t) => ({
+/**
+ * The trees split for a transfer by records: each record connection's path as the codec numbers
+ * the batch's paths (trees in order, their paths in order), and the trees with only the
+ * connections that still go through the codec.
+ */
+function splitForRecords(trees: readonly OffloadTree[]): {
+  paths: Map<TcpState, number>;
+  trees: OffloadTree[];
+} {
+  const paths = new Map<TcpState, number>();
+  let i = 0;
+  const rest = trees.map((t) => ({
     neighbor: t.neighbor,
-    paths: t.paths.map((p) => ({ path: p.path, conns: [] })),
+    paths: t.paths.map((node) => {
+      const conns: TcpState[] = [];
+      for (const s of node.conns) {
+        if (travelsAsRecord(s)) paths.set(s, i);
+        else conns.push(s);
+      }
+      i++;
+      return { path: node.path, conns };
+    }),
   }));
+  return { paths, trees: rest };
 }
 
 /** Records offered and not taken (or all of them: `owner` undefined) go back to the host. */
@@ -535,15 +545,14 @@ export class WorkerNic extends HostNic {
     // without their data: every connection's rings are in a shared block named beside the batch.
     let batch: Uint8Array;
     let states = opts?.states;
-    // Between threads the connections' states go as transfer records in their blocks (IPv4 only
-    // so far: an IPv6 connection's addresses are handles the worker learns from the codec), and
-    // the batch carries the neighbors and paths alone.
+    // Between threads the connections' states go as transfer records in their blocks (all but
+    // those travelsAsRecord keeps in the codec), and the batch carries the neighbors and paths.
     let recordPaths: Map<TcpState, number> | null = null;
     const now = this.clock.now();
     if (isTreeTransfer(transfer)) {
       states ??= flattenTrees(transfer.trees);
-      recordPaths = this.useRecords ? recordPathIndexes(transfer.trees) : null;
-      const trees = recordPaths === null ? transfer.trees : withoutConns(transfer.trees);
+      let trees = transfer.trees;
+      if (this.useRecords) ({ paths: recordPaths, trees } = splitForRecords(trees));
       batch = encodeBatch(trees, now, { skipValidation: true, ringsByRef: true });
     } else if (transfer instanceof Uint8Array) batch = transfer;
     else throw new InvalidArgumentError('initiate needs trees or a Uint8Array');
@@ -553,10 +562,10 @@ export class WorkerNic extends HostNic {
     const prepared = states ? this.preallocate(states) : undefined;
     const owner = recordPaths === null ? undefined : this.recordOwner;
     if (recordPaths !== null && prepared !== undefined && owner !== undefined) {
-      for (const s of states!) {
+      for (const [s, path] of recordPaths) {
         const p = prepared.get(connKeyId(keyOfState(s)))!;
         p.transfer = new TransferRecord(p.block.sab, p.block.at + TRANSFER_RECORD_AT);
-        p.transfer.write(s, now, recordPaths.get(s) ?? -1, owner);
+        p.transfer.write(s, now, path, owner);
       }
     }
     let res: WorkerReply<'initiate'>;

@@ -51,7 +51,7 @@ import {
 } from '../hard-state.ts';
 import { type ConnKey, connKeyId, type InitiateResult, keyOfState } from '../nic.ts';
 import { NicEngine } from '../nic-engine.ts';
-import { TransferRecord } from '../transfer-record.ts';
+import { OWNER_HOST, TransferRecord } from '../transfer-record.ts';
 import { blockOfRings, sameBlock } from './conn-blocks.ts';
 import { ConnIndex } from './conn-index.ts';
 import { OwnerTable } from './owner-table.ts';
@@ -340,7 +340,8 @@ class RemoteUser implements TcpUser {
 }
 
 /**
- * The connections of an initiate by records: each block's transfer record, offered to this NIC,
+ * The connections of an initiate by records: each block's transfer record (but those of the
+ * connections the batch carried), offered to this NIC,
  * read over the block's rings into the path it names, and the whole batch validated as the
  * codec's decoder validates it (validateTrees: every state's fields and rules, addresses against
  * the path, no connection twice). Throws before anything is installed; nothing is taken yet.
@@ -354,8 +355,14 @@ function fillFromRecords(
   if (blocks.size * BLOCK_WORDS !== packed.words.length)
     throw new StateValidationError('blocks', 'a connection named twice');
   const nodes = trees.flatMap((t) => t.paths);
+  // Connections the batch carried itself (what a record cannot hold) have a block but no record.
+  const decoded = new Set<string>();
+  for (const node of nodes) for (const s of node.conns) decoded.add(connKeyId(keyOfState(s)));
   const now = clock.now();
+  let n = 0;
   for (const [id, b] of blocks) {
+    if (decoded.has(id)) continue;
+    n++;
     const rec = new TransferRecord(b.sab, b.at + TRANSFER_RECORD_AT);
     if (rec.owner !== -owner) throw new StateValidationError('owner', 'record not offered to this NIC');
     const node = nodes[rec.pathIndex];
@@ -367,7 +374,7 @@ function fillFromRecords(
     node.conns.push(s);
   }
   validateTrees(trees);
-  engine.counters.inc('nic.initiate.records', blocks.size);
+  engine.counters.inc('nic.initiate.records', n);
 }
 
 /**
@@ -741,7 +748,10 @@ function handleRequest(id: number, r: WorkerRequest): void {
             freed.push(slot.index);
             // Released: its state is in the transfer. Otherwise it closed here (TIME_WAIT ends
             // on a terminate) and its last events must reach the application first.
-            if (slot.conn.released) moved.push(slot.index);
+            if (slot.conn.released) {
+              moved.push(slot.index);
+              new TransferRecord(slot.block.sab, slot.block.at + TRANSFER_RECORD_AT).setOwner(OWNER_HOST);
+            }
           }
         }
         flushEvents();
