@@ -1,5 +1,6 @@
 import { StateValidationError } from '../core/errors.ts';
 import type { ByteRing } from '../state/byte-ring.ts';
+import type { OffloadTree } from '../state/offload-tree.ts';
 import type { PathState } from '../state/path-state.ts';
 import { createTcpState, DEFAULT_TCP_CACHED, type TcpConst, type TcpState } from '../state/tcp-state.ts';
 import { CONGESTION_CODES, TCP_FIELDS, type TcpPart } from '../state/validate.ts';
@@ -167,6 +168,42 @@ function genReader(): Reader {
 
 const WRITE = genWriter();
 const READ = genReader();
+
+/**
+ * A connection travels as a transfer record unless it has what a record cannot carry: an IPv6
+ * connection's addresses are handles the worker learns from the batch's paths in the codec (the
+ * record would need them as bytes, as the hard state has them), and out-of-order data the peer
+ * may have been told about in SACK blocks (dropped, it would come back only after the peer's RTO).
+ */
+export function travelsAsRecord(s: TcpState): boolean {
+  return s.const.remoteIp <= 0xffffffff && s.const.localIp <= 0xffffffff && s.soft.ooo.length === 0;
+}
+
+/**
+ * The trees split for a transfer by records: each record connection's path as the codec numbers
+ * the batch's paths (trees in order, their paths in order), and the trees with only the
+ * connections that still go through the codec (and those `can` refuses: no block to write to).
+ */
+export function splitForRecords(
+  trees: readonly OffloadTree[],
+  can: (s: TcpState) => boolean = () => true,
+): { paths: Map<TcpState, number>; trees: OffloadTree[] } {
+  const paths = new Map<TcpState, number>();
+  let i = 0;
+  const rest = trees.map((t) => ({
+    neighbor: t.neighbor,
+    paths: t.paths.map((node) => {
+      const conns: TcpState[] = [];
+      for (const s of node.conns) {
+        if (travelsAsRecord(s) && can(s)) paths.set(s, i);
+        else conns.push(s);
+      }
+      i++;
+      return { path: node.path, conns };
+    }),
+  }));
+  return { paths, trees: rest };
+}
 
 /** A view of one block's transfer record. */
 export class TransferRecord {

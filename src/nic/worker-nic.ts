@@ -1,6 +1,11 @@
 import type { TransferListItem, Worker } from 'node:worker_threads';
 import { type Clock, RealClock, type Timer } from '../core/clock.ts';
-import { type ConnectionError, InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
+import {
+  type ConnectionError,
+  InvalidArgumentError,
+  InvalidStateError,
+  StateValidationError,
+} from '../core/errors.ts';
 import type { Link } from '../link/link.ts';
 import { type TapLinkOptions, tapQueueEmpty } from '../link/tap-link.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
@@ -9,6 +14,7 @@ import { flattenTrees, type OffloadTree } from '../state/offload-tree.ts';
 import type { AddressBook } from '../state/path-state.ts';
 import { decodeBatch, encodeBatch } from '../state/state-codec.ts';
 import type { TcpState } from '../state/tcp-state.ts';
+import { validateTrees } from '../state/validate.ts';
 import {
   allocConnBlock,
   type ConnBlockRef,
@@ -34,7 +40,7 @@ import {
   type TerminateOptions,
   type Transfer,
 } from './nic.ts';
-import { OWNER_HOST, TransferRecord } from './transfer-record.ts';
+import { OWNER_HOST, splitForRecords, TransferRecord } from './transfer-record.ts';
 import { fromWireError, PortTransport, type WorkerNotice } from './transport.ts';
 import { blockOfRings, sameBlock } from './worker/conn-blocks.ts';
 import { OwnerTable } from './worker/owner-table.ts';
@@ -109,39 +115,33 @@ interface PreparedConn {
 }
 
 /**
- * A connection travels as a transfer record unless it has what a record cannot carry: an IPv6
- * connection's addresses are handles the worker learns from the batch's paths in the codec (the
- * record would need them as bytes, as the hard state has them), and out-of-order data the peer
- * may have been told about in SACK blocks (dropped, it would come back only after the peer's RTO).
+ * A terminate's connections that came as transfer records: each released handle's record (but
+ * those of the connections the batch carried), handed to the host, read over the rings the host
+ * shares with the worker into the path it names; then the whole batch validated as the codec's
+ * decoder does. Throws StateValidationError on anything malformed (decodeReleased then keeps the
+ * connections salvageable).
  */
-function travelsAsRecord(s: TcpState): boolean {
-  return s.const.remoteIp <= 0xffffffff && s.const.localIp <= 0xffffffff && s.soft.ooo.length === 0;
-}
-
-/**
- * The trees split for a transfer by records: each record connection's path as the codec numbers
- * the batch's paths (trees in order, their paths in order), and the trees with only the
- * connections that still go through the codec.
- */
-function splitForRecords(trees: readonly OffloadTree[]): {
-  paths: Map<TcpState, number>;
-  trees: OffloadTree[];
-} {
-  const paths = new Map<TcpState, number>();
-  let i = 0;
-  const rest = trees.map((t) => ({
-    neighbor: t.neighbor,
-    paths: t.paths.map((node) => {
-      const conns: TcpState[] = [];
-      for (const s of node.conns) {
-        if (travelsAsRecord(s)) paths.set(s, i);
-        else conns.push(s);
-      }
-      i++;
-      return { path: node.path, conns };
-    }),
-  }));
-  return { paths, trees: rest };
+function fillFromReleased(
+  trees: OffloadTree[],
+  released: Map<string, WorkerConnectionHandle>,
+  now: number,
+): void {
+  const nodes = trees.flatMap((t) => t.paths);
+  const decoded = new Set<string>();
+  for (const node of nodes) for (const s of node.conns) decoded.add(connKeyId(keyOfState(s)));
+  for (const [id, h] of released) {
+    if (decoded.has(id)) continue;
+    const rec = new TransferRecord(h.block.sab, h.block.at + TRANSFER_RECORD_AT);
+    if (rec.owner !== OWNER_HOST) throw new StateValidationError('owner', 'record not handed to the host');
+    const node = nodes[rec.pathIndex];
+    if (node === undefined)
+      throw new StateValidationError('path', `path index ${rec.pathIndex} outside the batch`);
+    const s = rec.read(now, node.path, h.sendRing, h.recvRing);
+    if (connKeyId(keyOfState(s)) !== id)
+      throw new StateValidationError('tcp.const', 'record is not the connection it was released as');
+    node.conns.push(s);
+  }
+  validateTrees(trees);
 }
 
 /** Records offered and not taken (or all of them: `owner` undefined) go back to the host. */
@@ -710,6 +710,7 @@ export class WorkerNic extends HostNic {
         op: 'terminate',
         arg: keys === 'all' ? 'all' : packKeys(keys, this.hostAddrs),
         byRef,
+        records: byRef && this.useRecords,
       });
     } catch (e) {
       // Nothing moved: the connections carry on here.
@@ -719,6 +720,7 @@ export class WorkerNic extends HostNic {
     const moved = new Set(res.moved ?? []);
     if (byRef) {
       this.released.clear();
+      this.releasedAsRecords = res.records === true;
       for (const h of frozen) if (moved.has(h.slot)) this.released.set(connKeyId(h.key), h);
     } else {
       const handedOn: [string, ConnBlockRef][] = [];
@@ -737,6 +739,8 @@ export class WorkerNic extends HostNic {
 
   /** The handles of the connections the latest terminate released, by connKeyId, for decodeReleased. */
   private readonly released = new Map<string, WorkerConnectionHandle>();
+  /** The latest terminate handed its states over as transfer records. */
+  private releasedAsRecords = false;
 
   /**
    * Decode and validate what the latest terminate handed back, its connections' rings attached
@@ -750,7 +754,9 @@ export class WorkerNic extends HostNic {
       return h === undefined ? null : { send: h.sendRing, recv: h.recvRing };
     };
     try {
-      return decodeBatch(bytes, now, { rings, addrs });
+      const trees = decodeBatch(bytes, now, { rings, addrs });
+      if (this.releasedAsRecords) fillFromReleased(trees, released, now);
+      return trees;
     } catch (e) {
       // Unreadable: the host still holds what the worker wrote last for each of them (its hard
       // state, written as it released them, and the rings), so they stay salvageable here for a

@@ -201,4 +201,53 @@ describe('transfer records', () => {
     assert.equal(cb['nic.initiate.records'] ?? 0, 0);
     assert.equal(cb['nic.initiate.conns'], 3);
   });
+
+  test('a terminate hands its states back as records the host reads; a malformed one refuses the answer and leaves every released connection salvageable', {
+    timeout: 60_000,
+  }, async (t) => {
+    const { wh } = await setup(33, t);
+    const nic = wh.nics[0]!;
+    const handOver = async () => {
+      const trees = sampleTrees(2);
+      const states = flattenTrees(trees);
+      for (const s of states) s.soft.ooo = [];
+      const keys = states.map(keyOfState);
+      assert.equal((await nic.initiate({ kind: 'trees', trees })).status, 'success');
+      const blocks = keys.map((k) => nic.handle(k)!.block);
+      const bytes = await nic.terminate(keys, {});
+      assert.ok(bytes instanceof Uint8Array);
+      assert.equal(nic.load, 0, 'released by the worker');
+      for (const b of blocks) assert.equal(recordOf(b).owner, OWNER_HOST, 'handed to the host');
+      return { states, keys, blocks, bytes };
+    };
+
+    const good = await handOver();
+    const trees = nic.decodeReleased(good.bytes, 0);
+    const back = flattenTrees(trees);
+    assert.equal(back.length, 2);
+    for (const s of good.states) {
+      const b = back.find((x) => x.const.localPort === s.const.localPort)!;
+      assert.equal(b.delegated.sndUna, s.delegated.sndUna);
+      assert.equal(b.delegated.rcvNxt, s.delegated.rcvNxt);
+      assert.equal(b.delegated.iss, s.delegated.iss);
+      assert.equal(b.cached.sndBufSize, s.cached.sndBufSize);
+      assert.deepEqual(
+        [...b.delegated.sendBuffer.toArray()],
+        new Array(300).fill(7),
+        'over the shared rings',
+      );
+    }
+
+    const bad = await handOver();
+    const f = new Float64Array(bad.blocks[1]!.sab, bad.blocks[1]!.at + TRANSFER_RECORD_AT);
+    f[transferRecordSlot('delegated.sndMax')] = f[transferRecordSlot('delegated.sndUna')]! + 100_000;
+    assert.throws(() => nic.decodeReleased(bad.bytes, 0), /sendBuffer/);
+    assert.equal(nic.load, 2, 'both kept, the good one too');
+    const left = nic.salvage(bad.keys);
+    assert.equal(left.length, 2);
+    for (const r of left) {
+      assert.ok(r.hard !== null && r.hard.version > 0, 'its last hard state');
+      assert.deepEqual([...r.sendRing.toArray()], new Array(300).fill(7), 'the unacknowledged data');
+    }
+  });
 });

@@ -25,6 +25,7 @@ import {
 import type { TcpUser } from '../../stack/tcp/tcp-types.ts';
 import { ByteRing } from '../../state/byte-ring.ts';
 import type { OffloadTree } from '../../state/offload-tree.ts';
+import { encodeBatch } from '../../state/state-codec.ts';
 import type { TcpState } from '../../state/tcp-state.ts';
 import { validateTrees } from '../../state/validate.ts';
 import {
@@ -51,7 +52,7 @@ import {
 } from '../hard-state.ts';
 import { type ConnKey, connKeyId, type InitiateResult, keyOfState } from '../nic.ts';
 import { NicEngine } from '../nic-engine.ts';
-import { OWNER_HOST, TransferRecord } from '../transfer-record.ts';
+import { OWNER_HOST, splitForRecords, TransferRecord } from '../transfer-record.ts';
 import { blockOfRings, sameBlock } from './conn-blocks.ts';
 import { ConnIndex } from './conn-index.ts';
 import { OwnerTable } from './owner-table.ts';
@@ -737,7 +738,21 @@ function handleRequest(id: number, r: WorkerRequest): void {
       case 'terminate': {
         const keys = r.arg === 'all' ? 'all' : unpackKeys(r.arg, engine.addressBook);
         const list = keys === 'all' ? [...byKey.values()].map((s) => s.key) : keys;
-        const out = engine.terminate(keys, { ringsByRef: r.byRef === true });
+        let out: Uint8Array;
+        const records = r.byRef === true && r.records === true;
+        if (records) {
+          // The states as records in their blocks, handed to the host (owner word); the batch
+          // names their neighbors and paths, and carries what a record cannot hold.
+          const { trees } = engine.terminateTrees(keys);
+          const slotOf = (s: TcpState) => byKey.get(connKeyId(keyOfState(s)));
+          const split = splitForRecords(trees, (s) => slotOf(s) !== undefined);
+          const now = clock.now();
+          for (const [s, path] of split.paths) {
+            const b = slotOf(s)!.block;
+            new TransferRecord(b.sab, b.at + TRANSFER_RECORD_AT).write(s, now, path, OWNER_HOST);
+          }
+          out = encodeBatch(split.trees, now, { skipValidation: true, ringsByRef: true });
+        } else out = engine.terminate(keys, { ringsByRef: r.byRef === true });
         const freed: number[] = [];
         const moved: number[] = [];
         for (const k of list) {
@@ -766,6 +781,7 @@ function handleRequest(id: number, r: WorkerRequest): void {
             value: new Uint8Array(buf as ArrayBuffer),
             freed,
             moved,
+            records,
           },
           [buf as ArrayBuffer],
         );
