@@ -205,40 +205,67 @@ export function splitForRecords(
   return { paths, trees: rest };
 }
 
+/**
+ * Views of whole buffers, made once per buffer: a record is read or written per connection and
+ * move, and two typed arrays per record were garbage the collector then had to find (blocks share
+ * 1 MiB slabs, so there are few buffers).
+ */
+const VIEWS = new WeakMap<SharedArrayBuffer, { f: Float64Array; i: Int32Array }>();
+
+function viewsOf(sab: SharedArrayBuffer): { f: Float64Array; i: Int32Array } {
+  let v = VIEWS.get(sab);
+  if (v === undefined) {
+    v = {
+      f: new Float64Array(sab, 0, sab.byteLength >>> 3),
+      i: new Int32Array(sab, 0, sab.byteLength >>> 2),
+    };
+    VIEWS.set(sab, v);
+  }
+  return v;
+}
+
 /** A view of one block's transfer record. */
 export class TransferRecord {
   private readonly f: Float64Array;
   private readonly i: Int32Array;
+  /** The record's first float64 and first int32 in the views. */
+  private readonly fo: number;
+  private readonly io: number;
 
   /** `at`: byte offset of the record in `sab` (8-aligned). */
   constructor(sab: SharedArrayBuffer, at: number) {
-    this.f = new Float64Array(sab, at, TRANSFER_RECORD_BYTES / 8);
-    this.i = new Int32Array(sab, at, 2);
+    if (at % 8 !== 0 || at < 0 || at + TRANSFER_RECORD_BYTES > sab.byteLength)
+      throw new RangeError(`no transfer record at ${at}`);
+    const v = viewsOf(sab);
+    this.f = v.f;
+    this.i = v.i;
+    this.fo = at >>> 3;
+    this.io = at >>> 2;
   }
 
   /** Write the state (the clock's `now` makes times deltas) and offer the record to `owner`. */
   write(s: TcpState, now: number, pathIndex: number, owner: number): void {
-    WRITE(this.f, 0, s, now, CONGESTION_CODES);
-    this.i[I_PATH] = pathIndex;
-    Atomics.store(this.i, I_OWNER, -owner);
+    WRITE(this.f, this.fo, s, now, CONGESTION_CODES);
+    this.i[this.io + I_PATH] = pathIndex;
+    Atomics.store(this.i, this.io + I_OWNER, -owner);
   }
 
   get pathIndex(): number {
-    return this.i[I_PATH]!;
+    return this.i[this.io + I_PATH]!;
   }
 
   get owner(): number {
-    return Atomics.load(this.i, I_OWNER);
+    return Atomics.load(this.i, this.io + I_OWNER);
   }
 
   /** Hand the record to `owner` (the host: OWNER_HOST). */
   setOwner(owner: number): void {
-    Atomics.store(this.i, I_OWNER, owner);
+    Atomics.store(this.i, this.io + I_OWNER, owner);
   }
 
   /** Take the record offered to `owner`; false if it was not offered to it (or taken meanwhile). */
   take(owner: number): boolean {
-    return Atomics.compareExchange(this.i, I_OWNER, -owner, owner) === -owner;
+    return Atomics.compareExchange(this.i, this.io + I_OWNER, -owner, owner) === -owner;
   }
 
   /**
@@ -247,6 +274,6 @@ export class TransferRecord {
    * StateValidationError for a boolean, congestion code or time no state can hold.
    */
   read(now: number, path: PathState, send: ByteRing, recv: ByteRing): TcpState {
-    return READ(this.f, 0, now, path, send, recv, H);
+    return READ(this.f, this.fo, now, path, send, recv, H);
   }
 }

@@ -154,7 +154,8 @@ describe('transfer records', () => {
       [
         'a path index outside the batch',
         (_f, rec) => {
-          (rec as unknown as { i: Int32Array }).i[1] = 1;
+          const r = rec as unknown as { i: Int32Array; io: number };
+          r.i[r.io + 1] = 1;
         },
       ],
       ['a record offered to another NIC', (_f, rec) => rec.setOwner(-(owner + 1))],
