@@ -174,9 +174,10 @@ export class TransferProtocol {
         releaseTreeAddresses(trees);
         states = flattenTrees(trees);
         // Decoded objects belong to no one yet: a destination in this thread takes them as they
-        // are, and a WorkerNic by transfer records writes its records from them (the bytes name
-        // only what the records could not carry).
-        if (dst !== 'host' && (dst instanceof WorkerNic ? dst.useRecords : dst.inProcess))
+        // are, and a WorkerNic by transfer records writes its records from them. Bytes of a
+        // source by records name only what its records could not carry: never pass them on.
+        const partial = src instanceof WorkerNic && src.useRecords;
+        if (dst !== 'host' && (partial || (dst instanceof WorkerNic ? dst.useRecords : dst.inProcess)))
           released = { kind: 'trees', trees };
       } catch {
         // The NIC handed back something we cannot read: rebuild the connections from the hard

@@ -13,7 +13,7 @@ import { encodeBatch } from '../../src/state/state-codec.ts';
 import type { TcpState } from '../../src/state/tcp-state.ts';
 import { validateTcpState } from '../../src/state/validate.ts';
 import { arbTrees, normalize, sampleTrees } from '../state/helpers.ts';
-import { workerSetup as setup } from './worker-helpers.ts';
+import { workerSetup as setup, socketKey, streamBothWays } from './worker-helpers.ts';
 
 /** A connection block holding the state's ring bytes, as WorkerNic.initiate prepares one. */
 function blockFor(s: TcpState): { block: ConnBlockRef; send: ByteRing; recv: ByteRing } {
@@ -250,5 +250,26 @@ describe('transfer records', () => {
       assert.ok(r.hard !== null && r.hard.version > 0, 'its last hard state');
       assert.deepEqual([...r.sendRing.toArray()], new Array(300).fill(7), 'the unacknowledged data');
     }
+  });
+
+  test('streaming connections move between a WorkerNic by records and one by the codec, both ways, and arrive intact', {
+    timeout: 120_000,
+  }, async (t) => {
+    const { wh, peer } = await setup(34, t);
+    const [a, b] = wh.nics as [WorkerNic, WorkerNic];
+    b.useRecords = false;
+    const st = await streamBothWays(wh.host, peer, 6, 300_000, 20_000, 5);
+    const keys = st.sockets.map((s) => socketKey(s));
+    const m = wh.offload;
+    assert.equal((await m.offload(keys, a)).moved.length, 6);
+    assert.equal((await m.move(keys, a, b)).moved.length, 6);
+    assert.equal((await m.move(keys, b, a)).moved.length, 6);
+    assert.equal((await m.upload(keys)).moved.length, 6);
+    assert.equal(await st.done, 0, 'every direction of every connection intact');
+    assert.deepEqual(st.errors, []);
+    const [ca, cb] = await Promise.all([a.counters(), b.counters()]);
+    assert.equal(ca['nic.initiate.records'], 12, 'a took its connections as records, twice');
+    assert.equal(cb['nic.initiate.records'] ?? 0, 0, 'b through the codec');
+    assert.equal(cb['nic.initiate.conns'], 6);
   });
 });
