@@ -342,10 +342,10 @@ class RemoteUser implements TcpUser {
 
 /**
  * The connections of an initiate by records: each block's transfer record (but those of the
- * connections the batch carried), offered to this NIC,
- * read over the block's rings into the path it names, and the whole batch validated as the
- * codec's decoder validates it (validateTrees: every state's fields and rules, addresses against
- * the path, no connection twice). Throws before anything is installed; nothing is taken yet.
+ * connections the batch carried), offered to this NIC, read over the block's rings into the path
+ * it names, and the whole batch validated as the codec's decoder validates it (validateTrees:
+ * every state's fields and rules, addresses against the path, no connection twice). Throws before
+ * anything is installed; nothing is taken yet.
  */
 function fillFromRecords(
   trees: OffloadTree[],
