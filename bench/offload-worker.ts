@@ -10,6 +10,8 @@ export interface WorkerOffloadBenchResult {
   connections: number;
   runs: number;
   nic: 'worker';
+  /** How the states crossed: transfer records in shared memory, or the codec (`records: false`). */
+  states: 'records' | 'codec';
   offload: TransferFigures;
   move: TransferFigures;
   upload: TransferFigures;
@@ -44,7 +46,7 @@ async function pump(sockets: TcpSocket[], received: () => number, bytes: number)
  * alone against the same connections spread over the two WorkerNics, in the same run.
  */
 export async function benchOffloadWorker(
-  opts: { connections?: number; runs?: number; streams?: number; bytesEach?: number } = {},
+  opts: { connections?: number; runs?: number; streams?: number; bytesEach?: number; records?: boolean } = {},
 ): Promise<WorkerOffloadBenchResult> {
   const connections = opts.connections ?? 10_000;
   const runs = opts.runs ?? 5;
@@ -52,6 +54,8 @@ export async function benchOffloadWorker(
   const bytesEach = opts.bytesEach ?? 16 * 1024 * 1024;
   const net = new SimNetwork({ seed: 1, virtualTime: false });
   const wh = addWorkerHost(net, { capacity: connections + streams });
+  const records = opts.records ?? true;
+  for (const n of wh.nics) n.useRecords = records;
   const peer = net.addHost({ ip: '10.0.0.2/24' });
   await Promise.all(wh.nics.map((n) => n.ready()));
   let received = 0;
@@ -103,6 +107,7 @@ export async function benchOffloadWorker(
     connections: established,
     runs,
     nic: 'worker',
+    states: records ? 'records' : 'codec',
     ...times,
     throughput: {
       connections: streams,
@@ -118,6 +123,8 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const r = await benchOffloadWorker({
     connections: Number(process.env.CHIMNEY_BENCH_CONNS ?? 10_000),
     runs: Number(process.env.CHIMNEY_BENCH_RUNS ?? 5),
+    // CHIMNEY_BENCH_CODEC=1: every state through the codec, as before transfer records.
+    records: process.env.CHIMNEY_BENCH_CODEC !== '1',
   });
   if (process.argv.includes('--json')) console.log(JSON.stringify(r));
   else {

@@ -15,6 +15,7 @@ import {
 import { createTcpState, type TcpCached, type TcpState, TcpStateId } from '../state/tcp-state.ts';
 import { validateTcpState } from '../state/validate.ts';
 import { readU32, writeU32 } from '../wire/addr.ts';
+import { TRANSFER_RECORD_BYTES } from './transfer-record.ts';
 
 /*
  * The hard state of one connection run by a worker NIC (design section 6): the few numbers that,
@@ -79,8 +80,10 @@ const W_BYTES_OUT_HI = 30;
 export const W_ADDR6 = 32;
 const WORDS = 40;
 const COPY_BYTES = WORDS * 4;
-/** Two copies of the record. */
-export const HARD_STATE_BYTES = 2 * COPY_BYTES;
+/** Where the block's transfer record (src/nic/transfer-record.ts) starts, after the two copies. */
+export const TRANSFER_RECORD_AT = 2 * COPY_BYTES;
+/** The records in front of a block's rings: two copies of the hard state, then the transfer record. */
+export const HARD_STATE_BYTES = TRANSFER_RECORD_AT + TRANSFER_RECORD_BYTES;
 
 const F_FIN_QUEUED = 1;
 const F_FIN_SENT = 2;

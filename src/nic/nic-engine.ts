@@ -459,13 +459,22 @@ export class NicEngine {
 
   // ---- the verbs -------------------------------------------------------------------------------
 
-  initiate(batch: Transfer, opts: InitiateOptions = {}, decode?: DecodeOptions): InitiateResult {
+  /**
+   * `decode.fill`: called with the decoded trees before anything is installed, to add connections
+   * that came another way (transfer records); what it throws refuses the batch.
+   */
+  initiate(
+    batch: Transfer,
+    opts: InitiateOptions = {},
+    decode?: DecodeOptions & { fill?: (trees: OffloadTree[]) => void },
+  ): InitiateResult {
     if (isTreeTransfer(batch)) return this.install(batch.trees, opts, true);
     let trees: ReturnType<typeof decodeBatch>;
     try {
       const addrs = this.addressTable();
       // A worker's table mirrors the host's: addresses keep the host's handles here.
       trees = decodeBatch(batch, this.clock.now(), { ...decode, addrs, senderHandles: addrs.mirror });
+      decode?.fill?.(trees);
     } catch (e) {
       this.counters.inc('nic.initiate.refused');
       const reason = e instanceof StateValidationError ? e.message : String(e);

@@ -1,6 +1,11 @@
 import type { TransferListItem, Worker } from 'node:worker_threads';
 import { type Clock, RealClock, type Timer } from '../core/clock.ts';
-import { type ConnectionError, InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
+import {
+  type ConnectionError,
+  InvalidArgumentError,
+  InvalidStateError,
+  StateValidationError,
+} from '../core/errors.ts';
 import type { Link } from '../link/link.ts';
 import { type TapLinkOptions, tapQueueEmpty } from '../link/tap-link.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
@@ -9,6 +14,7 @@ import { flattenTrees, type OffloadTree } from '../state/offload-tree.ts';
 import type { AddressBook } from '../state/path-state.ts';
 import { decodeBatch, encodeBatch } from '../state/state-codec.ts';
 import type { TcpState } from '../state/tcp-state.ts';
+import { validateTrees } from '../state/validate.ts';
 import {
   allocConnBlock,
   type ConnBlockRef,
@@ -17,6 +23,7 @@ import {
   type HardState,
   HardStateRecord,
   keepReleasedBlocks,
+  TRANSFER_RECORD_AT,
   takeReleasedBlock,
 } from './hard-state.ts';
 import { HostNic } from './host-nic.ts';
@@ -33,6 +40,7 @@ import {
   type TerminateOptions,
   type Transfer,
 } from './nic.ts';
+import { OWNER_HOST, splitForRecords, TransferRecord } from './transfer-record.ts';
 import { fromWireError, PortTransport, type WorkerNotice } from './transport.ts';
 import { blockOfRings, sameBlock } from './worker/conn-blocks.ts';
 import { OwnerTable } from './worker/owner-table.ts';
@@ -102,7 +110,51 @@ interface PreparedConn {
   send: ByteRing;
   recv: ByteRing;
   record: HardStateRecord;
+  /** The connection's state as the initiate offered it (records transfer only). */
+  transfer?: TransferRecord;
 }
+
+/**
+ * A terminate's connections that came as transfer records: each released handle's record (but
+ * those of the connections the batch carried), handed to the host, read over the rings the host
+ * shares with the worker into the path it names; then the whole batch validated as the codec's
+ * decoder does. Throws StateValidationError on anything malformed (decodeReleased then keeps the
+ * connections salvageable).
+ */
+function fillFromReleased(
+  trees: OffloadTree[],
+  released: Map<string, WorkerConnectionHandle>,
+  now: number,
+): void {
+  const nodes = trees.flatMap((t) => t.paths);
+  const decoded = new Set<string>();
+  for (const node of nodes) for (const s of node.conns) decoded.add(connKeyId(keyOfState(s)));
+  for (const [id, h] of released) {
+    if (decoded.has(id)) continue;
+    const rec = new TransferRecord(h.block.sab, h.block.at + TRANSFER_RECORD_AT);
+    if (rec.owner !== OWNER_HOST) throw new StateValidationError('owner', 'record not handed to the host');
+    const node = nodes[rec.pathIndex];
+    if (node === undefined)
+      throw new StateValidationError('path', `path index ${rec.pathIndex} outside the batch`);
+    const s = rec.read(now, node.path, h.sendRing, h.recvRing);
+    if (connKeyId(keyOfState(s)) !== id)
+      throw new StateValidationError('tcp.const', 'record is not the connection it was released as');
+    node.conns.push(s);
+  }
+  validateTrees(trees);
+}
+
+/** Records offered and not taken (or all of them: `owner` undefined) go back to the host. */
+function returnRecords(prepared: Map<string, PreparedConn> | undefined, owner?: number): void {
+  if (prepared === undefined) return;
+  for (const p of prepared.values()) {
+    const t = p.transfer;
+    if (t !== undefined && (owner === undefined || t.owner !== owner)) t.setOwner(OWNER_HOST);
+  }
+}
+
+/** Owner numbers of transfer records, one per WorkerNic of this process. */
+let nextRecordOwner = 1;
 
 function givenBlocks(prepared: Map<string, PreparedConn> | undefined): Map<string, ConnBlockRef> | undefined {
   if (prepared === undefined) return undefined;
@@ -305,6 +357,12 @@ export class WorkerConnectionHandle implements ConnectionHandle {
  */
 export class WorkerNic extends HostNic {
   readonly capacity: number;
+  /**
+   * Hand connections to the worker as transfer records in their shared blocks (the default), or
+   * (false) every state through the codec, as across a process boundary.
+   */
+  useRecords = true;
+  private readonly recordOwner = nextRecordOwner++;
   private readonly ringCapacity: number;
   readonly worker: Worker;
   /** @internal */
@@ -487,15 +545,29 @@ export class WorkerNic extends HostNic {
     // without their data: every connection's rings are in a shared block named beside the batch.
     let batch: Uint8Array;
     let states = opts?.states;
+    // Between threads the connections' states go as transfer records in their blocks (all but
+    // those travelsAsRecord keeps in the codec), and the batch carries the neighbors and paths.
+    let recordPaths: Map<TcpState, number> | null = null;
+    const now = this.clock.now();
     if (isTreeTransfer(transfer)) {
       states ??= flattenTrees(transfer.trees);
-      batch = encodeBatch(transfer.trees, this.clock.now(), { skipValidation: true, ringsByRef: true });
+      let trees = transfer.trees;
+      if (this.useRecords) ({ paths: recordPaths, trees } = splitForRecords(trees));
+      batch = encodeBatch(trees, now, { skipValidation: true, ringsByRef: true });
     } else if (transfer instanceof Uint8Array) batch = transfer;
     else throw new InvalidArgumentError('initiate needs trees or a Uint8Array');
     // The prod must happen in the worker, as the connections are installed: a failover that loses
     // it leaves every moved connection's peer waiting for its own retransmission timer.
     if (states) this.bindAddresses(states);
     const prepared = states ? this.preallocate(states) : undefined;
+    const owner = recordPaths === null ? undefined : this.recordOwner;
+    if (recordPaths !== null && prepared !== undefined && owner !== undefined) {
+      for (const [s, path] of recordPaths) {
+        const p = prepared.get(connKeyId(keyOfState(s)))!;
+        p.transfer = new TransferRecord(p.block.sab, p.block.at + TRANSFER_RECORD_AT);
+        p.transfer.write(s, now, path, owner);
+      }
+    }
     let res: WorkerReply<'initiate'>;
     try {
       const packed =
@@ -505,8 +577,12 @@ export class WorkerNic extends HostNic {
               [...prepared.values()].map((p) => [p.key, p.block] as const),
               this.hostAddrs,
             );
-      res = await this.request({ op: 'initiate', arg: { batch, prod: opts?.prod === true, blocks: packed } });
+      res = await this.request({
+        op: 'initiate',
+        arg: { batch, prod: opts?.prod === true, blocks: packed, owner },
+      });
     } catch (e) {
+      if (this.death === null) returnRecords(prepared);
       // Dead before it replied: it may have run these connections meanwhile (sent, acknowledged,
       // taken in data), and only the memory it ran them on knows how far. The host allocated that
       // memory: keep it for salvage(), as for any connection the worker ran.
@@ -529,6 +605,8 @@ export class WorkerNic extends HostNic {
       throw error;
     }
     const { result, installed } = unpacked;
+    // What the worker did not install is the host's again.
+    if (owner !== undefined && installed.length !== prepared?.size) returnRecords(prepared, owner);
     for (const inst of installed) {
       const id = connKeyId(inst.key);
       const h = new WorkerConnectionHandle(this, inst.key, inst.slot, inst, prepared?.get(id));
@@ -632,6 +710,7 @@ export class WorkerNic extends HostNic {
         op: 'terminate',
         arg: keys === 'all' ? 'all' : packKeys(keys, this.hostAddrs),
         byRef,
+        records: byRef && this.useRecords,
       });
     } catch (e) {
       // Nothing moved: the connections carry on here.
@@ -641,6 +720,7 @@ export class WorkerNic extends HostNic {
     const moved = new Set(res.moved ?? []);
     if (byRef) {
       this.released.clear();
+      this.releasedAsRecords = res.records === true;
       for (const h of frozen) if (moved.has(h.slot)) this.released.set(connKeyId(h.key), h);
     } else {
       const handedOn: [string, ConnBlockRef][] = [];
@@ -659,6 +739,8 @@ export class WorkerNic extends HostNic {
 
   /** The handles of the connections the latest terminate released, by connKeyId, for decodeReleased. */
   private readonly released = new Map<string, WorkerConnectionHandle>();
+  /** The latest terminate handed its states over as transfer records. */
+  private releasedAsRecords = false;
 
   /**
    * Decode and validate what the latest terminate handed back, its connections' rings attached
@@ -672,7 +754,9 @@ export class WorkerNic extends HostNic {
       return h === undefined ? null : { send: h.sendRing, recv: h.recvRing };
     };
     try {
-      return decodeBatch(bytes, now, { rings, addrs });
+      const trees = decodeBatch(bytes, now, { rings, addrs });
+      if (this.releasedAsRecords) fillFromReleased(trees, released, now);
+      return trees;
     } catch (e) {
       // Unreadable: the host still holds what the worker wrote last for each of them (its hard
       // state, written as it released them, and the rings), so they stay salvageable here for a

@@ -9,6 +9,7 @@ import {
   type Nic,
   type Transfer,
 } from '../nic/nic.ts';
+import { WorkerNic } from '../nic/worker-nic.ts';
 import { TcpSocket } from '../socket/tcp-socket.ts';
 import type { Stack } from '../stack/stack.ts';
 import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
@@ -172,8 +173,12 @@ export class TransferProtocol {
         const trees = decodeReleasedBy(src, released, this.stack.clock.now(), this.stack.addrs);
         releaseTreeAddresses(trees);
         states = flattenTrees(trees);
-        // Decoded objects belong to no one yet: a destination in this thread takes them as they are.
-        if (dst !== 'host' && dst.inProcess) released = { kind: 'trees', trees };
+        // Decoded objects belong to no one yet: a destination in this thread takes them as they
+        // are, and a WorkerNic by transfer records writes its records from them. Bytes of a
+        // source by records name only what its records could not carry: never pass them on.
+        const partial = src instanceof WorkerNic && src.useRecords;
+        if (dst !== 'host' && (partial || (dst instanceof WorkerNic ? dst.useRecords : dst.inProcess)))
+          released = { kind: 'trees', trees };
       } catch {
         // The NIC handed back something we cannot read: rebuild the connections from the hard
         // state it keeps where the host can see it (those without any are lost there).

@@ -24,7 +24,10 @@ import {
 } from '../../stack/tcp/tcp-drive.ts';
 import type { TcpUser } from '../../stack/tcp/tcp-types.ts';
 import { ByteRing } from '../../state/byte-ring.ts';
+import type { OffloadTree } from '../../state/offload-tree.ts';
+import { encodeBatch } from '../../state/state-codec.ts';
 import type { TcpState } from '../../state/tcp-state.ts';
+import { validateTrees } from '../../state/validate.ts';
 import { EtherType } from '../../wire/ethernet.ts';
 import {
   ethIpv4Offset,
@@ -42,9 +45,16 @@ import {
   tcpSeqLen,
 } from '../../wire/fields.ts';
 import { IpProto } from '../../wire/ipv4.ts';
-import { allocConnBlock, type ConnBlockRef, connRingCapacities, HardStateRecord } from '../hard-state.ts';
+import {
+  allocConnBlock,
+  type ConnBlockRef,
+  connRingCapacities,
+  HardStateRecord,
+  TRANSFER_RECORD_AT,
+} from '../hard-state.ts';
 import { type ConnKey, connKeyId, type InitiateResult, keyOfState } from '../nic.ts';
 import { NicEngine } from '../nic-engine.ts';
+import { OWNER_HOST, splitForRecords, TransferRecord } from '../transfer-record.ts';
 import { blockOfRings, sameBlock } from './conn-blocks.ts';
 import { ConnIndex } from './conn-index.ts';
 import { OwnerTable } from './owner-table.ts';
@@ -80,7 +90,7 @@ import {
   type WorkerBoot,
   type WorkerRequest,
 } from './protocol.ts';
-import { packInitiate, unpackBlocks, unpackKeys } from './transfer-wire.ts';
+import { BLOCK_WORDS, type PackedBlocks, packInitiate, unpackBlocks, unpackKeys } from './transfer-wire.ts';
 
 const port = parentPort as MessagePort;
 const boot = workerData as WorkerBoot;
@@ -330,6 +340,44 @@ class RemoteUser implements TcpUser {
     touch(this.slot);
     queueEvent(this.slot, EV_CLOSED, error);
   }
+}
+
+/**
+ * The connections of an initiate by records: each block's transfer record (but those of the
+ * connections the batch carried), offered to this NIC, read over the block's rings into the path
+ * it names, and the whole batch validated as the codec's decoder validates it (validateTrees:
+ * every state's fields and rules, addresses against the path, no connection twice). Throws before
+ * anything is installed; nothing is taken yet.
+ */
+function fillFromRecords(
+  trees: OffloadTree[],
+  packed: PackedBlocks,
+  blocks: Map<string, ConnBlockRef>,
+  owner: number,
+): void {
+  if (blocks.size * BLOCK_WORDS !== packed.words.length)
+    throw new StateValidationError('blocks', 'a connection named twice');
+  const nodes = trees.flatMap((t) => t.paths);
+  // Connections the batch carried itself (what a record cannot hold) have a block but no record.
+  const decoded = new Set<string>();
+  for (const node of nodes) for (const s of node.conns) decoded.add(connKeyId(keyOfState(s)));
+  const now = clock.now();
+  let n = 0;
+  for (const [id, b] of blocks) {
+    if (decoded.has(id)) continue;
+    n++;
+    const rec = new TransferRecord(b.sab, b.at + TRANSFER_RECORD_AT);
+    if (rec.owner !== -owner) throw new StateValidationError('owner', 'record not offered to this NIC');
+    const node = nodes[rec.pathIndex];
+    if (node === undefined)
+      throw new StateValidationError('path', `path index ${rec.pathIndex} outside the batch`);
+    const s = rec.read(now, node.path, ByteRing.attachShared(b.send), ByteRing.attachShared(b.recv));
+    if (connKeyId(keyOfState(s)) !== id)
+      throw new StateValidationError('tcp.const', 'record is not the connection its block was named for');
+    node.conns.push(s);
+  }
+  validateTrees(trees);
+  engine.counters.inc('nic.initiate.records', n);
 }
 
 /**
@@ -689,13 +737,22 @@ function handleRequest(id: number, r: WorkerRequest): void {
             ? null
             : { send: ByteRing.attachShared(b.send), recv: ByteRing.attachShared(b.recv) };
         };
-        const result: InitiateResult = engine.initiate(a.batch, { prod: a.prod }, { rings });
+        const owner = a.owner;
+        const fill =
+          owner === undefined || a.blocks === undefined
+            ? undefined
+            : (trees: OffloadTree[]) => fillFromRecords(trees, a.blocks!, blocksNow()!, owner);
+        const result: InitiateResult = engine.initiate(a.batch, { prod: a.prod }, { rings, fill });
         const installed: InstalledConn[] = [];
         for (const c of result.conns) {
           progress();
           if (c.status !== 'success') continue;
           const conn = engine.connection(c.key);
-          if (conn) installed.push(install(conn, blocksNow()?.get(connKeyId(c.key))));
+          if (!conn) continue;
+          const inst = install(conn, blocksNow()?.get(connKeyId(c.key)));
+          if (owner !== undefined)
+            new TransferRecord(inst.block.sab, inst.block.at + TRANSFER_RECORD_AT).take(owner);
+          installed.push(inst);
         }
         const packed = packInitiate(result, installed, engine.addressBook);
         post({ t: 'res', id, ok: true, op: 'initiate', value: packed, installed: packed.installed });
@@ -704,7 +761,21 @@ function handleRequest(id: number, r: WorkerRequest): void {
       case 'terminate': {
         const keys = r.arg === 'all' ? 'all' : unpackKeys(r.arg, engine.addressBook);
         const list = keys === 'all' ? [...byKey.values()].map((s) => s.key) : keys;
-        const out = engine.terminate(keys, { ringsByRef: r.byRef === true });
+        let out: Uint8Array;
+        const records = r.byRef === true && r.records === true;
+        if (records) {
+          // The states as records in their blocks, handed to the host (owner word); the batch
+          // names their neighbors and paths, and carries what a record cannot hold.
+          const { trees } = engine.terminateTrees(keys);
+          const slotOf = (s: TcpState) => byKey.get(connKeyId(keyOfState(s)));
+          const split = splitForRecords(trees, (s) => slotOf(s) !== undefined);
+          const now = clock.now();
+          for (const [s, path] of split.paths) {
+            const b = slotOf(s)!.block;
+            new TransferRecord(b.sab, b.at + TRANSFER_RECORD_AT).write(s, now, path, OWNER_HOST);
+          }
+          out = encodeBatch(split.trees, now, { skipValidation: true, ringsByRef: true });
+        } else out = engine.terminate(keys, { ringsByRef: r.byRef === true });
         const freed: number[] = [];
         const moved: number[] = [];
         for (const k of list) {
@@ -715,7 +786,10 @@ function handleRequest(id: number, r: WorkerRequest): void {
             freed.push(slot.index);
             // Released: its state is in the transfer. Otherwise it closed here (TIME_WAIT ends
             // on a terminate) and its last events must reach the application first.
-            if (slot.conn.released) moved.push(slot.index);
+            if (slot.conn.released) {
+              moved.push(slot.index);
+              new TransferRecord(slot.block.sab, slot.block.at + TRANSFER_RECORD_AT).setOwner(OWNER_HOST);
+            }
           }
         }
         flushEvents();
@@ -730,6 +804,7 @@ function handleRequest(id: number, r: WorkerRequest): void {
             value: new Uint8Array(buf as ArrayBuffer),
             freed,
             moved,
+            records,
           },
           [buf as ArrayBuffer],
         );

@@ -132,16 +132,20 @@ export type WorkerRequest =
       /**
        * `blocks`: shared memory the host allocated (and filled) for each connection of the batch,
        * by connKeyId, so that the host holds every connection's memory even if the worker dies
-       * before it replies.
+       * before it replies. `owner`: the batch names neighbors and paths only, and each
+       * connection's state is the transfer record in its block, offered to this owner number
+       * (src/nic/transfer-record.ts).
        */
-      arg: { batch: Uint8Array; prod: boolean; blocks?: PackedBlocks };
+      arg: { batch: Uint8Array; prod: boolean; blocks?: PackedBlocks; owner?: number };
     }
   /** Keys travel packed (transfer-wire.ts). */
   /**
    * `byRef`: the answer's batch leaves the data out (its rings travel by reference): the host
-   * attaches the rings it already shares with the worker to the decoded states.
+   * attaches the rings it already shares with the worker to the decoded states. `records`: the
+   * batch names neighbors and paths (and what travelsAsRecord keeps in the codec), the other
+   * connections' states are transfer records in their blocks, handed to the host.
    */
-  | { op: 'terminate'; arg: Uint32Array | 'all'; byRef?: boolean }
+  | { op: 'terminate'; arg: Uint32Array | 'all'; byRef?: boolean; records?: boolean }
   | { op: 'update'; arg: OffloadUpdate }
   | { op: 'invalidate'; arg: InvalidateTarget }
   | { op: 'query'; arg: ConnKey[] | undefined }
@@ -170,7 +174,7 @@ interface WorkerReplyExtras {
   /** The blocks installed (the same object as in the packed value). */
   initiate: { installed: PackedBlocks };
   /** Slots the terminate freed, and of those the ones whose state is in the transfer. */
-  terminate: { freed: number[]; moved: number[] };
+  terminate: { freed: number[]; moved: number[]; records?: boolean };
   update: unknown;
   invalidate: unknown;
   query: unknown;
@@ -336,7 +340,11 @@ const REPLY_CHECKS: { [O in WorkerOp]: (m: Rec) => boolean } = {
       m.installed === v.installed
     );
   },
-  terminate: (m) => m.value instanceof Uint8Array && isSlots(m.freed) && isSlots(m.moved),
+  terminate: (m) =>
+    m.value instanceof Uint8Array &&
+    isSlots(m.freed) &&
+    isSlots(m.moved) &&
+    (m.records === undefined || typeof m.records === 'boolean'),
   update: (m) => m.value === undefined,
   invalidate: (m) => m.value === undefined,
   query: (m) => Array.isArray(m.value) && m.value.every((q) => isRec(q) && isKey(q.key)),

@@ -91,7 +91,7 @@ export interface PackedBlocks {
   words: Int32Array;
 }
 
-const BLOCK_WORDS = 6;
+export const BLOCK_WORDS = 6;
 /** Buffer index of a block the host gave with the request: its buffer need not cross again. */
 export const GIVEN = -1;
 

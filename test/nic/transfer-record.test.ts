@@ -1,0 +1,275 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import fc from 'fast-check';
+import { allocConnBlock, type ConnBlockRef, TRANSFER_RECORD_AT } from '../../src/nic/hard-state.ts';
+import { type ConnKey, keyOfState } from '../../src/nic/nic.ts';
+import { OWNER_HOST, TransferRecord, transferRecordSlot } from '../../src/nic/transfer-record.ts';
+import type { WorkerReply, WorkerRequest } from '../../src/nic/worker/protocol.ts';
+import { packBlocks } from '../../src/nic/worker/transfer-wire.ts';
+import type { WorkerNic } from '../../src/nic/worker-nic.ts';
+import { ByteRing } from '../../src/state/byte-ring.ts';
+import { flattenTrees, type OffloadTree } from '../../src/state/offload-tree.ts';
+import { encodeBatch } from '../../src/state/state-codec.ts';
+import type { TcpState } from '../../src/state/tcp-state.ts';
+import { validateTcpState } from '../../src/state/validate.ts';
+import { arbTrees, normalize, sampleTrees } from '../state/helpers.ts';
+import { workerSetup as setup, socketKey, streamBothWays } from './worker-helpers.ts';
+
+/** A connection block holding the state's ring bytes, as WorkerNic.initiate prepares one. */
+function blockFor(s: TcpState): { block: ConnBlockRef; send: ByteRing; recv: ByteRing } {
+  const d = s.delegated;
+  const block = allocConnBlock(
+    Math.max(d.sendBuffer.maxCapacity, 64),
+    Math.max(d.recvBuffer.maxCapacity, 64),
+  );
+  const send = ByteRing.createShared(block.send.capacity, block.send);
+  const recv = ByteRing.createShared(block.recv.capacity, block.recv);
+  send.write(d.sendBuffer.toArray());
+  recv.write(d.recvBuffer.toArray());
+  return { block, send, recv };
+}
+
+function recordOf(block: ConnBlockRef): TransferRecord {
+  return new TransferRecord(block.sab, block.at + TRANSFER_RECORD_AT);
+}
+
+/** What a record keeps: everything but the out-of-order queue and the SACK lists. */
+function withoutLists(s: TcpState): unknown {
+  const n = normalize(s) as { soft: Record<string, unknown>; path?: unknown };
+  n.soft.ooo = [];
+  n.soft.sacked = [];
+  n.soft.recvSackRecent = [];
+  delete n.path;
+  return n;
+}
+
+describe('transfer records', () => {
+  test('a record carries every fixed-size field of any valid state (times onto the reader clock), not the lists', () => {
+    fc.assert(
+      fc.property(arbTrees, fc.integer({ min: 0, max: 1_000_000 }), (trees, shift) => {
+        for (const s of flattenTrees(trees)) {
+          const { block } = blockFor(s);
+          const rec = recordOf(block);
+          rec.write(s, 10_000, 3, 7);
+          assert.equal(rec.owner, -7, 'offered');
+          assert.equal(rec.pathIndex, 3);
+          const send = ByteRing.attachShared(block.send);
+          const recv = ByteRing.attachShared(block.recv);
+          const back = rec.read(10_000, s.path, send, recv);
+          assert.equal(back.path, s.path);
+          assert.equal(back.delegated.sendBuffer, send, 'over the rings given');
+          assert.equal(back.delegated.recvBuffer, recv);
+          const expect = withoutLists(s) as { delegated: Record<string, unknown> };
+          const got = withoutLists(back) as { delegated: Record<string, unknown> };
+          for (const k of ['sendBuffer', 'recvBuffer']) {
+            assert.deepEqual(
+              (got.delegated[k] as { bytes: unknown }).bytes,
+              (expect.delegated[k] as { bytes: unknown }).bytes,
+            );
+            delete got.delegated[k];
+            delete expect.delegated[k];
+          }
+          assert.deepEqual(got, expect);
+          // The same record read on a clock `shift` ms later: running timers move with it.
+          const later = rec.read(10_000 + shift, s.path, send, recv);
+          const d = s.delegated;
+          const dl = later.delegated;
+          // -1 ("never") and Infinity (not running) are no times and stay as they are.
+          const moved = (t: number): number => (t === -1 || t === Infinity ? t : t + shift);
+          assert.equal(dl.rtxDeadline, moved(d.rtxDeadline));
+          assert.equal(dl.lastRecvAt, moved(d.lastRecvAt));
+          assert.equal(later.soft.cubic.epochStart, moved(s.soft.cubic.epochStart));
+        }
+      }),
+      { numRuns: 60 },
+    );
+  });
+
+  test('the owner word: offered, taken once by the NIC it was offered to, handed back', () => {
+    const s = flattenTrees(sampleTrees(1))[0]!;
+    const rec = recordOf(blockFor(s).block);
+    rec.write(s, 0, 0, 4);
+    assert.equal(rec.take(5), false, 'not offered to 5');
+    assert.equal(rec.take(4), true);
+    assert.equal(rec.owner, 4);
+    assert.equal(rec.take(4), false, 'taken once');
+    rec.setOwner(OWNER_HOST);
+    assert.equal(rec.owner, OWNER_HOST);
+  });
+
+  test('a worker refuses a batch of records with one malformed record before installing anything; the same batch well formed installs from the records', {
+    timeout: 60_000,
+  }, async (t) => {
+    const { wh } = await setup(31, t);
+    const nic = wh.nics[0]!;
+    const owner = (nic as unknown as { recordOwner: number }).recordOwner;
+    const request = (r: WorkerRequest) =>
+      (nic as unknown as { request(r: WorkerRequest): Promise<WorkerReply<'initiate'>> }).request(r);
+
+    /** Two connections of one path as records; `spoil` damages the second's after it is written. */
+    const send = async (spoil: ((f: Float64Array, rec: TransferRecord, keys: ConnKey[]) => void) | null) => {
+      const trees = sampleTrees(2);
+      const states = flattenTrees(trees);
+      const bare: OffloadTree[] = trees.map((tr) => ({
+        neighbor: tr.neighbor,
+        paths: tr.paths.map((p) => ({ path: p.path, conns: [] })),
+      }));
+      const batch = encodeBatch(bare, 0, { ringsByRef: true });
+      const keys = states.map(keyOfState);
+      const blocks = states.map((s) => blockFor(s).block);
+      const recs = blocks.map(recordOf);
+      states.forEach((s, i) => {
+        validateTcpState(s);
+        recs[i]!.write(s, 0, 0, owner);
+      });
+      const last = blocks[1]!;
+      if (spoil) spoil(new Float64Array(last.sab, last.at + TRANSFER_RECORD_AT), recs[1]!, keys);
+      const res = await request({
+        op: 'initiate',
+        arg: { batch, prod: false, blocks: packBlocks(keys.map((k, i) => [k, blocks[i]!])), owner },
+      });
+      return { res, recs };
+    };
+
+    const at = (name: string): number => {
+      const i = transferRecordSlot(name);
+      assert.ok(i > 0, name);
+      return i;
+    };
+    const spoilers: [string, (f: Float64Array, rec: TransferRecord, keys: ConnKey[]) => void][] = [
+      ['a state that cannot be offloaded', (f) => (f[at('delegated.state')] = 1)],
+      ['a sequence number that is not one', (f) => (f[at('delegated.sndUna')] = 2 ** 32 + 5)],
+      ['snd.max before snd.una', (f) => (f[at('delegated.sndMax')] = f[at('delegated.sndUna')]! - 10)],
+      [
+        'more in flight than the send ring holds',
+        (f) => (f[at('delegated.sndMax')] = f[at('delegated.sndUna')]! + 5000),
+      ],
+      ['a send buffer smaller than what is queued', (f) => (f[at('cached.sndBufSize')] = 1)],
+      ['a boolean that is neither', (f) => (f[at('const.tsEnabled')] = 2)],
+      ['an unknown congestion algorithm', (f) => (f[at('cached.congestion')] = 9)],
+      ['a time that is NaN', (f) => (f[at('delegated.rtxDeadline')] = Number.NaN)],
+      ['a window scale beyond 14', (f) => (f[at('const.sndWscale')] = 15)],
+      ['another connection than the block was named for', (f) => (f[at('const.localPort')] = 40000)],
+      ['an address that differs from its path', (f) => (f[at('const.remoteIp')] = 0x0a000063)],
+      [
+        'a path index outside the batch',
+        (_f, rec) => {
+          const r = rec as unknown as { i: Int32Array; io: number };
+          r.i[r.io + 1] = 1;
+        },
+      ],
+      ['a record offered to another NIC', (_f, rec) => rec.setOwner(-(owner + 1))],
+      ['a record already taken', (_f, rec) => rec.setOwner(owner)],
+    ];
+    const before = (await nic.counters())['nic.initiate.refused'] ?? 0;
+    for (const [what, spoil] of spoilers) {
+      const { res, recs } = await send(spoil);
+      assert.equal(res.value.status, 'failure', what);
+      assert.equal(res.value.slots.length, 0, `${what}: nothing installed`);
+      assert.equal(nic.load, 0, what);
+      assert.equal(recs[0]!.owner, -owner, `${what}: the good record was not taken`);
+    }
+    const c = await nic.counters();
+    assert.equal((c['nic.initiate.refused'] ?? 0) - before, spoilers.length);
+    assert.equal(c['nic.initiate.conns'] ?? 0, 0);
+    assert.equal(c['nic.initiate.records'] ?? 0, 0);
+
+    const { res, recs } = await send(null);
+    assert.equal(res.value.status, 'success');
+    assert.equal(res.value.slots.length, 2);
+    for (const r of recs) assert.equal(r.owner, owner, 'taken by the NIC');
+    const after = await nic.counters();
+    assert.equal(after['nic.initiate.records'], 2);
+    assert.equal(after['nic.initiate.conns'], 2);
+  });
+
+  test('WorkerNic.initiate hands IPv4 connections over as records, one with out-of-order data in the codec beside them, and all in the codec when told', {
+    timeout: 60_000,
+  }, async (t) => {
+    const { wh } = await setup(32, t);
+    const [a, b] = wh.nics as [WorkerNic, WorkerNic];
+    const trees = sampleTrees(3);
+    const [s0, s1, s2] = flattenTrees(trees) as [TcpState, TcpState, TcpState];
+    assert.equal(s2.soft.ooo.length, 1);
+    s0.soft.ooo = [];
+    s1.soft.ooo = [];
+    assert.equal((await a.initiate({ kind: 'trees', trees })).status, 'success');
+    b.useRecords = false;
+    assert.equal((await b.initiate({ kind: 'trees', trees: sampleTrees(3) })).status, 'success');
+    const [ca, cb] = await Promise.all([a.counters(), b.counters()]);
+    assert.equal(ca['nic.initiate.records'], 2);
+    assert.equal(ca['nic.initiate.conns'], 3);
+    assert.equal(cb['nic.initiate.records'] ?? 0, 0);
+    assert.equal(cb['nic.initiate.conns'], 3);
+  });
+
+  test('a terminate hands its states back as records the host reads; a malformed one refuses the answer and leaves every released connection salvageable', {
+    timeout: 60_000,
+  }, async (t) => {
+    const { wh } = await setup(33, t);
+    const nic = wh.nics[0]!;
+    const handOver = async () => {
+      const trees = sampleTrees(2);
+      const states = flattenTrees(trees);
+      for (const s of states) s.soft.ooo = [];
+      const keys = states.map(keyOfState);
+      assert.equal((await nic.initiate({ kind: 'trees', trees })).status, 'success');
+      const blocks = keys.map((k) => nic.handle(k)!.block);
+      const bytes = await nic.terminate(keys, {});
+      assert.ok(bytes instanceof Uint8Array);
+      assert.equal(nic.load, 0, 'released by the worker');
+      for (const b of blocks) assert.equal(recordOf(b).owner, OWNER_HOST, 'handed to the host');
+      return { states, keys, blocks, bytes };
+    };
+
+    const good = await handOver();
+    const trees = nic.decodeReleased(good.bytes, 0);
+    const back = flattenTrees(trees);
+    assert.equal(back.length, 2);
+    for (const s of good.states) {
+      const b = back.find((x) => x.const.localPort === s.const.localPort)!;
+      assert.equal(b.delegated.sndUna, s.delegated.sndUna);
+      assert.equal(b.delegated.rcvNxt, s.delegated.rcvNxt);
+      assert.equal(b.delegated.iss, s.delegated.iss);
+      assert.equal(b.cached.sndBufSize, s.cached.sndBufSize);
+      assert.deepEqual(
+        [...b.delegated.sendBuffer.toArray()],
+        new Array(300).fill(7),
+        'over the shared rings',
+      );
+    }
+
+    const bad = await handOver();
+    const f = new Float64Array(bad.blocks[1]!.sab, bad.blocks[1]!.at + TRANSFER_RECORD_AT);
+    f[transferRecordSlot('delegated.sndMax')] = f[transferRecordSlot('delegated.sndUna')]! + 100_000;
+    assert.throws(() => nic.decodeReleased(bad.bytes, 0), /sendBuffer/);
+    assert.equal(nic.load, 2, 'both kept, the good one too');
+    const left = nic.salvage(bad.keys);
+    assert.equal(left.length, 2);
+    for (const r of left) {
+      assert.ok(r.hard !== null && r.hard.version > 0, 'its last hard state');
+      assert.deepEqual([...r.sendRing.toArray()], new Array(300).fill(7), 'the unacknowledged data');
+    }
+  });
+
+  test('streaming connections move between a WorkerNic by records and one by the codec, both ways, and arrive intact', {
+    timeout: 120_000,
+  }, async (t) => {
+    const { wh, peer } = await setup(34, t);
+    const [a, b] = wh.nics as [WorkerNic, WorkerNic];
+    b.useRecords = false;
+    const st = await streamBothWays(wh.host, peer, 6, 300_000, 20_000, 5);
+    const keys = st.sockets.map((s) => socketKey(s));
+    const m = wh.offload;
+    assert.equal((await m.offload(keys, a)).moved.length, 6);
+    assert.equal((await m.move(keys, a, b)).moved.length, 6);
+    assert.equal((await m.move(keys, b, a)).moved.length, 6);
+    assert.equal((await m.upload(keys)).moved.length, 6);
+    assert.equal(await st.done, 0, 'every direction of every connection intact');
+    assert.deepEqual(st.errors, []);
+    const [ca, cb] = await Promise.all([a.counters(), b.counters()]);
+    assert.equal(ca['nic.initiate.records'], 12, 'a took its connections as records, twice');
+    assert.equal(cb['nic.initiate.records'] ?? 0, 0, 'b through the codec');
+    assert.equal(cb['nic.initiate.conns'], 6);
+  });
+});
