@@ -163,6 +163,14 @@ export class OffloadManager extends EventEmitter {
     return this.nicList;
   }
 
+  /**
+   * Resolves once the offload policy has had its say on an accepted connection (offloaded, refused
+   * or gone; at once unless the policy is 'immediate'): see PolicyScanner.placed.
+   */
+  placed(conn: TcpConnection): Promise<void> {
+    return this.scanner.placed(conn);
+  }
+
   /** Connections offloaded now. */
   get offloadedCount(): number {
     return this.entries.size;

@@ -62,11 +62,22 @@ export const POLICY_BATCH = 256;
 /**
  * Looks at the host's connections every `scanIntervalMs` and hands those the policy finds ready
  * to `offload`, at most POLICY_BATCH at a time; the next scan waits for that offload to finish.
+ *
+ * `placed(conn)` lets an accepted connection wait for its offload before the application gets it
+ * (TcpServer through the host's `placeAccepted`): in 'immediate' mode, a connection handed to the
+ * application in the host first fills its send buffer there (an HTTP body), and every byte is then
+ * written, grown into, copied and carried by the transfer, on the main thread. Against the kernel,
+ * 1,000 downloads of 300 kB: a transfer of 256 such connections held serve's main thread 4.2 s, half
+ * of it the HTTP service writing into host buffers and the transfer copying them (BENCHMARKS.md).
  */
 export class PolicyScanner {
   private readonly firstSeen = new Map<TcpConnection, number>();
   private readonly timer: Timer | null;
   private stopped = false;
+  /** An offload of the policy's is under way (the next scan follows it). */
+  private busy = false;
+  /** Accepted connections waiting for the policy's offload, and what each waits on. */
+  private readonly waiting = new Map<TcpConnection, () => void>();
 
   constructor(
     private readonly stack: Stack,
@@ -85,6 +96,44 @@ export class PolicyScanner {
   stop(): void {
     this.stopped = true;
     this.timer?.disarm();
+    this.release(this.waiting.keys());
+  }
+
+  /**
+   * Resolves once the policy has had its say on `conn`: offloaded, refused (it stays in the host),
+   * or gone. At once unless the mode is 'immediate'. The next scan comes at once if none is under
+   * way (one that is picks up what arrived meanwhile when it ends: a burst of accepts goes in few
+   * transfers, not one each).
+   */
+  placed(conn: TcpConnection): Promise<void> {
+    if (this.stopped || this.policy.mode !== 'immediate' || this.timer === null) return Promise.resolve();
+    const prev = this.waiting.get(conn);
+    return new Promise<void>((resolve) => {
+      this.waiting.set(
+        conn,
+        prev
+          ? () => {
+              prev();
+              resolve();
+            }
+          : resolve,
+      );
+      if (!this.busy && this.timer!.deadline > this.stack.clock.now()) this.timer!.arm(0);
+    });
+  }
+
+  /** Connections waiting in `placed`. */
+  get placing(): number {
+    return this.waiting.size;
+  }
+
+  private release(conns: Iterable<TcpConnection>): void {
+    for (const c of [...conns]) {
+      const done = this.waiting.get(c);
+      if (done === undefined) continue;
+      this.waiting.delete(c);
+      done();
+    }
   }
 
   private scan(): void {
@@ -105,15 +154,25 @@ export class PolicyScanner {
       if (p.mode === 'immediate' || now - first >= p.minAgeMs || bytes >= p.minBytes) ready.push(conn);
     }
     for (const c of this.firstSeen.keys()) if (!seen.has(c)) this.firstSeen.delete(c);
+    // Waiting for nothing: closed, or no longer one the policy would move.
+    if (this.waiting.size > 0) {
+      const gone: TcpConnection[] = [];
+      for (const c of this.waiting.keys()) if (!seen.has(c)) gone.push(c);
+      this.release(gone);
+    }
     const more = ready.length > POLICY_BATCH;
+    const batch = more ? ready.slice(0, POLICY_BATCH) : ready;
     const next = (): void => {
-      if (!this.stopped) this.timer?.arm(more ? 0 : p.scanIntervalMs);
+      this.busy = false;
+      this.release(batch);
+      if (!this.stopped) this.timer?.arm(more || this.waiting.size > 0 ? 0 : p.scanIntervalMs);
     };
     if (ready.length === 0) {
       next();
       return;
     }
-    this.offload(more ? ready.slice(0, POLICY_BATCH) : ready).then(next, (e) => {
+    this.busy = true;
+    this.offload(batch).then(next, (e) => {
       this.onError(e);
       next();
     });

@@ -18,6 +18,11 @@ export interface ServerHost extends SocketHost {
   readonly tcp: TcpLayer;
   /** True when some interface runs IPv6: a listen without a host is then on `::` (dual stack), as in Node. */
   hasIpv6?(): boolean;
+  /**
+   * A promise to wait on before an accepted connection goes to the application (null: none), so
+   * a host that moves connections to NICs can move it before it carries any data (TeamHost).
+   */
+  placeAccepted?(conn: TcpConnection): Promise<void> | null;
 }
 
 export interface ListenOptions {
@@ -171,12 +176,28 @@ export class TcpServer extends EventEmitter {
       }
       this.maybeEmitClose();
     });
+    const placing = this.host.placeAccepted?.(conn) ?? null;
+    if (placing === null) this.enqueue(socket);
+    else {
+      // Not in the accept queue meanwhile: it waits on the stack, not on the application, and
+      // the stack's own limits bound how many do. One that closes meanwhile is never handed out.
+      const go = (): void => {
+        if (socket.destroyed || !this.sockets.has(socket)) return;
+        // Closed meanwhile: reset, as what waited in the accept queue was.
+        if (this.listener === null) socket.resetAndDestroy();
+        else this.enqueue(socket);
+      };
+      placing.then(go, go);
+    }
+    return true;
+  };
+
+  private enqueue(socket: TcpSocket): void {
     this.queue.push(socket);
     this.syncQueued();
     // The 'connection' event is deferred so the engine finishes its processing first.
     this.scheduleDrain();
-    return true;
-  };
+  }
 
   private scheduleDrain(): void {
     if (this.draining) return;

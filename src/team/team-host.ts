@@ -10,6 +10,7 @@ import type { Nic } from '../nic/nic.ts';
 import { OffloadManager, type OffloadPolicy } from '../offload/offload-manager.ts';
 import { Host } from '../socket/host.ts';
 import { Stack } from '../stack/stack.ts';
+import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
 import type { TcpCached } from '../state/tcp-state.ts';
 import { parseCidr, parseIpv4, parseIpv6, parseMac } from '../wire/addr.ts';
 import type { HealthOptions } from './health.ts';
@@ -73,6 +74,17 @@ export class TeamHost<N extends Nic = Nic> extends Host {
     readonly counters: Counters,
   ) {
     super(stack);
+  }
+
+  /**
+   * TcpServer's hook: an accepted connection reaches the application once the offload policy
+   * has placed it (on a member, or left it in the host), so with an 'immediate' policy what the
+   * application writes first goes straight to the member's shared rings instead of through the
+   * host's buffers and a transfer.
+   */
+  placeAccepted(conn: TcpConnection): Promise<void> | null {
+    if (this.closed || this.manager.policy.mode !== 'immediate') return null;
+    return this.manager.placed(conn);
   }
 
   /** Each member's health, load and whether it carries the host's own traffic. */
