@@ -7,8 +7,9 @@
  * connections offloaded to it, and a NIC whose link fails hands its connections to another.
  */
 
-import { createWriteStream } from 'node:fs';
+import { createWriteStream, writeFileSync } from 'node:fs';
 import http from 'node:http';
+import { Session } from 'node:inspector';
 import { type Command, InvalidArgumentError as CommanderArgError, Option } from 'commander';
 import { RealClock } from '../core/clock.ts';
 import { ChimneyError } from '../core/errors.ts';
@@ -354,6 +355,8 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
     failWith('serve', e);
   }
   const th = tt.team;
+  const lagFile = process.env.CHIMNEY_LAG_LOG;
+  if (lagFile) traceMainThread(th, lagFile);
   // Records reach the file at least once a second, so a capture is readable while serve runs.
   const pcapFlush = setInterval(() => pcap?.flush(), 1000).unref();
   if (o.gw !== undefined) th.stack.setDefaultGateway(o.gw);
@@ -447,6 +450,51 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
       }
     },
   };
+}
+
+/**
+ * Diagnostic (CHIMNEY_LAG_LOG=FILE): every block of the main thread's event loop of 20 ms or more and
+ * every offload transfer the policy starts, in epoch ms, written to FILE at exit, to line up with
+ * the stalls a client saw (`scripts/soak-tap.ts --stalls`).
+ */
+function traceMainThread(th: TeamHost, file: string): void {
+  const blocks: [number, number][] = [];
+  const transfers: [number, number, number][] = [];
+  const TICK = 5;
+  let last = performance.now();
+  const epoch = Date.now() - last;
+  // Lines a CPU profile's microsecond timestamps (the same clock as hrtime) up with epoch ms.
+  const hrUs = Number(process.hrtime.bigint() / 1000n);
+  const hrEpoch = Date.now();
+  setInterval(() => {
+    const now = performance.now();
+    if (now - last >= 20 + TICK) blocks.push([epoch + last, epoch + now]);
+    last = now;
+  }, TICK).unref();
+  const m = th.manager;
+  const offload = m.offload.bind(m);
+  m.offload = ((...a: Parameters<typeof offload>) => {
+    const t = performance.now();
+    const p = offload(...a);
+    void p.finally(() => transfers.push([epoch + t, epoch + performance.now(), a[0].length]));
+    return p;
+  }) as typeof m.offload;
+  // CHIMNEY_CPU_PROF=FILE as well: a CPU profile of the main thread (NODE_OPTIONS refuses --cpu-prof).
+  const profFile = process.env.CHIMNEY_CPU_PROF;
+  const session = profFile ? new Session() : null;
+  if (session) {
+    session.connect();
+    session.post('Profiler.setSamplingInterval', { interval: 500 });
+    session.post('Profiler.enable');
+    session.post('Profiler.start');
+  }
+  process.on('exit', () => {
+    writeFileSync(file, JSON.stringify({ blocks, transfers, hrUs, hrEpoch }));
+    // The in-thread session answers synchronously, so the profile is written before the exit.
+    session?.post('Profiler.stop', (_e, r) => {
+      if (r) writeFileSync(profFile!, JSON.stringify(r.profile));
+    });
+  });
 }
 
 type ServeLog = ChimneyLog;
