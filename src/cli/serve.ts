@@ -489,7 +489,10 @@ function traceMainThread(th: TeamHost, file: string): void {
     session.post('Profiler.start');
   }
   process.on('exit', () => {
-    writeFileSync(file, JSON.stringify({ blocks, transfers, hrUs, hrEpoch }));
+    writeFileSync(
+      file,
+      JSON.stringify({ blocks, transfers, hrUs, hrEpoch, counters: th.stack.counters.snapshot() }),
+    );
     // The in-thread session answers synchronously, so the profile is written before the exit.
     session?.post('Profiler.stop', (_e, r) => {
       if (r) writeFileSync(profFile!, JSON.stringify(r.profile));
