@@ -8,6 +8,9 @@
  *                               [--fault none|carrier|reachability|crash|all] [--timeout S]
  *                               [--pcap FILE] [--log FILE] [--stalls FILE] [--host-alone]
  * `--host-alone`: the host stack alone on one TAP, no team (the reference; fault none only).
+ * The documented 5,000 run (30 MB/s in all, all downloads live when each fault comes; BENCHMARKS.md):
+ * `--connections 5000 --size 200000 --rate 6000 --timeout 300 --fault all`, then `--host-alone`.
+ * CHIMNEY_LAG_LOG / CHIMNEY_CPU_PROF in the environment reach serve (see serve.ts, traceMainThread).
  * `--pcap` captures every frame of the team (one file per fault: FILE.<fault>); `--log` keeps serve's
  * whole log (FILE.<fault>), for diagnosing a run that logged resets. `--stalls` writes every gap the
 client saw (FILE.<fault>, JSON: [start epoch ms, end epoch ms, connection, client port]), to line
