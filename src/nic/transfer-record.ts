@@ -8,19 +8,29 @@ import { createTcpState, DEFAULT_TCP_CACHED, type TcpConst, type TcpState } from
 import { CONGESTION_CODES, TCP_FIELDS, type TcpPart } from '../state/validate.ts';
 
 /*
- * The transfer record: a connection's whole fixed-size TCP state (every scalar of TCP_FIELDS:
- * const, cached, delegated, and the soft scalars with CUBIC's) in its shared block, next to the
- * two copies of the hard state. Between threads of one process a transfer writes these records
- * and names the blocks; the receiver builds its TcpState from the record and the rings already in
- * the block, and validates it as the codec's decoder would (validateTcpState), so nothing is
- * encoded, copied into a message or parsed per connection. What does not fit a fixed size stays
- * behind, as the codec's `soft: 'scalars'` allows: the out-of-order queue and the SACK lists
- * (scoreboard and recent blocks) come back from traffic.
+ * The transfer record: a connection's whole TCP state in its shared block, next to the two copies
+ * of the hard state: every scalar of TCP_FIELDS (const, cached, delegated, and the soft scalars
+ * with CUBIC's), then a tail with the family, the flow label and the lists (SACK scoreboard,
+ * the SACK blocks we report, the runs of out-of-order data, each bounded). Between threads of one
+ * process a transfer writes these records and names the blocks; the receiver builds its TcpState
+ * from the record and the rings already in the block, and validates it as the codec's decoder
+ * would (validateTcpState), so nothing is encoded, copied into a message or parsed per connection.
  *
- * Layout: one 8-byte header (i32 owner word, i32 path index), then one float64 per field in table
- * order. Times are deltas from the writer's clock (-1 "never" and Infinity kept), as on the wire.
- * The owner word is written with Atomics: 0 the host, N > 0 the worker NIC numbered N, -N offered
- * to it by a transfer in flight. A receiver takes a record only if it was offered to it.
+ * Out-of-order data stays in the block's receive ring beyond the readable bytes, at the offsets it
+ * will have once the hole before it fills (the ring is sized to the advertised window, so it fits
+ * there unless the window shrank); the record holds its runs. IPv6 addresses are the host's
+ * handles: a worker's table mirrors the host's numbering, and the batch's paths (codec bytes,
+ * decoded before any record is read) bind both handles on the receiver; the reader checks the
+ * family word against the handles and the path, and the key check and validateTrees the
+ * addresses against the block's key and the path. Bytes would make a record self-contained, but
+ * cost a table lookup per connection per move for what the path already says once; the hard
+ * state, which must mean something after its writer died, carries bytes.
+ *
+ * Layout: one 8-byte header (i32 owner word, i32 path index), one float64 per scalar field in
+ * table order, then the tail's int32 words (TRANSFER_RECORD_TAIL). Times are deltas from the
+ * writer's clock (-1 "never" and Infinity kept), as on the wire. The owner word is written with
+ * Atomics: 0 the host, N > 0 the worker NIC numbered N, -N offered to it by a transfer in flight.
+ * A receiver takes a record only if it was offered to it.
  */
 
 const SCALAR_FIELDS = TCP_FIELDS.filter((f) => f.type !== 'ring' && f.type !== 'ooo' && f.type !== 'ranges');
