@@ -3,7 +3,7 @@ import { pathToFileURL } from 'node:url';
 import { SimNetwork } from '../src/sim/sim-network.ts';
 import type { TcpSocket } from '../src/socket/tcp-socket.ts';
 import { isOffloadable } from '../src/state/validate.ts';
-import { addWorkerHost } from '../test/nic/worker-helpers.ts';
+import { addWorkerHost, QUIET_IPV6 } from '../test/nic/worker-helpers.ts';
 import { openConnections, type TransferFigures, timeTransfers } from './offload.ts';
 
 export interface WorkerOffloadBenchResult {
@@ -12,6 +12,11 @@ export interface WorkerOffloadBenchResult {
   nic: 'worker';
   /** How the states crossed: transfer records in shared memory, or the codec (`records: false`). */
   states: 'records' | 'codec';
+  /** The family of the timed connections (`--ipv6`: all IPv6). */
+  family: 4 | 6;
+  /** Connections the two WorkerNics took as records, and those that fell back to the codec. */
+  recordsTaken: number;
+  recordFallbacks: number;
   offload: TransferFigures;
   move: TransferFigures;
   upload: TransferFigures;
@@ -46,17 +51,27 @@ async function pump(sockets: TcpSocket[], received: () => number, bytes: number)
  * alone against the same connections spread over the two WorkerNics, in the same run.
  */
 export async function benchOffloadWorker(
-  opts: { connections?: number; runs?: number; streams?: number; bytesEach?: number; records?: boolean } = {},
+  opts: {
+    connections?: number;
+    runs?: number;
+    streams?: number;
+    bytesEach?: number;
+    records?: boolean;
+    ipv6?: boolean;
+  } = {},
 ): Promise<WorkerOffloadBenchResult> {
   const connections = opts.connections ?? 10_000;
   const runs = opts.runs ?? 5;
   const streams = opts.streams ?? 8;
   const bytesEach = opts.bytesEach ?? 16 * 1024 * 1024;
   const net = new SimNetwork({ seed: 1, virtualTime: false });
-  const wh = addWorkerHost(net, { capacity: connections + streams });
+  const ipv6 = opts.ipv6 === true;
+  const wh = addWorkerHost(net, { capacity: connections + streams, ipv6 });
   const records = opts.records ?? true;
   for (const n of wh.nics) n.useRecords = records;
-  const peer = net.addHost({ ip: '10.0.0.2/24' });
+  const peer = net.addHost(
+    ipv6 ? { ip: '10.0.0.2/24', ip6: 'fd00::2/64', ipv6: QUIET_IPV6 } : { ip: '10.0.0.2/24' },
+  );
   await Promise.all(wh.nics.map((n) => n.ready()));
   let received = 0;
   peer
@@ -68,10 +83,12 @@ export async function benchOffloadWorker(
     })
     .listen(80);
   await wh.host.ping('10.0.0.2');
-  const sockets = await openConnections(wh.host, net, connections, 5);
+  const sockets = await openConnections(wh.host, net, connections, 5, ipv6 ? 'fd00::2' : '10.0.0.2');
   // On wall-clock time under load a handshake now and then fails; time the ones that stand.
   const established = [...wh.stack.tcp.connections()].filter((c) => isOffloadable(c.state)).length;
   const times = await timeTransfers(wh.offload, wh.nics[0]!, wh.nics[1]!, established, runs);
+  const counts = await Promise.all(wh.nics.map((n) => n.counters()));
+  const sum = (k: string) => counts.reduce((n, c) => n + (c[k] ?? 0), 0);
   for (const s of sockets) s.destroy();
   await net.sleep(50);
 
@@ -108,6 +125,9 @@ export async function benchOffloadWorker(
     runs,
     nic: 'worker',
     states: records ? 'records' : 'codec',
+    family: ipv6 ? 6 : 4,
+    recordsTaken: sum('nic.initiate.records'),
+    recordFallbacks: sum('nic.worker.record-fallbacks') + sum('nic.terminate.record-fallbacks'),
     ...times,
     throughput: {
       connections: streams,
@@ -125,12 +145,14 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
     runs: Number(process.env.CHIMNEY_BENCH_RUNS ?? 5),
     // CHIMNEY_BENCH_CODEC=1: every state through the codec, as before transfer records.
     records: process.env.CHIMNEY_BENCH_CODEC !== '1',
+    // --ipv6: the timed connections are IPv6 ones (the throughput part stays IPv4).
+    ipv6: process.argv.includes('--ipv6'),
   });
   if (process.argv.includes('--json')) console.log(JSON.stringify(r));
   else {
     for (const k of ['offload', 'move', 'upload'] as const)
       console.log(
-        `${k} ${r.connections} connections (WorkerNic): p50 ${r[k].p50Ms} ms, p99 ${r[k].p99Ms} ms`,
+        `${k} ${r.connections} IPv${r.family} connections (WorkerNic, ${r.states}): p50 ${r[k].p50Ms} ms, p99 ${r[k].p99Ms} ms`,
       );
     const t = r.throughput;
     console.log(

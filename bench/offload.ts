@@ -71,10 +71,11 @@ export async function openConnections(
   net: SimNetwork,
   n: number,
   pauseMs: number,
+  peer = '10.0.0.2',
 ): Promise<TcpSocket[]> {
   const sockets: TcpSocket[] = [];
   for (let i = 0; i < n; i++) {
-    const s = host.connect({ port: 80, host: '10.0.0.2', tcp: { sndBufSize: 16384, rcvBufSize: 16384 } });
+    const s = host.connect({ port: 80, host: peer, tcp: { sndBufSize: 16384, rcvBufSize: 16384 } });
     s.on('error', () => {});
     sockets.push(s);
     if (i % 200 === 199) await net.sleep(pauseMs);

@@ -21,7 +21,7 @@ import type { TcpHostEnv } from '../stack/tcp/tcp-types.ts';
 import { createNeighborState, type NeighborState } from '../state/neighbor-state.ts';
 import { buildTrees, type OffloadTree } from '../state/offload-tree.ts';
 import type { PathState } from '../state/path-state.ts';
-import { type DecodeOptions, decodeBatch, encodeBatch } from '../state/state-codec.ts';
+import { type DecodeOptions, decodeBatch, encodeBatch, releaseTreeAddresses } from '../state/state-codec.ts';
 import type { TcpState } from '../state/tcp-state.ts';
 import { TcpStateId } from '../state/tcp-state.ts';
 import { isOffloadable, validateTcpState } from '../state/validate.ts';
@@ -469,13 +469,16 @@ export class NicEngine {
     decode?: DecodeOptions & { fill?: (trees: OffloadTree[]) => void },
   ): InitiateResult {
     if (isTreeTransfer(batch)) return this.install(batch.trees, opts, true);
-    let trees: ReturnType<typeof decodeBatch>;
+    let trees: ReturnType<typeof decodeBatch> | undefined;
     try {
       const addrs = this.addressTable();
       // A worker's table mirrors the host's: addresses keep the host's handles here.
       trees = decodeBatch(batch, this.clock.now(), { ...decode, addrs, senderHandles: addrs.mirror });
       decode?.fill?.(trees);
     } catch (e) {
+      // Refused by `fill` after the decode: the references its IPv6 paths took go back, so a
+      // refused batch leaves the mirror table as it found it.
+      if (trees !== undefined) releaseTreeAddresses(trees);
       this.counters.inc('nic.initiate.refused');
       const reason = e instanceof StateValidationError ? e.message : String(e);
       return { status: 'failure', reason, conns: [] };

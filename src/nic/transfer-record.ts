@@ -1,30 +1,82 @@
 import { StateValidationError } from '../core/errors.ts';
+import { flowLabel6 } from '../stack/ipv6.ts';
 import type { ByteRing } from '../state/byte-ring.ts';
 import type { OffloadTree } from '../state/offload-tree.ts';
 import type { PathState } from '../state/path-state.ts';
+import { RING_WRITE, SHARED_RING_HEADER, type SharedRingRef } from '../state/shared-ring.ts';
 import { createTcpState, DEFAULT_TCP_CACHED, type TcpConst, type TcpState } from '../state/tcp-state.ts';
 import { CONGESTION_CODES, TCP_FIELDS, type TcpPart } from '../state/validate.ts';
 
 /*
- * The transfer record: a connection's whole fixed-size TCP state (every scalar of TCP_FIELDS:
- * const, cached, delegated, and the soft scalars with CUBIC's) in its shared block, next to the
- * two copies of the hard state. Between threads of one process a transfer writes these records
- * and names the blocks; the receiver builds its TcpState from the record and the rings already in
- * the block, and validates it as the codec's decoder would (validateTcpState), so nothing is
- * encoded, copied into a message or parsed per connection. What does not fit a fixed size stays
- * behind, as the codec's `soft: 'scalars'` allows: the out-of-order queue and the SACK lists
- * (scoreboard and recent blocks) come back from traffic.
+ * The transfer record: a connection's whole TCP state in its shared block, next to the two copies
+ * of the hard state: every scalar of TCP_FIELDS (const, cached, delegated, and the soft scalars
+ * with CUBIC's), then a tail with the family, the flow label and the lists (SACK scoreboard,
+ * the SACK blocks we report, the runs of out-of-order data, each bounded). Between threads of one
+ * process a transfer writes these records and names the blocks; the receiver builds its TcpState
+ * from the record and the rings already in the block, and validates it as the codec's decoder
+ * would (validateTcpState), so nothing is encoded, copied into a message or parsed per connection.
  *
- * Layout: one 8-byte header (i32 owner word, i32 path index), then one float64 per field in table
- * order. Times are deltas from the writer's clock (-1 "never" and Infinity kept), as on the wire.
- * The owner word is written with Atomics: 0 the host, N > 0 the worker NIC numbered N, -N offered
- * to it by a transfer in flight. A receiver takes a record only if it was offered to it.
+ * Out-of-order data stays in the block's receive ring beyond the readable bytes, at the offsets it
+ * will have once the hole before it fills (the ring is sized to the advertised window, so it fits
+ * there unless the window shrank); the record holds its runs. IPv6 addresses are the host's
+ * handles: a worker's table mirrors the host's numbering, and the batch's paths (codec bytes,
+ * decoded before any record is read) bind both handles on the receiver; the reader checks the
+ * family word against the handles and the path, and the key check and validateTrees the
+ * addresses against the block's key and the path. Bytes would make a record self-contained, but
+ * cost a table lookup per connection per move for what the path already says once; the hard
+ * state, which must mean something after its writer died, carries bytes.
+ *
+ * Layout: one 8-byte header (i32 owner word, i32 path index), one float64 per scalar field in
+ * table order, then the tail's int32 words (TRANSFER_RECORD_TAIL). Times are deltas from the
+ * writer's clock (-1 "never" and Infinity kept), as on the wire. The owner word is written with
+ * Atomics: 0 the host, N > 0 the worker NIC numbered N, -N offered to it by a transfer in flight.
+ * A receiver takes a record only if it was offered to it.
  */
 
 const SCALAR_FIELDS = TCP_FIELDS.filter((f) => f.type !== 'ring' && f.type !== 'ooo' && f.type !== 'ranges');
 const HEADER_SLOTS = 1;
+
+/*
+ * The tail, after the scalar slots: int32 words with the connection's family and flow label and
+ * its three lists of sequence ranges, each bounded (a connection with more goes through the codec,
+ * counted by the caller). Ranges are u32 pairs [start, end).
+ */
+const TAIL_AT = 8 * (HEADER_SLOTS + SCALAR_FIELDS.length);
+/** 4 or 6. */
+const T_FAMILY = 0;
+/** The IPv6 flow label the connection's packets carry (connFlowLabel); 0 for IPv4. */
+const T_FLOW = 1;
+const T_N_SACKED = 2;
+const T_N_RECENT = 3;
+const T_N_OOO = 4;
+const T_LISTS = 6;
+/**
+ * The SACK scoreboard's ranges a record holds: a connection in recovery against a lossy peer
+ * rarely has more islands than this; one with more (up to SACK_MAX_RANGES) takes the codec.
+ */
+export const RECORD_SACKED_MAX = 32;
+/** The SACK blocks we report: the receiver keeps at most 8 (RECV_SACK_MAX), so they always fit. */
+export const RECORD_RECENT_MAX = 8;
+/** Runs of out-of-order data (adjacent segments merged): more take the codec. */
+export const RECORD_OOO_MAX = 32;
+const T_SACKED = T_LISTS;
+const T_RECENT = T_SACKED + 2 * RECORD_SACKED_MAX;
+const T_OOO = T_RECENT + 2 * RECORD_RECENT_MAX;
+const TAIL_WORDS = (T_OOO + 2 * RECORD_OOO_MAX + 1) & ~1;
 /** Bytes of one transfer record (a multiple of 8). */
-export const TRANSFER_RECORD_BYTES = 8 * (HEADER_SLOTS + SCALAR_FIELDS.length);
+export const TRANSFER_RECORD_BYTES = TAIL_AT + 4 * TAIL_WORDS;
+/** Where the tail's words lie (int32 index from the tail's start at byte `at` of the record), for tests. */
+export const TRANSFER_RECORD_TAIL = {
+  at: TAIL_AT,
+  family: T_FAMILY,
+  flow: T_FLOW,
+  nSacked: T_N_SACKED,
+  nRecent: T_N_RECENT,
+  nOoo: T_N_OOO,
+  sacked: T_SACKED,
+  recent: T_RECENT,
+  ooo: T_OOO,
+} as const;
 /** Int32 index of the owner word and of the path index, relative to the record. */
 const I_OWNER = 0;
 const I_PATH = 1;
@@ -169,40 +221,82 @@ function genReader(): Reader {
 const WRITE = genWriter();
 const READ = genReader();
 
+/** Runs of contiguous out-of-order data (segments that touch merged), as a record holds them. */
+function oooRuns(s: TcpState): number {
+  const ooo = s.soft.ooo;
+  let runs = 0;
+  let end = -1;
+  for (let i = 0; i < ooo.length; i++) {
+    const seg = ooo[i]!;
+    if (seg.seq !== end) runs++;
+    end = (seg.seq + seg.data.length) >>> 0;
+  }
+  return runs;
+}
+
 /**
- * A connection travels as a transfer record unless it has what a record cannot carry: an IPv6
- * connection's addresses are handles the worker learns from the batch's paths in the codec (the
- * record would need them as bytes, as the hard state has them), and out-of-order data the peer
- * may have been told about in SACK blocks (dropped, it would come back only after the peer's RTO).
+ * A connection travels as a transfer record unless its lists are longer than a record holds
+ * (RECORD_SACKED_MAX, RECORD_RECENT_MAX, RECORD_OOO_MAX), or it has out-of-order data and `recv`
+ * (the shared receive ring of its block) has no room for it beyond the readable bytes: the record
+ * keeps those bytes there, at the offsets they will have once the hole before them fills. Both
+ * families: an IPv6 connection's addresses are handles of the host's numbering, which every
+ * worker's mirror table shares (see TransferRecord).
  */
-export function travelsAsRecord(s: TcpState): boolean {
-  return s.const.remoteIp <= 0xffffffff && s.const.localIp <= 0xffffffff && s.soft.ooo.length === 0;
+export function travelsAsRecord(s: TcpState, recv?: ByteRing): boolean {
+  const soft = s.soft;
+  if (soft.sacked.length > RECORD_SACKED_MAX || soft.recvSackRecent.length > RECORD_RECENT_MAX) return false;
+  const ooo = soft.ooo;
+  if (ooo.length === 0) return true;
+  if (recv === undefined || recv.shared === null || oooRuns(s) > RECORD_OOO_MAX) return false;
+  const last = ooo[ooo.length - 1]!;
+  const extent = (last.seq + last.data.length - s.delegated.rcvNxt) >>> 0;
+  return extent <= recv.free;
 }
 
 /**
  * The trees split for a transfer by records: each record connection's path as the codec numbers
  * the batch's paths (trees in order, their paths in order), and the trees with only the
- * connections that still go through the codec (and those `can` refuses: no block to write to).
+ * connections that still go through the codec: those `recv` gives no ring for (no block to write
+ * to) and those travelsAsRecord keeps out, whose number is `codec`.
  */
 export function splitForRecords(
   trees: readonly OffloadTree[],
-  can: (s: TcpState) => boolean = () => true,
-): { paths: Map<TcpState, number>; trees: OffloadTree[] } {
+  recv: (s: TcpState) => ByteRing | null | undefined = (s) => s.delegated.recvBuffer,
+): { paths: Map<TcpState, number>; trees: OffloadTree[]; codec: number } {
   const paths = new Map<TcpState, number>();
   let i = 0;
+  let codec = 0;
   const rest = trees.map((t) => ({
     neighbor: t.neighbor,
     paths: t.paths.map((node) => {
       const conns: TcpState[] = [];
       for (const s of node.conns) {
-        if (travelsAsRecord(s) && can(s)) paths.set(s, i);
-        else conns.push(s);
+        const ring = recv(s);
+        if (ring !== null && travelsAsRecord(s, ring)) paths.set(s, i);
+        else {
+          if (ring !== null) codec++;
+          conns.push(s);
+        }
       }
       i++;
       return { path: node.path, conns };
     }),
   }));
-  return { paths, trees: rest };
+  return { paths, trees: rest, codec };
+}
+
+/**
+ * The flow label an IPv6 connection's packets carry, from its path's seed and its ports, as the
+ * NIC engine and the host stack compute it (0 for IPv4).
+ */
+export function connFlowLabel(s: TcpState, path: PathState): number {
+  const c = s.const;
+  if (c.remoteIp <= 0xffffffff) return 0;
+  const ports = ((c.localPort << 16) | c.remotePort) >>> 0;
+  const f = path.flow;
+  return f === undefined
+    ? flowLabel6(path.const.remoteIp, ports, 1, 0)
+    : flowLabel6(f.base, ports, f.k0, f.k1);
 }
 
 /**
@@ -210,14 +304,15 @@ export function splitForRecords(
  * move, and two typed arrays per record were garbage the collector then had to find (blocks share
  * 1 MiB slabs, so there are few buffers).
  */
-const VIEWS = new WeakMap<SharedArrayBuffer, { f: Float64Array; i: Int32Array }>();
+const VIEWS = new WeakMap<SharedArrayBuffer, { f: Float64Array; i: Int32Array; b: Uint8Array }>();
 
-function viewsOf(sab: SharedArrayBuffer): { f: Float64Array; i: Int32Array } {
+function viewsOf(sab: SharedArrayBuffer): { f: Float64Array; i: Int32Array; b: Uint8Array } {
   let v = VIEWS.get(sab);
   if (v === undefined) {
     v = {
       f: new Float64Array(sab, 0, sab.byteLength >>> 3),
       i: new Int32Array(sab, 0, sab.byteLength >>> 2),
+      b: new Uint8Array(sab),
     };
     VIEWS.set(sab, v);
   }
@@ -231,6 +326,8 @@ export class TransferRecord {
   /** The record's first float64 and first int32 in the views. */
   private readonly fo: number;
   private readonly io: number;
+  /** The tail's first int32 in the view. */
+  private readonly to: number;
 
   /** `at`: byte offset of the record in `sab` (8-aligned). */
   constructor(sab: SharedArrayBuffer, at: number) {
@@ -241,11 +338,23 @@ export class TransferRecord {
     this.i = v.i;
     this.fo = at >>> 3;
     this.io = at >>> 2;
+    this.to = (at + TAIL_AT) >>> 2;
   }
 
-  /** Write the state (the clock's `now` makes times deltas) and offer the record to `owner`. */
-  write(s: TcpState, now: number, pathIndex: number, owner: number): void {
+  /**
+   * Write the state (the clock's `now` makes times deltas) and offer the record to `owner`.
+   * `recv`: the shared receive ring of the record's block, where out-of-order data is kept beyond
+   * the readable bytes (the state's own ring by default); travelsAsRecord(s, recv) must hold.
+   */
+  write(
+    s: TcpState,
+    now: number,
+    pathIndex: number,
+    owner: number,
+    recv: ByteRing = s.delegated.recvBuffer,
+  ): void {
     WRITE(this.f, this.fo, s, now, CONGESTION_CODES);
+    this.writeTail(s, recv);
     this.i[this.io + I_PATH] = pathIndex;
     Atomics.store(this.i, this.io + I_OWNER, -owner);
   }
@@ -274,6 +383,155 @@ export class TransferRecord {
    * StateValidationError for a boolean, congestion code or time no state can hold.
    */
   read(now: number, path: PathState, send: ByteRing, recv: ByteRing): TcpState {
-    return READ(this.f, this.fo, now, path, send, recv, H);
+    const s = READ(this.f, this.fo, now, path, send, recv, H);
+    this.readTail(s, path, recv);
+    return s;
+  }
+
+  /** The family, the flow label and the lists; out-of-order bytes into `recv` beyond its readable bytes. */
+  private writeTail(s: TcpState, recv: ByteRing): void {
+    const i = this.i;
+    const t = this.to;
+    const soft = s.soft;
+    i[t + T_FAMILY] = s.const.remoteIp > 0xffffffff ? 6 : 4;
+    i[t + T_FLOW] = connFlowLabel(s, s.path);
+    i[t + T_N_SACKED] = writeRanges(i, t + T_SACKED, soft.sacked, RECORD_SACKED_MAX, 'soft.sacked');
+    i[t + T_N_RECENT] = writeRanges(
+      i,
+      t + T_RECENT,
+      soft.recvSackRecent,
+      RECORD_RECENT_MAX,
+      'soft.recvSackRecent',
+    );
+    const ooo = soft.ooo;
+    if (ooo.length === 0) {
+      i[t + T_N_OOO] = 0;
+      return;
+    }
+    const ring = recv.shared;
+    if (ring === null || !travelsAsRecord(s, recv))
+      throw new RangeError('out-of-order data does not fit the record');
+    const rcvNxt = s.delegated.rcvNxt;
+    const rv = viewsOf(ring.sab);
+    const base = ringWritePos(rv.i, ring);
+    let runs = 0;
+    let end = -1;
+    for (let k = 0; k < ooo.length; k++) {
+      const seg = ooo[k]!;
+      if (seg.seq !== end) {
+        i[t + T_OOO + 2 * runs] = seg.seq | 0;
+        runs++;
+      }
+      end = (seg.seq + seg.data.length) >>> 0;
+      i[t + T_OOO + 2 * runs - 1] = end | 0;
+      ringCopy(rv.b, ring, base + ((seg.seq - rcvNxt) >>> 0), seg.data, true);
+    }
+    i[t + T_N_OOO] = runs;
+  }
+
+  /**
+   * What only the tail can get wrong: a family that is not the addresses', a flow label that is
+   * not what the path gives this connection (its peer would see the label change), counts beyond
+   * a record's capacity, out-of-order runs out of order or beyond the ring's free space. The rest
+   * (ranges against snd.una/snd.max and rcv.nxt, overlaps) is validateTcpState's.
+   */
+  private readTail(s: TcpState, path: PathState, recv: ByteRing): void {
+    const i = this.i;
+    const t = this.to;
+    const c = s.const;
+    const family = i[t + T_FAMILY];
+    if (family !== 4 && family !== 6) H.fail('family', `family ${family}`);
+    const v6 = family === 6;
+    if (v6 !== c.localIp > 0xffffffff || v6 !== c.remoteIp > 0xffffffff)
+      H.fail('family', `an IPv${family} record whose addresses are not`);
+    if (v6 && (path.addrs === undefined || path.const.remoteIp <= 0xffffffff))
+      H.fail('family', 'an IPv6 record on a path that is not');
+    if (i[t + T_FLOW] !== connFlowLabel(s, path))
+      H.fail('flow', 'flow label is not the one the path gives this connection');
+    const soft = s.soft;
+    readRanges(i, t + T_SACKED, i[t + T_N_SACKED]!, RECORD_SACKED_MAX, soft.sacked, 'soft.sacked');
+    readRanges(
+      i,
+      t + T_RECENT,
+      i[t + T_N_RECENT]!,
+      RECORD_RECENT_MAX,
+      soft.recvSackRecent,
+      'soft.recvSackRecent',
+    );
+    const runs = i[t + T_N_OOO]!;
+    soft.ooo.length = 0;
+    if (runs === 0) return;
+    if (!(runs > 0 && runs <= RECORD_OOO_MAX)) H.fail('soft.ooo', `${runs} runs of out-of-order data`);
+    const ring = recv.shared;
+    if (ring === null)
+      throw new StateValidationError('soft.ooo', 'out-of-order data and no shared receive ring');
+    const rcvNxt = s.delegated.rcvNxt;
+    const room = recv.free;
+    const rv = viewsOf(ring.sab);
+    const base = ringWritePos(rv.i, ring);
+    // Each run lies after the one before, all within the ring's free space: what is allocated
+    // here is bounded by the ring.
+    let from = 1;
+    for (let k = 0; k < runs; k++) {
+      const start = i[t + T_OOO + 2 * k]! >>> 0;
+      const end = i[t + T_OOO + 2 * k + 1]! >>> 0;
+      const off = (start - rcvNxt) >>> 0;
+      const len = (end - start) >>> 0;
+      if (off < from || len === 0 || off + len > room)
+        H.fail('soft.ooo', `run ${k} [${start}, ${end}) outside rcv.nxt + 1 .. the ring's free space`);
+      const data = new Uint8Array(len);
+      ringCopy(rv.b, ring, base + off, data, false);
+      soft.ooo.push({ seq: start, data });
+      from = off + len + 1;
+    }
+  }
+}
+
+function writeRanges(
+  i: Int32Array,
+  at: number,
+  list: readonly { start: number; end: number }[],
+  max: number,
+  name: string,
+): number {
+  if (list.length > max) throw new RangeError(`${name}: ${list.length} ranges, a record holds ${max}`);
+  for (let k = 0; k < list.length; k++) {
+    i[at + 2 * k] = list[k]!.start | 0;
+    i[at + 2 * k + 1] = list[k]!.end | 0;
+  }
+  return list.length;
+}
+
+function readRanges(
+  i: Int32Array,
+  at: number,
+  n: number,
+  max: number,
+  out: { start: number; end: number }[],
+  name: string,
+): void {
+  if (!(n >= 0 && n <= max)) H.fail(name, `${n} ranges, a record holds ${max}`);
+  out.length = 0;
+  for (let k = 0; k < n; k++) out.push({ start: i[at + 2 * k]! >>> 0, end: i[at + 2 * k + 1]! >>> 0 });
+}
+
+/** A shared ring's write position (the data index, 0..capacity). */
+function ringWritePos(i: Int32Array, ring: SharedRingRef): number {
+  const w = Atomics.load(i, (ring.offset >>> 2) + RING_WRITE);
+  return w >= ring.capacity ? w - ring.capacity : w;
+}
+
+/** Copy between `bytes` and the ring's data at index `at` (taken modulo the capacity), wrapping. */
+function ringCopy(b: Uint8Array, ring: SharedRingRef, at: number, bytes: Uint8Array, into: boolean): void {
+  const cap = ring.capacity;
+  const data = ring.offset + SHARED_RING_HEADER;
+  let pos = at % cap;
+  let done = 0;
+  while (done < bytes.length) {
+    const n = Math.min(bytes.length - done, cap - pos);
+    if (into) b.set(bytes.subarray(done, done + n), data + pos);
+    else bytes.set(b.subarray(data + pos, data + pos + n), done);
+    done += n;
+    pos = 0;
   }
 }

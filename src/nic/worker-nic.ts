@@ -12,7 +12,7 @@ import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
 import { ByteRing } from '../state/byte-ring.ts';
 import { flattenTrees, type OffloadTree } from '../state/offload-tree.ts';
 import type { AddressBook } from '../state/path-state.ts';
-import { decodeBatch, encodeBatch } from '../state/state-codec.ts';
+import { decodeBatch, encodeBatch, releaseTreeAddresses } from '../state/state-codec.ts';
 import type { TcpState } from '../state/tcp-state.ts';
 import { validateTrees } from '../state/validate.ts';
 import {
@@ -362,6 +362,12 @@ export class WorkerNic extends HostNic {
    * (false) every state through the codec, as across a process boundary.
    */
   useRecords = true;
+  /**
+   * Connections this NIC's initiates handed over through the codec although records were on:
+   * their SACK scoreboard or out-of-order runs were longer than a record holds, or their
+   * out-of-order data did not fit the receive ring (`nic.worker.record-fallbacks` in counters()).
+   */
+  recordFallbacks = 0;
   private readonly recordOwner = nextRecordOwner++;
   private readonly ringCapacity: number;
   readonly worker: Worker;
@@ -549,23 +555,33 @@ export class WorkerNic extends HostNic {
     // those travelsAsRecord keeps in the codec), and the batch carries the neighbors and paths.
     let recordPaths: Map<TcpState, number> | null = null;
     const now = this.clock.now();
-    if (isTreeTransfer(transfer)) {
-      states ??= flattenTrees(transfer.trees);
-      let trees = transfer.trees;
-      if (this.useRecords) ({ paths: recordPaths, trees } = splitForRecords(trees));
-      batch = encodeBatch(trees, now, { skipValidation: true, ringsByRef: true });
-    } else if (transfer instanceof Uint8Array) batch = transfer;
-    else throw new InvalidArgumentError('initiate needs trees or a Uint8Array');
+    if (isTreeTransfer(transfer)) states ??= flattenTrees(transfer.trees);
+    else if (!(transfer instanceof Uint8Array))
+      throw new InvalidArgumentError('initiate needs trees or a Uint8Array');
     // The prod must happen in the worker, as the connections are installed: a failover that loses
     // it leaves every moved connection's peer waiting for its own retransmission timer.
     if (states) this.bindAddresses(states);
+    // The blocks first: a connection's out-of-order data travels in its block's receive ring.
     const prepared = states ? this.preallocate(states) : undefined;
+    if (isTreeTransfer(transfer)) {
+      let trees = transfer.trees;
+      if (this.useRecords && prepared !== undefined) {
+        let codec: number;
+        ({
+          paths: recordPaths,
+          trees,
+          codec,
+        } = splitForRecords(trees, (s) => prepared.get(connKeyId(keyOfState(s)))?.recv ?? null));
+        this.recordFallbacks += codec;
+      }
+      batch = encodeBatch(trees, now, { skipValidation: true, ringsByRef: true });
+    } else batch = transfer as Uint8Array;
     const owner = recordPaths === null ? undefined : this.recordOwner;
     if (recordPaths !== null && prepared !== undefined && owner !== undefined) {
       for (const [s, path] of recordPaths) {
         const p = prepared.get(connKeyId(keyOfState(s)))!;
         p.transfer = new TransferRecord(p.block.sab, p.block.at + TRANSFER_RECORD_AT);
-        p.transfer.write(s, now, path, owner);
+        p.transfer.write(s, now, path, owner, p.recv);
       }
     }
     let res: WorkerReply<'initiate'>;
@@ -755,7 +771,15 @@ export class WorkerNic extends HostNic {
     };
     try {
       const trees = decodeBatch(bytes, now, { rings, addrs });
-      if (this.releasedAsRecords) fillFromReleased(trees, released, now);
+      if (this.releasedAsRecords) {
+        try {
+          fillFromReleased(trees, released, now);
+        } catch (e) {
+          // The decode's references on IPv6 paths go back with the refused answer.
+          releaseTreeAddresses(trees);
+          throw e;
+        }
+      }
       return trees;
     } catch (e) {
       // Unreadable: the host still holds what the worker wrote last for each of them (its hard
@@ -779,6 +803,7 @@ export class WorkerNic extends HostNic {
   }
   protected override addHostCounters(values: Record<string, number>): Record<string, number> {
     if (this.protocolErrors > 0) values['nic.worker.malformed'] = this.protocolErrors;
+    if (this.recordFallbacks > 0) values['nic.worker.record-fallbacks'] = this.recordFallbacks;
     return values;
   }
 

@@ -656,6 +656,13 @@ describe('IPv6 connections on WorkerNics', () => {
     assert.equal(up.moved.length, 6);
     assert.equal(stack.tcp.size, 6);
     assert.equal(await echoAll(socks, 3, 100_000), 0, 'and in the host again');
+    // Every move between threads went by transfer records, IPv6 connections included.
+    const [c0, c1] = await Promise.all([w0.counters(), w1.counters()]);
+    assert.equal(c0['nic.initiate.records'], 6, 'the offload: all six as records');
+    assert.equal(c1['nic.initiate.records'], 6, 'the move: all six as records');
+    assert.equal(c0['nic.worker.record-fallbacks'] ?? 0, 0);
+    assert.equal(c1['nic.worker.record-fallbacks'] ?? 0, 0);
+    assert.equal(c1['nic.terminate.record-fallbacks'] ?? 0, 0);
     for (const s of socks) s.destroy();
   });
 

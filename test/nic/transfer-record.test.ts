@@ -3,24 +3,32 @@ import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import { allocConnBlock, type ConnBlockRef, TRANSFER_RECORD_AT } from '../../src/nic/hard-state.ts';
 import { type ConnKey, keyOfState } from '../../src/nic/nic.ts';
-import { OWNER_HOST, TransferRecord, transferRecordSlot } from '../../src/nic/transfer-record.ts';
-import type { WorkerReply, WorkerRequest } from '../../src/nic/worker/protocol.ts';
+import {
+  OWNER_HOST,
+  RECORD_OOO_MAX,
+  RECORD_SACKED_MAX,
+  TransferRecord,
+  transferRecordSlot,
+} from '../../src/nic/transfer-record.ts';
 import { packBlocks } from '../../src/nic/worker/transfer-wire.ts';
 import type { WorkerNic } from '../../src/nic/worker-nic.ts';
 import { ByteRing } from '../../src/state/byte-ring.ts';
-import { flattenTrees, type OffloadTree } from '../../src/state/offload-tree.ts';
-import { encodeBatch } from '../../src/state/state-codec.ts';
+import { flattenTrees } from '../../src/state/offload-tree.ts';
 import type { TcpState } from '../../src/state/tcp-state.ts';
 import { validateTcpState } from '../../src/state/validate.ts';
 import { arbTrees, normalize, sampleTrees } from '../state/helpers.ts';
+import { pathsOnly, recordChannel } from './record-helpers.ts';
 import { workerSetup as setup, socketKey, streamBothWays } from './worker-helpers.ts';
 
 /** A connection block holding the state's ring bytes, as WorkerNic.initiate prepares one. */
 function blockFor(s: TcpState): { block: ConnBlockRef; send: ByteRing; recv: ByteRing } {
   const d = s.delegated;
+  // Room for the out-of-order data beyond the readable bytes, as a ring sized to the window has.
+  const last = s.soft.ooo.at(-1);
+  const extent = last === undefined ? 0 : (last.seq + last.data.length - d.rcvNxt) >>> 0;
   const block = allocConnBlock(
     Math.max(d.sendBuffer.maxCapacity, 64),
-    Math.max(d.recvBuffer.maxCapacity, 64),
+    Math.max(d.recvBuffer.maxCapacity, d.recvBuffer.length + extent, 64),
   );
   const send = ByteRing.createShared(block.send.capacity, block.send);
   const recv = ByteRing.createShared(block.recv.capacity, block.recv);
@@ -33,24 +41,21 @@ function recordOf(block: ConnBlockRef): TransferRecord {
   return new TransferRecord(block.sab, block.at + TRANSFER_RECORD_AT);
 }
 
-/** What a record keeps: everything but the out-of-order queue and the SACK lists. */
-function withoutLists(s: TcpState): unknown {
+/** What a record keeps: the whole state but its path (the reader's). */
+function withoutPath(s: TcpState): unknown {
   const n = normalize(s) as { soft: Record<string, unknown>; path?: unknown };
-  n.soft.ooo = [];
-  n.soft.sacked = [];
-  n.soft.recvSackRecent = [];
   delete n.path;
   return n;
 }
 
 describe('transfer records', () => {
-  test('a record carries every fixed-size field of any valid state (times onto the reader clock), not the lists', () => {
+  test('a record carries every field of any valid state, SACK lists and out-of-order data included (times onto the reader clock)', () => {
     fc.assert(
       fc.property(arbTrees, fc.integer({ min: 0, max: 1_000_000 }), (trees, shift) => {
         for (const s of flattenTrees(trees)) {
           const { block } = blockFor(s);
           const rec = recordOf(block);
-          rec.write(s, 10_000, 3, 7);
+          rec.write(s, 10_000, 3, 7, ByteRing.attachShared(block.recv));
           assert.equal(rec.owner, -7, 'offered');
           assert.equal(rec.pathIndex, 3);
           const send = ByteRing.attachShared(block.send);
@@ -59,8 +64,8 @@ describe('transfer records', () => {
           assert.equal(back.path, s.path);
           assert.equal(back.delegated.sendBuffer, send, 'over the rings given');
           assert.equal(back.delegated.recvBuffer, recv);
-          const expect = withoutLists(s) as { delegated: Record<string, unknown> };
-          const got = withoutLists(back) as { delegated: Record<string, unknown> };
+          const expect = withoutPath(s) as { delegated: Record<string, unknown> };
+          const got = withoutPath(back) as { delegated: Record<string, unknown> };
           for (const k of ['sendBuffer', 'recvBuffer']) {
             assert.deepEqual(
               (got.delegated[k] as { bytes: unknown }).bytes,
@@ -87,8 +92,9 @@ describe('transfer records', () => {
 
   test('the owner word: offered, taken once by the NIC it was offered to, handed back', () => {
     const s = flattenTrees(sampleTrees(1))[0]!;
-    const rec = recordOf(blockFor(s).block);
-    rec.write(s, 0, 0, 4);
+    const { block, recv } = blockFor(s);
+    const rec = recordOf(block);
+    rec.write(s, 0, 0, 4, recv);
     assert.equal(rec.take(5), false, 'not offered to 5');
     assert.equal(rec.take(4), true);
     assert.equal(rec.owner, 4);
@@ -102,25 +108,20 @@ describe('transfer records', () => {
   }, async (t) => {
     const { wh } = await setup(31, t);
     const nic = wh.nics[0]!;
-    const owner = (nic as unknown as { recordOwner: number }).recordOwner;
-    const request = (r: WorkerRequest) =>
-      (nic as unknown as { request(r: WorkerRequest): Promise<WorkerReply<'initiate'>> }).request(r);
+    const { owner, request } = recordChannel(nic);
 
     /** Two connections of one path as records; `spoil` damages the second's after it is written. */
     const send = async (spoil: ((f: Float64Array, rec: TransferRecord, keys: ConnKey[]) => void) | null) => {
       const trees = sampleTrees(2);
       const states = flattenTrees(trees);
-      const bare: OffloadTree[] = trees.map((tr) => ({
-        neighbor: tr.neighbor,
-        paths: tr.paths.map((p) => ({ path: p.path, conns: [] })),
-      }));
-      const batch = encodeBatch(bare, 0, { ringsByRef: true });
+      const batch = pathsOnly(trees);
       const keys = states.map(keyOfState);
-      const blocks = states.map((s) => blockFor(s).block);
+      const made = states.map(blockFor);
+      const blocks = made.map((m) => m.block);
       const recs = blocks.map(recordOf);
       states.forEach((s, i) => {
         validateTcpState(s);
-        recs[i]!.write(s, 0, 0, owner);
+        recs[i]!.write(s, 0, 0, owner, made[i]!.recv);
       });
       const last = blocks[1]!;
       if (spoil) spoil(new Float64Array(last.sab, last.at + TRANSFER_RECORD_AT), recs[1]!, keys);
@@ -183,24 +184,42 @@ describe('transfer records', () => {
     assert.equal(after['nic.initiate.conns'], 2);
   });
 
-  test('WorkerNic.initiate hands IPv4 connections over as records, one with out-of-order data in the codec beside them, and all in the codec when told', {
+  test('WorkerNic.initiate hands connections with SACK lists and out-of-order data over as records; lists longer than a record holds go through the codec, counted; all in the codec when told', {
     timeout: 60_000,
   }, async (t) => {
     const { wh } = await setup(32, t);
     const [a, b] = wh.nics as [WorkerNic, WorkerNic];
-    const trees = sampleTrees(3);
-    const [s0, s1, s2] = flattenTrees(trees) as [TcpState, TcpState, TcpState];
-    assert.equal(s2.soft.ooo.length, 1);
-    s0.soft.ooo = [];
-    s1.soft.ooo = [];
-    assert.equal((await a.initiate({ kind: 'trees', trees })).status, 'success');
+    const make = () => {
+      const trees = sampleTrees(4);
+      const [s0, s1, s2, s3] = flattenTrees(trees) as [TcpState, TcpState, TcpState, TcpState];
+      assert.equal(s1.soft.ooo.length, 1);
+      s0.soft.ooo = [];
+      s0.soft.recvSackRecent = [];
+      // 33 islands SACKed: one more than a record holds.
+      s2.soft.sacked = Array.from({ length: RECORD_SACKED_MAX + 1 }, (_, k) => ({
+        start: s2.delegated.sndUna + 3 * k,
+        end: s2.delegated.sndUna + 3 * k + 2,
+      }));
+      // 33 runs of out-of-order data, one byte each.
+      const r3 = s3.delegated.rcvNxt;
+      s3.soft.ooo = Array.from({ length: RECORD_OOO_MAX + 1 }, (_, k) => ({
+        seq: (r3 + 100 + 3 * k) >>> 0,
+        data: new Uint8Array([k]),
+      }));
+      for (const s of [s0, s1, s2, s3]) validateTcpState(s);
+      return trees;
+    };
+    assert.equal((await a.initiate({ kind: 'trees', trees: make() })).status, 'success');
     b.useRecords = false;
-    assert.equal((await b.initiate({ kind: 'trees', trees: sampleTrees(3) })).status, 'success');
+    assert.equal((await b.initiate({ kind: 'trees', trees: make() })).status, 'success');
     const [ca, cb] = await Promise.all([a.counters(), b.counters()]);
-    assert.equal(ca['nic.initiate.records'], 2);
-    assert.equal(ca['nic.initiate.conns'], 3);
+    assert.equal(ca['nic.initiate.records'], 2, 'the plain one and the one with a hole');
+    assert.equal(ca['nic.initiate.conns'], 4);
+    assert.equal(ca['nic.worker.record-fallbacks'], 2, 'the long scoreboard and the many runs');
+    assert.equal(a.recordFallbacks, 2);
     assert.equal(cb['nic.initiate.records'] ?? 0, 0);
-    assert.equal(cb['nic.initiate.conns'], 3);
+    assert.equal(cb['nic.initiate.conns'], 4);
+    assert.equal(cb['nic.worker.record-fallbacks'] ?? 0, 0, 'records off: nothing falls back');
   });
 
   test('a terminate hands its states back as records the host reads; a malformed one refuses the answer and leaves every released connection salvageable', {
@@ -211,7 +230,6 @@ describe('transfer records', () => {
     const handOver = async () => {
       const trees = sampleTrees(2);
       const states = flattenTrees(trees);
-      for (const s of states) s.soft.ooo = [];
       const keys = states.map(keyOfState);
       assert.equal((await nic.initiate({ kind: 'trees', trees })).status, 'success');
       const blocks = keys.map((k) => nic.handle(k)!.block);
@@ -232,6 +250,9 @@ describe('transfer records', () => {
       assert.equal(b.delegated.rcvNxt, s.delegated.rcvNxt);
       assert.equal(b.delegated.iss, s.delegated.iss);
       assert.equal(b.cached.sndBufSize, s.cached.sndBufSize);
+      assert.deepEqual(b.soft.sacked, s.soft.sacked, 'the SACK scoreboard, through the worker and back');
+      assert.deepEqual(b.soft.recvSackRecent, s.soft.recvSackRecent);
+      assert.deepEqual(b.soft.ooo, s.soft.ooo, 'the out-of-order data');
       assert.deepEqual(
         [...b.delegated.sendBuffer.toArray()],
         new Array(300).fill(7),

@@ -11,6 +11,9 @@ import { Stack } from '../../src/stack/stack.ts';
 import { formatMac } from '../../src/wire/addr.ts';
 import { collect, randomBytes, sha256 } from '../helpers/streams.ts';
 
+/** IPv6 without the waits of duplicate address detection and router solicitation. */
+export const QUIET_IPV6 = { dadTransmits: 0, routerSolicitations: 0 };
+
 export interface WorkerHost {
   host: Host;
   stack: Stack;
@@ -31,6 +34,8 @@ export function addWorkerHost(
     ringCapacity?: number;
     heartbeatMs?: number;
     capacity?: number;
+    /** Dual stack: fd00::1/64 beside 10.0.0.1 (no DAD, no router solicitations). */
+    ipv6?: boolean;
   } = {},
 ): WorkerHost {
   const nics: WorkerNic[] = [];
@@ -47,10 +52,16 @@ export function addWorkerHost(
       }),
     );
   }
-  const stack = new Stack({ clock: net.clock, random: net.random.fork(), name: 'w' });
+  const v6 = opts.ipv6 === true;
+  const stack = new Stack({
+    clock: net.clock,
+    random: net.random.fork(),
+    name: 'w',
+    ...(v6 ? { ipv6: QUIET_IPV6 } : {}),
+  });
   stack.addInterface(new NicGroupLink(nics), {
     mac: formatMac(0x02000000aa01),
-    ip: '10.0.0.1/24',
+    ip: v6 ? ['10.0.0.1/24', 'fd00::1/64'] : '10.0.0.1/24',
     name: 'eth0',
   });
   const offload = new OffloadManager({ stack, nics, policy: opts.policy });

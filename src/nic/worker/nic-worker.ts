@@ -768,11 +768,13 @@ function handleRequest(id: number, r: WorkerRequest): void {
           // names their neighbors and paths, and carries what a record cannot hold.
           const { trees } = engine.terminateTrees(keys);
           const slotOf = (s: TcpState) => byKey.get(connKeyId(keyOfState(s)));
-          const split = splitForRecords(trees, (s) => slotOf(s) !== undefined);
+          const split = splitForRecords(trees, (s) => slotOf(s)?.recv ?? null);
+          if (split.codec > 0) engine.counters.inc('nic.terminate.record-fallbacks', split.codec);
           const now = clock.now();
           for (const [s, path] of split.paths) {
-            const b = slotOf(s)!.block;
-            new TransferRecord(b.sab, b.at + TRANSFER_RECORD_AT).write(s, now, path, OWNER_HOST);
+            const slot = slotOf(s)!;
+            const b = slot.block;
+            new TransferRecord(b.sab, b.at + TRANSFER_RECORD_AT).write(s, now, path, OWNER_HOST, slot.recv);
           }
           out = encodeBatch(split.trees, now, { skipValidation: true, ringsByRef: true });
         } else out = engine.terminate(keys, { ringsByRef: r.byRef === true });

@@ -116,9 +116,10 @@ export class Handover {
       throw new InvalidStateError('release: connection not run by this layer');
     flushDelayedAck(conn);
     const s = conn.state;
-    // Chimney: data SACKed but not cumulatively acknowledged is dropped on a hand-over, so the
-    // next owner resends it rather than trust a scoreboard it did not build.
-    s.soft.sacked.length = 0;
+    // The SACK scoreboard travels with the state (records and codec alike): a move in the middle
+    // of a recovery resends only the holes. The data SACKed stays in the send buffer until it is
+    // cumulatively acknowledged, so a peer that reneges loses nothing (an RTO drops the
+    // scoreboard, as Linux's does).
     s.soft.ackNow = false;
     conn.timer.disarm();
     conn.timerTarget = Number.POSITIVE_INFINITY;
