@@ -146,6 +146,18 @@ export class OffloadManager extends EventEmitter {
     this.proto.chargeWallTime = on;
   }
 
+  /**
+   * Hand live connections between owners of this thread (the host, LocalNics) in one turn, the
+   * same objects re-pointed (TransferProtocol.handover); on by default. Off: every transfer runs
+   * the general protocol's steps (freeze, release, initiate, settle), as to a WorkerNic.
+   */
+  get liveHandover(): boolean {
+    return this.proto.liveHandover;
+  }
+  set liveHandover(on: boolean) {
+    this.proto.liveHandover = on;
+  }
+
   /** The real-time source `chargeWallTime` reads (default `performance.now`; tests inject one). */
   set workClock(now: () => number) {
     this.proto.workNow = now;
