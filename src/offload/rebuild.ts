@@ -29,7 +29,7 @@ export async function rebuild(
     const id = connKeyId(r.key);
     recs.set(id, r);
     // A NIC may hand over more than asked: those cannot stay there either.
-    const e = t.entries.get(id);
+    const e = t.entries.get(r.key);
     if (asked.has(id) || e?.nic !== from) continue;
     const k = e.key;
     tcp.freeze(k.localIp, k.localPort, k.remoteIp, k.remotePort);

@@ -22,6 +22,7 @@ import type { PathState } from '../state/path-state.ts';
 import { encodeBatch, releaseTreeAddresses } from '../state/state-codec.ts';
 import type { TcpState } from '../state/tcp-state.ts';
 import { isOffloadable, validateTcpState } from '../state/validate.ts';
+import type { EntryTable } from './entry-table.ts';
 import { rebuild } from './rebuild.ts';
 import { withdraw } from './withdraw.ts';
 
@@ -138,7 +139,7 @@ export class TransferProtocol {
 
   constructor(
     readonly stack: Stack,
-    readonly entries: Map<string, Entry>,
+    readonly entries: EntryTable,
   ) {}
 
   /**
@@ -342,7 +343,7 @@ export class TransferProtocol {
         items.push({ key, id, user, socket, conn });
         continue;
       }
-      user = this.entries.get(id)?.user ?? null;
+      user = this.entries.get(key)?.user ?? null;
       tcp.freeze(key.localIp, key.localPort, key.remoteIp, key.remotePort);
       const socket = user instanceof TcpSocket && !user.moving ? user : null;
       socket?._beginMove();
@@ -477,7 +478,7 @@ export class TransferProtocol {
         const k = it.key;
         for (const p of tcp.takeQueued(k.localIp, k.localPort, k.remoteIp, k.remotePort)) tcp.inputPacket(p);
         tcp.dropFrozen(k.localIp, k.localPort, k.remoteIp, k.remotePort);
-        this.entries.delete(it.id);
+        this.entries.delete(k);
         it.socket?._completeMove(conns[i]!);
       }
       return states;
@@ -491,7 +492,7 @@ export class TransferProtocol {
       const k = it.key;
       tcp.forwardTo(k.localIp, k.localPort, k.remoteIp, k.remotePort, inject);
       const handle = dst.attach(k, it.user);
-      this.entries.set(it.id, { key: k, nic: dst, user: it.user });
+      this.entries.set({ key: k, nic: dst, user: it.user });
       if (it.socket) {
         if (handle) it.socket._completeMove(handle);
         else it.socket._abortMove();
@@ -587,7 +588,7 @@ export class TransferProtocol {
     }
     const report: TransferReport = { moved: [], refused: [] };
     for (const k of gone) {
-      this.entries.delete(connKeyId(k));
+      this.entries.delete(k);
       this.stack.tcp.dropFrozen(k.localIp, k.localPort, k.remoteIp, k.remotePort);
       report.refused.push({ key: k, status: 'closed', reason: 'closed at the source during the move' });
     }
@@ -655,17 +656,16 @@ export class TransferProtocol {
       if (path) conn.state.path = path;
       // The host's forwarding placeholder goes: the host runs the 4-tuple again.
       tcp.attach(conn, { prod });
-      this.entries.delete(connKeyId(k));
+      this.entries.delete(k);
       return;
     }
     dst.engine.takeLive(conn, prod, slots);
-    const id = connKeyId(k);
-    const e = this.entries.get(id);
+    const e = this.entries.get(k);
     if (src !== 'host') tcp.forwardTo(k.localIp, k.localPort, k.remoteIp, k.remotePort, this.injector(dst));
     if (e !== undefined) {
       e.nic = dst;
       e.user = conn.user;
-    } else this.entries.set(id, { key: k, nic: dst, user: conn.user });
+    } else this.entries.set({ key: k, nic: dst, user: conn.user });
   }
 
   /** What the destination refused goes back to the source, else to the host; what neither takes is lost. */
@@ -719,7 +719,7 @@ export class TransferProtocol {
 
   forget(it: Item): void {
     const k = it.key;
-    this.entries.delete(it.id);
+    this.entries.delete(it.key);
     this.stack.tcp.dropFrozen(k.localIp, k.localPort, k.remoteIp, k.remotePort);
     it.socket?._abortMove();
   }

@@ -33,7 +33,7 @@ const TWO_32 = 4294967296;
  * table was most of the cost of handing 10,000 connections between owners. IPv6 handles, above
  * 2^32, fold their high part in.
  */
-function hashOf(localIp: number, localPort: number, remoteIp: number, remotePort: number): number {
+export function hashOf(localIp: number, localPort: number, remoteIp: number, remotePort: number): number {
   let h = Math.imul((remoteIp | 0) ^ ((remoteIp / TWO_32) | 0), 0x9e3779b1);
   h = Math.imul(h ^ (localIp | 0) ^ ((localIp / TWO_32) | 0), 0x85ebca6b);
   h = Math.imul(h ^ ((localPort << 16) | remotePort), 0xc2b2ae35);
