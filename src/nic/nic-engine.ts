@@ -658,11 +658,26 @@ export class NicEngine {
     this.counters.inc('nic.initiate.conns', taken);
   }
 
-  /** Hand a live connection to another owner of this thread (which attaches it in the same turn). */
-  giveLive(conn: TcpConnection): void {
+  /**
+   * Hand a live connection to another owner of this thread (which attaches it in the same turn).
+   * `slots`: this batch's paths found so far, so the path's key is built once per path, not once
+   * per connection.
+   */
+  giveLive(conn: TcpConnection, slots: Map<PathState, PathSlot | null>): void {
     this.tcp.detach(conn);
-    this.dropState(conn.state);
-    this.counters.inc('nic.terminate.conns');
+    const p = conn.state.path;
+    let slot = slots.get(p);
+    if (slot === undefined) {
+      const found = this.paths.get(pathKey(p.const.localIp, p.const.remoteIp));
+      slot = found !== undefined && found.state === p ? found : null;
+      slots.set(p, slot);
+    }
+    if (slot !== null) this.unrefPath(slot);
+  }
+
+  /** After `giveLive` calls: count them. */
+  gaveLive(n: number): void {
+    this.counters.inc('nic.terminate.conns', n);
   }
 
   update(u: OffloadUpdate): void {

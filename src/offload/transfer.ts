@@ -603,6 +603,7 @@ export class TransferProtocol {
     let room = dstEngine === null ? Number.POSITIVE_INFINITY : dstEngine.room;
     const dstTcp = dstEngine === null ? this.stack.tcp : dstEngine.tcp;
     const slots = new Map<PathState, PathSlot>();
+    const srcSlots = new Map<PathState, PathSlot | null>();
     const hostPaths = new Map<PathState, PathState | null>();
     for (let i = 0; i < conns.length; i++) {
       const conn = conns[i]!;
@@ -620,15 +621,17 @@ export class TransferProtocol {
         back.push(i);
         continue;
       }
-      this.handOne(conn, k, src, dst, prod, slots, hostPaths);
+      this.handOne(conn, k, src, dst, prod, slots, srcSlots, hostPaths);
       room--;
       report.moved.push(k);
     }
     if (back.length > 0 && src !== 'host' && this.opts.rollbackToHost === true) {
       // A failed NIC's connections go to the host, which never refuses.
-      for (const i of back) this.handOne(conns[i]!, found[i]!, src, 'host', prod, slots, hostPaths);
+      for (const i of back) this.handOne(conns[i]!, found[i]!, src, 'host', prod, slots, srcSlots, hostPaths);
     }
     dstEngine?.settleLive(slots, report.moved.length);
+    if (src !== 'host')
+      src.engine.gaveLive(report.moved.length + (this.opts.rollbackToHost === true ? back.length : 0));
     this.stack.counters.inc('offload.handover', report.moved.length);
     return report;
   }
@@ -641,11 +644,12 @@ export class TransferProtocol {
     dst: 'host' | LocalNic,
     prod: boolean,
     slots: Map<PathState, PathSlot>,
+    srcSlots: Map<PathState, PathSlot | null>,
     hostPaths: Map<PathState, PathState | null>,
   ): void {
     const tcp = this.stack.tcp;
     if (src === 'host') tcp.detach(conn, dst === 'host' ? null : this.injector(dst));
-    else src.engine.giveLive(conn);
+    else src.engine.giveLive(conn, srcSlots);
     if (dst === 'host') {
       const from = conn.state.path;
       let path = hostPaths.get(from);
