@@ -152,6 +152,11 @@ export class LocalNic extends HostNic {
     });
   }
 
+  /** Neither closed nor dead: its engine runs connections and may take more. */
+  get running(): boolean {
+    return !this.closed && this.death === null;
+  }
+
   inject(packets: readonly Uint8Array[]): void {
     if (this.closed) return;
     this.here.defer(() => this.engine.inject(packets));

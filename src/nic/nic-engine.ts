@@ -106,7 +106,7 @@ interface NeighborSlot {
   refs: number;
 }
 
-interface PathSlot {
+export interface PathSlot {
   state: PathState;
   /** Connections using it. */
   refs: number;
@@ -613,6 +613,74 @@ export class NicEngine {
       states.push(s);
     }
     return states;
+  }
+
+  // ---- live hand-over in this thread (TcpLayer.detach / attach) --------------------------------
+
+  /**
+   * Why this engine takes no live connection now (closed, link down), or null. A transfer in this
+   * thread asks before it detaches anything, so a refusal leaves the connections where they run.
+   */
+  liveRefusal(): string | null {
+    if (this.closed) return 'NIC closed';
+    if (!this.link.carrier) return 'link down';
+    return null;
+  }
+
+  /** Connections this engine may still take. */
+  get room(): number {
+    return this.capacity - this.load;
+  }
+
+  /** Connections invalidated here and waiting for a terminate: they hand over as states only. */
+  get parkedCount(): number {
+    return this.parked.size;
+  }
+
+  /**
+   * Run a live connection another owner of this thread detached: its path is re-pointed at this
+   * NIC's copy (installed once per path and call: `slots`, which the caller passes to
+   * `settleLive` afterwards), and the same TcpConnection runs on this engine's layer. The caller
+   * checked `liveRefusal`, the room and the 4-tuple first.
+   */
+  takeLive(conn: TcpConnection, prod: boolean, slots: Map<PathState, PathSlot>): void {
+    const from = conn.state.path;
+    let slot = slots.get(from);
+    if (slot === undefined) {
+      slot = this.installPath(from, this.installNeighbor(from.neighbor, true), true);
+      slots.set(from, slot);
+    }
+    conn.state.path = slot.state;
+    slot.refs++;
+    this.tcp.attach(conn, { prod });
+  }
+
+  /** After `takeLive` calls: count them, and drop a path installed for none. */
+  settleLive(slots: Map<PathState, PathSlot>, taken: number): void {
+    for (const slot of slots.values()) if (slot.refs === 0) this.unrefPath(slot, false);
+    this.counters.inc('nic.initiate.conns', taken);
+  }
+
+  /**
+   * Hand a live connection to another owner of this thread (which attaches it in the same turn).
+   * `slots`: this batch's paths found so far, so the path's key is built once per path, not once
+   * per connection.
+   */
+  giveLive(conn: TcpConnection, slots: Map<PathState, PathSlot | null>): void {
+    this.tcp.detach(conn);
+    const p = conn.state.path;
+    let slot = slots.get(p);
+    if (slot === undefined) {
+      const found = this.paths.get(pathKey(p.const.localIp, p.const.remoteIp));
+      slot = found !== undefined && found.state === p ? found : null;
+      slots.set(p, slot);
+    }
+    if (slot !== null) this.unrefPath(slot);
+  }
+
+  /** After `giveLive` calls: count them. */
+  gaveLive(n: number): void {
+    this.counters.inc('nic.terminate.conns', n);
   }
 
   update(u: OffloadUpdate): void {

@@ -2,7 +2,6 @@ import { EventEmitter } from 'node:events';
 import { InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
 import {
   type ConnKey,
-  connKeyId,
   MANDATORY_UPLOAD_REASONS,
   type Nic,
   type NicIndications,
@@ -12,6 +11,7 @@ import type { Stack } from '../stack/stack.ts';
 import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
 import { isOffloadable } from '../state/validate.ts';
 import { formatIpv4, parseIpv4 } from '../wire/addr.ts';
+import { EntryTable } from './entry-table.ts';
 import { HostUpdates } from './host-updates.ts';
 import { makePolicy, type OffloadPolicy, PolicyScanner, placeByFreeCapacity } from './policy.ts';
 import { rebuild } from './rebuild.ts';
@@ -91,7 +91,7 @@ export class OffloadManager extends EventEmitter {
   readonly stack: Stack;
   readonly policy: OffloadPolicy;
   private readonly nicList: Nic[] = [];
-  private readonly entries = new Map<string, Entry>();
+  private readonly entries = new EntryTable();
   private readonly hooks = new Map<Nic, NicHooks>();
   private chain: Promise<unknown> = Promise.resolve();
   private readonly proto: TransferProtocol;
@@ -146,6 +146,18 @@ export class OffloadManager extends EventEmitter {
     this.proto.chargeWallTime = on;
   }
 
+  /**
+   * Hand live connections between owners of this thread (the host, LocalNics) in one turn, the
+   * same objects re-pointed (TransferProtocol.handover); on by default. Off: every transfer runs
+   * the general protocol's steps (freeze, release, initiate, settle), as to a WorkerNic.
+   */
+  get liveHandover(): boolean {
+    return this.proto.liveHandover;
+  }
+  set liveHandover(on: boolean) {
+    this.proto.liveHandover = on;
+  }
+
   /** The real-time source `chargeWallTime` reads (default `performance.now`; tests inject one). */
   set workClock(now: () => number) {
     this.proto.workNow = now;
@@ -189,7 +201,7 @@ export class OffloadManager extends EventEmitter {
   }
 
   ownerOf(key: ConnKey): Owner | null {
-    const e = this.entries.get(connKeyId(key));
+    const e = this.entries.get(key);
     if (e) return e.nic;
     return this.stack.tcp.lookup(key.localIp, key.localPort, key.remoteIp, key.remotePort) ? 'host' : null;
   }
@@ -201,7 +213,7 @@ export class OffloadManager extends EventEmitter {
     k.localPort = localPort;
     k.remoteIp = remoteIp;
     k.remotePort = remotePort;
-    return this.entries.get(connKeyId(k))?.nic ?? null;
+    return this.entries.find(localIp, localPort, remoteIp, remotePort)?.nic ?? null;
   }
 
   /** Keys of the connections a NIC runs (as far as the host knows). */
@@ -236,7 +248,7 @@ export class OffloadManager extends EventEmitter {
       if (what === 'all') for (const e of this.entries.values()) add(e);
       else if (Array.isArray(what)) {
         for (const k of what as readonly ConnKey[]) {
-          const e = isKey(k) ? this.entries.get(connKeyId(k)) : undefined;
+          const e = isKey(k) ? this.entries.get(k) : undefined;
           if (e) add(e);
           else if (isKey(k)) refused.push({ key: k, status: 'failure', reason: 'not offloaded' });
           else throw new InvalidArgumentError('upload: not a connection key');
@@ -264,7 +276,7 @@ export class OffloadManager extends EventEmitter {
       const src = keys === 'all' ? this.keysOn(from) : keys;
       for (const k of src) {
         if (!isKey(k)) throw new InvalidArgumentError('move: not a connection key');
-        const e = this.entries.get(connKeyId(k));
+        const e = this.entries.get(k);
         if (e?.nic === from) list.push(e.key);
         else refused.push({ key: k, status: 'failure', reason: 'not on the source NIC' });
       }
@@ -287,7 +299,7 @@ export class OffloadManager extends EventEmitter {
         const refused: TransferRefusal[] = [];
         for (const k of keys ?? this.keysOn(from)) {
           if (!isKey(k)) throw new InvalidArgumentError('recover: not a connection key');
-          const e = this.entries.get(connKeyId(k));
+          const e = this.entries.get(k);
           if (e?.nic === from) list.push(e.key);
           else refused.push({ key: k, status: 'failure', reason: 'not on the source NIC' });
         }
@@ -393,10 +405,9 @@ export class OffloadManager extends EventEmitter {
   }
 
   private nicClosed(nic: Nic, key: ConnKey): void {
-    const id = connKeyId(key);
-    const e = this.entries.get(id);
+    const e = this.entries.get(key);
     if (e?.nic !== nic) return;
-    this.entries.delete(id);
+    this.entries.delete(key);
     this.stack.tcp.dropFrozen(key.localIp, key.localPort, key.remoteIp, key.remotePort);
   }
 

@@ -17,6 +17,8 @@ export async function rebuild(
   from: Nic,
   dst: Owner,
   report: TransferReport,
+  /** Prod each rebuilt connection (default: as the transfer's options say). */
+  prod: boolean = t.opts.prod === true,
 ): Promise<void> {
   const stack = t.stack;
   const now = stack.clock.now();
@@ -27,7 +29,7 @@ export async function rebuild(
     const id = connKeyId(r.key);
     recs.set(id, r);
     // A NIC may hand over more than asked: those cannot stay there either.
-    const e = t.entries.get(id);
+    const e = t.entries.get(r.key);
     if (asked.has(id) || e?.nic !== from) continue;
     const k = e.key;
     tcp.freeze(k.localIp, k.localPort, k.remoteIp, k.remotePort);
@@ -78,16 +80,16 @@ export async function rebuild(
   let failed: Refused[] = [];
   let died: TcpState[] | undefined;
   if (dst !== 'host') {
-    const r = await t.install(dst, states);
+    const r = await t.install(dst, states, undefined, prod);
     ok = r.ok;
     failed = r.failed;
     died = r.died;
   }
-  for (const s of await t.settle(ok, byState, 'host', dst, report)) report.moved.push(keyOfState(s));
+  for (const s of await t.settle(ok, byState, 'host', dst, report, prod)) report.moved.push(keyOfState(s));
   if (died !== undefined) await t.rebuildDied(died, byState, 'host', dst, report);
   if (failed.length === 0) return;
   const left = failed.map((f) => f.state);
   for (const f of failed)
     report.refused.push({ key: keyOfState(f.state), status: f.status, reason: f.reason });
-  await t.settle(left, byState, 'host', 'host');
+  await t.settle(left, byState, 'host', 'host', undefined, prod);
 }

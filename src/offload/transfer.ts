@@ -1,5 +1,6 @@
 import { ConnectionError } from '../core/errors.ts';
 import { decodeReleasedBy, HostNic } from '../nic/host-nic.ts';
+import { LocalNic } from '../nic/local-nic.ts';
 import {
   type ConnKey,
   connKeyId,
@@ -9,15 +10,19 @@ import {
   type Nic,
   type Transfer,
 } from '../nic/nic.ts';
+import type { PathSlot } from '../nic/nic-engine.ts';
 import { WorkerNic } from '../nic/worker-nic.ts';
 import { TcpSocket } from '../socket/tcp-socket.ts';
+import { TWO_32 } from '../stack/address-table.ts';
 import type { Stack } from '../stack/stack.ts';
 import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
 import type { TcpUser } from '../stack/tcp/tcp-types.ts';
 import { buildTrees, flattenTrees } from '../state/offload-tree.ts';
+import type { PathState } from '../state/path-state.ts';
 import { encodeBatch, releaseTreeAddresses } from '../state/state-codec.ts';
 import type { TcpState } from '../state/tcp-state.ts';
-import { validateTcpState } from '../state/validate.ts';
+import { isOffloadable, validateTcpState } from '../state/validate.ts';
+import type { EntryTable } from './entry-table.ts';
 import { rebuild } from './rebuild.ts';
 import { withdraw } from './withdraw.ts';
 
@@ -120,13 +125,21 @@ export class TransferProtocol {
   refuses: (nic: Nic) => boolean = () => false;
   /** The real-time source the meter reads (tests inject one). */
   workNow: () => number = () => performance.now();
+  /**
+   * Between owners of this thread (the host, LocalNics on its clock), hand the live connections
+   * over in one turn (`handover`) instead of releasing states and building new connections from
+   * them. Off: every transfer takes the general protocol (tests of its steps turn it off).
+   */
+  liveHandover = true;
+  /** The forwarder of the host's placeholders to each NIC: one per NIC, not one per connection. */
+  private readonly injectors = new Map<Nic, (p: Uint8Array) => void>();
   private mark = -1;
   /** Inside `metered`: the meter runs whenever this thread runs transfer code. */
   private metering = false;
 
   constructor(
     readonly stack: Stack,
-    readonly entries: Map<string, Entry>,
+    readonly entries: EntryTable,
   ) {}
 
   /**
@@ -136,6 +149,10 @@ export class TransferProtocol {
   async run(keys: readonly ConnKey[], src: Owner, dst: Owner): Promise<TransferReport> {
     const report: TransferReport = { moved: [], refused: [] };
     if (keys.length === 0) return report;
+    if (this.liveHandover && this.sameThread(src) && this.sameThread(dst)) {
+      const r = await this.handover(keys, src, dst);
+      if (r !== null) return r;
+    }
     // One transfer may run several of these side by side (an offload spread over NICs): this one
     // may start while another waits, with the meter stopped.
     this.resume();
@@ -326,7 +343,7 @@ export class TransferProtocol {
         items.push({ key, id, user, socket, conn });
         continue;
       }
-      user = this.entries.get(id)?.user ?? null;
+      user = this.entries.get(key)?.user ?? null;
       tcp.freeze(key.localIp, key.localPort, key.remoteIp, key.remotePort);
       const socket = user instanceof TcpSocket && !user.moving ? user : null;
       socket?._beginMove();
@@ -379,6 +396,7 @@ export class TransferProtocol {
     dst: Owner,
     states: readonly TcpState[],
     transfer?: Transfer,
+    prod: boolean = this.opts.prod === true,
   ): Promise<{ ok: TcpState[]; failed: Refused[]; died?: TcpState[] }> {
     const ok: TcpState[] = [];
     const failed: Refused[] = [];
@@ -394,7 +412,7 @@ export class TransferProtocol {
     let res: InitiateResult;
     try {
       const t = transfer ?? this.transferFor(dst, states);
-      const opts = this.opts.prod === true ? { prod: true, states } : { states };
+      const opts = prod ? { prod: true, states } : { states };
       res = await this.wait(dst.initiate(t, opts));
     } catch (e) {
       // Died with the batch in hand: it may have run the connections meanwhile, so the states
@@ -434,6 +452,8 @@ export class TransferProtocol {
     src: Owner,
     dst: Owner,
     report?: TransferReport,
+    /** Prod what the host adopts (default: as the transfer's options say). */
+    prod: boolean = this.opts.prod === true,
   ): Promise<readonly TcpState[]> {
     if (states.length === 0) return states;
     const tcp = this.stack.tcp;
@@ -450,7 +470,7 @@ export class TransferProtocol {
       return [];
     }
     if (dst === 'host') {
-      const conns = states.map((s, i) => this.adoptHost(items[i]!, s));
+      const conns = states.map((s, i) => this.adoptHost(items[i]!, s, prod));
       if (held.length > 0) this.stack.counters.inc('offload.forwarded', held.length);
       for (const p of held) tcp.inputPacket(p);
       for (let i = 0; i < items.length; i++) {
@@ -458,7 +478,7 @@ export class TransferProtocol {
         const k = it.key;
         for (const p of tcp.takeQueued(k.localIp, k.localPort, k.remoteIp, k.remotePort)) tcp.inputPacket(p);
         tcp.dropFrozen(k.localIp, k.localPort, k.remoteIp, k.remotePort);
-        this.entries.delete(it.id);
+        this.entries.delete(k);
         it.socket?._completeMove(conns[i]!);
       }
       return states;
@@ -472,13 +492,184 @@ export class TransferProtocol {
       const k = it.key;
       tcp.forwardTo(k.localIp, k.localPort, k.remoteIp, k.remotePort, inject);
       const handle = dst.attach(k, it.user);
-      this.entries.set(it.id, { key: k, nic: dst, user: it.user });
+      this.entries.set({ key: k, nic: dst, user: it.user });
       if (it.socket) {
         if (handle) it.socket._completeMove(handle);
         else it.socket._abortMove();
       }
     }
     return states;
+  }
+
+  // ---- live hand-over between owners of this thread ------------------------------------------
+
+  /** An owner whose connections run on this thread's clock: the host, or a running LocalNic on it. */
+  private sameThread(o: Owner): o is 'host' | LocalNic {
+    if (o === 'host') return true;
+    return (
+      o instanceof LocalNic &&
+      o.running &&
+      o.faults.corruptTerminate !== true &&
+      o.engine.tcp.env.clock === this.stack.tcp.env.clock
+    );
+  }
+
+  private injector(nic: Nic): (p: Uint8Array) => void {
+    let fn = this.injectors.get(nic);
+    if (fn === undefined) {
+      fn = (p) => nic.inject([p]);
+      this.injectors.set(nic, fn);
+    }
+    return fn;
+  }
+
+  /**
+   * Move `keys` between owners of this thread in one turn of a NIC's (as a verb runs): each
+   * TcpConnection is detached from the source's layer and attached to the destination's, the
+   * same object with its rings, timer, RACK log, SACK board and counts, its path re-pointed. No
+   * segment and no application call can come between the two halves, so nothing is frozen,
+   * nothing held, no socket re-pointed (its handle is the same object), and nothing validated:
+   * the state never left the code that ran it, in the thread that ran it; validation guards what
+   * crosses a trust boundary (another thread's bytes, a state a NIC hands back in a transfer).
+   * The invariants the general protocol keeps hold as they did: a LocalNic keeps each
+   * connection's hard state in the connection itself (a crash salvages it from there, and loses
+   * the soft state), the counts live in the state, and a NIC marked failed, or one that refuses
+   * (closed, link down, full, the 4-tuple taken), gets nothing: those stay at their source (with
+   * `rollbackToHost`, go to the host). Null when this batch needs the general protocol (an IPv6
+   * connection, a source that parked connections or holds one it would not hand over, an end
+   * that stopped running): nothing has changed then.
+   */
+  private handover(
+    keys: readonly ConnKey[],
+    src: 'host' | LocalNic,
+    dst: 'host' | LocalNic,
+  ): Promise<TransferReport | null> {
+    // A later turn of the clock, as a NIC's verb runs, charged to the meter as the transfer code
+    // of this thread it is (a LocalNic's own `chargeWork` charges only its verbs).
+    return this.wait(
+      new Promise<TransferReport | null>((resolve, reject) => {
+        this.stack.clock.defer(() => {
+          this.resume();
+          try {
+            resolve(this.handoverNow(keys, src, dst));
+          } catch (e) {
+            reject(e);
+          } finally {
+            this.pause();
+          }
+        });
+      }),
+    );
+  }
+
+  private handoverNow(
+    keys: readonly ConnKey[],
+    src: 'host' | LocalNic,
+    dst: 'host' | LocalNic,
+  ): TransferReport | null {
+    if ((src !== 'host' && !src.running) || (dst !== 'host' && !dst.running)) return null;
+    const srcTcp = src === 'host' ? this.stack.tcp : src.engine.tcp;
+    if (src !== 'host' && src.engine.parkedCount > 0) return null;
+    const conns: TcpConnection[] = [];
+    const found: ConnKey[] = [];
+    const gone: ConnKey[] = [];
+    for (const k of keys) {
+      // IPv6 connections take the general protocol: their address handles are held per owner.
+      if (k.remoteIp >= TWO_32 || k.localIp >= TWO_32) return null;
+      const conn = srcTcp.lookup(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+      if (conn === undefined) {
+        // The host's: closed meanwhile, nothing to say (as `freeze`); a NIC's: closed there.
+        if (src !== 'host') gone.push(k);
+        continue;
+      }
+      if (src !== 'host' && !isOffloadable(conn.state)) return null;
+      conns.push(conn);
+      found.push(k);
+    }
+    const report: TransferReport = { moved: [], refused: [] };
+    for (const k of gone) {
+      this.entries.delete(k);
+      this.stack.tcp.dropFrozen(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+      report.refused.push({ key: k, status: 'closed', reason: 'closed at the source during the move' });
+    }
+    const prod = this.opts.prod === true;
+    const back: number[] = [];
+    const dstEngine = dst === 'host' ? null : dst.engine;
+    let refusal: string | null = null;
+    if (dst !== 'host' && this.refuses(dst)) {
+      this.stack.counters.inc('offload.refused.failed-nic', conns.length);
+      refusal = `${dst.id} has failed`;
+    } else refusal = dstEngine?.liveRefusal() ?? null;
+    let room = dstEngine === null ? Number.POSITIVE_INFINITY : dstEngine.room;
+    const dstTcp = dstEngine === null ? this.stack.tcp : dstEngine.tcp;
+    const slots = new Map<PathState, PathSlot>();
+    const srcSlots = new Map<PathState, PathSlot | null>();
+    const hostPaths = new Map<PathState, PathState | null>();
+    for (let i = 0; i < conns.length; i++) {
+      const conn = conns[i]!;
+      const k = found[i]!;
+      let status: TransferRefusal['status'] = 'failure';
+      let why = refusal;
+      if (why === null && room <= 0) {
+        status = 'no-resources';
+        why = `capacity ${dstEngine!.capacity} reached`;
+      } else if (why === null && dstTcp.lookup(k.localIp, k.localPort, k.remoteIp, k.remotePort)) {
+        why = 'already offloaded here';
+      }
+      if (why !== null) {
+        report.refused.push({ key: k, status, reason: why });
+        back.push(i);
+        continue;
+      }
+      this.handOne(conn, k, src, dst, prod, slots, srcSlots, hostPaths);
+      room--;
+      report.moved.push(k);
+    }
+    if (back.length > 0 && src !== 'host' && this.opts.rollbackToHost === true) {
+      // A failed NIC's connections go to the host, which never refuses.
+      for (const i of back) this.handOne(conns[i]!, found[i]!, src, 'host', prod, slots, srcSlots, hostPaths);
+    }
+    dstEngine?.settleLive(slots, report.moved.length);
+    if (src !== 'host')
+      src.engine.gaveLive(report.moved.length + (this.opts.rollbackToHost === true ? back.length : 0));
+    this.stack.counters.inc('offload.handover', report.moved.length);
+    return report;
+  }
+
+  /** One connection from `src`'s layer to `dst`'s, and the host's table of who runs it. */
+  private handOne(
+    conn: TcpConnection,
+    k: ConnKey,
+    src: 'host' | LocalNic,
+    dst: 'host' | LocalNic,
+    prod: boolean,
+    slots: Map<PathState, PathSlot>,
+    srcSlots: Map<PathState, PathSlot | null>,
+    hostPaths: Map<PathState, PathState | null>,
+  ): void {
+    const tcp = this.stack.tcp;
+    if (src === 'host') tcp.detach(conn, dst === 'host' ? null : this.injector(dst));
+    else src.engine.giveLive(conn, srcSlots);
+    if (dst === 'host') {
+      const from = conn.state.path;
+      let path = hostPaths.get(from);
+      if (path === undefined) {
+        path = this.stack.pathTo(from.const.remoteIp, from.const.localIp);
+        hostPaths.set(from, path);
+      }
+      if (path) conn.state.path = path;
+      // The host's forwarding placeholder goes: the host runs the 4-tuple again.
+      tcp.attach(conn, { prod });
+      this.entries.delete(k);
+      return;
+    }
+    dst.engine.takeLive(conn, prod, slots);
+    const e = this.entries.get(k);
+    if (src !== 'host') tcp.forwardTo(k.localIp, k.localPort, k.remoteIp, k.remotePort, this.injector(dst));
+    if (e !== undefined) {
+      e.nic = dst;
+      e.user = conn.user;
+    } else this.entries.set({ key: k, nic: dst, user: conn.user });
   }
 
   /** What the destination refused goes back to the source, else to the host; what neither takes is lost. */
@@ -505,10 +696,10 @@ export class TransferProtocol {
     for (const s of left) this.lost(byState.get(s)!, reason, report);
   }
 
-  adoptHost(it: Item, s: TcpState): TcpConnection {
+  adoptHost(it: Item, s: TcpState, prod = this.opts.prod === true): TcpConnection {
     const path = this.stack.pathTo(s.const.remoteIp, s.const.localIp);
     if (path) s.path = path;
-    return this.stack.tcp.adopt(s, it.user, { prod: this.opts.prod === true });
+    return this.stack.tcp.adopt(s, it.user, { prod });
   }
 
   private readoptHost(it: Item, s: TcpState): void {
@@ -532,7 +723,7 @@ export class TransferProtocol {
 
   forget(it: Item): void {
     const k = it.key;
-    this.entries.delete(it.id);
+    this.entries.delete(it.key);
     this.stack.tcp.dropFrozen(k.localIp, k.localPort, k.remoteIp, k.remotePort);
     it.socket?._abortMove();
   }

@@ -26,9 +26,7 @@ export async function withdraw(
   stack.counters.inc('offload.settle.refused', items.length);
   const reason = `${dst.id} failed during the transfer`;
   const back: TransferReport = { moved: [], refused: [] };
-  const opts = t.opts;
-  t.opts = { ...opts, prod: true };
-  try {
+  {
     let states: TcpState[] | null = null;
     try {
       const released = await t.wait(
@@ -47,15 +45,15 @@ export async function withdraw(
     } catch {
       stack.counters.inc('offload.settle.refused-rebuilt', items.length);
     }
-    if (states === null) await rebuild(t, [...items], dst, 'host', back);
+    // Prodded, rebuilt or terminated, whatever the transfer's own options say: what the NIC sent
+    // on its dead link never left.
+    if (states === null) await rebuild(t, [...items], dst, 'host', back, true);
     else {
       const byState: ItemsByState = new Map();
       t.pairReleased(states, items, byState, back);
-      for (const s of await t.settle([...byState.keys()], byState, dst, 'host'))
+      for (const s of await t.settle([...byState.keys()], byState, dst, 'host', undefined, true))
         back.moved.push(byState.get(s)!.key);
     }
-  } finally {
-    t.opts = opts;
   }
   if (report === undefined) return;
   for (const key of back.moved) report.refused.push({ key, status: 'failure', reason });

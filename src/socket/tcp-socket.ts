@@ -297,7 +297,7 @@ export class TcpSocket extends Duplex implements TcpUser {
       this.waitingForConnect.push(() => this._write(chunk, _enc, cb));
       return;
     }
-    if (this.isMoving) {
+    if (this.isMoving || this.orphaned) {
       this.waitingForMove.push(() => this._write(chunk, _enc, cb));
       return;
     }
@@ -377,10 +377,19 @@ export class TcpSocket extends Duplex implements TcpUser {
     }
   }
 
+  /**
+   * The connection's state left it with no move begun here: its NIC crashed, and the host has not
+   * yet begun rebuilding it from the hard state (which then moves this socket, and its waiting
+   * writes go to the rebuilt connection; if it is lost, they fail there).
+   */
+  private get orphaned(): boolean {
+    return (this.conn as { released?: boolean } | null)?.released === true;
+  }
+
   private flushPending(): void {
     const conn = this.conn;
     const chunk = this.pendingChunk;
-    if (!conn || !chunk || this.isMoving) return;
+    if (!conn || !chunk || this.isMoving || this.orphaned) return;
     let n: number;
     try {
       n = conn.write(chunk, this.pendingOffset, chunk.length - this.pendingOffset);

@@ -10,13 +10,25 @@ import { keysOf, offloadPair, startStreams } from './helpers.ts';
 const CONNS = Number(process.env.CHURN_CONNS ?? 1000);
 const ROUNDS = 20;
 
-test(`${CONNS} connections streaming both ways survive ${ROUNDS} random transfers each`, async () => {
+test(`${CONNS} connections streaming both ways survive ${ROUNDS} random transfers each (live hand-over)`, () =>
+  churn(true));
+
+test(`${CONNS} connections streaming both ways survive ${ROUNDS} random transfers each (general protocol)`, () =>
+  churn(false));
+
+/**
+ * `live`: transfers between the host and LocalNics hand the live connections over in one turn
+ * (nothing is held, since nothing can arrive between the halves); otherwise each runs the general
+ * protocol's steps, and segments that arrive mid-move are held and forwarded.
+ */
+async function churn(live: boolean): Promise<void> {
   const p = offloadPair(4242);
   const { net, host, peer } = p;
   const rnd = new SeededRandom(99);
   const st = await startStreams(p, CONNS, 24_000, 800, 20);
   const keys = keysOf(st.sockets);
   const m = host.offload;
+  m.liveHandover = live;
   const nics = host.nics as readonly Nic[];
   const moves = new Map<string, number>();
   let finished = false;
@@ -66,13 +78,23 @@ test(`${CONNS} connections streaming both ways survive ${ROUNDS} random transfer
     `every connection moved ${ROUNDS} times (min ${Math.min(...counts)})`,
   );
   const total = counts.reduce((a, b) => a + b, 0);
-  // Segments that arrived mid-move were held and handed on, never discarded.
   const hc = host.stack.counters;
   const held =
     hc.get('tcp.frozen.queued') +
     nics.reduce((a, n) => a + (n as LocalNic).counters.get('tcp.frozen.queued'), 0);
-  assert.ok(held > 0, 'some segments arrived mid-move');
-  assert.ok(hc.get('offload.forwarded') + hc.get('tcp.frozen.forwarded') > 0, 'held segments were forwarded');
+  if (live) {
+    assert.equal(hc.get('offload.handover'), total, 'every transfer handed the live connection over');
+    assert.equal(held, 0, 'nothing held: no segment can arrive between the two halves of a hand-over');
+    assert.equal(hc.get('tcp.released'), 0, 'no state released to be rebuilt');
+  } else {
+    // Segments that arrived mid-move were held and handed on, never discarded.
+    assert.equal(hc.get('offload.handover'), 0);
+    assert.ok(held > 0, 'some segments arrived mid-move');
+    assert.ok(
+      hc.get('offload.forwarded') + hc.get('tcp.frozen.forwarded') > 0,
+      'held segments were forwarded',
+    );
+  }
   for (const c of [hc, ...nics.map((n) => (n as LocalNic).counters)]) {
     assert.equal(c.get('drop.tcp.frozen-discarded'), 0);
     assert.equal(c.get('drop.tcp.frozen-overflow'), 0);
@@ -81,4 +103,4 @@ test(`${CONNS} connections streaming both ways survive ${ROUNDS} random transfer
     `transfers ${total}, min ${Math.min(...counts)} per connection, virtual ${net.now().toFixed(0)} ms`,
   );
   net.close();
-});
+}

@@ -70,8 +70,11 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
   get stats(): TcpConnectionStats {
     return this.state.delegated;
   }
-  /** @internal */
-  readonly engine: TcpEngine;
+  /**
+   * @internal The layer that runs it now: re-pointed when a live connection is handed to another
+   * layer of the same thread (TcpLayer.attach), with its rings, timer, RACK log and SACK board.
+   */
+  engine: TcpEngine;
   /** @internal */
   readonly timer: Timer;
   /** @internal Listener that created this passive open, until it is accepted. */

@@ -50,6 +50,13 @@ export function connError(errno: string, message: string): ConnectionError {
 
 /** Run the user callbacks for every queued event, in a fixed order. */
 export function deliverEvents(conn: TcpConnection): void {
+  if (conn.released) {
+    // Its state went to another owner (or was kept for salvage when its NIC crashed): that owner
+    // tells the user from now on, and a user called back here (onWritable, say) would reach an
+    // object that refuses every call. A delivery queued before the release lands here.
+    conn.events = 0;
+    return;
+  }
   while (conn.events !== 0) {
     const ev = conn.events;
     conn.events = 0;

@@ -131,6 +131,54 @@ export class Handover {
     return s;
   }
 
+  /**
+   * In-thread hand-over, first half: take a live connection out of this layer as it stands (its
+   * timer stays armed, its SACK board and RACK log stay, nothing is flushed), to be attached to
+   * another layer of this thread in the same turn. With `forward`, a placeholder sends the
+   * 4-tuple's segments there from now on (the host's, once the connection runs on a NIC).
+   */
+  detach(conn: TcpConnection, forward: ((packet: Uint8Array) => void) | null): void {
+    if (!conn.linked || conn.released || conn.engine !== this.layer)
+      throw new InvalidStateError('detach: connection not run by this layer');
+    const c = conn.state.const;
+    // The placeholder first: the table entry then never empties, and is reused as it stands.
+    if (forward !== null) this.place(c.localIp, c.localPort, c.remoteIp, c.remotePort).forward = forward;
+    this.layer.unlinkQuiet(conn);
+    this.layer.env.counters.inc('tcp.detached');
+  }
+
+  /**
+   * In-thread hand-over, second half: run a connection another layer of this thread detached,
+   * the same object, from now on. The timer armed on the shared clock fires here (the callback
+   * goes through `conn.engine`); the output scheduler's turn count restarts on this layer's; a
+   * placeholder this layer kept for the 4-tuple (a forwarder while the connection ran elsewhere,
+   * or segments held since an earlier release) is replayed and dropped.
+   */
+  attach(conn: TcpConnection, opts: AdoptOptions = {}): void {
+    const layer = this.layer;
+    if (conn.linked || conn.released) throw new InvalidStateError('attach: connection still run by a layer');
+    if (conn.engine.env.clock !== layer.env.clock)
+      throw new InvalidStateError("attach: the connection's timer runs on another clock");
+    const c = conn.state.const;
+    if (this.table.lookup(c.localIp, c.localPort, c.remoteIp, c.remotePort)) {
+      throw new AddressInUseError('attach: this layer already runs a connection with that 4-tuple');
+    }
+    conn.engine = layer;
+    conn.outputTurn = -1;
+    layer.link(conn);
+    layer.env.counters.inc('tcp.attached');
+    if (opts.prod === true) {
+      prod(conn);
+      layer.env.counters.inc('tcp.adopt.prodded');
+      tcpOutput(conn);
+      scheduleTimer(conn);
+    }
+    if (this.table.heldSize > 0 && this.table.placeholder(c.localIp, c.localPort, c.remoteIp, c.remotePort)) {
+      for (const p of this.takeQueued(c.localIp, c.localPort, c.remoteIp, c.remotePort)) layer.inputPacket(p);
+      this.dropFrozen(c.localIp, c.localPort, c.remoteIp, c.remotePort);
+    }
+  }
+
   /** Hold segments for this 4-tuple (a placeholder in queueing mode). */
   freeze(localIp: number, localPort: number, remoteIp: number, remotePort: number): void {
     this.place(localIp, localPort, remoteIp, remotePort).forward = null;

@@ -392,6 +392,16 @@ export class TcpLayer implements TcpEngine {
     return this.handover.release(conn);
   }
 
+  /** Hand a live connection to another layer of this thread (with `attach` there, same turn). */
+  detach(conn: TcpConnection, forward: ((packet: Uint8Array) => void) | null = null): void {
+    this.handover.detach(conn, forward);
+  }
+
+  /** Run a connection another layer of this thread detached (the same object, timer and all). */
+  attach(conn: TcpConnection, opts: AdoptOptions = {}): void {
+    this.handover.attach(conn, opts);
+  }
+
   freeze(localIp: number, localPort: number, remoteIp: number, remotePort: number): void {
     this.handover.freeze(localIp, localPort, remoteIp, remotePort);
   }

@@ -1,0 +1,143 @@
+/**
+ * Transfers between owners of one thread (the host and LocalNics) hand the live TcpConnection
+ * over: detached from one layer and attached to the other in one turn, the same object with its
+ * rings, timer, RACK log, SACK board and counts.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import type { LocalNic } from '../../src/nic/local-nic.ts';
+import type { ConnKey } from '../../src/nic/nic.ts';
+import type { TcpConnection } from '../../src/stack/tcp/tcp-connection.ts';
+import { keysOf, offloadPair, startStreams } from './helpers.ts';
+
+const lookup = (tcp: LocalNic['engine']['tcp'], k: ConnKey): TcpConnection | undefined =>
+  tcp.lookup(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+
+describe('live hand-over between owners of one thread', () => {
+  test('the same connection object runs at each owner in turn, its counts carried', async () => {
+    const p = offloadPair(81);
+    const { net, host } = p;
+    const st = await startStreams(p, 4, 200_000, 2000, 2);
+    const keys = keysOf(st.sockets);
+    const [n0, n1] = host.nics as LocalNic[];
+    const m = host.offload;
+    await net.sleep(30);
+    const conns = keys.map((k) => lookup(host.stack.tcp, k)!);
+    const before = conns.map((c) => c.stats.segmentsIn);
+    assert.ok(
+      before.every((n) => n > 0),
+      'data flowed before the move',
+    );
+    assert.equal((await m.offload(keys, n0!)).moved.length, 4);
+    for (const [i, k] of keys.entries()) {
+      assert.equal(lookup(n0!.engine.tcp, k), conns[i], 'the NIC runs the host’s own object');
+      assert.equal(lookup(host.stack.tcp, k), undefined, 'the host runs it no more');
+      assert.ok(host.stack.tcp.isFrozen(k.localIp, k.localPort, k.remoteIp, k.remotePort), 'host forwards');
+      assert.ok(conns[i]!.stats.segmentsIn >= before[i]!, 'counts carried, not restarted');
+    }
+    await net.sleep(30);
+    assert.equal((await m.move(keys, n0!, n1!)).moved.length, 4);
+    for (const [i, k] of keys.entries()) assert.equal(lookup(n1!.engine.tcp, k), conns[i]);
+    assert.equal(n0!.load, 0);
+    await net.sleep(30);
+    assert.equal((await m.upload(keys)).moved.length, 4);
+    for (const [i, k] of keys.entries()) {
+      assert.equal(lookup(host.stack.tcp, k), conns[i]);
+      assert.ok(!host.stack.tcp.isFrozen(k.localIp, k.localPort, k.remoteIp, k.remotePort), 'no placeholder');
+    }
+    assert.equal(n1!.load, 0);
+    const hc = host.stack.counters;
+    assert.equal(hc.get('offload.handover'), 12);
+    assert.equal(hc.get('tcp.released'), 0, 'no state was released to be rebuilt');
+    assert.equal(hc.get('tcp.detached'), 4);
+    assert.equal(hc.get('tcp.attached'), 4);
+    assert.equal(n0!.counters.get('tcp.attached') + n1!.counters.get('tcp.attached'), 8);
+    assert.equal(await st.done, 0, 'every byte arrived');
+    assert.deepEqual(st.errors, []);
+    net.close();
+  });
+
+  test('timers fire on the owner that runs the connection now, and on no other', async () => {
+    const { net, host, peer } = offloadPair(82);
+    await host.ping('10.0.0.2');
+    peer.createServer(() => {}).listen(80);
+    // Idle connections with keepalive (a probe after 200 ms idle, then Linux's 75 s interval):
+    // only their timers make them send.
+    const sockets = [host.connect(80, '10.0.0.2'), host.connect(80, '10.0.0.2')];
+    while (sockets.some((s) => s.connecting)) await net.sleep(5);
+    for (const s of sockets) s.setKeepAlive(true, 200);
+    const keys = keysOf(sockets);
+    const [n0, n1] = host.nics as LocalNic[];
+    const m = host.offload;
+    const probes = (c: { get(n: string): number }) => c.get('tcp.keepalive.probes');
+    assert.equal((await m.offload(keys, n0!)).moved.length, 2);
+    const host0 = probes(host.stack.counters);
+    await net.sleep(80_000);
+    const at0 = probes(n0!.counters);
+    assert.ok(at0 > 0, 'the NIC that runs them sends the probes');
+    assert.equal(probes(host.stack.counters), host0, 'the host’s layer fires no timer of theirs');
+    assert.equal((await m.move(keys, n0!, n1!)).moved.length, 2);
+    await net.sleep(80_000);
+    assert.equal(probes(n0!.counters), at0, 'the old NIC fires none after the move');
+    assert.ok(probes(n1!.counters) > 0, 'the new NIC does');
+    assert.equal((await m.upload(keys)).moved.length, 2);
+    const at1 = probes(n1!.counters);
+    await net.sleep(80_000);
+    assert.equal(probes(n1!.counters), at1, 'nor the NIC it left');
+    assert.ok(probes(host.stack.counters) > host0, 'the host again');
+    for (const s of sockets) assert.ok(!s.destroyed, 'the peer answered every probe');
+    net.close();
+  });
+
+  test('a NIC that crashes after a hand-over leaves hard state: rebuilt in the host, every byte', async () => {
+    const NC = 6;
+    const p = offloadPair(83);
+    const { net, host } = p;
+    const st = await startStreams(p, NC, 300_000, 2000, 2);
+    const keys = keysOf(st.sockets);
+    const [n0, n1] = host.nics as LocalNic[];
+    const m = host.offload;
+    await net.sleep(40);
+    assert.equal((await m.offload(keys, n0!)).moved.length, NC);
+    await net.sleep(40);
+    assert.equal((await m.move(keys, n0!, n1!)).moved.length, NC);
+    await net.sleep(40);
+    n1!.crash('test: after a live hand-over');
+    const r = await m.recover(n1!, 'host');
+    assert.equal(r.moved.length, NC, 'all rebuilt');
+    assert.equal(host.stack.counters.get('offload.rebuilt'), NC);
+    assert.equal(await st.done, 0, 'every byte arrived');
+    assert.deepEqual(st.errors, []);
+    net.close();
+  });
+
+  test('a full or link-down NIC takes nothing: the connections stay where they ran', async () => {
+    const p = offloadPair(84, { nicCapacity: 3 });
+    const { net, host } = p;
+    const st = await startStreams(p, 5, 100_000, 2000, 2);
+    const keys = keysOf(st.sockets);
+    const [n0, n1] = host.nics as LocalNic[];
+    const m = host.offload;
+    const r = await m.offload(keys, n0!);
+    assert.equal(r.moved.length, 3);
+    assert.deepEqual(
+      r.refused.map((x) => x.status),
+      ['no-resources', 'no-resources'],
+    );
+    assert.equal(host.stack.tcp.size, 2, 'the overflow runs in the host');
+    host.ports[1]!.cut();
+    assert.equal(n1!.linkUp, false);
+    const mv = await m.move(m.keysOn(n0!), n0!, n1!);
+    assert.equal(mv.moved.length, 0);
+    assert.deepEqual(
+      mv.refused.map((x) => x.reason),
+      ['link down', 'link down', 'link down'],
+    );
+    assert.equal(n0!.load, 3, 'still where they ran');
+    assert.equal(n1!.load, 0);
+    host.ports[1]!.restore();
+    assert.equal(await st.done, 0, 'every byte arrived');
+    assert.deepEqual(st.errors, []);
+    net.close();
+  });
+});
