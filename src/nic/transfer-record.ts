@@ -166,7 +166,13 @@ function genReader(): Reader {
   ) as Reader;
 }
 
-const ACCESS_INTO: Record<TcpPart, string> = { const: 'c', cached: 'k', delegated: 'd', soft: 'x', cubic: 'u' };
+const ACCESS_INTO: Record<TcpPart, string> = {
+  const: 'c',
+  cached: 'k',
+  delegated: 'd',
+  soft: 'x',
+  cubic: 'u',
+};
 
 type IntoReader = (
   f: Float64Array,
