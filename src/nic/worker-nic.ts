@@ -106,6 +106,9 @@ export interface WorkerNicOptions {
 /** One connection's shared memory as an initiate prepared it: the block, and views of its parts. */
 interface PreparedConn extends BlockViews {
   key: ConnKey;
+  state: TcpState;
+  /** The block's views themselves (the prepared connection is a copy of them). */
+  pool: BlockViews;
   /** The transfer record was offered by this initiate (records transfer only). */
   offered?: boolean;
 }
@@ -123,6 +126,12 @@ interface BlockViews {
   recv: ByteRing;
   record: HardStateRecord;
   transfer: TransferRecord;
+  /**
+   * The state the host last handed over in this block's transfer record, once the worker took
+   * it: nothing uses it any more (the record is the state now), so the host's next read of the
+   * record fills it in place (TransferRecord.readInto) instead of making nine objects anew.
+   */
+  spare: TcpState | null;
 }
 
 const BLOCK_VIEWS = new WeakMap<ByteRing, BlockViews>();
@@ -134,6 +143,7 @@ function blockViews(block: ConnBlockRef, send: ByteRing, recv: ByteRing): BlockV
     recv,
     record: new HardStateRecord(block.sab, block.at),
     transfer: new TransferRecord(block.sab, block.at + TRANSFER_RECORD_AT),
+    spare: null,
   };
   BLOCK_VIEWS.set(send, v);
   return v;
@@ -150,16 +160,17 @@ function knownViews(send: ByteRing, recv: ByteRing): BlockViews | undefined {
  * those of the connections the batch carried), handed to the host, read over the rings the host
  * shares with the worker into the path it names; then the whole batch validated as the codec's
  * decoder does. Throws StateValidationError on anything malformed (decodeReleased then keeps the
- * connections salvageable).
+ * connections salvageable). Returns how many it read into pooled states.
  */
 function fillFromReleased(
   trees: OffloadTree[],
   released: Map<string, WorkerConnectionHandle>,
   now: number,
-): void {
+): number {
   const nodes = trees.flatMap((t) => t.paths);
   // Most batches carry no state in the codec: then no key needs naming.
   let decoded: Set<string> | null = null;
+  let pooled = 0;
   for (const node of nodes) for (const s of node.conns) (decoded ??= new Set()).add(connKeyId(keyOfState(s)));
   for (const [id, h] of released) {
     if (decoded?.has(id)) continue;
@@ -168,7 +179,16 @@ function fillFromReleased(
     const node = nodes[rec.pathIndex];
     if (node === undefined)
       throw new StateValidationError('path', `path index ${rec.pathIndex} outside the batch`);
-    const s = rec.read(now, node.path, h.sendRing, h.recvRing);
+    const views = knownViews(h.sendRing, h.recvRing);
+    const spare = views?.spare ?? null;
+    if (spare !== null) {
+      views!.spare = null;
+      pooled++;
+    }
+    const s =
+      spare === null
+        ? rec.read(now, node.path, h.sendRing, h.recvRing)
+        : rec.readInto(spare, now, node.path, h.sendRing, h.recvRing);
     const c = s.const;
     if (
       (c.localIp !== h.localIp ||
@@ -181,6 +201,7 @@ function fillFromReleased(
     node.conns.push(s);
   }
   validateTrees(trees);
+  return pooled;
 }
 
 /** Records offered and not taken (or all of them: `owner` undefined) go back to the host. */
@@ -659,7 +680,10 @@ export class WorkerNic extends HostNic {
     if (owner !== undefined && installed.length !== prepared?.size) returnRecords(prepared, owner);
     for (const inst of installed) {
       const id = connKeyId(inst.key);
-      const h = new WorkerConnectionHandle(this, inst.key, inst.slot, inst, prepared?.get(id), id);
+      const p = prepared?.get(id);
+      // Taken by the worker from its record: the state object is free for this block's next read.
+      if (p?.offered === true) p.pool.spare = p.state;
+      const h = new WorkerConnectionHandle(this, inst.key, inst.slot, inst, p, id);
       this.handles.set(inst.slot, h);
       this.byKey.set(id, h);
       this.conns++;
@@ -703,7 +727,7 @@ export class WorkerNic extends HostNic {
       const known = knownViews(d.sendBuffer, d.recvBuffer);
       if (known !== undefined) {
         known.record.write(s, known.block.send, known.block.recv);
-        const p: PreparedConn = { ...known, key };
+        const p: PreparedConn = { ...known, key, state: s, pool: known };
         out.set(id, p);
         byState.set(s, p);
         continue;
@@ -735,7 +759,7 @@ export class WorkerNic extends HostNic {
       }
       const views = blockViews(block, send, recv);
       views.record.write(s, block.send, block.recv);
-      const p: PreparedConn = { ...views, key };
+      const p: PreparedConn = { ...views, key, state: s, pool: views };
       out.set(id, p);
       byState.set(s, p);
     }
@@ -747,6 +771,9 @@ export class WorkerNic extends HostNic {
    * in a connection's thread-local rings. 0 for connections whose rings were shared already.
    */
   copiedBytes = 0;
+
+  /** Records this NIC's terminates handed back that the host read into a pooled state (BlockViews.spare). */
+  pooledReads = 0;
 
   terminate(keys: ConnKey[] | 'all'): Promise<Uint8Array>;
   terminate(keys: ConnKey[] | 'all', opts: TerminateOptions): Promise<Transfer>;
@@ -818,7 +845,7 @@ export class WorkerNic extends HostNic {
     };
     try {
       const trees = decodeBatch(bytes, now, { rings, addrs });
-      if (this.releasedAsRecords) fillFromReleased(trees, released, now);
+      if (this.releasedAsRecords) this.pooledReads += fillFromReleased(trees, released, now);
       return trees;
     } catch (e) {
       // Unreadable: the host still holds what the worker wrote last for each of them (its hard
@@ -832,6 +859,7 @@ export class WorkerNic extends HostNic {
           recv: h.recvRing,
           record: h.record,
           transfer: h.transfer,
+          spare: null,
         };
         this.byKey.set(
           id,
