@@ -15,6 +15,8 @@ export interface WorkerOffloadBenchResult {
   offload: TransferFigures;
   move: TransferFigures;
   upload: TransferFigures;
+  /** Records read into pooled states (TransferRecord.readInto) during the timed transfers: by the host, by the workers. */
+  pooled: { host: number; workers: number };
   throughput: {
     connections: number;
     bytesEach: number;
@@ -72,6 +74,11 @@ export async function benchOffloadWorker(
   // On wall-clock time under load a handshake now and then fails; time the ones that stand.
   const established = [...wh.stack.tcp.connections()].filter((c) => isOffloadable(c.state)).length;
   const times = await timeTransfers(wh.offload, wh.nics[0]!, wh.nics[1]!, established, runs);
+  const workerCounters = await Promise.all(wh.nics.map((n) => n.counters()));
+  const pooled = {
+    host: wh.nics.reduce((a, n) => a + n.pooledReads, 0),
+    workers: workerCounters.reduce((a, c) => a + (c['nic.initiate.pooled'] ?? 0), 0),
+  };
   for (const s of sockets) s.destroy();
   await net.sleep(50);
 
@@ -109,6 +116,7 @@ export async function benchOffloadWorker(
     nic: 'worker',
     states: records ? 'records' : 'codec',
     ...times,
+    pooled,
     throughput: {
       connections: streams,
       bytesEach,
