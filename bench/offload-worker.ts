@@ -20,6 +20,8 @@ export interface WorkerOffloadBenchResult {
   offload: TransferFigures;
   move: TransferFigures;
   upload: TransferFigures;
+  /** Records read into pooled states (TransferRecord.readInto) during the timed transfers: by the host, by the workers. */
+  pooled: { host: number; workers: number };
   throughput: {
     connections: number;
     bytesEach: number;
@@ -89,6 +91,10 @@ export async function benchOffloadWorker(
   const times = await timeTransfers(wh.offload, wh.nics[0]!, wh.nics[1]!, established, runs);
   const counts = await Promise.all(wh.nics.map((n) => n.counters()));
   const sum = (k: string) => counts.reduce((n, c) => n + (c[k] ?? 0), 0);
+  const pooled = {
+    host: wh.nics.reduce((a, n) => a + n.pooledReads, 0),
+    workers: sum('nic.initiate.pooled'),
+  };
   for (const s of sockets) s.destroy();
   await net.sleep(50);
 
@@ -129,6 +135,7 @@ export async function benchOffloadWorker(
     recordsTaken: sum('nic.initiate.records'),
     recordFallbacks: sum('nic.worker.record-fallbacks') + sum('nic.terminate.record-fallbacks'),
     ...times,
+    pooled,
     throughput: {
       connections: streams,
       bytesEach,

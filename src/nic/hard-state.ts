@@ -247,12 +247,28 @@ export function hardStateOf(s: TcpState, out: HardState = emptyHardState()): Har
   return out;
 }
 
+/**
+ * One Int32Array over each whole buffer, shared by every record and ring position read in it:
+ * records are made per connection and move (a worker makes one per install), and two or three
+ * typed arrays each were garbage the collector then had to find; blocks share 1 MiB slabs.
+ */
+const WHOLE = new WeakMap<SharedArrayBuffer, Int32Array>();
+
+function wholeView(sab: SharedArrayBuffer): Int32Array {
+  let v = WHOLE.get(sab);
+  if (v === undefined) {
+    v = new Int32Array(sab, 0, sab.byteLength >> 2);
+    WHOLE.set(sab, v);
+  }
+  return v;
+}
+
 /** The double seqlock record at `offset` of a SharedArrayBuffer. */
 export class HardStateRecord {
-  private readonly a: Int32Array;
-  private readonly b: Int32Array;
-  /** The whole buffer, to read the positions of rings that share it without a view per write (made by the writer). */
-  private all: Int32Array | null = null;
+  /** The whole buffer's words; the two copies start at word `a` and word `b`. */
+  private readonly v: Int32Array;
+  private readonly a: number;
+  private readonly b: number;
 
   constructor(
     readonly sab: SharedArrayBuffer,
@@ -268,8 +284,9 @@ export class HardStateRecord {
     ) {
       throw new InvalidArgumentError('hard state record does not fit at that offset');
     }
-    this.a = new Int32Array(sab, offset, WORDS);
-    this.b = new Int32Array(sab, offset + COPY_BYTES, WORDS);
+    this.v = wholeView(sab);
+    this.a = offset >> 2;
+    this.b = (offset + COPY_BYTES) >> 2;
   }
 
   /**
@@ -283,27 +300,25 @@ export class HardStateRecord {
     const recvPos = recv ? this.position(recv, RING_WRITE) : 0;
     const w = SCRATCH;
     fillWords(w, s, sendPos, recvPos);
+    const v = this.v;
     const a = this.a;
-    const seq = a[W_SEQ]!;
-    if (seq !== 0 && (seq & 1) === 0 && this.b[W_SEQ] === seq) {
+    const seq = v[a + W_SEQ]!;
+    if (seq !== 0 && (seq & 1) === 0 && v[this.b + W_SEQ] === seq) {
       let same = true;
       for (let i = 1; i < WORDS; i++) {
-        if (a[i] !== w[i]) {
+        if (v[a + i] !== w[i]) {
           same = false;
           break;
         }
       }
       if (same) return;
     }
-    writeCopy(a, w);
-    writeCopy(this.b, w);
+    writeCopy(v, a, w);
+    writeCopy(v, this.b, w);
   }
 
   private position(ref: SharedRingRef, which: number): number {
-    if (ref.sab === this.sab) {
-      this.all ??= new Int32Array(this.sab, 0, this.sab.byteLength >> 2);
-      return Atomics.load(this.all, (ref.offset >> 2) + which);
-    }
+    if (ref.sab === this.sab) return Atomics.load(this.v, (ref.offset >> 2) + which);
     const p = sharedRingPositions(ref);
     return which === RING_READ ? p.read : p.write;
   }
@@ -313,16 +328,17 @@ export class HardStateRecord {
    * or a writer racing us for too long; a dead writer always leaves one whole copy).
    */
   read(out: HardState): boolean {
+    const v = this.v;
     for (let attempt = 0; attempt < 64; attempt++) {
-      const sa = Atomics.load(this.a, W_SEQ);
-      const sb = Atomics.load(this.b, W_SEQ);
+      const sa = Atomics.load(v, this.a + W_SEQ);
+      const sb = Atomics.load(v, this.b + W_SEQ);
       // The newer whole copy first: `a` is written first, so when both are whole `a` is newest.
-      const order = (sa & 1) === 0 && sa >= sb ? [this.a, this.b] : [this.b, this.a];
-      for (const c of order) {
-        const seq = Atomics.load(c, W_SEQ);
+      const first = (sa & 1) === 0 && sa >= sb ? this.a : this.b;
+      for (const c of first === this.a ? [this.a, this.b] : [this.b, this.a]) {
+        const seq = Atomics.load(v, c + W_SEQ);
         if (seq === 0 || (seq & 1) === 1) continue;
-        readCopy(c, out);
-        if (Atomics.load(c, W_SEQ) === seq) {
+        readCopy(v, c, out);
+        if (Atomics.load(v, c + W_SEQ) === seq) {
           out.version = seq >>> 1;
           return true;
         }
@@ -389,12 +405,12 @@ function fillWords(c: Int32Array, s: TcpState, sendPos: number, recvPos: number)
   c[W_BYTES_OUT_HI] = Math.floor(d.bytesOut / 4294967296);
 }
 
-/** One copy under its sequence: odd while it is being written. */
-function writeCopy(c: Int32Array, w: Int32Array): void {
-  const seq = Atomics.load(c, W_SEQ);
-  Atomics.store(c, W_SEQ, seq + 1);
-  for (let i = 1; i < WORDS; i++) Atomics.store(c, i, w[i]!);
-  Atomics.store(c, W_SEQ, seq + 2);
+/** One copy (at word `at` of `v`) under its sequence: odd while it is being written. */
+function writeCopy(v: Int32Array, at: number, w: Int32Array): void {
+  const seq = Atomics.load(v, at + W_SEQ);
+  Atomics.store(v, at + W_SEQ, seq + 1);
+  for (let i = 1; i < WORDS; i++) Atomics.store(v, at + i, w[i]!);
+  Atomics.store(v, at + W_SEQ, seq + 2);
 }
 
 /** An RTT in ms as whole microseconds in one signed word (about 35 minutes at most). */
@@ -403,57 +419,59 @@ function toMicros(ms: number): number {
   return Math.min(Math.round(ms * 1000), 0x7fffffff);
 }
 
-function readCopy(c: Int32Array, o: HardState): void {
-  o.state = Atomics.load(c, W_STATE);
-  o.sndUna = Atomics.load(c, W_SND_UNA) >>> 0;
-  o.sndNxt = Atomics.load(c, W_SND_NXT) >>> 0;
-  o.sndMax = Atomics.load(c, W_SND_MAX) >>> 0;
-  o.rcvNxt = Atomics.load(c, W_RCV_NXT) >>> 0;
-  o.rcvAdv = Atomics.load(c, W_RCV_ADV) >>> 0;
-  o.tsRecent = Atomics.load(c, W_TS_RECENT) >>> 0;
-  o.iss = Atomics.load(c, W_ISS) >>> 0;
-  o.irs = Atomics.load(c, W_IRS) >>> 0;
-  o.sndWnd = Atomics.load(c, W_SND_WND) >>> 0;
-  o.maxSndWnd = Atomics.load(c, W_MAX_SND_WND) >>> 0;
-  o.sndWl1 = Atomics.load(c, W_SND_WL1) >>> 0;
-  o.sndWl2 = Atomics.load(c, W_SND_WL2) >>> 0;
-  o.srtt = Atomics.load(c, W_SRTT_US) / 1000;
-  o.rttvar = Atomics.load(c, W_RTTVAR_US) / 1000;
-  const f = Atomics.load(c, W_FLAGS);
+function readCopy(v: Int32Array, at: number, o: HardState): void {
+  o.state = Atomics.load(v, at + W_STATE);
+  o.sndUna = Atomics.load(v, at + W_SND_UNA) >>> 0;
+  o.sndNxt = Atomics.load(v, at + W_SND_NXT) >>> 0;
+  o.sndMax = Atomics.load(v, at + W_SND_MAX) >>> 0;
+  o.rcvNxt = Atomics.load(v, at + W_RCV_NXT) >>> 0;
+  o.rcvAdv = Atomics.load(v, at + W_RCV_ADV) >>> 0;
+  o.tsRecent = Atomics.load(v, at + W_TS_RECENT) >>> 0;
+  o.iss = Atomics.load(v, at + W_ISS) >>> 0;
+  o.irs = Atomics.load(v, at + W_IRS) >>> 0;
+  o.sndWnd = Atomics.load(v, at + W_SND_WND) >>> 0;
+  o.maxSndWnd = Atomics.load(v, at + W_MAX_SND_WND) >>> 0;
+  o.sndWl1 = Atomics.load(v, at + W_SND_WL1) >>> 0;
+  o.sndWl2 = Atomics.load(v, at + W_SND_WL2) >>> 0;
+  o.srtt = Atomics.load(v, at + W_SRTT_US) / 1000;
+  o.rttvar = Atomics.load(v, at + W_RTTVAR_US) / 1000;
+  const f = Atomics.load(v, at + W_FLAGS);
   o.finQueued = (f & F_FIN_QUEUED) !== 0;
   o.finSent = (f & F_FIN_SENT) !== 0;
   o.finReceived = (f & F_FIN_RECEIVED) !== 0;
   o.readClosed = (f & F_READ_CLOSED) !== 0;
-  o.sendReadPos = Atomics.load(c, W_SEND_READ);
-  o.recvWritePos = Atomics.load(c, W_RECV_WRITE);
-  o.localIp = Atomics.load(c, W_LOCAL_IP) >>> 0;
-  o.remoteIp = Atomics.load(c, W_REMOTE_IP) >>> 0;
+  o.sendReadPos = Atomics.load(v, at + W_SEND_READ);
+  o.recvWritePos = Atomics.load(v, at + W_RECV_WRITE);
+  o.localIp = Atomics.load(v, at + W_LOCAL_IP) >>> 0;
+  o.remoteIp = Atomics.load(v, at + W_REMOTE_IP) >>> 0;
   if ((f & F_IPV6) !== 0) {
     const b = new Uint8Array(32);
-    for (let i = 0; i < 8; i++) writeU32(b, i * 4, Atomics.load(c, W_ADDR6 + i) >>> 0);
+    for (let i = 0; i < 8; i++) writeU32(b, i * 4, Atomics.load(v, at + W_ADDR6 + i) >>> 0);
     o.local6 = b.subarray(0, 16);
     o.remote6 = b.subarray(16, 32);
   } else {
     o.local6 = null;
     o.remote6 = null;
   }
-  const ports = Atomics.load(c, W_PORTS) >>> 0;
+  const ports = Atomics.load(v, at + W_PORTS) >>> 0;
   o.localPort = ports >>> 16;
   o.remotePort = ports & 0xffff;
-  const opts = Atomics.load(c, W_OPTS);
+  const opts = Atomics.load(v, at + W_OPTS);
   o.sndWscale = opts & 0xff;
   o.rcvWscale = (opts >>> 8) & 0xff;
   o.tsEnabled = ((opts >>> 16) & O_TS) !== 0;
   o.sackEnabled = ((opts >>> 16) & O_SACK) !== 0;
   o.wsEnabled = ((opts >>> 16) & O_WS) !== 0;
-  const mss = Atomics.load(c, W_MSS) >>> 0;
+  const mss = Atomics.load(v, at + W_MSS) >>> 0;
   o.remoteMss = mss & 0xffff;
   o.localMss = mss >>> 16;
-  o.segmentsIn = Atomics.load(c, W_SEGS_IN) >>> 0;
-  o.segmentsOut = Atomics.load(c, W_SEGS_OUT) >>> 0;
-  o.retransmits = Atomics.load(c, W_RETRANS) >>> 0;
-  o.bytesIn = (Atomics.load(c, W_BYTES_IN_HI) >>> 0) * 4294967296 + (Atomics.load(c, W_BYTES_IN_LO) >>> 0);
-  o.bytesOut = (Atomics.load(c, W_BYTES_OUT_HI) >>> 0) * 4294967296 + (Atomics.load(c, W_BYTES_OUT_LO) >>> 0);
+  o.segmentsIn = Atomics.load(v, at + W_SEGS_IN) >>> 0;
+  o.segmentsOut = Atomics.load(v, at + W_SEGS_OUT) >>> 0;
+  o.retransmits = Atomics.load(v, at + W_RETRANS) >>> 0;
+  o.bytesIn =
+    (Atomics.load(v, at + W_BYTES_IN_HI) >>> 0) * 4294967296 + (Atomics.load(v, at + W_BYTES_IN_LO) >>> 0);
+  o.bytesOut =
+    (Atomics.load(v, at + W_BYTES_OUT_HI) >>> 0) * 4294967296 + (Atomics.load(v, at + W_BYTES_OUT_LO) >>> 0);
 }
 
 // ---- the per-connection shared block ----------------------------------------------------------

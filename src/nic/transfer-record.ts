@@ -218,8 +218,78 @@ function genReader(): Reader {
   ) as Reader;
 }
 
+const ACCESS_INTO: Record<TcpPart, string> = {
+  const: 'c',
+  cached: 'k',
+  delegated: 'd',
+  soft: 'x',
+  cubic: 'u',
+};
+
+type IntoReader = (
+  f: Float64Array,
+  o: number,
+  now: number,
+  path: PathState,
+  send: ByteRing,
+  recv: ByteRing,
+  h: typeof H,
+  s: TcpState,
+) => TcpState;
+
+/**
+ * The reader into a state made before (by the reader above, for the same connection): every
+ * field the record holds is assigned, the lists emptied, nothing allocated but the lists that
+ * were not empty. A state is nine objects and a hundred numbers; made anew on every move they
+ * were most of a read's cost and of the collector's work.
+ */
+function genIntoReader(): IntoReader {
+  const lines: string[] = ['const c = s.const, k = s.cached, d = s.delegated, x = s.soft, u = x.cubic;'];
+  SCALAR_FIELDS.forEach((fs, i) => {
+    const v = `f[o + ${HEADER_SLOTS + i}]`;
+    const name = JSON.stringify(fs.name);
+    const target = `${ACCESS_INTO[fs.part]}.${fs.key}`;
+    switch (fs.type) {
+      case 'bool':
+        lines.push(`${target} = h.bool(${v}, ${name});`);
+        break;
+      case 'cc':
+        lines.push(`${target} = h.cc(${v}, ${name});`);
+        break;
+      case 'time':
+        lines.push(`${target} = h.time(${v}, now, ${name});`);
+        break;
+      default:
+        lines.push(`${target} = ${v};`);
+    }
+  });
+  lines.push('s.path = path;', 'd.sendBuffer = send;', 'd.recvBuffer = recv;');
+  // What the record does not hold is what a new state has (as the reader above fills it in).
+  const inRecord = new Set(SCALAR_FIELDS.map((f) => `${f.part}.${f.key}`));
+  const sample = createTcpState({} as TcpConst, DEFAULT_TCP_CACHED, {} as PathState);
+  const parts: [TcpPart, Record<string, unknown>][] = [
+    ['cached', sample.cached as unknown as Record<string, unknown>],
+    ['delegated', sample.delegated as unknown as Record<string, unknown>],
+    ['soft', sample.soft as unknown as Record<string, unknown>],
+    ['cubic', sample.soft.cubic as unknown as Record<string, unknown>],
+  ];
+  for (const [part, obj] of parts)
+    for (const [key, def] of Object.entries(obj)) {
+      if (inRecord.has(`${part}.${key}`)) continue;
+      const target = `${ACCESS_INTO[part]}.${key}`;
+      if (key === 'sendBuffer' || key === 'recvBuffer' || (part === 'soft' && key === 'cubic')) continue;
+      if (Array.isArray(def)) lines.push(`if (${target}.length !== 0) ${target} = [];`);
+      else if (typeof def === 'number' || typeof def === 'boolean' || typeof def === 'string')
+        lines.push(`${target} = ${def === Number.POSITIVE_INFINITY ? 'Infinity' : JSON.stringify(def)};`);
+      else throw new TypeError(`transfer record: no way to fill ${part}.${key}`);
+    }
+  lines.push('return s;');
+  return new Function('f', 'o', 'now', 'path', 'send', 'recv', 'h', 's', lines.join('\n')) as IntoReader;
+}
+
 const WRITE = genWriter();
 const READ = genReader();
+const READ_INTO = genIntoReader();
 
 /** Runs of contiguous out-of-order data (segments that touch merged), as a record holds them. */
 function oooRuns(s: TcpState): number {
@@ -384,6 +454,16 @@ export class TransferRecord {
    */
   read(now: number, path: PathState, send: ByteRing, recv: ByteRing): TcpState {
     const s = READ(this.f, this.fo, now, path, send, recv, H);
+    this.readTail(s, path, recv);
+    return s;
+  }
+
+  /**
+   * The same, into `into`, a state this reader made before and that nothing else uses any more
+   * (a pooled state): every field the record holds is overwritten, the tail's lists refilled.
+   */
+  readInto(into: TcpState, now: number, path: PathState, send: ByteRing, recv: ByteRing): TcpState {
+    const s = READ_INTO(this.f, this.fo, now, path, send, recv, H, into);
     this.readTail(s, path, recv);
     return s;
   }

@@ -104,14 +104,55 @@ export interface WorkerNicOptions {
 }
 
 /** One connection's shared memory as an initiate prepared it: the block, and views of its parts. */
-interface PreparedConn {
+interface PreparedConn extends BlockViews {
   key: ConnKey;
+  state: TcpState;
+  /** The block's views themselves (the prepared connection is a copy of them). */
+  pool: BlockViews;
+  /** The transfer record was offered by this initiate (records transfer only). */
+  offered?: boolean;
+}
+
+/**
+ * The host's views of one connection's block: its rings, its hard-state record and its transfer
+ * record. A block lives as long as its connection, wherever that runs, so its views are made once
+ * and found again by the send ring the connection's state carries on every later move (a move
+ * hands the host's ring objects from the source's handles to the destination's): per move no
+ * typed array, no ring object and no block descriptor is made on the main thread.
+ */
+interface BlockViews {
   block: ConnBlockRef;
   send: ByteRing;
   recv: ByteRing;
   record: HardStateRecord;
-  /** The connection's state as the initiate offered it (records transfer only). */
-  transfer?: TransferRecord;
+  transfer: TransferRecord;
+  /**
+   * The state the host last handed over in this block's transfer record, once the worker took
+   * it: nothing uses it any more (the record is the state now), so the host's next read of the
+   * record fills it in place (TransferRecord.readInto) instead of making nine objects anew.
+   */
+  spare: TcpState | null;
+}
+
+const BLOCK_VIEWS = new WeakMap<ByteRing, BlockViews>();
+
+function blockViews(block: ConnBlockRef, send: ByteRing, recv: ByteRing): BlockViews {
+  const v: BlockViews = {
+    block,
+    send,
+    recv,
+    record: new HardStateRecord(block.sab, block.at),
+    transfer: new TransferRecord(block.sab, block.at + TRANSFER_RECORD_AT),
+    spare: null,
+  };
+  BLOCK_VIEWS.set(send, v);
+  return v;
+}
+
+/** The views made for these rings earlier, if they are a block's rings (and still the same pair). */
+function knownViews(send: ByteRing, recv: ByteRing): BlockViews | undefined {
+  const v = BLOCK_VIEWS.get(send);
+  return v !== undefined && v.recv === recv ? v : undefined;
 }
 
 /**
@@ -119,29 +160,48 @@ interface PreparedConn {
  * those of the connections the batch carried), handed to the host, read over the rings the host
  * shares with the worker into the path it names; then the whole batch validated as the codec's
  * decoder does. Throws StateValidationError on anything malformed (decodeReleased then keeps the
- * connections salvageable).
+ * connections salvageable). Returns how many it read into pooled states.
  */
 function fillFromReleased(
   trees: OffloadTree[],
   released: Map<string, WorkerConnectionHandle>,
   now: number,
-): void {
+): number {
   const nodes = trees.flatMap((t) => t.paths);
-  const decoded = new Set<string>();
-  for (const node of nodes) for (const s of node.conns) decoded.add(connKeyId(keyOfState(s)));
+  // Most batches carry no state in the codec: then no key needs naming.
+  let decoded: Set<string> | null = null;
+  let pooled = 0;
+  for (const node of nodes) for (const s of node.conns) (decoded ??= new Set()).add(connKeyId(keyOfState(s)));
   for (const [id, h] of released) {
-    if (decoded.has(id)) continue;
-    const rec = new TransferRecord(h.block.sab, h.block.at + TRANSFER_RECORD_AT);
+    if (decoded?.has(id)) continue;
+    const rec = h.transfer;
     if (rec.owner !== OWNER_HOST) throw new StateValidationError('owner', 'record not handed to the host');
     const node = nodes[rec.pathIndex];
     if (node === undefined)
       throw new StateValidationError('path', `path index ${rec.pathIndex} outside the batch`);
-    const s = rec.read(now, node.path, h.sendRing, h.recvRing);
-    if (connKeyId(keyOfState(s)) !== id)
+    const views = knownViews(h.sendRing, h.recvRing);
+    const spare = views?.spare ?? null;
+    if (spare !== null) {
+      views!.spare = null;
+      pooled++;
+    }
+    const s =
+      spare === null
+        ? rec.read(now, node.path, h.sendRing, h.recvRing)
+        : rec.readInto(spare, now, node.path, h.sendRing, h.recvRing);
+    const c = s.const;
+    if (
+      (c.localIp !== h.localIp ||
+        c.localPort !== h.localPort ||
+        c.remoteIp !== h.remoteIp ||
+        c.remotePort !== h.remotePort) &&
+      connKeyId(keyOfState(s)) !== id
+    )
       throw new StateValidationError('tcp.const', 'record is not the connection it was released as');
     node.conns.push(s);
   }
   validateTrees(trees);
+  return pooled;
 }
 
 /** Records offered and not taken (or all of them: `owner` undefined) go back to the host. */
@@ -149,7 +209,7 @@ function returnRecords(prepared: Map<string, PreparedConn> | undefined, owner?: 
   if (prepared === undefined) return;
   for (const p of prepared.values()) {
     const t = p.transfer;
-    if (t !== undefined && (owner === undefined || t.owner !== owner)) t.setOwner(OWNER_HOST);
+    if (p.offered === true && (owner === undefined || t.owner !== owner)) t.setOwner(OWNER_HOST);
   }
 }
 
@@ -193,8 +253,12 @@ export class WorkerConnectionHandle implements ConnectionHandle {
   readonly sendRing: ByteRing;
   readonly recvRing: ByteRing;
   readonly record: HardStateRecord;
+  /** The block's transfer record. */
+  readonly transfer: TransferRecord;
   /** The shared memory it runs on (handed on to the next worker when it moves). */
   readonly block: ConnBlockRef;
+  /** connKeyId of its key, named once. */
+  readonly id: string;
   private userRef: TcpUser | null = null;
   private pending = 0;
   private pendingError: ConnectionError | null = null;
@@ -210,22 +274,25 @@ export class WorkerConnectionHandle implements ConnectionHandle {
     readonly slot: number,
     installed: InstalledConn,
     /** Views of the same block made when the host prepared it (saves attaching them again). */
-    views?: PreparedConn,
+    views?: BlockViews,
+    id?: string,
   ) {
     this.localIp = key.localIp;
     this.localPort = key.localPort;
     this.remoteIp = key.remoteIp;
     this.remotePort = key.remotePort;
-    if (views !== undefined && sameBlock(views.block, installed.block)) {
-      this.sendRing = views.send;
-      this.recvRing = views.recv;
-      this.record = views.record;
-    } else {
-      this.sendRing = ByteRing.attachShared(installed.block.send);
-      this.recvRing = ByteRing.attachShared(installed.block.recv);
-      this.record = new HardStateRecord(installed.block.sab, installed.block.at);
-    }
-    this.block = installed.block;
+    this.id = id ?? connKeyId(key);
+    if (views === undefined || (views.block !== installed.block && !sameBlock(views.block, installed.block)))
+      views = blockViews(
+        installed.block,
+        ByteRing.attachShared(installed.block.send),
+        ByteRing.attachShared(installed.block.recv),
+      );
+    this.sendRing = views.send;
+    this.recvRing = views.recv;
+    this.record = views.record;
+    this.transfer = views.transfer;
+    this.block = views.block;
   }
 
   get user(): TcpUser | null {
@@ -562,16 +629,13 @@ export class WorkerNic extends HostNic {
     // it leaves every moved connection's peer waiting for its own retransmission timer.
     if (states) this.bindAddresses(states);
     // The blocks first: a connection's out-of-order data travels in its block's receive ring.
-    const prepared = states ? this.preallocate(states) : undefined;
+    const byState = new Map<TcpState, PreparedConn>();
+    const prepared = states ? this.preallocate(states, byState) : undefined;
     if (isTreeTransfer(transfer)) {
       let trees = transfer.trees;
       if (this.useRecords && prepared !== undefined) {
         let codec: number;
-        ({
-          paths: recordPaths,
-          trees,
-          codec,
-        } = splitForRecords(trees, (s) => prepared.get(connKeyId(keyOfState(s)))?.recv ?? null));
+        ({ paths: recordPaths, trees, codec } = splitForRecords(trees, (s) => byState.get(s)?.recv ?? null));
         this.recordFallbacks += codec;
       }
       batch = encodeBatch(trees, now, { skipValidation: true, ringsByRef: true });
@@ -579,8 +643,8 @@ export class WorkerNic extends HostNic {
     const owner = recordPaths === null ? undefined : this.recordOwner;
     if (recordPaths !== null && prepared !== undefined && owner !== undefined) {
       for (const [s, path] of recordPaths) {
-        const p = prepared.get(connKeyId(keyOfState(s)))!;
-        p.transfer = new TransferRecord(p.block.sab, p.block.at + TRANSFER_RECORD_AT);
+        const p = byState.get(s)!;
+        p.offered = true;
         p.transfer.write(s, now, path, owner, p.recv);
       }
     }
@@ -606,7 +670,10 @@ export class WorkerNic extends HostNic {
         for (const [id, p] of prepared) {
           if (this.byKey.has(id)) continue;
           const key = p.key;
-          this.byKey.set(id, new WorkerConnectionHandle(this, key, -1, { key, slot: -1, block: p.block }, p));
+          this.byKey.set(
+            id,
+            new WorkerConnectionHandle(this, key, -1, { key, slot: -1, block: p.block }, p, id),
+          );
           this.conns++;
         }
       }
@@ -625,7 +692,10 @@ export class WorkerNic extends HostNic {
     if (owner !== undefined && installed.length !== prepared?.size) returnRecords(prepared, owner);
     for (const inst of installed) {
       const id = connKeyId(inst.key);
-      const h = new WorkerConnectionHandle(this, inst.key, inst.slot, inst, prepared?.get(id));
+      const p = prepared?.get(id);
+      // Taken by the worker from its record: the state object is free for this block's next read.
+      if (p?.offered === true) p.pool.spare = p.state;
+      const h = new WorkerConnectionHandle(this, inst.key, inst.slot, inst, p, id);
       this.handles.set(inst.slot, h);
       this.byKey.set(id, h);
       this.conns++;
@@ -657,12 +727,23 @@ export class WorkerNic extends HostNic {
    * data in thread-local rings (a connection the host or a LocalNic has run from the start) is
    * copied, once, into a new block.
    */
-  private preallocate(states: readonly TcpState[]): Map<string, PreparedConn> {
+  private preallocate(
+    states: readonly TcpState[],
+    byState: Map<TcpState, PreparedConn>,
+  ): Map<string, PreparedConn> {
     const out = new Map<string, PreparedConn>();
     for (const s of states) {
       const key = keyOfState(s);
       const id = connKeyId(key);
       const d = s.delegated;
+      const known = knownViews(d.sendBuffer, d.recvBuffer);
+      if (known !== undefined) {
+        known.record.write(s, known.block.send, known.block.recv);
+        const p: PreparedConn = { ...known, key, state: s, pool: known };
+        out.set(id, p);
+        byState.set(s, p);
+        continue;
+      }
       let block = blockOfRings(d.sendBuffer, d.recvBuffer);
       let send: ByteRing;
       let recv: ByteRing;
@@ -688,9 +769,11 @@ export class WorkerNic extends HostNic {
           }
         }
       }
-      const record = new HardStateRecord(block.sab, block.at);
-      record.write(s, block.send, block.recv);
-      out.set(id, { key, block, send, recv, record });
+      const views = blockViews(block, send, recv);
+      views.record.write(s, block.send, block.recv);
+      const p: PreparedConn = { ...views, key, state: s, pool: views };
+      out.set(id, p);
+      byState.set(s, p);
     }
     return out;
   }
@@ -700,6 +783,9 @@ export class WorkerNic extends HostNic {
    * in a connection's thread-local rings. 0 for connections whose rings were shared already.
    */
   copiedBytes = 0;
+
+  /** Records this NIC's terminates handed back that the host read into a pooled state (BlockViews.spare). */
+  pooledReads = 0;
 
   terminate(keys: ConnKey[] | 'all'): Promise<Uint8Array>;
   terminate(keys: ConnKey[] | 'all', opts: TerminateOptions): Promise<Transfer>;
@@ -737,10 +823,10 @@ export class WorkerNic extends HostNic {
     if (byRef) {
       this.released.clear();
       this.releasedAsRecords = res.records === true;
-      for (const h of frozen) if (moved.has(h.slot)) this.released.set(connKeyId(h.key), h);
+      for (const h of frozen) if (moved.has(h.slot)) this.released.set(h.id, h);
     } else {
       const handedOn: [string, ConnBlockRef][] = [];
-      for (const h of frozen) if (moved.has(h.slot)) handedOn.push([connKeyId(h.key), h.block]);
+      for (const h of frozen) if (moved.has(h.slot)) handedOn.push([h.id, h.block]);
       keepReleasedBlocks(handedOn);
     }
     for (const s of res.freed ?? []) {
@@ -773,7 +859,7 @@ export class WorkerNic extends HostNic {
       const trees = decodeBatch(bytes, now, { rings, addrs });
       if (this.releasedAsRecords) {
         try {
-          fillFromReleased(trees, released, now);
+          this.pooledReads += fillFromReleased(trees, released, now);
         } catch (e) {
           // The decode's references on IPv6 paths go back with the refused answer.
           releaseTreeAddresses(trees);
@@ -787,8 +873,18 @@ export class WorkerNic extends HostNic {
       // rebuild instead of being lost with the answer.
       for (const [id, h] of released) {
         if (this.byKey.has(id)) continue;
-        const views = { key: h.key, block: h.block, send: h.sendRing, recv: h.recvRing, record: h.record };
-        this.byKey.set(id, new WorkerConnectionHandle(this, h.key, -1, { ...views, slot: -1 }, views));
+        const views: BlockViews = {
+          block: h.block,
+          send: h.sendRing,
+          recv: h.recvRing,
+          record: h.record,
+          transfer: h.transfer,
+          spare: null,
+        };
+        this.byKey.set(
+          id,
+          new WorkerConnectionHandle(this, h.key, -1, { key: h.key, slot: -1, block: h.block }, views, id),
+        );
         this.conns++;
       }
       throw e;
@@ -844,7 +940,7 @@ export class WorkerNic extends HostNic {
   private take(h: WorkerConnectionHandle): SalvageRecord {
     h.detached = true;
     this.handles.delete(h.slot);
-    this.byKey.delete(connKeyId(h.key));
+    this.byKey.delete(h.id);
     this.conns--;
     return { key: h.key, hard: h.hardState(), sendRing: h.sendRing, recvRing: h.recvRing, user: h.user };
   }
@@ -932,7 +1028,7 @@ export class WorkerNic extends HostNic {
       const h = this.handles.get(s);
       if (!h) continue;
       this.handles.delete(s);
-      if (this.byKey.get(connKeyId(h.key)) === h) this.byKey.delete(connKeyId(h.key));
+      if (this.byKey.get(h.id) === h) this.byKey.delete(h.id);
       this.conns--;
     }
   }

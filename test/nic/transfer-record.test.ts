@@ -90,6 +90,55 @@ describe('transfer records', () => {
     );
   });
 
+  test('a state read into a pooled state that held another connection is the state a fresh read makes: nothing of the other carries over', () => {
+    fc.assert(
+      fc.property(arbTrees, arbTrees, fc.integer({ min: 0, max: 1_000_000 }), (a, b, now) => {
+        // Never empty: the generator may make no connection at all.
+        const pool = [...flattenTrees(a), ...flattenTrees(sampleTrees(1))];
+        const next = flattenTrees(b);
+        for (let i = 0; i < next.length; i++) {
+          const s = next[i]!;
+          const { block } = blockFor(s);
+          const rec = recordOf(block);
+          rec.write(s, now, 0, 1, ByteRing.attachShared(block.recv));
+          const send = ByteRing.attachShared(block.send);
+          const recv = ByteRing.attachShared(block.recv);
+          // The pooled state first as a read makes it, then dirtied as a running connection would.
+          const old = pool[i % pool.length]!;
+          const oldBlock = blockFor(old).block;
+          recordOf(oldBlock).write(old, now, 0, 1, ByteRing.attachShared(oldBlock.recv));
+          const pooled = recordOf(oldBlock).read(
+            now,
+            old.path,
+            ByteRing.attachShared(oldBlock.send),
+            ByteRing.attachShared(oldBlock.recv),
+          );
+          pooled.soft.ooo = old.soft.ooo.slice();
+          pooled.soft.sacked = [{ start: 1, end: 2 }] as never;
+          pooled.soft.recvSackRecent = [{ start: 3, end: 4 }] as never;
+          pooled.soft.cubic.wMax = 12345;
+          const into = rec.readInto(pooled, now, s.path, send, recv);
+          assert.equal(into, pooled, 'the pooled object itself');
+          const fresh = rec.read(now, s.path, send, recv);
+          assert.equal(into.path, s.path);
+          assert.equal(into.delegated.sendBuffer, send);
+          assert.equal(into.delegated.recvBuffer, recv);
+          const strip = (x: TcpState) => {
+            const n = normalize(x) as { delegated: Record<string, unknown>; path?: unknown };
+            delete n.delegated.sendBuffer;
+            delete n.delegated.recvBuffer;
+            delete n.path;
+            return n;
+          };
+          assert.deepEqual(strip(into), strip(fresh));
+          assert.deepEqual(Object.keys(into.soft), Object.keys(fresh.soft), 'same shape');
+          validateTcpState(into);
+        }
+      }),
+      { numRuns: 60 },
+    );
+  });
+
   test('the owner word: offered, taken once by the NIC it was offered to, handed back', () => {
     const s = flattenTrees(sampleTrees(1))[0]!;
     const { block, recv } = blockFor(s);

@@ -247,6 +247,8 @@ async function openLink(): Promise<Link> {
 interface Slot {
   index: number;
   key: ConnKey;
+  /** connKeyId of the key. */
+  id: string;
   conn: TcpConnection;
   block: ConnBlockRef;
   record: HardStateRecord;
@@ -343,6 +345,19 @@ class RemoteUser implements TcpUser {
 }
 
 /**
+ * States of connections this worker released by records, by connKeyId, for their next initiate
+ * here (the host moves connections back and forth between the same NICs): at most one per
+ * connection this NIC can hold, the oldest let go first.
+ */
+const statePool = new Map<string, TcpState>();
+
+function poolState(id: string, s: TcpState): void {
+  statePool.delete(id);
+  statePool.set(id, s);
+  if (statePool.size > boot.capacity) statePool.delete(statePool.keys().next().value!);
+}
+
+/**
  * The connections of an initiate by records: each block's transfer record (but those of the
  * connections the batch carried), offered to this NIC, read over the block's rings into the path
  * it names, and the whole batch validated as the codec's decoder validates it (validateTrees:
@@ -363,6 +378,7 @@ function fillFromRecords(
   for (const node of nodes) for (const s of node.conns) decoded.add(connKeyId(keyOfState(s)));
   const now = clock.now();
   let n = 0;
+  let pooled = 0;
   for (const [id, b] of blocks) {
     if (decoded.has(id)) continue;
     n++;
@@ -371,13 +387,26 @@ function fillFromRecords(
     const node = nodes[rec.pathIndex];
     if (node === undefined)
       throw new StateValidationError('path', `path index ${rec.pathIndex} outside the batch`);
-    const s = rec.read(now, node.path, ByteRing.attachShared(b.send), ByteRing.attachShared(b.recv));
+    const send = ByteRing.attachShared(b.send);
+    const recv = ByteRing.attachShared(b.recv);
+    // A state this connection left here before is filled in place (whatever becomes of the batch:
+    // nothing else holds it); a refused batch leaves it to the collector.
+    const into = statePool.get(id);
+    if (into !== undefined) {
+      statePool.delete(id);
+      pooled++;
+    }
+    const s =
+      into === undefined
+        ? rec.read(now, node.path, send, recv)
+        : rec.readInto(into, now, node.path, send, recv);
     if (connKeyId(keyOfState(s)) !== id)
       throw new StateValidationError('tcp.const', 'record is not the connection its block was named for');
     node.conns.push(s);
   }
   validateTrees(trees);
   engine.counters.inc('nic.initiate.records', n);
+  if (pooled > 0) engine.counters.inc('nic.initiate.pooled', pooled);
 }
 
 /**
@@ -423,9 +452,10 @@ function install(conn: TcpConnection, given: ConnBlockRef | undefined): Installe
   const c = s.const;
   const key = { localIp: c.localIp, localPort: c.localPort, remoteIp: c.remoteIp, remotePort: c.remotePort };
   const record = new HardStateRecord(block.sab, block.at);
-  const slot: Slot = { index, key, conn, block, record, send, recv, published: -1 };
+  const id = connKeyId(key);
+  const slot: Slot = { index, key, id, conn, block, record, send, recv, published: -1 };
   slots[index] = slot;
-  byKey.set(connKeyId(key), slot);
+  byKey.set(id, slot);
   connIndex.add(slot);
   owners?.add(key.localIp, key.localPort, key.remoteIp, key.remotePort);
   // A stale doorbell bit from the slot's previous tenant must not reach this one.
@@ -439,7 +469,7 @@ function free(slot: Slot): void {
   if (slots[slot.index] !== slot) return;
   slots[slot.index] = undefined;
   freeSlots.push(slot.index);
-  byKey.delete(connKeyId(slot.key));
+  byKey.delete(slot.id);
   connIndex.remove(slot);
   const k = slot.key;
   owners?.remove(k.localIp, k.localPort, k.remoteIp, k.remotePort);
@@ -775,6 +805,9 @@ function handleRequest(id: number, r: WorkerRequest): void {
             const slot = slotOf(s)!;
             const b = slot.block;
             new TransferRecord(b.sab, b.at + TRANSFER_RECORD_AT).write(s, now, path, OWNER_HOST, slot.recv);
+            // Released, the state is the record's now (TcpHandover.release): kept for the
+            // connection's next visit here, read into instead of made anew.
+            poolState(slot.id, s);
           }
           out = encodeBatch(split.trees, now, { skipValidation: true, ringsByRef: true });
         } else out = engine.terminate(keys, { ringsByRef: r.byRef === true });
