@@ -227,7 +227,9 @@ class ChimneyDut extends DutBase implements Dut {
       tcp.keepCount = cfg.keepalive.cnt;
     }
     const ips = ip === ip4 ? [`${ip}/24`] : [`${ip4}/24`, `${ip}/64`];
-    this.th = createTapHost({ tap, ip: ips, mac, offload: false, tcp });
+    // A fresh Chimney per case: DAD's initial delay (up to 1 s on a TAP) would only add to every
+    // IPv6 case's set-up what TCP conformance does not look at; DAD itself still runs.
+    this.th = createTapHost({ tap, ip: ips, mac, offload: false, tcp, dadDelayMs: 0 });
   }
   ready(): Promise<void> {
     return ipv6Settled(this.th.stack, 5000);
