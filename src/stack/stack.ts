@@ -252,7 +252,10 @@ export class Stack {
       link.onCarrier((up) => {
         if (!up || this.closed) return;
         this.neighbors.announce([...p.byVlan.values()]);
-        for (const i of p.byVlan.values()) this.ip6.mld.resend(i);
+        for (const i of p.byVlan.values()) {
+          this.ip6.mld.resend(i);
+          this.ip6.linkUp(i);
+        }
       });
       port = p;
     }

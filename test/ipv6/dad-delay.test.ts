@@ -85,6 +85,39 @@ describe("DAD's initial delay on real links", () => {
     assert.ok(new Set(firsts).size > 4, `the delay is drawn, not fixed: ${firsts.join(', ')} ms`);
   });
 
+  test('without carrier DAD waits: no probe, the address stays tentative; on carrier it starts, delay included', async () => {
+    const net = new SimNetwork({ seed: 10 });
+    const port = net.switch.addPort({ name: 'late' });
+    const link = new Icmp6Log(port);
+    link.now = () => net.now();
+    port.cut();
+    const stack = new Stack(tapStackOptions({}, net.clock, net.random.fork()));
+    stack.addInterface(link, { mac: '02:00:00:00:00:10', ip: ['fd00:58::10/64'] });
+    await net.sleep(3000);
+    const iface = stack.interfaces[0]!;
+    assert.deepEqual(
+      stack.ip6.addresses(iface).map((a) => a.state),
+      ['tentative', 'tentative'],
+      'never preferred unprobed',
+    );
+    assert.equal(stack.counters.get('nd.dad.wait-link'), 2);
+    const tUp = net.now();
+    port.restore();
+    await net.sleep(TAP_DAD_DELAY_MS + 1500);
+    const dad = link.sent.filter((x) => x.type === Icmpv6Type.NEIGHBOR_SOLICITATION && x.unspecifiedSrc);
+    assert.equal(dad.length, 2, 'one probe per address once the link is up');
+    for (const d of dad) assert.ok(d.at > tUp && d.at < tUp + TAP_DAD_DELAY_MS, `+${d.at - tUp} ms`);
+    const report = link.sent.findIndex((x) => x.type === MldType.V2_REPORT && x.at >= tUp);
+    const probe = link.sent.findIndex((x) => x.type === Icmpv6Type.NEIGHBOR_SOLICITATION && x.at >= tUp);
+    assert.ok(report >= 0 && report < probe, 'the groups are reported again before the first probe');
+    assert.deepEqual(
+      stack.ip6.addresses(iface).map((a) => a.state),
+      ['preferred', 'preferred'],
+    );
+    stack.close();
+    net.close();
+  });
+
   test('--dad-delay 0 probes at once, as the simulator does', async () => {
     const net = new SimNetwork({ seed: 9 });
     const c = tapLikeHost(net, 'fd00:58::10/64', '02:00:00:00:00:10', 0);

@@ -23,7 +23,7 @@ import {
   shaOf,
   writeDataFile,
 } from '../interop/lab.ts';
-import { teamStatus } from './team-downloads.ts';
+import { teamStatus, waitFor } from './team-downloads.ts';
 
 const gate = interopGate(['curl', 'python3', 'tshark', 'ss'], { cli: true });
 const SUBNET = 58;
@@ -96,7 +96,24 @@ describe('IPv6-only chimney serve and get against Linux on TAPs', {
     });
     try {
       assert.match(srv.readyLine, /team .*fd00:58::10\/64/, srv.readyLine);
-      await Promise.all([curlDownload(8 << 20), curlDownload(8 << 20)]);
+      // Rate-limited, so both are open while status is read: they must show on the worker.
+      const size = 4 << 20;
+      const run = lab!.sh(
+        `for i in 1 2; do curl -6 -sS --fail --max-time 60 --limit-rate 1M 'http://[${SERVE6}]/bytes/${size}' | sha256sum & done; wait`,
+        70_000,
+      );
+      await waitFor(
+        'both downloads on the worker NIC in chimney status',
+        async () => {
+          const s = await teamStatus(ctl);
+          const conns = s.trees.flatMap((nb) => nb.paths.flatMap((p) => p.conns));
+          return conns.filter((c) => c.local === `[${SERVE6}]:80` && c.owner !== 'host').length >= 2;
+        },
+        30_000,
+      );
+      const r = await run;
+      assert.equal(r.code, 0, r.stderr);
+      assert.deepEqual(r.stdout.trim().split('\n').map(shaOf), [patternDigest(size), patternDigest(size)]);
       const s = await teamStatus(ctl);
       assert.ok(
         s.addresses.every((a) => a.includes(':')),
