@@ -26,8 +26,13 @@ export interface CheckedAddresses {
   v4: string[];
   /** IPv6 'addr/n' in RFC 5952 form, in the order given. */
   v6: string[];
-  /** The first IPv4 address as a number. */
-  primary: number;
+  /** The first IPv4 address as a number, or null when every address is IPv6. */
+  primary: number | null;
+  /**
+   * 32 bits that name the host, for its default MAC (02:00 + these): the first IPv4 address, or
+   * the last 32 bits of the first IPv6 one on an IPv6-only host.
+   */
+  macSeed: number;
   /** The IPv6 default router, RFC 5952 form, when --gw6 was given. */
   gw6?: string;
 }
@@ -48,8 +53,9 @@ export function collectIps(v: string, prev: string[] | undefined): string[] {
 
 /**
  * Check and sort the addresses. An IPv6 address on a TAP must be a global or unique-local unicast
- * address with a prefix: the link-local one is formed from the MAC (RFC 4862 5.3), and the stack
- * still needs one IPv4 address on every interface. Throws InvalidArgumentError naming the flag.
+ * address with a prefix: the link-local one is formed from the MAC (RFC 4862 5.3). Either family
+ * may be absent, as on Linux: IPv6 addresses alone make an IPv6-only interface (no ARP). Throws
+ * InvalidArgumentError naming the flag.
  */
 export function checkAddresses(
   ips: string | readonly string[],
@@ -89,9 +95,8 @@ export function checkAddresses(
       v4.push({ s, ip: c.ip, mask: c.mask });
     }
   }
-  if (v4.length === 0)
-    bad('--ip', `${all.join(', ')}: an IPv4 address is needed too (e.g. --ip 10.9.0.10/24)`);
   if (o.gw !== undefined) {
+    if (v4.length === 0) bad('--gw', 'an IPv4 gateway needs an IPv4 --ip (e.g. --ip 10.9.0.10/24)');
     let gw = 0;
     try {
       gw = parseIpv4(o.gw);
@@ -125,7 +130,11 @@ export function checkAddresses(
   }
   if (v6.length > 0 && o.mtu !== undefined && o.mtu < IPV6_MIN_MTU)
     bad('--mtu', `${o.mtu} is below ${IPV6_MIN_MTU}, the smallest MTU that carries IPv6`);
-  return { v4: v4.map((a) => a.s), v6: v6.map((a) => a.s), primary: v4[0]!.ip, gw6 };
+  const first6 = v6[0]?.ip;
+  const primary = v4.length > 0 ? v4[0]!.ip : null;
+  const macSeed =
+    primary ?? ((first6![12]! << 24) | (first6![13]! << 16) | (first6![14]! << 8) | first6![15]!) >>> 0;
+  return { v4: v4.map((a) => a.s), v6: v6.map((a) => a.s), primary, macSeed, gw6 };
 }
 
 /** `[fd00::1]` (a URL's host) → `fd00::1`; an IPv4 literal unchanged; null for anything else. */

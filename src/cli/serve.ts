@@ -36,6 +36,7 @@ import {
   createTapHost,
   ipv6Settled,
   macForIp,
+  TAP_DAD_DELAY_MS,
   TAP_TCP_DEFAULTS,
   type TapHost,
   type TapHostOptions,
@@ -49,7 +50,7 @@ import { createTapTeam, type TapTeam } from './tap-team.ts';
  */
 const WORKER_TCP_DEFAULTS = { ...TAP_TCP_DEFAULTS, sndBufSize: DEFAULT_RING, rcvBufSize: DEFAULT_RING };
 
-/** Duplicate address detection takes about a second per address (RFC 4862 RetransTimer); a margin for a busy machine. */
+/** Duplicate address detection takes about a second per address (RFC 4862 RetransTimer) after its initial delay (--dad-delay); a margin for a busy machine. */
 const IPV6_SETTLE_MS = 10_000;
 
 /** Connections get this long to finish after SIGINT/SIGTERM before they are aborted. */
@@ -86,15 +87,26 @@ function addTapOptions(cmd: Command): Command {
     )
     .requiredOption(
       '--ip <addr/prefix>',
-      "Chimney's addresses, e.g. 10.9.0.10/24 or fd00::10/64; repeatable or comma-separated (one IPv4 address is required)",
+      "Chimney's addresses, e.g. 10.9.0.10/24 or fd00::10/64; repeatable or comma-separated (IPv6 alone: an IPv6-only host, no ARP)",
       collectIps,
     )
     .option('--gw <addr>', 'IPv4 default gateway')
     .option('--gw6 <addr>', 'IPv6 default router (link-local, or on the subnet of an IPv6 --ip)')
-    .option('--mac <mac>', "Chimney's MAC (default 02:00 + the first IPv4 address)")
+    .option(
+      '--mac <mac>',
+      "Chimney's MAC (default 02:00 + the first IPv4 address, else the last 32 bits of the first IPv6 one)",
+    )
     .option('--pcap <file>', 'capture every frame to this pcap file')
     .addOption(new Option('--mtu <n>', 'set the TAP MTU').argParser(intIn(576, 65521)))
     .option('--no-offload', 'do not use segmentation and checksum offload')
+    .addOption(
+      new Option(
+        '--dad-delay <ms>',
+        "largest random wait before an IPv6 address's first duplicate address detection probe (RFC 4862 5.4.2; 0: at once)",
+      )
+        .argParser(intIn(0, 60_000))
+        .default(TAP_DAD_DELAY_MS),
+    )
     .addOption(
       new Option('--vlan <id>', 'tag every frame with this 802.1Q VLAN id').argParser(intIn(1, 4094)),
     )
@@ -115,6 +127,7 @@ interface TapFlags {
   offload: boolean;
   impair?: string;
   vlan?: number;
+  dadDelay?: number;
 }
 
 interface TeamFlags {
@@ -161,6 +174,7 @@ function hostOptions(o: TapFlags): TapHostOptions {
     offload: o.offload,
     impair: o.impair,
     vlan: o.vlan,
+    dadDelayMs: o.dadDelay,
   };
 }
 
@@ -330,8 +344,9 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
     v6 = a;
     tt = createTapTeam({
       taps: o.tap,
-      ip: a.v4[0]!,
-      mac: o.mac ?? macForIp(a.primary),
+      ip: a.v4[0],
+      mac: o.mac ?? macForIp(a.macSeed),
+      ipv6: { dadDelayMs: o.dadDelay ?? TAP_DAD_DELAY_MS },
       mtu: o.mtu,
       offload: o.offload,
       vlan: o.vlan,
@@ -344,8 +359,9 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
       pcap: pcap ?? undefined,
     });
     await tt.ready(5000);
-    // The team's host interface takes the IPv6 addresses once the team exists; IPv6 connections
-    // are offloaded to its NICs by the same policy as IPv4 ones.
+    // The team's host interface takes the IPv6 addresses once the team exists (its members then
+    // carry the MLD reports and DAD probes); IPv6 connections are offloaded to its NICs by the
+    // same policy as IPv4 ones. Without an IPv4 address the interface waits here with none.
     if (v6.v6.length > 0) {
       const iface = tt.team.stack.interfaces[0]!;
       tt.team.stack.ip6.enable(iface, v6.v6);
@@ -514,7 +530,7 @@ async function runServe(o: ServeFlags & AdminFlags): Promise<void> {
   const sv = teamed ? await serveOnTeam(o, log) : serveOnTap(o, log);
   // The ready line promises reachable addresses: an IPv6 one is usable once DAD has passed.
   try {
-    await ipv6Settled(sv.stack, IPV6_SETTLE_MS);
+    await ipv6Settled(sv.stack, IPV6_SETTLE_MS + (o.dadDelay ?? TAP_DAD_DELAY_MS));
   } catch (e) {
     sv.close();
     failWith('serve', e);
@@ -584,18 +600,19 @@ async function runGet(url: string, o: TapFlags & { output?: string; timeout: num
     );
   }
   const hostname = lit.host;
-  if (lit.family === 6) {
-    let a: CheckedAddresses;
-    try {
-      a = checkAddresses(o.ip, { gw: o.gw, gw6: o.gw6, mtu: o.mtu });
-    } catch (e) {
-      failWith('get', e);
-    }
-    if (a.v6.length === 0) fail('get', `${url}: an IPv6 host needs an IPv6 --ip (e.g. --ip fd00::20/64)`);
+  let a: CheckedAddresses;
+  try {
+    a = checkAddresses(o.ip, { gw: o.gw, gw6: o.gw6, mtu: o.mtu });
+  } catch (e) {
+    failWith('get', e);
   }
+  if (lit.family === 6 && a.v6.length === 0)
+    fail('get', `${url}: an IPv6 host needs an IPv6 --ip (e.g. --ip fd00::20/64)`);
+  if (lit.family === 4 && a.v4.length === 0)
+    fail('get', `${url}: an IPv4 host needs an IPv4 --ip (e.g. --ip 10.9.0.20/24)`);
   const th = openHost('get', o);
   try {
-    await ipv6Settled(th.stack, IPV6_SETTLE_MS);
+    await ipv6Settled(th.stack, IPV6_SETTLE_MS + (o.dadDelay ?? TAP_DAD_DELAY_MS));
   } catch (e) {
     th.close();
     failWith('get', e);

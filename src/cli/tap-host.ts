@@ -2,15 +2,15 @@
  * A Chimney host on a real Linux TAP device: wall-clock time, cryptographic randomness, one stack
  * interface on the TAP, an optional capture. The CLI's `serve` and `get` build on it.
  */
-import { RealClock } from '../core/clock.ts';
+import { type Clock, RealClock } from '../core/clock.ts';
 import { InvalidArgumentError } from '../core/errors.ts';
-import { CryptoRandom } from '../core/random.ts';
+import { CryptoRandom, type Random } from '../core/random.ts';
 import { impairLink, parseImpairment } from '../link/impaired-link.ts';
 import type { Link } from '../link/link.ts';
 import { capture, PcapWriter } from '../link/pcap.ts';
 import { TapLink } from '../link/tap-link.ts';
 import { Host } from '../socket/host.ts';
-import { Stack } from '../stack/stack.ts';
+import { Stack, type StackOptions } from '../stack/stack.ts';
 import { OUTPUT_BUDGET_BYTES } from '../stack/tcp/tcp-output.ts';
 import type { TcpCached } from '../state/tcp-state.ts';
 import { formatMac, parseMac } from '../wire/addr.ts';
@@ -20,10 +20,16 @@ export interface TapHostOptions {
   /** TAP device name; opened if it exists, else created (and removed again on close). */
   tap: string;
   /**
-   * Our addresses with their prefixes, e.g. 10.9.0.10/24 or ['10.9.0.10/24', 'fd00::10/64']: at
-   * least one IPv4 address (the first names the default MAC), any number of IPv6 ones.
+   * Our addresses with their prefixes, e.g. 10.9.0.10/24 or ['10.9.0.10/24', 'fd00::10/64'], of
+   * either family or both; IPv6 ones alone make an IPv6-only host (no ARP). The first IPv4 one
+   * (else the first IPv6 one) names the default MAC.
    */
   ip: string | readonly string[];
+  /**
+   * Upper bound of the random delay before each address's first duplicate address detection probe
+   * (RFC 4862 5.4.2), in ms; default TAP_DAD_DELAY_MS, 0 probes at once.
+   */
+  dadDelayMs?: number;
   /** IPv4 default gateway (on the subnet of an IPv4 address). */
   gw?: string;
   /** IPv6 default router (link-local, or on the subnet of an IPv6 address). */
@@ -56,12 +62,38 @@ export interface TapHost {
   close(): void;
 }
 
+/**
+ * DAD's initial random delay on a real link: RFC 4862 5.4.2 asks for one up to
+ * MAX_RTR_SOLICITATION_DELAY (1 s) when the interface comes up, so that hosts powered on together
+ * do not probe together, and Linux draws it below rtr_solicit_delay, also 1 s by default
+ * (addrconf_dad_kick). The same bound here keeps Chimney's first NS no sooner than a kernel's.
+ */
+export const TAP_DAD_DELAY_MS = 1000;
+
 /** Large buffers by default: a real link has a real bandwidth-delay product. */
 export const TAP_TCP_DEFAULTS: Partial<TcpCached> = { sndBufSize: 4 << 20, rcvBufSize: 4 << 20 };
 
-/** A locally administered unicast MAC, 02:00 followed by the IPv4 address. */
+/** A locally administered unicast MAC, 02:00 followed by 32 bits of the address (`macSeed`). */
 export function macForIp(ip: number): string {
   return formatMac(0x020000000000 + ip);
+}
+
+/**
+ * The stack a host on a real link runs: large buffers and DAD's initial delay. Given a clock and a
+ * randomness source of the caller's, so a test can run the same stack on simulated time.
+ */
+export function tapStackOptions(
+  o: Pick<TapHostOptions, 'tcp' | 'dadDelayMs'>,
+  clock: Clock,
+  random: Random,
+): StackOptions {
+  return {
+    clock,
+    random,
+    name: 'chimney',
+    tcp: { ...TAP_TCP_DEFAULTS, ...o.tcp },
+    ipv6: { dadDelayMs: o.dadDelayMs ?? TAP_DAD_DELAY_MS },
+  };
 }
 
 /** Check the options that need no system call; throws InvalidArgumentError naming the flag. */
@@ -83,6 +115,12 @@ export function checkTapHostOptions(o: TapHostOptions): void {
   }
   if (o.vlan !== undefined && (!Number.isInteger(o.vlan) || o.vlan < 1 || o.vlan > 4094)) {
     bad('--vlan', `${o.vlan} is outside 1..4094`);
+  }
+  if (
+    o.dadDelayMs !== undefined &&
+    !(Number.isInteger(o.dadDelayMs) && o.dadDelayMs >= 0 && o.dadDelayMs <= 60_000)
+  ) {
+    bad('--dad-delay', `${o.dadDelayMs} is not a whole number of ms in 0..60000`);
   }
   if (o.impair !== undefined) {
     try {
@@ -112,16 +150,11 @@ export function createTapHost(o: TapHostOptions): TapHost {
       writer = new PcapWriter(o.pcap, { clock, epochMs: Date.now() - clock.now() });
       link = capture(link, writer);
     }
-    stack = new Stack({
-      clock,
-      random: new CryptoRandom(),
-      name: 'chimney',
-      tcp: { ...TAP_TCP_DEFAULTS, ...o.tcp },
-    });
+    stack = new Stack(tapStackOptions(o, clock, new CryptoRandom()));
     stack.tcp.outputBudget = OUTPUT_BUDGET_BYTES;
     const a = checkAddresses(o.ip, { gw: o.gw, gw6: o.gw6, mtu: o.mtu });
     const iface = stack.addInterface(link, {
-      mac: o.mac ?? macForIp(a.primary),
+      mac: o.mac ?? macForIp(a.macSeed),
       ip: [...a.v4, ...a.v6],
       vlan: o.vlan,
       offload: o.offload ?? true,

@@ -15,6 +15,7 @@ import { LocalNic } from '../nic/local-nic.ts';
 import type { Nic } from '../nic/nic.ts';
 import { WorkerNic } from '../nic/worker-nic.ts';
 import type { OffloadPolicy } from '../offload/offload-manager.ts';
+import type { Ipv6Options } from '../stack/ipv6.ts';
 import { OUTPUT_BUDGET_BYTES } from '../stack/tcp/tcp-output.ts';
 import type { TcpCached } from '../state/tcp-state.ts';
 import type { HealthOptions } from '../team/health.ts';
@@ -25,8 +26,11 @@ import { parseMac } from '../wire/addr.ts';
 
 export interface TapTeamOptions {
   taps: readonly string[];
-  ip: string;
+  /** The team's IPv4 address with prefix; absent: IPv6 only (addresses enabled on its stack later). */
+  ip?: string;
   mac: string;
+  /** The IPv6 layer's options of the team's stack (DAD's initial delay). */
+  ipv6?: Ipv6Options;
   mtu?: number;
   /** Use the TAPs' checksum and segmentation offload (default true). */
   offload?: boolean;
@@ -109,6 +113,7 @@ export function createTapTeam(o: TapTeamOptions, clock = new RealClock()): TapTe
     random,
     name: 'chimney',
     ip: o.ip,
+    ipv6: o.ipv6,
     mac: o.mac,
     members,
     counters,

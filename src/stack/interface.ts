@@ -16,7 +16,9 @@ export interface InterfaceOptions {
   mac: number | string;
   /**
    * 'a.b.c.d/n', or several of them; the first IPv4 one is the primary address. IPv6 ones
-   * ('fd00::10/64') turn IPv6 on for the interface; at least one IPv4 address is needed for now.
+   * ('fd00::10/64') turn IPv6 on for the interface. Either family may be left out: an interface
+   * without an IPv4 address is IPv6-only (no ARP at all), one without any address carries nothing
+   * until IPv6 is enabled on it.
    */
   ip: string | readonly string[];
   /** Turn IPv6 on (link-local address, neighbor discovery, SLAAC) even without an IPv6 address. */
@@ -93,8 +95,14 @@ export class StackInterface {
     this.tx!.pending = opts;
   }
 
+  /** The first IPv4 address, or 0 on an interface without one (IPv6-only). */
   get primaryIp(): number {
-    return this.addresses[0]!.ip;
+    return this.addresses.length > 0 ? this.addresses[0]!.ip : 0;
+  }
+
+  /** The interface has an IPv4 address: without one it speaks IPv6 only, and ARP is off. */
+  get ipv4(): boolean {
+    return this.addresses.length > 0;
   }
 
   get up(): boolean {

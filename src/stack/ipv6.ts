@@ -87,8 +87,10 @@ export interface Ipv6Options {
   /**
    * Longest random wait before an address's first DAD probe, so that nodes started together do
    * not probe at once: RFC 4862 5.4.2 asks for up to MAX_RTR_SOLICITATION_DELAY (1000 ms), which
-   * Linux applies to every address (rtr_solicit_delay). Default 0, probing at once: the simulator's
-   * and the tests' timings of DAD assume it; a link shared with other nodes should pass 1000.
+   * Linux applies to every address (rtr_solicit_delay). Default 0, probing at once, because the
+   * simulator's tests time DAD from the moment an address is added: with a default of 1000, 26 of
+   * the 104 tests of the IPv6 stack, MLD, IPv6 team and test/ipv6 files fail. On real links
+   * `serve` and `get` pass 1000 (TAP_DAD_DELAY_MS, `--dad-delay`).
    */
   dadDelayMs?: number;
   /** Take addresses and default routers from router advertisements (default true). */
@@ -128,6 +130,8 @@ interface Addr {
   /** DAD: our nonce (RFC 7527) and probes sent. */
   nonce: number;
   probes: number;
+  /** DAD waits for the link: a probe fell due while the interface had no carrier. */
+  waitingLink: boolean;
   readonly timer: Timer;
   /** The address's handle in the AddressTable (one reference held while configured). */
   readonly handle: number;
@@ -1616,12 +1620,35 @@ export class Ipv6Layer {
       preferredUntil,
       nonce: -1,
       probes: 0,
+      waitingLink: false,
       timer: this.ctx.clock.createTimer(() => this.addrTimer(x, a)),
     };
     x.addrs.push(a);
     this.join(x, solicitedNodeAddress(ip));
     if (this.dadTransmits === 0) this.preferred(x, a);
-    else if (this.dadDelayMs === 0) this.dadProbe(x, a);
+    else this.startDad(x, a);
+    return a;
+  }
+
+  /**
+   * The link came up: DAD starts again, initial delay included, for every address whose probe fell
+   * due without carrier, as Linux's addrconf_dad_run does on NETDEV_CHANGE. Without it such an
+   * address would pass DAD unprobed; and a TAP's carrier can read down for a while after it is
+   * opened (the kernel's linkwatch), which dropped the probes while the MLD reports went out later.
+   */
+  linkUp(iface: StackInterface): void {
+    const x = this.ifs.get(iface);
+    if (!x || this.closed) return;
+    for (const a of x.addrs) {
+      if (a.state !== 'tentative' || !a.waitingLink) continue;
+      a.waitingLink = false;
+      a.probes = 0;
+      this.startDad(x, a);
+    }
+  }
+
+  private startDad(x: Ipv6Iface, a: Addr): void {
+    if (this.dadDelayMs === 0) this.dadProbe(x, a);
     else {
       // The first probe's nonce is drawn now, as it was when the probe went out at once, and the
       // delay from the 16 bits of its first word the 48-bit nonce leaves unused: no extra draw, so
@@ -1631,11 +1658,17 @@ export class Ipv6Layer {
       a.nonce = (hi & 0xffff) * 0x1_0000_0000 + r.u32();
       a.timer.arm(((hi >>> 16) / 0x10000) * this.dadDelayMs);
     }
-    return a;
   }
 
   /** A DAD probe; `drawn`: the first one after the initial delay, whose nonce is already drawn. */
   private dadProbe(x: Ipv6Iface, a: Addr, drawn = false): void {
+    if (!x.iface.up) {
+      // A probe the link would drop proves nothing: the address stays tentative until carrier.
+      a.waitingLink = true;
+      a.timer.disarm();
+      this.ctx.counters.inc('nd.dad.wait-link');
+      return;
+    }
     if (!drawn) {
       const r = this.ctx.random;
       a.nonce = (r.u32() & 0xffff) * 0x1_0000_0000 + r.u32();

@@ -333,6 +333,12 @@ export class NeighborTable {
   /** An ARP packet at buf[off, off+len) arrived on `iface`. Counts exactly one accept or drop. */
   input(iface: StackInterface, buf: Uint8Array, off: number, len: number): void {
     const c = this.ctx.counters;
+    if (!iface.ipv4) {
+      // IPv6-only, as Linux with no IPv4 address on the device: nothing to answer, and learning
+      // IPv4 neighbors there would only fill the cache for a family the interface cannot send.
+      c.inc('drop.arp.no-ipv4');
+      return;
+    }
     const p = this.arp;
     const err = decodeArp(buf, off, len, p);
     if (err !== null) {

@@ -216,11 +216,13 @@ export class PathLayer implements IpSender {
     const local = this.localAddrs.get(ip);
     if (local) return { iface: local, nextHop: ip };
     if (ip === 0xffffffff) {
-      const first = this.host.interfaces[0];
+      const first = this.host.interfaces.find((i) => i.ipv4);
       return first ? { iface: first, nextHop: ip } : null;
     }
     for (const r of this.routes) {
-      if ((ip & r.mask) >>> 0 === r.network) return { iface: r.iface, nextHop: r.gateway || ip };
+      // An IPv6-only interface has no IPv4 source to send from (Linux: "Network is unreachable").
+      if ((ip & r.mask) >>> 0 === r.network && r.iface.ipv4)
+        return { iface: r.iface, nextHop: r.gateway || ip };
     }
     return null;
   }

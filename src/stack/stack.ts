@@ -209,12 +209,12 @@ export class Stack {
       throw new InvalidArgumentError(`interface MTU must be 68..${link.mtu} (the link's), got ${opts.mtu}`);
     }
     const all = typeof opts.ip === 'string' ? [opts.ip] : opts.ip;
-    if (!Array.isArray(all) || all.length === 0)
-      throw new InvalidArgumentError('an interface needs an address');
-    // IPv6 addresses go to the IPv6 layer; an interface still needs one IPv4 address for now.
+    if (!Array.isArray(all)) throw new InvalidArgumentError('ip must be an address/prefix or a list of them');
+    // IPv6 addresses go to the IPv6 layer. Either family may be absent, as on Linux: without an
+    // IPv4 address the interface neither sends nor answers ARP; without any address it only waits
+    // for `ip6.enable` (a team's interface exists before its members run).
     const cidrs = all.filter((s) => typeof s !== 'string' || !s.includes(':'));
     const cidrs6 = all.filter((s) => typeof s === 'string' && s.includes(':'));
-    if (cidrs.length === 0) throw new InvalidArgumentError('an interface needs an IPv4 address');
     const addresses: InterfaceAddress[] = [];
     for (const s of cidrs) {
       const { ip, prefixLength, mask } = parseCidr(s);
@@ -252,7 +252,10 @@ export class Stack {
       link.onCarrier((up) => {
         if (!up || this.closed) return;
         this.neighbors.announce([...p.byVlan.values()]);
-        for (const i of p.byVlan.values()) this.ip6.mld.resend(i);
+        for (const i of p.byVlan.values()) {
+          this.ip6.mld.resend(i);
+          this.ip6.linkUp(i);
+        }
       });
       port = p;
     }

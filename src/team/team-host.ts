@@ -9,6 +9,7 @@ import { LocalNic } from '../nic/local-nic.ts';
 import type { Nic } from '../nic/nic.ts';
 import { OffloadManager, type OffloadPolicy } from '../offload/offload-manager.ts';
 import { Host } from '../socket/host.ts';
+import type { Ipv6Options } from '../stack/ipv6.ts';
 import { Stack } from '../stack/stack.ts';
 import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
 import type { TcpCached } from '../state/tcp-state.ts';
@@ -26,8 +27,8 @@ export interface TeamSegment {
 }
 
 export interface TeamHostOptions {
-  /** The team's one address, with prefix, e.g. '10.0.0.1/24'. */
-  ip: string;
+  /** The team's IPv4 address, with prefix, e.g. '10.0.0.1/24'; absent: IPv6 only (`ip6`). */
+  ip?: string;
   /** The team's one MAC (default 02:00:00:00:aa:01). */
   mac?: string;
   name?: string;
@@ -36,6 +37,7 @@ export interface TeamHostOptions {
   nicCapacity?: number;
   /** IPv6 addresses of the team's interface, with prefix, e.g. 'fd00::1/64' (none: IPv4 only). */
   ip6?: readonly string[];
+  ipv6?: Ipv6Options;
   /**
    * Addresses the members probe for reachability (10 ms × 3 by default): ARP for IPv4 ones,
    * neighbor solicitations for IPv6 ones; none: off.
@@ -65,6 +67,7 @@ export class TeamHost<N extends Nic = Nic> extends Host {
   constructor(
     stack: Stack,
     readonly name: string,
+    /** The team's IPv4 address, or its first IPv6 one when it has no IPv4 address. */
     readonly ip: string,
     readonly team: Team,
     readonly manager: OffloadManager,
@@ -117,14 +120,16 @@ export interface TeamAssembly<N extends Nic = Nic> {
   clock: Clock;
   random: Random & { fork(): Random };
   name: string;
-  /** The team's one address with prefix, and its one MAC. */
-  ip: string;
+  /** The team's IPv4 address with prefix (absent: IPv6 only), and its one MAC. */
+  ip?: string;
   mac: string;
   members: readonly (TeamMember & { nic: N })[];
   ports?: readonly SwitchPort[];
   counters: Counters;
   /** IPv6 addresses of the team's interface, with prefix (IPv6 may also be enabled later). */
   ip6?: readonly string[];
+  /** The IPv6 layer's options (DAD's initial delay on real links, ...). */
+  ipv6?: Ipv6Options;
   /** Either family: ARP probes for IPv4 targets, neighbor solicitations for IPv6 ones. */
   probeTargets?: readonly string[];
   /** 802.1Q VLAN id of the team's interface, probes and announcements (untagged when absent). */
@@ -142,17 +147,21 @@ export interface TeamAssembly<N extends Nic = Nic> {
  * with room, and the team's mover on that manager.
  */
 export function assembleTeamHost<N extends Nic>(a: TeamAssembly<N>): TeamHost<N> {
-  const { prefixLength } = parseCidr(a.ip);
-  if (prefixLength === 32) throw new InvalidArgumentError(`team address ${a.ip} needs a subnet prefix`);
-  const ip = a.ip.split('/')[0]!;
+  if (a.ip !== undefined && parseCidr(a.ip).prefixLength === 32)
+    throw new InvalidArgumentError(`team address ${a.ip} needs a subnet prefix`);
+  const ip = a.ip?.split('/')[0];
   const targets = a.probeTargets ?? [];
+  const probe4 = targets.filter((t) => !t.includes(':'));
+  // An ARP probe would ask from an interface that has no IPv4 address to answer to.
+  if (ip === undefined && probe4.length > 0)
+    throw new InvalidArgumentError(`probe targets ${probe4.join(', ')}: an IPv6-only team probes IPv6 only`);
   const team = new Team({
     clock: a.clock,
     mac: parseMac(a.mac),
-    ip: parseIpv4(ip),
+    ip: ip === undefined ? undefined : parseIpv4(ip),
     vlanId: a.vlan,
     health: {
-      probeTargets: targets.filter((t) => !t.includes(':')).map((t) => parseIpv4(t)),
+      probeTargets: probe4.map((t) => parseIpv4(t)),
       probeTargets6: targets.filter((t) => t.includes(':')).map((t) => parseIpv6(t)),
       ...a.health,
     },
@@ -162,10 +171,16 @@ export function assembleTeamHost<N extends Nic>(a: TeamAssembly<N>): TeamHost<N>
   });
   for (const m of a.members) team.add(m);
   const nics = a.members.map((m) => m.nic);
-  const stack = new Stack({ clock: a.clock, random: a.random.fork(), name: a.name, tcp: a.tcp });
+  const stack = new Stack({
+    clock: a.clock,
+    random: a.random.fork(),
+    name: a.name,
+    tcp: a.tcp,
+    ipv6: a.ipv6,
+  });
   const iface = stack.addInterface(team.link, {
     mac: a.mac,
-    ip: [a.ip, ...(a.ip6 ?? [])],
+    ip: [...(a.ip === undefined ? [] : [a.ip]), ...(a.ip6 ?? [])],
     vlan: a.vlan,
     name: `${a.name}0`,
   });
@@ -181,15 +196,17 @@ export function assembleTeamHost<N extends Nic>(a: TeamAssembly<N>): TeamHost<N>
   const manager = new OffloadManager({ stack, nics, policy: a.policy });
   manager.eligible = (nic) => team.isUsable(nic) && nic.load < nic.capacity;
   team.setOffloader(new ManagerOffloader(manager));
-  return new TeamHost(stack, a.name, ip, team, manager, nics, a.ports ?? [], a.counters);
+  const name = ip ?? a.ip6?.[0]?.split('/')[0] ?? '';
+  return new TeamHost(stack, a.name, name, team, manager, nics, a.ports ?? [], a.counters);
 }
 
 /** A team of LocalNics, one port each of a simulated switch. */
 export function buildTeamHost(seg: TeamSegment, opts: TeamHostOptions): TeamHost<LocalNic> {
   if (!seg?.clock || !seg.switch)
     throw new InvalidArgumentError('buildTeamHost needs a segment (clock, random, switch)');
-  if (!opts || typeof opts.ip !== 'string') throw new InvalidArgumentError('buildTeamHost needs ip');
-  parseCidr(opts.ip);
+  if (!opts || (typeof opts.ip !== 'string' && !opts.ip6?.length))
+    throw new InvalidArgumentError('buildTeamHost needs ip (IPv4) or ip6');
+  if (opts.ip !== undefined) parseCidr(opts.ip);
   const count = opts.nics ?? 2;
   if (!Number.isInteger(count) || count < 1 || count > 16)
     throw new InvalidArgumentError(`nics must be an integer 1..16, got ${String(opts.nics)}`);
@@ -223,6 +240,7 @@ export function buildTeamHost(seg: TeamSegment, opts: TeamHostOptions): TeamHost
     ports,
     counters,
     ip6: opts.ip6,
+    ipv6: opts.ipv6,
     probeTargets: opts.probeTargets,
     vlan: opts.vlan,
     health: opts.health,

@@ -73,9 +73,9 @@ export interface TeamMember {
 
 export interface TeamOptions {
   clock: Clock;
-  /** The team's one MAC and one address. */
+  /** The team's one MAC and its IPv4 address (u32); absent: IPv6 only, announced by NAs alone. */
   mac: number;
-  ip: number;
+  ip?: number;
   vlanId?: number;
   health?: HealthOptions;
   /** Connections per transfer during a failover (default 512). */
@@ -129,7 +129,8 @@ export class Team extends EventEmitter {
   readonly link: TeamLink;
   readonly counters: Counters;
   readonly mac: number;
-  readonly ip: number;
+  /** The team's IPv4 address, or null when it speaks IPv6 only (no gratuitous ARP then). */
+  readonly ip: number | null;
   readonly failovers: FailoverRecord[] = [];
   private readonly clock: Clock;
   private readonly slots: Slot[] = [];
@@ -159,14 +160,14 @@ export class Team extends EventEmitter {
     if (!opts?.clock) throw new InvalidArgumentError('Team needs a clock');
     if (!Number.isInteger(opts.mac) || opts.mac < 0 || opts.mac > 0xffffffffffff)
       throw new InvalidArgumentError('Team needs a 48-bit MAC');
-    if (!Number.isInteger(opts.ip) || opts.ip < 0 || opts.ip > 0xffffffff)
-      throw new InvalidArgumentError('Team needs an IPv4 address (u32)');
+    if (opts.ip !== undefined && (!Number.isInteger(opts.ip) || opts.ip < 1 || opts.ip > 0xffffffff))
+      throw new InvalidArgumentError('a team IPv4 address is a non-zero u32 (or absent: IPv6 only)');
     const batch = opts.batchSize ?? 512;
     if (!Number.isInteger(batch) || batch < 1)
       throw new InvalidArgumentError('batchSize must be a positive integer');
     this.clock = opts.clock;
     this.mac = opts.mac;
-    this.ip = opts.ip >>> 0;
+    this.ip = opts.ip === undefined ? null : opts.ip >>> 0;
     this.vlanId = opts.vlanId ?? -1;
     this.counters = opts.counters ?? new Counters();
     this.healthOpts = resolveHealthOptions({ probeVlan: this.vlanId, ...opts.health });
@@ -325,7 +326,8 @@ export class Team extends EventEmitter {
     this.link.setActive(slot.index);
     // The learning frame: the switch now sends the team MAC to this port, and peers refresh the
     // address's entry in their caches.
-    if (slot.tap?.announce(this.mac, this.ip, this.vlanId)) this.counters.inc('team.garp');
+    if (this.ip !== null && slot.tap?.announce(this.mac, this.ip, this.vlanId))
+      this.counters.inc('team.garp');
     this.na.start();
     this.hostPortChanged();
   }

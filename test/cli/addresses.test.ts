@@ -41,7 +41,6 @@ describe('--ip, --gw and --gw6', () => {
   });
 
   for (const [ips, re] of [
-    [['fd00::10/64'], /an IPv4 address is needed too/],
     [['10.9.0.10'], /'10\.9\.0\.10' needs a prefix, e\.g\. \/24/],
     [['fd00::10', '10.9.0.10/24'], /'fd00::10' needs a prefix, e\.g\. \/64/],
     [['fd00::1::10/64', '10.9.0.10/24'], /not an IPv6 address\/prefix.*more than one '::'/],
@@ -64,6 +63,19 @@ describe('--ip, --gw and --gw6', () => {
       refuses(() => checkAddresses(ips), re);
     });
   }
+
+  test('IPv6 addresses alone make an IPv6-only host: no primary IPv4 address, the MAC seeded from the IPv6 one; --gw refused', () => {
+    const a = checkAddresses(['fd00:57::10/64', 'fd01::abcd:1234/64'], { gw6: 'fd00:57::1' });
+    assert.deepEqual(a.v4, []);
+    assert.deepEqual(a.v6, ['fd00:57::10/64', 'fd01::abcd:1234/64']);
+    assert.equal(a.primary, null);
+    assert.equal(a.macSeed, 0x10, 'the last 32 bits of the first IPv6 address');
+    assert.equal(checkAddresses(['10.9.0.10/24', 'fd00::abcd:1234/64']).macSeed, 0x0a09000a, 'IPv4 first');
+    refuses(
+      () => checkAddresses(['fd00::10/64'], { gw: '10.9.0.1' }),
+      /^--gw: an IPv4 gateway needs an IPv4 --ip/,
+    );
+  });
 
   test('an empty --ip value is refused', () => {
     refuses(() => collectIps(' , ', undefined), /--ip: ' , ' names no address/);

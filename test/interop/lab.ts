@@ -118,6 +118,8 @@ export interface LabOptions {
 
 export interface ServeOptions {
   tap?: number;
+  /** false: no IPv4 --ip (an IPv6-only host; give its addresses in `extra`). Default true. */
+  ipv4?: boolean;
   services?: string[];
   pcap?: string;
   extra?: string[];
@@ -305,8 +307,7 @@ export class Lab {
       'serve',
       '--tap',
       this.taps[tapIdx]!,
-      '--ip',
-      `${this.chimneyIps[tapIdx]}/24`,
+      ...(o.ipv4 === false ? [] : ['--ip', `${this.chimneyIps[tapIdx]}/24`]),
       '--mac',
       this.mac(tapIdx),
     ];
@@ -350,7 +351,12 @@ export class Lab {
   }
 
   /** `chimney get URL` on TAP `tap` (default 1), body to `outFile`. */
-  get(url: string, outFile: string, timeoutMs: number, o: { tap?: number; extra?: string[] } = {}) {
+  get(
+    url: string,
+    outFile: string,
+    timeoutMs: number,
+    o: { tap?: number; extra?: string[]; ipv4?: boolean } = {},
+  ) {
     const tapIdx = o.tap ?? 1;
     const argv = [
       process.execPath,
@@ -359,8 +365,7 @@ export class Lab {
       url,
       '--tap',
       this.taps[tapIdx]!,
-      '--ip',
-      `${this.chimneyIps[tapIdx]}/24`,
+      ...(o.ipv4 === false ? [] : ['--ip', `${this.chimneyIps[tapIdx]}/24`]),
       '-o',
       outFile,
       ...this.vlanFlag(),
