@@ -15,6 +15,7 @@ import {
   BYTES,
   CHUNK,
   CONNS,
+  flowing,
   GAP_MS,
   keyOf,
   ownersOf,
@@ -130,8 +131,8 @@ async function crashMidInitiate(rig: WorkerTeamRig, from: 'host' | WorkerNic): P
   if (from !== 'host') {
     const r = await rig.manager.offload(keys, from);
     assert.equal(r.moved.length, CONNS);
+    await flowing(rig, [from]);
   }
-  await rig.net.sleep(200);
   const held = holdNextReply(victim!, 'initiate');
   const transfer =
     from === 'host' ? rig.manager.offload(keys, victim!) : rig.manager.move(keys, from, victim!);
@@ -184,7 +185,7 @@ describe('a worker killed while an initiate to it is in flight', () => {
     const st = await streamBothWays(rig.host, rig.peer, CONNS, BYTES, CHUNK, GAP_MS);
     const keys = st.sockets.map(keyOf);
     assert.equal((await rig.manager.offload(keys, nic0!)).moved.length, CONNS);
-    await rig.net.sleep(200);
+    await flowing(rig, [nic0!]);
     const held = holdNextReply(nic0!, 'terminate');
     const move = rig.manager.move(keys, nic0!, nic1!);
     await held;

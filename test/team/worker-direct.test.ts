@@ -6,7 +6,16 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { assertClean, CONNS, PEER_IP, PEER_IP6, setup, startOffloaded } from './worker-team-helpers.ts';
+import {
+  assertClean,
+  CONNS,
+  flowing,
+  PEER_IP,
+  PEER_IP6,
+  setup,
+  startOffloaded,
+  until,
+} from './worker-team-helpers.ts';
 
 describe('team of WorkerNics: frames that arrive at the wrong member', () => {
   for (const family of ['IPv4', 'IPv6'] as const) {
@@ -48,12 +57,18 @@ describe('team of WorkerNics: frames that arrive at the wrong member', () => {
         direct.every((n) => n > 0),
         `each member handed the other segments of its connections: ${why}`,
       );
-      // Since the start, once the last ones crossed: the two snapshots above were not taken at one instant.
-      await rig.net.sleep(100);
-      const total = (await Promise.all(rig.nics.map((n) => n.counters()))).map((c) => [
-        c['nic.forward.direct'] ?? 0,
-        c['nic.forward.received'] ?? 0,
-      ]);
+      // Since the start, once the last ones crossed: the two snapshots above were not taken at one
+      // instant, and frames handed over may still be on their way between the workers.
+      const crossed = (x: number[][]): boolean => x[0]![0] === x[1]![1] && x[1]![0] === x[0]![1];
+      const total = await until(
+        rig,
+        async () =>
+          (await Promise.all(rig.nics.map((n) => n.counters()))).map((c) => [
+            c['nic.forward.direct'] ?? 0,
+            c['nic.forward.received'] ?? 0,
+          ]),
+        crossed,
+      );
       assert.equal(total[0]![0], total[1]![1], `every frame handed over arrived: ${JSON.stringify(total)}`);
       assert.equal(total[1]![0], total[0]![1], `every frame handed over arrived: ${JSON.stringify(total)}`);
       assert.equal(rig.team.failovers.length, 0, 'nothing failed meanwhile');
@@ -67,7 +82,7 @@ describe('team of WorkerNics: frames that arrive at the wrong member', () => {
     const nic0 = rig.nics[0]!;
     const nic1 = rig.nics[1]!;
     const { st, keys } = await startOffloaded(rig, [CONNS / 2, CONNS / 2]);
-    await rig.net.sleep(200);
+    await flowing(rig, rig.nics);
     // Moves back and forth while the switch keeps delivering to both: between owners no table
     // lists a connection, and its segments take the host path to be held for the next owner.
     const half = keys.slice(0, CONNS / 2);

@@ -9,7 +9,7 @@ import { once } from 'node:events';
 import type { TestContext } from 'node:test';
 import { Counters } from '../../src/core/counters.ts';
 import type { SwitchPort } from '../../src/link/memory-switch.ts';
-import type { ConnKey, Nic } from '../../src/nic/nic.ts';
+import { type ConnKey, connKeyId, type Nic, type QueryResult } from '../../src/nic/nic.ts';
 import { WorkerNic } from '../../src/nic/worker-nic.ts';
 import { OffloadManager } from '../../src/offload/offload-manager.ts';
 import { type SimHost, SimNetwork } from '../../src/sim/sim-network.ts';
@@ -232,6 +232,62 @@ async function stuck(rig: WorkerTeamRig): Promise<unknown[]> {
     if (out.length >= 5) break;
   }
   return out;
+}
+
+/**
+ * Polls `probe` until `done` holds for what it returned, `tries` times at most `everyMs` apart, and
+ * returns the last value either way for the caller to assert on. Tests wait for the state they
+ * need, not for a time that stands for it: a time long enough on an idle machine is too short under
+ * load.
+ */
+export async function until<T>(
+  rig: WorkerTeamRig,
+  probe: () => Promise<T>,
+  done: (v: T) => boolean,
+  { tries = 500, everyMs = 20 }: { tries?: number; everyMs?: number } = {},
+): Promise<T> {
+  let v = await probe();
+  for (let i = 1; i < tries && !done(v); i++) {
+    await rig.net.sleep(everyMs);
+    v = await probe();
+  }
+  return v;
+}
+
+/**
+ * Waits until every connection each of `nics` runs has carried `bytes` more in each direction than
+ * when called, and asserts it did: a fault injected next lands mid-stream, on connections that
+ * flow on their NIC, however slowly the machine runs (a fixed sleep stood for this and did not say
+ * whether it held).
+ */
+export async function flowing(
+  rig: WorkerTeamRig,
+  nics: readonly WorkerNic[],
+  bytes = 3 * CHUNK,
+): Promise<void> {
+  await Promise.all(
+    nics.map(async (nic) => {
+      const base = new Map((await nic.query()).map((q) => [connKeyId(q.key), q]));
+      const behind = (qs: QueryResult[]): string[] =>
+        qs
+          .filter((q) => {
+            const b = base.get(connKeyId(q.key));
+            return b === undefined || q.bytesIn - b.bytesIn < bytes || q.bytesOut - b.bytesOut < bytes;
+          })
+          .map((q) => connKeyId(q.key));
+      const last = await until(
+        rig,
+        () => nic.query(),
+        (qs) => behind(qs).length === 0,
+      );
+      assert.ok(base.size > 0, `${nic.id} runs connections`);
+      assert.deepEqual(
+        behind(last),
+        [],
+        `every connection on ${nic.id} carried ${bytes} more bytes each way`,
+      );
+    }),
+  );
 }
 
 export async function nextFailover(rig: WorkerTeamRig): Promise<FailoverRecord> {
