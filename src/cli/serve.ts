@@ -300,6 +300,13 @@ function serveOnTap(o: ServeFlags, log: ServeLog): Served {
   th.tap.onCarrier((up) =>
     log.error(`${th.tap.name}: carrier ${up ? 'up' : 'down'}`, { event: 'carrier', tap: th.tap.name, up }),
   );
+  // CHIMNEY_LAG_LOG on one TAP keeps the stack's counters (SYN drops, cookies, timeouts, probes) to
+  // set beside the client's stalls; the event-loop and transfer trace is the team's (traceMainThread).
+  const lagFile = process.env.CHIMNEY_LAG_LOG;
+  if (lagFile)
+    process.on('exit', () =>
+      writeFileSync(lagFile, JSON.stringify({ counters: th.stack.counters.snapshot() })),
+    );
   const off = th.tap.offloads;
   const offloads = !o.offload ? 'off' : off.tso ? 'tso+csum' : off.csum ? 'csum' : 'none';
   return {
