@@ -60,6 +60,16 @@ try {
     const extra = pcap ? ['--pcap', `${pcap}.${fault}`] : [];
     const before = nsCounters(lab);
     const drops0 = tapDrops(lab);
+    // When the kernel dropped frames into the TAPs, by second of the run (the connect burst or later).
+    const t0 = Date.now();
+    const dropsBySecond: number[] = [];
+    let dropsLast = drops0;
+    const sampler = setInterval(() => {
+      const now = tapDrops(lab);
+      const sec = Math.floor((Date.now() - t0) / 1000);
+      dropsBySecond[sec] = (dropsBySecond[sec] ?? 0) + now - dropsLast;
+      dropsLast = now;
+    }, 250);
     const r = await runLoad(lab, {
       connections,
       size,
@@ -70,6 +80,7 @@ try {
       hostAlone,
       log: (l) => console.error(l),
     });
+    clearInterval(sampler);
     if (logFile) writeFileSync(`${logFile}.${fault}`, r.log);
     if (stallsFile) writeFileSync(`${stallsFile}.${fault}`, JSON.stringify(r.client.stalls));
     const { stalls, ...client } = r.client;
@@ -84,6 +95,7 @@ try {
         longestStalls: longestOf(stalls),
         peer: counterDelta(before, nsCounters(lab)),
         tapDrops: tapDrops(lab) - drops0,
+        tapDropsBySecond: Array.from(dropsBySecond, (n) => n ?? 0),
         serveLog: r.bad.slice(0, 20),
       }),
     );
