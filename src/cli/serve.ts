@@ -307,6 +307,7 @@ function serveOnTap(o: ServeFlags, log: ServeLog): Served {
     process.on('exit', () =>
       writeFileSync(lagFile, JSON.stringify({ counters: th.stack.counters.snapshot() })),
     );
+  profileMainThread();
   const off = th.tap.offloads;
   const offloads = !o.offload ? 'off' : off.tso ? 'tso+csum' : off.csum ? 'csum' : 'none';
   return {
