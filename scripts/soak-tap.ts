@@ -7,14 +7,19 @@
  *   npx tsx scripts/soak-tap.ts [--connections 5000] [--size 3000000] [--rate 150000]
  *                               [--fault none|carrier|reachability|crash|all] [--timeout S]
  *                               [--pcap FILE] [--log FILE] [--stalls FILE] [--host-alone]
- *                               [--linux-server]
+ *                               [--linux-server] [--linux-only]
  * `--host-alone`: the host stack alone on one TAP, no team (the reference; fault none only).
  * `--linux-server`: after the runs, the same client against the Linux kernel serving the same
  * downloads (scripts/linux-serve.py in a second namespace on a veth port of the same bridge): the
- * reference for stalls, first-byte waits and SYN retries, in the same run.
+ * reference for stalls, first-byte waits and SYN retries, in the same run (`--linux-only`: that
+ * run alone). Each run also prints `peer` (the client namespace's kernel counters that moved:
+ * SYN retransmits, receive-queue drops, ...) and `tapDrops` / `tapDropsBySecond` (frames the
+ * kernel dropped on the way into Chimney's TAPs, their queues full).
  * The documented 5,000 run (30 MB/s in all, all downloads live when each fault comes; BENCHMARKS.md):
- * `--connections 5000 --size 200000 --rate 6000 --timeout 300 --fault all`, then `--host-alone`.
- * CHIMNEY_LAG_LOG / CHIMNEY_CPU_PROF in the environment reach serve (see serve.ts, traceMainThread).
+ * `--connections 5000 --size 200000 --rate 6000 --timeout 300 --fault all`, then `--host-alone
+ * --linux-server`.
+ * CHIMNEY_LAG_LOG / CHIMNEY_CPU_PROF in the environment reach serve (see serve.ts; on one TAP only the
+ * counters and the profile).
  * `--pcap` captures every frame of the team (one file per fault: FILE.<fault>); `--log` keeps serve's
  * whole log (FILE.<fault>), for diagnosing a run that logged resets. `--stalls` writes every gap the
 client saw (FILE.<fault>, JSON: [start epoch ms, end epoch ms, connection, client port]), to line
