@@ -7,18 +7,30 @@
  *   npx tsx scripts/soak-tap.ts [--connections 5000] [--size 3000000] [--rate 150000]
  *                               [--fault none|carrier|reachability|crash|all] [--timeout S]
  *                               [--pcap FILE] [--log FILE] [--stalls FILE] [--host-alone]
+ *                               [--linux-server] [--linux-only]
  * `--host-alone`: the host stack alone on one TAP, no team (the reference; fault none only).
+ * `--linux-server`: after the runs, the same client against the Linux kernel serving the same
+ * downloads (scripts/linux-serve.py in a second namespace on a veth port of the same bridge): the
+ * reference for stalls, first-byte waits and SYN retries, in the same run (`--linux-only`: that
+ * run alone). Each run also prints `peer` (the client namespace's kernel counters that moved:
+ * SYN retransmits, receive-queue drops, ...) and `tapDrops` / `tapDropsBySecond` (frames the
+ * kernel dropped on the way into Chimney's TAPs, their queues full).
  * The documented 5,000 run (30 MB/s in all, all downloads live when each fault comes; BENCHMARKS.md):
- * `--connections 5000 --size 200000 --rate 6000 --timeout 300 --fault all`, then `--host-alone`.
- * CHIMNEY_LAG_LOG / CHIMNEY_CPU_PROF in the environment reach serve (see serve.ts, traceMainThread).
+ * `--connections 5000 --size 200000 --rate 6000 --timeout 300 --fault all`, then `--host-alone
+ * --linux-server`.
+ * CHIMNEY_LAG_LOG / CHIMNEY_CPU_PROF in the environment reach serve (see serve.ts; on one TAP only the
+ * counters and the profile).
  * `--pcap` captures every frame of the team (one file per fault: FILE.<fault>); `--log` keeps serve's
  * whole log (FILE.<fault>), for diagnosing a run that logged resets. `--stalls` writes every gap the
 client saw (FILE.<fault>, JSON: [start epoch ms, end epoch ms, connection, client port]), to line
 them up with a capture.
  */
-import { writeFileSync } from 'node:fs';
-import { Lab, missingPrerequisite } from '../test/interop/lab.ts';
-import { type FaultKind, runLoad } from '../test/interop/tap-load.ts';
+
+import { execFileSync } from 'node:child_process';
+import { existsSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Lab, missingPrerequisite, ROOT, sleep, stopProcess } from '../test/interop/lab.ts';
+import { type ClientReport, clientArgv, type FaultKind, runLoad } from '../test/interop/tap-load.ts';
 
 const args = process.argv.slice(2);
 function opt(name: string, d: string): string {
@@ -34,7 +46,12 @@ const pcap = opt('pcap', '');
 const logFile = opt('log', '');
 const stallsFile = opt('stalls', '');
 const hostAlone = args.includes('--host-alone');
-const faults: FaultKind[] = f === 'all' ? ['none', 'carrier', 'reachability', 'crash'] : [f as FaultKind];
+const linuxServer = args.includes('--linux-server');
+const faults: FaultKind[] = args.includes('--linux-only')
+  ? []
+  : f === 'all'
+    ? ['none', 'carrier', 'reachability', 'crash']
+    : [f as FaultKind];
 const why = missingPrerequisite(['python3']);
 if (why) {
   console.error(`soak-tap: ${why}`);
@@ -46,6 +63,18 @@ let bad = 0;
 try {
   for (const fault of faults) {
     const extra = pcap ? ['--pcap', `${pcap}.${fault}`] : [];
+    const before = nsCounters(lab);
+    const drops0 = tapDrops(lab);
+    // When the kernel dropped frames into the TAPs, by second of the run (the connect burst or later).
+    const t0 = Date.now();
+    const dropsBySecond: number[] = [];
+    let dropsLast = drops0;
+    const sampler = setInterval(() => {
+      const now = tapDrops(lab);
+      const sec = Math.floor((Date.now() - t0) / 1000);
+      dropsBySecond[sec] = (dropsBySecond[sec] ?? 0) + now - dropsLast;
+      dropsLast = now;
+    }, 250);
     const r = await runLoad(lab, {
       connections,
       size,
@@ -56,11 +85,10 @@ try {
       hostAlone,
       log: (l) => console.error(l),
     });
+    clearInterval(sampler);
     if (logFile) writeFileSync(`${logFile}.${fault}`, r.log);
     if (stallsFile) writeFileSync(`${stallsFile}.${fault}`, JSON.stringify(r.client.stalls));
     const { stalls, ...client } = r.client;
-    // The longest gaps, with the client's port, to find them in a capture.
-    const longest = [...stalls].sort((a, b) => b[1] - b[0] - (a[1] - a[0])).slice(0, 5);
     console.log(
       JSON.stringify({
         fault,
@@ -69,12 +97,10 @@ try {
         resumeMs: r.resumeMs,
         stalledByFault: r.stalledByFault,
         ...client,
-        longestStalls: longest.map(([from, to, conn, port]) => ({
-          ms: Math.round(to - from),
-          from,
-          conn,
-          port,
-        })),
+        longestStalls: longestOf(stalls),
+        peer: counterDelta(before, nsCounters(lab)),
+        tapDrops: tapDrops(lab) - drops0,
+        tapDropsBySecond: Array.from(dropsBySecond, (n) => n ?? 0),
         serveLog: r.bad.slice(0, 20),
       }),
     );
@@ -89,7 +115,122 @@ try {
       );
     }
   }
+  if (linuxServer) {
+    const before = nsCounters(lab);
+    const r = await runLinux(lab);
+    const peer = counterDelta(before, nsCounters(lab));
+    const { stalls, ...client } = r;
+    if (stallsFile) writeFileSync(`${stallsFile}.linux`, JSON.stringify(stalls));
+    console.log(
+      JSON.stringify({
+        fault: 'none',
+        server: 'linux',
+        ...client,
+        longestStalls: longestOf(stalls),
+        peer,
+      }),
+    );
+    if (r.failed > 0) bad++;
+  }
 } finally {
   await lab.down();
+}
+
+/** The client namespace's kernel counters (nstat), to diff around a run: what the peer dropped. */
+function nsCounters(lab: Lab): Record<string, number> {
+  try {
+    const out = execFileSync('ip', ['netns', 'exec', lab.ns, 'nstat', '-az', '--json'], { encoding: 'utf8' });
+    return (JSON.parse(out) as { kernel: Record<string, number> }).kernel;
+  } catch {
+    return {};
+  }
+}
+
+/** The longest gaps, with the client's port, to find them in a capture. */
+function longestOf(stalls: ClientReport['stalls']) {
+  return [...stalls]
+    .sort((a, b) => b[1] - b[0] - (a[1] - a[0]))
+    .slice(0, 5)
+    .map(([from, to, conn, port]) => ({ ms: Math.round(to - from), from, conn, port }));
+}
+
+/** Frames the kernel dropped on the way into Chimney's TAPs (their queues full: Chimney read too late). */
+function tapDrops(lab: Lab): number {
+  let n = 0;
+  for (const t of lab.taps)
+    try {
+      n += Number(readFileSync(`/sys/class/net/${t}/statistics/tx_dropped`, 'utf8'));
+    } catch {}
+  return n;
+}
+
+/** Counters that moved, the peer's drops and losses first (TcpExt names). */
+function counterDelta(a: Record<string, number>, b: Record<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const k of Object.keys(b))
+    if (
+      /Drop|Prune|Retrans|Timeout|Syn|Listen|ZeroWindow|Lost|OFO|Collapsed|Probe/i.test(k) &&
+      b[k]! - (a[k] ?? 0) > 0
+    )
+      out[k] = b[k]! - (a[k] ?? 0);
+  return out;
+}
+
+/** The client against the kernel's TCP (scripts/linux-serve.py) in a namespace of its own. */
+async function runLinux(lab: Lab): Promise<ClientReport> {
+  const ns = `${lab.ns}-srv`;
+  const veth = `chw-${lab.ns.slice(5)}`;
+  const ip = lab.chimneyIps[3]!;
+  const ready = join(lab.dir, 'linux-serve.ready');
+  const tryIp = (...a: string[]): void => {
+    try {
+      lab.ip(...a);
+    } catch {}
+  };
+  tryIp('netns', 'del', ns);
+  tryIp('link', 'del', veth);
+  lab.ip('netns', 'add', ns);
+  lab.ip('link', 'add', veth, 'type', 'veth', 'peer', 'name', `${veth}p`, 'netns', ns);
+  lab.ip('link', 'set', 'dev', veth, 'master', lab.bridge, 'up');
+  lab.ip('-n', ns, 'addr', 'add', `${ip}/24`, 'dev', `${veth}p`);
+  lab.ip('-n', ns, 'link', 'set', 'dev', `${veth}p`, 'up');
+  lab.ip('-n', ns, 'link', 'set', 'dev', 'lo', 'up');
+  // Its stderr goes to a file: a pipe nobody reads blocks the server once full.
+  const errFd = openSync(join(lab.dir, 'linux-serve.err'), 'w');
+  const srv = lab.spawn(
+    [
+      'ip',
+      'netns',
+      'exec',
+      ns,
+      'python3',
+      join(ROOT, 'scripts/linux-serve.py'),
+      '--host',
+      ip,
+      '--ready-file',
+      ready,
+    ],
+    { stdio: ['ignore', 'ignore', errFd] },
+  );
+  try {
+    const end = Date.now() + 10_000;
+    while (!existsSync(ready) && Date.now() < end) await sleep(50);
+    if (!existsSync(ready)) throw new Error('linux-serve.py did not start');
+    const r = await lab.run(
+      clientArgv(lab, ip, { connections, size, rate, timeoutS }),
+      (timeoutS + 60) * 1000,
+    );
+    try {
+      return JSON.parse(r.stdout) as ClientReport;
+    } catch {
+      throw new Error(`client printed no report (exit ${r.code}): ${r.stderr.slice(-2000)}`);
+    }
+  } finally {
+    await stopProcess(srv, 2000);
+    const err = readFileSync(join(lab.dir, 'linux-serve.err'), 'utf8');
+    if (err) console.error(`linux-serve.py: ${err.slice(-2000)}`);
+    tryIp('netns', 'del', ns);
+    tryIp('link', 'del', veth);
+  }
 }
 process.exit(bad > 0 ? 1 : 0);

@@ -314,6 +314,14 @@ function serveOnTap(o: ServeFlags, log: ServeLog): Served {
   th.tap.onCarrier((up) =>
     log.error(`${th.tap.name}: carrier ${up ? 'up' : 'down'}`, { event: 'carrier', tap: th.tap.name, up }),
   );
+  // CHIMNEY_LAG_LOG on one TAP keeps the stack's counters (SYN drops, cookies, timeouts, probes) to
+  // set beside the client's stalls; the event-loop and transfer trace is the team's (traceMainThread).
+  const lagFile = process.env.CHIMNEY_LAG_LOG;
+  if (lagFile)
+    process.on('exit', () =>
+      writeFileSync(lagFile, JSON.stringify({ counters: th.stack.counters.snapshot() })),
+    );
+  profileMainThread();
   const off = th.tap.offloads;
   const offloads = !o.offload ? 'off' : off.tso ? 'tso+csum' : off.csum ? 'csum' : 'none';
   return {
@@ -469,6 +477,26 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
 }
 
 /**
+ * CHIMNEY_CPU_PROF=FILE: a CPU profile of the main thread, written at exit (NODE_OPTIONS refuses
+ * --cpu-prof).
+ */
+function profileMainThread(): void {
+  const profFile = process.env.CHIMNEY_CPU_PROF;
+  if (!profFile) return;
+  const session = new Session();
+  session.connect();
+  session.post('Profiler.setSamplingInterval', { interval: 500 });
+  session.post('Profiler.enable');
+  session.post('Profiler.start');
+  // The in-thread session answers synchronously, so the profile is written before the exit.
+  process.on('exit', () =>
+    session.post('Profiler.stop', (_e, r) => {
+      if (r) writeFileSync(profFile, JSON.stringify(r.profile));
+    }),
+  );
+}
+
+/**
  * Diagnostic (CHIMNEY_LAG_LOG=FILE): every block of the main thread's event loop of 20 ms or more and
  * every offload transfer the policy starts, in epoch ms, written to FILE at exit, to line up with
  * the stalls a client saw (`scripts/soak-tap.ts --stalls`).
@@ -495,24 +523,12 @@ function traceMainThread(th: TeamHost, file: string): void {
     void p.finally(() => transfers.push([epoch + t, epoch + performance.now(), a[0].length]));
     return p;
   }) as typeof m.offload;
-  // CHIMNEY_CPU_PROF=FILE as well: a CPU profile of the main thread (NODE_OPTIONS refuses --cpu-prof).
-  const profFile = process.env.CHIMNEY_CPU_PROF;
-  const session = profFile ? new Session() : null;
-  if (session) {
-    session.connect();
-    session.post('Profiler.setSamplingInterval', { interval: 500 });
-    session.post('Profiler.enable');
-    session.post('Profiler.start');
-  }
+  profileMainThread();
   process.on('exit', () => {
     writeFileSync(
       file,
       JSON.stringify({ blocks, transfers, hrUs, hrEpoch, counters: th.stack.counters.snapshot() }),
     );
-    // The in-thread session answers synchronously, so the profile is written before the exit.
-    session?.post('Profiler.stop', (_e, r) => {
-      if (r) writeFileSync(profFile!, JSON.stringify(r.profile));
-    });
   });
 }
 

@@ -71,6 +71,19 @@ async function owners(ctl: string): Promise<string[]> {
   );
 }
 
+/** scripts/tap-load.py in the lab's namespace against `host`. */
+export function clientArgv(
+  lab: Lab,
+  host: string,
+  o: { connections: number; size: number; rate: number; timeoutS: number },
+  extra: string[] = [],
+): string[] {
+  const n = (v: number): string => String(v);
+  return ['ip', 'netns', 'exec', lab.ns, 'python3', join(ROOT, 'scripts/tap-load.py'), '--host', host]
+    .concat(['--connections', n(o.connections), '--size', n(o.size), '--rate', n(o.rate)])
+    .concat(['--timeout', n(o.timeoutS), ...extra]);
+}
+
 /** Run the client against a fresh `chimney serve` on the lab's two TAPs; inject the fault once all have data. */
 export async function runLoad(lab: Lab, o: LoadOptions): Promise<LoadResult> {
   const log = o.log ?? (() => {});
@@ -88,26 +101,12 @@ export async function runLoad(lab: Lab, o: LoadOptions): Promise<LoadResult> {
   try {
     const timeoutS = o.timeoutS ?? 300;
     const client = lab.run(
-      [
-        'ip',
-        'netns',
-        'exec',
-        lab.ns,
-        'python3',
-        join(ROOT, 'scripts/tap-load.py'),
-        '--host',
+      clientArgv(
+        lab,
         lab.chimneyIps[0]!,
-        '--connections',
-        String(o.connections),
-        '--size',
-        String(o.size),
-        '--rate',
-        String(o.rate),
-        '--timeout',
-        String(timeoutS),
-        '--ready-file',
-        ready,
-      ],
+        { connections: o.connections, size: o.size, rate: o.rate, timeoutS },
+        ['--ready-file', ready],
+      ),
       (timeoutS + 60) * 1000,
     );
     if (o.fault !== 'none') {

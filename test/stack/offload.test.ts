@@ -24,6 +24,8 @@ class FakeLink implements Link {
   /** Largest frame that reached the wire. */
   maxWire = 0;
   gsoFrames = 0;
+  /** Largest TCP payload handed over in one super-segment. */
+  maxGsoPayload = 0;
   constructor(
     readonly name: string,
     readonly clock: VirtualClock,
@@ -44,6 +46,10 @@ class FakeLink implements Link {
   sendGso(frame: Uint8Array, o: LinkGsoOptions): boolean {
     assert.ok(this.offloads.csum);
     this.gsoFrames++;
+    this.maxGsoPayload = Math.max(
+      this.maxGsoPayload,
+      frame.length - o.csumStart - (frame[o.csumStart + 12]! >>> 4) * 4,
+    );
     for (const seg of segment(frame.slice(), o)) this.wire(seg);
     return true;
   }
@@ -104,7 +110,7 @@ function user(over: Partial<TcpUser> = {}): TcpUser {
   return { onConnected() {}, onReadable() {}, onWritable() {}, onRemoteEnd() {}, onClosed() {}, ...over };
 }
 
-function transfer(offload: boolean) {
+function transfer(offload: boolean, rcvBufSize?: number) {
   const clock = new VirtualClock();
   const la = new FakeLink('a', clock, offload, offload);
   const lb = new FakeLink('b', clock, false, false);
@@ -121,7 +127,9 @@ function transfer(offload: boolean) {
   const tmp = new Uint8Array(65536);
   // b sends to a as well, so a's receive path (partial checksums) carries data too.
   let back = 0;
-  b.tcp.listen({ port: 9 }, (conn: TcpConnection) => {
+  let served: TcpConnection | null = null;
+  b.tcp.listen({ port: 9, options: rcvBufSize ? { rcvBufSize } : undefined }, (conn: TcpConnection) => {
+    served = conn;
     conn.user = user({
       onReadable() {
         for (let n = conn.read(tmp); n > 0; n = conn.read(tmp)) {
@@ -149,7 +157,7 @@ function transfer(offload: boolean) {
     }),
   );
   for (let i = 0; i < 2000 && (gotLen < N || back < 100_000); i++) clock.advance(1);
-  return { a, b, la, lb, data, got, gotLen, back };
+  return { a, b, la, lb, data, got, gotLen, back, c, served: served as TcpConnection | null };
 }
 
 test('with TSO the sender hands 64 KB super-segments to the link, and the peer gets every byte', () => {
@@ -167,6 +175,21 @@ test('with TSO the sender hands 64 KB super-segments to the link, and the peer g
     assert.equal(st.counters.sum('drop.tcp'), 0);
     assert.equal(st.counters.sum('drop.ipv4'), 0);
   }
+});
+
+test('a super-segment carries at most half the largest window the peer offered, as Linux (tcp_bound_to_half_wnd)', () => {
+  // A receiver with a small buffer charges a whole super-segment to it at once; Linux's sender
+  // cuts its size goal to half the peer's largest window, so a window is never one packet.
+  const r = transfer(true, 16_384);
+  assert.deepEqual(r.got, r.data);
+  const maxWnd = r.c.state.delegated.maxSndWnd;
+  assert.ok(maxWnd >= 8192 && maxWnd <= 32_768, `peer's largest window ${maxWnd}`);
+  assert.ok(r.la.gsoFrames > 0, 'super-segments still used');
+  assert.ok(r.la.maxGsoPayload > 1448, `super-segments of more than one MSS (${r.la.maxGsoPayload})`);
+  assert.ok(
+    r.la.maxGsoPayload <= maxWnd / 2,
+    `largest super-segment ${r.la.maxGsoPayload} B against a largest window of ${maxWnd} B`,
+  );
 });
 
 test('without offload every segment fits the MTU and no offload counters move', () => {

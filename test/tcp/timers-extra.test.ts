@@ -203,7 +203,8 @@ function tsoBench(): Bench {
 describe('retransmission with segmentation offload', () => {
   test('a window below the largest super-segment goes out as one packet (Linux TSO sizing)', () => {
     const b = tsoBench();
-    const o = activeOpen(b, { sackPermitted: true });
+    // A peer offering 8 MB (window 65535 << 7): the bound at half its largest window stays out of the way.
+    const o = activeOpen(b, { sackPermitted: true, wscale: 7, window: 65535 });
     b.take();
     o.conn.state.delegated.cwnd = 20 * 1460;
     o.conn.write(bytes(100 * 1460));
@@ -219,11 +220,24 @@ describe('retransmission with segmentation offload', () => {
       flags: ACK,
       seq: o.peerSeq,
       ack: add(o.iss, 1 + 20 * 1460),
+      window: 65535,
       srcPort: 80,
       dstPort: o.conn.localPort,
     });
     const more = b.take().filter((s) => s.data.length > 0);
     assert.equal(more[0]?.data.length, 44 * 1460);
+  });
+
+  test('a super-segment is at most half the largest window the peer offered (tcp_bound_to_half_wnd)', () => {
+    const b = tsoBench();
+    // No window scaling: the peer offers at most 64 KB, so packets of 22 MSS (32,120 B), not 44.
+    const o = activeOpen(b, { sackPermitted: true, window: 65535 });
+    b.take();
+    o.conn.state.delegated.cwnd = 100 * 1460;
+    o.conn.write(bytes(100 * 1460));
+    const out = b.take().filter((s) => s.data.length > 0);
+    assert.ok(out.length >= 2, `${out.length} packets`);
+    assert.equal(Math.max(...out.map((s) => s.data.length)), 22 * 1460);
   });
 
   test('lost ranges go out again as super-segments, as Linux does with TSO', () => {

@@ -426,7 +426,10 @@ export function persistInterval(s: TcpState): number {
 /**
  * Payload bytes one segment may carry: the MSS, or with segmentation offload the largest whole
  * number of MSS-sized pieces that fits a 64 KB packet (with room for the longest TCP header), so
- * that no wire segment but the last of a burst is short.
+ * that no wire segment but the last of a burst is short; and no more than half the largest window
+ * the peer offered (Linux's tcp_bound_to_half_wnd in tcp_xmit_size_goal): a receiver charges a
+ * super-segment to its buffer whole, and one the size of a small window (a reader with SO_RCVBUF
+ * of 32 KB) leaves it no room for anything else in flight.
  */
 export function segmentLimit(conn: TcpConnection, mss: number): number {
   const ip = conn.engine.env.ip;
@@ -434,7 +437,9 @@ export function segmentLimit(conn: TcpConnection, mss: number): number {
   if (ip.maxPacketBytes === undefined) return mss;
   const max = ip.maxPacketBytes(path);
   if (max <= path.cached.mtu) return mss;
-  const n = Math.floor((max - ipHeaderBytes(path.const.remoteIp) - 60) / mss);
+  let n = Math.floor((max - ipHeaderBytes(path.const.remoteIp) - 60) / mss);
+  const maxWnd = conn.state.delegated.maxSndWnd;
+  if (maxWnd > 0) n = Math.min(n, Math.floor((maxWnd > 536 ? maxWnd >>> 1 : maxWnd) / mss));
   return n > 1 ? n * mss : mss;
 }
 
