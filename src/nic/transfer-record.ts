@@ -226,16 +226,8 @@ const ACCESS_INTO: Record<TcpPart, string> = {
   cubic: 'u',
 };
 
-type IntoReader = (
-  f: Float64Array,
-  o: number,
-  now: number,
-  path: PathState,
-  send: ByteRing,
-  recv: ByteRing,
-  h: typeof H,
-  s: TcpState,
-) => TcpState;
+/** The reader's arguments, then the state to read into. */
+type IntoReader = (...args: [...Parameters<Reader>, s: TcpState]) => TcpState;
 
 /**
  * The reader into a state made before (by the reader above, for the same connection): every
