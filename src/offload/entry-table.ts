@@ -1,5 +1,5 @@
 import type { ConnKey } from '../nic/nic.ts';
-import { hashOf } from '../stack/tcp/conn-table.ts';
+import { hashOf, sameTuple } from '../stack/tcp/conn-table.ts';
 import type { Entry } from './transfer.ts';
 
 interface Node {
@@ -31,14 +31,7 @@ export class EntryTable {
       n !== null;
       n = n.next
     ) {
-      const k = n.entry.key;
-      if (
-        k.localPort === localPort &&
-        k.remotePort === remotePort &&
-        k.localIp === localIp &&
-        k.remoteIp === remoteIp
-      )
-        return n.entry;
+      if (sameTuple(n.entry.key, localIp, localPort, remoteIp, remotePort)) return n.entry;
     }
     return undefined;
   }
@@ -49,13 +42,7 @@ export class EntryTable {
     const h = hashOf(k.localIp, k.localPort, k.remoteIp, k.remotePort);
     const head = this.map.get(h);
     for (let n = head ?? null; n !== null; n = n.next) {
-      const o = n.entry.key;
-      if (
-        o.localPort === k.localPort &&
-        o.remotePort === k.remotePort &&
-        o.localIp === k.localIp &&
-        o.remoteIp === k.remoteIp
-      ) {
+      if (sameTuple(n.entry.key, k.localIp, k.localPort, k.remoteIp, k.remotePort)) {
         n.entry = e;
         return;
       }
@@ -68,14 +55,7 @@ export class EntryTable {
     const h = hashOf(k.localIp, k.localPort, k.remoteIp, k.remotePort);
     let prev: Node | null = null;
     for (let n = this.map.get(h) ?? null; n !== null; prev = n, n = n.next) {
-      const o = n.entry.key;
-      if (
-        o.localPort !== k.localPort ||
-        o.remotePort !== k.remotePort ||
-        o.localIp !== k.localIp ||
-        o.remoteIp !== k.remoteIp
-      )
-        continue;
+      if (!sameTuple(n.entry.key, k.localIp, k.localPort, k.remoteIp, k.remotePort)) continue;
       if (prev !== null) prev.next = n.next;
       else if (n.next !== null) this.map.set(h, n.next);
       else this.map.delete(h);

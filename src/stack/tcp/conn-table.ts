@@ -1,3 +1,4 @@
+import { TWO_32 } from '../address-table.ts';
 import type { TcpConnection } from './tcp-connection.ts';
 
 /**
@@ -25,7 +26,26 @@ export interface TableEntry {
   next: TableEntry | null;
 }
 
-const TWO_32 = 4294967296;
+/** Whether `t` is the four-tuple given (the check after a hash match, in both hashed tables). */
+export function sameTuple(
+  t: {
+    readonly localIp: number;
+    readonly localPort: number;
+    readonly remoteIp: number;
+    readonly remotePort: number;
+  },
+  localIp: number,
+  localPort: number,
+  remoteIp: number,
+  remotePort: number,
+): boolean {
+  return (
+    t.localPort === localPort &&
+    t.remotePort === remotePort &&
+    t.localIp === localIp &&
+    t.remoteIp === remoteIp
+  );
+}
 
 /**
  * The four-tuple folded into a small integer. A Map keyed by such numbers hashes them without
@@ -64,13 +84,7 @@ export class ConnTable {
   find(localIp: number, localPort: number, remoteIp: number, remotePort: number): TableEntry | undefined {
     let e = this.map.get(hashOf(localIp, localPort, remoteIp, remotePort));
     while (e !== undefined) {
-      if (
-        e.localPort === localPort &&
-        e.remotePort === remotePort &&
-        e.localIp === localIp &&
-        e.remoteIp === remoteIp
-      )
-        return e;
+      if (sameTuple(e, localIp, localPort, remoteIp, remotePort)) return e;
       e = e.next ?? undefined;
     }
     return undefined;
