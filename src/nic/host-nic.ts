@@ -94,6 +94,9 @@ export abstract class HostNic extends EventEmitter implements Nic {
   async query(keys?: ConnKey[]): Promise<QueryResult[]> {
     return (await this.request({ op: 'query', arg: keys })).value;
   }
+  async progressScan(): Promise<Float64Array> {
+    return (await this.request({ op: 'progressScan', arg: null })).value;
+  }
   /**
    * The segments held for `keys`; with `drop`, let go of the keys as well (dropFrozen) in the same
    * request: a transfer's settle needs both, and each request to a worker is a wake-up of its

@@ -67,6 +67,7 @@ import {
   type NeighborSpec,
   type OffloadUpdate,
   type QueryResult,
+  SCAN,
   type TcpUpdateScope,
   type Transfer,
   type TreeTransfer,
@@ -793,6 +794,31 @@ export class NicEngine {
       });
     }
     return out;
+  }
+
+  progressScan(): Float64Array {
+    const out = new Float64Array(this.tcp.size * SCAN.columns);
+    let at = 0;
+    for (const conn of this.tcp.connections()) {
+      if (at + SCAN.columns > out.length) break;
+      const s = conn.state;
+      const d = s.delegated;
+      const k = s.const;
+      out[at + SCAN.localIp] = k.localIp;
+      out[at + SCAN.localPort] = k.localPort;
+      out[at + SCAN.remoteIp] = k.remoteIp;
+      out[at + SCAN.remotePort] = k.remotePort;
+      out[at + SCAN.sndUna] = d.sndUna;
+      out[at + SCAN.outstanding] = d.sndMax !== d.sndUna ? 1 : 0;
+      out[at + SCAN.sndWnd] = d.sndWnd;
+      out[at + SCAN.sendQueued] = d.sendBuffer.length;
+      out[at + SCAN.segmentsIn] = conn.stats.segmentsIn;
+      out[at + SCAN.segmentsOut] = conn.stats.segmentsOut;
+      out[at + SCAN.retransmits] = conn.stats.retransmits;
+      out[at + SCAN.dstMac] = s.path.neighbor.cached.dstMac;
+      at += SCAN.columns;
+    }
+    return at === out.length ? out : out.slice(0, at);
   }
 
   takeQueued(keys: readonly ConnKey[]): Uint8Array[] {

@@ -208,6 +208,52 @@ export interface QueryResult {
 }
 
 /**
+ * What the team's progress watch reads of every connection of a NIC each window (a few times a
+ * second): one row of SCAN.columns numbers per connection, in one Float64Array that crosses a
+ * thread by transfer. Objects per connection (`query`) cost a worker with thousands of
+ * connections tens of milliseconds a window to build and clone, time its connections waited.
+ */
+export const SCAN = {
+  localIp: 0,
+  localPort: 1,
+  remoteIp: 2,
+  remotePort: 3,
+  sndUna: 4,
+  /** 1 when snd.max differs from snd.una (data or a FIN outstanding). */
+  outstanding: 5,
+  sndWnd: 6,
+  sendQueued: 7,
+  segmentsIn: 8,
+  segmentsOut: 9,
+  retransmits: 10,
+  /** The neighbor MAC its frames go to (-1: unresolved). */
+  dstMac: 11,
+  /** Numbers in a row. */
+  columns: 12,
+} as const;
+
+/** The scan rows of query results (the same numbers `progressScan` gives, for tests and tools). */
+export function packScan(rs: readonly QueryResult[]): Float64Array {
+  const out = new Float64Array(rs.length * SCAN.columns);
+  rs.forEach((r, i) => {
+    const at = i * SCAN.columns;
+    out[at + SCAN.localIp] = r.key.localIp;
+    out[at + SCAN.localPort] = r.key.localPort;
+    out[at + SCAN.remoteIp] = r.key.remoteIp;
+    out[at + SCAN.remotePort] = r.key.remotePort;
+    out[at + SCAN.sndUna] = r.sndUna;
+    out[at + SCAN.outstanding] = r.sndMax !== r.sndUna ? 1 : 0;
+    out[at + SCAN.sndWnd] = r.sndWnd;
+    out[at + SCAN.sendQueued] = r.sendQueued;
+    out[at + SCAN.segmentsIn] = r.segmentsIn;
+    out[at + SCAN.segmentsOut] = r.segmentsOut;
+    out[at + SCAN.retransmits] = r.retransmits;
+    out[at + SCAN.dstMac] = r.dstMac;
+  });
+  return out;
+}
+
+/**
  * A transfer that stays in the host's memory: the trees themselves, each state validated by the
  * side that released it, nothing encoded. Only between owners on one thread and one clock (their
  * deadlines are absolute times of that clock); a transfer that crosses a thread or a trust boundary
@@ -354,6 +400,8 @@ export interface Nic {
   /** Stop sending on these objects and ask (indication) to have them uploaded with 'invalid-state'. */
   invalidate(target: InvalidateTarget): Promise<void>;
   query(keys?: ConnKey[]): Promise<QueryResult[]>;
+  /** Every connection's progress, SCAN.columns numbers a row (see SCAN). */
+  progressScan(): Promise<Float64Array>;
   /** The counters of the NIC's engine, wherever it runs; rejects once the NIC is closed or dead. */
   counterSnapshot(): Promise<NicCounterSnapshot>;
   /** Segments (IPv4 packets) queued for terminated connections; the queue is emptied, the hold remains. */

@@ -107,6 +107,8 @@ export class SameThreadTransport implements NicTransport {
         return { t: 'res', id, ok: true, op: r.op, value: undefined };
       case 'query':
         return { t: 'res', id, ok: true, op: r.op, value: engine.query(r.arg) };
+      case 'progressScan':
+        return { t: 'res', id, ok: true, op: r.op, value: engine.progressScan() };
       case 'takeQueued': {
         const keys = unpackKeys(r.arg, engine.addressBook);
         const value = engine.takeQueued(keys);

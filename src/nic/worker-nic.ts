@@ -46,6 +46,7 @@ import { blockOfRings, sameBlock } from './worker/conn-blocks.ts';
 import { OwnerTable } from './worker/owner-table.ts';
 import {
   BELL_READ,
+  BELL_WANT_ACKED,
   BELL_WANT_WRITABLE,
   BELL_WROTE,
   CAP_DROPPED,
@@ -63,6 +64,7 @@ import {
   EV_CLOSED,
   EV_READABLE,
   EV_REMOTE_END,
+  EV_SEND_DRY,
   EV_WRITABLE,
   FrameBatcher,
   forEachFrame,
@@ -252,6 +254,8 @@ export class WorkerConnectionHandle implements ConnectionHandle {
   readonly remotePort: number;
   readonly sendRing: ByteRing;
   readonly recvRing: ByteRing;
+  /** As of the latest EV_WRITABLE: the worker had sent everything in the send ring. */
+  private dry = false;
   readonly record: HardStateRecord;
   /** The block's transfer record. */
   readonly transfer: TransferRecord;
@@ -327,6 +331,15 @@ export class WorkerConnectionHandle implements ConnectionHandle {
     return n;
   }
 
+  get sendDry(): boolean {
+    return this.dry;
+  }
+
+  notifyOnAck(): void {
+    if (this.detached || this.closedFlag) return;
+    this.nic.ring(this.slot, BELL_WANT_ACKED);
+  }
+
   read(dst: Uint8Array, off = 0, len = dst.length - off): number {
     if (!Number.isInteger(off) || !Number.isInteger(len) || off < 0 || len < 0 || off + len > dst.length) {
       throw new InvalidArgumentError('read: range outside the destination buffer');
@@ -375,6 +388,7 @@ export class WorkerConnectionHandle implements ConnectionHandle {
       this.closedFlag = true;
       this.pendingError = error;
     }
+    if (bits & EV_WRITABLE) this.dry = (bits & EV_SEND_DRY) !== 0;
     this.pending |= bits;
     this.scheduleDelivery();
   }

@@ -8,6 +8,20 @@ import { formatIpv4 } from '../wire/addr.ts';
 /** Reads are pulled from the connection's receive buffer in chunks of at most this size. */
 const READ_CHUNK = 64 * 1024;
 
+/**
+ * The socket keeps at most its send target queued in the connection (unsent plus unacknowledged),
+ * and the rest of a write waits in the stream, as a Linux writer waits in sk_stream_wait_memory.
+ * Linux starts a socket's send buffer small (tcp_wmem[1]) and grows it with the congestion window
+ * (tcp_sndbuf_expand); the target starts at what ten segments in flight twice over need, and
+ * doubles whenever the sender had sent everything queued by the time an acknowledgement called
+ * for a refill while the writer had more: then the target, not a window, bounded the sender. A server of thousands of slow downloads so holds
+ * tens of kilobytes per connection where it would copy every body whole into its buffers at once
+ * (which, in shared rings, is fresh memory touched for the first time).
+ */
+export const SEND_TARGET_INITIAL = 64 * 1024;
+/** Linux's tcp_wmem[2]. */
+export const SEND_TARGET_MAX = 4 * 1024 * 1024;
+
 export interface TcpSocketOptions {
   /** Like net.Socket: keep the writable side open after the peer's FIN (default false). */
   allowHalfOpen?: boolean;
@@ -43,6 +57,9 @@ export class TcpSocket extends Duplex implements TcpUser {
   private pendingChunk: Uint8Array | null = null;
   private pendingOffset = 0;
   private pendingCb: ((err?: Error | null) => void) | null = null;
+  private sendTarget = SEND_TARGET_INITIAL;
+  /** The last refill stopped at the send target with more of the write left. */
+  private heldAtTarget = false;
   private wantRead = false;
   private remoteEnded = false;
   private endPushed = false;
@@ -390,9 +407,18 @@ export class TcpSocket extends Duplex implements TcpUser {
     const conn = this.conn;
     const chunk = this.pendingChunk;
     if (!conn || !chunk || this.isMoving || this.orphaned) return;
-    let n: number;
+    const queued = conn.writableLength;
+    // Held at the target last time, and the sender has sent all of it since: the target, not a
+    // window, bounds this connection.
+    if (this.heldAtTarget && conn.sendDry && this.sendTarget < SEND_TARGET_MAX) this.sendTarget *= 2;
+    const want = chunk.length - this.pendingOffset;
+    const len = Math.min(want, Math.max(0, this.sendTarget - queued));
+    this.heldAtTarget = len < want;
+    let n = 0;
     try {
-      n = conn.write(chunk, this.pendingOffset, chunk.length - this.pendingOffset);
+      if (len > 0) n = conn.write(chunk, this.pendingOffset, len);
+      // Held below the connection's own limit: the next acknowledgement is the time to refill.
+      if (this.heldAtTarget && n === len) conn.notifyOnAck();
     } catch (e) {
       this.failPending(e as Error);
       return;

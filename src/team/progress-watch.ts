@@ -1,6 +1,6 @@
 import type { Clock, Timer } from '../core/clock.ts';
 import type { Counters } from '../core/counters.ts';
-import { connKeyId, type Nic, type QueryResult } from '../nic/nic.ts';
+import { type Nic, SCAN } from '../nic/nic.ts';
 import { isV6 } from '../stack/address-table.ts';
 import { formatMac } from '../wire/addr.ts';
 import type { NicHealth, ResolvedHealthOptions } from './health.ts';
@@ -11,8 +11,14 @@ export interface WatchedMember {
   health: NicHealth;
 }
 
-/** What the watch remembers of one connection between windows. */
+/** What the watch remembers of one connection between windows (updated in place each window). */
 interface ConnTrack {
+  localIp: number;
+  localPort: number;
+  remoteIp: number;
+  remotePort: number;
+  /** The window that last saw it (tracks not seen in a window are forgotten). */
+  seenIn: number;
   una: number;
   segmentsIn: number;
   /** Retransmissions counted when snd.una last moved (or the connection was first seen). */
@@ -31,7 +37,9 @@ interface ConnTrack {
 }
 
 interface MemberTrack {
-  conns: Map<string, ConnTrack>;
+  /** By a hash of the four-tuple; a collision keeps a chain. */
+  conns: Map<number, ConnTrack | ConnTrack[]>;
+  window: number;
   /** Last window in which any of its connections was acknowledged or received a segment (clock ms). */
   progressAt: number;
   suspectWindows: number;
@@ -111,7 +119,7 @@ export class ProgressWatch {
     const ms = this.members().filter((m) => m.nic.death === null && m.health.state !== 'dead');
     if (ms.length < 2) return;
     this.busy = true;
-    void Promise.allSettled(ms.map((m) => m.nic.query()))
+    void Promise.allSettled(ms.map((m) => m.nic.progressScan()))
       .then((rs) => {
         if (this.closed) return;
         const now = this.clock.now();
@@ -133,13 +141,19 @@ export class ProgressWatch {
   private trackOf(nic: Nic): MemberTrack {
     let t = this.tracks.get(nic);
     if (t === undefined) {
-      t = { conns: new Map(), progressAt: Number.NEGATIVE_INFINITY, suspectWindows: 0, mismatchWindows: 0 };
+      t = {
+        conns: new Map(),
+        window: 0,
+        progressAt: Number.NEGATIVE_INFINITY,
+        suspectWindows: 0,
+        mismatchWindows: 0,
+      };
       this.tracks.set(nic, t);
     }
     return t;
   }
 
-  private observe(m: WatchedMember, t: MemberTrack, rs: readonly QueryResult[], now: number): MemberWindow {
+  private observe(m: WatchedMember, t: MemberTrack, rows: Float64Array, now: number): MemberWindow {
     const w: MemberWindow = {
       active: 0,
       stalled: 0,
@@ -148,42 +162,46 @@ export class ProgressWatch {
       matched: 0,
       mismatchDetail: '',
     };
-    const next = new Map<string, ConnTrack>();
-    for (const r of rs) {
-      const k = connKeyId(r.key);
-      const prev = t.conns.get(k);
-      const outstanding = r.sndMax !== r.sndUna;
-      const heard = prev === undefined || prev.segmentsIn !== r.segmentsIn;
-      if (prev !== undefined && (heard || prev.una !== r.sndUna)) t.progressAt = now;
-      const heardAt = heard || prev === undefined ? now : prev.heardAt;
-      const outAtHeard = heard || prev === undefined ? r.segmentsOut : prev.outAtHeard;
+    const win = ++t.window;
+    for (let at = 0; at + SCAN.columns <= rows.length; at += SCAN.columns) {
+      const una = rows[at + SCAN.sndUna]!;
+      const segmentsIn = rows[at + SCAN.segmentsIn]!;
+      const segmentsOut = rows[at + SCAN.segmentsOut]!;
+      const retransmits = rows[at + SCAN.retransmits]!;
+      const sndWnd = rows[at + SCAN.sndWnd]!;
+      const outstanding = rows[at + SCAN.outstanding] === 1;
+      let c = this.trackFor(t, rows, at);
+      if (c !== undefined && c.seenIn !== win - 1) c = undefined;
+      const heard = c === undefined || c.segmentsIn !== segmentsIn;
+      if (c !== undefined && (heard || c.una !== una)) t.progressAt = now;
+      const heardAt = heard || c === undefined ? now : c.heardAt;
+      const outAtHeard = heard || c === undefined ? segmentsOut : c.outAtHeard;
       // Silence alone is no fault: a peer that shut its window (it does not read) is probed at
       // exponentially backed-off intervals, as Linux does up to two minutes apart, and a flow
       // with nothing to send sends nothing to answer. What counts is a segment sent since the
       // peer was last heard that stays unanswered; it is first seen in this window at the latest.
-      let unansweredSince = heard || prev === undefined ? Number.POSITIVE_INFINITY : prev.unansweredSince;
-      if (unansweredSince === Number.POSITIVE_INFINITY && r.segmentsOut !== outAtHeard) unansweredSince = now;
+      let unansweredSince = heard || c === undefined ? Number.POSITIVE_INFINITY : c.unansweredSince;
+      if (unansweredSince === Number.POSITIVE_INFINITY && segmentsOut !== outAtHeard) unansweredSince = now;
       const unanswered = now - unansweredSince >= this.opts.stallMs;
-      let c: ConnTrack;
-      if (prev === undefined || prev.una !== r.sndUna || !outstanding)
-        c = {
-          una: r.sndUna,
-          segmentsIn: r.segmentsIn,
-          retransAtMove: r.retransmits,
-          movedAt: now,
-          heardAt,
-          outAtHeard,
-          unansweredSince,
-        };
-      else c = { ...prev, segmentsIn: r.segmentsIn, heardAt, outAtHeard, unansweredSince };
-      next.set(k, c);
-      if (outstanding && r.sndWnd > 0) {
+      const fresh = c === undefined;
+      if (c === undefined) c = this.newTrack(t, rows, at);
+      if (fresh || c.una !== una || !outstanding) {
+        c.una = una;
+        c.retransAtMove = retransmits;
+        c.movedAt = now;
+      }
+      c.seenIn = win;
+      c.segmentsIn = segmentsIn;
+      c.heardAt = heardAt;
+      c.outAtHeard = outAtHeard;
+      c.unansweredSince = unansweredSince;
+      if (outstanding && sndWnd > 0) {
         w.active++;
-        if (now - c.movedAt >= this.opts.stallMs && r.retransmits > c.retransAtMove && unanswered) {
+        if (now - c.movedAt >= this.opts.stallMs && retransmits > c.retransAtMove && unanswered) {
           w.stalled++;
           w.stalledSince = Math.min(w.stalledSince, c.movedAt);
         }
-      } else if (r.sndWnd === 0 && r.sendQueued > 0) {
+      } else if (sndWnd === 0 && rows[at + SCAN.sendQueued]! > 0) {
         // A closed window: the peer answers every window probe, so a closed window stays a
         // conversation however far apart the probes are; it is stalled when a probe goes unanswered.
         w.active++;
@@ -192,17 +210,62 @@ export class ProgressWatch {
           w.stalledSince = Math.min(w.stalledSince, c.heardAt);
         }
       }
-      const replyMac = this.replyMacFor(m, r.key.remoteIp);
-      if (replyMac !== undefined && r.dstMac >= 0) {
-        if (replyMac === r.dstMac) w.matched++;
+      const dstMac = rows[at + SCAN.dstMac]!;
+      const replyMac = this.replyMacFor(m, rows[at + SCAN.remoteIp]!);
+      if (replyMac !== undefined && dstMac >= 0) {
+        if (replyMac === dstMac) w.matched++;
         else {
           w.mismatched++;
-          w.mismatchDetail = `probe reply from ${formatMac(replyMac)}, frames sent to ${formatMac(r.dstMac)}`;
+          w.mismatchDetail = `probe reply from ${formatMac(replyMac)}, frames sent to ${formatMac(dstMac)}`;
         }
       }
     }
-    t.conns = next;
+    // Connections this window did not see have closed or moved away.
+    for (const [h, e] of t.conns) {
+      if (!Array.isArray(e)) {
+        if (e.seenIn !== win) t.conns.delete(h);
+        continue;
+      }
+      const kept = e.filter((c) => c.seenIn === win);
+      if (kept.length === 0) t.conns.delete(h);
+      else t.conns.set(h, kept.length === 1 ? kept[0]! : kept);
+    }
     return w;
+  }
+
+  private trackFor(t: MemberTrack, rows: Float64Array, at: number): ConnTrack | undefined {
+    const e = t.conns.get(tupleHash(rows, at));
+    if (e === undefined) return undefined;
+    if (!Array.isArray(e)) return sameTuple(e, rows, at) ? e : undefined;
+    return e.find((c) => sameTuple(c, rows, at));
+  }
+
+  private newTrack(t: MemberTrack, rows: Float64Array, at: number): ConnTrack {
+    const c: ConnTrack = {
+      localIp: rows[at + SCAN.localIp]!,
+      localPort: rows[at + SCAN.localPort]!,
+      remoteIp: rows[at + SCAN.remoteIp]!,
+      remotePort: rows[at + SCAN.remotePort]!,
+      seenIn: 0,
+      una: 0,
+      segmentsIn: 0,
+      retransAtMove: 0,
+      movedAt: 0,
+      heardAt: 0,
+      outAtHeard: 0,
+      unansweredSince: Number.POSITIVE_INFINITY,
+    };
+    const h = tupleHash(rows, at);
+    const e = t.conns.get(h);
+    if (e === undefined) t.conns.set(h, c);
+    else if (Array.isArray(e)) {
+      // A stale track under this hash (not seen last window) gives its place.
+      const i = e.findIndex((x) => sameTuple(x, rows, at));
+      if (i >= 0) e[i] = c;
+      else e.push(c);
+    } else if (sameTuple(e, rows, at)) t.conns.set(h, c);
+    else t.conns.set(h, [e, c]);
+    return c;
   }
 
   /** Who answered the member's last probe of this peer (ARP or NS), if it is a probe target. */
@@ -250,4 +313,24 @@ export class ProgressWatch {
       m.health.gray('mac-mismatch', w.mismatchDetail, now - o.progressWindowMs * o.progressWindows);
     }
   }
+}
+
+function tupleHash(rows: Float64Array, at: number): number {
+  // Ports and the low bits of the addresses (IPv6 handles differ in their low bits as well).
+  const lo = (rows[at + SCAN.localPort]! << 16) | rows[at + SCAN.remotePort]!;
+  return (
+    (lo ^
+      Math.imul((rows[at + SCAN.remoteIp]! % 0x40000000) | 0, 0x9e3779b1) ^
+      ((rows[at + SCAN.localIp]! % 0x40000000) | 0)) >>>
+    0
+  );
+}
+
+function sameTuple(c: ConnTrack, rows: Float64Array, at: number): boolean {
+  return (
+    c.remotePort === rows[at + SCAN.remotePort] &&
+    c.localPort === rows[at + SCAN.localPort] &&
+    c.remoteIp === rows[at + SCAN.remoteIp] &&
+    c.localIp === rows[at + SCAN.localIp]
+  );
 }

@@ -303,6 +303,9 @@ export class Lab {
     const tapIdx = o.tap ?? 0;
     const argv = [
       process.execPath,
+      // Diagnosis: node flags for serve (e.g. `--cpu-prof --cpu-prof-dir=DIR`, which profiles the
+      // main thread; serve's CHIMNEY_LAG_LOG traces its workers' event loops).
+      ...(process.env.CHIMNEY_SERVE_NODE_FLAGS?.split(' ').filter(Boolean) ?? []),
       CHIMNEY,
       'serve',
       '--tap',

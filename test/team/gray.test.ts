@@ -8,7 +8,7 @@ import { describe, test } from 'node:test';
 import { VirtualClock } from '../../src/core/clock.ts';
 import { Counters } from '../../src/core/counters.ts';
 import type { RxOffloadInfo } from '../../src/link/link.ts';
-import type { QueryResult } from '../../src/nic/nic.ts';
+import { packScan, type QueryResult } from '../../src/nic/nic.ts';
 import { decodeNdFrame, encodeNdFrame, ND_FRAME_MAX } from '../../src/stack/nd-frame.ts';
 import { resolveHealthOptions } from '../../src/team/health.ts';
 import { ProgressWatch, type WatchedMember } from '../../src/team/progress-watch.ts';
@@ -223,7 +223,7 @@ describe('the progress watch judges a member, not a flow', () => {
   /** A member whose connections read as `rows` gives, and whose gray verdicts land in `verdicts`. */
   const member = (id: string, rows: () => QueryResult[], verdicts: string[]) =>
     ({
-      nic: { id, death: null, query: async () => rows() },
+      nic: { id, death: null, progressScan: async () => packScan(rows()) },
       health: {
         state: 'up',
         probeReplyMac: () => undefined,

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { describe, test } from 'node:test';
-import type { Nic, QueryResult } from '../../src/nic/nic.ts';
+import { type Nic, packScan, type QueryResult } from '../../src/nic/nic.ts';
 import type { WorkerDeath } from '../../src/nic/worker-nic.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { TcpStateId } from '../../src/state/tcp-state.ts';
@@ -153,6 +153,8 @@ describe('team of WorkerNics (real worker threads) on a real-time network', () =
     );
     const waiting = conns.filter((q) => q.state === TcpStateId.TIME_WAIT).length;
     assert.ok(waiting > 0, 'some connections wait in TIME_WAIT on the NIC');
+    // The progress watch's packed scan (transferred, not cloned) reads the same numbers as query.
+    assert.deepEqual(await nic0!.progressScan(), packScan(await nic0!.query()), 'scan rows match the query');
     const peerRst = rig.peer.stack.counters.get('tcp.rst.out');
     const failover = nextFailover(rig);
     await nic0!.kill();

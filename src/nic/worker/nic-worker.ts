@@ -3,7 +3,8 @@
  * main-thread switch port, or a TAP device it opens itself), and the glue that makes its
  * connections' payload live in shared rings the application thread reads and writes directly.
  */
-import { type MessagePort, parentPort, workerData } from 'node:worker_threads';
+import { appendFileSync } from 'node:fs';
+import { type MessagePort, parentPort, threadId, workerData } from 'node:worker_threads';
 import { RealClock } from '../../core/clock.ts';
 import type { ConnectionError } from '../../core/errors.ts';
 import { ChimneyError, StateValidationError } from '../../core/errors.ts';
@@ -60,6 +61,7 @@ import { ConnIndex } from './conn-index.ts';
 import { OwnerTable } from './owner-table.ts';
 import {
   BELL_READ,
+  BELL_WANT_ACKED,
   BELL_WANT_WRITABLE,
   BELL_WROTE,
   CAP_DROPPED,
@@ -78,6 +80,7 @@ import {
   EV_CLOSED,
   EV_READABLE,
   EV_REMOTE_END,
+  EV_SEND_DRY,
   EV_WRITABLE,
   FrameBatcher,
   type FromWorker,
@@ -95,6 +98,32 @@ import { BLOCK_WORDS, type PackedBlocks, packInitiate, unpackBlocks, unpackKeys 
 const port = parentPort as MessagePort;
 const boot = workerData as WorkerBoot;
 const clock = new RealClock();
+const requestTrace = traceWorkerThread();
+
+/**
+ * Diagnostic (CHIMNEY_LAG_LOG=FILE, as for serve's main thread): every block of this worker's event
+ * loop of 20 ms or more, in epoch ms, with the requests handled in it (op, connections, ms),
+ * appended to FILE.w<threadId> as it happens (a worker may be terminated, so nothing waits for an
+ * exit), to line up with the stalls a client saw.
+ */
+function traceWorkerThread(): ((op: string, n: number, ms: number) => void) | null {
+  const file = process.env.CHIMNEY_LAG_LOG;
+  if (!file) return null;
+  const out = `${file}.w${threadId}`;
+  const TICK = 5;
+  let last = performance.now();
+  const epoch = Date.now() - last;
+  let handled: [string, number, number][] = [];
+  setInterval(() => {
+    const now = performance.now();
+    if (now - last >= 20 + TICK) {
+      appendFileSync(out, `${JSON.stringify({ from: epoch + last, to: epoch + now, handled })}\n`);
+    }
+    handled = [];
+    last = now;
+  }, TICK).unref();
+  return (op, n, ms) => handled.push([op, n, Math.round(ms)]);
+}
 
 function post(m: FromWorker, transfer?: ArrayBuffer[]): void {
   port.postMessage(m, transfer);
@@ -332,7 +361,7 @@ class RemoteUser implements TcpUser {
     queueEvent(this.slot, EV_READABLE);
   }
   onWritable(): void {
-    queueEvent(this.slot, EV_WRITABLE);
+    queueEvent(this.slot, this.slot.conn.sendDry ? EV_WRITABLE | EV_SEND_DRY : EV_WRITABLE);
   }
   onRemoteEnd(): void {
     touch(this.slot);
@@ -486,6 +515,12 @@ function ringBell(slot: Slot, bits: number): void {
   if (bits & BELL_WANT_WRITABLE) {
     if (d.sendBuffer.free > 0) queueEvent(slot, EV_WRITABLE);
     else conn.wantWritable = true;
+  }
+  // The application saw bytes queued when it asked, but the peer may have acknowledged them all
+  // before the bell got here: with nothing left to acknowledge, no ACK would ever answer it.
+  if (bits & BELL_WANT_ACKED) {
+    if (d.sendBuffer.length === 0) queueEvent(slot, EV_WRITABLE | EV_SEND_DRY);
+    else conn.wantAcked = true;
   }
   let output = false;
   if (bits & BELL_WROTE && isSynchronized(d.state)) output = true;
@@ -750,6 +785,18 @@ function addPeer(m: Extract<ToWorker, { t: 'peer' }>): void {
 }
 
 function handleRequest(id: number, r: WorkerRequest): void {
+  if (requestTrace === null) {
+    handleRequestNow(id, r);
+    return;
+  }
+  const t = performance.now();
+  handleRequestNow(id, r);
+  const a = (r as { arg?: { batch?: { length?: number } } | unknown[] }).arg;
+  const n = Array.isArray(a) ? a.length : (a?.batch?.length ?? 0);
+  requestTrace(r.op, n, performance.now() - t);
+}
+
+function handleRequestNow(id: number, r: WorkerRequest): void {
   try {
     switch (r.op) {
       case 'initiate': {
@@ -856,6 +903,11 @@ function handleRequest(id: number, r: WorkerRequest): void {
       case 'query':
         post({ t: 'res', id, ok: true, op: r.op, value: engine.query(r.arg) });
         return;
+      case 'progressScan': {
+        const value = engine.progressScan();
+        post({ t: 'res', id, ok: true, op: r.op, value }, [value.buffer as ArrayBuffer]);
+        return;
+      }
       case 'takeQueued': {
         const keys = unpackKeys(r.arg, engine.addressBook);
         const value = engine.takeQueued(keys);

@@ -11,6 +11,7 @@ import type {
   QueryResult,
   UploadReason,
 } from '../nic.ts';
+import { SCAN } from '../nic.ts';
 import type { PackedBlocks, PackedInitiate } from './transfer-wire.ts';
 
 /*
@@ -93,6 +94,8 @@ export const BELL_WROTE = 1;
 export const BELL_READ = 2;
 /** A write came back short: say when there is room. */
 export const BELL_WANT_WRITABLE = 4;
+/** Say when the peer acknowledges new data (the application holds itself below the ring's size). */
+export const BELL_WANT_ACKED = 8;
 
 export function doorbellWords(slots: number): number {
   return DB_QUEUE + (slots + 1) + slots;
@@ -108,6 +111,8 @@ export const EV_READABLE = 1;
 export const EV_REMOTE_END = 2;
 export const EV_WRITABLE = 4;
 export const EV_CLOSED = 8;
+/** With EV_WRITABLE: everything in the send ring has been sent (the socket's target grows). */
+export const EV_SEND_DRY = 16;
 
 export interface WireError {
   name: string;
@@ -149,6 +154,7 @@ export type WorkerRequest =
   | { op: 'update'; arg: OffloadUpdate }
   | { op: 'invalidate'; arg: InvalidateTarget }
   | { op: 'query'; arg: ConnKey[] | undefined }
+  | { op: 'progressScan'; arg: null }
   /** `drop`: let go of the keys too (dropFrozen), in the same request. */
   | { op: 'takeQueued'; arg: Uint32Array; drop?: boolean }
   | { op: 'dropFrozen'; arg: Uint32Array }
@@ -164,6 +170,7 @@ export interface WorkerReplies {
   update: undefined;
   invalidate: undefined;
   query: QueryResult[];
+  progressScan: Float64Array;
   takeQueued: Uint8Array[];
   dropFrozen: undefined;
   counters: Record<string, number>;
@@ -178,6 +185,7 @@ interface WorkerReplyExtras {
   update: unknown;
   invalidate: unknown;
   query: unknown;
+  progressScan: unknown;
   takeQueued: unknown;
   dropFrozen: unknown;
   counters: unknown;
@@ -348,6 +356,7 @@ const REPLY_CHECKS: { [O in WorkerOp]: (m: Rec) => boolean } = {
   update: (m) => m.value === undefined,
   invalidate: (m) => m.value === undefined,
   query: (m) => Array.isArray(m.value) && m.value.every((q) => isRec(q) && isKey(q.key)),
+  progressScan: (m) => m.value instanceof Float64Array && m.value.length % SCAN.columns === 0,
   takeQueued: (m) => Array.isArray(m.value) && m.value.every((p) => p instanceof Uint8Array),
   dropFrozen: (m) => m.value === undefined,
   counters: (m) => isRec(m.value) && Object.values(m.value).every((n) => typeof n === 'number'),

@@ -3,9 +3,10 @@ import { type ConnectionError, InvalidArgumentError, InvalidStateError } from '.
 import type { TcpDelegated, TcpState } from '../../state/tcp-state.ts';
 import { TcpStateId } from '../../state/tcp-state.ts';
 import type { TcpHeader } from '../../wire/tcp.ts';
-import type { CongestionControl } from './congestion.ts';
+import { type CongestionControl, effectiveMss } from './congestion.ts';
 import type { OutputScheduler, OutputSender } from './output-scheduler.ts';
 import { RackLog } from './rack.ts';
+import { seqDiff } from './seq.ts';
 import { deliverEvents, terminate } from './tcp-events.ts';
 import { oooBytesOf, roomAtLimit } from './tcp-mem.ts';
 import { sendRst, tcpOutput } from './tcp-output.ts';
@@ -87,6 +88,8 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
   finished = false;
   /** @internal A write() came back short: report onWritable when room appears. */
   wantWritable = false;
+  /** @internal Report onWritable at the next acknowledgement of new data (notifyOnAck). */
+  wantAcked = false;
   /** @internal Last ICMP soft error (RFC 1122 4.2.3.9), reported instead of ETIMEDOUT. */
   softError: ConnectionError | null = null;
   /** @internal Our SYN had to go out again (no RTT sample from the handshake, Karn). */
@@ -158,6 +161,17 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
   /** Bytes waiting in the receive buffer. */
   get readableLength(): number {
     return this.state.delegated.recvBuffer.length;
+  }
+
+  get sendDry(): boolean {
+    // Less than a segment left: the sender holds a small tail back (Nagle, SWS avoidance) and
+    // waits for the writer as surely as with nothing left.
+    const d = this.state.delegated;
+    return d.sendBuffer.length - seqDiff(d.sndNxt, d.sndUna) < effectiveMss(this.state);
+  }
+
+  notifyOnAck(): void {
+    this.wantAcked = true;
   }
 
   write(src: Uint8Array, off = 0, len = src.length - off): number {

@@ -661,8 +661,9 @@ function newAck(conn: TcpConnection, h: TcpHeader, ack: number, now: number): bo
   }
   if (c.sackEnabled) sackPrune(s);
   d.rtxDeadline = d.sndUna === d.sndMax || d.persistDeadline !== INF ? INF : now + backedOffRto(s);
-  if (conn.wantWritable && d.sendBuffer.free > 0) {
+  if ((conn.wantWritable && d.sendBuffer.free > 0) || conn.wantAcked) {
     conn.wantWritable = false;
+    conn.wantAcked = false;
     conn.events |= TcpEvent.WRITABLE;
   }
   return finAcked;

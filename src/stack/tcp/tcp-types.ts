@@ -57,9 +57,19 @@ export interface ConnectionHandle {
   readonly readableLength: number;
   /** Bytes in the send buffer not yet acknowledged. */
   readonly writableLength: number;
+  /**
+   * Everything queued has been sent, up to less than a segment: the sender waits for the writer,
+   * not for a window. (On another thread: as of the latest onWritable.)
+   */
+  readonly sendDry: boolean;
   user: TcpUser | null;
   /** Queue bytes for sending; returns how many were taken (fewer when the buffer is full). */
   write(src: Uint8Array, off?: number, len?: number): number;
+  /**
+   * Report onWritable after the next acknowledgement of new data, even though the buffer has room:
+   * for a writer that holds itself below the buffer's size (the socket's send target).
+   */
+  notifyOnAck(): void;
   read(dst: Uint8Array, off?: number, len?: number): number;
   shutdown(): void;
   close(): void;
