@@ -20,6 +20,9 @@
  * --linux-server`.
  * CHIMNEY_LAG_LOG / CHIMNEY_CPU_PROF in the environment reach serve (see serve.ts; on one TAP only the
  * counters and the profile).
+ * `--client-pcap FILE` captures the headers (128 bytes a frame) of what the client's kernel
+ * receives and sends on its veth, for each run (FILE.<fault>, FILE.linux): the same view of
+ * Chimney and of Linux serving.
  * `--pcap` captures every frame of the team (one file per fault: FILE.<fault>); `--log` keeps serve's
  * whole log (FILE.<fault>), for diagnosing a run that logged resets. `--stalls` writes every gap the
 client saw (FILE.<fault>, JSON: [start epoch ms, end epoch ms, connection, client port]), to line
@@ -45,6 +48,7 @@ const f = opt('fault', 'none');
 const pcap = opt('pcap', '');
 const logFile = opt('log', '');
 const stallsFile = opt('stalls', '');
+const clientPcap = opt('client-pcap', '');
 const hostAlone = args.includes('--host-alone');
 const linuxServer = args.includes('--linux-server');
 const faults: FaultKind[] = args.includes('--linux-only')
@@ -75,6 +79,7 @@ try {
       dropsBySecond[sec] = (dropsBySecond[sec] ?? 0) + now - dropsLast;
       dropsLast = now;
     }, 250);
+    const cap = clientCapture(`${fault}`);
     const r = await runLoad(lab, {
       connections,
       size,
@@ -86,6 +91,7 @@ try {
       log: (l) => console.error(l),
     });
     clearInterval(sampler);
+    await cap?.stop();
     if (logFile) writeFileSync(`${logFile}.${fault}`, r.log);
     if (stallsFile) writeFileSync(`${stallsFile}.${fault}`, JSON.stringify(r.client.stalls));
     const { stalls, ...client } = r.client;
@@ -117,7 +123,8 @@ try {
   }
   if (linuxServer) {
     const before = nsCounters(lab);
-    const r = await runLinux(lab);
+    const cap = clientCapture('linux');
+    const r = await runLinux(lab).finally(() => cap?.stop());
     const peer = counterDelta(before, nsCounters(lab));
     const { stalls, ...client } = r;
     if (stallsFile) writeFileSync(`${stallsFile}.linux`, JSON.stringify(stalls));
@@ -134,6 +141,13 @@ try {
   }
 } finally {
   await lab.down();
+}
+
+/** dumpcap on the client's veth inside its namespace, headers only, while a run lasts. */
+function clientCapture(run: string): { stop: () => Promise<void> } | null {
+  if (!clientPcap) return null;
+  const p = lab.spawnNs(['dumpcap', '-q', '-i', lab.vethPeer, '-s', '128', '-f', 'tcp', '-w', `${clientPcap}.${run}`]);
+  return { stop: () => stopProcess(p, 2000) };
 }
 
 /** The client namespace's kernel counters (nstat), to diff around a run: what the peer dropped. */
