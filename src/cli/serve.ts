@@ -26,7 +26,7 @@ import { parseIpv4, parseIpv6 } from '../wire/addr.ts';
 import { type CheckedAddresses, checkAddresses, collectIps, urlHostLiteral } from './addresses.ts';
 import { type AdminFlags, adminAddress, startAdmin } from './admin-cli.ts';
 import { teamStatusExtras } from './admin-source.ts';
-import { type ControlHandler, ControlServer } from './control.ts';
+import { type ControlHandler, ControlServer, killWorkerNic } from './control.ts';
 import { type ChimneyLog, createLog, LOG_FORMATS, type LogFormat } from './log.ts';
 import { byteSize, intIn } from './options.ts';
 import { parseService, type RunningService, type ServiceSpec, startService } from './services.ts';
@@ -453,15 +453,21 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
         return { moved, refused };
       },
       /** Failover drill: kill a NIC's worker thread outright. */
-      'kill-nic': async (req) => {
+      'kill-nic': (req) => {
         const nic = nicById(String(req.nic));
         if (!(nic instanceof WorkerNic)) throw new Error(`${nic.id} is not a worker NIC (serve --workers)`);
         log.event(`${nic.id}: killing its worker thread (requested over the control socket)`, {
           event: 'nic-kill',
           nic: nic.id,
         });
-        await nic.kill();
-        return { killed: nic.id };
+        return killWorkerNic(nic, (threadId, code) =>
+          log.event(`${nic.id}: worker thread ${threadId} exited (code ${code})`, {
+            event: 'nic-exit',
+            nic: nic.id,
+            threadId,
+            code,
+          }),
+        );
       },
     },
     close: () => {
