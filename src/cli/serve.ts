@@ -16,6 +16,7 @@ import { ChimneyError } from '../core/errors.ts';
 import { PcapWriter } from '../link/pcap.ts';
 import type { Nic } from '../nic/nic.ts';
 import { DEFAULT_RING, WorkerNic } from '../nic/worker-nic.ts';
+import type { PlaceTimeout } from '../offload/offload-manager.ts';
 import type { Host } from '../socket/host.ts';
 import { DEFAULT_TCP_LIMITS, type Stack } from '../stack/stack.ts';
 import type { FailureEvent } from '../team/health.ts';
@@ -408,6 +409,12 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
     }),
   );
   team.on('error', (e: Error) => log.error(`failover: ${e.message}`));
+  th.manager.on('place-timeout', (ev: PlaceTimeout) =>
+    log.event(
+      `${ev.connections} accepted connection(s) served by the host: not placed on a NIC within ${ev.waitedMs} ms`,
+      { event: 'place-timeout', ...ev },
+    ),
+  );
   const nicById = (id: string): Nic => {
     const n = th.nics.find((x) => x.id === id);
     if (!n) throw new Error(`no NIC ${id} (NICs: ${th.nics.map((x) => x.id).join(', ')})`);
