@@ -18,8 +18,9 @@ export interface OffloadPolicy {
   /** Advisory upload reasons honoured (mandatory ones always are). */
   advisory: readonly UploadReason[];
   /**
-   * 'immediate': the longest an accepted connection waits for the policy to place it (ms of the
-   * stack's clock); past it the application gets it in the host (PolicyScanner.placed).
+   * 'immediate': how long an accepted connection waits for the policy to place it while the policy
+   * makes no progress (no transfer of its ends), in ms of the stack's clock; past it the
+   * application gets it in the host (PolicyScanner.placed).
    */
   placeTimeoutMs: number;
 }
@@ -30,7 +31,7 @@ export const DEFAULT_OFFLOAD_POLICY: Readonly<OffloadPolicy> = {
   minBytes: 1 << 20,
   scanIntervalMs: 100,
   advisory: [],
-  placeTimeoutMs: 300,
+  placeTimeoutMs: 500,
 };
 
 /** The defaults with `p` over them, checked. */
@@ -95,6 +96,13 @@ export class PolicyScanner {
   private readonly waiting = new Map<TcpConnection, { done: () => void; until: number }>();
   /** Fires at the first waiting connection's deadline. */
   private readonly placeTimer: Timer;
+  /**
+   * When the policy last made progress: a transfer that held waiting accepts ended. A burst of
+   * accepts queued behind transfers that each end in time waits for its turn; one behind a
+   * transfer that does not end, or behind scans that only pick other connections (members full),
+   * waits placeTimeoutMs at most.
+   */
+  private progressAt = Number.NEGATIVE_INFINITY;
   /** Placements given up since the current burst's report was scheduled (PLACE_REPORT_MS). */
   private timedOut = 0;
   private readonly reportTimer: Timer;
@@ -172,11 +180,13 @@ export class PolicyScanner {
   /** The connections whose placement is past its deadline go to the application, in the host. */
   private giveUp(): void {
     const now = this.stack.clock.now();
+    const stuckAt = this.progressAt + this.policy.placeTimeoutMs;
     const late: TcpConnection[] = [];
     let next = Number.POSITIVE_INFINITY;
     for (const [c, w] of this.waiting) {
-      if (w.until > now) {
-        next = w.until;
+      const until = Math.max(w.until, stuckAt);
+      if (until > now) {
+        next = until;
         break;
       }
       late.push(c);
@@ -225,6 +235,8 @@ export class PolicyScanner {
     const batch = more ? ready.slice(0, POLICY_BATCH) : ready;
     const next = (): void => {
       this.busy = false;
+      if (this.waiting.size > 0 && batch.some((c) => this.waiting.has(c)))
+        this.progressAt = this.stack.clock.now();
       this.release(batch);
       if (!this.stopped) this.timer?.arm(more || this.waiting.size > 0 ? 0 : p.scanIntervalMs);
     };
