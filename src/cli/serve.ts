@@ -411,7 +411,7 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
   team.on('error', (e: Error) => log.error(`failover: ${e.message}`));
   th.manager.on('place-timeout', (ev: PlaceTimeout) =>
     log.event(
-      `${ev.connections} accepted connection(s) served by the host: not placed on a NIC within ${ev.waitedMs} ms`,
+      `${ev.connections} accepted connection(s) handed to the service unplaced (in the host): the offload policy made no progress for ${ev.waitedMs} ms`,
       { event: 'place-timeout', ...ev },
     ),
   );
