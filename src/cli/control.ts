@@ -1,6 +1,7 @@
 import { existsSync, mkdirSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import { dirname } from 'node:path';
+import type { WorkerNic } from '../nic/worker-nic.ts';
 
 /**
  * A local control socket: `chimney serve` answers status requests on it and `chimney status`
@@ -137,6 +138,30 @@ export class ControlServer {
       // already gone
     }
   }
+}
+
+/** The answer to `kill-nic`: the worker was told to stop; its exit is logged when it comes. */
+export interface KillAnswer {
+  killed: string;
+  threadId: number;
+  /** Always false: the answer does not wait for the exit. */
+  exited: boolean;
+}
+
+/**
+ * The `kill-nic` drill: tell the NIC's worker thread to stop and answer at once. A killed thread
+ * can take many seconds to exit (its TAP reader's poll on the libuv pool must end first, and the
+ * switch now steers the team's frames to the other members), and an answer that waited for the
+ * exit left the harness's request unanswered within its 10 s; the team does not wait for the exit
+ * either (`WorkerNic.terminateThread`). `note` hears of the exit when it comes.
+ */
+export function killWorkerNic(
+  nic: WorkerNic,
+  note: (threadId: number, exitCode: number) => void = () => {},
+): KillAnswer {
+  const { threadId, exited } = nic.terminateThread();
+  void exited.then((code) => note(threadId, code));
+  return { killed: nic.id, threadId, exited: false };
 }
 
 export class ControlError extends Error {

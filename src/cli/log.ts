@@ -1,5 +1,6 @@
 import type { Writable } from 'node:stream';
 import { pino } from 'pino';
+import { type Clock, RealClock } from '../core/clock.ts';
 
 /** How `chimney serve` writes its log: lines for people (the default) or one JSON object per event. */
 export type LogFormat = 'human' | 'json';
@@ -23,8 +24,72 @@ export interface ChimneyLog {
  */
 export function createLog(
   format: LogFormat,
-  o: { quiet?: boolean; destination?: Writable } = {},
+  o: {
+    quiet?: boolean;
+    destination?: Writable;
+    /** Times the connection lines' bursts (default: the real clock). */
+    clock?: Clock;
+    /** Connection lines shown per INFO_WINDOW_MS before the rest are summed up (INFO_BURST_LINES). */
+    burstLines?: number;
+  } = {},
 ): ChimneyLog {
+  const log = createRawLog(format, o);
+  if (o.quiet) return log;
+  return { ...log, info: limitBursts(log, o.clock ?? new RealClock(), o.burstLines ?? INFO_BURST_LINES) };
+}
+
+/**
+ * Connection lines shown within one window before the others are only counted: a burst of
+ * thousands of accepts would otherwise write two lines per connection, synchronously, on the
+ * thread that serves them.
+ */
+export const INFO_BURST_LINES = 20;
+export const INFO_WINDOW_MS = 1000;
+
+/**
+ * `log.info` that shows at most `limit` lines per window and then, at the window's end, one line
+ * with how many it left out, by event.
+ */
+function limitBursts(log: ChimneyLog, clock: Clock, limit: number): ChimneyLog['info'] {
+  let windowEnd = Number.NEGATIVE_INFINITY;
+  let shown = 0;
+  let held = 0;
+  const byEvent: Record<string, number> = {};
+  const flush = (): void => {
+    if (held === 0) return;
+    const kinds = Object.entries(byEvent)
+      .map(([k, n]) => `${k} ${n}`)
+      .join(', ');
+    log.event(`${held} more connection line(s) not shown (${kinds})`, {
+      event: 'log-burst',
+      suppressed: held,
+      byEvent: { ...byEvent },
+    });
+    held = 0;
+    for (const k of Object.keys(byEvent)) delete byEvent[k];
+  };
+  const timer = clock.createTimer(flush).unref();
+  return (line, fields) => {
+    const now = clock.now();
+    if (now >= windowEnd) {
+      timer.disarm();
+      flush();
+      windowEnd = now + INFO_WINDOW_MS;
+      shown = 0;
+    }
+    if (shown < limit) {
+      shown++;
+      log.info(line, fields);
+      return;
+    }
+    held++;
+    const kind = fields?.event ?? 'other';
+    byEvent[kind] = (byEvent[kind] ?? 0) + 1;
+    if (!timer.armed) timer.armAt(windowEnd);
+  };
+}
+
+function createRawLog(format: LogFormat, o: { quiet?: boolean; destination?: Writable }): ChimneyLog {
   if (format === 'json') {
     const logger = pino(
       {

@@ -16,6 +16,7 @@ import { ChimneyError } from '../core/errors.ts';
 import { PcapWriter } from '../link/pcap.ts';
 import type { Nic } from '../nic/nic.ts';
 import { DEFAULT_RING, WorkerNic } from '../nic/worker-nic.ts';
+import type { PlaceTimeout } from '../offload/offload-manager.ts';
 import type { Host } from '../socket/host.ts';
 import { DEFAULT_TCP_LIMITS, type Stack } from '../stack/stack.ts';
 import type { FailureEvent } from '../team/health.ts';
@@ -26,7 +27,7 @@ import { parseIpv4, parseIpv6 } from '../wire/addr.ts';
 import { type CheckedAddresses, checkAddresses, collectIps, urlHostLiteral } from './addresses.ts';
 import { type AdminFlags, adminAddress, startAdmin } from './admin-cli.ts';
 import { teamStatusExtras } from './admin-source.ts';
-import { type ControlHandler, ControlServer } from './control.ts';
+import { type ControlHandler, ControlServer, killWorkerNic } from './control.ts';
 import { type ChimneyLog, createLog, LOG_FORMATS, type LogFormat } from './log.ts';
 import { byteSize, intIn } from './options.ts';
 import { parseService, type RunningService, type ServiceSpec, startService } from './services.ts';
@@ -408,6 +409,12 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
     }),
   );
   team.on('error', (e: Error) => log.error(`failover: ${e.message}`));
+  th.manager.on('place-timeout', (ev: PlaceTimeout) =>
+    log.event(
+      `${ev.connections} accepted connection(s) handed to the service unplaced (in the host): the offload policy made no progress for ${ev.waitedMs} ms`,
+      { event: 'place-timeout', ...ev },
+    ),
+  );
   const nicById = (id: string): Nic => {
     const n = th.nics.find((x) => x.id === id);
     if (!n) throw new Error(`no NIC ${id} (NICs: ${th.nics.map((x) => x.id).join(', ')})`);
@@ -453,15 +460,21 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
         return { moved, refused };
       },
       /** Failover drill: kill a NIC's worker thread outright. */
-      'kill-nic': async (req) => {
+      'kill-nic': (req) => {
         const nic = nicById(String(req.nic));
         if (!(nic instanceof WorkerNic)) throw new Error(`${nic.id} is not a worker NIC (serve --workers)`);
         log.event(`${nic.id}: killing its worker thread (requested over the control socket)`, {
           event: 'nic-kill',
           nic: nic.id,
         });
-        await nic.kill();
-        return { killed: nic.id };
+        return killWorkerNic(nic, (threadId, code) =>
+          log.event(`${nic.id}: worker thread ${threadId} exited (code ${code})`, {
+            event: 'nic-exit',
+            nic: nic.id,
+            threadId,
+            code,
+          }),
+        );
       },
     },
     close: () => {

@@ -221,7 +221,10 @@ export function registerStatusCommand(program: Command): void {
     .argument('<nic>', "the NIC's id (its TAP's name)")
     .option('--control <path>', `control socket of the server (default: the only one in ${CONTROL_DIR})`)
     .action((nic: string, o: { control?: string }) =>
-      runControl('kill-nic', o.control, { op: 'kill-nic', nic }, () => `killed the worker of ${nic}`),
+      runControl('kill-nic', o.control, { op: 'kill-nic', nic }, (r) => {
+        const x = r as { threadId?: number };
+        return `told the worker of ${nic} (thread ${x.threadId ?? '?'}) to stop`;
+      }),
     );
   program
     .command('status')

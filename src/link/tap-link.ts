@@ -113,6 +113,14 @@ const MAX_FRAME = 65535 + 18;
 /** Something to block on for a few milliseconds (Atomics.wait on a word nobody changes). */
 const BLOCK = new Int32Array(new SharedArrayBuffer(4));
 
+/**
+ * The longest one poll for the next frame waits on the libuv pool before it is asked again. A
+ * thread cannot exit while its request waits there, and a worker killed while its TAP is idle
+ * (after a kill the switch steers the team's frames to the other members) exited only at its next
+ * broadcast frame, many seconds later; a bound costs one pool round trip per idle link and period.
+ */
+const POLL_MAX_MS = 200;
+
 /** Received frames up to this length get a cached view per length instead of a fresh subarray. */
 const VIEW_CACHE_MAX = 2048;
 const NAME_RE = /^[A-Za-z0-9_.-]{1,15}$/;
@@ -645,13 +653,17 @@ export class TapLink implements Link {
   private waitReadable(): void {
     if (this.waiting || this.closed) return;
     this.waiting = true;
-    this.lib.pollAsync(this.pollFds, 2, -1, this.onPoll);
+    this.lib.pollAsync(this.pollFds, 2, POLL_MAX_MS, this.onPoll);
   }
 
-  private readonly onPoll = (_err: unknown, _n: number): void => {
+  private readonly onPoll = (_err: unknown, n: number): void => {
     this.waiting = false;
     if (this.closed) {
       this.lib.close(this.wakeR);
+      return;
+    }
+    if (n === 0) {
+      this.waitReadable();
       return;
     }
     this.schedulePump();

@@ -277,15 +277,18 @@ export interface TerminateOptions {
 
 /** Why a NIC is gone: the failover layer then rebuilds its connections from hard state. */
 export interface NicDeath {
-  /** 'crash': the NIC failed by itself (LocalNic.crash); the others are a worker thread's ends. */
-  kind: 'crash' | 'error' | 'exit' | 'heartbeat';
+  /**
+   * 'crash': the NIC failed by itself (LocalNic.crash); the others are a worker thread's ends
+   * ('killed': told to stop, silent since, its exit not yet seen).
+   */
+  kind: 'crash' | 'error' | 'exit' | 'heartbeat' | 'killed';
   /** What the NIC said ('crash'). */
   detail?: string;
   /** The worker's uncaught error ('error'). */
   error?: Error;
   /** Exit code ('exit'). */
   exitCode?: number;
-  /** Silence before it was declared dead ('heartbeat'). */
+  /** Silence before it was declared dead ('heartbeat', 'killed'). */
   silentMs?: number;
 }
 
@@ -298,6 +301,11 @@ export function describeDeath(d: NicDeath): { detail: string; immediate: boolean
       return { detail: `worker threw: ${d.error?.message ?? 'unknown error'}`, immediate: true };
     case 'heartbeat':
       return { detail: `no heartbeat for ${Math.round(d.silentMs ?? 0)} ms`, immediate: false };
+    case 'killed':
+      return {
+        detail: `worker killed (silent ${Math.round(d.silentMs ?? 0)} ms since it was told to stop)`,
+        immediate: true,
+      };
     default:
       return { detail: d.detail ?? 'NIC died', immediate: false };
   }

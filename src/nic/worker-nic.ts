@@ -239,6 +239,12 @@ const SELF_EXT = import.meta.url.endsWith('.js') ? 'js' : 'ts';
 const DEFAULT_CAPACITY = 65536;
 /** The file header a PcapWriter starts its first chunk with. */
 const PCAP_FILE_HEADER = 24;
+/**
+ * Heartbeat periods without a beat, after a kill was asked, before the thread counts as dead: a
+ * thread told to stop runs at most to its next interrupt check, and one still running beats at
+ * least once a period.
+ */
+const KILL_SILENT_BEATS = 3;
 export const DEFAULT_RING = 256 * 1024;
 
 /**
@@ -466,6 +472,9 @@ export class WorkerNic extends HostNic {
   private readonly hostBatch: FrameBatcher;
   private readonly watchdog: Timer;
   private readonly deadAfterMs: number;
+  private readonly heartbeatMs: number;
+  /** Armed once the thread was told to stop (`terminateThread`): watches its heartbeat fall silent. */
+  private killWatch: Timer | null = null;
   private lastBeat: number;
   private lastBeatCount = 0;
   private linkCarrier: boolean;
@@ -538,6 +547,7 @@ export class WorkerNic extends HostNic {
     this.port = port;
     this.worker = worker;
     this.deadAfterMs = deadAfterMs;
+    this.heartbeatMs = heartbeatMs;
     this.capacity = capacity;
     this.ringCapacity = ringCapacity;
     this.clock = opts.clock ?? new RealClock();
@@ -980,16 +990,58 @@ export class WorkerNic extends HostNic {
 
   /**
    * Block the worker's thread for `ms` (tests of a wedged NIC): it stops beating, and past
-   * `deadAfterMs` the watchdog reports it dead and stops it.
+   * `deadAfterMs` the watchdog reports it dead and stops it. With `pool`, the thread keeps running
+   * but leaves a request on the libuv pool for `ms`, as a TAP reader waiting for a frame does: a
+   * kill meanwhile stops it, and its exit waits for the request.
    */
-  stall(ms: number): void {
+  stall(ms: number, opts: { pool?: boolean } = {}): void {
     if (!Number.isFinite(ms) || ms < 0) throw new InvalidArgumentError('stall needs a duration in ms');
-    this.post({ t: 'stall', ms });
+    this.post(opts.pool ? { t: 'stall', ms, pool: true } : { t: 'stall', ms });
   }
 
-  /** Kill the worker thread outright (tests of NIC death): reported as 'dead'. */
+  /**
+   * Kill the worker thread outright (tests of NIC death): reported as 'dead' at its exit (or by the
+   * watchdog), and resolves then. `terminateThread` does not wait.
+   */
   kill(): Promise<number> {
     return this.worker.terminate();
+  }
+
+  /**
+   * Tell the worker thread to stop, and return at once. Its exit can come much later: a thread
+   * stopped while a request of its waits on the libuv pool (a TAP reader's poll for the next
+   * frame) exits only when that request ends, and after a kill the switch steers the team's frames
+   * to the other members, so nothing may arrive on its TAP for a long time. So the death is
+   * indicated at the exit, or once the heartbeat, which the thread bumps on its timer and before
+   * every unit of work, has not moved for KILL_SILENT_BEATS heartbeat periods since the request
+   * (no JavaScript runs there any more: a stopped thread writes no shared memory), whichever
+   * comes first; not after `deadAfterMs`, which is sized for a busy thread that still runs.
+   */
+  terminateThread(): { threadId: number; exited: Promise<number> } {
+    const threadId = this.worker.threadId;
+    const exited = this.worker.terminate();
+    if (this.killWatch === null && this.death === null && !this.closed) {
+      let beats = Atomics.load(this.doorbell, DB_BEAT);
+      let since = this.clock.now();
+      const watch = this.clock
+        .createTimer(() => {
+          if (this.death !== null || this.closed) return;
+          const now = this.clock.now();
+          const b = Atomics.load(this.doorbell, DB_BEAT);
+          if (b !== beats) {
+            beats = b;
+            since = now;
+          } else if (now - since >= KILL_SILENT_BEATS * this.heartbeatMs) {
+            this.die({ kind: 'killed', silentMs: now - since });
+            return;
+          }
+          watch.arm(this.heartbeatMs);
+        })
+        .unref();
+      this.killWatch = watch;
+      watch.arm(this.heartbeatMs);
+    }
+    return { threadId, exited };
   }
 
   // ---- internals ----------------------------------------------------------------------------------
@@ -1146,6 +1198,7 @@ export class WorkerNic extends HostNic {
       // Its table no longer says where anything runs: the other workers send up to the host again.
       this.owners.markDead();
       this.watchdog.disarm();
+      this.killWatch?.disarm();
       this.linkCarrier = false;
       for (const w of this.readyWaiters.splice(0)) w.reject(e);
     });

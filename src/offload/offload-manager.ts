@@ -45,6 +45,14 @@ export interface BackgroundWarning {
   error: Error;
 }
 
+/** The 'place-timeout' event's argument: a burst of accepts whose placement passed its bound. */
+export interface PlaceTimeout {
+  /** Connections handed to the application in the host. */
+  connections: number;
+  /** How long each waited (the policy's placeTimeoutMs). */
+  waitedMs: number;
+}
+
 export const BACKGROUND_COUNTERS = {
   upload: 'offload.background.upload',
   update: 'offload.background.update',
@@ -84,8 +92,10 @@ function isKey(x: unknown): x is ConnKey {
  * While a connection is offloaded the host keeps a forwarding placeholder for its 4-tuple: frames
  * that reach the host (through whichever NIC received them) are passed to the owning NIC.
  *
- * Events: 'upload-requested' (nic, keys, reason, honoured) and 'warning' (BackgroundWarning). It
- * never emits 'error': failures of work no caller awaits become counters and a 'warning'.
+ * Events: 'upload-requested' (nic, keys, reason, honoured), 'warning' (BackgroundWarning) and
+ * 'place-timeout' (PlaceTimeout: accepts the host served because their placement took too long,
+ * once per burst). It never emits 'error': failures of work no caller awaits become counters and
+ * a 'warning'.
  */
 export class OffloadManager extends EventEmitter {
   readonly stack: Stack;
@@ -131,6 +141,10 @@ export class OffloadManager extends EventEmitter {
       this.policy,
       (ready) => this.offload(ready),
       (e) => this.backgroundFailure('scan', e, null),
+      (connections) => {
+        const ev: PlaceTimeout = { connections, waitedMs: this.policy.placeTimeoutMs };
+        this.emit('place-timeout', ev);
+      },
     );
   }
 

@@ -17,6 +17,12 @@ export interface OffloadPolicy {
   scanIntervalMs: number;
   /** Advisory upload reasons honoured (mandatory ones always are). */
   advisory: readonly UploadReason[];
+  /**
+   * 'immediate': how long an accepted connection waits for the policy to place it while the policy
+   * makes no progress (no transfer of its ends), in ms of the stack's clock; past it the
+   * application gets it in the host (PolicyScanner.placed).
+   */
+  placeTimeoutMs: number;
 }
 
 export const DEFAULT_OFFLOAD_POLICY: Readonly<OffloadPolicy> = {
@@ -25,6 +31,7 @@ export const DEFAULT_OFFLOAD_POLICY: Readonly<OffloadPolicy> = {
   minBytes: 1 << 20,
   scanIntervalMs: 100,
   advisory: [],
+  placeTimeoutMs: 500,
 };
 
 /** The defaults with `p` over them, checked. */
@@ -32,7 +39,7 @@ export function makePolicy(p: Partial<OffloadPolicy> | undefined): OffloadPolicy
   const out = { ...DEFAULT_OFFLOAD_POLICY, ...p };
   if (!['manual', 'immediate', 'after'].includes(out.mode))
     throw new InvalidArgumentError(`unknown offload policy mode ${out.mode}`);
-  for (const k of ['minAgeMs', 'minBytes'] as const) {
+  for (const k of ['minAgeMs', 'minBytes', 'placeTimeoutMs'] as const) {
     if (!Number.isFinite(out[k]) || out[k] < 0) throw new InvalidArgumentError(`policy ${k} must be >= 0`);
   }
   if (!(out.scanIntervalMs > 0)) throw new InvalidArgumentError('policy scanIntervalMs must be > 0');
@@ -59,6 +66,12 @@ export function makePolicy(p: Partial<OffloadPolicy> | undefined): OffloadPolicy
  */
 export const POLICY_BATCH = 256;
 
+/** Accepted connections the host served because their placement passed `placeTimeoutMs`. */
+export const PLACE_TIMEOUT_COUNTER = 'offload.place.timeout';
+
+/** Placements given up within this long (ms) after the first of a burst are reported together. */
+export const PLACE_REPORT_MS = 1000;
+
 /**
  * Looks at the host's connections every `scanIntervalMs` and hands those the policy finds ready
  * to `offload`, at most POLICY_BATCH at a time; the next scan waits for that offload to finish.
@@ -76,15 +89,34 @@ export class PolicyScanner {
   private stopped = false;
   /** An offload of the policy's is under way (the next scan follows it). */
   private busy = false;
-  /** Accepted connections waiting for the policy's offload, and what each waits on. */
-  private readonly waiting = new Map<TcpConnection, () => void>();
+  /**
+   * Accepted connections waiting for the policy's offload: what each waits on and until when, in
+   * the order they came (so by deadline).
+   */
+  private readonly waiting = new Map<TcpConnection, { done: () => void; until: number }>();
+  /** Fires at the first waiting connection's deadline. */
+  private readonly placeTimer: Timer;
+  /**
+   * When the policy last made progress: a transfer that held waiting accepts ended. A burst of
+   * accepts queued behind transfers that each end in time waits for its turn; one behind a
+   * transfer that does not end, or behind scans that only pick other connections (members full),
+   * waits placeTimeoutMs at most.
+   */
+  private progressAt = Number.NEGATIVE_INFINITY;
+  /** Placements given up since the current burst's report was scheduled (PLACE_REPORT_MS). */
+  private timedOut = 0;
+  private readonly reportTimer: Timer;
 
   constructor(
     private readonly stack: Stack,
     private readonly policy: OffloadPolicy,
     private readonly offload: (ready: TcpConnection[]) => Promise<unknown>,
     private readonly onError: (e: unknown) => void,
+    /** Accepts served by the host because their placement took too long: once per burst. */
+    private readonly onPlaceTimeout: (connections: number) => void = () => {},
   ) {
+    this.placeTimer = stack.clock.createTimer(() => this.giveUp()).unref();
+    this.reportTimer = stack.clock.createTimer(() => this.report()).unref();
     if (policy.mode === 'manual') {
       this.timer = null;
       return;
@@ -96,7 +128,12 @@ export class PolicyScanner {
   stop(): void {
     this.stopped = true;
     this.timer?.disarm();
+    this.placeTimer.disarm();
     this.release(this.waiting.keys());
+    if (this.reportTimer.armed) {
+      this.reportTimer.disarm();
+      this.report();
+    }
   }
 
   /**
@@ -109,15 +146,19 @@ export class PolicyScanner {
     if (this.stopped || this.policy.mode !== 'immediate' || this.timer === null) return Promise.resolve();
     const prev = this.waiting.get(conn);
     return new Promise<void>((resolve) => {
-      this.waiting.set(
-        conn,
-        prev
-          ? () => {
-              prev();
-              resolve();
-            }
-          : resolve,
-      );
+      if (prev) {
+        const first = prev.done;
+        prev.done = () => {
+          first();
+          resolve();
+        };
+      } else {
+        // Bounded, whatever the placement waits on (a worker that does not answer, a NIC that
+        // failed mid-initiate, a transfer that never settles): the host serves it meanwhile.
+        const until = this.stack.clock.now() + this.policy.placeTimeoutMs;
+        this.waiting.set(conn, { done: resolve, until });
+        if (!this.placeTimer.armed) this.placeTimer.armAt(until);
+      }
       if (!this.busy && this.timer!.deadline > this.stack.clock.now()) this.timer!.arm(0);
     });
   }
@@ -129,11 +170,41 @@ export class PolicyScanner {
 
   private release(conns: Iterable<TcpConnection>): void {
     for (const c of [...conns]) {
-      const done = this.waiting.get(c);
-      if (done === undefined) continue;
+      const w = this.waiting.get(c);
+      if (w === undefined) continue;
       this.waiting.delete(c);
-      done();
+      w.done();
     }
+  }
+
+  /** The connections whose placement is past its deadline go to the application, in the host. */
+  private giveUp(): void {
+    const now = this.stack.clock.now();
+    const stuckAt = this.progressAt + this.policy.placeTimeoutMs;
+    const late: TcpConnection[] = [];
+    let next = Number.POSITIVE_INFINITY;
+    for (const [c, w] of this.waiting) {
+      const until = Math.max(w.until, stuckAt);
+      if (until > now) {
+        next = until;
+        break;
+      }
+      late.push(c);
+    }
+    if (late.length > 0) {
+      this.stack.counters.inc(PLACE_TIMEOUT_COUNTER, late.length);
+      // One report per burst: a thousand accepts that wait on one hung transfer are one event.
+      this.timedOut += late.length;
+      if (!this.reportTimer.armed) this.reportTimer.arm(PLACE_REPORT_MS);
+      this.release(late);
+    }
+    if (next !== Number.POSITIVE_INFINITY) this.placeTimer.armAt(next);
+  }
+
+  private report(): void {
+    const n = this.timedOut;
+    this.timedOut = 0;
+    if (n > 0) this.onPlaceTimeout(n);
   }
 
   private scan(): void {
@@ -164,6 +235,8 @@ export class PolicyScanner {
     const batch = more ? ready.slice(0, POLICY_BATCH) : ready;
     const next = (): void => {
       this.busy = false;
+      if (this.waiting.size > 0 && batch.some((c) => this.waiting.has(c)))
+        this.progressAt = this.stack.clock.now();
       this.release(batch);
       if (!this.stopped) this.timer?.arm(more || this.waiting.size > 0 ? 0 : p.scanIntervalMs);
     };

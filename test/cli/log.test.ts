@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
 import { test } from 'node:test';
-import { createLog } from '../../src/cli/log.ts';
+import { createLog, INFO_BURST_LINES, INFO_WINDOW_MS } from '../../src/cli/log.ts';
 import { startService } from '../../src/cli/services.ts';
+import { VirtualClock } from '../../src/core/clock.ts';
 import { SimNetwork } from '../../src/sim/sim-network.ts';
 
 function capture() {
@@ -64,4 +65,32 @@ test('quiet drops connection lines but keeps events; human format is the plain l
   human.info('echo:7: connection from 10.0.0.1:5000', { event: 'connection-open' });
   human.error('oops');
   assert.deepEqual(h.lines(), ['chimney: echo:7: connection from 10.0.0.1:5000', 'chimney: error: oops']);
+});
+
+test('a burst of connection lines: INFO_BURST_LINES per window shown, the rest summed up in one line at its end', () => {
+  const clock = new VirtualClock();
+  const j = capture();
+  const log = createLog('json', { destination: j.sink, clock });
+  const burst = 2000;
+  for (let i = 0; i < burst; i++) {
+    log.info(`conn ${i}`, { event: i % 2 === 0 ? 'connection-open' : 'connection-close' });
+    if (i % 100 === 0) clock.advance(1);
+  }
+  log.event('failover x', { event: 'failover' });
+  const objs = () => j.lines().map((l) => JSON.parse(l) as Record<string, unknown>);
+  assert.equal(objs().filter((o) => String(o.msg).startsWith('conn ')).length, INFO_BURST_LINES);
+  assert.equal(objs().filter((o) => o.event === 'failover').length, 1, 'events are never held');
+  clock.advance(INFO_WINDOW_MS);
+  const sums = objs().filter((o) => o.event === 'log-burst');
+  assert.equal(sums.length, 1, 'one line for the burst');
+  assert.equal(sums[0]!.suppressed, burst - INFO_BURST_LINES);
+  assert.deepEqual(sums[0]!.byEvent, {
+    'connection-open': (burst - INFO_BURST_LINES) / 2,
+    'connection-close': (burst - INFO_BURST_LINES) / 2,
+  });
+  // A later connection, after the burst, is shown again.
+  log.info('conn late', { event: 'connection-open' });
+  assert.equal(objs().at(-1)!.msg, 'conn late');
+  clock.advance(10 * INFO_WINDOW_MS);
+  assert.equal(objs().filter((o) => o.event === 'log-burst').length, 1, 'nothing more to sum up');
 });

@@ -7,6 +7,8 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { describe, test } from 'node:test';
+import type { PlaceTimeout } from '../../src/offload/offload-manager.ts';
+import { PLACE_REPORT_MS, PLACE_TIMEOUT_COUNTER, POLICY_BATCH } from '../../src/offload/policy.ts';
 import { SimNetwork } from '../../src/sim/sim-network.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { buildTeamHost } from '../../src/team/team-host.ts';
@@ -83,6 +85,120 @@ describe('accepted connections wait for the offload policy', () => {
       `owners when accepted: ${ownersAtAccept.join(',')}`,
     );
     assert.equal(hostSendBytes, 0);
+    host.close();
+    net.close();
+  });
+
+  test('a placement that does not complete: the host serves each accept after placeTimeoutMs, counted, reported once for the burst', async () => {
+    const { net, peer, host } = rig('immediate');
+    const placeMs = host.manager.policy.placeTimeoutMs;
+    assert.equal(placeMs, 500);
+    // Each member's initiate waits for `open` (a worker that does not answer): the policy's first
+    // transfer hangs, and the scanner, which waits for it, places nothing meanwhile.
+    host.manager.liveHandover = false;
+    let open!: () => void;
+    const gate = new Promise<void>((resolve) => {
+      open = resolve;
+    });
+    for (const nic of host.nics) {
+      const initiate = nic.initiate.bind(nic);
+      nic.initiate = (batch, opts) => gate.then(() => initiate(batch, opts));
+    }
+    const reports: PlaceTimeout[] = [];
+    host.manager.on('place-timeout', (ev: PlaceTimeout) => reports.push(ev));
+    const waited = new Map<number, number>();
+    const owners = new Map<number, string>();
+    const connectedAt = new Map<number, number>();
+    host
+      .createServer((s: TcpSocket) => {
+        waited.set(s.remotePort!, net.clock.now() - connectedAt.get(s.remotePort!)!);
+        owners.set(s.remotePort!, ownerName(host, s));
+        s.on('error', () => {});
+        s.end(Buffer.alloc(BODY, 7));
+      })
+      .listen(80);
+    await peer.ping('10.0.0.1');
+    const download = () => {
+      const c = peer.connect(80, '10.0.0.1');
+      c.once('connect', () => connectedAt.set(c.localPort!, net.clock.now()));
+      let n = 0;
+      c.on('data', (d: Buffer) => {
+        n += d.length;
+      });
+      return { port: () => c.localPort!, done: once(c, 'end').then(() => n) };
+    };
+    // The first one goes into the transfer that hangs; the burst comes while it does.
+    const first = download();
+    await net.sleep(50);
+    const burst = Array.from({ length: CLIENTS }, download);
+    const bodies = await Promise.race([
+      Promise.all(burst.map((d) => d.done)),
+      net.sleep(10_000).then(() => null),
+    ]);
+    assert.ok(bodies !== null, 'the burst was served while the placement hung');
+    assert.deepEqual(
+      bodies.filter((n) => n !== BODY),
+      [],
+    );
+    for (const d of burst) {
+      assert.equal(owners.get(d.port()), 'host', 'served by the host');
+      const w = waited.get(d.port())!;
+      assert.ok(w >= placeMs && w <= placeMs + 50, `waited ${w} ms for its placement`);
+    }
+    // The connection in the hung transfer went to the application too, frozen (owned by nobody
+    // while it moves: its writes wait in the socket) until the transfer ends.
+    assert.equal(owners.get(first.port()), 'none');
+    open();
+    assert.equal(await first.done, BODY);
+    const counters = host.stack.counters.snapshot();
+    assert.equal(counters[PLACE_TIMEOUT_COUNTER], CLIENTS + 1);
+    await net.sleep(2 * PLACE_REPORT_MS);
+    assert.deepEqual(reports, [{ connections: CLIENTS + 1, waitedMs: placeMs }], 'one report for the burst');
+    host.close();
+    net.close();
+  });
+
+  test('a burst queued behind transfers that each end in time waits its turn, longer than placeTimeoutMs, and is placed', async () => {
+    const { net, peer, host } = rig('immediate');
+    const placeMs = host.manager.policy.placeTimeoutMs;
+    // A slow member: each initiate takes 300 ms of the clock, so a burst beyond one policy
+    // transfer (POLICY_BATCH) waits for several, each ending within placeTimeoutMs of the last.
+    host.manager.liveHandover = false;
+    for (const nic of host.nics) {
+      const initiate = nic.initiate.bind(nic);
+      nic.initiate = (batch, opts) => net.sleep(300).then(() => initiate(batch, opts));
+    }
+    const clients = POLICY_BATCH + 100;
+    const reports: PlaceTimeout[] = [];
+    host.manager.on('place-timeout', (ev: PlaceTimeout) => reports.push(ev));
+    const waited: number[] = [];
+    const owners: string[] = [];
+    const connectedAt = new Map<number, number>();
+    host
+      .createServer((s: TcpSocket) => {
+        waited.push(net.clock.now() - connectedAt.get(s.remotePort!)!);
+        owners.push(ownerName(host, s));
+        s.on('error', () => {});
+        s.end(Buffer.alloc(1000, 7));
+      })
+      .listen(80);
+    await peer.ping('10.0.0.1');
+    const done = Array.from({ length: clients }, () => {
+      const c = peer.connect(80, '10.0.0.1');
+      c.once('connect', () => connectedAt.set(c.localPort!, net.clock.now()));
+      c.resume();
+      return once(c, 'end');
+    });
+    await Promise.all(done);
+    assert.equal(owners.length, clients);
+    assert.deepEqual(
+      owners.filter((o) => o === 'host' || o === 'none'),
+      [],
+      'every accept placed on a member',
+    );
+    assert.ok(Math.max(...waited) > placeMs, `the last waited ${Math.max(...waited)} ms`);
+    assert.equal(host.stack.counters.snapshot()[PLACE_TIMEOUT_COUNTER] ?? 0, 0);
+    assert.deepEqual(reports, []);
     host.close();
     net.close();
   });

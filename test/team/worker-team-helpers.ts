@@ -16,7 +16,7 @@ import { type SimHost, SimNetwork } from '../../src/sim/sim-network.ts';
 import { Host } from '../../src/socket/host.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { Stack } from '../../src/stack/stack.ts';
-import { TcpStateId } from '../../src/state/tcp-state.ts';
+import { type TcpCached, TcpStateId } from '../../src/state/tcp-state.ts';
 import type { HealthOptions } from '../../src/team/health.ts';
 import { ManagerOffloader } from '../../src/team/manager-offloader.ts';
 import { ProbeTap } from '../../src/team/probe-tap.ts';
@@ -61,6 +61,8 @@ export interface WorkerTeamOptions {
   pcap?: string;
   /** Both ends get IPv6 addresses too (TEAM_IP6, PEER_IP6 on fd00::/64). */
   ip6?: boolean;
+  /** TCP settings of both ends' connections (a state's cached part travels to the members). */
+  tcp?: Partial<TcpCached>;
 }
 
 export function buildWorkerTeam(opts: WorkerTeamOptions): WorkerTeamRig {
@@ -68,6 +70,7 @@ export function buildWorkerTeam(opts: WorkerTeamOptions): WorkerTeamRig {
   const peer = net.addHost({
     ip: `${PEER_IP}/24`,
     name: 'peer',
+    tcp: opts.tcp,
     ...(opts.ip6 ? { ip6: `${PEER_IP6}/64`, ipv6: IPV6 } : {}),
   });
   const counters = new Counters();
@@ -102,6 +105,7 @@ export function buildWorkerTeam(opts: WorkerTeamOptions): WorkerTeamRig {
     clock: net.clock,
     random: net.random.fork(),
     name: 'wt',
+    tcp: opts.tcp,
     ...(opts.ip6 ? { ipv6: IPV6 } : {}),
   });
   stack.addInterface(team.link, {

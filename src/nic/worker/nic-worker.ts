@@ -12,6 +12,7 @@ import { SeededRandom } from '../../core/random.ts';
 import type { Link, LinkGsoOptions, RxOffloadInfo } from '../../link/link.ts';
 import { LinkWrapper } from '../../link/link-wrapper.ts';
 import { capture, PcapWriter } from '../../link/pcap.ts';
+import { loadLibc } from '../../link/tap-sys.ts';
 import { AddressTable } from '../../stack/address-table.ts';
 import { seqAdd, seqLeq } from '../../stack/tcp/seq.ts';
 import type { TcpConnection } from '../../stack/tcp/tcp-connection.ts';
@@ -1003,6 +1004,10 @@ port.on('message', (m: ToWorker) => {
       addPeer(m);
       return;
     case 'stall':
+      if (m.pool) {
+        holdPool(m.ms);
+        return;
+      }
       // Nothing runs meanwhile: no heartbeat, no frames, no timers. Only its silence tells.
       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, m.ms);
       return;
@@ -1049,3 +1054,21 @@ const heartbeat = clock.createTimer(() => {
 heartbeat.arm(boot.heartbeatMs);
 waitBell();
 post({ t: 'hb', at: clock.now() });
+
+/**
+ * Tests: a poll on a pipe nobody writes, waiting `ms` on the libuv pool, as a TAP reader's poll for
+ * its next frame waits (the thread cannot exit before such a request ends).
+ */
+function holdPool(ms: number): void {
+  const lib = loadLibc();
+  const fds = new Int32Array(2);
+  if (lib.pipe2(fds, 0) !== 0) throw new Error(`pipe2 failed (errno ${lib.errno()})`);
+  const pfd = new Uint8Array(8);
+  const v = new DataView(pfd.buffer);
+  v.setInt32(0, fds[0]!, true);
+  v.setInt16(4, 1 /* POLLIN */, true);
+  lib.pollAsync(pfd, 1, Math.round(ms), () => {
+    lib.close(fds[0]!);
+    lib.close(fds[1]!);
+  });
+}

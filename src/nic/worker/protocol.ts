@@ -219,8 +219,11 @@ export type ToWorker =
    */
   | { t: 'peer'; id: string; port: MessagePort; owners: SharedArrayBuffer }
   | { t: 'close' }
-  /** Tests: block the worker's thread for `ms`, as a wedged NIC would. */
-  | { t: 'stall'; ms: number };
+  /**
+   * Tests: block the worker's thread for `ms`, as a wedged NIC would; with `pool`, keep running but
+   * leave a request waiting on the libuv pool for `ms`, as a TAP reader's poll for its next frame does.
+   */
+  | { t: 'stall'; ms: number; pool?: boolean };
 
 export type FromWorker =
   | { t: 'tx'; buf: ArrayBuffer; len: number }
