@@ -146,7 +146,18 @@ try {
 /** dumpcap on the client's veth inside its namespace, headers only, while a run lasts. */
 function clientCapture(run: string): { stop: () => Promise<void> } | null {
   if (!clientPcap) return null;
-  const p = lab.spawnNs(['dumpcap', '-q', '-i', lab.vethPeer, '-s', '128', '-f', 'tcp', '-w', `${clientPcap}.${run}`]);
+  const p = lab.spawnNs([
+    'dumpcap',
+    '-q',
+    '-i',
+    lab.vethPeer,
+    '-s',
+    '128',
+    '-f',
+    'tcp',
+    '-w',
+    `${clientPcap}.${run}`,
+  ]);
   return { stop: () => stopProcess(p, 2000) };
 }
 

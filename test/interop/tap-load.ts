@@ -126,10 +126,9 @@ export async function runLoad(lab: Lab, o: LoadOptions): Promise<LoadResult> {
         cut = nic;
         lab.ip('link', 'set', 'dev', nic, 'nomaster');
       } else {
-        // The kill is the fault, not its answer: serve answers once the thread has exited, which
-        // on a loaded machine has taken past the request's 10 s (twice in 5,000-download soaks),
-        // and the run was lost with everything it had measured. Whether the team saw the death
-        // is read from serve's log below (detectMs -1 when it did not).
+        // The kill is the fault, not its answer: serve answers once the worker is told to die,
+        // and whether the team saw the death is read from serve's log below (detectMs -1 when it
+        // did not). A lost answer must not lose the run and everything it measured.
         try {
           await controlRequest(ctl, { op: 'kill-nic', nic });
         } catch (e) {
