@@ -488,10 +488,16 @@ export interface ConnBlockRef {
 /**
  * Blocks are cut from slabs of this size: a SharedArrayBuffer costs tens of microseconds to create
  * (and its external memory drives the garbage collector), which was most of a WorkerNic move.
- * A slab is freed when no block of it is referenced any more, so one long-lived connection keeps
- * at most a slab alive; blocks larger than a quarter of a slab get a buffer of their own.
+ * A slab is larger than the C allocator's largest mmap threshold (32 MB for glibc on 64 bits), so
+ * its memory always comes straight from mmap, zero until touched: a block of two 256 KiB rings
+ * costs the pages its connection writes, not half a megabyte cleared up front (with a buffer per
+ * block, calloc cleared each one from the heap: 26 % of serve's main thread in a burst of 5,000
+ * accepts, and 2.5 GB resident for their rings). A slab is freed when no block of it is
+ * referenced any more, so one long-lived connection keeps at most a slab alive (its address
+ * space, and the pages the slab's dead blocks once touched); blocks larger than a sixteenth of a
+ * slab get a buffer of their own.
  */
-export const CONN_SLAB_BYTES = 1 << 20;
+export const CONN_SLAB_BYTES = 64 << 20;
 let slab: SharedArrayBuffer | null = null;
 let slabUsed = 0;
 
@@ -502,7 +508,7 @@ export function allocConnBlock(sendCapacity: number, recvCapacity: number): Conn
   const bytes = recvAt + sharedRingBytes(recvCapacity);
   let sab: SharedArrayBuffer;
   let at = 0;
-  if (bytes > CONN_SLAB_BYTES / 4) sab = new SharedArrayBuffer(bytes);
+  if (bytes > CONN_SLAB_BYTES / 16) sab = new SharedArrayBuffer(bytes);
   else {
     if (slab === null || slabUsed + bytes > CONN_SLAB_BYTES) {
       slab = new SharedArrayBuffer(CONN_SLAB_BYTES);

@@ -16,13 +16,13 @@ import { buildTeamHost } from '../../src/team/team-host.ts';
 const BODY = 200_000;
 const CLIENTS = 40;
 
-function rig(mode: 'immediate' | 'manual') {
+function rig(mode: 'immediate' | 'manual', placeTimeoutMs?: number) {
   const net = new SimNetwork({ seed: 7 });
   const peer = net.addHost({ ip: '10.0.0.2/24', name: 'peer', impair: { delayMs: 1 } });
   const host = buildTeamHost(net, {
     ip: '10.0.0.1/24',
     nics: 2,
-    policy: { mode, scanIntervalMs: 100 },
+    policy: { mode, scanIntervalMs: 100, ...(placeTimeoutMs === undefined ? {} : { placeTimeoutMs }) },
   });
   return { net, peer, host };
 }
@@ -92,7 +92,7 @@ describe('accepted connections wait for the offload policy', () => {
   test('a placement that does not complete: the host serves each accept after placeTimeoutMs, counted, reported once for the burst', async () => {
     const { net, peer, host } = rig('immediate');
     const placeMs = host.manager.policy.placeTimeoutMs;
-    assert.equal(placeMs, 500);
+    assert.equal(placeMs, 5000);
     // Each member's initiate waits for `open` (a worker that does not answer): the policy's first
     // transfer hangs, and the scanner, which waits for it, places nothing meanwhile.
     host.manager.liveHandover = false;
@@ -159,7 +159,9 @@ describe('accepted connections wait for the offload policy', () => {
   });
 
   test('a burst queued behind transfers that each end in time waits its turn, longer than placeTimeoutMs, and is placed', async () => {
-    const { net, peer, host } = rig('immediate');
+    // A bound of 500 ms, shorter than the burst's wait, so that a bound counted from each arrival
+    // (and not from the policy's last progress) would show.
+    const { net, peer, host } = rig('immediate', 500);
     const placeMs = host.manager.policy.placeTimeoutMs;
     // A slow member: each initiate takes 300 ms of the clock, so a burst beyond one policy
     // transfer (POLICY_BATCH) waits for several, each ending within placeTimeoutMs of the last.
