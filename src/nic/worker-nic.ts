@@ -692,6 +692,7 @@ export class WorkerNic extends HostNic {
     if (owner !== undefined && installed.length !== prepared?.size) returnRecords(prepared, owner);
     for (const inst of installed) {
       const id = connKeyId(inst.key);
+      this.passedUp.delete(id);
       const p = prepared?.get(id);
       // Taken by the worker from its record: the state object is free for this block's next read.
       if (p?.offered === true) p.pool.spare = p.state;
@@ -823,7 +824,13 @@ export class WorkerNic extends HostNic {
     if (byRef) {
       this.released.clear();
       this.releasedAsRecords = res.records === true;
-      for (const h of frozen) if (moved.has(h.slot)) this.released.set(h.id, h);
+      // Bounded: an id left behind (a transfer that never settled) only costs a request later.
+      if (this.passedUp.size > this.capacity) this.passedUp.clear();
+      for (const h of frozen) {
+        if (!moved.has(h.slot)) continue;
+        this.released.set(h.id, h);
+        this.passedUp.add(h.id);
+      }
     } else {
       const handedOn: [string, ConnBlockRef][] = [];
       for (const h of frozen) if (moved.has(h.slot)) handedOn.push([h.id, h.block]);
@@ -837,6 +844,29 @@ export class WorkerNic extends HostNic {
     }
     this.forget(res.freed ?? []);
     return res.value;
+  }
+
+  /**
+   * Connections a terminate by reference released, by connKeyId: the worker kept no placeholder
+   * for them (it passes up what arrives for them: the transfer holds them frozen in the host), so
+   * it holds no segment of theirs until one is installed there again.
+   */
+  private readonly passedUp = new Set<string>();
+
+  /**
+   * Released by reference, the worker holds nothing for them: answered here, without waking the
+   * worker's thread for a settle. Anything else is asked of the worker.
+   */
+  override async takeQueued(keys: ConnKey[], opts?: { drop?: boolean }): Promise<Uint8Array[]> {
+    const ids: string[] = [];
+    for (const k of keys) {
+      const id = connKeyId(k);
+      if (!this.passedUp.has(id)) return super.takeQueued(keys, opts);
+      ids.push(id);
+    }
+    if (this.death !== null || this.closed) return super.takeQueued(keys, opts);
+    if (opts?.drop === true) for (const id of ids) this.passedUp.delete(id);
+    return [];
   }
 
   /** The handles of the connections the latest terminate released, by connKeyId, for decodeReleased. */

@@ -476,6 +476,19 @@ function free(slot: Slot): void {
   touched.delete(slot);
 }
 
+/**
+ * A terminate by reference keeps no placeholder for what it released: the host holds those
+ * 4-tuples frozen for the whole transfer (TransferProtocol.freeze), so what arrives here meanwhile
+ * goes up to it at once, behind anything an invalidate had held here, and the transfer's settle
+ * needs no request to this thread to fetch it (WorkerNic.takeQueued answers for them itself).
+ */
+function passUp(keys: readonly ConnKey[]): void {
+  if (engine.tcp.frozenSize === 0) return;
+  const held = engine.takeQueued(keys);
+  engine.dropFrozen(keys);
+  for (const p of held) upBatch.push(p);
+}
+
 // ---- the doorbell --------------------------------------------------------------------------------
 
 function ringBell(slot: Slot, bits: number): void {
@@ -827,6 +840,7 @@ function handleRequest(id: number, r: WorkerRequest): void {
             }
           }
         }
+        if (r.byRef === true) passUp(list);
         flushEvents();
         const buf =
           out.byteOffset === 0 && out.byteLength === out.buffer.byteLength ? out.buffer : out.slice().buffer;
