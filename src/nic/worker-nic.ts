@@ -103,14 +103,17 @@ export interface WorkerNicOptions {
   capture?: (records: Uint8Array) => void;
 }
 
-/** One connection's shared memory as an initiate prepared it: the block, and views of its parts. */
-interface PreparedConn extends BlockViews {
+/**
+ * One connection of an initiate: its key, its state and its block's views (the views object
+ * itself, not a copy: a spread of it per connection per move cost microseconds once its shape
+ * varied between blocks).
+ */
+interface PreparedConn {
   key: ConnKey;
   state: TcpState;
-  /** The block's views themselves (the prepared connection is a copy of them). */
-  pool: BlockViews;
+  views: BlockViews;
   /** The transfer record was offered by this initiate (records transfer only). */
-  offered?: boolean;
+  offered: boolean;
 }
 
 /**
@@ -208,8 +211,8 @@ function fillFromReleased(
 function returnRecords(prepared: Map<string, PreparedConn> | undefined, owner?: number): void {
   if (prepared === undefined) return;
   for (const p of prepared.values()) {
-    const t = p.transfer;
-    if (p.offered === true && (owner === undefined || t.owner !== owner)) t.setOwner(OWNER_HOST);
+    const t = p.views.transfer;
+    if (p.offered && (owner === undefined || t.owner !== owner)) t.setOwner(OWNER_HOST);
   }
 }
 
@@ -219,7 +222,7 @@ let nextRecordOwner = 1;
 function givenBlocks(prepared: Map<string, PreparedConn> | undefined): Map<string, ConnBlockRef> | undefined {
   if (prepared === undefined) return undefined;
   const out = new Map<string, ConnBlockRef>();
-  for (const [id, p] of prepared) out.set(id, p.block);
+  for (const [id, p] of prepared) out.set(id, p.views.block);
   return out;
 }
 
@@ -635,7 +638,11 @@ export class WorkerNic extends HostNic {
       let trees = transfer.trees;
       if (this.useRecords && prepared !== undefined) {
         let codec: number;
-        ({ paths: recordPaths, trees, codec } = splitForRecords(trees, (s) => byState.get(s)?.recv ?? null));
+        ({
+          paths: recordPaths,
+          trees,
+          codec,
+        } = splitForRecords(trees, (s) => byState.get(s)?.views.recv ?? null));
         this.recordFallbacks += codec;
       }
       batch = encodeBatch(trees, now, { skipValidation: true, ringsByRef: true });
@@ -645,7 +652,7 @@ export class WorkerNic extends HostNic {
       for (const [s, path] of recordPaths) {
         const p = byState.get(s)!;
         p.offered = true;
-        p.transfer.write(s, now, path, owner, p.recv);
+        p.views.transfer.write(s, now, path, owner, p.views.recv);
       }
     }
     let res: WorkerReply<'initiate'>;
@@ -654,7 +661,7 @@ export class WorkerNic extends HostNic {
         prepared === undefined
           ? undefined
           : packBlocks(
-              [...prepared.values()].map((p) => [p.key, p.block] as const),
+              [...prepared.values()].map((p) => [p.key, p.views.block] as const),
               this.hostAddrs,
             );
       res = await this.request({
@@ -672,7 +679,7 @@ export class WorkerNic extends HostNic {
           const key = p.key;
           this.byKey.set(
             id,
-            new WorkerConnectionHandle(this, key, -1, { key, slot: -1, block: p.block }, p, id),
+            new WorkerConnectionHandle(this, key, -1, { key, slot: -1, block: p.views.block }, p.views, id),
           );
           this.conns++;
         }
@@ -695,8 +702,8 @@ export class WorkerNic extends HostNic {
       this.passedUp.delete(id);
       const p = prepared?.get(id);
       // Taken by the worker from its record: the state object is free for this block's next read.
-      if (p?.offered === true) p.pool.spare = p.state;
-      const h = new WorkerConnectionHandle(this, inst.key, inst.slot, inst, p, id);
+      if (p?.offered === true) p.views.spare = p.state;
+      const h = new WorkerConnectionHandle(this, inst.key, inst.slot, inst, p?.views, id);
       this.handles.set(inst.slot, h);
       this.byKey.set(id, h);
       this.conns++;
@@ -740,7 +747,7 @@ export class WorkerNic extends HostNic {
       const known = knownViews(d.sendBuffer, d.recvBuffer);
       if (known !== undefined) {
         known.record.write(s, known.block.send, known.block.recv);
-        const p: PreparedConn = { ...known, key, state: s, pool: known };
+        const p: PreparedConn = { key, state: s, views: known, offered: false };
         out.set(id, p);
         byState.set(s, p);
         continue;
@@ -772,7 +779,7 @@ export class WorkerNic extends HostNic {
       }
       const views = blockViews(block, send, recv);
       views.record.write(s, block.send, block.recv);
-      const p: PreparedConn = { ...views, key, state: s, pool: views };
+      const p: PreparedConn = { key, state: s, views, offered: false };
       out.set(id, p);
       byState.set(s, p);
     }
