@@ -45,17 +45,11 @@ import {
   tcpSeqLen,
 } from '../../wire/fields.ts';
 import { IpProto } from '../../wire/ipv4.ts';
-import {
-  allocConnBlock,
-  type ConnBlockRef,
-  connRingCapacities,
-  HardStateRecord,
-  TRANSFER_RECORD_AT,
-} from '../hard-state.ts';
+import { allocConnBlock, type ConnBlockRef, connRingCapacities, HardStateRecord } from '../hard-state.ts';
 import { type ConnKey, connKeyId, type InitiateResult, keyOfState } from '../nic.ts';
 import { NicEngine } from '../nic-engine.ts';
-import { OWNER_HOST, splitForRecords, TransferRecord } from '../transfer-record.ts';
-import { blockOfRings, sameBlock } from './conn-blocks.ts';
+import { OWNER_HOST, splitForRecords } from '../transfer-record.ts';
+import { blockOfRings, blockParts, sameBlock } from './conn-blocks.ts';
 import { ConnIndex } from './conn-index.ts';
 import { OwnerTable } from './owner-table.ts';
 import {
@@ -382,13 +376,14 @@ function fillFromRecords(
   for (const [id, b] of blocks) {
     if (decoded.has(id)) continue;
     n++;
-    const rec = new TransferRecord(b.sab, b.at + TRANSFER_RECORD_AT);
+    const parts = blockParts(b);
+    const rec = parts.transfer;
     if (rec.owner !== -owner) throw new StateValidationError('owner', 'record not offered to this NIC');
     const node = nodes[rec.pathIndex];
     if (node === undefined)
       throw new StateValidationError('path', `path index ${rec.pathIndex} outside the batch`);
-    const send = ByteRing.attachShared(b.send);
-    const recv = ByteRing.attachShared(b.recv);
+    const send = parts.send;
+    const recv = parts.recv;
     // A state this connection left here before is filled in place (whatever becomes of the batch:
     // nothing else holds it); a refused batch leaves it to the collector.
     const into = statePool.get(id);
@@ -434,8 +429,9 @@ function install(conn: TcpConnection, given: ConnBlockRef | undefined): Installe
     given.recv.capacity >= d.recvBuffer.length
   ) {
     block = given;
-    send = ByteRing.attachShared(block.send);
-    recv = ByteRing.attachShared(block.recv);
+    const parts = blockParts(block);
+    send = parts.send;
+    recv = parts.recv;
   } else {
     onGiven = false;
     block = allocConnBlock(caps.send, caps.recv);
@@ -451,7 +447,7 @@ function install(conn: TcpConnection, given: ConnBlockRef | undefined): Installe
   const index = freeSlots.pop() ?? slots.length;
   const c = s.const;
   const key = { localIp: c.localIp, localPort: c.localPort, remoteIp: c.remoteIp, remotePort: c.remotePort };
-  const record = new HardStateRecord(block.sab, block.at);
+  const record = onGiven ? blockParts(block).record : new HardStateRecord(block.sab, block.at);
   const id = connKeyId(key);
   const slot: Slot = { index, key, id, conn, block, record, send, recv, published: -1 };
   slots[index] = slot;
@@ -776,9 +772,9 @@ function handleRequest(id: number, r: WorkerRequest): void {
         // the block the host sent for it, attached here (and checked: ByteRing.attachShared).
         const rings = (s: TcpState): { send: ByteRing; recv: ByteRing } | null => {
           const b = blocksNow()?.get(connKeyId(keyOfState(s)));
-          return b === undefined
-            ? null
-            : { send: ByteRing.attachShared(b.send), recv: ByteRing.attachShared(b.recv) };
+          if (b === undefined) return null;
+          const parts = blockParts(b);
+          return { send: parts.send, recv: parts.recv };
         };
         const owner = a.owner;
         const fill =
@@ -793,8 +789,7 @@ function handleRequest(id: number, r: WorkerRequest): void {
           const conn = engine.connection(c.key);
           if (!conn) continue;
           const inst = install(conn, blocksNow()?.get(connKeyId(c.key)));
-          if (owner !== undefined)
-            new TransferRecord(inst.block.sab, inst.block.at + TRANSFER_RECORD_AT).take(owner);
+          if (owner !== undefined) blockParts(inst.block).transfer.take(owner);
           installed.push(inst);
         }
         const packed = packInitiate(result, installed, engine.addressBook);
@@ -816,8 +811,7 @@ function handleRequest(id: number, r: WorkerRequest): void {
           const now = clock.now();
           for (const [s, path] of split.paths) {
             const slot = slotOf(s)!;
-            const b = slot.block;
-            new TransferRecord(b.sab, b.at + TRANSFER_RECORD_AT).write(s, now, path, OWNER_HOST, slot.recv);
+            blockParts(slot.block).transfer.write(s, now, path, OWNER_HOST, slot.recv);
             // Released, the state is the record's now (TcpHandover.release): kept for the
             // connection's next visit here, read into instead of made anew.
             poolState(slot.id, s);
@@ -836,7 +830,7 @@ function handleRequest(id: number, r: WorkerRequest): void {
             // on a terminate) and its last events must reach the application first.
             if (slot.conn.released) {
               moved.push(slot.index);
-              new TransferRecord(slot.block.sab, slot.block.at + TRANSFER_RECORD_AT).setOwner(OWNER_HOST);
+              blockParts(slot.block).transfer.setOwner(OWNER_HOST);
             }
           }
         }
