@@ -103,6 +103,9 @@ export interface BlockParts {
 
 const PARTS = new WeakMap<SharedArrayBuffer, Map<number, BlockParts>>();
 
+/** Parts made and parts found again by this thread (a worker reports them as `nic.blocks.parts-*`). */
+export const partsCount = { made: 0, found: 0 };
+
 /**
  * The parts of block `b`: those made before over the same buffer object at the same place, their
  * rings' headers checked as attaching them checks them (a block whose header is not a ring of the
@@ -120,6 +123,7 @@ export function blockParts(b: ConnBlockRef): BlockParts {
   ) {
     checkSharedRingHeader(known.sendCtl, b.send.capacity);
     checkSharedRingHeader(known.recvCtl, b.recv.capacity);
+    partsCount.found++;
     return known;
   }
   const parts: BlockParts = {
@@ -137,5 +141,6 @@ export function blockParts(b: ConnBlockRef): BlockParts {
     PARTS.set(b.sab, bySab);
   }
   bySab.set(b.at, parts);
+  partsCount.made++;
   return parts;
 }

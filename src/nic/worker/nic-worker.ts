@@ -49,7 +49,7 @@ import { allocConnBlock, type ConnBlockRef, connRingCapacities, HardStateRecord 
 import { type ConnKey, connKeyId, type InitiateResult, keyOfState } from '../nic.ts';
 import { NicEngine } from '../nic-engine.ts';
 import { OWNER_HOST, splitForRecords } from '../transfer-record.ts';
-import { blockOfRings, blockParts, sameBlock } from './conn-blocks.ts';
+import { blockOfRings, blockParts, partsCount, sameBlock } from './conn-blocks.ts';
 import { ConnIndex } from './conn-index.ts';
 import { OwnerTable } from './owner-table.ts';
 import {
@@ -876,7 +876,17 @@ function handleRequest(id: number, r: WorkerRequest): void {
         post({ t: 'res', id, ok: true, op: r.op, value: undefined });
         return;
       case 'counters':
-        post({ t: 'res', id, ok: true, op: r.op, value: engine.counters.snapshot() });
+        post({
+          t: 'res',
+          id,
+          ok: true,
+          op: r.op,
+          value: {
+            ...engine.counters.snapshot(),
+            'nic.blocks.parts-made': partsCount.made,
+            'nic.blocks.parts-found': partsCount.found,
+          },
+        });
         return;
       default:
         unhandled(r, 'request');
