@@ -42,6 +42,7 @@ import {
 } from './nic.ts';
 import { OWNER_HOST, splitForRecords, TransferRecord } from './transfer-record.ts';
 import { fromWireError, PortTransport, type WorkerNotice } from './transport.ts';
+import { TupleMap } from './tuple-map.ts';
 import { blockOfRings, sameBlock } from './worker/conn-blocks.ts';
 import { OwnerTable } from './worker/owner-table.ts';
 import {
@@ -167,16 +168,16 @@ function knownViews(send: ByteRing, recv: ByteRing): BlockViews | undefined {
  */
 function fillFromReleased(
   trees: OffloadTree[],
-  released: Map<string, WorkerConnectionHandle>,
+  released: TupleMap<WorkerConnectionHandle>,
   now: number,
 ): number {
   const nodes = trees.flatMap((t) => t.paths);
   // Most batches carry no state in the codec: then no key needs naming.
-  let decoded: Set<string> | null = null;
+  let decoded: TupleMap<true> | null = null;
   let pooled = 0;
-  for (const node of nodes) for (const s of node.conns) (decoded ??= new Set()).add(connKeyId(keyOfState(s)));
-  for (const [id, h] of released) {
-    if (decoded?.has(id)) continue;
+  for (const node of nodes) for (const s of node.conns) (decoded ??= new TupleMap()).set(s.const, true);
+  for (const h of released.values()) {
+    if (decoded?.has(h)) continue;
     const rec = h.transfer;
     if (rec.owner !== OWNER_HOST) throw new StateValidationError('owner', 'record not handed to the host');
     const node = nodes[rec.pathIndex];
@@ -198,7 +199,7 @@ function fillFromReleased(
         c.localPort !== h.localPort ||
         c.remoteIp !== h.remoteIp ||
         c.remotePort !== h.remotePort) &&
-      connKeyId(keyOfState(s)) !== id
+      connKeyId(keyOfState(s)) !== h.id
     )
       throw new StateValidationError('tcp.const', 'record is not the connection it was released as');
     node.conns.push(s);
@@ -450,7 +451,7 @@ export class WorkerNic extends HostNic {
   private readonly flagsAt: number;
   private readonly qLen: number;
   private readonly handles = new Map<number, WorkerConnectionHandle>();
-  private readonly byKey = new Map<string, WorkerConnectionHandle>();
+  private readonly byKey = new TupleMap<WorkerConnectionHandle>();
   private readonly rxBatch: FrameBatcher;
   private readonly hostBatch: FrameBatcher;
   private readonly watchdog: Timer;
@@ -675,10 +676,10 @@ export class WorkerNic extends HostNic {
       // memory: keep it for salvage(), as for any connection the worker ran.
       if (this.death !== null && prepared !== undefined) {
         for (const [id, p] of prepared) {
-          if (this.byKey.has(id)) continue;
+          if (this.byKey.has(p.key)) continue;
           const key = p.key;
           this.byKey.set(
-            id,
+            key,
             new WorkerConnectionHandle(this, key, -1, { key, slot: -1, block: p.views.block }, p.views, id),
           );
           this.conns++;
@@ -699,13 +700,13 @@ export class WorkerNic extends HostNic {
     if (owner !== undefined && installed.length !== prepared?.size) returnRecords(prepared, owner);
     for (const inst of installed) {
       const id = connKeyId(inst.key);
-      this.passedUp.delete(id);
+      this.passedUp.delete(inst.key);
       const p = prepared?.get(id);
       // Taken by the worker from its record: the state object is free for this block's next read.
       if (p?.offered === true) p.views.spare = p.state;
       const h = new WorkerConnectionHandle(this, inst.key, inst.slot, inst, p?.views, id);
       this.handles.set(inst.slot, h);
-      this.byKey.set(id, h);
+      this.byKey.set(h, h);
       this.conns++;
     }
     return result;
@@ -807,7 +808,7 @@ export class WorkerNic extends HostNic {
       throw new InvalidArgumentError('terminate needs keys or "all"');
     // From here the application must not touch the rings: what they hold is being encoded.
     const frozen: WorkerConnectionHandle[] = [];
-    for (const h of keys === 'all' ? this.byKey.values() : keys.map((k) => this.byKey.get(connKeyId(k)))) {
+    for (const h of keys === 'all' ? this.byKey.values() : keys.map((k) => this.byKey.get(k))) {
       if (h && !h.detached) {
         h.detached = true;
         frozen.push(h);
@@ -835,8 +836,8 @@ export class WorkerNic extends HostNic {
       if (this.passedUp.size > this.capacity) this.passedUp.clear();
       for (const h of frozen) {
         if (!moved.has(h.slot)) continue;
-        this.released.set(h.id, h);
-        this.passedUp.add(h.id);
+        this.released.set(h, h);
+        this.passedUp.set(h, true);
       }
     } else {
       const handedOn: [string, ConnBlockRef][] = [];
@@ -858,26 +859,21 @@ export class WorkerNic extends HostNic {
    * for them (it passes up what arrives for them: the transfer holds them frozen in the host), so
    * it holds no segment of theirs until one is installed there again.
    */
-  private readonly passedUp = new Set<string>();
+  private readonly passedUp = new TupleMap<true>();
 
   /**
    * Released by reference, the worker holds nothing for them: answered here, without waking the
    * worker's thread for a settle. Anything else is asked of the worker.
    */
   override async takeQueued(keys: ConnKey[], opts?: { drop?: boolean }): Promise<Uint8Array[]> {
-    const ids: string[] = [];
-    for (const k of keys) {
-      const id = connKeyId(k);
-      if (!this.passedUp.has(id)) return super.takeQueued(keys, opts);
-      ids.push(id);
-    }
+    for (const k of keys) if (!this.passedUp.has(k)) return super.takeQueued(keys, opts);
     if (this.death !== null || this.closed) return super.takeQueued(keys, opts);
-    if (opts?.drop === true) for (const id of ids) this.passedUp.delete(id);
+    if (opts?.drop === true) for (const k of keys) this.passedUp.delete(k);
     return [];
   }
 
   /** The handles of the connections the latest terminate released, by connKeyId, for decodeReleased. */
-  private readonly released = new Map<string, WorkerConnectionHandle>();
+  private readonly released = new TupleMap<WorkerConnectionHandle>();
   /** The latest terminate handed its states over as transfer records. */
   private releasedAsRecords = false;
 
@@ -889,7 +885,7 @@ export class WorkerNic extends HostNic {
   override decodeReleased(bytes: Uint8Array, now: number, addrs?: AddressBook): OffloadTree[] {
     const released = this.released;
     const rings = (s: TcpState): { send: ByteRing; recv: ByteRing } | null => {
-      const h = released.get(connKeyId(keyOfState(s)));
+      const h = released.get(s.const);
       return h === undefined ? null : { send: h.sendRing, recv: h.recvRing };
     };
     try {
@@ -908,8 +904,8 @@ export class WorkerNic extends HostNic {
       // Unreadable: the host still holds what the worker wrote last for each of them (its hard
       // state, written as it released them, and the rings), so they stay salvageable here for a
       // rebuild instead of being lost with the answer.
-      for (const [id, h] of released) {
-        if (this.byKey.has(id)) continue;
+      for (const h of released.values()) {
+        if (this.byKey.has(h)) continue;
         const views: BlockViews = {
           block: h.block,
           send: h.sendRing,
@@ -919,8 +915,8 @@ export class WorkerNic extends HostNic {
           spare: null,
         };
         this.byKey.set(
-          id,
-          new WorkerConnectionHandle(this, h.key, -1, { key: h.key, slot: -1, block: h.block }, views, id),
+          h.key,
+          new WorkerConnectionHandle(this, h.key, -1, { key: h.key, slot: -1, block: h.block }, views, h.id),
         );
         this.conns++;
       }
@@ -947,7 +943,7 @@ export class WorkerNic extends HostNic {
   }
 
   attach(key: ConnKey, user: TcpUser | null): ConnectionHandle | null {
-    const h = this.byKey.get(connKeyId(key));
+    const h = this.byKey.get(key);
     if (!h || h.detached) return null;
     h.user = user;
     return h;
@@ -955,12 +951,12 @@ export class WorkerNic extends HostNic {
 
   /** The handle of an offloaded connection (for tests and status), or undefined. */
   handle(key: ConnKey): WorkerConnectionHandle | undefined {
-    return this.byKey.get(connKeyId(key));
+    return this.byKey.get(key);
   }
 
   /** A consistent snapshot of a connection's hard state from shared memory, whatever the worker is doing. */
   hardState(key: ConnKey): HardState | null {
-    return this.byKey.get(connKeyId(key))?.hardState() ?? null;
+    return this.byKey.get(key)?.hardState() ?? null;
   }
 
   // What is left of a connection here is what shared memory holds: the last whole hard state and
@@ -971,13 +967,13 @@ export class WorkerNic extends HostNic {
     return out;
   }
   protected salvageOne(key: ConnKey): SalvageRecord | undefined {
-    const h = this.byKey.get(connKeyId(key));
+    const h = this.byKey.get(key);
     return h === undefined ? undefined : this.take(h);
   }
   private take(h: WorkerConnectionHandle): SalvageRecord {
     h.detached = true;
     this.handles.delete(h.slot);
-    this.byKey.delete(h.id);
+    this.byKey.delete(h);
     this.conns--;
     return { key: h.key, hard: h.hardState(), sendRing: h.sendRing, recvRing: h.recvRing, user: h.user };
   }
@@ -1065,7 +1061,7 @@ export class WorkerNic extends HostNic {
       const h = this.handles.get(s);
       if (!h) continue;
       this.handles.delete(s);
-      if (this.byKey.get(h.id) === h) this.byKey.delete(h.id);
+      if (this.byKey.get(h) === h) this.byKey.delete(h);
       this.conns--;
     }
   }
