@@ -31,15 +31,20 @@ export class TupleMap<V> {
   }
 
   get(k: ConnKey): V | undefined {
-    return this.find(k)?.value;
+    return this.find(k.localIp, k.localPort, k.remoteIp, k.remotePort)?.value;
+  }
+
+  /** get() by the tuple's numbers, for callers that hold no key object (a frame's fields). */
+  lookup(localIp: number, localPort: number, remoteIp: number, remotePort: number): V | undefined {
+    return this.find(localIp, localPort, remoteIp, remotePort)?.value;
   }
 
   has(k: ConnKey): boolean {
-    return this.find(k) !== undefined;
+    return this.find(k.localIp, k.localPort, k.remoteIp, k.remotePort) !== undefined;
   }
 
   set(k: ConnKey, value: V): this {
-    const e = this.find(k);
+    const e = this.find(k.localIp, k.localPort, k.remoteIp, k.remotePort);
     if (e !== undefined) {
       e.value = value;
       return this;
@@ -104,11 +109,16 @@ export class TupleMap<V> {
     return this.entries();
   }
 
-  private find(k: ConnKey): Entry<V> | undefined {
-    const l = norm(k.localIp);
-    const r = norm(k.remoteIp);
-    for (let e = this.map.get(hashOf(l, k.localPort, r, k.remotePort)) ?? null; e !== null; e = e.next)
-      if (sameTuple(e, l, k.localPort, r, k.remotePort)) return e;
+  private find(
+    localIp: number,
+    localPort: number,
+    remoteIp: number,
+    remotePort: number,
+  ): Entry<V> | undefined {
+    const l = norm(localIp);
+    const r = norm(remoteIp);
+    for (let e = this.map.get(hashOf(l, localPort, r, remotePort)) ?? null; e !== null; e = e.next)
+      if (sameTuple(e, l, localPort, r, remotePort)) return e;
     return undefined;
   }
 }
