@@ -209,7 +209,7 @@ function fillFromReleased(
 }
 
 /** Records offered and not taken (or all of them: `owner` undefined) go back to the host. */
-function returnRecords(prepared: Map<string, PreparedConn> | undefined, owner?: number): void {
+function returnRecords(prepared: TupleMap<PreparedConn> | undefined, owner?: number): void {
   if (prepared === undefined) return;
   for (const p of prepared.values()) {
     const t = p.views.transfer;
@@ -220,10 +220,10 @@ function returnRecords(prepared: Map<string, PreparedConn> | undefined, owner?: 
 /** Owner numbers of transfer records, one per WorkerNic of this process. */
 let nextRecordOwner = 1;
 
-function givenBlocks(prepared: Map<string, PreparedConn> | undefined): Map<string, ConnBlockRef> | undefined {
+function givenBlocks(prepared: TupleMap<PreparedConn> | undefined): TupleMap<ConnBlockRef> | undefined {
   if (prepared === undefined) return undefined;
-  const out = new Map<string, ConnBlockRef>();
-  for (const [id, p] of prepared) out.set(id, p.views.block);
+  const out = new TupleMap<ConnBlockRef>();
+  for (const p of prepared.values()) out.set(p.key, p.views.block);
   return out;
 }
 
@@ -261,8 +261,8 @@ export class WorkerConnectionHandle implements ConnectionHandle {
   readonly transfer: TransferRecord;
   /** The shared memory it runs on (handed on to the next worker when it moves). */
   readonly block: ConnBlockRef;
-  /** connKeyId of its key, named once. */
-  readonly id: string;
+  /** connKeyId of its key, named when first asked (moves look handles up by the tuple). */
+  private idRef: string | undefined;
   private userRef: TcpUser | null = null;
   private pending = 0;
   private pendingError: ConnectionError | null = null;
@@ -285,7 +285,7 @@ export class WorkerConnectionHandle implements ConnectionHandle {
     this.localPort = key.localPort;
     this.remoteIp = key.remoteIp;
     this.remotePort = key.remotePort;
-    this.id = id ?? connKeyId(key);
+    this.idRef = id;
     if (views === undefined || (views.block !== installed.block && !sameBlock(views.block, installed.block)))
       views = blockViews(
         installed.block,
@@ -297,6 +297,11 @@ export class WorkerConnectionHandle implements ConnectionHandle {
     this.record = views.record;
     this.transfer = views.transfer;
     this.block = views.block;
+  }
+
+  get id(): string {
+    this.idRef ??= connKeyId(this.key);
+    return this.idRef;
   }
 
   get user(): TcpUser | null {
@@ -675,12 +680,12 @@ export class WorkerNic extends HostNic {
       // taken in data), and only the memory it ran them on knows how far. The host allocated that
       // memory: keep it for salvage(), as for any connection the worker ran.
       if (this.death !== null && prepared !== undefined) {
-        for (const [id, p] of prepared) {
+        for (const p of prepared.values()) {
           if (this.byKey.has(p.key)) continue;
           const key = p.key;
           this.byKey.set(
             key,
-            new WorkerConnectionHandle(this, key, -1, { key, slot: -1, block: p.views.block }, p.views, id),
+            new WorkerConnectionHandle(this, key, -1, { key, slot: -1, block: p.views.block }, p.views),
           );
           this.conns++;
         }
@@ -699,12 +704,11 @@ export class WorkerNic extends HostNic {
     // What the worker did not install is the host's again.
     if (owner !== undefined && installed.length !== prepared?.size) returnRecords(prepared, owner);
     for (const inst of installed) {
-      const id = connKeyId(inst.key);
       this.passedUp.delete(inst.key);
-      const p = prepared?.get(id);
+      const p = prepared?.get(inst.key);
       // Taken by the worker from its record: the state object is free for this block's next read.
       if (p?.offered === true) p.views.spare = p.state;
-      const h = new WorkerConnectionHandle(this, inst.key, inst.slot, inst, p?.views, id);
+      const h = new WorkerConnectionHandle(this, inst.key, inst.slot, inst, p?.views);
       this.handles.set(inst.slot, h);
       this.byKey.set(h, h);
       this.conns++;
@@ -739,17 +743,16 @@ export class WorkerNic extends HostNic {
   private preallocate(
     states: readonly TcpState[],
     byState: Map<TcpState, PreparedConn>,
-  ): Map<string, PreparedConn> {
-    const out = new Map<string, PreparedConn>();
+  ): TupleMap<PreparedConn> {
+    const out = new TupleMap<PreparedConn>();
     for (const s of states) {
       const key = keyOfState(s);
-      const id = connKeyId(key);
       const d = s.delegated;
       const known = knownViews(d.sendBuffer, d.recvBuffer);
       if (known !== undefined) {
         known.record.write(s, known.block.send, known.block.recv);
         const p: PreparedConn = { key, state: s, views: known, offered: false };
-        out.set(id, p);
+        out.set(key, p);
         byState.set(s, p);
         continue;
       }
@@ -762,7 +765,7 @@ export class WorkerNic extends HostNic {
       } else {
         const caps = connRingCapacities(s, this.ringCapacity);
         // Bytes from a worker's terminate without shared rings: its memory already holds them.
-        block = takeReleasedBlock(id, s, caps.send, caps.recv);
+        block = takeReleasedBlock(connKeyId(key), s, caps.send, caps.recv);
         if (block !== null) {
           send = ByteRing.attachShared(block.send);
           recv = ByteRing.attachShared(block.recv);
@@ -781,7 +784,7 @@ export class WorkerNic extends HostNic {
       const views = blockViews(block, send, recv);
       views.record.write(s, block.send, block.recv);
       const p: PreparedConn = { key, state: s, views, offered: false };
-      out.set(id, p);
+      out.set(key, p);
       byState.set(s, p);
     }
     return out;

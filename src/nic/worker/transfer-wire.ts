@@ -3,7 +3,8 @@ import { TWO_32 } from '../../stack/address-table.ts';
 import type { AddressBook } from '../../state/path-state.ts';
 import { readU32, writeU32 } from '../../wire/addr.ts';
 import type { ConnBlockRef } from '../hard-state.ts';
-import { type ConnKey, connKeyId, type InitiateConnResult, type InitiateResult } from '../nic.ts';
+import type { ConnKey, InitiateConnResult, InitiateResult } from '../nic.ts';
+import { TupleMap } from '../tuple-map.ts';
 import { canonicalSlab, slabIdOf } from './conn-blocks.ts';
 import type { InstalledConn } from './protocol.ts';
 
@@ -139,12 +140,12 @@ export function packBlocks(
 export function unpackBlocks(
   p: PackedBlocks,
   addrs?: AddressBook | null,
-  given?: ReadonlyMap<string, ConnBlockRef>,
-): Map<string, ConnBlockRef> {
+  given?: TupleMap<ConnBlockRef>,
+): TupleMap<ConnBlockRef> {
   const keys = unpackKeys(p.keys, addrs);
   const list = blockList(p, keys, given);
-  const out = new Map<string, ConnBlockRef>();
-  for (let i = 0; i < keys.length; i++) out.set(connKeyId(keys[i]!), list[i]!);
+  const out = new TupleMap<ConnBlockRef>();
+  for (let i = 0; i < keys.length; i++) out.set(keys[i]!, list[i]!);
   return out;
 }
 
@@ -152,7 +153,7 @@ export function unpackBlocks(
 function blockList(
   p: PackedBlocks,
   keys: readonly ConnKey[],
-  given?: ReadonlyMap<string, ConnBlockRef>,
+  given?: TupleMap<ConnBlockRef>,
 ): ConnBlockRef[] {
   const n = keys.length;
   if (!(p.words instanceof Int32Array) || p.words.length !== n * BLOCK_WORDS || !Array.isArray(p.sabs))
@@ -167,7 +168,7 @@ function blockList(
   for (let i = 0; i < n; i++) {
     const j = i * BLOCK_WORDS;
     if (w[j] === GIVEN) {
-      const g = given?.get(connKeyId(keys[i]!));
+      const g = given?.get(keys[i]!);
       if (
         g === undefined ||
         g.at !== w[j + 1] ||
@@ -250,7 +251,7 @@ export function packInitiate(
 export function unpackInitiate(
   p: PackedInitiate,
   addrs?: AddressBook | null,
-  given?: ReadonlyMap<string, ConnBlockRef>,
+  given?: TupleMap<ConnBlockRef>,
 ): { result: InitiateResult; installed: InstalledConn[] } {
   const keys = unpackKeys(p.keys, addrs);
   if (!(p.codes instanceof Uint8Array) || p.codes.length !== keys.length)
