@@ -27,7 +27,7 @@ const arbOp: fc.Arbitrary<Op> = fc.record({
 describe('TupleMap', () => {
   test('200 to 2,000 random sets, deletes and gets agree with a Map keyed by connKeyId', () => {
     fc.assert(
-      fc.property(fc.array(arbOp, { minLength: 200, maxLength: 2000 }), (ops) => {
+      fc.property(fc.array(arbOp, { minLength: 200, maxLength: 2000, size: 'max' }), (ops) => {
         const m = new TupleMap<number>();
         const ref = new Map<string, number>();
         for (const o of ops) {
