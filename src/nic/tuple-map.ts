@@ -44,15 +44,16 @@ export class TupleMap<V> {
   }
 
   set(k: ConnKey, value: V): this {
-    const e = this.find(k.localIp, k.localPort, k.remoteIp, k.remotePort);
-    if (e !== undefined) {
-      e.value = value;
-      return this;
-    }
     const l = norm(k.localIp);
     const r = norm(k.remoteIp);
     const h = hashOf(l, k.localPort, r, k.remotePort);
     const head = this.map.get(h);
+    let last: Entry<V> | null = null;
+    for (let e = head ?? null; e !== null; last = e, e = e.next) {
+      if (!sameTuple(e, l, k.localPort, r, k.remotePort)) continue;
+      e.value = value;
+      return this;
+    }
     const entry: Entry<V> = {
       localIp: l,
       localPort: k.localPort,
@@ -61,12 +62,8 @@ export class TupleMap<V> {
       value,
       next: null,
     };
-    if (head === undefined) this.map.set(h, entry);
-    else {
-      let last = head;
-      while (last.next !== null) last = last.next;
-      last.next = entry;
-    }
+    if (last === null) this.map.set(h, entry);
+    else last.next = entry;
     this.count++;
     return this;
   }
