@@ -42,6 +42,7 @@ import {
 } from './nic.ts';
 import { OWNER_HOST, splitForRecords, TransferRecord } from './transfer-record.ts';
 import { fromWireError, PortTransport, type WorkerNotice } from './transport.ts';
+import { TupleMap } from './tuple-map.ts';
 import { blockOfRings, sameBlock } from './worker/conn-blocks.ts';
 import { OwnerTable } from './worker/owner-table.ts';
 import {
@@ -105,14 +106,17 @@ export interface WorkerNicOptions {
   capture?: (records: Uint8Array) => void;
 }
 
-/** One connection's shared memory as an initiate prepared it: the block, and views of its parts. */
-interface PreparedConn extends BlockViews {
+/**
+ * One connection of an initiate: its key, its state and its block's views (the views object
+ * itself, not a copy: a spread of it per connection per move cost microseconds once its shape
+ * varied between blocks).
+ */
+interface PreparedConn {
   key: ConnKey;
   state: TcpState;
-  /** The block's views themselves (the prepared connection is a copy of them). */
-  pool: BlockViews;
+  views: BlockViews;
   /** The transfer record was offered by this initiate (records transfer only). */
-  offered?: boolean;
+  offered: boolean;
 }
 
 /**
@@ -166,16 +170,16 @@ function knownViews(send: ByteRing, recv: ByteRing): BlockViews | undefined {
  */
 function fillFromReleased(
   trees: OffloadTree[],
-  released: Map<string, WorkerConnectionHandle>,
+  released: TupleMap<WorkerConnectionHandle>,
   now: number,
 ): number {
   const nodes = trees.flatMap((t) => t.paths);
   // Most batches carry no state in the codec: then no key needs naming.
-  let decoded: Set<string> | null = null;
+  let decoded: TupleMap<true> | null = null;
   let pooled = 0;
-  for (const node of nodes) for (const s of node.conns) (decoded ??= new Set()).add(connKeyId(keyOfState(s)));
-  for (const [id, h] of released) {
-    if (decoded?.has(id)) continue;
+  for (const node of nodes) for (const s of node.conns) (decoded ??= new TupleMap()).set(s.const, true);
+  for (const h of released.values()) {
+    if (decoded?.has(h)) continue;
     const rec = h.transfer;
     if (rec.owner !== OWNER_HOST) throw new StateValidationError('owner', 'record not handed to the host');
     const node = nodes[rec.pathIndex];
@@ -197,7 +201,7 @@ function fillFromReleased(
         c.localPort !== h.localPort ||
         c.remoteIp !== h.remoteIp ||
         c.remotePort !== h.remotePort) &&
-      connKeyId(keyOfState(s)) !== id
+      connKeyId(keyOfState(s)) !== h.id
     )
       throw new StateValidationError('tcp.const', 'record is not the connection it was released as');
     node.conns.push(s);
@@ -207,21 +211,21 @@ function fillFromReleased(
 }
 
 /** Records offered and not taken (or all of them: `owner` undefined) go back to the host. */
-function returnRecords(prepared: Map<string, PreparedConn> | undefined, owner?: number): void {
+function returnRecords(prepared: TupleMap<PreparedConn> | undefined, owner?: number): void {
   if (prepared === undefined) return;
   for (const p of prepared.values()) {
-    const t = p.transfer;
-    if (p.offered === true && (owner === undefined || t.owner !== owner)) t.setOwner(OWNER_HOST);
+    const t = p.views.transfer;
+    if (p.offered && (owner === undefined || t.owner !== owner)) t.setOwner(OWNER_HOST);
   }
 }
 
 /** Owner numbers of transfer records, one per WorkerNic of this process. */
 let nextRecordOwner = 1;
 
-function givenBlocks(prepared: Map<string, PreparedConn> | undefined): Map<string, ConnBlockRef> | undefined {
+function givenBlocks(prepared: TupleMap<PreparedConn> | undefined): TupleMap<ConnBlockRef> | undefined {
   if (prepared === undefined) return undefined;
-  const out = new Map<string, ConnBlockRef>();
-  for (const [id, p] of prepared) out.set(id, p.block);
+  const out = new TupleMap<ConnBlockRef>();
+  for (const p of prepared.values()) out.set(p.key, p.views.block);
   return out;
 }
 
@@ -267,8 +271,8 @@ export class WorkerConnectionHandle implements ConnectionHandle {
   readonly transfer: TransferRecord;
   /** The shared memory it runs on (handed on to the next worker when it moves). */
   readonly block: ConnBlockRef;
-  /** connKeyId of its key, named once. */
-  readonly id: string;
+  /** connKeyId of its key, named when first asked (moves look handles up by the tuple). */
+  private idRef: string | undefined;
   private userRef: TcpUser | null = null;
   private pending = 0;
   private pendingError: ConnectionError | null = null;
@@ -291,7 +295,7 @@ export class WorkerConnectionHandle implements ConnectionHandle {
     this.localPort = key.localPort;
     this.remoteIp = key.remoteIp;
     this.remotePort = key.remotePort;
-    this.id = id ?? connKeyId(key);
+    this.idRef = id;
     if (views === undefined || (views.block !== installed.block && !sameBlock(views.block, installed.block)))
       views = blockViews(
         installed.block,
@@ -303,6 +307,11 @@ export class WorkerConnectionHandle implements ConnectionHandle {
     this.record = views.record;
     this.transfer = views.transfer;
     this.block = views.block;
+  }
+
+  get id(): string {
+    this.idRef ??= connKeyId(this.key);
+    return this.idRef;
   }
 
   get user(): TcpUser | null {
@@ -467,7 +476,7 @@ export class WorkerNic extends HostNic {
   private readonly flagsAt: number;
   private readonly qLen: number;
   private readonly handles = new Map<number, WorkerConnectionHandle>();
-  private readonly byKey = new Map<string, WorkerConnectionHandle>();
+  private readonly byKey = new TupleMap<WorkerConnectionHandle>();
   private readonly rxBatch: FrameBatcher;
   private readonly hostBatch: FrameBatcher;
   private readonly watchdog: Timer;
@@ -659,7 +668,11 @@ export class WorkerNic extends HostNic {
       let trees = transfer.trees;
       if (this.useRecords && prepared !== undefined) {
         let codec: number;
-        ({ paths: recordPaths, trees, codec } = splitForRecords(trees, (s) => byState.get(s)?.recv ?? null));
+        ({
+          paths: recordPaths,
+          trees,
+          codec,
+        } = splitForRecords(trees, (s) => byState.get(s)?.views.recv ?? null));
         this.recordFallbacks += codec;
       }
       batch = encodeBatch(trees, now, { skipValidation: true, ringsByRef: true });
@@ -669,7 +682,7 @@ export class WorkerNic extends HostNic {
       for (const [s, path] of recordPaths) {
         const p = byState.get(s)!;
         p.offered = true;
-        p.transfer.write(s, now, path, owner, p.recv);
+        p.views.transfer.write(s, now, path, owner, p.views.recv);
       }
     }
     let res: WorkerReply<'initiate'>;
@@ -678,7 +691,7 @@ export class WorkerNic extends HostNic {
         prepared === undefined
           ? undefined
           : packBlocks(
-              [...prepared.values()].map((p) => [p.key, p.block] as const),
+              [...prepared.values()].map((p) => [p.key, p.views.block] as const),
               this.hostAddrs,
             );
       res = await this.request({
@@ -691,12 +704,12 @@ export class WorkerNic extends HostNic {
       // taken in data), and only the memory it ran them on knows how far. The host allocated that
       // memory: keep it for salvage(), as for any connection the worker ran.
       if (this.death !== null && prepared !== undefined) {
-        for (const [id, p] of prepared) {
-          if (this.byKey.has(id)) continue;
+        for (const p of prepared.values()) {
+          if (this.byKey.has(p.key)) continue;
           const key = p.key;
           this.byKey.set(
-            id,
-            new WorkerConnectionHandle(this, key, -1, { key, slot: -1, block: p.block }, p, id),
+            key,
+            new WorkerConnectionHandle(this, key, -1, { key, slot: -1, block: p.views.block }, p.views),
           );
           this.conns++;
         }
@@ -715,13 +728,13 @@ export class WorkerNic extends HostNic {
     // What the worker did not install is the host's again.
     if (owner !== undefined && installed.length !== prepared?.size) returnRecords(prepared, owner);
     for (const inst of installed) {
-      const id = connKeyId(inst.key);
-      const p = prepared?.get(id);
+      this.passedUp.delete(inst.key);
+      const p = prepared?.get(inst.key);
       // Taken by the worker from its record: the state object is free for this block's next read.
-      if (p?.offered === true) p.pool.spare = p.state;
-      const h = new WorkerConnectionHandle(this, inst.key, inst.slot, inst, p, id);
+      if (p?.offered === true) p.views.spare = p.state;
+      const h = new WorkerConnectionHandle(this, inst.key, inst.slot, inst, p?.views);
       this.handles.set(inst.slot, h);
-      this.byKey.set(id, h);
+      this.byKey.set(h, h);
       this.conns++;
     }
     return result;
@@ -754,17 +767,16 @@ export class WorkerNic extends HostNic {
   private preallocate(
     states: readonly TcpState[],
     byState: Map<TcpState, PreparedConn>,
-  ): Map<string, PreparedConn> {
-    const out = new Map<string, PreparedConn>();
+  ): TupleMap<PreparedConn> {
+    const out = new TupleMap<PreparedConn>();
     for (const s of states) {
       const key = keyOfState(s);
-      const id = connKeyId(key);
       const d = s.delegated;
       const known = knownViews(d.sendBuffer, d.recvBuffer);
       if (known !== undefined) {
         known.record.write(s, known.block.send, known.block.recv);
-        const p: PreparedConn = { ...known, key, state: s, pool: known };
-        out.set(id, p);
+        const p: PreparedConn = { key, state: s, views: known, offered: false };
+        out.set(key, p);
         byState.set(s, p);
         continue;
       }
@@ -777,7 +789,7 @@ export class WorkerNic extends HostNic {
       } else {
         const caps = connRingCapacities(s, this.ringCapacity);
         // Bytes from a worker's terminate without shared rings: its memory already holds them.
-        block = takeReleasedBlock(id, s, caps.send, caps.recv);
+        block = takeReleasedBlock(connKeyId(key), s, caps.send, caps.recv);
         if (block !== null) {
           send = ByteRing.attachShared(block.send);
           recv = ByteRing.attachShared(block.recv);
@@ -795,8 +807,8 @@ export class WorkerNic extends HostNic {
       }
       const views = blockViews(block, send, recv);
       views.record.write(s, block.send, block.recv);
-      const p: PreparedConn = { ...views, key, state: s, pool: views };
-      out.set(id, p);
+      const p: PreparedConn = { key, state: s, views, offered: false };
+      out.set(key, p);
       byState.set(s, p);
     }
     return out;
@@ -823,7 +835,7 @@ export class WorkerNic extends HostNic {
       throw new InvalidArgumentError('terminate needs keys or "all"');
     // From here the application must not touch the rings: what they hold is being encoded.
     const frozen: WorkerConnectionHandle[] = [];
-    for (const h of keys === 'all' ? this.byKey.values() : keys.map((k) => this.byKey.get(connKeyId(k)))) {
+    for (const h of keys === 'all' ? this.byKey.values() : keys.map((k) => this.byKey.get(k))) {
       if (h && !h.detached) {
         h.detached = true;
         frozen.push(h);
@@ -847,7 +859,13 @@ export class WorkerNic extends HostNic {
     if (byRef) {
       this.released.clear();
       this.releasedAsRecords = res.records === true;
-      for (const h of frozen) if (moved.has(h.slot)) this.released.set(h.id, h);
+      // Bounded: an id left behind (a transfer that never settled) only costs a request later.
+      if (this.passedUp.size > this.capacity) this.passedUp.clear();
+      for (const h of frozen) {
+        if (!moved.has(h.slot)) continue;
+        this.released.set(h, h);
+        this.passedUp.set(h, true);
+      }
     } else {
       const handedOn: [string, ConnBlockRef][] = [];
       for (const h of frozen) if (moved.has(h.slot)) handedOn.push([h.id, h.block]);
@@ -863,8 +881,26 @@ export class WorkerNic extends HostNic {
     return res.value;
   }
 
+  /**
+   * Connections a terminate by reference released, by connKeyId: the worker kept no placeholder
+   * for them (it passes up what arrives for them: the transfer holds them frozen in the host), so
+   * it holds no segment of theirs until one is installed there again.
+   */
+  private readonly passedUp = new TupleMap<true>();
+
+  /**
+   * Released by reference, the worker holds nothing for them: answered here, without waking the
+   * worker's thread for a settle. Anything else is asked of the worker.
+   */
+  override async takeQueued(keys: ConnKey[], opts?: { drop?: boolean }): Promise<Uint8Array[]> {
+    for (const k of keys) if (!this.passedUp.has(k)) return super.takeQueued(keys, opts);
+    if (this.death !== null || this.closed) return super.takeQueued(keys, opts);
+    if (opts?.drop === true) for (const k of keys) this.passedUp.delete(k);
+    return [];
+  }
+
   /** The handles of the connections the latest terminate released, by connKeyId, for decodeReleased. */
-  private readonly released = new Map<string, WorkerConnectionHandle>();
+  private readonly released = new TupleMap<WorkerConnectionHandle>();
   /** The latest terminate handed its states over as transfer records. */
   private releasedAsRecords = false;
 
@@ -876,7 +912,7 @@ export class WorkerNic extends HostNic {
   override decodeReleased(bytes: Uint8Array, now: number, addrs?: AddressBook): OffloadTree[] {
     const released = this.released;
     const rings = (s: TcpState): { send: ByteRing; recv: ByteRing } | null => {
-      const h = released.get(connKeyId(keyOfState(s)));
+      const h = released.get(s.const);
       return h === undefined ? null : { send: h.sendRing, recv: h.recvRing };
     };
     try {
@@ -895,8 +931,8 @@ export class WorkerNic extends HostNic {
       // Unreadable: the host still holds what the worker wrote last for each of them (its hard
       // state, written as it released them, and the rings), so they stay salvageable here for a
       // rebuild instead of being lost with the answer.
-      for (const [id, h] of released) {
-        if (this.byKey.has(id)) continue;
+      for (const h of released.values()) {
+        if (this.byKey.has(h)) continue;
         const views: BlockViews = {
           block: h.block,
           send: h.sendRing,
@@ -906,8 +942,8 @@ export class WorkerNic extends HostNic {
           spare: null,
         };
         this.byKey.set(
-          id,
-          new WorkerConnectionHandle(this, h.key, -1, { key: h.key, slot: -1, block: h.block }, views, id),
+          h.key,
+          new WorkerConnectionHandle(this, h.key, -1, { key: h.key, slot: -1, block: h.block }, views, h.id),
         );
         this.conns++;
       }
@@ -934,7 +970,7 @@ export class WorkerNic extends HostNic {
   }
 
   attach(key: ConnKey, user: TcpUser | null): ConnectionHandle | null {
-    const h = this.byKey.get(connKeyId(key));
+    const h = this.byKey.get(key);
     if (!h || h.detached) return null;
     h.user = user;
     return h;
@@ -942,12 +978,12 @@ export class WorkerNic extends HostNic {
 
   /** The handle of an offloaded connection (for tests and status), or undefined. */
   handle(key: ConnKey): WorkerConnectionHandle | undefined {
-    return this.byKey.get(connKeyId(key));
+    return this.byKey.get(key);
   }
 
   /** A consistent snapshot of a connection's hard state from shared memory, whatever the worker is doing. */
   hardState(key: ConnKey): HardState | null {
-    return this.byKey.get(connKeyId(key))?.hardState() ?? null;
+    return this.byKey.get(key)?.hardState() ?? null;
   }
 
   // What is left of a connection here is what shared memory holds: the last whole hard state and
@@ -958,13 +994,13 @@ export class WorkerNic extends HostNic {
     return out;
   }
   protected salvageOne(key: ConnKey): SalvageRecord | undefined {
-    const h = this.byKey.get(connKeyId(key));
+    const h = this.byKey.get(key);
     return h === undefined ? undefined : this.take(h);
   }
   private take(h: WorkerConnectionHandle): SalvageRecord {
     h.detached = true;
     this.handles.delete(h.slot);
-    this.byKey.delete(h.id);
+    this.byKey.delete(h);
     this.conns--;
     return { key: h.key, hard: h.hardState(), sendRing: h.sendRing, recvRing: h.recvRing, user: h.user };
   }
@@ -1094,7 +1130,7 @@ export class WorkerNic extends HostNic {
       const h = this.handles.get(s);
       if (!h) continue;
       this.handles.delete(s);
-      if (this.byKey.get(h.id) === h) this.byKey.delete(h.id);
+      if (this.byKey.get(h) === h) this.byKey.delete(h);
       this.conns--;
     }
   }

@@ -11,6 +11,7 @@ import {
   type Transfer,
 } from '../nic/nic.ts';
 import type { PathSlot } from '../nic/nic-engine.ts';
+import { TupleMap } from '../nic/tuple-map.ts';
 import { WorkerNic } from '../nic/worker-nic.ts';
 import { TcpSocket } from '../socket/tcp-socket.ts';
 import { TWO_32 } from '../stack/address-table.ts';
@@ -224,14 +225,13 @@ export class TransferProtocol {
     byState: ItemsByState,
     report: TransferReport,
   ): void {
-    const left = new Map<string, Item>();
-    for (const it of items) left.set(it.id, it);
+    const left = new TupleMap<Item>();
+    for (const it of items) left.set(it.key, it);
     for (const s of states) {
-      const id = stateKeyId(s);
-      const it = left.get(id);
+      const it = left.get(s.const);
       if (it === undefined) continue;
       byState.set(s, it);
-      left.delete(id);
+      left.delete(s.const);
     }
     for (const it of left.values()) {
       this.forget(it);

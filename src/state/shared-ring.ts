@@ -84,6 +84,15 @@ export function checkSharedRingRef(ref: SharedRingRef): Int32Array {
     throw new InvalidArgumentError('shared ring runs past the end of its buffer');
   }
   const ctl = new Int32Array(sab, offset, 4);
+  checkSharedRingHeader(ctl, capacity);
+  return ctl;
+}
+
+/**
+ * The header checks of checkSharedRingRef over a header view made before (`ctl`, four words at
+ * the ring's offset): a ring attached once and found again is checked as a new one is.
+ */
+export function checkSharedRingHeader(ctl: Int32Array, capacity: number): void {
   if (Atomics.load(ctl, RING_MAGIC) !== SHARED_RING_MAGIC) {
     throw new InvalidArgumentError('no shared ring at that offset');
   }
@@ -93,7 +102,6 @@ export function checkSharedRingRef(ref: SharedRingRef): Int32Array {
   if (r < 0 || r >= 2 * capacity || w < 0 || w >= 2 * capacity) {
     throw new InvalidArgumentError('shared ring positions out of range');
   }
-  return ctl;
 }
 
 /** The ring's two positions as they are now (each in [0, 2 * capacity)). */

@@ -102,6 +102,14 @@ describe('pooled states on WorkerNics', () => {
             nics[0].pooledReads >= CONNS && nics[1].pooledReads >= CONNS,
             'the host read into pooled states',
           );
+          // Each worker made a block's rings and records once and found them again when the
+          // connection came back (the tail's last move to NIC 0 brought every one back there).
+          for (const c of counters) {
+            const made = c['nic.blocks.parts-made'] ?? 0;
+            assert.ok(made > 0 && made <= CONNS, `parts made once per block: ${made}`);
+          }
+          const found0 = counters[0]!['nic.blocks.parts-found'] ?? 0;
+          assert.ok(found0 >= CONNS, `NIC 0 found ${found0} blocks' parts again`);
         } finally {
           for (const f of cleanups) f();
         }

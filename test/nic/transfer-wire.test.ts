@@ -2,9 +2,9 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import { InvalidArgumentError } from '../../src/core/errors.ts';
-import { allocConnBlock } from '../../src/nic/hard-state.ts';
+import { allocConnBlock, type ConnBlockRef } from '../../src/nic/hard-state.ts';
 import type { ConnKey, InitiateResult } from '../../src/nic/nic.ts';
-import { connKeyId } from '../../src/nic/nic.ts';
+import { TupleMap } from '../../src/nic/tuple-map.ts';
 import {
   packBlocks,
   packInitiate,
@@ -48,7 +48,7 @@ describe('transfer messages in flat words', () => {
     assert.equal(p.sabs.length, new Set(blocks.map(([, b]) => b.sab)).size);
     const back = unpackBlocks(p);
     assert.equal(back.size, 100);
-    for (const [k, b] of blocks) assert.deepEqual(back.get(connKeyId(k)), b);
+    for (const [k, b] of blocks) assert.deepEqual(back.get(k), b);
     assert.throws(() => unpackBlocks({ ...p, words: p.words.subarray(6) }), InvalidArgumentError);
     const bad = new Int32Array(p.words);
     bad[0] = 99;
@@ -92,7 +92,7 @@ describe('transfer messages in flat words', () => {
       { key: k(2), slot: 1, block: own },
     ]);
     assert.deepEqual(p.installed.sabs, [own.sab], "only the worker's own buffer travels");
-    const byId = new Map([[connKeyId(k(1)), given]]);
+    const byId = new TupleMap<ConnBlockRef>().set(k(1), given);
     const { installed } = unpackInitiate(structuredClone(p), null, byId);
     assert.equal(installed[0]!.block, given, 'the very object the host gave');
     assert.equal(installed[1]!.block.send.offset, own.send.offset);
@@ -100,7 +100,7 @@ describe('transfer messages in flat words', () => {
     assert.throws(() => unpackInitiate(structuredClone(p)), InvalidArgumentError);
     const elsewhere = allocConnBlock(4096, 4096);
     assert.throws(
-      () => unpackInitiate(structuredClone(p), null, new Map([[connKeyId(k(1)), elsewhere]])),
+      () => unpackInitiate(structuredClone(p), null, new TupleMap<ConnBlockRef>().set(k(1), elsewhere)),
       InvalidArgumentError,
     );
   });

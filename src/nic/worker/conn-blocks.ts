@@ -1,6 +1,8 @@
-import type { ByteRing } from '../../state/byte-ring.ts';
-import { sharedRingBytes } from '../../state/shared-ring.ts';
-import { type ConnBlockRef, HARD_STATE_BYTES } from '../hard-state.ts';
+import { isMainThread } from 'node:worker_threads';
+import { ByteRing } from '../../state/byte-ring.ts';
+import { checkSharedRingHeader, checkSharedRingRef, sharedRingBytes } from '../../state/shared-ring.ts';
+import { type ConnBlockRef, HARD_STATE_BYTES, HardStateRecord, TRANSFER_RECORD_AT } from '../hard-state.ts';
+import { TransferRecord } from '../transfer-record.ts';
 
 /*
  * A connection that ran on a worker NIC keeps its send and receive data in one shared block
@@ -33,4 +35,112 @@ export function sameBlock(a: ConnBlockRef, b: ConnBlockRef): boolean {
     a.recv.offset === b.recv.offset &&
     a.recv.capacity === b.recv.capacity
   );
+}
+
+// ---- one object per buffer on the worker's side ----------------------------------------------
+
+/*
+ * A SharedArrayBuffer that crosses to a worker arrives as a new object over the same memory, every
+ * message. Every view made over it (the views of transfer and hard-state records, each ring's
+ * header and data) was then made again per connection and move, and the buffer's megabyte of
+ * external memory counted again each time, which drove the worker's garbage collector. So the host
+ * numbers each buffer it hands over (slabIdOf), and the worker keeps the first object it got for a
+ * number (canonicalSlab) and the parts of each block made over it (blockParts): a connection that
+ * comes back finds its rings and records as it left them.
+ */
+
+const SLAB_IDS = new WeakMap<SharedArrayBuffer, number>();
+let nextSlabId = 1;
+
+/**
+ * The number the host gives a buffer it hands to workers, the same in every message. 0 in a
+ * worker: the buffers it allocates itself are rare (a block the host did not give) and unnumbered,
+ * so numbers come from one counter, this process's main thread.
+ */
+export function slabIdOf(sab: SharedArrayBuffer): number {
+  if (!isMainThread) return 0;
+  let id = SLAB_IDS.get(sab);
+  if (id === undefined) {
+    id = nextSlabId++;
+    SLAB_IDS.set(sab, id);
+  }
+  return id;
+}
+
+const CANON = new Map<number, WeakRef<SharedArrayBuffer>>();
+let sweepAt = 1024;
+
+/**
+ * The object this thread already holds for the buffer the host numbered `id` (the one `sab` is a
+ * new object over), or `sab` itself, kept for that number from now on. Held weakly: a buffer no
+ * connection here uses any more goes, and its number with it.
+ */
+export function canonicalSlab(sab: SharedArrayBuffer, id: number): SharedArrayBuffer {
+  // The host keeps its own objects; numbers a worker sent it are not believed.
+  if (isMainThread || !Number.isSafeInteger(id) || id <= 0) return sab;
+  const known = CANON.get(id)?.deref();
+  if (known !== undefined && known.byteLength === sab.byteLength) return known;
+  if (CANON.size >= sweepAt) {
+    for (const [k, r] of CANON) if (r.deref() === undefined) CANON.delete(k);
+    sweepAt = Math.max(1024, 2 * CANON.size);
+  }
+  CANON.set(id, new WeakRef(sab));
+  return sab;
+}
+
+/** A block's rings and records, made once per buffer object and place (see above). */
+export interface BlockParts {
+  readonly send: ByteRing;
+  readonly recv: ByteRing;
+  readonly record: HardStateRecord;
+  readonly transfer: TransferRecord;
+  /** The rings' headers, checked again each time the parts are found. */
+  readonly sendCtl: Int32Array;
+  readonly recvCtl: Int32Array;
+  readonly sendOffset: number;
+  readonly recvOffset: number;
+}
+
+const PARTS = new WeakMap<SharedArrayBuffer, Map<number, BlockParts>>();
+
+/** Parts made and parts found again by this thread (a worker reports them as `nic.blocks.parts-*`). */
+export const partsCount = { made: 0, found: 0 };
+
+/**
+ * The parts of block `b`: those made before over the same buffer object at the same place, their
+ * rings' headers checked as attaching them checks them (a block whose header is not a ring of the
+ * stated capacity throws InvalidArgumentError, found again or not), or new ones.
+ */
+export function blockParts(b: ConnBlockRef): BlockParts {
+  let bySab = PARTS.get(b.sab);
+  const known = bySab?.get(b.at);
+  if (
+    known !== undefined &&
+    known.sendOffset === b.send.offset &&
+    known.recvOffset === b.recv.offset &&
+    known.send.capacity === b.send.capacity &&
+    known.recv.capacity === b.recv.capacity
+  ) {
+    checkSharedRingHeader(known.sendCtl, b.send.capacity);
+    checkSharedRingHeader(known.recvCtl, b.recv.capacity);
+    partsCount.found++;
+    return known;
+  }
+  const parts: BlockParts = {
+    sendCtl: checkSharedRingRef(b.send),
+    recvCtl: checkSharedRingRef(b.recv),
+    send: ByteRing.attachShared(b.send),
+    recv: ByteRing.attachShared(b.recv),
+    record: new HardStateRecord(b.sab, b.at),
+    transfer: new TransferRecord(b.sab, b.at + TRANSFER_RECORD_AT),
+    sendOffset: b.send.offset,
+    recvOffset: b.recv.offset,
+  };
+  if (bySab === undefined) {
+    bySab = new Map();
+    PARTS.set(b.sab, bySab);
+  }
+  bySab.set(b.at, parts);
+  partsCount.made++;
+  return parts;
 }

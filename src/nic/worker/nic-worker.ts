@@ -47,17 +47,12 @@ import {
   tcpSeqLen,
 } from '../../wire/fields.ts';
 import { IpProto } from '../../wire/ipv4.ts';
-import {
-  allocConnBlock,
-  type ConnBlockRef,
-  connRingCapacities,
-  HardStateRecord,
-  TRANSFER_RECORD_AT,
-} from '../hard-state.ts';
-import { type ConnKey, connKeyId, type InitiateResult, keyOfState } from '../nic.ts';
+import { allocConnBlock, type ConnBlockRef, connRingCapacities, HardStateRecord } from '../hard-state.ts';
+import { type ConnKey, connKeyId, type InitiateResult, keyOfState, sameConnKey } from '../nic.ts';
 import { NicEngine } from '../nic-engine.ts';
-import { OWNER_HOST, splitForRecords, TransferRecord } from '../transfer-record.ts';
-import { blockOfRings, sameBlock } from './conn-blocks.ts';
+import { OWNER_HOST, splitForRecords } from '../transfer-record.ts';
+import { TupleMap } from '../tuple-map.ts';
+import { blockOfRings, blockParts, partsCount, sameBlock } from './conn-blocks.ts';
 import { ConnIndex } from './conn-index.ts';
 import { OwnerTable } from './owner-table.ts';
 import {
@@ -277,8 +272,6 @@ async function openLink(): Promise<Link> {
 interface Slot {
   index: number;
   key: ConnKey;
-  /** connKeyId of the key. */
-  id: string;
   conn: TcpConnection;
   block: ConnBlockRef;
   record: HardStateRecord;
@@ -296,7 +289,7 @@ function writeRecord(slot: Slot): void {
 
 const slots: (Slot | undefined)[] = [];
 const freeSlots: number[] = [];
-const byKey = new Map<string, Slot>();
+const byKey = new TupleMap<Slot>();
 /** Slots by four-tuple, to find what a frame touched without parsing it twice. */
 const connIndex = new ConnIndex<Slot>(() => engine.addressBook);
 const touched = new Set<Slot>();
@@ -375,16 +368,16 @@ class RemoteUser implements TcpUser {
 }
 
 /**
- * States of connections this worker released by records, by connKeyId, for their next initiate
+ * States of connections this worker released by records, by four-tuple, for their next initiate
  * here (the host moves connections back and forth between the same NICs): at most one per
- * connection this NIC can hold, the oldest let go first.
+ * connection this NIC can hold, about the oldest let go first (in the order of their hashes'
+ * first insertion).
  */
-const statePool = new Map<string, TcpState>();
+const statePool = new TupleMap<TcpState>();
 
-function poolState(id: string, s: TcpState): void {
-  statePool.delete(id);
-  statePool.set(id, s);
-  if (statePool.size > boot.capacity) statePool.delete(statePool.keys().next().value!);
+function poolState(key: ConnKey, s: TcpState): void {
+  statePool.set(key, s);
+  if (statePool.size > boot.capacity) for (const [k] of statePool) return void statePool.delete(k);
 }
 
 /**
@@ -397,40 +390,41 @@ function poolState(id: string, s: TcpState): void {
 function fillFromRecords(
   trees: OffloadTree[],
   packed: PackedBlocks,
-  blocks: Map<string, ConnBlockRef>,
+  blocks: TupleMap<ConnBlockRef>,
   owner: number,
 ): void {
   if (blocks.size * BLOCK_WORDS !== packed.words.length)
     throw new StateValidationError('blocks', 'a connection named twice');
   const nodes = trees.flatMap((t) => t.paths);
   // Connections the batch carried itself (what a record cannot hold) have a block but no record.
-  const decoded = new Set<string>();
-  for (const node of nodes) for (const s of node.conns) decoded.add(connKeyId(keyOfState(s)));
+  const decoded = new TupleMap<true>();
+  for (const node of nodes) for (const s of node.conns) decoded.set(s.const, true);
   const now = clock.now();
   let n = 0;
   let pooled = 0;
-  for (const [id, b] of blocks) {
-    if (decoded.has(id)) continue;
+  for (const [key, b] of blocks) {
+    if (decoded.has(key)) continue;
     n++;
-    const rec = new TransferRecord(b.sab, b.at + TRANSFER_RECORD_AT);
+    const parts = blockParts(b);
+    const rec = parts.transfer;
     if (rec.owner !== -owner) throw new StateValidationError('owner', 'record not offered to this NIC');
     const node = nodes[rec.pathIndex];
     if (node === undefined)
       throw new StateValidationError('path', `path index ${rec.pathIndex} outside the batch`);
-    const send = ByteRing.attachShared(b.send);
-    const recv = ByteRing.attachShared(b.recv);
+    const send = parts.send;
+    const recv = parts.recv;
     // A state this connection left here before is filled in place (whatever becomes of the batch:
     // nothing else holds it); a refused batch leaves it to the collector.
-    const into = statePool.get(id);
+    const into = statePool.get(key);
     if (into !== undefined) {
-      statePool.delete(id);
+      statePool.delete(key);
       pooled++;
     }
     const s =
       into === undefined
         ? rec.read(now, node.path, send, recv)
         : rec.readInto(into, now, node.path, send, recv);
-    if (connKeyId(keyOfState(s)) !== id)
+    if (!sameConnKey(s.const, key) && connKeyId(keyOfState(s)) !== connKeyId(key))
       throw new StateValidationError('tcp.const', 'record is not the connection its block was named for');
     node.conns.push(s);
   }
@@ -464,8 +458,9 @@ function install(conn: TcpConnection, given: ConnBlockRef | undefined): Installe
     given.recv.capacity >= d.recvBuffer.length
   ) {
     block = given;
-    send = ByteRing.attachShared(block.send);
-    recv = ByteRing.attachShared(block.recv);
+    const parts = blockParts(block);
+    send = parts.send;
+    recv = parts.recv;
   } else {
     onGiven = false;
     block = allocConnBlock(caps.send, caps.recv);
@@ -481,11 +476,10 @@ function install(conn: TcpConnection, given: ConnBlockRef | undefined): Installe
   const index = freeSlots.pop() ?? slots.length;
   const c = s.const;
   const key = { localIp: c.localIp, localPort: c.localPort, remoteIp: c.remoteIp, remotePort: c.remotePort };
-  const record = new HardStateRecord(block.sab, block.at);
-  const id = connKeyId(key);
-  const slot: Slot = { index, key, id, conn, block, record, send, recv, published: -1 };
+  const record = onGiven ? blockParts(block).record : new HardStateRecord(block.sab, block.at);
+  const slot: Slot = { index, key, conn, block, record, send, recv, published: -1 };
   slots[index] = slot;
-  byKey.set(id, slot);
+  byKey.set(key, slot);
   connIndex.add(slot);
   owners?.add(key.localIp, key.localPort, key.remoteIp, key.remotePort);
   // A stale doorbell bit from the slot's previous tenant must not reach this one.
@@ -499,11 +493,24 @@ function free(slot: Slot): void {
   if (slots[slot.index] !== slot) return;
   slots[slot.index] = undefined;
   freeSlots.push(slot.index);
-  byKey.delete(slot.id);
+  byKey.delete(slot.key);
   connIndex.remove(slot);
   const k = slot.key;
   owners?.remove(k.localIp, k.localPort, k.remoteIp, k.remotePort);
   touched.delete(slot);
+}
+
+/**
+ * A terminate by reference keeps no placeholder for what it released: the host holds those
+ * 4-tuples frozen for the whole transfer (TransferProtocol.freeze), so what arrives here meanwhile
+ * goes up to it at once, behind anything an invalidate had held here, and the transfer's settle
+ * needs no request to this thread to fetch it (WorkerNic.takeQueued answers for them itself).
+ */
+function passUp(keys: readonly ConnKey[]): void {
+  if (engine.tcp.frozenSize === 0) return;
+  const held = engine.takeQueued(keys);
+  engine.dropFrozen(keys);
+  for (const p of held) upBatch.push(p);
 }
 
 // ---- the doorbell --------------------------------------------------------------------------------
@@ -610,7 +617,7 @@ const engine = new NicEngine({
   hostCarrier: (up) => post({ t: 'host-carrier', up }),
   indicate: (...ind) => {
     if (ind[0] === 'closed') {
-      const slot = byKey.get(connKeyId(ind[1]));
+      const slot = byKey.get(ind[1]);
       if (slot) {
         writeRecord(slot);
         flushEvents();
@@ -804,16 +811,16 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
         const a = r.arg;
         // The blocks' IPv6 keys name addresses the decode takes in with the batch's paths, so
         // they are unpacked at the first connection (every path comes before any connection).
-        let blocks: Map<string, ConnBlockRef> | undefined;
-        const blocksNow = (): Map<string, ConnBlockRef> | undefined =>
+        let blocks: TupleMap<ConnBlockRef> | undefined;
+        const blocksNow = (): TupleMap<ConnBlockRef> | undefined =>
           (blocks ??= a.blocks === undefined ? undefined : unpackBlocks(a.blocks, engine.addressBook));
         // A batch whose rings travel by reference names no bytes: each connection's rings are
         // the block the host sent for it, attached here (and checked: ByteRing.attachShared).
         const rings = (s: TcpState): { send: ByteRing; recv: ByteRing } | null => {
-          const b = blocksNow()?.get(connKeyId(keyOfState(s)));
-          return b === undefined
-            ? null
-            : { send: ByteRing.attachShared(b.send), recv: ByteRing.attachShared(b.recv) };
+          const b = blocksNow()?.get(s.const);
+          if (b === undefined) return null;
+          const parts = blockParts(b);
+          return { send: parts.send, recv: parts.recv };
         };
         const owner = a.owner;
         const fill =
@@ -827,9 +834,8 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
           if (c.status !== 'success') continue;
           const conn = engine.connection(c.key);
           if (!conn) continue;
-          const inst = install(conn, blocksNow()?.get(connKeyId(c.key)));
-          if (owner !== undefined)
-            new TransferRecord(inst.block.sab, inst.block.at + TRANSFER_RECORD_AT).take(owner);
+          const inst = install(conn, blocksNow()?.get(c.key));
+          if (owner !== undefined) blockParts(inst.block).transfer.take(owner);
           installed.push(inst);
         }
         const packed = packInitiate(result, installed, engine.addressBook);
@@ -845,24 +851,23 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
           // The states as records in their blocks, handed to the host (owner word); the batch
           // names their neighbors and paths, and carries what a record cannot hold.
           const { trees } = engine.terminateTrees(keys);
-          const slotOf = (s: TcpState) => byKey.get(connKeyId(keyOfState(s)));
+          const slotOf = (s: TcpState) => byKey.get(s.const);
           const split = splitForRecords(trees, (s) => slotOf(s)?.recv ?? null);
           if (split.codec > 0) engine.counters.inc('nic.terminate.record-fallbacks', split.codec);
           const now = clock.now();
           for (const [s, path] of split.paths) {
             const slot = slotOf(s)!;
-            const b = slot.block;
-            new TransferRecord(b.sab, b.at + TRANSFER_RECORD_AT).write(s, now, path, OWNER_HOST, slot.recv);
+            blockParts(slot.block).transfer.write(s, now, path, OWNER_HOST, slot.recv);
             // Released, the state is the record's now (TcpHandover.release): kept for the
             // connection's next visit here, read into instead of made anew.
-            poolState(slot.id, s);
+            poolState(slot.key, s);
           }
           out = encodeBatch(split.trees, now, { skipValidation: true, ringsByRef: true });
         } else out = engine.terminate(keys, { ringsByRef: r.byRef === true });
         const freed: number[] = [];
         const moved: number[] = [];
         for (const k of list) {
-          const slot = byKey.get(connKeyId(k));
+          const slot = byKey.get(k);
           if (slot && engine.connection(k) === undefined) {
             writeRecord(slot);
             free(slot);
@@ -871,10 +876,11 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
             // on a terminate) and its last events must reach the application first.
             if (slot.conn.released) {
               moved.push(slot.index);
-              new TransferRecord(slot.block.sab, slot.block.at + TRANSFER_RECORD_AT).setOwner(OWNER_HOST);
+              blockParts(slot.block).transfer.setOwner(OWNER_HOST);
             }
           }
         }
+        if (r.byRef === true) passUp(list);
         flushEvents();
         const buf =
           out.byteOffset === 0 && out.byteLength === out.buffer.byteLength ? out.buffer : out.slice().buffer;
@@ -921,7 +927,17 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
         post({ t: 'res', id, ok: true, op: r.op, value: undefined });
         return;
       case 'counters':
-        post({ t: 'res', id, ok: true, op: r.op, value: engine.counters.snapshot() });
+        post({
+          t: 'res',
+          id,
+          ok: true,
+          op: r.op,
+          value: {
+            ...engine.counters.snapshot(),
+            'nic.blocks.parts-made': partsCount.made,
+            'nic.blocks.parts-found': partsCount.found,
+          },
+        });
         return;
       default:
         unhandled(r, 'request');

@@ -307,6 +307,7 @@ function isPackedBlocks(x: unknown): x is PackedBlocks {
     isRec(x) &&
     Array.isArray(x.sabs) &&
     x.sabs.every((b) => b instanceof SharedArrayBuffer) &&
+    (x.ids === undefined || (x.ids instanceof Float64Array && x.ids.length === x.sabs.length)) &&
     x.keys instanceof Uint32Array &&
     x.words instanceof Int32Array
   );

@@ -3,7 +3,9 @@ import { TWO_32 } from '../../stack/address-table.ts';
 import type { AddressBook } from '../../state/path-state.ts';
 import { readU32, writeU32 } from '../../wire/addr.ts';
 import type { ConnBlockRef } from '../hard-state.ts';
-import { type ConnKey, connKeyId, type InitiateConnResult, type InitiateResult } from '../nic.ts';
+import type { ConnKey, InitiateConnResult, InitiateResult } from '../nic.ts';
+import { TupleMap } from '../tuple-map.ts';
+import { canonicalSlab, slabIdOf } from './conn-blocks.ts';
 import type { InstalledConn } from './protocol.ts';
 
 /*
@@ -86,6 +88,8 @@ export function unpackKeys(w: Uint32Array, addrs?: AddressBook | null): ConnKey[
 /** A batch's blocks: each buffer once, then per connection its key and where its block lies. */
 export interface PackedBlocks {
   sabs: SharedArrayBuffer[];
+  /** Per buffer, the number the host gave it (slabIdOf; 0 for none): the same buffer, whatever object carries it. */
+  ids?: Float64Array;
   keys: Uint32Array;
   /** Six words per connection: buffer index, record offset, send ring offset and capacity, receive ring offset and capacity. */
   words: Int32Array;
@@ -101,6 +105,7 @@ export function packBlocks(
   addrs?: AddressBook | null,
 ): PackedBlocks {
   const sabs: SharedArrayBuffer[] = [];
+  const ids: number[] = [];
   const index = new Map<SharedArrayBuffer, number>();
   const keys: ConnKey[] = [];
   const words = new Int32Array(blocks.length * BLOCK_WORDS);
@@ -110,6 +115,7 @@ export function packBlocks(
     if (at === undefined) {
       at = sabs.length;
       sabs.push(b.sab);
+      ids.push(slabIdOf(b.sab));
       index.set(b.sab, at);
     }
     keys.push(key);
@@ -121,7 +127,7 @@ export function packBlocks(
     words[j + 4] = b.recv.offset;
     words[j + 5] = b.recv.capacity;
   }
-  return { sabs, keys: packKeys(keys, addrs), words };
+  return { sabs, ids: Float64Array.from(ids), keys: packKeys(keys, addrs), words };
 }
 
 /**
@@ -134,12 +140,12 @@ export function packBlocks(
 export function unpackBlocks(
   p: PackedBlocks,
   addrs?: AddressBook | null,
-  given?: ReadonlyMap<string, ConnBlockRef>,
-): Map<string, ConnBlockRef> {
+  given?: TupleMap<ConnBlockRef>,
+): TupleMap<ConnBlockRef> {
   const keys = unpackKeys(p.keys, addrs);
   const list = blockList(p, keys, given);
-  const out = new Map<string, ConnBlockRef>();
-  for (let i = 0; i < keys.length; i++) out.set(connKeyId(keys[i]!), list[i]!);
+  const out = new TupleMap<ConnBlockRef>();
+  for (let i = 0; i < keys.length; i++) out.set(keys[i]!, list[i]!);
   return out;
 }
 
@@ -147,17 +153,22 @@ export function unpackBlocks(
 function blockList(
   p: PackedBlocks,
   keys: readonly ConnKey[],
-  given?: ReadonlyMap<string, ConnBlockRef>,
+  given?: TupleMap<ConnBlockRef>,
 ): ConnBlockRef[] {
   const n = keys.length;
   if (!(p.words instanceof Int32Array) || p.words.length !== n * BLOCK_WORDS || !Array.isArray(p.sabs))
     throw new InvalidArgumentError('packed blocks do not match their keys');
+  const ids = p.ids;
+  if (ids !== undefined && (!(ids instanceof Float64Array) || ids.length !== p.sabs.length))
+    throw new InvalidArgumentError('packed blocks: buffer numbers do not match the buffers');
+  // Each buffer as the object this thread holds for its number (see canonicalSlab), once per message.
+  const sabs: unknown[] = ids === undefined ? p.sabs : p.sabs.map((b, k) => canonicalOf(b, ids[k]!));
   const out: ConnBlockRef[] = [];
   const w = p.words;
   for (let i = 0; i < n; i++) {
     const j = i * BLOCK_WORDS;
     if (w[j] === GIVEN) {
-      const g = given?.get(connKeyId(keys[i]!));
+      const g = given?.get(keys[i]!);
       if (
         g === undefined ||
         g.at !== w[j + 1] ||
@@ -170,7 +181,7 @@ function blockList(
       out.push(g);
       continue;
     }
-    const sab = p.sabs[w[j]!];
+    const sab = sabs[w[j]!];
     if (!(sab instanceof SharedArrayBuffer)) throw new InvalidArgumentError('packed block names no buffer');
     out.push({
       sab,
@@ -180,6 +191,10 @@ function blockList(
     });
   }
   return out;
+}
+
+function canonicalOf(b: unknown, id: number): unknown {
+  return b instanceof SharedArrayBuffer ? canonicalSlab(b, id) : b;
 }
 
 /** An initiate's answer: per-connection outcomes and the slots installed, packed. */
@@ -236,7 +251,7 @@ export function packInitiate(
 export function unpackInitiate(
   p: PackedInitiate,
   addrs?: AddressBook | null,
-  given?: ReadonlyMap<string, ConnBlockRef>,
+  given?: TupleMap<ConnBlockRef>,
 ): { result: InitiateResult; installed: InstalledConn[] } {
   const keys = unpackKeys(p.keys, addrs);
   if (!(p.codes instanceof Uint8Array) || p.codes.length !== keys.length)

@@ -1,0 +1,67 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import fc from 'fast-check';
+import { type ConnKey, connKeyId } from '../../src/nic/nic.ts';
+import { TupleMap } from '../../src/nic/tuple-map.ts';
+
+// IPv4 addresses (as u32 or as the signed int32 some keys carry) and IPv6 handles (above 2^32).
+const arbIp = fc.oneof(
+  fc.integer({ min: 0, max: 0xffffffff }),
+  fc.integer({ min: -0x80000000, max: -1 }),
+  fc.integer({ min: 0x1_0000_0000, max: 0x1_0000_0000 + 50 }),
+);
+// Few distinct ports and addresses, so that keys repeat and hashes share chains.
+const arbKey: fc.Arbitrary<ConnKey> = fc.record({
+  localIp: fc.oneof(arbIp, fc.constant(167772161)),
+  localPort: fc.integer({ min: 0, max: 3 }),
+  remoteIp: fc.oneof(arbIp, fc.constant(167772162)),
+  remotePort: fc.integer({ min: 0, max: 3 }),
+});
+type Op = { op: 'set' | 'delete' | 'get'; key: ConnKey; value: number };
+const arbOp: fc.Arbitrary<Op> = fc.record({
+  op: fc.constantFrom('set', 'delete', 'get'),
+  key: arbKey,
+  value: fc.integer(),
+});
+
+describe('TupleMap', () => {
+  test('200 to 2,000 random sets, deletes and gets agree with a Map keyed by connKeyId', () => {
+    fc.assert(
+      fc.property(fc.array(arbOp, { minLength: 200, maxLength: 2000, size: 'max' }), (ops) => {
+        const m = new TupleMap<number>();
+        const ref = new Map<string, number>();
+        for (const o of ops) {
+          const id = connKeyId(o.key);
+          if (o.op === 'set') {
+            m.set(o.key, o.value);
+            ref.set(id, o.value);
+          } else if (o.op === 'delete') assert.equal(m.delete(o.key), ref.delete(id));
+          assert.equal(m.get(o.key), ref.get(id));
+          assert.equal(m.has(o.key), ref.has(id));
+          assert.equal(m.size, ref.size);
+        }
+        const seen = new Map<string, number>();
+        for (const [k, v] of m) seen.set(connKeyId(k), v);
+        assert.deepEqual(seen, ref);
+        assert.deepEqual([...m.values()].sort(), [...ref.values()].sort());
+        m.clear();
+        assert.equal(m.size, 0);
+        assert.equal([...m.values()].length, 0);
+      }),
+      { numRuns: 50 },
+    );
+  });
+
+  test('an IPv4 address given signed or unsigned names the same key', () => {
+    const m = new TupleMap<string>();
+    m.set({ localIp: 0xc0a80001, localPort: 1, remoteIp: 0xc0a80002, remotePort: 2 }, 'a');
+    assert.equal(
+      m.get({ localIp: 0xc0a80001 | 0, localPort: 1, remoteIp: 0xc0a80002 | 0, remotePort: 2 }),
+      'a',
+    );
+    assert.equal(
+      m.get({ localIp: 0xc0a80001, localPort: 2, remoteIp: 0xc0a80002, remotePort: 1 }),
+      undefined,
+    );
+  });
+});
