@@ -228,6 +228,50 @@ describe('retransmission with segmentation offload', () => {
     assert.equal(more[0]?.data.length, 44 * 1460);
   });
 
+  test('a sliver of window waits for the next ACK, and the data goes in a larger piece (tcp_tso_should_defer)', () => {
+    const b = tsoBench();
+    const m = 1460;
+    const o = activeOpen(b, { sackPermitted: true, window: 20 * m });
+    b.take();
+    o.conn.state.delegated.cwnd = 100 * m;
+    o.conn.write(bytes(100 * m));
+    const first = b.take().filter((s) => s.data.length > 0);
+    assert.equal(
+      first.reduce((n, s) => n + s.data.length, 0),
+      20 * m,
+      'the window went out whole',
+    );
+    const ack = (n: number): void =>
+      b.inject({
+        flags: ACK,
+        seq: o.peerSeq,
+        ack: add(o.iss, 1 + n * m),
+        window: 20 * m,
+        srcPort: 80,
+        dstPort: o.conn.localPort,
+      });
+    // Two segments of window open, with the rest of the window still in flight: no piece of two.
+    ack(2);
+    assert.deepEqual(
+      b.take().filter((s) => s.data.length > 0),
+      [],
+      'two segments of window wait for the next ACK',
+    );
+    // The next ACK opens six: they go as one piece.
+    ack(6);
+    assert.deepEqual(
+      b
+        .take()
+        .map((s) => s.data.length)
+        .filter((n) => n > 0),
+      [6 * m],
+    );
+    // Everything acknowledged: nothing left in flight to bring an ACK, so a sliver goes at once.
+    ack(20);
+    const rest = b.take().filter((s) => s.data.length > 0);
+    assert.ok(rest.length > 0, 'data follows an ACK of everything');
+  });
+
   test('a super-segment is at most half the largest window the peer offered (tcp_bound_to_half_wnd)', () => {
     const b = tsoBench();
     // No window scaling: the peer offers at most 64 KB, so packets of 22 MSS (32,120 B), not 44.
