@@ -312,9 +312,13 @@ interface Served {
 
 function serveOnTap(o: ServeFlags, log: ServeLog): Served {
   const th = openHost('serve', o);
-  th.tap.onCarrier((up) =>
-    log.error(`${th.tap.name}: carrier ${up ? 'up' : 'down'}`, { event: 'carrier', tap: th.tap.name, up }),
-  );
+  th.tap.onCarrier((up) => {
+    const line = `${th.tap.name}: carrier ${up ? 'up' : 'down'}`;
+    const fields = { event: 'carrier', tap: th.tap.name, up };
+    // Carrier coming (back) up is news, not an error: a TAP may read down for a moment after it opens.
+    if (up) log.event(line, fields);
+    else log.error(line, fields);
+  });
   // CHIMNEY_LAG_LOG on one TAP keeps the stack's counters (SYN drops, cookies, timeouts, probes) to
   // set beside the client's stalls; the event-loop and transfer trace is the team's (traceMainThread).
   const lagFile = process.env.CHIMNEY_LAG_LOG;

@@ -12,11 +12,12 @@ const READ_CHUNK = 64 * 1024;
  * The socket keeps at most its send target queued in the connection (unsent plus unacknowledged),
  * and the rest of a write waits in the stream, as a Linux writer waits in sk_stream_wait_memory.
  * Linux starts a socket's send buffer small (tcp_wmem[1]) and grows it with the congestion window
- * (tcp_sndbuf_expand); the target starts at what ten segments in flight twice over need, and
- * doubles whenever the sender had sent everything queued by the time an acknowledgement called
- * for a refill while the writer had more: then the target, not a window, bounded the sender. A server of thousands of slow downloads so holds
- * tens of kilobytes per connection where it would copy every body whole into its buffers at once
- * (which, in shared rings, is fresh memory touched for the first time).
+ * (tcp_sndbuf_expand). The target starts at 64 KiB, over twice the ten segments a connection may
+ * send first, and doubles whenever an acknowledgement calls for a refill while the writer has
+ * more and the sender has sent all it held (but less than a segment): then the target, not a
+ * window, bounds the sender. A server of thousands of slow downloads so holds tens of kilobytes
+ * per connection where it would copy every body whole into its buffers at once (which, in shared
+ * rings, is fresh memory touched for the first time).
  */
 export const SEND_TARGET_INITIAL = 64 * 1024;
 /** Linux's tcp_wmem[2]. */

@@ -533,7 +533,8 @@ function sendWindowed(conn: TcpConnection, now: number): void {
       const ok = !outstanding || (all && s.cached.noDelay) || (d.maxSndWnd > 0 && len >= d.maxSndWnd / 2);
       if (!ok) break;
     }
-    if (!finHere && len < segMax && !seqLt(seq, d.sndMax) && deferSmallPiece(conn, len, avail, mss, now)) break;
+    if (!finHere && len < segMax && !seqLt(seq, d.sndMax) && deferSmallPiece(conn, len, avail, mss, now))
+      break;
     const used = transmit(conn, seq, len, now);
     if (used === 0) break;
     conn.outputUsed += used;
