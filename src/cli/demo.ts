@@ -212,7 +212,10 @@ export async function runDemo(
       sock.on('end', () => resolve(h.digest('hex') === expect));
     });
 
-  const srv = server.createServer((sock) => {
+  // Each side ends its own direction only: with allowHalfOpen false a socket ends its writes at the
+  // peer's FIN (as net.Socket does), and a stream still being written when the other ended would
+  // lose its tail; a socket holds its send target, not the whole stream, so that happens.
+  const srv = server.createServer({ allowHalfOpen: true }, (sock) => {
     // The client announces its index in the first 4 bytes, so the server knows which pattern to expect.
     sock.once('readable', function first() {
       const head = sock.read(4) as Buffer | null;
@@ -232,7 +235,7 @@ export async function runDemo(
   for (let i = 0; i < opts.connections; i++) {
     results.push(
       new Promise<void>((resolve) => {
-        const sock = client.connect(5001, '10.0.0.2');
+        const sock = client.connect({ port: 5001, host: '10.0.0.2', allowHalfOpen: true });
         const expect = expectedDigest(pattern(opts.seed, i, 1), opts.bytes);
         const ok = receive(sock, expect, true);
         sock.on('connect', () => {

@@ -61,6 +61,8 @@ export class TcpSocket extends Duplex implements TcpUser {
   private sendTarget = SEND_TARGET_INITIAL;
   /** The last refill stopped at the send target with more of the write left. */
   private heldAtTarget = false;
+  private flushing = false;
+  private flushAgain = false;
   private wantRead = false;
   private remoteEnded = false;
   private endPushed = false;
@@ -404,7 +406,29 @@ export class TcpSocket extends Duplex implements TcpUser {
     return (this.conn as { released?: boolean } | null)?.released === true;
   }
 
+  /**
+   * One flush at a time: a flush can call back into this socket (the connection reports
+   * onWritable, or the write's callback hands the stream's next chunk to _write) before it has
+   * counted what it wrote, and a second flush then would count those bytes against the next chunk
+   * (losing its start) or write them twice. A call meanwhile asks for another round instead.
+   */
   private flushPending(): void {
+    if (this.flushing) {
+      this.flushAgain = true;
+      return;
+    }
+    this.flushing = true;
+    try {
+      do {
+        this.flushAgain = false;
+        this.flushOnce();
+      } while (this.flushAgain);
+    } finally {
+      this.flushing = false;
+    }
+  }
+
+  private flushOnce(): void {
     const conn = this.conn;
     const chunk = this.pendingChunk;
     if (!conn || !chunk || this.isMoving || this.orphaned) return;

@@ -12,7 +12,8 @@ async function bidirectional(net: SimNetwork, conns: number, bytes: number): Pro
   const a = net.hosts[0]!;
   const b = net.hosts[1]!;
   const serverResults: Promise<boolean>[] = [];
-  b.createServer((s) => {
+  // Each end closes its own direction only (see sendPattern in test/team/team-sim.ts).
+  b.createServer({ allowHalfOpen: true }, (s) => {
     serverResults.push(
       (async () => {
         const head = await readExactly(s, 4);
@@ -23,7 +24,7 @@ async function bidirectional(net: SimNetwork, conns: number, bytes: number): Pro
     );
   }).listen(5000);
   const clientResults = Array.from({ length: conns }, async (_, i) => {
-    const s = a.connect(5000, '10.0.0.2');
+    const s = a.connect({ port: 5000, host: '10.0.0.2', allowHalfOpen: true });
     await once(s, 'connect');
     const head = Buffer.alloc(4);
     head.writeUInt32BE(i);
@@ -73,8 +74,11 @@ describe('TCP over the simulated network', () => {
       net.addHost({ ip: '10.0.0.2/24', impair: LOSSY });
       const failed = await bidirectional(net, 200, 1 << 20);
       assert.equal(failed, 0);
-      const resets = net.hosts.reduce((n, h) => n + h.stack.counters.get('tcp.rst.out'), 0);
-      assert.equal(resets, 0, 'no connection may be reset');
+      // Each side closes its own direction, so a duplicate of a last FIN can arrive after its
+      // connection is gone and draws a RST (as Linux answers it), which the other end, in
+      // TIME_WAIT, ignores (RFC 1337). What must not happen is a RST reaching an open connection.
+      const count = (k: string): number => net.hosts.reduce((n, h) => n + h.stack.counters.get(k), 0);
+      assert.equal(count('tcp.rst.in') - count('tcp.rst.in.time-wait'), 0, 'no open connection may be reset');
       const digest = net.traceDigest();
       net.close();
       return digest;

@@ -147,8 +147,13 @@ export function verifyIncoming(
   });
 }
 
-/** Write `total` bytes of pattern `s` in chunks, then end. */
+/**
+ * Write `total` bytes of pattern `s` in chunks, then end. The socket ends only its own direction:
+ * with allowHalfOpen false it would end its writes at the peer's FIN, as net.Socket does, and what
+ * it had yet to write would be refused (the socket holds only its send target, not a whole stream).
+ */
 export function sendPattern(sock: TcpSocket, s: number, total: number, chunk = 8192): void {
+  sock.allowHalfOpen = true;
   let off = 0;
   const pump = (): void => {
     while (off < total) {
