@@ -13,6 +13,7 @@ import { Session } from 'node:inspector';
 import { type Command, InvalidArgumentError as CommanderArgError, Option } from 'commander';
 import { RealClock } from '../core/clock.ts';
 import { ChimneyError } from '../core/errors.ts';
+import { watchLoopBlocks } from '../core/loop-blocks.ts';
 import { PcapWriter } from '../link/pcap.ts';
 import type { Nic } from '../nic/nic.ts';
 import { DEFAULT_RING, WorkerNic } from '../nic/worker-nic.ts';
@@ -521,17 +522,11 @@ function profileMainThread(): void {
 function traceMainThread(th: TeamHost, file: string): void {
   const blocks: [number, number][] = [];
   const transfers: [number, number, number][] = [];
-  const TICK = 5;
-  let last = performance.now();
-  const epoch = Date.now() - last;
+  const epoch = Date.now() - performance.now();
   // Lines a CPU profile's microsecond timestamps (the same clock as hrtime) up with epoch ms.
   const hrUs = Number(process.hrtime.bigint() / 1000n);
   const hrEpoch = Date.now();
-  setInterval(() => {
-    const now = performance.now();
-    if (now - last >= 20 + TICK) blocks.push([epoch + last, epoch + now]);
-    last = now;
-  }, TICK).unref();
+  watchLoopBlocks((from, to) => blocks.push([from, to]));
   const m = th.manager;
   const offload = m.offload.bind(m);
   m.offload = ((...a: Parameters<typeof offload>) => {

@@ -8,6 +8,7 @@ import { type MessagePort, parentPort, threadId, workerData } from 'node:worker_
 import { RealClock } from '../../core/clock.ts';
 import type { ConnectionError } from '../../core/errors.ts';
 import { ChimneyError, StateValidationError } from '../../core/errors.ts';
+import { watchLoopBlocks } from '../../core/loop-blocks.ts';
 import { SeededRandom } from '../../core/random.ts';
 import type { Link, LinkGsoOptions, RxOffloadInfo } from '../../link/link.ts';
 import { LinkWrapper } from '../../link/link-wrapper.ts';
@@ -106,18 +107,13 @@ function traceWorkerThread(): ((op: string, n: number, ms: number) => void) | nu
   const file = process.env.CHIMNEY_LAG_LOG;
   if (!file) return null;
   const out = `${file}.w${threadId}`;
-  const TICK = 5;
-  let last = performance.now();
-  const epoch = Date.now() - last;
   let handled: [string, number, number][] = [];
-  setInterval(() => {
-    const now = performance.now();
-    if (now - last >= 20 + TICK) {
-      appendFileSync(out, `${JSON.stringify({ from: epoch + last, to: epoch + now, handled })}\n`);
-    }
-    handled = [];
-    last = now;
-  }, TICK).unref();
+  watchLoopBlocks(
+    (from, to) => appendFileSync(out, `${JSON.stringify({ from, to, handled })}\n`),
+    () => {
+      handled = [];
+    },
+  );
   return (op, n, ms) => handled.push([op, n, Math.round(ms)]);
 }
 
