@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import fc from 'fast-check';
 import { RackLog } from '../../src/stack/tcp/rack.ts';
 import { createNeighborState } from '../../src/state/neighbor-state.ts';
 import { createPathState } from '../../src/state/path-state.ts';
@@ -108,4 +109,94 @@ describe('SACK scoreboard under a hostile receiver', () => {
     }
     assert.ok(s.soft.sacked.length <= SACK_MAX_RANGES, `${s.soft.sacked.length} ranges`);
   });
+});
+
+/**
+ * The log as onSend built it before it cut entries in place (arrays per retransmission): the
+ * model the in-place version must match, entry for entry.
+ */
+function modelSend(
+  e: { start: number; end: number; sentAt: number; rtx: boolean }[],
+  s0: number,
+  e0: number,
+  now: number,
+  rtx: boolean,
+): void {
+  const start = s0 >>> 0;
+  const end = e0 >>> 0;
+  const lt = (a: number, b: number) => ((a - b) | 0) < 0;
+  const leq = (a: number, b: number) => ((a - b) | 0) <= 0;
+  if (!lt(start, end)) return;
+  const last = e[e.length - 1];
+  if (!last || leq(last.end, start)) {
+    if (last && last.end === start && last.rtx === rtx && now - last.sentAt <= 0.5) {
+      last.end = end;
+      last.sentAt = now;
+    } else e.push({ start, end, sentAt: now, rtx });
+    return;
+  }
+  let i = 0;
+  while (i < e.length && leq(e[i]!.end, start)) i++;
+  const out: typeof e = [];
+  let j = i;
+  while (j < e.length && lt(e[j]!.start, end)) {
+    const r = e[j]!;
+    if (lt(r.start, start)) out.push({ start: r.start, end: start, sentAt: r.sentAt, rtx: r.rtx });
+    if (lt(end, r.end)) out.push({ start: end, end: r.end, sentAt: r.sentAt, rtx: r.rtx });
+    j++;
+  }
+  const before = out.filter((r) => lt(r.start, start));
+  const after = out.filter((r) => !lt(r.start, start));
+  e.splice(i, j - i, ...before, { start, end, sentAt: now, rtx }, ...after);
+}
+
+describe('RACK log: retransmissions inside the log', () => {
+  test('cutting entries in place builds the same log as the model, across sequence wrap', () => {
+    const send = fc.record({
+      // Offsets into a 20,000-byte window: many land inside the log (retransmissions), some
+      // past its end (new data), some in gaps an ACK left.
+      from: fc.integer({ min: 0, max: 20_000 }),
+      len: fc.integer({ min: 1, max: 6_000 }),
+      dt: fc.constantFrom(0, 0.2, 1, 5),
+      rtx: fc.boolean(),
+    });
+    fc.assert(
+      fc.property(
+        fc.constantFrom(1000, 0xffffc000),
+        fc.array(send, { minLength: 1, maxLength: 60 }),
+        (base, sends) => {
+          const r = new RackLog();
+          const model: { start: number; end: number; sentAt: number; rtx: boolean }[] = [];
+          let now = 0;
+          for (const x of sends) {
+            now += x.dt;
+            const a = (base + x.from) >>> 0;
+            const b = (base + x.from + x.len) >>> 0;
+            r.onSend(a, b, now, x.rtx);
+            modelSend(model, a, b, now, x.rtx);
+            assert.deepEqual(
+              r.entries.map((q) => ({ ...q })),
+              model,
+            );
+          }
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+});
+
+test('RACK log: a resend of whole entries reuses their objects instead of building new ones', () => {
+  const r = new RackLog();
+  r.onSend(0, 1000, 0, false);
+  r.onSend(1000, 2000, 5, false);
+  r.onSend(2000, 3000, 10, false);
+  const [a, b] = r.entries;
+  // A prod's rewind: snd.nxt back to snd.una, the first two segments resent.
+  r.onSend(0, 1000, 20, true);
+  r.onSend(1000, 2000, 20, true);
+  assert.equal(r.entries.length, 3);
+  assert.equal(r.entries[0], a);
+  assert.equal(r.entries[1], b);
+  assert.deepEqual({ ...r.entries[1]! }, { start: 1000, end: 2000, sentAt: 20, rtx: true });
 });

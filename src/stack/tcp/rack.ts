@@ -53,20 +53,45 @@ export class RackLog {
       while (e.length > MAX_ENTRIES) this.squeeze();
       return;
     }
-    // A retransmission inside the log: cut the entries it overlaps and put it in their place.
+    // A retransmission inside the log: cut the entries it overlaps and put it in their place, in
+    // place. A failover's prod resends every connection's window segment by segment, each one
+    // landing inside the log: no arrays built per segment, the overlapped entries reused.
     let i = 0;
     while (i < e.length && seqLeq(e[i]!.end, start)) i++;
-    const out: RackEntry[] = [];
     let j = i;
-    while (j < e.length && seqLt(e[j]!.start, end)) {
-      const r = e[j]!;
-      if (seqLt(r.start, start)) out.push({ start: r.start, end: start, sentAt: r.sentAt, rtx: r.rtx });
-      if (seqLt(end, r.end)) out.push({ start: end, end: r.end, sentAt: r.sentAt, rtx: r.rtx });
-      j++;
+    while (j < e.length && seqLt(e[j]!.start, end)) j++;
+    // Only the first entry overlapped can begin before `start`, only the last end after `end`.
+    const hasLeft = j > i && seqLt(e[i]!.start, start);
+    const tail = j > i ? e[j - 1]! : null;
+    const hasRight = tail !== null && seqLt(end, tail.end);
+    const rightEnd = tail?.end ?? 0;
+    const rightSentAt = tail?.sentAt ?? 0;
+    const rightRtx = tail?.rtx ?? false;
+    if (hasLeft) e[i]!.end = start;
+    const k = hasLeft ? i + 1 : i;
+    const want = hasRight ? 2 : 1;
+    const spare = j - k;
+    if (spare > want) e.splice(k + want, spare - want);
+    else if (spare === want - 1) e.splice(k + spare, 0, { start: 0, end: 0, sentAt: 0, rtx: false });
+    else if (spare === want - 2)
+      e.splice(
+        k,
+        0,
+        { start: 0, end: 0, sentAt: 0, rtx: false },
+        { start: 0, end: 0, sentAt: 0, rtx: false },
+      );
+    const r = e[k]!;
+    r.start = start;
+    r.end = end;
+    r.sentAt = now;
+    r.rtx = rtx;
+    if (hasRight) {
+      const t = e[k + 1]!;
+      t.start = end;
+      t.end = rightEnd;
+      t.sentAt = rightSentAt;
+      t.rtx = rightRtx;
     }
-    const before = out.filter((r) => seqLt(r.start, start));
-    const after = out.filter((r) => !seqLt(r.start, start));
-    e.splice(i, j - i, ...before, { start, end, sentAt: now, rtx }, ...after);
     while (e.length > MAX_ENTRIES) this.squeeze();
   }
 
