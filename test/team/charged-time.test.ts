@@ -127,4 +127,37 @@ describe('failover on the simulator is charged the time its moves take', () => {
     assert.ok(p.net.now() - t0 >= CONNS, `${p.net.now() - t0} ms >= ${CONNS} releases`);
     assert.equal(await st.done, 0);
   });
+
+  test("a live hand-over is charged its own turn, not the microtasks others queued in it", async () => {
+    const p = offloadPair(76);
+    const m = p.host.offload;
+    const st = await startStreams(p, CONNS, 50_000);
+    const [n0, n1] = p.host.nics as LocalNic[];
+    await m.offload(keysOf(st.sockets), n0!);
+    const meter = workMeter();
+    m.chargeWallTime = true;
+    m.workClock = meter.now;
+    const tcp = p.host.stack.tcp;
+    const forwardTo = tcp.forwardTo.bind(tcp);
+    tcp.forwardTo = (...args: Parameters<typeof tcp.forwardTo>) => {
+      meter.cost();
+      forwardTo(...args);
+    };
+    // Work of someone else that the hand-over's turn sets going: a later callback of the same
+    // turn queues a microtask (as the team's progress watch does when its scan answers) that
+    // costs 1,000 ms. It runs between the promise hops that carry the report back.
+    const engine = n1!.engine;
+    const settleLive = engine.settleLive.bind(engine);
+    engine.settleLive = (...args: Parameters<typeof engine.settleLive>) => {
+      p.net.clock.defer(() => queueMicrotask(() => meter.cost(1000)));
+      settleLive(...args);
+    };
+    const t0 = p.net.now();
+    const r = await m.move(keysOf(st.sockets), n0!, n1!);
+    const took = p.net.now() - t0;
+    assert.equal(r.moved.length, CONNS);
+    assert.ok(took >= CONNS, `${took} ms >= ${CONNS} ms of the move's own work`);
+    assert.ok(took < 1000, `${took} ms: the other work was charged to the move`);
+    assert.equal(await st.done, 0);
+  });
 });
