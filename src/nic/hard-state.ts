@@ -634,6 +634,7 @@ export function rebuildTcpState(
       rcvBufSize: Math.max(cached.rcvBufSize, recvRing.capacity),
     },
     path,
+    { send: sendRing, recv: recvRing },
   );
   const d = s.delegated;
   // Bytes acknowledged (consumed from the send ring) and stored (written to the receive ring)
@@ -686,8 +687,6 @@ export function rebuildTcpState(
   // few bytes of window that go out as a tiny second segment behind the first.
   d.cwnd = effectiveMss(s);
   d.ssthresh = 0x7fffffff;
-  d.sendBuffer = sendRing;
-  d.recvBuffer = recvRing;
   // Whatever is in flight goes again at once: snd.nxt is back at snd.una, so the adopter's first
   // output resends it. The timer only guards that resend; a deadline of `now` would fire right
   // after it, send snd.una a second time and count a timeout (doubling the RTO, collapsing

@@ -147,6 +147,22 @@ describe('hard-state record', () => {
     assert.equal(r.const.sndWscale, 7);
   });
 
+  test('a state made over given rings takes them as they are (a rebuild makes none of its own)', () => {
+    const { s } = established();
+    const send = s.delegated.sendBuffer;
+    const recv = s.delegated.recvBuffer;
+    const t = createTcpState({ ...s.const }, DEFAULT_TCP_CACHED, s.path, { send, recv });
+    // By identity, not assert.equal: a failure would print rings over a 64 MB slab.
+    assert.ok(t.delegated.sendBuffer === send, 'the send ring given');
+    assert.ok(t.delegated.recvBuffer === recv, 'the receive ring given');
+    assert.equal(t.delegated.sendBuffer.length, 3000, 'nothing cleared or copied');
+    // Without rings, fresh ones of the cached sizes, as before.
+    const u = createTcpState({ ...s.const }, DEFAULT_TCP_CACHED, s.path);
+    assert.ok(u.delegated.sendBuffer !== send);
+    assert.equal(u.delegated.sendBuffer.length, 0);
+    assert.equal(u.delegated.recvBuffer.maxCapacity, DEFAULT_TCP_CACHED.rcvBufSize);
+  });
+
   test('a record without an RTT estimate rebuilds with the initial RTO', () => {
     const { s, block } = established();
     s.delegated.srtt = 0;
