@@ -21,17 +21,26 @@ function workMeter() {
   return { now: () => t, cost: (ms = 1) => void (t += ms) };
 }
 
-/** Charge 1 ms per connection the host points at a NIC (one per connection settled there). */
-function chargePerSettle(rig: TeamRig, on: boolean): void {
+/** `m` (an offload manager) charges its transfers, read from a fresh work meter. */
+function meterOn(m: TeamRig['manager'], on = true) {
   const meter = workMeter();
-  rig.manager.chargeWallTime = on;
-  rig.manager.workClock = meter.now;
-  const tcp = rig.host.stack.tcp;
+  m.chargeWallTime = on;
+  m.workClock = meter.now;
+  return meter;
+}
+
+/** 1 ms per connection the host points at a NIC (one per connection settled there). */
+function costPerForward(tcp: TeamRig['host']['stack']['tcp'], meter: ReturnType<typeof workMeter>): void {
   const forwardTo = tcp.forwardTo.bind(tcp);
   tcp.forwardTo = (...args: Parameters<typeof tcp.forwardTo>) => {
     meter.cost();
     forwardTo(...args);
   };
+}
+
+/** Charge 1 ms per connection the host points at a NIC. */
+function chargePerSettle(rig: TeamRig, on: boolean): void {
+  costPerForward(rig.host.stack.tcp, meterOn(rig.manager, on));
 }
 
 async function failover(kind: FaultKind, charge: boolean) {
@@ -103,9 +112,7 @@ describe('failover on the simulator is charged the time its moves take', () => {
     const p = offloadPair(75);
     const m = p.host.offload;
     const st = await startStreams(p, CONNS, 50_000);
-    const meter = workMeter();
-    m.chargeWallTime = true;
-    m.workClock = meter.now;
+    const meter = meterOn(m);
     const tcp = p.host.stack.tcp;
     // One unit per connection leaving the host: released (the general protocol) or detached
     // live (a hand-over between owners of this thread).
@@ -128,21 +135,14 @@ describe('failover on the simulator is charged the time its moves take', () => {
     assert.equal(await st.done, 0);
   });
 
-  test("a live hand-over is charged its own turn, not the microtasks others queued in it", async () => {
+  test('a live hand-over is charged its own turn, not the microtasks others queued in it', async () => {
     const p = offloadPair(76);
     const m = p.host.offload;
     const st = await startStreams(p, CONNS, 50_000);
     const [n0, n1] = p.host.nics as LocalNic[];
     await m.offload(keysOf(st.sockets), n0!);
-    const meter = workMeter();
-    m.chargeWallTime = true;
-    m.workClock = meter.now;
-    const tcp = p.host.stack.tcp;
-    const forwardTo = tcp.forwardTo.bind(tcp);
-    tcp.forwardTo = (...args: Parameters<typeof tcp.forwardTo>) => {
-      meter.cost();
-      forwardTo(...args);
-    };
+    const meter = meterOn(m);
+    costPerForward(p.host.stack.tcp, meter);
     // Work of someone else that the hand-over's turn sets going: a later callback of the same
     // turn queues a microtask (as the team's progress watch does when its scan answers) that
     // costs 1,000 ms. It runs between the promise hops that carry the report back.
