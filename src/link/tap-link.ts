@@ -163,7 +163,7 @@ function headersLen(frame: Uint8Array, len: number): number {
     proto = frame[ipOff + 6]!;
   } else return len;
   const end = proto === 6 && len >= l4 + 20 ? l4 + tcpHeaderLen(frame, l4) : proto === 17 ? l4 + 8 : len;
-  return end <= len ? end : len;
+  return Math.min(end, len);
 }
 
 /** iovec `i` of a little-endian 64-bit array seen as 32-bit words. */
