@@ -23,6 +23,7 @@ import { InvalidArgumentError, InvalidStateError, LinkError } from '../core/erro
 import { readU16 } from '../wire/addr.ts';
 import { EtherType } from '../wire/ethernet.ts';
 import { ethL3Offset, ipv4HeaderLen, ipv4Proto, tcpHeaderLen } from '../wire/fields.ts';
+import { GsoSegmenter } from './gso-segment.ts';
 import type { Link } from './link.ts';
 import {
   AF_INET,
@@ -30,6 +31,8 @@ import {
   EINTR,
   errnoNames,
   getIfName,
+  IFF_NAPI,
+  IFF_NAPI_FRAGS,
   IFF_NO_PI,
   IFF_RUNNING,
   IFF_TAP,
@@ -93,6 +96,12 @@ export interface TapLinkOptions {
   carrierPollMs?: number;
   /** Frames read per event-loop turn before yielding to other work (default 256). */
   readBudget?: number;
+  /**
+   * Hand the kernel each frame's payload as page fragments of its exact size (IFF_NAPI_FRAGS,
+   * with the virtio-net header; default true, and off by itself where the kernel refuses it).
+   * See `TapLink.napiFrags`.
+   */
+  napiFrags?: boolean;
 }
 
 export interface GsoSendOptions {
@@ -110,6 +119,15 @@ export interface GsoSendOptions {
 export type TapFrameHandler = (frame: Uint8Array, info: TapRxInfo) => void;
 
 const MAX_FRAME = 65535 + 18;
+/**
+ * The longest frame the kernel takes in fragments (tun_napi_alloc_frags: ETH_MAX_MTU minus
+ * NET_SKB_PAD and NET_IP_ALIGN); a longer super-segment is cut here into wire segments.
+ */
+const NAPI_MAX_FRAME = 65535 - 64 - 2;
+/** A page: the largest fragment tun_napi_alloc_frags takes. */
+const FRAG_BYTES = 4096;
+/** The vnet header, the headers, and at most MAX_SKB_FRAGS (17) fragments. */
+const MAX_IOV = 19;
 /** Something to block on for a few milliseconds (Atomics.wait on a word nobody changes). */
 const BLOCK = new Int32Array(new SharedArrayBuffer(4));
 
@@ -125,6 +143,37 @@ const POLL_MAX_MS = 200;
 const VIEW_CACHE_MAX = 2048;
 const NAME_RE = /^[A-Za-z0-9_.-]{1,15}$/;
 
+/**
+ * The Ethernet, IP and TCP or UDP headers of a frame, which the kernel must find in an skb's head;
+ * the whole frame for anything else.
+ */
+function headersLen(frame: Uint8Array, len: number): number {
+  const ipOff = len >= 14 ? ethL3Offset(frame) : -1;
+  if (ipOff < 0 || len < ipOff + 40) return len;
+  const type = readU16(frame, ipOff - 2);
+  let l4: number;
+  let proto: number;
+  if (type === EtherType.IPV4) {
+    // A fragment's payload is not an L4 header.
+    if ((readU16(frame, ipOff + 6) & 0x3fff) !== 0) return len;
+    l4 = ipOff + ipv4HeaderLen(frame, ipOff);
+    proto = ipv4Proto(frame, ipOff);
+  } else if (type === EtherType.IPV6) {
+    l4 = ipOff + 40;
+    proto = frame[ipOff + 6]!;
+  } else return len;
+  const end = proto === 6 && len >= l4 + 20 ? l4 + tcpHeaderLen(frame, l4) : proto === 17 ? l4 + 8 : len;
+  return Math.min(end, len);
+}
+
+/** iovec `i` of a little-endian 64-bit array seen as 32-bit words. */
+function setIov(iov: Uint32Array, i: number, base: number, len: number): void {
+  iov[i * 4] = base >>> 0;
+  iov[i * 4 + 1] = Math.floor(base / 0x1_0000_0000);
+  iov[i * 4 + 2] = len;
+  iov[i * 4 + 3] = 0;
+}
+
 function errName(e: number): string {
   return errnoNames[e] ?? `errno ${e}`;
 }
@@ -137,6 +186,18 @@ export class TapLink implements Link {
   /** Whether this open created the device (and so close() removes it unless `persist`). */
   readonly created: boolean;
   readonly vnetHdr: boolean;
+  /**
+   * Whether frames go to the kernel as fragments of their exact size (IFF_NAPI_FRAGS). A plain
+   * write(2) to a TAP makes the kernel copy the payload into pages of a power-of-two order
+   * (alloc_skb_with_frags) or, below a page, into a 2 KB+ buffer (tun_build_skb), and a Linux
+   * receiver charges every byte of those to its receive buffer: 5,000 readers with 32 KB buffers
+   * held 1.14-1.17 bytes of memory for every byte of Chimney's data queued, against 1.01-1.03 for
+   * the same data from Linux's own TCP, whose segments are charged what they carry; their
+   * windows, computed from the first segment's ratio, then overran their memory, and they pruned
+   * and dropped in-window data (TcpExtRcvPruned) from Chimney only. With fragments the kernel
+   * charges each byte once (tun_napi_alloc_frags: truesize += data_len), as for Linux's segments.
+   */
+  readonly napiFrags: boolean;
   /**
    * What the kernel lets us hand it: TSO super-segments (sendGso), over IPv6 too when it granted
    * TSO6, and partial checksums.
@@ -161,6 +222,14 @@ export class TapLink implements Link {
   private readonly hdr: number;
   private readonly rbuf: Uint8Array;
   private readonly tbuf: Uint8Array;
+  /** With napiFrags: the native memory under tbuf and the iovec array (addresses). */
+  private readonly tbufAddr: bigint = 0n;
+  /** tbufAddr as a number (user-space addresses fit 53 bits): no BigInt made per frame. */
+  private readonly tbufBase: number = 0;
+  private readonly iovAddr: bigint = 0n;
+  /** The iovec array as 32-bit words (base low, base high, length low, length high). */
+  private readonly iov: Uint32Array | null = null;
+  private readonly segmenter: GsoSegmenter | null = null;
   private readonly pollFds = new Uint8Array(16);
   /**
    * Times the receive queue was read empty. Between two increments every frame the kernel queued
@@ -190,6 +259,7 @@ export class TapLink implements Link {
     ifindex: number,
     created: boolean,
     vnetHdr: boolean,
+    napiFrags: boolean,
     offloads: { tso: boolean; tso6: boolean; csum: boolean },
     opts: TapLinkOptions,
   ) {
@@ -205,7 +275,18 @@ export class TapLink implements Link {
     this.offloads = offloads;
     this.hdr = vnetHdr ? VNET_HDR_LEN : 0;
     this.rbuf = new Uint8Array(this.hdr + MAX_FRAME);
-    this.tbuf = new Uint8Array(this.hdr + MAX_FRAME);
+    this.napiFrags = napiFrags;
+    if (napiFrags) {
+      // The iovecs name addresses, so the frame is built in memory that never moves.
+      const t = lib.nativeBytes(this.hdr + MAX_FRAME);
+      this.tbufAddr = t.addr;
+      this.tbufBase = Number(t.addr);
+      this.tbuf = t.bytes;
+      const v = lib.nativeBytes(MAX_IOV * 16);
+      this.iovAddr = v.addr;
+      this.iov = new Uint32Array(v.bytes.buffer, v.bytes.byteOffset, MAX_IOV * 4);
+      this.segmenter = new GsoSegmenter();
+    } else this.tbuf = new Uint8Array(this.hdr + MAX_FRAME);
     this.ifrView = new DataView(this.ifr.buffer);
     this.clock = opts.clock ?? new RealClock();
     this.counters = opts.counters ?? new Counters();
@@ -297,17 +378,29 @@ export class TapLink implements Link {
     }
     fds.push(fd);
 
+    // CHIMNEY_TAP_NAPI_FRAGS=0 turns it off for a back-to-back comparison (BENCHMARKS.md).
+    const wanted = opts.napiFrags ?? process.env.CHIMNEY_TAP_NAPI_FRAGS !== '0';
+    let napiFrags = vnetHdr && wanted && hostIsLittleEndian();
+    const flags = (): number =>
+      IFF_TAP | IFF_NO_PI | (vnetHdr ? IFF_VNET_HDR : 0) | (napiFrags ? IFF_NAPI | IFF_NAPI_FRAGS : 0);
     putIfName(ifr, name);
-    iv.setUint16(IFNAMSIZ_OFF, IFF_TAP | IFF_NO_PI | (vnetHdr ? IFF_VNET_HDR : 0), true);
+    iv.setUint16(IFNAMSIZ_OFF, flags(), true);
     let busyWaits = 0;
     while (lib.ioctlPtr(fd, TUNSETIFF, ifr) !== 0) {
       const e = errName(lib.errno());
+      // A kernel without IFF_NAPI_FRAGS, or a caller without CAP_NET_ADMIN, which it needs.
+      if (napiFrags && (e === 'EINVAL' || e === 'EPERM')) {
+        napiFrags = false;
+        putIfName(ifr, name);
+        iv.setUint16(IFNAMSIZ_OFF, flags(), true);
+        continue;
+      }
       // A reader that just closed the device may still hold it for a moment: its poll on a pool
       // thread keeps the file until the wake-up reaches it. Wait that out (200 ms at most).
       if (e === 'EBUSY' && busyWaits++ < 20) {
         Atomics.wait(BLOCK, 0, 0, 10);
         putIfName(ifr, name);
-        iv.setUint16(IFNAMSIZ_OFF, IFF_TAP | IFF_NO_PI | (vnetHdr ? IFF_VNET_HDR : 0), true);
+        iv.setUint16(IFNAMSIZ_OFF, flags(), true);
         continue;
       }
       const msg =
@@ -399,6 +492,7 @@ export class TapLink implements Link {
       ifindex,
       !existed,
       vnetHdr,
+      napiFrags,
       offloads,
       opts,
     );
@@ -437,7 +531,7 @@ export class TapLink implements Link {
     const t = this.tbuf;
     encodeVnetHdr(t, 0, 0, VNET_GSO_NONE, 0, 0, 0, 0);
     t.set(frame, VNET_HDR_LEN);
-    return this.write(t, len + VNET_HDR_LEN);
+    return this.write(t, len + VNET_HDR_LEN, this.napiFrags ? headersLen(frame, len) : len);
   }
 
   /**
@@ -499,6 +593,7 @@ export class TapLink implements Link {
       throw new InvalidArgumentError(`sendGso: frame of ${len} bytes exceeds the MTU and is not segmented`);
     }
     if (!this.txReady()) return false;
+    if (segmented && this.napiFrags && len > NAPI_MAX_FRAME) return this.sendCut(frame, gsoSize);
     const t = this.tbuf;
     t.set(frame, VNET_HDR_LEN);
     const seed = v6
@@ -517,7 +612,17 @@ export class TapLink implements Link {
       csumStart,
       csumOffset,
     );
-    return this.write(t, len + VNET_HDR_LEN);
+    return this.write(t, len + VNET_HDR_LEN, csumStart + l4Hdr);
+  }
+
+  /** A super-segment too long for the kernel's fragments, cut here into wire segments. */
+  private sendCut(frame: Uint8Array, gsoSize: number): boolean {
+    let ok = true;
+    this.segmenter!.segment(frame, gsoSize, (seg) => {
+      if (!this.send(seg)) ok = false;
+    });
+    this.counters.inc('link.tx.cut');
+    return ok;
   }
 
   close(): void {
@@ -530,6 +635,10 @@ export class TapLink implements Link {
     this.fd = -1;
     this.lib.close(this.ctl);
     this.lib.close(this.wakeW);
+    if (this.napiFrags) {
+      this.lib.freeNative(this.tbufAddr);
+      this.lib.freeNative(this.iovAddr);
+    }
     if (!this.waiting) this.lib.close(this.wakeR);
     this.frameHandler = null;
     if (this.up) {
@@ -549,9 +658,27 @@ export class TapLink implements Link {
     return true;
   }
 
-  private write(buf: Uint8Array, len: number): boolean {
+  /**
+   * Write `len` bytes of `buf` (the vnet header first, if any). With napiFrags `buf` is tbuf and
+   * `linear` the frame's leading bytes the kernel must find in its head (every header: it
+   * dissects them there); the rest goes as page-sized fragments.
+   */
+  private write(buf: Uint8Array, len: number, linear = 0): boolean {
+    const iov = this.iov;
+    let count = 0;
+    if (iov !== null && buf === this.tbuf) {
+      const h = this.hdr;
+      const frame = len - h;
+      const head = linear > 0 && linear < frame ? linear : frame;
+      setIov(iov, 0, this.tbufBase, h);
+      setIov(iov, 1, this.tbufBase + h, head);
+      count = 2;
+      for (let off = h + head; off < len; off += FRAG_BYTES) {
+        setIov(iov, count++, this.tbufBase + off, Math.min(FRAG_BYTES, len - off));
+      }
+    }
     for (;;) {
-      const r = this.lib.write(this.fd, buf, len);
+      const r = count > 0 ? this.lib.writev(this.fd, this.iovAddr, count) : this.lib.write(this.fd, buf, len);
       if (r === len) {
         this.counters.inc('link.tx.frames');
         return true;

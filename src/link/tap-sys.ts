@@ -20,6 +20,8 @@ export const TUNSETVNETLE = 0x400454dc; // _IOW('T', 220, int)
 export const IFF_TAP = 0x0002;
 export const IFF_NO_PI = 0x1000;
 export const IFF_VNET_HDR = 0x4000;
+export const IFF_NAPI = 0x0010;
+export const IFF_NAPI_FRAGS = 0x0020;
 
 // linux/if_tun.h — TUNSETOFFLOAD features.
 export const TUN_F_CSUM = 0x01;
@@ -83,6 +85,11 @@ export interface Libc {
   ioctlInt(fd: number, req: number, arg: number): number;
   read(fd: number, buf: Uint8Array, len: number): number;
   write(fd: number, buf: Uint8Array, len: number): number;
+  /** writev(2) with an iovec array in native memory (its address, from `nativeBytes`). */
+  writev(fd: number, iov: bigint, count: number): number;
+  /** `n` bytes of native memory that never move: their address and a view of them. */
+  nativeBytes(n: number): { addr: bigint; bytes: Uint8Array };
+  freeNative(addr: bigint): void;
   socket(domain: number, type: number, proto: number): number;
   pipe2(fds: Int32Array, flags: number): number;
   /** poll() on this thread (timeout 0 for a mere look). */
@@ -101,6 +108,9 @@ export function loadLibc(): Libc {
   const koffi = require('koffi') as {
     load(name: string): { func(decl: string): Fn };
     errno(): number;
+    alloc(type: string, n: number): bigint;
+    view(ptr: bigint, n: number): ArrayBuffer;
+    free(ptr: bigint): void;
   };
   const lib = koffi.load('libc.so.6');
   const open = lib.func('int open(const char *path, int flags)');
@@ -109,6 +119,7 @@ export function loadLibc(): Libc {
   const ioctlInt = lib.func('int ioctl(int fd, unsigned long req, unsigned long arg)');
   const read = lib.func('long read(int fd, _Out_ void *buf, unsigned long len)');
   const write = lib.func('long write(int fd, const void *buf, unsigned long len)');
+  const writev = lib.func('long writev(int fd, void *iov, int count)');
   const socket = lib.func('int socket(int domain, int type, int proto)');
   const pipe2 = lib.func('int pipe2(_Out_ int *fds, int flags)');
   const poll = lib.func('int poll(void *fds, unsigned long nfds, int timeout)');
@@ -119,6 +130,12 @@ export function loadLibc(): Libc {
     ioctlInt: (fd, req, arg) => ioctlInt(fd, req, arg),
     read: (fd, buf, len) => read(fd, buf, len),
     write: (fd, buf, len) => write(fd, buf, len),
+    writev: (fd, iov, count) => writev(fd, iov, count),
+    nativeBytes: (n) => {
+      const addr = koffi.alloc('uint8_t', n);
+      return { addr, bytes: new Uint8Array(koffi.view(addr, n)) };
+    },
+    freeNative: (addr) => koffi.free(addr),
     socket: (d, t, p) => socket(d, t, p),
     pipe2: (fds, flags) => pipe2(fds, flags),
     poll: (fds, nfds, timeout) => poll(fds, nfds, timeout),

@@ -648,4 +648,124 @@ describe('TapLink on a real TAP device', () => {
       assert.equal(tapQueueEmpty(l.fileDescriptor), null, 'a closed link cannot be asked');
     },
   );
+
+  const servers: net.Server[] = [];
+  after(() => {
+    for (const s of servers) s.close();
+  });
+
+  /**
+   * A TCP connection from a kernel listener on `name` to us, handshaken by hand; the accepted
+   * socket is never read. Returns what to send data with.
+   */
+  async function unreadConnection(l: TapLink, name: string, net3: number) {
+    ip('addr', 'add', `10.9.${net3}.1/24`, 'dev', name);
+    ip('neigh', 'replace', `10.9.${net3}.2`, 'lladdr', '02:00:00:00:99:02', 'dev', name);
+    const got = collect(l, false);
+    const kmac = macOf(name);
+    const sockets: net.Socket[] = [];
+    const server = net.createServer((c) => {
+      sockets.push(c);
+      c.pause();
+      c.on('error', () => {});
+    });
+    // Closed by the test's after hook too, should a step below fail before the caller has it.
+    servers.push(server);
+    await new Promise<void>((r) => server.listen(0, `10.9.${net3}.1`, r));
+    const port = (server.address() as net.AddressInfo).port;
+    const frame = (seqNo: number, ack: number, flags: number, payload: Uint8Array, opts: number[] = []) => {
+      const f = tcpFrame(kmac, 40001, port, seqNo, ack, flags, payload, opts);
+      // tcpFrame addresses 10.9.99.x; this test's subnet is its own.
+      f[28] = net3;
+      f[32] = net3;
+      put16(f, 24, 0);
+      put16(f, 24, ~fold(sum16(f, 14, 20)) & 0xffff);
+      put16(f, 50, 0);
+      put16(f, 50, l4Checksum(f, 14));
+      return f;
+    };
+    const iss = 5000;
+    assert.ok(l.send(frame(iss, 0, 0x02, new Uint8Array(0), [2, 4, 0x05, 0xb4, 1, 3, 3, 7])));
+    const isSynAck = (g: Got) => get16(g.f, 12) === 0x0800 && g.f[23] === 6 && (g.f[47]! & 0x12) === 0x12;
+    await until(() => got.some(isSynAck), 'the SYN-ACK');
+    const kSeq = (get32(got.find(isSynAck)!.f, 38) + 1) >>> 0;
+    assert.ok(l.send(frame(iss + 1, kSeq, 0x10, new Uint8Array(0))));
+    await until(() => sockets.length === 1, 'the accepted connection');
+    return {
+      next: iss + 1,
+      kSeq,
+      port,
+      frame,
+      close: () => {
+        for (const c of sockets) c.destroy();
+        server.close();
+      },
+    };
+  }
+
+  /** Bytes queued unread and receive memory charged for them, from `ss` (skmem r). */
+  function queued(port: number): { bytes: number; mem: number } {
+    const out = execFileSync('ss', ['-tmnH', 'state', 'established', `( sport = :${port} )`], {
+      encoding: 'utf8',
+    });
+    const bytes = Number(out.trim().split(/\s+/)[0]);
+    const mem = Number(/skmem:\(r(\d+)/.exec(out)?.[1]);
+    return { bytes, mem };
+  }
+
+  test(
+    "the kernel charges a receiver what our segments carry, as for its own TCP's (IFF_NAPI_FRAGS)",
+    dev,
+    async () => {
+      requireEnv();
+      const name = devName();
+      const l = open({ name });
+      assert.equal(l.napiFrags, true, 'this kernel takes fragments (CAP_NET_ADMIN, IFF_NAPI_FRAGS)');
+      const c = await unreadConnection(l, name, 96);
+      try {
+        // What a sender to a slow reader sends at each small window opening: single segments
+        // and super-segments of two and three. A plain write(2) puts each in a buffer of 2 KB or
+        // more or in whole pages (1.5-1.7 bytes charged per byte queued for these sizes).
+        const mss = 1448;
+        let seqNo = c.next;
+        let sent = 0;
+        for (const n of [1, 2, 3, 1, 1, 2, 3, 1, 2, 1, 3, 1, 1, 2, 1, 1]) {
+          const data = new Uint8Array(n * mss).fill(0x61 + n);
+          const f = c.frame(seqNo, c.kSeq, 0x18, data);
+          assert.ok(l.sendGso(f, { gsoSize: mss, csumStart: 34, csumOffset: 16 }));
+          seqNo = (seqNo + data.length) >>> 0;
+          sent += data.length;
+        }
+        await until(() => queued(c.port).bytes === sent, `${sent} bytes queued at the kernel socket`);
+        const q = queued(c.port);
+        assert.ok(
+          q.mem <= q.bytes * 1.1,
+          `${q.mem} bytes of receive memory for ${q.bytes} queued (${(q.mem / q.bytes).toFixed(2)} per byte)`,
+        );
+      } finally {
+        c.close();
+      }
+    },
+  );
+
+  test('a super-segment too long for the fragments path is cut into wire segments here', dev, async () => {
+    requireEnv();
+    const name = devName();
+    const l = open({ name });
+    assert.equal(l.napiFrags, true);
+    const c = await unreadConnection(l, name, 95);
+    try {
+      // 64,416 bytes of payload in segments of 536: a frame of 64,470 bytes, past the 65,469
+      // the kernel's fragments path takes. The kernel's window (64 KB at the start) takes the
+      // first segments whatever it is exactly.
+      const payload = new Uint8Array(65_416).map((_, i) => (i * 13) & 0xff);
+      const f = c.frame(c.next, c.kSeq, 0x18, payload);
+      assert.ok(f.length > 65_469);
+      assert.ok(l.sendGso(f, { gsoSize: 536, csumStart: 34, csumOffset: 16 }));
+      assert.equal(l.counters.get('link.tx.cut'), 1);
+      await until(() => queued(c.port).bytes >= 32_768, 'the first segments queued at the kernel socket');
+    } finally {
+      c.close();
+    }
+  });
 });

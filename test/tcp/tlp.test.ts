@@ -114,4 +114,32 @@ describe('tail loss probe timer (RFC 8985 7.2)', () => {
     assert.equal(b.take().filter((s) => s.data.length > 0).length, 1, 'new data went out');
     assert.equal(conn.state.soft.tlpDeadline, armed);
   });
+
+  test('a receiver that dropped data and shrank its window: no probe past its right edge, the RTO keeps its time', () => {
+    // What a Linux receiver out of receive memory does (tcp_data_queue, ICSK_ACK_NOMEM): it
+    // drops an in-window segment, ACKs what it kept with a zero window, then offers a little
+    // again as its reader frees space. Linux's sender (__tcp_retransmit_skb) sends no probe
+    // that starts at or past the right edge, and its RTO stays anchored (tcp_rearm_rto).
+    const { b, conn, iss, peerSeq } = open();
+    conn.write(bytes(4 * MSS, 8));
+    b.flush();
+    assert.equal(b.take().length, 4);
+    b.advance(RTT);
+    const una = add(iss, 1 + MSS);
+    const base = { flags: ACK, seq: peerSeq, ack: una, srcPort: 80, dstPort: conn.localPort };
+    b.inject({ ...base, window: 0 });
+    b.flush();
+    const rtoAt = conn.state.delegated.rtxDeadline;
+    assert.ok(Number.isFinite(rtoAt), 'the RTO restarted by the ACK of new data');
+    b.advance(5);
+    // One segment's room from snd.una: the tail (3 MSS above it) lies past the edge.
+    b.inject({ ...base, window: MSS });
+    b.flush();
+    assert.equal(b.take().filter((x) => x.data.length > 0).length, 0, 'nothing new fits');
+    const first = firstResend(b, () => conn.state.delegated.sndMax, 3000);
+    assert.ok(first, 'something was resent');
+    assert.equal(first.seq, una, 'the first resend is snd.una, not the tail past the window');
+    assert.equal(first.at, Math.ceil(rtoAt), 'at the RTO set by the last ACK of new data');
+    assert.equal(b.count('tcp.tlp.probes'), 0);
+  });
 });

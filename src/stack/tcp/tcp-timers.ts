@@ -208,7 +208,16 @@ function lossProbe(conn: TcpConnection, now: number): void {
   }
   if (used === 0) {
     const seq = flight > mss ? seqSub(d.sndMax, mss) : d.sndUna;
-    used = transmit(conn, seq, mss, now);
+    // Linux's __tcp_retransmit_skb: nothing that starts at or past the right edge of the window
+    // the peer offers now, but at snd.una (then it is also a zero-window probe), and no more than
+    // fits. A receiver out of memory drops in-window data and answers with a window shrunk to
+    // what it can hold (ICSK_ACK_NOMEM); a probe of the tail past that edge is dropped again, and
+    // restarting the RTO from it put the resend of snd.una off by the whole probe timeout (5,000
+    // readers on 32 KB buffers: a pruned segment waited a median 0.81 s for its resend). A
+    // refused probe leaves the RTO where it was, as tcp_rearm_rto does after a failed probe.
+    const room = d.sndWnd - seqDiff(seq, d.sndUna);
+    if (room <= 0 && seq !== d.sndUna) return;
+    used = transmit(conn, seq, room > 0 ? Math.min(mss, room) : mss, now);
   }
   if (used === 0) return;
   conn.engine.env.counters.inc('tcp.tlp.probes');
