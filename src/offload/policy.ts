@@ -236,24 +236,56 @@ export class PolicyScanner {
       for (const c of this.waiting.keys()) if (!seen.has(c)) gone.push(c);
       this.release(gone);
     }
-    const more = ready.length > POLICY_BATCH;
-    const batch = more ? ready.slice(0, POLICY_BATCH) : ready;
-    const next = (): void => {
+    const { batch, more } = this.pick(ready);
+    const next = (ended: boolean): void => {
       this.busy = false;
       if (this.waiting.size > 0 && batch.some((c) => this.waiting.has(c)))
         this.progressAt = this.stack.clock.now();
       this.release(batch);
-      if (!this.stopped) this.timer?.arm(more || this.waiting.size > 0 ? 0 : p.scanIntervalMs);
+      if (this.stopped) return;
+      const again = more || this.waiting.size > 0;
+      // Straight on from the transfer's end, not from a timer: under load the timer fires only
+      // after the loop's other phases (the sockets' flushes of a burst's bodies ran 300-900 ms
+      // there), and the accepts that wait had waited that long again for each transfer.
+      if (again && ended) this.scan();
+      else this.timer?.arm(again ? 0 : p.scanIntervalMs);
     };
-    if (ready.length === 0) {
-      next();
+    if (batch.length === 0) {
+      next(false);
       return;
     }
     this.busy = true;
-    this.offload(batch).then(next, (e) => {
-      this.onError(e);
-      next();
-    });
+    this.offload(batch).then(
+      () => next(true),
+      (e) => {
+        this.onError(e);
+        next(true);
+      },
+    );
+  }
+
+  /**
+   * The next transfer's connections, POLICY_BATCH at most: accepts waiting for their placement
+   * first (each one's application waits on it; a connection the host already serves loses
+   * nothing by waiting for a later transfer), then the others.
+   */
+  private pick(ready: readonly TcpConnection[]): { batch: TcpConnection[]; more: boolean } {
+    const batch: TcpConnection[] = [];
+    if (this.waiting.size > 0) {
+      for (const c of ready) {
+        if (!this.waiting.has(c)) continue;
+        if (batch.length === POLICY_BATCH) return { batch, more: true };
+        batch.push(c);
+      }
+    }
+    const accepts = batch.length;
+    for (const c of ready) {
+      // Taken above.
+      if (accepts > 0 && this.waiting.has(c)) continue;
+      if (batch.length === POLICY_BATCH) return { batch, more: true };
+      batch.push(c);
+    }
+    return { batch, more: false };
   }
 }
 
