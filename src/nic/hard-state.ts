@@ -572,7 +572,7 @@ function sameBytes(a: ByteRing, b: ByteRing): boolean {
  * Both rings of every connection a NIC runs, at most, before it gives new ones smaller rings
  * (ringUnderLoad).
  */
-export const RING_BUDGET_BYTES = 128 << 20;
+export const RING_BUDGET_BYTES = 32 << 20;
 /** The smallest ring ringUnderLoad gives: the socket's first send target (SEND_TARGET_INITIAL). */
 export const RING_FLOOR_BYTES = 64 << 10;
 
