@@ -521,7 +521,8 @@ function profileMainThread(): void {
  */
 function traceMainThread(th: TeamHost, file: string): void {
   const blocks: [number, number][] = [];
-  const transfers: [number, number, number][] = [];
+  // [start, end, connections, accepts waiting for their placement at the start]
+  const transfers: [number, number, number, number][] = [];
   const epoch = Date.now() - performance.now();
   // Lines a CPU profile's microsecond timestamps (the same clock as hrtime) up with epoch ms.
   const hrUs = Number(process.hrtime.bigint() / 1000n);
@@ -531,8 +532,9 @@ function traceMainThread(th: TeamHost, file: string): void {
   const offload = m.offload.bind(m);
   m.offload = ((...a: Parameters<typeof offload>) => {
     const t = performance.now();
+    const waiting = m.placing;
     const p = offload(...a);
-    void p.finally(() => transfers.push([epoch + t, epoch + performance.now(), a[0].length]));
+    void p.finally(() => transfers.push([epoch + t, epoch + performance.now(), a[0].length, waiting]));
     return p;
   }) as typeof m.offload;
   profileMainThread();

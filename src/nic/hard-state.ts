@@ -569,6 +569,29 @@ function sameBytes(a: ByteRing, b: ByteRing): boolean {
 }
 
 /**
+ * Both rings of every connection a NIC runs, at most, before it gives new ones smaller rings
+ * (ringUnderLoad).
+ */
+export const RING_BUDGET_BYTES = 32 << 20;
+/** The smallest ring ringUnderLoad gives: the socket's first send target (SEND_TARGET_INITIAL). */
+export const RING_FLOOR_BYTES = 64 << 10;
+
+/**
+ * The ring capacity for connections a NIC takes on while it runs `conns` (those included): its
+ * `ringCapacity` while their rings fit in RING_BUDGET_BYTES, less beyond (RING_FLOOR_BYTES at
+ * least), as Linux gives sockets smaller buffers under memory pressure (tcp_mem). A ring's pages
+ * are touched as its positions advance, and fresh memory costs the thread that first touches it
+ * a page fault and a zeroed page: a download of 200 kB through a 256 KiB ring touches 200 kB of
+ * it, through a 64 KiB ring 64 KiB, over and over. In a burst of 5,000 such downloads the host's
+ * writes of their bodies into fresh ring memory were 62-70 % of serve's main thread, which also
+ * places the accepts (BENCHMARKS.md, "The first byte at 5,000").
+ */
+export function ringUnderLoad(ringCapacity: number, conns: number): number {
+  const fair = Math.floor(RING_BUDGET_BYTES / (2 * Math.max(1, conns)) / 4096) * 4096;
+  return Math.min(ringCapacity, Math.max(RING_FLOOR_BYTES, fair));
+}
+
+/**
  * The ring capacities a NIC gives a connection it adopts: capped at `ringCapacity`, but never
  * below what the buffers hold nor below the window already advertised, so nothing acknowledged or
  * promised is lost.

@@ -23,6 +23,7 @@ import {
   type HardState,
   HardStateRecord,
   keepReleasedBlocks,
+  ringUnderLoad,
   TRANSFER_RECORD_AT,
   takeReleasedBlock,
 } from './hard-state.ts';
@@ -769,6 +770,7 @@ export class WorkerNic extends HostNic {
     byState: Map<TcpState, PreparedConn>,
   ): TupleMap<PreparedConn> {
     const out = new TupleMap<PreparedConn>();
+    const ring = ringUnderLoad(this.ringCapacity, this.conns + states.length);
     for (const s of states) {
       const key = keyOfState(s);
       const d = s.delegated;
@@ -787,7 +789,7 @@ export class WorkerNic extends HostNic {
         send = d.sendBuffer;
         recv = d.recvBuffer;
       } else {
-        const caps = connRingCapacities(s, this.ringCapacity);
+        const caps = connRingCapacities(s, ring);
         // Bytes from a worker's terminate without shared rings: its memory already holds them.
         block = takeReleasedBlock(connKeyId(key), s, caps.send, caps.recv);
         if (block !== null) {

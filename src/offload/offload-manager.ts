@@ -197,6 +197,11 @@ export class OffloadManager extends EventEmitter {
     return this.scanner.placed(conn);
   }
 
+  /** Accepted connections waiting for the policy to place them (PolicyScanner.placed). */
+  get placing(): number {
+    return this.scanner.placing;
+  }
+
   /** Connections offloaded now. */
   get offloadedCount(): number {
     return this.entries.size;

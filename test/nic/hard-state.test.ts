@@ -9,7 +9,10 @@ import {
   HardStateRecord,
   hardStateOf,
   keepReleasedBlocks,
+  RING_BUDGET_BYTES,
+  RING_FLOOR_BYTES,
   rebuildTcpState,
+  ringUnderLoad,
   takeReleasedBlock,
 } from '../../src/nic/hard-state.ts';
 import { connKeyId, keyOfState } from '../../src/nic/nic.ts';
@@ -338,5 +341,27 @@ describe('hard-state record', () => {
     assert.equal([...b.layer.connections()].length, 1);
     b.advance(20);
     assert.equal([...b.layer.connections()].length, 0, 'ended, as the NIC would have ended it');
+  });
+});
+
+describe('ring capacity under load', () => {
+  test("full rings while every connection's fit the budget, smaller beyond, never below the floor nor above the NIC's own", () => {
+    const full = 256 << 10;
+    const fits = RING_BUDGET_BYTES / (2 * full);
+    assert.equal(ringUnderLoad(full, 1), full);
+    assert.equal(ringUnderLoad(full, fits), full);
+    assert.equal(ringUnderLoad(full, fits * 2), full / 2);
+    // 2,500 connections a NIC, as in the soak of 5,000 downloads over two.
+    assert.equal(ringUnderLoad(full, 2500), RING_FLOOR_BYTES);
+    assert.equal(ringUnderLoad(full, 1e6), RING_FLOOR_BYTES);
+    // A NIC made with smaller rings keeps its own.
+    assert.equal(ringUnderLoad(32 << 10, 1e6), 32 << 10);
+    let last = full;
+    for (let n = 1; n <= 5000; n += 7) {
+      const r = ringUnderLoad(full, n);
+      assert.ok(r <= last, `no larger with more connections (${n}: ${r} after ${last})`);
+      assert.equal(r % 4096, 0, 'whole pages');
+      last = r;
+    }
   });
 });
