@@ -266,7 +266,10 @@ export class PolicyScanner {
       // Straight on from the transfer's end, not from a timer: under load the timer fires only
       // after the loop's other phases (the sockets' flushes of a burst's bodies ran 300-900 ms
       // there), and the accepts that wait had waited that long again for each transfer.
-      if (again && ended) this.scan();
+      // Only while accepts wait: each such pass releases the accepts it took, so it ends. Connections
+      // the host already serves wait for a timer turn, or a transfer refused whole (every member
+      // full) would start the next at once, for ever, in microtasks the event loop never leaves.
+      if (again && ended && this.waiting.size > 0) this.scan();
       else this.timer?.arm(again ? 0 : p.scanIntervalMs);
     };
     if (batch.length === 0) {

@@ -120,4 +120,37 @@ describe('PolicyScanner in a burst of accepts', () => {
     await Promise.all(placed);
     scanner.stop();
   });
+
+  test('transfers that place nothing (every member full) do not follow one another without a turn', {
+    timeout: 5000,
+  }, async () => {
+    const clock = new VirtualClock();
+    const conns = new Set<TcpConnection>();
+    for (let i = 0; i < POLICY_BATCH * 3; i++) conns.add(fakeConn());
+    const stack = {
+      clock,
+      tcp: { connections: () => conns.values() },
+      counters: { inc() {} },
+    } as unknown as Stack;
+    let transfers = 0;
+    // Refused whole at once: the connections stay in the host.
+    const scanner = new PolicyScanner(
+      stack,
+      makePolicy({ mode: 'immediate', scanIntervalMs: 100 }),
+      async () => {
+        // Bounded, so a loop of microtasks ends and the assertion below says what happened.
+        if (++transfers > 10) scanner.stop();
+      },
+      (e) => {
+        throw e;
+      },
+    );
+    clock.advance(100);
+    await turn();
+    assert.equal(transfers, 1, 'one transfer, then a timer turn before the next');
+    clock.advance(0);
+    await turn();
+    assert.equal(transfers, 2);
+    scanner.stop();
+  });
 });
