@@ -32,30 +32,58 @@ them up with a capture.
 import { execFileSync } from 'node:child_process';
 import { existsSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Command, Option } from 'commander';
+import { byteSize, intIn } from '../src/cli/options.ts';
 import { Lab, missingPrerequisite, ROOT, sleep, stopProcess } from '../test/interop/lab.ts';
 import { type ClientReport, clientArgv, type FaultKind, runLoad } from '../test/interop/tap-load.ts';
 
-const args = process.argv.slice(2);
-function opt(name: string, d: string): string {
-  const i = args.indexOf(`--${name}`);
-  return i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : d;
-}
-const connections = Number(opt('connections', '1000'));
-const size = Number(opt('size', '3000000'));
-const rate = Number(opt('rate', '150000'));
-const timeoutS = Number(opt('timeout', '300'));
-const f = opt('fault', 'none');
-const pcap = opt('pcap', '');
-const logFile = opt('log', '');
-const stallsFile = opt('stalls', '');
-const clientPcap = opt('client-pcap', '');
-const hostAlone = args.includes('--host-alone');
-const linuxServer = args.includes('--linux-server');
-const faults: FaultKind[] = args.includes('--linux-only')
+const FAULTS = ['none', 'carrier', 'reachability', 'crash', 'all'] as const;
+const cli = new Command('soak-tap')
+  .description('chimney serve on a team of two TAPs against 1,000s of slow downloads by the Linux kernel')
+  .option('--connections <n>', 'concurrent downloads', intIn(1, 20_000), 1000)
+  .option('--size <bytes>', 'bytes of each download', byteSize, 3_000_000)
+  .option('--rate <bytes/s>', "each download's reading rate", byteSize, 150_000)
+  .option('--timeout <s>', 'give up on a run after this many seconds', intIn(1, 3600), 300)
+  .addOption(
+    new Option('--fault <kind>', 'fault injected once all downloads carry data')
+      .choices(FAULTS)
+      .default('none'),
+  )
+  .option('--pcap <file>', 'capture every frame of the team (FILE.<fault>)')
+  .option('--log <file>', "keep serve's whole log (FILE.<fault>)")
+  .option('--stalls <file>', 'write every gap the client saw (FILE.<fault>)')
+  .option('--client-pcap <file>', "capture the headers the client's kernel sees (FILE.<fault>, FILE.linux)")
+  .option('--host-alone', 'the host stack alone on one TAP, no team (the reference; fault none only)')
+  .option('--linux-server', 'then the same client against Linux serving the same downloads')
+  .option('--linux-only', 'only the run against Linux')
+  .parse();
+const o = cli.opts<{
+  connections: number;
+  size: number;
+  rate: number;
+  timeout: number;
+  fault: (typeof FAULTS)[number];
+  pcap?: string;
+  log?: string;
+  stalls?: string;
+  clientPcap?: string;
+  hostAlone?: boolean;
+  linuxServer?: boolean;
+  linuxOnly?: boolean;
+}>();
+const { connections, size, rate } = o;
+const timeoutS = o.timeout;
+const pcap = o.pcap ?? '';
+const logFile = o.log ?? '';
+const stallsFile = o.stalls ?? '';
+const clientPcap = o.clientPcap ?? '';
+const hostAlone = o.hostAlone === true;
+const linuxServer = o.linuxServer === true;
+const faults: FaultKind[] = o.linuxOnly
   ? []
-  : f === 'all'
+  : o.fault === 'all'
     ? ['none', 'carrier', 'reachability', 'crash']
-    : [f as FaultKind];
+    : [o.fault];
 const why = missingPrerequisite(['python3']);
 if (why) {
   console.error(`soak-tap: ${why}`);
