@@ -573,8 +573,15 @@ function sameBytes(a: ByteRing, b: ByteRing): boolean {
  * (ringUnderLoad).
  */
 export const RING_BUDGET_BYTES = 32 << 20;
-/** The smallest ring ringUnderLoad gives: the socket's first send target (SEND_TARGET_INITIAL). */
-export const RING_FLOOR_BYTES = 64 << 10;
+/**
+ * The smallest ring ringUnderLoad gives: Linux's first send buffer (tcp_wmem[1]). Not the socket's
+ * first send target (64 KiB): each new ring is fresh memory that the host's first write of a body
+ * faults in page by page, and at 64 KiB a ring that was half of serve's main thread in a burst of
+ * 5,000 accepts, whose placement waited behind it (first byte 9.6 s; at 16 KiB 3.3 s, BENCHMARKS.md).
+ * A ring of 16 KiB still carries 80 MB/s at a round trip of 0.2 ms, and it is a floor only beyond
+ * a thousand connections a NIC.
+ */
+export const RING_FLOOR_BYTES = 16 << 10;
 
 /**
  * The ring capacity for connections a NIC takes on while it runs `conns` (those included): its
