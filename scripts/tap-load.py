@@ -13,7 +13,8 @@ sender behind what it already holds.
 
 Prints one JSON object on stdout:
   {"connections", "ok", "failed", "resets", "errors": {kind: count}, "firstErrors": [...],
-   "maxStallMs", "p99StallMs", "wallMs", "stalls": [[startEpochMs, endEpochMs, conn, localPort], ...]}
+   "maxStallMs", "p99StallMs", "maxFirstByteMs", "p99FirstByteMs", "p50FirstByteMs" (from the
+   connect), "wallMs", "stalls": [[startEpochMs, endEpochMs, conn, localPort], ...]}
 `stalls` lists every gap longer than --stall-ms (epoch ms, so a caller can line them up with a
 fault it injected). Exit status 0 when every download is intact, 1 otherwise.
 """
@@ -270,6 +271,8 @@ async def main():
         'maxStallMs': round(gaps[-1] * 1000, 1) if gaps else 0,
         'p99StallMs': round(gaps[int(len(gaps) * 0.99) - 1] * 1000, 1) if gaps else 0,
         'maxFirstByteMs': round(ttfb[-1] * 1000, 1) if ttfb else 0,
+        'p99FirstByteMs': round(ttfb[int(len(ttfb) * 0.99) - 1] * 1000, 1) if ttfb else 0,
+        'p50FirstByteMs': round(ttfb[len(ttfb) // 2] * 1000, 1) if ttfb else 0,
         'wallMs': round(wall * 1000),
         'bytes': run.total,
         'stalls': stalls,

@@ -537,11 +537,27 @@ function traceMainThread(th: TeamHost, file: string): void {
     void p.finally(() => transfers.push([epoch + t, epoch + performance.now(), a[0].length, waiting]));
     return p;
   }) as typeof m.offload;
+  // [accepted at, ms it waited for its placement]: the part of a client's first byte spent here.
+  const placements: [number, number][] = [];
+  const placed = m.placed.bind(m);
+  m.placed = (conn) => {
+    const t = performance.now();
+    const p = placed(conn);
+    void p.then(() => placements.push([Math.round(epoch + t), Math.round(performance.now() - t)]));
+    return p;
+  };
   profileMainThread();
   process.on('exit', () => {
     writeFileSync(
       file,
-      JSON.stringify({ blocks, transfers, hrUs, hrEpoch, counters: th.stack.counters.snapshot() }),
+      JSON.stringify({
+        blocks,
+        transfers,
+        placements,
+        hrUs,
+        hrEpoch,
+        counters: th.stack.counters.snapshot(),
+      }),
     );
   });
 }

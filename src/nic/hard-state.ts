@@ -573,8 +573,17 @@ function sameBytes(a: ByteRing, b: ByteRing): boolean {
  * (ringUnderLoad).
  */
 export const RING_BUDGET_BYTES = 32 << 20;
-/** The smallest ring ringUnderLoad gives: the socket's first send target (SEND_TARGET_INITIAL). */
-export const RING_FLOOR_BYTES = 64 << 10;
+/**
+ * The smallest ring ringUnderLoad gives. Each new ring is fresh memory that the host's first write
+ * of a body faults in page by page: at 64 KiB a ring that was half of serve's main thread in a
+ * burst of 5,000 accepts, whose placement waited behind it (first byte 3.8-9.8 s). But a send ring
+ * also bounds what a connection has in flight, which is what its peer holds to read through a
+ * pause of the sender: at 16 KiB (Linux's first send buffer, tcp_wmem[1]) the first byte came in
+ * 2.0-3.8 s, yet a failover stalled about 2,000 of the 5,000 slow readers for 1.8-2.4 s. 32 KiB,
+ * about the window of a reader of 32 KiB of receive buffer, gave 2.1-3.1 s and left none
+ * stalled (BENCHMARKS.md, "where it goes"). A floor only beyond 512 connections a NIC.
+ */
+export const RING_FLOOR_BYTES = 32 << 10;
 
 /**
  * The ring capacity for connections a NIC takes on while it runs `conns` (those included): its
