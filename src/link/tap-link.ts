@@ -238,6 +238,8 @@ export class TapLink implements Link {
   drains = 0;
   /** Called at every drain (a worker publishes the count to another thread). */
   onDrain: ((drains: number) => void) | null = null;
+  /** Called as close() begins, before it frees what `held` names (a copy kept elsewhere goes stale). */
+  onRelease: (() => void) | null = null;
   private readonly views: (Uint8Array | undefined)[] = [];
   private frameHandler: TapFrameHandler | null = null;
   private carrierHandler: ((up: boolean, since?: number) => void) | null = null;
@@ -625,9 +627,24 @@ export class TapLink implements Link {
     return ok;
   }
 
+  /**
+   * What this link holds of the process rather than of its thread: native memory (with
+   * napiFrags) and descriptors. A thread that dies without close() (a killed worker) leaves
+   * them behind; whoever outlives it frees them with `releaseTapHeld` once that thread has exited.
+   */
+  get held(): TapHeld {
+    return {
+      addrs: this.napiFrags ? [this.tbufAddr, this.iovAddr] : [],
+      fds: [this.fd, this.ctl, this.wakeR, this.wakeW],
+    };
+  }
+
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    // First, so that a thread killed from here on leaks what is left rather than have it freed twice.
+    this.onRelease?.();
+    this.onRelease = null;
     this.carrierTimer.disarm();
     // End the pending poll so the pool thread, and its reference to the device, go at once.
     this.lib.write(this.wakeW, WAKE_BYTE, 1);
@@ -846,6 +863,22 @@ const WAKE_BYTE = new Uint8Array([1]);
 
 function hostIsLittleEndian(): boolean {
   return new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+}
+
+/** Native memory (addresses) and descriptors a TapLink holds of the process (see `held`). */
+export interface TapHeld {
+  addrs: bigint[];
+  fds: number[];
+}
+
+/**
+ * Free what a TapLink held when the thread that opened it ended without closing it. Only once that
+ * thread has exited (its pending poll has ended then) and only what it did not release itself.
+ */
+export function releaseTapHeld(held: TapHeld): void {
+  const lib = loadLibc();
+  for (const a of held.addrs) if (a !== 0n) lib.freeNative(a);
+  for (const fd of held.fds) if (fd >= 0) lib.close(fd);
 }
 
 const LOOK = new Uint8Array(8);

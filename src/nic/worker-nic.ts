@@ -7,7 +7,7 @@ import {
   StateValidationError,
 } from '../core/errors.ts';
 import type { Link } from '../link/link.ts';
-import { type TapLinkOptions, tapQueueEmpty } from '../link/tap-link.ts';
+import { releaseTapHeld, type TapLinkOptions, tapQueueEmpty } from '../link/tap-link.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
 import { ByteRing } from '../state/byte-ring.ts';
 import { flattenTrees, type OffloadTree } from '../state/offload-tree.ts';
@@ -71,7 +71,9 @@ import {
   FrameBatcher,
   forEachFrame,
   type InstalledConn,
+  newTapHeld,
   type ToWorker,
+  takeTapHeld,
   unhandled,
   type WorkerBoot,
   WorkerProtocolError,
@@ -498,6 +500,11 @@ export class WorkerNic extends HostNic {
   private drainsSeen = 0;
   /** The connections the worker runs, for the other workers of a team (worker/peers.ts). */
   readonly owners: OwnerTable;
+  /**
+   * What the worker's TAP still held of the process when its thread exited (killed, or stopped
+   * before it closed the TAP), freed here then: native buffers and descriptors. Null: nothing.
+   */
+  releasedAtExit: { native: number; fds: number } | null = null;
 
   constructor(opts: WorkerNicOptions) {
     if (!opts || typeof opts.id !== 'string') throw new InvalidArgumentError('WorkerNic needs an id');
@@ -519,6 +526,7 @@ export class WorkerNic extends HostNic {
     const link = 'tap' in opts.link ? null : opts.link;
     const tap = 'tap' in opts.link ? opts.link.tap : null;
     const owners = new OwnerTable(OwnerTable.create(capacity));
+    const tapHeld = newTapHeld();
     const boot: WorkerBoot = {
       id: opts.id,
       seed: opts.seed ?? 1,
@@ -529,6 +537,7 @@ export class WorkerNic extends HostNic {
       doorbell: sab,
       capture: captureWords ? (captureWords.buffer as SharedArrayBuffer) : undefined,
       owners: owners.sab,
+      tapHeld,
       link: link
         ? { kind: 'proxy', name: link.name, mtu: link.mtu, carrier: link.carrier }
         : { kind: 'tap', options: tap },
@@ -579,6 +588,13 @@ export class WorkerNic extends HostNic {
     );
     this.worker.on('error', (error: Error) => this.die({ kind: 'error', error }));
     this.worker.on('exit', (exitCode: number) => {
+      // Killed, or stopped before it closed its TAP (a close that timed out): what that TAP held
+      // of the process would be lost for good.
+      const held = takeTapHeld(new BigInt64Array(tapHeld));
+      if (held !== null) {
+        releaseTapHeld(held);
+        this.releasedAtExit = { native: held.addrs.length, fds: held.fds.length };
+      }
       if (!this.closed) this.die({ kind: 'exit', exitCode });
     });
     if (link) {

@@ -137,6 +137,8 @@ export class TransferProtocol {
   private mark = -1;
   /** Inside `metered`: the meter runs whenever this thread runs transfer code. */
   private metering = false;
+  /** Verbs awaited with the meter stopped (several at once when runs go side by side). */
+  private waits = 0;
 
   constructor(
     readonly stack: Stack,
@@ -148,6 +150,17 @@ export class TransferProtocol {
    * back at `src`, or (if even that fails) in the host.
    */
   async run(keys: readonly ConnKey[], src: Owner, dst: Owner): Promise<TransferReport> {
+    try {
+      return await this.runOne(keys, src, dst);
+    } finally {
+      // Runs side by side (an offload or upload spread over NICs): one that ends, or throws,
+      // while another still awaits its NIC leaves this thread idle until that answer. The
+      // meter stops here, or it charges the other NIC's work (and the simulator's meanwhile).
+      if (this.waits > 0) this.pause();
+    }
+  }
+
+  private async runOne(keys: readonly ConnKey[], src: Owner, dst: Owner): Promise<TransferReport> {
     const report: TransferReport = { moved: [], refused: [] };
     if (keys.length === 0) return report;
     if (this.liveHandover && this.sameThread(src) && this.sameThread(dst)) {
@@ -302,9 +315,11 @@ export class TransferProtocol {
   async wait<T>(p: Promise<T>): Promise<T> {
     if (!this.metering) return p;
     this.pause();
+    this.waits++;
     try {
       return await p;
     } finally {
+      this.waits--;
       this.resume();
     }
   }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import dgram from 'node:dgram';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import net from 'node:net';
 import { after, afterEach, describe, test } from 'node:test';
@@ -16,6 +16,7 @@ import {
   type TapRxInfo,
   VNET_GSO_TCPV4,
 } from '../../src/link/tap-vnet.ts';
+import { WorkerNic } from '../../src/nic/worker-nic.ts';
 import { ethIpv4Offset } from '../../src/wire/fields.ts';
 import fc from '../helpers/fc.ts';
 
@@ -768,4 +769,57 @@ describe('TapLink on a real TAP device', () => {
       c.close();
     }
   });
+});
+
+/** Descriptors of this process open on the TAP clone device (any thread's). */
+function tunFds(): number {
+  let n = 0;
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      if (readlinkSync(`/proc/self/fd/${fd}`) === '/dev/net/tun') n++;
+    } catch {}
+  }
+  return n;
+}
+
+describe('a WorkerNic on a TAP of its own', () => {
+  test(
+    'killed, its thread leaves nothing of the process behind: buffers, descriptors, the device',
+    dev,
+    async () => {
+      requireEnv();
+      const name = devName();
+      const before = tunFds();
+      const nic = new WorkerNic({ id: 'tap-kill', link: { tap: { name, napiFrags: true } } });
+      await nic.ready();
+      assert.ok(exists(name), 'the worker created the device');
+      assert.equal(tunFds(), before + 1, 'the worker holds the device open');
+      await nic.kill();
+      await until(() => nic.death !== null, 'the death to be seen');
+      // The native send buffer and iovec array (napiFrags), and the device, control socket and
+      // wake pipe descriptors.
+      assert.deepEqual(nic.releasedAtExit, { native: 2, fds: 4 });
+      assert.equal(tunFds(), before, 'the device descriptor is closed');
+      await until(() => !exists(name), 'the device to vanish with its last descriptor');
+      nic.close();
+    },
+  );
+
+  test(
+    'closed, the worker releases what it holds itself: nothing is left to free at its exit',
+    dev,
+    async () => {
+      requireEnv();
+      const name = devName();
+      const before = tunFds();
+      const nic = new WorkerNic({ id: 'tap-close', link: { tap: { name, napiFrags: true } } });
+      await nic.ready();
+      const exited = new Promise((r) => nic.worker.once('exit', r));
+      nic.close();
+      await exited;
+      assert.equal(nic.releasedAtExit, null);
+      assert.equal(tunFds(), before);
+      await until(() => !exists(name), 'the device to vanish');
+    },
+  );
 });

@@ -160,4 +160,31 @@ describe('failover on the simulator is charged the time its moves take', () => {
     assert.ok(took < 1000, `${took} ms: the other work was charged to the move`);
     assert.equal(await st.done, 0);
   });
+  test('an upload from two NICs stops the meter while one NIC works after the other is done', async () => {
+    const p = offloadPair(77);
+    const m = p.host.offload;
+    // The general protocol: each NIC's terminate is awaited with the meter stopped.
+    m.liveHandover = false;
+    const st = await startStreams(p, CONNS, 50_000);
+    const [n0, n1] = p.host.nics as LocalNic[];
+    const keys = keysOf(st.sockets);
+    await m.offload(keys.slice(0, CONNS / 2), n0!);
+    await m.offload(keys.slice(CONNS / 2), n1!);
+    const meter = meterOn(m);
+    // n1 answers later than n0, and its work (1,000 ms, not this thread's transfer code: the
+    // meter stops while a verb is awaited) comes after n0's half of the upload has ended.
+    const nic1 = n1 as unknown as { terminate(...args: unknown[]): Promise<unknown> };
+    const terminate = nic1.terminate.bind(nic1);
+    nic1.terminate = async (...args: unknown[]) => {
+      await p.net.sleep(1);
+      meter.cost(1000);
+      return terminate(...args);
+    };
+    const t0 = p.net.now();
+    const r = await m.upload('all');
+    const took = p.net.now() - t0;
+    assert.equal(r.moved.length, CONNS);
+    assert.ok(took < 1000, `${took} ms: the other NIC's verb was charged to the upload`);
+    assert.equal(await st.done, 0);
+  });
 });

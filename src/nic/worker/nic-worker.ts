@@ -64,6 +64,7 @@ import {
   CAP_DROPPED,
   CAP_IN_FLIGHT,
   CAP_LIMIT,
+  clearTapHeld,
   DB_BEAT,
   DB_BELL,
   DB_DRAINS,
@@ -84,6 +85,7 @@ import {
   forEachFrame,
   type InstalledConn,
   type PeerMessage,
+  publishTapHeld,
   type ToWorker,
   unhandled,
   type WireError,
@@ -259,6 +261,9 @@ async function openLink(): Promise<Link> {
   const tap = TapLink.open({ ...(l.options as { name: string }), clock });
   tap.onDrain = (drains) => Atomics.store(db, DB_DRAINS, drains | 0);
   Atomics.store(db, DB_TAP_FD, tap.fileDescriptor);
+  const held = new BigInt64Array(boot.tapHeld);
+  publishTapHeld(held, tap.held);
+  tap.onRelease = () => clearTapHeld(held);
   // Every frame of the wire, offloaded connections' included (NDIS chimney's were invisible).
   return new ObservedLink(capturePipe ? capture(tap, capturePipe) : tap);
 }
@@ -1036,6 +1041,9 @@ port.on('message', (m: ToWorker) => {
         p.out.flush();
         p.port.close();
       }
+      // After the last frames went out: a TAP's buffers and descriptors belong to the process, and
+      // this thread's exit would not free them.
+      link.close();
       post({ t: 'closed' });
       return;
     default:

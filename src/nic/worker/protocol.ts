@@ -1,5 +1,6 @@
 import type { MessagePort } from 'node:worker_threads';
 import { ChimneyError } from '../../core/errors.ts';
+import type { TapHeld } from '../../link/tap-link.ts';
 import type { ConnBlockRef } from '../hard-state.ts';
 import type {
   ConnKey,
@@ -46,6 +47,49 @@ export interface WorkerBoot {
    * workers of its team send it that connection's frames directly ('peer' below).
    */
   owners?: SharedArrayBuffer;
+  /** What the worker's TAP holds of the process, while it holds it (see tapHeld below). */
+  tapHeld: SharedArrayBuffer;
+}
+
+// ---- what a worker's TAP holds of the process ------------------------------------------------------
+//
+// Native memory and descriptors belong to the process, not to the thread that made them: a worker
+// killed before it closes its TAP leaves them behind. It lists them here as it opens the TAP and
+// clears the list as it closes it; the main thread frees what is still listed once the thread has
+// exited. BigInt64 words: two addresses (0: none), then four descriptors (-1: none).
+
+const HELD_ADDRS = 2;
+const HELD_FDS = 4;
+
+export function newTapHeld(): SharedArrayBuffer {
+  const sab = new SharedArrayBuffer((HELD_ADDRS + HELD_FDS) * 8);
+  clearTapHeld(new BigInt64Array(sab));
+  return sab;
+}
+
+export function clearTapHeld(words: BigInt64Array): void {
+  for (let i = 0; i < HELD_ADDRS; i++) Atomics.store(words, i, 0n);
+  for (let i = 0; i < HELD_FDS; i++) Atomics.store(words, HELD_ADDRS + i, -1n);
+}
+
+export function publishTapHeld(words: BigInt64Array, held: TapHeld): void {
+  for (let i = 0; i < HELD_ADDRS; i++) Atomics.store(words, i, held.addrs[i] ?? 0n);
+  for (let i = 0; i < HELD_FDS; i++) Atomics.store(words, HELD_ADDRS + i, BigInt(held.fds[i] ?? -1));
+}
+
+/** What is listed now, the list cleared: null when nothing is. */
+export function takeTapHeld(words: BigInt64Array): TapHeld | null {
+  const held: TapHeld = { addrs: [], fds: [] };
+  for (let i = 0; i < HELD_ADDRS; i++) {
+    const a = Atomics.load(words, i);
+    if (a !== 0n) held.addrs.push(a);
+  }
+  for (let i = 0; i < HELD_FDS; i++) {
+    const fd = Number(Atomics.load(words, HELD_ADDRS + i));
+    if (fd >= 0) held.fds.push(fd);
+  }
+  clearTapHeld(words);
+  return held.addrs.length + held.fds.length > 0 ? held : null;
 }
 
 export const CAP_IN_FLIGHT = 0;
