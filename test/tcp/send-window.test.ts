@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { TcpCached } from '../../src/state/tcp-state.ts';
-import { ACK, activeOpen, add, Bench, bytes, type InjectOpts } from './harness.ts';
+import { ACK, activeOpen, add, Bench, bytes, type InjectOpts, tsoBench } from './harness.ts';
 
 const MSS = 1460;
 
@@ -104,5 +104,40 @@ describe("sending into a reader's window (Linux's tcp_snd_wnd_test)", () => {
       o.dataOut().map((s) => s.data.length),
       [600],
     );
+  });
+
+  test('with segmentation offload a piece up to the window edge takes its short tail (tcp_mss_split_point)', () => {
+    const b = tsoBench();
+    // A large first window keeps the bound at half the largest window out of the way.
+    const o = activeOpen(b, { window: 65535 });
+    b.take();
+    const peer = (ack: number, window: number) =>
+      b.inject({
+        flags: ACK,
+        srcPort: 80,
+        dstPort: o.conn.localPort,
+        seq: o.peerSeq,
+        ack: add(o.iss, 1 + ack),
+        window,
+      });
+    const lens = () =>
+      b
+        .take()
+        .filter((s) => s.data.length > 0)
+        .map((s) => s.data.length);
+    peer(0, 0);
+    o.conn.state.delegated.cwnd = 100 * MSS;
+    o.conn.write(bytes(50 * MSS));
+    assert.deepEqual(lens(), []);
+    // The reader's window opens from zero: all of it goes, as one packet.
+    peer(0, 2 * MSS + 500);
+    assert.deepEqual(lens(), [2 * MSS + 500], 'the window filled to its edge');
+    // Nagle, with that short segment not yet acknowledged: the next piece stops on an MSS boundary.
+    peer(MSS, 2 * MSS + 500 - MSS + 2 * MSS + 300);
+    assert.deepEqual(lens(), [2 * MSS], 'the tail waits while a short segment is in flight');
+    // Nagle off: the tail goes with the piece.
+    o.conn.setNoDelay(true);
+    peer(2 * MSS, 4 * MSS + 500 - 2 * MSS + 2 * MSS + 200);
+    assert.deepEqual(lens(), [2 * MSS + 200], 'with TCP_NODELAY the window filled to its edge');
   });
 });

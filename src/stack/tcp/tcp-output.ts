@@ -536,9 +536,15 @@ function sendWindowed(conn: TcpConnection, now: number): void {
     const usable = Math.min(d.sndWnd, d.cwnd + lt) - flight;
     const avail = buffered - off;
     let len = Math.min(avail, limit, Math.max(usable, 0));
-    // A super-segment cut short by the window ends on an MSS boundary; the rest goes (or waits)
-    // as the short segment it is, under the rules below.
-    if (len > mss && off + len < buffered) len -= len % mss;
+    // A super-segment cut short ends on an MSS boundary, the rest going (or waiting) as the short
+    // segment it is under the rules below; but one that reaches the right edge of the peer's
+    // window takes the short tail with it unless Nagle would hold that (Linux's
+    // tcp_mss_split_point). Cut there, the tail stayed open in the window while the data before
+    // it filled a slow reader's memory, and each ACK it sent then wanted a zero window it could
+    // not offer (5,000 readers on 32 KB buffers: TcpExtTCPWantZeroWindowAdv 12,000-14,000 a run,
+    // 15-23 with Linux serving the same run).
+    if (len > mss && off + len < buffered && (len !== d.sndWnd - flight || nagleHolds(conn)))
+      len -= len % mss;
     const finHere = d.finQueued && finState(d.state) && off + len === buffered;
     if (len <= 0 && !finHere) break;
     const fresh = !seqLt(seq, d.sndMax);
@@ -556,10 +562,22 @@ function sendWindowed(conn: TcpConnection, now: number): void {
     if (!finHere && len < segMax && fresh && deferSmallPiece(conn, len, avail, mss, now)) break;
     const used = transmit(conn, seq, len, now);
     if (used === 0) break;
+    if (fresh && used % mss !== 0) conn.smallSentEnd = seqAdd(seq, used);
     conn.outputUsed += used;
     d.sndNxt = seqAdd(seq, used);
     if (finHere) break;
   }
+}
+
+/**
+ * Linux's tcp_nagle_check for the short tail of a piece: Nagle is on, data is in flight, and a
+ * short segment sent earlier is not yet acknowledged (Minshall's variant, tcp_minshall_check).
+ */
+function nagleHolds(conn: TcpConnection): boolean {
+  const d = conn.state.delegated;
+  const sml = conn.smallSentEnd;
+  if (conn.state.cached.noDelay || d.sndMax === d.sndUna || sml < 0) return false;
+  return seqGt(sml, d.sndUna) && seqLeq(sml, d.sndMax);
 }
 
 /**
