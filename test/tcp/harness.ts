@@ -274,3 +274,26 @@ export function passiveOpen(
   if (!conn) throw new Error('not accepted');
   return { b, conn, user, iss, peerSeq: add(PEER_ISN, 1), synAck };
 }
+
+/** A bench whose link cuts super-segments (TSO): each packet handed to it is one recorded segment. */
+export function tsoBench(): Bench {
+  const b = new Bench();
+  const ip = b.env.ip as unknown as Record<string, unknown>;
+  ip.checksumOffload = () => true;
+  ip.maxPacketBytes = () => 65535;
+  ip.commitOffload = (path: PathState, l4Len: number) => {
+    const raw = b.env.ip.txBuf.slice(34, 34 + l4Len);
+    const h = createTcpHeader();
+    decodeTcp(raw, 0, raw.length, path.const.localIp, path.const.remoteIp, h, false);
+    b.env.ip.out.push({
+      h,
+      data: raw.subarray(h.headerLength),
+      src: 0,
+      dst: 0,
+      ttl: 64,
+      at: b.env.clock.now(),
+    });
+    return true;
+  };
+  return b;
+}

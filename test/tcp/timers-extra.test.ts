@@ -3,11 +3,10 @@ import { describe, test } from 'node:test';
 import { rttSample } from '../../src/stack/tcp/rtt.ts';
 import { tsNow } from '../../src/stack/tcp/tcp-output.ts';
 import { createNeighborState } from '../../src/state/neighbor-state.ts';
-import { createPathState, type PathState } from '../../src/state/path-state.ts';
+import { createPathState } from '../../src/state/path-state.ts';
 import { TcpStateId } from '../../src/state/tcp-state.ts';
-import { createTcpHeader, decodeTcp } from '../../src/wire/tcp.ts';
 import { sampleConn } from '../state/helpers.ts';
-import { ACK, activeOpen, add, Bench, bytes, PEER_ISN, REMOTE, Recorder, SYN } from './harness.ts';
+import { ACK, activeOpen, add, Bench, bytes, PEER_ISN, REMOTE, Recorder, SYN, tsoBench } from './harness.ts';
 
 describe('timers and windows (issue 11)', () => {
   test('RFC 6298 5.7: after a lost SYN the RTO starts at 3 s once the handshake completes', () => {
@@ -176,29 +175,6 @@ describe('timers and windows (issue 11)', () => {
     assert.ok(b.count('tcp.persist.probes') > 6, 'more probes than the limit, all answered');
   });
 });
-
-/** A bench whose link cuts super-segments (TSO): each packet handed to it is one recorded segment. */
-function tsoBench(): Bench {
-  const b = new Bench();
-  const ip = b.env.ip as unknown as Record<string, unknown>;
-  ip.checksumOffload = () => true;
-  ip.maxPacketBytes = () => 65535;
-  ip.commitOffload = (path: PathState, l4Len: number) => {
-    const raw = b.env.ip.txBuf.slice(34, 34 + l4Len);
-    const h = createTcpHeader();
-    decodeTcp(raw, 0, raw.length, path.const.localIp, path.const.remoteIp, h, false);
-    b.env.ip.out.push({
-      h,
-      data: raw.subarray(h.headerLength),
-      src: 0,
-      dst: 0,
-      ttl: 64,
-      at: b.env.clock.now(),
-    });
-    return true;
-  };
-  return b;
-}
 
 describe('retransmission with segmentation offload', () => {
   test('a window below the largest super-segment goes out as one packet (Linux TSO sizing)', () => {

@@ -38,6 +38,7 @@ import {
   tcpOutput,
   transmit,
   tsNow,
+  windowTakesNext,
 } from './tcp-output.ts';
 import { scheduleTimer } from './tcp-timers.ts';
 
@@ -584,7 +585,9 @@ function processAck(conn: TcpConnection, h: TcpHeader, f: number, pLen: number, 
     if (wnd > d.maxSndWnd) d.maxSndWnd = wnd;
     d.sndWl1 = h.seq;
     d.sndWl2 = ack;
-    if (wnd > 0 && d.persistDeadline !== INF) {
+    // The probe timer stays while the window is too small for the next segment (Linux's
+    // tcp_ack_probe): it sends what fits when it fires.
+    if (wnd > 0 && d.persistDeadline !== INF && windowTakesNext(s, effectiveMss(s))) {
       d.persistDeadline = INF;
       d.persistBackoff = 0;
     }

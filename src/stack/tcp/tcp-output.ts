@@ -302,6 +302,21 @@ export function hasUnsent(s: TcpState): boolean {
 }
 
 /**
+ * Linux's tcp_snd_wnd_test for the next new data (at snd.nxt): the peer's window takes its first
+ * MSS, or all of it when less is queued. A window that takes less is left alone until it grows or
+ * the probe timer fires (persistProbe), as Linux does: a sliver sent into it is a segment the
+ * receiver charges a whole buffer for, and a slow reader's kernel, already short of memory, then
+ * wants to offer a zero window it cannot (5,000 readers on 32 KB buffers: TcpExtTCPWantZeroWindowAdv
+ * ~14,800 a run against Linux's sender's 36-68, and stalls of 0.2-0.8 s against its 15-60 ms).
+ */
+export function windowTakesNext(s: TcpState, mss: number): boolean {
+  const d = s.delegated;
+  const sent = seqDiff(d.sndNxt, d.sndUna);
+  const unsent = d.sendBuffer.length - sent;
+  return d.sndWnd - sent >= Math.min(mss, Math.max(unsent, 0));
+}
+
+/**
  * Send up to `maxLen` bytes starting at `seq` (≥ snd.una), with the FIN if the segment reaches the
  * end of the queued data and the FIN is due. Returns the sequence space used; snd.max advances,
  * snd.nxt is the caller's.
@@ -392,9 +407,10 @@ export function tcpOutput(conn: TcpConnection): void {
     if (soft.tlpDeadline === INF || restart) armTlp(conn, now);
   } else {
     d.rtxDeadline = INF;
-    if (d.sndWnd === 0 && d.persistDeadline === INF && hasUnsent(s)) {
-      d.persistDeadline = now + persistInterval(s);
-    }
+    // Nothing in flight, so no ACK will come to open the window: Linux's probe timer
+    // (tcp_check_probe_timer), for a shut window and for one too small for the next segment.
+    const stuck = d.sndWnd === 0 || !windowTakesNext(s, effectiveMss(s));
+    if (stuck && d.persistDeadline === INF && hasUnsent(s)) d.persistDeadline = now + persistInterval(s);
   }
 }
 
@@ -520,12 +536,22 @@ function sendWindowed(conn: TcpConnection, now: number): void {
     const usable = Math.min(d.sndWnd, d.cwnd + lt) - flight;
     const avail = buffered - off;
     let len = Math.min(avail, limit, Math.max(usable, 0));
-    // A super-segment cut short by the window ends on an MSS boundary; the rest goes (or waits)
-    // as the short segment it is, under the rules below.
-    if (len > mss && off + len < buffered) len -= len % mss;
+    // A super-segment cut short ends on an MSS boundary, the rest going (or waiting) as the short
+    // segment it is under the rules below; but one that reaches the right edge of the peer's
+    // window takes the short tail with it unless Nagle would hold that (Linux's
+    // tcp_mss_split_point). Cut there, the tail stayed open in the window while the data before
+    // it filled a slow reader's memory, and each ACK it sent then wanted a zero window it could
+    // not offer (5,000 readers on 32 KB buffers: TcpExtTCPWantZeroWindowAdv 12,000-14,000 a run,
+    // 15-23 with Linux serving the same run).
+    if (len > mss && off + len < buffered && (len !== d.sndWnd - flight || nagleHolds(conn)))
+      len -= len % mss;
     const finHere = d.finQueued && finState(d.state) && off + len === buffered;
     if (len <= 0 && !finHere) break;
-    if (!finHere && len < mss && !seqLt(seq, d.sndMax)) {
+    const fresh = !seqLt(seq, d.sndMax);
+    // New data waits for a window that takes its first MSS (windowTakesNext); resent data goes
+    // into whatever window there is, as Linux's tcp_retransmit_skb.
+    if (fresh && avail > 0 && d.sndWnd - flight < Math.min(mss, avail)) break;
+    if (!finHere && len < mss && fresh) {
       const outstanding = d.sndMax !== d.sndUna;
       const all = off + len === buffered;
       // Nagle (RFC 896, RFC 1122 4.2.3.4): one small segment in flight at a time. Sender SWS
@@ -533,14 +559,25 @@ function sendWindowed(conn: TcpConnection, now: number): void {
       const ok = !outstanding || (all && s.cached.noDelay) || (d.maxSndWnd > 0 && len >= d.maxSndWnd / 2);
       if (!ok) break;
     }
-    if (!finHere && len < segMax && !seqLt(seq, d.sndMax) && deferSmallPiece(conn, len, avail, mss, now))
-      break;
+    if (!finHere && len < segMax && fresh && deferSmallPiece(conn, len, avail, mss, now)) break;
     const used = transmit(conn, seq, len, now);
     if (used === 0) break;
+    if (fresh && used % mss !== 0) conn.smallSentEnd = seqAdd(seq, used);
     conn.outputUsed += used;
     d.sndNxt = seqAdd(seq, used);
     if (finHere) break;
   }
+}
+
+/**
+ * Linux's tcp_nagle_check for the short tail of a piece: Nagle is on, data is in flight, and a
+ * short segment sent earlier is not yet acknowledged (Minshall's variant, tcp_minshall_check).
+ */
+function nagleHolds(conn: TcpConnection): boolean {
+  const d = conn.state.delegated;
+  const sml = conn.smallSentEnd;
+  if (conn.state.cached.noDelay || d.sndMax === d.sndUna || sml < 0) return false;
+  return seqGt(sml, d.sndUna) && seqLeq(sml, d.sndMax);
 }
 
 /**

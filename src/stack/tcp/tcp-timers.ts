@@ -2,10 +2,19 @@ import { TcpStateId } from '../../state/tcp-state.ts';
 import { TcpFlag } from '../../wire/tcp.ts';
 import { effectiveMss } from './congestion.ts';
 import { backedOffRto } from './rtt.ts';
-import { seqDiff, seqSub } from './seq.ts';
+import { seqAdd, seqDiff, seqSub } from './seq.ts';
 import type { TcpConnection } from './tcp-connection.ts';
 import { connError, deliverEvents, terminate } from './tcp-events.ts';
-import { emit, hasUnsent, persistInterval, sendSyn, tcpOutput, transmit, tsNow } from './tcp-output.ts';
+import {
+  emit,
+  hasUnsent,
+  persistInterval,
+  sendSyn,
+  tcpOutput,
+  transmit,
+  tsNow,
+  windowTakesNext,
+} from './tcp-output.ts';
 
 const INF = Number.POSITIVE_INFINITY;
 
@@ -202,7 +211,8 @@ function lossProbe(conn: TcpConnection, now: number): void {
   const mss = effectiveMss(s);
   const flight = seqDiff(d.sndMax, d.sndUna);
   let used = 0;
-  if (hasUnsent(s) && d.sndWnd - flight > 0 && d.sndNxt === d.sndMax) {
+  // New data only into a window that takes it, as tcp_send_loss_probe's tcp_snd_wnd_test.
+  if (hasUnsent(s) && d.sndWnd - flight > 0 && d.sndNxt === d.sndMax && windowTakesNext(s, mss)) {
     used = transmit(conn, d.sndMax, Math.min(mss, d.sndWnd - flight), now);
     d.sndNxt = d.sndMax;
   }
@@ -229,11 +239,18 @@ function lossProbe(conn: TcpConnection, now: number): void {
 function persistProbe(conn: TcpConnection, now: number): void {
   const s = conn.state;
   const d = s.delegated;
-  if (d.sndWnd > 0) {
+  if (!hasUnsent(s) && d.sndMax === d.sndUna) return;
+  const room = d.sndWnd - seqDiff(d.sndNxt, d.sndUna);
+  if (room > 0) {
+    // Linux's tcp_write_wakeup: a window too small for the next segment (windowTakesNext) gets
+    // what fits of it, up to one MSS, once the probe timer has waited for it to grow. The data
+    // then in flight has the retransmission timer.
     d.persistBackoff = 0;
+    const used = transmit(conn, d.sndNxt, Math.min(room, effectiveMss(s)), now);
+    d.sndNxt = seqAdd(d.sndNxt, used);
+    if (used > 0) conn.engine.env.counters.inc('tcp.persist.window-probes');
     return;
   }
-  if (!hasUnsent(s) && d.sndMax === d.sndUna) return;
   // Like Linux's tcp_retries2 for probes: a peer that shut its window and answers nothing is gone
   // (or is holding our buffers hostage, RFC 6429); one that answers, even with a zero window, stays.
   if (s.soft.persistProbesOut >= s.cached.maxRetransmits) {
