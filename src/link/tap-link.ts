@@ -238,8 +238,13 @@ export class TapLink implements Link {
   drains = 0;
   /** Called at every drain (a worker publishes the count to another thread). */
   onDrain: ((drains: number) => void) | null = null;
-  /** Called as close() begins, before it frees what `held` names (a copy kept elsewhere goes stale). */
-  onRelease: (() => void) | null = null;
+  /**
+   * Called with what the link still holds each time close() is about to free part of it (so a
+   * copy of `held` kept elsewhere never names a freed descriptor): as close() begins, and, if a
+   * poll was pending then, once more when that poll ends and the wake pipe's read end, which it
+   * still used, is closed.
+   */
+  onRelease: ((left: TapHeld) => void) | null = null;
   private readonly views: (Uint8Array | undefined)[] = [];
   private frameHandler: TapFrameHandler | null = null;
   private carrierHandler: ((up: boolean, since?: number) => void) | null = null;
@@ -642,9 +647,10 @@ export class TapLink implements Link {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    // First, so that a thread killed from here on leaks what is left rather than have it freed twice.
-    this.onRelease?.();
-    this.onRelease = null;
+    // First, so that a thread killed from here on leaks what is left rather than have it freed
+    // twice; but the wake pipe's read end stays listed while a pending poll still uses it (onPoll
+    // closes it): unlisted here, a thread killed before that poll ended would leak it.
+    this.release(this.waiting ? [this.wakeR] : []);
     this.carrierTimer.disarm();
     // End the pending poll so the pool thread, and its reference to the device, go at once.
     this.lib.write(this.wakeW, WAKE_BYTE, 1);
@@ -794,6 +800,13 @@ export class TapLink implements Link {
     return tapQueueEmpty(this.fd) ?? true;
   }
 
+  /** Tell onRelease that only `fds` are left; the last call (nothing left) forgets the callback. */
+  private release(fds: number[]): void {
+    const cb = this.onRelease;
+    if (fds.length === 0) this.onRelease = null;
+    cb?.({ addrs: [], fds });
+  }
+
   private waitReadable(): void {
     if (this.waiting || this.closed) return;
     this.waiting = true;
@@ -803,6 +816,7 @@ export class TapLink implements Link {
   private readonly onPoll = (_err: unknown, n: number): void => {
     this.waiting = false;
     if (this.closed) {
+      this.release([]);
       this.lib.close(this.wakeR);
       return;
     }

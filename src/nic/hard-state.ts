@@ -725,6 +725,9 @@ export function rebuildTcpState(
   // ssthresh) for a segment that had not had a round trip to be lost in.
   d.rtxDeadline = d.sndMax !== d.sndUna ? now + d.rto : Number.POSITIVE_INFINITY;
   s.soft.ackNow = true;
+  // No short segment is known to be in flight: snd.una says so whatever the flight, where a fresh
+  // state's 0 could fall inside it and hold a tail back for nothing.
+  s.soft.smallSentEnd = sndUna;
   // An orphaned FIN_WAIT_2 (nobody reads) does not wait forever for the peer's FIN.
   if (d.state === TcpStateId.FIN_WAIT_2 && d.readClosed) d.timeWaitDeadline = now + s.cached.timeWaitMs;
   if (d.state === TcpStateId.FIN_WAIT_1 && !d.finQueued) d.finQueued = true;

@@ -40,12 +40,17 @@ import {
  * records' address fields and the 16 bytes of each address in the path's address block (and the
  * neighbor's in its own); the decoder interns them in the receiver's table (`DecodeOptions.addrs`)
  * and gives every connection of the path the path's handles. Version 2 (IPv4 only, no address
- * blocks) is still read; any other version is refused before anything is decoded.
+ * blocks) and version 3 (no soft.smallSentEnd) are still read and written on request; any other
+ * version is refused before anything is decoded.
  */
 
 export const STATE_CODEC_MAGIC = 0x43484e59;
-/** 2: per-connection statistics in the delegated state. 3: IPv6 neighbors, paths and connections. */
-export const STATE_CODEC_VERSION = 3;
+/**
+ * 2: per-connection statistics in the delegated state. 3: IPv6 neighbors, paths and connections.
+ * 4: soft.smallSentEnd ends the soft scalars (a field's `since`); an older batch leaves it at its
+ * default, and the encoder leaves it out of an older batch.
+ */
+export const STATE_CODEC_VERSION = 4;
 /** The oldest version this build still reads. */
 export const STATE_CODEC_MIN_VERSION = 2;
 
@@ -158,6 +163,8 @@ interface Row {
   /** 0 for hard fields, else the soft group bit. */
   readonly soft: number;
   readonly capacity: string;
+  /** First codec version that carries the row (0: all of them). */
+  readonly since: number;
 }
 
 function compile<P extends string>(fields: readonly FieldSpec<P>[], parts: readonly P[]): Row[] {
@@ -175,6 +182,7 @@ function compile<P extends string>(fields: readonly FieldSpec<P>[], parts: reado
             ? SOFT_OOO
             : SOFT_SACK,
     capacity: fs.capacity ?? '',
+    since: fs.since ?? 0,
   }));
 }
 
@@ -251,6 +259,9 @@ const IDENT = /^[A-Za-z_$][\w$]*$/;
 function checkKind(kind: Kind): void {
   for (const [i, r] of kind.rows.entries()) {
     if (!IDENT.test(r.key)) throw new TypeError(`${kind.label}: field ${r.name} is not an identifier`);
+    // A field an older batch lacks needs a default, and only soft fields have one.
+    if (r.since !== 0 && r.soft === 0)
+      throw new TypeError(`${kind.label}: hard field ${r.name} has a version`);
     if (r.code === C_RING) {
       const cap = kind.rows.findIndex((c) => c.key === r.capacity && c.part === P_CACHED);
       if (cap < 0 || cap > i)
@@ -263,8 +274,11 @@ function ccEncodeExpr(v: string): string {
   return `${CONGESTION_CODES.map((c, i) => `${v} === ${JSON.stringify(c)} ? ${i} : `).join('')}255`;
 }
 
-/** Encoder of the hard rows, or (soft = true) of the soft rows of the groups asked for. */
-function genEncode(kind: Kind, soft = false): EncodeFn {
+/**
+ * Encoder of the hard rows, or (soft = true) of the soft rows of the groups asked for, as `version`
+ * writes them.
+ */
+function genEncode(kind: Kind, soft = false, version = STATE_CODEC_VERSION): EncodeFn {
   checkKind(kind);
   const lines = ['let v;'];
   kind.access.forEach((a, i) => {
@@ -272,7 +286,7 @@ function genEncode(kind: Kind, soft = false): EncodeFn {
   });
   let group = 0;
   for (const r of kind.rows) {
-    if ((r.soft !== 0) !== soft) continue;
+    if ((r.soft !== 0) !== soft || r.since > version) continue;
     if (r.soft !== group) {
       if (group !== 0) lines.push('}');
       if (r.soft !== 0) lines.push(`if (groups & ${r.soft}) {`);
@@ -328,13 +342,13 @@ function genEncode(kind: Kind, soft = false): EncodeFn {
 }
 
 /** Bytes of the soft rows of the selected groups (the fixed ones are summed at generation). */
-function genSoftSize(kind: Kind): SoftSizeFn {
+function genSoftSize(kind: Kind, version: number): SoftSizeFn {
   const lines = ['let n = 1;'];
   kind.access.forEach((a, i) => {
     lines.push(`const p${i} = ${a};`);
   });
   for (const g of [SOFT_SCALARS, SOFT_OOO, SOFT_SACK]) {
-    const rows = kind.rows.filter((r) => r.soft === g);
+    const rows = kind.rows.filter((r) => r.soft === g && r.since <= version);
     if (rows.length === 0) continue;
     const parts: string[] = [String(fixedSize(rows.filter((r) => r.code < C_RING)))];
     for (const r of rows) {
@@ -416,7 +430,7 @@ function literal(kind: Kind, part: number): string {
   return `{ ${entries.join(', ')} }`;
 }
 
-function genDecode(kind: Kind): DecodeFn {
+function genDecode(kind: Kind, version = STATE_CODEC_VERSION): DecodeFn {
   checkKind(kind);
   const indexed = kind.rows.map((r, i) => ({ r, i }));
   const lines = [`let o = rd.o; let ${indexed.map(({ i }) => `f${i}`).join(', ')};`];
@@ -447,7 +461,12 @@ function genDecode(kind: Kind): DecodeFn {
       while (j < softRows.length && softRows[j]!.r.soft === g) j++;
       const run = softRows.slice(k, j);
       lines.push(`if (groups & ${g}) {`);
-      genReads(kind, run, lines);
+      genReads(
+        kind,
+        run.filter(({ r }) => r.since <= version),
+        lines,
+      );
+      for (const { r, i } of run) if (r.since > version) lines.push(`f${i} = h.def[${i}];`);
       lines.push('} else {');
       for (const { r, i } of run) {
         lines.push(r.code === C_OOO || r.code === C_RANGES ? `f${i} = [];` : `f${i} = h.def[${i}];`);
@@ -648,11 +667,29 @@ const TCP_KIND: Kind = {
 const encodeNeighbor = genEncode(NB_KIND);
 const encodePath = genEncode(PATH_KIND);
 const encodeTcp = genEncode(TCP_KIND);
-const encodeTcpSoft = genEncode(TCP_KIND, true);
-const tcpSoftSize = genSoftSize(TCP_KIND);
 const decodeNeighbor = genDecode(NB_KIND);
 const decodePath = genDecode(PATH_KIND);
-const decodeTcp = genDecode(TCP_KIND);
+
+/** A version's soft encoder, soft size and connection decoder (made at first use, but the current's). */
+interface TcpCodec {
+  readonly encodeSoft: EncodeFn;
+  readonly softSize: SoftSizeFn;
+  readonly decode: DecodeFn;
+}
+const tcpCodecs = new Map<number, TcpCodec>();
+function tcpCodec(version: number): TcpCodec {
+  let c = tcpCodecs.get(version);
+  if (c === undefined) {
+    c = {
+      encodeSoft: genEncode(TCP_KIND, true, version),
+      softSize: genSoftSize(TCP_KIND, version),
+      decode: genDecode(TCP_KIND, version),
+    };
+    tcpCodecs.set(version, c);
+  }
+  return c;
+}
+tcpCodec(STATE_CODEC_VERSION);
 
 // ---------------------------------------------------------------------------------------------
 // the batch
@@ -682,8 +719,10 @@ export function encodeBatch(
   if (opts.skipValidation !== true) validateTrees(trees);
   if (!Number.isFinite(now)) fail('now', 'clock time must be finite');
   const version = opts.version ?? STATE_CODEC_VERSION;
-  if (version !== STATE_CODEC_VERSION && version !== 2) throw new StateCodecVersionError(version);
+  if (!Number.isInteger(version) || version < STATE_CODEC_MIN_VERSION || version > STATE_CODEC_VERSION)
+    throw new StateCodecVersionError(version);
   const v3 = version >= 3;
+  const codec = tcpCodec(version);
   const groups = opts.soft === 'none' ? 0 : opts.soft === 'scalars' ? SOFT_SCALARS : SOFT_ALL;
   const byRef = opts.ringsByRef === true;
   const h = byRef ? H_REF : H;
@@ -702,7 +741,7 @@ export function encodeBatch(
       for (const s of node.conns) {
         size += TCP_MIN;
         if (!byRef) size += s.delegated.sendBuffer.length + s.delegated.recvBuffer.length;
-        if (groups !== 0) size += tcpSoftSize(s, groups, H);
+        if (groups !== 0) size += codec.softSize(s, groups, H);
       }
     }
   }
@@ -765,7 +804,7 @@ export function encodeBatch(
         o += 4;
         if (groups !== 0) {
           dv.setUint8(o, groups);
-          o = encodeTcpSoft(dv, bytes, o + 1, s, now, groups, H);
+          o = codec.encodeSoft(dv, bytes, o + 1, s, now, groups, H);
         }
         dv.setUint32(lenAt, o - lenAt - 4);
       }
@@ -835,6 +874,7 @@ export function decodeBatch(buf: Uint8Array, now: number, opts: DecodeOptions = 
   if (version < STATE_CODEC_MIN_VERSION || version > STATE_CODEC_VERSION)
     throw new StateCodecVersionError(version);
   const v3 = version >= 3;
+  const decodeTcp = tcpCodec(version).decode;
   const flags = dv.getUint16(6);
   if ((flags & ~FLAG_RINGS_BY_REF) !== 0) fail('flags', 'unknown flags');
   const byRef = (flags & FLAG_RINGS_BY_REF) !== 0;

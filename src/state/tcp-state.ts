@@ -231,6 +231,12 @@ export interface TcpSoft {
   hsInCss: boolean;
   hsCssBaselineMinRtt: number;
   hsCssRounds: number;
+  /**
+   * End of the last new-data segment shorter than the MSS (Linux's snd_sml, for Minshall's Nagle):
+   * one is in flight while this lies in (snd.una, snd.max]. It travels with the connection so a new
+   * owner does not let a second short segment go while the first is unacknowledged.
+   */
+  smallSentEnd: number;
 }
 
 /** HyStart++'s "no RTT measured yet" (a finite value, so it travels as a plain number). */
@@ -402,6 +408,7 @@ export function createTcpState(
       hsInCss: false,
       hsCssBaselineMinRtt: NO_RTT,
       hsCssRounds: 0,
+      smallSentEnd: 0,
     },
   };
 }

@@ -55,6 +55,8 @@ export interface FieldSpec<P extends string> {
   readonly soft?: SoftGroup;
   /** For rings: the `cached` field that bounds the ring's capacity. */
   readonly capacity?: string;
+  /** The codec version that first carries the field (absent: every version this build reads). */
+  readonly since?: number;
 }
 
 export type NeighborPart = 'const' | 'cached' | 'delegated';
@@ -62,9 +64,16 @@ export type PathPart = 'const' | 'cached' | 'top';
 /** `cubic` is `soft.cubic`. */
 export type TcpPart = 'const' | 'cached' | 'delegated' | 'soft' | 'cubic';
 
-function f<P extends string>(part: P, key: string, type: FieldType, soft?: SoftGroup): FieldSpec<P> {
+function f<P extends string>(
+  part: P,
+  key: string,
+  type: FieldType,
+  soft?: SoftGroup,
+  since?: number,
+): FieldSpec<P> {
   const name = part === 'top' ? key : part === 'cubic' ? `soft.cubic.${key}` : `${part}.${key}`;
-  return soft === undefined ? { part, key, type, name } : { part, key, type, name, soft };
+  const spec: FieldSpec<P> = soft === undefined ? { part, key, type, name } : { part, key, type, name, soft };
+  return since === undefined ? spec : { ...spec, since };
 }
 
 function ring<P extends string>(part: P, key: string, capacity: string): FieldSpec<P> {
@@ -215,6 +224,7 @@ export const TCP_FIELDS: readonly FieldSpec<TcpPart>[] = [
   f('soft', 'hsInCss', 'bool', 'scalars'),
   f('soft', 'hsCssBaselineMinRtt', 'num', 'scalars'),
   f('soft', 'hsCssRounds', 'u32', 'scalars'),
+  f('soft', 'smallSentEnd', 'u32', 'scalars', 4),
 ];
 
 /** Wire code of each congestion algorithm is its index here; append only. */

@@ -145,6 +145,7 @@ describe('hard-state record', () => {
     assert.deepEqual([d.srtt, d.rttvar], [12.5, 3.25], 'the RTT estimate the NIC published');
     assert.equal(d.rto, 200, 'the RTO it had, not the 1 s of a connection that never measured');
     assert.deepEqual(r.soft.sacked, []);
+    assert.equal(r.soft.smallSentEnd, d.sndUna, 'no short segment known to be in flight');
     // The adopter's output resends from snd.una at once; the timer only guards that resend.
     assert.equal(d.rtxDeadline, 5000 + 200);
     assert.equal(d.backoff, 0);

@@ -198,6 +198,7 @@ describe('transfer records', () => {
       ['a boolean that is neither', (f) => (f[at('const.tsEnabled')] = 2)],
       ['an unknown congestion algorithm', (f) => (f[at('cached.congestion')] = 9)],
       ['a time that is NaN', (f) => (f[at('delegated.rtxDeadline')] = Number.NaN)],
+      ['a short-segment end that is no sequence number', (f) => (f[at('soft.smallSentEnd')] = -1)],
       ['a window scale beyond 14', (f) => (f[at('const.sndWscale')] = 15)],
       ['another connection than the block was named for', (f) => (f[at('const.localPort')] = 40000)],
       ['an address that differs from its path', (f) => (f[at('const.remoteIp')] = 0x0a000063)],

@@ -148,7 +148,7 @@ export interface ConnDraw {
     congestion: CongestionAlgorithm;
   };
   state: number;
-  seqs: [number, number, number, number, number, number, number];
+  seqs: [number, number, number, number, number, number, number, number];
   sendData: Uint8Array;
   sentFrac: number;
   nxtFrac: number;
@@ -187,7 +187,7 @@ export const connDraw: fc.Arbitrary<ConnDraw> = fc.record({
     congestion: fc.constantFrom<CongestionAlgorithm>('cubic', 'newreno'),
   }),
   state: fc.integer({ min: 4, max: 9 }),
-  seqs: fc.tuple(u32, u32, u32, u32, u32, u32, u32),
+  seqs: fc.tuple(u32, u32, u32, u32, u32, u32, u32, u32),
   sendData: bytes(400),
   sentFrac: fc.double({ min: 0, max: 1, noNaN: true }),
   nxtFrac: fc.double({ min: 0, max: 1, noNaN: true }),
@@ -327,6 +327,7 @@ export function buildConn(path: PathState, localPort: number, remotePort: number
   soft.ackNow = g.softBools[2];
   soft.recoveryPoint = g.seqs[1];
   soft.highRxt = g.seqs[2];
+  soft.smallSentEnd = g.seqs[7];
   soft.rttSeq = g.seqs[3];
   soft.rttSentAt = g.times[7]!;
   soft.delayedAckDeadline = g.times[8]!;

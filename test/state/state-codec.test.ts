@@ -4,9 +4,9 @@ import { StateValidationError } from '../../src/core/errors.ts';
 import { createNeighborState } from '../../src/state/neighbor-state.ts';
 import { countTrees, flattenTrees } from '../../src/state/offload-tree.ts';
 import { createPathState } from '../../src/state/path-state.ts';
-import { decodeBatch, encodeBatch } from '../../src/state/state-codec.ts';
+import { decodeBatch, encodeBatch, STATE_CODEC_VERSION } from '../../src/state/state-codec.ts';
 import { createTcpState, DEFAULT_TCP_CACHED } from '../../src/state/tcp-state.ts';
-import { NEIGHBOR_FIELDS, PATH_FIELDS, TCP_FIELDS } from '../../src/state/validate.ts';
+import { NEIGHBOR_FIELDS, PATH_FIELDS, TCP_FIELDS, validateTrees } from '../../src/state/validate.ts';
 import fc from '../helpers/fc.ts';
 import { arbTrees, normalize, sampleTrees, sharingHolds } from './helpers.ts';
 
@@ -165,6 +165,60 @@ describe('soft state is optional', () => {
     assert.deepEqual(b.soft.sacked, []);
     assert.deepEqual(b.soft.recvSackRecent, []);
     assert.ok(c.soft.ooo.length > 0 && c.soft.sacked.length > 0);
+  });
+});
+
+describe('version 4: the end of the short segment in flight (soft.smallSentEnd)', () => {
+  test('travels in version 4 with the soft scalars; an older batch leaves it out and decodes to the default', () => {
+    assert.equal(STATE_CODEC_VERSION, 4);
+    const trees = sampleTrees(2);
+    const conns = flattenTrees(trees);
+    conns[0]!.soft.smallSentEnd = 0xfffffff0;
+    conns[1]!.soft.smallSentEnd = 12345;
+    for (const soft of ['all', 'scalars'] as const) {
+      const back = flattenTrees(decodeBatch(encodeBatch(trees, 0, { soft }), 0));
+      assert.deepEqual(
+        back.map((c) => c.soft.smallSentEnd),
+        [0xfffffff0, 12345],
+        soft,
+      );
+    }
+    const fresh = createTcpState(conns[0]!.const, DEFAULT_TCP_CACHED, conns[0]!.path).soft.smallSentEnd;
+    for (const version of [2, 3]) {
+      const old = encodeBatch(trees, 0, { version });
+      // Version 2 also lacks the family bytes of the neighbor and the path.
+      assert.equal(
+        encodeBatch(trees, 0).length - old.length,
+        4 * 2 + (version === 2 ? 2 : 0),
+        `version ${version}: 4 bytes a connection fewer`,
+      );
+      const back = flattenTrees(decodeBatch(old, 0));
+      assert.deepEqual(
+        back.map((c) => c.soft.smallSentEnd),
+        [fresh, fresh],
+        `version ${version}`,
+      );
+      // Everything else arrives as in version 4.
+      for (const [i, c] of back.entries()) c.soft.smallSentEnd = conns[i]!.soft.smallSentEnd;
+      assert.deepStrictEqual(normalize(back), normalize(conns));
+    }
+    // Without soft state it is the default, as every soft field.
+    const none = flattenTrees(decodeBatch(encodeBatch(trees, 0, { soft: 'none' }), 0));
+    assert.deepEqual(
+      none.map((c) => c.soft.smallSentEnd),
+      [fresh, fresh],
+    );
+  });
+
+  test('a value that is no sequence number is refused, in memory and by the encoder', () => {
+    for (const bad of [-1, 2 ** 32, 1.5, Number.NaN, Number.POSITIVE_INFINITY]) {
+      const trees = sampleTrees(1);
+      flattenTrees(trees)[0]!.soft.smallSentEnd = bad;
+      const refused = (e: unknown) =>
+        e instanceof StateValidationError && e.field === 'soft.smallSentEnd' && /u32/.test(e.message);
+      assert.throws(() => validateTrees(trees), refused, String(bad));
+      assert.throws(() => encodeBatch(trees, 0), refused, String(bad));
+    }
   });
 });
 

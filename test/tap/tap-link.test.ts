@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import dgram from 'node:dgram';
-import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { existsSync, fstatSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import net from 'node:net';
 import { after, afterEach, describe, test } from 'node:test';
 import { InvalidArgumentError, InvalidStateError, LinkError } from '../../src/core/errors.ts';
-import { TapLink, type TapLinkOptions, tapQueueEmpty } from '../../src/link/tap-link.ts';
+import { type TapHeld, TapLink, type TapLinkOptions, tapQueueEmpty } from '../../src/link/tap-link.ts';
 import {
   completePartialChecksum,
   decodeVnetHdr,
@@ -771,16 +771,56 @@ describe('TapLink on a real TAP device', () => {
   });
 });
 
-/** Descriptors of this process open on the TAP clone device (any thread's). */
-function tunFds(): number {
+/** Descriptors of this process (any thread's) whose target `is` accepts. */
+function fdsOn(is: (target: string) => boolean): number {
   let n = 0;
   for (const fd of readdirSync('/proc/self/fd')) {
     try {
-      if (readlinkSync(`/proc/self/fd/${fd}`) === '/dev/net/tun') n++;
+      if (is(readlinkSync(`/proc/self/fd/${fd}`))) n++;
     } catch {}
   }
   return n;
 }
+
+/** Descriptors of this process open on the TAP clone device (any thread's). */
+function tunFds(): number {
+  return fdsOn((t) => t === '/dev/net/tun');
+}
+
+describe('what a closing TapLink says it still holds', () => {
+  const isOpen = (fd: number): boolean => {
+    try {
+      fstatSync(fd);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+
+  test(
+    'a poll pending at close keeps the wake pipe in use: it stays listed until the poll has ended and closed it',
+    dev,
+    async () => {
+      requireEnv();
+      const l = open({ name: devName() });
+      const [fd, ctl, wakeR, wakeW] = l.held.fds;
+      const told: TapHeld[] = [];
+      l.onRelease = (left) => told.push(left);
+      await until(() => (l as unknown as { waiting: boolean }).waiting, 'the link to wait in its poll');
+      l.close();
+      // A thread killed now (a worker's) leaks what is open and not listed: nothing may be.
+      assert.deepEqual(
+        [fd, ctl, wakeR, wakeW].filter((x) => isOpen(x!)),
+        [wakeR],
+        'only the read end of the wake pipe, which the poll still uses, is open',
+      );
+      assert.deepEqual(told, [{ addrs: [], fds: [wakeR] }], 'and it is listed');
+      await until(() => !isOpen(wakeR!), 'the poll to end and close the read end');
+      assert.deepEqual(told.at(-1), { addrs: [], fds: [] }, 'then nothing is listed');
+      assert.equal(told.length, 2);
+    },
+  );
+});
 
 describe('a WorkerNic on a TAP of its own', () => {
   test(
@@ -822,4 +862,24 @@ describe('a WorkerNic on a TAP of its own', () => {
       await until(() => !exists(name), 'the device to vanish');
     },
   );
+
+  test("closed, each time: the host stops the thread only after its TAP's poll ended and closed the wake pipe", {
+    ...dev,
+    timeout: 60_000,
+  }, async () => {
+    requireEnv();
+    const pipes = () => fdsOn((t) => t.startsWith('pipe:'));
+    const before = pipes();
+    // The read end of the wake pipe was closed by the TAP's pending poll as it ended; the host
+    // stopped the thread at 'closed', about one close in two before that (6 of 12 left it open).
+    for (let i = 0; i < 8; i++) {
+      const nic = new WorkerNic({ id: `tap-close${i}`, link: { tap: { name: devName(), napiFrags: true } } });
+      await nic.ready();
+      const exited = new Promise((r) => nic.worker.once('exit', r));
+      nic.close();
+      await exited;
+      assert.equal(nic.releasedAtExit, null, `close ${i}: nothing left to free at the exit`);
+    }
+    assert.equal(pipes(), before, 'no pipe descriptor left behind');
+  });
 });

@@ -1,7 +1,22 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import type { TcpCached } from '../../src/state/tcp-state.ts';
-import { ACK, activeOpen, add, Bench, bytes, type InjectOpts, tsoBench } from './harness.ts';
+import { allocConnBlock, connRingCapacities, TRANSFER_RECORD_AT } from '../../src/nic/hard-state.ts';
+import { TransferRecord } from '../../src/nic/transfer-record.ts';
+import { ByteRing } from '../../src/state/byte-ring.ts';
+import { flattenTrees } from '../../src/state/offload-tree.ts';
+import { decodeBatch, encodeBatch } from '../../src/state/state-codec.ts';
+import type { TcpCached, TcpState } from '../../src/state/tcp-state.ts';
+import {
+  ACK,
+  activeOpen,
+  add,
+  Bench,
+  bytes,
+  type InjectOpts,
+  REMOTE,
+  Recorder,
+  tsoBench,
+} from './harness.ts';
 
 const MSS = 1460;
 
@@ -140,4 +155,67 @@ describe("sending into a reader's window (Linux's tcp_snd_wnd_test)", () => {
     peer(2 * MSS, 4 * MSS + 500 - 2 * MSS + 2 * MSS + 200);
     assert.deepEqual(lens(), [2 * MSS + 200], 'with TCP_NODELAY the window filled to its edge');
   });
+});
+
+/** The state `a` released, as the owner `b` reads it: through the codec (LocalNic) or a record (WorkerNic). */
+const HANDOVERS: [string, (s: TcpState, a: Bench, b: Bench) => TcpState][] = [
+  [
+    'the codec',
+    (s, a, b) => {
+      const tree = { neighbor: s.path.neighbor, paths: [{ path: s.path, conns: [s] }] };
+      const back = flattenTrees(decodeBatch(encodeBatch([tree], a.env.clock.now()), b.env.clock.now()))[0]!;
+      back.path = b.env.pathTo(REMOTE)!;
+      return back;
+    },
+  ],
+  [
+    'a transfer record',
+    (s, a, b) => {
+      const caps = connRingCapacities(s, 1 << 18);
+      const block = allocConnBlock(caps.send, caps.recv);
+      const send = ByteRing.createShared(block.send.capacity, block.send);
+      const recv = ByteRing.createShared(block.recv.capacity, block.recv);
+      send.write(s.delegated.sendBuffer.toArray());
+      recv.write(s.delegated.recvBuffer.toArray());
+      const rec = new TransferRecord(block.sab, block.at + TRANSFER_RECORD_AT);
+      rec.write(s, a.env.clock.now(), 0, 1, recv);
+      assert.ok(rec.take(1));
+      return rec.read(b.env.clock.now(), b.env.pathTo(REMOTE)!, send, recv);
+    },
+  ],
+];
+
+/** Lengths of the data segments `b` sent since the last look. */
+const dataLens = (b: Bench): number[] =>
+  b
+    .take()
+    .filter((x) => x.data.length > 0)
+    .map((x) => x.data.length);
+
+describe('the short segment in flight travels with a hand-over (Minshall, Linux snd_sml)', () => {
+  for (const [how, move] of HANDOVERS) {
+    test(`moved by ${how}, the new owner holds the next piece's short tail while the first is unacknowledged`, () => {
+      const a = tsoBench();
+      const o = activeOpen(a, { window: 65535 });
+      a.take();
+      const una = (k: number) => add(o.iss, 1 + k);
+      const peer = (b: Bench, port: number, acked: number, window: number) =>
+        b.inject({ flags: ACK, srcPort: 80, dstPort: port, seq: o.peerSeq, ack: una(acked), window });
+      peer(a, o.conn.localPort, 0, 0);
+      o.conn.state.delegated.cwnd = 100 * MSS;
+      o.conn.write(bytes(50 * MSS));
+      peer(a, o.conn.localPort, 0, 2 * MSS + 500);
+      assert.deepEqual(dataLens(a), [2 * MSS + 500], 'a piece with a 500-byte tail in flight');
+
+      const b = tsoBench();
+      b.advance(a.env.clock.now() - b.env.clock.now());
+      const s = a.layer.release(o.conn);
+      const conn = b.layer.adopt(move(s, a, b), new Recorder(), { prod: false });
+      assert.equal(conn.state.soft.smallSentEnd, una(2 * MSS + 500), 'the end of the short segment moved');
+      b.take();
+      // The peer acknowledges one MSS and opens its window to 2 MSS + 300 beyond the flight.
+      peer(b, conn.localPort, MSS, MSS + 500 + 2 * MSS + 300);
+      assert.deepEqual(dataLens(b), [2 * MSS], 'the tail waits on the new owner too');
+    });
+  }
 });

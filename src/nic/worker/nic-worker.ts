@@ -64,7 +64,6 @@ import {
   CAP_DROPPED,
   CAP_IN_FLIGHT,
   CAP_LIMIT,
-  clearTapHeld,
   DB_BEAT,
   DB_BELL,
   DB_DRAINS,
@@ -254,6 +253,10 @@ class CapturePipe extends PcapWriter {
 
 const capturePipe = boot.capture ? new CapturePipe(boot.capture) : null;
 
+/** What the TAP still holds while it closes (see TapLink.onRelease), and who waits for none. */
+let tapLeft = 0;
+let whenTapReleased: (() => void) | null = null;
+
 async function openLink(): Promise<Link> {
   const l = boot.link;
   if (l.kind === 'proxy') return new ProxyLink(l.name, l.mtu, l.carrier);
@@ -263,7 +266,14 @@ async function openLink(): Promise<Link> {
   Atomics.store(db, DB_TAP_FD, tap.fileDescriptor);
   const held = new BigInt64Array(boot.tapHeld);
   publishTapHeld(held, tap.held);
-  tap.onRelease = () => clearTapHeld(held);
+  tap.onRelease = (left) => {
+    publishTapHeld(held, left);
+    tapLeft = left.addrs.length + left.fds.length;
+    if (tapLeft > 0) return;
+    const then = whenTapReleased;
+    whenTapReleased = null;
+    then?.();
+  };
   // Every frame of the wire, offloaded connections' included (NDIS chimney's were invisible).
   return new ObservedLink(capturePipe ? capture(tap, capturePipe) : tap);
 }
@@ -1044,7 +1054,11 @@ port.on('message', (m: ToWorker) => {
       // After the last frames went out: a TAP's buffers and descriptors belong to the process, and
       // this thread's exit would not free them.
       link.close();
-      post({ t: 'closed' });
+      // The host stops the thread at 'closed': a TAP whose poll was pending closes the read end
+      // of its wake pipe only when that poll ends, so 'closed' waits for it (else it is left to
+      // the host to free at the exit, if the exit comes first).
+      if (tapLeft > 0) whenTapReleased = () => post({ t: 'closed' });
+      else post({ t: 'closed' });
       return;
     default:
       unhandled(m, 'message');

@@ -55,8 +55,9 @@ export interface WorkerBoot {
 //
 // Native memory and descriptors belong to the process, not to the thread that made them: a worker
 // killed before it closes its TAP leaves them behind. It lists them here as it opens the TAP and
-// clears the list as it closes it; the main thread frees what is still listed once the thread has
-// exited. BigInt64 words: two addresses (0: none), then four descriptors (-1: none).
+// lists what is left each time its close frees some (the wake pipe's read end goes last, once the
+// pending poll that uses it has ended); the main thread frees what is still listed once the thread
+// has exited. BigInt64 words: two addresses (0: none), then four descriptors (-1: none).
 
 const HELD_ADDRS = 2;
 const HELD_FDS = 4;

@@ -99,11 +99,6 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
    * full, or its link down): that segment never left this host. -1 when none since the last reset.
    */
   refusedSeq = -1;
-  /**
-   * @internal End of the last new-data segment shorter than the MSS (Linux's snd_sml, for its
-   * Minshall variant of Nagle); -1 when none. Soft: a new owner starts without one.
-   */
-  smallSentEnd = -1;
   /** @internal Retransmission timeouts in a row whose retransmission never left this host. */
   refusedRtos = 0;
   /**

@@ -213,6 +213,8 @@ export class Listeners {
     d.sndUna = d.iss;
     d.sndNxt = seqAdd(d.iss, 1);
     d.sndMax = d.sndNxt;
+    // Linux starts snd_sml at the ISS: no short segment is in flight.
+    conn.state.soft.smallSentEnd = d.iss;
     d.sndWnd = h.window;
     d.maxSndWnd = h.window;
     d.sndWl1 = h.seq;
@@ -317,6 +319,7 @@ export class Listeners {
     d.sndUna = h.ack;
     d.sndNxt = h.ack;
     d.sndMax = h.ack;
+    conn.state.soft.smallSentEnd = h.ack;
     d.rcvNxt = h.seq;
     d.lastAckSent = h.seq;
     d.rcvAdv = seqAdd(h.seq, Math.min(l.cached.rcvBufSize, 65535));

@@ -113,6 +113,8 @@ export function openConnection(
   d.sndUna = d.iss;
   d.sndNxt = seqAdd(d.iss, 1);
   d.sndMax = d.sndNxt;
+  // Linux starts snd_sml at the ISS: no short segment is in flight.
+  conn.state.soft.smallSentEnd = d.iss;
   d.state = TcpStateId.SYN_SENT;
   layer.link(conn);
   conn.state.soft.rttSentAt = now;

@@ -562,7 +562,7 @@ function sendWindowed(conn: TcpConnection, now: number): void {
     if (!finHere && len < segMax && fresh && deferSmallPiece(conn, len, avail, mss, now)) break;
     const used = transmit(conn, seq, len, now);
     if (used === 0) break;
-    if (fresh && used % mss !== 0) conn.smallSentEnd = seqAdd(seq, used);
+    if (fresh && used % mss !== 0) soft.smallSentEnd = seqAdd(seq, used);
     conn.outputUsed += used;
     d.sndNxt = seqAdd(seq, used);
     if (finHere) break;
@@ -574,9 +574,10 @@ function sendWindowed(conn: TcpConnection, now: number): void {
  * short segment sent earlier is not yet acknowledged (Minshall's variant, tcp_minshall_check).
  */
 function nagleHolds(conn: TcpConnection): boolean {
-  const d = conn.state.delegated;
-  const sml = conn.smallSentEnd;
-  if (conn.state.cached.noDelay || d.sndMax === d.sndUna || sml < 0) return false;
+  const s = conn.state;
+  const d = s.delegated;
+  const sml = s.soft.smallSentEnd;
+  if (s.cached.noDelay || d.sndMax === d.sndUna) return false;
   return seqGt(sml, d.sndUna) && seqLeq(sml, d.sndMax);
 }
 
