@@ -272,7 +272,9 @@ async function openLink(): Promise<Link> {
     if (tapLeft > 0) return;
     const then = whenTapReleased;
     whenTapReleased = null;
-    then?.();
+    // Not from inside the callback: TapLink says "nothing left" just before it closes the read end,
+    // and the host may stop this thread as soon as it reads 'closed'.
+    if (then !== null) setImmediate(then);
   };
   // Every frame of the wire, offloaded connections' included (NDIS chimney's were invisible).
   return new ObservedLink(capturePipe ? capture(tap, capturePipe) : tap);
