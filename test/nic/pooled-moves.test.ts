@@ -110,6 +110,11 @@ describe('pooled states on WorkerNics', () => {
           }
           const found0 = counters[0]!['nic.blocks.parts-found'] ?? 0;
           assert.ok(found0 >= CONNS, `NIC 0 found ${found0} blocks' parts again`);
+          // The tail's move back to NIC 0 installed each connection where it had run one move
+          // before: the host took up its old handle there, and the worker its old slot.
+          assert.ok(nics[0].revivedHandles >= CONNS, `NIC 0 revived ${nics[0].revivedHandles} handles`);
+          const reused0 = counters[0]!['nic.slots.reused'] ?? 0;
+          assert.ok(reused0 >= CONNS, `NIC 0 took up ${reused0} slots again`);
         } finally {
           for (const f of cleanups) f();
         }
