@@ -80,7 +80,7 @@ import {
   type WorkerReply,
 } from './worker/protocol.ts';
 import { spawnWorker } from './worker/spawn.ts';
-import { packBlocks, packKeys, unpackInitiate } from './worker/transfer-wire.ts';
+import { type GivenBlocks, packBlocks, packKeys, unpackInitiate } from './worker/transfer-wire.ts';
 
 export interface WorkerNicOptions {
   id: string;
@@ -141,6 +141,13 @@ interface BlockViews {
    * record fills it in place (TransferRecord.readInto) instead of making nine objects anew.
    */
   spare: TcpState | null;
+  /**
+   * The handles made over this block, one per WorkerNic that ran it: a connection that comes back
+   * to a NIC gets its old handle back (WorkerConnectionHandle._revive) rather than a new one per
+   * move, which lived until the next move and so reached the old generation, where the collector
+   * paid for it again (a scavenge's cost is what survives it).
+   */
+  handles: WorkerConnectionHandle[];
 }
 
 const BLOCK_VIEWS = new WeakMap<ByteRing, BlockViews>();
@@ -153,6 +160,7 @@ function blockViews(block: ConnBlockRef, send: ByteRing, recv: ByteRing): BlockV
     record: new HardStateRecord(block.sab, block.at),
     transfer: new TransferRecord(block.sab, block.at + TRANSFER_RECORD_AT),
     spare: null,
+    handles: [],
   };
   BLOCK_VIEWS.set(send, v);
   return v;
@@ -225,11 +233,10 @@ function returnRecords(prepared: TupleMap<PreparedConn> | undefined, owner?: num
 /** Owner numbers of transfer records, one per WorkerNic of this process. */
 let nextRecordOwner = 1;
 
-function givenBlocks(prepared: TupleMap<PreparedConn> | undefined): TupleMap<ConnBlockRef> | undefined {
+/** The block each prepared connection was given, for the initiate's answer (no map per batch). */
+function givenBlocks(prepared: TupleMap<PreparedConn> | undefined): GivenBlocks | undefined {
   if (prepared === undefined) return undefined;
-  const out = new TupleMap<ConnBlockRef>();
-  for (const p of prepared.values()) out.set(p.key, p.views.block);
-  return out;
+  return { get: (k) => prepared.get(k)?.views.block };
 }
 
 /** Why a WorkerNic is gone: the failover layer rebuilds its connections from hard state. */
@@ -288,7 +295,8 @@ export class WorkerConnectionHandle implements ConnectionHandle {
   constructor(
     private readonly nic: WorkerNic,
     readonly key: ConnKey,
-    readonly slot: number,
+    /** The worker's slot; a revived handle (see _revive) gets the slot of its new install. */
+    public slot: number,
     installed: InstalledConn,
     /** Views of the same block made when the host prepared it (saves attaching them again). */
     views?: BlockViews,
@@ -310,6 +318,11 @@ export class WorkerConnectionHandle implements ConnectionHandle {
     this.record = views.record;
     this.transfer = views.transfer;
     this.block = views.block;
+  }
+
+  /** @internal This handle is `nic`'s. */
+  nicIs(nic: WorkerNic): boolean {
+    return this.nic === nic;
   }
 
   get id(): string {
@@ -415,6 +428,35 @@ export class WorkerConnectionHandle implements ConnectionHandle {
     if (this.deliverScheduled || this.userRef === null) return;
     this.deliverScheduled = true;
     this.nic.clock.defer(this.deliver);
+  }
+
+  /**
+   * @internal Whether `nic` may take this handle up again for the same connection (`key`) installed
+   * anew: it was released from this NIC by a move, nothing holds it there any more, and no event
+   * waits in it for a socket.
+   */
+  _revivable(nic: WorkerNic, key: ConnKey): boolean {
+    return (
+      this.nic === nic &&
+      this.detached &&
+      this.pending === 0 &&
+      !this.deliverScheduled &&
+      this.localIp === key.localIp &&
+      this.localPort === key.localPort &&
+      this.remoteIp === key.remoteIp &&
+      this.remotePort === key.remotePort
+    );
+  }
+
+  /** @internal The same connection installed again at this NIC, in `slot`: as new, but no object made. */
+  _revive(slot: number): void {
+    this.slot = slot;
+    this.dry = false;
+    this.userRef = null;
+    this.pendingError = null;
+    this.detached = false;
+    this.ended = false;
+    this.closedFlag = false;
   }
 
   /** @internal The handle reaches its connection again (a move that did not happen). */
@@ -749,12 +791,42 @@ export class WorkerNic extends HostNic {
       const p = prepared?.get(inst.key);
       // Taken by the worker from its record: the state object is free for this block's next read.
       if (p?.offered === true) p.views.spare = p.state;
-      const h = new WorkerConnectionHandle(this, inst.key, inst.slot, inst, p?.views);
+      const h =
+        p === undefined
+          ? new WorkerConnectionHandle(this, inst.key, inst.slot, inst)
+          : this.handleOf(p, inst);
       this.handles.set(inst.slot, h);
       this.byKey.set(h, h);
       this.conns++;
     }
     return result;
+  }
+
+  /** The handle of a prepared connection the worker installed: its old one here if it can be revived. */
+  private handleOf(p: PreparedConn, inst: InstalledConn): WorkerConnectionHandle {
+    const views = p.views;
+    const list = views.handles;
+    let at = -1;
+    for (let i = 0; i < list.length; i++) if (list[i]!.nicIs(this)) at = i;
+    const old = at < 0 ? undefined : list[at]!;
+    if (
+      old !== undefined &&
+      old.block === inst.block &&
+      old._revivable(this, inst.key) &&
+      this.handles.get(old.slot) !== old &&
+      this.byKey.get(old) !== old
+    ) {
+      old._revive(inst.slot);
+      this.revivedHandles++;
+      return old;
+    }
+    const h = new WorkerConnectionHandle(this, inst.key, inst.slot, inst, views);
+    // Only a handle over these same views is kept (one made over other views is not this block's).
+    if (h.record === views.record) {
+      if (at < 0) list.push(h);
+      else list[at] = h;
+    }
+    return h;
   }
 
   /** The host's address table, which the worker's mirrors; taken from the first IPv6 state handed over. */
@@ -840,6 +912,9 @@ export class WorkerNic extends HostNic {
 
   /** Records this NIC's terminates handed back that the host read into a pooled state (BlockViews.spare). */
   pooledReads = 0;
+
+  /** Installs here that took up the connection's handle from its last stay here (BlockViews.handles). */
+  revivedHandles = 0;
 
   terminate(keys: ConnKey[] | 'all'): Promise<Uint8Array>;
   terminate(keys: ConnKey[] | 'all', opts: TerminateOptions): Promise<Transfer>;
@@ -958,6 +1033,7 @@ export class WorkerNic extends HostNic {
           record: h.record,
           transfer: h.transfer,
           spare: null,
+          handles: [],
         };
         this.byKey.set(
           h.key,

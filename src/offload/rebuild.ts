@@ -24,7 +24,7 @@ export async function rebuild(
   const now = stack.clock.now();
   const recs = new Map<string, SalvageRecord>();
   const tcp = stack.tcp;
-  const asked = new Set(items.map((i) => i.id));
+  const asked = new Set(items.map((i) => connKeyId(i.key)));
   for (const r of from.salvage(items.map((i) => i.key))) {
     const id = connKeyId(r.key);
     recs.set(id, r);
@@ -35,12 +35,12 @@ export async function rebuild(
     tcp.freeze(k.localIp, k.localPort, k.remoteIp, k.remotePort);
     const socket = e.user instanceof TcpSocket && !e.user.moving ? e.user : null;
     socket?._beginMove();
-    items.push({ key: k, id, user: e.user, socket });
+    items.push({ key: k, user: e.user, socket });
   }
   const states: TcpState[] = [];
   const byState: ItemsByState = new Map();
   for (const it of items) {
-    const r = recs.get(it.id);
+    const r = recs.get(connKeyId(it.key));
     const path = stack.pathTo(it.key.remoteIp, it.key.localIp);
     if (r === undefined || r.hard === null || path === null) {
       t.lost(it, r === undefined ? 'no hard state left' : 'hard state never written', report);

@@ -8,6 +8,7 @@ import {
   isTreeTransfer,
   keyOfState,
   type Nic,
+  sameConnKey,
   type Transfer,
 } from '../nic/nic.ts';
 import type { PathSlot } from '../nic/nic-engine.ts';
@@ -69,7 +70,6 @@ export interface Entry {
 /** One connection in a transfer. */
 export interface Item {
   key: ConnKey;
-  id: string;
   user: TcpUser | null;
   socket: TcpSocket | null;
   /** The host's connection, when the host is the source. */
@@ -238,6 +238,12 @@ export class TransferProtocol {
     byState: ItemsByState,
     report: TransferReport,
   ): void {
+    // A NIC hands states back in the order asked (one path, the usual batch): paired in place,
+    // with no table per batch.
+    if (states.length === items.length && states.every((s, i) => sameConnKey(s.const, items[i]!.key))) {
+      for (let i = 0; i < states.length; i++) byState.set(states[i]!, items[i]!);
+      return;
+    }
     const left = new TupleMap<Item>();
     for (const it of items) left.set(it.key, it);
     for (const s of states) {
@@ -347,7 +353,6 @@ export class TransferProtocol {
     const tcp = this.stack.tcp;
     const items: Item[] = [];
     for (const key of keys) {
-      const id = connKeyId(key);
       let user: TcpUser | null;
       if (src === 'host') {
         const conn = tcp.lookup(key.localIp, key.localPort, key.remoteIp, key.remotePort);
@@ -355,14 +360,14 @@ export class TransferProtocol {
         user = conn.user;
         const socket = user instanceof TcpSocket && !user.moving ? user : null;
         socket?._beginMove();
-        items.push({ key, id, user, socket, conn });
+        items.push({ key, user, socket, conn });
         continue;
       }
       user = this.entries.get(key)?.user ?? null;
       tcp.freeze(key.localIp, key.localPort, key.remoteIp, key.remotePort);
       const socket = user instanceof TcpSocket && !user.moving ? user : null;
       socket?._beginMove();
-      items.push({ key, id, user, socket });
+      items.push({ key, user, socket });
     }
     return items;
   }
@@ -502,12 +507,17 @@ export class TransferProtocol {
       this.stack.counters.inc('offload.forwarded', held.length);
       dst.inject(held);
     }
-    const inject = (p: Uint8Array): void => dst.inject([p]);
+    const inject = this.injector(dst);
     for (const it of items) {
       const k = it.key;
       tcp.forwardTo(k.localIp, k.localPort, k.remoteIp, k.remotePort, inject);
       const handle = dst.attach(k, it.user);
-      this.entries.set({ key: k, nic: dst, user: it.user });
+      // A move re-points the entry the connection has (one object per offloaded connection, not per move).
+      const e = this.entries.get(k);
+      if (e !== undefined) {
+        e.nic = dst;
+        e.user = it.user;
+      } else this.entries.set({ key: k, nic: dst, user: it.user });
       if (it.socket) {
         if (handle) it.socket._completeMove(handle);
         else it.socket._abortMove();

@@ -154,9 +154,12 @@ export class TcpSocket extends Duplex implements TcpUser {
 
   private resumeAfterMove(): void {
     this.isMoving = false;
-    const waiting = this.waitingForMove;
-    this.waitingForMove = [];
-    for (const w of waiting) w();
+    // Most moves find no call waiting: no new list per socket and move then.
+    if (this.waitingForMove.length > 0) {
+      const waiting = this.waitingForMove;
+      this.waitingForMove = [];
+      for (const w of waiting) w();
+    }
     if (this.conn) {
       if (!this.closedByStack) this.flushPending();
       // A close that came during the move still leaves received data (and the end) to deliver.

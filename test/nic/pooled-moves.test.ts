@@ -110,6 +110,17 @@ describe('pooled states on WorkerNics', () => {
           }
           const found0 = counters[0]!['nic.blocks.parts-found'] ?? 0;
           assert.ok(found0 >= CONNS, `NIC 0 found ${found0} blocks' parts again`);
+          // The tail's move back to NIC 0 installed each connection where it had run one move
+          // before: the host took up its old handle there, and the worker its old slot.
+          assert.ok(nics[0].revivedHandles >= CONNS, `NIC 0 revived ${nics[0].revivedHandles} handles`);
+          const reused0 = counters[0]!['nic.slots.reused'] ?? 0;
+          assert.ok(reused0 >= CONNS, `NIC 0 took up ${reused0} slots again`);
+          // ... and the connection objects: NIC 0's TCP layer its own, the host's (the tail's
+          // upload after its offload) those it released.
+          const revived0 = counters[0]!['tcp.adopt.revived'] ?? 0;
+          assert.ok(revived0 >= CONNS, `NIC 0 revived ${revived0} connection objects`);
+          const revivedHost = wh.stack.counters.get('tcp.adopt.revived');
+          assert.ok(revivedHost >= CONNS, `the host revived ${revivedHost} connection objects`);
         } finally {
           for (const f of cleanups) f();
         }

@@ -90,6 +90,8 @@ export function canonicalSlab(sab: SharedArrayBuffer, id: number): SharedArrayBu
 
 /** A block's rings and records, made once per buffer object and place (see above). */
 export interface BlockParts {
+  /** The block itself, as first named here: a later message naming the same place gets this object back. */
+  readonly block: ConnBlockRef;
   readonly send: ByteRing;
   readonly recv: ByteRing;
   readonly record: HardStateRecord;
@@ -105,6 +107,31 @@ const PARTS = new WeakMap<SharedArrayBuffer, Map<number, BlockParts>>();
 
 /** Parts made and parts found again by this thread (a worker reports them as `nic.blocks.parts-*`). */
 export const partsCount = { made: 0, found: 0 };
+
+/**
+ * The block object this thread made parts for at this place of `sab` (the same rings: offsets and
+ * capacities), or null: a message naming a block already known costs no new object. Its rings'
+ * headers are checked when its parts are asked for (blockParts), as for a new one.
+ */
+export function knownBlock(
+  sab: SharedArrayBuffer,
+  at: number,
+  sendOffset: number,
+  sendCapacity: number,
+  recvOffset: number,
+  recvCapacity: number,
+): ConnBlockRef | null {
+  const known = PARTS.get(sab)?.get(at);
+  if (
+    known === undefined ||
+    known.sendOffset !== sendOffset ||
+    known.recvOffset !== recvOffset ||
+    known.send.capacity !== sendCapacity ||
+    known.recv.capacity !== recvCapacity
+  )
+    return null;
+  return known.block;
+}
 
 /**
  * The parts of block `b`: those made before over the same buffer object at the same place, their
@@ -127,6 +154,7 @@ export function blockParts(b: ConnBlockRef): BlockParts {
     return known;
   }
   const parts: BlockParts = {
+    block: b,
     sendCtl: checkSharedRingRef(b.send),
     recvCtl: checkSharedRingRef(b.recv),
     send: ByteRing.attachShared(b.send),

@@ -292,7 +292,16 @@ interface Slot {
   recv: ByteRing;
   /** The TCP state the record holds now (see publishAhead). */
   published: number;
+  /** The connection's user here: events become messages for the host. */
+  user: RemoteUser;
 }
+
+/**
+ * The slot object (with its key and user) each block last had here: a connection that comes back
+ * to this worker takes it up again instead of three new objects per move, which lived until the
+ * next move and so reached the old generation (a scavenge's cost is what survives it).
+ */
+const slotOfBlock = new WeakMap<ConnBlockRef, Slot>();
 
 /** Publish a connection's hard state as it is now. */
 function writeRecord(slot: Slot): void {
@@ -446,6 +455,12 @@ function fillFromRecords(
   if (pooled > 0) engine.counters.inc('nic.initiate.pooled', pooled);
 }
 
+/** The rings lie in `given` (rings attached to it otherwise than through its parts). */
+function ownBlock(send: ByteRing, recv: ByteRing, given: ConnBlockRef): boolean {
+  const own = blockOfRings(send, recv);
+  return own !== null && sameBlock(own, given);
+}
+
 /**
  * Move a just-adopted connection's buffers into shared memory (the one copy of its bytes) and
  * give it a slot. The host normally allocated that memory and copied the buffers in before it
@@ -459,10 +474,16 @@ function install(conn: TcpConnection, given: ConnBlockRef | undefined): Installe
   let send: ByteRing;
   let recv: ByteRing;
   let onGiven = true;
-  const own = given === undefined ? null : blockOfRings(d.sendBuffer, d.recvBuffer);
-  if (own !== null && sameBlock(own, given!)) {
-    // The batch named the rings and the decoder attached them: the data is where it was.
+  const parts = given === undefined ? null : blockParts(given);
+  if (parts !== null && d.sendBuffer === parts.send && d.recvBuffer === parts.recv) {
+    // The batch named the rings and the record or the decoder took the block's own ring objects:
+    // the data is where it was.
     block = given!;
+    send = d.sendBuffer;
+    recv = d.recvBuffer;
+  } else if (given !== undefined && ownBlock(d.sendBuffer, d.recvBuffer, given)) {
+    // The batch named the rings and the decoder attached them: the data is where it was.
+    block = given;
     send = d.sendBuffer;
     recv = d.recvBuffer;
   } else if (
@@ -471,9 +492,8 @@ function install(conn: TcpConnection, given: ConnBlockRef | undefined): Installe
     given.recv.capacity >= d.recvBuffer.length
   ) {
     block = given;
-    const parts = blockParts(block);
-    send = parts.send;
-    recv = parts.recv;
+    send = parts!.send;
+    recv = parts!.recv;
   } else {
     onGiven = false;
     block = allocConnBlock(caps.send, caps.recv);
@@ -488,16 +508,48 @@ function install(conn: TcpConnection, given: ConnBlockRef | undefined): Installe
   d.recvBuffer = recv;
   const index = freeSlots.pop() ?? slots.length;
   const c = s.const;
-  const key = { localIp: c.localIp, localPort: c.localPort, remoteIp: c.remoteIp, remotePort: c.remotePort };
-  const record = onGiven ? blockParts(block).record : new HardStateRecord(block.sab, block.at);
-  const slot: Slot = { index, key, conn, block, record, send, recv, published: -1 };
+  const record = onGiven ? parts!.record : new HardStateRecord(block.sab, block.at);
+  let slot = onGiven ? slotOfBlock.get(block) : undefined;
+  if (slot !== undefined && slots[slot.index] !== slot && sameConnKey(slot.key, c)) {
+    // The connection's own slot from its last stay here, free since it left: the connection it
+    // held then was released and gets no user calls any more, and this user is the new one's.
+    if (slot.conn.user === slot.user) slot.conn.user = null;
+    slot.index = index;
+    slot.conn = conn;
+    slot.record = record;
+    slot.send = send;
+    slot.recv = recv;
+    slot.published = -1;
+    engine.counters.inc('nic.slots.reused');
+  } else {
+    const key = {
+      localIp: c.localIp,
+      localPort: c.localPort,
+      remoteIp: c.remoteIp,
+      remotePort: c.remotePort,
+    };
+    slot = {
+      index,
+      key,
+      conn,
+      block,
+      record,
+      send,
+      recv,
+      published: -1,
+      user: null as unknown as RemoteUser,
+    };
+    slot.user = new RemoteUser(slot);
+    if (onGiven) slotOfBlock.set(block, slot);
+  }
+  const key = slot.key;
   slots[index] = slot;
   byKey.set(key, slot);
   connIndex.add(slot);
   owners?.add(key.localIp, key.localPort, key.remoteIp, key.remotePort);
   // A stale doorbell bit from the slot's previous tenant must not reach this one.
   Atomics.store(db, flagsAt + index, 0);
-  conn.user = new RemoteUser(slot);
+  conn.user = slot.user;
   writeRecord(slot);
   return { key, slot: index, block, given: onGiven };
 }

@@ -5,7 +5,7 @@ import { readU32, writeU32 } from '../../wire/addr.ts';
 import type { ConnBlockRef } from '../hard-state.ts';
 import type { ConnKey, InitiateConnResult, InitiateResult } from '../nic.ts';
 import { TupleMap } from '../tuple-map.ts';
-import { canonicalSlab, slabIdOf } from './conn-blocks.ts';
+import { canonicalSlab, knownBlock, slabIdOf } from './conn-blocks.ts';
 import type { InstalledConn } from './protocol.ts';
 
 /*
@@ -85,6 +85,11 @@ export function unpackKeys(w: Uint32Array, addrs?: AddressBook | null): ConnKey[
   return out;
 }
 
+/** The blocks the host gave for an initiate's connections, by their keys (a TupleMap is one). */
+export interface GivenBlocks {
+  get(k: ConnKey): ConnBlockRef | undefined;
+}
+
 /** A batch's blocks: each buffer once, then per connection its key and where its block lies. */
 export interface PackedBlocks {
   sabs: SharedArrayBuffer[];
@@ -140,7 +145,7 @@ export function packBlocks(
 export function unpackBlocks(
   p: PackedBlocks,
   addrs?: AddressBook | null,
-  given?: TupleMap<ConnBlockRef>,
+  given?: GivenBlocks,
 ): TupleMap<ConnBlockRef> {
   const keys = unpackKeys(p.keys, addrs);
   const list = blockList(p, keys, given);
@@ -150,11 +155,7 @@ export function unpackBlocks(
 }
 
 /** The blocks in the order of their keys. */
-function blockList(
-  p: PackedBlocks,
-  keys: readonly ConnKey[],
-  given?: TupleMap<ConnBlockRef>,
-): ConnBlockRef[] {
+function blockList(p: PackedBlocks, keys: readonly ConnKey[], given?: GivenBlocks): ConnBlockRef[] {
   const n = keys.length;
   if (!(p.words instanceof Int32Array) || p.words.length !== n * BLOCK_WORDS || !Array.isArray(p.sabs))
     throw new InvalidArgumentError('packed blocks do not match their keys');
@@ -183,6 +184,11 @@ function blockList(
     }
     const sab = sabs[w[j]!];
     if (!(sab instanceof SharedArrayBuffer)) throw new InvalidArgumentError('packed block names no buffer');
+    const known = knownBlock(sab, w[j + 1]!, w[j + 2]!, w[j + 3]!, w[j + 4]!, w[j + 5]!);
+    if (known !== null) {
+      out.push(known);
+      continue;
+    }
     out.push({
       sab,
       at: w[j + 1]!,
@@ -251,7 +257,7 @@ export function packInitiate(
 export function unpackInitiate(
   p: PackedInitiate,
   addrs?: AddressBook | null,
-  given?: TupleMap<ConnBlockRef>,
+  given?: GivenBlocks,
 ): { result: InitiateResult; installed: InstalledConn[] } {
   const keys = unpackKeys(p.keys, addrs);
   if (!(p.codes instanceof Uint8Array) || p.codes.length !== keys.length)

@@ -36,6 +36,13 @@ export class RackLog {
     this.timeoutAt = Number.NEGATIVE_INFINITY;
   }
 
+  /** As new (a connection object taken up again for a state that moved back: TcpConnection.revive). */
+  reset(): void {
+    this.clear();
+    this.minRtt = Number.POSITIVE_INFINITY;
+    this.delivered = false;
+  }
+
   /** [start, end) went out at `now`. */
   onSend(start: number, end: number, now: number, rtx: boolean): void {
     start >>>= 0;

@@ -291,6 +291,39 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
     scheduleTimer(this);
   }
 
+  /**
+   * @internal As a connection just made over the same state (the constructor's defaults), for a
+   * state this object released coming back to the same layer (Handover.adopt): the object, its
+   * timer and RACK log are kept rather than made anew per move, which lived until the next move
+   * and so reached the old generation, where the collector paid for them again. The timer was
+   * disarmed at the release.
+   */
+  revive(): void {
+    this.user = null;
+    this.listener = null;
+    this.events = 0;
+    this.closeError = null;
+    this.finished = false;
+    this.wantWritable = false;
+    this.wantAcked = false;
+    this.softError = null;
+    this.synRetransmitted = false;
+    this.refusedSeq = -1;
+    this.smallSentEnd = -1;
+    this.refusedRtos = 0;
+    this.rttEchoFloor = -1;
+    this.rack.reset();
+    this.outputTurn = -1;
+    this.outputUsed = 0;
+    this.outputQueued = false;
+    this.offeredWscale = 0;
+    this.memCharged = 0;
+    this.oooBytes = oooBytesOf(this.state.soft.ooo);
+    this.linked = false;
+    this.timerTarget = Number.POSITIVE_INFINITY;
+    this.released = false;
+  }
+
   /** @internal Deliver queued events later (used from user calls, never re-entrantly). */
   deferDelivery(): void {
     if (this.deferred || this.events === 0) return;

@@ -73,6 +73,13 @@ export function prodInPlace(conn: TcpConnection): boolean {
  */
 export class Handover {
   private readonly pktHdr = createIpv4Header();
+  /**
+   * The connection object each released state left, by the state's identity: a worker, and the
+   * host, read a connection's record back into the state it released (TransferRecord.readInto),
+   * and adopt then takes up its old object too (TcpConnection.revive). Weak: a state that never
+   * comes back takes its connection object with it.
+   */
+  private readonly releasedBy = new WeakMap<TcpState, TcpConnection>();
 
   constructor(
     private readonly layer: TcpLayer,
@@ -90,7 +97,12 @@ export class Handover {
     if (this.table.lookup(c.localIp, c.localPort, c.remoteIp, c.remotePort)) {
       throw new AddressInUseError('adopt: this layer already runs a connection with that 4-tuple');
     }
-    const conn = new TcpConnection(layer, state);
+    let conn = this.releasedBy.get(state);
+    if (conn?.released && !conn.linked && conn.state === state && conn.engine === layer) {
+      this.releasedBy.delete(state);
+      conn.revive();
+      layer.env.counters.inc('tcp.adopt.revived');
+    } else conn = new TcpConnection(layer, state);
     conn.user = user;
     // The delayed-ACK timer never travels: the previous owner flushed it.
     state.soft.delayedAckDeadline = Number.POSITIVE_INFINITY;
@@ -125,6 +137,8 @@ export class Handover {
     conn.timerTarget = Number.POSITIVE_INFINITY;
     this.layer.unlinkQuiet(conn);
     conn.released = true;
+    // Taken up again if the same state object comes back here (a pooled read of the record).
+    this.releasedBy.set(s, conn);
     const c = s.const;
     this.freeze(c.localIp, c.localPort, c.remoteIp, c.remotePort);
     this.layer.env.counters.inc('tcp.released');
