@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { TcpConnection } from '../../src/stack/tcp/tcp-connection.ts';
 import type { TcpState } from '../../src/state/tcp-state.ts';
 import { ACK, activeOpen, add, Bench, bytes, type Opened, Recorder } from './harness.ts';
 
@@ -95,5 +96,41 @@ describe('adopting a connection on failover (prod)', () => {
     });
     assert.notEqual(d.srtt, srtt);
     assert.ok(d.srtt < 10, `srtt ${d.srtt} ms`);
+  });
+});
+
+describe('a released connection object taken up again (TcpConnection.revive)', () => {
+  test('every field is back to what a new object over the same state has', () => {
+    const { a, s } = failedOver(1);
+    const b = new Bench();
+    b.advance(a.env.clock.now() - b.env.clock.now());
+    const conn = b.layer.adopt(s, new Recorder());
+    b.layer.release(conn);
+    // What the object was made with, and `deferred`, which tracks a delivery still queued.
+    const kept = new Set(['state', 'engine', 'timer', 'rack', 'deferred']);
+    const dirty = conn as unknown as Record<string, unknown>;
+    for (const k of Object.keys(dirty)) {
+      if (kept.has(k)) continue;
+      const v = dirty[k];
+      dirty[k] = typeof v === 'number' ? 12345 : typeof v === 'boolean' ? !v : { stale: k };
+    }
+    conn.revive();
+    const fresh = new TcpConnection(conn.engine, conn.state) as unknown as Record<string, unknown>;
+    for (const k of Object.keys(fresh)) {
+      if (kept.has(k)) continue;
+      assert.deepEqual(dirty[k], fresh[k], `${k} after revive`);
+    }
+    assert.equal(conn.rack.entries.length, 0, 'the RACK log is empty');
+  });
+
+  test('adopting the same state back on the same layer revives the object it left', () => {
+    const { a, s } = failedOver(1);
+    const b = new Bench();
+    b.advance(a.env.clock.now() - b.env.clock.now());
+    const first = b.layer.adopt(s, new Recorder());
+    const back = b.layer.release(first);
+    const again = b.layer.adopt(back, new Recorder());
+    assert.equal(again, first, 'the same object');
+    assert.equal(b.env.counters.get('tcp.adopt.revived'), 1);
   });
 });

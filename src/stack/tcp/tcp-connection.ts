@@ -309,7 +309,6 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
     this.softError = null;
     this.synRetransmitted = false;
     this.refusedSeq = -1;
-    this.smallSentEnd = -1;
     this.refusedRtos = 0;
     this.rttEchoFloor = -1;
     this.rack.reset();
