@@ -387,6 +387,8 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
   const th = tt.team;
   const lagFile = process.env.CHIMNEY_LAG_LOG;
   if (lagFile) traceMainThread(th, lagFile);
+  // Not only with the trace: a team's profile was written only when CHIMNEY_LAG_LOG was set too.
+  profileMainThread();
   // Records reach the file at least once a second, so a capture is readable while serve runs.
   const pcapFlush = setInterval(() => pcap?.flush(), 1000).unref();
   if (o.gw !== undefined) th.stack.setDefaultGateway(o.gw);
@@ -546,7 +548,6 @@ function traceMainThread(th: TeamHost, file: string): void {
     void p.then(() => placements.push([Math.round(epoch + t), Math.round(performance.now() - t)]));
     return p;
   };
-  profileMainThread();
   process.on('exit', () => {
     writeFileSync(
       file,

@@ -190,6 +190,8 @@ export async function runLoad(lab: Lab, o: LoadOptions): Promise<LoadResult> {
   } finally {
     if (o.fault === 'carrier' && nic) lab.ip('link', 'set', 'dev', nic, 'up');
     if (cut) lab.ip('link', 'set', 'dev', cut, 'master', lab.bridge);
-    await srv.stop();
+    // A CPU profile is written at serve's exit, after its shutdown grace: a long run's may take
+    // longer than the default 3 s before SIGKILL.
+    await srv.stop(process.env.CHIMNEY_CPU_PROF ? 30_000 : undefined);
   }
 }
