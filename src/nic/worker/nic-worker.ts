@@ -475,14 +475,13 @@ function install(conn: TcpConnection, given: ConnBlockRef | undefined): Installe
   let recv: ByteRing;
   let onGiven = true;
   const parts = given === undefined ? null : blockParts(given);
-  if (parts !== null && d.sendBuffer === parts.send && d.recvBuffer === parts.recv) {
-    // The batch named the rings and the record or the decoder took the block's own ring objects:
-    // the data is where it was.
-    block = given!;
-    send = d.sendBuffer;
-    recv = d.recvBuffer;
-  } else if (given !== undefined && ownBlock(d.sendBuffer, d.recvBuffer, given)) {
-    // The batch named the rings and the decoder attached them: the data is where it was.
+  if (
+    given !== undefined &&
+    ((d.sendBuffer === parts!.send && d.recvBuffer === parts!.recv) ||
+      ownBlock(d.sendBuffer, d.recvBuffer, given))
+  ) {
+    // The batch named the rings, and the record took the block's own ring objects or the decoder
+    // attached others over them: the data is where it was.
     block = given;
     send = d.sendBuffer;
     recv = d.recvBuffer;
