@@ -55,6 +55,7 @@ export function prod(conn: TcpConnection): void {
     // says nothing about the one we resend on now: like RFC 6069's revert after a known
     // disruption, the timer that guards this resend starts from the plain RTO.
     d.backoff = 0;
+    d.rtxDeadline = Number.POSITIVE_INFINITY;
     // A tail probe timed on the failed path: the resend stands for it, and none is due while the
     // rest of the flight waits to go again (RFC 8985 7.2, as after a timeout).
     state.soft.tlpDeadline = Number.POSITIVE_INFINITY;
@@ -67,7 +68,9 @@ export function prod(conn: TcpConnection): void {
   sendAck(conn);
   sendAck(conn);
   sendAck(conn);
-  if (!outstanding) {
+  if (!outstanding || (state.soft.inRecovery && state.const.sackEnabled)) {
+    // Nothing in flight: new data if there is any. In SACK recovery the recovery's own output
+    // decides: holes first within cwnd - pipe, none the old owner already resent again.
     tcpOutput(conn);
     scheduleTimer(conn);
     return;
@@ -80,7 +83,7 @@ export function prod(conn: TcpConnection): void {
       d.sndNxt = seqAdd(d.sndUna, used);
     }
     d.rtxDeadline = now + backedOffRto(state);
-  } else d.rtxDeadline = Number.POSITIVE_INFINITY;
+  }
   scheduleTimer(conn);
 }
 
