@@ -84,7 +84,10 @@ describe('adopting a connection on failover (prod)', () => {
     assert.equal(d.sndUna, add(una, SEG));
     assert.equal(d.srtt, srtt, 'the outage is not an RTT');
     assert.equal(b.count('tcp.rtt.stale-echo'), 1);
-    // The next ACK echoes a segment this owner sent: a real sample.
+    // That ACK clocks out the rest of the flight; the next ACK echoes a segment this owner sent:
+    // a real sample.
+    const next = b.take().filter((x) => x.data.length > 0);
+    assert.equal(next[0]?.h.seq, add(una, SEG));
     b.advance(5);
     b.inject({
       flags: ACK,
@@ -92,10 +95,56 @@ describe('adopting a connection on failover (prod)', () => {
       ack: add(una, 2 * SEG),
       srcPort: 80,
       dstPort: o.conn.localPort,
-      ts: [peerTs + 2, resent[1]!.h.tsVal],
+      ts: [peerTs + 2, next[0]!.h.tsVal],
     });
     assert.notEqual(d.srtt, srtt);
     assert.ok(d.srtt < 10, `srtt ${d.srtt} ms`);
+  });
+
+  test("a prod resends snd.una's segment alone; the rest goes as the ACK of it says it is missing", () => {
+    const { a, o, s } = failedOver(0);
+    const una = s.delegated.sndUna;
+    const b = new Bench();
+    b.advance(a.env.clock.now() - b.env.clock.now());
+    const conn = b.layer.adopt(s, new Recorder(), { prod: true });
+    const out = b.take();
+    const top = add(una, 4 * SEG);
+    // Before: the three ACKs, then the whole window of four segments.
+    assert.deepEqual(
+      out.map((x) => [x.h.seq, x.data.length]),
+      [
+        [top, 0],
+        [top, 0],
+        [top, 0],
+        [una, SEG],
+      ],
+      "three duplicate ACKs and snd.una's segment",
+    );
+    assert.equal(conn.state.delegated.sndNxt, add(una, SEG));
+    b.advance(1);
+    // The peer had the first two segments: its ACK of the resend says where the hole starts.
+    b.inject({ flags: ACK, seq: o.peerSeq, ack: add(una, 2 * SEG), srcPort: 80, dstPort: o.conn.localPort });
+    assert.deepEqual(
+      b
+        .take()
+        .filter((x) => x.data.length > 0)
+        .map((x) => x.h.seq),
+      [add(una, 2 * SEG), add(una, 3 * SEG)],
+    );
+  });
+
+  test('a prod whose resend finds the whole flight arrived resends nothing more', () => {
+    const { a, o, s } = failedOver(0);
+    const una = s.delegated.sndUna;
+    const b = new Bench();
+    b.advance(a.env.clock.now() - b.env.clock.now());
+    const conn = b.layer.adopt(s, new Recorder(), { prod: true });
+    b.take();
+    b.advance(1);
+    b.inject({ flags: ACK, seq: o.peerSeq, ack: add(una, 4 * SEG), srcPort: 80, dstPort: o.conn.localPort });
+    assert.equal(b.take().filter((x) => x.data.length > 0).length, 0);
+    assert.equal(conn.state.delegated.sndUna, add(una, 4 * SEG));
+    assert.equal(conn.state.delegated.rtxDeadline, Number.POSITIVE_INFINITY);
   });
 });
 

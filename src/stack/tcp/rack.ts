@@ -61,8 +61,8 @@ export class RackLog {
       return;
     }
     // A retransmission inside the log: cut the entries it overlaps and put it in their place, in
-    // place. A failover's prod resends every connection's window segment by segment, each one
-    // landing inside the log: no arrays built per segment, the overlapped entries reused.
+    // place. Every resend after a timeout or a failover's prod lands inside the log, segment by
+    // segment as ACKs clock them out: no arrays built per segment, the overlapped entries reused.
     let i = 0;
     while (i < e.length && seqLeq(e[i]!.end, start)) i++;
     let j = i;
