@@ -1,7 +1,7 @@
 /**
  * The order a failover moves a member's connections in: those whose peers hold the least of our
  * data first (`neediestFirst`), since with a member's connections in batches the last batch waits
- * for every one before it.
+ * for every one before it; a dead member's are rebuilt in the order given.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
@@ -61,18 +61,25 @@ describe('failover order', () => {
     );
   });
 
-  test('a failover moves the failed member’s connections in the order neediestFirst gives', async () => {
+  /** A two-NIC scenario with one fault on the first, its mover recording the order asked and moved. */
+  async function recorded(kind: 'cut' | 'crash') {
     const ordered: ConnKey[][] = [];
     const moved: ConnKey[][] = [];
+    const given: ConnKey[][] = [];
     const r = await runScenario({
       seed: 1,
       nics: 2,
       conns: 8,
       bytes: 300_000,
       limitMs: 20_000,
-      faults: [{ at: 5, kind: 'cut', nic: 0 }],
+      faults: [{ at: 5, kind, nic: 0 }],
       onRig: (rig) => {
         class Recording extends ManagerOffloader {
+          override connectionsOn(nic: Nic): ConnKey[] {
+            const keys = super.connectionsOn(nic);
+            given.push([...keys]);
+            return keys;
+          }
           override neediestFirst(keys: ConnKey[]): ConnKey[] {
             const out = [...keys].reverse();
             ordered.push(out);
@@ -82,13 +89,29 @@ describe('failover order', () => {
             moved.push([...keys]);
             return super.move(keys, from, to);
           }
+          override async recover(keys: ConnKey[], from: Nic, to: Nic | null): Promise<MoveResult> {
+            moved.push([...keys]);
+            return super.recover(keys, from, to);
+          }
         }
         rig.team.setOffloader(new Recording(rig.manager));
       },
     });
     assertClean(r);
+    return { ordered, moved, given };
+  }
+
+  test('a failover moves the failed member’s connections in the order neediestFirst gives', async () => {
+    const { ordered, moved } = await recorded('cut');
     assert.equal(ordered.length, 1, 'asked once, for the one failover');
     assert.ok(ordered[0]!.length > 1, `the cut member ran several connections: ${ordered[0]!.length}`);
     assert.deepEqual(moved.flat(), ordered[0]);
+  });
+
+  test('a dead member’s connections are rebuilt in the order given, not asked for an order', async () => {
+    const { ordered, moved, given } = await recorded('crash');
+    assert.equal(ordered.length, 0);
+    assert.ok(given.length === 1 && given[0]!.length > 1, `the dead member ran several: ${given}`);
+    assert.deepEqual(moved.flat(), given[0]);
   });
 });
