@@ -8,6 +8,10 @@
  *                               [--fault none|carrier|reachability|crash|all] [--timeout S]
  *                               [--pcap FILE] [--log FILE] [--stalls FILE] [--host-alone]
  *                               [--linux-server] [--linux-only]
+ * `--fault-delay S`: the fault S seconds after every download's first byte (default 0: at once).
+ * Each run prints `faultCut`: the stalls across the fault by owner (the faulted NIC, the other, the
+ * host) and begun before it or not, and how many downloads were stalled across moments before and
+ * after it (`around`); with no fault, the same at the moment the fault would have come.
  * `--host-alone`: the host stack alone on one TAP, no team (the reference; fault none only).
  * `--linux-server`: after the runs, the same client against the Linux kernel serving the same
  * downloads (scripts/linux-serve.py in a second namespace on a veth port of the same bridge): the
@@ -26,7 +30,7 @@
  * `--pcap` captures every frame of the team (one file per fault: FILE.<fault>); `--log` keeps serve's
  * whole log (FILE.<fault>), for diagnosing a run that logged resets. `--stalls` writes every gap the
 client saw (FILE.<fault>, JSON: [start epoch ms, end epoch ms, connection, client port]), to line
-them up with a capture.
+them up with a capture, and who owned each download at the fault (FILE.<fault>.owners).
  */
 
 import { execFileSync } from 'node:child_process';
@@ -49,6 +53,12 @@ const cli = new Command('soak-tap')
       .choices(FAULTS)
       .default('none'),
   )
+  .option(
+    '--fault-delay <s>',
+    'wait this long after every download has data before the fault',
+    intIn(0, 600),
+    0,
+  )
   .option('--pcap <file>', 'capture every frame of the team (FILE.<fault>)')
   .option('--log <file>', "keep serve's whole log (FILE.<fault>)")
   .option('--stalls <file>', 'write every gap the client saw (FILE.<fault>)')
@@ -63,6 +73,7 @@ const o = cli.opts<{
   rate: number;
   timeout: number;
   fault: (typeof FAULTS)[number];
+  faultDelay: number;
   pcap?: string;
   log?: string;
   stalls?: string;
@@ -116,12 +127,19 @@ try {
       timeoutS,
       extra,
       hostAlone,
+      faultDelayS: o.faultDelay,
       log: (l) => console.error(l),
     });
     clearInterval(sampler);
     await cap?.stop();
     if (logFile) writeFileSync(`${logFile}.${fault}`, r.log);
-    if (stallsFile) writeFileSync(`${stallsFile}.${fault}`, JSON.stringify(r.client.stalls));
+    if (stallsFile) {
+      writeFileSync(`${stallsFile}.${fault}`, JSON.stringify(r.client.stalls));
+      writeFileSync(
+        `${stallsFile}.${fault}.owners`,
+        JSON.stringify({ at: r.markAt, nic: r.nic, owners: [...r.owners] }),
+      );
+    }
     const { stalls, ...client } = r.client;
     console.log(
       JSON.stringify({
@@ -130,6 +148,7 @@ try {
         detectMs: r.detectMs,
         resumeMs: r.resumeMs,
         stalledByFault: r.stalledByFault,
+        faultCut: r.faultCut,
         ...client,
         longestStalls: longestOf(stalls),
         peer: counterDelta(before, nsCounters(lab)),

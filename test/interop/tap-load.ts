@@ -22,6 +22,11 @@ export interface LoadOptions {
   /** Client time-out per connection, s. */
   timeoutS?: number;
   log?: (line: string) => void;
+  /**
+   * Seconds to wait after every download has its first byte before the fault (0: at once, the
+   * documented run). A later fault is an extra measurement, out of the connect burst.
+   */
+  faultDelayS?: number;
 }
 
 export interface ClientReport {
@@ -53,6 +58,15 @@ export interface LoadResult {
   stalledByFault: number;
   /** Connections the failover moved off the faulty member, from serve's failover line. */
   movedByFault: number;
+  /**
+   * What the stalls across the fault were (see `cutStalls`). With no fault, the same cut at the
+   * moment the fault would have come (every download's first byte, then the owners' query).
+   */
+  faultCut: FaultCut | null;
+  /** Epoch ms of the fault, or of the moment it would have come (0: the run never got there). */
+  markAt: number;
+  /** Who owned each download (by the client's port) at the fault or its moment. */
+  owners: Map<number, string>;
   /** Lines of serve's log that must never appear: false failures, losses, resets, errors. */
   bad: string[];
   log: string;
@@ -64,11 +78,92 @@ const CAUSE: Record<Exclude<FaultKind, 'none'>, string> = {
   crash: 'dead',
 };
 
-async function owners(ctl: string): Promise<string[]> {
+/** Who owns each download, by the client's port. */
+async function owners(ctl: string): Promise<Map<number, string>> {
   const s = (await controlRequest(ctl, { op: 'status' })) as StatusSnapshot;
-  return s.trees.flatMap((t) =>
-    t.paths.flatMap((p) => p.conns.filter((c) => c.local.endsWith(':80')).map((c) => c.owner)),
-  );
+  const out = new Map<number, string>();
+  for (const t of s.trees)
+    for (const p of t.paths)
+      for (const c of p.conns)
+        if (c.local.endsWith(':80')) out.set(Number(c.remote.slice(c.remote.lastIndexOf(':') + 1)), c.owner);
+  return out;
+}
+
+/** One class of the stalls across a fault. */
+export interface StallClass {
+  /** Downloads with a gap across the fault (as `stalledByFault` counts them). */
+  stalled: number;
+  /**
+   * Of them, downloads already stalled when the fault came (their gap began 50 ms or more
+   * before it): a download that was flowing had data a tick of the client's reader before.
+   */
+  stalledBefore: number;
+  /** Half of them / the last of them got data again this long after the fault, ms. */
+  p50ResumeMs: number;
+  resumeMs: number;
+}
+
+/**
+ * The stalls across a fault, cut so that the fault's own can be told from those the connect burst
+ * was causing anyway: by who owned the download when the fault came (the faulted NIC, the other
+ * NICs, the host, not known), and the same count at moments before and after the fault, where no
+ * fault is (`around`: offset ms → downloads with a gap across that moment).
+ */
+export interface FaultCut {
+  /** ms from the client's start to the fault (or the moment it would have come). */
+  atMs: number;
+  /** ms from every download's first byte (the ready file seen) to the fault. */
+  afterReadyMs: number;
+  faulted: StallClass;
+  other: StallClass;
+  host: StallClass;
+  unknown: StallClass;
+  around: Record<string, number>;
+}
+
+const ALREADY_MS = 50;
+const AROUND_MS = [-3000, -2000, -1000, -500, 0, 500, 1000, 2000, 3000];
+
+/** Gaps that began no later than `at` + 5 ms and ended after `at`: the rule of `stalledByFault`. */
+function across(stalls: ClientReport['stalls'], at: number): ClientReport['stalls'] {
+  return stalls.filter(([start, end]) => start <= at + 5 && end > at);
+}
+
+export function cutStalls(
+  stalls: ClientReport['stalls'],
+  at: number,
+  owner: Map<number, string>,
+  nic: string,
+  times: { startAt: number; readyAt: number },
+): FaultCut {
+  const cls = (): StallClass => ({ stalled: 0, stalledBefore: 0, p50ResumeMs: 0, resumeMs: 0 });
+  const cut: FaultCut = {
+    atMs: at - times.startAt,
+    afterReadyMs: at - times.readyAt,
+    faulted: cls(),
+    other: cls(),
+    host: cls(),
+    unknown: cls(),
+    around: {},
+  };
+  const resumes = new Map<StallClass, number[]>();
+  // One gap a download at most can span one moment: gaps of one download do not overlap.
+  for (const [start, end, , port] of across(stalls, at)) {
+    const o = owner.get(port);
+    const c = o === undefined ? cut.unknown : o === 'host' ? cut.host : o === nic ? cut.faulted : cut.other;
+    c.stalled++;
+    if (start <= at - ALREADY_MS) c.stalledBefore++;
+    const l = resumes.get(c) ?? [];
+    l.push(end - at);
+    resumes.set(c, l);
+  }
+  for (const [c, l] of resumes) {
+    l.sort((a, b) => a - b);
+    c.p50ResumeMs = Math.round(l[l.length >> 1]! * 10) / 10;
+    c.resumeMs = Math.round(l[l.length - 1]! * 10) / 10;
+  }
+  for (const off of AROUND_MS) cut.around[off] = across(stalls, at + off).length;
+  return cut;
 }
 
 /** scripts/tap-load.py in the lab's namespace against `host`. */
@@ -98,8 +193,12 @@ export async function runLoad(lab: Lab, o: LoadOptions): Promise<LoadResult> {
   let nic = '';
   let faultAt = 0;
   let cut = '';
+  let markAt = 0;
+  let readyAt = 0;
+  let owner = new Map<number, string>();
   try {
     const timeoutS = o.timeoutS ?? 300;
+    const startAt = Date.now();
     const client = lab.run(
       clientArgv(
         lab,
@@ -109,18 +208,28 @@ export async function runLoad(lab: Lab, o: LoadOptions): Promise<LoadResult> {
       ),
       (timeoutS + 60) * 1000,
     );
-    if (o.fault !== 'none') {
+    {
+      // Without a fault too: the same moment is marked, to count the stalls across it that no
+      // fault caused.
       const { existsSync } = await import('node:fs');
       const end = Date.now() + 120_000;
       while (!existsSync(ready) && Date.now() < end) await sleep(100);
       if (!existsSync(ready)) throw new Error(`the downloads never all started:\n${srv.log().slice(-2000)}`);
+      readyAt = Date.now();
+      if (o.faultDelayS) await sleep(o.faultDelayS * 1000);
       // The NIC carrying most of them takes the fault.
-      const o2 = await owners(ctl);
+      owner = await owners(ctl);
+      const o2 = [...owner.values()];
       const count = (n: string): number => o2.filter((x) => x === n).length;
       nic = [...new Set(o2)].filter((x) => x !== 'host').sort((a, b) => count(b) - count(a))[0] ?? '';
-      if (nic === '') throw new Error(`no connection on a NIC: ${o2.length} on the host`);
-      log(`fault ${o.fault} on ${nic} (${count(nic)} of ${o2.length} connections)`);
-      faultAt = Date.now();
+      markAt = Date.now();
+    }
+    if (o.fault !== 'none') {
+      if (nic === '') throw new Error(`no connection on a NIC: ${owner.size} on the host`);
+      log(
+        `fault ${o.fault} on ${nic} (${[...owner.values()].filter((x) => x === nic).length} of ${owner.size} connections)`,
+      );
+      faultAt = markAt;
       if (o.fault === 'carrier') lab.ip('link', 'set', 'dev', nic, 'down');
       else if (o.fault === 'reachability') {
         cut = nic;
@@ -178,12 +287,15 @@ export async function runLoad(lab: Lab, o: LoadOptions): Promise<LoadResult> {
       );
     return {
       client: report,
-      nic,
+      nic: faultAt > 0 ? nic : '',
       faultAt,
       detectMs,
       resumeMs: Math.round(resumeMs * 10) / 10,
       stalledByFault,
       movedByFault,
+      markAt,
+      owners: owner,
+      faultCut: markAt > 0 ? cutStalls(report.stalls, markAt, owner, nic, { startAt, readyAt }) : null,
       bad,
       log: text,
     };

@@ -1,0 +1,48 @@
+/**
+ * The soak's cut of the stalls across a fault (tap-load.ts `cutStalls`): by who owned the
+ * download, already stalled or flowing when the fault came, and the same count at moments
+ * around it, so the connect burst's stalls are told from the fault's.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { cutStalls } from './tap-load.ts';
+
+test('stalls across a fault are cut by owner and by whether they were already stalled', () => {
+  const at = 100_000;
+  const stalls: [number, number, number, number][] = [
+    // On the faulted NIC: stalled for a second already, and one flowing until the fault.
+    [at - 1000, at + 800, 0, 1000],
+    [at - 10, at + 300, 1, 1001],
+    [at - 20, at + 200, 2, 1002],
+    // On the other NIC, already stalled.
+    [at - 400, at + 50, 3, 2000],
+    // Began after the fault: not across it.
+    [at + 100, at + 400, 4, 1003],
+    // Ended before it: across the moment a second earlier only.
+    [at - 1500, at - 900, 5, 1004],
+    // In the host, and one nobody owned at the fault.
+    [at - 60, at + 20, 6, 3000],
+    [at, at + 30, 7, 4000],
+  ];
+  const owner = new Map<number, string>([
+    [1000, 'nic0'],
+    [1001, 'nic0'],
+    [1002, 'nic0'],
+    [1003, 'nic0'],
+    [1004, 'nic0'],
+    [2000, 'nic1'],
+    [3000, 'host'],
+  ]);
+  const c = cutStalls(stalls, at, owner, 'nic0', { startAt: at - 9000, readyAt: at - 700 });
+  assert.equal(c.atMs, 9000);
+  assert.equal(c.afterReadyMs, 700);
+  assert.deepEqual(c.faulted, { stalled: 3, stalledBefore: 1, p50ResumeMs: 300, resumeMs: 800 });
+  assert.deepEqual(c.other, { stalled: 1, stalledBefore: 1, p50ResumeMs: 50, resumeMs: 50 });
+  assert.deepEqual(c.host, { stalled: 1, stalledBefore: 1, p50ResumeMs: 20, resumeMs: 20 });
+  assert.deepEqual(c.unknown, { stalled: 1, stalledBefore: 0, p50ResumeMs: 30, resumeMs: 30 });
+  // The same rule as stalledByFault: six gaps across the fault itself.
+  assert.equal(c.around['0'], 6);
+  assert.equal(c.around['-1000'], 2);
+  assert.equal(c.around['500'], 1);
+  assert.equal(c.around['1000'], 0);
+});
