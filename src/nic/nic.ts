@@ -404,12 +404,6 @@ export interface Nic {
    * (a dead worker's connections cannot stay there).
    */
   salvage(keys?: readonly ConnKey[]): SalvageRecord[];
-  /**
-   * A connection's hard state as the host can read it at any moment (shared memory), without
-   * taking it: null when the NIC does not run it or its record was never written. Absent on a
-   * NIC whose connections live only in its own engine.
-   */
-  hardState?(key: ConnKey, out?: HardState): HardState | null;
   update(u: OffloadUpdate): Promise<void>;
   /** Stop sending on these objects and ask (indication) to have them uploaded with 'invalid-state'. */
   invalidate(target: InvalidateTarget): Promise<void>;

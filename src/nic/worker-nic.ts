@@ -1076,8 +1076,8 @@ export class WorkerNic extends HostNic {
   }
 
   /** A consistent snapshot of a connection's hard state from shared memory, whatever the worker is doing. */
-  hardState(key: ConnKey, out?: HardState): HardState | null {
-    return this.byKey.get(key)?.hardState(out) ?? null;
+  hardState(key: ConnKey): HardState | null {
+    return this.byKey.get(key)?.hardState() ?? null;
   }
 
   // What is left of a connection here is what shared memory holds: the last whole hard state and

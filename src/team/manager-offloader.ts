@@ -1,7 +1,5 @@
-import { emptyHardState, type HardState } from '../nic/hard-state.ts';
 import type { ConnKey, Nic } from '../nic/nic.ts';
 import type { OffloadManager, TransferReport } from '../offload/offload-manager.ts';
-import { seqDiff } from '../stack/tcp/seq.ts';
 import { prodInPlace } from '../stack/tcp/tcp-handover.ts';
 import { isOffloadable } from '../state/validate.ts';
 import type { MoveResult, TeamOffloader } from './team.ts';
@@ -16,11 +14,6 @@ export class ManagerOffloader implements TeamOffloader {
 
   connectionsOn(nic: Nic): ConnKey[] {
     return this.manager.keysOn(nic);
-  }
-
-  neediestFirst(keys: ConnKey[], nic: Nic): ConnKey[] {
-    const read = nic.hardState?.bind(nic);
-    return read === undefined ? keys : neediestFirst(keys, read);
   }
 
   ownerOf(localIp: number, localPort: number, remoteIp: number, remotePort: number): Nic | null {
@@ -82,28 +75,4 @@ export class ManagerOffloader implements TeamOffloader {
     }
     return { moved: r.moved, inHost, lost };
   }
-}
-
-/**
- * `keys` ordered by how much of our data each peer holds or will soon (what it has not read yet,
- * as its window shrank from the largest it offered, and what is in flight to it), least first:
- * the order a failover moves them in. A peer that has read everything waits for the move itself
- * (a slow reader in a connect burst, whose ring the host had not refilled yet, waits seconds if
- * its connection is in the last batch), while one holding a window of data reads on through the
- * whole failover. A connection whose record cannot be read counts as holding nothing. The sort is
- * stable: ties keep the order given.
- */
-export function neediestFirst(
-  keys: ConnKey[],
-  read: (k: ConnKey, out: HardState) => HardState | null,
-): ConnKey[] {
-  const h = emptyHardState();
-  const held = new Float64Array(keys.length);
-  for (let i = 0; i < keys.length; i++) {
-    const s = read(keys[i]!, h);
-    held[i] = s === null ? 0 : Math.max(0, s.maxSndWnd - s.sndWnd) + Math.max(0, seqDiff(s.sndMax, s.sndUna));
-  }
-  const order = Array.from(keys, (_, i) => i);
-  order.sort((a, b) => held[a]! - held[b]! || a - b);
-  return order.map((i) => keys[i]!);
 }

@@ -36,11 +36,6 @@ export interface MoveResult {
 export interface TeamOffloader {
   /** Connections offloaded to `nic` now. */
   connectionsOn(nic: Nic): ConnKey[];
-  /**
-   * The same keys in the order a failover should move them: those whose peers wait for data
-   * first (see `neediestFirst`). Absent: the order given.
-   */
-  neediestFirst?(keys: ConnKey[], nic: Nic): ConnKey[];
   /** The member running this 4-tuple, or null (host, or unknown). */
   ownerOf(localIp: number, localPort: number, remoteIp: number, remotePort: number): Nic | null;
   /** NIC to NIC. */
@@ -400,12 +395,7 @@ export class Team extends EventEmitter {
       const to = new Set<string>();
       // One list is complete: from the failure on, the mover settles nothing on this member (an
       // offload begun before it, the policy's say, is refused at its settle and ends in the host).
-      // Moved in batches, the last waiting for all before it: those whose peers have nothing
-      // left to read go first. Not a dead member's rebuild: there the readers it stalled mostly
-      // got data only after the whole rebuild had ended, and the order did not help at 5,000
-      // (BENCHMARKS.md, "Stalls across a fault at 5,000").
-      const all = o.connectionsOn(slot.nic);
-      const keys = dead ? all : (o.neediestFirst?.(all, slot.nic) ?? all);
+      const keys = o.connectionsOn(slot.nic);
       rec.connections = keys.length;
       if (keys.length > 0) await this.moveOff(slot, keys, dead, rec, to);
       rec.to = [...to];
