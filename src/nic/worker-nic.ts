@@ -116,7 +116,8 @@ export interface WorkerNicOptions {
  */
 interface PreparedConn {
   key: ConnKey;
-  state: TcpState;
+  /** Null when the record is named, not written, by the host (initiateNamed). */
+  state: TcpState | null;
   views: BlockViews;
   /** The transfer record was offered by this initiate (records transfer only). */
   offered: boolean;
@@ -744,6 +745,19 @@ export class WorkerNic extends HostNic {
         p.views.transfer.write(s, now, path, owner, p.views.recv);
       }
     }
+    return this.sendInitiate(batch, prepared, owner, opts?.prod === true);
+  }
+
+  /**
+   * Send an initiate whose blocks are `prepared` (their records offered to `owner`, if given) and
+   * take up the connections the worker installed.
+   */
+  private async sendInitiate(
+    batch: Uint8Array,
+    prepared: TupleMap<PreparedConn> | undefined,
+    owner: number | undefined,
+    prod: boolean,
+  ): Promise<InitiateResult> {
     let res: WorkerReply<'initiate'>;
     try {
       const packed =
@@ -755,7 +769,7 @@ export class WorkerNic extends HostNic {
             );
       res = await this.request({
         op: 'initiate',
-        arg: { batch, prod: opts?.prod === true, blocks: packed, owner },
+        arg: { batch, prod, blocks: packed, owner },
       });
     } catch (e) {
       if (this.death === null) returnRecords(prepared);
@@ -790,7 +804,7 @@ export class WorkerNic extends HostNic {
       this.passedUp.delete(inst.key);
       const p = prepared?.get(inst.key);
       // Taken by the worker from its record: the state object is free for this block's next read.
-      if (p?.offered === true) p.views.spare = p.state;
+      if (p?.offered === true && p.state !== null) p.views.spare = p.state;
       const h =
         p === undefined
           ? new WorkerConnectionHandle(this, inst.key, inst.slot, inst)
@@ -800,6 +814,31 @@ export class WorkerNic extends HostNic {
       this.conns++;
     }
     return result;
+  }
+
+  /**
+   * Initiate the connections another WorkerNic's terminate just released as transfer records
+   * (`takeReleased`), with that terminate's batch (their neighbors and paths, and what a record
+   * could not hold) as it came: the records stay where the source wrote them, in blocks the host
+   * already holds, and are only offered to this NIC's worker, which reads and validates them
+   * (fillFromRecords) as it does any record. The host neither reads nor writes a state, and the
+   * source wrote each connection's hard state as it released it, so the host holds all of it
+   * whenever either worker dies.
+   */
+  initiateNamed(
+    batch: Uint8Array,
+    handles: readonly WorkerConnectionHandle[],
+    opts?: InitiateOptions,
+  ): Promise<InitiateResult> {
+    const prepared = new TupleMap<PreparedConn>();
+    for (const h of handles) {
+      const views = knownViews(h.sendRing, h.recvRing);
+      if (views === undefined) throw new InvalidArgumentError('initiateNamed: a handle without block views');
+      prepared.set(h.key, { key: h.key, state: null, views, offered: true });
+    }
+    const owner = this.recordOwner;
+    for (const p of prepared.values()) p.views.transfer.setOwner(-owner);
+    return this.sendInitiate(batch, prepared, owner, opts?.prod === true);
   }
 
   /** The handle of a prepared connection the worker installed: its old one here if it can be revived. */
@@ -990,6 +1029,37 @@ export class WorkerNic extends HostNic {
     if (this.death !== null || this.closed) return super.takeQueued(keys, opts);
     if (opts?.drop === true) for (const k of keys) this.passedUp.delete(k);
     return [];
+  }
+
+  /**
+   * The handles the latest terminate released as transfer records (each record handed to the
+   * host), taken out for another WorkerNic to name them (`initiateNamed`); null when it released
+   * none as records (decodeReleased then reads the batch as before). Those whose install fails go
+   * back through `readReleased`.
+   */
+  takeReleased(): WorkerConnectionHandle[] | null {
+    if (!this.releasedAsRecords) return null;
+    const out = [...this.released.values()];
+    // A handle without views here (one kept for salvage) is read by decodeReleased, not named.
+    for (const h of out) if (knownViews(h.sendRing, h.recvRing) === undefined) return null;
+    this.released.clear();
+    return out;
+  }
+
+  /**
+   * Decode the latest terminate's batch as decodeReleased does, with only `handles` (taken by
+   * takeReleased, their records the host's again) read from their records.
+   */
+  readReleased(
+    bytes: Uint8Array,
+    handles: readonly WorkerConnectionHandle[],
+    now: number,
+    addrs?: AddressBook,
+  ): OffloadTree[] {
+    this.released.clear();
+    for (const h of handles) this.released.set(h, h);
+    this.releasedAsRecords = true;
+    return this.decodeReleased(bytes, now, addrs);
   }
 
   /** The handles of the connections the latest terminate released, by connKeyId, for decodeReleased. */

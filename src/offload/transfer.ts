@@ -13,13 +13,13 @@ import {
 } from '../nic/nic.ts';
 import type { PathSlot } from '../nic/nic-engine.ts';
 import { TupleMap } from '../nic/tuple-map.ts';
-import { WorkerNic } from '../nic/worker-nic.ts';
+import { type WorkerConnectionHandle, WorkerNic } from '../nic/worker-nic.ts';
 import { TcpSocket } from '../socket/tcp-socket.ts';
 import { TWO_32 } from '../stack/address-table.ts';
 import type { Stack } from '../stack/stack.ts';
 import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
 import type { TcpUser } from '../stack/tcp/tcp-types.ts';
-import { buildTrees, flattenTrees } from '../state/offload-tree.ts';
+import { buildTrees, flattenTrees, type OffloadTree } from '../state/offload-tree.ts';
 import type { PathState } from '../state/path-state.ts';
 import { encodeBatch, releaseTreeAddresses } from '../state/state-codec.ts';
 import type { TcpState } from '../state/tcp-state.ts';
@@ -192,6 +192,13 @@ export class TransferProtocol {
       for (const it of items) this.resumeAt(it, src);
       throw e;
     }
+    if (src instanceof WorkerNic && dst instanceof WorkerNic && !isTreeTransfer(released)) {
+      const handed = this.namable(keys, src, dst);
+      if (handed !== null) {
+        await this.moveNamed(items, src, dst, released, handed, report);
+        return report;
+      }
+    }
     let states: TcpState[];
     // The host's own states, validated as it released them (whatever form they travel in).
     if (src === 'host') states = [...byState.keys()];
@@ -226,6 +233,111 @@ export class TransferProtocol {
     if (failed.length > 0) await this.rollback(failed, byState, src, report);
     if (died !== undefined) await this.rebuildDied(died, byState, src, dst, report);
     return report;
+  }
+
+  /**
+   * The handles a WorkerNic's terminate released as transfer records, for a move to another
+   * WorkerNic that names them (moveNamed); null when this batch takes the general way: an IPv6
+   * key (its addresses are handles of each thread's table), a destination without records or
+   * marked failed, a terminate that handed no records.
+   */
+  private namable(keys: readonly ConnKey[], src: WorkerNic, dst: WorkerNic): WorkerConnectionHandle[] | null {
+    if (src === dst || !dst.useRecords || this.refuses(dst)) return null;
+    for (const k of keys) if (k.remoteIp >= TWO_32 || k.localIp >= TWO_32) return null;
+    return src.takeReleased();
+  }
+
+  /**
+   * Move between two WorkerNics by naming the records the source wrote: the destination's worker
+   * reads and validates them (the one check of what crossed from the source), the host passes on
+   * the source's batch of neighbors and paths as it came and makes no state. Only connections the
+   * destination refuses are read here, from their records (handed back to the host), and rolled
+   * back as in the general protocol; a batch it cannot read is rebuilt from hard state.
+   */
+  private async moveNamed(
+    items: Item[],
+    src: WorkerNic,
+    dst: WorkerNic,
+    bytes: Uint8Array,
+    handles: WorkerConnectionHandle[],
+    report: TransferReport,
+  ): Promise<void> {
+    const paired = this.pairHandles(handles, items, report);
+    if (paired.length === 0) return;
+    let res: InitiateResult | null = null;
+    let why = '';
+    try {
+      res = await this.wait(dst.initiateNamed(bytes, handles, { prod: this.opts.prod === true }));
+    } catch (e) {
+      if (dst.death !== null) {
+        await this.rebuildDiedItems(paired, src, dst, report);
+        return;
+      }
+      why = String(e);
+    }
+    let ok = paired;
+    const failed: WorkerConnectionHandle[] = [];
+    const reasons = new TupleMap<{ status: string; reason?: string }>();
+    if (res === null || res.status !== 'success' || res.conns.length !== handles.length) {
+      for (const c of res?.conns ?? []) reasons.set(c.key, c);
+      ok = [];
+      for (let i = 0; i < handles.length; i++) {
+        if (reasons.get(handles[i]!)?.status === 'success') ok.push(paired[i]!);
+        else failed.push(handles[i]!);
+      }
+    }
+    if (ok.length > 0 && (await this.settleAtNic(ok, src, dst, report)))
+      for (const it of ok) report.moved.push(it.key);
+    if (failed.length === 0) return;
+    // Only the refused are read (and only their records are the host's again).
+    const failedItems = new TupleMap<Item>();
+    for (let i = 0; i < handles.length; i++)
+      if (reasons.get(handles[i]!)?.status !== 'success') failedItems.set(paired[i]!.key, paired[i]!);
+    let trees: OffloadTree[];
+    try {
+      trees = src.readReleased(bytes, failed, this.stack.clock.now(), this.stack.addrs);
+      releaseTreeAddresses(trees);
+    } catch {
+      this.stack.counters.inc('offload.terminate.invalid');
+      await rebuild(this, [...failedItems.values()], src, 'host', report);
+      return;
+    }
+    const byState: ItemsByState = new Map();
+    const refused: Refused[] = [];
+    for (const st of flattenTrees(trees)) {
+      const it = failedItems.get(st.const);
+      if (it === undefined) continue;
+      byState.set(st, it);
+      const r = reasons.get(it.key);
+      refused.push({
+        state: st,
+        status: r?.status === 'no-resources' ? 'no-resources' : 'failure',
+        reason: r?.reason ?? res?.reason ?? (why || 'refused'),
+      });
+    }
+    if (refused.length > 0) await this.rollback(refused, byState, src, report);
+  }
+
+  /** The items of the handles a terminate released, in their order; the items without one closed at the source. */
+  private pairHandles(
+    handles: readonly WorkerConnectionHandle[],
+    items: readonly Item[],
+    report: TransferReport,
+  ): Item[] {
+    if (handles.length === items.length && handles.every((h, i) => sameConnKey(h, items[i]!.key)))
+      return [...items];
+    const left = new TupleMap<Item>();
+    for (const it of items) left.set(it.key, it);
+    const out: Item[] = [];
+    for (const h of handles) {
+      out.push(left.get(h)!);
+      left.delete(h);
+    }
+    for (const it of left.values()) {
+      this.forget(it);
+      report.refused.push({ key: it.key, status: 'closed', reason: 'closed at the source during the move' });
+    }
+    return out;
   }
 
   /**
@@ -271,8 +383,16 @@ export class TransferProtocol {
     report: TransferReport,
   ): Promise<void> {
     if (dst === 'host' || died.length === 0) return;
-    this.stack.counters.inc('offload.initiate.died', died.length);
-    const items = died.map((s) => byState.get(s)!);
+    await this.rebuildDiedItems(
+      died.map((s) => byState.get(s)!),
+      src,
+      dst,
+      report,
+    );
+  }
+
+  private async rebuildDiedItems(items: Item[], src: Owner, dst: Nic, report: TransferReport): Promise<void> {
+    this.stack.counters.inc('offload.initiate.died', items.length);
     let held: Uint8Array[] = [];
     if (src !== 'host' && src !== dst && src.death === null) {
       const keys = items.map((it) => it.key);
@@ -478,30 +598,46 @@ export class TransferProtocol {
     if (states.length === 0) return states;
     const tcp = this.stack.tcp;
     const items = states.map((s) => byState.get(s)!);
+    if (dst !== 'host') return (await this.settleAtNic(items, src, dst, report)) ? states : [];
     const keys = items.map((it) => it.key);
     let held: Uint8Array[] = [];
-    if (src !== 'host' && src !== dst) {
-      held = await this.takeHeld(src, keys);
+    if (src !== 'host') held = await this.takeHeld(src, keys);
+    const conns = states.map((s, i) => this.adoptHost(items[i]!, s, prod));
+    if (held.length > 0) this.stack.counters.inc('offload.forwarded', held.length);
+    for (const p of held) tcp.inputPacket(p);
+    for (let i = 0; i < items.length; i++) {
+      const it = items[i]!;
+      const k = it.key;
+      for (const p of tcp.takeQueued(k.localIp, k.localPort, k.remoteIp, k.remotePort)) tcp.inputPacket(p);
+      tcp.dropFrozen(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+      this.entries.delete(k);
+      it.socket?._completeMove(conns[i]!);
     }
-    if (dst !== 'host' && this.refuses(dst)) {
+    return states;
+  }
+
+  /**
+   * The NIC half of `settle`, by items: true when they run at `dst` now, false when it was marked
+   * failed meanwhile and they were withdrawn into the host.
+   */
+  private async settleAtNic(
+    items: readonly Item[],
+    src: Owner,
+    dst: Nic,
+    report?: TransferReport,
+  ): Promise<boolean> {
+    const tcp = this.stack.tcp;
+    let held: Uint8Array[] = [];
+    if (src !== 'host' && src !== dst)
+      held = await this.takeHeld(
+        src,
+        items.map((it) => it.key),
+      );
+    if (this.refuses(dst)) {
       // What the source held waits in the host's placeholders for whoever takes the connections.
       for (const p of held) tcp.inputPacket(p);
-      await withdraw(this, items, dst, report);
-      return [];
-    }
-    if (dst === 'host') {
-      const conns = states.map((s, i) => this.adoptHost(items[i]!, s, prod));
-      if (held.length > 0) this.stack.counters.inc('offload.forwarded', held.length);
-      for (const p of held) tcp.inputPacket(p);
-      for (let i = 0; i < items.length; i++) {
-        const it = items[i]!;
-        const k = it.key;
-        for (const p of tcp.takeQueued(k.localIp, k.localPort, k.remoteIp, k.remotePort)) tcp.inputPacket(p);
-        tcp.dropFrozen(k.localIp, k.localPort, k.remoteIp, k.remotePort);
-        this.entries.delete(k);
-        it.socket?._completeMove(conns[i]!);
-      }
-      return states;
+      await withdraw(this, items as Item[], dst, report);
+      return false;
     }
     if (held.length > 0) {
       this.stack.counters.inc('offload.forwarded', held.length);
@@ -523,7 +659,7 @@ export class TransferProtocol {
         else it.socket._abortMove();
       }
     }
-    return states;
+    return true;
   }
 
   // ---- live hand-over between owners of this thread ------------------------------------------

@@ -96,12 +96,10 @@ describe('pooled states on WorkerNics', () => {
           pooledWorkers += pooled0 + (counters[1]!['nic.initiate.pooled'] ?? 0);
           pooledHost += nics[0].pooledReads + nics[1].pooledReads;
           // The tail alone: NIC 0 took back into the states it had released to NIC 1, and the host
-          // read both NICs' records into the states it had handed them.
+          // read NIC 0's records (the upload) into the states it had handed it at the offload.
+          // Moves between the NICs name the records: the host reads none of them.
           assert.ok(pooled0 >= CONNS, `NIC 0 read ${pooled0} records into pooled states`);
-          assert.ok(
-            nics[0].pooledReads >= CONNS && nics[1].pooledReads >= CONNS,
-            'the host read into pooled states',
-          );
+          assert.ok(nics[0].pooledReads >= CONNS, 'the host read into pooled states');
           // Each worker made a block's rings and records once and found them again when the
           // connection came back (the tail's last move to NIC 0 brought every one back there).
           for (const c of counters) {
@@ -127,6 +125,6 @@ describe('pooled states on WorkerNics', () => {
       }),
       { numRuns: 3, endOnFailure: true },
     );
-    assert.ok(pooledHost >= 6 * CONNS && pooledWorkers >= 3 * CONNS);
+    assert.ok(pooledHost >= 3 * CONNS && pooledWorkers >= 3 * CONNS);
   });
 });

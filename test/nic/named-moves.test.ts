@@ -1,0 +1,107 @@
+/**
+ * A move between two WorkerNics names the transfer records the source wrote: the destination's
+ * worker reads and validates them, and the host reads, writes and validates no state on the way.
+ * Only what the destination refuses is read by the host (from records handed back to it) and
+ * rolled back, as exactly as before.
+ */
+import assert from 'node:assert/strict';
+import type { TestContext } from 'node:test';
+import { describe, test } from 'node:test';
+import { HardStateRecord } from '../../src/nic/hard-state.ts';
+import { TransferRecord } from '../../src/nic/transfer-record.ts';
+import type { WorkerNic } from '../../src/nic/worker-nic.ts';
+import { SimNetwork } from '../../src/sim/sim-network.ts';
+import { addWorkerHost, socketKey, streamBothWays } from './worker-helpers.ts';
+
+/** Calls, on this thread, that read or write a connection's state in shared memory. */
+function spyRecords(t: TestContext): { reads: number; writes: number } {
+  const n = { reads: 0, writes: 0 };
+  const proto = TransferRecord.prototype as unknown as Record<string, (...a: unknown[]) => unknown>;
+  const hard = HardStateRecord.prototype as unknown as Record<string, (...a: unknown[]) => unknown>;
+  const wrap = (o: Record<string, (...a: unknown[]) => unknown>, name: string, k: 'reads' | 'writes') => {
+    const f = o[name]!;
+    o[name] = function (this: unknown, ...a: unknown[]) {
+      n[k]++;
+      return f.apply(this, a);
+    };
+    t.after(() => {
+      o[name] = f;
+    });
+  };
+  wrap(proto, 'read', 'reads');
+  wrap(proto, 'readInto', 'reads');
+  wrap(proto, 'write', 'writes');
+  wrap(hard, 'write', 'writes');
+  return n;
+}
+
+async function setup(t: TestContext, capacity: number) {
+  const net = new SimNetwork({ seed: 23, virtualTime: false });
+  const wh = addWorkerHost(net, { capacity });
+  t.after(() => {
+    wh.close();
+    net.close();
+  });
+  const peer = net.addHost({ ip: '10.0.0.2/24' });
+  await Promise.all(wh.nics.map((n) => n.ready()));
+  return { wh, peer, nics: wh.nics as [WorkerNic, WorkerNic] };
+}
+
+describe('moves between WorkerNics by named records', () => {
+  test('the host reads and writes no state of a moved connection; every byte arrives', {
+    timeout: 60_000,
+  }, async (t) => {
+    const { wh, peer, nics } = await setup(t, 64);
+    const st = await streamBothWays(wh.host, peer, 12, 300_000, 1000, 2);
+    const keys = st.sockets.map(socketKey);
+    const m = wh.offload;
+    assert.equal((await m.offload(keys, nics[0])).moved.length, keys.length);
+    const spy = spyRecords(t);
+    for (let i = 0; i < 3; i++) {
+      assert.equal((await m.move(keys, nics[0], nics[1])).moved.length, keys.length);
+      assert.equal((await m.move(keys, nics[1], nics[0])).moved.length, keys.length);
+    }
+    // The general protocol read each record into a state, validated it and wrote it again (and
+    // the hard-state record) for the destination: 12 connections, six moves.
+    assert.deepEqual({ ...spy }, { reads: 0, writes: 0 });
+    assert.equal(m.keysOn(nics[0]).length, keys.length);
+    // Upload reads them, as the host's own now.
+    assert.equal((await m.upload(keys)).moved.length, keys.length);
+    assert.equal(spy.reads, keys.length);
+    assert.equal(await st.done, 0, 'every direction of every connection intact');
+    assert.deepEqual(st.errors, []);
+  });
+
+  test('what the destination refuses is read by the host and rolled back to the source, intact', {
+    timeout: 60_000,
+  }, async (t) => {
+    const { wh, peer, nics } = await setup(t, 10);
+    const st = await streamBothWays(wh.host, peer, 14, 300_000, 1000, 2);
+    const keys = st.sockets.map(socketKey);
+    const m = wh.offload;
+    const a = keys.slice(0, 8);
+    const b = keys.slice(8);
+    assert.equal((await m.offload(a, nics[0])).moved.length, a.length);
+    assert.equal((await m.offload(b, nics[1])).moved.length, b.length);
+    const spy = spyRecords(t);
+    // Room for four more at NIC 1.
+    const r = await m.move(a, nics[0], nics[1]);
+    assert.equal(r.moved.length, 4);
+    assert.deepEqual(
+      r.refused.map((x) => x.status),
+      ['no-resources', 'no-resources', 'no-resources', 'no-resources'],
+    );
+    // Only the four refused were read (and written again for NIC 0, their way back).
+    assert.equal(spy.reads, 4);
+    assert.equal(m.keysOn(nics[0]).length, 4);
+    assert.equal(m.keysOn(nics[1]).length, 10);
+    const back = new Set(m.keysOn(nics[0]).map((k) => k.localPort));
+    assert.deepEqual(
+      r.refused.map((x) => back.has(x.key.localPort)),
+      [true, true, true, true],
+    );
+    assert.equal((await m.upload(keys)).moved.length, keys.length);
+    assert.equal(await st.done, 0, 'every direction of every connection intact');
+    assert.deepEqual(st.errors, []);
+  });
+});
