@@ -536,7 +536,7 @@ function sendWindowed(conn: TcpConnection, now: number): void {
     const usable = Math.min(d.sndWnd, d.cwnd + lt) - flight;
     const avail = buffered - off;
     let len = Math.min(avail, limit, Math.max(usable, 0));
-    /** All that is queued fits: a piece that falls short of it now was cut by Nagle, not the window. */
+    // All that is queued fits: a piece that falls short of it below was cut by Nagle, not the window.
     const fits = len === avail;
     // A super-segment cut short ends on an MSS boundary, the rest going (or waiting) as the short
     // segment it is under the rules below; but one that reaches the right edge of the peer's
