@@ -178,7 +178,13 @@ describe("sending into a reader's window (Linux's tcp_snd_wnd_test)", () => {
     o.conn.write(bytes(700));
     assert.deepEqual(lens(), [], 'still 1,340 bytes: less than a segment');
     peer(700, 65535);
-    assert.deepEqual(lens(), [1340], 'the short one acknowledged, the rest goes');
+    assert.deepEqual(
+      lens(),
+      [],
+      'the short one acknowledged: the rest waits behind the full one (classic Nagle)',
+    );
+    peer(700 + MSS, 65535);
+    assert.deepEqual(lens(), [1340], 'everything acknowledged, the rest goes');
     // The short rest of the next write waits behind that one; the FIN takes it whatever Nagle says.
     o.conn.write(bytes(2000));
     assert.deepEqual(lens(), [MSS]);

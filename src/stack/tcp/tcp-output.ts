@@ -556,11 +556,12 @@ function sendWindowed(conn: TcpConnection, now: number): void {
     if (!finHere && len < mss && fresh) {
       const outstanding = d.sndMax !== d.sndUna;
       const all = off + len === buffered;
-      // Nagle (RFC 896, RFC 1122 4.2.3.4) with Minshall's variant, as Linux's tcp_nagle_check: the
-      // rest of what is queued goes unless an earlier short segment is unacknowledged (full ones
-      // in flight do not hold it). Sender SWS avoidance (4.2.3.4): a window-limited piece goes
-      // only with nothing in flight or if it is a fair share of the window.
-      const ok = !outstanding || (all && !nagleHolds(conn)) || (d.maxSndWnd > 0 && len >= d.maxSndWnd / 2);
+      // Nagle (RFC 896, RFC 1122 4.2.3.4): one small segment in flight at a time. Sender SWS
+      // avoidance (4.2.3.4): a window-limited piece goes only if it is a fair share of the window.
+      // Held behind any data in flight, where Linux's Minshall check (tcp_nagle_check) holds it
+      // only behind a short segment: that, tried, let serve's slow readers prune data again
+      // (one 5,000 soak: TcpExtRcvPruned 415, 0-21 without it; BENCHMARKS.md, branch h4).
+      const ok = !outstanding || (all && s.cached.noDelay) || (d.maxSndWnd > 0 && len >= d.maxSndWnd / 2);
       if (!ok) break;
     }
     if (!finHere && !fits && len < segMax && fresh && deferSmallPiece(conn, len, avail, mss, now)) break;
@@ -589,9 +590,8 @@ function tailWaits(conn: TcpConnection, atEnd: boolean, atEdge: boolean): boolea
 }
 
 /**
- * Linux's tcp_nagle_check for a short segment at the end of what is queued, or the short tail of
- * a piece: Nagle is on, data is in flight, and a short segment sent earlier is not yet
- * acknowledged (Minshall's variant, tcp_minshall_check).
+ * Linux's tcp_nagle_check for the short tail of a piece: Nagle is on, data is in flight, and a
+ * short segment sent earlier is not yet acknowledged (Minshall's variant, tcp_minshall_check).
  */
 function nagleHolds(conn: TcpConnection): boolean {
   const s = conn.state;
