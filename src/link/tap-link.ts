@@ -102,6 +102,18 @@ export interface TapLinkOptions {
    * See `TapLink.napiFrags`.
    */
   napiFrags?: boolean;
+  /**
+   * Told everything the open holds of the process (descriptors, native memory) each time it makes
+   * or frees some of it, from the first descriptor on: a thread killed while it opens (a worker's)
+   * leaks whatever was not listed somewhere that outlives it. The object is the open's own and
+   * changes after the call. Once open, `held` and `onRelease` say the same.
+   */
+  onHeld?: (held: TapHeld) => void;
+  /**
+   * For tests of a thread killed while it opens: once `onHeld` has been told for the `after`-th
+   * time, word 0 of `flag` (Int32) becomes 1 and the thread waits there for good.
+   */
+  stopWhileOpening?: { after: number; flag: SharedArrayBuffer };
 }
 
 export interface GsoSendOptions {
@@ -267,6 +279,7 @@ export class TapLink implements Link {
     created: boolean,
     vnetHdr: boolean,
     napiFrags: boolean,
+    native: NativeBuffers | null,
     offloads: { tso: boolean; tso6: boolean; csum: boolean },
     opts: TapLinkOptions,
   ) {
@@ -283,13 +296,11 @@ export class TapLink implements Link {
     this.hdr = vnetHdr ? VNET_HDR_LEN : 0;
     this.rbuf = new Uint8Array(this.hdr + MAX_FRAME);
     this.napiFrags = napiFrags;
-    if (napiFrags) {
-      // The iovecs name addresses, so the frame is built in memory that never moves.
-      const t = lib.nativeBytes(this.hdr + MAX_FRAME);
+    if (native) {
+      const { t, v } = native;
       this.tbufAddr = t.addr;
       this.tbufBase = Number(t.addr);
       this.tbuf = t.bytes;
-      const v = lib.nativeBytes(MAX_IOV * 16);
       this.iovAddr = v.addr;
       this.iov = new Uint32Array(v.bytes.buffer, v.bytes.byteOffset, MAX_IOV * 4);
       this.segmenter = new GsoSegmenter();
@@ -351,15 +362,28 @@ export class TapLink implements Link {
     const ifr = new Uint8Array(IFREQ_SIZE);
     const iv = new DataView(ifr.buffer);
 
+    // Listed with onHeld as each is made; unlisted before a failure frees them, so that a thread
+    // killed in between leaks rather than has them freed twice.
+    const held: TapHeld = { addrs: [], fds: [] };
+    let told = 0;
+    const hold = <T>(list: T[], x: T): void => {
+      list.push(x);
+      opts.onHeld?.(held);
+      if (++told === opts.stopWhileOpening?.after) stopHere(opts.stopWhileOpening.flag);
+    };
+    const fail = (err: LinkError): never => {
+      const { fds } = held;
+      held.fds = [];
+      opts.onHeld?.(held);
+      for (const f of fds) lib.close(f);
+      throw err;
+    };
+
     const ctl = lib.socket(AF_INET, SOCK_DGRAM | O_CLOEXEC, 0);
     if (ctl < 0) {
       throw new LinkError(errName(lib.errno()), `cannot open a control socket: ${errName(lib.errno())}`);
     }
-    const fds: number[] = [ctl];
-    const fail = (err: LinkError): never => {
-      for (const f of fds) lib.close(f);
-      throw err;
-    };
+    hold(held.fds, ctl);
 
     putIfName(ifr, name);
     const existed = lib.ioctlPtr(ctl, SIOCGIFINDEX, ifr) === 0;
@@ -383,7 +407,7 @@ export class TapLink implements Link {
             : 'cannot open it';
       fail(new LinkError(e, `cannot open ${tunPath}: ${hint}`));
     }
-    fds.push(fd);
+    hold(held.fds, fd);
 
     // CHIMNEY_TAP_NAPI_FRAGS=0 turns it off for a back-to-back comparison (BENCHMARKS.md).
     const wanted = opts.napiFrags ?? process.env.CHIMNEY_TAP_NAPI_FRAGS !== '0';
@@ -489,6 +513,17 @@ export class TapLink implements Link {
     if (lib.pipe2(pipe, O_NONBLOCK | O_CLOEXEC) !== 0) {
       fail(new LinkError(errName(lib.errno()), 'cannot create the wake pipe'));
     }
+    held.fds.push(pipe[0]!);
+    hold(held.fds, pipe[1]!);
+    let native: NativeBuffers | null = null;
+    if (napiFrags) {
+      // The iovecs name addresses, so the frame is built in memory that never moves.
+      const t = lib.nativeBytes(VNET_HDR_LEN + MAX_FRAME);
+      hold(held.addrs, t.addr);
+      const v = lib.nativeBytes(MAX_IOV * 16);
+      hold(held.addrs, v.addr);
+      native = { t, v };
+    }
     return new TapLink(
       lib,
       fd,
@@ -500,6 +535,7 @@ export class TapLink implements Link {
       !existed,
       vnetHdr,
       napiFrags,
+      native,
       offloads,
       opts,
     );
@@ -877,6 +913,20 @@ const WAKE_BYTE = new Uint8Array([1]);
 
 function hostIsLittleEndian(): boolean {
   return new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+}
+
+/** The send buffer and iovec array of a TapLink with napiFrags, in native memory. */
+interface NativeBuffers {
+  t: { addr: bigint; bytes: Uint8Array };
+  v: { addr: bigint; bytes: Uint8Array };
+}
+
+/** Say so in word 0 of `flag`, and wait for good (see TapLinkOptions.stopWhileOpening). */
+function stopHere(flag: SharedArrayBuffer): void {
+  const w = new Int32Array(flag);
+  Atomics.store(w, 0, 1);
+  Atomics.notify(w, 0);
+  for (;;) Atomics.wait(w, 0, 1);
 }
 
 /** Native memory (addresses) and descriptors a TapLink holds of the process (see `held`). */

@@ -863,6 +863,48 @@ describe('a WorkerNic on a TAP of its own', () => {
     },
   );
 
+  test('killed at each point of opening its TAP, it leaves no descriptor or buffer behind', {
+    ...dev,
+    timeout: 60_000,
+  }, async () => {
+    requireEnv();
+    const pipes = () => fdsOn((t) => t.startsWith('pipe:'));
+    const sockets = () => fdsOn((t) => t.startsWith('socket:'));
+    const before = { tun: tunFds(), pipes: pipes(), sockets: sockets() };
+    // What the open holds after each of its steps: the control socket, the clone device, the wake
+    // pipe (both ends at once), the native send buffer, the iovec array. Unlisted until the open
+    // had returned, all of it leaked (1-4 descriptors at each point).
+    const steps = [
+      { fds: 1, native: 0 },
+      { fds: 2, native: 0 },
+      { fds: 4, native: 0 },
+      { fds: 4, native: 1 },
+      { fds: 4, native: 2 },
+    ];
+    for (const [i, want] of steps.entries()) {
+      const at = `step ${i + 1}`;
+      const flag = new SharedArrayBuffer(4);
+      const name = devName();
+      const nic = new WorkerNic({
+        id: `tap-open${i}`,
+        link: { tap: { name, napiFrags: true, stopWhileOpening: { after: i + 1, flag } } },
+      });
+      await until(() => Atomics.load(new Int32Array(flag), 0) === 1, `the worker to stop at ${at}`);
+      // (The thread has pipes of its own by now: what is freed at its exit tells its wake pipe's.)
+      assert.equal(tunFds(), before.tun + (want.fds >= 2 ? 1 : 0), `${at}: the device is open`);
+      await nic.kill();
+      await until(() => nic.death !== null, 'the death to be seen');
+      assert.deepEqual(nic.releasedAtExit, want, `${at}: what the open had made is freed at the exit`);
+      assert.deepEqual(
+        { tun: tunFds(), pipes: pipes(), sockets: sockets() },
+        before,
+        `${at}: nothing left open`,
+      );
+      nic.close();
+      await until(() => !exists(name), `${at}: the device to vanish with its last descriptor`);
+    }
+  });
+
   test("closed, each time: the host stops the thread only after its TAP's poll ended and closed the wake pipe", {
     ...dev,
     timeout: 60_000,

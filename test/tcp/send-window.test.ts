@@ -12,6 +12,7 @@ import {
   add,
   Bench,
   bytes,
+  FIN,
   type InjectOpts,
   REMOTE,
   Recorder,
@@ -19,6 +20,32 @@ import {
 } from './harness.ts';
 
 const MSS = 1460;
+
+/**
+ * An open connection with segmentation offload; `peer` acknowledges `ack` bytes of it with
+ * `window`, `lens` gives the lengths of the data segments sent since the last look.
+ */
+function tsoOpen() {
+  const b = tsoBench();
+  // A large first window keeps the bound at half the largest window out of the way.
+  const o = activeOpen(b, { window: 65535 });
+  b.take();
+  const peer = (ack: number, window: number) =>
+    b.inject({
+      flags: ACK,
+      srcPort: 80,
+      dstPort: o.conn.localPort,
+      seq: o.peerSeq,
+      ack: add(o.iss, 1 + ack),
+      window,
+    });
+  const lens = () =>
+    b
+      .take()
+      .filter((s) => s.data.length > 0)
+      .map((s) => s.data.length);
+  return { b, o, peer, lens };
+}
 
 function open(window: number, defaults: Partial<TcpCached> = {}) {
   const b = new Bench({ defaults });
@@ -122,24 +149,7 @@ describe("sending into a reader's window (Linux's tcp_snd_wnd_test)", () => {
   });
 
   test('with segmentation offload a piece up to the window edge takes its short tail (tcp_mss_split_point)', () => {
-    const b = tsoBench();
-    // A large first window keeps the bound at half the largest window out of the way.
-    const o = activeOpen(b, { window: 65535 });
-    b.take();
-    const peer = (ack: number, window: number) =>
-      b.inject({
-        flags: ACK,
-        srcPort: 80,
-        dstPort: o.conn.localPort,
-        seq: o.peerSeq,
-        ack: add(o.iss, 1 + ack),
-        window,
-      });
-    const lens = () =>
-      b
-        .take()
-        .filter((s) => s.data.length > 0)
-        .map((s) => s.data.length);
+    const { o, peer, lens } = tsoOpen();
     peer(0, 0);
     o.conn.state.delegated.cwnd = 100 * MSS;
     o.conn.write(bytes(50 * MSS));
@@ -154,6 +164,36 @@ describe("sending into a reader's window (Linux's tcp_snd_wnd_test)", () => {
     o.conn.setNoDelay(true);
     peer(2 * MSS, 4 * MSS + 500 - 2 * MSS + 2 * MSS + 200);
     assert.deepEqual(lens(), [2 * MSS + 200], 'with TCP_NODELAY the window filled to its edge');
+  });
+
+  test('small writes piled up behind a short segment in flight go as full segments, their short rest waiting (tcp_mss_split_point at the end of the queue)', () => {
+    const { b, o, peer, lens } = tsoOpen();
+    o.conn.write(bytes(700));
+    assert.deepEqual(lens(), [700], 'nothing in flight: the first write goes');
+    o.conn.write(bytes(700));
+    o.conn.write(bytes(700));
+    assert.deepEqual(lens(), [], '1,400 bytes: less than a segment, behind a short one in flight');
+    o.conn.write(bytes(700));
+    assert.deepEqual(lens(), [MSS], 'a full segment goes; its 640-byte rest waits behind the short one');
+    o.conn.write(bytes(700));
+    assert.deepEqual(lens(), [], 'still 1,340 bytes: less than a segment');
+    peer(700, 65535);
+    assert.deepEqual(
+      lens(),
+      [],
+      'the short one acknowledged: the rest waits behind the full one (classic Nagle)',
+    );
+    peer(700 + MSS, 65535);
+    assert.deepEqual(lens(), [1340], 'everything acknowledged, the rest goes');
+    // The short rest of the next write waits behind that one; the FIN takes it whatever Nagle says.
+    o.conn.write(bytes(2000));
+    assert.deepEqual(lens(), [MSS]);
+    o.conn.close();
+    const out = b.take().filter((s) => s.data.length > 0);
+    assert.deepEqual(
+      out.map((s) => [s.data.length, (s.h.flags & FIN) !== 0]),
+      [[540, true]],
+    );
   });
 });
 

@@ -5,14 +5,13 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { ACK, activeOpen, add, Bench, bytes } from './harness.ts';
+import { ACK, activeOpen, add, Bench, bytes, tsoBench } from './harness.ts';
 
 const MSS = 1460;
 const RTT = 10;
 
 /** An open connection with SACK and a 10 ms RTT sample from the handshake; returns it at rest. */
-function open() {
-  const b = new Bench();
+function open(b = new Bench()) {
   const o = activeOpen(b, { mss: MSS, sackPermitted: true }, undefined, RTT);
   b.flush();
   b.take();
@@ -141,5 +140,39 @@ describe('tail loss probe timer (RFC 8985 7.2)', () => {
     assert.equal(first.seq, una, 'the first resend is snd.una, not the tail past the window');
     assert.equal(first.at, Math.ceil(rtoAt), 'at the RTO set by the last ACK of new data');
     assert.equal(b.count('tcp.tlp.probes'), 0);
+  });
+
+  test("a probe of new data shorter than the MSS is the short segment in flight for Nagle (Linux's snd_sml)", () => {
+    const { b, conn, iss, peerSeq } = open(tsoBench());
+    const lens = () =>
+      b
+        .take()
+        .filter((x) => x.data.length > 0)
+        .map((x) => x.data.length);
+    conn.write(bytes(MSS + 700, 7));
+    b.flush();
+    assert.deepEqual(lens(), [MSS + 700]);
+    conn.write(bytes(300, 8));
+    b.flush();
+    assert.deepEqual(lens(), [], 'Nagle holds 300 bytes behind the unacknowledged 700');
+    let probe: number[] = [];
+    for (let i = 0; i < 200 && probe.length === 0; i++) {
+      b.advance(1);
+      probe = lens();
+    }
+    assert.deepEqual(probe, [300], 'the probe sends them whatever Nagle says');
+    assert.equal(b.count('tcp.tlp.probes'), 1);
+    // All but the probe acknowledged; the next write's short tail waits behind the probe.
+    b.inject({
+      flags: ACK,
+      seq: peerSeq,
+      ack: add(iss, 1 + MSS + 700),
+      srcPort: 80,
+      dstPort: conn.localPort,
+    });
+    b.flush();
+    conn.write(bytes(2000, 9));
+    b.flush();
+    assert.deepEqual(lens(), [MSS]);
   });
 });

@@ -13,6 +13,7 @@ import { SeededRandom } from '../../core/random.ts';
 import type { Link, LinkGsoOptions, RxOffloadInfo } from '../../link/link.ts';
 import { LinkWrapper } from '../../link/link-wrapper.ts';
 import { capture, PcapWriter } from '../../link/pcap.ts';
+import type { TapHeld } from '../../link/tap-link.ts';
 import { loadLibc } from '../../link/tap-sys.ts';
 import { AddressTable } from '../../stack/address-table.ts';
 import { seqAdd, seqLeq } from '../../stack/tcp/seq.ts';
@@ -261,11 +262,12 @@ async function openLink(): Promise<Link> {
   const l = boot.link;
   if (l.kind === 'proxy') return new ProxyLink(l.name, l.mtu, l.carrier);
   const { TapLink } = await import('../../link/tap-link.ts');
-  const tap = TapLink.open({ ...(l.options as { name: string }), clock });
+  const held = new BigInt64Array(boot.tapHeld);
+  // Listed as the open makes each: killed halfway through, this thread leaves the host a list.
+  const onHeld = (h: TapHeld): void => publishTapHeld(held, h);
+  const tap = TapLink.open({ ...(l.options as { name: string }), clock, onHeld });
   tap.onDrain = (drains) => Atomics.store(db, DB_DRAINS, drains | 0);
   Atomics.store(db, DB_TAP_FD, tap.fileDescriptor);
-  const held = new BigInt64Array(boot.tapHeld);
-  publishTapHeld(held, tap.held);
   tap.onRelease = (left) => {
     publishTapHeld(held, left);
     tapLeft = left.addrs.length + left.fds.length;

@@ -54,8 +54,9 @@ export interface WorkerBoot {
 // ---- what a worker's TAP holds of the process ------------------------------------------------------
 //
 // Native memory and descriptors belong to the process, not to the thread that made them: a worker
-// killed before it closes its TAP leaves them behind. It lists them here as it opens the TAP and
-// lists what is left each time its close frees some (the wake pipe's read end goes last, once the
+// killed before it closes its TAP leaves them behind. It lists each here the moment its open makes
+// it (TapLinkOptions.onHeld: a worker killed halfway through the open leaves the list of what it
+// had made by then), and lists what is left each time its close frees some (the wake pipe's read end goes last, once the
 // pending poll that uses it has ended); the main thread frees what is still listed once the thread
 // has exited. BigInt64 words: two addresses (0: none), then four descriptors (-1: none).
 

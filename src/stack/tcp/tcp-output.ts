@@ -536,14 +536,16 @@ function sendWindowed(conn: TcpConnection, now: number): void {
     const usable = Math.min(d.sndWnd, d.cwnd + lt) - flight;
     const avail = buffered - off;
     let len = Math.min(avail, limit, Math.max(usable, 0));
+    // All that is queued fits: a piece that falls short of it below was cut by Nagle, not the window.
+    const fits = len === avail;
     // A super-segment cut short ends on an MSS boundary, the rest going (or waiting) as the short
     // segment it is under the rules below; but one that reaches the right edge of the peer's
     // window takes the short tail with it unless Nagle would hold that (Linux's
     // tcp_mss_split_point). Cut there, the tail stayed open in the window while the data before
     // it filled a slow reader's memory, and each ACK it sent then wanted a zero window it could
     // not offer (5,000 readers on 32 KB buffers: TcpExtTCPWantZeroWindowAdv 12,000-14,000 a run,
-    // 15-23 with Linux serving the same run).
-    if (len > mss && off + len < buffered && (len !== d.sndWnd - flight || nagleHolds(conn)))
+    // 15-23 with Linux serving the same run). The same holds for the end of what is queued.
+    if (len > mss && len % mss !== 0 && tailWaits(conn, off + len === buffered, len === d.sndWnd - flight))
       len -= len % mss;
     const finHere = d.finQueued && finState(d.state) && off + len === buffered;
     if (len <= 0 && !finHere) break;
@@ -556,10 +558,13 @@ function sendWindowed(conn: TcpConnection, now: number): void {
       const all = off + len === buffered;
       // Nagle (RFC 896, RFC 1122 4.2.3.4): one small segment in flight at a time. Sender SWS
       // avoidance (4.2.3.4): a window-limited piece goes only if it is a fair share of the window.
+      // Held behind any data in flight, where Linux's Minshall check (tcp_nagle_check) holds it
+      // only behind a short segment: that, tried, let serve's slow readers prune data again
+      // (one 5,000 soak: TcpExtRcvPruned 415, 0-21 without it; BENCHMARKS.md, branch h4).
       const ok = !outstanding || (all && s.cached.noDelay) || (d.maxSndWnd > 0 && len >= d.maxSndWnd / 2);
       if (!ok) break;
     }
-    if (!finHere && len < segMax && fresh && deferSmallPiece(conn, len, avail, mss, now)) break;
+    if (!finHere && !fits && len < segMax && fresh && deferSmallPiece(conn, len, avail, mss, now)) break;
     const used = transmit(conn, seq, len, now);
     if (used === 0) break;
     if (fresh && used % mss !== 0) soft.smallSentEnd = seqAdd(seq, used);
@@ -567,6 +572,21 @@ function sendWindowed(conn: TcpConnection, now: number): void {
     d.sndNxt = seqAdd(seq, used);
     if (finHere) break;
   }
+}
+
+/**
+ * Linux's tcp_mss_split_point: whether the short tail of a piece longer than an MSS stays behind,
+ * the piece ending on an MSS boundary. A piece cut short by the bound on its size leaves it; one
+ * that reaches the right edge of the peer's window (`atEdge`) or the end of what is queued
+ * (`atEnd`) takes it unless Nagle holds it, and one that carries the FIN takes it. Sent with the
+ * full segments of a burst of small writes while an earlier short segment was unacknowledged,
+ * the tail of the queue made two short segments in flight where Linux has one
+ * (test/interop/nagle.test.ts: 96-100 of about 180 short segments, Linux's sender 0-1).
+ */
+function tailWaits(conn: TcpConnection, atEnd: boolean, atEdge: boolean): boolean {
+  const d = conn.state.delegated;
+  if (atEnd && d.finQueued && finState(d.state)) return false;
+  return atEnd || atEdge ? nagleHolds(conn) : true;
 }
 
 /**

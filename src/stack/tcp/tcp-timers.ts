@@ -215,6 +215,9 @@ function lossProbe(conn: TcpConnection, now: number): void {
   if (hasUnsent(s) && d.sndWnd - flight > 0 && d.sndNxt === d.sndMax && windowTakesNext(s, mss)) {
     used = transmit(conn, d.sndMax, Math.min(mss, d.sndWnd - flight), now);
     d.sndNxt = d.sndMax;
+    // Sent whatever Nagle says, a short probe is still the short segment in flight that holds
+    // the next one (Linux's tcp_write_xmit updates snd_sml for it as for any).
+    if (used > 0 && used < mss) soft.smallSentEnd = d.sndMax;
   }
   if (used === 0) {
     const seq = flight > mss ? seqSub(d.sndMax, mss) : d.sndUna;
