@@ -109,11 +109,6 @@ export interface TapLinkOptions {
    * changes after the call. Once open, `held` and `onRelease` say the same.
    */
   onHeld?: (held: TapHeld) => void;
-  /**
-   * For tests of a thread killed while it opens: once `onHeld` has been told for the `after`-th
-   * time, word 0 of `flag` (Int32) becomes 1 and the thread waits there for good.
-   */
-  stopWhileOpening?: { after: number; flag: SharedArrayBuffer };
 }
 
 export interface GsoSendOptions {
@@ -365,11 +360,9 @@ export class TapLink implements Link {
     // Listed with onHeld as each is made; unlisted before a failure frees them, so that a thread
     // killed in between leaks rather than has them freed twice.
     const held: TapHeld = { addrs: [], fds: [] };
-    let told = 0;
     const hold = <T>(list: T[], x: T): void => {
       list.push(x);
       opts.onHeld?.(held);
-      if (++told === opts.stopWhileOpening?.after) stopHere(opts.stopWhileOpening.flag);
     };
     const fail = (err: LinkError): never => {
       const { fds } = held;
@@ -919,14 +912,6 @@ function hostIsLittleEndian(): boolean {
 interface NativeBuffers {
   t: { addr: bigint; bytes: Uint8Array };
   v: { addr: bigint; bytes: Uint8Array };
-}
-
-/** Say so in word 0 of `flag`, and wait for good (see TapLinkOptions.stopWhileOpening). */
-function stopHere(flag: SharedArrayBuffer): void {
-  const w = new Int32Array(flag);
-  Atomics.store(w, 0, 1);
-  Atomics.notify(w, 0);
-  for (;;) Atomics.wait(w, 0, 1);
 }
 
 /** Native memory (addresses) and descriptors a TapLink holds of the process (see `held`). */

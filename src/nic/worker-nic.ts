@@ -82,6 +82,19 @@ import {
 import { spawnWorker } from './worker/spawn.ts';
 import { type GivenBlocks, packBlocks, packKeys, unpackInitiate } from './worker/transfer-wire.ts';
 
+/**
+ * Hooks for tests only, kept out of WorkerNicOptions (what the CLI and users configure) and of the
+ * link's options: nothing but a test has a reason to stop a thread halfway through its work.
+ */
+export interface WorkerNicTestSeams {
+  /**
+   * For tests of a worker killed while it opens its TAP: once the open has listed what it holds
+   * (TapLinkOptions.onHeld) for the `after`-th time, word 0 of `flag` (Int32) becomes 1 and the
+   * thread waits there for good.
+   */
+  stopWhileOpening?: { after: number; flag: SharedArrayBuffer };
+}
+
 export interface WorkerNicOptions {
   id: string;
   /**
@@ -549,7 +562,7 @@ export class WorkerNic extends HostNic {
    */
   releasedAtExit: { native: number; fds: number } | null = null;
 
-  constructor(opts: WorkerNicOptions) {
+  constructor(opts: WorkerNicOptions, seams: WorkerNicTestSeams = {}) {
     if (!opts || typeof opts.id !== 'string') throw new InvalidArgumentError('WorkerNic needs an id');
     const capacity = opts.capacity ?? DEFAULT_CAPACITY;
     if (!Number.isInteger(capacity) || capacity < 1 || capacity > 1 << 22) {
@@ -581,6 +594,7 @@ export class WorkerNic extends HostNic {
       capture: captureWords ? (captureWords.buffer as SharedArrayBuffer) : undefined,
       owners: owners.sab,
       tapHeld,
+      stopWhileOpening: seams.stopWhileOpening,
       link: link
         ? { kind: 'proxy', name: link.name, mtu: link.mtu, carrier: link.carrier }
         : { kind: 'tap', options: tap },

@@ -324,19 +324,14 @@ export class TransferProtocol {
     items: readonly Item[],
     report: TransferReport,
   ): Item[] {
-    if (handles.length === items.length && handles.every((h, i) => sameConnKey(h, items[i]!.key)))
-      return [...items];
-    const left = new TupleMap<Item>();
-    for (const it of items) left.set(it.key, it);
     const out: Item[] = [];
-    for (const h of handles) {
-      out.push(left.get(h)!);
-      left.delete(h);
-    }
-    for (const it of left.values()) {
-      this.forget(it);
-      report.refused.push({ key: it.key, status: 'closed', reason: 'closed at the source during the move' });
-    }
+    this.pair(
+      handles,
+      (h) => h,
+      items,
+      report,
+      (_, it) => out.push(it),
+    );
     return out;
   }
 
@@ -350,19 +345,41 @@ export class TransferProtocol {
     byState: ItemsByState,
     report: TransferReport,
   ): void {
-    // A NIC hands states back in the order asked (one path, the usual batch): paired in place,
-    // with no table per batch.
-    if (states.length === items.length && states.every((s, i) => sameConnKey(s.const, items[i]!.key))) {
-      for (let i = 0; i < states.length; i++) byState.set(states[i]!, items[i]!);
+    this.pair(
+      states,
+      (s) => s.const,
+      items,
+      report,
+      (s, it) => byState.set(s, it),
+    );
+  }
+
+  /**
+   * Calls `each` with what a NIC released (states, or handles of records), in its order, and the
+   * item asked for under the same connection; the items left without one closed at the NIC
+   * meanwhile, and are forgotten and reported so.
+   */
+  private pair<T>(
+    released: readonly T[],
+    keyOf: (r: T) => ConnKey,
+    items: readonly Item[],
+    report: TransferReport,
+    each: (r: T, it: Item) => void,
+  ): void {
+    // A NIC hands back in the order asked (one path, the usual batch): paired in place, with no
+    // table per batch.
+    if (released.length === items.length && released.every((r, i) => sameConnKey(keyOf(r), items[i]!.key))) {
+      for (let i = 0; i < released.length; i++) each(released[i]!, items[i]!);
       return;
     }
     const left = new TupleMap<Item>();
     for (const it of items) left.set(it.key, it);
-    for (const s of states) {
-      const it = left.get(s.const);
+    for (const r of released) {
+      const key = keyOf(r);
+      const it = left.get(key);
       if (it === undefined) continue;
-      byState.set(s, it);
-      left.delete(s.const);
+      each(r, it);
+      left.delete(key);
     }
     for (const it of left.values()) {
       this.forget(it);

@@ -102,8 +102,12 @@ export async function workerSetup(seed: number, t: TestContext) {
  * `n` connections from `host` to a server on `peer`, each streaming `bytes` both ways in chunks,
  * with a pause of `gapMs` (wall-clock) between chunks so that data is in flight for a while.
  * Readers are attached before any data can arrive. `done` resolves with the number of directions
- * whose bytes did not arrive intact.
+ * whose bytes did not arrive intact. Each side ends once it has sent its bytes, so which closes
+ * first is a race unless `closeFirst` (given the client's port) names the side that does: the other
+ * then ends only after the first one's FIN.
  */
+export type CloseFirst = (clientPort: number) => 'client' | 'peer';
+
 export async function streamBothWays(
   host: Host,
   peer: SimHost,
@@ -113,6 +117,7 @@ export async function streamBothWays(
   gapMs: Gap,
   /** The peer's address the connections go to (its IPv4 one is pinged first either way). */
   to = '10.0.0.2',
+  closeFirst?: CloseFirst,
 ): Promise<{ sockets: TcpSocket[]; done: Promise<number>; errors: Error[] }> {
   await host.ping('10.0.0.2');
   const errors: Error[] = [];
@@ -134,7 +139,8 @@ export async function streamBothWays(
         );
         // The index is not known until the first bytes arrive: answer with the data of the
         // connection's port instead, which the client knows too.
-        void pace(s, streamData(3e6 + s.remotePort!, bytes), chunk, gapMs).catch(() => undefined);
+        const endAfter = closeFirst?.(s.remotePort!) === 'client' ? got : undefined;
+        void pace(s, streamData(3e6 + s.remotePort!, bytes), chunk, gapMs, endAfter).catch(() => undefined);
         if (++accepted === n) resolve();
       })
       // Every connection may be half-open at once: a full backlog would answer with SYN cookies.
@@ -160,7 +166,8 @@ export async function streamBothWays(
         const head = Buffer.alloc(4);
         head.writeUInt32BE(i);
         s.write(head);
-        await pace(s, streamData(1e6 + i, bytes), chunk, gapMs);
+        const endAfter = closeFirst?.(s.localPort!) === 'peer' ? got : undefined;
+        await pace(s, streamData(1e6 + i, bytes), chunk, gapMs, endAfter);
         return sha256(await got) === digestOf(3e6 + s.localPort!, bytes);
       })().catch(() => false),
     );
@@ -201,11 +208,19 @@ function digestOf(key: number, bytes: number): string {
 /** Between chunks: wait `gap` ms, or until `gap()` resolves (a test that paces streams by its own rounds). */
 export type Gap = number | (() => Promise<void>);
 
-async function pace(s: TcpSocket, data: Buffer, chunk: number, gap: Gap): Promise<void> {
+/** Writes `data` in chunks `gap` apart, then ends, once `endAfter` (if any) has settled. */
+async function pace(
+  s: TcpSocket,
+  data: Buffer,
+  chunk: number,
+  gap: Gap,
+  endAfter?: Promise<unknown>,
+): Promise<void> {
   for (let off = 0; off < data.length; off += chunk) {
     if (!s.write(data.subarray(off, off + chunk))) await once(s, 'drain');
     if (typeof gap === 'function') await gap();
     else if (gap > 0) await new Promise((r) => setTimeout(r, gap));
   }
+  await endAfter?.catch(() => undefined);
   s.end();
 }

@@ -885,10 +885,10 @@ describe('a WorkerNic on a TAP of its own', () => {
       const at = `step ${i + 1}`;
       const flag = new SharedArrayBuffer(4);
       const name = devName();
-      const nic = new WorkerNic({
-        id: `tap-open${i}`,
-        link: { tap: { name, napiFrags: true, stopWhileOpening: { after: i + 1, flag } } },
-      });
+      const nic = new WorkerNic(
+        { id: `tap-open${i}`, link: { tap: { name, napiFrags: true } } },
+        { stopWhileOpening: { after: i + 1, flag } },
+      );
       await until(() => Atomics.load(new Int32Array(flag), 0) === 1, `the worker to stop at ${at}`);
       // (The thread has pipes of its own by now: what is freed at its exit tells its wake pipe's.)
       assert.equal(tunFds(), before.tun + (want.fds >= 2 ? 1 : 0), `${at}: the device is open`);

@@ -258,13 +258,26 @@ const capturePipe = boot.capture ? new CapturePipe(boot.capture) : null;
 let tapLeft = 0;
 let whenTapReleased: (() => void) | null = null;
 
+/** Say so in word 0 of `flag`, and wait for good (see WorkerNicTestSeams.stopWhileOpening). */
+function stopHere(flag: SharedArrayBuffer): void {
+  const w = new Int32Array(flag);
+  Atomics.store(w, 0, 1);
+  Atomics.notify(w, 0);
+  for (;;) Atomics.wait(w, 0, 1);
+}
+
 async function openLink(): Promise<Link> {
   const l = boot.link;
   if (l.kind === 'proxy') return new ProxyLink(l.name, l.mtu, l.carrier);
   const { TapLink } = await import('../../link/tap-link.ts');
   const held = new BigInt64Array(boot.tapHeld);
   // Listed as the open makes each: killed halfway through, this thread leaves the host a list.
-  const onHeld = (h: TapHeld): void => publishTapHeld(held, h);
+  const stop = boot.stopWhileOpening;
+  let told = 0;
+  const onHeld = (h: TapHeld): void => {
+    publishTapHeld(held, h);
+    if (++told === stop?.after) stopHere(stop.flag);
+  };
   const tap = TapLink.open({ ...(l.options as { name: string }), clock, onHeld });
   tap.onDrain = (drains) => Atomics.store(db, DB_DRAINS, drains | 0);
   Atomics.store(db, DB_TAP_FD, tap.fileDescriptor);

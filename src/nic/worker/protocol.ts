@@ -49,6 +49,8 @@ export interface WorkerBoot {
   owners?: SharedArrayBuffer;
   /** What the worker's TAP holds of the process, while it holds it (see tapHeld below). */
   tapHeld: SharedArrayBuffer;
+  /** A test's stop inside the TAP's open (WorkerNicTestSeams.stopWhileOpening). */
+  stopWhileOpening?: { after: number; flag: SharedArrayBuffer };
 }
 
 // ---- what a worker's TAP holds of the process ------------------------------------------------------
