@@ -119,7 +119,7 @@ export interface WorkerNicOptions {
  */
 interface PreparedConn {
   key: ConnKey;
-  /** Null when the record is named, not written, by the host (initiateNamed). */
+  /** Null when the record is named, not written, by the host (a move handed from worker to worker, handTo). */
   state: TcpState | null;
   views: BlockViews;
   /** The transfer record was offered by this initiate (records transfer only). */
@@ -1224,8 +1224,8 @@ export class WorkerNic extends HostNic {
   }
 
   /**
-   * Decode the latest terminate's batch as decodeReleased does, with only `handles` (taken by
-   * takeReleased, their records the host's again) read from their records.
+   * Decode a terminate's batch as decodeReleased does, with only `handles` (released by a batch
+   * handed to another NIC that refused them, their records the host's again) read from their records.
    */
   readReleased(
     bytes: Uint8Array,
