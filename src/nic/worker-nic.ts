@@ -1030,7 +1030,14 @@ export class WorkerNic extends HostNic {
       returnRecords(prepared);
       return { status: 'failure', reason: (e as Error).message, conns: [] };
     }
-    return this.takeInstalled(res, prepared, this.recordOwner);
+    try {
+      return this.takeInstalled(res, prepared, this.recordOwner);
+    } catch (e) {
+      // An answer that does not unpack (refused and counted as malformed): as a general move's
+      // initiate that failed, what the source released goes back to it.
+      returnRecords(prepared);
+      return { status: 'failure', reason: (e as Error).message, conns: [] };
+    }
   }
 
   /** The handle of a prepared connection the worker installed: its old one here if it can be revived. */
