@@ -110,6 +110,13 @@ export function mergeReports(reports: readonly TransferReport[], refused: Transf
   return out;
 }
 
+/**
+ * Connections per part of a move handed from NIC to NIC: small enough that the two workers overlap
+ * (the source releasing one part while the destination installs the one before), large enough that
+ * a part's messages cost little beside its work.
+ */
+const HAND_PART = 256;
+
 /** Runs transfers for an OffloadManager, one at a time, over the manager's table of offloaded connections. */
 export class TransferProtocol {
   /** Options of the transfer running now. */
@@ -171,19 +178,12 @@ export class TransferProtocol {
     // One transfer may run several of these side by side (an offload spread over NICs): this one
     // may start while another waits, with the meter stopped.
     this.resume();
-    const items = this.freeze(keys, src);
+    let items = this.freeze(keys, src);
     // A pair of NICs that can hand connections straight to each other (two WorkerNics: worker to
-    // worker) does; any other pair, or a batch that one cannot hand, takes the general way.
-    if (src !== 'host' && dst !== 'host' && src !== dst && !this.refuses(dst)) {
-      const hand = src.handTo?.(
-        dst,
-        items.map((i) => i.key),
-        { prod: this.opts.prod === true },
-      );
-      if (hand != null) {
-        await this.moveHanded(items, src, dst, hand, report);
-        return report;
-      }
+    // worker) does; any other pair, or a part of a batch that one cannot hand, takes the general way.
+    if (src !== 'host' && dst !== 'host' && src !== dst && !this.refuses(dst) && src.handTo !== undefined) {
+      items = await this.handInParts(items, src, dst, report);
+      if (items.length === 0) return report;
     }
     const byState: ItemsByState = new Map();
     // Release at the source.
@@ -240,6 +240,35 @@ export class TransferProtocol {
     if (failed.length > 0) await this.rollback(failed, byState, src, report);
     if (died !== undefined) await this.rebuildDied(died, byState, src, dst, report);
     return report;
+  }
+
+  /**
+   * Hand `items` to `dst` in parts of HAND_PART, every part in flight at once: the source's worker
+   * releases a part while the destination's installs the one before, so a large move costs about
+   * the slower worker's work, not the sum of both. Returns the items of the parts the source could
+   * not hand (the general way takes them). A part that failed outright (its source failed or
+   * died) fails the transfer once every other part has ended, its items resumed at the source.
+   */
+  private async handInParts(items: Item[], src: Nic, dst: Nic, report: TransferReport): Promise<Item[]> {
+    const parts: Promise<void>[] = [];
+    const left: Item[] = [];
+    const prod = this.opts.prod === true;
+    for (let i = 0; i < items.length; i += HAND_PART) {
+      const part = items.length <= HAND_PART ? items : items.slice(i, i + HAND_PART);
+      const hand = src.handTo?.(
+        dst,
+        part.map((it) => it.key),
+        { prod },
+      );
+      if (hand == null) for (const it of part) left.push(it);
+      else parts.push(this.moveHanded(part, src, dst, hand, report));
+    }
+    for (const e of await Promise.allSettled(parts)) {
+      if (e.status !== 'rejected') continue;
+      for (const it of left) this.resumeAt(it, src);
+      throw e.reason;
+    }
+    return left;
   }
 
   /**

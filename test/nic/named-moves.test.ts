@@ -170,4 +170,39 @@ describe('moves between WorkerNics by named records', () => {
     assert.equal(await st.done, 0, 'every direction of every connection intact');
     assert.deepEqual(st.errors, []);
   });
+
+  test('a large move is handed in parts, all in flight at once: the source releases one while the destination installs another', {
+    timeout: 60_000,
+  }, async (t) => {
+    const { wh, peer, nics } = await setup(t, 700);
+    peer.createServer(() => {}).listen(80);
+    const sockets = [];
+    for (let i = 0; i < 600; i++) {
+      const s = wh.host.connect({ port: 80, host: '10.0.0.2' });
+      s.on('error', () => {});
+      sockets.push(s);
+      if (i % 100 === 99) await new Promise((r) => setTimeout(r, 5));
+    }
+    await Promise.all(sockets.map((s) => (s.connecting ? new Promise((r) => s.once('connect', r)) : null)));
+    const keys = sockets.map(socketKey);
+    const m = wh.offload;
+    assert.equal((await m.offload(keys, nics[0])).moved.length, keys.length);
+    let inFlight = 0;
+    let most = 0;
+    let asked = 0;
+    const self = nics[0] as unknown as { request: (r: { op: string }) => Promise<unknown> };
+    const f = self.request.bind(nics[0]);
+    self.request = (r) => {
+      asked++;
+      most = Math.max(most, ++inFlight);
+      return f(r).finally(() => inFlight--);
+    };
+    const r = await m.move(keys, nics[0], nics[1]);
+    assert.equal(r.moved.length, keys.length);
+    assert.equal(m.keysOn(nics[1]).length, keys.length);
+    // 600 in parts of 256: three requests, sent before the first answer came.
+    assert.equal(asked, 3);
+    assert.equal(most, 3);
+    for (const s of sockets) s.destroy();
+  });
 });
