@@ -11,11 +11,15 @@
  *   by duck-typing. One salvage record type (`SalvageRecord`) for every target.
  * - `counterSnapshot()`: the engine's counters wherever it runs (callers used to tell a LocalNic's
  *   `counters` object from a WorkerNic's `counters()` request).
+ * - `handTo(dst, keys, opts)`, optional: a target that can hand connections straight to another
+ *   (two WorkerNics: worker to worker) says so by answering other than null; callers used to test
+ *   both ends' classes. Absent or null: the transfer protocol's general way.
  */
 import type { Link } from '../link/link.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
 import type { ByteRing } from '../state/byte-ring.ts';
 import type { OffloadTree } from '../state/offload-tree.ts';
+import type { AddressBook } from '../state/path-state.ts';
 import type { TcpCached, TcpState } from '../state/tcp-state.ts';
 import type { HardState } from './hard-state.ts';
 
@@ -275,6 +279,28 @@ export interface TerminateOptions {
   trees?: boolean;
 }
 
+/**
+ * What a hand-over between two NICs did (`Nic.handTo`). Every key asked for was released at the
+ * source and offered to the destination (`released`), or was not: it closed at the source
+ * meanwhile, or (`sourceDied`) the source died before it let go of it, and it is left for the
+ * source's `salvage()`.
+ */
+export interface Handed {
+  released: ConnKey[];
+  /**
+   * The destination's answer for the released; null when it died with them in hand: they are left
+   * for its `salvage()` (the hard state the source wrote as it let go of them, or newer).
+   */
+  result: InitiateResult | null;
+  sourceDied: boolean;
+  /**
+   * The states of released connections the destination did not install, now the caller's to roll
+   * back (decoded and validated). Throws when they cannot be read (or `sourceDied`): they are left
+   * for the source's `salvage()` then.
+   */
+  readRefused(keys: readonly ConnKey[], now: number, addrs?: AddressBook): OffloadTree[];
+}
+
 /** Why a NIC is gone: the failover layer then rebuilds its connections from hard state. */
 export interface NicDeath {
   /**
@@ -416,6 +442,13 @@ export interface Nic {
   takeQueued(keys: ConnKey[]): Promise<Uint8Array[]>;
   /** Forget terminated connections: later segments for them go up to the host. */
   dropFrozen(keys: ConnKey[]): Promise<void>;
+  /**
+   * Hand the named connections (frozen by the caller) straight to `dst`: released here and
+   * installed there without passing through the caller, who hears once. Null, with nothing
+   * changed, when this pair cannot (another kind of target, IPv6 keys, records off): the caller
+   * then takes the general way (terminate here, initiate there).
+   */
+  handTo?(dst: Nic, keys: readonly ConnKey[], opts: InitiateOptions): Promise<Handed> | null;
   /** Segments (IPv4 packets, e.g. forwarded from another owner) for connections this target runs. */
   inject(packets: readonly Uint8Array[]): void;
   /**

@@ -183,6 +183,26 @@ export class PortTransport implements NicTransport {
     });
   }
 
+  /**
+   * An answer to a request this side does not send itself (another worker carries it here: a
+   * move handed straight between workers): its id, and the answer once the worker gives it.
+   */
+  expect<O extends WorkerOp>(op: O): { id: number; answer: Promise<WorkerReply<O>> } {
+    const id = this.nextId++;
+    const answer = new Promise<WorkerReply<O>>((resolve, reject) => {
+      this.pending.set(id, { op, resolve: resolve as (v: WorkerReply) => void, reject });
+    });
+    return { id, answer };
+  }
+
+  /** Stop waiting for the answer `id` (its request will never arrive): it fails with `e`. */
+  fail(id: number, e: Error): void {
+    const p = this.pending.get(id);
+    if (p === undefined) return;
+    this.pending.delete(id);
+    p.reject(e);
+  }
+
   abandon(e: Error): void {
     const list = [...this.pending.values()];
     this.pending.clear();

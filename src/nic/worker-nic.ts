@@ -1,4 +1,4 @@
-import type { TransferListItem, Worker } from 'node:worker_threads';
+import { MessageChannel, type TransferListItem, type Worker } from 'node:worker_threads';
 import { type Clock, RealClock, type Timer } from '../core/clock.ts';
 import {
   type ConnectionError,
@@ -8,6 +8,7 @@ import {
 } from '../core/errors.ts';
 import type { Link } from '../link/link.ts';
 import { releaseTapHeld, type TapLinkOptions, tapQueueEmpty } from '../link/tap-link.ts';
+import { TWO_32 } from '../stack/address-table.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
 import { ByteRing } from '../state/byte-ring.ts';
 import { flattenTrees, type OffloadTree } from '../state/offload-tree.ts';
@@ -31,10 +32,12 @@ import { HostNic } from './host-nic.ts';
 import {
   type ConnKey,
   connKeyId,
+  type Handed,
   type InitiateOptions,
   type InitiateResult,
   isTreeTransfer,
   keyOfState,
+  type Nic,
   type NicDeath,
   type NicIndications,
   type SalvageRecord,
@@ -129,7 +132,7 @@ export interface WorkerNicOptions {
  */
 interface PreparedConn {
   key: ConnKey;
-  /** Null when the record is named, not written, by the host (initiateNamed). */
+  /** Null when the record is named, not written, by the host (a move handed from worker to worker, handTo). */
   state: TcpState | null;
   views: BlockViews;
   /** The transfer record was offered by this initiate (records transfer only). */
@@ -787,22 +790,37 @@ export class WorkerNic extends HostNic {
       });
     } catch (e) {
       if (this.death === null) returnRecords(prepared);
-      // Dead before it replied: it may have run these connections meanwhile (sent, acknowledged,
-      // taken in data), and only the memory it ran them on knows how far. The host allocated that
-      // memory: keep it for salvage(), as for any connection the worker ran.
-      if (this.death !== null && prepared !== undefined) {
-        for (const p of prepared.values()) {
-          if (this.byKey.has(p.key)) continue;
-          const key = p.key;
-          this.byKey.set(
-            key,
-            new WorkerConnectionHandle(this, key, -1, { key, slot: -1, block: p.views.block }, p.views),
-          );
-          this.conns++;
-        }
-      }
+      else this.keepForSalvage(prepared);
       throw e;
     }
+    return this.takeInstalled(res, prepared, owner);
+  }
+
+  /**
+   * Dead before it answered an initiate: it may have run these connections meanwhile (sent,
+   * acknowledged, taken in data), and only the memory it ran them on knows how far. The host
+   * holds that memory (it allocated it, or a source worker released into it): keep it for
+   * salvage(), as for any connection the worker ran.
+   */
+  private keepForSalvage(prepared: TupleMap<PreparedConn> | undefined): void {
+    if (prepared === undefined) return;
+    for (const p of prepared.values()) {
+      if (this.byKey.has(p.key)) continue;
+      const key = p.key;
+      this.byKey.set(
+        key,
+        new WorkerConnectionHandle(this, key, -1, { key, slot: -1, block: p.views.block }, p.views),
+      );
+      this.conns++;
+    }
+  }
+
+  /** The connections of an initiate's answer the worker installed, taken up here. */
+  private takeInstalled(
+    res: WorkerReply<'initiate'>,
+    prepared: TupleMap<PreparedConn> | undefined,
+    owner: number | undefined,
+  ): InitiateResult {
     let unpacked: ReturnType<typeof unpackInitiate>;
     try {
       unpacked = unpackInitiate(res.value, this.hostAddrs, givenBlocks(prepared));
@@ -830,29 +848,210 @@ export class WorkerNic extends HostNic {
     return result;
   }
 
+  // ---- hand-over straight to another WorkerNic -----------------------------------------------------
+
+  /** The WorkerNics whose worker this one's has a hands channel with. */
+  private readonly handsWith = new WeakSet<WorkerNic>();
+  /** Answers this NIC's worker owes for batches another worker hands it, by that worker's record owner. */
+  private readonly handsFrom = new Map<number, Set<number>>();
+
   /**
-   * Initiate the connections another WorkerNic's terminate just released as transfer records
-   * (`takeReleased`), with that terminate's batch (their neighbors and paths, and what a record
-   * could not hold) as it came: the records stay where the source wrote them, in blocks the host
-   * already holds, and are only offered to this NIC's worker, which reads and validates them
-   * (fillFromRecords) as it does any record. The host neither reads nor writes a state, and the
-   * source wrote each connection's hard state as it released it, so the host holds all of it
-   * whenever either worker dies.
+   * Two WorkerNics (IPv4, records on both, both alive): the source's worker releases the batch as
+   * transfer records offered to the destination and sends it, with the blocks, straight to the
+   * destination's worker over a channel between the two, which installs it and answers the host.
+   * One request and two answers instead of two round trips with the host's work between them; the
+   * host still holds every block (and the hard state the source wrote as it let go), whichever
+   * worker dies when.
    */
-  initiateNamed(
-    batch: Uint8Array,
-    handles: readonly WorkerConnectionHandle[],
-    opts?: InitiateOptions,
-  ): Promise<InitiateResult> {
-    const prepared = new TupleMap<PreparedConn>();
-    for (const h of handles) {
-      const views = knownViews(h.sendRing, h.recvRing);
-      if (views === undefined) throw new InvalidArgumentError('initiateNamed: a handle without block views');
-      prepared.set(h.key, { key: h.key, state: null, views, offered: true });
+  handTo(dst: Nic, keys: readonly ConnKey[], opts: InitiateOptions): Promise<Handed> | null {
+    if (!(dst instanceof WorkerNic) || dst === this || !this.useRecords || !dst.useRecords) return null;
+    if (this.refusal() !== null || dst.refusal() !== null) return null;
+    // IPv6 addresses are handles of each thread's table: those take the general way.
+    for (const k of keys) if (k.localIp >= TWO_32 || k.remoteIp >= TWO_32) return null;
+    const frozen: WorkerConnectionHandle[] = [];
+    for (const k of keys) {
+      const h = this.byKey.get(k);
+      if (h === undefined || h.detached) continue;
+      // A handle kept for salvage has no block views here: the general way reads it.
+      if (knownViews(h.sendRing, h.recvRing) === undefined) return null;
+      frozen.push(h);
     }
-    const owner = this.recordOwner;
-    for (const p of prepared.values()) p.views.transfer.setOwner(-owner);
-    return this.sendInitiate(batch, prepared, owner, opts?.prod === true);
+    // From here the application must not touch the rings: what they hold is being handed on.
+    for (const h of frozen) h.detached = true;
+    this.rxBatch.flush();
+    if (!this.handsWith.has(dst)) {
+      const { port1, port2 } = new MessageChannel();
+      this.post({ t: 'hands', owner: dst.recordOwner, port: port1 }, [port1]);
+      dst.post({ t: 'hands', owner: this.recordOwner, port: port2 }, [port2]);
+      this.handsWith.add(dst);
+      dst.handsWith.add(this);
+    }
+    return this.hand(dst, keys, frozen, opts.prod === true);
+  }
+
+  private async hand(
+    dst: WorkerNic,
+    keys: readonly ConnKey[],
+    frozen: WorkerConnectionHandle[],
+    prod: boolean,
+  ): Promise<Handed> {
+    const expected = dst.expectHand(this.recordOwner);
+    let res: WorkerReply<'terminate'>;
+    try {
+      res = await this.request({
+        op: 'terminate',
+        arg: packKeys(keys, this.hostAddrs),
+        byRef: true,
+        records: true,
+        hand: { owner: dst.recordOwner, id: expected.id, prod },
+      });
+    } catch (e) {
+      if (this.death !== null) return this.handedByDead(dst, frozen, expected.answer, e);
+      // Alive, its worker posts the batch only after its answer: nothing went, nothing will.
+      dst.port.fail(expected.id, e as Error);
+      for (const h of frozen) h._reattach();
+      throw e;
+    }
+    const moved = new Set(res.moved);
+    // Bounded: an id left behind (a transfer that never settled) only costs a request later.
+    if (this.passedUp.size > this.capacity) this.passedUp.clear();
+    const released: WorkerConnectionHandle[] = [];
+    const prepared = new TupleMap<PreparedConn>();
+    for (const h of frozen) {
+      if (!moved.has(h.slot)) continue;
+      released.push(h);
+      this.passedUp.set(h, true);
+      prepared.set(h.key, {
+        key: h.key,
+        state: null,
+        views: knownViews(h.sendRing, h.recvRing)!,
+        offered: true,
+      });
+    }
+    for (const s of res.freed) {
+      // Closed at the worker instead of moving: the handle stays the socket's.
+      const h = this.handles.get(s);
+      if (h && !moved.has(s)) h._reattach();
+    }
+    this.forget(res.freed);
+    const bytes = res.value;
+    const result = await dst.takeHand(expected.answer, prepared);
+    return {
+      released: released.map((h) => h.key),
+      result,
+      sourceDied: false,
+      readRefused: (ks, now, addrs) => {
+        const byKey = new TupleMap<WorkerConnectionHandle>();
+        for (const h of released) byKey.set(h, h);
+        const hs: WorkerConnectionHandle[] = [];
+        for (const k of ks) {
+          const h = byKey.get(k);
+          if (h === undefined) throw new InvalidArgumentError('readRefused: not a released connection');
+          hs.push(h);
+        }
+        return this.readReleased(bytes, hs, now, addrs);
+      },
+    };
+  }
+
+  /**
+   * The source died before it answered: it may have handed the batch on all the same. What the
+   * destination installed runs there (and leaves this NIC's salvage); the rest is left for it.
+   */
+  private async handedByDead(
+    dst: WorkerNic,
+    frozen: WorkerConnectionHandle[],
+    answer: Promise<WorkerReply<'initiate'>>,
+    cause: unknown,
+  ): Promise<Handed> {
+    let res: WorkerReply<'initiate'>;
+    try {
+      res = await answer;
+    } catch {
+      // Not handed (the channel closed first), refused whole, or the destination died too: each
+      // block holds the newest hard state of its connection, whoever wrote it last, for salvage().
+      // As after any terminate that failed, the handles are the sockets' again meanwhile.
+      for (const h of frozen) h._reattach();
+      throw cause;
+    }
+    const prepared = new TupleMap<PreparedConn>();
+    for (const h of frozen)
+      prepared.set(h.key, {
+        key: h.key,
+        state: null,
+        views: knownViews(h.sendRing, h.recvRing)!,
+        offered: true,
+      });
+    const result = dst.takeInstalled(res, prepared, dst.recordOwner);
+    const released: ConnKey[] = [];
+    const handed = new TupleMap<true>();
+    for (const c of result.conns) {
+      released.push(c.key);
+      handed.set(c.key, true);
+      if (c.status !== 'success') continue;
+      const h = this.byKey.get(c.key);
+      if (h !== undefined) {
+        this.byKey.delete(h);
+        this.conns--;
+      }
+    }
+    for (const h of frozen) if (!handed.has(h)) h._reattach();
+    return {
+      released,
+      result,
+      sourceDied: true,
+      readRefused: () => {
+        throw new InvalidStateError(`NIC ${this.id} died before it answered`);
+      },
+    };
+  }
+
+  /** Register the answer this NIC's worker will give for a batch the worker of `from` hands it. */
+  private expectHand(from: number): { id: number; answer: Promise<WorkerReply<'initiate'>> } {
+    const e = this.port.expect('initiate');
+    let ids = this.handsFrom.get(from);
+    if (ids === undefined) {
+      ids = new Set();
+      this.handsFrom.set(from, ids);
+    }
+    const set = ids;
+    set.add(e.id);
+    const done = () => {
+      set.delete(e.id);
+    };
+    // Awaited only once the source answers: a death meanwhile must not go unhandled.
+    e.answer.then(done, done);
+    return e;
+  }
+
+  /**
+   * The answer to a batch handed here: the connections installed are taken up; when this NIC
+   * died with the batch in hand, null, and the batch's blocks are kept for salvage().
+   */
+  private async takeHand(
+    answer: Promise<WorkerReply<'initiate'>>,
+    prepared: TupleMap<PreparedConn>,
+  ): Promise<InitiateResult | null> {
+    let res: WorkerReply<'initiate'>;
+    try {
+      res = await answer;
+    } catch (e) {
+      if (this.death !== null) {
+        this.keepForSalvage(prepared);
+        return null;
+      }
+      // Refused whole (it did not decode or validate): every record is the host's again.
+      returnRecords(prepared);
+      return { status: 'failure', reason: (e as Error).message, conns: [] };
+    }
+    try {
+      return this.takeInstalled(res, prepared, this.recordOwner);
+    } catch (e) {
+      // An answer that does not unpack (refused and counted as malformed): as a general move's
+      // initiate that failed, what the source released goes back to it.
+      returnRecords(prepared);
+      return { status: 'failure', reason: (e as Error).message, conns: [] };
+    }
   }
 
   /** The handle of a prepared connection the worker installed: its old one here if it can be revived. */
@@ -1046,23 +1245,8 @@ export class WorkerNic extends HostNic {
   }
 
   /**
-   * The handles the latest terminate released as transfer records (each record handed to the
-   * host), taken out for another WorkerNic to name them (`initiateNamed`); null when it released
-   * none as records (decodeReleased then reads the batch as before). Those whose install fails go
-   * back through `readReleased`.
-   */
-  takeReleased(): WorkerConnectionHandle[] | null {
-    if (!this.releasedAsRecords) return null;
-    const out = [...this.released.values()];
-    // A handle without views here (one kept for salvage) is read by decodeReleased, not named.
-    for (const h of out) if (knownViews(h.sendRing, h.recvRing) === undefined) return null;
-    this.released.clear();
-    return out;
-  }
-
-  /**
-   * Decode the latest terminate's batch as decodeReleased does, with only `handles` (taken by
-   * takeReleased, their records the host's again) read from their records.
+   * Decode a terminate's batch as decodeReleased does, with only `handles` (released by a batch
+   * handed to another NIC that refused them, their records the host's again) read from their records.
    */
   readReleased(
     bytes: Uint8Array,
@@ -1378,6 +1562,15 @@ export class WorkerNic extends HostNic {
         } finally {
           if (this.captureWords) Atomics.sub(this.captureWords, CAP_IN_FLIGHT, n);
         }
+        return;
+      }
+      case 'hands-closed': {
+        // The source's worker stopped: a batch it had not handed by then never comes.
+        const ids = this.handsFrom.get(m.owner);
+        if (ids === undefined) return;
+        this.handsFrom.delete(m.owner);
+        const e = new InvalidStateError('the source worker stopped before it handed the batch');
+        for (const id of ids) this.port.fail(id, e);
         return;
       }
       case 'closed':

@@ -4,6 +4,7 @@ import { LocalNic } from '../nic/local-nic.ts';
 import {
   type ConnKey,
   connKeyId,
+  type Handed,
   type InitiateResult,
   isTreeTransfer,
   keyOfState,
@@ -13,7 +14,7 @@ import {
 } from '../nic/nic.ts';
 import type { PathSlot } from '../nic/nic-engine.ts';
 import { TupleMap } from '../nic/tuple-map.ts';
-import { type WorkerConnectionHandle, WorkerNic } from '../nic/worker-nic.ts';
+import { WorkerNic } from '../nic/worker-nic.ts';
 import { TcpSocket } from '../socket/tcp-socket.ts';
 import { TWO_32 } from '../stack/address-table.ts';
 import type { Stack } from '../stack/stack.ts';
@@ -109,6 +110,13 @@ export function mergeReports(reports: readonly TransferReport[], refused: Transf
   return out;
 }
 
+/**
+ * Connections per part of a move handed from NIC to NIC: small enough that the two workers overlap
+ * (the source releasing one part while the destination installs the one before), large enough that
+ * a part's messages cost little beside its work.
+ */
+const HAND_PART = 256;
+
 /** Runs transfers for an OffloadManager, one at a time, over the manager's table of offloaded connections. */
 export class TransferProtocol {
   /** Options of the transfer running now. */
@@ -170,7 +178,13 @@ export class TransferProtocol {
     // One transfer may run several of these side by side (an offload spread over NICs): this one
     // may start while another waits, with the meter stopped.
     this.resume();
-    const items = this.freeze(keys, src);
+    let items = this.freeze(keys, src);
+    // A pair of NICs that can hand connections straight to each other (two WorkerNics: worker to
+    // worker) does; any other pair, or a part of a batch that one cannot hand, takes the general way.
+    if (src !== 'host' && dst !== 'host' && src !== dst && !this.refuses(dst) && src.handTo !== undefined) {
+      items = await this.handInParts(items, src, dst, report);
+      if (items.length === 0) return report;
+    }
     const byState: ItemsByState = new Map();
     // Release at the source.
     let released: Transfer;
@@ -191,13 +205,6 @@ export class TransferProtocol {
       // outright moved nothing): resume everything where it was.
       for (const it of items) this.resumeAt(it, src);
       throw e;
-    }
-    if (src instanceof WorkerNic && dst instanceof WorkerNic && !isTreeTransfer(released)) {
-      const handed = this.namable(keys, src, dst);
-      if (handed !== null) {
-        await this.moveNamed(items, src, dst, released, handed, report);
-        return report;
-      }
     }
     let states: TcpState[];
     // The host's own states, validated as it released them (whatever form they travel in).
@@ -236,101 +243,123 @@ export class TransferProtocol {
   }
 
   /**
-   * The handles a WorkerNic's terminate released as transfer records, for a move to another
-   * WorkerNic that names them (moveNamed); null when this batch takes the general way: an IPv6
-   * key (its addresses are handles of each thread's table), a destination without records or
-   * marked failed, a terminate that handed no records.
+   * Hand `items` to `dst` in parts of HAND_PART, every part in flight at once: the source's worker
+   * releases a part while the destination's installs the one before, so a large move costs about
+   * the slower worker's work, not the sum of both. Returns the items of the parts the source could
+   * not hand (the general way takes them). A part that failed outright (its source failed or
+   * died) fails the transfer once every other part has ended, its items resumed at the source.
    */
-  private namable(keys: readonly ConnKey[], src: WorkerNic, dst: WorkerNic): WorkerConnectionHandle[] | null {
-    if (src === dst || !dst.useRecords || this.refuses(dst)) return null;
-    for (const k of keys) if (k.remoteIp >= TWO_32 || k.localIp >= TWO_32) return null;
-    return src.takeReleased();
+  private async handInParts(items: Item[], src: Nic, dst: Nic, report: TransferReport): Promise<Item[]> {
+    const parts: Promise<void>[] = [];
+    const left: Item[] = [];
+    const prod = this.opts.prod === true;
+    for (let i = 0; i < items.length; i += HAND_PART) {
+      const part = items.length <= HAND_PART ? items : items.slice(i, i + HAND_PART);
+      const hand = src.handTo?.(
+        dst,
+        part.map((it) => it.key),
+        { prod },
+      );
+      if (hand == null) for (const it of part) left.push(it);
+      else parts.push(this.moveHanded(part, src, dst, hand, report));
+    }
+    for (const e of await Promise.allSettled(parts)) {
+      if (e.status !== 'rejected') continue;
+      for (const it of left) this.resumeAt(it, src);
+      throw e.reason;
+    }
+    return left;
   }
 
   /**
-   * Move between two WorkerNics by naming the records the source wrote: the destination's worker
-   * reads and validates them (the one check of what crossed from the source), the host passes on
-   * the source's batch of neighbors and paths as it came and makes no state. Only connections the
-   * destination refuses are read here, from their records (handed back to the host), and rolled
-   * back as in the general protocol; a batch it cannot read is rebuilt from hard state.
+   * A move the source handed straight to the destination (`Nic.handTo`): the host hears once,
+   * reads, writes and validates no state (the destination checks what crossed, as any initiate).
+   * Only what the destination refuses is read here (decoded and validated, handed back to the
+   * host) and rolled back as in the general protocol; what cannot be read is rebuilt from hard
+   * state, and a destination that died with the batch leaves it for a rebuild from what it ran.
    */
-  private async moveNamed(
+  private async moveHanded(
     items: Item[],
-    src: WorkerNic,
-    dst: WorkerNic,
-    bytes: Uint8Array,
-    handles: WorkerConnectionHandle[],
+    src: Nic,
+    dst: Nic,
+    hand: Promise<Handed>,
     report: TransferReport,
   ): Promise<void> {
-    const paired = this.pairHandles(handles, items, report);
-    if (paired.length === 0) return;
-    let res: InitiateResult | null = null;
-    let why = '';
+    let handed: Handed;
     try {
-      res = await this.wait(dst.initiateNamed(bytes, handles, { prod: this.opts.prod === true }));
+      handed = await this.wait(hand);
     } catch (e) {
-      if (dst.death !== null) {
-        await this.rebuildDiedItems(paired, src, dst, report);
-        return;
-      }
-      why = String(e);
+      // Nothing was handed (or the source died, and the destination installed none of it).
+      for (const it of items) this.resumeAt(it, src);
+      throw e;
+    }
+    const paired = this.pairHandles(handed.released, items, report, handed.sourceDied ? src : null);
+    if (paired.length === 0) return;
+    const res = handed.result;
+    if (res === null) {
+      await this.rebuildDiedItems(paired, src, dst, report);
+      return;
     }
     let ok = paired;
-    const failed: WorkerConnectionHandle[] = [];
+    const failed = new TupleMap<Item>();
     const reasons = new TupleMap<{ status: string; reason?: string }>();
-    if (res === null || res.status !== 'success' || res.conns.length !== handles.length) {
-      for (const c of res?.conns ?? []) reasons.set(c.key, c);
+    if (res.status !== 'success' || res.conns.length !== paired.length) {
+      for (const c of res.conns) reasons.set(c.key, c);
       ok = [];
-      for (let i = 0; i < handles.length; i++) {
-        if (reasons.get(handles[i]!)?.status === 'success') ok.push(paired[i]!);
-        else failed.push(handles[i]!);
+      for (const it of paired) {
+        if (reasons.get(it.key)?.status === 'success') ok.push(it);
+        else failed.set(it.key, it);
       }
     }
-    if (ok.length > 0 && (await this.settleAtNic(ok, src, dst, report)))
+    if (ok.length > 0 && (await this.settleAtNic(ok, src, dst, report))) {
       for (const it of ok) report.moved.push(it.key);
-    if (failed.length === 0) return;
-    // Only the refused are read (and only their records are the host's again).
-    const failedItems = new TupleMap<Item>();
-    for (let i = 0; i < handles.length; i++)
-      if (reasons.get(handles[i]!)?.status !== 'success') failedItems.set(paired[i]!.key, paired[i]!);
+      this.stack.counters.inc('offload.handed', ok.length);
+    }
+    if (failed.size === 0) return;
     let trees: OffloadTree[];
     try {
-      trees = src.readReleased(bytes, failed, this.stack.clock.now(), this.stack.addrs);
+      const keys = [...failed.values()].map((it) => it.key);
+      trees = handed.readRefused(keys, this.stack.clock.now(), this.stack.addrs);
       releaseTreeAddresses(trees);
     } catch {
       this.stack.counters.inc('offload.terminate.invalid');
-      await rebuild(this, [...failedItems.values()], src, 'host', report);
+      await rebuild(this, [...failed.values()], src, 'host', report);
       return;
     }
     const byState: ItemsByState = new Map();
     const refused: Refused[] = [];
     for (const st of flattenTrees(trees)) {
-      const it = failedItems.get(st.const);
+      const it = failed.get(st.const);
       if (it === undefined) continue;
       byState.set(st, it);
       const r = reasons.get(it.key);
       refused.push({
         state: st,
         status: r?.status === 'no-resources' ? 'no-resources' : 'failure',
-        reason: r?.reason ?? res?.reason ?? (why || 'refused'),
+        reason: r?.reason ?? res.reason ?? 'refused',
       });
     }
     if (refused.length > 0) await this.rollback(refused, byState, src, report);
   }
 
-  /** The items of the handles a terminate released, in their order; the items without one closed at the source. */
+  /**
+   * The items of the keys a source released, in their order. The items without one closed at the
+   * source; or, when it died (`deadSource`), stay with it for a rebuild from what it left.
+   */
   private pairHandles(
-    handles: readonly WorkerConnectionHandle[],
+    released: readonly ConnKey[],
     items: readonly Item[],
     report: TransferReport,
+    deadSource: Nic | null,
   ): Item[] {
     const out: Item[] = [];
     this.pair(
-      handles,
-      (h) => h,
+      released,
+      (k) => k,
       items,
       report,
       (_, it) => out.push(it),
+      deadSource,
     );
     return out;
   }
@@ -356,8 +385,9 @@ export class TransferProtocol {
 
   /**
    * Calls `each` with what a NIC released (states, or handles of records), in its order, and the
-   * item asked for under the same connection; the items left without one closed at the NIC
-   * meanwhile, and are forgotten and reported so.
+   * item asked for under the same connection. The items left without one closed at the NIC
+   * meanwhile, and are forgotten and reported so; or, when the NIC died (`deadSource`), stay
+   * with it for a rebuild from what it left.
    */
   private pair<T>(
     released: readonly T[],
@@ -365,6 +395,7 @@ export class TransferProtocol {
     items: readonly Item[],
     report: TransferReport,
     each: (r: T, it: Item) => void,
+    deadSource: Nic | null = null,
   ): void {
     // A NIC hands back in the order asked (one path, the usual batch): paired in place, with no
     // table per batch.
@@ -382,6 +413,15 @@ export class TransferProtocol {
       left.delete(key);
     }
     for (const it of left.values()) {
+      if (deadSource !== null) {
+        this.resumeAt(it, deadSource);
+        report.refused.push({
+          key: it.key,
+          status: 'failure',
+          reason: `${deadSource.id} died during the move`,
+        });
+        continue;
+      }
       this.forget(it);
       report.refused.push({ key: it.key, status: 'closed', reason: 'closed at the source during the move' });
     }
@@ -645,7 +685,8 @@ export class TransferProtocol {
   ): Promise<boolean> {
     const tcp = this.stack.tcp;
     let held: Uint8Array[] = [];
-    if (src !== 'host' && src !== dst)
+    // A source that died holds nothing any more (the host's placeholders held what came since).
+    if (src !== 'host' && src !== dst && src.death === null)
       held = await this.takeHeld(
         src,
         items.map((it) => it.key),

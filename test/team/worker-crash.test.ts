@@ -5,6 +5,7 @@
  * left, so it rebuilds them from how far the worker got, not from the stale states it sent.
  */
 import assert from 'node:assert/strict';
+import type { TestContext } from 'node:test';
 import { describe, test } from 'node:test';
 import type { FromWorker } from '../../src/nic/worker/protocol.ts';
 import type { WorkerNic } from '../../src/nic/worker-nic.ts';
@@ -161,6 +162,18 @@ async function crashMidInitiate(rig: WorkerTeamRig, from: 'host' | WorkerNic): P
   );
 }
 
+/** A team of two WorkerNics whose first runs CONNS streaming connections. */
+async function streamingOnFirst(t: TestContext, seed: number) {
+  const rig = await setup(t, { seed, heartbeatMs: 20, deadAfterMs: 1000 });
+  const [nic0, nic1] = rig.nics;
+  const rsts = watchRsts(rig);
+  const st = await streamBothWays(rig.host, rig.peer, CONNS, BYTES, CHUNK, GAP_MS);
+  const keys = st.sockets.map(keyOf);
+  assert.equal((await rig.manager.offload(keys, nic0!)).moved.length, CONNS);
+  await flowing(rig, [nic0!]);
+  return { rig, rsts, st, keys, nic0, nic1 };
+}
+
 describe('a worker killed while an initiate to it is in flight', () => {
   test('offload host → worker: every connection rebuilt from the memory the host gave it, none lost', {
     timeout: 60_000,
@@ -176,19 +189,15 @@ describe('a worker killed while an initiate to it is in flight', () => {
     await crashMidInitiate(rig, rig.nics[1]!);
   });
 
-  test('move worker → worker, the source dies during its terminate: rebuilt from its hard state, none lost', {
+  test('move worker → worker, the source dies before it hands the batch on: rebuilt from its hard state, none lost', {
     timeout: 60_000,
   }, async (t) => {
-    const rig = await setup(t, { seed: 33, heartbeatMs: 20, deadAfterMs: 1000 });
-    const [nic0, nic1] = rig.nics;
-    const rsts = watchRsts(rig);
-    const st = await streamBothWays(rig.host, rig.peer, CONNS, BYTES, CHUNK, GAP_MS);
-    const keys = st.sockets.map(keyOf);
-    assert.equal((await rig.manager.offload(keys, nic0!)).moved.length, CONNS);
-    await flowing(rig, [nic0!]);
-    const held = holdNextReply(nic0!, 'terminate');
+    const { rig, rsts, st, keys, nic0, nic1 } = await streamingOnFirst(t, 33);
+    // Wedged, the source's worker never gets to the move: killed, it hands nothing on, and the
+    // destination's worker, whose channel with it closes, tells the host to stop waiting.
+    nic0!.stall(5000);
     const move = rig.manager.move(keys, nic0!, nic1!);
-    await held;
+    await rig.net.sleep(100);
     await nic0!.kill();
     await assert.rejects(move, /died/);
     await rig.team.settled();
@@ -200,6 +209,33 @@ describe('a worker killed while an initiate to it is in flight', () => {
       ownersOf(rig, st.sockets).filter((o) => o !== null && o !== nic1),
       [],
       'every connection runs on the survivor',
+    );
+  });
+
+  test('move worker → worker, the source dies after it handed the batch on: every connection runs at the destination, none rebuilt twice', {
+    timeout: 60_000,
+  }, async (t) => {
+    const { rig, rsts, st, keys, nic0, nic1 } = await streamingOnFirst(t, 34);
+    // The source's worker released the batch and handed it to the destination's, but the host
+    // never hears its answer: the destination's is what says where they run.
+    const held = holdNextReply(nic0!, 'terminate');
+    const move = rig.manager.move(keys, nic0!, nic1!);
+    await held;
+    await nic0!.kill();
+    const r = await move;
+    assert.equal(r.moved.length, CONNS, `every connection moved: ${JSON.stringify(r.refused.slice(0, 3))}`);
+    await rig.team.settled();
+    await rsts.check(assertClean(rig, st));
+    assert.equal(
+      rig.stack.counters.get('offload.rebuilt') ?? 0,
+      0,
+      'none rebuilt: the destination runs them',
+    );
+    assert.deepEqual(nic0!.salvage(), [], 'the dead source leaves none of them for salvage');
+    assert.deepEqual(
+      ownersOf(rig, st.sockets).filter((o) => o !== null && o !== nic1),
+      [],
+      'every connection runs on the destination',
     );
   });
 });

@@ -53,12 +53,14 @@ const SLAB_IDS = new WeakMap<SharedArrayBuffer, number>();
 let nextSlabId = 1;
 
 /**
- * The number the host gives a buffer it hands to workers, the same in every message. 0 in a
- * worker: the buffers it allocates itself are rare (a block the host did not give) and unnumbered,
- * so numbers come from one counter, this process's main thread.
+ * The number the host gives a buffer it hands to workers, the same in every message. In a worker,
+ * the number the host gave the buffer when it came (a worker that hands a batch on to another
+ * names its buffers as the host did, or the other would make all their parts again), and 0 for
+ * the buffers it allocates itself: rare (a block the host did not give) and unnumbered, so numbers
+ * come from one counter, this process's main thread.
  */
 export function slabIdOf(sab: SharedArrayBuffer): number {
-  if (!isMainThread) return 0;
+  if (!isMainThread) return SLAB_IDS.get(sab) ?? 0;
   let id = SLAB_IDS.get(sab);
   if (id === undefined) {
     id = nextSlabId++;
@@ -80,6 +82,7 @@ export function canonicalSlab(sab: SharedArrayBuffer, id: number): SharedArrayBu
   if (isMainThread || !Number.isSafeInteger(id) || id <= 0) return sab;
   const known = CANON.get(id)?.deref();
   if (known !== undefined && known.byteLength === sab.byteLength) return known;
+  SLAB_IDS.set(sab, id);
   if (CANON.size >= sweepAt) {
     for (const [k, r] of CANON) if (r.deref() === undefined) CANON.delete(k);
     sweepAt = Math.max(1024, 2 * CANON.size);

@@ -7,7 +7,7 @@ import { appendFileSync } from 'node:fs';
 import { type MessagePort, parentPort, threadId, workerData } from 'node:worker_threads';
 import { RealClock } from '../../core/clock.ts';
 import type { ConnectionError } from '../../core/errors.ts';
-import { ChimneyError, StateValidationError } from '../../core/errors.ts';
+import { ChimneyError, InvalidStateError, StateValidationError } from '../../core/errors.ts';
 import { watchLoopBlocks } from '../../core/loop-blocks.ts';
 import { SeededRandom } from '../../core/random.ts';
 import type { Link, LinkGsoOptions, RxOffloadInfo } from '../../link/link.ts';
@@ -83,6 +83,7 @@ import {
   FrameBatcher,
   type FromWorker,
   forEachFrame,
+  type HandMessage,
   type InstalledConn,
   type PeerMessage,
   publishTapHeld,
@@ -92,7 +93,15 @@ import {
   type WorkerBoot,
   type WorkerRequest,
 } from './protocol.ts';
-import { BLOCK_WORDS, type PackedBlocks, packInitiate, unpackBlocks, unpackKeys } from './transfer-wire.ts';
+import {
+  BLOCK_WORDS,
+  type PackedBlocks,
+  type PackedInitiate,
+  packBlocks,
+  packInitiate,
+  unpackBlocks,
+  unpackKeys,
+} from './transfer-wire.ts';
 
 const port = parentPort as MessagePort;
 const boot = workerData as WorkerBoot;
@@ -871,6 +880,71 @@ function addPeer(m: Extract<ToWorker, { t: 'peer' }>): void {
   });
 }
 
+/** Install an initiate's batch (by records when `owner` is given) and give each connection a slot. */
+function initiateNow(a: Extract<WorkerRequest, { op: 'initiate' }>['arg']): PackedInitiate {
+  // The blocks' IPv6 keys name addresses the decode takes in with the batch's paths, so
+  // they are unpacked at the first connection (every path comes before any connection).
+  let blocks: TupleMap<ConnBlockRef> | undefined;
+  const blocksNow = (): TupleMap<ConnBlockRef> | undefined =>
+    (blocks ??= a.blocks === undefined ? undefined : unpackBlocks(a.blocks, engine.addressBook));
+  // A batch whose rings travel by reference names no bytes: each connection's rings are
+  // the block the host sent for it, attached here (and checked: ByteRing.attachShared).
+  const rings = (s: TcpState): { send: ByteRing; recv: ByteRing } | null => {
+    const b = blocksNow()?.get(s.const);
+    if (b === undefined) return null;
+    const parts = blockParts(b);
+    return { send: parts.send, recv: parts.recv };
+  };
+  const owner = a.owner;
+  const fill =
+    owner === undefined || a.blocks === undefined
+      ? undefined
+      : (trees: OffloadTree[]) => fillFromRecords(trees, a.blocks!, blocksNow()!, owner);
+  const result: InitiateResult = engine.initiate(a.batch, { prod: a.prod }, { rings, fill });
+  const installed: InstalledConn[] = [];
+  for (const c of result.conns) {
+    progress();
+    if (c.status !== 'success') continue;
+    const conn = engine.connection(c.key);
+    if (!conn) continue;
+    const inst = install(conn, blocksNow()?.get(c.key));
+    if (owner !== undefined) blockParts(inst.block).transfer.take(owner);
+    installed.push(inst);
+  }
+  return packInitiate(result, installed, engine.addressBook);
+}
+
+// ---- moves straight to another worker ------------------------------------------------------------
+
+/** The hands channel to each other worker, by the owner number of its records. */
+const hands = new Map<number, MessagePort>();
+
+/**
+ * A channel for moves with another worker: a batch it hands over here is installed as an
+ * initiate by records, and the answer goes to the host as the answer to the request the host
+ * registered for it. Once that worker stops, the host hears of it, and stops waiting for a batch
+ * it never handed.
+ */
+function addHands(m: Extract<ToWorker, { t: 'hands' }>): void {
+  const port = m.port;
+  hands.set(m.owner, port);
+  port.on('message', (h: HandMessage) => {
+    progress();
+    if (closed || h.t !== 'hand') return;
+    drainDoorbell();
+    try {
+      const packed = initiateNow({ batch: h.batch, prod: h.prod, blocks: h.blocks, owner: h.owner });
+      post({ t: 'res', id: h.id, ok: true, op: 'initiate', value: packed, installed: packed.installed });
+    } catch (e) {
+      post({ t: 'res', id: h.id, ok: false, error: wireError(e) });
+    }
+  });
+  port.on('close', () => {
+    if (hands.get(m.owner) === port) hands.delete(m.owner);
+    if (!closed) post({ t: 'hands-closed', owner: m.owner });
+  });
+}
+
 function handleRequest(id: number, r: WorkerRequest): void {
   if (requestTrace === null) {
     handleRequestNow(id, r);
@@ -887,37 +961,7 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
   try {
     switch (r.op) {
       case 'initiate': {
-        const a = r.arg;
-        // The blocks' IPv6 keys name addresses the decode takes in with the batch's paths, so
-        // they are unpacked at the first connection (every path comes before any connection).
-        let blocks: TupleMap<ConnBlockRef> | undefined;
-        const blocksNow = (): TupleMap<ConnBlockRef> | undefined =>
-          (blocks ??= a.blocks === undefined ? undefined : unpackBlocks(a.blocks, engine.addressBook));
-        // A batch whose rings travel by reference names no bytes: each connection's rings are
-        // the block the host sent for it, attached here (and checked: ByteRing.attachShared).
-        const rings = (s: TcpState): { send: ByteRing; recv: ByteRing } | null => {
-          const b = blocksNow()?.get(s.const);
-          if (b === undefined) return null;
-          const parts = blockParts(b);
-          return { send: parts.send, recv: parts.recv };
-        };
-        const owner = a.owner;
-        const fill =
-          owner === undefined || a.blocks === undefined
-            ? undefined
-            : (trees: OffloadTree[]) => fillFromRecords(trees, a.blocks!, blocksNow()!, owner);
-        const result: InitiateResult = engine.initiate(a.batch, { prod: a.prod }, { rings, fill });
-        const installed: InstalledConn[] = [];
-        for (const c of result.conns) {
-          progress();
-          if (c.status !== 'success') continue;
-          const conn = engine.connection(c.key);
-          if (!conn) continue;
-          const inst = install(conn, blocksNow()?.get(c.key));
-          if (owner !== undefined) blockParts(inst.block).transfer.take(owner);
-          installed.push(inst);
-        }
-        const packed = packInitiate(result, installed, engine.addressBook);
+        const packed = initiateNow(r.arg);
         post({ t: 'res', id, ok: true, op: 'initiate', value: packed, installed: packed.installed });
         return;
       }
@@ -926,6 +970,10 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
         const list = keys === 'all' ? [...byKey.values()].map((s) => s.key) : keys;
         let out: Uint8Array;
         const records = r.byRef === true && r.records === true;
+        const hand = records ? r.hand : undefined;
+        const handPort = hand === undefined ? undefined : hands.get(hand.owner);
+        if (hand !== undefined && handPort === undefined)
+          throw new InvalidStateError(`no hands channel to records owner ${hand.owner}`);
         if (records) {
           // The states as records in their blocks, handed to the host (owner word); the batch
           // names their neighbors and paths, and carries what a record cannot hold.
@@ -945,6 +993,8 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
         } else out = engine.terminate(keys, { ringsByRef: r.byRef === true });
         const freed: number[] = [];
         const moved: number[] = [];
+        // Handed on: the blocks of what was released, for the other worker.
+        const given: [ConnKey, ConnBlockRef][] = [];
         for (const k of list) {
           const slot = byKey.get(k);
           if (slot && engine.connection(k) === undefined) {
@@ -955,12 +1005,27 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
             // on a terminate) and its last events must reach the application first.
             if (slot.conn.released) {
               moved.push(slot.index);
-              blockParts(slot.block).transfer.setOwner(OWNER_HOST);
+              blockParts(slot.block).transfer.setOwner(hand === undefined ? OWNER_HOST : -hand.owner);
+              if (hand !== undefined) given.push([slot.key, slot.block]);
             }
           }
         }
         if (r.byRef === true) passUp(list);
         flushEvents();
+        // The other worker's copy of the batch (the host keeps this one, to read back what the
+        // other refuses); it is posted after the host's answer, so an answer that fails to go
+        // hands nothing on.
+        const handed: HandMessage | null =
+          hand === undefined
+            ? null
+            : {
+                t: 'hand',
+                id: hand.id,
+                batch: out.slice(),
+                blocks: packBlocks(given, engine.addressBook),
+                owner: hand.owner,
+                prod: hand.prod,
+              };
         const buf =
           out.byteOffset === 0 && out.byteLength === out.buffer.byteLength ? out.buffer : out.slice().buffer;
         post(
@@ -976,6 +1041,7 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
           },
           [buf as ArrayBuffer],
         );
+        if (handed !== null) handPort!.postMessage(handed, [handed.batch.buffer as ArrayBuffer]);
         return;
       }
       case 'update':
@@ -1098,6 +1164,9 @@ port.on('message', (m: ToWorker) => {
     case 'peer':
       addPeer(m);
       return;
+    case 'hands':
+      addHands(m);
+      return;
     case 'stall':
       if (m.pool) {
         holdPool(m.ms);
@@ -1119,6 +1188,8 @@ port.on('message', (m: ToWorker) => {
         p.out.flush();
         p.port.close();
       }
+      for (const h of hands.values()) h.close();
+      hands.clear();
       // After the last frames went out: a TAP's buffers and descriptors belong to the process, and
       // this thread's exit would not free them.
       link.close();

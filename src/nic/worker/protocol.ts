@@ -198,7 +198,18 @@ export type WorkerRequest =
    * batch names neighbors and paths (and what travelsAsRecord keeps in the codec), the other
    * connections' states are transfer records in their blocks, handed to the host.
    */
-  | { op: 'terminate'; arg: Uint32Array | 'all'; byRef?: boolean; records?: boolean }
+  | {
+      op: 'terminate';
+      arg: Uint32Array | 'all';
+      byRef?: boolean;
+      records?: boolean;
+      /**
+       * Hand what is released straight to another worker (`hand`, records only): each record is
+       * offered to `owner`, and the batch with the released blocks goes over the hands channel to
+       * that worker ('hands' below), which installs it and answers the host's request `id` there.
+       */
+      hand?: { owner: number; id: number; prod: boolean };
+    }
   | { op: 'update'; arg: OffloadUpdate }
   | { op: 'invalidate'; arg: InvalidateTarget }
   | { op: 'query'; arg: ConnKey[] | undefined }
@@ -266,6 +277,12 @@ export type ToWorker =
    * instead of up to the main thread; frames it sends here are run as if received on this link.
    */
   | { t: 'peer'; id: string; port: MessagePort; owners: SharedArrayBuffer }
+  /**
+   * Another worker's end of a channel for moves between the two (the owner number of its
+   * records): a terminate with `hand` sends its released batch over it, and what comes in over it
+   * is installed as an initiate the host awaits (HandMessage).
+   */
+  | { t: 'hands'; owner: number; port: MessagePort }
   | { t: 'close' }
   /**
    * Tests: block the worker's thread for `ms`, as a wedged NIC would; with `pool`, keep running but
@@ -285,6 +302,11 @@ export type FromWorker =
   | { t: 'hb'; at: number }
   /** pcap records (whole ones; the first chunk starts with the file header). */
   | { t: 'cap'; buf: ArrayBuffer }
+  /**
+   * The hands channel with the worker of records `owner` closed (that worker stopped): nothing
+   * more will come over it, so no move it had not handed yet will be installed here.
+   */
+  | { t: 'hands-closed'; owner: number }
   | { t: 'closed' };
 
 /** Reached only if a union above gained a member its handler does not know. */
@@ -535,6 +557,9 @@ export function checkFromWorker(
     case 'cap':
       if (!(m.buf instanceof ArrayBuffer)) bad('no buffer');
       return;
+    case 'hands-closed':
+      if (!isU32(m.owner)) bad('no owner');
+      return;
     case 'closed':
       return;
     default:
@@ -546,6 +571,20 @@ export type InitiateReply = InitiateResult;
 
 /** What crosses the channel between two workers of a team: frames of each other's connections. */
 export type PeerMessage = { t: 'fwd'; buf: ArrayBuffer; len: number };
+
+/**
+ * What crosses a hands channel: a batch another worker released for this one, as an initiate by
+ * records (the records in `blocks` offered to `owner`, this worker's number), answered to the
+ * host as its request `id` (the host registered it with this worker's transport, unsent).
+ */
+export type HandMessage = {
+  t: 'hand';
+  id: number;
+  batch: Uint8Array;
+  blocks: PackedBlocks;
+  owner: number;
+  prod: boolean;
+};
 
 // ---- frame batches -------------------------------------------------------------------------------
 
