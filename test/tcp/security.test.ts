@@ -9,8 +9,14 @@ function open() {
   const o = activeOpen(b, { ts: [1000, 0], wscale: 0 });
   b.take();
   const port = o.conn.localPort;
-  const send = (x: { flags: number; seq: number; ack?: number; ts?: [number, number]; data?: Uint8Array }) =>
-    b.inject({ srcPort: 80, dstPort: port, ack: add(o.iss, 1), ...x });
+  const send = (x: {
+    flags: number;
+    seq: number;
+    ack?: number;
+    window?: number;
+    ts?: [number, number];
+    data?: Uint8Array;
+  }) => b.inject({ srcPort: 80, dstPort: port, ack: add(o.iss, 1), ...x });
   return { ...o, send };
 }
 
