@@ -1,4 +1,3 @@
-import { isMainThread } from 'node:worker_threads';
 import { InvalidArgumentError, StateValidationError } from '../core/errors.ts';
 import { effectiveMss } from '../stack/tcp/congestion.ts';
 import { restoreRtt } from '../stack/tcp/rtt.ts';
@@ -16,7 +15,6 @@ import {
 import { createTcpState, type TcpCached, type TcpState, TcpStateId } from '../state/tcp-state.ts';
 import { validateTcpState } from '../state/validate.ts';
 import { readU32, writeU32 } from '../wire/addr.ts';
-import { SlabToucher } from './slab-toucher.ts';
 import { TRANSFER_RECORD_BYTES } from './transfer-record.ts';
 
 /*
@@ -503,43 +501,6 @@ export const CONN_SLAB_BYTES = 64 << 20;
 let slab: SharedArrayBuffer | null = null;
 let slabUsed = 0;
 
-/**
- * How far ahead of the allocator the main thread's slabs are touched (see slab-toucher.ts): about
- * 250 blocks of two 32 KiB rings, half a second of the 5,000 burst's accepts. In steps, so a
- * message to the toucher carries a few dozen blocks' pages, not one block's.
- */
-export const SLAB_TOUCH_AHEAD = 16 << 20;
-const SLAB_TOUCH_STEP = 2 << 20;
-/** Only the host's thread: a worker allocates a block only for what the host did not give it. */
-const toucher = isMainThread ? new SlabToucher() : null;
-/** The slab after this one, made early so its first pages can be touched before it is needed. */
-let nextSlab: SharedArrayBuffer | null = null;
-/** Bytes of `slab` (and of `nextSlab`) handed to the toucher. */
-let touchedTo = 0;
-let nextTouchedTo = 0;
-
-function touchAhead(t: SlabToucher, cur: SharedArrayBuffer): void {
-  const want = slabUsed + SLAB_TOUCH_AHEAD;
-  if (touchedTo > 0 && want - touchedTo < SLAB_TOUCH_STEP) return;
-  const to = Math.min(want, CONN_SLAB_BYTES);
-  if (to > touchedTo) {
-    t.touch(cur, touchedTo, to);
-    touchedTo = to;
-  }
-  if (want <= CONN_SLAB_BYTES) return;
-  nextSlab ??= new SharedArrayBuffer(CONN_SLAB_BYTES);
-  const next = want - CONN_SLAB_BYTES;
-  if (next > nextTouchedTo) {
-    t.touch(nextSlab, nextTouchedTo, next);
-    nextTouchedTo = next;
-  }
-}
-
-/** Bytes of slab memory handed to the toucher so far, and the allocator's place (tests). */
-export function slabTouchState(): { handed: number; used: number; touchedTo: number } {
-  return { handed: toucher?.handed ?? 0, used: slabUsed, touchedTo };
-}
-
 /** Shared memory for one connection's record and rings, fresh (zeroed) and 8-byte aligned. */
 export function allocConnBlock(sendCapacity: number, recvCapacity: number): ConnBlockRef {
   const sendAt = HARD_STATE_BYTES;
@@ -550,16 +511,12 @@ export function allocConnBlock(sendCapacity: number, recvCapacity: number): Conn
   if (bytes > CONN_SLAB_BYTES / 16) sab = new SharedArrayBuffer(bytes);
   else {
     if (slab === null || slabUsed + bytes > CONN_SLAB_BYTES) {
-      slab = nextSlab ?? new SharedArrayBuffer(CONN_SLAB_BYTES);
-      touchedTo = nextSlab !== null ? nextTouchedTo : 0;
-      nextSlab = null;
-      nextTouchedTo = 0;
+      slab = new SharedArrayBuffer(CONN_SLAB_BYTES);
       slabUsed = 0;
     }
     sab = slab;
     at = slabUsed;
     slabUsed += bytes;
-    if (toucher !== null) touchAhead(toucher, slab);
   }
   return {
     sab,
