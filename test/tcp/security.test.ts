@@ -121,9 +121,15 @@ describe('RFC 7323 timestamps and PAWS', () => {
     const acked = add(o.iss, 2897);
     o.send({ flags: ACK, seq: o.peerSeq, ack: acked, window: 60_000, ts: [2000, 0] });
     assert.equal(o.conn.state.delegated.sndWnd, 60_000);
+    o.b.take();
     o.send({ flags: ACK, seq: o.peerSeq, ack: acked, window: 0, ts: [1990, 0] });
     assert.equal(o.conn.state.delegated.sndWnd, 60_000, 'the stale zero window is not taken');
     assert.equal(o.b.count('tcp.paws.drops'), 1, 'it would update the window: PAWS drops it');
+    assert.equal(o.b.take().length, 1, 'and answers it');
+    o.send({ flags: ACK, seq: o.peerSeq, ack: acked, window: 0, ts: [1991, 0] });
+    assert.equal(o.b.count('tcp.paws.drops'), 2);
+    assert.equal(o.b.take().length, 0, "a pure ACK's answer at most once an interval, as Linux");
+    assert.equal(o.b.count('tcp.oow_ack.limited'), 1);
     o.send({ flags: ACK, seq: o.peerSeq, ack: acked, window: 20_000, ts: [1995, 0] });
     assert.equal(o.conn.state.delegated.sndWnd, 60_000, 'nor a stale smaller one');
     assert.equal(o.b.count('tcp.paws.disordered_acks'), 1, 'which is a harmless duplicate');

@@ -1,3 +1,4 @@
+import type { Counters } from '../../core/counters.ts';
 import type { TcpState } from '../../state/tcp-state.ts';
 import { TcpStateId } from '../../state/tcp-state.ts';
 import { TcpFlag, type TcpHeader } from '../../wire/tcp.ts';
@@ -267,7 +268,10 @@ function syncInput(
       stale = true;
     } else {
       counters.inc('tcp.paws.drops');
-      soft.ackNow = true;
+      // Answered, but a pure ACK's answer at most once an interval (Linux: tcp_oow_rate_limited
+      // on the PAWS path too): a team member's forwarded ACKs, overtaken by thousands, each drew
+      // one at once.
+      soft.ackNow = oowAnswer(soft, f, pLen, now, counters);
       return;
     }
   }
@@ -298,19 +302,7 @@ function syncInput(
       f &= ~(TcpFlag.FIN | TcpFlag.PSH);
     } else {
       counters.inc('drop.tcp.out-of-window');
-      // Segments with data are answered at once (a retransmission we already have must draw its
-      // duplicate ACK); answers to pure ACKs and SYNs are rate-limited, as Linux does, so two
-      // ends that disagree about sequence numbers cannot ping-pong ACKs at full speed.
-      if (
-        (pLen === 0 || f & TcpFlag.SYN) &&
-        soft.lastOowAckAt >= 0 &&
-        now - soft.lastOowAckAt < OOW_ACK_INTERVAL_MS
-      ) {
-        soft.ackNow = false;
-        counters.inc('tcp.oow_ack.limited');
-      } else if (pLen === 0 || f & TcpFlag.SYN) {
-        soft.lastOowAckAt = now;
-      }
+      soft.ackNow = oowAnswer(soft, f, pLen, now, counters);
       return;
     }
   }
@@ -504,6 +496,28 @@ function resetReceived(conn: TcpConnection): void {
     default:
       terminate(conn, null, true);
   }
+}
+
+/**
+ * Whether a segment we drop (out of window, or failing PAWS) draws an ACK now. Segments with data
+ * are answered at once (a retransmission we already have must draw its duplicate ACK); answers to
+ * pure ACKs and SYNs are rate-limited, as Linux does, so two ends that disagree about sequence
+ * numbers cannot ping-pong ACKs at full speed.
+ */
+function oowAnswer(
+  soft: TcpState['soft'],
+  f: number,
+  pLen: number,
+  now: number,
+  counters: Counters,
+): boolean {
+  if (pLen > 0 && !(f & TcpFlag.SYN)) return true;
+  if (soft.lastOowAckAt >= 0 && now - soft.lastOowAckAt < OOW_ACK_INTERVAL_MS) {
+    counters.inc('tcp.oow_ack.limited');
+    return false;
+  }
+  soft.lastOowAckAt = now;
+  return true;
 }
 
 /**
