@@ -39,18 +39,6 @@ export interface TcpServerOptions extends TcpSocketOptions {
 }
 
 /**
- * Accepted connections handed to the application a turn. Each 'connection' starts what the
- * application does with a new connection, at once (an HTTP service parses the request and writes
- * the first window of its body into the connection's send ring), and an offload policy places
- * accepts a transfer at a time (POLICY_BATCH, 256): handed over in one turn, one transfer's
- * accepts held serve's main thread 0.5-2 s in the 5,000-download burst, while the downloads
- * already flowing waited for that thread to refill their 32 KiB send rings (a server's ACK of a
- * whole ring to its next data: p50 1.4 s, p90 2.8 s; BENCHMARKS.md, "The connect burst's
- * stalls"). Sixteen a turn bounds that wait to a few tens of milliseconds of new connections.
- */
-export const ACCEPT_BUDGET = 16;
-
-/**
  * Behaves like net.Server: 'listening', 'connection', 'close', 'error'.
  *
  * Every connection the listener establishes is accepted and emitted as 'connection' in a deferred
@@ -58,8 +46,7 @@ export const ACCEPT_BUDGET = 16;
  * every connection: without a listener the socket sits open and unread, counted in
  * `connections`, until its peer ends or resets it; a listener added later gets only new ones. The
  * listen backlog bounds only what waits for that turn (Linux's accept queue), and what the stack
- * holds in all is bounded by its TCP limits (connections, buffer memory). At most ACCEPT_BUDGET
- * are handed over a turn.
+ * holds in all is bounded by its TCP limits (connections, buffer memory).
  */
 export class TcpServer extends EventEmitter {
   private listener: TcpListener | null = null;
@@ -220,14 +207,7 @@ export class TcpServer extends EventEmitter {
 
   private readonly drain = (): void => {
     this.draining = false;
-    let budget = ACCEPT_BUDGET;
     while (this.queue.length > 0) {
-      // The rest in a later turn: what else is due (the workers' events, other sockets' flushes)
-      // runs in between.
-      if (budget-- === 0) {
-        this.scheduleDrain();
-        return;
-      }
       const socket = this.queue.shift()!;
       this.syncQueued();
       if (this.listenerCount('connection') > 0) socket.removeListener('error', ignoreUntaken);

@@ -2,9 +2,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { describe, test } from 'node:test';
 import { SimNetwork } from '../../src/sim/sim-network.ts';
-import { ACCEPT_BUDGET } from '../../src/socket/tcp-server.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
-import type { TcpConnection } from '../../src/stack/tcp/tcp-connection.ts';
 
 function pair() {
   const net = new SimNetwork({ seed: 7, virtualTime: true });
@@ -64,44 +62,6 @@ describe('TcpServer releases what the application never reads or never takes', (
     }
     await closed;
     assert.equal(server.connections, 0);
-    net.close();
-  });
-
-  test('a batch of accepts released at once reaches the application a budget a turn, other work in between', async () => {
-    const { net, a, b } = pair();
-    // As a team's offload policy does: every accept waits for its placement, and one transfer
-    // releases them all together.
-    const n = 3 * ACCEPT_BUDGET + 5;
-    let release!: () => void;
-    const placed = new Promise<void>((r) => {
-      release = r;
-    });
-    let waiting = 0;
-    (b as unknown as { placeAccepted(c: TcpConnection): Promise<void> }).placeAccepted = () => {
-      if (++waiting === n) release();
-      return placed;
-    };
-    const order: string[] = [];
-    const server = b.createServer((s) => {
-      s.on('error', () => {});
-      order.push('c');
-      // What a flowing connection's refill would be: work that became due while accepts are
-      // handed over.
-      if (order.length === 1) b.clock.defer(() => order.push('other'));
-    });
-    server.listen({ port: 80, backlog: 1024 });
-    const socks: TcpSocket[] = [];
-    for (let i = 0; i < n; i++) {
-      const s = a.connect(80, '10.0.0.2');
-      s.on('error', () => {});
-      socks.push(s);
-    }
-    await Promise.all(socks.map((s) => once(s, 'connect')));
-    await net.sleep(50);
-    assert.equal(order.filter((x) => x === 'c').length, n, 'every accept reaches the application');
-    assert.equal(order.indexOf('other'), ACCEPT_BUDGET, 'after one budget of accepts, not after all');
-    for (const s of socks) s.destroy();
-    server.close();
     net.close();
   });
 });
