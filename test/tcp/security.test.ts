@@ -9,8 +9,14 @@ function open() {
   const o = activeOpen(b, { ts: [1000, 0], wscale: 0 });
   b.take();
   const port = o.conn.localPort;
-  const send = (x: { flags: number; seq: number; ack?: number; ts?: [number, number]; data?: Uint8Array }) =>
-    b.inject({ srcPort: 80, dstPort: port, ack: add(o.iss, 1), ...x });
+  const send = (x: {
+    flags: number;
+    seq: number;
+    ack?: number;
+    window?: number;
+    ts?: [number, number];
+    data?: Uint8Array;
+  }) => b.inject({ srcPort: 80, dstPort: port, ack: add(o.iss, 1), ...x });
   return { ...o, send };
 }
 
@@ -105,6 +111,31 @@ describe('RFC 7323 timestamps and PAWS', () => {
     o.send({ flags: ACK, seq: o.peerSeq, ack: add(una, 1000), ts: [1900, 0], data: bytes(10) });
     assert.equal(o.b.count('tcp.paws.drops'), 1, 'data with an old TSval is still refused');
     assert.equal(o.conn.readableLength, 0);
+  });
+
+  test("an overtaken ACK does not move the window: a reader's window update stands (Linux's disordered-ACK rule)", () => {
+    // A slow reader's kernel shuts its window, then reopens it once it reads; the two pure ACKs
+    // (same seq, same ack) arrive the other way round, as when one crosses another NIC of a team.
+    const o = open();
+    o.conn.write(bytes(2896));
+    const acked = add(o.iss, 2897);
+    o.send({ flags: ACK, seq: o.peerSeq, ack: acked, window: 60_000, ts: [2000, 0] });
+    assert.equal(o.conn.state.delegated.sndWnd, 60_000);
+    o.b.take();
+    o.send({ flags: ACK, seq: o.peerSeq, ack: acked, window: 0, ts: [1990, 0] });
+    assert.equal(o.conn.state.delegated.sndWnd, 60_000, 'the stale zero window is not taken');
+    assert.equal(o.b.count('tcp.paws.drops'), 1, 'it would update the window: PAWS drops it');
+    assert.equal(o.b.take().length, 1, 'and answers it');
+    o.send({ flags: ACK, seq: o.peerSeq, ack: acked, window: 0, ts: [1991, 0] });
+    assert.equal(o.b.count('tcp.paws.drops'), 2);
+    assert.equal(o.b.take().length, 0, "a pure ACK's answer at most once an interval, as Linux");
+    assert.equal(o.b.count('tcp.oow_ack.limited'), 1);
+    o.send({ flags: ACK, seq: o.peerSeq, ack: acked, window: 20_000, ts: [1995, 0] });
+    assert.equal(o.conn.state.delegated.sndWnd, 60_000, 'nor a stale smaller one');
+    assert.equal(o.b.count('tcp.paws.disordered_acks'), 1, 'which is a harmless duplicate');
+    assert.equal(o.conn.state.delegated.persistDeadline, Number.POSITIVE_INFINITY, 'no probe timer');
+    o.send({ flags: ACK, seq: o.peerSeq, ack: acked, window: 0, ts: [2010, 0] });
+    assert.equal(o.conn.state.delegated.sndWnd, 0, 'a newer zero window still shuts it');
   });
 
   test('PAWS reference expires after 24 days idle', () => {

@@ -1,3 +1,4 @@
+import type { Counters } from '../../core/counters.ts';
 import type { TcpState } from '../../state/tcp-state.ts';
 import { TcpStateId } from '../../state/tcp-state.ts';
 import { TcpFlag, type TcpHeader } from '../../wire/tcp.ts';
@@ -244,6 +245,8 @@ function syncInput(
     seq = seqAdd(seq, 1);
   }
 
+  // A pure ACK older than one already processed: it may not move the send window.
+  let stale = false;
   // RFC 7323 5.3 R1: PAWS.
   if (c.tsEnabled && h.hasTimestamps && !(f & TcpFlag.RST) && seqLt(h.tsVal, d.tsRecent)) {
     if (now - d.tsRecentAt > PAWS_IDLE_MS) {
@@ -253,15 +256,22 @@ function syncInput(
       pLen === 0 &&
       (f & (TcpFlag.ACK | TcpFlag.SYN | TcpFlag.FIN)) === TcpFlag.ACK &&
       seq === d.rcvNxt &&
+      h.ack === d.sndUna &&
+      !windowUpdateByLinux(s, seq, h.window * 2 ** c.sndWscale) &&
       seqSub(d.tsRecent, h.tsVal) <= Math.max(d.rto, 1000)
     ) {
-      // A pure ACK overtaken by a later one (reordering): PAWS guards against old data, and
-      // dropping this ACK would only throw away its SACK blocks and duplicate-ACK signal.
-      // Like Linux's disordered-ACK rule it is processed; it cannot move ts.recent back.
+      // A duplicate pure ACK overtaken by a later one (reordering): PAWS guards against old data,
+      // and dropping this ACK would only throw away its SACK blocks and duplicate-ACK signal.
+      // Like Linux's disordered-ACK rule (tcp_disordered_ack) it is processed; it cannot move
+      // ts.recent back, nor the send window (stale).
       counters.inc('tcp.paws.disordered_acks');
+      stale = true;
     } else {
       counters.inc('tcp.paws.drops');
-      soft.ackNow = true;
+      // Answered, but a pure ACK's answer at most once an interval (Linux: tcp_oow_rate_limited
+      // on the PAWS path too): a team member's forwarded ACKs, overtaken by thousands, each drew
+      // one at once.
+      soft.ackNow = oowAnswer(soft, f, pLen, now, counters);
       return;
     }
   }
@@ -292,19 +302,7 @@ function syncInput(
       f &= ~(TcpFlag.FIN | TcpFlag.PSH);
     } else {
       counters.inc('drop.tcp.out-of-window');
-      // Segments with data are answered at once (a retransmission we already have must draw its
-      // duplicate ACK); answers to pure ACKs and SYNs are rate-limited, as Linux does, so two
-      // ends that disagree about sequence numbers cannot ping-pong ACKs at full speed.
-      if (
-        (pLen === 0 || f & TcpFlag.SYN) &&
-        soft.lastOowAckAt >= 0 &&
-        now - soft.lastOowAckAt < OOW_ACK_INTERVAL_MS
-      ) {
-        soft.ackNow = false;
-        counters.inc('tcp.oow_ack.limited');
-      } else if (pLen === 0 || f & TcpFlag.SYN) {
-        soft.lastOowAckAt = now;
-      }
+      soft.ackNow = oowAnswer(soft, f, pLen, now, counters);
       return;
     }
   }
@@ -365,7 +363,7 @@ function syncInput(
     }
     establish(conn, now);
     if (l && !offerToListener(conn, l)) return;
-  } else if (!processAck(conn, h, f, pLen, now)) {
+  } else if (!processAck(conn, h, f, pLen, now, stale)) {
     return;
   }
   heard(conn, now);
@@ -500,8 +498,49 @@ function resetReceived(conn: TcpConnection): void {
   }
 }
 
+/**
+ * Whether a segment we drop (out of window, or failing PAWS) draws an ACK now. Segments with data
+ * are answered at once (a retransmission we already have must draw its duplicate ACK); answers to
+ * pure ACKs and SYNs are rate-limited, as Linux does, so two ends that disagree about sequence
+ * numbers cannot ping-pong ACKs at full speed.
+ */
+function oowAnswer(
+  soft: TcpState['soft'],
+  f: number,
+  pLen: number,
+  now: number,
+  counters: Counters,
+): boolean {
+  if (pLen > 0 && !(f & TcpFlag.SYN)) return true;
+  if (soft.lastOowAckAt >= 0 && now - soft.lastOowAckAt < OOW_ACK_INTERVAL_MS) {
+    counters.inc('tcp.oow_ack.limited');
+    return false;
+  }
+  soft.lastOowAckAt = now;
+  return true;
+}
+
+/**
+ * Linux's tcp_may_update_window for a segment that acknowledges nothing new: a newer segment, or
+ * the same sequence number with a larger window or a zero one. A pure ACK overtaken by a later
+ * one that would update the window is not a harmless duplicate: once the window update has come,
+ * a zero window from before it would shut the window again, and the sender would wait for its
+ * persist timer (seconds once the RTO has grown) while the receiver waits for data.
+ */
+function windowUpdateByLinux(s: TcpState, seq: number, wnd: number): boolean {
+  const d = s.delegated;
+  return seqLt(d.sndWl1, seq) || (seq === d.sndWl1 && (wnd > d.sndWnd || wnd === 0));
+}
+
 /** The ACK field of a segment in a synchronized state. False: drop the rest of the segment. */
-function processAck(conn: TcpConnection, h: TcpHeader, f: number, pLen: number, now: number): boolean {
+function processAck(
+  conn: TcpConnection,
+  h: TcpHeader,
+  f: number,
+  pLen: number,
+  now: number,
+  stale = false,
+): boolean {
   const s = conn.state;
   const c = s.const;
   const d = s.delegated;
@@ -580,7 +619,11 @@ function processAck(conn: TcpConnection, h: TcpHeader, f: number, pLen: number, 
   // The send window moves with an ACK of new data, or with a segment newer than the last update
   // (RFC 9293 3.10.7.4, Linux tcp_may_update_window): an old ACK never moves it, and an ACK of new
   // data always does, even when out-of-order data already raised SND.WL1 past its sequence number.
-  if (!old && (advanced || seqLt(d.sndWl1, h.seq) || (d.sndWl1 === h.seq && seqLeq(d.sndWl2, ack)))) {
+  if (
+    !old &&
+    !stale &&
+    (advanced || seqLt(d.sndWl1, h.seq) || (d.sndWl1 === h.seq && seqLeq(d.sndWl2, ack)))
+  ) {
     d.sndWnd = wnd;
     if (wnd > d.maxSndWnd) d.maxSndWnd = wnd;
     d.sndWl1 = h.seq;
