@@ -554,7 +554,13 @@ function processAck(conn: TcpConnection, h: TcpHeader, f: number, pLen: number, 
       ? newlySacked > 0
       : pLen === 0 && !(f & (TcpFlag.SYN | TcpFlag.FIN)) && wnd === d.sndWnd && wnd !== 0;
     dup &&= ack === d.sndUna && d.sndMax !== d.sndUna && d.persistDeadline === INF;
-    if (dup) dupAck(conn, now);
+    // A plain duplicate counts toward fast retransmit only when SACK was not negotiated: Linux
+    // emulates a scoreboard from them for a peer without SACK alone (tcp_add_reno_sack) and
+    // otherwise reads loss from what is SACKed. A SACK receiver that holds data above a hole
+    // says so in every ACK, so one without blocks (a window update repeated, or a peer prodding
+    // after a failover) tells nothing is missing. F-RTO still reads it as the loss being real
+    // (below; Linux's num_dupack in tcp_process_loss).
+    if (dup && (sack || !c.sackEnabled)) dupAck(conn, now);
   }
   if (episode && !soft0.inRecovery && soft0.undoArmed) {
     // Linux's FLAG_ORIG_SACK_ACKED: data sent before the timeout, never resent and not SACKed
