@@ -114,6 +114,49 @@ describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeo
       });
     });
 
+    for (const sack of [true, false]) {
+      test(`${v.name}: three plain duplicate ACKs (no SACK blocks) resend the head ${sack ? 'not at all when SACK is on (RFC 6675 2)' : 'at once without SACK (RFC 5681 3.2)'}`, async () => {
+        await runCase(st, v, { rtoMinMs: 3000 }, async ({ dut, tester }) => {
+          const { c, id } = await openConn(dut, tester, { ...FULL, sack, window: 500 });
+          dut.write(id, 6000);
+          const segs: Seg[] = [];
+          let next = c.rcvNxt;
+          while (seqDiff(seqAdd(c.dutIss, 6001), next) > 0) {
+            const s = await c.expect((x) => x.len > 0 && x.seq === next, 3000, `segment at ${next}`);
+            segs.push(s);
+            next = seqAdd(s.seq, s.len);
+          }
+          assert.ok(segs.length >= 4, `at least four segments (${segs.length})`);
+          const head = segs[0]!.seq;
+          const from = tester.segs.length;
+          // What a receiver that lost the first segment and holds nothing it could SACK sends.
+          for (let k = 0; k < 3; k++) c.send({ flags: ACK, ack: c.rcvNxt });
+          if (sack) {
+            // A tail loss probe (RFC 8985 7) may resend the last segment; the head waits the RTO.
+            const resent = await c.tester.collect(
+              (s) => c.fromDut(s) && s.len > 0 && s.seq === head,
+              1500,
+              from,
+            );
+            assert.deepEqual(
+              resent.map((s) => s.seq),
+              [],
+              `the head was not resent:\n${tester.dump()}`,
+            );
+          } else {
+            await c.expect(
+              (s) => s.len > 0 && s.seq === head,
+              1500,
+              'the head resent before any timeout',
+              from,
+            );
+          }
+          c.rcvNxt = next;
+          c.send({ flags: ACK });
+        });
+      });
+    }
+
     test(`${v.name}: the receive window reaches zero with window scaling, and reopens (RFC 7323 2.4, issue 11 defect 2)`, async () => {
       await runCase(st, v, { rcvBuf: 65536, read: false }, async ({ dut, tester }) => {
         const { c, id } = await openConn(dut, tester, FULL);
