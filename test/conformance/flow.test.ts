@@ -121,12 +121,12 @@ describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeo
           dut.write(id, 6000);
           const segs: Seg[] = [];
           let next = c.rcvNxt;
-          while (seqDiff(seqAdd(c.dutIss, 6001), next) > 0) {
+          // Five full segments: Nagle may hold the short tail while nothing is acknowledged.
+          while (segs.length < 5) {
             const s = await c.expect((x) => x.len > 0 && x.seq === next, 3000, `segment at ${next}`);
             segs.push(s);
             next = seqAdd(s.seq, s.len);
           }
-          assert.ok(segs.length >= 4, `at least four segments (${segs.length})`);
           const head = segs[0]!.seq;
           const from = tester.segs.length;
           // What a receiver that lost the first segment and holds nothing it could SACK sends.
