@@ -557,8 +557,9 @@ function processAck(conn: TcpConnection, h: TcpHeader, f: number, pLen: number, 
     // A plain duplicate counts toward fast retransmit only when SACK was not negotiated: Linux
     // emulates a scoreboard from them for a peer without SACK alone (tcp_add_reno_sack) and
     // otherwise reads loss from what is SACKed. A SACK receiver that holds data above a hole
-    // says so in every ACK, so one without blocks (a window update repeated, or a peer prodding
-    // after a failover) tells nothing is missing. F-RTO still reads it as the loss being real
+    // says so in every ACK (RFC 2018 4), so one without blocks (a repeated window update, a peer
+    // prodding after a failover) shows nothing arrived past snd.una: no evidence that the head,
+    // rather than the whole flight, was lost. F-RTO still reads it as the loss being real
     // (below; Linux's num_dupack in tcp_process_loss).
     if (dup && (sack || !c.sackEnabled)) dupAck(conn, now);
   }
