@@ -65,6 +65,21 @@ async function fillWindow(c: Conn): Promise<Seg[]> {
   return acks;
 }
 
+/**
+ * The DUT's first five full segments in order, unacknowledged (Nagle may hold a short tail while
+ * nothing is acknowledged), and the sequence number after them.
+ */
+async function fiveSegments(c: Conn): Promise<{ segs: Seg[]; next: number }> {
+  const segs: Seg[] = [];
+  let next = c.rcvNxt;
+  while (segs.length < 5) {
+    const s = await c.expect((x) => x.len > 0 && x.seq === next, 3000, `segment at ${next}`);
+    segs.push(s);
+    next = seqAdd(s.seq, s.len);
+  }
+  return { segs, next };
+}
+
 describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeout: 180_000 }, () => {
   before(() => st.setup());
   after(() => st.teardown());
@@ -119,14 +134,7 @@ describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeo
         await runCase(st, v, { rtoMinMs: 3000 }, async ({ dut, tester }) => {
           const { c, id } = await openConn(dut, tester, { ...FULL, sack, window: 500 });
           dut.write(id, 6000);
-          const segs: Seg[] = [];
-          let next = c.rcvNxt;
-          // Five full segments: Nagle may hold the short tail while nothing is acknowledged.
-          while (segs.length < 5) {
-            const s = await c.expect((x) => x.len > 0 && x.seq === next, 3000, `segment at ${next}`);
-            segs.push(s);
-            next = seqAdd(s.seq, s.len);
-          }
+          const { segs, next } = await fiveSegments(c);
           const head = segs[0]!.seq;
           const from = tester.segs.length;
           // What a receiver that lost the first segment and holds nothing it could SACK sends.
@@ -156,6 +164,35 @@ describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeo
         });
       });
     }
+
+    test(`${v.name}: after a timeout, plain duplicate ACKs with SACK on resend nothing before the next timeout`, async () => {
+      // What a failover's prod can do for data the DUT sent into the outage: the receiver holds
+      // nothing of it to SACK, and plain duplicates do not bring it back before the sender's own
+      // timer. The first RTO has fired (rto_min 1 s), the resend of the head is lost too; the
+      // next RTO is 2 s away.
+      await runCase(st, v, { rtoMinMs: 1000 }, async ({ dut, tester }) => {
+        const { c, id } = await openConn(dut, tester, { ...FULL, window: 500 });
+        dut.write(id, 6000);
+        const { segs, next } = await fiveSegments(c);
+        const head = segs[0]!.seq;
+        await c.expect(
+          (s) => s.len > 0 && s.seq === head,
+          3000,
+          'the first timeout resending the head',
+          segs.at(-1)!.n + 1,
+        );
+        const from = tester.segs.length;
+        for (let k = 0; k < 3; k++) c.send({ flags: ACK, ack: c.rcvNxt });
+        const sent = await c.tester.collect((s) => c.fromDut(s) && s.len > 0, 1000, from);
+        assert.deepEqual(
+          sent.map((s) => s.seq),
+          [],
+          `nothing resent before the next timeout:\n${tester.dump()}`,
+        );
+        c.rcvNxt = next;
+        c.send({ flags: ACK });
+      });
+    });
 
     test(`${v.name}: the receive window reaches zero with window scaling, and reopens (RFC 7323 2.4, issue 11 defect 2)`, async () => {
       await runCase(st, v, { rcvBuf: 65536, read: false }, async ({ dut, tester }) => {
