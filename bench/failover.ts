@@ -9,7 +9,10 @@
  *   (its first delivery after detection, at the peer for the team's streams and at the team host
  *   for the peer's), the slowest connection; virtual time in which every transfer is charged the
  *   real time it took (`OffloadManager.chargeWallTime`), so it is the stall a peer would live
- *   through. `resumeP50Ms` is the median connection.
+ *   through. `resumeP50Ms` is the median connection. Half the connections carry data from the
+ *   team to the peer and half the other way: `resumeToPeerMs` is the slowest of the team's
+ *   streams (what the prod resends at once), `resumeFromPeerMs` the slowest of the peer's (data
+ *   it had in flight into the outage waits its own timer, tail probe or RTO, as with Linux).
  * - movedMs: detection to the last connection running on its new NIC (the team's own record).
  *   `resumeWallMs` is the real time this process spent from detection to the failover's end
  *   (terminate, validate, initiate, prod).
@@ -31,6 +34,8 @@ export interface FailoverFigures {
   detectMs: number;
   resumeMs: number;
   resumeP50Ms: number;
+  resumeToPeerMs: number;
+  resumeFromPeerMs: number;
   movedMs: number;
   resumeWallMs: number;
   maxStallMs: number;
@@ -106,10 +111,17 @@ async function one(
   const round = (x: number): number => Math.round(x * 1000) / 1000;
   // Streams that had ended before the fault deliver nothing after it and do not count.
   const waits = [...firstAfter.values()].map((t) => t - detectedAt).sort((a, b) => a - b);
+  const slowest = (end: 'peer' | 'team'): number => {
+    let w = -1;
+    for (const [k, t] of firstAfter) if (k.startsWith(`${end}:`)) w = Math.max(w, t - detectedAt);
+    return f && w >= 0 ? round(w) : -1;
+  };
   return {
     detectMs: f ? round(f.at - (r.startedAt + faultAt)) : -1,
     resumeMs: f && waits.length > 0 ? round(waits[waits.length - 1]!) : -1,
     resumeP50Ms: f && waits.length > 0 ? round(waits[waits.length >> 1]!) : -1,
+    resumeToPeerMs: slowest('peer'),
+    resumeFromPeerMs: slowest('team'),
     movedMs: f ? round(f.resumeMs) : -1,
     resumeWallMs: round(resumeWall - detectWall),
     maxStallMs: round(r.stats.maxGapMs),

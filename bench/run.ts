@@ -134,7 +134,7 @@ const BENCHES: Record<string, { about: string; run: Bench; print: (r: Record<str
       print: (r) => {
         const row = (k: string) => {
           const f = r[k] as FailoverFigures;
-          return `${k.padEnd(13)} detect ${f.detectMs} ms, data at the receiver again after ${f.resumeMs} ms (slowest; median ${f.resumeP50Ms} ms), moved in ${f.movedMs} ms (${f.resumeWallMs} ms wall to move ${f.moved}), longest stall ${f.maxStallMs} ms, resets ${f.resets}, bytes lost ${f.bytesLost}`;
+          return `${k.padEnd(13)} detect ${f.detectMs} ms, data at the receiver again after ${f.resumeMs} ms (slowest; median ${f.resumeP50Ms} ms; the team's streams ${f.resumeToPeerMs} ms, the peer's ${f.resumeFromPeerMs} ms), moved in ${f.movedMs} ms (${f.resumeWallMs} ms wall to move ${f.moved}), longest stall ${f.maxStallMs} ms, resets ${f.resets}, bytes lost ${f.bytesLost}`;
         };
         return [
           `${r.connections} connections (detect/resume/stall on the simulator's virtual clock)`,

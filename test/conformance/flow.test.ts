@@ -65,6 +65,21 @@ async function fillWindow(c: Conn): Promise<Seg[]> {
   return acks;
 }
 
+/**
+ * The DUT's first five full segments in order, unacknowledged (Nagle may hold a short tail while
+ * nothing is acknowledged), and the sequence number after them.
+ */
+async function fiveSegments(c: Conn): Promise<{ segs: Seg[]; next: number }> {
+  const segs: Seg[] = [];
+  let next = c.rcvNxt;
+  while (segs.length < 5) {
+    const s = await c.expect((x) => x.len > 0 && x.seq === next, 3000, `segment at ${next}`);
+    segs.push(s);
+    next = seqAdd(s.seq, s.len);
+  }
+  return { segs, next };
+}
+
 describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeout: 180_000 }, () => {
   before(() => st.setup());
   after(() => st.teardown());
@@ -108,6 +123,71 @@ describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeo
           between.map((s) => s.seq),
           [],
           'nothing SACKed was resent first',
+        );
+        c.rcvNxt = next;
+        c.send({ flags: ACK });
+      });
+    });
+
+    for (const sack of [true, false]) {
+      test(`${v.name}: three plain duplicate ACKs (no SACK blocks) resend the head ${sack ? 'not at all when SACK is on (RFC 6675 2)' : 'at once without SACK (RFC 5681 3.2)'}`, async () => {
+        await runCase(st, v, { rtoMinMs: 3000 }, async ({ dut, tester }) => {
+          const { c, id } = await openConn(dut, tester, { ...FULL, sack, window: 500 });
+          dut.write(id, 6000);
+          const { segs, next } = await fiveSegments(c);
+          const head = segs[0]!.seq;
+          const from = tester.segs.length;
+          // What a receiver that lost the first segment and holds nothing it could SACK sends.
+          for (let k = 0; k < 3; k++) c.send({ flags: ACK, ack: c.rcvNxt });
+          if (sack) {
+            // A tail loss probe (RFC 8985 7) may resend the last segment; the head waits the RTO.
+            const resent = await c.tester.collect(
+              (s) => c.fromDut(s) && s.len > 0 && s.seq === head,
+              1500,
+              from,
+            );
+            assert.deepEqual(
+              resent.map((s) => s.seq),
+              [],
+              `the head was not resent:\n${tester.dump()}`,
+            );
+          } else {
+            await c.expect(
+              (s) => s.len > 0 && s.seq === head,
+              1500,
+              'the head resent before any timeout',
+              from,
+            );
+          }
+          c.rcvNxt = next;
+          c.send({ flags: ACK });
+        });
+      });
+    }
+
+    test(`${v.name}: after a timeout, plain duplicate ACKs with SACK on resend nothing before the next timeout`, async () => {
+      // What a failover's prod can do for data the DUT sent into the outage: the receiver holds
+      // nothing of it to SACK, and plain duplicates do not bring it back before the sender's own
+      // timer. The first RTO has fired (rto_min 1 s), the resend of the head is lost too; the
+      // next RTO is 2 s away.
+      await runCase(st, v, { rtoMinMs: 1000 }, async ({ dut, tester }) => {
+        const { c, id } = await openConn(dut, tester, { ...FULL, window: 500 });
+        dut.write(id, 6000);
+        const { segs, next } = await fiveSegments(c);
+        const head = segs[0]!.seq;
+        await c.expect(
+          (s) => s.len > 0 && s.seq === head,
+          3000,
+          'the first timeout resending the head',
+          segs.at(-1)!.n + 1,
+        );
+        const from = tester.segs.length;
+        for (let k = 0; k < 3; k++) c.send({ flags: ACK, ack: c.rcvNxt });
+        const sent = await c.tester.collect((s) => c.fromDut(s) && s.len > 0, 1000, from);
+        assert.deepEqual(
+          sent.map((s) => s.seq),
+          [],
+          `nothing resent before the next timeout:\n${tester.dump()}`,
         );
         c.rcvNxt = next;
         c.send({ flags: ACK });

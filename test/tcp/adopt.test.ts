@@ -10,10 +10,14 @@ const SEG = 1448; // MSS 1460 less the timestamp option
  * A connection with four segments in flight whose path died: its retransmission timer backed off
  * `timeouts` times before the failover took its state away.
  */
-function failedOver(timeouts: number): { a: Bench; o: Opened; s: TcpState; peerTs: number } {
+function failedOver(
+  timeouts: number,
+  sack = true,
+  segments = 4,
+): { a: Bench; o: Opened; s: TcpState; peerTs: number } {
   const a = new Bench();
-  const o = activeOpen(a, { ts: [5000, 1001], sackPermitted: true, wscale: 7 });
-  o.conn.write(bytes(4 * SEG));
+  const o = activeOpen(a, { ts: [5000, 1001], sackPermitted: sack, wscale: 7 });
+  if (segments > 0) o.conn.write(bytes(segments * SEG));
   a.take();
   // Step until each timeout has fired (a tail loss probe goes first and pushes the RTO back).
   for (let i = 0; i < timeouts; i++) {
@@ -108,17 +112,12 @@ describe('adopting a connection on failover (prod)', () => {
     b.advance(a.env.clock.now() - b.env.clock.now());
     const conn = b.layer.adopt(s, new Recorder(), { prod: true });
     const out = b.take();
-    const top = add(una, 4 * SEG);
-    // Before: the three ACKs, then the whole window of four segments.
+    // Before: the whole window of four segments (and, before SACK was read as Linux reads it,
+    // three duplicate ACKs in front: a SACK peer does not count them).
     assert.deepEqual(
       out.map((x) => [x.h.seq, x.data.length]),
-      [
-        [top, 0],
-        [top, 0],
-        [top, 0],
-        [una, SEG],
-      ],
-      "three duplicate ACKs and snd.una's segment",
+      [[una, SEG]],
+      "snd.una's segment, carrying the ACK",
     );
     assert.equal(conn.state.delegated.sndNxt, add(una, SEG));
     b.advance(1);
@@ -130,6 +129,36 @@ describe('adopting a connection on failover (prod)', () => {
         .filter((x) => x.data.length > 0)
         .map((x) => x.h.seq),
       [add(una, 2 * SEG), add(una, 3 * SEG)],
+    );
+  });
+
+  test('without SACK the prod sends three duplicate ACKs first: such a peer resends its lost data at once', () => {
+    const { a, s } = failedOver(0, false);
+    const una = s.delegated.sndUna;
+    const top = add(una, 4 * SEG);
+    const b = new Bench();
+    b.advance(a.env.clock.now() - b.env.clock.now());
+    b.layer.adopt(s, new Recorder(), { prod: true });
+    assert.deepEqual(
+      b.take().map((x) => [x.h.seq, x.data.length]),
+      [
+        [top, 0],
+        [top, 0],
+        [top, 0],
+        [una, SEG],
+      ],
+    );
+  });
+
+  test('with SACK and nothing outstanding the prod is one ACK', () => {
+    const { a, s } = failedOver(0, true, 0);
+    const b = new Bench();
+    b.advance(a.env.clock.now() - b.env.clock.now());
+    b.layer.adopt(s, new Recorder(), { prod: true });
+    const out = b.take();
+    assert.deepEqual(
+      out.map((x) => [x.h.seq, x.h.ack, x.data.length]),
+      [[s.delegated.sndMax, s.delegated.rcvNxt, 0]],
     );
   });
 

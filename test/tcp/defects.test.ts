@@ -64,6 +64,44 @@ describe('issue 11 defects', () => {
     );
   });
 
+  for (const sack of [true, false]) {
+    test(`three plain duplicate ACKs (no SACK blocks, same window), SACK ${sack ? 'negotiated: nothing is resent or sent' : 'not negotiated: fast retransmit on the third'} (Linux counts them only without SACK)`, () => {
+      const b = new Bench();
+      const o = activeOpen(b, { sackPermitted: sack });
+      b.take();
+      // More than the initial window, so RFC 3042's limited transmit would show as new data.
+      o.conn.write(bytes(14 * 1460));
+      const first = b.take().filter((s) => s.data.length > 0);
+      assert.equal(first.length, 10, 'the initial window');
+      const una = add(o.iss, 1);
+      const dupack = () =>
+        b.inject({ flags: ACK, srcPort: 80, dstPort: o.conn.localPort, seq: o.peerSeq, ack: una });
+      for (let i = 0; i < 2; i++) dupack();
+      const limited = b.take().filter((s) => s.data.length > 0);
+      assert.equal(limited.length, sack ? 0 : 2, 'limited transmit only when the duplicates count');
+      dupack();
+      const rtx = b.take().filter((s) => s.data.length > 0 && s.h.seq === una);
+      assert.equal(rtx.length, sack ? 0 : 1, 'the head is resent at once only without SACK');
+      assert.equal(b.count('tcp.fast_retransmits'), sack ? 0 : 1);
+      assert.equal(o.conn.state.soft.inRecovery, !sack);
+      if (sack) {
+        // The same loss reported the SACK way is repaired at once (RFC 6675 2).
+        for (let i = 1; i <= 3; i++) {
+          b.inject({
+            flags: ACK,
+            srcPort: 80,
+            dstPort: o.conn.localPort,
+            seq: o.peerSeq,
+            ack: una,
+            sack: [[add(una, 1460), add(una, 1460 * (i + 1))]],
+          });
+        }
+        assert.equal(b.count('tcp.fast_retransmits'), 1);
+        assert.ok(b.take().some((s) => s.data.length > 0 && s.h.seq === una));
+      }
+    });
+  }
+
   test('RFC 7323 2.4: with window scaling the window reaches zero and no promised byte is refused', () => {
     const b = new Bench();
     const o = activeOpen(b, { wscale: 0 }, { rcvBufSize: 100_000 });

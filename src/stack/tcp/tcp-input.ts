@@ -593,7 +593,14 @@ function processAck(
       ? newlySacked > 0
       : pLen === 0 && !(f & (TcpFlag.SYN | TcpFlag.FIN)) && wnd === d.sndWnd && wnd !== 0;
     dup &&= ack === d.sndUna && d.sndMax !== d.sndUna && d.persistDeadline === INF;
-    if (dup) dupAck(conn, now);
+    // A plain duplicate counts toward fast retransmit only when SACK was not negotiated: Linux
+    // emulates a scoreboard from them for a peer without SACK alone (tcp_add_reno_sack) and
+    // otherwise reads loss from what is SACKed. A SACK receiver that holds data above a hole
+    // says so in every ACK (RFC 2018 4), so one without blocks (a repeated window update, a peer
+    // prodding after a failover) shows nothing arrived past snd.una: no evidence that the head,
+    // rather than the whole flight, was lost. F-RTO still reads it as the loss being real
+    // (below; Linux's num_dupack in tcp_process_loss).
+    if (dup && (sack || !c.sackEnabled)) dupAck(conn, now);
   }
   if (episode && !soft0.inRecovery && soft0.undoArmed) {
     // Linux's FLAG_ORIG_SACK_ACKED: data sent before the timeout, never resent and not SACKed
