@@ -313,7 +313,7 @@ interface Served {
 
 function serveOnTap(o: ServeFlags, log: ServeLog): Served {
   const th = openHost('serve', o);
-  th.tap.onCarrier((up) => {
+  th.onCarrier((up) => {
     const line = `${th.tap.name}: carrier ${up ? 'up' : 'down'}`;
     const fields = { event: 'carrier', tap: th.tap.name, up };
     // Carrier coming (back) up is news, not an error: a TAP may read down for a moment after it opens.

@@ -5,6 +5,7 @@
 import { type Clock, RealClock } from '../core/clock.ts';
 import { InvalidArgumentError } from '../core/errors.ts';
 import { CryptoRandom, type Random } from '../core/random.ts';
+import { CarrierTee } from '../link/carrier-tee.ts';
 import { impairLink, parseImpairment } from '../link/impaired-link.ts';
 import type { Link } from '../link/link.ts';
 import { capture, PcapWriter } from '../link/pcap.ts';
@@ -58,6 +59,11 @@ export interface TapHost {
   readonly host: Host;
   readonly stack: Stack;
   readonly tap: TapLink;
+  /**
+   * Tell `watcher` of the TAP's carrier changes too, after the stack. Not `tap.onCarrier`: a link
+   * has one carrier handler, the stack's, and that would replace it.
+   */
+  onCarrier(watcher: (up: boolean) => void): void;
   /** Flush and close the capture, stop the stack, close the TAP (removing it if we created it). */
   close(): void;
 }
@@ -144,12 +150,15 @@ export function createTapHost(o: TapHostOptions): TapHost {
   const tap = TapLink.open({ name: o.tap, mtu: o.mtu, clock, vnetHdr: !impaired });
   let writer: PcapWriter | null = null;
   let stack: Stack | null = null;
+  let tee: CarrierTee | null = null;
   try {
     let link: Link = impaired ? impairLink(tap, parseImpairment(o.impair!), clock, new CryptoRandom()) : tap;
     if (o.pcap !== undefined) {
       writer = new PcapWriter(o.pcap, { clock, epochMs: Date.now() - clock.now() });
       link = capture(link, writer);
     }
+    tee = new CarrierTee(link);
+    link = tee;
     stack = new Stack(tapStackOptions(o, clock, new CryptoRandom()));
     stack.tcp.outputBudget = OUTPUT_BUDGET_BYTES;
     const a = checkAddresses(o.ip, { gw: o.gw, gw6: o.gw6, mtu: o.mtu });
@@ -169,11 +178,13 @@ export function createTapHost(o: TapHostOptions): TapHost {
   }
   const s = stack;
   const w = writer;
+  const t = tee;
   let closed = false;
   return {
     host: new Host(s),
     stack: s,
     tap,
+    onCarrier: (watcher) => t.watch(watcher),
     close() {
       if (closed) return;
       closed = true;

@@ -9,6 +9,7 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { checkTapHostOptions, TAP_DAD_DELAY_MS, tapStackOptions } from '../../src/cli/tap-host.ts';
+import { CarrierTee } from '../../src/link/carrier-tee.ts';
 import { SimNetwork } from '../../src/sim/sim-network.ts';
 import { Host } from '../../src/socket/host.ts';
 import { Stack } from '../../src/stack/stack.ts';
@@ -83,6 +84,34 @@ describe("DAD's initial delay on real links", () => {
       net.close();
     }
     assert.ok(new Set(firsts).size > 4, `the delay is drawn, not fixed: ${firsts.join(', ')} ms`);
+  });
+
+  test("a carrier watcher beside the stack (serve's log) leaves the stack its carrier: reports resent, DAD run", async () => {
+    const net = new SimNetwork({ seed: 11 });
+    const port = net.switch.addPort({ name: 'watched' });
+    const log = new Icmp6Log(port);
+    log.now = () => net.now();
+    port.cut();
+    const link = new CarrierTee(log);
+    const stack = new Stack(tapStackOptions({}, net.clock, net.random.fork()));
+    stack.addInterface(link, { mac: '02:00:00:00:00:11', ip: ['fd00:58::11/64'] });
+    // What serve does once the stack runs: watch the same carrier to log it.
+    const heard: boolean[] = [];
+    link.watch((up) => heard.push(up));
+    await net.sleep(1500);
+    port.restore();
+    await net.sleep(TAP_DAD_DELAY_MS + 1500);
+    // The switch tells of the cut after the call (deferred), so the watcher hears it too.
+    assert.deepEqual(heard, [false, true], 'the watcher heard the carrier go and come back');
+    assert.equal(stack.counters.get('mld.resend'), 1, 'the stack heard it too: groups reported again');
+    const iface = stack.interfaces[0]!;
+    assert.deepEqual(
+      stack.ip6.addresses(iface).map((a) => a.state),
+      ['preferred', 'preferred'],
+      'DAD ran once the link came up',
+    );
+    stack.close();
+    net.close();
   });
 
   test('without carrier DAD waits: no probe, the address stays tentative; on carrier it starts, delay included', async () => {
