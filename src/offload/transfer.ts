@@ -293,7 +293,7 @@ export class TransferProtocol {
       for (const it of items) this.resumeAt(it, src);
       throw e;
     }
-    const paired = this.pairHandles(handed.released, items, report, handed.sourceDied ? src : null);
+    const paired = this.pairReleasedKeys(handed.released, items, report, handed.sourceDied ? src : null);
     if (paired.length === 0) return;
     const res = handed.result;
     if (res === null) {
@@ -346,7 +346,7 @@ export class TransferProtocol {
    * The items of the keys a source released, in their order. The items without one closed at the
    * source; or, when it died (`deadSource`), stay with it for a rebuild from what it left.
    */
-  private pairHandles(
+  private pairReleasedKeys(
     released: readonly ConnKey[],
     items: readonly Item[],
     report: TransferReport,
