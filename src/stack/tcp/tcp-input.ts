@@ -946,7 +946,7 @@ function lossBehindSack(conn: TcpConnection, now: number): void {
   const soft = s.soft;
   if (soft.inRecovery || d.sndUna === d.sndMax || d.persistDeadline !== INF) return;
   if (!seqGeq(d.sndUna, soft.recoveryPoint) || !sackIsLost(s, d.sndUna, effectiveMss(s))) return;
-  conn.engine.env.counters.inc('tcp.sack.recoveries-on-advance');
+  conn.engine.env.counters.inc('tcp.rto.undo.recoveries');
   enterRecovery(conn, now);
 }
 
@@ -1108,8 +1108,9 @@ function piece(buf: Uint8Array, off: number, len: number, seq: number) {
  */
 function handshakeRtt(conn: TcpConnection, h: TcpHeader, now: number): void {
   const s = conn.state;
-  // RACK's minimum from the clock, not the millisecond timestamps: a LAN's 0.4 ms reads as 0 or
-  // 1 there, and a minimum of 1 ms took a loss probe SACKed 0.6 ms after it went for its original.
+  // RACK's minimum from the clock, not the timestamps: they count whole milliseconds, a LAN's
+  // 0.4 ms reads as 0 or 1, and a minimum set too high takes a resend SACKed sooner than it for
+  // the original (RackLog.take).
   if (!conn.synRetransmitted) conn.rack.noteRtt(now - s.soft.rttSentAt);
   if (s.const.tsEnabled && h.hasTimestamps && h.tsEcr !== 0) {
     const rtt = seqDiff(tsNow(now), h.tsEcr);
