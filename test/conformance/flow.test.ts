@@ -11,6 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import {
   ACK,
   type Conn,
+  type Dut,
   FULL,
   has,
   openConn,
@@ -19,6 +20,7 @@ import {
   seqAdd,
   seqDiff,
   seqGe,
+  seqGt,
   sleep,
   suite,
   VARIANTS,
@@ -78,6 +80,84 @@ async function fiveSegments(c: Conn): Promise<{ segs: Seg[]; next: number }> {
     next = seqAdd(s.seq, s.len);
   }
   return { segs, next };
+}
+
+const end = (s: Seg): number => seqAdd(s.seq, s.len);
+
+/**
+ * The DUT sends a window of ten segments; the tester acknowledges none of them and waits for the
+ * timeout's resend of the first (the loss probe before it, if any, goes unanswered too).
+ */
+async function windowThenTimeout(c: Conn, dut: Dut, id: number): Promise<{ segs: Seg[]; next: number }> {
+  // Ten full segments (988 bytes with timestamps against an MSS of 1000), nothing left unsent.
+  dut.write(id, 9880);
+  const segs: Seg[] = [];
+  let next = c.rcvNxt;
+  while (segs.length < 10) {
+    const s = await c.expect((x) => x.len > 0 && x.seq === next, 3000, `segment at ${next}`);
+    segs.push(s);
+    next = end(s);
+  }
+  await c.expect(
+    (s) => s.len > 0 && s.seq === segs[0]!.seq,
+    3000,
+    'the timeout resending the head',
+    segs.at(-1)!.n + 1,
+  );
+  return { segs, next };
+}
+
+/**
+ * Play a receiver that already holds `held` above c.rcvNxt: acknowledge at once (SACKing what it
+ * holds above the cumulative point, newest block first) now and after every DUT segment, until
+ * everything below `next` arrived or `ms` passed. Returns the DUT's data segments seen.
+ */
+async function receiveRest(
+  c: Conn,
+  held: Array<[number, number]>,
+  next: number,
+  ms: number,
+  from: number,
+): Promise<Seg[]> {
+  const have = held.map(([l, r]) => [l, r] as [number, number]);
+  let recent: [number, number] | null = null;
+  const ack = (): void => {
+    have.sort((x, y) => seqDiff(x[0], y[0]));
+    for (let i = 0; i < have.length; ) {
+      const [l, r] = have[i]!;
+      if (seqGe(c.rcvNxt, r)) have.splice(i, 1);
+      else if (seqGe(c.rcvNxt, l)) {
+        c.rcvNxt = r;
+        have.splice(i, 1);
+        i = 0;
+      } else i++;
+    }
+    const blocks = have.map((b) => [b[0], b[1]] as [number, number]);
+    if (recent) {
+      const k = blocks.findIndex((b) => seqGe(recent![0], b[0]) && seqGe(b[1], recent![1]));
+      if (k > 0) blocks.unshift(...blocks.splice(k, 1));
+    }
+    c.send({ flags: ACK, sack: c.o.sack ? blocks.slice(0, 3) : undefined });
+  };
+  ack();
+  const seen: Seg[] = [];
+  const deadline = performance.now() + ms;
+  let at = from;
+  while (seqGt(next, c.rcvNxt) && performance.now() < deadline) {
+    const left = Math.max(1, deadline - performance.now());
+    let s: Seg;
+    try {
+      s = await c.expect((x) => x.len > 0, left, 'data', at);
+    } catch {
+      break;
+    }
+    at = s.n + 1;
+    seen.push(s);
+    have.push([s.seq, end(s)]);
+    recent = [s.seq, end(s)];
+    ack();
+  }
+  return seen;
 }
 
 describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeout: 180_000 }, () => {
@@ -191,6 +271,57 @@ describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeo
         );
         c.rcvNxt = next;
         c.send({ flags: ACK });
+      });
+    });
+
+    test(`${v.name}: after a timeout, the ACK of the resent head SACKing three segments above holes resends the holes at once and nothing SACKed`, async () => {
+      // The ACKs that SACKed those segments as they arrived were lost; the one for the head's
+      // resend carries them all. Linux calls the timeout spurious (F-RTO: originals arrived),
+      // undoes it, and RACK (no reordering window with DupThresh segments SACKed) takes the holes
+      // as lost: they go in the same instant. The next timeout is a second or more away.
+      await runCase(st, v, { rtoMinMs: 1000 }, async ({ dut, tester }) => {
+        const { c, id } = await openConn(dut, tester, { ...FULL, window: 500 });
+        const { segs, next } = await windowThenTimeout(c, dut, id);
+        const from = tester.segs.length;
+        c.rcvNxt = end(segs[0]!);
+        c.send({ flags: ACK, sack: [[segs[4]!.seq, end(segs[6]!)]] });
+        const sent = await tester.collect((s) => c.fromDut(s) && s.len > 0, 300, from);
+        const seqs = sent.map((s) => s.seq);
+        const holes = segs.slice(1, 4).map((s) => s.seq);
+        assert.deepEqual(
+          holes.filter((h) => !seqs.includes(h)),
+          [],
+          `every hole resent without another ACK:\n${tester.dump()}`,
+        );
+        const sacked = segs.slice(4, 7).map((s) => s.seq);
+        assert.deepEqual(
+          seqs.filter((q) => sacked.includes(q)),
+          [],
+          'nothing SACKed resent',
+        );
+        c.rcvNxt = next;
+        c.send({ flags: ACK });
+      });
+    });
+
+    test(`${v.name}: after a timeout without SACK, the rest is resent from snd.una as cumulative ACKs come, well before the next timeout`, async () => {
+      // The tester then behaves as a receiver, answering every segment at once: Linux's Loss
+      // state resends from snd.una as the window grows (go-back-N), and so does Chimney.
+      await runCase(st, v, { rtoMinMs: 1000 }, async ({ dut, tester }) => {
+        const { c, id } = await openConn(dut, tester, { ...FULL, sack: false, window: 500 });
+        const { segs, next } = await windowThenTimeout(c, dut, id);
+        const from = tester.segs.length;
+        const t0 = performance.now();
+        c.rcvNxt = end(segs[0]!);
+        const resent = await receiveRest(c, [], next, 600, from);
+        const late = resent.filter((s) => s.at - t0 > 600);
+        assert.ok(seqGe(c.rcvNxt, next) && late.length === 0, `all of it within 600 ms:\n${tester.dump()}`);
+        // In order from snd.una, each once: nothing was received out of order to skip.
+        assert.deepEqual(
+          resent.map((s) => s.seq),
+          segs.slice(1).map((s) => s.seq),
+          'segments 1-9 resent in order',
+        );
       });
     });
 

@@ -311,6 +311,8 @@ export type Seg = Pick<
   len: number;
   /** Arrival order among every segment the tester received in the case. */
   n: number;
+  /** Arrival time (performance.now(), ms). */
+  at: number;
 };
 
 export type SegOut = RawSegment;
@@ -361,6 +363,7 @@ export class Tester {
         sack,
         len,
         n: this.segs.length,
+        at: performance.now(),
       });
       this.bell.emit('seg');
     };

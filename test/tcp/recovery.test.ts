@@ -126,6 +126,8 @@ interface Scenario {
   spike?: { from: number; to: number };
   /** Upper bound of virtual time to run. */
   limitMs?: number;
+  /** Drops the receiver's pure ACKs it sends at this virtual time. */
+  dropAck?: (at: number) => boolean;
 }
 
 function run(sc: Scenario) {
@@ -167,6 +169,7 @@ function run(sc: Scenario) {
             return true;
           }
         }
+        if (self === IP_B && !(hdr.flags & TcpFlag.SYN) && sc.dropAck?.(clock.now())) return true;
         const t = clock.createTimer(() => {
           if (peer === IP_A) acksIn++;
           layers.get(peer)!.input({ src: self, dst: peer, ttl: 64, tos: 0, ifIndex: 0 }, pkt, 0, l4Len);
@@ -512,6 +515,64 @@ describe('loss recovery end to end', () => {
     assertIntact(r);
     assert.equal(events(r, 'rto').length, 0);
     assert.equal(r.retransmitted.filter((s) => s.off === 0).length, 2, 'the head went twice more');
+  });
+
+  for (const ts of [false, true]) {
+    test(`after a timeout, the ACK of the resent head SACKing three originals above holes resends the holes at once${ts ? ' (timestamps)' : ''}`, () => {
+      // Ten segments: the first four and the last three are lost, and so is the tail loss probe;
+      // 4-6 arrive, but the ACKs that SACK them are lost. The ACK of the timeout's resend of the
+      // head SACKs them all: F-RTO undoes the timeout (originals arrived), and the holes are lost
+      // by RFC 6675's count. Linux resends them at once (conformance: flow.test.ts).
+      const r = run({
+        alg: 'cubic',
+        sack: true,
+        ts,
+        bytes: 10 * MSS,
+        drop: (s) => s.at < 150 && (s.copy > 0 || s.index < 4 || s.index > 6),
+        dropAck: (at) => at < 150,
+      });
+      assertIntact(r);
+      assert.equal(events(r, 'rto').length, 1, 'one timeout');
+      const first = r.segs.filter((s) => s.copy === 0);
+      const head = r.retransmitted.find((s) => s.off === 0 && s.at >= 150)!;
+      for (const k of [1, 2, 3]) {
+        const h = r.retransmitted.find((s) => s.off === first[k]!.off && s.at >= 150);
+        assert.ok(h, `hole ${k} resent`);
+        // One round trip after the head's resend: on the ACK that answers it.
+        assert.ok(h.at <= head.at + 2 * DELAY, `hole ${k} resent at ${h.at}, the head at ${head.at}`);
+      }
+      const sacked = new Set(first.slice(4, 7).map((s) => s.off));
+      assert.deepEqual(
+        r.retransmitted.filter((s) => sacked.has(s.off)).map((s) => s.index),
+        [],
+        'nothing SACKed resent',
+      );
+    });
+  }
+
+  test('after a timeout, one SACKed original above holes: a loss probe and RACK resend the holes before another timeout', () => {
+    // As above with only segment 5 arriving: too little SACKed for RFC 6675's count. The loss
+    // probe after the undo is SACKed a round trip later, and RACK takes everything sent before it
+    // as lost; that needs RACK's minimum RTT from the handshake, since the only original delivered
+    // so far (5, SACKed a whole timeout after it went) would make the probe look like its original.
+    const r = run({
+      alg: 'cubic',
+      sack: true,
+      bytes: 10 * MSS,
+      drop: (s) => s.at < 150 && (s.copy > 0 || s.index !== 5),
+      dropAck: (at) => at < 150,
+    });
+    assertIntact(r);
+    assert.equal(events(r, 'rto').length, 1, 'one timeout');
+    assert.deepEqual(
+      r.retransmitted.filter((s) => s.off === 5 * MSS && s.at >= 150).map((s) => s.at),
+      [],
+      'the SACKed segment was not resent',
+    );
+    const head = r.retransmitted.find((s) => s.off === 0 && s.at >= 150)!;
+    const hole = r.retransmitted.find((s) => s.off === MSS && s.at >= 150)!;
+    // The ACK of the head (one round trip), the probe two smoothed RTTs plus 2 ms later, its SACK.
+    assert.ok(hole.at <= head.at + 5 * 2 * DELAY, `first hole resent at ${hole.at}, the head at ${head.at}`);
   });
 
   for (const sack of [false]) {

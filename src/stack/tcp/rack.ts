@@ -102,6 +102,18 @@ export class RackLog {
     while (e.length > MAX_ENTRIES) this.squeeze();
   }
 
+  /**
+   * An RTT sample taken from an ACK (timestamps or a timed segment, the handshake's included), as
+   * Linux feeds every sample to tcp_min_rtt. Without it the minimum knew only what the log itself
+   * delivered: after a timeout the first of those is an original SACKed a whole RTO after it went
+   * out, and every retransmission delivered within that long "minimum" was taken for its original
+   * (take), so RACK saw no loss until the next timeout. A timestamp sample of 0 only says the RTT
+   * is under a millisecond; the log's own samples are finer.
+   */
+  noteRtt(rtt: number): void {
+    if (rtt > 0 && rtt < this.minRtt) this.minRtt = rtt;
+  }
+
   /** A retransmission timeout fired: what goes out from now on is the timeout's copy. */
   noteTimeout(now: number): void {
     this.timeoutAt = now;

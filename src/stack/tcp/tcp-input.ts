@@ -602,6 +602,7 @@ function processAck(
     // (below; Linux's num_dupack in tcp_process_loss).
     if (dup && (sack || !c.sackEnabled)) dupAck(conn, now);
   }
+  let undone = false;
   if (episode && !soft0.inRecovery && soft0.undoArmed) {
     // Linux's FLAG_ORIG_SACK_ACKED: data sent before the timeout, never resent and not SACKed
     // before, was cumulatively ACKed or is newly SACKed.
@@ -615,11 +616,12 @@ function processAck(
     if (c.sackEnabled && seqLt(d.sndUna, rp)) {
       orig += sackedIn(s, d.sndUna, rp) - (origSackedBefore - origSackedCovered);
     }
-    timeoutEpisodeAck(conn, h, advanced, orig > 0, dup, now);
+    undone = timeoutEpisodeAck(conn, h, advanced, orig > 0, dup, now);
   }
   // The episode is over once everything sent before the timeout is ACKed.
   if (episode && seqGeq(d.sndUna, soft0.recoveryPoint)) soft0.frto = 0;
   if (c.sackEnabled && (advanced || h.sackCount > 0)) rackDetect(conn, now);
+  if (undone && sack) lossBehindSack(conn, now);
   if (c.sackEnabled && s.soft.inRecovery) {
     prrAck(conn, seqDiff(d.sndUna, unaBefore) + sackedBytes(s) - sackedBefore, advanced);
   }
@@ -691,6 +693,7 @@ function newAck(conn: TcpConnection, h: TcpHeader, ack: number, now: number): bo
   if (rtt >= 0) {
     const perRtt = c.tsEnabled ? Math.ceil(flightBefore / (2 * effectiveMss(s))) : 1;
     rttSample(s, rtt, perRtt);
+    conn.rack.noteRtt(rtt);
   }
   d.backoff = 0;
   soft.tlpDeadline = INF;
@@ -729,6 +732,7 @@ function newAck(conn: TcpConnection, h: TcpHeader, ack: number, now: number): bo
  * data never retransmitted is ACKed or SACKed, the originals were only delayed; if the first ACK
  * covers just the retransmission, two new segments go out instead of more retransmissions, and
  * the ACK they draw decides. A spurious timeout is undone and nothing more is resent for it.
+ * True when this ACK undid the timeout.
  */
 function timeoutEpisodeAck(
   conn: TcpConnection,
@@ -737,7 +741,7 @@ function timeoutEpisodeAck(
   origAcked: boolean,
   dup: boolean,
   now: number,
-): void {
+): boolean {
   const s = conn.state;
   const d = s.delegated;
   const soft = s.soft;
@@ -751,13 +755,13 @@ function timeoutEpisodeAck(
   ) {
     undoTimeout(conn);
     counters.inc('tcp.rto.undo.eifel');
-    return;
+    return true;
   }
-  if (soft.frto === 0) return;
+  if (soft.frto === 0) return false;
   if (origAcked) {
     undoTimeout(conn);
     counters.inc('tcp.rto.spurious');
-    return;
+    return true;
   }
   if (soft.frto === 2) {
     // Step 3a: the new segments drew a duplicate ACK; the loss was real, resend as usual.
@@ -765,9 +769,9 @@ function timeoutEpisodeAck(
       soft.frto = 0;
       d.sndNxt = d.sndUna;
     }
-    return;
+    return false;
   }
-  if (!advanced || seqGeq(d.sndUna, soft.recoveryPoint)) return;
+  if (!advanced || seqGeq(d.sndUna, soft.recoveryPoint)) return false;
   // Step 2b: the retransmission is ACKed and nothing else yet; probe with new data. Without any
   // (all of it was sent before the timeout, or the window is full) the timeout is handled the
   // usual way (2b's last sentence).
@@ -786,9 +790,10 @@ function timeoutEpisodeAck(
   if (sent === 0) {
     d.sndNxt = next;
     soft.frto = 0;
-    return;
+    return false;
   }
   soft.frto = 2;
+  return false;
 }
 
 /** Back to the window before a reduction that proved needless (RFC 3708, RFC 9438 4.9). */
@@ -921,6 +926,28 @@ function prrAck(conn: TcpConnection, delivered: number, unaAdvanced: boolean): v
   // The fast retransmit itself goes whatever the arithmetic says (RFC 6675 5 step 4.3).
   if (soft.prrOut === 0 && sndcnt < mss) sndcnt = mss;
   d.cwnd = Math.max(pipe + Math.max(sndcnt, 0), mss);
+}
+
+/**
+ * The ACK that undid a timeout (F-RTO or Eifel: originals arrived) SACKs data above a hole. The
+ * case: the first ACK after a timeout answers its resend of the head and SACKs originals the
+ * peer holds above holes, the ACKs that SACKed them as they came having been lost. Linux, back
+ * in Open, asks at once whether to recover (tcp_fastretrans_alert falls through to
+ * tcp_time_to_recover; RACK's reordering window is zero once DupThresh segments are SACKed) and
+ * resends the holes within a millisecond. Here a burst the RACK log holds as one entry shows no
+ * order within it, RFC 6675 asks IsLost only on a duplicate ACK, and none followed: the holes
+ * waited for the next timeout, 1 s. Only after an undo: on every advancing ACK (as Linux) it
+ * also put a receiver that SACKs islands it never fills into recovery it cannot leave (the
+ * scoreboard attack in attack-bystander.test.ts), where RACK's own timing is the better guide.
+ */
+function lossBehindSack(conn: TcpConnection, now: number): void {
+  const s = conn.state;
+  const d = s.delegated;
+  const soft = s.soft;
+  if (soft.inRecovery || d.sndUna === d.sndMax || d.persistDeadline !== INF) return;
+  if (!seqGeq(d.sndUna, soft.recoveryPoint) || !sackIsLost(s, d.sndUna, effectiveMss(s))) return;
+  conn.engine.env.counters.inc('tcp.rto.undo.recoveries');
+  enterRecovery(conn, now);
 }
 
 /** RFC 5681 3.2 / RFC 6582 / RFC 6675 5: duplicate ACKs and the start of loss recovery. */
@@ -1081,6 +1108,10 @@ function piece(buf: Uint8Array, off: number, len: number, seq: number) {
  */
 function handshakeRtt(conn: TcpConnection, h: TcpHeader, now: number): void {
   const s = conn.state;
+  // RACK's minimum from the clock, not the timestamps: they count whole milliseconds, a LAN's
+  // 0.4 ms reads as 0 or 1, and a minimum set too high takes a resend SACKed sooner than it for
+  // the original (RackLog.take).
+  if (!conn.synRetransmitted) conn.rack.noteRtt(now - s.soft.rttSentAt);
   if (s.const.tsEnabled && h.hasTimestamps && h.tsEcr !== 0) {
     const rtt = seqDiff(tsNow(now), h.tsEcr);
     if (rtt >= 0 && rtt <= 600_000) rttSample(s, rtt);
