@@ -239,10 +239,10 @@ export class TcpLayer implements TcpEngine {
     }
     const pOff = off + h.headerLength;
     const pLen = len - h.headerLength;
-    const entry = this.table.find(ip.dst, h.dstPort, src, h.srcPort);
-    const conn = entry?.conn ?? null;
-    if (conn === null && entry?.held) {
-      this.handover.hold(entry.held, ip, buf, off, len);
+    const conn = this.table.lookup(ip.dst, h.dstPort, src, h.srcPort) ?? null;
+    const held = conn === null ? this.table.placeholder(ip.dst, h.dstPort, src, h.srcPort) : undefined;
+    if (held !== undefined) {
+      this.handover.hold(held, ip, buf, off, len);
       return;
     }
     let reopenIss = -1;
@@ -381,7 +381,11 @@ export class TcpLayer implements TcpEngine {
 
   /** A connection or a placeholder holds this 4-tuple. */
   owns(localIp: number, localPort: number, remoteIp: number, remotePort: number): boolean {
-    return this.table.find(localIp, localPort, remoteIp, remotePort) !== undefined;
+    const t = this.table;
+    return (
+      t.lookup(localIp, localPort, remoteIp, remotePort) !== undefined ||
+      t.placeholder(localIp, localPort, remoteIp, remotePort) !== undefined
+    );
   }
 
   adopt(state: TcpState, user: TcpUser | null, opts: AdoptOptions = {}): TcpConnection {
