@@ -8,6 +8,7 @@ import { describe, test } from 'node:test';
 import type { LocalNic } from '../../src/nic/local-nic.ts';
 import type { ConnKey } from '../../src/nic/nic.ts';
 import type { TcpConnection } from '../../src/stack/tcp/tcp-connection.ts';
+import { connBytes } from '../../src/stack/tcp/tcp-mem.ts';
 import { keysOf, offloadPair, startStreams } from './helpers.ts';
 
 const lookup = (tcp: LocalNic['engine']['tcp'], k: ConnKey): TcpConnection | undefined =>
@@ -177,9 +178,17 @@ describe('live hand-over between owners of one thread', () => {
     }
     assert.deepEqual([n0!.load, n1!.load], [2, 2]);
     m.liveHandover = true;
+    // Each layer is charged the buffers of what it runs, the figure a hand-over carries.
+    const charged = (tcp: LocalNic['engine']['tcp']) =>
+      [...tcp.connections()].reduce((n, c) => n + connBytes(c), 0);
+    for (const tcp of [host.stack.tcp, n0!.engine.tcp, n1!.engine.tcp])
+      assert.equal(tcp.budget.used, charged(tcp));
     // Segments for the connections reach whoever runs them now, after moves both ways.
     assert.equal((await m.upload(keys.slice(2))).moved.length, 2);
     assert.equal((await m.move(keys.slice(0, 2), n0!, n1!)).moved.length, 2);
+    for (const tcp of [host.stack.tcp, n0!.engine.tcp, n1!.engine.tcp])
+      assert.equal(tcp.budget.used, charged(tcp));
+    assert.ok(host.stack.tcp.budget.used > 0 && n1!.engine.tcp.budget.used > 0);
     assert.equal(await st.done, 0, 'every byte arrived');
     assert.deepEqual(st.errors, []);
     net.close();

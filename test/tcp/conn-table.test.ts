@@ -72,6 +72,12 @@ describe('ConnTable over a shared store', () => {
     assert.equal(c.tableEntry, entry);
     assert.equal(host.lookup(...T), c);
     assert.equal(host.unhold(...T), ph);
+    // The next offload's placeholder is the same object, emptied.
+    ph.queue.push(new Uint8Array(1));
+    ph.forward = () => {};
+    assert.equal(host.hold(...T), ph);
+    assert.deepEqual([ph.queue.length, ph.forward], [0, null]);
+    assert.equal(host.unhold(...T), ph);
     assert.deepEqual(host.connections(), [c]);
     assert.deepEqual([nic0.connections(), nic1.connections()], [[], []]);
     // Closed: the entry leaves the store, and a new connection of the tuple gets a new one.

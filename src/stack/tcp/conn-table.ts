@@ -21,6 +21,7 @@ export interface TableEntry {
   /** The connection `runBy` runs; while `runBy` is null, the last one that ran here (a hint to reuse the entry). */
   conn: TcpConnection | null;
   runBy: ConnTable | null;
+  /** `heldBy`'s placeholder; while `heldBy` is null, the last one (taken up by the next). */
   held: Placeholder | null;
   heldBy: ConnTable | null;
   /** What `taggedBy`'s user keeps of the tuple (the host's record of a connection it offloaded). */
@@ -200,7 +201,12 @@ export class ConnTable {
     let e = this.holds === 0 ? undefined : this.heldEntry(localIp, localPort, remoteIp, remotePort);
     if (e === undefined) {
       e = this.vacant(localIp, localPort, remoteIp, remotePort, HELD);
-      e.held = { queue: [], forward: null };
+      const spare = e.held;
+      if (spare === null) e.held = { queue: [], forward: null };
+      else {
+        if (spare.queue.length > 0) spare.queue = [];
+        spare.forward = null;
+      }
       e.heldBy = this;
       this.holds++;
     }
@@ -213,7 +219,8 @@ export class ConnTable {
     const e = this.heldEntry(localIp, localPort, remoteIp, remotePort);
     if (e === undefined) return undefined;
     const ph = e.held!;
-    e.held = null;
+    // The object stays with the entry, for the tuple's next placeholder (the connection's next
+    // offload): one object per offloaded connection, not one per move.
     e.heldBy = null;
     this.holds--;
     if (e.runBy === null && e.taggedBy === null) this.prune(e);
@@ -361,6 +368,7 @@ export class ConnTable {
   private prune(e: TableEntry): void {
     if (e.conn !== null && e.conn.tableEntry === e) e.conn.tableEntry = null;
     e.conn = null;
+    e.held = null;
     const h = hashOf(e.localIp, e.localPort, e.remoteIp, e.remotePort);
     const head = this.store.get(h);
     if (head === e) {

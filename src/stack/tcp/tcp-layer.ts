@@ -135,8 +135,11 @@ export class TcpLayer implements TcpEngine {
     return this.table.lookup(localIp, localPort, remoteIp, remotePort);
   }
 
-  /** @internal A connection starts running here. */
-  link(conn: TcpConnection): void {
+  /**
+   * @internal A connection starts running here; `carried`: handed over in this turn by a layer
+   * that kept its memory charge on it (`unlinkQuiet`).
+   */
+  link(conn: TcpConnection, carried = false): void {
     this.table.add(conn);
     conn.linked = true;
     const c = conn.state.const;
@@ -145,7 +148,8 @@ export class TcpLayer implements TcpEngine {
       this.env.addrs.ref(c.remoteIp);
       this.env.addrs.ref(c.localIp);
     }
-    this.budget.charge(conn);
+    if (carried) this.budget.carry(conn);
+    else this.budget.charge(conn);
   }
 
   /**
@@ -192,9 +196,12 @@ export class TcpLayer implements TcpEngine {
     this.onClosed?.(conn);
   }
 
-  /** @internal Out of the table without telling anyone (a hand-over, not a close). */
-  unlinkQuiet(conn: TcpConnection): void {
-    this.budget.discharge(conn);
+  /**
+   * @internal Out of the table without telling anyone (a hand-over, not a close); `carry`: the
+   * connection keeps its memory charge for the layer that links it next in this turn.
+   */
+  unlinkQuiet(conn: TcpConnection, carry = false): void {
+    this.budget.discharge(conn, carry);
     this.timeWaiting.delete(conn);
     conn.linked = false;
     this.table.remove(conn);
