@@ -41,6 +41,12 @@ describe('ConnTable over a shared store', () => {
     assert.ok(nic.unhold(...T));
     assert.equal(nic.unhold(...T), undefined);
     assert.equal(host.lookup(...T), c, 'the host’s connection stays in the entry');
+    // A placeholder alone in its entry: dropped with it, handed back with what it held.
+    const lone = host.hold(HOST, 40001, PEER, 80);
+    lone.queue.push(new Uint8Array(2));
+    assert.equal(host.unhold(HOST, 40001, PEER, 80), lone);
+    assert.equal(lone.queue.length, 1);
+    assert.equal(host.placeholder(HOST, 40001, PEER, 80), undefined);
   });
 
   test('a connection handed between tables of one store keeps its entry; the placeholder stays with its table', () => {

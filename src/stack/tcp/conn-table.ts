@@ -35,12 +35,11 @@ export interface TableEntry {
   next: TableEntry | null;
   /** The store the entry is in: a connection handed to a table of another store needs a new one. */
   readonly home: Map<number, TableEntry>;
-  /** Neighbours in `runBy`'s list of the connections it runs. */
-  prevRun: TableEntry | null;
-  nextRun: TableEntry | null;
-  /** Neighbours in `taggedBy`'s list of its tags. */
-  prevTag: TableEntry | null;
-  nextTag: TableEntry | null;
+  /**
+   * Neighbours in `runBy`'s list of the connections it runs (previous, next: RUN_LINKS) and in
+   * `taggedBy`'s list of its tags (TAG_LINKS).
+   */
+  readonly links: (TableEntry | null)[];
 }
 
 /** Whether `t` is the four-tuple given (the check after a hash match, in both hashed tables). */
@@ -82,33 +81,77 @@ const RUN = 0;
 const HELD = 1;
 const TAG = 2;
 
+/** Which table has the entry's part of `kind`. */
+function ownerOf(e: TableEntry, kind: number): ConnTable | null {
+  return kind === RUN ? e.runBy : kind === HELD ? e.heldBy : e.taggedBy;
+}
+
+/** Where an `EntryList` keeps its links in `TableEntry.links`. */
+const RUN_LINKS = 0;
+const TAG_LINKS = 2;
+
+/** A table's entries of one kind, oldest first, linked through the entries themselves. */
+class EntryList {
+  first: TableEntry | null = null;
+  last: TableEntry | null = null;
+  size = 0;
+
+  constructor(private readonly at: number) {}
+
+  push(e: TableEntry): void {
+    const l = e.links;
+    l[this.at] = this.last;
+    l[this.at + 1] = null;
+    if (this.last === null) this.first = e;
+    else this.last.links[this.at + 1] = e;
+    this.last = e;
+    this.size++;
+  }
+
+  remove(e: TableEntry): void {
+    const l = e.links;
+    const p = l[this.at]!;
+    const n = l[this.at + 1]!;
+    if (p === null) this.first = n;
+    else p.links[this.at + 1] = n;
+    if (n === null) this.last = p;
+    else n.links[this.at] = p;
+    l[this.at] = null;
+    l[this.at + 1] = null;
+    this.size--;
+  }
+
+  /** The entries, as a snapshot of what `read` reads of each. */
+  map<T>(read: (e: TableEntry) => T): T[] {
+    const out: T[] = [];
+    for (let e = this.first; e !== null; e = e.links[this.at + 1]!) out.push(read(e));
+    return out;
+  }
+}
+
 /**
  * The four-tuple table of one TCP layer, for connections and placeholders alike: demultiplexing
  * looks a segment up once and finds whichever holds its tuple (gVisor's demuxer keeps endpoints
  * and their transfer state in one table for the same reason).
  *
  * The entries themselves may live in a store shared with other layers of the same thread (the
- * host's and its LocalNics', `share`), each table seeing only what it runs and holds, exactly as
- * if it had its own: a connection handed live from one to another then stays in its entry and
- * changes table by a field written, where separate tables removed it from one hash table and
- * added it to the other, and the host's placeholder sat in a third entry.
+ * host's and its LocalNics', `share`), each table seeing only what it runs, holds and tags,
+ * exactly as if it had its own: a connection handed live from one to another then stays in its
+ * entry and changes table by a field written, where separate tables removed it from one hash
+ * table and added it to the other, and the host's placeholder and its record of the offloaded
+ * connection (a tag) sat in two more.
  */
 export class ConnTable {
   /** hashOf(tuple) → the entries of that hash, chained; shared with the tables this one `share`s. */
   private store = new Map<number, TableEntry>();
-  private conns = 0;
   private holds = 0;
-  private tags = 0;
-  /** The connections this table runs, oldest first (a list through their entries). */
-  private first: TableEntry | null = null;
-  private last: TableEntry | null = null;
-  /** The tags this table keeps, oldest first. */
-  private firstTag: TableEntry | null = null;
-  private lastTag: TableEntry | null = null;
+  /** The connections this table runs, and its tags. */
+  private readonly runs = new EntryList(RUN_LINKS);
+  private readonly tags = new EntryList(TAG_LINKS);
 
   /** Connections in the table. */
   get size(): number {
-    return this.conns;
+    return this.runs.size;
   }
 
   /** Placeholders in the table. */
@@ -118,7 +161,7 @@ export class ConnTable {
 
   /** Tags in the table. */
   get taggedSize(): number {
-    return this.tags;
+    return this.tags.size;
   }
 
   /**
@@ -143,10 +186,8 @@ export class ConnTable {
     remoteIp: number,
     remotePort: number,
   ): TcpConnection | undefined {
-    if (this.conns === 0) return undefined;
-    for (let e = this.chain(localIp, localPort, remoteIp, remotePort); e !== null; e = e.next)
-      if (e.runBy === this && sameTuple(e, localIp, localPort, remoteIp, remotePort)) return e.conn!;
-    return undefined;
+    if (this.runs.size === 0) return undefined;
+    return this.entry(RUN, localIp, localPort, remoteIp, remotePort)?.conn ?? undefined;
   }
 
   placeholder(
@@ -156,7 +197,7 @@ export class ConnTable {
     remotePort: number,
   ): Placeholder | undefined {
     if (this.holds === 0) return undefined;
-    return this.heldEntry(localIp, localPort, remoteIp, remotePort)?.held ?? undefined;
+    return this.entry(HELD, localIp, localPort, remoteIp, remotePort)?.held ?? undefined;
   }
 
   /** Run `conn` here; its tuple must not hold another connection. */
@@ -170,12 +211,7 @@ export class ConnTable {
       conn.tableEntry = e;
     }
     e.runBy = this;
-    e.prevRun = this.last;
-    e.nextRun = null;
-    if (this.last === null) this.first = e;
-    else this.last.nextRun = e;
-    this.last = e;
-    this.conns++;
+    this.runs.push(e);
   }
 
   /** Take `conn` out; false if its tuple holds no connection or another one. */
@@ -183,22 +219,14 @@ export class ConnTable {
     const e = conn.tableEntry;
     if (e === null || e.runBy !== this || e.conn !== conn) return false;
     e.runBy = null;
-    const p = e.prevRun;
-    const n = e.nextRun;
-    if (p === null) this.first = n;
-    else p.nextRun = n;
-    if (n === null) this.last = p;
-    else n.prevRun = p;
-    e.prevRun = null;
-    e.nextRun = null;
-    this.conns--;
-    if (e.heldBy === null && e.taggedBy === null) this.prune(e);
+    this.runs.remove(e);
+    this.pruneIfEmpty(e);
     return true;
   }
 
   /** The placeholder of this tuple, made if there is none. */
   hold(localIp: number, localPort: number, remoteIp: number, remotePort: number): Placeholder {
-    let e = this.holds === 0 ? undefined : this.heldEntry(localIp, localPort, remoteIp, remotePort);
+    let e = this.holds === 0 ? undefined : this.entry(HELD, localIp, localPort, remoteIp, remotePort);
     if (e === undefined) {
       e = this.vacant(localIp, localPort, remoteIp, remotePort, HELD);
       const spare = e.held;
@@ -216,21 +244,21 @@ export class ConnTable {
   /** Forget the placeholder of this tuple; returns it (with whatever it still held). */
   unhold(localIp: number, localPort: number, remoteIp: number, remotePort: number): Placeholder | undefined {
     if (this.holds === 0) return undefined;
-    const e = this.heldEntry(localIp, localPort, remoteIp, remotePort);
+    const e = this.entry(HELD, localIp, localPort, remoteIp, remotePort);
     if (e === undefined) return undefined;
-    const ph = e.held!;
     // The object stays with the entry, for the tuple's next placeholder (the connection's next
     // offload): one object per offloaded connection, not one per move.
+    const ph = e.held!;
     e.heldBy = null;
     this.holds--;
-    if (e.runBy === null && e.taggedBy === null) this.prune(e);
+    this.pruneIfEmpty(e);
     return ph;
   }
 
   /** The tag this table keeps for the tuple. */
   tagOf(localIp: number, localPort: number, remoteIp: number, remotePort: number): object | undefined {
-    if (this.tags === 0) return undefined;
-    return this.taggedEntry(localIp, localPort, remoteIp, remotePort)?.tag ?? undefined;
+    if (this.tags.size === 0) return undefined;
+    return this.entry(TAG, localIp, localPort, remoteIp, remotePort)?.tag ?? undefined;
   }
 
   /**
@@ -246,79 +274,52 @@ export class ConnTable {
 
   /** Tag the tuple with `tag`, or replace its tag (its place in `tagged()` kept). */
   setTag(localIp: number, localPort: number, remoteIp: number, remotePort: number, tag: object): void {
-    let e = this.tags === 0 ? undefined : this.taggedEntry(localIp, localPort, remoteIp, remotePort);
+    let e = this.tags.size === 0 ? undefined : this.entry(TAG, localIp, localPort, remoteIp, remotePort);
     if (e === undefined) {
       e = this.vacant(localIp, localPort, remoteIp, remotePort, TAG);
       e.taggedBy = this;
-      e.prevTag = this.lastTag;
-      e.nextTag = null;
-      if (this.lastTag === null) this.firstTag = e;
-      else this.lastTag.nextTag = e;
-      this.lastTag = e;
-      this.tags++;
+      this.tags.push(e);
     }
     e.tag = tag;
   }
 
   /** Forget the tuple's tag; false if it had none. */
   untag(localIp: number, localPort: number, remoteIp: number, remotePort: number): boolean {
-    if (this.tags === 0) return false;
-    const e = this.taggedEntry(localIp, localPort, remoteIp, remotePort);
+    if (this.tags.size === 0) return false;
+    const e = this.entry(TAG, localIp, localPort, remoteIp, remotePort);
     if (e === undefined) return false;
     e.tag = null;
     e.taggedBy = null;
-    const p = e.prevTag;
-    const n = e.nextTag;
-    if (p === null) this.firstTag = n;
-    else p.nextTag = n;
-    if (n === null) this.lastTag = p;
-    else n.prevTag = p;
-    e.prevTag = null;
-    e.nextTag = null;
-    this.tags--;
-    if (e.runBy === null && e.heldBy === null) this.prune(e);
+    this.tags.remove(e);
+    this.pruneIfEmpty(e);
     return true;
   }
 
   /** Every tag, oldest first, as a snapshot. */
   tagged(): object[] {
-    const out: object[] = [];
-    for (let e = this.firstTag; e !== null; e = e.nextTag) out.push(e.tag!);
-    return out;
+    return this.tags.map((e) => e.tag!);
   }
 
   /** Every connection, as a snapshot: callers close connections while they walk. */
   connections(): TcpConnection[] {
-    const out: TcpConnection[] = [];
-    for (let e = this.first; e !== null; e = e.nextRun) out.push(e.conn!);
-    return out;
+    return this.runs.map((e) => e.conn!);
   }
 
-  private heldEntry(
+  /** This table's entry of the tuple for `kind`. */
+  private entry(
+    kind: number,
     localIp: number,
     localPort: number,
     remoteIp: number,
     remotePort: number,
   ): TableEntry | undefined {
-    for (let e = this.chain(localIp, localPort, remoteIp, remotePort); e !== null; e = e.next)
-      if (e.heldBy === this && sameTuple(e, localIp, localPort, remoteIp, remotePort)) return e;
+    for (
+      let e = this.store.get(hashOf(localIp, localPort, remoteIp, remotePort)) ?? null;
+      e !== null;
+      e = e.next
+    )
+      if (ownerOf(e, kind) === this && sameTuple(e, localIp, localPort, remoteIp, remotePort)) return e;
     return undefined;
-  }
-
-  private taggedEntry(
-    localIp: number,
-    localPort: number,
-    remoteIp: number,
-    remotePort: number,
-  ): TableEntry | undefined {
-    for (let e = this.chain(localIp, localPort, remoteIp, remotePort); e !== null; e = e.next)
-      if (e.taggedBy === this && sameTuple(e, localIp, localPort, remoteIp, remotePort)) return e;
-    return undefined;
-  }
-
-  /** The first entry of the tuple's hash. */
-  private chain(localIp: number, localPort: number, remoteIp: number, remotePort: number): TableEntry | null {
-    return this.store.get(hashOf(localIp, localPort, remoteIp, remotePort)) ?? null;
   }
 
   /**
@@ -334,10 +335,8 @@ export class ConnTable {
   ): TableEntry {
     const h = hashOf(localIp, localPort, remoteIp, remotePort);
     const head = this.store.get(h);
-    for (let e = head ?? null; e !== null; e = e.next) {
-      if ((kind === RUN ? e.runBy : kind === HELD ? e.heldBy : e.taggedBy) !== null) continue;
-      if (sameTuple(e, localIp, localPort, remoteIp, remotePort)) return e;
-    }
+    for (let e = head ?? null; e !== null; e = e.next)
+      if (ownerOf(e, kind) === null && sameTuple(e, localIp, localPort, remoteIp, remotePort)) return e;
     const e: TableEntry = {
       conn: null,
       runBy: null,
@@ -351,10 +350,7 @@ export class ConnTable {
       remotePort,
       next: null,
       home: this.store,
-      prevRun: null,
-      nextRun: null,
-      prevTag: null,
-      nextTag: null,
+      links: [null, null, null, null],
     };
     if (head === undefined) this.store.set(h, e);
     else {
@@ -364,8 +360,9 @@ export class ConnTable {
     return e;
   }
 
-  /** Take an entry that holds nothing any more out of its chain. */
-  private prune(e: TableEntry): void {
+  /** Take an entry that nothing uses any more out of its chain. */
+  private pruneIfEmpty(e: TableEntry): void {
+    if (e.runBy !== null || e.heldBy !== null || e.taggedBy !== null) return;
     if (e.conn !== null && e.conn.tableEntry === e) e.conn.tableEntry = null;
     e.conn = null;
     e.held = null;
