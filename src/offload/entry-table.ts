@@ -1,40 +1,56 @@
 import type { ConnKey } from '../nic/nic.ts';
-import { TupleMap } from '../nic/tuple-map.ts';
+import { ConnTable } from '../stack/tcp/conn-table.ts';
+import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
 import type { Entry } from './transfer.ts';
+
+/** An address as the TCP layer keys it: an IPv4 address as a u32 (keys may carry it signed), a handle whole. */
+function norm(ip: number): number {
+  return ip >= 0x1_0000_0000 ? ip : ip >>> 0;
+}
 
 /**
  * The host's table of offloaded connections, by four-tuple: which NIC runs each one. Looked up
  * for every frame that reaches the host for a NIC's connection and for every connection a
- * transfer moves, so it is keyed as the TCP layer's own table is (a small hash of the numbers,
- * chained: TupleMap), not by a string built from them, which cost more than the rest of a live
- * hand-over.
+ * transfer moves. Its entries are tags in the host's four-tuple table (ConnTable.setTag), in the
+ * entry that holds the host's placeholder of the connection and, for a LocalNic whose table
+ * shares the host's store, the connection itself: a live hand-over finds the entry from the
+ * connection, and offloading or uploading one adds or drops no entry of a table of its own.
  */
 export class EntryTable {
-  private readonly map = new TupleMap<Entry>();
+  /** @param table the host stack's four-tuple table (a table of its own when none is given). */
+  constructor(private readonly table: ConnTable = new ConnTable()) {}
 
   get size(): number {
-    return this.map.size;
+    return this.table.taggedSize;
   }
 
   get(k: ConnKey): Entry | undefined {
-    return this.map.get(k);
+    return this.table.tagOf(norm(k.localIp), k.localPort, norm(k.remoteIp), k.remotePort) as
+      | Entry
+      | undefined;
   }
 
   find(localIp: number, localPort: number, remoteIp: number, remotePort: number): Entry | undefined {
-    return this.map.lookup(localIp, localPort, remoteIp, remotePort);
+    return this.table.tagOf(norm(localIp), localPort, norm(remoteIp), remotePort) as Entry | undefined;
+  }
+
+  /** The entry of `conn`'s four-tuple, read from the table entry the connection is in when it can be. */
+  ofConn(conn: TcpConnection): Entry | undefined {
+    return this.table.tagOfConn(conn) as Entry | undefined;
   }
 
   /** Add `e`, or replace the entry of its four-tuple. */
   set(e: Entry): void {
-    this.map.set(e.key, e);
+    const k = e.key;
+    this.table.setTag(norm(k.localIp), k.localPort, norm(k.remoteIp), k.remotePort, e);
   }
 
   delete(k: ConnKey): boolean {
-    return this.map.delete(k);
+    return this.table.untag(norm(k.localIp), k.localPort, norm(k.remoteIp), k.remotePort);
   }
 
   /** Every entry, as a snapshot (callers change the table while they walk). */
   values(): Entry[] {
-    return [...this.map.values()];
+    return this.table.tagged() as Entry[];
   }
 }

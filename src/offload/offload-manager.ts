@@ -101,7 +101,7 @@ export class OffloadManager extends EventEmitter {
   readonly stack: Stack;
   readonly policy: OffloadPolicy;
   private readonly nicList: Nic[] = [];
-  private readonly entries = new EntryTable();
+  private readonly entries: EntryTable;
   private readonly hooks = new Map<Nic, NicHooks>();
   private chain: Promise<unknown> = Promise.resolve();
   private readonly proto: TransferProtocol;
@@ -126,6 +126,7 @@ export class OffloadManager extends EventEmitter {
     super();
     if (!opts?.stack) throw new InvalidArgumentError('OffloadManager needs a stack');
     this.stack = opts.stack;
+    this.entries = new EntryTable(this.stack.tcp.table);
     this.policy = makePolicy(opts.policy);
     this.proto = new TransferProtocol(this.stack, this.entries);
     this.proto.refuses = (nic) => this.failed(nic);
@@ -215,6 +216,7 @@ export class OffloadManager extends EventEmitter {
     };
     nic.on('upload-requested', hooks.upload);
     nic.on('closed', hooks.closed);
+    this.proto.join(nic);
     this.hooks.set(nic, hooks);
     this.nicList.push(nic);
   }

@@ -733,6 +733,16 @@ export class TransferProtocol {
     );
   }
 
+  /**
+   * A LocalNic's TCP layer keeps its four-tuple entries in the host's store (ConnTable.share), so
+   * a live hand-over between them re-points an entry instead of moving it between hash tables.
+   * Each table still sees only its own connections and placeholders. A NIC that runs connections
+   * already keeps its own store.
+   */
+  join(nic: Nic): void {
+    if (nic instanceof LocalNic) nic.engine.tcp.table.share(this.stack.tcp.table);
+  }
+
   private injector(nic: Nic): (p: Uint8Array) => void {
     let fn = this.injectors.get(nic);
     if (fn === undefined) {
@@ -887,7 +897,7 @@ export class TransferProtocol {
       return;
     }
     dst.engine.takeLive(conn, prod, slots);
-    const e = this.entries.get(k);
+    const e = this.entries.ofConn(conn);
     if (src !== 'host') tcp.forwardTo(k.localIp, k.localPort, k.remoteIp, k.remotePort, this.injector(dst));
     if (e !== undefined) {
       e.nic = dst;

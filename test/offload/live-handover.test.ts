@@ -8,6 +8,7 @@ import { describe, test } from 'node:test';
 import type { LocalNic } from '../../src/nic/local-nic.ts';
 import type { ConnKey } from '../../src/nic/nic.ts';
 import type { TcpConnection } from '../../src/stack/tcp/tcp-connection.ts';
+import { connBytes } from '../../src/stack/tcp/tcp-mem.ts';
 import { keysOf, offloadPair, startStreams } from './helpers.ts';
 
 const lookup = (tcp: LocalNic['engine']['tcp'], k: ConnKey): TcpConnection | undefined =>
@@ -136,6 +137,58 @@ describe('live hand-over between owners of one thread', () => {
     assert.equal(n0!.load, 3, 'still where they ran');
     assert.equal(n1!.load, 0);
     host.ports[1]!.restore();
+    assert.equal(await st.done, 0, 'every byte arrived');
+    assert.deepEqual(st.errors, []);
+    net.close();
+  });
+  test('the host and its LocalNics keep one four-tuple store; a move rolled back runs at its source again', async () => {
+    const p = offloadPair(85, { nicCapacity: 2 });
+    const { net, host } = p;
+    const st = await startStreams(p, 4, 100_000, 2000, 2);
+    const keys = keysOf(st.sockets);
+    const [n0, n1] = host.nics as LocalNic[];
+    const m = host.offload;
+    const hostTable = host.stack.tcp.table;
+    assert.ok(n0!.engine.tcp.table.sharesWith(hostTable) && n1!.engine.tcp.table.sharesWith(hostTable));
+    const conn = lookup(host.stack.tcp, keys[0]!)!;
+    const entry = conn.tableEntry;
+    assert.equal((await m.offload(keys.slice(0, 2), n0!)).moved.length, 2);
+    assert.equal((await m.offload(keys.slice(2), n1!)).moved.length, 2);
+    assert.equal(conn.tableEntry, entry, 'offloaded in the entry it had in the host');
+    // The general protocol releases at the source, and the full destination refuses: back to n0.
+    m.liveHandover = false;
+    const mv = await m.move(keys.slice(0, 2), n0!, n1!);
+    assert.equal(mv.moved.length, 0);
+    assert.deepEqual(
+      mv.refused.map((x) => x.status),
+      ['no-resources', 'no-resources'],
+    );
+    for (const [i, k] of keys.entries()) {
+      const owner = i < 2 ? n0! : n1!;
+      const other = i < 2 ? n1! : n0!;
+      assert.ok(lookup(owner.engine.tcp, k), `${i} runs at ${owner.id}`);
+      assert.equal(lookup(other.engine.tcp, k), undefined);
+      assert.equal(lookup(host.stack.tcp, k), undefined);
+      assert.equal(m.ownerOf(k), owner);
+      assert.ok(host.stack.tcp.isFrozen(k.localIp, k.localPort, k.remoteIp, k.remotePort), 'host forwards');
+      assert.ok(
+        !owner.engine.tcp.isFrozen(k.localIp, k.localPort, k.remoteIp, k.remotePort),
+        'no NIC placeholder left',
+      );
+    }
+    assert.deepEqual([n0!.load, n1!.load], [2, 2]);
+    m.liveHandover = true;
+    // Each layer is charged the buffers of what it runs, the figure a hand-over carries.
+    const charged = (tcp: LocalNic['engine']['tcp']) =>
+      [...tcp.connections()].reduce((n, c) => n + connBytes(c), 0);
+    for (const tcp of [host.stack.tcp, n0!.engine.tcp, n1!.engine.tcp])
+      assert.equal(tcp.budget.used, charged(tcp));
+    // Segments for the connections reach whoever runs them now, after moves both ways.
+    assert.equal((await m.upload(keys.slice(2))).moved.length, 2);
+    assert.equal((await m.move(keys.slice(0, 2), n0!, n1!)).moved.length, 2);
+    for (const tcp of [host.stack.tcp, n0!.engine.tcp, n1!.engine.tcp])
+      assert.equal(tcp.budget.used, charged(tcp));
+    assert.ok(host.stack.tcp.budget.used > 0 && n1!.engine.tcp.budget.used > 0);
     assert.equal(await st.done, 0, 'every byte arrived');
     assert.deepEqual(st.errors, []);
     net.close();

@@ -12,18 +12,34 @@ export interface Placeholder {
 }
 
 /**
- * One four-tuple: the connection that runs it here, a placeholder for it, or both (an adopted
- * connection keeps the placeholder until the caller has replayed what it held).
+ * One four-tuple in a store of entries that several layers' tables may share (`ConnTable.share`):
+ * the connection one table runs for it (`runBy`), the placeholder one table keeps for it
+ * (`heldBy`), or both, which need not be the same table's. A connection handed between tables
+ * that share a store keeps its entry: only `runBy` changes.
  */
 export interface TableEntry {
+  /** The connection `runBy` runs; while `runBy` is null, the last one that ran here (a hint to reuse the entry). */
   conn: TcpConnection | null;
+  runBy: ConnTable | null;
+  /** `heldBy`'s placeholder; while `heldBy` is null, the last one (taken up by the next). */
   held: Placeholder | null;
+  heldBy: ConnTable | null;
+  /** What `taggedBy`'s user keeps of the tuple (the host's record of a connection it offloaded). */
+  tag: object | null;
+  taggedBy: ConnTable | null;
   readonly localIp: number;
   readonly localPort: number;
   readonly remoteIp: number;
   readonly remotePort: number;
   /** The next entry whose tuple hashes alike. */
   next: TableEntry | null;
+  /** The store the entry is in: a connection handed to a table of another store needs a new one. */
+  readonly home: Map<number, TableEntry>;
+  /**
+   * Neighbours in `runBy`'s list of the connections it runs (previous, next: RUN_LINKS) and in
+   * `taggedBy`'s list of its tags (TAG_LINKS).
+   */
+  readonly links: (TableEntry | null)[];
 }
 
 /** Whether `t` is the four-tuple given (the check after a hash match, in both hashed tables). */
@@ -60,20 +76,82 @@ export function hashOf(localIp: number, localPort: number, remoteIp: number, rem
   return (h ^ (h >>> 15)) & 0x3fffffff;
 }
 
+/** What an entry is looked for: `vacant`'s kinds. */
+const RUN = 0;
+const HELD = 1;
+const TAG = 2;
+
+/** Which table has the entry's part of `kind`. */
+function ownerOf(e: TableEntry, kind: number): ConnTable | null {
+  return kind === RUN ? e.runBy : kind === HELD ? e.heldBy : e.taggedBy;
+}
+
+/** Where an `EntryList` keeps its links in `TableEntry.links`. */
+const RUN_LINKS = 0;
+const TAG_LINKS = 2;
+
+/** A table's entries of one kind, oldest first, linked through the entries themselves. */
+class EntryList {
+  first: TableEntry | null = null;
+  last: TableEntry | null = null;
+  size = 0;
+
+  constructor(private readonly at: number) {}
+
+  push(e: TableEntry): void {
+    const l = e.links;
+    l[this.at] = this.last;
+    l[this.at + 1] = null;
+    if (this.last === null) this.first = e;
+    else this.last.links[this.at + 1] = e;
+    this.last = e;
+    this.size++;
+  }
+
+  remove(e: TableEntry): void {
+    const l = e.links;
+    const p = l[this.at]!;
+    const n = l[this.at + 1]!;
+    if (p === null) this.first = n;
+    else p.links[this.at + 1] = n;
+    if (n === null) this.last = p;
+    else n.links[this.at] = p;
+    l[this.at] = null;
+    l[this.at + 1] = null;
+    this.size--;
+  }
+
+  /** The entries, as a snapshot of what `read` reads of each. */
+  map<T>(read: (e: TableEntry) => T): T[] {
+    const out: T[] = [];
+    for (let e = this.first; e !== null; e = e.links[this.at + 1]!) out.push(read(e));
+    return out;
+  }
+}
+
 /**
  * The four-tuple table of one TCP layer, for connections and placeholders alike: demultiplexing
  * looks a segment up once and finds whichever holds its tuple (gVisor's demuxer keeps endpoints
  * and their transfer state in one table for the same reason).
+ *
+ * The entries themselves may live in a store shared with other layers of the same thread (the
+ * host's and its LocalNics', `share`), each table seeing only what it runs, holds and tags,
+ * exactly as if it had its own: a connection handed live from one to another then stays in its
+ * entry and changes table by a field written, where separate tables removed it from one hash
+ * table and added it to the other, and the host's placeholder and its record of the offloaded
+ * connection (a tag) sat in two more.
  */
 export class ConnTable {
-  /** hashOf(tuple) → the entries of that hash, chained. */
-  private readonly map = new Map<number, TableEntry>();
-  private conns = 0;
+  /** hashOf(tuple) → the entries of that hash, chained; shared with the tables this one `share`s. */
+  private store = new Map<number, TableEntry>();
   private holds = 0;
+  /** The connections this table runs, and its tags. */
+  private readonly runs = new EntryList(RUN_LINKS);
+  private readonly tags = new EntryList(TAG_LINKS);
 
   /** Connections in the table. */
   get size(): number {
-    return this.conns;
+    return this.runs.size;
   }
 
   /** Placeholders in the table. */
@@ -81,13 +159,25 @@ export class ConnTable {
     return this.holds;
   }
 
-  find(localIp: number, localPort: number, remoteIp: number, remotePort: number): TableEntry | undefined {
-    let e = this.map.get(hashOf(localIp, localPort, remoteIp, remotePort));
-    while (e !== undefined) {
-      if (sameTuple(e, localIp, localPort, remoteIp, remotePort)) return e;
-      e = e.next ?? undefined;
-    }
-    return undefined;
+  /** Tags in the table. */
+  get taggedSize(): number {
+    return this.tags.size;
+  }
+
+  /**
+   * Keep this table's entries in `other`'s store from now on. Only an empty table joins another
+   * (its entries would stay behind); false, and nothing changed, otherwise.
+   */
+  share(other: ConnTable): boolean {
+    if (other.store === this.store) return true;
+    if (this.store.size !== 0) return false;
+    this.store = other.store;
+    return true;
+  }
+
+  /** Whether this table and `other` keep their entries in one store. */
+  sharesWith(other: ConnTable): boolean {
+    return this.store === other.store;
   }
 
   lookup(
@@ -96,7 +186,8 @@ export class ConnTable {
     remoteIp: number,
     remotePort: number,
   ): TcpConnection | undefined {
-    return this.find(localIp, localPort, remoteIp, remotePort)?.conn ?? undefined;
+    if (this.runs.size === 0) return undefined;
+    return this.entry(RUN, localIp, localPort, remoteIp, remotePort)?.conn ?? undefined;
   }
 
   placeholder(
@@ -106,64 +197,162 @@ export class ConnTable {
     remotePort: number,
   ): Placeholder | undefined {
     if (this.holds === 0) return undefined;
-    return this.find(localIp, localPort, remoteIp, remotePort)?.held ?? undefined;
+    return this.entry(HELD, localIp, localPort, remoteIp, remotePort)?.held ?? undefined;
   }
 
   /** Run `conn` here; its tuple must not hold another connection. */
   add(conn: TcpConnection): void {
-    const c = conn.state.const;
-    const e = this.ensure(c.localIp, c.localPort, c.remoteIp, c.remotePort);
-    e.conn = conn;
-    this.conns++;
+    let e = conn.tableEntry;
+    // A connection handed from a table of this store comes with its entry (`remove` kept it).
+    if (e === null || e.runBy !== null || e.conn !== conn || e.home !== this.store) {
+      const c = conn.state.const;
+      e = this.vacant(c.localIp, c.localPort, c.remoteIp, c.remotePort, RUN);
+      e.conn = conn;
+      conn.tableEntry = e;
+    }
+    e.runBy = this;
+    this.runs.push(e);
   }
 
   /** Take `conn` out; false if its tuple holds no connection or another one. */
   remove(conn: TcpConnection): boolean {
-    const c = conn.state.const;
-    const e = this.find(c.localIp, c.localPort, c.remoteIp, c.remotePort);
-    if (e === undefined || e.conn !== conn) return false;
-    e.conn = null;
-    this.conns--;
-    this.prune(e);
+    const e = conn.tableEntry;
+    if (e === null || e.runBy !== this || e.conn !== conn) return false;
+    e.runBy = null;
+    this.runs.remove(e);
+    this.pruneIfEmpty(e);
     return true;
   }
 
   /** The placeholder of this tuple, made if there is none. */
   hold(localIp: number, localPort: number, remoteIp: number, remotePort: number): Placeholder {
-    const e = this.ensure(localIp, localPort, remoteIp, remotePort);
-    if (e.held === null) {
-      e.held = { queue: [], forward: null };
+    let e = this.holds === 0 ? undefined : this.entry(HELD, localIp, localPort, remoteIp, remotePort);
+    if (e === undefined) {
+      e = this.vacant(localIp, localPort, remoteIp, remotePort, HELD);
+      const spare = e.held;
+      if (spare === null) e.held = { queue: [], forward: null };
+      else {
+        if (spare.queue.length > 0) spare.queue = [];
+        spare.forward = null;
+      }
+      e.heldBy = this;
       this.holds++;
     }
-    return e.held;
+    return e.held!;
   }
 
   /** Forget the placeholder of this tuple; returns it (with whatever it still held). */
   unhold(localIp: number, localPort: number, remoteIp: number, remotePort: number): Placeholder | undefined {
-    const e = this.find(localIp, localPort, remoteIp, remotePort);
-    if (e === undefined || e.held === null) return undefined;
-    const ph = e.held;
-    e.held = null;
+    if (this.holds === 0) return undefined;
+    const e = this.entry(HELD, localIp, localPort, remoteIp, remotePort);
+    if (e === undefined) return undefined;
+    // The object stays with the entry, for the tuple's next placeholder (the connection's next
+    // offload): one object per offloaded connection, not one per move.
+    const ph = e.held!;
+    e.heldBy = null;
     this.holds--;
-    this.prune(e);
+    this.pruneIfEmpty(e);
     return ph;
+  }
+
+  /** The tag this table keeps for the tuple. */
+  tagOf(localIp: number, localPort: number, remoteIp: number, remotePort: number): object | undefined {
+    if (this.tags.size === 0) return undefined;
+    return this.entry(TAG, localIp, localPort, remoteIp, remotePort)?.tag ?? undefined;
+  }
+
+  /**
+   * `tagOf` the connection's own tuple, read from the entry the connection is in when that holds
+   * the tag (a connection handed within one store keeps its entry), else looked up.
+   */
+  tagOfConn(conn: TcpConnection): object | undefined {
+    const e = conn.tableEntry;
+    if (e !== null && e.taggedBy === this) return e.tag!;
+    const c = conn.state.const;
+    return this.tagOf(c.localIp, c.localPort, c.remoteIp, c.remotePort);
+  }
+
+  /** Tag the tuple with `tag`, or replace its tag (its place in `tagged()` kept). */
+  setTag(localIp: number, localPort: number, remoteIp: number, remotePort: number, tag: object): void {
+    let e = this.tags.size === 0 ? undefined : this.entry(TAG, localIp, localPort, remoteIp, remotePort);
+    if (e === undefined) {
+      e = this.vacant(localIp, localPort, remoteIp, remotePort, TAG);
+      e.taggedBy = this;
+      this.tags.push(e);
+    }
+    e.tag = tag;
+  }
+
+  /** Forget the tuple's tag; false if it had none. */
+  untag(localIp: number, localPort: number, remoteIp: number, remotePort: number): boolean {
+    if (this.tags.size === 0) return false;
+    const e = this.entry(TAG, localIp, localPort, remoteIp, remotePort);
+    if (e === undefined) return false;
+    e.tag = null;
+    e.taggedBy = null;
+    this.tags.remove(e);
+    this.pruneIfEmpty(e);
+    return true;
+  }
+
+  /** Every tag, oldest first, as a snapshot. */
+  tagged(): object[] {
+    return this.tags.map((e) => e.tag!);
   }
 
   /** Every connection, as a snapshot: callers close connections while they walk. */
   connections(): TcpConnection[] {
-    const out: TcpConnection[] = [];
-    for (const head of this.map.values())
-      for (let e: TableEntry | null = head; e !== null; e = e.next) if (e.conn) out.push(e.conn);
-    return out;
+    return this.runs.map((e) => e.conn!);
   }
 
-  private ensure(localIp: number, localPort: number, remoteIp: number, remotePort: number): TableEntry {
-    const found = this.find(localIp, localPort, remoteIp, remotePort);
-    if (found !== undefined) return found;
-    const e: TableEntry = { conn: null, held: null, localIp, localPort, remoteIp, remotePort, next: null };
+  /** This table's entry of the tuple for `kind`. */
+  private entry(
+    kind: number,
+    localIp: number,
+    localPort: number,
+    remoteIp: number,
+    remotePort: number,
+  ): TableEntry | undefined {
+    for (
+      let e = this.store.get(hashOf(localIp, localPort, remoteIp, remotePort)) ?? null;
+      e !== null;
+      e = e.next
+    )
+      if (ownerOf(e, kind) === this && sameTuple(e, localIp, localPort, remoteIp, remotePort)) return e;
+    return undefined;
+  }
+
+  /**
+   * An entry of this tuple free for a connection, a placeholder or a tag (`kind`): one whose other
+   * parts are in use (by this table or another of the store) if there is one, else a new one.
+   */
+  private vacant(
+    localIp: number,
+    localPort: number,
+    remoteIp: number,
+    remotePort: number,
+    kind: number,
+  ): TableEntry {
     const h = hashOf(localIp, localPort, remoteIp, remotePort);
-    const head = this.map.get(h);
-    if (head === undefined) this.map.set(h, e);
+    const head = this.store.get(h);
+    for (let e = head ?? null; e !== null; e = e.next)
+      if (ownerOf(e, kind) === null && sameTuple(e, localIp, localPort, remoteIp, remotePort)) return e;
+    const e: TableEntry = {
+      conn: null,
+      runBy: null,
+      held: null,
+      heldBy: null,
+      tag: null,
+      taggedBy: null,
+      localIp,
+      localPort,
+      remoteIp,
+      remotePort,
+      next: null,
+      home: this.store,
+      links: [null, null, null, null],
+    };
+    if (head === undefined) this.store.set(h, e);
     else {
       e.next = head.next;
       head.next = e;
@@ -171,14 +360,17 @@ export class ConnTable {
     return e;
   }
 
-  /** Take an entry that holds nothing any more out of its chain. */
-  private prune(e: TableEntry): void {
-    if (e.conn !== null || e.held !== null) return;
+  /** Take an entry that nothing uses any more out of its chain. */
+  private pruneIfEmpty(e: TableEntry): void {
+    if (e.runBy !== null || e.heldBy !== null || e.taggedBy !== null) return;
+    if (e.conn !== null && e.conn.tableEntry === e) e.conn.tableEntry = null;
+    e.conn = null;
+    e.held = null;
     const h = hashOf(e.localIp, e.localPort, e.remoteIp, e.remotePort);
-    const head = this.map.get(h);
+    const head = this.store.get(h);
     if (head === e) {
-      if (e.next === null) this.map.delete(h);
-      else this.map.set(h, e.next);
+      if (e.next === null) this.store.delete(h);
+      else this.store.set(h, e.next);
       return;
     }
     for (let p = head ?? null; p !== null; p = p.next) {

@@ -4,6 +4,7 @@ import type { TcpDelegated, TcpState } from '../../state/tcp-state.ts';
 import { TcpStateId } from '../../state/tcp-state.ts';
 import type { TcpHeader } from '../../wire/tcp.ts';
 import { type CongestionControl, effectiveMss } from './congestion.ts';
+import type { TableEntry } from './conn-table.ts';
 import type { OutputScheduler, OutputSender } from './output-scheduler.ts';
 import { RackLog } from './rack.ts';
 import { seqDiff } from './seq.ts';
@@ -125,6 +126,11 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
   oooBytes: number;
   /** @internal True while linked in the layer's demultiplexing table. */
   linked = false;
+  /**
+   * @internal Its entry in the four-tuple table (conn-table.ts): kept while the connection is
+   * handed to another layer whose table shares the entries, which then runs it in the same entry.
+   */
+  tableEntry: TableEntry | null = null;
   /** @internal The deadline the timer was last armed for. */
   timerTarget = Number.POSITIVE_INFINITY;
   /**
@@ -319,6 +325,8 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
     this.memCharged = 0;
     this.oooBytes = oooBytesOf(this.state.soft.ooo);
     this.linked = false;
+    // The table finds the entry of its tuple again (a placeholder's, or a new one).
+    this.tableEntry = null;
     this.timerTarget = Number.POSITIVE_INFINITY;
     this.released = false;
   }

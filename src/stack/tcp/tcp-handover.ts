@@ -205,7 +205,7 @@ export class Handover {
     const c = conn.state.const;
     // The placeholder first: the table entry then never empties, and is reused as it stands.
     if (forward !== null) this.place(c.localIp, c.localPort, c.remoteIp, c.remotePort).forward = forward;
-    this.layer.unlinkQuiet(conn);
+    this.layer.unlinkQuiet(conn, true);
     this.layer.env.counters.inc('tcp.detached');
   }
 
@@ -227,14 +227,17 @@ export class Handover {
     }
     conn.engine = layer;
     conn.outputTurn = -1;
-    layer.link(conn);
+    layer.link(conn, true);
     layer.env.counters.inc('tcp.attached');
     if (opts.prod === true) {
       prod(conn);
       layer.env.counters.inc('tcp.adopt.prodded');
     }
-    if (this.table.heldSize > 0 && this.table.placeholder(c.localIp, c.localPort, c.remoteIp, c.remotePort)) {
-      for (const p of this.takeQueued(c.localIp, c.localPort, c.remoteIp, c.remotePort)) layer.inputPacket(p);
+    const ph = this.table.placeholder(c.localIp, c.localPort, c.remoteIp, c.remotePort);
+    if (ph !== undefined) {
+      if (ph.queue.length > 0)
+        for (const p of this.takeQueued(c.localIp, c.localPort, c.remoteIp, c.remotePort))
+          layer.inputPacket(p);
       this.dropFrozen(c.localIp, c.localPort, c.remoteIp, c.remotePort);
     }
   }

@@ -135,8 +135,11 @@ export class TcpLayer implements TcpEngine {
     return this.table.lookup(localIp, localPort, remoteIp, remotePort);
   }
 
-  /** @internal A connection starts running here. */
-  link(conn: TcpConnection): void {
+  /**
+   * @internal A connection starts running here; `carried`: handed over in this turn by a layer
+   * that kept its memory charge on it (`unlinkQuiet`).
+   */
+  link(conn: TcpConnection, carried = false): void {
     this.table.add(conn);
     conn.linked = true;
     const c = conn.state.const;
@@ -145,7 +148,8 @@ export class TcpLayer implements TcpEngine {
       this.env.addrs.ref(c.remoteIp);
       this.env.addrs.ref(c.localIp);
     }
-    this.budget.charge(conn);
+    if (carried) this.budget.carry(conn);
+    else this.budget.charge(conn);
   }
 
   /**
@@ -192,9 +196,12 @@ export class TcpLayer implements TcpEngine {
     this.onClosed?.(conn);
   }
 
-  /** @internal Out of the table without telling anyone (a hand-over, not a close). */
-  unlinkQuiet(conn: TcpConnection): void {
-    this.budget.discharge(conn);
+  /**
+   * @internal Out of the table without telling anyone (a hand-over, not a close); `carry`: the
+   * connection keeps its memory charge for the layer that links it next in this turn.
+   */
+  unlinkQuiet(conn: TcpConnection, carry = false): void {
+    this.budget.discharge(conn, carry);
     this.timeWaiting.delete(conn);
     conn.linked = false;
     this.table.remove(conn);
@@ -239,10 +246,10 @@ export class TcpLayer implements TcpEngine {
     }
     const pOff = off + h.headerLength;
     const pLen = len - h.headerLength;
-    const entry = this.table.find(ip.dst, h.dstPort, src, h.srcPort);
-    const conn = entry?.conn ?? null;
-    if (conn === null && entry?.held) {
-      this.handover.hold(entry.held, ip, buf, off, len);
+    const conn = this.table.lookup(ip.dst, h.dstPort, src, h.srcPort) ?? null;
+    const held = conn === null ? this.table.placeholder(ip.dst, h.dstPort, src, h.srcPort) : undefined;
+    if (held !== undefined) {
+      this.handover.hold(held, ip, buf, off, len);
       return;
     }
     let reopenIss = -1;
@@ -381,7 +388,11 @@ export class TcpLayer implements TcpEngine {
 
   /** A connection or a placeholder holds this 4-tuple. */
   owns(localIp: number, localPort: number, remoteIp: number, remotePort: number): boolean {
-    return this.table.find(localIp, localPort, remoteIp, remotePort) !== undefined;
+    const t = this.table;
+    return (
+      t.lookup(localIp, localPort, remoteIp, remotePort) !== undefined ||
+      t.placeholder(localIp, localPort, remoteIp, remotePort) !== undefined
+    );
   }
 
   adopt(state: TcpState, user: TcpUser | null, opts: AdoptOptions = {}): TcpConnection {

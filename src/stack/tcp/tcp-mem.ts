@@ -120,9 +120,20 @@ export class TcpBudget {
     this.note();
   }
 
-  discharge(conn: TcpConnection): void {
+  /**
+   * With `carry`, the connection keeps the figure it was charged, for the layer that takes it next
+   * in the same turn (`carry`): its buffers have not changed, and reading them again cost a cache
+   * miss or two per connection handed over.
+   */
+  discharge(conn: TcpConnection, carry = false): void {
     this.used -= conn.memCharged;
-    conn.memCharged = 0;
+    if (!carry) conn.memCharged = 0;
+    this.note();
+  }
+
+  /** Charge what a connection handed over in this turn was charged where it ran (`discharge`). */
+  carry(conn: TcpConnection): void {
+    this.used += conn.memCharged;
     this.note();
   }
 
