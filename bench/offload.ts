@@ -1,5 +1,5 @@
 import type { ConnKey, Nic } from '../src/nic/nic.ts';
-import type { OffloadManager } from '../src/offload/offload-manager.ts';
+import type { OffloadManager, TransferReport } from '../src/offload/offload-manager.ts';
 import { SimNetwork } from '../src/sim/sim-network.ts';
 import type { Host } from '../src/socket/host.ts';
 import type { TcpSocket } from '../src/socket/tcp-socket.ts';
@@ -103,7 +103,13 @@ export async function timeTransfers(
   const keys = m.keysOn(n0);
   await m.upload('all');
   if (first.moved.length !== connections || keys.length !== connections) {
-    throw new Error(`warm-up: offloaded ${first.moved.length} of ${connections}`);
+    // Which of them, and why: a count alone read as "a connection closed" when the NIC had died
+    // with the batch and every connection was rebuilt in the host.
+    const why = [...new Set(first.refused.map((r) => `${r.status}: ${r.reason}`))].slice(0, 3);
+    throw new Error(
+      `warm-up: offloaded ${first.moved.length} of ${connections}, ${keys.length} on the NIC after` +
+        (why.length > 0 ? ` (refused: ${why.join('; ')})` : ''),
+    );
   }
   const batches: ConnKey[][] = [];
   for (let i = 0; i < keys.length; i += BATCH) batches.push(keys.slice(i, i + BATCH));
@@ -112,18 +118,24 @@ export async function timeTransfers(
   const timed = async (
     verb: keyof typeof samples,
     run: number,
-    go: (b: ConnKey[]) => Promise<{ moved: unknown[] }>,
+    go: (b: ConnKey[]) => Promise<TransferReport>,
   ): Promise<void> => {
     let total = 0;
     let moved = 0;
+    const why = new Set<string>();
     for (const b of batches) {
       const t = performance.now();
-      moved += (await go(b)).moved.length;
+      const r = await go(b);
       const ms = performance.now() - t;
+      moved += r.moved.length;
+      for (const f of r.refused) if (why.size < 3) why.add(`${f.status}: ${f.reason}`);
       samples[verb].push(ms);
       total += ms;
     }
-    if (moved !== connections) throw new Error(`run ${run}: ${verb} moved ${moved} of ${connections}`);
+    if (moved !== connections)
+      throw new Error(
+        `run ${run}: ${verb} moved ${moved} of ${connections} (refused: ${[...why].join('; ')})`,
+      );
     totals[verb].push(total);
   };
   for (let r = 0; r < runs; r++) {

@@ -75,6 +75,9 @@ export abstract class HostNic extends EventEmitter implements Nic {
     return this.transport.inProcess;
   }
 
+  /** See `Nic.useRecords`: off unless the NIC's states cross in records (WorkerNic). */
+  readonly useRecords: boolean = false;
+
   /** The table of the host's IPv6 address handles in keys, to pack them as bytes; null before any. */
   protected keyAddresses(): AddressBook | null {
     return null;

@@ -14,6 +14,8 @@
  * - `handTo(dst, keys, opts)`, optional: a target that can hand connections straight to another
  *   (two WorkerNics: worker to worker) says so by answering other than null; callers used to test
  *   both ends' classes. Absent or null: the transfer protocol's general way.
+ * - `useRecords`: whether its states cross in transfer records (callers tested for a WorkerNic and
+ *   read its own flag). A target that is not `inProcess` is handed large batches in parts.
  */
 import type { Link } from '../link/link.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
@@ -408,8 +410,20 @@ export interface Nic {
   readonly linkUp: boolean;
   /** The host stack's view of the NIC's link. */
   readonly hostLink: Link;
-  /** Runs in the host's thread on the host's clock: it takes and gives `TreeTransfer`s. */
+  /**
+   * Runs in the host's thread on the host's clock: it takes and gives `TreeTransfer`s. A target
+   * that is not takes a large batch in parts (each request a few hundred connections), so no
+   * request keeps its thread from its heartbeat for long.
+   */
   readonly inProcess: boolean;
+  /**
+   * The states of its transfers cross in transfer records, in memory it shares with the host
+   * (WorkerNic, by default): its initiate takes the states as objects (a `TreeTransfer`) and
+   * writes their records itself, and the bytes its terminate hands back name only what its
+   * records could not carry (read them with `decodeReleasedBy`), so they are no transfer for
+   * another target. False: its terminate's bytes carry every state whole.
+   */
+  readonly useRecords: boolean;
   /** Why the NIC died, or null while it lives. */
   readonly death: NicDeath | null;
   /**

@@ -517,9 +517,9 @@ export class WorkerNic extends HostNic {
   readonly capacity: number;
   /**
    * Hand connections to the worker as transfer records in their shared blocks (the default), or
-   * (false) every state through the codec, as across a process boundary.
+   * (false) every state through the codec, as across a process boundary (`Nic.useRecords`).
    */
-  useRecords = true;
+  override useRecords = true;
   /**
    * Connections this NIC's initiates handed over through the codec although records were on:
    * their SACK scoreboard or out-of-order runs were longer than a record holds, or their
@@ -1202,15 +1202,15 @@ export class WorkerNic extends HostNic {
     }
     const moved = new Set(res.moved ?? []);
     if (byRef) {
-      this.released.clear();
-      this.releasedAsRecords = res.records === true;
+      const released = new TupleMap<WorkerConnectionHandle>();
       // Bounded: an id left behind (a transfer that never settled) only costs a request later.
       if (this.passedUp.size > this.capacity) this.passedUp.clear();
       for (const h of frozen) {
         if (!moved.has(h.slot)) continue;
-        this.released.set(h, h);
+        released.set(h, h);
         this.passedUp.set(h, true);
       }
+      this.releasedBy.set(res.value, { handles: released, records: res.records === true });
     } else {
       const handedOn: [string, ConnBlockRef][] = [];
       for (const h of frozen) if (moved.has(h.slot)) handedOn.push([h.id, h.block]);
@@ -1254,31 +1254,39 @@ export class WorkerNic extends HostNic {
     now: number,
     addrs?: AddressBook,
   ): OffloadTree[] {
-    this.released.clear();
-    for (const h of handles) this.released.set(h, h);
-    this.releasedAsRecords = true;
+    const released = new TupleMap<WorkerConnectionHandle>();
+    for (const h of handles) released.set(h, h);
+    this.releasedBy.set(bytes, { handles: released, records: true });
     return this.decodeReleased(bytes, now, addrs);
   }
 
-  /** The handles of the connections the latest terminate released, by connKeyId, for decodeReleased. */
-  private readonly released = new TupleMap<WorkerConnectionHandle>();
-  /** The latest terminate handed its states over as transfer records. */
-  private releasedAsRecords = false;
+  /**
+   * What each terminate by reference released, by its answer's bytes, for decodeReleased: the
+   * handles by connKeyId, and whether the states went as transfer records. By answer, not the
+   * latest: a large upload has several terminates in flight, and an answer may be read after the
+   * next one came.
+   */
+  private readonly releasedBy = new WeakMap<
+    Uint8Array,
+    { handles: TupleMap<WorkerConnectionHandle>; records: boolean }
+  >();
 
   /**
-   * Decode and validate what the latest terminate handed back, its connections' rings attached
-   * from the shared memory this side already holds for them. A state for a connection that was
-   * not released has no rings here, and the whole batch is refused.
+   * Decode and validate what a terminate handed back (`bytes`, its answer), its connections'
+   * rings attached from the shared memory this side already holds for them. A state for a
+   * connection that was not released has no rings here, and the whole batch is refused.
    */
   override decodeReleased(bytes: Uint8Array, now: number, addrs?: AddressBook): OffloadTree[] {
-    const released = this.released;
+    const by = this.releasedBy.get(bytes);
+    this.releasedBy.delete(bytes);
+    const released = by?.handles ?? new TupleMap<WorkerConnectionHandle>();
     const rings = (s: TcpState): { send: ByteRing; recv: ByteRing } | null => {
       const h = released.get(s.const);
       return h === undefined ? null : { send: h.sendRing, recv: h.recvRing };
     };
     try {
       const trees = decodeBatch(bytes, now, { rings, addrs });
-      if (this.releasedAsRecords) {
+      if (by?.records === true) {
         try {
           this.pooledReads += fillFromReleased(trees, released, now);
         } catch (e) {

@@ -14,7 +14,6 @@ import {
 } from '../nic/nic.ts';
 import type { PathSlot } from '../nic/nic-engine.ts';
 import { TupleMap } from '../nic/tuple-map.ts';
-import { WorkerNic } from '../nic/worker-nic.ts';
 import { TcpSocket } from '../socket/tcp-socket.ts';
 import { TWO_32 } from '../stack/address-table.ts';
 import type { Stack } from '../stack/stack.ts';
@@ -111,9 +110,10 @@ export function mergeReports(reports: readonly TransferReport[], refused: Transf
 }
 
 /**
- * Connections per part of a move handed from NIC to NIC: small enough that the two workers overlap
- * (the source releasing one part while the destination installs the one before), large enough that
- * a part's messages cost little beside its work.
+ * Connections per part of a batch to or from a NIC on another thread: small enough that the two
+ * ends overlap (the source releasing one part while the destination installs the one before) and
+ * that no request keeps a worker from its heartbeat for long, large enough that a part's messages
+ * cost little beside its work.
  */
 const HAND_PART = 256;
 
@@ -182,9 +182,31 @@ export class TransferProtocol {
     // A pair of NICs that can hand connections straight to each other (two WorkerNics: worker to
     // worker) does; any other pair, or a part of a batch that one cannot hand, takes the general way.
     if (src !== 'host' && dst !== 'host' && src !== dst && !this.refuses(dst) && src.handTo !== undefined) {
-      items = await this.handInParts(items, src, dst, report);
+      items = await this.inParts(items, report, (part) => this.handPart(part, src, dst, report));
       if (items.length === 0) return report;
     }
+    // An end on another thread takes a large batch in parts too: one request of 10,000 kept a
+    // worker silent past its heartbeat deadline, and it was declared dead with the batch in hand.
+    if (!this.inThread(src) || !this.inThread(dst))
+      await this.inParts(items, report, async (part) => {
+        await this.general(part, src, dst, report);
+        return null;
+      });
+    else await this.general(items, src, dst, report);
+    return report;
+  }
+
+  /** The host, or a NIC whose verbs run on this thread (a large batch costs no other thread's silence). */
+  private inThread(o: Owner): boolean {
+    return o === 'host' || o.inProcess;
+  }
+
+  /**
+   * The general protocol for `items`, frozen: release at the source, install at the destination,
+   * settle, roll back what was refused. Throws only when the source released nothing (a terminate
+   * that failed outright), with `items` resumed there.
+   */
+  private async general(items: Item[], src: Owner, dst: Owner, report: TransferReport): Promise<void> {
     const byState: ItemsByState = new Map();
     // Release at the source.
     let released: Transfer;
@@ -201,6 +223,13 @@ export class TransferProtocol {
               ),
             );
     } catch (e) {
+      if (src !== 'host' && src.death !== null) {
+        // The source died with the terminate in hand (it may have released them, or run them on
+        // meanwhile): what it wrote last is in the memory the host holds. Resumed there, they
+        // would wait for someone to notice; rebuilt at the destination, the transfer is done.
+        await rebuild(this, items, src, dst, report);
+        return;
+      }
       // Nothing left the source (host release does not throw once begun; a terminate that failed
       // outright moved nothing): resume everything where it was.
       for (const it of items) this.resumeAt(it, src);
@@ -218,57 +247,79 @@ export class TransferProtocol {
         const trees = decodeReleasedBy(src, released, this.stack.clock.now(), this.stack.addrs);
         releaseTreeAddresses(trees);
         states = flattenTrees(trees);
-        // Decoded objects belong to no one yet: a destination in this thread takes them as they
-        // are, and a WorkerNic by transfer records writes its records from them. Bytes of a
-        // source by records name only what its records could not carry: never pass them on.
-        const partial = src instanceof WorkerNic && src.useRecords;
-        if (dst !== 'host' && (partial || (dst instanceof WorkerNic ? dst.useRecords : dst.inProcess)))
+        // Decoded objects belong to no one yet: a destination that takes objects (in process, or
+        // writing its records from them) takes them as they are. Bytes of a source by records name
+        // only what its records could not carry: never pass them on.
+        if (dst !== 'host' && (src.useRecords || dst.useRecords || dst.inProcess))
           released = { kind: 'trees', trees };
       } catch {
         // The NIC handed back something we cannot read: rebuild the connections from the hard
         // state it keeps where the host can see it (those without any are lost there).
         this.stack.counters.inc('offload.terminate.invalid');
         await rebuild(this, items, src, dst, report);
-        return report;
+        return;
       }
     }
     if (src !== 'host') this.pairReleased(states, items, byState, report);
-    if (states.length === 0) return report;
+    if (states.length === 0) return;
     // Install at the destination.
     const { ok, failed, died } = await this.install(dst, states, released);
     for (const s of await this.settle(ok, byState, src, dst, report)) report.moved.push(byState.get(s)!.key);
     if (failed.length > 0) await this.rollback(failed, byState, src, report);
     if (died !== undefined) await this.rebuildDied(died, byState, src, dst, report);
-    return report;
   }
 
   /**
-   * Hand `items` to `dst` in parts of HAND_PART, every part in flight at once: the source's worker
-   * releases a part while the destination's installs the one before, so a large move costs about
-   * the slower worker's work, not the sum of both. Returns the items of the parts the source could
-   * not hand (the general way takes them). A part that failed outright (its source failed or
-   * died) fails the transfer once every other part has ended, its items resumed at the source.
+   * Run `each` over `items` in parts of HAND_PART, every part in flight at once: the source
+   * releases one part while the destination installs the one before, so a large batch costs
+   * about the slower end's work, not the sum of both, and no request to a worker carries more
+   * than a part. `each` returns the items of its part it did not take (the general way takes
+   * them), or throws with its part resumed at the source. A part that threw is reported refused,
+   * item by item, beside what the others moved; only when every part threw does the transfer
+   * throw, as a batch in one piece would (nothing moved).
    */
-  private async handInParts(items: Item[], src: Nic, dst: Nic, report: TransferReport): Promise<Item[]> {
-    const parts: Promise<void>[] = [];
-    const left: Item[] = [];
-    const prod = this.opts.prod === true;
+  private async inParts(
+    items: Item[],
+    report: TransferReport,
+    each: (part: Item[]) => Promise<Item[] | null>,
+  ): Promise<Item[]> {
+    const parts: Item[][] = [];
+    const runs: Promise<Item[] | null>[] = [];
     for (let i = 0; i < items.length; i += HAND_PART) {
       const part = items.length <= HAND_PART ? items : items.slice(i, i + HAND_PART);
-      const hand = src.handTo?.(
-        dst,
-        part.map((it) => it.key),
-        { prod },
-      );
-      if (hand == null) for (const it of part) left.push(it);
-      else parts.push(this.moveHanded(part, src, dst, hand, report));
+      parts.push(part);
+      runs.push(each(part));
     }
-    for (const e of await Promise.allSettled(parts)) {
-      if (e.status !== 'rejected') continue;
-      for (const it of left) this.resumeAt(it, src);
-      throw e.reason;
+    const ends = await Promise.allSettled(runs);
+    const left: Item[] = [];
+    let threw = 0;
+    for (const e of ends) {
+      if (e.status === 'rejected') threw++;
+      else if (e.value !== null) for (const it of e.value) left.push(it);
     }
+    if (threw === 0) return left;
+    if (threw === ends.length) throw (ends[0] as PromiseRejectedResult).reason;
+    ends.forEach((e, i) => {
+      if (e.status !== 'rejected') return;
+      const reason = e.reason instanceof Error ? e.reason.message : String(e.reason);
+      for (const it of parts[i]!) report.refused.push({ key: it.key, status: 'failure', reason });
+    });
     return left;
+  }
+
+  /**
+   * One part of a move handed from NIC to NIC: the items the source could not hand (the general
+   * way takes them), or none once handed.
+   */
+  private async handPart(items: Item[], src: Nic, dst: Nic, report: TransferReport): Promise<Item[] | null> {
+    const hand = src.handTo?.(
+      dst,
+      items.map((it) => it.key),
+      { prod: this.opts.prod === true },
+    );
+    if (hand == null) return items;
+    await this.moveHanded(items, src, dst, hand, report);
+    return null;
   }
 
   /**
@@ -459,7 +510,16 @@ export class TransferProtocol {
         // The source died too: the peer resends what it held.
       }
     }
-    await rebuild(this, items, dst, 'host', report);
+    // Rebuilt in the host, they did not move to `dst`: refused, and the host runs them (the report
+    // says where every connection is, and a team counts them as waiting in the host).
+    const here: TransferReport = { moved: [], refused: report.refused };
+    await rebuild(this, items, dst, 'host', here);
+    for (const k of here.moved)
+      report.refused.push({
+        key: k,
+        status: 'failure',
+        reason: `${dst.id} died during the move; rebuilt in the host`,
+      });
     if (held.length > 0) this.stack.counters.inc('offload.forwarded', held.length);
     for (const p of held) this.stack.tcp.inputPacket(p);
   }

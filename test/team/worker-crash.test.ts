@@ -142,11 +142,14 @@ async function crashMidInitiate(rig: WorkerTeamRig, from: 'host' | WorkerNic): P
   await rig.net.sleep(300);
   await victim!.kill();
   const r = await transfer;
-  assert.equal(
-    r.moved.length,
-    CONNS,
+  // None runs at the dead destination: each is reported refused, rebuilt in the host.
+  assert.equal(r.moved.length, 0);
+  assert.deepEqual(
+    new Set(r.refused.map((f) => f.reason)),
+    new Set([`${victim!.id} died during the move; rebuilt in the host`]),
     `every connection runs somewhere: ${JSON.stringify(r.refused.slice(0, 3))}`,
   );
+  assert.equal(r.refused.length, CONNS);
   await rig.team.settled();
   await rsts.check(assertClean(rig, st));
   assert.deepEqual(
