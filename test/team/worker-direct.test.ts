@@ -45,17 +45,26 @@ describe('team of WorkerNics: frames that arrive at the wrong member', () => {
       const delta = (k: string): number[] => nicsAfter.map((c, i) => (c[k] ?? 0) - (nicsBefore[i]![k] ?? 0));
       const direct = delta('nic.forward.direct');
       const received = delta('nic.forward.received');
-      const why = JSON.stringify({ direct, received, bounced: delta('nic.forward.bounced') });
+      // nic.forward.host too: a segment no peer claimed, which a failure here needs to name.
+      const why = JSON.stringify({
+        direct,
+        received,
+        bounced: delta('nic.forward.bounced'),
+        host: delta('nic.forward.host'),
+      });
       assert.equal(
         rig.stack.counters.get('tcp.frozen.forwarded') - hostBefore,
         0,
         `no segment of an offloaded, settled connection went through the host's placeholder: ${why}`,
       );
-      // Both members send with the team MAC, so the switch's entry flaps and each member receives
-      // segments of the other's connections.
+      // Both members send with the team MAC, so the switch's entry flaps and members receive
+      // segments of each other's connections. Which member that is, is the scheduler's choice: the
+      // peer's paced segments go to whichever member sent last, and on a loaded machine one member
+      // was the last sender at every one of them for a whole stream (direct [0, 7119]). So the test
+      // asks that the detour happened, and that whatever either member handed over arrived (below).
       assert.ok(
-        direct.every((n) => n > 0),
-        `each member handed the other segments of its connections: ${why}`,
+        direct.some((n) => n > 0),
+        `a member handed the other segments of its connections: ${why}`,
       );
       // Since the start, once the last ones crossed: the two snapshots above were not taken at one
       // instant, and frames handed over may still be on their way between the workers.
