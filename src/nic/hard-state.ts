@@ -709,8 +709,11 @@ export function rebuildTcpState(
   d.segmentsIn = hard.segmentsIn;
   d.segmentsOut = hard.segmentsOut;
   d.retransmits = hard.retransmits;
-  d.bytesIn = hard.bytesIn;
-  d.bytesOut = hard.bytesOut;
+  // The bytes stored after the record arrived in order and were counted by the writer, whose count
+  // died with it; likewise data acknowledged beyond the recorded snd.max was sent after the record.
+  // Neither comes again, so without them the rebuilt counts fall short of the peer's for good.
+  d.bytesIn = hard.bytesIn + stored;
+  d.bytesOut = hard.bytesOut + Math.min(acked, Math.max(0, seqDiff(sndUna, hard.sndMax)));
   d.lastRecvAt = now;
   d.lastSendAt = now;
   d.lastAckSent = rcvNxt;

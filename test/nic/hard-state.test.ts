@@ -152,6 +152,25 @@ describe('hard-state record', () => {
     assert.equal(r.const.sndWscale, 7);
   });
 
+  test('statistics rebuilt: bytes stored or acknowledged after the record are counted, once', () => {
+    const { s, block } = established();
+    const d0 = s.delegated;
+    d0.bytesIn = 50_000;
+    d0.bytesOut = 70_000;
+    const rec = new HardStateRecord(block.sab, block.at);
+    rec.write(s, block.send, block.recv);
+    const hard = emptyHardState();
+    assert.ok(rec.read(hard));
+    // After the record, before the writer died: 300 bytes arrived in order and were stored, and
+    // the peer acknowledged 2,500 bytes, 500 of them beyond the recorded snd.max (sent since).
+    d0.recvBuffer.write(new Uint8Array(300).fill(1));
+    d0.sendBuffer.consume(2500);
+    const r = rebuildTcpState(hard, d0.sendBuffer, d0.recvBuffer, DEFAULT_TCP_CACHED, s.path, 5000);
+    assert.equal(r.delegated.rcvNxt, 5301);
+    assert.equal(r.delegated.bytesIn, 50_300, 'the stored bytes, which the peer will not send again');
+    assert.equal(r.delegated.bytesOut, 70_500, 'the bytes sent after the record and acknowledged');
+  });
+
   test('a state made over given rings takes them as they are (a rebuild makes none of its own)', () => {
     const { s } = established();
     const send = s.delegated.sendBuffer;

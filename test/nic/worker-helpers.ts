@@ -205,8 +205,12 @@ function digestOf(key: number, bytes: number): string {
   return d;
 }
 
-/** Between chunks: wait `gap` ms, or until `gap()` resolves (a test that paces streams by its own rounds). */
-export type Gap = number | (() => Promise<void>);
+/**
+ * Between chunks: wait `gap` ms, or until `gap(next, total)` resolves (a test that paces streams by
+ * its own rounds), `next` being the offset of the chunk to be written after it in a stream of
+ * `total` bytes.
+ */
+export type Gap = number | ((next: number, total: number) => Promise<void>);
 
 /** Writes `data` in chunks `gap` apart, then ends, once `endAfter` (if any) has settled. */
 async function pace(
@@ -218,7 +222,7 @@ async function pace(
 ): Promise<void> {
   for (let off = 0; off < data.length; off += chunk) {
     if (!s.write(data.subarray(off, off + chunk))) await once(s, 'drain');
-    if (typeof gap === 'function') await gap();
+    if (typeof gap === 'function') await gap(off + chunk, data.length);
     else if (gap > 0) await new Promise((r) => setTimeout(r, gap));
   }
   await endAfter?.catch(() => undefined);

@@ -11,13 +11,20 @@ import { describe, test } from 'node:test';
 import type { ConnKey, QueryResult } from '../../src/nic/nic.ts';
 import type { TcpConnection } from '../../src/stack/tcp/tcp-connection.ts';
 import { streamBothWays } from '../nic/worker-helpers.ts';
-import { assertClean, keyOf, nextFailover, setup, within } from './worker-team-helpers.ts';
+import { assertClean, keyOf, nextFailover, setup, until, within } from './worker-team-helpers.ts';
 
 const N = 6;
 const BYTES = 400_000;
 const CHUNK = 2000;
-/** 200 chunks 20 ms apart: the streams run for about 4 s, through every move. */
+/** Chunks 20 ms apart while the moves run. */
 const GAP_MS = 20;
+/**
+ * Chunks each stream may send per step: six steps take 150 of the 200, so every stream still has
+ * data to send at the last step, however long the moves take; the rest then goes at once. Paced by
+ * the clock alone (200 chunks, about 4 s) the streams ended before the last step on a loaded
+ * machine, where the moves and the failovers took longer than that, and the test found no new bytes.
+ */
+const STEP_CHUNKS = 25;
 
 const FIELDS = ['bytesIn', 'bytesOut', 'segmentsIn', 'segmentsOut', 'retransmits'] as const;
 type Counts = Pick<QueryResult, (typeof FIELDS)[number]>;
@@ -29,15 +36,32 @@ describe('statistics across every kind of move through WorkerNics', () => {
     const rig = await setup(t, { seed: 47 });
     const nic0 = rig.nics[0]!;
     const nic1 = rig.nics[1]!;
-    const st = await streamBothWays(rig.host, rig.peer, N, BYTES, CHUNK, GAP_MS);
+    let allowed = STEP_CHUNKS * CHUNK;
+    let stepping = true;
+    let held: (() => void)[] = [];
+    const release = (): void => {
+      allowed += STEP_CHUNKS * CHUNK;
+      const h = held;
+      held = [];
+      for (const r of h) r();
+    };
+    const gap = async (next: number, total: number): Promise<void> => {
+      if (!stepping || next >= total) return;
+      while (stepping && next >= allowed) await new Promise<void>((r) => held.push(r));
+      if (stepping) await rig.net.sleep(GAP_MS);
+    };
+    const st = await streamBothWays(rig.host, rig.peer, N, BYTES, CHUNK, gap);
     const keys = st.sockets.map(keyOf);
+    // The counted fields alone: a failure prints them, not the whole state.
+    const pick = (s: Counts): Counts => Object.fromEntries(FIELDS.map((f) => [f, s[f]])) as Counts;
     const counts = async (k: ConnKey): Promise<Counts> => {
       const o = rig.manager.ownerOf(k);
-      if (o === 'host') return rig.stack.tcp.lookup(k.localIp, k.localPort, k.remoteIp, k.remotePort)!.stats;
+      if (o === 'host')
+        return pick(rig.stack.tcp.lookup(k.localIp, k.localPort, k.remoteIp, k.remotePort)!.stats);
       assert.ok(o !== null, 'the connection runs somewhere');
       const [q] = await o.query([k]);
       assert.ok(q, `${o.id} knows the connection`);
-      return q;
+      return pick(q);
     };
     let last: Counts[] = keys.map(() => ({
       bytesIn: 0,
@@ -46,21 +70,30 @@ describe('statistics across every kind of move through WorkerNics', () => {
       segmentsOut: 0,
       retransmits: 0,
     }));
+    const grew = (now: Counts[]): boolean =>
+      now.every((c, i) => c.bytesIn > last[i]!.bytesIn && c.bytesOut > last[i]!.bytesOut);
     const step = async (where: string): Promise<Counts[]> => {
-      await rig.net.sleep(150);
-      const now = await Promise.all(keys.map(counts));
-      for (let i = 0; i < keys.length; i++)
-        for (const f of FIELDS)
-          assert.ok(
-            now[i]![f] >= last[i]![f],
-            `${where}: ${f} of connection ${i} went back (${last[i]![f]} → ${now[i]![f]})`,
-          );
+      const read = async (): Promise<Counts[]> => {
+        const now = await Promise.all(keys.map(counts));
+        for (let i = 0; i < keys.length; i++)
+          for (const f of FIELDS)
+            assert.ok(
+              now[i]![f] >= last[i]![f],
+              `${where}: ${f} of connection ${i} went back (${last[i]![f]} → ${now[i]![f]})`,
+            );
+        return now;
+      };
+      // Until every connection carried new bytes both ways: a connection that has just moved may
+      // wait for its prod or its retransmission timer, longer than a fixed sleep that holds on an
+      // idle machine.
+      const now = await until(rig, read, grew);
       // Data flowed since the last step: the counts carry on from where they were.
       assert.ok(
-        now.every((c, i) => c.bytesIn > last[i]!.bytesIn && c.bytesOut > last[i]!.bytesOut),
-        `${where}: every connection counted new bytes both ways`,
+        grew(now),
+        `${where}: every connection counted new bytes both ways: ${JSON.stringify({ last, now })}`,
       );
       last = now;
+      release();
       return now;
     };
 
@@ -86,7 +119,14 @@ describe('statistics across every kind of move through WorkerNics', () => {
     );
     await step('carrier failover');
     rig.ports[1]!.restore();
-    while (!rig.team.isUsable(nic1)) await rig.net.sleep(20);
+    // Bounded: a member that never came back (taken for dead, say) fails here and says so, where
+    // an endless wait hung the test process past its own timeout.
+    const back = await until(
+      rig,
+      async () => rig.team.isUsable(nic1),
+      (u) => u,
+    );
+    assert.ok(back, `${nic1.id} usable again: ${JSON.stringify({ death: nic1.death, linkUp: nic1.linkUp })}`);
     const crash = nextFailover(rig);
     await nic0.kill();
     const c = await within(crash, 20_000, 'crash failover', rig);
@@ -96,6 +136,8 @@ describe('statistics across every kind of move through WorkerNics', () => {
     await step('crash, rebuilt on the other worker');
     assert.equal((await rig.manager.upload(keys)).moved.length, N);
     await step('worker → host');
+    stepping = false;
+    release();
 
     await within(assertClean(rig, st), 30_000, 'streams', rig);
     await rig.net.sleep(200);

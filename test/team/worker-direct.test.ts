@@ -6,10 +6,14 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import type { QueryResult } from '../../src/nic/nic.ts';
 import {
   assertClean,
+  BYTES,
+  CHUNK,
   CONNS,
   flowing,
+  GAP_MS,
   PEER_IP,
   PEER_IP6,
   setup,
@@ -26,7 +30,24 @@ describe('team of WorkerNics: frames that arrive at the wrong member', () => {
       // IPv6: the owner lists its connections by the handles of its mirror table, which the other
       // worker's mirror gives the same bytes (both mirror the host's table).
       const rig = await setup(t, { seed: v6 ? 33 : 31, ip6: v6 });
-      const { st } = await startOffloaded(rig, [CONNS / 2, CONNS / 2], v6 ? PEER_IP6 : PEER_IP);
+      // Every stream holds its last chunk until the counts are read, so no connection closes in
+      // the window: a closing one leaves its owner's table, and the peer's last ACKs for it, handed
+      // over on the strength of the table a moment before, bounce up through the host (100 of them
+      // in one run under load, every one a bare ACK of a connection just closed). That detour is
+      // by design; what the test holds the stack to is settled, open connections.
+      let holding = true;
+      const held: (() => void)[] = [];
+      const gap = (next: number, total: number): Promise<void> =>
+        holding && next === total - CHUNK
+          ? new Promise((r) => held.push(r))
+          : new Promise((r) => setTimeout(r, GAP_MS));
+      const { st } = await startOffloaded(
+        rig,
+        [CONNS / 2, CONNS / 2],
+        v6 ? PEER_IP6 : PEER_IP,
+        undefined,
+        gap,
+      );
       if (v6)
         assert.ok(
           st.sockets.every((s) => s.remoteFamily === 'IPv6'),
@@ -40,22 +61,51 @@ describe('team of WorkerNics: frames that arrive at the wrong member', () => {
       await Promise.all(rig.nics.map((n) => n.counters()));
       const nicsBefore = await Promise.all(rig.nics.map((n) => n.counters()));
       const hostBefore = rig.stack.counters.get('tcp.frozen.forwarded');
-      await assertClean(rig, st);
+      // Until every stream, both ways, waits at its last chunk and everything before it arrived.
+      const streams = await until(
+        rig,
+        async () => held.length,
+        (n) => n === 2 * CONNS,
+        { tries: 3000 },
+      );
+      assert.equal(streams, 2 * CONNS, 'every stream reached its last chunk');
+      const sent = (q: QueryResult): boolean =>
+        q.bytesIn === BYTES - CHUNK && q.bytesOut === 4 + BYTES - CHUNK;
+      const qs = await until(
+        rig,
+        async () => (await Promise.all(rig.nics.map((n) => n.query()))).flat(),
+        (x) => x.length === CONNS && x.every(sent),
+        { tries: 3000 },
+      );
+      assert.ok(qs.length === CONNS && qs.every(sent), 'all but the last chunks arrived both ways');
       const nicsAfter = await Promise.all(rig.nics.map((n) => n.counters()));
+      const hostForwarded = rig.stack.counters.get('tcp.frozen.forwarded') - hostBefore;
+      holding = false;
+      for (const r of held) r();
+      await assertClean(rig, st);
       const delta = (k: string): number[] => nicsAfter.map((c, i) => (c[k] ?? 0) - (nicsBefore[i]![k] ?? 0));
       const direct = delta('nic.forward.direct');
       const received = delta('nic.forward.received');
-      const why = JSON.stringify({ direct, received, bounced: delta('nic.forward.bounced') });
+      // nic.forward.host too: a segment no peer claimed, which a failure here needs to name.
+      const why = JSON.stringify({
+        direct,
+        received,
+        bounced: delta('nic.forward.bounced'),
+        host: delta('nic.forward.host'),
+      });
       assert.equal(
-        rig.stack.counters.get('tcp.frozen.forwarded') - hostBefore,
+        hostForwarded,
         0,
         `no segment of an offloaded, settled connection went through the host's placeholder: ${why}`,
       );
-      // Both members send with the team MAC, so the switch's entry flaps and each member receives
-      // segments of the other's connections.
+      // Both members send with the team MAC, so the switch's entry flaps and members receive
+      // segments of each other's connections. Which member that is, is the scheduler's choice: the
+      // peer's paced segments go to whichever member sent last, and on a loaded machine one member
+      // was the last sender at every one of them for a whole stream (direct [0, 7119]). So the test
+      // asks that the detour happened, and that whatever either member handed over arrived (below).
       assert.ok(
-        direct.every((n) => n > 0),
-        `each member handed the other segments of its connections: ${why}`,
+        direct.some((n) => n > 0),
+        `a member handed the other segments of its connections: ${why}`,
       );
       // Since the start, once the last ones crossed: the two snapshots above were not taken at one
       // instant, and frames handed over may still be on their way between the workers.

@@ -22,7 +22,7 @@ import { ManagerOffloader } from '../../src/team/manager-offloader.ts';
 import { ProbeTap } from '../../src/team/probe-tap.ts';
 import { type FailoverRecord, Team } from '../../src/team/team.ts';
 import { formatMac, parseIpv4 } from '../../src/wire/addr.ts';
-import { type CloseFirst, streamBothWays } from '../nic/worker-helpers.ts';
+import { type CloseFirst, type Gap, streamBothWays } from '../nic/worker-helpers.ts';
 
 export const TEAM_IP = '10.0.0.1';
 export const PEER_IP = '10.0.0.2';
@@ -177,16 +177,17 @@ export async function setup(t: TestContext, opts: WorkerTeamOptions): Promise<Wo
 
 /**
  * Start the streams to the peer's address `to` and offload them: `split[i]` connections to member i
- * (`closeFirst`: see streamBothWays).
+ * (`closeFirst`, `gap`: see streamBothWays).
  */
 export async function startOffloaded(
   rig: WorkerTeamRig,
   split: number[],
   to = PEER_IP,
   closeFirst?: CloseFirst,
+  gap: Gap = GAP_MS,
 ) {
   const n = split.reduce((a, b) => a + b, 0);
-  const st = await streamBothWays(rig.host, rig.peer, n, BYTES, CHUNK, GAP_MS, to, closeFirst);
+  const st = await streamBothWays(rig.host, rig.peer, n, BYTES, CHUNK, gap, to, closeFirst);
   const keys = st.sockets.map(keyOf);
   let at = 0;
   for (let i = 0; i < split.length; i++) {
