@@ -99,6 +99,12 @@ export interface NicEngineOptions {
    * on both sides of a same-thread transfer.
    */
   addrs?: AddressTable;
+  /**
+   * Called for every connection a batch installs or releases: a worker's proof of life. A batch
+   * of thousands runs in one synchronous call, longer than a watchdog's deadline under load, and a
+   * busy thread must not read as a dead one.
+   */
+  progress?: () => void;
 }
 
 interface NeighborSlot {
@@ -117,6 +123,7 @@ export interface PathSlot {
 const TX_BUF_SIZE = 18 + 65535;
 const IPV4_MAX_PACKET = 65535;
 const DEFAULT_CAPACITY = 100_000;
+const noProgress = (): void => {};
 
 /** An address as a map key: an IPv4 u32 normalized, an IPv6 handle (above 2^32) as it is. */
 function addrOf(ip: number): number {
@@ -381,6 +388,7 @@ export class NicEngine {
   private readonly random: Random;
   private readonly indicate: IndicationSink;
   private readonly toHost: (frame: Uint8Array) => void;
+  private readonly progress: () => void;
   private readonly neighbors = new Map<number | string, NeighborSlot>();
   /** See NicEngineOptions.addrs; null until the first IPv6 connection. */
   private addrs: AddressTable | null;
@@ -410,6 +418,7 @@ export class NicEngine {
     this.counters = opts.counters ?? new Counters();
     this.indicate = opts.indicate;
     this.toHost = opts.toHost;
+    this.progress = opts.progress ?? noProgress;
     this.addrs = opts.addrs ?? null;
     const env: TcpHostEnv = {
       clock: opts.clock,
@@ -516,6 +525,7 @@ export class NicEngine {
       for (const node of t.paths) {
         const path = this.installPath(node.path, nb, borrowed);
         for (const s of node.conns) {
+          this.progress();
           const key = keyOf(s);
           if (room <= 0) {
             conns.push({ key, status: 'no-resources', reason: `capacity ${this.capacity} reached` });
@@ -584,6 +594,7 @@ export class NicEngine {
     const states: TcpState[] = [];
     const list: readonly ConnKey[] = keys === 'all' ? this.allKeys() : keys;
     for (const key of list) {
+      this.progress();
       const id = this.parked.size > 0 ? connKeyId(key) : '';
       const parked = id === '' ? undefined : this.parked.get(id);
       let s: TcpState;

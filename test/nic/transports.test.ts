@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import { Counters } from '../../src/core/counters.ts';
 import { LocalNic } from '../../src/nic/local-nic.ts';
 import type { Nic } from '../../src/nic/nic.ts';
+import { NicEngine } from '../../src/nic/nic-engine.ts';
 import { SameThreadTransport } from '../../src/nic/transport.ts';
 import { checkFromWorker, type WorkerRequest } from '../../src/nic/worker/protocol.ts';
 import { packKeys, unpackInitiate } from '../../src/nic/worker/transfer-wire.ts';
@@ -76,5 +77,32 @@ test('LocalNics built on one shared set of counters name it as their source, so 
   shared.inc('x', 2);
   assert.equal((await a.counterSnapshot()).values.x, 2);
   for (const n of [a, b, c]) n.close();
+  net.close();
+});
+
+test("a NicEngine reports progress for every connection a batch installs or releases: a worker's proof of life through a batch longer than its watchdog's deadline", async () => {
+  const p = offloadPair(53);
+  const { net, host } = p;
+  const st = await startStreams(p, 4, 50_000, 2000, 2);
+  const keys = keysOf(st.sockets);
+  const n0 = host.nics[0]!;
+  await net.sleep(20);
+  assert.equal((await host.offload.offload(keys, n0 as Nic)).moved.length, 4);
+  let beats = 0;
+  const engine = new NicEngine({
+    id: 'beating',
+    link: net.switch.addPort({ name: 'beating', mtu: 1500 }),
+    clock: net.clock,
+    random: net.random.fork(),
+    toHost: () => {},
+    indicate: () => {},
+    progress: () => beats++,
+  });
+  const result = engine.initiate(n0.engine.terminate(keys));
+  assert.equal(result.status, 'success');
+  assert.equal(beats, 4, 'one beat a connection installed');
+  engine.terminate(keys);
+  assert.equal(beats, 8, 'one beat a connection released');
+  engine.close();
   net.close();
 });

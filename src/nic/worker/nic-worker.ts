@@ -699,6 +699,7 @@ const engine = new NicEngine({
   addrs: new AddressTable(new SeededRandom(boot.seed ^ 0x6a09e667), { mirror: true }),
   capacity: boot.capacity,
   reachabilityIntervalMs: boot.reachabilityIntervalMs,
+  progress,
   toHost: (frame) => {
     if (!toPeer(frame)) upBatch.push(frame);
   },
