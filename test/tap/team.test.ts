@@ -1,6 +1,7 @@
 /**
  * `chimney serve --tap A --tap B --workers` with the Linux kernel as the peer: two TAPs in one
- * bridge, one WorkerNic (its own thread) per TAP, curl downloading 200 MB files from the namespace.
+ * bridge, one WorkerNic (its own thread) per TAP, curl downloading 200 MB files from the namespace
+ * (96 MB through the faults).
  *
  * - connections are moved between the host stack and the two WorkerNics while they stream (and
  *   between the host and two NICs in the main thread, without --workers);
@@ -20,6 +21,12 @@ import { busiestNic, checkAll, downloads, owners, teamStatus, waitFor } from './
 
 const gate = interopGate(['curl'], { cli: true });
 const SIZE = 200 * 1024 * 1024;
+/**
+ * A fault comes a second after the downloads flow and is over in milliseconds: about 6 s at RATE
+ * keeps every download in flight through it, at half the time of SIZE. The moves need SIZE: eleven
+ * moves 200 ms apart and a CLI run must all find the downloads still running.
+ */
+const FAULT_SIZE = 96 * 1024 * 1024;
 const DOWNLOADS = 3;
 /** Slow enough that every download is still in flight when the fault comes. */
 const RATE = '15M';
@@ -111,12 +118,12 @@ describe('chimney serve on a team of two TAPs (kernel peer)', {
   test('carrier: the loaded TAP goes down mid-transfer', { timeout: 150_000 }, async () => {
     const srv = await serveTeam();
     try {
-      const runs = downloads(lab!, SIZE, DOWNLOADS, RATE);
+      const runs = downloads(lab!, FAULT_SIZE, DOWNLOADS, RATE);
       const nic = await busiestNic(control(), DOWNLOADS);
       await sleep(1000);
       lab!.ip('link', 'set', 'dev', nic, 'down');
       await waitFor('the failover', () => srv.log().includes(`failover ${nic} (carrier)`), 10_000);
-      await checkAll(runs, srv, SIZE);
+      await checkAll(runs, srv, FAULT_SIZE);
       const s = await status();
       assert.equal(s.nics.find((n) => n.id === nic)?.linkUp, false, 'status shows the dead link');
       assert.equal(s.failovers[0]?.cause, 'carrier');
@@ -132,12 +139,12 @@ describe('chimney serve on a team of two TAPs (kernel peer)', {
     const srv = await serveTeam(['--probe', lab!.kernelIp]);
     let nic = '';
     try {
-      const runs = downloads(lab!, SIZE, DOWNLOADS, RATE);
+      const runs = downloads(lab!, FAULT_SIZE, DOWNLOADS, RATE);
       nic = await busiestNic(control(), DOWNLOADS);
       await sleep(1000);
       lab!.ip('link', 'set', 'dev', nic, 'nomaster');
       await waitFor('the failover', () => srv.log().includes(`failover ${nic} (reachability)`), 10_000);
-      await checkAll(runs, srv, SIZE);
+      await checkAll(runs, srv, FAULT_SIZE);
       const s = await status();
       const h = s.nics.find((n) => n.id === nic);
       assert.equal(h?.linkUp, true, 'carrier stayed up');
@@ -151,12 +158,12 @@ describe('chimney serve on a team of two TAPs (kernel peer)', {
   test('a dead NIC: the worker carrying the downloads is killed', { timeout: 150_000 }, async () => {
     const srv = await serveTeam();
     try {
-      const runs = downloads(lab!, SIZE, DOWNLOADS, RATE);
+      const runs = downloads(lab!, FAULT_SIZE, DOWNLOADS, RATE);
       const nic = await busiestNic(control(), DOWNLOADS);
       await sleep(1000);
       cli(['kill-nic', nic]);
       await waitFor('the failover', () => srv.log().includes(`failover ${nic} (dead)`), 10_000);
-      await checkAll(runs, srv, SIZE);
+      await checkAll(runs, srv, FAULT_SIZE);
       assert.equal((await status()).nics.find((n) => n.id === nic)?.health, 'dead');
     } finally {
       await srv.stop();
