@@ -481,6 +481,13 @@ export async function sackAttack(o: RunOptions, segments: number): Promise<Scena
     // victim keeps sending at the ACK clock's rate, and SACK four single bytes, every other byte,
     // of the newest 16 KiB on every ACK: each island lives until the trail passes it, hundreds of
     // ACKs later, so the scoreboard holds about a thousand one-byte ranges without its cap.
+    // What this makes the victim do: keep at most SACK_MAX_RANGES islands, each ACK walking that
+    // many and the RACK log's bounded entries at most. What it cannot: grow either past its cap,
+    // or have RACK (and its reordering timer) declare the data between the islands lost: a block
+    // shorter than a segment dates no delivery (whole segments only, as Linux's
+    // tcp_match_skb_to_sack), so the victim neither resends those gaps nor cuts its window. A
+    // receiver that SACKs whole segments above gaps would have the gaps resent, rightly, within
+    // the congestion window the recovery cut, and would have to acknowledge them to go on.
     const trail = Math.min(384 << 10, ((highest - first) | 0) >> 1);
     if (((highest - rcvNxt) | 0) > trail) rcvNxt = (highest - trail) >>> 0;
     const blocks: Array<[number, number]> = [];

@@ -304,6 +304,37 @@ describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeo
       });
     });
 
+    test(`${v.name}: after a timeout, the ACK of the resent head SACKing one segment above holes resends the holes below it from RACK's reordering timer, and nothing SACKed`, async () => {
+      // As above with only the sixth segment SACKed: too little for DupThresh, so the holes are
+      // lost by RACK alone, once a reordering window (a quarter of the minimum RTT) has passed
+      // after the ACK: Linux's tcp_rack_reo_timeout resends them then, within milliseconds, with
+      // no further ACK (RFC 8985 6.2 step 5). The next timeout is a second or more away.
+      await runCase(st, v, { rtoMinMs: 1000 }, async ({ dut, tester }) => {
+        const { c, id } = await openConn(dut, tester, { ...FULL, window: 500 });
+        const { segs, next } = await windowThenTimeout(c, dut, id);
+        const from = tester.segs.length;
+        c.rcvNxt = end(segs[0]!);
+        c.send({ flags: ACK, sack: [[segs[5]!.seq, end(segs[5]!)]] });
+        const sent = await tester.collect((s) => c.fromDut(s) && s.len > 0, 300, from);
+        const seqs = sent.map((s) => s.seq);
+        // As many as the recovery's window lets go at once: Linux (the lab's BBR) two, Chimney
+        // (CUBIC, PRR) three; the first two holes at least.
+        const first = segs.slice(1, 3).map((s) => s.seq);
+        assert.deepEqual(
+          first.filter((h) => !seqs.includes(h)),
+          [],
+          `the holes below the SACKed segment resent without another ACK:\n${tester.dump()}`,
+        );
+        assert.deepEqual(
+          seqs.filter((q) => q === segs[5]!.seq),
+          [],
+          `nothing SACKed resent:\n${tester.dump()}`,
+        );
+        c.rcvNxt = next;
+        c.send({ flags: ACK });
+      });
+    });
+
     test(`${v.name}: after a timeout without SACK, the rest is resent from snd.una as cumulative ACKs come, well before the next timeout`, async () => {
       // The tester then behaves as a receiver, answering every segment at once: Linux's Loss
       // state resends from snd.una as the window grows (go-back-N), and so does Chimney.

@@ -268,7 +268,10 @@ describe('the SACK scoreboard in a transfer record', () => {
     o.conn.write(bytes(10 * MSS));
     const base = a.take().filter((x) => x.data.length > 0)[0]!.h.seq;
     // Segment 0 is lost; the peer's ACKs for segments 1 and 2 (two duplicate ACKs with SACK
-    // blocks) reach the sender, then its link dies.
+    // blocks) reach the sender, then its link dies. They come a round trip after the burst: at
+    // the instant it went (a round trip of 0, so a reordering window of 0) RACK rightly took
+    // segment 0, sent in the same burst before them, as lost at once, and recovery began.
+    a.advance(10);
     for (const k of [1, 2]) {
       a.inject({
         flags: ACK,

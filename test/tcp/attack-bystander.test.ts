@@ -54,6 +54,9 @@ describe('a bystander connection downloads intact and in bounded simulated time 
     assert.equal(detail.queued, 20_000);
   });
 
+  // With RACK's reordering timer: single-byte islands date no delivery, so nothing between them
+  // is declared lost and the victim keeps sending at the ACK clock's rate (what the attacker can
+  // and cannot make it do: bench/attacks.ts, sackAttack).
   test('a receiver SACKing alternate bytes: the scoreboard fills to its cap', async () => {
     const { detail } = await run(sackAttack(on, 3000));
     assert.equal(detail.segments, 3000);

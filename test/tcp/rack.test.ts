@@ -7,6 +7,8 @@ import { createPathState } from '../../src/state/path-state.ts';
 import type { TcpState } from '../../src/state/tcp-state.ts';
 import { sampleConn } from '../state/helpers.ts';
 
+const MSS = 1000;
+
 function mkState(una: number, flight: number): TcpState {
   const nb = createNeighborState({ srcMac: 1, vlanId: -1, ip: 2 });
   const s = sampleConn(createPathState({ localIp: 1, remoteIp: 2 }, nb, 0, 1500));
@@ -32,10 +34,10 @@ for (const una of [1000, 0xffffff00]) {
       // The ACK of the first burst gives min RTT 10.
       s.delegated.sndUna = at(1000);
       const low = { seq: 0 };
-      assert.equal(r.onAck(s, 10, low), -1);
+      assert.equal(r.onAck(s, 10, low, MSS), -1);
       // [2000, 3000) is SACKed at 30: [1000, 2000), sent 20 ms earlier, is lost; [3000, 4000) is not.
       s.soft.sacked.push({ start: at(2000), end: at(3000) });
-      assert.equal(r.onAck(s, 30, low), at(2000));
+      assert.equal(r.onAck(s, 30, low, MSS), at(2000));
       assert.equal(low.seq, at(1000));
       assert.equal(r.xmitTs, 20);
     });
@@ -58,7 +60,7 @@ for (const una of [1000, 0xffffff00]) {
       // The retransmission of [0, 1000) sent at 60 is delivered at 75; the one at 50 is not yet.
       s.delegated.sndUna = at(1000);
       const low = { seq: 0 };
-      assert.equal(r.onAck(s, 75, low), at(3000), 'the retransmission at 50 and the tail at 0 are lost');
+      assert.equal(r.onAck(s, 75, low, MSS), at(3000), 'the retransmission at 50 and the tail at 0 are lost');
       assert.equal(low.seq, at(1000));
     });
 
@@ -75,9 +77,38 @@ for (const una of [1000, 0xffffff00]) {
       s.delegated.sndUna = at(1000);
       r.forgetBelow(at(1000));
       const low = { seq: 0 };
-      assert.equal(r.onAck(s, 260, low), at(2000), 'the range resent at 0 is lost (delivery dated 50)');
+      assert.equal(r.onAck(s, 260, low, MSS), at(2000), 'the range resent at 0 is lost (delivery dated 50)');
       assert.equal(low.seq, at(1000));
       assert.equal(r.xmitTs, 50);
+    });
+
+    test('a segment of the delivered burst below it waits out the reordering window on the timer (RFC 8985 6.2 step 5)', () => {
+      const s = mkState(una, 4000);
+      const r = new RackLog();
+      r.minRtt = 8;
+      // One burst, one entry; its third segment alone is SACKed, a round trip of 10 later.
+      r.onSend(at(0), at(4000), 0, false);
+      s.soft.sacked.push({ start: at(2000), end: at(3000) });
+      const low = { seq: 0 };
+      assert.equal(r.onAck(s, 10, low, MSS), -1, 'not lost within the reordering window');
+      assert.equal(r.reoDeadline, 12, 'the window (min RTT / 4) from the ACK');
+      assert.equal(r.detect(s, 11.5, low), -1);
+      assert.equal(r.reoDeadline, 12, 'still waiting');
+      // Every byte not SACKed below the SACKed segment's end is lost: [0, 2000).
+      assert.equal(r.detect(s, 12, low), at(3000), 'what went out before the SACKed segment is lost');
+      assert.equal(low.seq, at(0));
+      assert.equal(r.reoDeadline, Number.POSITIVE_INFINITY, 'nothing left to wait for');
+    });
+
+    test('single bytes SACKed inside a segment date nothing (whole segments only, as Linux)', () => {
+      const s = mkState(una, 4000);
+      const r = new RackLog();
+      r.minRtt = 8;
+      r.onSend(at(0), at(4000), 0, false);
+      s.soft.sacked.push({ start: at(2500), end: at(2501) }, { start: at(2503), end: at(2504) });
+      const low = { seq: 0 };
+      assert.equal(r.onAck(s, 10, low, MSS), -1);
+      assert.equal(r.reoDeadline, Number.POSITIVE_INFINITY);
     });
 
     test('the log is bounded: a peer that SACKs every other byte cannot make it grow without limit', () => {

@@ -550,11 +550,12 @@ describe('loss recovery end to end', () => {
     });
   }
 
-  test('after a timeout, one SACKed original above holes: a loss probe and RACK resend the holes before another timeout', () => {
-    // As above with only segment 5 arriving: too little SACKed for RFC 6675's count. The loss
-    // probe after the undo is SACKed a round trip later, and RACK takes everything sent before it
-    // as lost; that needs RACK's minimum RTT from the handshake, since the only original delivered
-    // so far (5, SACKed a whole timeout after it went) would make the probe look like its original.
+  test("after a timeout, one SACKed original above holes: RACK's reordering timer resends the holes a reordering window after the ACK", () => {
+    // As above with only segment 5 arriving: too little SACKed for RFC 6675's count. The ACK that
+    // undoes the timeout SACKs 5, which went out in the same burst as the holes below it: RACK
+    // deems them lost once a reordering window (a quarter of the minimum RTT, from the handshake)
+    // has passed, and its timer resends them then, as Linux's tcp_rack_reo_timeout
+    // (conformance: flow.test.ts). Without the timer they waited for the loss probe's SACK.
     const r = run({
       alg: 'cubic',
       sack: true,
@@ -573,6 +574,14 @@ describe('loss recovery end to end', () => {
     const hole = r.retransmitted.find((s) => s.off === MSS && s.at >= 150)!;
     // The ACK of the head (one round trip), the probe two smoothed RTTs plus 2 ms later, its SACK.
     assert.ok(hole.at <= head.at + 5 * 2 * DELAY, `first hole resent at ${hole.at}, the head at ${head.at}`);
+    // The ACK of the head one round trip later, then the reordering window: 10 ms / 4.
+    assert.ok(hole.at <= head.at + 2 * DELAY + (2 * DELAY) / 4, `hole at ${hole.at}, the head at ${head.at}`);
+    assert.ok(hole.at > head.at + 2 * DELAY, 'not before the window has passed');
+    assert.ok(r.counters.get('tcp.rack.reo-timeouts') >= 1, 'by the reordering timer');
+    for (const k of [2, 3, 4]) {
+      const h = r.retransmitted.find((s) => s.off === k * MSS && s.at >= 150);
+      assert.ok(h && h.at <= hole.at + 2 * DELAY, `hole ${k} resent at ${h?.at}`);
+    }
   });
 
   for (const sack of [false]) {

@@ -29,10 +29,19 @@ export class RackLog {
   xmitTs = -1;
   /** RACK.min_RTT. */
   minRtt = Number.POSITIVE_INFINITY;
+  /**
+   * RACK's reordering timer (RFC 8985 6.2 step 5, Linux's ICSK_TIME_REO_TIMEOUT): when detect-loss
+   * next has something to mark, Infinity when nothing waits on the reordering window. Kept with
+   * the log it reads: a new owner starts without the log (and so with nothing to time).
+   */
+  reoDeadline = Number.POSITIVE_INFINITY;
 
   clear(): void {
     this.entries.length = 0;
     this.xmitTs = -1;
+    this.endSeq = 0;
+    this.rtt = 0;
+    this.reoDeadline = Number.POSITIVE_INFINITY;
     this.timeoutAt = Number.NEGATIVE_INFINITY;
   }
 
@@ -117,6 +126,9 @@ export class RackLog {
   /** A retransmission timeout fired: what goes out from now on is the timeout's copy. */
   noteTimeout(now: number): void {
     this.timeoutAt = now;
+    // The timeout resends from snd.una whatever RACK would have marked (Linux's timer slot holds
+    // one of the two).
+    this.reoDeadline = Number.POSITIVE_INFINITY;
   }
 
   /**
@@ -143,13 +155,24 @@ export class RackLog {
 
   private timeoutAt = Number.NEGATIVE_INFINITY;
   private delivered = false;
+  /**
+   * RACK.end_seq: where the delivered data that set xmitTs ends. Ties in send time go by sequence
+   * (Linux's tcp_skb_sent_after): an entry stamped as the delivered one holds a whole burst, and
+   * its part below what was delivered went out before it.
+   */
+  private endSeq = 0;
+  /** RACK.rtt: the round trip of that delivery, so a wait is measured from the ACK that brought it. */
+  private rtt = 0;
 
-  private take(r: RackEntry, now: number): void {
+  /** `r` was delivered up to `end` (cumulatively or SACKed). */
+  private take(r: RackEntry, now: number, end: number): void {
     // RFC 8985 6.2 step 2: a retransmitted range ACKed sooner than min RTT after it went out was
     // delivered by its original copy, whose send time we no longer know.
     if (r.rtx && now - r.sentAt < this.minRtt) return;
-    if (r.sentAt > this.xmitTs) {
+    if (r.sentAt > this.xmitTs || (r.sentAt === this.xmitTs && seqLt(this.endSeq, end))) {
       this.xmitTs = r.sentAt;
+      this.endSeq = end >>> 0;
+      this.rtt = now - r.sentAt;
       this.delivered = true;
     }
     const rtt = now - r.sentAt;
@@ -169,20 +192,23 @@ export class RackLog {
 
   /**
    * Account an ACK: entries below snd.una or inside SACKed ranges are delivered (and dropped from
-   * the log), moving RACK.xmit_ts. Then mark lost what was sent a reordering window before the
-   * newest delivered segment. Returns the highest lost sequence number's end, or -1 if none; the
-   * lowest lost start goes to `lowest.seq`.
+   * the log), moving RACK.xmit_ts. Then detect losses (`detect`). Returns the highest lost sequence
+   * number's end, or -1 if none; the lowest lost start goes to `lowest.seq`. `mss`: the segment
+   * size, below which a SACK block dates nothing (sackedTop).
    */
-  onAck(s: TcpState, now: number, lowest: { seq: number }): number {
+  onAck(s: TcpState, now: number, lowest: { seq: number }, mss: number): number {
     const e = this.entries;
     const una = s.delegated.sndUna;
     this.delivered = false;
     let head = 0;
-    while (head < e.length && seqLeq(e[head]!.end, una)) this.take(e[head++]!, now);
+    while (head < e.length && seqLeq(e[head]!.end, una)) {
+      const r = e[head++]!;
+      this.take(r, now, r.end);
+    }
     if (head > 0) e.splice(0, head);
     if (e.length > 0 && seqLt(e[0]!.start, una)) {
       // Part of a super-segment arrived: that part was sent when the whole was.
-      this.take(e[0]!, now);
+      this.take(e[0]!, now, una);
       e[0]!.start = una;
     }
     const sacked = s.soft.sacked;
@@ -194,27 +220,88 @@ export class RackLog {
         while (k < sacked.length && seqLeq(sacked[k]!.end, r.start)) k++;
         const sr = sacked[k];
         if (sr && seqLt(sr.start, r.end)) {
-          this.take(r, now);
-          if (seqLeq(sr.start, r.start) && seqLeq(r.end, sr.end)) continue;
+          if (seqLeq(sr.start, r.start) && seqLeq(r.end, sr.end)) {
+            this.take(r, now, r.end);
+            continue;
+          }
+          this.take(r, now, sackedTop(sacked, k, r, mss));
         }
         e[w++] = r;
       }
       e.length = w;
     }
-    if (!this.delivered || this.xmitTs < 0) return -1;
+    // Linux's tcp_rack_mark_lost: only an ACK that delivered something newer looks again; a wait
+    // already armed stands.
+    if (!this.delivered) return -1;
+    return this.detect(s, now, lowest);
+  }
+
+  /**
+   * RFC 8985 6.2 steps 4-5 (Linux's tcp_rack_detect_loss): what went out before the newest
+   * delivered data is lost once a round trip (RACK.rtt) and a reordering window have passed since
+   * it was sent; what is not yet lost only because of that window arms the reordering timer for
+   * the rest of the wait (reoDeadline). Returns the end of the highest lost range, or -1; the
+   * lowest lost start goes to `lowest.seq`. Called on an ACK that delivered something and when the
+   * timer fires.
+   */
+  detect(s: TcpState, now: number, lowest: { seq: number }): number {
+    this.reoDeadline = Number.POSITIVE_INFINITY;
+    if (this.xmitTs < 0) return -1;
     const minRtt = Number.isFinite(this.minRtt) ? this.minRtt : s.delegated.srtt;
     // RFC 8985 6.2 step 4: a quarter of the minimum RTT, never more than the smoothed RTT.
     const reoWnd = Math.min(minRtt / 4, s.delegated.srtt);
+    const xmitTs = this.xmitTs;
+    const endSeq = this.endSeq;
+    const wait = this.rtt + reoWnd;
     let lostEnd = -1;
-    for (const r of e) {
-      if (r.sentAt + reoWnd <= this.xmitTs && r.sentAt < this.xmitTs) {
-        if (lostEnd === -1) lowest.seq = r.start;
-        lostEnd = r.end;
-      } else if (!r.rtx && r.sentAt > this.xmitTs) {
+    // The latest of the waits, as RFC 8985 and Linux: one expiry then marks them all.
+    let next = -1;
+    for (const r of this.entries) {
+      // A retransmission stamped with the delivered data's time went after it (the clock did not
+      // move between them): only first transmissions are ordered by sequence.
+      const same = r.sentAt === xmitTs && !r.rtx;
+      if (r.sentAt < xmitTs || (same && seqLt(r.start, endSeq))) {
+        // Deadlines are sums of the same terms here and at the timer: an exact comparison holds.
+        const due = r.sentAt + wait;
+        if (due <= now) {
+          if (lostEnd === -1) lowest.seq = r.start;
+          // Of the delivered burst only the part below the delivery went out before it.
+          lostEnd = same && seqLt(endSeq, r.end) ? endSeq : r.end;
+        } else if (due > next) {
+          next = due;
+        }
+      } else if (!r.rtx && r.sentAt > xmitTs) {
         // First-time transmissions are logged in time order: nothing later can be older.
         break;
       }
     }
+    if (next >= 0) this.reoDeadline = next;
     return lostEnd;
   }
+}
+
+/**
+ * Where the SACKed data inside entry `r` (partly SACKed; `sacked[k]` is the first block that
+ * overlaps it) ends, for RACK.end_seq: the part of the burst below it went out before it. Only a
+ * block that could be a whole segment counts (at least `mss` long, or reaching the entry's end: a
+ * short last segment), as Linux tags SACKs by whole segments only (tcp_match_skb_to_sack rounds to
+ * full MSS and ignores less): a receiver that SACKs single bytes inside segments (the scoreboard
+ * attack of bench/attacks.ts) delivered no segment there, and dates nothing. Without such a block,
+ * the entry's start: the burst counts as delivered at its send time, and none of it as before.
+ */
+function sackedTop(
+  sacked: readonly { start: number; end: number }[],
+  k: number,
+  r: RackEntry,
+  mss: number,
+): number {
+  let top = r.start;
+  for (let i = k; i < sacked.length; i++) {
+    const b = sacked[i]!;
+    if (!seqLt(b.start, r.end)) break;
+    const end = seqLt(b.end, r.end) ? b.end : r.end;
+    const start = seqLt(b.start, r.start) ? r.start : b.start;
+    if (end === r.end || ((end - start) | 0) >= mss) top = end;
+  }
+  return top;
 }

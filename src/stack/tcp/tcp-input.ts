@@ -29,7 +29,6 @@ import { roomAtLimit } from './tcp-mem.ts';
 import {
   hasUnsent,
   OOW_ACK_INTERVAL_MS,
-  retransmitFirstLost,
   retransmitHead,
   sendAck,
   sendChallengeAck,
@@ -41,6 +40,7 @@ import {
   tsNow,
   windowTakesNext,
 } from './tcp-output.ts';
+import { enterRecovery, rackMark } from './tcp-recovery.ts';
 import { scheduleTimer } from './tcp-timers.ts';
 
 const INF = Number.POSITIVE_INFINITY;
@@ -869,34 +869,12 @@ const rackLowest = { seq: 0 };
 /**
  * RACK (RFC 8985 6): after the scoreboard took this ACK, what was sent a reordering window before
  * the newest delivered segment is lost. That starts recovery without three duplicate ACKs (one
- * SACKed tail loss probe suffices) and finds retransmissions that were lost again.
+ * SACKed tail loss probe suffices) and finds retransmissions that were lost again. What waits on
+ * the reordering window alone is left to RACK's reordering timer (rackReoTimeout).
  */
 function rackDetect(conn: TcpConnection, now: number): void {
-  const s = conn.state;
-  const d = s.delegated;
-  const soft = s.soft;
-  const lostEnd = conn.rack.onAck(s, now, rackLowest);
-  if (lostEnd === -1) return;
-  if (!soft.inRecovery) {
-    if (seqGeq(d.sndUna, soft.recoveryPoint)) {
-      conn.engine.env.counters.inc('tcp.rack.recoveries');
-      enterRecovery(conn, now, lostEnd);
-    } else if (soft.frto === 0 && seqLt(rackLowest.seq, d.sndNxt) && seqGeq(rackLowest.seq, d.sndUna)) {
-      // After a timeout the window is resent once, from snd.una up; a retransmission lost again
-      // would wait for the next timeout, backed off. As Linux marks RACK losses in its Loss state
-      // (tcp_process_loss), resending goes back to it. Not while F-RTO is still deciding whether
-      // the timeout was spurious: its step 3a goes back itself once the loss proves real.
-      d.sndNxt = rackLowest.seq;
-      conn.engine.env.counters.inc('tcp.lost_retransmits');
-    }
-    return;
-  }
-  if (seqGt(lostEnd, soft.rackLostEdge)) soft.rackLostEdge = lostEnd;
-  if (seqLt(rackLowest.seq, soft.highRxt) && seqGeq(rackLowest.seq, d.sndUna)) {
-    // A retransmission of this recovery was lost as well: send it again.
-    soft.highRxt = rackLowest.seq;
-    conn.engine.env.counters.inc('tcp.lost_retransmits');
-  }
+  const lostEnd = conn.rack.onAck(conn.state, now, rackLowest, effectiveMss(conn.state));
+  rackMark(conn, lostEnd, rackLowest.seq, now);
 }
 
 /**
@@ -965,37 +943,6 @@ function dupAck(conn: TcpConnection, now: number): void {
   } else if (!c.sackEnabled) {
     d.cwnd += mss;
   }
-}
-
-function enterRecovery(conn: TcpConnection, now: number, rackEdge = conn.state.delegated.sndUna): void {
-  const s = conn.state;
-  const c = s.const;
-  const d = s.delegated;
-  const soft = s.soft;
-  const mss = effectiveMss(s);
-  conn.engine.env.counters.inc('tcp.fast_retransmits');
-  soft.undoCwnd = d.cwnd;
-  soft.undoSsthresh = d.ssthresh;
-  soft.undoRetrans = 0;
-  soft.undoArmed = true;
-  soft.undoLow = d.sndUna;
-  soft.undoWMax = soft.cubic.wMax;
-  soft.prrPriorCwnd = d.cwnd;
-  soft.prrDelivered = 0;
-  soft.prrOut = 0;
-  soft.inRecovery = true;
-  soft.rackLostEdge = rackEdge;
-  soft.recoveryPoint = d.sndMax;
-  soft.tlpDeadline = INF;
-  soft.tlpInFlight = false;
-  conn.engine.congestion(conn).onLossDetected(s, now);
-  soft.highRxt = d.sndUna;
-  soft.rttActive = false;
-  if (c.sackEnabled) retransmitFirstLost(conn, now);
-  else retransmitHead(conn, now);
-  // RFC 5681 3.2 step 4: the three segments that left the network make room for three more.
-  if (!c.sackEnabled) d.cwnd = d.ssthresh + 3 * mss;
-  d.rtxDeadline = now + backedOffRto(s);
 }
 
 function receiveData(

@@ -400,9 +400,9 @@ export function tcpOutput(conn: TcpConnection): void {
     // RFC 8985 7.2 (Linux: tcp_schedule_loss_probe after every tcp_write_xmit that sent): new data
     // restarts the probe timer, which then waits two RTTs for the ACK of the newest segment; a
     // timer left from the start of the flight would probe while that segment is still on its way.
-    // Not in recovery or with SACKed data (7.2's exceptions): there the probe stands in for RACK's
-    // reordering timer, and new data clocked out by each SACK would keep pushing back the probe
-    // that finds a lost retransmission (sim-loss, 5 %: 0.754 s became 1.0 s).
+    // Not in recovery or with SACKed data (7.2's exceptions): there the probe finds what RACK's
+    // reordering timer cannot (a lost retransmission with nothing delivered after it), and new
+    // data clocked out by each SACK would keep pushing it back (sim-loss, 5 %: 0.754 s became 1.0 s).
     const restart = seqGt(d.sndMax, maxBefore) && !soft.inRecovery && soft.sacked.length === 0;
     if (soft.tlpDeadline === INF || restart) armTlp(conn, now);
   } else {

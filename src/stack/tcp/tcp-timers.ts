@@ -15,6 +15,7 @@ import {
   tsNow,
   windowTakesNext,
 } from './tcp-output.ts';
+import { rackReoTimeout } from './tcp-recovery.ts';
 
 const INF = Number.POSITIVE_INFINITY;
 
@@ -31,6 +32,7 @@ export function scheduleTimer(conn: TcpConnection): void {
   if (d.timeWaitDeadline < t) t = d.timeWaitDeadline;
   if (conn.state.soft.delayedAckDeadline < t) t = conn.state.soft.delayedAckDeadline;
   if (conn.state.soft.tlpDeadline < t) t = conn.state.soft.tlpDeadline;
+  if (conn.rack.reoDeadline < t) t = conn.rack.reoDeadline;
   if (d.state === TcpStateId.CLOSED) t = INF;
   if (t === INF) {
     if (conn.timer.armed) conn.timer.disarm();
@@ -66,6 +68,7 @@ export function onConnectionTimer(conn: TcpConnection): void {
     soft.tlpDeadline = INF;
     rto = retransmitTimeout(conn, now);
   }
+  if (alive(conn) && conn.rack.reoDeadline <= now) rackReoTimeout(conn, now);
   if (alive(conn) && soft.tlpDeadline <= now) {
     soft.tlpDeadline = INF;
     lossProbe(conn, now);
