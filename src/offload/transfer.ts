@@ -896,7 +896,13 @@ export class TransferProtocol {
       // The caller's connection, if it still runs at the source under this key (a turn has passed
       // since it was found: it may have closed, or moved), else the one the source runs there.
       let conn: TcpConnection | undefined = hints?.[i] ?? undefined;
-      if (conn === undefined || !conn.linked || conn.engine !== srcTcp || !sameConnKey(conn.state.const, k))
+      // The caller's keys are mostly the connections' own (`TcpConnection.key`): identity first.
+      if (
+        conn === undefined ||
+        !conn.linked ||
+        conn.engine !== srcTcp ||
+        (conn.key !== k && !sameConnKey(conn.state.const, k))
+      )
         conn = srcTcp.lookup(k.localIp, k.localPort, k.remoteIp, k.remotePort);
       if (conn === undefined) {
         // The host's: closed meanwhile, nothing to say (as `freeze`); a NIC's: closed there.
