@@ -1,6 +1,7 @@
-import type { ConnKey } from '../nic/nic.ts';
+import type { ConnKey, Nic } from '../nic/nic.ts';
 import { ConnTable } from '../stack/tcp/conn-table.ts';
 import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
+import type { TcpUser } from '../stack/tcp/tcp-types.ts';
 import type { Entry } from './transfer.ts';
 
 /** An address as the TCP layer keys it: an IPv4 address as a u32 (keys may carry it signed), a handle whole. */
@@ -37,6 +38,27 @@ export class EntryTable {
   /** The entry of `conn`'s four-tuple, read from the table entry the connection is in when it can be. */
   ofConn(conn: TcpConnection): Entry | undefined {
     return this.table.tagOfConn(conn) as Entry | undefined;
+  }
+
+  /**
+   * Record that `nic`, a NIC of this thread, runs `conn` now (the same object, handed over live):
+   * the entry of its tuple is re-pointed, or the one it had before its last upload taken up again,
+   * or made. Keyed by the connection's own key. Returns the entry.
+   */
+  setOf(conn: TcpConnection, nic: Nic, user: TcpUser | null): Entry {
+    return this.table.setTagOf<Entry>(conn, (e) => {
+      if (e === null) return { key: conn.key, nic, user, conn };
+      e.key = conn.key;
+      e.nic = nic;
+      e.user = user;
+      e.conn = conn;
+      return e;
+    });
+  }
+
+  /** `delete` of `conn`'s four-tuple. */
+  deleteOf(conn: TcpConnection): boolean {
+    return this.table.untagOf(conn);
   }
 
   /** Add `e`, or replace the entry of its four-tuple. */

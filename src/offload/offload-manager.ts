@@ -18,7 +18,6 @@ import { rebuild } from './rebuild.ts';
 import {
   type Entry,
   type Item,
-  keyOfConn,
   mergeReports as merge,
   type Owner,
   type TransferOptions,
@@ -58,6 +57,12 @@ export const BACKGROUND_COUNTERS = {
   update: 'offload.background.update',
   scan: 'offload.background.scan',
 } as const;
+
+/** Connections a transfer moves from one NIC: their keys, and the connections the host's records name. */
+interface Batch {
+  keys: ConnKey[];
+  conns: (TcpConnection | null)[];
+}
 
 interface NicHooks {
   upload: NicIndications['upload-requested'];
@@ -259,12 +264,16 @@ export class OffloadManager extends EventEmitter {
   /** Take connections back into the host: the named ones, every one on a NIC, or all. */
   upload(what: readonly ConnKey[] | Nic | 'all', opts: TransferOptions = {}): Promise<TransferReport> {
     return this.serial(async () => {
-      const byNic = new Map<Nic, ConnKey[]>();
+      const byNic = new Map<Nic, Batch>();
       const refused: TransferRefusal[] = [];
       const add = (e: Entry): void => {
-        const l = byNic.get(e.nic);
-        if (l) l.push(e.key);
-        else byNic.set(e.nic, [e.key]);
+        let b = byNic.get(e.nic);
+        if (b === undefined) {
+          b = { keys: [], conns: [] };
+          byNic.set(e.nic, b);
+        }
+        b.keys.push(e.key);
+        b.conns.push(e.conn);
       };
       if (what === 'all') for (const e of this.entries.values()) add(e);
       else if (Array.isArray(what)) {
@@ -277,7 +286,9 @@ export class OffloadManager extends EventEmitter {
       } else if (this.hooks.has(what as Nic)) {
         for (const e of this.entries.values()) if (e.nic === what) add(e);
       } else throw new InvalidArgumentError('upload: unknown NIC');
-      const reports = await Promise.all([...byNic].map(([n, keys]) => this.proto.run(keys, n, 'host')));
+      const reports = await Promise.all(
+        [...byNic].map(([n, b]) => this.proto.run(b.keys, n, 'host', b.conns)),
+      );
       return merge(reports, refused);
     }, opts);
   }
@@ -294,14 +305,17 @@ export class OffloadManager extends EventEmitter {
     return this.serial(async () => {
       const refused: TransferRefusal[] = [];
       const list: ConnKey[] = [];
+      const conns: (TcpConnection | null)[] = [];
       const src = keys === 'all' ? this.keysOn(from) : keys;
       for (const k of src) {
         if (!isKey(k)) throw new InvalidArgumentError('move: not a connection key');
         const e = this.entries.get(k);
-        if (e?.nic === from) list.push(e.key);
-        else refused.push({ key: k, status: 'failure', reason: 'not on the source NIC' });
+        if (e?.nic === from) {
+          list.push(e.key);
+          conns.push(e.conn);
+        } else refused.push({ key: k, status: 'failure', reason: 'not on the source NIC' });
       }
-      return merge([await this.proto.run(list, from, to)], refused);
+      return merge([await this.proto.run(list, from, to, conns)], refused);
     }, opts);
   }
 
@@ -390,7 +404,7 @@ export class OffloadManager extends EventEmitter {
       if (!isOffloadable(conn.state) || conn.listener !== null) {
         if (conns !== 'all')
           refused.push({
-            key: keyOfConn(conn),
+            key: conn.key,
             status: 'ineligible',
             reason: 'connection state stays in the host',
           });
@@ -399,19 +413,29 @@ export class OffloadManager extends EventEmitter {
       cands.push(conn);
     }
     if (nic !== undefined && !this.hooks.has(nic)) throw new InvalidArgumentError('offload: unknown NIC');
-    const keys = cands.map(keyOfConn);
-    let groups: Map<Nic, ConnKey[]>;
-    if (nic !== undefined) groups = new Map([[nic, keys]]);
+    let groups: Map<Nic, TcpConnection[]>;
+    if (nic !== undefined) groups = new Map([[nic, cands]]);
     else {
       const placed = placeByFreeCapacity(
-        keys,
+        cands,
         this.nicList.filter((n) => this.eligible(n)),
       );
       groups = placed.groups;
-      for (const key of placed.unplaced)
-        refused.push({ key, status: 'no-resources', reason: 'no NIC with free capacity' });
+      for (const c of placed.unplaced)
+        refused.push({ key: c.key, status: 'no-resources', reason: 'no NIC with free capacity' });
     }
-    const reports = await Promise.all([...groups].map(([n, keys]) => this.proto.run(keys, 'host', n)));
+    // Each connection's own key (made once per connection), and the connection itself: the
+    // transfer need not look it up again.
+    const reports = await Promise.all(
+      [...groups].map(([n, cs]) =>
+        this.proto.run(
+          cs.map((c) => c.key),
+          'host',
+          n,
+          cs,
+        ),
+      ),
+    );
     return merge(reports, refused);
   }
 

@@ -65,6 +65,11 @@ export interface Entry {
   key: ConnKey;
   nic: Nic;
   user: TcpUser | null;
+  /**
+   * The connection object, when a NIC of this thread runs it (handed over live): a hint that
+   * spares a move or an upload the lookup of its key at the source, checked before it is used.
+   */
+  conn: TcpConnection | null;
 }
 
 /** One connection in a transfer. */
@@ -96,11 +101,14 @@ function stateKeyId(s: TcpState): string {
   return `${l}:${c.localPort}>${r}:${c.remotePort}`;
 }
 
-export function keyOfConn(c: TcpConnection): ConnKey {
-  return { localIp: c.localIp, localPort: c.localPort, remoteIp: c.remoteIp, remotePort: c.remotePort };
-}
-
 export function mergeReports(reports: readonly TransferReport[], refused: TransferRefusal[]): TransferReport {
+  // One transfer (a move, or a batch for one NIC): its report, with what was refused before it.
+  if (reports.length === 1) {
+    const r = reports[0]!;
+    if (refused.length === 0) return r;
+    for (const f of r.refused) refused.push(f);
+    return { moved: r.moved, refused };
+  }
   const out: TransferReport = { moved: [], refused };
   for (const r of reports) {
     for (const k of r.moved) out.moved.push(k);
@@ -155,11 +163,18 @@ export class TransferProtocol {
 
   /**
    * Move `keys` from `src` to `dst`. Every connection ends up running exactly once: at `dst`, or
-   * back at `src`, or (if even that fails) in the host.
+   * back at `src`, or (if even that fails) in the host. `conns`, if given: the connection the
+   * caller found under each key (or null), which a hand-over in this thread takes instead of
+   * looking the key up again, once it has checked that it still runs at `src` under that key.
    */
-  async run(keys: readonly ConnKey[], src: Owner, dst: Owner): Promise<TransferReport> {
+  async run(
+    keys: readonly ConnKey[],
+    src: Owner,
+    dst: Owner,
+    conns?: readonly (TcpConnection | null)[],
+  ): Promise<TransferReport> {
     try {
-      return await this.runOne(keys, src, dst);
+      return await this.runOne(keys, src, dst, conns);
     } finally {
       // Runs side by side (an offload or upload spread over NICs): one that ends, or throws,
       // while another still awaits its NIC leaves this thread idle until that answer. The
@@ -168,11 +183,16 @@ export class TransferProtocol {
     }
   }
 
-  private async runOne(keys: readonly ConnKey[], src: Owner, dst: Owner): Promise<TransferReport> {
+  private async runOne(
+    keys: readonly ConnKey[],
+    src: Owner,
+    dst: Owner,
+    conns: readonly (TcpConnection | null)[] | undefined,
+  ): Promise<TransferReport> {
     const report: TransferReport = { moved: [], refused: [] };
     if (keys.length === 0) return report;
     if (this.liveHandover && this.sameThread(src) && this.sameThread(dst)) {
-      const r = await this.handover(keys, src, dst);
+      const r = await this.handover(keys, src, dst, conns);
       if (r !== null) return r;
     }
     // One transfer may run several of these side by side (an offload spread over NICs): this one
@@ -771,7 +791,8 @@ export class TransferProtocol {
       if (e !== undefined) {
         e.nic = dst;
         e.user = it.user;
-      } else this.entries.set({ key: k, nic: dst, user: it.user });
+        e.conn = null;
+      } else this.entries.set({ key: k, nic: dst, user: it.user, conn: null });
       if (it.socket) {
         if (handle) it.socket._completeMove(handle);
         else it.socket._abortMove();
@@ -832,6 +853,7 @@ export class TransferProtocol {
     keys: readonly ConnKey[],
     src: 'host' | LocalNic,
     dst: 'host' | LocalNic,
+    hints: readonly (TcpConnection | null)[] | undefined,
   ): Promise<TransferReport | null> {
     // A later turn of the clock, as a NIC's verb runs, charged to the meter as the transfer code
     // of this thread it is (a LocalNic's own `chargeWork` charges only its verbs). The meter stays
@@ -845,7 +867,7 @@ export class TransferProtocol {
       this.stack.clock.defer(() => {
         this.resume();
         try {
-          resolve(this.handoverNow(keys, src, dst));
+          resolve(this.handoverNow(keys, src, dst, hints));
         } catch (e) {
           reject(e);
         } finally {
@@ -859,6 +881,7 @@ export class TransferProtocol {
     keys: readonly ConnKey[],
     src: 'host' | LocalNic,
     dst: 'host' | LocalNic,
+    hints: readonly (TcpConnection | null)[] | undefined,
   ): TransferReport | null {
     if ((src !== 'host' && !src.running) || (dst !== 'host' && !dst.running)) return null;
     const srcTcp = src === 'host' ? this.stack.tcp : src.engine.tcp;
@@ -866,10 +889,21 @@ export class TransferProtocol {
     const conns: TcpConnection[] = [];
     const found: ConnKey[] = [];
     const gone: ConnKey[] = [];
-    for (const k of keys) {
+    for (let i = 0; i < keys.length; i++) {
+      const k = keys[i]!;
       // IPv6 connections take the general protocol: their address handles are held per owner.
       if (k.remoteIp >= TWO_32 || k.localIp >= TWO_32) return null;
-      const conn = srcTcp.lookup(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+      // The caller's connection, if it still runs at the source under this key (a turn has passed
+      // since it was found: it may have closed, or moved), else the one the source runs there.
+      let conn: TcpConnection | undefined = hints?.[i] ?? undefined;
+      // The caller's keys are mostly the connections' own (`TcpConnection.key`): identity first.
+      if (
+        conn === undefined ||
+        !conn.linked ||
+        conn.engine !== srcTcp ||
+        (conn.key !== k && !sameConnKey(conn.state.const, k))
+      )
+        conn = srcTcp.lookup(k.localIp, k.localPort, k.remoteIp, k.remotePort);
       if (conn === undefined) {
         // The host's: closed meanwhile, nothing to say (as `freeze`); a NIC's: closed there.
         if (src !== 'host') gone.push(k);
@@ -906,7 +940,7 @@ export class TransferProtocol {
       if (why === null && room <= 0) {
         status = 'no-resources';
         why = `capacity ${dstEngine!.capacity} reached`;
-      } else if (why === null && dstTcp.lookup(k.localIp, k.localPort, k.remoteIp, k.remotePort)) {
+      } else if (why === null && dstTcp.lookupOf(conn) !== undefined) {
         why = 'already offloaded here';
       }
       if (why !== null) {
@@ -914,13 +948,13 @@ export class TransferProtocol {
         back.push(i);
         continue;
       }
-      this.handOne(conn, k, src, dst, prod, slots, srcSlots, hostPaths);
+      this.handOne(conn, src, dst, prod, slots, srcSlots, hostPaths);
       room--;
       report.moved.push(k);
     }
     if (back.length > 0 && src !== 'host' && this.opts.rollbackToHost === true) {
       // A failed NIC's connections go to the host, which never refuses.
-      for (const i of back) this.handOne(conns[i]!, found[i]!, src, 'host', prod, slots, srcSlots, hostPaths);
+      for (const i of back) this.handOne(conns[i]!, src, 'host', prod, slots, srcSlots, hostPaths);
     }
     dstEngine?.settleLive(slots, report.moved.length);
     if (src !== 'host')
@@ -929,10 +963,13 @@ export class TransferProtocol {
     return report;
   }
 
-  /** One connection from `src`'s layer to `dst`'s, and the host's table of who runs it. */
+  /**
+   * One connection from `src`'s layer to `dst`'s, and the host's table of who runs it: its
+   * placeholder and its record in the host are found from the connection (`ConnTable.holdOf`,
+   * `EntryTable.setOf`), not looked up by key.
+   */
   private handOne(
     conn: TcpConnection,
-    k: ConnKey,
     src: 'host' | LocalNic,
     dst: 'host' | LocalNic,
     prod: boolean,
@@ -951,18 +988,14 @@ export class TransferProtocol {
         hostPaths.set(from, path);
       }
       if (path) conn.state.path = path;
-      // The host's forwarding placeholder goes: the host runs the 4-tuple again.
+      // The host's forwarding placeholder goes (`attach`): the host runs the 4-tuple again.
       tcp.attach(conn, { prod });
-      this.entries.delete(k);
+      this.entries.deleteOf(conn);
       return;
     }
     dst.engine.takeLive(conn, prod, slots);
-    const e = this.entries.ofConn(conn);
-    if (src !== 'host') tcp.forwardTo(k.localIp, k.localPort, k.remoteIp, k.remotePort, this.injector(dst));
-    if (e !== undefined) {
-      e.nic = dst;
-      e.user = conn.user;
-    } else this.entries.set({ key: k, nic: dst, user: conn.user });
+    if (src !== 'host') tcp.forwardOf(conn, this.injector(dst));
+    this.entries.setOf(conn, dst, conn.user);
   }
 
   /** What the destination refused goes back to the source, else to the host; what neither takes is lost. */

@@ -21,7 +21,7 @@ test('the table of offloaded connections agrees with a map keyed by the tuple’
       for (const [i, o] of ops.entries()) {
         const k: ConnKey = { ...o.key };
         if (o.set) {
-          const e = { key: k, nic: null as never, user: null, n: i } as Entry;
+          const e = { key: k, nic: null as never, user: null, conn: null, n: i } as Entry;
           t.set(e);
           ref.set(connKeyId(k), e);
         } else assert.equal(t.delete(k), ref.delete(connKeyId(k)));
@@ -53,7 +53,7 @@ test('kept as tags in the host’s four-tuple table, entries, placeholders and a
         const id = connKeyId(k);
         const tuple = [k.localIp, k.localPort, k.remoteIp, k.remotePort] as const;
         if (o.kind === 'tag') {
-          const e = { key: k, nic: null as never, user: null, n: i } as Entry;
+          const e = { key: k, nic: null as never, user: null, conn: null, n: i } as Entry;
           t.set(e);
           tags.set(id, e);
         } else if (o.kind === 'untag') assert.equal(t.delete(k), tags.delete(id));
@@ -83,4 +83,131 @@ test('kept as tags in the host’s four-tuple table, entries, placeholders and a
     }),
     { numRuns: 30 },
   );
+});
+
+// Each op on one of few tuples: run or stop a connection in the host's table or in a NIC's that
+// shares its store (both may run one of the same tuple: a second entry), hand a running one to
+// the other table, hold, unhold, tag or untag in the host's table. `byConn`: through one of the
+// connections made for the tuple so far (`holdOf`, `setTagOf`, ...; stopped ones too, whose entry
+// may have gone, or gone on to hold another connection), which reads the entry it is in when that
+// is its tuple's only one, and must then agree with a lookup by tuple.
+// Fewer tuples than above, so that one tuple sees many of them in a row.
+const fewIps = fc.constantFrom(0x0a000001, 0xc0a80001, 2 ** 32 + 5);
+const fewPorts = fc.constantFrom(80, 40000);
+const connOp = fc.record({
+  kind: fc.constantFrom('run', 'stop', 'hand', 'hold', 'unhold', 'tag', 'untag'),
+  nic: fc.boolean(),
+  byConn: fc.boolean(),
+  pick: fc.nat(),
+  // A run where the other table runs the tuple already (a second entry) in one op of ten, so
+  // that the store is often without one, as it is in use.
+  twin: fc.nat(9),
+  key: fc.record({ localIp: fewIps, localPort: fewPorts, remoteIp: fewIps, remotePort: fewPorts }),
+});
+
+test('by connection or by tuple, the host’s and a NIC’s shared four-tuple tables give the same answers, also with two entries of one tuple', () => {
+  fc.assert(
+    fc.property(fc.array(connOp, { minLength: 200, maxLength: 1000 }), (ops) => {
+      const host = new ConnTable();
+      const nic = new ConnTable();
+      assert.ok(nic.share(host));
+      const entries = new EntryTable(host);
+      const runs = [new Map<string, TcpConnection>(), new Map<string, TcpConnection>()];
+      const tables = [host, nic];
+      const held = new Set<string>();
+      const tags = new Map<string, Entry>();
+      const made = new Map<string, TcpConnection[]>();
+      const make = (k: ConnKey): TcpConnection => {
+        const c = { state: { const: { ...k } }, tableEntry: null, key: k } as unknown as TcpConnection;
+        const id = connKeyId(k);
+        made.set(id, [...(made.get(id) ?? []), c]);
+        return c;
+      };
+      for (const o of ops) {
+        const k: ConnKey = { ...o.key };
+        const id = connKeyId(k);
+        const tuple = [k.localIp, k.localPort, k.remoteIp, k.remotePort] as const;
+        const at = o.nic ? 1 : 0;
+        const mine = made.get(id) ?? [];
+        const c = o.byConn && mine.length > 0 ? mine[o.pick % mine.length] : undefined;
+        if (o.kind === 'run' && !runs[at]!.has(id) && (o.twin === 0 || !runs[1 - at]!.has(id))) {
+          const conn = make(k);
+          tables[at]!.add(conn);
+          runs[at]!.set(id, conn);
+        } else if (o.kind === 'stop') {
+          const conn = runs[at]!.get(id);
+          if (conn !== undefined) assert.ok(tables[at]!.remove(conn));
+          runs[at]!.delete(id);
+        } else if (o.kind === 'hand') {
+          const conn = runs[at]!.get(id);
+          if (conn !== undefined && !runs[1 - at]!.has(id)) {
+            assert.ok(tables[at]!.remove(conn));
+            assert.equal(tables[1 - at]!.lookupOf(conn), undefined);
+            tables[1 - at]!.add(conn);
+            runs[at]!.delete(id);
+            runs[1 - at]!.set(id, conn);
+          }
+        } else if (o.kind === 'hold') {
+          const ph = c !== undefined ? host.holdOf(c) : host.hold(...tuple);
+          assert.equal(ph, host.placeholder(...tuple));
+          held.add(id);
+        } else if (o.kind === 'unhold') {
+          const ph = c !== undefined ? host.unholdOf(c) : host.unhold(...tuple);
+          assert.equal(ph !== undefined, held.delete(id));
+        } else if (o.kind === 'tag') {
+          const e =
+            c !== undefined
+              ? entries.setOf(c, null as never, null)
+              : ({ key: k, nic: null as never, user: null, conn: null } as Entry);
+          if (c === undefined) entries.set(e);
+          tags.set(id, e);
+        } else if (o.kind === 'untag')
+          assert.equal(c !== undefined ? entries.deleteOf(c) : entries.delete(k), tags.delete(id));
+        for (const [i, t] of tables.entries()) assert.equal(t.lookup(...tuple), runs[i]!.get(id));
+        assert.equal(host.placeholder(...tuple) !== undefined, held.has(id));
+        assert.equal(entries.get(k), tags.get(id));
+        for (const conn of made.get(id) ?? []) {
+          for (const t of tables) {
+            assert.equal(t.lookupOf(conn), t.lookup(...tuple));
+            assert.equal(t.placeholderOf(conn), t.placeholder(...tuple));
+          }
+          assert.equal(host.tagOfConn(conn), host.tagOf(...tuple));
+          assert.equal(nic.placeholderOf(conn), undefined, 'the NIC holds none');
+        }
+        assert.deepEqual(
+          [host.size, nic.size, host.heldSize, entries.size],
+          [runs[0]!.size, runs[1]!.size, held.size, tags.size],
+        );
+      }
+      assert.deepEqual(new Set(entries.values()), new Set(tags.values()));
+    }),
+    { numRuns: 40 },
+  );
+});
+
+test('a stopped connection whose entry went on to another connection of its tuple, and was dropped, is looked up by its tuple', () => {
+  const host = new ConnTable();
+  const nic = new ConnTable();
+  assert.ok(nic.share(host));
+  const k = { localIp: 0x0a000001, localPort: 40000, remoteIp: 0x0a000002, remotePort: 80 };
+  const make = () => ({ state: { const: { ...k } }, tableEntry: null }) as unknown as TcpConnection;
+  const tuple = [k.localIp, k.localPort, k.remoteIp, k.remotePort] as const;
+  const first = make();
+  nic.add(first);
+  host.hold(...tuple);
+  nic.remove(first);
+  const second = make();
+  nic.add(second);
+  assert.equal(second.tableEntry, first.tableEntry, 'the held entry runs the next connection');
+  nic.remove(second);
+  host.unhold(...tuple);
+  // `first` still names the entry, which left the store with the tuple's last part.
+  const ph = host.holdOf(first);
+  assert.equal(host.placeholder(...tuple), ph);
+  host.setTagOf(first, () => ({ n: 1 }));
+  assert.deepEqual(host.tagOf(...tuple), { n: 1 });
+  assert.equal(host.unholdOf(first), ph);
+  assert.equal(host.placeholder(...tuple), undefined);
+  assert.ok(host.untagOf(first));
+  assert.equal(host.tagOf(...tuple), undefined);
 });

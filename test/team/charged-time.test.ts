@@ -29,12 +29,20 @@ function meterOn(m: TeamRig['manager'], on = true) {
   return meter;
 }
 
-/** 1 ms per connection the host points at a NIC (one per connection settled there). */
+/**
+ * 1 ms per connection the host points at a NIC (one per connection settled there): by its key
+ * (the general protocol) or by the connection itself (a live hand-over from a NIC of this thread).
+ */
 function costPerForward(tcp: TeamRig['host']['stack']['tcp'], meter: ReturnType<typeof workMeter>): void {
   const forwardTo = tcp.forwardTo.bind(tcp);
   tcp.forwardTo = (...args: Parameters<typeof tcp.forwardTo>) => {
     meter.cost();
     forwardTo(...args);
+  };
+  const forwardOf = tcp.forwardOf.bind(tcp);
+  tcp.forwardOf = (...args: Parameters<typeof tcp.forwardOf>) => {
+    meter.cost();
+    forwardOf(...args);
   };
 }
 

@@ -24,9 +24,13 @@ export interface TableEntry {
   /** `heldBy`'s placeholder; while `heldBy` is null, the last one (taken up by the next). */
   held: Placeholder | null;
   heldBy: ConnTable | null;
-  /** What `taggedBy`'s user keeps of the tuple (the host's record of a connection it offloaded). */
+  /**
+   * What `taggedBy`'s user keeps of the tuple (the host's record of a connection it offloaded);
+   * while `taggedBy` is null, the last one `lastTaggedBy` kept (taken up by its next, `setTagOf`).
+   */
   tag: object | null;
   taggedBy: ConnTable | null;
+  lastTaggedBy: ConnTable | null;
   readonly localIp: number;
   readonly localPort: number;
   readonly remoteIp: number;
@@ -34,7 +38,9 @@ export interface TableEntry {
   /** The next entry whose tuple hashes alike. */
   next: TableEntry | null;
   /** The store the entry is in: a connection handed to a table of another store needs a new one. */
-  readonly home: Map<number, TableEntry>;
+  readonly home: Store;
+  /** Made while another entry of its tuple was in the store (counted in `Store.twins` until pruned). */
+  twin: boolean;
   /**
    * Neighbours in `runBy`'s list of the connections it runs (previous, next: RUN_LINKS) and in
    * `taggedBy`'s list of its tags (TAG_LINKS).
@@ -74,6 +80,19 @@ export function hashOf(localIp: number, localPort: number, remoteIp: number, rem
   h = Math.imul(h ^ (localIp | 0) ^ ((localIp / TWO_32) | 0), 0x85ebca6b);
   h = Math.imul(h ^ ((localPort << 16) | remotePort), 0xc2b2ae35);
   return (h ^ (h >>> 15)) & 0x3fffffff;
+}
+
+/**
+ * The entries of one or more tables (`ConnTable.share`), by `hashOf` their tuple. Most tuples have
+ * one entry, holding every table's part of it; a second one is made only when a part is taken in
+ * every entry of the tuple (the host runs a connection while a NIC runs another of the same tuple).
+ * While no such entry exists (`twins` 0), the entry a connection is in is its tuple's only one, and
+ * a table reads and writes its part of the tuple there without a lookup (`ConnTable.sole`).
+ */
+class Store {
+  readonly map = new Map<number, TableEntry>();
+  /** Entries made while another of their tuple existed, not yet pruned. */
+  twins = 0;
 }
 
 /** What an entry is looked for: `vacant`'s kinds. */
@@ -143,7 +162,7 @@ class EntryList {
  */
 export class ConnTable {
   /** hashOf(tuple) → the entries of that hash, chained; shared with the tables this one `share`s. */
-  private store = new Map<number, TableEntry>();
+  private store = new Store();
   private holds = 0;
   /** The connections this table runs, and its tags. */
   private readonly runs = new EntryList(RUN_LINKS);
@@ -170,7 +189,7 @@ export class ConnTable {
    */
   share(other: ConnTable): boolean {
     if (other.store === this.store) return true;
-    if (this.store.size !== 0) return false;
+    if (this.store.map.size !== 0) return false;
     this.store = other.store;
     return true;
   }
@@ -226,33 +245,16 @@ export class ConnTable {
 
   /** The placeholder of this tuple, made if there is none. */
   hold(localIp: number, localPort: number, remoteIp: number, remotePort: number): Placeholder {
-    let e = this.holds === 0 ? undefined : this.entry(HELD, localIp, localPort, remoteIp, remotePort);
-    if (e === undefined) {
-      e = this.vacant(localIp, localPort, remoteIp, remotePort, HELD);
-      const spare = e.held;
-      if (spare === null) e.held = { queue: [], forward: null };
-      else {
-        if (spare.queue.length > 0) spare.queue = [];
-        spare.forward = null;
-      }
-      e.heldBy = this;
-      this.holds++;
-    }
-    return e.held!;
+    const e = this.holds === 0 ? undefined : this.entry(HELD, localIp, localPort, remoteIp, remotePort);
+    if (e !== undefined) return e.held!;
+    return this.holdAt(this.vacant(localIp, localPort, remoteIp, remotePort, HELD));
   }
 
   /** Forget the placeholder of this tuple; returns it (with whatever it still held). */
   unhold(localIp: number, localPort: number, remoteIp: number, remotePort: number): Placeholder | undefined {
     if (this.holds === 0) return undefined;
     const e = this.entry(HELD, localIp, localPort, remoteIp, remotePort);
-    if (e === undefined) return undefined;
-    // The object stays with the entry, for the tuple's next placeholder (the connection's next
-    // offload): one object per offloaded connection, not one per move.
-    const ph = e.held!;
-    e.heldBy = null;
-    this.holds--;
-    this.pruneIfEmpty(e);
-    return ph;
+    return e === undefined ? undefined : this.unholdAt(e);
   }
 
   /** The tag this table keeps for the tuple. */
@@ -268,19 +270,15 @@ export class ConnTable {
   tagOfConn(conn: TcpConnection): object | undefined {
     const e = conn.tableEntry;
     if (e !== null && e.taggedBy === this) return e.tag!;
+    if (this.sole(conn) !== null) return undefined;
     const c = conn.state.const;
     return this.tagOf(c.localIp, c.localPort, c.remoteIp, c.remotePort);
   }
 
   /** Tag the tuple with `tag`, or replace its tag (its place in `tagged()` kept). */
   setTag(localIp: number, localPort: number, remoteIp: number, remotePort: number, tag: object): void {
-    let e = this.tags.size === 0 ? undefined : this.entry(TAG, localIp, localPort, remoteIp, remotePort);
-    if (e === undefined) {
-      e = this.vacant(localIp, localPort, remoteIp, remotePort, TAG);
-      e.taggedBy = this;
-      this.tags.push(e);
-    }
-    e.tag = tag;
+    const e = this.tags.size === 0 ? undefined : this.entry(TAG, localIp, localPort, remoteIp, remotePort);
+    this.tagAt(e ?? this.vacant(localIp, localPort, remoteIp, remotePort, TAG), tag);
   }
 
   /** Forget the tuple's tag; false if it had none. */
@@ -288,11 +286,136 @@ export class ConnTable {
     if (this.tags.size === 0) return false;
     const e = this.entry(TAG, localIp, localPort, remoteIp, remotePort);
     if (e === undefined) return false;
-    e.tag = null;
+    this.untagAt(e);
+    return true;
+  }
+
+  // ---- by connection: its tuple's entry read directly when it is the only one -----------------
+  //
+  // A live hand-over in this thread reads and writes, per connection, the source's and the
+  // destination's runs, the host's placeholder and its tag: each a hash probe by tuple, where the
+  // connection is in the one entry that holds them all (`Store`).
+
+  /** `lookup` of `conn`'s tuple: the connection this table runs there (`conn`, another one, or none). */
+  lookupOf(conn: TcpConnection): TcpConnection | undefined {
+    const e = this.sole(conn);
+    if (e !== null) return e.runBy === this ? e.conn! : undefined;
+    const c = conn.state.const;
+    return this.lookup(c.localIp, c.localPort, c.remoteIp, c.remotePort);
+  }
+
+  /** `placeholder` of `conn`'s tuple. */
+  placeholderOf(conn: TcpConnection): Placeholder | undefined {
+    if (this.holds === 0) return undefined;
+    const e = this.sole(conn);
+    if (e !== null) return e.heldBy === this ? e.held! : undefined;
+    const c = conn.state.const;
+    return this.placeholder(c.localIp, c.localPort, c.remoteIp, c.remotePort);
+  }
+
+  /** `hold` of `conn`'s tuple. */
+  holdOf(conn: TcpConnection): Placeholder {
+    const e = this.sole(conn);
+    if (e === null) {
+      const c = conn.state.const;
+      return this.hold(c.localIp, c.localPort, c.remoteIp, c.remotePort);
+    }
+    return e.heldBy === this ? e.held! : this.holdAt(e);
+  }
+
+  /** `unhold` of `conn`'s tuple. */
+  unholdOf(conn: TcpConnection): Placeholder | undefined {
+    if (this.holds === 0) return undefined;
+    const e = this.sole(conn);
+    if (e !== null) return e.heldBy === this ? this.unholdAt(e) : undefined;
+    const c = conn.state.const;
+    return this.unhold(c.localIp, c.localPort, c.remoteIp, c.remotePort);
+  }
+
+  /**
+   * `setTag` of `conn`'s tuple, with the tag `make` returns given the one this table last kept
+   * there (null if none): a tuple tagged again takes up its last tag object instead of a new one.
+   */
+  setTagOf<T extends object>(conn: TcpConnection, make: (spare: T | null) => T): T {
+    let e = this.sole(conn);
+    if (e === null) {
+      const c = conn.state.const;
+      const t = make(null);
+      this.setTag(c.localIp, c.localPort, c.remoteIp, c.remotePort, t);
+      return t;
+    }
+    const mine = e.taggedBy === this || (e.taggedBy === null && e.lastTaggedBy === this);
+    const t = make(mine ? (e.tag as T) : null);
+    if (e.taggedBy !== null && e.taggedBy !== this) {
+      // Another table tags this entry: this table's tag goes in an entry of its own.
+      const c = conn.state.const;
+      e = this.vacant(c.localIp, c.localPort, c.remoteIp, c.remotePort, TAG);
+    }
+    this.tagAt(e, t);
+    return t;
+  }
+
+  /** `untag` of `conn`'s tuple. */
+  untagOf(conn: TcpConnection): boolean {
+    if (this.tags.size === 0) return false;
+    const e = this.sole(conn);
+    if (e !== null) {
+      if (e.taggedBy !== this) return false;
+      this.untagAt(e);
+      return true;
+    }
+    const c = conn.state.const;
+    return this.untag(c.localIp, c.localPort, c.remoteIp, c.remotePort);
+  }
+
+  /**
+   * The entry `conn` is in, when it is the only entry of its tuple in this table's store: then
+   * this table's part of the tuple, if it has one, is in it. Null when it may not be (look up).
+   * `e.conn === conn` also says the entry is still in the store: a pruned one drops its connection.
+   */
+  private sole(conn: TcpConnection): TableEntry | null {
+    const e = conn.tableEntry;
+    return e !== null && e.conn === conn && e.home === this.store && this.store.twins === 0 ? e : null;
+  }
+
+  /** Hold a placeholder in `e`, whose HELD part is free. */
+  private holdAt(e: TableEntry): Placeholder {
+    const spare = e.held;
+    if (spare === null) e.held = { queue: [], forward: null };
+    else {
+      if (spare.queue.length > 0) spare.queue = [];
+      spare.forward = null;
+    }
+    e.heldBy = this;
+    this.holds++;
+    return e.held!;
+  }
+
+  private unholdAt(e: TableEntry): Placeholder {
+    // The object stays with the entry, for the tuple's next placeholder (the connection's next
+    // offload): one object per offloaded connection, not one per move.
+    const ph = e.held!;
+    e.heldBy = null;
+    this.holds--;
+    this.pruneIfEmpty(e);
+    return ph;
+  }
+
+  /** Tag `e`, whose TAG part is free or this table's. */
+  private tagAt(e: TableEntry, tag: object): void {
+    if (e.taggedBy !== this) {
+      e.taggedBy = this;
+      e.lastTaggedBy = this;
+      this.tags.push(e);
+    }
+    e.tag = tag;
+  }
+
+  private untagAt(e: TableEntry): void {
+    // The tag object stays with the entry (as a placeholder does), for `setTagOf` to take up.
     e.taggedBy = null;
     this.tags.remove(e);
     this.pruneIfEmpty(e);
-    return true;
   }
 
   /** Every tag, oldest first, as a snapshot. */
@@ -314,7 +437,7 @@ export class ConnTable {
     remotePort: number,
   ): TableEntry | undefined {
     for (
-      let e = this.store.get(hashOf(localIp, localPort, remoteIp, remotePort)) ?? null;
+      let e = this.store.map.get(hashOf(localIp, localPort, remoteIp, remotePort)) ?? null;
       e !== null;
       e = e.next
     )
@@ -334,9 +457,14 @@ export class ConnTable {
     kind: number,
   ): TableEntry {
     const h = hashOf(localIp, localPort, remoteIp, remotePort);
-    const head = this.store.get(h);
-    for (let e = head ?? null; e !== null; e = e.next)
-      if (ownerOf(e, kind) === null && sameTuple(e, localIp, localPort, remoteIp, remotePort)) return e;
+    const head = this.store.map.get(h);
+    let twin = false;
+    for (let e = head ?? null; e !== null; e = e.next) {
+      if (!sameTuple(e, localIp, localPort, remoteIp, remotePort)) continue;
+      if (ownerOf(e, kind) === null) return e;
+      twin = true;
+    }
+    if (twin) this.store.twins++;
     const e: TableEntry = {
       conn: null,
       runBy: null,
@@ -344,15 +472,17 @@ export class ConnTable {
       heldBy: null,
       tag: null,
       taggedBy: null,
+      lastTaggedBy: null,
       localIp,
       localPort,
       remoteIp,
       remotePort,
       next: null,
       home: this.store,
+      twin,
       links: [null, null, null, null],
     };
-    if (head === undefined) this.store.set(h, e);
+    if (head === undefined) this.store.map.set(h, e);
     else {
       e.next = head.next;
       head.next = e;
@@ -366,11 +496,18 @@ export class ConnTable {
     if (e.conn !== null && e.conn.tableEntry === e) e.conn.tableEntry = null;
     e.conn = null;
     e.held = null;
+    e.tag = null;
+    e.lastTaggedBy = null;
+    if (e.twin) {
+      e.twin = false;
+      this.store.twins--;
+    }
+    const map = this.store.map;
     const h = hashOf(e.localIp, e.localPort, e.remoteIp, e.remotePort);
-    const head = this.store.get(h);
+    const head = map.get(h);
     if (head === e) {
-      if (e.next === null) this.store.delete(h);
-      else this.store.set(h, e.next);
+      if (e.next === null) map.delete(h);
+      else map.set(h, e.next);
       return;
     }
     for (let p = head ?? null; p !== null; p = p.next) {

@@ -12,7 +12,7 @@ import { deliverEvents, terminate } from './tcp-events.ts';
 import { oooBytesOf, roomAtLimit } from './tcp-mem.ts';
 import { sendRst, tcpOutput } from './tcp-output.ts';
 import { onConnectionTimer, scheduleTimer } from './tcp-timers.ts';
-import type { ConnectionHandle, TcpHostEnv, TcpUser } from './tcp-types.ts';
+import type { ConnectionHandle, ConnTuple, TcpHostEnv, TcpUser } from './tcp-types.ts';
 import { windowWorthAnnouncing } from './tcp-window.ts';
 
 export { connError, deliverEvents, reportClosed, TcpEvent, terminate } from './tcp-events.ts';
@@ -139,6 +139,7 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
    */
   released = false;
   private deferred = false;
+  private tuple: ConnTuple | null = null;
 
   constructor(engine: TcpEngine, state: TcpState) {
     this.engine = engine;
@@ -158,6 +159,26 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
   }
   get remotePort(): number {
     return this.state.const.remotePort;
+  }
+
+  /**
+   * Its four-tuple as a key object, made once per connection object (the state's tuple never
+   * changes) and frozen: a transfer's report and the host's record of an offloaded connection name
+   * it by this one, not by an object made per move.
+   */
+  get key(): ConnTuple {
+    let t = this.tuple;
+    if (t === null) {
+      const c = this.state.const;
+      t = Object.freeze({
+        localIp: c.localIp,
+        localPort: c.localPort,
+        remoteIp: c.remoteIp,
+        remotePort: c.remotePort,
+      });
+      this.tuple = t;
+    }
+    return t;
   }
 
   /** Bytes in the send buffer not yet acknowledged. */

@@ -15,6 +15,15 @@ import { sendAck, tcpOutput, transmit, tsNow } from './tcp-output.ts';
 import { scheduleTimer } from './tcp-timers.ts';
 import type { TcpUser } from './tcp-types.ts';
 
+/** Send what `ph` held to `fn`, and what arrives from now on. */
+function forwardVia(ph: Placeholder, fn: (packet: Uint8Array) => void): void {
+  ph.forward = fn;
+  const q = ph.queue;
+  if (q.length === 0) return;
+  ph.queue = [];
+  for (const p of q) fn(p);
+}
+
 /** Segments a frozen 4-tuple holds while its connection moves; more are dropped and counted. */
 const FROZEN_QUEUE_LIMIT = 4096;
 
@@ -202,9 +211,8 @@ export class Handover {
   detach(conn: TcpConnection, forward: ((packet: Uint8Array) => void) | null): void {
     if (!conn.linked || conn.released || conn.engine !== this.layer)
       throw new InvalidStateError('detach: connection not run by this layer');
-    const c = conn.state.const;
     // The placeholder first: the table entry then never empties, and is reused as it stands.
-    if (forward !== null) this.place(c.localIp, c.localPort, c.remoteIp, c.remotePort).forward = forward;
+    if (forward !== null) this.placeOf(conn).forward = forward;
     this.layer.unlinkQuiet(conn, true);
     this.layer.env.counters.inc('tcp.detached');
   }
@@ -221,8 +229,7 @@ export class Handover {
     if (conn.linked || conn.released) throw new InvalidStateError('attach: connection still run by a layer');
     if (conn.engine.env.clock !== layer.env.clock)
       throw new InvalidStateError("attach: the connection's timer runs on another clock");
-    const c = conn.state.const;
-    if (this.table.lookup(c.localIp, c.localPort, c.remoteIp, c.remotePort)) {
+    if (this.table.lookupOf(conn) !== undefined) {
       throw new AddressInUseError('attach: this layer already runs a connection with that 4-tuple');
     }
     conn.engine = layer;
@@ -233,12 +240,14 @@ export class Handover {
       prod(conn);
       layer.env.counters.inc('tcp.adopt.prodded');
     }
-    const ph = this.table.placeholder(c.localIp, c.localPort, c.remoteIp, c.remotePort);
+    const ph = this.table.placeholderOf(conn);
     if (ph !== undefined) {
-      if (ph.queue.length > 0)
-        for (const p of this.takeQueued(c.localIp, c.localPort, c.remoteIp, c.remotePort))
-          layer.inputPacket(p);
-      this.dropFrozen(c.localIp, c.localPort, c.remoteIp, c.remotePort);
+      const q = ph.queue;
+      if (q.length > 0) {
+        ph.queue = [];
+        for (const p of q) layer.inputPacket(p);
+      }
+      this.dropHeld(this.table.unholdOf(conn), conn.state.const.localIp, conn.state.const.remoteIp);
     }
   }
 
@@ -265,6 +274,17 @@ export class Handover {
     return this.table.hold(localIp, localPort, remoteIp, remotePort);
   }
 
+  /** `place` for `conn`'s tuple, found from the connection's table entry when it can be. */
+  private placeOf(conn: TcpConnection): Placeholder {
+    const c = conn.state.const;
+    const addrs = this.layer.env.addrs;
+    if (c.remoteIp >= TWO_32 && addrs && this.table.placeholderOf(conn) === undefined) {
+      addrs.ref(c.localIp);
+      addrs.ref(c.remoteIp);
+    }
+    return this.table.holdOf(conn);
+  }
+
   /**
    * Send segments for this 4-tuple to `fn` (the connection's owner elsewhere) instead of holding
    * them. Creates the placeholder if needed; segments already held are forwarded first.
@@ -276,11 +296,12 @@ export class Handover {
     remotePort: number,
     fn: (packet: Uint8Array) => void,
   ): void {
-    const ph = this.place(localIp, localPort, remoteIp, remotePort);
-    const q = ph.queue;
-    ph.queue = [];
-    ph.forward = fn;
-    for (const p of q) fn(p);
+    forwardVia(this.place(localIp, localPort, remoteIp, remotePort), fn);
+  }
+
+  /** `forwardTo` for `conn`'s tuple (a connection another layer of this thread runs now). */
+  forwardOf(conn: TcpConnection, fn: (packet: Uint8Array) => void): void {
+    forwardVia(this.placeOf(conn), fn);
   }
 
   /** The segments held for this 4-tuple, oldest first; the placeholder stays. */
@@ -294,7 +315,11 @@ export class Handover {
 
   /** Forget the placeholder: later segments for the 4-tuple are handled as for any unknown one. */
   dropFrozen(localIp: number, localPort: number, remoteIp: number, remotePort: number): void {
-    const held = this.table.unhold(localIp, localPort, remoteIp, remotePort);
+    this.dropHeld(this.table.unhold(localIp, localPort, remoteIp, remotePort), localIp, remoteIp);
+  }
+
+  /** What is left to do of a placeholder the table let go of (`held`, if it had one for `c`). */
+  private dropHeld(held: Placeholder | undefined, localIp: number, remoteIp: number): void {
     if (held === undefined) return;
     if (held.queue.length > 0) this.layer.env.counters.inc('drop.tcp.frozen-discarded', held.queue.length);
     const addrs = this.layer.env.addrs;

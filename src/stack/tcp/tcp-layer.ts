@@ -135,6 +135,11 @@ export class TcpLayer implements TcpEngine {
     return this.table.lookup(localIp, localPort, remoteIp, remotePort);
   }
 
+  /** The connection this layer runs under `conn`'s four-tuple (`conn` itself, another, or none). */
+  lookupOf(conn: TcpConnection): TcpConnection | undefined {
+    return this.table.lookupOf(conn);
+  }
+
   /**
    * @internal A connection starts running here; `carried`: handed over in this turn by a layer
    * that kept its memory charge on it (`unlinkQuiet`).
@@ -425,6 +430,11 @@ export class TcpLayer implements TcpEngine {
     fn: (packet: Uint8Array) => void,
   ): void {
     this.handover.forwardTo(localIp, localPort, remoteIp, remotePort, fn);
+  }
+
+  /** `forwardTo` for the tuple of `conn`, which another layer of this thread runs now. */
+  forwardOf(conn: TcpConnection, fn: (packet: Uint8Array) => void): void {
+    this.handover.forwardOf(conn, fn);
   }
 
   isFrozen(localIp: number, localPort: number, remoteIp: number, remotePort: number): boolean {

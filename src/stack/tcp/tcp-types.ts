@@ -30,6 +30,14 @@ export interface TcpHostEnv {
  * How a connection reports to whoever uses it (the socket facade). All calls happen from the
  * engine's processing, never re-entrantly from inside a user call such as write().
  */
+/** A connection's four-tuple, as a key object (`TcpConnection.key`). */
+export interface ConnTuple {
+  readonly localIp: number;
+  readonly localPort: number;
+  readonly remoteIp: number;
+  readonly remotePort: number;
+}
+
 export interface TcpUser {
   /** The handshake completed (for active and passive opens). */
   onConnected(): void;
