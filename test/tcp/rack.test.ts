@@ -155,6 +155,25 @@ for (const una of [1000, 0xffffff00]) {
       assert.equal(r.reoWnd(s, MSS), 0);
     });
 
+    test('DSACKs widen the window a quarter min RTT per round trip, for 16 recoveries (RFC 8985 6.2 step 4)', () => {
+      const s = mkState(una, 4000);
+      s.delegated.srtt = 100;
+      const r = new RackLog();
+      r.minRtt = 8;
+      assert.equal(r.reoWnd(s, MSS), 2);
+      r.noteDsack(at(0), at(4000));
+      r.noteDsack(at(1000), at(4000));
+      assert.equal(r.reoWnd(s, MSS), 4, 'once per round trip');
+      r.noteDsack(at(4000), at(8000));
+      assert.equal(r.reoWnd(s, MSS), 6);
+      s.delegated.srtt = 5;
+      assert.equal(r.reoWnd(s, MSS), 5, 'never more than SRTT');
+      for (let i = 0; i < 15; i++) r.noteRecoveryEnd();
+      assert.equal(r.reoWndMult, 3);
+      r.noteRecoveryEnd();
+      assert.equal(r.reoWndMult, 1, 'back after 16 recoveries without a DSACK');
+    });
+
     test('single bytes SACKed inside a segment date nothing (whole segments only, as Linux)', () => {
       const s = mkState(una, 4000);
       const r = new RackLog();

@@ -23,6 +23,8 @@ export interface RackEntry {
 const MERGE_MS = 0.5;
 /** RFC 8985 DupThresh (Linux's default tp->reordering): this many segments SACKed mean loss. */
 const DUP_THRESH = 3;
+/** Linux's TCP_RACK_RECOVERY_THRESH: recoveries a widened reordering window outlives. */
+const REO_PERSIST = 16;
 /** Past this many entries the oldest are merged away: a bound on per-ACK work (hostile peers). */
 const MAX_ENTRIES = 4096;
 
@@ -44,6 +46,28 @@ export class RackLog {
    * DupThresh segments are SACKed (reoWnd). For the connection's life, as Linux.
    */
   reorderingSeen = false;
+  /**
+   * RACK.reo_wnd_mult (RFC 8985 6.2 step 4, Linux's reo_wnd_steps): one more quarter of the
+   * minimum RTT per round trip in which a DSACK showed a retransmission needless, back to 1 after
+   * REO_PERSIST recoveries without one.
+   */
+  reoWndMult = 1;
+  private reoWndPersist = 0;
+  /** snd.nxt at the last widening: a DSACK counts once a round trip (snd.una past it). */
+  private reoWndRound = -1;
+
+  /** A DSACK arrived (RFC 8985 6.2 step 4, Linux's tcp_rack_update_reo_wnd). */
+  noteDsack(una: number, nxt: number): void {
+    if (this.reoWndRound !== -1 && seqLt(una, this.reoWndRound)) return;
+    this.reoWndMult = Math.min(this.reoWndMult + 1, 255);
+    this.reoWndPersist = REO_PERSIST;
+    this.reoWndRound = nxt >>> 0;
+  }
+
+  /** A recovery ended (Linux's tcp_try_undo_recovery, without an undo). */
+  noteRecoveryEnd(): void {
+    if (this.reoWndPersist > 0 && --this.reoWndPersist === 0) this.reoWndMult = 1;
+  }
 
   clear(): void {
     this.entries.length = 0;
@@ -61,6 +85,9 @@ export class RackLog {
     this.delivered = false;
     this.reorderingSeen = false;
     this.fack = -1;
+    this.reoWndMult = 1;
+    this.reoWndPersist = 0;
+    this.reoWndRound = -1;
   }
 
   /** [start, end) went out at `now`. */
@@ -264,12 +291,12 @@ export class RackLog {
    * RACK.reo_wnd (RFC 8985 6.2 step 4, Linux's tcp_rack_reo_wnd). With no reordering seen, zero
    * in recovery or once DupThresh segments are SACKed: the path has not shown it reorders, and
    * waiting a quarter RTT more per hole only delays the repair (Linux resends at once there).
-   * Otherwise a quarter of the minimum RTT, never more than the smoothed RTT.
+   * Otherwise a quarter of the minimum RTT times reoWndMult, never more than the smoothed RTT.
    */
   reoWnd(s: TcpState, mss: number): number {
     if (!this.reorderingSeen && (s.soft.inRecovery || sackedBytes(s) >= DUP_THRESH * mss)) return 0;
     const minRtt = Number.isFinite(this.minRtt) ? this.minRtt : s.delegated.srtt;
-    return Math.min(minRtt / 4, s.delegated.srtt);
+    return Math.min((minRtt / 4) * this.reoWndMult, s.delegated.srtt);
   }
 
   /**

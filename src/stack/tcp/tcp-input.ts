@@ -703,6 +703,7 @@ function newAck(conn: TcpConnection, h: TcpHeader, ack: number, now: number): bo
       soft.inRecovery = false;
       soft.rackLostEdge = ack;
       d.dupAcks = 0;
+      if (soft.undoArmed) conn.rack.noteRecoveryEnd();
       cc.onRecoveryExit(s, now);
     } else if (!c.sackEnabled) {
       // RFC 6582 3.2 step 5: a partial ACK means the next segment was lost as well.
@@ -855,6 +856,7 @@ function dsack(conn: TcpConnection, h: TcpHeader, ack: number): void {
   const inside = h.sackCount > 1 && seqGeq(l, h.sackBlocks[2]! >>> 0) && seqLeq(r, h.sackBlocks[3]! >>> 0);
   if (!below && !inside) return;
   conn.engine.env.counters.inc('tcp.dsack.received');
+  conn.rack.noteDsack(s.delegated.sndUna, s.delegated.sndNxt);
   if (!soft.undoArmed || soft.undoRetrans <= 0) return;
   if (seqLt(l, soft.undoLow) || seqGt(r, soft.recoveryPoint)) return;
   soft.undoRetrans = Math.max(soft.undoRetrans - seqDiff(r, l), 0);
