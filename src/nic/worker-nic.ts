@@ -96,6 +96,11 @@ export interface WorkerNicTestSeams {
    * thread waits there for good.
    */
   stopWhileOpening?: { after: number; flag: SharedArrayBuffer };
+  /**
+   * For tests of a source worker killed during a move it hands straight to another worker: it
+   * waits this long between posting the batch to the other worker and its answer to the host.
+   */
+  handGapMs?: number;
 }
 
 export interface WorkerNicOptions {
@@ -598,6 +603,7 @@ export class WorkerNic extends HostNic {
       owners: owners.sab,
       tapHeld,
       stopWhileOpening: seams.stopWhileOpening,
+      handGapMs: seams.handGapMs,
       link: link
         ? { kind: 'proxy', name: link.name, mtu: link.mtu, carrier: link.carrier }
         : { kind: 'tap', options: tap },
@@ -907,7 +913,8 @@ export class WorkerNic extends HostNic {
       });
     } catch (e) {
       if (this.death !== null) return this.handedByDead(dst, frozen, expected.answer, e);
-      // Alive, its worker posts the batch only after its answer: nothing went, nothing will.
+      // Alive and answering a failure, its worker failed before it posted the batch (once it has,
+      // it answers success or dies): nothing went, nothing will.
       dst.port.fail(expected.id, e as Error);
       for (const h of frozen) h._reattach();
       throw e;

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { TcpConnection } from '../../src/stack/tcp/tcp-connection.ts';
-import type { TcpState } from '../../src/state/tcp-state.ts';
+import { type TcpState, TcpStateId } from '../../src/state/tcp-state.ts';
 import { ACK, activeOpen, add, Bench, bytes, type Opened, Recorder } from './harness.ts';
 
 const SEG = 1448; // MSS 1460 less the timestamp option
@@ -211,5 +211,24 @@ describe('a released connection object taken up again (TcpConnection.revive)', (
     const again = b.layer.adopt(back, new Recorder());
     assert.equal(again, first, 'the same object');
     assert.equal(b.env.counters.get('tcp.adopt.revived'), 1);
+  });
+});
+
+describe('a layer that was closed', () => {
+  test('a connection handed to it afterwards is aborted at once: no timer keeps it running', () => {
+    const { a, s } = failedOver(1);
+    const b = new Bench();
+    b.advance(a.env.clock.now() - b.env.clock.now());
+    b.layer.close();
+    // As a failover still rebuilding a dead NIC's connections when its stack closes does.
+    const conn = b.layer.adopt(s, new Recorder(), { prod: true });
+    assert.equal(conn.state.delegated.state, TcpStateId.CLOSED);
+    b.take();
+    b.advance(120_000);
+    assert.deepEqual(
+      b.take().map((x) => x.h.flags),
+      [],
+      'nothing retransmitted into the closed stack',
+    );
   });
 });

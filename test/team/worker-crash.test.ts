@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import type { TestContext } from 'node:test';
 import { describe, test } from 'node:test';
 import type { FromWorker } from '../../src/nic/worker/protocol.ts';
-import type { WorkerNic } from '../../src/nic/worker-nic.ts';
+import type { WorkerNic, WorkerNicTestSeams } from '../../src/nic/worker-nic.ts';
 import { TCP_STATE_NAMES } from '../../src/state/tcp-state.ts';
 import { streamBothWays } from '../nic/worker-helpers.ts';
 import {
@@ -166,8 +166,8 @@ async function crashMidInitiate(rig: WorkerTeamRig, from: 'host' | WorkerNic): P
 }
 
 /** A team of two WorkerNics whose first runs CONNS streaming connections. */
-async function streamingOnFirst(t: TestContext, seed: number) {
-  const rig = await setup(t, { seed, heartbeatMs: 20, deadAfterMs: 1000 });
+async function streamingOnFirst(t: TestContext, seed: number, seams?: WorkerNicTestSeams) {
+  const rig = await setup(t, { seed, heartbeatMs: 20, deadAfterMs: 1000, seams });
   const [nic0, nic1] = rig.nics;
   const rsts = watchRsts(rig);
   const st = await streamBothWays(rig.host, rig.peer, CONNS, BYTES, CHUNK, GAP_MS);
@@ -218,7 +218,9 @@ describe('a worker killed while an initiate to it is in flight', () => {
   test('move worker → worker, the source dies after it handed the batch on: every connection runs at the destination, none rebuilt twice', {
     timeout: 60_000,
   }, async (t) => {
-    const { rig, rsts, st, keys, nic0, nic1 } = await streamingOnFirst(t, 34);
+    // Slow between its two messages, the source is killed as soon as the host reads the first
+    // that reaches it: a worker that answered before it handed the batch on never hands it.
+    const { rig, rsts, st, keys, nic0, nic1 } = await streamingOnFirst(t, 34, { handGapMs: 300 });
     // The source's worker released the batch and handed it to the destination's, but the host
     // never hears its answer: the destination's is what says where they run.
     const held = holdNextReply(nic0!, 'terminate');

@@ -10,7 +10,7 @@ import type { TestContext } from 'node:test';
 import { Counters } from '../../src/core/counters.ts';
 import type { SwitchPort } from '../../src/link/memory-switch.ts';
 import { type ConnKey, connKeyId, type Nic, type QueryResult } from '../../src/nic/nic.ts';
-import { WorkerNic } from '../../src/nic/worker-nic.ts';
+import { WorkerNic, type WorkerNicTestSeams } from '../../src/nic/worker-nic.ts';
 import { OffloadManager } from '../../src/offload/offload-manager.ts';
 import { type SimHost, SimNetwork } from '../../src/sim/sim-network.ts';
 import { Host } from '../../src/socket/host.ts';
@@ -63,6 +63,8 @@ export interface WorkerTeamOptions {
   ip6?: boolean;
   /** TCP settings of both ends' connections (a state's cached part travels to the members). */
   tcp?: Partial<TcpCached>;
+  /** Test seams of every member. */
+  seams?: WorkerNicTestSeams;
 }
 
 export function buildWorkerTeam(opts: WorkerTeamOptions): WorkerTeamRig {
@@ -89,13 +91,16 @@ export function buildWorkerTeam(opts: WorkerTeamOptions): WorkerTeamRig {
     const port = net.switch.addPort({ name: `wt.nic${i}`, mtu: 1500 });
     // A probe MAC of its own per port, as buildTeamHost does: probing never moves the team MAC.
     const tap = new ProbeTap(port, 0x020000bb0000 + (TEAM_MAC & 0xff) * 256 + i + 1, counters);
-    const nic = new WorkerNic({
-      id: `wt.nic${i}`,
-      link: tap,
-      seed: 200 + i,
-      heartbeatMs: opts.heartbeatMs,
-      deadAfterMs: opts.deadAfterMs,
-    });
+    const nic = new WorkerNic(
+      {
+        id: `wt.nic${i}`,
+        link: tap,
+        seed: 200 + i,
+        heartbeatMs: opts.heartbeatMs,
+        deadAfterMs: opts.deadAfterMs,
+      },
+      opts.seams,
+    );
     team.add({ nic, tap });
     nics.push(nic);
     taps.push(tap);

@@ -267,6 +267,11 @@ const capturePipe = boot.capture ? new CapturePipe(boot.capture) : null;
 let tapLeft = 0;
 let whenTapReleased: (() => void) | null = null;
 
+/** Block the thread for `ms` (tests: a wedged worker, or one slow between two messages). */
+function pauseThread(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
 /** Say so in word 0 of `flag`, and wait for good (see WorkerNicTestSeams.stopWhileOpening). */
 function stopHere(flag: SharedArrayBuffer): void {
   const w = new Int32Array(flag);
@@ -959,6 +964,9 @@ function handleRequest(id: number, r: WorkerRequest): void {
 }
 
 function handleRequestNow(id: number, r: WorkerRequest): void {
+  // A terminate's batch went to another worker: a failure answered now would tell the host that
+  // nothing went, and it would resume connections that the other worker runs too.
+  let handedOn = false;
   try {
     switch (r.op) {
       case 'initiate': {
@@ -1014,8 +1022,7 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
         if (r.byRef === true) passUp(list);
         flushEvents();
         // The other worker's copy of the batch (the host keeps this one, to read back what the
-        // other refuses); it is posted after the host's answer, so an answer that fails to go
-        // hands nothing on.
+        // other refuses).
         const handed: HandMessage | null =
           hand === undefined
             ? null
@@ -1029,6 +1036,17 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
               };
         const buf =
           out.byteOffset === 0 && out.byteLength === out.buffer.byteLength ? out.buffer : out.slice().buffer;
+        // The batch goes before the host's answer: a host that has the answer then knows the batch
+        // waits at the other worker, ahead of the close of the channel that this thread's end
+        // brings, and that worker answers for it whatever happens here next. Posted after the
+        // answer, a kill in between (which the host may decide on as soon as it reads the answer,
+        // on the other core) left the host told the batch was released and the batch never handed:
+        // a move that the host hears of as the source's death rejected whole.
+        if (handed !== null) {
+          handPort!.postMessage(handed, [handed.batch.buffer as ArrayBuffer]);
+          handedOn = true;
+          if (boot.handGapMs !== undefined) pauseThread(boot.handGapMs);
+        }
         post(
           {
             t: 'res',
@@ -1042,7 +1060,6 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
           },
           [buf as ArrayBuffer],
         );
-        if (handed !== null) handPort!.postMessage(handed, [handed.batch.buffer as ArrayBuffer]);
         return;
       }
       case 'update':
@@ -1089,6 +1106,8 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
         unhandled(r, 'request');
     }
   } catch (e) {
+    // Thrown on, the thread dies, and the host takes the other worker's answer (handedByDead).
+    if (handedOn) throw e;
     post({ t: 'res', id, ok: false, error: wireError(e) });
   }
 }
@@ -1174,7 +1193,7 @@ port.on('message', (m: ToWorker) => {
         return;
       }
       // Nothing runs meanwhile: no heartbeat, no frames, no timers. Only its silence tells.
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, m.ms);
+      pauseThread(m.ms);
       return;
     case 'close':
       closed = true;

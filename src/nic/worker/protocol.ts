@@ -51,6 +51,8 @@ export interface WorkerBoot {
   tapHeld: SharedArrayBuffer;
   /** A test's stop inside the TAP's open (WorkerNicTestSeams.stopWhileOpening). */
   stopWhileOpening?: { after: number; flag: SharedArrayBuffer };
+  /** A test's pause between a hand-over's two messages (WorkerNicTestSeams.handGapMs). */
+  handGapMs?: number;
 }
 
 // ---- what a worker's TAP holds of the process ------------------------------------------------------

@@ -401,7 +401,9 @@ export class TcpLayer implements TcpEngine {
   }
 
   adopt(state: TcpState, user: TcpUser | null, opts: AdoptOptions = {}): TcpConnection {
-    return this.handover.adopt(state, user, opts);
+    const conn = this.handover.adopt(state, user, opts);
+    if (this.closed) conn.abort();
+    return conn;
   }
 
   release(conn: TcpConnection): TcpState {
@@ -416,6 +418,7 @@ export class TcpLayer implements TcpEngine {
   /** Run a connection another layer of this thread detached (the same object, timer and all). */
   attach(conn: TcpConnection, opts: AdoptOptions = {}): void {
     this.handover.attach(conn, opts);
+    if (this.closed) conn.abort();
   }
 
   freeze(localIp: number, localPort: number, remoteIp: number, remotePort: number): void {
@@ -500,8 +503,17 @@ export class TcpLayer implements TcpEngine {
     info.l4ChecksumOk = false;
   }
 
-  /** Abort every connection and listener and stop all timers. */
+  /**
+   * Set by close(): a connection handed to the layer after it is aborted there at once, as those
+   * it ran at the close were. A transfer still settling when its stack closes (a failover that
+   * rebuilds a dead NIC's connections in the host) would otherwise leave connections whose timers
+   * retransmit into the closed stack for minutes, and keep the process alive all that time.
+   */
+  private closed = false;
+
+  /** Abort every connection and listener and stop all timers, those of any handed over later too. */
   close(): void {
+    this.closed = true;
     this.listeners.closeAll();
     for (const conn of this.connections()) conn.abort();
   }
