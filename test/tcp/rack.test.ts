@@ -92,12 +92,86 @@ for (const una of [1000, 0xffffff00]) {
       const low = { seq: 0 };
       assert.equal(r.onAck(s, 10, low, MSS), -1, 'not lost within the reordering window');
       assert.equal(r.reoDeadline, 12, 'the window (min RTT / 4) from the ACK');
-      assert.equal(r.detect(s, 11.5, low), -1);
+      assert.equal(r.detect(s, 11.5, low, MSS), -1);
       assert.equal(r.reoDeadline, 12, 'still waiting');
       // Every byte not SACKed below the SACKed segment's end is lost: [0, 2000).
-      assert.equal(r.detect(s, 12, low), at(3000), 'what went out before the SACKed segment is lost');
+      assert.equal(r.detect(s, 12, low, MSS), at(3000), 'what went out before the SACKed segment is lost');
       assert.equal(low.seq, at(0));
       assert.equal(r.reoDeadline, Number.POSITIVE_INFINITY, 'nothing left to wait for');
+    });
+
+    test('no reordering seen: the window is zero in recovery and once DupThresh segments are SACKed (RFC 8985 6.2 step 4)', () => {
+      for (const sacked of [1, 3]) {
+        const s = mkState(una, 5000);
+        const r = new RackLog();
+        r.minRtt = 8;
+        r.onSend(at(0), at(5000), 0, false);
+        s.soft.inRecovery = sacked === 1;
+        s.soft.sacked.push({ start: at(2000), end: at(2000 + sacked * 1000) });
+        const low = { seq: 0 };
+        assert.equal(r.onAck(s, 10, low, MSS), at(2000 + sacked * 1000), `${sacked} SACKed: lost at once`);
+        assert.equal(low.seq, at(0));
+        assert.equal(r.reoDeadline, Number.POSITIVE_INFINITY, 'nothing waits on a window');
+      }
+    });
+
+    test('an original delivered below data delivered before it is reordering: the window stays (RFC 8985 6.2 step 3)', () => {
+      const s = mkState(una, 3000);
+      const r = new RackLog();
+      r.minRtt = 8;
+      r.onSend(at(0), at(1000), 0, false);
+      r.onSend(at(1000), at(2000), 1, false);
+      r.onSend(at(2000), at(3000), 2, false);
+      s.soft.sacked.push({ start: at(1000), end: at(2000) });
+      const low = { seq: 0 };
+      r.onAck(s, 10, low, MSS);
+      assert.equal(r.reorderingSeen, false, 'a hole is not yet reordering');
+      r.onAck(s, 10.5, low, MSS);
+      assert.equal(r.reorderingSeen, false, 'a SACK repeated is nothing new');
+      // The original of the hole arrives after the SACKed segment above it.
+      s.delegated.sndUna = at(2000);
+      s.soft.sacked.length = 0;
+      r.onAck(s, 11, low, MSS);
+      assert.equal(r.reorderingSeen, true);
+      s.soft.inRecovery = true;
+      assert.equal(r.reoWnd(s, MSS), 2, 'min RTT / 4 even in recovery');
+    });
+
+    test('a retransmission filling a hole is not reordering', () => {
+      const s = mkState(una, 2000);
+      const r = new RackLog();
+      r.minRtt = 8;
+      r.onSend(at(0), at(1000), 0, false);
+      r.onSend(at(1000), at(2000), 1, false);
+      s.soft.sacked.push({ start: at(1000), end: at(2000) });
+      const low = { seq: 0 };
+      r.onAck(s, 10, low, MSS);
+      r.onSend(at(0), at(1000), 12, true);
+      s.delegated.sndUna = at(2000);
+      s.soft.sacked.length = 0;
+      r.onAck(s, 22, low, MSS);
+      assert.equal(r.reorderingSeen, false);
+      s.soft.inRecovery = true;
+      assert.equal(r.reoWnd(s, MSS), 0);
+    });
+
+    test('DSACKs widen the window a quarter min RTT per round trip, for 16 recoveries (RFC 8985 6.2 step 4)', () => {
+      const s = mkState(una, 4000);
+      s.delegated.srtt = 100;
+      const r = new RackLog();
+      r.minRtt = 8;
+      assert.equal(r.reoWnd(s, MSS), 2);
+      r.noteDsack(at(0), at(4000));
+      r.noteDsack(at(1000), at(4000));
+      assert.equal(r.reoWnd(s, MSS), 4, 'once per round trip');
+      r.noteDsack(at(4000), at(8000));
+      assert.equal(r.reoWnd(s, MSS), 6);
+      s.delegated.srtt = 5;
+      assert.equal(r.reoWnd(s, MSS), 5, 'never more than SRTT');
+      for (let i = 0; i < 15; i++) r.noteRecoveryEnd();
+      assert.equal(r.reoWndMult, 3);
+      r.noteRecoveryEnd();
+      assert.equal(r.reoWndMult, 1, 'back after 16 recoveries without a DSACK');
     });
 
     test('single bytes SACKed inside a segment date nothing (whole segments only, as Linux)', () => {

@@ -582,6 +582,10 @@ describe('loss recovery end to end', () => {
       const h = r.retransmitted.find((s) => s.off === k * MSS && s.at >= 150);
       assert.ok(h && h.at <= hole.at + 2 * DELAY, `hole ${k} resent at ${h?.at}`);
     }
+    // The timer enters recovery through PRR as an ACK would (Linux: tcp_cwnd_reduction(sk, 1, 0)
+    // in tcp_rack_reo_timeout): the retransmission it forces and one more, not cwnd's worth.
+    const burst = r.retransmitted.filter((s) => s.at === hole.at);
+    assert.equal(burst.length, 2, `sent at once: ${burst.map((s) => s.off / MSS).join(', ')}`);
   });
 
   for (const sack of [false]) {

@@ -9,7 +9,8 @@
  * the log stays short.
  */
 import type { TcpState } from '../../state/tcp-state.ts';
-import { seqLeq, seqLt } from './seq.ts';
+import { sackedBytes } from './sack.ts';
+import { seqGt, seqLeq, seqLt } from './seq.ts';
 
 export interface RackEntry {
   start: number;
@@ -20,6 +21,10 @@ export interface RackEntry {
 
 /** Contiguous first transmissions this close in time share one entry (a bound on per-segment work). */
 const MERGE_MS = 0.5;
+/** RFC 8985 DupThresh (Linux's default tp->reordering): this many segments SACKed mean loss. */
+const DUP_THRESH = 3;
+/** Linux's TCP_RACK_RECOVERY_THRESH: recoveries a widened reordering window outlives. */
+const REO_PERSIST = 16;
 /** Past this many entries the oldest are merged away: a bound on per-ACK work (hostile peers). */
 const MAX_ENTRIES = 4096;
 
@@ -35,6 +40,34 @@ export class RackLog {
    * the log it reads: a new owner starts without the log (and so with nothing to time).
    */
   reoDeadline = Number.POSITIVE_INFINITY;
+  /**
+   * RACK.reordering_seen (RFC 8985 6.2 step 3, Linux's tp->reord_seen): an original was delivered
+   * below data delivered before it. Until then the reordering window is zero in recovery or once
+   * DupThresh segments are SACKed (reoWnd). For the connection's life, as Linux.
+   */
+  reorderingSeen = false;
+  /**
+   * RACK.reo_wnd_mult (RFC 8985 6.2 step 4, Linux's reo_wnd_steps): one more quarter of the
+   * minimum RTT per round trip in which a DSACK showed a retransmission needless, back to 1 after
+   * REO_PERSIST recoveries without one.
+   */
+  reoWndMult = 1;
+  private reoWndPersist = 0;
+  /** snd.nxt at the last widening: a DSACK counts once a round trip (snd.una past it). */
+  private reoWndRound = -1;
+
+  /** A DSACK arrived (RFC 8985 6.2 step 4, Linux's tcp_rack_update_reo_wnd). */
+  noteDsack(una: number, nxt: number): void {
+    if (this.reoWndRound !== -1 && seqLt(una, this.reoWndRound)) return;
+    this.reoWndMult = Math.min(this.reoWndMult + 1, 255);
+    this.reoWndPersist = REO_PERSIST;
+    this.reoWndRound = nxt >>> 0;
+  }
+
+  /** A recovery ended (Linux's tcp_try_undo_recovery, without an undo). */
+  noteRecoveryEnd(): void {
+    if (this.reoWndPersist > 0 && --this.reoWndPersist === 0) this.reoWndMult = 1;
+  }
 
   clear(): void {
     this.entries.length = 0;
@@ -50,6 +83,11 @@ export class RackLog {
     this.clear();
     this.minRtt = Number.POSITIVE_INFINITY;
     this.delivered = false;
+    this.reorderingSeen = false;
+    this.fack = -1;
+    this.reoWndMult = 1;
+    this.reoWndPersist = 0;
+    this.reoWndRound = -1;
   }
 
   /** [start, end) went out at `now`. */
@@ -163,9 +201,22 @@ export class RackLog {
   private endSeq = 0;
   /** RACK.rtt: the round trip of that delivery, so a wait is measured from the ACK that brought it. */
   private rtt = 0;
+  /** RACK.fack: the highest sequence delivered (cumulatively or SACKed), -1 before any. */
+  private fack = -1;
 
-  /** `r` was delivered up to `end` (cumulatively or SACKed). */
-  private take(r: RackEntry, now: number, end: number): void {
+  /**
+   * `r` was delivered up to `end` (cumulatively or SACKed). `whole`: [r.start, end) is newly
+   * delivered (an entry partly SACKed is taken again on every ACK that still SACKs it).
+   */
+  private take(r: RackEntry, now: number, end: number, whole: boolean): void {
+    if (whole && seqLt(r.start, end)) {
+      // RFC 8985 6.2 step 3: an original delivered below what was delivered before it arrived
+      // out of order. A retransmission filling a hole says nothing of the kind.
+      if (this.fack === -1 || seqGt(end, this.fack)) this.fack = end >>> 0;
+      else if (!r.rtx && seqLt(end, this.fack)) this.reorderingSeen = true;
+    } else if (seqLt(r.start, end) && (this.fack === -1 || seqGt(end, this.fack))) {
+      this.fack = end >>> 0;
+    }
     // RFC 8985 6.2 step 2: a retransmitted range ACKed sooner than min RTT after it went out was
     // delivered by its original copy, whose send time we no longer know.
     if (r.rtx && now - r.sentAt < this.minRtt) return;
@@ -203,12 +254,12 @@ export class RackLog {
     let head = 0;
     while (head < e.length && seqLeq(e[head]!.end, una)) {
       const r = e[head++]!;
-      this.take(r, now, r.end);
+      this.take(r, now, r.end, true);
     }
     if (head > 0) e.splice(0, head);
     if (e.length > 0 && seqLt(e[0]!.start, una)) {
       // Part of a super-segment arrived: that part was sent when the whole was.
-      this.take(e[0]!, now, una);
+      this.take(e[0]!, now, una, true);
       e[0]!.start = una;
     }
     const sacked = s.soft.sacked;
@@ -221,10 +272,10 @@ export class RackLog {
         const sr = sacked[k];
         if (sr && seqLt(sr.start, r.end)) {
           if (seqLeq(sr.start, r.start) && seqLeq(r.end, sr.end)) {
-            this.take(r, now, r.end);
+            this.take(r, now, r.end, true);
             continue;
           }
-          this.take(r, now, sackedTop(sacked, k, r, mss));
+          this.take(r, now, sackedTop(sacked, k, r, mss), false);
         }
         e[w++] = r;
       }
@@ -233,7 +284,19 @@ export class RackLog {
     // Linux's tcp_rack_mark_lost: only an ACK that delivered something newer looks again; a wait
     // already armed stands.
     if (!this.delivered) return -1;
-    return this.detect(s, now, lowest);
+    return this.detect(s, now, lowest, mss);
+  }
+
+  /**
+   * RACK.reo_wnd (RFC 8985 6.2 step 4, Linux's tcp_rack_reo_wnd). With no reordering seen, zero
+   * in recovery or once DupThresh segments are SACKed: the path has not shown it reorders, and
+   * waiting a quarter RTT more per hole only delays the repair (Linux resends at once there).
+   * Otherwise a quarter of the minimum RTT times reoWndMult, never more than the smoothed RTT.
+   */
+  reoWnd(s: TcpState, mss: number): number {
+    if (!this.reorderingSeen && (s.soft.inRecovery || sackedBytes(s) >= DUP_THRESH * mss)) return 0;
+    const minRtt = Number.isFinite(this.minRtt) ? this.minRtt : s.delegated.srtt;
+    return Math.min((minRtt / 4) * this.reoWndMult, s.delegated.srtt);
   }
 
   /**
@@ -244,12 +307,10 @@ export class RackLog {
    * lowest lost start goes to `lowest.seq`. Called on an ACK that delivered something and when the
    * timer fires.
    */
-  detect(s: TcpState, now: number, lowest: { seq: number }): number {
+  detect(s: TcpState, now: number, lowest: { seq: number }, mss: number): number {
     this.reoDeadline = Number.POSITIVE_INFINITY;
     if (this.xmitTs < 0) return -1;
-    const minRtt = Number.isFinite(this.minRtt) ? this.minRtt : s.delegated.srtt;
-    // RFC 8985 6.2 step 4: a quarter of the minimum RTT, never more than the smoothed RTT.
-    const reoWnd = Math.min(minRtt / 4, s.delegated.srtt);
+    const reoWnd = this.reoWnd(s, mss);
     const xmitTs = this.xmitTs;
     const endSeq = this.endSeq;
     const wait = this.rtt + reoWnd;

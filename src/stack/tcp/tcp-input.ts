@@ -10,7 +10,6 @@ import {
   sackedBytes,
   sackedIn,
   sackIsLost,
-  sackPipe,
   sackPrune,
   sackUpdate,
 } from './sack.ts';
@@ -40,7 +39,7 @@ import {
   tsNow,
   windowTakesNext,
 } from './tcp-output.ts';
-import { enterRecovery, rackMark } from './tcp-recovery.ts';
+import { enterRecovery, prrAck, rackMark } from './tcp-recovery.ts';
 import { scheduleTimer } from './tcp-timers.ts';
 
 const INF = Number.POSITIVE_INFINITY;
@@ -704,6 +703,7 @@ function newAck(conn: TcpConnection, h: TcpHeader, ack: number, now: number): bo
       soft.inRecovery = false;
       soft.rackLostEdge = ack;
       d.dupAcks = 0;
+      if (soft.undoArmed) conn.rack.noteRecoveryEnd();
       cc.onRecoveryExit(s, now);
     } else if (!c.sackEnabled) {
       // RFC 6582 3.2 step 5: a partial ACK means the next segment was lost as well.
@@ -856,6 +856,7 @@ function dsack(conn: TcpConnection, h: TcpHeader, ack: number): void {
   const inside = h.sackCount > 1 && seqGeq(l, h.sackBlocks[2]! >>> 0) && seqLeq(r, h.sackBlocks[3]! >>> 0);
   if (!below && !inside) return;
   conn.engine.env.counters.inc('tcp.dsack.received');
+  conn.rack.noteDsack(s.delegated.sndUna, s.delegated.sndNxt);
   if (!soft.undoArmed || soft.undoRetrans <= 0) return;
   if (seqLt(l, soft.undoLow) || seqGt(r, soft.recoveryPoint)) return;
   soft.undoRetrans = Math.max(soft.undoRetrans - seqDiff(r, l), 0);
@@ -875,35 +876,6 @@ const rackLowest = { seq: 0 };
 function rackDetect(conn: TcpConnection, now: number): void {
   const lostEnd = conn.rack.onAck(conn.state, now, rackLowest, effectiveMss(conn.state));
   rackMark(conn, lostEnd, rackLowest.seq, now);
-}
-
-/**
- * Proportional Rate Reduction (RFC 6937) as Linux's tcp_cwnd_reduction: while more than ssthresh
- * is in flight, send ssthresh/prior-cwnd of what each ACK delivered, so the window comes down to
- * ssthresh evenly over one round trip instead of sending nothing for its first half (RFC 6675
- * with cwnd = ssthresh) and bursting after; once the flight is below ssthresh, slow start back up
- * to it (PRR-SSRB), so a recovery that lost much does not end with a nearly empty pipe.
- */
-function prrAck(conn: TcpConnection, delivered: number, unaAdvanced: boolean): void {
-  const s = conn.state;
-  const d = s.delegated;
-  const soft = s.soft;
-  if (delivered <= 0 || soft.prrPriorCwnd <= 0) return;
-  const mss = effectiveMss(s);
-  const pipe = sackPipe(s, mss);
-  soft.prrDelivered += delivered;
-  const delta = d.ssthresh - pipe;
-  let sndcnt: number;
-  if (delta < 0) {
-    sndcnt = Math.ceil((d.ssthresh * soft.prrDelivered) / soft.prrPriorCwnd) - soft.prrOut;
-  } else {
-    sndcnt = Math.max(soft.prrDelivered - soft.prrOut, delivered);
-    if (unaAdvanced) sndcnt += mss;
-    sndcnt = Math.min(delta, sndcnt);
-  }
-  // The fast retransmit itself goes whatever the arithmetic says (RFC 6675 5 step 4.3).
-  if (soft.prrOut === 0 && sndcnt < mss) sndcnt = mss;
-  d.cwnd = Math.max(pipe + Math.max(sndcnt, 0), mss);
 }
 
 /**

@@ -5,6 +5,7 @@
  */
 import { effectiveMss } from './congestion.ts';
 import { backedOffRto } from './rtt.ts';
+import { sackPipe } from './sack.ts';
 import { seqGeq, seqGt, seqLt } from './seq.ts';
 import type { TcpConnection } from './tcp-connection.ts';
 import { retransmitFirstLost, retransmitHead } from './tcp-output.ts';
@@ -75,6 +76,35 @@ export function rackMark(conn: TcpConnection, lostEnd: number, lowest: number, n
   }
 }
 
+/**
+ * Proportional Rate Reduction (RFC 6937) as Linux's tcp_cwnd_reduction: while more than ssthresh
+ * is in flight, send ssthresh/prior-cwnd of what each ACK delivered, so the window comes down to
+ * ssthresh evenly over one round trip instead of sending nothing for its first half (RFC 6675
+ * with cwnd = ssthresh) and bursting after; once the flight is below ssthresh, slow start back up
+ * to it (PRR-SSRB), so a recovery that lost much does not end with a nearly empty pipe.
+ */
+export function prrAck(conn: TcpConnection, delivered: number, unaAdvanced: boolean): void {
+  const s = conn.state;
+  const d = s.delegated;
+  const soft = s.soft;
+  if (delivered <= 0 || soft.prrPriorCwnd <= 0) return;
+  const mss = effectiveMss(s);
+  const pipe = sackPipe(s, mss);
+  soft.prrDelivered += delivered;
+  const delta = d.ssthresh - pipe;
+  let sndcnt: number;
+  if (delta < 0) {
+    sndcnt = Math.ceil((d.ssthresh * soft.prrDelivered) / soft.prrPriorCwnd) - soft.prrOut;
+  } else {
+    sndcnt = Math.max(soft.prrDelivered - soft.prrOut, delivered);
+    if (unaAdvanced) sndcnt += mss;
+    sndcnt = Math.min(delta, sndcnt);
+  }
+  // The fast retransmit itself goes whatever the arithmetic says (RFC 6675 5 step 4.3).
+  if (soft.prrOut === 0 && sndcnt < mss) sndcnt = mss;
+  d.cwnd = Math.max(pipe + Math.max(sndcnt, 0), mss);
+}
+
 const reoLowest = { seq: 0 };
 
 /**
@@ -93,8 +123,13 @@ export function rackReoTimeout(conn: TcpConnection, now: number): void {
     conn.rack.reoDeadline = Number.POSITIVE_INFINITY;
     return;
   }
-  const lostEnd = conn.rack.detect(s, now, reoLowest);
+  const lostEnd = conn.rack.detect(s, now, reoLowest, effectiveMss(s));
   if (lostEnd === -1) return;
   conn.engine.env.counters.inc('tcp.rack.reo-timeouts');
+  const entering = !s.soft.inRecovery;
   rackMark(conn, lostEnd, reoLowest.seq, now);
+  // Linux's tcp_rack_reo_timeout runs tcp_cwnd_reduction(sk, 1, 0) on entering recovery: PRR as
+  // for an ACK that delivered one segment, so the holes go out at PRR's pace, not a window's
+  // worth at once (with cwnd = ssthresh from onLossDetected, three where Linux sent two).
+  if (entering && s.soft.inRecovery) prrAck(conn, effectiveMss(s), false);
 }
