@@ -1,7 +1,7 @@
 import { MessageChannel, type TransferListItem, type Worker } from 'node:worker_threads';
 import { type Clock, RealClock, type Timer } from '../core/clock.ts';
 import {
-  type ConnectionError,
+  ConnectionError,
   InvalidArgumentError,
   InvalidStateError,
   StateValidationError,
@@ -782,6 +782,8 @@ export class WorkerNic extends HostNic {
     prod: boolean,
   ): Promise<InitiateResult> {
     let res: WorkerReply<'initiate'>;
+    // Posted (not refused at once): a close() before the answer still reaches the worker after it.
+    const handed = this.refusal() === null;
     try {
       const packed =
         prepared === undefined
@@ -797,6 +799,11 @@ export class WorkerNic extends HostNic {
     } catch (e) {
       if (this.death === null) returnRecords(prepared);
       else this.keepForSalvage(prepared);
+      // Closed by its owner with the batch in hand: the worker installs it, then its close aborts
+      // (RST) all it runs. Rolled back into the host, those connections would run on as if nothing
+      // happened, and their sockets hear of the RST only at their next segment, or never when idle.
+      if (handed && this.closed && this.death === null)
+        throw new ConnectionError('ECONNABORTED', `NIC ${this.id} closed with the batch in hand`);
       throw e;
     }
     return this.takeInstalled(res, prepared, owner);

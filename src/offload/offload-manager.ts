@@ -376,6 +376,9 @@ export class OffloadManager extends EventEmitter {
   private serial<T>(fn: () => Promise<T>, opts: TransferOptions = {}): Promise<T> {
     if (this.closed) return Promise.reject(new InvalidStateError('offload manager is closed'));
     const go = (): Promise<T> => {
+      // Queued behind a transfer still running at close(): it would move connections for a
+      // manager that no longer hears their NICs' indications.
+      if (this.closed) return Promise.reject(new InvalidStateError('offload manager is closed'));
       this.proto.opts = opts;
       return this.proto.metered(fn);
     };

@@ -88,8 +88,8 @@ export async function rebuild(
   for (const s of await t.settle(ok, byState, 'host', dst, report, prod)) report.moved.push(keyOfState(s));
   if (died !== undefined) await t.rebuildDied(died, byState, 'host', dst, report);
   if (failed.length === 0) return;
-  const left = failed.map((f) => f.state);
   for (const f of failed)
     report.refused.push({ key: keyOfState(f.state), status: f.status, reason: f.reason });
+  const left = t.survivors(failed, byState);
   await t.settle(left, byState, 'host', 'host', undefined, prod);
 }

@@ -86,7 +86,8 @@ export type ItemsByState = Map<TcpState, Item>;
 
 export interface Refused {
   state: TcpState;
-  status: 'failure' | 'no-resources';
+  /** 'closed': aborted at the destination, closed with them in hand; nothing takes them back. */
+  status: 'failure' | 'no-resources' | 'closed';
   reason: string;
 }
 
@@ -695,7 +696,9 @@ export class TransferProtocol {
       // Died with the batch in hand: it may have run the connections meanwhile, so the states
       // sent are stale; what it left (salvage) says how far they went.
       if (dst.death !== null) return { ok, failed, died: [...states] };
-      for (const s of states) failed.push({ state: s, status: 'failure', reason: String(e) });
+      const aborted = e instanceof ConnectionError && e.errno === 'ECONNABORTED';
+      for (const s of states)
+        failed.push({ state: s, status: aborted ? 'closed' : 'failure', reason: String(e) });
       return { ok, failed };
     }
     if (res.status === 'success' && res.conns.length === states.length) {
@@ -1008,7 +1011,7 @@ export class TransferProtocol {
     for (const f of failed) {
       report.refused.push({ key: keyOfState(f.state), status: f.status, reason: f.reason });
     }
-    let left = failed.map((f) => f.state);
+    let left = this.survivors(failed, byState);
     let reason = failed[0]!.reason;
     const backs = src === 'host' || this.opts.rollbackToHost ? (['host'] as const) : ([src, 'host'] as const);
     for (const back of backs) {
@@ -1016,10 +1019,27 @@ export class TransferProtocol {
       const rb = await this.install(back, left);
       await this.settle(rb.ok, byState, src, back);
       if (rb.died !== undefined) await this.rebuildDied(rb.died, byState, src, back, report);
-      left = rb.failed.map((f) => f.state);
+      for (const f of rb.failed)
+        if (f.status === 'closed')
+          report.refused.push({ key: keyOfState(f.state), status: f.status, reason: f.reason });
+      left = this.survivors(rb.failed, byState);
       if (rb.failed.length > 0) reason = rb.failed[0]!.reason;
     }
     for (const s of left) this.lost(byState.get(s)!, reason, report);
+  }
+
+  /**
+   * The refused states something may still take; those aborted where they went (status 'closed':
+   * a NIC closed with them in hand) are lost here, as their peers were reset. The caller lists
+   * every refusal in its report.
+   */
+  survivors(failed: readonly Refused[], byState: ItemsByState): TcpState[] {
+    const left: TcpState[] = [];
+    for (const f of failed) {
+      if (f.status === 'closed') this.lost(byState.get(f.state)!, f.reason);
+      else left.push(f.state);
+    }
+    return left;
   }
 
   adoptHost(it: Item, s: TcpState, prod = this.opts.prod === true): TcpConnection {
@@ -1054,9 +1074,10 @@ export class TransferProtocol {
     it.socket?._abortMove();
   }
 
-  lost(it: Item, reason: string, report: TransferReport): void {
+  /** `report`: listed there as refused (unless the caller listed it already). */
+  lost(it: Item, reason: string, report?: TransferReport): void {
     this.forget(it);
-    report.refused.push({ key: it.key, status: 'failure', reason });
+    report?.refused.push({ key: it.key, status: 'failure', reason });
     const u = it.user;
     if (u) {
       const err = new ConnectionError('ECONNABORTED', `connection lost in transfer: ${reason}`);

@@ -102,6 +102,8 @@ export class UdpLayer {
   }
 
   bind(opts: UdpBindOptions, onMessage: UdpMessageHandler, onError?: UdpErrorHandler): UdpBinding {
+    // close() closed the bindings it had; one bound after would send from a closed stack.
+    if (this.closed) throw new InvalidStateError('UDP: the stack is closed');
     if (typeof onMessage !== 'function') throw new InvalidArgumentError('onMessage must be a function');
     let port = opts.port ?? 0;
     if (!Number.isInteger(port) || port < 0 || port > 65535) {
@@ -232,7 +234,10 @@ export class UdpLayer {
     return checkIp(ip);
   }
 
+  private closed = false;
+
   close(): void {
+    this.closed = true;
     for (const list of [...this.ports.values()]) for (const b of [...list]) b.close();
   }
 

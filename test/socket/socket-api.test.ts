@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { describe, test } from 'node:test';
-import { ConnectionError, InvalidArgumentError } from '../../src/core/errors.ts';
+import { ConnectionError, InvalidArgumentError, InvalidStateError } from '../../src/core/errors.ts';
 import { SimNetwork } from '../../src/sim/sim-network.ts';
 import { collect } from '../helpers/streams.ts';
 
@@ -147,6 +147,55 @@ describe('TcpSocket and TcpServer behave like net.Socket and net.Server', () => 
     s.resume();
     await once(server, 'close');
     assert.equal(closed, true);
+    net.close();
+  });
+});
+
+describe('nothing runs on a closed stack', () => {
+  test('connect: the socket emits ENETDOWN and no SYN leaves', async () => {
+    const { net, a, b } = pair();
+    b.createServer().listen(80);
+    await net.sleep(1);
+    a.stack.close();
+    const before = b.stack.counters.get('rx.frames');
+    const s = a.connect(80, '10.0.0.2');
+    const [err] = (await once(s, 'error')) as [ConnectionError];
+    assert.ok(err instanceof ConnectionError);
+    assert.equal(err.code, 'ENETDOWN');
+    await net.sleep(10_000);
+    assert.equal(b.stack.counters.get('rx.frames'), before, 'nothing reached the peer');
+    assert.equal(a.stack.tcp.size, 0, 'no connection (and so no timer) was left behind');
+    net.close();
+  });
+
+  test('listen is refused with a typed error: no SYN arriving afterwards is answered', async () => {
+    const { net, b } = pair();
+    b.stack.close();
+    assert.throws(() => b.createServer().listen(80), InvalidStateError);
+    net.close();
+  });
+
+  test('a UDP bind or send is refused, as an error event, and nothing is sent', async () => {
+    const { net, a, b } = pair();
+    a.stack.close();
+    const before = b.stack.counters.get('rx.frames');
+    const bound = a.createUdpSocket();
+    bound.bind(5000);
+    const [err] = (await once(bound, 'error')) as [Error];
+    assert.ok(err instanceof InvalidStateError, String(err));
+    const u = a.createUdpSocket();
+    const errors: Error[] = [];
+    u.on('error', (e: Error) => errors.push(e));
+    let sendErr: Error | null = null;
+    u.send('x', 5000, '10.0.0.2', (e) => {
+      sendErr = e;
+    });
+    await net.sleep(100);
+    assert.ok(errors[0] instanceof InvalidStateError, 'the implicit bind is refused');
+    assert.ok(sendErr !== null, 'the send fails');
+    assert.equal(b.stack.counters.get('rx.frames'), before, 'nothing reached the peer');
+    bound.close();
+    u.close();
     net.close();
   });
 });

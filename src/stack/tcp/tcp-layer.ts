@@ -1,3 +1,4 @@
+import { ConnectionError, InvalidStateError } from '../../core/errors.ts';
 import { DEFAULT_TCP_CACHED, type TcpCached, type TcpState, TcpStateId } from '../../state/tcp-state.ts';
 import type { DecodeError } from '../../wire/decode-error.ts';
 import { createIpv4Header, decodeIpv4, IpProto } from '../../wire/ipv4.ts';
@@ -223,6 +224,13 @@ export class TcpLayer implements TcpEngine {
 
   input(ip: IpInfo, buf: Uint8Array, off: number, len: number): void {
     const env = this.env;
+    // Segments still reach a closed layer other than through its stack's frames (those a transfer
+    // held, replayed after the move): with nothing left to own them, each would draw a RST, or a
+    // SYN-ACK from a listener, out of a stack that closed.
+    if (this.closed) {
+      env.counters.inc('drop.tcp.closed');
+      return;
+    }
     env.counters.inc('tcp.segments.in');
     const h = this.rxHdr;
     // A checksum the link (or our own completion of a partial one) vouched for is not summed twice.
@@ -315,7 +323,9 @@ export class TcpLayer implements TcpEngine {
   private readonly cached = (options?: Partial<TcpCached>): TcpCached =>
     mergeTcpOptions(this.defaults, options);
 
+  /** Refused on a closed layer: no SYN leaves, and no timer starts that nothing will stop. */
   connect(opts: ConnectOptions, user: TcpUser): TcpConnection {
+    if (this.closed) throw new ConnectionError('ENETDOWN', 'connect: the stack is closed');
     return openConnection(this, opts, this.cached, user);
   }
 
@@ -323,6 +333,8 @@ export class TcpLayer implements TcpEngine {
     opts: { ip?: number; port: number; backlog?: number; options?: Partial<TcpCached>; v6Only?: boolean },
     accept: (conn: TcpConnection) => boolean,
   ): TcpListener {
+    // close() closed the listeners it had; one opened after would answer SYNs on a closed stack.
+    if (this.closed) throw new InvalidStateError('listen: the stack is closed');
     return this.listeners.listen(opts, this.cached, accept);
   }
 
