@@ -307,12 +307,13 @@ export interface Handed {
 export interface NicDeath {
   /**
    * 'crash': the NIC failed by itself (LocalNic.crash); the others are a worker thread's ends
-   * ('killed': told to stop, silent since, its exit not yet seen).
+   * ('killed': told to stop, silent since, its exit not yet seen; 'defective': it answered a
+   * move with a message the host refused, so what it did is unknown and it is stopped).
    */
-  kind: 'crash' | 'error' | 'exit' | 'heartbeat' | 'killed';
+  kind: 'crash' | 'error' | 'exit' | 'heartbeat' | 'killed' | 'defective';
   /** What the NIC said ('crash'). */
   detail?: string;
-  /** The worker's uncaught error ('error'). */
+  /** The worker's uncaught error ('error'), or the answer refused ('defective'). */
   error?: Error;
   /** Exit code ('exit'). */
   exitCode?: number;
@@ -327,6 +328,8 @@ export function describeDeath(d: NicDeath): { detail: string; immediate: boolean
       return { detail: `worker exited (code ${d.exitCode ?? '?'})`, immediate: true };
     case 'error':
       return { detail: `worker threw: ${d.error?.message ?? 'unknown error'}`, immediate: true };
+    case 'defective':
+      return { detail: `worker answered a move malformed: ${d.error?.message ?? 'unknown'}`, immediate: true };
     case 'heartbeat':
       return { detail: `no heartbeat for ${Math.round(d.silentMs ?? 0)} ms`, immediate: false };
     case 'killed':

@@ -919,6 +919,14 @@ export class WorkerNic extends HostNic {
         hand: { owner: dst.recordOwner, id: expected.id, prod },
       });
     } catch (e) {
+      if (this.death === null && e instanceof WorkerProtocolError) {
+        // An answer the host cannot read says nothing of whether the batch went: it may run at the
+        // destination already, so resuming here could run it twice. A worker that answers so is
+        // defective: stopped, and taken as dead, its channel's close tells the destination's
+        // side to stop waiting for a batch it never got.
+        this.die({ kind: 'defective', error: e });
+        void this.worker.terminate();
+      }
       if (this.death !== null) return this.handedByDead(dst, frozen, expected.answer, e);
       // Alive and answering a failure, its worker failed before it posted the batch (once it has,
       // it answers success or dies): nothing went, nothing will.

@@ -48,6 +48,28 @@ function holdNextReply(nic: WorkerNic, op: 'initiate' | 'terminate'): Promise<vo
 }
 
 /**
+ * Spoil `nic`'s next reply to a terminate as it reaches the host (a slot list that is no list):
+ * the worker did the move, but what the host reads of it is refused as malformed.
+ */
+function spoilNextTerminate(nic: WorkerNic): Promise<void> {
+  const w = nic.worker;
+  const listeners = w.listeners('message') as ((m: unknown) => void)[];
+  w.removeAllListeners('message');
+  let spoilt = false;
+  return new Promise((resolve) => {
+    w.on('message', (m: FromWorker) => {
+      if (!spoilt && m.t === 'res' && m.ok && m.op === 'terminate') {
+        spoilt = true;
+        for (const l of listeners) l({ ...m, moved: 'spoilt' });
+        resolve();
+        return;
+      }
+      for (const l of listeners) l(m);
+    });
+  });
+}
+
+/**
  * Each RST the host stack sends, with what the host, the team and the peer knew of its connection
  * at that moment. A failing `assertClean` carries this log: which connections were reset and why is
  * what a run under load that sent them shows only once.
@@ -237,6 +259,26 @@ describe('a worker killed while an initiate to it is in flight', () => {
       'none rebuilt: the destination runs them',
     );
     assert.deepEqual(nic0!.salvage(), [], 'the dead source leaves none of them for salvage');
+    assert.deepEqual(
+      ownersOf(rig, st.sockets).filter((o) => o !== null && o !== nic1),
+      [],
+      'every connection runs on the destination',
+    );
+  });
+
+  test('move worker → worker, the source answers malformed after it handed the batch on: taken as dead, every connection runs at the destination only', {
+    timeout: 60_000,
+  }, async (t) => {
+    const { rig, rsts, st, keys, nic0, nic1 } = await streamingOnFirst(t, 35);
+    const spoilt = spoilNextTerminate(nic0!);
+    const r = await rig.manager.move(keys, nic0!, nic1!);
+    await spoilt;
+    assert.equal(r.moved.length, CONNS, `every connection moved: ${JSON.stringify(r.refused.slice(0, 3))}`);
+    assert.equal(nic0!.protocolErrors, 1, 'the answer was refused');
+    assert.equal(nic0!.death?.kind, 'defective', 'a source that answers so is taken as dead');
+    await rig.team.settled();
+    await rsts.check(assertClean(rig, st));
+    assert.equal(rig.stack.counters.get('offload.rebuilt') ?? 0, 0, 'none rebuilt: the destination runs them');
     assert.deepEqual(
       ownersOf(rig, st.sockets).filter((o) => o !== null && o !== nic1),
       [],
