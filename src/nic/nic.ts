@@ -296,6 +296,12 @@ export interface Handed {
   result: InitiateResult | null;
   sourceDied: boolean;
   /**
+   * Set (the reason) when the destination was closed by its owner with the batch in hand: its
+   * close aborts (RST) whatever it installed, and whether it had is unknown, so none is resumed:
+   * each is lost to its user with ECONNABORTED, as after an initiate to a NIC closed so.
+   */
+  aborted?: string;
+  /**
    * The states of released connections the destination did not install, now the caller's to roll
    * back (decoded and validated). Throws when they cannot be read (or `sourceDied`): they are left
    * for the source's `salvage()` then.

@@ -958,10 +958,23 @@ export class WorkerNic extends HostNic {
     this.forget(res.freed);
     const bytes = res.value;
     const result = await dst.takeHand(expected.answer, prepared);
+    // Closed by its owner before the host took its answer: it installed the batch and aborted it
+    // (the events of that abort found no handle here yet), or it never will.
+    let aborted: string | undefined;
+    if (result !== null && dst.closed && dst.death === null) {
+      aborted = `NIC ${dst.id} closed with the batch in hand`;
+      for (const c of result.conns) {
+        const h = c.status === 'success' ? dst.byKey.get(c.key) : undefined;
+        if (h === undefined) continue;
+        h.detached = true;
+        dst.forget([h.slot]);
+      }
+    }
     return {
       released: released.map((h) => h.key),
       result,
       sourceDied: false,
+      aborted,
       readRefused: (ks, now, addrs) => {
         const byKey = new TupleMap<WorkerConnectionHandle>();
         for (const h of released) byKey.set(h, h);

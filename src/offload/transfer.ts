@@ -372,6 +372,33 @@ export class TransferProtocol {
       await this.rebuildDiedItems(paired, src, dst, report);
       return;
     }
+    if (handed.aborted !== undefined) {
+      // Resumed, a connection whose peer the destination reset would hear of it only at its next
+      // segment, or never when idle: it ends here, as its peer's did (or will, at the next segment).
+      for (const it of paired) {
+        report.refused.push({ key: it.key, status: 'closed', reason: handed.aborted });
+        const k = it.key;
+        this.entries.delete(k);
+        this.stack.tcp.dropFrozen(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+        const err = new ConnectionError('ECONNABORTED', `connection lost in transfer: ${handed.aborted}`);
+        // Not resumed at the source: its handle let go of the connection when it handed it on.
+        if (it.socket !== null) it.socket._loseMove(err);
+        else if (it.user !== null) {
+          const u = it.user;
+          this.stack.clock.defer(() => u.onClosed(err));
+        }
+      }
+      this.stack.counters.inc('offload.handed.aborted', paired.length);
+      // The source still swallows their segments: let go, so that the peer's next one meets a RST.
+      if (src.death === null) {
+        try {
+          await this.wait(src.dropFrozen(paired.map((it) => it.key)));
+        } catch {
+          // The source died meanwhile: its 4-tuples went with it.
+        }
+      }
+      return;
+    }
     let ok = paired;
     const failed = new TupleMap<Item>();
     const reasons = new TupleMap<{ status: string; reason?: string }>();

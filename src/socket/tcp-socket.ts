@@ -152,6 +152,17 @@ export class TcpSocket extends Duplex implements TcpUser {
     this.resumeAfterMove();
   }
 
+  /**
+   * @internal The move failed and took the connection with it: the old owner's handle let go of
+   * it, so nothing resumes there; calls waiting for the move fail with the socket.
+   */
+  _loseMove(err: ConnectionError): void {
+    if (!this.isMoving) return;
+    this.isMoving = false;
+    this.waitingForMove = [];
+    this.onClosed(err);
+  }
+
   private resumeAfterMove(): void {
     this.isMoving = false;
     // Most moves find no call waiting: no new list per socket and move then.

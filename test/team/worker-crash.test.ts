@@ -285,4 +285,31 @@ describe('a worker killed while an initiate to it is in flight', () => {
       'every connection runs on the destination',
     );
   });
+
+  test('move worker → worker, the destination closed by its host mid-hand: each connection aborted with ECONNABORTED, none resumed, none left running', {
+    timeout: 60_000,
+  }, async (t) => {
+    // The source pauses between handing the batch on and answering: the destination's worker has
+    // the batch (installed, or not yet read) when its host closes it.
+    const { rig, st, keys, nic0, nic1 } = await streamingOnFirst(t, 36, { handGapMs: 300 });
+    const move = rig.manager.move(keys, nic0!, nic1!);
+    await rig.net.sleep(100);
+    nic1!.close();
+    const r = await move;
+    assert.equal(r.moved.length, 0, 'none moved to a closed NIC');
+    assert.equal(r.refused.length, CONNS, 'every connection reported');
+    assert.deepEqual(
+      new Set(r.refused.map((f) => `${f.status}: ${f.reason}`)),
+      new Set([`closed: NIC ${nic1!.id} closed with the batch in hand`]),
+    );
+    await rig.net.sleep(50);
+    const aborted = st.errors.filter((e) => (e as { code?: string }).code === 'ECONNABORTED');
+    assert.ok(aborted.length >= CONNS, `every socket heard ECONNABORTED (${aborted.length})`);
+    assert.deepEqual(
+      ownersOf(rig, st.sockets).filter((o) => o !== null),
+      [],
+      'none runs anywhere: not resumed at the source, not left at the closed destination',
+    );
+    assert.equal(nic0!.death, null, 'the source is not taken as dead');
+  });
 });
