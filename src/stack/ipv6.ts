@@ -543,6 +543,8 @@ export class Ipv6Layer {
    * `iface` (RFC 4861 7.2.6), as a moved port announces itself. Returns the number sent.
    */
   announce(iface: StackInterface): number {
+    // As Stack.announce: a closed stack claims no address.
+    if (this.closed) throw new InvalidStateError('stack is closed');
     const x = this.ifs.get(iface);
     if (!x) return 0;
     let n = 0;

@@ -294,8 +294,12 @@ export class Stack {
     return this.ip.isLocal(ip);
   }
 
-  /** Gratuitous ARP for one interface (by object or name) or all of them. Returns packets sent. */
+  /**
+   * Gratuitous ARP for one interface (by object or name) or all of them. Returns packets sent.
+   * Refused on a closed stack: it would claim addresses for a host that no longer answers on them.
+   */
   announce(iface?: StackInterface | string): number {
+    if (this.closed) throw new InvalidStateError('stack is closed');
     if (iface === undefined) return this.neighbors.announce(this.ifaces);
     const i = typeof iface === 'string' ? this.ifaces.find((x) => x.name === iface) : iface;
     if (!i || !this.ifaces.includes(i)) throw new InvalidArgumentError(`unknown interface ${String(iface)}`);

@@ -198,4 +198,18 @@ describe('nothing runs on a closed stack', () => {
     u.close();
     net.close();
   });
+
+  test('announce is refused with a typed error: no gratuitous ARP leaves', async () => {
+    const { net, a, b } = pair();
+    await net.sleep(1);
+    a.stack.close();
+    const before = b.stack.counters.get('rx.frames');
+    const announced = a.stack.counters.get('arp.tx.gratuitous');
+    assert.throws(() => a.stack.announce(), InvalidStateError);
+    assert.throws(() => a.stack.announce(a.stack.interfaces[0]!), InvalidStateError);
+    await net.sleep(100);
+    assert.equal(b.stack.counters.get('rx.frames'), before, 'nothing reached the peer');
+    assert.equal(a.stack.counters.get('arp.tx.gratuitous'), announced);
+    net.close();
+  });
 });

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { VirtualClock } from '../../src/core/clock.ts';
+import { InvalidStateError } from '../../src/core/errors.ts';
 import { SeededRandom } from '../../src/core/random.ts';
 import type { Stack } from '../../src/stack/stack.ts';
 import {
@@ -509,6 +510,15 @@ describe('neighbor solicitation and advertisement', () => {
       assert.equal(formatIpv6(p.ip.dst), 'fd00::99');
     }
     assert.equal(r.a.neighbors.lookup6('fd00::99')?.status, 'failed');
+  });
+
+  test('a closed stack sends no unsolicited advertisement: refused with a typed error', () => {
+    const r = rig();
+    settle(r);
+    r.a.close();
+    const before = sent(r).length;
+    assert.throws(() => r.a.ip6.announce(r.a.interfaces[0]!), InvalidStateError);
+    assert.equal(sent(r).length, before);
   });
 
   test('unsolicited advertisements with override announce every address', () => {
