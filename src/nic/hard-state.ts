@@ -620,6 +620,8 @@ export function connRingCapacities(s: TcpState, ringCapacity: number): { send: n
 // ---- rebuilding a connection from hard state alone --------------------------------------------
 
 const HALF = 0x80000000;
+/** The most payload one counted segment carries: an IP packet's largest (coalesced or TSO). */
+const MAX_COUNTED_SEGMENT = 65535;
 
 /**
  * A valid TcpState from a dead NIC's hard state and the shared rings it left (design section 6),
@@ -706,14 +708,22 @@ export function rebuildTcpState(
   d.finSent = finSent;
   d.finReceived = hard.finReceived;
   d.readClosed = hard.readClosed;
-  d.segmentsIn = hard.segmentsIn;
-  d.segmentsOut = hard.segmentsOut;
   d.retransmits = hard.retransmits;
   // The bytes stored after the record arrived in order and were counted by the writer, whose count
   // died with it; likewise data acknowledged beyond the recorded snd.max was sent after the record.
   // Neither comes again, so without them the rebuilt counts fall short of the peer's for good.
+  const sentAfter = Math.min(acked, Math.max(0, seqDiff(sndUna, hard.sndMax)));
   d.bytesIn = hard.bytesIn + stored;
-  d.bytesOut = hard.bytesOut + Math.min(acked, Math.max(0, seqDiff(sndUna, hard.sndMax)));
+  d.bytesOut = hard.bytesOut + sentAfter;
+  // Segments after the record: the rings tell how many bytes, not in how many segments (a
+  // coalesced receive or a TSO send counts once, whatever it carries), and pure ACKs, window
+  // updates and resends leave no trace in them. So the counts continue from the record by the
+  // fewest segments that can have carried those bytes, and the peer's acknowledgment of them: a
+  // lower bound, never a count of something that did not happen (a gray-failure check reading
+  // them must not see traffic that was not there).
+  d.segmentsIn =
+    (hard.segmentsIn + Math.max(Math.ceil(stored / MAX_COUNTED_SEGMENT), acked > 0 ? 1 : 0)) >>> 0;
+  d.segmentsOut = (hard.segmentsOut + Math.ceil(sentAfter / MAX_COUNTED_SEGMENT)) >>> 0;
   d.lastRecvAt = now;
   d.lastSendAt = now;
   d.lastAckSent = rcvNxt;

@@ -171,6 +171,41 @@ describe('hard-state record', () => {
     assert.equal(r.delegated.bytesOut, 70_500, 'the bytes sent after the record and acknowledged');
   });
 
+  test('statistics rebuilt: segment counts continue from the record, by the fewest segments after it', () => {
+    const { s, block } = established();
+    const d0 = s.delegated;
+    d0.segmentsIn = 40;
+    d0.segmentsOut = 60;
+    const rec = new HardStateRecord(block.sab, block.at);
+    rec.write(s, block.send, block.recv);
+    const hard = emptyHardState();
+    assert.ok(rec.read(hard));
+    // After the record: 300 bytes stored (one segment at least), and an acknowledgment of 2,500
+    // bytes, 500 of them sent since (one segment out at least).
+    d0.recvBuffer.write(new Uint8Array(300).fill(1));
+    d0.sendBuffer.consume(2500);
+    const r = rebuildTcpState(hard, d0.sendBuffer, d0.recvBuffer, DEFAULT_TCP_CACHED, s.path, 5000);
+    assert.equal(r.delegated.segmentsIn, 41);
+    assert.equal(r.delegated.segmentsOut, 61);
+    // Nothing after the record: the counts are the record's, no segment made up.
+    const quiet = established();
+    quiet.s.delegated.segmentsIn = 7;
+    quiet.s.delegated.segmentsOut = 9;
+    const rec2 = new HardStateRecord(quiet.block.sab, quiet.block.at);
+    rec2.write(quiet.s, quiet.block.send, quiet.block.recv);
+    const h2 = emptyHardState();
+    assert.ok(rec2.read(h2));
+    const q = rebuildTcpState(
+      h2,
+      quiet.s.delegated.sendBuffer,
+      quiet.s.delegated.recvBuffer,
+      DEFAULT_TCP_CACHED,
+      quiet.s.path,
+      5000,
+    );
+    assert.deepEqual([q.delegated.segmentsIn, q.delegated.segmentsOut], [7, 9]);
+  });
+
   test('a state made over given rings takes them as they are (a rebuild makes none of its own)', () => {
     const { s } = established();
     const send = s.delegated.sendBuffer;
