@@ -158,7 +158,6 @@ export function createTapHost(o: TapHostOptions): TapHost {
       link = capture(link, writer);
     }
     tee = new CarrierTee(link);
-    link = tee;
     stack = new Stack(tapStackOptions(o, clock, new CryptoRandom()));
     stack.tcp.outputBudget = OUTPUT_BUDGET_BYTES;
     const a = checkAddresses(o.ip, { gw: o.gw, gw6: o.gw6, mtu: o.mtu });

@@ -92,12 +92,14 @@ describe("DAD's initial delay on real links", () => {
     const log = new Icmp6Log(port);
     log.now = () => net.now();
     port.cut();
-    const link = new CarrierTee(log);
+    const tee = new CarrierTee(log);
     const stack = new Stack(tapStackOptions({}, net.clock, net.random.fork()));
-    stack.addInterface(link, { mac: '02:00:00:00:00:11', ip: ['fd00:58::11/64'] });
+    stack.addInterface(log, { mac: '02:00:00:00:00:11', ip: ['fd00:58::11/64'] });
+    // The stack sends on the link itself: the tee stands in the way of no frame.
+    assert.ok(stack.interfaces[0]!.link === log, 'no wrapper between the stack and its link');
     // What serve does once the stack runs: watch the same carrier to log it.
     const heard: boolean[] = [];
-    link.watch((up) => heard.push(up));
+    tee.watch((up) => heard.push(up));
     await net.sleep(1500);
     port.restore();
     await net.sleep(TAP_DAD_DELAY_MS + 1500);
