@@ -109,6 +109,19 @@ export interface TapLinkOptions {
    * changes after the call. Once open, `held` and `onRelease` say the same.
    */
   onHeld?: (held: TapHeld) => void;
+  /**
+   * The control socket and the clone device (`tunPath`) opened already, by a thread that outlives
+   * this one and lists them where it frees them if this one is killed (`openTapDescriptors`): no
+   * kill can then fall between a descriptor's making and its listing. The open takes them as its
+   * own from its first step; until then (bad options), they stay the caller's.
+   */
+  fds?: TapDescriptors;
+}
+
+/** See TapLinkOptions.fds. */
+export interface TapDescriptors {
+  ctl: number;
+  tun: number;
 }
 
 export interface GsoSendOptions {
@@ -351,11 +364,6 @@ export class TapLink implements Link {
         { cause: e },
       );
     }
-    const tunPath = opts.tunPath ?? '/dev/net/tun';
-    const vnetHdr = opts.vnetHdr ?? true;
-    const create = opts.create ?? true;
-    const ifr = new Uint8Array(IFREQ_SIZE);
-    const iv = new DataView(ifr.buffer);
 
     // Listed with onHeld as each is made; unlisted before a failure frees them, so that a thread
     // killed in between leaks rather than has them freed twice.
@@ -364,32 +372,54 @@ export class TapLink implements Link {
       list.push(x);
       opts.onHeld?.(held);
     };
-    const fail = (err: LinkError): never => {
-      const { fds } = held;
+    // Whatever ends the open early (a refusal, or a throw nobody foresaw) frees what it made.
+    try {
+      return TapLink.openHeld(opts, lib, name, held, hold);
+    } catch (e) {
+      const { fds, addrs } = held;
       held.fds = [];
-      opts.onHeld?.(held);
+      held.addrs = [];
+      if (fds.length + addrs.length > 0) opts.onHeld?.(held);
       for (const f of fds) lib.close(f);
-      throw err;
-    };
+      for (const a of addrs) lib.freeNative(a);
+      throw e;
+    }
+  }
 
-    const ctl = lib.socket(AF_INET, SOCK_DGRAM | O_CLOEXEC, 0);
+  private static openHeld(
+    opts: TapLinkOptions,
+    lib: Libc,
+    name: string,
+    held: TapHeld,
+    hold: <T>(list: T[], x: T) => void,
+  ): TapLink {
+    const tunPath = opts.tunPath ?? '/dev/net/tun';
+    const vnetHdr = opts.vnetHdr ?? true;
+    const create = opts.create ?? true;
+    const ifr = new Uint8Array(IFREQ_SIZE);
+    const iv = new DataView(ifr.buffer);
+    const given = opts.fds;
+    if (given !== undefined) {
+      held.fds.push(given.ctl);
+      hold(held.fds, given.tun);
+    }
+
+    const ctl = given?.ctl ?? lib.socket(AF_INET, SOCK_DGRAM | O_CLOEXEC, 0);
     if (ctl < 0) {
       throw new LinkError(errName(lib.errno()), `cannot open a control socket: ${errName(lib.errno())}`);
     }
-    hold(held.fds, ctl);
+    if (given === undefined) hold(held.fds, ctl);
 
     putIfName(ifr, name);
     const existed = lib.ioctlPtr(ctl, SIOCGIFINDEX, ifr) === 0;
     if (!existed && !create) {
-      fail(
-        new LinkError(
-          'ENODEV',
-          `TAP device ${name} does not exist; create it (scripts/lab.sh up, or ip tuntap add mode tap ${name}) or open with create: true`,
-        ),
+      throw new LinkError(
+        'ENODEV',
+        `TAP device ${name} does not exist; create it (scripts/lab.sh up, or ip tuntap add mode tap ${name}) or open with create: true`,
       );
     }
 
-    const fd = lib.open(tunPath, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    const fd = given?.tun ?? lib.open(tunPath, O_RDWR | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
       const e = errName(lib.errno());
       const hint =
@@ -398,9 +428,9 @@ export class TapLink implements Link {
           : e === 'EACCES' || e === 'EPERM'
             ? 'permission denied: run as root, or make it mode 0666 (the usual default) and grant CAP_NET_ADMIN (setcap cap_net_admin+ep $(which node))'
             : 'cannot open it';
-      fail(new LinkError(e, `cannot open ${tunPath}: ${hint}`));
+      throw new LinkError(e, `cannot open ${tunPath}: ${hint}`);
     }
-    hold(held.fds, fd);
+    if (given === undefined) hold(held.fds, fd);
 
     // CHIMNEY_TAP_NAPI_FRAGS=0 turns it off for a back-to-back comparison (BENCHMARKS.md).
     const wanted = opts.napiFrags ?? process.env.CHIMNEY_TAP_NAPI_FRAGS !== '0';
@@ -435,7 +465,7 @@ export class TapLink implements Link {
             : e === 'EINVAL' && existed
               ? `interface ${name} exists and is not a TAP device; pick another name`
               : `TUNSETIFF ${name} failed: ${e}`;
-      fail(new LinkError(e, msg));
+      throw new LinkError(e, msg);
     }
     const actual = getIfName(ifr) || name;
 
@@ -444,13 +474,13 @@ export class TapLink implements Link {
       const sz = new Uint8Array(4);
       new DataView(sz.buffer).setInt32(0, VNET_HDR_LEN, true);
       if (lib.ioctlPtr(fd, TUNSETVNETHDRSZ, sz) !== 0) {
-        fail(new LinkError(errName(lib.errno()), `TUNSETVNETHDRSZ ${VNET_HDR_LEN} on ${name} failed`));
+        throw new LinkError(errName(lib.errno()), `TUNSETVNETHDRSZ ${VNET_HDR_LEN} on ${name} failed`);
       }
       // Little-endian header fields whatever the host; on a little-endian host this is a no-op, so
       // a kernel without cross-endian support (EINVAL) changes nothing there.
       const one = new Uint8Array([1, 0, 0, 0]);
       if (lib.ioctlPtr(fd, TUNSETVNETLE, one) !== 0 && !hostIsLittleEndian()) {
-        fail(new LinkError(errName(lib.errno()), `TUNSETVNETLE on ${name} failed on a big-endian host`));
+        throw new LinkError(errName(lib.errno()), `TUNSETVNETLE on ${name} failed on a big-endian host`);
       }
       // TSO6 lets the kernel hand over coalesced IPv6 TCP too (the IPv6 layer takes super-segments);
       // a kernel that refuses it still gets the IPv4 offloads.
@@ -468,43 +498,43 @@ export class TapLink implements Link {
       lib.ioctlInt(fd, TUNSETOFFLOAD, 0);
     }
     if (opts.persist && lib.ioctlInt(fd, TUNSETPERSIST, 1) !== 0) {
-      fail(new LinkError(errName(lib.errno()), `TUNSETPERSIST on ${name} failed`));
+      throw new LinkError(errName(lib.errno()), `TUNSETPERSIST on ${name} failed`);
     }
 
     putIfName(ifr, actual);
     if (opts.mtu !== undefined) {
       iv.setInt32(IFNAMSIZ_OFF, opts.mtu, true);
       if (lib.ioctlPtr(ctl, SIOCSIFMTU, ifr) !== 0) {
-        fail(new LinkError(errName(lib.errno()), `cannot set MTU ${opts.mtu} on ${actual}`));
+        throw new LinkError(errName(lib.errno()), `cannot set MTU ${opts.mtu} on ${actual}`);
       }
     }
     putIfName(ifr, actual);
     if (lib.ioctlPtr(ctl, SIOCGIFMTU, ifr) !== 0) {
-      fail(new LinkError(errName(lib.errno()), `cannot read the MTU of ${actual}`));
+      throw new LinkError(errName(lib.errno()), `cannot read the MTU of ${actual}`);
     }
     const mtu = iv.getInt32(IFNAMSIZ_OFF, true);
     if (opts.up ?? true) {
       putIfName(ifr, actual);
       if (lib.ioctlPtr(ctl, SIOCGIFFLAGS, ifr) !== 0) {
-        fail(new LinkError(errName(lib.errno()), `cannot read the flags of ${actual}`));
+        throw new LinkError(errName(lib.errno()), `cannot read the flags of ${actual}`);
       }
       const flags = iv.getUint16(IFNAMSIZ_OFF, true);
       if ((flags & IFF_UP) === 0) {
         iv.setUint16(IFNAMSIZ_OFF, flags | IFF_UP, true);
         if (lib.ioctlPtr(ctl, SIOCSIFFLAGS, ifr) !== 0) {
-          fail(new LinkError(errName(lib.errno()), `cannot bring ${actual} up`));
+          throw new LinkError(errName(lib.errno()), `cannot bring ${actual} up`);
         }
       }
     }
     putIfName(ifr, actual);
     if (lib.ioctlPtr(ctl, SIOCGIFINDEX, ifr) !== 0) {
-      fail(new LinkError(errName(lib.errno()), `cannot read the ifindex of ${actual}`));
+      throw new LinkError(errName(lib.errno()), `cannot read the ifindex of ${actual}`);
     }
     const ifindex = iv.getInt32(IFNAMSIZ_OFF, true);
 
     const pipe = new Int32Array(2);
     if (lib.pipe2(pipe, O_NONBLOCK | O_CLOEXEC) !== 0) {
-      fail(new LinkError(errName(lib.errno()), 'cannot create the wake pipe'));
+      throw new LinkError(errName(lib.errno()), 'cannot create the wake pipe');
     }
     held.fds.push(pipe[0]!);
     hold(held.fds, pipe[1]!);
@@ -918,6 +948,29 @@ interface NativeBuffers {
 export interface TapHeld {
   addrs: bigint[];
   fds: number[];
+}
+
+/**
+ * The control socket and the clone device a TapLink opened in another thread needs
+ * (TapLinkOptions.fds), opened here; null when they cannot be (that thread's open then tries, and
+ * says why it failed).
+ */
+export function openTapDescriptors(tunPath = '/dev/net/tun'): TapDescriptors | null {
+  if (process.platform !== 'linux') return null;
+  let lib: Libc;
+  try {
+    lib = loadLibc();
+  } catch {
+    return null;
+  }
+  const ctl = lib.socket(AF_INET, SOCK_DGRAM | O_CLOEXEC, 0);
+  if (ctl < 0) return null;
+  const tun = lib.open(tunPath, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+  if (tun < 0) {
+    lib.close(ctl);
+    return null;
+  }
+  return { ctl, tun };
 }
 
 /**

@@ -7,7 +7,7 @@ import {
   StateValidationError,
 } from '../core/errors.ts';
 import type { Link } from '../link/link.ts';
-import { releaseTapHeld, type TapLinkOptions, tapQueueEmpty } from '../link/tap-link.ts';
+import { openTapDescriptors, releaseTapHeld, type TapLinkOptions, tapQueueEmpty } from '../link/tap-link.ts';
 import { TWO_32 } from '../stack/address-table.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
 import { ByteRing } from '../state/byte-ring.ts';
@@ -75,6 +75,7 @@ import {
   forEachFrame,
   type InstalledConn,
   newTapHeld,
+  publishTapHeld,
   type ToWorker,
   takeTapHeld,
   unhandled,
@@ -93,7 +94,7 @@ export interface WorkerNicTestSeams {
   /**
    * For tests of a worker killed while it opens its TAP: once the open has listed what it holds
    * (TapLinkOptions.onHeld) for the `after`-th time, word 0 of `flag` (Int32) becomes 1 and the
-   * thread waits there for good.
+   * thread waits there for good; with `after` 0, before the open's first step.
    */
   stopWhileOpening?: { after: number; flag: SharedArrayBuffer };
   /**
@@ -591,6 +592,10 @@ export class WorkerNic extends HostNic {
     const tap = 'tap' in opts.link ? opts.link.tap : null;
     const owners = new OwnerTable(OwnerTable.create(capacity));
     const tapHeld = newTapHeld();
+    // The TAP's first descriptors are made here, listed before the thread runs: a kill between a
+    // descriptor's making and its listing in the thread would leak it for the process's life.
+    const fds = tap !== null && tap.fds === undefined ? openTapDescriptors(tap.tunPath) : null;
+    if (fds !== null) publishTapHeld(new BigInt64Array(tapHeld), { addrs: [], fds: [fds.ctl, fds.tun] });
     const boot: WorkerBoot = {
       id: opts.id,
       seed: opts.seed ?? 1,
@@ -606,12 +611,19 @@ export class WorkerNic extends HostNic {
       handGapMs: seams.handGapMs,
       link: link
         ? { kind: 'proxy', name: link.name, mtu: link.mtu, carrier: link.carrier }
-        : { kind: 'tap', options: tap },
+        : { kind: 'tap', options: fds === null ? tap : { ...tap!, fds } },
     };
     const mtu = link ? link.mtu : (tap?.mtu ?? 1500);
-    const worker = spawnWorker(new URL(`./worker/nic-worker.${SELF_EXT}`, import.meta.url), {
-      workerData: boot,
-    });
+    let worker: Worker;
+    try {
+      worker = spawnWorker(new URL(`./worker/nic-worker.${SELF_EXT}`, import.meta.url), {
+        workerData: boot,
+      });
+    } catch (e) {
+      const held = takeTapHeld(new BigInt64Array(tapHeld));
+      if (held !== null) releaseTapHeld(held);
+      throw e;
+    }
     // The host link and the transport reach this object once it exists (the worker's first
     // message, and the host's first frame, come after the constructor returns).
     let self: WorkerNic | undefined;

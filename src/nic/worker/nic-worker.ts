@@ -292,6 +292,8 @@ async function openLink(): Promise<Link> {
     publishTapHeld(held, h);
     if (++told === stop?.after) stopHere(stop.flag);
   };
+  // 0: before the open's first step, as a kill that lands before the thread has listed anything.
+  if (stop?.after === 0) stopHere(stop.flag);
   const tap = TapLink.open({ ...(l.options as { name: string }), clock, onHeld });
   tap.onDrain = (drains) => Atomics.store(db, DB_DRAINS, drains | 0);
   Atomics.store(db, DB_TAP_FD, tap.fileDescriptor);
