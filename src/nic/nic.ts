@@ -335,7 +335,10 @@ export function describeDeath(d: NicDeath): { detail: string; immediate: boolean
     case 'error':
       return { detail: `worker threw: ${d.error?.message ?? 'unknown error'}`, immediate: true };
     case 'defective':
-      return { detail: `worker answered a move malformed: ${d.error?.message ?? 'unknown'}`, immediate: true };
+      return {
+        detail: `worker answered a move malformed: ${d.error?.message ?? 'unknown'}`,
+        immediate: true,
+      };
     case 'heartbeat':
       return { detail: `no heartbeat for ${Math.round(d.silentMs ?? 0)} ms`, immediate: false };
     case 'killed':

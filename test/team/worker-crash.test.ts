@@ -278,7 +278,11 @@ describe('a worker killed while an initiate to it is in flight', () => {
     assert.equal(nic0!.death?.kind, 'defective', 'a source that answers so is taken as dead');
     await rig.team.settled();
     await rsts.check(assertClean(rig, st));
-    assert.equal(rig.stack.counters.get('offload.rebuilt') ?? 0, 0, 'none rebuilt: the destination runs them');
+    assert.equal(
+      rig.stack.counters.get('offload.rebuilt') ?? 0,
+      0,
+      'none rebuilt: the destination runs them',
+    );
     assert.deepEqual(
       ownersOf(rig, st.sockets).filter((o) => o !== null && o !== nic1),
       [],
