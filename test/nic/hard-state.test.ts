@@ -152,58 +152,35 @@ describe('hard-state record', () => {
     assert.equal(r.const.sndWscale, 7);
   });
 
-  test('statistics rebuilt: bytes stored or acknowledged after the record are counted, once', () => {
+  /** A connection with these statistics, its record written, then `after` done; rebuilt. */
+  function rebuiltWith(stats: Partial<TcpState['delegated']>, after: (d: TcpState['delegated']) => void) {
     const { s, block } = established();
     const d0 = s.delegated;
-    d0.bytesIn = 50_000;
-    d0.bytesOut = 70_000;
+    Object.assign(d0, stats);
     const rec = new HardStateRecord(block.sab, block.at);
     rec.write(s, block.send, block.recv);
     const hard = emptyHardState();
     assert.ok(rec.read(hard));
-    // After the record, before the writer died: 300 bytes arrived in order and were stored, and
-    // the peer acknowledged 2,500 bytes, 500 of them beyond the recorded snd.max (sent since).
-    d0.recvBuffer.write(new Uint8Array(300).fill(1));
-    d0.sendBuffer.consume(2500);
-    const r = rebuildTcpState(hard, d0.sendBuffer, d0.recvBuffer, DEFAULT_TCP_CACHED, s.path, 5000);
-    assert.equal(r.delegated.rcvNxt, 5301);
-    assert.equal(r.delegated.bytesIn, 50_300, 'the stored bytes, which the peer will not send again');
-    assert.equal(r.delegated.bytesOut, 70_500, 'the bytes sent after the record and acknowledged');
-  });
+    after(d0);
+    return rebuildTcpState(hard, d0.sendBuffer, d0.recvBuffer, DEFAULT_TCP_CACHED, s.path, 5000).delegated;
+  }
 
-  test('statistics rebuilt: segment counts continue from the record, by the fewest segments after it', () => {
-    const { s, block } = established();
-    const d0 = s.delegated;
-    d0.segmentsIn = 40;
-    d0.segmentsOut = 60;
-    const rec = new HardStateRecord(block.sab, block.at);
-    rec.write(s, block.send, block.recv);
-    const hard = emptyHardState();
-    assert.ok(rec.read(hard));
-    // After the record: 300 bytes stored (one segment at least), and an acknowledgment of 2,500
-    // bytes, 500 of them sent since (one segment out at least).
-    d0.recvBuffer.write(new Uint8Array(300).fill(1));
-    d0.sendBuffer.consume(2500);
-    const r = rebuildTcpState(hard, d0.sendBuffer, d0.recvBuffer, DEFAULT_TCP_CACHED, s.path, 5000);
-    assert.equal(r.delegated.segmentsIn, 41);
-    assert.equal(r.delegated.segmentsOut, 61);
+  test('statistics rebuilt: bytes stored or acknowledged after the record are counted, once', () => {
+    const stats = { bytesIn: 50_000, bytesOut: 70_000, segmentsIn: 40, segmentsOut: 60 };
+    const d = rebuiltWith(stats, (d0) => {
+      // After the record, before the writer died: 300 bytes arrived in order and were stored, and
+      // the peer acknowledged 2,500 bytes, 500 of them beyond the recorded snd.max (sent since).
+      d0.recvBuffer.write(new Uint8Array(300).fill(1));
+      d0.sendBuffer.consume(2500);
+    });
+    assert.equal(d.rcvNxt, 5301);
+    assert.equal(d.bytesIn, 50_300, 'the stored bytes, which the peer will not send again');
+    assert.equal(d.bytesOut, 70_500, 'the bytes sent after the record and acknowledged');
+    // Segments: the record's counts and the fewest that carried those bytes, one each way.
+    assert.deepEqual([d.segmentsIn, d.segmentsOut], [41, 61]);
     // Nothing after the record: the counts are the record's, no segment made up.
-    const quiet = established();
-    quiet.s.delegated.segmentsIn = 7;
-    quiet.s.delegated.segmentsOut = 9;
-    const rec2 = new HardStateRecord(quiet.block.sab, quiet.block.at);
-    rec2.write(quiet.s, quiet.block.send, quiet.block.recv);
-    const h2 = emptyHardState();
-    assert.ok(rec2.read(h2));
-    const q = rebuildTcpState(
-      h2,
-      quiet.s.delegated.sendBuffer,
-      quiet.s.delegated.recvBuffer,
-      DEFAULT_TCP_CACHED,
-      quiet.s.path,
-      5000,
-    );
-    assert.deepEqual([q.delegated.segmentsIn, q.delegated.segmentsOut], [7, 9]);
+    const quiet = rebuiltWith({ segmentsIn: 7, segmentsOut: 9 }, () => {});
+    assert.deepEqual([quiet.segmentsIn, quiet.segmentsOut], [7, 9]);
   });
 
   test('a state made over given rings takes them as they are (a rebuild makes none of its own)', () => {
