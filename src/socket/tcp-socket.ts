@@ -160,6 +160,8 @@ export class TcpSocket extends Duplex implements TcpUser {
     if (!this.isMoving) return;
     this.isMoving = false;
     this.waitingForMove = [];
+    // Events the old owner queued before it let go may still come: they find nothing to read.
+    this.conn = null;
     this.onClosed(err);
   }
 

@@ -25,26 +25,38 @@ import {
 } from './worker-team-helpers.ts';
 
 /**
+ * `nic`'s next successful answer to `op` goes to `act` instead of the host; `deliver` hands a
+ * message (that one, changed or not) on to the host.
+ */
+function onNextReply(
+  nic: WorkerNic,
+  op: 'initiate' | 'terminate',
+  act: (m: FromWorker, deliver: (m: unknown) => void) => void,
+): void {
+  const w = nic.worker;
+  const listeners = w.listeners('message') as ((m: unknown) => void)[];
+  w.removeAllListeners('message');
+  const deliver = (m: unknown): void => {
+    for (const l of listeners) l(m);
+  };
+  let taken = false;
+  w.on('message', (m: FromWorker) => {
+    if (!taken && m.t === 'res' && m.ok && m.op === op) {
+      taken = true;
+      act(m, deliver);
+      return;
+    }
+    deliver(m);
+  });
+}
+
+/**
  * Hold back `nic`'s next reply to `op`: the worker did it (an initiate installed the batch and runs
  * its connections: sends, acknowledges, takes in data), but the host does not hear of it.
  * Resolves once held.
  */
 function holdNextReply(nic: WorkerNic, op: 'initiate' | 'terminate'): Promise<void> {
-  const w = nic.worker;
-  const listeners = w.listeners('message') as ((m: FromWorker) => void)[];
-  w.removeAllListeners('message');
-  let held = false;
-  return new Promise((resolve) => {
-    w.on('message', (m: FromWorker) => {
-      const mine = m.t === 'res' && m.ok && m.op === op;
-      if (!held && mine) {
-        held = true;
-        resolve();
-        return;
-      }
-      for (const l of listeners) l(m);
-    });
-  });
+  return new Promise((resolve) => onNextReply(nic, op, () => resolve()));
 }
 
 /**
@@ -52,21 +64,20 @@ function holdNextReply(nic: WorkerNic, op: 'initiate' | 'terminate'): Promise<vo
  * the worker did the move, but what the host reads of it is refused as malformed.
  */
 function spoilNextTerminate(nic: WorkerNic): Promise<void> {
-  const w = nic.worker;
-  const listeners = w.listeners('message') as ((m: unknown) => void)[];
-  w.removeAllListeners('message');
-  let spoilt = false;
-  return new Promise((resolve) => {
-    w.on('message', (m: FromWorker) => {
-      if (!spoilt && m.t === 'res' && m.ok && m.op === 'terminate') {
-        spoilt = true;
-        for (const l of listeners) l({ ...m, moved: 'spoilt' });
-        resolve();
-        return;
-      }
-      for (const l of listeners) l(m);
-    });
-  });
+  return new Promise((resolve) =>
+    onNextReply(nic, 'terminate', (m, deliver) => {
+      deliver({ ...m, moved: 'spoilt' });
+      resolve();
+    }),
+  );
+}
+
+/**
+ * Hold `nic`'s next answer to a terminate until the caller lets it go: resolves, once it is held,
+ * with the function that delivers it.
+ */
+function delayNextTerminate(nic: WorkerNic): Promise<() => void> {
+  return new Promise((resolve) => onNextReply(nic, 'terminate', (m, deliver) => resolve(() => deliver(m))));
 }
 
 /**
@@ -293,12 +304,14 @@ describe('a worker killed while an initiate to it is in flight', () => {
   test('move worker → worker, the destination closed by its host mid-hand: each connection aborted with ECONNABORTED, none resumed, none left running', {
     timeout: 60_000,
   }, async (t) => {
-    // The source pauses between handing the batch on and answering: the destination's worker has
-    // the batch (installed, or not yet read) when its host closes it.
-    const { rig, st, keys, nic0, nic1 } = await streamingOnFirst(t, 36, { handGapMs: 300 });
+    // The source's answer is held until the destination is closed: its worker has the batch
+    // (installed, or not yet read) then, and the host has not yet taken the destination's answer.
+    const { rig, st, keys, nic0, nic1 } = await streamingOnFirst(t, 36);
+    const held = delayNextTerminate(nic0!);
     const move = rig.manager.move(keys, nic0!, nic1!);
-    await rig.net.sleep(100);
+    const release = await held;
     nic1!.close();
+    release();
     const r = await move;
     assert.equal(r.moved.length, 0, 'none moved to a closed NIC');
     assert.equal(r.refused.length, CONNS, 'every connection reported');
