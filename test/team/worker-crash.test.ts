@@ -9,6 +9,7 @@ import type { TestContext } from 'node:test';
 import { describe, test } from 'node:test';
 import type { FromWorker } from '../../src/nic/worker/protocol.ts';
 import type { WorkerNic, WorkerNicTestSeams } from '../../src/nic/worker-nic.ts';
+import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { TCP_STATE_NAMES } from '../../src/state/tcp-state.ts';
 import { streamBothWays } from '../nic/worker-helpers.ts';
 import {
@@ -198,6 +199,16 @@ async function crashMidInitiate(rig: WorkerTeamRig, from: 'host' | WorkerNic): P
   );
 }
 
+/** None rebuilt in the host: every connection runs on `dst`, where the hand-over put it. */
+function runAtDestination(rig: WorkerTeamRig, sockets: TcpSocket[], dst: WorkerNic): void {
+  assert.equal(rig.stack.counters.get('offload.rebuilt') ?? 0, 0, 'none rebuilt: the destination runs them');
+  assert.deepEqual(
+    ownersOf(rig, sockets).filter((o) => o !== null && o !== dst),
+    [],
+    'every connection runs on the destination',
+  );
+}
+
 /** A team of two WorkerNics whose first runs CONNS streaming connections. */
 async function streamingOnFirst(t: TestContext, seed: number, seams?: WorkerNicTestSeams) {
   const rig = await setup(t, { seed, heartbeatMs: 20, deadAfterMs: 1000, seams });
@@ -264,17 +275,8 @@ describe('a worker killed while an initiate to it is in flight', () => {
     assert.equal(r.moved.length, CONNS, `every connection moved: ${JSON.stringify(r.refused.slice(0, 3))}`);
     await rig.team.settled();
     await rsts.check(assertClean(rig, st));
-    assert.equal(
-      rig.stack.counters.get('offload.rebuilt') ?? 0,
-      0,
-      'none rebuilt: the destination runs them',
-    );
     assert.deepEqual(nic0!.salvage(), [], 'the dead source leaves none of them for salvage');
-    assert.deepEqual(
-      ownersOf(rig, st.sockets).filter((o) => o !== null && o !== nic1),
-      [],
-      'every connection runs on the destination',
-    );
+    runAtDestination(rig, st.sockets, nic1!);
   });
 
   test('move worker → worker, the source answers malformed after it handed the batch on: taken as dead, every connection runs at the destination only', {
@@ -289,16 +291,7 @@ describe('a worker killed while an initiate to it is in flight', () => {
     assert.equal(nic0!.death?.kind, 'defective', 'a source that answers so is taken as dead');
     await rig.team.settled();
     await rsts.check(assertClean(rig, st));
-    assert.equal(
-      rig.stack.counters.get('offload.rebuilt') ?? 0,
-      0,
-      'none rebuilt: the destination runs them',
-    );
-    assert.deepEqual(
-      ownersOf(rig, st.sockets).filter((o) => o !== null && o !== nic1),
-      [],
-      'every connection runs on the destination',
-    );
+    runAtDestination(rig, st.sockets, nic1!);
   });
 
   test('move worker → worker, the destination closed by its host mid-hand: each connection aborted with ECONNABORTED, none resumed, none left running', {
