@@ -110,7 +110,7 @@ export interface TapLinkOptions {
    */
   onHeld?: (held: TapHeld) => void;
   /**
-   * The control socket and the clone device (`tunPath`) opened already, by a thread that outlives
+   * The control socket, the clone device (`tunPath`) and the wake pipe made already, by a thread that outlives
    * this one and lists them where it frees them if this one is killed (`openTapDescriptors`): no
    * kill can then fall between a descriptor's making and its listing. The open takes them as its
    * own from its first step; until then (bad options), they stay the caller's.
@@ -122,6 +122,8 @@ export interface TapLinkOptions {
 export interface TapDescriptors {
   ctl: number;
   tun: number;
+  /** The wake pipe: read end, write end. */
+  wake: [number, number];
 }
 
 export interface GsoSendOptions {
@@ -400,8 +402,8 @@ export class TapLink implements Link {
     const iv = new DataView(ifr.buffer);
     const given = opts.fds;
     if (given !== undefined) {
-      held.fds.push(given.ctl);
-      hold(held.fds, given.tun);
+      held.fds.push(given.ctl, given.tun, given.wake[0]);
+      hold(held.fds, given.wake[1]);
     }
 
     const ctl = given?.ctl ?? lib.socket(AF_INET, SOCK_DGRAM | O_CLOEXEC, 0);
@@ -533,11 +535,14 @@ export class TapLink implements Link {
     const ifindex = iv.getInt32(IFNAMSIZ_OFF, true);
 
     const pipe = new Int32Array(2);
-    if (lib.pipe2(pipe, O_NONBLOCK | O_CLOEXEC) !== 0) {
-      throw new LinkError(errName(lib.errno()), 'cannot create the wake pipe');
+    if (given !== undefined) pipe.set(given.wake);
+    else {
+      if (lib.pipe2(pipe, O_NONBLOCK | O_CLOEXEC) !== 0) {
+        throw new LinkError(errName(lib.errno()), 'cannot create the wake pipe');
+      }
+      held.fds.push(pipe[0]!);
+      hold(held.fds, pipe[1]!);
     }
-    held.fds.push(pipe[0]!);
-    hold(held.fds, pipe[1]!);
     let native: NativeBuffers | null = null;
     if (napiFrags) {
       // The iovecs name addresses, so the frame is built in memory that never moves.
@@ -951,8 +956,8 @@ export interface TapHeld {
 }
 
 /**
- * The control socket and the clone device a TapLink opened in another thread needs
- * (TapLinkOptions.fds), opened here; null when they cannot be (that thread's open then tries, and
+ * The control socket, clone device and wake pipe a TapLink opened in another thread needs
+ * (TapLinkOptions.fds), made here; null when they cannot be (that thread's open then tries, and
  * says why it failed).
  */
 export function openTapDescriptors(tunPath = '/dev/net/tun'): TapDescriptors | null {
@@ -966,11 +971,13 @@ export function openTapDescriptors(tunPath = '/dev/net/tun'): TapDescriptors | n
   const ctl = lib.socket(AF_INET, SOCK_DGRAM | O_CLOEXEC, 0);
   if (ctl < 0) return null;
   const tun = lib.open(tunPath, O_RDWR | O_NONBLOCK | O_CLOEXEC);
-  if (tun < 0) {
+  const pipe = new Int32Array(2);
+  if (tun < 0 || lib.pipe2(pipe, O_NONBLOCK | O_CLOEXEC) !== 0) {
+    if (tun >= 0) lib.close(tun);
     lib.close(ctl);
     return null;
   }
-  return { ctl, tun };
+  return { ctl, tun, wake: [pipe[0]!, pipe[1]!] };
 }
 
 /**

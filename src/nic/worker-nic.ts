@@ -592,10 +592,11 @@ export class WorkerNic extends HostNic {
     const tap = 'tap' in opts.link ? opts.link.tap : null;
     const owners = new OwnerTable(OwnerTable.create(capacity));
     const tapHeld = newTapHeld();
-    // The TAP's first descriptors are made here, listed before the thread runs: a kill between a
+    // The TAP's descriptors are made here, listed before the thread runs: a kill between a
     // descriptor's making and its listing in the thread would leak it for the process's life.
     const fds = tap !== null && tap.fds === undefined ? openTapDescriptors(tap.tunPath) : null;
-    if (fds !== null) publishTapHeld(new BigInt64Array(tapHeld), { addrs: [], fds: [fds.ctl, fds.tun] });
+    if (fds !== null)
+      publishTapHeld(new BigInt64Array(tapHeld), { addrs: [], fds: [fds.ctl, fds.tun, ...fds.wake] });
     const boot: WorkerBoot = {
       id: opts.id,
       seed: opts.seed ?? 1,
