@@ -64,6 +64,9 @@ describe('a loop of moves on WorkerNics', () => {
       last.arrayBuffers - first.arrayBuffers < 2 << 20,
       `shared memory grew by ${last.arrayBuffers - first.arrayBuffers} bytes`,
     );
-    assert.deepEqual({ ...last, arrayBuffers: 0, partsFound: [] }, { ...first, arrayBuffers: 0, partsFound: [] });
+    assert.deepEqual(
+      { ...last, arrayBuffers: 0, partsFound: [] },
+      { ...first, arrayBuffers: 0, partsFound: [] },
+    );
   });
 });
