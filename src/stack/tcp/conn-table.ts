@@ -164,6 +164,7 @@ export class ConnTable {
   /** hashOf(tuple) → the entries of that hash, chained; shared with the tables this one `share`s. */
   private store = new Store();
   private holds = 0;
+  private made = 0;
   /** The connections this table runs, and its tags. */
   private readonly runs = new EntryList(RUN_LINKS);
   private readonly tags = new EntryList(TAG_LINKS);
@@ -181,6 +182,11 @@ export class ConnTable {
   /** Tags in the table. */
   get taggedSize(): number {
     return this.tags.size;
+  }
+
+  /** Entries this table made (the rest of its parts went into entries that were there). */
+  get entriesMade(): number {
+    return this.made;
   }
 
   /**
@@ -465,6 +471,7 @@ export class ConnTable {
       twin = true;
     }
     if (twin) this.store.twins++;
+    this.made++;
     const e: TableEntry = {
       conn: null,
       runBy: null,

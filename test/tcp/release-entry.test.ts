@@ -1,0 +1,38 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { TcpStateId } from '../../src/state/tcp-state.ts';
+import { ACK, activeOpen, Bench, bytes, Recorder } from './harness.ts';
+
+test('a released connection leaves its placeholder in its own table entry, which holds what arrives', () => {
+  const a = new Bench();
+  const o = activeOpen(a, { ts: [5000, 1001] });
+  const table = a.layer.table;
+  const made = table.entriesMade;
+  const s = a.layer.release(o.conn);
+  // The entry the connection ran in now holds its placeholder: none made, none hashed anew.
+  assert.equal(table.entriesMade, made);
+  assert.equal(table.size, 0);
+  assert.equal(table.heldSize, 1);
+  const c = s.const;
+  a.take();
+  // A segment for the tuple meanwhile is held for the next owner, not answered with a RST.
+  a.inject({
+    flags: ACK,
+    srcPort: c.remotePort,
+    dstPort: c.localPort,
+    seq: s.delegated.rcvNxt,
+    ack: s.delegated.sndNxt,
+    ts: [5100, 1001],
+    data: bytes(100),
+  });
+  assert.equal(a.take().length, 0);
+  const held = a.layer.takeQueued(c.localIp, c.localPort, c.remoteIp, c.remotePort);
+  assert.equal(held.length, 1);
+  // The next owner runs it as before.
+  const b = new Bench();
+  b.advance(a.env.clock.now() - b.env.clock.now());
+  const conn = b.layer.adopt(s, new Recorder());
+  assert.equal(conn.state.delegated.state, TcpStateId.ESTABLISHED);
+  for (const p of held) b.layer.inputPacket(p);
+  assert.equal(conn.state.delegated.recvBuffer.length, 100);
+});
