@@ -1,13 +1,31 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { TcpStateId } from '../../src/state/tcp-state.ts';
+import { type TcpState, TcpStateId } from '../../src/state/tcp-state.ts';
 import { ACK, activeOpen, Bench, bytes, Recorder } from './harness.ts';
 
-test('a released connection leaves its placeholder in its own table entry, which holds what arrives', () => {
+/** A segment of `n` bytes from the peer of released state `s`, in order, into `a`. */
+function dataFromPeer(a: Bench, s: TcpState, n: number): void {
+  const c = s.const;
+  a.inject({
+    flags: ACK,
+    srcPort: c.remotePort,
+    dstPort: c.localPort,
+    seq: s.delegated.rcvNxt,
+    ack: s.delegated.sndNxt,
+    ts: [5100, 1001],
+    data: bytes(n),
+  });
+}
+
+/** An established connection, and the count of entries its table had made. */
+function established() {
   const a = new Bench();
   const o = activeOpen(a, { ts: [5000, 1001] });
-  const table = a.layer.table;
-  const made = table.entriesMade;
+  return { a, o, table: a.layer.table, made: a.layer.table.entriesMade };
+}
+
+test('a released connection leaves its placeholder in its own table entry, which holds what arrives', () => {
+  const { a, o, table, made } = established();
   const s = a.layer.release(o.conn);
   // The entry the connection ran in now holds its placeholder: none made, none hashed anew.
   assert.equal(table.entriesMade, made);
@@ -16,15 +34,7 @@ test('a released connection leaves its placeholder in its own table entry, which
   const c = s.const;
   a.take();
   // A segment for the tuple meanwhile is held for the next owner, not answered with a RST.
-  a.inject({
-    flags: ACK,
-    srcPort: c.remotePort,
-    dstPort: c.localPort,
-    seq: s.delegated.rcvNxt,
-    ack: s.delegated.sndNxt,
-    ts: [5100, 1001],
-    data: bytes(100),
-  });
+  dataFromPeer(a, s, 100);
   assert.equal(a.take().length, 0);
   const held = a.layer.takeQueued(c.localIp, c.localPort, c.remoteIp, c.remotePort);
   assert.equal(held.length, 1);
@@ -38,10 +48,7 @@ test('a released connection leaves its placeholder in its own table entry, which
 });
 
 test('a connection that leaves and comes back takes up a spare entry, and its tuple is found again', () => {
-  const a = new Bench();
-  const o = activeOpen(a, { ts: [5000, 1001] });
-  const table = a.layer.table;
-  const made = table.entriesMade;
+  const { a, o, table, made } = established();
   let s = a.layer.release(o.conn);
   const c = s.const;
   for (let round = 0; round < 5; round++) {
@@ -55,15 +62,7 @@ test('a connection that leaves and comes back takes up a spare entry, and its tu
   }
   // An entry and its links per move before.
   assert.equal(table.entriesMade, made);
-  a.inject({
-    flags: ACK,
-    srcPort: c.remotePort,
-    dstPort: c.localPort,
-    seq: s.delegated.rcvNxt,
-    ack: s.delegated.sndNxt,
-    ts: [5100, 1001],
-    data: bytes(10),
-  });
+  dataFromPeer(a, s, 10);
   assert.equal(a.take().length, 0, 'held for the next owner, not answered with a RST');
   assert.equal(a.layer.takeQueued(c.localIp, c.localPort, c.remoteIp, c.remotePort).length, 1);
 });
