@@ -59,3 +59,46 @@ test('frames that are not IPv4/TCP or too short belong to nothing', () => {
   assert.equal(idx.ofFrame(frame(3, 4, 1, 2).subarray(0, 40), true), undefined, 'truncated');
   assert.ok(idx.ofFrame(frame(3, 4, 1, 2), true));
 });
+
+test('ports that share an index key are told apart by the ports themselves', () => {
+  const ip = { localIp: 0x0a000001, remoteIp: 0x0a000002 };
+  // Keys are 30 bits of both ports: these four pairs (local ports 4 apart in their low two
+  // bits' place, remote ports matching) land on one key.
+  const pairs = [
+    [40000, 80],
+    [40001, 80 ^ (1 << 14)],
+    [40002, 80 ^ (2 << 14)],
+    [40003, 80 ^ (3 << 14)],
+  ] as const;
+  const vs = pairs.map(([localPort, remotePort]) => ({ key: { ...ip, localPort, remotePort } }));
+  const idx = new ConnIndex<{ key: ConnKey }>();
+  for (const v of vs) idx.add(v);
+  for (const v of vs) {
+    const k = v.key;
+    assert.equal(idx.get(k.localIp, k.localPort, k.remoteIp, k.remotePort), v);
+    assert.equal(idx.ofFrame(frame(k.remoteIp, k.remotePort, k.localIp, k.localPort), true), v);
+  }
+  idx.remove(vs[1]!);
+  assert.equal(idx.get(ip.localIp, 40001, ip.remoteIp, 80 ^ (1 << 14)), undefined);
+  for (const v of [vs[0]!, vs[2]!, vs[3]!])
+    assert.equal(idx.get(v.key.localIp, v.key.localPort, v.key.remoteIp, v.key.remotePort), v);
+});
+
+test('connections that leave and come back take up the lists they left', () => {
+  const idx = new ConnIndex<{ key: ConnKey }>();
+  const vs = Array.from({ length: 300 }, (_, i) => ({
+    key: { localIp: 0x0a000001, localPort: 33000 + i, remoteIp: 0x0a000002, remotePort: 80 },
+  }));
+  for (const v of vs) idx.add(v);
+  const made = idx.listsMade;
+  assert.equal(made, 300);
+  // Moves of 100 out and back in: a list and a map entry per connection and move before.
+  for (let round = 0; round < 10; round++)
+    for (let b = 0; b < vs.length; b += 100) {
+      for (const v of vs.slice(b, b + 100)) idx.remove(v);
+      for (const v of vs.slice(b, b + 100)) idx.add(v);
+    }
+  assert.equal(idx.listsMade, made);
+  assert.equal(idx.size, 300);
+  for (const v of vs) assert.equal(idx.get(v.key.localIp, v.key.localPort, v.key.remoteIp, 80), v);
+});

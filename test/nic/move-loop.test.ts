@@ -27,6 +27,7 @@ describe('a loop of moves on WorkerNics', () => {
       return {
         // Views made over a connection's block: once per connection and worker, not per move.
         partsMade: c.map((x) => x['nic.blocks.parts-made']),
+        partsFound: c.map((x) => x['nic.blocks.parts-found'] ?? 0),
         // Every connection's block is shared memory: one per connection, handed on by moves.
         arrayBuffers: process.memoryUsage().arrayBuffers,
         host: wh.stack.tcp.size,
@@ -51,12 +52,21 @@ describe('a loop of moves on WorkerNics', () => {
     );
     for (let r = 0; r < ROUNDS; r++) await round();
     const last = await shape();
+    // A block's parts are found (and its rings' headers checked) once per connection a worker
+    // installs: NIC 0 installs each connection twice a round, NIC 1 once; its slot keeps them
+    // for the rest (the record's take, the terminate's writes). Found again at every use, they
+    // were 5 per connection and move.
+    const found = last.partsFound.map((n, i) => n - first.partsFound[i]!);
+    assert.deepEqual(found, [2 * ROUNDS * CONNS, ROUNDS * CONNS], `parts found again: ${found}`);
     // Buffers of messages in flight come and go with the garbage collector: a block per
     // connection and move would be ROUNDS * 3 * CONNS blocks with two 16 KiB rings and more each (45 MB).
     assert.ok(
       last.arrayBuffers - first.arrayBuffers < 2 << 20,
       `shared memory grew by ${last.arrayBuffers - first.arrayBuffers} bytes`,
     );
-    assert.deepEqual({ ...last, arrayBuffers: 0 }, { ...first, arrayBuffers: 0 });
+    assert.deepEqual(
+      { ...last, arrayBuffers: 0, partsFound: [] },
+      { ...first, arrayBuffers: 0, partsFound: [] },
+    );
   });
 });

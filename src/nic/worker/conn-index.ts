@@ -20,8 +20,19 @@ import type { ConnKey } from '../nic.ts';
  * filed under the wrong one would publish one connection's snd.max into the other's record.
  */
 export class ConnIndex<T extends { readonly key: ConnKey }> {
+  /**
+   * By `portsKey`: a small integer, where both ports side by side (up to 2^32) were a boxed
+   * number, allocated by every add, remove and frame looked up. Lossy, so a list can hold other
+   * ports (of the three pairs its key also names) and `get` compares the ports too.
+   */
   private readonly byPorts = new Map<number, T[]>();
+  /**
+   * Emptied lists, for the next new key: a connection moved away and back would otherwise leave
+   * one array (and one map entry) behind per move.
+   */
+  private readonly spare: T[][] = [];
   private count = 0;
+  private made = 0;
 
   /**
    * `addrs`: the table the keys' IPv6 handles belong to, through which an IPv6 frame's addresses
@@ -33,33 +44,57 @@ export class ConnIndex<T extends { readonly key: ConnKey }> {
     return this.count;
   }
 
+  /** Lists ever allocated (the rest were spares taken up again). */
+  get listsMade(): number {
+    return this.made;
+  }
+
   add(v: T): void {
-    const p = v.key.localPort * 65536 + v.key.remotePort;
+    const p = portsKey(v.key.localPort, v.key.remotePort);
     const list = this.byPorts.get(p);
-    if (list === undefined) this.byPorts.set(p, [v]);
-    else list.push(v);
+    if (list !== undefined) list.push(v);
+    else {
+      let fresh = this.spare.pop();
+      if (fresh === undefined) {
+        fresh = [];
+        this.made++;
+      }
+      fresh.push(v);
+      this.byPorts.set(p, fresh);
+    }
     this.count++;
   }
 
   remove(v: T): void {
-    const p = v.key.localPort * 65536 + v.key.remotePort;
+    const p = portsKey(v.key.localPort, v.key.remotePort);
     const list = this.byPorts.get(p);
     const at = list === undefined ? -1 : list.indexOf(v);
     if (at < 0) return;
-    list!.splice(at, 1);
-    if (list!.length === 0) this.byPorts.delete(p);
+    // Order within a list does not matter: the last one takes the removed one's place.
+    const last = list!.pop()!;
+    if (at < list!.length) list![at] = last;
+    if (list!.length === 0) {
+      this.byPorts.delete(p);
+      if (this.spare.length < SPARE_LISTS) this.spare.push(list!);
+    }
     this.count--;
   }
 
   /** IPv4 addresses compared as u32, whichever sign the caller's numbers have; IPv6 handles whole. */
   get(localIp: number, localPort: number, remoteIp: number, remotePort: number): T | undefined {
-    const list = this.byPorts.get(localPort * 65536 + remotePort);
+    const list = this.byPorts.get(portsKey(localPort, remotePort));
     if (list === undefined) return undefined;
     const l = addr(localIp);
     const r = addr(remoteIp);
     for (let i = 0; i < list.length; i++) {
       const k = list[i]!.key;
-      if (addr(k.localIp) === l && addr(k.remoteIp) === r) return list[i];
+      if (
+        k.localPort === localPort &&
+        k.remotePort === remotePort &&
+        addr(k.localIp) === l &&
+        addr(k.remoteIp) === r
+      )
+        return list[i];
     }
     return undefined;
   }
@@ -94,6 +129,17 @@ export class ConnIndex<T extends { readonly key: ConnKey }> {
     const dport = l4DstPort(frame, ip + 40);
     return inbound ? this.get(dst, dport, src, sport) : this.get(src, sport, dst, dport);
   }
+}
+
+/** Spare lists kept: a worker's batch is at most a few hundred connections. */
+const SPARE_LISTS = 1024;
+
+/**
+ * Both ports in 30 bits, a small integer (V8 boxes a number of 2^30 or more): the local port's
+ * 16 bits above the remote port's, overlapping it by two bits, so four pairs share a key.
+ */
+function portsKey(localPort: number, remotePort: number): number {
+  return ((localPort << 14) ^ remotePort) & 0x3fffffff;
 }
 
 function addr(ip: number): number {

@@ -52,9 +52,9 @@ import { IpProto } from '../../wire/ipv4.ts';
 import { allocConnBlock, type ConnBlockRef, connRingCapacities, HardStateRecord } from '../hard-state.ts';
 import { type ConnKey, connKeyId, type InitiateResult, keyOfState, sameConnKey } from '../nic.ts';
 import { NicEngine } from '../nic-engine.ts';
-import { OWNER_HOST, splitForRecords } from '../transfer-record.ts';
+import { OWNER_HOST, splitForRecords, type TransferRecord } from '../transfer-record.ts';
 import { TupleMap } from '../tuple-map.ts';
-import { blockOfRings, blockParts, partsCount, sameBlock } from './conn-blocks.ts';
+import { type BlockParts, blockOfRings, blockParts, partsCount, sameBlock } from './conn-blocks.ts';
 import { ConnIndex } from './conn-index.ts';
 import { OwnerTable } from './owner-table.ts';
 import {
@@ -323,6 +323,11 @@ interface Slot {
   recv: ByteRing;
   /** The TCP state the record holds now (see publishAhead). */
   published: number;
+  /**
+   * The block's transfer record, once asked for (transferOf): its rings' headers were checked
+   * when the block came, so a terminate writes the record without finding the parts again.
+   */
+  transfer: TransferRecord | null;
   /** The connection's user here: events become messages for the host. */
   user: RemoteUser;
 }
@@ -333,6 +338,12 @@ interface Slot {
  * next move and so reached the old generation (a scavenge's cost is what survives it).
  */
 const slotOfBlock = new WeakMap<ConnBlockRef, Slot>();
+
+/** The transfer record of a slot's block (a block allocated here gets its parts on first ask). */
+function transferOf(slot: Slot): TransferRecord {
+  if (slot.transfer === null) slot.transfer = blockParts(slot.block).transfer;
+  return slot.transfer;
+}
 
 /** Publish a connection's hard state as it is now. */
 function writeRecord(slot: Slot): void {
@@ -459,6 +470,7 @@ function fillFromRecords(
     if (decoded.has(key)) continue;
     n++;
     const parts = blockParts(b);
+    batchParts.set(b, parts);
     const rec = parts.transfer;
     if (rec.owner !== -owner) throw new StateValidationError('owner', 'record not offered to this NIC');
     const node = nodes[rec.pathIndex];
@@ -486,6 +498,13 @@ function fillFromRecords(
   if (pooled > 0) engine.counters.inc('nic.initiate.pooled', pooled);
 }
 
+/**
+ * The parts fillFromRecords found for each block of the batch being installed, for install to
+ * take up instead of finding them again (and checking the same headers twice in one request).
+ * Emptied at the end of each initiate.
+ */
+const batchParts = new Map<ConnBlockRef, BlockParts>();
+
 /** The rings lie in `given` (rings attached to it otherwise than through its parts). */
 function ownBlock(send: ByteRing, recv: ByteRing, given: ConnBlockRef): boolean {
   const own = blockOfRings(send, recv);
@@ -505,7 +524,7 @@ function install(conn: TcpConnection, given: ConnBlockRef | undefined): Installe
   let send: ByteRing;
   let recv: ByteRing;
   let onGiven = true;
-  const parts = given === undefined ? null : blockParts(given);
+  const parts = given === undefined ? null : (batchParts.get(given) ?? blockParts(given));
   if (
     given !== undefined &&
     ((d.sendBuffer === parts!.send && d.recvBuffer === parts!.recv) ||
@@ -550,6 +569,7 @@ function install(conn: TcpConnection, given: ConnBlockRef | undefined): Installe
     slot.send = send;
     slot.recv = recv;
     slot.published = -1;
+    slot.transfer = onGiven ? parts!.transfer : null;
     engine.counters.inc('nic.slots.reused');
   } else {
     const key = {
@@ -567,6 +587,7 @@ function install(conn: TcpConnection, given: ConnBlockRef | undefined): Installe
       send,
       recv,
       published: -1,
+      transfer: onGiven ? parts!.transfer : null,
       user: null as unknown as RemoteUser,
     };
     slot.user = new RemoteUser(slot);
@@ -908,18 +929,22 @@ function initiateNow(a: Extract<WorkerRequest, { op: 'initiate' }>['arg']): Pack
     owner === undefined || a.blocks === undefined
       ? undefined
       : (trees: OffloadTree[]) => fillFromRecords(trees, a.blocks!, blocksNow()!, owner);
-  const result: InitiateResult = engine.initiate(a.batch, { prod: a.prod }, { rings, fill });
-  const installed: InstalledConn[] = [];
-  for (const c of result.conns) {
-    progress();
-    if (c.status !== 'success') continue;
-    const conn = engine.connection(c.key);
-    if (!conn) continue;
-    const inst = install(conn, blocksNow()?.get(c.key));
-    if (owner !== undefined) blockParts(inst.block).transfer.take(owner);
-    installed.push(inst);
+  try {
+    const result: InitiateResult = engine.initiate(a.batch, { prod: a.prod }, { rings, fill });
+    const installed: InstalledConn[] = [];
+    for (const c of result.conns) {
+      progress();
+      if (c.status !== 'success') continue;
+      const conn = engine.connection(c.key);
+      if (!conn) continue;
+      const inst = install(conn, blocksNow()?.get(c.key));
+      if (owner !== undefined) transferOf(slots[inst.slot]!).take(owner);
+      installed.push(inst);
+    }
+    return packInitiate(result, installed, engine.addressBook);
+  } finally {
+    batchParts.clear();
   }
-  return packInitiate(result, installed, engine.addressBook);
 }
 
 // ---- moves straight to another worker ------------------------------------------------------------
@@ -995,7 +1020,7 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
           const now = clock.now();
           for (const [s, path] of split.paths) {
             const slot = slotOf(s)!;
-            blockParts(slot.block).transfer.write(s, now, path, OWNER_HOST, slot.recv);
+            transferOf(slot).write(s, now, path, OWNER_HOST, slot.recv);
             // Released, the state is the record's now (TcpHandover.release): kept for the
             // connection's next visit here, read into instead of made anew.
             poolState(slot.key, s);
@@ -1016,7 +1041,7 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
             // on a terminate) and its last events must reach the application first.
             if (slot.conn.released) {
               moved.push(slot.index);
-              blockParts(slot.block).transfer.setOwner(hand === undefined ? OWNER_HOST : -hand.owner);
+              transferOf(slot).setOwner(hand === undefined ? OWNER_HOST : -hand.owner);
               if (hand !== undefined) given.push([slot.key, slot.block]);
             }
           }

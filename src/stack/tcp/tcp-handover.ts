@@ -192,12 +192,14 @@ export class Handover {
     s.soft.ackNow = false;
     conn.timer.disarm();
     conn.timerTarget = Number.POSITIVE_INFINITY;
+    // The placeholder first, in the connection's own entry (as `detach`): the entry never empties,
+    // so it is not unchained from its hash and made again for the placeholder, a tuple hashed
+    // twice and three new objects per connection released.
+    this.placeOf(conn).forward = null;
     this.layer.unlinkQuiet(conn);
     conn.released = true;
     // Taken up again if the same state object comes back here (a pooled read of the record).
     this.releasedBy.set(s, conn);
-    const c = s.const;
-    this.freeze(c.localIp, c.localPort, c.remoteIp, c.remotePort);
     this.layer.env.counters.inc('tcp.released');
     return s;
   }
