@@ -33,8 +33,11 @@ export const sackLimits = { maxRanges: SACK_MAX_RANGES };
  * work linear in the blocks received.
  */
 export const sackWork = { steps: 0 };
-/** RFC 6675 DupThresh. */
-const DUP_THRESH = 3;
+/**
+ * RFC 6675 DupThresh when the caller has no measure of the path's reordering: Linux's initial
+ * tp->reordering (sysctl tcp_reordering). RackLog.reordering adapts it per connection.
+ */
+export const DUP_THRESH = 3;
 /** RFC 2018 allows at most 4 blocks on the wire; remembering a few more lets older ones rotate in. */
 const RECV_SACK_MAX = 8;
 const POOL_MAX = 256;
@@ -159,6 +162,25 @@ export function sackedBytes(s: TcpState): number {
   return n;
 }
 
+/**
+ * SACKed segments, as Linux's sacked_out counts them (tcp_skb_pcount of each SACKed skb): a range
+ * counts one per MSS begun, for it is made of whole segments, the last possibly short; a range
+ * shorter than an MSS counts only if it ends at snd.max (a short last segment). Linux tags SACKs by
+ * whole segments only (tcp_match_skb_to_sack), so a receiver SACKing single bytes inside segments
+ * (bench/attacks.ts) SACKed no segment there.
+ */
+export function sackedPackets(s: TcpState, mss: number): number {
+  sackPrune(s);
+  let n = 0;
+  const max = s.delegated.sndMax;
+  for (const r of s.soft.sacked) {
+    const len = (r.end - r.start) >>> 0;
+    if (len >= mss) n += Math.ceil(len / mss);
+    else if (r.end === max) n++;
+  }
+  return n;
+}
+
 /** SACKed bytes in [lo, hi), both at or above snd.una. */
 export function sackedIn(s: TcpState, lo: number, hi: number): number {
   sackPrune(s);
@@ -216,8 +238,8 @@ function countAbove(s: TcpState, seq: number): { bytes: number; ranges: number }
 }
 const above = { bytes: 0, ranges: 0 };
 
-function lostBy(bytes: number, ranges: number, mss: number): boolean {
-  return ranges >= DUP_THRESH || bytes > (DUP_THRESH - 1) * mss;
+function lostBy(bytes: number, ranges: number, mss: number, dupThresh: number): boolean {
+  return ranges >= dupThresh || bytes > (dupThresh - 1) * mss;
 }
 
 /** Offset of the RACK lost edge above snd.una (0 when it is not above). */
@@ -228,13 +250,17 @@ function rackEdgeOffset(s: TcpState): number {
   return Math.min(off(e, d.sndUna), off(d.sndMax, d.sndUna));
 }
 
-export function sackIsLost(s: TcpState, seq: number, mss: number): boolean {
+/**
+ * RFC 6675 IsLost. `dupThresh`: the connection's reordering degree (RackLog.reordering, Linux's
+ * tp->reordering), which RFC 6675 lets grow with the reordering the path shows.
+ */
+export function sackIsLost(s: TcpState, seq: number, mss: number, dupThresh = DUP_THRESH): boolean {
   sackPrune(s);
   if (s.soft.inRecovery && seqLt(seq >>> 0, s.soft.rackLostEdge) && !seqLt(seq >>> 0, s.delegated.sndUna)) {
     return true;
   }
   const a = countAbove(s, seq >>> 0);
-  return lostBy(a.bytes, a.ranges, mss);
+  return lostBy(a.bytes, a.ranges, mss, dupThresh);
 }
 
 /**
@@ -258,7 +284,8 @@ function forEachHoleDown(
     const r = i >= 0 ? sacked[i]! : null;
     const lo = r ? off(r.end, una) : 0;
     if (hi > lo) {
-      const lost = lostBy(bytes, ranges, mss);
+      // Within a recovery RFC 6675's fixed DupThresh: the adaptive degree decides only its start.
+      const lost = lostBy(bytes, ranges, mss, DUP_THRESH);
       // A hole the RACK edge cuts is two: lost below the edge, as the RFC 6675 counts say above.
       if (lo < rack && hi > rack && !lost) {
         if (fn(rack, hi, false) || fn(lo, rack, true)) return;

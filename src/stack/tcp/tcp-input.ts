@@ -895,7 +895,8 @@ function lossBehindSack(conn: TcpConnection, now: number): void {
   const d = s.delegated;
   const soft = s.soft;
   if (soft.inRecovery || d.sndUna === d.sndMax || d.persistDeadline !== INF) return;
-  if (!seqGeq(d.sndUna, soft.recoveryPoint) || !sackIsLost(s, d.sndUna, effectiveMss(s))) return;
+  if (!seqGeq(d.sndUna, soft.recoveryPoint)) return;
+  if (!sackIsLost(s, d.sndUna, effectiveMss(s), conn.rack.reordering)) return;
   conn.engine.env.counters.inc('tcp.rto.undo.recoveries');
   enterRecovery(conn, now);
 }
@@ -909,7 +910,10 @@ function dupAck(conn: TcpConnection, now: number): void {
   const mss = effectiveMss(s);
   d.dupAcks++;
   if (!soft.inRecovery) {
-    const lost = d.dupAcks >= 3 || (c.sackEnabled && sackIsLost(s, d.sndUna, mss));
+    // With SACK, the path's reordering degree (Linux's tp->reordering): a path that delivered
+    // originals that many segments late does not start a recovery on fewer SACKed above a hole.
+    const thresh = c.sackEnabled ? conn.rack.reordering : 3;
+    const lost = d.dupAcks >= thresh || (c.sackEnabled && sackIsLost(s, d.sndUna, mss, thresh));
     if (!lost || !seqGeq(d.sndUna, soft.recoveryPoint)) return;
     enterRecovery(conn, now);
   } else if (!c.sackEnabled) {
