@@ -165,14 +165,16 @@ for (const una of [1000, 0xffffff00]) {
       s.delegated.srtt = 100;
       const r = new RackLog();
       r.minRtt = 8;
-      // Linux widens only on a path that has shown reordering (tcp_dsack_seen); the case below
-      // pins that.
+      // Linux widens only on a path that has shown reordering, for what it resent (tcp_dsack_seen);
+      // the case below pins both.
       r.reorderingSeen = true;
+      r.onSend(at(0), at(4000), 0, false);
+      r.onSend(at(0), at(3000), 1, true);
       assert.equal(r.reoWnd(s, MSS), 2);
-      r.noteDsack(at(0), at(4000));
-      r.noteDsack(at(1000), at(4000));
+      r.noteDsack(at(0), at(4000), 1000);
+      r.noteDsack(at(1000), at(4000), 1000);
       assert.equal(r.reoWnd(s, MSS), 4, 'once per round trip');
-      r.noteDsack(at(4000), at(8000));
+      r.noteDsack(at(4000), at(8000), 1000);
       assert.equal(r.reoWnd(s, MSS), 6);
       s.delegated.srtt = 5;
       assert.equal(r.reoWnd(s, MSS), 5, 'never more than SRTT');
@@ -278,14 +280,19 @@ for (const una of [1000, 0xffffff00]) {
       s.delegated.srtt = 100;
       const r = new RackLog();
       r.minRtt = 8;
-      r.noteDsack(at(0), at(4000));
+      r.onSend(at(0), at(4000), 0, false);
+      r.onSend(at(0), at(2000), 1, true);
+      r.noteDsack(at(0), at(4000), 1000);
       assert.equal(
         r.reoWndMult,
         1,
         'no reordering seen: a lost ACK or a needless timeout, not a narrow window',
       );
       r.reorderingSeen = true;
-      r.noteDsack(at(4000), at(8000));
+      r.noteDsack(at(4000), at(8000), 2000);
+      assert.equal(r.reoWndMult, 1, 'more reported twice than was ever resent (dsack_dups > total_retrans)');
+      r.onSend(at(2000), at(4000), 2, true);
+      r.noteDsack(at(8000), at(12_000), 1000);
       assert.equal(r.reoWndMult, 2);
     });
 

@@ -52,6 +52,9 @@ export class RackLog {
    * REO_PERSIST recoveries without one.
    */
   reoWndMult = 1;
+  /** Bytes resent, and bytes DSACKs reported (Linux's total_retrans and dsack_dups, in bytes). */
+  private rtxBytes = 0;
+  private dsackBytes = 0;
   /**
    * The path's reordering degree in segments (Linux's tp->reordering, RFC 8985's DupThresh):
    * SACKed segments that mean loss before any reordering is seen, and what starts a recovery.
@@ -70,7 +73,11 @@ export class RackLog {
    * lost ACK or a needless timeout, not a window too narrow, and widening it there only delays
    * the repair of the next real loss.
    */
-  noteDsack(una: number, nxt: number): void {
+  noteDsack(una: number, nxt: number, len: number): void {
+    // Linux's dsack_dups against total_retrans: more reported twice than was ever resent means
+    // the receiver (or a middlebox) duplicated it, which says nothing of our window.
+    this.dsackBytes += len;
+    if (this.dsackBytes > this.rtxBytes) return;
     if (!this.reorderingSeen) return;
     if (this.reoWndRound !== -1 && seqLt(una, this.reoWndRound)) return;
     this.reoWndMult = Math.min(this.reoWndMult + 1, 255);
@@ -104,6 +111,8 @@ export class RackLog {
     this.reoWndMult = 1;
     this.reoWndPersist = 0;
     this.reoWndRound = -1;
+    this.rtxBytes = 0;
+    this.dsackBytes = 0;
   }
 
   /** [start, end) went out at `now`. */
@@ -111,6 +120,7 @@ export class RackLog {
     start >>>= 0;
     end >>>= 0;
     if (!seqLt(start, end)) return;
+    if (rtx) this.rtxBytes += (end - start) >>> 0;
     const e = this.entries;
     const last = e[e.length - 1];
     if (!last || seqLeq(last.end, start)) {

@@ -856,7 +856,7 @@ function dsack(conn: TcpConnection, h: TcpHeader, ack: number): void {
   const inside = h.sackCount > 1 && seqGeq(l, h.sackBlocks[2]! >>> 0) && seqLeq(r, h.sackBlocks[3]! >>> 0);
   if (!below && !inside) return;
   conn.engine.env.counters.inc('tcp.dsack.received');
-  conn.rack.noteDsack(s.delegated.sndUna, s.delegated.sndNxt);
+  conn.rack.noteDsack(s.delegated.sndUna, s.delegated.sndNxt, seqDiff(r, l));
   if (!soft.undoArmed || soft.undoRetrans <= 0) return;
   if (seqLt(l, soft.undoLow) || seqGt(r, soft.recoveryPoint)) return;
   soft.undoRetrans = Math.max(soft.undoRetrans - seqDiff(r, l), 0);
