@@ -348,6 +348,11 @@ export class RackLog {
             continue;
           }
           this.take(r, now, sackedTop(sacked, k, r, mss), false);
+          // What is delivered from the entry's start leaves the log, as below snd.una: an entry
+          // then starts with data not yet delivered, and its start is what a later delivery of
+          // it brings (the reordering test in take: else a burst whose SACKed head was followed
+          // by a lost, resent middle read as an original come late).
+          if (seqLeq(sr.start, r.start)) r.start = sr.end >>> 0;
         }
         e[w++] = r;
       }

@@ -33,10 +33,7 @@ export const sackLimits = { maxRanges: SACK_MAX_RANGES };
  * work linear in the blocks received.
  */
 export const sackWork = { steps: 0 };
-/**
- * RFC 6675 DupThresh when the caller has no measure of the path's reordering: Linux's initial
- * tp->reordering (sysctl tcp_reordering). RackLog.reordering adapts it per connection.
- */
+/** RFC 6675 DupThresh, and Linux's initial tp->reordering (sysctl tcp_reordering). */
 export const DUP_THRESH = 3;
 /** RFC 2018 allows at most 4 blocks on the wire; remembering a few more lets older ones rotate in. */
 const RECV_SACK_MAX = 8;
@@ -238,8 +235,8 @@ function countAbove(s: TcpState, seq: number): { bytes: number; ranges: number }
 }
 const above = { bytes: 0, ranges: 0 };
 
-function lostBy(bytes: number, ranges: number, mss: number, dupThresh: number): boolean {
-  return ranges >= dupThresh || bytes > (dupThresh - 1) * mss;
+function lostBy(bytes: number, ranges: number, mss: number): boolean {
+  return ranges >= DUP_THRESH || bytes > (DUP_THRESH - 1) * mss;
 }
 
 /** Offset of the RACK lost edge above snd.una (0 when it is not above). */
@@ -250,17 +247,13 @@ function rackEdgeOffset(s: TcpState): number {
   return Math.min(off(e, d.sndUna), off(d.sndMax, d.sndUna));
 }
 
-/**
- * RFC 6675 IsLost. `dupThresh`: the connection's reordering degree (RackLog.reordering, Linux's
- * tp->reordering), which RFC 6675 lets grow with the reordering the path shows.
- */
-export function sackIsLost(s: TcpState, seq: number, mss: number, dupThresh = DUP_THRESH): boolean {
+export function sackIsLost(s: TcpState, seq: number, mss: number): boolean {
   sackPrune(s);
   if (s.soft.inRecovery && seqLt(seq >>> 0, s.soft.rackLostEdge) && !seqLt(seq >>> 0, s.delegated.sndUna)) {
     return true;
   }
   const a = countAbove(s, seq >>> 0);
-  return lostBy(a.bytes, a.ranges, mss, dupThresh);
+  return lostBy(a.bytes, a.ranges, mss);
 }
 
 /**
@@ -284,8 +277,7 @@ function forEachHoleDown(
     const r = i >= 0 ? sacked[i]! : null;
     const lo = r ? off(r.end, una) : 0;
     if (hi > lo) {
-      // Within a recovery RFC 6675's fixed DupThresh: the adaptive degree decides only its start.
-      const lost = lostBy(bytes, ranges, mss, DUP_THRESH);
+      const lost = lostBy(bytes, ranges, mss);
       // A hole the RACK edge cuts is two: lost below the edge, as the RFC 6675 counts say above.
       if (lo < rack && hi > rack && !lost) {
         if (fn(rack, hi, false) || fn(lo, rack, true)) return;
