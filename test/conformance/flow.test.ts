@@ -359,7 +359,7 @@ describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeo
     if (v.family === 4) {
       test(`${v.name}: in a timeout's episode a resend lost again is resent at once when a later one is SACKed, no reordering window (Linux's Loss state, tcp_rack_reo_wnd)`, async () => {
         // A 200 ms path (every tester ACK waits that long after what it answers), so a reordering
-        // window would be 50 ms. Four segments go unanswered; the timeout resends the first; its
+        // window would be 50 ms. Ten segments go unanswered; the timeout resends the first; its
         // ACK covers it alone (F-RTO: nothing new to send, so the loss is taken as real) and the
         // DUT resends the second and third. The second is lost again: the SACK of the third
         // makes it lost at once, with no reordering seen in a Loss state.
@@ -367,20 +367,8 @@ describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeo
         await runCase(st, v, { rtoMinMs: 1000 }, async ({ dut, tester }) => {
           const { c, id } = await openConn(dut, tester, { ...FULL, window: 500 }, RTT_MS);
           const waitUntil = (at: number) => sleep(Math.max(0, at - performance.now()));
-          dut.write(id, 4 * 988);
-          const segs: Seg[] = [];
-          let next = c.rcvNxt;
-          while (segs.length < 4) {
-            const s = await c.expect((x) => x.len > 0 && x.seq === next, 3000, `segment at ${next}`);
-            segs.push(s);
-            next = end(s);
-          }
-          const head = await c.expect(
-            (s) => s.len > 0 && s.seq === segs[0]!.seq,
-            3000,
-            'the timeout resending the head',
-            segs.at(-1)!.n + 1,
-          );
+          const { segs, next } = await windowThenTimeout(c, dut, id);
+          const head = tester.segs.filter((s) => c.fromDut(s) && s.len > 0 && s.seq === segs[0]!.seq).at(-1)!;
           await waitUntil(head.at + RTT_MS);
           c.rcvNxt = end(segs[0]!);
           const from = tester.segs.length;
