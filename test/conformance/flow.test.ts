@@ -357,46 +357,6 @@ describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeo
     });
 
     if (v.family === 4) {
-      test(`${v.name}: in a timeout's episode a resend lost again is resent at once when a later one is SACKed, no reordering window (Linux's Loss state, tcp_rack_reo_wnd)`, async () => {
-        // A 200 ms path (every tester ACK waits that long after what it answers), so a reordering
-        // window would be 50 ms. Ten segments go unanswered; the timeout resends the first; its
-        // ACK covers it alone (F-RTO: nothing new to send, so the loss is taken as real) and the
-        // DUT resends the second and third. The second is lost again: the SACK of the third
-        // makes it lost at once, with no reordering seen in a Loss state.
-        const RTT_MS = 200;
-        await runCase(st, v, { rtoMinMs: 1000 }, async ({ dut, tester }) => {
-          const { c, id } = await openConn(dut, tester, { ...FULL, window: 500 }, RTT_MS);
-          const waitUntil = (at: number) => sleep(Math.max(0, at - performance.now()));
-          const { segs, next } = await windowThenTimeout(c, dut, id);
-          const head = tester.segs.filter((s) => c.fromDut(s) && s.len > 0 && s.seq === segs[0]!.seq).at(-1)!;
-          await waitUntil(head.at + RTT_MS);
-          c.rcvNxt = end(segs[0]!);
-          const from = tester.segs.length;
-          c.send({ flags: ACK });
-          const third = await c.expect(
-            (s) => s.len > 0 && s.seq === segs[2]!.seq,
-            1000,
-            'the third resent',
-            from,
-          );
-          await waitUntil(third.at + RTT_MS);
-          const from2 = tester.segs.length;
-          c.send({ flags: ACK, sack: [[segs[2]!.seq, end(segs[2]!)]] });
-          const again = await tester.collect(
-            (s) => c.fromDut(s) && s.len > 0 && s.seq === segs[1]!.seq,
-            25,
-            from2,
-          );
-          c.rcvNxt = next;
-          c.send({ flags: ACK });
-          assert.equal(
-            again.length,
-            1,
-            `the second resent again within 25 ms of the SACK:\n${tester.dump()}`,
-          );
-        });
-      });
-
       for (const reordered of [false, true]) {
         test(`${v.name}: a DSACK for a needless RACK retransmission widens the reordering window ${reordered ? 'once reordering was seen: a later late original is waited for' : 'not on a path never seen to reorder: a later hole is resent as before'} (RFC 8985 6.2 step 4, Linux's tcp_dsack_seen)`, async () => {
           // The tester plays a path of RTT_MS (its every ACK waits that long after the data it
