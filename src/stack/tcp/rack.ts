@@ -57,8 +57,7 @@ export class RackLog {
   private dsackBytes = 0;
   /**
    * The path's reordering degree in segments (Linux's tp->reordering, RFC 8985's DupThresh):
-   * SACKed segments that mean loss before any reordering is seen, and what starts a recovery.
-   * Starts at Linux's sysctl tcp_reordering and grows to the distance, in segments, by which an
+   * SACKed segments that make the reordering window zero while no reordering is seen. Starts at Linux's sysctl tcp_reordering and grows to the distance, in segments, by which an
    * original arrived late (tcp_check_sack_reordering); a timeout with that many SACKed outside
    * recovery brings it back (tcp_enter_loss). For the connection's life, as Linux.
    */
