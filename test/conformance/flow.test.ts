@@ -356,6 +356,68 @@ describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeo
       });
     });
 
+    if (v.family === 4) {
+      for (const reordered of [false, true]) {
+        test(`${v.name}: a DSACK for a needless RACK retransmission widens the reordering window ${reordered ? 'once reordering was seen: a later late original is waited for' : 'not on a path never seen to reorder: a later hole is resent as before'} (RFC 8985 6.2 step 4, Linux's tcp_dsack_seen)`, async () => {
+          // The tester plays a path of RTT_MS (its every ACK waits that long after the data it
+          // answers, the handshake's too), so the minimum RTT is RTT_MS and RACK's window, a
+          // quarter of it per step, is 50 ms, 100 ms once widened: far apart in wall-clock time.
+          // Each round the DUT sends two segments and the first is late: the second is SACKed,
+          // then the first arrives. A round where the DUT resends the first before it arrives
+          // ends with a DSACK of that resend, as Linux's receiver sends.
+          const RTT_MS = 200;
+          await runCase(st, v, { rtoMinMs: 3000 }, async ({ dut, tester }) => {
+            const { c, id } = await openConn(dut, tester, { ...FULL, window: 500 }, RTT_MS);
+            const waitUntil = (at: number) => sleep(Math.max(0, at - performance.now()));
+            const round = async (): Promise<[Seg, Seg]> => {
+              dut.write(id, 2 * 988);
+              const a = await c.expect((s) => s.len > 0 && s.seq === c.rcvNxt, 3000, 'first segment');
+              const b = await c.expect((s) => s.len > 0 && s.seq === end(a), 3000, 'second segment');
+              await waitUntil(b.at + RTT_MS);
+              c.send({ flags: ACK, sack: [[b.seq, end(b)]] });
+              return [a, b];
+            };
+            if (reordered) {
+              // The first segment arrives 10 ms after the SACK of the second: reordering seen.
+              const [, b] = await round();
+              await sleep(10);
+              c.rcvNxt = end(b);
+              c.send({ flags: ACK });
+            }
+            // A RACK window later the DUT resends the first; it arrives after all, and so does the
+            // copy: the ACK a round trip after the copy carries a DSACK for it (RFC 2883).
+            {
+              const [a, b] = await round();
+              const rtx = await c.expect(
+                (s) => s.len > 0 && s.seq === a.seq,
+                1000,
+                'the resend of the first',
+                b.n + 1,
+              );
+              await waitUntil(rtx.at + RTT_MS);
+              c.rcvNxt = end(b);
+              c.send({ flags: ACK, sack: [[a.seq, end(a)]] });
+            }
+            // Again: the first is late by 75 ms, between the window of one step and of two.
+            const [a, b] = await round();
+            const from = tester.segs.length;
+            const resent = await tester.collect(
+              (s) => c.fromDut(s) && s.len > 0 && s.seq === a.seq,
+              75,
+              from,
+            );
+            c.rcvNxt = end(b);
+            c.send({ flags: ACK });
+            assert.equal(
+              resent.length,
+              reordered ? 0 : 1,
+              `${reordered ? 'widened: the late first segment is waited for' : 'not widened: the first is resent after 50 ms'}:\n${tester.dump()}`,
+            );
+          });
+        });
+      }
+    }
+
     test(`${v.name}: the receive window reaches zero with window scaling, and reopens (RFC 7323 2.4, issue 11 defect 2)`, async () => {
       await runCase(st, v, { rcvBuf: 65536, read: false }, async ({ dut, tester }) => {
         const { c, id } = await openConn(dut, tester, FULL);

@@ -516,8 +516,11 @@ export class Conn {
     return s;
   }
 
-  /** Active open from the tester: SYN with the peer options, SYN-ACK, ACK. */
-  async open(): Promise<Seg> {
+  /**
+   * Active open from the tester: SYN with the peer options, SYN-ACK, ACK. `ackDelayMs`: the ACK
+   * waits that long, so the DUT's first RTT sample (and its minimum RTT) is a path that long.
+   */
+  async open(ackDelayMs = 0): Promise<Seg> {
     const o = this.o;
     const from = this.tester.segs.length;
     this.tester.send({
@@ -537,6 +540,7 @@ export class Conn {
     this.dutIss = sa.seq;
     this.rcvNxt = seqAdd(sa.seq, 1);
     this.dutWscale = o.wscale !== undefined && sa.wscale >= 0 ? sa.wscale : 0;
+    if (ackDelayMs > 0) await sleep(ackDelayMs);
     this.send({ flags: ACK });
     return sa;
   }
@@ -571,11 +575,16 @@ export class Conn {
 export const FULL = { mss: 1000, wscale: 7, sack: true, ts: true } as const;
 
 /** Open a connection from the tester to a fresh listener of the DUT; returns it and the DUT's id. */
-export async function openConn(dut: Dut, tester: Tester, o: PeerOptions): Promise<{ c: Conn; id: number }> {
+export async function openConn(
+  dut: Dut,
+  tester: Tester,
+  o: PeerOptions,
+  ackDelayMs = 0,
+): Promise<{ c: Conn; id: number }> {
   const port = freshPort();
   await dut.listen(port);
   const c = new Conn(tester, freshPort(), port, o, freshIss());
-  await c.open();
+  await c.open(ackDelayMs);
   const acc = await dut.event(accepted, 5000, 'accept');
   return { c, id: acc.id };
 }

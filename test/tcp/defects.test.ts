@@ -16,7 +16,9 @@ import {
 } from './harness.ts';
 
 /** Established active open with SACK (and optionally timestamps), nothing captured yet. */
-function sackOpen(extra: { ts?: boolean; wscale?: number; options?: Record<string, unknown> } = {}) {
+function sackOpen(
+  extra: { ts?: boolean; wscale?: number; options?: Record<string, unknown>; rttMs?: number } = {},
+) {
   const b = new Bench();
   const o = activeOpen(
     b,
@@ -26,6 +28,7 @@ function sackOpen(extra: { ts?: boolean; wscale?: number; options?: Record<strin
       ...(extra.ts ? { ts: [5000, 0] as [number, number] } : {}),
     },
     extra.options,
+    extra.rttMs,
   );
   b.take();
   const port = o.conn.localPort;
@@ -62,6 +65,23 @@ describe('issue 11 defects', () => {
       o.b.out.some((s) => s.h.seq === una && s.data.length > 0),
       'the first segment is retransmitted without waiting for the RTO',
     );
+  });
+
+  test("an original come ten segments late sets the connection's reordering degree to ten (Linux's tp->reordering)", () => {
+    // A 20 ms path: RACK's window is 5 ms, so nothing is marked lost at once by its timing.
+    const o = sackOpen({ rttMs: 20 });
+    o.conn.write(bytes(30 * 1460));
+    const first = o.b.take().filter((s) => s.data.length > 0);
+    assert.equal(first.length, 10, 'the initial window');
+    const una = add(o.iss, 1);
+    // Segment 5 is SACKed, then all ten arrive: the first came ten segments late.
+    o.b.advance(20);
+    o.send({ flags: ACK, ack: una, sack: [[add(una, 5 * 1460), add(una, 6 * 1460)]] });
+    assert.equal(o.conn.rack.reordering, 3);
+    o.send({ flags: ACK, ack: add(una, 10 * 1460) });
+    assert.equal(o.conn.rack.reorderingSeen, true);
+    assert.equal(o.conn.rack.reordering, 10);
+    assert.equal(o.b.count('tcp.fast_retransmits'), 0);
   });
 
   for (const sack of [true, false]) {

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import { RackLog } from '../../src/stack/tcp/rack.ts';
+import { sackedPackets } from '../../src/stack/tcp/sack.ts';
 import { createNeighborState } from '../../src/state/neighbor-state.ts';
 import { createPathState } from '../../src/state/path-state.ts';
 import type { TcpState } from '../../src/state/tcp-state.ts';
@@ -16,6 +17,10 @@ function mkState(una: number, flight: number): TcpState {
   s.delegated.sndMax = (una + flight) >>> 0;
   s.delegated.sndNxt = s.delegated.sndMax;
   s.delegated.srtt = 10;
+  // As at establishment (tcp-input): no recovery or timeout episode under way, nothing SACKed
+  // (sampleConn's scoreboard has a range for the codec's sake).
+  s.soft.recoveryPoint = s.delegated.sndUna;
+  s.soft.sacked.length = 0;
   return s;
 }
 
@@ -160,11 +165,16 @@ for (const una of [1000, 0xffffff00]) {
       s.delegated.srtt = 100;
       const r = new RackLog();
       r.minRtt = 8;
+      // Linux widens only on a path that has shown reordering, for what it resent (tcp_dsack_seen);
+      // the case below pins both.
+      r.reorderingSeen = true;
+      r.onSend(at(0), at(4000), 0, false);
+      r.onSend(at(0), at(3000), 1, true);
       assert.equal(r.reoWnd(s, MSS), 2);
-      r.noteDsack(at(0), at(4000));
-      r.noteDsack(at(1000), at(4000));
+      r.noteDsack(at(0), at(4000), 1000);
+      r.noteDsack(at(1000), at(4000), 1000);
       assert.equal(r.reoWnd(s, MSS), 4, 'once per round trip');
-      r.noteDsack(at(4000), at(8000));
+      r.noteDsack(at(4000), at(8000), 1000);
       assert.equal(r.reoWnd(s, MSS), 6);
       s.delegated.srtt = 5;
       assert.equal(r.reoWnd(s, MSS), 5, 'never more than SRTT');
@@ -172,6 +182,118 @@ for (const una of [1000, 0xffffff00]) {
       assert.equal(r.reoWndMult, 3);
       r.noteRecoveryEnd();
       assert.equal(r.reoWndMult, 1, 'back after 16 recoveries without a DSACK');
+    });
+
+    test("no reordering seen: the window is zero in a timeout's episode too (Linux's Loss state), not after its undo", () => {
+      const s = mkState(una, 5000);
+      const r = new RackLog();
+      r.minRtt = 8;
+      // A timeout fired with all of it out: recoveryPoint is snd.max, no fast recovery.
+      s.soft.recoveryPoint = s.delegated.sndMax;
+      s.soft.sacked.push({ start: at(3000), end: at(4000) });
+      assert.equal(r.reoWnd(s, MSS), 0, 'Loss state: icsk_ca_state >= TCP_CA_Recovery');
+      // Undone (F-RTO, Eifel) or over: recoveryPoint at snd.una, Linux back in Open.
+      s.soft.recoveryPoint = s.delegated.sndUna;
+      assert.equal(r.reoWnd(s, MSS), 2, 'one segment SACKed in Open: min RTT / 4');
+    });
+
+    test('DupThresh counts SACKed segments as Linux (a short last one counts; single bytes inside segments do not)', () => {
+      const s = mkState(una, 6000);
+      const r = new RackLog();
+      r.minRtt = 8;
+      // Two full segments and a short one: Linux's sacked_out is 3.
+      s.soft.sacked.push({ start: at(1000), end: at(3999) });
+      assert.equal(sackedPackets(s, MSS), 3);
+      assert.equal(r.reoWnd(s, MSS), 0, 'three segments SACKed: zero window');
+      s.soft.sacked.length = 0;
+      // Single bytes inside segments, never a whole one: none SACKed.
+      s.soft.sacked.push(
+        { start: at(1500), end: at(1501) },
+        { start: at(2500), end: at(2501) },
+        { start: at(3500), end: at(3501) },
+      );
+      assert.equal(sackedPackets(s, MSS), 0);
+      assert.equal(r.reoWnd(s, MSS), 2);
+      // A short last segment, ending at snd.max, is one.
+      s.soft.sacked.length = 0;
+      s.soft.sacked.push({ start: at(5500), end: at(6000) });
+      assert.equal(sackedPackets(s, MSS), 1);
+    });
+
+    test("the reordering degree grows to how late an original came, in segments, and gates the zero window (Linux's tcp_check_sack_reordering)", () => {
+      const s = mkState(una, 10_000);
+      const r = new RackLog();
+      r.minRtt = 8;
+      assert.equal(r.reordering, 3);
+      for (let i = 0; i < 10; i++) r.onSend(at(i * 1000), at(i * 1000 + 1000), i, false);
+      const low = { seq: 0 };
+      // Segments 6-7 SACKed, then 0-2 arrive: Linux's fack is the highest SACKed segment's start.
+      s.soft.sacked.push({ start: at(6000), end: at(8000) });
+      r.onAck(s, 20, low, MSS);
+      assert.equal(r.reordering, 3, 'a hole is not yet reordering');
+      s.delegated.sndUna = at(3000);
+      r.onAck(s, 21, low, MSS);
+      assert.equal(r.reorderingSeen, true);
+      assert.equal(r.reordering, 7, 'segment 0 came 7 segments late');
+      // Everything below the SACKed ones arrives: nothing SACKed left, fack is snd.una (Linux).
+      s.delegated.sndUna = at(10_000);
+      s.soft.sacked.length = 0;
+      r.onAck(s, 22, low, MSS);
+      assert.equal(r.reordering, 7, 'segments 3-5 came at most 7 late');
+      // A timeout outside recovery with that many SACKed says the degree was too high.
+      r.noteTimeout(30, false, 9);
+      assert.equal(r.reordering, 7, 'not from a recovery or a timeout episode');
+      r.noteTimeout(30, true, 2);
+      assert.equal(r.reordering, 7, 'fewer than three SACKed');
+      r.noteTimeout(30, true, 3);
+      assert.equal(r.reordering, 3);
+      r.reset();
+      assert.equal(r.reordering, 3);
+    });
+
+    test('the degree is capped at 300 segments (sysctl tcp_max_reordering), and without reordering seen it is what zeroes the window', () => {
+      const s = mkState(una, 400_000);
+      const r = new RackLog();
+      r.minRtt = 8;
+      r.onSend(at(0), at(1000), 0, false);
+      r.onSend(at(1000), at(400_000), 1, false);
+      s.soft.sacked.push({ start: at(1000), end: at(400_000) });
+      const low = { seq: 0 };
+      r.onAck(s, 10, low, MSS);
+      s.delegated.sndUna = at(400_000);
+      s.soft.sacked.length = 0;
+      r.onAck(s, 11, low, MSS);
+      assert.equal(r.reordering, 300);
+      // With no reordering seen the window is zero at `reordering` SACKed segments, not at 3.
+      const s2 = mkState(una, 10_000);
+      const r2 = new RackLog();
+      r2.minRtt = 8;
+      r2.reordering = 5;
+      s2.soft.sacked.push({ start: at(5000), end: at(9000) });
+      assert.equal(r2.reoWnd(s2, MSS), 2, 'four SACKed, degree five');
+      s2.soft.sacked[0]!.end = at(10_000);
+      assert.equal(r2.reoWnd(s2, MSS), 0);
+    });
+
+    test("a DSACK widens the window only once reordering has been seen (Linux's tcp_dsack_seen)", () => {
+      const s = mkState(una, 4000);
+      s.delegated.srtt = 100;
+      const r = new RackLog();
+      r.minRtt = 8;
+      r.onSend(at(0), at(4000), 0, false);
+      r.onSend(at(0), at(2000), 1, true);
+      r.noteDsack(at(0), at(4000), 1000);
+      assert.equal(
+        r.reoWndMult,
+        1,
+        'no reordering seen: a lost ACK or a needless timeout, not a narrow window',
+      );
+      r.reorderingSeen = true;
+      r.noteDsack(at(4000), at(8000), 2000);
+      assert.equal(r.reoWndMult, 1, 'more reported twice than was ever resent (dsack_dups > total_retrans)');
+      r.onSend(at(2000), at(4000), 2, true);
+      r.noteDsack(at(8000), at(12_000), 1000);
+      assert.equal(r.reoWndMult, 2);
     });
 
     test('single bytes SACKed inside a segment date nothing (whole segments only, as Linux)', () => {

@@ -9,7 +9,7 @@
  * the log stays short.
  */
 import type { TcpState } from '../../state/tcp-state.ts';
-import { sackedBytes } from './sack.ts';
+import { DUP_THRESH, sackedPackets } from './sack.ts';
 import { seqGt, seqLeq, seqLt } from './seq.ts';
 
 export interface RackEntry {
@@ -21,8 +21,8 @@ export interface RackEntry {
 
 /** Contiguous first transmissions this close in time share one entry (a bound on per-segment work). */
 const MERGE_MS = 0.5;
-/** RFC 8985 DupThresh (Linux's default tp->reordering): this many segments SACKed mean loss. */
-const DUP_THRESH = 3;
+/** Linux's sysctl tcp_max_reordering: the most the reordering degree grows to. */
+const MAX_REORDERING = 300;
 /** Linux's TCP_RACK_RECOVERY_THRESH: recoveries a widened reordering window outlives. */
 const REO_PERSIST = 16;
 /** Past this many entries the oldest are merged away: a bound on per-ACK work (hostile peers). */
@@ -52,12 +52,32 @@ export class RackLog {
    * REO_PERSIST recoveries without one.
    */
   reoWndMult = 1;
+  /** Bytes resent, and bytes DSACKs reported (Linux's total_retrans and dsack_dups, in bytes). */
+  private rtxBytes = 0;
+  private dsackBytes = 0;
+  /**
+   * The path's reordering degree in segments (Linux's tp->reordering, RFC 8985's DupThresh):
+   * SACKed segments that make the reordering window zero while no reordering is seen. Starts at Linux's sysctl tcp_reordering and grows to the distance, in segments, by which an
+   * original arrived late (tcp_check_sack_reordering); a timeout with that many SACKed outside
+   * recovery brings it back (tcp_enter_loss). For the connection's life, as Linux.
+   */
+  reordering = DUP_THRESH;
   private reoWndPersist = 0;
   /** snd.nxt at the last widening: a DSACK counts once a round trip (snd.una past it). */
   private reoWndRound = -1;
 
-  /** A DSACK arrived (RFC 8985 6.2 step 4, Linux's tcp_rack_update_reo_wnd). */
-  noteDsack(una: number, nxt: number): void {
+  /**
+   * A DSACK arrived (RFC 8985 6.2 step 4, Linux's tcp_rack_update_reo_wnd). Only once reordering
+   * has been seen, as Linux's tcp_dsack_seen: a duplicate on a path that never reordered shows a
+   * lost ACK or a needless timeout, not a window too narrow, and widening it there only delays
+   * the repair of the next real loss.
+   */
+  noteDsack(una: number, nxt: number, len: number): void {
+    // Linux's dsack_dups against total_retrans: more reported twice than was ever resent means
+    // the receiver (or a middlebox) duplicated it, which says nothing of our window.
+    this.dsackBytes += len;
+    if (this.dsackBytes > this.rtxBytes) return;
+    if (!this.reorderingSeen) return;
     if (this.reoWndRound !== -1 && seqLt(una, this.reoWndRound)) return;
     this.reoWndMult = Math.min(this.reoWndMult + 1, 255);
     this.reoWndPersist = REO_PERSIST;
@@ -84,10 +104,14 @@ export class RackLog {
     this.minRtt = Number.POSITIVE_INFINITY;
     this.delivered = false;
     this.reorderingSeen = false;
+    this.reordering = DUP_THRESH;
     this.fack = -1;
+    this.fackStart = -1;
     this.reoWndMult = 1;
     this.reoWndPersist = 0;
     this.reoWndRound = -1;
+    this.rtxBytes = 0;
+    this.dsackBytes = 0;
   }
 
   /** [start, end) went out at `now`. */
@@ -95,6 +119,7 @@ export class RackLog {
     start >>>= 0;
     end >>>= 0;
     if (!seqLt(start, end)) return;
+    if (rtx) this.rtxBytes += (end - start) >>> 0;
     const e = this.entries;
     const last = e[e.length - 1];
     if (!last || seqLeq(last.end, start)) {
@@ -161,8 +186,14 @@ export class RackLog {
     if (rtt > 0 && rtt < this.minRtt) this.minRtt = rtt;
   }
 
-  /** A retransmission timeout fired: what goes out from now on is the timeout's copy. */
-  noteTimeout(now: number): void {
+  /**
+   * A retransmission timeout fired: what goes out from now on is the timeout's copy. `open`: it
+   * fired outside a recovery and a timeout's episode; `sackedSegs`: segments SACKed then. A
+   * timeout with DupThresh segments SACKed and no recovery started says the reordering degree
+   * was set too high (Linux's tcp_enter_loss): back to the initial one.
+   */
+  noteTimeout(now: number, open = false, sackedSegs = 0): void {
+    if (open && sackedSegs >= DUP_THRESH) this.reordering = Math.min(this.reordering, DUP_THRESH);
     this.timeoutAt = now;
     // The timeout resends from snd.una whatever RACK would have marked (Linux's timer slot holds
     // one of the two).
@@ -203,6 +234,17 @@ export class RackLog {
   private rtt = 0;
   /** RACK.fack: the highest sequence delivered (cumulatively or SACKed), -1 before any. */
   private fack = -1;
+  /**
+   * Where the segment that set fack begins (Linux's tcp_highest_sack_seq, the highest SACKed
+   * skb's start): an original delivered below it arrived after a segment sent later. -1: none.
+   */
+  private fackStart = -1;
+  /**
+   * Linux's fack for the reordering degree of this ACK (tcp_check_sack_reordering): the start of
+   * the highest SACKed segment, or snd.una with nothing SACKed.
+   */
+  private degreeFack = 0;
+  private mss = 1;
 
   /**
    * `r` was delivered up to `end` (cumulatively or SACKed). `whole`: [r.start, end) is newly
@@ -211,11 +253,13 @@ export class RackLog {
   private take(r: RackEntry, now: number, end: number, whole: boolean): void {
     if (whole && seqLt(r.start, end)) {
       // RFC 8985 6.2 step 3: an original delivered below what was delivered before it arrived
-      // out of order. A retransmission filling a hole says nothing of the kind.
-      if (this.fack === -1 || seqGt(end, this.fack)) this.fack = end >>> 0;
-      else if (!r.rtx && seqLt(end, this.fack)) this.reorderingSeen = true;
+      // out of order. A retransmission filling a hole says nothing of the kind. An entry is a
+      // burst: still in the log, part of it was not yet delivered, and that part lies at or
+      // above its start; below the start of the segment that set fack, it came after that one.
+      if (!r.rtx && this.fack !== -1 && seqLt(r.start, this.fackStart)) this.reordered(r.start);
+      if (this.fack === -1 || seqGt(end, this.fack)) this.setFack(r.start, end);
     } else if (seqLt(r.start, end) && (this.fack === -1 || seqGt(end, this.fack))) {
-      this.fack = end >>> 0;
+      this.setFack(r.start, end);
     }
     // RFC 8985 6.2 step 2: a retransmitted range ACKed sooner than min RTT after it went out was
     // delivered by its original copy, whose send time we no longer know.
@@ -228,6 +272,27 @@ export class RackLog {
     }
     const rtt = now - r.sentAt;
     if (rtt >= 0 && rtt < this.minRtt && !r.rtx) this.minRtt = rtt;
+  }
+
+  private setFack(start: number, end: number): void {
+    this.fack = end >>> 0;
+    // The last segment of [start, end): a whole one below its end, or the range if shorter.
+    const seg = (end - this.mss) >>> 0;
+    this.fackStart = seqLt(seg, start) ? start >>> 0 : seg;
+  }
+
+  /**
+   * An original from `low` up was delivered after data sent later (Linux's
+   * tcp_check_sack_reordering): reordering is seen, and the degree grows to the distance, in
+   * whole segments begun, from it to the highest SACKed segment.
+   */
+  private reordered(low: number): void {
+    this.reorderingSeen = true;
+    if (!seqLt(low, this.degreeFack)) return;
+    const metric = (this.degreeFack - low) >>> 0;
+    if (metric > this.reordering * this.mss) {
+      this.reordering = Math.min(Math.ceil(metric / this.mss), MAX_REORDERING);
+    }
   }
 
   /** Merge the two oldest-sent neighbours at the head: keeps the log bounded, loses precision only. */
@@ -251,6 +316,12 @@ export class RackLog {
     const e = this.entries;
     const una = s.delegated.sndUna;
     this.delivered = false;
+    this.mss = mss > 0 ? mss : 1;
+    const top = s.soft.sacked[s.soft.sacked.length - 1];
+    if (top && seqLt(una, top.end)) {
+      const seg = (top.end - this.mss) >>> 0;
+      this.degreeFack = seqLt(seg, top.start) ? top.start : seg;
+    } else this.degreeFack = una;
     let head = 0;
     while (head < e.length && seqLeq(e[head]!.end, una)) {
       const r = e[head++]!;
@@ -276,6 +347,11 @@ export class RackLog {
             continue;
           }
           this.take(r, now, sackedTop(sacked, k, r, mss), false);
+          // What is delivered from the entry's start leaves the log, as below snd.una: an entry
+          // then starts with data not yet delivered, and its start is what a later delivery of
+          // it brings (the reordering test in take: else a burst whose SACKed head was followed
+          // by a lost, resent middle read as an original come late).
+          if (seqLeq(sr.start, r.start)) r.start = sr.end >>> 0;
         }
         e[w++] = r;
       }
@@ -289,12 +365,13 @@ export class RackLog {
 
   /**
    * RACK.reo_wnd (RFC 8985 6.2 step 4, Linux's tcp_rack_reo_wnd). With no reordering seen, zero
-   * in recovery or once DupThresh segments are SACKed: the path has not shown it reorders, and
+   * in recovery, in a timeout's episode (Linux's Loss state: icsk_ca_state >= TCP_CA_Recovery) or
+   * once `reordering` segments are SACKed: the path has not shown it reorders, and
    * waiting a quarter RTT more per hole only delays the repair (Linux resends at once there).
    * Otherwise a quarter of the minimum RTT times reoWndMult, never more than the smoothed RTT.
    */
   reoWnd(s: TcpState, mss: number): number {
-    if (!this.reorderingSeen && (s.soft.inRecovery || sackedBytes(s) >= DUP_THRESH * mss)) return 0;
+    if (!this.reorderingSeen && (lossOrRecovery(s) || sackedPackets(s, mss) >= this.reordering)) return 0;
     const minRtt = Number.isFinite(this.minRtt) ? this.minRtt : s.delegated.srtt;
     return Math.min((minRtt / 4) * this.reoWndMult, s.delegated.srtt);
   }
@@ -339,6 +416,15 @@ export class RackLog {
     if (next >= 0) this.reoDeadline = next;
     return lostEnd;
   }
+}
+
+/**
+ * Linux's icsk_ca_state >= TCP_CA_Recovery: a fast recovery, or a timeout's episode (its Loss
+ * state) until everything sent before the timeout is ACKed or the timeout is undone (both move
+ * recoveryPoint to snd.una or below).
+ */
+function lossOrRecovery(s: TcpState): boolean {
+  return s.soft.inRecovery || seqLt(s.delegated.sndUna, s.soft.recoveryPoint);
 }
 
 /**

@@ -33,8 +33,8 @@ export const sackLimits = { maxRanges: SACK_MAX_RANGES };
  * work linear in the blocks received.
  */
 export const sackWork = { steps: 0 };
-/** RFC 6675 DupThresh. */
-const DUP_THRESH = 3;
+/** RFC 6675 DupThresh, and Linux's initial tp->reordering (sysctl tcp_reordering). */
+export const DUP_THRESH = 3;
 /** RFC 2018 allows at most 4 blocks on the wire; remembering a few more lets older ones rotate in. */
 const RECV_SACK_MAX = 8;
 const POOL_MAX = 256;
@@ -156,6 +156,25 @@ export function sackedBytes(s: TcpState): number {
   sackPrune(s);
   let n = 0;
   for (const r of s.soft.sacked) n += (r.end - r.start) >>> 0;
+  return n;
+}
+
+/**
+ * SACKed segments, as Linux's sacked_out counts them (tcp_skb_pcount of each SACKed skb): a range
+ * counts one per MSS begun, for it is made of whole segments, the last possibly short; a range
+ * shorter than an MSS counts only if it ends at snd.max (a short last segment). Linux tags SACKs by
+ * whole segments only (tcp_match_skb_to_sack), so a receiver SACKing single bytes inside segments
+ * (bench/attacks.ts) SACKed no segment there.
+ */
+export function sackedPackets(s: TcpState, mss: number): number {
+  sackPrune(s);
+  let n = 0;
+  const max = s.delegated.sndMax;
+  for (const r of s.soft.sacked) {
+    const len = (r.end - r.start) >>> 0;
+    if (len >= mss) n += Math.ceil(len / mss);
+    else if (r.end === max) n++;
+  }
   return n;
 }
 

@@ -856,7 +856,7 @@ function dsack(conn: TcpConnection, h: TcpHeader, ack: number): void {
   const inside = h.sackCount > 1 && seqGeq(l, h.sackBlocks[2]! >>> 0) && seqLeq(r, h.sackBlocks[3]! >>> 0);
   if (!below && !inside) return;
   conn.engine.env.counters.inc('tcp.dsack.received');
-  conn.rack.noteDsack(s.delegated.sndUna, s.delegated.sndNxt);
+  conn.rack.noteDsack(s.delegated.sndUna, s.delegated.sndNxt, seqDiff(r, l));
   if (!soft.undoArmed || soft.undoRetrans <= 0) return;
   if (seqLt(l, soft.undoLow) || seqGt(r, soft.recoveryPoint)) return;
   soft.undoRetrans = Math.max(soft.undoRetrans - seqDiff(r, l), 0);
@@ -909,6 +909,11 @@ function dupAck(conn: TcpConnection, now: number): void {
   const mss = effectiveMss(s);
   d.dupAcks++;
   if (!soft.inRecovery) {
+    // RFC 6675's fixed DupThresh, not the adaptive degree (RackLog.reordering): Linux starts a
+    // SACK recovery from RACK's marks alone, and the degree as a count here, grown by the false
+    // reordering a three-block SACK list shows under heavy loss (an older block reported only
+    // once a resend joins it to a newer one; Linux reads it the same way), left holes to the
+    // timer: sim-loss 5 % 0.834 -> 2.111 s (1 -> 3 RTOs), 10 % 11.86 -> 12.64 s, seeds 1-3.
     const lost = d.dupAcks >= 3 || (c.sackEnabled && sackIsLost(s, d.sndUna, mss));
     if (!lost || !seqGeq(d.sndUna, soft.recoveryPoint)) return;
     enterRecovery(conn, now);

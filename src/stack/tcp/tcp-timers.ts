@@ -2,7 +2,8 @@ import { TcpStateId } from '../../state/tcp-state.ts';
 import { TcpFlag } from '../../wire/tcp.ts';
 import { effectiveMss } from './congestion.ts';
 import { backedOffRto } from './rtt.ts';
-import { seqAdd, seqDiff, seqSub } from './seq.ts';
+import { sackedPackets } from './sack.ts';
+import { seqAdd, seqDiff, seqGeq, seqSub } from './seq.ts';
 import type { TcpConnection } from './tcp-connection.ts';
 import { connError, deliverEvents, terminate } from './tcp-events.ts';
 import {
@@ -184,7 +185,9 @@ function retransmitTimeout(conn: TcpConnection, now: number): boolean {
   // RTT sample, raise the RTO and, backed off, the next wait (sim, 10 % loss, 0.1 ms RTT: srtt
   // 1.3 s and an RTO of 11.6 s). Eifel (RFC 3522) reads the same echo as a spurious timeout.
   if (s.const.tsEnabled) conn.rttEchoFloor = tsNow(now);
-  conn.rack.noteTimeout(now);
+  // Linux's tcp_enter_loss, from Open or Disorder only (not a recovery, not a timeout's episode).
+  const open = !soft.inRecovery && seqGeq(d.sndUna, soft.recoveryPoint);
+  conn.rack.noteTimeout(now, open, s.const.sackEnabled ? sackedPackets(s, effectiveMss(s)) : 0);
   d.backoff++;
   counters.inc('tcp.rto');
   conn.engine.congestion(conn).onTimeout(s, now);
