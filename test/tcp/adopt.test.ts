@@ -162,6 +162,54 @@ describe('adopting a connection on failover (prod)', () => {
     );
   });
 
+  test('a prod of a connection waiting for a shut window probes it at once: the update may be lost', () => {
+    // A slow reader shut its window, and opened it again while the old owner died (or its link
+    // did): the peer sends that update once. Against the kernel the rebuilt connections sent one
+    // ACK, which the peer does not answer, and waited out the persist timer (0.3-0.6 s).
+    const a = new Bench();
+    const o = activeOpen(a, { ts: [5000, 1001], sackPermitted: true, wscale: 7 });
+    o.conn.write(bytes(2 * SEG));
+    const sent = a.take().filter((x) => x.data.length > 0);
+    const top = add(sent[0]!.h.seq, 2 * SEG);
+    a.advance(5);
+    a.inject({ flags: ACK, seq: o.peerSeq, ack: top, window: 0, srcPort: 80, dstPort: o.conn.localPort });
+    o.conn.write(bytes(4 * SEG));
+    a.take();
+    assert.notEqual(o.conn.state.delegated.persistDeadline, Number.POSITIVE_INFINITY, 'waiting on persist');
+    const s = a.layer.release(o.conn);
+    const b = new Bench();
+    b.advance(a.env.clock.now() - b.env.clock.now() + 50);
+    const conn = b.layer.adopt(s, new Recorder(), { prod: true });
+    const out = b.take();
+    // Data, which a peer answers at once (a segment without data below its window Linux answers
+    // once in 500 ms, and the old owner's probe may have had that answer).
+    assert.ok(
+      out.some((x) => x.h.seq === add(top, -1) && x.data.length === 1),
+      `the octet below snd.una again, at once: ${JSON.stringify(out.map((x) => [x.h.seq, x.data.length]))}`,
+    );
+    b.advance(1);
+    b.inject({
+      flags: ACK,
+      seq: o.peerSeq,
+      ack: top,
+      window: 500,
+      srcPort: 80,
+      dstPort: o.conn.localPort,
+      sack: [[add(top, -1), top]],
+    });
+    assert.equal(
+      b.count('tcp.dsack.received'),
+      0,
+      'the D-SACK of the probe is not a needless retransmission',
+    );
+    assert.equal(
+      b.take().filter((x) => x.data.length > 0)[0]?.h.seq,
+      top,
+      'its answer opens the window: data',
+    );
+    assert.equal(conn.state.delegated.persistDeadline, Number.POSITIVE_INFINITY);
+  });
+
   test('a prod whose resend finds the whole flight arrived resends nothing more', () => {
     const { a, o, s } = failedOver(0);
     const una = s.delegated.sndUna;

@@ -109,6 +109,11 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
    */
   rttEchoFloor = -1;
   /**
+   * @internal The sequence number of the octet a prod's probe sent again below snd.una (-1: none
+   * out): the peer's D-SACK of it reports our probe, not a needless retransmission.
+   */
+  probeOctet = -1;
+  /**
    * @internal When each range in flight was last sent (RACK, RFC 8985). Soft: a new owner starts
    * with an empty log and detects losses by the RFC 6675 rules until its own sends are logged.
    */
@@ -338,6 +343,7 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
     this.refusedSeq = -1;
     this.refusedRtos = 0;
     this.rttEchoFloor = -1;
+    this.probeOctet = -1;
     this.rack.reset();
     this.outputTurn = -1;
     this.outputUsed = 0;

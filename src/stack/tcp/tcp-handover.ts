@@ -1,17 +1,18 @@
 import { AddressInUseError, InvalidStateError } from '../../core/errors.ts';
 import { type TcpState, TcpStateId } from '../../state/tcp-state.ts';
 import { createIpv4Header, encodeIpv4, IpProto } from '../../wire/ipv4.ts';
+import { TcpFlag } from '../../wire/tcp.ts';
 import { TWO_32 } from '../address-table.ts';
 import type { IpInfo } from '../ip-sender.ts';
 import { effectiveMss } from './congestion.ts';
 import type { ConnTable, Placeholder } from './conn-table.ts';
 import { backedOffRto } from './rtt.ts';
-import { seqAdd } from './seq.ts';
+import { seqAdd, seqSub } from './seq.ts';
 import { isSynchronized, TcpConnection, TcpEvent } from './tcp-connection.ts';
 import { rewind } from './tcp-drive.ts';
 import { flushDelayedAck } from './tcp-flush.ts';
 import type { TcpLayer } from './tcp-layer.ts';
-import { sendAck, tcpOutput, transmit, tsNow } from './tcp-output.ts';
+import { emit, sendAck, tcpOutput, transmit, tsNow } from './tcp-output.ts';
 import { scheduleTimer } from './tcp-timers.ts';
 import type { TcpUser } from './tcp-types.ts';
 
@@ -86,15 +87,27 @@ export function prod(conn: TcpConnection): void {
     // Nothing in flight: new data if there is any. In SACK recovery the recovery's own output
     // decides: holes first within cwnd - pipe, none the old owner already resent again.
     tcpOutput(conn);
-    scheduleTimer(conn);
-    return;
-  }
-  if (d.persistDeadline === Number.POSITIVE_INFINITY) {
+  } else if (d.persistDeadline === Number.POSITIVE_INFINITY) {
     if (headGoesNow(state)) {
       const used = transmit(conn, d.sndUna, Math.min(effectiveMss(state), d.sndWnd), now);
       d.sndNxt = seqAdd(d.sndUna, used);
     }
     d.rtxDeadline = now + backedOffRto(state);
+  }
+  if (d.persistDeadline !== Number.POSITIVE_INFINITY || (outstanding && !headGoesNow(state))) {
+    // Waiting for the peer to open its window: the update that opened it may have gone to the
+    // dead owner or into the failed link, and the peer sends it once. An ACK in its window gets
+    // no answer, so the connection would wait out its persist timer (1,000 kernel readers after
+    // a crash: the last resumed 0.64 s after its rebuild). Nor does a probe without data at
+    // snd.una - 1 do for it: Linux answers such out-of-window segments once in 500 ms a socket
+    // (tcp_invalid_ratelimit), and the old owner's own probe had often just used that up. The
+    // last acknowledged octet sent again (RFC 1122 4.2.3.6's garbage octet) is data, which the
+    // peer answers at once with its window, whatever its state (Linux: a duplicate forces an
+    // immediate ACK with a D-SACK of it).
+    const at = seqSub(d.sndUna, 1);
+    emit(conn, at, TcpFlag.ACK, -1, 1);
+    conn.probeOctet = at;
+    conn.engine.env.counters.inc('tcp.prod.window-probes');
   }
   scheduleTimer(conn);
 }

@@ -855,6 +855,11 @@ function dsack(conn: TcpConnection, h: TcpHeader, ack: number): void {
   const below = seqLeq(r, ack);
   const inside = h.sackCount > 1 && seqGeq(l, h.sackBlocks[2]! >>> 0) && seqLeq(r, h.sackBlocks[3]! >>> 0);
   if (!below && !inside) return;
+  if (l === conn.probeOctet && r === seqAdd(l, 1)) {
+    // Our prod's probe came back: no retransmission of ours was needless.
+    conn.probeOctet = -1;
+    return;
+  }
   conn.engine.env.counters.inc('tcp.dsack.received');
   conn.rack.noteDsack(s.delegated.sndUna, s.delegated.sndNxt, seqDiff(r, l));
   if (!soft.undoArmed || soft.undoRetrans <= 0) return;

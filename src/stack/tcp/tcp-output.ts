@@ -162,7 +162,12 @@ export function emit(
       hl = encodeTcpHeader(h, buf, off);
     }
   }
-  if (dataLen > 0) d.sendBuffer.peek(dataOff, buf, off + hl, dataLen);
+  // Below snd.una (a probe's octet, sent again) the data has left the buffer; the peer drops it
+  // unread as a duplicate.
+  if (dataLen > 0) {
+    if (dataOff >= 0) d.sendBuffer.peek(dataOff, buf, off + hl, dataLen);
+    else buf.fill(0, off + hl, off + hl + dataLen);
+  }
   let accepted: boolean;
   if (offload) {
     // Each wire segment the link cuts carries this header, so its payload is what fits next to it.
