@@ -15,7 +15,6 @@ import {
 import { createTcpState, type TcpCached, type TcpState, TcpStateId } from '../state/tcp-state.ts';
 import { validateTcpState } from '../state/validate.ts';
 import { readU32, writeU32 } from '../wire/addr.ts';
-import { adviseHugePages } from './huge-pages.ts';
 import { TRANSFER_RECORD_BYTES } from './transfer-record.ts';
 
 /*
@@ -496,8 +495,7 @@ export interface ConnBlockRef {
  * accepts, and 2.5 GB resident for their rings). A slab is freed when no block of it is
  * referenced any more, so one long-lived connection keeps at most a slab alive (its address
  * space, and the pages the slab's dead blocks once touched); blocks larger than a sixteenth of a
- * slab get a buffer of their own. A slab asks for huge pages (huge-pages.ts): fewer faults for the
- * same memory.
+ * slab get a buffer of their own.
  */
 export const CONN_SLAB_BYTES = 64 << 20;
 let slab: SharedArrayBuffer | null = null;
@@ -514,7 +512,6 @@ export function allocConnBlock(sendCapacity: number, recvCapacity: number): Conn
   else {
     if (slab === null || slabUsed + bytes > CONN_SLAB_BYTES) {
       slab = new SharedArrayBuffer(CONN_SLAB_BYTES);
-      adviseHugePages(slab);
       slabUsed = 0;
     }
     sab = slab;
