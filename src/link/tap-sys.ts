@@ -97,8 +97,6 @@ export interface Libc {
   /** poll() on the libuv thread pool; `cb` gets the count of ready fds or -1. */
   pollAsync(fds: Uint8Array, nfds: number, timeoutMs: number, cb: (err: unknown, n: number) => void): void;
   errno(): number;
-  /** setpriority(2); on Linux PRIO_PROCESS with who 0 sets the calling thread's nice only. */
-  setpriority(which: number, who: number, prio: number): number;
 }
 
 let libc: Libc | null = null;
@@ -125,7 +123,6 @@ export function loadLibc(): Libc {
   const socket = lib.func('int socket(int domain, int type, int proto)');
   const pipe2 = lib.func('int pipe2(_Out_ int *fds, int flags)');
   const poll = lib.func('int poll(void *fds, unsigned long nfds, int timeout)');
-  const setpriority = lib.func('int setpriority(int which, unsigned int who, int prio)');
   libc = {
     open: (p, f) => open(p, f),
     close: (fd) => close(fd),
@@ -144,7 +141,6 @@ export function loadLibc(): Libc {
     poll: (fds, nfds, timeout) => poll(fds, nfds, timeout),
     pollAsync: (fds, nfds, timeout, cb) => poll.async(fds, nfds, timeout, cb),
     errno: () => koffi.errno(),
-    setpriority: (which, who, prio) => setpriority(which, who, prio),
   };
   return libc;
 }

@@ -107,23 +107,6 @@ const port = parentPort as MessagePort;
 const boot = workerData as WorkerBoot;
 const clock = new RealClock();
 const requestTrace = traceWorkerThread();
-niceWorkerThread();
-
-/**
- * Experiment (CHIMNEY_WORKER_NICE=N, 1..19): this worker thread runs at nice N, so that in a
- * connect burst on a machine short of cores serve's main thread, which makes and places every
- * connection and refills every send ring, waits less for a core behind the workers. Linux keeps a
- * nice value per thread; elsewhere, or without koffi, nothing changes.
- */
-function niceWorkerThread(): void {
-  const n = Number(process.env.CHIMNEY_WORKER_NICE ?? 0);
-  if (!Number.isInteger(n) || n < 1 || n > 19 || process.platform !== 'linux') return;
-  try {
-    loadLibc().setpriority(0, 0, n);
-  } catch {
-    // No koffi: the default priority.
-  }
-}
 
 /**
  * Diagnostic (CHIMNEY_LAG_LOG=FILE, as for serve's main thread): every block of this worker's event
