@@ -155,6 +155,7 @@ try {
         tapDrops: tapDrops(lab) - drops0,
         tapDropsBySecond: Array.from(dropsBySecond, (n) => n ?? 0),
         serveLog: r.bad.slice(0, 20),
+        serveMain: r.serveMain,
       }),
     );
     if (r.client.failed > 0 || r.bad.length > 0) {

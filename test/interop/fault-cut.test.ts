@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { cutStalls } from './tap-load.ts';
+import { cutStalls, threadUsage } from './tap-load.ts';
 
 test('stalls across a fault are cut by owner and by whether they were already stalled', () => {
   const at = 100_000;
@@ -45,4 +45,23 @@ test('stalls across a fault are cut by owner and by whether they were already st
   assert.equal(c.around['-1000'], 2);
   assert.equal(c.around['500'], 1);
   assert.equal(c.around['1000'], 0);
+});
+
+test("serve's main-thread usage is read from /proc: CPU time, minor faults, resident memory", {
+  skip: process.platform !== 'linux' && 'no /proc',
+}, () => {
+  const a = threadUsage(process.pid);
+  assert.ok(a !== null && a.rssMB > 0);
+  // 32 MiB of fresh memory written: a fault a page (fewer only with huge pages, which Node does not ask for).
+  const fresh = new Uint8Array(32 << 20);
+  for (let i = 0; i < fresh.length; i += 4096) fresh[i] = 1;
+  const until = performance.now() + 150;
+  while (performance.now() < until);
+  const b = threadUsage(process.pid)!;
+  assert.ok(b.minorFaults - a.minorFaults >= 1000, `${b.minorFaults - a.minorFaults} faults`);
+  assert.ok(b.cpuMs - a.cpuMs >= 100, `${b.cpuMs - a.cpuMs} ms`);
+  assert.ok(b.rssMB >= a.rssMB + 16);
+  assert.ok(b.runqueueMs >= a.runqueueMs);
+  assert.equal(fresh[4096], 1, 'the memory stays referenced until its pages are counted');
+  assert.equal(threadUsage(0x7ffffffe), null);
 });

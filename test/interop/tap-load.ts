@@ -3,6 +3,7 @@
  * `chimney serve` on a team of TAPs, with a fault injected while they run: what the CI test at
  * scale, the soak command and the tap-team benchmark share.
  */
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { controlRequest, type StatusSnapshot } from '../../src/cli/control.ts';
 import { type Lab, ROOT, type Served, sleep } from './lab.ts';
@@ -70,6 +71,55 @@ export interface LoadResult {
   /** Lines of serve's log that must never appear: false failures, losses, resets, errors. */
   bad: string[];
   log: string;
+  /**
+   * Serve's main thread when every download had its first byte (the connect burst's end) and when
+   * the client was done; null off Linux. On a shared machine the burst's wall time follows the
+   * other work on the cores; the CPU time and faults it cost serve's main thread much less so.
+   */
+  serveMain: { burst: ThreadUsage | null; end: ThreadUsage | null };
+}
+
+/** One thread's CPU time and minor faults, and its process's resident memory, so far. */
+export interface ThreadUsage {
+  cpuMs: number;
+  /**
+   * Time the thread was ready to run but waited for a core (schedstat; -1 without it): with the
+   * CPU time, tells a thread short of cores from one with nothing to do.
+   */
+  runqueueMs: number;
+  minorFaults: number;
+  rssMB: number;
+}
+
+/**
+ * From /proc (Linux): thread `tid` of process `pid` (its main thread by default). Null where there
+ * is no /proc or the process is gone. utime and stime are in clock ticks, 100 a second on every
+ * Linux this runs on (USER_HZ, fixed by the kernel's ABI whatever its internal HZ).
+ */
+export function threadUsage(pid: number, tid = pid): ThreadUsage | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+    // The command name may hold spaces and parentheses: the fields start after the last ')'.
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // Not status's VmRSS: the kernel updates that lazily, smaps_rollup walks the mappings.
+    const rss = /^Rss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
+    let runqueueMs = -1;
+    try {
+      runqueueMs = Math.round(
+        Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[1]) / 1e6,
+      );
+    } catch {
+      // A kernel without CONFIG_SCHEDSTATS.
+    }
+    return {
+      cpuMs: (Number(f[11]) + Number(f[12])) * 10,
+      runqueueMs,
+      minorFaults: Number(f[7]),
+      rssMB: rss ? Math.round(Number(rss[1]) / 1024) : 0,
+    };
+  } catch {
+    return null;
+  }
 }
 
 const CAUSE: Record<Exclude<FaultKind, 'none'>, string> = {
@@ -196,6 +246,8 @@ export async function runLoad(lab: Lab, o: LoadOptions): Promise<LoadResult> {
   let markAt = 0;
   let readyAt = 0;
   let owner = new Map<number, string>();
+  const pid = srv.proc.pid ?? 0;
+  let burst: ThreadUsage | null = null;
   try {
     const timeoutS = o.timeoutS ?? 300;
     const startAt = Date.now();
@@ -216,6 +268,7 @@ export async function runLoad(lab: Lab, o: LoadOptions): Promise<LoadResult> {
       while (!existsSync(ready) && Date.now() < end) await sleep(100);
       if (!existsSync(ready)) throw new Error(`the downloads never all started:\n${srv.log().slice(-2000)}`);
       readyAt = Date.now();
+      burst = threadUsage(pid);
       if (o.faultDelayS) await sleep(o.faultDelayS * 1000);
       // The NIC carrying most of them takes the fault.
       owner = await owners(ctl);
@@ -246,6 +299,7 @@ export async function runLoad(lab: Lab, o: LoadOptions): Promise<LoadResult> {
       }
     }
     const r = await client;
+    const end = threadUsage(pid);
     let report: ClientReport;
     try {
       report = JSON.parse(r.stdout) as ClientReport;
@@ -298,6 +352,7 @@ export async function runLoad(lab: Lab, o: LoadOptions): Promise<LoadResult> {
       faultCut: markAt > 0 ? cutStalls(report.stalls, markAt, owner, nic, { startAt, readyAt }) : null,
       bad,
       log: text,
+      serveMain: { burst, end },
     };
   } finally {
     if (o.fault === 'carrier' && nic) lab.ip('link', 'set', 'dev', nic, 'up');
