@@ -150,16 +150,30 @@ describe('TCP over IPv6 against Linux on a TAP (curl -6, socat, http.server)', {
     // Each connection is counted by its client port in whatever state status shows it: Chimney may
     // hand a whole download to curl's socket buffer and close its side (FIN_WAIT_*) long before
     // curl, reading at its limited rate, closes, so the fifty need not be ESTABLISHED at once.
-    // 5 s at curl's 400 KB/s: all fifty are open long after status first sees them.
-    const size = 2 * 1024 * 1024;
+    // Larger than the client's largest receive buffer (tcp_rmem's 6 MiB): Chimney cannot hand
+    // all of it to curl's socket at once and close, so each download stays in status for seconds
+    // at curl's 400 KB/s. At 2 MiB, a quiet run pushed some whole downloads out within one poll
+    // and status never saw them (1-3 of 50 missed in 2 of 2 runs).
+    const size = 8 * 1024 * 1024;
     const n = 50;
     const run = slowDownloads('par', n, size);
     const seen = new Map<string, string>();
+    // Downloads that end before status saw them all fail at once, with how many it saw.
+    let done = false;
+    void run.finally(() => {
+      done = true;
+    });
     await waitFor(
       'fifty IPv6 connections in chimney status',
       async () => {
         for (const c of await ipv6HttpConns())
           seen.set(c.remote, `${c.local} ${c.remote} ${c.owner} ${c.state}`);
+        if (done && seen.size < n) {
+          const r = await run;
+          assert.fail(
+            `the downloads ended with ${seen.size} of ${n} seen in status: ${r.code} ${r.stdout} ${r.stderr}`,
+          );
+        }
         return seen.size >= n;
       },
       60_000,
@@ -353,8 +367,10 @@ describe('TCP over IPv6 against Linux on a TAP (curl -6, socat, http.server)', {
   test('on the worker team, concurrent IPv6 downloads run on the workers: chimney status shows them offloaded', async () => {
     // The team `serve` of the previous test, with its control socket.
     const ctl = join(lab!.dir, 'team.sock');
-    // 10 s at curl's 400 KB/s: the policy offloads each as it is accepted, well before its end.
-    const size = 4 * 1024 * 1024;
+    // Larger than the client's largest receive buffer, as above: at 4 MiB Chimney could hand a
+    // whole download to curl's socket and leave ESTABLISHED before status saw all eight on the
+    // workers.
+    const size = 8 * 1024 * 1024;
     const n = 8;
     const run = slowDownloads('par-team', n, size);
     let seen: string[] = [];
