@@ -1012,16 +1012,26 @@ export class WorkerNic extends HostNic {
     answer: Promise<WorkerReply<'initiate'>>,
     cause: unknown,
   ): Promise<Handed> {
-    let res: WorkerReply<'initiate'>;
+    let res: WorkerReply<'initiate'> | null = null;
     try {
       res = await answer;
     } catch {
       // Not handed (the channel closed first), refused whole, or the destination died too: each
       // block holds the newest hard state of its connection, whoever wrote it last, for salvage().
-      // As after any terminate that failed, the handles are the sockets' again meanwhile.
-      for (const h of frozen) h._reattach();
-      throw cause;
+      // As after any terminate that failed, the handles are the sockets' again meanwhile. But a
+      // destination closed by its owner (below) decides first.
+      if (!(dst.closed && dst.death === null)) {
+        for (const h of frozen) h._reattach();
+        throw cause;
+      }
     }
+    // Closed by its owner with the batch maybe in hand (as in hand()): whatever it installed was
+    // aborted (RST to the peer), and no one can say which it had. Rebuilt from the dead source's
+    // hard state, one the peer has reset would run on until its next segment met a RST (the user
+    // hearing ECONNRESET then, or never when idle), and one it had not would be the only one run:
+    // the abort wins for all, none is left for salvage, each is lost at once with ECONNABORTED.
+    if (dst.closed && dst.death === null) return this.abortedByDead(dst, frozen);
+    if (res === null) throw cause;
     const prepared = new TupleMap<PreparedConn>();
     for (const h of frozen)
       prepared.set(h.key, {
@@ -1048,6 +1058,37 @@ export class WorkerNic extends HostNic {
       released,
       result,
       sourceDied: true,
+      readRefused: () => {
+        throw new InvalidStateError(`NIC ${this.id} died before it answered`);
+      },
+    };
+  }
+
+  /**
+   * A dead source's batch whose destination was closed mid-hand: every frozen connection leaves
+   * this NIC's salvage (nothing rebuilds what the destination may have reset) and is reported
+   * aborted; any handle the destination took up lets go as in hand().
+   */
+  private abortedByDead(dst: WorkerNic, frozen: WorkerConnectionHandle[]): Handed {
+    const released: ConnKey[] = [];
+    for (const h of frozen) {
+      released.push(h.key);
+      if (this.byKey.get(h) === h) {
+        this.byKey.delete(h);
+        this.handles.delete(h.slot);
+        this.conns--;
+      }
+      const d = dst.byKey.get(h.key);
+      if (d !== undefined) {
+        d.detached = true;
+        dst.forget([d.slot]);
+      }
+    }
+    return {
+      released,
+      result: { status: 'failure', reason: `NIC ${dst.id} closed with the batch in hand`, conns: [] },
+      sourceDied: true,
+      aborted: `NIC ${dst.id} closed with the batch in hand`,
       readRefused: () => {
         throw new InvalidStateError(`NIC ${this.id} died before it answered`);
       },

@@ -322,4 +322,36 @@ describe('a worker killed while an initiate to it is in flight', () => {
     );
     assert.equal(nic0!.death, null, 'the source is not taken as dead');
   });
+
+  test('move worker → worker, the destination closed mid-hand and then the source killed: the abort wins, each connection ECONNABORTED at once, none rebuilt', {
+    timeout: 60_000,
+  }, async (t) => {
+    // The source's answer is held (it has handed the batch on by then), the destination closed
+    // (it aborts whatever it installed), then the source killed: its death must not rebuild, from
+    // its hard state, connections whose peers the destination reset.
+    const { rig, st, keys, nic0, nic1 } = await streamingOnFirst(t, 37);
+    const held = delayNextTerminate(nic0!);
+    const move = rig.manager.move(keys, nic0!, nic1!);
+    await held;
+    nic1!.close();
+    await nic0!.kill();
+    const r = await move;
+    assert.equal(r.moved.length, 0, 'none moved to a closed NIC');
+    assert.deepEqual(
+      new Set(r.refused.map((f) => `${f.status}: ${f.reason}`)),
+      new Set([`closed: NIC ${nic1!.id} closed with the batch in hand`]),
+    );
+    assert.equal(r.refused.length, CONNS, 'every connection reported');
+    await rig.net.sleep(50);
+    const aborted = st.errors.filter((e) => (e as { code?: string }).code === 'ECONNABORTED');
+    assert.ok(aborted.length >= CONNS, `every socket heard ECONNABORTED at once (${aborted.length})`);
+    await rig.team.settled();
+    assert.equal(rig.stack.counters.get('offload.rebuilt') ?? 0, 0, 'none rebuilt from the dead source');
+    assert.deepEqual(nic0!.salvage(), [], 'the dead source leaves none of them for salvage');
+    assert.deepEqual(
+      ownersOf(rig, st.sockets).filter((o) => o !== null),
+      [],
+      'none runs anywhere',
+    );
+  });
 });
