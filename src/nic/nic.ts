@@ -314,7 +314,8 @@ export interface NicDeath {
   /**
    * 'crash': the NIC failed by itself (LocalNic.crash); the others are a worker thread's ends
    * ('killed': told to stop, silent since, its exit not yet seen; 'defective': it answered a
-   * move with a message the host refused, so what it did is unknown and it is stopped).
+   * request that may have changed what it runs with a message the host refused, so what it did is
+   * unknown and it is stopped: see ON_MALFORMED_ANSWER in worker/protocol.ts).
    */
   kind: 'crash' | 'error' | 'exit' | 'heartbeat' | 'killed' | 'defective';
   /** What the NIC said ('crash'). */
@@ -336,7 +337,7 @@ export function describeDeath(d: NicDeath): { detail: string; immediate: boolean
       return { detail: `worker threw: ${d.error?.message ?? 'unknown error'}`, immediate: true };
     case 'defective':
       return {
-        detail: `worker answered a move malformed: ${d.error?.message ?? 'unknown'}`,
+        detail: `worker answered a request malformed: ${d.error?.message ?? 'unknown'}`,
         immediate: true,
       };
     case 'heartbeat':

@@ -75,6 +75,7 @@ import {
   forEachFrame,
   type InstalledConn,
   newTapHeld,
+  ON_MALFORMED_ANSWER,
   publishTapHeld,
   type ToWorker,
   takeTapHeld,
@@ -82,6 +83,7 @@ import {
   type WorkerBoot,
   WorkerProtocolError,
   type WorkerReply,
+  type WorkerRequest,
 } from './worker/protocol.ts';
 import { spawnWorker } from './worker/spawn.ts';
 import { type GivenBlocks, packBlocks, packKeys, unpackInitiate } from './worker/transfer-wire.ts';
@@ -819,7 +821,13 @@ export class WorkerNic extends HostNic {
         throw new ConnectionError('ECONNABORTED', `NIC ${this.id} closed with the batch in hand`);
       throw e;
     }
-    return this.takeInstalled(res, prepared, owner);
+    try {
+      return this.takeInstalled(res, prepared, owner);
+    } catch (e) {
+      // An answer that does not unpack: the worker is taken as dead, having maybe run them.
+      if (this.death !== null) this.keepForSalvage(prepared);
+      throw e;
+    }
   }
 
   /**
@@ -853,6 +861,7 @@ export class WorkerNic extends HostNic {
     } catch (e) {
       const error = new WorkerProtocolError(`initiate answer: ${(e as Error).message}`);
       this.port.refuse(null, error);
+      this.defective(error);
       throw error;
     }
     const { result, installed } = unpacked;
@@ -932,14 +941,10 @@ export class WorkerNic extends HostNic {
         hand: { owner: dst.recordOwner, id: expected.id, prod },
       });
     } catch (e) {
-      if (this.death === null && e instanceof WorkerProtocolError) {
-        // An answer the host cannot read says nothing of whether the batch went: it may run at the
-        // destination already, so resuming here could run it twice. A worker that answers so is
-        // defective: stopped, and taken as dead, its channel's close tells the destination's
-        // side to stop waiting for a batch it never got.
-        this.die({ kind: 'defective', error: e });
-        void this.worker.terminate();
-      }
+      // An answer the host cannot read says nothing of whether the batch went: it may run at the
+      // destination already, so resuming here could run it twice. The worker was taken as dead
+      // ('defective', see request), and its channel's close tells the destination's side to stop
+      // waiting for a batch it never got.
       if (this.death !== null) return this.handedByDead(dst, frozen, expected.answer, e);
       // Alive and answering a failure, its worker failed before it posted the batch (once it has,
       // it answers success or dies): nothing went, nothing will.
@@ -1136,8 +1141,14 @@ export class WorkerNic extends HostNic {
     try {
       return this.takeInstalled(res, prepared, this.recordOwner);
     } catch (e) {
-      // An answer that does not unpack (refused and counted as malformed): as a general move's
-      // initiate that failed, what the source released goes back to it.
+      // An answer that does not unpack (refused and counted as malformed): the worker may have
+      // installed the batch, so it is taken as dead ('defective') and the batch left for a rebuild
+      // from what it ran, as when it dies with the batch in hand. Handed back to the source, they
+      // could run in both places.
+      if (this.death !== null) {
+        this.keepForSalvage(prepared);
+        return null;
+      }
       returnRecords(prepared);
       return { status: 'failure', reason: (e as Error).message, conns: [] };
     }
@@ -1574,6 +1585,26 @@ export class WorkerNic extends HostNic {
     if (this.closed || this.death || !this.linkCarrier) return false;
     this.hostBatch.push(frame);
     return true;
+  }
+
+  /**
+   * A request whose answer the host cannot read ends as ON_MALFORMED_ANSWER says for its verb:
+   * refused with the WorkerProtocolError, or the worker taken as dead as well ('defective').
+   */
+  protected override request<R extends WorkerRequest>(r: R): Promise<WorkerReply<R['op']>> {
+    const p = super.request(r);
+    if (ON_MALFORMED_ANSWER[r.op] === 'refused') return p;
+    return p.catch((e: unknown) => {
+      if (e instanceof WorkerProtocolError) this.defective(e);
+      throw e;
+    });
+  }
+
+  /** It answered what the host cannot read, after a request that may have changed what it runs. */
+  private defective(error: WorkerProtocolError): void {
+    if (this.death !== null || this.closed) return;
+    this.die({ kind: 'defective', error });
+    void this.worker.terminate();
   }
 
   /** Messages from the worker refused as malformed (see PortTransport.refuse). */

@@ -627,10 +627,17 @@ export class TransferProtocol {
 
   /** What `src` held for `keys` meanwhile; it lets go of them (one request to a NIC of this library). */
   private async takeHeld(src: Nic, keys: ConnKey[]): Promise<Uint8Array[]> {
-    if (src instanceof HostNic) return this.wait(src.takeQueued(keys, { drop: true }));
-    const held = await this.wait(src.takeQueued(keys));
-    await this.wait(src.dropFrozen(keys));
-    return held;
+    try {
+      if (src instanceof HostNic) return await this.wait(src.takeQueued(keys, { drop: true }));
+      const held = await this.wait(src.takeQueued(keys));
+      await this.wait(src.dropFrozen(keys));
+      return held;
+    } catch (e) {
+      // Dead meanwhile (or taken as dead for an answer it could not give): what it held is gone
+      // with it, and the peer resends it; the connections it released run on where they went.
+      if (src.death !== null) return [];
+      throw e;
+    }
   }
 
   /** Application calls wait in the sockets; the host holds segments for the 4-tuples. */

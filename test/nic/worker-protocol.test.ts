@@ -5,6 +5,7 @@ import type { ConnKey } from '../../src/nic/nic.ts';
 import {
   checkFromWorker,
   type FromWorker,
+  ON_MALFORMED_ANSWER,
   type WorkerOp,
   WorkerProtocolError,
 } from '../../src/nic/worker/protocol.ts';
@@ -194,5 +195,42 @@ describe('WorkerNic and a malformed message', () => {
     assert.equal(snap.source, nic, "a worker's counters are its own");
     assert.equal(snap.values['nic.worker.malformed'], 2);
     assert.equal(nic.death, null);
+  });
+});
+
+describe('WorkerNic and a malformed answer to a pure reading', () => {
+  test('query, progressScan, counters: the request fails with the typed error, the worker lives on, nothing changed', async (t) => {
+    const nic = await startNic(t);
+    const reads: Partial<Record<WorkerOp, () => Promise<unknown>>> = {
+      query: () => nic.query(),
+      progressScan: () => nic.progressScan(),
+      counters: () => nic.counters(),
+    };
+    // Every verb whose malformed answer is only refused is a reading tested here.
+    const refusedOnly = Object.entries(ON_MALFORMED_ANSWER)
+      .filter(([, o]) => o === 'refused')
+      .map(([op]) => op);
+    assert.deepEqual(refusedOnly.sort(), Object.keys(reads).sort());
+    const w = nic.worker;
+    const listeners = w.listeners('message') as ((m: unknown) => void)[];
+    w.removeAllListeners('message');
+    let spoil = false;
+    w.on('message', (m: { t?: string; id?: number; op?: string }) => {
+      if (spoil && m.t === 'res') {
+        spoil = false;
+        for (const l of listeners) l({ t: 'res', id: m.id, ok: true, op: m.op, value: 'spoilt' });
+        return;
+      }
+      for (const l of listeners) l(m);
+    });
+    let n = 0;
+    for (const read of Object.values(reads)) {
+      spoil = true;
+      await assert.rejects(read(), WorkerProtocolError);
+      n++;
+      assert.equal(nic.protocolErrors, n);
+      assert.equal(nic.death, null, 'a reading lost is no reason to take the worker as dead');
+      assert.deepEqual(await nic.query(), [], 'and it still answers');
+    }
   });
 });

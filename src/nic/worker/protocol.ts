@@ -222,6 +222,36 @@ export type WorkerRequest =
   | { op: 'counters'; arg: null };
 
 export type WorkerOp = WorkerRequest['op'];
+
+/**
+ * What an answer the host cannot read (WorkerProtocolError) means, per request: one entry per verb,
+ * so a new verb does not compile until it has a defined outcome.
+ *
+ * 'defective': the request may have changed what the worker runs, and the answer was the only
+ * word of what it did. Believing either way could run a connection in two places or in none, so
+ * the worker is stopped and taken as dead ('defective'), and its connections rebuilt from the hard
+ * state the host holds (that memory is the host's, whatever the worker did or wrote in its answer).
+ * - initiate: it may have installed the batch and run it since;
+ * - terminate: it may have released the batch (or handed it on to another worker);
+ * - update, invalidate: a neighbor's MAC, a path's MTU, or a stop of sending may or may not be in
+ *   force there, and a connection sending on a stale MAC, or not at all, is lost without a word;
+ * - takeQueued, dropFrozen: the segments it held for a move are gone from it, and so may its
+ *   freeze be: the settle goes on without them (the peer resends), the worker does not.
+ *
+ * 'refused': a pure reading; the worker's state is as it was, only the reading is lost. The request
+ * fails with the WorkerProtocolError and nothing changes: query, progressScan, counters.
+ */
+export const ON_MALFORMED_ANSWER: { readonly [O in WorkerOp]: 'defective' | 'refused' } = {
+  initiate: 'defective',
+  terminate: 'defective',
+  update: 'defective',
+  invalidate: 'defective',
+  takeQueued: 'defective',
+  dropFrozen: 'defective',
+  query: 'refused',
+  progressScan: 'refused',
+  counters: 'refused',
+};
 export type WorkerArg<O extends WorkerOp> = Extract<WorkerRequest, { op: O }>['arg'];
 
 /** What each verb answers with (`value` of a successful 'res'). */

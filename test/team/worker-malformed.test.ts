@@ -1,0 +1,123 @@
+/**
+ * A worker's answer the host cannot read (WorkerProtocolError) has a defined outcome for every
+ * request (ON_MALFORMED_ANSWER in src/nic/worker/protocol.ts): after a request that may have changed
+ * what the worker runs, the worker is taken as dead ('defective') and its connections rebuilt from
+ * the hard state the host holds, so none runs in two places or in none; a pure reading fails with
+ * the typed error and nothing changes (test/nic/worker-protocol.test.ts).
+ */
+import assert from 'node:assert/strict';
+import type { TestContext } from 'node:test';
+import { describe, test } from 'node:test';
+import type { FromWorker, WorkerOp } from '../../src/nic/worker/protocol.ts';
+import { WorkerProtocolError } from '../../src/nic/worker/protocol.ts';
+import type { WorkerNic } from '../../src/nic/worker-nic.ts';
+import { parseIpv4 } from '../../src/wire/addr.ts';
+import { streamBothWays } from '../nic/worker-helpers.ts';
+import {
+  assertClean,
+  BYTES,
+  CHUNK,
+  flowing,
+  GAP_MS,
+  keyOf,
+  ownersOf,
+  PEER_IP,
+  setup,
+} from './worker-team-helpers.ts';
+
+const CONNS = 12;
+
+/** `nic`'s next successful answer to `op` reaches the host as `spoil` makes it. Resolves once sent on. */
+function spoilNext(nic: WorkerNic, op: WorkerOp, spoil: (m: FromWorker) => unknown): Promise<void> {
+  const w = nic.worker;
+  const listeners = w.listeners('message') as ((m: unknown) => void)[];
+  w.removeAllListeners('message');
+  const deliver = (m: unknown): void => {
+    for (const l of listeners) l(m);
+  };
+  let taken = false;
+  return new Promise((resolve) => {
+    w.on('message', (m: FromWorker) => {
+      if (!taken && m.t === 'res' && m.ok && m.op === op) {
+        taken = true;
+        deliver(spoil(m));
+        resolve();
+        return;
+      }
+      deliver(m);
+    });
+  });
+}
+
+async function streaming(t: TestContext, seed: number, offloaded: boolean) {
+  const rig = await setup(t, { seed, heartbeatMs: 20, deadAfterMs: 1000 });
+  const st = await streamBothWays(rig.host, rig.peer, CONNS, BYTES / 2, CHUNK, GAP_MS);
+  const keys = st.sockets.map(keyOf);
+  const nic0 = rig.nics[0]!;
+  if (offloaded) {
+    assert.equal((await rig.manager.offload(keys, nic0)).moved.length, CONNS);
+    await flowing(rig, [nic0]);
+  }
+  return { rig, st, keys, nic0 };
+}
+
+/** `nic` was taken as dead for its answer, and every stream ends intact, none left on it. */
+async function rebuiltClean(
+  rig: Awaited<ReturnType<typeof streaming>>['rig'],
+  st: Awaited<ReturnType<typeof streaming>>['st'],
+  nic: WorkerNic,
+): Promise<void> {
+  assert.equal(nic.protocolErrors, 1, 'the answer was refused');
+  assert.equal(nic.death?.kind, 'defective', 'a worker that answers so is taken as dead');
+  await rig.team.settled();
+  await assertClean(rig, st);
+  assert.deepEqual(
+    ownersOf(rig, st.sockets).filter((o) => o === nic),
+    [],
+    'none left on the defective worker',
+  );
+}
+
+describe('a worker answers what the host cannot read', () => {
+  test('initiate: taken as dead; the batch it may have installed rebuilt from the hard state, not resumed in the host beside it', {
+    timeout: 60_000,
+  }, async (t) => {
+    const { rig, st, keys, nic0 } = await streaming(t, 41, false);
+    const spoilt = spoilNext(nic0, 'initiate', (m) => ({ ...m, value: { status: 'success' } }));
+    const r = await rig.manager.offload(keys, nic0);
+    await spoilt;
+    assert.equal(r.moved.length, 0, 'none reported running on it');
+    await rebuiltClean(rig, st, nic0);
+    assert.equal(rig.stack.counters.get('offload.rebuilt'), CONNS, 'rebuilt from the hard state it wrote');
+  });
+
+  test('update: taken as dead (whether the change is in force there is unknown); its connections rebuilt', {
+    timeout: 60_000,
+  }, async (t) => {
+    const { rig, st, nic0 } = await streaming(t, 42, true);
+    const spoilt = spoilNext(nic0, 'update', (m) => ({ ...m, value: 7 }));
+    // The same MAC again: nothing but the answer can go wrong.
+    const nb = rig.stack.neighbors.lookup(parseIpv4(PEER_IP));
+    assert.ok(nb !== null, 'the peer is a neighbor');
+    await assert.rejects(
+      nic0.update({ kind: 'neighbor', neighborIp: parseIpv4(PEER_IP), dstMac: nb.mac }),
+      WorkerProtocolError,
+    );
+    await spoilt;
+    await rebuiltClean(rig, st, nic0);
+    assert.equal(rig.stack.counters.get('offload.rebuilt'), CONNS, 'rebuilt from the hard state it wrote');
+  });
+
+  test('takeQueued: taken as dead (the segments it held are gone from it, its freeze may be); its connections rebuilt', {
+    timeout: 60_000,
+  }, async (t) => {
+    const { rig, st, keys, nic0 } = await streaming(t, 43, true);
+    const spoilt = spoilNext(nic0, 'takeQueued', (m) => ({ ...m, value: 'spoilt' }));
+    // Asked of the worker (a move's settle asks it for connections released other than by
+    // reference; those the host holds frozen it answers itself).
+    await assert.rejects(nic0.takeQueued(keys.slice(0, 1)), WorkerProtocolError);
+    await spoilt;
+    await rebuiltClean(rig, st, nic0);
+    assert.equal(rig.stack.counters.get('offload.rebuilt'), CONNS, 'rebuilt from the hard state it wrote');
+  });
+});
