@@ -12,7 +12,13 @@ import {
   sharedRingBytes,
   sharedRingPositions,
 } from '../state/shared-ring.ts';
-import { createTcpState, type TcpCached, type TcpState, TcpStateId } from '../state/tcp-state.ts';
+import {
+  createTcpState,
+  RACK_REORDERING_MIN,
+  type TcpCached,
+  type TcpState,
+  TcpStateId,
+} from '../state/tcp-state.ts';
 import { validateTcpState } from '../state/validate.ts';
 import { readU32, writeU32 } from '../wire/addr.ts';
 import { TRANSFER_RECORD_BYTES } from './transfer-record.ts';
@@ -72,13 +78,27 @@ const W_BYTES_IN_HI = 28;
 const W_BYTES_OUT_LO = 29;
 const W_BYTES_OUT_HI = 30;
 /**
+ * RACK's knowledge of the path (TcpSoft.reordering ...: Linux keeps it for the socket's life, so a
+ * rebuilt connection does not start again at a degree of 3 on a path known to reorder): the degree
+ * (bits 0-8), reordering seen (bit 9), reoWndMult (bits 10-17), reoWndPersist (bits 18-22). 0: not
+ * written (the defaults).
+ */
+const W_RACK = 31;
+/**
  * IPv6 addresses: the local then the remote address, 16 bytes each as big-endian words, from here
  * (W_ADDR6 .. +7), with F_IPV6 set and W_LOCAL_IP/W_REMOTE_IP 0. Bytes, not the handles the
  * state objects hold: the record must mean the same to whoever reads it after the writer died.
  * Zero for IPv4, whose addresses are the words above.
  */
 export const W_ADDR6 = 32;
-const WORDS = 40;
+/**
+ * RACK's bytes resent less bytes DSACKs reported (rtxBytes - dsackBytes, clamped to a signed word):
+ * the rule that uses them (a DSACK counts only while no more was reported twice than was ever
+ * resent) needs only the difference, which both only ever grow.
+ */
+const W_RACK_MARGIN = 40;
+/** Even, so the copies (and the transfer record after them) stay 8-byte aligned. */
+const WORDS = 42;
 const COPY_BYTES = WORDS * 4;
 /** Where the block's transfer record (src/nic/transfer-record.ts) starts, after the two copies. */
 export const TRANSFER_RECORD_AT = 2 * COPY_BYTES;
@@ -147,6 +167,14 @@ export interface HardState {
   retransmits: number;
   bytesIn: number;
   bytesOut: number;
+  /** RACK's knowledge of the path, as TcpSoft's fields of the same names. */
+  reordering: number;
+  reorderingSeen: boolean;
+  reoWndMult: number;
+  reoWndPersist: number;
+  /** From a shared record, only their difference is kept: one of the two is 0 then. */
+  rtxBytes: number;
+  dsackBytes: number;
 }
 
 export function emptyHardState(): HardState {
@@ -191,6 +219,12 @@ export function emptyHardState(): HardState {
     retransmits: 0,
     bytesIn: 0,
     bytesOut: 0,
+    reordering: RACK_REORDERING_MIN,
+    reorderingSeen: false,
+    reoWndMult: 1,
+    reoWndPersist: 0,
+    rtxBytes: 0,
+    dsackBytes: 0,
   };
 }
 
@@ -244,6 +278,13 @@ export function hardStateOf(s: TcpState, out: HardState = emptyHardState()): Har
   out.retransmits = d.retransmits;
   out.bytesIn = d.bytesIn;
   out.bytesOut = d.bytesOut;
+  const r = s.soft;
+  out.reordering = r.reordering;
+  out.reorderingSeen = r.reorderingSeen;
+  out.reoWndMult = r.reoWndMult;
+  out.reoWndPersist = r.reoWndPersist;
+  out.rtxBytes = r.rtxBytes;
+  out.dsackBytes = r.dsackBytes;
   return out;
 }
 
@@ -403,6 +444,13 @@ function fillWords(c: Int32Array, s: TcpState, sendPos: number, recvPos: number)
   c[W_BYTES_IN_HI] = Math.floor(d.bytesIn / 4294967296);
   c[W_BYTES_OUT_LO] = d.bytesOut % 4294967296;
   c[W_BYTES_OUT_HI] = Math.floor(d.bytesOut / 4294967296);
+  const r = s.soft;
+  c[W_RACK] =
+    (r.reordering & 0x1ff) |
+    (r.reorderingSeen ? 0x200 : 0) |
+    ((r.reoWndMult & 0xff) << 10) |
+    ((r.reoWndPersist & 0x1f) << 18);
+  c[W_RACK_MARGIN] = Math.max(-0x80000000, Math.min(0x7fffffff, r.rtxBytes - r.dsackBytes));
 }
 
 /** One copy (at word `at` of `v`) under its sequence: odd while it is being written. */
@@ -472,6 +520,21 @@ function readCopy(v: Int32Array, at: number, o: HardState): void {
     (Atomics.load(v, at + W_BYTES_IN_HI) >>> 0) * 4294967296 + (Atomics.load(v, at + W_BYTES_IN_LO) >>> 0);
   o.bytesOut =
     (Atomics.load(v, at + W_BYTES_OUT_HI) >>> 0) * 4294967296 + (Atomics.load(v, at + W_BYTES_OUT_LO) >>> 0);
+  const rack = Atomics.load(v, at + W_RACK);
+  if (rack === 0) {
+    o.reordering = RACK_REORDERING_MIN;
+    o.reorderingSeen = false;
+    o.reoWndMult = 1;
+    o.reoWndPersist = 0;
+  } else {
+    o.reordering = rack & 0x1ff;
+    o.reorderingSeen = (rack & 0x200) !== 0;
+    o.reoWndMult = (rack >>> 10) & 0xff;
+    o.reoWndPersist = (rack >>> 18) & 0x1f;
+  }
+  const margin = Atomics.load(v, at + W_RACK_MARGIN);
+  o.rtxBytes = Math.max(margin, 0);
+  o.dsackBytes = Math.max(-margin, 0);
 }
 
 // ---- the per-connection shared block ----------------------------------------------------------
@@ -741,6 +804,15 @@ export function rebuildTcpState(
   // No short segment is known to be in flight: snd.una says so whatever the flight, where a fresh
   // state's 0 could fall inside it and hold a tail back for nothing.
   s.soft.smallSentEnd = sndUna;
+  // What RACK learned of the path: the new owner does not take the next reordering for loss
+  // (validateTcpState below refuses a record whose values are out of range).
+  const r = s.soft;
+  r.reordering = hard.reordering;
+  r.reorderingSeen = hard.reorderingSeen;
+  r.reoWndMult = hard.reoWndMult;
+  r.reoWndPersist = hard.reoWndPersist;
+  r.rtxBytes = hard.rtxBytes;
+  r.dsackBytes = hard.dsackBytes;
   // An orphaned FIN_WAIT_2 (nobody reads) does not wait forever for the peer's FIN.
   if (d.state === TcpStateId.FIN_WAIT_2 && d.readClosed) d.timeWaitDeadline = now + s.cached.timeWaitMs;
   if (d.state === TcpStateId.FIN_WAIT_1 && !d.finQueued) d.finQueued = true;

@@ -40,17 +40,18 @@ import {
  * records' address fields and the 16 bytes of each address in the path's address block (and the
  * neighbor's in its own); the decoder interns them in the receiver's table (`DecodeOptions.addrs`)
  * and gives every connection of the path the path's handles. Version 2 (IPv4 only, no address
- * blocks) and version 3 (no soft.smallSentEnd) are still read and written on request; any other
- * version is refused before anything is decoded.
+ * blocks), version 3 (no soft.smallSentEnd) and version 4 (no RACK path knowledge) are still read
+ * and written on request; any other version is refused before anything is decoded.
  */
 
 export const STATE_CODEC_MAGIC = 0x43484e59;
 /**
  * 2: per-connection statistics in the delegated state. 3: IPv6 neighbors, paths and connections.
  * 4: soft.smallSentEnd ends the soft scalars (a field's `since`); an older batch leaves it at its
- * default, and the encoder leaves it out of an older batch.
+ * default, and the encoder leaves it out of an older batch. 5: RACK's knowledge of the path
+ * (soft.reordering, reorderingSeen, reoWndMult, reoWndPersist, rtxBytes, dsackBytes) after it.
  */
-export const STATE_CODEC_VERSION = 4;
+export const STATE_CODEC_VERSION = 5;
 /** The oldest version this build still reads. */
 export const STATE_CODEC_MIN_VERSION = 2;
 

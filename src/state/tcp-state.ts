@@ -237,7 +237,33 @@ export interface TcpSoft {
    * owner does not let a second short segment go while the first is unacknowledged.
    */
   smallSentEnd: number;
+  /*
+   * RACK's knowledge of the path (RFC 8985 6.2), for the connection's life as Linux keeps it in
+   * tcp_sock, whoever runs it: a new owner that started again at the defaults would take the next
+   * reordering for loss and resend needlessly until it learned the path again.
+   */
+  /**
+   * The reordering degree in segments (Linux's tp->reordering, RFC 8985's DupThresh):
+   * RACK_REORDERING_MIN up to RACK_REORDERING_MAX.
+   */
+  reordering: number;
+  /** RACK.reordering_seen (Linux's tp->reord_seen): an original was delivered below later data. */
+  reorderingSeen: boolean;
+  /** RACK.reo_wnd_mult (Linux's reo_wnd_steps): 1 to 255 quarters of the minimum RTT. */
+  reoWndMult: number;
+  /** Recoveries the widened window still outlives (Linux's reo_wnd_persist): 0 to RACK_REO_PERSIST. */
+  reoWndPersist: number;
+  /** Bytes resent and bytes DSACKs reported (Linux's total_retrans and dsack_dups, in bytes). */
+  rtxBytes: number;
+  dsackBytes: number;
 }
+
+/** The reordering degree a connection starts at (Linux's sysctl tcp_reordering, RFC 8985's DupThresh). */
+export const RACK_REORDERING_MIN = 3;
+/** Linux's sysctl tcp_max_reordering: the most the reordering degree grows to. */
+export const RACK_REORDERING_MAX = 300;
+/** Linux's TCP_RACK_RECOVERY_THRESH: recoveries a widened reordering window outlives. */
+export const RACK_REO_PERSIST = 16;
 
 /** HyStart++'s "no RTT measured yet" (a finite value, so it travels as a plain number). */
 export const NO_RTT = 1e9;
@@ -409,6 +435,12 @@ export function createTcpState(
       hsCssBaselineMinRtt: NO_RTT,
       hsCssRounds: 0,
       smallSentEnd: 0,
+      reordering: RACK_REORDERING_MIN,
+      reorderingSeen: false,
+      reoWndMult: 1,
+      reoWndPersist: 0,
+      rtxBytes: 0,
+      dsackBytes: 0,
     },
   };
 }

@@ -3,7 +3,14 @@ import { ByteRing } from './byte-ring.ts';
 import type { NeighborState } from './neighbor-state.ts';
 import type { OffloadTree } from './offload-tree.ts';
 import type { PathState } from './path-state.ts';
-import { type CongestionAlgorithm, type TcpState, TcpStateId } from './tcp-state.ts';
+import {
+  type CongestionAlgorithm,
+  RACK_REO_PERSIST,
+  RACK_REORDERING_MAX,
+  RACK_REORDERING_MIN,
+  type TcpState,
+  TcpStateId,
+} from './tcp-state.ts';
 
 /*
  * The schema of the three state objects: one table per object kind, one row per field. The
@@ -225,6 +232,12 @@ export const TCP_FIELDS: readonly FieldSpec<TcpPart>[] = [
   f('soft', 'hsCssBaselineMinRtt', 'num', 'scalars'),
   f('soft', 'hsCssRounds', 'u32', 'scalars'),
   f('soft', 'smallSentEnd', 'u32', 'scalars', 4),
+  f('soft', 'reordering', 'u16', 'scalars', 5),
+  f('soft', 'reorderingSeen', 'bool', 'scalars', 5),
+  f('soft', 'reoWndMult', 'u8', 'scalars', 5),
+  f('soft', 'reoWndPersist', 'u8', 'scalars', 5),
+  f('soft', 'rtxBytes', 'num', 'scalars', 5),
+  f('soft', 'dsackBytes', 'num', 'scalars', 5),
 ];
 
 /** Wire code of each congestion algorithm is its index here; append only. */
@@ -545,6 +558,15 @@ function checkTcpRules(s: TcpState): void {
   if (c.remoteMss < MIN_MSS || c.remoteMss > MAX_MSS)
     fail('const.remoteMss', `MSS ${c.remoteMss} out of range`);
   if (c.localMss < MIN_MSS || c.localMss > MAX_MSS) fail('const.localMss', `MSS ${c.localMss} out of range`);
+
+  const rk = s.soft;
+  if (rk.reordering < RACK_REORDERING_MIN || rk.reordering > RACK_REORDERING_MAX)
+    fail('soft.reordering', `degree ${rk.reordering} outside ${RACK_REORDERING_MIN}..${RACK_REORDERING_MAX}`);
+  if (rk.reoWndMult < 1) fail('soft.reoWndMult', 'multiplier 0');
+  if (rk.reoWndPersist > RACK_REO_PERSIST)
+    fail('soft.reoWndPersist', `${rk.reoWndPersist} recoveries > ${RACK_REO_PERSIST}`);
+  if (!Number.isInteger(rk.rtxBytes)) fail('soft.rtxBytes', 'not a whole number of bytes');
+  if (!Number.isInteger(rk.dsackBytes)) fail('soft.dsackBytes', 'not a whole number of bytes');
 
   if (k.ttl < 1) fail('cached.ttl', 'TTL 0');
   if (k.sndBufSize === 0) fail('cached.sndBufSize', 'empty send buffer');

@@ -170,7 +170,8 @@ describe('soft state is optional', () => {
 
 describe('version 4: the end of the short segment in flight (soft.smallSentEnd)', () => {
   test('travels in version 4 with the soft scalars; an older batch leaves it out and decodes to the default', () => {
-    assert.equal(STATE_CODEC_VERSION, 4);
+    // Version 5 carries more after it (RACK's knowledge of the path, below).
+    assert.ok(STATE_CODEC_VERSION >= 4);
     const trees = sampleTrees(2);
     const conns = flattenTrees(trees);
     conns[0]!.soft.smallSentEnd = 0xfffffff0;
@@ -188,7 +189,7 @@ describe('version 4: the end of the short segment in flight (soft.smallSentEnd)'
       const old = encodeBatch(trees, 0, { version });
       // Version 2 also lacks the family bytes of the neighbor and the path.
       assert.equal(
-        encodeBatch(trees, 0).length - old.length,
+        encodeBatch(trees, 0, { version: 4 }).length - old.length,
         4 * 2 + (version === 2 ? 2 : 0),
         `version ${version}: 4 bytes a connection fewer`,
       );
@@ -219,6 +220,39 @@ describe('version 4: the end of the short segment in flight (soft.smallSentEnd)'
       assert.throws(() => validateTrees(trees), refused, String(bad));
       assert.throws(() => encodeBatch(trees, 0), refused, String(bad));
     }
+  });
+});
+
+describe("version 5: RACK's knowledge of the path (soft.reordering and the rest)", () => {
+  test('travels in version 5 with the soft scalars; a version-4 batch leaves it out and decodes to the defaults', () => {
+    assert.equal(STATE_CODEC_VERSION, 5);
+    const trees = sampleTrees(2);
+    const conns = flattenTrees(trees);
+    const learned = {
+      reordering: 42,
+      reorderingSeen: true,
+      reoWndMult: 4,
+      reoWndPersist: 9,
+      rtxBytes: 2 ** 40,
+      dsackBytes: 2920,
+    };
+    Object.assign(conns[0]!.soft, learned);
+    const pick = (c: (typeof conns)[number]) => ({
+      reordering: c.soft.reordering,
+      reorderingSeen: c.soft.reorderingSeen,
+      reoWndMult: c.soft.reoWndMult,
+      reoWndPersist: c.soft.reoWndPersist,
+      rtxBytes: c.soft.rtxBytes,
+      dsackBytes: c.soft.dsackBytes,
+    });
+    const fresh = pick(createTcpState(conns[0]!.const, DEFAULT_TCP_CACHED, conns[0]!.path));
+    for (const soft of ['all', 'scalars'] as const) {
+      const back = flattenTrees(decodeBatch(encodeBatch(trees, 0, { soft }), 0));
+      assert.deepEqual(back.map(pick), [learned, fresh], soft);
+    }
+    const old = encodeBatch(trees, 0, { version: 4 });
+    assert.equal(encodeBatch(trees, 0).length - old.length, 21 * 2, 'version 4: 21 bytes a connection fewer');
+    assert.deepEqual(flattenTrees(decodeBatch(old, 0)).map(pick), [fresh, fresh]);
   });
 });
 

@@ -8,7 +8,13 @@
  * time of the range it covers. With segmentation offload an entry is a whole super-segment, so
  * the log stays short.
  */
-import type { TcpState } from '../../state/tcp-state.ts';
+import {
+  RACK_REO_PERSIST,
+  RACK_REORDERING_MAX,
+  RACK_REORDERING_MIN,
+  type TcpSoft,
+  type TcpState,
+} from '../../state/tcp-state.ts';
 import { DUP_THRESH, sackedPackets } from './sack.ts';
 import { seqGt, seqLeq, seqLt } from './seq.ts';
 
@@ -21,12 +27,23 @@ export interface RackEntry {
 
 /** Contiguous first transmissions this close in time share one entry (a bound on per-segment work). */
 const MERGE_MS = 0.5;
-/** Linux's sysctl tcp_max_reordering: the most the reordering degree grows to. */
-const MAX_REORDERING = 300;
-/** Linux's TCP_RACK_RECOVERY_THRESH: recoveries a widened reordering window outlives. */
-const REO_PERSIST = 16;
 /** Past this many entries the oldest are merged away: a bound on per-ACK work (hostile peers). */
 const MAX_ENTRIES = 4096;
+
+/** RACK's knowledge of the path, part of the connection's state (TcpSoft). */
+export type RackPathState = Pick<
+  TcpSoft,
+  'reordering' | 'reorderingSeen' | 'reoWndMult' | 'reoWndPersist' | 'rtxBytes' | 'dsackBytes'
+>;
+
+const RACK_PATH_DEFAULTS: RackPathState = {
+  reordering: RACK_REORDERING_MIN,
+  reorderingSeen: false,
+  reoWndMult: 1,
+  reoWndPersist: 0,
+  rtxBytes: 0,
+  dsackBytes: 0,
+};
 
 export class RackLog {
   readonly entries: RackEntry[] = [];
@@ -41,28 +58,50 @@ export class RackLog {
    */
   reoDeadline = Number.POSITIVE_INFINITY;
   /**
+   * What RACK knows of the path lives in the connection's state (TcpSoft: reordering,
+   * reorderingSeen, reoWndMult, reoWndPersist, rtxBytes, dsackBytes), not here: Linux keeps it in
+   * tcp_sock for the connection's life, and so it travels with every move, offload, upload and
+   * rebuild, where this log (send times) starts empty. Bound by the connection (`bind`).
+   */
+  private soft: RackPathState = { ...RACK_PATH_DEFAULTS };
+
+  /** The state whose path knowledge this log reads and grows (the connection's, for its life). */
+  bind(soft: RackPathState): void {
+    this.soft = soft;
+  }
+
+  /**
    * RACK.reordering_seen (RFC 8985 6.2 step 3, Linux's tp->reord_seen): an original was delivered
    * below data delivered before it. Until then the reordering window is zero in recovery or once
-   * DupThresh segments are SACKed (reoWnd). For the connection's life, as Linux.
+   * DupThresh segments are SACKed (reoWnd).
    */
-  reorderingSeen = false;
+  get reorderingSeen(): boolean {
+    return this.soft.reorderingSeen;
+  }
+  set reorderingSeen(v: boolean) {
+    this.soft.reorderingSeen = v;
+  }
   /**
    * RACK.reo_wnd_mult (RFC 8985 6.2 step 4, Linux's reo_wnd_steps): one more quarter of the
    * minimum RTT per round trip in which a DSACK showed a retransmission needless, back to 1 after
-   * REO_PERSIST recoveries without one.
+   * RACK_REO_PERSIST recoveries without one.
    */
-  reoWndMult = 1;
-  /** Bytes resent, and bytes DSACKs reported (Linux's total_retrans and dsack_dups, in bytes). */
-  private rtxBytes = 0;
-  private dsackBytes = 0;
+  get reoWndMult(): number {
+    return this.soft.reoWndMult;
+  }
   /**
    * The path's reordering degree in segments (Linux's tp->reordering, RFC 8985's DupThresh):
-   * SACKed segments that make the reordering window zero while no reordering is seen. Starts at Linux's sysctl tcp_reordering and grows to the distance, in segments, by which an
-   * original arrived late (tcp_check_sack_reordering); a timeout with that many SACKed outside
-   * recovery brings it back (tcp_enter_loss). For the connection's life, as Linux.
+   * SACKed segments that make the reordering window zero while no reordering is seen. Starts at
+   * Linux's sysctl tcp_reordering and grows to the distance, in segments, by which an original
+   * arrived late (tcp_check_sack_reordering); a timeout with that many SACKed outside recovery
+   * brings it back (tcp_enter_loss).
    */
-  reordering = DUP_THRESH;
-  private reoWndPersist = 0;
+  get reordering(): number {
+    return this.soft.reordering;
+  }
+  set reordering(v: number) {
+    this.soft.reordering = v;
+  }
   /** snd.nxt at the last widening: a DSACK counts once a round trip (snd.una past it). */
   private reoWndRound = -1;
 
@@ -75,18 +114,20 @@ export class RackLog {
   noteDsack(una: number, nxt: number, len: number): void {
     // Linux's dsack_dups against total_retrans: more reported twice than was ever resent means
     // the receiver (or a middlebox) duplicated it, which says nothing of our window.
-    this.dsackBytes += len;
-    if (this.dsackBytes > this.rtxBytes) return;
-    if (!this.reorderingSeen) return;
+    const p = this.soft;
+    p.dsackBytes += len;
+    if (p.dsackBytes > p.rtxBytes) return;
+    if (!p.reorderingSeen) return;
     if (this.reoWndRound !== -1 && seqLt(una, this.reoWndRound)) return;
-    this.reoWndMult = Math.min(this.reoWndMult + 1, 255);
-    this.reoWndPersist = REO_PERSIST;
+    p.reoWndMult = Math.min(p.reoWndMult + 1, 255);
+    p.reoWndPersist = RACK_REO_PERSIST;
     this.reoWndRound = nxt >>> 0;
   }
 
   /** A recovery ended (Linux's tcp_try_undo_recovery, without an undo). */
   noteRecoveryEnd(): void {
-    if (this.reoWndPersist > 0 && --this.reoWndPersist === 0) this.reoWndMult = 1;
+    const p = this.soft;
+    if (p.reoWndPersist > 0 && --p.reoWndPersist === 0) p.reoWndMult = 1;
   }
 
   clear(): void {
@@ -98,20 +139,17 @@ export class RackLog {
     this.timeoutAt = Number.NEGATIVE_INFINITY;
   }
 
-  /** As new (a connection object taken up again for a state that moved back: TcpConnection.revive). */
+  /**
+   * As new (a connection object taken up again for a state that moved back: TcpConnection.revive).
+   * What it knows of the path is the state's, which came back with it.
+   */
   reset(): void {
     this.clear();
     this.minRtt = Number.POSITIVE_INFINITY;
     this.delivered = false;
-    this.reorderingSeen = false;
-    this.reordering = DUP_THRESH;
     this.fack = -1;
     this.fackStart = -1;
-    this.reoWndMult = 1;
-    this.reoWndPersist = 0;
     this.reoWndRound = -1;
-    this.rtxBytes = 0;
-    this.dsackBytes = 0;
   }
 
   /** [start, end) went out at `now`. */
@@ -119,7 +157,7 @@ export class RackLog {
     start >>>= 0;
     end >>>= 0;
     if (!seqLt(start, end)) return;
-    if (rtx) this.rtxBytes += (end - start) >>> 0;
+    if (rtx) this.soft.rtxBytes += (end - start) >>> 0;
     const e = this.entries;
     const last = e[e.length - 1];
     if (!last || seqLeq(last.end, start)) {
@@ -193,7 +231,8 @@ export class RackLog {
    * was set too high (Linux's tcp_enter_loss): back to the initial one.
    */
   noteTimeout(now: number, open = false, sackedSegs = 0): void {
-    if (open && sackedSegs >= DUP_THRESH) this.reordering = Math.min(this.reordering, DUP_THRESH);
+    if (open && sackedSegs >= DUP_THRESH)
+      this.soft.reordering = Math.min(this.soft.reordering, RACK_REORDERING_MIN);
     this.timeoutAt = now;
     // The timeout resends from snd.una whatever RACK would have marked (Linux's timer slot holds
     // one of the two).
@@ -287,11 +326,12 @@ export class RackLog {
    * whole segments begun, from it to the highest SACKed segment.
    */
   private reordered(low: number): void {
-    this.reorderingSeen = true;
+    const p = this.soft;
+    p.reorderingSeen = true;
     if (!seqLt(low, this.degreeFack)) return;
     const metric = (this.degreeFack - low) >>> 0;
-    if (metric > this.reordering * this.mss) {
-      this.reordering = Math.min(Math.ceil(metric / this.mss), MAX_REORDERING);
+    if (metric > p.reordering * this.mss) {
+      p.reordering = Math.min(Math.ceil(metric / this.mss), RACK_REORDERING_MAX);
     }
   }
 

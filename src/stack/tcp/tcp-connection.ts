@@ -151,6 +151,7 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
     this.state = state;
     this.oooBytes = oooBytesOf(state.soft.ooo);
     this.timer = engine.env.clock.createTimer(() => onConnectionTimer(this));
+    this.rack.bind(state.soft);
   }
 
   get localIp(): number {
