@@ -124,6 +124,13 @@ export interface TapDescriptors {
   tun: number;
   /** The wake pipe: read end, write end. */
   wake: [number, number];
+  /**
+   * The native send buffer (TAP_NATIVE_TBUF_BYTES) and iovec array (TAP_NATIVE_IOV_BYTES) for
+   * napiFrags, allocated and listed by the same thread as the descriptors: allocated in the
+   * opening thread, a kill between an allocation and its listing leaked it. The link holds them
+   * (and frees them at its close) whether or not the kernel then takes IFF_NAPI_FRAGS.
+   */
+  native?: { tbuf: bigint; iov: bigint };
 }
 
 export interface GsoSendOptions {
@@ -150,6 +157,9 @@ const NAPI_MAX_FRAME = 65535 - 64 - 2;
 const FRAG_BYTES = 4096;
 /** The vnet header, the headers, and at most MAX_SKB_FRAGS (17) fragments. */
 const MAX_IOV = 19;
+/** Sizes of the native send buffer and iovec array a link with napiFrags writes from. */
+const TAP_NATIVE_TBUF_BYTES = VNET_HDR_LEN + MAX_FRAME;
+const TAP_NATIVE_IOV_BYTES = MAX_IOV * 16;
 /** Something to block on for a few milliseconds (Atomics.wait on a word nobody changes). */
 const BLOCK = new Int32Array(new SharedArrayBuffer(4));
 
@@ -244,9 +254,16 @@ export class TapLink implements Link {
   private readonly hdr: number;
   private readonly rbuf: Uint8Array;
   private readonly tbuf: Uint8Array;
-  /** With napiFrags: the native memory under tbuf and the iovec array (addresses). */
-  private readonly tbufAddr: bigint = 0n;
-  /** tbufAddr as a number (user-space addresses fit 53 bits): no BigInt made per frame. */
+  /**
+   * Native memory the link holds and frees at its close: tbuf's and the iovec array's with
+   * napiFrags, or buffers made for it by another thread (TapDescriptors.native) that it ended up
+   * not using.
+   */
+  private readonly nativeAddrs: readonly bigint[];
+  /**
+   * With napiFrags: tbuf's native address as a number (user-space addresses fit 53 bits): no
+   * BigInt made per frame.
+   */
   private readonly tbufBase: number = 0;
   private readonly iovAddr: bigint = 0n;
   /** The iovec array as 32-bit words (base low, base high, length low, length high). */
@@ -290,9 +307,11 @@ export class TapLink implements Link {
     vnetHdr: boolean,
     napiFrags: boolean,
     native: NativeBuffers | null,
+    nativeAddrs: readonly bigint[],
     offloads: { tso: boolean; tso6: boolean; csum: boolean },
     opts: TapLinkOptions,
   ) {
+    this.nativeAddrs = nativeAddrs;
     this.lib = lib;
     this.fd = fd;
     this.ctl = ctl;
@@ -308,7 +327,6 @@ export class TapLink implements Link {
     this.napiFrags = napiFrags;
     if (native) {
       const { t, v } = native;
-      this.tbufAddr = t.addr;
       this.tbufBase = Number(t.addr);
       this.tbuf = t.bytes;
       this.iovAddr = v.addr;
@@ -402,6 +420,7 @@ export class TapLink implements Link {
     const iv = new DataView(ifr.buffer);
     const given = opts.fds;
     if (given !== undefined) {
+      if (given.native !== undefined) held.addrs.push(given.native.tbuf, given.native.iov);
       held.fds.push(given.ctl, given.tun, given.wake[0]);
       hold(held.fds, given.wake[1]);
     }
@@ -544,11 +563,17 @@ export class TapLink implements Link {
       hold(held.fds, pipe[1]!);
     }
     let native: NativeBuffers | null = null;
-    if (napiFrags) {
+    const made = given?.native;
+    if (napiFrags && made !== undefined) {
+      native = {
+        t: { addr: made.tbuf, bytes: lib.nativeView(made.tbuf, TAP_NATIVE_TBUF_BYTES) },
+        v: { addr: made.iov, bytes: lib.nativeView(made.iov, TAP_NATIVE_IOV_BYTES) },
+      };
+    } else if (napiFrags) {
       // The iovecs name addresses, so the frame is built in memory that never moves.
-      const t = lib.nativeBytes(VNET_HDR_LEN + MAX_FRAME);
+      const t = lib.nativeBytes(TAP_NATIVE_TBUF_BYTES);
       hold(held.addrs, t.addr);
-      const v = lib.nativeBytes(MAX_IOV * 16);
+      const v = lib.nativeBytes(TAP_NATIVE_IOV_BYTES);
       hold(held.addrs, v.addr);
       native = { t, v };
     }
@@ -564,6 +589,7 @@ export class TapLink implements Link {
       vnetHdr,
       napiFrags,
       native,
+      [...held.addrs],
       offloads,
       opts,
     );
@@ -703,7 +729,7 @@ export class TapLink implements Link {
    */
   get held(): TapHeld {
     return {
-      addrs: this.napiFrags ? [this.tbufAddr, this.iovAddr] : [],
+      addrs: [...this.nativeAddrs],
       fds: [this.fd, this.ctl, this.wakeR, this.wakeW],
     };
   }
@@ -722,10 +748,7 @@ export class TapLink implements Link {
     this.fd = -1;
     this.lib.close(this.ctl);
     this.lib.close(this.wakeW);
-    if (this.napiFrags) {
-      this.lib.freeNative(this.tbufAddr);
-      this.lib.freeNative(this.iovAddr);
-    }
+    for (const a of this.nativeAddrs) this.lib.freeNative(a);
     if (!this.waiting) this.lib.close(this.wakeR);
     this.frameHandler = null;
     if (this.up) {
@@ -960,7 +983,7 @@ export interface TapHeld {
  * (TapLinkOptions.fds), made here; null when they cannot be (that thread's open then tries, and
  * says why it failed).
  */
-export function openTapDescriptors(tunPath = '/dev/net/tun'): TapDescriptors | null {
+export function openTapDescriptors(tunPath = '/dev/net/tun', napiFrags = false): TapDescriptors | null {
   if (process.platform !== 'linux') return null;
   let lib: Libc;
   try {
@@ -977,7 +1000,21 @@ export function openTapDescriptors(tunPath = '/dev/net/tun'): TapDescriptors | n
     lib.close(ctl);
     return null;
   }
-  return { ctl, tun, wake: [pipe[0]!, pipe[1]!] };
+  const fds: TapDescriptors = { ctl, tun, wake: [pipe[0]!, pipe[1]!] };
+  if (napiFrags) {
+    const t = lib.nativeBytes(TAP_NATIVE_TBUF_BYTES).addr;
+    fds.native = { tbuf: t, iov: lib.nativeBytes(TAP_NATIVE_IOV_BYTES).addr };
+  }
+  return fds;
+}
+
+/**
+ * Whether an open with `opts` may use napiFrags (the kernel may still refuse it): the native
+ * buffers another thread makes for it are worth making only then.
+ */
+export function tapMayUseNapiFrags(opts: TapLinkOptions): boolean {
+  const wanted = opts.napiFrags ?? process.env.CHIMNEY_TAP_NAPI_FRAGS !== '0';
+  return (opts.vnetHdr ?? true) && wanted && hostIsLittleEndian();
 }
 
 /**

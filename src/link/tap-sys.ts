@@ -89,6 +89,8 @@ export interface Libc {
   writev(fd: number, iov: bigint, count: number): number;
   /** `n` bytes of native memory that never move: their address and a view of them. */
   nativeBytes(n: number): { addr: bigint; bytes: Uint8Array };
+  /** A view of `n` bytes of native memory made elsewhere (another thread's nativeBytes). */
+  nativeView(addr: bigint, n: number): Uint8Array;
   freeNative(addr: bigint): void;
   socket(domain: number, type: number, proto: number): number;
   pipe2(fds: Int32Array, flags: number): number;
@@ -135,6 +137,7 @@ export function loadLibc(): Libc {
       const addr = koffi.alloc('uint8_t', n);
       return { addr, bytes: new Uint8Array(koffi.view(addr, n)) };
     },
+    nativeView: (addr, n) => new Uint8Array(koffi.view(addr, n)),
     freeNative: (addr) => koffi.free(addr),
     socket: (d, t, p) => socket(d, t, p),
     pipe2: (fds, flags) => pipe2(fds, flags),

@@ -7,7 +7,13 @@ import {
   StateValidationError,
 } from '../core/errors.ts';
 import type { Link } from '../link/link.ts';
-import { openTapDescriptors, releaseTapHeld, type TapLinkOptions, tapQueueEmpty } from '../link/tap-link.ts';
+import {
+  openTapDescriptors,
+  releaseTapHeld,
+  type TapLinkOptions,
+  tapMayUseNapiFrags,
+  tapQueueEmpty,
+} from '../link/tap-link.ts';
 import { TWO_32 } from '../stack/address-table.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
 import { ByteRing } from '../state/byte-ring.ts';
@@ -594,11 +600,15 @@ export class WorkerNic extends HostNic {
     const tap = 'tap' in opts.link ? opts.link.tap : null;
     const owners = new OwnerTable(OwnerTable.create(capacity));
     const tapHeld = newTapHeld();
-    // The TAP's descriptors are made here, listed before the thread runs: a kill between a
-    // descriptor's making and its listing in the thread would leak it for the process's life.
-    const fds = tap !== null && tap.fds === undefined ? openTapDescriptors(tap.tunPath) : null;
+    // The TAP's descriptors and native buffers are made here, listed before the thread runs: a
+    // kill between one's making and its listing in the thread would leak it for the process's life.
+    const fds =
+      tap !== null && tap.fds === undefined ? openTapDescriptors(tap.tunPath, tapMayUseNapiFrags(tap)) : null;
     if (fds !== null)
-      publishTapHeld(new BigInt64Array(tapHeld), { addrs: [], fds: [fds.ctl, fds.tun, ...fds.wake] });
+      publishTapHeld(new BigInt64Array(tapHeld), {
+        addrs: fds.native === undefined ? [] : [fds.native.tbuf, fds.native.iov],
+        fds: [fds.ctl, fds.tun, ...fds.wake],
+      });
     const boot: WorkerBoot = {
       id: opts.id,
       seed: opts.seed ?? 1,
