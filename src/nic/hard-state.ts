@@ -13,8 +13,11 @@ import {
   sharedRingPositions,
 } from '../state/shared-ring.ts';
 import {
+  copyRackPath,
   createTcpState,
   RACK_REORDERING_MIN,
+  type RackPathState,
+  rackPathDefaults,
   type TcpCached,
   type TcpState,
   TcpStateId,
@@ -114,8 +117,12 @@ const O_TS = 1;
 const O_SACK = 2;
 const O_WS = 4;
 
-/** A consistent snapshot of one connection's hard state. */
-export interface HardState {
+/**
+ * A consistent snapshot of one connection's hard state, with RACK's knowledge of the path (as
+ * TcpSoft's fields of the same names; from a shared record only the difference of rtxBytes and
+ * dsackBytes is kept, one of the two is 0 then).
+ */
+export interface HardState extends RackPathState {
   /** Writes so far (0: never written). */
   version: number;
   state: number;
@@ -167,14 +174,6 @@ export interface HardState {
   retransmits: number;
   bytesIn: number;
   bytesOut: number;
-  /** RACK's knowledge of the path, as TcpSoft's fields of the same names. */
-  reordering: number;
-  reorderingSeen: boolean;
-  reoWndMult: number;
-  reoWndPersist: number;
-  /** From a shared record, only their difference is kept: one of the two is 0 then. */
-  rtxBytes: number;
-  dsackBytes: number;
 }
 
 export function emptyHardState(): HardState {
@@ -219,12 +218,7 @@ export function emptyHardState(): HardState {
     retransmits: 0,
     bytesIn: 0,
     bytesOut: 0,
-    reordering: RACK_REORDERING_MIN,
-    reorderingSeen: false,
-    reoWndMult: 1,
-    reoWndPersist: 0,
-    rtxBytes: 0,
-    dsackBytes: 0,
+    ...rackPathDefaults(),
   };
 }
 
@@ -278,13 +272,7 @@ export function hardStateOf(s: TcpState, out: HardState = emptyHardState()): Har
   out.retransmits = d.retransmits;
   out.bytesIn = d.bytesIn;
   out.bytesOut = d.bytesOut;
-  const r = s.soft;
-  out.reordering = r.reordering;
-  out.reorderingSeen = r.reorderingSeen;
-  out.reoWndMult = r.reoWndMult;
-  out.reoWndPersist = r.reoWndPersist;
-  out.rtxBytes = r.rtxBytes;
-  out.dsackBytes = r.dsackBytes;
+  copyRackPath(out, s.soft);
   return out;
 }
 
@@ -806,13 +794,7 @@ export function rebuildTcpState(
   s.soft.smallSentEnd = sndUna;
   // What RACK learned of the path: the new owner does not take the next reordering for loss
   // (validateTcpState below refuses a record whose values are out of range).
-  const r = s.soft;
-  r.reordering = hard.reordering;
-  r.reorderingSeen = hard.reorderingSeen;
-  r.reoWndMult = hard.reoWndMult;
-  r.reoWndPersist = hard.reoWndPersist;
-  r.rtxBytes = hard.rtxBytes;
-  r.dsackBytes = hard.dsackBytes;
+  copyRackPath(s.soft, hard);
   // An orphaned FIN_WAIT_2 (nobody reads) does not wait forever for the peer's FIN.
   if (d.state === TcpStateId.FIN_WAIT_2 && d.readClosed) d.timeWaitDeadline = now + s.cached.timeWaitMs;
   if (d.state === TcpStateId.FIN_WAIT_1 && !d.finQueued) d.finQueued = true;

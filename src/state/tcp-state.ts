@@ -265,6 +265,34 @@ export const RACK_REORDERING_MAX = 300;
 /** Linux's TCP_RACK_RECOVERY_THRESH: recoveries a widened reordering window outlives. */
 export const RACK_REO_PERSIST = 16;
 
+/** RACK's knowledge of the path, the part of TcpSoft that RackLog reads and grows. */
+export type RackPathState = Pick<
+  TcpSoft,
+  'reordering' | 'reorderingSeen' | 'reoWndMult' | 'reoWndPersist' | 'rtxBytes' | 'dsackBytes'
+>;
+
+/** What a connection knows of its path at first (a copy each: the caller may change it). */
+export function rackPathDefaults(): RackPathState {
+  return {
+    reordering: RACK_REORDERING_MIN,
+    reorderingSeen: false,
+    reoWndMult: 1,
+    reoWndPersist: 0,
+    rtxBytes: 0,
+    dsackBytes: 0,
+  };
+}
+
+/** Copy RACK's knowledge of the path from `from` to `to` (a move, a record, a rebuild). */
+export function copyRackPath(to: RackPathState, from: RackPathState): void {
+  to.reordering = from.reordering;
+  to.reorderingSeen = from.reorderingSeen;
+  to.reoWndMult = from.reoWndMult;
+  to.reoWndPersist = from.reoWndPersist;
+  to.rtxBytes = from.rtxBytes;
+  to.dsackBytes = from.dsackBytes;
+}
+
 /** HyStart++'s "no RTT measured yet" (a finite value, so it travels as a plain number). */
 export const NO_RTT = 1e9;
 
@@ -435,12 +463,7 @@ export function createTcpState(
       hsCssBaselineMinRtt: NO_RTT,
       hsCssRounds: 0,
       smallSentEnd: 0,
-      reordering: RACK_REORDERING_MIN,
-      reorderingSeen: false,
-      reoWndMult: 1,
-      reoWndPersist: 0,
-      rtxBytes: 0,
-      dsackBytes: 0,
+      ...rackPathDefaults(),
     },
   };
 }

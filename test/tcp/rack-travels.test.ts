@@ -9,19 +9,16 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { StateValidationError } from '../../src/core/errors.ts';
 import {
-  allocConnBlock,
-  connRingCapacities,
   emptyHardState,
   HardStateRecord,
   rebuildTcpState,
   TRANSFER_RECORD_AT,
 } from '../../src/nic/hard-state.ts';
 import { TransferRecord } from '../../src/nic/transfer-record.ts';
-import { ByteRing } from '../../src/state/byte-ring.ts';
-import { flattenTrees } from '../../src/state/offload-tree.ts';
 import { decodeBatch, encodeBatch } from '../../src/state/state-codec.ts';
-import type { TcpSoft, TcpState } from '../../src/state/tcp-state.ts';
+import type { TcpSoft } from '../../src/state/tcp-state.ts';
 import { validateTcpState } from '../../src/state/validate.ts';
+import { HANDOVERS, type Handover, sharedCopy } from './handovers.ts';
 import { ACK, activeOpen, add, Bench, bytes, REMOTE, Recorder } from './harness.ts';
 
 const MSS = 1460;
@@ -52,42 +49,13 @@ function learned() {
 const RACK_FIELDS = ['reordering', 'reorderingSeen', 'reoWndMult', 'reoWndPersist'] as const;
 const rackOf = (s: TcpSoft) => Object.fromEntries(RACK_FIELDS.map((k) => [k, s[k]]));
 
-/** `s`'s shared block, as a worker's connection has one (the rings' bytes copied into it). */
-function sharedCopy(s: TcpState) {
-  const caps = connRingCapacities(s, 1 << 18);
-  const block = allocConnBlock(caps.send, caps.recv);
-  const send = ByteRing.createShared(block.send.capacity, block.send);
-  const recv = ByteRing.createShared(block.recv.capacity, block.recv);
-  send.write(s.delegated.sendBuffer.toArray());
-  recv.write(s.delegated.recvBuffer.toArray());
-  return { block, send, recv };
-}
-
 /** The state `a` released as the next owner `b` takes it, each way a connection changes owner. */
-const MOVES: [string, (s: TcpState, a: Bench, b: Bench) => TcpState][] = [
+const MOVES: [string, Handover][] = [
   // Host and LocalNic in one thread (offload, move, upload by objects).
   ['objects', (s, _a, b) => Object.assign(s, { path: b.env.pathTo(REMOTE)! })],
-  // A LocalNic across the codec, or a WorkerNic's batch where a record does not serve.
-  [
-    'the codec',
-    (s, a, b) => {
-      const tree = { neighbor: s.path.neighbor, paths: [{ path: s.path, conns: [s] }] };
-      const back = flattenTrees(decodeBatch(encodeBatch([tree], a.env.clock.now()), b.env.clock.now()))[0]!;
-      back.path = b.env.pathTo(REMOTE)!;
-      return back;
-    },
-  ],
-  // A WorkerNic's offload, move and upload.
-  [
-    'a transfer record',
-    (s, a, b) => {
-      const { block, send, recv } = sharedCopy(s);
-      const rec = new TransferRecord(block.sab, block.at + TRANSFER_RECORD_AT);
-      rec.write(s, a.env.clock.now(), 0, 1, recv);
-      assert.ok(rec.take(1));
-      return rec.read(b.env.clock.now(), b.env.pathTo(REMOTE)!, send, recv);
-    },
-  ],
+  // A LocalNic across the codec, or a WorkerNic's batch where a record does not serve; a
+  // WorkerNic's offload, move and upload.
+  ...HANDOVERS,
   // A dead worker's connection rebuilt from the hard state the host holds.
   [
     'a rebuild from the hard-state record',

@@ -1,23 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { allocConnBlock, connRingCapacities, TRANSFER_RECORD_AT } from '../../src/nic/hard-state.ts';
-import { TransferRecord } from '../../src/nic/transfer-record.ts';
-import { ByteRing } from '../../src/state/byte-ring.ts';
-import { flattenTrees } from '../../src/state/offload-tree.ts';
-import { decodeBatch, encodeBatch } from '../../src/state/state-codec.ts';
-import type { TcpCached, TcpState } from '../../src/state/tcp-state.ts';
-import {
-  ACK,
-  activeOpen,
-  add,
-  Bench,
-  bytes,
-  FIN,
-  type InjectOpts,
-  REMOTE,
-  Recorder,
-  tsoBench,
-} from './harness.ts';
+import type { TcpCached } from '../../src/state/tcp-state.ts';
+import { HANDOVERS } from './handovers.ts';
+import { ACK, activeOpen, add, Bench, bytes, FIN, type InjectOpts, Recorder, tsoBench } from './harness.ts';
 
 const MSS = 1460;
 
@@ -196,34 +181,6 @@ describe("sending into a reader's window (Linux's tcp_snd_wnd_test)", () => {
     );
   });
 });
-
-/** The state `a` released, as the owner `b` reads it: through the codec (LocalNic) or a record (WorkerNic). */
-const HANDOVERS: [string, (s: TcpState, a: Bench, b: Bench) => TcpState][] = [
-  [
-    'the codec',
-    (s, a, b) => {
-      const tree = { neighbor: s.path.neighbor, paths: [{ path: s.path, conns: [s] }] };
-      const back = flattenTrees(decodeBatch(encodeBatch([tree], a.env.clock.now()), b.env.clock.now()))[0]!;
-      back.path = b.env.pathTo(REMOTE)!;
-      return back;
-    },
-  ],
-  [
-    'a transfer record',
-    (s, a, b) => {
-      const caps = connRingCapacities(s, 1 << 18);
-      const block = allocConnBlock(caps.send, caps.recv);
-      const send = ByteRing.createShared(block.send.capacity, block.send);
-      const recv = ByteRing.createShared(block.recv.capacity, block.recv);
-      send.write(s.delegated.sendBuffer.toArray());
-      recv.write(s.delegated.recvBuffer.toArray());
-      const rec = new TransferRecord(block.sab, block.at + TRANSFER_RECORD_AT);
-      rec.write(s, a.env.clock.now(), 0, 1, recv);
-      assert.ok(rec.take(1));
-      return rec.read(b.env.clock.now(), b.env.pathTo(REMOTE)!, send, recv);
-    },
-  ],
-];
 
 /** Lengths of the data segments `b` sent since the last look. */
 const dataLens = (b: Bench): number[] =>

@@ -7,7 +7,6 @@
 import assert from 'node:assert/strict';
 import type { TestContext } from 'node:test';
 import { describe, test } from 'node:test';
-import type { FromWorker } from '../../src/nic/worker/protocol.ts';
 import type { WorkerNic, WorkerNicTestSeams } from '../../src/nic/worker-nic.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { TCP_STATE_NAMES } from '../../src/state/tcp-state.ts';
@@ -20,36 +19,11 @@ import {
   flowing,
   GAP_MS,
   keyOf,
+  onNextReply,
   ownersOf,
   setup,
   type WorkerTeamRig,
 } from './worker-team-helpers.ts';
-
-/**
- * `nic`'s next successful answer to `op` goes to `act` instead of the host; `deliver` hands a
- * message (that one, changed or not) on to the host.
- */
-function onNextReply(
-  nic: WorkerNic,
-  op: 'initiate' | 'terminate',
-  act: (m: FromWorker, deliver: (m: unknown) => void) => void,
-): void {
-  const w = nic.worker;
-  const listeners = w.listeners('message') as ((m: unknown) => void)[];
-  w.removeAllListeners('message');
-  const deliver = (m: unknown): void => {
-    for (const l of listeners) l(m);
-  };
-  let taken = false;
-  w.on('message', (m: FromWorker) => {
-    if (!taken && m.t === 'res' && m.ok && m.op === op) {
-      taken = true;
-      act(m, deliver);
-      return;
-    }
-    deliver(m);
-  });
-}
 
 /**
  * Hold back `nic`'s next reply to `op`: the worker did it (an initiate installed the batch and runs

@@ -20,6 +20,7 @@ import {
   flowing,
   GAP_MS,
   keyOf,
+  onNextReply,
   ownersOf,
   PEER_IP,
   setup,
@@ -29,24 +30,12 @@ const CONNS = 12;
 
 /** `nic`'s next successful answer to `op` reaches the host as `spoil` makes it. Resolves once sent on. */
 function spoilNext(nic: WorkerNic, op: WorkerOp, spoil: (m: FromWorker) => unknown): Promise<void> {
-  const w = nic.worker;
-  const listeners = w.listeners('message') as ((m: unknown) => void)[];
-  w.removeAllListeners('message');
-  const deliver = (m: unknown): void => {
-    for (const l of listeners) l(m);
-  };
-  let taken = false;
-  return new Promise((resolve) => {
-    w.on('message', (m: FromWorker) => {
-      if (!taken && m.t === 'res' && m.ok && m.op === op) {
-        taken = true;
-        deliver(spoil(m));
-        resolve();
-        return;
-      }
-      deliver(m);
-    });
-  });
+  return new Promise((resolve) =>
+    onNextReply(nic, op, (m, deliver) => {
+      deliver(spoil(m));
+      resolve();
+    }),
+  );
 }
 
 async function streaming(t: TestContext, seed: number, offloaded: boolean) {

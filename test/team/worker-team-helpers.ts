@@ -10,6 +10,7 @@ import type { TestContext } from 'node:test';
 import { Counters } from '../../src/core/counters.ts';
 import type { SwitchPort } from '../../src/link/memory-switch.ts';
 import { type ConnKey, connKeyId, type Nic, type QueryResult } from '../../src/nic/nic.ts';
+import type { FromWorker, WorkerOp } from '../../src/nic/worker/protocol.ts';
 import { WorkerNic, type WorkerNicTestSeams } from '../../src/nic/worker-nic.ts';
 import { OffloadManager } from '../../src/offload/offload-manager.ts';
 import { type SimHost, SimNetwork } from '../../src/sim/sim-network.ts';
@@ -348,4 +349,30 @@ export async function assertClean(
     if (n.death !== null) continue;
     assert.equal(get(await n.counters(), 'tcp.rst.out'), 0, `${n.id} sent no RST`);
   }
+}
+
+/**
+ * `nic`'s next successful answer to `op` goes to `act` instead of the host; `deliver` hands a
+ * message (that one, changed or not) on to the host.
+ */
+export function onNextReply(
+  nic: WorkerNic,
+  op: WorkerOp,
+  act: (m: FromWorker, deliver: (m: unknown) => void) => void,
+): void {
+  const w = nic.worker;
+  const listeners = w.listeners('message') as ((m: unknown) => void)[];
+  w.removeAllListeners('message');
+  const deliver = (m: unknown): void => {
+    for (const l of listeners) l(m);
+  };
+  let taken = false;
+  w.on('message', (m: FromWorker) => {
+    if (!taken && m.t === 'res' && m.ok && m.op === op) {
+      taken = true;
+      act(m, deliver);
+      return;
+    }
+    deliver(m);
+  });
 }

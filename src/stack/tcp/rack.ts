@@ -12,7 +12,8 @@ import {
   RACK_REO_PERSIST,
   RACK_REORDERING_MAX,
   RACK_REORDERING_MIN,
-  type TcpSoft,
+  type RackPathState,
+  rackPathDefaults,
   type TcpState,
 } from '../../state/tcp-state.ts';
 import { DUP_THRESH, sackedPackets } from './sack.ts';
@@ -29,21 +30,6 @@ export interface RackEntry {
 const MERGE_MS = 0.5;
 /** Past this many entries the oldest are merged away: a bound on per-ACK work (hostile peers). */
 const MAX_ENTRIES = 4096;
-
-/** RACK's knowledge of the path, part of the connection's state (TcpSoft). */
-export type RackPathState = Pick<
-  TcpSoft,
-  'reordering' | 'reorderingSeen' | 'reoWndMult' | 'reoWndPersist' | 'rtxBytes' | 'dsackBytes'
->;
-
-const RACK_PATH_DEFAULTS: RackPathState = {
-  reordering: RACK_REORDERING_MIN,
-  reorderingSeen: false,
-  reoWndMult: 1,
-  reoWndPersist: 0,
-  rtxBytes: 0,
-  dsackBytes: 0,
-};
 
 export class RackLog {
   readonly entries: RackEntry[] = [];
@@ -63,7 +49,7 @@ export class RackLog {
    * tcp_sock for the connection's life, and so it travels with every move, offload, upload and
    * rebuild, where this log (send times) starts empty. Bound by the connection (`bind`).
    */
-  private soft: RackPathState = { ...RACK_PATH_DEFAULTS };
+  private soft: RackPathState = rackPathDefaults();
 
   /** The state whose path knowledge this log reads and grows (the connection's, for its life). */
   bind(soft: RackPathState): void {
