@@ -1,0 +1,64 @@
+/**
+ * RACK's knowledge of the path rides with a connection through a WorkerNic's offload, a worker to
+ * worker hand-over, an upload and a rebuild from the hard state a killed worker left (Linux keeps
+ * tp->reordering for the socket's life): the new owner does not start again at a degree of 3.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import type { ConnKey } from '../../src/nic/nic.ts';
+import type { WorkerNic } from '../../src/nic/worker-nic.ts';
+import { SimNetwork } from '../../src/sim/sim-network.ts';
+import type { Stack } from '../../src/stack/stack.ts';
+import { addWorkerHost, socketKey, streamBothWays } from './worker-helpers.ts';
+
+/** The host's connection of `k`, while the host runs it. */
+function hostConn(stack: Stack, k: ConnKey) {
+  const c = stack.tcp.lookup(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+  assert.ok(c, 'the host runs it');
+  return c;
+}
+
+describe("RACK's knowledge of the path through a WorkerNic's moves", () => {
+  test('offload, hand-over, upload, and a rebuild after a kill: the degree and the rest arrive', {
+    timeout: 60_000,
+  }, async (t) => {
+    const net = new SimNetwork({ seed: 29, virtualTime: false });
+    const wh = addWorkerHost(net, { capacity: 16 });
+    t.after(() => {
+      wh.close();
+      net.close();
+    });
+    const peer = net.addHost({ ip: '10.0.0.2/24' });
+    await Promise.all(wh.nics.map((n) => n.ready()));
+    const [nic0, nic1] = wh.nics as [WorkerNic, WorkerNic];
+    const st = await streamBothWays(wh.host, peer, 4, 200_000, 1000, 2);
+    const keys = st.sockets.map(socketKey);
+    // As a path that reordered would have left them (this lossless one changes none of them).
+    for (const [i, k] of keys.entries()) {
+      const c = hostConn(wh.stack, k);
+      c.rack.reordering = 10 + i;
+      c.rack.reorderingSeen = true;
+      c.state.soft.reoWndMult = 3;
+    }
+    const learned = (k: ConnKey, i: number, where: string) => {
+      const c = hostConn(wh.stack, k);
+      assert.deepEqual(
+        [c.rack.reordering, c.rack.reorderingSeen, c.rack.reoWndMult],
+        [10 + i, true, 3],
+        `${where}: what RACK learned arrived`,
+      );
+    };
+    const m = wh.offload;
+    assert.equal((await m.offload(keys, nic0)).moved.length, keys.length);
+    assert.equal((await m.move(keys, nic0, nic1)).moved.length, keys.length);
+    assert.equal(wh.stack.counters.get('offload.handed'), keys.length, 'handed worker to worker');
+    assert.equal((await m.upload(keys)).moved.length, keys.length);
+    keys.forEach((k, i) => learned(k, i, 'offload, hand-over, upload'));
+    assert.equal((await m.offload(keys, nic1)).moved.length, keys.length);
+    await nic1.kill();
+    await m.recover(nic1, 'host');
+    keys.forEach((k, i) => learned(k, i, 'rebuilt from the hard state'));
+    assert.equal(await st.done, 0, 'every direction of every connection intact');
+    assert.deepEqual(st.errors, []);
+  });
+});
