@@ -53,11 +53,11 @@ describe("RACK's knowledge of the path through a WorkerNic's moves", () => {
     assert.equal((await m.move(keys, nic0, nic1)).moved.length, keys.length);
     assert.equal(wh.stack.counters.get('offload.handed'), keys.length, 'handed worker to worker');
     assert.equal((await m.upload(keys)).moved.length, keys.length);
-    keys.forEach((k, i) => learned(k, i, 'offload, hand-over, upload'));
+    for (const [i, k] of keys.entries()) learned(k, i, 'offload, hand-over, upload');
     assert.equal((await m.offload(keys, nic1)).moved.length, keys.length);
     await nic1.kill();
     await m.recover(nic1, 'host');
-    keys.forEach((k, i) => learned(k, i, 'rebuilt from the hard state'));
+    for (const [i, k] of keys.entries()) learned(k, i, 'rebuilt from the hard state');
     assert.equal(await st.done, 0, 'every direction of every connection intact');
     assert.deepEqual(st.errors, []);
   });
