@@ -3,6 +3,7 @@ import type { Counters } from '../core/counters.ts';
 import { InvalidArgumentError } from '../core/errors.ts';
 import type { Random } from '../core/random.ts';
 import type { Link } from '../link/link.ts';
+import { TcpEvent } from '../stack/tcp/tcp-events.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
 import type { AddressBook } from '../state/path-state.ts';
 import type { TcpState } from '../state/tcp-state.ts';
@@ -166,6 +167,12 @@ export class LocalNic extends HostNic {
     const conn = this.engine.connection(key);
     if (!conn) return null;
     conn.user = user;
+    // The install adopted it with nobody to tell, and an adopt's news of the peer's FIN (which may
+    // have come in the old owner's last turn) went nowhere: a socket that missed it would never end.
+    if (user !== null && conn.state.delegated.finReceived) {
+      conn.events |= TcpEvent.REMOTE_END;
+      conn.deferDelivery();
+    }
     return conn;
   }
 

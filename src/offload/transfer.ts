@@ -60,6 +60,12 @@ export interface TransferReport {
   refused: TransferRefusal[];
 }
 
+/** A live hand-over's report, and the keys it left for the general protocol. */
+interface LiveReport {
+  report: TransferReport;
+  rest: ConnKey[];
+}
+
 /** An offloaded connection as the host knows it. */
 export interface Entry {
   key: ConnKey;
@@ -190,16 +196,23 @@ export class TransferProtocol {
     dst: Owner,
     conns: readonly (TcpConnection | null)[] | undefined,
   ): Promise<TransferReport> {
-    const report: TransferReport = { moved: [], refused: [] };
+    let report: TransferReport = { moved: [], refused: [] };
     if (keys.length === 0) return report;
+    let left = keys;
     if (this.liveHandover && this.sameThread(src) && this.sameThread(dst)) {
       const r = await this.handover(keys, src, dst, conns);
-      if (r !== null) return r;
+      if (r !== null) {
+        if (r.rest.length === 0) return r.report;
+        // What the hand-over left (a connection a NIC would not hand live: TIME_WAIT) takes the
+        // general protocol, the rest of the batch having moved.
+        report = r.report;
+        left = r.rest;
+      }
     }
     // One transfer may run several of these side by side (an offload spread over NICs): this one
     // may start while another waits, with the meter stopped.
     this.resume();
-    let items = this.freeze(keys, src);
+    let items = this.freeze(left, src);
     // A pair of NICs that can hand connections straight to each other (two WorkerNics: worker to
     // worker) does; any other pair, or a part of a batch that one cannot hand, takes the general way.
     if (src !== 'host' && dst !== 'host' && src !== dst && !this.refuses(dst) && src.handTo !== undefined) {
@@ -891,7 +904,7 @@ export class TransferProtocol {
     src: 'host' | LocalNic,
     dst: 'host' | LocalNic,
     hints: readonly (TcpConnection | null)[] | undefined,
-  ): Promise<TransferReport | null> {
+  ): Promise<LiveReport | null> {
     // A later turn of the clock, as a NIC's verb runs, charged to the meter as the transfer code
     // of this thread it is (a LocalNic's own `chargeWork` charges only its verbs). The meter stays
     // stopped once that turn ends: what follows is only the report handed back through a few
@@ -900,7 +913,7 @@ export class TransferProtocol {
     // resumed there, as `wait` does, it charged their work to the move. `run` resumes it if the
     // general protocol follows.
     this.pause();
-    return new Promise<TransferReport | null>((resolve, reject) => {
+    return new Promise<LiveReport | null>((resolve, reject) => {
       this.stack.clock.defer(() => {
         this.resume();
         try {
@@ -919,13 +932,14 @@ export class TransferProtocol {
     src: 'host' | LocalNic,
     dst: 'host' | LocalNic,
     hints: readonly (TcpConnection | null)[] | undefined,
-  ): TransferReport | null {
+  ): LiveReport | null {
     if ((src !== 'host' && !src.running) || (dst !== 'host' && !dst.running)) return null;
     const srcTcp = src === 'host' ? this.stack.tcp : src.engine.tcp;
     if (src !== 'host' && src.engine.parkedCount > 0) return null;
     const conns: TcpConnection[] = [];
     const found: ConnKey[] = [];
     const gone: ConnKey[] = [];
+    const rest: ConnKey[] = [];
     for (let i = 0; i < keys.length; i++) {
       const k = keys[i]!;
       // IPv6 connections take the general protocol: their address handles are held per owner.
@@ -946,7 +960,14 @@ export class TransferProtocol {
         if (src !== 'host') gone.push(k);
         continue;
       }
-      if (src !== 'host' && !isOffloadable(conn.state)) return null;
+      // A NIC's connection it would not hand live (TIME_WAIT, a handshake) takes the general
+      // protocol after the others moved: one such in a batch of 512 sent the whole batch there
+      // (released, validated, installed: 4 of a carrier failover's 20 batches of streams that
+      // were ending).
+      if (src !== 'host' && !isOffloadable(conn.state)) {
+        rest.push(k);
+        continue;
+      }
       conns.push(conn);
       found.push(k);
     }
@@ -997,7 +1018,7 @@ export class TransferProtocol {
     if (src !== 'host')
       src.engine.gaveLive(report.moved.length + (this.opts.rollbackToHost === true ? back.length : 0));
     this.stack.counters.inc('offload.handover', report.moved.length);
-    return report;
+    return { report, rest };
   }
 
   /**

@@ -145,6 +145,8 @@ export class Team extends EventEmitter {
   private readonly home = new Map<string, { key: ConnKey; nic: Nic }>();
   /** Failovers and recoveries run one at a time, in order. */
   private chain: Promise<void> = Promise.resolve();
+  /** Failovers and recoveries running or queued (the progress watch sits them out). */
+  private jobs = 0;
   private readonly watch: ProgressWatch;
   private readonly na: UnsolicitedNaSeries;
   /** The IPv6 addresses the team owns now (none until the host's stack says). */
@@ -180,6 +182,7 @@ export class Team extends EventEmitter {
       () => this.slots,
       this.counters,
       (h) => this.addressBook?.bytes(h),
+      () => this.jobs > 0,
     );
     this.na = new UnsolicitedNaSeries(this.clock, () => this.announce6());
   }
@@ -356,10 +359,16 @@ export class Team extends EventEmitter {
   }
 
   private enqueue(job: () => Promise<void>): void {
-    this.chain = this.chain.then(job).catch((e: unknown) => {
-      this.counters.inc('team.failover.error');
-      this.emit('error', e);
-    });
+    this.jobs++;
+    this.chain = this.chain
+      .then(job)
+      .catch((e: unknown) => {
+        this.counters.inc('team.failover.error');
+        this.emit('error', e);
+      })
+      .finally(() => {
+        this.jobs--;
+      });
   }
 
   private onFailed(ev: FailureEvent): void {

@@ -34,6 +34,34 @@ describe('VirtualClock', () => {
     assert.equal(c.pendingRefs, 0);
   });
 
+  test('timers re-armed and disarmed by the thousand fire in deadline, then arming order', () => {
+    // Enough stale entries to compact the heap many times over (a failover re-arms 10,000 timers
+    // in one turn); the order must be the model's: deadline, then the last arming.
+    const c = new VirtualClock();
+    const r = new SeededRandom(9);
+    const seen: number[] = [];
+    const armedAt = new Map<number, { at: number; seq: number }>();
+    let seq = 0;
+    const timers = Array.from({ length: 3000 }, (_, i) => c.createTimer(() => seen.push(i)));
+    for (let round = 0; round < 20; round++) {
+      for (let i = 0; i < timers.length; i++) {
+        const x = r.float();
+        if (x < 0.2) {
+          timers[i]!.disarm();
+          armedAt.delete(i);
+        } else if (x < 0.9) {
+          const at = 1 + (r.u32() % 500);
+          timers[i]!.armAt(at);
+          armedAt.set(i, { at, seq: seq++ });
+        }
+      }
+    }
+    c.advance(1000);
+    const model = [...armedAt].sort((a, b) => a[1].at - b[1].at || a[1].seq - b[1].seq).map(([i]) => i);
+    assert.deepEqual(seen, model);
+    assert.equal(c.pending, 0);
+  });
+
   test('unref timers do not count as pending work', () => {
     const c = new VirtualClock();
     const t = c.createTimer(() => {});

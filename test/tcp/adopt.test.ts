@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { TcpConnection } from '../../src/stack/tcp/tcp-connection.ts';
 import { type TcpState, TcpStateId } from '../../src/state/tcp-state.ts';
-import { ACK, activeOpen, add, Bench, bytes, type Opened, Recorder } from './harness.ts';
+import { ACK, activeOpen, add, Bench, bytes, FIN, type Opened, Recorder } from './harness.ts';
 
 const SEG = 1448; // MSS 1460 less the timestamp option
 
@@ -259,6 +259,33 @@ describe('a released connection object taken up again (TcpConnection.revive)', (
     const again = b.layer.adopt(back, new Recorder());
     assert.equal(again, first, 'the same object');
     assert.equal(b.env.counters.get('tcp.adopt.revived'), 1);
+  });
+});
+
+describe("the peer's FIN heard where nobody was told", () => {
+  test('the adopting owner tells its user the stream ended', () => {
+    const a = new Bench();
+    const o = activeOpen(a, { ts: [5000, 1001] });
+    const d = o.conn.state.delegated;
+    // A NIC installs a connection with nobody to tell until the host attaches its socket; a FIN
+    // replayed or arriving meanwhile moves the state on and tells no one.
+    o.conn.user = null;
+    a.inject({
+      flags: ACK | FIN,
+      srcPort: 80,
+      dstPort: o.conn.localPort,
+      seq: d.rcvNxt,
+      ack: d.sndNxt,
+      ts: [5100, 1001],
+    });
+    assert.equal(d.state, TcpStateId.CLOSE_WAIT);
+    const s = a.layer.release(o.conn);
+    const b = new Bench();
+    b.advance(a.env.clock.now() - b.env.clock.now());
+    const user = new Recorder();
+    b.layer.adopt(s, user);
+    b.advance(0);
+    assert.ok(user.events.includes('end'), `the end is told (${user.events.join(', ')})`);
   });
 });
 

@@ -153,4 +153,31 @@ describe('ConnTable over a shared store', () => {
     assert.equal(b.lookup(...T), undefined);
     assert.ok(b.placeholder(...T));
   });
+  test("a table's placeholder by connection does not take another table's out of the entry", () => {
+    // The host forwards the tuple to the NIC that runs the connection; the NIC releases it (a
+    // crash, a terminate) and holds its own placeholder. Taking the host's took its forwarder
+    // over: the host then found no placeholder of its own and answered the peer with RSTs.
+    const host = new ConnTable();
+    const nic = new ConnTable();
+    nic.share(host);
+    const c = conn(40000);
+    const fwd = host.hold(...T);
+    const forward = (): void => {};
+    fwd.forward = forward;
+    nic.add(c);
+    assert.equal(host.placeholderOf(c), fwd);
+    const mine = nic.holdOf(c);
+    assert.notEqual(mine, fwd, 'a placeholder of its own');
+    assert.equal(host.placeholder(...T), fwd, 'the host keeps its forwarder');
+    assert.equal(host.placeholderOf(c), fwd);
+    assert.equal(fwd.forward, forward);
+    assert.equal(nic.placeholder(...T), mine);
+    assert.equal(nic.placeholderOf(c), mine);
+    assert.deepEqual([host.heldSize, nic.heldSize], [1, 1]);
+    // Each lets go of its own.
+    assert.ok(nic.remove(c));
+    assert.equal(nic.unholdOf(c), mine);
+    assert.equal(host.unhold(...T), fwd);
+    assert.deepEqual([host.heldSize, nic.heldSize], [0, 0]);
+  });
 });

@@ -197,4 +197,49 @@ describe('failover on the simulator is charged the time its moves take', () => {
     assert.ok(took < 1000, `${took} ms: the other NIC's verb was charged to the upload`);
     assert.equal(await st.done, 0);
   });
+  test('no progress window is scanned while a failover moves connections', async () => {
+    // Each member scan costs work on the thread that also moves and prods (10-40 ms at 10,000
+    // connections); taken while connections are leaving a member it judges nothing, and on the
+    // charged clock every one that fell inside the failover delayed the prods behind it.
+    let moving = false;
+    let scans = 0;
+    let scansMoving = 0;
+    const r = await runScenario({
+      seed: 5,
+      nics: 2,
+      conns: CONNS,
+      bytes: 60_000,
+      faults: [{ at: 3, kind: 'cut', nic: 0 }],
+      offloadTo: 0,
+      // One connection a batch, 100 ms of charged work each: the failover spans fifteen windows.
+      batchSize: 1,
+      onRig: (rig) => {
+        const meter = meterOn(rig.manager);
+        const tcp = rig.host.stack.tcp;
+        const forwardOf = tcp.forwardOf.bind(tcp);
+        tcp.forwardOf = (...args: Parameters<typeof tcp.forwardOf>) => {
+          meter.cost(100);
+          forwardOf(...args);
+        };
+        for (const nic of rig.nics) {
+          const scan = nic.progressScan.bind(nic);
+          nic.progressScan = () => {
+            scans++;
+            if (moving) scansMoving++;
+            return scan();
+          };
+        }
+        rig.team.on('failure', () => {
+          moving = true;
+        });
+        rig.team.on('failover', () => {
+          moving = false;
+        });
+      },
+    });
+    assertClean(r);
+    assert.ok(scans > 0, 'the watch scans outside the failover');
+    assert.equal(scansMoving, 0);
+    assert.ok(r.rig.counters.get('team.progress.skipped-moving') > 0);
+  });
 });

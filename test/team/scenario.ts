@@ -50,6 +50,8 @@ export interface ScenarioOptions {
   offload?: boolean;
   /** Offload every connection to this member (default: spread over the healthy ones). */
   offloadTo?: number;
+  /** Connections the team moves in one batch (default the team's). */
+  batchSize?: number;
   /** What member `i` sends and hears through instead of its bare switch port. */
   wrapPort?: (port: SwitchPort, i: number) => Link;
   /** Called when the streams start (virtual ms), to schedule faults of the test's own. */
@@ -122,6 +124,7 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
     vlan: o.vlan,
     ip6: o.mixed,
     probeTargets: o.probeTargets,
+    batchSize: o.batchSize,
   });
   const { net, host, peer } = rig;
   // Duplicate address detection (1 s) must be over on both ends before an IPv6 connect.

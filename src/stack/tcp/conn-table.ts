@@ -326,7 +326,15 @@ export class ConnTable {
       const c = conn.state.const;
       return this.hold(c.localIp, c.localPort, c.remoteIp, c.remotePort);
     }
-    return e.heldBy === this ? e.held! : this.holdAt(e);
+    if (e.heldBy === this) return e.held!;
+    // Another table's placeholder is in the entry (the host's forwarder, while a NIC releases the
+    // connection): taking the entry's HELD part would take that one over, and the host would
+    // answer the tuple's segments with RSTs. This table's goes in an entry of its own.
+    if (e.heldBy !== null) {
+      const c = conn.state.const;
+      return this.holdAt(this.vacant(c.localIp, c.localPort, c.remoteIp, c.remotePort, HELD));
+    }
+    return this.holdAt(e);
   }
 
   /** `unhold` of `conn`'s tuple. */

@@ -184,6 +184,10 @@ export class Handover {
       scheduleTimer(conn);
     }
     if (state.delegated.recvBuffer.length > 0) conn.events |= TcpEvent.READABLE;
+    // The peer's FIN may have come in the old owner's last turn, whose delivery of it was dropped
+    // with the release (or died with a crashed NIC): nothing else tells the user its stream ended.
+    // A user that heard it already takes it again as nothing new.
+    if (state.delegated.finReceived) conn.events |= TcpEvent.REMOTE_END;
     conn.deferDelivery();
     return conn;
   }
