@@ -211,3 +211,30 @@ test('a stopped connection whose entry went on to another connection of its tupl
   assert.ok(host.untagOf(first));
   assert.equal(host.tagOf(...tuple), undefined);
 });
+
+test('a stopped connection whose entry went on, was pruned and was tagged for another tuple, reads no tag of that tuple', () => {
+  // The counterexample fast-check found (seed -66113466) once pruned entries became the store's
+  // spares: the stopped connection still names its old entry, which tags another tuple now.
+  const host = new ConnTable();
+  const nic = new ConnTable();
+  assert.ok(nic.share(host));
+  const k = { localIp: 0xc0a80001, localPort: 80, remoteIp: 0x0a000001, remotePort: 40000 };
+  const make = () => ({ state: { const: { ...k } }, tableEntry: null }) as unknown as TcpConnection;
+  const tuple = [k.localIp, k.localPort, k.remoteIp, k.remotePort] as const;
+  const first = make();
+  host.add(first);
+  host.hold(...tuple);
+  host.remove(first);
+  const second = make();
+  nic.add(second);
+  assert.equal(second.tableEntry, first.tableEntry, 'the held entry runs the next connection');
+  nic.remove(second);
+  host.unhold(...tuple);
+  const other = { n: 2 };
+  host.setTag(0xc0a80001, 40000, 0xc0a80001, 80, other);
+  assert.equal(host.tagOf(0xc0a80001, 40000, 0xc0a80001, 80), other);
+  assert.equal(host.tagOfConn(first), undefined, 'the tuple has no tag');
+  host.setTag(...tuple, { n: 1 });
+  assert.deepEqual(host.tagOfConn(first), { n: 1 });
+  assert.equal(host.tagOfConn(second), host.tagOf(...tuple));
+});

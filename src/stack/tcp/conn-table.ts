@@ -283,10 +283,13 @@ export class ConnTable {
   /**
    * `tagOf` the connection's own tuple, read from the entry the connection is in when that holds
    * the tag (a connection handed within one store keeps its entry), else looked up.
+   * `e.conn === conn` says the entry is still the connection's tuple's: a stopped connection whose
+   * entry went on to another connection of its tuple keeps naming it, and once pruned the entry is
+   * a spare (`Store.spare`) that the next tuple tags.
    */
   tagOfConn(conn: TcpConnection): object | undefined {
     const e = conn.tableEntry;
-    if (e !== null && e.taggedBy === this) return e.tag!;
+    if (e !== null && e.taggedBy === this && e.conn === conn) return e.tag!;
     if (this.sole(conn) !== null) return undefined;
     const c = conn.state.const;
     return this.tagOf(c.localIp, c.localPort, c.remoteIp, c.remotePort);
