@@ -185,7 +185,12 @@ test('by connection or by tuple, the host’s and a NIC’s shared four-tuple ta
   );
 });
 
-test('a stopped connection whose entry went on to another connection of its tuple, and was dropped, is looked up by its tuple', () => {
+/**
+ * A connection `first` run by the NIC's table while the host holds its tuple, stopped; `second` of
+ * the same tuple run in the entry (still held), stopped; the tuple unheld: the entry is pruned,
+ * and `first` still names it.
+ */
+function entryWentOn() {
   const host = new ConnTable();
   const nic = new ConnTable();
   assert.ok(nic.share(host));
@@ -201,6 +206,11 @@ test('a stopped connection whose entry went on to another connection of its tupl
   assert.equal(second.tableEntry, first.tableEntry, 'the held entry runs the next connection');
   nic.remove(second);
   host.unhold(...tuple);
+  return { host, first, second, tuple };
+}
+
+test('a stopped connection whose entry went on to another connection of its tuple, and was dropped, is looked up by its tuple', () => {
+  const { host, first, tuple } = entryWentOn();
   // `first` still names the entry, which left the store with the tuple's last part.
   const ph = host.holdOf(first);
   assert.equal(host.placeholder(...tuple), ph);
@@ -214,22 +224,9 @@ test('a stopped connection whose entry went on to another connection of its tupl
 
 test('a stopped connection whose entry went on, was pruned and was tagged for another tuple, reads no tag of that tuple', () => {
   // The counterexample fast-check found (seed -66113466) once pruned entries became the store's
-  // spares: the stopped connection still names its old entry, which tags another tuple now.
-  const host = new ConnTable();
-  const nic = new ConnTable();
-  assert.ok(nic.share(host));
-  const k = { localIp: 0xc0a80001, localPort: 80, remoteIp: 0x0a000001, remotePort: 40000 };
-  const make = () => ({ state: { const: { ...k } }, tableEntry: null }) as unknown as TcpConnection;
-  const tuple = [k.localIp, k.localPort, k.remoteIp, k.remotePort] as const;
-  const first = make();
-  host.add(first);
-  host.hold(...tuple);
-  host.remove(first);
-  const second = make();
-  nic.add(second);
-  assert.equal(second.tableEntry, first.tableEntry, 'the held entry runs the next connection');
-  nic.remove(second);
-  host.unhold(...tuple);
+  // spares (Store.spare): the stopped connection still names its old entry, which tags another
+  // tuple now.
+  const { host, first, second, tuple } = entryWentOn();
   const other = { n: 2 };
   host.setTag(0xc0a80001, 40000, 0xc0a80001, 80, other);
   assert.equal(host.tagOf(0xc0a80001, 40000, 0xc0a80001, 80), other);
