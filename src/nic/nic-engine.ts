@@ -526,24 +526,30 @@ export class NicEngine {
         const path = this.installPath(node.path, nb, borrowed);
         for (const s of node.conns) {
           this.progress();
-          const key = keyOf(s);
+          const key = s.const;
           if (room <= 0) {
-            conns.push({ key, status: 'no-resources', reason: `capacity ${this.capacity} reached` });
+            conns.push({
+              key: keyOf(s),
+              status: 'no-resources',
+              reason: `capacity ${this.capacity} reached`,
+            });
             continue;
           }
           if (
             this.connection(key) !== undefined ||
             (this.parked.size > 0 && this.parked.has(connKeyId(key)))
           ) {
-            conns.push({ key, status: 'failure', reason: 'already offloaded here' });
+            conns.push({ key: keyOf(s), status: 'failure', reason: 'already offloaded here' });
             continue;
           }
           s.path = path.state;
           path.refs++;
-          this.tcp.adopt(s, null, { prod });
+          const conn = this.tcp.adopt(s, null, { prod });
           room--;
           ok++;
-          conns.push({ key, status: 'success' });
+          // Named by the connection's own key, made once per connection object (a revived one
+          // keeps it): a key object per connection and move before.
+          conns.push({ key: conn.key, status: 'success' });
           // Segments held here from an earlier terminate of this connection (a transfer that
           // came back) belong to it again.
           if (

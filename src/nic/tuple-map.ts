@@ -7,14 +7,18 @@ function norm(ip: number): number {
 }
 
 interface Entry<V> {
-  readonly localIp: number;
-  readonly localPort: number;
-  readonly remoteIp: number;
-  readonly remotePort: number;
+  /** The tuple: set when the entry is made or taken up again from the map's spares. */
+  localIp: number;
+  localPort: number;
+  remoteIp: number;
+  remotePort: number;
   value: V;
   /** The next entry whose tuple hashes alike. */
   next: Entry<V> | null;
 }
+
+/** Spare entries a map that keeps them holds whatever its size (see `TupleMap`). */
+const SPARE_ENTRIES = 1024;
 
 /**
  * A map keyed by a connection's four-tuple, hashed as the TCP layer's table hashes it (hashOf):
@@ -25,9 +29,27 @@ interface Entry<V> {
 export class TupleMap<V> {
   private readonly map = new Map<number, Entry<V>>();
   private count = 0;
+  private made = 0;
+  /** Entries deleted, for the next tuple set (`keepSpares`). */
+  private readonly spare: Entry<V>[] = [];
+
+  /**
+   * @param keepSpares keep deleted entries for the next tuples set, at most as many as the map
+   * holds (or SPARE_ENTRIES while it holds few). For a long-lived map whose tuples come and go
+   * (a worker's connections, by slot and by pooled state): each move made an entry at the
+   * destination that lived, and was promoted, until the connection's next move. A key that
+   * `entries()` or iteration gave names its tuple only until that tuple is deleted: a spare is
+   * the next tuple's.
+   */
+  constructor(private readonly keepSpares = false) {}
 
   get size(): number {
     return this.count;
+  }
+
+  /** Entries this map made (the rest of its sets took up a spare or replaced a value). */
+  get entriesMade(): number {
+    return this.made;
   }
 
   get(k: ConnKey): V | undefined {
@@ -54,14 +76,24 @@ export class TupleMap<V> {
       e.value = value;
       return this;
     }
-    const entry: Entry<V> = {
-      localIp: l,
-      localPort: k.localPort,
-      remoteIp: r,
-      remotePort: k.remotePort,
-      value,
-      next: null,
-    };
+    let entry = this.spare.pop();
+    if (entry === undefined) {
+      this.made++;
+      entry = {
+        localIp: l,
+        localPort: k.localPort,
+        remoteIp: r,
+        remotePort: k.remotePort,
+        value,
+        next: null,
+      };
+    } else {
+      entry.localIp = l;
+      entry.localPort = k.localPort;
+      entry.remoteIp = r;
+      entry.remotePort = k.remotePort;
+      entry.value = value;
+    }
     if (last === null) this.map.set(h, entry);
     else last.next = entry;
     this.count++;
@@ -79,6 +111,12 @@ export class TupleMap<V> {
       else if (e.next !== null) this.map.set(h, e.next);
       else this.map.delete(h);
       this.count--;
+      if (this.keepSpares && this.spare.length < Math.max(SPARE_ENTRIES, this.count)) {
+        // Nothing of the deleted tuple's value stays reachable from the spare.
+        e.next = null;
+        e.value = undefined as V;
+        this.spare.push(e);
+      }
       return true;
     }
     return false;

@@ -28,6 +28,9 @@ describe('a loop of moves on WorkerNics', () => {
         // Views made over a connection's block: once per connection and worker, not per move.
         partsMade: c.map((x) => x['nic.blocks.parts-made']),
         partsFound: c.map((x) => x['nic.blocks.parts-found'] ?? 0),
+        // Table entries (four-tuple, slots, pooled states): taken up again from the tables'
+        // spares by connections that come back, not made per move.
+        entriesMade: c.map((x) => x['nic.tables.entries-made']),
         // Every connection's block is shared memory: one per connection, handed on by moves.
         arrayBuffers: process.memoryUsage().arrayBuffers,
         host: wh.stack.tcp.size,

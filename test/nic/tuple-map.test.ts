@@ -25,29 +25,33 @@ const arbOp: fc.Arbitrary<Op> = fc.record({
 });
 
 describe('TupleMap', () => {
-  test('200 to 2,000 random sets, deletes and gets agree with a Map keyed by connKeyId', () => {
+  test('200 to 2,000 random sets, deletes and gets agree with a Map keyed by connKeyId, with spare entries or without', () => {
     fc.assert(
-      fc.property(fc.array(arbOp, { minLength: 200, maxLength: 2000, size: 'max' }), (ops) => {
-        const m = new TupleMap<number>();
-        const ref = new Map<string, number>();
-        for (const o of ops) {
-          const id = connKeyId(o.key);
-          if (o.op === 'set') {
-            m.set(o.key, o.value);
-            ref.set(id, o.value);
-          } else if (o.op === 'delete') assert.equal(m.delete(o.key), ref.delete(id));
-          assert.equal(m.get(o.key), ref.get(id));
-          assert.equal(m.has(o.key), ref.has(id));
-          assert.equal(m.size, ref.size);
-        }
-        const seen = new Map<string, number>();
-        for (const [k, v] of m) seen.set(connKeyId(k), v);
-        assert.deepEqual(seen, ref);
-        assert.deepEqual([...m.values()].sort(), [...ref.values()].sort());
-        m.clear();
-        assert.equal(m.size, 0);
-        assert.equal([...m.values()].length, 0);
-      }),
+      fc.property(
+        fc.array(arbOp, { minLength: 200, maxLength: 2000, size: 'max' }),
+        fc.boolean(),
+        (ops, spares) => {
+          const m = new TupleMap<number>(spares);
+          const ref = new Map<string, number>();
+          for (const o of ops) {
+            const id = connKeyId(o.key);
+            if (o.op === 'set') {
+              m.set(o.key, o.value);
+              ref.set(id, o.value);
+            } else if (o.op === 'delete') assert.equal(m.delete(o.key), ref.delete(id));
+            assert.equal(m.get(o.key), ref.get(id));
+            assert.equal(m.has(o.key), ref.has(id));
+            assert.equal(m.size, ref.size);
+          }
+          const seen = new Map<string, number>();
+          for (const [k, v] of m) seen.set(connKeyId(k), v);
+          assert.deepEqual(seen, ref);
+          assert.deepEqual([...m.values()].sort(), [...ref.values()].sort());
+          m.clear();
+          assert.equal(m.size, 0);
+          assert.equal([...m.values()].length, 0);
+        },
+      ),
       { numRuns: 50 },
     );
   });
@@ -62,6 +66,36 @@ describe('TupleMap', () => {
     assert.equal(
       m.get({ localIp: 0xc0a80001, localPort: 2, remoteIp: 0xc0a80002, remotePort: 1 }),
       undefined,
+    );
+  });
+
+  test('a map that keeps spares makes no entry for tuples that come back, nor for new ones while it has spares', () => {
+    const m = new TupleMap<object>(true);
+    const key = (i: number): ConnKey => ({
+      localIp: 0x0a000001,
+      localPort: 1000 + i,
+      remoteIp: 0x0a000002,
+      remotePort: 80,
+    });
+    for (let i = 0; i < 300; i++) m.set(key(i), { i });
+    for (let round = 0; round < 10; round++) {
+      // As a worker's connections leaving (a move away) and coming back, or others coming in.
+      for (let i = 0; i < 300; i++) assert.ok(m.delete(key(i)));
+      assert.equal(m.size, 0);
+      const base = round % 2 === 0 ? 0 : 5000;
+      for (let i = 0; i < 300; i++) m.set(key(base + i), { i: base + i });
+      for (let i = 0; i < 300; i++) assert.deepEqual(m.get(key(base + i)), { i: base + i });
+      assert.equal(m.get(key(round % 2 === 0 ? 5000 : 0)), undefined);
+      assert.equal(m.size, 300);
+      // Rename the keys back for the next round's deletes.
+      for (let i = 0; i < 300; i++) assert.ok(m.delete(key(base + i)));
+      for (let i = 0; i < 300; i++) m.set(key(i), { i });
+    }
+    assert.equal(m.entriesMade, 300, 'an entry per tuple and move before');
+    // What the spares held is gone from them: no deleted value is reachable through the map.
+    assert.deepEqual(
+      [...m.values()].map((v) => (v as { i: number }).i).sort((a, b) => a - b),
+      [...Array(300).keys()],
     );
   });
 });

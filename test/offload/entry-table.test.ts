@@ -185,7 +185,12 @@ test('by connection or by tuple, the host’s and a NIC’s shared four-tuple ta
   );
 });
 
-test('a stopped connection whose entry went on to another connection of its tuple, and was dropped, is looked up by its tuple', () => {
+/**
+ * A connection `first` run by the NIC's table while the host holds its tuple, stopped; `second` of
+ * the same tuple run in the entry (still held), stopped; the tuple unheld: the entry is pruned,
+ * and `first` still names it.
+ */
+function entryWentOn() {
   const host = new ConnTable();
   const nic = new ConnTable();
   assert.ok(nic.share(host));
@@ -201,6 +206,11 @@ test('a stopped connection whose entry went on to another connection of its tupl
   assert.equal(second.tableEntry, first.tableEntry, 'the held entry runs the next connection');
   nic.remove(second);
   host.unhold(...tuple);
+  return { host, first, second, tuple };
+}
+
+test('a stopped connection whose entry went on to another connection of its tuple, and was dropped, is looked up by its tuple', () => {
+  const { host, first, tuple } = entryWentOn();
   // `first` still names the entry, which left the store with the tuple's last part.
   const ph = host.holdOf(first);
   assert.equal(host.placeholder(...tuple), ph);
@@ -210,4 +220,18 @@ test('a stopped connection whose entry went on to another connection of its tupl
   assert.equal(host.placeholder(...tuple), undefined);
   assert.ok(host.untagOf(first));
   assert.equal(host.tagOf(...tuple), undefined);
+});
+
+test('a stopped connection whose entry went on, was pruned and was tagged for another tuple, reads no tag of that tuple', () => {
+  // The counterexample fast-check found (seed -66113466) once pruned entries became the store's
+  // spares (Store.spare): the stopped connection still names its old entry, which tags another
+  // tuple now.
+  const { host, first, second, tuple } = entryWentOn();
+  const other = { n: 2 };
+  host.setTag(0xc0a80001, 40000, 0xc0a80001, 80, other);
+  assert.equal(host.tagOf(0xc0a80001, 40000, 0xc0a80001, 80), other);
+  assert.equal(host.tagOfConn(first), undefined, 'the tuple has no tag');
+  host.setTag(...tuple, { n: 1 });
+  assert.deepEqual(host.tagOfConn(first), { n: 1 });
+  assert.equal(host.tagOfConn(second), host.tagOf(...tuple));
 });

@@ -86,13 +86,23 @@ describe('ConnTable over a shared store', () => {
     assert.equal(host.unhold(...T), ph);
     assert.deepEqual(host.connections(), [c]);
     assert.deepEqual([nic0.connections(), nic1.connections()], [[], []]);
-    // Closed: the entry leaves the store, and a new connection of the tuple gets a new one.
+    // Closed: the entry leaves the store, and a new connection of the tuple gets an entry with
+    // nothing of the closed one in it. (The entry object itself is a spare of the store now, taken
+    // up again by the next tuple: Store.spare. It was a new object before, which this asserted.)
     assert.ok(host.remove(c));
     assert.equal(c.tableEntry, null);
+    assert.equal(host.lookup(...T), undefined);
+    assert.equal(host.placeholder(...T), undefined);
     const again = conn(40000);
     nic0.add(again);
-    assert.notEqual(again.tableEntry, entry);
+    const fresh = again.tableEntry!;
+    assert.equal(fresh.conn, again);
+    assert.deepEqual(
+      [fresh.runBy, fresh.heldBy, fresh.held, fresh.taggedBy, fresh.tag],
+      [nic0, null, null, null, null],
+    );
     assert.equal(nic0.lookup(...T), again);
+    assert.equal(host.lookup(...T), undefined);
   });
 
   test('two connections of one tuple in two tables of a store do not meet', () => {

@@ -46,3 +46,23 @@ test('a released connection leaves its placeholder in its own table entry, which
   for (const p of held) b.layer.inputPacket(p);
   assert.equal(conn.state.delegated.recvBuffer.length, 100);
 });
+
+test('a connection that leaves and comes back takes up a spare entry, and its tuple is found again', () => {
+  const { a, o, table, made } = established();
+  let s = a.layer.release(o.conn);
+  const c = s.const;
+  for (let round = 0; round < 5; round++) {
+    // As a worker's terminate: the placeholder is dropped at once, the entry pruned.
+    a.layer.dropFrozen(c.localIp, c.localPort, c.remoteIp, c.remotePort);
+    assert.equal(table.size + table.heldSize, 0);
+    const conn = a.layer.adopt(s, new Recorder());
+    assert.equal(a.layer.lookup(c.localIp, c.localPort, c.remoteIp, c.remotePort), conn);
+    a.take();
+    s = a.layer.release(conn);
+  }
+  // An entry and its links per move before.
+  assert.equal(table.entriesMade, made);
+  dataFromPeer(a, s, 10);
+  assert.equal(a.take().length, 0, 'held for the next owner, not answered with a RST');
+  assert.equal(a.layer.takeQueued(c.localIp, c.localPort, c.remoteIp, c.remotePort).length, 1);
+});

@@ -353,7 +353,7 @@ function writeRecord(slot: Slot): void {
 
 const slots: (Slot | undefined)[] = [];
 const freeSlots: number[] = [];
-const byKey = new TupleMap<Slot>();
+const byKey = new TupleMap<Slot>(true);
 /** Slots by four-tuple, to find what a frame touched without parsing it twice. */
 const connIndex = new ConnIndex<Slot>(() => engine.addressBook);
 const touched = new Set<Slot>();
@@ -437,7 +437,7 @@ class RemoteUser implements TcpUser {
  * connection this NIC can hold, about the oldest let go first (in the order of their hashes'
  * first insertion).
  */
-const statePool = new TupleMap<TcpState>();
+const statePool = new TupleMap<TcpState>(true);
 
 function poolState(key: ConnKey, s: TcpState): void {
   statePool.set(key, s);
@@ -1126,6 +1126,9 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
             ...engine.counters.snapshot(),
             'nic.blocks.parts-made': partsCount.made,
             'nic.blocks.parts-found': partsCount.found,
+            // Table entries made: by the TCP layer's four-tuple table, the slots' and the pool's.
+            'nic.tables.entries-made':
+              engine.tcp.table.entriesMade + byKey.entriesMade + statePool.entriesMade,
           },
         });
         return;

@@ -31,10 +31,11 @@ export interface TableEntry {
   tag: object | null;
   taggedBy: ConnTable | null;
   lastTaggedBy: ConnTable | null;
-  readonly localIp: number;
-  readonly localPort: number;
-  readonly remoteIp: number;
-  readonly remotePort: number;
+  /** The tuple: set when the entry is made or taken up again from `Store.spare`. */
+  localIp: number;
+  localPort: number;
+  remoteIp: number;
+  remotePort: number;
   /** The next entry whose tuple hashes alike. */
   next: TableEntry | null;
   /** The store the entry is in: a connection handed to a table of another store needs a new one. */
@@ -91,6 +92,13 @@ export function hashOf(localIp: number, localPort: number, remoteIp: number, rem
  */
 class Store {
   readonly map = new Map<number, TableEntry>();
+  /**
+   * Entries pruned, for the next tuple: a connection that leaves a worker (its placeholder
+   * dropped at once) and comes back made an entry and its links each time, which lived until the
+   * next move. At most as many as the store has tuples in use (and a thousand while it has few),
+   * so the spares never take more than the table itself.
+   */
+  readonly spare: TableEntry[] = [];
   /** Entries made while another of their tuple existed, not yet pruned. */
   twins = 0;
 }
@@ -104,6 +112,9 @@ const TAG = 2;
 function ownerOf(e: TableEntry, kind: number): ConnTable | null {
   return kind === RUN ? e.runBy : kind === HELD ? e.heldBy : e.taggedBy;
 }
+
+/** Spare entries a store keeps whatever its size (see `Store.spare`). */
+const SPARE_ENTRIES = 1024;
 
 /** Where an `EntryList` keeps its links in `TableEntry.links`. */
 const RUN_LINKS = 0;
@@ -272,10 +283,13 @@ export class ConnTable {
   /**
    * `tagOf` the connection's own tuple, read from the entry the connection is in when that holds
    * the tag (a connection handed within one store keeps its entry), else looked up.
+   * `e.conn === conn` says the entry is still the connection's tuple's: a stopped connection whose
+   * entry went on to another connection of its tuple keeps naming it, and once pruned the entry is
+   * a spare (`Store.spare`) that the next tuple tags.
    */
   tagOfConn(conn: TcpConnection): object | undefined {
     const e = conn.tableEntry;
-    if (e !== null && e.taggedBy === this) return e.tag!;
+    if (e !== null && e.taggedBy === this && e.conn === conn) return e.tag!;
     if (this.sole(conn) !== null) return undefined;
     const c = conn.state.const;
     return this.tagOf(c.localIp, c.localPort, c.remoteIp, c.remotePort);
@@ -479,8 +493,23 @@ export class ConnTable {
       twin = true;
     }
     if (twin) this.store.twins++;
+    const e = this.store.spare.pop() ?? this.newEntry(localIp, localPort, remoteIp, remotePort);
+    e.localIp = localIp;
+    e.localPort = localPort;
+    e.remoteIp = remoteIp;
+    e.remotePort = remotePort;
+    e.twin = twin;
+    if (head === undefined) this.store.map.set(h, e);
+    else {
+      e.next = head.next;
+      head.next = e;
+    }
+    return e;
+  }
+
+  private newEntry(localIp: number, localPort: number, remoteIp: number, remotePort: number): TableEntry {
     this.made++;
-    const e: TableEntry = {
+    return {
       conn: null,
       runBy: null,
       held: null,
@@ -494,15 +523,9 @@ export class ConnTable {
       remotePort,
       next: null,
       home: this.store,
-      twin,
+      twin: false,
       links: [null, null, null, null],
     };
-    if (head === undefined) this.store.map.set(h, e);
-    else {
-      e.next = head.next;
-      head.next = e;
-    }
-    return e;
   }
 
   /** Take an entry that nothing uses any more out of its chain. */
@@ -523,13 +546,18 @@ export class ConnTable {
     if (head === e) {
       if (e.next === null) map.delete(h);
       else map.set(h, e.next);
-      return;
-    }
-    for (let p = head ?? null; p !== null; p = p.next) {
-      if (p.next === e) {
-        p.next = e.next;
-        return;
+    } else {
+      for (let p = head ?? null; p !== null; p = p.next) {
+        if (p.next === e) {
+          p.next = e.next;
+          break;
+        }
       }
     }
+    // Its lists' links are null (each list's remove cleared them); `sole` never takes it for a
+    // connection's own entry again (its `conn` is null until the next one runs in it).
+    e.next = null;
+    const spare = this.store.spare;
+    if (spare.length < Math.max(SPARE_ENTRIES, map.size)) spare.push(e);
   }
 }
