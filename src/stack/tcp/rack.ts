@@ -72,16 +72,62 @@ export class RackLog {
    * lost ACK or a needless timeout, not a window too narrow, and widening it there only delays
    * the repair of the next real loss.
    */
-  noteDsack(una: number, nxt: number, len: number): void {
+  noteDsack(una: number, nxt: number, len: number, probe = false): void {
     // Linux's dsack_dups against total_retrans: more reported twice than was ever resent means
     // the receiver (or a middlebox) duplicated it, which says nothing of our window.
     this.dsackBytes += len;
     if (this.dsackBytes > this.rtxBytes) return;
+    // A loss probe's copy is resent by a timer, not by RACK's reading of the window: its DSACK
+    // says the probe was needless, not that the window is too narrow (FLAG_DSACK_TLP).
+    if (probe) return;
     if (!this.reorderingSeen) return;
     if (this.reoWndRound !== -1 && seqLt(una, this.reoWndRound)) return;
     this.reoWndMult = Math.min(this.reoWndMult + 1, 255);
     this.reoWndPersist = REO_PERSIST;
     this.reoWndRound = nxt >>> 0;
+  }
+
+  /**
+   * The tail loss probe's episode (RFC 8985 7.4, Linux's tlp_high_seq): snd.max once the probe
+   * went out, -1 when none is open. Outlives the ACK that reaches it, as Linux's, so that the
+   * DSACK which follows for a probe whose original had arrived is known for the probe's.
+   */
+  tlpEnd = -1;
+  /** The open probe resent data (Linux's tlp_retrans), rather than sending new data. */
+  private tlpRtx = false;
+
+  /** A loss probe went out; `end`: snd.max after it. */
+  noteProbe(end: number, rtx: boolean): void {
+    this.tlpEnd = end >>> 0;
+    this.tlpRtx = rtx;
+  }
+
+  /**
+   * A DSACK of [l, r): is it for the open probe's copy (Linux's tcp_dsack_seen sets
+   * FLAG_DSACK_TLP for one segment ending at tlp_high_seq)? Then original and probe both
+   * arrived: nothing was lost, and the episode ends.
+   */
+  probeDsack(l: number, r: number, mss: number): boolean {
+    if (this.tlpEnd === -1 || r >>> 0 !== this.tlpEnd || ((r - l) | 0) > mss) return false;
+    this.tlpEnd = -1;
+    return true;
+  }
+
+  /**
+   * An ACK while a probe's episode is open (Linux's tcp_process_tlp_ack). True when it shows the
+   * probe repaired a loss: its copy was the only one to arrive, so the ACK went past the probe
+   * with no DSACK for it; a reduction of the window is due (RFC 8985 7.4.2). `pureDup`: no
+   * advance, no data, nothing newly SACKed: the copy arrived after its original, no loss.
+   */
+  probeAck(ack: number, pureDup: boolean): boolean {
+    if (this.tlpEnd === -1 || seqLt(ack, this.tlpEnd)) return false;
+    if (!this.tlpRtx || (pureDup && ack >>> 0 === this.tlpEnd)) {
+      this.tlpEnd = -1;
+      return false;
+    }
+    if (!seqGt(ack, this.tlpEnd)) return false;
+    this.tlpEnd = -1;
+    return true;
   }
 
   /** A recovery ended (Linux's tcp_try_undo_recovery, without an undo). */
@@ -96,6 +142,7 @@ export class RackLog {
     this.rtt = 0;
     this.reoDeadline = Number.POSITIVE_INFINITY;
     this.timeoutAt = Number.NEGATIVE_INFINITY;
+    this.tlpEnd = -1;
   }
 
   /** As new (a connection object taken up again for a state that moved back: TcpConnection.revive). */
@@ -195,6 +242,8 @@ export class RackLog {
   noteTimeout(now: number, open = false, sackedSegs = 0): void {
     if (open && sackedSegs >= DUP_THRESH) this.reordering = Math.min(this.reordering, DUP_THRESH);
     this.timeoutAt = now;
+    // Linux's tcp_retransmit_timer: a timeout ends the probe's episode.
+    this.tlpEnd = -1;
     // The timeout resends from snd.una whatever RACK would have marked (Linux's timer slot holds
     // one of the two).
     this.reoDeadline = Number.POSITIVE_INFINITY;

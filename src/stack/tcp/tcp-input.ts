@@ -39,7 +39,7 @@ import {
   tsNow,
   windowTakesNext,
 } from './tcp-output.ts';
-import { enterRecovery, prrAck, rackMark } from './tcp-recovery.ts';
+import { enterRecovery, probeRepairedLoss, prrAck, rackMark } from './tcp-recovery.ts';
 import { scheduleTimer } from './tcp-timers.ts';
 
 const INF = Number.POSITIVE_INFINITY;
@@ -621,6 +621,12 @@ function processAck(
   if (episode && seqGeq(d.sndUna, soft0.recoveryPoint)) soft0.frto = 0;
   if (c.sackEnabled && (advanced || h.sackCount > 0)) rackDetect(conn, now);
   if (undone && sack) lossBehindSack(conn, now);
+  if (conn.rack.tlpEnd !== -1) {
+    const pureDup = !advanced && pLen === 0 && newlySacked === 0 && wnd === d.sndWnd;
+    // After RACK, unlike Linux's order: a recovery this ACK started cuts the window once, and
+    // ends the probe's episode with it.
+    if (conn.rack.probeAck(ack, pureDup) && !s.soft.inRecovery) probeRepairedLoss(conn, now);
+  }
   if (c.sackEnabled && s.soft.inRecovery) {
     prrAck(conn, seqDiff(d.sndUna, unaBefore) + sackedBytes(s) - sackedBefore, advanced);
   }
@@ -861,7 +867,9 @@ function dsack(conn: TcpConnection, h: TcpHeader, ack: number): void {
     return;
   }
   conn.engine.env.counters.inc('tcp.dsack.received');
-  conn.rack.noteDsack(s.delegated.sndUna, s.delegated.sndNxt, seqDiff(r, l));
+  const probe = conn.rack.probeDsack(l, r, effectiveMss(s));
+  if (probe) conn.engine.env.counters.inc('tcp.tlp.dsack');
+  conn.rack.noteDsack(s.delegated.sndUna, s.delegated.sndNxt, seqDiff(r, l), probe);
   if (!soft.undoArmed || soft.undoRetrans <= 0) return;
   if (seqLt(l, soft.undoLow) || seqGt(r, soft.recoveryPoint)) return;
   soft.undoRetrans = Math.max(soft.undoRetrans - seqDiff(r, l), 0);

@@ -35,6 +35,8 @@ export function enterRecovery(
   soft.recoveryPoint = d.sndMax;
   soft.tlpDeadline = Number.POSITIVE_INFINITY;
   soft.tlpInFlight = false;
+  // Linux's tcp_init_cwnd_reduction: the recovery's reduction covers what the probe found.
+  conn.rack.tlpEnd = -1;
   conn.engine.congestion(conn).onLossDetected(s, now);
   soft.highRxt = d.sndUna;
   soft.rttActive = false;
@@ -43,6 +45,20 @@ export function enterRecovery(
   // RFC 5681 3.2 step 4: the three segments that left the network make room for three more.
   if (!c.sackEnabled) d.cwnd = d.ssthresh + 3 * mss;
   d.rtxDeadline = now + backedOffRto(s);
+}
+
+/**
+ * A loss probe's copy was the only one to arrive (RFC 8985 7.4.2, Linux's tcp_process_tlp_ack):
+ * the tail it resent had been lost, and the probe repaired it without a recovery. The window is
+ * cut as for one (Linux enters CWR and ends it at once: cwnd = ssthresh), with no undo: no
+ * DSACK can show the cut needless, the probe's being the one copy delivered.
+ */
+export function probeRepairedLoss(conn: TcpConnection, now: number): void {
+  const s = conn.state;
+  if (seqLt(s.delegated.sndUna, s.soft.recoveryPoint)) return;
+  conn.engine.env.counters.inc('tcp.tlp.recoveries');
+  s.soft.undoArmed = false;
+  conn.engine.congestion(conn).onLossDetected(s, now);
 }
 
 /**
