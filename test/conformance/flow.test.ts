@@ -357,6 +357,36 @@ describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeo
     });
 
     if (v.family === 4) {
+      test(`${v.name}: after a timeout with nothing new to send, each ACK of the resends releases what slow start from one segment allows: two, four, then the rest (Linux's Loss state, CUBIC on both)`, async () => {
+        // Everything sent before the timeout counts as lost (Linux's tcp_enter_loss marks it all,
+        // so nothing is in flight): the ACK of the head's resend grows the window from one
+        // segment to two and both go at once; the ACK of those two, to four. Linux is run with
+        // CUBIC as Chimney: the lab's BBR never sends fewer than four (bbr_cwnd_min_target).
+        await runCase(st, v, { rtoMinMs: 1000, congestion: 'cubic' }, async ({ dut, tester }) => {
+          const { c, id } = await openConn(dut, tester, { ...FULL, window: 500 });
+          const { segs, next } = await windowThenTimeout(c, dut, id);
+          const rounds: number[][] = [];
+          const want = [segs.slice(1, 3), segs.slice(3, 7), segs.slice(7)].map((r) => r.map((s) => s.seq));
+          let acked = end(segs[0]!);
+          for (const expected of want) {
+            const from = tester.segs.length;
+            c.rcvNxt = acked;
+            c.send({ flags: ACK });
+            // Half the 1 s minimum RTO: what comes is the ACK's doing, not a timer's.
+            const sent = await tester.collect((s) => c.fromDut(s) && s.len > 0, 300, from);
+            rounds.push(sent.map((s) => s.seq));
+            if (sent.length === 0) break;
+            acked = end(sent.at(-1)!);
+            if (rounds.at(-1)!.length !== expected.length) break;
+          }
+          assert.deepEqual(rounds, want, `two, four, then the last three, each once:\n${tester.dump()}`);
+          c.rcvNxt = next;
+          c.send({ flags: ACK });
+        });
+      });
+    }
+
+    if (v.family === 4) {
       for (const reordered of [false, true]) {
         test(`${v.name}: a DSACK for a needless RACK retransmission widens the reordering window ${reordered ? 'once reordering was seen: a later late original is waited for' : 'not on a path never seen to reorder: a later hole is resent as before'} (RFC 8985 6.2 step 4, Linux's tcp_dsack_seen)`, async () => {
           // The tester plays a path of RTT_MS (its every ACK waits that long after the data it
