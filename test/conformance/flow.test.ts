@@ -448,6 +448,57 @@ describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeo
       }
     }
 
+    if (v.family === 4) {
+      test(`${v.name}: a DSACK for a loss probe's copy does not widen the reordering window, even once reordering was seen (Linux's FLAG_DSACK_TLP)`, async () => {
+        // As the DSACK cases above (a path of RTT_MS played by the tester, RACK's window 50 ms,
+        // 100 ms once widened), with the DSACK drawn by a tail loss probe instead of RACK: the
+        // tester answers nothing until the probe (two RTTs after the round) has come, then ACKs
+        // both originals and reports the probe's copy twice. A timer sent it, not RACK's window.
+        const RTT_MS = 200;
+        await runCase(st, v, { rtoMinMs: 3000 }, async ({ dut, tester }) => {
+          const { c, id } = await openConn(dut, tester, { ...FULL, window: 500 }, RTT_MS);
+          const waitUntil = (at: number) => sleep(Math.max(0, at - performance.now()));
+          const pair = async (): Promise<[Seg, Seg]> => {
+            dut.write(id, 2 * 988);
+            const a = await c.expect((s) => s.len > 0 && s.seq === c.rcvNxt, 3000, 'first segment');
+            const b = await c.expect((s) => s.len > 0 && s.seq === end(a), 3000, 'second segment');
+            return [a, b];
+          };
+          // Reordering seen: the first arrives 10 ms after the SACK of the second.
+          {
+            const [, b] = await pair();
+            await waitUntil(b.at + RTT_MS);
+            c.send({ flags: ACK, sack: [[b.seq, end(b)]] });
+            await sleep(10);
+            c.rcvNxt = end(b);
+            c.send({ flags: ACK });
+          }
+          {
+            const [, b] = await pair();
+            const probe = await c.expect(
+              (s) => s.len > 0 && s.seq === b.seq,
+              2000,
+              'the loss probe resending the second',
+              b.n + 1,
+            );
+            await waitUntil(probe.at + RTT_MS);
+            c.rcvNxt = end(b);
+            c.send({ flags: ACK });
+            c.send({ flags: ACK, sack: [[b.seq, end(b)]] });
+          }
+          // The first is late by 75 ms, between the window of one step and of two.
+          const [a, b] = await pair();
+          await waitUntil(b.at + RTT_MS);
+          c.send({ flags: ACK, sack: [[b.seq, end(b)]] });
+          const from = tester.segs.length;
+          const resent = await tester.collect((s) => c.fromDut(s) && s.len > 0 && s.seq === a.seq, 75, from);
+          c.rcvNxt = end(b);
+          c.send({ flags: ACK });
+          assert.equal(resent.length, 1, `not widened: the first is resent after 50 ms:\n${tester.dump()}`);
+        });
+      });
+    }
+
     test(`${v.name}: the receive window reaches zero with window scaling, and reopens (RFC 7323 2.4, issue 11 defect 2)`, async () => {
       await runCase(st, v, { rcvBuf: 65536, read: false }, async ({ dut, tester }) => {
         const { c, id } = await openConn(dut, tester, FULL);
