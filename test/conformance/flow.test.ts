@@ -449,6 +449,38 @@ describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeo
     }
 
     if (v.family === 4) {
+      test(`${v.name}: one segment SACKed starts a recovery when RACK deems an earlier one lost, on the ACK that brings it (Linux's tcp_time_to_recover: lost_out; RFC 6675's count of three not met)`, async () => {
+        // The tester plays a path of RTT_MS. The first segment goes out 60 ms before the second;
+        // the second alone is SACKed, a round trip after it. RACK: the first was sent before
+        // data now delivered, and a round trip plus its window (a quarter of the minimum RTT,
+        // 50 ms) has passed since: lost on this ACK, resent at once; the probe is 2 RTTs away.
+        const RTT_MS = 200;
+        await runCase(st, v, { rtoMinMs: 3000 }, async ({ dut, tester }) => {
+          const { c, id } = await openConn(dut, tester, { ...FULL, window: 500 }, RTT_MS);
+          dut.write(id, 988);
+          const a = await c.expect((s) => s.len > 0 && s.seq === c.rcvNxt, 3000, 'first segment');
+          await sleep(60);
+          dut.write(id, 988);
+          const b = await c.expect((s) => s.len > 0 && s.seq === end(a), 3000, 'second segment');
+          await sleep(Math.max(0, b.at + RTT_MS - performance.now()));
+          const from = tester.segs.length;
+          const t0 = performance.now();
+          c.send({ flags: ACK, sack: [[b.seq, end(b)]] });
+          const rtx = await c.expect(
+            (s) => s.len > 0 && s.seq === a.seq,
+            1000,
+            'the resend of the first',
+            from,
+          );
+          c.rcvNxt = end(b);
+          c.send({ flags: ACK });
+          assert.ok(
+            rtx.at - t0 < 30,
+            `resent ${Math.round(rtx.at - t0)} ms after the SACK:\n${tester.dump()}`,
+          );
+        });
+      });
+
       test(`${v.name}: a DSACK for a loss probe's copy does not widen the reordering window, even once reordering was seen (Linux's FLAG_DSACK_TLP)`, async () => {
         // As the DSACK cases above (a path of RTT_MS played by the tester, RACK's window 50 ms,
         // 100 ms once widened), with the DSACK drawn by a tail loss probe instead of RACK: the
