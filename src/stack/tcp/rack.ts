@@ -344,6 +344,24 @@ export class RackLog {
     }
   }
 
+  /**
+   * A partial ACK in recovery answered originals (Linux's tcp_try_undo_partial with
+   * tcp_packet_delayed): the hole from `low` (snd.una before it) was filled by a late original,
+   * not by the retransmission. Reordering is seen, and the degree grows to the distance from `low`
+   * to the highest SACKed segment still above snd.una, or to snd.una (Linux's
+   * tcp_check_sack_reordering with its fack, tcp_highest_sack_seq, after the ACK).
+   */
+  noteLateHole(s: TcpState, low: number, mss: number): void {
+    this.mss = mss > 0 ? mss : 1;
+    const una = s.delegated.sndUna;
+    const top = s.soft.sacked[s.soft.sacked.length - 1];
+    if (top && seqLt(una, top.end)) {
+      const seg = (top.end - this.mss) >>> 0;
+      this.degreeFack = seqLt(seg, top.start) ? top.start : seg;
+    } else this.degreeFack = una;
+    this.reordered(low);
+  }
+
   /** Merge the two oldest-sent neighbours at the head: keeps the log bounded, loses precision only. */
   private squeeze(): void {
     const e = this.entries;

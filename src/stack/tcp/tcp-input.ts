@@ -619,6 +619,21 @@ function processAck(
   }
   // The episode is over once everything sent before the timeout is ACKed.
   if (episode && seqGeq(d.sndUna, soft0.recoveryPoint)) soft0.frto = 0;
+  if (
+    advanced &&
+    c.sackEnabled &&
+    soft0.inRecovery &&
+    soft0.undoArmed &&
+    soft0.undoTsVal !== 0 &&
+    h.hasTimestamps &&
+    h.tsEcr !== 0 &&
+    seqLt(h.tsEcr, soft0.undoTsVal)
+  ) {
+    // Linux's tcp_try_undo_partial: the partial ACK echoes a TSval older than the recovery's
+    // first retransmission, so an original filled the hole; the path reorders by that much.
+    conn.engine.env.counters.inc('tcp.reorder.ts');
+    conn.rack.noteLateHole(s, unaBefore, effectiveMss(s));
+  }
   if (c.sackEnabled && (advanced || h.sackCount > 0)) rackDetect(conn, now);
   if (undone && sack) lossBehindSack(conn, now);
   if (conn.rack.tlpEnd !== -1) {

@@ -8,7 +8,7 @@ import { backedOffRto } from './rtt.ts';
 import { sackPipe } from './sack.ts';
 import { seqGeq, seqGt, seqLt } from './seq.ts';
 import type { TcpConnection } from './tcp-connection.ts';
-import { retransmitFirstLost, retransmitHead } from './tcp-output.ts';
+import { retransmitFirstLost, retransmitHead, tsNow } from './tcp-output.ts';
 
 export function enterRecovery(
   conn: TcpConnection,
@@ -40,6 +40,9 @@ export function enterRecovery(
   conn.engine.congestion(conn).onLossDetected(s, now);
   soft.highRxt = d.sndUna;
   soft.rttActive = false;
+  // Linux's retrans_stamp: the TSval the first retransmission carries. A partial ACK echoing an
+  // older one answers an original (tcp_packet_delayed): the hole was filled late, not by us.
+  soft.undoTsVal = c.tsEnabled ? tsNow(now) : 0;
   if (c.sackEnabled) retransmitFirstLost(conn, now);
   else retransmitHead(conn, now);
   // RFC 5681 3.2 step 4: the three segments that left the network make room for three more.
