@@ -107,6 +107,16 @@ async function windowThenTimeout(c: Conn, dut: Dut, id: number): Promise<{ segs:
   return { segs, next };
 }
 
+/** The DUT sends two full segments (988 bytes each with timestamps); both as the tester saw them. */
+async function twoSegments(c: Conn, dut: Dut, id: number): Promise<[Seg, Seg]> {
+  dut.write(id, 2 * 988);
+  const a = await c.expect((s) => s.len > 0 && s.seq === c.rcvNxt, 3000, 'first segment');
+  const b = await c.expect((s) => s.len > 0 && s.seq === end(a), 3000, 'second segment');
+  return [a, b];
+}
+
+const waitUntil = (at: number) => sleep(Math.max(0, at - performance.now()));
+
 /**
  * Play a receiver that already holds `held` above c.rcvNxt: acknowledge at once (SACKing what it
  * holds above the cumulative point, newest block first) now and after every DUT segment, until
@@ -398,11 +408,8 @@ describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeo
           const RTT_MS = 200;
           await runCase(st, v, { rtoMinMs: 3000 }, async ({ dut, tester }) => {
             const { c, id } = await openConn(dut, tester, { ...FULL, window: 500 }, RTT_MS);
-            const waitUntil = (at: number) => sleep(Math.max(0, at - performance.now()));
             const round = async (): Promise<[Seg, Seg]> => {
-              dut.write(id, 2 * 988);
-              const a = await c.expect((s) => s.len > 0 && s.seq === c.rcvNxt, 3000, 'first segment');
-              const b = await c.expect((s) => s.len > 0 && s.seq === end(a), 3000, 'second segment');
+              const [a, b] = await twoSegments(c, dut, id);
               await waitUntil(b.at + RTT_MS);
               c.send({ flags: ACK, sack: [[b.seq, end(b)]] });
               return [a, b];
@@ -462,7 +469,7 @@ describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeo
           await sleep(60);
           dut.write(id, 988);
           const b = await c.expect((s) => s.len > 0 && s.seq === end(a), 3000, 'second segment');
-          await sleep(Math.max(0, b.at + RTT_MS - performance.now()));
+          await waitUntil(b.at + RTT_MS);
           const from = tester.segs.length;
           const t0 = performance.now();
           c.send({ flags: ACK, sack: [[b.seq, end(b)]] });
@@ -489,13 +496,7 @@ describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeo
         const RTT_MS = 200;
         await runCase(st, v, { rtoMinMs: 3000 }, async ({ dut, tester }) => {
           const { c, id } = await openConn(dut, tester, { ...FULL, window: 500 }, RTT_MS);
-          const waitUntil = (at: number) => sleep(Math.max(0, at - performance.now()));
-          const pair = async (): Promise<[Seg, Seg]> => {
-            dut.write(id, 2 * 988);
-            const a = await c.expect((s) => s.len > 0 && s.seq === c.rcvNxt, 3000, 'first segment');
-            const b = await c.expect((s) => s.len > 0 && s.seq === end(a), 3000, 'second segment');
-            return [a, b];
-          };
+          const pair = () => twoSegments(c, dut, id);
           // Reordering seen: the first arrives 10 ms after the SACK of the second.
           {
             const [, b] = await pair();

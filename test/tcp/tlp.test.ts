@@ -190,11 +190,22 @@ describe("the loss probe's episode (RFC 8985 7.4, Linux's tcp_process_tlp_ack)",
     assert.equal(probe.seq, add(o.iss, 1 + MSS), 'the last segment again');
     const ackOf = (ack: number, sack?: [number, number][]) =>
       b.inject({ flags: ACK, seq: o.peerSeq, ack, srcPort: 80, dstPort: conn.localPort, sack });
-    return { ...o, ackOf, end: add(o.iss, 1 + 2 * MSS) };
+    const end = add(o.iss, 1 + 2 * MSS);
+    /** One more segment of new data, ACKed a round trip later; cwnd before it. */
+    const pastProbe = (fill: number): number => {
+      const cwnd = conn.state.delegated.cwnd;
+      conn.write(bytes(MSS, fill));
+      b.flush();
+      b.advance(RTT);
+      ackOf(add(end, MSS));
+      b.flush();
+      return cwnd;
+    };
+    return { ...o, ackOf, end, pastProbe };
   }
 
   test("a DSACK of the probe's copy does not widen RACK's window, even once reordering was seen (FLAG_DSACK_TLP)", () => {
-    const { b, conn, ackOf, end } = probed();
+    const { b, conn, ackOf, end, pastProbe } = probed();
     conn.rack.reorderingSeen = true;
     // The originals arrived, then the probe's copy: the ACK of both, then a DSACK of the copy.
     ackOf(end);
@@ -204,27 +215,17 @@ describe("the loss probe's episode (RFC 8985 7.4, Linux's tcp_process_tlp_ack)",
     assert.equal(b.count('tcp.tlp.dsack'), 1, "known for the probe's, after the ACK that reached it");
     assert.equal(conn.rack.reoWndMult, 1, 'a timer resent it, not RACK: no sign its window is narrow');
     // Nothing was lost: new data ACKed past the probe cuts nothing.
-    const cwnd = conn.state.delegated.cwnd;
-    conn.write(bytes(MSS, 10));
-    b.flush();
-    b.advance(RTT);
-    ackOf(add(end, MSS));
-    b.flush();
+    const cwnd = pastProbe(10);
     assert.equal(b.count('tcp.tlp.recoveries'), 0);
     assert.ok(conn.state.delegated.cwnd >= cwnd, `cwnd ${conn.state.delegated.cwnd}, was ${cwnd}`);
   });
 
   test('a probe whose copy alone arrived repaired a loss: the ACK past it cuts the window (RFC 8985 7.4.2)', () => {
-    const { b, conn, ackOf, end } = probed();
+    const { b, conn, ackOf, end, pastProbe } = probed();
     // The second original was lost; the probe's copy filled it: no DSACK follows.
     ackOf(end);
     b.flush();
-    const cwnd = conn.state.delegated.cwnd;
-    conn.write(bytes(MSS, 11));
-    b.flush();
-    b.advance(RTT);
-    ackOf(add(end, MSS));
-    b.flush();
+    const cwnd = pastProbe(11);
     assert.equal(b.count('tcp.tlp.recoveries'), 1);
     assert.equal(conn.state.soft.inRecovery, false, 'no recovery: the probe repaired it');
     assert.ok(conn.state.delegated.cwnd < cwnd, `cwnd ${conn.state.delegated.cwnd}, was ${cwnd}`);
