@@ -110,6 +110,29 @@ describe('issue 11 defects', () => {
     assert.equal(o.b.count('tcp.reorder.ts'), 1);
   });
 
+  test("with an earlier retransmission still unacknowledged, a partial ACK echoing a TSval older than the recovery's proves nothing (Linux keeps the older retrans_stamp)", () => {
+    const o = sackOpen({ ts: true, rttMs: 20 });
+    // Ten whole segments (1448 bytes with timestamps), nothing left for a probe of new data.
+    o.conn.write(bytes(10 * 1448));
+    const first = o.b.take().filter((s) => s.data.length > 0);
+    assert.equal(first.length, 10);
+    assert.equal(first[9]!.data.length, 1448);
+    const una = add(o.iss, 1);
+    const at = (k: number) => add(una, k * first[0]!.data.length);
+    // Nothing answered: the loss probe resends the last segment.
+    for (let i = 0; i < 100 && o.b.count('tcp.tlp.probes') === 0; i++) o.b.advance(1);
+    assert.equal(o.b.count('tcp.tlp.probes'), 1);
+    assert.equal(o.b.take().filter((s) => s.data.length > 0 && s.h.seq === at(9)).length, 1);
+    o.b.advance(2);
+    o.send({ flags: ACK, ack: una, sack: [[at(1), at(4)]], ts: [5001, first[0]!.h.tsVal] });
+    assert.equal(o.conn.state.soft.inRecovery, true);
+    o.b.advance(5);
+    // An ACK of 0-3 echoing the originals': older than the recovery's resend, not than the probe's.
+    o.send({ flags: ACK, ack: at(4), ts: [5002, first[0]!.h.tsVal] });
+    assert.equal(o.conn.rack.reorderingSeen, false);
+    assert.equal(o.b.count('tcp.reorder.ts'), 0);
+  });
+
   for (const sack of [true, false]) {
     test(`three plain duplicate ACKs (no SACK blocks, same window), SACK ${sack ? 'negotiated: nothing is resent or sent' : 'not negotiated: fast retransmit on the third'} (Linux counts them only without SACK)`, () => {
       const b = new Bench();

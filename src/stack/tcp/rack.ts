@@ -362,6 +362,12 @@ export class RackLog {
     this.reordered(low);
   }
 
+  /** A retransmission is in the log: resent data not yet delivered (Linux's tcp_any_retrans_done). */
+  resentInFlight(): boolean {
+    for (const r of this.entries) if (r.rtx) return true;
+    return false;
+  }
+
   /** Merge the two oldest-sent neighbours at the head: keeps the log bounded, loses precision only. */
   private squeeze(): void {
     const e = this.entries;

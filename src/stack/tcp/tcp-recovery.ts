@@ -42,7 +42,11 @@ export function enterRecovery(
   soft.rttActive = false;
   // Linux's retrans_stamp: the TSval the first retransmission carries. A partial ACK echoing an
   // older one answers an original (tcp_packet_delayed): the hole was filled late, not by us.
-  soft.undoTsVal = c.tsEnabled ? tsNow(now) : 0;
+  // With an earlier retransmission still unacknowledged (a probe's, a recovery's before), Linux
+  // keeps that one's older stamp; not knowing it, no stamp: an ACK of that copy echoes a TSval
+  // older than this recovery's, and was taken for an original (sim-loss: 3 of 6 transfers at 5
+  // and 10 %, on a path that never reorders).
+  soft.undoTsVal = c.tsEnabled && !conn.rack.resentInFlight() ? tsNow(now) : 0;
   if (c.sackEnabled) retransmitFirstLost(conn, now);
   else retransmitHead(conn, now);
   // RFC 5681 3.2 step 4: the three segments that left the network make room for three more.
