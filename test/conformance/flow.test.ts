@@ -107,6 +107,16 @@ async function windowThenTimeout(c: Conn, dut: Dut, id: number): Promise<{ segs:
   return { segs, next };
 }
 
+/** The DUT sends two full segments (988 bytes each with timestamps); both as the tester saw them. */
+async function twoSegments(c: Conn, dut: Dut, id: number): Promise<[Seg, Seg]> {
+  dut.write(id, 2 * 988);
+  const a = await c.expect((s) => s.len > 0 && s.seq === c.rcvNxt, 3000, 'first segment');
+  const b = await c.expect((s) => s.len > 0 && s.seq === end(a), 3000, 'second segment');
+  return [a, b];
+}
+
+const waitUntil = (at: number) => sleep(Math.max(0, at - performance.now()));
+
 /**
  * Play a receiver that already holds `held` above c.rcvNxt: acknowledge at once (SACKing what it
  * holds above the cumulative point, newest block first) now and after every DUT segment, until
@@ -357,6 +367,36 @@ describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeo
     });
 
     if (v.family === 4) {
+      test(`${v.name}: after a timeout with nothing new to send, each ACK of the resends releases what slow start from one segment allows: two, four, then the rest (Linux's Loss state, CUBIC on both)`, async () => {
+        // Everything sent before the timeout counts as lost (Linux's tcp_enter_loss marks it all,
+        // so nothing is in flight): the ACK of the head's resend grows the window from one
+        // segment to two and both go at once; the ACK of those two, to four. Linux is run with
+        // CUBIC as Chimney: the lab's BBR never sends fewer than four (bbr_cwnd_min_target).
+        await runCase(st, v, { rtoMinMs: 1000, congestion: 'cubic' }, async ({ dut, tester }) => {
+          const { c, id } = await openConn(dut, tester, { ...FULL, window: 500 });
+          const { segs, next } = await windowThenTimeout(c, dut, id);
+          const rounds: number[][] = [];
+          const want = [segs.slice(1, 3), segs.slice(3, 7), segs.slice(7)].map((r) => r.map((s) => s.seq));
+          let acked = end(segs[0]!);
+          for (const expected of want) {
+            const from = tester.segs.length;
+            c.rcvNxt = acked;
+            c.send({ flags: ACK });
+            // Half the 1 s minimum RTO: what comes is the ACK's doing, not a timer's.
+            const sent = await tester.collect((s) => c.fromDut(s) && s.len > 0, 300, from);
+            rounds.push(sent.map((s) => s.seq));
+            if (sent.length === 0) break;
+            acked = end(sent.at(-1)!);
+            if (rounds.at(-1)!.length !== expected.length) break;
+          }
+          assert.deepEqual(rounds, want, `two, four, then the last three, each once:\n${tester.dump()}`);
+          c.rcvNxt = next;
+          c.send({ flags: ACK });
+        });
+      });
+    }
+
+    if (v.family === 4) {
       for (const reordered of [false, true]) {
         test(`${v.name}: a DSACK for a needless RACK retransmission widens the reordering window ${reordered ? 'once reordering was seen: a later late original is waited for' : 'not on a path never seen to reorder: a later hole is resent as before'} (RFC 8985 6.2 step 4, Linux's tcp_dsack_seen)`, async () => {
           // The tester plays a path of RTT_MS (its every ACK waits that long after the data it
@@ -368,11 +408,8 @@ describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeo
           const RTT_MS = 200;
           await runCase(st, v, { rtoMinMs: 3000 }, async ({ dut, tester }) => {
             const { c, id } = await openConn(dut, tester, { ...FULL, window: 500 }, RTT_MS);
-            const waitUntil = (at: number) => sleep(Math.max(0, at - performance.now()));
             const round = async (): Promise<[Seg, Seg]> => {
-              dut.write(id, 2 * 988);
-              const a = await c.expect((s) => s.len > 0 && s.seq === c.rcvNxt, 3000, 'first segment');
-              const b = await c.expect((s) => s.len > 0 && s.seq === end(a), 3000, 'second segment');
+              const [a, b] = await twoSegments(c, dut, id);
               await waitUntil(b.at + RTT_MS);
               c.send({ flags: ACK, sack: [[b.seq, end(b)]] });
               return [a, b];
@@ -416,6 +453,83 @@ describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeo
           });
         });
       }
+    }
+
+    if (v.family === 4) {
+      test(`${v.name}: one segment SACKed starts a recovery when RACK deems an earlier one lost, on the ACK that brings it (Linux's tcp_time_to_recover: lost_out; RFC 6675's count of three not met)`, async () => {
+        // The tester plays a path of RTT_MS. The first segment goes out 60 ms before the second;
+        // the second alone is SACKed, a round trip after it. RACK: the first was sent before
+        // data now delivered, and a round trip plus its window (a quarter of the minimum RTT,
+        // 50 ms) has passed since: lost on this ACK, resent at once; the probe is 2 RTTs away.
+        const RTT_MS = 200;
+        await runCase(st, v, { rtoMinMs: 3000 }, async ({ dut, tester }) => {
+          const { c, id } = await openConn(dut, tester, { ...FULL, window: 500 }, RTT_MS);
+          dut.write(id, 988);
+          const a = await c.expect((s) => s.len > 0 && s.seq === c.rcvNxt, 3000, 'first segment');
+          await sleep(60);
+          dut.write(id, 988);
+          const b = await c.expect((s) => s.len > 0 && s.seq === end(a), 3000, 'second segment');
+          await waitUntil(b.at + RTT_MS);
+          const from = tester.segs.length;
+          const t0 = performance.now();
+          c.send({ flags: ACK, sack: [[b.seq, end(b)]] });
+          const rtx = await c.expect(
+            (s) => s.len > 0 && s.seq === a.seq,
+            1000,
+            'the resend of the first',
+            from,
+          );
+          c.rcvNxt = end(b);
+          c.send({ flags: ACK });
+          assert.ok(
+            rtx.at - t0 < 30,
+            `resent ${Math.round(rtx.at - t0)} ms after the SACK:\n${tester.dump()}`,
+          );
+        });
+      });
+
+      test(`${v.name}: a DSACK for a loss probe's copy does not widen the reordering window, even once reordering was seen (Linux's FLAG_DSACK_TLP)`, async () => {
+        // As the DSACK cases above (a path of RTT_MS played by the tester, RACK's window 50 ms,
+        // 100 ms once widened), with the DSACK drawn by a tail loss probe instead of RACK: the
+        // tester answers nothing until the probe (two RTTs after the round) has come, then ACKs
+        // both originals and reports the probe's copy twice. A timer sent it, not RACK's window.
+        const RTT_MS = 200;
+        await runCase(st, v, { rtoMinMs: 3000 }, async ({ dut, tester }) => {
+          const { c, id } = await openConn(dut, tester, { ...FULL, window: 500 }, RTT_MS);
+          const pair = () => twoSegments(c, dut, id);
+          // Reordering seen: the first arrives 10 ms after the SACK of the second.
+          {
+            const [, b] = await pair();
+            await waitUntil(b.at + RTT_MS);
+            c.send({ flags: ACK, sack: [[b.seq, end(b)]] });
+            await sleep(10);
+            c.rcvNxt = end(b);
+            c.send({ flags: ACK });
+          }
+          {
+            const [, b] = await pair();
+            const probe = await c.expect(
+              (s) => s.len > 0 && s.seq === b.seq,
+              2000,
+              'the loss probe resending the second',
+              b.n + 1,
+            );
+            await waitUntil(probe.at + RTT_MS);
+            c.rcvNxt = end(b);
+            c.send({ flags: ACK });
+            c.send({ flags: ACK, sack: [[b.seq, end(b)]] });
+          }
+          // The first is late by 75 ms, between the window of one step and of two.
+          const [a, b] = await pair();
+          await waitUntil(b.at + RTT_MS);
+          c.send({ flags: ACK, sack: [[b.seq, end(b)]] });
+          const from = tester.segs.length;
+          const resent = await tester.collect((s) => c.fromDut(s) && s.len > 0 && s.seq === a.seq, 75, from);
+          c.rcvNxt = end(b);
+          c.send({ flags: ACK });
+          assert.equal(resent.length, 1, `not widened: the first is resent after 50 ms:\n${tester.dump()}`);
+        });
+      });
     }
 
     test(`${v.name}: the receive window reaches zero with window scaling, and reopens (RFC 7323 2.4, issue 11 defect 2)`, async () => {

@@ -70,6 +70,13 @@ export interface DutConfig {
   keepalive?: { idleS: number; intvlS: number; cnt: number };
   /** Minimum RTO towards the tester (Linux: the route's rto_min; Chimney: minRtoMs). */
   rtoMinMs?: number;
+  /**
+   * Congestion control towards the tester (Linux: the route's congctl, which a passive open takes
+   * from the route as an active one does; Chimney: cached.congestion). Unset, Linux runs the lab's
+   * default (BBR here), whose window never goes under four segments (bbr_cwnd_min_target) even in
+   * its Loss state: where a case counts what one ACK releases, both must run the same algorithm.
+   */
+  congestion?: 'cubic';
   /** The application reads what arrives (default true); `read(id)` starts a paused reader. */
   read?: boolean;
 }
@@ -144,18 +151,11 @@ class LinuxDut extends DutBase implements Dut {
     testerIp: string,
   ) {
     super();
-    if (cfg.rtoMinMs !== undefined) {
-      lab.ip(
-        '-n',
-        lab.ns,
-        'route',
-        'replace',
-        hostRoute(testerIp),
-        'dev',
-        lab.vethPeer,
-        'rto_min',
-        `${cfg.rtoMinMs}ms`,
-      );
+    if (cfg.rtoMinMs !== undefined || cfg.congestion !== undefined) {
+      const metrics: string[] = [];
+      if (cfg.rtoMinMs !== undefined) metrics.push('rto_min', `${cfg.rtoMinMs}ms`);
+      if (cfg.congestion !== undefined) metrics.push('congctl', cfg.congestion);
+      lab.ip('-n', lab.ns, 'route', 'replace', hostRoute(testerIp), 'dev', lab.vethPeer, ...metrics);
     }
     this.proc = lab.spawnNs(['python3', '-u', join(import.meta.dirname, 'linux-agent.py'), ip], {
       stdio: ['pipe', 'pipe', 'pipe'],
@@ -221,6 +221,7 @@ class ChimneyDut extends DutBase implements Dut {
     super();
     const tcp: Partial<TcpCached> = { sndBufSize: 1 << 20, rcvBufSize: cfg.rcvBuf ?? 1 << 20 };
     if (cfg.rtoMinMs !== undefined) tcp.minRtoMs = cfg.rtoMinMs;
+    if (cfg.congestion !== undefined) tcp.congestion = cfg.congestion;
     if (cfg.keepalive) {
       tcp.keepAlive = true;
       tcp.keepIdleMs = cfg.keepalive.idleS * 1000;
@@ -691,7 +692,7 @@ export async function runCase(
     st.exchanged[family] += tester.sent + tester.segs.length;
     tester.close();
     await dut.stop();
-    if (kind === 'linux' && cfg.rtoMinMs !== undefined) {
+    if (kind === 'linux' && (cfg.rtoMinMs !== undefined || cfg.congestion !== undefined)) {
       try {
         lab.ip('-n', lab.ns, 'route', 'del', hostRoute(testerIp));
       } catch {}

@@ -84,6 +84,55 @@ describe('issue 11 defects', () => {
     assert.equal(o.b.count('tcp.fast_retransmits'), 0);
   });
 
+  test("a partial ACK in recovery echoing the originals' timestamp shows a hole filled late: reordering seen, the degree grown (Linux's tcp_try_undo_partial)", () => {
+    const o = sackOpen({ ts: true, rttMs: 20 });
+    o.conn.write(bytes(30 * 1460));
+    const first = o.b.take().filter((s) => s.data.length > 0);
+    assert.equal(first.length, 10, 'the initial window');
+    const una = add(o.iss, 1);
+    const seg = first[0]!.data.length;
+    const at = (k: number) => add(una, k * seg);
+    const ecr = first[0]!.h.tsVal;
+    o.b.advance(20);
+    // Segments 1-3 arrive, 0 does not: RFC 6675's count, a recovery resends 0.
+    o.send({ flags: ACK, ack: una, sack: [[at(1), at(4)]], ts: [5001, ecr] });
+    o.b.flush();
+    assert.equal(o.conn.state.soft.inRecovery, true);
+    const rtx = o.b.take().filter((s) => s.data.length > 0 && s.h.seq === una);
+    assert.equal(rtx.length, 1, 'the fast retransmit');
+    assert.ok(rtx[0]!.h.tsVal !== ecr, 'the resend carries a later TSval');
+    assert.equal(o.conn.rack.reorderingSeen, false);
+    // The original 0 arrives after all: the ACK of 0-3 echoes its TSval, older than the resend's.
+    o.b.advance(5);
+    o.send({ flags: ACK, ack: at(4), ts: [5002, ecr] });
+    assert.equal(o.conn.rack.reorderingSeen, true, 'reordering seen');
+    assert.equal(o.conn.rack.reordering, 4, 'four segments from the old snd.una to the new');
+    assert.equal(o.b.count('tcp.reorder.ts'), 1);
+  });
+
+  test("with an earlier retransmission still unacknowledged, a partial ACK echoing a TSval older than the recovery's proves nothing (Linux keeps the older retrans_stamp)", () => {
+    const o = sackOpen({ ts: true, rttMs: 20 });
+    // Ten whole segments (1448 bytes with timestamps), nothing left for a probe of new data.
+    o.conn.write(bytes(10 * 1448));
+    const first = o.b.take().filter((s) => s.data.length > 0);
+    assert.equal(first.length, 10);
+    assert.equal(first[9]!.data.length, 1448);
+    const una = add(o.iss, 1);
+    const at = (k: number) => add(una, k * first[0]!.data.length);
+    // Nothing answered: the loss probe resends the last segment.
+    for (let i = 0; i < 100 && o.b.count('tcp.tlp.probes') === 0; i++) o.b.advance(1);
+    assert.equal(o.b.count('tcp.tlp.probes'), 1);
+    assert.equal(o.b.take().filter((s) => s.data.length > 0 && s.h.seq === at(9)).length, 1);
+    o.b.advance(2);
+    o.send({ flags: ACK, ack: una, sack: [[at(1), at(4)]], ts: [5001, first[0]!.h.tsVal] });
+    assert.equal(o.conn.state.soft.inRecovery, true);
+    o.b.advance(5);
+    // An ACK of 0-3 echoing the originals': older than the recovery's resend, not than the probe's.
+    o.send({ flags: ACK, ack: at(4), ts: [5002, first[0]!.h.tsVal] });
+    assert.equal(o.conn.rack.reorderingSeen, false);
+    assert.equal(o.b.count('tcp.reorder.ts'), 0);
+  });
+
   for (const sack of [true, false]) {
     test(`three plain duplicate ACKs (no SACK blocks, same window), SACK ${sack ? 'negotiated: nothing is resent or sent' : 'not negotiated: fast retransmit on the third'} (Linux counts them only without SACK)`, () => {
       const b = new Bench();

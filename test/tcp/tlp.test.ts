@@ -176,3 +176,59 @@ describe('tail loss probe timer (RFC 8985 7.2)', () => {
     assert.deepEqual(lens(), [MSS]);
   });
 });
+
+describe("the loss probe's episode (RFC 8985 7.4, Linux's tcp_process_tlp_ack)", () => {
+  /** Two segments out, nothing ACKed until the probe resends the second. */
+  function probed() {
+    const o = open();
+    const { b, conn } = o;
+    conn.write(bytes(2 * MSS, 9));
+    b.flush();
+    assert.equal(b.take().length, 2);
+    const probe = firstResend(b, () => conn.state.delegated.sndMax, 100);
+    assert.ok(probe, 'the probe went out');
+    assert.equal(probe.seq, add(o.iss, 1 + MSS), 'the last segment again');
+    const ackOf = (ack: number, sack?: [number, number][]) =>
+      b.inject({ flags: ACK, seq: o.peerSeq, ack, srcPort: 80, dstPort: conn.localPort, sack });
+    const end = add(o.iss, 1 + 2 * MSS);
+    /** One more segment of new data, ACKed a round trip later; cwnd before it. */
+    const pastProbe = (fill: number): number => {
+      const cwnd = conn.state.delegated.cwnd;
+      conn.write(bytes(MSS, fill));
+      b.flush();
+      b.advance(RTT);
+      ackOf(add(end, MSS));
+      b.flush();
+      return cwnd;
+    };
+    return { ...o, ackOf, end, pastProbe };
+  }
+
+  test("a DSACK of the probe's copy does not widen RACK's window, even once reordering was seen (FLAG_DSACK_TLP)", () => {
+    const { b, conn, ackOf, end, pastProbe } = probed();
+    conn.rack.reorderingSeen = true;
+    // The originals arrived, then the probe's copy: the ACK of both, then a DSACK of the copy.
+    ackOf(end);
+    ackOf(end, [[add(end, -MSS), end]]);
+    b.flush();
+    assert.equal(b.count('tcp.dsack.received'), 1);
+    assert.equal(b.count('tcp.tlp.dsack'), 1, "known for the probe's, after the ACK that reached it");
+    assert.equal(conn.rack.reoWndMult, 1, 'a timer resent it, not RACK: no sign its window is narrow');
+    // Nothing was lost: new data ACKed past the probe cuts nothing.
+    const cwnd = pastProbe(10);
+    assert.equal(b.count('tcp.tlp.recoveries'), 0);
+    assert.ok(conn.state.delegated.cwnd >= cwnd, `cwnd ${conn.state.delegated.cwnd}, was ${cwnd}`);
+  });
+
+  test('a probe whose copy alone arrived repaired a loss: the ACK past it cuts the window (RFC 8985 7.4.2)', () => {
+    const { b, conn, ackOf, end, pastProbe } = probed();
+    // The second original was lost; the probe's copy filled it: no DSACK follows.
+    ackOf(end);
+    b.flush();
+    const cwnd = pastProbe(11);
+    assert.equal(b.count('tcp.tlp.recoveries'), 1);
+    assert.equal(conn.state.soft.inRecovery, false, 'no recovery: the probe repaired it');
+    assert.ok(conn.state.delegated.cwnd < cwnd, `cwnd ${conn.state.delegated.cwnd}, was ${cwnd}`);
+    assert.equal(conn.state.delegated.cwnd, conn.state.delegated.ssthresh);
+  });
+});

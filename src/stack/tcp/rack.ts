@@ -97,17 +97,63 @@ export class RackLog {
    * lost ACK or a needless timeout, not a window too narrow, and widening it there only delays
    * the repair of the next real loss.
    */
-  noteDsack(una: number, nxt: number, len: number): void {
+  noteDsack(una: number, nxt: number, len: number, probe = false): void {
     // Linux's dsack_dups against total_retrans: more reported twice than was ever resent means
     // the receiver (or a middlebox) duplicated it, which says nothing of our window.
     const p = this.soft;
     p.dsackBytes += len;
     if (p.dsackBytes > p.rtxBytes) return;
+    // A loss probe's copy is resent by a timer, not by RACK's reading of the window: its DSACK
+    // says the probe was needless, not that the window is too narrow (FLAG_DSACK_TLP).
+    if (probe) return;
     if (!p.reorderingSeen) return;
     if (this.reoWndRound !== -1 && seqLt(una, this.reoWndRound)) return;
     p.reoWndMult = Math.min(p.reoWndMult + 1, 255);
     p.reoWndPersist = RACK_REO_PERSIST;
     this.reoWndRound = nxt >>> 0;
+  }
+
+  /**
+   * The tail loss probe's episode (RFC 8985 7.4, Linux's tlp_high_seq): snd.max once the probe
+   * went out, -1 when none is open. Outlives the ACK that reaches it, as Linux's, so that the
+   * DSACK which follows for a probe whose original had arrived is known for the probe's.
+   */
+  tlpEnd = -1;
+  /** The open probe resent data (Linux's tlp_retrans), rather than sending new data. */
+  private tlpRtx = false;
+
+  /** A loss probe went out; `end`: snd.max after it. */
+  noteProbe(end: number, rtx: boolean): void {
+    this.tlpEnd = end >>> 0;
+    this.tlpRtx = rtx;
+  }
+
+  /**
+   * A DSACK of [l, r): is it for the open probe's copy (Linux's tcp_dsack_seen sets
+   * FLAG_DSACK_TLP for one segment ending at tlp_high_seq)? Then original and probe both
+   * arrived: nothing was lost, and the episode ends.
+   */
+  probeDsack(l: number, r: number, mss: number): boolean {
+    if (this.tlpEnd === -1 || r >>> 0 !== this.tlpEnd || ((r - l) | 0) > mss) return false;
+    this.tlpEnd = -1;
+    return true;
+  }
+
+  /**
+   * An ACK while a probe's episode is open (Linux's tcp_process_tlp_ack). True when it shows the
+   * probe repaired a loss: its copy was the only one to arrive, so the ACK went past the probe
+   * with no DSACK for it; a reduction of the window is due (RFC 8985 7.4.2). `pureDup`: no
+   * advance, no data, nothing newly SACKed: the copy arrived after its original, no loss.
+   */
+  probeAck(ack: number, pureDup: boolean): boolean {
+    if (this.tlpEnd === -1 || seqLt(ack, this.tlpEnd)) return false;
+    if (!this.tlpRtx || (pureDup && ack >>> 0 === this.tlpEnd)) {
+      this.tlpEnd = -1;
+      return false;
+    }
+    if (!seqGt(ack, this.tlpEnd)) return false;
+    this.tlpEnd = -1;
+    return true;
   }
 
   /** A recovery ended (Linux's tcp_try_undo_recovery, without an undo). */
@@ -123,6 +169,7 @@ export class RackLog {
     this.rtt = 0;
     this.reoDeadline = Number.POSITIVE_INFINITY;
     this.timeoutAt = Number.NEGATIVE_INFINITY;
+    this.tlpEnd = -1;
   }
 
   /**
@@ -220,6 +267,8 @@ export class RackLog {
     if (open && sackedSegs >= DUP_THRESH)
       this.soft.reordering = Math.min(this.soft.reordering, RACK_REORDERING_MIN);
     this.timeoutAt = now;
+    // Linux's tcp_retransmit_timer: a timeout ends the probe's episode.
+    this.tlpEnd = -1;
     // The timeout resends from snd.una whatever RACK would have marked (Linux's timer slot holds
     // one of the two).
     this.reoDeadline = Number.POSITIVE_INFINITY;
@@ -319,6 +368,30 @@ export class RackLog {
     if (metric > p.reordering * this.mss) {
       p.reordering = Math.min(Math.ceil(metric / this.mss), RACK_REORDERING_MAX);
     }
+  }
+
+  /**
+   * A partial ACK in recovery answered originals (Linux's tcp_try_undo_partial with
+   * tcp_packet_delayed): the hole from `low` (snd.una before it) was filled by a late original,
+   * not by the retransmission. Reordering is seen, and the degree grows to the distance from `low`
+   * to the highest SACKed segment still above snd.una, or to snd.una (Linux's
+   * tcp_check_sack_reordering with its fack, tcp_highest_sack_seq, after the ACK).
+   */
+  noteLateHole(s: TcpState, low: number, mss: number): void {
+    this.mss = mss > 0 ? mss : 1;
+    const una = s.delegated.sndUna;
+    const top = s.soft.sacked[s.soft.sacked.length - 1];
+    if (top && seqLt(una, top.end)) {
+      const seg = (top.end - this.mss) >>> 0;
+      this.degreeFack = seqLt(seg, top.start) ? top.start : seg;
+    } else this.degreeFack = una;
+    this.reordered(low);
+  }
+
+  /** A retransmission is in the log: resent data not yet delivered (Linux's tcp_any_retrans_done). */
+  resentInFlight(): boolean {
+    for (const r of this.entries) if (r.rtx) return true;
+    return false;
   }
 
   /** Merge the two oldest-sent neighbours at the head: keeps the log bounded, loses precision only. */

@@ -39,7 +39,7 @@ import {
   tsNow,
   windowTakesNext,
 } from './tcp-output.ts';
-import { enterRecovery, prrAck, rackMark } from './tcp-recovery.ts';
+import { enterRecovery, probeRepairedLoss, prrAck, rackMark } from './tcp-recovery.ts';
 import { scheduleTimer } from './tcp-timers.ts';
 
 const INF = Number.POSITIVE_INFINITY;
@@ -619,8 +619,29 @@ function processAck(
   }
   // The episode is over once everything sent before the timeout is ACKed.
   if (episode && seqGeq(d.sndUna, soft0.recoveryPoint)) soft0.frto = 0;
+  if (
+    advanced &&
+    c.sackEnabled &&
+    soft0.inRecovery &&
+    soft0.undoArmed &&
+    soft0.undoTsVal !== 0 &&
+    h.hasTimestamps &&
+    h.tsEcr !== 0 &&
+    seqLt(h.tsEcr, soft0.undoTsVal)
+  ) {
+    // Linux's tcp_try_undo_partial: the partial ACK echoes a TSval older than the recovery's
+    // first retransmission, so an original filled the hole; the path reorders by that much.
+    conn.engine.env.counters.inc('tcp.reorder.ts');
+    conn.rack.noteLateHole(s, unaBefore, effectiveMss(s));
+  }
   if (c.sackEnabled && (advanced || h.sackCount > 0)) rackDetect(conn, now);
   if (undone && sack) lossBehindSack(conn, now);
+  if (conn.rack.tlpEnd !== -1) {
+    const pureDup = !advanced && pLen === 0 && newlySacked === 0 && wnd === d.sndWnd;
+    // After RACK, unlike Linux's order: a recovery this ACK started cuts the window once, and
+    // ends the probe's episode with it.
+    if (conn.rack.probeAck(ack, pureDup) && !s.soft.inRecovery) probeRepairedLoss(conn, now);
+  }
   if (c.sackEnabled && s.soft.inRecovery) {
     prrAck(conn, seqDiff(d.sndUna, unaBefore) + sackedBytes(s) - sackedBefore, advanced);
   }
@@ -861,7 +882,9 @@ function dsack(conn: TcpConnection, h: TcpHeader, ack: number): void {
     return;
   }
   conn.engine.env.counters.inc('tcp.dsack.received');
-  conn.rack.noteDsack(s.delegated.sndUna, s.delegated.sndNxt, seqDiff(r, l));
+  const probe = conn.rack.probeDsack(l, r, effectiveMss(s));
+  if (probe) conn.engine.env.counters.inc('tcp.tlp.dsack');
+  conn.rack.noteDsack(s.delegated.sndUna, s.delegated.sndNxt, seqDiff(r, l), probe);
   if (!soft.undoArmed || soft.undoRetrans <= 0) return;
   if (seqLt(l, soft.undoLow) || seqGt(r, soft.recoveryPoint)) return;
   soft.undoRetrans = Math.max(soft.undoRetrans - seqDiff(r, l), 0);

@@ -217,6 +217,7 @@ function lossProbe(conn: TcpConnection, now: number): void {
   const mss = effectiveMss(s);
   const flight = seqDiff(d.sndMax, d.sndUna);
   let used = 0;
+  let rtx = false;
   // New data only into a window that takes it, as tcp_send_loss_probe's tcp_snd_wnd_test.
   if (hasUnsent(s) && d.sndWnd - flight > 0 && d.sndNxt === d.sndMax && windowTakesNext(s, mss)) {
     used = transmit(conn, d.sndMax, Math.min(mss, d.sndWnd - flight), now);
@@ -237,11 +238,13 @@ function lossProbe(conn: TcpConnection, now: number): void {
     const room = d.sndWnd - seqDiff(seq, d.sndUna);
     if (room <= 0 && seq !== d.sndUna) return;
     used = transmit(conn, seq, room > 0 ? Math.min(mss, room) : mss, now);
+    rtx = true;
   }
   if (used === 0) return;
   conn.engine.env.counters.inc('tcp.tlp.probes');
   soft.tlpInFlight = true;
   soft.tlpHighSeq = d.sndMax;
+  conn.rack.noteProbe(d.sndMax, rtx);
   d.rtxDeadline = now + backedOffRto(s);
 }
 
