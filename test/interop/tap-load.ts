@@ -136,9 +136,9 @@ export interface CpuWait {
 /**
  * Where a stretch of the run's CPU went, and who waited for a core (schedstat, Linux): serve's
  * main thread, each NIC's worker (which names its thread after the NIC), serve's other threads
- * (V8's platform threads: the garbage collector's and the compiler's; libuv's pool), the client,
- * and the kernel's softirq threads (the TAPs' and veths' deliveries the writers did not do
- * themselves). On two cores shared by all of them, a download stalls while the thread that holds
+ * (V8's platform threads: the garbage collector's and the compiler's; libuv's pool; under tsx, its
+ * loader's module thread), the client, and the kernel's softirq threads (the TAPs' and veths'
+ * deliveries the writers did not do themselves). On two cores shared by all of them, a download stalls while the thread that holds
  * its data waits for a core, so the waits say which thread it was more than the CPU times do.
  */
 export interface RunThreads {
