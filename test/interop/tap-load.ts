@@ -3,7 +3,7 @@
  * `chimney serve` on a team of TAPs, with a fault injected while they run: what the CI test at
  * scale, the soak command and the tap-team benchmark share.
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { controlRequest, type StatusSnapshot } from '../../src/cli/control.ts';
 import { type Lab, ROOT, type Served, sleep } from './lab.ts';
@@ -349,6 +349,10 @@ export async function runLoad(lab: Lab, o: LoadOptions): Promise<LoadResult> {
   const log = o.log ?? (() => {});
   const ctl = join(lab.dir, `ctl-load-${o.fault}.sock`);
   const ready = join(lab.dir, `ready-${o.fault}`);
+  // A run before this one in the same lab with the same fault (the benchmark's host alone, then
+  // the team, both 'none') left its file: seen at once, it marked the burst's end and the fault's
+  // moment before this run's downloads had begun.
+  rmSync(ready, { force: true });
   const probe = o.fault === 'reachability' ? ['--probe', lab.kernelIp] : [];
   const team = o.hostAlone ? [] : ['--tap', lab.taps[1]!, '--workers'];
   const srv: Served = await lab.serve({
