@@ -13,7 +13,7 @@
 import { loadavg } from 'node:os';
 import { pathToFileURL } from 'node:url';
 import { Lab, missingPrerequisite } from '../test/interop/lab.ts';
-import { type FaultKind, type LoadResult, runLoad } from '../test/interop/tap-load.ts';
+import { type FaultKind, type LoadResult, type RunThreads, runLoad } from '../test/interop/tap-load.ts';
 
 export interface TapTeamRun {
   detectMs: number;
@@ -34,6 +34,8 @@ export interface TapTeamRun {
    * cannot be compared with another.
    */
   loadAvg: number;
+  /** CPU and waits for a core by thread, in the burst and after it (see RunThreads); null off Linux. */
+  threads: { burst: RunThreads; after: RunThreads } | null;
 }
 
 export interface TapTeamResult {
@@ -63,6 +65,7 @@ function figures(r: LoadResult): TapTeamRun {
     stalledByFault: r.stalledByFault,
     wallMs: r.client.wallMs,
     loadAvg: Math.round(loadavg()[0]! * 10) / 10,
+    threads: r.threads,
   };
 }
 

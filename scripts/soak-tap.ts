@@ -27,6 +27,10 @@
  * `--client-pcap FILE` captures the headers (128 bytes a frame) of what the client's kernel
  * receives and sends on its veth, for each run (FILE.<fault>, FILE.linux): the same view of
  * Chimney and of Linux serving.
+ * `--tap-pcap FILE` captures the headers (80 bytes a frame) of both TAPs from the root namespace
+ * (FILE.<fault>.<tap>): the kernel's own timestamps of when a frame was queued for Chimney to read
+ * and when Chimney wrote one, with no work added to serve's threads (unlike `--pcap`).
+ * `scripts/stall-anatomy.py` lines them up with `--stalls` and says what each stall waited for.
  * `--pcap` captures every frame of the team (one file per fault: FILE.<fault>); `--log` keeps serve's
  * whole log (FILE.<fault>), for diagnosing a run that logged resets. `--stalls` writes every gap the
 client saw (FILE.<fault>, JSON: [start epoch ms, end epoch ms, connection, client port]), to line
@@ -63,6 +67,10 @@ const cli = new Command('soak-tap')
   .option('--log <file>', "keep serve's whole log (FILE.<fault>)")
   .option('--stalls <file>', 'write every gap the client saw (FILE.<fault>)')
   .option('--client-pcap <file>', "capture the headers the client's kernel sees (FILE.<fault>, FILE.linux)")
+  .option(
+    '--tap-pcap <file>',
+    "capture the headers on both TAPs, the kernel's timestamps (FILE.<fault>.<tap>)",
+  )
   .option('--host-alone', 'the host stack alone on one TAP, no team (the reference; fault none only)')
   .option('--linux-server', 'then the same client against Linux serving the same downloads')
   .option('--linux-only', 'only the run against Linux')
@@ -78,6 +86,7 @@ const o = cli.opts<{
   log?: string;
   stalls?: string;
   clientPcap?: string;
+  tapPcap?: string;
   hostAlone?: boolean;
   linuxServer?: boolean;
   linuxOnly?: boolean;
@@ -88,6 +97,7 @@ const pcap = o.pcap ?? '';
 const logFile = o.log ?? '';
 const stallsFile = o.stalls ?? '';
 const clientPcap = o.clientPcap ?? '';
+const tapPcap = o.tapPcap ?? '';
 const hostAlone = o.hostAlone === true;
 const linuxServer = o.linuxServer === true;
 const faults: FaultKind[] = o.linuxOnly
@@ -119,6 +129,7 @@ try {
       dropsLast = now;
     }, 250);
     const cap = clientCapture(`${fault}`);
+    const taps = tapCapture(`${fault}`);
     const r = await runLoad(lab, {
       connections,
       size,
@@ -132,6 +143,7 @@ try {
     });
     clearInterval(sampler);
     await cap?.stop();
+    await taps?.stop();
     if (logFile) writeFileSync(`${logFile}.${fault}`, r.log);
     if (stallsFile) {
       writeFileSync(`${stallsFile}.${fault}`, JSON.stringify(r.client.stalls));
@@ -156,6 +168,7 @@ try {
         tapDropsBySecond: Array.from(dropsBySecond, (n) => n ?? 0),
         serveLog: r.bad.slice(0, 20),
         serveMain: r.serveMain,
+        threads: r.threads,
       }),
     );
     if (r.client.failed > 0 || r.bad.length > 0) {
@@ -207,6 +220,15 @@ function clientCapture(run: string): { stop: () => Promise<void> } | null {
     `${clientPcap}.${run}`,
   ]);
   return { stop: () => stopProcess(p, 2000) };
+}
+
+/** dumpcap on each TAP in the root namespace, headers only, while a run lasts. */
+function tapCapture(run: string): { stop: () => Promise<void> } | null {
+  if (!tapPcap) return null;
+  const ps = lab.taps.map((t) =>
+    lab.spawn(['dumpcap', '-q', '-n', '-i', t, '-s', '80', '-f', 'tcp', '-w', `${tapPcap}.${run}.${t}`]),
+  );
+  return { stop: async () => void (await Promise.all(ps.map((p) => stopProcess(p, 2000)))) };
 }
 
 /** The client namespace's kernel counters (nstat), to diff around a run: what the peer dropped. */

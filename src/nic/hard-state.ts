@@ -621,9 +621,16 @@ function sameBytes(a: ByteRing, b: ByteRing): boolean {
 
 /**
  * Both rings of every connection a NIC runs, at most, before it gives new ones smaller rings
- * (ringUnderLoad).
+ * (ringUnderLoad). 64 MiB, so that a NIC of 512 connections (1,000 downloads over two) still
+ * gives each a send ring of 64 KiB: a Linux reader with 32 KiB of SO_RCVBUF advertises 62,464
+ * bytes, and a send ring smaller than the window is sent whole and acknowledged before the reader
+ * has read it, so its next bytes wait for the application's refill, which on a worker is a round
+ * trip through the main thread (two threads' waits for a core). At 32 MiB half of the thousand
+ * had 32 KiB rings, and that refill was three quarters of the team's stall time after the burst
+ * (BENCHMARKS.md, "What a team's stall waits for"). Beyond 1,024 connections a NIC the floor
+ * rules, as before.
  */
-export const RING_BUDGET_BYTES = 32 << 20;
+export const RING_BUDGET_BYTES = 64 << 20;
 /**
  * The smallest ring ringUnderLoad gives. Each new ring is fresh memory that the host's first write
  * of a body faults in page by page: at 64 KiB a ring that was half of serve's main thread in a
@@ -632,7 +639,7 @@ export const RING_BUDGET_BYTES = 32 << 20;
  * pause of the sender: at 16 KiB (Linux's first send buffer, tcp_wmem[1]) the first byte came in
  * 2.0-3.8 s, yet a failover stalled about 2,000 of the 5,000 slow readers for 1.8-2.4 s. 32 KiB,
  * about the window of a reader of 32 KiB of receive buffer, gave 2.1-3.1 s and left none
- * stalled (BENCHMARKS.md, "where it goes"). A floor only beyond 512 connections a NIC.
+ * stalled (BENCHMARKS.md, "where it goes"). A floor only beyond 1,024 connections a NIC.
  */
 export const RING_FLOOR_BYTES = 32 << 10;
 

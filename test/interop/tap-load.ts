@@ -3,7 +3,7 @@
  * `chimney serve` on a team of TAPs, with a fault injected while they run: what the CI test at
  * scale, the soak command and the tap-team benchmark share.
  */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { controlRequest, type StatusSnapshot } from '../../src/cli/control.ts';
 import { type Lab, ROOT, type Served, sleep } from './lab.ts';
@@ -77,6 +77,11 @@ export interface LoadResult {
    * other work on the cores; the CPU time and faults it cost serve's main thread much less so.
    */
   serveMain: { burst: ThreadUsage | null; end: ThreadUsage | null };
+  /**
+   * Every thread's CPU and wait for a core (see RunThreads), from serve's start to every
+   * download's first byte (the connect burst) and from then to the client's end; null off Linux.
+   */
+  threads: { burst: RunThreads; after: RunThreads } | null;
 }
 
 /** One thread's CPU time and minor faults, and its process's resident memory, so far. */
@@ -120,6 +125,116 @@ export function threadUsage(pid: number, tid = pid): ThreadUsage | null {
   } catch {
     return null;
   }
+}
+
+/** CPU time and time ready to run but waiting for a core, of a thread or a group of threads, ms. */
+export interface CpuWait {
+  cpuMs: number;
+  runqueueMs: number;
+}
+
+/**
+ * Where a stretch of the run's CPU went, and who waited for a core (schedstat, Linux): serve's
+ * main thread, each NIC's worker (which names its thread after the NIC), serve's other threads
+ * (V8's platform threads: the garbage collector's and the compiler's; libuv's pool; under tsx, its
+ * loader's module thread), the client, and the kernel's softirq threads (the TAPs' and veths'
+ * deliveries the writers did not do themselves). On two cores shared by all of them, a download stalls while the thread that holds
+ * its data waits for a core, so the waits say which thread it was more than the CPU times do.
+ */
+export interface RunThreads {
+  serveMain: CpuWait;
+  nics: Record<string, CpuWait>;
+  serveOther: CpuWait;
+  client: CpuWait;
+  ksoftirqd: CpuWait;
+}
+
+/** One thread's schedstat, keyed by process and thread. */
+type ThreadTimes = Map<string, { pid: number; tid: number; comm: string; cpuNs: number; waitNs: number }>;
+
+function addThreads(out: ThreadTimes, pid: number, tids?: number[]): void {
+  let list: number[];
+  try {
+    list = tids ?? readdirSync(`/proc/${pid}/task`).map(Number);
+  } catch {
+    return;
+  }
+  for (const tid of list) {
+    try {
+      const ss = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ');
+      const comm = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
+      out.set(`${pid}/${tid}`, { pid, tid, comm, cpuNs: Number(ss[0]), waitNs: Number(ss[1]) });
+    } catch {
+      // The thread ended, or a kernel without CONFIG_SCHEDSTATS.
+    }
+  }
+}
+
+/** The kernel's softirq threads (one a core). */
+function ksoftirqdPids(): number[] {
+  const out: number[] = [];
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      if (readFileSync(`/proc/${e}/comm`, 'utf8').startsWith('ksoftirqd/')) out.push(Number(e));
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return out;
+}
+
+/** The process whose command line holds `marker` (the client: its ready file is the run's own). */
+function pidOf(marker: string): number {
+  for (const e of readdirSync('/proc')) {
+    if (!/^\d+$/.test(e)) continue;
+    try {
+      if (readFileSync(`/proc/${e}/cmdline`, 'utf8').includes(marker)) return Number(e);
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return 0;
+}
+
+/** Every thread of serve, the client's and the softirq threads, now (empty off Linux). */
+export function threadTimes(servePid: number, clientPid: number, softirq: number[]): ThreadTimes {
+  const out: ThreadTimes = new Map();
+  try {
+    addThreads(out, servePid);
+    if (clientPid > 0) addThreads(out, clientPid);
+    for (const p of softirq) addThreads(out, p, [p]);
+  } catch {
+    // No /proc.
+  }
+  return out;
+}
+
+/**
+ * What each group of threads used between two `threadTimes`, ms. A thread that started between
+ * them counts from zero; one that ended in between is left out (a NIC's worker killed by a fault).
+ */
+export function threadsBetween(
+  a: ThreadTimes,
+  b: ThreadTimes,
+  servePid: number,
+  nics: readonly string[],
+): RunThreads {
+  const z = (): CpuWait => ({ cpuMs: 0, runqueueMs: 0 });
+  const r: RunThreads = { serveMain: z(), nics: {}, serveOther: z(), client: z(), ksoftirqd: z() };
+  for (const [k, t] of b) {
+    const t0 = a.get(k);
+    let g: CpuWait;
+    if (t.pid !== servePid) g = t.comm.startsWith('ksoftirqd/') ? r.ksoftirqd : r.client;
+    else if (t.tid === servePid) g = r.serveMain;
+    else if (nics.includes(t.comm)) {
+      r.nics[t.comm] ??= z();
+      g = r.nics[t.comm]!;
+    } else g = r.serveOther;
+    g.cpuMs += Math.round((t.cpuNs - (t0?.cpuNs ?? 0)) / 1e6);
+    g.runqueueMs += Math.round((t.waitNs - (t0?.waitNs ?? 0)) / 1e6);
+  }
+  return r;
 }
 
 const CAUSE: Record<Exclude<FaultKind, 'none'>, string> = {
@@ -234,6 +349,10 @@ export async function runLoad(lab: Lab, o: LoadOptions): Promise<LoadResult> {
   const log = o.log ?? (() => {});
   const ctl = join(lab.dir, `ctl-load-${o.fault}.sock`);
   const ready = join(lab.dir, `ready-${o.fault}`);
+  // A run before this one in the same lab with the same fault (the benchmark's host alone, then
+  // the team, both 'none') left its file: seen at once, it marked the burst's end and the fault's
+  // moment before this run's downloads had begun.
+  rmSync(ready, { force: true });
   const probe = o.fault === 'reachability' ? ['--probe', lab.kernelIp] : [];
   const team = o.hostAlone ? [] : ['--tap', lab.taps[1]!, '--workers'];
   const srv: Served = await lab.serve({
@@ -248,6 +367,11 @@ export async function runLoad(lab: Lab, o: LoadOptions): Promise<LoadResult> {
   let owner = new Map<number, string>();
   const pid = srv.proc.pid ?? 0;
   let burst: ThreadUsage | null = null;
+  const nics = o.hostAlone ? [lab.taps[0]!] : lab.taps.slice(0, 2);
+  const softirq = ksoftirqdPids();
+  let clientPid = 0;
+  const times0 = threadTimes(pid, 0, softirq);
+  let timesBurst = times0;
   try {
     const timeoutS = o.timeoutS ?? 300;
     const startAt = Date.now();
@@ -269,6 +393,8 @@ export async function runLoad(lab: Lab, o: LoadOptions): Promise<LoadResult> {
       if (!existsSync(ready)) throw new Error(`the downloads never all started:\n${srv.log().slice(-2000)}`);
       readyAt = Date.now();
       burst = threadUsage(pid);
+      clientPid = pidOf(ready);
+      timesBurst = threadTimes(pid, clientPid, softirq);
       if (o.faultDelayS) await sleep(o.faultDelayS * 1000);
       // The NIC carrying most of them takes the fault.
       owner = await owners(ctl);
@@ -298,7 +424,13 @@ export async function runLoad(lab: Lab, o: LoadOptions): Promise<LoadResult> {
         }
       }
     }
-    const r = await client;
+    // The client's last figures before it exits: its report comes after its last download.
+    let timesEnd = timesBurst;
+    const sampler = setInterval(() => {
+      const t = threadTimes(pid, clientPid, softirq);
+      if (clientPid === 0 || [...t.values()].some((x) => x.pid === clientPid)) timesEnd = t;
+    }, 200);
+    const r = await client.finally(() => clearInterval(sampler));
     const end = threadUsage(pid);
     let report: ClientReport;
     try {
@@ -353,6 +485,13 @@ export async function runLoad(lab: Lab, o: LoadOptions): Promise<LoadResult> {
       bad,
       log: text,
       serveMain: { burst, end },
+      threads:
+        timesEnd.size === 0
+          ? null
+          : {
+              burst: threadsBetween(times0, timesBurst, pid, nics),
+              after: threadsBetween(timesBurst, timesEnd, pid, nics),
+            },
     };
   } finally {
     if (o.fault === 'carrier' && nic) lab.ip('link', 'set', 'dev', nic, 'up');

@@ -395,6 +395,14 @@ describe('ring capacity under load', () => {
     assert.ok(caps.recv >= 80 + 65535, `the window promised still fits (${caps.recv})`);
   });
 
+  test("a thousand downloads over two NICs get send rings that hold a Linux reader's whole window", () => {
+    // 500 a NIC. A reader with 32 KiB of SO_RCVBUF advertises 62,464 bytes: a smaller send ring is
+    // all in flight and acknowledged before the reader reads it, and its next bytes wait for the
+    // application's refill, a round trip through serve's main thread (BENCHMARKS.md, "What a
+    // team's stall waits for"). Placed in batches of 256, the last batch counts 512.
+    assert.ok(ringUnderLoad(256 << 10, 512) >= 62_464, `${ringUnderLoad(256 << 10, 512)} B`);
+  });
+
   test("full rings while every connection's fit the budget, smaller beyond, never below the floor nor above the NIC's own", () => {
     const full = 256 << 10;
     const fits = RING_BUDGET_BYTES / (2 * full);

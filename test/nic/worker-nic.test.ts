@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { existsSync } from 'node:fs';
 import { describe, test } from 'node:test';
 import { SeededRandom } from '../../src/core/random.ts';
 import { emptyHardState, rebuildTcpState } from '../../src/nic/hard-state.ts';
@@ -8,6 +9,7 @@ import type { WorkerDeath, WorkerNic } from '../../src/nic/worker-nic.ts';
 import type { Owner } from '../../src/offload/offload-manager.ts';
 import { effectiveMss } from '../../src/stack/tcp/congestion.ts';
 import { DEFAULT_TCP_CACHED } from '../../src/state/tcp-state.ts';
+import { threadsBetween, threadTimes } from '../interop/tap-load.ts';
 import { socketKey as keyOf, workerSetup as setup, streamBothWays } from './worker-helpers.ts';
 
 // Real threads cannot share virtual time, so these run on wall-clock time. The issue's scenario:
@@ -182,6 +184,21 @@ describe('WorkerNic', () => {
     net.close();
   });
 
+  test("each NIC's worker thread carries the NIC's name, so a run's CPU and waits for a core are told by thread", {
+    skip: existsSync('/proc/thread-self/comm') ? false : 'Linux only (thread names in /proc)',
+    timeout: 30_000,
+  }, async (t) => {
+    const { net, wh } = await setup(14, t);
+    const ids = wh.nics.map((n) => n.id);
+    // From nothing: each thread's whole life so far, which for a worker that booted is not zero.
+    const used = threadsBetween(new Map(), threadTimes(process.pid, 0, []), process.pid, ids);
+    assert.deepEqual(Object.keys(used.nics).sort(), [...ids].sort(), 'one thread found by each NIC name');
+    for (const id of ids) assert.ok(used.nics[id]!.cpuMs > 0, `${id}: its worker's CPU time`);
+    assert.ok(used.serveMain.cpuMs > 0, 'the process main thread');
+    assert.ok(used.serveOther.cpuMs > 0, "V8's and libuv's threads");
+    wh.close();
+    net.close();
+  });
   test('a worker killed mid-transfer is reported dead with its cause, and its connections can be rebuilt', {
     timeout: 30_000,
   }, async (t) => {

@@ -3,7 +3,7 @@
  * main-thread switch port, or a TAP device it opens itself), and the glue that makes its
  * connections' payload live in shared rings the application thread reads and writes directly.
  */
-import { appendFileSync } from 'node:fs';
+import { appendFileSync, writeFileSync } from 'node:fs';
 import { type MessagePort, parentPort, threadId, workerData } from 'node:worker_threads';
 import { RealClock } from '../../core/clock.ts';
 import type { ConnectionError } from '../../core/errors.ts';
@@ -106,6 +106,21 @@ import {
 const port = parentPort as MessagePort;
 const boot = workerData as WorkerBoot;
 const clock = new RealClock();
+nameThread(boot.id);
+
+/**
+ * Give this thread the NIC's name (Linux: the kernel's `comm`, 15 bytes at most), so that a
+ * NIC's worker can be told from the V8 and libuv threads beside it in `top -H`, `ps -L` and
+ * /proc/PID/task/*: every thread of a Node process is otherwise called "node", and what a
+ * stalled download waits for is often which thread of serve's holds a core (test/interop/tap-load.ts).
+ */
+function nameThread(name: string): void {
+  try {
+    writeFileSync('/proc/thread-self/comm', Buffer.from(name).subarray(0, 15));
+  } catch {
+    // No /proc (not Linux), or a kernel that refuses: the name is only a diagnostic.
+  }
+}
 const requestTrace = traceWorkerThread();
 
 /**
