@@ -18,6 +18,11 @@
  *   (terminate, validate, initiate, prod).
  * - maxStallMs: longest gap between two deliveries any application saw (virtual time), at the peer
  *   and the team host alike, across the whole run.
+ * - Every stream checked, not assumed (`summariseStreams`): `streams` expected, `streamsOk`
+ *   delivered whole and in order, `unfinished`, `errors` (with the first few in `errorSamples`),
+ *   `bytesLost` (bytes missing, stream by stream) and `bytesExtra` (bytes beyond a stream's length,
+ *   or delivered by a second stream of the same tuple). `intact` is false unless all of these say
+ *   every stream is whole; `npm run bench -- failover` then exits 1.
  * - resets, bytesLost: must be 0.
  *
  * Reference in the same run: the Broadcom TOE teaming way on a carrier cut: upload every
@@ -27,10 +32,75 @@ import { performance } from 'node:perf_hooks';
 import type { ConnKey, Nic } from '../src/nic/nic.ts';
 import { ManagerOffloader } from '../src/team/manager-offloader.ts';
 import type { MoveResult } from '../src/team/team.ts';
-import { type Fault, runScenario } from '../test/team/scenario.ts';
+import { type Fault, runScenario, type ScenarioResult } from '../test/team/scenario.ts';
 import type { TeamRig } from '../test/team/team-sim.ts';
 
-export interface FailoverFigures {
+/** What the streams of a scenario delivered, every one checked. */
+export interface StreamFigures {
+  /** Streams the scenario opened (two per connection, one each way). */
+  streams: number;
+  /** Streams that delivered exactly their bytes, in order, and ended. */
+  streamsOk: number;
+  /** Streams that never ended (or never opened). */
+  unfinished: number;
+  /** Errors the streams reported (wrong bytes, short streams, resets), and duplicate streams. */
+  errors: number;
+  /** The first few of them. */
+  errorSamples: string[];
+  resets: number;
+  /** Bytes missing, stream by stream: never negative, extra bytes on one do not hide another's loss. */
+  bytesLost: number;
+  /** Bytes delivered beyond a stream's length, or by a second socket of the same stream. */
+  bytesExtra: number;
+  /** Every stream whole: no error, none unfinished, nothing lost or extra, no reset. */
+  intact: boolean;
+}
+
+/** Count, stream by stream, what a scenario's streams delivered. */
+export function summariseStreams(r: ScenarioResult): StreamFigures {
+  const errors = [...r.stats.errors];
+  const seen = new Set<number>();
+  let ok = 0;
+  let ended = 0;
+  let lost = r.unopenedBytes;
+  let extra = 0;
+  for (const st of r.stats.streams ?? []) {
+    if (seen.has(st.id)) {
+      // A second socket for one stream: the host took a segment of a connection it had
+      // elsewhere for a new one. Everything it delivered was delivered twice.
+      errors.push(`stream ${st.id}: delivered by a second socket (${st.got} bytes)`);
+      extra += st.got;
+      continue;
+    }
+    seen.add(st.id);
+    if (st.ended) ended++;
+    if (st.ended && !st.bad && st.got === st.total) ok++;
+    lost += Math.max(0, st.total - st.good);
+    extra += Math.max(0, st.got - st.total);
+  }
+  // Streams still open when the scenario gave up are counted in its own error; count them here too.
+  const unfinished = Math.max(0, r.expected - ended);
+  const streamsOk = ok;
+  return {
+    streams: r.expected,
+    streamsOk,
+    unfinished,
+    errors: errors.length,
+    errorSamples: errors.slice(0, 5),
+    resets: r.stats.resets,
+    bytesLost: lost,
+    bytesExtra: extra,
+    intact:
+      errors.length === 0 &&
+      unfinished === 0 &&
+      streamsOk === r.expected &&
+      lost === 0 &&
+      extra === 0 &&
+      r.stats.resets === 0,
+  };
+}
+
+export interface FailoverFigures extends StreamFigures {
   detectMs: number;
   resumeMs: number;
   resumeP50Ms: number;
@@ -39,8 +109,6 @@ export interface FailoverFigures {
   movedMs: number;
   resumeWallMs: number;
   maxStallMs: number;
-  resets: number;
-  bytesLost: number;
   moved: number;
 }
 
@@ -125,10 +193,15 @@ async function one(
     movedMs: f ? round(f.resumeMs) : -1,
     resumeWallMs: round(resumeWall - detectWall),
     maxStallMs: round(r.stats.maxGapMs),
-    resets: r.stats.resets,
-    bytesLost: r.expectedBytes - r.stats.bytes,
     moved: f?.connections ?? 0,
+    ...summariseStreams(r),
   };
+}
+
+/** Which runs had a stream not intact ('' when all were whole). */
+export function failoverBroken(b: FailoverBench): string {
+  const runs = ['carrier', 'reachability', 'crash', 'reference'] as const;
+  return runs.filter((k) => !b[k].intact).join(', ');
 }
 
 export async function benchFailover(opts: { connections?: number } = {}): Promise<FailoverBench> {
@@ -145,5 +218,8 @@ export async function benchFailover(opts: { connections?: number } = {}): Promis
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   const n = Number(process.argv[2] ?? 10_000);
-  benchFailover({ connections: n }).then((r) => console.log(JSON.stringify(r, null, 2)));
+  benchFailover({ connections: n }).then((r) => {
+    console.log(JSON.stringify(r, null, 2));
+    if (failoverBroken(r)) process.exitCode = 1;
+  });
 }

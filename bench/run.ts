@@ -1,6 +1,6 @@
 import { pathToFileURL } from 'node:url';
 import { type AttacksResult, benchAttacks, formatAttacks } from './attacks.ts';
-import { benchFailover, type FailoverFigures } from './failover.ts';
+import { benchFailover, type FailoverBench, type FailoverFigures, failoverBroken } from './failover.ts';
 import { benchLoss, formatLoss, type LossResult } from './loss.ts';
 import { benchOffload } from './offload.ts';
 import { benchOffloadData, type DataOffloadBenchResult } from './offload-data.ts';
@@ -134,7 +134,7 @@ const BENCHES: Record<string, { about: string; run: Bench; print: (r: Record<str
       print: (r) => {
         const row = (k: string) => {
           const f = r[k] as FailoverFigures;
-          return `${k.padEnd(13)} detect ${f.detectMs} ms, data at the receiver again after ${f.resumeMs} ms (slowest; median ${f.resumeP50Ms} ms; the team's streams ${f.resumeToPeerMs} ms, the peer's ${f.resumeFromPeerMs} ms), moved in ${f.movedMs} ms (${f.resumeWallMs} ms wall to move ${f.moved}), longest stall ${f.maxStallMs} ms, resets ${f.resets}, bytes lost ${f.bytesLost}`;
+          return `${k.padEnd(13)} detect ${f.detectMs} ms, data at the receiver again after ${f.resumeMs} ms (slowest; median ${f.resumeP50Ms} ms; the team's streams ${f.resumeToPeerMs} ms, the peer's ${f.resumeFromPeerMs} ms), moved in ${f.movedMs} ms (${f.resumeWallMs} ms wall to move ${f.moved}), longest stall ${f.maxStallMs} ms, resets ${f.resets}; streams ${f.streamsOk}/${f.streams} intact, ${f.unfinished} unfinished, ${f.errors} errors, bytes lost ${f.bytesLost}, extra ${f.bytesExtra}${f.intact ? '' : ` - NOT INTACT: ${f.errorSamples.join('; ')}`}`;
         };
         return [
           `${r.connections} connections (detect/resume/stall on the simulator's virtual clock)`,
@@ -163,6 +163,17 @@ const BENCHES: Record<string, { about: string; run: Bench; print: (r: Record<str
     },
   };
 
+/**
+ * Benchmarks whose figures can fail to stand (a stream not intact): what went wrong, '' when
+ * nothing did. The run prints it and exits 1.
+ */
+const BROKEN: Record<string, (r: Record<string, unknown>) => string> = {
+  failover: (r) => {
+    const bad = failoverBroken(r as unknown as FailoverBench);
+    return bad ? `failover: streams not intact in ${bad}` : '';
+  },
+};
+
 export async function runBenchmarks(names: string[], opts: { json: boolean }): Promise<number> {
   const wanted = names.length ? names : Object.keys(BENCHES);
   const unknown = wanted.filter((n) => !(n in BENCHES));
@@ -173,15 +184,21 @@ export async function runBenchmarks(names: string[], opts: { json: boolean }): P
     return 2;
   }
   const results: Record<string, unknown> = {};
+  let code = 0;
   for (const name of wanted) {
     const b = BENCHES[name]!;
     if (!opts.json) console.log(`# ${name}: ${b.about}`);
     const r = await b.run();
     results[name] = r;
     if (!opts.json) console.log(b.print(r));
+    const broken = BROKEN[name]?.(r) ?? '';
+    if (broken) {
+      console.error(`chimney bench: ${broken}`);
+      code = 1;
+    }
   }
   if (opts.json) console.log(JSON.stringify(wanted.length === 1 ? results[wanted[0]!] : results));
-  return 0;
+  return code;
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {

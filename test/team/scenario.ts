@@ -69,8 +69,10 @@ export interface ScenarioResult {
   /** Virtual time the streams started, and when the last finished. */
   startedAt: number;
   finishedAt: number;
-  /** Bytes every stream should have delivered, together. */
+  /** Bytes every stream whose connection opened should have delivered, together. */
   expectedBytes: number;
+  /** Bytes the connections that never opened (at the peer) should have carried. */
+  unopenedBytes: number;
   faults: Fault[];
 }
 
@@ -130,7 +132,7 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
   // Duplicate address detection (1 s) must be over on both ends before an IPv6 connect.
   if (o.mixed) await net.sleep(1500);
   o.onRig?.(rig);
-  const stats: StreamStats = { ok: 0, errors: [], resets: 0, maxGapMs: 0, bytes: 0 };
+  const stats: StreamStats = { ok: 0, errors: [], resets: 0, maxGapMs: 0, bytes: 0, streams: [] };
   const now = (): number => net.now();
   const expected = o.conns * 2;
   let finished = 0;
@@ -212,7 +214,10 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
   net.close();
   let expectedBytes = 0;
   for (const s of ports) expectedBytes += up1(s) + down1(s);
-  return { rig, stats, expected, startedAt: t0, finishedAt, faults, expectedBytes };
+  // A connection the peer never saw connect carried nothing it should have: `bytes` each way it
+  // was to carry (both in duplex, one otherwise).
+  const unopenedBytes = (o.conns - ports.length) * o.bytes * (o.duplex ? 2 : 1);
+  return { rig, stats, expected, startedAt: t0, finishedAt, faults, expectedBytes, unopenedBytes };
 }
 
 /** Every stream delivered every byte, in order, without an error or a reset. */

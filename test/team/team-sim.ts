@@ -87,10 +87,15 @@ export function buildTeamRig(opts: {
   };
 }
 
-/** Deterministic content: byte i of stream `s`. */
+/**
+ * Deterministic content: byte i of stream `s`. The hash's top byte, which every bit of the offset
+ * and of `s` feeds: its low byte would repeat every 256 bytes and for streams 256 apart, so data
+ * delivered twice at a multiple of 256, or another stream's, would pass for the right bytes.
+ */
 export function pattern(s: number, from: number, len: number): Buffer {
   const b = Buffer.allocUnsafe(len);
-  for (let i = 0; i < len; i++) b[i] = (Math.imul(from + i + 1, 2654435761) ^ (s * 7919)) & 0xff;
+  const salt = Math.imul(s + 1, 0x85ebca6b);
+  for (let i = 0; i < len; i++) b[i] = Math.imul((from + i + 1) ^ salt, 2654435761) >>> 24;
   return b;
 }
 
@@ -102,6 +107,22 @@ export interface StreamStats {
   maxGapMs: number;
   /** Bytes delivered in order and verified, all streams together. */
   bytes: number;
+  /** When present, `verifyIncoming` adds a record of every stream it watches. */
+  streams?: StreamRecord[];
+}
+
+/** What one stream delivered, for accounting stream by stream. */
+export interface StreamRecord {
+  /** The stream's pattern (`s` of `verifyIncoming`). */
+  id: number;
+  /** Bytes it should deliver. */
+  total: number;
+  /** Bytes delivered in order and matching the pattern, up to the first that did not. */
+  good: number;
+  /** Bytes delivered in all, the damaged and any after the end included. */
+  got: number;
+  ended: boolean;
+  bad: boolean;
 }
 
 /** Check that a readable delivers exactly `total` bytes of pattern `s`, in order. */
@@ -117,12 +138,18 @@ export function verifyIncoming(
   let bad = false;
   let last = -1;
   let finished = false;
+  const rec: StreamRecord | null = stats.streams
+    ? { id: s, total, good: 0, got: 0, ended: false, bad: false }
+    : null;
+  stats.streams?.push(rec!);
   const finish = (): void => {
     if (finished) return;
     finished = true;
+    if (rec) rec.ended = true;
     done();
   };
   sock.on('data', (chunk: Buffer) => {
+    if (rec) rec.got += chunk.length;
     if (bad) return;
     const t = now();
     if (last >= 0 && t - last > stats.maxGapMs) stats.maxGapMs = t - last;
@@ -130,8 +157,9 @@ export function verifyIncoming(
     const want = pattern(s, got, chunk.length);
     if (!want.equals(chunk)) {
       bad = true;
+      if (rec) rec.bad = true;
       stats.errors.push(`stream ${s}: wrong bytes at offset ${got}`);
-    }
+    } else if (rec) rec.good += chunk.length;
     got += chunk.length;
     stats.bytes += chunk.length;
   });
