@@ -59,20 +59,21 @@ export interface StreamFigures {
 /** Count, stream by stream, what a scenario's streams delivered. */
 export function summariseStreams(r: ScenarioResult): StreamFigures {
   const errors = [...r.stats.errors];
-  const seen = new Set<number>();
+  const seen = new Set<string>();
   let ok = 0;
   let ended = 0;
   let lost = r.unopenedBytes;
   let extra = 0;
   for (const st of r.stats.streams ?? []) {
-    if (seen.has(st.id)) {
+    const k = `${st.from}/${st.id}`;
+    if (seen.has(k)) {
       // A second socket for one stream: the host took a segment of a connection it had
       // elsewhere for a new one. Everything it delivered was delivered twice.
       errors.push(`stream ${st.id}: delivered by a second socket (${st.got} bytes)`);
       extra += st.got;
       continue;
     }
-    seen.add(st.id);
+    seen.add(k);
     if (st.ended) ended++;
     if (st.ended && !st.bad && st.got === st.total) ok++;
     lost += Math.max(0, st.total - st.good);

@@ -8,7 +8,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { summariseStreams } from '../../bench/failover.ts';
-import { runScenario } from './scenario.ts';
+import { assertClean, runScenario, secondSockets } from './scenario.ts';
 import { pattern } from './team-sim.ts';
 
 describe('failover benchmark figures', () => {
@@ -47,7 +47,15 @@ describe('failover benchmark figures', () => {
     const streams = r.stats.streams!;
     const dup = streams.find((s) => s.total > 0)!;
     const short = streams.find((s) => s.total > 0 && s !== dup)!;
-    streams.push({ id: dup.id, total: dup.total, good: 1448, got: 1448, ended: false, bad: false });
+    streams.push({
+      id: dup.id,
+      from: dup.from,
+      total: dup.total,
+      good: 1448,
+      got: 1448,
+      ended: false,
+      bad: false,
+    });
     short.good -= 1448;
     short.got -= 1448;
     const f = summariseStreams(r);
@@ -57,6 +65,9 @@ describe('failover benchmark figures', () => {
     assert.equal(f.errors, 1);
     assert.match(f.errorSamples[0]!, /second socket/);
     assert.equal(f.intact, false);
+    // The tests' own check sees it too, though the counts of finished streams add up.
+    assert.deepEqual(secondSockets(r), [dup.id]);
+    assert.throws(() => assertClean(r), /second socket/);
   });
 
   test("a stream's bytes repeat neither along it nor in the stream 256 ports on", () => {

@@ -220,10 +220,27 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
   return { rig, stats, expected, startedAt: t0, finishedAt, faults, expectedBytes, unopenedBytes };
 }
 
+/**
+ * Streams that a second socket delivered too: the host made a connection for a tuple it had
+ * elsewhere (its first segments, delivered again from offset 0, match the pattern; and the
+ * second socket's end counts toward `ok` and `expected` in place of the stream still open).
+ */
+export function secondSockets(r: ScenarioResult): number[] {
+  const seen = new Set<string>();
+  const twice: number[] = [];
+  for (const st of r.stats.streams ?? []) {
+    const k = `${st.from}/${st.id}`;
+    if (seen.has(k)) twice.push(st.id);
+    seen.add(k);
+  }
+  return twice;
+}
+
 /** Every stream delivered every byte, in order, without an error or a reset. */
 export function assertClean(r: ScenarioResult): void {
   assert.deepEqual(r.stats.errors, []);
   assert.equal(r.stats.resets, 0);
+  assert.deepEqual(secondSockets(r), [], 'no stream delivered by a second socket');
   assert.equal(r.stats.ok, r.expected, 'every stream delivered every byte, in order');
 }
 
@@ -271,6 +288,8 @@ export async function checkChaosSeed(seed: number, o: ChaosOptions = {}): Promis
   const bad: string[] = [];
   if (r.stats.resets > 0) bad.push(`${r.stats.resets} resets`);
   if (r.stats.ok !== r.expected) bad.push(`${r.stats.ok}/${r.expected} streams complete`);
+  const twice = secondSockets(r);
+  if (twice.length > 0) bad.push(`${twice.length} streams delivered by a second socket`);
   bad.push(...r.stats.errors.slice(0, 5));
   if (bad.length === 0) return null;
   const faults = r.faults.map((f) => `${f.kind}(nic${f.nic})@${f.at.toFixed(1)}`).join(' ');

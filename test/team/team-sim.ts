@@ -115,6 +115,11 @@ export interface StreamStats {
 export interface StreamRecord {
   /** The stream's pattern (`s` of `verifyIncoming`). */
   id: number;
+  /**
+   * The socket's remote address: with IPv4 and IPv6 side by side one port number, so one
+   * pattern, may serve a connection of each family.
+   */
+  from: string;
   /** Bytes it should deliver. */
   total: number;
   /** Bytes delivered in order and matching the pattern, up to the first that did not. */
@@ -139,7 +144,7 @@ export function verifyIncoming(
   let last = -1;
   let finished = false;
   const rec: StreamRecord | null = stats.streams
-    ? { id: s, total, good: 0, got: 0, ended: false, bad: false }
+    ? { id: s, from: sock.remoteAddress ?? '', total, good: 0, got: 0, ended: false, bad: false }
     : null;
   stats.streams?.push(rec!);
   const finish = (): void => {
