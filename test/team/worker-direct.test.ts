@@ -29,7 +29,13 @@ describe('team of WorkerNics: frames that arrive at the wrong member', () => {
       const v6 = family === 'IPv6';
       // IPv6: the owner lists its connections by the handles of its mirror table, which the other
       // worker's mirror gives the same bytes (both mirror the host's table).
-      const rig = await setup(t, { seed: v6 ? 33 : 31, ip6: v6 });
+      // No reachability probing: under load (3 copies of this test on 2 cores) a loaded main thread
+      // left the rig's ARP probes unanswered past 30 ms ("no ARP reply ... to 3 probe rounds in
+      // 155 ms"), and the team failed live members over to the host and back in the window: 25
+      // connections moved, and a move's segments take the host path by design (153 forwarded by
+      // the placeholder once, all of one member's connections). This test is about where segments
+      // go while nothing moves; failover is worker-team.test.ts's. A dead worker still fails over.
+      const rig = await setup(t, { seed: v6 ? 33 : 31, ip6: v6, health: { probeTargets: [] } });
       // Every stream holds its last chunk until the counts are read, so no connection closes in
       // the window: a closing one leaves its owner's table, and the peer's last ACKs for it, handed
       // over on the strength of the table a moment before, bounce up through the host (100 of them
@@ -92,6 +98,7 @@ describe('team of WorkerNics: frames that arrive at the wrong member', () => {
         received,
         bounced: delta('nic.forward.bounced'),
         host: delta('nic.forward.host'),
+        failovers: rig.team.failovers,
       });
       assert.equal(
         hostForwarded,
