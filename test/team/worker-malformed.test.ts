@@ -39,7 +39,10 @@ function spoilNext(nic: WorkerNic, op: WorkerOp, spoil: (m: FromWorker) => unkno
 }
 
 async function streaming(t: TestContext, seed: number, offloaded: boolean) {
-  const rig = await setup(t, { seed, heartbeatMs: 20, deadAfterMs: 1000 });
+  // A defective worker is taken as dead by its answer, not by its silence: the watchdog only has
+  // to stay out of the way, and at 1 s it declared loaded but live workers dead (2 cores, other
+  // suites beside).
+  const rig = await setup(t, { seed, heartbeatMs: 20, deadAfterMs: 5000 });
   const st = await streamBothWays(rig.host, rig.peer, CONNS, BYTES / 2, CHUNK, GAP_MS);
   const keys = st.sockets.map(keyOf);
   const nic0 = rig.nics[0]!;
@@ -108,5 +111,54 @@ describe('a worker answers what the host cannot read', () => {
     await spoilt;
     await rebuiltClean(rig, st, nic0);
     assert.equal(rig.stack.counters.get('offload.rebuilt'), CONNS, 'rebuilt from the hard state it wrote');
+  });
+});
+
+describe('a worker answers what the host cannot read, after a verb that changes what it runs', () => {
+  test('invalidate: taken as dead (it may have parked the connections, or not); every one rebuilt', {
+    timeout: 60_000,
+  }, async (t) => {
+    const { rig, st, keys, nic0 } = await streaming(t, 44, true);
+    const spoilt = spoilNext(nic0, 'invalidate', (m) => ({ ...m, value: 'spoilt' }));
+    await assert.rejects(nic0.invalidate({ keys: keys.slice(0, CONNS / 2) }), WorkerProtocolError);
+    await spoilt;
+    await rebuiltClean(rig, st, nic0);
+    assert.equal(rig.stack.counters.get('offload.rebuilt'), CONNS, 'rebuilt from the hard state it wrote');
+  });
+
+  test('dropFrozen: taken as dead (whether it still swallows their segments is unknown); its connections rebuilt', {
+    timeout: 60_000,
+  }, async (t) => {
+    const { rig, st, keys, nic0 } = await streaming(t, 45, true);
+    const spoilt = spoilNext(nic0, 'dropFrozen', (m) => ({ ...m, value: 'spoilt' }));
+    // Asked of the worker (a settle asks it for connections released other than by reference).
+    await assert.rejects(nic0.dropFrozen(keys.slice(0, 1)), WorkerProtocolError);
+    await spoilt;
+    await rebuiltClean(rig, st, nic0);
+    assert.equal(rig.stack.counters.get('offload.rebuilt'), CONNS, 'rebuilt from the hard state it wrote');
+  });
+
+  test('terminate of an upload to the host: taken as dead; what it released rebuilt from the hard state, once', {
+    timeout: 60_000,
+  }, async (t) => {
+    const { rig, st, keys, nic0 } = await streaming(t, 46, true);
+    const spoilt = spoilNext(nic0, 'terminate', (m) => ({ ...m, moved: 'spoilt' }));
+    // By the ordinary path: the states come back to the host in the answer (no worker takes them).
+    const r = await rig.manager.upload(keys);
+    await spoilt;
+    // The worker released them, but the host cannot tell which or read their states: they are
+    // rebuilt in the host from the records it holds, each once.
+    assert.equal(
+      r.moved.length,
+      CONNS,
+      `every connection in the host: ${JSON.stringify(r.refused.slice(0, 3))}`,
+    );
+    await rebuiltClean(rig, st, nic0);
+    assert.equal(rig.stack.counters.get('offload.rebuilt'), CONNS, 'rebuilt from the hard state it wrote');
+    assert.deepEqual(
+      ownersOf(rig, st.sockets).filter((o) => o !== 'host' && o !== null),
+      [],
+      'every one runs in the host',
+    );
   });
 });
