@@ -95,13 +95,26 @@ const W_RACK = 31;
  */
 export const W_ADDR6 = 32;
 /**
- * RACK's bytes resent less bytes DSACKs reported (rtxBytes - dsackBytes, clamped to a signed word):
- * the rule that uses them (a DSACK counts only while no more was reported twice than was ever
- * resent) needs only the difference, which both only ever grow.
+ * RACK's bytes resent and bytes DSACKs reported (TcpSoft.rtxBytes, dsackBytes), each in two words
+ * (low, high) as the byte counts above: both only ever grow, and a rebuilt connection goes on
+ * counting from them. Layout 1 kept only their difference in one word, which served RACK's rule
+ * (a DSACK counts while no more was reported twice than was ever resent) but not its accounting
+ * of either, so a rebuild lost both counts.
  */
-const W_RACK_MARGIN = 40;
+const W_RTX_LO = 40;
+const W_RTX_HI = 41;
+const W_DSACK_LO = 42;
+const W_DSACK_HI = 43;
+/**
+ * Which arrangement of words the record has (HARD_STATE_LAYOUT). A record is read only by the
+ * process that wrote it, but a reader that meets words it cannot place (a stale block, memory
+ * written by other code) takes no snapshot from them rather than misread them as a connection.
+ */
+export const W_LAYOUT = 44;
+/** Layout 2: rtxBytes and dsackBytes each whole (layout 1, 42 words, kept their difference). */
+export const HARD_STATE_LAYOUT = 2;
 /** Even, so the copies (and the transfer record after them) stay 8-byte aligned. */
-const WORDS = 42;
+const WORDS = 46;
 const COPY_BYTES = WORDS * 4;
 /** Where the block's transfer record (src/nic/transfer-record.ts) starts, after the two copies. */
 export const TRANSFER_RECORD_AT = 2 * COPY_BYTES;
@@ -119,8 +132,7 @@ const O_WS = 4;
 
 /**
  * A consistent snapshot of one connection's hard state, with RACK's knowledge of the path (as
- * TcpSoft's fields of the same names; from a shared record only the difference of rtxBytes and
- * dsackBytes is kept, one of the two is 0 then).
+ * TcpSoft's fields of the same names).
  */
 export interface HardState extends RackPathState {
   /** Writes so far (0: never written). */
@@ -354,7 +366,8 @@ export class HardStateRecord {
 
   /**
    * Host side: a consistent snapshot into `out`, or false if none could be had (never written,
-   * or a writer racing us for too long; a dead writer always leaves one whole copy).
+   * a writer racing us for too long, or words of another layout; a dead writer always leaves one
+   * whole copy).
    */
   read(out: HardState): boolean {
     const v = this.v;
@@ -366,8 +379,10 @@ export class HardStateRecord {
       for (const c of first === this.a ? [this.a, this.b] : [this.b, this.a]) {
         const seq = Atomics.load(v, c + W_SEQ);
         if (seq === 0 || (seq & 1) === 1) continue;
+        const layout = Atomics.load(v, c + W_LAYOUT);
         readCopy(v, c, out);
         if (Atomics.load(v, c + W_SEQ) === seq) {
+          if (layout !== HARD_STATE_LAYOUT) return false;
           out.version = seq >>> 1;
           return true;
         }
@@ -438,7 +453,11 @@ function fillWords(c: Int32Array, s: TcpState, sendPos: number, recvPos: number)
     (r.reorderingSeen ? 0x200 : 0) |
     ((r.reoWndMult & 0xff) << 10) |
     ((r.reoWndPersist & 0x1f) << 18);
-  c[W_RACK_MARGIN] = Math.max(-0x80000000, Math.min(0x7fffffff, r.rtxBytes - r.dsackBytes));
+  c[W_RTX_LO] = r.rtxBytes % 4294967296;
+  c[W_RTX_HI] = Math.floor(r.rtxBytes / 4294967296);
+  c[W_DSACK_LO] = r.dsackBytes % 4294967296;
+  c[W_DSACK_HI] = Math.floor(r.dsackBytes / 4294967296);
+  c[W_LAYOUT] = HARD_STATE_LAYOUT;
 }
 
 /** One copy (at word `at` of `v`) under its sequence: odd while it is being written. */
@@ -520,9 +539,9 @@ function readCopy(v: Int32Array, at: number, o: HardState): void {
     o.reoWndMult = (rack >>> 10) & 0xff;
     o.reoWndPersist = (rack >>> 18) & 0x1f;
   }
-  const margin = Atomics.load(v, at + W_RACK_MARGIN);
-  o.rtxBytes = Math.max(margin, 0);
-  o.dsackBytes = Math.max(-margin, 0);
+  o.rtxBytes = (Atomics.load(v, at + W_RTX_HI) >>> 0) * 4294967296 + (Atomics.load(v, at + W_RTX_LO) >>> 0);
+  o.dsackBytes =
+    (Atomics.load(v, at + W_DSACK_HI) >>> 0) * 4294967296 + (Atomics.load(v, at + W_DSACK_LO) >>> 0);
 }
 
 // ---- the per-connection shared block ----------------------------------------------------------
@@ -778,7 +797,12 @@ export function rebuildTcpState(
   // updates and resends leave no trace in them. So the counts continue from the record by the
   // fewest segments that can have carried those bytes, and the peer's acknowledgment of them: a
   // lower bound, never a count of something that did not happen (a gray-failure check reading
-  // them must not see traffic that was not there).
+  // them must not see traffic that was not there). Exact counts would need a shared word stored
+  // per segment, in step with what the segment did: for a received one before its bytes reach
+  // the ring (a record is written once per batch, and a batch's segments move the ring one by
+  // one); for a sent one where it leaves the process, which for a proxied link is the main
+  // thread's post of the batch, after the worker (and its count) may be gone. The record rides
+  // the batch instead, and the hot path stays free of per-segment fenced stores.
   d.segmentsIn =
     (hard.segmentsIn + Math.max(Math.ceil(stored / MAX_COUNTED_SEGMENT), acked > 0 ? 1 : 0)) >>> 0;
   d.segmentsOut = (hard.segmentsOut + Math.ceil(sentAfter / MAX_COUNTED_SEGMENT)) >>> 0;

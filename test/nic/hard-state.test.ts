@@ -7,6 +7,7 @@ import {
   connRingCapacities,
   emptyHardState,
   HARD_STATE_BYTES,
+  HARD_STATE_LAYOUT,
   HardStateRecord,
   hardStateOf,
   keepReleasedBlocks,
@@ -14,7 +15,9 @@ import {
   RING_FLOOR_BYTES,
   rebuildTcpState,
   ringUnderLoad,
+  TRANSFER_RECORD_AT,
   takeReleasedBlock,
+  W_LAYOUT,
 } from '../../src/nic/hard-state.ts';
 import { connKeyId, keyOfState } from '../../src/nic/nic.ts';
 import { ByteRing } from '../../src/state/byte-ring.ts';
@@ -100,6 +103,43 @@ describe('hard-state record', () => {
     assert.equal(out.version, 2);
     assert.equal(out.finQueued, true);
     assert.equal(out.state, TcpStateId.FIN_WAIT_1);
+  });
+
+  test("RACK's bytes resent and bytes DSACKed each come back whole, past 4 GiB, into a rebuild", () => {
+    const { s, block } = established();
+    // More reported twice than resent: the record once kept only the difference, clamped to a
+    // signed word, so a rebuild had one of the two at 0 and the other at most 2 GiB.
+    s.soft.rtxBytes = 2 ** 40 + 12_345;
+    s.soft.dsackBytes = 2 ** 41 + 7;
+    const rec = new HardStateRecord(block.sab, block.at);
+    rec.write(s, block.send, block.recv);
+    const out = emptyHardState();
+    assert.ok(rec.read(out));
+    assert.deepEqual([out.rtxBytes, out.dsackBytes], [2 ** 40 + 12_345, 2 ** 41 + 7]);
+    const rebuilt = rebuildTcpState(
+      out,
+      ByteRing.attachShared(block.send),
+      ByteRing.attachShared(block.recv),
+      DEFAULT_TCP_CACHED,
+      s.path,
+    );
+    assert.deepEqual([rebuilt.soft.rtxBytes, rebuilt.soft.dsackBytes], [2 ** 40 + 12_345, 2 ** 41 + 7]);
+  });
+
+  test('words of another layout are not read as a connection', () => {
+    const { s, block } = established();
+    const rec = new HardStateRecord(block.sab, block.at);
+    rec.write(s, block.send, block.recv);
+    const out = emptyHardState();
+    assert.ok(rec.read(out));
+    // Both copies claim layout 1 (42 words, the counts' difference at word 40).
+    const words = new Int32Array(block.sab, block.at, TRANSFER_RECORD_AT >> 2);
+    const copyWords = words.length / 2;
+    assert.equal(words[W_LAYOUT], HARD_STATE_LAYOUT);
+    assert.equal(words[copyWords + W_LAYOUT], HARD_STATE_LAYOUT);
+    words[W_LAYOUT] = 1;
+    words[copyWords + W_LAYOUT] = 1;
+    assert.equal(rec.read(out), false);
   });
 
   test('a writer that dies mid-write leaves a whole copy to read', () => {

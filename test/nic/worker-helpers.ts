@@ -33,6 +33,7 @@ export function addWorkerHost(
     policy?: Partial<OffloadPolicy>;
     ringCapacity?: number;
     heartbeatMs?: number;
+    deadAfterMs?: number;
     capacity?: number;
     /** Dual stack: fd00::1/64 beside 10.0.0.1 (no DAD, no router solicitations). */
     ipv6?: boolean;
@@ -49,6 +50,7 @@ export function addWorkerHost(
         ringCapacity: opts.ringCapacity,
         capacity: opts.capacity,
         heartbeatMs: opts.heartbeatMs,
+        deadAfterMs: opts.deadAfterMs,
       }),
     );
   }
@@ -85,9 +87,9 @@ export function socketKey(s: TcpSocket): ConnKey {
 }
 
 /** A real-time network with a WorkerHost (two WorkerNics, started) and a peer at 10.0.0.2. */
-export async function workerSetup(seed: number, t: TestContext) {
+export async function workerSetup(seed: number, t: TestContext, opts: { deadAfterMs?: number } = {}) {
   const net = new SimNetwork({ seed, virtualTime: false });
-  const wh = addWorkerHost(net);
+  const wh = addWorkerHost(net, opts);
   // Even when an assertion fails: live workers would keep the test process running.
   t.after(() => {
     wh.close();

@@ -74,13 +74,13 @@ describe("RACK's knowledge of the path travels with the connection (Linux's tp->
     test(`moved by ${how}: the new owner keeps the degree and the rest RACK learned of the path`, () => {
       const { a, o } = learned();
       const before = rackOf(o.conn.state.soft);
-      const margin = o.conn.state.soft.rtxBytes - o.conn.state.soft.dsackBytes;
+      const counts = { rtxBytes: o.conn.state.soft.rtxBytes, dsackBytes: o.conn.state.soft.dsackBytes };
       const b = new Bench();
       b.advance(a.env.clock.now() - b.env.clock.now());
       const moved = move(a.layer.release(o.conn), a, b);
-      // The hard-state record keeps only the difference of the two counts; the rule that reads
-      // them (a DSACK counts while no more was reported than was resent) needs nothing more.
-      assert.equal(moved.soft.rtxBytes - moved.soft.dsackBytes, margin);
+      // Both counts, not only their difference (which the hard-state record once kept): RACK's
+      // accounting of resends and DSACKs goes on from them at the new owner.
+      assert.deepEqual({ rtxBytes: moved.soft.rtxBytes, dsackBytes: moved.soft.dsackBytes }, counts);
       const conn = b.layer.adopt(moved, new Recorder(), { prod: false });
       assert.deepEqual(rackOf(conn.state.soft), before, 'what RACK learned moved with it');
       assert.equal(conn.rack.reordering, 10, "the new owner's RACK reads the degree");
