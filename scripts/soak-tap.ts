@@ -8,6 +8,7 @@
  *                               [--fault none|carrier|reachability|crash|all] [--timeout S]
  *                               [--pcap FILE] [--log FILE] [--stalls FILE] [--host-alone]
  *                               [--linux-server] [--linux-only]
+ * `--serve-args ARGS`: more `chimney serve` arguments for every run (an offload policy to compare).
  * `--fault-delay S`: the fault S seconds after every download's first byte (default 0: at once).
  * Each run prints `faultCut`: the stalls across the fault by owner (the faulted NIC, the other, the
  * host) and begun before it or not, and how many downloads were stalled across moments before and
@@ -74,6 +75,10 @@ const cli = new Command('soak-tap')
   .option('--host-alone', 'the host stack alone on one TAP, no team (the reference; fault none only)')
   .option('--linux-server', 'then the same client against Linux serving the same downloads')
   .option('--linux-only', 'only the run against Linux')
+  .option(
+    '--serve-args <args>',
+    "more `chimney serve` arguments, space-separated (e.g. '--offload-policy after')",
+  )
   .parse();
 const o = cli.opts<{
   connections: number;
@@ -90,6 +95,7 @@ const o = cli.opts<{
   hostAlone?: boolean;
   linuxServer?: boolean;
   linuxOnly?: boolean;
+  serveArgs?: string;
 }>();
 const { connections, size, rate } = o;
 const timeoutS = o.timeout;
@@ -116,6 +122,7 @@ let bad = 0;
 try {
   for (const fault of faults) {
     const extra = pcap ? ['--pcap', `${pcap}.${fault}`] : [];
+    extra.push(...(o.serveArgs?.split(' ').filter(Boolean) ?? []));
     const before = nsCounters(lab);
     const drops0 = tapDrops(lab);
     // When the kernel dropped frames into the TAPs, by second of the run (the connect burst or later).
