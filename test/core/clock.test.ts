@@ -92,7 +92,7 @@ describe('ChargeMeter', () => {
     const outer = { pause: () => undefined, resume: () => undefined };
     clock.meter = outer;
     m.run(() => {
-      assert.equal(clock.meter, m, 'the meter is the clock\'s for the run');
+      assert.equal(clock.meter, m, "the meter is the clock's for the run");
       work += 3;
       // Hardware, as the switch does: pause, its own work, resume.
       clock.meter!.pause();
