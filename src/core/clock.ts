@@ -18,6 +18,15 @@ export interface Timer {
   unref(): this;
 }
 
+/**
+ * What charges this thread's real time to a clock that only moves when told (`Clock.elapse`).
+ * Simulated hardware stops it while it works (see `Clock.meter`).
+ */
+export interface WorkMeter {
+  pause(): void;
+  resume(): void;
+}
+
 export interface Clock {
   /** Milliseconds, monotonic, fractional. */
   now(): number;
@@ -30,6 +39,47 @@ export interface Clock {
    * in order, as they would behind a busy thread. Absent on clocks that follow real time.
    */
   elapse?(ms: number): void;
+  /**
+   * The meter charging this thread's real time to this clock now, if any. Simulated hardware (the
+   * in-memory switch and its wires) pauses it while it works: on a real network that work is the
+   * switch's, done beside the host, and a move charged it made every peer wait for the simulator
+   * (a tenth of a failover's hand-over turns was the switch taking the prods' frames).
+   */
+  meter?: WorkMeter | null;
+}
+
+/**
+ * Charge `clock` the real time a synchronous piece of work takes (`run`), less what simulated
+ * hardware spent inside it: installed as the clock's meter for the run, the previous one put back.
+ */
+export class ChargeMeter implements WorkMeter {
+  private t0 = -1;
+  constructor(
+    private readonly clock: Clock,
+    private readonly now: () => number = () => performance.now(),
+  ) {}
+
+  run<T>(fn: () => T): T {
+    const prev = this.clock.meter ?? null;
+    this.clock.meter = this;
+    this.t0 = this.now();
+    try {
+      return fn();
+    } finally {
+      this.pause();
+      this.clock.meter = prev;
+    }
+  }
+
+  pause(): void {
+    if (this.t0 < 0) return;
+    this.clock.elapse?.(this.now() - this.t0);
+    this.t0 = -1;
+  }
+
+  resume(): void {
+    if (this.clock.meter === this && this.t0 < 0) this.t0 = this.now();
+  }
 }
 
 class RealTimer implements Timer {
@@ -142,6 +192,7 @@ export class VirtualClock implements Clock {
   private stale = 0;
   /** Called whenever a ref'd timer is armed, so a driver can wake up. */
   onWork: (() => void) | null = null;
+  meter: WorkMeter | null = null;
 
   constructor(startMs = 0) {
     this.t = startMs;

@@ -9,18 +9,18 @@ import type { AddressBook } from '../state/path-state.ts';
 import type { TcpState } from '../state/tcp-state.ts';
 import { hardStateOf } from './hard-state.ts';
 import { HostNic } from './host-nic.ts';
-import {
-  type ConnKey,
-  connKeyId,
-  type InitiateOptions,
-  type InitiateResult,
-  type NicCounterSnapshot,
-  type SalvageRecord,
-  type TerminateOptions,
-  type Transfer,
+import type {
+  ConnKey,
+  InitiateOptions,
+  InitiateResult,
+  NicCounterSnapshot,
+  SalvageRecord,
+  TerminateOptions,
+  Transfer,
 } from './nic.ts';
 import { NicEngine } from './nic-engine.ts';
 import { SameThreadTransport } from './transport.ts';
+import { TupleMap } from './tuple-map.ts';
 
 export interface LocalNicOptions {
   id: string;
@@ -58,7 +58,7 @@ export class LocalNic extends HostNic {
   readonly engine: NicEngine;
   private readonly here: SameThreadTransport;
   /** What died with the NIC, or went into a transfer it damaged, until the host salvages it. */
-  private readonly leftovers = new Map<string, LocalSalvage>();
+  private readonly leftovers = new TupleMap<LocalSalvage>();
   /** Fault injection (tests). */
   readonly faults: LocalNicFaults = {};
   /**
@@ -209,9 +209,10 @@ export class LocalNic extends HostNic {
     return out;
   }
   protected salvageOne(key: ConnKey): SalvageRecord | undefined {
-    const id = connKeyId(key);
-    const l = this.leftovers.get(id);
-    if (l !== undefined) this.leftovers.delete(id);
+    // By the tuple's numbers: a string key per connection was a fifth of a crash's rebuild of
+    // 10,000 (made, hashed and looked up in a map of 10,000 strings, on the charged clock).
+    const l = this.leftovers.get(key);
+    if (l !== undefined) this.leftovers.delete(key);
     return l;
   }
 
@@ -223,7 +224,7 @@ export class LocalNic extends HostNic {
       remoteIp: c.remoteIp,
       remotePort: c.remotePort,
     };
-    this.leftovers.set(connKeyId(key), {
+    this.leftovers.set(key, {
       key,
       hard: hardStateOf(s),
       sendRing: s.delegated.sendBuffer,

@@ -1,5 +1,5 @@
 import type { Worker } from 'node:worker_threads';
-import type { Clock } from '../core/clock.ts';
+import { ChargeMeter, type Clock } from '../core/clock.ts';
 import {
   ChimneyError,
   ConnectionError,
@@ -50,7 +50,12 @@ export class SameThreadTransport implements NicTransport {
     private readonly clock: Clock,
     /** Charge each request's real duration to the clock (`Clock.elapse`) while this says so. */
     private readonly charge: () => boolean,
-  ) {}
+  ) {
+    this.meter = new ChargeMeter(clock);
+  }
+
+  /** Charges a verb's real time, the simulated switch's part of it left out. */
+  private readonly meter: ChargeMeter;
 
   request<R extends WorkerRequest>(r: R): Promise<WorkerReply<R['op']>> {
     // The answer is built here from the request itself, so it is the requested verb's.
@@ -66,14 +71,10 @@ export class SameThreadTransport implements NicTransport {
   run<T>(fn: () => T): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       this.clock.defer(() => {
-        const charge = this.charge();
-        const t0 = charge ? performance.now() : 0;
         try {
-          resolve(fn());
+          resolve(this.charge() ? this.meter.run(fn) : fn());
         } catch (e) {
           reject(e);
-        } finally {
-          if (charge) this.clock.elapse?.(performance.now() - t0);
         }
       });
     });

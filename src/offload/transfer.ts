@@ -1,3 +1,4 @@
+import { ChargeMeter, type WorkMeter } from '../core/clock.ts';
 import { ConnectionError } from '../core/errors.ts';
 import { decodeReleasedBy, HostNic } from '../nic/host-nic.ts';
 import { LocalNic } from '../nic/local-nic.ts';
@@ -593,6 +594,9 @@ export class TransferProtocol {
    */
   async metered<T>(fn: () => Promise<T>): Promise<T> {
     if (!this.chargeWallTime) return fn();
+    const clock = this.stack.clock;
+    const prev = clock.meter ?? null;
+    clock.meter = this.offSwitch;
     this.metering = true;
     this.mark = this.workNow();
     try {
@@ -600,6 +604,8 @@ export class TransferProtocol {
     } finally {
       this.pause();
       this.metering = false;
+      this.offSwitchPaused = false;
+      clock.meter = prev;
     }
   }
 
@@ -607,13 +613,26 @@ export class TransferProtocol {
   charged<T>(fn: () => T): T {
     // Called from transfer code, the meter is running already.
     if (!this.chargeWallTime || this.mark >= 0) return fn();
-    const t0 = this.workNow();
-    try {
-      return fn();
-    } finally {
-      this.stack.clock.elapse?.(this.workNow() - t0);
-    }
+    return new ChargeMeter(this.stack.clock, this.workNow).run(fn);
   }
+
+  /**
+   * The meter as simulated hardware sees it (Clock.meter): stopped while the switch works, and
+   * started again only if it ran then (between turns, while a verb is awaited, it stays stopped).
+   */
+  private offSwitchPaused = false;
+  private readonly offSwitch: WorkMeter = {
+    pause: () => {
+      if (this.mark < 0) return;
+      this.pause();
+      this.offSwitchPaused = true;
+    },
+    resume: () => {
+      if (!this.offSwitchPaused) return;
+      this.offSwitchPaused = false;
+      this.resume();
+    },
+  };
 
   /** Await `p` with the meter stopped. */
   async wait<T>(p: Promise<T>): Promise<T> {

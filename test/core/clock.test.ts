@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { VirtualClock } from '../../src/core/clock.ts';
+import { ChargeMeter, VirtualClock } from '../../src/core/clock.ts';
 import { SeededRandom } from '../../src/core/random.ts';
 import { ByteRing } from '../../src/state/byte-ring.ts';
 
@@ -81,6 +81,33 @@ describe('VirtualClock', () => {
     c.defer(() => seen.push(2));
     c.runDue();
     assert.deepEqual(seen, [1, 2]);
+  });
+});
+
+describe('ChargeMeter', () => {
+  test('charges the work of a run, less what simulated hardware paused it for', () => {
+    const clock = new VirtualClock(0);
+    let work = 0;
+    const m = new ChargeMeter(clock, () => work);
+    const outer = { pause: () => undefined, resume: () => undefined };
+    clock.meter = outer;
+    m.run(() => {
+      assert.equal(clock.meter, m, "the meter is the clock's for the run");
+      work += 3;
+      // Hardware, as the switch does: pause, its own work, resume.
+      clock.meter!.pause();
+      assert.equal(clock.now(), 3, 'charged so far, at the pause');
+      work += 100;
+      clock.meter!.resume();
+      work += 2;
+    });
+    assert.equal(clock.now(), 5);
+    assert.equal(clock.meter, outer, 'the previous meter is back');
+    // A resume after the run does not start it again.
+    m.resume();
+    work += 7;
+    m.pause();
+    assert.equal(clock.now(), 5);
   });
 });
 

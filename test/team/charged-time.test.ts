@@ -46,12 +46,12 @@ function costPerForward(tcp: TeamRig['host']['stack']['tcp'], meter: ReturnType<
   };
 }
 
-/** Charge 1 ms per connection the host points at a NIC. */
-function chargePerSettle(rig: TeamRig, on: boolean): void {
-  costPerForward(rig.host.stack.tcp, meterOn(rig.manager, on));
-}
-
-async function failover(kind: FaultKind, charge: boolean) {
+/** `withMeter`: more work the meter is to count, hooked into the rig once it charges. */
+async function failover(
+  kind: FaultKind,
+  charge: boolean,
+  withMeter?: (rig: TeamRig, meter: ReturnType<typeof workMeter>) => void,
+) {
   const r = await runScenario({
     seed: 5,
     nics: 2,
@@ -59,7 +59,11 @@ async function failover(kind: FaultKind, charge: boolean) {
     bytes: 60_000,
     faults: [{ at: 3, kind, nic: 0 }],
     offloadTo: 0,
-    onRig: (rig) => chargePerSettle(rig, charge),
+    onRig: (rig) => {
+      const meter = meterOn(rig.manager, charge);
+      costPerForward(rig.host.stack.tcp, meter);
+      withMeter?.(rig, meter);
+    },
   });
   assertClean(r);
   const f = r.rig.team.failovers.find((x) => x.nic === r.rig.nics[0]!.id);
@@ -241,5 +245,26 @@ describe('failover on the simulator is charged the time its moves take', () => {
     assert.ok(scans > 0, 'the watch scans outside the failover');
     assert.equal(scansMoving, 0);
     assert.ok(r.rig.counters.get('team.progress.skipped-moving') > 0);
+  });
+
+  test("carrier: the simulated switch's work is not charged, what the stack does is", async () => {
+    // 1 ms of work per frame the switch takes in, and 1 ms per connection the host points at a
+    // NIC. On a real network the switch runs beside the host: a move that charged its work made
+    // every peer wait for the simulator (a tenth of a carrier failover's hand-over turns).
+    let frames = 0;
+    const f = await failover('cut', true, (rig, meter) => {
+      const pool = rig.net.switch.pool;
+      const take = pool.take.bind(pool);
+      pool.take = (...args: Parameters<typeof pool.take>) => {
+        frames++;
+        meter.cost();
+        return take(...args);
+      };
+    });
+    assert.ok(frames >= CONNS, `${frames} frames through the switch`);
+    // Exactly CONNS ms of the stack's work (forwards), none of the switch's, though every moved
+    // connection sent at least one frame inside its move.
+    assert.ok(f.resumeMs >= CONNS - 1e-6, `${f.resumeMs} ms >= ${CONNS} ms of charged work`);
+    assert.ok(f.resumeMs < CONNS + 1, `${f.resumeMs} ms: the switch's frames were charged`);
   });
 });
