@@ -22,6 +22,12 @@ export interface WorkerOffloadBenchResult {
   upload: TransferFigures;
   /** Records read into pooled states (TransferRecord.readInto) during the timed transfers: by the host, by the workers. */
   pooled: { host: number; workers: number };
+  /**
+   * Four-tuple table entries made over the run's transfers (warm-up included): by the WorkerNics'
+   * tables on the host, and by the workers' (four-tuple table, slots, pooled states). With spares,
+   * only a connection's first visit to a worker makes any.
+   */
+  tableEntries: { host: number; workers: number };
   throughput: {
     connections: number;
     bytesEach: number;
@@ -95,6 +101,10 @@ export async function benchOffloadWorker(
     host: wh.nics.reduce((a, n) => a + n.pooledReads, 0),
     workers: sum('nic.initiate.pooled'),
   };
+  const tableEntries = {
+    host: wh.nics.reduce((a, n) => a + n.tableEntriesMade, 0),
+    workers: sum('nic.tables.entries-made'),
+  };
   for (const s of sockets) s.destroy();
   await net.sleep(50);
 
@@ -136,6 +146,7 @@ export async function benchOffloadWorker(
     recordFallbacks: sum('nic.worker.record-fallbacks') + sum('nic.terminate.record-fallbacks'),
     ...times,
     pooled,
+    tableEntries,
     throughput: {
       connections: streams,
       bytesEach,

@@ -29,13 +29,15 @@ const SPARE_ENTRIES = 1024;
 export class TupleMap<V> {
   private readonly map = new Map<number, Entry<V>>();
   private count = 0;
+  /** The most tuples the map has held at once: what its spares may hold (see `delete`). */
+  private peak = 0;
   private made = 0;
   /** Entries deleted, for the next tuple set (`keepSpares`). */
   private readonly spare: Entry<V>[] = [];
 
   /**
    * @param keepSpares keep deleted entries for the next tuples set, at most as many as the map
-   * holds (or SPARE_ENTRIES while it holds few). For a long-lived map whose tuples come and go
+   * has held at once (or SPARE_ENTRIES while it has held few). For a long-lived map whose tuples come and go
    * (a worker's connections, by slot and by pooled state): each move made an entry at the
    * destination that lived, and was promoted, until the connection's next move. A key that
    * `entries()` or iteration gave names its tuple only until that tuple is deleted: a spare is
@@ -96,7 +98,7 @@ export class TupleMap<V> {
     }
     if (last === null) this.map.set(h, entry);
     else last.next = entry;
-    this.count++;
+    if (++this.count > this.peak) this.peak = this.count;
     return this;
   }
 
@@ -111,7 +113,12 @@ export class TupleMap<V> {
       else if (e.next !== null) this.map.set(h, e.next);
       else this.map.delete(h);
       this.count--;
-      if (this.keepSpares && this.spare.length < Math.max(SPARE_ENTRIES, this.count)) {
+      // Bounded by the most the map has held, not by what it holds now: a worker that moves its
+      // ten thousand connections away empties its maps, and a bound by the current size kept
+      // half of the entries (the other half were made again by the next ten thousand to come).
+      // Entries are made only when no spare is left, so spares and tuples together never exceed
+      // that peak.
+      if (this.keepSpares && this.spare.length < Math.max(SPARE_ENTRIES, this.peak)) {
         // Nothing of the deleted tuple's value stays reachable from the spare.
         e.next = null;
         e.value = undefined as V;

@@ -552,7 +552,11 @@ export class WorkerNic extends HostNic {
   private readonly flagsAt: number;
   private readonly qLen: number;
   private readonly handles = new Map<number, WorkerConnectionHandle>();
-  private readonly byKey = new TupleMap<WorkerConnectionHandle>();
+  /**
+   * With spares: each connection moved here took a new entry that lived, and was promoted, until
+   * its next move (as the worker's own maps did, see TupleMap).
+   */
+  private readonly byKey = new TupleMap<WorkerConnectionHandle>(true);
   private readonly rxBatch: FrameBatcher;
   private readonly hostBatch: FrameBatcher;
   private readonly watchdog: Timer;
@@ -1278,6 +1282,11 @@ export class WorkerNic extends HostNic {
   /** Installs here that took up the connection's handle from its last stay here (BlockViews.handles). */
   revivedHandles = 0;
 
+  /** Entries this NIC's own tables made on the host (by four-tuple: handles, released by reference). */
+  get tableEntriesMade(): number {
+    return this.byKey.entriesMade + this.passedUp.entriesMade;
+  }
+
   terminate(keys: ConnKey[] | 'all'): Promise<Uint8Array>;
   terminate(keys: ConnKey[] | 'all', opts: TerminateOptions): Promise<Transfer>;
   /**
@@ -1341,7 +1350,7 @@ export class WorkerNic extends HostNic {
    * for them (it passes up what arrives for them: the transfer holds them frozen in the host), so
    * it holds no segment of theirs until one is installed there again.
    */
-  private readonly passedUp = new TupleMap<true>();
+  private readonly passedUp = new TupleMap<true>(true);
 
   /**
    * Released by reference, the worker holds nothing for them: answered here, without waking the

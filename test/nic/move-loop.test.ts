@@ -31,6 +31,8 @@ describe('a loop of moves on WorkerNics', () => {
         // Table entries (four-tuple, slots, pooled states): taken up again from the tables'
         // spares by connections that come back, not made per move.
         entriesMade: c.map((x) => x['nic.tables.entries-made']),
+        // The same of the WorkerNics' tables on the host (handles by tuple, released by reference).
+        hostEntriesMade: [n0.tableEntriesMade, n1.tableEntriesMade],
         // Every connection's block is shared memory: one per connection, handed on by moves.
         arrayBuffers: process.memoryUsage().arrayBuffers,
         host: wh.stack.tcp.size,

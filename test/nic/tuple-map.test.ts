@@ -98,4 +98,27 @@ describe('TupleMap', () => {
       [...Array(300).keys()],
     );
   });
+
+  test('a map emptied of more tuples than SPARE_ENTRIES keeps them all as spares for the next ones', () => {
+    // As a worker whose 3,000 connections all move away, then 3,000 others (or the same) come:
+    // bounded by the tuples it held at each delete, the map kept 1,500 spares and made 1,500
+    // entries again on every such round (10,000 connections: 5,000 a move and map).
+    const m = new TupleMap<number>(true);
+    const key = (i: number): ConnKey => ({
+      localIp: 0x0a000001,
+      localPort: i & 0xffff,
+      remoteIp: 0x0a000002 + (i >> 16),
+      remotePort: 80,
+    });
+    const N = 3000;
+    for (let round = 0; round < 4; round++) {
+      const base = round % 2 === 0 ? 0 : 70_000;
+      for (let i = 0; i < N; i++) m.set(key(base + i), base + i);
+      assert.equal(m.size, N);
+      for (let i = 0; i < N; i++) assert.equal(m.get(key(base + i)), base + i);
+      for (let i = 0; i < N; i++) assert.ok(m.delete(key(base + i)));
+      assert.equal(m.size, 0);
+    }
+    assert.equal(m.entriesMade, N, 'half again per round before');
+  });
 });

@@ -190,4 +190,23 @@ describe('ConnTable over a shared store', () => {
     assert.equal(host.unhold(...T), fwd);
     assert.deepEqual([host.heldSize, nic.heldSize], [0, 0]);
   });
+
+  test('a table emptied of more connections than SPARE_ENTRIES keeps all their entries for the next ones', () => {
+    // As a worker whose 3,000 connections all move away and come back: bounded by the entries in
+    // use at each prune, the store kept 1,500 spares and made 1,500 entries again on each round.
+    const t = new ConnTable();
+    const N = 3000;
+    const conns = Array.from({ length: N }, (_, i) => conn(10_000 + i));
+    for (let round = 0; round < 4; round++) {
+      for (const c of conns) t.add(c);
+      assert.equal(t.size, N);
+      for (const c of conns) assert.equal(t.lookup(HOST, c.state.const.localPort, PEER, 80), c);
+      for (const c of conns) assert.ok(t.remove(c));
+      assert.equal(t.size, 0);
+      // Placeholders take up the same spares.
+      for (let i = 0; i < N; i++) t.hold(HOST, 20_000 + i, PEER2, 80);
+      for (let i = 0; i < N; i++) assert.ok(t.unhold(HOST, 20_000 + i, PEER2, 80));
+    }
+    assert.equal(t.entriesMade, N, 'half again per round before');
+  });
 });

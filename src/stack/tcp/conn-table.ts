@@ -95,10 +95,16 @@ class Store {
   /**
    * Entries pruned, for the next tuple: a connection that leaves a worker (its placeholder
    * dropped at once) and comes back made an entry and its links each time, which lived until the
-   * next move. At most as many as the store has tuples in use (and a thousand while it has few),
-   * so the spares never take more than the table itself.
+   * next move. At most as many as the store has had entries in use at once (`peak`; and a
+   * thousand while it has had few): entries are made only when no spare is left, so spares and
+   * entries in use together never take more than the table did at its fullest. (Bounded by the
+   * entries in use now, a worker that moved its ten thousand connections away kept half of them,
+   * and the next ten thousand to come made the other half again.)
    */
   readonly spare: TableEntry[] = [];
+  /** Entries in the map now, and the most it has held at once. */
+  inUse = 0;
+  peak = 0;
   /** Entries made while another of their tuple existed, not yet pruned. */
   twins = 0;
 }
@@ -499,6 +505,7 @@ export class ConnTable {
     e.remoteIp = remoteIp;
     e.remotePort = remotePort;
     e.twin = twin;
+    if (++this.store.inUse > this.store.peak) this.store.peak = this.store.inUse;
     if (head === undefined) this.store.map.set(h, e);
     else {
       e.next = head.next;
@@ -557,7 +564,8 @@ export class ConnTable {
     // Its lists' links are null (each list's remove cleared them); `sole` never takes it for a
     // connection's own entry again (its `conn` is null until the next one runs in it).
     e.next = null;
+    this.store.inUse--;
     const spare = this.store.spare;
-    if (spare.length < Math.max(SPARE_ENTRIES, map.size)) spare.push(e);
+    if (spare.length < Math.max(SPARE_ENTRIES, this.store.peak)) spare.push(e);
   }
 }

@@ -77,8 +77,12 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
    * layer of the same thread (TcpLayer.attach), with its rings, timer, RACK log and SACK board.
    */
   engine: TcpEngine;
-  /** @internal */
-  readonly timer: Timer;
+  /**
+   * The connection's one timer, made when it is first armed: an idle connection (no data in
+   * flight, no keepalive, no TIME_WAIT) has no deadline, and ten thousand of them handed to a NIC
+   * they had never run on made ten thousand timers (three objects each) that nothing armed.
+   */
+  private wake: Timer | null = null;
   /** @internal Listener that created this passive open, until it is accepted. */
   listener: ListenerRef | null = null;
   /** @internal TcpEvent bits not yet delivered. */
@@ -150,8 +154,28 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
     this.engine = engine;
     this.state = state;
     this.oooBytes = oooBytesOf(state.soft.ooo);
-    this.timer = engine.env.clock.createTimer(() => onConnectionTimer(this));
     this.rack.bind(state.soft);
+  }
+
+  /** @internal The timer, made now if it was not yet (to arm it: disarmTimer and timerArmed make none). */
+  get timer(): Timer {
+    let t = this.wake;
+    if (t === null) {
+      t = this.engine.env.clock.createTimer(() => onConnectionTimer(this));
+      this.wake = t;
+      this.engine.env.counters.inc('tcp.timers.made');
+    }
+    return t;
+  }
+
+  /** @internal */
+  get timerArmed(): boolean {
+    return this.wake?.armed === true;
+  }
+
+  /** @internal */
+  disarmTimer(): void {
+    this.wake?.disarm();
   }
 
   get localIp(): number {

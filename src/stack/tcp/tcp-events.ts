@@ -31,7 +31,7 @@ export function terminate(conn: TcpConnection, error: ConnectionError | null, no
   d.keepaliveDeadline = inf;
   d.timeWaitDeadline = inf;
   conn.state.soft.delayedAckDeadline = inf;
-  conn.timer.disarm();
+  conn.disarmTimer();
   conn.engine.unlink(conn);
   if (notify) reportClosed(conn, error);
 }

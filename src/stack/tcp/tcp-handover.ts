@@ -207,7 +207,7 @@ export class Handover {
     // cumulatively acknowledged, so a peer that reneges loses nothing (an RTO drops the
     // scoreboard, as Linux's does).
     s.soft.ackNow = false;
-    conn.timer.disarm();
+    conn.disarmTimer();
     conn.timerTarget = Number.POSITIVE_INFINITY;
     // The placeholder first, in the connection's own entry (as `detach`): the entry never empties,
     // so it is not unchained from its hash and made again for the placeholder, a tuple hashed

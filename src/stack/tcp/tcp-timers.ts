@@ -36,11 +36,11 @@ export function scheduleTimer(conn: TcpConnection): void {
   if (conn.rack.reoDeadline < t) t = conn.rack.reoDeadline;
   if (d.state === TcpStateId.CLOSED) t = INF;
   if (t === INF) {
-    if (conn.timer.armed) conn.timer.disarm();
+    conn.disarmTimer();
     conn.timerTarget = INF;
     return;
   }
-  if (!conn.timer.armed || conn.timerTarget !== t) {
+  if (!conn.timerArmed || conn.timerTarget !== t) {
     conn.timerTarget = t;
     conn.timer.armAt(t);
   }
