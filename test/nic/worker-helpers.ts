@@ -32,6 +32,7 @@ export function addWorkerHost(
     count?: number;
     policy?: Partial<OffloadPolicy>;
     ringCapacity?: number;
+    placementRing?: number;
     heartbeatMs?: number;
     capacity?: number;
     /** Dual stack: fd00::1/64 beside 10.0.0.1 (no DAD, no router solicitations). */
@@ -47,6 +48,7 @@ export function addWorkerHost(
         link: port,
         seed: 100 + i,
         ringCapacity: opts.ringCapacity,
+        placementRing: opts.placementRing,
         capacity: opts.capacity,
         heartbeatMs: opts.heartbeatMs,
       }),
