@@ -401,7 +401,10 @@ export class WorkerConnectionHandle implements ConnectionHandle {
   }
 
   get readableLength(): number {
-    return this.growing === null ? this.recvRing.length : 0;
+    // Mid-grow the old ring's unread bytes are the connection's still (the worker carries them to
+    // the new ring), though read() takes none of them until it has: a length of 0 would let a
+    // socket that heard the peer's FIN end the stream before them.
+    return this.recvRing.length;
   }
   get writableLength(): number {
     return this.sendRing.length;
@@ -509,6 +512,7 @@ export class WorkerConnectionHandle implements ConnectionHandle {
     if (g === null) return;
     this.growing = null;
     this.sendRing = g.oldSend;
+    if (this.recvRing.length > 0) this._event(EV_READABLE, null);
   }
 
   /** @internal Events from the worker. Delivered even while detached: the socket holds them. */
@@ -1808,8 +1812,10 @@ export class WorkerNic extends HostNic {
       if (this.byKey.get(h) === h) this.byKey.delete(h);
       this.conns--;
       this.dropGrown(h);
-      // Freed before the worker saw the grow (it answers 'grown' first otherwise): the old block holds.
-      h._abandonGrow();
+      // The worker answers 'grown' before it frees the slot, so a grow still open here was not
+      // seen there, and the old block holds; unless the new record says otherwise.
+      if (h.growing?.views.record.read(emptyHardState()) === true) h._finishGrow();
+      else h._abandonGrow();
     }
   }
 

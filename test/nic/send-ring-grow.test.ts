@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import type { TestContext } from 'node:test';
 import { describe, test } from 'node:test';
+import { emptyHardState } from '../../src/nic/hard-state.ts';
 import type { LocalNic } from '../../src/nic/local-nic.ts';
 import { SimNetwork } from '../../src/sim/sim-network.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
@@ -30,17 +31,25 @@ async function workerRig(t: TestContext, seed: number) {
   // The second: the host's own frames go out through the first (NicGroupLink), alive when this one is killed.
   const nic = wh.nics[1]!;
   await Promise.all(wh.nics.map((n) => n.ready()));
+  // The peer answers too, so the receive ring has bytes to carry across a switch.
+  const back = randomBytes(seed + 1000, 400_000);
   const got = new Promise<Buffer>((resolve, reject) => {
-    peer.createServer((s) => collect(s).then(resolve, reject)).listen({ port: 5000 });
+    peer
+      .createServer({ allowHalfOpen: true }, (s) => {
+        collect(s).then(resolve, reject);
+        s.end(back);
+      })
+      .listen({ port: 5000 });
   });
   await wh.host.ping('10.0.0.2');
-  const s = wh.host.connect({ port: 5000, host: '10.0.0.2' });
+  const s = wh.host.connect({ port: 5000, host: '10.0.0.2', allowHalfOpen: true });
+  const answer = collect(s);
   await once(s, 'connect');
   const key = socketKey(s);
   assert.equal((await wh.offload.offload([key], nic)).moved.length, 1);
   const h = nic.handle(key)!;
   assert.equal(h.sendRing.capacity, PLACED, 'placed with the small ring');
-  return { net, wh, nic, s, key, h, got };
+  return { net, wh, nic, s, key, h, got, answer, back };
 }
 
 async function until(net: SimNetwork, what: string, ok: () => boolean, ms = 10_000): Promise<void> {
@@ -60,7 +69,7 @@ describe('a send ring that grows with the connection', () => {
   test('WorkerNic: the ring grows past its placement while data flows, every byte intact', {
     timeout: 60_000,
   }, async (t) => {
-    const { nic, s, h, got } = await workerRig(t, 61);
+    const { nic, s, h, got, answer, back } = await workerRig(t, 61);
     const data = randomBytes(61, 1_000_000);
     send(s, data);
     let grown = 0;
@@ -71,6 +80,7 @@ describe('a send ring that grows with the connection', () => {
     clearInterval(watch);
     assert.equal(out.length, data.length);
     assert.equal(sha256(out), sha256(data), 'every byte, in order, across the switches');
+    assert.equal(sha256(await answer), sha256(back), 'and every byte the other way');
     const c = (await nic.counterSnapshot()).values;
     assert.ok((c['nic.sndbuf.grown'] ?? 0) >= 1, `the worker switched rings: ${JSON.stringify(c)}`);
     assert.ok(grown > PLACED, `the ring grew past ${PLACED}: ${grown}`);
@@ -80,7 +90,7 @@ describe('a send ring that grows with the connection', () => {
     test(`WorkerNic: a worker killed mid-grow (${when}) is rebuilt in the host intact`, {
       timeout: 60_000,
     }, async (t) => {
-      const { net, wh, nic, s, key, h, got } = await workerRig(t, when.startsWith('before') ? 62 : 63);
+      const { net, wh, nic, s, key, h, got, answer, back } = await workerRig(t, when.startsWith('before') ? 62 : 63);
       const self = nic as unknown as {
         post: (m: { t: string }, tr?: unknown) => void;
         onMessage: (m: { t: string }) => void;
@@ -101,8 +111,13 @@ describe('a send ring that grows with the connection', () => {
       const data = randomBytes(62, 600_000);
       send(s, data);
       await until(net, 'a grow to begin', () => h.growing !== null);
-      // Let the worker ack its way through the old ring (or run on the new one) for a while.
-      await net.sleep(100);
+      if (when.startsWith('before')) {
+        // Let the worker ack its way through the old ring, and the peer's bytes pile up in it.
+        await net.sleep(50);
+      } else {
+        const g = h.growing!;
+        await until(net, 'the worker to move', () => g.views.record.read(emptyHardState()));
+      }
       assert.notEqual(h.growing, null, 'still mid-grow');
       await nic.kill();
       const r = await wh.offload.recover(nic, 'host', [key]);
@@ -110,6 +125,7 @@ describe('a send ring that grows with the connection', () => {
       const out = await got;
       assert.equal(out.length, data.length);
       assert.equal(sha256(out), sha256(data), 'every byte, in order, after the rebuild');
+      assert.equal(sha256(await answer), sha256(back), 'and every byte the other way');
     });
 
   test('simulator: a host connection on a fixed ring no longer sends a ring per round trip once it grows', {
