@@ -86,11 +86,17 @@ describe('a send ring that grows with the connection', () => {
     assert.ok(grown > PLACED, `the ring grew past ${PLACED}: ${grown}`);
   });
 
-  for (const when of ['before the worker switched', 'after the worker switched, before the host heard'] as const)
+  for (const when of [
+    'before the worker switched',
+    'after the worker switched, before the host heard',
+  ] as const)
     test(`WorkerNic: a worker killed mid-grow (${when}) is rebuilt in the host intact`, {
       timeout: 60_000,
     }, async (t) => {
-      const { net, wh, nic, s, key, h, got, answer, back } = await workerRig(t, when.startsWith('before') ? 62 : 63);
+      const { net, wh, nic, s, key, h, got, answer, back } = await workerRig(
+        t,
+        when.startsWith('before') ? 62 : 63,
+      );
       const self = nic as unknown as {
         post: (m: { t: string }, tr?: unknown) => void;
         onMessage: (m: { t: string }) => void;

@@ -18,7 +18,6 @@ import { loadLibc } from '../../link/tap-sys.ts';
 import { AddressTable } from '../../stack/address-table.ts';
 import { seqAdd, seqLeq } from '../../stack/tcp/seq.ts';
 import type { TcpConnection } from '../../stack/tcp/tcp-connection.ts';
-import { maybeGrowSendRing } from '../../stack/tcp/tcp-mem.ts';
 import {
   canReceive,
   deliverEvents,
@@ -27,10 +26,11 @@ import {
   OUTPUT_BUDGET_BYTES,
   windowWorthAnnouncing,
 } from '../../stack/tcp/tcp-drive.ts';
+import { maybeGrowSendRing } from '../../stack/tcp/tcp-mem.ts';
 import type { TcpUser } from '../../stack/tcp/tcp-types.ts';
 import { ByteRing } from '../../state/byte-ring.ts';
-import { sharedRingAdvance, sharedRingPositions } from '../../state/shared-ring.ts';
 import type { OffloadTree } from '../../state/offload-tree.ts';
+import { sharedRingAdvance, sharedRingPositions } from '../../state/shared-ring.ts';
 import { encodeBatch } from '../../state/state-codec.ts';
 import type { TcpState } from '../../state/tcp-state.ts';
 import { validateTrees } from '../../state/validate.ts';

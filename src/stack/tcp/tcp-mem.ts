@@ -4,7 +4,6 @@ import { ByteRing } from '../../state/byte-ring.ts';
 import type { OooSegment, TcpCached } from '../../state/tcp-state.ts';
 import type { TcpConnection } from './tcp-connection.ts';
 
-
 /**
  * Buffers a connection made under memory pressure gets, each way: Linux clamps the window of a
  * socket under pressure to four segments (tcp_select_window, rcv_ssthresh ≤ 4 advmss); four
