@@ -19,6 +19,7 @@ import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
 import { ByteRing } from '../state/byte-ring.ts';
 import { flattenTrees, type OffloadTree } from '../state/offload-tree.ts';
 import type { AddressBook } from '../state/path-state.ts';
+import { sharedRingAdvance, sharedRingCopy, sharedRingPositions } from '../state/shared-ring.ts';
 import { decodeBatch, encodeBatch, releaseTreeAddresses } from '../state/state-codec.ts';
 import type { TcpState } from '../state/tcp-state.ts';
 import { validateTrees } from '../state/validate.ts';
@@ -30,6 +31,7 @@ import {
   type HardState,
   HardStateRecord,
   keepReleasedBlocks,
+  RING_BUDGET_BYTES,
   ringUnderLoad,
   TRANSFER_RECORD_AT,
   takeReleasedBlock,
@@ -53,7 +55,7 @@ import {
 import { OWNER_HOST, splitForRecords, TransferRecord } from './transfer-record.ts';
 import { fromWireError, PortTransport, type WorkerNotice } from './transport.ts';
 import { TupleMap } from './tuple-map.ts';
-import { blockOfRings, sameBlock } from './worker/conn-blocks.ts';
+import { blockOfRings, sameBlock, slabIdOf } from './worker/conn-blocks.ts';
 import { OwnerTable } from './worker/owner-table.ts';
 import {
   BELL_READ,
@@ -83,6 +85,7 @@ import {
   newTapHeld,
   ON_MALFORMED_ANSWER,
   publishTapHeld,
+  type RegrowBlock,
   type ToWorker,
   takeTapHeld,
   unhandled,
@@ -125,6 +128,12 @@ export interface WorkerNicOptions {
   seed?: number;
   /** Largest shared ring per direction and connection, bytes (default 256 KiB). */
   ringCapacity?: number;
+  /**
+   * The ring a connection gets when placed here (default ringCapacity; less under load,
+   * ringUnderLoad); a send ring grows from there up to ringCapacity while its sender is held by it
+   * (regrow).
+   */
+  placementRing?: number;
   /** The worker says it is alive this often (default 50 ms). */
   heartbeatMs?: number;
   /** Declared dead after this long without a heartbeat (default 2000 ms). */
@@ -195,6 +204,18 @@ function blockViews(block: ConnBlockRef, send: ByteRing, recv: ByteRing): BlockV
   };
   BLOCK_VIEWS.set(send, v);
   return v;
+}
+
+/** A block as a 'regrow' names it. */
+function regrowBlock(b: ConnBlockRef): RegrowBlock {
+  return {
+    sab: b.sab,
+    at: b.at,
+    send: b.send.offset,
+    sendCapacity: b.send.capacity,
+    recv: b.recv.offset,
+    recvCapacity: b.recv.capacity,
+  };
 }
 
 /** The views made for these rings earlier, if they are a block's rings (and still the same pair). */
@@ -303,15 +324,25 @@ export class WorkerConnectionHandle implements ConnectionHandle {
   readonly localPort: number;
   readonly remoteIp: number;
   readonly remotePort: number;
-  readonly sendRing: ByteRing;
-  readonly recvRing: ByteRing;
+  /** The send ring this thread writes: a grown one as soon as the host made it (see WorkerNic.regrow). */
+  sendRing: ByteRing;
+  recvRing: ByteRing;
   /** As of the latest EV_WRITABLE: the worker had sent everything in the send ring. */
   private dry = false;
-  readonly record: HardStateRecord;
+  record: HardStateRecord;
   /** The block's transfer record. */
-  readonly transfer: TransferRecord;
+  transfer: TransferRecord;
   /** The shared memory it runs on (handed on to the next worker when it moves). */
-  readonly block: ConnBlockRef;
+  block: ConnBlockRef;
+  /**
+   * A grow in progress (WorkerNic.regrow): the block the connection moves to, and the old send
+   * ring's read position its send ring was copied from. Until the worker says it moved, nothing is
+   * read from the receive ring (the worker copies what is unread) and `block`, `record`, `recvRing`
+   * are the old block's.
+   */
+  growing: { views: BlockViews; r0: number; oldSend: ByteRing } | null = null;
+  /** Bytes its grows added to the NIC's rings (WorkerNic's grow budget). */
+  grownBy = 0;
   /** connKeyId of its key, named when first asked (moves look handles up by the tuple). */
   private idRef: string | undefined;
   private userRef: TcpUser | null = null;
@@ -370,6 +401,9 @@ export class WorkerConnectionHandle implements ConnectionHandle {
   }
 
   get readableLength(): number {
+    // Mid-grow the old ring's unread bytes are the connection's still (the worker carries them to
+    // the new ring), though read() takes none of them until it has: a length of 0 would let a
+    // socket that heard the peer's FIN end the stream before them.
     return this.recvRing.length;
   }
   get writableLength(): number {
@@ -407,6 +441,7 @@ export class WorkerConnectionHandle implements ConnectionHandle {
       throw new InvalidArgumentError('read: range outside the destination buffer');
     }
     if (this.detached) throw new InvalidStateError('read: the connection has moved to another owner');
+    if (this.growing !== null) return 0;
     const n = this.recvRing.read(dst, off, len);
     if (n > 0 && !this.closedFlag) this.nic.ring(this.slot, BELL_READ);
     return n;
@@ -441,7 +476,43 @@ export class WorkerConnectionHandle implements ConnectionHandle {
 
   /** A consistent snapshot of the connection's hard state, read from shared memory. */
   hardState(out: HardState = emptyHardState()): HardState | null {
+    // Mid-grow, the new block's record once the worker wrote it (it then writes no other).
+    if (this.growing?.views.record.read(out) === true) return out;
     return this.record.read(out) ? out : null;
+  }
+
+  /** @internal The host made a larger block for this connection; its writes go there from now on. */
+  _beginGrow(views: BlockViews, r0: number): void {
+    this.growing = { views, r0, oldSend: this.sendRing };
+    this.sendRing = views.send;
+  }
+
+  /** @internal The worker moved the connection to the grown block (or died after it wrote its record there). */
+  _finishGrow(): void {
+    const g = this.growing;
+    if (g === null) return;
+    this.growing = null;
+    const v = g.views;
+    this.block = v.block;
+    this.sendRing = v.send;
+    this.recvRing = v.recv;
+    this.record = v.record;
+    this.transfer = v.transfer;
+    v.handles.push(this);
+    // Bytes that arrived meanwhile were held back from the socket: tell it now.
+    if (this.recvRing.length > 0) this._event(EV_READABLE, null);
+  }
+
+  /**
+   * @internal The worker no longer ran the connection in this slot when the grow came (it closed
+   * there): the old block stays the connection's, reads resume from it.
+   */
+  _abandonGrow(): void {
+    const g = this.growing;
+    if (g === null) return;
+    this.growing = null;
+    this.sendRing = g.oldSend;
+    if (this.recvRing.length > 0) this._event(EV_READABLE, null);
   }
 
   /** @internal Events from the worker. Delivered even while detached: the socket holds them. */
@@ -542,6 +613,7 @@ export class WorkerNic extends HostNic {
   recordFallbacks = 0;
   private readonly recordOwner = nextRecordOwner++;
   private readonly ringCapacity: number;
+  private readonly placementRing: number;
   readonly worker: Worker;
   /** @internal */
   readonly clock: Clock;
@@ -664,6 +736,7 @@ export class WorkerNic extends HostNic {
     this.heartbeatMs = heartbeatMs;
     this.capacity = capacity;
     this.ringCapacity = ringCapacity;
+    this.placementRing = Math.min(ringCapacity, opts.placementRing ?? ringCapacity);
     this.clock = opts.clock ?? new RealClock();
     this.doorbell = new Int32Array(sab);
     this.flagsAt = doorbellFlagsAt(capacity);
@@ -1070,6 +1143,7 @@ export class WorkerNic extends HostNic {
       if (h !== undefined) {
         this.byKey.delete(h);
         this.conns--;
+        this.dropGrown(h);
       }
     }
     for (const h of frozen) if (!handed.has(h)) h._reattach();
@@ -1096,6 +1170,7 @@ export class WorkerNic extends HostNic {
         this.byKey.delete(h);
         this.handles.delete(h.slot);
         this.conns--;
+        this.dropGrown(h);
       }
       const d = dst.byKey.get(h.key);
       if (d !== undefined) {
@@ -1224,7 +1299,7 @@ export class WorkerNic extends HostNic {
     byState: Map<TcpState, PreparedConn>,
   ): TupleMap<PreparedConn> {
     const out = new TupleMap<PreparedConn>();
-    const ring = ringUnderLoad(this.ringCapacity, this.conns + states.length);
+    const ring = ringUnderLoad(this.placementRing, this.conns + states.length);
     for (const s of states) {
       const key = keyOfState(s);
       const d = s.delegated;
@@ -1449,6 +1524,8 @@ export class WorkerNic extends HostNic {
   protected override addHostCounters(values: Record<string, number>): Record<string, number> {
     if (this.protocolErrors > 0) values['nic.worker.malformed'] = this.protocolErrors;
     if (this.recordFallbacks > 0) values['nic.worker.record-fallbacks'] = this.recordFallbacks;
+    if (this.grows > 0) values['nic.sndbuf.grow'] = this.grows;
+    if (this.growsRefused > 0) values['nic.sndbuf.grow-refused'] = this.growsRefused;
     return values;
   }
 
@@ -1491,7 +1568,109 @@ export class WorkerNic extends HostNic {
     this.handles.delete(h.slot);
     this.byKey.delete(h);
     this.conns--;
+    this.dropGrown(h);
+    if (h.growing !== null) return this.takeGrowing(h);
     return { key: h.key, hard: h.hardState(), sendRing: h.sendRing, recvRing: h.recvRing, user: h.user };
+  }
+
+  /**
+   * What is left of a connection whose worker stopped in the middle of a grow (see regrow): if
+   * the worker wrote the new block's record, it had moved whole to the new block. If not, the old
+   * record and receive ring are the truth, and the new send ring holds every byte the host wrote:
+   * from the old ring's position r0 on, so the worker's reads of the old ring past r0 (it ran on
+   * it until the end) are dropped from the new one, and the record's send ring position is put in
+   * the new ring's terms (the bytes it acknowledged after the record stay counted).
+   */
+  private takeGrowing(h: WorkerConnectionHandle): SalvageRecord {
+    const g = h.growing!;
+    const fresh = g.views.record.read(emptyHardState());
+    if (fresh) {
+      h._finishGrow();
+      return { key: h.key, hard: h.hardState(), sendRing: h.sendRing, recvRing: h.recvRing, user: h.user };
+    }
+    h.growing = null;
+    const old = g.oldSend.shared!;
+    const send = g.views.send;
+    const ref = send.shared!;
+    const oldRead = sharedRingPositions(old).read;
+    const consumed = sharedRingAdvance(old, g.r0, oldRead);
+    // The worker may have caught the new ring up part way before it stopped.
+    const caught = sharedRingPositions(ref).read;
+    if (consumed > caught) send.consume(consumed - caught);
+    const hard = h.hardState();
+    if (hard !== null) {
+      const p = sharedRingPositions(ref).read - sharedRingAdvance(old, hard.sendReadPos, oldRead);
+      hard.sendReadPos = p < 0 ? p + 2 * ref.capacity : p;
+    }
+    return { key: h.key, hard, sendRing: send, recvRing: h.recvRing, user: h.user };
+  }
+
+  // ---- a send ring that grows with the connection ----------------------------------------------
+
+  /** Bytes the grows of this NIC's connections added to its rings (bounded by RING_BUDGET_BYTES). */
+  private grownBytes = 0;
+  /** Grows begun, and asked for but refused (the budget), as `nic.sndbuf.grow` / `nic.sndbuf.grow-refused`. */
+  private grows = 0;
+  private growsRefused = 0;
+
+  private dropGrown(h: WorkerConnectionHandle): void {
+    this.grownBytes -= h.grownBy;
+    h.grownBy = 0;
+  }
+
+  /**
+   * The host's half of a send ring's growth (the worker asked: 'grow'). The host is the ring's only
+   * producer, the worker its only consumer, so the switch is made where each side owns its index:
+   *
+   * 1. Here: a new block (record, the larger send ring, a receive ring as large as the old), the
+   *    old send ring's bytes from its read position r0 to its write position copied in, and every
+   *    write of the application goes to the new ring from now on. The worker, still on the old
+   *    ring, only consumes: the bytes at [r0, write) stay as they are (only this thread writes
+   *    there), so the copy is exact whatever the worker does meanwhile. Reads of the receive ring
+   *    pause, and 'regrow' goes to the worker.
+   * 2. The worker (nic-worker.ts, regrow): consumes from the new send ring what it consumed from
+   *    the old since r0 (its own index, it knows exactly), copies the old receive ring's unread
+   *    bytes (nobody reads them: step 1 paused the host), runs the connection on the new block,
+   *    writes the new record, and answers 'grown'.
+   * 3. Here on 'grown': receive ring, record and transfer record are the new block's.
+   *
+   * The port is in order both ways, so anything the host asks after 'regrow' (a terminate, a close)
+   * finds the connection on the new block, and the terminate's answer comes after 'grown'. A worker
+   * that dies between 1 and 3 leaves either a new record (it got through 2: the new block is whole)
+   * or none (the old record and receive ring hold, the new send ring is caught up here): takeGrowing.
+   * The old block is no longer named by anyone once the move is done, and goes with its slab.
+   */
+  private regrow(h: WorkerConnectionHandle, want: number): void {
+    const old = h.block;
+    const cap = Math.min(want, this.ringCapacity);
+    const added = cap - old.send.capacity;
+    if (added <= 0 || this.grownBytes + added > RING_BUDGET_BYTES) {
+      this.growsRefused++;
+      return;
+    }
+    const next = allocConnBlock(cap, old.recv.capacity);
+    const send = ByteRing.createShared(cap, next.send);
+    const recv = ByteRing.createShared(old.recv.capacity, next.recv);
+    const views = blockViews(next, send, recv);
+    const { read: r0, write: w0 } = sharedRingPositions(old.send);
+    const n = sharedRingAdvance(old.send, r0, w0);
+    if (n > 0) {
+      const bytes = new Uint8Array(n);
+      sharedRingCopy(old.send, r0, bytes);
+      send.write(bytes);
+    }
+    h._beginGrow(views, r0);
+    h.grownBy += added;
+    this.grownBytes += added;
+    this.grows++;
+    this.post({
+      t: 'regrow',
+      slot: h.slot,
+      old: regrowBlock(old),
+      to: regrowBlock(next),
+      id: slabIdOf(next.sab),
+      r0,
+    });
   }
 
   /** Abort everything (RST to every offloaded connection's peer) and stop the worker. */
@@ -1641,6 +1820,11 @@ export class WorkerNic extends HostNic {
       this.handles.delete(s);
       if (this.byKey.get(h) === h) this.byKey.delete(h);
       this.conns--;
+      this.dropGrown(h);
+      // The worker answers 'grown' before it frees the slot, so a grow still open here was not
+      // seen there, and the old block holds; unless the new record says otherwise.
+      if (h.growing?.views.record.read(emptyHardState()) === true) h._finishGrow();
+      else h._abandonGrow();
     }
   }
 
@@ -1675,6 +1859,19 @@ export class WorkerNic extends HostNic {
       case 'freed':
         this.forget(m.slots);
         return;
+      case 'grow': {
+        const h = this.handles.get(m.slot);
+        if (h === undefined || h.detached || h.closed || h.growing !== null) return;
+        this.regrow(h, m.capacity);
+        return;
+      }
+      case 'grown': {
+        const h = this.handles.get(m.slot);
+        if (h === undefined) return;
+        if (m.ok) h._finishGrow();
+        else h._abandonGrow();
+        return;
+      }
       case 'ind': {
         const ind = m.ind;
         if (ind[0] === 'link') {

@@ -115,3 +115,19 @@ export function sharedRingAdvance(ref: SharedRingRef, then: number, now: number)
   const d = now - then;
   return d >= 0 ? d : d + 2 * ref.capacity;
 }
+
+/**
+ * Copy `dst.length` bytes of the ring from position `from` on (positions as the header keeps them),
+ * reading the data only: for the producer, whose bytes from the consumer's read position to its own
+ * write position stay as they are while it writes nothing, whatever the consumer does meanwhile.
+ */
+export function sharedRingCopy(ref: SharedRingRef, from: number, dst: Uint8Array): void {
+  const cap = ref.capacity;
+  if (dst.length > cap || !Number.isInteger(from) || from < 0 || from >= 2 * cap)
+    throw new InvalidArgumentError('shared ring copy outside the ring');
+  const data = new Uint8Array(ref.sab, ref.offset + SHARED_RING_HEADER, cap);
+  const start = from >= cap ? from - cap : from;
+  const first = Math.min(dst.length, cap - start);
+  dst.set(data.subarray(start, start + first), 0);
+  if (dst.length > first) dst.set(data.subarray(0, dst.length - first), first);
+}

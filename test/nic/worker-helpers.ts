@@ -32,6 +32,7 @@ export function addWorkerHost(
     count?: number;
     policy?: Partial<OffloadPolicy>;
     ringCapacity?: number;
+    placementRing?: number;
     heartbeatMs?: number;
     deadAfterMs?: number;
     capacity?: number;
@@ -48,6 +49,7 @@ export function addWorkerHost(
         link: port,
         seed: 100 + i,
         ringCapacity: opts.ringCapacity,
+        placementRing: opts.placementRing,
         capacity: opts.capacity,
         heartbeatMs: opts.heartbeatMs,
         deadAfterMs: opts.deadAfterMs,

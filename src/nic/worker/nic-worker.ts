@@ -26,9 +26,11 @@ import {
   OUTPUT_BUDGET_BYTES,
   windowWorthAnnouncing,
 } from '../../stack/tcp/tcp-drive.ts';
+import { maybeGrowSendRing } from '../../stack/tcp/tcp-mem.ts';
 import type { TcpUser } from '../../stack/tcp/tcp-types.ts';
 import { ByteRing } from '../../state/byte-ring.ts';
 import type { OffloadTree } from '../../state/offload-tree.ts';
+import { sharedRingAdvance, sharedRingPositions } from '../../state/shared-ring.ts';
 import { encodeBatch } from '../../state/state-codec.ts';
 import type { TcpState } from '../../state/tcp-state.ts';
 import { validateTrees } from '../../state/validate.ts';
@@ -54,7 +56,15 @@ import { type ConnKey, connKeyId, type InitiateResult, keyOfState, sameConnKey }
 import { NicEngine } from '../nic-engine.ts';
 import { OWNER_HOST, splitForRecords, type TransferRecord } from '../transfer-record.ts';
 import { TupleMap } from '../tuple-map.ts';
-import { type BlockParts, blockOfRings, blockParts, partsCount, sameBlock } from './conn-blocks.ts';
+import {
+  type BlockParts,
+  blockOfRings,
+  blockParts,
+  canonicalSlab,
+  knownBlock,
+  partsCount,
+  sameBlock,
+} from './conn-blocks.ts';
 import { ConnIndex } from './conn-index.ts';
 import { OwnerTable } from './owner-table.ts';
 import {
@@ -87,6 +97,7 @@ import {
   type InstalledConn,
   type PeerMessage,
   publishTapHeld,
+  type RegrowBlock,
   type ToWorker,
   unhandled,
   type WireError,
@@ -352,6 +363,8 @@ interface Slot {
   transfer: TransferRecord | null;
   /** The connection's user here: events become messages for the host. */
   user: RemoteUser;
+  /** The largest send ring asked of the host for this connection (regrow), 0 for none. */
+  growAsked: number;
 }
 
 /**
@@ -434,7 +447,7 @@ function touch(s: Slot): void {
 
 /** Stands in for the socket on this side: every callback becomes an event for the other thread. */
 class RemoteUser implements TcpUser {
-  constructor(private readonly slot: Slot) {}
+  constructor(readonly slot: Slot) {}
   onConnected(): void {}
   onReadable(): void {
     touch(this.slot);
@@ -592,6 +605,7 @@ function install(conn: TcpConnection, given: ConnBlockRef | undefined): Installe
     slot.recv = recv;
     slot.published = -1;
     slot.transfer = onGiven ? parts!.transfer : null;
+    slot.growAsked = 0;
     engine.counters.inc('nic.slots.reused');
   } else {
     const key = {
@@ -611,6 +625,7 @@ function install(conn: TcpConnection, given: ConnBlockRef | undefined): Installe
       published: -1,
       transfer: onGiven ? parts!.transfer : null,
       user: null as unknown as RemoteUser,
+      growAsked: 0,
     };
     slot.user = new RemoteUser(slot);
     if (onGiven) slotOfBlock.set(block, slot);
@@ -659,6 +674,8 @@ function ringBell(slot: Slot, bits: number): void {
   const s = conn.state;
   const d = s.delegated;
   if (bits & BELL_WANT_WRITABLE) {
+    // The application found the ring full: if the flight outgrew the ring, ask for a larger one.
+    maybeGrowSendRing(conn);
     if (d.sendBuffer.free > 0) queueEvent(slot, EV_WRITABLE);
     else conn.wantWritable = true;
   }
@@ -1164,6 +1181,83 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
   }
 }
 
+// ---- a send ring that grows (the worker's half; the host's, and why it is safe: WorkerNic.regrow) --
+
+/** The TCP layer's growSendRing here: the ring is the main thread's to write, so ask it. */
+function askGrow(conn: TcpConnection, capacity: number): void {
+  const user = conn.user;
+  if (!(user instanceof RemoteUser)) return;
+  const slot = user.slot;
+  if (slots[slot.index] !== slot || slot.conn !== conn || capacity <= slot.growAsked) return;
+  slot.growAsked = capacity;
+  post({ t: 'grow', slot: slot.index, capacity });
+}
+engine.tcp.growSendRing = askGrow;
+
+function isBlock(b: ConnBlockRef, r: RegrowBlock): boolean {
+  return (
+    b.sab.byteLength === r.sab.byteLength &&
+    b.at === r.at &&
+    b.send.offset === r.send &&
+    b.send.capacity === r.sendCapacity &&
+    b.recv.offset === r.recv &&
+    b.recv.capacity === r.recvCapacity
+  );
+}
+
+/**
+ * Move the connection in `m.slot` to the block the host made for it. The order matters if this
+ * thread dies part way (the host then rebuilds from what it finds, WorkerNic.take): the new block's
+ * record is written last, so while it is blank the old record and receive ring are the whole truth
+ * and the new send ring is only brought up to the old one's read position; once it is written,
+ * the new block is whole.
+ */
+function regrow(m: Extract<ToWorker, { t: 'regrow' }>): void {
+  const slot = slots[m.slot];
+  if (slot === undefined || slot.conn.released || !isBlock(slot.block, m.old)) {
+    post({ t: 'grown', slot: m.slot, ok: false });
+    return;
+  }
+  const t = m.to;
+  const sab = canonicalSlab(t.sab, m.id);
+  const to = knownBlock(sab, t.at, t.send, t.sendCapacity, t.recv, t.recvCapacity) ?? {
+    sab,
+    at: t.at,
+    send: { sab, offset: t.send, capacity: t.sendCapacity },
+    recv: { sab, offset: t.recv, capacity: t.recvCapacity },
+  };
+  let parts: BlockParts;
+  try {
+    parts = blockParts(to);
+  } catch {
+    engine.counters.inc('drop.nic.worker.bad-regrow');
+    post({ t: 'grown', slot: m.slot, ok: false });
+    return;
+  }
+  const conn = slot.conn;
+  const d = conn.state.delegated;
+  const oldSend = slot.send.shared!;
+  // The host copied the old ring from position r0 on; what this thread has consumed since is
+  // acknowledged and goes from the new ring too, so its read position is snd.una again.
+  parts.send.consume(sharedRingAdvance(oldSend, m.r0, sharedRingPositions(oldSend).read));
+  // The host reads nothing from the old receive ring until it hears 'grown': its unread bytes are
+  // all there, and stay in order.
+  if (slot.recv.length > 0) parts.recv.write(slot.recv.toArray());
+  d.sendBuffer = parts.send;
+  d.recvBuffer = parts.recv;
+  slot.block = to;
+  slot.record = parts.record;
+  slot.send = parts.send;
+  slot.recv = parts.recv;
+  slot.transfer = parts.transfer;
+  slotOfBlock.set(to, slot);
+  writeRecord(slot);
+  post({ t: 'grown', slot: m.slot, ok: true });
+  engine.counters.inc('nic.sndbuf.grown');
+  kick(conn);
+  touch(slot);
+}
+
 function connOp(m: Extract<ToWorker, { t: 'op' }>): void {
   const slot = slots[m.slot];
   if (slot === undefined || slot.conn.released) return;
@@ -1232,6 +1326,9 @@ port.on('message', (m: ToWorker) => {
       return;
     case 'inject':
       engine.inject(m.packets);
+      return;
+    case 'regrow':
+      regrow(m);
       return;
     case 'peer':
       addPeer(m);

@@ -304,6 +304,13 @@ export type ToWorker =
     }
   | { t: 'inject'; packets: Uint8Array[] }
   /**
+   * The answer to a 'grow': the connection in `slot` (whose block, `old`, is the one it runs on:
+   * a slot given to another connection meanwhile is left alone) moves to the new block `to`, whose
+   * send ring the host fills from send ring position `r0` of the old one and writes from now on.
+   * See WorkerNic's grow handshake (worker-nic.ts).
+   */
+  | { t: 'regrow'; slot: number; old: RegrowBlock; to: RegrowBlock; id: number; r0: number }
+  /**
    * Another worker of the same team: its owner table, and one end of a channel between the two.
    * Frames that arrive here for a connection it lists go to it over the channel ('fwd' batches)
    * instead of up to the main thread; frames it sends here are run as if received on this link.
@@ -322,6 +329,16 @@ export type ToWorker =
    */
   | { t: 'stall'; ms: number; pool?: boolean };
 
+/** A block named in a 'regrow': its buffer, its record's offset and its rings' offsets and capacities. */
+export interface RegrowBlock {
+  sab: SharedArrayBuffer;
+  at: number;
+  send: number;
+  sendCapacity: number;
+  recv: number;
+  recvCapacity: number;
+}
+
 export type FromWorker =
   | { t: 'tx'; buf: ArrayBuffer; len: number }
   | { t: 'up'; buf: ArrayBuffer; len: number }
@@ -339,6 +356,10 @@ export type FromWorker =
    * more will come over it, so no move it had not handed yet will be installed here.
    */
   | { t: 'hands-closed'; owner: number }
+  /** The connection in `slot` is held by its send ring: the worker asks for one of `capacity`. */
+  | { t: 'grow'; slot: number; capacity: number }
+  /** The connection in `slot` runs on the block a 'regrow' named (`ok`), or was gone (not `ok`). */
+  | { t: 'grown'; slot: number; ok: boolean }
   | { t: 'closed' };
 
 /** Reached only if a union above gained a member its handler does not know. */
@@ -591,6 +612,12 @@ export function checkFromWorker(
       return;
     case 'hands-closed':
       if (!isU32(m.owner)) bad('no owner');
+      return;
+    case 'grow':
+      if (!isSlot(m.slot) || !isU32(m.capacity)) bad('no slot or capacity');
+      return;
+    case 'grown':
+      if (!isSlot(m.slot) || typeof m.ok !== 'boolean') bad('no slot or outcome');
       return;
     case 'closed':
       return;

@@ -9,7 +9,7 @@ import type { OutputScheduler, OutputSender } from './output-scheduler.ts';
 import { RackLog } from './rack.ts';
 import { seqDiff } from './seq.ts';
 import { deliverEvents, terminate } from './tcp-events.ts';
-import { oooBytesOf, roomAtLimit } from './tcp-mem.ts';
+import { maybeGrowSendRing, oooBytesOf, roomAtLimit } from './tcp-mem.ts';
 import { sendRst, tcpOutput } from './tcp-output.ts';
 import { onConnectionTimer, scheduleTimer } from './tcp-timers.ts';
 import type { ConnectionHandle, ConnTuple, TcpHostEnv, TcpUser } from './tcp-types.ts';
@@ -44,6 +44,12 @@ export interface TcpEngine {
   readonly memFull?: boolean;
   /** A ring of this connection may have changed size: account for it. */
   memCharge?(conn: TcpConnection): void;
+  /**
+   * Give the connection a send ring of `capacity` (sendRingTarget said its writer is held by the
+   * ring). The switch may come later (a worker asks the thread that writes the ring); absent: the
+   * ring never grows past what it was made with.
+   */
+  readonly growSendRing?: (conn: TcpConnection, capacity: number) => void;
 }
 
 /** The part of a listener a half-open connection refers to. */
@@ -247,7 +253,10 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
     // At the memory limit a write only fills what the ring already has, or its floor (Linux blocks
     // a writer in sk_stream_wait_memory); ACKs free room in it, and onWritable follows.
     const room = this.engine.memFull === true ? roomAtLimit(ring) : len;
-    const n = ring.write(src, off, Math.min(len, room));
+    let n = ring.write(src, off, Math.min(len, room));
+    // A writer held by a ring smaller than the flight: the ring grows (as Linux's sndbuf) and
+    // takes the rest at once.
+    if (n < len && maybeGrowSendRing(this)) n += d.sendBuffer.write(src, off + n, Math.min(len, room) - n);
     if (n > 0) this.engine.memCharge?.(this);
     if (n < len) this.wantWritable = true;
     if (n > 0 && isSynchronized(d.state)) {

@@ -24,7 +24,7 @@ import {
   TcpEvent,
   terminate,
 } from './tcp-connection.ts';
-import { roomAtLimit } from './tcp-mem.ts';
+import { maybeGrowSendRing, roomAtLimit } from './tcp-mem.ts';
 import {
   hasUnsent,
   OOW_ACK_INTERVAL_MS,
@@ -738,6 +738,8 @@ function newAck(conn: TcpConnection, h: TcpHeader, ack: number, now: number): bo
   }
   if (c.sackEnabled) sackPrune(s);
   d.rtxDeadline = d.sndUna === d.sndMax || d.persistDeadline !== INF ? INF : now + backedOffRto(s);
+  // The writer is held by the ring: with the flight larger than half of it, a larger ring.
+  if (conn.wantWritable) maybeGrowSendRing(conn);
   if ((conn.wantWritable && d.sendBuffer.free > 0) || conn.wantAcked) {
     conn.wantWritable = false;
     conn.wantAcked = false;

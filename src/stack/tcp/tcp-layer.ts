@@ -15,7 +15,7 @@ import { kick, rewind } from './tcp-drive.ts';
 import { type AdoptOptions, Handover } from './tcp-handover.ts';
 import { connInput } from './tcp-input.ts';
 import { Listener, Listeners, type TcpListener } from './tcp-listen.ts';
-import { TcpBudget, type TcpLimits } from './tcp-mem.ts';
+import { growSendRingHere, TcpBudget, type TcpLimits } from './tcp-mem.ts';
 import { type ConnectOptions, openConnection } from './tcp-open.ts';
 import { mergeTcpOptions } from './tcp-options.ts';
 import { CHALLENGE_ACKS_GLOBAL, sendRstReply } from './tcp-output.ts';
@@ -171,6 +171,13 @@ export class TcpLayer implements TcpEngine {
   admitNew(): boolean {
     return this.budget.admit(this.liveCount);
   }
+
+  /**
+   * How a send ring grows (tcp-mem.ts, sendRingTarget): here, in this thread, which writes the ring
+   * as well as sends from it. A worker NIC, whose rings the main thread writes, puts its handshake
+   * in its place.
+   */
+  growSendRing: (conn: TcpConnection, capacity: number) => void = growSendRingHere;
 
   get memFull(): boolean {
     return this.budget.full;

@@ -1,6 +1,6 @@
 import type { Counters } from '../../core/counters.ts';
 import { InvalidArgumentError } from '../../core/errors.ts';
-import type { ByteRing } from '../../state/byte-ring.ts';
+import { ByteRing } from '../../state/byte-ring.ts';
 import type { OooSegment, TcpCached } from '../../state/tcp-state.ts';
 import type { TcpConnection } from './tcp-connection.ts';
 
@@ -186,4 +186,61 @@ export class TcpBudget {
     this.pressured = p;
     if (p) this.counters.inc('tcp.mem.pressure');
   }
+}
+
+// ---- a send ring that grows with the connection ------------------------------------------------
+
+/** Grown rings are whole pages: a ring is fresh memory, touched a page at a time. */
+const RING_GROW_UNIT = 4096;
+
+/**
+ * The send ring capacity a connection whose writer is blocked on a full ring should have, or 0 to
+ * keep the one it has. Linux grows sk_sndbuf the same way (tcp_new_space, tcp_sndbuf_expand): only
+ * when the writer found no room (here `wantWritable`) and the sender is not held by cwnd or the
+ * peer, to about twice what can be in flight, bounded by tcp_wmem[2] (here sndBufSize). A ring that
+ * holds no more than the flight is sent whole; once the peer acknowledges it the next bytes wait
+ * for the writer, which for a worker NIC is a round trip through the main thread (BENCHMARKS.md,
+ * "What a team's stall waits for"); twice the flight lets the writer's refill overlap the flight.
+ * The flight is the smaller of cwnd and the largest window the peer offered: a ring larger than
+ * twice what the sender can have out is memory touched for nothing.
+ */
+export function sendRingTarget(conn: TcpConnection): number {
+  const s = conn.state;
+  const d = s.delegated;
+  const cap = d.sendBuffer.maxCapacity;
+  const limit = s.cached.sndBufSize;
+  if (cap >= limit || conn.engine.memFull === true) return 0;
+  const flight = Math.min(d.cwnd, Math.max(d.sndWnd, d.maxSndWnd));
+  if (2 * flight <= cap) return 0;
+  const want = Math.min(limit, Math.ceil((2 * flight) / RING_GROW_UNIT) * RING_GROW_UNIT);
+  return want > cap ? want : 0;
+}
+
+/** Ask the connection's engine for a larger send ring if sendRingTarget wants one; true if it has one now. */
+export function maybeGrowSendRing(conn: TcpConnection): boolean {
+  const grow = conn.engine.growSendRing;
+  if (grow === undefined) return false;
+  const cap = sendRingTarget(conn);
+  if (cap === 0) return false;
+  const before = conn.state.delegated.sendBuffer;
+  grow(conn, cap);
+  return conn.state.delegated.sendBuffer !== before;
+}
+
+/**
+ * Grow a send ring whose producer and consumer are this thread (the host, a LocalNic): nothing
+ * runs between the copy and the switch, so the unacknowledged and unsent bytes move whole and
+ * snd.una still names the new ring's first byte. The new ring is thread-local and grows lazily
+ * (ByteRing doubles), so its memory is what the connection fills. A worker's rings are shared
+ * with the main thread, which writes them: it grows them by a handshake instead (nic-worker.ts).
+ */
+export function growSendRingHere(conn: TcpConnection, capacity: number): void {
+  const d = conn.state.delegated;
+  const old = d.sendBuffer;
+  if (old.maxCapacity >= capacity) return;
+  const next = new ByteRing(Math.max(old.length, Math.min(capacity, old.capacity)), capacity);
+  if (old.length > 0) next.write(old.toArray());
+  d.sendBuffer = next;
+  conn.engine.memCharge?.(conn);
+  conn.engine.env.counters.inc('tcp.sndbuf.grown');
 }

@@ -1,0 +1,184 @@
+/**
+ * A connection's send ring grows while it runs, as Linux grows sk_sndbuf: a sender held by a ring
+ * smaller than twice its flight gets a larger one (tcp-mem.ts, sendRingTarget), in the thread that
+ * runs it (the host, a LocalNic) or, on a WorkerNic, by a handshake between the main thread, which
+ * writes the ring, and the worker, which sends from it (WorkerNic.regrow). No byte is lost across
+ * the switch, nor when the worker dies in the middle of it.
+ */
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import type { TestContext } from 'node:test';
+import { describe, test } from 'node:test';
+import { emptyHardState } from '../../src/nic/hard-state.ts';
+import type { LocalNic } from '../../src/nic/local-nic.ts';
+import { SimNetwork } from '../../src/sim/sim-network.ts';
+import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
+import type { TcpConnection } from '../../src/stack/tcp/tcp-connection.ts';
+import { ByteRing } from '../../src/state/byte-ring.ts';
+import { collect, randomBytes, sha256 } from '../helpers/streams.ts';
+import { addWorkerHost, socketKey } from './worker-helpers.ts';
+
+const PLACED = 16 << 10;
+
+async function workerRig(t: TestContext, seed: number) {
+  const net = new SimNetwork({ seed, virtualTime: false });
+  const wh = addWorkerHost(net, { count: 2, ringCapacity: 256 << 10, placementRing: PLACED });
+  t.after(() => {
+    wh.close();
+    net.close();
+  });
+  const peer = net.addHost({ ip: '10.0.0.2/24' });
+  // The second: the host's own frames go out through the first (NicGroupLink), alive when this one is killed.
+  const nic = wh.nics[1]!;
+  await Promise.all(wh.nics.map((n) => n.ready()));
+  // The peer answers too, so the receive ring has bytes to carry across a switch.
+  const back = randomBytes(seed + 1000, 400_000);
+  const got = new Promise<Buffer>((resolve, reject) => {
+    peer
+      .createServer({ allowHalfOpen: true }, (s) => {
+        collect(s).then(resolve, reject);
+        s.end(back);
+      })
+      .listen({ port: 5000 });
+  });
+  await wh.host.ping('10.0.0.2');
+  const s = wh.host.connect({ port: 5000, host: '10.0.0.2', allowHalfOpen: true });
+  const answer = collect(s);
+  await once(s, 'connect');
+  const key = socketKey(s);
+  assert.equal((await wh.offload.offload([key], nic)).moved.length, 1);
+  const h = nic.handle(key)!;
+  assert.equal(h.sendRing.capacity, PLACED, 'placed with the small ring');
+  return { net, wh, nic, s, key, h, got, answer, back };
+}
+
+async function until(net: SimNetwork, what: string, ok: () => boolean, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!ok()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await net.sleep(1);
+  }
+}
+
+/** Write `data` into the socket as fast as it takes it, then end. */
+function send(s: TcpSocket, data: Buffer): void {
+  s.end(data);
+}
+
+describe('a send ring that grows with the connection', () => {
+  test('WorkerNic: the ring grows past its placement while data flows, every byte intact', {
+    timeout: 60_000,
+  }, async (t) => {
+    const { nic, s, h, got, answer, back } = await workerRig(t, 61);
+    const data = randomBytes(61, 1_000_000);
+    send(s, data);
+    let grown = 0;
+    const watch = setInterval(() => {
+      grown = Math.max(grown, h.sendRing.capacity);
+    }, 1);
+    const out = await got;
+    clearInterval(watch);
+    assert.equal(out.length, data.length);
+    assert.equal(sha256(out), sha256(data), 'every byte, in order, across the switches');
+    assert.equal(sha256(await answer), sha256(back), 'and every byte the other way');
+    const c = (await nic.counterSnapshot()).values;
+    assert.ok((c['nic.sndbuf.grown'] ?? 0) >= 1, `the worker switched rings: ${JSON.stringify(c)}`);
+    assert.ok(grown > PLACED, `the ring grew past ${PLACED}: ${grown}`);
+  });
+
+  for (const when of [
+    'before the worker switched',
+    'after the worker switched, before the host heard',
+  ] as const)
+    test(`WorkerNic: a worker killed mid-grow (${when}) is rebuilt in the host intact`, {
+      timeout: 60_000,
+    }, async (t) => {
+      const { net, wh, nic, s, key, h, got, answer, back } = await workerRig(
+        t,
+        when.startsWith('before') ? 62 : 63,
+      );
+      const self = nic as unknown as {
+        post: (m: { t: string }, tr?: unknown) => void;
+        onMessage: (m: { t: string }) => void;
+      };
+      if (when.startsWith('before')) {
+        // The regrow never reaches the worker: it runs on the old block until it dies.
+        const post = self.post.bind(nic);
+        self.post = (m, tr) => {
+          if (m.t !== 'regrow') post(m, tr as never);
+        };
+      } else {
+        // The worker moves, but its 'grown' never reaches the host.
+        const onMessage = self.onMessage.bind(nic);
+        self.onMessage = (m) => {
+          if (m.t !== 'grown') onMessage(m);
+        };
+      }
+      // Some of the answer read first, so the receive rings' positions differ across the switch.
+      await until(net, 'part of the answer', () => s.bytesRead > 100_000);
+      const data = randomBytes(62, 600_000);
+      send(s, data);
+      await until(net, 'a grow to begin', () => h.growing !== null);
+      if (when.startsWith('before')) {
+        // Let the worker ack its way through the old ring, and the peer's bytes pile up in it.
+        await net.sleep(50);
+      } else {
+        const g = h.growing!;
+        await until(net, 'the worker to move', () => g.views.record.read(emptyHardState()));
+      }
+      assert.notEqual(h.growing, null, 'still mid-grow');
+      await nic.kill();
+      const r = await wh.offload.recover(nic, 'host', [key]);
+      assert.equal(r.moved.length, 1, JSON.stringify(r.refused));
+      const out = await got;
+      assert.equal(out.length, data.length);
+      assert.equal(sha256(out), sha256(data), 'every byte, in order, after the rebuild');
+      assert.equal(sha256(await answer), sha256(back), 'and every byte the other way');
+    });
+
+  test('simulator: a host connection on a fixed ring no longer sends a ring per round trip once it grows', {
+    timeout: 30_000,
+  }, async () => {
+    // A ring of 16 KiB over a 40 ms round trip (20 ms each way) carries at most 400 kB/s: 1 MB in
+    // 2.5 s. With the ring grown to twice the flight, slow start governs: a few hundred ms.
+    const elapsed = await fixedRingTransfer(false);
+    assert.ok(elapsed < 1_250, `1 MB in ${elapsed} ms of network time: still bound by the ring`);
+  });
+
+  test('simulator: the same on a LocalNic', { timeout: 30_000 }, async () => {
+    const elapsed = await fixedRingTransfer(true);
+    assert.ok(elapsed < 1_250, `1 MB in ${elapsed} ms of network time: still bound by the ring`);
+  });
+});
+
+/** Network ms to send 1 MB from a connection whose send ring is a fixed 16 KiB one. */
+async function fixedRingTransfer(onNic: boolean): Promise<number> {
+  const net = new SimNetwork({ seed: 64, virtualTime: true });
+  try {
+    const host = net.addOffloadHost({ ip: '10.0.0.1/24', impair: { delayMs: 10 } });
+    const peer = net.addHost({ ip: '10.0.0.2/24', impair: { delayMs: 10 } });
+    const got = new Promise<Buffer>((resolve, reject) => {
+      peer.createServer((s) => collect(s).then(resolve, reject)).listen({ port: 5000 });
+    });
+    await host.ping('10.0.0.2');
+    const s = host.connect({ port: 5000, host: '10.0.0.2' });
+    await once(s, 'connect');
+    const key = socketKey(s);
+    if (onNic) {
+      const nic = host.nics[0] as LocalNic;
+      assert.equal((await host.offload.offload([key], nic)).moved.length, 1);
+    }
+    // A ring that cannot grow by itself, as one a worker left behind.
+    const conn = (s as unknown as { connection: TcpConnection }).connection;
+    assert.ok(conn !== null && 'state' in conn, 'the socket runs a TcpConnection here');
+    conn.state.delegated.sendBuffer = new ByteRing(PLACED, PLACED);
+    const data = randomBytes(64, 1_000_000);
+    const t0 = net.clock.now();
+    s.end(data);
+    const out = await got;
+    assert.equal(sha256(out), sha256(data));
+    return net.clock.now() - t0;
+  } finally {
+    net.close();
+  }
+}
