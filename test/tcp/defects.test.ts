@@ -44,6 +44,17 @@ function sackOpen(
   return { ...o, send };
 }
 
+/** Thirty segments queued with timestamps on a 20 ms path: the initial window of ten is out. */
+function tenOut() {
+  const o = sackOpen({ ts: true, rttMs: 20 });
+  o.conn.write(bytes(30 * 1460));
+  const first = o.b.take().filter((s) => s.data.length > 0);
+  assert.equal(first.length, 10, 'the initial window');
+  const una = add(o.iss, 1);
+  const seg = first[0]!.data.length;
+  return { o, una, seg, at: (k: number) => add(una, k * seg), ecr: first[0]!.h.tsVal };
+}
+
 describe('issue 11 defects', () => {
   test('RFC 6675: newly SACKed data counts as a duplicate ACK even when the window changes', () => {
     const o = sackOpen();
@@ -85,14 +96,7 @@ describe('issue 11 defects', () => {
   });
 
   test("a partial ACK in recovery echoing the originals' timestamp shows a hole filled late: reordering seen, the degree grown (Linux's tcp_try_undo_partial)", () => {
-    const o = sackOpen({ ts: true, rttMs: 20 });
-    o.conn.write(bytes(30 * 1460));
-    const first = o.b.take().filter((s) => s.data.length > 0);
-    assert.equal(first.length, 10, 'the initial window');
-    const una = add(o.iss, 1);
-    const seg = first[0]!.data.length;
-    const at = (k: number) => add(una, k * seg);
-    const ecr = first[0]!.h.tsVal;
+    const { o, una, at, ecr } = tenOut();
     o.b.advance(20);
     // Segments 1-3 arrive, 0 does not: RFC 6675's count, a recovery resends 0.
     o.send({ flags: ACK, ack: una, sack: [[at(1), at(4)]], ts: [5001, ecr] });
@@ -111,17 +115,10 @@ describe('issue 11 defects', () => {
   });
 
   test("a partial ACK in recovery answered by an original, with no retransmission out, undoes the window cut and ends the recovery (Linux's tcp_try_undo_partial)", () => {
-    const o = sackOpen({ ts: true, rttMs: 20 });
-    o.conn.write(bytes(30 * 1460));
-    const first = o.b.take().filter((s) => s.data.length > 0);
-    assert.equal(first.length, 10, 'the initial window');
+    const { o, una, seg, at, ecr } = tenOut();
     const d = o.conn.state.delegated;
     const cwnd0 = d.cwnd;
     const ssthresh0 = d.ssthresh;
-    const una = add(o.iss, 1);
-    const seg = first[0]!.data.length;
-    const at = (k: number) => add(una, k * seg);
-    const ecr = first[0]!.h.tsVal;
     o.b.advance(20);
     o.send({ flags: ACK, ack: una, sack: [[at(1), at(4)]], ts: [5001, ecr] });
     o.b.flush();
@@ -151,19 +148,12 @@ describe('issue 11 defects', () => {
   });
 
   test("a partial ACK in recovery answered by an original while resends are still out: new data goes, the holes marked lost wait (Linux's tcp_try_undo_partial with retrans_out)", () => {
-    const o = sackOpen({ ts: true, rttMs: 20 });
-    o.conn.write(bytes(30 * 1460));
-    const first = o.b.take().filter((s) => s.data.length > 0);
-    assert.equal(first.length, 10, 'the initial window');
-    const una = add(o.iss, 1);
-    const seg = first[0]!.data.length;
-    const at = (k: number) => add(una, k * seg);
+    const { o, una, at, ecr } = tenOut();
     const sent = () =>
       o.b
         .take()
         .filter((s) => s.data.length > 0)
         .map((s) => s.h.seq);
-    const ecr = first[0]!.h.tsVal;
     o.b.advance(20);
     // 1-3 arrive: a recovery resends 0. Then 9 arrives: RACK marks 4-8 lost, PRR resends 4-6.
     o.send({ flags: ACK, ack: una, sack: [[at(1), at(4)]], ts: [5001, ecr] });
