@@ -12,6 +12,7 @@ import {
   ACK,
   type Conn,
   type Dut,
+  end,
   FULL,
   has,
   openConn,
@@ -23,7 +24,9 @@ import {
   seqGt,
   sleep,
   suite,
+  twoSegments,
   VARIANTS,
+  waitUntil,
 } from './harness.ts';
 
 const st = suite('cff', 32);
@@ -82,8 +85,6 @@ async function fiveSegments(c: Conn): Promise<{ segs: Seg[]; next: number }> {
   return { segs, next };
 }
 
-const end = (s: Seg): number => seqAdd(s.seq, s.len);
-
 /**
  * The DUT sends a window of ten segments; the tester acknowledges none of them and waits for the
  * timeout's resend of the first (the loss probe before it, if any, goes unanswered too).
@@ -106,16 +107,6 @@ async function windowThenTimeout(c: Conn, dut: Dut, id: number): Promise<{ segs:
   );
   return { segs, next };
 }
-
-/** The DUT sends two full segments (988 bytes each with timestamps); both as the tester saw them. */
-async function twoSegments(c: Conn, dut: Dut, id: number): Promise<[Seg, Seg]> {
-  dut.write(id, 2 * 988);
-  const a = await c.expect((s) => s.len > 0 && s.seq === c.rcvNxt, 3000, 'first segment');
-  const b = await c.expect((s) => s.len > 0 && s.seq === end(a), 3000, 'second segment');
-  return [a, b];
-}
-
-const waitUntil = (at: number) => sleep(Math.max(0, at - performance.now()));
 
 /**
  * Play a receiver that already holds `held` above c.rcvNxt: acknowledge at once (SACKing what it

@@ -575,6 +575,19 @@ export class Conn {
 /** Every option a Linux peer offers, with a small MSS so a few kilobytes make several segments. */
 export const FULL = { mss: 1000, wscale: 7, sack: true, ts: true } as const;
 
+/** The sequence number after a segment. */
+export const end = (s: Seg): number => seqAdd(s.seq, s.len);
+
+/** The DUT sends two full segments (988 bytes each with timestamps); both as the tester saw them. */
+export async function twoSegments(c: Conn, dut: Dut, id: number): Promise<[Seg, Seg]> {
+  dut.write(id, 2 * 988);
+  const a = await c.expect((s) => s.len > 0 && s.seq === c.rcvNxt, 3000, 'first segment');
+  const b = await c.expect((s) => s.len > 0 && s.seq === end(a), 3000, 'second segment');
+  return [a, b];
+}
+
+export const waitUntil = (at: number): Promise<void> => sleep(Math.max(0, at - performance.now()));
+
 /** Open a connection from the tester to a fresh listener of the DUT; returns it and the DUT's id. */
 export async function openConn(
   dut: Dut,

@@ -44,6 +44,17 @@ function sackOpen(
   return { ...o, send };
 }
 
+/** Thirty segments queued with timestamps on a 20 ms path: the initial window of ten is out. */
+function tenOut() {
+  const o = sackOpen({ ts: true, rttMs: 20 });
+  o.conn.write(bytes(30 * 1460));
+  const first = o.b.take().filter((s) => s.data.length > 0);
+  assert.equal(first.length, 10, 'the initial window');
+  const una = add(o.iss, 1);
+  const seg = first[0]!.data.length;
+  return { o, una, seg, at: (k: number) => add(una, k * seg), ecr: first[0]!.h.tsVal };
+}
+
 describe('issue 11 defects', () => {
   test('RFC 6675: newly SACKed data counts as a duplicate ACK even when the window changes', () => {
     const o = sackOpen();
@@ -85,14 +96,7 @@ describe('issue 11 defects', () => {
   });
 
   test("a partial ACK in recovery echoing the originals' timestamp shows a hole filled late: reordering seen, the degree grown (Linux's tcp_try_undo_partial)", () => {
-    const o = sackOpen({ ts: true, rttMs: 20 });
-    o.conn.write(bytes(30 * 1460));
-    const first = o.b.take().filter((s) => s.data.length > 0);
-    assert.equal(first.length, 10, 'the initial window');
-    const una = add(o.iss, 1);
-    const seg = first[0]!.data.length;
-    const at = (k: number) => add(una, k * seg);
-    const ecr = first[0]!.h.tsVal;
+    const { o, una, at, ecr } = tenOut();
     o.b.advance(20);
     // Segments 1-3 arrive, 0 does not: RFC 6675's count, a recovery resends 0.
     o.send({ flags: ACK, ack: una, sack: [[at(1), at(4)]], ts: [5001, ecr] });
@@ -108,6 +112,73 @@ describe('issue 11 defects', () => {
     assert.equal(o.conn.rack.reorderingSeen, true, 'reordering seen');
     assert.equal(o.conn.rack.reordering, 4, 'four segments from the old snd.una to the new');
     assert.equal(o.b.count('tcp.reorder.ts'), 1);
+  });
+
+  test("a partial ACK in recovery answered by an original, with no retransmission out, undoes the window cut and ends the recovery (Linux's tcp_try_undo_partial)", () => {
+    const { o, una, seg, at, ecr } = tenOut();
+    const d = o.conn.state.delegated;
+    const cwnd0 = d.cwnd;
+    const ssthresh0 = d.ssthresh;
+    o.b.advance(20);
+    o.send({ flags: ACK, ack: una, sack: [[at(1), at(4)]], ts: [5001, ecr] });
+    o.b.flush();
+    assert.equal(o.conn.state.soft.inRecovery, true);
+    assert.ok(d.cwnd < cwnd0, 'the recovery cut the window');
+    const rtx = o.b.take().filter((s) => s.data.length > 0);
+    assert.deepEqual(
+      rtx.map((s) => s.h.seq),
+      [una],
+      'the fast retransmit alone (PRR: one segment for the three delivered)',
+    );
+    // The original 0 arrives after all: the ACK of 0-3 echoes its TSval. The resend was needless.
+    o.b.advance(5);
+    o.send({ flags: ACK, ack: at(4), ts: [5002, ecr] });
+    o.b.flush();
+    assert.equal(o.b.count('tcp.undo.partial'), 1);
+    assert.equal(o.conn.state.soft.inRecovery, false, 'the recovery is over');
+    assert.equal(d.ssthresh, ssthresh0, 'ssthresh back to what it was');
+    // cwnd back to ten segments and, out of recovery, slow start takes the one segment this ACK
+    // delivered (Linux's tcp_cong_control): with six (4-9) in flight, five new ones go, nothing again.
+    assert.equal(d.cwnd, cwnd0 + seg, 'cwnd back to what it was, grown by the segment delivered');
+    const sent = o.b.take().filter((s) => s.data.length > 0);
+    assert.deepEqual(
+      sent.map((s) => s.h.seq),
+      [at(10), at(11), at(12), at(13), at(14)],
+    );
+  });
+
+  test("a partial ACK in recovery answered by an original while resends are still out: new data goes, the holes marked lost wait (Linux's tcp_try_undo_partial with retrans_out)", () => {
+    const { o, una, at, ecr } = tenOut();
+    const sent = () =>
+      o.b
+        .take()
+        .filter((s) => s.data.length > 0)
+        .map((s) => s.h.seq);
+    o.b.advance(20);
+    // 1-3 arrive: a recovery resends 0. Then 9 arrives: RACK marks 4-8 lost, PRR resends 4-6.
+    o.send({ flags: ACK, ack: una, sack: [[at(1), at(4)]], ts: [5001, ecr] });
+    o.b.flush();
+    assert.deepEqual(sent(), [una]);
+    o.b.advance(1);
+    o.send({
+      flags: ACK,
+      ack: una,
+      sack: [
+        [at(9), at(10)],
+        [at(1), at(4)],
+      ],
+      ts: [5001, ecr],
+    });
+    o.b.flush();
+    assert.deepEqual(sent(), [at(4), at(5), at(6)]);
+    // The original 0 arrives: the ACK of 0-3 echoes its TSval. The resends of 4-6 are out, so
+    // no undo; Linux clocks out new data on this ACK and resends nothing more (7 and 8 wait).
+    o.b.advance(5);
+    o.send({ flags: ACK, ack: at(4), sack: [[at(9), at(10)]], ts: [5002, ecr] });
+    o.b.flush();
+    assert.equal(o.b.count('tcp.undo.partial'), 0);
+    assert.equal(o.conn.state.soft.inRecovery, true);
+    assert.deepEqual(sent(), [at(10), at(11)], 'new data only, as PRR allows');
   });
 
   test("with an earlier retransmission still unacknowledged, a partial ACK echoing a TSval older than the recovery's proves nothing (Linux keeps the older retrans_stamp)", () => {

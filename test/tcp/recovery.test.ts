@@ -503,9 +503,10 @@ describe('loss recovery end to end', () => {
     assert.equal(new Set(r.retransmitted.map((s) => s.off)).size, r.retransmitted.length, 'each once');
   });
 
-  test('a retransmission lost at the tail of recovery is probed for and repaired without a timeout', () => {
-    // Ten segments, the first lost twice: after its retransmission nothing new is left to send,
-    // so only a probe (RFC 8985 7, also in recovery) can show RACK that the retransmission died.
+  test("a retransmission lost at the tail of recovery waits for the timeout: no loss probe in recovery (Linux's tcp_schedule_loss_probe)", () => {
+    // Ten segments, the first lost twice: after its retransmission nothing new is left to send
+    // and nothing is delivered after it, so RACK cannot see it died. Linux probes only in its
+    // Open and CWR states, so the timer repairs it there; so it does here.
     const r = run({
       alg: 'cubic',
       sack: true,
@@ -513,7 +514,8 @@ describe('loss recovery end to end', () => {
       drop: (s) => s.off === 0 && s.copy <= 1,
     });
     assertIntact(r);
-    assert.equal(events(r, 'rto').length, 0);
+    assert.equal(events(r, 'rto').length, 1);
+    assert.equal(r.counters.get('tcp.tlp.probes') ?? 0, 0, 'no probe in recovery');
     assert.equal(r.retransmitted.filter((s) => s.off === 0).length, 2, 'the head went twice more');
   });
 

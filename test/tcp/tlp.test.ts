@@ -87,7 +87,7 @@ describe('tail loss probe timer (RFC 8985 7.2)', () => {
     assert.equal(b.count('tcp.rto'), 0);
   });
 
-  test('not restarted by new data once data is SACKed (7.2): the probe keeps its time', () => {
+  test("with data SACKed (Linux's Disorder) new data cancels the probe and the RTO keeps its time (tcp_schedule_loss_probe: Open or CWR only)", () => {
     const { b, conn, iss, peerSeq } = open();
     conn.write(bytes(4 * MSS, 5));
     b.flush();
@@ -110,8 +110,14 @@ describe('tail loss probe timer (RFC 8985 7.2)', () => {
     b.advance(2);
     conn.write(bytes(MSS, 6));
     b.flush();
+    const rto = conn.state.delegated.rtxDeadline;
     assert.equal(b.take().filter((s) => s.data.length > 0).length, 1, 'new data went out');
-    assert.equal(conn.state.soft.tlpDeadline, armed);
+    // Linux's tcp_event_new_data_sent turns the pending probe timer into the RTO, and no probe
+    // may be armed outside Open and CWR.
+    assert.equal(conn.state.soft.tlpDeadline, Number.POSITIVE_INFINITY);
+    assert.equal(conn.state.delegated.rtxDeadline, rto, 'the RTO keeps its time');
+    for (let i = 0; i < 2 * RTT + 10; i++) b.advance(1);
+    assert.equal(b.count('tcp.tlp.probes'), 0, 'no probe');
   });
 
   test('a receiver that dropped data and shrank its window: no probe past its right edge, the RTO keeps its time', () => {
@@ -218,6 +224,19 @@ describe("the loss probe's episode (RFC 8985 7.4, Linux's tcp_process_tlp_ack)",
     const cwnd = pastProbe(10);
     assert.equal(b.count('tcp.tlp.recoveries'), 0);
     assert.ok(conn.state.delegated.cwnd >= cwnd, `cwnd ${conn.state.delegated.cwnd}, was ${cwnd}`);
+  });
+
+  test("after an ACK that reaches a resent probe and no further, no new probe until the episode ends (Linux's tlp_high_seq)", () => {
+    const { b, conn, ackOf, end } = probed();
+    ackOf(end);
+    b.flush();
+    assert.notEqual(conn.rack.tlpEnd, -1, 'the episode is still open');
+    conn.write(bytes(2 * MSS, 12));
+    b.flush();
+    assert.equal(b.take().filter((s) => s.data.length > 0).length, 2, 'new data went out');
+    for (let i = 0; i < 100; i++) b.advance(1);
+    assert.equal(b.count('tcp.tlp.probes'), 1, 'no second probe: the RTO is next');
+    assert.equal(b.take().filter((s) => s.data.length > 0).length, 0);
   });
 
   test('a probe whose copy alone arrived repaired a loss: the ACK past it cuts the window (RFC 8985 7.4.2)', () => {

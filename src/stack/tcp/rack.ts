@@ -388,6 +388,26 @@ export class RackLog {
     this.reordered(low);
   }
 
+  /**
+   * A retransmission neither ACKed by snd.una nor inside a SACKed range (Linux's retrans_out),
+   * read before onAck takes this ACK's deliveries out of the log. A retransmission RACK marked
+   * lost again still counts (Linux's no longer does): no undo rather than one too early.
+   */
+  resentOutstanding(s: TcpState): boolean {
+    const una = s.delegated.sndUna;
+    const sacked = s.soft.sacked;
+    let k = 0;
+    for (const r of this.entries) {
+      if (!r.rtx || seqLeq(r.end, una)) continue;
+      const start = seqLt(r.start, una) ? una : r.start;
+      while (k < sacked.length && seqLeq(sacked[k]!.end, start)) k++;
+      const b = sacked[k];
+      if (b && seqLeq(b.start, start) && seqLeq(r.end, b.end)) continue;
+      return true;
+    }
+    return false;
+  }
+
   /** A retransmission is in the log: resent data not yet delivered (Linux's tcp_any_retrans_done). */
   resentInFlight(): boolean {
     for (const r of this.entries) if (r.rtx) return true;

@@ -128,6 +128,12 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
    * with an empty log and detects losses by the RFC 6675 rules until its own sends are logged.
    */
   readonly rack = new RackLog();
+  /**
+   * @internal The last ACK was a partial ACK in recovery that an original answered while a
+   * retransmission is still out (Linux's tcp_try_undo_partial returning early): the output it
+   * draws sends new data only, no retransmission.
+   */
+  holdRetransmits = false;
   /** @internal The output scheduler's turn this connection last sent in, and the bytes it sent then. */
   outputTurn = -1;
   outputUsed = 0;
@@ -378,6 +384,7 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
     this.refusedRtos = 0;
     this.rttEchoFloor = -1;
     this.probeOctet = -1;
+    this.holdRetransmits = false;
     this.rack.reset();
     this.outputTurn = -1;
     this.outputUsed = 0;

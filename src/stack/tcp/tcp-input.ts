@@ -601,6 +601,7 @@ function processAck(
     // (below; Linux's num_dupack in tcp_process_loss).
     if (dup && (sack || !c.sackEnabled)) dupAck(conn, now);
   }
+  conn.holdRetransmits = false;
   let undone = false;
   if (episode && !soft0.inRecovery && soft0.undoArmed) {
     // Linux's FLAG_ORIG_SACK_ACKED: data sent before the timeout, never resent and not SACKed
@@ -633,8 +634,18 @@ function processAck(
     // first retransmission, so an original filled the hole; the path reorders by that much.
     conn.engine.env.counters.inc('tcp.reorder.ts');
     conn.rack.noteLateHole(s, unaBefore, effectiveMss(s));
+    // With a retransmission still out, Linux clocks out new data on this ACK but marks and
+    // resends nothing more; with none, the reduction was needless and is undone, and the
+    // recovery ends (tcp_try_keep_open). RACK then looks afresh and may start a new one.
+    if (conn.rack.resentOutstanding(s)) conn.holdRetransmits = true;
+    else {
+      partialUndo(conn);
+      // Back in Linux's Open state, tcp_cong_control grows the window by what this ACK delivered.
+      const delivered = seqDiff(d.sndUna, unaBefore) + sackedBytes(s) - sackedBefore;
+      conn.engine.congestion(conn).onAck(s, delivered, -1, now);
+    }
   }
-  if (c.sackEnabled && (advanced || h.sackCount > 0)) rackDetect(conn, now);
+  if (c.sackEnabled && (advanced || h.sackCount > 0)) rackDetect(conn, now, conn.holdRetransmits);
   if (undone && sack) lossBehindSack(conn, now);
   if (conn.rack.tlpEnd !== -1) {
     const pureDup = !advanced && pLen === 0 && newlySacked === 0 && wnd === d.sndWnd;
@@ -831,6 +842,25 @@ function undoReduction(s: TcpState): void {
   soft.cubic.epochStart = -1;
 }
 
+/**
+ * Linux's tcp_try_undo_partial with no retransmission left out: a late original, not our resend,
+ * filled the hole, so the window cut was needless. It is undone (tcp_undo_cwnd_reduction, which
+ * also forgets what was marked lost) and the recovery ends; a loss RACK finds on this ACK starts
+ * a new one at once (Linux's fall-through to tcp_time_to_recover).
+ */
+function partialUndo(conn: TcpConnection): void {
+  const s = conn.state;
+  const d = s.delegated;
+  const soft = s.soft;
+  undoReduction(s);
+  soft.inRecovery = false;
+  d.dupAcks = 0;
+  soft.recoveryPoint = d.sndUna;
+  soft.rackLostEdge = d.sndUna;
+  soft.highRxt = d.sndUna;
+  conn.engine.env.counters.inc('tcp.undo.partial');
+}
+
 function undoTimeout(conn: TcpConnection): void {
   const s = conn.state;
   const d = s.delegated;
@@ -903,9 +933,9 @@ const rackLowest = { seq: 0 };
  * SACKed tail loss probe suffices) and finds retransmissions that were lost again. What waits on
  * the reordering window alone is left to RACK's reordering timer (rackReoTimeout).
  */
-function rackDetect(conn: TcpConnection, now: number): void {
+function rackDetect(conn: TcpConnection, now: number, noMarks = false): void {
   const lostEnd = conn.rack.onAck(conn.state, now, rackLowest, effectiveMss(conn.state));
-  rackMark(conn, lostEnd, rackLowest.seq, now);
+  if (!noMarks) rackMark(conn, lostEnd, rackLowest.seq, now);
 }
 
 /**

@@ -398,6 +398,7 @@ export function tcpOutput(conn: TcpConnection): void {
     if (soft.inRecovery && s.const.sackEnabled) sackRecoveryOutput(conn, now);
     else sendWindowed(conn, now);
   }
+  conn.holdRetransmits = false;
   if (soft.ackNow) sendAck(conn);
   if (st === TcpStateId.TIME_WAIT) return;
   if (d.sndMax !== d.sndUna) {
@@ -405,11 +406,12 @@ export function tcpOutput(conn: TcpConnection): void {
     // RFC 8985 7.2 (Linux: tcp_schedule_loss_probe after every tcp_write_xmit that sent): new data
     // restarts the probe timer, which then waits two RTTs for the ACK of the newest segment; a
     // timer left from the start of the flight would probe while that segment is still on its way.
-    // Not in recovery or with SACKed data (7.2's exceptions): there the probe finds what RACK's
-    // reordering timer cannot (a lost retransmission with nothing delivered after it), and new
-    // data clocked out by each SACK would keep pushing it back (sim-loss, 5 %: 0.754 s became 1.0 s).
-    const restart = seqGt(d.sndMax, maxBefore) && !soft.inRecovery && soft.sacked.length === 0;
-    if (soft.tlpDeadline === INF || restart) armTlp(conn, now);
+    // Where no probe may be armed (armTlp), new data cancels a pending one, as Linux's
+    // tcp_event_new_data_sent turns a pending probe timer into the RTO before asking for a probe.
+    if (seqGt(d.sndMax, maxBefore)) {
+      soft.tlpDeadline = INF;
+      armTlp(conn, now);
+    } else if (soft.tlpDeadline === INF) armTlp(conn, now);
   } else {
     d.rtxDeadline = INF;
     // Nothing in flight, so no ACK will come to open the window: Linux's probe timer
@@ -430,8 +432,14 @@ export function armTlp(conn: TcpConnection, now: number): void {
   const soft = s.soft;
   if (!s.const.sackEnabled || soft.tlpInFlight || d.srtt <= 0) return;
   if (d.persistDeadline !== INF || d.sndMax === d.sndUna || d.backoff > 0) return;
-  // Not while resending after a timeout or a hand-over (Linux: only in the Open state).
-  if (seqLt(d.sndNxt, d.sndMax) || (!soft.inRecovery && seqLt(d.sndUna, soft.recoveryPoint))) return;
+  // Linux's tcp_schedule_loss_probe: only in the Open (or CWR) state, so not in a recovery, not
+  // with data SACKed (Disorder), not while resending after a timeout (Loss) or a hand-over. A
+  // lost retransmission with nothing delivered after it then waits for the RTO, as in Linux.
+  if (soft.inRecovery || soft.sacked.length > 0 || seqLt(d.sndNxt, d.sndMax)) return;
+  if (seqLt(d.sndUna, soft.recoveryPoint)) return;
+  // One probe an episode (Linux's tcp_send_loss_probe: none while tlp_high_seq is set, the RTO
+  // instead): the episode outlives the ACK that reaches a resent probe (RackLog.probeAck).
+  if (conn.rack.tlpEnd !== -1) return;
   const flight = seqDiff(d.sndMax, d.sndUna);
   const pto = 2 * d.srtt + (flight <= effectiveMss(s) ? 200 : 2);
   // A probe no earlier than the RTO is left to the RTO (which resends the same head of the tail).
@@ -649,7 +657,7 @@ function sackRecoveryOutput(conn: TcpConnection, now: number): void {
     // same), as much of it as the window has room for.
     const limit = Math.min(segMax, Math.floor(room / mss) * mss);
     // RFC 6675 NextSeg order: (1) a lost hole, (2) new data, (3) a hole not yet deemed lost.
-    const hole = sackNextSeg(s, mss, nextSeg, limit);
+    const hole = !conn.holdRetransmits && sackNextSeg(s, mss, nextSeg, limit);
     if (hole && sackIsLost(s, nextSeg.seq, mss)) {
       if (!retransmitHole(conn, now)) break;
       continue;

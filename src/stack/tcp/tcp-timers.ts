@@ -214,6 +214,8 @@ function lossProbe(conn: TcpConnection, now: number): void {
   const d = s.delegated;
   const soft = s.soft;
   if (d.sndMax === d.sndUna || d.persistDeadline !== INF) return;
+  // At most one probe an episode (Linux's tcp_send_loss_probe checks tlp_high_seq): the RTO stays.
+  if (conn.rack.tlpEnd !== -1) return;
   const mss = effectiveMss(s);
   const flight = seqDiff(d.sndMax, d.sndUna);
   let used = 0;
