@@ -50,6 +50,11 @@ export interface ScenarioOptions {
   offload?: boolean;
   /** Offload every connection to this member (default: spread over the healthy ones). */
   offloadTo?: number;
+  /**
+   * The team server's listen backlog (default the stack's, 511): past it the connections open by
+   * SYN cookie, which a segment reaching the listener later can open again.
+   */
+  backlog?: number;
   /** Connections the team moves in one batch (default the team's). */
   batchSize?: number;
   /** What member `i` sends and hears through instead of its bare switch port. */
@@ -166,7 +171,7 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
     if (o.onData) sock.on('data', () => o.onData!(s, 'team', now()));
     void started.then(() => sendPattern(sock, s + 100000, down1(s)));
   });
-  server.listen(80);
+  server.listen({ port: 80, backlog: o.backlog });
   const faults = o.faults ?? (o.chaos ? chaosFaults(o.seed, o.nics) : []);
   const ports: number[] = [];
   for (let i = 0; i < o.conns; i++) {
