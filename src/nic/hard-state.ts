@@ -678,6 +678,24 @@ export function ringUnderLoad(ringCapacity: number, conns: number): number {
 }
 
 /**
+ * The largest a send ring of a NIC running `conns` connections may grow to (WorkerNic.regrow):
+ * its share of RING_BUDGET_BYTES, counting grown rings, as ringUnderLoad shares it at placement.
+ * Linux does not expand sk_sndbuf once TCP's memory is past tcp_mem[0] (tcp_should_expand_sndbuf);
+ * the budget is this NIC's tcp_mem. A growing ring takes the whole share, not half: the budget
+ * halves at placement because a new connection's direction is unknown, but a ring grows only for
+ * a sender whose writer fills it, the pages that cost (a download's receive ring, holding a
+ * request, stays mostly untouched). So the 500 connections a NIC of 1,000 downloads over two NICs
+ * grow their 64 KiB rings to the 124 KiB a 62,464-byte window calls for, 1,000 a NIC grow to
+ * 64 KiB, and from 2,048 a NIC (a burst of 5,000 over two) nothing grows past the floor: there
+ * every grown ring was fresh memory serve's main thread faulted in during the burst, where the
+ * floor was set to keep it out (RING_FLOOR_BYTES; BENCHMARKS.md, "A send ring that grows with the
+ * connection"). Whole pages, like a grown ring.
+ */
+export function ringGrowLimit(ringCapacity: number, conns: number): number {
+  return Math.min(ringCapacity, Math.floor(RING_BUDGET_BYTES / Math.max(1, conns) / 4096) * 4096);
+}
+
+/**
  * The ring capacities a NIC gives a connection it adopts: capped at `ringCapacity`, but never
  * below what the buffers hold nor below the window already advertised, so nothing acknowledged or
  * promised is lost.

@@ -32,6 +32,7 @@ import {
   HardStateRecord,
   keepReleasedBlocks,
   RING_BUDGET_BYTES,
+  ringGrowLimit,
   ringUnderLoad,
   TRANSFER_RECORD_AT,
   takeReleasedBlock,
@@ -1607,9 +1608,18 @@ export class WorkerNic extends HostNic {
 
   // ---- a send ring that grows with the connection ----------------------------------------------
 
-  /** Bytes the grows of this NIC's connections added to its rings (bounded by RING_BUDGET_BYTES). */
+  /**
+   * Bytes the grows of this NIC's connections added to its rings, bounded by RING_BUDGET_BYTES
+   * besides each ring's share (ringGrowLimit): rings grown while the NIC ran few connections stay
+   * grown as more arrive.
+   */
   private grownBytes = 0;
-  /** Grows begun, and asked for but refused (the budget), as `nic.sndbuf.grow` / `nic.sndbuf.grow-refused`. */
+  /**
+   * Grows begun, and asked for but refused (the ring at its share of the budget already, or the
+   * grown bytes at the budget), as `nic.sndbuf.grow` / `nic.sndbuf.grow-refused`. A refused
+   * connection asks again only for a larger ring (nic-worker.ts, askGrow's growAsked), so a burst
+   * costs the main thread a few refusals a connection, not one per acknowledgement.
+   */
   private grows = 0;
   private growsRefused = 0;
 
@@ -1642,7 +1652,7 @@ export class WorkerNic extends HostNic {
    */
   private regrow(h: WorkerConnectionHandle, want: number): void {
     const old = h.block;
-    const cap = Math.min(want, this.ringCapacity);
+    const cap = Math.min(want, ringGrowLimit(this.ringCapacity, this.conns));
     const added = cap - old.send.capacity;
     if (added <= 0 || this.grownBytes + added > RING_BUDGET_BYTES) {
       this.growsRefused++;

@@ -14,6 +14,7 @@ import {
   RING_BUDGET_BYTES,
   RING_FLOOR_BYTES,
   rebuildTcpState,
+  ringGrowLimit,
   ringUnderLoad,
   TRANSFER_RECORD_AT,
   takeReleasedBlock,
@@ -460,6 +461,27 @@ describe('ring capacity under load', () => {
       assert.ok(r <= last, `no larger with more connections (${n}: ${r} after ${last})`);
       assert.equal(r % 4096, 0, 'whole pages');
       last = r;
+    }
+  });
+
+  test('a send ring grows within its share of the budget: at 1,000 downloads over two NICs, not at 5,000', () => {
+    const full = 256 << 10;
+    // 500-528 a NIC: a 64 KiB ring grows to twice a Linux reader's 62,464-byte window.
+    for (const n of [500, 512, 528]) {
+      assert.ok(ringUnderLoad(full, n) < 2 * 62_464);
+      assert.ok(ringGrowLimit(full, n) >= 126_976, `${n}: ${ringGrowLimit(full, n)} B`);
+    }
+    // 2,500 a NIC: not past the floor it was placed with.
+    assert.ok(ringGrowLimit(full, 2500) <= RING_FLOOR_BYTES);
+    assert.ok(ringGrowLimit(full, 2048) <= RING_FLOOR_BYTES);
+    // 1,000 a NIC (2,000 downloads): placed at the floor, grown to twice it.
+    assert.equal(ringUnderLoad(full, 1000), RING_FLOOR_BYTES);
+    assert.equal(ringGrowLimit(full, 1000), 2 * RING_FLOOR_BYTES);
+    assert.equal(ringGrowLimit(full, 1), full, "never past the NIC's own");
+    for (let n = 1; n <= 5000; n += 7) {
+      const g = ringGrowLimit(full, n);
+      assert.equal(g % 4096, 0, 'whole pages');
+      assert.ok(g * n <= Math.max(RING_BUDGET_BYTES, full), `${n} grown rings fit the budget`);
     }
   });
 });

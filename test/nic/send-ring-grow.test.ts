@@ -9,11 +9,14 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import type { TestContext } from 'node:test';
 import { describe, test } from 'node:test';
+import { Counters } from '../../src/core/counters.ts';
 import { emptyHardState } from '../../src/nic/hard-state.ts';
 import type { LocalNic } from '../../src/nic/local-nic.ts';
+import type { WorkerConnectionHandle } from '../../src/nic/worker-nic.ts';
 import { SimNetwork } from '../../src/sim/sim-network.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import type { TcpConnection } from '../../src/stack/tcp/tcp-connection.ts';
+import { sendRingTarget, TcpBudget } from '../../src/stack/tcp/tcp-mem.ts';
 import { ByteRing } from '../../src/state/byte-ring.ts';
 import { collect, randomBytes, sha256 } from '../helpers/streams.ts';
 import { addWorkerHost, socketKey } from './worker-helpers.ts';
@@ -60,6 +63,23 @@ async function until(net: SimNetwork, what: string, ok: () => boolean, ms = 10_0
   }
 }
 
+/** The peer's bytes once `got` resolves, and the largest the send ring of `h` was meanwhile. */
+async function largestRing(
+  h: WorkerConnectionHandle,
+  got: Promise<Buffer>,
+): Promise<{ out: Buffer; grown: number }> {
+  let grown = h.sendRing.capacity;
+  const watch = setInterval(() => {
+    grown = Math.max(grown, h.sendRing.capacity);
+  }, 1);
+  try {
+    const out = await got;
+    return { out, grown: Math.max(grown, h.sendRing.capacity) };
+  } finally {
+    clearInterval(watch);
+  }
+}
+
 /** Write `data` into the socket as fast as it takes it, then end. */
 function send(s: TcpSocket, data: Buffer): void {
   s.end(data);
@@ -72,18 +92,63 @@ describe('a send ring that grows with the connection', () => {
     const { nic, s, h, got, answer, back } = await workerRig(t, 61);
     const data = randomBytes(61, 1_000_000);
     send(s, data);
-    let grown = 0;
-    const watch = setInterval(() => {
-      grown = Math.max(grown, h.sendRing.capacity);
-    }, 1);
-    const out = await got;
-    clearInterval(watch);
+    const { out, grown } = await largestRing(h, got);
     assert.equal(out.length, data.length);
     assert.equal(sha256(out), sha256(data), 'every byte, in order, across the switches');
     assert.equal(sha256(await answer), sha256(back), 'and every byte the other way');
     const c = (await nic.counterSnapshot()).values;
     assert.ok((c['nic.sndbuf.grown'] ?? 0) >= 1, `the worker switched rings: ${JSON.stringify(c)}`);
     assert.ok(grown > PLACED, `the ring grew past ${PLACED}: ${grown}`);
+  });
+
+  for (const [others, most] of [
+    // 5,000 a NIC: a share of the budget (13 KiB) below the placed ring, so nothing grows.
+    [5_000, PLACED],
+    // 2,047 others: 2,048 a NIC, whose share is 32 KiB; the window calls for more.
+    [2_047, 32 << 10],
+  ] as const)
+    test(`WorkerNic: with ${others} other connections a NIC, the ring grows to ${most} B at most`, {
+      timeout: 60_000,
+    }, async (t) => {
+      const { nic, s, h, got } = await workerRig(t, 65);
+      // As if the NIC ran that many more: only its count enters the rule (ringGrowLimit).
+      const self = nic as unknown as { conns: number };
+      self.conns += others;
+      t.after(() => {
+        self.conns -= others;
+      });
+      const data = randomBytes(65, 600_000);
+      send(s, data);
+      const { out, grown } = await largestRing(h, got);
+      assert.equal(sha256(out), sha256(data), 'every byte, in order');
+      assert.equal(grown, most, 'the ring stays within its share of the budget');
+      const c = (await nic.counterSnapshot()).values;
+      assert.ok((c['nic.sndbuf.grow-refused'] ?? 0) >= 1, `a grow past it was refused: ${JSON.stringify(c)}`);
+    });
+
+  test('a stack past half its memory limit grows no send ring (Linux tcp_mem[0])', () => {
+    const conn = {
+      state: {
+        cached: { sndBufSize: 256 << 10 },
+        delegated: {
+          sendBuffer: new ByteRing(PLACED, PLACED),
+          cwnd: 100_000,
+          sndWnd: 62_464,
+          maxSndWnd: 62_464,
+        },
+      },
+      engine: { memExpandable: true },
+    };
+    const c = conn as unknown as TcpConnection;
+    assert.equal(sendRingTarget(c), 126_976, 'twice the window, in pages');
+    conn.engine.memExpandable = false;
+    assert.equal(sendRingTarget(c), 0);
+    const b = new TcpBudget(new Counters(), { memBytes: 1000 });
+    b.used = 499;
+    assert.equal(b.expandable, true);
+    b.used = 500;
+    assert.equal(b.expandable, false, 'at half the limit, before pressure (2/3)');
+    assert.equal(b.underPressure, false);
   });
 
   for (const when of [

@@ -42,6 +42,11 @@ export interface TcpEngine {
    * data is not kept. Absent: no limit.
    */
   readonly memFull?: boolean;
+  /**
+   * The stack's buffer memory is low enough for send rings to grow (tcp-mem.ts,
+   * TcpBudget.expandable). Absent: they may.
+   */
+  readonly memExpandable?: boolean;
   /** A ring of this connection may have changed size: account for it. */
   memCharge?(conn: TcpConnection): void;
   /**

@@ -183,6 +183,10 @@ export class TcpLayer implements TcpEngine {
     return this.budget.full;
   }
 
+  get memExpandable(): boolean {
+    return this.budget.expandable;
+  }
+
   memCharge(conn: TcpConnection): void {
     if (conn.linked) this.budget.charge(conn);
   }

@@ -23,6 +23,12 @@ export function roomAtLimit(ring: ByteRing): number {
 
 /** Pressure starts at two thirds of the limit: Linux's default tcp_mem[1] / tcp_mem[2] ratio. */
 const PRESSURE_FRACTION = 2 / 3;
+/**
+ * Send rings stop growing at half the limit: Linux's tcp_should_expand_sndbuf refuses from
+ * tcp_mem[0] on, half of tcp_mem[2] by default (tcp_init_mem: 3/4 and 3/2 of the same figure), so
+ * the buffers of connections already running cannot push the stack into pressure by growing.
+ */
+const EXPAND_FRACTION = 1 / 2;
 
 export interface TcpLimits {
   /**
@@ -106,6 +112,11 @@ export class TcpBudget {
   /** Between pressure and the limit: new connections get small buffers. */
   get underPressure(): boolean {
     return this.used >= this.pressureBytes;
+  }
+
+  /** Below half the limit: a send ring may grow (sendRingTarget). */
+  get expandable(): boolean {
+    return this.used < this.memBytes * EXPAND_FRACTION;
   }
 
   /** At the limit: nothing may grow, nothing new is admitted. */
@@ -202,14 +213,16 @@ const RING_GROW_UNIT = 4096;
  * for the writer, which for a worker NIC is a round trip through the main thread (BENCHMARKS.md,
  * "What a team's stall waits for"); twice the flight lets the writer's refill overlap the flight.
  * The flight is the smaller of cwnd and the largest window the peer offered: a ring larger than
- * twice what the sender can have out is memory touched for nothing.
+ * twice what the sender can have out is memory touched for nothing. Nothing grows once the
+ * stack's buffers are past half their limit (TcpBudget.expandable, Linux's tcp_mem[0]); a worker
+ * NIC's host also holds its rings to a budget of its own (hard-state.ts, ringGrowLimit).
  */
 export function sendRingTarget(conn: TcpConnection): number {
   const s = conn.state;
   const d = s.delegated;
   const cap = d.sendBuffer.maxCapacity;
   const limit = s.cached.sndBufSize;
-  if (cap >= limit || conn.engine.memFull === true) return 0;
+  if (cap >= limit || conn.engine.memFull === true || conn.engine.memExpandable === false) return 0;
   const flight = Math.min(d.cwnd, Math.max(d.sndWnd, d.maxSndWnd));
   if (2 * flight <= cap) return 0;
   const want = Math.min(limit, Math.ceil((2 * flight) / RING_GROW_UNIT) * RING_GROW_UNIT);
