@@ -40,7 +40,8 @@ import {
  * records' address fields and the 16 bytes of each address in the path's address block (and the
  * neighbor's in its own); the decoder interns them in the receiver's table (`DecodeOptions.addrs`)
  * and gives every connection of the path the path's handles. Version 2 (IPv4 only, no address
- * blocks), version 3 (no soft.smallSentEnd) and version 4 (no RACK path knowledge) are still read
+ * blocks), version 3 (no soft.smallSentEnd), version 4 (no RACK path knowledge) and version 5 (no
+ * soft.undoNxt) are still read
  * and written on request; any other version is refused before anything is decoded.
  */
 
@@ -50,8 +51,10 @@ export const STATE_CODEC_MAGIC = 0x43484e59;
  * 4: soft.smallSentEnd ends the soft scalars (a field's `since`); an older batch leaves it at its
  * default, and the encoder leaves it out of an older batch. 5: RACK's knowledge of the path
  * (soft.reordering, reorderingSeen, reoWndMult, reoWndPersist, rtxBytes, dsackBytes) after it.
+ * 6: soft.undoNxt (where a timeout's undo puts snd.nxt) after them; an older batch leaves it at 0,
+ * which the undo reads as no record (snd.max, the old behaviour) or at worst resends from snd.una.
  */
-export const STATE_CODEC_VERSION = 5;
+export const STATE_CODEC_VERSION = 6;
 /** The oldest version this build still reads. */
 export const STATE_CODEC_MIN_VERSION = 2;
 

@@ -256,6 +256,12 @@ export interface TcpSoft {
   /** Bytes resent and bytes DSACKs reported (Linux's total_retrans and dsack_dups, in bytes). */
   rtxBytes: number;
   dsackBytes: number;
+  /**
+   * Tail of the undo record: snd.nxt when the timeout episode began, what its undo gives back.
+   * Below snd.max when a prod (failover) had rewound the flight the failed path lost: that part
+   * was not in flight any more. Last, as codec version 6 added it.
+   */
+  undoNxt: number;
 }
 
 /** The reordering degree a connection starts at (Linux's sysctl tcp_reordering, RFC 8985's DupThresh). */
@@ -464,6 +470,7 @@ export function createTcpState(
       hsCssRounds: 0,
       smallSentEnd: 0,
       ...rackPathDefaults(),
+      undoNxt: 0,
     },
   };
 }

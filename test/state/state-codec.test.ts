@@ -225,7 +225,6 @@ describe('version 4: the end of the short segment in flight (soft.smallSentEnd)'
 
 describe("version 5: RACK's knowledge of the path (soft.reordering and the rest)", () => {
   test('travels in version 5 with the soft scalars; a version-4 batch leaves it out and decodes to the defaults', () => {
-    assert.equal(STATE_CODEC_VERSION, 5);
     const trees = sampleTrees(2);
     const conns = flattenTrees(trees);
     const learned = {
@@ -247,12 +246,39 @@ describe("version 5: RACK's knowledge of the path (soft.reordering and the rest)
     });
     const fresh = pick(createTcpState(conns[0]!.const, DEFAULT_TCP_CACHED, conns[0]!.path));
     for (const soft of ['all', 'scalars'] as const) {
-      const back = flattenTrees(decodeBatch(encodeBatch(trees, 0, { soft }), 0));
+      const back = flattenTrees(decodeBatch(encodeBatch(trees, 0, { soft, version: 5 }), 0));
       assert.deepEqual(back.map(pick), [learned, fresh], soft);
     }
     const old = encodeBatch(trees, 0, { version: 4 });
-    assert.equal(encodeBatch(trees, 0).length - old.length, 21 * 2, 'version 4: 21 bytes a connection fewer');
+    assert.equal(
+      encodeBatch(trees, 0, { version: 5 }).length - old.length,
+      21 * 2,
+      'version 4: 21 bytes a connection fewer',
+    );
     assert.deepEqual(flattenTrees(decodeBatch(old, 0)).map(pick), [fresh, fresh]);
+  });
+});
+
+describe("version 6: where a timeout's undo puts snd.nxt (soft.undoNxt)", () => {
+  test('travels in version 6 with the soft scalars; a version-5 batch leaves it out and decodes to 0', () => {
+    assert.equal(STATE_CODEC_VERSION, 6);
+    const trees = sampleTrees(2);
+    const conns = flattenTrees(trees);
+    conns[0]!.soft.undoNxt = 0xfedc_ba98;
+    for (const soft of ['all', 'scalars'] as const) {
+      const back = flattenTrees(decodeBatch(encodeBatch(trees, 0, { soft }), 0));
+      assert.deepEqual(
+        back.map((c) => c.soft.undoNxt),
+        [0xfedc_ba98, 0],
+        soft,
+      );
+    }
+    const old = encodeBatch(trees, 0, { version: 5 });
+    assert.equal(encodeBatch(trees, 0).length - old.length, 4 * 2, 'version 5: a u32 a connection fewer');
+    assert.deepEqual(
+      flattenTrees(decodeBatch(old, 0)).map((c) => c.soft.undoNxt),
+      [0, 0],
+    );
   });
 });
 

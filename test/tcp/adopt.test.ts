@@ -225,6 +225,47 @@ describe('adopting a connection on failover (prod)', () => {
   });
 });
 
+describe('a timeout after a prod, found spurious', () => {
+  test("the ACK of the prod's resend, lost and drawn again by the timeout, lets the rest go at once", () => {
+    // The failover bench's 2 s stall (reachability, 10,000 connections): the prod's resend
+    // arrived but its ACK was lost; the timeout sent the head again and the peer's ACK of that
+    // duplicate echoed the prod's TSval. Eifel rightly undid the timeout, but the undo put
+    // snd.nxt at snd.max, as if the rest of the flight were still on its way: the prod had
+    // rewound it (it was lost on the failed path), and nothing went until the next timeout.
+    const { a, o, s } = failedOver(0);
+    const una = s.delegated.sndUna;
+    const b = new Bench();
+    b.advance(a.env.clock.now() - b.env.clock.now());
+    const conn = b.layer.adopt(s, new Recorder(), { prod: true });
+    const resent = b.take().find((x) => x.data.length > 0)!;
+    assert.equal(resent.h.seq, una);
+    const d = conn.state.delegated;
+    for (let k = 0; k < 1000 && d.backoff === 0; k++) b.advance(1);
+    assert.equal(d.backoff, 1, 'the timeout fired');
+    const rto = b.take().filter((x) => x.data.length > 0);
+    assert.deepEqual(
+      rto.map((x) => x.h.seq),
+      [una],
+      'the timeout resent the head alone',
+    );
+    b.advance(1);
+    b.inject({
+      flags: ACK,
+      seq: o.peerSeq,
+      ack: add(una, SEG),
+      ts: [5001, resent.h.tsVal],
+      srcPort: 80,
+      dstPort: o.conn.localPort,
+    });
+    assert.equal(b.count('tcp.rto.undo.eifel'), 1, 'the timeout is undone');
+    const next = b
+      .take()
+      .filter((x) => x.data.length > 0)
+      .map((x) => x.h.seq);
+    assert.equal(next[0], add(una, SEG), 'the rest of the flight goes on this ACK, not a timeout later');
+  });
+});
+
 describe('a released connection object taken up again (TcpConnection.revive)', () => {
   test('every field is back to what a new object over the same state has', () => {
     const { a, s } = failedOver(1);

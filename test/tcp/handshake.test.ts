@@ -375,6 +375,28 @@ describe('SYN cookies', () => {
     assert.equal(out[0]!.h.seq, add(sa.h.seq, 1));
   });
 
+  test('a cookie connection takes its RTT from the echoed timestamp, not the 1 s initial RTO', () => {
+    // A burst of accepts past the backlog are all cookie connections; without a sample each lost
+    // segment of theirs waited a whole second (a 2 s stall in the failover bench's reachability
+    // run: the prod's resend and then its ACK lost in the peer's queue).
+    const b = new Bench({ defaults: { minRtoMs: 20 } });
+    let accepted: TcpConnection | null = null;
+    b.layer.listen({ port: 80, backlog: 0 }, (c) => {
+      c.user = new Recorder();
+      accepted = c;
+      return true;
+    });
+    b.inject({ flags: SYN, seq: PEER_ISN, mss: 1460, wscale: 3, sackPermitted: true, ts: [777, 0] });
+    const sa = b.take()[0]!;
+    assert.equal(b.count('tcp.syncookies.sent'), 1);
+    b.advance(3);
+    b.inject({ flags: ACK, seq: PEER_ISN + 1, ack: add(sa.h.seq, 1), ts: [778, sa.h.tsVal] });
+    const d = (accepted as TcpConnection | null)!.state.delegated;
+    // The cookie's TSval is early by its option bits (under 64 ms): the sample is 3-67 ms.
+    assert.ok(d.srtt >= 3 && d.srtt < 3 + 64, `srtt ${d.srtt}`);
+    assert.ok(d.rto < 1000 / 2, `rto ${d.rto}`);
+  });
+
   test('without timestamps the cookie connection has no window scaling or SACK', () => {
     const b = new Bench();
     let accepted: TcpConnection | null = null;

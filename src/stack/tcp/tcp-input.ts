@@ -869,8 +869,12 @@ function undoTimeout(conn: TcpConnection): void {
   conn.rack.forgetBelow(d.sndUna);
   soft.frto = 0;
   // The originals arrived: nothing is resent on the timeout's account any more, and losses
-  // found from here on start a fast recovery of their own.
-  d.sndNxt = d.sndMax;
+  // found from here on start a fast recovery of their own. In flight is what snd.nxt said before
+  // the timeout, not snd.max: a failover's prod rewinds the flight the failed path lost, and put
+  // back at snd.max that rest waited out the next timeout (a whole second on a connection without
+  // an RTT sample: the failover bench's 2 s stall). An ACK past it says what arrived, as after a
+  // prod: the rest goes from there.
+  d.sndNxt = seqGt(soft.undoNxt, d.sndMax) ? d.sndMax : seqMax(soft.undoNxt, d.sndUna);
   soft.recoveryPoint = d.sndUna;
   soft.rackLostEdge = d.sndUna;
 }

@@ -4,7 +4,8 @@ import { type TcpCached, TcpStateId } from '../../state/tcp-state.ts';
 import { encodeTcpHeader, resetTcpOptions, TCP_PROTOCOL, TcpFlag, type TcpHeader } from '../../wire/tcp.ts';
 import { ANY6, endpointsOverlap, TWO_32 } from '../address-table.ts';
 import type { IpInfo } from '../ip-sender.ts';
-import { seqAdd, seqSub } from './seq.ts';
+import { rttSample } from './rtt.ts';
+import { seqAdd, seqDiff, seqSub } from './seq.ts';
 import { type CookieOptions, SynCookies } from './syn-cookies.ts';
 import type { ListenerRef, TcpConnection } from './tcp-connection.ts';
 import { connInput, establish, negotiateSynOptions, offerToListener } from './tcp-input.ts';
@@ -327,6 +328,15 @@ export class Listeners {
     d.maxSndWnd = d.sndWnd;
     d.sndWl1 = h.seq;
     d.sndWl2 = h.ack;
+    if (h.hasTimestamps) {
+      // No send time was kept for the cookie's SYN-ACK, but its TSval comes back in the echo (too
+      // early by the option bits, under 64 ms, as Linux's tcp_ack_update_rtt takes it). Without
+      // a sample the connection starts on the 1 s initial RTO and no tail probe: a burst of
+      // accepts (every connection of a 10,000-connection failover bench) then waits out a whole
+      // second for each lost segment until its data is acknowledged.
+      const rtt = seqDiff(tsNow(now), h.tsEcr);
+      if (h.tsEcr !== 0 && rtt >= 0 && rtt <= 600_000) rttSample(s, rtt);
+    }
     layer.link(conn);
     establish(conn, now);
     if (!offerToListener(conn, l)) return true;

@@ -27,6 +27,9 @@ export function enterRecovery(
   soft.undoArmed = true;
   soft.undoLow = d.sndUna;
   soft.undoWMax = soft.cubic.wMax;
+  // A recovery resends holes without rewinding snd.nxt: should a timeout's undo ever read this
+  // record, everything sent was in flight.
+  soft.undoNxt = d.sndMax;
   soft.prrPriorCwnd = d.cwnd;
   soft.prrDelivered = 0;
   soft.prrOut = 0;

@@ -173,6 +173,7 @@ function retransmitTimeout(conn: TcpConnection, now: number): boolean {
     soft.undoRetrans = 0;
     // The retransmission tcpOutput is about to send carries this TSval.
     soft.undoTsVal = s.const.tsEnabled ? tsNow(now) : 0;
+    soft.undoNxt = d.sndNxt;
     soft.undoArmed = true;
   } else if (soft.inRecovery) {
     soft.undoArmed = false;
