@@ -69,6 +69,31 @@ for (const una of [1000, 0xffffff00]) {
       assert.equal(low.seq, at(1000));
     });
 
+    test('sends of one instant go by their order: a retransmission before new data that arrived is lost (RFC 8985 RACK_sent_after)', () => {
+      for (const rtxFirst of [true, false]) {
+        const s = mkState(una, 4000);
+        s.soft.inRecovery = true;
+        s.soft.recoveryPoint = s.delegated.sndMax;
+        const r = new RackLog();
+        r.minRtt = 10;
+        r.onSend(at(0), at(3000), 0, false);
+        // One output pass at 10 resends the hole and sends the last of the buffer: RFC 6675's
+        // NextSeg puts a lost hole before new data, a hole not yet deemed lost after it.
+        if (rtxFirst) r.onSend(at(0), at(1000), 10, true);
+        r.onSend(at(3000), at(4000), 10, false);
+        if (!rtxFirst) r.onSend(at(0), at(1000), 10, true);
+        // All but the hole is SACKed a round trip later: the new data is the newest delivered.
+        s.soft.sacked.push({ start: at(1000), end: at(4000) });
+        const low = { seq: 0 };
+        if (rtxFirst) {
+          assert.equal(r.onAck(s, 20, low, MSS), at(1000), 'the copy sent before the new data is lost');
+          assert.equal(low.seq, at(0));
+        } else {
+          assert.equal(r.onAck(s, 20, low, MSS), -1, 'the copy sent after the new data is not');
+        }
+      }
+    });
+
     test('a spurious timeout forgets only its own copies: what went before it still dates a delivery', () => {
       const s = mkState(una, 3000);
       const r = new RackLog();
@@ -342,13 +367,10 @@ describe('SACK scoreboard under a hostile receiver', () => {
  * The log as onSend built it before it cut entries in place (arrays per retransmission): the
  * model the in-place version must match, entry for entry.
  */
-function modelSend(
-  e: { start: number; end: number; sentAt: number; rtx: boolean }[],
-  s0: number,
-  e0: number,
-  now: number,
-  rtx: boolean,
-): void {
+type ModelEntry = { start: number; end: number; sentAt: number; rtx: boolean; order: number };
+
+/** `order`: how many sends came before this one (every send here is non-empty). */
+function modelSend(e: ModelEntry[], s0: number, e0: number, now: number, rtx: boolean, order: number): void {
   const start = s0 >>> 0;
   const end = e0 >>> 0;
   const lt = (a: number, b: number) => ((a - b) | 0) < 0;
@@ -356,10 +378,12 @@ function modelSend(
   if (!lt(start, end)) return;
   const last = e[e.length - 1];
   if (!last || leq(last.end, start)) {
-    if (last && last.end === start && last.rtx === rtx && now - last.sentAt <= 0.5) {
+    const next = last !== undefined && last.order === order - 1;
+    if (next && last.end === start && last.rtx === rtx && now - last.sentAt <= 0.5) {
       last.end = end;
       last.sentAt = now;
-    } else e.push({ start, end, sentAt: now, rtx });
+      last.order = order;
+    } else e.push({ start, end, sentAt: now, rtx, order });
     return;
   }
   let i = 0;
@@ -368,13 +392,13 @@ function modelSend(
   let j = i;
   while (j < e.length && lt(e[j]!.start, end)) {
     const r = e[j]!;
-    if (lt(r.start, start)) out.push({ start: r.start, end: start, sentAt: r.sentAt, rtx: r.rtx });
-    if (lt(end, r.end)) out.push({ start: end, end: r.end, sentAt: r.sentAt, rtx: r.rtx });
+    if (lt(r.start, start)) out.push({ ...r, end: start });
+    if (lt(end, r.end)) out.push({ ...r, start: end });
     j++;
   }
   const before = out.filter((r) => lt(r.start, start));
   const after = out.filter((r) => !lt(r.start, start));
-  e.splice(i, j - i, ...before, { start, end, sentAt: now, rtx }, ...after);
+  e.splice(i, j - i, ...before, { start, end, sentAt: now, rtx, order }, ...after);
 }
 
 describe('RACK log: retransmissions inside the log', () => {
@@ -393,14 +417,14 @@ describe('RACK log: retransmissions inside the log', () => {
         fc.array(send, { minLength: 1, maxLength: 60 }),
         (base, sends) => {
           const r = new RackLog();
-          const model: { start: number; end: number; sentAt: number; rtx: boolean }[] = [];
+          const model: ModelEntry[] = [];
           let now = 0;
-          for (const x of sends) {
+          for (const [n, x] of sends.entries()) {
             now += x.dt;
             const a = (base + x.from) >>> 0;
             const b = (base + x.from + x.len) >>> 0;
             r.onSend(a, b, now, x.rtx);
-            modelSend(model, a, b, now, x.rtx);
+            modelSend(model, a, b, now, x.rtx, n);
             assert.deepEqual(
               r.entries.map((q) => ({ ...q })),
               model,
@@ -425,5 +449,5 @@ test('RACK log: a resend of whole entries reuses their objects instead of buildi
   assert.equal(r.entries.length, 3);
   assert.equal(r.entries[0], a);
   assert.equal(r.entries[1], b);
-  assert.deepEqual({ ...r.entries[1]! }, { start: 1000, end: 2000, sentAt: 20, rtx: true });
+  assert.deepEqual({ ...r.entries[1]! }, { start: 1000, end: 2000, sentAt: 20, rtx: true, order: 4 });
 });

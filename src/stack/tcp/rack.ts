@@ -24,6 +24,11 @@ export interface RackEntry {
   end: number;
   sentAt: number;
   rtx: boolean;
+  /**
+   * Rank of the entry's last send among every send of the log (RackLog.sends). Sends of one
+   * instant share a time, and a retransmission may go before or after new data in it.
+   */
+  order: number;
 }
 
 /** Contiguous first transmissions this close in time share one entry (a bound on per-segment work). */
@@ -35,6 +40,10 @@ export class RackLog {
   readonly entries: RackEntry[] = [];
   /** RACK.xmit_ts: send time of the most recently sent segment known delivered (-1: none). */
   xmitTs = -1;
+  /** The rank (RackEntry.order) of the send that set xmitTs. */
+  private xmitOrder = -1;
+  /** Sends logged so far: the next entry's order. */
+  private sends = 0;
   /** RACK.min_RTT. */
   minRtt = Number.POSITIVE_INFINITY;
   /**
@@ -165,6 +174,7 @@ export class RackLog {
   clear(): void {
     this.entries.length = 0;
     this.xmitTs = -1;
+    this.xmitOrder = -1;
     this.endSeq = 0;
     this.rtt = 0;
     this.reoDeadline = Number.POSITIVE_INFINITY;
@@ -191,15 +201,20 @@ export class RackLog {
     end >>>= 0;
     if (!seqLt(start, end)) return;
     if (rtx) this.soft.rtxBytes += (end - start) >>> 0;
+    const order = this.sends++;
     const e = this.entries;
     const last = e[e.length - 1];
     if (!last || seqLeq(last.end, start)) {
-      if (last && last.end === start && last.rtx === rtx && now - last.sentAt <= MERGE_MS) {
+      const next = last !== undefined && last.order === order - 1;
+      if (next && last.end === start && last.rtx === rtx && now - last.sentAt <= MERGE_MS) {
         // One entry per burst, not per segment: stamped with the latest send, so its older
-        // part is only ever declared lost later than it could be, never earlier.
+        // part is only ever declared lost later than it could be, never earlier. Not across
+        // another send (a retransmission between): an entry's sends are consecutive, so a
+        // delivery of its first part dates nothing after what went between.
         last.end = end;
         last.sentAt = now;
-      } else e.push({ start, end, sentAt: now, rtx });
+        last.order = order;
+      } else e.push({ start, end, sentAt: now, rtx, order });
       while (e.length > MAX_ENTRIES) this.squeeze();
       return;
     }
@@ -217,30 +232,34 @@ export class RackLog {
     const rightEnd = tail?.end ?? 0;
     const rightSentAt = tail?.sentAt ?? 0;
     const rightRtx = tail?.rtx ?? false;
+    const rightOrder = tail?.order ?? 0;
     if (hasLeft) e[i]!.end = start;
     const k = hasLeft ? i + 1 : i;
     const want = hasRight ? 2 : 1;
     const spare = j - k;
     if (spare > want) e.splice(k + want, spare - want);
-    else if (spare === want - 1) e.splice(k + spare, 0, { start: 0, end: 0, sentAt: 0, rtx: false });
+    else if (spare === want - 1)
+      e.splice(k + spare, 0, { start: 0, end: 0, sentAt: 0, rtx: false, order: 0 });
     else if (spare === want - 2)
       e.splice(
         k,
         0,
-        { start: 0, end: 0, sentAt: 0, rtx: false },
-        { start: 0, end: 0, sentAt: 0, rtx: false },
+        { start: 0, end: 0, sentAt: 0, rtx: false, order: 0 },
+        { start: 0, end: 0, sentAt: 0, rtx: false, order: 0 },
       );
     const r = e[k]!;
     r.start = start;
     r.end = end;
     r.sentAt = now;
     r.rtx = rtx;
+    r.order = order;
     if (hasRight) {
       const t = e[k + 1]!;
       t.start = end;
       t.end = rightEnd;
       t.sentAt = rightSentAt;
       t.rtx = rightRtx;
+      t.order = rightOrder;
     }
     while (e.length > MAX_ENTRIES) this.squeeze();
   }
@@ -338,14 +357,23 @@ export class RackLog {
     // RFC 8985 6.2 step 2: a retransmitted range ACKed sooner than min RTT after it went out was
     // delivered by its original copy, whose send time we no longer know.
     if (r.rtx && now - r.sentAt < this.minRtt) return;
-    if (r.sentAt > this.xmitTs || (r.sentAt === this.xmitTs && seqLt(this.endSeq, end))) {
+    if (r.sentAt > this.xmitTs || (r.sentAt === this.xmitTs && this.later(r, end))) {
       this.xmitTs = r.sentAt;
+      this.xmitOrder = r.order;
       this.endSeq = end >>> 0;
       this.rtt = now - r.sentAt;
       this.delivered = true;
     }
     const rtt = now - r.sentAt;
     if (rtt >= 0 && rtt < this.minRtt && !r.rtx) this.minRtt = rtt;
+  }
+
+  /**
+   * RFC 8985's RACK_sent_after for a send of the same instant as the delivered one: the order of
+   * the sends, and within one entry (one burst, sent in sequence order) the sequence.
+   */
+  private later(r: RackEntry, end: number): boolean {
+    return r.order !== this.xmitOrder ? r.order > this.xmitOrder : seqLt(this.endSeq, end);
   }
 
   private setFack(start: number, end: number): void {
@@ -422,6 +450,7 @@ export class RackLog {
     a.end = b.end;
     a.sentAt = Math.max(a.sentAt, b.sentAt);
     a.rtx = a.rtx || b.rtx;
+    a.order = Math.max(a.order, b.order);
     e.splice(1, 1);
   }
 
@@ -508,16 +537,21 @@ export class RackLog {
     if (this.xmitTs < 0) return -1;
     const reoWnd = this.reoWnd(s, mss);
     const xmitTs = this.xmitTs;
+    const xmitOrder = this.xmitOrder;
     const endSeq = this.endSeq;
     const wait = this.rtt + reoWnd;
     let lostEnd = -1;
     // The latest of the waits, as RFC 8985 and Linux: one expiry then marks them all.
     let next = -1;
     for (const r of this.entries) {
-      // A retransmission stamped with the delivered data's time went after it (the clock did not
-      // move between them): only first transmissions are ordered by sequence.
-      const same = r.sentAt === xmitTs && !r.rtx;
-      if (r.sentAt < xmitTs || (same && seqLt(r.start, endSeq))) {
+      // Sends of the delivered data's instant go by the order they left in (RFC 8985's
+      // RACK_sent_after): a retransmission sent in the same burst before new data that arrived is
+      // lost like one sent earlier. Taking every such retransmission as sent after left the hole
+      // resent with the last of the send buffer for the RTO (sim-loss, 10 %). Within the delivered
+      // entry itself, only its first transmissions are ordered by sequence.
+      const same = r.sentAt === xmitTs && r.order === xmitOrder && !r.rtx;
+      const before = r.sentAt === xmitTs && r.order < xmitOrder;
+      if (r.sentAt < xmitTs || before || (same && seqLt(r.start, endSeq))) {
         // Deadlines are sums of the same terms here and at the timer: an exact comparison holds.
         const due = r.sentAt + wait;
         if (due <= now) {
