@@ -246,6 +246,18 @@ describe('passive open', () => {
     assert.equal([...b.layer.connections()].length, 0);
   });
 
+  test('the SYN-ACK answering a retransmitted SYN echoes that SYN, not the first (RFC 7323 4.3)', () => {
+    // An echo of the first SYN gives the peer the whole SYN timeout as its first RTT sample
+    // (sim-loss seed 1: srtt 600 ms, RTO 3.3 s on a 2 ms path).
+    const b = new Bench();
+    b.layer.listen({ port: 80 }, () => true);
+    b.inject({ flags: SYN, seq: PEER_ISN, mss: 1460, sackPermitted: true, ts: [5000, 0] });
+    b.inject({ flags: SYN, seq: PEER_ISN, mss: 1460, sackPermitted: true, ts: [6000, 0] });
+    const [sa1, sa2] = b.take();
+    assert.equal(sa1!.h.tsEcr, 5000);
+    assert.equal(sa2!.h.tsEcr, 6000);
+  });
+
   test('RST in SYN_RECEIVED returns to LISTEN silently', () => {
     const b = new Bench();
     const l = b.layer.listen({ port: 80 }, () => true);

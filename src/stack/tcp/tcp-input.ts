@@ -234,6 +234,13 @@ function syncInput(
       // The peer did not hear our SYN-ACK. Two SYN-ACKs are now out: Karn's rule leaves the
       // handshake without an RTT sample, since the final ACK could answer either.
       conn.synRetransmitted = true;
+      // RFC 7323 section 4.3: the resent SYN sits at or below Last.ACK.sent, so its TSval becomes
+      // TS.Recent; echoing the first SYN's instead hands the peer the whole SYN timeout (1 s) as
+      // its first RTT sample, and srtt/RTO stay inflated for hundreds of round trips.
+      if (c.tsEnabled && h.hasTimestamps && seqGeq(h.tsVal, d.tsRecent)) {
+        d.tsRecent = h.tsVal;
+        d.tsRecentAt = now;
+      }
       conn.stats.retransmits++;
       counters.inc('tcp.retransmits');
       sendSyn(conn);
