@@ -236,10 +236,10 @@ function syncInput(
       conn.synRetransmitted = true;
       // RFC 7323 section 4.3: the resent SYN sits at or below Last.ACK.sent, so its TSval becomes
       // TS.Recent; echoing the first SYN's instead hands the peer the whole SYN timeout (1 s) as
-      // its first RTT sample, and srtt/RTO stay inflated for hundreds of round trips. Linux differs
-      // here on purpose of ours: its request socket answers a resent SYN (tcp_check_req) before it
-      // updates ts_recent, so its SYN-ACK echoes the first SYN and a client starts ~1 s high; the
-      // RFC's rule is kept, since it costs the peer nothing and gives it a true sample.
+      // its first RTT sample, and srtt/RTO stay inflated for hundreds of round trips. Chimney departs
+      // from Linux here on purpose: Linux's request socket answers a resent SYN (tcp_check_req)
+      // before it updates ts_recent, so its SYN-ACK echoes the first SYN and its client starts ~1 s
+      // high. The RFC's rule costs the peer nothing and gives it a true sample.
       if (c.tsEnabled && h.hasTimestamps && seqGeq(h.tsVal, d.tsRecent)) {
         d.tsRecent = h.tsVal;
         d.tsRecentAt = now;
