@@ -18,6 +18,7 @@ import { TupleMap } from '../nic/tuple-map.ts';
 import { TcpSocket } from '../socket/tcp-socket.ts';
 import { TWO_32 } from '../stack/address-table.ts';
 import type { Stack } from '../stack/stack.ts';
+import type { Forward } from '../stack/tcp/conn-table.ts';
 import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
 import type { TcpUser } from '../stack/tcp/tcp-types.ts';
 import { buildTrees, flattenTrees, type OffloadTree } from '../state/offload-tree.ts';
@@ -157,7 +158,7 @@ export class TransferProtocol {
    */
   liveHandover = true;
   /** The forwarder of the host's placeholders to each NIC: one per NIC, not one per connection. */
-  private readonly injectors = new Map<Nic, (p: Uint8Array) => void>();
+  private readonly injectors = new Map<Nic, Forward>();
   private mark = -1;
   /** Inside `metered`: the meter runs whenever this thread runs transfer code. */
   private metering = false;
@@ -893,10 +894,19 @@ export class TransferProtocol {
     if (nic instanceof LocalNic) nic.engine.tcp.table.share(this.stack.tcp.table);
   }
 
-  private injector(nic: Nic): (p: Uint8Array) => void {
+  /**
+   * The host's forwarder to `nic`. It refuses once the NIC is dead, so the host's placeholder holds
+   * the peers' segments until the connections are rebuilt elsewhere: a dead NIC drops whatever it
+   * is handed, and a crash's rebuild of 10,000 lasts hundreds of ms of the peers' retransmissions.
+   */
+  private injector(nic: Nic): Forward {
     let fn = this.injectors.get(nic);
     if (fn === undefined) {
-      fn = (p) => nic.inject([p]);
+      fn = (p) => {
+        if (nic.death !== null) return false;
+        nic.inject([p]);
+        return true;
+      };
       this.injectors.set(nic, fn);
     }
     return fn;
@@ -1135,8 +1145,7 @@ export class TransferProtocol {
   private resumeAt(it: Item, src: Owner): void {
     if (src !== 'host') {
       const k = it.key;
-      const nic = src;
-      this.stack.tcp.forwardTo(k.localIp, k.localPort, k.remoteIp, k.remotePort, (p) => nic.inject([p]));
+      this.stack.tcp.forwardTo(k.localIp, k.localPort, k.remoteIp, k.remotePort, this.injector(src));
     }
     it.socket?._abortMove();
   }

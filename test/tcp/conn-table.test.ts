@@ -80,7 +80,7 @@ describe('ConnTable over a shared store', () => {
     assert.equal(host.unhold(...T), ph);
     // The next offload's placeholder is the same object, emptied.
     ph.queue.push(new Uint8Array(1));
-    ph.forward = () => {};
+    ph.forward = () => true;
     assert.equal(host.hold(...T), ph);
     assert.deepEqual([ph.queue.length, ph.forward], [0, null]);
     assert.equal(host.unhold(...T), ph);
@@ -172,7 +172,7 @@ describe('ConnTable over a shared store', () => {
     nic.share(host);
     const c = conn(40000);
     const fwd = host.hold(...T);
-    const forward = (): void => {};
+    const forward = (): boolean => true;
     fwd.forward = forward;
     nic.add(c);
     assert.equal(host.placeholderOf(c), fwd);

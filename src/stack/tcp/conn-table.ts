@@ -8,8 +8,15 @@ import type { TcpConnection } from './tcp-connection.ts';
  */
 export interface Placeholder {
   queue: Uint8Array[];
-  forward: ((packet: Uint8Array) => void) | null;
+  forward: Forward | null;
 }
+
+/**
+ * Where a placeholder sends its tuple's segments: the connection's owner elsewhere. False when the
+ * owner cannot take them (it died, and the connection is to be rebuilt elsewhere from what it
+ * left): the placeholder then holds them for the new owner, as while the connection moves.
+ */
+export type Forward = (packet: Uint8Array) => boolean;
 
 /**
  * One four-tuple in a store of entries that several layers' tables may share (`ConnTable.share`):

@@ -5,7 +5,7 @@ import { TcpFlag } from '../../wire/tcp.ts';
 import { TWO_32 } from '../address-table.ts';
 import type { IpInfo } from '../ip-sender.ts';
 import { effectiveMss } from './congestion.ts';
-import type { ConnTable, Placeholder } from './conn-table.ts';
+import type { ConnTable, Forward, Placeholder } from './conn-table.ts';
 import { backedOffRto } from './rtt.ts';
 import { seqAdd, seqSub } from './seq.ts';
 import { isSynchronized, TcpConnection, TcpEvent } from './tcp-connection.ts';
@@ -16,13 +16,13 @@ import { emit, sendAck, tcpOutput, transmit, tsNow } from './tcp-output.ts';
 import { scheduleTimer } from './tcp-timers.ts';
 import type { TcpUser } from './tcp-types.ts';
 
-/** Send what `ph` held to `fn`, and what arrives from now on. */
-function forwardVia(ph: Placeholder, fn: (packet: Uint8Array) => void): void {
+/** Send what `ph` held to `fn`, and what arrives from now on; what `fn` refuses stays held. */
+function forwardVia(ph: Placeholder, fn: Forward): void {
   ph.forward = fn;
   const q = ph.queue;
   if (q.length === 0) return;
   ph.queue = [];
-  for (const p of q) fn(p);
+  for (const p of q) if (!fn(p)) ph.queue.push(p);
 }
 
 /** Segments a frozen 4-tuple holds while its connection moves; more are dropped and counted. */
@@ -227,7 +227,7 @@ export class Handover {
    * another layer of this thread in the same turn. With `forward`, a placeholder sends the
    * 4-tuple's segments there from now on (the host's, once the connection runs on a NIC).
    */
-  detach(conn: TcpConnection, forward: ((packet: Uint8Array) => void) | null): void {
+  detach(conn: TcpConnection, forward: Forward | null): void {
     if (!conn.linked || conn.released || conn.engine !== this.layer)
       throw new InvalidStateError('detach: connection not run by this layer');
     // The placeholder first: the table entry then never empties, and is reused as it stands.
@@ -308,18 +308,12 @@ export class Handover {
    * Send segments for this 4-tuple to `fn` (the connection's owner elsewhere) instead of holding
    * them. Creates the placeholder if needed; segments already held are forwarded first.
    */
-  forwardTo(
-    localIp: number,
-    localPort: number,
-    remoteIp: number,
-    remotePort: number,
-    fn: (packet: Uint8Array) => void,
-  ): void {
+  forwardTo(localIp: number, localPort: number, remoteIp: number, remotePort: number, fn: Forward): void {
     forwardVia(this.place(localIp, localPort, remoteIp, remotePort), fn);
   }
 
   /** `forwardTo` for `conn`'s tuple (a connection another layer of this thread runs now). */
-  forwardOf(conn: TcpConnection, fn: (packet: Uint8Array) => void): void {
+  forwardOf(conn: TcpConnection, fn: Forward): void {
     forwardVia(this.placeOf(conn), fn);
   }
 
@@ -364,12 +358,21 @@ export class Handover {
       return;
     }
     if (ph.forward !== null) {
-      counters.inc('tcp.frozen.forwarded');
-      ph.forward(pkt);
-    } else {
-      counters.inc('tcp.frozen.queued');
-      ph.queue.push(pkt);
+      if (ph.forward(pkt)) {
+        counters.inc('tcp.frozen.forwarded');
+        return;
+      }
+      // The owner it went to is dead: held for whoever rebuilds the connection, or the peer's
+      // segments of the whole rebuild (its retransmissions among them) are lost, and each stream
+      // waits for its peer's next timeout after the rebuild, backed off through the dead time.
+      if (ph.queue.length >= FROZEN_QUEUE_LIMIT) {
+        counters.inc('drop.tcp.frozen-overflow');
+        return;
+      }
+      counters.inc('tcp.frozen.refused');
     }
+    counters.inc('tcp.frozen.queued');
+    ph.queue.push(pkt);
   }
 
   private packet6(ip: IpInfo, buf: Uint8Array, off: number, len: number): Uint8Array | null {

@@ -6,7 +6,7 @@ import { createTcpHeader, decodeTcp, TcpFlag, type TcpHeader } from '../../wire/
 import { TWO_32 } from '../address-table.ts';
 import type { IcmpErrorInfo, IpInfo } from '../ip-sender.ts';
 import { type CongestionControl, congestionControl } from './congestion.ts';
-import { ConnTable } from './conn-table.ts';
+import { ConnTable, type Forward } from './conn-table.ts';
 import { IsnGenerator } from './isn.ts';
 import { OutputScheduler } from './output-scheduler.ts';
 import { seqAdd, seqGeq, seqGt, seqLt } from './seq.ts';
@@ -434,7 +434,7 @@ export class TcpLayer implements TcpEngine {
   }
 
   /** Hand a live connection to another layer of this thread (with `attach` there, same turn). */
-  detach(conn: TcpConnection, forward: ((packet: Uint8Array) => void) | null = null): void {
+  detach(conn: TcpConnection, forward: Forward | null = null): void {
     this.handover.detach(conn, forward);
   }
 
@@ -448,18 +448,12 @@ export class TcpLayer implements TcpEngine {
     this.handover.freeze(localIp, localPort, remoteIp, remotePort);
   }
 
-  forwardTo(
-    localIp: number,
-    localPort: number,
-    remoteIp: number,
-    remotePort: number,
-    fn: (packet: Uint8Array) => void,
-  ): void {
+  forwardTo(localIp: number, localPort: number, remoteIp: number, remotePort: number, fn: Forward): void {
     this.handover.forwardTo(localIp, localPort, remoteIp, remotePort, fn);
   }
 
   /** `forwardTo` for the tuple of `conn`, which another layer of this thread runs now. */
-  forwardOf(conn: TcpConnection, fn: (packet: Uint8Array) => void): void {
+  forwardOf(conn: TcpConnection, fn: Forward): void {
     this.handover.forwardOf(conn, fn);
   }
 
