@@ -22,7 +22,7 @@ test('a crash: the peers resend into the rebuild, and every stream resumes by th
     seed: 3,
     nics: 2,
     conns: CONNS,
-    bytes: 200_000,
+    bytes: 100_000,
     batchSize: 4,
     rateBps: 2e7,
     faults: [{ at: 20, kind: 'crash', nic: 0 }],
