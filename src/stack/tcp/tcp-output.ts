@@ -344,7 +344,7 @@ export function transmit(conn: TcpConnection, seq: number, maxLen: number, now: 
   const used = sentLen + (fin ? 1 : 0);
   const end = seqAdd(seq, used);
   const counters = conn.engine.env.counters;
-  if (s.const.sackEnabled) conn.rack.onSend(seq, end, now, seqLt(seq, d.sndMax));
+  if (s.const.sackEnabled) conn.rack.onSend(seq, end, now, seqLt(seq, d.sndMax), soft.sacked);
   if (soft.inRecovery) soft.prrOut += sentLen;
   if (seqLt(seq, d.sndMax)) {
     if (soft.inRecovery && soft.undoArmed) soft.undoRetrans += sentLen;
