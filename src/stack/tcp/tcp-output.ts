@@ -658,7 +658,9 @@ function sackRecoveryOutput(conn: TcpConnection, now: number): void {
     const limit = Math.min(segMax, Math.floor(room / mss) * mss);
     // RFC 6675 NextSeg order: (1) a lost hole, (2) new data, (3) a hole not yet deemed lost.
     const hole = !conn.holdRetransmits && sackNextSeg(s, mss, nextSeg, limit);
-    if (hole && sackIsLost(s, nextSeg.seq, mss)) {
+    // The recovery's first send is its fast retransmit (RFC 6675 5 step 4.3): the first hole,
+    // deemed lost or not (three duplicate ACKs started the recovery).
+    if (hole && (s.soft.prrOut === 0 || sackIsLost(s, nextSeg.seq, mss))) {
       if (!retransmitHole(conn, now)) break;
       continue;
     }
@@ -669,20 +671,6 @@ function sackRecoveryOutput(conn: TcpConnection, now: number): void {
     if (hole && retransmitHole(conn, now)) continue;
     break;
   }
-}
-
-/**
- * RFC 6675 5 (4.3): the first segment presumed lost goes at once, whatever pipe says; with
- * segmentation offload, as much of the first lost range as one super-segment takes.
- */
-export function retransmitFirstLost(conn: TcpConnection, now: number): void {
-  const s = conn.state;
-  const mss = effectiveMss(s);
-  if (!sackNextSeg(s, mss, nextSeg, autosize(conn, mss, mss))) {
-    retransmitHead(conn, now);
-    return;
-  }
-  retransmitHole(conn, now);
 }
 
 /** Resend the hole `nextSeg` describes; false if nothing could be sent. */
