@@ -6,6 +6,12 @@
  * after GRO and before GSO: whole super-packets, for either server alike). Medians of `runs` runs
  * per level; a run that does not finish within the cap counts as the cap.
  *
+ * Linux's server runs the namespace's default congestion control, which is the host's (BBR on
+ * the lab machine): BBR does not read random loss as congestion, so at 10 % it keeps a window
+ * CUBIC cannot. A second server in the same namespace sets CUBIC on its listening socket
+ * (TCP_CONGESTION, which the accepted connections keep), Chimney's own algorithm, so the loss
+ * recovery of the two stacks is compared under the same congestion control in the same run.
+ *
  * The slow-reader case: a Python client that reads a quarter of the body, stops reading for three
  * seconds (the receive window closes), then reads the rest; again from both servers.
  *
@@ -22,11 +28,14 @@ export interface LossLevel {
   lossPct: number;
   /** Median seconds for the download from Chimney. */
   chimneyS: number;
-  /** Median seconds for the same download from Linux (same run). */
+  /** Median seconds for the same download from Linux (same run), its default congestion control. */
   linuxS: number;
+  /** The same from Linux with CUBIC set on the listener (same run). */
+  linuxCubicS: number;
   ratio: number;
   chimneyRunsS: number[];
   linuxRunsS: number[];
+  linuxCubicRunsS: number[];
 }
 
 export interface LossResult {
@@ -39,6 +48,18 @@ export interface LossResult {
 
 const SUBNET = 243;
 const PORT = 8080;
+const CUBIC_PORT = 8081;
+
+/** http.server with CUBIC set on the listening socket: argv host, port, directory. */
+const CUBIC_SERVER = `
+import functools, http.server, socket, sys
+class S(http.server.ThreadingHTTPServer):
+    def server_bind(self):
+        self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, b"cubic")
+        super().server_bind()
+h = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[3])
+S((sys.argv[1], int(sys.argv[2])), h).serve_forever()
+`;
 
 function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -146,27 +167,21 @@ export async function benchLoss(
     writeFileSync(file, Buffer.alloc(bytes, 0x5a));
     const script = join(lab.dir, 'slow.py');
     writeFileSync(script, SLOW_READER);
-    lab.spawn([
-      'ip',
-      'netns',
-      'exec',
-      server.ns,
-      'python3',
-      '-m',
-      'http.server',
-      String(PORT),
-      '--bind',
-      server.ip,
-      '--directory',
-      lab.dir,
-    ]);
+    const cubicScript = join(lab.dir, 'cubic.py');
+    writeFileSync(cubicScript, CUBIC_SERVER);
+    const python = (...argv: string[]) => lab.spawn(['ip', 'netns', 'exec', server.ns, 'python3', ...argv]);
+    python(cubicScript, server.ip, String(CUBIC_PORT), lab.dir);
+    python('-m', 'http.server', String(PORT), '--bind', server.ip, '--directory', lab.dir);
     const srv = await lab.serve({ services: ['http:80'], extra: ['--quiet'] });
     try {
       const chimneyUrl = `http://${lab.chimneyIps[0]}/bytes/${bytes}`;
       const linuxUrl = `http://${server.ip}:${PORT}/bytes`;
-      for (let i = 0; i < 50; i++) {
-        if ((await curlTime(lab, linuxUrl, bytes, 5)) < 5) break;
-        await sleep(200);
+      const cubicUrl = `http://${server.ip}:${CUBIC_PORT}/bytes`;
+      for (const url of [linuxUrl, cubicUrl]) {
+        for (let i = 0; i < 50; i++) {
+          if ((await curlTime(lab, url, bytes, 5)) < 5) break;
+          await sleep(200);
+        }
       }
       // Warm-up: ARP, JIT.
       await curlTime(lab, chimneyUrl, bytes, 30);
@@ -182,7 +197,7 @@ export async function benchLoss(
             '-w',
             o.pcap,
             '-f',
-            'tcp port 80 or tcp port 8080',
+            'tcp port 80 or tcp port 8080 or tcp port 8081',
           ])
         : null;
       if (capture) await sleep(1000);
@@ -190,10 +205,14 @@ export async function benchLoss(
         await setLoss(lab, pct);
         const c: number[] = [];
         const l: number[] = [];
+        const lc: number[] = [];
         for (let r = 0; r < runs; r++) {
           c.push(await curlTime(lab, chimneyUrl, bytes, capS));
           l.push(await curlTime(lab, linuxUrl, bytes, capS));
-          log(`loss ${pct}% run ${r + 1}: chimney ${c.at(-1)} s, linux ${l.at(-1)} s`);
+          lc.push(await curlTime(lab, cubicUrl, bytes, capS));
+          log(
+            `loss ${pct}% run ${r + 1}: chimney ${c.at(-1)} s, linux ${l.at(-1)} s, linux cubic ${lc.at(-1)} s`,
+          );
         }
         const chimneyS = round(median(c));
         const linuxS = round(median(l));
@@ -201,9 +220,11 @@ export async function benchLoss(
           lossPct: pct,
           chimneyS,
           linuxS,
+          linuxCubicS: round(median(lc)),
           ratio: round(chimneyS / linuxS, 2),
           chimneyRunsS: c,
           linuxRunsS: l,
+          linuxCubicRunsS: lc,
         });
       }
       await setLoss(lab, 0);
@@ -252,7 +273,7 @@ export function formatLoss(r: LossResult): string {
   const lines = [`${r.bytes} B download, median of ${r.runs} runs (cap ${r.capS} s)`];
   for (const l of r.levels) {
     lines.push(
-      `${String(l.lossPct).padStart(2)} % loss: chimney ${l.chimneyS} s, linux ${l.linuxS} s (same run)  → ratio ${l.ratio}`,
+      `${String(l.lossPct).padStart(2)} % loss: chimney ${l.chimneyS} s, linux ${l.linuxS} s, linux with cubic ${l.linuxCubicS} s (same run)  → ratio ${l.ratio}`,
     );
   }
   const s = r.slowReader;

@@ -129,6 +129,31 @@ describe("conformance: the partial ACK's undo, the loss probe's limits", {
       });
     });
 
+    test(`${v.name}: a recovery started by an ACK that SACKs three segments above seven lost, nothing else in flight, resends three: what the ACK delivered (Linux's tcp_cwnd_reduction, PRR; CUBIC on both)`, async () => {
+      // Ten segments out; 7-9 arrive, 0-6 do not. The ACK that SACKs 7-9 starts a recovery
+      // with nothing in flight (seven lost, three SACKed). Linux's PRR below ssthresh sends what
+      // the ACK delivered, three, and tcp_xmit_retransmit_queue resends no more than cwnd -
+      // in_flight: 0, 1 and 2. A first hole sent before PRR's step made it four. Within 150 ms:
+      // the next ACK is the tester's, and no timer is due (RTO 3 s, no probe in recovery).
+      await runCase(st, v, { rtoMinMs: 3000, congestion: 'cubic' }, async ({ dut, tester }) => {
+        const { c, id } = await openConn(dut, tester, { ...FULL, window: 500 }, RTT_MS);
+        dut.write(id, 30 * 988);
+        const segs = await segments(c, 10);
+        const ecr = segs[9]!.ts!.val;
+        await waitUntil(segs[9]!.at + RTT_MS);
+        const from = tester.segs.length;
+        c.send({ flags: ACK, sack: [[segs[7]!.seq, end(segs[9]!)]], ts: { val: c.tsVal(), ecr } });
+        const sent = await tester.collect((s) => c.fromDut(s) && s.len > 0, 150, from);
+        assert.deepEqual(
+          sent.map((s) => s.seq),
+          segs.slice(0, 3).map((s) => s.seq),
+          `0, 1 and 2 resent, nothing more:\n${tester.dump()}`,
+        );
+        c.rcvNxt = end(segs[9]!);
+        c.send({ flags: ACK, ts: { val: c.tsVal(), ecr } });
+      });
+    });
+
     test(`${v.name}: no loss probe in recovery: a lost resend with nothing delivered after it waits for the timeout (Linux's tcp_schedule_loss_probe: Open and CWR only)`, async () => {
       // Ten segments, nothing more to send; the first is lost, the next three arrive: a recovery
       // resends the first. Then nothing more arrives. Linux probes only outside recovery, so

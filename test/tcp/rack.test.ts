@@ -94,6 +94,32 @@ for (const una of [1000, 0xffffff00]) {
       }
     });
 
+    test("the resend of a burst's head drops what of the rest was SACKed: the next cumulative ACK is not an original come late", () => {
+      // One burst of ten; 1-3 are SACKed (the entry keeps its head, 0, undelivered). Then 0 is
+      // resent, cutting the entry at 1. The ACK of 0-3 delivers the resend and nothing new: 1-3
+      // arrived before, in order. Left in the log, [1, 4) read as an original delivered below
+      // the SACKed data (reordering seen), where Linux's tcp_check_sack_reordering sees none.
+      const s = mkState(una, 10_000);
+      const r = new RackLog();
+      r.minRtt = 10;
+      r.onSend(at(0), at(10_000), 0, false);
+      s.soft.sacked.push({ start: at(1000), end: at(4000) });
+      const low = { seq: 0 };
+      r.onAck(s, 20, low, MSS);
+      r.onSend(at(0), at(1000), 20, true, s.soft.sacked);
+      assert.deepEqual(
+        r.entries.map((e) => [e.start, e.end]),
+        [
+          [at(0), at(1000)],
+          [at(4000), at(10_000)],
+        ],
+      );
+      s.soft.sacked.length = 0;
+      s.delegated.sndUna = at(4000);
+      r.onAck(s, 40, low, MSS);
+      assert.equal(r.reorderingSeen, false);
+    });
+
     test('a spurious timeout forgets only its own copies: what went before it still dates a delivery', () => {
       const s = mkState(una, 3000);
       const r = new RackLog();

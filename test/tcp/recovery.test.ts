@@ -503,6 +503,25 @@ describe('loss recovery end to end', () => {
     assert.equal(new Set(r.retransmitted.map((s) => s.off)).size, r.retransmitted.length, 'each once');
   });
 
+  test("a recovery's first ACK resends what PRR allows: one segment for the probe's one SACKed, then slow start up to ssthresh (Linux's tcp_cwnd_reduction)", () => {
+    // The whole first window is lost; the loss probe's SACK starts the recovery with nine holes
+    // and nothing in flight. Linux forces one segment on entry (sndcnt 1: one delivered) and
+    // resends no more than cwnd - in_flight (tcp_xmit_retransmit_queue); its ACK lets out two.
+    // Sending the first hole before PRR's step added one to whatever PRR then allowed (and with
+    // segmentation offload went as one super-segment of the whole hole, past cwnd).
+    const r = run({
+      alg: 'cubic',
+      sack: true,
+      bytes: 100_000,
+      drop: (s) => s.index < 10 && s.copy === 0,
+    });
+    assertIntact(r);
+    assert.equal(events(r, 'rto').length, 0);
+    const bursts = new Map<number, number>();
+    for (const x of r.retransmitted) bursts.set(x.acksIn, (bursts.get(x.acksIn) ?? 0) + 1);
+    assert.deepEqual([...bursts.values()].slice(0, 2), [1, 2], 'resends per ACK: 1, then 2');
+  });
+
   test("a retransmission lost at the tail of recovery waits for the timeout: no loss probe in recovery (Linux's tcp_schedule_loss_probe)", () => {
     // Ten segments, the first lost twice: after its retransmission nothing new is left to send
     // and nothing is delivered after it, so RACK cannot see it died. Linux probes only in its
@@ -580,14 +599,18 @@ describe('loss recovery end to end', () => {
     assert.ok(hole.at <= head.at + 2 * DELAY + (2 * DELAY) / 4, `hole at ${hole.at}, the head at ${head.at}`);
     assert.ok(hole.at > head.at + 2 * DELAY, 'not before the window has passed');
     assert.ok(r.counters.get('tcp.rack.reo-timeouts') >= 1, 'by the reordering timer');
-    for (const k of [2, 3, 4]) {
+    // The timer enters recovery through PRR as an ACK that delivered one segment would (Linux:
+    // tcp_cwnd_reduction(sk, 1, 0) in tcp_rack_reo_timeout): one segment, not cwnd's worth (the
+    // kernel with CUBIC, conformance: flow.test.ts). The ACK of that one lets two go (PRR's
+    // slow start below ssthresh: what it delivered and one more), the ACK of those the last.
+    const burst = r.retransmitted.filter((s) => s.at === hole.at);
+    assert.equal(burst.length, 1, `sent at once: ${burst.map((s) => s.off / MSS).join(', ')}`);
+    for (const k of [2, 3]) {
       const h = r.retransmitted.find((s) => s.off === k * MSS && s.at >= 150);
       assert.ok(h && h.at <= hole.at + 2 * DELAY, `hole ${k} resent at ${h?.at}`);
     }
-    // The timer enters recovery through PRR as an ACK would (Linux: tcp_cwnd_reduction(sk, 1, 0)
-    // in tcp_rack_reo_timeout): the retransmission it forces and one more, not cwnd's worth.
-    const burst = r.retransmitted.filter((s) => s.at === hole.at);
-    assert.equal(burst.length, 2, `sent at once: ${burst.map((s) => s.off / MSS).join(', ')}`);
+    const h4 = r.retransmitted.find((s) => s.off === 4 * MSS && s.at >= 150);
+    assert.ok(h4 && h4.at <= hole.at + 4 * DELAY, `hole 4 resent at ${h4?.at}`);
   });
 
   for (const sack of [false]) {

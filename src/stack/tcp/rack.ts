@@ -195,8 +195,17 @@ export class RackLog {
     this.reoWndRound = -1;
   }
 
-  /** [start, end) went out at `now`. */
-  onSend(start: number, end: number, now: number, rtx: boolean): void {
+  /**
+   * [start, end) went out at `now`. `sacked`: the scoreboard, sorted (what of the rest of an
+   * entry a retransmission cuts was SACKed already leaves the log with it).
+   */
+  onSend(
+    start: number,
+    end: number,
+    now: number,
+    rtx: boolean,
+    sacked: readonly { start: number; end: number }[] = NO_RANGES,
+  ): void {
     start >>>= 0;
     end >>>= 0;
     if (!seqLt(start, end)) return;
@@ -260,6 +269,16 @@ export class RackLog {
       t.sentAt = rightSentAt;
       t.rtx = rightRtx;
       t.order = rightOrder;
+      // The rest of an entry SACKed in its middle, cut from its head by the resend of the hole
+      // below: its SACKed head was delivered (take, at the SACK), and left in the log the next
+      // cumulative ACK would deliver it again, read as an original come after later data
+      // (reordering). The SACK loop drops a SACKed head the same way (onAck).
+      for (const b of sacked) {
+        if (seqLeq(t.end, b.start)) break;
+        if (seqLeq(b.start, t.start) && seqLt(t.start, b.end))
+          t.start = seqLt(b.end, t.end) ? b.end >>> 0 : t.end;
+      }
+      if (t.start === t.end) e.splice(k + 1, 1);
     }
     while (e.length > MAX_ENTRIES) this.squeeze();
   }
@@ -589,6 +608,8 @@ function lossOrRecovery(s: TcpState): boolean {
  * attack of bench/attacks.ts) delivered no segment there, and dates nothing. Without such a block,
  * the entry's start: the burst counts as delivered at its send time, and none of it as before.
  */
+const NO_RANGES: readonly { start: number; end: number }[] = [];
+
 function sackedTop(
   sacked: readonly { start: number; end: number }[],
   k: number,

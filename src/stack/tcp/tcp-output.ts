@@ -344,7 +344,7 @@ export function transmit(conn: TcpConnection, seq: number, maxLen: number, now: 
   const used = sentLen + (fin ? 1 : 0);
   const end = seqAdd(seq, used);
   const counters = conn.engine.env.counters;
-  if (s.const.sackEnabled) conn.rack.onSend(seq, end, now, seqLt(seq, d.sndMax));
+  if (s.const.sackEnabled) conn.rack.onSend(seq, end, now, seqLt(seq, d.sndMax), soft.sacked);
   if (soft.inRecovery) soft.prrOut += sentLen;
   if (seqLt(seq, d.sndMax)) {
     if (soft.inRecovery && soft.undoArmed) soft.undoRetrans += sentLen;
@@ -658,7 +658,9 @@ function sackRecoveryOutput(conn: TcpConnection, now: number): void {
     const limit = Math.min(segMax, Math.floor(room / mss) * mss);
     // RFC 6675 NextSeg order: (1) a lost hole, (2) new data, (3) a hole not yet deemed lost.
     const hole = !conn.holdRetransmits && sackNextSeg(s, mss, nextSeg, limit);
-    if (hole && sackIsLost(s, nextSeg.seq, mss)) {
+    // The recovery's first send is its fast retransmit (RFC 6675 5 step 4.3): the first hole,
+    // deemed lost or not (three duplicate ACKs started the recovery).
+    if (hole && (s.soft.prrOut === 0 || sackIsLost(s, nextSeg.seq, mss))) {
       if (!retransmitHole(conn, now)) break;
       continue;
     }
@@ -669,20 +671,6 @@ function sackRecoveryOutput(conn: TcpConnection, now: number): void {
     if (hole && retransmitHole(conn, now)) continue;
     break;
   }
-}
-
-/**
- * RFC 6675 5 (4.3): the first segment presumed lost goes at once, whatever pipe says; with
- * segmentation offload, as much of the first lost range as one super-segment takes.
- */
-export function retransmitFirstLost(conn: TcpConnection, now: number): void {
-  const s = conn.state;
-  const mss = effectiveMss(s);
-  if (!sackNextSeg(s, mss, nextSeg, autosize(conn, mss, mss))) {
-    retransmitHead(conn, now);
-    return;
-  }
-  retransmitHole(conn, now);
 }
 
 /** Resend the hole `nextSeg` describes; false if nothing could be sent. */

@@ -8,7 +8,7 @@ import { backedOffRto } from './rtt.ts';
 import { sackPipe } from './sack.ts';
 import { seqGeq, seqGt, seqLt } from './seq.ts';
 import type { TcpConnection } from './tcp-connection.ts';
-import { retransmitFirstLost, retransmitHead, tsNow } from './tcp-output.ts';
+import { retransmitHead, tsNow } from './tcp-output.ts';
 
 export function enterRecovery(
   conn: TcpConnection,
@@ -50,8 +50,18 @@ export function enterRecovery(
   // older than this recovery's, and was taken for an original (sim-loss: 3 of 6 transfers at 5
   // and 10 %, on a path that never reorders).
   soft.undoTsVal = c.tsEnabled && !conn.rack.resentInFlight() ? tsNow(now) : 0;
-  if (c.sackEnabled) retransmitFirstLost(conn, now);
-  else retransmitHead(conn, now);
+  if (c.sackEnabled) {
+    // What goes now is PRR's to say (prrAck, on the ACK or the RACK timeout that got here), then
+    // tcpOutput sends it: Linux's tcp_cwnd_reduction forces at least one segment on entry and
+    // tcp_xmit_retransmit_queue resends no more than cwnd - in_flight, so the first lost range goes
+    // as one segment, or the few PRR allows, not as one super-segment of the whole range. Sent
+    // whole, a range of 14 segments was resent as one frame beyond cwnd; on a path that drops
+    // whole frames it was lost whole one time in ten, with nothing sent after it to show RACK the
+    // loss, so it waited for the RTO. The floor keeps RFC 6675 5 (4.3) should no PRR step follow
+    // (an ACK that delivered nothing new); sackRecoveryOutput sends the first hole first.
+    const pipe = sackPipe(s, mss);
+    if (d.cwnd < pipe + mss) d.cwnd = pipe + mss;
+  } else retransmitHead(conn, now);
   // RFC 5681 3.2 step 4: the three segments that left the network make room for three more.
   if (!c.sackEnabled) d.cwnd = d.ssthresh + 3 * mss;
   d.rtxDeadline = now + backedOffRto(s);
