@@ -698,16 +698,24 @@ export function ringGrowLimit(ringCapacity: number, conns: number): number {
 /**
  * The ring capacities a NIC gives a connection it adopts: capped at `ringCapacity`, but never
  * below what the buffers hold nor below the window already advertised, so nothing acknowledged or
- * promised is lost.
+ * promised is lost. With `grownLimit`, a send ring the connection grew (one whose bound is below
+ * sndBufSize: growSendRingHere sizes it to the flight, a worker's block to its grow) keeps that
+ * size up to `grownLimit` (the NIC's share, ringGrowLimit): placed anew at the placement's size, a
+ * connection back from the host grew again through a round trip, with its writer held meanwhile.
  */
-export function connRingCapacities(s: TcpState, ringCapacity: number): { send: number; recv: number } {
+export function connRingCapacities(
+  s: TcpState,
+  ringCapacity: number,
+  grownLimit = 0,
+): { send: number; recv: number } {
   const d = s.delegated;
   const sendLen = d.sendBuffer.length;
   const recvLen = d.recvBuffer.length;
   const promised = Math.max(0, seqDiff(d.rcvAdv, d.rcvNxt));
   const sndBuf = s.cached.sndBufSize;
   const rcvBuf = s.cached.rcvBufSize;
-  const send = Math.min(sndBuf, Math.max(sendLen, Math.min(sndBuf, ringCapacity)));
+  const grown = d.sendBuffer.maxCapacity < sndBuf ? Math.min(d.sendBuffer.maxCapacity, grownLimit) : 0;
+  const send = Math.min(sndBuf, Math.max(sendLen, grown, Math.min(sndBuf, ringCapacity)));
   const recv = Math.min(rcvBuf, Math.max(recvLen + promised, Math.min(rcvBuf, ringCapacity)));
   return { send: Math.max(1, send), recv: Math.max(1, recv) };
 }

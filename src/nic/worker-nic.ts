@@ -432,6 +432,10 @@ export class WorkerConnectionHandle implements ConnectionHandle {
     return this.dry;
   }
 
+  get sendGrown(): number {
+    return this.grownBy > 0 ? this.sendRing.capacity : 0;
+  }
+
   notifyOnAck(): void {
     if (this.detached || this.closedFlag) return;
     this.nic.ring(this.slot, BELL_WANT_ACKED);
@@ -1301,6 +1305,7 @@ export class WorkerNic extends HostNic {
   ): TupleMap<PreparedConn> {
     const out = new TupleMap<PreparedConn>();
     const ring = ringUnderLoad(this.placementRing, this.conns + states.length);
+    const grownLimit = ringGrowLimit(this.ringCapacity, this.conns + states.length);
     for (const s of states) {
       const key = keyOfState(s);
       const d = s.delegated;
@@ -1319,7 +1324,7 @@ export class WorkerNic extends HostNic {
         send = d.sendBuffer;
         recv = d.recvBuffer;
       } else {
-        const caps = connRingCapacities(s, ring);
+        const caps = connRingCapacities(s, ring, grownLimit);
         // Bytes from a worker's terminate without shared rings: its memory already holds them.
         block = takeReleasedBlock(connKeyId(key), s, caps.send, caps.recv);
         if (block !== null) {

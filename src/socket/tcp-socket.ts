@@ -452,6 +452,10 @@ export class TcpSocket extends Duplex implements TcpUser {
     // Held at the target last time, and the sender has sent all of it since: the target, not a
     // window, bounds this connection.
     if (this.heldAtTarget && conn.sendDry && this.sendTarget < SEND_TARGET_MAX) this.sendTarget *= 2;
+    // A ring that grew (asked ahead of the flight, tcp-mem.ts sendRingTarget) is filled at once:
+    // held at the old target, the writer would leave it to drain dry before the target doubled.
+    const grown = conn.sendGrown ?? 0;
+    if (grown > this.sendTarget) this.sendTarget = Math.min(grown, SEND_TARGET_MAX);
     const want = chunk.length - this.pendingOffset;
     const len = Math.min(want, Math.max(0, this.sendTarget - queued));
     this.heldAtTarget = len < want;

@@ -18,14 +18,15 @@ import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import type { TcpConnection } from '../../src/stack/tcp/tcp-connection.ts';
 import { sendRingTarget, TcpBudget } from '../../src/stack/tcp/tcp-mem.ts';
 import { ByteRing } from '../../src/state/byte-ring.ts';
+import { sharedRingAdvance, sharedRingPositions } from '../../src/state/shared-ring.ts';
 import { collect, randomBytes, sha256 } from '../helpers/streams.ts';
 import { addWorkerHost, socketKey } from './worker-helpers.ts';
 
 const PLACED = 16 << 10;
 
-async function workerRig(t: TestContext, seed: number) {
+async function workerRig(t: TestContext, seed: number, placed = PLACED) {
   const net = new SimNetwork({ seed, virtualTime: false });
-  const wh = addWorkerHost(net, { count: 2, ringCapacity: 256 << 10, placementRing: PLACED });
+  const wh = addWorkerHost(net, { count: 2, ringCapacity: 256 << 10, placementRing: placed });
   t.after(() => {
     wh.close();
     net.close();
@@ -51,7 +52,7 @@ async function workerRig(t: TestContext, seed: number) {
   const key = socketKey(s);
   assert.equal((await wh.offload.offload([key], nic)).moved.length, 1);
   const h = nic.handle(key)!;
-  assert.equal(h.sendRing.capacity, PLACED, 'placed with the small ring');
+  assert.equal(h.sendRing.capacity, placed, 'placed with the small ring');
   return { net, wh, nic, s, key, h, got, answer, back };
 }
 
@@ -99,6 +100,67 @@ describe('a send ring that grows with the connection', () => {
     const c = (await nic.counterSnapshot()).values;
     assert.ok((c['nic.sndbuf.grown'] ?? 0) >= 1, `the worker switched rings: ${JSON.stringify(c)}`);
     assert.ok(grown > PLACED, `the ring grew past ${PLACED}: ${grown}`);
+  });
+
+  test('WorkerNic: the grow is asked at the first full ring, before its first flight is acknowledged', {
+    timeout: 60_000,
+  }, async (t) => {
+    // Placed at 64 KiB, more than twice the initial window (10 segments): a grow that waited for
+    // cwnd to outgrow half the ring would come after some 18 kB were acknowledged, the round trip
+    // through the main thread then racing the last of the old ring (sendRingTarget, `ahead`).
+    const placed = 64 << 10;
+    const { s, h, got } = await workerRig(t, 66, placed);
+    const ref = h.block.send;
+    const p0 = sharedRingPositions(ref).read;
+    let acked = -1;
+    const begin = h._beginGrow.bind(h);
+    h._beginGrow = (views, r0) => {
+      if (acked < 0) acked = sharedRingAdvance(ref, p0, r0);
+      begin(views, r0);
+    };
+    // The writer (the socket, held at its send target of 64 KiB) fills the grown ring at once,
+    // not after the sender has run dry on the placement's 64 KiB (TcpSocket, sendGrown).
+    let dryWhenPast: boolean | undefined;
+    const write = h.write.bind(h);
+    h.write = (src, off, len) => {
+      const before = h.writableLength;
+      const n = write(src, off, len);
+      if (dryWhenPast === undefined && before + n > placed) dryWhenPast = h.sendDry;
+      return n;
+    };
+    const data = randomBytes(66, 600_000);
+    send(s, data);
+    const { out, grown } = await largestRing(h, got);
+    assert.equal(sha256(out), sha256(data), 'every byte, in order');
+    assert.ok(grown > placed, `the ring grew: ${grown}`);
+    assert.ok(acked >= 0 && acked < 14_600, `asked with ${acked} bytes of the ring acknowledged`);
+    assert.equal(dryWhenPast, false, 'the writer filled the grown ring before the sender ran dry');
+  });
+
+  test('WorkerNic: a ring grown in the host keeps its size when the connection comes back', {
+    timeout: 60_000,
+  }, async (t) => {
+    const { net, wh, nic, s, key, h, got } = await workerRig(t, 67);
+    const data = randomBytes(67, 1_000_000);
+    s.write(data.subarray(0, 300_000));
+    await until(net, 'a grow on the worker', () => h.sendRing.capacity > PLACED && h.growing === null);
+    assert.equal((await wh.offload.upload([key])).moved.length, 1);
+    const conn = (s as unknown as { connection: TcpConnection }).connection;
+    s.write(data.subarray(300_000, 900_000));
+    // The host grows the ring it took over (growSendRingHere) while its sender is held by it.
+    await until(net, 'a grow in the host', () => conn.state.delegated.sendBuffer.shared === null);
+    const grown = conn.state.delegated.sendBuffer.maxCapacity;
+    await until(net, 'the host to send it all', () => conn.state.delegated.sendBuffer.length === 0);
+    assert.equal((await wh.offload.offload([key], nic)).moved.length, 1);
+    const back = nic.handle(key)!;
+    assert.equal(
+      back.sendRing.capacity,
+      Math.min(grown, 256 << 10),
+      `placed back with the ring it grew to (${grown}), not the placement's ${PLACED}`,
+    );
+    s.end(data.subarray(900_000));
+    const out = await got;
+    assert.equal(sha256(out), sha256(data), 'every byte, in order');
   });
 
   for (const [others, most] of [

@@ -682,6 +682,10 @@ function ringBell(slot: Slot, bits: number): void {
   // The application saw bytes queued when it asked, but the peer may have acknowledged them all
   // before the bell got here: with nothing left to acknowledge, no ACK would ever answer it.
   if (bits & BELL_WANT_ACKED) {
+    // The writer holds itself at the ring's brim (its socket's send target, which starts at the
+    // placement's 64 KiB): it has more, so the ring is as full as it will be. A grow asked only
+    // once it wrote past the ring lands after the ring drained (sendRingTarget, `ahead`).
+    if (2 * d.sendBuffer.length >= d.sendBuffer.capacity) maybeGrowSendRing(conn);
     if (d.sendBuffer.length === 0) queueEvent(slot, EV_WRITABLE | EV_SEND_DRY);
     else conn.wantAcked = true;
   }
@@ -1193,6 +1197,9 @@ function askGrow(conn: TcpConnection, capacity: number): void {
   post({ t: 'grow', slot: slot.index, capacity });
 }
 engine.tcp.growSendRing = askGrow;
+// The switch is a round trip through the main thread: asked when cwnd has just opened, it lands
+// after the old ring drained (BENCHMARKS.md, "A ring grown before it drains").
+engine.tcp.growAhead = true;
 
 function isBlock(b: ConnBlockRef, r: RegrowBlock): boolean {
   return (
@@ -1252,6 +1259,9 @@ function regrow(m: Extract<ToWorker, { t: 'regrow' }>): void {
   slot.transfer = parts.transfer;
   slotOfBlock.set(to, slot);
   writeRecord(slot);
+  // The host may have granted less than asked (its share of the budget), or dropped an ask that
+  // came while this grow was under way: the next ask is judged against the ring it has now.
+  slot.growAsked = 0;
   post({ t: 'grown', slot: m.slot, ok: true });
   engine.counters.inc('nic.sndbuf.grown');
   kick(conn);

@@ -55,6 +55,11 @@ export interface TcpEngine {
    * ring never grows past what it was made with.
    */
   readonly growSendRing?: (conn: TcpConnection, capacity: number) => void;
+  /**
+   * growSendRing's switch comes a round trip later (a worker NIC): ask for the ring slow start is
+   * heading for, not the one today's cwnd needs (tcp-mem.ts, sendRingTarget's `ahead`).
+   */
+  readonly growAhead?: boolean;
 }
 
 /** The part of a listener a half-open connection refers to. */

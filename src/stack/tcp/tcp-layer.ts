@@ -178,6 +178,8 @@ export class TcpLayer implements TcpEngine {
    * in its place.
    */
   growSendRing: (conn: TcpConnection, capacity: number) => void = growSendRingHere;
+  /** The grow above is a round trip (a worker NIC's): ask ahead of slow start (sendRingTarget). */
+  growAhead = false;
 
   get memFull(): boolean {
     return this.budget.full;

@@ -216,14 +216,23 @@ const RING_GROW_UNIT = 4096;
  * twice what the sender can have out is memory touched for nothing. Nothing grows once the
  * stack's buffers are past half their limit (TcpBudget.expandable, Linux's tcp_mem[0]); a worker
  * NIC's host also holds its rings to a budget of its own (hard-state.ts, ringGrowLimit).
+ *
+ * With `ahead` (TcpEngine.growAhead: the grow is a round trip, not a copy in this turn), a sender
+ * in slow start counts the flight it is heading for (the window, or ssthresh if lower) instead of
+ * today's cwnd: Linux grows in the ACK's own turn, when cwnd has just opened, but a worker's grow
+ * asked then lands after the old ring has drained, and the connection waits for the main thread
+ * (p50 0.5-0.8 s under load, BENCHMARKS.md "A send ring that grows with the connection"). Asked at
+ * the writer's first full ring, the round trip overlaps the slow start that drains it.
  */
-export function sendRingTarget(conn: TcpConnection): number {
+export function sendRingTarget(conn: TcpConnection, ahead = false): number {
   const s = conn.state;
   const d = s.delegated;
   const cap = d.sendBuffer.maxCapacity;
   const limit = s.cached.sndBufSize;
   if (cap >= limit || conn.engine.memFull === true || conn.engine.memExpandable === false) return 0;
-  const flight = Math.min(d.cwnd, Math.max(d.sndWnd, d.maxSndWnd));
+  const wnd = Math.max(d.sndWnd, d.maxSndWnd);
+  const cwnd = ahead && d.cwnd < d.ssthresh ? Math.max(d.cwnd, d.ssthresh) : d.cwnd;
+  const flight = Math.min(cwnd, wnd);
   if (2 * flight <= cap) return 0;
   const want = Math.min(limit, Math.ceil((2 * flight) / RING_GROW_UNIT) * RING_GROW_UNIT);
   return want > cap ? want : 0;
@@ -233,7 +242,7 @@ export function sendRingTarget(conn: TcpConnection): number {
 export function maybeGrowSendRing(conn: TcpConnection): boolean {
   const grow = conn.engine.growSendRing;
   if (grow === undefined) return false;
-  const cap = sendRingTarget(conn);
+  const cap = sendRingTarget(conn, conn.engine.growAhead === true);
   if (cap === 0) return false;
   const before = conn.state.delegated.sendBuffer;
   grow(conn, cap);

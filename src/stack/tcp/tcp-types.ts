@@ -70,6 +70,11 @@ export interface ConnectionHandle {
    * not for a window. (On another thread: as of the latest onWritable.)
    */
   readonly sendDry: boolean;
+  /**
+   * The send ring's capacity once it grew with the connection (a worker's, whose writer's target
+   * would otherwise keep it at the placement's size: TcpSocket's send target); absent or 0: not grown.
+   */
+  readonly sendGrown?: number;
   user: TcpUser | null;
   /** Queue bytes for sending; returns how many were taken (fewer when the buffer is full). */
   write(src: Uint8Array, off?: number, len?: number): number;
