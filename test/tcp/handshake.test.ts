@@ -409,6 +409,53 @@ describe('SYN cookies', () => {
     assert.ok(d.rto < 1000 / 2, `rto ${d.rto}`);
   });
 
+  test("a cookie connection's tail probe, SACKed above a hole, has the hole resent at once", () => {
+    // RACK takes a SACKed retransmission as delivered only when it came back no sooner than the
+    // minimum RTT after it went out (else its original may have been what arrived). The cookie
+    // path sampled srtt but left RACK's minimum unset, so every SACKed probe was ambiguous and
+    // the hole waited for the RTO (bench/failover.ts, reachability: 89 ms after the probe's SACK).
+    const b = new Bench({ defaults: { minRtoMs: 20 } });
+    let accepted: TcpConnection | null = null;
+    b.layer.listen({ port: 80, backlog: 0 }, (c) => {
+      c.user = new Recorder();
+      accepted = c;
+      return true;
+    });
+    b.inject({ flags: SYN, seq: PEER_ISN, mss: 1460, wscale: 3, sackPermitted: true, ts: [777, 0] });
+    const sa = b.take()[0]!;
+    b.advance(3);
+    b.inject({ flags: ACK, seq: PEER_ISN + 1, ack: add(sa.h.seq, 1), ts: [778, sa.h.tsVal] });
+    const conn = (accepted as TcpConnection | null)!;
+    const d = conn.state.delegated;
+    const una = add(sa.h.seq, 1);
+    conn.write(bytes(4 * 1448 + 208));
+    conn.shutdown();
+    const flight = b.take().filter((x) => x.data.length > 0);
+    assert.equal(flight.length, 5, 'the whole stream and its FIN at once');
+    // Every segment is lost; the tail probe resends the last one.
+    let probe = null;
+    for (let i = 0; i < 1000 && probe === null; i++) {
+      b.advance(1);
+      probe = b.take().find((x) => x.data.length > 0) ?? null;
+    }
+    assert.ok(probe !== null && probe.h.seq !== una, 'the probe resent the tail, not the head');
+    assert.equal(d.backoff, 0, 'a probe, not the timeout');
+    // The probe arrives; its ACK, a round trip later, SACKs it above the hole at snd.una, and
+    // echoes the peer's last in-order TSval (the handshake's), as a receiver does.
+    b.advance(Math.max(1, d.srtt));
+    b.inject({
+      flags: ACK,
+      seq: PEER_ISN + 1,
+      ack: una,
+      ts: [779, sa.h.tsVal],
+      sack: [[probe.h.seq, add(probe.h.seq, probe.data.length + 1)]],
+    });
+    const resent = b.take().filter((x) => x.data.length > 0);
+    assert.ok(resent.length > 0, 'the hole resent on the SACK');
+    assert.equal(resent[0]!.h.seq, una, 'from snd.una');
+    assert.equal(d.backoff, 0, 'before any timeout');
+  });
+
   test('without timestamps the cookie connection has no window scaling or SACK', () => {
     const b = new Bench();
     let accepted: TcpConnection | null = null;
