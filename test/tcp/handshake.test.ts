@@ -21,9 +21,11 @@ import {
 } from './harness.ts';
 
 describe('active open', () => {
-  /** Connect, let the SYN time out once, and answer the second SYN 30 ms later. */
-  function answerRetransmittedSyn(withTimestamps: boolean): TcpConnection {
-    const b = new Bench();
+  /**
+   * Connect, let the SYN time out once, and answer the second SYN 30 ms later (with SACK:
+   * offered in the SYN-ACK too).
+   */
+  function answerRetransmittedSyn(withTimestamps: boolean, b = new Bench(), sack = false): TcpConnection {
     const conn = b.layer.connect({ remoteIp: REMOTE, remotePort: 80 }, new Recorder());
     b.take();
     b.advance(1000); // the first SYN's retransmission timer
@@ -36,6 +38,8 @@ describe('active open', () => {
       ack: add(syn2!.h.seq, 1),
       srcPort: 80,
       dstPort: conn.localPort,
+      mss: sack ? 1460 : undefined,
+      sackPermitted: sack,
       ts: withTimestamps ? [5000, syn2!.h.tsVal] : undefined,
     });
     assert.equal(conn.state.delegated.state, TcpStateId.ESTABLISHED);
@@ -53,22 +57,7 @@ describe('active open', () => {
     // Karn leaves RACK's minimum without the clock's sample; the echo gives it, as it gives srtt
     // (Linux's tcp_ack_update_rtt). Without it every SACKed retransmission was ambiguous.
     const b = new Bench({ defaults: { minRtoMs: 20 } });
-    const conn = b.layer.connect({ remoteIp: REMOTE, remotePort: 80 }, new Recorder());
-    b.take();
-    b.advance(1000);
-    const [syn2] = b.take();
-    assert.equal(syn2!.h.flags, SYN, 'the SYN was retransmitted');
-    b.advance(30);
-    b.inject({
-      flags: SYN | ACK,
-      seq: PEER_ISN,
-      ack: add(syn2!.h.seq, 1),
-      srcPort: 80,
-      dstPort: conn.localPort,
-      mss: 1460,
-      sackPermitted: true,
-      ts: [5000, syn2!.h.tsVal],
-    });
+    const conn = answerRetransmittedSyn(true, b, true);
     b.take();
     holeBelowSackedProbe(b, conn, PEER_ISN + 1, 80, conn.localPort, 5000);
   });
@@ -403,6 +392,26 @@ function holeBelowSackedProbe(
   assert.equal(d.backoff, 0, 'before any timeout');
 }
 
+/**
+ * A connection opened by SYN cookie (backlog 0), SACK and timestamps, its final ACK 3 ms after
+ * the SYN-ACK; `echo` is the SYN-ACK's TSval, which that ACK echoed.
+ */
+function cookieConnection(b: Bench): { conn: TcpConnection; echo: number } {
+  let accepted: TcpConnection | null = null;
+  b.layer.listen({ port: 80, backlog: 0 }, (c) => {
+    c.user = new Recorder();
+    accepted = c;
+    return true;
+  });
+  b.inject({ flags: SYN, seq: PEER_ISN, mss: 1460, wscale: 3, sackPermitted: true, ts: [777, 0] });
+  const sa = b.take()[0]!;
+  assert.equal(b.count('tcp.syncookies.sent'), 1);
+  b.advance(3);
+  b.inject({ flags: ACK, seq: PEER_ISN + 1, ack: add(sa.h.seq, 1), ts: [778, sa.h.tsVal] });
+  assert.equal(b.count('tcp.syncookies.ok'), 1);
+  return { conn: (accepted as TcpConnection | null)!, echo: sa.h.tsVal };
+}
+
 describe('SYN cookies', () => {
   function flood(b: Bench, n: number): void {
     for (let i = 0; i < n; i++) b.inject({ flags: SYN, seq: 10 * i, srcPort: 20000 + i, mss: 1460 });
@@ -458,18 +467,7 @@ describe('SYN cookies', () => {
     // segment of theirs waited a whole second (a 2 s stall in the failover bench's reachability
     // run: the prod's resend and then its ACK lost in the peer's queue).
     const b = new Bench({ defaults: { minRtoMs: 20 } });
-    let accepted: TcpConnection | null = null;
-    b.layer.listen({ port: 80, backlog: 0 }, (c) => {
-      c.user = new Recorder();
-      accepted = c;
-      return true;
-    });
-    b.inject({ flags: SYN, seq: PEER_ISN, mss: 1460, wscale: 3, sackPermitted: true, ts: [777, 0] });
-    const sa = b.take()[0]!;
-    assert.equal(b.count('tcp.syncookies.sent'), 1);
-    b.advance(3);
-    b.inject({ flags: ACK, seq: PEER_ISN + 1, ack: add(sa.h.seq, 1), ts: [778, sa.h.tsVal] });
-    const d = (accepted as TcpConnection | null)!.state.delegated;
+    const d = cookieConnection(b).conn.state.delegated;
     // The cookie's TSval is early by its option bits (under 64 ms): the sample is 3-67 ms.
     assert.ok(d.srtt >= 3 && d.srtt < 3 + 64, `srtt ${d.srtt}`);
     assert.ok(d.rto < 1000 / 2, `rto ${d.rto}`);
@@ -481,18 +479,8 @@ describe('SYN cookies', () => {
     // path sampled srtt but left RACK's minimum unset, so every SACKed probe was ambiguous and
     // the hole waited for the RTO (bench/failover.ts, reachability: 89 ms after the probe's SACK).
     const b = new Bench({ defaults: { minRtoMs: 20 } });
-    let accepted: TcpConnection | null = null;
-    b.layer.listen({ port: 80, backlog: 0 }, (c) => {
-      c.user = new Recorder();
-      accepted = c;
-      return true;
-    });
-    b.inject({ flags: SYN, seq: PEER_ISN, mss: 1460, wscale: 3, sackPermitted: true, ts: [777, 0] });
-    const sa = b.take()[0]!;
-    b.advance(3);
-    b.inject({ flags: ACK, seq: PEER_ISN + 1, ack: add(sa.h.seq, 1), ts: [778, sa.h.tsVal] });
-    assert.equal(b.count('tcp.syncookies.ok'), 1);
-    holeBelowSackedProbe(b, (accepted as TcpConnection | null)!, PEER_ISN + 1, 5000, 80, sa.h.tsVal);
+    const { conn, echo } = cookieConnection(b);
+    holeBelowSackedProbe(b, conn, PEER_ISN + 1, 5000, 80, echo);
   });
 
   test('without timestamps the cookie connection has no window scaling or SACK', () => {
