@@ -53,7 +53,7 @@ describe('active open', () => {
     assert.ok(d.rto < 1000, `rto ${d.rto}`);
   });
 
-  test("after a retransmitted SYN, a tail probe SACKed above a hole has the hole resent at once", () => {
+  test('after a retransmitted SYN, a tail probe SACKed above a hole has the hole resent at once', () => {
     // Karn leaves RACK's minimum without the clock's sample; the echo gives it, as it gives srtt
     // (Linux's tcp_ack_update_rtt). Without it every SACKed retransmission was ambiguous.
     const b = new Bench({ defaults: { minRtoMs: 20 } });
