@@ -481,7 +481,7 @@ export class Team extends EventEmitter {
         // began then), or all along when the failure was false (both members' probe replies
         // dropped behind a burst of data); their own timers and ACKs ran there. A prod now resent
         // each one's head, still in flight, or sent a pure ACK: at 10,000 in bench/failover.ts,
-        // uncharged, 8,358 of the re-homing's 18,358 frames. (They had been masking a cookie
+        // uncharged, 8,358 of the hand-over turns' 18,358 frames. (They had been masking a cookie
         // connection's RACK that never advanced on a SACKed retransmission: tcp-listen.ts.)
         const r = await o.offload(batch, target, false);
         rehomed += r.moved.length;

@@ -5,7 +5,7 @@
  * re-homing moves them as any planned move does: no prod, nothing resent. At 10,000 connections
  * in bench/failover.ts (uncharged) both members failed at once, the survivor's probe replies
  * dropped at the tail of the peer's queue behind the streams, and the re-homing's prods were
- * 8,358 of its 18,358 frames: a resend of each connection's head, in flight, or a pure ACK.
+ * 8,358 of the hand-over turns' 18,358 frames: a resend of each head in flight, or a pure ACK.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
