@@ -52,8 +52,8 @@ export class ManagerOffloader implements TeamOffloader {
     return this.result(await this.manager.upload(keys, { prod: true }));
   }
 
-  async offload(keys: ConnKey[], to: Nic): Promise<MoveResult> {
-    return this.result(await this.manager.offload(keys, to, { prod: true }));
+  async offload(keys: ConnKey[], to: Nic, prod = true): Promise<MoveResult> {
+    return this.result(await this.manager.offload(keys, to, { prod }));
   }
 
   async recover(keys: ConnKey[], from: Nic, to: Nic | null): Promise<MoveResult> {

@@ -1112,7 +1112,14 @@ function handshakeRtt(conn: TcpConnection, h: TcpHeader, now: number): void {
   if (!conn.synRetransmitted) conn.rack.noteRtt(now - s.soft.rttSentAt);
   if (s.const.tsEnabled && h.hasTimestamps && h.tsEcr !== 0) {
     const rtt = seqDiff(tsNow(now), h.tsEcr);
-    if (rtt >= 0 && rtt <= 600_000) rttSample(s, rtt);
+    if (rtt >= 0 && rtt <= 600_000) {
+      rttSample(s, rtt);
+      // A resent handshake has no clock sample, and RACK no minimum without this one (Linux's
+      // tcp_ack_update_rtt takes the echo for both): every SACKed retransmission then counted as
+      // possibly its original's delivery, and a hole below a SACKed tail probe waited for the RTO
+      // (bench/failover.ts, 10,000 connects: the peers whose SYN went twice).
+      if (conn.synRetransmitted) conn.rack.noteRtt(rtt);
+    }
     return;
   }
   if (!conn.synRetransmitted) rttSample(s, now - s.soft.rttSentAt);

@@ -335,7 +335,15 @@ export class Listeners {
       // accepts (every connection of a 10,000-connection failover bench) then waits out a whole
       // second for each lost segment until its data is acknowledged.
       const rtt = seqDiff(tsNow(now), h.tsEcr);
-      if (h.tsEcr !== 0 && rtt >= 0 && rtt <= 600_000) rttSample(s, rtt);
+      if (h.tsEcr !== 0 && rtt >= 0 && rtt <= 600_000) {
+        rttSample(s, rtt);
+        // RACK's minimum too, as the handshake's sample seeds it on the other paths (Linux's
+        // tcp_update_rtt_min): with none, every retransmission SACKed (a tail probe of the
+        // flight, a failover's resend) counts as its original's delivery, whose send time is
+        // unknown (RackLog.take), and a loss below it waits for the RTO (bench/failover.ts,
+        // reachability, 10,000 cookie connections: 89 ms after the SACK of the probe).
+        conn.rack.noteRtt(rtt);
+      }
     }
     layer.link(conn);
     establish(conn, now);
