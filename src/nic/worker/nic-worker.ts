@@ -645,6 +645,8 @@ function addUnreadPaths(
   for (const p of unread) {
     const rec = p.parts.transfer;
     rec.age(now - p.takenAt);
+    // Aged to now: a terminate that fails after this leaves it pending, read on the right clock.
+    p.takenAt = now;
     rec.setPathIndex(at.get(p.path!.state)!);
   }
   return at;
