@@ -834,8 +834,10 @@ function install(conn: TcpConnection, given: ConnBlockRef | undefined, at?: numb
   byKey.set(key, slot);
   connIndex.add(slot);
   owners?.add(key.localIp, key.localPort, key.remoteIp, key.remotePort);
-  // A stale doorbell bit from the slot's previous tenant must not reach this one.
-  Atomics.store(db, flagsAt + index, 0);
+  // A stale doorbell bit from the slot's previous tenant must not reach this one. A pending
+  // connection's index was cleared at its take: bits set since are the host's rings for this
+  // connection (queued, maybe not yet drained: a build by a frame must not lose them).
+  if (at === undefined) Atomics.store(db, flagsAt + index, 0);
   conn.user = slot.user;
   writeRecord(slot);
   return { key, slot: index, block, given: onGiven };
