@@ -14,7 +14,10 @@ export interface WorkerOffloadBenchResult {
   states: 'records' | 'codec';
   /** The family of the timed connections (`--ipv6`: all IPv6). */
   family: 4 | 6;
-  /** Connections the two WorkerNics took as records, and those that fell back to the codec. */
+  /**
+   * Connections the two WorkerNics took as records (read at once, or taken unbuilt), and those that
+   * fell back to the codec.
+   */
   recordsTaken: number;
   recordFallbacks: number;
   offload: TransferFigures;
@@ -142,7 +145,8 @@ export async function benchOffloadWorker(
     nic: 'worker',
     states: records ? 'records' : 'codec',
     family: ipv6 ? 6 : 4,
-    recordsTaken: sum('nic.initiate.records'),
+    // Read at the take, or taken unbuilt (their records read at a first touch, or never).
+    recordsTaken: sum('nic.initiate.records') + sum('nic.initiate.unbuilt'),
     recordFallbacks: sum('nic.worker.record-fallbacks') + sum('nic.terminate.record-fallbacks'),
     ...times,
     pooled,

@@ -22,7 +22,7 @@ import { createNeighborState, type NeighborState } from '../state/neighbor-state
 import { buildTrees, type OffloadTree } from '../state/offload-tree.ts';
 import type { PathState } from '../state/path-state.ts';
 import { type DecodeOptions, decodeBatch, encodeBatch, releaseTreeAddresses } from '../state/state-codec.ts';
-import type { TcpState } from '../state/tcp-state.ts';
+import type { TcpConst, TcpState } from '../state/tcp-state.ts';
 import { TcpStateId } from '../state/tcp-state.ts';
 import { isOffloadable, validateTcpState } from '../state/validate.ts';
 import { readU16, readU32 } from '../wire/addr.ts';
@@ -117,6 +117,21 @@ export interface PathSlot {
   state: PathState;
   /** Connections using it. */
   refs: number;
+}
+
+/** A connection an initiate may take without building it (its state stays in its transfer record). */
+export interface LazyConn {
+  readonly key: ConnKey;
+}
+
+/**
+ * Connections of an initiate taken unbuilt, by the index of their path in the batch (trees in
+ * order, their paths in order): each counts in the load and holds its path like an installed one;
+ * `taken` hears of each one the engine accepted (room, not here already), with its path.
+ */
+export interface LazyTake {
+  byNode: readonly (readonly LazyConn[] | undefined)[];
+  taken(c: LazyConn, path: PathSlot): void;
 }
 
 /** Room for the largest IP packet behind a tagged Ethernet header. */
@@ -401,6 +416,10 @@ export class NicEngine {
   private readonly reachTimer: Timer | null;
   private readonly reachIntervalMs: number;
   private closed = false;
+  /** Connections taken unbuilt (LazyTake): counted in the load, holding their paths. */
+  private lazyCount = 0;
+  /** Whether a connection is held here unbuilt (set by whoever takes connections lazily). */
+  isLazy: ((key: ConnKey) => boolean) | null = null;
 
   constructor(opts: NicEngineOptions) {
     if (!opts?.link || !opts.clock || !opts.random) {
@@ -449,7 +468,46 @@ export class NicEngine {
 
   /** Connections installed (parked ones included: they still hold their slot). */
   get load(): number {
-    return this.tcp.size + this.parked.size;
+    return this.tcp.size + this.parked.size + this.lazyCount;
+  }
+
+  /** Connections taken unbuilt and not yet built or let go. */
+  get lazy(): number {
+    return this.lazyCount;
+  }
+
+  /**
+   * Build a connection taken unbuilt, from its state (read from its record and validated by the
+   * caller): it runs from here as if the initiate had installed it.
+   */
+  adoptLazy(s: TcpState, path: PathSlot): TcpConnection {
+    this.lazyCount--;
+    s.path = path.state;
+    const conn = this.tcp.adopt(s, null, { prod: false });
+    this.takeHeld(s.const);
+    this.counters.inc('nic.lazy.built');
+    return conn;
+  }
+
+  /** A connection taken unbuilt left unbuilt (handed on, or refused at its build): its path's hold goes. */
+  dropLazy(path: PathSlot): void {
+    this.lazyCount--;
+    this.unrefPath(path);
+  }
+
+  /**
+   * Segments held here from an earlier terminate of this connection (a transfer that came back)
+   * belong to it again.
+   */
+  private takeHeld(key: TcpConst): void {
+    if (
+      this.tcp.frozenSize === 0 ||
+      !this.tcp.isFrozen(key.localIp, key.localPort, key.remoteIp, key.remotePort)
+    )
+      return;
+    for (const p of this.tcp.takeQueued(key.localIp, key.localPort, key.remoteIp, key.remotePort))
+      this.tcp.inputPacket(p);
+    this.tcp.dropFrozen(key.localIp, key.localPort, key.remoteIp, key.remotePort);
   }
 
   get linkUp(): boolean {
@@ -476,7 +534,7 @@ export class NicEngine {
   initiate(
     batch: Transfer,
     opts: InitiateOptions = {},
-    decode?: DecodeOptions & { fill?: (trees: OffloadTree[]) => void },
+    decode?: DecodeOptions & { fill?: (trees: OffloadTree[]) => void; lazy?: LazyTake },
   ): InitiateResult {
     if (isTreeTransfer(batch)) return this.install(batch.trees, opts, true);
     let trees: ReturnType<typeof decodeBatch> | undefined;
@@ -493,7 +551,7 @@ export class NicEngine {
       const reason = e instanceof StateValidationError ? e.message : String(e);
       return { status: 'failure', reason, conns: [] };
     }
-    return this.install(trees, opts, false);
+    return this.install(trees, opts, false, decode?.lazy);
   }
 
   /**
@@ -501,7 +559,12 @@ export class NicEngine {
    * belong to the sender (the host, or another NIC) and are copied, once per tree; the TCP states
    * themselves, released by the sender, become this NIC's.
    */
-  private install(trees: readonly OffloadTree[], opts: InitiateOptions, borrowed: boolean): InitiateResult {
+  private install(
+    trees: readonly OffloadTree[],
+    opts: InitiateOptions,
+    borrowed: boolean,
+    lazy?: LazyTake,
+  ): InitiateResult {
     const prod = opts?.prod === true;
     if (this.closed || !this.link.carrier) {
       const reason = this.closed ? 'NIC closed' : 'link down';
@@ -509,16 +572,22 @@ export class NicEngine {
       for (const t of trees)
         for (const p of t.paths)
           for (const s of p.conns) conns.push({ key: keyOf(s), status: 'failure', reason });
+      for (const l of lazy?.byNode ?? [])
+        for (const c of l ?? []) conns.push({ key: c.key, status: 'failure', reason });
       return { status: 'failure', reason, conns };
     }
     const conns: InitiateConnResult[] = [];
     let ok = 0;
     let room = this.capacity - this.load;
+    let nodeIndex = -1;
     for (const t of trees) {
       const foreign = this.foreignAddresses(t);
       if (foreign !== null) {
-        for (const p of t.paths)
+        for (const p of t.paths) {
           for (const s of p.conns) conns.push({ key: keyOf(s), status: 'failure', reason: foreign });
+          for (const c of lazy?.byNode[++nodeIndex] ?? [])
+            conns.push({ key: c.key, status: 'failure', reason: foreign });
+        }
         continue;
       }
       const nb = this.installNeighbor(t.neighbor, borrowed);
@@ -537,7 +606,8 @@ export class NicEngine {
           }
           if (
             this.connection(key) !== undefined ||
-            (this.parked.size > 0 && this.parked.has(connKeyId(key)))
+            (this.parked.size > 0 && this.parked.has(connKeyId(key))) ||
+            (this.lazyCount > 0 && this.isLazy?.(key) === true)
           ) {
             conns.push({ key: keyOf(s), status: 'failure', reason: 'already offloaded here' });
             continue;
@@ -550,16 +620,28 @@ export class NicEngine {
           // Named by the connection's own key, made once per connection object (a revived one
           // keeps it): a key object per connection and move before.
           conns.push({ key: conn.key, status: 'success' });
-          // Segments held here from an earlier terminate of this connection (a transfer that
-          // came back) belong to it again.
-          if (
-            this.tcp.frozenSize > 0 &&
-            this.tcp.isFrozen(key.localIp, key.localPort, key.remoteIp, key.remotePort)
-          ) {
-            for (const p of this.tcp.takeQueued(key.localIp, key.localPort, key.remoteIp, key.remotePort))
-              this.tcp.inputPacket(p);
-            this.tcp.dropFrozen(key.localIp, key.localPort, key.remoteIp, key.remotePort);
+          this.takeHeld(key);
+        }
+        for (const c of lazy?.byNode[++nodeIndex] ?? []) {
+          this.progress();
+          if (room <= 0) {
+            conns.push({ key: c.key, status: 'no-resources', reason: `capacity ${this.capacity} reached` });
+            continue;
           }
+          if (
+            this.connection(c.key) !== undefined ||
+            (this.parked.size > 0 && this.parked.has(connKeyId(c.key))) ||
+            this.isLazy?.(c.key) === true
+          ) {
+            conns.push({ key: c.key, status: 'failure', reason: 'already offloaded here' });
+            continue;
+          }
+          path.refs++;
+          this.lazyCount++;
+          room--;
+          ok++;
+          conns.push({ key: c.key, status: 'success' });
+          lazy!.taken(c, path);
         }
         if (path.refs === 0) this.unrefPath(path, false);
       }

@@ -89,6 +89,26 @@ export function transferRecordSlot(name: string): number {
   return i < 0 ? -1 : HEADER_SLOTS + i;
 }
 
+/** Record slots of the deadlines a connection's timer waits for (scheduleTimer's), and of every time. */
+const DEADLINE_SLOTS = [
+  'delegated.rtxDeadline',
+  'delegated.persistDeadline',
+  'delegated.keepaliveDeadline',
+  'delegated.timeWaitDeadline',
+  'soft.delayedAckDeadline',
+  'soft.tlpDeadline',
+].map(transferRecordSlot);
+const TIME_SLOTS = SCALAR_FIELDS.flatMap((f, i) => (f.type === 'time' ? [HEADER_SLOTS + i] : []));
+const STATE_SLOT = transferRecordSlot('delegated.state');
+const SND_UNA_SLOT = transferRecordSlot('delegated.sndUna');
+const SND_MAX_SLOT = transferRecordSlot('delegated.sndMax');
+const ACK_NOW_SLOT = transferRecordSlot('soft.ackNow');
+const KEEPALIVE_SLOT = transferRecordSlot('cached.keepAlive');
+/** TcpStateId.ESTABLISHED, as the record holds it. */
+const ESTABLISHED = 4;
+for (const k of [...DEADLINE_SLOTS, STATE_SLOT, SND_UNA_SLOT, SND_MAX_SLOT, ACK_NOW_SLOT, KEEPALIVE_SLOT])
+  if (k < 0) throw new Error('transfer record: a field quiet reads is not in TCP_FIELDS');
+
 type Writer = (f: Float64Array, o: number, s: TcpState, now: number, cc: readonly string[]) => void;
 type Reader = (
   f: Float64Array,
@@ -423,6 +443,39 @@ export class TransferRecord {
 
   get pathIndex(): number {
     return this.i[this.io + I_PATH]!;
+  }
+
+  /** Point the record at another path of the batch it travels in (a record handed on unread). */
+  setPathIndex(pathIndex: number): void {
+    this.i[this.io + I_PATH] = pathIndex;
+  }
+
+  /**
+   * The record holds an established connection that nothing would wake before its next segment
+   * or its application's next call: no deadline armed (retransmission, persist, keepalive,
+   * TIME_WAIT, delayed ACK, tail-loss probe), nothing unacknowledged, no ACK owed, no keepalive.
+   * Read from five words, not the whole record: what a receiver may take without building it.
+   */
+  get quiet(): boolean {
+    const f = this.f;
+    const o = this.fo;
+    if (f[o + STATE_SLOT] !== ESTABLISHED || f[o + SND_UNA_SLOT] !== f[o + SND_MAX_SLOT]) return false;
+    if (f[o + ACK_NOW_SLOT] !== 0 || f[o + KEEPALIVE_SLOT] !== 0) return false;
+    for (const k of DEADLINE_SLOTS) if (f[o + k] !== Number.POSITIVE_INFINITY) return false;
+    return true;
+  }
+
+  /**
+   * Times are deltas from the writer's clock: a record kept unread for `ms` and handed on is
+   * `ms` older for its next reader (an idle time, ts.recent's age), as if written now.
+   */
+  age(ms: number): void {
+    const f = this.f;
+    const o = this.fo;
+    for (const k of TIME_SLOTS) {
+      const v = f[o + k]!;
+      if (Number.isFinite(v)) f[o + k] = v - ms;
+    }
   }
 
   get owner(): number {

@@ -658,8 +658,12 @@ describe('IPv6 connections on WorkerNics', () => {
     assert.equal(await echoAll(socks, 3, 100_000), 0, 'and in the host again');
     // Every move between threads went by transfer records, IPv6 connections included.
     const [c0, c1] = await Promise.all([w0.counters(), w1.counters()]);
-    assert.equal(c0['nic.initiate.records'], 6, 'the offload: all six as records');
-    assert.equal(c1['nic.initiate.records'], 6, 'the move: all six as records');
+    // A record is read at the take, or the connection is taken unbuilt (idle IPv4 ones) and its
+    // record read at its first touch: both crossed as records, none through the codec.
+    const asRecords = (c: Record<string, number>) =>
+      (c['nic.initiate.records'] ?? 0) + (c['nic.initiate.unbuilt'] ?? 0);
+    assert.equal(asRecords(c0), 6, 'the offload: all six as records');
+    assert.equal(asRecords(c1), 6, 'the move: all six as records');
     assert.equal(c0['nic.worker.record-fallbacks'] ?? 0, 0);
     assert.equal(c1['nic.worker.record-fallbacks'] ?? 0, 0);
     assert.equal(c1['nic.terminate.record-fallbacks'] ?? 0, 0);

@@ -49,6 +49,60 @@ function withoutPath(s: TcpState): unknown {
 }
 
 describe('transfer records', () => {
+  test('quiet: an established connection with no deadline, nothing unacknowledged, no ACK owed, no keepalive; aged, its times move back', () => {
+    const INF = Number.POSITIVE_INFINITY;
+    const base = (): TcpState => {
+      const s = flattenTrees(sampleTrees(1))[0]!;
+      const d = s.delegated;
+      d.state = 4;
+      d.sndMax = d.sndUna;
+      d.sndNxt = d.sndUna;
+      d.rtxDeadline = INF;
+      d.persistDeadline = INF;
+      d.keepaliveDeadline = INF;
+      d.timeWaitDeadline = INF;
+      s.soft.delayedAckDeadline = INF;
+      s.soft.tlpDeadline = INF;
+      s.soft.ackNow = false;
+      s.cached.keepAlive = false;
+      return s;
+    };
+    const quiet = (change: (s: TcpState) => void): boolean => {
+      const s = base();
+      change(s);
+      const { block } = blockFor(s);
+      const rec = recordOf(block);
+      rec.write(s, 1000, 0, 1, ByteRing.attachShared(block.recv));
+      return rec.quiet;
+    };
+    assert.equal(
+      quiet(() => {}),
+      true,
+    );
+    const loud: [string, (s: TcpState) => void][] = [
+      ['retransmission', (s) => (s.delegated.rtxDeadline = 1200)],
+      ['persist', (s) => (s.delegated.persistDeadline = 1200)],
+      ['keepalive deadline', (s) => (s.delegated.keepaliveDeadline = 1200)],
+      ['TIME_WAIT', (s) => (s.delegated.timeWaitDeadline = 1200)],
+      ['delayed ACK', (s) => (s.soft.delayedAckDeadline = 1200)],
+      ['tail-loss probe', (s) => (s.soft.tlpDeadline = 1200)],
+      ['ACK owed', (s) => (s.soft.ackNow = true)],
+      ['keepalive on', (s) => (s.cached.keepAlive = true)],
+      ['unacknowledged', (s) => (s.delegated.sndMax = (s.delegated.sndUna + 10) >>> 0)],
+      ['not established', (s) => (s.delegated.state = 7)],
+    ];
+    for (const [what, change] of loud) assert.equal(quiet(change), false, what);
+    // Aged by 300 ms, a record read at the writer's clock has every time 300 ms further back.
+    const s = base();
+    s.delegated.lastRecvAt = 900;
+    const { block } = blockFor(s);
+    const rec = recordOf(block);
+    rec.write(s, 1000, 0, 1, ByteRing.attachShared(block.recv));
+    rec.age(300);
+    const back = rec.read(1000, s.path, ByteRing.attachShared(block.send), ByteRing.attachShared(block.recv));
+    assert.equal(back.delegated.lastRecvAt, 600);
+    assert.equal(back.delegated.rtxDeadline, INF, 'not running: no time to move');
+  });
   test('a record carries every field of any valid state, SACK lists and out-of-order data included (times onto the reader clock)', () => {
     fc.assert(
       fc.property(arbTrees, fc.integer({ min: 0, max: 1_000_000 }), (trees, shift) => {

@@ -15,7 +15,7 @@ import { LinkWrapper } from '../../link/link-wrapper.ts';
 import { capture, PcapWriter } from '../../link/pcap.ts';
 import type { TapHeld } from '../../link/tap-link.ts';
 import { loadLibc } from '../../link/tap-sys.ts';
-import { AddressTable } from '../../stack/address-table.ts';
+import { AddressTable, TWO_32 } from '../../stack/address-table.ts';
 import { seqAdd, seqLeq } from '../../stack/tcp/seq.ts';
 import type { TcpConnection } from '../../stack/tcp/tcp-connection.ts';
 import {
@@ -29,7 +29,9 @@ import {
 import { maybeGrowSendRing } from '../../stack/tcp/tcp-mem.ts';
 import type { TcpUser } from '../../stack/tcp/tcp-types.ts';
 import { ByteRing } from '../../state/byte-ring.ts';
+import type { NeighborState } from '../../state/neighbor-state.ts';
 import type { OffloadTree } from '../../state/offload-tree.ts';
+import type { PathState } from '../../state/path-state.ts';
 import { sharedRingAdvance, sharedRingPositions } from '../../state/shared-ring.ts';
 import { encodeBatch } from '../../state/state-codec.ts';
 import type { TcpState } from '../../state/tcp-state.ts';
@@ -53,7 +55,7 @@ import {
 import { IpProto } from '../../wire/ipv4.ts';
 import { allocConnBlock, type ConnBlockRef, connRingCapacities, HardStateRecord } from '../hard-state.ts';
 import { type ConnKey, connKeyId, type InitiateResult, keyOfState, sameConnKey } from '../nic.ts';
-import { NicEngine } from '../nic-engine.ts';
+import { type LazyConn, type LazyTake, NicEngine, type PathSlot } from '../nic-engine.ts';
 import { OWNER_HOST, splitForRecords, type TransferRecord } from '../transfer-record.ts';
 import { TupleMap } from '../tuple-map.ts';
 import {
@@ -491,6 +493,7 @@ function fillFromRecords(
   packed: PackedBlocks,
   blocks: TupleMap<ConnBlockRef>,
   owner: number,
+  lazy: (Pending[] | undefined)[] | null,
 ): void {
   if (blocks.size * BLOCK_WORDS !== packed.words.length)
     throw new StateValidationError('blocks', 'a connection named twice');
@@ -501,9 +504,9 @@ function fillFromRecords(
   const now = clock.now();
   let n = 0;
   let pooled = 0;
+  let unbuilt = 0;
   for (const [key, b] of blocks) {
     if (decoded.has(key)) continue;
-    n++;
     const parts = blockParts(b);
     batchParts.set(b, parts);
     const rec = parts.transfer;
@@ -511,6 +514,12 @@ function fillFromRecords(
     const node = nodes[rec.pathIndex];
     if (node === undefined)
       throw new StateValidationError('path', `path index ${rec.pathIndex} outside the batch`);
+    if (lazy !== null && mayTakeUnbuilt(key, parts)) {
+      (lazy[rec.pathIndex] ??= []).push({ key, block: b, parts, path: null, index: -1, takenAt: now });
+      unbuilt++;
+      continue;
+    }
+    n++;
     const send = parts.send;
     const recv = parts.recv;
     // A state this connection left here before is filled in place (whatever becomes of the batch:
@@ -531,6 +540,196 @@ function fillFromRecords(
   validateTrees(trees);
   engine.counters.inc('nic.initiate.records', n);
   if (pooled > 0) engine.counters.inc('nic.initiate.pooled', pooled);
+  if (unbuilt > 0) engine.counters.inc('nic.initiate.unbuilt', unbuilt);
+}
+
+// ---- connections taken unbuilt -------------------------------------------------------------------
+
+/**
+ * A connection this worker took by flipping its record's owner word, and has not built: its state
+ * is the record's, read into a TcpState, adopted and given its slot object on its first frame,
+ * doorbell, call or request (build), or handed on or up unread by a terminate. It counts in the
+ * engine's load and holds its path (LazyTake); its slot index is the host's name for it already.
+ * Only quiet connections are taken so (TransferRecord.quiet): with no deadline armed, none has a
+ * timer that could be late, and a worker that dies before the build loses nothing, its record and
+ * hard state being what the last owner wrote.
+ */
+interface Pending extends LazyConn {
+  readonly key: ConnKey;
+  readonly block: ConnBlockRef;
+  readonly parts: BlockParts;
+  path: PathSlot | null;
+  index: number;
+  /** This thread's clock when it took the record: the instant the record's time deltas count from. */
+  takenAt: number;
+}
+
+const pending = new TupleMap<Pending>(true);
+/** Pending connections by the four-tuple a frame carries. */
+const pendingIndex = new ConnIndex<Pending>();
+/** Pending connections by slot index (doorbell, connection calls). */
+const pendingAt: (Pending | undefined)[] = [];
+
+/**
+ * Whether a record may be taken unbuilt: IPv4 (an IPv6 path's address handles are bound by the
+ * decode of each batch), quiet, nothing in its send ring, not here already (the engine refuses
+ * that), no segments held for it here from an earlier terminate (the engine feeds those in).
+ */
+function mayTakeUnbuilt(key: ConnKey, parts: BlockParts): boolean {
+  if (key.localIp >= TWO_32 || key.remoteIp >= TWO_32) return false;
+  if (!parts.transfer.quiet || parts.send.length !== 0) return false;
+  if (byKey.has(key) || pending.has(key)) return false;
+  const t = engine.tcp;
+  return t.frozenSize === 0 || !t.isFrozen(key.localIp, key.localPort, key.remoteIp, key.remotePort);
+}
+
+/** The engine accepted a pending connection: give it its slot index and take its record. */
+function takeUnbuilt(p: Pending, path: PathSlot, owner: number): InstalledConn {
+  p.path = path;
+  const index = freeSlots.pop() ?? slots.length;
+  // The index is the connection's until it leaves: a later install must not take it.
+  if (index === slots.length) slots.push(undefined);
+  p.index = index;
+  pending.set(p.key, p);
+  pendingIndex.add(p);
+  pendingAt[index] = p;
+  const k = p.key;
+  owners?.add(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+  Atomics.store(db, flagsAt + index, 0);
+  p.parts.transfer.take(owner);
+  return { key: k, slot: index, block: p.block, given: true };
+}
+
+/** A pending connection leaves this worker unbuilt (handed on, or refused at its build). */
+function letGoUnbuilt(p: Pending): void {
+  pending.delete(p.key);
+  pendingIndex.remove(p);
+  pendingAt[p.index] = undefined;
+  freeSlots.push(p.index);
+  const k = p.key;
+  owners?.remove(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+  engine.dropLazy(p.path!);
+}
+
+/**
+ * A terminate by records hands pending connections on unread: each one's path joins the batch
+ * (in its neighbor's tree, or a tree of its own), and its record points at it and ages by the time
+ * it waited here. The paths' indices change as nodes join: the new index of every path.
+ */
+function addUnreadPaths(
+  trees: OffloadTree[],
+  unread: readonly Pending[],
+  now: number,
+): Map<PathState, number> {
+  const byNeighbor = new Map<NeighborState, OffloadTree>();
+  const has = new Set<PathState>();
+  for (const t of trees) {
+    byNeighbor.set(t.neighbor, t);
+    for (const node of t.paths) has.add(node.path);
+  }
+  for (const p of unread) {
+    const path = p.path!.state;
+    if (has.has(path)) continue;
+    has.add(path);
+    let t = byNeighbor.get(path.neighbor);
+    if (t === undefined) {
+      t = { neighbor: path.neighbor, paths: [] };
+      byNeighbor.set(path.neighbor, t);
+      trees.push(t);
+    }
+    t.paths.push({ path, conns: [] });
+  }
+  const at = new Map<PathState, number>();
+  let i = 0;
+  for (const t of trees) for (const node of t.paths) at.set(node.path, i++);
+  for (const p of unread) {
+    const rec = p.parts.transfer;
+    rec.age(now - p.takenAt);
+    // Aged to now: a terminate that fails after this leaves it pending, read on the right clock.
+    p.takenAt = now;
+    rec.setPathIndex(at.get(p.path!.state)!);
+  }
+  return at;
+}
+
+/**
+ * Build a pending connection: its record read (on the clock of its take, so its times are what an
+ * initiate would have made them) and validated as an initiate validates it, adopted, given its
+ * slot. A record that fails is refused now as a corrupt state is at a terminate: the connection is
+ * aborted and its slot freed.
+ */
+function build(p: Pending): Slot | undefined {
+  pending.delete(p.key);
+  pendingIndex.remove(p);
+  pendingAt[p.index] = undefined;
+  const path = p.path!;
+  const parts = p.parts;
+  const key = p.key;
+  let s: TcpState;
+  try {
+    const into = statePool.get(key);
+    if (into !== undefined) statePool.delete(key);
+    const rec = parts.transfer;
+    s =
+      into === undefined
+        ? rec.read(p.takenAt, path.state, parts.send, parts.recv)
+        : rec.readInto(into, p.takenAt, path.state, parts.send, parts.recv);
+    if (!sameConnKey(s.const, key))
+      throw new StateValidationError('tcp.const', 'record is not the connection its block was named for');
+    validateTrees([{ neighbor: path.state.neighbor, paths: [{ path: path.state, conns: [s] }] }]);
+  } catch {
+    // Back in the maps for letGoUnbuilt, which takes it out with its hold on the path.
+    pending.set(key, p);
+    pendingIndex.add(p);
+    letGoUnbuilt(p);
+    engine.counters.inc('nic.lazy.invalid');
+    post({ t: 'freed', slots: [p.index] });
+    post({ t: 'ind', ind: ['abort', key] });
+    return undefined;
+  }
+  const conn = engine.adoptLazy(s, path);
+  batchParts.set(p.block, parts);
+  try {
+    install(conn, p.block, p.index);
+  } finally {
+    batchParts.delete(p.block);
+  }
+  return slots[p.index];
+}
+
+/**
+ * Before a received frame runs: the pending connection a TCP segment is for is built; a segment
+ * for none, or ARP, touches none of them; anything else (ICMP errors name a connection inside,
+ * fragments hide their ports) builds them all.
+ */
+function buildForFrame(frame: Uint8Array): void {
+  const p = pendingIndex.ofFrame(frame, true);
+  if (p !== undefined) {
+    build(p);
+    return;
+  }
+  if (frame.length < 14) return;
+  const type = ethType(frame);
+  if (type === EtherType.ARP) return;
+  const ip = ethL3Offset(frame);
+  if (type === EtherType.IPV4 && frame.length >= ip + 20) {
+    if (ipv4Proto(frame, ip) === IpProto.TCP && !ipv4IsFragment(frame, ip)) return;
+  } else if (type === EtherType.IPV6 && frame.length >= ip + 40) {
+    if (frame[ip + 6] === IpProto.TCP) return;
+  }
+  buildPending();
+}
+
+/** Build every pending connection: before whatever may touch one of them. */
+function buildPending(): void {
+  if (pending.size === 0) return;
+  for (const p of [...pending.values()]) build(p);
+}
+
+/** The connection at a slot index, built first if it was pending. */
+function slotAt(index: number): Slot | undefined {
+  const p = pendingAt[index];
+  return p === undefined ? slots[index] : build(p);
 }
 
 /**
@@ -551,7 +750,7 @@ function ownBlock(send: ByteRing, recv: ByteRing, given: ConnBlockRef): boolean 
  * give it a slot. The host normally allocated that memory and copied the buffers in before it
  * sent the batch (`given`); without it, allocate here (see connRingCapacities).
  */
-function install(conn: TcpConnection, given: ConnBlockRef | undefined): InstalledConn {
+function install(conn: TcpConnection, given: ConnBlockRef | undefined, at?: number): InstalledConn {
   const s = conn.state;
   const d = s.delegated;
   const caps = connRingCapacities(s, boot.ringCapacity);
@@ -590,7 +789,7 @@ function install(conn: TcpConnection, given: ConnBlockRef | undefined): Installe
   }
   d.sendBuffer = send;
   d.recvBuffer = recv;
-  const index = freeSlots.pop() ?? slots.length;
+  const index = at ?? freeSlots.pop() ?? slots.length;
   const c = s.const;
   const record = onGiven ? parts!.record : new HardStateRecord(block.sab, block.at);
   let slot = onGiven ? slotOfBlock.get(block) : undefined;
@@ -635,8 +834,10 @@ function install(conn: TcpConnection, given: ConnBlockRef | undefined): Installe
   byKey.set(key, slot);
   connIndex.add(slot);
   owners?.add(key.localIp, key.localPort, key.remoteIp, key.remotePort);
-  // A stale doorbell bit from the slot's previous tenant must not reach this one.
-  Atomics.store(db, flagsAt + index, 0);
+  // A stale doorbell bit from the slot's previous tenant must not reach this one. A pending
+  // connection's index was cleared at its take: bits set since are the host's rings for this
+  // connection (queued, maybe not yet drained: a build by a frame must not lose them).
+  if (at === undefined) Atomics.store(db, flagsAt + index, 0);
   conn.user = slot.user;
   writeRecord(slot);
   return { key, slot: index, block, given: onGiven };
@@ -728,7 +929,7 @@ function drainDoorbell(budget = Number.POSITIVE_INFINITY): void {
     head = head + 1 === qLen ? 0 : head + 1;
     Atomics.store(db, DB_HEAD, head);
     const bits = Atomics.exchange(db, flagsAt + index, 0);
-    const slot = slots[index];
+    const slot = bits === 0 ? slots[index] : slotAt(index);
     if (slot !== undefined && bits !== 0) ringBell(slot, bits);
   }
 }
@@ -793,6 +994,8 @@ const engine = new NicEngine({
   },
 });
 
+engine.isLazy = (k) => pending.has(k);
+
 // One connection's output must not hold a turn: the heartbeat, the doorbell and the link's reads
 // wait behind it (TCP small queues).
 engine.tcp.outputBudget = OUTPUT_BUDGET_BYTES;
@@ -810,6 +1013,7 @@ function slotOfFrame(frame: Uint8Array, inbound: boolean): Slot | undefined {
 
 /** Mark the connection a received frame is for, so its hard state is rewritten after the batch. */
 function noteFrame(frame: Uint8Array): void {
+  if (pending.size > 0) buildForFrame(frame);
   const slot = slotOfFrame(frame, true);
   if (slot !== undefined) touch(slot);
 }
@@ -968,13 +1172,20 @@ function initiateNow(a: Extract<WorkerRequest, { op: 'initiate' }>['arg']): Pack
     return { send: parts.send, recv: parts.recv };
   };
   const owner = a.owner;
+  // A prod sends at once: those connections are built.
+  const byNode: (Pending[] | undefined)[] | null =
+    owner !== undefined && a.blocks !== undefined && a.prod !== true ? [] : null;
+  const installed: InstalledConn[] = [];
+  const lazy: LazyTake | undefined =
+    byNode === null
+      ? undefined
+      : { byNode, taken: (c, path) => installed.push(takeUnbuilt(c as Pending, path, owner!)) };
   const fill =
     owner === undefined || a.blocks === undefined
       ? undefined
-      : (trees: OffloadTree[]) => fillFromRecords(trees, a.blocks!, blocksNow()!, owner);
+      : (trees: OffloadTree[]) => fillFromRecords(trees, a.blocks!, blocksNow()!, owner, byNode);
   try {
-    const result: InitiateResult = engine.initiate(a.batch, { prod: a.prod }, { rings, fill });
-    const installed: InstalledConn[] = [];
+    const result: InitiateResult = engine.initiate(a.batch, { prod: a.prod }, { rings, fill, lazy });
     for (const c of result.conns) {
       progress();
       if (c.status !== 'success') continue;
@@ -1046,9 +1257,18 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
       }
       case 'terminate': {
         const keys = r.arg === 'all' ? 'all' : unpackKeys(r.arg, engine.addressBook);
-        const list = keys === 'all' ? [...byKey.values()].map((s) => s.key) : keys;
+        const list = keys === 'all' ? [...byKey.values(), ...pending.values()].map((s) => s.key) : keys;
         let out: Uint8Array;
         const records = r.byRef === true && r.records === true;
+        // Pending connections go as the records they are, unread; the codec needs them built.
+        const unread: Pending[] = [];
+        if (pending.size > 0)
+          for (const k of list) {
+            const p = pending.get(k);
+            if (p === undefined) continue;
+            if (records) unread.push(p);
+            else build(p);
+          }
         const hand = records ? r.hand : undefined;
         const handPort = hand === undefined ? undefined : hands.get(hand.owner);
         if (hand !== undefined && handPort === undefined)
@@ -1061,9 +1281,10 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
           const split = splitForRecords(trees, (s) => slotOf(s)?.recv ?? null);
           if (split.codec > 0) engine.counters.inc('nic.terminate.record-fallbacks', split.codec);
           const now = clock.now();
+          const pathAt = unread.length === 0 ? null : addUnreadPaths(split.trees, unread, now);
           for (const [s, path] of split.paths) {
             const slot = slotOf(s)!;
-            transferOf(slot).write(s, now, path, OWNER_HOST, slot.recv);
+            transferOf(slot).write(s, now, pathAt?.get(s.path) ?? path, OWNER_HOST, slot.recv);
             // Released, the state is the record's now (TcpHandover.release): kept for the
             // connection's next visit here, read into instead of made anew.
             poolState(slot.key, s);
@@ -1074,6 +1295,14 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
         const moved: number[] = [];
         // Handed on: the blocks of what was released, for the other worker.
         const given: [ConnKey, ConnBlockRef][] = [];
+        for (const p of unread) {
+          freed.push(p.index);
+          moved.push(p.index);
+          p.parts.transfer.setOwner(hand === undefined ? OWNER_HOST : -hand.owner);
+          if (hand !== undefined) given.push([p.key, p.block]);
+          letGoUnbuilt(p);
+        }
+        if (unread.length > 0) engine.counters.inc('nic.terminate.unread', unread.length);
         for (const k of list) {
           const slot = byKey.get(k);
           if (slot && engine.connection(k) === undefined) {
@@ -1133,22 +1362,28 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
         return;
       }
       case 'update':
+        buildPending();
         engine.update(r.arg);
         post({ t: 'res', id, ok: true, op: r.op, value: undefined });
         return;
       case 'invalidate':
+        buildPending();
         engine.invalidate(r.arg);
         post({ t: 'res', id, ok: true, op: r.op, value: undefined });
         return;
       case 'query':
+        buildPending();
         post({ t: 'res', id, ok: true, op: r.op, value: engine.query(r.arg) });
         return;
       case 'progressScan': {
+        // Pending connections are left out unbuilt: quiet, with nothing sent or outstanding, none
+        // can be stalled or sending to a wrong MAC, which is all a scan looks for (ProgressWatch).
         const value = engine.progressScan();
         post({ t: 'res', id, ok: true, op: r.op, value }, [value.buffer as ArrayBuffer]);
         return;
       }
       case 'takeQueued': {
+        buildPending();
         const keys = unpackKeys(r.arg, engine.addressBook);
         const value = engine.takeQueued(keys);
         if (r.drop === true) engine.dropFrozen(keys);
@@ -1156,6 +1391,7 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
         return;
       }
       case 'dropFrozen':
+        buildPending();
         engine.dropFrozen(unpackKeys(r.arg, engine.addressBook));
         post({ t: 'res', id, ok: true, op: r.op, value: undefined });
         return;
@@ -1169,6 +1405,7 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
             ...engine.counters.snapshot(),
             'nic.blocks.parts-made': partsCount.made,
             'nic.blocks.parts-found': partsCount.found,
+            'nic.lazy.pending': pending.size,
             // Table entries made: by the TCP layer's four-tuple table, the slots' and the pool's.
             'nic.tables.entries-made':
               engine.tcp.table.entriesMade + byKey.entriesMade + statePool.entriesMade,
@@ -1220,7 +1457,7 @@ function isBlock(b: ConnBlockRef, r: RegrowBlock): boolean {
  * the new block is whole.
  */
 function regrow(m: Extract<ToWorker, { t: 'regrow' }>): void {
-  const slot = slots[m.slot];
+  const slot = slotAt(m.slot);
   if (slot === undefined || slot.conn.released || !isBlock(slot.block, m.old)) {
     post({ t: 'grown', slot: m.slot, ok: false });
     return;
@@ -1269,7 +1506,7 @@ function regrow(m: Extract<ToWorker, { t: 'regrow' }>): void {
 }
 
 function connOp(m: Extract<ToWorker, { t: 'op' }>): void {
-  const slot = slots[m.slot];
+  const slot = slotAt(m.slot);
   if (slot === undefined || slot.conn.released) return;
   // Bytes written before this call are already in the ring: take them first, so a FIN follows them.
   drainDoorbell();
@@ -1335,6 +1572,7 @@ port.on('message', (m: ToWorker) => {
       connOp(m);
       return;
     case 'inject':
+      buildPending();
       engine.inject(m.packets);
       return;
     case 'regrow':
@@ -1355,6 +1593,8 @@ port.on('message', (m: ToWorker) => {
       pauseThread(m.ms);
       return;
     case 'close':
+      // Closed, the engine aborts what it runs (RST): those not built yet too.
+      buildPending();
       closed = true;
       owners?.markDead();
       engine.close();
