@@ -476,6 +476,12 @@ export interface Nic {
    * then takes the general way (terminate here, initiate there).
    */
   handTo?(dst: Nic, keys: readonly ConnKey[], opts: InitiateOptions): Promise<Handed> | null;
+  /**
+   * The host is placing a burst of connections (accepts wait for their placement) or has stopped:
+   * a target whose rings grow in memory the host's thread faults in (WorkerNic) holds their growth
+   * until the burst is placed, so rings grown early in it do not take the budget the rest need.
+   */
+  placing?(on: boolean): void;
   /** Segments (IPv4 packets, e.g. forwarded from another owner) for connections this target runs. */
   inject(packets: readonly Uint8Array[]): void;
   /**

@@ -304,6 +304,12 @@ export type WorkerNicIndications = NicIndications;
 // Compiled, this module is a .js file beside a compiled worker; from source (tsx), both are .ts.
 const SELF_EXT = import.meta.url.endsWith('.js') ? 'js' : 'ts';
 const DEFAULT_CAPACITY = 65536;
+/**
+ * How long after the host's burst of placements ends the grows it held wait (Nic.placing): a
+ * burst's accepts arrive in waves (the client's SYNs resent 1 s apart), and a wave that comes
+ * within this finds the rings not yet grown.
+ */
+const GROW_QUIET_MS = 500;
 /** The file header a PcapWriter starts its first chunk with. */
 const PCAP_FILE_HEADER = 24;
 /**
@@ -788,6 +794,7 @@ export class WorkerNic extends HostNic {
     // The worker takes a moment to start: the watchdog counts from now, with a start-up allowance.
     this.lastBeat = this.clock.now() + 10_000;
     this.watchdog = this.clock.createTimer(() => this.checkBeat()).unref();
+    this.growTimer = this.clock.createTimer(() => this.runHeldGrows()).unref();
     this.watchdog.arm(this.deadAfterMs);
   }
 
@@ -899,10 +906,16 @@ export class WorkerNic extends HostNic {
               [...prepared.values()].map((p) => [p.key, p.views.block] as const),
               this.hostAddrs,
             );
-      res = await this.request({
-        op: 'initiate',
-        arg: { batch, prod, blocks: packed, owner },
-      });
+      this.initiating++;
+      try {
+        res = await this.request({
+          op: 'initiate',
+          arg: { batch, prod, blocks: packed, owner },
+        });
+      } finally {
+        this.initiating--;
+        if (this.initiating === 0 && !this.placingBurst && this.heldGrows.size > 0) this.runHeldGrows();
+      }
     } catch (e) {
       if (this.death === null) returnRecords(prepared);
       else this.keepForSalvage(prepared);
@@ -1532,6 +1545,7 @@ export class WorkerNic extends HostNic {
     if (this.recordFallbacks > 0) values['nic.worker.record-fallbacks'] = this.recordFallbacks;
     if (this.grows > 0) values['nic.sndbuf.grow'] = this.grows;
     if (this.growsRefused > 0) values['nic.sndbuf.grow-refused'] = this.growsRefused;
+    if (this.growsHeld > 0) values['nic.sndbuf.grow-held'] = this.growsHeld;
     return values;
   }
 
@@ -1627,6 +1641,46 @@ export class WorkerNic extends HostNic {
    */
   private grows = 0;
   private growsRefused = 0;
+  /**
+   * Grows asked for while this NIC is being given a burst of connections (`placing`, or an
+   * initiate in hand), by connection: the largest ring each asked for. A ring grown early in a
+   * burst of 5,000 took its share reckoned against the few placed so far, and kept it as the rest
+   * came: fresh pages serve's main thread faulted in while it placed them (minor faults +31-44 %,
+   * resident +60-160 MB; BENCHMARKS.md, "The burst of 5,000 with bounded growth"). Held, they are
+   * reckoned once the burst is in, against every connection it brought (ringGrowLimit).
+   */
+  private readonly heldGrows = new Map<WorkerConnectionHandle, number>();
+  /** The host places a burst (Nic.placing). */
+  private placingBurst = false;
+  /** Initiates sent and not yet answered. */
+  private initiating = 0;
+  /** Runs the held grows GROW_QUIET_MS after the burst's placing ended. */
+  private readonly growTimer: Timer;
+  private growsHeld = 0;
+
+  placing(on: boolean): void {
+    if (on === this.placingBurst) return;
+    this.placingBurst = on;
+    if (on) this.growTimer.disarm();
+    else if (this.heldGrows.size > 0) this.growTimer.arm(GROW_QUIET_MS);
+  }
+
+  /** A grow asked for now waits for the burst's end (heldGrows). */
+  private holdsGrowth(): boolean {
+    return this.placingBurst || this.initiating > 0 || this.growTimer.armed;
+  }
+
+  /** The burst is placed: the grows it held, each within its share of the budget now. */
+  private runHeldGrows(): void {
+    if (this.holdsGrowth()) return;
+    const held = [...this.heldGrows];
+    this.heldGrows.clear();
+    if (this.closed || this.death !== null) return;
+    for (const [h, want] of held) {
+      if (this.handles.get(h.slot) !== h || h.detached || h.closed || h.growing !== null) continue;
+      this.regrow(h, want);
+    }
+  }
 
   private dropGrown(h: WorkerConnectionHandle): void {
     this.grownBytes -= h.grownBy;
@@ -1693,6 +1747,8 @@ export class WorkerNic extends HostNic {
     if (this.closed) return;
     this.closed = true;
     this.watchdog.disarm();
+    this.growTimer.disarm();
+    this.heldGrows.clear();
     this.host.close();
     if (this.death) {
       void this.worker.terminate();
@@ -1877,6 +1933,11 @@ export class WorkerNic extends HostNic {
       case 'grow': {
         const h = this.handles.get(m.slot);
         if (h === undefined || h.detached || h.closed || h.growing !== null) return;
+        if (this.holdsGrowth()) {
+          this.growsHeld++;
+          this.heldGrows.set(h, Math.max(m.capacity, this.heldGrows.get(h) ?? 0));
+          return;
+        }
         this.regrow(h, m.capacity);
         return;
       }

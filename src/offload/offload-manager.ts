@@ -145,11 +145,14 @@ export class OffloadManager extends EventEmitter {
     this.scanner = new PolicyScanner(
       this.stack,
       this.policy,
-      (ready) => this.offload(ready),
+      (ready) => this.policyOffload(ready),
       (e) => this.backgroundFailure('scan', e, null),
       (connections) => {
         const ev: PlaceTimeout = { connections, waitedMs: this.policy.placeTimeoutMs };
         this.emit('place-timeout', ev);
+      },
+      (on) => {
+        for (const n of this.nicList) n.placing?.(on);
       },
     );
   }
@@ -373,7 +376,13 @@ export class OffloadManager extends EventEmitter {
 
   // ---- transfers -----------------------------------------------------------------------------------
 
-  private serial<T>(fn: () => Promise<T>, opts: TransferOptions = {}): Promise<T> {
+  /**
+   * The chain as it was before the last run of `serial`, when that run was the policy's offload
+   * (null otherwise): the policy's next offload starts when that one did, beside it.
+   */
+  private besidePolicy: Promise<unknown> | null = null;
+
+  private serial<T>(fn: () => Promise<T>, opts: TransferOptions = {}, policy = false): Promise<T> {
     if (this.closed) return Promise.reject(new InvalidStateError('offload manager is closed'));
     const go = (): Promise<T> => {
       // Queued behind a transfer still running at close(): it would move connections for a
@@ -382,9 +391,20 @@ export class OffloadManager extends EventEmitter {
       this.proto.opts = opts;
       return this.proto.metered(fn);
     };
-    const run = this.chain.then(go, go);
-    this.chain = run.catch(() => undefined);
+    // The policy's offloads go side by side (PolicyScanner bounds how many, PLACE_PIPELINE): each
+    // takes its own connections, from the host, with the same options; any other transfer still
+    // waits for all of them, and they for it.
+    const before = policy && this.besidePolicy !== null ? this.besidePolicy : this.chain;
+    const run = before.then(go, go);
+    const ran = run.catch(() => undefined);
+    this.chain = before === this.chain ? ran : Promise.all([this.chain, ran]);
+    this.besidePolicy = policy ? before : null;
     return run;
+  }
+
+  /** The policy scanner's offload: spread over the eligible NICs, beside its other offloads. */
+  private policyOffload(ready: TcpConnection[]): Promise<TransferReport> {
+    return this.serial(() => this.doOffload(ready), {}, true);
   }
 
   private async doOffload(

@@ -71,6 +71,18 @@ export function makePolicy(p: Partial<OffloadPolicy> | undefined): OffloadPolicy
  */
 export const POLICY_BATCH = 256;
 
+/**
+ * The policy's transfers in flight at once. Two: a transfer's time on TAP is the host's work
+ * (freeze, release, the blocks) and then the worker's (install), one after the other; with one in
+ * flight each side idles while the other works. In a burst of 5,000 accepts against the kernel, 21
+ * transfers of up to 256, one at a time and 0.16-1.5 s each, placed the last 12.6 s after the
+ * first accept, and three quarters of the first byte's wait was that queue (BENCHMARKS.md, "The
+ * connect burst at 5,000"). With two, the host prepares the next while the worker installs the
+ * one before. Not more: every transfer's connections are frozen until it ends, and the worker
+ * takes them in order anyway.
+ */
+export const PLACE_PIPELINE = 2;
+
 /** Accepted connections the host served because their placement passed `placeTimeoutMs`. */
 export const PLACE_TIMEOUT_COUNTER = 'offload.place.timeout';
 
@@ -79,7 +91,8 @@ export const PLACE_REPORT_MS = 1000;
 
 /**
  * Looks at the host's connections every `scanIntervalMs` and hands those the policy finds ready
- * to `offload`, at most POLICY_BATCH at a time; the next scan waits for that offload to finish.
+ * to `offload`, at most POLICY_BATCH at a time and PLACE_PIPELINE offloads at once; a periodic
+ * scan waits for those to finish.
  *
  * `placed(conn)` lets an accepted connection wait for its offload before the application gets it
  * (TcpServer through the host's `placeAccepted`): in 'immediate' mode, a connection handed to the
@@ -92,8 +105,12 @@ export class PolicyScanner {
   private readonly firstSeen = new Map<TcpConnection, number>();
   private readonly timer: Timer | null;
   private stopped = false;
-  /** An offload of the policy's is under way (the next scan follows it). */
-  private busy = false;
+  /** Offloads of the policy's under way (PLACE_PIPELINE at most; the next scan follows one's end). */
+  private inFlight = 0;
+  /** The connections of the offloads under way: no scan hands them to another. */
+  private readonly inBatch = new Set<TcpConnection>();
+  /** Accepts wait for their placement (onPlacing said so last). */
+  private placingNow = false;
   /** A scan is queued for the end of the current task (kick). */
   private kicked = false;
   /**
@@ -121,6 +138,8 @@ export class PolicyScanner {
     private readonly onError: (e: unknown) => void,
     /** Accepts served by the host because their placement took too long: once per burst. */
     private readonly onPlaceTimeout: (connections: number) => void = () => {},
+    /** Accepts began to wait for their placement (true), or none waits any more (false). */
+    private readonly onPlacing: (on: boolean) => void = () => {},
   ) {
     this.placeTimer = stack.clock.createTimer(() => this.giveUp()).unref();
     this.reportTimer = stack.clock.createTimer(() => this.report()).unref();
@@ -165,6 +184,7 @@ export class PolicyScanner {
         const until = this.stack.clock.now() + this.policy.placeTimeoutMs;
         this.waiting.set(conn, { done: resolve, until });
         if (!this.placeTimer.armed) this.placeTimer.armAt(until);
+        this.placingChanged();
       }
       this.kick();
     });
@@ -177,12 +197,25 @@ export class PolicyScanner {
    * ran 0.7-1 s at the start of a burst of 5,000 accepts, each of which waited that long.
    */
   private kick(): void {
-    if (this.busy || this.kicked) return;
+    if (this.inFlight >= PLACE_PIPELINE || this.kicked) return;
     this.kicked = true;
     queueMicrotask(() => {
       this.kicked = false;
-      if (!this.busy) this.scan();
+      this.scan();
     });
+  }
+
+  private placingChanged(): void {
+    const on = this.waiting.size > 0;
+    if (on === this.placingNow) return;
+    this.placingNow = on;
+    this.onPlacing(on);
+  }
+
+  /** An accept waits that no offload under way carries. */
+  private waitingBeyond(): boolean {
+    for (const c of this.waiting.keys()) if (!this.inBatch.has(c)) return true;
+    return false;
   }
 
   /** Connections waiting in `placed`. */
@@ -197,6 +230,7 @@ export class PolicyScanner {
       this.waiting.delete(c);
       w.done();
     }
+    this.placingChanged();
   }
 
   /** The connections whose placement is past its deadline go to the application, in the host. */
@@ -230,7 +264,7 @@ export class PolicyScanner {
   }
 
   private scan(): void {
-    if (this.stopped || this.busy) return;
+    if (this.stopped || this.inFlight >= PLACE_PIPELINE) return;
     // Begun by a kick or straight after a transfer, not by the timer: the next comes from `next`.
     this.timer?.disarm();
     const p = this.policy;
@@ -240,6 +274,7 @@ export class PolicyScanner {
     for (const conn of this.stack.tcp.connections()) {
       if (!isOffloadable(conn.state) || conn.listener !== null) continue;
       seen.add(conn);
+      if (this.inBatch.has(conn)) continue;
       let first = this.firstSeen.get(conn);
       if (first === undefined) {
         first = now;
@@ -252,12 +287,16 @@ export class PolicyScanner {
     // Waiting for nothing: closed, or no longer one the policy would move.
     if (this.waiting.size > 0) {
       const gone: TcpConnection[] = [];
-      for (const c of this.waiting.keys()) if (!seen.has(c)) gone.push(c);
+      // Not those of an offload under way: released from the host, they are the transfer's now.
+      for (const c of this.waiting.keys()) if (!seen.has(c) && !this.inBatch.has(c)) gone.push(c);
       this.release(gone);
     }
     const { batch, more } = this.pick(ready);
     const next = (ended: boolean): void => {
-      this.busy = false;
+      if (ended) {
+        this.inFlight--;
+        for (const c of batch) this.inBatch.delete(c);
+      }
       if (this.waiting.size > 0 && batch.some((c) => this.waiting.has(c)))
         this.progressAt = this.stack.clock.now();
       this.release(batch);
@@ -270,13 +309,15 @@ export class PolicyScanner {
       // the host already serves wait for a timer turn, or a transfer refused whole (every member
       // full) would start the next at once, for ever, in microtasks the event loop never leaves.
       if (again && ended && this.waiting.size > 0) this.scan();
-      else this.timer?.arm(again ? 0 : p.scanIntervalMs);
+      // The last offload under way arms it; one still running scans again as it ends.
+      else if (this.inFlight === 0) this.timer?.arm(again ? 0 : p.scanIntervalMs);
     };
     if (batch.length === 0) {
       next(false);
       return;
     }
-    this.busy = true;
+    this.inFlight++;
+    for (const c of batch) this.inBatch.add(c);
     this.offload(batch).then(
       () => next(true),
       (e) => {
@@ -284,6 +325,8 @@ export class PolicyScanner {
         next(true);
       },
     );
+    // Accepts beyond this batch: the next offload goes at once, beside this one.
+    if (more && this.waitingBeyond()) this.scan();
   }
 
   /**

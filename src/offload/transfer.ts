@@ -162,6 +162,9 @@ export class TransferProtocol {
   private mark = -1;
   /** Inside `metered`: the meter runs whenever this thread runs transfer code. */
   private metering = false;
+  /** Runs inside `metered` now, and the clock's meter before the first of them began. */
+  private meteredRuns = 0;
+  private meterBefore: WorkMeter | null = null;
   /** Verbs awaited with the meter stopped (several at once when runs go side by side). */
   private waits = 0;
 
@@ -596,17 +599,24 @@ export class TransferProtocol {
   async metered<T>(fn: () => Promise<T>): Promise<T> {
     if (!this.chargeWallTime) return fn();
     const clock = this.stack.clock;
-    const prev = clock.meter ?? null;
-    clock.meter = this.offSwitch;
-    this.metering = true;
-    this.mark = this.workNow();
+    // The policy's offloads run side by side (OffloadManager.serial): one meter for them all, on
+    // from the first one's start to the last one's end, whichever that is.
+    if (this.meteredRuns++ === 0) {
+      this.meterBefore = clock.meter ?? null;
+      clock.meter = this.offSwitch;
+      this.metering = true;
+      this.mark = this.workNow();
+    } else this.resume();
     try {
       return await fn();
     } finally {
-      this.pause();
-      this.metering = false;
-      this.offSwitchPaused = false;
-      clock.meter = prev;
+      if (--this.meteredRuns === 0) {
+        this.pause();
+        this.metering = false;
+        this.offSwitchPaused = false;
+        clock.meter = this.meterBefore;
+        this.meterBefore = null;
+      }
     }
   }
 

@@ -22,7 +22,11 @@ import { createReadStream, createWriteStream, existsSync, mkdtempSync, rmSync } 
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
-export const ROOT = resolve(import.meta.dirname, '../..');
+/**
+ * The checkout whose `chimney` (and scripts) the interop runs use: this one, or CHIMNEY_ROOT's, so
+ * that another build (a same-run reference) runs under this harness.
+ */
+export const ROOT = resolve(process.env.CHIMNEY_ROOT ?? resolve(import.meta.dirname, '../..'));
 export const CHIMNEY = join(ROOT, 'bin/chimney.js');
 
 /** Why the interop tests cannot run here, or null when they can. */

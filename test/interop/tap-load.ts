@@ -397,7 +397,14 @@ export async function runLoad(lab: Lab, o: LoadOptions): Promise<LoadResult> {
       timesBurst = threadTimes(pid, clientPid, softirq);
       if (o.faultDelayS) await sleep(o.faultDelayS * 1000);
       // The NIC carrying most of them takes the fault.
-      owner = await owners(ctl);
+      // With no fault the owners only cut the stalls: a serve too starved of a core to answer
+      // within the control's bound (load 15-25 on a shared machine, every build) loses that cut,
+      // not the run.
+      owner = await owners(ctl).catch((e: Error) => {
+        if (o.fault !== 'none') throw e;
+        log(`owners query: ${e.message}`);
+        return new Map<number, string>();
+      });
       const o2 = [...owner.values()];
       const count = (n: string): number => o2.filter((x) => x === n).length;
       nic = [...new Set(o2)].filter((x) => x !== 'host').sort((a, b) => count(b) - count(a))[0] ?? '';

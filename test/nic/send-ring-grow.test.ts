@@ -188,6 +188,31 @@ describe('a send ring that grows with the connection', () => {
       assert.ok((c['nic.sndbuf.grow-refused'] ?? 0) >= 1, `a grow past it was refused: ${JSON.stringify(c)}`);
     });
 
+  test('WorkerNic: no ring grows while the host places a burst; the grows held run once it is placed', {
+    timeout: 60_000,
+  }, async (t) => {
+    const { net, nic, s, h, got } = await workerRig(t, 66);
+    // What OffloadManager says while accepts wait for their placement (PolicyScanner's onPlacing).
+    nic.placing(true);
+    const data = randomBytes(66, 1_000_000);
+    s.write(data.subarray(0, 400_000));
+    const held = async () => (await nic.counterSnapshot()).values['nic.sndbuf.grow-held'] ?? 0;
+    const end = Date.now() + 10_000;
+    while ((await held()) === 0) {
+      assert.ok(Date.now() < end, 'the writer never asked for a larger ring');
+      await net.sleep(5);
+    }
+    // Grown in the burst, a ring takes its share reckoned against the few placed so far, and
+    // keeps it as the rest come: fresh pages the main thread faults in while it places them.
+    assert.equal(h.sendRing.capacity, PLACED, 'not grown while the host places');
+    nic.placing(false);
+    // Asked once, the grow is not asked again: the host runs the one it held.
+    await until(net, 'the held grow to run', () => h.sendRing.capacity > PLACED);
+    s.end(data.subarray(400_000));
+    const out = await got;
+    assert.equal(sha256(out), sha256(data), 'every byte, in order, across the switch');
+  });
+
   test('a stack past half its memory limit grows no send ring (Linux tcp_mem[0])', () => {
     const conn = {
       state: {

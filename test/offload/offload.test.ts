@@ -252,16 +252,17 @@ describe('offload through LocalNics', () => {
     const p = offloadPair(17, { policy: { mode: 'after', minAgeMs: 50, minBytes: 1e9, scanIntervalMs: 10 } });
     const { net, host } = p;
     const sizes: number[] = [];
-    const m = host.offload;
-    const offload = m.offload.bind(m);
-    m.offload = (conns, nic, opts) => {
-      if (Array.isArray(conns)) sizes.push(conns.length);
-      return offload(conns, nic, opts);
+    // The policy's own way in (OffloadManager.policyOffload), which the scanner calls.
+    const m = host.offload as unknown as { policyOffload: (c: unknown[]) => Promise<unknown> };
+    const offload = m.policyOffload.bind(m);
+    m.policyOffload = (conns) => {
+      sizes.push(conns.length);
+      return offload(conns);
     };
     const n = POLICY_BATCH * 2 + 20;
     const st = await startStreams(p, n, 30_000, 1000, 10);
     await net.sleep(200);
-    assert.equal(m.offloadedCount, n, 'every one offloaded in the end');
+    assert.equal(host.offload.offloadedCount, n, 'every one offloaded in the end');
     assert.deepEqual(sizes, [POLICY_BATCH, POLICY_BATCH, 20], 'in batches of at most POLICY_BATCH');
     assert.equal(await st.done, 0);
     net.close();

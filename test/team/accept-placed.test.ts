@@ -8,7 +8,12 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { describe, test } from 'node:test';
 import type { PlaceTimeout } from '../../src/offload/offload-manager.ts';
-import { PLACE_REPORT_MS, PLACE_TIMEOUT_COUNTER, POLICY_BATCH } from '../../src/offload/policy.ts';
+import {
+  PLACE_PIPELINE,
+  PLACE_REPORT_MS,
+  PLACE_TIMEOUT_COUNTER,
+  POLICY_BATCH,
+} from '../../src/offload/policy.ts';
 import { SimNetwork } from '../../src/sim/sim-network.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { buildTeamHost } from '../../src/team/team-host.ts';
@@ -94,7 +99,8 @@ describe('accepted connections wait for the offload policy', () => {
     const placeMs = host.manager.policy.placeTimeoutMs;
     assert.equal(placeMs, 5000);
     // Each member's initiate waits for `open` (a worker that does not answer): the policy's first
-    // transfer hangs, and the scanner, which waits for it, places nothing meanwhile.
+    // transfers hang (as many as it runs at once, PLACE_PIPELINE), and the scanner, which waits
+    // for one of them to end, places nothing meanwhile.
     host.manager.liveHandover = false;
     let open!: () => void;
     const gate = new Promise<void>((resolve) => {
@@ -127,9 +133,12 @@ describe('accepted connections wait for the offload policy', () => {
       });
       return { port: () => c.localPort!, done: once(c, 'end').then(() => n) };
     };
-    // The first one goes into the transfer that hangs; the burst comes while it does.
-    const first = download();
-    await net.sleep(50);
+    // The first ones go into the transfers that hang, one each; the burst comes while they do.
+    const firsts: ReturnType<typeof download>[] = [];
+    for (let i = 0; i < PLACE_PIPELINE; i++) {
+      firsts.push(download());
+      await net.sleep(50);
+    }
     const burst = Array.from({ length: CLIENTS }, download);
     const bodies = await Promise.race([
       Promise.all(burst.map((d) => d.done)),
@@ -145,15 +154,19 @@ describe('accepted connections wait for the offload policy', () => {
       const w = waited.get(d.port())!;
       assert.ok(w >= placeMs && w <= placeMs + 50, `waited ${w} ms for its placement`);
     }
-    // The connection in the hung transfer went to the application too, frozen (owned by nobody
-    // while it moves: its writes wait in the socket) until the transfer ends.
-    assert.equal(owners.get(first.port()), 'none');
+    // The connections in the hung transfers went to the application too, frozen (owned by nobody
+    // while they move: their writes wait in the socket) until the transfers end.
+    for (const first of firsts) assert.equal(owners.get(first.port()), 'none');
     open();
-    assert.equal(await first.done, BODY);
+    for (const first of firsts) assert.equal(await first.done, BODY);
     const counters = host.stack.counters.snapshot();
-    assert.equal(counters[PLACE_TIMEOUT_COUNTER], CLIENTS + 1);
+    assert.equal(counters[PLACE_TIMEOUT_COUNTER], CLIENTS + PLACE_PIPELINE);
     await net.sleep(2 * PLACE_REPORT_MS);
-    assert.deepEqual(reports, [{ connections: CLIENTS + 1, waitedMs: placeMs }], 'one report for the burst');
+    assert.deepEqual(
+      reports,
+      [{ connections: CLIENTS + PLACE_PIPELINE, waitedMs: placeMs }],
+      'one report for the burst',
+    );
     host.close();
     net.close();
   });
@@ -163,14 +176,15 @@ describe('accepted connections wait for the offload policy', () => {
     // (and not from the policy's last progress) would show.
     const { net, peer, host } = rig('immediate', 500);
     const placeMs = host.manager.policy.placeTimeoutMs;
-    // A slow member: each initiate takes 300 ms of the clock, so a burst beyond one policy
-    // transfer (POLICY_BATCH) waits for several, each ending within placeTimeoutMs of the last.
+    // A slow member: each initiate takes 300 ms of the clock, so a burst beyond the transfers the
+    // policy runs at once (PLACE_PIPELINE of POLICY_BATCH) waits for several, each ending within
+    // placeTimeoutMs of the last.
     host.manager.liveHandover = false;
     for (const nic of host.nics) {
       const initiate = nic.initiate.bind(nic);
       nic.initiate = (batch, opts) => net.sleep(300).then(() => initiate(batch, opts));
     }
-    const clients = POLICY_BATCH + 100;
+    const clients = PLACE_PIPELINE * POLICY_BATCH + 100;
     const reports: PlaceTimeout[] = [];
     host.manager.on('place-timeout', (ev: PlaceTimeout) => reports.push(ev));
     const waited: number[] = [];
