@@ -5,8 +5,9 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { VirtualClock } from '../../src/core/clock.ts';
+import { InvalidArgumentError } from '../../src/core/errors.ts';
 import { SeededRandom } from '../../src/core/random.ts';
-import type { Impairment } from '../../src/link/impairment.ts';
+import { type Impairment, validateImpairment } from '../../src/link/impairment.ts';
 import { MemorySwitch } from '../../src/link/memory-switch.ts';
 import { frame, hostMac, writeMac } from './helpers.ts';
 
@@ -95,5 +96,13 @@ describe('per-segment loss on a lane', () => {
       const got = run(seed, { loss: 0.3 });
       assert.deepEqual(got.lens, lost ? [] : [SEGS * MSS]);
     }
+  });
+
+  test('lossPerSegment must be a boolean', () => {
+    assert.throws(
+      () => validateImpairment({ loss: 0.1, lossPerSegment: 1 as unknown as boolean }),
+      InvalidArgumentError,
+    );
+    validateImpairment({ rx: { loss: 0.1, lossPerSegment: true } });
   });
 });
