@@ -2,9 +2,16 @@
  * Download under random loss (needs root): the same file fetched by curl in a namespace from
  * `chimney serve` on a TAP and, in the same run, from python3's http.server on Linux's own TCP in
  * a second namespace on the same bridge. nftables in the client's namespace drops N % of the
- * packets in both directions (`numgen random mod 100 < N drop`, on the input and output hooks, so
- * after GRO and before GSO: whole super-packets, for either server alike). Medians of `runs` runs
- * per level; a run that does not finish within the cap counts as the cap.
+ * packets in both directions (`numgen random mod 100 < N drop`, on the input and output hooks).
+ * Medians of `runs` runs per level; a run that does not finish within the cap counts as the cap.
+ *
+ * What one drop takes (`--drop-unit`, default segment): with `segment` the client's veth pair has
+ * its offloads off, so the kernel cuts every super-packet into MSS segments as it leaves the
+ * bridge towards the client and the input hook drops single segments, as a wire behind a TSO NIC
+ * loses them; the senders still hand the kernel super-packets (Chimney on its TAP, Linux on its
+ * veth), so neither sender's behaviour changes. With `frame` (every figure before 2026-12-05) the
+ * hook sees GSO super-packets and drops them whole, which punishes a sender that retransmits one
+ * segment at a time (PRR) against one that resends a whole hole in one super-packet.
  *
  * Linux's server runs the namespace's default congestion control, which is the host's (BBR on
  * the lab machine): BBR does not read random loss as congestion, so at 10 % it keeps a window
@@ -15,7 +22,7 @@
  * The slow-reader case: a Python client that reads a quarter of the body, stops reading for three
  * seconds (the receive window closes), then reads the rest; again from both servers.
  *
- *   npx tsx bench/loss.ts [--json]       (or: npm run bench -- loss)
+ *   npx tsx bench/loss.ts [--json] [--drop-unit segment|frame]       (or: npm run bench -- loss)
  *   npx tsx bench/loss.ts --levels 1 --runs 1 --pcap /tmp/x.pcap   (diagnosis: one level, a capture
  *   of the Chimney downloads on the client's side)
  */
@@ -38,7 +45,11 @@ export interface LossLevel {
   linuxCubicRunsS: number[];
 }
 
+export type DropUnit = 'segment' | 'frame';
+
 export interface LossResult {
+  /** What one nftables drop takes: one MSS segment, or a whole GSO super-packet. */
+  dropUnit: DropUnit;
   bytes: number;
   runs: number;
   capS: number;
@@ -147,6 +158,7 @@ export async function benchLoss(
     levels?: number[];
     /** Capture the client's side of the Chimney downloads under loss into this pcap file (diagnosis). */
     pcap?: string;
+    dropUnit?: DropUnit;
     log?: (l: string) => void;
   } = {},
 ): Promise<LossResult> {
@@ -159,7 +171,10 @@ export async function benchLoss(
   // from what the machine's load costs it.
   const levels = o.levels ?? [0, 1, 2, 5, 10];
   const log = o.log ?? (() => {});
-  const lab = new Lab({ tag: 'bls', subnet: SUBNET, taps: 1 });
+  const dropUnit = o.dropUnit ?? 'segment';
+  // Offloads off on the client's veth pair: the kernel segments (and sums) before the veth, so
+  // the client's hooks see MSS segments; GRO off keeps them from being merged again.
+  const lab = new Lab({ tag: 'bls', subnet: SUBNET, taps: 1, offloads: dropUnit === 'frame' });
   lab.up();
   const server = linuxServerNs(lab);
   try {
@@ -254,6 +269,7 @@ export async function benchLoss(
       const chimneyS = round(median(sc));
       const linuxS = round(median(sl));
       return {
+        dropUnit,
         bytes,
         runs,
         capS,
@@ -270,7 +286,9 @@ export async function benchLoss(
 }
 
 export function formatLoss(r: LossResult): string {
-  const lines = [`${r.bytes} B download, median of ${r.runs} runs (cap ${r.capS} s)`];
+  const lines = [
+    `${r.bytes} B download, median of ${r.runs} runs (cap ${r.capS} s), nftables drops per ${r.dropUnit}`,
+  ];
   for (const l of r.levels) {
     lines.push(
       `${String(l.lossPct).padStart(2)} % loss: chimney ${l.chimneyS} s, linux ${l.linuxS} s, linux with cubic ${l.linuxCubicS} s (same run)  → ratio ${l.ratio}`,
@@ -291,7 +309,10 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   };
   // --levels 1,2 --runs 1 --pcap /tmp/x.pcap: a shorter run for diagnosis.
   const lv = arg('--levels');
+  const unit = arg('--drop-unit') ?? 'segment';
+  if (unit !== 'segment' && unit !== 'frame') throw new Error('--drop-unit segment|frame');
   const r = await benchLoss({
+    dropUnit: unit,
     log: (l) => console.error(l),
     levels: lv ? lv.split(',').map(Number) : undefined,
     runs: arg('--runs') ? Number(arg('--runs')) : undefined,

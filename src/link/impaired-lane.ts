@@ -8,6 +8,7 @@ import type { Clock, Timer } from '../core/clock.ts';
 import type { Counters } from '../core/counters.ts';
 import type { Random } from '../core/random.ts';
 import type { FramePool, PoolBuf } from './frame-pool.ts';
+import { GsoSegmenter } from './gso-segment.ts';
 import { type ImpairmentSpec, ResolvedImpairment, splitImpairment } from './impairment.ts';
 
 /**
@@ -103,11 +104,18 @@ class FrameRing {
   }
 }
 
+function growFlags(a: Uint8Array<ArrayBuffer>, i: number): Uint8Array<ArrayBuffer> {
+  const b = new Uint8Array(Math.max(a.length * 2, i + 1));
+  b.set(a);
+  return b;
+}
+
 /**
  * One direction of a wire. Frames wait in `main` (due times non-decreasing, so FIFO) or, when
  * picked for reordering, in `held` (sorted); each is handed to `deliver` when due, never inside
  * `enqueue`. Random draws per frame, in this order: loss, jitter, duplicate, then per copy
- * reorder and its hold time; the order is part of what a seed replays.
+ * reorder and its hold time; the order is part of what a seed replays. With per-segment loss a
+ * super-segment draws loss once per segment first, then the rest for each frame that goes on.
  */
 export class ImpairedLane {
   /** Null for a perfect wire. */
@@ -126,6 +134,13 @@ export class ImpairedLane {
   private readonly pool: FramePool;
   private readonly counters: Counters;
   private readonly limitBytes: number;
+  /** Per-segment loss (Impairment.lossPerSegment): made on first need, with its scratch state. */
+  private segmenter: GsoSegmenter | null = null;
+  private segDrops = new Uint8Array(64);
+  private segIndex = 0;
+  private segLost = 0;
+  private segAt = 0;
+  private segNow = 0;
 
   constructor(
     o: WireOptions,
@@ -184,12 +199,67 @@ export class ImpairedLane {
       this.txEnd = start + len / imp.bytesPerMs;
       at = this.txEnd;
     }
-    const rnd = this.random;
-    if (imp.loss > 0 && rnd.float() < imp.loss) {
-      this.counters.inc(this.names.loss);
+    if (imp.loss > 0) {
+      if (imp.lossPerSegment && b.gsoSize > 0) return this.loseSegments(b, at, now, imp);
+      if (this.random.float() < imp.loss) {
+        this.counters.inc(this.names.loss);
+        this.pool.release(b);
+        return true;
+      }
+    }
+    this.place(b, at, now, imp);
+    return true;
+  }
+
+  /**
+   * Per-segment loss of a super-segment: one draw per `gsoSize` segment, in order. If none is
+   * lost the frame goes on whole (what a receiver's GRO would rebuild); otherwise the survivors
+   * go on one by one as plain frames. A frame that cannot be cut gets one draw, as a frame.
+   */
+  private loseSegments(b: PoolBuf, at: number, now: number, imp: ResolvedImpairment): boolean {
+    this.segmenter ??= new GsoSegmenter();
+    this.segLost = 0;
+    this.segIndex = 0;
+    const n = this.segmenter.segment(b.view(), b.gsoSize, this.drawSegment);
+    if (n < 0) {
+      if (this.random.float() < imp.loss) {
+        this.counters.inc(this.names.loss);
+        this.pool.release(b);
+        return true;
+      }
+    } else if (this.segLost > 0) {
+      this.counters.inc(this.names.loss, this.segLost);
+      this.segIndex = 0;
+      this.segAt = at;
+      this.segNow = now;
+      this.segmenter.segment(b.view(), b.gsoSize, this.placeSegment);
       this.pool.release(b);
       return true;
     }
+    this.place(b, at, now, imp);
+    return true;
+  }
+
+  private readonly drawSegment = (): void => {
+    const i = this.segIndex++;
+    if (this.random.float() < this.imp!.loss) {
+      if (i >= this.segDrops.length) this.segDrops = growFlags(this.segDrops, i);
+      this.segDrops[i] = 1;
+      this.segLost++;
+    } else if (i < this.segDrops.length) this.segDrops[i] = 0;
+  };
+
+  private readonly placeSegment = (seg: Uint8Array): void => {
+    const i = this.segIndex++;
+    if (i < this.segDrops.length && this.segDrops[i] === 1) return;
+    // The segmenter reuses its buffer, and a survivor is a plain frame now (gsoSize 0).
+    this.place(this.pool.take(seg), this.segAt, this.segNow, this.imp!);
+  };
+
+  /** After loss: latency, jitter, duplication and reordering, then into a ring. */
+  private place(b: PoolBuf, at: number, now: number, imp: ResolvedImpairment): void {
+    const len = b.len;
+    const rnd = this.random;
     at += imp.delayMs;
     if (imp.jitterMs > 0) at += rnd.float() * imp.jitterMs;
     if (at < this.lastAt) at = this.lastAt;
@@ -216,7 +286,6 @@ export class ImpairedLane {
     }
     this.queuedBytes += len * copies;
     this.kick(first, now);
-    return true;
   }
 
   /** Drops everything in flight (cable pulled, link closed); returns how many frames. */

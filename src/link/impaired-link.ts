@@ -54,7 +54,10 @@ export interface ImpairedLink extends Link {
   readonly framesInFlight: number;
 }
 
-const KEY_ALIASES: Record<string, keyof Impairment> = {
+/** The numeric fields, the only ones the CLI form sets. */
+type NumericKey = Exclude<keyof Impairment, 'lossPerSegment'>;
+
+const KEY_ALIASES: Record<string, NumericKey> = {
   loss: 'loss',
   duplicate: 'duplicate',
   dup: 'duplicate',
@@ -74,7 +77,7 @@ const KEY_ALIASES: Record<string, keyof Impairment> = {
 const PROBABILITY_KEYS = new Set<keyof Impairment>(['loss', 'duplicate', 'reorder']);
 const SI: Record<string, number> = { '': 1, k: 1e3, m: 1e6, g: 1e9 };
 
-function parseNumber(key: keyof Impairment, raw: string, item: string): number {
+function parseNumber(key: NumericKey, raw: string, item: string): number {
   const v = raw.trim();
   let n: number;
   if (PROBABILITY_KEYS.has(key) && v.endsWith('%')) n = Number(v.slice(0, -1)) / 100;

@@ -7,6 +7,11 @@ import { InvalidArgumentError } from '../core/errors.ts';
 export interface Impairment {
   /** Probability 0..1 that a frame is dropped. */
   loss?: number;
+  /**
+   * Draw `loss` per MSS segment of a TCP super-segment (as a wire behind TSO loses them) instead
+   * of once for the whole frame (as nftables on a veth drops a GSO packet). Default false.
+   */
+  lossPerSegment?: boolean;
   /** Probability 0..1 that a frame is delivered twice. */
   duplicate?: number;
   /** Probability 0..1 that a frame is held back and delivered after later ones. */
@@ -43,7 +48,7 @@ export const DEFAULT_QUEUE_BYTES = 256 * 1024;
 
 const PROBABILITIES = ['loss', 'duplicate', 'reorder'] as const;
 const DURATIONS = ['delayMs', 'jitterMs', 'reorderDelayMs'] as const;
-const KNOWN = new Set<string>([...PROBABILITIES, ...DURATIONS, 'rateBps', 'queueBytes']);
+const KNOWN = new Set<string>([...PROBABILITIES, ...DURATIONS, 'rateBps', 'queueBytes', 'lossPerSegment']);
 
 /**
  * Throws InvalidArgumentError unless every field is usable. Takes a plain Impairment or a
@@ -72,6 +77,11 @@ function validateOne(i: Impairment): void {
     if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) {
       throw new InvalidArgumentError(`impairment.${k} must be a finite number >= 0, got ${String(v)}`);
     }
+  }
+  if (i.lossPerSegment !== undefined && typeof i.lossPerSegment !== 'boolean') {
+    throw new InvalidArgumentError(
+      `impairment.lossPerSegment must be a boolean, got ${String(i.lossPerSegment)}`,
+    );
   }
   if (i.rateBps !== undefined) {
     const v = i.rateBps;
@@ -124,6 +134,7 @@ export function splitImpairment(spec: ImpairmentSpec): {
 /** An Impairment with defaults filled in, read on the per-frame path. */
 export class ResolvedImpairment {
   readonly loss: number;
+  readonly lossPerSegment: boolean;
   readonly duplicate: number;
   readonly reorder: number;
   readonly reorderDelayMs: number;
@@ -135,6 +146,7 @@ export class ResolvedImpairment {
 
   constructor(i: Impairment) {
     this.loss = i.loss ?? 0;
+    this.lossPerSegment = i.lossPerSegment ?? false;
     this.duplicate = i.duplicate ?? 0;
     this.reorder = i.reorder ?? 0;
     this.delayMs = i.delayMs ?? 0;
