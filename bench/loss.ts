@@ -81,7 +81,7 @@ function median(xs: number[]): number {
 const round = (x: number, d = 3): number => Math.round(x * 10 ** d) / 10 ** d;
 
 /** A second namespace on the lab's bridge with Linux's TCP as the server. */
-function linuxServerNs(lab: Lab): { ns: string; ip: string; remove: () => void } {
+export function linuxServerNs(lab: Lab): { ns: string; ip: string; remove: () => void } {
   const ns = `${lab.ns}s`;
   const veth = `${lab.veth}s`;
   const peer = `${lab.veth}t`;

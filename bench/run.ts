@@ -5,6 +5,7 @@ import { benchLoss, formatLoss, type LossResult } from './loss.ts';
 import { benchOffload } from './offload.ts';
 import { benchOffloadData, type DataOffloadBenchResult } from './offload-data.ts';
 import { benchOffloadWorker } from './offload-worker.ts';
+import { benchReaders, formatReaders, type ReadersResult } from './readers.ts';
 import { benchSim } from './sim.ts';
 import { benchSimLoss, formatSimLoss, type SimLossResult } from './sim-loss.ts';
 import { benchStateCodec } from './state-codec.ts';
@@ -58,6 +59,16 @@ const BENCHES: Record<string, { about: string; run: Bench; print: (r: Record<str
           log: (l) => console.error(l),
         })) as unknown as Record<string, unknown>,
       print: (r) => formatLoss(r as unknown as LossResult),
+    },
+    readers: {
+      about:
+        'a hundred slow readers (CHIMNEY_BENCH_CONNS) downloading from chimney serve on a TAP and from Linux in a namespace, alternated: needless resends the readers saw, loss probes, stalls (needs root)',
+      run: async () =>
+        (await benchReaders((l) => console.error(l), {
+          connections: Number(process.env.CHIMNEY_BENCH_CONNS ?? 100),
+          runs: Number(process.env.CHIMNEY_BENCH_RUNS ?? 3),
+        })) as unknown as Record<string, unknown>,
+      print: (r) => formatReaders(r as unknown as ReadersResult),
     },
     'tap-team': {
       about:

@@ -600,6 +600,69 @@ describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeo
       });
     });
 
+    if (v.family === 4) {
+      for (const cause of ['window', 'application'] as const) {
+        const what =
+          cause === 'window'
+            ? "behind the peer's shut window, a little over one RTO, halves the window once: the reopened window goes at once, not ten segments"
+            : 'for want of data, for several RTOs, restarts from the initial window (RFC 5681 4.1)';
+        test(`${v.name}: idle ${what} (Linux's tcp_cwnd_restart, CUBIC on both)`, async () => {
+          // Slow start grows the window on forty segments ACKed one by one; then the connection
+          // sits idle, either with data waiting behind a zero window for about 1.5 times the
+          // 200 ms minimum RTO, or with nothing to send for 1.5 s; then the window opens or the
+          // application writes, and what goes out before any ACK is what the window allows.
+          await runCase(st, v, { congestion: 'cubic' }, async ({ dut, tester }) => {
+            const { c, id } = await openConn(dut, tester, { ...FULL, window: 500 });
+            const grow = 40 * 988;
+            dut.write(id, cause === 'window' ? grow + 200 * 988 : grow);
+            // Each ACK 3 ms after the last: an ACK train that close on a path this short ends
+            // Linux's slow start at sixteen segments (CUBIC's HyStart), and the window must be
+            // well over twice the initial one for a halving to show.
+            const stop = seqAdd(c.rcvNxt, grow);
+            for (let from = 0; seqGt(stop, c.rcvNxt); ) {
+              const s = await c.expect(
+                (x) => x.len > 0 && x.seq === c.rcvNxt,
+                3000,
+                `data at ${c.rcvNxt}`,
+                from,
+              );
+              from = s.n + 1;
+              c.rcvNxt = end(s);
+              await sleep(3);
+              c.send({ flags: ACK });
+            }
+            if (cause === 'window') {
+              // What the last ACKs let out lands; all of it is ACKed with the window shut.
+              await sleep(50);
+              for (const s of tester.segs)
+                if (c.fromDut(s) && s.len > 0 && s.seq === c.rcvNxt) c.rcvNxt = end(s);
+              c.o.window = 0;
+              c.send({ flags: ACK });
+              await sleep(250);
+            } else await sleep(1500);
+            const from = tester.segs.length;
+            if (cause === 'window') {
+              c.o.window = 500;
+              c.send({ flags: ACK });
+            } else dut.write(id, 40 * 988);
+            const burst = await tester.collect((s) => c.fromDut(s) && s.len > 0, 100, from);
+            // The loss probe of new data two round trips later (RFC 8985 7.3) is not the burst.
+            const first = burst.filter((s) => s.at - burst[0]!.at < 5);
+            const dump = `${first.length} at once:\n${tester.dump()}`;
+            if (cause === 'window') {
+              // Every segment past the forty was in flight when the window shut, so the window
+              // was at least that; one halving leaves half of it, where a restart leaves ten.
+              const flight = tester.segs.filter((s) => c.fromDut(s) && s.len > 0 && s.n < from).length - 40;
+              assert.ok(
+                first.length > 10 && first.length >= Math.floor(flight / 2) - 1,
+                `half of ${flight}, ${dump}`,
+              );
+            } else assert.ok(first.length === 10 && burst.length <= 11, `the initial window, ${dump}`);
+          });
+        });
+      }
+    }
+
     test(`${v.name}: a path MTU report (frag-needed, packet too big) is believed only for a sequence number in flight (RFC 5927 4.1, RFC 8201 4, issue 11 defect 6)`, async () => {
       await runCase(st, v, { rtoMinMs: 3000 }, async ({ dut, tester }) => {
         const { c, id } = await openConn(dut, tester, { mss: 1460, wscale: 7, sack: true, ts: true });

@@ -313,6 +313,27 @@ for (const alg of ['newreno', 'cubic'] as const) {
       assert.equal(s.soft.cubic.epochStart, -1);
     });
 
+    test('restart after idle halves the window per RTO idle, down to IW, and ssthresh keeps 3/4 (Linux tcp_cwnd_restart)', () => {
+      const s = mkState(alg);
+      const cc = congestionControl(alg);
+      cc.init(s, 0);
+      const d = s.delegated;
+      d.rto = 200;
+      d.ssthresh = 20 * MSS;
+      for (const [idle, cwnd] of [
+        [150, 40 * MSS],
+        [300, 20 * MSS],
+        [450, 10 * MSS],
+        [5000, 10 * MSS],
+      ] as const) {
+        d.cwnd = 40 * MSS;
+        d.lastSendAt = 30_000;
+        cc.onIdleRestart(s, 30_000 + idle);
+        assert.equal(d.cwnd, cwnd, `idle ${idle} ms`);
+        assert.equal(d.ssthresh, 30 * MSS);
+      }
+    });
+
     test('recovery exit: cwnd = min(ssthresh, max(flight, mss) + mss)', () => {
       const s = mkState(alg);
       const cc = lossAtForty(s, alg);

@@ -27,14 +27,14 @@ describe('timers and windows (issue 11)', () => {
     assert.equal(conn.state.delegated.rto, 3000);
   });
 
-  test('RFC 7323 appendix G: with a sample per ACK, RTTVAR moves by beta / ExpectedSamples', () => {
+  test('RFC 7323 appendix G: with a sample per ACK, RTTVAR moves by beta / ExpectedSamples; SRTT by 1/8 as Linux', () => {
     const nb = createNeighborState({ srcMac: 1, vlanId: -1, ip: 2 });
     const s = sampleConn(createPathState({ localIp: 1, remoteIp: 2 }, nb, 0, 1500));
     s.delegated.srtt = 100;
     s.delegated.rttvar = 10;
     rttSample(s, 200, 10);
     assert.equal(s.delegated.rttvar, (1 - 0.25 / 10) * 10 + (0.25 / 10) * 100);
-    assert.equal(s.delegated.srtt, (1 - 0.125 / 10) * 100 + (0.125 / 10) * 200);
+    assert.equal(s.delegated.srtt, (1 - 0.125) * 100 + 0.125 * 200);
   });
 
   test('an ACK that echoes a segment sent before a timeout is no RTT sample', () => {

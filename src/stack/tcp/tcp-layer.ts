@@ -388,7 +388,13 @@ export class TcpLayer implements TcpEngine {
       }
       env.counters.inc('tcp.pmtu.resegment');
       // The IP layer already lowered the path MTU: resend what is outstanding at the new size now
-      // rather than after a timeout.
+      // rather than after a timeout. As Linux's tcp_non_congestion_loss_retransmit, that is a loss
+      // episode with no cut to the window and nothing to undo: until everything sent before the
+      // drop is ACKed no loss probe goes (the resends probe), nor does a fast recovery start.
+      if (!s.soft.inRecovery && seqGt(d.sndMax, s.soft.recoveryPoint)) {
+        s.soft.recoveryPoint = d.sndMax;
+        s.soft.undoArmed = false;
+      }
       rewind(s);
       kick(conn);
       return;
