@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { describe, test } from 'node:test';
 import { openConnections } from '../../bench/offload.ts';
-import { rebuildTcpState } from '../../src/nic/hard-state.ts';
+import { rebuildTcpState, TRANSFER_RECORD_AT } from '../../src/nic/hard-state.ts';
 import type { WorkerNic } from '../../src/nic/worker-nic.ts';
 import type { SimNetwork } from '../../src/sim/sim-network.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
@@ -145,6 +145,36 @@ describe('connections taken unbuilt by a worker', () => {
     while (Buffer.concat(got).length < want.length && net.now() - t0 < 8_000) await net.sleep(5);
     assert.deepEqual(Buffer.concat(got), want, 'retransmitted by the worker and echoed');
     assert.equal(await counter(n0, 'nic.lazy.built'), 0, 'built at the take, not later');
+  });
+
+  test('a record found corrupt at the build is refused: that connection is aborted and its slot freed, the others run on', {
+    timeout: 60_000,
+  }, async (t) => {
+    const { net, wh, sockets, keys, nics } = await echoSetup(85, t);
+    const [n0] = nics;
+    assert.equal((await wh.offload.offload(keys, n0)).moved.length, N);
+    assert.equal(await counter(n0, 'nic.lazy.pending'), N);
+    // Something scribbles over the first connection's record while it waits unbuilt: every
+    // scalar after its header (the connection's key first) becomes NaN.
+    const block = (sockets[0]!.connection as unknown as { block: { sab: SharedArrayBuffer; at: number } })
+      .block;
+    new Float64Array(block.sab, block.at + TRANSFER_RECORD_AT + 8, 24).fill(Number.NaN);
+    const errors: string[] = [];
+    sockets[0]!.on('error', (e: NodeJS.ErrnoException) => errors.push(e.code ?? e.message));
+    let closed = false;
+    sockets[0]!.on('close', () => {
+      closed = true;
+    });
+    // The write rings the doorbell that builds it.
+    sockets[0]!.write(new Uint8Array(100).fill(7));
+    const t0 = net.now();
+    while (!closed && net.now() - t0 < 5_000) await net.sleep(5);
+    assert.ok(closed, 'the socket of the corrupt record is closed');
+    assert.equal(await counter(n0, 'nic.lazy.invalid'), 1);
+    assert.equal(await counter(n0, 'nic.lazy.pending'), N - 1);
+    assert.equal(n0.load, N - 1, 'its slot freed');
+    assert.deepEqual(errors, ['ECONNABORTED'], 'the socket is told');
+    await Promise.all(sockets.slice(1).map((s, i) => echo(net, s, 500 + i, 60 + i)));
   });
 
   test('a worker that dies before it builds them loses nothing: each one rebuilds from the hard state', {

@@ -6,8 +6,7 @@
 import { appendFileSync, writeFileSync } from 'node:fs';
 import { type MessagePort, parentPort, threadId, workerData } from 'node:worker_threads';
 import { RealClock } from '../../core/clock.ts';
-import type { ConnectionError } from '../../core/errors.ts';
-import { ChimneyError, InvalidStateError, StateValidationError } from '../../core/errors.ts';
+import { ChimneyError, ConnectionError, InvalidStateError, StateValidationError } from '../../core/errors.ts';
 import { watchLoopBlocks } from '../../core/loop-blocks.ts';
 import { SeededRandom } from '../../core/random.ts';
 import type { Link, LinkGsoOptions, RxOffloadInfo } from '../../link/link.ts';
@@ -677,12 +676,16 @@ function build(p: Pending): Slot | undefined {
     if (!sameConnKey(s.const, key))
       throw new StateValidationError('tcp.const', 'record is not the connection its block was named for');
     validateTrees([{ neighbor: path.state.neighbor, paths: [{ path: path.state, conns: [s] }] }]);
-  } catch {
+  } catch (e) {
     // Back in the maps for letGoUnbuilt, which takes it out with its hold on the path.
     pending.set(key, p);
     pendingIndex.add(p);
     letGoUnbuilt(p);
     engine.counters.inc('nic.lazy.invalid');
+    // The host's socket hears it is lost, before the slot (and with it the handle) is freed: the
+    // abort indication alone reached no one, and the socket waited for ever.
+    const why = new ConnectionError('ECONNABORTED', `corrupt state at the build: ${(e as Error).message}`);
+    post({ t: 'ev', list: [p.index, EV_CLOSED], errors: [wireError(why)] });
     post({ t: 'freed', slots: [p.index] });
     post({ t: 'ind', ind: ['abort', key] });
     return undefined;
