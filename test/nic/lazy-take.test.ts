@@ -125,6 +125,22 @@ describe('connections taken unbuilt by a worker', () => {
     assert.equal(await counter(n0, 'nic.lazy.pending'), N - 1);
   });
 
+  test('a ping through the worker builds none of them (an echo touches no connection)', {
+    timeout: 60_000,
+  }, async (t) => {
+    const { net, wh, sockets, keys, nics } = await echoSetup(86, t);
+    const [n0] = nics;
+    assert.equal((await wh.offload.offload(keys, n0)).moved.length, N);
+    const rx = await counter(n0, 'nic.rx.host');
+    // The echo reply comes in through the worker's link and goes up to the host.
+    await wh.host.ping('10.0.0.2');
+    assert.ok((await counter(n0, 'nic.rx.host')) > rx, 'the reply passed through the worker');
+    assert.equal(await counter(n0, 'nic.lazy.pending'), N, 'still unbuilt');
+    assert.equal(await counter(n0, 'nic.lazy.built'), 0);
+    await echo(net, sockets[0]!, 800, 3);
+    assert.equal(await counter(n0, 'nic.lazy.built'), 1);
+  });
+
   test('a connection with a timer armed is built at its take, and retransmits on it', {
     timeout: 60_000,
   }, async (t) => {

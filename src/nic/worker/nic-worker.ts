@@ -52,6 +52,7 @@ import {
   tcpSeqLen,
 } from '../../wire/fields.ts';
 import { IpProto } from '../../wire/ipv4.ts';
+import { Ipv6Next } from '../../wire/ipv6.ts';
 import { allocConnBlock, type ConnBlockRef, connRingCapacities, HardStateRecord } from '../hard-state.ts';
 import { type ConnKey, connKeyId, type InitiateResult, keyOfState, sameConnKey } from '../nic.ts';
 import { type LazyConn, type LazyTake, NicEngine, type PathSlot } from '../nic-engine.ts';
@@ -716,12 +717,27 @@ function buildForFrame(frame: Uint8Array): void {
   if (type === EtherType.ARP) return;
   const ip = ethL3Offset(frame);
   if (type === EtherType.IPV4 && frame.length >= ip + 20) {
-    if (ipv4Proto(frame, ip) === IpProto.TCP && !ipv4IsFragment(frame, ip)) return;
-  } else if (type === EtherType.IPV6 && frame.length >= ip + 40) {
-    if (frame[ip + 6] === IpProto.TCP) return;
+    if (ipv4IsFragment(frame, ip)) return buildPending();
+    const proto = ipv4Proto(frame, ip);
+    // An ICMP error quotes one of our segments; an echo or a UDP datagram touches no connection.
+    if (proto === IpProto.ICMP) {
+      const t = ip + ipv4HeaderLen(frame, ip);
+      if (frame.length > t && ICMP4_ERRORS.has(frame[t]!)) buildPending();
+    } else if (proto !== IpProto.TCP && proto !== IpProto.UDP) buildPending();
+    return;
+  }
+  if (type === EtherType.IPV6 && frame.length >= ip + 40) {
+    const next = frame[ip + 6]!;
+    if (next === IpProto.TCP || next === IpProto.UDP) return;
+    // Neighbor discovery, MLD and echoes (informational, type 128 and up) touch no connection;
+    // on an IPv6 link they come every few seconds and built every connection taken unbuilt.
+    if (next === Ipv6Next.ICMPV6 && frame.length > ip + 40 && frame[ip + 40]! >= 128) return;
   }
   buildPending();
 }
+
+/** ICMPv4 errors, which quote a segment (RFC 792, RFC 1122 3.2.2): unreachable, source quench, redirect, time exceeded, parameter problem. */
+const ICMP4_ERRORS = new Set([3, 4, 5, 11, 12]);
 
 /** Build every pending connection: before whatever may touch one of them. */
 function buildPending(): void {
