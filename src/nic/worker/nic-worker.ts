@@ -703,8 +703,8 @@ function build(p: Pending): Slot | undefined {
 
 /**
  * Before a received frame runs: the pending connection a TCP segment is for is built; a segment
- * for none, or ARP, touches none of them; anything else (ICMP errors name a connection inside,
- * fragments hide their ports) builds them all.
+ * for none, ARP, UDP, an ICMP echo or an ICMPv6 informational message touches none of them; the
+ * rest (ICMP errors name a connection inside, fragments hide their ports) builds them all.
  */
 function buildForFrame(frame: Uint8Array): void {
   const p = pendingIndex.ofFrame(frame, true);
@@ -717,7 +717,10 @@ function buildForFrame(frame: Uint8Array): void {
   if (type === EtherType.ARP) return;
   const ip = ethL3Offset(frame);
   if (type === EtherType.IPV4 && frame.length >= ip + 20) {
-    if (ipv4IsFragment(frame, ip)) return buildPending();
+    if (ipv4IsFragment(frame, ip)) {
+      buildPending();
+      return;
+    }
     const proto = ipv4Proto(frame, ip);
     // An ICMP error quotes one of our segments; an echo or a UDP datagram touches no connection.
     if (proto === IpProto.ICMP) {
@@ -736,7 +739,10 @@ function buildForFrame(frame: Uint8Array): void {
   buildPending();
 }
 
-/** ICMPv4 errors, which quote a segment (RFC 792, RFC 1122 3.2.2): unreachable, source quench, redirect, time exceeded, parameter problem. */
+/**
+ * ICMPv4 errors, which quote a segment (RFC 792, RFC 1122 3.2.2): unreachable, source quench,
+ * redirect, time exceeded, parameter problem.
+ */
 const ICMP4_ERRORS = new Set([3, 4, 5, 11, 12]);
 
 /** Build every pending connection: before whatever may touch one of them. */
