@@ -706,12 +706,9 @@ function build(p: Pending): Slot | undefined {
  * for none, ARP, UDP, an ICMP echo or an ICMPv6 informational message touches none of them; the
  * rest (ICMP errors name a connection inside, fragments hide their ports) builds them all.
  */
-function buildForFrame(frame: Uint8Array): void {
+function buildForFrame(frame: Uint8Array): Slot | undefined {
   const p = pendingIndex.ofFrame(frame, true);
-  if (p !== undefined) {
-    build(p);
-    return;
-  }
+  if (p !== undefined) return build(p);
   if (frame.length < 14) return;
   const type = ethType(frame);
   if (type === EtherType.ARP) return;
@@ -1038,9 +1035,14 @@ function slotOfFrame(frame: Uint8Array, inbound: boolean): Slot | undefined {
 
 /** Mark the connection a received frame is for, so its hard state is rewritten after the batch. */
 function noteFrame(frame: Uint8Array): void {
-  if (pending.size > 0) buildForFrame(frame);
+  // A built connection is found with one lookup; the pending index is asked only on a miss (a
+  // connection taken unbuilt is in it until its first frame, never in both).
   const slot = slotOfFrame(frame, true);
   if (slot !== undefined) touch(slot);
+  else if (pending.size > 0) {
+    const built = buildForFrame(frame);
+    if (built !== undefined) touch(built);
+  }
 }
 
 /**
