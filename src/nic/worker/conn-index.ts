@@ -3,12 +3,12 @@ import { EtherType } from '../../wire/ethernet.ts';
 import {
   ethL3Offset,
   ethType,
+  ipVersion,
   ipv4Dst,
   ipv4FragOffset,
   ipv4HeaderLen,
   ipv4Proto,
   ipv4Src,
-  ipVersion,
   l4DstPort,
   l4SrcPort,
 } from '../../wire/fields.ts';
@@ -144,7 +144,12 @@ export class ConnIndex<T extends { readonly key: ConnKey }> {
     if (hl < 20 || frame.length < q + hl + 8) return null;
     if (ipv4Proto(frame, q) !== IpProto.TCP || ipv4FragOffset(frame, q) !== 0) return undefined;
     const t = q + hl;
-    return this.get(ipv4Src(frame, q) >>> 0, l4SrcPort(frame, t), ipv4Dst(frame, q) >>> 0, l4DstPort(frame, t));
+    return this.get(
+      ipv4Src(frame, q) >>> 0,
+      l4SrcPort(frame, t),
+      ipv4Dst(frame, q) >>> 0,
+      l4DstPort(frame, t),
+    );
   }
 
   /** The same for IPv6 with TCP right behind the fixed header, addresses found in the table. */
