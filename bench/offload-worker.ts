@@ -14,6 +14,8 @@ export interface WorkerOffloadBenchResult {
   states: 'records' | 'codec';
   /** The family of the timed connections (`--ipv6`: all IPv6). */
   family: 4 | 6;
+  /** Whether the timed moves prodded what they installed, as a failover's do (`CHIMNEY_BENCH_PROD=1`). */
+  prod: boolean;
   /**
    * Connections the two WorkerNics took as records (read at once, or taken unbuilt), and those that
    * fell back to the codec.
@@ -69,6 +71,7 @@ export async function benchOffloadWorker(
     bytesEach?: number;
     records?: boolean;
     ipv6?: boolean;
+    prod?: boolean;
   } = {},
 ): Promise<WorkerOffloadBenchResult> {
   const connections = opts.connections ?? 10_000;
@@ -97,7 +100,8 @@ export async function benchOffloadWorker(
   const sockets = await openConnections(wh.host, net, connections, 5, ipv6 ? 'fd00::2' : '10.0.0.2');
   // On wall-clock time under load a handshake now and then fails; time the ones that stand.
   const established = [...wh.stack.tcp.connections()].filter((c) => isOffloadable(c.state)).length;
-  const times = await timeTransfers(wh.offload, wh.nics[0]!, wh.nics[1]!, established, runs);
+  const prod = opts.prod === true;
+  const times = await timeTransfers(wh.offload, wh.nics[0]!, wh.nics[1]!, established, runs, prod);
   const counts = await Promise.all(wh.nics.map((n) => n.counters()));
   const sum = (k: string) => counts.reduce((n, c) => n + (c[k] ?? 0), 0);
   const pooled = {
@@ -145,6 +149,7 @@ export async function benchOffloadWorker(
     nic: 'worker',
     states: records ? 'records' : 'codec',
     family: ipv6 ? 6 : 4,
+    prod,
     // Read at the take, or taken unbuilt (their records read at a first touch, or never).
     recordsTaken: sum('nic.initiate.records') + sum('nic.initiate.unbuilt'),
     recordFallbacks: sum('nic.worker.record-fallbacks') + sum('nic.terminate.record-fallbacks'),
@@ -169,6 +174,7 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
     records: process.env.CHIMNEY_BENCH_CODEC !== '1',
     // --ipv6: the timed connections are IPv6 ones (the throughput part stays IPv4).
     ipv6: process.argv.includes('--ipv6'),
+    prod: process.env.CHIMNEY_BENCH_PROD === '1',
   });
   if (process.argv.includes('--json')) console.log(JSON.stringify(r));
   else {

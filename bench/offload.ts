@@ -89,7 +89,8 @@ export const BATCH = 100;
 
 /**
  * Offload every connection to `n0`, move them to `n1` and upload them back, `runs` times, in
- * batches of BATCH connections, each batch timed; each verb must move every connection.
+ * batches of BATCH connections, each batch timed; each verb must move every connection. `prod`:
+ * the timed moves prod what they install, as a failover's do.
  */
 export async function timeTransfers(
   m: OffloadManager,
@@ -97,6 +98,7 @@ export async function timeTransfers(
   n1: Nic,
   connections: number,
   runs: number,
+  prod = false,
 ): Promise<{ offload: TransferFigures; move: TransferFigures; upload: TransferFigures }> {
   // An untimed round trip learns the keys (and warms the code paths).
   const first = await m.offload('all', n0);
@@ -140,7 +142,7 @@ export async function timeTransfers(
   };
   for (let r = 0; r < runs; r++) {
     await timed('offload', r, (b) => m.offload(b, n0));
-    await timed('move', r, (b) => m.move(b, n0, n1));
+    await timed('move', r, (b) => m.move(b, n0, n1, { prod }));
     await timed('upload', r, (b) => m.upload(b));
   }
   const fig = (verb: keyof typeof samples): TransferFigures => ({

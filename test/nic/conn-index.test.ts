@@ -102,3 +102,29 @@ test('connections that leave and come back take up the lists they left', () => {
   assert.equal(idx.size, 300);
   for (const v of vs) assert.equal(idx.get(v.key.localIp, v.key.localPort, v.key.remoteIp, 80), v);
 });
+
+test('an ICMP error names the connection whose segment it quotes; a quote cut short names none and says so', () => {
+  const idx = new ConnIndex<{ key: ConnKey }>();
+  const v = { key: { localIp: 0x0a000001, localPort: 40000, remoteIp: 0x0a000002, remotePort: 80 } };
+  idx.add(v);
+  // Ethernet, the error's IPv4 header (20), its ICMP header (8), then the quoted segment we sent.
+  const error = (quoted: Uint8Array): Uint8Array => {
+    const f = new Uint8Array(14 + 20 + 8 + quoted.length);
+    f.set(quoted, 42);
+    return f;
+  };
+  const sent = frame(0x0a000001, 40000, 0x0a000002, 80).subarray(14, 14 + 28);
+  assert.equal(idx.ofQuote(error(sent), 34, false), v, 'our segment, quoted');
+  const back = frame(0x0a000002, 80, 0x0a000001, 40000).subarray(14, 14 + 28);
+  assert.equal(idx.ofQuote(error(back), 34, false), undefined, "the peer's segment is not ours");
+  const later = sent.slice();
+  later[7] = 1;
+  assert.equal(idx.ofQuote(error(later), 34, false), undefined, 'a later fragment has no ports');
+  assert.equal(idx.ofQuote(error(sent.subarray(0, 27)), 34, false), null, 'cut short');
+  const long = sent.slice();
+  long[0] = 0x4f;
+  assert.equal(idx.ofQuote(error(long), 34, false), null, 'options the quote does not hold');
+  const v6 = sent.slice();
+  v6[0] = 0x60;
+  assert.equal(idx.ofQuote(error(v6), 34, false), null, 'not the outer family');
+});

@@ -9,10 +9,14 @@ import { once } from 'node:events';
 import { describe, test } from 'node:test';
 import { openConnections } from '../../bench/offload.ts';
 import { rebuildTcpState, TRANSFER_RECORD_AT } from '../../src/nic/hard-state.ts';
+import type { ConnKey } from '../../src/nic/nic.ts';
 import type { WorkerNic } from '../../src/nic/worker-nic.ts';
 import type { SimNetwork } from '../../src/sim/sim-network.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { DEFAULT_TCP_CACHED } from '../../src/state/tcp-state.ts';
+import { parseIpv4, parseIpv6, writeU16, writeU32 } from '../../src/wire/addr.ts';
+import { packetTooBig } from '../ipv6/helpers.ts';
+import { icmpMessage, ipFrame } from '../stack/harness.ts';
 import { socketKey, workerSetup } from './worker-helpers.ts';
 
 const N = 16;
@@ -48,8 +52,10 @@ async function echo(
   );
 }
 
-async function echoSetup(seed: number, t: Parameters<typeof workerSetup>[1]) {
-  const { net, wh, peer } = await workerSetup(seed, t);
+type Family = 4 | 6;
+
+async function echoSetup(seed: number, t: Parameters<typeof workerSetup>[1], family: Family = 4) {
+  const { net, wh, peer } = await workerSetup(seed, t, { ipv6: family === 6 });
   const servers: TcpSocket[] = [];
   peer
     .createServer((s) => {
@@ -59,7 +65,7 @@ async function echoSetup(seed: number, t: Parameters<typeof workerSetup>[1]) {
     })
     .listen(80);
   await wh.host.ping('10.0.0.2');
-  const sockets = await openConnections(wh.host, net, N, 5);
+  const sockets = await openConnections(wh.host, net, N, 5, family === 6 ? 'fd00::2' : '10.0.0.2');
   const t0 = net.now();
   while (servers.length < N && net.now() - t0 < 5_000) await net.sleep(5);
   return {
@@ -73,57 +79,119 @@ async function echoSetup(seed: number, t: Parameters<typeof workerSetup>[1]) {
   };
 }
 
-describe('connections taken unbuilt by a worker', () => {
-  test('moved idle, none is built; the first frame or doorbell builds one; moved on and uploaded unread; bytes intact', {
-    timeout: 60_000,
-  }, async (t) => {
-    const { net, wh, sockets, keys, nics } = await echoSetup(81, t);
-    const [n0, n1] = nics;
-    const m = wh.offload;
-    assert.equal((await m.offload(keys, n0)).moved.length, N);
-    assert.equal(await counter(n0, 'nic.lazy.pending'), N, 'taken unbuilt from the host');
-    assert.equal(await counter(n0, 'nic.initiate.records'), 0, 'no record read');
-    assert.equal(n0.load, N);
-    assert.equal((await m.move(keys, n0, n1)).moved.length, N);
-    assert.equal(await counter(n0, 'nic.terminate.unread'), N, 'handed on unread');
-    assert.equal(await counter(n0, 'nic.lazy.pending'), 0);
-    assert.equal(await counter(n1, 'nic.lazy.pending'), N);
-    assert.equal((await counter(n0, 'nic.lazy.built')) + (await counter(n1, 'nic.lazy.built')), 0);
-    // The host writes: the doorbell builds the connection; the peer's echo reaches it built.
-    await echo(net, sockets[0]!, 3000, 1);
-    assert.equal(await counter(n1, 'nic.lazy.built'), 1, 'only the connection touched is built');
-    assert.equal(await counter(n1, 'nic.lazy.pending'), N - 1);
-    // Its delayed ACK and the rest go out; then it is quiet again, and taken unbuilt again.
-    await net.sleep(400);
-    assert.equal((await m.move(keys, n1, n0)).moved.length, N);
-    assert.equal(await counter(n1, 'nic.terminate.unread'), N - 1);
-    assert.equal(await counter(n0, 'nic.lazy.pending'), N);
-    assert.equal((await m.upload(keys)).moved.length, N);
-    assert.equal(await counter(n0, 'nic.terminate.unread'), 2 * N, 'uploaded unread');
-    assert.equal(await counter(n0, 'nic.lazy.pending'), 0);
-    assert.equal(n0.load + n1.load, 0);
-    await Promise.all(sockets.map((s, i) => echo(net, s, 1000 + i, 2 + i)));
-  });
+/** The host's MAC (addWorkerHost), and a switch port's that is no host's. */
+const HOST_MAC = 0x02000000aa01;
+const RAW_MAC = 0x020000000099;
 
-  test('a frame from the peer builds the connection it is for, and only that one', {
-    timeout: 60_000,
-  }, async (t) => {
-    const { net, wh, sockets, keys, nics, servers } = await echoSetup(82, t);
-    const [n0] = nics;
-    // The peer's side of the first connection: its write reaches the worker first.
-    const server = servers.find((s) => s.remotePort === keys[0]!.localPort);
-    assert.ok(server);
-    assert.equal((await wh.offload.offload(keys, n0)).moved.length, N);
-    assert.equal(await counter(n0, 'nic.lazy.pending'), N);
-    const got: Buffer[] = [];
-    sockets[0]!.on('data', (d: Uint8Array) => got.push(Buffer.from(d)));
-    server.write(new Uint8Array(500).fill(9));
-    const t0 = net.now();
-    while (Buffer.concat(got).length < 500 && net.now() - t0 < 10_000) await net.sleep(5);
-    assert.deepEqual(Buffer.concat(got), Buffer.alloc(500, 9));
-    assert.equal(await counter(n0, 'nic.lazy.built'), 1);
-    assert.equal(await counter(n0, 'nic.lazy.pending'), N - 1);
+/**
+ * What the host sent on `k` as an ICMP error quotes it: its IP header (1,500 bytes long) and the
+ * first 8 bytes of its TCP header, cut to `len` bytes.
+ */
+function quoteOf(k: ConnKey, family: Family, len = family === 6 ? 48 : 28): Uint8Array {
+  const q = new Uint8Array(family === 6 ? 48 : 28);
+  let t: number;
+  if (family === 6) {
+    q[0] = 0x60;
+    writeU16(q, 4, 1460);
+    q[6] = 6;
+    q[7] = 64;
+    q.set(parseIpv6('fd00::1'), 8);
+    q.set(parseIpv6('fd00::2'), 24);
+    t = 40;
+  } else {
+    q[0] = 0x45;
+    writeU16(q, 2, 1500);
+    q[6] = 0x40;
+    q[8] = 64;
+    q[9] = 6;
+    writeU32(q, 12, parseIpv4('10.0.0.1'));
+    writeU32(q, 16, parseIpv4('10.0.0.2'));
+    t = 20;
+  }
+  writeU16(q, t, k.localPort);
+  writeU16(q, t + 2, k.remotePort);
+  writeU32(q, t + 4, 12345);
+  return q.subarray(0, len);
+}
+
+/** An ICMP frag-needed (IPv4) or packet too big (IPv6) to the host, reporting `mtu`, with `quote`. */
+function tooBig(family: Family, quote: Uint8Array, mtu: number): Uint8Array {
+  if (family === 6) return packetTooBig(HOST_MAC, 'fd00::1', quote, mtu);
+  return ipFrame({
+    dstMac: HOST_MAC,
+    srcMac: RAW_MAC,
+    src: parseIpv4('10.0.0.2'),
+    dst: parseIpv4('10.0.0.1'),
+    protocol: 1,
+    payload: icmpMessage(3, 4, quote, mtu),
   });
+}
+
+/** Poll `n`'s counter until it reaches `want` (or 3 s pass). */
+async function counterReaches(net: SimNetwork, n: WorkerNic, key: string, want: number): Promise<number> {
+  const t0 = net.now();
+  let v = await counter(n, key);
+  while (v < want && net.now() - t0 < 3_000) {
+    await net.sleep(5);
+    v = await counter(n, key);
+  }
+  return v;
+}
+
+describe('connections taken unbuilt by a worker', () => {
+  for (const family of [4, 6] as const)
+    test(`IPv${family}: moved idle, none is built; the first frame or doorbell builds one; moved on and uploaded unread; bytes intact`, {
+      timeout: 60_000,
+    }, async (t) => {
+      const { net, wh, sockets, keys, nics } = await echoSetup(81, t, family);
+      assert.ok(keys.every((k) => k.remoteIp > 0xffffffff === (family === 6)));
+      const [n0, n1] = nics;
+      const m = wh.offload;
+      assert.equal((await m.offload(keys, n0)).moved.length, N);
+      assert.equal(await counter(n0, 'nic.lazy.pending'), N, 'taken unbuilt from the host');
+      assert.equal(await counter(n0, 'nic.initiate.records'), 0, 'no record read');
+      assert.equal(n0.load, N);
+      assert.equal((await m.move(keys, n0, n1)).moved.length, N);
+      assert.equal(await counter(n0, 'nic.terminate.unread'), N, 'handed on unread');
+      assert.equal(await counter(n0, 'nic.lazy.pending'), 0);
+      assert.equal(await counter(n1, 'nic.lazy.pending'), N);
+      assert.equal((await counter(n0, 'nic.lazy.built')) + (await counter(n1, 'nic.lazy.built')), 0);
+      // The host writes: the doorbell builds the connection; the peer's echo reaches it built.
+      await echo(net, sockets[0]!, 3000, 1);
+      assert.equal(await counter(n1, 'nic.lazy.built'), 1, 'only the connection touched is built');
+      assert.equal(await counter(n1, 'nic.lazy.pending'), N - 1);
+      // Its delayed ACK and the rest go out; then it is quiet again, and taken unbuilt again.
+      await net.sleep(400);
+      assert.equal((await m.move(keys, n1, n0)).moved.length, N);
+      assert.equal(await counter(n1, 'nic.terminate.unread'), N - 1);
+      assert.equal(await counter(n0, 'nic.lazy.pending'), N);
+      assert.equal((await m.upload(keys)).moved.length, N);
+      assert.equal(await counter(n0, 'nic.terminate.unread'), 2 * N, 'uploaded unread');
+      assert.equal(await counter(n0, 'nic.lazy.pending'), 0);
+      assert.equal(n0.load + n1.load, 0);
+      await Promise.all(sockets.map((s, i) => echo(net, s, 1000 + i, 2 + i)));
+    });
+
+  for (const family of [4, 6] as const)
+    test(`IPv${family}: a frame from the peer builds the connection it is for, and only that one`, {
+      timeout: 60_000,
+    }, async (t) => {
+      const { net, wh, sockets, keys, nics, servers } = await echoSetup(82, t, family);
+      const [n0] = nics;
+      // The peer's side of the first connection: its write reaches the worker first.
+      const server = servers.find((s) => s.remotePort === keys[0]!.localPort);
+      assert.ok(server);
+      assert.equal((await wh.offload.offload(keys, n0)).moved.length, N);
+      assert.equal(await counter(n0, 'nic.lazy.pending'), N);
+      const got: Buffer[] = [];
+      sockets[0]!.on('data', (d: Uint8Array) => got.push(Buffer.from(d)));
+      server.write(new Uint8Array(500).fill(9));
+      const t0 = net.now();
+      while (Buffer.concat(got).length < 500 && net.now() - t0 < 10_000) await net.sleep(5);
+      assert.deepEqual(Buffer.concat(got), Buffer.alloc(500, 9));
+      assert.equal(await counter(n0, 'nic.lazy.built'), 1);
+      assert.equal(await counter(n0, 'nic.lazy.pending'), N - 1);
+    });
 
   test('a ping through the worker builds none of them (an echo touches no connection)', {
     timeout: 60_000,
@@ -226,4 +294,59 @@ describe('connections taken unbuilt by a worker', () => {
       assert.equal(rebuilt.delegated.rcvNxt, before[i]!.rcvNxt);
     }
   });
+  for (const family of [4, 6] as const)
+    test(`IPv${family}: an ICMP error quoting one of ${N} waiting connections builds that one only; the path MTU drops for it and for the rest`, {
+      timeout: 60_000,
+    }, async (t) => {
+      const { net, wh, peer, sockets, keys, nics } = await echoSetup(87, t, family);
+      const [n0] = nics;
+      assert.equal((await wh.offload.offload(keys, n0)).moved.length, N);
+      assert.equal(await counter(n0, 'nic.lazy.pending'), N);
+      const raw = net.switch.addPort({ name: 'raw' });
+      raw.onFrame(() => {});
+      const mtu = family === 6 ? 1280 : 1200;
+      const updates = await counter(n0, 'nic.update.path');
+      raw.send(tooBig(family, quoteOf(keys[3]!, family), mtu));
+      // The worker passes the error up; the host lowers the path's MTU and tells the worker.
+      assert.ok((await counterReaches(net, n0, 'nic.update.path', updates + 1)) > updates, 'the path update');
+      assert.equal(await counter(n0, 'nic.lazy.built'), 1, 'only the quoted connection is built');
+      assert.equal(await counter(n0, 'nic.lazy.pending'), N - 1);
+      assert.equal(await counter(n0, 'nic.lazy.icmp-unquoted'), 0);
+      // Both the quoted connection and one still waiting send at the new size.
+      let largest = 0;
+      const port = peer.port;
+      const inner = port.handler!;
+      port.handler = (f, info) => {
+        if (f.length > largest) largest = f.length;
+        inner(f, info);
+      };
+      await echo(net, sockets[3]!, 6000, 11);
+      await echo(net, sockets[5]!, 6000, 12);
+      port.handler = inner;
+      assert.ok(
+        largest - 14 <= mtu && largest - 14 > mtu - 100,
+        `largest packet ${largest - 14} at MTU ${mtu}`,
+      );
+      assert.equal(await counter(n0, 'nic.lazy.built'), 2);
+      assert.equal(await counter(n0, 'nic.lazy.pending'), N - 2);
+    });
+
+  for (const family of [4, 6] as const)
+    test(`IPv${family}: an ICMP error with a quote too short to name a connection builds none and is counted; one naming none builds none`, {
+      timeout: 60_000,
+    }, async (t) => {
+      const { net, wh, keys, nics } = await echoSetup(88, t, family);
+      const [n0] = nics;
+      assert.equal((await wh.offload.offload(keys, n0)).moved.length, N);
+      const raw = net.switch.addPort({ name: 'raw' });
+      raw.onFrame(() => {});
+      const rx = await counter(n0, 'nic.rx.host');
+      // The IP header cut short; then a whole quote of a port no connection has.
+      raw.send(tooBig(family, quoteOf(keys[0]!, family, family === 6 ? 30 : 16), 1300));
+      raw.send(tooBig(family, quoteOf({ ...keys[0]!, localPort: 1 }, family), 1300));
+      assert.ok((await counterReaches(net, n0, 'nic.rx.host', rx + 2)) >= rx + 2, 'both reached the worker');
+      assert.equal(await counter(n0, 'nic.lazy.icmp-unquoted'), 1);
+      assert.equal(await counter(n0, 'nic.lazy.built'), 0);
+      assert.equal(await counter(n0, 'nic.lazy.pending'), N);
+    });
 });

@@ -88,8 +88,15 @@ export function socketKey(s: TcpSocket): ConnKey {
   return { localIp: c.localIp, localPort: c.localPort, remoteIp: c.remoteIp, remotePort: c.remotePort };
 }
 
-/** A real-time network with a WorkerHost (two WorkerNics, started) and a peer at 10.0.0.2. */
-export async function workerSetup(seed: number, t: TestContext, opts: { deadAfterMs?: number } = {}) {
+/**
+ * A real-time network with a WorkerHost (two WorkerNics, started) and a peer at 10.0.0.2 (and
+ * fd00::2 with `ipv6`, the host dual-stack too).
+ */
+export async function workerSetup(
+  seed: number,
+  t: TestContext,
+  opts: { deadAfterMs?: number; ipv6?: boolean } = {},
+) {
   const net = new SimNetwork({ seed, virtualTime: false });
   const wh = addWorkerHost(net, opts);
   // Even when an assertion fails: live workers would keep the test process running.
@@ -97,7 +104,9 @@ export async function workerSetup(seed: number, t: TestContext, opts: { deadAfte
     wh.close();
     net.close();
   });
-  const peer = net.addHost({ ip: '10.0.0.2/24' });
+  const peer = net.addHost(
+    opts.ipv6 === true ? { ip: '10.0.0.2/24', ip6: 'fd00::2/64', ipv6: QUIET_IPV6 } : { ip: '10.0.0.2/24' },
+  );
   await Promise.all(wh.nics.map((n) => n.ready()));
   return { net, wh, peer };
 }

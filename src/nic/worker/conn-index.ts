@@ -3,7 +3,9 @@ import { EtherType } from '../../wire/ethernet.ts';
 import {
   ethL3Offset,
   ethType,
+  ipVersion,
   ipv4Dst,
+  ipv4FragOffset,
   ipv4HeaderLen,
   ipv4Proto,
   ipv4Src,
@@ -116,6 +118,38 @@ export class ConnIndex<T extends { readonly key: ConnKey }> {
     const src = ipv4Src(frame, ip) >>> 0;
     const dst = ipv4Dst(frame, ip) >>> 0;
     return inbound ? this.get(dst, dport, src, sport) : this.get(src, sport, dst, dport);
+  }
+
+  /**
+   * The connection an ICMP or ICMPv6 error quotes, its message (type, code, four bytes) at
+   * frame[icmp]: the quoted packet is one we sent, so its source is our end. The quoted IP header
+   * and 8 bytes behind it must be there (RFC 792, RFC 4443 2.4), only the ports are read.
+   * Undefined when it quotes none of these connections (another protocol, a later fragment, an
+   * IPv6 extension header, which our TCP segments never carry, an address not in the table); null
+   * when the quote is too short or not an IP header of the outer packet's family.
+   */
+  ofQuote(frame: Uint8Array, icmp: number, v6: boolean): T | undefined | null {
+    const q = icmp + 8;
+    if (v6) {
+      if (frame.length < q + 48 || ipVersion(frame, q) !== 6) return null;
+      if (frame[q + 6] !== IpProto.TCP) return undefined;
+      const addrs = this.addrs();
+      const src = addrs === null ? -1 : addrs.find(frame, q + 8);
+      const dst = src < 0 ? -1 : addrs!.find(frame, q + 24);
+      if (dst < 0) return undefined;
+      return this.get(src, l4SrcPort(frame, q + 40), dst, l4DstPort(frame, q + 40));
+    }
+    if (frame.length < q + 28 || ipVersion(frame, q) !== 4) return null;
+    const hl = ipv4HeaderLen(frame, q);
+    if (hl < 20 || frame.length < q + hl + 8) return null;
+    if (ipv4Proto(frame, q) !== IpProto.TCP || ipv4FragOffset(frame, q) !== 0) return undefined;
+    const t = q + hl;
+    return this.get(
+      ipv4Src(frame, q) >>> 0,
+      l4SrcPort(frame, t),
+      ipv4Dst(frame, q) >>> 0,
+      l4DstPort(frame, t),
+    );
   }
 
   /** The same for IPv6 with TCP right behind the fixed header, addresses found in the table. */

@@ -514,7 +514,7 @@ function fillFromRecords(
     const node = nodes[rec.pathIndex];
     if (node === undefined)
       throw new StateValidationError('path', `path index ${rec.pathIndex} outside the batch`);
-    if (lazy !== null && mayTakeUnbuilt(key, parts)) {
+    if (lazy !== null && mayTakeUnbuilt(key, parts, node.path)) {
       (lazy[rec.pathIndex] ??= []).push({ key, block: b, parts, path: null, index: -1, takenAt: now });
       unbuilt++;
       continue;
@@ -566,17 +566,23 @@ interface Pending extends LazyConn {
 
 const pending = new TupleMap<Pending>(true);
 /** Pending connections by the four-tuple a frame carries. */
-const pendingIndex = new ConnIndex<Pending>();
+const pendingIndex = new ConnIndex<Pending>(() => engine.addressBook);
 /** Pending connections by slot index (doorbell, connection calls). */
 const pendingAt: (Pending | undefined)[] = [];
 
 /**
- * Whether a record may be taken unbuilt: IPv4 (an IPv6 path's address handles are bound by the
- * decode of each batch), quiet, nothing in its send ring, not here already (the engine refuses
- * that), no segments held for it here from an earlier terminate (the engine feeds those in).
+ * Whether a record may be taken unbuilt: quiet, nothing in its send ring, not here already (the
+ * engine refuses that), no segments held for it here from an earlier terminate (the engine feeds
+ * those in). An IPv6 key's handles are held by no one but its path (the key names them without a
+ * reference, and the connection takes its own only when built): they must be its path's, which
+ * the hold on the path then keeps; one that is not is read now, and refused by the validation.
  */
-function mayTakeUnbuilt(key: ConnKey, parts: BlockParts): boolean {
-  if (key.localIp >= TWO_32 || key.remoteIp >= TWO_32) return false;
+function mayTakeUnbuilt(key: ConnKey, parts: BlockParts, path: PathState): boolean {
+  if (
+    (key.localIp >= TWO_32 || key.remoteIp >= TWO_32) &&
+    (key.localIp !== path.const.localIp || key.remoteIp !== path.const.remoteIp)
+  )
+    return false;
   if (!parts.transfer.quiet || parts.send.length !== 0) return false;
   if (byKey.has(key) || pending.has(key)) return false;
   const t = engine.tcp;
@@ -702,9 +708,10 @@ function build(p: Pending): Slot | undefined {
 }
 
 /**
- * Before a received frame runs: the pending connection a TCP segment is for is built; a segment
- * for none, ARP, UDP, an ICMP echo or an ICMPv6 informational message touches none of them; the
- * rest (ICMP errors name a connection inside, fragments hide their ports) builds them all.
+ * Before a received frame runs: the pending connection a TCP segment is for is built, and the one
+ * an ICMP error quotes; a segment for none, ARP, UDP, an ICMP echo or an ICMPv6 informational
+ * message touches none of them; the rest (fragments hide their ports, extension headers and other
+ * protocols are not read here) builds them all.
  */
 function buildForFrame(frame: Uint8Array): Slot | undefined {
   const p = pendingIndex.ofFrame(frame, true);
@@ -719,21 +726,41 @@ function buildForFrame(frame: Uint8Array): Slot | undefined {
       return;
     }
     const proto = ipv4Proto(frame, ip);
-    // An ICMP error quotes one of our segments; an echo or a UDP datagram touches no connection.
+    // An echo or a UDP datagram touches no connection.
     if (proto === IpProto.ICMP) {
       const t = ip + ipv4HeaderLen(frame, ip);
-      if (frame.length > t && ICMP4_ERRORS.has(frame[t]!)) buildPending();
+      if (frame.length > t && ICMP4_ERRORS.has(frame[t]!)) return buildQuoted(frame, t, false);
     } else if (proto !== IpProto.TCP && proto !== IpProto.UDP) buildPending();
     return;
   }
   if (type === EtherType.IPV6 && frame.length >= ip + 40) {
     const next = frame[ip + 6]!;
     if (next === IpProto.TCP || next === IpProto.UDP) return;
-    // Neighbor discovery, MLD and echoes (informational, type 128 and up) touch no connection;
-    // on an IPv6 link they come every few seconds and built every connection taken unbuilt.
-    if (next === Ipv6Next.ICMPV6 && frame.length > ip + 40 && frame[ip + 40]! >= 128) return;
+    if (next === Ipv6Next.ICMPV6 && frame.length > ip + 40) {
+      // Neighbor discovery, MLD and echoes (informational, type 128 and up) touch no connection;
+      // on an IPv6 link they come every few seconds and built every connection taken unbuilt.
+      if (frame[ip + 40]! >= 128) return;
+      return buildQuoted(frame, ip + 40, true);
+    }
   }
   buildPending();
+}
+
+/**
+ * An ICMP error (its message at frame[icmp]) builds the pending connection it quotes, if one is.
+ * The worker does not act on the error itself: it goes up to the host, which lowers the path MTU
+ * (or notes a soft error) and pushes a path update that every connection on the path shares,
+ * built or not; what the quoted connection would have done with it as a built one (resend what
+ * is outstanding at the new size) it does on the same update, built now. A quote too short or
+ * malformed to name a connection builds none, counted (`nic.lazy.icmp-unquoted`): it can name
+ * no connection for the host either, and what the host does about the path reaches the pending
+ * ones through their shared path (none has anything outstanding to resend, being quiet when taken).
+ */
+function buildQuoted(frame: Uint8Array, icmp: number, v6: boolean): Slot | undefined {
+  const p = pendingIndex.ofQuote(frame, icmp, v6);
+  if (p === null) engine.counters.inc('nic.lazy.icmp-unquoted');
+  else if (p !== undefined) return build(p);
+  return undefined;
 }
 
 /**
@@ -1389,7 +1416,11 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
         return;
       }
       case 'update':
-        buildPending();
+        // A neighbor's or a path's change is to objects pending connections share (their path
+        // slot and its neighbor), read at their build; quiet since their take, none has anything
+        // outstanding to resend at a new MTU or through a new hop now. Settings of connections
+        // (`tcp`) are in each one's record: those are built.
+        if (r.arg?.kind !== 'neighbor' && r.arg?.kind !== 'path') buildPending();
         engine.update(r.arg);
         post({ t: 'res', id, ok: true, op: r.op, value: undefined });
         return;
