@@ -149,6 +149,8 @@ function retransmitTimeout(conn: TcpConnection, now: number): boolean {
     return false;
   }
   if (d.sndMax === d.sndUna) return false;
+  // A rebuilt connection's probe went unanswered: the timeout resends from snd.una, as for any.
+  soft.repaired = false;
   if (d.sndWnd === 0) {
     // The peer shut its window with our data in flight. Probing, not retransmitting: a long zero
     // window alone must never kill the connection (RFC 9293 3.8.6.1).
