@@ -277,6 +277,13 @@ describe('hard-state record', () => {
     );
   });
 
+  /** [seq, length] of each data segment sent since the last take. */
+  const dataSent = (b: Bench) =>
+    b
+      .take()
+      .filter((x) => x.data.length > 0)
+      .map((x) => [x.h.seq, x.data.length]);
+
   /**
    * A connection with four full segments in flight and timestamps on (MSS 1460 - 12) dies; the
    * host (here another layer on its own clock) rebuilds it and adopts it with a prod.
@@ -354,14 +361,7 @@ describe('hard-state record', () => {
     assert.equal(d.sndUna, hard.sndMax);
     assert.equal(conn.state.soft.repaired, false);
     b.advance(10_000);
-    assert.deepEqual(
-      b
-        .take()
-        .filter((x) => x.data.length > 0)
-        .map((x) => [x.h.seq, x.data.length]),
-      [],
-      'not a byte of the flight again',
-    );
+    assert.deepEqual(dataSent(b), [], 'not a byte of the flight again');
     assert.equal(d.backoff, 0);
   });
 
@@ -372,24 +372,14 @@ describe('hard-state record', () => {
     // The first segment arrived (its ACK died with the owner), the second did not, the last two did.
     answer(add(una, 1448), [[add(una, 2 * 1448), add(una, 4 * 1448)]]);
     assert.deepEqual(
-      b
-        .take()
-        .filter((x) => x.data.length > 0)
-        .map((x) => [x.h.seq, x.data.length]),
+      dataSent(b),
       [[add(una, 1448), 1448]],
       'the hole, at once: one round trip after the prod',
     );
     b.advance(1);
     answer(hard.sndMax);
     b.advance(10_000);
-    assert.deepEqual(
-      b
-        .take()
-        .filter((x) => x.data.length > 0)
-        .map((x) => [x.h.seq, x.data.length]),
-      [],
-      'nothing the peer SACKed',
-    );
+    assert.deepEqual(dataSent(b), [], 'nothing the peer SACKed');
     assert.equal(conn.state.delegated.backoff, 0);
   });
 
@@ -400,10 +390,7 @@ describe('hard-state record', () => {
     answer(una);
     const d = conn.state.delegated;
     assert.deepEqual(
-      b
-        .take()
-        .filter((x) => x.data.length > 0)
-        .map((x) => [x.h.seq, x.data.length]),
+      dataSent(b),
       [[una, 1448]],
       'snd.una again at once, as much as one segment of window allows',
     );
