@@ -732,7 +732,8 @@ const MAX_COUNTED_SEGMENT = 65535;
  * rcv.nxt are brought forward by how far the rings' positions moved since it was written. Soft
  * state starts fresh: one-segment congestion window (a restart after loss, RFC 5681), an empty
  * SACK scoreboard and no out-of-order data; the sender goes back to snd.una and resends everything
- * in flight. The RTT estimate the record carries is kept (the initial RTO only without one): with
+ * in flight, unless it is prodded: then it first asks the peer what of the flight it has
+ * (soft.repaired). The RTT estimate the record carries is kept (the initial RTO only without one): with
  * a 1 s RTO, a rebuilt connection whose first resends are lost has only a handful of tries left
  * in the next half minute.
  *
@@ -845,6 +846,9 @@ export function rebuildTcpState(
   // after it, send snd.una a second time and count a timeout (doubling the RTO, collapsing
   // ssthresh) for a segment that had not had a round trip to be lost in.
   d.rtxDeadline = d.sndMax !== d.sndUna ? now + d.rto : Number.POSITIVE_INFINITY;
+  // But the flight was sent before the owner died, and it is the peer's ACKs of it that died with
+  // the owner: a prod asks the peer what it has before resending any of it (see prod).
+  s.soft.repaired = d.sndMax !== d.sndUna;
   s.soft.ackNow = true;
   // No short segment is known to be in flight: snd.una says so whatever the flight, where a fresh
   // state's 0 could fall inside it and hold a tail back for nothing.

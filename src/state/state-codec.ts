@@ -40,8 +40,8 @@ import {
  * records' address fields and the 16 bytes of each address in the path's address block (and the
  * neighbor's in its own); the decoder interns them in the receiver's table (`DecodeOptions.addrs`)
  * and gives every connection of the path the path's handles. Version 2 (IPv4 only, no address
- * blocks), version 3 (no soft.smallSentEnd), version 4 (no RACK path knowledge) and version 5 (no
- * soft.undoNxt) are still read
+ * blocks), version 3 (no soft.smallSentEnd), version 4 (no RACK path knowledge), version 5 (no
+ * soft.undoNxt) and version 6 (no soft.repaired) are still read
  * and written on request; any other version is refused before anything is decoded.
  */
 
@@ -53,8 +53,10 @@ export const STATE_CODEC_MAGIC = 0x43484e59;
  * (soft.reordering, reorderingSeen, reoWndMult, reoWndPersist, rtxBytes, dsackBytes) after it.
  * 6: soft.undoNxt (where a timeout's undo puts snd.nxt) after them; an older batch leaves it at 0,
  * which the undo reads as no record (snd.max, the old behaviour) or at worst resends from snd.una.
+ * 7: soft.repaired (a rebuilt connection whose flight no ACK has spoken for yet) after it; an older
+ * batch leaves it false, and a prod then resends snd.una's segment at once (the old behaviour).
  */
-export const STATE_CODEC_VERSION = 6;
+export const STATE_CODEC_VERSION = 7;
 /** The oldest version this build still reads. */
 export const STATE_CODEC_MIN_VERSION = 2;
 

@@ -262,6 +262,14 @@ export interface TcpSoft {
    * was not in flight any more. Last, as codec version 6 added it.
    */
   undoNxt: number;
+  /**
+   * Rebuilt from a dead owner's hard state (rebuildTcpState) with data in flight that no ACK since
+   * has spoken for. The owner died after sending that flight, whose ACKs went to it; so most of
+   * the flight is usually at the peer, and a prod asks what before it resends anything (as Linux
+   * sends a window probe when a socket leaves TCP_REPAIR): false once an ACK answers, or the
+   * retransmission timer does. Last, as codec version 7 added it.
+   */
+  repaired: boolean;
 }
 
 /** The reordering degree a connection starts at (Linux's sysctl tcp_reordering, RFC 8985's DupThresh). */
@@ -471,6 +479,7 @@ export function createTcpState(
       smallSentEnd: 0,
       ...rackPathDefaults(),
       undoNxt: 0,
+      repaired: false,
     },
   };
 }

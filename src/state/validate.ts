@@ -239,6 +239,7 @@ export const TCP_FIELDS: readonly FieldSpec<TcpPart>[] = [
   f('soft', 'rtxBytes', 'num', 'scalars', 5),
   f('soft', 'dsackBytes', 'num', 'scalars', 5),
   f('soft', 'undoNxt', 'u32', 'scalars', 6),
+  f('soft', 'repaired', 'bool', 'scalars', 7),
 ];
 
 /** Wire code of each congestion algorithm is its index here; append only. */

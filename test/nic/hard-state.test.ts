@@ -277,15 +277,24 @@ describe('hard-state record', () => {
     );
   });
 
-  test('a rebuilt connection, prodded, resends snd.una once as one whole segment and takes no timeout for it', () => {
-    // A connection with four full segments in flight and timestamps on (MSS 1460 - 12) dies.
+  /** [seq, length] of each data segment sent since the last take. */
+  const dataSent = (b: Bench) =>
+    b
+      .take()
+      .filter((x) => x.data.length > 0)
+      .map((x) => [x.h.seq, x.data.length]);
+
+  /**
+   * A connection with four full segments in flight and timestamps on (MSS 1460 - 12) dies; the
+   * host (here another layer on its own clock) rebuilds it and adopts it with a prod.
+   */
+  function rebuiltAndProdded() {
     const a = new Bench();
     const o = activeOpen(a, { ts: [5000, 1001], sackPermitted: true, wscale: 7 });
     o.conn.write(bytes(4 * 1448));
     assert.equal(a.take().filter((x) => x.data.length > 0).length, 4);
     const dead = a.layer.release(o.conn);
     const hard = hardStateOf(dead);
-    // The host (here another layer on its own clock) rebuilds it and adopts it with a prod.
     const b = new Bench();
     b.advance(7000);
     const path = b.env.pathTo(REMOTE)!;
@@ -297,20 +306,37 @@ describe('hard-state record', () => {
       path,
       b.env.clock.now(),
     );
+    assert.equal(s.soft.repaired, true);
     const conn = b.layer.adopt(s, new Recorder(), { prod: true });
     b.advance(1);
     const first = b.take();
-    // SACK was negotiated: the resent head carries the ACK, and no duplicate ACKs go first (a
-    // SACK peer does not count them).
-    assert.equal(first.filter((x) => x.data.length === 0 && x.h.flags === ACK).length, 0, 'the prod');
-    const data = first.filter((x) => x.data.length > 0);
+    // The peer's answer: its ACK echoes TS.Recent, the dead owner's TSval (Linux answers a
+    // segment below its window so), and SACKs what it holds above snd.una.
+    const answer = (ack: number, sack?: [number, number][]) =>
+      b.inject({
+        flags: ACK,
+        seq: o.peerSeq,
+        ack,
+        window: 500,
+        srcPort: 80,
+        dstPort: conn.localPort,
+        ts: [6000, 1001],
+        ...(sack ? { sack } : {}),
+      });
+    return { b, conn, dead, hard, first, answer };
+  }
+
+  test('a rebuilt connection, prodded, sends a probe without data; unanswered, its timer resends snd.una once as one whole segment', () => {
+    const { b, conn, dead, hard, first } = rebuiltAndProdded();
+    // One segment: no data, at snd.una - 1, which the peer must answer with its ACK (Linux's
+    // window probe on leaving TCP_REPAIR). SACK was negotiated: no duplicate ACKs go first.
     assert.deepEqual(
-      data.map((x) => [x.h.seq, x.data.length]),
-      [[hard.sndUna, 1448]],
-      'snd.una again, once, as one full segment (no sub-MSS tail, no second copy)',
+      first.map((x) => [x.h.seq, x.data.length, x.h.flags]),
+      [[add(hard.sndUna, -1), 0, ACK]],
+      'one probe, nothing of the flight resent',
     );
     const d = conn.state.delegated;
-    assert.equal(d.backoff, 0, 'the resend is not counted as a timeout');
+    assert.equal(d.backoff, 0, 'the probe is not counted as a timeout');
     assert.equal(d.ssthresh, 0x7fffffff, 'slow start is not cut short by a spurious timeout');
     // Nothing more until the retransmission timer, one RTO (the one the NIC had) after the rebuild.
     assert.equal(d.srtt, dead.delegated.srtt, 'the RTT estimate survived');
@@ -323,6 +349,62 @@ describe('hard-state record', () => {
       [[hard.sndUna, 1448]],
     );
     assert.equal(d.backoff, 1);
+    assert.equal(conn.state.soft.repaired, false);
+  });
+
+  test('a rebuilt connection whose peer already has the whole flight resends no data', () => {
+    const { b, conn, hard, first, answer } = rebuiltAndProdded();
+    assert.equal(first.filter((x) => x.data.length > 0).length, 0, 'the prod resends nothing');
+    b.advance(1);
+    answer(hard.sndMax);
+    const d = conn.state.delegated;
+    assert.equal(d.sndUna, hard.sndMax);
+    assert.equal(conn.state.soft.repaired, false);
+    b.advance(10_000);
+    assert.deepEqual(dataSent(b), [], 'not a byte of the flight again');
+    assert.equal(d.backoff, 0);
+  });
+
+  test('a rebuilt connection whose peer has part of the flight resends exactly the missing part, on its answer', () => {
+    const { b, conn, hard, answer } = rebuiltAndProdded();
+    const una = hard.sndUna;
+    b.advance(1);
+    // The first segment arrived (its ACK died with the owner), the second did not, the last two did.
+    answer(add(una, 1448), [[add(una, 2 * 1448), add(una, 4 * 1448)]]);
+    assert.deepEqual(
+      dataSent(b),
+      [[add(una, 1448), 1448]],
+      'the hole, at once: one round trip after the prod',
+    );
+    b.advance(1);
+    answer(hard.sndMax);
+    b.advance(10_000);
+    assert.deepEqual(dataSent(b), [], 'nothing the peer SACKed');
+    assert.equal(conn.state.delegated.backoff, 0);
+  });
+
+  test('a rebuilt connection whose peer got none of the flight resends it from its answer on', () => {
+    const { b, conn, hard, answer } = rebuiltAndProdded();
+    const una = hard.sndUna;
+    b.advance(1);
+    answer(una);
+    const d = conn.state.delegated;
+    assert.deepEqual(
+      dataSent(b),
+      [[una, 1448]],
+      'snd.una again at once, as much as one segment of window allows',
+    );
+    // The rest follows as the peer acknowledges, in slow start, no timer waited for.
+    let acked = add(una, 1448);
+    for (let i = 0; i < 4 && acked !== hard.sndMax; i++) {
+      b.advance(1);
+      answer(acked);
+      const sent = b.take().filter((x) => x.data.length > 0);
+      assert.ok(sent.length > 0, `more after the ACK of ${acked - una}`);
+      acked = add(sent.at(-1)!.h.seq, sent.at(-1)!.data.length);
+    }
+    assert.equal(acked, hard.sndMax, 'the whole flight again');
+    assert.equal(d.backoff, 0);
   });
 
   test('blocks are cut from shared slabs without overlapping; large ones get a buffer of their own', () => {

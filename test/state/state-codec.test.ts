@@ -261,12 +261,11 @@ describe("version 5: RACK's knowledge of the path (soft.reordering and the rest)
 
 describe("version 6: where a timeout's undo puts snd.nxt (soft.undoNxt)", () => {
   test('travels in version 6 with the soft scalars; a version-5 batch leaves it out and decodes to 0', () => {
-    assert.equal(STATE_CODEC_VERSION, 6);
     const trees = sampleTrees(2);
     const conns = flattenTrees(trees);
     conns[0]!.soft.undoNxt = 0xfedc_ba98;
     for (const soft of ['all', 'scalars'] as const) {
-      const back = flattenTrees(decodeBatch(encodeBatch(trees, 0, { soft }), 0));
+      const back = flattenTrees(decodeBatch(encodeBatch(trees, 0, { soft, version: 6 }), 0));
       assert.deepEqual(
         back.map((c) => c.soft.undoNxt),
         [0xfedc_ba98, 0],
@@ -274,10 +273,37 @@ describe("version 6: where a timeout's undo puts snd.nxt (soft.undoNxt)", () => 
       );
     }
     const old = encodeBatch(trees, 0, { version: 5 });
-    assert.equal(encodeBatch(trees, 0).length - old.length, 4 * 2, 'version 5: a u32 a connection fewer');
+    assert.equal(
+      encodeBatch(trees, 0, { version: 6 }).length - old.length,
+      4 * 2,
+      'version 5: a u32 a connection fewer',
+    );
     assert.deepEqual(
       flattenTrees(decodeBatch(old, 0)).map((c) => c.soft.undoNxt),
       [0, 0],
+    );
+  });
+});
+
+describe('version 7: a rebuilt connection whose flight no ACK has spoken for (soft.repaired)', () => {
+  test('travels in version 7 with the soft scalars; a version-6 batch leaves it out and decodes to false', () => {
+    assert.equal(STATE_CODEC_VERSION, 7);
+    const trees = sampleTrees(2);
+    const conns = flattenTrees(trees);
+    conns[0]!.soft.repaired = true;
+    for (const soft of ['all', 'scalars'] as const) {
+      const back = flattenTrees(decodeBatch(encodeBatch(trees, 0, { soft }), 0));
+      assert.deepEqual(
+        back.map((c) => c.soft.repaired),
+        [true, false],
+        soft,
+      );
+    }
+    const old = encodeBatch(trees, 0, { version: 6 });
+    assert.ok(encodeBatch(trees, 0).length > old.length, 'version 6: shorter by the flag');
+    assert.deepEqual(
+      flattenTrees(decodeBatch(old, 0)).map((c) => c.soft.repaired),
+      [false, false],
     );
   });
 });

@@ -164,6 +164,8 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
   tableEntry: TableEntry | null = null;
   /** @internal The deadline the timer was last armed for. */
   timerTarget = Number.POSITIVE_INFINITY;
+  /** @internal The timer fired late and let one turn of input go first (onConnectionTimer). */
+  timerYielded = false;
   /**
    * @internal Its state was handed to another owner (TcpLayer.release): this object must not touch
    * the state any more, or two owners would run one connection.
@@ -406,6 +408,7 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
     // The table finds the entry of its tuple again (a placeholder's, or a new one).
     this.tableEntry = null;
     this.timerTarget = Number.POSITIVE_INFINITY;
+    this.timerYielded = false;
     this.released = false;
   }
 

@@ -54,14 +54,29 @@ export interface AdoptOptions {
  * nothing to SACK of data lost in the outage, so that data waits the peer's own timer (tail
  * probe or RTO) whatever we send; with SACK the resent head, or one ACK, is all. At 10,000
  * connections the duplicates were 30,000 of the hand-over's 40,000 frames.
+ *
+ * A connection rebuilt from a dead owner's hard state (soft.repaired) resends nothing at first:
+ * its owner died after sending the flight, so the flight was not lost on a failed path, and what
+ * went missing is the peer's ACKs of it. The flight counts as sent, and a probe with no data at
+ * snd.una - 1 draws the peer's ACK (Linux sends the same when a socket leaves TCP_REPAIR,
+ * tcp_send_window_probe); that ACK (repairAnswered) says what the peer has, and only the rest goes
+ * again, at once. Resending the head first cost one needless segment a connection whenever the
+ * peer had it, which after a crash it nearly always did (1,000 kernel readers: one D-SACK per
+ * rebuilt connection). A peer that got nothing hears one round trip later than it did; a probe
+ * the peer does not answer (Linux answers out-of-window segments without data once in 500 ms a
+ * socket, tcp_invalid_ratelimit) leaves the resend to the retransmission timer.
  */
 export function prod(conn: TcpConnection): void {
   const state = conn.state;
   const d = state.delegated;
   const now = conn.engine.env.clock.now();
   const outstanding = d.sndMax !== d.sndUna;
+  const repair = outstanding && state.soft.repaired && headGoesNow(state);
   if (outstanding) {
-    rewind(state);
+    if (repair) {
+      d.sndNxt = d.sndMax;
+      state.soft.rttActive = false;
+    } else rewind(state);
     // The backoff was earned on the path that failed (or while no link was left at all), and
     // says nothing about the one we resend on now: like RFC 6069's revert after a known
     // disruption, the timer that guards this resend starts from the plain RTO.
@@ -78,15 +93,20 @@ export function prod(conn: TcpConnection): void {
     sendAck(conn);
     sendAck(conn);
     sendAck(conn);
-  } else if (!outstanding || state.soft.inRecovery || !headGoesNow(state)) {
-    // The resent head carries our ACK. Without it, one ACK: data that arrived while our ACKs of
-    // it were lost in the outage is acknowledged, and the peer sends on at once.
+  } else if (!repair && (!outstanding || state.soft.inRecovery || !headGoesNow(state))) {
+    // The resent head (or the repair's probe) carries our ACK. Without it, one ACK: data that
+    // arrived while our ACKs of it were lost in the outage is acknowledged, and the peer sends on
+    // at once.
     sendAck(conn);
   }
   if (!outstanding || (state.soft.inRecovery && sack)) {
     // Nothing in flight: new data if there is any. In SACK recovery the recovery's own output
     // decides: holes first within cwnd - pipe, none the old owner already resent again.
     tcpOutput(conn);
+  } else if (repair) {
+    emit(conn, seqSub(d.sndUna, 1), TcpFlag.ACK, 0, 0);
+    conn.engine.env.counters.inc('tcp.prod.repair-probes');
+    d.rtxDeadline = now + backedOffRto(state);
   } else if (d.persistDeadline === Number.POSITIVE_INFINITY) {
     if (headGoesNow(state)) {
       const used = transmit(conn, d.sndUna, Math.min(effectiveMss(state), d.sndWnd), now);

@@ -685,6 +685,7 @@ function processAck(
       d.persistBackoff = 0;
     }
   }
+  if (s.soft.repaired) repairAnswered(conn);
   if (finAcked) {
     if (d.state === TcpStateId.FIN_WAIT_1) {
       d.state = TcpStateId.FIN_WAIT_2;
@@ -887,6 +888,26 @@ function undoTimeout(conn: TcpConnection): void {
   d.sndNxt = seqGt(soft.undoNxt, d.sndMax) ? d.sndMax : seqMax(soft.undoNxt, d.sndUna);
   soft.recoveryPoint = d.sndUna;
   soft.rackLostEdge = d.sndUna;
+}
+
+/**
+ * The peer's answer to a rebuilt connection's probe (prod, soft.repaired): its ACK, with SACK, says
+ * what of the flight the dead owner sent arrived. That flight left a round trip ago at least, so
+ * what the peer still lacks of it was lost, not delayed: it goes again from snd.una at once, the
+ * SACKed ranges skipped as after a timeout, instead of waiting for a timer with nothing of it
+ * resent. Any ACK counts as the answer: one the peer sent before the probe came (the dead owner's
+ * queue held it, replayed here) may say less than the peer has by now, and costs at most the one
+ * segment cwnd lets go before the real answer moves snd.una past it. Nor can the echoed TSval
+ * tell them apart: the peer answers a segment below its window with TS.Recent, the dead owner's.
+ */
+function repairAnswered(conn: TcpConnection): void {
+  const s = conn.state;
+  s.soft.repaired = false;
+  const d = s.delegated;
+  if (d.sndUna === d.sndMax || d.persistDeadline !== INF) return;
+  d.sndNxt = d.sndUna;
+  s.soft.rttActive = false;
+  conn.engine.env.counters.inc('tcp.repair.resent');
 }
 
 /**
