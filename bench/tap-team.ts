@@ -5,7 +5,8 @@
  * most of them loses its carrier, leaves the bridge (reachability) or has its worker killed.
  * Every download is verified (length, every byte, SHA-256). Figures at the peer: resumeMs is how
  * long after the fault the last stalled download got data again, maxStallMs the longest gap in
- * any download's data; detectMs is serve's own. Reference, same run: the same downloads with no
+ * any download's data; detectMs is serve's own (from its last evidence the NIC was fine),
+ * faultToDetectMs from the fault itself to serve's failover (what the downloads wait through). Reference, same run: the same downloads with no
  * fault, on the team and on the host stack alone on one TAP.
  *
  *   npx tsx bench/tap-team.ts [--json] [--connections N] [--size BYTES] [--rate BYTES_PER_S]
@@ -17,6 +18,8 @@ import { type FaultKind, type LoadResult, type RunThreads, runLoad } from '../te
 
 export interface TapTeamRun {
   detectMs: number;
+  /** From the fault to serve's failover (-1: none); see LoadResult.realDetectMs. */
+  faultToDetectMs: number;
   resumeMs: number;
   maxStallMs: number;
   p99StallMs: number;
@@ -56,6 +59,7 @@ const SUBNET = 241;
 function figures(r: LoadResult): TapTeamRun {
   return {
     detectMs: r.detectMs,
+    faultToDetectMs: r.realDetectMs,
     resumeMs: r.resumeMs,
     maxStallMs: r.client.maxStallMs,
     p99StallMs: r.client.p99StallMs,
@@ -100,7 +104,7 @@ export async function benchTapTeam(
 
 export function formatTapTeam(r: TapTeamResult): string {
   const row = (k: string, f: TapTeamRun) =>
-    `${k.padEnd(22)} detect ${String(f.detectMs).padStart(6)} ms  resume at peer ${String(f.resumeMs).padStart(7)} ms  max stall ${String(f.maxStallMs).padStart(7)} ms (p99 ${f.p99StallMs})  failed ${f.failed}  resets ${f.resets}  bad log lines ${f.badLogLines}  load ${f.loadAvg}`;
+    `${k.padEnd(22)} detect ${String(f.detectMs).padStart(6)} ms (${String(f.faultToDetectMs).padStart(6)} after the fault)  resume at peer ${String(f.resumeMs).padStart(7)} ms  max stall ${String(f.maxStallMs).padStart(7)} ms (p99 ${f.p99StallMs})  failed ${f.failed}  resets ${f.resets}  bad log lines ${f.badLogLines}  load ${f.loadAvg}`;
   return [
     `${r.connections} concurrent downloads of ${r.bytesEach} B, each read at ${r.rateEach} B/s, from the kernel`,
     row('carrier', r.carrier),

@@ -90,6 +90,7 @@ export function createTapTeam(o: TapTeamOptions, clock = new RealClock()): TapTe
         const tap = new ProbeTap(nic.hostLink, probeMacFor(mac, i), counters, {
           rxFrames: () => nic.rxFrames,
           readState: () => nic.rxReadState(),
+          rxSince: () => nic.rxSince(),
         });
         members.push({ nic, tap, hostLink: tap });
       } else {
@@ -97,7 +98,8 @@ export function createTapTeam(o: TapTeamOptions, clock = new RealClock()): TapTe
         opened.push(link);
         const wire: Link = o.pcap ? capture(link, o.pcap) : link;
         const tap = new ProbeTap(wire, probeMacFor(mac, i), counters, {
-          readState: () => ({ drains: link.drains, empty: link.queueEmpty() }),
+          readState: () => ({ drains: link.drains, empty: link.queueEmpty(), drainedAt: link.drainedAt }),
+          rxSince: () => link.rxSince,
         });
         const nic = new LocalNic({ id: name, link: tap, clock, random: random.fork() });
         opened.push(nic);

@@ -17,6 +17,7 @@
  * IFF_RUNNING. A write failing with EIO (device down) drops carrier at once. A device that
  * disappears (ENODEV, EBADFD, or its ifindex changed) is carrier down for good.
  */
+import { readFileSync } from 'node:fs';
 import { type Clock, RealClock, type Timer } from '../core/clock.ts';
 import { Counters } from '../core/counters.ts';
 import { InvalidArgumentError, InvalidStateError, LinkError } from '../core/errors.ts';
@@ -277,6 +278,21 @@ export class TapLink implements Link {
   drains = 0;
   /** Called at every drain (a worker publishes the count to another thread). */
   onDrain: ((drains: number) => void) | null = null;
+  /** Clock time of the latest drain (the queue was empty then; opening it counts as one). */
+  drainedAt: number;
+  /**
+   * The earliest time the latest frame delivered could have arrived: the drain before it, or, for a
+   * reader that stays behind, the time it had read a whole queue (tx_queue_len) fewer frames. A
+   * frame read behind a backlog proves its sender reached this port then, not when it was read.
+   */
+  rxSince: number;
+  /** Frames the device queues at most (tx_queue_len; Infinity when unknown). */
+  private readonly queueLen: number;
+  private reads = 0;
+  /** Clock time every 64th read. */
+  private readonly readAt = new Float64Array(READ_SAMPLES);
+  /** Every frame read from now on arrived after this: the latest drain, or the queue turned over since. */
+  private since: number;
   /**
    * Called with what the link still holds each time close() is about to free part of it (so a
    * copy of `held` kept elsewhere never names a freed descriptor): as close() begins, and, if a
@@ -346,6 +362,8 @@ export class TapLink implements Link {
     this.carrierTimer = this.clock.createTimer(this.pollCarrier).unref();
     this.up = this.readCarrier();
     this.carrierSeenAt = this.clock.now();
+    this.drainedAt = this.rxSince = this.since = this.carrierSeenAt;
+    this.queueLen = txQueueLen(name);
     this.carrierTimer.arm(this.carrierPollMs);
     this.schedulePump();
   }
@@ -828,6 +846,7 @@ export class TapLink implements Link {
         const e = lib.errno();
         if (e === EINTR) continue;
         if (e === EAGAIN) {
+          this.drainedAt = this.since = this.clock.now();
           this.drains++;
           this.onDrain?.(this.drains);
           this.waitReadable();
@@ -840,12 +859,28 @@ export class TapLink implements Link {
         this.counters.inc('drop.link.rx-error');
         break;
       }
+      if ((++this.reads & 63) === 0) this.sampleReads();
+      this.rxSince = this.since;
       this.deliver(r);
       if (this.closed) return;
     }
     // Budget spent (or a transient error): let timers and I/O run, then carry on.
     this.schedulePump();
   };
+
+  /**
+   * When the count of reads stood at 64j the queue held at most queueLen frames, all read by
+   * 64j + queueLen: every frame read after that arrived after that time.
+   */
+  private sampleReads(): void {
+    const m = this.reads / 64;
+    this.readAt[m % READ_SAMPLES] = this.clock.now();
+    const j = Math.floor((this.reads - this.queueLen - 1) / 64);
+    if (j >= 0 && m - j < READ_SAMPLES) {
+      const at = this.readAt[j % READ_SAMPLES]!;
+      if (at > this.since) this.since = at;
+    }
+  }
 
   private deliver(r: number): void {
     const h = this.hdr;
@@ -1047,4 +1082,20 @@ export function tapQueueEmpty(fd: number): boolean | null {
   v.setInt16(6, 0, true);
   const n = lib.poll(LOOK, 1, 0);
   return n < 0 ? null : n === 0;
+}
+
+/** Samples of the read count kept: a queue longer than about 64 of them (4,000 frames) is not followed. */
+const READ_SAMPLES = 64;
+
+/**
+ * The device's tx_queue_len: the TAP's receive queue (its ptr_ring) holds no more, plus one frame
+ * on its way out, counted for safety. Infinity when it cannot be read.
+ */
+function txQueueLen(name: string): number {
+  try {
+    const n = Number(readFileSync(`/sys/class/net/${name}/tx_queue_len`, 'utf8').trim());
+    return Number.isInteger(n) && n > 0 ? n + 1 : Number.POSITIVE_INFINITY;
+  } catch {
+    return Number.POSITIVE_INFINITY;
+  }
 }

@@ -67,12 +67,15 @@ import {
   CAP_IN_FLIGHT,
   DB_BEAT,
   DB_BELL,
+  DB_DRAIN_AT,
   DB_DRAINS,
   DB_HOST_SENT,
   DB_QUEUE,
   DB_RX,
+  DB_RX_SINCE,
   DB_TAIL,
   DB_TAP_FD,
+  DB_UP,
   doorbellFlagsAt,
   doorbellWords,
   EV_CLOSED,
@@ -87,6 +90,7 @@ import {
   ON_MALFORMED_ANSWER,
   publishTapHeld,
   type RegrowBlock,
+  realStamp,
   type ToWorker,
   takeTapHeld,
   unhandled,
@@ -208,6 +212,9 @@ function blockViews(block: ConnBlockRef, send: ByteRing, recv: ByteRing): BlockV
 }
 
 /** A block as a 'regrow' names it. */
+/** Where the worker's frames go while the host has no receiver: counted (see DB_UP), not handled. */
+function ignoreFrame(_frame: Uint8Array): void {}
+
 function regrowBlock(b: ConnBlockRef): RegrowBlock {
   return {
     sab: b.sab,
@@ -658,6 +665,8 @@ export class WorkerNic extends HostNic {
   private captureStarted = false;
   /** The worker's drain count as last reported to the team (see rxReadState). */
   private drainsSeen = 0;
+  /** Frames from the worker's 'up' batches handled here (see DB_UP). */
+  private upSeen = 0;
   /** The connections the worker runs, for the other workers of a team (worker/peers.ts). */
   readonly owners: OwnerTable;
   /**
@@ -826,19 +835,39 @@ export class WorkerNic extends HostNic {
    * How far the worker's TAP reader has caught up: how often it read its queue empty, and whether
    * the queue is empty right now (null for a proxied link, whose frames arrive from this thread).
    */
-  rxReadState(): { drains: number; empty: boolean | null } {
+  rxReadState(): { drains: number; empty: boolean | null; drainedAt?: number } {
     // A worker busy with other messages may not have written the host's latest frames (a probe
     // among them) yet: its reader draining the queue, or the queue being empty, says nothing of the
     // probe's answer until it has. Report no progress until it catches up.
+    // Nor while frames the worker read, an answer perhaps among them, are still on their way here.
     if (
       Atomics.load(this.doorbell, DB_HOST_SENT) >>> 0 !== this.hostBatch.frames >>> 0 ||
-      this.hostBatch.pending
+      this.hostBatch.pending ||
+      Atomics.load(this.doorbell, DB_UP) !== this.upSeen
     ) {
       return { drains: this.drainsSeen, empty: false };
     }
     const fd = this.started && this.death === null ? Atomics.load(this.doorbell, DB_TAP_FD) : -1;
     this.drainsSeen = Atomics.load(this.doorbell, DB_DRAINS) >>> 0;
-    return { drains: this.drainsSeen, empty: fd > 0 ? tapQueueEmpty(fd) : null };
+    if (fd <= 0) return { drains: this.drainsSeen, empty: null };
+    return { drains: this.drainsSeen, empty: tapQueueEmpty(fd), drainedAt: this.clockOf(DB_DRAIN_AT) };
+  }
+
+  /**
+   * The earliest time (clock ms) the latest frame counted by rxFrames could have arrived: when the
+   * worker's TAP reader last read its queue empty before it. Now for a proxied link (its frames
+   * arrive from this thread as they come), or a worker not running.
+   */
+  rxSince(): number {
+    const now = this.clock.now();
+    const fd = this.started && this.death === null ? Atomics.load(this.doorbell, DB_TAP_FD) : -1;
+    return fd > 0 ? this.clockOf(DB_RX_SINCE) : now;
+  }
+
+  /** The realStamp() in doorbell word `w` as this thread's clock time. */
+  private clockOf(w: number): number {
+    const ageMs = ((realStamp() - Atomics.load(this.doorbell, w)) | 0) / 16;
+    return this.clock.now() - Math.max(0, ageMs);
   }
 
   // ---- the verbs ----------------------------------------------------------------------------------
@@ -1908,7 +1937,8 @@ export class WorkerNic extends HostNic {
       }
       case 'up': {
         const h = this.host.receiver;
-        if (h) forEachFrame(m.buf, m.len, h);
+        const n = forEachFrame(m.buf, m.len, h ?? ignoreFrame);
+        this.upSeen = n >= 0 ? (this.upSeen + n) | 0 : Atomics.load(this.doorbell, DB_UP);
         return;
       }
       case 'host-carrier':

@@ -357,14 +357,16 @@ export class PolicyScanner {
 /**
  * Where an automatic offload puts each connection: on the NIC with the most free capacity at that
  * moment, so a batch spreads over the NICs rather than filling the first. What fits nowhere is
- * returned unplaced.
+ * returned unplaced. `placing`: connections already placed on a NIC by offloads still under way,
+ * not yet in its load.
  */
 export function placeByFreeCapacity<T>(
   items: readonly T[],
   nics: readonly Nic[],
+  placing: (nic: Nic) => number = () => 0,
 ): { groups: Map<Nic, T[]>; unplaced: T[] } {
   const free = new Map<Nic, number>();
-  for (const n of nics) free.set(n, n.capacity - n.load);
+  for (const n of nics) free.set(n, n.capacity - n.load - placing(n));
   const groups = new Map<Nic, T[]>();
   const unplaced: T[] = [];
   for (const item of items) {

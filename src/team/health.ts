@@ -213,13 +213,25 @@ export class NicHealth {
   private lastBeat = -1;
   private lastRxFrames = 0;
   /**
-   * Probe rounds that went unanswered since the last evidence. Time alone is not enough: a round
-   * counts as missed only once it was sent (this thread may have stalled) and the port's receive
-   * queue was read empty after it, or is empty now (the thread reading it may have been off-CPU
-   * or busy, the reply still queued).
+   * The probe rounds sent lately (a ring by round number): when each was sent, and whether it is
+   * pending, answered (by some target) or missed. Evidence is dated by the earliest time it could
+   * have come into being, never by when it was read: a reply proves the link worked no earlier than
+   * the round it answers was sent, a frame no earlier than its reader last read the queue empty
+   * before it. Frames that sat queued behind a busy reader prove nothing of the time after a fault.
    */
-  private unanswered = 0;
-  private outstanding = false;
+  private readonly roundAt = new Float64Array(ROUNDS);
+  private readonly roundState = new Uint8Array(ROUNDS);
+  /** Number of the next round to send, and of the first one still pending judgement. */
+  private roundNext = 0;
+  private judged = 0;
+  /**
+   * Per target (IPv4 targets, then IPv6 ones), the first round its next reply can answer: replies
+   * come in the order their probes went out, so a late one is matched to the oldest round that
+   * target left unanswered, not taken for an answer to the latest.
+   */
+  private readonly targetNext: Float64Array;
+  /** Evidence must be dated after this to restore reachability (the newest round judged missed). */
+  private doubtSince = Number.NEGATIVE_INFINITY;
   private lastDrains = -1;
   private failures = 0;
   private lastFail: FailureEvent | null = null;
@@ -256,6 +268,7 @@ export class NicHealth {
     this.holdTimer = clock.createTimer(this.holdDone).unref();
     this.beatTimer = clock.createTimer(this.beatMissed).unref();
     this.grayTimer = clock.createTimer(this.grayDone).unref();
+    this.targetNext = new Float64Array(opts.probeTargets.length + opts.probeTargets6.length);
     if (!carrier) this.st = 'down';
     if (tap !== null && opts.probeTargets.length + opts.probeTargets6.length > 0) {
       tap.onProbeReply(this.onReply);
@@ -284,6 +297,7 @@ export class NicHealth {
       // must earn a reply before it counts as reachable.
       if (this.probing) {
         this.reachable = false;
+        this.doubtSince = Math.max(this.doubtSince, this.carrierSince);
         this.probeTimer.arm(0);
       }
       this.reevaluate('carrier', detail);
@@ -434,55 +448,132 @@ export class NicHealth {
     const now = this.clock.now();
     const o = this.opts;
     if (this.carrierUp) {
-      if (o.validate === 'any' && this.tap.rxFrames !== this.lastRxFrames) {
-        this.lastRxFrames = this.tap.rxFrames;
-        this.evidence(now);
+      const rxMoved = this.tap.rxFrames !== this.lastRxFrames;
+      this.lastRxFrames = this.tap.rxFrames;
+      if (o.validate === 'any' && rxMoved) {
+        const at = this.tap.rxSince();
+        this.evidence(at === null ? now : Math.min(now, at));
       }
       const rs = this.tap.readState();
+      // A round is judged only once it was sent (this thread may have stalled) and the port's
+      // receive queue was read empty after it, or is empty now: the reader may have been off-CPU or
+      // busy, the reply still queued. Caught up that way, the latest round is judged, as every tick
+      // does. Every round still pending is judged only once the port is quiet (its queue empty and
+      // not a frame read for a whole interval): a reader that caught up after a backlog read every
+      // answer there was, and a full queue that dropped some while the link worked is not quiet.
       const caughtUp = rs === null || rs.empty === true || rs.drains !== this.lastDrains;
-      if (this.outstanding && caughtUp) {
-        this.unanswered++;
-        this.outstanding = false;
-      }
+      if (caughtUp && !rxMoved && (rs === null || rs.empty === true)) this.judgeAll();
+      else if (caughtUp && this.roundNext > 0) this.judge(this.roundNext - 1);
+      // Read up to the drain (or now, the queue empty): every round sent well before then had its
+      // answers read, if any came.
+      if (caughtUp)
+        this.resync((rs === null || rs.empty === true ? now : (rs.drainedAt ?? now)) - o.probeIntervalMs / 2);
       this.lastDrains = rs?.drains ?? -1;
       // Judged at probe time: a reply that is late by less than a tick still counts.
+      const unanswered = this.unanswered();
       if (
         this.reachable &&
-        this.unanswered >= o.probeMisses &&
+        unanswered >= o.probeMisses &&
         now - this.lastReply > o.probeIntervalMs * o.probeMisses
       ) {
         this.reachable = false;
+        this.doubtSince = this.newestMissed;
         this.reevaluate(
           'reachability',
-          `no ${probeKinds(o)} reply from ${o.probeTargets.length + o.probeTargets6.length} target(s) to ${this.unanswered} probe rounds in ${Math.round(now - this.lastReply)} ms`,
+          `no ${probeKinds(o)} reply from ${o.probeTargets.length + o.probeTargets6.length} target(s) to ${unanswered} probe rounds in ${Math.round(now - this.lastReply)} ms`,
         );
       }
+      // Counted before it goes: an answer may come back within the send (a same-thread peer).
+      this.sentRound(now);
       for (const t of o.probeTargets) this.tap.sendProbe(t, o.probeVlan);
       for (const t of o.probeTargets6) this.tap.sendProbe6(t, o.probeVlan);
-      this.outstanding = true;
       this.counters.inc('team.probe.sent', o.probeTargets.length);
       if (o.probeTargets6.length > 0) this.counters.inc('team.probe.sent6', o.probeTargets6.length);
     }
     this.probeTimer.arm(o.probeIntervalMs);
   };
 
+  private sentRound(now: number): void {
+    const k = this.roundNext++;
+    this.roundAt[k % ROUNDS] = now;
+    this.roundState[k % ROUNDS] = PENDING;
+    // A reader more than a ring behind: its oldest rounds are forgotten, neither answered nor missed.
+    if (this.roundNext - this.judged > ROUNDS) this.judged = this.roundNext - ROUNDS;
+  }
+
+  /** Round `k`, unanswered and sent after the latest evidence, is missed. */
+  private judge(k: number): void {
+    const i = k % ROUNDS;
+    if (this.roundState[i] === PENDING && this.roundAt[i]! > this.lastReply) this.roundState[i] = MISSED;
+  }
+
+  /** The port is quiet: every round still pending is judged. */
+  private judgeAll(): void {
+    for (let k = this.judged; k < this.roundNext; k++) this.judge(k);
+    this.judged = this.roundNext;
+  }
+
+  /**
+   * Every answer to a round sent before `readTo` was read by now: later replies answer later rounds.
+   * Without this, each reply lost (a full queue drops them, a neighbor answers only once its address
+   * is valid) would date every reply after it a round too early, for good.
+   */
+  private resync(readTo: number): void {
+    let k = this.roundNext;
+    while (k > Math.max(0, this.roundNext - ROUNDS) && this.roundAt[(k - 1) % ROUNDS]! >= readTo) k--;
+    for (let t = 0; t < this.targetNext.length; t++) if (this.targetNext[t]! < k) this.targetNext[t] = k;
+  }
+
+  /** Missed rounds sent after the latest evidence (the latest ROUNDS rounds). */
+  private unanswered(): number {
+    let c = 0;
+    for (let k = Math.max(0, this.roundNext - ROUNDS); k < this.roundNext; k++)
+      if (this.roundState[k % ROUNDS] === MISSED && this.roundAt[k % ROUNDS]! > this.lastReply) c++;
+    return c;
+  }
+
+  /** When the newest missed round was sent. */
+  private get newestMissed(): number {
+    for (let k = this.roundNext - 1; k >= Math.max(0, this.roundNext - ROUNDS); k--)
+      if (this.roundState[k % ROUNDS] === MISSED) return this.roundAt[k % ROUNDS]!;
+    return this.lastReply;
+  }
+
+  /** A reply from target `t` answers the oldest round it left unanswered: dated by that round. */
+  private answered(t: number): void {
+    let k = Math.max(this.targetNext[t]!, this.roundNext - ROUNDS, 0);
+    // More replies than rounds (a duplicate, a reply to a round forgotten): the latest round at best.
+    if (k >= this.roundNext) k = this.roundNext - 1;
+    if (k < 0) {
+      this.evidence(this.clock.now(), 'probe answered');
+      return;
+    }
+    this.targetNext[t] = k + 1;
+    this.roundState[k % ROUNDS] = ANSWERED;
+    this.evidence(this.roundAt[k % ROUNDS]!, 'probe answered');
+  }
+
   private readonly onReply = (p: ArpPacket): void => {
-    if (this.closed || !this.opts.probeTargets.includes(p.senderIp)) return;
+    if (this.closed) return;
+    const t = this.opts.probeTargets.indexOf(p.senderIp);
+    if (t < 0) return;
     this.replyMacs.set(p.senderIp >>> 0, p.senderMac);
-    this.evidence(this.clock.now(), 'probe answered');
+    this.answered(t);
   };
 
   private readonly onReply6 = (target: Uint8Array, mac: number): void => {
-    if (this.closed || !this.opts.probeTargets6.some((t) => ipv6Equal(t, 0, target, 0))) return;
+    if (this.closed) return;
+    const t = this.opts.probeTargets6.findIndex((x) => ipv6Equal(x, 0, target, 0));
+    if (t < 0) return;
     this.replyMacs6.set(formatIpv6(target), mac);
-    this.evidence(this.clock.now(), 'probe answered');
+    this.answered(this.opts.probeTargets.length + t);
   };
 
-  private evidence(now: number, detail = 'traffic received'): void {
-    this.lastReply = now;
-    this.unanswered = 0;
-    this.outstanding = false;
-    if (!this.reachable) {
+  /** Proof the link worked at `at` (clock ms) or later. */
+  private evidence(at: number, detail = 'traffic received'): void {
+    if (at > this.lastReply) this.lastReply = at;
+    // Evidence from before the failure was judged (read late) does not undo it.
+    if (!this.reachable && at >= this.doubtSince) {
       this.reachable = true;
       this.reevaluate('reachability', detail);
     }
@@ -493,6 +584,12 @@ export class NicHealth {
     this.dead(`no heartbeat for ${this.opts.heartbeatTimeoutMs} ms`);
   };
 }
+
+/** Probe rounds remembered: a reader this many intervals behind has its oldest rounds forgotten. */
+const ROUNDS = 64;
+const PENDING = 0;
+const ANSWERED = 1;
+const MISSED = 2;
 
 function probeKinds(o: ResolvedHealthOptions): string {
   if (o.probeTargets6.length === 0) return 'ARP';

@@ -22,6 +22,17 @@ import { Icmpv6Type } from '../wire/icmpv6.ts';
 import { createIpv6Header } from '../wire/ipv6.ts';
 import { createNdMessage, type NdEncode } from '../wire/ndp.ts';
 
+/**
+ * How far a port's reader has caught up, wherever it runs: how often it read its queue empty
+ * (TapLink.drains) and when it last did (clock ms; absent: cannot tell), and whether the queue is
+ * empty right now (null: cannot tell).
+ */
+export interface ReadState {
+  drains: number;
+  empty: boolean | null;
+  drainedAt?: number;
+}
+
 /** What a ProbeTap can learn of its port beyond the frames that pass through it. */
 export interface ProbePort {
   /**
@@ -29,11 +40,13 @@ export interface ProbePort {
    * (a WorkerNic's TAP) keeps its own connections' frames, and only counts them.
    */
   rxFrames?: () => number;
+  /** How far the port's reader has caught up (see ReadState). */
+  readState?: () => ReadState;
   /**
-   * How far the port's reader has caught up, wherever it runs: how often it read its queue empty
-   * (TapLink.drains), and whether the queue is empty right now (null: cannot tell).
+   * The earliest time (clock ms) the latest frame counted could have arrived: when its reader last
+   * read the queue empty before it. A frame read late, behind a backlog, proves only that.
    */
-  readState?: () => { drains: number; empty: boolean | null };
+  rxSince?: () => number;
 }
 
 /**
@@ -87,8 +100,12 @@ export class ProbeTap implements Link {
     return elsewhere === undefined ? this.rxSeen : (this.rxSeen + elsewhere()) >>> 0;
   }
   /** See ProbePort.readState; null when the port cannot tell (its frames all pass through here). */
-  readState(): { drains: number; empty: boolean | null } | null {
+  readState(): ReadState | null {
     return this.port.readState?.() ?? null;
+  }
+  /** See ProbePort.rxSince; null when the port cannot tell (a frame proves the link works as it is read). */
+  rxSince(): number | null {
+    return this.port.rxSince?.() ?? null;
   }
   get mtu(): number {
     return this.inner.mtu;

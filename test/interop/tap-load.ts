@@ -51,8 +51,22 @@ export interface LoadResult {
   nic: string;
   /** Epoch ms of the fault, 0 without one. */
   faultAt: number;
-  /** From serve's failover line: detection after the fault, ms (-1: none logged). */
+  /**
+   * From serve's failover line: detection after the last evidence the team had that the NIC was
+   * fine, ms (-1: none logged). Not what a user lives through when that evidence was stale: see
+   * realDetectMs.
+   */
   detectMs: number;
+  /**
+   * Detection after the fault itself, ms (-1: none seen): the failover's time from serve's status
+   * once the client is done, against the fault's epoch ms. What the downloads wait through.
+   */
+  realDetectMs: number;
+  /**
+   * How long after the fault the team still held evidence the NIC was fine (its last evidence, the
+   * failover's time minus detectMs), ms; negative when that evidence predates the fault.
+   */
+  believedMs: number;
   /** At the peer: the last connection stalled by the fault got data again this long after it, ms. */
   resumeMs: number;
   /** Connections that stalled across the fault (a gap the client saw; a quick failover may leave none). */
@@ -439,6 +453,20 @@ export async function runLoad(lab: Lab, o: LoadOptions): Promise<LoadResult> {
     }, 200);
     const r = await client.finally(() => clearInterval(sampler));
     const end = threadUsage(pid);
+    // The failover's own time, read before serve stops: its status gives its age, taken on the
+    // server between the request and the answer (their midpoint, within a millisecond or two).
+    let detectedAt = 0;
+    if (faultAt > 0 && o.fault !== 'none')
+      try {
+        const cause = CAUSE[o.fault];
+        const t0 = Date.now();
+        const s = (await controlRequest(ctl, { op: 'status' })) as StatusSnapshot;
+        const mid = (t0 + Date.now()) / 2;
+        const f = s.failovers.filter((x) => x.nic === nic && x.cause === cause).pop();
+        if (f) detectedAt = mid - f.agoMs;
+      } catch (e) {
+        log(`status after the run: ${(e as Error).message}`);
+      }
     let report: ClientReport;
     try {
       report = JSON.parse(r.stdout) as ClientReport;
@@ -483,6 +511,9 @@ export async function runLoad(lab: Lab, o: LoadOptions): Promise<LoadResult> {
       nic: faultAt > 0 ? nic : '',
       faultAt,
       detectMs,
+      realDetectMs: detectedAt > 0 ? Math.round((detectedAt - faultAt) * 10) / 10 : -1,
+      believedMs:
+        detectedAt > 0 && detectMs >= 0 ? Math.round((detectedAt - detectMs - faultAt) * 10) / 10 : 0,
       resumeMs: Math.round(resumeMs * 10) / 10,
       stalledByFault,
       movedByFault,

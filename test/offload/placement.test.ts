@@ -1,7 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import type { LocalNic } from '../../src/nic/local-nic.ts';
 import type { Nic } from '../../src/nic/nic.ts';
 import { placeByFreeCapacity } from '../../src/offload/policy.ts';
+import type { TransferReport } from '../../src/offload/transfer.ts';
+import type { TcpConnection } from '../../src/stack/tcp/tcp-connection.ts';
+import { offloadPair, startStreams } from './helpers.ts';
 
 /** Only what placement reads of a NIC. */
 function nic(id: string, capacity: number, load: number): Nic {
@@ -40,5 +44,36 @@ describe('placeByFreeCapacity', () => {
     const { groups, unplaced } = placeByFreeCapacity([1, 2], []);
     assert.equal(groups.size, 0);
     assert.deepEqual(unplaced, [1, 2]);
+  });
+});
+
+describe('placements in flight', () => {
+  test('a placement made while another is still on its way counts that one, and the team ends even', async () => {
+    const p = offloadPair(23);
+    const { net, host } = p;
+    const st = await startStreams(p, 16, 20_000, 1400, 10);
+    const [n0, n1] = host.nics as LocalNic[];
+    // The general protocol (release, initiate), as between threads: the second NIC answers its
+    // initiates 50 ms late (a worker busy elsewhere), so the first batch's half there is still on
+    // its way when the second batch is placed.
+    host.offload.liveHandover = false;
+    const initiate = n1!.initiate.bind(n1!);
+    n1!.initiate = async (...args: Parameters<LocalNic['initiate']>) => {
+      await net.sleep(50);
+      return initiate(...args);
+    };
+    // The policy's offloads go side by side (PLACE_PIPELINE); explicit ones wait for each other.
+    const conns = st.sockets.map((s) => s.connection as TcpConnection);
+    const policy = host.offload as unknown as { policyOffload(cs: TcpConnection[]): Promise<TransferReport> };
+    const place = (cs: TcpConnection[]) => policy.policyOffload(cs);
+    const first = place(conns.slice(0, 8));
+    await net.sleep(20);
+    assert.deepEqual([n0!.load, n1!.load], [4, 0], 'half the first batch installed, half on its way');
+    const second = place(conns.slice(8));
+    const [a, b] = await Promise.all([first, second]);
+    assert.equal(a.moved.length + b.moved.length, 16);
+    assert.deepEqual([n0!.load, n1!.load], [8, 8]);
+    assert.equal(await st.done, 0);
+    net.close();
   });
 });

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { VirtualClock } from '../../src/core/clock.ts';
 import { Counters } from '../../src/core/counters.ts';
+import type { Link } from '../../src/core/link.ts';
 import { SeededRandom } from '../../src/core/random.ts';
 import { MemorySwitch, type SwitchPort } from '../../src/link/memory-switch.ts';
 import { Stack } from '../../src/stack/stack.ts';
@@ -13,6 +14,8 @@ import {
 } from '../../src/team/health.ts';
 import { ProbeTap } from '../../src/team/probe-tap.ts';
 import { parseIpv4 } from '../../src/wire/addr.ts';
+import { ARP_LENGTH, ArpOp, createArpPacket, decodeArp, encodeArp } from '../../src/wire/arp.ts';
+import { createEthernetHeader, EtherType, encodeEthernet } from '../../src/wire/ethernet.ts';
 
 const GW = parseIpv4('10.0.0.254');
 
@@ -28,6 +31,19 @@ function rig(opts: HealthOptions = {}) {
   const tap = new ProbeTap(port, 0x02_00_00_00_10_01, counters);
   const passed: Uint8Array[] = [];
   tap.onFrame((f) => passed.push(f.slice()));
+  const { health, events, recovered } = watch(clock, tap, counters, opts, port.carrier);
+  tap.onCarrier((up) => health.carrier(up));
+  return { clock, sw, port, gwPort, tap, health, events, recovered, counters, passed };
+}
+
+/** NicHealth of port nic0 probing GW through `tap`, with the failures and recoveries it reports. */
+function watch(
+  clock: VirtualClock,
+  tap: ProbeTap,
+  counters: Counters,
+  opts: HealthOptions,
+  carrier: boolean,
+) {
   const events: FailureEvent[] = [];
   const recovered: number[] = [];
   const health = new NicHealth(
@@ -37,10 +53,9 @@ function rig(opts: HealthOptions = {}) {
     { failed: (e) => events.push(e), recovered: (_n, at) => recovered.push(at) },
     counters,
     tap,
-    port.carrier,
+    carrier,
   );
-  tap.onCarrier((up) => health.carrier(up));
-  return { clock, sw, port, gwPort, tap, health, events, recovered, counters, passed };
+  return { health, events, recovered };
 }
 
 describe('NicHealth', () => {
@@ -215,5 +230,177 @@ describe('NicHealth', () => {
     assert.throws(() => resolveHealthOptions({ probeIntervalMs: 0 }), { code: 'ERR_CHIMNEY_INVALID_ARG' });
     assert.throws(() => resolveHealthOptions({ probeMisses: 1.5 }), { code: 'ERR_CHIMNEY_INVALID_ARG' });
     assert.throws(() => resolveHealthOptions({ probeTargets: [-1] }), { code: 'ERR_CHIMNEY_INVALID_ARG' });
+  });
+});
+
+const GW_MAC = 0x02_00_00_00_00_fe;
+const PROBE_MAC = 0x02_00_00_00_10_01;
+
+/**
+ * A port whose reader runs `lagMs` behind the wire, as a worker busy with a thousand connections
+ * does: a frame is read lagMs after it arrived, and the queue is read empty (a drain) only when
+ * nothing that arrived is left. The path beyond it carries traffic (a frame a millisecond) and
+ * answers ARP probes while `path` is true.
+ */
+class BacklogPort implements Link {
+  readonly name = 'nic0';
+  readonly mtu = 1500;
+  readonly carrier = true;
+  path = true;
+  lagMs: number;
+  answers = true;
+  /** The reader runs once every this many ms (0: all the time), as a thread off-CPU in between. */
+  burstMs = 0;
+  /** Every this many probe replies, one is lost (a full queue dropped it; 0: none). */
+  dropEvery = 0;
+  private replies = 0;
+  drains = 0;
+  rx = 0;
+  drainedAt = 0;
+  rxSince = 0;
+  private readonly queue: { at: number; frame: Uint8Array }[] = [];
+  private handler: ((f: Uint8Array) => void) | null = null;
+  private readonly arp = createArpPacket();
+  private readonly data = new Uint8Array(60);
+
+  constructor(
+    private readonly clock: VirtualClock,
+    lagMs: number,
+  ) {
+    this.lagMs = lagMs;
+    this.data[12] = 0x08; // IPv4, for another MAC: passes through the tap untouched
+    const traffic = clock.createTimer(() => {
+      if (this.path) this.queue.push({ at: clock.now(), frame: this.data });
+      traffic.arm(1);
+    });
+    traffic.arm(1);
+    const reader = clock.createTimer(() => {
+      this.read();
+      reader.arm(0.5);
+    });
+    reader.arm(0.5);
+  }
+
+  get empty(): boolean {
+    return this.queue.length === 0;
+  }
+
+  private read(): void {
+    const now = this.clock.now();
+    if (this.burstMs > 0 && now % this.burstMs >= 0.5) return;
+    while (this.queue.length > 0 && this.queue[0]!.at <= now - this.lagMs) {
+      const f = this.queue.shift()!;
+      this.rxSince = this.drainedAt;
+      this.rx++;
+      this.handler?.(f.frame);
+    }
+    if (this.queue.length === 0) {
+      this.drains++;
+      this.drainedAt = now;
+    }
+  }
+
+  send(frame: Uint8Array): boolean {
+    if (!this.path || !this.answers || frame.length < 14 + ARP_LENGTH) return true;
+    const a = this.arp;
+    if (decodeArp(frame, 14, ARP_LENGTH, a) !== null || a.op !== ArpOp.REQUEST || a.targetIp !== GW)
+      return true;
+    if (this.dropEvery > 0 && ++this.replies % this.dropEvery === 0) return true;
+    const reply = new Uint8Array(14 + ARP_LENGTH);
+    const h = createEthernetHeader();
+    h.dst = a.senderMac;
+    h.src = GW_MAC;
+    h.etherType = EtherType.ARP;
+    encodeEthernet(h, reply, 0);
+    encodeArp(
+      { op: ArpOp.REPLY, senderMac: GW_MAC, senderIp: GW, targetMac: a.senderMac, targetIp: 0 },
+      reply,
+      14,
+    );
+    this.queue.push({ at: this.clock.now() + 0.2, frame: reply });
+    return true;
+  }
+  onFrame(handler: (f: Uint8Array) => void): void {
+    this.handler = handler;
+  }
+  onCarrier(): void {}
+  close(): void {}
+}
+
+function backlogRig(lagMs: number, opts: HealthOptions = {}) {
+  const clock = new VirtualClock();
+  const port = new BacklogPort(clock, lagMs);
+  const counters = new Counters();
+  const tap = new ProbeTap(port, PROBE_MAC, counters, {
+    rxFrames: () => port.rx,
+    readState: () => ({ drains: port.drains, empty: port.empty, drainedAt: port.drainedAt }),
+    rxSince: () => port.rxSince,
+  });
+  return { clock, port, ...watch(clock, tap, counters, opts, true) };
+}
+
+// Defaults: 10 ms × 3 misses.
+const BOUND = 10 * 3 + 10;
+
+describe('NicHealth: evidence read late is dated when it could have come', () => {
+  test('frames queued before the fault and read after it do not delay detection', () => {
+    // The reader is 25 ms behind: for 25 ms after the cut it still reads traffic and probe replies
+    // that came before it. They prove the link worked before the cut, nothing after.
+    const r = backlogRig(25);
+    r.clock.advance(1003);
+    assert.equal(r.events.length, 0, 'a working link behind a lagging reader stays up');
+    const cutAt = r.clock.now();
+    r.port.path = false;
+    r.clock.advance(500);
+    assert.equal(r.events.length, 1);
+    const ev = r.events[0]!;
+    assert.equal(ev.cause, 'reachability');
+    assert.ok(ev.at - cutAt <= BOUND, `detected ${ev.at - cutAt} ms after the cut (bound ${BOUND})`);
+    assert.ok(ev.since <= cutAt, `last evidence dated ${ev.since - cutAt} ms after the cut`);
+    assert.equal(r.health.snapshot().reachable, false);
+  });
+
+  test('a lagging reader, probe replies unanswered, traffic only: stays reachable', () => {
+    const r = backlogRig(25);
+    r.port.answers = false;
+    r.clock.advance(2000);
+    assert.equal(r.events.length, 0, r.events[0]?.detail);
+  });
+
+  test('a reader off-CPU most of the time, probe replies lost now and then: no false failure', () => {
+    // Read in bursts every 45 ms: frames come dated by the burst before, and one reply in three is
+    // lost, so replies matched in order are dated rounds too early. Only traffic read after a drain
+    // brings the evidence forward; the port is never quiet, so no backlog of rounds is judged.
+    const r = backlogRig(0);
+    r.port.burstMs = 45;
+    r.port.dropEvery = 3;
+    r.clock.advance(3000);
+    assert.equal(r.events.length, 0, r.events[0]?.detail);
+  });
+
+  test('traffic read promptly keeps the link reachable without probe replies, and its loss is seen in time', () => {
+    const r = backlogRig(0);
+    r.port.answers = false;
+    r.clock.advance(2003);
+    assert.equal(r.events.length, 0, r.events[0]?.detail);
+    const cutAt = r.clock.now();
+    r.port.path = false;
+    r.clock.advance(200);
+    assert.equal(r.events.length, 1);
+    assert.ok(r.events[0]!.at - cutAt <= BOUND, `detected ${r.events[0]!.at - cutAt} ms after the cut`);
+  });
+
+  test('the link back: fresh evidence restores it after the hold', () => {
+    const r = backlogRig(25, { holdMs: 100 });
+    r.clock.advance(1003);
+    r.port.path = false;
+    r.clock.advance(300);
+    assert.equal(r.events.length, 1);
+    const backAt = r.clock.now();
+    r.port.path = true;
+    r.clock.advance(400);
+    assert.equal(r.recovered.length, 1);
+    assert.ok(r.recovered[0]! - backAt >= 100, 'not before its hold');
+    assert.equal(r.events.length, 1, 'no flap');
   });
 });

@@ -12,7 +12,7 @@ import { SeededRandom } from '../../core/random.ts';
 import type { Link, LinkGsoOptions, RxOffloadInfo } from '../../link/link.ts';
 import { LinkWrapper } from '../../link/link-wrapper.ts';
 import { capture, PcapWriter } from '../../link/pcap.ts';
-import type { TapHeld } from '../../link/tap-link.ts';
+import type { TapHeld, TapLink } from '../../link/tap-link.ts';
 import { loadLibc } from '../../link/tap-sys.ts';
 import { AddressTable, TWO_32 } from '../../stack/address-table.ts';
 import { seqAdd, seqLeq } from '../../stack/tcp/seq.ts';
@@ -79,13 +79,16 @@ import {
   CAP_LIMIT,
   DB_BEAT,
   DB_BELL,
+  DB_DRAIN_AT,
   DB_DRAINS,
   DB_HEAD,
   DB_HOST_SENT,
   DB_QUEUE,
   DB_RX,
+  DB_RX_SINCE,
   DB_TAIL,
   DB_TAP_FD,
+  DB_UP,
   doorbellFlagsAt,
   EV_CLOSED,
   EV_READABLE,
@@ -100,6 +103,7 @@ import {
   type PeerMessage,
   publishTapHeld,
   type RegrowBlock,
+  stampOf,
   type ToWorker,
   unhandled,
   type WireError,
@@ -240,6 +244,10 @@ class ProxyLink implements Link {
  * and marks the connection it is for, as the 'rx' batches of a proxied link do; every frame it
  * sends first has its connection's record publish the new snd.max (see publishAhead).
  */
+/** The worker's TAP, and its rxSince as last published (DB_RX_SINCE). */
+let tapLink: TapLink | null = null;
+let publishedSince = 0;
+
 class ObservedLink extends LinkWrapper {
   override send(frame: Uint8Array): boolean {
     publishAhead(frame);
@@ -252,6 +260,10 @@ class ObservedLink extends LinkWrapper {
   override onFrame(handler: (frame: Uint8Array, info?: RxOffloadInfo) => void): void {
     runHere = handler;
     this.inner.onFrame((frame, info) => {
+      if (tapLink !== null && tapLink.rxSince !== publishedSince) {
+        publishedSince = tapLink.rxSince;
+        Atomics.store(db, DB_RX_SINCE, stampOf(publishedSince));
+      }
       Atomics.add(db, DB_RX, 1);
       progress();
       noteFrame(frame);
@@ -330,7 +342,14 @@ async function openLink(): Promise<Link> {
   // 0: before the open's first step, as a kill that lands before the thread has listed anything.
   if (stop?.after === 0) stopHere(stop.flag);
   const tap = TapLink.open({ ...(l.options as { name: string }), clock, onHeld });
-  tap.onDrain = (drains) => Atomics.store(db, DB_DRAINS, drains | 0);
+  tap.onDrain = (drains) => {
+    Atomics.store(db, DB_DRAIN_AT, stampOf(tap.drainedAt));
+    Atomics.store(db, DB_DRAINS, drains | 0);
+  };
+  Atomics.store(db, DB_DRAIN_AT, stampOf(tap.drainedAt));
+  tapLink = tap;
+  publishedSince = tap.rxSince;
+  Atomics.store(db, DB_RX_SINCE, stampOf(publishedSince));
   Atomics.store(db, DB_TAP_FD, tap.fileDescriptor);
   tap.onRelease = (left) => {
     publishTapHeld(held, left);
@@ -914,6 +933,7 @@ function passUp(keys: readonly ConnKey[]): void {
   const held = engine.takeQueued(keys);
   engine.dropFrozen(keys);
   for (const p of held) upBatch.push(p);
+  Atomics.store(db, DB_UP, upBatch.frames | 0);
 }
 
 // ---- the doorbell --------------------------------------------------------------------------------
@@ -1022,7 +1042,9 @@ const engine = new NicEngine({
   reachabilityIntervalMs: boot.reachabilityIntervalMs,
   progress,
   toHost: (frame) => {
-    if (!toPeer(frame)) upBatch.push(frame);
+    if (toPeer(frame)) return;
+    upBatch.push(frame);
+    Atomics.store(db, DB_UP, upBatch.frames | 0);
   },
   hostCarrier: (up) => post({ t: 'host-carrier', up }),
   indicate: (...ind) => {

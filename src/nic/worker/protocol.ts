@@ -136,7 +136,35 @@ export const DB_TAP_FD = 6;
  * empty receive queue proves nothing about its answer.
  */
 export const DB_HOST_SENT = 7;
-export const DB_QUEUE = 8;
+/**
+ * realStamp() of the earliest time the latest frame the worker's TAP delivered could have arrived
+ * (TapLink.rxSince), written when it changes, before DB_RX counts the frame: a count seen comes
+ * with its date.
+ */
+export const DB_RX_SINCE = 8;
+/**
+ * Frames the worker has handed the host so far ('up' batches, posted or not). While the host has
+ * handled fewer, a probe's answer the worker read may still be on its way: a drained or empty queue
+ * proves nothing of it yet.
+ */
+export const DB_UP = 9;
+/** realStamp() of the worker's TAP's latest drain (TapLink.drainedAt), written before DB_DRAINS counts it. */
+export const DB_DRAIN_AT = 10;
+export const DB_QUEUE = 11;
+
+/**
+ * Wall-clock time in 1/16 ms, modulo 2^32: one time base for every thread of the process (each has
+ * its own performance.now() origin), in one word. Two stamps compare by their difference as an
+ * int32, good for ages up to 37 hours.
+ */
+export function realStamp(): number {
+  return stampOf(performance.now());
+}
+
+/** realStamp() of this thread's performance.now() time `ms`. */
+export function stampOf(ms: number): number {
+  return Math.round((performance.timeOrigin + ms) * 16) | 0;
+}
 
 /** The application wrote into the send ring. */
 export const BELL_WROTE = 1;
