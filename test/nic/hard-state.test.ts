@@ -286,9 +286,9 @@ describe('hard-state record', () => {
 
   /**
    * A connection with four full segments in flight and timestamps on (MSS 1460 - 12) dies; the
-   * host (here another layer on its own clock) rebuilds it and adopts it with a prod.
+   * host (here another layer on its own clock) rebuilds it and adopts it with a prod (or not).
    */
-  function rebuiltAndProdded() {
+  function rebuiltAndProdded(prod = true) {
     const a = new Bench();
     const o = activeOpen(a, { ts: [5000, 1001], sackPermitted: true, wscale: 7 });
     o.conn.write(bytes(4 * 1448));
@@ -307,7 +307,7 @@ describe('hard-state record', () => {
       b.env.clock.now(),
     );
     assert.equal(s.soft.repaired, true);
-    const conn = b.layer.adopt(s, new Recorder(), { prod: true });
+    const conn = b.layer.adopt(s, new Recorder(), { prod });
     b.advance(1);
     const first = b.take();
     // The peer's answer: its ACK echoes TS.Recent, the dead owner's TSval (Linux answers a
@@ -405,6 +405,32 @@ describe('hard-state record', () => {
     }
     assert.equal(acked, hard.sndMax, 'the whole flight again');
     assert.equal(d.backoff, 0);
+  });
+
+  test('a rebuilt connection adopted without a prod resends snd.una once: an ACK that does not cover it sends it no second time', () => {
+    const { b, conn, hard, first, answer } = rebuiltAndProdded(false);
+    const una = hard.sndUna;
+    assert.deepEqual(
+      first.filter((x) => x.data.length > 0).map((x) => [x.h.seq, x.data.length]),
+      [[una, 1448]],
+      'the adopter resends the head without asking',
+    );
+    // An ACK the resend did not cause (a window update, the peer's data, one held while the owner
+    // died) comes before the resend's own: it is not an answer to a probe.
+    b.advance(1);
+    answer(una);
+    assert.deepEqual(dataSent(b), [], 'the head is in flight already');
+    b.advance(1);
+    answer(add(una, 1448));
+    assert.deepEqual(
+      dataSent(b),
+      [
+        [add(una, 1448), 1448],
+        [add(una, 2 * 1448), 1448],
+      ],
+      'slow start from there',
+    );
+    assert.equal(conn.state.soft.repaired, false, 'no probe went: nothing waits for an answer');
   });
 
   test('blocks are cut from shared slabs without overlapping; large ones get a buffer of their own', () => {

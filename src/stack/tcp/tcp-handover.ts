@@ -7,7 +7,7 @@ import type { IpInfo } from '../ip-sender.ts';
 import { effectiveMss } from './congestion.ts';
 import type { ConnTable, Forward, Placeholder } from './conn-table.ts';
 import { backedOffRto } from './rtt.ts';
-import { seqAdd, seqSub } from './seq.ts';
+import { seqAdd, seqLt, seqSub } from './seq.ts';
 import { isSynchronized, TcpConnection, TcpEvent } from './tcp-connection.ts';
 import { rewind } from './tcp-drive.ts';
 import { flushDelayedAck } from './tcp-flush.ts';
@@ -200,6 +200,10 @@ export class Handover {
       prod(conn);
       layer.env.counters.inc('tcp.adopt.prodded');
     } else {
+      // Not prodded, a rebuilt connection's output resends its flight from snd.nxt without asking
+      // first: no probe is out, so the next ACK is no answer to one, and must not send it again
+      // (soft.repaired stays only where a prod counted the flight as sent, snd.nxt at snd.max).
+      if (seqLt(state.delegated.sndNxt, state.delegated.sndMax)) state.soft.repaired = false;
       tcpOutput(conn);
       scheduleTimer(conn);
     }
