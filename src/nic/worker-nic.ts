@@ -55,6 +55,7 @@ import {
 } from './nic.ts';
 import { OWNER_HOST, splitForRecords, TransferRecord } from './transfer-record.ts';
 import { fromWireError, PortTransport, type WorkerNotice } from './transport.ts';
+import { BatchList } from './batch-list.ts';
 import { TupleMap } from './tuple-map.ts';
 import { blockOfRings, sameBlock, slabIdOf } from './worker/conn-blocks.ts';
 import { OwnerTable } from './worker/owner-table.ts';
@@ -274,10 +275,23 @@ function fillFromReleased(
   return pooled;
 }
 
+/** `slots` are the slots of `handles`, in their order. */
+function slotsOf(handles: readonly WorkerConnectionHandle[], slots: readonly number[]): boolean {
+  if (handles.length !== slots.length) return false;
+  for (let i = 0; i < slots.length; i++) if (handles[i]!.slot !== slots[i]) return false;
+  return true;
+}
+
+function sameSlots(a: readonly number[], b: readonly number[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 /** Records offered and not taken (or all of them: `owner` undefined) go back to the host. */
-function returnRecords(prepared: TupleMap<PreparedConn> | undefined, owner?: number): void {
+function returnRecords(prepared: BatchList<PreparedConn> | undefined, owner?: number): void {
   if (prepared === undefined) return;
-  for (const p of prepared.values()) {
+  for (const p of prepared.list) {
     const t = p.views.transfer;
     if (p.offered && (owner === undefined || t.owner !== owner)) t.setOwner(OWNER_HOST);
   }
@@ -287,9 +301,10 @@ function returnRecords(prepared: TupleMap<PreparedConn> | undefined, owner?: num
 let nextRecordOwner = 1;
 
 /** The block each prepared connection was given, for the initiate's answer (no map per batch). */
-function givenBlocks(prepared: TupleMap<PreparedConn> | undefined): GivenBlocks | undefined {
+function givenBlocks(prepared: BatchList<PreparedConn> | undefined): GivenBlocks | undefined {
   if (prepared === undefined) return undefined;
-  return { get: (k) => prepared.get(k)?.views.block };
+  prepared.rewind();
+  return { get: (k) => prepared.get(k)?.views.block, keys: prepared.list.map((p) => p.key) };
 }
 
 /** Why a WorkerNic is gone: the failover layer rebuilds its connections from hard state. */
@@ -891,7 +906,7 @@ export class WorkerNic extends HostNic {
    */
   private async sendInitiate(
     batch: Uint8Array,
-    prepared: TupleMap<PreparedConn> | undefined,
+    prepared: BatchList<PreparedConn> | undefined,
     owner: number | undefined,
     prod: boolean,
   ): Promise<InitiateResult> {
@@ -903,7 +918,7 @@ export class WorkerNic extends HostNic {
         prepared === undefined
           ? undefined
           : packBlocks(
-              [...prepared.values()].map((p) => [p.key, p.views.block] as const),
+              prepared.list.map((p) => [p.key, p.views.block] as const),
               this.hostAddrs,
             );
       this.initiating++;
@@ -941,9 +956,9 @@ export class WorkerNic extends HostNic {
    * holds that memory (it allocated it, or a source worker released into it): keep it for
    * salvage(), as for any connection the worker ran.
    */
-  private keepForSalvage(prepared: TupleMap<PreparedConn> | undefined): void {
+  private keepForSalvage(prepared: BatchList<PreparedConn> | undefined): void {
     if (prepared === undefined) return;
-    for (const p of prepared.values()) {
+    for (const p of prepared.list) {
       if (this.byKey.has(p.key)) continue;
       const key = p.key;
       this.byKey.set(
@@ -957,7 +972,7 @@ export class WorkerNic extends HostNic {
   /** The connections of an initiate's answer the worker installed, taken up here. */
   private takeInstalled(
     res: WorkerReply<'initiate'>,
-    prepared: TupleMap<PreparedConn> | undefined,
+    prepared: BatchList<PreparedConn> | undefined,
     owner: number | undefined,
   ): InitiateResult {
     let unpacked: ReturnType<typeof unpackInitiate>;
@@ -972,6 +987,7 @@ export class WorkerNic extends HostNic {
     const { result, installed } = unpacked;
     // What the worker did not install is the host's again.
     if (owner !== undefined && installed.length !== prepared?.size) returnRecords(prepared, owner);
+    prepared?.rewind();
     for (const inst of installed) {
       this.passedUp.delete(inst.key);
       const p = prepared?.get(inst.key);
@@ -1057,27 +1073,31 @@ export class WorkerNic extends HostNic {
       for (const h of frozen) h._reattach();
       throw e;
     }
-    const moved = new Set(res.moved);
+    // The worker releases in the order asked (the usual batch): then no set of slots is made.
+    const moved = slotsOf(frozen, res.moved) ? null : new Set(res.moved);
     // Bounded: an id left behind (a transfer that never settled) only costs a request later.
     if (this.passedUp.size > this.capacity) this.passedUp.clear();
     const released: WorkerConnectionHandle[] = [];
-    const prepared = new TupleMap<PreparedConn>();
+    const prepared = new BatchList<PreparedConn>();
     for (const h of frozen) {
-      if (!moved.has(h.slot)) continue;
+      if (moved !== null && !moved.has(h.slot)) continue;
       released.push(h);
       this.passedUp.set(h, true);
-      prepared.set(h.key, {
+      prepared.push({
         key: h.key,
         state: null,
         views: knownViews(h.sendRing, h.recvRing)!,
         offered: true,
       });
     }
-    for (const s of res.freed) {
-      // Closed at the worker instead of moving: the handle stays the socket's.
-      const h = this.handles.get(s);
-      if (h && !moved.has(s)) h._reattach();
-    }
+    // Freed exactly what moved (the usual answer): none closed at the worker instead.
+    const movedSet = moved ?? (sameSlots(res.freed, res.moved) ? null : new Set(res.moved));
+    if (movedSet !== null)
+      for (const s of res.freed) {
+        // Closed at the worker instead of moving: the handle stays the socket's.
+        const h = this.handles.get(s);
+        if (h && !movedSet.has(s)) h._reattach();
+      }
     this.forget(res.freed);
     const bytes = res.value;
     const result = await dst.takeHand(expected.answer, prepared);
@@ -1142,9 +1162,9 @@ export class WorkerNic extends HostNic {
     // the abort wins for all, none is left for salvage, each is lost at once with ECONNABORTED.
     if (dst.closed && dst.death === null) return this.abortedByDead(dst, frozen);
     if (res === null) throw cause;
-    const prepared = new TupleMap<PreparedConn>();
+    const prepared = new BatchList<PreparedConn>();
     for (const h of frozen)
-      prepared.set(h.key, {
+      prepared.push({
         key: h.key,
         state: null,
         views: knownViews(h.sendRing, h.recvRing)!,
@@ -1231,7 +1251,7 @@ export class WorkerNic extends HostNic {
    */
   private async takeHand(
     answer: Promise<WorkerReply<'initiate'>>,
-    prepared: TupleMap<PreparedConn>,
+    prepared: BatchList<PreparedConn>,
   ): Promise<InitiateResult | null> {
     let res: WorkerReply<'initiate'>;
     try {
@@ -1315,8 +1335,8 @@ export class WorkerNic extends HostNic {
   private preallocate(
     states: readonly TcpState[],
     byState: Map<TcpState, PreparedConn>,
-  ): TupleMap<PreparedConn> {
-    const out = new TupleMap<PreparedConn>();
+  ): BatchList<PreparedConn> {
+    const out = new BatchList<PreparedConn>();
     const ring = ringUnderLoad(this.placementRing, this.conns + states.length);
     const grownLimit = ringGrowLimit(this.ringCapacity, this.conns + states.length);
     for (const s of states) {
@@ -1326,7 +1346,7 @@ export class WorkerNic extends HostNic {
       if (known !== undefined) {
         known.record.write(s, known.block.send, known.block.recv);
         const p: PreparedConn = { key, state: s, views: known, offered: false };
-        out.set(key, p);
+        out.push(p);
         byState.set(s, p);
         continue;
       }
@@ -1358,7 +1378,7 @@ export class WorkerNic extends HostNic {
       const views = blockViews(block, send, recv);
       views.record.write(s, block.send, block.recv);
       const p: PreparedConn = { key, state: s, views, offered: false };
-      out.set(key, p);
+      out.push(p);
       byState.set(s, p);
     }
     return out;
