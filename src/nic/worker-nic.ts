@@ -23,6 +23,7 @@ import { sharedRingAdvance, sharedRingCopy, sharedRingPositions } from '../state
 import { decodeBatch, encodeBatch, releaseTreeAddresses } from '../state/state-codec.ts';
 import type { TcpState } from '../state/tcp-state.ts';
 import { validateTrees } from '../state/validate.ts';
+import { BatchList } from './batch-list.ts';
 import {
   allocConnBlock,
   type ConnBlockRef,
@@ -55,7 +56,6 @@ import {
 } from './nic.ts';
 import { OWNER_HOST, splitForRecords, TransferRecord } from './transfer-record.ts';
 import { fromWireError, PortTransport, type WorkerNotice } from './transport.ts';
-import { BatchList } from './batch-list.ts';
 import { TupleMap } from './tuple-map.ts';
 import { blockOfRings, sameBlock, slabIdOf } from './worker/conn-blocks.ts';
 import { OwnerTable } from './worker/owner-table.ts';
