@@ -194,6 +194,12 @@ interface BlockViews {
 
 const BLOCK_VIEWS = new WeakMap<ByteRing, BlockViews>();
 
+/**
+ * Bumped when a send ring's views are replaced by new ones (a ring paired with another receive
+ * ring): a handle's own reference to its views stands for the table's only while this holds.
+ */
+let viewsReplaced = 0;
+
 function blockViews(block: ConnBlockRef, send: ByteRing, recv: ByteRing): BlockViews {
   const v: BlockViews = {
     block,
@@ -204,6 +210,7 @@ function blockViews(block: ConnBlockRef, send: ByteRing, recv: ByteRing): BlockV
     spare: null,
     handles: [],
   };
+  if (BLOCK_VIEWS.has(send)) viewsReplaced++;
   BLOCK_VIEWS.set(send, v);
   return v;
 }
@@ -224,6 +231,14 @@ function regrowBlock(b: ConnBlockRef): RegrowBlock {
 function knownViews(send: ByteRing, recv: ByteRing): BlockViews | undefined {
   const v = BLOCK_VIEWS.get(send);
   return v !== undefined && v.recv === recv ? v : undefined;
+}
+
+/** knownViews of a handle's rings, from the handle's own reference while that still stands for it. */
+function viewsOf(h: WorkerConnectionHandle): BlockViews | undefined {
+  const v = h.views;
+  if (v !== undefined && h.viewsAt === viewsReplaced && v.send === h.sendRing && v.recv === h.recvRing)
+    return v;
+  return knownViews(h.sendRing, h.recvRing);
 }
 
 /**
@@ -250,7 +265,7 @@ function fillFromReleased(
     const node = nodes[rec.pathIndex];
     if (node === undefined)
       throw new StateValidationError('path', `path index ${rec.pathIndex} outside the batch`);
-    const views = knownViews(h.sendRing, h.recvRing);
+    const views = viewsOf(h);
     const spare = views?.spare ?? null;
     if (spare !== null) {
       views!.spare = null;
@@ -354,6 +369,10 @@ export class WorkerConnectionHandle implements ConnectionHandle {
   record: HardStateRecord;
   /** The block's transfer record. */
   transfer: TransferRecord;
+  /** @internal The views of the block it was made over, as the table then had them (see viewsOf). */
+  readonly views: BlockViews | undefined;
+  /** @internal viewsReplaced when `views` was taken. */
+  readonly viewsAt: number;
   /** The shared memory it runs on (handed on to the next worker when it moves). */
   block: ConnBlockRef;
   /**
@@ -402,6 +421,8 @@ export class WorkerConnectionHandle implements ConnectionHandle {
     this.record = views.record;
     this.transfer = views.transfer;
     this.block = views.block;
+    this.views = BLOCK_VIEWS.get(views.send) === views ? views : undefined;
+    this.viewsAt = viewsReplaced;
   }
 
   /** @internal This handle is `nic`'s. */
@@ -1029,7 +1050,7 @@ export class WorkerNic extends HostNic {
       const h = this.byKey.get(k);
       if (h === undefined || h.detached) continue;
       // A handle kept for salvage has no block views here: the general way reads it.
-      if (knownViews(h.sendRing, h.recvRing) === undefined) return null;
+      if (viewsOf(h) === undefined) return null;
       frozen.push(h);
     }
     // From here the application must not touch the rings: what they hold is being handed on.
@@ -1086,7 +1107,7 @@ export class WorkerNic extends HostNic {
       prepared.push({
         key: h.key,
         state: null,
-        views: knownViews(h.sendRing, h.recvRing)!,
+        views: viewsOf(h)!,
         offered: true,
       });
     }
@@ -1167,7 +1188,7 @@ export class WorkerNic extends HostNic {
       prepared.push({
         key: h.key,
         state: null,
-        views: knownViews(h.sendRing, h.recvRing)!,
+        views: viewsOf(h)!,
         offered: true,
       });
     const result = dst.takeInstalled(res, prepared, dst.recordOwner);
