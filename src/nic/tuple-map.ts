@@ -147,6 +147,18 @@ export class TupleMap<V> {
     }
   }
 
+  /**
+   * Every entry as its key and value, side by side in one array (key, value, key, value…): no
+   * generator step and no pair per entry, for a batch's pass over its own map.
+   */
+  list(): (ConnKey | V)[] {
+    const out: (ConnKey | V)[] = [];
+    for (const head of this.map.values()) {
+      for (let c: Entry<V> | null = head; c !== null; c = c.next) out.push(c, c.value);
+    }
+    return out;
+  }
+
   [Symbol.iterator](): IterableIterator<[ConnKey, V]> {
     return this.entries();
   }

@@ -23,6 +23,7 @@ import { sharedRingAdvance, sharedRingCopy, sharedRingPositions } from '../state
 import { decodeBatch, encodeBatch, releaseTreeAddresses } from '../state/state-codec.ts';
 import type { TcpState } from '../state/tcp-state.ts';
 import { validateTrees } from '../state/validate.ts';
+import { BatchList } from './batch-list.ts';
 import {
   allocConnBlock,
   type ConnBlockRef,
@@ -197,6 +198,12 @@ interface BlockViews {
 
 const BLOCK_VIEWS = new WeakMap<ByteRing, BlockViews>();
 
+/**
+ * Bumped when a send ring's views are replaced by new ones (a ring paired with another receive
+ * ring): a handle's own reference to its views stands for the table's only while this holds.
+ */
+let viewsReplaced = 0;
+
 function blockViews(block: ConnBlockRef, send: ByteRing, recv: ByteRing): BlockViews {
   const v: BlockViews = {
     block,
@@ -207,6 +214,7 @@ function blockViews(block: ConnBlockRef, send: ByteRing, recv: ByteRing): BlockV
     spare: null,
     handles: [],
   };
+  if (BLOCK_VIEWS.has(send)) viewsReplaced++;
   BLOCK_VIEWS.set(send, v);
   return v;
 }
@@ -230,6 +238,14 @@ function regrowBlock(b: ConnBlockRef): RegrowBlock {
 function knownViews(send: ByteRing, recv: ByteRing): BlockViews | undefined {
   const v = BLOCK_VIEWS.get(send);
   return v !== undefined && v.recv === recv ? v : undefined;
+}
+
+/** knownViews of a handle's rings, from the handle's own reference while that still stands for it. */
+function viewsOf(h: WorkerConnectionHandle): BlockViews | undefined {
+  const v = h.views;
+  if (v !== undefined && h.viewsAt === viewsReplaced && v.send === h.sendRing && v.recv === h.recvRing)
+    return v;
+  return knownViews(h.sendRing, h.recvRing);
 }
 
 /**
@@ -256,7 +272,7 @@ function fillFromReleased(
     const node = nodes[rec.pathIndex];
     if (node === undefined)
       throw new StateValidationError('path', `path index ${rec.pathIndex} outside the batch`);
-    const views = knownViews(h.sendRing, h.recvRing);
+    const views = viewsOf(h);
     const spare = views?.spare ?? null;
     if (spare !== null) {
       views!.spare = null;
@@ -281,10 +297,23 @@ function fillFromReleased(
   return pooled;
 }
 
+/** `slots` are the slots of `handles`, in their order. */
+function slotsOf(handles: readonly WorkerConnectionHandle[], slots: readonly number[]): boolean {
+  if (handles.length !== slots.length) return false;
+  for (let i = 0; i < slots.length; i++) if (handles[i]!.slot !== slots[i]) return false;
+  return true;
+}
+
+function sameSlots(a: readonly number[], b: readonly number[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 /** Records offered and not taken (or all of them: `owner` undefined) go back to the host. */
-function returnRecords(prepared: TupleMap<PreparedConn> | undefined, owner?: number): void {
+function returnRecords(prepared: BatchList<PreparedConn> | undefined, owner?: number): void {
   if (prepared === undefined) return;
-  for (const p of prepared.values()) {
+  for (const p of prepared.list) {
     const t = p.views.transfer;
     if (p.offered && (owner === undefined || t.owner !== owner)) t.setOwner(OWNER_HOST);
   }
@@ -294,9 +323,10 @@ function returnRecords(prepared: TupleMap<PreparedConn> | undefined, owner?: num
 let nextRecordOwner = 1;
 
 /** The block each prepared connection was given, for the initiate's answer (no map per batch). */
-function givenBlocks(prepared: TupleMap<PreparedConn> | undefined): GivenBlocks | undefined {
+function givenBlocks(prepared: BatchList<PreparedConn> | undefined): GivenBlocks | undefined {
   if (prepared === undefined) return undefined;
-  return { get: (k) => prepared.get(k)?.views.block };
+  prepared.rewind();
+  return { get: (k) => prepared.get(k)?.views.block, keys: prepared.list.map((p) => p.key) };
 }
 
 /** Why a WorkerNic is gone: the failover layer rebuilds its connections from hard state. */
@@ -346,6 +376,10 @@ export class WorkerConnectionHandle implements ConnectionHandle {
   record: HardStateRecord;
   /** The block's transfer record. */
   transfer: TransferRecord;
+  /** @internal The views of the block it was made over, as the table then had them (see viewsOf). */
+  readonly views: BlockViews | undefined;
+  /** @internal viewsReplaced when `views` was taken. */
+  readonly viewsAt: number;
   /** The shared memory it runs on (handed on to the next worker when it moves). */
   block: ConnBlockRef;
   /**
@@ -394,6 +428,8 @@ export class WorkerConnectionHandle implements ConnectionHandle {
     this.record = views.record;
     this.transfer = views.transfer;
     this.block = views.block;
+    this.views = BLOCK_VIEWS.get(views.send) === views ? views : undefined;
+    this.viewsAt = viewsReplaced;
   }
 
   /** @internal This handle is `nic`'s. */
@@ -920,7 +956,7 @@ export class WorkerNic extends HostNic {
    */
   private async sendInitiate(
     batch: Uint8Array,
-    prepared: TupleMap<PreparedConn> | undefined,
+    prepared: BatchList<PreparedConn> | undefined,
     owner: number | undefined,
     prod: boolean,
   ): Promise<InitiateResult> {
@@ -932,7 +968,7 @@ export class WorkerNic extends HostNic {
         prepared === undefined
           ? undefined
           : packBlocks(
-              [...prepared.values()].map((p) => [p.key, p.views.block] as const),
+              prepared.list.map((p) => [p.key, p.views.block] as const),
               this.hostAddrs,
             );
       this.initiating++;
@@ -970,9 +1006,9 @@ export class WorkerNic extends HostNic {
    * holds that memory (it allocated it, or a source worker released into it): keep it for
    * salvage(), as for any connection the worker ran.
    */
-  private keepForSalvage(prepared: TupleMap<PreparedConn> | undefined): void {
+  private keepForSalvage(prepared: BatchList<PreparedConn> | undefined): void {
     if (prepared === undefined) return;
-    for (const p of prepared.values()) {
+    for (const p of prepared.list) {
       if (this.byKey.has(p.key)) continue;
       const key = p.key;
       this.byKey.set(
@@ -986,7 +1022,7 @@ export class WorkerNic extends HostNic {
   /** The connections of an initiate's answer the worker installed, taken up here. */
   private takeInstalled(
     res: WorkerReply<'initiate'>,
-    prepared: TupleMap<PreparedConn> | undefined,
+    prepared: BatchList<PreparedConn> | undefined,
     owner: number | undefined,
   ): InitiateResult {
     let unpacked: ReturnType<typeof unpackInitiate>;
@@ -1001,6 +1037,7 @@ export class WorkerNic extends HostNic {
     const { result, installed } = unpacked;
     // What the worker did not install is the host's again.
     if (owner !== undefined && installed.length !== prepared?.size) returnRecords(prepared, owner);
+    prepared?.rewind();
     for (const inst of installed) {
       this.passedUp.delete(inst.key);
       const p = prepared?.get(inst.key);
@@ -1042,7 +1079,7 @@ export class WorkerNic extends HostNic {
       const h = this.byKey.get(k);
       if (h === undefined || h.detached) continue;
       // A handle kept for salvage has no block views here: the general way reads it.
-      if (knownViews(h.sendRing, h.recvRing) === undefined) return null;
+      if (viewsOf(h) === undefined) return null;
       frozen.push(h);
     }
     // From here the application must not touch the rings: what they hold is being handed on.
@@ -1086,27 +1123,31 @@ export class WorkerNic extends HostNic {
       for (const h of frozen) h._reattach();
       throw e;
     }
-    const moved = new Set(res.moved);
+    // The worker releases in the order asked (the usual batch): then no set of slots is made.
+    const moved = slotsOf(frozen, res.moved) ? null : new Set(res.moved);
     // Bounded: an id left behind (a transfer that never settled) only costs a request later.
     if (this.passedUp.size > this.capacity) this.passedUp.clear();
     const released: WorkerConnectionHandle[] = [];
-    const prepared = new TupleMap<PreparedConn>();
+    const prepared = new BatchList<PreparedConn>();
     for (const h of frozen) {
-      if (!moved.has(h.slot)) continue;
+      if (moved !== null && !moved.has(h.slot)) continue;
       released.push(h);
       this.passedUp.set(h, true);
-      prepared.set(h.key, {
+      prepared.push({
         key: h.key,
         state: null,
-        views: knownViews(h.sendRing, h.recvRing)!,
+        views: viewsOf(h)!,
         offered: true,
       });
     }
-    for (const s of res.freed) {
-      // Closed at the worker instead of moving: the handle stays the socket's.
-      const h = this.handles.get(s);
-      if (h && !moved.has(s)) h._reattach();
-    }
+    // Freed exactly what moved (the usual answer): none closed at the worker instead.
+    const movedSet = moved ?? (sameSlots(res.freed, res.moved) ? null : new Set(res.moved));
+    if (movedSet !== null)
+      for (const s of res.freed) {
+        // Closed at the worker instead of moving: the handle stays the socket's.
+        const h = this.handles.get(s);
+        if (h && !movedSet.has(s)) h._reattach();
+      }
     this.forget(res.freed);
     const bytes = res.value;
     const result = await dst.takeHand(expected.answer, prepared);
@@ -1171,12 +1212,12 @@ export class WorkerNic extends HostNic {
     // the abort wins for all, none is left for salvage, each is lost at once with ECONNABORTED.
     if (dst.closed && dst.death === null) return this.abortedByDead(dst, frozen);
     if (res === null) throw cause;
-    const prepared = new TupleMap<PreparedConn>();
+    const prepared = new BatchList<PreparedConn>();
     for (const h of frozen)
-      prepared.set(h.key, {
+      prepared.push({
         key: h.key,
         state: null,
-        views: knownViews(h.sendRing, h.recvRing)!,
+        views: viewsOf(h)!,
         offered: true,
       });
     const result = dst.takeInstalled(res, prepared, dst.recordOwner);
@@ -1260,7 +1301,7 @@ export class WorkerNic extends HostNic {
    */
   private async takeHand(
     answer: Promise<WorkerReply<'initiate'>>,
-    prepared: TupleMap<PreparedConn>,
+    prepared: BatchList<PreparedConn>,
   ): Promise<InitiateResult | null> {
     let res: WorkerReply<'initiate'>;
     try {
@@ -1344,8 +1385,8 @@ export class WorkerNic extends HostNic {
   private preallocate(
     states: readonly TcpState[],
     byState: Map<TcpState, PreparedConn>,
-  ): TupleMap<PreparedConn> {
-    const out = new TupleMap<PreparedConn>();
+  ): BatchList<PreparedConn> {
+    const out = new BatchList<PreparedConn>();
     const ring = ringUnderLoad(this.placementRing, this.conns + states.length);
     const grownLimit = ringGrowLimit(this.ringCapacity, this.conns + states.length);
     for (const s of states) {
@@ -1355,7 +1396,7 @@ export class WorkerNic extends HostNic {
       if (known !== undefined) {
         known.record.write(s, known.block.send, known.block.recv);
         const p: PreparedConn = { key, state: s, views: known, offered: false };
-        out.set(key, p);
+        out.push(p);
         byState.set(s, p);
         continue;
       }
@@ -1387,7 +1428,7 @@ export class WorkerNic extends HostNic {
       const views = blockViews(block, send, recv);
       views.record.write(s, block.send, block.recv);
       const p: PreparedConn = { key, state: s, views, offered: false };
-      out.set(key, p);
+      out.push(p);
       byState.set(s, p);
     }
     return out;

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import { InvalidArgumentError } from '../../src/core/errors.ts';
+import { BatchList } from '../../src/nic/batch-list.ts';
 import { allocConnBlock, type ConnBlockRef } from '../../src/nic/hard-state.ts';
 import type { ConnKey, InitiateResult } from '../../src/nic/nic.ts';
 import { TupleMap } from '../../src/nic/tuple-map.ts';
@@ -103,5 +104,75 @@ describe('transfer messages in flat words', () => {
       () => unpackInitiate(structuredClone(p), null, new TupleMap<ConnBlockRef>().set(k(1), elsewhere)),
       InvalidArgumentError,
     );
+  });
+  test("an answer is paired with the host's batch by place only where the tuples agree: out of order, with refusals, or naming a key not sent", () => {
+    // The host's side of a batch of six: its keys and the blocks it gave, in the order sent.
+    const k = (i: number): ConnKey => ({
+      localIp: 0x0a000001,
+      localPort: 40000 + i,
+      remoteIp: 0x0a000002,
+      remotePort: 80,
+    });
+    const sent = new BatchList<{ key: ConnKey; block: ConnBlockRef }>();
+    for (let i = 0; i < 6; i++) sent.push({ key: k(i), block: allocConnBlock(4096, 4096) });
+    const blockOf = (i: number) => sent.list[i]!.block;
+    const given = () => {
+      sent.rewind();
+      return { get: (key: ConnKey) => sent.get(key)?.block, keys: sent.list.map((e) => e.key) };
+    };
+    const answer = (order: number[], refused: number[]) =>
+      structuredClone(
+        packInitiate(
+          {
+            status: refused.length === 0 ? 'success' : 'partial',
+            conns: order.map((i) =>
+              refused.includes(i)
+                ? { key: k(i), status: 'failure', reason: 'no' }
+                : { key: k(i), status: 'success' },
+            ),
+          },
+          order
+            .filter((i) => !refused.includes(i))
+            .map((i, slot) => ({ key: k(i), slot, block: blockOf(i), given: true })),
+        ),
+      );
+    // In order, all installed: the host's own key and block objects, none made.
+    const inOrder = unpackInitiate(answer([0, 1, 2, 3, 4, 5], []), null, given());
+    inOrder.installed.forEach((inst, i) => {
+      assert.equal(inst.key, sent.list[i]!.key, `key ${i} is the host's object`);
+      assert.equal(inst.block, blockOf(i));
+    });
+    // Out of order, two refused: each installed connection gets its own block and tuple.
+    const order = [3, 0, 5, 1, 4, 2];
+    const mixed = unpackInitiate(answer(order, [0, 4]), null, given());
+    assert.deepEqual(
+      mixed.result.conns.map((c) => [c.key.localPort, c.status]),
+      order.map((i) => [40000 + i, i === 0 || i === 4 ? 'failure' : 'success']),
+    );
+    assert.deepEqual(
+      mixed.installed.map((c) => c.key.localPort),
+      [3, 5, 1, 2].map((i) => 40000 + i),
+    );
+    for (const inst of mixed.installed)
+      assert.equal(inst.block, blockOf(inst.key.localPort - 40000), 'its own block');
+    // The host's batch looked up out of order finds each entry by its tuple.
+    sent.rewind();
+    for (const i of [5, 2, 2, 0, 4]) assert.equal(sent.get(k(i))?.block, blockOf(i));
+    assert.equal(sent.get(k(9)), undefined);
+    // A key the host did not send, claiming a given block at the place of one it did: refused.
+    const bad = answer([0, 1, 2, 3, 4, 5], []);
+    bad.keys.set(packKeys([k(9)]), 2 * 10);
+    bad.installed.keys.set(packKeys([k(9)]), 2 * 10);
+    assert.throws(() => unpackInitiate(bad, null, given()), InvalidArgumentError);
+    // A key one port off the host's at its place: read as the tuple it is, not as the host's key;
+    // and claiming that place's block for it is refused.
+    const other = answer([0, 1, 2, 3, 4, 5], []);
+    const near = { ...k(1), remotePort: 81 };
+    other.keys.set(packKeys([near]), 1 * 10);
+    const r = unpackInitiate(structuredClone(other), null, given());
+    assert.deepEqual(r.result.conns[1]!.key, near);
+    assert.equal(r.installed[1]!.key, sent.list[1]!.key);
+    other.installed.keys.set(packKeys([near]), 1 * 10);
+    assert.throws(() => unpackInitiate(other, null, given()), InvalidArgumentError);
   });
 });

@@ -524,8 +524,11 @@ function fillFromRecords(
   let n = 0;
   let pooled = 0;
   let unbuilt = 0;
-  for (const [key, b] of blocks) {
-    if (decoded.has(key)) continue;
+  const list = blocks.list();
+  for (let i = 0; i < list.length; i += 2) {
+    const key = list[i] as ConnKey;
+    const b = list[i + 1] as ConnBlockRef;
+    if (decoded.size > 0 && decoded.has(key)) continue;
     const parts = blockParts(b);
     batchParts.set(b, parts);
     const rec = parts.transfer;
@@ -1262,15 +1265,22 @@ function initiateNow(a: Extract<WorkerRequest, { op: 'initiate' }>['arg']): Pack
       : (trees: OffloadTree[]) => fillFromRecords(trees, a.blocks!, blocksNow()!, owner, byNode);
   try {
     const result: InitiateResult = engine.initiate(a.batch, { prod: a.prod }, { rings, fill, lazy });
-    for (const c of result.conns) {
-      progress();
-      if (c.status !== 'success') continue;
-      const conn = engine.connection(c.key);
-      if (!conn) continue;
-      const inst = install(conn, blocksNow()?.get(c.key));
-      if (owner !== undefined) transferOf(slots[inst.slot]!).take(owner);
-      installed.push(inst);
-    }
+    // Every connection installed was taken unbuilt (the usual move of idle connections): each is
+    // in `installed` already, and none has a connection here to look up.
+    const taken = installed.length;
+    let built = 0;
+    for (const c of result.conns) if (c.status === 'success') built++;
+    built -= taken;
+    if (built > 0)
+      for (const c of result.conns) {
+        progress();
+        if (c.status !== 'success') continue;
+        const conn = engine.connection(c.key);
+        if (!conn) continue;
+        const inst = install(conn, blocksNow()?.get(c.key));
+        if (owner !== undefined) transferOf(slots[inst.slot]!).take(owner);
+        installed.push(inst);
+      }
     return packInitiate(result, installed, engine.addressBook);
   } finally {
     batchParts.clear();
@@ -1338,13 +1348,22 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
         const records = r.byRef === true && r.records === true;
         // Pending connections go as the records they are, unread; the codec needs them built.
         const unread: Pending[] = [];
-        if (pending.size > 0)
+        // The keys of what runs built here: the engine releases those, and only those have a slot
+        // to free (an unread one is no connection of the engine's and has no slot object).
+        let builtKeys: readonly ConnKey[] | 'all' = keys;
+        if (pending.size > 0) {
+          const rest: ConnKey[] = [];
           for (const k of list) {
             const p = pending.get(k);
-            if (p === undefined) continue;
-            if (records) unread.push(p);
-            else build(p);
+            if (p === undefined) rest.push(k);
+            else if (records) unread.push(p);
+            else {
+              build(p);
+              rest.push(k);
+            }
           }
+          if (keys !== 'all') builtKeys = rest;
+        }
         const hand = records ? r.hand : undefined;
         const handPort = hand === undefined ? undefined : hands.get(hand.owner);
         if (hand !== undefined && handPort === undefined)
@@ -1352,7 +1371,7 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
         if (records) {
           // The states as records in their blocks, handed to the host (owner word); the batch
           // names their neighbors and paths, and carries what a record cannot hold.
-          const { trees } = engine.terminateTrees(keys);
+          const { trees } = engine.terminateTrees(builtKeys);
           const slotOf = (s: TcpState) => byKey.get(s.const);
           const split = splitForRecords(trees, (s) => slotOf(s)?.recv ?? null);
           if (split.codec > 0) engine.counters.inc('nic.terminate.record-fallbacks', split.codec);
@@ -1379,7 +1398,7 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
           letGoUnbuilt(p);
         }
         if (unread.length > 0) engine.counters.inc('nic.terminate.unread', unread.length);
-        for (const k of list) {
+        for (const k of builtKeys === 'all' ? list : builtKeys) {
           const slot = byKey.get(k);
           if (slot && engine.connection(k) === undefined) {
             writeRecord(slot);

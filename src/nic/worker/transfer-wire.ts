@@ -63,11 +63,47 @@ function takeAddress(w: Uint32Array, at: number, addrs: AddressBook | null | und
   return Math.max(h, 0);
 }
 
-export function unpackKeys(w: Uint32Array, addrs?: AddressBook | null): ConnKey[] {
+/** The IPv4 key packed at `j` is `k`'s tuple, as unpackKeys would read it (addresses unsigned). */
+function packedIs(w: Uint32Array, j: number, k: ConnKey): boolean {
+  return (
+    w[j] === 4 &&
+    w[j + 2] === k.localIp &&
+    w[j + 6] === k.remoteIp &&
+    w[j + 1] === ((k.localPort << 16) | k.remotePort) >>> 0
+  );
+}
+
+/** How far past the expected place a known key is looked for (the keys of refused connections left out). */
+const KNOWN_SKIP = 4;
+
+/**
+ * `known`: keys this side sent, in the order sent. An answer names them in that order (a batch
+ * of one path), less those it refused: a key packed as the next of them (or one a few further
+ * on) is taken as that object, so an answer in order makes no key object.
+ */
+export function unpackKeys(
+  w: Uint32Array,
+  addrs?: AddressBook | null,
+  known?: readonly ConnKey[],
+): ConnKey[] {
   if (!(w instanceof Uint32Array) || w.length % KEY_WORDS !== 0)
     throw new InvalidArgumentError(`packed keys must be a Uint32Array of ${KEY_WORDS} words per key`);
   const out: ConnKey[] = [];
+  let c = 0;
   for (let j = 0; j < w.length; j += KEY_WORDS) {
+    if (known !== undefined) {
+      let found = -1;
+      for (let d = c; d < known.length && d <= c + KNOWN_SKIP; d++)
+        if (packedIs(w, j, known[d]!)) {
+          found = d;
+          break;
+        }
+      if (found >= 0) {
+        out.push(known[found]!);
+        c = found + 1;
+        continue;
+      }
+    }
     const ports = w[j + 1]!;
     const localPort = ports >>> 16;
     const remotePort = ports & 0xffff;
@@ -88,6 +124,8 @@ export function unpackKeys(w: Uint32Array, addrs?: AddressBook | null): ConnKey[
 /** The blocks the host gave for an initiate's connections, by their keys (a TupleMap is one). */
 export interface GivenBlocks {
   get(k: ConnKey): ConnBlockRef | undefined;
+  /** The keys the blocks were given for, in the order given (see unpackKeys' `known`). */
+  readonly keys?: readonly ConnKey[];
 }
 
 /** A batch's blocks: each buffer once, then per connection its key and where its block lies. */
@@ -259,7 +297,7 @@ export function unpackInitiate(
   addrs?: AddressBook | null,
   given?: GivenBlocks,
 ): { result: InitiateResult; installed: InstalledConn[] } {
-  const keys = unpackKeys(p.keys, addrs);
+  const keys = unpackKeys(p.keys, addrs, given?.keys);
   if (!(p.codes instanceof Uint8Array) || p.codes.length !== keys.length)
     throw new InvalidArgumentError('packed initiate: outcomes do not match keys');
   const conns: InitiateConnResult[] = [];
@@ -273,7 +311,11 @@ export function unpackInitiate(
   }
   const result: InitiateResult = { status: p.status, conns };
   if (p.reason !== undefined) result.reason = p.reason;
-  const ikeys = unpackKeys(p.installed.keys, addrs);
+  // Every connection installed (the usual answer): the same keys, packed alike, taken once.
+  const ikeys =
+    p.installed.keys instanceof Uint32Array && sameWords(p.installed.keys, p.keys)
+      ? keys
+      : unpackKeys(p.installed.keys, addrs, given?.keys);
   const blocks = blockList(p.installed, ikeys, given);
   if (!(p.slots instanceof Int32Array) || p.slots.length !== ikeys.length)
     throw new InvalidArgumentError('packed initiate: slots do not match blocks');
@@ -282,4 +324,10 @@ export function unpackInitiate(
     installed.push({ key: ikeys[i]!, slot: p.slots[i]!, block: blocks[i]! });
   }
   return { result, installed };
+}
+
+function sameWords(a: Uint32Array, b: Uint32Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
