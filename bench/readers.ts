@@ -11,9 +11,15 @@
  *   loss probes        Chimney's tcp.tlp.probes; Linux's TcpExtTCPLossProbes (server namespace)
  *   longest stall      the longest gap in any download's data, at the reader
  *
- *   npx tsx bench/readers.ts [--json] [--connections N] [--runs R]
+ * Each kernel keeps per-destination TCP metrics (`ip tcp_metrics`: RTT, cwnd) across the runs of
+ * one lab; the log shows them before every download, and `--flush-metrics` flushes them in both
+ * namespaces first. They do not explain Chimney's run-to-run spread at 1,000 (BENCHMARKS.md).
+ * `--capture DIR` keeps each download's client report and a capture of the client's side.
+ *
+ *   npx tsx bench/readers.ts [--json] [--connections N] [--runs R] [--flush-metrics] [--capture DIR]
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -67,7 +73,16 @@ function median(runs: ReaderRun[]): ReaderRun {
 
 export async function benchReaders(
   log: (l: string) => void = () => {},
-  o: { connections?: number; size?: number; rate?: number; runs?: number } = {},
+  o: {
+    connections?: number;
+    size?: number;
+    rate?: number;
+    runs?: number;
+    /** Flush the kernels' per-destination TCP metrics before every download (by default kept). */
+    flushMetrics?: boolean;
+    /** Diagnosis: a directory for each download's client report and a capture of the client's side. */
+    capture?: string;
+  } = {},
 ): Promise<ReadersResult> {
   const why = missingPrerequisite(['python3', 'nstat']);
   if (why) throw new Error(`readers benchmark: ${why}`);
@@ -92,9 +107,42 @@ export async function benchReaders(
       3_600_000,
     );
     linuxServe.catch(() => {});
-    const download = async (host: string): Promise<ClientReport> => {
-      const r = await lab.run(clientArgv(lab, host, load), (load.timeoutS + 60) * 1000);
-      return JSON.parse(r.stdout) as ClientReport;
+    const download = async (host: string, name: string): Promise<ClientReport> => {
+      // Each kernel caches what it learnt of a destination when a connection to it closes (the
+      // client's initial RTO to Chimney follows the RTT it cached, 0.3 s after a burst): logged, and
+      // with flushMetrics cleared so that every download starts as the first did.
+      for (const ns of [lab.ns, server.ns]) {
+        const cached = lab.ip('-n', ns, 'tcp_metrics', 'show').trim();
+        if (cached) log(`${name}: ${ns} tcp_metrics before: ${cached.split('\n').length} entries: ${cached}`);
+        if (o.flushMetrics) lab.ip('-n', ns, 'tcp_metrics', 'flush', 'all');
+      }
+      if (o.capture) mkdirSync(o.capture, { recursive: true });
+      const pcap = o.capture ? join(o.capture, `${name}.pcap`) : '';
+      const tshark = ['tshark', '-q', '-i', lab.vethPeer, '-s', '96', '-w', pcap, '-f', 'tcp'];
+      const dump = pcap
+        ? spawn('ip', ['netns', 'exec', lab.ns, ...tshark], { stdio: 'ignore' }).on('error', () => {})
+        : null;
+      if (dump) await new Promise((r) => setTimeout(r, 1000));
+      try {
+        const r = await lab.run(clientArgv(lab, host, load), (load.timeoutS + 60) * 1000);
+        if (o.capture) writeFileSync(join(o.capture, `${name}.json`), r.stdout);
+        const rep = JSON.parse(r.stdout) as ClientReport;
+        // Where the longest gaps fell: in the connect burst or later, and on which downloads.
+        const t0 = Math.min(...rep.stalls.map((g) => g[0]));
+        const top = [...rep.stalls].sort((a, b) => b[1] - b[0] - (a[1] - a[0])).slice(0, 5);
+        log(
+          `${name}: first byte p50 ${rep.p50FirstByteMs} max ${rep.maxFirstByteMs} ms; ${rep.stalls.length} gaps of 20 ms or more; longest [ms, at ms after the first gap, download]: ${JSON.stringify(top.map((g) => [Math.round(g[1] - g[0]), Math.round(g[0] - t0), g[2]]))}`,
+        );
+        return rep;
+      } finally {
+        if (dump) {
+          dump.kill('SIGINT');
+          await new Promise((r) => {
+            if (dump.exitCode !== null || dump.pid === undefined) r(null);
+            else dump.once('exit', r);
+          });
+        }
+      }
     };
     const figures = (rep: ClientReport, needless: number, probes: number): ReaderRun => ({
       needlessResends: needless,
@@ -109,7 +157,7 @@ export async function benchReaders(
         const srv = await lab.serve({ services: ['http:80'], extra: ['--quiet', '--control', ctl] });
         try {
           const c0 = nstat(lab.ns);
-          const rep = await download(lab.chimneyIps[0]!);
+          const rep = await download(lab.chimneyIps[0]!, `chimney-${i + 1}`);
           const c1 = nstat(lab.ns);
           const st = (await controlRequest(ctl, { op: 'status' })) as StatusSnapshot;
           const run = figures(
@@ -126,7 +174,7 @@ export async function benchReaders(
       {
         const c0 = nstat(lab.ns);
         const s0 = nstat(server.ns);
-        const rep = await download(server.ip);
+        const rep = await download(server.ip, `linux-${i + 1}`);
         const c1 = nstat(lab.ns);
         const s1 = nstat(server.ns);
         const run = figures(
@@ -171,6 +219,10 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const r = await benchReaders((l) => console.error(l), {
     connections: arg('connections'),
     runs: arg('runs'),
+    flushMetrics: process.argv.includes('--flush-metrics'),
+    capture: process.argv.includes('--capture')
+      ? process.argv[process.argv.indexOf('--capture') + 1]
+      : undefined,
   });
   console.log(process.argv.includes('--json') ? JSON.stringify(r) : formatReaders(r));
 }

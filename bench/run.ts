@@ -67,6 +67,7 @@ const BENCHES: Record<string, { about: string; run: Bench; print: (r: Record<str
         (await benchReaders((l) => console.error(l), {
           connections: Number(process.env.CHIMNEY_BENCH_CONNS ?? 100),
           runs: Number(process.env.CHIMNEY_BENCH_RUNS ?? 3),
+          flushMetrics: process.env.CHIMNEY_BENCH_FLUSH_METRICS === '1',
         })) as unknown as Record<string, unknown>,
       print: (r) => formatReaders(r as unknown as ReadersResult),
     },

@@ -39,6 +39,8 @@ export interface ClientReport {
   firstErrors: { conn: number; error: string; got: number }[];
   maxStallMs: number;
   p99StallMs: number;
+  p50FirstByteMs: number;
+  maxFirstByteMs: number;
   wallMs: number;
   bytes: number;
   /** [start epoch ms, end epoch ms, connection index, client port]. */
