@@ -103,12 +103,22 @@ export class TupleMap<V> {
   }
 
   delete(k: ConnKey): boolean {
+    return this.remove(k, false, undefined);
+  }
+
+  /** delete(k) if k's value is `value`: one walk of the chain for a get and a delete. */
+  deleteIf(k: ConnKey, value: V): boolean {
+    return this.remove(k, true, value);
+  }
+
+  private remove(k: ConnKey, only: boolean, value: V | undefined): boolean {
     const l = norm(k.localIp);
     const r = norm(k.remoteIp);
     const h = hashOf(l, k.localPort, r, k.remotePort);
     let prev: Entry<V> | null = null;
     for (let e = this.map.get(h) ?? null; e !== null; prev = e, e = e.next) {
       if (!sameTuple(e, l, k.localPort, r, k.remotePort)) continue;
+      if (only && e.value !== value) return false;
       if (prev !== null) prev.next = e.next;
       else if (e.next !== null) this.map.set(h, e.next);
       else this.map.delete(h);

@@ -51,6 +51,7 @@ import {
   type NicDeath,
   type NicIndications,
   type SalvageRecord,
+  sameConnKey,
   type TerminateOptions,
   type Transfer,
 } from './nic.ts';
@@ -257,7 +258,7 @@ function viewsOf(h: WorkerConnectionHandle): BlockViews | undefined {
  */
 function fillFromReleased(
   trees: OffloadTree[],
-  released: TupleMap<WorkerConnectionHandle>,
+  released: readonly WorkerConnectionHandle[],
   now: number,
 ): number {
   const nodes = trees.flatMap((t) => t.paths);
@@ -265,7 +266,7 @@ function fillFromReleased(
   let decoded: TupleMap<true> | null = null;
   let pooled = 0;
   for (const node of nodes) for (const s of node.conns) (decoded ??= new TupleMap()).set(s.const, true);
-  for (const h of released.values()) {
+  for (const h of released) {
     if (decoded?.has(h)) continue;
     const rec = h.transfer;
     if (rec.owner !== OWNER_HOST) throw new StateValidationError('owner', 'record not handed to the host');
@@ -1038,8 +1039,11 @@ export class WorkerNic extends HostNic {
     // What the worker did not install is the host's again.
     if (owner !== undefined && installed.length !== prepared?.size) returnRecords(prepared, owner);
     prepared?.rewind();
+    // Installed here again, a connection is no longer passed up: the worker may hold its segments.
+    const passedUp = this.passedUpTable();
+    const anyPassedUp = passedUp.size > 0;
     for (const inst of installed) {
-      this.passedUp.delete(inst.key);
+      if (anyPassedUp) passedUp.delete(inst.key);
       const p = prepared?.get(inst.key);
       // Taken by the worker from its record: the state object is free for this block's next read.
       if (p?.offered === true && p.state !== null) p.views.spare = p.state;
@@ -1125,14 +1129,11 @@ export class WorkerNic extends HostNic {
     }
     // The worker releases in the order asked (the usual batch): then no set of slots is made.
     const moved = slotsOf(frozen, res.moved) ? null : new Set(res.moved);
-    // Bounded: an id left behind (a transfer that never settled) only costs a request later.
-    if (this.passedUp.size > this.capacity) this.passedUp.clear();
     const released: WorkerConnectionHandle[] = [];
     const prepared = new BatchList<PreparedConn>();
     for (const h of frozen) {
       if (moved !== null && !moved.has(h.slot)) continue;
       released.push(h);
-      this.passedUp.set(h, true);
       prepared.push({
         key: h.key,
         state: null,
@@ -1148,6 +1149,7 @@ export class WorkerNic extends HostNic {
         const h = this.handles.get(s);
         if (h && !movedSet.has(s)) h._reattach();
       }
+    this.passUp(released);
     this.forget(res.freed);
     const bytes = res.value;
     const result = await dst.takeHand(expected.answer, prepared);
@@ -1485,14 +1487,10 @@ export class WorkerNic extends HostNic {
     }
     const moved = new Set(res.moved ?? []);
     if (byRef) {
-      const released = new TupleMap<WorkerConnectionHandle>();
-      // Bounded: an id left behind (a transfer that never settled) only costs a request later.
-      if (this.passedUp.size > this.capacity) this.passedUp.clear();
-      for (const h of frozen) {
-        if (!moved.has(h.slot)) continue;
-        released.set(h, h);
-        this.passedUp.set(h, true);
-      }
+      // In the order asked, as the answer's states come (paired by place: no table per batch).
+      const released = new BatchList<WorkerConnectionHandle>();
+      for (const h of frozen) if (moved.has(h.slot)) released.push(h);
+      this.passUp(released.list);
       this.releasedBy.set(res.value, { handles: released, records: res.records === true });
     } else {
       const handedOn: [string, ConnBlockRef][] = [];
@@ -1515,15 +1513,69 @@ export class WorkerNic extends HostNic {
    * it holds no segment of theirs until one is installed there again.
    */
   private readonly passedUp = new TupleMap<true>(true);
+  /**
+   * Batches released by reference not yet in `passedUp`, each as its released handles in the
+   * order asked: the transfer settles a batch by the same keys in the same order (takeQueued), so
+   * the batch is found by place, a tuple compared per connection, and no table entry is made and
+   * deleted per connection. Anything else (keys of another order or of several batches, an install
+   * here meanwhile) enters them into `passedUp` first (passedUpTable), which answers as before.
+   */
+  private readonly passedUpLists: WorkerConnectionHandle[][] = [];
+  private passedUpListed = 0;
+
+  private passUp(released: WorkerConnectionHandle[]): void {
+    if (released.length === 0) return;
+    // Bounded: an id left behind (a transfer that never settled) only costs a request later.
+    if (this.passedUp.size + this.passedUpListed > this.capacity) {
+      this.passedUp.clear();
+      this.passedUpLists.length = 0;
+      this.passedUpListed = 0;
+    }
+    this.passedUpLists.push(released);
+    this.passedUpListed += released.length;
+  }
+
+  /** Every connection passed up, in one table (the batches not yet entered are entered). */
+  private passedUpTable(): TupleMap<true> {
+    if (this.passedUpLists.length === 0) return this.passedUp;
+    for (const list of this.passedUpLists) for (const h of list) this.passedUp.set(h, true);
+    this.passedUpLists.length = 0;
+    this.passedUpListed = 0;
+    return this.passedUp;
+  }
+
+  /** The place in passedUpLists of the batch released as exactly `keys`, in their order; or -1. */
+  private passedUpBatch(keys: readonly ConnKey[]): number {
+    const lists = this.passedUpLists;
+    for (let i = 0; i < lists.length; i++) {
+      const list = lists[i]!;
+      if (list.length !== keys.length) continue;
+      let j = 0;
+      while (j < keys.length && sameConnKey(list[j]!, keys[j]!)) j++;
+      if (j === keys.length) return i;
+    }
+    return -1;
+  }
 
   /**
    * Released by reference, the worker holds nothing for them: answered here, without waking the
    * worker's thread for a settle. Anything else is asked of the worker.
    */
   override async takeQueued(keys: ConnKey[], opts?: { drop?: boolean }): Promise<Uint8Array[]> {
-    for (const k of keys) if (!this.passedUp.has(k)) return super.takeQueued(keys, opts);
     if (this.death !== null || this.closed) return super.takeQueued(keys, opts);
-    if (opts?.drop === true) for (const k of keys) this.passedUp.delete(k);
+    const at = keys.length === 0 ? -1 : this.passedUpBatch(keys);
+    if (at >= 0) {
+      // A connection is in one batch or in the table, never both: released again only after an
+      // install here, which entered every batch into the table and took it out.
+      if (opts?.drop === true) {
+        this.passedUpListed -= this.passedUpLists[at]!.length;
+        this.passedUpLists.splice(at, 1);
+      }
+      return [];
+    }
+    const passedUp = this.passedUpTable();
+    for (const k of keys) if (!passedUp.has(k)) return super.takeQueued(keys, opts);
+    if (opts?.drop === true) for (const k of keys) passedUp.delete(k);
     return [];
   }
 
@@ -1537,21 +1589,21 @@ export class WorkerNic extends HostNic {
     now: number,
     addrs?: AddressBook,
   ): OffloadTree[] {
-    const released = new TupleMap<WorkerConnectionHandle>();
-    for (const h of handles) released.set(h, h);
+    const released = new BatchList<WorkerConnectionHandle>();
+    for (const h of handles) released.push(h);
     this.releasedBy.set(bytes, { handles: released, records: true });
     return this.decodeReleased(bytes, now, addrs);
   }
 
   /**
    * What each terminate by reference released, by its answer's bytes, for decodeReleased: the
-   * handles by connKeyId, and whether the states went as transfer records. By answer, not the
+   * handles in the order asked, and whether the states went as transfer records. By answer, not the
    * latest: a large upload has several terminates in flight, and an answer may be read after the
    * next one came.
    */
   private readonly releasedBy = new WeakMap<
     Uint8Array,
-    { handles: TupleMap<WorkerConnectionHandle>; records: boolean }
+    { handles: BatchList<WorkerConnectionHandle>; records: boolean }
   >();
 
   /**
@@ -1562,7 +1614,7 @@ export class WorkerNic extends HostNic {
   override decodeReleased(bytes: Uint8Array, now: number, addrs?: AddressBook): OffloadTree[] {
     const by = this.releasedBy.get(bytes);
     this.releasedBy.delete(bytes);
-    const released = by?.handles ?? new TupleMap<WorkerConnectionHandle>();
+    const released = by?.handles ?? new BatchList<WorkerConnectionHandle>();
     const rings = (s: TcpState): { send: ByteRing; recv: ByteRing } | null => {
       const h = released.get(s.const);
       return h === undefined ? null : { send: h.sendRing, recv: h.recvRing };
@@ -1571,7 +1623,7 @@ export class WorkerNic extends HostNic {
       const trees = decodeBatch(bytes, now, { rings, addrs });
       if (by?.records === true) {
         try {
-          this.pooledReads += fillFromReleased(trees, released, now);
+          this.pooledReads += fillFromReleased(trees, released.list, now);
         } catch (e) {
           // The decode's references on IPv6 paths go back with the refused answer.
           releaseTreeAddresses(trees);
@@ -1583,7 +1635,7 @@ export class WorkerNic extends HostNic {
       // Unreadable: the host still holds what the worker wrote last for each of them (its hard
       // state, written as it released them, and the rings), so they stay salvageable here for a
       // rebuild instead of being lost with the answer.
-      for (const h of released.values()) {
+      for (const h of released.list) {
         if (this.byKey.has(h)) continue;
         const views: BlockViews = {
           block: h.block,
@@ -1601,8 +1653,6 @@ export class WorkerNic extends HostNic {
         this.conns++;
       }
       throw e;
-    } finally {
-      released.clear();
     }
   }
 
@@ -1959,7 +2009,7 @@ export class WorkerNic extends HostNic {
       const h = this.handles.get(s);
       if (!h) continue;
       this.handles.delete(s);
-      if (this.byKey.get(h) === h) this.byKey.delete(h);
+      this.byKey.deleteIf(h, h);
       this.conns--;
       this.dropGrown(h);
       // The worker answers 'grown' before it frees the slot, so a grow still open here was not

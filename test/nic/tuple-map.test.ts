@@ -17,15 +17,15 @@ const arbKey: fc.Arbitrary<ConnKey> = fc.record({
   remoteIp: fc.oneof(arbIp, fc.constant(167772162)),
   remotePort: fc.integer({ min: 0, max: 3 }),
 });
-type Op = { op: 'set' | 'delete' | 'get'; key: ConnKey; value: number };
+type Op = { op: 'set' | 'delete' | 'deleteIf' | 'get'; key: ConnKey; value: number };
 const arbOp: fc.Arbitrary<Op> = fc.record({
-  op: fc.constantFrom('set', 'delete', 'get'),
+  op: fc.constantFrom('set', 'delete', 'deleteIf', 'get'),
   key: arbKey,
   value: fc.integer(),
 });
 
 describe('TupleMap', () => {
-  test('200 to 2,000 random sets, deletes and gets agree with a Map keyed by connKeyId, with spare entries or without', () => {
+  test('200 to 2,000 random sets, deletes (also only of a given value) and gets agree with a Map keyed by connKeyId, with spare entries or without', () => {
     fc.assert(
       fc.property(
         fc.array(arbOp, { minLength: 200, maxLength: 2000, size: 'max' }),
@@ -39,6 +39,11 @@ describe('TupleMap', () => {
               m.set(o.key, o.value);
               ref.set(id, o.value);
             } else if (o.op === 'delete') assert.equal(m.delete(o.key), ref.delete(id));
+            else if (o.op === 'deleteIf') {
+              // Half the time the value the key has (when it has one), else most likely another.
+              const v = o.value % 2 === 0 && ref.has(id) ? ref.get(id)! : o.value;
+              assert.equal(m.deleteIf(o.key, v), ref.get(id) === v && ref.delete(id));
+            }
             assert.equal(m.get(o.key), ref.get(id));
             assert.equal(m.has(o.key), ref.has(id));
             assert.equal(m.size, ref.size);

@@ -530,7 +530,6 @@ function fillFromRecords(
     const b = list[i + 1] as ConnBlockRef;
     if (decoded.size > 0 && decoded.has(key)) continue;
     const parts = blockParts(b);
-    batchParts.set(b, parts);
     const rec = parts.transfer;
     if (rec.owner !== -owner) throw new StateValidationError('owner', 'record not offered to this NIC');
     const node = nodes[rec.pathIndex];
@@ -541,6 +540,8 @@ function fillFromRecords(
       unbuilt++;
       continue;
     }
+    // Only a connection read now is installed by this request (a pending one keeps its parts).
+    batchParts.set(b, parts);
     n++;
     const send = parts.send;
     const recv = parts.recv;
