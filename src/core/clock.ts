@@ -84,6 +84,8 @@ export class ChargeMeter implements WorkMeter {
 
 class RealTimer implements Timer {
   private handle: NodeJS.Timeout | null = null;
+  /** When the Node timer behind `handle` is due: before `deadline` once that moved later. */
+  private due = Number.POSITIVE_INFINITY;
   private refd = true;
   deadline = Number.POSITIVE_INFINITY;
   constructor(
@@ -97,16 +99,24 @@ class RealTimer implements Timer {
     this.arm(atMs - this.clock.now());
   }
   arm(delayMs: number): void {
-    if (this.handle) clearTimeout(this.handle);
     const d = Math.max(delayMs, 0);
     this.deadline = this.clock.now() + d;
+    // A deadline moved later (a connection's, pushed on by each ACK) keeps the Node timer set for
+    // the earlier one, which finds the deadline ahead when it fires and sets itself for the rest:
+    // one wake-up per timeout instead of a clearTimeout and a new Timeout per ACK.
+    if (this.handle !== null && this.due <= this.deadline) return;
+    this.set(d);
+  }
+  private set(d: number): void {
+    if (this.handle) clearTimeout(this.handle);
+    this.due = this.deadline;
     this.handle = setTimeout(this.fire, d);
     if (!this.refd) this.handle.unref();
   }
   disarm(): void {
     if (this.handle) clearTimeout(this.handle);
     this.handle = null;
-    this.deadline = Number.POSITIVE_INFINITY;
+    this.due = this.deadline = Number.POSITIVE_INFINITY;
   }
   unref(): this {
     this.refd = false;
@@ -114,8 +124,16 @@ class RealTimer implements Timer {
     return this;
   }
   private readonly fire = (): void => {
+    // Node counts a timer in whole ms of its loop's time, so one always could fire up to a ms
+    // before performance.now() reached its deadline; only a deadline moved later waits more.
+    const left = this.deadline - this.clock.now();
+    if (left >= 1) {
+      this.handle = null;
+      this.set(left);
+      return;
+    }
     this.handle = null;
-    this.deadline = Number.POSITIVE_INFINITY;
+    this.due = this.deadline = Number.POSITIVE_INFINITY;
     this.cb();
   };
 }

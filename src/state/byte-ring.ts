@@ -1,5 +1,6 @@
 import {
   checkSharedRingRef,
+  copyShared,
   initSharedRing,
   RING_READ,
   RING_WRITE,
@@ -186,8 +187,8 @@ class SharedByteRing extends ByteRing {
     if (n <= 0) return 0;
     const tail = this.pos(w);
     const first = Math.min(n, this.cap - tail);
-    this.data.set(src.subarray(off, off + first), tail);
-    if (n > first) this.data.set(src.subarray(off + first, off + n), 0);
+    copyShared(this.data, tail, src, off, first, 'dst');
+    if (n > first) copyShared(this.data, 0, src, off + first, n - first, 'dst');
     const next = w + n;
     Atomics.store(ctl, RING_WRITE, next >= this.wrap ? next - this.wrap : next);
     return n;
@@ -203,8 +204,8 @@ class SharedByteRing extends ByteRing {
     if (start >= this.wrap) start -= this.wrap;
     start = this.pos(start);
     const first = Math.min(n, this.cap - start);
-    dst.set(this.data.subarray(start, start + first), dstOff);
-    if (n > first) dst.set(this.data.subarray(0, n - first), dstOff + first);
+    copyShared(dst, dstOff, this.data, start, first, 'src');
+    if (n > first) copyShared(dst, dstOff + first, this.data, 0, n - first, 'src');
     return n;
   }
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { ChargeMeter, VirtualClock } from '../../src/core/clock.ts';
+import { ChargeMeter, RealClock, VirtualClock } from '../../src/core/clock.ts';
 import { SeededRandom } from '../../src/core/random.ts';
 import { ByteRing } from '../../src/state/byte-ring.ts';
 
@@ -155,5 +155,49 @@ describe('ByteRing', () => {
     const mid = new Uint8Array(4);
     r.peek(30, mid, 0, 4);
     assert.deepEqual([...mid], [38, 39, 40, 41]);
+  });
+});
+
+describe('RealClock', () => {
+  test('a timer whose deadline only moves later sets one Node timer, and fires at the last deadline', async () => {
+    const clock = new RealClock();
+    const real = globalThis.setTimeout;
+    let sets = 0;
+    globalThis.setTimeout = ((...a: Parameters<typeof setTimeout>) => {
+      sets++;
+      return real(...a);
+    }) as typeof setTimeout;
+    let firedAt = -1;
+    let last = 0;
+    try {
+      const t = clock.createTimer(() => {
+        firedAt = clock.now();
+      });
+      // As a retransmission deadline pushed on by each ACK.
+      for (let i = 0; i < 50; i++) {
+        t.arm(20 + i);
+        last = t.deadline;
+      }
+      assert.equal(sets, 1);
+      assert.equal(t.armed, true);
+      // Earlier than the Node timer set: that needs a timer of its own.
+      t.arm(10);
+      last = t.deadline;
+      assert.equal(sets, 2);
+      t.arm(60);
+      last = t.deadline;
+      assert.equal(sets, 2);
+      await new Promise<void>((res) => real(res, 150));
+      assert.ok(firedAt >= last - 1, `fired at ${firedAt}, deadline ${last}`);
+      assert.equal(t.armed, false);
+      assert.equal(t.deadline, Number.POSITIVE_INFINITY);
+      t.arm(5);
+      t.disarm();
+      firedAt = -1;
+      await new Promise<void>((res) => real(res, 30));
+      assert.equal(firedAt, -1);
+    } finally {
+      globalThis.setTimeout = real;
+    }
   });
 });

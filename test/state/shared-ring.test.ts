@@ -4,7 +4,7 @@ import { describe, test } from 'node:test';
 import { InvalidArgumentError } from '../../src/core/errors.ts';
 import { spawnWorker } from '../../src/nic/worker/spawn.ts';
 import { ByteRing } from '../../src/state/byte-ring.ts';
-import { initSharedRing, sharedRingBytes } from '../../src/state/shared-ring.ts';
+import { copyShared, initSharedRing, sharedRingBytes } from '../../src/state/shared-ring.ts';
 import fc from '../helpers/fc.ts';
 
 type Op =
@@ -172,5 +172,60 @@ describe('shared ByteRing', () => {
     assert.equal(result.seen, total);
     assert.equal(result.digest, digest);
     assert.equal(echoed.digest('hex'), digest);
+  });
+});
+
+describe('copyShared', () => {
+  const pattern = (n: number, seed: number): Uint8Array => {
+    const b = new Uint8Array(n);
+    for (let i = 0; i < n; i++) b[i] = (i * 131 + seed * 7 + (i >>> 8)) & 0xff;
+    return b;
+  };
+
+  test('copies exactly, to and from shared memory, at every alignment and across its chunks', () => {
+    const shared = new Uint8Array(new SharedArrayBuffer(40_064));
+    const plain = new Uint8Array(40_064);
+    for (const n of [0, 1, 255, 256, 257, 16_383, 16_384, 16_385, 40_000]) {
+      for (let so = 0; so < 8; so++) {
+        for (let d = 0; d < 8; d++) {
+          // Shared destination: a source with its own byteOffset (as a Buffer from node's pool has).
+          const src = pattern(n + 16, so + d).subarray(3);
+          shared.fill(0xee);
+          copyShared(shared, d + 40, src, so, n, 'dst');
+          assert.deepEqual(shared.subarray(d + 40, d + 40 + n), src.subarray(so, so + n));
+          assert.equal(shared[d + 39], 0xee);
+          if (d + 40 + n < shared.length) assert.equal(shared[d + 40 + n], 0xee);
+          // Shared source into a plain buffer.
+          plain.fill(0xee);
+          copyShared(plain, d + 17, shared, d + 40, n, 'src');
+          assert.deepEqual(plain.subarray(d + 17, d + 17 + n), src.subarray(so, so + n));
+          assert.equal(plain[d + 16], 0xee);
+          if (d + 17 + n < plain.length) assert.equal(plain[d + 17 + n], 0xee);
+        }
+      }
+    }
+  });
+
+  test('a shared ring keeps large writes and peeks at odd positions byte for byte', () => {
+    const cap = 50_000;
+    const ring = ByteRing.createShared(cap);
+    const model: number[] = [];
+    const out = new Uint8Array(cap + 70);
+    let seed = 1;
+    for (let round = 0; round < 40; round++) {
+      const len = 1_000 + ((round * 7_919) % 30_000);
+      const chunk = pattern(len + 5, seed++).subarray(round % 5);
+      const took = ring.write(chunk, 1, len);
+      for (let i = 0; i < took; i++) model.push(chunk[1 + i]!);
+      const from = round % 13;
+      const want = Math.min(ring.length - from, 20_000 + round);
+      const at = 66 + (round % 8);
+      assert.equal(ring.peek(from, out, at, 20_000 + round), Math.max(0, want));
+      for (let i = 0; i < want; i++)
+        if (out[at + i] !== model[from + i]) assert.fail(`byte ${i} of peek ${round}`);
+      const drop = Math.min(ring.length, 3_001 + round * 997);
+      ring.consume(drop);
+      model.splice(0, drop);
+    }
   });
 });
