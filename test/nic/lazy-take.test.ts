@@ -15,7 +15,8 @@ import type { SimNetwork } from '../../src/sim/sim-network.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { DEFAULT_TCP_CACHED } from '../../src/state/tcp-state.ts';
 import { parseIpv4, parseIpv6, writeU16, writeU32 } from '../../src/wire/addr.ts';
-import { packetTooBig } from '../ipv6/helpers.ts';
+import { writeL4Checksum6 } from '../../src/wire/checksum.ts';
+import { ipv6Frame, packetTooBig } from '../ipv6/helpers.ts';
 import { icmpMessage, ipFrame } from '../stack/harness.ts';
 import { socketKey, workerSetup } from './worker-helpers.ts';
 
@@ -127,6 +128,23 @@ function tooBig(family: Family, quote: Uint8Array, mtu: number): Uint8Array {
   });
 }
 
+/**
+ * An MLDv2 report as a host sends it (RFC 3810 5): to ff02::16 from a link-local address, hop
+ * limit 1, behind a Hop-by-Hop header with the router alert; one record joining `group`.
+ */
+function mldReport(group: string): Uint8Array {
+  const body = new Uint8Array(8 + 28);
+  body.set([58, 0, 5, 2, 0, 0, 1, 0]);
+  body[8] = 143;
+  body[15] = 1;
+  body[16] = 4;
+  body.set(parseIpv6(group), 20);
+  const f = ipv6Frame(0x333300000016, 'fe80::99', 'ff02::16', 0, body, false);
+  f[21] = 1;
+  writeL4Checksum6(f, 54 + 8, 28, parseIpv6('fe80::99'), parseIpv6('ff02::16'), 58);
+  return f;
+}
+
 /** Poll `n`'s counter until it reaches `want` (or 3 s pass). */
 async function counterReaches(net: SimNetwork, n: WorkerNic, key: string, want: number): Promise<number> {
   const t0 = net.now();
@@ -205,6 +223,23 @@ describe('connections taken unbuilt by a worker', () => {
     assert.ok((await counter(n0, 'nic.rx.host')) > rx, 'the reply passed through the worker');
     assert.equal(await counter(n0, 'nic.lazy.pending'), N, 'still unbuilt');
     assert.equal(await counter(n0, 'nic.lazy.built'), 0);
+    await echo(net, sockets[0]!, 800, 3);
+    assert.equal(await counter(n0, 'nic.lazy.built'), 1);
+  });
+
+  test('an MLD report, behind its Hop-by-Hop header, builds none of them (IPv6 links carry them now and then)', {
+    timeout: 60_000,
+  }, async (t) => {
+    const { net, wh, sockets, keys, nics } = await echoSetup(89, t, 6);
+    const [n0] = nics;
+    assert.equal((await wh.offload.offload(keys, n0)).moved.length, N);
+    const raw = net.switch.addPort({ name: 'raw' });
+    raw.onFrame(() => {});
+    const rx = await counter(n0, 'nic.rx.host');
+    raw.send(mldReport('ff02::1:ff00:99'));
+    assert.ok((await counterReaches(net, n0, 'nic.rx.host', rx + 1)) > rx, 'the report reached the worker');
+    assert.equal(await counter(n0, 'nic.lazy.built'), 0);
+    assert.equal(await counter(n0, 'nic.lazy.pending'), N, 'still unbuilt');
     await echo(net, sockets[0]!, 800, 3);
     assert.equal(await counter(n0, 'nic.lazy.built'), 1);
   });

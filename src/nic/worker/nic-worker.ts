@@ -765,6 +765,12 @@ function buildForFrame(frame: Uint8Array): Slot | undefined {
       if (frame[ip + 40]! >= 128) return;
       return buildQuoted(frame, ip + 40, true);
     }
+    // MLD goes behind a Hop-by-Hop header (its router alert, RFC 3810 5): an informational
+    // message there touches no connection either. Anything else behind it builds them all.
+    if (next === Ipv6Next.HOP_BY_HOP && frame.length >= ip + 48) {
+      const at = ip + 40 + (frame[ip + 41]! + 1) * 8;
+      if (frame[ip + 40] === Ipv6Next.ICMPV6 && frame.length > at && frame[at]! >= 128) return;
+    }
   }
   buildPending();
 }
