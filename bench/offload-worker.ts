@@ -1,10 +1,62 @@
+/**
+ * WorkerNics on threads (the simulator on wall-clock time): offload, move and upload of 10,000
+ * established connections, and throughput over two WorkerNics against the host stack alone.
+ *
+ *   npx tsx bench/offload-worker.ts [--json] [--connections N] [--runs N] [--ipv6] [--cpu]
+ *   npm run bench -- offload-worker [the same flags]
+ *
+ * `--cpu`: the runs also move the connections back (n1 to n0) before the upload, and say what each
+ * verb of every connection cost each thread in CPU (schedstat of every thread of this process,
+ * read before a verb's first batch and after its last): the main thread, each NIC's worker (named
+ * after its NIC), the others (V8's platform threads, libuv's, tsx's loader); the median of the
+ * runs, per thread. CHIMNEY_BENCH_CONNS / CHIMNEY_BENCH_RUNS are the flags' defaults;
+ * CHIMNEY_BENCH_CODEC=1 moves every state through the codec, CHIMNEY_BENCH_PROD=1 prods what the
+ * moves install.
+ */
 import { once } from 'node:events';
 import { pathToFileURL } from 'node:url';
+import { Command } from 'commander';
+import { intIn } from '../src/cli/options.ts';
 import { SimNetwork } from '../src/sim/sim-network.ts';
 import type { TcpSocket } from '../src/socket/tcp-socket.ts';
 import { isOffloadable } from '../src/state/validate.ts';
+import { type ThreadTimes, threadsBetween, threadTimes } from '../test/interop/tap-load.ts';
 import { addWorkerHost, QUIET_IPV6 } from '../test/nic/worker-helpers.ts';
-import { openConnections, type TransferFigures, timeTransfers } from './offload.ts';
+import { benchMain, medianOf, parseBenchFlags } from './args.ts';
+import { openConnections, type TransferFigures, timeTransfers, type Verb } from './offload.ts';
+
+/** CPU ms one verb of every connection cost each group of threads (see RunThreads). */
+export interface VerbCpu {
+  main: number;
+  /** By NIC id: each NIC's worker thread. */
+  workers: Record<string, number>;
+  /** The process's other threads: V8's platform threads, libuv's pool, tsx's loader. */
+  other: number;
+}
+
+/** Reads every thread's CPU around each verb; `result` is the median of the runs per verb. */
+function verbCpuMeter(nics: string[]) {
+  const runs: Partial<Record<Verb, VerbCpu[]>> = {};
+  let start: ThreadTimes = new Map();
+  return {
+    around(verb: Verb, _run: number, end: boolean): void {
+      const now = threadTimes(process.pid, 0, []);
+      if (!end) {
+        start = now;
+        return;
+      }
+      const t = threadsBetween(start, now, process.pid, nics);
+      const workers: Record<string, number> = {};
+      for (const n of nics) workers[n] = t.nics[n]?.cpuMs ?? 0;
+      (runs[verb] ??= []).push({ main: t.serveMain.cpuMs, workers, other: t.serveOther.cpuMs });
+    },
+    result(): Partial<Record<Verb, VerbCpu>> {
+      const out: Partial<Record<Verb, VerbCpu>> = {};
+      for (const [v, l] of Object.entries(runs)) out[v as Verb] = medianOf(l);
+      return out;
+    },
+  };
+}
 
 export interface WorkerOffloadBenchResult {
   connections: number;
@@ -24,7 +76,11 @@ export interface WorkerOffloadBenchResult {
   recordFallbacks: number;
   offload: TransferFigures;
   move: TransferFigures;
+  /** With `cpu`: the move from the second WorkerNic back to the first, before the upload. */
+  back?: TransferFigures;
   upload: TransferFigures;
+  /** With `cpu`: each verb's CPU by thread, ms per verb of every connection (median of the runs). */
+  cpu?: Partial<Record<Verb, VerbCpu>>;
   /** Records read into pooled states (TransferRecord.readInto) during the timed transfers: by the host, by the workers. */
   pooled: { host: number; workers: number };
   /**
@@ -72,6 +128,8 @@ export async function benchOffloadWorker(
     records?: boolean;
     ipv6?: boolean;
     prod?: boolean;
+    /** Move back too, and read each verb's CPU by thread. */
+    cpu?: boolean;
   } = {},
 ): Promise<WorkerOffloadBenchResult> {
   const connections = opts.connections ?? 10_000;
@@ -101,7 +159,11 @@ export async function benchOffloadWorker(
   // On wall-clock time under load a handshake now and then fails; time the ones that stand.
   const established = [...wh.stack.tcp.connections()].filter((c) => isOffloadable(c.state)).length;
   const prod = opts.prod === true;
-  const times = await timeTransfers(wh.offload, wh.nics[0]!, wh.nics[1]!, established, runs, prod);
+  const meter = opts.cpu ? verbCpuMeter(wh.nics.map((n) => n.id)) : null;
+  const times = await timeTransfers(wh.offload, wh.nics[0]!, wh.nics[1]!, established, runs, prod, {
+    back: meter !== null,
+    around: meter?.around,
+  });
   const counts = await Promise.all(wh.nics.map((n) => n.counters()));
   const sum = (k: string) => counts.reduce((n, c) => n + (c[k] ?? 0), 0);
   const pooled = {
@@ -154,6 +216,7 @@ export async function benchOffloadWorker(
     recordsTaken: sum('nic.initiate.records') + sum('nic.initiate.unbuilt'),
     recordFallbacks: sum('nic.worker.record-fallbacks') + sum('nic.terminate.record-fallbacks'),
     ...times,
+    ...(meter ? { cpu: meter.result() } : {}),
     pooled,
     tableEntries,
     throughput: {
@@ -166,26 +229,57 @@ export async function benchOffloadWorker(
   };
 }
 
-if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  const r = await benchOffloadWorker({
-    connections: Number(process.env.CHIMNEY_BENCH_CONNS ?? 10_000),
-    runs: Number(process.env.CHIMNEY_BENCH_RUNS ?? 5),
-    // CHIMNEY_BENCH_CODEC=1: every state through the codec, as before transfer records.
-    records: process.env.CHIMNEY_BENCH_CODEC !== '1',
-    // --ipv6: the timed connections are IPv6 ones (the throughput part stays IPv4).
-    ipv6: process.argv.includes('--ipv6'),
-    prod: process.env.CHIMNEY_BENCH_PROD === '1',
-  });
-  if (process.argv.includes('--json')) console.log(JSON.stringify(r));
-  else {
-    for (const k of ['offload', 'move', 'upload'] as const)
-      console.log(
-        `${k} ${r.connections} IPv${r.family} connections (WorkerNic, ${r.states}): p50 ${r[k].p50Ms} ms, p99 ${r[k].p99Ms} ms`,
-      );
-    const t = r.throughput;
-    console.log(
-      `${t.connections} connections × ${t.bytesEach >> 20} MiB: host stack alone ${t.hostMbps} Mbit/s, over two WorkerNics ${t.workersMbps} Mbit/s (×${t.ratio})`,
+/** The benchmark's flags (see the header); throws commander's error on a wrong one. */
+export function parseOffloadWorkerFlags(argv: readonly string[]): {
+  connections?: number;
+  runs?: number;
+  ipv6?: boolean;
+  cpu?: boolean;
+  json?: boolean;
+} {
+  return parseBenchFlags(
+    new Command('offload-worker')
+      .option('--connections <n>', 'established connections to move', intIn(1, 1_000_000))
+      .option('--runs <n>', 'rounds of offload, move, upload', intIn(1, 1000))
+      .option('--ipv6', 'the timed connections are IPv6 ones (the throughput part stays IPv4)')
+      .option('--cpu', "move back too, and each verb's CPU by thread"),
+    argv,
+  );
+}
+
+export function formatOffloadWorker(r: WorkerOffloadBenchResult): string {
+  const lines: string[] = [];
+  for (const k of ['offload', 'move', 'back', 'upload'] as const) {
+    const f = r[k];
+    if (!f) continue;
+    const c = r.cpu?.[k];
+    const cpu = c
+      ? `; CPU per verb (median of ${r.runs}): main ${c.main} ms, ${Object.entries(c.workers)
+          .map(([n, v]) => `${n} ${v} ms`)
+          .join(', ')}, other ${c.other} ms`
+      : '';
+    lines.push(
+      `${k.padEnd(7)} ${r.connections} IPv${r.family} connections (WorkerNic, ${r.states}): all in ${f.totalMs.toFixed(1)} ms (median run), per batch of ${f.batch} p50 ${f.p50Ms.toFixed(2)} ms, p99 ${f.p99Ms.toFixed(2)} ms${cpu}`,
     );
   }
-  process.exit(0);
+  const t = r.throughput;
+  lines.push(
+    `${t.connections} connections × ${t.bytesEach >> 20} MiB: host stack alone ${t.hostMbps} Mbit/s, over two WorkerNics ${t.workersMbps} Mbit/s (×${t.ratio})`,
+  );
+  return lines.join('\n');
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  await benchMain(parseOffloadWorkerFlags, async (o) => {
+    const r = await benchOffloadWorker({
+      connections: o.connections ?? Number(process.env.CHIMNEY_BENCH_CONNS ?? 10_000),
+      runs: o.runs ?? Number(process.env.CHIMNEY_BENCH_RUNS ?? 5),
+      records: process.env.CHIMNEY_BENCH_CODEC !== '1',
+      ipv6: o.ipv6 === true,
+      prod: process.env.CHIMNEY_BENCH_PROD === '1',
+      cpu: o.cpu === true,
+    });
+    console.log(o.json ? JSON.stringify(r) : formatOffloadWorker(r));
+  });
+  process.exit(process.exitCode ?? 0);
 }

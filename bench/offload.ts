@@ -87,10 +87,15 @@ export async function openConnections(
 /** Connections per timed transfer: percentiles come from many batches, not from a few runs. */
 export const BATCH = 100;
 
+/** The verbs timed: `back` (n1 to n0 again, before the upload) only when asked. */
+export type Verb = 'offload' | 'move' | 'back' | 'upload';
+
 /**
- * Offload every connection to `n0`, move them to `n1` and upload them back, `runs` times, in
- * batches of BATCH connections, each batch timed; each verb must move every connection. `prod`:
- * the timed moves prod what they install, as a failover's do.
+ * Offload every connection to `n0`, move them to `n1` (with `back`, to `n0` again) and upload them
+ * back, `runs` times, in batches of BATCH connections, each batch timed; each verb must move every
+ * connection. `prod`: the timed moves prod what they install, as a failover's do. `around` is
+ * called before a verb's first batch and after its last (outside the batches' times): where a
+ * caller reads what the whole verb cost.
  */
 export async function timeTransfers(
   m: OffloadManager,
@@ -99,7 +104,13 @@ export async function timeTransfers(
   connections: number,
   runs: number,
   prod = false,
-): Promise<{ offload: TransferFigures; move: TransferFigures; upload: TransferFigures }> {
+  o: { back?: boolean; around?: (verb: Verb, run: number, end: boolean) => void } = {},
+): Promise<{
+  offload: TransferFigures;
+  move: TransferFigures;
+  upload: TransferFigures;
+  back?: TransferFigures;
+}> {
   // An untimed round trip learns the keys (and warms the code paths).
   const first = await m.offload('all', n0);
   const keys = m.keysOn(n0);
@@ -115,16 +126,17 @@ export async function timeTransfers(
   }
   const batches: ConnKey[][] = [];
   for (let i = 0; i < keys.length; i += BATCH) batches.push(keys.slice(i, i + BATCH));
-  const samples = { offload: [] as number[], move: [] as number[], upload: [] as number[] };
-  const totals = { offload: [] as number[], move: [] as number[], upload: [] as number[] };
+  const samples: Record<Verb, number[]> = { offload: [], move: [], back: [], upload: [] };
+  const totals: Record<Verb, number[]> = { offload: [], move: [], back: [], upload: [] };
   const timed = async (
-    verb: keyof typeof samples,
+    verb: Verb,
     run: number,
     go: (b: ConnKey[]) => Promise<TransferReport>,
   ): Promise<void> => {
     let total = 0;
     let moved = 0;
     const why = new Set<string>();
+    o.around?.(verb, run, false);
     for (const b of batches) {
       const t = performance.now();
       const r = await go(b);
@@ -134,6 +146,7 @@ export async function timeTransfers(
       samples[verb].push(ms);
       total += ms;
     }
+    o.around?.(verb, run, true);
     if (moved !== connections)
       throw new Error(
         `run ${run}: ${verb} moved ${moved} of ${connections} (refused: ${[...why].join('; ')})`,
@@ -143,13 +156,19 @@ export async function timeTransfers(
   for (let r = 0; r < runs; r++) {
     await timed('offload', r, (b) => m.offload(b, n0));
     await timed('move', r, (b) => m.move(b, n0, n1, { prod }));
+    if (o.back) await timed('back', r, (b) => m.move(b, n1, n0, { prod }));
     await timed('upload', r, (b) => m.upload(b));
   }
-  const fig = (verb: keyof typeof samples): TransferFigures => ({
+  const fig = (verb: Verb): TransferFigures => ({
     ...pct(samples[verb]),
     batch: BATCH,
     samples: samples[verb].length,
     totalMs: pct(totals[verb]).p50Ms,
   });
-  return { offload: fig('offload'), move: fig('move'), upload: fig('upload') };
+  return {
+    offload: fig('offload'),
+    move: fig('move'),
+    upload: fig('upload'),
+    ...(o.back ? { back: fig('back') } : {}),
+  };
 }

@@ -4,17 +4,29 @@ import { benchFailover, type FailoverBench, type FailoverFigures, failoverBroken
 import { benchLoss, formatLoss, type LossResult } from './loss.ts';
 import { benchOffload } from './offload.ts';
 import { benchOffloadData, type DataOffloadBenchResult } from './offload-data.ts';
-import { benchOffloadWorker } from './offload-worker.ts';
+import {
+  benchOffloadWorker,
+  formatOffloadWorker,
+  parseOffloadWorkerFlags,
+  type WorkerOffloadBenchResult,
+} from './offload-worker.ts';
 import { benchReaders, formatReaders, type ReadersResult } from './readers.ts';
 import { benchSim } from './sim.ts';
 import { benchSimLoss, formatSimLoss, type SimLossResult } from './sim-loss.ts';
 import { benchStateCodec } from './state-codec.ts';
-import { benchTapTeam, formatTapTeam, type TapTeamResult } from './tap-team.ts';
+import {
+  benchTapTeam,
+  formatTapTeam,
+  parseTapTeamFlags,
+  type TapTeamOptions,
+  type TapTeamResult,
+} from './tap-team.ts';
 import { benchTapThroughput, formatTapThroughput, type TapThroughputResult } from './tap-throughput.ts';
 
-type Bench = () => Promise<Record<string, unknown>>;
+/** A benchmark's run, given its own flags as its parser in FLAGS read them ({} without). */
+type Bench = (flags: Record<string, unknown>) => Promise<Record<string, unknown>>;
 
-/** Every benchmark the project has; `npm run bench` with no name runs them all. */
+/** Every benchmark the project has; `npm run bench` with no name runs them all but NAMED_ONLY. */
 const BENCHES: Record<string, { about: string; run: Bench; print: (r: Record<string, unknown>) => string }> =
   {
     sim: {
@@ -73,10 +85,11 @@ const BENCHES: Record<string, { about: string; run: Bench; print: (r: Record<str
     },
     'tap-team': {
       about:
-        'a thousand slow downloads from the kernel (CHIMNEY_BENCH_CONNS) over two WorkerNics on two TAPs through carrier, reachability and worker-kill faults, vs no fault and the host alone (needs root)',
-      run: async () =>
+        'a thousand slow downloads from the kernel (CHIMNEY_BENCH_CONNS) over two WorkerNics on two TAPs through carrier, reachability and worker-kill faults, vs no fault and the host alone, CPU per MB by thread (needs root; flags: --faults, --runs, --connections, --size, --rate)',
+      run: async (f) =>
         (await benchTapTeam((l) => console.error(l), {
           connections: Number(process.env.CHIMNEY_BENCH_CONNS ?? 1000),
+          ...(f as TapTeamOptions),
         })) as unknown as Record<string, unknown>,
       print: (r) => formatTapTeam(r as unknown as TapTeamResult),
     },
@@ -136,6 +149,20 @@ const BENCHES: Record<string, { about: string; run: Bench; print: (r: Record<str
         ].join('\n');
       },
     },
+    'offload-worker': {
+      about:
+        "the WorkerNic part of offload alone: offload, move and upload of 10,000 connections on threads, throughput beside the host alone (flags: --cpu for each verb's CPU by thread, with a move back; --connections, --runs, --ipv6)",
+      run: async (f) => {
+        const o = f as ReturnType<typeof parseOffloadWorkerFlags>;
+        return (await benchOffloadWorker({
+          connections: o.connections ?? Number(process.env.CHIMNEY_BENCH_CONNS ?? 10_000),
+          runs: o.runs ?? Number(process.env.CHIMNEY_BENCH_RUNS ?? 5),
+          ipv6: o.ipv6 === true,
+          cpu: o.cpu === true,
+        })) as unknown as Record<string, unknown>;
+      },
+      print: (r) => formatOffloadWorker(r as unknown as WorkerOffloadBenchResult),
+    },
     failover: {
       about:
         'failover of 10,000 offloaded, streaming connections on the simulator: carrier loss, reachability loss, NIC crash',
@@ -175,6 +202,15 @@ const BENCHES: Record<string, { about: string; run: Bench; print: (r: Record<str
     },
   };
 
+/** The benchmarks that take flags of their own (see their files), parsed before anything runs. */
+const FLAGS: Record<string, (argv: readonly string[]) => object> = {
+  'tap-team': parseTapTeamFlags,
+  'offload-worker': parseOffloadWorkerFlags,
+};
+
+/** Run only when named: a part of another benchmark, on its own for its flags. */
+const NAMED_ONLY = new Set(['offload-worker']);
+
 /**
  * Benchmarks whose figures can fail to stand (a stream not intact): what went wrong, '' when
  * nothing did. The run prints it and exits 1.
@@ -186,8 +222,15 @@ const BROKEN: Record<string, (r: Record<string, unknown>) => string> = {
   },
 };
 
-export async function runBenchmarks(names: string[], opts: { json: boolean }): Promise<number> {
-  const wanted = names.length ? names : Object.keys(BENCHES);
+/**
+ * `args`: benchmark names, then the flags of the one named (`tap-team --faults crash --runs 3`);
+ * a wrong name or flag is said before anything runs, exit code 2.
+ */
+export async function runBenchmarks(args: string[], opts: { json: boolean }): Promise<number> {
+  const at = args.findIndex((a) => a.startsWith('-'));
+  const names = at < 0 ? args : args.slice(0, at);
+  const argv = at < 0 ? [] : args.slice(at);
+  const wanted = names.length ? names : Object.keys(BENCHES).filter((n) => !NAMED_ONLY.has(n));
   const unknown = wanted.filter((n) => !(n in BENCHES));
   if (unknown.length) {
     console.error(
@@ -195,12 +238,30 @@ export async function runBenchmarks(names: string[], opts: { json: boolean }): P
     );
     return 2;
   }
+  let flags: Record<string, unknown> = {};
+  if (argv.length) {
+    const parse = FLAGS[wanted[0]!];
+    if (wanted.length !== 1 || !parse) {
+      console.error(
+        `chimney bench: flags go to one benchmark that takes them (${Object.keys(FLAGS).join(', ')}): ${argv.join(' ')}`,
+      );
+      return 2;
+    }
+    try {
+      flags = parse(argv) as Record<string, unknown>;
+    } catch (e) {
+      const err = e as Error & { code?: string };
+      if (err.code === 'commander.helpDisplayed') return 0;
+      console.error(`chimney bench ${wanted[0]}: ${err.message}`);
+      return 2;
+    }
+  }
   const results: Record<string, unknown> = {};
   let code = 0;
   for (const name of wanted) {
     const b = BENCHES[name]!;
     if (!opts.json) console.log(`# ${name}: ${b.about}`);
-    const r = await b.run();
+    const r = await b.run(flags);
     results[name] = r;
     if (!opts.json) console.log(b.print(r));
     const broken = BROKEN[name]?.(r) ?? '';

@@ -38,13 +38,18 @@ client saw (FILE.<fault>, JSON: [start epoch ms, end epoch ms, connection, clien
 them up with a capture, and who owned each download at the fault (FILE.<fault>.owners).
  */
 
-import { execFileSync } from 'node:child_process';
 import { existsSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
 import { byteSize, intIn } from '../src/cli/options.ts';
 import { Lab, missingPrerequisite, ROOT, sleep, stopProcess } from '../test/interop/lab.ts';
-import { type ClientReport, clientArgv, type FaultKind, runLoad } from '../test/interop/tap-load.ts';
+import {
+  type ClientReport,
+  clientArgv,
+  type FaultKind,
+  nsCounters,
+  runLoad,
+} from '../test/interop/tap-load.ts';
 
 const FAULTS = ['none', 'carrier', 'reachability', 'crash', 'all'] as const;
 const cli = new Command('soak-tap')
@@ -236,16 +241,6 @@ function tapCapture(run: string): { stop: () => Promise<void> } | null {
     lab.spawn(['dumpcap', '-q', '-n', '-i', t, '-s', '80', '-f', 'tcp', '-w', `${tapPcap}.${run}.${t}`]),
   );
   return { stop: async () => void (await Promise.all(ps.map((p) => stopProcess(p, 2000)))) };
-}
-
-/** The client namespace's kernel counters (nstat), to diff around a run: what the peer dropped. */
-function nsCounters(lab: Lab): Record<string, number> {
-  try {
-    const out = execFileSync('ip', ['netns', 'exec', lab.ns, 'nstat', '-az', '--json'], { encoding: 'utf8' });
-    return (JSON.parse(out) as { kernel: Record<string, number> }).kernel;
-  } catch {
-    return {};
-  }
 }
 
 /** The longest gaps, with the client's port, to find them in a capture. */

@@ -163,8 +163,13 @@ program
 program
   .command('bench')
   .description('run benchmarks (sim); see BENCHMARKS.md')
-  .argument('[names...]', 'benchmarks to run (default: all)')
+  .argument(
+    '[names...]',
+    "benchmarks to run (default: all), then the flags of the one named (e.g. 'tap-team --faults crash --runs 3')",
+  )
   .option('--json', 'print results as JSON')
+  // A benchmark's own flags are its own (bench/run.ts hands them to it and says which are wrong).
+  .allowUnknownOption()
   .action(async (names: string[], o) => {
     // The benchmarks live beside the sources, not in the package: a specifier the compiler does not
     // follow keeps them out of the build, and an installed package says where to find them.

@@ -3,6 +3,7 @@
  * `chimney serve` on a team of TAPs, with a fault injected while they run: what the CI test at
  * scale, the soak command and the tap-team benchmark share.
  */
+import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { controlRequest, type StatusSnapshot } from '../../src/cli/control.ts';
@@ -126,9 +127,8 @@ export function threadUsage(pid: number, tid = pid): ThreadUsage | null {
     const rss = /^Rss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
     let runqueueMs = -1;
     try {
-      runqueueMs = Math.round(
-        Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[1]) / 1e6,
-      );
+      const ss = parseSchedstat(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8'));
+      if (ss) runqueueMs = Math.round(ss.waitNs / 1e6);
     } catch {
       // A kernel without CONFIG_SCHEDSTATS.
     }
@@ -165,8 +165,21 @@ export interface RunThreads {
   ksoftirqd: CpuWait;
 }
 
+/**
+ * A thread's /proc/PID/task/TID/schedstat: time on a core, time ready to run but waiting for one
+ * (both ns), and timeslices. Unlike stat's utime/stime (10 ms ticks) it is exact, so a verb that
+ * costs a thread a few ms reads as what it cost. Null for anything else.
+ */
+export function parseSchedstat(text: string): { cpuNs: number; waitNs: number } | null {
+  const m = /^(\d+) (\d+) \d+\s*$/.exec(text);
+  return m ? { cpuNs: Number(m[1]), waitNs: Number(m[2]) } : null;
+}
+
 /** One thread's schedstat, keyed by process and thread. */
-type ThreadTimes = Map<string, { pid: number; tid: number; comm: string; cpuNs: number; waitNs: number }>;
+export type ThreadTimes = Map<
+  string,
+  { pid: number; tid: number; comm: string; cpuNs: number; waitNs: number }
+>;
 
 function addThreads(out: ThreadTimes, pid: number, tids?: number[]): void {
   let list: number[];
@@ -177,9 +190,9 @@ function addThreads(out: ThreadTimes, pid: number, tids?: number[]): void {
   }
   for (const tid of list) {
     try {
-      const ss = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ');
+      const ss = parseSchedstat(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8'));
       const comm = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
-      out.set(`${pid}/${tid}`, { pid, tid, comm, cpuNs: Number(ss[0]), waitNs: Number(ss[1]) });
+      if (ss) out.set(`${pid}/${tid}`, { pid, tid, comm, ...ss });
     } catch {
       // The thread ended, or a kernel without CONFIG_SCHEDSTATS.
     }
@@ -251,6 +264,53 @@ export function threadsBetween(
     g.runqueueMs += Math.round((t.waitNs - (t0?.waitNs ?? 0)) / 1e6);
   }
   return r;
+}
+
+/** CPU ms per MB delivered, by group of threads (see RunThreads); `serve` is all of serve's. */
+export interface CpuPerMB {
+  main: number;
+  nics: Record<string, number>;
+  other: number;
+  serve: number;
+  client: number;
+  ksoftirqd: number;
+}
+
+/**
+ * A run's CPU by thread (its connect burst and what followed, together) per MB the client
+ * received: what a download costs each thread, comparable across runs of other sizes.
+ */
+export function cpuPerMB(t: { burst: RunThreads; after: RunThreads }, bytes: number): CpuPerMB {
+  const mb = bytes / 1e6;
+  const per = (ms: number): number => (mb > 0 ? Math.round((ms / mb) * 1000) / 1000 : 0);
+  const both = (f: (r: RunThreads) => CpuWait): number => f(t.burst).cpuMs + f(t.after).cpuMs;
+  const nics: Record<string, number> = {};
+  let nicMs = 0;
+  for (const name of new Set([...Object.keys(t.burst.nics), ...Object.keys(t.after.nics)])) {
+    const ms = (t.burst.nics[name]?.cpuMs ?? 0) + (t.after.nics[name]?.cpuMs ?? 0);
+    nics[name] = per(ms);
+    nicMs += ms;
+  }
+  const main = both((r) => r.serveMain);
+  const other = both((r) => r.serveOther);
+  return {
+    main: per(main),
+    nics,
+    other: per(other),
+    serve: per(main + nicMs + other),
+    client: per(both((r) => r.client)),
+    ksoftirqd: per(both((r) => r.ksoftirqd)),
+  };
+}
+
+/** The client namespace's kernel counters (nstat), to diff around a run; {} without nstat. */
+export function nsCounters(lab: Lab): Record<string, number> {
+  try {
+    const out = execFileSync('ip', ['netns', 'exec', lab.ns, 'nstat', '-az', '--json'], { encoding: 'utf8' });
+    return (JSON.parse(out) as { kernel: Record<string, number> }).kernel;
+  } catch {
+    return {};
+  }
 }
 
 const CAUSE: Record<Exclude<FaultKind, 'none'>, string> = {

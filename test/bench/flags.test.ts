@@ -1,0 +1,61 @@
+/**
+ * The benchmarks' own flags (bench/args.ts and the benches that take flags): a wrong one is said
+ * before anything runs, naming what is valid; the medians `--runs` prints are field by field.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { medianOf } from '../../bench/args.ts';
+import { parseOffloadWorkerFlags } from '../../bench/offload-worker.ts';
+import { runBenchmarks } from '../../bench/run.ts';
+import { parseTapTeamFlags, RUN_NAMES } from '../../bench/tap-team.ts';
+
+test('tap-team --faults: any subset, in the documented order; a wrong name lists the valid ones', () => {
+  assert.deepEqual(parseTapTeamFlags(['--faults', 'crash,carrier']).faults, ['carrier', 'crash']);
+  assert.deepEqual(parseTapTeamFlags(['--faults', 'host,none']).faults, ['host', 'none']);
+  assert.equal(parseTapTeamFlags([]).faults, undefined, 'no flag: every run');
+  assert.throws(
+    () => parseTapTeamFlags(['--faults', 'crash,carier']),
+    (e: Error) => /unknown fault 'carier'/.test(e.message) && e.message.includes(RUN_NAMES.join(', ')),
+  );
+  assert.throws(() => parseTapTeamFlags(['--faults', '']), /unknown fault/);
+});
+
+test('tap-team --runs: a whole number from 1; anything else is refused', () => {
+  assert.equal(parseTapTeamFlags(['--runs', '3', '--connections', '1000']).runs, 3);
+  assert.equal(parseTapTeamFlags(['--connections', '1000']).connections, 1000);
+  for (const bad of ['0', '-1', '2.5', 'x', ''])
+    assert.throws(() => parseTapTeamFlags(['--runs', bad]), /--runs/, `--runs ${bad}`);
+  assert.throws(() => parseTapTeamFlags(['--fault', 'crash']), /unknown option/);
+});
+
+test('offload-worker --cpu and its other flags', () => {
+  assert.deepEqual(parseOffloadWorkerFlags(['--cpu', '--runs', '2', '--json']), {
+    cpu: true,
+    runs: 2,
+    json: true,
+  });
+  assert.throws(() => parseOffloadWorkerFlags(['--connections', 'many']), /not an integer/);
+});
+
+test('npm run bench: flags reach the one benchmark named, and a wrong one stops the run before it starts', async (t) => {
+  const errors: string[] = [];
+  t.mock.method(console, 'error', (l: string) => void errors.push(l));
+  t.mock.method(console, 'log', () => {});
+  assert.equal(await runBenchmarks(['tap-team', '--faults', 'bogus'], { json: false }), 2);
+  assert.match(errors.pop() ?? '', /unknown fault 'bogus'.*valid: host, none, carrier, reachability, crash/);
+  assert.equal(await runBenchmarks(['offload-worker', '--runs', 'x'], { json: false }), 2);
+  assert.match(errors.pop() ?? '', /--runs/);
+  // A benchmark without flags, or two named at once: nothing to give them to.
+  assert.equal(await runBenchmarks(['state-codec', '--runs', '2'], { json: false }), 2);
+  assert.equal(await runBenchmarks(['tap-team', 'offload-worker', '--cpu'], { json: false }), 2);
+  assert.match(errors.pop() ?? '', /flags go to one benchmark/);
+});
+
+test('the median of several runs, field by field, nested, absent fields left out', () => {
+  const runs = [
+    { a: 3, nested: { x: 1, y: 10 }, t: null, name: 'k' },
+    { a: 1, nested: { x: 5 }, t: { z: 2 }, name: 'k' },
+    { a: 2, nested: { x: 3, y: 30 }, t: { z: 4 }, name: 'k' },
+  ];
+  assert.deepEqual(medianOf(runs), { a: 2, nested: { x: 3, y: 20 }, t: { z: 3 }, name: 'k' });
+});
