@@ -678,12 +678,27 @@ export class WorkerNic extends HostNic {
   private readonly doorbell: Int32Array;
   private readonly flagsAt: number;
   private readonly qLen: number;
-  private readonly handles = new Map<number, WorkerConnectionHandle>();
+  /**
+   * Handles by the worker's slot index (dense, from 0; the protocol bounds it): an array, where a
+   * Map of 10,000 slots paid a hash and its deleted entries' rehash on each move's set and delete.
+   */
+  private readonly handles: (WorkerConnectionHandle | undefined)[] = [];
   /**
    * With spares: each connection moved here took a new entry that lived, and was promoted, until
    * its next move (as the worker's own maps did, see TupleMap).
    */
   private readonly byKey = new TupleMap<WorkerConnectionHandle>(true);
+  /** Bumped by every change of `byKey` but an install's own (see `installedList`). */
+  private keyEpoch = 0;
+  /**
+   * The handles the last install took up, in its answer's order, and the one `attach` tries next:
+   * the settle that follows attaches the same connections in the same order, so each is one tuple
+   * compared instead of a search of `byKey`. Used only while `byKey` is as that install left it
+   * (`installedEpoch`); any other order, or a change between, takes the search.
+   */
+  private installedList: WorkerConnectionHandle[] = [];
+  private installedNext = 0;
+  private installedEpoch = -1;
   private readonly rxBatch: FrameBatcher;
   private readonly hostBatch: FrameBatcher;
   private readonly watchdog: Timer;
@@ -1012,6 +1027,7 @@ export class WorkerNic extends HostNic {
     for (const p of prepared.list) {
       if (this.byKey.has(p.key)) continue;
       const key = p.key;
+      this.keyEpoch++;
       this.byKey.set(
         key,
         new WorkerConnectionHandle(this, key, -1, { key, slot: -1, block: p.views.block }, p.views),
@@ -1042,6 +1058,8 @@ export class WorkerNic extends HostNic {
     // Installed here again, a connection is no longer passed up: the worker may hold its segments.
     const passedUp = this.passedUpTable();
     const anyPassedUp = passedUp.size > 0;
+    const list: WorkerConnectionHandle[] = [];
+    const sizeBefore = this.byKey.size;
     for (const inst of installed) {
       if (anyPassedUp) passedUp.delete(inst.key);
       const p = prepared?.get(inst.key);
@@ -1051,10 +1069,16 @@ export class WorkerNic extends HostNic {
         p === undefined
           ? new WorkerConnectionHandle(this, inst.key, inst.slot, inst)
           : this.handleOf(p, inst);
-      this.handles.set(inst.slot, h);
+      this.handles[inst.slot] = h;
       this.byKey.set(h, h);
       this.conns++;
+      list.push(h);
     }
+    this.installedList = list;
+    this.installedNext = 0;
+    // A key the answer named twice, or one that had a handle here, replaced a handle in `byKey`:
+    // the list could name a handle `byKey` no longer holds, so attach searches.
+    this.installedEpoch = this.byKey.size === sizeBefore + list.length ? this.keyEpoch : -1;
     return result;
   }
 
@@ -1146,7 +1170,7 @@ export class WorkerNic extends HostNic {
     if (movedSet !== null)
       for (const s of res.freed) {
         // Closed at the worker instead of moving: the handle stays the socket's.
-        const h = this.handles.get(s);
+        const h = this.handles[s];
         if (h && !movedSet.has(s)) h._reattach();
       }
     this.passUp(released);
@@ -1231,6 +1255,7 @@ export class WorkerNic extends HostNic {
       if (c.status !== 'success') continue;
       const h = this.byKey.get(c.key);
       if (h !== undefined) {
+        this.keyEpoch++;
         this.byKey.delete(h);
         this.conns--;
         this.dropGrown(h);
@@ -1257,8 +1282,9 @@ export class WorkerNic extends HostNic {
     for (const h of frozen) {
       released.push(h.key);
       if (this.byKey.get(h) === h) {
+        this.keyEpoch++;
         this.byKey.delete(h);
-        this.handles.delete(h.slot);
+        this.handles[h.slot] = undefined;
         this.conns--;
         this.dropGrown(h);
       }
@@ -1344,7 +1370,7 @@ export class WorkerNic extends HostNic {
       old !== undefined &&
       old.block === inst.block &&
       old._revivable(this, inst.key) &&
-      this.handles.get(old.slot) !== old &&
+      this.handles[old.slot] !== old &&
       this.byKey.get(old) !== old
     ) {
       old._revive(inst.slot);
@@ -1500,7 +1526,7 @@ export class WorkerNic extends HostNic {
     for (const s of res.freed ?? []) {
       // Closed at the worker instead of moving: the handle stays the socket's, and what is left in
       // the receive ring can still be read.
-      const h = this.handles.get(s);
+      const h = this.handles[s];
       if (h && !moved.has(s)) h._reattach();
     }
     this.forget(res.freed ?? []);
@@ -1646,6 +1672,7 @@ export class WorkerNic extends HostNic {
           spare: null,
           handles: [],
         };
+        this.keyEpoch++;
         this.byKey.set(
           h.key,
           new WorkerConnectionHandle(this, h.key, -1, { key: h.key, slot: -1, block: h.block }, views, h.id),
@@ -1676,7 +1703,12 @@ export class WorkerNic extends HostNic {
   }
 
   attach(key: ConnKey, user: TcpUser | null): ConnectionHandle | null {
-    const h = this.byKey.get(key);
+    let h: WorkerConnectionHandle | undefined;
+    const next = this.installedEpoch === this.keyEpoch ? this.installedList[this.installedNext] : undefined;
+    if (next !== undefined && (next.key === key || sameConnKey(next.key, key))) {
+      this.installedNext++;
+      h = next;
+    } else h = this.byKey.get(key);
     if (!h || h.detached) return null;
     h.user = user;
     return h;
@@ -1705,7 +1737,8 @@ export class WorkerNic extends HostNic {
   }
   private take(h: WorkerConnectionHandle): SalvageRecord {
     h.detached = true;
-    this.handles.delete(h.slot);
+    this.handles[h.slot] = undefined;
+    this.keyEpoch++;
     this.byKey.delete(h);
     this.conns--;
     this.dropGrown(h);
@@ -1797,7 +1830,7 @@ export class WorkerNic extends HostNic {
     this.heldGrows.clear();
     if (this.closed || this.death !== null) return;
     for (const [h, want] of held) {
-      if (this.handles.get(h.slot) !== h || h.detached || h.closed || h.growing !== null) continue;
+      if (this.handles[h.slot] !== h || h.detached || h.closed || h.growing !== null) continue;
       this.regrow(h, want);
     }
   }
@@ -2006,9 +2039,10 @@ export class WorkerNic extends HostNic {
 
   private forget(slots: readonly number[]): void {
     for (const s of slots) {
-      const h = this.handles.get(s);
+      const h = this.handles[s];
       if (!h) continue;
-      this.handles.delete(s);
+      this.handles[s] = undefined;
+      this.keyEpoch++;
       this.byKey.deleteIf(h, h);
       this.conns--;
       this.dropGrown(h);
@@ -2041,7 +2075,7 @@ export class WorkerNic extends HostNic {
       case 'ev': {
         const list = m.list;
         for (let i = 0, e = 0; i < list.length; i += 2, e++) {
-          const h = this.handles.get(list[i]!);
+          const h = this.handles[list[i]!];
           if (!h) continue;
           const w = m.errors[e];
           h._event(list[i + 1]!, w ? (fromWireError(w) as ConnectionError) : null);
@@ -2052,7 +2086,7 @@ export class WorkerNic extends HostNic {
         this.forget(m.slots);
         return;
       case 'grow': {
-        const h = this.handles.get(m.slot);
+        const h = this.handles[m.slot];
         if (h === undefined || h.detached || h.closed || h.growing !== null) return;
         if (this.holdsGrowth()) {
           this.growsHeld++;
@@ -2063,7 +2097,7 @@ export class WorkerNic extends HostNic {
         return;
       }
       case 'grown': {
-        const h = this.handles.get(m.slot);
+        const h = this.handles[m.slot];
         if (h === undefined) return;
         if (m.ok) h._finishGrow();
         else h._abandonGrow();

@@ -1,5 +1,5 @@
 import type { ConnKey, Nic } from '../nic/nic.ts';
-import { ConnTable } from '../stack/tcp/conn-table.ts';
+import { ConnTable, type TableEntry } from '../stack/tcp/conn-table.ts';
 import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
 import type { TcpUser } from '../stack/tcp/tcp-types.ts';
 import type { Entry } from './transfer.ts';
@@ -27,6 +27,21 @@ export class EntryTable {
 
   get(k: ConnKey): Entry | undefined {
     return this.table.tagOf(norm(k.localIp), k.localPort, norm(k.remoteIp), k.remotePort) as
+      | Entry
+      | undefined;
+  }
+
+  /**
+   * The host table's entry that holds `k`'s entry (ConnTable.tagEntry): a transfer looks it up
+   * once and reads the entry (`getIn`) and the placeholder (TcpLayer.freezeIn, forwardIn) from it.
+   */
+  at(k: ConnKey): TableEntry | undefined {
+    return this.table.tagEntry(norm(k.localIp), k.localPort, norm(k.remoteIp), k.remotePort);
+  }
+
+  /** `get(k)`, read from `at` (see `at`) while it still holds it. */
+  getIn(at: TableEntry, k: ConnKey): Entry | undefined {
+    return this.table.tagIn(at, norm(k.localIp), k.localPort, norm(k.remoteIp), k.remotePort) as
       | Entry
       | undefined;
   }

@@ -8,6 +8,7 @@ import {
   type UploadReason,
 } from '../nic/nic.ts';
 import type { Stack } from '../stack/stack.ts';
+import type { TableEntry } from '../stack/tcp/conn-table.ts';
 import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
 import { isOffloadable } from '../state/validate.ts';
 import { formatIpv4, parseIpv4 } from '../wire/addr.ts';
@@ -319,16 +320,21 @@ export class OffloadManager extends EventEmitter {
       const refused: TransferRefusal[] = [];
       const list: ConnKey[] = [];
       const conns: (TcpConnection | null)[] = [];
+      // Each connection's host table entry, found here once: the transfer reads its tag and
+      // placeholder from it at the freeze and the settle instead of searching the table again.
+      const ats: TableEntry[] = [];
       const src = keys === 'all' ? this.keysOn(from) : keys;
       for (const k of src) {
         if (!isKey(k)) throw new InvalidArgumentError('move: not a connection key');
-        const e = this.entries.get(k);
+        const at = this.entries.at(k);
+        const e = at === undefined ? undefined : this.entries.getIn(at, k);
         if (e?.nic === from) {
           list.push(e.key);
           conns.push(e.conn);
+          ats.push(at!);
         } else refused.push({ key: k, status: 'failure', reason: 'not on the source NIC' });
       }
-      return merge([await this.proto.run(list, from, to, conns)], refused);
+      return merge([await this.proto.run(list, from, to, conns, ats)], refused);
     }, opts);
   }
 

@@ -18,7 +18,7 @@ import { TupleMap } from '../nic/tuple-map.ts';
 import { TcpSocket } from '../socket/tcp-socket.ts';
 import { TWO_32 } from '../stack/address-table.ts';
 import type { Stack } from '../stack/stack.ts';
-import type { Forward } from '../stack/tcp/conn-table.ts';
+import type { Forward, TableEntry } from '../stack/tcp/conn-table.ts';
 import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
 import type { TcpUser } from '../stack/tcp/tcp-types.ts';
 import { buildTrees, flattenTrees, type OffloadTree } from '../state/offload-tree.ts';
@@ -87,6 +87,11 @@ export interface Item {
   socket: TcpSocket | null;
   /** The host's connection, when the host is the source. */
   conn?: TcpConnection;
+  /**
+   * The host table's entry of its tuple, found once when the transfer began (EntryTable.at): its
+   * tag and placeholder are read from it at the freeze and the settle, once checked still there.
+   */
+  at?: TableEntry;
 }
 
 /** Which item each state in a transfer belongs to, by identity: no key strings per step. */
@@ -184,9 +189,11 @@ export class TransferProtocol {
     src: Owner,
     dst: Owner,
     conns?: readonly (TcpConnection | null)[],
+    /** Each key's host table entry, as `EntryTable.at` found it in this turn (a NIC source). */
+    ats?: readonly (TableEntry | undefined)[],
   ): Promise<TransferReport> {
     try {
-      return await this.runOne(keys, src, dst, conns);
+      return await this.runOne(keys, src, dst, conns, ats);
     } finally {
       // Runs side by side (an offload or upload spread over NICs): one that ends, or throws,
       // while another still awaits its NIC leaves this thread idle until that answer. The
@@ -200,6 +207,7 @@ export class TransferProtocol {
     src: Owner,
     dst: Owner,
     conns: readonly (TcpConnection | null)[] | undefined,
+    ats: readonly (TableEntry | undefined)[] | undefined,
   ): Promise<TransferReport> {
     let report: TransferReport = { moved: [], refused: [] };
     if (keys.length === 0) return report;
@@ -217,7 +225,7 @@ export class TransferProtocol {
     // One transfer may run several of these side by side (an offload spread over NICs): this one
     // may start while another waits, with the meter stopped.
     this.resume();
-    let items = this.freeze(left, src);
+    let items = this.freeze(left, src, left === keys ? ats : undefined);
     // A pair of NICs that can hand connections straight to each other (two WorkerNics: worker to
     // worker) does; any other pair, or a part of a batch that one cannot hand, takes the general way.
     if (src !== 'host' && dst !== 'host' && src !== dst && !this.refuses(dst) && src.handTo !== undefined) {
@@ -684,10 +692,11 @@ export class TransferProtocol {
   }
 
   /** Application calls wait in the sockets; the host holds segments for the 4-tuples. */
-  freeze(keys: readonly ConnKey[], src: Owner): Item[] {
+  freeze(keys: readonly ConnKey[], src: Owner, ats?: readonly (TableEntry | undefined)[]): Item[] {
     const tcp = this.stack.tcp;
     const items: Item[] = [];
-    for (const key of keys) {
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i]!;
       let user: TcpUser | null;
       if (src === 'host') {
         const conn = tcp.lookup(key.localIp, key.localPort, key.remoteIp, key.remotePort);
@@ -698,11 +707,22 @@ export class TransferProtocol {
         items.push({ key, user, socket, conn });
         continue;
       }
-      user = this.entries.get(key)?.user ?? null;
-      tcp.freeze(key.localIp, key.localPort, key.remoteIp, key.remotePort);
+      // The entry found when the transfer began, in this same turn: its tag and placeholder are
+      // read from it, not looked up again (one search of the host's table per connection and move).
+      const at = ats?.[i];
+      if (at === undefined) {
+        user = this.entries.get(key)?.user ?? null;
+        tcp.freeze(key.localIp, key.localPort, key.remoteIp, key.remotePort);
+        const socket = user instanceof TcpSocket && !user.moving ? user : null;
+        socket?._beginMove();
+        items.push({ key, user, socket });
+        continue;
+      }
+      user = this.entries.getIn(at, key)?.user ?? null;
+      tcp.freezeIn(at, key.localIp, key.localPort, key.remoteIp, key.remotePort);
       const socket = user instanceof TcpSocket && !user.moving ? user : null;
       socket?._beginMove();
-      items.push({ key, user, socket });
+      items.push({ key, user, socket, at });
     }
     return items;
   }
@@ -864,10 +884,13 @@ export class TransferProtocol {
     const inject = this.injector(dst);
     for (const it of items) {
       const k = it.key;
-      tcp.forwardTo(k.localIp, k.localPort, k.remoteIp, k.remotePort, inject);
+      // The entry carried from the freeze, checked (the awaits since may have let it go).
+      const at = it.at;
+      if (at === undefined) tcp.forwardTo(k.localIp, k.localPort, k.remoteIp, k.remotePort, inject);
+      else tcp.forwardIn(at, k.localIp, k.localPort, k.remoteIp, k.remotePort, inject);
       const handle = dst.attach(k, it.user);
       // A move re-points the entry the connection has (one object per offloaded connection, not per move).
-      const e = this.entries.get(k);
+      const e = at === undefined ? this.entries.get(k) : this.entries.getIn(at, k);
       if (e !== undefined) {
         e.nic = dst;
         e.user = it.user;

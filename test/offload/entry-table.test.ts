@@ -235,3 +235,30 @@ test('a stopped connection whose entry went on, was pruned and was tagged for an
   assert.deepEqual(host.tagOfConn(first), { n: 1 });
   assert.equal(host.tagOfConn(second), host.tagOf(...tuple));
 });
+
+test('an entry carried through a transfer gives its tag and placeholder only while it still holds them', () => {
+  const host = new ConnTable();
+  const a = [0x0a000001, 40000, 0x0a000002, 80] as const;
+  const b = [0x0a000001, 40001, 0x0a000002, 80] as const;
+  const tagA = { n: 1 };
+  host.setTag(...a, tagA);
+  const ph = host.hold(...a);
+  const at = host.tagEntry(...a)!;
+  assert.equal(host.tagIn(at, ...a), tagA);
+  assert.equal(host.heldIn(at, ...a), ph);
+  // Let go meanwhile (the connection closed at its NIC), the entry becomes a spare and holds
+  // another tuple's parts: nothing of that tuple is read for the first.
+  host.untag(...a);
+  host.unhold(...a);
+  const tagB = { n: 2 };
+  host.setTag(...b, tagB);
+  host.hold(...b);
+  assert.equal(host.tagEntry(...b), at, 'the spare entry was taken up by the other tuple');
+  assert.equal(host.tagIn(at, ...a), undefined);
+  assert.equal(host.heldIn(at, ...a), undefined);
+  // Tagged again elsewhere: read by the tuple's lookup.
+  const tagA2 = { n: 3 };
+  host.setTag(...a, tagA2);
+  assert.equal(host.tagIn(at, ...a), tagA2);
+  assert.equal(host.tagIn(at, ...b), tagB);
+});

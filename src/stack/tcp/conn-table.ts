@@ -308,6 +308,43 @@ export class ConnTable {
     return this.tagOf(c.localIp, c.localPort, c.remoteIp, c.remotePort);
   }
 
+  /**
+   * The entry that holds this table's tag of the tuple. A transfer finds it once and carries it to
+   * its later steps (`tagIn`, `heldIn`), which check that it still holds the tuple's part before
+   * they read it: between the steps the entry may have been let go and taken up by another tuple.
+   */
+  tagEntry(localIp: number, localPort: number, remoteIp: number, remotePort: number): TableEntry | undefined {
+    if (this.tags.size === 0) return undefined;
+    return this.entry(TAG, localIp, localPort, remoteIp, remotePort);
+  }
+
+  /** `tagOf` the tuple, read from `e` (see `tagEntry`) while `e` holds this table's tag of it. */
+  tagIn(
+    e: TableEntry,
+    localIp: number,
+    localPort: number,
+    remoteIp: number,
+    remotePort: number,
+  ): object | undefined {
+    if (e.taggedBy === this && sameTuple(e, localIp, localPort, remoteIp, remotePort)) return e.tag!;
+    return this.tagOf(localIp, localPort, remoteIp, remotePort);
+  }
+
+  /**
+   * This table's placeholder of the tuple when `e` (see `tagEntry`) holds it; undefined when `e`
+   * does not (there may be one elsewhere: look it up). A table keeps one placeholder per tuple, so
+   * the one in `e` is the one `placeholder` would find.
+   */
+  heldIn(
+    e: TableEntry,
+    localIp: number,
+    localPort: number,
+    remoteIp: number,
+    remotePort: number,
+  ): Placeholder | undefined {
+    return e.heldBy === this && sameTuple(e, localIp, localPort, remoteIp, remotePort) ? e.held! : undefined;
+  }
+
   /** Tag the tuple with `tag`, or replace its tag (its place in `tagged()` kept). */
   setTag(localIp: number, localPort: number, remoteIp: number, remotePort: number, tag: object): void {
     const e = this.tags.size === 0 ? undefined : this.entry(TAG, localIp, localPort, remoteIp, remotePort);

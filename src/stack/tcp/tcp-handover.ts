@@ -5,7 +5,7 @@ import { TcpFlag } from '../../wire/tcp.ts';
 import { TWO_32 } from '../address-table.ts';
 import type { IpInfo } from '../ip-sender.ts';
 import { effectiveMss } from './congestion.ts';
-import type { ConnTable, Forward, Placeholder } from './conn-table.ts';
+import type { ConnTable, Forward, Placeholder, TableEntry } from './conn-table.ts';
 import { backedOffRto } from './rtt.ts';
 import { seqAdd, seqLt, seqSub } from './seq.ts';
 import { isSynchronized, TcpConnection, TcpEvent } from './tcp-connection.ts';
@@ -299,6 +299,14 @@ export class Handover {
     this.place(localIp, localPort, remoteIp, remotePort).forward = null;
   }
 
+  /** `freeze`, the placeholder read from `at` (ConnTable.tagEntry) when it holds it. */
+  freezeIn(at: TableEntry, localIp: number, localPort: number, remoteIp: number, remotePort: number): void {
+    const ph =
+      this.table.heldIn(at, localIp, localPort, remoteIp, remotePort) ??
+      this.place(localIp, localPort, remoteIp, remotePort);
+    ph.forward = null;
+  }
+
   /**
    * The placeholder of a 4-tuple, made if new. A new one of an IPv6 connection holds its address
    * handles, which the table's keys are: the connection runs elsewhere meanwhile (a NIC), and a
@@ -334,6 +342,22 @@ export class Handover {
    */
   forwardTo(localIp: number, localPort: number, remoteIp: number, remotePort: number, fn: Forward): void {
     forwardVia(this.place(localIp, localPort, remoteIp, remotePort), fn);
+  }
+
+  /** `forwardTo`, the placeholder read from `at` (ConnTable.tagEntry) when it holds it. */
+  forwardIn(
+    at: TableEntry,
+    localIp: number,
+    localPort: number,
+    remoteIp: number,
+    remotePort: number,
+    fn: Forward,
+  ): void {
+    forwardVia(
+      this.table.heldIn(at, localIp, localPort, remoteIp, remotePort) ??
+        this.place(localIp, localPort, remoteIp, remotePort),
+      fn,
+    );
   }
 
   /** `forwardTo` for `conn`'s tuple (a connection another layer of this thread runs now). */

@@ -6,7 +6,7 @@ import { createTcpHeader, decodeTcp, TcpFlag, type TcpHeader } from '../../wire/
 import { TWO_32 } from '../address-table.ts';
 import type { IcmpErrorInfo, IpInfo } from '../ip-sender.ts';
 import { type CongestionControl, congestionControl } from './congestion.ts';
-import { ConnTable, type Forward } from './conn-table.ts';
+import { ConnTable, type Forward, type TableEntry } from './conn-table.ts';
 import { IsnGenerator } from './isn.ts';
 import { OutputScheduler } from './output-scheduler.ts';
 import { seqAdd, seqGeq, seqGt, seqLt } from './seq.ts';
@@ -458,6 +458,25 @@ export class TcpLayer implements TcpEngine {
 
   forwardTo(localIp: number, localPort: number, remoteIp: number, remotePort: number, fn: Forward): void {
     this.handover.forwardTo(localIp, localPort, remoteIp, remotePort, fn);
+  }
+
+  /**
+   * `freeze` and `forwardTo` given the host table's entry a transfer carries from its first lookup
+   * (ConnTable.tagEntry): the placeholder is read from it when it holds it, else looked up.
+   */
+  freezeIn(at: TableEntry, localIp: number, localPort: number, remoteIp: number, remotePort: number): void {
+    this.handover.freezeIn(at, localIp, localPort, remoteIp, remotePort);
+  }
+
+  forwardIn(
+    at: TableEntry,
+    localIp: number,
+    localPort: number,
+    remoteIp: number,
+    remotePort: number,
+    fn: Forward,
+  ): void {
+    this.handover.forwardIn(at, localIp, localPort, remoteIp, remotePort, fn);
   }
 
   /** `forwardTo` for the tuple of `conn`, which another layer of this thread runs now. */

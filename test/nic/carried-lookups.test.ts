@@ -1,0 +1,129 @@
+/**
+ * A move of WorkerNic connections finds each connection in the host's four-tuple table once and
+ * carries that entry to the freeze and the settle; the destination attaches the handles its
+ * install just made by place. Both fall back to a search when what they carry no longer holds.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { openConnections } from '../../bench/offload.ts';
+import type { ConnKey } from '../../src/nic/nic.ts';
+import type { TupleMap } from '../../src/nic/tuple-map.ts';
+import type { WorkerConnectionHandle, WorkerNic } from '../../src/nic/worker-nic.ts';
+import type { ConnTable } from '../../src/stack/tcp/conn-table.ts';
+import { socketKey, workerSetup } from './worker-helpers.ts';
+
+const CONNS = 30;
+
+/** Count the calls of `obj[name]` (an instance's own override of its class's method). */
+function spy<T extends object>(obj: T, name: string): { n: number } {
+  const o = obj as unknown as Record<string, (...a: unknown[]) => unknown>;
+  const orig = o[name]!;
+  const count = { n: 0 };
+  o[name] = function (this: unknown, ...a: unknown[]) {
+    count.n++;
+    return orig.apply(this, a);
+  };
+  return count;
+}
+
+/** The private parts of a WorkerNic these tests read. */
+interface NicInside {
+  byKey: TupleMap<WorkerConnectionHandle>;
+  takeInstalled: (...a: unknown[]) => unknown;
+  forget: (slots: readonly number[]) => void;
+}
+
+describe('lookups carried through a WorkerNic move', () => {
+  test('a move searches the host table once per connection, and attaches by place', {
+    timeout: 60_000,
+  }, async (t) => {
+    const { net, wh, peer } = await workerSetup(95, t);
+    const [n0, n1] = wh.nics as [WorkerNic, WorkerNic];
+    peer.createServer((s) => s.on('error', () => {})).listen(80);
+    await wh.host.ping('10.0.0.2');
+    const keys = (await openConnections(wh.host, net, CONNS, 5)).map(socketKey);
+    const m = wh.offload;
+    assert.equal((await m.offload(keys, n0)).moved.length, CONNS);
+    const searches = spy(wh.stack.tcp.table as ConnTable, 'entry');
+    const attachSearches = spy((n1 as unknown as NicInside).byKey, 'get');
+    assert.equal((await m.move(keys, n0, n1)).moved.length, CONNS);
+    // Before: the move's own lookup, the freeze's (tag and placeholder), the settle's (placeholder
+    // and tag): five searches a connection. And the destination searched its handles to attach.
+    assert.equal(searches.n, CONNS, 'host table searches');
+    assert.equal(attachSearches.n, 0, 'searches of the destination handles');
+    for (const k of keys) assert.equal(m.ownerOf(k), n1);
+    // They run there: back, and home, as before.
+    assert.equal((await m.move(keys.slice().reverse(), n1, n0)).moved.length, CONNS);
+    assert.equal((await m.upload(keys)).moved.length, CONNS);
+    assert.equal(m.keysOn(n0).length + m.keysOn(n1).length, 0);
+  });
+
+  test('handles attached in another order, or after one was let go, are found by the search', {
+    timeout: 60_000,
+  }, async (t) => {
+    const { net, wh, peer } = await workerSetup(96, t);
+    const [n0, n1] = wh.nics as [WorkerNic, WorkerNic];
+    peer.createServer((s) => s.on('error', () => {})).listen(80);
+    await wh.host.ping('10.0.0.2');
+    const keys = (await openConnections(wh.host, net, 6, 5)).map(socketKey);
+    const m = wh.offload;
+    assert.equal((await m.offload(keys, n0)).moved.length, 6);
+    type Seen = {
+      asked: ConnKey;
+      got: WorkerConnectionHandle | null;
+      held: WorkerConnectionHandle | undefined;
+    };
+    // Right after an install, before the transfer's settle, run `then` at the destination.
+    const atInstall = (nic: WorkerNic, then: () => void): (() => void) => {
+      const inside = nic as unknown as NicInside;
+      const take = inside.takeInstalled;
+      inside.takeInstalled = function (this: unknown, ...a: unknown[]) {
+        const r = take.apply(this, a);
+        then();
+        return r;
+      };
+      return () => {
+        inside.takeInstalled = take;
+      };
+    };
+    const attachAt = (nic: WorkerNic, k: ConnKey): Seen => ({
+      asked: k,
+      got: nic.attach(k, null) as WorkerConnectionHandle | null,
+      held: nic.handle(k),
+    });
+    const own = (s: Seen) => {
+      assert.ok(s.got !== null && s.got === s.held, 'the handle of the key asked');
+      assert.deepEqual(
+        [s.got.localIp, s.got.localPort, s.got.remoteIp, s.got.remotePort],
+        [s.asked.localIp, s.asked.localPort, s.asked.remoteIp, s.asked.remotePort],
+      );
+    };
+
+    // In reverse order: each key its own handle.
+    const reversed: Seen[] = [];
+    let undo = atInstall(n1, () => {
+      for (const k of keys.slice().reverse()) reversed.push(attachAt(n1, k));
+    });
+    assert.equal((await m.move(keys, n0, n1)).moved.length, 6);
+    undo();
+    assert.equal(reversed.length, 6);
+    for (const s of reversed) own(s);
+    for (const k of keys) assert.equal(m.ownerOf(k), n1);
+
+    // The first installed let go (as a close at the worker does) before it is attached: no
+    // handle, though it comes first in the install's order; the next one is still its own.
+    const afterGone: Seen[] = [];
+    undo = atInstall(n0, () => {
+      (n0 as unknown as NicInside).forget([n0.handle(keys[0]!)!.slot]);
+      afterGone.push(attachAt(n0, keys[0]!), attachAt(n0, keys[1]!));
+    });
+    await m.move(keys, n1, n0);
+    undo();
+    assert.equal(afterGone[0]!.got, null);
+    own(afterGone[1]!);
+    for (const k of keys.slice(1)) {
+      assert.equal(m.ownerOf(k), n0);
+      assert.equal(n0.handle(k)?.localPort, k.localPort);
+    }
+  });
+});
