@@ -1,0 +1,130 @@
+/**
+ * A loss timer reads the input waiting on the links (TcpHostEnv.drainInput) before it decides: an
+ * ACK queued in a TAP while the thread was away, or as the timer fell due, makes the timeout moot,
+ * and nothing is resent. A yield of the event loop was not enough: the pool thread's poll for the
+ * TAP could answer a turn later, and the yielded timer then resent anyway.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { LATE_TIMER_MS } from '../../src/stack/tcp/tcp-timers.ts';
+import { ACK, activeOpen, Bench, bytes } from './harness.ts';
+
+/**
+ * Two segments in flight, the peer's ACK of both waiting on the link (read only by a drain), the
+ * thread `lateMs` past the first loss deadline. `drained` says what a drain reports: all read, or
+ * some input left behind (a budget spent).
+ */
+function queuedAck(lateMs: number, drained = true) {
+  const b = new Bench();
+  const o = activeOpen(b, { ts: [5000, 1001], sackPermitted: true, wscale: 7 }, undefined, 5);
+  o.conn.write(bytes(2 * 1448));
+  const sent = b.take().filter((x) => x.data.length > 0);
+  assert.equal(sent.length, 2);
+  const d = o.conn.state.delegated;
+  const top = d.sndMax;
+  const tsVal = sent.at(-1)!.h.tsVal;
+  const queue = [
+    () =>
+      b.inject({
+        flags: ACK,
+        seq: o.peerSeq,
+        ack: top,
+        window: 500,
+        srcPort: 80,
+        dstPort: o.conn.localPort,
+        ts: [5010, tsVal],
+      }),
+  ];
+  let drains = 0;
+  Object.assign(b.env, {
+    drainInput: (): boolean => {
+      drains++;
+      for (const f of queue.splice(0)) f();
+      return drained;
+    },
+  });
+  assert.equal(o.conn.timerTarget, o.conn.state.soft.tlpDeadline);
+  b.env.clock.elapse(o.conn.timerTarget - b.env.clock.now() + lateMs);
+  b.flush();
+  return { b, d, top, drains: () => drains, resent: b.take().filter((x) => x.data.length > 0) };
+}
+
+test('a late loss timer reads the queued ACK first: nothing resent, no turn yielded', () => {
+  const { b, d, top, drains, resent } = queuedAck(50);
+  assert.deepEqual(
+    resent.map((x) => x.h.seq),
+    [],
+    'the ACK covered the flight',
+  );
+  assert.equal(d.sndUna, top);
+  assert.equal(d.backoff, 0);
+  assert.equal(drains(), 1);
+  assert.equal(b.count('tcp.timer.drains'), 1);
+  assert.equal(b.count('tcp.timer.drain-moot'), 1);
+  assert.equal(b.count('tcp.timer.late-yields'), 0);
+  assert.equal(b.count('tcp.tlp.probes'), 0);
+  assert.equal(b.count('tcp.rto'), 0);
+});
+
+test('so does one that fires on time: the ACK that came as it fell due goes first', () => {
+  const { b, d, top, resent } = queuedAck(LATE_TIMER_MS / 10);
+  assert.equal(resent.length, 0);
+  assert.equal(d.sndUna, top);
+  assert.equal(b.count('tcp.timer.drain-moot'), 1);
+  assert.equal(b.count('tcp.tlp.probes'), 0);
+});
+
+test('a drain that left input behind, but read the ACK that made the timer moot, does not yield', () => {
+  const { b, drains } = queuedAck(50, false);
+  assert.equal(drains(), 1);
+  assert.equal(b.count('tcp.timer.late-yields'), 0);
+  assert.equal(b.count('tcp.tlp.probes'), 0);
+});
+
+test('with nothing queued the timer acts at once, after one drain, without yielding', () => {
+  const b = new Bench();
+  const o = activeOpen(b, { ts: [5000, 1001], sackPermitted: true, wscale: 7 }, undefined, 5);
+  o.conn.write(bytes(2 * 1448));
+  const sent = b.take().filter((x) => x.data.length > 0);
+  let drains = 0;
+  Object.assign(b.env, {
+    drainInput: (): boolean => {
+      drains++;
+      return true;
+    },
+  });
+  b.env.clock.elapse(o.conn.timerTarget - b.env.clock.now() + 50);
+  const now = b.env.clock.now();
+  b.flush();
+  const probe = b.take().filter((x) => x.data.length > 0);
+  assert.deepEqual(
+    probe.map((x) => [x.h.seq, x.at]),
+    [[sent[1]!.h.seq, now]],
+    'the tail probe, its last segment again, with no turn lost',
+  );
+  assert.equal(drains, 1);
+  assert.equal(b.count('tcp.timer.drain-moot'), 0);
+  assert.equal(b.count('tcp.timer.late-yields'), 0);
+  assert.equal(b.count('tcp.tlp.probes'), 1);
+});
+
+test('a late timer whose drain left input behind yields one turn, then probes', () => {
+  const b = new Bench();
+  const o = activeOpen(b, { ts: [5000, 1001], sackPermitted: true, wscale: 7 }, undefined, 5);
+  o.conn.write(bytes(2 * 1448));
+  b.take();
+  let drains = 0;
+  Object.assign(b.env, {
+    drainInput: (): boolean => {
+      drains++;
+      return false;
+    },
+  });
+  b.env.clock.elapse(o.conn.timerTarget - b.env.clock.now() + 50);
+  b.flush();
+  assert.equal(b.take().filter((x) => x.data.length > 0).length, 1);
+  // Drained at the first firing only: the yielded one acts on what the turn brought.
+  assert.equal(drains, 1);
+  assert.equal(b.count('tcp.timer.late-yields'), 1);
+  assert.equal(b.count('tcp.tlp.probes'), 1);
+});
