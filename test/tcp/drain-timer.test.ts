@@ -6,7 +6,16 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { VirtualClock } from '../../src/core/clock.ts';
+import { Counters } from '../../src/core/counters.ts';
+import { SeededRandom } from '../../src/core/random.ts';
+import type { Link } from '../../src/link/link.ts';
+import { MemorySwitch } from '../../src/link/memory-switch.ts';
+import { capture, PcapWriter } from '../../src/link/pcap.ts';
+import { NicEngine } from '../../src/nic/nic-engine.ts';
+import { Stack } from '../../src/stack/stack.ts';
 import { LATE_TIMER_MS } from '../../src/stack/tcp/tcp-timers.ts';
+import { ProbeTap } from '../../src/team/probe-tap.ts';
 import { ACK, activeOpen, Bench, bytes } from './harness.ts';
 
 /**
@@ -127,4 +136,64 @@ test('a late timer whose drain left input behind yields one turn, then probes', 
   assert.equal(drains, 1);
   assert.equal(b.count('tcp.timer.late-yields'), 1);
   assert.equal(b.count('tcp.tlp.probes'), 1);
+});
+
+/** A link whose queued frames a drain hands over (a TAP's kernel queue, in miniature). */
+class QueueLink implements Link {
+  readonly queued: Uint8Array[] = [];
+  drains = 0;
+  private handler: ((f: Uint8Array) => void) | null = null;
+  readonly mtu = 1500;
+  readonly carrier = true;
+  constructor(readonly name: string) {}
+  send(): boolean {
+    return true;
+  }
+  onFrame(h: (f: Uint8Array) => void): void {
+    this.handler = h;
+  }
+  onCarrier(): void {}
+  close(): void {}
+  drain(): boolean {
+    this.drains++;
+    for (const f of this.queued.splice(0)) this.handler?.(f);
+    return true;
+  }
+}
+
+test('the hook reaches TCP through the stack and a NIC engine, wrappers included; a link without drain gives none', () => {
+  const clock = new VirtualClock(0);
+  const random = new SeededRandom(3);
+  const sw = new MemorySwitch({ clock, random: random.fork() });
+  const plain = new Stack({ clock, random });
+  plain.addInterface(sw.addPort({ name: 'p0', mtu: 1500 }), { mac: '02:00:00:00:00:01', ip: '10.1.0.1/24' });
+  assert.equal(plain.tcp.env.drainInput, undefined, 'the simulator keeps no hook');
+
+  const q = new QueueLink('q1');
+  const stack = new Stack({ clock, random });
+  stack.addInterface(capture(q, new PcapWriter({ write: () => {} }, { clock })), {
+    mac: '02:00:00:00:00:02',
+    ip: '10.1.0.2/24',
+  });
+  assert.equal(stack.tcp.env.drainInput?.(), true);
+  assert.equal(q.drains, 1, "the stack's drain read its link through the capture");
+  // A second link that cannot be read on demand: a drain can no longer say all was read.
+  stack.addInterface(sw.addPort({ name: 'p2', mtu: 1500 }), { mac: '02:00:00:00:00:03', ip: '10.2.0.2/24' });
+  assert.equal(stack.tcp.env.drainInput?.(), false);
+  assert.equal(q.drains, 2);
+
+  const q2 = new QueueLink('q2');
+  const engine = new NicEngine({
+    id: 'n',
+    link: new ProbeTap(q2, 0x020000000009, new Counters()),
+    clock,
+    random: random.fork(),
+    toHost: () => {},
+    indicate: () => {},
+  });
+  assert.equal(engine.tcp.env.drainInput?.(), true);
+  assert.equal(q2.drains, 1, "the engine's drain read its link through the probe tap");
+  engine.close();
+  stack.close();
+  plain.close();
 });
