@@ -77,6 +77,23 @@ async function nicCounters(nic: Nic, seen: Set<unknown>): Promise<Record<string,
 }
 
 /**
+ * Every counter set by name, raw: the host stack's, the team's and each NIC's (`nic:<id>`; a dead
+ * NIC's is empty). For the admin endpoint's metrics and serve's `counters` control request.
+ */
+export async function counterSets(
+  stack: Stack,
+  team?: TeamHost,
+): Promise<Record<string, Record<string, number>>> {
+  const sets: Record<string, Record<string, number>> = { host: stack.counters.snapshot() };
+  if (team) {
+    if (team.counters !== stack.counters) sets.team = team.counters.snapshot();
+    const seen = new Set<unknown>([stack.counters, team.counters]);
+    for (const nic of team.nics) sets[`nic:${nic.id}`] = await nicCounters(nic, seen);
+  }
+  return sets;
+}
+
+/**
  * Metrics for a running stack, and for its team when it has one: the team's failovers and the
  * offload manager's batches are recorded as they happen.
  */
@@ -98,15 +115,7 @@ export function stackMetrics(
         maxMemBytes: t.budget.memBytes,
       };
     },
-    counters: async () => {
-      const sets: Record<string, Record<string, number>> = { host: stack.counters.snapshot() };
-      if (team) {
-        if (team.counters !== stack.counters) sets.team = team.counters.snapshot();
-        const seen = new Set<unknown>([stack.counters, team.counters]);
-        for (const nic of team.nics) sets[`nic:${nic.id}`] = await nicCounters(nic, seen);
-      }
-      return sets;
-    },
+    counters: () => counterSets(stack, team),
   };
   const metrics = new ChimneyMetrics(source, opts);
   // Connections the host stack closes report their last bytes (one that closes on a NIC is

@@ -27,7 +27,7 @@ import type { TeamHost } from '../team/team-host.ts';
 import { parseIpv4, parseIpv6 } from '../wire/addr.ts';
 import { type CheckedAddresses, checkAddresses, collectIps, urlHostLiteral } from './addresses.ts';
 import { type AdminFlags, adminAddress, startAdmin } from './admin-cli.ts';
-import { teamStatusExtras } from './admin-source.ts';
+import { counterSets, teamStatusExtras } from './admin-source.ts';
 import { type ControlHandler, ControlServer, killWorkerNic } from './control.ts';
 import { type ChimneyLog, createLog, LOG_FORMATS, type LogFormat } from './log.ts';
 import { byteSize, intIn } from './options.ts';
@@ -466,6 +466,11 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
         );
         return { moved, refused };
       },
+      /**
+       * Every counter set, raw (the host's, the team's, each NIC's): what status filters out, such
+       * as a worker NIC's timeouts undone, for a run's figures.
+       */
+      counters: () => counterSets(th.stack, th),
       /** Failover drill: kill a NIC's worker thread outright. */
       'kill-nic': (req) => {
         const nic = nicById(String(req.nic));

@@ -74,4 +74,11 @@ export interface Link {
    * Only called when `offloads` grants it (`tso6` for an IPv6 super-segment).
    */
   sendGso?(frame: Uint8Array, opts: LinkGsoOptions): boolean;
+  /**
+   * Hand the receive handler, synchronously, the frames waiting on the link now (up to a budget).
+   * True when none is left waiting. Present on links whose frames wait somewhere a thread may be
+   * late to look (a TAP's kernel queue, read after Node's timers run); absent where frames arrive
+   * by their own events.
+   */
+  drain?(): boolean;
 }

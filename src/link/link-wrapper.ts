@@ -23,6 +23,9 @@ export class LinkWrapper implements Link {
   get sendGso(): ((frame: Uint8Array, opts: LinkGsoOptions) => boolean) | undefined {
     return this.inner.sendGso ? this.gso : undefined;
   }
+  get drain(): (() => boolean) | undefined {
+    return this.inner.drain ? this.drainInner : undefined;
+  }
   send(frame: Uint8Array): boolean {
     return this.inner.send(frame);
   }
@@ -39,6 +42,7 @@ export class LinkWrapper implements Link {
   close(): void {
     this.inner.close();
   }
+  private readonly drainInner = (): boolean => this.inner.drain!();
   private readonly gso = (frame: Uint8Array, opts: LinkGsoOptions): boolean =>
     this.sendOffloaded(frame, opts);
 }

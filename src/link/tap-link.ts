@@ -310,6 +310,8 @@ export class TapLink implements Link {
   private closed = false;
   private waiting = false;
   private pumpScheduled = false;
+  /** Inside read(): a handler's drain() must not read (and reuse rbuf) under the frame it is handed. */
+  private reading = false;
 
   private constructor(
     lib: Libc,
@@ -837,36 +839,58 @@ export class TapLink implements Link {
 
   private readonly pump = (): void => {
     this.pumpScheduled = false;
-    if (this.closed || this.gone) return;
+    this.read();
+  };
+
+  /**
+   * Read and deliver, now, the frames the kernel queued (up to the read budget), instead of when
+   * the pool thread's poll answers: Node runs expired timers before it polls for I/O, so a thread
+   * that was kept from running wakes to its loss timers before the ACKs that made them moot. True
+   * when the queue was read empty (or nothing can come any more); false when the budget ran out,
+   * a read failed, or a read is already under way (a handler that asks from inside one).
+   */
+  drain(): boolean {
+    if (this.reading) return false;
+    return this.read();
+  }
+
+  private read(): boolean {
+    if (this.closed || this.gone) return true;
     const lib = this.lib;
     const buf = this.rbuf;
-    for (let n = 0; n < this.readBudget; n++) {
-      const r = lib.read(this.fd, buf, buf.length);
-      if (r < 0) {
-        const e = lib.errno();
-        if (e === EINTR) continue;
-        if (e === EAGAIN) {
-          this.drainedAt = this.since = this.clock.now();
-          this.drains++;
-          this.onDrain?.(this.drains);
-          this.waitReadable();
-          return;
+    this.reading = true;
+    try {
+      for (let n = 0; n < this.readBudget; n++) {
+        const r = lib.read(this.fd, buf, buf.length);
+        if (r < 0) {
+          const e = lib.errno();
+          if (e === EINTR) continue;
+          if (e === EAGAIN) {
+            this.drainedAt = this.since = this.clock.now();
+            this.drains++;
+            this.onDrain?.(this.drains);
+            this.waitReadable();
+            return true;
+          }
+          if (e === 19 || e === 77 || e === 5) {
+            this.detach();
+            return true;
+          }
+          this.counters.inc('drop.link.rx-error');
+          break;
         }
-        if (e === 19 || e === 77 || e === 5) {
-          this.detach();
-          return;
-        }
-        this.counters.inc('drop.link.rx-error');
-        break;
+        if ((++this.reads & 63) === 0) this.sampleReads();
+        this.rxSince = this.since;
+        this.deliver(r);
+        if (this.closed) return true;
       }
-      if ((++this.reads & 63) === 0) this.sampleReads();
-      this.rxSince = this.since;
-      this.deliver(r);
-      if (this.closed) return;
+    } finally {
+      this.reading = false;
     }
     // Budget spent (or a transient error): let timers and I/O run, then carry on.
     this.schedulePump();
-  };
+    return false;
+  }
 
   /**
    * When the count of reads stood at 64j the queue held at most queueLen frames, all read by

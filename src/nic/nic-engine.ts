@@ -448,6 +448,9 @@ export class NicEngine {
       isLocal: () => false,
     };
     if (this.addrs !== null) (env as { addrs?: AddressTable }).addrs = this.addrs;
+    const link = opts.link;
+    // The engine hears only its link (the host's frames come as calls): read empty, it has all.
+    if (link.drain !== undefined) (env as { drainInput?: () => boolean }).drainInput = () => link.drain!();
     this.env = env;
     this.tcp = new TcpLayer(env);
     this.tcp.onClosed = (conn) => this.connClosed(conn);

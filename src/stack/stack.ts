@@ -249,6 +249,10 @@ export class Stack {
       const p: LinkPort = { link, byVlan: new Map() };
       this.ports.set(link, p);
       link.onFrame((frame, info) => this.onFrame(p, frame, info));
+      // Loss timers read what waits on the links first, once one of them can be read on demand
+      // (a TAP); without one, TCP's env keeps no hook and the simulator runs as it always did.
+      if (link.drain !== undefined)
+        (this.tcp.env as { drainInput?: () => boolean }).drainInput = this.drainLinks;
       link.onCarrier((up) => {
         if (!up || this.closed) return;
         this.neighbors.announce([...p.byVlan.values()]);
@@ -323,6 +327,13 @@ export class Stack {
   }
 
   // ---------------------------------------------------------------------------------------------
+
+  /** See TcpHostEnv.drainInput: false while some link cannot be read on demand or was not read empty. */
+  private readonly drainLinks = (): boolean => {
+    let all = true;
+    for (const p of this.ports.values()) if (p.link.drain === undefined || !p.link.drain()) all = false;
+    return all;
+  };
 
   private onFrame(port: LinkPort, frame: Uint8Array, info?: RxOffloadInfo): void {
     const c = this.counters;

@@ -113,6 +113,10 @@ export class ProbeTap implements Link {
   get carrier(): boolean {
     return this.inner.carrier;
   }
+  get drain(): (() => boolean) | undefined {
+    return this.inner.drain ? this.drainInner : undefined;
+  }
+  private readonly drainInner = (): boolean => this.inner.drain!();
   send(frame: Uint8Array): boolean {
     return this.inner.send(frame);
   }

@@ -595,6 +595,35 @@ describe('TapLink on a real TAP device', () => {
     }
   });
 
+  test('drain() delivers the queued frames at once, in order, a budget at a time', dev, () => {
+    requireEnv();
+    const name = devName();
+    const l = open({ name, readBudget: 4 });
+    ip('addr', 'add', '10.9.99.1/24', 'dev', name);
+    ip('neigh', 'replace', '10.9.99.2', 'lladdr', '02:00:00:00:99:02', 'dev', name);
+    const seqs: number[] = [];
+    l.onFrame((f) => {
+      if (get16(f, 12) === 0x0800 && f[23] === 17 && get16(f, 36) === 4002) seqs.push(f[42]! - 65);
+    });
+    // Sent synchronously by another process: when it returns the frames wait in the TAP's queue,
+    // and this thread has not let its event loop run (no poll has answered, no pump has read).
+    execFileSync('bash', [
+      '-c',
+      'for c in A B C D E F G H I J; do printf $c > /dev/udp/10.9.99.2/4002; done',
+    ]);
+    assert.deepEqual(seqs, [], 'nothing read before the drain');
+    // The kernel's own frames (IPv6 router solicitations, MLD) may be queued too: drain until empty.
+    const results: boolean[] = [];
+    for (let i = 0; i < 10 && (results.length === 0 || !results.at(-1)); i++) results.push(l.drain());
+    assert.equal(results.at(-1), true, 'read empty at last');
+    assert.ok(results.length >= 3, `10 datagrams at 4 a drain take 3 drains (${results})`);
+    assert.ok(
+      results.slice(0, -1).every((r) => !r),
+      'each drain before the last stopped at its budget',
+    );
+    assert.deepEqual(seqs, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  });
+
   test('a burst of frames is read completely and in order', dev, async () => {
     requireEnv();
     const name = devName();

@@ -47,7 +47,8 @@ export function scheduleTimer(conn: TcpConnection): void {
 }
 
 /**
- * How late (ms) a timer may fire before its loss timers let the input waiting meanwhile go first.
+ * How late (ms) a timer may fire before its loss timers let the input waiting meanwhile go first,
+ * where that input cannot be read on demand (TcpHostEnv.drainInput absent or not all read).
  * A thread kept from running (a worker installing a crashed NIC's connections, or not scheduled
  * on a loaded machine) wakes to timers before input: Node's event loop runs expired timers, then
  * polls for I/O. So the ACKs that arrived while it was away, which had made the timers moot, were
@@ -66,18 +67,34 @@ export function onConnectionTimer(conn: TcpConnection): void {
   if (d.state === TcpStateId.CLOSED) return;
   const yielded = conn.timerYielded;
   conn.timerYielded = false;
-  if (
-    !yielded &&
-    now - target > LATE_TIMER_MS &&
-    (d.rtxDeadline <= now || soft.tlpDeadline <= now || conn.rack.reoDeadline <= now)
-  ) {
-    // Fired late: one turn for the input that waited (armed for now, it fires again after the
-    // event loop's poll for I/O and its immediates, whose ACKs re-arm it if they move a deadline).
-    conn.timerYielded = true;
-    conn.timerTarget = now;
-    conn.timer.armAt(now);
-    conn.engine.env.counters.inc('tcp.timer.late-yields');
-    return;
+  if (!yielded && (d.rtxDeadline <= now || soft.tlpDeadline <= now || conn.rack.reoDeadline <= now)) {
+    const env = conn.engine.env;
+    let all = false;
+    if (env.drainInput !== undefined) {
+      // A loss timer decides after the input waiting on the links now: the ACKs queued while this
+      // thread was away (or that came as the timer fell due) may make it moot. One yield of the
+      // event loop was not enough: the pool thread's poll for the TAP could answer a turn later.
+      env.counters.inc('tcp.timer.drains');
+      all = env.drainInput();
+      if (!alive(conn)) return;
+      // Moot: the input moved every loss deadline on (and re-armed the timer for them).
+      if (d.rtxDeadline > now && soft.tlpDeadline > now && conn.rack.reoDeadline > now)
+        env.counters.inc('tcp.timer.drain-moot');
+    }
+    if (
+      !all &&
+      now - target > LATE_TIMER_MS &&
+      (d.rtxDeadline <= now || soft.tlpDeadline <= now || conn.rack.reoDeadline <= now)
+    ) {
+      // Fired late, and input may still wait where it cannot be read now: one turn for it (armed
+      // for now, it fires again after the event loop's poll for I/O and its immediates, whose ACKs
+      // re-arm it if they move a deadline).
+      conn.timerYielded = true;
+      conn.timerTarget = now;
+      conn.timer.armAt(now);
+      env.counters.inc('tcp.timer.late-yields');
+      return;
+    }
   }
   if (d.timeWaitDeadline <= now) {
     // TIME_WAIT is over, or an orphaned FIN_WAIT_2 (closed by the user) waited long enough.

@@ -24,6 +24,13 @@ export interface TcpHostEnv {
    * handle whose bytes are here. Absent on an engine that runs IPv4 connections only (a NIC).
    */
   readonly addrs?: AddressTable;
+  /**
+   * Deliver, synchronously, the input waiting on this host's links now (Link.drain), so a loss
+   * timer decides after the ACKs that arrived while the thread was away. True when every link the
+   * host hears was read empty; false when some input may still wait (a link that cannot be read on
+   * demand, a budget spent). Absent: none can be (the simulator, whose frames come as events).
+   */
+  drainInput?(): boolean;
 }
 
 /**
