@@ -134,6 +134,7 @@ interface TapFlags {
 
 interface TeamFlags {
   workers?: boolean;
+  acceptAtNic?: boolean;
   offloadPolicy?: 'immediate' | 'after' | 'manual';
   offloadAfter?: number;
   offloadBytes?: number;
@@ -220,6 +221,10 @@ export function registerTapCommands(program: Command): void {
       collectService,
     )
     .option('--workers', 'run connections on software NICs, one worker thread per TAP')
+    .option(
+      '--accept-at-nic',
+      'a team of LocalNics (no --workers) answers SYNs at the member that has a path to the peer: connections are born offloaded, with no transfer',
+    )
     .addOption(
       new Option('--offload-policy <mode>', 'when connections go to a NIC (teams and --workers)')
         .choices(['immediate', 'after', 'manual'])
@@ -343,6 +348,9 @@ function serveOnTap(o: ServeFlags, log: ServeLog): Served {
 
 async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
   if (o.impair !== undefined) fail('serve', '--impair: not available with a team or --workers');
+  // Not built for WorkerNics yet: a worker-born connection needs shared memory the host holds.
+  if (o.acceptAtNic === true && (o.workers === true || o.tap.length < 2))
+    fail('serve', '--accept-at-nic: a team of LocalNics only (two or more --tap, no --workers)');
   const opts = hostOptions(o);
   let tt: TapTeam;
   let pcap: PcapWriter | null = null;
@@ -385,6 +393,7 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
     failWith('serve', e);
   }
   const th = tt.team;
+  th.manager.acceptAtNic = o.acceptAtNic === true;
   const lagFile = process.env.CHIMNEY_LAG_LOG;
   if (lagFile) traceMainThread(th, lagFile);
   // Not only with the trace: a team's profile was written only when CHIMNEY_LAG_LOG was set too.

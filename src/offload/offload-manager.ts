@@ -1,14 +1,19 @@
 import { EventEmitter } from 'node:events';
 import { InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
+import { LocalNic } from '../nic/local-nic.ts';
 import {
   type ConnKey,
   MANDATORY_UPLOAD_REASONS,
   type Nic,
   type NicIndications,
+  type NicListenSpec,
   type UploadReason,
 } from '../nic/nic.ts';
+import { TupleMap } from '../nic/tuple-map.ts';
+import { ANY6, TWO_32 } from '../stack/address-table.ts';
 import type { Stack } from '../stack/stack.ts';
 import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
+import { Listener, type TcpListener } from '../stack/tcp/tcp-listen.ts';
 import { isOffloadable } from '../state/validate.ts';
 import { formatIpv4, parseIpv4 } from '../wire/addr.ts';
 import { EntryTable } from './entry-table.ts';
@@ -67,6 +72,7 @@ interface Batch {
 interface NicHooks {
   upload: NicIndications['upload-requested'];
   closed: NicIndications['closed'];
+  dead: () => void;
 }
 
 function isKey(x: unknown): x is ConnKey {
@@ -123,6 +129,18 @@ export class OffloadManager extends EventEmitter {
   private readonly scanner: PolicyScanner;
   private readonly updates: HostUpdates;
   private closed = false;
+  /**
+   * Answer host listeners' SYNs at the NICs (off by default; LocalNics only): a connection is born
+   * on the member its SYN came in on, offloaded from its first segment, and reaches the application
+   * with no transfer (`listenAtNics`). A SYN a NIC cannot take as the host would (no path to the
+   * peer there yet, its half-open connections at the backlog, the host's accept queue full, an
+   * IPv6 peer, a WorkerNic) goes up to the host, whose SYN cookies and limits apply.
+   */
+  acceptAtNic = false;
+  /** Host listeners answered at the NICs: the spec each NIC was given and what stops it there. */
+  private readonly nicListens = new Map<Listener, { spec: NicListenSpec; stops: Map<Nic, () => void> }>();
+  /** Half-open connections born on a NIC: the host forwards their tuple there until accepted or closed. */
+  private readonly halfOpen = new TupleMap<TcpConnection>();
   /** Reused for per-frame owner lookups. */
   private readonly probeKey: ConnKey = { localIp: 0, localPort: 0, remoteIp: 0, remotePort: 0 };
   /**
@@ -231,12 +249,91 @@ export class OffloadManager extends EventEmitter {
     const hooks: NicHooks = {
       upload: (keys, reason) => this.uploadRequested(nic, keys, reason),
       closed: (key) => this.nicClosed(nic, key),
+      dead: () => this.halfOpenLost(nic),
     };
     nic.on('upload-requested', hooks.upload);
     nic.on('closed', hooks.closed);
+    nic.on('dead', hooks.dead);
     this.proto.join(nic);
     this.hooks.set(nic, hooks);
     this.nicList.push(nic);
+    for (const nl of this.nicListens.values()) this.listenAt(nic, nl.spec, nl.stops);
+  }
+
+  /**
+   * With `acceptAtNic`, every LocalNic answers the SYNs of host listener `l` (see acceptAtNic);
+   * returns what stops them (TcpServer calls it as the listener closes), or null when none does.
+   */
+  listenAtNics(l: TcpListener): (() => void) | null {
+    if (!this.acceptAtNic || this.closed || !(l instanceof Listener)) return null;
+    // IPv4 only: a NIC's IPv6 peers go to the host (their address handles are the host's).
+    const ip = l.ip === ANY6 ? (l.v6Only ? -1 : 0) : l.ip >= TWO_32 ? -1 : l.ip;
+    if (ip < 0) return null;
+    const gate = new Int32Array(new SharedArrayBuffer(8));
+    l.gate = gate;
+    Atomics.store(gate, 0, l.acceptFull ? 1 : 0);
+    const spec: NicListenSpec = {
+      ip,
+      port: l.port,
+      v6Only: false,
+      backlog: l.backlog,
+      cached: l.cached,
+      gate,
+    };
+    const nl = { spec, stops: new Map<Nic, () => void>() };
+    this.nicListens.set(l, nl);
+    for (const nic of this.nicList) this.listenAt(nic, spec, nl.stops);
+    return () => {
+      if (!this.nicListens.delete(l)) return;
+      Atomics.store(gate, 0, 1);
+      for (const stop of nl.stops.values()) stop();
+      nl.stops.clear();
+    };
+  }
+
+  private listenAt(nic: Nic, spec: NicListenSpec, stops: Map<Nic, () => void>): void {
+    if (!(nic instanceof LocalNic) || !nic.running) return;
+    stops.set(
+      nic,
+      nic.listen(spec, {
+        halfOpen: (conn) => {
+          // Its handshake's last ACK may come in through another member: the host sends it here.
+          this.stack.tcp.forwardOf(conn, this.proto.injector(nic));
+          this.halfOpen.set(conn.key, conn);
+        },
+        accepted: (conn) => this.bornAt(nic, conn),
+      }),
+    );
+  }
+
+  /**
+   * A connection's handshake ended on `nic`, which answered its SYN: it is recorded there as any
+   * offloaded connection (so moves, uploads and failover take it as they take a placed one) and
+   * handed to the host listener's accept (the server makes its socket over it, and emits it).
+   * False: refused (the listener closed, the server full, the NIC failed meanwhile): the NIC
+   * resets it.
+   */
+  private bornAt(nic: Nic, conn: TcpConnection): boolean {
+    const k = conn.key;
+    this.halfOpen.delete(k);
+    const l = this.stack.tcp.listeners.find(k.localIp, k.localPort);
+    let ok = !this.closed && l !== null && !l.closed && !this.failed(nic);
+    if (ok) {
+      this.entries.setOf(conn, nic, null);
+      try {
+        ok = l!.accept(conn) !== false;
+      } catch {
+        ok = false;
+      }
+      if (ok) this.entries.setOf(conn, nic, conn.user);
+      else this.entries.deleteOf(conn);
+    }
+    if (!ok) {
+      this.stack.tcp.dropFrozen(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+      return false;
+    }
+    this.stack.counters.inc('offload.accept-at-nic');
+    return true;
   }
 
   ownerOf(key: ConnKey): Owner | null {
@@ -378,9 +475,12 @@ export class OffloadManager extends EventEmitter {
     this.closed = true;
     this.scanner.stop();
     this.updates.stop();
+    for (const nl of this.nicListens.values()) for (const stop of nl.stops.values()) stop();
+    this.nicListens.clear();
     for (const [nic, h] of this.hooks) {
       nic.off('upload-requested', h.upload);
       nic.off('closed', h.closed);
+      nic.off('dead', h.dead);
     }
   }
 
@@ -491,8 +591,37 @@ export class OffloadManager extends EventEmitter {
     this.upload(keys).catch((e) => this.backgroundFailure('upload', e, nic));
   }
 
+  /**
+   * A NIC died with half-open connections born there: the host forgets their tuples (a SYN sent
+   * again finds the listener, not a placeholder forwarding to the dead), and their count against
+   * the listener's backlog goes (a dead NIC decrements nothing).
+   */
+  private halfOpenLost(nic: Nic): void {
+    if (!(nic instanceof LocalNic) || this.halfOpen.size === 0) return;
+    const tcp = nic.engine.tcp;
+    for (const conn of [...this.halfOpen.values()]) {
+      if (conn.engine !== tcp) continue;
+      const k = conn.key;
+      this.halfOpen.delete(k);
+      this.stack.tcp.dropFrozen(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+      const l = conn.listener;
+      if (l !== null) {
+        l.pending--;
+        conn.listener = null;
+      }
+    }
+  }
+
   private nicClosed(nic: Nic, key: ConnKey): void {
     const e = this.entries.get(key);
+    // A half-open connection born there ended before its handshake did: the host forgets its tuple.
+    if (e === undefined) {
+      const h = this.halfOpen.get(key);
+      if (h !== undefined && nic instanceof LocalNic && h.engine === nic.engine.tcp) {
+        this.halfOpen.delete(key);
+        this.stack.tcp.dropFrozen(key.localIp, key.localPort, key.remoteIp, key.remotePort);
+      }
+    }
     if (e?.nic !== nic) return;
     this.entries.delete(key);
     this.stack.tcp.dropFrozen(key.localIp, key.localPort, key.remoteIp, key.remotePort);

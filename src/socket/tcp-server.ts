@@ -23,6 +23,11 @@ export interface ServerHost extends SocketHost {
    * a host that moves connections to NICs can move it before it carries any data (TeamHost).
    */
   placeAccepted?(conn: TcpConnection): Promise<void> | null;
+  /**
+   * A listener opened: a host whose NICs answer its SYNs themselves starts them (TeamHost with
+   * `acceptAtNic`); returns what stops them, called as the listener closes (null: nothing started).
+   */
+  listening?(l: TcpListener): (() => void) | null;
 }
 
 export interface ListenOptions {
@@ -50,6 +55,8 @@ export interface TcpServerOptions extends TcpSocketOptions {
  */
 export class TcpServer extends EventEmitter {
   private listener: TcpListener | null = null;
+  /** Stops the NICs answering this listener's SYNs (ServerHost.listening). */
+  private stopAtNics: (() => void) | null = null;
   private readonly sockets = new Set<TcpSocket>();
   /** Accepted, not yet handed to the application. */
   private readonly queue: TcpSocket[] = [];
@@ -110,6 +117,7 @@ export class TcpServer extends EventEmitter {
       addrs?.release(ip);
     }
     this.closing = false;
+    this.stopAtNics = this.host.listening?.(this.listener) ?? null;
     this.host.clock.defer(() => this.emit('listening'));
     return this;
   }
@@ -130,6 +138,8 @@ export class TcpServer extends EventEmitter {
     }
     this.listener.close();
     this.listener = null;
+    this.stopAtNics?.();
+    this.stopAtNics = null;
     this.closing = true;
     // Like closing a listening socket in Linux: what waited in its accept queue is reset.
     for (const q of this.queue.splice(0)) q.resetAndDestroy();

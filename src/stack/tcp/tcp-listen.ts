@@ -31,14 +31,17 @@ export interface TcpListener {
    * ACK are dropped, so the peer retries, as Linux does with tcp_abort_on_overflow off.
    */
   queued: number;
+  /** Shared with NICs that answer this listener's SYNs (see Listener.gate). */
+  gate: Int32Array | null;
 }
 
 /** Like Linux's TCP_SYNCOOKIE_VALID: cookie ACKs are looked at this long after an overflow. */
 const SYNCOOKIE_VALID_MS = 120_000;
 
 export class Listener implements TcpListener, ListenerRef {
-  pending = 0;
-  queued = 0;
+  private pendingNow = 0;
+  private queuedNow = 0;
+  private gateWords: Int32Array | null = null;
   closed = false;
   /** When the backlog last overflowed and a cookie went out (-Infinity: never). */
   lastOverflowAt = Number.NEGATIVE_INFINITY;
@@ -51,9 +54,40 @@ export class Listener implements TcpListener, ListenerRef {
     readonly cached: TcpCached,
     readonly accept: (conn: TcpConnection) => boolean,
   ) {}
+  /**
+   * Shared with NICs that answer this listener's SYNs (NicListenSpec.gate): [0] is 1 while the
+   * accept queue is full (they pass SYNs up to the rules here), [1] counts the half-open
+   * connections of the host's listener and of the NICs' together, so the backlog bounds them all
+   * as it bounds one listener's.
+   */
+  get gate(): Int32Array | null {
+    return this.gateWords;
+  }
+  set gate(g: Int32Array | null) {
+    this.gateWords = g;
+    if (g !== null) Atomics.add(g, 1, this.pendingNow);
+  }
+  get pending(): number {
+    return this.pendingNow;
+  }
+  set pending(n: number) {
+    if (this.gateWords !== null) Atomics.add(this.gateWords, 1, n - this.pendingNow);
+    this.pendingNow = n;
+  }
+  /** Half-open connections the backlog bounds: this listener's, and its NICs' when it has a gate. */
+  get halfOpen(): number {
+    return this.gateWords === null ? this.pendingNow : Atomics.load(this.gateWords, 1);
+  }
+  get queued(): number {
+    return this.queuedNow;
+  }
+  set queued(n: number) {
+    this.queuedNow = n;
+    if (this.gateWords !== null) Atomics.store(this.gateWords, 0, this.acceptFull ? 1 : 0);
+  }
   /** Linux's sk_acceptq_is_full: more than the backlog already waits to be taken. */
   get acceptFull(): boolean {
-    return this.queued > this.backlog;
+    return this.queuedNow > this.backlog;
   }
   close(): void {
     if (this.closed) return;
@@ -189,7 +223,7 @@ export class Listeners {
       env.counters.inc('drop.tcp.no-route');
       return;
     }
-    if (l.pending >= l.backlog) {
+    if (l.halfOpen >= l.backlog) {
       this.sendCookie(l, ip, h, path);
       return;
     }
