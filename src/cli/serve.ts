@@ -223,7 +223,7 @@ export function registerTapCommands(program: Command): void {
     .option('--workers', 'run connections on software NICs, one worker thread per TAP')
     .option(
       '--accept-at-nic',
-      'a team of LocalNics (no --workers) answers SYNs at the member that has a path to the peer: connections are born offloaded, with no transfer',
+      'on a team (or --workers), the member that has a path to the peer answers SYNs itself: connections are born offloaded, with no transfer',
     )
     .addOption(
       new Option('--offload-policy <mode>', 'when connections go to a NIC (teams and --workers)')
@@ -348,9 +348,6 @@ function serveOnTap(o: ServeFlags, log: ServeLog): Served {
 
 async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
   if (o.impair !== undefined) fail('serve', '--impair: not available with a team or --workers');
-  // Not built for WorkerNics yet: a worker-born connection needs shared memory the host holds.
-  if (o.acceptAtNic === true && (o.workers === true || o.tap.length < 2))
-    fail('serve', '--accept-at-nic: a team of LocalNics only (two or more --tap, no --workers)');
   const opts = hostOptions(o);
   let tt: TapTeam;
   let pcap: PcapWriter | null = null;

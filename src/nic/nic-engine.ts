@@ -16,7 +16,7 @@ import {
   scheduleTimer,
   terminate,
 } from '../stack/tcp/tcp-drive.ts';
-import { TcpLayer, type TcpListener } from '../stack/tcp/tcp-layer.ts';
+import { TcpLayer } from '../stack/tcp/tcp-layer.ts';
 import type { TcpHostEnv } from '../stack/tcp/tcp-types.ts';
 import { createNeighborState, type NeighborState } from '../state/neighbor-state.ts';
 import { buildTrees, type OffloadTree } from '../state/offload-tree.ts';
@@ -423,10 +423,8 @@ export class NicEngine {
   private lazyCount = 0;
   /** Whether a connection is held here unbuilt (set by whoever takes connections lazily). */
   isLazy: ((key: ConnKey) => boolean) | null = null;
-  /** Host listeners whose SYNs are answered here (`listen`), each with the word the host shares. */
-  private readonly gates = new Map<TcpListener, Int32Array>();
-  /** What the host hears of the connections born here (set by `listen`). */
-  private born: NicBornHooks | null = null;
+  /** Host listeners whose SYNs are answered here (`listen`): the words the host shares, its hooks. */
+  private readonly gates = new Map<object, { gate: Int32Array; born: NicBornHooks }>();
 
   constructor(opts: NicEngineOptions) {
     if (!opts?.link || !opts.clock || !opts.random) {
@@ -1102,10 +1100,10 @@ export class NicEngine {
       { ip: spec.ip, port: spec.port, backlog: spec.backlog, options: spec.cached, v6Only: spec.v6Only },
       (conn) => born.accepted(conn),
     );
-    this.born = born;
     // Its half-open connections count in the host's word, against the one backlog.
+    l.gateWord = spec.word;
     l.gate = spec.gate;
-    this.gates.set(l, spec.gate);
+    this.gates.set(l, { gate: spec.gate, born });
     return () => {
       if (!this.gates.delete(l)) return;
       l.close();
@@ -1123,9 +1121,12 @@ export class NicEngine {
     if ((frame[l4 + 13]! & (TcpFlag.SYN | TcpFlag.ACK | TcpFlag.RST | TcpFlag.FIN)) !== TcpFlag.SYN)
       return null;
     const l = this.tcp.listeners.find(dst, dport);
-    const gate = l === null ? undefined : this.gates.get(l);
-    if (gate === undefined || Atomics.load(gate, 0) !== 0) return null;
+    const at = l === null ? undefined : this.gates.get(l);
+    if (at === undefined) return null;
+    const gate = at.gate;
+    if (Atomics.load(gate, 0) !== 0 || Atomics.load(gate, 2) !== 0) return null;
     if (Atomics.load(gate, 1) >= l!.backlog || this.room <= 0 || !this.link.carrier) return null;
+    if (at.born.taken(dst, dport, src, l4SrcPort(frame, l4))) return null;
     for (const slot of this.paths.values()) {
       const c = slot.state.const;
       if (c.remoteIp === addrOf(src) && c.localIp === addrOf(dst)) return slot;
@@ -1140,7 +1141,9 @@ export class NicEngine {
     if (conn === undefined || conn.state.path !== slot.state) return;
     slot.refs++;
     this.counters.inc('nic.listen.syn');
-    this.born?.halfOpen(conn);
+    const l = conn.listener;
+    const at = l === null ? undefined : this.gates.get(l);
+    at?.born.halfOpen(conn);
   }
 
   /** Run a checked segment through the TCP layer (`rxInfo` filled), noting proof of the neighbor and a FIN. */

@@ -105,8 +105,8 @@ export interface InitiateResult {
 
 /**
  * A host listener whose SYNs a NIC answers itself, so that what it accepts is born offloaded there
- * (`LocalNic.listen`): the host's address, port, backlog and the settings of its accepted
- * connections, and a word the host shares with the NIC.
+ * (`LocalNic.listen`, `WorkerNic.listen`): the host's address, port, backlog and the settings of its
+ * accepted connections, and words the host shares with the NIC.
  */
 export interface NicListenSpec {
   ip: number;
@@ -117,9 +117,19 @@ export interface NicListenSpec {
   /**
    * [0] is non-zero while the host's accept queue is full or the listener closes: the NIC then
    * passes SYNs up, and the host applies its own rules (a full queue drops the SYN, as Linux does).
-   * Shared memory, so a NIC on another thread reads the host's word without a message.
+   * [1] counts the half-open connections of the host's listener and of every NIC's, against the
+   * one backlog. [2] is non-zero while cookies the host sent may still be answered. Shared memory,
+   * so a NIC on another thread reads the host's words without a message.
    */
   gate: Int32Array;
+  /** This NIC's own word of `gate`: its half-open connections, taken out of [1] if it dies. */
+  word: number;
+  /**
+   * An owner table (worker/owner-table.ts) the host writes: the four-tuples of the half-open
+   * connections the host's own listener made. A NIC on another thread leaves a SYN of one of them
+   * to the host: a second SYN-ACK, with another sequence number, would break the handshake.
+   */
+  claims: SharedArrayBuffer;
 }
 
 /**
@@ -131,6 +141,11 @@ export interface NicListenSpec {
 export interface NicBornHooks {
   halfOpen(conn: TcpConnection): void;
   accepted(conn: TcpConnection): boolean;
+  /**
+   * Whether a four-tuple is someone else's already (the host's, another member's): its SYN, sent
+   * again, goes where that connection is instead of being answered a second time here.
+   */
+  taken(localIp: number, localPort: number, remoteIp: number, remotePort: number): boolean;
 }
 
 /** Cached TCP settings the host may push to offloaded connections. */

@@ -10,10 +10,13 @@ import {
   type UploadReason,
 } from '../nic/nic.ts';
 import { TupleMap } from '../nic/tuple-map.ts';
+import { OwnerTable } from '../nic/worker/owner-table.ts';
+import { WorkerNic } from '../nic/worker-nic.ts';
 import { ANY6, TWO_32 } from '../stack/address-table.ts';
 import type { Stack } from '../stack/stack.ts';
 import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
 import { Listener, type TcpListener } from '../stack/tcp/tcp-listen.ts';
+import type { ConnectionHandle } from '../stack/tcp/tcp-types.ts';
 import { isOffloadable } from '../state/validate.ts';
 import { formatIpv4, parseIpv4 } from '../wire/addr.ts';
 import { EntryTable } from './entry-table.ts';
@@ -56,6 +59,11 @@ export interface PlaceTimeout {
   /** How long each waited (the policy's placeTimeoutMs). */
   waitedMs: number;
 }
+
+/** Words of a listener's gate (NicListenSpec.gate): [0] full, [1] half-open in all, then one a NIC. */
+const GATE_FIRST_NIC = 3;
+/** NICs a listener's gate has words for: those past it pass every SYN up (the host's rules). */
+const GATE_NICS = 64;
 
 export const BACKGROUND_COUNTERS = {
   upload: 'offload.background.upload',
@@ -138,7 +146,10 @@ export class OffloadManager extends EventEmitter {
    */
   acceptAtNic = false;
   /** Host listeners answered at the NICs: the spec each NIC was given and what stops it there. */
-  private readonly nicListens = new Map<Listener, { spec: NicListenSpec; stops: Map<Nic, () => void> }>();
+  private readonly nicListens = new Map<
+    Listener,
+    { spec: Omit<NicListenSpec, 'word'>; stops: Map<Nic, () => void> }
+  >();
   /** Half-open connections born on a NIC: the host forwards their tuple there until accepted or closed. */
   private readonly halfOpen = new TupleMap<TcpConnection>();
   /** Reused for per-frame owner lookups. */
@@ -269,29 +280,48 @@ export class OffloadManager extends EventEmitter {
     // IPv4 only: a NIC's IPv6 peers go to the host (their address handles are the host's).
     const ip = l.ip === ANY6 ? (l.v6Only ? -1 : 0) : l.ip >= TWO_32 ? -1 : l.ip;
     if (ip < 0) return null;
-    const gate = new Int32Array(new SharedArrayBuffer(8));
+    const gate = new Int32Array(new SharedArrayBuffer(4 * (GATE_FIRST_NIC + GATE_NICS)));
     l.gate = gate;
     Atomics.store(gate, 0, l.acceptFull ? 1 : 0);
-    const spec: NicListenSpec = {
+    // The host's own half-open connections, listed for NICs on other threads (NicListenSpec.claims).
+    const claims = new OwnerTable(OwnerTable.create(l.backlog + 1));
+    l.onHalfOpen = (conn, open) => {
+      const k = conn.key;
+      if (open) claims.add(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+      else claims.remove(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+    };
+    const spec: Omit<NicListenSpec, 'word'> = {
       ip,
       port: l.port,
       v6Only: false,
       backlog: l.backlog,
       cached: l.cached,
       gate,
+      claims: claims.sab,
     };
     const nl = { spec, stops: new Map<Nic, () => void>() };
     this.nicListens.set(l, nl);
     for (const nic of this.nicList) this.listenAt(nic, spec, nl.stops);
     return () => {
       if (!this.nicListens.delete(l)) return;
+      l.onHalfOpen = null;
       Atomics.store(gate, 0, 1);
       for (const stop of nl.stops.values()) stop();
       nl.stops.clear();
     };
   }
 
-  private listenAt(nic: Nic, spec: NicListenSpec, stops: Map<Nic, () => void>): void {
+  private listenAt(nic: Nic, base: Omit<NicListenSpec, 'word'>, stops: Map<Nic, () => void>): void {
+    const at = this.nicList.indexOf(nic);
+    if (at < 0 || at >= GATE_NICS || nic.death !== null) return;
+    const spec: NicListenSpec = { ...base, word: GATE_FIRST_NIC + at };
+    if (nic instanceof WorkerNic) {
+      stops.set(
+        nic,
+        nic.listen(spec, (h) => this.bornOnWorker(nic, h)),
+      );
+      return;
+    }
     if (!(nic instanceof LocalNic) || !nic.running) return;
     stops.set(
       nic,
@@ -302,6 +332,11 @@ export class OffloadManager extends EventEmitter {
           this.halfOpen.set(conn.key, conn);
         },
         accepted: (conn) => this.bornAt(nic, conn),
+        taken: (li, lp, ri, rp) =>
+          this.stack.tcp.lookup(li, lp, ri, rp) !== undefined ||
+          this.stack.tcp.isFrozen(li, lp, ri, rp) ||
+          this.halfOpen.lookup(li, lp, ri, rp) !== undefined ||
+          this.entries.find(li, lp, ri, rp) !== undefined,
       }),
     );
   }
@@ -332,6 +367,38 @@ export class OffloadManager extends EventEmitter {
       this.stack.tcp.dropFrozen(k.localIp, k.localPort, k.remoteIp, k.remotePort);
       return false;
     }
+    this.stack.counters.inc('offload.accept-at-nic');
+    return true;
+  }
+
+  /**
+   * `bornAt` for a connection a WorkerNic's thread accepted: its handle (over the shared memory
+   * the worker allocated, which the host now holds) is recorded and handed to the listener's
+   * `acceptBorn`, and the host forwards its tuple there. False: refused (the worker resets it).
+   */
+  private bornOnWorker(nic: WorkerNic, h: ConnectionHandle): boolean {
+    const k: ConnKey = {
+      localIp: h.localIp,
+      localPort: h.localPort,
+      remoteIp: h.remoteIp,
+      remotePort: h.remotePort,
+    };
+    const l = this.stack.tcp.listeners.find(k.localIp, k.localPort);
+    if (this.closed || l === null || l.closed || l.acceptBorn === null || this.failed(nic)) return false;
+    const e = { key: k, nic, user: null, conn: null } as Entry;
+    this.entries.set(e);
+    let ok: boolean;
+    try {
+      ok = l.acceptBorn(h) !== false;
+    } catch {
+      ok = false;
+    }
+    if (!ok) {
+      this.entries.delete(k);
+      return false;
+    }
+    e.user = h.user;
+    this.stack.tcp.forwardTo(k.localIp, k.localPort, k.remoteIp, k.remotePort, this.proto.injector(nic));
     this.stack.counters.inc('offload.accept-at-nic');
     return true;
   }
@@ -597,6 +664,13 @@ export class OffloadManager extends EventEmitter {
    * the listener's backlog goes (a dead NIC decrements nothing).
    */
   private halfOpenLost(nic: Nic): void {
+    const at = this.nicList.indexOf(nic);
+    if (at >= 0 && at < GATE_NICS) {
+      for (const nl of this.nicListens.values()) {
+        const g = nl.spec.gate;
+        Atomics.sub(g, 1, Atomics.exchange(g, GATE_FIRST_NIC + at, 0));
+      }
+    }
     if (!(nic instanceof LocalNic) || this.halfOpen.size === 0) return;
     const tcp = nic.engine.tcp;
     for (const conn of [...this.halfOpen.values()]) {
@@ -604,11 +678,6 @@ export class OffloadManager extends EventEmitter {
       const k = conn.key;
       this.halfOpen.delete(k);
       this.stack.tcp.dropFrozen(k.localIp, k.localPort, k.remoteIp, k.remotePort);
-      const l = conn.listener;
-      if (l !== null) {
-        l.pending--;
-        conn.listener = null;
-      }
     }
   }
 

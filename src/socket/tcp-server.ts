@@ -3,6 +3,7 @@ import { AddressInUseError, InvalidArgumentError, InvalidStateError } from '../c
 import { ANY6, TWO_32 } from '../stack/address-table.ts';
 import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
 import type { TcpLayer, TcpListener } from '../stack/tcp/tcp-layer.ts';
+import type { ConnectionHandle } from '../stack/tcp/tcp-types.ts';
 import type { TcpCached } from '../state/tcp-state.ts';
 import { formatIpv4, parseIpv4 } from '../wire/addr.ts';
 import { type SocketHost, TcpSocket, type TcpSocketOptions } from './tcp-socket.ts';
@@ -117,6 +118,7 @@ export class TcpServer extends EventEmitter {
       addrs?.release(ip);
     }
     this.closing = false;
+    this.listener.acceptBorn = this.acceptBorn;
     this.stopAtNics = this.host.listening?.(this.listener) ?? null;
     this.host.clock.defer(() => this.emit('listening'));
     return this;
@@ -166,7 +168,13 @@ export class TcpServer extends EventEmitter {
     return this;
   }
 
-  private readonly accept = (conn: TcpConnection): boolean => {
+  private readonly accept = (conn: TcpConnection): boolean => this.take(conn, true);
+
+  /** A connection a NIC on another thread accepted (ServerHost.listening): placed already. */
+  private readonly acceptBorn = (h: ConnectionHandle): boolean => this.take(h, false);
+
+  /** `place`: wait for the host's placement first (placeAccepted), when `conn` is the stack's own. */
+  private take(conn: ConnectionHandle, place: boolean): boolean {
     if (this.closing || this.sockets.size >= this.maxConnections) return false;
     const socket = new TcpSocket(this.host, {
       allowHalfOpen: this.opts.allowHalfOpen,
@@ -186,7 +194,7 @@ export class TcpServer extends EventEmitter {
       }
       this.maybeEmitClose();
     });
-    const placing = this.host.placeAccepted?.(conn) ?? null;
+    const placing = place ? (this.host.placeAccepted?.(conn as TcpConnection) ?? null) : null;
     if (placing === null) this.enqueue(socket);
     else {
       // Not in the accept queue meanwhile: it waits on the stack, not on the application, and
@@ -200,7 +208,7 @@ export class TcpServer extends EventEmitter {
       placing.then(go, go);
     }
     return true;
-  };
+  }
 
   private enqueue(socket: TcpSocket): void {
     this.queue.push(socket);

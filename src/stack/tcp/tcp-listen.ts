@@ -14,6 +14,7 @@ import { announcedMss, newConnection } from './tcp-open.ts';
 import { checkAddress, checkPort } from './tcp-options.ts';
 import { sendRstReply, sendSyn, tcpChecksum, tsNow, wscaleFor } from './tcp-output.ts';
 import { scheduleTimer } from './tcp-timers.ts';
+import type { ConnectionHandle } from './tcp-types.ts';
 
 export interface TcpListener {
   /** 0: every IPv4 address; ANY6: every address of both families, or every IPv6 one if `v6Only`. */
@@ -33,6 +34,13 @@ export interface TcpListener {
   queued: number;
   /** Shared with NICs that answer this listener's SYNs (see Listener.gate). */
   gate: Int32Array | null;
+  /** A NIC's listener: its own word of `gate` (see Listener.gateWord). */
+  gateWord: number;
+  /**
+   * The accept of a connection a NIC on another thread made (a handle to it, not a TcpConnection
+   * of this thread): the owner's socket over it, as `accept` makes one (null: none is taken).
+   */
+  acceptBorn: ((h: ConnectionHandle) => boolean) | null;
 }
 
 /** Like Linux's TCP_SYNCOOKIE_VALID: cookie ACKs are looked at this long after an overflow. */
@@ -42,7 +50,14 @@ export class Listener implements TcpListener, ListenerRef {
   private pendingNow = 0;
   private queuedNow = 0;
   private gateWords: Int32Array | null = null;
+  /**
+   * A NIC's listener: the word of `gate` that counts its own half-open connections as well, so the
+   * host can take them out of [1] when the NIC dies (a dead NIC decrements nothing). -1: none.
+   */
+  gateWord = -1;
   closed = false;
+  acceptBorn: ((h: ConnectionHandle) => boolean) | null = null;
+  onHalfOpen: ((conn: TcpConnection, open: boolean) => void) | null = null;
   /** When the backlog last overflowed and a cookie went out (-Infinity: never). */
   lastOverflowAt = Number.NEGATIVE_INFINITY;
   constructor(
@@ -65,13 +80,21 @@ export class Listener implements TcpListener, ListenerRef {
   }
   set gate(g: Int32Array | null) {
     this.gateWords = g;
-    if (g !== null) Atomics.add(g, 1, this.pendingNow);
+    if (g === null) return;
+    Atomics.add(g, 1, this.pendingNow);
+    if (this.gateWord >= 0) Atomics.add(g, this.gateWord, this.pendingNow);
   }
   get pending(): number {
     return this.pendingNow;
   }
   set pending(n: number) {
-    if (this.gateWords !== null) Atomics.add(this.gateWords, 1, n - this.pendingNow);
+    const g = this.gateWords;
+    if (g !== null) {
+      const all = Atomics.add(g, 1, n - this.pendingNow) + n - this.pendingNow;
+      if (this.gateWord >= 0) Atomics.add(g, this.gateWord, n - this.pendingNow);
+      // No half-open connection left anywhere: no cookie's SYN is still being answered.
+      else if (all === 0) Atomics.store(g, 2, 0);
+    }
     this.pendingNow = n;
   }
   /** Half-open connections the backlog bounds: this listener's, and its NICs' when it has a gate. */
@@ -256,6 +279,7 @@ export class Listeners {
     d.sndWl2 = d.iss;
     d.state = TcpStateId.SYN_RECEIVED;
     layer.link(conn);
+    l.onHalfOpen?.(conn, true);
     conn.stats.segmentsIn++;
     s.soft.rttSentAt = now;
     sendSyn(conn);
@@ -269,6 +293,9 @@ export class Listeners {
     const env = layer.env;
     const now = env.clock.now();
     l.lastOverflowAt = now;
+    // Its NICs pass SYNs up from now on: a peer's SYN sent again must not get a second, different
+    // SYN-ACK from one of them (the host keeps no state of a cookie to tell them).
+    if (l.gate !== null) Atomics.store(l.gate, 2, 1);
     env.counters.inc('tcp.syncookies.sent');
     const peerMss = h.mss > 0 ? h.mss : 536;
     const iss = this.cookies.make(ip.dst, h.dstPort, ip.src, h.srcPort, h.seq, peerMss, now);
