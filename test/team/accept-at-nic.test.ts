@@ -7,6 +7,8 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { describe, test } from 'node:test';
+import type { RxOffloadInfo } from '../../src/link/link.ts';
+import { LinkWrapper } from '../../src/link/link-wrapper.ts';
 import type { LocalNic } from '../../src/nic/local-nic.ts';
 import type { ConnKey } from '../../src/nic/nic.ts';
 import { SimNetwork } from '../../src/sim/sim-network.ts';
@@ -16,12 +18,31 @@ import { buildTeamHost, type TeamHost } from '../../src/team/team-host.ts';
 const HOST_IP = 0x0a000001;
 const PEER_IP = 0x0a000002;
 
+/** A member's port that also hands what it receives to `also` (another member, as a switch might). */
+class Echoing extends LinkWrapper {
+  handler: ((frame: Uint8Array, info?: RxOffloadInfo) => void) | null = null;
+  also: ((frame: Uint8Array) => void) | null = null;
+  override onFrame(h: (frame: Uint8Array, info?: RxOffloadInfo) => void): void {
+    this.handler = h;
+    super.onFrame((frame, info) => {
+      h(frame, info);
+      this.also?.(frame);
+    });
+  }
+}
+
 function rig() {
   const net = new SimNetwork({ seed: 23 });
   const peer = net.addHost({ ip: '10.0.0.2/24', name: 'peer', impair: { delayMs: 1 } });
-  const host = buildTeamHost(net, { ip: '10.0.0.1/24', nics: 2, policy: { mode: 'manual' } });
+  const ports: Echoing[] = [];
+  const host = buildTeamHost(net, {
+    ip: '10.0.0.1/24',
+    nics: 2,
+    policy: { mode: 'manual' },
+    wrapPort: (p, i) => (ports[i] = new Echoing(p)),
+  });
   host.manager.acceptAtNic = true;
-  return { net, peer, host };
+  return { net, peer, host, ports };
 }
 
 const keyOf = (s: TcpSocket): ConnKey => ({
@@ -182,6 +203,32 @@ describe('the passive open answered at the NIC', () => {
     assert.equal(failovers.length, 1);
     assert.equal(failovers[0]!.lost, 0);
     assert.notEqual(ownerName(host, born.socket), born.owner);
+    host.close();
+    net.close();
+  });
+
+  test('a SYN that also reaches the other member is answered once: the other leaves it to the one that holds it', async () => {
+    const { net, peer, host, ports } = rig();
+    const { accepted } = await withPaths(net, host, peer);
+    // From now on every pure SYN a member receives reaches the other member too, after it.
+    for (let i = 0; i < 2; i++) {
+      const other = ports[1 - i]!;
+      ports[i]!.also = (f) => {
+        if (f.length < 54 || f[12] !== 0x08 || f[13] !== 0x00 || f[23] !== 6) return;
+        const ihl = (f[14]! & 0x0f) * 4;
+        if ((f[14 + ihl + 13]! & 0x17) !== 0x02) return;
+        const copy = f.slice();
+        other.handler?.(copy);
+      };
+    }
+    const c = await bornOne(net, peer, accepted);
+    const syns = host.nics.map((x) => x.engine.counters.get('nic.listen.syn'));
+    assert.deepEqual(syns.slice().sort(), [0, 1], `SYNs answered by each member: ${syns.join(',')}`);
+    const out = pattern(100_000, 7);
+    const e = echo(c, out);
+    await e.done;
+    assert.ok(e.got().equals(out), 'echoed intact');
+    assert.equal(host.stack.counters.get('offload.accept-at-nic'), 1);
     host.close();
     net.close();
   });
