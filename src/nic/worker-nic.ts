@@ -2139,7 +2139,7 @@ export class WorkerNic extends HostNic {
   listen(spec: NicListenSpec, born: (h: WorkerConnectionHandle) => boolean): () => void {
     const id = this.nextListen++;
     this.listens.set(id, born);
-    if (this.death === null && !this.closed) this.post({ t: 'listen', id, spec });
+    if (this.death === null && !this.closed) this.post({ t: 'listen', id, spec, ring: this.placementRing });
     return () => {
       if (!this.listens.delete(id)) return;
       if (this.death === null && !this.closed) this.post({ t: 'unlisten', id });

@@ -53,7 +53,13 @@ import {
 } from '../../wire/fields.ts';
 import { IpProto } from '../../wire/ipv4.ts';
 import { Ipv6Next } from '../../wire/ipv6.ts';
-import { allocConnBlock, type ConnBlockRef, connRingCapacities, HardStateRecord } from '../hard-state.ts';
+import {
+  allocConnBlock,
+  type ConnBlockRef,
+  connRingCapacities,
+  HardStateRecord,
+  ringUnderLoad,
+} from '../hard-state.ts';
 import { type ConnKey, connKeyId, type InitiateResult, keyOfState, sameConnKey } from '../nic.ts';
 import { type LazyConn, type LazyTake, NicEngine, type PathSlot } from '../nic-engine.ts';
 import { OWNER_HOST, splitForRecords, type TransferRecord } from '../transfer-record.ts';
@@ -853,7 +859,8 @@ function listen(m: Extract<ToWorker, { t: 'listen' }>): void {
         owners?.add(k.localIp, k.localPort, k.remoteIp, k.remotePort);
       },
       accepted: (conn) => {
-        const inst = install(conn, undefined);
+        // The share a placement by the host would give it (WorkerNic.preallocate), not the most.
+        const inst = install(conn, undefined, undefined, ringUnderLoad(m.ring, engine.load));
         const result: InitiateResult = { status: 'success', conns: [{ key: inst.key, status: 'success' }] };
         post({ t: 'born', id: m.id, packed: packInitiate(result, [inst], engine.addressBook) });
         return true;
@@ -866,10 +873,15 @@ function listen(m: Extract<ToWorker, { t: 'listen' }>): void {
   }
 }
 
-function install(conn: TcpConnection, given: ConnBlockRef | undefined, at?: number): InstalledConn {
+function install(
+  conn: TcpConnection,
+  given: ConnBlockRef | undefined,
+  at?: number,
+  ring = boot.ringCapacity,
+): InstalledConn {
   const s = conn.state;
   const d = s.delegated;
-  const caps = connRingCapacities(s, boot.ringCapacity);
+  const caps = connRingCapacities(s, ring);
   let block: ConnBlockRef;
   let send: ByteRing;
   let recv: ByteRing;

@@ -354,9 +354,10 @@ export type ToWorker =
   | { t: 'close' }
   /**
    * Answer the SYNs of a host listener in the worker (NicListenSpec, its gate's shared memory by
-   * reference); `id` names it in 'unlisten' and in the 'born' of each connection it accepts.
+   * reference); `id` names it in 'unlisten' and in the 'born' of each connection it accepts; `ring`:
+   * the ring size the host places connections with, shared out by the load as the host does.
    */
-  | { t: 'listen'; id: number; spec: NicListenSpec }
+  | { t: 'listen'; id: number; spec: NicListenSpec; ring: number }
   | { t: 'unlisten'; id: number }
   /**
    * Tests: block the worker's thread for `ms`, as a wedged NIC would; with `pool`, keep running but
