@@ -10,6 +10,7 @@ import { describe, test } from 'node:test';
 import type { Nic } from '../../src/nic/nic.ts';
 import type { ServerHost } from '../../src/socket/tcp-server.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
+import { echo, pattern } from './accept-at-nic-helpers.ts';
 import { keyOf, setup, TEAM_IP, type WorkerTeamRig, within } from './worker-team-helpers.ts';
 
 function ownerName(rig: WorkerTeamRig, s: TcpSocket): string {
@@ -21,12 +22,6 @@ function ownerName(rig: WorkerTeamRig, s: TcpSocket): string {
 async function until(rig: WorkerTeamRig, ok: () => boolean, what: string): Promise<void> {
   for (let i = 0; i < 500 && !ok(); i++) await rig.net.sleep(10);
   assert.ok(ok(), `timed out waiting for ${what}`);
-}
-
-function pattern(n: number, salt: number): Buffer {
-  const b = Buffer.alloc(n);
-  for (let i = 0; i < n; i++) b[i] = (i * 7 + salt + (i >> 11)) & 0xff;
-  return b;
 }
 
 describe('the passive open answered in a WorkerNic', () => {
@@ -67,17 +62,8 @@ describe('the passive open answered in a WorkerNic', () => {
     const from = rig.nics.find((n) => n.id === born.owner)!;
     const to = rig.nics.find((n) => n !== from)!;
     const out = pattern(4_000_000, 9);
-    const got: Buffer[] = [];
-    let n = 0;
-    const done = new Promise<void>((resolve) => {
-      c.on('data', (d: Buffer) => {
-        got.push(d);
-        n += d.length;
-        if (n >= out.length) resolve();
-      });
-    });
-    c.write(out);
-    await until(rig, () => n > 0, 'data back');
+    const e = echo(c, out);
+    await until(rig, () => e.n() > 0, 'data back');
     const key = keyOf(born.socket);
     const moved = await rig.manager.move([key], from, to);
     assert.equal(moved.moved.length, 1, JSON.stringify(moved.refused));
@@ -85,8 +71,8 @@ describe('the passive open answered in a WorkerNic', () => {
     const up = await rig.manager.upload([key]);
     assert.equal(up.moved.length, 1, JSON.stringify(up.refused));
     assert.equal(ownerName(rig, born.socket), 'host');
-    await within(done, 20_000, 'the echo', rig);
-    assert.ok(Buffer.concat(got).equals(out), 'echoed intact across the move and the upload');
+    await within(e.done, 20_000, 'the echo', rig);
+    assert.ok(e.got().equals(out), 'echoed intact across the move and the upload');
     // Closed: no worker answers the port any more, and the host refuses it.
     const syns = async () => {
       let s = 0;

@@ -14,6 +14,7 @@ import type { ConnKey } from '../../src/nic/nic.ts';
 import { SimNetwork } from '../../src/sim/sim-network.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { buildTeamHost, type TeamHost } from '../../src/team/team-host.ts';
+import { echo, pattern } from './accept-at-nic-helpers.ts';
 
 const HOST_IP = 0x0a000001;
 const PEER_IP = 0x0a000002;
@@ -57,13 +58,6 @@ function ownerName(host: TeamHost<LocalNic>, s: TcpSocket): string {
   return o === 'host' ? 'host' : o === null ? 'none' : o.id;
 }
 
-/** Bytes 0..n-1 of a pattern a misplaced or repeated segment would show. */
-function pattern(n: number, salt: number): Buffer {
-  const b = Buffer.alloc(n);
-  for (let i = 0; i < n; i++) b[i] = (i * 7 + salt + (i >> 11)) & 0xff;
-  return b;
-}
-
 /**
  * An echo server whose accepts are recorded with their owner at accept time; two first connections
  * accepted in the host and placed one on each member give both members the path to the peer.
@@ -97,24 +91,6 @@ async function withPaths(
     assert.equal(r.moved.length, 1);
   }
   return { accepted, server, firsts };
-}
-
-type Client = ReturnType<ReturnType<SimNetwork['addHost']>['connect']>;
-
-/** Send `out` on `c`: `done` once as many bytes came back, `got()` what did, `n()` how many so far. */
-function echo(c: Client, out: Buffer) {
-  const got: Buffer[] = [];
-  let n = 0;
-  const done = new Promise<void>((resolve) => {
-    c.on('data', (d: Buffer) => {
-      got.push(d);
-      n += d.length;
-      if (n >= out.length) resolve();
-    });
-  });
-  c.on('error', () => {});
-  c.write(out);
-  return { done, got: () => Buffer.concat(got), n: () => n };
 }
 
 /** A third connection, after the two `withPaths` made: accepted at a member. */
