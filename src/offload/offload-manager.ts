@@ -302,9 +302,15 @@ export class OffloadManager extends EventEmitter {
     const nl = { spec, stops: new Map<Nic, () => void>() };
     this.nicListens.set(l, nl);
     for (const nic of this.nicList) this.listenAt(nic, spec, nl.stops);
+    l.heldElsewhere = (li, lp, ri, rp) => {
+      for (const nic of this.nicList)
+        if (nic instanceof WorkerNic && nic.death === null && nic.owners.has(li, lp, ri, rp)) return true;
+      return this.halfOpen.lookup(li, lp, ri, rp) !== undefined;
+    };
     return () => {
       if (!this.nicListens.delete(l)) return;
       l.onHalfOpen = null;
+      l.heldElsewhere = null;
       Atomics.store(gate, 0, 1);
       for (const stop of nl.stops.values()) stop();
       nl.stops.clear();

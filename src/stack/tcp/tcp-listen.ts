@@ -58,6 +58,14 @@ export class Listener implements TcpListener, ListenerRef {
   closed = false;
   acceptBorn: ((h: ConnectionHandle) => boolean) | null = null;
   onHalfOpen: ((conn: TcpConnection, open: boolean) => void) | null = null;
+  /**
+   * Whether a NIC answering this listener's SYNs holds the four-tuple already (NicListenSpec): the
+   * host's SYN for it, one the peer sent before the one the NIC answered, waited on this thread
+   * meanwhile; answered here too, the peer would get a second SYN-ACK and be reset.
+   */
+  heldElsewhere:
+    | ((localIp: number, localPort: number, remoteIp: number, remotePort: number) => boolean)
+    | null = null;
   /** When the backlog last overflowed and a cookie went out (-Infinity: never). */
   lastOverflowAt = Number.NEGATIVE_INFINITY;
   constructor(
@@ -233,6 +241,10 @@ export class Listeners {
     }
     if (!(f & TcpFlag.SYN)) {
       env.counters.inc('drop.tcp.listen-no-syn');
+      return;
+    }
+    if (l.heldElsewhere?.(ip.dst, h.dstPort, ip.src, h.srcPort) === true) {
+      env.counters.inc('tcp.listen.syn-held-elsewhere');
       return;
     }
     if (l.acceptFull) {
