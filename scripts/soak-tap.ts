@@ -14,6 +14,8 @@
  * host) and begun before it or not, and how many downloads were stalled across moments before and
  * after it (`around`); with no fault, the same at the moment the fault would have come.
  * `--host-alone`: the host stack alone on one TAP, no team (the reference; fault none only).
+ * `--local-nics`: the team's members are LocalNics on serve's main thread, not worker threads
+ * (with `--serve-args --accept-at-nic`, the passive open answered at the member).
  * `--linux-server`: after the runs, the same client against the Linux kernel serving the same
  * downloads (scripts/linux-serve.py in a second namespace on a veth port of the same bridge): the
  * reference for stalls, first-byte waits and SYN retries, in the same run (`--linux-only`: that
@@ -78,6 +80,7 @@ const cli = new Command('soak-tap')
     "capture the headers on both TAPs, the kernel's timestamps (FILE.<fault>.<tap>)",
   )
   .option('--host-alone', 'the host stack alone on one TAP, no team (the reference; fault none only)')
+  .option('--local-nics', "the team's members are LocalNics on serve's main thread (no --workers)")
   .option('--linux-server', 'then the same client against Linux serving the same downloads')
   .option('--linux-only', 'only the run against Linux')
   .option(
@@ -98,6 +101,7 @@ const o = cli.opts<{
   clientPcap?: string;
   tapPcap?: string;
   hostAlone?: boolean;
+  localNics?: boolean;
   linuxServer?: boolean;
   linuxOnly?: boolean;
   serveArgs?: string;
@@ -150,6 +154,7 @@ try {
       timeoutS,
       extra,
       hostAlone,
+      localNics: o.localNics === true,
       faultDelayS: o.faultDelay,
       log: (l) => console.error(l),
     });

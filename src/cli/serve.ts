@@ -134,6 +134,7 @@ interface TapFlags {
 
 interface TeamFlags {
   workers?: boolean;
+  acceptAtNic?: boolean;
   offloadPolicy?: 'immediate' | 'after' | 'manual';
   offloadAfter?: number;
   offloadBytes?: number;
@@ -220,6 +221,10 @@ export function registerTapCommands(program: Command): void {
       collectService,
     )
     .option('--workers', 'run connections on software NICs, one worker thread per TAP')
+    .option(
+      '--accept-at-nic',
+      'on a team (or --workers), the member that has a path to the peer answers SYNs itself: connections are born offloaded, with no transfer',
+    )
     .addOption(
       new Option('--offload-policy <mode>', 'when connections go to a NIC (teams and --workers)')
         .choices(['immediate', 'after', 'manual'])
@@ -385,6 +390,7 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
     failWith('serve', e);
   }
   const th = tt.team;
+  th.manager.acceptAtNic = o.acceptAtNic === true;
   const lagFile = process.env.CHIMNEY_LAG_LOG;
   if (lagFile) traceMainThread(th, lagFile);
   // Not only with the trace: a team's profile was written only when CHIMNEY_LAG_LOG was set too.

@@ -13,7 +13,9 @@ import type {
   ConnKey,
   InitiateOptions,
   InitiateResult,
+  NicBornHooks,
   NicCounterSnapshot,
+  NicListenSpec,
   SalvageRecord,
   TerminateOptions,
   Transfer,
@@ -151,6 +153,14 @@ export class LocalNic extends HostNic {
       }
       return opts?.trees === true ? this.engine.terminateTrees(keys) : this.engine.terminate(keys);
     });
+  }
+
+  /**
+   * Answer the SYNs of a host listener here (NicListenSpec), at once (same thread): what it
+   * accepts is born on this NIC and the host hears of it through `born`. Returns what stops it.
+   */
+  listen(spec: NicListenSpec, born: NicBornHooks): () => void {
+    return this.engine.listen(spec, born);
   }
 
   /** Neither closed nor dead: its engine runs connections and may take more. */

@@ -54,6 +54,7 @@ import {
   l4SrcPort,
 } from '../wire/fields.ts';
 import { createIpv4Header, decodeIpv4, IpProto } from '../wire/ipv4.ts';
+import { TcpFlag } from '../wire/tcp.ts';
 import {
   type ConnKey,
   connKeyId,
@@ -65,6 +66,8 @@ import {
   isTreeTransfer,
   type NeighborName,
   type NeighborSpec,
+  type NicBornHooks,
+  type NicListenSpec,
   type OffloadUpdate,
   type QueryResult,
   SCAN,
@@ -420,6 +423,8 @@ export class NicEngine {
   private lazyCount = 0;
   /** Whether a connection is held here unbuilt (set by whoever takes connections lazily). */
   isLazy: ((key: ConnKey) => boolean) | null = null;
+  /** Host listeners whose SYNs are answered here (`listen`): the words the host shares, its hooks. */
+  private readonly gates = new Map<object, { gate: Int32Array; born: NicBornHooks }>();
 
   constructor(opts: NicEngineOptions) {
     if (!opts?.link || !opts.clock || !opts.random) {
@@ -998,6 +1003,7 @@ export class NicEngine {
     this.closed = true;
     this.reachTimer?.disarm();
     this.tcp.close();
+    this.gates.clear();
     this.parked.clear();
   }
 
@@ -1009,7 +1015,7 @@ export class NicEngine {
       c.inc('drop.nic.closed');
       return;
     }
-    if (this.tcp.size > 0 || this.tcp.frozenSize > 0) {
+    if (this.tcp.size > 0 || this.tcp.frozenSize > 0 || this.gates.size > 0) {
       if (frame.length >= 54 && this.tcpForUs(frame, frame.length, offload)) return;
     }
     // The host hears frames without their offload facts: hand it a whole checksum.
@@ -1063,7 +1069,11 @@ export class NicEngine {
     const dport = l4DstPort(frame, ip + ihl);
     const tcp = this.tcp;
     const conn = tcp.lookup(dst, dport, src, sport);
-    if (conn === undefined && !tcp.owns(dst, dport, src, sport)) return false;
+    let born: PathSlot | null = null;
+    if (conn === undefined && !tcp.owns(dst, dport, src, sport)) {
+      born = this.gates.size > 0 ? this.synHere(frame, ip + ihl, dst, dport, src) : null;
+      if (born === null) return false;
+    }
     const h = this.ipHdr;
     const err = decodeIpv4(frame, ip, len - ip, h, true);
     if (err !== null) {
@@ -1079,7 +1089,64 @@ export class NicEngine {
     // The device vouched for the data (or it never left this machine unsummed): TCP skips the sum.
     info.l4ChecksumOk = offload !== undefined && (offload.csumPartial || offload.csumValid);
     this.deliver(conn, frame, ip + ihl, h.totalLength - ihl);
+    if (born !== null) this.bornHere(born, dst, dport, src, sport);
     return true;
+  }
+
+  /**
+   * Answer the SYNs of a host listener here (NicListenSpec): what it accepts is born on this NIC.
+   * Returns what stops it (the listener's half-open connections here go, as a closed listener's).
+   */
+  listen(spec: NicListenSpec, born: NicBornHooks): () => void {
+    if (this.closed) throw new InvalidArgumentError('listen: the NIC is closed');
+    const l = this.tcp.listen(
+      { ip: spec.ip, port: spec.port, backlog: spec.backlog, options: spec.cached, v6Only: spec.v6Only },
+      (conn) => born.accepted(conn),
+    );
+    // Its half-open connections count in the host's word, against the one backlog.
+    l.gateWord = spec.word;
+    l.gate = spec.gate;
+    this.gates.set(l, { gate: spec.gate, born });
+    return () => {
+      if (!this.gates.delete(l)) return;
+      l.close();
+    };
+  }
+
+  /**
+   * The path slot a SYN with no connection here may be answered over, or null: it goes to the host.
+   * Taken only where this NIC would do what the host does: a pure SYN for a listener answered here,
+   * the host's accept queue not full (its word), this listener's half-open connections under its
+   * backlog (past it the host answers with SYN cookies, whose secret and ACKs are the host's), room
+   * for a connection, and a path to the peer here already (a neighbor's resolution is the host's).
+   */
+  private synHere(frame: Uint8Array, l4: number, dst: number, dport: number, src: number): PathSlot | null {
+    if ((frame[l4 + 13]! & (TcpFlag.SYN | TcpFlag.ACK | TcpFlag.RST | TcpFlag.FIN)) !== TcpFlag.SYN)
+      return null;
+    const l = this.tcp.listeners.find(dst, dport);
+    const at = l === null ? undefined : this.gates.get(l);
+    if (at === undefined) return null;
+    const gate = at.gate;
+    if (Atomics.load(gate, 0) !== 0 || Atomics.load(gate, 2) !== 0) return null;
+    if (Atomics.load(gate, 1) >= l!.backlog || this.room <= 0 || !this.link.carrier) return null;
+    if (at.born.taken(dst, dport, src, l4SrcPort(frame, l4))) return null;
+    for (const slot of this.paths.values()) {
+      const c = slot.state.const;
+      if (c.remoteIp === addrOf(src) && c.localIp === addrOf(dst)) return slot;
+    }
+    return null;
+  }
+
+  /** After a SYN answered here: the half-open connection holds its path, and the host hears of it. */
+  private bornHere(slot: PathSlot, dst: number, dport: number, src: number, sport: number): void {
+    const conn = this.tcp.lookup(dst, dport, src, sport);
+    // None: the layer's limits dropped the SYN, as the host's would.
+    if (conn === undefined || conn.state.path !== slot.state) return;
+    slot.refs++;
+    this.counters.inc('nic.listen.syn');
+    const l = conn.listener;
+    const at = l === null ? undefined : this.gates.get(l);
+    at?.born.halfOpen(conn);
   }
 
   /** Run a checked segment through the TCP layer (`rxInfo` filled), noting proof of the neighbor and a FIN. */

@@ -18,6 +18,7 @@
  *   read its own flag). A target that is not `inProcess` is handed large batches in parts.
  */
 import type { Link } from '../link/link.ts';
+import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
 import type { ByteRing } from '../state/byte-ring.ts';
 import type { OffloadTree } from '../state/offload-tree.ts';
@@ -100,6 +101,51 @@ export interface InitiateResult {
   status: InitiateStatus;
   reason?: string;
   conns: InitiateConnResult[];
+}
+
+/**
+ * A host listener whose SYNs a NIC answers itself, so that what it accepts is born offloaded there
+ * (`LocalNic.listen`, `WorkerNic.listen`): the host's address, port, backlog and the settings of its
+ * accepted connections, and words the host shares with the NIC.
+ */
+export interface NicListenSpec {
+  ip: number;
+  port: number;
+  v6Only: boolean;
+  backlog: number;
+  cached: TcpCached;
+  /**
+   * [0] is non-zero while the host's accept queue is full or the listener closes: the NIC then
+   * passes SYNs up, and the host applies its own rules (a full queue drops the SYN, as Linux does).
+   * [1] counts the half-open connections of the host's listener and of every NIC's, against the
+   * one backlog. [2] is non-zero while cookies the host sent may still be answered. Shared memory,
+   * so a NIC on another thread reads the host's words without a message.
+   */
+  gate: Int32Array;
+  /** This NIC's own word of `gate`: its half-open connections, taken out of [1] if it dies. */
+  word: number;
+  /**
+   * An owner table (worker/owner-table.ts) the host writes: the four-tuples of the half-open
+   * connections the host's own listener made. A NIC on another thread leaves a SYN of one of them
+   * to the host: a second SYN-ACK, with another sequence number, would break the handshake.
+   */
+  claims: SharedArrayBuffer;
+}
+
+/**
+ * What a NIC answering a host listener's SYNs tells the host, in the turn it happens (same thread):
+ * a half-open connection made here (so frames of its four-tuple that reach the host through another
+ * member come here), and its handshake done (the host makes the socket; false: refused, the NIC
+ * resets it).
+ */
+export interface NicBornHooks {
+  halfOpen(conn: TcpConnection): void;
+  accepted(conn: TcpConnection): boolean;
+  /**
+   * Whether a four-tuple is someone else's already (the host's, another member's): its SYN, sent
+   * again, goes where that connection is instead of being answered a second time here.
+   */
+  taken(localIp: number, localPort: number, remoteIp: number, remotePort: number): boolean;
 }
 
 /** Cached TCP settings the host may push to offloaded connections. */

@@ -50,6 +50,7 @@ import {
   type Nic,
   type NicDeath,
   type NicIndications,
+  type NicListenSpec,
   type SalvageRecord,
   sameConnKey,
   type TerminateOptions,
@@ -2148,11 +2149,59 @@ export class WorkerNic extends HostNic {
         for (const id of ids) this.port.fail(id, e);
         return;
       }
+      case 'born':
+        this.born(m.id, m.packed);
+        return;
       case 'closed':
         void this.worker.terminate();
         return;
       default:
         unhandled(m, 'message from the worker');
+    }
+  }
+
+  /** The host's accept of each listener the worker answers SYNs for (`listen`), by id. */
+  private readonly listens = new Map<number, (h: WorkerConnectionHandle) => boolean>();
+  private nextListen = 1;
+
+  /**
+   * Answer the SYNs of a host listener in the worker (NicListenSpec; see NicEngine.listen): each
+   * connection it accepts is installed there on shared memory the worker allocates, and `born`
+   * gets its handle, which the host holds from then on as an installed connection's. `born`
+   * false: refused, the worker resets it. Returns what stops it (the worker's listener closes).
+   */
+  listen(spec: NicListenSpec, born: (h: WorkerConnectionHandle) => boolean): () => void {
+    const id = this.nextListen++;
+    this.listens.set(id, born);
+    if (this.death === null && !this.closed) this.post({ t: 'listen', id, spec, ring: this.placementRing });
+    return () => {
+      if (!this.listens.delete(id)) return;
+      if (this.death === null && !this.closed) this.post({ t: 'unlisten', id });
+    };
+  }
+
+  private born(id: number, packed: Parameters<typeof unpackInitiate>[0]): void {
+    let installed: ReturnType<typeof unpackInitiate>['installed'];
+    try {
+      installed = unpackInitiate(packed, this.hostAddrs).installed;
+    } catch (e) {
+      this.defective(new WorkerProtocolError(`born: ${(e as Error).message}`));
+      return;
+    }
+    const take = this.listens.get(id);
+    for (const inst of installed) {
+      const h = new WorkerConnectionHandle(this, inst.key, inst.slot, inst);
+      this.handles.set(inst.slot, h);
+      this.byKey.set(h, h);
+      this.conns++;
+      let ok = false;
+      try {
+        ok = take?.(h) === true;
+      } catch {
+        ok = false;
+      }
+      // Refused (the listener stopped meanwhile, the server full): reset at the worker.
+      if (!ok) h.abort();
     }
   }
 

@@ -932,7 +932,7 @@ export class TransferProtocol {
    * the peers' segments until the connections are rebuilt elsewhere: a dead NIC drops whatever it
    * is handed, and a crash's rebuild of 10,000 lasts hundreds of ms of the peers' retransmissions.
    */
-  private injector(nic: Nic): Forward {
+  injector(nic: Nic): Forward {
     let fn = this.injectors.get(nic);
     if (fn === undefined) {
       fn = (p) => {

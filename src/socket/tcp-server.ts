@@ -3,6 +3,7 @@ import { AddressInUseError, InvalidArgumentError, InvalidStateError } from '../c
 import { ANY6, TWO_32 } from '../stack/address-table.ts';
 import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
 import type { TcpLayer, TcpListener } from '../stack/tcp/tcp-layer.ts';
+import type { ConnectionHandle } from '../stack/tcp/tcp-types.ts';
 import type { TcpCached } from '../state/tcp-state.ts';
 import { formatIpv4, parseIpv4 } from '../wire/addr.ts';
 import { type SocketHost, TcpSocket, type TcpSocketOptions } from './tcp-socket.ts';
@@ -23,6 +24,11 @@ export interface ServerHost extends SocketHost {
    * a host that moves connections to NICs can move it before it carries any data (TeamHost).
    */
   placeAccepted?(conn: TcpConnection): Promise<void> | null;
+  /**
+   * A listener opened: a host whose NICs answer its SYNs themselves starts them (TeamHost with
+   * `acceptAtNic`); returns what stops them, called as the listener closes (null: nothing started).
+   */
+  listening?(l: TcpListener): (() => void) | null;
 }
 
 export interface ListenOptions {
@@ -50,6 +56,8 @@ export interface TcpServerOptions extends TcpSocketOptions {
  */
 export class TcpServer extends EventEmitter {
   private listener: TcpListener | null = null;
+  /** Stops the NICs answering this listener's SYNs (ServerHost.listening). */
+  private stopAtNics: (() => void) | null = null;
   private readonly sockets = new Set<TcpSocket>();
   /** Accepted, not yet handed to the application. */
   private readonly queue: TcpSocket[] = [];
@@ -110,6 +118,8 @@ export class TcpServer extends EventEmitter {
       addrs?.release(ip);
     }
     this.closing = false;
+    this.listener.acceptBorn = this.acceptBorn;
+    this.stopAtNics = this.host.listening?.(this.listener) ?? null;
     this.host.clock.defer(() => this.emit('listening'));
     return this;
   }
@@ -130,6 +140,8 @@ export class TcpServer extends EventEmitter {
     }
     this.listener.close();
     this.listener = null;
+    this.stopAtNics?.();
+    this.stopAtNics = null;
     this.closing = true;
     // Like closing a listening socket in Linux: what waited in its accept queue is reset.
     for (const q of this.queue.splice(0)) q.resetAndDestroy();
@@ -156,7 +168,13 @@ export class TcpServer extends EventEmitter {
     return this;
   }
 
-  private readonly accept = (conn: TcpConnection): boolean => {
+  private readonly accept = (conn: TcpConnection): boolean => this.take(conn, true);
+
+  /** A connection a NIC on another thread accepted (ServerHost.listening): placed already. */
+  private readonly acceptBorn = (h: ConnectionHandle): boolean => this.take(h, false);
+
+  /** `place`: wait for the host's placement first (placeAccepted), when `conn` is the stack's own. */
+  private take(conn: ConnectionHandle, place: boolean): boolean {
     if (this.closing || this.sockets.size >= this.maxConnections) return false;
     const socket = new TcpSocket(this.host, {
       allowHalfOpen: this.opts.allowHalfOpen,
@@ -176,7 +194,7 @@ export class TcpServer extends EventEmitter {
       }
       this.maybeEmitClose();
     });
-    const placing = this.host.placeAccepted?.(conn) ?? null;
+    const placing = place ? (this.host.placeAccepted?.(conn as TcpConnection) ?? null) : null;
     if (placing === null) this.enqueue(socket);
     else {
       // Not in the accept queue meanwhile: it waits on the stack, not on the application, and
@@ -190,7 +208,7 @@ export class TcpServer extends EventEmitter {
       placing.then(go, go);
     }
     return true;
-  };
+  }
 
   private enqueue(socket: TcpSocket): void {
     this.queue.push(socket);

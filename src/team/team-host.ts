@@ -12,6 +12,7 @@ import { Host } from '../socket/host.ts';
 import type { Ipv6Options } from '../stack/ipv6.ts';
 import { Stack } from '../stack/stack.ts';
 import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
+import type { TcpListener } from '../stack/tcp/tcp-layer.ts';
 import type { TcpCached } from '../state/tcp-state.ts';
 import { parseCidr, parseIpv4, parseIpv6, parseMac } from '../wire/addr.ts';
 import type { HealthOptions } from './health.ts';
@@ -86,8 +87,15 @@ export class TeamHost<N extends Nic = Nic> extends Host {
    * host's buffers and a transfer.
    */
   placeAccepted(conn: TcpConnection): Promise<void> | null {
+    // Born on a member (OffloadManager.acceptAtNic): placed already.
+    if (conn.engine !== this.stack.tcp) return null;
     if (this.closed || this.manager.policy.mode !== 'immediate') return null;
     return this.manager.placed(conn);
+  }
+
+  /** TcpServer's hook: the members answer the listener's SYNs when the manager's `acceptAtNic` is on. */
+  listening(l: TcpListener): (() => void) | null {
+    return this.manager.listenAtNics(l);
   }
 
   /** Each member's health, load and whether it carries the host's own traffic. */

@@ -21,6 +21,8 @@ export interface LoadOptions {
   extra?: string[];
   /** The same run's reference: the host stack alone on the first TAP, no team (fault must be 'none'). */
   hostAlone?: boolean;
+  /** The team's members are LocalNics on serve's main thread (no `--workers`). */
+  localNics?: boolean;
   /** Client time-out per connection, s. */
   timeoutS?: number;
   log?: (line: string) => void;
@@ -430,7 +432,7 @@ export async function runLoad(lab: Lab, o: LoadOptions): Promise<LoadResult> {
   // moment before this run's downloads had begun.
   rmSync(ready, { force: true });
   const probe = o.fault === 'reachability' ? ['--probe', lab.kernelIp] : [];
-  const team = o.hostAlone ? [] : ['--tap', lab.taps[1]!, '--workers'];
+  const team = o.hostAlone ? [] : ['--tap', lab.taps[1]!, ...(o.localNics === true ? [] : ['--workers'])];
   const srv: Served = await lab.serve({
     services: ['http:80'],
     extra: [...team, '--quiet', '--control', ctl, ...probe, ...(o.extra ?? [])],

@@ -53,7 +53,13 @@ import {
 } from '../../wire/fields.ts';
 import { IpProto } from '../../wire/ipv4.ts';
 import { Ipv6Next } from '../../wire/ipv6.ts';
-import { allocConnBlock, type ConnBlockRef, connRingCapacities, HardStateRecord } from '../hard-state.ts';
+import {
+  allocConnBlock,
+  type ConnBlockRef,
+  connRingCapacities,
+  HardStateRecord,
+  ringUnderLoad,
+} from '../hard-state.ts';
 import { type ConnKey, connKeyId, type InitiateResult, keyOfState, sameConnKey } from '../nic.ts';
 import { type LazyConn, type LazyTake, NicEngine, type PathSlot } from '../nic-engine.ts';
 import { OWNER_HOST, splitForRecords, type TransferRecord } from '../transfer-record.ts';
@@ -828,10 +834,54 @@ function ownBlock(send: ByteRing, recv: ByteRing, given: ConnBlockRef): boolean 
  * give it a slot. The host normally allocated that memory and copied the buffers in before it
  * sent the batch (`given`); without it, allocate here (see connRingCapacities).
  */
-function install(conn: TcpConnection, given: ConnBlockRef | undefined, at?: number): InstalledConn {
+/** The host listeners whose SYNs this worker answers (WorkerNic.listen), by id: what stops each. */
+const listenStops = new Map<number, () => void>();
+
+/**
+ * Answer a host listener's SYNs here (NicEngine.listen): a half-open connection is listed in the
+ * owner table at once (its handshake's last ACK may come in through another member, which sends
+ * it here), and one whose handshake ends is installed on shared memory allocated here and handed
+ * to the host ('born'), which makes the socket over it.
+ */
+function listen(m: Extract<ToWorker, { t: 'listen' }>): void {
+  if (listenStops.has(m.id)) return;
+  const claims = new OwnerTable(m.spec.claims);
+  try {
+    const stop = engine.listen(m.spec, {
+      // The host's half-open connections, and every other worker's connections and half-open ones.
+      taken: (li, lp, ri, rp) => {
+        if (claims.has(li, lp, ri, rp)) return true;
+        for (let i = 0; i < peers.length; i++) if (peers[i]!.owners.has(li, lp, ri, rp)) return true;
+        return false;
+      },
+      halfOpen: (conn) => {
+        const k = conn.key;
+        owners?.add(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+      },
+      accepted: (conn) => {
+        // The share a placement by the host would give it (WorkerNic.preallocate), not the most.
+        const inst = install(conn, undefined, undefined, ringUnderLoad(m.ring, engine.load));
+        const result: InitiateResult = { status: 'success', conns: [{ key: inst.key, status: 'success' }] };
+        post({ t: 'born', id: m.id, packed: packInitiate(result, [inst], engine.addressBook) });
+        return true;
+      },
+    });
+    listenStops.set(m.id, stop);
+  } catch {
+    // A listener the engine refuses (closed, the port taken): its SYNs go up to the host.
+    engine.counters.inc('nic.listen.refused');
+  }
+}
+
+function install(
+  conn: TcpConnection,
+  given: ConnBlockRef | undefined,
+  at?: number,
+  ring = boot.ringCapacity,
+): InstalledConn {
   const s = conn.state;
   const d = s.delegated;
-  const caps = connRingCapacities(s, boot.ringCapacity);
+  const caps = connRingCapacities(s, ring);
   let block: ConnBlockRef;
   let send: ByteRing;
   let recv: ByteRing;
@@ -1065,6 +1115,10 @@ const engine = new NicEngine({
         flushEvents();
         free(slot);
         post({ t: 'freed', slots: [slot.index] });
+      } else if (listenStops.size > 0) {
+        // A half-open connection a listener here made ended before its handshake did.
+        const k = ind[1];
+        owners?.remove(k.localIp, k.localPort, k.remoteIp, k.remotePort);
       }
     }
     // Threads have their own performance.now() origin: carrier and reachability times cross as
@@ -1689,6 +1743,13 @@ port.on('message', (m: ToWorker) => {
       return;
     case 'hands':
       addHands(m);
+      return;
+    case 'listen':
+      listen(m);
+      return;
+    case 'unlisten':
+      listenStops.get(m.id)?.();
+      listenStops.delete(m.id);
       return;
     case 'stall':
       if (m.pool) {

@@ -8,6 +8,7 @@ import type {
   EngineIndicationArgs,
   InitiateResult,
   InvalidateTarget,
+  NicListenSpec,
   OffloadUpdate,
   QueryResult,
   UploadReason,
@@ -352,6 +353,13 @@ export type ToWorker =
   | { t: 'hands'; owner: number; port: MessagePort }
   | { t: 'close' }
   /**
+   * Answer the SYNs of a host listener in the worker (NicListenSpec, its gate's shared memory by
+   * reference); `id` names it in 'unlisten' and in the 'born' of each connection it accepts; `ring`:
+   * the ring size the host places connections with, shared out by the load as the host does.
+   */
+  | { t: 'listen'; id: number; spec: NicListenSpec; ring: number }
+  | { t: 'unlisten'; id: number }
+  /**
    * Tests: block the worker's thread for `ms`, as a wedged NIC would; with `pool`, keep running but
    * leave a request waiting on the libuv pool for `ms`, as a TAP reader's poll for its next frame does.
    */
@@ -388,6 +396,11 @@ export type FromWorker =
   | { t: 'grow'; slot: number; capacity: number }
   /** The connection in `slot` runs on the block a 'regrow' named (`ok`), or was gone (not `ok`). */
   | { t: 'grown'; slot: number; ok: boolean }
+  /**
+   * A connection the worker's listener `id` accepted (its handshake done), installed in a slot on
+   * shared memory the worker allocated: `packed` as an initiate's answer of one connection.
+   */
+  | { t: 'born'; id: number; packed: PackedInitiate }
   | { t: 'closed' };
 
 /** Reached only if a union above gained a member its handler does not know. */
@@ -646,6 +659,14 @@ export function checkFromWorker(
       return;
     case 'grown':
       if (!isSlot(m.slot) || typeof m.ok !== 'boolean') bad('no slot or outcome');
+      return;
+    case 'born':
+      // An initiate's answer of one connection, whatever its other fields (unpackInitiate checks the rest).
+      if (
+        !isU32(m.id) ||
+        !REPLY_CHECKS.initiate({ value: m.packed, installed: (m.packed as Rec)?.installed })
+      )
+        bad('no listener id, or not an installed connection');
       return;
     case 'closed':
       return;

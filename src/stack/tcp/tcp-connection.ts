@@ -68,6 +68,8 @@ export interface ListenerRef {
   pending: number;
   readonly closed: boolean;
   readonly accept: (conn: TcpConnection) => boolean;
+  /** Told of each half-open connection it makes (`open`) and of its end as one (not `open`). */
+  readonly onHalfOpen: ((conn: TcpConnection, open: boolean) => void) | null;
 }
 
 /** A connection's counts since it began; they live in its delegated state. */

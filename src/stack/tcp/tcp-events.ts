@@ -21,9 +21,11 @@ export const TcpEvent = {
 export function terminate(conn: TcpConnection, error: ConnectionError | null, notify: boolean): void {
   const d = conn.state.delegated;
   const inf = Number.POSITIVE_INFINITY;
-  if (d.state === TcpStateId.SYN_RECEIVED && conn.listener) {
-    conn.listener.pending--;
+  const l = conn.listener;
+  if (d.state === TcpStateId.SYN_RECEIVED && l) {
+    l.pending--;
     conn.listener = null;
+    l.onHalfOpen?.(conn, false);
   }
   d.state = TcpStateId.CLOSED;
   d.rtxDeadline = inf;

@@ -369,6 +369,7 @@ function syncInput(
     if (l) {
       l.pending--;
       conn.listener = null;
+      l.onHalfOpen?.(conn, false);
     }
     establish(conn, now);
     if (l && !offerToListener(conn, l)) return;

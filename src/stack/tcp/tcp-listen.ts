@@ -14,6 +14,7 @@ import { announcedMss, newConnection } from './tcp-open.ts';
 import { checkAddress, checkPort } from './tcp-options.ts';
 import { sendRstReply, sendSyn, tcpChecksum, tsNow, wscaleFor } from './tcp-output.ts';
 import { scheduleTimer } from './tcp-timers.ts';
+import type { ConnectionHandle } from './tcp-types.ts';
 
 export interface TcpListener {
   /** 0: every IPv4 address; ANY6: every address of both families, or every IPv6 one if `v6Only`. */
@@ -31,15 +32,40 @@ export interface TcpListener {
    * ACK are dropped, so the peer retries, as Linux does with tcp_abort_on_overflow off.
    */
   queued: number;
+  /** Shared with NICs that answer this listener's SYNs (see Listener.gate). */
+  gate: Int32Array | null;
+  /** A NIC's listener: its own word of `gate` (see Listener.gateWord). */
+  gateWord: number;
+  /**
+   * The accept of a connection a NIC on another thread made (a handle to it, not a TcpConnection
+   * of this thread): the owner's socket over it, as `accept` makes one (null: none is taken).
+   */
+  acceptBorn: ((h: ConnectionHandle) => boolean) | null;
 }
 
 /** Like Linux's TCP_SYNCOOKIE_VALID: cookie ACKs are looked at this long after an overflow. */
 const SYNCOOKIE_VALID_MS = 120_000;
 
 export class Listener implements TcpListener, ListenerRef {
-  pending = 0;
-  queued = 0;
+  private pendingNow = 0;
+  private queuedNow = 0;
+  private gateWords: Int32Array | null = null;
+  /**
+   * A NIC's listener: the word of `gate` that counts its own half-open connections as well, so the
+   * host can take them out of [1] when the NIC dies (a dead NIC decrements nothing). -1: none.
+   */
+  gateWord = -1;
   closed = false;
+  acceptBorn: ((h: ConnectionHandle) => boolean) | null = null;
+  onHalfOpen: ((conn: TcpConnection, open: boolean) => void) | null = null;
+  /**
+   * Whether a NIC answering this listener's SYNs holds the four-tuple already (NicListenSpec): the
+   * host's SYN for it, one the peer sent before the one the NIC answered, waited on this thread
+   * meanwhile; answered here too, the peer would get a second SYN-ACK and be reset.
+   */
+  heldElsewhere:
+    | ((localIp: number, localPort: number, remoteIp: number, remotePort: number) => boolean)
+    | null = null;
   /** When the backlog last overflowed and a cookie went out (-Infinity: never). */
   lastOverflowAt = Number.NEGATIVE_INFINITY;
   constructor(
@@ -51,9 +77,48 @@ export class Listener implements TcpListener, ListenerRef {
     readonly cached: TcpCached,
     readonly accept: (conn: TcpConnection) => boolean,
   ) {}
+  /**
+   * Shared with NICs that answer this listener's SYNs (NicListenSpec.gate): [0] is 1 while the
+   * accept queue is full (they pass SYNs up to the rules here), [1] counts the half-open
+   * connections of the host's listener and of the NICs' together, so the backlog bounds them all
+   * as it bounds one listener's.
+   */
+  get gate(): Int32Array | null {
+    return this.gateWords;
+  }
+  set gate(g: Int32Array | null) {
+    this.gateWords = g;
+    if (g === null) return;
+    Atomics.add(g, 1, this.pendingNow);
+    if (this.gateWord >= 0) Atomics.add(g, this.gateWord, this.pendingNow);
+  }
+  get pending(): number {
+    return this.pendingNow;
+  }
+  set pending(n: number) {
+    const g = this.gateWords;
+    if (g !== null) {
+      const all = Atomics.add(g, 1, n - this.pendingNow) + n - this.pendingNow;
+      if (this.gateWord >= 0) Atomics.add(g, this.gateWord, n - this.pendingNow);
+      // No half-open connection left anywhere: no cookie's SYN is still being answered.
+      else if (all === 0) Atomics.store(g, 2, 0);
+    }
+    this.pendingNow = n;
+  }
+  /** Half-open connections the backlog bounds: this listener's, and its NICs' when it has a gate. */
+  get halfOpen(): number {
+    return this.gateWords === null ? this.pendingNow : Atomics.load(this.gateWords, 1);
+  }
+  get queued(): number {
+    return this.queuedNow;
+  }
+  set queued(n: number) {
+    this.queuedNow = n;
+    if (this.gateWords !== null) Atomics.store(this.gateWords, 0, this.acceptFull ? 1 : 0);
+  }
   /** Linux's sk_acceptq_is_full: more than the backlog already waits to be taken. */
   get acceptFull(): boolean {
-    return this.queued > this.backlog;
+    return this.queuedNow > this.backlog;
   }
   close(): void {
     if (this.closed) return;
@@ -178,6 +243,10 @@ export class Listeners {
       env.counters.inc('drop.tcp.listen-no-syn');
       return;
     }
+    if (l.heldElsewhere?.(ip.dst, h.dstPort, ip.src, h.srcPort) === true) {
+      env.counters.inc('tcp.listen.syn-held-elsewhere');
+      return;
+    }
     if (l.acceptFull) {
       // Linux's tcp_conn_request drops a SYN while the accept queue is full (ListenOverflows),
       // cookies or not: the application is not taking what it has, and the peer will retry.
@@ -189,7 +258,7 @@ export class Listeners {
       env.counters.inc('drop.tcp.no-route');
       return;
     }
-    if (l.pending >= l.backlog) {
+    if (l.halfOpen >= l.backlog) {
       this.sendCookie(l, ip, h, path);
       return;
     }
@@ -222,6 +291,7 @@ export class Listeners {
     d.sndWl2 = d.iss;
     d.state = TcpStateId.SYN_RECEIVED;
     layer.link(conn);
+    l.onHalfOpen?.(conn, true);
     conn.stats.segmentsIn++;
     s.soft.rttSentAt = now;
     sendSyn(conn);
@@ -235,6 +305,9 @@ export class Listeners {
     const env = layer.env;
     const now = env.clock.now();
     l.lastOverflowAt = now;
+    // Its NICs pass SYNs up from now on: a peer's SYN sent again must not get a second, different
+    // SYN-ACK from one of them (the host keeps no state of a cookie to tell them).
+    if (l.gate !== null) Atomics.store(l.gate, 2, 1);
     env.counters.inc('tcp.syncookies.sent');
     const peerMss = h.mss > 0 ? h.mss : 536;
     const iss = this.cookies.make(ip.dst, h.dstPort, ip.src, h.srcPort, h.seq, peerMss, now);

@@ -1,0 +1,114 @@
+/**
+ * The passive open answered in a WorkerNic's thread (OffloadManager.acceptAtNic): the worker that
+ * holds a path to the peer answers the SYN, installs the connection on shared memory it allocates
+ * and hands it to the host, which makes the socket over it; no transfer places it. Once born it is
+ * an ordinary offloaded connection: moved worker to worker and uploaded to the host intact.
+ */
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { describe, type TestContext, test } from 'node:test';
+import type { Nic } from '../../src/nic/nic.ts';
+import type { ServerHost } from '../../src/socket/tcp-server.ts';
+import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
+import { echo, pattern } from './accept-at-nic-helpers.ts';
+import { keyOf, nextFailover, setup, TEAM_IP, type WorkerTeamRig, within } from './worker-team-helpers.ts';
+
+function ownerName(rig: WorkerTeamRig, s: TcpSocket): string {
+  const o = rig.manager.ownerOf(keyOf(s));
+  return o === 'host' ? 'host' : o === null ? 'none' : (o as Nic).id;
+}
+
+/** Wait (real time) until `ok()`, or fail naming `what`. */
+async function until(rig: WorkerTeamRig, ok: () => boolean, what: string): Promise<void> {
+  for (let i = 0; i < 500 && !ok(); i++) await rig.net.sleep(10);
+  assert.ok(ok(), `timed out waiting for ${what}`);
+}
+
+/** A team of two workers serving an echo on port 80, and a third connection born in one of them. */
+async function bornInWorker(t: TestContext, seed: number) {
+  const rig = await setup(t, { seed });
+  rig.manager.acceptAtNic = true;
+  // The rig's host is a plain Host: give it TeamHost's hook.
+  (rig.host as ServerHost).listening = (l) => rig.manager.listenAtNics(l);
+  const accepted: { socket: TcpSocket; owner: string }[] = [];
+  const server = rig.host
+    .createServer((s: TcpSocket) => {
+      accepted.push({ socket: s, owner: ownerName(rig, s) });
+      s.on('error', () => {});
+      s.on('data', (d: Buffer) => s.write(d));
+      s.on('end', () => s.end());
+    })
+    .listen(80);
+  // Two connections accepted in the host (no worker has a path yet), one placed on each worker.
+  const firsts = [rig.peer.connect(80, TEAM_IP), rig.peer.connect(80, TEAM_IP)];
+  await within(Promise.all(firsts.map((c) => once(c, 'connect'))), 5000, 'first connects', rig);
+  await until(rig, () => accepted.length >= 2, 'first accepts');
+  assert.deepEqual(
+    accepted.map((a) => a.owner),
+    ['host', 'host'],
+  );
+  for (let i = 0; i < 2; i++) {
+    const r = await rig.manager.offload([keyOf(accepted[i]!.socket)], rig.nics[i]);
+    assert.equal(r.moved.length, 1, JSON.stringify(r.refused));
+  }
+  const c = rig.peer.connect(80, TEAM_IP);
+  await within(once(c, 'connect'), 5000, 'the born connect', rig);
+  await until(rig, () => accepted.length >= 3, 'the born accept');
+  const born = accepted[2]!;
+  assert.match(born.owner, /nic/, `owner at accept: ${born.owner}`);
+  assert.equal(rig.stack.counters.get('offload.accept-at-nic'), 1);
+  return { rig, accepted, server, firsts, c, born };
+}
+
+describe('the passive open answered in a WorkerNic', () => {
+  test('a connection born in a worker carries data both ways, is moved to the other worker and uploaded intact; a closed listener stops the workers', {
+    timeout: 60_000,
+  }, async (t) => {
+    const { rig, server, firsts, c, born } = await bornInWorker(t, 31);
+    const from = rig.nics.find((n) => n.id === born.owner)!;
+    const to = rig.nics.find((n) => n !== from)!;
+    const out = pattern(4_000_000, 9);
+    const e = echo(c, out);
+    await until(rig, () => e.n() > 0, 'data back');
+    const key = keyOf(born.socket);
+    const moved = await rig.manager.move([key], from, to);
+    assert.equal(moved.moved.length, 1, JSON.stringify(moved.refused));
+    assert.equal(ownerName(rig, born.socket), to.id);
+    const up = await rig.manager.upload([key]);
+    assert.equal(up.moved.length, 1, JSON.stringify(up.refused));
+    assert.equal(ownerName(rig, born.socket), 'host');
+    await within(e.done, 20_000, 'the echo', rig);
+    assert.ok(e.got().equals(out), 'echoed intact across the move and the upload');
+    // Closed: no worker answers the port any more, and the host refuses it.
+    const syns = async () => {
+      let s = 0;
+      for (const nic of rig.nics) s += (await nic.counters())['nic.listen.syn'] ?? 0;
+      return s;
+    };
+    const before = await syns();
+    assert.ok(before >= 1, `${before} SYNs answered in the workers`);
+    server.close();
+    const late = rig.peer.connect(80, TEAM_IP);
+    const [err] = (await within(once(late, 'error'), 5000, 'the refusal', rig)) as [NodeJS.ErrnoException];
+    assert.equal(err.code, 'ECONNREFUSED');
+    assert.equal(await syns(), before);
+    for (const s of [c, ...firsts]) s.destroy();
+  });
+  test('a connection born in a worker survives the worker killed: rebuilt on the other from the memory the host holds', {
+    timeout: 60_000,
+  }, async (t) => {
+    const { rig, c, born } = await bornInWorker(t, 37);
+    const victim = rig.nics.find((n) => n.id === born.owner)!;
+    const out = pattern(4_000_000, 11);
+    const e = echo(c, out);
+    await until(rig, () => e.n() > 0, 'data back');
+    const failover = nextFailover(rig);
+    await victim.kill();
+    const f = await within(failover, 20_000, 'the failover', rig);
+    assert.equal(f.nic, victim.id);
+    assert.equal(f.lost, 0);
+    await within(e.done, 20_000, 'the echo', rig);
+    assert.ok(e.got().equals(out), 'echoed intact across the rebuild');
+    assert.notEqual(ownerName(rig, born.socket), victim.id);
+  });
+});

@@ -1,0 +1,277 @@
+/**
+ * The passive open answered at the NIC (OffloadManager.acceptAtNic): a member that already holds a
+ * path to the peer answers a listener's SYN itself, and the connection is born there, offloaded
+ * from its first segment, with no transfer. Once born it is an ordinary offloaded connection:
+ * moved, uploaded and closed as a placed one is; and a closed listener stops the members' accepts.
+ */
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { describe, test } from 'node:test';
+import type { RxOffloadInfo } from '../../src/link/link.ts';
+import { LinkWrapper } from '../../src/link/link-wrapper.ts';
+import type { LocalNic } from '../../src/nic/local-nic.ts';
+import type { ConnKey } from '../../src/nic/nic.ts';
+import { SimNetwork } from '../../src/sim/sim-network.ts';
+import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
+import { buildTeamHost, type TeamHost } from '../../src/team/team-host.ts';
+import { echo, pattern } from './accept-at-nic-helpers.ts';
+
+const HOST_IP = 0x0a000001;
+const PEER_IP = 0x0a000002;
+
+/** A member's port that also hands what it receives to `also` (another member, as a switch might). */
+class Echoing extends LinkWrapper {
+  handler: ((frame: Uint8Array, info?: RxOffloadInfo) => void) | null = null;
+  also: ((frame: Uint8Array) => void) | null = null;
+  override onFrame(h: (frame: Uint8Array, info?: RxOffloadInfo) => void): void {
+    this.handler = h;
+    super.onFrame((frame, info) => {
+      h(frame, info);
+      this.also?.(frame);
+    });
+  }
+}
+
+function rig() {
+  const net = new SimNetwork({ seed: 23 });
+  const peer = net.addHost({ ip: '10.0.0.2/24', name: 'peer', impair: { delayMs: 1 } });
+  const ports: Echoing[] = [];
+  const host = buildTeamHost(net, {
+    ip: '10.0.0.1/24',
+    nics: 2,
+    policy: { mode: 'manual' },
+    wrapPort: (p, i) => (ports[i] = new Echoing(p)),
+  });
+  host.manager.acceptAtNic = true;
+  return { net, peer, host, ports };
+}
+
+const keyOf = (s: TcpSocket): ConnKey => ({
+  localIp: HOST_IP,
+  localPort: 80,
+  remoteIp: PEER_IP,
+  remotePort: s.remotePort!,
+});
+
+function ownerName(host: TeamHost<LocalNic>, s: TcpSocket): string {
+  const o = host.manager.ownerOf(keyOf(s));
+  return o === 'host' ? 'host' : o === null ? 'none' : o.id;
+}
+
+/**
+ * An echo server whose accepts are recorded with their owner at accept time; two first connections
+ * accepted in the host and placed one on each member give both members the path to the peer.
+ */
+async function withPaths(
+  net: SimNetwork,
+  host: TeamHost<LocalNic>,
+  peer: ReturnType<SimNetwork['addHost']>,
+  backlog?: number,
+) {
+  const accepted: { socket: TcpSocket; owner: string }[] = [];
+  const server = host
+    .createServer((s: TcpSocket) => {
+      accepted.push({ socket: s, owner: ownerName(host, s) });
+      s.on('error', () => {});
+      s.on('data', (d: Buffer) => s.write(d));
+      s.on('end', () => s.end());
+    })
+    .listen({ port: 80, backlog });
+  await peer.ping('10.0.0.1');
+  const firsts = [peer.connect(80, '10.0.0.1'), peer.connect(80, '10.0.0.1')];
+  await Promise.all(firsts.map((c) => once(c, 'connect')));
+  while (accepted.length < 2) await net.sleep(1);
+  assert.deepEqual(
+    accepted.map((a) => a.owner),
+    ['host', 'host'],
+    'no path at the members yet: the host answers',
+  );
+  for (let i = 0; i < 2; i++) {
+    const r = await host.manager.offload([keyOf(accepted[i]!.socket)], host.nics[i]);
+    assert.equal(r.moved.length, 1);
+  }
+  return { accepted, server, firsts };
+}
+
+/** A third connection, after the two `withPaths` made: accepted at a member. */
+async function bornOne(
+  net: SimNetwork,
+  peer: ReturnType<SimNetwork['addHost']>,
+  accepted: { owner: string }[],
+) {
+  const c = peer.connect(80, '10.0.0.1');
+  await once(c, 'connect');
+  while (accepted.length < 3) await net.sleep(1);
+  return c;
+}
+
+describe('the passive open answered at the NIC', () => {
+  test('a connection born on a member carries data both ways, and no transfer placed it', async () => {
+    const { net, peer, host } = rig();
+    const { accepted } = await withPaths(net, host, peer);
+    const transfersBefore = host.stack.counters.get('offload.handover');
+    const c = await bornOne(net, peer, accepted);
+    const born = accepted[2]!;
+    assert.match(born.owner, /^team\.nic\d$/, `owner at accept: ${born.owner}`);
+    assert.equal(host.stack.counters.get('offload.accept-at-nic'), 1);
+    const nic = host.nics.find((n) => n.id === born.owner)!;
+    assert.equal(nic.engine.counters.get('nic.listen.syn'), 1);
+    const out = pattern(150_000, 1);
+    const e = echo(c, out);
+    await e.done;
+    assert.ok(e.got().equals(out), 'echoed intact');
+    // Nothing moved it: the two first connections' offloads are the only hand-overs.
+    assert.equal(host.stack.counters.get('offload.handover'), transfersBefore);
+    assert.equal(ownerName(host, born.socket), born.owner);
+    c.end();
+    await once(c, 'close');
+    // Its close reaches the host's records as a placed one's does.
+    await net.sleep(100);
+    assert.equal(host.manager.ownerOf(keyOf(born.socket)), null);
+    host.close();
+    net.close();
+  });
+
+  test('a connection born on a member is moved to the other and uploaded to the host with every byte', async () => {
+    const { net, peer, host } = rig();
+    const { accepted } = await withPaths(net, host, peer);
+    const c = await bornOne(net, peer, accepted);
+    const born = accepted[2]!;
+    assert.match(born.owner, /^team\.nic\d$/);
+    const key = keyOf(born.socket);
+    const from = host.nics.find((n) => n.id === born.owner)!;
+    const to = host.nics.find((n) => n !== from)!;
+    const out = pattern(3_000_000, 3);
+    const e = echo(c, out);
+    // Mid-stream: to the other member, then back to the host.
+    await net.sleep(5);
+    assert.ok(e.n() > 0, 'data flows before the move');
+    const moved = await host.manager.move([key], from, to);
+    assert.equal(moved.moved.length, 1, JSON.stringify(moved.refused));
+    assert.equal(ownerName(host, born.socket), to.id);
+    await net.sleep(5);
+    const up = await host.manager.upload([key]);
+    assert.ok(e.n() < out.length, `${e.n()} bytes back at the upload: mid-stream`);
+    assert.equal(up.moved.length, 1, JSON.stringify(up.refused));
+    assert.equal(ownerName(host, born.socket), 'host');
+    await e.done;
+    assert.ok(e.got().equals(out), 'echoed intact across the move and the upload');
+    host.close();
+    net.close();
+  });
+
+  test("a connection born on a member survives its member's crash: rebuilt on the other with every byte", async () => {
+    const { net, peer, host } = rig();
+    const { accepted } = await withPaths(net, host, peer);
+    const c = await bornOne(net, peer, accepted);
+    const born = accepted[2]!;
+    const at = host.nics.findIndex((n) => n.id === born.owner);
+    assert.ok(at >= 0, born.owner);
+    const out = pattern(2_000_000, 5);
+    const e = echo(c, out);
+    await net.sleep(5);
+    assert.ok(e.n() > 0 && e.n() < out.length, `${e.n()} bytes back when it crashes`);
+    host.nics[at]!.crash('test: crashed');
+    await e.done;
+    assert.ok(e.got().equals(out), 'echoed intact across the failover');
+    await host.team.settled();
+    const failovers = host.failovers.filter((f) => f.nic === born.owner);
+    assert.equal(failovers.length, 1);
+    assert.equal(failovers[0]!.lost, 0);
+    assert.notEqual(ownerName(host, born.socket), born.owner);
+    host.close();
+    net.close();
+  });
+
+  test('a SYN that also reaches the other member is answered once: the other leaves it to the one that holds it', async () => {
+    const { net, peer, host, ports } = rig();
+    const { accepted } = await withPaths(net, host, peer);
+    // From now on every pure SYN a member receives reaches the other member too, after it.
+    for (let i = 0; i < 2; i++) {
+      const other = ports[1 - i]!;
+      ports[i]!.also = (f) => {
+        if (f.length < 54 || f[12] !== 0x08 || f[13] !== 0x00 || f[23] !== 6) return;
+        const ihl = (f[14]! & 0x0f) * 4;
+        if ((f[14 + ihl + 13]! & 0x17) !== 0x02) return;
+        const copy = f.slice();
+        other.handler?.(copy);
+      };
+    }
+    const c = await bornOne(net, peer, accepted);
+    const syns = host.nics.map((x) => x.engine.counters.get('nic.listen.syn'));
+    assert.deepEqual(syns.slice().sort(), [0, 1], `SYNs answered by each member: ${syns.join(',')}`);
+    const out = pattern(100_000, 7);
+    const e = echo(c, out);
+    await e.done;
+    assert.ok(e.got().equals(out), 'echoed intact');
+    assert.equal(host.stack.counters.get('offload.accept-at-nic'), 1);
+    host.close();
+    net.close();
+  });
+
+  test("the host's accept queue full: a member passes the SYN up, and the host drops it as Linux does", async () => {
+    const { net, peer, host } = rig();
+    const { accepted } = await withPaths(net, host, peer);
+    const l = host.stack.tcp.listeners.find(HOST_IP, 80)!;
+    const syns = () => host.nics.reduce((a, x) => a + x.engine.counters.get('nic.listen.syn'), 0);
+    // The application takes nothing: the queue holds more than the backlog.
+    l.queued = l.backlog + 1;
+    const overflow0 = host.stack.counters.get('tcp.listen.overflow');
+    const c = peer.connect(80, '10.0.0.1');
+    await net.sleep(300);
+    assert.equal(syns(), 0, 'no member answered while the queue was full');
+    assert.ok(host.stack.counters.get('tcp.listen.overflow') > overflow0, 'the host dropped the SYN');
+    assert.equal(accepted.length, 2);
+    // Room again: the peer's SYN sent again is answered at a member.
+    l.queued = 0;
+    await once(c, 'connect');
+    while (accepted.length < 3) await net.sleep(1);
+    assert.match(accepted[2]!.owner, /^team\.nic\d$/);
+    assert.equal(syns(), 1);
+    host.close();
+    net.close();
+  });
+
+  test('the backlog bounds the half-open connections of the host and the members together: past it, SYN cookies from the host', async () => {
+    const { net, peer, host } = rig();
+    const { accepted } = await withPaths(net, host, peer, 1);
+    const cookies0 = host.stack.counters.get('tcp.syncookies.sent');
+    // Two SYNs at once: the first is answered at a member, which takes the one half-open place.
+    const cs = [peer.connect(80, '10.0.0.1'), peer.connect(80, '10.0.0.1')];
+    await Promise.all(cs.map((c) => once(c, 'connect')));
+    while (accepted.length < 4) await net.sleep(1);
+    assert.equal(host.stack.counters.get('tcp.syncookies.sent') - cookies0, 1);
+    assert.deepEqual(
+      accepted
+        .slice(2)
+        .map((a) => (a.owner === 'host' ? 'host' : 'member'))
+        .sort(),
+      ['host', 'member'],
+    );
+    // Neither holds a half-open place any more.
+    assert.equal(Atomics.load(host.stack.tcp.listeners.find(HOST_IP, 80)!.gate!, 1), 0);
+    host.close();
+    net.close();
+  });
+
+  test("a closed listener stops the members' accepts: its port is refused there too", async () => {
+    const { net, peer, host } = rig();
+    const { accepted, server } = await withPaths(net, host, peer);
+    await bornOne(net, peer, accepted);
+    assert.match(accepted[2]!.owner, /^team\.nic\d$/);
+    const synsBefore = host.nics.map((x) => x.engine.counters.get('nic.listen.syn'));
+    server.close();
+    for (const nic of host.nics) assert.equal(nic.engine.tcp.listeners.has(80), false, nic.id);
+    const late = peer.connect(80, '10.0.0.1');
+    const [err] = (await once(late, 'error')) as [NodeJS.ErrnoException];
+    assert.equal(err.code, 'ECONNREFUSED');
+    assert.deepEqual(
+      host.nics.map((x) => x.engine.counters.get('nic.listen.syn')),
+      synsBefore,
+      'no member answered a SYN after the close',
+    );
+    assert.equal(accepted.length, 3);
+    host.close();
+    net.close();
+  });
+});
