@@ -585,6 +585,9 @@ async function runServe(o: ServeFlags & AdminFlags): Promise<void> {
   ];
   const log: ServeLog = createLog(o.logFormat ?? 'human', { quiet: o.quiet });
   const teamed = o.tap.length > 1 || o.workers === true;
+  // One TAP without --workers has no NIC to answer SYNs: said, rather than silently ignored.
+  if (!teamed && o.acceptAtNic === true)
+    fail('serve', '--accept-at-nic: needs a team (two --tap) or --workers');
   const sv = teamed ? await serveOnTeam(o, log) : serveOnTap(o, log);
   // The ready line promises reachable addresses: an IPv6 one is usable once DAD has passed.
   try {

@@ -2191,8 +2191,10 @@ export class WorkerNic extends HostNic {
     const take = this.listens.get(id);
     for (const inst of installed) {
       const h = new WorkerConnectionHandle(this, inst.key, inst.slot, inst);
-      this.handles.set(inst.slot, h);
+      this.handles[inst.slot] = h;
       this.byKey.set(h, h);
+      // Not an install's own change: an attach by place after it must search (see installedList).
+      this.keyEpoch++;
       this.conns++;
       let ok = false;
       try {

@@ -121,6 +121,9 @@ describe('chimney serve: argument errors', () => {
     r = runChimney(['serve', '--tap', 'chx0', '--ip', '10.1.2.3/24', '--tcp-mem', 'lots']);
     assert.notEqual(r.status, 0);
     assert.match(r.stderr, /--tcp-mem/);
+    r = runChimney(['serve', '--tap', 'chx0', '--ip', '10.1.2.3/24', '--accept-at-nic']);
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /--accept-at-nic: needs a team/);
   });
   test('a device that is not a TAP cannot be opened', { skip: skipReason || false }, () => {
     const r = runChimney(['serve', '--tap', 'lo', '--ip', '10.1.2.3/24']);
