@@ -101,7 +101,15 @@ export function createTapTeam(o: TapTeamOptions, clock = new RealClock()): TapTe
           readState: () => ({ drains: link.drains, empty: link.queueEmpty(), drainedAt: link.drainedAt }),
           rxSince: () => link.rxSince,
         });
-        const nic = new LocalNic({ id: name, link: tap, clock, random: random.fork() });
+        // One MAC on every TAP: the switch delivers this NIC's segments to whichever port sent
+        // last, and a sibling's TAP, which this NIC's drain does not read, may hold them.
+        const nic = new LocalNic({
+          id: name,
+          link: tap,
+          clock,
+          random: random.fork(),
+          moreInput: o.taps.length > 1 ? () => true : undefined,
+        });
         opened.push(nic);
         members.push({ nic, tap });
       }

@@ -33,6 +33,8 @@ export interface LocalNicOptions {
   capacity?: number;
   counters?: Counters;
   reachabilityIntervalMs?: number;
+  /** See NicEngineOptions.moreInput: input for its connections may also wait off its link. */
+  moreInput?: () => boolean;
 }
 
 /**
@@ -102,6 +104,7 @@ export class LocalNic extends HostNic {
       counters: opts.counters,
       capacity: opts.capacity,
       reachabilityIntervalMs: opts.reachabilityIntervalMs,
+      moreInput: opts.moreInput,
       toHost: (frame) => {
         if (!this.host.deliver(frame)) this.engine.counters.inc('drop.nic.no-host');
       },

@@ -108,6 +108,14 @@ export interface NicEngineOptions {
    * busy thread must not read as a dead one.
    */
   progress?: () => void;
+  /**
+   * True while input for this engine's connections may also wait where a drain of its link does
+   * not reach: a worker with peers (a team shares one MAC, the switch delivers to whichever port
+   * sent last, and a peer forwards this NIC's segments by message), or other TAPs of the team in
+   * this thread. A loss timer's drain then still reads the link, but cannot say all was read, so a
+   * late timer keeps its one turn for that input (tcp-timers.ts LATE_TIMER_MS). Absent: none can.
+   */
+  moreInput?: () => boolean;
 }
 
 interface NeighborSlot {
@@ -454,8 +462,11 @@ export class NicEngine {
     };
     if (this.addrs !== null) (env as { addrs?: AddressTable }).addrs = this.addrs;
     const link = opts.link;
-    // The engine hears only its link (the host's frames come as calls): read empty, it has all.
-    if (link.drain !== undefined) (env as { drainInput?: () => boolean }).drainInput = () => link.drain!();
+    const moreInput = opts.moreInput;
+    // Read empty, the link has given all it held; whether that is all the engine hears is
+    // moreInput's to say (the host's own frames come as calls, never as input).
+    if (link.drain !== undefined)
+      (env as { drainInput?: () => boolean }).drainInput = () => link.drain!() && moreInput?.() !== true;
     this.env = env;
     this.tcp = new TcpLayer(env);
     this.tcp.onClosed = (conn) => this.connClosed(conn);

@@ -228,3 +228,29 @@ test('the hook reaches TCP through the stack and a NIC engine, wrappers included
   stack.close();
   plain.close();
 });
+
+test("a NIC engine whose segments may also come off its link (a team's peers) reads it but does not say it read all", () => {
+  const clock = new VirtualClock(0);
+  const random = new SeededRandom(5);
+  const make = (q: QueueLink, moreInput?: () => boolean) =>
+    new NicEngine({
+      id: q.name,
+      link: q,
+      clock,
+      random: random.fork(),
+      toHost: () => {},
+      indicate: () => {},
+      ...(moreInput ? { moreInput } : {}),
+    });
+  let peers = 1;
+  const q = new QueueLink('q3');
+  const engine = make(q, () => peers > 0);
+  // One MAC on every port: a peer forwards this NIC's ACKs by message, which no drain reaches, so
+  // a late loss timer must keep its turn for them.
+  assert.equal(engine.tcp.env.drainInput?.(), false);
+  assert.equal(q.drains, 1, 'the link was read all the same');
+  peers = 0;
+  assert.equal(engine.tcp.env.drainInput?.(), true, 'alone again, its link is all it hears');
+  assert.equal(q.drains, 2);
+  engine.close();
+});

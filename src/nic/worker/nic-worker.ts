@@ -1101,6 +1101,8 @@ const engine = new NicEngine({
   capacity: boot.capacity,
   reachabilityIntervalMs: boot.reachabilityIntervalMs,
   progress,
+  // Segments of this worker's connections that reached a peer's port come from it by message.
+  moreInput: () => peers.length > 0,
   toHost: (frame) => {
     if (toPeer(frame)) return;
     upBatch.push(frame);
