@@ -98,6 +98,11 @@ export interface TapLinkOptions {
   /** Frames read per event-loop turn before yielding to other work (default 256). */
   readBudget?: number;
   /**
+   * The longest one poll for the next frame waits on the libuv pool, ms (default POLL_MAX_MS);
+   * tests of a thread stopped while its poll waits set it beyond their own bounds.
+   */
+  pollMaxMs?: number;
+  /**
    * Hand the kernel each frame's payload as page fragments of its exact size (IFF_NAPI_FRAGS,
    * with the virtio-net header; default true, and off by itself where the kernel refuses it).
    * See `TapLink.napiFrags`.
@@ -252,6 +257,7 @@ export class TapLink implements Link {
   private readonly carrierTimer: Timer;
   private readonly carrierPollMs: number;
   private readonly readBudget: number;
+  private readonly pollMaxMs: number;
   private readonly hdr: number;
   private readonly rbuf: Uint8Array;
   private readonly tbuf: Uint8Array;
@@ -356,6 +362,7 @@ export class TapLink implements Link {
     this.counters = opts.counters ?? new Counters();
     this.carrierPollMs = opts.carrierPollMs ?? 10;
     this.readBudget = opts.readBudget ?? 256;
+    this.pollMaxMs = opts.pollMaxMs ?? POLL_MAX_MS;
     const pv = new DataView(this.pollFds.buffer);
     pv.setInt32(0, fd, true);
     pv.setInt16(4, POLLIN, true);
@@ -387,6 +394,9 @@ export class TapLink implements Link {
     }
     if (opts.carrierPollMs !== undefined && !(opts.carrierPollMs >= 1)) {
       throw new InvalidArgumentError(`carrierPollMs must be >= 1, got ${opts.carrierPollMs}`);
+    }
+    if (opts.pollMaxMs !== undefined && !(Number.isInteger(opts.pollMaxMs) && opts.pollMaxMs >= 1)) {
+      throw new InvalidArgumentError(`pollMaxMs must be an integer >= 1, got ${opts.pollMaxMs}`);
     }
     if (opts.readBudget !== undefined && !(Number.isInteger(opts.readBudget) && opts.readBudget >= 1)) {
       throw new InvalidArgumentError(`readBudget must be an integer >= 1, got ${opts.readBudget}`);
@@ -956,7 +966,7 @@ export class TapLink implements Link {
   private waitReadable(): void {
     if (this.waiting || this.closed) return;
     this.waiting = true;
-    this.lib.pollAsync(this.pollFds, 2, POLL_MAX_MS, this.onPoll);
+    this.lib.pollAsync(this.pollFds, 2, this.pollMaxMs, this.onPoll);
   }
 
   private readonly onPoll = (_err: unknown, n: number): void => {
@@ -1065,6 +1075,30 @@ export function openTapDescriptors(tunPath = '/dev/net/tun', napiFrags = false):
     fds.native = { tbuf: t, iov: lib.nativeBytes(TAP_NATIVE_IOV_BYTES).addr };
   }
   return fds;
+}
+
+/**
+ * A descriptor of its own for the write end of a wake pipe made by `openTapDescriptors`, or -1 when
+ * none can be had: the thread that stops a TapLink's thread from outside (a worker killed) ends
+ * that link's pending poll with it (`wakeTapPoll`) without racing the link's own close of the
+ * original, whose number may then be reused. Closed with `closeWakeEnd`.
+ */
+export function keepWakeEnd(wakeW: number): number {
+  try {
+    return loadLibc().dup(wakeW);
+  } catch {
+    return -1;
+  }
+}
+
+/** End the poll a TapLink waits in (see keepWakeEnd): its wake pipe becomes readable. */
+export function wakeTapPoll(wakeEnd: number): void {
+  // Non-blocking: a full pipe (it never is: one byte per close or kill) already wakes the poll.
+  if (wakeEnd >= 0) loadLibc().write(wakeEnd, WAKE_BYTE, 1);
+}
+
+export function closeWakeEnd(wakeEnd: number): void {
+  if (wakeEnd >= 0) loadLibc().close(wakeEnd);
 }
 
 /**

@@ -47,6 +47,7 @@ export const IFREQ_SIZE = 40;
 export const O_RDWR = 0o2;
 export const O_NONBLOCK = 0o4000;
 export const O_CLOEXEC = 0o2000000;
+const F_DUPFD_CLOEXEC = 1030;
 export const POLLIN = 0x1;
 export const AF_INET = 2;
 export const SOCK_DGRAM = 2;
@@ -94,6 +95,8 @@ export interface Libc {
   freeNative(addr: bigint): void;
   socket(domain: number, type: number, proto: number): number;
   pipe2(fds: Int32Array, flags: number): number;
+  /** A new descriptor (close-on-exec) for what `fd` refers to: fcntl(F_DUPFD_CLOEXEC). */
+  dup(fd: number): number;
   /** poll() on this thread (timeout 0 for a mere look). */
   poll(fds: Uint8Array, nfds: number, timeoutMs: number): number;
   /** poll() on the libuv thread pool; `cb` gets the count of ready fds or -1. */
@@ -125,6 +128,7 @@ export function loadLibc(): Libc {
   const socket = lib.func('int socket(int domain, int type, int proto)');
   const pipe2 = lib.func('int pipe2(_Out_ int *fds, int flags)');
   const poll = lib.func('int poll(void *fds, unsigned long nfds, int timeout)');
+  const fcntl = lib.func('int fcntl(int fd, int cmd, ...)');
   libc = {
     open: (p, f) => open(p, f),
     close: (fd) => close(fd),
@@ -141,6 +145,7 @@ export function loadLibc(): Libc {
     freeNative: (addr) => koffi.free(addr),
     socket: (d, t, p) => socket(d, t, p),
     pipe2: (fds, flags) => pipe2(fds, flags),
+    dup: (fd) => fcntl(fd, F_DUPFD_CLOEXEC, 'int', 0),
     poll: (fds, nfds, timeout) => poll(fds, nfds, timeout),
     pollAsync: (fds, nfds, timeout, cb) => poll.async(fds, nfds, timeout, cb),
     errno: () => koffi.errno(),

@@ -8,11 +8,14 @@ import {
 } from '../core/errors.ts';
 import type { Link } from '../link/link.ts';
 import {
+  closeWakeEnd,
+  keepWakeEnd,
   openTapDescriptors,
   releaseTapHeld,
   type TapLinkOptions,
   tapMayUseNapiFrags,
   tapQueueEmpty,
+  wakeTapPoll,
 } from '../link/tap-link.ts';
 import { TWO_32 } from '../stack/address-table.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
@@ -707,6 +710,8 @@ export class WorkerNic extends HostNic {
   private readonly heartbeatMs: number;
   /** Armed once the thread was told to stop (`terminateThread`): watches its heartbeat fall silent. */
   private killWatch: Timer | null = null;
+  /** This thread's own descriptor of the TAP's wake pipe (keepWakeEnd), -1 without one. */
+  private wakeEnd = -1;
   private lastBeat: number;
   private lastBeatCount = 0;
   private linkCarrier: boolean;
@@ -753,6 +758,7 @@ export class WorkerNic extends HostNic {
     // kill between one's making and its listing in the thread would leak it for the process's life.
     const fds =
       tap !== null && tap.fds === undefined ? openTapDescriptors(tap.tunPath, tapMayUseNapiFrags(tap)) : null;
+    const wakeEnd = fds === null ? -1 : keepWakeEnd(fds.wake[1]);
     if (fds !== null)
       publishTapHeld(new BigInt64Array(tapHeld), {
         addrs: fds.native === undefined ? [] : [fds.native.tbuf, fds.native.iov],
@@ -784,6 +790,7 @@ export class WorkerNic extends HostNic {
     } catch (e) {
       const held = takeTapHeld(new BigInt64Array(tapHeld));
       if (held !== null) releaseTapHeld(held);
+      closeWakeEnd(wakeEnd);
       throw e;
     }
     // The host link and the transport reach this object once it exists (the worker's first
@@ -807,6 +814,7 @@ export class WorkerNic extends HostNic {
     this.worker = worker;
     this.deadAfterMs = deadAfterMs;
     this.heartbeatMs = heartbeatMs;
+    this.wakeEnd = wakeEnd;
     this.capacity = capacity;
     this.ringCapacity = ringCapacity;
     this.placementRing = Math.min(ringCapacity, opts.placementRing ?? ringCapacity);
@@ -836,6 +844,8 @@ export class WorkerNic extends HostNic {
         releaseTapHeld(held);
         this.releasedAtExit = { native: held.addrs.length, fds: held.fds.length };
       }
+      closeWakeEnd(this.wakeEnd);
+      this.wakeEnd = -1;
       if (!this.closed) this.die({ kind: 'exit', exitCode });
     });
     if (link) {
@@ -1949,6 +1959,11 @@ export class WorkerNic extends HostNic {
   terminateThread(): { threadId: number; exited: Promise<number> } {
     const threadId = this.worker.threadId;
     const exited = this.worker.terminate();
+    // The thread exits only once its TAP's poll for the next frame ends (up to POLL_MAX_MS when no
+    // frame comes, and after a kill the switch steers the team's frames to the other members): end
+    // it now. After terminate() the thread starts no new turn of JavaScript (the poll's callback
+    // never runs), so the wake-up only lets the exit through.
+    wakeTapPoll(this.wakeEnd);
     if (this.killWatch === null && this.death === null && !this.closed) {
       let beats = Atomics.load(this.doorbell, DB_BEAT);
       let since = this.clock.now();

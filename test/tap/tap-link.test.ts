@@ -935,6 +935,39 @@ describe('a WorkerNic on a TAP of its own', () => {
     }
   });
 
+  test("told to stop while its TAP's poll waits, its thread exits at once, not when that poll ends", {
+    ...dev,
+    timeout: 30_000,
+  }, async () => {
+    requireEnv();
+    const pipes = () => fdsOn((t) => t.startsWith('pipe:'));
+    const before = pipes();
+    // A device the kernel sends nothing on (no IPv6, no address), so no frame ends the poll; that
+    // poll may wait 60 s, far beyond the kill watch's three silent beats of 500 ms. The thread
+    // exited only when the poll ended: the death came from the kill watch ('killed'), up to a
+    // poll's bound (POLL_MAX_MS, 200 ms by default) before the exit.
+    const name = devName();
+    ip('tuntap', 'add', 'dev', name, 'mode', 'tap');
+    execFileSync('sysctl', ['-qw', `net.ipv6.conf.${name}.disable_ipv6=1`]);
+    const nic = new WorkerNic({
+      id: 'tap-wake',
+      heartbeatMs: 500,
+      deadAfterMs: 60_000,
+      link: { tap: { name, napiFrags: false, pollMaxMs: 60_000 } },
+    });
+    await nic.ready();
+    // A beat of its timer: the thread's first turns (the TAP's open) are over, it waits in the poll.
+    await new Promise((r) => nic.once('heartbeat', r));
+    const { exited } = nic.terminateThread();
+    await until(() => nic.death !== null, 'the death to be seen', 20_000);
+    assert.equal(nic.death?.kind, 'exit', 'found dead by its exit, before the kill watch judged its silence');
+    assert.equal(await exited, 1);
+    assert.equal(nic.releasedAtExit?.fds, 4, "the TAP's descriptors are freed at the exit");
+    nic.close();
+    ip('link', 'del', name);
+    assert.equal(pipes(), before, 'no pipe descriptor left behind, the wake end kept by the host included');
+  });
+
   test("closed, each time: the host stops the thread only after its TAP's poll ended and closed the wake pipe", {
     ...dev,
     timeout: 60_000,
