@@ -139,11 +139,12 @@ export class OffloadManager extends EventEmitter {
   private readonly updates: HostUpdates;
   private closed = false;
   /**
-   * Answer host listeners' SYNs at the NICs (off by default; LocalNics only): a connection is born
-   * on the member its SYN came in on, offloaded from its first segment, and reaches the application
-   * with no transfer (`listenAtNics`). A SYN a NIC cannot take as the host would (no path to the
-   * peer there yet, its half-open connections at the backlog, the host's accept queue full, an
-   * IPv6 peer, a WorkerNic) goes up to the host, whose SYN cookies and limits apply.
+   * Answer host listeners' SYNs at the NICs (off by default; LocalNics and WorkerNics): a
+   * connection is born on the member its SYN came in on, offloaded from its first segment, and
+   * reaches the application with no transfer (`listenAtNics`). A SYN a NIC cannot take as the host
+   * would (no path to the peer there yet, its half-open connections at the backlog, the host's
+   * accept queue full, a cookie of the host's possibly answered, an IPv6 peer, a four-tuple
+   * another owner holds) goes up to the host, whose SYN cookies and limits apply.
    */
   acceptAtNic = false;
   /** Host listeners answered at the NICs: the spec each NIC was given and what stops it there. */

@@ -829,11 +829,6 @@ function ownBlock(send: ByteRing, recv: ByteRing, given: ConnBlockRef): boolean 
   return own !== null && sameBlock(own, given);
 }
 
-/**
- * Move a just-adopted connection's buffers into shared memory (the one copy of its bytes) and
- * give it a slot. The host normally allocated that memory and copied the buffers in before it
- * sent the batch (`given`); without it, allocate here (see connRingCapacities).
- */
 /** The host listeners whose SYNs this worker answers (WorkerNic.listen), by id: what stops each. */
 const listenStops = new Map<number, () => void>();
 
@@ -873,6 +868,11 @@ function listen(m: Extract<ToWorker, { t: 'listen' }>): void {
   }
 }
 
+/**
+ * Move a just-adopted connection's buffers into shared memory (the one copy of its bytes) and
+ * give it a slot. The host normally allocated that memory and copied the buffers in before it
+ * sent the batch (`given`); without it, allocate here (see connRingCapacities).
+ */
 function install(
   conn: TcpConnection,
   given: ConnBlockRef | undefined,
