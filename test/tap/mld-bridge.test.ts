@@ -14,7 +14,7 @@
  * Needs root, /dev/net/tun, ping and bridge: fails under CI, skips with the reason elsewhere.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { ipv6Settled } from '../../src/cli/tap-host.ts';
@@ -22,7 +22,8 @@ import { RealClock } from '../../src/core/clock.ts';
 import { CryptoRandom } from '../../src/core/random.ts';
 import { TapLink } from '../../src/link/tap-link.ts';
 import { Stack } from '../../src/stack/stack.ts';
-import { interopGate, type Lab, makeLab, sleep, stopProcess } from '../interop/lab.ts';
+import { type Capture, startCapture } from '../helpers/tshark.ts';
+import { interopGate, type Lab, makeLab, sleep } from '../interop/lab.ts';
 
 const gate = interopGate(['ping', 'bridge', 'ethtool', 'tshark']);
 const SUBNET = 57;
@@ -33,7 +34,7 @@ const TWIN6 = 'fd00:57:1::2';
 const GROUP = 'ff02::1:ff00:2';
 
 let lab: Lab | null = null;
-let capture: ChildProcess | null = null;
+let capture: Capture | null = null;
 let pcap = '';
 
 interface Chimney {
@@ -123,16 +124,11 @@ describe('MLD against a Linux bridge with snooping and a querier', {
       lab!.ip('-n', lab!.ns, 'addr', 'add', a, 'dev', lab!.vethPeer, 'nodad');
     }
     pcap = join(lab!.dir, 'mld.pcapng');
-    capture = lab!.spawn(['tshark', '-i', lab!.taps[0]!, '-w', pcap, '-q']);
-    let err = '';
-    capture.stderr!.on('data', (d: Buffer) => {
-      err += d.toString();
-    });
-    await sleep(2500);
-    assert.match(err, /Capturing on/);
+    // Waits for tshark's "Capturing on" (a fixed 2.5 s sleep missed it at load 13 in CI).
+    capture = await startCapture(lab!, lab!.taps[0]!, pcap);
   });
   after(async () => {
-    if (capture) await stopProcess(capture, 3000);
+    await capture?.stop();
     await lab?.down();
   });
 
@@ -188,8 +184,7 @@ describe('MLD against a Linux bridge with snooping and a querier', {
   });
 
   test('tshark reads every MLD message Chimney sent as well-formed, with a good checksum', async () => {
-    await sleep(300);
-    await stopProcess(capture!, 5000);
+    await capture!.stop();
     capture = null;
     const mac = lab!.mac(0);
     const types = await lab!.run(
