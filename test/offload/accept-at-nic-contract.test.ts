@@ -70,17 +70,23 @@ class RacingNic extends ContractNic {
   }
 }
 
-test('a target of any kind answers through listen/holds: asked to listen, its held tuples left to it, stopped with the listener', async () => {
-  const net = new SimNetwork({ seed: 31 });
+/** A host and a peer, the host's manager answering listeners at `nic` alone (accept-at-NIC on). */
+function rig(seed: number, nic: ContractNic) {
+  const net = new SimNetwork({ seed });
   const host = net.addHost({ ip: '10.0.0.1/24', name: 'host' });
   const peer = net.addHost({ ip: '10.0.0.2/24', name: 'peer' });
-  const fake = new ContractNic();
   const m = new OffloadManager({
     stack: host.stack,
-    nics: [fake as unknown as Nic],
+    nics: [nic as unknown as Nic],
     policy: { mode: 'manual' },
   });
   m.acceptAtNic = true;
+  return { net, host, peer, m };
+}
+
+test('a target of any kind answers through listen/holds: asked to listen, its held tuples left to it, stopped with the listener', async () => {
+  const fake = new ContractNic();
+  const { net, host, peer, m } = rig(31, fake);
   const accepted: TcpConnection[] = [];
   const l = host.stack.tcp.listen({ port: 80 }, (conn) => {
     accepted.push(conn);
@@ -114,16 +120,8 @@ test('a target of any kind answers through listen/holds: asked to listen, its he
 });
 
 test("the host's side of the race: a NIC that answers between the host's look and its claim has the SYN to itself", async () => {
-  const net = new SimNetwork({ seed: 32 });
-  const host = net.addHost({ ip: '10.0.0.1/24', name: 'host' });
-  const peer = net.addHost({ ip: '10.0.0.2/24', name: 'peer' });
   const nic = new RacingNic();
-  const m = new OffloadManager({
-    stack: host.stack,
-    nics: [nic as unknown as Nic],
-    policy: { mode: 'manual' },
-  });
-  m.acceptAtNic = true;
+  const { net, host, peer, m } = rig(32, nic);
   const l = host.stack.tcp.listen({ port: 80 }, () => true);
   m.listenAtNics(l);
   const c = peer.connect(80, '10.0.0.1');
