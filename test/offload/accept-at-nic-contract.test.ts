@@ -17,10 +17,10 @@ import type { ConnKey, Nic, NicListenHooks, NicListenSpec } from '../../src/nic/
 import { OwnerTable } from '../../src/nic/worker/owner-table.ts';
 import { OffloadManager } from '../../src/offload/offload-manager.ts';
 import { SimNetwork } from '../../src/sim/sim-network.ts';
-import { buildTeamHost } from '../../src/team/team-host.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import type { TcpConnection } from '../../src/stack/tcp/tcp-connection.ts';
 import { DEFAULT_TCP_CACHED } from '../../src/state/tcp-state.ts';
+import { buildTeamHost } from '../../src/team/team-host.ts';
 
 /** A target that is neither a LocalNic nor a WorkerNic: it records what it is asked to answer. */
 class ContractNic extends EventEmitter {
