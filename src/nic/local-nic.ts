@@ -13,8 +13,8 @@ import type {
   ConnKey,
   InitiateOptions,
   InitiateResult,
-  NicBornHooks,
   NicCounterSnapshot,
+  NicListenHooks,
   NicListenSpec,
   SalvageRecord,
   TerminateOptions,
@@ -160,10 +160,16 @@ export class LocalNic extends HostNic {
 
   /**
    * Answer the SYNs of a host listener here (NicListenSpec), at once (same thread): what it
-   * accepts is born on this NIC and the host hears of it through `born`. Returns what stops it.
+   * accepts is born on this NIC and the host hears of it through the hooks' NicBornHooks part,
+   * in the turn it happens. Returns what stops it; null once the NIC is closed or dead.
    */
-  listen(spec: NicListenSpec, born: NicBornHooks): () => void {
-    return this.engine.listen(spec, born);
+  listen(spec: NicListenSpec, hooks: NicListenHooks): (() => void) | null {
+    return this.running ? this.engine.listen(spec, hooks) : null;
+  }
+
+  /** Its engine's table, read at once (same thread): half-open connections included. */
+  holds(localIp: number, localPort: number, remoteIp: number, remotePort: number): boolean {
+    return this.running && this.engine.tcp.lookup(localIp, localPort, remoteIp, remotePort) !== undefined;
   }
 
   /** Neither closed nor dead: its engine runs connections and may take more. */

@@ -1117,6 +1117,11 @@ export class NicEngine {
     // Its half-open connections count in the host's word, against the one backlog.
     l.gateWord = spec.word;
     l.gate = spec.gate;
+    // Racing the host's thread for a SYN (NicBornHooks.publish): published, then looked again.
+    if (born.publish !== undefined && born.claimed !== undefined) {
+      l.onHalfOpen = (conn, open) => born.publish?.(conn, open);
+      l.heldElsewhere = (li, lp, ri, rp) => born.claimed?.(li, lp, ri, rp) === true;
+    }
     this.gates.set(l, { gate: spec.gate, born });
     return () => {
       if (!this.gates.delete(l)) return;
@@ -1160,18 +1165,10 @@ export class NicEngine {
     at?.born.halfOpen(conn);
   }
 
-  /** Run a checked segment through the TCP layer (`rxInfo` filled), noting proof of the neighbor and a FIN. */
+  /** Run a checked segment through the TCP layer (`rxInfo` filled), noting proof of the neighbor. */
   private deliver(conn: TcpConnection | undefined, frame: Uint8Array, off: number, len: number): void {
-    const tcp = this.tcp;
-    if (conn === undefined) {
-      tcp.input(this.rxInfo, frame, off, len);
-      return;
-    }
-    const d = conn.state.delegated;
-    const finBefore = d.finReceived;
-    conn.state.path.neighbor.delegated.nicReachableAt = this.clock.now();
-    tcp.input(this.rxInfo, frame, off, len);
-    if (!finBefore && d.finReceived) this.indicate('disconnect', keyOf(conn.state));
+    if (conn !== undefined) conn.state.path.neighbor.delegated.nicReachableAt = this.clock.now();
+    this.tcp.input(this.rxInfo, frame, off, len);
   }
 
   /**

@@ -16,6 +16,12 @@
  *   both ends' classes. Absent or null: the transfer protocol's general way.
  * - `useRecords`: whether its states cross in transfer records (callers tested for a WorkerNic and
  *   read its own flag). A target that is not `inProcess` is handed large batches in parts.
+ * - `listen?(spec, hooks)` and `holds?(...)`, optional: answering a host listener's SYNs at the
+ *   target, and whether it holds a four-tuple now (callers tested for a LocalNic or a WorkerNic
+ *   and read the WorkerNic's owner table). Absent: its SYNs go up to the host, and it holds none.
+ * - The `disconnect` indication is gone: no host listener had a use for it (the socket hears the
+ *   peer's FIN on its handle's event channel), and a worker posted one message per closing
+ *   connection for it. `abort` stays, and the host forgets the connection at it as at `closed`.
  */
 import type { Link } from '../link/link.ts';
 import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
@@ -146,6 +152,28 @@ export interface NicBornHooks {
    * again, goes where that connection is instead of being answered a second time here.
    */
   taken(localIp: number, localPort: number, remoteIp: number, remotePort: number): boolean;
+  /**
+   * A NIC on another thread, racing the host for a SYN: publish a half-open connection's tuple
+   * before its SYN-ACK goes (`open`), or take it back when it is left unanswered (`claimed`).
+   */
+  publish?(conn: TcpConnection, open: boolean): void;
+  /**
+   * Asked after `publish`: whether another owner took the tuple meanwhile (the host publishes its
+   * own half-open ones before it looks at the NICs', Listener.heldElsewhere). True: the SYN is
+   * left to it, unanswered here. Together they leave no moment in which both answer.
+   */
+  claimed?(localIp: number, localPort: number, remoteIp: number, remotePort: number): boolean;
+}
+
+/**
+ * What the host gives a NIC that answers a host listener's SYNs (`Nic.listen`). A NIC in the host's
+ * thread uses the NicBornHooks (it hands over its half-open connections and its accepted ones
+ * themselves, and asks `taken` per SYN); one on another thread keeps its half-open connections
+ * (its `holds` answers for them, and it reads the host's claims itself) and hands over a handle
+ * once a handshake is done (`born`; false: refused, it resets the connection).
+ */
+export interface NicListenHooks extends NicBornHooks {
+  born(h: ConnectionHandle): boolean;
 }
 
 /** Cached TCP settings the host may push to offloaded connections. */
@@ -417,9 +445,11 @@ export interface SalvageRecord {
 export interface NicIndications {
   /** The target asks the host to take these connections back. */
   'upload-requested': (keys: ConnKey[], reason: UploadReason) => void;
-  /** The peer's FIN arrived on an offloaded connection. */
-  disconnect: (key: ConnKey) => void;
-  /** A RST arrived on an offloaded connection (it is now closed). */
+  /**
+   * An offloaded connection was aborted on the target: a RST arrived (then 'closed' follows), or
+   * its state was found corrupt and dropped (nothing follows). Either way the target runs it no
+   * more, and the host forgets it as at 'closed'.
+   */
   abort: (key: ConnKey) => void;
   /** An offloaded connection reached CLOSED on the target and its resources are free. */
   closed: (key: ConnKey) => void;
@@ -528,6 +558,18 @@ export interface Nic {
    * until the burst is placed, so rings grown early in it do not take the budget the rest need.
    */
   placing?(on: boolean): void;
+  /**
+   * Answer the SYNs of a host listener here (NicListenSpec): what it accepts is born offloaded on
+   * this target, and the host hears of it through `hooks`. Returns what stops it, or null when
+   * this target cannot now (closed, dead). Absent: it answers none; they go up to the host.
+   */
+  listen?(spec: NicListenSpec, hooks: NicListenHooks): (() => void) | null;
+  /**
+   * Whether this target holds the four-tuple now, a connection or a half-open one, as the host's
+   * thread can tell at once without a request (a target on another thread: what it published in
+   * shared memory, nothing once dead). Absent: it holds none the host does not know of otherwise.
+   */
+  holds?(localIp: number, localPort: number, remoteIp: number, remotePort: number): boolean;
   /** Segments (IPv4 packets, e.g. forwarded from another owner) for connections this target runs. */
   inject(packets: readonly Uint8Array[]): void;
   /**

@@ -53,6 +53,7 @@ import {
   type Nic,
   type NicDeath,
   type NicIndications,
+  type NicListenHooks,
   type NicListenSpec,
   type SalvageRecord,
   sameConnKey,
@@ -2181,18 +2182,24 @@ export class WorkerNic extends HostNic {
 
   /**
    * Answer the SYNs of a host listener in the worker (NicListenSpec; see NicEngine.listen): each
-   * connection it accepts is installed there on shared memory the worker allocates, and `born`
-   * gets its handle, which the host holds from then on as an installed connection's. `born`
-   * false: refused, the worker resets it. Returns what stops it (the worker's listener closes).
+   * connection it accepts is installed there on shared memory the worker allocates, and
+   * `hooks.born` gets its handle, which the host holds from then on as an installed connection's.
+   * `born` false: refused, the worker resets it. Its half-open connections stay in the worker
+   * (`holds` answers for them). Returns what stops it (the worker's listener closes).
    */
-  listen(spec: NicListenSpec, born: (h: WorkerConnectionHandle) => boolean): () => void {
+  listen(spec: NicListenSpec, hooks: NicListenHooks): () => void {
     const id = this.nextListen++;
-    this.listens.set(id, born);
+    this.listens.set(id, (h) => hooks.born(h));
     if (this.death === null && !this.closed) this.post({ t: 'listen', id, spec, ring: this.placementRing });
     return () => {
       if (!this.listens.delete(id)) return;
       if (this.death === null && !this.closed) this.post({ t: 'unlisten', id });
     };
+  }
+
+  /** Its owner table, which the worker writes as it takes and frees four-tuples; none once dead. */
+  holds(localIp: number, localPort: number, remoteIp: number, remotePort: number): boolean {
+    return this.death === null && this.owners.has(localIp, localPort, remoteIp, remotePort);
   }
 
   private born(id: number, packed: Parameters<typeof unpackInitiate>[0]): void {

@@ -1,25 +1,19 @@
 import { EventEmitter } from 'node:events';
 import { InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
-import { LocalNic } from '../nic/local-nic.ts';
 import {
   type ConnKey,
   MANDATORY_UPLOAD_REASONS,
   type Nic,
   type NicIndications,
-  type NicListenSpec,
   type UploadReason,
 } from '../nic/nic.ts';
-import { TupleMap } from '../nic/tuple-map.ts';
-import { OwnerTable } from '../nic/worker/owner-table.ts';
-import { WorkerNic } from '../nic/worker-nic.ts';
-import { ANY6, TWO_32 } from '../stack/address-table.ts';
 import type { Stack } from '../stack/stack.ts';
 import type { TableEntry } from '../stack/tcp/conn-table.ts';
 import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
-import { Listener, type TcpListener } from '../stack/tcp/tcp-listen.ts';
-import type { ConnectionHandle } from '../stack/tcp/tcp-types.ts';
+import type { TcpListener } from '../stack/tcp/tcp-listen.ts';
 import { isOffloadable } from '../state/validate.ts';
 import { formatIpv4, parseIpv4 } from '../wire/addr.ts';
+import { AcceptAtNic } from './accept-at-nic.ts';
 import { EntryTable } from './entry-table.ts';
 import { HostUpdates } from './host-updates.ts';
 import { makePolicy, type OffloadPolicy, PolicyScanner, placeByFreeCapacity } from './policy.ts';
@@ -61,11 +55,6 @@ export interface PlaceTimeout {
   waitedMs: number;
 }
 
-/** Words of a listener's gate (NicListenSpec.gate): [0] full, [1] half-open in all, then one a NIC. */
-const GATE_FIRST_NIC = 3;
-/** NICs a listener's gate has words for: those past it pass every SYN up (the host's rules). */
-const GATE_NICS = 64;
-
 export const BACKGROUND_COUNTERS = {
   upload: 'offload.background.upload',
   update: 'offload.background.update',
@@ -81,6 +70,7 @@ interface Batch {
 interface NicHooks {
   upload: NicIndications['upload-requested'];
   closed: NicIndications['closed'];
+  abort: NicIndications['abort'];
   dead: () => void;
 }
 
@@ -100,7 +90,8 @@ function isKey(x: unknown): x is ConnKey {
  * Runs the offload of connections between the host stack and its NICs, and NIC to NIC: the public
  * verbs, the table of offloaded connections and the NICs' indications. The transfer protocol is
  * `transfer.ts`, rebuilding from hard state `rebuild.ts`, the automatic policy `policy.ts`, and
- * host changes turned into updates `host-updates.ts`.
+ * host changes turned into updates `host-updates.ts`, listeners answered at the NICs
+ * `accept-at-nic.ts`.
  *
  * A transfer: freeze the sockets (application calls wait) → release at the source (the host's
  * TcpLayer, or NIC terminate) leaving placeholders that hold arriving segments → hand over (objects
@@ -147,13 +138,7 @@ export class OffloadManager extends EventEmitter {
    * another owner holds) goes up to the host, whose SYN cookies and limits apply.
    */
   acceptAtNic = false;
-  /** Host listeners answered at the NICs: the spec each NIC was given and what stops it there. */
-  private readonly nicListens = new Map<
-    Listener,
-    { spec: Omit<NicListenSpec, 'word'>; stops: Map<Nic, () => void> }
-  >();
-  /** Half-open connections born on a NIC: the host forwards their tuple there until accepted or closed. */
-  private readonly halfOpen = new TupleMap<TcpConnection>();
+  private readonly accepts: AcceptAtNic;
   /** Reused for per-frame owner lookups. */
   private readonly probeKey: ConnKey = { localIp: 0, localPort: 0, remoteIp: 0, remotePort: 0 };
   /**
@@ -176,6 +161,14 @@ export class OffloadManager extends EventEmitter {
     this.policy = makePolicy(opts.policy);
     this.proto = new TransferProtocol(this.stack, this.entries);
     this.proto.refuses = (nic) => this.failed(nic);
+    this.accepts = new AcceptAtNic({
+      stack: this.stack,
+      entries: this.entries,
+      proto: this.proto,
+      nics: () => this.nicList,
+      failed: (nic) => this.failed(nic),
+      closed: () => this.closed,
+    });
     for (const n of opts.nics ?? []) this.addNic(n);
     this.updates = new HostUpdates(
       this.stack,
@@ -262,153 +255,27 @@ export class OffloadManager extends EventEmitter {
     const hooks: NicHooks = {
       upload: (keys, reason) => this.uploadRequested(nic, keys, reason),
       closed: (key) => this.nicClosed(nic, key),
-      dead: () => this.halfOpenLost(nic),
+      abort: (key) => this.nicClosed(nic, key),
+      dead: () => this.accepts.nicDied(nic),
     };
     nic.on('upload-requested', hooks.upload);
     nic.on('closed', hooks.closed);
+    nic.on('abort', hooks.abort);
     nic.on('dead', hooks.dead);
     this.proto.join(nic);
     this.hooks.set(nic, hooks);
     this.nicList.push(nic);
-    for (const nl of this.nicListens.values()) this.listenAt(nic, nl.spec, nl.stops);
+    this.accepts.nicAdded(nic);
   }
 
   /**
-   * With `acceptAtNic`, every LocalNic answers the SYNs of host listener `l` (see acceptAtNic);
-   * returns what stops them (TcpServer calls it as the listener closes), or null when none does.
+   * With `acceptAtNic`, every NIC that can (`Nic.listen`) answers the SYNs of host listener `l`
+   * (see acceptAtNic); returns what stops them (TcpServer calls it as the listener closes), or
+   * null when none does.
    */
   listenAtNics(l: TcpListener): (() => void) | null {
-    if (!this.acceptAtNic || this.closed || !(l instanceof Listener)) return null;
-    // IPv4 only: a NIC's IPv6 peers go to the host (their address handles are the host's).
-    const ip = l.ip === ANY6 ? (l.v6Only ? -1 : 0) : l.ip >= TWO_32 ? -1 : l.ip;
-    if (ip < 0) return null;
-    const gate = new Int32Array(new SharedArrayBuffer(4 * (GATE_FIRST_NIC + GATE_NICS)));
-    l.gate = gate;
-    Atomics.store(gate, 0, l.acceptFull ? 1 : 0);
-    // The host's own half-open connections, listed for NICs on other threads (NicListenSpec.claims).
-    const claims = new OwnerTable(OwnerTable.create(l.backlog + 1));
-    l.onHalfOpen = (conn, open) => {
-      const k = conn.key;
-      if (open) claims.add(k.localIp, k.localPort, k.remoteIp, k.remotePort);
-      else claims.remove(k.localIp, k.localPort, k.remoteIp, k.remotePort);
-    };
-    const spec: Omit<NicListenSpec, 'word'> = {
-      ip,
-      port: l.port,
-      v6Only: false,
-      backlog: l.backlog,
-      cached: l.cached,
-      gate,
-      claims: claims.sab,
-    };
-    const nl = { spec, stops: new Map<Nic, () => void>() };
-    this.nicListens.set(l, nl);
-    for (const nic of this.nicList) this.listenAt(nic, spec, nl.stops);
-    l.heldElsewhere = (li, lp, ri, rp) => {
-      for (const nic of this.nicList)
-        if (nic instanceof WorkerNic && nic.death === null && nic.owners.has(li, lp, ri, rp)) return true;
-      return this.halfOpen.lookup(li, lp, ri, rp) !== undefined;
-    };
-    return () => {
-      if (!this.nicListens.delete(l)) return;
-      l.onHalfOpen = null;
-      l.heldElsewhere = null;
-      Atomics.store(gate, 0, 1);
-      for (const stop of nl.stops.values()) stop();
-      nl.stops.clear();
-    };
-  }
-
-  private listenAt(nic: Nic, base: Omit<NicListenSpec, 'word'>, stops: Map<Nic, () => void>): void {
-    const at = this.nicList.indexOf(nic);
-    if (at < 0 || at >= GATE_NICS || nic.death !== null) return;
-    const spec: NicListenSpec = { ...base, word: GATE_FIRST_NIC + at };
-    if (nic instanceof WorkerNic) {
-      stops.set(
-        nic,
-        nic.listen(spec, (h) => this.bornOnWorker(nic, h)),
-      );
-      return;
-    }
-    if (!(nic instanceof LocalNic) || !nic.running) return;
-    stops.set(
-      nic,
-      nic.listen(spec, {
-        halfOpen: (conn) => {
-          // Its handshake's last ACK may come in through another member: the host sends it here.
-          this.stack.tcp.forwardOf(conn, this.proto.injector(nic));
-          this.halfOpen.set(conn.key, conn);
-        },
-        accepted: (conn) => this.bornAt(nic, conn),
-        taken: (li, lp, ri, rp) =>
-          this.stack.tcp.lookup(li, lp, ri, rp) !== undefined ||
-          this.stack.tcp.isFrozen(li, lp, ri, rp) ||
-          this.halfOpen.lookup(li, lp, ri, rp) !== undefined ||
-          this.entries.find(li, lp, ri, rp) !== undefined,
-      }),
-    );
-  }
-
-  /**
-   * A connection's handshake ended on `nic`, which answered its SYN: it is recorded there as any
-   * offloaded connection (so moves, uploads and failover take it as they take a placed one) and
-   * handed to the host listener's accept (the server makes its socket over it, and emits it).
-   * False: refused (the listener closed, the server full, the NIC failed meanwhile): the NIC
-   * resets it.
-   */
-  private bornAt(nic: Nic, conn: TcpConnection): boolean {
-    const k = conn.key;
-    this.halfOpen.delete(k);
-    const l = this.stack.tcp.listeners.find(k.localIp, k.localPort);
-    let ok = !this.closed && l !== null && !l.closed && !this.failed(nic);
-    if (ok) {
-      this.entries.setOf(conn, nic, null);
-      try {
-        ok = l!.accept(conn) !== false;
-      } catch {
-        ok = false;
-      }
-      if (ok) this.entries.setOf(conn, nic, conn.user);
-      else this.entries.deleteOf(conn);
-    }
-    if (!ok) {
-      this.stack.tcp.dropFrozen(k.localIp, k.localPort, k.remoteIp, k.remotePort);
-      return false;
-    }
-    this.stack.counters.inc('offload.accept-at-nic');
-    return true;
-  }
-
-  /**
-   * `bornAt` for a connection a WorkerNic's thread accepted: its handle (over the shared memory
-   * the worker allocated, which the host now holds) is recorded and handed to the listener's
-   * `acceptBorn`, and the host forwards its tuple there. False: refused (the worker resets it).
-   */
-  private bornOnWorker(nic: WorkerNic, h: ConnectionHandle): boolean {
-    const k: ConnKey = {
-      localIp: h.localIp,
-      localPort: h.localPort,
-      remoteIp: h.remoteIp,
-      remotePort: h.remotePort,
-    };
-    const l = this.stack.tcp.listeners.find(k.localIp, k.localPort);
-    if (this.closed || l === null || l.closed || l.acceptBorn === null || this.failed(nic)) return false;
-    const e = { key: k, nic, user: null, conn: null } as Entry;
-    this.entries.set(e);
-    let ok: boolean;
-    try {
-      ok = l.acceptBorn(h) !== false;
-    } catch {
-      ok = false;
-    }
-    if (!ok) {
-      this.entries.delete(k);
-      return false;
-    }
-    e.user = h.user;
-    this.stack.tcp.forwardTo(k.localIp, k.localPort, k.remoteIp, k.remotePort, this.proto.injector(nic));
-    this.stack.counters.inc('offload.accept-at-nic');
-    return true;
+    if (!this.acceptAtNic || this.closed) return null;
+    return this.accepts.listen(l);
   }
 
   ownerOf(key: ConnKey): Owner | null {
@@ -555,11 +422,11 @@ export class OffloadManager extends EventEmitter {
     this.closed = true;
     this.scanner.stop();
     this.updates.stop();
-    for (const nl of this.nicListens.values()) for (const stop of nl.stops.values()) stop();
-    this.nicListens.clear();
+    this.accepts.close();
     for (const [nic, h] of this.hooks) {
       nic.off('upload-requested', h.upload);
       nic.off('closed', h.closed);
+      nic.off('abort', h.abort);
       nic.off('dead', h.dead);
     }
   }
@@ -672,38 +539,13 @@ export class OffloadManager extends EventEmitter {
   }
 
   /**
-   * A NIC died with half-open connections born there: the host forgets their tuples (a SYN sent
-   * again finds the listener, not a placeholder forwarding to the dead), and their count against
-   * the listener's backlog goes (a dead NIC decrements nothing).
+   * A connection ended on `nic` ('closed'), or was aborted there ('abort': a RST, then 'closed'
+   * too; or its state found corrupt and dropped, with nothing after, which left the host's entry
+   * and its placeholder forwarding to a NIC that no longer had it): the host forgets it.
    */
-  private halfOpenLost(nic: Nic): void {
-    const at = this.nicList.indexOf(nic);
-    if (at >= 0 && at < GATE_NICS) {
-      for (const nl of this.nicListens.values()) {
-        const g = nl.spec.gate;
-        Atomics.sub(g, 1, Atomics.exchange(g, GATE_FIRST_NIC + at, 0));
-      }
-    }
-    if (!(nic instanceof LocalNic) || this.halfOpen.size === 0) return;
-    const tcp = nic.engine.tcp;
-    for (const conn of [...this.halfOpen.values()]) {
-      if (conn.engine !== tcp) continue;
-      const k = conn.key;
-      this.halfOpen.delete(k);
-      this.stack.tcp.dropFrozen(k.localIp, k.localPort, k.remoteIp, k.remotePort);
-    }
-  }
-
   private nicClosed(nic: Nic, key: ConnKey): void {
     const e = this.entries.get(key);
-    // A half-open connection born there ended before its handshake did: the host forgets its tuple.
-    if (e === undefined) {
-      const h = this.halfOpen.get(key);
-      if (h !== undefined && nic instanceof LocalNic && h.engine === nic.engine.tcp) {
-        this.halfOpen.delete(key);
-        this.stack.tcp.dropFrozen(key.localIp, key.localPort, key.remoteIp, key.remotePort);
-      }
-    }
+    if (e === undefined) this.accepts.closedAt(nic, key);
     if (e?.nic !== nic) return;
     this.entries.delete(key);
     this.stack.tcp.dropFrozen(key.localIp, key.localPort, key.remoteIp, key.remotePort);

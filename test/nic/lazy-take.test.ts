@@ -266,7 +266,7 @@ describe('connections taken unbuilt by a worker', () => {
     assert.equal(await counter(n0, 'nic.lazy.built'), 0, 'built at the take, not later');
   });
 
-  test('a record found corrupt at the build is refused: that connection is aborted and its slot freed, the others run on', {
+  test('a record found corrupt at the build is refused: that connection is aborted, its slot freed and the host forgets it, the others run on', {
     timeout: 60_000,
   }, async (t) => {
     const { net, wh, sockets, keys, nics } = await echoSetup(85, t);
@@ -293,6 +293,18 @@ describe('connections taken unbuilt by a worker', () => {
     assert.equal(await counter(n0, 'nic.lazy.pending'), N - 1);
     assert.equal(n0.load, N - 1, 'its slot freed');
     assert.deepEqual(errors, ['ECONNABORTED'], 'the socket is told');
+    // The worker's 'abort' indication is all the host hears of it (no 'closed' follows): without
+    // a listener the host kept its entry, and a placeholder forwarding the tuple to a worker that
+    // no longer had it.
+    const k = keys[0]!;
+    while (wh.offload.offloadedCount > N - 1 && net.now() - t0 < 5_000) await net.sleep(5);
+    assert.equal(wh.offload.offloadedCount, N - 1, 'the host forgets it');
+    assert.equal(wh.offload.nicOf(k.localIp, k.localPort, k.remoteIp, k.remotePort), null);
+    assert.equal(
+      wh.stack.tcp.isFrozen(k.localIp, k.localPort, k.remoteIp, k.remotePort),
+      false,
+      'no placeholder',
+    );
     await Promise.all(sockets.slice(1).map((s, i) => echo(net, s, 500 + i, 60 + i)));
   });
 

@@ -842,13 +842,23 @@ function listen(m: Extract<ToWorker, { t: 'listen' }>): void {
   if (listenStops.has(m.id)) return;
   const claims = new OwnerTable(m.spec.claims);
   try {
+    // The host's half-open connections, and every other worker's connections and half-open ones.
+    const taken = (li: number, lp: number, ri: number, rp: number): boolean => {
+      if (claims.has(li, lp, ri, rp)) return true;
+      for (let i = 0; i < peers.length; i++) if (peers[i]!.owners.has(li, lp, ri, rp)) return true;
+      return false;
+    };
     const stop = engine.listen(m.spec, {
-      // The host's half-open connections, and every other worker's connections and half-open ones.
-      taken: (li, lp, ri, rp) => {
-        if (claims.has(li, lp, ri, rp)) return true;
-        for (let i = 0; i < peers.length; i++) if (peers[i]!.owners.has(li, lp, ri, rp)) return true;
-        return false;
+      taken,
+      // Listed before the SYN-ACK goes, then the host's claims read again (NicBornHooks.publish).
+      publish: (conn, open) => {
+        const k = conn.key;
+        if (open) owners?.add(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+        // Left unanswered (never linked); one whose handshake ends stays listed, and one that
+        // closes half-open is taken out at its 'closed'.
+        else if (!conn.linked) owners?.remove(k.localIp, k.localPort, k.remoteIp, k.remotePort);
       },
+      claimed: taken,
       halfOpen: (conn) => {
         const k = conn.key;
         owners?.add(k.localIp, k.localPort, k.remoteIp, k.remotePort);

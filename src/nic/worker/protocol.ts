@@ -542,7 +542,6 @@ const IND_CHECKS: { [E in EngineIndication]: (a: unknown[]) => boolean } = {
     a[0].every(isKey) &&
     typeof a[1] === 'string' &&
     Object.hasOwn(UPLOAD_REASONS, a[1]),
-  disconnect: (a) => a.length === 1 && isKey(a[0]),
   abort: (a) => a.length === 1 && isKey(a[0]),
   closed: (a) => a.length === 1 && isKey(a[0]),
   link: (a) =>

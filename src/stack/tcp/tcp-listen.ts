@@ -41,6 +41,12 @@ export interface TcpListener {
    * of this thread): the owner's socket over it, as `accept` makes one (null: none is taken).
    */
   acceptBorn: ((h: ConnectionHandle) => boolean) | null;
+  /** Told as a half-open connection is made (open), and as it ends or is established. */
+  onHalfOpen: ((conn: TcpConnection, open: boolean) => void) | null;
+  /** See Listener.heldElsewhere. */
+  heldElsewhere:
+    | ((localIp: number, localPort: number, remoteIp: number, remotePort: number) => boolean)
+    | null;
 }
 
 /** Like Linux's TCP_SYNCOOKIE_VALID: cookie ACKs are looked at this long after an overflow. */
@@ -61,7 +67,8 @@ export class Listener implements TcpListener, ListenerRef {
   /**
    * Whether a NIC answering this listener's SYNs holds the four-tuple already (NicListenSpec): the
    * host's SYN for it, one the peer sent before the one the NIC answered, waited on this thread
-   * meanwhile; answered here too, the peer would get a second SYN-ACK and be reset.
+   * meanwhile; answered here too, the peer would get a second SYN-ACK and be reset. Asked before
+   * a half-open connection is made and, when `onHalfOpen` publishes it, again after that.
    */
   heldElsewhere:
     | ((localIp: number, localPort: number, remoteIp: number, remotePort: number) => boolean)
@@ -290,8 +297,20 @@ export class Listeners {
     d.sndWl1 = h.seq;
     d.sndWl2 = d.iss;
     d.state = TcpStateId.SYN_RECEIVED;
-    layer.link(conn);
+    // Published, then looked again (heldElsewhere): a NIC on another thread answering this
+    // listener's SYNs publishes its half-open tuple before it answers and looks at ours after
+    // (NicBornHooks.publish, .claimed), so of two that take the same SYN at once at least one sees
+    // the other. The look before, alone, left a window between it and the publication here in
+    // which both answered, with two sequence numbers. Seen: left to the other, unanswered.
     l.onHalfOpen?.(conn, true);
+    if (l.onHalfOpen !== null && l.heldElsewhere?.(ip.dst, h.dstPort, ip.src, h.srcPort) === true) {
+      l.pending--;
+      conn.listener = null;
+      l.onHalfOpen(conn, false);
+      env.counters.inc('tcp.listen.syn-held-late');
+      return;
+    }
+    layer.link(conn);
     conn.stats.segmentsIn++;
     s.soft.rttSentAt = now;
     sendSyn(conn);

@@ -1,0 +1,224 @@
+/*
+ * Host listeners answered at the NICs (OffloadManager.acceptAtNic): a connection is born on the
+ * member its SYN came in on, offloaded from its first segment, and reaches the application with
+ * no transfer. Only the Nic contract is used (`listen`, `holds`): how a target answers SYNs, and
+ * how the host can tell what it holds, are the target's own.
+ */
+import type { ConnKey, Nic, NicListenSpec } from '../nic/nic.ts';
+import { TupleMap } from '../nic/tuple-map.ts';
+import { OwnerTable } from '../nic/worker/owner-table.ts';
+import { ANY6, TWO_32 } from '../stack/address-table.ts';
+import type { Stack } from '../stack/stack.ts';
+import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
+import { Listener, type TcpListener } from '../stack/tcp/tcp-listen.ts';
+import type { ConnectionHandle } from '../stack/tcp/tcp-types.ts';
+import type { EntryTable } from './entry-table.ts';
+import type { Entry, TransferProtocol } from './transfer.ts';
+
+/** Words of a listener's gate (NicListenSpec.gate): [0] full, [1] half-open in all, then one a NIC. */
+const GATE_FIRST_NIC = 3;
+/** NICs a listener's gate has words for: those past it pass every SYN up (the host's rules). */
+const GATE_NICS = 64;
+
+/** What accept-at-NIC needs of the OffloadManager that owns it. */
+export interface AcceptAtNicHost {
+  readonly stack: Stack;
+  readonly entries: EntryTable;
+  readonly proto: TransferProtocol;
+  /** The manager's NICs, in the order it added them (a NIC's gate word is its place). */
+  nics(): readonly Nic[];
+  /** A NIC where nothing may be installed now (OffloadManager.failed). */
+  failed(nic: Nic): boolean;
+  /** The manager closed: nothing is accepted any more. */
+  closed(): boolean;
+}
+
+/** A half-open connection a NIC in the host's thread made, and that NIC. */
+interface HalfOpen {
+  conn: TcpConnection;
+  nic: Nic;
+}
+
+type BaseSpec = Omit<NicListenSpec, 'word'>;
+
+export class AcceptAtNic {
+  /** Host listeners answered at the NICs: the spec each NIC was given and what stops it there. */
+  private readonly listens = new Map<Listener, { spec: BaseSpec; stops: Map<Nic, () => void> }>();
+  /** Half-open connections born on a NIC: the host forwards their tuple there until accepted or closed. */
+  private readonly halfOpen = new TupleMap<HalfOpen>();
+
+  constructor(private readonly host: AcceptAtNicHost) {}
+
+  /**
+   * Every NIC that can answers the SYNs of host listener `l`; returns what stops them (TcpServer
+   * calls it as the listener closes), or null when none does.
+   */
+  listen(l: TcpListener): (() => void) | null {
+    if (!(l instanceof Listener)) return null;
+    // IPv4 only: a NIC's IPv6 peers go to the host (their address handles are the host's).
+    const ip = l.ip === ANY6 ? (l.v6Only ? -1 : 0) : l.ip >= TWO_32 ? -1 : l.ip;
+    if (ip < 0) return null;
+    const gate = new Int32Array(new SharedArrayBuffer(4 * (GATE_FIRST_NIC + GATE_NICS)));
+    l.gate = gate;
+    Atomics.store(gate, 0, l.acceptFull ? 1 : 0);
+    // The host's own half-open connections, listed for NICs on other threads (NicListenSpec.claims).
+    const claims = new OwnerTable(OwnerTable.create(l.backlog + 1));
+    l.onHalfOpen = (conn, open) => {
+      const k = conn.key;
+      if (open) claims.add(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+      else claims.remove(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+    };
+    const spec: BaseSpec = {
+      ip,
+      port: l.port,
+      v6Only: false,
+      backlog: l.backlog,
+      cached: l.cached,
+      gate,
+      claims: claims.sab,
+    };
+    const nl = { spec, stops: new Map<Nic, () => void>() };
+    this.listens.set(l, nl);
+    for (const nic of this.host.nics()) this.listenAt(nic, spec, nl.stops);
+    l.heldElsewhere = (li, lp, ri, rp) => {
+      for (const nic of this.host.nics()) if (nic.holds?.(li, lp, ri, rp) === true) return true;
+      return false;
+    };
+    return () => {
+      if (!this.listens.delete(l)) return;
+      l.onHalfOpen = null;
+      l.heldElsewhere = null;
+      Atomics.store(gate, 0, 1);
+      for (const stop of nl.stops.values()) stop();
+      nl.stops.clear();
+    };
+  }
+
+  /** A NIC joined the manager: it answers the listeners' SYNs too. */
+  nicAdded(nic: Nic): void {
+    for (const nl of this.listens.values()) this.listenAt(nic, nl.spec, nl.stops);
+  }
+
+  /**
+   * A NIC died with half-open connections born there: the host forgets their tuples (a SYN sent
+   * again finds the listener, not a placeholder forwarding to the dead), and their count against
+   * the listener's backlog goes (a dead NIC decrements nothing).
+   */
+  nicDied(nic: Nic): void {
+    const at = this.host.nics().indexOf(nic);
+    if (at >= 0 && at < GATE_NICS) {
+      for (const nl of this.listens.values()) {
+        const g = nl.spec.gate;
+        Atomics.sub(g, 1, Atomics.exchange(g, GATE_FIRST_NIC + at, 0));
+      }
+    }
+    if (this.halfOpen.size === 0) return;
+    for (const h of [...this.halfOpen.values()]) if (h.nic === nic) this.forget(h.conn.key);
+  }
+
+  /**
+   * `key` ended on `nic` and is no offloaded connection of the host's: if it was a half-open
+   * connection born there, ended before its handshake did, the host forgets its tuple.
+   */
+  closedAt(nic: Nic, key: ConnKey): void {
+    if (this.halfOpen.get(key)?.nic === nic) this.forget(key);
+  }
+
+  /** The manager closes: every NIC stops answering. */
+  close(): void {
+    for (const nl of this.listens.values()) for (const stop of nl.stops.values()) stop();
+    this.listens.clear();
+  }
+
+  private forget(k: ConnKey): void {
+    this.halfOpen.delete(k);
+    this.host.stack.tcp.dropFrozen(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+  }
+
+  private listenAt(nic: Nic, base: BaseSpec, stops: Map<Nic, () => void>): void {
+    const at = this.host.nics().indexOf(nic);
+    if (at < 0 || at >= GATE_NICS || nic.death !== null || nic.listen === undefined) return;
+    const spec: NicListenSpec = { ...base, word: GATE_FIRST_NIC + at };
+    const { stack, entries, proto } = this.host;
+    const stop = nic.listen(spec, {
+      halfOpen: (conn) => {
+        // Its handshake's last ACK may come in through another member: the host sends it here.
+        stack.tcp.forwardOf(conn, proto.injector(nic));
+        this.halfOpen.set(conn.key, { conn, nic });
+      },
+      accepted: (conn) => this.bornAt(nic, conn),
+      born: (h) => this.bornOnThread(nic, h),
+      taken: (li, lp, ri, rp) =>
+        stack.tcp.lookup(li, lp, ri, rp) !== undefined ||
+        stack.tcp.isFrozen(li, lp, ri, rp) ||
+        this.halfOpen.lookup(li, lp, ri, rp) !== undefined ||
+        entries.find(li, lp, ri, rp) !== undefined,
+    });
+    if (stop !== null) stops.set(nic, stop);
+  }
+
+  /**
+   * A connection's handshake ended on `nic` (in this thread), which answered its SYN: it is
+   * recorded there as any offloaded connection (so moves, uploads and failover take it as they
+   * take a placed one) and handed to the host listener's accept (the server makes its socket over
+   * it, and emits it). False: refused (the listener closed, the server full, the NIC failed
+   * meanwhile): the NIC resets it.
+   */
+  private bornAt(nic: Nic, conn: TcpConnection): boolean {
+    const { stack, entries } = this.host;
+    const k = conn.key;
+    this.halfOpen.delete(k);
+    const l = stack.tcp.listeners.find(k.localIp, k.localPort);
+    let ok = !this.host.closed() && l !== null && !l.closed && !this.host.failed(nic);
+    if (ok) {
+      entries.setOf(conn, nic, null);
+      try {
+        ok = l!.accept(conn) !== false;
+      } catch {
+        ok = false;
+      }
+      if (ok) entries.setOf(conn, nic, conn.user);
+      else entries.deleteOf(conn);
+    }
+    if (!ok) {
+      stack.tcp.dropFrozen(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+      return false;
+    }
+    stack.counters.inc('offload.accept-at-nic');
+    return true;
+  }
+
+  /**
+   * `bornAt` for a connection a NIC on another thread accepted: its handle (over the shared memory
+   * that NIC allocated, which the host now holds) is recorded and handed to the listener's
+   * `acceptBorn`, and the host forwards its tuple there. False: refused (the NIC resets it).
+   */
+  private bornOnThread(nic: Nic, h: ConnectionHandle): boolean {
+    const { stack, entries, proto } = this.host;
+    const k: ConnKey = {
+      localIp: h.localIp,
+      localPort: h.localPort,
+      remoteIp: h.remoteIp,
+      remotePort: h.remotePort,
+    };
+    const l = stack.tcp.listeners.find(k.localIp, k.localPort);
+    if (this.host.closed() || l === null || l.closed || l.acceptBorn === null || this.host.failed(nic))
+      return false;
+    const e = { key: k, nic, user: null, conn: null } as Entry;
+    entries.set(e);
+    let ok: boolean;
+    try {
+      ok = l.acceptBorn(h) !== false;
+    } catch {
+      ok = false;
+    }
+    if (!ok) {
+      entries.delete(k);
+      return false;
+    }
+    e.user = h.user;
+    stack.tcp.forwardTo(k.localIp, k.localPort, k.remoteIp, k.remotePort, proto.injector(nic));
+    stack.counters.inc('offload.accept-at-nic');
+    return true;
+  }
+}

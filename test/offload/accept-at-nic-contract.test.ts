@@ -1,0 +1,202 @@
+/**
+ * Accept-at-NIC goes through the Nic contract only (`listen?`, `holds?`): a target of any kind
+ * that implements them is asked to answer a host listener's SYNs, and the host leaves a SYN whose
+ * four-tuple such a target holds. Before, the manager chose by the NIC's class (LocalNic,
+ * WorkerNic) and read a WorkerNic's owner table, so another kind of target was never asked.
+ *
+ * And the race between the host and a NIC on another thread for one SYN (the peer's SYN waiting
+ * on the main thread while a worker answers its resend, or one SYN reaching both): each side
+ * publishes its half-open tuple before it answers and looks at the other's after, so no
+ * interleaving lets both answer. The interleavings are played here in one thread, each side's
+ * step run at the moment the other looks.
+ */
+import assert from 'node:assert/strict';
+import { EventEmitter, once } from 'node:events';
+import { test } from 'node:test';
+import type { ConnKey, Nic, NicListenHooks, NicListenSpec } from '../../src/nic/nic.ts';
+import { OwnerTable } from '../../src/nic/worker/owner-table.ts';
+import { OffloadManager } from '../../src/offload/offload-manager.ts';
+import { SimNetwork } from '../../src/sim/sim-network.ts';
+import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
+import type { TcpConnection } from '../../src/stack/tcp/tcp-connection.ts';
+import { DEFAULT_TCP_CACHED } from '../../src/state/tcp-state.ts';
+import { buildTeamHost } from '../../src/team/team-host.ts';
+
+/** A target that is neither a LocalNic nor a WorkerNic: it records what it is asked to answer. */
+class ContractNic extends EventEmitter {
+  readonly id = 'contract';
+  readonly capacity = 8;
+  readonly load = 0;
+  readonly linkUp = true;
+  readonly death = null;
+  readonly inProcess = true;
+  readonly useRecords = false;
+  readonly listens: { spec: NicListenSpec; hooks: NicListenHooks }[] = [];
+  stops = 0;
+  /** Local port whose four-tuples it claims to hold (-1: none). */
+  holding = -1;
+  listen(spec: NicListenSpec, hooks: NicListenHooks): () => void {
+    this.listens.push({ spec, hooks });
+    return () => {
+      this.stops++;
+    };
+  }
+  holds(_li: number, lp: number, _ri: number, _rp: number): boolean {
+    return lp === this.holding;
+  }
+}
+
+/**
+ * A worker that takes the host's SYN in the host's window: at the host's first look at what it
+ * holds, it has published nothing yet, and its whole step runs right then (it reads the host's
+ * claims, finds none, answers and publishes).
+ */
+class RacingNic extends ContractNic {
+  answered = 0;
+  private held = false;
+  private stepped = false;
+  override holds(li: number, lp: number, ri: number, rp: number): boolean {
+    if (lp !== 80) return false;
+    const before = this.held;
+    if (!this.stepped) {
+      this.stepped = true;
+      const claims = new OwnerTable(this.listens[0]!.spec.claims);
+      if (!claims.has(li, lp, ri, rp)) {
+        this.answered++;
+        this.held = true;
+      }
+    }
+    return before;
+  }
+}
+
+/** A host and a peer, the host's manager answering listeners at `nic` alone (accept-at-NIC on). */
+function rig(seed: number, nic: ContractNic) {
+  const net = new SimNetwork({ seed });
+  const host = net.addHost({ ip: '10.0.0.1/24', name: 'host' });
+  const peer = net.addHost({ ip: '10.0.0.2/24', name: 'peer' });
+  const m = new OffloadManager({
+    stack: host.stack,
+    nics: [nic as unknown as Nic],
+    policy: { mode: 'manual' },
+  });
+  m.acceptAtNic = true;
+  return { net, host, peer, m };
+}
+
+test('a target of any kind answers through listen/holds: asked to listen, its held tuples left to it, stopped with the listener', async () => {
+  const fake = new ContractNic();
+  const { net, host, peer, m } = rig(31, fake);
+  const accepted: TcpConnection[] = [];
+  const l = host.stack.tcp.listen({ port: 80 }, (conn) => {
+    accepted.push(conn);
+    return true;
+  });
+  const stop = m.listenAtNics(l);
+  assert.ok(stop !== null, 'a NIC answers');
+  assert.equal(fake.listens.length, 1, 'the target is asked to answer the listener');
+  const spec = fake.listens[0]!.spec;
+  assert.equal(spec.port, 80);
+  assert.equal(spec.word, 3, 'its word of the gate: the first NIC');
+  assert.equal(spec.gate, l.gate, "the listener's gate is shared with it");
+
+  // While it holds the four-tuple, the host leaves the SYN to it: no answer, counted.
+  fake.holding = 80;
+  const c = peer.connect(80, '10.0.0.1');
+  c.on('error', () => {});
+  await net.sleep(200);
+  assert.ok(host.stack.counters.get('tcp.listen.syn-held-elsewhere') >= 1, 'the host saw it held');
+  assert.equal(accepted.length, 0, 'not answered in the host');
+  // Let go, the peer's SYN sent again is the host's.
+  fake.holding = -1;
+  await once(c, 'connect');
+  while (accepted.length < 1) await net.sleep(1);
+
+  stop!();
+  assert.equal(fake.stops, 1, 'stopped with the listener');
+  assert.equal(l.heldElsewhere, null);
+  m.close();
+  net.close();
+});
+
+test("the host's side of the race: a NIC that answers between the host's look and its claim has the SYN to itself", async () => {
+  const nic = new RacingNic();
+  const { net, host, peer, m } = rig(32, nic);
+  const l = host.stack.tcp.listen({ port: 80 }, () => true);
+  m.listenAtNics(l);
+  const c = peer.connect(80, '10.0.0.1');
+  c.on('error', () => {});
+  await net.sleep(100);
+  assert.equal(nic.answered, 1, 'the NIC answered');
+  assert.equal(host.stack.counters.get('tcp.listen.syn-held-late'), 1, 'the host saw it after its claim');
+  assert.equal(l.pending, 0, 'and made no half-open connection of its own: one SYN-ACK only');
+  const k: ConnKey = { localIp: 0x0a000001, localPort: 80, remoteIp: 0x0a000002, remotePort: c.localPort! };
+  const claims = new OwnerTable(nic.listens[0]!.spec.claims);
+  assert.equal(claims.has(k.localIp, k.localPort, k.remoteIp, k.remotePort), false, 'its claim taken back');
+  m.close();
+  net.close();
+});
+
+test("the NIC's side of the race: a host that claims between the NIC's look and its publication has the SYN to itself", async () => {
+  const net = new SimNetwork({ seed: 33 });
+  const peer = net.addHost({ ip: '10.0.0.2/24', name: 'peer', impair: { delayMs: 1 } });
+  const team = buildTeamHost(net, { ip: '10.0.0.1/24', nics: 1, policy: { mode: 'manual' } });
+  const nic = team.nics[0]!;
+  // A first connection, accepted in the host and placed on the NIC, gives it the path to the peer.
+  const firsts: TcpSocket[] = [];
+  team.createServer((s: TcpSocket) => firsts.push(s)).listen(80);
+  await peer.ping('10.0.0.1');
+  const first = peer.connect(80, '10.0.0.1');
+  await once(first, 'connect');
+  while (firsts.length < 1) await net.sleep(1);
+  const k0: ConnKey = {
+    localIp: 0x0a000001,
+    localPort: 80,
+    remoteIp: 0x0a000002,
+    remotePort: first.localPort!,
+  };
+  assert.equal((await team.manager.offload([k0], nic)).moved.length, 1);
+
+  // The NIC answers port 81 for a host played here: it looks (nothing claimed), then the host takes
+  // the SYN whole before the NIC publishes its half-open tuple.
+  let hostClaimed = false;
+  const published: boolean[] = [];
+  const gate = new Int32Array(new SharedArrayBuffer(4 * 8));
+  const stop = nic.listen(
+    {
+      ip: 0x0a000001,
+      port: 81,
+      v6Only: false,
+      backlog: 16,
+      cached: { ...DEFAULT_TCP_CACHED },
+      gate,
+      word: 3,
+      claims: OwnerTable.create(16),
+    },
+    {
+      taken: () => false,
+      halfOpen: () => {},
+      accepted: () => true,
+      born: () => true,
+      publish: (_conn, open) => {
+        published.push(open);
+      },
+      claimed: () => {
+        const seen = hostClaimed;
+        hostClaimed = true;
+        return seen;
+      },
+    },
+  );
+  assert.ok(stop !== null);
+  const c = peer.connect(81, '10.0.0.1');
+  c.on('error', () => {});
+  await net.sleep(20);
+  assert.deepEqual(published, [true, false], 'published before its answer, taken back');
+  assert.equal(nic.engine.counters.get('nic.listen.syn'), 0, 'the NIC sent no SYN-ACK');
+  assert.equal(nic.engine.tcp.lookup(0x0a000001, 81, 0x0a000002, c.localPort!), undefined);
+  assert.equal(Atomics.load(gate, 1) + Atomics.load(gate, 3), 0, 'no half-open counted');
+  stop!();
+  team.close();
+  net.close();
+});
