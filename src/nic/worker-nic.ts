@@ -63,7 +63,7 @@ import {
 import { OWNER_HOST, splitForRecords, TransferRecord } from './transfer-record.ts';
 import { fromWireError, PortTransport, type WorkerNotice } from './transport.ts';
 import { TupleMap } from './tuple-map.ts';
-import { blockOfRings, sameBlock, slabIdOf } from './worker/conn-blocks.ts';
+import { blockOfRings, onSlabGone, sameBlock, slabIdOf } from './worker/conn-blocks.ts';
 import { OwnerTable } from './worker/owner-table.ts';
 import {
   BELL_READ,
@@ -838,6 +838,7 @@ export class WorkerNic extends HostNic {
     );
     this.worker.on('error', (error: Error) => this.die({ kind: 'error', error }));
     this.worker.on('exit', (exitCode: number) => {
+      this.unwatchSlabs();
       // Killed, or stopped before it closed its TAP (a close that timed out): what that TAP held
       // of the process would be lost for good.
       const held = takeTapHeld(new BigInt64Array(tapHeld));
@@ -869,7 +870,13 @@ export class WorkerNic extends HostNic {
     this.watchdog = this.clock.createTimer(() => this.checkBeat()).unref();
     this.growTimer = this.clock.createTimer(() => this.runHeldGrows()).unref();
     this.watchdog.arm(this.deadAfterMs);
+    this.unwatchSlabs = onSlabGone((id) => {
+      if (!this.closed && this.death === null) this.post({ t: 'slabs-gone', ids: [id] });
+    });
   }
+
+  /** Stop telling the worker of buffers the host let go (see conn-blocks' HELD). */
+  private readonly unwatchSlabs: () => void;
 
   /**
    * Resolves once the worker runs (its first heartbeat): starting a worker and compiling its
@@ -1911,6 +1918,7 @@ export class WorkerNic extends HostNic {
   close(): void {
     if (this.closed) return;
     this.closed = true;
+    this.unwatchSlabs();
     this.watchdog.disarm();
     this.growTimer.disarm();
     this.heldGrows.clear();

@@ -128,3 +128,41 @@ test('an ICMP error names the connection whose segment it quotes; a quote cut sh
   v6[0] = 0x60;
   assert.equal(idx.ofQuote(error(v6), 34, false), null, 'not the outer family');
 });
+
+test('connections that leave and come back find their keys kept in the map; emptied lists are bounded', () => {
+  const idx = new ConnIndex<{ key: ConnKey }>();
+  const vs = Array.from({ length: 3000 }, (_, i) => ({
+    key: { localIp: 0x0a000001, localPort: 20000 + i, remoteIp: 0x0a000002, remotePort: 80 },
+  }));
+  for (const v of vs) idx.add(v);
+  // Every connection leaves (a move away) and comes back (the move back), in batches of 100:
+  // deleted and set again, the map's table shrank and grew at every step.
+  for (let round = 0; round < 3; round++) {
+    for (let b = 0; b < vs.length; b += 100) for (const v of vs.slice(b, b + 100)) idx.remove(v);
+    assert.equal(idx.size, 0);
+    assert.equal(idx.places, 3000, 'the keys stay while their lists are empty');
+    assert.equal(idx.get(0x0a000001, 20000, 0x0a000002, 80), undefined, 'an emptied list finds nothing');
+    for (let b = 0; b < vs.length; b += 100) for (const v of vs.slice(b, b + 100)) idx.add(v);
+  }
+  assert.equal(idx.placesDropped, 0);
+  assert.equal(idx.size, 3000);
+  for (const v of vs) assert.equal(idx.get(v.key.localIp, v.key.localPort, v.key.remoteIp, 80), v);
+  // Tuples that pass through 50 at a time and never come back: the emptied lists kept are bounded
+  // by the most connections held at once (3,000 here), then dropped.
+  for (const v of vs) idx.remove(v);
+  for (let i = 0; i < 20_000; i += 50) {
+    const batch = Array.from({ length: 50 }, (_, j) => ({
+      key: {
+        localIp: 0x0a000001,
+        localPort: 1024 + ((i + j) % 60_000),
+        remoteIp: 0x0a000003,
+        remotePort: 443,
+      },
+    }));
+    for (const v of batch) idx.add(v);
+    for (const v of batch) idx.remove(v);
+    assert.ok(idx.places <= 3000 + 1, `${idx.places} keys held for 0 connections`);
+  }
+  assert.ok(idx.placesDropped > 0);
+  assert.equal(idx.size, 0);
+});

@@ -52,6 +52,24 @@ export function sameBlock(a: ConnBlockRef, b: ConnBlockRef): boolean {
 const SLAB_IDS = new WeakMap<SharedArrayBuffer, number>();
 let nextSlabId = 1;
 
+/** Told the number of each buffer the host numbered once the host's own object of it is collected. */
+const slabWatchers = new Set<(id: number) => void>();
+const SLABS_GONE = new FinalizationRegistry<number>((id) => {
+  for (const f of slabWatchers) f(id);
+});
+
+/**
+ * Hear of every buffer the host numbered (slabIdOf) that the host no longer holds: a WorkerNic
+ * tells its worker, which lets go of the object it kept for that number (see `HELD`). Returns
+ * the unsubscribe.
+ */
+export function onSlabGone(f: (id: number) => void): () => void {
+  slabWatchers.add(f);
+  return () => {
+    slabWatchers.delete(f);
+  };
+}
+
 /**
  * The number the host gives a buffer it hands to workers, the same in every message. In a worker,
  * the number the host gave the buffer when it came (a worker that hands a batch on to another
@@ -65,12 +83,34 @@ export function slabIdOf(sab: SharedArrayBuffer): number {
   if (id === undefined) {
     id = nextSlabId++;
     SLAB_IDS.set(sab, id);
+    SLABS_GONE.register(sab, id);
   }
   return id;
 }
 
 const CANON = new Map<number, WeakRef<SharedArrayBuffer>>();
 let sweepAt = 1024;
+
+/**
+ * The buffers of CANON held strongly, until the host says its own object of the buffer is gone
+ * (dropSlabs): the parts made over a buffer (PARTS) live as long as this thread's object of it,
+ * and a worker whose connections had all left a buffer (a move away, an upload) lost that object
+ * at its next full collection, and made every block's parts again when they came back: 18,000
+ * parts made again over seven visits of 10,000 connections to one worker, with the garbage they
+ * leave. The host holds a buffer while any block of it is in use, so what this keeps is memory
+ * the host holds anyway, until the host's collector and one message say it is free.
+ */
+const HELD = new Map<number, SharedArrayBuffer>();
+
+/** The host let go of these buffers: this thread holds them only while something here uses them. */
+export function dropSlabs(ids: readonly number[]): void {
+  for (const id of ids) HELD.delete(id);
+}
+
+/** Buffers held for the host (HELD): for tests. */
+export function heldSlabs(): number {
+  return HELD.size;
+}
 
 /**
  * The object this thread already holds for the buffer the host numbered `id` (the one `sab` is a
@@ -83,6 +123,7 @@ export function canonicalSlab(sab: SharedArrayBuffer, id: number): SharedArrayBu
   const known = CANON.get(id)?.deref();
   if (known !== undefined && known.byteLength === sab.byteLength) return known;
   SLAB_IDS.set(sab, id);
+  HELD.set(id, sab);
   if (CANON.size >= sweepAt) {
     for (const [k, r] of CANON) if (r.deref() === undefined) CANON.delete(k);
     sweepAt = Math.max(1024, 2 * CANON.size);

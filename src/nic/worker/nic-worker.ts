@@ -69,6 +69,7 @@ import {
   blockOfRings,
   blockParts,
   canonicalSlab,
+  dropSlabs,
   knownBlock,
   partsCount,
   sameBlock,
@@ -593,9 +594,24 @@ interface Pending extends LazyConn {
   takenAt: number;
 }
 
-const pending = new TupleMap<Pending>(true);
-/** Pending connections by the four-tuple a frame carries. */
+/**
+ * Pending connections by four-tuple: a frame's, or a key's (pendingOf). The only table by tuple
+ * they enter: a second one by key (a TupleMap, as before) cost a set and a delete per connection
+ * and move at each worker, for lookups this one answers.
+ */
 const pendingIndex = new ConnIndex<Pending>(() => engine.addressBook);
+
+function pendingOf(k: ConnKey): Pending | undefined {
+  return pendingIndex.get(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+}
+
+/** Every pending connection, by slot index. */
+function pendingList(): Pending[] {
+  const out: Pending[] = [];
+  if (pendingIndex.size === 0) return out;
+  for (const p of pendingAt) if (p !== undefined) out.push(p);
+  return out;
+}
 /** Pending connections by slot index (doorbell, connection calls). */
 const pendingAt: (Pending | undefined)[] = [];
 
@@ -613,7 +629,7 @@ function mayTakeUnbuilt(key: ConnKey, parts: BlockParts, path: PathState): boole
   )
     return false;
   if (!parts.transfer.quiet || parts.send.length !== 0) return false;
-  if (byKey.has(key) || pending.has(key)) return false;
+  if (byKey.has(key) || pendingOf(key) !== undefined) return false;
   const t = engine.tcp;
   return t.frozenSize === 0 || !t.isFrozen(key.localIp, key.localPort, key.remoteIp, key.remotePort);
 }
@@ -625,7 +641,6 @@ function takeUnbuilt(p: Pending, path: PathSlot, owner: number): InstalledConn {
   // The index is the connection's until it leaves: a later install must not take it.
   if (index === slots.length) slots.push(undefined);
   p.index = index;
-  pending.set(p.key, p);
   pendingIndex.add(p);
   pendingAt[index] = p;
   const k = p.key;
@@ -637,7 +652,6 @@ function takeUnbuilt(p: Pending, path: PathSlot, owner: number): InstalledConn {
 
 /** A pending connection leaves this worker unbuilt (handed on, or refused at its build). */
 function letGoUnbuilt(p: Pending): void {
-  pending.delete(p.key);
   pendingIndex.remove(p);
   pendingAt[p.index] = undefined;
   freeSlots.push(p.index);
@@ -694,7 +708,6 @@ function addUnreadPaths(
  * aborted and its slot freed.
  */
 function build(p: Pending): Slot | undefined {
-  pending.delete(p.key);
   pendingIndex.remove(p);
   pendingAt[p.index] = undefined;
   const path = p.path!;
@@ -713,8 +726,7 @@ function build(p: Pending): Slot | undefined {
       throw new StateValidationError('tcp.const', 'record is not the connection its block was named for');
     validateTrees([{ neighbor: path.state.neighbor, paths: [{ path: path.state, conns: [s] }] }]);
   } catch (e) {
-    // Back in the maps for letGoUnbuilt, which takes it out with its hold on the path.
-    pending.set(key, p);
+    // Back in the index for letGoUnbuilt, which takes it out with its hold on the path.
     pendingIndex.add(p);
     letGoUnbuilt(p);
     engine.counters.inc('nic.lazy.invalid');
@@ -806,8 +818,7 @@ const ICMP4_ERRORS = new Set([3, 4, 5, 11, 12]);
 
 /** Build every pending connection: before whatever may touch one of them. */
 function buildPending(): void {
-  if (pending.size === 0) return;
-  for (const p of [...pending.values()]) build(p);
+  for (const p of pendingList()) build(p);
 }
 
 /** The connection at a slot index, built first if it was pending. */
@@ -1141,7 +1152,7 @@ const engine = new NicEngine({
   },
 });
 
-engine.isLazy = (k) => pending.has(k);
+engine.isLazy = (k) => pendingOf(k) !== undefined;
 
 // One connection's output must not hold a turn: the heartbeat, the doorbell and the link's reads
 // wait behind it (TCP small queues).
@@ -1164,7 +1175,7 @@ function noteFrame(frame: Uint8Array): void {
   // connection taken unbuilt is in it until its first frame, never in both).
   const slot = slotOfFrame(frame, true);
   if (slot !== undefined) touch(slot);
-  else if (pending.size > 0) {
+  else if (pendingIndex.size > 0) {
     const built = buildForFrame(frame);
     if (built !== undefined) touch(built);
   }
@@ -1416,7 +1427,7 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
       }
       case 'terminate': {
         const keys = r.arg === 'all' ? 'all' : unpackKeys(r.arg, engine.addressBook);
-        const list = keys === 'all' ? [...byKey.values(), ...pending.values()].map((s) => s.key) : keys;
+        const list = keys === 'all' ? [...byKey.values(), ...pendingList()].map((s) => s.key) : keys;
         let out: Uint8Array;
         const records = r.byRef === true && r.records === true;
         // Pending connections go as the records they are, unread; the codec needs them built.
@@ -1424,10 +1435,10 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
         // The keys of what runs built here: the engine releases those, and only those have a slot
         // to free (an unread one is no connection of the engine's and has no slot object).
         let builtKeys: readonly ConnKey[] | 'all' = keys;
-        if (pending.size > 0) {
+        if (pendingIndex.size > 0) {
           const rest: ConnKey[] = [];
           for (const k of list) {
-            const p = pending.get(k);
+            const p = pendingOf(k);
             if (p === undefined) rest.push(k);
             else if (records) unread.push(p);
             else {
@@ -1577,7 +1588,7 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
             ...engine.counters.snapshot(),
             'nic.blocks.parts-made': partsCount.made,
             'nic.blocks.parts-found': partsCount.found,
-            'nic.lazy.pending': pending.size,
+            'nic.lazy.pending': pendingIndex.size,
             // Table entries made: by the TCP layer's four-tuple table, the slots' and the pool's.
             'nic.tables.entries-made':
               engine.tcp.table.entriesMade + byKey.entriesMade + statePool.entriesMade,
@@ -1762,6 +1773,9 @@ port.on('message', (m: ToWorker) => {
     case 'unlisten':
       listenStops.get(m.id)?.();
       listenStops.delete(m.id);
+      return;
+    case 'slabs-gone':
+      dropSlabs(m.ids);
       return;
     case 'stall':
       if (m.pool) {

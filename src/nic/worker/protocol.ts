@@ -363,7 +363,9 @@ export type ToWorker =
    * Tests: block the worker's thread for `ms`, as a wedged NIC would; with `pool`, keep running but
    * leave a request waiting on the libuv pool for `ms`, as a TAP reader's poll for its next frame does.
    */
-  | { t: 'stall'; ms: number; pool?: boolean };
+  | { t: 'stall'; ms: number; pool?: boolean }
+  /** The host no longer holds these buffers (by the numbers slabIdOf gave them): see conn-blocks' HELD. */
+  | { t: 'slabs-gone'; ids: number[] };
 
 /** A block named in a 'regrow': its buffer, its record's offset and its rings' offsets and capacities. */
 export interface RegrowBlock {
