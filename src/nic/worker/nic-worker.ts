@@ -1138,10 +1138,17 @@ const engine = new NicEngine({
         flushEvents();
         free(slot);
         post({ t: 'freed', slots: [slot.index] });
-      } else if (listenStops.size > 0) {
-        // A half-open connection a listener here made ended before its handshake did.
+      } else {
+        // A half-open connection a listener here made ended before its handshake did. Not only
+        // while a listener runs: one its listener's 'unlisten' aborted says so only now (deferred),
+        // and left listed it would hold the four-tuple for ever (WorkerNic.holds). Kept: the
+        // tuple taken again meanwhile (a pending connection, the peer's SYN answered anew).
         const k = ind[1];
-        owners?.remove(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+        if (
+          pendingOf(k) === undefined &&
+          engine.tcp.lookup(k.localIp, k.localPort, k.remoteIp, k.remotePort) === undefined
+        )
+          owners?.remove(k.localIp, k.localPort, k.remoteIp, k.remotePort);
       }
     }
     // Threads have their own performance.now() origin: carrier and reachability times cross as
