@@ -122,6 +122,22 @@ describe('the passive open answered in a WorkerNic', () => {
     await until(rig, () => !held(), 'the tuple let go');
     for (const s of [half, c, ...firsts]) s.destroy();
   });
+  test("the host never misses a worker's tuple: a read the worker's compaction of its owner table disturbs counts as held", {
+    timeout: 60_000,
+  }, async (t) => {
+    const { rig, c, firsts, born } = await bornInWorker(t, 43);
+    const nic = rig.nics.find((n) => n.id === born.owner)!;
+    const k = keyOf(born.socket);
+    assert.ok(nic.holds(k.localIp, k.localPort, k.remoteIp, k.remotePort));
+    // The worker mid-compaction, as the host's thread sees it: an odd version. Read as "not held",
+    // a SYN for a tuple the worker had just published was answered by the host too (two SYN-ACKs).
+    const words = new Int32Array(nic.owners.sab);
+    Atomics.add(words, 0, 1);
+    const during = nic.holds(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+    Atomics.add(words, 0, 1);
+    assert.ok(during, 'held while the worker compacts');
+    for (const s of [c, ...firsts]) s.destroy();
+  });
   test('a connection born in a worker survives the worker killed: rebuilt on the other from the memory the host holds', {
     timeout: 60_000,
   }, async (t) => {

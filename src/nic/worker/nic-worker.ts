@@ -853,10 +853,11 @@ function listen(m: Extract<ToWorker, { t: 'listen' }>): void {
   if (listenStops.has(m.id)) return;
   const claims = new OwnerTable(m.spec.claims);
   try {
-    // The host's half-open connections, and every other worker's connections and half-open ones.
+    // The host's half-open connections, and every other worker's connections and half-open ones;
+    // a read their writer disturbed counts as taken (OwnerTable.mayHold: the race needs no miss).
     const taken = (li: number, lp: number, ri: number, rp: number): boolean => {
-      if (claims.has(li, lp, ri, rp)) return true;
-      for (let i = 0; i < peers.length; i++) if (peers[i]!.owners.has(li, lp, ri, rp)) return true;
+      if (claims.mayHold(li, lp, ri, rp)) return true;
+      for (let i = 0; i < peers.length; i++) if (peers[i]!.owners.mayHold(li, lp, ri, rp)) return true;
       return false;
     };
     const stop = engine.listen(m.spec, {
