@@ -2205,9 +2205,13 @@ export class WorkerNic extends HostNic {
     };
   }
 
-  /** Its owner table, which the worker writes as it takes and frees four-tuples; none once dead. */
+  /**
+   * Its owner table, which the worker writes as it takes and frees four-tuples; none once dead.
+   * A read the worker's compaction disturbs answers yes (OwnerTable.mayHold): the SYN race needs
+   * no miss.
+   */
   holds(localIp: number, localPort: number, remoteIp: number, remotePort: number): boolean {
-    return this.death === null && this.owners.has(localIp, localPort, remoteIp, remotePort);
+    return this.death === null && this.owners.mayHold(localIp, localPort, remoteIp, remotePort);
   }
 
   private born(id: number, packed: Parameters<typeof unpackInitiate>[0]): void {

@@ -141,3 +141,23 @@ test('mixed families agree with a Map through compactions', () => {
     { numRuns: 200 },
   );
 });
+
+test('a read the writer disturbs: has answers no (a hint), mayHold yes (the SYN race must not miss one)', () => {
+  const t = new OwnerTable(OwnerTable.create(16));
+  const a: Key = [0x0a000001, 80, 0x0a000002, 40000];
+  const b: Key = [0x0a000001, 80, 0x0a000002, 40001];
+  assert.ok(t.add(...a));
+  assert.ok(t.mayHold(...a));
+  assert.equal(t.mayHold(...b), false, 'undisturbed, what is not listed is not held');
+  // The writer mid-compaction, as another thread sees it: an odd version.
+  const words = new Int32Array(t.sab);
+  Atomics.add(words, 0, 1);
+  assert.equal(t.has(...a), false, 'has: any doubt answers no');
+  assert.ok(t.mayHold(...a), 'mayHold: a listed connection is never missed');
+  assert.ok(t.mayHold(...b), 'nor can it tell one is not listed');
+  Atomics.add(words, 0, 1);
+  assert.ok(t.has(...a));
+  assert.equal(t.mayHold(...b), false);
+  t.markDead();
+  assert.equal(t.mayHold(...a), false, 'a dead worker holds nothing');
+});

@@ -10,8 +10,17 @@ import { describe, type TestContext, test } from 'node:test';
 import type { Nic } from '../../src/nic/nic.ts';
 import type { ServerHost } from '../../src/socket/tcp-server.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
+import { parseIpv4 } from '../../src/wire/addr.ts';
 import { echo, pattern } from './accept-at-nic-helpers.ts';
-import { keyOf, nextFailover, setup, TEAM_IP, type WorkerTeamRig, within } from './worker-team-helpers.ts';
+import {
+  keyOf,
+  nextFailover,
+  PEER_IP,
+  setup,
+  TEAM_IP,
+  type WorkerTeamRig,
+  within,
+} from './worker-team-helpers.ts';
 
 function ownerName(rig: WorkerTeamRig, s: TcpSocket): string {
   const o = rig.manager.ownerOf(keyOf(s));
@@ -92,6 +101,41 @@ describe('the passive open answered in a WorkerNic', () => {
     const [err] = (await within(once(late, 'error'), 5000, 'the refusal', rig)) as [NodeJS.ErrnoException];
     assert.equal(err.code, 'ECONNREFUSED');
     assert.equal(await syns(), before);
+    for (const s of [c, ...firsts]) s.destroy();
+  });
+  test("a closed listener takes its half-open connections out of the workers' owner tables: no tuple stays held", {
+    timeout: 60_000,
+  }, async (t) => {
+    const { rig, server, firsts, c } = await bornInWorker(t, 41);
+    // The peer hears nothing from now on: its next SYN leaves a half-open connection in a worker.
+    rig.peer.impair({ rx: { loss: 1 } });
+    const half = rig.peer.connect(80, TEAM_IP);
+    half.on('error', () => {});
+    const team = parseIpv4(TEAM_IP);
+    const peer = parseIpv4(PEER_IP);
+    const held = () => rig.nics.some((n) => n.holds(team, 80, peer, half.localPort!));
+    await until(rig, held, 'the half-open connection listed in a worker');
+    // The worker's listener stops at once ('unlisten'); its half-open connection's 'closed' comes
+    // after, deferred: it was not taken out then, and the tuple stayed held for ever (a SYN from
+    // it, to a listener answered at the NICs again, left unanswered by the host).
+    server.close();
+    await until(rig, () => !held(), 'the tuple let go');
+    for (const s of [half, c, ...firsts]) s.destroy();
+  });
+  test("the host never misses a worker's tuple: a read the worker's compaction of its owner table disturbs counts as held", {
+    timeout: 60_000,
+  }, async (t) => {
+    const { rig, c, firsts, born } = await bornInWorker(t, 43);
+    const nic = rig.nics.find((n) => n.id === born.owner)!;
+    const k = keyOf(born.socket);
+    assert.ok(nic.holds(k.localIp, k.localPort, k.remoteIp, k.remotePort));
+    // The worker mid-compaction, as the host's thread sees it: an odd version. Read as "not held",
+    // a SYN for a tuple the worker had just published was answered by the host too (two SYN-ACKs).
+    const words = new Int32Array(nic.owners.sab);
+    Atomics.add(words, 0, 1);
+    const during = nic.holds(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+    Atomics.add(words, 0, 1);
+    assert.ok(during, 'held while the worker compacts');
     for (const s of [c, ...firsts]) s.destroy();
   });
   test('a connection born in a worker survives the worker killed: rebuilt on the other from the memory the host holds', {

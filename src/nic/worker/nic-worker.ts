@@ -853,10 +853,11 @@ function listen(m: Extract<ToWorker, { t: 'listen' }>): void {
   if (listenStops.has(m.id)) return;
   const claims = new OwnerTable(m.spec.claims);
   try {
-    // The host's half-open connections, and every other worker's connections and half-open ones.
+    // The host's half-open connections, and every other worker's connections and half-open ones;
+    // a read their writer disturbed counts as taken (OwnerTable.mayHold: the race needs no miss).
     const taken = (li: number, lp: number, ri: number, rp: number): boolean => {
-      if (claims.has(li, lp, ri, rp)) return true;
-      for (let i = 0; i < peers.length; i++) if (peers[i]!.owners.has(li, lp, ri, rp)) return true;
+      if (claims.mayHold(li, lp, ri, rp)) return true;
+      for (let i = 0; i < peers.length; i++) if (peers[i]!.owners.mayHold(li, lp, ri, rp)) return true;
       return false;
     };
     const stop = engine.listen(m.spec, {
@@ -1138,10 +1139,17 @@ const engine = new NicEngine({
         flushEvents();
         free(slot);
         post({ t: 'freed', slots: [slot.index] });
-      } else if (listenStops.size > 0) {
-        // A half-open connection a listener here made ended before its handshake did.
+      } else {
+        // A half-open connection a listener here made ended before its handshake did. Not only
+        // while a listener runs: one its listener's 'unlisten' aborted says so only now (deferred),
+        // and left listed it would hold the four-tuple for ever (WorkerNic.holds). Kept: the
+        // tuple taken again meanwhile (a pending connection, the peer's SYN answered anew).
         const k = ind[1];
-        owners?.remove(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+        if (
+          pendingOf(k) === undefined &&
+          engine.tcp.lookup(k.localIp, k.localPort, k.remoteIp, k.remotePort) === undefined
+        )
+          owners?.remove(k.localIp, k.localPort, k.remoteIp, k.remotePort);
       }
     }
     // Threads have their own performance.now() origin: carrier and reachability times cross as

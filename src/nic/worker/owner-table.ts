@@ -58,6 +58,11 @@ function isLive(s: number): boolean {
   return s === S_LIVE || s === S_LIVE6;
 }
 
+/** A reader's answers (OwnerTable.look): unsure when the writer disturbed the read. */
+const NO = 0;
+const YES = 1;
+const UNSURE = 2;
+
 /** Longest probe a reader makes before answering "no" (the writer keeps chains far shorter). */
 const MAX_PROBE = 256;
 
@@ -215,32 +220,50 @@ export class OwnerTable {
 
   /** Whether the owner lists this connection now (a hint: see the file's comment). */
   has(localIp: number, localPort: number, remoteIp: number, remotePort: number): boolean {
+    return this.look(localIp, localPort, remoteIp, remotePort) === YES;
+  }
+
+  /**
+   * `has` for a reader that must never miss a listed connection: one the writer disturbed (a
+   * compaction under way or done meanwhile, a probe past MAX_PROBE) answers yes. The SYN race
+   * between the host and a worker (NicBornHooks.claimed, WorkerNic.holds) reads this way: each
+   * side lists its half-open tuple, then reads the other's, and a "no" while the tuple was listed
+   * let both answer one SYN; a wrong "yes" leaves it to the peer's resend.
+   */
+  mayHold(localIp: number, localPort: number, remoteIp: number, remotePort: number): boolean {
+    return this.look(localIp, localPort, remoteIp, remotePort) !== NO;
+  }
+
+  private look(localIp: number, localPort: number, remoteIp: number, remotePort: number): number {
     const w = this.w;
-    if (Atomics.load(w, DEAD) !== 0) return false;
+    if (Atomics.load(w, DEAD) !== 0) return NO;
     const v = Atomics.load(w, V);
-    if ((v & 1) !== 0) return false;
+    if ((v & 1) !== 0) return UNSURE;
     const live = liveState(localIp, remoteIp);
-    if (live < 0) return false;
+    if (live < 0) return NO;
     const li = word(localIp);
     const ri = word(remoteIp);
     const pp = (localPort << 16) | remotePort | 0;
     let i = hash(li, ri, pp) & this.mask;
-    let found = false;
+    let r = UNSURE;
     for (let k = 0; k < MAX_PROBE; k++) {
       const at = HEADER + i * ENTRY;
       const s = Atomics.load(w, at);
-      if (s === S_EMPTY) break;
+      if (s === S_EMPTY) {
+        r = NO;
+        break;
+      }
       if (
         s === live &&
         Atomics.load(w, at + 1) === li &&
         Atomics.load(w, at + 2) === ri &&
         Atomics.load(w, at + 3) === pp
       ) {
-        found = true;
+        r = YES;
         break;
       }
       i = (i + 1) & this.mask;
     }
-    return found && Atomics.load(w, V) === v;
+    return Atomics.load(w, V) === v ? r : UNSURE;
   }
 }
