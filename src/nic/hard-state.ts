@@ -766,14 +766,15 @@ export function rebuildTcpState(
       remoteMss: hard.remoteMss,
       localMss: hard.localMss,
     },
-    {
-      ...cached,
-      sndBufSize: Math.max(cached.sndBufSize, sendRing.capacity),
-      rcvBufSize: Math.max(cached.rcvBufSize, recvRing.capacity),
-    },
+    cached,
     path,
     { send: sendRing, recv: recvRing },
   );
+  // Raised on the state's own copy of `cached`: a second copy made only to carry these two was
+  // an object of twenty fields per connection in a crash's charged rebuild.
+  const k = s.cached;
+  k.sndBufSize = Math.max(k.sndBufSize, sendRing.capacity);
+  k.rcvBufSize = Math.max(k.rcvBufSize, recvRing.capacity);
   const d = s.delegated;
   // Bytes acknowledged (consumed from the send ring) and stored (written to the receive ring)
   // after the record was written.

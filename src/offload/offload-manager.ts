@@ -389,15 +389,22 @@ export class OffloadManager extends EventEmitter {
       async () => {
         const list: ConnKey[] = [];
         const refused: TransferRefusal[] = [];
+        // Each connection's host table entry, found here once as `move` does: the freeze and the
+        // settle read the tag and the placeholder from it (three searches of the host's table
+        // per connection before, in a crash's charged rebuild of every connection).
+        const ats: TableEntry[] = [];
         for (const k of keys ?? this.keysOn(from)) {
           if (!isKey(k)) throw new InvalidArgumentError('recover: not a connection key');
-          const e = this.entries.get(k);
-          if (e?.nic === from) list.push(e.key);
-          else refused.push({ key: k, status: 'failure', reason: 'not on the source NIC' });
+          const at = this.entries.at(k);
+          const e = at === undefined ? undefined : this.entries.getIn(at, k);
+          if (e?.nic === from) {
+            list.push(e.key);
+            ats.push(at!);
+          } else refused.push({ key: k, status: 'failure', reason: 'not on the source NIC' });
         }
         const report: TransferReport = { moved: [], refused };
         if (list.length === 0) return report;
-        const items: Item[] = this.proto.freeze(list, from);
+        const items: Item[] = this.proto.freeze(list, from, ats);
         await rebuild(this.proto, items, from, to, report);
         return report;
       },

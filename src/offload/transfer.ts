@@ -935,11 +935,19 @@ export class TransferProtocol {
   injector(nic: Nic): Forward {
     let fn = this.injectors.get(nic);
     if (fn === undefined) {
-      fn = (p) => {
+      const one: Forward = (p) => {
         if (nic.death !== null) return false;
         nic.inject([p]);
         return true;
       };
+      // A placeholder's held segments in one inject (one deferred turn of a LocalNic, one message
+      // to a worker), not one each.
+      one.many = (ps) => {
+        if (nic.death !== null) return false;
+        nic.inject(ps);
+        return true;
+      };
+      fn = one;
       this.injectors.set(nic, fn);
     }
     return fn;

@@ -31,13 +31,19 @@ function meterOn(m: TeamRig['manager'], on = true) {
 
 /**
  * 1 ms per connection the host points at a NIC (one per connection settled there): by its key
- * (the general protocol) or by the connection itself (a live hand-over from a NIC of this thread).
+ * or its table entry (the general protocol, a crash's rebuild) or by the connection itself (a
+ * live hand-over from a NIC of this thread).
  */
 function costPerForward(tcp: TeamRig['host']['stack']['tcp'], meter: ReturnType<typeof workMeter>): void {
   const forwardTo = tcp.forwardTo.bind(tcp);
   tcp.forwardTo = (...args: Parameters<typeof tcp.forwardTo>) => {
     meter.cost();
     forwardTo(...args);
+  };
+  const forwardIn = tcp.forwardIn.bind(tcp);
+  tcp.forwardIn = (...args: Parameters<typeof tcp.forwardIn>) => {
+    meter.cost();
+    forwardIn(...args);
   };
   const forwardOf = tcp.forwardOf.bind(tcp);
   tcp.forwardOf = (...args: Parameters<typeof tcp.forwardOf>) => {

@@ -16,7 +16,14 @@ export interface Placeholder {
  * owner cannot take them (it died, and the connection is to be rebuilt elsewhere from what it
  * left): the placeholder then holds them for the new owner, as while the connection moves.
  */
-export type Forward = (packet: Uint8Array) => boolean;
+export type Forward = ((packet: Uint8Array) => boolean) & {
+  /**
+   * What a placeholder held, handed on in one call, in order: all taken, or (false) none. A
+   * crash's rebuild replays some six held segments a connection, and one deferred inject each was
+   * 60,000 calls inside the charged settle of 10,000 connections.
+   */
+  many?: (packets: Uint8Array[]) => boolean;
+};
 
 /**
  * One four-tuple in a store of entries that several layers' tables may share (`ConnTable.share`):

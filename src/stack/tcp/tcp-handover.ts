@@ -22,6 +22,10 @@ function forwardVia(ph: Placeholder, fn: Forward): void {
   const q = ph.queue;
   if (q.length === 0) return;
   ph.queue = [];
+  if (q.length > 1 && fn.many !== undefined) {
+    if (!fn.many(q)) ph.queue = q;
+    return;
+  }
   for (const p of q) if (!fn(p)) ph.queue.push(p);
 }
 
