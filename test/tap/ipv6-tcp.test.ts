@@ -331,9 +331,8 @@ describe('TCP over IPv6 against Linux on a TAP (curl -6, socat, http.server)', {
       // back to snd.una and resends at the new size (TcpLayer.icmpError: rewind), at or below the
       // sequence number the PTB quotes (that segment was dropped, so never acknowledged), while
       // before the read it sent only new data, above it. Its first segment at or below the quoted
-      // one is therefore the first resend after the read (only a loss probe of the tail, due when
-      // a timer's drain read the PTB, may go just before it); from there every segment must fit,
-      // resends included.
+      // one is therefore the first it wrote after the read (a tail probe due then does not go
+      // first: TcpLayer.icmpError cancels it); from there every segment must fit, resends included.
       const quoted = Number(first[2]);
       assert.ok(Number.isInteger(quoted), `the PTB quotes a TCP segment: ${ptb.stdout}`);
       const fits = (p: number): boolean => p + 40 <= 1280;
