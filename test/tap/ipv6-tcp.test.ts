@@ -268,6 +268,8 @@ describe('TCP over IPv6 against Linux on a TAP (curl -6, socat, http.server)', {
             'frame.number',
             '-e',
             'icmpv6.mtu',
+            '-e',
+            'tcp.seq_raw',
           ],
           60_000,
         );
@@ -290,6 +292,8 @@ describe('TCP over IPv6 against Linux on a TAP (curl -6, socat, http.server)', {
           'fields',
           '-e',
           'ipv6.plen',
+          '-e',
+          'tcp.seq_raw',
         ],
         60_000,
       );
@@ -314,17 +318,31 @@ describe('TCP over IPv6 against Linux on a TAP (curl -6, socat, http.server)', {
         fullSize > 100,
         `only ${fullSize} segments over 1280 bytes before the drop: it was not mid-download`,
       );
-      const plens = after.stdout.trim().split('\n').map(Number);
-      assert.ok(plens.length > 1000, `segments after the PTB: ${plens.length}`);
-      // Segments that left before the PTB reached Chimney are captured after it; once one fits,
-      // every later one must (retransmissions included: they are cut again at the new size).
+      // [IPv6 payload length, raw sequence number] of each data segment captured after the PTB.
+      const segs = after.stdout
+        .trim()
+        .split('\n')
+        .map((l) => l.split('\t').map(Number) as [number, number]);
+      assert.ok(segs.length > 1000, `segments after the PTB: ${segs.length}`);
+      // Segments Chimney wrote before it read the PTB are captured after it, at the old size, and a
+      // short one among them (a burst's short tail, at a window edge or the end of what was queued)
+      // fits 1280 bytes without marking the switch: taken for it, the full-size ones written after
+      // it, still before the read, counted as late. What marks it: reading the PTB, Chimney goes
+      // back to snd.una and resends at the new size (TcpLayer.icmpError: rewind), at or below the
+      // sequence number the PTB quotes (that segment was dropped, so never acknowledged), while
+      // before the read it sent only new data, above it. Its first segment at or below the quoted
+      // one is therefore the first it wrote after the read (a tail probe due then does not go
+      // first: TcpLayer.icmpError cancels it); from there every segment must fit, resends included.
+      const quoted = Number(first[2]);
+      assert.ok(Number.isInteger(quoted), `the PTB quotes a TCP segment: ${ptb.stdout}`);
       const fits = (p: number): boolean => p + 40 <= 1280;
-      const switchAt = plens.findIndex(fits);
-      assert.ok(switchAt >= 0, 'no segment after the PTB fits 1280 bytes');
-      const late = plens.slice(switchAt).filter((p) => !fits(p)).length;
-      assert.equal(late, 0, `${late} segments larger than 1280 bytes after the first that fits`);
+      const switchAt = segs.findIndex(([, seq]) => ((seq - quoted) | 0) <= 0);
+      assert.ok(switchAt >= 0, `no resend at or below the quoted sequence number ${quoted} after the PTB`);
+      const late = segs.slice(switchAt).filter(([p]) => !fits(p)).length;
+      assert.equal(late, 0, `${late} segments larger than 1280 bytes after Chimney read the PTB`);
+      const short = segs.slice(0, switchAt).filter(([p]) => fits(p)).length;
       console.log(
-        `${fullSize} segments over 1280 bytes before the PTB; ${switchAt} sent before the PTB took effect, ${plens.length - switchAt} after`,
+        `${fullSize} segments over 1280 bytes before the PTB; ${switchAt} written before Chimney read it (${short} of them short enough to fit), ${segs.length - switchAt} after`,
       );
     } finally {
       execFileSync('ethtool', ['-K', lab!.veth, 'tso', 'on'], { stdio: 'ignore' });

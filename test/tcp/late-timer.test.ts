@@ -16,7 +16,7 @@ import { NicEngine } from '../../src/nic/nic-engine.ts';
 import { Stack } from '../../src/stack/stack.ts';
 import { LATE_TIMER_MS } from '../../src/stack/tcp/tcp-timers.ts';
 import { ProbeTap } from '../../src/team/probe-tap.ts';
-import { ACK, activeOpen, add, Bench, bytes } from './harness.ts';
+import { ACK, activeOpen, add, Bench, bytes, LOCAL, REMOTE } from './harness.ts';
 
 /** Two segments in flight, and the peer's ACK of both (not yet delivered). */
 function twoInFlight() {
@@ -167,6 +167,49 @@ test('a late timer whose drain left input behind yields one turn, then probes', 
   assert.equal(drains(), 1);
   assert.equal(b.count('tcp.timer.late-yields'), 1);
   assert.equal(b.count('tcp.tlp.probes'), 1);
+});
+
+test('a tail probe whose drain reads a packet too big does not go: the resends at the new size probe', () => {
+  // Linux: tcp_v6_mtu_reduced resends the head (tcp_simple_retransmit), which re-arms the RTO in
+  // the one timer the pending probe was armed in. Here the timer had already fired: the probe
+  // went after the drain, a copy of the tail next to its resend (seen on a TAP against Linux).
+  const { b, o, sent, top } = twoInFlight();
+  const path = o.conn.state.path;
+  Object.assign(b.env, {
+    drainInput: (): boolean => {
+      // The IP layer lowers the path, then tells TCP (as Ipv6Layer.packetTooBig does).
+      path.cached.mtu = 1280;
+      b.layer.icmpError({
+        kind: 'frag-needed',
+        code: 4,
+        mtu: 1280,
+        mtuLowered: true,
+        src: LOCAL,
+        dst: REMOTE,
+        srcPort: o.conn.localPort,
+        dstPort: 80,
+        seq: sent[0]!.h.seq,
+      });
+      return true;
+    },
+  });
+  assert.equal(o.conn.timerTarget, o.conn.state.soft.tlpDeadline);
+  b.env.clock.elapse(o.conn.timerTarget - b.env.clock.now());
+  b.flush();
+  const out = b.take().filter((x) => x.data.length > 0);
+  const seg = 1280 - 20 - 32; // IPv4 and TCP headers, timestamps
+  assert.deepEqual(
+    out.map((x) => [x.h.seq, x.data.length]),
+    [
+      [sent[0]!.h.seq, seg],
+      [add(sent[0]!.h.seq, seg), seg],
+      [add(sent[0]!.h.seq, 2 * seg), 2 * 1448 - 2 * seg],
+    ],
+    'the flight once again, at the new size, and nothing more',
+  );
+  assert.equal(o.conn.state.delegated.sndNxt, top);
+  assert.equal(b.count('tcp.pmtu.resegment'), 1);
+  assert.equal(b.count('tcp.tlp.probes'), 0);
 });
 
 /** A link whose queued frames a drain hands over (a TAP's kernel queue, in miniature). */

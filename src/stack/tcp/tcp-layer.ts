@@ -395,6 +395,10 @@ export class TcpLayer implements TcpEngine {
         s.soft.recoveryPoint = d.sndMax;
         s.soft.undoArmed = false;
       }
+      // A probe already due would go anyway when this came from a loss timer's drain (it reads
+      // deadlines after the drain): a copy of the tail next to its resend. Linux's resend re-arms
+      // the one timer the probe was pending in.
+      s.soft.tlpDeadline = Number.POSITIVE_INFINITY;
       rewind(s);
       kick(conn);
       return;
