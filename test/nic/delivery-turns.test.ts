@@ -9,32 +9,12 @@ import type { TestContext } from 'node:test';
 import { describe, test } from 'node:test';
 import { EV_WRITABLE } from '../../src/nic/worker/protocol.ts';
 import type { WorkerConnectionHandle, WorkerNic } from '../../src/nic/worker-nic.ts';
-import { SimNetwork } from '../../src/sim/sim-network.ts';
-import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
-import { addWorkerHost, socketKey } from './worker-helpers.ts';
+import { idleConnections, socketKey } from './worker-helpers.ts';
 
 const N = 200;
 
 async function setup(t: TestContext) {
-  const net = new SimNetwork({ seed: 7, virtualTime: false });
-  const wh = addWorkerHost(net, { count: 1, capacity: N + 10 });
-  t.after(() => {
-    wh.close();
-    net.close();
-  });
-  const peer = net.addHost({ ip: '10.0.0.2/24' });
-  await Promise.all(wh.nics.map((n) => n.ready()));
-  peer.createServer(() => {}).listen(80);
-  const sockets: TcpSocket[] = [];
-  for (let i = 0; i < N; i++) {
-    const s = wh.host.connect({ port: 80, host: '10.0.0.2' });
-    s.on('error', () => {});
-    sockets.push(s);
-  }
-  await Promise.all(sockets.map((s) => (s.connecting ? new Promise((r) => s.once('connect', r)) : null)));
-  t.after(() => {
-    for (const s of sockets) s.destroy();
-  });
+  const { wh, sockets } = await idleConnections(t, { seed: 7, n: N, nics: 1, capacity: N + 10 });
   const nic = wh.nics[0] as WorkerNic;
   assert.equal((await wh.offload.offload(sockets.map(socketKey), nic)).moved.length, N);
   // Let what the offload itself delivered go by.
