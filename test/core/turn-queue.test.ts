@@ -44,20 +44,33 @@ function turns(clock: TurnClock, ran: number[]): number[][] {
   return out;
 }
 
+/** A queue of `items` numbers, each run doing `each` after it is recorded in `ran`. */
+function queued(
+  perTurn: number,
+  sliceMs: number,
+  items: number,
+  each: (i: number, q: TurnQueue<number>, clock: TurnClock) => void = () => {},
+) {
+  const clock = new TurnClock();
+  const ran: number[] = [];
+  const q: TurnQueue<number> = new TurnQueue<number>(
+    clock.asClock(),
+    (i) => {
+      ran.push(i);
+      each(i, q, clock);
+    },
+    perTurn,
+    sliceMs,
+  );
+  for (let i = 0; i < items; i++) q.push(i);
+  return { clock, ran, q };
+}
+
 describe('TurnQueue', () => {
   test('at most perTurn items a turn, in order, each once; items queued meanwhile join the backlog', () => {
-    const clock = new TurnClock();
-    const ran: number[] = [];
-    const q = new TurnQueue<number>(
-      clock.asClock(),
-      (i) => {
-        ran.push(i);
-        if (i === 3) q.push(100);
-      },
-      4,
-      1000,
-    );
-    for (let i = 0; i < 10; i++) q.push(i);
+    const { clock, ran, q } = queued(4, 1000, 10, (i, q) => {
+      if (i === 3) q.push(100);
+    });
     assert.deepEqual(turns(clock, ran), [
       [0, 1, 2, 3],
       [4, 5, 6, 7],
@@ -68,35 +81,15 @@ describe('TurnQueue', () => {
   });
 
   test('a turn ends once sliceMs have passed (at least one item a turn)', () => {
-    const clock = new TurnClock();
-    const ran: number[] = [];
-    // Each item takes 3 ms; one takes 20.
-    const q = new TurnQueue<number>(
-      clock.asClock(),
-      (i) => {
-        ran.push(i);
-        clock.elapse(i === 0 ? 20 : 3);
-      },
-      100,
-      8,
-    );
-    for (let i = 0; i < 7; i++) q.push(i);
+    // Each item takes 3 ms; the first 20.
+    const { clock, ran } = queued(100, 8, 7, (i, _q, c) => c.elapse(i === 0 ? 20 : 3));
     assert.deepEqual(turns(clock, ran), [[0], [1, 2, 3], [4, 5, 6]]);
   });
 
   test('an item that throws does not strand the rest', () => {
-    const clock = new TurnClock();
-    const ran: number[] = [];
-    const q = new TurnQueue<number>(
-      clock.asClock(),
-      (i) => {
-        ran.push(i);
-        if (i === 1) throw new Error('boom');
-      },
-      10,
-      100,
-    );
-    for (let i = 0; i < 4; i++) q.push(i);
+    const { clock, ran } = queued(10, 100, 4, (i) => {
+      if (i === 1) throw new Error('boom');
+    });
     assert.throws(() => clock.turn(), /boom/);
     while (clock.pending > 0) clock.turn();
     assert.deepEqual(ran, [0, 1, 2, 3]);
