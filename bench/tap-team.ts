@@ -46,6 +46,8 @@ export interface TapTeamRun {
   resumeMs: number;
   maxStallMs: number;
   p99StallMs: number;
+  /** Median time from a download's start to its first byte at the client (the connect burst's). */
+  p50FirstByteMs: number;
   /** Downloads that failed, came back short or corrupt, or were reset. */
   failed: number;
   resets: number;
@@ -143,6 +145,7 @@ function figures(r: LoadResult, dsackOldSent: number): TapTeamRun {
     resumeMs: r.resumeMs,
     maxStallMs: r.client.maxStallMs,
     p99StallMs: r.client.p99StallMs,
+    p50FirstByteMs: r.client.p50FirstByteMs,
     failed: r.client.failed,
     resets: r.client.resets,
     badLogLines: r.bad.length,
@@ -198,7 +201,7 @@ export async function benchTapTeam(
 
 /** One run's row, and its CPU per MB by thread under it. */
 function formatRun(label: string, f: TapTeamRun): string {
-  const row = `${label.padEnd(22)} detect ${String(f.detectMs).padStart(6)} ms (${String(f.faultToDetectMs).padStart(6)} after the fault)  resume at peer ${String(f.resumeMs).padStart(7)} ms  max stall ${String(f.maxStallMs).padStart(7)} ms (p99 ${f.p99StallMs})  failed ${f.failed}  resets ${f.resets}  bad log lines ${f.badLogLines}  load ${f.loadAvg}`;
+  const row = `${label.padEnd(22)} detect ${String(f.detectMs).padStart(6)} ms (${String(f.faultToDetectMs).padStart(6)} after the fault)  resume at peer ${String(f.resumeMs).padStart(7)} ms  max stall ${String(f.maxStallMs).padStart(7)} ms (p99 ${f.p99StallMs})  first byte p50 ${f.p50FirstByteMs} ms  failed ${f.failed}  resets ${f.resets}  bad log lines ${f.badLogLines}  load ${f.loadAvg}`;
   const c = f.cpuMsPerMB;
   const nics = Object.entries(c?.nics ?? {}).map(([n, v]) => `${n} ${v}, `);
   const cpu = c

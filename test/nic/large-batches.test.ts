@@ -11,35 +11,14 @@ import { describe, test } from 'node:test';
 import type { ConnKey, Handed, Nic } from '../../src/nic/nic.ts';
 import type { FromWorker } from '../../src/nic/worker/protocol.ts';
 import type { WorkerNic } from '../../src/nic/worker-nic.ts';
-import { SimNetwork } from '../../src/sim/sim-network.ts';
-import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
-import { addWorkerHost, socketKey } from './worker-helpers.ts';
+import { idleConnections, socketKey } from './worker-helpers.ts';
 
 const N = 600;
 /** Parts of 256: 256, 256 and 88. */
 const PARTS = [256, 256, 88];
 
 async function setup(t: TestContext, seed: number) {
-  const net = new SimNetwork({ seed, virtualTime: false });
-  const wh = addWorkerHost(net, { capacity: N + 100 });
-  t.after(() => {
-    wh.close();
-    net.close();
-  });
-  const peer = net.addHost({ ip: '10.0.0.2/24' });
-  await Promise.all(wh.nics.map((n) => n.ready()));
-  peer.createServer(() => {}).listen(80);
-  const sockets: TcpSocket[] = [];
-  for (let i = 0; i < N; i++) {
-    const s = wh.host.connect({ port: 80, host: '10.0.0.2' });
-    s.on('error', () => {});
-    sockets.push(s);
-    if (i % 100 === 99) await new Promise((r) => setTimeout(r, 5));
-  }
-  await Promise.all(sockets.map((s) => (s.connecting ? new Promise((r) => s.once('connect', r)) : null)));
-  t.after(() => {
-    for (const s of sockets) s.destroy();
-  });
+  const { wh, sockets } = await idleConnections(t, { seed, n: N, capacity: N + 100 });
   return { wh, nics: wh.nics as [WorkerNic, WorkerNic], keys: sockets.map(socketKey), sockets };
 }
 

@@ -83,6 +83,37 @@ export function addWorkerHost(
   };
 }
 
+/**
+ * A real-time SimNetwork with a worker host (10.0.0.1) of `nics` WorkerNics and `n` idle
+ * connections from it to a peer's server (10.0.0.2:80), closed with the test.
+ */
+export async function idleConnections(
+  t: TestContext,
+  o: { seed: number; n: number; nics?: number; capacity: number },
+): Promise<{ wh: WorkerHost; sockets: TcpSocket[] }> {
+  const net = new SimNetwork({ seed: o.seed, virtualTime: false });
+  const wh = addWorkerHost(net, { count: o.nics, capacity: o.capacity });
+  t.after(() => {
+    wh.close();
+    net.close();
+  });
+  const peer = net.addHost({ ip: '10.0.0.2/24' });
+  await Promise.all(wh.nics.map((x) => x.ready()));
+  peer.createServer(() => {}).listen(80);
+  const sockets: TcpSocket[] = [];
+  for (let i = 0; i < o.n; i++) {
+    const s = wh.host.connect({ port: 80, host: '10.0.0.2' });
+    s.on('error', () => {});
+    sockets.push(s);
+    if (i % 100 === 99) await new Promise((r) => setTimeout(r, 5));
+  }
+  await Promise.all(sockets.map((s) => (s.connecting ? new Promise((r) => s.once('connect', r)) : null)));
+  t.after(() => {
+    for (const s of sockets) s.destroy();
+  });
+  return { wh, sockets };
+}
+
 export function socketKey(s: TcpSocket): ConnKey {
   const c = s.connection!;
   return { localIp: c.localIp, localPort: c.localPort, remoteIp: c.remoteIp, remotePort: c.remotePort };

@@ -1,0 +1,65 @@
+import type { Clock } from './clock.ts';
+
+/**
+ * Work run a bounded amount per turn of the event loop: at most `perTurn` items, and no item begun
+ * once `sliceMs` of the clock have passed since the turn's first; the rest wait for the next turn
+ * (`clock.defer`), in the order they came. Work queued one deferred call each runs all in the same
+ * turn (Node runs every immediate queued before its check phase), so a thousand connections made
+ * readable by one message from a worker held serve's main thread 0.3-1.2 s at a time, and the
+ * worker's heartbeats, its exit and the team's timers waited behind them (BENCHMARKS.md, tap-team).
+ */
+export class TurnQueue<T> {
+  private items: (T | undefined)[] = [];
+  private head = 0;
+  private scheduled = false;
+  /** Turns that left items for the next (diagnostics). */
+  carried = 0;
+
+  constructor(
+    private readonly clock: Clock,
+    private readonly run: (item: T) => void,
+    readonly perTurn: number,
+    readonly sliceMs: number,
+  ) {}
+
+  /** Items waiting for their turn. */
+  get size(): number {
+    return this.items.length - this.head;
+  }
+
+  push(item: T): void {
+    this.items.push(item);
+    if (this.scheduled) return;
+    this.scheduled = true;
+    this.clock.defer(this.drain);
+  }
+
+  // `scheduled` stays set while it runs: an item pushed meanwhile joins this drain, not a second one.
+  private readonly drain = (): void => {
+    const t0 = this.clock.now();
+    let n = 0;
+    try {
+      while (this.head < this.items.length) {
+        if (n === this.perTurn || (n > 0 && this.clock.now() - t0 >= this.sliceMs)) break;
+        const item = this.items[this.head] as T;
+        this.items[this.head++] = undefined;
+        n++;
+        this.run(item);
+      }
+    } finally {
+      if (this.head === this.items.length) {
+        this.items.length = 0;
+        this.head = 0;
+        this.scheduled = false;
+      } else {
+        // What ran is dropped once it is most of the array, so the array stays near the backlog.
+        if (this.head > 1024 && this.head * 2 > this.items.length) {
+          this.items = this.items.slice(this.head);
+          this.head = 0;
+        }
+        this.carried++;
+        this.clock.defer(this.drain);
+      }
+    }
+  };
+}

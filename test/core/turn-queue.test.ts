@@ -1,0 +1,97 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import type { Clock } from '../../src/core/clock.ts';
+import { TurnQueue } from '../../src/core/turn-queue.ts';
+
+/** A clock whose deferred calls run a turn at a time, as Node's check phase runs immediates. */
+class TurnClock {
+  t = 0;
+  queue: (() => void)[] = [];
+  now(): number {
+    return this.t;
+  }
+  defer(cb: () => void): void {
+    this.queue.push(cb);
+  }
+  createTimer(): never {
+    throw new Error('no timers here');
+  }
+  elapse(ms: number): void {
+    this.t += ms;
+  }
+  get pending(): number {
+    return this.queue.length;
+  }
+  /** The calls deferred before this turn began. */
+  turn(): void {
+    const q = this.queue;
+    this.queue = [];
+    for (const cb of q) cb();
+  }
+  asClock(): Clock {
+    return this as unknown as Clock;
+  }
+}
+
+/** Run turn after turn, recording what each ran. */
+function turns(clock: TurnClock, ran: number[]): number[][] {
+  const out: number[][] = [];
+  while (clock.pending > 0) {
+    const before = ran.length;
+    clock.turn();
+    out.push(ran.slice(before));
+  }
+  return out;
+}
+
+/** A queue of `items` numbers, each run doing `each` after it is recorded in `ran`. */
+function queued(
+  perTurn: number,
+  sliceMs: number,
+  items: number,
+  each: (i: number, q: TurnQueue<number>, clock: TurnClock) => void = () => {},
+) {
+  const clock = new TurnClock();
+  const ran: number[] = [];
+  const q: TurnQueue<number> = new TurnQueue<number>(
+    clock.asClock(),
+    (i) => {
+      ran.push(i);
+      each(i, q, clock);
+    },
+    perTurn,
+    sliceMs,
+  );
+  for (let i = 0; i < items; i++) q.push(i);
+  return { clock, ran, q };
+}
+
+describe('TurnQueue', () => {
+  test('at most perTurn items a turn, in order, each once; items queued meanwhile join the backlog', () => {
+    const { clock, ran, q } = queued(4, 1000, 10, (i, q) => {
+      if (i === 3) q.push(100);
+    });
+    assert.deepEqual(turns(clock, ran), [
+      [0, 1, 2, 3],
+      [4, 5, 6, 7],
+      [8, 9, 100],
+    ]);
+    assert.equal(q.size, 0);
+    assert.equal(q.carried, 2);
+  });
+
+  test('a turn ends once sliceMs have passed (at least one item a turn)', () => {
+    // Each item takes 3 ms; the first 20.
+    const { clock, ran } = queued(100, 8, 7, (i, _q, c) => c.elapse(i === 0 ? 20 : 3));
+    assert.deepEqual(turns(clock, ran), [[0], [1, 2, 3], [4, 5, 6]]);
+  });
+
+  test('an item that throws does not strand the rest', () => {
+    const { clock, ran } = queued(10, 100, 4, (i) => {
+      if (i === 1) throw new Error('boom');
+    });
+    assert.throws(() => clock.turn(), /boom/);
+    while (clock.pending > 0) clock.turn();
+    assert.deepEqual(ran, [0, 1, 2, 3]);
+  });
+});

@@ -1,0 +1,114 @@
+/**
+ * A WorkerNic's events reach their sockets a bounded number per turn of the main thread: one
+ * message from a worker that made a thousand connections readable or writable once ran all their
+ * sockets' refills in one turn (0.3-1.2 s under load), and the worker's death, heartbeats and the
+ * team's timers waited behind them. The grows a burst held, likewise, go a bounded number a turn.
+ */
+import assert from 'node:assert/strict';
+import type { TestContext } from 'node:test';
+import { describe, test } from 'node:test';
+import { EV_WRITABLE } from '../../src/nic/worker/protocol.ts';
+import type { WorkerConnectionHandle, WorkerNic } from '../../src/nic/worker-nic.ts';
+import { idleConnections, socketKey } from './worker-helpers.ts';
+
+const N = 200;
+
+async function setup(t: TestContext) {
+  const { wh, sockets } = await idleConnections(t, { seed: 7, n: N, nics: 1, capacity: N + 10 });
+  const nic = wh.nics[0] as WorkerNic;
+  assert.equal((await wh.offload.offload(sockets.map(socketKey), nic)).moved.length, N);
+  // Let what the offload itself delivered go by.
+  await new Promise((r) => setTimeout(r, 50));
+  const handles = (nic as unknown as { handles: (WorkerConnectionHandle | undefined)[] }).handles.filter(
+    (h): h is WorkerConnectionHandle => h !== undefined,
+  );
+  assert.equal(handles.length, N);
+  return { nic, sockets, handles };
+}
+
+/**
+ * Counts per turn of the event loop until `done()`: a marker immediate runs once a turn (one queued
+ * in the check phase runs in the next). `count()` adds one to the current turn.
+ */
+function perTurn(): { count(): void; stop(): Promise<number[]> } {
+  const turns: number[] = [];
+  let inTurn = 0;
+  let marking = true;
+  const mark = (): void => {
+    turns.push(inTurn);
+    inTurn = 0;
+    if (marking) setImmediate(mark);
+  };
+  setImmediate(mark);
+  return {
+    count: () => {
+      inTurn++;
+    },
+    stop: async () => {
+      marking = false;
+      await new Promise((r) => setImmediate(r));
+      turns.push(inTurn);
+      return turns;
+    },
+  };
+}
+
+async function until(cond: () => boolean): Promise<void> {
+  while (!cond()) await new Promise((r) => setTimeout(r, 5));
+}
+
+describe('WorkerNic deliveries and grows, a bounded number a turn', () => {
+  test('events for 200 connections at once reach their sockets at most 32 a turn, all of them, in order', {
+    timeout: 60_000,
+  }, async (t) => {
+    const { sockets, handles } = await setup(t);
+    const order: number[] = [];
+    const turns = perTurn();
+    for (const s of sockets) {
+      const onWritable = s.onWritable.bind(s);
+      s.onWritable = () => {
+        order.push(socketKey(s).localPort);
+        turns.count();
+        onWritable();
+      };
+    }
+    // As one 'ev' message from the worker does: every handle told at once, in slot order.
+    for (const h of handles) h._event(EV_WRITABLE, null);
+    await until(() => order.length >= N);
+    const seen = await turns.stop();
+    assert.equal(order.length, N, 'every socket told once');
+    assert.ok(Math.max(...seen) <= 32, `at most 32 a turn, got ${Math.max(...seen)}`);
+    assert.deepEqual(
+      order,
+      handles.map((h) => h.localPort),
+      'in the order the events came',
+    );
+  });
+
+  test('the grows a burst of placements held run at most 16 a turn once it ends, every one', {
+    timeout: 60_000,
+  }, async (t) => {
+    const { nic, handles } = await setup(t);
+    const self = nic as unknown as {
+      regrow(h: WorkerConnectionHandle, want: number): void;
+      onMessage(m: { t: 'grow'; slot: number; capacity: number }): void;
+    };
+    const turns = perTurn();
+    const grown: number[] = [];
+    const regrow = self.regrow.bind(nic);
+    self.regrow = (h, want) => {
+      grown.push(h.slot);
+      turns.count();
+      regrow(h, want);
+    };
+    nic.placing(true);
+    for (const h of handles) self.onMessage({ t: 'grow', slot: h.slot, capacity: 1 << 20 });
+    assert.equal(grown.length, 0, 'held while the burst is placed');
+    nic.placing(false);
+    await until(() => grown.length >= N);
+    const seen = await turns.stop();
+    assert.equal(grown.length, N);
+    assert.deepEqual(new Set(grown), new Set(handles.map((h) => h.slot)));
+    assert.ok(Math.max(...seen) <= 16, `at most 16 a turn, got ${Math.max(...seen)}`);
+  });
+});
