@@ -34,6 +34,26 @@ export class TurnQueue<T> {
     this.clock.defer(this.drain);
   }
 
+  /**
+   * Run every waiting item now, in order, and any pushed meanwhile: for work that must be done
+   * before what the caller does next (a NIC's death is indicated only once its sockets heard what
+   * its worker sent before it died). An item that throws is rethrown in a turn of its own, so the
+   * rest still run now and the caller goes on; the drain already scheduled finds nothing left.
+   */
+  flush(): void {
+    while (this.head < this.items.length) {
+      const item = this.items[this.head] as T;
+      this.items[this.head++] = undefined;
+      try {
+        this.run(item);
+      } catch (err) {
+        this.clock.defer(() => {
+          throw err;
+        });
+      }
+    }
+  }
+
   // `scheduled` stays set while it runs: an item pushed meanwhile joins this drain, not a second one.
   private readonly drain = (): void => {
     const t0 = this.clock.now();

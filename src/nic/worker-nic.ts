@@ -2303,6 +2303,10 @@ export class WorkerNic extends HostNic {
       this.killWatch?.disarm();
       this.linkCarrier = false;
       for (const w of this.readyWaiters.splice(0)) w.reject(e);
+      // What the worker told its sockets before it died reaches them before anyone hears of the
+      // death: the failover's salvage detaches their handles, and a close still queued (a reset's
+      // error with it) would then never be delivered, or be told as an orderly close by the rebuild.
+      this.deliveries.flush();
     });
   }
 }

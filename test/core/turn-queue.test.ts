@@ -94,4 +94,21 @@ describe('TurnQueue', () => {
     while (clock.pending > 0) clock.turn();
     assert.deepEqual(ran, [0, 1, 2, 3]);
   });
+
+  test('flush runs every waiting item now, in order, with those pushed meanwhile; a throw goes to a turn of its own', () => {
+    const { clock, ran, q } = queued(4, 1000, 10, (i, q) => {
+      if (i === 2) q.push(100);
+      if (i === 5) throw new Error('boom');
+    });
+    q.flush();
+    assert.deepEqual(ran, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 100], 'all of them, in order, before flush returns');
+    assert.equal(q.size, 0);
+    // The drain scheduled by the first push, then the rethrow.
+    assert.throws(() => clock.turn(), /boom/);
+    assert.equal(clock.pending, 0);
+    assert.equal(ran.length, 11, 'nothing ran twice');
+    q.push(200);
+    clock.turn();
+    assert.deepEqual(ran.slice(11), [200], 'the queue goes on as before');
+  });
 });

@@ -7,7 +7,8 @@
 import assert from 'node:assert/strict';
 import type { TestContext } from 'node:test';
 import { describe, test } from 'node:test';
-import { EV_WRITABLE } from '../../src/nic/worker/protocol.ts';
+import { ConnectionError } from '../../src/core/errors.ts';
+import { EV_CLOSED, EV_READABLE, EV_WRITABLE } from '../../src/nic/worker/protocol.ts';
 import type { WorkerConnectionHandle, WorkerNic } from '../../src/nic/worker-nic.ts';
 import { idleConnections, socketKey } from './worker-helpers.ts';
 
@@ -83,6 +84,39 @@ describe('WorkerNic deliveries and grows, a bounded number a turn', () => {
       handles.map((h) => h.localPort),
       'in the order the events came',
     );
+  });
+
+  test("a worker's death is indicated only once its sockets heard what it sent before it died", {
+    timeout: 60_000,
+  }, async (t) => {
+    const { nic, sockets, handles } = await setup(t);
+    const heard: (string | null)[] = [];
+    for (const s of sockets) {
+      const onClosed = s.onClosed.bind(s);
+      s.onClosed = (e) => {
+        heard.push(e?.code ?? null);
+        onClosed(e);
+      };
+    }
+    // One 'ev' message: every connection reset at the NIC; then the worker dies before a turn
+    // delivered most of them. The failover that hears of the death salvages (detaches) the handles,
+    // and a close still queued would never reach its socket (or reach it as an orderly end).
+    for (const h of handles) h._event(EV_READABLE | EV_CLOSED, new ConnectionError('ECONNRESET', 'reset'));
+    let atDeath: (string | null)[] | null = null;
+    nic.prependListener('dead', () => {
+      atDeath = [...heard];
+    });
+    (nic as unknown as { die(cause: { kind: 'heartbeat'; silentMs: number }): void }).die({
+      kind: 'heartbeat',
+      silentMs: 0,
+    });
+    assert.ok(atDeath !== null, "'dead' indicated");
+    assert.deepEqual(
+      atDeath,
+      sockets.map(() => 'ECONNRESET'),
+      'every socket heard its reset before the death was indicated',
+    );
+    void nic.kill();
   });
 
   test('the grows a burst of placements held run at most 16 a turn once it ends, every one', {
