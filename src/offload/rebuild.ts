@@ -1,7 +1,10 @@
+import { InvalidStateError } from '../core/errors.ts';
 import { rebuildTcpState } from '../nic/hard-state.ts';
-import { keyOfState, type Nic, type SalvageRecord } from '../nic/nic.ts';
+import { type ConnKey, keyOfState, type Nic, type SalvageRecord } from '../nic/nic.ts';
 import { TupleMap } from '../nic/tuple-map.ts';
 import { TcpSocket } from '../socket/tcp-socket.ts';
+import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
+import type { ByteRing } from '../state/byte-ring.ts';
 import type { PathState } from '../state/path-state.ts';
 import type { TcpState } from '../state/tcp-state.ts';
 import { DEFAULT_TCP_CACHED, TcpStateId } from '../state/tcp-state.ts';
@@ -73,9 +76,13 @@ export async function rebuild(
       continue;
     }
     if (r.hard.state === TcpStateId.CLOSED || r.hard.state === TcpStateId.TIME_WAIT) {
-      // It ended at the NIC (its user heard the close) before the host did: nothing to deliver,
-      // nothing lost. TIME_WAIT is not rebuilt: its peer may be gone, and would answer the prod
-      // of a rebuilt connection with RST; all it still did was answer a retransmitted FIN.
+      // It ended at the NIC before the host did: nothing left to do on the wire. TIME_WAIT is
+      // not rebuilt: its peer may be gone, and would answer the prod of a rebuilt connection with
+      // RST; all it still did was answer a retransmitted FIN. But its application may not have
+      // read all the peer sent (acknowledged, so the peer believes it delivered): the socket
+      // reads the rest from the salvaged receive ring, then ends. The dead NIC's handle, detached
+      // by the salvage, would refuse the read. (The forget's resume then finds it not moving.)
+      it.socket?._completeMove(new EndedConnection(it.key, r.recvRing));
       t.forget(it);
       report.refused.push({ key: it.key, status: 'closed', reason: 'closed at the NIC before it died' });
       const u = it.user;
@@ -118,4 +125,45 @@ export async function rebuild(
     report.refused.push({ key: keyOfState(f.state), status: f.status, reason: f.reason });
   const left = t.survivors(failed, byState);
   await t.settle(left, byState, 'host', 'host', undefined, prod);
+}
+
+/**
+ * A connection that ended at a NIC before the NIC died, left to its socket as what remains of it:
+ * the bytes its application had not yet read, in the receive ring salvaged from the NIC. Nothing
+ * goes to the wire any more; writes are refused by the socket (closed by the stack) before here.
+ */
+class EndedConnection implements ConnectionHandle {
+  readonly localIp: number;
+  readonly localPort: number;
+  readonly remoteIp: number;
+  readonly remotePort: number;
+  readonly writableLength = 0;
+  readonly sendDry = true;
+  user: TcpUser | null = null;
+
+  constructor(
+    key: ConnKey,
+    private readonly recv: ByteRing,
+  ) {
+    this.localIp = key.localIp;
+    this.localPort = key.localPort;
+    this.remoteIp = key.remoteIp;
+    this.remotePort = key.remotePort;
+  }
+
+  get readableLength(): number {
+    return this.recv.length;
+  }
+  read(dst: Uint8Array, off = 0, len = dst.length - off): number {
+    return this.recv.read(dst, off, len);
+  }
+  write(): number {
+    throw new InvalidStateError('write: the connection ended');
+  }
+  notifyOnAck(): void {}
+  shutdown(): void {}
+  close(): void {}
+  abort(): void {}
+  setNoDelay(): void {}
+  setKeepAlive(): void {}
 }
