@@ -502,7 +502,18 @@ class RemoteUser implements TcpUser {
  */
 const statePool = new TupleMap<TcpState>(true);
 
+/**
+ * What a pooled state holds in place of its rings: they were its block's, which the next visit
+ * names again (readInto takes the block's rings). Kept, a pooled state held its block's slab: a
+ * slab is freed when no block of it is referenced, so under churn (connections that never come
+ * back, pooled until the pool's capacity pushes them out, in hash order) a few states of each
+ * cycle held a 64 MB slab each, and with it every page its dead blocks had touched.
+ */
+const NO_RING = new ByteRing(16);
+
 function poolState(key: ConnKey, s: TcpState): void {
+  s.delegated.sendBuffer = NO_RING;
+  s.delegated.recvBuffer = NO_RING;
   statePool.set(key, s);
   if (statePool.size > boot.capacity) for (const [k] of statePool) return void statePool.delete(k);
 }
@@ -1600,6 +1611,9 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
             // Table entries made: by the TCP layer's four-tuple table, the slots' and the pool's.
             'nic.tables.entries-made':
               engine.tcp.table.entriesMade + byKey.entriesMade + statePool.entriesMade,
+            // Pooled states, and those of them still holding a shared ring (none: see NO_RING).
+            'nic.pool.states': statePool.size,
+            'nic.pool.shared-rings': pooledSharedRings(),
           },
         });
         return;
@@ -1611,6 +1625,15 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
     if (handedOn) throw e;
     post({ t: 'res', id, ok: false, error: wireError(e) });
   }
+}
+
+function pooledSharedRings(): number {
+  let n = 0;
+  for (const [, st] of statePool) {
+    const d = st.delegated;
+    if (d.sendBuffer.shared !== null || d.recvBuffer.shared !== null) n++;
+  }
+  return n;
 }
 
 // ---- a send ring that grows (the worker's half; the host's, and why it is safe: WorkerNic.regrow) --
