@@ -1119,7 +1119,7 @@ export class NicEngine {
     l.gate = spec.gate;
     // Racing the host's thread for a SYN (NicBornHooks.publish): published, then looked again.
     if (born.publish !== undefined && born.claimed !== undefined) {
-      l.onHalfOpen = (conn, open) => born.publish?.(conn, open);
+      l.onHalfOpen = (conn, open) => born.publish?.(conn, open) !== false;
       l.heldElsewhere = (li, lp, ri, rp) => born.claimed?.(li, lp, ri, rp) === true;
     }
     this.gates.set(l, { gate: spec.gate, born });

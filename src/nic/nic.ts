@@ -155,8 +155,9 @@ export interface NicBornHooks {
   /**
    * A NIC on another thread, racing the host for a SYN: publish a half-open connection's tuple
    * before its SYN-ACK goes (`open`), or take it back when it is left unanswered (`claimed`).
+   * False for `open`: it could not be listed (a full table), and the SYN is left unanswered.
    */
-  publish?(conn: TcpConnection, open: boolean): void;
+  publish?(conn: TcpConnection, open: boolean): boolean;
   /**
    * Asked after `publish`: whether another owner took the tuple meanwhile (the host publishes its
    * own half-open ones before it looks at the NICs', Listener.heldElsewhere). True: the SYN is

@@ -65,8 +65,9 @@ export class AcceptAtNic {
     const claims = new OwnerTable(OwnerTable.create(l.backlog + 1));
     l.onHalfOpen = (conn, open) => {
       const k = conn.key;
-      if (open) claims.add(k.localIp, k.localPort, k.remoteIp, k.remotePort);
-      else claims.remove(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+      if (open) return claims.add(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+      claims.remove(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+      return true;
     };
     const spec: BaseSpec = {
       ip,

@@ -137,7 +137,12 @@ test("the host's side of the race: a NIC that answers between the host's look an
   net.close();
 });
 
-test("the NIC's side of the race: a host that claims between the NIC's look and its publication has the SYN to itself", async () => {
+/**
+ * A NIC answering port 81 for a host played here, with one SYN from the peer. `claim`: the host
+ * takes the SYN whole between the NIC's look (nothing claimed) and its publication. `list`: what
+ * the NIC's publication answers (false: its table full). Returns what it published and counted.
+ */
+async function raceAtNic(claim: boolean, list: boolean) {
   const net = new SimNetwork({ seed: 33 });
   const peer = net.addHost({ ip: '10.0.0.2/24', name: 'peer', impair: { delayMs: 1 } });
   const team = buildTeamHost(net, { ip: '10.0.0.1/24', nics: 1, policy: { mode: 'manual' } });
@@ -180,10 +185,11 @@ test("the NIC's side of the race: a host that claims between the NIC's look and 
       born: () => true,
       publish: (_conn, open) => {
         published.push(open);
+        return !open || list;
       },
       claimed: () => {
         const seen = hostClaimed;
-        hostClaimed = true;
+        hostClaimed = claim;
         return seen;
       },
     },
@@ -192,11 +198,44 @@ test("the NIC's side of the race: a host that claims between the NIC's look and 
   const c = peer.connect(81, '10.0.0.1');
   c.on('error', () => {});
   await net.sleep(20);
-  assert.deepEqual(published, [true, false], 'published before its answer, taken back');
-  assert.equal(nic.engine.counters.get('nic.listen.syn'), 0, 'the NIC sent no SYN-ACK');
-  assert.equal(nic.engine.tcp.lookup(0x0a000001, 81, 0x0a000002, c.localPort!), undefined);
-  assert.equal(Atomics.load(gate, 1) + Atomics.load(gate, 3), 0, 'no half-open counted');
+  const r = {
+    published,
+    synAcks: nic.engine.counters.get('nic.listen.syn'),
+    heldLate: nic.engine.counters.get('tcp.listen.syn-held-late'),
+    unlisted: nic.engine.counters.get('tcp.listen.syn-unlisted'),
+    conn: nic.engine.tcp.lookup(0x0a000001, 81, 0x0a000002, c.localPort!),
+    halfOpen: Atomics.load(gate, 1) + Atomics.load(gate, 3),
+  };
   stop!();
   team.close();
   net.close();
+  return r;
+}
+
+test("the NIC's side of the race: a host that claims between the NIC's look and its publication has the SYN to itself", async () => {
+  const r = await raceAtNic(true, true);
+  assert.deepEqual(r.published, [true, false], 'published before its answer, taken back');
+  assert.equal(r.synAcks, 0, 'the NIC sent no SYN-ACK');
+  assert.equal(r.heldLate, 1);
+  assert.equal(r.conn, undefined);
+  assert.equal(r.halfOpen, 0, 'no half-open counted');
+});
+
+test('a NIC whose table cannot list its half-open tuple leaves the SYN unanswered: the host could not see it', async () => {
+  const r = await raceAtNic(false, false);
+  assert.deepEqual(r.published, [true, false], 'tried before its answer, taken back');
+  assert.equal(r.synAcks, 0, 'the NIC sent no SYN-ACK');
+  assert.equal(r.unlisted, 1);
+  assert.equal(r.heldLate, 0, 'nobody claimed it');
+  assert.equal(r.conn, undefined);
+  assert.equal(r.halfOpen, 0, 'no half-open counted');
+});
+
+test('a NIC that lists its half-open tuple, unclaimed, answers the SYN', async () => {
+  const r = await raceAtNic(false, true);
+  // Told again as it is established (the peer's ACK), as a half-open connection ends either way.
+  assert.deepEqual(r.published, [true, false]);
+  assert.equal(r.synAcks, 1, 'one SYN-ACK from the NIC');
+  assert.equal(r.unlisted + r.heldLate, 0);
+  assert.ok(r.conn !== undefined, 'its connection lives');
 });

@@ -876,10 +876,12 @@ function listen(m: Extract<ToWorker, { t: 'listen' }>): void {
       // Listed before the SYN-ACK goes, then the host's claims read again (NicBornHooks.publish).
       publish: (conn, open) => {
         const k = conn.key;
-        if (open) owners?.add(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+        // Not listed (the table full): the host and the other workers could not see it.
+        if (open) return owners === null || owners.add(k.localIp, k.localPort, k.remoteIp, k.remotePort);
         // Left unanswered (never linked); one whose handshake ends stays listed, and one that
         // closes half-open is taken out at its 'closed'.
-        else if (!conn.linked) owners?.remove(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+        if (!conn.linked) owners?.remove(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+        return true;
       },
       claimed: taken,
       halfOpen: (conn) => {

@@ -41,8 +41,11 @@ export interface TcpListener {
    * of this thread): the owner's socket over it, as `accept` makes one (null: none is taken).
    */
   acceptBorn: ((h: ConnectionHandle) => boolean) | null;
-  /** Told as a half-open connection is made (open), and as it ends or is established. */
-  onHalfOpen: ((conn: TcpConnection, open: boolean) => void) | null;
+  /**
+   * Told as a half-open connection is made (open), and as it ends or is established. For `open`,
+   * false: it could not be published (a full table), so the other side could not see it.
+   */
+  onHalfOpen: ((conn: TcpConnection, open: boolean) => boolean) | null;
   /** See Listener.heldElsewhere. */
   heldElsewhere:
     | ((localIp: number, localPort: number, remoteIp: number, remotePort: number) => boolean)
@@ -63,7 +66,7 @@ export class Listener implements TcpListener, ListenerRef {
   gateWord = -1;
   closed = false;
   acceptBorn: ((h: ConnectionHandle) => boolean) | null = null;
-  onHalfOpen: ((conn: TcpConnection, open: boolean) => void) | null = null;
+  onHalfOpen: ((conn: TcpConnection, open: boolean) => boolean) | null = null;
   /**
    * Whether a NIC answering this listener's SYNs holds the four-tuple already (NicListenSpec): the
    * host's SYN for it, one the peer sent before the one the NIC answered, waited on this thread
@@ -301,13 +304,18 @@ export class Listeners {
     // listener's SYNs publishes its half-open tuple before it answers and looks at ours after
     // (NicBornHooks.publish, .claimed), so of two that take the same SYN at once at least one sees
     // the other. The look before, alone, left a window between it and the publication here in
-    // which both answered, with two sequence numbers. Seen: left to the other, unanswered.
-    l.onHalfOpen?.(conn, true);
-    if (l.onHalfOpen !== null && l.heldElsewhere?.(ip.dst, h.dstPort, ip.src, h.srcPort) === true) {
+    // which both answered, with two sequence numbers. Seen: left to the other, unanswered. Not
+    // published (its table full): the other side could not see it, so it is left unanswered too,
+    // to the peer's resend (the safe way, as a doubtful read counts as held: OwnerTable.mayHold).
+    const listed = l.onHalfOpen?.(conn, true);
+    if (
+      l.onHalfOpen !== null &&
+      (listed === false || l.heldElsewhere?.(ip.dst, h.dstPort, ip.src, h.srcPort) === true)
+    ) {
       l.pending--;
       conn.listener = null;
       l.onHalfOpen(conn, false);
-      env.counters.inc('tcp.listen.syn-held-late');
+      env.counters.inc(listed === false ? 'tcp.listen.syn-unlisted' : 'tcp.listen.syn-held-late');
       return;
     }
     layer.link(conn);
