@@ -74,6 +74,8 @@ export function createTapTeam(o: TapTeamOptions, clock = new RealClock()): TapTe
   const mac = parseMac(o.mac);
   const members: TeamMember[] = [];
   const opened: { close(): void }[] = [];
+  /** The WorkerNics made here: their workers' start is waited for (`ready`). */
+  const workers: WorkerNic[] = [];
   try {
     o.taps.forEach((name, i) => {
       if (o.workers) {
@@ -86,6 +88,7 @@ export function createTapTeam(o: TapTeamOptions, clock = new RealClock()): TapTe
           capture: o.pcap ? (records) => o.pcap!.writeRecords(records) : undefined,
         });
         opened.push(nic);
+        workers.push(nic);
         // The worker owns the TAP: probes and gratuitous ARP go out through its host link.
         const tap = new ProbeTap(nic.hostLink, probeMacFor(mac, i), counters, {
           rxFrames: () => nic.rxFrames,
@@ -137,11 +140,11 @@ export function createTapTeam(o: TapTeamOptions, clock = new RealClock()): TapTe
   // On a real clock one connection's output must not hold a turn (TCP small queues; a worker NIC
   // and a lone TAP host budget theirs): the host's stack and every same-thread NIC share this one.
   team.stack.tcp.outputBudget = OUTPUT_BUDGET_BYTES;
-  for (const nic of team.nics) if (nic instanceof LocalNic) nic.engine.tcp.outputBudget = OUTPUT_BUDGET_BYTES;
+  for (const nic of team.nics)
+    if (nic.engine !== undefined) nic.engine.tcp.outputBudget = OUTPUT_BUDGET_BYTES;
   return {
     team,
     async ready(timeoutMs: number): Promise<void> {
-      const workers = team.nics.filter((n): n is WorkerNic => n instanceof WorkerNic);
       try {
         await Promise.all(workers.map((w) => w.ready()));
       } catch (e) {

@@ -177,6 +177,14 @@ export class LocalNic extends HostNic {
     return !this.closed && this.death === null;
   }
 
+  /**
+   * See `Nic.handsLive`: running, and no damaged terminate armed (`faults.corruptTerminate`: a
+   * live hand-over would go round it, and the test of the general protocol's rebuild with it).
+   */
+  get handsLive(): boolean {
+    return this.running && this.faults.corruptTerminate !== true;
+  }
+
   inject(packets: readonly Uint8Array[]): void {
     if (this.closed) return;
     this.here.defer(() => this.engine.inject(packets));

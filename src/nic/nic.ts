@@ -22,6 +22,14 @@
  * - The `disconnect` indication is gone: no host listener had a use for it (the socket hears the
  *   peer's FIN on its handle's event channel), and a worker posted one message per closing
  *   connection for it. `abort` stays, and the host forgets the connection at it as at `closed`.
+ * - `engine?` and `handsLive?`, optional: a target whose connections run in the host's thread
+ *   says so, and gives the engine that runs them (callers tested for a LocalNic and read its
+ *   `engine`, `running` and `faults`). Absent: a target reached by its verbs only.
+ * - `peer?(other)`, optional: link two targets so each passes the other the frames of the other's
+ *   connections without the host's thread (the team tested both for a WorkerNic).
+ * - `listen?`'s stop ends the listener's half-open connections at the target, and the host
+ *   forgets their tuples at once (it had waited for their 'closed', which a closing manager
+ *   never heard). Documented; what a LocalNic and a WorkerNic did already.
  */
 import type { Link } from '../link/link.ts';
 import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
@@ -31,6 +39,7 @@ import type { OffloadTree } from '../state/offload-tree.ts';
 import type { AddressBook } from '../state/path-state.ts';
 import type { TcpCached, TcpState } from '../state/tcp-state.ts';
 import type { HardState } from './hard-state.ts';
+import type { NicEngine } from './nic-engine.ts';
 
 /** The 4-tuple that names a connection, from our side. */
 /**
@@ -562,7 +571,9 @@ export interface Nic {
   /**
    * Answer the SYNs of a host listener here (NicListenSpec): what it accepts is born offloaded on
    * this target, and the host hears of it through `hooks`. Returns what stops it, or null when
-   * this target cannot now (closed, dead). Absent: it answers none; they go up to the host.
+   * this target cannot now (closed, dead). The stop ends the listener's half-open connections
+   * here, as a closed listener's (their 'closed' may follow in a later turn): the host forgets
+   * their tuples as it calls it. Absent: it answers none; they go up to the host.
    */
   listen?(spec: NicListenSpec, hooks: NicListenHooks): (() => void) | null;
   /**
@@ -571,6 +582,29 @@ export interface Nic {
    * shared memory, nothing once dead). Absent: it holds none the host does not know of otherwise.
    */
   holds?(localIp: number, localPort: number, remoteIp: number, remotePort: number): boolean;
+  /**
+   * Link this target with `other`, another member of its team, so that each passes the other the
+   * frames of the other's connections that reach it (the switch delivers the team MAC to whichever
+   * member sent last) without the host's thread: two WorkerNics, worker to worker
+   * (`worker/peers.ts`). False, nothing changed, when this pair cannot (another kind of target, one
+   * of them dead): their frames go up to the host, which forwards them. Absent: never.
+   */
+  peer?(other: Nic): boolean;
+  /**
+   * Present on a target whose connections run in the host's thread (LocalNic): the engine that
+   * runs them, on the clock it was given. Its TCP layer keeps its four-tuples in the host's table
+   * (`ConnTable.share`, when it joins a manager), and the host hands live connections to and from
+   * it in one turn (`TransferProtocol.handover`: the same objects detached from one layer and
+   * attached to the other, nothing encoded or validated) while `handsLive` is true and the
+   * engine's clock is the host's. Absent: a target reached by its verbs only (another thread).
+   */
+  readonly engine?: NicEngine;
+  /**
+   * With `engine`: whether its connections may be handed live now (neither closed nor dead, and
+   * nothing armed that its next terminate must meet, such as a LocalNic's test faults). False or
+   * absent: every transfer to or from it takes the general protocol's steps.
+   */
+  readonly handsLive?: boolean;
   /** Segments (IPv4 packets, e.g. forwarded from another owner) for connections this target runs. */
   inject(packets: readonly Uint8Array[]): void;
   /**

@@ -66,6 +66,7 @@ import { fromWireError, PortTransport, type WorkerNotice } from './transport.ts'
 import { TupleMap } from './tuple-map.ts';
 import { blockOfRings, onSlabGone, sameBlock, slabIdOf } from './worker/conn-blocks.ts';
 import { OwnerTable } from './worker/owner-table.ts';
+import { peerWorkers } from './worker/peers.ts';
 import {
   BELL_READ,
   BELL_WANT_ACKED,
@@ -2247,6 +2248,11 @@ export class WorkerNic extends HostNic {
    */
   holds(localIp: number, localPort: number, remoteIp: number, remotePort: number): boolean {
     return this.death === null && this.owners.mayHold(localIp, localPort, remoteIp, remotePort);
+  }
+
+  /** See `Nic.peer`: another WorkerNic, both alive, gets a channel between the two workers. */
+  peer(other: Nic): boolean {
+    return other instanceof WorkerNic && peerWorkers(this, other);
   }
 
   private born(id: number, packed: Parameters<typeof unpackInitiate>[0]): void {

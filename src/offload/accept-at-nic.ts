@@ -33,17 +33,24 @@ export interface AcceptAtNicHost {
   closed(): boolean;
 }
 
-/** A half-open connection a NIC in the host's thread made, and that NIC. */
+type BaseSpec = Omit<NicListenSpec, 'word'>;
+
+/** A host listener answered at the NICs: the spec each NIC was given, and what stops it at each. */
+interface AtNics {
+  spec: BaseSpec;
+  stops: Map<Nic, () => void>;
+}
+
+/** A half-open connection a NIC in the host's thread made, that NIC, and the listener it is for. */
 interface HalfOpen {
   conn: TcpConnection;
   nic: Nic;
+  at: AtNics;
 }
 
-type BaseSpec = Omit<NicListenSpec, 'word'>;
-
 export class AcceptAtNic {
-  /** Host listeners answered at the NICs: the spec each NIC was given and what stops it there. */
-  private readonly listens = new Map<Listener, { spec: BaseSpec; stops: Map<Nic, () => void> }>();
+  /** Host listeners answered at the NICs. */
+  private readonly listens = new Map<Listener, AtNics>();
   /** Half-open connections born on a NIC: the host forwards their tuple there until accepted or closed. */
   private readonly halfOpen = new TupleMap<HalfOpen>();
 
@@ -78,9 +85,9 @@ export class AcceptAtNic {
       gate,
       claims: claims.sab,
     };
-    const nl = { spec, stops: new Map<Nic, () => void>() };
+    const nl: AtNics = { spec, stops: new Map() };
     this.listens.set(l, nl);
-    for (const nic of this.host.nics()) this.listenAt(nic, spec, nl.stops);
+    for (const nic of this.host.nics()) this.listenAt(nic, nl);
     l.heldElsewhere = (li, lp, ri, rp) => {
       for (const nic of this.host.nics()) if (nic.holds?.(li, lp, ri, rp) === true) return true;
       return false;
@@ -90,14 +97,13 @@ export class AcceptAtNic {
       l.onHalfOpen = null;
       l.heldElsewhere = null;
       Atomics.store(gate, 0, 1);
-      for (const stop of nl.stops.values()) stop();
-      nl.stops.clear();
+      this.stop(nl);
     };
   }
 
   /** A NIC joined the manager: it answers the listeners' SYNs too. */
   nicAdded(nic: Nic): void {
-    for (const nl of this.listens.values()) this.listenAt(nic, nl.spec, nl.stops);
+    for (const nl of this.listens.values()) this.listenAt(nic, nl);
   }
 
   /**
@@ -127,8 +133,20 @@ export class AcceptAtNic {
 
   /** The manager closes: every NIC stops answering. */
   close(): void {
-    for (const nl of this.listens.values()) for (const stop of nl.stops.values()) stop();
+    for (const nl of this.listens.values()) this.stop(nl);
     this.listens.clear();
+  }
+
+  /**
+   * Every NIC stops answering `nl`'s SYNs, and the host forgets the half-open connections they
+   * made for it: a stop ends them there (Nic.listen), but their 'closed' comes a turn later, when
+   * a closing manager hears its NICs no more, and their tuples stayed forwarded to the NIC.
+   */
+  private stop(nl: AtNics): void {
+    for (const stop of nl.stops.values()) stop();
+    nl.stops.clear();
+    if (this.halfOpen.size === 0) return;
+    for (const h of [...this.halfOpen.values()]) if (h.at === nl) this.forget(h.conn.key);
   }
 
   private forget(k: ConnKey): void {
@@ -136,16 +154,16 @@ export class AcceptAtNic {
     this.host.stack.tcp.dropFrozen(k.localIp, k.localPort, k.remoteIp, k.remotePort);
   }
 
-  private listenAt(nic: Nic, base: BaseSpec, stops: Map<Nic, () => void>): void {
+  private listenAt(nic: Nic, nl: AtNics): void {
     const at = this.host.nics().indexOf(nic);
     if (at < 0 || at >= GATE_NICS || nic.death !== null || nic.listen === undefined) return;
-    const spec: NicListenSpec = { ...base, word: GATE_FIRST_NIC + at };
+    const spec: NicListenSpec = { ...nl.spec, word: GATE_FIRST_NIC + at };
     const { stack, entries, proto } = this.host;
     const stop = nic.listen(spec, {
       halfOpen: (conn) => {
         // Its handshake's last ACK may come in through another member: the host sends it here.
         stack.tcp.forwardOf(conn, proto.injector(nic));
-        this.halfOpen.set(conn.key, { conn, nic });
+        this.halfOpen.set(conn.key, { conn, nic, at: nl });
       },
       accepted: (conn) => this.bornAt(nic, conn),
       born: (h) => this.bornOnThread(nic, h),
@@ -155,7 +173,7 @@ export class AcceptAtNic {
         this.halfOpen.lookup(li, lp, ri, rp) !== undefined ||
         entries.find(li, lp, ri, rp) !== undefined,
     });
-    if (stop !== null) stops.set(nic, stop);
+    if (stop !== null) nl.stops.set(nic, stop);
   }
 
   /**

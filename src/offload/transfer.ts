@@ -1,7 +1,6 @@
 import { ChargeMeter, type WorkMeter } from '../core/clock.ts';
 import { ConnectionError } from '../core/errors.ts';
 import { decodeReleasedBy, HostNic } from '../nic/host-nic.ts';
-import { LocalNic } from '../nic/local-nic.ts';
 import {
   type ConnKey,
   connKeyId,
@@ -13,7 +12,7 @@ import {
   sameConnKey,
   type Transfer,
 } from '../nic/nic.ts';
-import type { PathSlot } from '../nic/nic-engine.ts';
+import type { NicEngine, PathSlot } from '../nic/nic-engine.ts';
 import { TupleMap } from '../nic/tuple-map.ts';
 import { TcpSocket } from '../socket/tcp-socket.ts';
 import { TWO_32 } from '../stack/address-table.ts';
@@ -61,6 +60,12 @@ export interface TransferReport {
   /** Connections that stayed with (or went back to) their source, and why. */
   refused: TransferRefusal[];
 }
+
+/** A NIC whose connections run in the host's thread (`Nic.engine`): one a live hand-over takes. */
+type ThreadNic = Nic & { readonly engine: NicEngine };
+
+/** An end of a live hand-over: the host, or a NIC of its thread. */
+type LiveOwner = 'host' | ThreadNic;
 
 /** A live hand-over's report, and the keys it left for the general protocol. */
 interface LiveReport {
@@ -906,25 +911,24 @@ export class TransferProtocol {
 
   // ---- live hand-over between owners of this thread ------------------------------------------
 
-  /** An owner whose connections run on this thread's clock: the host, or a running LocalNic on it. */
-  private sameThread(o: Owner): o is 'host' | LocalNic {
+  /**
+   * An owner whose connections run on this thread's clock and may be handed live now: the host,
+   * or a NIC of this thread (`Nic.engine`, a LocalNic or any other) that says so (`handsLive`).
+   */
+  private sameThread(o: Owner): o is LiveOwner {
     if (o === 'host') return true;
-    return (
-      o instanceof LocalNic &&
-      o.running &&
-      o.faults.corruptTerminate !== true &&
-      o.engine.tcp.env.clock === this.stack.tcp.env.clock
-    );
+    const engine = o.engine;
+    return engine !== undefined && o.handsLive === true && engine.tcp.env.clock === this.stack.tcp.env.clock;
   }
 
   /**
-   * A LocalNic's TCP layer keeps its four-tuple entries in the host's store (ConnTable.share), so
-   * a live hand-over between them re-points an entry instead of moving it between hash tables.
-   * Each table still sees only its own connections and placeholders. A NIC that runs connections
-   * already keeps its own store.
+   * A NIC of this thread (`Nic.engine`) keeps its TCP layer's four-tuple entries in the host's
+   * store (ConnTable.share), so a live hand-over between them re-points an entry instead of
+   * moving it between hash tables. Each table still sees only its own connections and
+   * placeholders. A NIC that runs connections already keeps its own store.
    */
   join(nic: Nic): void {
-    if (nic instanceof LocalNic) nic.engine.tcp.table.share(this.stack.tcp.table);
+    nic.engine?.tcp.table.share(this.stack.tcp.table);
   }
 
   /**
@@ -971,8 +975,8 @@ export class TransferProtocol {
    */
   private handover(
     keys: readonly ConnKey[],
-    src: 'host' | LocalNic,
-    dst: 'host' | LocalNic,
+    src: LiveOwner,
+    dst: LiveOwner,
     hints: readonly (TcpConnection | null)[] | undefined,
   ): Promise<LiveReport | null> {
     // A later turn of the clock, as a NIC's verb runs, charged to the meter as the transfer code
@@ -999,11 +1003,11 @@ export class TransferProtocol {
 
   private handoverNow(
     keys: readonly ConnKey[],
-    src: 'host' | LocalNic,
-    dst: 'host' | LocalNic,
+    src: LiveOwner,
+    dst: LiveOwner,
     hints: readonly (TcpConnection | null)[] | undefined,
   ): LiveReport | null {
-    if ((src !== 'host' && !src.running) || (dst !== 'host' && !dst.running)) return null;
+    if ((src !== 'host' && src.handsLive !== true) || (dst !== 'host' && dst.handsLive !== true)) return null;
     const srcTcp = src === 'host' ? this.stack.tcp : src.engine.tcp;
     if (src !== 'host' && src.engine.parkedCount > 0) return null;
     const conns: TcpConnection[] = [];
@@ -1098,8 +1102,8 @@ export class TransferProtocol {
    */
   private handOne(
     conn: TcpConnection,
-    src: 'host' | LocalNic,
-    dst: 'host' | LocalNic,
+    src: LiveOwner,
+    dst: LiveOwner,
     prod: boolean,
     slots: Map<PathState, PathSlot>,
     srcSlots: Map<PathState, PathSlot | null>,

@@ -4,7 +4,6 @@ import { Counters } from '../core/counters.ts';
 import { InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
 import type { Link } from '../link/link.ts';
 import { type ConnKey, describeDeath, type Nic } from '../nic/nic.ts';
-import { peerWorkers } from '../nic/worker/peers.ts';
 import type { AddressBook } from '../state/path-state.ts';
 import {
   type FailureCause,
@@ -246,8 +245,8 @@ export class Team extends EventEmitter {
     });
     nic.on('heartbeat', () => health.heartbeat());
     // Frames of one member's connections that the switch delivers to another go straight across
-    // between worker threads, not through this thread (worker NICs only).
-    for (const other of this.slots) if (other.nic !== nic) peerWorkers(other.nic, nic);
+    // between the two, not through this thread, where the pair can (`Nic.peer`: worker NICs).
+    for (const other of this.slots) if (other.nic !== nic) other.nic.peer?.(nic);
     if (!this.slotUsable(this.slots[this.link.activeIndex] ?? null) && health.usable) this.setHostSlot(slot);
   }
 

@@ -23,9 +23,12 @@ const PEER_IP = 0x0a000002;
 class Echoing extends LinkWrapper {
   handler: ((frame: Uint8Array, info?: RxOffloadInfo) => void) | null = null;
   also: ((frame: Uint8Array) => void) | null = null;
+  /** Frames it loses instead of handing them on (true: lost). */
+  drop: ((frame: Uint8Array) => boolean) | null = null;
   override onFrame(h: (frame: Uint8Array, info?: RxOffloadInfo) => void): void {
     this.handler = h;
     super.onFrame((frame, info) => {
+      if (this.drop?.(frame) === true) return;
       h(frame, info);
       this.also?.(frame);
     });
@@ -271,6 +274,40 @@ describe('the passive open answered at the NIC', () => {
       'no member answered a SYN after the close',
     );
     assert.equal(accepted.length, 3);
+    host.close();
+    net.close();
+  });
+
+  test('a manager closed with a half-open connection at a member forgets its tuple: no placeholder forwards it to the member', async () => {
+    const { net, peer, host, ports } = rig();
+    const { accepted } = await withPaths(net, host, peer);
+    // The peer's segments to port 80 other than SYNs are lost at both members: the handshake a
+    // member answers stays half-open there.
+    for (const p of ports)
+      p.drop = (f) => {
+        if (f.length < 54 || f[12] !== 0x08 || f[13] !== 0x00 || f[23] !== 6) return false;
+        const l4 = 14 + (f[14]! & 0x0f) * 4;
+        return ((f[l4 + 2]! << 8) | f[l4 + 3]!) === 80 && (f[l4 + 13]! & 0x02) === 0;
+      };
+    const c = peer.connect(80, '10.0.0.1');
+    c.on('error', () => {});
+    await net.sleep(20);
+    const syns = host.nics.reduce((a, x) => a + x.engine.counters.get('nic.listen.syn'), 0);
+    assert.equal(syns, 1, 'a member answered the SYN');
+    const tcp = host.stack.tcp;
+    const rp = c.localPort!;
+    assert.equal(
+      tcp.isFrozen(HOST_IP, 80, PEER_IP, rp),
+      true,
+      'the host forwards the half-open tuple to its member',
+    );
+    assert.equal(accepted.length, 2);
+    // The manager stops the members' listeners, which abort their half-open connections ('closed'
+    // is indicated a turn later, when the manager hears its NICs no more).
+    host.manager.close();
+    await net.sleep(10);
+    for (const nic of host.nics) assert.equal(nic.holds(HOST_IP, 80, PEER_IP, rp), false, nic.id);
+    assert.equal(tcp.isFrozen(HOST_IP, 80, PEER_IP, rp), false, 'the host forgot the tuple');
     host.close();
     net.close();
   });

@@ -1,15 +1,14 @@
 import { MessageChannel } from 'node:worker_threads';
-import type { Nic } from '../nic.ts';
-import { WorkerNic } from '../worker-nic.ts';
+import type { WorkerNic } from '../worker-nic.ts';
 
 /**
- * Let two WorkerNics of one team hand each other the frames of each other's connections directly:
- * each gets the other's owner table and one end of a channel between the two threads (issue 10
- * item 6; see owner-table.ts). Anything else (LocalNics, a NIC already dead) is left alone: their
- * frames keep the host path. Returns whether the two were linked.
+ * Let two WorkerNics of one team hand each other the frames of each other's connections directly
+ * (`Nic.peer`): each gets the other's owner table and one end of a channel between the two
+ * threads (issue 10 item 6; see owner-table.ts). A NIC already dead is left alone: its frames keep
+ * the host path. Returns whether the two were linked.
  */
-export function peerWorkers(a: Nic, b: Nic): boolean {
-  if (a === b || !(a instanceof WorkerNic) || !(b instanceof WorkerNic)) return false;
+export function peerWorkers(a: WorkerNic, b: WorkerNic): boolean {
+  if (a === b) return false;
   if (a.death !== null || b.death !== null) return false;
   const { port1, port2 } = new MessageChannel();
   a.post({ t: 'peer', id: b.id, port: port1, owners: b.owners.sab }, [port1]);

@@ -1,0 +1,201 @@
+/**
+ * The live hand-over between owners of the host's thread goes through the Nic contract only
+ * (`engine?`, `handsLive?`): a target of any kind whose connections run in the host's thread
+ * joins the host's store of four-tuples and takes and gives live connections, and one that says
+ * it cannot now (`handsLive` false) is taken the general protocol's way. Before, the transfer
+ * tested for a LocalNic and read its `engine`, `running` and `faults`, so another kind of target
+ * in the host's thread was moved by release and install, or not at all.
+ */
+import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
+import { test } from 'node:test';
+import type { Clock } from '../../src/core/clock.ts';
+import type { Random } from '../../src/core/random.ts';
+import type { Link } from '../../src/link/link.ts';
+import { NicHostLink } from '../../src/nic/host-link.ts';
+import type {
+  ConnKey,
+  InitiateResult,
+  Nic,
+  NicCounterSnapshot,
+  QueryResult,
+  SalvageRecord,
+  Transfer,
+} from '../../src/nic/nic.ts';
+import { NicEngine } from '../../src/nic/nic-engine.ts';
+import { NicGroupLink } from '../../src/nic/nic-group-link.ts';
+import { OffloadManager } from '../../src/offload/offload-manager.ts';
+import { SimNetwork } from '../../src/sim/sim-network.ts';
+import { Host } from '../../src/socket/host.ts';
+import { Stack } from '../../src/stack/stack.ts';
+import type { TcpConnection } from '../../src/stack/tcp/tcp-connection.ts';
+import type { ConnectionHandle, TcpUser } from '../../src/stack/tcp/tcp-types.ts';
+import { keysOf, type Pair, startStreams } from './helpers.ts';
+
+/**
+ * A target in the host's thread that is neither a LocalNic nor a WorkerNic: an engine on a link,
+ * and a host link of its own. Its general protocol's verbs are only counted and refused, so a
+ * connection it runs got there live.
+ */
+class ThreadNic extends EventEmitter implements Nic {
+  readonly engine: NicEngine;
+  readonly hostLink: NicHostLink;
+  readonly inProcess = true;
+  readonly useRecords = false;
+  readonly death = null;
+  handsLive = true;
+  /** Verbs of the general protocol it was asked for. */
+  general = 0;
+
+  constructor(
+    readonly id: string,
+    link: Link,
+    private readonly clock: Clock,
+    random: Random,
+  ) {
+    super();
+    let engine: NicEngine | undefined;
+    this.hostLink = new NicHostLink(`${id}.host`, {
+      send: (frame) => engine!.sendFromHost(frame),
+      get mtu() {
+        return link.mtu;
+      },
+      get carrier() {
+        return link.carrier;
+      },
+    });
+    engine = this.engine = new NicEngine({
+      id,
+      link,
+      clock,
+      random,
+      toHost: (frame) => {
+        this.hostLink.deliver(frame);
+      },
+      hostCarrier: (up) => this.hostLink.carrierChanged(up),
+      indicate: (event, ...args) => {
+        this.emit(event, ...args);
+      },
+    });
+  }
+
+  get capacity(): number {
+    return this.engine.capacity;
+  }
+  get load(): number {
+    return this.engine.load;
+  }
+  get linkUp(): boolean {
+    return this.engine.linkUp;
+  }
+  private refuse(): Promise<never> {
+    this.general++;
+    return Promise.reject(new Error(`${this.id}: the general protocol`));
+  }
+  initiate(_batch: Transfer): Promise<InitiateResult> {
+    return this.refuse();
+  }
+  terminate(_keys: ConnKey[] | 'all'): Promise<Uint8Array>;
+  terminate(_keys: ConnKey[] | 'all', _opts: object): Promise<Transfer>;
+  terminate(): Promise<Transfer> {
+    return this.refuse();
+  }
+  salvage(): SalvageRecord[] {
+    return [];
+  }
+  async update(): Promise<void> {}
+  async invalidate(): Promise<void> {}
+  async query(): Promise<QueryResult[]> {
+    return [];
+  }
+  async progressScan(): Promise<Float64Array> {
+    return new Float64Array(0);
+  }
+  async counterSnapshot(): Promise<NicCounterSnapshot> {
+    return { source: this.engine.counters, values: this.engine.counters.snapshot() };
+  }
+  takeQueued(): Promise<Uint8Array[]> {
+    return this.refuse();
+  }
+  dropFrozen(): Promise<void> {
+    return this.refuse();
+  }
+  inject(packets: readonly Uint8Array[]): void {
+    this.clock.defer(() => this.engine.inject(packets));
+  }
+  attach(key: ConnKey, user: TcpUser | null): ConnectionHandle | null {
+    const conn = this.engine.connection(key);
+    if (conn === undefined) return null;
+    conn.user = user;
+    return conn;
+  }
+  close(): void {
+    this.engine.close();
+    this.hostLink.close();
+  }
+}
+
+/** A host (10.0.0.1) whose stack reaches the segment through two ThreadNics, and a peer (10.0.0.2). */
+function rig(seed: number) {
+  const net = new SimNetwork({ seed, virtualTime: true });
+  const peer = net.addHost({ ip: '10.0.0.2/24', name: 'peer' });
+  const nics = [0, 1].map(
+    (i) => new ThreadNic(`fake${i}`, net.switch.addPort({ name: `fake${i}` }), net.clock, net.random.fork()),
+  );
+  const stack = new Stack({ clock: net.clock, random: net.random.fork(), name: 'host' });
+  stack.addInterface(new NicGroupLink(nics), { mac: '02:00:00:00:00:31', ip: ['10.0.0.1/24'], name: 'eth0' });
+  const m = new OffloadManager({ stack, nics, policy: { mode: 'manual' } });
+  const pair = { net, host: new Host(stack), peer } as unknown as Pair;
+  const close = () => {
+    m.close();
+    for (const n of nics) n.close();
+    stack.close();
+    net.close();
+  };
+  return { net, stack, nics, m, pair, close };
+}
+
+const lookup = (tcp: NicEngine['tcp'], k: ConnKey): TcpConnection | undefined =>
+  tcp.lookup(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+
+test('a target of any kind in the host thread takes part in the live hand-over: it shares the host store, its connections move as the same objects, and while it cannot (handsLive false) the general protocol runs', async () => {
+  const { net, stack, nics, m, pair, close } = rig(41);
+  const [f0, f1] = nics as [ThreadNic, ThreadNic];
+  for (const f of nics)
+    assert.ok(f.engine.tcp.table.sharesWith(stack.tcp.table), `${f.id} joined the host store`);
+  const st = await startStreams(pair, 3, 150_000, 2000, 2);
+  const keys = keysOf(st.sockets);
+  await net.sleep(20);
+  const conns = keys.map((k) => lookup(stack.tcp, k)!);
+
+  const off = await m.offload(keys, f0);
+  assert.equal(off.moved.length, 3, JSON.stringify(off.refused));
+  for (const [i, k] of keys.entries())
+    assert.equal(lookup(f0.engine.tcp, k), conns[i], 'the same object at fake0');
+  await net.sleep(20);
+  const moved = await m.move(keys, f0, f1);
+  assert.equal(moved.moved.length, 3, JSON.stringify(moved.refused));
+  for (const [i, k] of keys.entries())
+    assert.equal(lookup(f1.engine.tcp, k), conns[i], 'the same object at fake1');
+  await net.sleep(20);
+  const up = await m.upload(keys);
+  assert.equal(up.moved.length, 3, JSON.stringify(up.refused));
+  for (const [i, k] of keys.entries())
+    assert.equal(lookup(stack.tcp, k), conns[i], 'the same object in the host');
+
+  assert.equal(f0.general + f1.general, 0, 'no verb of the general protocol was asked for');
+  assert.equal(stack.counters.get('offload.handover'), 9);
+  assert.equal(stack.counters.get('tcp.released'), 0, 'no state was released to be rebuilt');
+
+  // One that cannot hand live now is taken the general way: its initiate is asked for (and
+  // refused here), and the connections run on in the host.
+  f0.handsLive = false;
+  const general = await m.offload(keys, f0);
+  assert.equal(general.moved.length, 0);
+  assert.equal(f0.general, 1, 'its initiate was asked for');
+  assert.equal(stack.counters.get('offload.handover'), 9, 'nothing more handed live');
+  for (const [i, k] of keys.entries()) assert.equal(lookup(stack.tcp, k), conns[i], 'back in the host');
+  assert.equal(await st.done, 0, 'every byte arrived');
+  assert.deepEqual(st.errors, []);
+  close();
+});
