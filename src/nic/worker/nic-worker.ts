@@ -4,6 +4,8 @@
  * connections' payload live in shared rings the application thread reads and writes directly.
  */
 import { appendFileSync, writeFileSync } from 'node:fs';
+import { getHeapStatistics, setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { type MessagePort, parentPort, threadId, workerData } from 'node:worker_threads';
 import { RealClock } from '../../core/clock.ts';
 import { ChimneyError, ConnectionError, InvalidStateError, StateValidationError } from '../../core/errors.ts';
@@ -55,6 +57,7 @@ import { IpProto } from '../../wire/ipv4.ts';
 import { Ipv6Next } from '../../wire/ipv6.ts';
 import {
   allocConnBlock,
+  CONN_SLAB_BYTES,
   type ConnBlockRef,
   connRingCapacities,
   HardStateRecord,
@@ -514,8 +517,32 @@ const NO_RING = new ByteRing(16);
 function poolState(key: ConnKey, s: TcpState): void {
   s.delegated.sendBuffer = NO_RING;
   s.delegated.recvBuffer = NO_RING;
+  const was = statePool.get(key);
+  if (was !== undefined) pooledShared -= holdsSharedRing(was);
   statePool.set(key, s);
-  if (statePool.size > boot.capacity) for (const [k] of statePool) return void statePool.delete(k);
+  pooledShared += holdsSharedRing(s);
+  if (statePool.size > boot.capacity) for (const [k] of statePool) return void unpool(k);
+}
+
+/** The pooled state of `key`, taken out of the pool; undefined when none is pooled. */
+function unpool(key: ConnKey): TcpState | undefined {
+  const s = statePool.get(key);
+  if (s === undefined) return undefined;
+  statePool.delete(key);
+  pooledShared -= holdsSharedRing(s);
+  return s;
+}
+
+/**
+ * Pooled states still holding a shared ring (none while poolState swaps them for NO_RING), counted
+ * as states enter and leave the pool rather than by a walk of the pool at each `counters` request.
+ * A pooled state's rings do not change while it is pooled, so it counts the same going out as in.
+ */
+let pooledShared = 0;
+
+function holdsSharedRing(s: TcpState): number {
+  const d = s.delegated;
+  return d.sendBuffer.shared !== null || d.recvBuffer.shared !== null ? 1 : 0;
 }
 
 /**
@@ -565,11 +592,8 @@ function fillFromRecords(
     const recv = parts.recv;
     // A state this connection left here before is filled in place (whatever becomes of the batch:
     // nothing else holds it); a refused batch leaves it to the collector.
-    const into = statePool.get(key);
-    if (into !== undefined) {
-      statePool.delete(key);
-      pooled++;
-    }
+    const into = unpool(key);
+    if (into !== undefined) pooled++;
     const s =
       into === undefined
         ? rec.read(now, node.path, send, recv)
@@ -726,8 +750,7 @@ function build(p: Pending): Slot | undefined {
   const key = p.key;
   let s: TcpState;
   try {
-    const into = statePool.get(key);
-    if (into !== undefined) statePool.delete(key);
+    const into = unpool(key);
     const rec = parts.transfer;
     s =
       into === undefined
@@ -1615,7 +1638,9 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
               engine.tcp.table.entriesMade + byKey.entriesMade + statePool.entriesMade,
             // Pooled states, and those of them still holding a shared ring (none: see NO_RING).
             'nic.pool.states': statePool.size,
-            'nic.pool.shared-rings': pooledSharedRings(),
+            'nic.pool.shared-rings': pooledShared,
+            // This thread's JS heap (the process's memoryUsage counts every thread's together).
+            'nic.mem.heap-used': getHeapStatistics().used_heap_size,
           },
         });
         return;
@@ -1629,13 +1654,38 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
   }
 }
 
-function pooledSharedRings(): number {
-  let n = 0;
-  for (const [, st] of statePool) {
-    const d = st.delegated;
-    if (d.sendBuffer.shared !== null || d.recvBuffer.shared !== null) n++;
+// ---- shared buffers the host let go: given back by a collection here ---------------------------
+
+/*
+ * A buffer the host let go ('slabs-gone') is still this thread's object until this thread's
+ * collector takes it, and only then is its memory given back (when every thread's object of it
+ * is gone). Nothing here holds it any more (dropSlabs), but the collector does not hurry: V8
+ * counts a SharedArrayBuffer as no external memory of any thread that holds it (a backing store
+ * shared between isolates is left out of each one's external-memory accounting), so a 64 MB
+ * slab weighs nothing towards this thread's next full collection, which its small JS heap makes
+ * rare. Under churn the slabs let go piled up until then: a sawtooth some 600 MB tall. So once
+ * the host has let go of a slab's worth of buffers this thread held, it collects, in a turn of
+ * its own (a WeakRef read in this turn keeps its target to the turn's end): one full collection
+ * of a small heap per 64 MB given back.
+ */
+let slabBytesLetGo = 0;
+let collectDue = false;
+let collect: (() => void) | null = null;
+
+function collectSlabs(): void {
+  collectDue = false;
+  slabBytesLetGo = 0;
+  if (closed) return;
+  if (collect === null) {
+    // V8's flags are the process's: this exposes gc() to contexts made from now on, nothing else.
+    setFlagsFromString('--expose-gc');
+    collect = runInNewContext('gc') as () => void;
   }
-  return n;
+  const t = performance.now();
+  collect();
+  engine.counters.inc('nic.slabs.collections');
+  // What the collections cost this thread, µs: its loop waits meanwhile (heartbeats included).
+  engine.counters.inc('nic.slabs.collect-us', Math.round((performance.now() - t) * 1000));
 }
 
 // ---- a send ring that grows (the worker's half; the host's, and why it is safe: WorkerNic.regrow) --
@@ -1808,7 +1858,11 @@ port.on('message', (m: ToWorker) => {
       listenStops.delete(m.id);
       return;
     case 'slabs-gone':
-      dropSlabs(m.ids);
+      slabBytesLetGo += dropSlabs(m.ids);
+      if (slabBytesLetGo >= CONN_SLAB_BYTES && !collectDue) {
+        collectDue = true;
+        setImmediate(collectSlabs);
+      }
       return;
     case 'stall':
       if (m.pool) {
