@@ -61,8 +61,8 @@ export interface ChurnRun {
   /** Connection slabs the host made, and those whose host object was collected (null: not counted by that build). */
   slabsMade: number | null;
   slabsGone: number | null;
-  /** The workers' own counts (null: not counted): collections run when the host let slabs go. */
-  workerCollections: (number | null)[];
+  /** Times each worker showed its collector a slab's worth of buffers the host let go (null: not counted). */
+  workerWeighed: (number | null)[];
   /** Connections that did not open, or did not close, summed over the cycles. */
   failedOpen: number;
   unclosed: number;
@@ -186,7 +186,7 @@ async function churnHere(root: string, mode: 'workers' | 'host', o: ChurnOptions
     ),
     slabsMade: made,
     slabsGone: gone,
-    workerCollections: counters.map((c) => c['nic.slabs.collections'] ?? null),
+    workerWeighed: counters.map((c) => c['nic.slabs.weighed'] ?? null),
     failedOpen,
     unclosed,
   };
@@ -222,7 +222,7 @@ export async function benchChurn(o: ChurnOptions, log: (l: string) => void = () 
 
 function line(r: ChurnRun): string {
   const m = (x: ChurnMemory) => `${x.rss} / ${x.arrayBuffers} / ${x.heapUsed}`;
-  return `${r.mode} ${r.root}: ${r.cycles} cycles in ${r.seconds} s; RSS / arrayBuffers / heap MiB: start ${m(r.start)}, peak ${m(r.peak)}, end ${m(r.end)}; workers' heaps ${r.workerHeap.join(', ')} MiB; slabs made ${r.slabsMade ?? '-'}, host objects collected ${r.slabsGone ?? '-'}; worker collections ${r.workerCollections.join(', ')}; failed opens ${r.failedOpen}, unclosed ${r.unclosed}`;
+  return `${r.mode} ${r.root}: ${r.cycles} cycles in ${r.seconds} s; RSS / arrayBuffers / heap MiB: start ${m(r.start)}, peak ${m(r.peak)}, end ${m(r.end)}; workers' heaps ${r.workerHeap.join(', ')} MiB; slabs made ${r.slabsMade ?? '-'}, host objects collected ${r.slabsGone ?? '-'}; slabs' worth weighed by the workers ${r.workerWeighed.join(', ')}; failed opens ${r.failedOpen}, unclosed ${r.unclosed}`;
 }
 
 export function formatChurn(r: ChurnResult): string {

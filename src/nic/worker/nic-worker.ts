@@ -4,8 +4,7 @@
  * connections' payload live in shared rings the application thread reads and writes directly.
  */
 import { appendFileSync, writeFileSync } from 'node:fs';
-import { getHeapStatistics, setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
+import { getHeapStatistics } from 'node:v8';
 import { type MessagePort, parentPort, threadId, workerData } from 'node:worker_threads';
 import { RealClock } from '../../core/clock.ts';
 import { ChimneyError, ConnectionError, InvalidStateError, StateValidationError } from '../../core/errors.ts';
@@ -1654,38 +1653,30 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
   }
 }
 
-// ---- shared buffers the host let go: given back by a collection here ---------------------------
+// ---- shared buffers the host let go: weighed by this thread's collector ------------------------
 
 /*
  * A buffer the host let go ('slabs-gone') is still this thread's object until this thread's
  * collector takes it, and only then is its memory given back (when every thread's object of it
- * is gone). Nothing here holds it any more (dropSlabs), but the collector does not hurry: V8
+ * is gone). Nothing here holds it any more (dropSlabs), but the collector did not hurry: V8
  * counts a SharedArrayBuffer as no external memory of any thread that holds it (a backing store
  * shared between isolates is left out of each one's external-memory accounting), so a 64 MB
- * slab weighs nothing towards this thread's next full collection, which its small JS heap makes
+ * slab weighed nothing towards this thread's next full collection, which its small JS heap makes
  * rare. Under churn the slabs let go piled up until then: a sawtooth some 600 MB tall. So once
- * the host has let go of a slab's worth of buffers this thread held, it collects, in a turn of
- * its own (a WeakRef read in this turn keeps its target to the turn's end): one full collection
- * of a small heap per 64 MB given back.
+ * the host has let go of a slab's worth of buffers this thread held, their weight is shown to
+ * the collector the one way it counts: a plain ArrayBuffer of that size, made and dropped at once
+ * (calloc of fresh mmap'd pages, never touched: address space for an instant, not memory). Past
+ * its external-memory limit V8 starts an incremental collection of its own, in steps between
+ * this thread's tasks, rather than the single full pause a forced gc() would take.
  */
 let slabBytesLetGo = 0;
-let collectDue = false;
-let collect: (() => void) | null = null;
 
-function collectSlabs(): void {
-  collectDue = false;
+function weighSlabsLetGo(ids: readonly number[]): void {
+  slabBytesLetGo += dropSlabs(ids);
+  if (slabBytesLetGo < CONN_SLAB_BYTES) return;
+  new ArrayBuffer(slabBytesLetGo);
   slabBytesLetGo = 0;
-  if (closed) return;
-  if (collect === null) {
-    // V8's flags are the process's: this exposes gc() to contexts made from now on, nothing else.
-    setFlagsFromString('--expose-gc');
-    collect = runInNewContext('gc') as () => void;
-  }
-  const t = performance.now();
-  collect();
-  engine.counters.inc('nic.slabs.collections');
-  // What the collections cost this thread, µs: its loop waits meanwhile (heartbeats included).
-  engine.counters.inc('nic.slabs.collect-us', Math.round((performance.now() - t) * 1000));
+  engine.counters.inc('nic.slabs.weighed');
 }
 
 // ---- a send ring that grows (the worker's half; the host's, and why it is safe: WorkerNic.regrow) --
@@ -1858,11 +1849,7 @@ port.on('message', (m: ToWorker) => {
       listenStops.delete(m.id);
       return;
     case 'slabs-gone':
-      slabBytesLetGo += dropSlabs(m.ids);
-      if (slabBytesLetGo >= CONN_SLAB_BYTES && !collectDue) {
-        collectDue = true;
-        setImmediate(collectSlabs);
-      }
+      weighSlabsLetGo(m.ids);
       return;
     case 'stall':
       if (m.pool) {
