@@ -1,5 +1,6 @@
 import { pathToFileURL } from 'node:url';
 import { type AttacksResult, benchAttacks, formatAttacks } from './attacks.ts';
+import { benchChurn, type ChurnOptions, type ChurnResult, formatChurn, parseChurnFlags } from './churn.ts';
 import { benchFailover, type FailoverBench, type FailoverFigures, failoverBroken } from './failover.ts';
 import { benchLoss, formatLoss, type LossResult } from './loss.ts';
 import { benchOffload } from './offload.ts';
@@ -190,6 +191,15 @@ const BENCHES: Record<string, { about: string; run: Bench; print: (r: Record<str
       run: async () => (await benchAttacks()) as unknown as Record<string, unknown>,
       print: (r) => formatAttacks(r as unknown as AttacksResult),
     },
+    churn: {
+      about:
+        'memory under churn: cycles of connections opened, written, offloaded to two WorkerNics, moved there and back, closed (simulator, real time); RSS, heap and shared buffers at start, peak and end, each run a process, alternated with a reference (--ref <checkout>, or the host stack alone) (flags: --cycles, --connections, --bytes, --close, --ref, --pairs, --max-s)',
+      run: async (f) => {
+        const o = (Object.keys(f).length ? f : parseChurnFlags([])) as ChurnOptions;
+        return (await benchChurn(o, (l) => console.error(l))) as unknown as Record<string, unknown>;
+      },
+      print: (r) => formatChurn(r as unknown as ChurnResult),
+    },
     'state-codec': {
       about:
         'binary encoding and validated decoding of offload trees (10,000 connections, 64 B of data each way)',
@@ -206,10 +216,11 @@ const BENCHES: Record<string, { about: string; run: Bench; print: (r: Record<str
 const FLAGS: Record<string, (argv: readonly string[]) => object> = {
   'tap-team': parseTapTeamFlags,
   'offload-worker': parseOffloadWorkerFlags,
+  churn: parseChurnFlags,
 };
 
 /** Run only when named: a part of another benchmark, on its own for its flags. */
-const NAMED_ONLY = new Set(['offload-worker']);
+const NAMED_ONLY = new Set(['offload-worker', 'churn']);
 
 /**
  * Benchmarks whose figures can fail to stand (a stream not intact): what went wrong, '' when

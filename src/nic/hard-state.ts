@@ -570,6 +570,12 @@ export interface ConnBlockRef {
 export const CONN_SLAB_BYTES = 64 << 20;
 let slab: SharedArrayBuffer | null = null;
 let slabUsed = 0;
+let slabsMade = 0;
+
+/** Slabs of CONN_SLAB_BYTES this thread made (bench/churn.ts). */
+export function connSlabsMade(): number {
+  return slabsMade;
+}
 
 /** Shared memory for one connection's record and rings, fresh (zeroed) and 8-byte aligned. */
 export function allocConnBlock(sendCapacity: number, recvCapacity: number): ConnBlockRef {
@@ -583,6 +589,7 @@ export function allocConnBlock(sendCapacity: number, recvCapacity: number): Conn
     if (slab === null || slabUsed + bytes > CONN_SLAB_BYTES) {
       slab = new SharedArrayBuffer(CONN_SLAB_BYTES);
       slabUsed = 0;
+      slabsMade++;
     }
     sab = slab;
     at = slabUsed;

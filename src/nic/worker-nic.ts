@@ -2099,6 +2099,9 @@ export class WorkerNic extends HostNic {
   }
 
   private forget(slots: readonly number[]): void {
+    // Read only while `byKey` is as the install left it, which a freed slot ends: let go of its
+    // handles, or the last install's connections held their blocks' slabs after they closed.
+    if (slots.length > 0) this.installedList = [];
     for (const s of slots) {
       const h = this.handles[s];
       if (!h) continue;

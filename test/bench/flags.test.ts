@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { medianOf } from '../../bench/args.ts';
+import { parseChurnFlags } from '../../bench/churn.ts';
 import { parseOffloadWorkerFlags } from '../../bench/offload-worker.ts';
 import { runBenchmarks } from '../../bench/run.ts';
 import { parseTapTeamFlags, RUN_NAMES } from '../../bench/tap-team.ts';
@@ -37,6 +38,30 @@ test('offload-worker --cpu and its other flags', () => {
   assert.throws(() => parseOffloadWorkerFlags(['--connections', 'many']), /not an integer/);
 });
 
+test('churn: bounded cycles and runs, a reference checkout, close by end or destroy', () => {
+  const d = parseChurnFlags([]);
+  assert.equal(d.close, 'end');
+  assert.equal(d.pairs, 1);
+  assert.ok(d.cycles >= 1 && d.maxS >= 1, 'bounded in count and time by default');
+  assert.deepEqual(
+    parseChurnFlags([
+      '--cycles',
+      '200',
+      '--connections',
+      '500',
+      '--ref',
+      '/x',
+      '--close',
+      'destroy',
+      '--max-s',
+      '60',
+    ]),
+    { cycles: 200, connections: 500, bytes: 2000, close: 'destroy', ref: '/x', pairs: 1, maxS: 60 },
+  );
+  assert.throws(() => parseChurnFlags(['--close', 'rst']), /--close: end or destroy/);
+  assert.throws(() => parseChurnFlags(['--cycles', '0']), /outside/);
+});
+
 test('npm run bench: flags reach the one benchmark named, and a wrong one stops the run before it starts', async (t) => {
   const errors: string[] = [];
   t.mock.method(console, 'error', (l: string) => void errors.push(l));
@@ -45,6 +70,8 @@ test('npm run bench: flags reach the one benchmark named, and a wrong one stops 
   assert.match(errors.pop() ?? '', /unknown fault 'bogus'.*valid: host, none, carrier, reachability, crash/);
   assert.equal(await runBenchmarks(['offload-worker', '--runs', 'x'], { json: false }), 2);
   assert.match(errors.pop() ?? '', /--runs/);
+  assert.equal(await runBenchmarks(['churn', '--close', 'rst'], { json: false }), 2);
+  assert.match(errors.pop() ?? '', /end or destroy/);
   // A benchmark without flags, or two named at once: nothing to give them to.
   assert.equal(await runBenchmarks(['state-codec', '--runs', '2'], { json: false }), 2);
   assert.equal(await runBenchmarks(['tap-team', 'offload-worker', '--cpu'], { json: false }), 2);

@@ -54,9 +54,16 @@ let nextSlabId = 1;
 
 /** Told the number of each buffer the host numbered once the host's own object of it is collected. */
 const slabWatchers = new Set<(id: number) => void>();
+let slabsGone = 0;
 const SLABS_GONE = new FinalizationRegistry<number>((id) => {
+  slabsGone++;
   for (const f of slabWatchers) f(id);
 });
+
+/** Buffers the host numbered whose host object was collected since the process started (bench/churn.ts). */
+export function slabsGoneCount(): number {
+  return slabsGone;
+}
 
 /**
  * Hear of every buffer the host numbered (slabIdOf) that the host no longer holds: a WorkerNic
@@ -102,9 +109,19 @@ let sweepAt = 1024;
  */
 const HELD = new Map<number, SharedArrayBuffer>();
 
-/** The host let go of these buffers: this thread holds them only while something here uses them. */
-export function dropSlabs(ids: readonly number[]): void {
-  for (const id of ids) HELD.delete(id);
+/**
+ * The host let go of these buffers: this thread holds them only while something here uses them.
+ * Returns the bytes of those it held: memory that only this thread's collector can give back now.
+ */
+export function dropSlabs(ids: readonly number[]): number {
+  let bytes = 0;
+  for (const id of ids) {
+    const sab = HELD.get(id);
+    if (sab === undefined) continue;
+    bytes += sab.byteLength;
+    HELD.delete(id);
+  }
+  return bytes;
 }
 
 /** Buffers held for the host (HELD): for tests. */

@@ -4,6 +4,7 @@
  * connections' payload live in shared rings the application thread reads and writes directly.
  */
 import { appendFileSync, writeFileSync } from 'node:fs';
+import { getHeapStatistics } from 'node:v8';
 import { type MessagePort, parentPort, threadId, workerData } from 'node:worker_threads';
 import { RealClock } from '../../core/clock.ts';
 import { ChimneyError, ConnectionError, InvalidStateError, StateValidationError } from '../../core/errors.ts';
@@ -55,6 +56,7 @@ import { IpProto } from '../../wire/ipv4.ts';
 import { Ipv6Next } from '../../wire/ipv6.ts';
 import {
   allocConnBlock,
+  CONN_SLAB_BYTES,
   type ConnBlockRef,
   connRingCapacities,
   HardStateRecord,
@@ -514,8 +516,32 @@ const NO_RING = new ByteRing(16);
 function poolState(key: ConnKey, s: TcpState): void {
   s.delegated.sendBuffer = NO_RING;
   s.delegated.recvBuffer = NO_RING;
+  const was = statePool.get(key);
+  if (was !== undefined) pooledShared -= holdsSharedRing(was);
   statePool.set(key, s);
-  if (statePool.size > boot.capacity) for (const [k] of statePool) return void statePool.delete(k);
+  pooledShared += holdsSharedRing(s);
+  if (statePool.size > boot.capacity) for (const [k] of statePool) return void unpool(k);
+}
+
+/** The pooled state of `key`, taken out of the pool; undefined when none is pooled. */
+function unpool(key: ConnKey): TcpState | undefined {
+  const s = statePool.get(key);
+  if (s === undefined) return undefined;
+  statePool.delete(key);
+  pooledShared -= holdsSharedRing(s);
+  return s;
+}
+
+/**
+ * Pooled states still holding a shared ring (none while poolState swaps them for NO_RING), counted
+ * as states enter and leave the pool rather than by a walk of the pool at each `counters` request.
+ * A pooled state's rings do not change while it is pooled, so it counts the same going out as in.
+ */
+let pooledShared = 0;
+
+function holdsSharedRing(s: TcpState): number {
+  const d = s.delegated;
+  return d.sendBuffer.shared !== null || d.recvBuffer.shared !== null ? 1 : 0;
 }
 
 /**
@@ -565,11 +591,8 @@ function fillFromRecords(
     const recv = parts.recv;
     // A state this connection left here before is filled in place (whatever becomes of the batch:
     // nothing else holds it); a refused batch leaves it to the collector.
-    const into = statePool.get(key);
-    if (into !== undefined) {
-      statePool.delete(key);
-      pooled++;
-    }
+    const into = unpool(key);
+    if (into !== undefined) pooled++;
     const s =
       into === undefined
         ? rec.read(now, node.path, send, recv)
@@ -726,8 +749,7 @@ function build(p: Pending): Slot | undefined {
   const key = p.key;
   let s: TcpState;
   try {
-    const into = statePool.get(key);
-    if (into !== undefined) statePool.delete(key);
+    const into = unpool(key);
     const rec = parts.transfer;
     s =
       into === undefined
@@ -1615,7 +1637,9 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
               engine.tcp.table.entriesMade + byKey.entriesMade + statePool.entriesMade,
             // Pooled states, and those of them still holding a shared ring (none: see NO_RING).
             'nic.pool.states': statePool.size,
-            'nic.pool.shared-rings': pooledSharedRings(),
+            'nic.pool.shared-rings': pooledShared,
+            // This thread's JS heap (the process's memoryUsage counts every thread's together).
+            'nic.mem.heap-used': getHeapStatistics().used_heap_size,
           },
         });
         return;
@@ -1629,13 +1653,30 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
   }
 }
 
-function pooledSharedRings(): number {
-  let n = 0;
-  for (const [, st] of statePool) {
-    const d = st.delegated;
-    if (d.sendBuffer.shared !== null || d.recvBuffer.shared !== null) n++;
-  }
-  return n;
+// ---- shared buffers the host let go: weighed by this thread's collector ------------------------
+
+/*
+ * A buffer the host let go ('slabs-gone') is still this thread's object until this thread's
+ * collector takes it, and only then is its memory given back (when every thread's object of it
+ * is gone). Nothing here holds it any more (dropSlabs), but the collector did not hurry: V8
+ * counts a SharedArrayBuffer as no external memory of any thread that holds it (a backing store
+ * shared between isolates is left out of each one's external-memory accounting), so a 64 MB
+ * slab weighed nothing towards this thread's next full collection, which its small JS heap makes
+ * rare. Under churn the slabs let go piled up until then: a sawtooth some 600 MB tall. So once
+ * the host has let go of a slab's worth of buffers this thread held, their weight is shown to
+ * the collector the one way it counts: a plain ArrayBuffer of that size, made and dropped at once
+ * (calloc of fresh mmap'd pages, never touched: address space for an instant, not memory). Past
+ * its external-memory limit V8 starts an incremental collection of its own, in steps between
+ * this thread's tasks, rather than the single full pause a forced gc() would take.
+ */
+let slabBytesLetGo = 0;
+
+function weighSlabsLetGo(ids: readonly number[]): void {
+  slabBytesLetGo += dropSlabs(ids);
+  if (slabBytesLetGo < CONN_SLAB_BYTES) return;
+  new ArrayBuffer(slabBytesLetGo);
+  slabBytesLetGo = 0;
+  engine.counters.inc('nic.slabs.weighed');
 }
 
 // ---- a send ring that grows (the worker's half; the host's, and why it is safe: WorkerNic.regrow) --
@@ -1808,7 +1849,7 @@ port.on('message', (m: ToWorker) => {
       listenStops.delete(m.id);
       return;
     case 'slabs-gone':
-      dropSlabs(m.ids);
+      weighSlabsLetGo(m.ids);
       return;
     case 'stall':
       if (m.pool) {

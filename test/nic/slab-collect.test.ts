@@ -1,0 +1,72 @@
+/**
+ * A worker gives back the shared buffers the host let go soon, not at its next full collection:
+ * V8 counts a SharedArrayBuffer as no external memory of any thread holding it, so nothing hurried
+ * a worker with a small heap to collect its objects of them, and under churn the buffers let go
+ * piled up (see weighSlabsLetGo in nic-worker.ts).
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { SimNetwork } from '../../src/sim/sim-network.ts';
+import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
+import { addWorkerHost } from './worker-helpers.ts';
+
+const CONNS = 12;
+/** Rings of 4 MiB each way: a block of two is over a sixteenth of a slab, so a buffer of its own. */
+const RING = 4 << 20;
+const MB = 2 ** 20;
+
+test('the buffers the host let go are freed without waiting for the worker to collect on its own', {
+  timeout: 120_000,
+}, async (t) => {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  const net = new SimNetwork({ seed: 35, virtualTime: false });
+  const wh = addWorkerHost(net, { count: 1, ringCapacity: RING });
+  t.after(() => {
+    wh.close();
+    net.close();
+  });
+  const peer = net.addHost({ ip: '10.0.0.2/24' });
+  await Promise.all(wh.nics.map((n) => n.ready()));
+  const served: TcpSocket[] = [];
+  peer
+    .createServer((s: TcpSocket) => {
+      s.on('data', () => {});
+      s.on('error', () => {});
+      served.push(s);
+    })
+    .listen(80);
+  let sockets: TcpSocket[] = [];
+  for (let i = 0; i < CONNS; i++) {
+    const s = wh.host.connect({ port: 80, host: '10.0.0.2', tcp: { sndBufSize: RING, rcvBufSize: RING } });
+    s.on('error', () => {});
+    s.on('data', () => {});
+    s.on('end', () => s.end());
+    sockets.push(s);
+  }
+  while (sockets.some((s) => s.connecting)) await net.sleep(10);
+  for (const s of sockets) s.write(Buffer.alloc(1000, 7));
+  await net.sleep(50);
+  assert.equal((await wh.offload.offload('all', wh.nics[0]!)).moved.length, CONNS);
+  const before = process.memoryUsage().arrayBuffers;
+  assert.ok(before >= 80 * MB, `the blocks are alive: ${Math.round(before / MB)} MiB`);
+  // The peer closes first (its side waits in TIME_WAIT), each socket here answers its FIN.
+  const closed = sockets.map((s) => new Promise((r) => s.once('close', r)));
+  for (const s of served) s.end();
+  await Promise.all(closed);
+  sockets = [];
+  // Only the host's collector is driven here: the host's objects of the buffers go, it tells the
+  // worker ('slabs-gone'), and the worker's objects must go with no collection forced in it.
+  let after = before;
+  for (let i = 0; i < 100 && after > before - 64 * MB; i++) {
+    gc();
+    await net.sleep(20);
+    after = process.memoryUsage().arrayBuffers;
+  }
+  const freed = Math.round((before - after) / MB);
+  assert.ok(freed >= 64, `${freed} MiB of shared buffers freed after the connections closed`);
+  const c = await wh.nics[0]!.counters();
+  assert.ok((c['nic.slabs.weighed'] ?? 0) >= 1, "the worker showed its collector the buffers' weight");
+});
