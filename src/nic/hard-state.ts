@@ -18,11 +18,13 @@ import {
   RACK_REORDERING_MIN,
   type RackPathState,
   rackPathDefaults,
+  resetTcpState,
   type TcpCached,
+  type TcpConst,
   type TcpState,
   TcpStateId,
 } from '../state/tcp-state.ts';
-import { validateTcpState } from '../state/validate.ts';
+import { isOffloadable, validateTcpState } from '../state/validate.ts';
 import { readU32, writeU32 } from '../wire/addr.ts';
 import { TRANSFER_RECORD_BYTES } from './transfer-record.ts';
 
@@ -754,29 +756,40 @@ export function rebuildTcpState(
   cached: TcpCached,
   path: PathState,
   now = 0,
+  /**
+   * A state nothing runs or reads any more (SalvageRecord.spare), made this connection's in place
+   * (resetTcpState) instead of a new one: no soft state of what it was survives.
+   */
+  into: TcpState | null = null,
+  /**
+   * The record was taken in this thread from a state this thread ran (SalvageRecord.ownThread):
+   * the rebuilt state is not validated field by field (see there), only its TCP state checked.
+   */
+  ownThread = false,
 ): TcpState {
   if (hard.version === 0) throw new StateValidationError('hard.version', 'hard state never written');
   const addrs = hardAddresses(hard, path);
   const send = sendRing.shared;
   const recv = recvRing.shared;
-  const s = createTcpState(
-    {
-      localIp: addrs.local,
-      localPort: hard.localPort,
-      remoteIp: addrs.remote,
-      remotePort: hard.remotePort,
-      tsEnabled: hard.tsEnabled,
-      sackEnabled: hard.sackEnabled,
-      wsEnabled: hard.wsEnabled,
-      sndWscale: hard.sndWscale,
-      rcvWscale: hard.rcvWscale,
-      remoteMss: hard.remoteMss,
-      localMss: hard.localMss,
-    },
-    cached,
-    path,
-    { send: sendRing, recv: recvRing },
-  );
+  const c = CONST_SCRATCH;
+  c.localIp = addrs.local;
+  c.localPort = hard.localPort;
+  c.remoteIp = addrs.remote;
+  c.remotePort = hard.remotePort;
+  c.tsEnabled = hard.tsEnabled;
+  c.sackEnabled = hard.sackEnabled;
+  c.wsEnabled = hard.wsEnabled;
+  c.sndWscale = hard.sndWscale;
+  c.rcvWscale = hard.rcvWscale;
+  c.remoteMss = hard.remoteMss;
+  c.localMss = hard.localMss;
+  RINGS_SCRATCH.send = sendRing;
+  RINGS_SCRATCH.recv = recvRing;
+  const s =
+    into === null
+      ? createTcpState(c, cached, path, RINGS_SCRATCH)
+      : resetTcpState(into, c, cached, path, RINGS_SCRATCH);
+  RINGS_SCRATCH.send = RINGS_SCRATCH.recv = NO_RING;
   // Raised on the state's own copy of `cached`: a second copy made only to carry these two was
   // an object of twenty fields per connection in a crash's charged rebuild.
   const k = s.cached;
@@ -867,9 +880,33 @@ export function rebuildTcpState(
   // An orphaned FIN_WAIT_2 (nobody reads) does not wait forever for the peer's FIN.
   if (d.state === TcpStateId.FIN_WAIT_2 && d.readClosed) d.timeWaitDeadline = now + s.cached.timeWaitMs;
   if (d.state === TcpStateId.FIN_WAIT_1 && !d.finQueued) d.finQueued = true;
-  validateTcpState(s);
+  if (!ownThread) validateTcpState(s);
+  else if (!isOffloadable(s)) {
+    // The one rule a connection this thread ran can fail: it may not have been synchronized yet
+    // (a half-open one), which no owner takes over. Everything else validateTcpState checks held
+    // while it ran here, or is made to hold above (the positions, windows and buffer sizes a
+    // record one batch old needs brought forward), or is a new state's own (the soft state).
+    throw new StateValidationError('delegated.state', `state ${d.state} cannot be offloaded`);
+  }
   return s;
 }
+
+/** The constants and rings a rebuild hands createTcpState/resetTcpState, which copy them: one of each. */
+const CONST_SCRATCH: TcpConst = {
+  localIp: 0,
+  localPort: 0,
+  remoteIp: 0,
+  remotePort: 0,
+  tsEnabled: false,
+  sackEnabled: false,
+  wsEnabled: false,
+  sndWscale: 0,
+  rcvWscale: 0,
+  remoteMss: 0,
+  localMss: 0,
+};
+const NO_RING = new ByteRing(1);
+const RINGS_SCRATCH = { send: NO_RING, recv: NO_RING };
 
 /**
  * The addresses a rebuilt connection takes: an IPv4 record's own, or for an IPv6 record the

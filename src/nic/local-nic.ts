@@ -251,13 +251,20 @@ export class LocalNic extends HostNic {
       remoteIp: c.remoteIp,
       remotePort: c.remotePort,
     };
+    // The released state itself goes along as the rebuild's spare: nothing runs it any more (its
+    // connection object is released with the dead engine), and the rebuild resets it to a new
+    // state's fields before the record fills it, so no soft state survives the crash. Its cached
+    // settings are the record's: the rebuild copies them onto the spare they came from, or a new
+    // state, and nothing else reads them.
     this.leftovers.set(key, {
       key,
       hard: hardStateOf(s),
       sendRing: s.delegated.sendBuffer,
       recvRing: s.delegated.recvBuffer,
-      cached: { ...s.cached },
+      cached: s.cached,
       user,
+      spare: s,
+      ownThread: true,
     });
   }
 

@@ -450,6 +450,20 @@ export interface SalvageRecord {
   /** The cached settings, when the NIC still has them (the host owns them anyway). */
   cached?: TcpCached;
   user: TcpUser | null;
+  /**
+   * A state object nothing runs or reads any more, which the rebuild makes the connection's
+   * (reset to a new state's fields, then filled from `hard`) instead of making one: a LocalNic's
+   * state, released at its crash. Absent: a new one is made.
+   */
+  spare?: TcpState;
+  /**
+   * `hard` was taken in the host's own thread from a state this thread ran (a LocalNic's, at its
+   * crash), as a live hand-over between owners of this thread takes its connections: nothing
+   * crossed a thread, a process or a codec, so the rebuilt state is not validated field by field
+   * (rebuildTcpState). Absent: the record was read from memory another thread wrote (a WorkerNic's
+   * shared block), and a writer that died may have died of a wrong state: validated.
+   */
+  ownThread?: true;
 }
 
 export interface NicIndications {

@@ -1784,7 +1784,22 @@ export class WorkerNic extends HostNic {
     this.conns--;
     this.dropGrown(h);
     if (h.growing !== null) return this.takeGrowing(h);
-    return { key: h.key, hard: h.hardState(), sendRing: h.sendRing, recvRing: h.recvRing, user: h.user };
+    // The state the host last handed over in this block's record, free since the worker took it
+    // (BlockViews.spare): the rebuild makes it the connection's in place instead of a new one. The
+    // record, from memory the dead worker wrote, is still validated (no ownThread).
+    const views = viewsOf(h);
+    const spare = views?.spare ?? null;
+    if (spare === null)
+      return { key: h.key, hard: h.hardState(), sendRing: h.sendRing, recvRing: h.recvRing, user: h.user };
+    views!.spare = null;
+    return {
+      key: h.key,
+      hard: h.hardState(),
+      sendRing: h.sendRing,
+      recvRing: h.recvRing,
+      user: h.user,
+      spare,
+    };
   }
 
   /**

@@ -61,6 +61,8 @@ export async function rebuild(
   let pathRemote = -1;
   let pathLocal = -1;
   let lastPath: PathState | null = null;
+  let made = 0;
+  let validated = 0;
   for (let i = 0; i < items.length; i++) {
     const it = items[i]!;
     const r = recOf[i];
@@ -90,7 +92,18 @@ export async function rebuild(
       continue;
     }
     try {
-      const s = rebuildTcpState(r.hard, r.sendRing, r.recvRing, r.cached ?? DEFAULT_TCP_CACHED, path, now);
+      if (r.spare === undefined) made++;
+      if (r.ownThread !== true) validated++;
+      const s = rebuildTcpState(
+        r.hard,
+        r.sendRing,
+        r.recvRing,
+        r.cached ?? DEFAULT_TCP_CACHED,
+        path,
+        now,
+        r.spare ?? null,
+        r.ownThread === true,
+      );
       states.push(s);
       byState.set(s, it);
     } catch (e) {
@@ -98,6 +111,10 @@ export async function rebuild(
     }
   }
   stack.counters.inc('offload.rebuilt', states.length);
+  // What the rebuild made and checked, per connection: a new state where no spare came with the
+  // record, a validation where the record came from another thread's memory.
+  stack.counters.inc('offload.rebuilt.made', made);
+  stack.counters.inc('offload.rebuilt.validated', validated);
   // Whatever the dead NIC still held goes back to the host's placeholders, to be replayed.
   let held: Uint8Array[] = [];
   const keys = [...byState.values()].map((i) => i.key);

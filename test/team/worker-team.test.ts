@@ -119,6 +119,10 @@ describe('team of WorkerNics (real worker threads) on a real-time network', () =
       'detection counts from the last heartbeat',
     );
     assert.equal(rig.stack.counters.get('offload.rebuilt'), CONNS, 'rebuilt from hard state');
+    // Into the states the host handed the worker in their records (free since it took them), not
+    // new ones; each validated, since the records come from memory the dead worker wrote.
+    assert.equal(rig.stack.counters.get('offload.rebuilt.made'), 0, 'no state made anew');
+    assert.equal(rig.stack.counters.get('offload.rebuilt.validated'), CONNS, 'every record validated');
     const owners = ownerIds(rig, st.sockets);
     assert.equal(owners.get(nic0!.id) ?? 0, 0);
     assert.equal(owners.get(nic1!.id) ?? 0, CONNS, 'every connection runs on the survivor');
