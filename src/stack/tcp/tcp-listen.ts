@@ -332,9 +332,9 @@ export class Listeners {
    * peer's SYN got a cookie while the backlog was full, and its resend, once there was room, made
    * this half-open connection with another ISS. The peer took the cookie's SYN-ACK and is
    * established on it, so the ACK is unacceptable only to the half-open connection, whose RST
-   * (RFC 9293 for SYN_RECEIVED) would reset a connection the peer holds: at 5,000 connects against
-   * the kernel, with serve's main thread seconds behind, 14 downloads were reset with nothing
-   * received. Linux hands an ACK its request sock refuses to the listener's cookie check
+   * (RFC 9293 for SYN_RECEIVED) would reset a connection the peer holds (the likely cause, not
+   * caught in a capture, of 14 of 5,000 downloads against the kernel reset with nothing received,
+   * the last to connect, while serve's main thread was seconds behind its SYNs). Linux hands an ACK its request sock refuses to the listener's cookie check
    * (tcp_check_req, then tcp_v4_cookie_check); here the half-open connection goes and the cookie's
    * takes its place. False when the ACK is not one of our cookies (the half-open one answers it).
    */
