@@ -15,6 +15,9 @@ import { type SocketHost, TcpSocket, type TcpSocketOptions } from './tcp-socket.
  */
 const ignoreUntaken = (): void => {};
 
+/** Accepts handed to the application in one turn (TcpServer.drain); as many as a WorkerNic's deliveries. */
+export const ACCEPTS_PER_TURN = 32;
+
 export interface ServerHost extends SocketHost {
   readonly tcp: TcpLayer;
   /** True when some interface runs IPv6: a listen without a host is then on `::` (dual stack), as in Node. */
@@ -48,11 +51,12 @@ export interface TcpServerOptions extends TcpSocketOptions {
  * Behaves like net.Server: 'listening', 'connection', 'close', 'error'.
  *
  * Every connection the listener establishes is accepted and emitted as 'connection' in a deferred
- * turn (the engine finishes its processing first), whether or not anyone listens, as Node accepts
- * every connection: without a listener the socket sits open and unread, counted in
- * `connections`, until its peer ends or resets it; a listener added later gets only new ones. The
- * listen backlog bounds only what waits for that turn (Linux's accept queue), and what the stack
- * holds in all is bounded by its TCP limits (connections, buffer memory).
+ * turn (the engine finishes its processing first; at most ACCEPTS_PER_TURN a turn while the queue
+ * is under half the backlog), whether or not anyone listens, as Node accepts every connection:
+ * without a listener the socket sits open and unread, counted in `connections`, until its peer
+ * ends or resets it; a listener added later gets only new ones. The listen backlog bounds only
+ * what waits for those turns (Linux's accept queue), and what the stack holds in all is bounded by
+ * its TCP limits (connections, buffer memory).
  */
 export class TcpServer extends EventEmitter {
   private listener: TcpListener | null = null;
@@ -223,14 +227,24 @@ export class TcpServer extends EventEmitter {
     this.host.clock.defer(this.drain);
   }
 
+  /**
+   * Hands out at most ACCEPTS_PER_TURN accepts, the rest next turn. What the application does with
+   * one runs in this turn's nextTicks (an HTTP answer written into the socket's send ring): a
+   * placement's batch of hundreds released at once held serve's main thread 0.2-0.7 s, and the
+   * SYNs, handshake ACKs and worker messages waited behind it. More go when the queue is over half
+   * the backlog, so a slowed release never fills the accept queue and drops SYNs it would have taken.
+   */
   private readonly drain = (): void => {
     this.draining = false;
-    while (this.queue.length > 0) {
+    const half = this.listener === null ? 0 : this.listener.backlog >> 1;
+    let n = Math.max(ACCEPTS_PER_TURN, this.queue.length - half);
+    while (n-- > 0 && this.queue.length > 0) {
       const socket = this.queue.shift()!;
       this.syncQueued();
       if (this.listenerCount('connection') > 0) socket.removeListener('error', ignoreUntaken);
       this.emit('connection', socket);
     }
+    if (this.queue.length > 0) this.scheduleDrain();
   };
 
   private syncQueued(): void {

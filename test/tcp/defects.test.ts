@@ -516,6 +516,44 @@ describe('SYN cookies', () => {
     assert.equal(b.count('tcp.syncookies.ok'), 1);
     assert.equal(accepted, 1);
   });
+
+  test('a cookie ACK that finds the half-open connection its resent SYN made is honoured, not reset', () => {
+    // A SYN answered with a cookie (the backlog full), then sent again by the peer once there was
+    // room: the resend made a half-open connection with another ISS. The peer took the cookie's
+    // SYN-ACK first and is established on it; its ACK must not be reset as unacceptable (Linux
+    // hands an ACK its request sock refuses to the listener's cookie check).
+    const b = new Bench();
+    let accepted = 0;
+    b.layer.listen({ port: 80, backlog: 1 }, () => {
+      accepted++;
+      return true;
+    });
+    b.inject({ flags: SYN, seq: 777, srcPort: 6000, mss: 1460 });
+    const other = b.take()[0]!;
+    b.inject({ flags: SYN, seq: PEER_ISN, mss: 1460 });
+    const cookie = b.take()[0]!;
+    assert.equal(b.count('tcp.syncookies.sent'), 1, 'the backlog of one is full: a cookie');
+    // The other handshake completes, which makes room; the peer's SYN comes again.
+    b.inject({ flags: ACK, seq: 778, ack: add(other.h.seq, 1), srcPort: 6000 });
+    b.inject({ flags: SYN, seq: PEER_ISN, mss: 1460 });
+    const synAck = b.take()[0]!;
+    assert.equal(synAck.h.flags, SYN | ACK);
+    assert.notEqual(synAck.h.seq, cookie.h.seq, 'the half-open connection has its own ISS');
+    // The cookie's SYN-ACK reached the peer first: it acknowledges the cookie.
+    b.inject({ flags: ACK, seq: add(PEER_ISN, 1), ack: add(cookie.h.seq, 1) });
+    const out = b.take();
+    assert.ok(!out.some((s) => s.h.flags & RST), 'no reset');
+    assert.equal(b.count('tcp.syncookies.ok'), 1);
+    assert.equal(accepted, 2, 'both connections accepted');
+    const conn = [...b.layer.connections()].find((c) => c.remotePort === 5000);
+    assert.equal(conn?.state.delegated.state, TcpStateId.ESTABLISHED);
+    assert.equal(conn?.state.delegated.sndUna, add(cookie.h.seq, 1), "on the cookie's sequence space");
+    assert.equal(
+      [...b.layer.connections()].filter((c) => c.remotePort === 5000).length,
+      1,
+      'the half-open connection is gone',
+    );
+  });
 });
 
 describe('TIME_WAIT memory', () => {

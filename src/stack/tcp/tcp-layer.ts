@@ -293,6 +293,14 @@ export class TcpLayer implements TcpEngine {
         env.counters.inc('tcp.listen.overflow');
         return;
       }
+      if (
+        l instanceof Listener &&
+        conn.state.delegated.state === TcpStateId.SYN_RECEIVED &&
+        (h.flags & (TcpFlag.ACK | TcpFlag.SYN | TcpFlag.RST)) === TcpFlag.ACK &&
+        h.ack !== seqAdd(conn.state.delegated.iss, 1) &&
+        this.listeners.cookieOverHalfOpen(l, conn, ip, h, buf, pOff, pLen)
+      )
+        return;
       // A SYN ends TIME_WAIT only when a listener will take it (Linux TCP_TW_SYN); otherwise the
       // TIME_WAIT connection answers it as any other segment.
       const tl =
