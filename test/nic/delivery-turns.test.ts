@@ -2,7 +2,9 @@
  * A WorkerNic's events reach their sockets a bounded number per turn of the main thread: one
  * message from a worker that made a thousand connections readable or writable once ran all their
  * sockets' refills in one turn (0.3-1.2 s under load), and the worker's death, heartbeats and the
- * team's timers waited behind them. The grows a burst held, likewise, go a bounded number a turn.
+ * team's timers waited behind them. The grows a burst held, likewise, go a bounded number a turn,
+ * and so do the frames a worker passes up to the host stack (all of a crashed member's connections'
+ * until they are rebuilt). A death waits only for the sockets with a close to hear.
  */
 import assert from 'node:assert/strict';
 import type { TestContext } from 'node:test';
@@ -58,7 +60,7 @@ async function until(cond: () => boolean): Promise<void> {
   while (!cond()) await new Promise((r) => setTimeout(r, 5));
 }
 
-describe('WorkerNic deliveries and grows, a bounded number a turn', () => {
+describe('WorkerNic deliveries, grows and frames passed up, a bounded number a turn', () => {
   test('events for 200 connections at once reach their sockets at most 32 a turn, all of them, in order', {
     timeout: 60_000,
   }, async (t) => {
