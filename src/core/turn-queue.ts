@@ -9,8 +9,11 @@ import type { Clock } from './clock.ts';
  * worker's heartbeats, its exit and the team's timers waited behind them (BENCHMARKS.md, tap-team).
  */
 export class TurnQueue<T> {
+  // Items are never undefined: an undefined slot past `head` is one `flushWhere` already ran.
   private items: (T | undefined)[] = [];
   private head = 0;
+  /** Slots past `head` that `flushWhere` emptied. */
+  private holes = 0;
   private scheduled = false;
   /** Turns that left items for the next (diagnostics). */
   carried = 0;
@@ -24,7 +27,7 @@ export class TurnQueue<T> {
 
   /** Items waiting for their turn. */
   get size(): number {
-    return this.items.length - this.head;
+    return this.items.length - this.head - this.holes;
   }
 
   push(item: T): void {
@@ -42,15 +45,39 @@ export class TurnQueue<T> {
    */
   flush(): void {
     while (this.head < this.items.length) {
-      const item = this.items[this.head] as T;
+      const item = this.items[this.head];
       this.items[this.head++] = undefined;
-      try {
-        this.run(item);
-      } catch (err) {
-        this.clock.defer(() => {
-          throw err;
-        });
+      if (item === undefined) {
+        this.holes--;
+        continue;
       }
+      this.runNow(item);
+    }
+  }
+
+  /**
+   * Run now, in order, only the waiting items `pick` chooses (and any pushed meanwhile that it
+   * chooses); the others keep their place and their turn. For a flush whose reason concerns a few
+   * items: a NIC's death waits only for the sockets with a close to hear, not for the whole
+   * backlog of refills. A throw is rethrown in a turn of its own, as in `flush`.
+   */
+  flushWhere(pick: (item: T) => boolean): void {
+    for (let i = this.head; i < this.items.length; i++) {
+      const item = this.items[i];
+      if (item === undefined || !pick(item)) continue;
+      this.items[i] = undefined;
+      this.holes++;
+      this.runNow(item);
+    }
+  }
+
+  private runNow(item: T): void {
+    try {
+      this.run(item);
+    } catch (err) {
+      this.clock.defer(() => {
+        throw err;
+      });
     }
   }
 
@@ -61,8 +88,12 @@ export class TurnQueue<T> {
     try {
       while (this.head < this.items.length) {
         if (n === this.perTurn || (n > 0 && this.clock.now() - t0 >= this.sliceMs)) break;
-        const item = this.items[this.head] as T;
+        const item = this.items[this.head];
         this.items[this.head++] = undefined;
+        if (item === undefined) {
+          this.holes--;
+          continue;
+        }
         n++;
         this.run(item);
       }
@@ -70,6 +101,7 @@ export class TurnQueue<T> {
       if (this.head === this.items.length) {
         this.items.length = 0;
         this.head = 0;
+        this.holes = 0;
         this.scheduled = false;
       } else {
         // What ran is dropped once it is most of the array, so the array stays near the backlog.

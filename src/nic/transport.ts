@@ -162,6 +162,11 @@ export class PortTransport implements NicTransport {
     private readonly worker: Worker,
     /** Every message that is not an answer, once checked. */
     private readonly notice: (m: WorkerNotice) => void,
+    /**
+     * Called before an answer is taken: the receiver finishes what it left for later turns of the
+     * messages before it (WorkerNic's frames passed up), so whoever awaits the answer finds them done.
+     */
+    private readonly beforeAnswer: () => void = () => {},
   ) {
     worker.on('message', (m: unknown) => {
       try {
@@ -170,8 +175,10 @@ export class PortTransport implements NicTransport {
         if (e instanceof WorkerProtocolError) return this.refuse(m, e);
         throw e;
       }
-      if (m.t === 'res') this.answer(m);
-      else this.notice(m);
+      if (m.t === 'res') {
+        this.beforeAnswer();
+        this.answer(m);
+      } else this.notice(m);
     });
   }
 

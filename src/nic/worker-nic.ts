@@ -231,6 +231,10 @@ function blockViews(block: ConnBlockRef, send: ByteRing, recv: ByteRing): BlockV
 /** Where the worker's frames go while the host has no receiver: counted (see DB_UP), not handled. */
 function ignoreFrame(_frame: Uint8Array): void {}
 
+function closing(h: WorkerConnectionHandle): boolean {
+  return h._closing;
+}
+
 function regrowBlock(b: ConnBlockRef): RegrowBlock {
   return {
     sab: b.sab,
@@ -364,6 +368,25 @@ const GROW_QUIET_MS = 500;
  */
 const DELIVERIES_PER_TURN = 32;
 const DELIVERY_SLICE_MS = 8;
+/**
+ * Frames a worker passed up that reach the host stack in one turn, and the turn's length after
+ * which the rest wait for the next (TurnQueue). After a crash the other workers pass up every
+ * frame of the dead worker's connections until they are rebuilt, and one 'up' message of them
+ * held serve's main thread in one turn: 525 ms of its blocks at 1,000 downloads (BENCHMARKS.md,
+ * tap-team, s34h2).
+ */
+const UP_FRAMES_PER_TURN = 64;
+const UP_SLICE_MS = 8;
+/**
+ * What the worker says that may act before the frames it passed up earlier reached the host
+ * stack: none of it touches the host's tables (see WorkerNic.onMessage).
+ */
+const UP_MAY_PASS: ReadonlySet<WorkerNotice['t']> = new Set(['up', 'hb', 'tx', 'cap', 'ev', 'grow', 'grown']);
+/**
+ * Queued in place of the frames of an 'up' batch that did not parse: the frame count then comes
+ * from the worker's (DB_UP) once the frames before it reached the host.
+ */
+const UP_RESYNC = new Uint8Array(0);
 /** Held grows run at most this many a turn (each allocates a block and copies a send ring). */
 const GROWS_PER_TURN = 16;
 /** The file header a PcapWriter starts its first chunk with. */
@@ -640,6 +663,11 @@ export class WorkerConnectionHandle implements ConnectionHandle {
     if (this.pending !== 0) this.scheduleDelivery();
   }
 
+  /** @internal A close (an end or a reset) waits in it for its socket. */
+  get _closing(): boolean {
+    return (this.pending & EV_CLOSED) !== 0;
+  }
+
   /** @internal Its turn in the NIC's deliveries (WorkerNic.deliveries). */
   _deliver(): void {
     this.deliverScheduled = false;
@@ -740,8 +768,10 @@ export class WorkerNic extends HostNic {
   private captureStarted = false;
   /** The worker's drain count as last reported to the team (see rxReadState). */
   private drainsSeen = 0;
-  /** Frames from the worker's 'up' batches handled here (see DB_UP). */
+  /** Frames from the worker's 'up' batches handed to the host stack (see DB_UP). */
   private upSeen = 0;
+  /** Frames from the worker's 'up' batches waiting for their turn to reach the host stack. */
+  private readonly upFrames: TurnQueue<Uint8Array>;
   /** The connections the worker runs, for the other workers of a team (worker/peers.ts). */
   readonly owners: OwnerTable;
   /**
@@ -813,7 +843,11 @@ export class WorkerNic extends HostNic {
     // The host link and the transport reach this object once it exists (the worker's first
     // message, and the host's first frame, come after the constructor returns).
     let self: WorkerNic | undefined;
-    const port = new PortTransport(worker, (m) => self?.onMessage(m));
+    const port = new PortTransport(
+      worker,
+      (m) => self?.onMessage(m),
+      () => self?.upFrames.flush(),
+    );
     super(
       opts.id,
       {
@@ -842,6 +876,7 @@ export class WorkerNic extends HostNic {
       DELIVERIES_PER_TURN,
       DELIVERY_SLICE_MS,
     );
+    this.upFrames = new TurnQueue<Uint8Array>(this.clock, this.upFrame, UP_FRAMES_PER_TURN, UP_SLICE_MS);
     this.doorbell = new Int32Array(sab);
     this.flagsAt = doorbellFlagsAt(capacity);
     this.qLen = capacity + 1;
@@ -2133,18 +2168,22 @@ export class WorkerNic extends HostNic {
   }
 
   private onMessage(m: WorkerNotice): void {
+    // The frames passed up wait for their turns, but nothing the worker said after them may act
+    // before they reached the host stack (the order the one port gave them, which the host's
+    // tables rely on: an install, a close, a new connection), but for what touches no table here:
+    // heartbeats, the wire's frames, captures, sockets' events (their own turns) and ring grows.
+    // Answers flush them too (PortTransport's beforeAnswer).
+    if (this.upFrames.size > 0 && !UP_MAY_PASS.has(m.t)) this.upFrames.flush();
     switch (m.t) {
       case 'tx': {
         const link = this.link;
         if (link) forEachFrame(m.buf, m.len, (f) => link.send(f));
         return;
       }
-      case 'up': {
-        const h = this.host.receiver;
-        const n = forEachFrame(m.buf, m.len, h ?? ignoreFrame);
-        this.upSeen = n >= 0 ? (this.upSeen + n) | 0 : Atomics.load(this.doorbell, DB_UP);
+      case 'up':
+        // Each frame a view of the batch's buffer, which this thread owns from now on (transferred).
+        if (forEachFrame(m.buf, m.len, this.pushUp) < 0) this.upFrames.push(UP_RESYNC);
         return;
-      }
       case 'host-carrier':
         // A main-thread link's carrier was reported when it changed; the worker's echo is stale.
         if (this.link !== null) return;
@@ -2238,6 +2277,21 @@ export class WorkerNic extends HostNic {
     }
   }
 
+  private readonly pushUp = (frame: Uint8Array): void => this.upFrames.push(frame);
+
+  /**
+   * A frame the worker passed up, in its turn: to the host stack (nowhere once the NIC closed).
+   * Counted only now, so rxReadState reports no progress while an answer may still wait here.
+   */
+  private readonly upFrame = (frame: Uint8Array): void => {
+    if (frame === UP_RESYNC) {
+      this.upSeen = Atomics.load(this.doorbell, DB_UP);
+      return;
+    }
+    this.upSeen = (this.upSeen + 1) | 0;
+    (this.host.receiver ?? ignoreFrame)(frame);
+  };
+
   /** The host's accept of each listener the worker answers SYNs for (`listen`), by id. */
   private readonly listens = new Map<number, (h: WorkerConnectionHandle) => boolean>();
   private nextListen = 1;
@@ -2330,7 +2384,10 @@ export class WorkerNic extends HostNic {
       // What the worker told its sockets before it died reaches them before anyone hears of the
       // death: the failover's salvage detaches their handles, and a close still queued (a reset's
       // error with it) would then never be delivered, or be told as an orderly close by the rebuild.
-      this.deliveries.flush();
+      // Only those: each handle's events are one mask delivered in their order, so a socket with a
+      // close pending hears all it was told, and the others' refills (up to a second of backlog at
+      // 1,000 downloads under load) keep their turns rather than delay the failover's start.
+      this.deliveries.flushWhere(closing);
     });
   }
 }

@@ -111,4 +111,37 @@ describe('TurnQueue', () => {
     clock.turn();
     assert.deepEqual(ran.slice(11), [200], 'the queue goes on as before');
   });
+
+  test('flushWhere runs only the chosen items now, in order, with chosen ones pushed meanwhile; the rest keep their turns', () => {
+    const { clock, ran, q } = queued(4, 1000, 10, (i, q) => {
+      if (i === 3) q.push(101);
+      if (i === 5) throw new Error('boom');
+    });
+    q.flushWhere((i) => i % 2 === 1);
+    assert.deepEqual(ran, [1, 3, 5, 7, 9, 101], 'the odd ones, in order, before flushWhere returns');
+    assert.equal(q.size, 5, 'the even ones wait');
+    // The drain scheduled by the first push runs first; the rethrow was deferred after it.
+    assert.throws(() => clock.turn(), /boom/);
+    assert.deepEqual(ran.slice(6), [0, 2, 4, 6], 'four a turn, the holes not counted');
+    clock.turn();
+    assert.deepEqual(ran.slice(10), [8]);
+    assert.equal(clock.pending, 0);
+    assert.equal(q.size, 0);
+    assert.equal(ran.length, 11, 'nothing ran twice');
+  });
+
+  test('the holes flushWhere leaves count for no turn', () => {
+    const { clock, ran, q } = queued(3, 1000, 9);
+    q.flushWhere((i) => i < 3 || i === 5);
+    ran.length = 0;
+    assert.deepEqual(turns(clock, ran), [
+      [3, 4, 6],
+      [7, 8],
+    ]);
+    assert.equal(q.size, 0);
+    q.push(20);
+    assert.equal(q.size, 1);
+    clock.turn();
+    assert.deepEqual(ran, [3, 4, 6, 7, 8, 20]);
+  });
 });

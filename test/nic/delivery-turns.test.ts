@@ -2,7 +2,9 @@
  * A WorkerNic's events reach their sockets a bounded number per turn of the main thread: one
  * message from a worker that made a thousand connections readable or writable once ran all their
  * sockets' refills in one turn (0.3-1.2 s under load), and the worker's death, heartbeats and the
- * team's timers waited behind them. The grows a burst held, likewise, go a bounded number a turn.
+ * team's timers waited behind them. The grows a burst held, likewise, go a bounded number a turn,
+ * and so do the frames a worker passes up to the host stack (all of a crashed member's connections'
+ * until they are rebuilt). A death waits only for the sockets with a close to hear.
  */
 import assert from 'node:assert/strict';
 import type { TestContext } from 'node:test';
@@ -58,7 +60,7 @@ async function until(cond: () => boolean): Promise<void> {
   while (!cond()) await new Promise((r) => setTimeout(r, 5));
 }
 
-describe('WorkerNic deliveries and grows, a bounded number a turn', () => {
+describe('WorkerNic deliveries, grows and frames passed up, a bounded number a turn', () => {
   test('events for 200 connections at once reach their sockets at most 32 a turn, all of them, in order', {
     timeout: 60_000,
   }, async (t) => {
@@ -116,6 +118,96 @@ describe('WorkerNic deliveries and grows, a bounded number a turn', () => {
       sockets.map(() => 'ECONNRESET'),
       'every socket heard its reset before the death was indicated',
     );
+    void nic.kill();
+  });
+
+  test("a worker's death waits only for the sockets with a close pending; the others keep their turns", {
+    timeout: 60_000,
+  }, async (t) => {
+    const { nic, sockets, handles } = await setup(t);
+    // Per socket, what it heard, in order.
+    const heard: string[][] = sockets.map(() => []);
+    let writables = 0;
+    sockets.forEach((s, i) => {
+      const { onReadable, onWritable, onClosed } = s;
+      s.onReadable = () => {
+        heard[i]!.push('readable');
+        onReadable.call(s);
+      };
+      s.onWritable = () => {
+        heard[i]!.push('writable');
+        writables++;
+        onWritable.call(s);
+      };
+      s.onClosed = (e) => {
+        heard[i]!.push(`closed ${e?.code ?? null}`);
+        onClosed.call(s, e);
+      };
+    });
+    // One 'ev' message: every other connection reset, the rest told writable (a refill each).
+    handles.forEach((h, i) => {
+      if (i % 2 === 0) h._event(EV_WRITABLE, null);
+      else h._event(EV_READABLE | EV_CLOSED, new ConnectionError('ECONNRESET', 'reset'));
+    });
+    let atDeath: string[][] | null = null;
+    let writablesAtDeath = -1;
+    nic.prependListener('dead', () => {
+      atDeath = heard.map((h) => [...h]);
+      writablesAtDeath = writables;
+    });
+    (nic as unknown as { die(cause: { kind: 'heartbeat'; silentMs: number }): void }).die({
+      kind: 'heartbeat',
+      silentMs: 0,
+    });
+    assert.ok(atDeath !== null, "'dead' indicated");
+    assert.deepEqual(
+      (atDeath as string[][]).filter((_, i) => i % 2 === 1),
+      sockets.filter((_, i) => i % 2 === 1).map(() => ['readable', 'closed ECONNRESET']),
+      'every reset socket heard all it was told, in order, before the death was indicated',
+    );
+    assert.equal(writablesAtDeath, 0, 'no refill ran ahead of the death');
+    await until(() => writables >= N / 2);
+    assert.deepEqual(
+      heard.filter((_, i) => i % 2 === 0),
+      sockets.filter((_, i) => i % 2 === 0).map(() => ['writable']),
+      'the others told after, each once',
+    );
+    void nic.kill();
+  });
+
+  test('frames a worker passes up reach the host stack at most 64 a turn, every one, in order', {
+    timeout: 60_000,
+  }, async (t) => {
+    const { nic } = await setup(t);
+    const link = (nic as unknown as { host: { handler: ((f: Uint8Array) => void) | null } }).host;
+    const got: number[] = [];
+    const turns = perTurn();
+    link.handler = (f) => {
+      got.push(new DataView(f.buffer, f.byteOffset, f.byteLength).getUint32(0));
+      turns.count();
+    };
+    // One 'up' batch of 500 frames, as the worker's FrameBatcher makes it: a length, then the frame.
+    const M = 500;
+    const FRAME = 60;
+    const buf = new ArrayBuffer(M * (4 + FRAME));
+    const dv = new DataView(buf);
+    for (let i = 0; i < M; i++) {
+      dv.setUint32(i * (4 + FRAME), FRAME);
+      dv.setUint32(i * (4 + FRAME) + 4, i);
+    }
+    (nic as unknown as { onMessage(m: { t: 'up'; buf: ArrayBuffer; len: number }): void }).onMessage({
+      t: 'up',
+      buf,
+      len: buf.byteLength,
+    });
+    await until(() => got.length >= M);
+    const seen = await turns.stop();
+    assert.deepEqual(
+      got,
+      Array.from({ length: M }, (_, i) => i),
+      'every frame once, in order',
+    );
+    assert.ok(Math.max(...seen) <= 64, `at most 64 a turn, got ${Math.max(...seen)}`);
     void nic.kill();
   });
 
