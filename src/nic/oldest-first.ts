@@ -6,9 +6,9 @@ export interface Aged<N> {
 
 /**
  * Nodes linked through themselves in the order they were pushed, oldest first: push, unlink from
- * anywhere and the oldest, each one step, with nothing allocated. What a table keeps for a
- * return (an emptied list, a vacant place) and lets go of, oldest first, past its bound, one per
- * change instead of a walk of them all.
+ * anywhere and the oldest, each one step, with nothing allocated: what a table keeps for a
+ * return (an emptied list) and lets go of, oldest first, past its bound, one per change instead
+ * of a walk of them all.
  */
 export class OldestFirst<N extends Aged<N>> {
   oldest: N | null = null;

@@ -1,6 +1,5 @@
 import { hashOf, sameTuple } from '../stack/tcp/conn-table.ts';
 import type { ConnKey } from './nic.ts';
-import { OldestFirst } from './oldest-first.ts';
 
 /** An address as connKeyId names it: an IPv4 address as a u32 (keys may carry it signed), a handle whole. */
 function norm(ip: number): number {
@@ -16,14 +15,6 @@ interface Entry<V> {
   value: V;
   /** The next entry whose tuple hashes alike. */
   next: Entry<V> | null;
-  /**
-   * Kept in the map after its tuple was deleted, holding its hash's place (`keepPlaces`): no
-   * tuple, no value, the only entry of its hash, found by nothing.
-   */
-  vacant: boolean;
-  /** While vacant: the places vacated before and after it (see `TupleMap.vacant`). */
-  older: Entry<V> | null;
-  newer: Entry<V> | null;
 }
 
 /** Spare entries a map that keeps them holds whatever its size (see `TupleMap`). */
@@ -33,8 +24,7 @@ const SPARE_ENTRIES = 1024;
  * A map keyed by a connection's four-tuple, hashed as the TCP layer's table hashes it (hashOf):
  * a string key per lookup (connKeyId) cost a few hundred nanoseconds to build and hash in a table of
  * ten thousand, and a WorkerNic looked its connections up a dozen times per connection and move.
- * Iteration follows the order of first insertion of each hash (then of the chain); with
- * `keepPlaces`, of each hash while it had a place: one vacated and set again keeps its place.
+ * Iteration follows the order of first insertion of each hash (then of the chain).
  */
 export class TupleMap<V> {
   private readonly map = new Map<number, Entry<V>>();
@@ -44,8 +34,6 @@ export class TupleMap<V> {
   private made = 0;
   /** Entries deleted, for the next tuple set (`keepSpares`). */
   private readonly spare: Entry<V>[] = [];
-  /** Places held by a vacant entry (`keepPlaces`), oldest first. */
-  private readonly vacant = new OldestFirst<Entry<V>>();
 
   /**
    * @param keepSpares keep deleted entries for the next tuples set, at most as many as the map
@@ -55,26 +43,10 @@ export class TupleMap<V> {
    * `entries()` or iteration gave names its tuple only until that tuple is deleted: a spare is
    * the next tuple's.
    */
-  constructor(
-    private readonly keepSpares = false,
-    /**
-     * A hash whose last tuple is deleted keeps its place in the map, held by the deleted entry, for
-     * the next tuple of that hash: a `Map` emptied of ten thousand keys shrinks, and grows again,
-     * rehashing what it holds at each step, as a move takes a WorkerNic's connections out and the
-     * move back puts them in (a set 600-700 ns instead of about 90). At most as many vacant places
-     * as the map has held tuples at once (or SPARE_ENTRIES): past that a delete lets the oldest go,
-     * one, so no delete pays for many.
-     */
-    private readonly keepPlaces = false,
-  ) {}
+  constructor(private readonly keepSpares = false) {}
 
   get size(): number {
     return this.count;
-  }
-
-  /** Hashes the map holds a place for: those of its tuples, and vacant ones (`keepPlaces`). */
-  get places(): number {
-    return this.map.size;
   }
 
   /** Entries this map made (the rest of its sets took up a spare or replaced a value). */
@@ -100,18 +72,6 @@ export class TupleMap<V> {
     const r = norm(k.remoteIp);
     const h = hashOf(l, k.localPort, r, k.remotePort);
     const head = this.map.get(h);
-    if (head?.vacant === true) {
-      // The hash's place, taken up again where it is: the map is not touched.
-      this.vacant.unlink(head);
-      head.vacant = false;
-      head.localIp = l;
-      head.localPort = k.localPort;
-      head.remoteIp = r;
-      head.remotePort = k.remotePort;
-      head.value = value;
-      if (++this.count > this.peak) this.peak = this.count;
-      return this;
-    }
     let last: Entry<V> | null = null;
     for (let e = head ?? null; e !== null; last = e, e = e.next) {
       if (!sameTuple(e, l, k.localPort, r, k.remotePort)) continue;
@@ -128,9 +88,6 @@ export class TupleMap<V> {
         remotePort: k.remotePort,
         value,
         next: null,
-        vacant: false,
-        older: null,
-        newer: null,
       };
     } else {
       entry.localIp = l;
@@ -159,18 +116,13 @@ export class TupleMap<V> {
     const r = norm(k.remoteIp);
     const h = hashOf(l, k.localPort, r, k.remotePort);
     let prev: Entry<V> | null = null;
-    const head = this.map.get(h) ?? null;
-    if (head?.vacant === true) return false;
-    for (let e = head; e !== null; prev = e, e = e.next) {
+    for (let e = this.map.get(h) ?? null; e !== null; prev = e, e = e.next) {
       if (!sameTuple(e, l, k.localPort, r, k.remotePort)) continue;
       if (only && e.value !== value) return false;
-      this.count--;
       if (prev !== null) prev.next = e.next;
       else if (e.next !== null) this.map.set(h, e.next);
-      else if (this.keepPlaces) {
-        this.vacate(e);
-        return true;
-      } else this.map.delete(h);
+      else this.map.delete(h);
+      this.count--;
       // Bounded by the most the map has held, not by what it holds now: a worker that moves its
       // ten thousand connections away empties its maps, and a bound by the current size kept
       // half of the entries (the other half were made again by the next ten thousand to come).
@@ -190,27 +142,10 @@ export class TupleMap<V> {
   clear(): void {
     this.map.clear();
     this.count = 0;
-    this.vacant.clear();
-  }
-
-  /** The hash's last entry, deleted, keeps its place (see `keepPlaces`); past the bound the oldest place goes. */
-  private vacate(e: Entry<V>): void {
-    // Nothing of the deleted tuple's value stays reachable from the map.
-    e.value = undefined as V;
-    e.vacant = true;
-    this.vacant.push(e);
-    if (this.vacant.size <= Math.max(SPARE_ENTRIES, this.peak)) return;
-    const old = this.vacant.oldest!;
-    this.vacant.unlink(old);
-    old.vacant = false;
-    // Its tuple is the last one it held, still its hash's.
-    this.map.delete(hashOf(old.localIp, old.localPort, old.remoteIp, old.remotePort));
-    if (this.keepSpares && this.spare.length < Math.max(SPARE_ENTRIES, this.peak)) this.spare.push(old);
   }
 
   *values(): IterableIterator<V> {
     for (const head of this.map.values()) {
-      if (head.vacant) continue;
       for (let c: Entry<V> | null = head; c !== null; c = c.next) yield c.value;
     }
   }
@@ -218,7 +153,6 @@ export class TupleMap<V> {
   /** Each entry as its key (a four-tuple, not a caller's object) and value. */
   *entries(): IterableIterator<[ConnKey, V]> {
     for (const head of this.map.values()) {
-      if (head.vacant) continue;
       for (let c: Entry<V> | null = head; c !== null; c = c.next) yield [c, c.value];
     }
   }
@@ -230,7 +164,6 @@ export class TupleMap<V> {
   list(): (ConnKey | V)[] {
     const out: (ConnKey | V)[] = [];
     for (const head of this.map.values()) {
-      if (head.vacant) continue;
       for (let c: Entry<V> | null = head; c !== null; c = c.next) out.push(c, c.value);
     }
     return out;
@@ -248,9 +181,7 @@ export class TupleMap<V> {
   ): Entry<V> | undefined {
     const l = norm(localIp);
     const r = norm(remoteIp);
-    const head = this.map.get(hashOf(l, localPort, r, remotePort));
-    if (head === undefined || head.vacant) return undefined;
-    for (let e: Entry<V> | null = head; e !== null; e = e.next)
+    for (let e = this.map.get(hashOf(l, localPort, r, remotePort)) ?? null; e !== null; e = e.next)
       if (sameTuple(e, l, localPort, r, remotePort)) return e;
     return undefined;
   }

@@ -705,10 +705,9 @@ export class WorkerNic extends HostNic {
   private readonly handles: (WorkerConnectionHandle | undefined)[] = [];
   /**
    * With spares: each connection moved here took a new entry that lived, and was promoted, until
-   * its next move (as the worker's own maps did, see TupleMap). With its places kept: a move
-   * takes every connection out, and the move back puts them in again (TupleMap keepPlaces).
+   * its next move (as the worker's own maps did, see TupleMap).
    */
-  private readonly byKey = new TupleMap<WorkerConnectionHandle>(true, true);
+  private readonly byKey = new TupleMap<WorkerConnectionHandle>(true);
   /** Bumped by every change of `byKey` but an install's own (see `installedList`). */
   private keyEpoch = 0;
   /**
