@@ -23,7 +23,13 @@ import { isOffloadable } from '../src/state/validate.ts';
 import { type ThreadTimes, threadsBetween, threadTimes } from '../test/interop/tap-load.ts';
 import { addWorkerHost, QUIET_IPV6 } from '../test/nic/worker-helpers.ts';
 import { benchMain, medianOf, parseBenchFlags } from './args.ts';
-import { openConnections, type TransferFigures, timeTransfers, type Verb } from './offload.ts';
+import {
+  openConnections,
+  type TransferFigures,
+  timeTransfers,
+  type Verb,
+  type WholeFigures,
+} from './offload.ts';
 
 /** CPU ms one verb of every connection cost each group of threads (see RunThreads). */
 export interface VerbCpu {
@@ -79,6 +85,12 @@ export interface WorkerOffloadBenchResult {
   /** With `cpu`: the move from the second WorkerNic back to the first, before the upload. */
   back?: TransferFigures;
   upload: TransferFigures;
+  /**
+   * Each verb of every connection in one call (after each run's batches; one sample per run):
+   * what a move of them all costs with the manager's parts in flight together, where the
+   * batches above each wait for the one before.
+   */
+  whole: Partial<Record<Verb, WholeFigures>>;
   /** With `cpu`: each verb's CPU by thread, ms per verb of every connection (median of the runs). */
   cpu?: Partial<Record<Verb, VerbCpu>>;
   /** Records read into pooled states (TransferRecord.readInto) during the timed transfers: by the host, by the workers. */
@@ -163,6 +175,7 @@ export async function benchOffloadWorker(
   const times = await timeTransfers(wh.offload, wh.nics[0]!, wh.nics[1]!, established, runs, prod, {
     back: meter !== null,
     around: meter?.around,
+    whole: true,
   });
   const counts = await Promise.all(wh.nics.map((n) => n.counters()));
   const sum = (k: string) => counts.reduce((n, c) => n + (c[k] ?? 0), 0);
@@ -216,6 +229,7 @@ export async function benchOffloadWorker(
     recordsTaken: sum('nic.initiate.records') + sum('nic.initiate.unbuilt'),
     recordFallbacks: sum('nic.worker.record-fallbacks') + sum('nic.terminate.record-fallbacks'),
     ...times,
+    whole: times.whole ?? {},
     ...(meter ? { cpu: meter.result() } : {}),
     pooled,
     tableEntries,
@@ -260,6 +274,11 @@ export function formatOffloadWorker(r: WorkerOffloadBenchResult): string {
       : '';
     lines.push(
       `${k.padEnd(7)} ${r.connections} IPv${r.family} connections (WorkerNic, ${r.states}): all in ${f.totalMs.toFixed(1)} ms (median run), per batch of ${f.batch} p50 ${f.p50Ms.toFixed(2)} ms, p99 ${f.p99Ms.toFixed(2)} ms${cpu}`,
+    );
+  }
+  for (const [k, f] of Object.entries(r.whole)) {
+    lines.push(
+      `${k.padEnd(7)} all ${r.connections} in one call: p50 ${f.p50Ms.toFixed(1)} ms, p99 ${f.p99Ms.toFixed(1)} ms (${f.samples} calls)`,
     );
   }
   const t = r.throughput;

@@ -87,6 +87,15 @@ export async function openConnections(
 /** Connections per timed transfer: percentiles come from many batches, not from a few runs. */
 export const BATCH = 100;
 
+/**
+ * One verb of every connection asked in a single call, the manager taking it in parts in flight
+ * together (as a failover's batch is): one sample per run.
+ */
+export interface WholeFigures extends Percentiles {
+  /** Calls timed (one per run): with few, the p99 is the slowest. */
+  samples: number;
+}
+
 /** The verbs timed: `back` (n1 to n0 again, before the upload) only when asked. */
 export type Verb = 'offload' | 'move' | 'back' | 'upload';
 
@@ -104,12 +113,18 @@ export async function timeTransfers(
   connections: number,
   runs: number,
   prod = false,
-  o: { back?: boolean; around?: (verb: Verb, run: number, end: boolean) => void } = {},
+  o: {
+    back?: boolean;
+    around?: (verb: Verb, run: number, end: boolean) => void;
+    /** After each run's batches, each verb of every connection once more in a single call. */
+    whole?: boolean;
+  } = {},
 ): Promise<{
   offload: TransferFigures;
   move: TransferFigures;
   upload: TransferFigures;
   back?: TransferFigures;
+  whole?: Partial<Record<Verb, WholeFigures>>;
 }> {
   // An untimed round trip learns the keys (and warms the code paths).
   const first = await m.offload('all', n0);
@@ -153,11 +168,26 @@ export async function timeTransfers(
       );
     totals[verb].push(total);
   };
+  const wholes: Record<Verb, number[]> = { offload: [], move: [], back: [], upload: [] };
+  // The batches above wait for each other, so each costs its hops between threads in full; a
+  // call with every connection has the manager's parts in flight together.
+  const whole = async (verb: Verb, run: number, go: () => Promise<TransferReport>): Promise<void> => {
+    const t = performance.now();
+    const r = await go();
+    wholes[verb].push(performance.now() - t);
+    if (r.moved.length !== connections)
+      throw new Error(`run ${run}: ${verb} of all in one call moved ${r.moved.length} of ${connections}`);
+  };
   for (let r = 0; r < runs; r++) {
     await timed('offload', r, (b) => m.offload(b, n0));
     await timed('move', r, (b) => m.move(b, n0, n1, { prod }));
     if (o.back) await timed('back', r, (b) => m.move(b, n1, n0, { prod }));
     await timed('upload', r, (b) => m.upload(b));
+    if (!o.whole) continue;
+    await whole('offload', r, () => m.offload(keys, n0));
+    await whole('move', r, () => m.move(keys, n0, n1, { prod }));
+    if (o.back) await whole('back', r, () => m.move(keys, n1, n0, { prod }));
+    await whole('upload', r, () => m.upload(keys));
   }
   const fig = (verb: Verb): TransferFigures => ({
     ...pct(samples[verb]),
@@ -170,5 +200,14 @@ export async function timeTransfers(
     move: fig('move'),
     upload: fig('upload'),
     ...(o.back ? { back: fig('back') } : {}),
+    ...(o.whole
+      ? {
+          whole: Object.fromEntries(
+            (Object.entries(wholes) as [Verb, number[]][])
+              .filter(([, l]) => l.length > 0)
+              .map(([v, l]) => [v, { ...pct(l), samples: l.length }]),
+          ),
+        }
+      : {}),
   };
 }

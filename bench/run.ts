@@ -129,6 +129,7 @@ const BENCHES: Record<string, { about: string; run: Bench; print: (r: Record<str
           offload: P;
           move: P;
           upload: P;
+          whole: Record<string, { p50Ms: number; p99Ms: number; samples: number }>;
           throughput: { connections: number; hostMbps: number; workersMbps: number; ratio: number };
         };
         const ref = r.reference as { what: string; ms: number };
@@ -141,6 +142,10 @@ const BENCHES: Record<string, { about: string; run: Bench; print: (r: Record<str
           f('offload (worker)', w.offload),
           f('move (worker)', w.move),
           f('upload (worker)', w.upload),
+          ...Object.entries(w.whole).map(
+            ([k, p]) =>
+              `${`${k} (worker)`.padEnd(16)} all in one call: p50 ${p.p50Ms.toFixed(1)} ms, p99 ${p.p99Ms.toFixed(1)} ms (${p.samples} calls)`,
+          ),
           `${d.connections} connections with ${(d.bytesQueued / 2 ** 20).toFixed(0)} MiB queued in their send rings (WorkerNic), bytes copied ${d.copiedBytes} (the first offload only):`,
           f('  offload', d.offload),
           f('  move', d.move),

@@ -1,7 +1,8 @@
 /**
  * `offload-worker --cpu` at a tiny size: the move back is timed beside the other verbs, and each
  * verb's CPU is read for the main thread, each NIC's worker (found by its thread's name) and the
- * rest. What the figures are is the benchmark's business; here, that they are there.
+ * rest; each verb of every connection is timed in one call as well. What the figures are is the
+ * benchmark's business; here, that they are there.
  */
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
@@ -21,7 +22,14 @@ test('--cpu: four verbs timed, each with CPU by thread, the workers by NIC', {
     for (const ms of [c.main, c.other, ...Object.values(c.workers)])
       assert.ok(Number.isFinite(ms) && ms >= 0, `${verb}: ${ms}`);
   }
+  // Each verb of every connection in one call too, once a run (it throws unless every one moved).
+  assert.deepEqual(Object.keys(r.whole).sort(), ['back', 'move', 'offload', 'upload']);
+  for (const [verb, w] of Object.entries(r.whole)) {
+    assert.equal(w.samples, 2, verb);
+    assert.ok(w.p50Ms > 0 && w.p99Ms >= w.p50Ms, `${verb}: ${w.p50Ms} ${w.p99Ms}`);
+  }
   const plain = await benchOffloadWorker({ connections: 40, runs: 1, streams: 2, bytesEach: 65_536 });
   assert.equal(plain.back, undefined, 'without --cpu the loop is as before');
   assert.equal(plain.cpu, undefined);
+  assert.deepEqual(Object.keys(plain.whole).sort(), ['move', 'offload', 'upload']);
 });

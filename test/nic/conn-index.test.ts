@@ -166,3 +166,36 @@ test('connections that leave and come back find their keys kept in the map; empt
   assert.ok(idx.placesDropped > 0);
   assert.equal(idx.size, 0);
 });
+
+test('past the bound a remove drops one emptied list, the one emptied longest ago, never a walk of them all', () => {
+  const idx = new ConnIndex<{ key: ConnKey }>();
+  const conn = (port: number, remote = 0x0a000002) => ({
+    key: { localIp: 0x0a000001, localPort: port, remoteIp: remote, remotePort: 80 },
+  });
+  // A peak of 2,000 held at once: up to 2,000 emptied lists may stay.
+  const held = Array.from({ length: 2000 }, (_, i) => conn(10_000 + i));
+  for (const v of held) idx.add(v);
+  for (const v of held) idx.remove(v);
+  assert.equal(idx.places, 2000);
+  // A connection of the first ones comes back and leaves again: now the newest emptied.
+  idx.add(held[0]!);
+  idx.remove(held[0]!);
+  let most = 0;
+  for (let i = 0; i < 5000; i++) {
+    const v = conn(30_000 + i, 0x0a000003);
+    idx.add(v);
+    const before = idx.placesDropped;
+    idx.remove(v);
+    most = Math.max(most, idx.placesDropped - before);
+    assert.ok(idx.places <= 2000, `${idx.places} keys held for 0 connections`);
+    // The oldest go first: until 1,999 others have gone, the one emptied again last stays.
+    if (i < 1999) assert.equal(idx.places, 2000);
+  }
+  assert.equal(most, 1, 'one list dropped per remove at most');
+  assert.equal(idx.placesDropped, 5000);
+  // The 1,999 first ones went, then the returned one, then 3,000 of those passing through: a new
+  // key takes a dropped list up again.
+  const made = idx.listsMade;
+  idx.add(held[1]!);
+  assert.equal(idx.listsMade, made, 'a dropped list is a spare for a new key');
+});

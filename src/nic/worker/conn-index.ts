@@ -14,6 +14,7 @@ import {
 } from '../../wire/fields.ts';
 import { IpProto } from '../../wire/ipv4.ts';
 import type { ConnKey } from '../nic.ts';
+import { OldestFirst } from '../oldest-first.ts';
 
 /**
  * The worker's connections by four-tuple, found from a frame without decoding it twice. Keyed by
@@ -27,12 +28,12 @@ export class ConnIndex<T extends { readonly key: ConnKey }> {
    * number, allocated by every add, remove and frame looked up. Lossy, so a list can hold other
    * ports (of the three pairs its key also names) and `get` compares the ports too.
    */
-  private readonly byPorts = new Map<number, T[]>();
+  private readonly byPorts = new Map<number, Bucket<T>>();
   /**
    * Lists dropped from the map, for the next new key: a connection moved away and back would
    * otherwise leave one array behind per move.
    */
-  private readonly spare: T[][] = [];
+  private readonly spare: Bucket<T>[] = [];
   private count = 0;
   private made = 0;
   /** The most connections held at once: how many emptied lists may stay in the map. */
@@ -43,7 +44,12 @@ export class ConnIndex<T extends { readonly key: ConnKey }> {
    * on the move back) shrinks and grows its table step by step, rehashing at each: 0.5-3 µs an
    * add or a remove against 40-170 ns with the keys kept (10,000 leaving and coming back).
    */
-  private empty = 0;
+  /**
+   * In the order they emptied: past the bound, a remove drops the oldest one, one step. A walk of
+   * the map that dropped them all at once took 3-15 ms inside one remove at a peak of 10,000, a
+   * worker's whole turn.
+   */
+  private readonly empty = new OldestFirst<Bucket<T>>();
   private dropped = 0;
 
   /**
@@ -66,24 +72,25 @@ export class ConnIndex<T extends { readonly key: ConnKey }> {
     return this.byPorts.size;
   }
 
-  /** Keys ever deleted from the map (emptied lists dropped past the bound, see `sweep`). */
+  /** Keys ever deleted from the map (emptied lists dropped past the bound, see `dropOldest`). */
   get placesDropped(): number {
     return this.dropped;
   }
 
   add(v: T): void {
     const p = portsKey(v.key.localPort, v.key.remotePort);
-    const list = this.byPorts.get(p);
-    if (list !== undefined) {
-      if (list.length === 0) this.empty--;
-      list.push(v);
+    const b = this.byPorts.get(p);
+    if (b !== undefined) {
+      if (b.items.length === 0) this.empty.unlink(b);
+      b.items.push(v);
     } else {
       let fresh = this.spare.pop();
       if (fresh === undefined) {
-        fresh = [];
+        fresh = { items: [], key: 0, older: null, newer: null };
         this.made++;
       }
-      fresh.push(v);
+      fresh.key = p;
+      fresh.items.push(v);
       this.byPorts.set(p, fresh);
     }
     if (++this.count > this.peak) this.peak = this.count;
@@ -91,35 +98,37 @@ export class ConnIndex<T extends { readonly key: ConnKey }> {
 
   remove(v: T): void {
     const p = portsKey(v.key.localPort, v.key.remotePort);
-    const list = this.byPorts.get(p);
+    const b = this.byPorts.get(p);
+    const list = b?.items;
     const at = list === undefined ? -1 : list.indexOf(v);
     if (at < 0) return;
     // Order within a list does not matter: the last one takes the removed one's place.
     const last = list!.pop()!;
     if (at < list!.length) list![at] = last;
     this.count--;
-    // Emptied, the list stays under its key for the connection's return (see `empty`).
-    if (list!.length === 0 && ++this.empty > Math.max(SPARE_LISTS, this.peak)) this.sweep();
+    if (list!.length !== 0) return;
+    // Emptied, the list stays under its key for the connection's return (see `empty`), the
+    // newest of them; past the bound the oldest goes.
+    this.empty.push(b!);
+    if (this.empty.size > Math.max(SPARE_LISTS, this.peak)) this.dropOldest();
   }
 
   /**
-   * Drop the emptied lists from the map (into the spares, as many as they hold), once more of
-   * them stay than the index has held connections at once: the tuples that pass through a
-   * long-lived worker are not bounded, its map must be.
+   * Drop the list emptied longest ago from the map (into the spares), once more emptied lists stay
+   * than the index has held connections at once: the tuples that pass through a long-lived worker
+   * are not bounded, its map must be. One list per remove, so no remove pays for many.
    */
-  private sweep(): void {
-    for (const [p, list] of this.byPorts) {
-      if (list.length !== 0) continue;
-      this.byPorts.delete(p);
-      this.dropped++;
-      if (this.spare.length < SPARE_LISTS) this.spare.push(list);
-    }
-    this.empty = 0;
+  private dropOldest(): void {
+    const b = this.empty.oldest!;
+    this.empty.unlink(b);
+    this.byPorts.delete(b.key);
+    this.dropped++;
+    if (this.spare.length < SPARE_LISTS) this.spare.push(b);
   }
 
   /** IPv4 addresses compared as u32, whichever sign the caller's numbers have; IPv6 handles whole. */
   get(localIp: number, localPort: number, remoteIp: number, remotePort: number): T | undefined {
-    const list = this.byPorts.get(portsKey(localPort, remotePort));
+    const list = this.byPorts.get(portsKey(localPort, remotePort))?.items;
     if (list === undefined) return undefined;
     const l = addr(localIp);
     const r = addr(remoteIp);
@@ -198,6 +207,14 @@ export class ConnIndex<T extends { readonly key: ConnKey }> {
     const dport = l4DstPort(frame, ip + 40);
     return inbound ? this.get(dst, dport, src, sport) : this.get(src, sport, dst, dport);
   }
+}
+
+/** The connections under one key of the map; while empty, a link in the order of emptied lists. */
+interface Bucket<T> {
+  readonly items: T[];
+  key: number;
+  older: Bucket<T> | null;
+  newer: Bucket<T> | null;
 }
 
 /**
