@@ -384,7 +384,8 @@ const UP_SLICE_MS = 8;
 const UP_MAY_PASS: ReadonlySet<WorkerNotice['t']> = new Set(['up', 'hb', 'tx', 'cap', 'ev', 'grow', 'grown']);
 /**
  * Queued in place of the frames of an 'up' batch that did not parse: the frame count then comes
- * from the worker's (DB_UP) once the frames before it reached the host.
+ * from the worker's (DB_UP, less the frames queued behind it) once the frames before it reached
+ * the host.
  */
 const UP_RESYNC = new Uint8Array(0);
 /** Held grows run at most this many a turn (each allocates a block and copies a send ring). */
@@ -772,6 +773,8 @@ export class WorkerNic extends HostNic {
   private upSeen = 0;
   /** Frames from the worker's 'up' batches waiting for their turn to reach the host stack. */
   private readonly upFrames: TurnQueue<Uint8Array>;
+  /** Of those, the frames (not UP_RESYNC marks): the worker's count already holds them. */
+  private upQueued = 0;
   /** The connections the worker runs, for the other workers of a team (worker/peers.ts). */
   readonly owners: OwnerTable;
   /**
@@ -2277,7 +2280,10 @@ export class WorkerNic extends HostNic {
     }
   }
 
-  private readonly pushUp = (frame: Uint8Array): void => this.upFrames.push(frame);
+  private readonly pushUp = (frame: Uint8Array): void => {
+    this.upQueued++;
+    this.upFrames.push(frame);
+  };
 
   /**
    * A frame the worker passed up, in its turn: to the host stack (nowhere once the NIC closed).
@@ -2285,9 +2291,13 @@ export class WorkerNic extends HostNic {
    */
   private readonly upFrame = (frame: Uint8Array): void => {
     if (frame === UP_RESYNC) {
-      this.upSeen = Atomics.load(this.doorbell, DB_UP);
+      // Not the worker's count alone: the frames of later batches queued behind this mark are in
+      // it already, and each adds one as it runs. Counted twice, the host's count would stay
+      // ahead for good, and rxReadState would never again report the worker caught up.
+      this.upSeen = (Atomics.load(this.doorbell, DB_UP) - this.upQueued) | 0;
       return;
     }
+    this.upQueued--;
     this.upSeen = (this.upSeen + 1) | 0;
     (this.host.receiver ?? ignoreFrame)(frame);
   };

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import type { TestContext } from 'node:test';
 import { describe, test } from 'node:test';
 import { ConnectionError } from '../../src/core/errors.ts';
-import { EV_CLOSED, EV_READABLE, EV_WRITABLE } from '../../src/nic/worker/protocol.ts';
+import { DB_UP, EV_CLOSED, EV_READABLE, EV_WRITABLE } from '../../src/nic/worker/protocol.ts';
 import type { WorkerConnectionHandle, WorkerNic } from '../../src/nic/worker-nic.ts';
 import { idleConnections, socketKey } from './worker-helpers.ts';
 
@@ -209,6 +209,46 @@ describe('WorkerNic deliveries, grows and frames passed up, a bounded number a t
     );
     assert.ok(Math.max(...seen) <= 64, `at most 64 a turn, got ${Math.max(...seen)}`);
     void nic.kill();
+  });
+
+  test("a batch passed up that did not parse leaves the host's count of frames equal to the worker's once the queue behind it ran", {
+    timeout: 60_000,
+  }, async (t) => {
+    // The count (upSeen against DB_UP) is what rxReadState reads to say the worker's frames all
+    // reached the host: one left unequal stops the team judging that member's probes for good.
+    const { wh } = await idleConnections(t, { seed: 11, n: 1, nics: 1, capacity: 8 });
+    const nic = wh.nics[0] as WorkerNic;
+    const inner = nic as unknown as {
+      host: { handler: ((f: Uint8Array) => void) | null };
+      doorbell: Int32Array;
+      upSeen: number;
+      onMessage(m: { t: 'up'; buf: ArrayBuffer; len: number }): void;
+    };
+    await until(() => nic.rxReadState().empty !== false);
+    let got = 0;
+    inner.host.handler = () => {
+      got++;
+    };
+    const batch = (frames: number, truncated: boolean): ArrayBuffer => {
+      const buf = new ArrayBuffer(frames * 64 + (truncated ? 8 : 0));
+      const dv = new DataView(buf);
+      for (let i = 0; i < frames; i++) dv.setUint32(i * 64, 60);
+      // A length that runs past the batch's end: the rest of it does not parse.
+      if (truncated) dv.setUint32(frames * 64, 60);
+      return buf;
+    };
+    // The worker passed up 2 + 3 frames (its count says so); the first batch reached the host
+    // with only its first frame readable, and the second is queued behind it.
+    const base = inner.upSeen;
+    Atomics.store(inner.doorbell, DB_UP, base + 5);
+    const bad = batch(1, true);
+    const good = batch(3, false);
+    inner.onMessage({ t: 'up', buf: bad, len: bad.byteLength });
+    inner.onMessage({ t: 'up', buf: good, len: good.byteLength });
+    await until(() => got === 4);
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(inner.upSeen, base + 5, "the host's count is the worker's again");
+    assert.notEqual(nic.rxReadState().empty, false, 'rxReadState reports progress again');
   });
 
   test('the grows a burst of placements held run at most 16 a turn once it ends, every one', {
