@@ -264,9 +264,14 @@ export function hardStateOf(s: TcpState, out: HardState = emptyHardState()): Har
   out.finSent = d.finSent;
   out.finReceived = d.finReceived;
   out.readClosed = d.readClosed;
-  // Thread-local rings: the record is taken at the instant of death, so there is nothing to catch up.
-  out.sendReadPos = 0;
-  out.recvWritePos = 0;
+  // The record is taken at the instant of death, so the rebuild must find nothing to catch up:
+  // thread-local rings have no positions, but a connection a worker ran keeps its block's shared
+  // rings wherever it runs next (a LocalNic too), and their positions carry its whole history,
+  // which read against 0 would move snd.una and rcv.nxt past bytes never acknowledged or received.
+  const sr = d.sendBuffer.shared;
+  const rr = d.recvBuffer.shared;
+  out.sendReadPos = sr === null ? 0 : sharedRingPositions(sr).read;
+  out.recvWritePos = rr === null ? 0 : sharedRingPositions(rr).write;
   const v6 = c.remoteIp > 0xffffffff ? s.path.addrs : undefined;
   out.localIp = v6 ? 0 : c.localIp;
   out.localPort = c.localPort;

@@ -501,6 +501,37 @@ describe('hard-state record', () => {
     keepReleasedBlocks([]);
   });
 
+  test("a record taken in this thread from a state on a worker's shared rings rebuilds at the state's own positions", () => {
+    // A LocalNic runs a connection a worker ran before (its rings stay the block's, in this thread
+    // too) and crashes: its record (hardStateOf) is taken at the instant of death, so the rebuild
+    // must find nothing moved since. Positions of 0 read the rings' whole history as bytes
+    // acknowledged and stored after the record, and moved snd.una and rcv.nxt past them.
+    const { s } = established();
+    const d = s.delegated;
+    // History: bytes already acknowledged and already read, as a connection that ran a while.
+    d.sendBuffer.read(new Uint8Array(1000));
+    d.sndUna = (d.sndUna + 1000) >>> 0;
+    d.recvBuffer.read(new Uint8Array(700));
+    d.recvBuffer.write(new Uint8Array(300).fill(5));
+    d.rcvNxt = (d.rcvNxt + 300) >>> 0;
+    for (const ownThread of [true, false]) {
+      const r = rebuildTcpState(
+        hardStateOf(s),
+        d.sendBuffer,
+        d.recvBuffer,
+        s.cached,
+        s.path,
+        0,
+        null,
+        ownThread,
+      );
+      assert.equal(r.delegated.sndUna, d.sndUna, `snd.una where the state had it (ownThread ${ownThread})`);
+      assert.equal(r.delegated.sndMax, d.sndMax, 'the flight kept');
+      assert.equal(r.delegated.rcvNxt, d.rcvNxt, 'rcv.nxt where the state had it');
+      assert.equal(r.delegated.bytesIn, d.bytesIn, 'no bytes counted twice');
+    }
+  });
+
   test('an orphaned FIN_WAIT_2 (closed by its user) rebuilt does not wait forever for the peer FIN', () => {
     const a = new Bench();
     const p = passiveOpen(a);
