@@ -12,40 +12,16 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { test } from 'node:test';
-import type { RxOffloadInfo } from '../../src/link/link.ts';
-import { LinkWrapper } from '../../src/link/link-wrapper.ts';
-import { SimNetwork } from '../../src/sim/sim-network.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
-import { buildTeamHost } from '../../src/team/team-host.ts';
+import { rig } from './accept-at-nic-helpers.ts';
 
 const HOST_IP = 0x0a000001;
 const PEER_IP = 0x0a000002;
 
-class Hold extends LinkWrapper {
-  handler: ((frame: Uint8Array, info?: RxOffloadInfo) => void) | null = null;
-  drop: ((frame: Uint8Array) => boolean) | null = null;
-  override onFrame(h: (frame: Uint8Array, info?: RxOffloadInfo) => void): void {
-    this.handler = h;
-    super.onFrame((frame, info) => {
-      if (this.drop?.(frame) === true) return;
-      h(frame, info);
-    });
-  }
-}
-
 test('accept-at-nic: a cookie SYN resent, answered at a member once the gate clears, resets the cookie connection', {
   todo: 'review r2: not fixed',
 }, async () => {
-  const net = new SimNetwork({ seed: 23 });
-  const peer = net.addHost({ ip: '10.0.0.2/24', name: 'peer', impair: { delayMs: 1 } });
-  const ports: Hold[] = [];
-  const host = buildTeamHost(net, {
-    ip: '10.0.0.1/24',
-    nics: 2,
-    policy: { mode: 'manual' },
-    wrapPort: (p, i) => (ports[i] = new Hold(p)),
-  });
-  host.manager.acceptAtNic = true;
+  const { net, peer, host, ports } = rig();
   const accepted: TcpSocket[] = [];
   host
     .createServer((s: TcpSocket) => {
