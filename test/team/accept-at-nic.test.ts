@@ -7,47 +7,15 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { describe, test } from 'node:test';
-import type { RxOffloadInfo } from '../../src/link/link.ts';
-import { LinkWrapper } from '../../src/link/link-wrapper.ts';
 import type { LocalNic } from '../../src/nic/local-nic.ts';
 import type { ConnKey } from '../../src/nic/nic.ts';
-import { SimNetwork } from '../../src/sim/sim-network.ts';
+import type { SimNetwork } from '../../src/sim/sim-network.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
-import { buildTeamHost, type TeamHost } from '../../src/team/team-host.ts';
-import { echo, pattern } from './accept-at-nic-helpers.ts';
+import type { TeamHost } from '../../src/team/team-host.ts';
+import { echo, pattern, rig } from './accept-at-nic-helpers.ts';
 
 const HOST_IP = 0x0a000001;
 const PEER_IP = 0x0a000002;
-
-/** A member's port that also hands what it receives to `also` (another member, as a switch might). */
-class Echoing extends LinkWrapper {
-  handler: ((frame: Uint8Array, info?: RxOffloadInfo) => void) | null = null;
-  also: ((frame: Uint8Array) => void) | null = null;
-  /** Frames it loses instead of handing them on (true: lost). */
-  drop: ((frame: Uint8Array) => boolean) | null = null;
-  override onFrame(h: (frame: Uint8Array, info?: RxOffloadInfo) => void): void {
-    this.handler = h;
-    super.onFrame((frame, info) => {
-      if (this.drop?.(frame) === true) return;
-      h(frame, info);
-      this.also?.(frame);
-    });
-  }
-}
-
-function rig() {
-  const net = new SimNetwork({ seed: 23 });
-  const peer = net.addHost({ ip: '10.0.0.2/24', name: 'peer', impair: { delayMs: 1 } });
-  const ports: Echoing[] = [];
-  const host = buildTeamHost(net, {
-    ip: '10.0.0.1/24',
-    nics: 2,
-    policy: { mode: 'manual' },
-    wrapPort: (p, i) => (ports[i] = new Echoing(p)),
-  });
-  host.manager.acceptAtNic = true;
-  return { net, peer, host, ports };
-}
 
 const keyOf = (s: TcpSocket): ConnKey => ({
   localIp: HOST_IP,

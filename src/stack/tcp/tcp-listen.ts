@@ -334,9 +334,15 @@ export class Listeners {
    * established on it, so the ACK is unacceptable only to the half-open connection, whose RST
    * (RFC 9293 for SYN_RECEIVED) would reset a connection the peer holds (the likely cause, not
    * caught in a capture, of 14 of 5,000 downloads against the kernel reset with nothing received,
-   * the last to connect, while serve's main thread was seconds behind its SYNs). Linux hands an ACK its request sock refuses to the listener's cookie check
-   * (tcp_check_req, then tcp_v4_cookie_check); here the half-open connection goes and the cookie's
-   * takes its place. False when the ACK is not one of our cookies (the half-open one answers it).
+   * the last to connect, while serve's main thread was seconds behind its SYNs). Linux hands an ACK
+   * its request sock refuses to the listener's cookie check (tcp_check_req, then
+   * tcp_v4_cookie_check), which since 5.11 drops it in silence when that request sock holds the
+   * tuple (the child collides with it in the established hash: found_dup_sk, commit 01770a166165):
+   * the peer stalls until the request sock's SYN-ACKs give up (about 63 s), and then its next
+   * segment opens the connection if the cookie is still valid, or draws the listener's RST. Here
+   * the half-open connection goes and the cookie's takes its place at once, as Linux before 5.11
+   * took the cookie. False when the ACK is not one of our cookies: the half-open one answers it
+   * with a RST, as Linux's listener does.
    */
   cookieOverHalfOpen(
     l: Listener,

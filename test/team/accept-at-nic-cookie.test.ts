@@ -1,0 +1,90 @@
+/**
+ * A fault found in review r2 of s35h3, not fixed: the cookie's ACK over a half-open connection
+ * (Listeners.cookieOverHalfOpen) is honoured only where the cookie was made, the host. With
+ * accept-at-NIC, the host clears its listener's gate word [2] (NICs pass SYNs up) as soon as no
+ * half-open connection is left anywhere; a peer's SYN resent before it took the host's cookie
+ * SYN-ACK, arriving after that, is answered at a member with another ISS, and the member's
+ * half-open connection answers the cookie's ACK (or the peer's challenge ACK) with a RST: the peer
+ * is reset, the fault s35h3 fixed on the host. Marked todo until a fix (a gate held longer after a
+ * cookie, or a member passing such an ACK up); the gate's words are set by hand here for what a
+ * burst makes (the half-open backlog full, then empty).
+ */
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { test } from 'node:test';
+import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
+import { rig } from './accept-at-nic-helpers.ts';
+
+const HOST_IP = 0x0a000001;
+const PEER_IP = 0x0a000002;
+
+test('accept-at-nic: a cookie SYN resent, answered at a member once the gate clears, resets the cookie connection', {
+  todo: 'review r2: not fixed',
+}, async () => {
+  const { net, peer, host, ports } = rig();
+  const accepted: TcpSocket[] = [];
+  host
+    .createServer((s: TcpSocket) => {
+      accepted.push(s);
+      s.on('error', () => {});
+    })
+    .listen({ port: 80, backlog: 1 });
+  await peer.ping('10.0.0.1');
+  const firsts = [peer.connect(80, '10.0.0.1'), peer.connect(80, '10.0.0.1')];
+  await Promise.all(firsts.map((c) => once(c, 'connect')));
+  while (accepted.length < 2) await net.sleep(1);
+  for (let i = 0; i < 2; i++) {
+    const s = accepted[i]!;
+    const r = await host.manager.offload(
+      [{ localIp: HOST_IP, localPort: 80, remoteIp: PEER_IP, remotePort: s.remotePort! }],
+      host.nics[i],
+    );
+    assert.equal(r.moved.length, 1);
+  }
+  const l = host.stack.tcp.listeners.find(HOST_IP, 80)!;
+  const gate = l.gate!;
+  // Hold every frame of the new connection's port from the peer.
+  let xPort = -1;
+  const held: { i: number; f: Uint8Array; flags: number }[] = [];
+  for (let i = 0; i < 2; i++)
+    ports[i]!.drop = (f) => {
+      if (f.length < 54 || f[12] !== 0x08 || f[13] !== 0x00 || f[23] !== 6) return false;
+      const l4 = 14 + (f[14]! & 0x0f) * 4;
+      const sp = (f[l4]! << 8) | f[l4 + 1]!;
+      if (sp !== xPort) return false;
+      held.push({ i, f: f.slice(), flags: f[l4 + 13]! });
+      return true;
+    };
+  const x = peer.connect(80, '10.0.0.1');
+  let err: Error | null = null;
+  x.on('error', (e) => {
+    err = e;
+  });
+  await net.sleep(0);
+  xPort = x.localPort!;
+  while (held.filter((h) => h.flags === 2).length < 2) await net.sleep(50);
+  // Serve's main thread catches up: its half-open backlog full (as thousands of SYNs make it),
+  // the first SYN gets a cookie.
+  Atomics.store(gate, 1, l.backlog);
+  const [s1, s2] = held.splice(0, 2);
+  const cookies0 = host.stack.counters.get('tcp.syncookies.sent');
+  ports[s1!.i]!.handler!(s1!.f);
+  await net.sleep(5);
+  assert.ok(host.stack.counters.get('tcp.syncookies.sent') > cookies0, 'the host answered with a cookie');
+  assert.equal(x.connecting, false, "the peer took the cookie's SYN-ACK");
+  // The handshakes in progress end: none half-open anywhere (the host's own pending setter clears [2] then).
+  Atomics.store(gate, 1, 0);
+  Atomics.store(gate, 2, 0);
+  // The resent SYN, then the cookie's ACK.
+  const syn = () => host.nics.reduce((a, n) => a + n.engine.counters.get('nic.listen.syn'), 0);
+  const syns0 = syn();
+  ports[s2!.i]!.handler!(s2!.f);
+  await net.sleep(5);
+  assert.equal(syn() - syns0, 1, 'a member answered the resent SYN');
+  for (const h of held.splice(0)) ports[h.i]!.handler!(h.f);
+  xPort = -2;
+  await net.sleep(200);
+  assert.equal(err, null, 'the peer is not reset');
+  host.close();
+  net.close();
+});
