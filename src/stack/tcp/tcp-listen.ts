@@ -111,8 +111,13 @@ export class Listener implements TcpListener, ListenerRef {
     if (g !== null) {
       const all = Atomics.add(g, 1, n - this.pendingNow) + n - this.pendingNow;
       if (this.gateWord >= 0) Atomics.add(g, this.gateWord, n - this.pendingNow);
-      // No half-open connection left anywhere: no cookie's SYN is still being answered.
-      else if (all === 0) Atomics.store(g, 2, 0);
+      // NICs answer SYNs again only once no half-open connection is left anywhere and none of our
+      // cookies is still valid: a SYN the peer resent before it took a cookie's SYN-ACK, answered
+      // at a NIC with another ISS, would make a half-open connection there that resets the
+      // cookie's connection at its ACK (a NIC cannot check the host's cookies; the host's own
+      // half-open connection gives way to the cookie, cookieOverHalfOpen). Review r2 of s35h3.
+      else if (all === 0 && this.listeners.now() - this.lastOverflowAt >= SYNCOOKIE_VALID_MS)
+        Atomics.store(g, 2, 0);
     }
     this.pendingNow = n;
   }
@@ -155,6 +160,11 @@ export class Listeners {
 
   has(port: number): boolean {
     return this.byPort.has(port);
+  }
+
+  /** The stack's clock, for a listener's gate (see Listener.pending). */
+  now(): number {
+    return this.layer.env.clock.now();
   }
 
   /**
@@ -341,7 +351,9 @@ export class Listeners {
    * the peer stalls until the request sock's SYN-ACKs give up (about 63 s), and then its next
    * segment opens the connection if the cookie is still valid, or draws the listener's RST. Here
    * the half-open connection goes and the cookie's takes its place at once, as Linux before 5.11
-   * took the cookie. False when the ACK is not one of our cookies: the half-open one answers it
+   * took the cookie: 5.11 closed a race of two CPUs each making a child for one tuple, and this
+   * listener runs on one thread, so the half-open connection is retired first and the peer,
+   * established on the cookie, is not stalled for a minute (a deliberate difference). False when the ACK is not one of our cookies: the half-open one answers it
    * with a RST, as Linux's listener does.
    */
   cookieOverHalfOpen(
