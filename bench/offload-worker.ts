@@ -91,6 +91,11 @@ export interface WorkerOffloadBenchResult {
    * batches above each wait for the one before.
    */
   whole: Partial<Record<Verb, WholeFigures>>;
+  /**
+   * Every connection moved in one call, once, before the runs, to the WorkerNic that has never
+   * held them (a failover's case); its reference is `whole.move`, the same move to a warm worker.
+   */
+  firstMoveMs: number;
   /** With `cpu`: each verb's CPU by thread, ms per verb of every connection (median of the runs). */
   cpu?: Partial<Record<Verb, VerbCpu>>;
   /** Records read into pooled states (TransferRecord.readInto) during the timed transfers: by the host, by the workers. */
@@ -176,6 +181,7 @@ export async function benchOffloadWorker(
     back: meter !== null,
     around: meter?.around,
     whole: true,
+    first: true,
   });
   const counts = await Promise.all(wh.nics.map((n) => n.counters()));
   const sum = (k: string) => counts.reduce((n, c) => n + (c[k] ?? 0), 0);
@@ -230,6 +236,7 @@ export async function benchOffloadWorker(
     recordFallbacks: sum('nic.worker.record-fallbacks') + sum('nic.terminate.record-fallbacks'),
     ...times,
     whole: times.whole ?? {},
+    firstMoveMs: times.firstMoveMs ?? 0,
     ...(meter ? { cpu: meter.result() } : {}),
     pooled,
     tableEntries,
@@ -281,6 +288,9 @@ export function formatOffloadWorker(r: WorkerOffloadBenchResult): string {
       `${k.padEnd(7)} all ${r.connections} in one call: p50 ${f.p50Ms.toFixed(1)} ms, p99 ${f.p99Ms.toFixed(1)} ms (${f.samples} calls)`,
     );
   }
+  lines.push(
+    `first   all ${r.connections} in one call to the WorkerNic that never held them: ${r.firstMoveMs.toFixed(1)} ms (once; against move's p50 above)`,
+  );
   const t = r.throughput;
   lines.push(
     `${t.connections} connections × ${t.bytesEach >> 20} MiB: host stack alone ${t.hostMbps} Mbit/s, over two WorkerNics ${t.workersMbps} Mbit/s (×${t.ratio})`,

@@ -118,6 +118,11 @@ export async function timeTransfers(
     around?: (verb: Verb, run: number, end: boolean) => void;
     /** After each run's batches, each verb of every connection once more in a single call. */
     whole?: boolean;
+    /**
+     * Before the runs, every connection moved in one call to `n1`, which has never held them (a
+     * failover's case): timed apart from `whole`'s moves, which find `n1` warm.
+     */
+    first?: boolean;
   } = {},
 ): Promise<{
   offload: TransferFigures;
@@ -125,6 +130,7 @@ export async function timeTransfers(
   upload: TransferFigures;
   back?: TransferFigures;
   whole?: Partial<Record<Verb, WholeFigures>>;
+  firstMoveMs?: number;
 }> {
   // An untimed round trip learns the keys (and warms the code paths).
   const first = await m.offload('all', n0);
@@ -178,6 +184,18 @@ export async function timeTransfers(
     if (r.moved.length !== connections)
       throw new Error(`run ${run}: ${verb} of all in one call moved ${r.moved.length} of ${connections}`);
   };
+  let firstMoveMs: number | undefined;
+  if (o.first) {
+    await whole('offload', -1, () => m.offload(keys, n0));
+    wholes.offload.pop();
+    const t = performance.now();
+    const r = await m.move(keys, n0, n1, { prod });
+    firstMoveMs = performance.now() - t;
+    if (r.moved.length !== connections)
+      throw new Error(`first move of all in one call moved ${r.moved.length} of ${connections}`);
+    await whole('upload', -1, () => m.upload(keys));
+    wholes.upload.pop();
+  }
   for (let r = 0; r < runs; r++) {
     await timed('offload', r, (b) => m.offload(b, n0));
     await timed('move', r, (b) => m.move(b, n0, n1, { prod }));
@@ -200,6 +218,7 @@ export async function timeTransfers(
     move: fig('move'),
     upload: fig('upload'),
     ...(o.back ? { back: fig('back') } : {}),
+    ...(firstMoveMs !== undefined ? { firstMoveMs } : {}),
     ...(o.whole
       ? {
           whole: Object.fromEntries(

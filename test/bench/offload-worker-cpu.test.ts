@@ -28,6 +28,8 @@ test('--cpu: four verbs timed, each with CPU by thread, the workers by NIC', {
     assert.equal(w.samples, 2, verb);
     assert.ok(w.p50Ms > 0 && w.p99Ms >= w.p50Ms, `${verb}: ${w.p50Ms} ${w.p99Ms}`);
   }
+  // The first move to the worker that never held them, once, before the runs.
+  assert.ok(r.firstMoveMs > 0, `first move: ${r.firstMoveMs}`);
   const plain = await benchOffloadWorker({ connections: 40, runs: 1, streams: 2, bytesEach: 65_536 });
   assert.equal(plain.back, undefined, 'without --cpu the loop is as before');
   assert.equal(plain.cpu, undefined);

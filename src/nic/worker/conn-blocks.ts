@@ -214,12 +214,16 @@ export function blockParts(b: ConnBlockRef): BlockParts {
     partsCount.found++;
     return known;
   }
+  // The rings take the header views checked here: a view over shared memory is the costly part of
+  // a connection's first visit to this worker (one move of 10,000: BENCHMARKS.md, "The first move").
+  const sendCtl = checkSharedRingRef(b.send);
+  const recvCtl = checkSharedRingRef(b.recv);
   const parts: BlockParts = {
     block: b,
-    sendCtl: checkSharedRingRef(b.send),
-    recvCtl: checkSharedRingRef(b.recv),
-    send: ByteRing.attachShared(b.send),
-    recv: ByteRing.attachShared(b.recv),
+    sendCtl,
+    recvCtl,
+    send: ByteRing.attachShared(b.send, sendCtl),
+    recv: ByteRing.attachShared(b.recv, recvCtl),
     record: new HardStateRecord(b.sab, b.at),
     transfer: new TransferRecord(b.sab, b.at + TRANSFER_RECORD_AT),
     sendOffset: b.send.offset,

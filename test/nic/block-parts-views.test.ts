@@ -1,0 +1,64 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { allocConnBlock, type ConnBlockRef } from '../../src/nic/hard-state.ts';
+import { blockParts } from '../../src/nic/worker/conn-blocks.ts';
+import { ByteRing } from '../../src/state/byte-ring.ts';
+import { RING_WRITE } from '../../src/state/shared-ring.ts';
+
+/** A block as the host lays one out: both rings' headers written. */
+function block(): ConnBlockRef {
+  const b = allocConnBlock(4096, 4096);
+  ByteRing.createShared(b.send.capacity, b.send);
+  ByteRing.createShared(b.recv.capacity, b.recv);
+  return b;
+}
+
+/** Typed arrays of each kind `f` makes (the globals wrapped to count meanwhile). */
+function viewsMadeBy(f: () => void): { i32: number; u8: number } {
+  const made = { i32: 0, u8: 0 };
+  const I32 = globalThis.Int32Array;
+  const U8 = globalThis.Uint8Array;
+  globalThis.Int32Array = new Proxy(I32, {
+    construct: (c, args) => {
+      made.i32++;
+      return Reflect.construct(c, args);
+    },
+  });
+  globalThis.Uint8Array = new Proxy(U8, {
+    construct: (c, args) => {
+      made.u8++;
+      return Reflect.construct(c, args);
+    },
+  });
+  try {
+    f();
+  } finally {
+    globalThis.Int32Array = I32;
+    globalThis.Uint8Array = U8;
+  }
+  return made;
+}
+
+// A view over shared memory costs microseconds to make: a worker's first take of 10,000
+// connections was mostly that (BENCHMARKS.md, "The first move to a worker").
+test("a block's first parts make one header view and one data view per ring, and no ring buffer", () => {
+  blockParts(block()); // the slab's record views, made once per buffer
+  const b = block();
+  let parts: ReturnType<typeof blockParts> | undefined;
+  const made = viewsMadeBy(() => {
+    parts = blockParts(b);
+  });
+  assert.deepEqual(made, { i32: 2, u8: 2 });
+  // The rings work over the header views they were given.
+  const p = parts!;
+  assert.equal(p.send.write(new Uint8Array([1, 2, 3])), 3);
+  const out = new Uint8Array(3);
+  assert.equal(p.send.peek(0, out, 0, 3), 3);
+  assert.deepEqual([...out], [1, 2, 3]);
+  assert.equal(Atomics.load(p.sendCtl, RING_WRITE), 3);
+  // Found again: nothing made.
+  assert.deepEqual(
+    viewsMadeBy(() => blockParts(b)),
+    { i32: 0, u8: 0 },
+  );
+});
