@@ -12,20 +12,12 @@ import type { TestContext } from 'node:test';
 import { test } from 'node:test';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { TCP_STATE_NAMES, TcpStateId } from '../../src/state/tcp-state.ts';
-import { keyOf, PEER_IP, setup, type WorkerTeamRig } from './worker-team-helpers.ts';
+import { keyOf, PEER_IP, setup, stateOn, type WorkerTeamRig } from './worker-team-helpers.ts';
 
 const BYTES = 20_000;
 
-async function stateAt(rig: WorkerTeamRig, s: TcpSocket): Promise<number | null> {
-  const k = keyOf(s);
-  const q = (await rig.nics[0]!.query()).find(
-    (x) =>
-      x.key.localPort === k.localPort &&
-      x.key.remotePort === k.remotePort &&
-      x.key.localIp === k.localIp &&
-      x.key.remoteIp === k.remoteIp,
-  );
-  return q === undefined ? null : q.state;
+function stateAt(rig: WorkerTeamRig, s: TcpSocket): Promise<number | null> {
+  return stateOn(rig.nics[0]!, s);
 }
 
 async function reach(rig: WorkerTeamRig, s: TcpSocket, want: TcpStateId): Promise<void> {
