@@ -63,6 +63,12 @@ export interface ChurnRun {
   slabsGone: number | null;
   /** Times each worker showed its collector a slab's worth of buffers the host let go (null: not counted). */
   workerWeighed: (number | null)[];
+  /**
+   * At the end, each worker's connections in TIME_WAIT still holding their shared block, and those
+   * of them with bytes unread (null: not counted by that build).
+   */
+  timeWaitBlocks: (number | null)[];
+  timeWaitUnread: (number | null)[];
   /** Connections that did not open, or did not close, summed over the cycles. */
   failedOpen: number;
   unclosed: number;
@@ -187,6 +193,8 @@ async function churnHere(root: string, mode: 'workers' | 'host', o: ChurnOptions
     slabsMade: made,
     slabsGone: gone,
     workerWeighed: counters.map((c) => c['nic.slabs.weighed'] ?? null),
+    timeWaitBlocks: counters.map((c) => c['nic.time-wait.blocks'] ?? null),
+    timeWaitUnread: counters.map((c) => c['nic.time-wait.unread'] ?? null),
     failedOpen,
     unclosed,
   };
@@ -222,7 +230,7 @@ export async function benchChurn(o: ChurnOptions, log: (l: string) => void = () 
 
 function line(r: ChurnRun): string {
   const m = (x: ChurnMemory) => `${x.rss} / ${x.arrayBuffers} / ${x.heapUsed}`;
-  return `${r.mode} ${r.root}: ${r.cycles} cycles in ${r.seconds} s; RSS / arrayBuffers / heap MiB: start ${m(r.start)}, peak ${m(r.peak)}, end ${m(r.end)}; workers' heaps ${r.workerHeap.join(', ')} MiB; slabs made ${r.slabsMade ?? '-'}, host objects collected ${r.slabsGone ?? '-'}; slabs' worth weighed by the workers ${r.workerWeighed.join(', ')}; failed opens ${r.failedOpen}, unclosed ${r.unclosed}`;
+  return `${r.mode} ${r.root}: ${r.cycles} cycles in ${r.seconds} s; RSS / arrayBuffers / heap MiB: start ${m(r.start)}, peak ${m(r.peak)}, end ${m(r.end)}; workers' heaps ${r.workerHeap.join(', ')} MiB; slabs made ${r.slabsMade ?? '-'}, host objects collected ${r.slabsGone ?? '-'}; slabs' worth weighed by the workers ${r.workerWeighed.join(', ')}; TIME_WAIT holding blocks ${r.timeWaitBlocks.join(', ')} (unread ${r.timeWaitUnread.join(', ')}); failed opens ${r.failedOpen}, unclosed ${r.unclosed}`;
 }
 
 export function formatChurn(r: ChurnResult): string {

@@ -5,6 +5,7 @@ import { seqAdd, seqDiff, seqSub } from '../stack/tcp/seq.ts';
 import { ByteRing } from '../state/byte-ring.ts';
 import type { PathState } from '../state/path-state.ts';
 import {
+  initSharedRing,
   RING_READ,
   RING_WRITE,
   type SharedRingRef,
@@ -608,6 +609,28 @@ export function allocConnBlock(sendCapacity: number, recvCapacity: number): Conn
     send: { sab, offset: at + sendAt, capacity: sendCapacity },
     recv: { sab, offset: at + recvAt, capacity: recvCapacity },
   };
+}
+
+let gone: ConnBlockRef | null = null;
+
+/**
+ * What a connection's worker slot and host handle hold in place of the block it gave back: a
+ * connection in TIME_WAIT with nothing left in its rings needs no buffers, only its state (as
+ * Linux keeps a small timewait sock, not the socket), and its block held the block's slab alive
+ * for the 60 s of TIME_WAIT (see giveBack in nic-worker.ts). One per thread, never named to another
+ * thread; what is written to it is read by nobody.
+ */
+export function goneBlock(): ConnBlockRef {
+  if (gone !== null) return gone;
+  const ring = sharedRingBytes(8);
+  const sab = new SharedArrayBuffer(HARD_STATE_BYTES + 2 * ring);
+  gone = {
+    sab,
+    at: 0,
+    send: initSharedRing(sab, HARD_STATE_BYTES, 8),
+    recv: initSharedRing(sab, HARD_STATE_BYTES + ring, 8),
+  };
+  return gone;
 }
 
 // ---- blocks handed on from one worker NIC to the next -----------------------------------------

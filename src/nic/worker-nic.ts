@@ -33,6 +33,7 @@ import {
   type ConnBlockRef,
   connRingCapacities,
   emptyHardState,
+  goneBlock,
   type HardState,
   HardStateRecord,
   keepReleasedBlocks,
@@ -87,6 +88,7 @@ import {
   DB_UP,
   doorbellFlagsAt,
   doorbellWords,
+  EV_BLOCK_GONE,
   EV_CLOSED,
   EV_READABLE,
   EV_REMOTE_END,
@@ -251,6 +253,9 @@ function knownViews(send: ByteRing, recv: ByteRing): BlockViews | undefined {
   const v = BLOCK_VIEWS.get(send);
   return v !== undefined && v.recv === recv ? v : undefined;
 }
+
+/** What handles whose block the worker gave back hold in its place (see letGoBlock); made once. */
+let goneViews: BlockViews | null = null;
 
 /** knownViews of a handle's rings, from the handle's own reference while that still stands for it. */
 function viewsOf(h: WorkerConnectionHandle): BlockViews | undefined {
@@ -420,7 +425,7 @@ export class WorkerConnectionHandle implements ConnectionHandle {
   /** The block's transfer record. */
   transfer: TransferRecord;
   /** @internal The views of the block it was made over, as the table then had them (see viewsOf). */
-  readonly views: BlockViews | undefined;
+  views: BlockViews | undefined;
   /** @internal viewsReplaced when `views` was taken. */
   readonly viewsAt: number;
   /** The shared memory it runs on (handed on to the next worker when it moves). */
@@ -444,6 +449,11 @@ export class WorkerConnectionHandle implements ConnectionHandle {
   detached = false;
   private ended = false;
   private closedFlag = false;
+  /**
+   * Set when the worker gave the block back (EV_BLOCK_GONE): the hard state its record held last
+   * (TIME_WAIT), what a salvage reads from now on; null while the block is the connection's.
+   */
+  private blockGone: { hard: HardState | null } | null = null;
 
   constructor(
     private readonly nic: WorkerNic,
@@ -573,6 +583,7 @@ export class WorkerConnectionHandle implements ConnectionHandle {
 
   /** A consistent snapshot of the connection's hard state, read from shared memory. */
   hardState(out: HardState = emptyHardState()): HardState | null {
+    if (this.blockGone !== null) return this.blockGone.hard;
     // Mid-grow, the new block's record once the worker wrote it (it then writes no other).
     if (this.growing?.views.record.read(out) === true) return out;
     return this.record.read(out) ? out : null;
@@ -614,6 +625,7 @@ export class WorkerConnectionHandle implements ConnectionHandle {
 
   /** @internal Events from the worker. Delivered even while detached: the socket holds them. */
   _event(bits: number, error: ConnectionError | null): void {
+    if (bits & EV_BLOCK_GONE) this.letGoBlock();
     if (bits & EV_CLOSED) {
       this.closedFlag = true;
       this.pendingError = error;
@@ -621,6 +633,31 @@ export class WorkerConnectionHandle implements ConnectionHandle {
     if (bits & EV_WRITABLE) this.dry = (bits & EV_SEND_DRY) !== 0;
     this.pending |= bits;
     this.scheduleDelivery();
+  }
+
+  /**
+   * The worker holds this connection in TIME_WAIT with empty rings and no longer its block: let go
+   * of it here too (this handle lives until TIME_WAIT ends, and held the block's slab as long),
+   * keeping the record's last hard state for a salvage, which ends a TIME_WAIT (rebuild.ts).
+   * A grow in flight goes with it: the worker refuses it (its slot is on no block the host names).
+   */
+  private letGoBlock(): void {
+    if (this.blockGone !== null) return;
+    const hard = this.hardState();
+    this.blockGone = { hard };
+    this.growing = null;
+    const v = (goneViews ??= blockViews(
+      goneBlock(),
+      ByteRing.attachShared(goneBlock().send),
+      ByteRing.attachShared(goneBlock().recv),
+    ));
+    this.block = v.block;
+    this.record = v.record;
+    this.transfer = v.transfer;
+    this.views = undefined;
+    // Rings of its own, empty: what the socket reads or writes here stays here.
+    this.sendRing = new ByteRing(16);
+    this.recvRing = new ByteRing(16);
   }
 
   private scheduleDelivery(): void {

@@ -5,7 +5,7 @@
  * piled up (see weighSlabsLetGo in nic-worker.ts).
  */
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import { type TestContext, test } from 'node:test';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { SimNetwork } from '../../src/sim/sim-network.ts';
@@ -17,12 +17,16 @@ const CONNS = 12;
 const RING = 4 << 20;
 const MB = 2 ** 20;
 
-test('the buffers the host let go are freed without waiting for the worker to collect on its own', {
-  timeout: 120_000,
-}, async (t) => {
+/**
+ * CONNS connections with rings of their own, offloaded to one worker, each with a little written;
+ * `served` are the peer's sides (each answers a FIN with its own). Only the host's collector is
+ * driven here (`gc`): the host's objects of the buffers go, it tells the worker ('slabs-gone'),
+ * and the worker's objects must go with no collection forced in it.
+ */
+async function offloadedBlocks(t: TestContext, seed: number) {
   setFlagsFromString('--expose-gc');
   const gc = runInNewContext('gc') as () => void;
-  const net = new SimNetwork({ seed: 35, virtualTime: false });
+  const net = new SimNetwork({ seed, virtualTime: false });
   const wh = addWorkerHost(net, { count: 1, ringCapacity: RING });
   t.after(() => {
     wh.close();
@@ -35,10 +39,11 @@ test('the buffers the host let go are freed without waiting for the worker to co
     .createServer((s: TcpSocket) => {
       s.on('data', () => {});
       s.on('error', () => {});
+      s.on('end', () => s.end());
       served.push(s);
     })
     .listen(80);
-  let sockets: TcpSocket[] = [];
+  const sockets: TcpSocket[] = [];
   for (let i = 0; i < CONNS; i++) {
     const s = wh.host.connect({ port: 80, host: '10.0.0.2', tcp: { sndBufSize: RING, rcvBufSize: RING } });
     s.on('error', () => {});
@@ -52,21 +57,48 @@ test('the buffers the host let go are freed without waiting for the worker to co
   assert.equal((await wh.offload.offload('all', wh.nics[0]!)).moved.length, CONNS);
   const before = process.memoryUsage().arrayBuffers;
   assert.ok(before >= 80 * MB, `the blocks are alive: ${Math.round(before / MB)} MiB`);
+  /** MiB of shared buffers given back once the host's collector ran, up to 64 MiB. */
+  const freedMiB = async (): Promise<number> => {
+    let after = before;
+    for (let i = 0; i < 100 && after > before - 64 * MB; i++) {
+      gc();
+      await net.sleep(20);
+      after = process.memoryUsage().arrayBuffers;
+    }
+    return Math.round((before - after) / MB);
+  };
+  return { wh, sockets, served, freedMiB };
+}
+
+test('the buffers the host let go are freed without waiting for the worker to collect on its own', {
+  timeout: 120_000,
+}, async (t) => {
+  const { wh, sockets, served, freedMiB } = await offloadedBlocks(t, 35);
   // The peer closes first (its side waits in TIME_WAIT), each socket here answers its FIN.
   const closed = sockets.map((s) => new Promise((r) => s.once('close', r)));
   for (const s of served) s.end();
   await Promise.all(closed);
-  sockets = [];
-  // Only the host's collector is driven here: the host's objects of the buffers go, it tells the
-  // worker ('slabs-gone'), and the worker's objects must go with no collection forced in it.
-  let after = before;
-  for (let i = 0; i < 100 && after > before - 64 * MB; i++) {
-    gc();
-    await net.sleep(20);
-    after = process.memoryUsage().arrayBuffers;
-  }
-  const freed = Math.round((before - after) / MB);
+  sockets.length = 0;
+  const freed = await freedMiB();
   assert.ok(freed >= 64, `${freed} MiB of shared buffers freed after the connections closed`);
   const c = await wh.nics[0]!.counters();
   assert.ok((c['nic.slabs.weighed'] ?? 0) >= 1, "the worker showed its collector the buffers' weight");
+});
+
+test('the blocks a worker gives back in TIME_WAIT are freed while the connections still wait', {
+  timeout: 120_000,
+}, async (t) => {
+  // Before, each block held its buffer on the worker (its slot and state) and on the host (its
+  // handle) for the 60 s of TIME_WAIT: under churn, a cycle's slabs outlived it by a minute.
+  const { wh, sockets, freedMiB } = await offloadedBlocks(t, 37);
+  assert.equal((await wh.nics[0]!.counters())['nic.time-wait.blocks'], 0, 'none in TIME_WAIT while they run');
+  // This side closes first: the worker's side of each waits in TIME_WAIT from the peer's FIN.
+  const closed = sockets.map((s) => new Promise((r) => s.once('close', r)));
+  for (const s of sockets) s.end();
+  await Promise.all(closed);
+  const freed = await freedMiB();
+  assert.ok(freed >= 64, `${freed} MiB of shared buffers freed with the connections in TIME_WAIT`);
+  const c = await wh.nics[0]!.counters();
+  assert.equal(c['nic.time-wait.given'], CONNS, 'all of them still wait, block-less');
+  assert.equal(c['nic.time-wait.blocks'], 0);
 });

@@ -18,7 +18,7 @@ import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { TCP_STATE_NAMES, TcpStateId } from '../../src/state/tcp-state.ts';
 import type { Team } from '../../src/team/team.ts';
 import { buildTeamRig } from './team-sim.ts';
-import { keyOf, PEER_IP, setup } from './worker-team-helpers.ts';
+import { keyOf, PEER_IP, setup, stateOn } from './worker-team-helpers.ts';
 
 const BYTES = 20_000;
 
@@ -74,16 +74,8 @@ function payload(n: number): Buffer {
 }
 
 /** The NIC's state of `s`'s connection, or null once it holds none. */
-async function stateAt(rig: Rig, s: TcpSocket): Promise<number | null> {
-  const k = keyOf(s);
-  const q = (await rig.nic.query()).find(
-    (x) =>
-      x.key.localPort === k.localPort &&
-      x.key.remotePort === k.remotePort &&
-      x.key.localIp === k.localIp &&
-      x.key.remoteIp === k.remoteIp,
-  );
-  return q === undefined ? null : q.state;
+function stateAt(rig: Rig, s: TcpSocket): Promise<number | null> {
+  return stateOn(rig.nic, s);
 }
 
 async function reach(rig: Rig, s: TcpSocket, want: TcpStateId | null): Promise<void> {

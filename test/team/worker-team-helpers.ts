@@ -173,6 +173,19 @@ export function keyOf(s: TcpSocket): ConnKey {
   return { localIp: c.localIp, localPort: c.localPort, remoteIp: c.remoteIp, remotePort: c.remotePort };
 }
 
+/** The TCP state `nic` holds for `s`'s connection, or null once it holds none. */
+export async function stateOn(nic: Nic, s: TcpSocket): Promise<number | null> {
+  const k = keyOf(s);
+  const q = (await nic.query()).find(
+    (x) =>
+      x.key.localPort === k.localPort &&
+      x.key.remotePort === k.remotePort &&
+      x.key.localIp === k.localIp &&
+      x.key.remoteIp === k.remoteIp,
+  );
+  return q === undefined ? null : q.state;
+}
+
 export async function setup(t: TestContext, opts: WorkerTeamOptions): Promise<WorkerTeamRig> {
   const rig = buildWorkerTeam(opts);
   // Even when an assertion fails: live workers would keep the test process running.

@@ -34,7 +34,7 @@ import type { OffloadTree } from '../../state/offload-tree.ts';
 import type { PathState } from '../../state/path-state.ts';
 import { sharedRingAdvance, sharedRingPositions } from '../../state/shared-ring.ts';
 import { encodeBatch } from '../../state/state-codec.ts';
-import type { TcpState } from '../../state/tcp-state.ts';
+import { type TcpState, TcpStateId } from '../../state/tcp-state.ts';
 import { validateTrees } from '../../state/validate.ts';
 import { EtherType } from '../../wire/ethernet.ts';
 import {
@@ -59,6 +59,7 @@ import {
   CONN_SLAB_BYTES,
   type ConnBlockRef,
   connRingCapacities,
+  goneBlock,
   HardStateRecord,
   ringUnderLoad,
 } from '../hard-state.ts';
@@ -99,6 +100,7 @@ import {
   DB_TAP_FD,
   DB_UP,
   doorbellFlagsAt,
+  EV_BLOCK_GONE,
   EV_CLOSED,
   EV_READABLE,
   EV_REMOTE_END,
@@ -410,8 +412,37 @@ function transferOf(slot: Slot): TransferRecord {
   return slot.transfer;
 }
 
-/** Publish a connection's hard state as it is now. */
+/** The record of goneBlock: what a slot whose block is gone holds in place of its own. */
+let goneRecord: HardStateRecord | null = null;
+
+/**
+ * A connection entering TIME_WAIT with nothing in its rings gives its block back: nothing will be
+ * sent again and nothing is left to read, and the block held its 64 MB slab alive for the 60 s of
+ * TIME_WAIT (under churn, a cycle's slabs). The record is written a last time (the host keeps that
+ * hard state for a salvage: a TIME_WAIT is ended there, not rebuilt), then the slot and the state
+ * hold rings of their own, as a host connection's released rings are (the receive ring keeps its
+ * capacity: the window its ACKs advertise). With bytes unread the block stays until TIME_WAIT
+ * ends: they are the application's (EndedConnection in rebuild.ts).
+ */
+function giveBack(slot: Slot): boolean {
+  const d = slot.conn.state.delegated;
+  if (d.state !== TcpStateId.TIME_WAIT || slot.block === goneBlock()) return false;
+  if (d.sendBuffer.length !== 0 || d.recvBuffer.length !== 0 || slot.conn.released) return false;
+  writeRecord(slot);
+  const gone = goneBlock();
+  slot.block = gone;
+  slot.record = goneRecord ??= new HardStateRecord(gone.sab, gone.at);
+  slot.transfer = null;
+  d.sendBuffer = slot.send = new ByteRing(16, slot.send.capacity);
+  d.recvBuffer = slot.recv = new ByteRing(16, slot.recv.capacity);
+  touched.delete(slot);
+  engine.counters.inc('nic.time-wait.given');
+  return true;
+}
+
+/** Publish a connection's hard state as it is now (not one whose block is gone: see giveBack). */
 function writeRecord(slot: Slot): void {
+  if (slot.record === goneRecord) return;
   slot.record.write(slot.conn.state, slot.send.shared, slot.recv.shared);
   slot.published = slot.conn.state.delegated.state;
 }
@@ -450,6 +481,24 @@ function queueEvent(slot: Slot, bits: number, err: ConnectionError | null = null
     evScheduled = true;
     clock.defer(flushEvents);
   }
+}
+
+/**
+ * Connections here in TIME_WAIT, each still holding its shared block (a slot holds its block for
+ * as long as it lives; `ByteRing.release` keeps a shared ring's memory), and those of them whose
+ * receive ring still has bytes the application has not read. A walk of the slots, per `counters`
+ * request only: under churn these blocks are what keeps closed cycles' slabs alive for 60 s.
+ */
+function timeWaitBlocks(): { 'nic.time-wait.blocks': number; 'nic.time-wait.unread': number } {
+  let blocks = 0;
+  let unread = 0;
+  for (const s of slots) {
+    if (s === undefined || s.conn.state.delegated.state !== TcpStateId.TIME_WAIT) continue;
+    if (s.block === goneBlock()) continue;
+    blocks++;
+    if (s.conn.state.delegated.recvBuffer.length > 0) unread++;
+  }
+  return { 'nic.time-wait.blocks': blocks, 'nic.time-wait.unread': unread };
 }
 
 /** Rewrite the hard-state record of every connection touched since the last time. */
@@ -492,7 +541,7 @@ class RemoteUser implements TcpUser {
   }
   onClosed(error: ConnectionError | null): void {
     touch(this.slot);
-    queueEvent(this.slot, EV_CLOSED, error);
+    queueEvent(this.slot, giveBack(this.slot) ? EV_CLOSED | EV_BLOCK_GONE : EV_CLOSED, error);
   }
 }
 
@@ -1640,6 +1689,7 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
             'nic.pool.shared-rings': pooledShared,
             // This thread's JS heap (the process's memoryUsage counts every thread's together).
             'nic.mem.heap-used': getHeapStatistics().used_heap_size,
+            ...timeWaitBlocks(),
           },
         });
         return;

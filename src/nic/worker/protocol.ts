@@ -192,6 +192,12 @@ export const EV_WRITABLE = 4;
 export const EV_CLOSED = 8;
 /** With EV_WRITABLE: everything in the send ring has been sent (the socket's target grows). */
 export const EV_SEND_DRY = 16;
+/**
+ * With EV_CLOSED: the connection waits in TIME_WAIT with nothing left in its rings and gave its
+ * block back (the worker holds it no longer; the host's handle lets go of it too, keeping the
+ * record's last hard state).
+ */
+export const EV_BLOCK_GONE = 32;
 
 export interface WireError {
   name: string;
