@@ -25,7 +25,7 @@ import { flattenTrees, type OffloadTree } from '../state/offload-tree.ts';
 import type { AddressBook } from '../state/path-state.ts';
 import { sharedRingAdvance, sharedRingCopy, sharedRingPositions } from '../state/shared-ring.ts';
 import { decodeBatch, encodeBatch, releaseTreeAddresses } from '../state/state-codec.ts';
-import type { TcpState } from '../state/tcp-state.ts';
+import type { TcpCached, TcpState } from '../state/tcp-state.ts';
 import { validateTrees } from '../state/validate.ts';
 import { BatchList } from './batch-list.ts';
 import {
@@ -176,6 +176,8 @@ interface PreparedConn {
   views: BlockViews;
   /** The transfer record was offered by this initiate (records transfer only). */
   offered: boolean;
+  /** A move handed from worker to worker (state null): the settings the source's handle kept. */
+  settings?: TcpCached | null;
 }
 
 /**
@@ -314,6 +316,27 @@ function fillFromReleased(
   return pooled;
 }
 
+/**
+ * A handle's salvage record. Its settings go as the handle's own object: the rebuild copies them
+ * onto its state (a new one's, or the spare's, whose own are as of the handover).
+ */
+function salvageOf(
+  h: WorkerConnectionHandle,
+  hard: HardState | null,
+  sendRing: ByteRing,
+  spare?: TcpState,
+): SalvageRecord {
+  return {
+    key: h.key,
+    hard,
+    sendRing,
+    recvRing: h.recvRing,
+    user: h.user,
+    cached: h.settings ?? undefined,
+    spare,
+  };
+}
+
 /** `slots` are the slots of `handles`, in their order. */
 function slotsOf(handles: readonly WorkerConnectionHandle[], slots: readonly number[]): boolean {
   if (handles.length !== slots.length) return false;
@@ -447,6 +470,14 @@ export class WorkerConnectionHandle implements ConnectionHandle {
   private deliverScheduled = false;
   /** The connection is being (or was) uploaded: this handle no longer reaches it. */
   detached = false;
+  /**
+   * @internal The connection's cached settings as the worker was given them (the state the host
+   * handed over) and then told (setNoDelay, setKeepAlive): a dead worker's salvage carries them,
+   * or its rebuild would run with the defaults. Its own object, copied into: the state it came
+   * from is reused (BlockViews.spare) for the block's next read. Accepted at the worker: its
+   * listener's (the worker may have sized the buffers to its budget; the rebuild takes the rings').
+   */
+  settings: TcpCached | null = null;
   private ended = false;
   private closedFlag = false;
   /**
@@ -571,6 +602,7 @@ export class WorkerConnectionHandle implements ConnectionHandle {
   }
   setNoDelay(on: boolean): void {
     if (this.detached || this.closedFlag) return;
+    if (this.settings !== null) this.settings.noDelay = on;
     this.nic.post({ t: 'op', slot: this.slot, op: 'nodelay', on });
   }
   setKeepAlive(on: boolean, idleMs?: number): void {
@@ -578,6 +610,11 @@ export class WorkerConnectionHandle implements ConnectionHandle {
       throw new InvalidArgumentError('keepalive idle must be > 0');
     }
     if (this.detached || this.closedFlag) return;
+    const k = this.settings;
+    if (k !== null) {
+      k.keepAlive = on;
+      if (idleMs !== undefined) k.keepIdleMs = idleMs;
+    }
     this.nic.post({ t: 'op', slot: this.slot, op: 'keepalive', on, ms: idleMs });
   }
 
@@ -682,6 +719,13 @@ export class WorkerConnectionHandle implements ConnectionHandle {
       this.remoteIp === key.remoteIp &&
       this.remotePort === key.remotePort
     );
+  }
+
+  /** @internal The settings its install gave the worker (see `settings`); copied, the object kept. */
+  _installedWith(from: TcpCached | null | undefined): void {
+    if (from === null || from === undefined) this.settings = null;
+    else if (this.settings === null) this.settings = { ...from };
+    else if (this.settings !== from) Object.assign(this.settings, from);
   }
 
   /** @internal The same connection installed again at this NIC, in `slot`: as new, but no object made. */
@@ -1144,10 +1188,9 @@ export class WorkerNic extends HostNic {
       if (this.byKey.has(p.key)) continue;
       const key = p.key;
       this.keyEpoch++;
-      this.byKey.set(
-        key,
-        new WorkerConnectionHandle(this, key, -1, { key, slot: -1, block: p.views.block }, p.views),
-      );
+      const h = new WorkerConnectionHandle(this, key, -1, { key, slot: -1, block: p.views.block }, p.views);
+      h._installedWith(p.state?.cached ?? p.settings);
+      this.byKey.set(key, h);
       this.conns++;
     }
   }
@@ -1185,6 +1228,7 @@ export class WorkerNic extends HostNic {
         p === undefined
           ? new WorkerConnectionHandle(this, inst.key, inst.slot, inst)
           : this.handleOf(p, inst);
+      h._installedWith(p === undefined ? null : (p.state?.cached ?? p.settings));
       this.handles[inst.slot] = h;
       this.byKey.set(h, h);
       this.conns++;
@@ -1279,6 +1323,7 @@ export class WorkerNic extends HostNic {
         state: null,
         views: viewsOf(h)!,
         offered: true,
+        settings: h.settings,
       });
     }
     // Freed exactly what moved (the usual answer): none closed at the worker instead.
@@ -1361,6 +1406,7 @@ export class WorkerNic extends HostNic {
         state: null,
         views: viewsOf(h)!,
         offered: true,
+        settings: h.settings,
       });
     const result = dst.takeInstalled(res, prepared, dst.recordOwner);
     const released: ConnKey[] = [];
@@ -1789,10 +1835,16 @@ export class WorkerNic extends HostNic {
           handles: [],
         };
         this.keyEpoch++;
-        this.byKey.set(
+        const kept = new WorkerConnectionHandle(
+          this,
           h.key,
-          new WorkerConnectionHandle(this, h.key, -1, { key: h.key, slot: -1, block: h.block }, views, h.id),
+          -1,
+          { key: h.key, slot: -1, block: h.block },
+          views,
+          h.id,
         );
+        kept._installedWith(h.settings);
+        this.byKey.set(h.key, kept);
         this.conns++;
       }
       throw e;
@@ -1864,17 +1916,8 @@ export class WorkerNic extends HostNic {
     // record, from memory the dead worker wrote, is still validated (no ownThread).
     const views = viewsOf(h);
     const spare = views?.spare ?? null;
-    if (spare === null)
-      return { key: h.key, hard: h.hardState(), sendRing: h.sendRing, recvRing: h.recvRing, user: h.user };
-    views!.spare = null;
-    return {
-      key: h.key,
-      hard: h.hardState(),
-      sendRing: h.sendRing,
-      recvRing: h.recvRing,
-      user: h.user,
-      spare,
-    };
+    if (spare !== null) views!.spare = null;
+    return salvageOf(h, h.hardState(), h.sendRing, spare ?? undefined);
   }
 
   /**
@@ -1890,7 +1933,7 @@ export class WorkerNic extends HostNic {
     const fresh = g.views.record.read(emptyHardState());
     if (fresh) {
       h._finishGrow();
-      return { key: h.key, hard: h.hardState(), sendRing: h.sendRing, recvRing: h.recvRing, user: h.user };
+      return salvageOf(h, h.hardState(), h.sendRing);
     }
     h.growing = null;
     const old = g.oldSend.shared!;
@@ -1906,7 +1949,7 @@ export class WorkerNic extends HostNic {
       const p = sharedRingPositions(ref).read - sharedRingAdvance(old, hard.sendReadPos, oldRead);
       hard.sendReadPos = p < 0 ? p + 2 * ref.capacity : p;
     }
-    return { key: h.key, hard, sendRing: send, recvRing: h.recvRing, user: h.user };
+    return salvageOf(h, hard, send);
   }
 
   // ---- a send ring that grows with the connection ----------------------------------------------
@@ -2352,7 +2395,11 @@ export class WorkerNic extends HostNic {
    */
   listen(spec: NicListenSpec, hooks: NicListenHooks): () => void {
     const id = this.nextListen++;
-    this.listens.set(id, (h) => hooks.born(h));
+    // Born at the worker with the listener's settings: its salvage carries them (see `settings`).
+    this.listens.set(id, (h) => {
+      h._installedWith(spec.cached);
+      return hooks.born(h);
+    });
     if (this.death === null && !this.closed) this.post({ t: 'listen', id, spec, ring: this.placementRing });
     return () => {
       if (!this.listens.delete(id)) return;
