@@ -153,10 +153,13 @@ describe('a send ring that grows with the connection', () => {
     await until(net, 'the host to send it all', () => conn.state.delegated.sendBuffer.length === 0);
     assert.equal((await wh.offload.offload([key], nic)).moved.length, 1);
     const back = nic.handle(key)!;
-    assert.equal(
-      back.sendRing.capacity,
-      Math.min(grown, 256 << 10),
-      `placed back with the ring it grew to (${grown}), not the placement's ${PLACED}`,
+    // At least what it grew to (up to the NIC's share), and no more than the share: the host's
+    // ring grows in 4 KiB units and a worker's block may round it up (258,048 placed as 262,144
+    // made this flaky when it asked for exactly the grown size).
+    const cap = back.sendRing.capacity;
+    assert.ok(
+      cap >= Math.min(grown, 256 << 10) && cap <= 256 << 10 && cap > PLACED,
+      `placed back with the ring it grew to (${grown}), not the placement's ${PLACED}: ${cap}`,
     );
     s.end(data.subarray(900_000));
     const out = await got;
