@@ -51,18 +51,19 @@ export class SynCookies {
     mssIdx: number,
   ): number {
     const v = this.view;
-    v.setUint32(0, lip >>> 0);
-    v.setUint32(4, rip >>> 0);
+    // An IPv6 handle is a table slot, reused once nothing holds the address: the peer's path may
+    // be evicted between its SYN and its ACK (by the flood of other sources cookies are for) and
+    // the address come back under another slot, so only its bytes may go into the hash.
+    const bytes = rip >= TWO_32 ? this.addrBytes : undefined;
+    v.setUint32(0, bytes ? 0 : lip >>> 0);
+    v.setUint32(4, bytes ? 0 : rip >>> 0);
     v.setUint16(8, lport);
     v.setUint16(10, rport);
     v.setUint32(12, counter >>> 0);
     v.setUint32(16, peerIsn >>> 0);
     v.setUint8(20, mssIdx);
     const hash = createHash('sha256').update(this.secret).update(this.scratch);
-    if (rip >= TWO_32 && this.addrBytes) {
-      // The handles written above are table slots; the addresses themselves decide.
-      hash.update(this.addrBytes(lip)).update(this.addrBytes(rip));
-    }
+    if (bytes) hash.update(bytes(lip)).update(bytes(rip));
     return hash.digest().readUInt32BE(0) & 0xffffff;
   }
 
