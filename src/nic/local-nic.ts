@@ -221,7 +221,9 @@ export class LocalNic extends HostNic {
     if (this.closed) return;
     const tcp = this.engine.tcp;
     for (const conn of [...tcp.connections()]) {
-      const s = tcp.release(conn);
+      // Released as a crash: a hand-over's flush of a pending delayed ACK would go out of a NIC
+      // that is dead.
+      const s = tcp.release(conn, true);
       this.keep(s, conn.user);
     }
     this.closed = true;

@@ -224,11 +224,13 @@ export class Handover {
    * The consistent point of a hand-over: flush a pending delayed ACK, stop the timer, take the
    * connection out of the table and leave a placeholder that queues segments for its 4-tuple.
    * Returns the state, which now belongs to whoever takes it next; `conn` is dead from here on.
+   * With `crash`, the owner is a NIC that died: it sends nothing, the delayed ACK included (the
+   * rebuilt state owes one ACK anyway, see rebuildTcpState).
    */
-  release(conn: TcpConnection): TcpState {
+  release(conn: TcpConnection, crash = false): TcpState {
     if (!conn.linked || conn.released)
       throw new InvalidStateError('release: connection not run by this layer');
-    flushDelayedAck(conn);
+    if (!crash) flushDelayedAck(conn);
     const s = conn.state;
     // The SACK scoreboard travels with the state (records and codec alike): a move in the middle
     // of a recovery resends only the holes. The data SACKed stays in the send buffer until it is

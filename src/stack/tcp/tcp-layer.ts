@@ -449,8 +449,9 @@ export class TcpLayer implements TcpEngine {
     return conn;
   }
 
-  release(conn: TcpConnection): TcpState {
-    return this.handover.release(conn);
+  /** Hand `conn`'s state to another owner (`crash`: this one died, and sends nothing more). */
+  release(conn: TcpConnection, crash = false): TcpState {
+    return this.handover.release(conn, crash);
   }
 
   /** Hand a live connection to another layer of this thread (with `attach` there, same turn). */
