@@ -187,6 +187,8 @@ export class TcpServer extends EventEmitter {
     // A `::` listener shows an IPv4 peer as ::ffff:a.b.c.d, as Node does.
     socket._nameEnds(conn, this.listener?.ip === ANY6 && conn.remoteIp < TWO_32);
     socket._attachEstablished(conn);
+    // Until the application takes it, a reset or FIN only marks it: it is still handed out.
+    socket._hold();
     this.sockets.add(socket);
     socket.on('error', ignoreUntaken);
     socket.once('close', () => {
@@ -202,7 +204,7 @@ export class TcpServer extends EventEmitter {
     if (placing === null) this.enqueue(socket);
     else {
       // Not in the accept queue meanwhile: it waits on the stack, not on the application, and
-      // the stack's own limits bound how many do. One that closes meanwhile is never handed out.
+      // the stack's own limits bound how many do. One reset or ended meanwhile is still handed out.
       const go = (): void => {
         if (socket.destroyed || !this.sockets.has(socket)) return;
         // Closed meanwhile: reset, as what waited in the accept queue was.
@@ -243,6 +245,7 @@ export class TcpServer extends EventEmitter {
       this.syncQueued();
       if (this.listenerCount('connection') > 0) socket.removeListener('error', ignoreUntaken);
       this.emit('connection', socket);
+      socket._release();
     }
     if (this.queue.length > 0) this.scheduleDrain();
   };

@@ -67,6 +67,13 @@ export class TcpSocket extends Duplex implements TcpUser {
   private remoteEnded = false;
   private endPushed = false;
   private closedByStack = false;
+  /**
+   * In a server's accept queue (TcpServer): the peer's end or reset waits for the application to
+   * take the socket, as Linux keeps an ended or reset child queued and accept() returns it; Node
+   * then emits 'connection' and the socket reports what happened. `heldError`: the reset.
+   */
+  private held = false;
+  private heldError: ConnectionError | null = null;
   private idleTimeoutMs = 0;
   private idleTimer: Timer | null = null;
   private lastActivity = 0;
@@ -109,6 +116,21 @@ export class TcpSocket extends Duplex implements TcpUser {
     this.conn = conn;
     conn.user = this;
     this.touch();
+  }
+
+  /** @internal Queued at a server, not yet taken by the application (see `held`). */
+  _hold(): void {
+    this.held = true;
+  }
+
+  /** @internal Taken by the application: what the peer did meanwhile now shows (see `held`). */
+  _release(): void {
+    if (!this.held) return;
+    this.held = false;
+    const err = this.heldError;
+    this.heldError = null;
+    if (err) this.destroy(err);
+    else if (this.remoteEnded) this.pull();
   }
 
   /** @internal Attach a connection whose active open is under way. */
@@ -302,8 +324,9 @@ export class TcpSocket extends Duplex implements TcpUser {
   onRemoteEnd(): void {
     this.remoteEnded = true;
     // Not only when the application reads: with nothing left unread the end is pushed now, so a
-    // socket never read still ends, and closes, at the peer's FIN (as net.Socket does).
-    this.pull();
+    // socket never read still ends, and closes, at the peer's FIN (as net.Socket does). Not while
+    // queued: its 'end' would come before 'connection', and with allowHalfOpen off end it unseen.
+    if (!this.held) this.pull();
   }
 
   onClosed(error: ConnectionError | null): void {
@@ -312,13 +335,14 @@ export class TcpSocket extends Duplex implements TcpUser {
     this.idleTimer?.disarm();
     if (error) {
       this.failPending(error);
-      this.destroy(error);
+      if (this.held) this.heldError = error;
+      else this.destroy(error);
       return;
     }
     // Orderly close: deliver what is left, then end; a write still waiting can no longer go out.
     this.remoteEnded = true;
     if (this.pendingCb) this.failPending(new ConnectionError('EPIPE', 'connection closed with data unsent'));
-    this.pull();
+    if (!this.held) this.pull();
   }
 
   // ---- Duplex implementation ----
