@@ -712,10 +712,7 @@ export class NicEngine {
         const conn = this.connection(key);
         if (conn === undefined) continue;
         if (!isOffloadable(conn.state)) {
-          // TIME_WAIT has nothing left to hand over; it ends here (the host hears 'closed').
-          this.counters.inc('nic.terminate.time-wait-dropped');
-          terminate(conn, null, true);
-          deliverEvents(conn);
+          this.endTimeWait(conn);
           continue;
         }
         s = this.tcp.release(conn);
@@ -795,6 +792,16 @@ export class NicEngine {
       slots.set(p, slot);
     }
     if (slot !== null) this.unrefPath(slot);
+  }
+
+  /**
+   * A connection a transfer takes from here that is not offloadable (TIME_WAIT, or a handshake
+   * that a terminate finds: nothing left to hand over) ends here; the host hears 'closed'.
+   */
+  endTimeWait(conn: TcpConnection): void {
+    this.counters.inc('nic.terminate.time-wait-dropped');
+    terminate(conn, null, true);
+    deliverEvents(conn);
   }
 
   /** After `giveLive` calls: count them. */

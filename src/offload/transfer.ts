@@ -23,7 +23,7 @@ import type { TcpUser } from '../stack/tcp/tcp-types.ts';
 import { buildTrees, flattenTrees, type OffloadTree } from '../state/offload-tree.ts';
 import type { PathState } from '../state/path-state.ts';
 import { encodeBatch, releaseTreeAddresses } from '../state/state-codec.ts';
-import type { TcpState } from '../state/tcp-state.ts';
+import { type TcpState, TcpStateId } from '../state/tcp-state.ts';
 import { isOffloadable, validateTcpState } from '../state/validate.ts';
 import type { EntryTable } from './entry-table.ts';
 import { rebuild } from './rebuild.ts';
@@ -1014,6 +1014,8 @@ export class TransferProtocol {
     const found: ConnKey[] = [];
     const gone: ConnKey[] = [];
     const rest: ConnKey[] = [];
+    const ended: TcpConnection[] = [];
+    const endedKeys: ConnKey[] = [];
     for (let i = 0; i < keys.length; i++) {
       const k = keys[i]!;
       // IPv6 connections take the general protocol: their address handles are held per owner.
@@ -1039,13 +1041,30 @@ export class TransferProtocol {
       // (released, validated, installed: 4 of a carrier failover's 20 batches of streams that
       // were ending).
       if (src !== 'host' && !isOffloadable(conn.state)) {
-        rest.push(k);
+        // The general protocol's terminate would end a TIME_WAIT at the NIC anyway (nothing to
+        // hand over; the host hears 'closed'): it ends in this turn instead. A carrier failover
+        // of 10,000 streams that were ending took 2,000 of them through freeze, terminate,
+        // pairing and forget, a sixth of its charged time.
+        if (conn.state.delegated.state === TcpStateId.TIME_WAIT) {
+          ended.push(conn);
+          endedKeys.push(k);
+        } else rest.push(k);
         continue;
       }
       conns.push(conn);
       found.push(k);
     }
     const report: TransferReport = { moved: [], refused: [] };
+    if (src !== 'host') {
+      for (let i = 0; i < ended.length; i++) {
+        src.engine.endTimeWait(ended[i]!);
+        report.refused.push({
+          key: endedKeys[i]!,
+          status: 'closed',
+          reason: 'TIME_WAIT ended at the source',
+        });
+      }
+    }
     for (const k of gone) {
       this.entries.delete(k);
       this.stack.tcp.dropFrozen(k.localIp, k.localPort, k.remoteIp, k.remotePort);

@@ -15,6 +15,32 @@ import { keysOf, offloadPair, startStreams } from './helpers.ts';
 const lookup = (tcp: LocalNic['engine']['tcp'], k: ConnKey): TcpConnection | undefined =>
   tcp.lookup(k.localIp, k.localPort, k.remoteIp, k.remotePort);
 
+/**
+ * Three connections offloaded to the first LocalNic; the first closes at the host's end first, so
+ * its connection waits out TIME_WAIT at the NIC.
+ */
+async function timeWaitBatch() {
+  const { net, host, peer } = offloadPair(87);
+  await host.ping('10.0.0.2');
+  peer
+    .createServer((s) => {
+      s.on('end', () => s.end());
+      s.resume();
+    })
+    .listen(80);
+  const socks = [0, 1, 2].map(() => host.connect(80, '10.0.0.2'));
+  while (socks.some((s) => s.connecting)) await net.sleep(1);
+  for (const s of socks) s.resume();
+  const keys = keysOf(socks);
+  const [n0, n1] = host.nics as LocalNic[];
+  const m = host.offload;
+  assert.equal((await m.offload(keys, n0!)).moved.length, 3);
+  socks[0]!.end();
+  await net.sleep(20);
+  assert.equal(lookup(n0!.engine.tcp, keys[0]!)?.state.delegated.state, TcpStateId.TIME_WAIT);
+  return { net, host, socks, keys, n0: n0!, n1: n1!, m };
+}
+
 describe('live hand-over between owners of one thread', () => {
   test('the same connection object runs at each owner in turn, its counts carried', async () => {
     const p = offloadPair(81);
@@ -270,26 +296,8 @@ describe('live hand-over between owners of one thread', () => {
     assert.ok(told.includes('end'), `told: ${told.join(', ')}`);
     net.close();
   });
-  test('a connection in TIME_WAIT takes the general protocol alone: the rest of its batch moves live', async () => {
-    const { net, host, peer } = offloadPair(87);
-    await host.ping('10.0.0.2');
-    peer
-      .createServer((s) => {
-        s.on('end', () => s.end());
-        s.resume();
-      })
-      .listen(80);
-    const socks = [0, 1, 2].map(() => host.connect(80, '10.0.0.2'));
-    while (socks.some((s) => s.connecting)) await net.sleep(1);
-    for (const s of socks) s.resume();
-    const keys = keysOf(socks);
-    const [n0, n1] = host.nics as LocalNic[];
-    const m = host.offload;
-    assert.equal((await m.offload(keys, n0!)).moved.length, 3);
-    // The first closes at the host's end first: its connection waits out TIME_WAIT at the NIC.
-    socks[0]!.end();
-    await net.sleep(20);
-    assert.equal(lookup(n0!.engine.tcp, keys[0]!)?.state.delegated.state, TcpStateId.TIME_WAIT);
+  test('a connection in TIME_WAIT does not hold back its batch: the rest moves live', async () => {
+    const { net, host, socks, keys, n0, n1, m } = await timeWaitBatch();
     const live = [1, 2].map((i) => lookup(n0!.engine.tcp, keys[i]!)!);
     const before = host.stack.counters.get('offload.handover');
     const r = await m.move(m.keysOn(n0!), n0!, n1!);
@@ -300,6 +308,40 @@ describe('live hand-over between owners of one thread', () => {
     for (const s of socks.slice(1)) s.end();
     await net.sleep(50);
     for (const s of socks) assert.ok(!s.errored, 'no error');
+    net.close();
+  });
+  test('a connection in TIME_WAIT ends at the source in the hand-over turn: no terminate, no freeze', async () => {
+    const { net, host, socks, keys, n0, n1, m } = await timeWaitBatch();
+    // The general protocol's verbs at the source, and its freeze in the host, counted.
+    let terminates = 0;
+    const nic = n0 as unknown as { terminate: (...a: unknown[]) => unknown };
+    const terminate = nic.terminate.bind(n0);
+    nic.terminate = (...a: unknown[]) => {
+      terminates++;
+      return terminate(...a);
+    };
+    let frozen = 0;
+    const freeze = host.stack.tcp.freeze.bind(host.stack.tcp);
+    host.stack.tcp.freeze = (...a: Parameters<typeof freeze>) => {
+      frozen++;
+      return freeze(...a);
+    };
+    const r = await m.move(m.keysOn(n0!), n0!, n1!);
+    assert.equal(terminates, 0, 'no terminate at the source');
+    assert.equal(frozen, 0, 'nothing frozen in the host');
+    assert.equal(n0!.engine.counters.get('nic.terminate.time-wait-dropped'), 1);
+    assert.equal(lookup(n0!.engine.tcp, keys[0]!), undefined, 'the TIME_WAIT connection ended at the source');
+    assert.deepEqual(
+      r.refused.map((x) => [x.key.localPort, x.status]),
+      [[keys[0]!.localPort, 'closed']],
+    );
+    assert.equal(r.moved.length, 2);
+    await net.sleep(1);
+    assert.equal(m.keysOn(n0!).length, 0, 'the host forgot it');
+    for (const s of socks.slice(1)) s.end();
+    await net.sleep(50);
+    for (const s of socks) assert.ok(!s.errored, 'no error');
+    assert.ok(socks[0]!.destroyed, 'its socket closed');
     net.close();
   });
 });

@@ -3,10 +3,13 @@
  * in place (resetTcpState), not a new object per connection, and not validated field by field,
  * since its record was taken in this thread from a state this thread ran. At 10,000 connections
  * the objects made and the validations were most of the rebuild's charged time, and the
- * collections the objects brought landed there too. Streams stay whole.
+ * collections the objects brought landed there too. Streams stay whole. The connection objects
+ * too: the surviving NIC takes up the ones the dead NIC released (TcpConnection.revive), with their
+ * keys and timers, instead of making a connection, a key and a timer per connection.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import type { TcpConnection } from '../../src/stack/tcp/tcp-connection.ts';
 import type { TcpState } from '../../src/state/tcp-state.ts';
 import { assertClean, runScenario } from './scenario.ts';
 
@@ -48,4 +51,39 @@ test('a crash rebuilds into the states the dead LocalNic released: none made, no
   assert.equal(counters.get('offload.rebuilt'), CONNS);
   assert.equal(counters.get('offload.rebuilt.made'), 0);
   assert.equal(counters.get('offload.rebuilt.validated'), 0);
+});
+
+test('a crash runs the rebuilt connections on the objects the dead LocalNic released: none made', async () => {
+  const released = new Set<TcpConnection>();
+  const rebuilt: TcpConnection[] = [];
+  let timersBefore = -1;
+  const r = await runScenario({
+    seed: 5,
+    nics: 2,
+    conns: CONNS,
+    bytes: 60_000,
+    batchSize: 8,
+    rateBps: 2e7,
+    faults: [{ at: 15, kind: 'crash', nic: 0 }],
+    offloadTo: 0,
+    onRig: (rig) => {
+      const nic = rig.nics[0]!;
+      const crash = nic.crash.bind(nic);
+      nic.crash = (cause?: string) => {
+        for (const c of nic.engine.tcp.connections()) released.add(c);
+        timersBefore = rig.nics[1]!.engine.counters.get('tcp.timers.made');
+        crash(cause);
+      };
+      rig.team.on('failover', () => {
+        for (const c of rig.nics[1]!.engine.tcp.connections()) rebuilt.push(c);
+      });
+    },
+  });
+  assertClean(r);
+  assert.equal(released.size, CONNS, 'every connection ran on the member that crashed');
+  assert.equal(rebuilt.length, CONNS, 'and runs on the other after the failover');
+  assert.equal(rebuilt.filter((c) => !released.has(c)).length, 0, 'no connection object made anew');
+  const survivor = r.rig.nics[1]!.engine.counters;
+  assert.equal(survivor.get('tcp.adopt.revived'), CONNS);
+  assert.equal(survivor.get('tcp.timers.made') - timersBefore, 0, 'no timer made for a rebuilt connection');
 });
