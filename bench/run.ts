@@ -112,6 +112,7 @@ const BENCHES: Record<string, { about: string; run: Bench; print: (r: Record<str
           offload: local.offload,
           move: local.move,
           upload: local.upload,
+          whole: local.whole,
           worker,
           data,
           // The same run's floor: encoding and validating-decoding the same number of trees.
@@ -139,6 +140,12 @@ const BENCHES: Record<string, { about: string; run: Bench; print: (r: Record<str
           f('offload (local)', r.offload as P),
           f('move (local)', r.move as P),
           f('upload (local)', r.upload as P),
+          ...Object.entries(
+            (r.whole ?? {}) as Record<string, { p50Ms: number; p99Ms: number; samples: number }>,
+          ).map(
+            ([k, p]) =>
+              `${`${k} (local)`.padEnd(16)} all in one call: p50 ${p.p50Ms.toFixed(1)} ms, p99 ${p.p99Ms.toFixed(1)} ms (${p.samples} calls)`,
+          ),
           f('offload (worker)', w.offload),
           f('move (worker)', w.move),
           f('upload (worker)', w.upload),

@@ -13,25 +13,59 @@ interface Entry<V> {
   remoteIp: number;
   remotePort: number;
   value: V;
-  /** The next entry whose tuple hashes alike. */
+  /** hashOf the tuple: its bucket at any table size, and no hash again when the table grows. */
+  hash: number;
+  /** The next entry in its bucket. */
   next: Entry<V> | null;
+  /**
+   * Its place in the map's order of insertion (`order`). A place, not links to its neighbours: a
+   * key that iteration gave (a worker's pending connection keeps one) would otherwise hold every
+   * other entry of the map, and their values (blocks, and the slabs they are in), alive.
+   */
+  at: number;
+  /** In the map (false once deleted, until a set takes it up again from the spares). */
+  live: boolean;
 }
 
 /** Spare entries a map that keeps them holds whatever its size (see `TupleMap`). */
 const SPARE_ENTRIES = 1024;
 
+/** Buckets of a new map; doubled whenever it holds more tuples than buckets. */
+const FIRST_BUCKETS = 8;
+
+/** Deleted places `order` may hold beyond as many as its live ones before it is packed. */
+const ORDER_SLACK = 32;
+
 /**
  * A map keyed by a connection's four-tuple, hashed as the TCP layer's table hashes it (hashOf):
  * a string key per lookup (connKeyId) cost a few hundred nanoseconds to build and hash in a table of
  * ten thousand, and a WorkerNic looked its connections up a dozen times per connection and move.
- * Iteration follows the order of first insertion of each hash (then of the chain).
+ * Its own buckets (an array indexed by the hash's low bits, chained through the entries), not a
+ * `Map` by hash: a WorkerNic's map took ten thousand tuples and let them go on every move, and the
+ * `Map`'s inserts, deletes and the rehashes that both set off were the main thread's largest cost
+ * of a move (a quarter of it, profiled). The buckets only grow (to the most tuples held at once),
+ * so tuples that come and go touch no table but their own bucket's chain.
+ * Iteration follows the order of insertion (a tuple set again keeps its place).
  */
 export class TupleMap<V> {
-  private readonly map = new Map<number, Entry<V>>();
+  private buckets: (Entry<V> | null)[] = new Array<Entry<V> | null>(FIRST_BUCKETS).fill(null);
+  private mask = FIRST_BUCKETS - 1;
   private count = 0;
   /** The most tuples the map has held at once: what its spares may hold (see `delete`). */
   private peak = 0;
   private made = 0;
+  private grown = 0;
+  /**
+   * The entries in the order they were set, with null where one was deleted: packed (in place)
+   * once the deleted places outnumber the live ones, and never shrunk, so a map whose tuples
+   * all leave and come back writes into the same array.
+   */
+  private readonly order: (Entry<V> | null)[] = [];
+  /** Places of `order` in use (live or deleted since the last packing). */
+  private end = 0;
+  private holes = 0;
+  /** No live entry in `order` before this place (oldestKey's start). */
+  private head = 0;
   /** Entries deleted, for the next tuple set (`keepSpares`). */
   private readonly spare: Entry<V>[] = [];
 
@@ -54,6 +88,11 @@ export class TupleMap<V> {
     return this.made;
   }
 
+  /** Times its buckets grew (each a new array and every entry placed again). */
+  get bucketsGrown(): number {
+    return this.grown;
+  }
+
   get(k: ConnKey): V | undefined {
     return this.find(k.localIp, k.localPort, k.remoteIp, k.remotePort)?.value;
   }
@@ -67,13 +106,20 @@ export class TupleMap<V> {
     return this.find(k.localIp, k.localPort, k.remoteIp, k.remotePort) !== undefined;
   }
 
+  /** The key of the tuple set longest ago and still here (undefined when empty). */
+  oldestKey(): ConnKey | undefined {
+    const order = this.order;
+    while (this.head < this.end && order[this.head] === null) this.head++;
+    return this.head < this.end ? order[this.head]! : undefined;
+  }
+
   set(k: ConnKey, value: V): this {
     const l = norm(k.localIp);
     const r = norm(k.remoteIp);
     const h = hashOf(l, k.localPort, r, k.remotePort);
-    const head = this.map.get(h);
-    let last: Entry<V> | null = null;
-    for (let e = head ?? null; e !== null; last = e, e = e.next) {
+    const at = h & this.mask;
+    const head = this.buckets[at] as Entry<V> | null;
+    for (let e: Entry<V> | null = head; e !== null; e = e.next) {
       if (!sameTuple(e, l, k.localPort, r, k.remotePort)) continue;
       e.value = value;
       return this;
@@ -87,7 +133,10 @@ export class TupleMap<V> {
         remoteIp: r,
         remotePort: k.remotePort,
         value,
-        next: null,
+        hash: h,
+        next: head,
+        at: this.end,
+        live: true,
       };
     } else {
       entry.localIp = l;
@@ -95,10 +144,17 @@ export class TupleMap<V> {
       entry.remoteIp = r;
       entry.remotePort = k.remotePort;
       entry.value = value;
+      entry.hash = h;
+      entry.next = head;
+      entry.at = this.end;
+      entry.live = true;
     }
-    if (last === null) this.map.set(h, entry);
-    else last.next = entry;
+    this.buckets[at] = entry;
+    if (this.end < this.order.length) this.order[this.end] = entry;
+    else this.order.push(entry);
+    this.end++;
     if (++this.count > this.peak) this.peak = this.count;
+    if (this.count > this.buckets.length) this.grow();
     return this;
   }
 
@@ -114,15 +170,17 @@ export class TupleMap<V> {
   private remove(k: ConnKey, only: boolean, value: V | undefined): boolean {
     const l = norm(k.localIp);
     const r = norm(k.remoteIp);
-    const h = hashOf(l, k.localPort, r, k.remotePort);
+    const at = hashOf(l, k.localPort, r, k.remotePort) & this.mask;
     let prev: Entry<V> | null = null;
-    for (let e = this.map.get(h) ?? null; e !== null; prev = e, e = e.next) {
+    for (let e = this.buckets[at] as Entry<V> | null; e !== null; prev = e, e = e.next) {
       if (!sameTuple(e, l, k.localPort, r, k.remotePort)) continue;
       if (only && e.value !== value) return false;
       if (prev !== null) prev.next = e.next;
-      else if (e.next !== null) this.map.set(h, e.next);
-      else this.map.delete(h);
+      else this.buckets[at] = e.next;
+      this.order[e.at] = null;
+      e.live = false;
       this.count--;
+      if (++this.holes > this.count + ORDER_SLACK) this.pack();
       // Bounded by the most the map has held, not by what it holds now: a worker that moves its
       // ten thousand connections away empties its maps, and a bound by the current size kept
       // half of the entries (the other half were made again by the next ten thousand to come).
@@ -140,21 +198,73 @@ export class TupleMap<V> {
   }
 
   clear(): void {
-    this.map.clear();
+    const order = this.order;
+    for (let i = 0; i < this.end; i++) {
+      const e = order[i];
+      if (e === null || e === undefined) continue;
+      e.live = false;
+      order[i] = null;
+    }
+    this.buckets.fill(null);
+    this.end = 0;
+    this.holes = 0;
+    this.head = 0;
     this.count = 0;
   }
 
-  *values(): IterableIterator<V> {
-    for (const head of this.map.values()) {
-      for (let c: Entry<V> | null = head; c !== null; c = c.next) yield c.value;
+  /** The live entries moved to the front of `order`, in their order; the places after emptied. */
+  private pack(): void {
+    const order = this.order;
+    let j = 0;
+    for (let i = 0; i < this.end; i++) {
+      const e = order[i];
+      if (e === null || e === undefined) continue;
+      e.at = j;
+      order[j++] = e;
     }
+    for (let i = j; i < this.end; i++) order[i] = null;
+    this.end = j;
+    this.holes = 0;
+    this.head = 0;
+  }
+
+  /** Twice the buckets, each entry placed again by its kept hash. */
+  private grow(): void {
+    const n = this.buckets.length * 2;
+    const b = new Array<Entry<V> | null>(n).fill(null);
+    const mask = n - 1;
+    for (let i = 0; i < this.end; i++) {
+      const e = this.order[i];
+      if (e === null || e === undefined) continue;
+      const at = e.hash & mask;
+      e.next = b[at] as Entry<V> | null;
+      b[at] = e;
+    }
+    this.buckets = b;
+    this.mask = mask;
+    this.grown++;
+  }
+
+  /**
+   * The live entries, oldest first, as they were when iteration began: a caller may delete (or
+   * set) while it iterates, and an entry deleted before its turn is skipped, as a `Map` would.
+   */
+  private snapshot(): Entry<V>[] {
+    const out: Entry<V>[] = [];
+    for (let i = 0; i < this.end; i++) {
+      const e = this.order[i];
+      if (e !== null && e !== undefined) out.push(e);
+    }
+    return out;
+  }
+
+  *values(): IterableIterator<V> {
+    for (const e of this.snapshot()) if (e.live) yield e.value;
   }
 
   /** Each entry as its key (a four-tuple, not a caller's object) and value. */
   *entries(): IterableIterator<[ConnKey, V]> {
-    for (const head of this.map.values()) {
-      for (let c: Entry<V> | null = head; c !== null; c = c.next) yield [c, c.value];
-    }
+    for (const e of this.snapshot()) if (e.live) yield [e, e.value];
   }
 
   /**
@@ -163,8 +273,9 @@ export class TupleMap<V> {
    */
   list(): (ConnKey | V)[] {
     const out: (ConnKey | V)[] = [];
-    for (const head of this.map.values()) {
-      for (let c: Entry<V> | null = head; c !== null; c = c.next) out.push(c, c.value);
+    for (let i = 0; i < this.end; i++) {
+      const e = this.order[i];
+      if (e !== null && e !== undefined) out.push(e, e.value);
     }
     return out;
   }
@@ -181,7 +292,11 @@ export class TupleMap<V> {
   ): Entry<V> | undefined {
     const l = norm(localIp);
     const r = norm(remoteIp);
-    for (let e = this.map.get(hashOf(l, localPort, r, remotePort)) ?? null; e !== null; e = e.next)
+    for (
+      let e = this.buckets[hashOf(l, localPort, r, remotePort) & this.mask] as Entry<V> | null;
+      e !== null;
+      e = e.next
+    )
       if (sameTuple(e, l, localPort, r, remotePort)) return e;
     return undefined;
   }

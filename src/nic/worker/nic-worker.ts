@@ -548,8 +548,7 @@ class RemoteUser implements TcpUser {
 /**
  * States of connections this worker released by records, by four-tuple, for their next initiate
  * here (the host moves connections back and forth between the same NICs): at most one per
- * connection this NIC can hold, about the oldest let go first (in the order of their hashes'
- * first insertion).
+ * connection this NIC can hold, the oldest let go first.
  */
 const statePool = new TupleMap<TcpState>(true);
 
@@ -569,7 +568,9 @@ function poolState(key: ConnKey, s: TcpState): void {
   if (was !== undefined) pooledShared -= holdsSharedRing(was);
   statePool.set(key, s);
   pooledShared += holdsSharedRing(s);
-  if (statePool.size > boot.capacity) for (const [k] of statePool) return void unpool(k);
+  if (statePool.size <= boot.capacity) return;
+  const oldest = statePool.oldestKey();
+  if (oldest !== undefined) unpool(oldest);
 }
 
 /** The pooled state of `key`, taken out of the pool; undefined when none is pooled. */
