@@ -884,6 +884,7 @@ export function rebuildTcpState(
   d.segmentsOut = (hard.segmentsOut + Math.ceil(sentAfter / MAX_COUNTED_SEGMENT)) >>> 0;
   d.lastRecvAt = now;
   d.lastSendAt = now;
+  // rcv_wup (not in the record): at rcv.nxt, an old segment is read only if it ends there or later.
   d.lastAckSent = rcvNxt;
   restoreRtt(s, hard.srtt, hard.rttvar);
   // One segment as the engine cuts them (options included): the remote MSS alone would leave a

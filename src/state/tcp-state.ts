@@ -121,7 +121,10 @@ export interface TcpDelegated {
   lastRecvAt: number;
   /** Clock time of the last data sent (RFC 5681 restart after idle; CUBIC epoch). */
   lastSendAt: number;
-  /** rcv.nxt carried by the last ACK we sent (RFC 7323 Last.ACK.sent, for the ts.recent update rule). */
+  /**
+   * rcv.nxt carried by the last ACK we sent: RFC 7323's Last.ACK.sent (the ts.recent update rule)
+   * and Linux's rcv_wup, below which a segment that ends is old (tcp-input.ts, the acceptance test).
+   */
   lastAckSent: number;
   /** Zero-window probes sent since the window was last open (persist timer backoff exponent). */
   persistBackoff: number;

@@ -12,6 +12,7 @@ import {
   type DutConfig,
   FIN,
   FULL,
+  fmt,
   has,
   openConn,
   PSH,
@@ -150,6 +151,57 @@ describe('conformance: hostile and unusual segments, keepalive', { skip: st.skip
         assert.equal((err as { code: string }).code, 'ECONNRESET');
         const answers = await c.tester.collect(c.fromDut, 300, from);
         assert.deepEqual(answers.length, 0, 'a RST is never answered');
+      });
+    });
+
+    test(`${v.name}: a resent FIN ending at RCV.NXT has its ACK read and draws an immediate D-SACK (Linux tcp_sequence)`, async () => {
+      await withConn(v, {}, async ({ dut, c, id }) => {
+        dut.write(id, 500);
+        const [data] = await c.receive(500, 3000, false);
+        // Our FIN, acknowledging none of the data; the DUT acknowledges the FIN.
+        const finSeq = c.sndNxt;
+        let from = c.tester.segs.length;
+        c.send({ flags: FIN | ACK, ack: data!.seq });
+        c.sndNxt = seqAdd(finSeq, 1);
+        await c.expect((s) => has(s, ACK) && s.ack === c.sndNxt, 1000, 'ACK of the FIN', from);
+        // As if that ACK were lost: the FIN again (ending at RCV.NXT), now acknowledging the data.
+        from = c.tester.segs.length;
+        c.send({ seq: finSeq, flags: FIN | ACK });
+        const dup = await c.expect((s) => has(s, ACK), 1000, 'answer to the resent FIN', from);
+        assert.equal(dup.ack, c.sndNxt);
+        assert.deepEqual(dup.sack, [[finSeq, c.sndNxt]], 'a D-SACK of the FIN');
+        // Its ACK was read: the data is not sent again when the retransmission timer would fire.
+        const again = await c.tester.collect((s) => c.fromDut(s) && s.len > 0, 1500, from);
+        assert.deepEqual(again.map(fmt), [], 'no retransmission of acknowledged data');
+      });
+    });
+
+    test(`${v.name}: a RST numbered like the peer's FIN, or at the edge of the highest SACK block, resets (Linux's RFC 5961 matches)`, async () => {
+      /** The DUT's connection is gone: what it is asked to write never reaches the wire. */
+      const gone = async (dut: Dut, c: Conn, id: number, what: string): Promise<void> => {
+        // The RST crosses the bridge before the DUT is asked to write.
+        await sleep(200);
+        const from = c.tester.segs.length;
+        dut.write(id, 100);
+        const sent = await c.tester.collect((s) => c.fromDut(s) && s.len > 0, 500, from);
+        assert.deepEqual(sent.map(fmt), [], `${what}: ${c.tester.dump()}`);
+      };
+      await withConn(v, {}, async ({ dut, c, id }) => {
+        const finSeq = c.sndNxt;
+        const from = c.tester.segs.length;
+        c.data(0, FIN | ACK);
+        await c.expect((s) => has(s, ACK) && s.ack === c.sndNxt, 1000, 'ACK of the FIN', from);
+        c.send({ seq: finSeq, flags: RST });
+        await gone(dut, c, id, 'reset at RCV.NXT - 1 after the FIN');
+      });
+      await withConn(v, {}, async ({ dut, c, id }) => {
+        const base = c.sndNxt;
+        const from = c.tester.segs.length;
+        c.send({ seq: seqAdd(base, 500), flags: ACK | PSH, payload: 500 });
+        const d = await c.expect((s) => has(s, ACK) && s.sack.length > 0, 1000, 'SACK of the island', from);
+        assert.deepEqual(d.sack, [[seqAdd(base, 500), seqAdd(base, 1000)]]);
+        c.send({ seq: seqAdd(base, 1000), flags: RST });
+        await gone(dut, c, id, 'reset at the right edge of the SACK block');
       });
     });
 

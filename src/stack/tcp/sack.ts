@@ -408,14 +408,15 @@ export function recvSackPrune(s: TcpState): void {
   }
 }
 
-export function recvSackBlocks(s: TcpState, out: Uint32Array, max: number): number {
+/** Writes up to `max` blocks into `out` from block `at` on; returns how many. */
+export function recvSackBlocks(s: TcpState, out: Uint32Array, max: number, at = 0): number {
   recvSackPrune(s);
   const list = s.soft.recvSackRecent;
-  let n = Math.min(list.length, max, out.length >>> 1);
+  let n = Math.min(list.length, max, (out.length >>> 1) - at);
   if (n < 0) n = 0;
   for (let i = 0; i < n; i++) {
-    out[2 * i] = list[i]!.start;
-    out[2 * i + 1] = list[i]!.end;
+    out[2 * (at + i)] = list[i]!.start;
+    out[2 * (at + i) + 1] = list[i]!.end;
   }
   return n;
 }

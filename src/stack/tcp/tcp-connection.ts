@@ -136,6 +136,13 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
    */
   probeOctet = -1;
   /**
+   * @internal A duplicate we received, [dsackStart, dsackEnd), for the next ACK's D-SACK block
+   * (RFC 2883; none when equal). Soft, and sent within the turn that noted it or with the next
+   * delayed ACK, so it stays out of the state a transfer carries.
+   */
+  dsackStart = 0;
+  dsackEnd = 0;
+  /**
    * @internal When each range in flight was last sent (RACK, RFC 8985). Soft: a new owner starts
    * with an empty log and detects losses by the RFC 6675 rules until its own sends are logged.
    */
@@ -398,6 +405,7 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
     this.refusedRtos = 0;
     this.rttEchoFloor = -1;
     this.probeOctet = -1;
+    this.dsackStart = this.dsackEnd = 0;
     this.holdRetransmits = false;
     this.rack.reset();
     this.outputTurn = -1;

@@ -281,22 +281,39 @@ function syncInput(
       // on the PAWS path too): a team member's forwarded ACKs, overtaken by thousands, each drew
       // one at once.
       soft.ackNow = oowAnswer(soft, f, pLen, now, counters);
+      if (soft.ackNow) duplicateOf(conn, f, seq, seqAdd(seq, pLen + (f & TcpFlag.FIN ? 1 : 0)));
       return;
     }
   }
 
-  // First: is the segment in the receive window?
+  // First: is the segment acceptable? At the window's left edge Chimney follows Linux
+  // (tcp_sequence), not RFC 9293 3.10.7.4: a segment is old only if it ends (SYN and FIN counted)
+  // before rcv_wup, the rcv.nxt our last ACK carried (d.lastAckSent). One that starts before
+  // rcv.nxt but ends at or after rcv_wup (a FIN resent at rcv.nxt - 1, data resent because our ACK
+  // was lost) is read: its ACK, SACK blocks and window count, and what it carries that we already
+  // have is answered as a duplicate (below). The RFC's test drops it unread, and a peer whose
+  // retransmission also acknowledges our data then waits for our RTO to hear it again. TIME_WAIT
+  // keeps the RFC's test: Linux handles that state apart (tcp_timewait_state_process), and there
+  // a resent FIN is answered and restarts 2MSL below.
   const segLen = pLen + (f & TcpFlag.SYN ? 1 : 0) + (f & TcpFlag.FIN ? 1 : 0);
+  const segEnd = seqAdd(seq, segLen);
   let rcvWnd = seqDiff(d.rcvAdv, d.rcvNxt);
   if (rcvWnd < 0) rcvWnd = 0;
   let ok: boolean;
-  if (segLen === 0) ok = rcvWnd === 0 ? seq === d.rcvNxt : inWindow(seq, d.rcvNxt, rcvWnd);
+  if (d.state !== TcpStateId.TIME_WAIT && seqLt(seq, d.rcvNxt)) ok = seqGeq(segEnd, d.lastAckSent);
+  else if (segLen === 0) ok = rcvWnd === 0 ? seq === d.rcvNxt : inWindow(seq, d.rcvNxt, rcvWnd);
   else {
     ok =
       rcvWnd > 0 && (inWindow(seq, d.rcvNxt, rcvWnd) || inWindow(seqAdd(seq, segLen - 1), d.rcvNxt, rcvWnd));
   }
   if (!ok) {
     if (f & TcpFlag.RST) {
+      if (resetAfterFin(d, h.seq)) {
+        conn.stats.resetsIn++;
+        counters.inc('tcp.rst.in');
+        resetReceived(conn);
+        return;
+      }
       counters.inc('drop.tcp.rst-out-of-window');
       return;
     }
@@ -312,9 +329,17 @@ function syncInput(
     } else {
       counters.inc('drop.tcp.out-of-window');
       soft.ackNow = oowAnswer(soft, f, pLen, now, counters);
+      if (soft.ackNow && d.state !== TcpStateId.TIME_WAIT) duplicateOf(conn, f, seq, segEnd);
       return;
     }
   }
+
+  // What of the segment we already have (data, or a FIN at rcv.nxt - 1): Linux's tcp_data_queue
+  // answers a segment wholly below rcv.nxt at once, and reports the duplicate (D-SACK) either way.
+  // (Taken before the trim below moves seq.)
+  const dupSeq = seq;
+  const dupEnd = !(f & TcpFlag.SYN) && segLen > 0 && seqLt(seq, d.rcvNxt) ? seqMin(segEnd, d.rcvNxt) : seq;
+  const wholeDup = dupEnd !== dupSeq && seqLeq(segEnd, d.rcvNxt);
 
   // Trim what we already have and what lies beyond the window.
   if (seqLt(seq, d.rcvNxt) && !(f & TcpFlag.SYN)) {
@@ -326,6 +351,8 @@ function syncInput(
   }
   const over = seqDiff(seqAdd(seq, pLen), seqAdd(d.rcvNxt, rcvWnd));
   if (over > 0 && !(f & TcpFlag.SYN)) {
+    // Data into a shut window is answered at once, as a probe into it is (Linux: out_of_window).
+    if (rcvWnd === 0 && pLen > 0) soft.ackNow = true;
     pLen -= Math.min(over, pLen);
     f &= ~(TcpFlag.FIN | TcpFlag.PSH);
   }
@@ -336,7 +363,7 @@ function syncInput(
     counters.inc('tcp.rst.in');
     // Counted apart: a RST in TIME_WAIT ends nothing the application still has (RFC 1337).
     if (d.state === TcpStateId.TIME_WAIT) counters.inc('tcp.rst.in.time-wait');
-    if (h.seq === d.rcvNxt) resetReceived(conn);
+    if (h.seq === d.rcvNxt || resetAfterFin(d, h.seq) || resetAtSackEdge(s, h.seq)) resetReceived(conn);
     else sendChallengeAck(conn, now);
     return;
   }
@@ -386,6 +413,13 @@ function syncInput(
     d.tsRecentAt = now;
   }
 
+  if (dupEnd !== dupSeq) {
+    if (wholeDup) {
+      counters.inc('tcp.rx.duplicate');
+      soft.ackNow = true;
+    }
+    noteDsack(conn, dupSeq, dupEnd);
+  }
   textAndFin(conn, f, seq, buf, pOff, pLen, now);
 }
 
@@ -485,6 +519,30 @@ function offerToListener(conn: TcpConnection, l: { closed: boolean; accept: (c: 
 
 export { offerToListener };
 
+/**
+ * Linux's tcp_reset_check, an exact match besides rcv.nxt (RFC 5961 3.2 as Linux extends it): once
+ * the peer's FIN is in, a RST numbered like that FIN (rcv.nxt - 1), as stacks send after their FIN.
+ */
+function resetAfterFin(d: TcpState['delegated'], seq: number): boolean {
+  const st = d.state;
+  return (
+    seq === seqSub(d.rcvNxt, 1) &&
+    (st === TcpStateId.CLOSE_WAIT || st === TcpStateId.LAST_ACK || st === TcpStateId.CLOSING)
+  );
+}
+
+/**
+ * Linux's other exact match (tcp_validate_incoming): the right edge of the highest block we SACK,
+ * where a peer that resets at its snd.nxt numbers its RST while a hole before it is unfilled.
+ */
+function resetAtSackEdge(s: TcpState, seq: number): boolean {
+  const list = s.soft.recvSackRecent;
+  if (!s.const.sackEnabled || list.length === 0) return false;
+  let max = list[0]!.end;
+  for (let i = 1; i < list.length; i++) if (seqGt(list[i]!.end, max)) max = list[i]!.end;
+  return seq === max;
+}
+
 function resetReceived(conn: TcpConnection): void {
   const d = conn.state.delegated;
   switch (d.state) {
@@ -509,6 +567,26 @@ function resetReceived(conn: TcpConnection): void {
 }
 
 /**
+ * A segment we drop is answered (Linux's tcp_send_dupack): what it carries below rcv.nxt is
+ * reported as a duplicate.
+ */
+function duplicateOf(conn: TcpConnection, f: number, seq: number, segEnd: number): void {
+  const nxt = conn.state.delegated.rcvNxt;
+  if (f & TcpFlag.SYN || seq === segEnd || !seqLt(seq, nxt)) return;
+  noteDsack(conn, seq, seqMin(segEnd, nxt));
+}
+
+/**
+ * RFC 2883: the next ACK's first SACK block reports [start, end), received twice. Only the latest
+ * is kept (Linux's duplicate_sack[0]); it goes out once.
+ */
+function noteDsack(conn: TcpConnection, start: number, end: number): void {
+  if (!conn.state.const.sackEnabled) return;
+  conn.dsackStart = start >>> 0;
+  conn.dsackEnd = end >>> 0;
+}
+
+/**
  * Whether a segment we drop (out of window, or failing PAWS) draws an ACK now. Segments with data
  * are answered at once (a retransmission we already have must draw its duplicate ACK); answers to
  * pure ACKs and SYNs are rate-limited, as Linux does, so two ends that disagree about sequence
@@ -521,7 +599,9 @@ function oowAnswer(
   now: number,
   counters: Counters,
 ): boolean {
-  if (pLen > 0 && !(f & TcpFlag.SYN)) return true;
+  // A FIN counts as data here, as in Linux's tcp_oow_rate_limited (seq != end_seq): a peer
+  // resending its FIN waits on our answer.
+  if ((pLen > 0 || f & TcpFlag.FIN) && !(f & TcpFlag.SYN)) return true;
   if (soft.lastOowAckAt >= 0 && now - soft.lastOowAckAt < OOW_ACK_INTERVAL_MS) {
     counters.inc('tcp.oow_ack.limited');
     return false;

@@ -139,8 +139,17 @@ export function emit(
       h.tsVal = tsNow(now);
       h.tsEcr = d.tsRecent;
     }
-    if (c.sackEnabled && flags & TcpFlag.ACK && !(flags & TcpFlag.RST) && soft.recvSackRecent.length > 0) {
-      h.sackCount = recvSackBlocks(s, h.sackBlocks, c.tsEnabled ? 3 : 4);
+    if (c.sackEnabled && flags & TcpFlag.ACK && !(flags & TcpFlag.RST)) {
+      let n = 0;
+      if (conn.dsackEnd !== conn.dsackStart) {
+        // RFC 2883: the duplicate first, reported once (Linux clears rx_opt.dsack once sent).
+        h.sackBlocks[0] = conn.dsackStart;
+        h.sackBlocks[1] = conn.dsackEnd;
+        conn.dsackEnd = conn.dsackStart;
+        n = 1;
+      }
+      if (soft.recvSackRecent.length > 0) n += recvSackBlocks(s, h.sackBlocks, (c.tsEnabled ? 3 : 4) - n, n);
+      h.sackCount = n;
     }
   }
   const ip = env.ip;
