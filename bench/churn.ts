@@ -54,8 +54,12 @@ export interface ChurnRun {
   start: ChurnMemory;
   peak: ChurnMemory;
   end: ChurnMemory;
-  /** After each cycle's close: RSS and arrayBuffers, MiB. */
-  perCycle: { rss: number[]; arrayBuffers: number[] };
+  /**
+   * After each cycle's close: RSS and arrayBuffers, MiB; the host's objects of the buffers it
+   * handed to workers still alive (made less collected: in use or awaiting its collector), and
+   * each worker's alive (MiB, `nic.slabs.alive-bytes`), where the build counts them (else empty).
+   */
+  perCycle: { rss: number[]; arrayBuffers: number[]; hostSlabs: number[]; workerSlabsMiB: number[][] };
   /** Each worker's JS heap used at the end, MiB (null where the build does not report it). */
   workerHeap: (number | null)[];
   /** Connection slabs the host made, and those whose host object was collected (null: not counted by that build). */
@@ -63,6 +67,8 @@ export interface ChurnRun {
   slabsGone: number | null;
   /** Times each worker showed its collector a slab's worth of buffers the host let go (null: not counted). */
   workerWeighed: (number | null)[];
+  /** Times the host showed its collector a slab's worth of buffers it numbered (null: not counted). */
+  hostWeighed: number | null;
   /**
    * At the end, each worker's connections in TIME_WAIT still holding their shared block, and those
    * of them with bytes unread (null: not counted by that build).
@@ -94,7 +100,9 @@ async function churnHere(root: string, mode: 'workers' | 'host', o: ChurnOptions
   const hard = await mod('src/nic/hard-state.ts');
   const blocks = await mod('src/nic/worker/conn-blocks.ts');
   const net = new SimNetwork({ seed: 1, virtualTime: false });
-  const wh = addWorkerHost(net, { capacity: o.connections + 10 });
+  // Memory is the figure, not failover: a worker slowed by a loaded machine must not be taken for
+  // dead (a run at load 20-30 lost one to the 2 s default and ended there).
+  const wh = addWorkerHost(net, { capacity: o.connections + 10, deadAfterMs: 60_000 });
   const peer = net.addHost({ ip: '10.0.0.2/24' });
   await Promise.all(wh.nics.map((n: { ready(): Promise<void> }) => n.ready()));
   // A port per cycle, of PORTS in turn: a cycle's four-tuples wait in TIME_WAIT (60 s) after its
@@ -124,7 +132,17 @@ async function churnHere(root: string, mode: 'workers' | 'host', o: ChurnOptions
     for (const k of Object.keys(peak) as (keyof ChurnMemory)[]) peak[k] = Math.max(peak[k], m[k]);
   };
   const timer = setInterval(sample, 100);
-  const perCycle = { rss: [] as number[], arrayBuffers: [] as number[] };
+  const perCycle = {
+    rss: [] as number[],
+    arrayBuffers: [] as number[],
+    hostSlabs: [] as number[],
+    workerSlabsMiB: [] as number[][],
+  };
+  const counters = async () =>
+    (await Promise.all(
+      wh.nics.map((n: { counters(): Promise<Record<string, number>> }) => n.counters()),
+    )) as Record<string, number>[];
+  const counted = typeof hard.connSlabsMade === 'function' && typeof blocks.slabsGoneCount === 'function';
   const t0 = performance.now();
   let failedOpen = 0;
   let unclosed = 0;
@@ -171,11 +189,14 @@ async function churnHere(root: string, mode: 'workers' | 'host', o: ChurnOptions
     sample();
     perCycle.rss.push(m.rss);
     perCycle.arrayBuffers.push(m.arrayBuffers);
+    if (counted)
+      perCycle.hostSlabs.push((hard.connSlabsMade() as number) - (blocks.slabsGoneCount() as number));
+    const c = await counters();
+    if (c.every((x) => x['nic.slabs.alive-bytes'] !== undefined))
+      perCycle.workerSlabsMiB.push(c.map((x) => MB(x['nic.slabs.alive-bytes']!)));
   }
   clearInterval(timer);
-  const counters = (await Promise.all(
-    wh.nics.map((n: { counters(): Promise<Record<string, number>> }) => n.counters()),
-  )) as Record<string, number>[];
+  const last = await counters();
   const made = typeof hard.connSlabsMade === 'function' ? (hard.connSlabsMade() as number) : null;
   const gone = typeof blocks.slabsGoneCount === 'function' ? (blocks.slabsGoneCount() as number) : null;
   return {
@@ -187,14 +208,14 @@ async function churnHere(root: string, mode: 'workers' | 'host', o: ChurnOptions
     peak,
     end: mem(),
     perCycle,
-    workerHeap: counters.map((c) =>
-      c['nic.mem.heap-used'] === undefined ? null : MB(c['nic.mem.heap-used']),
-    ),
+    workerHeap: last.map((c) => (c['nic.mem.heap-used'] === undefined ? null : MB(c['nic.mem.heap-used']))),
     slabsMade: made,
     slabsGone: gone,
-    workerWeighed: counters.map((c) => c['nic.slabs.weighed'] ?? null),
-    timeWaitBlocks: counters.map((c) => c['nic.time-wait.blocks'] ?? null),
-    timeWaitUnread: counters.map((c) => c['nic.time-wait.unread'] ?? null),
+    workerWeighed: last.map((c) => c['nic.slabs.weighed'] ?? null),
+    hostWeighed:
+      typeof blocks.numberedWeighedCount === 'function' ? (blocks.numberedWeighedCount() as number) : null,
+    timeWaitBlocks: last.map((c) => c['nic.time-wait.blocks'] ?? null),
+    timeWaitUnread: last.map((c) => c['nic.time-wait.unread'] ?? null),
     failedOpen,
     unclosed,
   };
@@ -230,7 +251,7 @@ export async function benchChurn(o: ChurnOptions, log: (l: string) => void = () 
 
 function line(r: ChurnRun): string {
   const m = (x: ChurnMemory) => `${x.rss} / ${x.arrayBuffers} / ${x.heapUsed}`;
-  return `${r.mode} ${r.root}: ${r.cycles} cycles in ${r.seconds} s; RSS / arrayBuffers / heap MiB: start ${m(r.start)}, peak ${m(r.peak)}, end ${m(r.end)}; workers' heaps ${r.workerHeap.join(', ')} MiB; slabs made ${r.slabsMade ?? '-'}, host objects collected ${r.slabsGone ?? '-'}; slabs' worth weighed by the workers ${r.workerWeighed.join(', ')}; TIME_WAIT holding blocks ${r.timeWaitBlocks.join(', ')} (unread ${r.timeWaitUnread.join(', ')}); failed opens ${r.failedOpen}, unclosed ${r.unclosed}`;
+  return `${r.mode} ${r.root}: ${r.cycles} cycles in ${r.seconds} s; RSS / arrayBuffers / heap MiB: start ${m(r.start)}, peak ${m(r.peak)}, end ${m(r.end)}; workers' heaps ${r.workerHeap.join(', ')} MiB; slabs made ${r.slabsMade ?? '-'}, host objects collected ${r.slabsGone ?? '-'}; slabs' worth weighed by the workers ${r.workerWeighed.join(', ')}, by the host ${r.hostWeighed ?? '-'}; host slab objects alive after each cycle ${r.perCycle.hostSlabs.join(' ') || '-'}; workers' slab objects alive at the end ${r.perCycle.workerSlabsMiB.at(-1)?.join(', ') ?? '-'} MiB; TIME_WAIT holding blocks ${r.timeWaitBlocks.join(', ')} (unread ${r.timeWaitUnread.join(', ')}); failed opens ${r.failedOpen}, unclosed ${r.unclosed}`;
 }
 
 export function formatChurn(r: ChurnResult): string {

@@ -8,6 +8,8 @@ import assert from 'node:assert/strict';
 import { type TestContext, test } from 'node:test';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
+import { CONN_SLAB_BYTES } from '../../src/nic/hard-state.ts';
+import { onSlabGone, slabIdOf } from '../../src/nic/worker/conn-blocks.ts';
 import { SimNetwork } from '../../src/sim/sim-network.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { addWorkerHost } from './worker-helpers.ts';
@@ -101,4 +103,25 @@ test('the blocks a worker gives back in TIME_WAIT are freed while the connection
   const c = await wh.nics[0]!.counters();
   assert.equal(c['nic.time-wait.given'], CONNS, 'all of them still wait, block-less');
   assert.equal(c['nic.time-wait.blocks'], 0);
+});
+
+test('the host collects its objects of the buffers it numbered without waiting for its heap to grow', {
+  timeout: 60_000,
+}, async () => {
+  // Numbered (handed to workers), then dropped: nothing else allocates here and no collection is
+  // forced, so only the weight the host shows its collector for them (weighNumbered) brings one.
+  // A SharedArrayBuffer alone counts for nothing towards it.
+  const gone = new Set<number>();
+  const stop = onSlabGone((id) => gone.add(id));
+  try {
+    const ids: number[] = [];
+    (() => {
+      for (let i = 0; i < 3; i++) ids.push(slabIdOf(new SharedArrayBuffer(CONN_SLAB_BYTES)));
+    })();
+    const heard = () => ids.filter((id) => gone.has(id)).length;
+    for (let i = 0; i < 200 && heard() === 0; i++) await new Promise((r) => setTimeout(r, 25));
+    assert.ok(heard() >= 1, `${heard()} of ${ids.length} dropped buffers collected by the host within 5 s`);
+  } finally {
+    stop();
+  }
 });

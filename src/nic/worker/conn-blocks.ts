@@ -1,7 +1,13 @@
 import { isMainThread } from 'node:worker_threads';
 import { ByteRing } from '../../state/byte-ring.ts';
 import { checkSharedRingHeader, checkSharedRingRef, sharedRingBytes } from '../../state/shared-ring.ts';
-import { type ConnBlockRef, HARD_STATE_BYTES, HardStateRecord, TRANSFER_RECORD_AT } from '../hard-state.ts';
+import {
+  CONN_SLAB_BYTES,
+  type ConnBlockRef,
+  HARD_STATE_BYTES,
+  HardStateRecord,
+  TRANSFER_RECORD_AT,
+} from '../hard-state.ts';
 import { TransferRecord } from '../transfer-record.ts';
 
 /*
@@ -91,8 +97,39 @@ export function slabIdOf(sab: SharedArrayBuffer): number {
     id = nextSlabId++;
     SLAB_IDS.set(sab, id);
     SLABS_GONE.register(sab, id);
+    weighNumbered(sab.byteLength);
   }
   return id;
+}
+
+/*
+ * The host's own collector, as a worker's (weighSlabsLetGo in nic-worker.ts), counts a
+ * SharedArrayBuffer as no external memory, so the buffers it numbered weighed nothing towards its
+ * next full collection: under churn the host's objects of closed connections' slabs waited for
+ * one that only its JS heap's growth brought, and every worker kept its own objects of them until
+ * then ('slabs-gone' follows the host's collection): at the end of an 8-cycle churn a forced
+ * collection of the host alone freed 2 of the 3 slabs its objects held, and the workers' objects
+ * of them followed (BENCHMARKS.md, "Memory under churn: where the shared memory is"). So a
+ * slab's worth of buffers numbered is shown
+ * to the collector as V8 shows it a plain ArrayBuffer's: one of that size, made and dropped (fresh
+ * pages, never touched). A buffer numbered is a buffer made for blocks (no other is handed to a
+ * worker), and under churn the memory made is the memory let go, one slab for another.
+ */
+let bytesNumbered = 0;
+/** Times the host showed its collector a slab's worth of buffers it numbered. */
+let numberedWeighed = 0;
+
+function weighNumbered(bytes: number): void {
+  bytesNumbered += bytes;
+  if (bytesNumbered < CONN_SLAB_BYTES) return;
+  new ArrayBuffer(bytesNumbered);
+  bytesNumbered = 0;
+  numberedWeighed++;
+}
+
+/** Times the host showed its collector a slab's worth of numbered buffers (bench/churn.ts, tests). */
+export function numberedWeighedCount(): number {
+  return numberedWeighed;
 }
 
 const CANON = new Map<number, WeakRef<SharedArrayBuffer>>();
@@ -108,6 +145,13 @@ let sweepAt = 1024;
  * the host holds anyway, until the host's collector and one message say it is free.
  */
 const HELD = new Map<number, SharedArrayBuffer>();
+
+/** This thread's objects of numbered buffers not collected yet: counted, not held (aliveSlabs). */
+const alive = { count: 0, bytes: 0 };
+const ALIVE = new FinalizationRegistry<number>((bytes) => {
+  alive.count--;
+  alive.bytes -= bytes;
+});
 
 /**
  * The host let go of these buffers: this thread holds them only while something here uses them.
@@ -130,6 +174,15 @@ export function heldSlabs(): number {
 }
 
 /**
+ * This thread's objects of buffers the host numbered that its collector has not taken yet (held
+ * for the host, in use here, or garbage not collected), and their bytes: a worker's share of the
+ * process's shared memory (its `counters`: `nic.slabs.alive`).
+ */
+export function aliveSlabs(): { count: number; bytes: number } {
+  return { count: alive.count, bytes: alive.bytes };
+}
+
+/**
  * The object this thread already holds for the buffer the host numbered `id` (the one `sab` is a
  * new object over), or `sab` itself, kept for that number from now on. Held weakly: a buffer no
  * connection here uses any more goes, and its number with it.
@@ -146,6 +199,9 @@ export function canonicalSlab(sab: SharedArrayBuffer, id: number): SharedArrayBu
     sweepAt = Math.max(1024, 2 * CANON.size);
   }
   CANON.set(id, new WeakRef(sab));
+  alive.count++;
+  alive.bytes += sab.byteLength;
+  ALIVE.register(sab, sab.byteLength);
   return sab;
 }
 

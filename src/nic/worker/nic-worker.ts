@@ -68,11 +68,13 @@ import { type LazyConn, type LazyTake, NicEngine, type PathSlot } from '../nic-e
 import { OWNER_HOST, splitForRecords, type TransferRecord } from '../transfer-record.ts';
 import { TupleMap } from '../tuple-map.ts';
 import {
+  aliveSlabs,
   type BlockParts,
   blockOfRings,
   blockParts,
   canonicalSlab,
   dropSlabs,
+  heldSlabs,
   knownBlock,
   partsCount,
   sameBlock,
@@ -397,6 +399,8 @@ interface Slot {
   user: RemoteUser;
   /** The largest send ring asked of the host for this connection (regrow), 0 for none. */
   growAsked: number;
+  /** Counted in `timeWaitHeld`: TIME_WAIT_HELD, or TIME_WAIT_UNREAD as well; 0 when not. */
+  timeWait: number;
 }
 
 /**
@@ -428,6 +432,7 @@ function giveBack(slot: Slot): boolean {
   const d = slot.conn.state.delegated;
   if (d.state !== TcpStateId.TIME_WAIT || slot.block === goneBlock()) return false;
   if (d.sendBuffer.length !== 0 || d.recvBuffer.length !== 0 || slot.conn.released) return false;
+  uncountTimeWait(slot);
   writeRecord(slot);
   const gone = goneBlock();
   slot.block = gone;
@@ -484,21 +489,32 @@ function queueEvent(slot: Slot, bits: number, err: ConnectionError | null = null
 }
 
 /**
- * Connections here in TIME_WAIT, each still holding its shared block (a slot holds its block for
- * as long as it lives; `ByteRing.release` keeps a shared ring's memory), and those of them whose
- * receive ring still has bytes the application has not read. A walk of the slots, per `counters`
- * request only: under churn these blocks are what keeps closed cycles' slabs alive for 60 s.
+ * Connections here in TIME_WAIT still holding their shared block (a slot holds its block for as
+ * long as it lives; `ByteRing.release` keeps a shared ring's memory), and those of them that
+ * entered it with bytes the application had not read (why giveBack kept the block): under churn
+ * these blocks are what keeps closed cycles' slabs alive for 60 s. Kept as slots enter TIME_WAIT
+ * (countTimeWait) and leave it (free, giveBack), not found by a walk of every slot per `counters`
+ * request, which a server of tens of thousands of connections polled is charged for each time.
  */
-function timeWaitBlocks(): { 'nic.time-wait.blocks': number; 'nic.time-wait.unread': number } {
-  let blocks = 0;
-  let unread = 0;
-  for (const s of slots) {
-    if (s === undefined || s.conn.state.delegated.state !== TcpStateId.TIME_WAIT) continue;
-    if (s.block === goneBlock()) continue;
-    blocks++;
-    if (s.conn.state.delegated.recvBuffer.length > 0) unread++;
-  }
-  return { 'nic.time-wait.blocks': blocks, 'nic.time-wait.unread': unread };
+const timeWaitHeld = { blocks: 0, unread: 0 };
+const TIME_WAIT_HELD = 1;
+const TIME_WAIT_UNREAD = 2;
+
+/** Count the slot if its connection waits in TIME_WAIT on its block (once; see timeWaitHeld). */
+function countTimeWait(slot: Slot): void {
+  if (slot.timeWait !== 0 || slot.block === goneBlock()) return;
+  const d = slot.conn.state.delegated;
+  if (d.state !== TcpStateId.TIME_WAIT) return;
+  slot.timeWait = d.recvBuffer.length > 0 ? TIME_WAIT_HELD | TIME_WAIT_UNREAD : TIME_WAIT_HELD;
+  timeWaitHeld.blocks++;
+  if (slot.timeWait & TIME_WAIT_UNREAD) timeWaitHeld.unread++;
+}
+
+function uncountTimeWait(slot: Slot): void {
+  if (slot.timeWait === 0) return;
+  timeWaitHeld.blocks--;
+  if (slot.timeWait & TIME_WAIT_UNREAD) timeWaitHeld.unread--;
+  slot.timeWait = 0;
 }
 
 /** Rewrite the hard-state record of every connection touched since the last time. */
@@ -541,7 +557,9 @@ class RemoteUser implements TcpUser {
   }
   onClosed(error: ConnectionError | null): void {
     touch(this.slot);
-    queueEvent(this.slot, giveBack(this.slot) ? EV_CLOSED | EV_BLOCK_GONE : EV_CLOSED, error);
+    const gone = giveBack(this.slot);
+    if (!gone) countTimeWait(this.slot);
+    queueEvent(this.slot, gone ? EV_CLOSED | EV_BLOCK_GONE : EV_CLOSED, error);
   }
 }
 
@@ -1040,6 +1058,7 @@ function install(
     slot.published = -1;
     slot.transfer = onGiven ? parts!.transfer : null;
     slot.growAsked = 0;
+    slot.timeWait = 0;
     engine.counters.inc('nic.slots.reused');
   } else {
     const key = {
@@ -1060,6 +1079,7 @@ function install(
       transfer: onGiven ? parts!.transfer : null,
       user: null as unknown as RemoteUser,
       growAsked: 0,
+      timeWait: 0,
     };
     slot.user = new RemoteUser(slot);
     if (onGiven) slotOfBlock.set(block, slot);
@@ -1075,12 +1095,15 @@ function install(
   if (at === undefined) Atomics.store(db, flagsAt + index, 0);
   conn.user = slot.user;
   writeRecord(slot);
+  // Handed over already waiting (a terminate ends a TIME_WAIT, but an initiate may carry one).
+  countTimeWait(slot);
   return { key, slot: index, block, given: onGiven };
 }
 
 function free(slot: Slot): void {
   if (slots[slot.index] !== slot) return;
   slots[slot.index] = undefined;
+  uncountTimeWait(slot);
   freeSlots.push(slot.index);
   byKey.delete(slot.key);
   connIndex.remove(slot);
@@ -1671,7 +1694,8 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
         engine.dropFrozen(unpackKeys(r.arg, engine.addressBook));
         post({ t: 'res', id, ok: true, op: r.op, value: undefined });
         return;
-      case 'counters':
+      case 'counters': {
+        const alive = aliveSlabs();
         post({
           t: 'res',
           id,
@@ -1690,10 +1714,17 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
             'nic.pool.shared-rings': pooledShared,
             // This thread's JS heap (the process's memoryUsage counts every thread's together).
             'nic.mem.heap-used': getHeapStatistics().used_heap_size,
-            ...timeWaitBlocks(),
+            // The buffers the host numbered that this thread holds for it (until 'slabs-gone'),
+            // and those whose object here is not collected yet: a worker's share of shared memory.
+            'nic.slabs.held': heldSlabs(),
+            'nic.slabs.alive': alive.count,
+            'nic.slabs.alive-bytes': alive.bytes,
+            'nic.time-wait.blocks': timeWaitHeld.blocks,
+            'nic.time-wait.unread': timeWaitHeld.unread,
           },
         });
         return;
+      }
       default:
         unhandled(r, 'request');
     }
