@@ -243,6 +243,10 @@ export class TcpSocket extends Duplex implements TcpUser {
     // The stream's length counts the chunk in _write whole, and _bytesWritten its part taken.
     return this._bytesWritten + this.writableLength - (this.pendingChunk ? this.pendingOffset : 0);
   }
+  /** The bytes of the application's writes the connection has taken (its send buffer or the wire). */
+  get bytesTaken(): number {
+    return this._bytesWritten;
+  }
   get remoteAddress(): string | undefined {
     return this.conn ? this.names?.remote : undefined;
   }
