@@ -29,6 +29,13 @@ export class InvalidStateError extends ChimneyError {
 export class ConnectionError extends ChimneyError {
   /** errno-style name: ECONNRESET, ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH, ... */
   readonly errno: string;
+  /**
+   * Set by the socket that reports it, as Node sets its own: the call that would have failed
+   * ('connect', 'read', 'write') and, for 'connect', the address and port it tried.
+   */
+  syscall?: string;
+  address?: string;
+  port?: number;
   constructor(errno: string, message: string) {
     super(errno, message);
     this.errno = errno;

@@ -62,6 +62,9 @@ export function connectSocket(host: ServerHost, opts: ConnectOptions, cb?: () =>
     socket._attachConnecting(conn);
   } catch (e) {
     if (e instanceof ConnectionError) {
+      e.syscall = 'connect';
+      e.address = opts.host;
+      e.port = remotePort;
       host.clock.defer(() => socket._failConnect(e));
       return socket;
     }

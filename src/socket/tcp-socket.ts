@@ -5,6 +5,17 @@ import { type AddressTable, TWO_32 } from '../stack/address-table.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
 import { formatIpv4 } from '../wire/addr.ts';
 
+/** A write that cannot go out, with the syscall Node names. */
+function writeError(code: string, message: string): ConnectionError {
+  const e = new ConnectionError(code, message);
+  e.syscall = 'write';
+  return e;
+}
+
+function emitClose(s: TcpSocket, hadError: boolean): void {
+  s.emit('close', hadError);
+}
+
 /** Reads are pulled from the connection's receive buffer in chunks of at most this size. */
 const READ_CHUNK = 64 * 1024;
 
@@ -74,7 +85,14 @@ export class TcpSocket extends Duplex implements TcpUser {
    */
   private held = false;
   private heldError: ConnectionError | null = null;
+  /**
+   * The connection failed (a reset) with data still in its receive buffer: the error waits until
+   * that data is read, as recv(2) on Linux returns what was queued before a reset, then the error.
+   */
+  private failure: ConnectionError | null = null;
   private idleTimeoutMs = 0;
+  /** setTimeout was called (net.Socket#timeout is undefined until then, 0 after setTimeout(0)). */
+  private timeoutSet = false;
   private idleTimer: Timer | null = null;
   private lastActivity = 0;
   private _bytesRead = 0;
@@ -89,7 +107,8 @@ export class TcpSocket extends Duplex implements TcpUser {
       highWaterMark: opts.highWaterMark,
       // Node's net.Socket leaves the stream open after 'end' until both sides are done.
       autoDestroy: true,
-      emitClose: true,
+      // 'close' carries hadError, as net.Socket's does: emitted by _destroy, not by the stream.
+      emitClose: false,
     });
     this.host = host;
   }
@@ -129,7 +148,7 @@ export class TcpSocket extends Duplex implements TcpUser {
     this.held = false;
     const err = this.heldError;
     this.heldError = null;
-    if (err) this.destroy(err);
+    if (err) this.failAfterData(err);
     else if (this.remoteEnded) this.pull();
   }
 
@@ -198,7 +217,7 @@ export class TcpSocket extends Duplex implements TcpUser {
     if (this.conn) {
       if (!this.closedByStack) this.flushPending();
       // A close that came during the move still leaves received data (and the end) to deliver.
-      if (this.wantRead || this.remoteEnded) this.pull();
+      if (this.wantRead || this.remoteEnded || this.failure !== null) this.pull();
     }
   }
 
@@ -206,7 +225,7 @@ export class TcpSocket extends Duplex implements TcpUser {
     return this._connecting;
   }
   get pending(): boolean {
-    return this._connecting || this.conn === null;
+    return this._connecting || this.conn === null || this.destroyed;
   }
   get readyState(): 'opening' | 'open' | 'readOnly' | 'writeOnly' | 'closed' {
     if (this._connecting) return 'opening';
@@ -219,7 +238,13 @@ export class TcpSocket extends Duplex implements TcpUser {
   get bytesRead(): number {
     return this._bytesRead;
   }
+  /** Like net.Socket's: every byte the application wrote, taken by the connection yet or not. */
   get bytesWritten(): number {
+    // The stream's length counts the chunk in _write whole, and _bytesWritten its part taken.
+    return this._bytesWritten + this.writableLength - (this.pendingChunk ? this.pendingOffset : 0);
+  }
+  /** The bytes of the application's writes the connection has taken (its send buffer or the wire). */
+  get bytesTaken(): number {
     return this._bytesWritten;
   }
   get remoteAddress(): string | undefined {
@@ -231,6 +256,9 @@ export class TcpSocket extends Duplex implements TcpUser {
   get remoteFamily(): string | undefined {
     return this.conn ? this.names?.family : undefined;
   }
+  // Both ends stay named after the close. Node keeps the remote end once read (it caches
+  // getpeername); its local end comes from getsockname and is gone with the descriptor, but
+  // code that names a connection by its local port after its end (tests here do) keeps working.
   get localAddress(): string | undefined {
     return this.conn ? this.names?.local : undefined;
   }
@@ -241,7 +269,7 @@ export class TcpSocket extends Duplex implements TcpUser {
     return this.conn?.localPort;
   }
   get timeout(): number | undefined {
-    return this.idleTimeoutMs || undefined;
+    return this.timeoutSet ? this.idleTimeoutMs : undefined;
   }
 
   address(): { address: string; family: string; port: number } | Record<string, never> {
@@ -272,6 +300,7 @@ export class TcpSocket extends Duplex implements TcpUser {
       else this.once('timeout', cb);
     }
     this.idleTimeoutMs = ms;
+    this.timeoutSet = true;
     if (ms === 0) {
       this.idleTimer?.disarm();
       return this;
@@ -286,6 +315,16 @@ export class TcpSocket extends Duplex implements TcpUser {
   }
   unref(): this {
     return this;
+  }
+
+  /**
+   * Like net.Socket#destroySoon: end, and destroy once the end is sent. Node's http server calls
+   * it after a response that closes the connection.
+   */
+  destroySoon(): void {
+    if (this.writable) this.end();
+    if (this.writableFinished) this.destroy();
+    else this.once('finish', () => this.destroy());
   }
 
   /** Reset the connection (RST), like net.Socket#resetAndDestroy. */
@@ -331,17 +370,28 @@ export class TcpSocket extends Duplex implements TcpUser {
 
   onClosed(error: ConnectionError | null): void {
     this.closedByStack = true;
+    const connecting = this._connecting;
     this._connecting = false;
     this.idleTimer?.disarm();
-    if (error) {
-      this.failPending(error);
+    if (error && !this.remoteEnded) {
+      if (connecting) {
+        error.syscall ??= 'connect';
+        error.address ??= this.names?.remote;
+        error.port ??= this.conn?.remotePort;
+      } else error.syscall ??= 'read';
       if (this.held) this.heldError = error;
-      else this.destroy(error);
+      else this.failAfterData(error);
       return;
     }
-    // Orderly close: deliver what is left, then end; a write still waiting can no longer go out.
+    // Orderly close, or a failure after the peer's FIN, which reads never show: on Linux a read
+    // returns the data, then EOF (tcp_recvmsg looks at SOCK_DONE before sk_err), and only a write
+    // learns of it (EPIPE after a reset in CLOSE_WAIT). Deliver what is left, then end; a write
+    // still waiting can no longer go out.
     this.remoteEnded = true;
-    if (this.pendingCb) this.failPending(new ConnectionError('EPIPE', 'connection closed with data unsent'));
+    if (this.pendingCb) {
+      const code = error && error.errno !== 'ECONNRESET' ? error.errno : 'EPIPE';
+      this.failPending(writeError(code, 'connection closed with data unsent'));
+    }
     if (!this.held) this.pull();
   }
 
@@ -362,7 +412,15 @@ export class TcpSocket extends Duplex implements TcpUser {
       return;
     }
     if (this.closedByStack) {
-      cb(new ConnectionError('EPIPE', 'write after the connection closed'));
+      // A reset not yet read (data before it waits): the write reports it, as send(2) reports
+      // the socket's pending error before EPIPE; Node then destroys the socket, unread data too.
+      const failed = this.failure;
+      this.failure = null;
+      cb(
+        failed
+          ? writeError(failed.errno, failed.message)
+          : writeError('EPIPE', 'write after the connection closed'),
+      );
       return;
     }
     this.pendingChunk = chunk;
@@ -399,8 +457,9 @@ export class TcpSocket extends Duplex implements TcpUser {
       const finish = (): void => {
         const conn = this.conn;
         if (!conn) return;
-        // Like close(2): unread data or an error means the peer must learn of it (RST); otherwise FIN.
-        if (err || conn.readableLength > 0) conn.abort();
+        // Like close(2), which net.Socket#destroy calls whatever the error: unread data means the
+        // peer must learn of it (RST); otherwise FIN.
+        if (conn.readableLength > 0) conn.abort();
         else conn.close();
       };
       if (this.isMoving) this.waitingForMove.push(finish);
@@ -410,9 +469,32 @@ export class TcpSocket extends Duplex implements TcpUser {
       const pcb = this.pendingCb;
       this.pendingCb = null;
       this.pendingChunk = null;
-      pcb(err ?? new ConnectionError('EPIPE', 'socket destroyed with a write pending'));
+      pcb(err ?? writeError('EPIPE', 'socket destroyed with a write pending'));
     }
+    this.failure = null;
     cb(err);
+    // After the stream's own 'error' (queued by cb), as net.Socket emits it once its handle closed.
+    process.nextTick(emitClose, this, err !== null && err !== undefined);
+  }
+
+  /**
+   * The connection failed: the error shows once the data received before it is read, as on
+   * Linux, and only to a socket that reads. Node reads ahead while its stream holds less than its
+   * high-water mark and stops at it: a paused or slow reader learns of a reset at once if the
+   * stream has room (what the stream holds then is lost with it), and otherwise once the
+   * application has read the stream down; the same here. A write waiting when it comes fails at
+   * once, as libuv's write does, and takes the socket down with what is unread.
+   */
+  private failAfterData(err: ConnectionError): void {
+    if (this.conn && !this.destroyed) {
+      this.failure = err;
+      if (this.readableLength < this.readableHighWaterMark) this.wantRead = true;
+      this.pull();
+      if (this.failure === null || !this.pendingCb) return;
+      this.failure = null;
+    }
+    this.failPending(err);
+    this.destroy(err);
   }
 
   private pull(): void {
@@ -427,6 +509,15 @@ export class TcpSocket extends Duplex implements TcpUser {
       this._bytesRead += got;
       this.touch();
       this.wantRead = this.push(got === chunk.length ? chunk : chunk.subarray(0, got));
+    }
+    if (this.failure !== null) {
+      // Reads only find the failure past the data, and only while the stream asks for more.
+      if (conn.readableLength > 0 || !this.wantRead) return;
+      const err = this.failure;
+      this.failure = null;
+      this.failPending(err);
+      this.destroy(err);
+      return;
     }
     if (this.remoteEnded && conn.readableLength === 0 && !this.endPushed) {
       this.endPushed = true;

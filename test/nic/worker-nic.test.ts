@@ -159,7 +159,7 @@ describe('WorkerNic', () => {
           `record snd.max ${hs.sndMax} behind the peer's rcv.nxt ${pd.rcvNxt}`,
         );
         // Every byte that left the send ring has reached the peer.
-        const released = sock.bytesWritten - h.writableLength;
+        const released = sock.bytesTaken - h.writableLength;
         assert.ok(
           released <= (pd.rcvNxt - pd.irs - 1) >>> 0,
           'send data stays in the ring until acknowledged',

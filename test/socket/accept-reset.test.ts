@@ -5,7 +5,8 @@
  * 'close' with hadError. FIN: readable to its end, then 'end' and 'close'. Checked against Node
  * 20 on Linux 6.18 with a net.Server whose event loop was blocked while the peer reset or ended.
  * (Node there, with data queued before the reset, gives the data and 'end', not the error: libuv
- * takes a short read with EPOLLHUP as EOF. Chimney reports the reset, as a read(2) on Linux would.)
+ * takes a short read with EPOLLHUP as EOF. Chimney gives the data, then reports the reset, as
+ * read(2) on Linux would.)
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
@@ -66,6 +67,14 @@ describe('a queued connection is handed out whatever its peer did meanwhile (as 
   test('reset before the application takes it: handed out, then ECONNRESET', async () => {
     const seen = await slowAccept((c) => c.resetAndDestroy());
     assert.deepEqual(seen, [{ events: ['connection', 'error ECONNRESET', 'close'], data: '' }]);
+  });
+
+  test('data, then a reset, before the application takes it: handed out, the data, then ECONNRESET', async () => {
+    const seen = await slowAccept((c) => {
+      c.write('hello');
+      c.resetAndDestroy();
+    });
+    assert.deepEqual(seen, [{ events: ['connection', 'error ECONNRESET', 'close'], data: 'hello' }]);
   });
 
   test('ended with data before the application takes it: handed out, readable to its end', async () => {

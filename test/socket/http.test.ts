@@ -3,9 +3,11 @@ import { createHash } from 'node:crypto';
 import http from 'node:http';
 import { describe, test } from 'node:test';
 import { SimNetwork } from '../../src/sim/sim-network.ts';
+import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { randomBytes, sha256 } from '../helpers/streams.ts';
 
-function setup() {
+/** `onSocket`: each socket the server accepts, before http has it. */
+function setup(onSocket?: (s: TcpSocket) => void) {
   const net = new SimNetwork({ seed: 21, virtualTime: true });
   const client = net.addHost({ ip: '10.0.0.1/24' });
   const server = net.addHost({ ip: '10.0.0.2/24', impair: { loss: 0.01, delayMs: 1 } });
@@ -24,7 +26,10 @@ function setup() {
     }
     res.writeHead(404).end();
   });
-  const tcpServer = server.createServer((sock) => httpServer.emit('connection', sock));
+  const tcpServer = server.createServer((sock) => {
+    onSocket?.(sock);
+    httpServer.emit('connection', sock);
+  });
   tcpServer.listen(80);
   return {
     net,
@@ -37,25 +42,48 @@ function setup() {
   };
 }
 
+/** GET /blob from `client`; resolves with the response and its body. */
+function getBlob(
+  client: ReturnType<typeof setup>['client'],
+  headers: http.OutgoingHttpHeaders = {},
+): Promise<{ res: http.IncomingMessage; got: Buffer }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      { createConnection: () => client.connect(80, '10.0.0.2') as never, path: '/blob', headers },
+      (res) => {
+        const parts: Buffer[] = [];
+        res.on('data', (d: Buffer) => parts.push(d));
+        res.on('end', () => resolve({ res, got: Buffer.concat(parts) }));
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    req.end();
+  });
+}
+
 describe("Node's http on Chimney sockets", () => {
   test('GET of 5 MB arrives intact', async () => {
     const { client, body, close } = setup();
-    const got = await new Promise<Buffer>((resolve, reject) => {
-      const req = http.request(
-        { createConnection: () => client.connect(80, '10.0.0.2') as never, path: '/blob' },
-        (res) => {
-          assert.equal(res.statusCode, 200);
-          assert.equal(Number(res.headers['content-length']), body.length);
-          const parts: Buffer[] = [];
-          res.on('data', (d: Buffer) => parts.push(d));
-          res.on('end', () => resolve(Buffer.concat(parts)));
-          res.on('error', reject);
-        },
-      );
-      req.on('error', reject);
-      req.end();
-    });
+    const { res, got } = await getBlob(client);
+    assert.equal(res.statusCode, 200);
+    assert.equal(Number(res.headers['content-length']), body.length);
     assert.equal(sha256(got), sha256(body));
+    close();
+  });
+
+  test("a closing response: the server's socket goes once the body is handed over; the body arrives whole", async () => {
+    // Node's http server calls destroySoon after a last response: net.Socket ends and destroys
+    // itself then, not at the client's FIN, and the kernel (here the connection) sends the rest.
+    let serverClosedAt = -1;
+    const { net, client, body, close } = setup((s) => s.on('close', () => (serverClosedAt = net.now())));
+    const { got } = await getBlob(client, { connection: 'close' });
+    const doneAt = net.now();
+    assert.equal(sha256(got), sha256(body));
+    assert.ok(
+      serverClosedAt >= 0 && serverClosedAt < doneAt,
+      `server socket closed at ${serverClosedAt}, body done at ${doneAt}`,
+    );
     close();
   });
 
