@@ -62,6 +62,49 @@ async function until(cond: () => boolean): Promise<void> {
   while (!cond()) await new Promise((r) => setTimeout(r, 5));
 }
 
+/** One 'up' batch, as the worker's FrameBatcher makes it: frames numbered from..to-1 (each a length, then the frame). */
+function upBatch(from: number, to: number): { t: 'up'; buf: ArrayBuffer; len: number } {
+  const FRAME = 60;
+  const buf = new ArrayBuffer((to - from) * (4 + FRAME));
+  const dv = new DataView(buf);
+  for (let i = from; i < to; i++) {
+    dv.setUint32((i - from) * (4 + FRAME), FRAME);
+    dv.setUint32((i - from) * (4 + FRAME) + 4, i);
+  }
+  return { t: 'up', buf, len: buf.byteLength };
+}
+
+/**
+ * `nic`'s worker seen from the host: `got` the numbers of the frames that reached the host stack,
+ * `post` a message as if the worker posted it (through the port's own checks), `ask` a request in
+ * flight whose answer `post(answer)` then carries.
+ */
+function asWorker(nic: WorkerNic, onFrame: () => void = () => {}) {
+  const inner = nic as unknown as {
+    host: { handler: ((f: Uint8Array) => void) | null };
+    port: { expect(op: 'update'): { id: number; answer: Promise<unknown> } };
+  };
+  const got: number[] = [];
+  inner.host.handler = (f) => {
+    got.push(new DataView(f.buffer, f.byteOffset, f.byteLength).getUint32(0));
+    onFrame();
+  };
+  return {
+    got,
+    post: (m: unknown) => nic.worker.emit('message', m),
+    ask: () => {
+      const { id, answer } = inner.port.expect('update');
+      return { answer, reply: { t: 'res', id, ok: true, op: 'update', value: undefined } };
+    },
+  };
+}
+
+const die = (nic: WorkerNic): void =>
+  (nic as unknown as { die(cause: { kind: 'heartbeat'; silentMs: number }): void }).die({
+    kind: 'heartbeat',
+    silentMs: 0,
+  });
+
 describe('WorkerNic deliveries, grows and frames passed up, a bounded number a turn', () => {
   test('events for 200 connections at once reach their sockets at most 32 a turn, all of them, in order', {
     timeout: 60_000,
@@ -251,6 +294,129 @@ describe('WorkerNic deliveries, grows and frames passed up, a bounded number a t
     await new Promise((r) => setTimeout(r, 20));
     assert.equal(inner.upSeen, base + 5, "the host's count is the worker's again");
     assert.notEqual(nic.rxReadState().empty, false, 'rxReadState reports progress again');
+  });
+
+  test("a worker's answer waits behind the frames it passed up before it, a bounded number a turn; what came after waits for its awaiter", {
+    timeout: 60_000,
+  }, async (t) => {
+    const { nic, sockets, handles } = await setup(t);
+    const turns = perTurn();
+    const w = asWorker(nic, () => turns.count());
+    // What happened, in order: the awaiter and a socket's event, against the frames.
+    const seen: string[] = [];
+    const s0 = sockets[0]!;
+    const onWritable = s0.onWritable.bind(s0);
+    s0.onWritable = () => {
+      seen.push(`event after ${w.got.length}`);
+      onWritable();
+    };
+    const { answer, reply } = w.ask();
+    void answer.then(() => seen.push(`answer after ${w.got.length}`));
+    // 500 frames, the answer, an event of a socket, 100 more frames: in one port's order.
+    w.post(upBatch(0, 500));
+    w.post(reply);
+    w.post({ t: 'ev', list: [handles[0]!.slot, EV_WRITABLE], errors: [null] });
+    w.post(upBatch(500, 600));
+    await until(() => w.got.length >= 600 && seen.length >= 2);
+    const ran = await turns.stop();
+    assert.deepEqual(
+      w.got,
+      Array.from({ length: 600 }, (_, i) => i),
+      'every frame once, in order',
+    );
+    assert.equal(
+      seen[0],
+      'answer after 500',
+      'the awaiter ran after the frames before the answer, before those after',
+    );
+    assert.match(seen[1]!, /^event after (\d+)$/);
+    assert.ok(Number(seen[1]!.split(' ')[2]) >= 500, 'the event did not pass the answer');
+    // Without the queue the answer ran the 500 frames before it in its own turn.
+    assert.ok(Math.max(...ran) <= 64, `at most 64 frames a turn, got ${Math.max(...ran)}`);
+    void nic.kill();
+  });
+
+  test("a worker's death: the frames it passed up reach the host stack before 'dead', and an answer queued behind them is not taken", {
+    timeout: 60_000,
+  }, async (t) => {
+    // The frames are the host's (taken off the wire for connections the worker did not run, or
+    // released to the host by reference): the failover starts from tables that have them. The
+    // answer's request fails as if never answered (its own death path), rather than its awaiter
+    // acting after the death was indicated, on a NIC the failover is salvaging.
+    const { wh } = await idleConnections(t, { seed: 13, n: 1, nics: 1, capacity: 8 });
+    const nic = wh.nics[0] as WorkerNic;
+    const w = asWorker(nic);
+    const { answer, reply } = w.ask();
+    const outcome = answer.then(
+      () => 'answered',
+      (e: Error) => e.message,
+    );
+    w.post(upBatch(0, 300));
+    w.post(reply);
+    w.post(upBatch(300, 400));
+    let atDeath = -1;
+    nic.prependListener('dead', () => {
+      atDeath = w.got.length;
+    });
+    die(nic);
+    assert.equal(atDeath, 400, "every frame passed up before the death reached the host stack before 'dead'");
+    assert.deepEqual(
+      w.got,
+      Array.from({ length: 400 }, (_, i) => i),
+      'in order, each once',
+    );
+    assert.match(await outcome, /died/, 'the queued answer was not taken: its request failed with the death');
+    void nic.kill();
+  });
+
+  test('close(): the frames passed up before it reach the host stack; an answer queued behind them is not taken', {
+    timeout: 60_000,
+  }, async (t) => {
+    const { wh } = await idleConnections(t, { seed: 17, n: 1, nics: 1, capacity: 8 });
+    const nic = wh.nics[0] as WorkerNic;
+    const w = asWorker(nic);
+    const { answer, reply } = w.ask();
+    const outcome = answer.then(
+      () => 'answered',
+      (e: Error) => e.message,
+    );
+    w.post(upBatch(0, 300));
+    w.post(reply);
+    w.post(upBatch(300, 400));
+    nic.close();
+    assert.deepEqual(
+      w.got,
+      Array.from({ length: 400 }, (_, i) => i),
+      'every frame passed up before close() reached the host stack, in order, before it returned',
+    );
+    assert.match(
+      await outcome,
+      /closed/,
+      'the queued answer was not taken: its request failed with the close',
+    );
+    // What the worker passes up after the close goes nowhere.
+    w.post(upBatch(400, 410));
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(w.got.length, 400);
+  });
+
+  test("a batch passed up that the port refused leaves the host's count of frames equal to the worker's", {
+    timeout: 60_000,
+  }, async (t) => {
+    const { wh } = await idleConnections(t, { seed: 19, n: 1, nics: 1, capacity: 8 });
+    const nic = wh.nics[0] as WorkerNic;
+    const inner = nic as unknown as { doorbell: Int32Array; upSeen: number };
+    await until(() => nic.rxReadState().empty !== false);
+    const w = asWorker(nic);
+    // The worker counted 3 frames passed up, and their batch reached the host as no frame batch.
+    const base = inner.upSeen;
+    Atomics.store(inner.doorbell, DB_UP, base + 3);
+    w.post({ t: 'up', buf: 'not a buffer', len: 3 });
+    assert.equal(nic.protocolErrors, 1, 'refused');
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(inner.upSeen, base + 3, "the host's count is the worker's again");
+    assert.notEqual(nic.rxReadState().empty, false, 'rxReadState reports progress again');
+    assert.equal(w.got.length, 0);
   });
 
   test('the grows a burst of placements held run at most 16 a turn once it ends, every one', {
