@@ -99,6 +99,25 @@ function asWorker(nic: WorkerNic, onFrame: () => void = () => {}) {
   };
 }
 
+/**
+ * A worker NIC with 300 frames passed up queued, an answer behind them and 100 more frames:
+ * `outcome` what its request came to ('answered', or the error's message).
+ */
+async function queuedToEnd(t: TestContext, seed: number) {
+  const { wh } = await idleConnections(t, { seed, n: 1, nics: 1, capacity: 8 });
+  const nic = wh.nics[0] as WorkerNic;
+  const w = asWorker(nic);
+  const { answer, reply } = w.ask();
+  const outcome = answer.then(
+    () => 'answered',
+    (e: Error) => e.message,
+  );
+  w.post(upBatch(0, 300));
+  w.post(reply);
+  w.post(upBatch(300, 400));
+  return { nic, w, outcome };
+}
+
 const die = (nic: WorkerNic): void =>
   (nic as unknown as { die(cause: { kind: 'heartbeat'; silentMs: number }): void }).die({
     kind: 'heartbeat',
@@ -343,17 +362,7 @@ describe('WorkerNic deliveries, grows and frames passed up, a bounded number a t
     // released to the host by reference): the failover starts from tables that have them. The
     // answer's request fails as if never answered (its own death path), rather than its awaiter
     // acting after the death was indicated, on a NIC the failover is salvaging.
-    const { wh } = await idleConnections(t, { seed: 13, n: 1, nics: 1, capacity: 8 });
-    const nic = wh.nics[0] as WorkerNic;
-    const w = asWorker(nic);
-    const { answer, reply } = w.ask();
-    const outcome = answer.then(
-      () => 'answered',
-      (e: Error) => e.message,
-    );
-    w.post(upBatch(0, 300));
-    w.post(reply);
-    w.post(upBatch(300, 400));
+    const { nic, w, outcome } = await queuedToEnd(t, 13);
     let atDeath = -1;
     nic.prependListener('dead', () => {
       atDeath = w.got.length;
@@ -372,17 +381,7 @@ describe('WorkerNic deliveries, grows and frames passed up, a bounded number a t
   test('close(): the frames passed up before it reach the host stack; an answer queued behind them is not taken', {
     timeout: 60_000,
   }, async (t) => {
-    const { wh } = await idleConnections(t, { seed: 17, n: 1, nics: 1, capacity: 8 });
-    const nic = wh.nics[0] as WorkerNic;
-    const w = asWorker(nic);
-    const { answer, reply } = w.ask();
-    const outcome = answer.then(
-      () => 'answered',
-      (e: Error) => e.message,
-    );
-    w.post(upBatch(0, 300));
-    w.post(reply);
-    w.post(upBatch(300, 400));
+    const { nic, w, outcome } = await queuedToEnd(t, 17);
     nic.close();
     assert.deepEqual(
       w.got,
