@@ -7,8 +7,6 @@ import type { Clock } from './clock.ts';
  * turn (Node runs every immediate queued before its check phase), so a thousand connections made
  * readable by one message from a worker held serve's main thread 0.3-1.2 s at a time, and the
  * worker's heartbeats, its exit and the team's timers waited behind them (BENCHMARKS.md, tap-team).
- * An item whose run returns true ends its turn: what it set going in promise callbacks (an answer's
- * awaiter) runs before the next item, as it would had each item come in a message of its own.
  */
 export class TurnQueue<T> {
   // Items are never undefined: an undefined slot past `head` is one `flushWhere` already ran.
@@ -22,7 +20,7 @@ export class TurnQueue<T> {
 
   constructor(
     private readonly clock: Clock,
-    private readonly run: (item: T) => unknown,
+    private readonly run: (item: T) => void,
     readonly perTurn: number,
     readonly sliceMs: number,
   ) {}
@@ -97,7 +95,7 @@ export class TurnQueue<T> {
           continue;
         }
         n++;
-        if (this.run(item) === true) break;
+        this.run(item);
       }
     } finally {
       if (this.head === this.items.length) {

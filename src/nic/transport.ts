@@ -138,8 +138,6 @@ export function fromWireError(w: WireError): ChimneyError {
 
 /** Everything a worker posts but answers: frames, indications, events, heartbeats. */
 export type WorkerNotice = Exclude<FromWorker, { t: 'res' }>;
-/** A worker's answer to a request. */
-export type WorkerAnswer = Extract<FromWorker, { t: 'res' }>;
 
 interface Pending {
   op: WorkerOp;
@@ -165,11 +163,10 @@ export class PortTransport implements NicTransport {
     /** Every message that is not an answer, once checked. */
     private readonly notice: (m: WorkerNotice) => void,
     /**
-     * Every answer, once checked, to be taken (`settle`) when the receiver has finished what it
-     * left for later turns of the messages before it (WorkerNic's queue of them), so whoever awaits
-     * the answer finds them done. By default taken at once.
+     * Called before an answer is taken: the receiver finishes what it left for later turns of the
+     * messages before it (WorkerNic's frames passed up), so whoever awaits the answer finds them done.
      */
-    private readonly answers: (m: WorkerAnswer) => void = (m) => this.settle(m),
+    private readonly beforeAnswer: () => void = () => {},
     /** A message refused as malformed, once counted (WorkerNic resyncs its count of frames passed up). */
     private readonly refused: (raw: unknown) => void = () => {},
   ) {
@@ -184,8 +181,10 @@ export class PortTransport implements NicTransport {
         }
         throw e;
       }
-      if (m.t === 'res') this.answers(m);
-      else this.notice(m);
+      if (m.t === 'res') {
+        this.beforeAnswer();
+        this.answer(m);
+      } else this.notice(m);
     });
   }
 
@@ -240,8 +239,7 @@ export class PortTransport implements NicTransport {
 
   private readonly opOf = (id: number): WorkerOp | undefined => this.pending.get(id)?.op;
 
-  /** Take an answer `answers` was given: its request resolves or fails (nothing if given up on). */
-  settle(m: WorkerAnswer): void {
+  private answer(m: Extract<FromWorker, { t: 'res' }>): void {
     const p = this.pending.get(m.id);
     // A request given up on (the NIC closed): its late answer has no one to go to.
     if (p === undefined) return;

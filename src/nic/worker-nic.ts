@@ -63,7 +63,7 @@ import {
   type Transfer,
 } from './nic.ts';
 import { OWNER_HOST, splitForRecords, TransferRecord } from './transfer-record.ts';
-import { fromWireError, PortTransport, type WorkerAnswer, type WorkerNotice } from './transport.ts';
+import { fromWireError, PortTransport, type WorkerNotice } from './transport.ts';
 import { TupleMap } from './tuple-map.ts';
 import { blockOfRings, onSlabGone, sameBlock, slabIdOf } from './worker/conn-blocks.ts';
 import { OwnerTable } from './worker/owner-table.ts';
@@ -406,24 +406,16 @@ const DELIVERY_SLICE_MS = 8;
 const UP_FRAMES_PER_TURN = 64;
 const UP_SLICE_MS = 8;
 /**
- * What the worker says that acts at once, whatever waits in its queue (WorkerNic.onMessage):
- * heartbeats, the wire's frames and captures touch nothing the queue orders.
+ * What the worker says that may act before the frames it passed up earlier reached the host
+ * stack: none of it touches the host's tables (see WorkerNic.onMessage).
  */
-const PASS_ALL: ReadonlySet<WorkerNotice['t']> = new Set(['hb', 'tx', 'cap']);
-/**
- * What may act before the frames passed up earlier reached the host stack, but not before a
- * message queued behind them: sockets' events (their own turns) and ring grows touch none of the
- * host's tables, but name handles by slot, which a queued 'born', 'freed' or answer changes.
- */
-const PASS_FRAMES: ReadonlySet<WorkerNotice['t']> = new Set(['ev', 'grow', 'grown']);
+const UP_MAY_PASS: ReadonlySet<WorkerNotice['t']> = new Set(['up', 'hb', 'tx', 'cap', 'ev', 'grow', 'grown']);
 /**
  * Queued in place of the frames of an 'up' batch that did not parse: the frame count then comes
  * from the worker's (DB_UP, less the frames queued behind it) once the frames before it reached
  * the host.
  */
 const UP_RESYNC = new Uint8Array(0);
-/** A message that waits in a WorkerNic's queue behind the frames passed up before it. */
-type HeldMessage = Exclude<WorkerNotice, { t: 'up' }> | WorkerAnswer;
 /** Held grows run at most this many a turn (each allocates a block and copies a send ring). */
 const GROWS_PER_TURN = 16;
 /** The file header a PcapWriter starts its first chunk with. */
@@ -860,18 +852,8 @@ export class WorkerNic extends HostNic {
   private drainsSeen = 0;
   /** Frames from the worker's 'up' batches handed to the host stack (see DB_UP). */
   private upSeen = 0;
-  /**
-   * Frames from the worker's 'up' batches waiting for their turn to reach the host stack, and the
-   * messages (answers among them) that came behind them and wait for them, in the port's order.
-   */
-  private readonly upFrames: TurnQueue<Uint8Array | HeldMessage>;
-  /** Of those, the messages. */
-  private heldQueued = 0;
-  /**
-   * Set once the NIC closes or dies: what the queue still holds runs then (see `runToEnd`), but an
-   * answer in it is no longer taken, its request failed as one never answered.
-   */
-  private ending = false;
+  /** Frames from the worker's 'up' batches waiting for their turn to reach the host stack. */
+  private readonly upFrames: TurnQueue<Uint8Array>;
   /** Of those, the frames (not UP_RESYNC marks): the worker's count already holds them. */
   private upQueued = 0;
   /** The connections the worker runs, for the other workers of a team (worker/peers.ts). */
@@ -948,7 +930,7 @@ export class WorkerNic extends HostNic {
     const port = new PortTransport(
       worker,
       (m) => self?.onMessage(m),
-      (m) => self?.onAnswer(m),
+      () => self?.upFrames.flush(),
       (raw) => self?.onRefused(raw),
     );
     super(
@@ -979,7 +961,7 @@ export class WorkerNic extends HostNic {
       DELIVERIES_PER_TURN,
       DELIVERY_SLICE_MS,
     );
-    this.upFrames = new TurnQueue(this.clock, this.runQueued, UP_FRAMES_PER_TURN, UP_SLICE_MS);
+    this.upFrames = new TurnQueue<Uint8Array>(this.clock, this.upFrame, UP_FRAMES_PER_TURN, UP_SLICE_MS);
     this.doorbell = new Int32Array(sab);
     this.flagsAt = doorbellFlagsAt(capacity);
     this.qLen = capacity + 1;
@@ -2270,35 +2252,6 @@ export class WorkerNic extends HostNic {
     }
   }
 
-  private onMessage(m: WorkerNotice): void {
-    if (m.t === 'up') {
-      // Each frame a view of the batch's buffer, which this thread owns from now on (transferred).
-      if (forEachFrame(m.buf, m.len, this.pushUp) < 0) this.upFrames.push(UP_RESYNC);
-      return;
-    }
-    // The frames passed up wait for their turns, and nothing the worker said after them may act
-    // before they reached the host stack (the order the one port gave them, which the host's
-    // tables rely on: an install, a close, a new connection): it waits behind them, in the same
-    // queue, rather than run the whole backlog at once (up to a second of host input under load).
-    // What touches no table here passes (PASS_ALL, PASS_FRAMES).
-    if (this.upFrames.size > 0 && !PASS_ALL.has(m.t) && (this.heldQueued > 0 || !PASS_FRAMES.has(m.t))) {
-      this.heldQueued++;
-      this.upFrames.push(m);
-      return;
-    }
-    this.act(m);
-  }
-
-  /** An answer waits behind what the worker sent before it, as any message does (onMessage). */
-  private onAnswer(m: WorkerAnswer): void {
-    if (this.upFrames.size === 0) {
-      this.port.settle(m);
-      return;
-    }
-    this.heldQueued++;
-    this.upFrames.push(m);
-  }
-
   /**
    * A batch of frames passed up that was refused whole (not a frame batch): the worker counted its
    * frames, and without a resync mark the host's count stayed behind for good (rxReadState would
@@ -2310,41 +2263,33 @@ export class WorkerNic extends HostNic {
   }
 
   /**
-   * One item of the queue, in its turn. A message ends the turn: whatever it set going in promise
-   * callbacks (an answer's awaiter, an accept) runs before the next item, as when each message
-   * came alone.
-   */
-  private readonly runQueued = (item: Uint8Array | HeldMessage): boolean => {
-    if (item instanceof Uint8Array) {
-      this.upFrame(item);
-      return false;
-    }
-    this.heldQueued--;
-    if (item.t !== 'res') this.act(item);
-    else if (!this.ending) this.port.settle(item);
-    return true;
-  };
-
-  /**
    * The NIC closes or dies: everything the worker passed up before reaches the host stack now
    * (frames it took off the wire, which the host's tables may hold for a connection in transit;
    * the failover starts from tables that have them, and a closed NIC's host link hears nothing
-   * after), and every notice it sent acts, in their order. A queued answer is dropped: its
-   * request fails as one never answered (the death's, or the close's, own path), rather than be
-   * taken after the death was indicated, when its awaiter would act on a NIC already salvaged.
+   * after). Nothing else waits here: every other message and every answer ran the queue before
+   * it acted (onMessage, PortTransport's beforeAnswer).
    */
   private runToEnd(): void {
-    this.ending = true;
     this.upFrames.flush();
   }
 
-  private act(m: Exclude<HeldMessage, WorkerAnswer>): void {
+  private onMessage(m: WorkerNotice): void {
+    // The frames passed up wait for their turns, but nothing the worker said after them may act
+    // before they reached the host stack (the order the one port gave them, which the host's
+    // tables rely on: an install, a close, a new connection), but for what touches no table here:
+    // heartbeats, the wire's frames, captures, sockets' events (their own turns) and ring grows.
+    // Answers flush them too (PortTransport's beforeAnswer).
+    if (this.upFrames.size > 0 && !UP_MAY_PASS.has(m.t)) this.upFrames.flush();
     switch (m.t) {
       case 'tx': {
         const link = this.link;
         if (link) forEachFrame(m.buf, m.len, (f) => link.send(f));
         return;
       }
+      case 'up':
+        // Each frame a view of the batch's buffer, which this thread owns from now on (transferred).
+        if (forEachFrame(m.buf, m.len, this.pushUp) < 0) this.upFrames.push(UP_RESYNC);
+        return;
       case 'host-carrier':
         // A main-thread link's carrier was reported when it changed; the worker's echo is stale.
         if (this.link !== null) return;

@@ -86,36 +86,6 @@ describe('TurnQueue', () => {
     assert.deepEqual(turns(clock, ran), [[0], [1, 2, 3], [4, 5, 6]]);
   });
 
-  test('an item whose run returns true ends its turn; the next waits for the next turn', () => {
-    // A worker's answer among the frames passed up: its awaiter, a promise callback, must act
-    // before the frames that came after it.
-    const clock = new TurnClock();
-    const ran: number[] = [];
-    const q = new TurnQueue<number>(
-      clock.asClock(),
-      (i) => {
-        ran.push(i);
-        return i % 10 === 9;
-      },
-      8,
-      1000,
-    );
-    for (let i = 0; i < 23; i++) q.push(i);
-    assert.deepEqual(turns(clock, ran), [
-      [0, 1, 2, 3, 4, 5, 6, 7],
-      [8, 9],
-      [10, 11, 12, 13, 14, 15, 16, 17],
-      [18, 19],
-      [20, 21, 22],
-    ]);
-    assert.equal(q.size, 0);
-    // A flush runs on regardless: what must be done now has no turn to wait for.
-    for (let i = 0; i < 12; i++) q.push(i);
-    ran.length = 0;
-    q.flush();
-    assert.deepEqual(ran, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11]);
-  });
-
   test('an item that throws does not strand the rest', () => {
     const { clock, ran } = queued(10, 100, 4, (i) => {
       if (i === 1) throw new Error('boom');

@@ -100,8 +100,9 @@ function asWorker(nic: WorkerNic, onFrame: () => void = () => {}) {
 }
 
 /**
- * A worker NIC with 300 frames passed up queued, an answer behind them and 100 more frames:
- * `outcome` what its request came to ('answered', or the error's message).
+ * A worker NIC its worker passed up 300 frames, an answer and 100 more frames: the answer ran the
+ * 300 before it was taken, the 100 wait for their turns. `outcome` what its request came to
+ * ('answered', or the error's message).
  */
 async function queuedToEnd(t: TestContext, seed: number) {
   const { wh } = await idleConnections(t, { seed, n: 1, nics: 1, capacity: 8 });
@@ -315,53 +316,47 @@ describe('WorkerNic deliveries, grows and frames passed up, a bounded number a t
     assert.notEqual(nic.rxReadState().empty, false, 'rxReadState reports progress again');
   });
 
-  test("a worker's answer waits behind the frames it passed up before it, a bounded number a turn; what came after waits for its awaiter", {
+  test("a worker's answer is taken in the turn it came, once the frames passed up before it reached the host stack; those after it wait", {
     timeout: 60_000,
   }, async (t) => {
-    const { nic, sockets, handles } = await setup(t);
-    const turns = perTurn();
-    const w = asWorker(nic, () => turns.count());
-    // What happened, in order: the awaiter and a socket's event, against the frames.
-    const seen: string[] = [];
-    const s0 = sockets[0]!;
-    const onWritable = s0.onWritable.bind(s0);
-    s0.onWritable = () => {
-      seen.push(`event after ${w.got.length}`);
-      onWritable();
-    };
+    // A placement's answer that waited behind handshake ACKs and refills, 64 frames a turn, held
+    // 1,000 accepts 4-5 s at a crash against 1-3 s (BENCHMARKS.md, tap-team, s36h3): the answer
+    // runs the frames before it in its own turn instead, as an answer always did.
+    const { nic } = await setup(t);
+    const w = asWorker(nic);
+    let atAnswer = -1;
     const { answer, reply } = w.ask();
-    void answer.then(() => seen.push(`answer after ${w.got.length}`));
-    // 500 frames, the answer, an event of a socket, 100 more frames: in one port's order.
+    void answer.then(() => {
+      atAnswer = w.got.length;
+    });
+    // 500 frames, the answer, 100 more frames: each message in a turn of its own, as a port gives them.
+    const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
     w.post(upBatch(0, 500));
+    await turn();
+    assert.ok(w.got.length < 500, 'frames passed up still wait for their turns');
     w.post(reply);
-    w.post({ t: 'ev', list: [handles[0]!.slot, EV_WRITABLE], errors: [null] });
     w.post(upBatch(500, 600));
-    await until(() => w.got.length >= 600 && seen.length >= 2);
-    const ran = await turns.stop();
+    // Promise callbacks only: no turn of the event loop passes.
+    for (let i = 0; i < 10; i++) await Promise.resolve();
+    assert.equal(
+      atAnswer,
+      500,
+      "the answer's awaiter ran in its turn, after every frame before it, before those after",
+    );
+    await until(() => w.got.length >= 600);
     assert.deepEqual(
       w.got,
       Array.from({ length: 600 }, (_, i) => i),
       'every frame once, in order',
     );
-    assert.equal(
-      seen[0],
-      'answer after 500',
-      'the awaiter ran after the frames before the answer, before those after',
-    );
-    assert.match(seen[1]!, /^event after (\d+)$/);
-    assert.ok(Number(seen[1]!.split(' ')[2]) >= 500, 'the event did not pass the answer');
-    // Without the queue the answer ran the 500 frames before it in its own turn.
-    assert.ok(Math.max(...ran) <= 64, `at most 64 frames a turn, got ${Math.max(...ran)}`);
     void nic.kill();
   });
 
-  test("a worker's death: the frames it passed up reach the host stack before 'dead', and an answer queued behind them is not taken", {
+  test("a worker's death: the frames it passed up reach the host stack before 'dead'", {
     timeout: 60_000,
   }, async (t) => {
     // The frames are the host's (taken off the wire for connections the worker did not run, or
-    // released to the host by reference): the failover starts from tables that have them. The
-    // answer's request fails as if never answered (its own death path), rather than its awaiter
-    // acting after the death was indicated, on a NIC the failover is salvaging.
+    // released to the host by reference): the failover starts from tables that have them.
     const { nic, w, outcome } = await queuedToEnd(t, 13);
     let atDeath = -1;
     nic.prependListener('dead', () => {
@@ -374,11 +369,11 @@ describe('WorkerNic deliveries, grows and frames passed up, a bounded number a t
       Array.from({ length: 400 }, (_, i) => i),
       'in order, each once',
     );
-    assert.match(await outcome, /died/, 'the queued answer was not taken: its request failed with the death');
+    assert.equal(await outcome, 'answered', 'the answer that came before the death was taken');
     void nic.kill();
   });
 
-  test('close(): the frames passed up before it reach the host stack; an answer queued behind them is not taken', {
+  test('close(): the frames passed up before it reach the host stack before it returns, and nothing after', {
     timeout: 60_000,
   }, async (t) => {
     const { nic, w, outcome } = await queuedToEnd(t, 17);
@@ -388,11 +383,7 @@ describe('WorkerNic deliveries, grows and frames passed up, a bounded number a t
       Array.from({ length: 400 }, (_, i) => i),
       'every frame passed up before close() reached the host stack, in order, before it returned',
     );
-    assert.match(
-      await outcome,
-      /closed/,
-      'the queued answer was not taken: its request failed with the close',
-    );
+    assert.equal(await outcome, 'answered', 'the answer that came before the close was taken');
     // What the worker passes up after the close goes nowhere.
     w.post(upBatch(400, 410));
     await new Promise((r) => setTimeout(r, 20));
