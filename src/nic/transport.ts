@@ -167,12 +167,18 @@ export class PortTransport implements NicTransport {
      * messages before it (WorkerNic's frames passed up), so whoever awaits the answer finds them done.
      */
     private readonly beforeAnswer: () => void = () => {},
+    /** A message refused as malformed, once counted (WorkerNic resyncs its count of frames passed up). */
+    private readonly refused: (raw: unknown) => void = () => {},
   ) {
     worker.on('message', (m: unknown) => {
       try {
         checkFromWorker(m, this.opOf);
       } catch (e) {
-        if (e instanceof WorkerProtocolError) return this.refuse(m, e);
+        if (e instanceof WorkerProtocolError) {
+          this.refuse(m, e);
+          this.refused(m);
+          return;
+        }
         throw e;
       }
       if (m.t === 'res') {

@@ -931,6 +931,7 @@ export class WorkerNic extends HostNic {
       worker,
       (m) => self?.onMessage(m),
       () => self?.upFrames.flush(),
+      (raw) => self?.onRefused(raw),
     );
     super(
       opts.id,
@@ -2086,6 +2087,7 @@ export class WorkerNic extends HostNic {
   /** Abort everything (RST to every offloaded connection's peer) and stop the worker. */
   close(): void {
     if (this.closed) return;
+    this.runToEnd();
     this.closed = true;
     this.unwatchSlabs();
     this.watchdog.disarm();
@@ -2248,6 +2250,27 @@ export class WorkerNic extends HostNic {
       if (h.growing?.views.record.read(emptyHardState()) === true) h._finishGrow();
       else h._abandonGrow();
     }
+  }
+
+  /**
+   * A batch of frames passed up that was refused whole (not a frame batch): the worker counted its
+   * frames, and without a resync mark the host's count stayed behind for good (rxReadState would
+   * never again report the worker caught up).
+   */
+  private onRefused(raw: unknown): void {
+    if (typeof raw === 'object' && raw !== null && (raw as { t?: unknown }).t === 'up')
+      this.upFrames.push(UP_RESYNC);
+  }
+
+  /**
+   * The NIC closes or dies: everything the worker passed up before reaches the host stack now
+   * (frames it took off the wire, which the host's tables may hold for a connection in transit;
+   * the failover starts from tables that have them, and a closed NIC's host link hears nothing
+   * after). Nothing else waits here: every other message and every answer ran the queue before
+   * it acted (onMessage, PortTransport's beforeAnswer).
+   */
+  private runToEnd(): void {
+    this.upFrames.flush();
   }
 
   private onMessage(m: WorkerNotice): void {
@@ -2467,7 +2490,8 @@ export class WorkerNic extends HostNic {
 
   protected override die(cause: WorkerDeath): void {
     // A worker stopped by close() exits: that is no death.
-    if (this.closed) return;
+    if (this.closed || this.death !== null) return;
+    this.runToEnd();
     super.die(cause, (e) => {
       // Its table no longer says where anything runs: the other workers send up to the host again.
       this.owners.markDead();

@@ -62,6 +62,69 @@ async function until(cond: () => boolean): Promise<void> {
   while (!cond()) await new Promise((r) => setTimeout(r, 5));
 }
 
+/** One 'up' batch, as the worker's FrameBatcher makes it: frames numbered from..to-1 (each a length, then the frame). */
+function upBatch(from: number, to: number): { t: 'up'; buf: ArrayBuffer; len: number } {
+  const FRAME = 60;
+  const buf = new ArrayBuffer((to - from) * (4 + FRAME));
+  const dv = new DataView(buf);
+  for (let i = from; i < to; i++) {
+    dv.setUint32((i - from) * (4 + FRAME), FRAME);
+    dv.setUint32((i - from) * (4 + FRAME) + 4, i);
+  }
+  return { t: 'up', buf, len: buf.byteLength };
+}
+
+/**
+ * `nic`'s worker seen from the host: `got` the numbers of the frames that reached the host stack,
+ * `post` a message as if the worker posted it (through the port's own checks), `ask` a request in
+ * flight whose answer `post(answer)` then carries.
+ */
+function asWorker(nic: WorkerNic, onFrame: () => void = () => {}) {
+  const inner = nic as unknown as {
+    host: { handler: ((f: Uint8Array) => void) | null };
+    port: { expect(op: 'update'): { id: number; answer: Promise<unknown> } };
+  };
+  const got: number[] = [];
+  inner.host.handler = (f) => {
+    got.push(new DataView(f.buffer, f.byteOffset, f.byteLength).getUint32(0));
+    onFrame();
+  };
+  return {
+    got,
+    post: (m: unknown) => nic.worker.emit('message', m),
+    ask: () => {
+      const { id, answer } = inner.port.expect('update');
+      return { answer, reply: { t: 'res', id, ok: true, op: 'update', value: undefined } };
+    },
+  };
+}
+
+/**
+ * A worker NIC its worker passed up 300 frames, an answer and 100 more frames: the answer ran the
+ * 300 before it was taken, the 100 wait for their turns. `outcome` what its request came to
+ * ('answered', or the error's message).
+ */
+async function queuedToEnd(t: TestContext, seed: number) {
+  const { wh } = await idleConnections(t, { seed, n: 1, nics: 1, capacity: 8 });
+  const nic = wh.nics[0] as WorkerNic;
+  const w = asWorker(nic);
+  const { answer, reply } = w.ask();
+  const outcome = answer.then(
+    () => 'answered',
+    (e: Error) => e.message,
+  );
+  w.post(upBatch(0, 300));
+  w.post(reply);
+  w.post(upBatch(300, 400));
+  return { nic, w, outcome };
+}
+
+const die = (nic: WorkerNic): void =>
+  (nic as unknown as { die(cause: { kind: 'heartbeat'; silentMs: number }): void }).die({
+    kind: 'heartbeat',
+    silentMs: 0,
+  });
+
 describe('WorkerNic deliveries, grows and frames passed up, a bounded number a turn', () => {
   test('events for 200 connections at once reach their sockets at most 32 a turn, all of them, in order', {
     timeout: 60_000,
@@ -251,6 +314,99 @@ describe('WorkerNic deliveries, grows and frames passed up, a bounded number a t
     await new Promise((r) => setTimeout(r, 20));
     assert.equal(inner.upSeen, base + 5, "the host's count is the worker's again");
     assert.notEqual(nic.rxReadState().empty, false, 'rxReadState reports progress again');
+  });
+
+  test("a worker's answer is taken in the turn it came, once the frames passed up before it reached the host stack; those after it wait", {
+    timeout: 60_000,
+  }, async (t) => {
+    // A placement's answer that waited behind handshake ACKs and refills, 64 frames a turn, held
+    // 1,000 accepts 4-5 s at a crash against 1-3 s (BENCHMARKS.md, tap-team, s36h3): the answer
+    // runs the frames before it in its own turn instead, as an answer always did.
+    const { nic } = await setup(t);
+    const w = asWorker(nic);
+    let atAnswer = -1;
+    const { answer, reply } = w.ask();
+    void answer.then(() => {
+      atAnswer = w.got.length;
+    });
+    // 500 frames, the answer, 100 more frames: each message in a turn of its own, as a port gives them.
+    const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
+    w.post(upBatch(0, 500));
+    await turn();
+    assert.ok(w.got.length < 500, 'frames passed up still wait for their turns');
+    w.post(reply);
+    w.post(upBatch(500, 600));
+    // Promise callbacks only: no turn of the event loop passes.
+    for (let i = 0; i < 10; i++) await Promise.resolve();
+    assert.equal(
+      atAnswer,
+      500,
+      "the answer's awaiter ran in its turn, after every frame before it, before those after",
+    );
+    await until(() => w.got.length >= 600);
+    assert.deepEqual(
+      w.got,
+      Array.from({ length: 600 }, (_, i) => i),
+      'every frame once, in order',
+    );
+    void nic.kill();
+  });
+
+  test("a worker's death: the frames it passed up reach the host stack before 'dead'", {
+    timeout: 60_000,
+  }, async (t) => {
+    // The frames are the host's (taken off the wire for connections the worker did not run, or
+    // released to the host by reference): the failover starts from tables that have them.
+    const { nic, w, outcome } = await queuedToEnd(t, 13);
+    let atDeath = -1;
+    nic.prependListener('dead', () => {
+      atDeath = w.got.length;
+    });
+    die(nic);
+    assert.equal(atDeath, 400, "every frame passed up before the death reached the host stack before 'dead'");
+    assert.deepEqual(
+      w.got,
+      Array.from({ length: 400 }, (_, i) => i),
+      'in order, each once',
+    );
+    assert.equal(await outcome, 'answered', 'the answer that came before the death was taken');
+    void nic.kill();
+  });
+
+  test('close(): the frames passed up before it reach the host stack before it returns, and nothing after', {
+    timeout: 60_000,
+  }, async (t) => {
+    const { nic, w, outcome } = await queuedToEnd(t, 17);
+    nic.close();
+    assert.deepEqual(
+      w.got,
+      Array.from({ length: 400 }, (_, i) => i),
+      'every frame passed up before close() reached the host stack, in order, before it returned',
+    );
+    assert.equal(await outcome, 'answered', 'the answer that came before the close was taken');
+    // What the worker passes up after the close goes nowhere.
+    w.post(upBatch(400, 410));
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(w.got.length, 400);
+  });
+
+  test("a batch passed up that the port refused leaves the host's count of frames equal to the worker's", {
+    timeout: 60_000,
+  }, async (t) => {
+    const { wh } = await idleConnections(t, { seed: 19, n: 1, nics: 1, capacity: 8 });
+    const nic = wh.nics[0] as WorkerNic;
+    const inner = nic as unknown as { doorbell: Int32Array; upSeen: number };
+    await until(() => nic.rxReadState().empty !== false);
+    const w = asWorker(nic);
+    // The worker counted 3 frames passed up, and their batch reached the host as no frame batch.
+    const base = inner.upSeen;
+    Atomics.store(inner.doorbell, DB_UP, base + 3);
+    w.post({ t: 'up', buf: 'not a buffer', len: 3 });
+    assert.equal(nic.protocolErrors, 1, 'refused');
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(inner.upSeen, base + 3, "the host's count is the worker's again");
+    assert.notEqual(nic.rxReadState().empty, false, 'rxReadState reports progress again');
+    assert.equal(w.got.length, 0);
   });
 
   test('the grows a burst of placements held run at most 16 a turn once it ends, every one', {
