@@ -344,4 +344,54 @@ describe('live hand-over between owners of one thread', () => {
     assert.ok(socks[0]!.destroyed, 'its socket closed');
     net.close();
   });
+  test('a TIME_WAIT connection ended in the hand-over turn leaves its unread data to its socket', async () => {
+    const { net, host, peer } = offloadPair(88);
+    await host.ping('10.0.0.2');
+    const sent = Buffer.alloc(3000);
+    for (let i = 0; i < sent.length; i++) sent[i] = (i * 7) & 0xff;
+    peer
+      .createServer((s) => {
+        s.write(sent);
+        s.on('end', () => s.end());
+        s.resume();
+      })
+      .listen(80);
+    const socks = [0, 1].map(() => host.connect(80, '10.0.0.2'));
+    while (socks.some((s) => s.connecting)) await net.sleep(1);
+    // The application has not read what the peer sent before its FIN: on Linux the socket keeps
+    // it whatever becomes of the connection (tcp_time_wait hands the tuple to a timewait sock).
+    socks[0]!.pause();
+    socks[1]!.resume();
+    const keys = keysOf(socks);
+    const [n0, n1] = host.nics as LocalNic[];
+    const m = host.offload;
+    assert.equal((await m.offload(keys, n0!)).moved.length, 2);
+    socks[0]!.end();
+    await net.sleep(20);
+    const tw = lookup(n0!.engine.tcp, keys[0]!);
+    assert.equal(tw?.state.delegated.state, TcpStateId.TIME_WAIT);
+    assert.equal(tw.readableLength, sent.length, 'unread at the NIC');
+    const told: string[] = [];
+    socks[0]!.on('end', () => told.push('end'));
+    socks[0]!.on('close', (hadError: boolean) => told.push(`close ${hadError}`));
+    socks[0]!.on('error', (e) => told.push(`error ${e.message}`));
+    const r = await m.move(m.keysOn(n0!), n0!, n1!);
+    assert.deepEqual(
+      r.refused.map((x) => x.status),
+      ['closed'],
+    );
+    for (const tcp of [n0!.engine.tcp, n1!.engine.tcp, host.stack.tcp])
+      assert.equal(lookup(tcp, keys[0]!), undefined, 'run nowhere');
+    await net.sleep(5);
+    const chunks: Buffer[] = [];
+    socks[0]!.on('data', (d: Buffer) => chunks.push(d));
+    socks[0]!.resume();
+    await net.sleep(50);
+    assert.ok(Buffer.concat(chunks).equals(sent), 'every byte the peer sent read after the move');
+    assert.deepEqual(told, ['end', 'close false']);
+    socks[1]!.end();
+    await net.sleep(50);
+    assert.ok(!socks[1]!.errored);
+    net.close();
+  });
 });
