@@ -372,7 +372,8 @@ export class TcpSocket extends Duplex implements TcpUser {
     this.closedByStack = true;
     const connecting = this._connecting;
     this._connecting = false;
-    this.idleTimer?.disarm();
+    // The idle timer stays: a socket with data (or a reset) still unread is open to its
+    // application, and Node's 'timeout' still comes to it; _destroy disarms it.
     if (error && !this.remoteEnded) {
       if (connecting) {
         error.syscall ??= 'connect';

@@ -231,6 +231,35 @@ export const CASES: Record<string, (side: Side) => Promise<string[]>> = {
     return t.finish();
   },
 
+  async 'the peer resets while a paused reader holds more data; its idle timeout still comes'(side) {
+    // The reset waits behind the data (the application has not read it): until then the socket
+    // is open, and an application that reaps idle sockets with setTimeout must still hear it.
+    const t = await pair(side, { bytes: false, highWaterMark: 1024 });
+    t.s.setTimeout(300, () => t.s.destroy());
+    t.s.once('data', () => t.s.pause());
+    t.peer.write('x');
+    await until(side, () => t.s.isPaused(), 'the first data read');
+    await pausedThenReset(side, t, (peer) => peer.write(Buffer.alloc(10_000)));
+    t.log.add(`paused: closed=${t.closed()}`);
+    return t.finish();
+  },
+
+  async 'the peer ends while a paused reader holds more data; this side ends; its idle timeout still comes'(
+    side,
+  ) {
+    const t = await pair(side, { bytes: false, highWaterMark: 1024, peerHalfOpen: true });
+    t.s.setTimeout(300, () => t.s.destroy());
+    t.s.once('data', () => t.s.pause());
+    t.peer.write('x');
+    await until(side, () => t.s.isPaused(), 'the first data read');
+    t.peer.end(Buffer.alloc(10_000));
+    await side.sleep(100);
+    t.s.end();
+    await side.sleep(100);
+    t.log.add(`paused: closed=${t.closed()}`);
+    return t.finish();
+  },
+
   async 'the peer resets after a little data while this side is paused'(side) {
     const t = await pair(side);
     t.s.pause();
