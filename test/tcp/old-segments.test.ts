@@ -114,6 +114,60 @@ describe('old segments (Linux tcp_sequence: acceptable unless they end before rc
     assert.deepEqual(sackBlocks(a!), [[o.peerSeq, add(o.peerSeq, 100)]]);
   });
 
+  test('old data trimmed to nothing is no duplicate ACK: three copies start no fast retransmit (Linux FLAG_DATA)', () => {
+    const o = open(false);
+    const { b, conn } = o;
+    const d = conn.state.delegated;
+    const una = d.sndUna;
+    conn.write(bytes(3000));
+    assert.ok(b.take().length >= 2, 'our data is in flight');
+    peer(o, ACK, o.peerSeq, una, bytes(700));
+    // The peer resends that segment three times (its RTO, a duplicating path), still
+    // acknowledging none of our data: each ends at rcv.nxt and is read, all of it old.
+    for (let i = 0; i < 3; i++) {
+      b.advance(10);
+      peer(o, ACK, o.peerSeq, una, bytes(700));
+    }
+    assert.equal(d.rcvNxt, add(o.peerSeq, 700));
+    assert.equal(b.count('tcp.rx.duplicate'), 3);
+    assert.equal(d.dupAcks, 0, 'a segment that carried data is not a duplicate ACK');
+    assert.equal(conn.state.soft.inRecovery, false);
+    const resent = b.take().filter((s) => s.data.length > 0);
+    assert.deepEqual(
+      resent.map((s) => s.h.seq),
+      [],
+      'nothing of ours is resent',
+    );
+  });
+
+  test("with SACK, old data without blocks is not F-RTO's duplicate ACK: the timeout may still prove spurious", () => {
+    const o = open();
+    const { b, conn } = o;
+    const d = conn.state.delegated;
+    const soft = conn.state.soft;
+    const una = d.sndUna;
+    conn.write(bytes(60_000));
+    const [head] = b.take();
+    const mss = head!.data.length;
+    peer(o, ACK, o.peerSeq, una, bytes(700));
+    // The tail probe, then the timeout: the head is resent and F-RTO armed.
+    for (let i = 0; i < 3 && soft.frto === 0; i++) {
+      b.advance(Math.min(d.rtxDeadline, soft.tlpDeadline) - b.env.clock.now());
+      b.flush();
+    }
+    assert.equal(soft.frto, 1);
+    // The resent head is ACKed: F-RTO sends new data (step 2b).
+    peer(o, ACK, add(o.peerSeq, 700), add(una, mss));
+    assert.equal(soft.frto, 2);
+    const sndMax = d.sndMax;
+    b.take();
+    // The peer resends its segment (our ACK of it was lost): old data, no SACK blocks.
+    peer(o, ACK, o.peerSeq, add(una, mss), bytes(700));
+    assert.equal(b.count('tcp.rx.duplicate'), 1);
+    assert.equal(soft.frto, 2, 'F-RTO still waits for the new data to be acknowledged');
+    assert.equal(d.sndNxt, sndMax, 'no go-back-N');
+  });
+
   test('a segment that ends before rcv_wup is still dropped unread and answered (pure ACKs rate-limited)', () => {
     const o = open();
     const { b, conn } = o;

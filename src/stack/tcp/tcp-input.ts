@@ -341,6 +341,12 @@ function syncInput(
   const dupEnd = !(f & TcpFlag.SYN) && segLen > 0 && seqLt(seq, d.rcvNxt) ? seqMin(segEnd, d.rcvNxt) : seq;
   const wholeDup = dupEnd !== dupSeq && seqLeq(segEnd, d.rcvNxt);
 
+  // The payload as it came, for the duplicate-ACK tests: a segment that carried data is never a
+  // duplicate ACK, even when all of it is old and trimmed away below (Linux's FLAG_DATA is set from
+  // the segment's own seq and end_seq). Old data ending at rcv.nxt, a peer's retransmission, must
+  // not count toward a fast retransmit of ours or read as F-RTO's duplicate ACK.
+  const carried = pLen;
+
   // Trim what we already have and what lies beyond the window.
   if (seqLt(seq, d.rcvNxt) && !(f & TcpFlag.SYN)) {
     let drop = seqDiff(d.rcvNxt, seq);
@@ -400,7 +406,7 @@ function syncInput(
     }
     establish(conn, now);
     if (l && !offerToListener(conn, l)) return;
-  } else if (!processAck(conn, h, f, pLen, now, stale)) {
+  } else if (!processAck(conn, h, f, carried, now, stale)) {
     return;
   }
   heard(conn, now);
