@@ -35,6 +35,49 @@ describe('output budget per turn', () => {
     }
   });
 
+  test("a turn's bytes over all connections are bounded too; the rest follow in later turns, each byte once", () => {
+    const b = new Bench();
+    b.layer.outputBudget = 4 * MSS;
+    b.layer.outputTurnBudget = 6 * MSS;
+    // Turn by turn: the scheduler's deferral ends a turn, run here one at a time.
+    const turns: (() => void)[] = [];
+    b.env.clock.defer = (fn) => void turns.push(fn);
+    const conns = [0, 1, 2].map(() => {
+      const c = activeOpen(b);
+      b.take();
+      return c;
+    });
+    const dataOf = () => b.take().filter((s) => s.data.length > 0);
+    // Three connections' data begins in one turn (as thousands of accepts' at a NIC worker did).
+    for (const [i, c] of conns.entries()) c.conn.write(bytes(10 * MSS, i + 1));
+    const ports = new Set<number>();
+    const count = () => {
+      const segs = dataOf();
+      for (const s of segs) if (ports.size < 3) ports.add(s.h.srcPort);
+      return segs.length;
+    };
+    const perTurn = [count()];
+    for (let t = 0; t < 50 && turns.length > 0; t++) {
+      for (const fn of turns.splice(0)) fn();
+      perTurn.push(count());
+      if (t === 1) assert.equal(ports.size, 3, 'by the third turn every connection has sent (round robin)');
+    }
+    assert.deepEqual(perTurn.slice(0, 1), [6], 'the turn of the writes: six segments, not twelve');
+    assert.ok(
+      perTurn.every((n) => n <= 6),
+      `at most six segments a turn: ${perTurn.join(',')}`,
+    );
+    assert.equal(
+      perTurn.reduce((a, n) => a + n, 0),
+      30,
+      'every connection sent its initial window (ten segments), once',
+    );
+    for (const c of conns) {
+      const d = c.conn.state.delegated;
+      assert.equal((d.sndMax - d.sndUna) >>> 0, 10 * MSS, 'each sent its window, once');
+    }
+  });
+
   test('without a budget a connection sends its whole window at once', () => {
     const b = new Bench();
     const x = activeOpen(b);

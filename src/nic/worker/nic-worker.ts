@@ -24,6 +24,7 @@ import {
   isSynchronized,
   kick,
   OUTPUT_BUDGET_BYTES,
+  OUTPUT_TURN_BUDGET_BYTES,
   windowWorthAnnouncing,
 } from '../../stack/tcp/tcp-drive.ts';
 import { maybeGrowSendRing } from '../../stack/tcp/tcp-mem.ts';
@@ -1273,6 +1274,9 @@ engine.isLazy = (k) => pendingOf(k) !== undefined;
 // One connection's output must not hold a turn: the heartbeat, the doorbell and the link's reads
 // wait behind it (TCP small queues).
 engine.tcp.outputBudget = OUTPUT_BUDGET_BYTES;
+// Nor thousands of connections' output together: their data beginning at once (a burst of
+// accepts answered here) held the reads of the TAP behind it, and with them the handshakes.
+engine.tcp.outputTurnBudget = OUTPUT_TURN_BUDGET_BYTES;
 
 // The main thread knows a proxied link's carrier; a link opened here (a TAP) it learns now.
 if (proxy === null) {

@@ -22,6 +22,16 @@ export interface OutputSender {
 export class OutputScheduler<T extends OutputSender> {
   /** Bytes per sender and turn; Infinity: off (the scheduler then never defers anything). */
   budget = Number.POSITIVE_INFINITY;
+  /**
+   * Bytes all senders together may send per turn, with `budget` on (Infinity: no bound). Each
+   * sender's budget keeps one from holding a turn, but not thousands with output at once: 5,000
+   * downloads answered at a worker (serve --accept-at-nic) began their data in the same turns as
+   * their handshakes, and the worker read its TAP, the SYNs and ACKs of the rest, seconds late
+   * (BENCHMARKS.md, "Accept at the NIC: the turn's output bounded").
+   */
+  turnBudget = Number.POSITIVE_INFINITY;
+  /** Bytes sent this turn by all senders (see turnBudget). */
+  turnUsed = 0;
   /** Turns begun so far. */
   turn = 0;
   private ticking = false;
@@ -60,6 +70,11 @@ export class OutputScheduler<T extends OutputSender> {
     this.tick();
   }
 
+  /** Every sender must wait for the next turn: this one sent its `turnBudget`. */
+  get turnSpent(): boolean {
+    return this.turnUsed >= this.turnBudget && this.budget !== Number.POSITIVE_INFINITY;
+  }
+
   /** Senders waiting for the next turn. */
   get waiting(): number {
     return this.pending.length;
@@ -75,15 +90,31 @@ export class OutputScheduler<T extends OutputSender> {
   private readonly nextTurn = (): void => {
     this.ticking = false;
     this.turn++;
+    this.turnUsed = 0;
     // Those that spend their budget again while the list runs go in the other list, for the turn
     // after: nobody is served twice in one turn.
     const list = this.pending;
     this.pending = this.running;
     this.running = list;
-    for (const sender of list) {
+    let i = 0;
+    for (; i < list.length && this.turnUsed < this.turnBudget; i++) {
+      const sender = list[i]!;
       sender.outputQueued = false;
       this.resume(sender);
     }
-    list.length = 0;
+    if (i === list.length) {
+      list.length = 0;
+      return;
+    }
+    // The turn's bytes ran out: those not reached go first next turn (still queued), then those
+    // cut short in this one.
+    const later = this.pending;
+    list.copyWithin(0, i);
+    list.length -= i;
+    for (const sender of later) list.push(sender);
+    later.length = 0;
+    this.pending = list;
+    this.running = later;
+    this.tick();
   };
 }

@@ -8,7 +8,7 @@ import { tcpOutput } from './tcp-output.ts';
 import { scheduleTimer } from './tcp-timers.ts';
 
 export { armKeepalive, canReceive, deliverEvents, isSynchronized, terminate } from './tcp-connection.ts';
-export { OUTPUT_BUDGET_BYTES } from './tcp-output.ts';
+export { OUTPUT_BUDGET_BYTES, OUTPUT_TURN_BUDGET_BYTES } from './tcp-output.ts';
 export { scheduleTimer } from './tcp-timers.ts';
 export { windowWorthAnnouncing } from './tcp-window.ts';
 

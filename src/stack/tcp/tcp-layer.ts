@@ -108,6 +108,18 @@ export class TcpLayer implements TcpEngine {
     this.output.budget = bytes;
   }
 
+  /**
+   * Bytes all of the layer's connections together may send per turn, with `outputBudget` on (the
+   * rest in later turns, in the same round robin; OutputScheduler.turnBudget). Infinity: off.
+   */
+  get outputTurnBudget(): number {
+    return this.output.turnBudget;
+  }
+
+  set outputTurnBudget(bytes: number) {
+    this.output.turnBudget = bytes;
+  }
+
   congestion(conn: TcpConnection): CongestionControl {
     return congestionControl(conn.state.cached.congestion);
   }

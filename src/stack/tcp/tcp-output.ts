@@ -22,6 +22,11 @@ const INF = Number.POSITIVE_INFINITY;
  * super-segments, the floor Linux's TCP small queues keep in flight per flow.
  */
 export const OUTPUT_BUDGET_BYTES = 2 * 65536;
+/**
+ * Output of all of a NIC worker's connections together per turn (TcpLayer.outputTurnBudget): eight
+ * connections' budgets, so a turn that sends it ends within a few ms and the link is read again.
+ */
+export const OUTPUT_TURN_BUDGET_BYTES = 8 * OUTPUT_BUDGET_BYTES;
 /** RFC 5961 7: challenge ACKs one connection may send per second. */
 export const CHALLENGE_ACKS_PER_CONN = 10;
 /**
@@ -528,8 +533,9 @@ function sendWindowed(conn: TcpConnection, now: number): void {
   const sched = conn.engine.output;
   const budget = sched ? sched.begin(conn) : INF;
   for (let guard = 0; guard < 100_000; guard++) {
-    if (conn.outputUsed >= budget) {
-      // Spent for this turn (TCP small queues): the rest goes next turn, after the others.
+    if (conn.outputUsed >= budget || sched?.turnSpent === true) {
+      // Spent for this turn (TCP small queues), or every sender's bytes of the turn were: the rest
+      // goes next turn, after the others.
       sched?.later(conn);
       break;
     }
@@ -591,6 +597,7 @@ function sendWindowed(conn: TcpConnection, now: number): void {
     if (used === 0) break;
     if (fresh && used % mss !== 0) soft.smallSentEnd = seqAdd(seq, used);
     conn.outputUsed += used;
+    if (sched) sched.turnUsed += used;
     d.sndNxt = seqAdd(seq, used);
     if (finHere) break;
   }
