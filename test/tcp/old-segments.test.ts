@@ -277,4 +277,45 @@ describe('old segments (Linux tcp_sequence: acceptable unless they end before rc
     assert.ok(ans, 'answered at once');
     assert.deepEqual(sackBlocks(ans), [[add(o.peerSeq, 1900), add(o.peerSeq, 2000)]]);
   });
+
+  test('probes into our shut window are no duplicate ACKs: three start no fast retransmit (Linux FLAG_DATA)', () => {
+    // A probe carrying a byte of data, and one carrying only a FIN (the peer closing while our
+    // window is shut): both wait, and neither is a duplicate ACK.
+    for (const [label, flags, data] of [
+      ['data', ACK, bytes(1)],
+      ['FIN', FIN | ACK, undefined],
+    ] as const) {
+      const o = open(false, { rcvBufSize: 2000 });
+      const { b, conn } = o;
+      const d = conn.state.delegated;
+      const una = d.sndUna;
+      conn.write(bytes(3000));
+      assert.ok(b.take().length >= 2, 'our data is in flight');
+      peer(o, ACK, o.peerSeq, una, bytes(1000));
+      peer(o, ACK, add(o.peerSeq, 1000), una, bytes(1000));
+      const [a] = b.take();
+      assert.equal(a!.h.window, 0, 'the window is shut');
+      // The peer probes our shut window three times, still acknowledging none of our data.
+      const out: Seg[] = [];
+      for (let i = 0; i < 3; i++) {
+        b.advance(10);
+        peer(o, flags, add(o.peerSeq, 2000), una, data);
+        const answer = b.take();
+        assert.ok(
+          answer.some((s) => s.h.ack === add(o.peerSeq, 2000) && s.h.window === 0),
+          `${label}: each probe is answered at once with our shut window`,
+        );
+        out.push(...answer);
+      }
+      assert.equal(d.rcvNxt, add(o.peerSeq, 2000), `${label}: the probe waits`);
+      assert.equal(d.state, TcpStateId.ESTABLISHED);
+      assert.equal(d.dupAcks, 0, `${label}: a probe that carried data is not a duplicate ACK`);
+      assert.equal(conn.state.soft.inRecovery, false);
+      assert.deepEqual(
+        out.filter((s) => s.data.length > 0).map((s) => s.h.seq),
+        [],
+        `${label}: nothing of ours is resent`,
+      );
+    }
+  });
 });

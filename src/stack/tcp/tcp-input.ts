@@ -297,6 +297,14 @@ function syncInput(
   // a resent FIN is answered and restarts 2MSL below.
   const segLen = pLen + (f & TcpFlag.SYN ? 1 : 0) + (f & TcpFlag.FIN ? 1 : 0);
   const segEnd = seqAdd(seq, segLen);
+  // The payload as it came, for the duplicate-ACK tests: a segment that carried data is never a
+  // duplicate ACK, even when all of it is old and trimmed away below, or it is a probe into our
+  // shut window whose data waits (Linux's FLAG_DATA is set from the segment's own seq and end_seq).
+  // Old data ending at rcv.nxt, a peer's retransmission, and a peer's probes must not count toward
+  // a fast retransmit of ours or read as F-RTO's duplicate ACK. Taken before the probe path below
+  // sets the length to 0 and clears the FIN (a FIN is data to FLAG_DATA too).
+  const carried = pLen;
+  const carriedFlags = f;
   let rcvWnd = seqDiff(d.rcvAdv, d.rcvNxt);
   if (rcvWnd < 0) rcvWnd = 0;
   let ok: boolean;
@@ -340,12 +348,6 @@ function syncInput(
   const dupSeq = seq;
   const dupEnd = !(f & TcpFlag.SYN) && segLen > 0 && seqLt(seq, d.rcvNxt) ? seqMin(segEnd, d.rcvNxt) : seq;
   const wholeDup = dupEnd !== dupSeq && seqLeq(segEnd, d.rcvNxt);
-
-  // The payload as it came, for the duplicate-ACK tests: a segment that carried data is never a
-  // duplicate ACK, even when all of it is old and trimmed away below (Linux's FLAG_DATA is set from
-  // the segment's own seq and end_seq). Old data ending at rcv.nxt, a peer's retransmission, must
-  // not count toward a fast retransmit of ours or read as F-RTO's duplicate ACK.
-  const carried = pLen;
 
   // Trim what we already have and what lies beyond the window.
   if (seqLt(seq, d.rcvNxt) && !(f & TcpFlag.SYN)) {
@@ -406,7 +408,7 @@ function syncInput(
     }
     establish(conn, now);
     if (l && !offerToListener(conn, l)) return;
-  } else if (!processAck(conn, h, f, carried, now, stale)) {
+  } else if (!processAck(conn, h, carriedFlags, carried, now, stale)) {
     return;
   }
   heard(conn, now);
