@@ -465,7 +465,7 @@ export class TcpSocket extends Duplex implements TcpUser {
       };
       if (this.isMoving) this.waitingForMove.push(finish);
       else finish();
-    }
+    } else this.conn?.dropUnread?.();
     if (this.pendingCb) {
       const pcb = this.pendingCb;
       this.pendingCb = null;

@@ -1780,6 +1780,9 @@ engine.tcp.growSendRing = askGrow;
 // The switch is a round trip through the main thread: asked when cwnd has just opened, it lands
 // after the old ring drained (BENCHMARKS.md, "A ring grown before it drains").
 engine.tcp.growAhead = true;
+// The main thread reads the receive rings, never this thread's connections: a closed one's unread
+// data could not be discharged here (its block, a fixed size, is held by the host's handle).
+engine.tcp.holdUnread = false;
 
 function isBlock(b: ConnBlockRef, r: RegrowBlock): boolean {
   return (

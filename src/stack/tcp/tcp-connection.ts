@@ -50,6 +50,11 @@ export interface TcpEngine {
   /** A ring of this connection may have changed size: account for it. */
   memCharge?(conn: TcpConnection): void;
   /**
+   * A closed connection's unread data was read (or, `drop`, dropped): its charge follows
+   * (tcp-mem.ts, holdUnread).
+   */
+  memHeld?(conn: TcpConnection, drop: boolean): void;
+  /**
    * Give the connection a send ring of `capacity` (sendRingTarget said its writer is held by the
    * ring). The switch may come later (a worker asks the thread that writes the ring); absent: the
    * ring never grows past what it was made with.
@@ -162,6 +167,8 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
   offeredWscale = 0;
   /** @internal Bytes of buffers this connection was last charged for (tcp-mem.ts). */
   memCharged = 0;
+  /** @internal Unread bytes this connection, closed, is still charged for (tcp-mem.ts, holdUnread). */
+  unreadHeld = 0;
   /** @internal Bytes held in `state.soft.ooo`, kept as the queue changes (tcp-input.ts, tcp-mem.ts). */
   oooBytes: number;
   /** @internal True while linked in the layer's demultiplexing table. */
@@ -301,6 +308,7 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
     const s = this.state;
     const d = s.delegated;
     const n = d.recvBuffer.read(dst, off, len);
+    if (n > 0 && this.unreadHeld > 0) this.engine.memHeld?.(this, false);
     if (n > 0 && canReceive(d.state) && !d.finReceived && windowWorthAnnouncing(s)) {
       s.soft.ackNow = true;
       tcpOutput(this);
@@ -327,7 +335,10 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
     if (this.released) return;
     const s = this.state;
     const d = s.delegated;
-    if (d.state === TcpStateId.CLOSED || d.readClosed) return;
+    if (d.state === TcpStateId.CLOSED || d.readClosed) {
+      this.dropUnread();
+      return;
+    }
     d.readClosed = true;
     if (d.state === TcpStateId.SYN_SENT) {
       terminate(this, null, true);
@@ -351,7 +362,10 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
   abort(): void {
     if (this.released) return;
     const d = this.state.delegated;
-    if (d.state === TcpStateId.CLOSED) return;
+    if (d.state === TcpStateId.CLOSED) {
+      this.dropUnread();
+      return;
+    }
     if (
       (isSynchronized(d.state) || d.state === TcpStateId.SYN_RECEIVED) &&
       d.state !== TcpStateId.TIME_WAIT
@@ -360,6 +374,15 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
     }
     this.finished = true;
     terminate(this, null, false);
+  }
+
+  /**
+   * The application is done with this closed connection (close(2) on it, or its socket
+   * destroyed): the memory charge its unread data kept goes (tcp-mem.ts, holdUnread).
+   */
+  dropUnread(): void {
+    if (this.released || this.state.delegated.state !== TcpStateId.CLOSED) return;
+    if (this.unreadHeld > 0) this.engine.memHeld?.(this, true);
   }
 
   setNoDelay(on: boolean): void {
@@ -413,6 +436,7 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
     this.outputQueued = false;
     this.offeredWscale = 0;
     this.memCharged = 0;
+    this.unreadHeld = 0;
     this.oooBytes = oooBytesOf(this.state.soft.ooo);
     this.linked = false;
     // The table finds the entry of its tuple again (a placeholder's, or a new one).

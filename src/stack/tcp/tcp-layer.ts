@@ -205,6 +205,16 @@ export class TcpLayer implements TcpEngine {
     if (conn.linked) this.budget.charge(conn);
   }
 
+  /**
+   * A closed connection's unread data stays charged until read or dropped (TcpBudget.holdUnread).
+   * Off where the application reads the rings without this layer's connections (a worker NIC).
+   */
+  holdUnread = true;
+
+  memHeld(conn: TcpConnection, drop: boolean): void {
+    this.budget.holdUnread(conn, drop);
+  }
+
   /** Connections allowed to wait in TIME_WAIT at once (Linux: tcp_max_tw_buckets). */
   maxTimeWait = 65_536;
   private readonly timeWaiting = new Set<TcpConnection>();
@@ -224,6 +234,8 @@ export class TcpLayer implements TcpEngine {
     this.timeWaiting.delete(conn);
     if (!conn.linked) return;
     this.unlinkQuiet(conn);
+    // Closed, not handed over: what the application has not read yet stays charged (holdUnread).
+    if (this.holdUnread && conn.state.delegated.recvBuffer.length > 0) this.budget.holdUnread(conn);
     this.onClosed?.(conn);
   }
 

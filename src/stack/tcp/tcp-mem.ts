@@ -142,6 +142,19 @@ export class TcpBudget {
     this.note();
   }
 
+  /**
+   * A closed connection's unread data stays charged until it is read or dropped (`unreadHeld`),
+   * as Linux keeps a socket's queued skbs charged to tcp_mem until recvmsg frees them or close(2)
+   * purges them: a paused application holding reset connections would otherwise hold memory the
+   * limit no longer sees. Called at the close (after `discharge`), at each read and at the drop.
+   */
+  holdUnread(conn: TcpConnection, drop = false): void {
+    const now = drop ? 0 : conn.state.delegated.recvBuffer.length;
+    this.used += now - conn.unreadHeld;
+    conn.unreadHeld = now;
+    this.note();
+  }
+
   /** Charge what a connection handed over in this turn was charged where it ran (`discharge`). */
   carry(conn: TcpConnection): void {
     this.used += conn.memCharged;

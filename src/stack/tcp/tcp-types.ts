@@ -94,6 +94,11 @@ export interface ConnectionHandle {
   shutdown(): void;
   close(): void;
   abort(): void;
+  /**
+   * The application is done with a connection the stack closed (its socket destroyed): the memory
+   * charge its unread data kept goes (tcp-mem.ts, holdUnread). Absent: nothing is kept.
+   */
+  dropUnread?(): void;
   setNoDelay(on: boolean): void;
   setKeepAlive(on: boolean, idleMs?: number): void;
 }
