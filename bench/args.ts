@@ -58,3 +58,12 @@ export function medianOf<T>(runs: readonly T[]): T {
   }
   return out as T;
 }
+
+/**
+ * How long a benchmark's WorkerNic may go without a heartbeat before it counts as dead (the NIC's
+ * own default is 2 s). A benchmark measures speed or memory, not failover, and must finish at any
+ * load: on a loaded machine (load 20-30) a worker thread goes unscheduled for seconds, was declared
+ * dead by the 2 s default, and the run ended with an error ("moved 0") instead of its figures.
+ * Benches that measure failover keep their own deadlines.
+ */
+export const BENCH_DEAD_AFTER_MS = 60_000;

@@ -2,8 +2,8 @@ import { pathToFileURL } from 'node:url';
 import type { WorkerNic } from '../src/nic/worker-nic.ts';
 import { SimNetwork } from '../src/sim/sim-network.ts';
 import type { TcpSocket } from '../src/socket/tcp-socket.ts';
-import { addWorkerHost } from '../test/nic/worker-helpers.ts';
 import { type TransferFigures, timeTransfers } from './offload.ts';
+import { benchWorkerHost } from './worker-host.ts';
 
 export interface DataOffloadBenchResult {
   connections: number;
@@ -31,7 +31,7 @@ export async function benchOffloadData(
   const runs = opts.runs ?? 2;
   const sendBuffer = opts.sendBuffer ?? 256 * 1024;
   const net = new SimNetwork({ seed: 3, virtualTime: false });
-  const wh = addWorkerHost(net, { capacity: connections + 8, ringCapacity: sendBuffer });
+  const wh = benchWorkerHost(net, { capacity: connections + 8, ringCapacity: sendBuffer });
   const peer = net.addHost({ ip: '10.0.0.2/24' });
   await Promise.all(wh.nics.map((n) => n.ready()));
   peer

@@ -21,7 +21,7 @@ import { SimNetwork } from '../src/sim/sim-network.ts';
 import type { TcpSocket } from '../src/socket/tcp-socket.ts';
 import { isOffloadable } from '../src/state/validate.ts';
 import { type ThreadTimes, threadsBetween, threadTimes } from '../test/interop/tap-load.ts';
-import { addWorkerHost, QUIET_IPV6 } from '../test/nic/worker-helpers.ts';
+import { QUIET_IPV6 } from '../test/nic/worker-helpers.ts';
 import { benchMain, medianOf, parseBenchFlags } from './args.ts';
 import {
   openConnections,
@@ -30,6 +30,7 @@ import {
   type Verb,
   type WholeFigures,
 } from './offload.ts';
+import { benchWorkerHost } from './worker-host.ts';
 
 /** CPU ms one verb of every connection cost each group of threads (see RunThreads). */
 export interface VerbCpu {
@@ -155,7 +156,7 @@ export async function benchOffloadWorker(
   const bytesEach = opts.bytesEach ?? 16 * 1024 * 1024;
   const net = new SimNetwork({ seed: 1, virtualTime: false });
   const ipv6 = opts.ipv6 === true;
-  const wh = addWorkerHost(net, { capacity: connections + streams, ipv6 });
+  const wh = benchWorkerHost(net, { capacity: connections + streams, ipv6 });
   const records = opts.records ?? true;
   for (const n of wh.nics) n.useRecords = records;
   const peer = net.addHost(

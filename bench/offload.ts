@@ -168,7 +168,7 @@ export async function timeTransfers(
       const r = await go(b);
       const ms = performance.now() - t;
       moved += r.moved.length;
-      for (const f of r.refused) if (why.size < 3) why.add(`${f.status}: ${f.reason}`);
+      refusals(r, why);
       samples[verb].push(ms);
       total += ms;
     }
@@ -187,7 +187,9 @@ export async function timeTransfers(
     const r = await go();
     wholes[verb].push(performance.now() - t);
     if (r.moved.length !== connections)
-      throw new Error(`run ${run}: ${verb} of all in one call moved ${r.moved.length} of ${connections}`);
+      throw new Error(
+        `run ${run}: ${verb} of all in one call moved ${r.moved.length} of ${connections} (refused: ${[...refusals(r)].join('; ')})`,
+      );
   };
   let firstMoveMs: number | undefined;
   if (o.first) {
@@ -197,7 +199,9 @@ export async function timeTransfers(
     const r = await m.move(keys, n0, n1, { prod });
     firstMoveMs = performance.now() - t;
     if (r.moved.length !== connections)
-      throw new Error(`first move of all in one call moved ${r.moved.length} of ${connections}`);
+      throw new Error(
+        `first move of all in one call moved ${r.moved.length} of ${connections} (refused: ${[...refusals(r)].join('; ')})`,
+      );
     await whole('upload', -1, () => m.upload(keys));
     wholes.upload.pop();
   }
@@ -234,4 +238,16 @@ export async function timeTransfers(
         }
       : {}),
   };
+}
+
+/**
+ * A report's first few distinct refusals, added to `into`: the error that says a transfer fell
+ * short says why (a NIC declared dead, out of capacity, ...).
+ */
+function refusals(r: TransferReport, into = new Set<string>()): Set<string> {
+  for (const f of r.refused) {
+    if (into.size >= 3) break;
+    into.add(`${f.status}: ${f.reason}`);
+  }
+  return into;
 }
