@@ -25,11 +25,11 @@ const MB = 2 ** 20;
  * driven here (`gc`): the host's objects of the buffers go, it tells the worker ('slabs-gone'),
  * and the worker's objects must go with no collection forced in it.
  */
-async function offloadedBlocks(t: TestContext, seed: number) {
+async function offloadedBlocks(t: TestContext, seed: number, workers = 1) {
   setFlagsFromString('--expose-gc');
   const gc = runInNewContext('gc') as () => void;
   const net = new SimNetwork({ seed, virtualTime: false });
-  const wh = addWorkerHost(net, { count: 1, ringCapacity: RING });
+  const wh = addWorkerHost(net, { count: workers, ringCapacity: RING });
   t.after(() => {
     wh.close();
     net.close();
@@ -69,18 +69,21 @@ async function offloadedBlocks(t: TestContext, seed: number) {
     }
     return Math.round((before - after) / MB);
   };
-  return { wh, sockets, served, freedMiB };
+  /** The peer closes first (its side waits in TIME_WAIT), each socket here answers its FIN. */
+  const peerCloses = async (): Promise<void> => {
+    const closed = sockets.map((s) => new Promise((r) => s.once('close', r)));
+    for (const s of served) s.end();
+    await Promise.all(closed);
+    sockets.length = 0;
+  };
+  return { wh, net, sockets, served, peerCloses, freedMiB };
 }
 
 test('the buffers the host let go are freed without waiting for the worker to collect on its own', {
   timeout: 120_000,
 }, async (t) => {
-  const { wh, sockets, served, freedMiB } = await offloadedBlocks(t, 35);
-  // The peer closes first (its side waits in TIME_WAIT), each socket here answers its FIN.
-  const closed = sockets.map((s) => new Promise((r) => s.once('close', r)));
-  for (const s of served) s.end();
-  await Promise.all(closed);
-  sockets.length = 0;
+  const { wh, peerCloses, freedMiB } = await offloadedBlocks(t, 35);
+  await peerCloses();
   const freed = await freedMiB();
   assert.ok(freed >= 64, `${freed} MiB of shared buffers freed after the connections closed`);
   const c = await wh.nics[0]!.counters();
@@ -103,6 +106,26 @@ test('the blocks a worker gives back in TIME_WAIT are freed while the connection
   const c = await wh.nics[0]!.counters();
   assert.equal(c['nic.time-wait.given'], CONNS, 'all of them still wait, block-less');
   assert.equal(c['nic.time-wait.blocks'], 0);
+});
+
+test('a worker the connections moved through gives back their buffers once they close elsewhere', {
+  timeout: 120_000,
+}, async (t) => {
+  // Moved to the second worker, run there (the peer's data builds them), moved back: the second
+  // keeps their states for a next visit (statePool), and each state's released connection object
+  // kept its user, the slot, the block and the block's buffer, after the host had let it go.
+  const { wh, net, served, peerCloses, freedMiB } = await offloadedBlocks(t, 39, 2);
+  const [a, b] = [wh.nics[0]!, wh.nics[1]!];
+  const keys = wh.offload.keysOn(a);
+  assert.equal((await wh.offload.move(keys, a, b)).moved.length, CONNS);
+  for (const s of served) s.write(Buffer.alloc(100, 1));
+  await net.sleep(200);
+  assert.equal((await wh.offload.move(keys, b, a)).moved.length, CONNS);
+  assert.equal((await b.counters())['nic.pool.states'], CONNS, 'the states wait for a next visit');
+  await peerCloses();
+  const freed = await freedMiB();
+  assert.ok(freed >= 64, `${freed} MiB of shared buffers freed after the connections closed`);
+  assert.equal((await b.counters())['nic.pool.states'], CONNS, 'still pooled, holding no buffer');
 });
 
 test('the host collects its objects of the buffers it numbered without waiting for its heap to grow', {

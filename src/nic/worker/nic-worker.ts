@@ -1587,6 +1587,12 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
             // Released, the state is the record's now (TcpHandover.release): kept for the
             // connection's next visit here, read into instead of made anew.
             poolState(slot.key, s);
+            // The pooled state keeps its released connection object (TcpHandover's releasedBy,
+            // weak by the state) and so, through its user, the slot, its block and the block's
+            // slab: a worker the moves passed through kept the slabs of connections that never
+            // came back after the host let them go, one slab per cycle under churn. A revived
+            // connection takes a new user anyway (adopt).
+            slot.conn.user = null;
           }
           out = encodeBatch(split.trees, now, { skipValidation: true, ringsByRef: true });
         } else out = engine.terminate(keys, { ringsByRef: r.byRef === true });
