@@ -14,19 +14,23 @@ import type { TcpState } from '../../src/state/tcp-state.ts';
 import { assertClean, runScenario } from './scenario.ts';
 
 const CONNS = 40;
+/** Two LocalNics, 40 streams offloaded to the first, which crashes 15 ms in. */
+const CRASH_OF_NIC0 = {
+  seed: 5,
+  nics: 2,
+  conns: CONNS,
+  bytes: 60_000,
+  batchSize: 8,
+  rateBps: 2e7,
+  faults: [{ at: 15, kind: 'crash' as const, nic: 0 }],
+  offloadTo: 0,
+};
 
 test('a crash rebuilds into the states the dead LocalNic released: none made, none validated', async () => {
   const released = new Set<TcpState>();
   const rebuilt: TcpState[] = [];
   const r = await runScenario({
-    seed: 5,
-    nics: 2,
-    conns: CONNS,
-    bytes: 60_000,
-    batchSize: 8,
-    rateBps: 2e7,
-    faults: [{ at: 15, kind: 'crash', nic: 0 }],
-    offloadTo: 0,
+    ...CRASH_OF_NIC0,
     onRig: (rig) => {
       const nic = rig.nics[0]!;
       const crash = nic.crash.bind(nic);
@@ -58,14 +62,7 @@ test('a crash runs the rebuilt connections on the objects the dead LocalNic rele
   const rebuilt: TcpConnection[] = [];
   let timersBefore = -1;
   const r = await runScenario({
-    seed: 5,
-    nics: 2,
-    conns: CONNS,
-    bytes: 60_000,
-    batchSize: 8,
-    rateBps: 2e7,
-    faults: [{ at: 15, kind: 'crash', nic: 0 }],
-    offloadTo: 0,
+    ...CRASH_OF_NIC0,
     onRig: (rig) => {
       const nic = rig.nics[0]!;
       const crash = nic.crash.bind(nic);
