@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { TcpConnection } from '../../src/stack/tcp/tcp-connection.ts';
 import type { TcpState } from '../../src/state/tcp-state.ts';
-import { assertClean, runScenario } from './scenario.ts';
+import { assertClean, runScenario, type ScenarioResult } from './scenario.ts';
 
 const CONNS = 40;
 /** Two LocalNics, 40 streams offloaded to the first, which crashes 15 ms in. */
@@ -26,22 +26,40 @@ const CRASH_OF_NIC0 = {
   offloadTo: 0,
 };
 
+/**
+ * Sees each connection NIC 0 runs as it crashes (before the crash releases them) and each one NIC 1
+ * runs once the team has failed over.
+ */
+function watchCrash(
+  rig: ScenarioResult['rig'],
+  w: {
+    atCrash: (c: TcpConnection) => void;
+    beforeCrash?: () => void;
+    atFailover: (c: TcpConnection) => void;
+  },
+): void {
+  const nic = rig.nics[0]!;
+  const crash = nic.crash.bind(nic);
+  nic.crash = (cause?: string) => {
+    for (const c of nic.engine.tcp.connections()) w.atCrash(c);
+    w.beforeCrash?.();
+    crash(cause);
+  };
+  rig.team.on('failover', () => {
+    for (const c of rig.nics[1]!.engine.tcp.connections()) w.atFailover(c);
+  });
+}
+
 test('a crash rebuilds into the states the dead LocalNic released: none made, none validated', async () => {
   const released = new Set<TcpState>();
   const rebuilt: TcpState[] = [];
   const r = await runScenario({
     ...CRASH_OF_NIC0,
-    onRig: (rig) => {
-      const nic = rig.nics[0]!;
-      const crash = nic.crash.bind(nic);
-      nic.crash = (cause?: string) => {
-        for (const c of nic.engine.tcp.connections()) released.add(c.state);
-        crash(cause);
-      };
-      rig.team.on('failover', () => {
-        for (const c of rig.nics[1]!.engine.tcp.connections()) rebuilt.push(c.state);
-      });
-    },
+    onRig: (rig) =>
+      watchCrash(rig, {
+        atCrash: (c) => released.add(c.state),
+        atFailover: (c) => rebuilt.push(c.state),
+      }),
   });
   assertClean(r);
   const f = r.rig.team.failovers.find((x) => x.nic === r.rig.nics[0]!.id);
@@ -63,18 +81,14 @@ test('a crash runs the rebuilt connections on the objects the dead LocalNic rele
   let timersBefore = -1;
   const r = await runScenario({
     ...CRASH_OF_NIC0,
-    onRig: (rig) => {
-      const nic = rig.nics[0]!;
-      const crash = nic.crash.bind(nic);
-      nic.crash = (cause?: string) => {
-        for (const c of nic.engine.tcp.connections()) released.add(c);
-        timersBefore = rig.nics[1]!.engine.counters.get('tcp.timers.made');
-        crash(cause);
-      };
-      rig.team.on('failover', () => {
-        for (const c of rig.nics[1]!.engine.tcp.connections()) rebuilt.push(c);
-      });
-    },
+    onRig: (rig) =>
+      watchCrash(rig, {
+        atCrash: (c) => released.add(c),
+        beforeCrash: () => {
+          timersBefore = rig.nics[1]!.engine.counters.get('tcp.timers.made');
+        },
+        atFailover: (c) => rebuilt.push(c),
+      }),
   });
   assertClean(r);
   assert.equal(released.size, CONNS, 'every connection ran on the member that crashed');
