@@ -277,13 +277,23 @@ describe('a released connection object taken up again (TcpConnection.revive)', (
     // the same; its timer, `wake`, made when first armed, is kept disarmed), and `deferred`, which
     // tracks a delivery still queued.
     const kept = new Set(['state', 'tuple', 'engine', 'wake', 'rack', 'deferred']);
+    // The output scheduler's, which revive leaves: a scheduler's list may still hold the object,
+    // and its share of the turn stays spent (test/tcp/output-budget.test.ts, a connection that moves).
+    const scheduler = ['outputTurn', 'outputUsed', 'outputQueued'];
     const dirty = conn as unknown as Record<string, unknown>;
     for (const k of Object.keys(dirty)) {
       if (kept.has(k)) continue;
       const v = dirty[k];
       dirty[k] = typeof v === 'number' ? 12345 : typeof v === 'boolean' ? !v : { stale: k };
     }
+    const before = scheduler.map((k) => dirty[k]);
+    for (const k of scheduler) kept.add(k);
     conn.revive();
+    assert.deepEqual(
+      scheduler.map((k) => dirty[k]),
+      before,
+      "the scheduler's fields as they were",
+    );
     const fresh = new TcpConnection(conn.engine, conn.state) as unknown as Record<string, unknown>;
     for (const k of Object.keys(fresh)) {
       if (kept.has(k)) continue;

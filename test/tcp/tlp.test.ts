@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { ACK, activeOpen, add, Bench, bytes, tsoBench } from './harness.ts';
+import { ACK, activeOpen, add, Bench, bytes, FIN, tsoBench } from './harness.ts';
 
 const MSS = 1460;
 const RTT = 10;
@@ -237,6 +237,27 @@ describe("the loss probe's episode (RFC 8985 7.4, Linux's tcp_process_tlp_ack)",
     for (let i = 0; i < 100; i++) b.advance(1);
     assert.equal(b.count('tcp.tlp.probes'), 1, 'no second probe: the RTO is next');
     assert.equal(b.take().filter((s) => s.data.length > 0).length, 0);
+  });
+
+  test("a FIN whose ACK reaches the probe's end is no duplicate ACK: the episode stays open (Linux's FLAG_DATA)", () => {
+    const { b, conn, ackOf, end, peerSeq } = probed();
+    ackOf(end);
+    b.flush();
+    // The peer closes: its FIN carries no data but takes a sequence number, as data does; Linux
+    // sets FLAG_DATA for it (its end_seq is past its seq), and only a pure duplicate ends the episode.
+    b.inject({ flags: ACK | FIN, seq: peerSeq, ack: end, srcPort: 80, dstPort: conn.localPort });
+    b.flush();
+    assert.equal(conn.state.delegated.finReceived, true);
+    assert.equal(conn.rack.tlpEnd, end, 'the episode is still open');
+    // The second original was lost after all (no DSACK came): the ACK past the probe cuts the window.
+    const cwnd = conn.state.delegated.cwnd;
+    conn.write(bytes(MSS, 13));
+    b.flush();
+    b.advance(RTT);
+    b.inject({ flags: ACK, seq: add(peerSeq, 1), ack: add(end, MSS), srcPort: 80, dstPort: conn.localPort });
+    b.flush();
+    assert.equal(b.count('tcp.tlp.recoveries'), 1);
+    assert.ok(conn.state.delegated.cwnd < cwnd, `cwnd ${conn.state.delegated.cwnd}, was ${cwnd}`);
   });
 
   test('a probe whose copy alone arrived repaired a loss: the ACK past it cuts the window (RFC 8985 7.4.2)', () => {

@@ -7,7 +7,11 @@ export interface OutputSender {
   outputTurn: number;
   /** Bytes it sent in that turn. */
   outputUsed: number;
-  /** In the list for the next turn (at most once). */
+  /**
+   * In a scheduler's list for its next turn. Written by the scheduler only (set by `later`, cleared
+   * as the list is served), never by an owner resetting a sender that moved: a sender still listed
+   * by the scheduler it left is then not listed a second time, by that one or its new one.
+   */
   outputQueued: boolean;
 }
 

@@ -152,7 +152,7 @@ export class RackLog {
    * An ACK while a probe's episode is open (Linux's tcp_process_tlp_ack). True when it shows the
    * probe repaired a loss: its copy was the only one to arrive, so the ACK went past the probe
    * with no DSACK for it; a reduction of the window is due (RFC 8985 7.4.2). `pureDup`: no
-   * advance, no data, nothing newly SACKed: the copy arrived after its original, no loss.
+   * advance, no data or FIN, nothing newly SACKed: the copy arrived after its original, no loss.
    */
   probeAck(ack: number, pureDup: boolean): boolean {
     if (this.tlpEnd === -1 || seqLt(ack, this.tlpEnd)) return false;

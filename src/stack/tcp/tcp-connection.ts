@@ -161,7 +161,11 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
   /** @internal The output scheduler's turn this connection last sent in, and the bytes it sent then. */
   outputTurn = -1;
   outputUsed = 0;
-  /** @internal Waiting for the next turn to send the rest (at most once in the scheduler's list). */
+  /**
+   * @internal Waiting for the next turn to send the rest. The scheduler's alone (set as it lists
+   * the connection, cleared as that list is served; a move or a revive leaves it), so the object
+   * is in one list at most, however it moves.
+   */
   outputQueued = false;
   /** @internal Offered window-scale shift while the handshake is under way. */
   offeredWscale = 0;
@@ -431,9 +435,8 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
     this.dsackStart = this.dsackEnd = 0;
     this.holdRetransmits = false;
     this.rack.reset();
-    this.outputTurn = -1;
-    this.outputUsed = 0;
-    this.outputQueued = false;
+    // The output fields stay: the object may still be in a scheduler's list from before it left
+    // (outputQueued is the scheduler's), and on the same layer its share of the turn is spent.
     this.offeredWscale = 0;
     this.memCharged = 0;
     this.unreadHeld = 0;

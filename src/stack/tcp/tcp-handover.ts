@@ -204,6 +204,8 @@ export class Handover {
       (conn.engine === layer || conn.engine.env.clock === layer.env.clock)
     ) {
       releasedBy.delete(state);
+      // Turns are counted per scheduler (as in `attach`); on the same layer its share stays spent.
+      if (conn.engine !== layer) conn.outputTurn = -1;
       conn.engine = layer;
       conn.revive();
       layer.env.counters.inc('tcp.adopt.revived');
@@ -293,8 +295,8 @@ export class Handover {
     if (this.table.lookupOf(conn) !== undefined) {
       throw new AddressInUseError('attach: this layer already runs a connection with that 4-tuple');
     }
+    if (conn.engine !== layer) conn.outputTurn = -1;
     conn.engine = layer;
-    conn.outputTurn = -1;
     layer.link(conn, true);
     layer.env.counters.inc('tcp.attached');
     if (opts.prod === true) {

@@ -747,7 +747,9 @@ function processAck(
   if (c.sackEnabled && (advanced || h.sackCount > 0)) rackDetect(conn, now, conn.holdRetransmits);
   if (undone && sack) lossBehindSack(conn, now);
   if (conn.rack.tlpEnd !== -1) {
-    const pureDup = !advanced && pLen === 0 && newlySacked === 0 && wnd === d.sndWnd;
+    // A FIN (or SYN) takes sequence space as data does: Linux's FLAG_DATA, so no pure duplicate.
+    const pureDup =
+      !advanced && pLen === 0 && !(f & (TcpFlag.SYN | TcpFlag.FIN)) && newlySacked === 0 && wnd === d.sndWnd;
     // After RACK, unlike Linux's order: a recovery this ACK started cuts the window once, and
     // ends the probe's episode with it.
     if (conn.rack.probeAck(ack, pureDup) && !s.soft.inRecovery) probeRepairedLoss(conn, now);

@@ -82,7 +82,9 @@ export class TcpLayer implements TcpEngine {
     this.listeners = new Listeners(this);
     this.handover = new Handover(this, this.table);
     const clock = env.clock;
-    // A connection cut short by its budget may since have closed or moved to another owner.
+    // A connection cut short by its budget may since have closed or moved to another owner. One
+    // that moved to another layer of this thread while listed here was not listed there (it stays
+    // in one list, output-scheduler.ts): resumed here, it sends on its new layer's budget.
     this.output = new OutputScheduler<TcpConnection>(
       (fn) => clock.defer(fn),
       (conn) => {

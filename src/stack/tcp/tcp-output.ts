@@ -398,9 +398,10 @@ export function retransmitHead(conn: TcpConnection, now: number): void {
 
 /**
  * Send what the windows, Nagle and silly-window avoidance allow, then a pure ACK if one is owed,
- * then (re)arm the retransmission or persist timer as needed.
+ * then (re)arm the retransmission or persist timer as needed. `resendNow`: a retransmission
+ * timeout's, whose resend of snd.una goes at once (sendWindowed).
  */
-export function tcpOutput(conn: TcpConnection): void {
+export function tcpOutput(conn: TcpConnection, resendNow = false): void {
   const s = conn.state;
   const d = s.delegated;
   const soft = s.soft;
@@ -410,7 +411,7 @@ export function tcpOutput(conn: TcpConnection): void {
   const maxBefore = d.sndMax;
   if (st !== TcpStateId.TIME_WAIT && st !== TcpStateId.FIN_WAIT_2 && d.persistDeadline === INF) {
     if (soft.inRecovery && s.const.sackEnabled) sackRecoveryOutput(conn, now);
-    else sendWindowed(conn, now);
+    else sendWindowed(conn, now, resendNow);
   }
   conn.holdRetransmits = false;
   if (soft.ackNow) sendAck(conn);
@@ -519,7 +520,14 @@ function autosize(conn: TcpConnection, mss: number, floor = IW_SEGMENTS * mss): 
   return Math.min(limit, Math.max(floor, Math.floor(bytes / mss) * mss));
 }
 
-function sendWindowed(conn: TcpConnection, now: number): void {
+/**
+ * `resendNow`: a retransmission timeout's output, whose first piece (a resend below snd.max, from
+ * snd.una) goes whatever the turn's budgets say. Linux's tcp_retransmit_timer resends the head
+ * itself (tcp_retransmit_skb), outside TCP small queues; queued behind a worker's backlogged
+ * senders it waited turns, and the timer, backed off, fired again before it left (a spurious
+ * backoff each time, and a connection given up on sooner).
+ */
+function sendWindowed(conn: TcpConnection, now: number, resendNow: boolean): void {
   const s = conn.state;
   const d = s.delegated;
   const soft = s.soft;
@@ -533,7 +541,8 @@ function sendWindowed(conn: TcpConnection, now: number): void {
   const sched = conn.engine.output;
   const budget = sched ? sched.begin(conn) : INF;
   for (let guard = 0; guard < 100_000; guard++) {
-    if (conn.outputUsed >= budget || sched?.turnSpent === true) {
+    const spent = conn.outputUsed >= budget || sched?.turnSpent === true;
+    if (spent && !(resendNow && guard === 0 && seqLt(d.sndNxt, d.sndMax))) {
       // Spent for this turn (TCP small queues), or every sender's bytes of the turn were: the rest
       // goes next turn, after the others.
       sched?.later(conn);

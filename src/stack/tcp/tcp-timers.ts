@@ -127,7 +127,7 @@ export function onConnectionTimer(conn: TcpConnection): void {
   }
   if (alive(conn)) {
     conn.refusedSeq = -1;
-    tcpOutput(conn);
+    tcpOutput(conn, rto);
     if (rto) afterTimeoutSend(conn, now);
     scheduleTimer(conn);
   }
