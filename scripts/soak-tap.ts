@@ -184,6 +184,7 @@ try {
         tapDrops: tapDrops(lab) - drops0,
         tapDropsBySecond: Array.from(dropsBySecond, (n) => n ?? 0),
         serveLog: r.bad.slice(0, 20),
+        resetCounters: r.resetCounters,
         serveMain: r.serveMain,
         threads: r.threads,
       }),

@@ -89,6 +89,12 @@ export interface LoadResult {
   owners: Map<number, string>;
   /** Lines of serve's log that must never appear: false failures, losses, resets, errors. */
   bad: string[];
+  /**
+   * Serve's counters once the client was done that name who sent or met a reset, and the passive
+   * opens (RSTs out, unacceptable ACKs, SYNs answered, held, cookies, accepts refused), by counter
+   * set (host, team, each NIC), the nonzero ones; null when serve did not answer.
+   */
+  resetCounters: Record<string, Record<string, number>> | null;
   log: string;
   /**
    * Serve's main thread when every download had its first byte (the connect burst's end) and when
@@ -409,6 +415,19 @@ export function cutStalls(
   return cut;
 }
 
+/** Counters that say who reset what, and how the passive opens went (see LoadResult.resetCounters). */
+const RESET_COUNTERS = /rst|bad-ack|\.listen\.|syncookies|accept-at-nic|accept\.(refused|errors)/;
+
+function resetsOf(sets: Record<string, Record<string, number>>): Record<string, Record<string, number>> {
+  const out: Record<string, Record<string, number>> = {};
+  for (const [set, counters] of Object.entries(sets)) {
+    const kept: Record<string, number> = {};
+    for (const [k, v] of Object.entries(counters)) if (v !== 0 && RESET_COUNTERS.test(k)) kept[k] = v;
+    if (Object.keys(kept).length > 0) out[set] = kept;
+  }
+  return out;
+}
+
 /** scripts/tap-load.py in the lab's namespace against `host`. */
 export function clientArgv(
   lab: Lab,
@@ -517,6 +536,13 @@ export async function runLoad(lab: Lab, o: LoadOptions): Promise<LoadResult> {
     }, 200);
     const r = await client.finally(() => clearInterval(sampler));
     const end = threadUsage(pid);
+    const resetCounters = await controlRequest(ctl, { op: 'counters' }).then(
+      (sets) => resetsOf(sets as Record<string, Record<string, number>>),
+      (e: Error) => {
+        log(`counters after the run: ${e.message}`);
+        return null;
+      },
+    );
     // The failover's own time, read before serve stops: its status gives its age, taken on the
     // server between the request and the answer (their midpoint, within a millisecond or two).
     let detectedAt = 0;
@@ -585,6 +611,7 @@ export async function runLoad(lab: Lab, o: LoadOptions): Promise<LoadResult> {
       owners: owner,
       faultCut: markAt > 0 ? cutStalls(report.stalls, markAt, owner, nic, { startAt, readyAt }) : null,
       bad,
+      resetCounters,
       log: text,
       serveMain: { burst, end },
       threads:

@@ -257,6 +257,8 @@ export class Listeners {
       // spend a hash on each and let a blind attacker try cookies at will (Linux does the same).
       const recent = env.clock.now() - l.lastOverflowAt < SYNCOOKIE_VALID_MS;
       if (!(f & TcpFlag.SYN) && recent && this.cookieAck(l, ip, h, buf, pOff, pLen)) return;
+      // Counted apart: with accept-at-NIC, where the ACK of a tuple no owner holds ends up.
+      env.counters.inc('tcp.rst.out.listen-ack');
       sendRstReply(layer, ip.src, ip.dst, h, pLen);
       return;
     }
