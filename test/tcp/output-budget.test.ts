@@ -5,7 +5,10 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { SeededRandom } from '../../src/core/random.ts';
+import type { TcpConnection } from '../../src/stack/tcp/tcp-connection.ts';
 import { TcpLayer } from '../../src/stack/tcp/tcp-layer.ts';
+import type { TcpState } from '../../src/state/tcp-state.ts';
 import { ACK, activeOpen, add, Bench, bytes, type Opened, Recorder, type Seg } from './harness.ts';
 
 const MSS = 1460;
@@ -193,6 +196,115 @@ describe('output budget: a connection that moves while it waits for its turn', (
     assert.equal(sent, 4, 'the rest of its window');
     const d = x.conn.state.delegated;
     assert.equal((d.sndMax - d.sndUna) >>> 0, 10 * MSS, 'its window, each byte once');
+  });
+});
+
+/**
+ * Every way a connection object moves between the layers of a thread (released and revived by
+ * `adopt`, with a prod or without; detached and attached), at random points between the turns of
+ * three schedulers, each turn run in a random order: a connection is in one list at most, listed
+ * exactly when its flag says so, and none is left with data to send, nothing in flight and no turn
+ * to come (a stall, with no ACK or timer to wake it). The peer ACKs nothing: what each may send
+ * is its initial window.
+ */
+function movesAtRandom(seed: number): string | null {
+  const r = new SeededRandom(seed);
+  const pick = (n: number) => Math.floor(r.float() * n);
+  const b = new Bench({ seed });
+  const turns: (() => void)[] = [];
+  b.env.clock.defer = (fn) => void turns.push(fn);
+  const layers = [b.layer, new TcpLayer(b.env), new TcpLayer(b.env)];
+  for (const l of layers) {
+    l.outputBudget = (1 + pick(3)) * MSS;
+    l.outputTurnBudget = (2 + pick(6)) * MSS;
+  }
+  const n = 6;
+  const conns: TcpConnection[] = [];
+  const written: number[] = [];
+  // The layer running each (-1: released, its state in `away`).
+  const at: number[] = [];
+  const away: (TcpState | null)[] = [];
+  for (let i = 0; i < n; i++) {
+    conns.push(activeOpen(b).conn);
+    b.take();
+    written.push(0);
+    at.push(0);
+    away.push(null);
+  }
+  const unhold = (l: TcpLayer, c: TcpConnection) => {
+    const k = c.state.const;
+    l.dropFrozen(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+  };
+  const listed = () => {
+    const seen = new Map<TcpConnection, number>();
+    for (const l of layers) {
+      for (const c of (l.output as unknown as { pending: TcpConnection[] }).pending)
+        seen.set(c, (seen.get(c) ?? 0) + 1);
+    }
+    return seen;
+  };
+  for (let step = 0; step < 120; step++) {
+    const i = pick(n);
+    const c = conns[i]!;
+    const op = r.float();
+    if (op < 0.25) {
+      if (at[i] === -1) continue;
+      const len = (1 + pick(8)) * MSS;
+      c.write(bytes(len, i + 1));
+      written[i]! += len;
+    } else if (op < 0.45) {
+      if (turns.length > 0) turns.splice(pick(turns.length), 1)[0]!();
+    } else if (op < 0.6) {
+      for (const fn of turns.splice(0)) fn();
+    } else if (op < 0.75) {
+      if (at[i] !== -1) {
+        const from = layers[at[i]!]!;
+        away[i] = from.release(c);
+        unhold(from, c);
+        at[i] = -1;
+      } else {
+        const to = pick(3);
+        conns[i] = layers[to]!.adopt(away[i]!, new Recorder(), { prod: r.float() < 0.5 });
+        at[i] = to;
+      }
+    } else if (at[i] !== -1) {
+      const to = pick(3);
+      if (to === at[i]) continue;
+      const from = layers[at[i]!]!;
+      from.detach(c, null);
+      layers[to]!.attach(c, { prod: r.float() < 0.3 });
+      unhold(from, c);
+      at[i] = to;
+    }
+    b.take();
+    for (const [c, times] of listed()) {
+      if (times > 1) return `step ${step}: listed ${times} times`;
+      if (!c.outputQueued) return `step ${step}: listed, its flag false`;
+    }
+    for (const c of conns) if (c.outputQueued && !listed().has(c)) return `step ${step}: flagged, in no list`;
+  }
+  for (let i = 0; i < n; i++) {
+    if (at[i] === -1) conns[i] = b.layer.adopt(away[i]!, new Recorder());
+  }
+  for (let k = 0; k < 1000 && turns.length > 0; k++) for (const fn of turns.splice(0)) fn();
+  b.take();
+  for (let i = 0; i < n; i++) {
+    const d = conns[i]!.state.delegated;
+    const flight = (d.sndMax - d.sndUna) >>> 0;
+    if (written[i]! > flight && flight === 0)
+      return `connection ${i} stalled: ${written[i]} bytes written, none sent`;
+  }
+  return null;
+}
+
+describe('output budget: connections moved at random between the layers of a thread', () => {
+  test('each in one list at most, listed exactly when flagged, and none stalls', () => {
+    const faults: string[] = [];
+    for (let seed = 1; seed <= 100; seed++) {
+      const fault = movesAtRandom(seed);
+      if (fault !== null) faults.push(`seed ${seed}: ${fault}`);
+    }
+    assert.deepEqual(faults, []);
   });
 });
 
