@@ -43,10 +43,14 @@ describe("RACK's knowledge of the path through a WorkerNic's moves", () => {
     const learned = (k: ConnKey, i: number, where: string) => {
       const c = hostConn(wh.stack, k);
       assert.deepEqual(
-        [c.rack.reordering, c.rack.reorderingSeen, c.rack.reoWndMult],
-        [10 + i, true, 3],
+        [c.rack.reordering, c.rack.reorderingSeen],
+        [10 + i, true],
         `${where}: what RACK learned arrived`,
       );
+      // At least the 3 it left with: a resend around a move in real time can draw the peer's
+      // D-SACK (sent since receivers D-SACK duplicates), and RACK widens on it (RFC 8985 6.2),
+      // which is knowledge arriving too. A new owner would start again at 1.
+      assert.ok(c.rack.reoWndMult >= 3, `${where}: reoWndMult ${c.rack.reoWndMult} kept (at least 3)`);
     };
     const m = wh.offload;
     assert.equal((await m.offload(keys, nic0)).moved.length, keys.length);
