@@ -1946,6 +1946,10 @@ port.on('message', (m: ToWorker) => {
     case 'slabs-gone':
       weighSlabsLetGo(m.ids);
       return;
+    case 'held-closed':
+      // A count from the host, bounded by what the worker could run: a bad one changes nothing.
+      if (Number.isSafeInteger(m.n) && m.n >= 0) engine.heldClosed = Math.min(m.n, engine.capacity);
+      return;
     case 'stall':
       if (m.pool) {
         holdPool(m.ms);
