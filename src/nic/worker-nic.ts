@@ -273,6 +273,25 @@ function viewsOf(h: WorkerConnectionHandle): BlockViews | undefined {
 }
 
 /**
+ * The connection no longer runs on its block (closed, or the block given back in TIME_WAIT): the
+ * state the host last handed over in it (BlockViews.spare) will not be read into again, and is let
+ * go with its rings. That state is still its released host connection's (the hand-over's
+ * `releasedBy`, and the host table's entry while the placeholder forwards to the NIC: until the
+ * NIC's 'closed', the 60 s of TIME_WAIT), and a connection the host ran after an upload has its
+ * rings in the block: the released object kept the block's slab as the worker's pooled states'
+ * did (nic-worker.ts, where the user is dropped instead). Rings of its own, empty, as giveBack's.
+ */
+function dropSpare(h: WorkerConnectionHandle): void {
+  const v = viewsOf(h);
+  const spare = v?.spare ?? null;
+  if (spare === null) return;
+  v!.spare = null;
+  const d = spare.delegated;
+  if (d.sendBuffer.shared !== null) d.sendBuffer = new ByteRing(16);
+  if (d.recvBuffer.shared !== null) d.recvBuffer = new ByteRing(16);
+}
+
+/**
  * A terminate's connections that came as transfer records: each released handle's record (but
  * those of the connections the batch carried), handed to the host, read over the rings the host
  * shares with the worker into the path it names; then the whole batch validated as the codec's
@@ -702,6 +721,7 @@ export class WorkerConnectionHandle implements ConnectionHandle {
    */
   private letGoBlock(): void {
     if (this.blockGone !== null) return;
+    dropSpare(this);
     const hard = this.hardState();
     this.blockGone = { hard };
     this.growing = null;
@@ -2334,6 +2354,8 @@ export class WorkerNic extends HostNic {
       // seen there, and the old block holds; unless the new record says otherwise.
       if (h.growing?.views.record.read(emptyHardState()) === true) h._finishGrow();
       else h._abandonGrow();
+      // Closed here, not moved (a moved one's spare is read into by the next owner's read).
+      if (!h.detached) dropSpare(h);
       this.holdClosed(h);
     }
   }
