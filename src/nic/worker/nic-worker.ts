@@ -1947,7 +1947,7 @@ port.on('message', (m: ToWorker) => {
       weighSlabsLetGo(m.ids);
       return;
     case 'held-closed':
-      // A count from the host, bounded by what the worker could run: a bad one changes nothing.
+      // A count from the host: not one, ignored; past what the worker could run, that.
       if (Number.isSafeInteger(m.n) && m.n >= 0) engine.heldClosed = Math.min(m.n, engine.capacity);
       return;
     case 'stall':
