@@ -11,12 +11,14 @@
  * collected, where the build counts them. Nothing forces a garbage collection.
  *
  *   npx tsx bench/churn.ts [--json] [--cycles N] [--connections N] [--bytes N] [--close end|destroy]
- *                          [--ref <checkout>] [--pairs N] [--max-s S]
+ *                          [--ref <checkout>] [--ref-cycles N] [--pairs N] [--max-s S]
  *   npm run bench -- churn [the same flags]
  *
  * The reference, in the same run and alternated with this checkout's runs (reference first in
  * each pair): with `--ref`, the same churn on another checkout's build (its modules, this file's
  * loop); without it, the same churn on this checkout's host stack alone (nothing offloaded).
+ * `--ref-cycles` runs the reference for fewer cycles: a long run's plateau against a reference
+ * that shows where the same cycles stood, without doubling the run's time.
  */
 import { execFile } from 'node:child_process';
 import { resolve } from 'node:path';
@@ -32,6 +34,8 @@ export interface ChurnOptions {
   close: 'end' | 'destroy';
   /** Another checkout whose build is the reference (its src/ and test/nic/worker-helpers.ts). */
   ref?: string;
+  /** Cycles of each reference run, if not `cycles`. */
+  refCycles?: number;
   pairs: number;
   /** Each run stops after the cycle that ends past this many seconds. */
   maxS: number;
@@ -57,9 +61,17 @@ export interface ChurnRun {
   /**
    * After each cycle's close: RSS and arrayBuffers, MiB; the host's objects of the buffers it
    * handed to workers still alive (made less collected: in use or awaiting its collector), and
-   * each worker's alive (MiB, `nic.slabs.alive-bytes`), where the build counts them (else empty).
+   * each worker's alive (MiB, `nic.slabs.alive-bytes`), and of those how many it holds for the
+   * host (`nic.slabs.held`: the host's object of the buffer not yet collected), where the build
+   * counts them (else empty).
    */
-  perCycle: { rss: number[]; arrayBuffers: number[]; hostSlabs: number[]; workerSlabsMiB: number[][] };
+  perCycle: {
+    rss: number[];
+    arrayBuffers: number[];
+    hostSlabs: number[];
+    workerSlabsMiB: number[][];
+    workerSlabsHeld: number[][];
+  };
   /** Each worker's JS heap used at the end, MiB (null where the build does not report it). */
   workerHeap: (number | null)[];
   /** Connection slabs the host made, and those whose host object was collected (null: not counted by that build). */
@@ -137,6 +149,7 @@ async function churnHere(root: string, mode: 'workers' | 'host', o: ChurnOptions
     arrayBuffers: [] as number[],
     hostSlabs: [] as number[],
     workerSlabsMiB: [] as number[][],
+    workerSlabsHeld: [] as number[][],
   };
   const counters = async () =>
     (await Promise.all(
@@ -192,8 +205,10 @@ async function churnHere(root: string, mode: 'workers' | 'host', o: ChurnOptions
     if (counted)
       perCycle.hostSlabs.push((hard.connSlabsMade() as number) - (blocks.slabsGoneCount() as number));
     const c = await counters();
-    if (c.every((x) => x['nic.slabs.alive-bytes'] !== undefined))
+    if (c.every((x) => x['nic.slabs.alive-bytes'] !== undefined)) {
       perCycle.workerSlabsMiB.push(c.map((x) => MB(x['nic.slabs.alive-bytes']!)));
+      perCycle.workerSlabsHeld.push(c.map((x) => x['nic.slabs.held'] ?? 0));
+    }
   }
   clearInterval(timer);
   const last = await counters();
@@ -239,7 +254,8 @@ export async function benchChurn(o: ChurnOptions, log: (l: string) => void = () 
   const pairs: ChurnResult['pairs'] = [];
   for (let p = 0; p < o.pairs; p++) {
     const l0 = Math.round((await load1()) * 10) / 10;
-    const ref = o.ref ? await runChild(resolve(o.ref), 'workers', o) : await runChild(THIS_ROOT, 'host', o);
+    const ro = o.refCycles === undefined ? o : { ...o, cycles: o.refCycles };
+    const ref = o.ref ? await runChild(resolve(o.ref), 'workers', ro) : await runChild(THIS_ROOT, 'host', ro);
     log(`pair ${p + 1} reference: ${line(ref)}`);
     const l1 = Math.round((await load1()) * 10) / 10;
     const branch = await runChild(THIS_ROOT, 'workers', o);
@@ -251,13 +267,13 @@ export async function benchChurn(o: ChurnOptions, log: (l: string) => void = () 
 
 function line(r: ChurnRun): string {
   const m = (x: ChurnMemory) => `${x.rss} / ${x.arrayBuffers} / ${x.heapUsed}`;
-  return `${r.mode} ${r.root}: ${r.cycles} cycles in ${r.seconds} s; RSS / arrayBuffers / heap MiB: start ${m(r.start)}, peak ${m(r.peak)}, end ${m(r.end)}; workers' heaps ${r.workerHeap.join(', ')} MiB; slabs made ${r.slabsMade ?? '-'}, host objects collected ${r.slabsGone ?? '-'}; slabs' worth weighed by the workers ${r.workerWeighed.join(', ')}, by the host ${r.hostWeighed ?? '-'}; host slab objects alive after each cycle ${r.perCycle.hostSlabs.join(' ') || '-'}; workers' slab objects alive at the end ${r.perCycle.workerSlabsMiB.at(-1)?.join(', ') ?? '-'} MiB; TIME_WAIT holding blocks ${r.timeWaitBlocks.join(', ')} (unread ${r.timeWaitUnread.join(', ')}); failed opens ${r.failedOpen}, unclosed ${r.unclosed}`;
+  return `${r.mode} ${r.root}: ${r.cycles} cycles in ${r.seconds} s; RSS / arrayBuffers / heap MiB: start ${m(r.start)}, peak ${m(r.peak)}, end ${m(r.end)}; workers' heaps ${r.workerHeap.join(', ')} MiB; slabs made ${r.slabsMade ?? '-'}, host objects collected ${r.slabsGone ?? '-'}; slabs' worth weighed by the workers ${r.workerWeighed.join(', ')}, by the host ${r.hostWeighed ?? '-'}; host slab objects alive after each cycle ${r.perCycle.hostSlabs.join(' ') || '-'}; workers' slab objects alive at the end ${r.perCycle.workerSlabsMiB.at(-1)?.join(', ') ?? '-'} MiB (held for the host ${r.perCycle.workerSlabsHeld?.at(-1)?.join(', ') ?? '-'}); TIME_WAIT holding blocks ${r.timeWaitBlocks.join(', ')} (unread ${r.timeWaitUnread.join(', ')}); failed opens ${r.failedOpen}, unclosed ${r.unclosed}`;
 }
 
 export function formatChurn(r: ChurnResult): string {
   const o = r.options;
   const out = [
-    `${o.cycles} cycles (at most ${o.maxS} s) of ${o.connections} connections, ${o.bytes} bytes each, closed by ${o.close}; reference: ${o.ref ?? 'the host stack alone, this build'}`,
+    `${o.cycles} cycles${o.refCycles === undefined ? '' : ` (the reference ${o.refCycles})`} (at most ${o.maxS} s) of ${o.connections} connections, ${o.bytes} bytes each, closed by ${o.close}; reference: ${o.ref ?? 'the host stack alone, this build'}`,
   ];
   r.pairs.forEach((p, i) => {
     out.push(`pair ${i + 1} (load ${p.load[0]} / ${p.load[1]})`);
@@ -274,6 +290,7 @@ export function parseChurnFlags(argv: readonly string[]): ChurnOptions & { json?
     bytes: number;
     close: string;
     ref?: string;
+    refCycles?: number;
     pairs: number;
     maxS: number;
   }>(
@@ -283,6 +300,7 @@ export function parseChurnFlags(argv: readonly string[]): ChurnOptions & { json?
       .option('--bytes <n>', 'bytes written on each connection', intIn(0, 1 << 20), 2000)
       .option('--close <how>', 'end (FIN) or destroy (RST)', 'end')
       .option('--ref <checkout>', "another checkout's build as the reference, alternated")
+      .option('--ref-cycles <n>', 'cycles per reference run (default: --cycles)', intIn(1, 100_000))
       .option('--pairs <n>', 'reference and this build, alternated, this many times', intIn(1, 100), 1)
       .option('--max-s <s>', 'stop a run after the cycle that ends past this', intIn(1, 86_400), 600),
     argv,

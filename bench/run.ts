@@ -205,7 +205,7 @@ const BENCHES: Record<string, { about: string; run: Bench; print: (r: Record<str
     },
     churn: {
       about:
-        'memory under churn: cycles of connections opened, written, offloaded to two WorkerNics, moved there and back, closed (simulator, real time); RSS, heap and shared buffers at start, peak and end, each run a process, alternated with a reference (--ref <checkout>, or the host stack alone) (flags: --cycles, --connections, --bytes, --close, --ref, --pairs, --max-s)',
+        'memory under churn: cycles of connections opened, written, offloaded to two WorkerNics, moved there and back, closed (simulator, real time); RSS, heap and shared buffers at start, peak and end, each run a process, alternated with a reference (--ref <checkout>, or the host stack alone) (flags: --cycles, --connections, --bytes, --close, --ref, --ref-cycles, --pairs, --max-s)',
       run: async (f) => {
         const o = (Object.keys(f).length ? f : parseChurnFlags([])) as ChurnOptions;
         return (await benchChurn(o, (l) => console.error(l))) as unknown as Record<string, unknown>;

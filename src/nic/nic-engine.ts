@@ -433,6 +433,13 @@ export class NicEngine {
   private closed = false;
   /** Connections taken unbuilt (LazyTake): counted in the load, holding their paths. */
   private lazyCount = 0;
+  /**
+   * Connections that closed here whose memory the host still holds for the application (a worker
+   * NIC's blocks with bytes unread: WorkerNic's `heldClosed`): they take a place of `capacity`
+   * each, as Linux charges a closed socket's unread data until it is read or the socket closed,
+   * so a NIC whose reset connections are held by paused readers takes no more than it could run.
+   */
+  heldClosed = 0;
   /** Whether a connection is held here unbuilt (set by whoever takes connections lazily). */
   isLazy: ((key: ConnKey) => boolean) | null = null;
   /** Host listeners whose SYNs are answered here (`listen`): the words the host shares, its hooks. */
@@ -601,7 +608,7 @@ export class NicEngine {
     }
     const conns: InitiateConnResult[] = [];
     let ok = 0;
-    let room = this.capacity - this.load;
+    let room = this.room;
     let nodeIndex = -1;
     for (const t of trees) {
       const foreign = this.foreignAddresses(t);
@@ -747,9 +754,9 @@ export class NicEngine {
     return null;
   }
 
-  /** Connections this engine may still take. */
+  /** Connections this engine may still take (those closed whose memory is held count: heldClosed). */
   get room(): number {
-    return this.capacity - this.load;
+    return this.capacity - this.load - this.heldClosed;
   }
 
   /** Connections invalidated here and waiting for a terminate: they hand over as states only. */

@@ -23,7 +23,12 @@ import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
 import { ByteRing } from '../state/byte-ring.ts';
 import { flattenTrees, type OffloadTree } from '../state/offload-tree.ts';
 import type { AddressBook } from '../state/path-state.ts';
-import { sharedRingAdvance, sharedRingCopy, sharedRingPositions } from '../state/shared-ring.ts';
+import {
+  sharedRingAdvance,
+  sharedRingBytes,
+  sharedRingCopy,
+  sharedRingPositions,
+} from '../state/shared-ring.ts';
 import { decodeBatch, encodeBatch, releaseTreeAddresses } from '../state/state-codec.ts';
 import type { TcpCached, TcpState } from '../state/tcp-state.ts';
 import { validateTrees } from '../state/validate.ts';
@@ -268,6 +273,25 @@ function viewsOf(h: WorkerConnectionHandle): BlockViews | undefined {
 }
 
 /**
+ * The connection no longer runs on its block (closed, or the block given back in TIME_WAIT): the
+ * state the host last handed over in it (BlockViews.spare) will not be read into again, and is let
+ * go with its rings. That state is still its released host connection's (the hand-over's
+ * `releasedBy`, and the host table's entry while the placeholder forwards to the NIC: until the
+ * NIC's 'closed', the 60 s of TIME_WAIT), and a connection the host ran after an upload has its
+ * rings in the block: the released object kept the block's slab as the worker's pooled states'
+ * did (nic-worker.ts, where the user is dropped instead). Rings of its own, empty, as giveBack's.
+ */
+function dropSpare(h: WorkerConnectionHandle): void {
+  const v = viewsOf(h);
+  const spare = v?.spare ?? null;
+  if (spare === null) return;
+  v!.spare = null;
+  const d = spare.delegated;
+  if (d.sendBuffer.shared !== null) d.sendBuffer = new ByteRing(16);
+  if (d.recvBuffer.shared !== null) d.recvBuffer = new ByteRing(16);
+}
+
+/**
  * A terminate's connections that came as transfer records: each released handle's record (but
  * those of the connections the batch carried), handed to the host, read over the rings the host
  * shares with the worker into the path it names; then the whole batch validated as the codec's
@@ -462,6 +486,13 @@ export class WorkerConnectionHandle implements ConnectionHandle {
   growing: { views: BlockViews; r0: number; oldSend: ByteRing } | null = null;
   /** Bytes its grows added to the NIC's rings (WorkerNic's grow budget). */
   grownBy = 0;
+  /**
+   * @internal The bytes of its block the NIC counts as held after the close (WorkerNic's
+   * `heldClosed`): the worker freed its slot, the socket has not read all of it yet. 0: not held.
+   */
+  heldBytes = 0;
+  /** @internal The application closed it (close, abort) or let go after the close (dropUnread): it reads no more. */
+  appDone = false;
   /** connKeyId of its key, named when first asked (moves look handles up by the tuple). */
   private idRef: string | undefined;
   private userRef: TcpUser | null = null;
@@ -582,7 +613,15 @@ export class WorkerConnectionHandle implements ConnectionHandle {
     if (this.growing !== null) return 0;
     const n = this.recvRing.read(dst, off, len);
     if (n > 0 && !this.closedFlag) this.nic.ring(this.slot, BELL_READ);
+    // Read to the end: nothing of the block is the application's any more.
+    if (this.heldBytes > 0 && this.recvRing.length === 0) this.nic._unholdClosed(this);
     return n;
+  }
+
+  /** The socket is done with the closed connection: what its block held unread is not counted any more. */
+  dropUnread(): void {
+    this.appDone = true;
+    if (this.heldBytes > 0) this.nic._unholdClosed(this);
   }
 
   shutdown(): void {
@@ -591,11 +630,13 @@ export class WorkerConnectionHandle implements ConnectionHandle {
     this.nic.post({ t: 'op', slot: this.slot, op: 'shutdown' });
   }
   close(): void {
+    this.dropUnread();
     if (this.detached || this.closedFlag) return;
     this.ended = true;
     this.nic.post({ t: 'op', slot: this.slot, op: 'close' });
   }
   abort(): void {
+    this.dropUnread();
     if (this.detached || this.closedFlag) return;
     this.closedFlag = true;
     this.nic.post({ t: 'op', slot: this.slot, op: 'abort' });
@@ -680,6 +721,7 @@ export class WorkerConnectionHandle implements ConnectionHandle {
    */
   private letGoBlock(): void {
     if (this.blockGone !== null) return;
+    dropSpare(this);
     const hard = this.hardState();
     this.blockGone = { hard };
     this.growing = null;
@@ -737,6 +779,7 @@ export class WorkerConnectionHandle implements ConnectionHandle {
     this.detached = false;
     this.ended = false;
     this.closedFlag = false;
+    this.appDone = false;
   }
 
   /** @internal The handle reaches its connection again (a move that did not happen). */
@@ -1030,9 +1073,66 @@ export class WorkerNic extends HostNic {
     return new Promise((resolve, reject) => this.readyWaiters.push({ resolve, reject }));
   }
 
+  /** Connections it runs, and those closed whose blocks sockets hold unread (heldClosed). */
   get load(): number {
-    return this.conns;
+    return this.conns + this.heldClosed;
   }
+
+  // ---- closed connections' blocks the application still holds -----------------------------------
+
+  /**
+   * Connections the worker closed (and freed their slots) whose handle a socket still holds with
+   * bytes unread in the block, and those blocks' bytes. Linux keeps a closed socket's queued data
+   * charged to tcp_mem until recvmsg frees it or close(2) purges it (the host's own connections:
+   * TcpBudget.holdUnread); here the block is the memory, held whole by the handle, and this NIC's
+   * account is where it is charged: each takes a place of `capacity` (the load, and the worker's
+   * room: NicEngine.heldClosed, so its SYNs and installs are refused at the limit) and its bytes
+   * count against RING_BUDGET_BYTES (smaller rings for new connections, no grows past it). Without
+   * it, paused sockets of reset connections held blocks nothing counted, in any number.
+   */
+  private heldClosed = 0;
+  private heldClosedBytes = 0;
+  /** The count the worker was last told ('held-closed'), and whether a message is due this turn. */
+  private heldTold = 0;
+  private heldTellQueued = false;
+
+  /** Closed connections' blocks held by their sockets with bytes unread: count and bytes (tests, bench). */
+  get heldAfterClose(): { count: number; bytes: number } {
+    return { count: this.heldClosed, bytes: this.heldClosedBytes };
+  }
+
+  /** Its slot freed with bytes unread and a socket to read them: the block is counted as held. */
+  private holdClosed(h: WorkerConnectionHandle): void {
+    if (h.heldBytes > 0 || h.appDone || h.detached || h.user === null || h.recvRing.length === 0) return;
+    const b = h.block;
+    // The whole block: record, send ring and receive ring (allocConnBlock's layout).
+    h.heldBytes = b.recv.offset + sharedRingBytes(b.recv.capacity) - b.at;
+    this.heldClosed++;
+    this.heldClosedBytes += h.heldBytes;
+    this.tellHeld();
+  }
+
+  /** @internal The application read the rest or let go (WorkerConnectionHandle.read, dropUnread). */
+  _unholdClosed(h: WorkerConnectionHandle): void {
+    if (h.heldBytes === 0) return;
+    this.heldClosed--;
+    this.heldClosedBytes -= h.heldBytes;
+    h.heldBytes = 0;
+    this.tellHeld();
+  }
+
+  /** The worker hears the count once a turn, however many changed in it. */
+  private tellHeld(): void {
+    if (this.heldTellQueued) return;
+    this.heldTellQueued = true;
+    this.clock.defer(this.tellHeldNow);
+  }
+  private readonly tellHeldNow = (): void => {
+    this.heldTellQueued = false;
+    if (this.heldTold === this.heldClosed || this.closed || this.death !== null) return;
+    this.heldTold = this.heldClosed;
+    this.post({ t: 'held-closed', n: this.heldClosed });
+  };
   get linkUp(): boolean {
     return this.linkCarrier && this.death === null;
   }
@@ -1578,8 +1678,8 @@ export class WorkerNic extends HostNic {
     byState: Map<TcpState, PreparedConn>,
   ): BatchList<PreparedConn> {
     const out = new BatchList<PreparedConn>();
-    const ring = ringUnderLoad(this.placementRing, this.conns + states.length);
-    const grownLimit = ringGrowLimit(this.ringCapacity, this.conns + states.length);
+    const ring = ringUnderLoad(this.placementRing, this.load + states.length);
+    const grownLimit = ringGrowLimit(this.ringCapacity, this.load + states.length);
     for (const s of states) {
       const key = keyOfState(s);
       const d = s.delegated;
@@ -1862,6 +1962,10 @@ export class WorkerNic extends HostNic {
     if (this.grows > 0) values['nic.sndbuf.grow'] = this.grows;
     if (this.growsRefused > 0) values['nic.sndbuf.grow-refused'] = this.growsRefused;
     if (this.growsHeld > 0) values['nic.sndbuf.grow-held'] = this.growsHeld;
+    if (this.heldClosed > 0) {
+      values['nic.held-closed'] = this.heldClosed;
+      values['nic.held-closed-bytes'] = this.heldClosedBytes;
+    }
     return values;
   }
 
@@ -2053,9 +2157,10 @@ export class WorkerNic extends HostNic {
    */
   private regrow(h: WorkerConnectionHandle, want: number): void {
     const old = h.block;
-    const cap = Math.min(want, ringGrowLimit(this.ringCapacity, this.conns));
+    const cap = Math.min(want, ringGrowLimit(this.ringCapacity, this.load));
     const added = cap - old.send.capacity;
-    if (added <= 0 || this.grownBytes + added > RING_BUDGET_BYTES) {
+    // Blocks held after their close are this budget's too (heldClosed).
+    if (added <= 0 || this.grownBytes + this.heldClosedBytes + added > RING_BUDGET_BYTES) {
       this.growsRefused++;
       return;
     }
@@ -2249,6 +2354,9 @@ export class WorkerNic extends HostNic {
       // seen there, and the old block holds; unless the new record says otherwise.
       if (h.growing?.views.record.read(emptyHardState()) === true) h._finishGrow();
       else h._abandonGrow();
+      // Closed here, not moved (a moved one's spare is read into by the next owner's read).
+      if (!h.detached) dropSpare(h);
+      this.holdClosed(h);
     }
   }
 

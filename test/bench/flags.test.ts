@@ -58,6 +58,9 @@ test('churn: bounded cycles and runs, a reference checkout, close by end or dest
     ]),
     { cycles: 200, connections: 500, bytes: 2000, close: 'destroy', ref: '/x', pairs: 1, maxS: 60 },
   );
+  assert.equal(parseChurnFlags([]).refCycles, undefined, 'the reference runs --cycles unless told');
+  assert.equal(parseChurnFlags(['--cycles', '200', '--ref-cycles', '20']).refCycles, 20);
+  assert.throws(() => parseChurnFlags(['--ref-cycles', '0']), /outside/);
   assert.throws(() => parseChurnFlags(['--close', 'rst']), /--close: end or destroy/);
   assert.throws(() => parseChurnFlags(['--cycles', '0']), /outside/);
 });

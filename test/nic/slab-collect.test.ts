@@ -128,6 +128,30 @@ test('a worker the connections moved through gives back their buffers once they 
   assert.equal((await b.counters())['nic.pool.states'], CONNS, 'still pooled, holding no buffer');
 });
 
+test('a connection the host ran after an upload gives back its buffer once it closes on a worker', {
+  timeout: 120_000,
+}, async (t) => {
+  // Uploaded, the host runs each connection on its block's rings; offloaded again, the host's
+  // released connection object keeps that state (the hand-over's releasedBy, and the host table's
+  // entry while its placeholder forwards to the worker: until the worker's 'closed', after the
+  // 60 s of TIME_WAIT), and the state named the block: its buffer outlived the close by a minute.
+  const { wh, net, sockets, freedMiB } = await offloadedBlocks(t, 41);
+  const nic = wh.nics[0]!;
+  const keys = wh.offload.keysOn(nic);
+  assert.equal((await wh.offload.upload(keys)).moved.length, CONNS);
+  for (const s of sockets) s.write(Buffer.alloc(100, 2));
+  await net.sleep(100);
+  assert.equal((await wh.offload.offload(keys, nic)).moved.length, CONNS);
+  // This side closes first: the worker gives each block back in TIME_WAIT, the host's placeholders stay.
+  const closed = sockets.map((s) => new Promise((r) => s.once('close', r)));
+  for (const s of sockets) s.end();
+  await Promise.all(closed);
+  sockets.length = 0;
+  const freed = await freedMiB();
+  assert.ok(freed >= 64, `${freed} MiB of shared buffers freed with the connections in TIME_WAIT`);
+  assert.equal((await nic.counters())['nic.time-wait.given'], CONNS, 'all of them wait, block-less');
+});
+
 test('the host collects its objects of the buffers it numbered without waiting for its heap to grow', {
   timeout: 60_000,
 }, async () => {

@@ -1946,6 +1946,10 @@ port.on('message', (m: ToWorker) => {
     case 'slabs-gone':
       weighSlabsLetGo(m.ids);
       return;
+    case 'held-closed':
+      // A count from the host: not one, ignored; past what the worker could run, that.
+      if (Number.isSafeInteger(m.n) && m.n >= 0) engine.heldClosed = Math.min(m.n, engine.capacity);
+      return;
     case 'stall':
       if (m.pool) {
         holdPool(m.ms);

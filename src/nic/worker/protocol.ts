@@ -371,7 +371,12 @@ export type ToWorker =
    */
   | { t: 'stall'; ms: number; pool?: boolean }
   /** The host no longer holds these buffers (by the numbers slabIdOf gave them): see conn-blocks' HELD. */
-  | { t: 'slabs-gone'; ids: number[] };
+  | { t: 'slabs-gone'; ids: number[] }
+  /**
+   * Connections that closed in the worker whose blocks the host's sockets still hold with bytes
+   * unread (WorkerNic's `heldClosed`): counted against the worker's capacity (NicEngine.heldClosed).
+   */
+  | { t: 'held-closed'; n: number };
 
 /** A block named in a 'regrow': its buffer, its record's offset and its rings' offsets and capacities. */
 export interface RegrowBlock {
