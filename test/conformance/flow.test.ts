@@ -13,6 +13,7 @@ import {
   type Conn,
   type Dut,
   end,
+  FIN,
   FULL,
   has,
   openConn,
@@ -549,6 +550,27 @@ describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeo
         );
         assert.equal(upd.ack, c.sndNxt);
         assert.ok(c.windowOf(upd) >= 1000, `reopened by at least one MSS (${c.windowOf(upd)})`);
+      });
+    });
+
+    test(`${v.name}: a bare FIN into a zero window is taken (Linux tcp_sequence and tcp_data_queue, 2bd99aef1b19, 1e3bb184e941)`, async () => {
+      await runCase(st, v, { rcvBuf: 65536, read: false }, async ({ dut, tester }) => {
+        const { c, id } = await openConn(dut, tester, FULL);
+        const acks = await fillWindow(c);
+        assert.equal(acks.at(-1)!.window, 0, `the window reached zero:\n${tester.dump()}`);
+        const sent = seqDiff(c.sndNxt, c.synAck!.ack);
+        const from = tester.segs.length;
+        c.data(0, FIN | ACK);
+        const a = await c.expect((s) => has(s, ACK) && s.len === 0, 2000, 'ACK of the FIN', from);
+        assert.equal(a.ack, c.sndNxt, `the FIN was taken:\n${tester.dump()}`);
+        assert.equal(a.window, 0);
+        dut.read(id);
+        const eof = await dut.event(
+          (e) => e.ev === 'eof' && e.id === id,
+          3000,
+          'end of stream after the data',
+        );
+        assert.equal((eof as { bytes: number }).bytes, sent, 'every byte, then the end');
       });
     });
 

@@ -21,6 +21,7 @@ import {
   type Seg,
   SYN,
   seqAdd,
+  seqGe,
   sleep,
   suite,
   type Tester,
@@ -173,6 +174,91 @@ describe('conformance: hostile and unusual segments, keepalive', { skip: st.skip
         // Its ACK was read: the data is not sent again when the retransmission timer would fire.
         const again = await c.tester.collect((s) => c.fromDut(s) && s.len > 0, 1500, from);
         assert.deepEqual(again.map(fmt), [], 'no retransmission of acknowledged data');
+      });
+    });
+
+    test(`${v.name}: a pure ACK at exactly RCV.NXT + RCV.WND is read and not answered (Linux tcp_sequence)`, async () => {
+      await withConn(v, {}, async ({ dut, c, id }) => {
+        dut.write(id, 500);
+        const [data] = await c.receive(500, 3000, false);
+        // The right edge the DUT's last segment offered; a zero-length segment there fits it.
+        const edge = seqAdd(data!.ack, c.windowOf(data!));
+        const from = c.tester.segs.length;
+        c.send({ seq: edge, flags: ACK });
+        // Read: it acknowledges the data, which is not sent again; acceptable: no answer.
+        const after = await c.tester.collect(c.fromDut, 1500, from);
+        assert.deepEqual(after.map(fmt), [], `nothing from the DUT:\n${c.tester.dump()}`);
+      });
+    });
+
+    test(`${v.name}: data reaching past the right edge is dropped whole, its ACK unread, while read data waits; taken with an empty queue (Linux 9ca48d616ed7)`, async () => {
+      /** The DUT sends 500 bytes; the tester, not acknowledging them, sends 200 bytes across the edge that do. */
+      const across = async (
+        c: Conn,
+        dut: Dut,
+        id: number,
+      ): Promise<{ data: Seg; edge: number; ans: Seg; from: number }> => {
+        dut.write(id, 500);
+        const [data] = await c.receive(500, 3000, false);
+        const edge = seqAdd(data!.ack, c.windowOf(data!));
+        const from = c.tester.segs.length;
+        c.send({ seq: seqAdd(edge, -100), flags: ACK | PSH, payload: 200 });
+        const ans = await c.expect(
+          (s) => has(s, ACK) && s.len === 0,
+          1000,
+          'answer to the segment across the edge',
+          from,
+        );
+        return { data: data!, edge, ans, from };
+      };
+      await withConn(v, { read: false }, async ({ dut, c, id }) => {
+        // 100 bytes wait in the receive queue, unread.
+        await dataAcked(c, 100, 'ACK of the unread data');
+        const { data, ans, from } = await across(c, dut, id);
+        assert.equal(ans.ack, c.sndNxt, 'nothing taken');
+        assert.deepEqual(ans.sack, [], 'nothing held out of order');
+        await c.expect(
+          (s) => s.len > 0 && s.seq === data.seq,
+          3000,
+          'the data again: the ACK was not read',
+          from,
+        );
+      });
+      await withConn(v, {}, async ({ c, dut, id }) => {
+        const { edge, ans, from } = await across(c, dut, id);
+        // The queue is empty: the segment is taken (Linux keeps all of it, Chimney what fits its
+        // buffer) and its ACK read.
+        assert.equal(ans.ack, c.sndNxt);
+        assert.equal(ans.sack.length, 1, `one SACK block: ${fmt(ans)}`);
+        assert.equal(ans.sack[0]![0], seqAdd(edge, -100));
+        assert.ok(seqGe(ans.sack[0]![1], edge), `the block reaches the edge: ${fmt(ans)}`);
+        const again = await c.tester.collect((s) => c.fromDut(s) && s.len > 0, 1500, from);
+        assert.deepEqual(again.map(fmt), [], 'the data is not sent again');
+      });
+    });
+
+    test(`${v.name}: out-of-order data received twice is D-SACKed, whole or in part (Linux tcp_data_queue_ofo, RFC 2883)`, async () => {
+      await withConn(v, {}, async ({ c }) => {
+        const base = c.sndNxt;
+        const at = (n: number): number => seqAdd(base, n);
+        const island = async (off: number, n: number, what: string): Promise<Seg> => {
+          const from = c.tester.segs.length;
+          c.send({ seq: at(off), flags: ACK | PSH, payload: n });
+          return c.expect((s) => has(s, ACK) && s.sack.length > 0, 1000, what, from);
+        };
+        let a = await island(1000, 1000, 'SACK of the island');
+        assert.deepEqual(a.sack, [[at(1000), at(2000)]]);
+        a = await island(1200, 300, 'answer to a segment inside the island');
+        assert.deepEqual(a.sack, [
+          [at(1200), at(1500)],
+          [at(1000), at(2000)],
+        ]);
+        a = await island(1800, 500, 'answer to a segment overlapping the island');
+        assert.deepEqual(a.sack, [
+          [at(1800), at(2000)],
+          [at(1000), at(2300)],
+        ]);
+        assert.equal(a.ack, base, 'the hole is still open');
       });
     });
 

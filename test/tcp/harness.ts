@@ -297,3 +297,40 @@ export function tsoBench(): Bench {
   };
   return b;
 }
+
+/** An active open (SACK offered unless `sack` is false) whose handshake output is taken and timers run. */
+export function openSettled(sack = true, defaults: Partial<TcpCached> = {}): Opened {
+  const b = new Bench({ defaults });
+  const o = activeOpen(b, { sackPermitted: sack });
+  b.take();
+  b.flush();
+  return o;
+}
+
+/** A segment from the peer of `o`. */
+export function fromPeer(o: Opened, flags: number, seq: number, ack: number, data?: Uint8Array): void {
+  o.b.inject({ flags, seq, ack, srcPort: 80, dstPort: o.conn.localPort, data });
+}
+
+/** The SACK blocks a segment carries, as [left, right) pairs. */
+export function sackBlocks(s: Seg): [number, number][] {
+  const out: [number, number][] = [];
+  for (let i = 0; i < s.h.sackCount; i++) out.push([s.h.sackBlocks[2 * i]!, s.h.sackBlocks[2 * i + 1]!]);
+  return out;
+}
+
+/**
+ * On a connection opened with rcvBufSize 2000: we send 3000 bytes, the peer acknowledges none and
+ * sends 2000, which shut our window. Returns snd.una before our data.
+ */
+export function shutOurWindow(o: Opened): number {
+  const { b, conn } = o;
+  const una = conn.state.delegated.sndUna;
+  conn.write(bytes(3000));
+  if (b.take().length < 2) throw new Error('our data is not in flight');
+  fromPeer(o, ACK, o.peerSeq, una, bytes(1000));
+  fromPeer(o, ACK, add(o.peerSeq, 1000), una, bytes(1000));
+  const [a] = b.take();
+  if (a?.h.window !== 0) throw new Error('the window is not shut');
+  return una;
+}

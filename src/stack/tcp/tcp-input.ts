@@ -295,6 +295,13 @@ function syncInput(
   // retransmission also acknowledges our data then waits for our RTO to hear it again. TIME_WAIT
   // keeps the RFC's test: Linux handles that state apart (tcp_timewait_state_process), and there
   // a resent FIN is answered and restarts 2MSL below.
+  // At the right edge Chimney follows the tcp_sequence of Linux 6.17 and later (9ca48d616ed7,
+  // 1e3bb184e941), not the RFC either: a segment that ends at or before rcv.nxt + rcv.wnd is
+  // acceptable (a pure ACK at exactly the edge included, which the RFC refuses), and so is one
+  // whose FIN alone lies past it (a bare FIN into a zero window: peers that loop on FIN while our
+  // window is shut, 2bd99aef1b19). A segment that starts inside the window but ends past it is
+  // acceptable only while the receive queue is empty (then its ACK counts and what fits the buffer
+  // is kept); with data waiting to be read it is dropped whole, its ACK unread, and answered.
   const segLen = pLen + (f & TcpFlag.SYN ? 1 : 0) + (f & TcpFlag.FIN ? 1 : 0);
   const segEnd = seqAdd(seq, segLen);
   // The payload as it came, for the duplicate-ACK tests: a segment that carried data is never a
@@ -307,12 +314,24 @@ function syncInput(
   const carriedFlags = f;
   let rcvWnd = seqDiff(d.rcvAdv, d.rcvNxt);
   if (rcvWnd < 0) rcvWnd = 0;
+  // What is read may run past the window only into an empty receive queue, and only as far as the
+  // buffer holds (Linux queues the whole segment; a ring cannot).
+  let room = rcvWnd;
   let ok: boolean;
-  if (d.state !== TcpStateId.TIME_WAIT && seqLt(seq, d.rcvNxt)) ok = seqGeq(segEnd, d.lastAckSent);
-  else if (segLen === 0) ok = rcvWnd === 0 ? seq === d.rcvNxt : inWindow(seq, d.rcvNxt, rcvWnd);
-  else {
-    ok =
-      rcvWnd > 0 && (inWindow(seq, d.rcvNxt, rcvWnd) || inWindow(seqAdd(seq, segLen - 1), d.rcvNxt, rcvWnd));
+  if (d.state === TcpStateId.TIME_WAIT) {
+    if (segLen === 0) ok = rcvWnd === 0 ? seq === d.rcvNxt : inWindow(seq, d.rcvNxt, rcvWnd);
+    else {
+      ok =
+        rcvWnd > 0 &&
+        (inWindow(seq, d.rcvNxt, rcvWnd) || inWindow(seqAdd(seq, segLen - 1), d.rcvNxt, rcvWnd));
+    }
+  } else {
+    ok = seqGeq(segEnd, d.lastAckSent);
+    const edge = seqAdd(d.rcvNxt, rcvWnd);
+    if (ok && seqGt(segEnd, edge) && !(f & TcpFlag.FIN && seqSub(segEnd, 1) === edge)) {
+      if (seqGt(seq, edge) || d.recvBuffer.length > 0) ok = false;
+      else room = Math.max(rcvWnd, d.recvBuffer.free);
+    }
   }
   if (!ok) {
     if (f & TcpFlag.RST) {
@@ -330,16 +349,10 @@ function syncInput(
       // A retransmitted FIN: our last ACK was lost, so wait the full 2MSL again.
       d.timeWaitDeadline = now + s.cached.timeWaitMs;
     }
-    if (rcvWnd === 0 && seq === d.rcvNxt && f & TcpFlag.ACK && !(f & TcpFlag.SYN)) {
-      // A probe into our zero window: the data waits, but its ACK and window still count.
-      pLen = 0;
-      f &= ~(TcpFlag.FIN | TcpFlag.PSH);
-    } else {
-      counters.inc('drop.tcp.out-of-window');
-      soft.ackNow = oowAnswer(soft, f, pLen, now, counters);
-      if (soft.ackNow && d.state !== TcpStateId.TIME_WAIT) duplicateOf(conn, f, seq, segEnd);
-      return;
-    }
+    counters.inc('drop.tcp.out-of-window');
+    soft.ackNow = oowAnswer(soft, f, pLen, now, counters);
+    if (soft.ackNow && d.state !== TcpStateId.TIME_WAIT) duplicateOf(conn, f, seq, segEnd);
+    return;
   }
 
   // What of the segment we already have (data, or a FIN at rcv.nxt - 1): Linux's tcp_data_queue
@@ -357,7 +370,7 @@ function syncInput(
     pLen -= drop;
     seq = seqAdd(seq, drop);
   }
-  const over = seqDiff(seqAdd(seq, pLen), seqAdd(d.rcvNxt, rcvWnd));
+  const over = seqDiff(seqAdd(seq, pLen), seqAdd(d.rcvNxt, room));
   if (over > 0 && !(f & TcpFlag.SYN)) {
     // Data into a shut window is answered at once, as a probe into it is (Linux: out_of_window).
     if (rcvWnd === 0 && pLen > 0) soft.ackNow = true;
@@ -1180,31 +1193,52 @@ function drainOoo(conn: TcpConnection): void {
 
 /**
  * Insert the parts of [seq, seq+len) not already held, keeping soft.ooo sorted and disjoint.
- * False if the bound on segments kept part of it out.
+ * False if the bound on segments kept part of it out. What was already held is reported as a
+ * duplicate (RFC 2883), as Linux's tcp_data_queue_ofo does: the first held range the segment
+ * covers (tcp_dsack_set), extended over held ranges next to it (tcp_dsack_extend).
  */
 function oooInsert(conn: TcpConnection, seq: number, buf: Uint8Array, pOff: number, pLen: number): boolean {
   const ooo = conn.state.soft.ooo;
   let start = seq;
   const end = seqAdd(seq, pLen);
+  let dupStart = 0;
+  let dupEnd = 0;
   let i = 0;
+  let ok = true;
   while (i < ooo.length && seqLeq(seqAdd(ooo[i]!.seq, ooo[i]!.data.length), start)) i++;
   while (seqLt(start, end)) {
-    if (ooo.length >= OOO_MAX_SEGMENTS) return false;
+    if (ooo.length >= OOO_MAX_SEGMENTS) {
+      ok = false;
+      break;
+    }
     const o = ooo[i];
     if (!o || seqGeq(o.seq, end)) {
       ooo.splice(i, 0, piece(buf, pOff + seqDiff(start, seq), seqDiff(end, start), start));
       conn.oooBytes += seqDiff(end, start);
-      return true;
+      break;
     }
     if (seqLt(start, o.seq)) {
       ooo.splice(i, 0, piece(buf, pOff + seqDiff(start, seq), seqDiff(o.seq, start), start));
       conn.oooBytes += seqDiff(o.seq, start);
       i++;
     }
+    const held = seqMax(start, o.seq);
+    const heldEnd = seqMin(end, seqAdd(o.seq, o.data.length));
+    if (dupEnd === dupStart) {
+      dupStart = held;
+      dupEnd = heldEnd;
+    } else if (seqLeq(held, dupEnd)) {
+      // Linux's tcp_sack_extend: only a range that touches the block joins it.
+      dupEnd = seqMax(dupEnd, heldEnd);
+    }
     start = seqMax(start, seqAdd(o.seq, o.data.length));
     i++;
   }
-  return true;
+  if (dupEnd !== dupStart) {
+    conn.engine.env.counters.inc('tcp.dsack.ofo-sent');
+    noteDsack(conn, dupStart, dupEnd);
+  }
+  return ok;
 }
 
 function piece(buf: Uint8Array, off: number, len: number, seq: number) {

@@ -1,0 +1,165 @@
+/**
+ * The receive side as Linux (6.17 and later, the kernel the conformance suite runs against): the
+ * window's right edge as tcp_sequence judges it, and D-SACKs for out-of-order data received twice
+ * (tcp_data_queue_ofo). test/conformance/robust.test.ts and flow.test.ts run the same rules
+ * against the kernel.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { type TcpCached, TcpStateId } from '../../src/state/tcp-state.ts';
+import {
+  ACK,
+  add,
+  bytes,
+  FIN,
+  type Opened,
+  openSettled,
+  fromPeer as peer,
+  sackBlocks,
+  shutOurWindow,
+} from './harness.ts';
+
+const open = (defaults: Partial<TcpCached> = {}): Opened => openSettled(true, defaults);
+
+const rel = (o: Opened, blocks: [number, number][]): [number, number][] =>
+  blocks.map(([l, r]) => [(l - o.peerSeq) | 0, (r - o.peerSeq) | 0]);
+
+/**
+ * We send 500 bytes the peer does not acknowledge yet; the peer sends 1000, which we ACK (delayed).
+ * Returns snd.una before our data.
+ */
+function dataBothWays(o: Opened): number {
+  const { b, conn } = o;
+  const una = conn.state.delegated.sndUna;
+  conn.write(bytes(500));
+  b.take();
+  peer(o, ACK, o.peerSeq, una, bytes(1000));
+  b.advance(200);
+  b.flush();
+  b.take();
+  return una;
+}
+
+describe('the right edge of the receive window (Linux tcp_sequence since 9ca48d616ed7)', () => {
+  test('a pure ACK at exactly rcv.nxt + rcv.wnd is read and draws no answer (the RFC refuses it)', () => {
+    const o = open();
+    const { b, conn } = o;
+    const d = conn.state.delegated;
+    const una = d.sndUna;
+    conn.write(bytes(500));
+    assert.equal(b.take().length, 1);
+    const edge = d.rcvAdv;
+    assert.ok(((edge - d.rcvNxt) | 0) > 0, 'the window is open');
+    peer(o, ACK, edge, add(una, 500));
+    assert.equal(d.sndUna, add(una, 500), 'its ACK was read');
+    assert.deepEqual(b.take(), [], 'acceptable, so not answered');
+    // One octet further is past the edge: dropped and answered.
+    peer(o, ACK, add(edge, 1), add(una, 500));
+    assert.equal(b.take().length, 1, 'answered');
+    assert.equal(b.count('drop.tcp.out-of-window'), 1);
+  });
+
+  test('data across the right edge is dropped whole, its ACK unread, while read data waits in the queue', () => {
+    const o = open({ rcvBufSize: 4000 });
+    const { b, conn } = o;
+    const d = conn.state.delegated;
+    const una = dataBothWays(o);
+    assert.equal(d.recvBuffer.length, 1000, '1000 bytes wait unread');
+    const edge = d.rcvAdv;
+    peer(o, ACK, add(edge, -100), add(una, 500), bytes(200));
+    assert.equal(d.sndUna, una, 'its ACK was not read');
+    assert.equal(conn.state.soft.ooo.length, 0, 'nothing of it kept');
+    const ans = b.take();
+    assert.equal(ans.length, 1, 'answered at once');
+    assert.equal(ans[0]!.h.ack, add(o.peerSeq, 1000));
+    assert.deepEqual(sackBlocks(ans[0]!), [], 'nothing SACKed');
+    // Inside the window the same bytes are taken, and their ACK read.
+    peer(o, ACK, add(edge, -200), add(una, 500), bytes(200));
+    assert.equal(d.sndUna, add(una, 500));
+    assert.deepEqual(rel(o, sackBlocks(b.take()[0]!)), [[3800, 4000]]);
+  });
+
+  test('with the receive queue empty, data across the edge is taken as far as the buffer holds, and its ACK read', () => {
+    const o = open({ rcvBufSize: 64000 });
+    const { b, conn } = o;
+    const d = conn.state.delegated;
+    const una = dataBothWays(o);
+    const edge = d.rcvAdv;
+    assert.equal((edge - o.peerSeq) | 0, 64000, 'the edge our last ACK offered');
+    // The application reads it all; too little to announce, so the edge stays where it was.
+    assert.equal(conn.read(new Uint8Array(2000)), 1000);
+    assert.deepEqual(b.take(), []);
+    assert.equal(d.rcvAdv, edge);
+    peer(o, ACK, add(edge, -100), add(una, 500), bytes(600));
+    assert.equal(d.sndUna, add(una, 500), 'its ACK was read');
+    const [ans] = b.take();
+    assert.deepEqual(rel(o, sackBlocks(ans!)), [[63900, 64500]], 'all of it held: the buffer has the room');
+  });
+
+  test('a bare FIN into our zero window is taken, answered at once, and is no duplicate ACK (1e3bb184e941)', () => {
+    const o = open({ rcvBufSize: 2000 });
+    const { b, conn } = o;
+    const d = conn.state.delegated;
+    const una = shutOurWindow(o);
+    peer(o, FIN | ACK, add(o.peerSeq, 2000), una);
+    assert.equal(d.state, TcpStateId.CLOSE_WAIT, 'the FIN was taken');
+    assert.equal(d.rcvNxt, add(o.peerSeq, 2001));
+    assert.ok(o.user.events.includes('end'));
+    const ans = b.take();
+    assert.equal(ans.length, 1, 'answered at once');
+    assert.equal(ans[0]!.h.ack, add(o.peerSeq, 2001));
+    assert.equal(ans[0]!.h.window, 0);
+    assert.equal(d.dupAcks, 0);
+    // A FIN that comes with data into the shut window still waits.
+    const o2 = open({ rcvBufSize: 2000 });
+    const d2 = o2.conn.state.delegated;
+    peer(o2, ACK, o2.peerSeq, d2.sndUna, bytes(1000));
+    peer(o2, ACK, add(o2.peerSeq, 1000), d2.sndUna, bytes(1000));
+    o2.b.take();
+    peer(o2, FIN | ACK, add(o2.peerSeq, 2000), d2.sndUna, bytes(1));
+    assert.equal(d2.state, TcpStateId.ESTABLISHED);
+    assert.equal(d2.rcvNxt, add(o2.peerSeq, 2000));
+  });
+});
+
+describe('D-SACK for out-of-order data received twice (Linux tcp_data_queue_ofo)', () => {
+  test('a segment inside held out-of-order data is D-SACKed; a partial overlap reports the overlap', () => {
+    const o = open();
+    const { b, conn } = o;
+    const una = conn.state.delegated.sndUna;
+    const at = (n: number): number => add(o.peerSeq, n);
+    peer(o, ACK, at(1000), una, bytes(1000));
+    assert.deepEqual(rel(o, sackBlocks(b.take()[0]!)), [[1000, 2000]]);
+    // Wholly inside what is held (tcp_dsack_set): the D-SACK first, then the block holding it.
+    peer(o, ACK, at(1200), una, bytes(300));
+    assert.deepEqual(rel(o, sackBlocks(b.take()[0]!)), [
+      [1200, 1500],
+      [1000, 2000],
+    ]);
+    // Reported once.
+    peer(o, ACK, at(3000), una, bytes(100));
+    assert.deepEqual(rel(o, sackBlocks(b.take()[0]!)), [
+      [3000, 3100],
+      [1000, 2000],
+    ]);
+    // Partly held: the part already here.
+    peer(o, ACK, at(1800), una, bytes(500));
+    assert.deepEqual(rel(o, sackBlocks(b.take()[0]!)), [
+      [1800, 2000],
+      [1000, 2300],
+      [3000, 3100],
+    ]);
+    // Across two held ranges with a gap between: the first, with what touches it (tcp_dsack_extend
+    // joins only a range next to the block); the gap is filled.
+    peer(o, ACK, at(1500), una, bytes(1700));
+    assert.deepEqual(rel(o, sackBlocks(b.take()[0]!)), [
+      [1500, 2300],
+      [1000, 3200],
+    ]);
+    assert.equal(b.count('tcp.dsack.ofo-sent'), 3);
+    // Everything arrives: the data is whole.
+    peer(o, ACK, o.peerSeq, una, bytes(1000));
+    assert.equal(conn.state.delegated.rcvNxt, at(3200));
+    assert.equal(conn.state.soft.ooo.length, 0);
+  });
+});
