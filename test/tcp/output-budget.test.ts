@@ -348,8 +348,8 @@ describe('output budget: what Linux sends at once leaves at once', () => {
     assert.equal(x.conn.state.delegated.backoff, 1, 'backed off once');
   });
 
-  // These two already went at once (lossProbe and sackRecoveryOutput send outside the budget);
-  // kept so that a budget added there shows.
+  // The probe goes outside the budget (lossProbe); a recovery's output is budgeted
+  // (sackRecoveryOutput) but for its fast retransmission, which this shows going at once.
   test("a tail loss probe leaves in the timer's turn, and a fast retransmission in the ACK's", () => {
     const { b, x, crowd, px, turns } = crowded(40, true);
     const first = x.iss + 1;
@@ -391,5 +391,120 @@ describe('output budget: what Linux sends at once leaves at once', () => {
       [first],
       'the fast retransmission of snd.una went with the ACK',
     );
+  });
+});
+
+/**
+ * A connection with SACK and `segs` segments in flight (sent turn by turn under its budget), of
+ * which the peer lost every fourth, the first included: `holes` are their sequence numbers. The
+ * layer's turns are run by the test (`turns`).
+ */
+function sackedFlight(b: Bench, turns: (() => void)[], segs: number) {
+  const x = activeOpen(b, { sackPermitted: true }, {}, 1);
+  b.take();
+  const first = x.iss + 1;
+  const px = x.conn.localPort;
+  // The window to have them all in flight at once (as after a slow start).
+  x.conn.state.delegated.cwnd = segs * MSS;
+  x.conn.write(bytes(segs * MSS, 7));
+  while (turns.length > 0) for (const fn of turns.splice(0)) fn();
+  const sent = b.take().filter((s) => s.h.srcPort === px && s.data.length > 0);
+  assert.equal(sent.length, segs, 'all in flight');
+  const holes: number[] = [];
+  for (let k = 0; k < segs; k += 4) holes.push(add(first, k * MSS));
+  /** The peer's duplicate ACKs, one per three segments it got past a hole, its last three blocks each. */
+  const sackAll = () => {
+    const blocks: [number, number][] = [];
+    for (let k = 1; k < segs; k += 4) {
+      blocks.unshift([add(first, k * MSS), add(first, (k + 3) * MSS)]);
+      b.inject({
+        flags: ACK,
+        seq: x.peerSeq,
+        ack: first,
+        srcPort: 80,
+        dstPort: px,
+        sack: blocks.slice(0, 3),
+      });
+    }
+  };
+  return { x, px, holes, sackAll };
+}
+
+describe('output budget: a SACK recovery sends under the budgets, as Linux', () => {
+  test('many holes, a small budget: at most the budget a turn, the fast retransmission at once, every hole once', () => {
+    const b = new Bench();
+    b.layer.outputBudget = 3 * MSS;
+    const turns: (() => void)[] = [];
+    b.env.clock.defer = (fn) => void turns.push(fn);
+    const { x, px, holes, sackAll } = sackedFlight(b, turns, 40);
+    sackAll();
+    assert.equal(b.count('tcp.fast_retransmits'), 1, 'in recovery');
+    const resent = (segs: Seg[]) =>
+      segs.filter((s) => s.h.srcPort === px && s.data.length > 0).map((s) => s.h.seq);
+    const perTurn = [resent(b.take())];
+    assert.equal(perTurn[0]![0], holes[0], 'the fast retransmission of snd.una went with the ACKs');
+    const d = x.conn.state.delegated;
+    for (let t = 0; t < 50 && turns.length > 0; t++) {
+      assert.ok(x.conn.state.soft.inRecovery, 'still in recovery');
+      assert.ok(Number.isFinite(d.rtxDeadline), 'its RTO armed while it waits for its turn');
+      for (const fn of turns.splice(0)) fn();
+      perTurn.push(resent(b.take()));
+    }
+    assert.ok(
+      perTurn.every((segs) => segs.length <= 3),
+      `at most its budget (three segments) a turn: ${perTurn.map((s) => s.length).join(',')}`,
+    );
+    assert.ok(perTurn.filter((segs) => segs.length > 0).length >= 4, 'the holes went over several turns');
+    assert.deepEqual(perTurn.flat(), holes, 'every hole resent, holes in order, each once');
+    assert.ok(x.conn.state.soft.inRecovery, 'the peer has not ACKed yet');
+  });
+
+  test("a crowd in recovery at a worker: the turn's bytes bound what they resend, each hole once", () => {
+    const b = new Bench();
+    b.layer.outputBudget = 2 * MSS;
+    b.layer.outputTurnBudget = 4 * MSS;
+    const turns: (() => void)[] = [];
+    b.env.clock.defer = (fn) => void turns.push(fn);
+    const crowd = Array.from({ length: 6 }, () => sackedFlight(b, turns, 24));
+    // Their peers' SACKs arrive in one turn.
+    for (const c of crowd) c.sackAll();
+    assert.equal(b.count('tcp.fast_retransmits'), 6, 'each in recovery');
+    const resent = () => b.take().filter((s) => s.data.length > 0);
+    const seen = new Map<number, number[]>(crowd.map((c) => [c.px, []]));
+    const note = (segs: Seg[]) => {
+      for (const s of segs) seen.get(s.h.srcPort)!.push(s.h.seq);
+      return segs.length;
+    };
+    const first = note(resent());
+    // Each fast retransmission goes at once; past them, at most the turn's four segments.
+    assert.ok(first <= 4 + 6, `${first} segments in the turn of the ACKs`);
+    const perTurn: number[] = [];
+    for (let t = 0; t < 50 && turns.length > 0; t++) {
+      for (const fn of turns.splice(0)) fn();
+      perTurn.push(note(resent()));
+    }
+    assert.ok(
+      perTurn.every((n) => n <= 4),
+      `at most the turn's bytes (four segments) a turn: ${perTurn.join(',')}`,
+    );
+    for (const c of crowd) assert.deepEqual(seen.get(c.px), c.holes, 'every hole resent, in order, once');
+  });
+
+  test("the timer's exempt resend does not list a connection whose window it filled", () => {
+    const { b, x, crowd, px, turns } = crowded(40, false);
+    x.conn.write(bytes(MSS, 9));
+    b.take();
+    for (const [i, c] of crowd.entries()) c.conn.write(bytes(200 * MSS, i + 1));
+    let resent = false;
+    for (let t = 0; t < 200 && !resent; t++) {
+      for (const fn of turns.splice(0)) fn();
+      ackCrowd(b, px, crowd);
+      assert.ok(b.layer.output.turnSpent, "the turn's bytes are spent");
+      b.advance(10);
+      resent = ackCrowd(b, px, crowd).some((s) => s.data.length > 0);
+    }
+    assert.ok(resent, 'x resent its segment with the timer');
+    assert.equal(b.count('tcp.rto'), 1);
+    assert.equal(x.conn.outputQueued, false, 'not listed: its one-segment window is full');
   });
 });

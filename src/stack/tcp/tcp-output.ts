@@ -541,13 +541,6 @@ function sendWindowed(conn: TcpConnection, now: number, resendNow: boolean): voi
   const sched = conn.engine.output;
   const budget = sched ? sched.begin(conn) : INF;
   for (let guard = 0; guard < 100_000; guard++) {
-    const spent = conn.outputUsed >= budget || sched?.turnSpent === true;
-    if (spent && !(resendNow && guard === 0 && seqLt(d.sndNxt, d.sndMax))) {
-      // Spent for this turn (TCP small queues), or every sender's bytes of the turn were: the rest
-      // goes next turn, after the others.
-      sched?.later(conn);
-      break;
-    }
     let seq = d.sndNxt;
     let limit = segMax;
     if (s.const.sackEnabled && seqLt(seq, d.sndMax) && soft.sacked.length > 0) {
@@ -602,11 +595,20 @@ function sendWindowed(conn: TcpConnection, now: number, resendNow: boolean): voi
       if (!ok) break;
     }
     if (!finHere && !fits && len < segMax && fresh && deferSmallPiece(conn, len, avail, mss, now)) break;
+    // The budgets are asked only once a piece would go: a connection whose window (or Nagle)
+    // holds everything waits for an ACK, not for a turn. Asked before, the timer's exempt resend
+    // listed its connection with a one-MSS window already full (a needless kick next turn, 1,282
+    // of 2,000 in a wave of timeouts).
+    if (outputSpent(conn, budget) && !(resendNow && guard === 0 && !fresh)) {
+      // Spent for this turn (TCP small queues), or every sender's bytes of the turn were: the rest
+      // goes next turn, after the others.
+      sched?.later(conn);
+      break;
+    }
     const used = transmit(conn, seq, len, now);
     if (used === 0) break;
     if (fresh && used % mss !== 0) soft.smallSentEnd = seqAdd(seq, used);
-    conn.outputUsed += used;
-    if (sched) sched.turnUsed += used;
+    countOutput(conn, used);
     d.sndNxt = seqAdd(seq, used);
     if (finHere) break;
   }
@@ -664,15 +666,37 @@ function deferSmallPiece(conn: TcpConnection, len: number, avail: number, mss: n
 const MAX_DEFERRED_SEGMENTS = 3;
 const TSO_WIN_DIVISOR = 3;
 
+/** Whether `conn` has spent its budget of the turn (`budget`, from OutputScheduler.begin), or the turn all of its own. */
+function outputSpent(conn: TcpConnection, budget: number): boolean {
+  return conn.outputUsed >= budget || conn.engine.output?.turnSpent === true;
+}
+
+/** `used` bytes of sequence space went out: counted in the connection's and the turn's bytes. */
+function countOutput(conn: TcpConnection, used: number): void {
+  conn.outputUsed += used;
+  const sched = conn.engine.output;
+  if (sched) sched.turnUsed += used;
+}
+
 const nextSeg = { seq: 0, len: 0 };
 
-/** RFC 6675 section 5 step (C): send while cwnd - pipe allows, holes first, then new data. */
+/**
+ * RFC 6675 section 5 step (C): send while cwnd - pipe allows, holes first, then new data. Under
+ * the turn's budgets as sendWindowed, as Linux's tcp_xmit_retransmit_queue asks TCP small queues
+ * before each retransmission (tcp_small_queue_check) and new data in recovery goes through
+ * tcp_write_xmit: a connection cut short is listed for the next turn, whose resume comes back here
+ * (still in recovery) and goes on from high_rxt, holes first. Its RTO stays armed meanwhile. The
+ * recovery's fast retransmission (its first send, of snd.una) goes whatever the budgets say, as
+ * Linux's leaves in the processing of the ACK that started the recovery.
+ */
 function sackRecoveryOutput(conn: TcpConnection, now: number): void {
   const s = conn.state;
   const d = s.delegated;
   const mss = effectiveMss(s);
   // A small window (heavy loss) resends MSS by MSS: a lost super-segment would cost more of it.
   const segMax = autosize(conn, mss, mss);
+  const sched = conn.engine.output;
+  const budget = sched ? sched.begin(conn) : INF;
   d.sndNxt = d.sndMax;
   for (let guard = 0; guard < 10_000; guard++) {
     const pipe = sackPipe(s, mss);
@@ -683,16 +707,25 @@ function sackRecoveryOutput(conn: TcpConnection, now: number): void {
     const limit = Math.min(segMax, Math.floor(room / mss) * mss);
     // RFC 6675 NextSeg order: (1) a lost hole, (2) new data, (3) a hole not yet deemed lost.
     const hole = !conn.holdRetransmits && sackNextSeg(s, mss, nextSeg, limit);
+    const spent = outputSpent(conn, budget);
     // The recovery's first send is its fast retransmit (RFC 6675 5 step 4.3): the first hole,
     // deemed lost or not (three duplicate ACKs started the recovery).
     if (hole && (s.soft.prrOut === 0 || sackIsLost(s, nextSeg.seq, mss))) {
+      if (spent && !(s.soft.prrOut === 0 && nextSeg.seq === d.sndUna)) {
+        sched?.later(conn);
+        break;
+      }
       if (!retransmitHole(conn, now)) break;
       continue;
     }
     if (hole && nextSeg.len > mss) nextSeg.len = mss;
-    const sentNew = sendNewInRecovery(conn, limit, now);
+    const sentNew = sendNewInRecovery(conn, limit, now, spent);
     if (sentNew > 0) continue;
     if (sentNew < 0) break;
+    if (hole && spent) {
+      sched?.later(conn);
+      break;
+    }
     if (hole && retransmitHole(conn, now)) continue;
     break;
   }
@@ -702,13 +735,17 @@ function sackRecoveryOutput(conn: TcpConnection, now: number): void {
 function retransmitHole(conn: TcpConnection, now: number): boolean {
   const used = transmit(conn, nextSeg.seq, nextSeg.len, now);
   if (used === 0) return false;
+  countOutput(conn, used);
   conn.state.soft.highRxt = seqAdd(nextSeg.seq, used);
   conn.state.soft.rxtAt = now;
   return true;
 }
 
-/** Send up to `mss` bytes of new data during recovery: >0 sent, 0 nothing to send, <0 stop (FIN went out). */
-function sendNewInRecovery(conn: TcpConnection, mss: number, now: number): number {
+/**
+ * Send up to `mss` bytes of new data during recovery: >0 sent, 0 nothing to send, <0 stop (the FIN
+ * went out, or there was something to send but the turn's budget is `spent`: listed for the next).
+ */
+function sendNewInRecovery(conn: TcpConnection, mss: number, now: number, spent: boolean): number {
   const s = conn.state;
   const d = s.delegated;
   const buffered = d.sendBuffer.length;
@@ -718,7 +755,12 @@ function sendNewInRecovery(conn: TcpConnection, mss: number, now: number): numbe
   const len = Math.min(buffered - off, mss, Math.max(inWnd, 0));
   const finHere = d.finQueued && finState(d.state) && off + len === buffered;
   if (len <= 0 && !finHere) return 0;
+  if (spent) {
+    conn.engine.output?.later(conn);
+    return -1;
+  }
   const used = transmit(conn, d.sndMax, len, now);
+  countOutput(conn, used);
   d.sndNxt = d.sndMax;
   if (finHere) return -1;
   return used;
