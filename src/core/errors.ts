@@ -1,3 +1,5 @@
+import { getSystemErrorMap } from 'node:util';
+
 /**
  * Every error Chimney raises for bad input carries a stable `code`, like Node's own errors,
  * so callers can branch on it without matching message text.
@@ -25,10 +27,27 @@ export class InvalidStateError extends ChimneyError {
   }
 }
 
-/** A connection-level failure reported to the application, modelled on Node's socket errors. */
+/**
+ * libuv's error numbers by name, as Node reports them in `errno` (negative: -104 for ECONNRESET on
+ * Linux, the kernel's own numbers there; libuv's on other systems).
+ */
+let errnoByName: Map<string, number> | null = null;
+function errnoOf(name: string): number | undefined {
+  if (!errnoByName) {
+    errnoByName = new Map();
+    for (const [n, [errName]] of getSystemErrorMap()) errnoByName.set(errName, n);
+  }
+  return errnoByName.get(name);
+}
+
+/**
+ * A connection-level failure reported to the application, modelled on Node's socket errors:
+ * `code` is the name (ECONNRESET, ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH, ...), `errno` its
+ * negative number, as on a net.Socket's error (and as Node's tls reads a wrapped stream's write
+ * errors by `code`).
+ */
 export class ConnectionError extends ChimneyError {
-  /** errno-style name: ECONNRESET, ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH, ... */
-  readonly errno: string;
+  readonly errno: number | undefined;
   /**
    * Set by the socket that reports it, as Node sets its own: the call that would have failed
    * ('connect', 'read', 'write') and, for 'connect', the address and port it tried.
@@ -36,9 +55,9 @@ export class ConnectionError extends ChimneyError {
   syscall?: string;
   address?: string;
   port?: number;
-  constructor(errno: string, message: string) {
-    super(errno, message);
-    this.errno = errno;
+  constructor(code: string, message: string) {
+    super(code, message);
+    this.errno = errnoOf(code);
   }
 }
 

@@ -1453,7 +1453,7 @@ export class NicEngine {
     const key = keyOf(conn.state);
     // terminate() records why only after unlinking: look once the engine has finished.
     this.clock.defer(() => {
-      if (conn.closeError?.errno === 'ECONNRESET') this.indicate('abort', key);
+      if (conn.closeError?.code === 'ECONNRESET') this.indicate('abort', key);
       this.indicate('closed', key);
     });
   }

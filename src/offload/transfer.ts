@@ -798,7 +798,7 @@ export class TransferProtocol {
       // Died with the batch in hand: it may have run the connections meanwhile, so the states
       // sent are stale; what it left (salvage) says how far they went.
       if (dst.death !== null) return { ok, failed, died: [...states] };
-      const aborted = e instanceof ConnectionError && e.errno === 'ECONNABORTED';
+      const aborted = e instanceof ConnectionError && e.code === 'ECONNABORTED';
       for (const s of states)
         failed.push({ state: s, status: aborted ? 'closed' : 'failure', reason: String(e) });
       return { ok, failed };

@@ -16,6 +16,15 @@ function emitClose(s: TcpSocket, hadError: boolean): void {
   s.emit('close', hadError);
 }
 
+function closeAfterImmediates(s: TcpSocket, hadError: boolean, clock: Clock): void {
+  // Work for a virtual clock, which steps ahead in time only when a turn finds nothing to run:
+  // time does not jump (a test's sleep does not end) before the close.
+  clock.defer(noop);
+  setImmediate(emitClose, s, hadError);
+}
+
+function noop(): void {}
+
 /** Reads are pulled from the connection's receive buffer in chunks of at most this size. */
 const READ_CHUNK = 64 * 1024;
 
@@ -390,7 +399,7 @@ export class TcpSocket extends Duplex implements TcpUser {
     // still waiting can no longer go out.
     this.remoteEnded = true;
     if (this.pendingCb) {
-      const code = error && error.errno !== 'ECONNRESET' ? error.errno : 'EPIPE';
+      const code = error && error.code !== 'ECONNRESET' ? error.code : 'EPIPE';
       this.failPending(writeError(code, 'connection closed with data unsent'));
     }
     if (!this.held) this.pull();
@@ -419,7 +428,7 @@ export class TcpSocket extends Duplex implements TcpUser {
       this.failure = null;
       cb(
         failed
-          ? writeError(failed.errno, failed.message)
+          ? writeError(failed.code, failed.message)
           : writeError('EPIPE', 'write after the connection closed'),
       );
       return;
@@ -474,8 +483,11 @@ export class TcpSocket extends Duplex implements TcpUser {
     }
     this.failure = null;
     cb(err);
-    // After the stream's own 'error' (queued by cb), as net.Socket emits it once its handle closed.
-    process.nextTick(emitClose, this, err !== null && err !== undefined);
+    // net.Socket emits 'close' from its handle's close callback, which libuv runs after the loop's
+    // check phase: after the stream's own 'error' (queued by cb), after what that error's (or the
+    // 'end''s) listeners queued with process.nextTick, and after the setImmediate callbacks queued
+    // meanwhile. An immediate queued from a tick behind those comes in that order.
+    process.nextTick(closeAfterImmediates, this, err !== null && err !== undefined, this.host.clock);
   }
 
   /**

@@ -63,7 +63,7 @@ class Log {
   }
 }
 
-type Err = Error & { code?: string; syscall?: string; address?: string; port?: number };
+type Err = Error & { code?: string; errno?: number; syscall?: string; address?: string; port?: number };
 
 /**
  * `bytes` false: the close shows no byte counts (where how far Node read ahead, one read of up to
@@ -75,7 +75,7 @@ function watch(s: Sock, log: Log, target: { host: string; port: number }, bytes 
   s.on('data', (d: Buffer) => log.data(d.length));
   s.on('error', (e: Err) => {
     const at = e.address === undefined ? '' : ` at ${e.address === target.host && e.port === target.port}`;
-    log.add(`error ${e.code} ${e.syscall}${at}`);
+    log.add(`error ${e.code} ${e.errno} ${e.syscall}${at}`);
   });
   s.on('close', (hadError: unknown) => {
     const counts = bytes ? ` read=${s.bytesRead} written=${s.bytesWritten}` : '';
@@ -151,6 +151,18 @@ async function pausedThenReset(side: Side, t: Pair, send: (peer: Sock) => void):
   await side.sleep(100);
   t.peer.resetAndDestroy();
   await side.sleep(100);
+}
+
+/**
+ * At each of `events` on the subject, queue a tick and an immediate that log themselves: where they
+ * fall against 'close' is what an application can see of when the socket let go of its handle.
+ */
+function markQueues(t: Pair, events: string[]): void {
+  for (const ev of events)
+    t.s.on(ev, () => {
+      process.nextTick(() => t.log.add(`tick after ${ev}`));
+      setImmediate(() => t.log.add(`immediate after ${ev}`));
+    });
 }
 
 /** More than Node reads ahead of a paused reader (its high-water mark): the rest waits in the kernel. */
@@ -340,6 +352,29 @@ export const CASES: Record<string, (side: Side) => Promise<string[]>> = {
     t.s.write('abc');
     t.s.destroySoon();
     t.log.add(`destroySoon() ${t.s.readyState} writable=${t.s.writable}`);
+    return t.finish();
+  },
+
+  async 'the peer ends: what was queued at the end runs before the close'(side) {
+    const t = await pair(side);
+    markQueues(t, ['end', 'finish']);
+    t.peer.end('bye');
+    return t.finish();
+  },
+
+  async 'the peer resets: what was queued at the error runs before the close'(side) {
+    const t = await pair(side);
+    markQueues(t, ['error']);
+    t.peer.resetAndDestroy();
+    return t.finish();
+  },
+
+  async 'destroy(): what was queued at the call runs before the close'(side) {
+    const t = await pair(side);
+    t.peer.resume();
+    t.s.destroy();
+    process.nextTick(() => t.log.add('tick after destroy()'));
+    setImmediate(() => t.log.add('immediate after destroy()'));
     return t.finish();
   },
 

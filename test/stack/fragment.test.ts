@@ -140,7 +140,7 @@ describe('fragmentation and reassembly', () => {
     assert.equal(icmp[0]!.frame[35], 1);
     assert.equal(w.a.counters.get('accept.icmp.error'), 1);
     assert.equal(errors.length, 1);
-    assert.equal(errors[0]!.errno, 'EHOSTUNREACH');
+    assert.equal(errors[0]!.code, 'EHOSTUNREACH');
   });
 
   test('memory held by incomplete datagrams is bounded; the oldest are evicted', () => {
@@ -187,7 +187,7 @@ describe("Don't Fragment", () => {
   test('ping with DF above the MTU fails with EMSGSIZE; without DF it is fragmented', async () => {
     const w = twoHosts();
     const p = w.a.ping('10.0.0.2', { size: 2000, df: true });
-    await assert.rejects(p, { errno: 'EMSGSIZE' });
+    await assert.rejects(p, { code: 'EMSGSIZE' });
     const q = w.a.ping('10.0.0.2', { size: 2000 });
     w.clock.advance(10);
     await q;

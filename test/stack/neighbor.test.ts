@@ -45,7 +45,7 @@ describe('neighbor layer (ARP)', () => {
     const p = w.a.ping('10.0.0.2', { timeoutMs: 10000 });
     const rejected = assert.rejects(
       p,
-      (e: unknown) => e instanceof ConnectionError && e.errno === 'EHOSTUNREACH',
+      (e: unknown) => e instanceof ConnectionError && e.code === 'EHOSTUNREACH',
     );
     w.clock.advance(3500);
     await rejected;

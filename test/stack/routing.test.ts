@@ -17,7 +17,7 @@ describe('VLANs', () => {
     b.addInterface(hub.port('b'), { mac: MAC_B, ip: '10.0.0.2/24', vlan: 20 });
     clock.advance(1);
     const p = a.ping('10.0.0.2', { timeoutMs: 5000 });
-    const failed = assert.rejects(p, { errno: 'EHOSTUNREACH' });
+    const failed = assert.rejects(p, { code: 'EHOSTUNREACH' });
     clock.advance(5000);
     await failed;
     assert.ok(b.counters.get('drop.eth.unknown-vlan') >= 3);

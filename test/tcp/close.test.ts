@@ -206,7 +206,7 @@ describe('RST in each synchronized state', () => {
       const rcvNxt = o.conn.state.delegated.rcvNxt;
       o.b.inject({ flags: RST, seq: rcvNxt, srcPort: 80, dstPort: o.conn.localPort });
       assert.equal(o.conn.state.delegated.state, TcpStateId.CLOSED);
-      assert.equal(o.user.error === null ? null : o.user.error?.errno, errno);
+      assert.equal(o.user.error === null ? null : o.user.error?.code, errno);
       assert.equal(o.b.count('tcp.rst.in'), 1);
     });
   }

@@ -9,7 +9,7 @@ describe('a TcpLayer that was closed starts nothing', () => {
     b.layer.close();
     assert.throws(
       () => b.layer.connect({ remoteIp: REMOTE, remotePort: 80 }, new Recorder()),
-      (e: unknown) => e instanceof ConnectionError && e.errno === 'ENETDOWN',
+      (e: unknown) => e instanceof ConnectionError && e.code === 'ENETDOWN',
     );
     b.advance(60_000);
     assert.deepEqual(b.take(), []);

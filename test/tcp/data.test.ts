@@ -158,7 +158,7 @@ describe('sending', () => {
     o.b.advance(60_000);
     const times = o.b.take().map((s) => s.at - t0);
     assert.deepEqual(times, [rto0, 3 * rto0, 7 * rto0]);
-    assert.equal(o.user.error?.errno, 'ETIMEDOUT');
+    assert.equal(o.user.error?.code, 'ETIMEDOUT');
     assert.equal(o.b.count('tcp.retransmits'), 3);
   });
 
@@ -210,7 +210,7 @@ describe('sending', () => {
       o.b.env.ip.refused.map((s) => s.at - t0),
       [...flat, last + 2 * rto0, last + 6 * rto0],
     );
-    assert.equal(o.user.error?.errno, 'ETIMEDOUT');
+    assert.equal(o.user.error?.code, 'ETIMEDOUT');
     assert.equal(o.b.take().length, 0);
   });
 
@@ -315,7 +315,7 @@ describe('sending', () => {
     assert.equal(o.b.take().length, 2);
     assert.ok(!o.user.events.some((e) => e.startsWith('closed')));
     o.b.advance(1_000);
-    assert.equal(o.user.error?.errno, 'ETIMEDOUT');
+    assert.equal(o.user.error?.code, 'ETIMEDOUT');
   });
 
   test('ICMP frag-needed resegments outstanding data at the smaller MSS at once', () => {

@@ -431,7 +431,7 @@ describe('issue 11 defects', () => {
       o.send({ flags: ACK, seq: add(o.peerSeq, 10_000_000), data: bytes(10) });
     }
     assert.equal(o.conn.state.delegated.state, TcpStateId.CLOSED);
-    assert.equal(o.user.error?.errno, 'ETIMEDOUT');
+    assert.equal(o.user.error?.code, 'ETIMEDOUT');
   });
 
   test('data and FIN in a SYN-ACK are processed', () => {

@@ -124,7 +124,7 @@ export class Recorder implements TcpUser {
     this.events.push('end');
   }
   onClosed(error: ConnectionError | null): void {
-    this.events.push(error ? `closed:${error.errno}` : 'closed');
+    this.events.push(error ? `closed:${error.code}` : 'closed');
     this.error = error;
   }
 }

@@ -35,7 +35,7 @@ describe('RFC 5961', () => {
     const o = open();
     o.send({ flags: RST, seq: o.peerSeq });
     assert.equal(o.conn.state.delegated.state, TcpStateId.CLOSED);
-    assert.equal(o.user.error?.errno, 'ECONNRESET');
+    assert.equal(o.user.error?.code, 'ECONNRESET');
   });
 
   test('out-of-window RST is dropped silently', () => {

@@ -154,7 +154,7 @@ describe('timers and windows (issue 11)', () => {
     o.conn.write(bytes(5000));
     for (let i = 0; i < 100 && o.conn.state.delegated.state !== TcpStateId.CLOSED; i++) b.advance(30_000);
     assert.equal(o.conn.state.delegated.state, TcpStateId.CLOSED);
-    assert.equal(o.user.error?.errno, 'ETIMEDOUT');
+    assert.equal(o.user.error?.code, 'ETIMEDOUT');
     assert.ok(b.count('tcp.persist.probes') <= 7, `${b.count('tcp.persist.probes')} probes`);
   });
 

@@ -189,8 +189,8 @@ function wireError(e: unknown): WireError {
   if (e instanceof ChimneyError) {
     const out: WireError = { name: e.name, code: e.code, message: e.message };
     if (e instanceof StateValidationError) out.field = e.field;
-    const errno = (e as { errno?: string }).errno;
-    if (errno !== undefined) out.errno = errno;
+    // The wire names the errno (the receiving side numbers it again).
+    if (e instanceof ConnectionError) out.errno = e.code;
     return out;
   }
   return { name: 'Error', code: 'ERR_CHIMNEY_WORKER', message: e instanceof Error ? e.message : String(e) };

@@ -1,0 +1,23 @@
+/**
+ * A self-signed certificate for chimney.test (EC P-256, valid for a hundred years from 2026-12-06),
+ * for TLS tests only: the key is public, nothing trusts this certificate but the tests.
+ */
+export const TEST_KEY = `-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgW5Z4IlLeF68gjfOx
+6Lyhr+UoMQipVGDSpeh8TwPnZMChRANCAARtZ03UZmD8TwfxN2oYPGmJcXQJZkjO
+Bt3dFhBiss9FfmMpBcJD2M70vEVztWATJWiJvtGU5Q9yjTVNci7eZSEm
+-----END PRIVATE KEY-----
+`;
+
+export const TEST_CERT = `-----BEGIN CERTIFICATE-----
+MIIBnzCCAUSgAwIBAgIUOoGcX+tc/DBlJzLSGXayeNqCnwowCgYIKoZIzj0EAwIw
+FzEVMBMGA1UEAwwMY2hpbW5leS50ZXN0MCAXDTI2MTIwNjA4NDMwN1oYDzIxMjYx
+MTEyMDg0MzA3WjAXMRUwEwYDVQQDDAxjaGltbmV5LnRlc3QwWTATBgcqhkjOPQIB
+BggqhkjOPQMBBwNCAARtZ03UZmD8TwfxN2oYPGmJcXQJZkjOBt3dFhBiss9FfmMp
+BcJD2M70vEVztWATJWiJvtGU5Q9yjTVNci7eZSEmo2wwajAdBgNVHQ4EFgQUJ2DI
+s04th8BO54Y1OmLCfW0UQXswHwYDVR0jBBgwFoAUJ2DIs04th8BO54Y1OmLCfW0U
+QXswDwYDVR0TAQH/BAUwAwEB/zAXBgNVHREEEDAOggxjaGltbmV5LnRlc3QwCgYI
+KoZIzj0EAwIDSQAwRgIhAJECqgSLXW7qFhkbrzfnf8sm9+NWhgVkwHuJ8uoCuB1m
+AiEA8Hlky4IK+k/2jJUodI/W5ya3mfNPJjOZZwKByugKKH4=
+-----END CERTIFICATE-----
+`;
