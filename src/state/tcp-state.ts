@@ -669,7 +669,14 @@ function widenTcpState(): void {
  * final shape (`widenNumbers`); the TCP engine's connection object takes one for its own.
  */
 export function shapeSampleTcpState(): TcpState {
-  const c: TcpConst = {
+  const c = zeroTcpConst();
+  const path = { const: {}, cached: {}, neighbor: null, ifIndex: 0 } as unknown as PathState;
+  return createTcpState(c, DEFAULT_TCP_CACHED, path, { send: new ByteRing(1), recv: new ByteRing(1) });
+}
+
+/** A TcpConst of zeros, to be filled in (a rebuild's scratch) or to stand for none (a sample). */
+export function zeroTcpConst(): TcpConst {
+  return {
     localIp: 0,
     localPort: 0,
     remoteIp: 0,
@@ -682,8 +689,6 @@ export function shapeSampleTcpState(): TcpState {
     remoteMss: 0,
     localMss: 0,
   };
-  const path = { const: {}, cached: {}, neighbor: null, ifIndex: 0 } as unknown as PathState;
-  return createTcpState(c, DEFAULT_TCP_CACHED, path, { send: new ByteRing(1), recv: new ByteRing(1) });
 }
 
 /**
