@@ -24,6 +24,7 @@ import {
   type TcpConst,
   type TcpState,
   TcpStateId,
+  zeroTcpConst,
 } from '../state/tcp-state.ts';
 import { isOffloadable, validateTcpState } from '../state/validate.ts';
 import { readU32, writeU32 } from '../wire/addr.ts';
@@ -921,19 +922,7 @@ export function rebuildTcpState(
 }
 
 /** The constants and rings a rebuild hands createTcpState/resetTcpState, which copy them: one of each. */
-const CONST_SCRATCH: TcpConst = {
-  localIp: 0,
-  localPort: 0,
-  remoteIp: 0,
-  remotePort: 0,
-  tsEnabled: false,
-  sackEnabled: false,
-  wsEnabled: false,
-  sndWscale: 0,
-  rcvWscale: 0,
-  remoteMss: 0,
-  localMss: 0,
-};
+const CONST_SCRATCH: TcpConst = zeroTcpConst();
 const NO_RING = new ByteRing(1);
 const RINGS_SCRATCH = { send: NO_RING, recv: NO_RING };
 

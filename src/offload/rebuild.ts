@@ -135,7 +135,10 @@ export async function rebuild(
     failed = r.failed;
     died = r.died;
   }
-  for (const s of await t.settle(ok, byState, 'host', dst, report, prod)) report.moved.push(keyOfState(s));
+  // Named by the item's key, as the general protocol's settle does: a key object made per
+  // connection was a read of each state's constants again, in the charged settle.
+  for (const s of await t.settle(ok, byState, 'host', dst, report, prod))
+    report.moved.push(byState.get(s)!.key);
   if (died !== undefined) await t.rebuildDied(died, byState, 'host', dst, report);
   if (failed.length === 0) return;
   for (const f of failed)

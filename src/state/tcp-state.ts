@@ -644,3 +644,60 @@ export function resetTcpState(
   o.dsackBytes = 0;
   return into;
 }
+
+/**
+ * Give the layouts every state is born with a fractional-number field for each number field,
+ * once, before any connection exists. V8 keeps a number field as a small integer until the field
+ * first holds a fraction (or a value beyond 2^30); then it makes a new layout and deprecates the
+ * old one, and every object still on the old one is migrated, a call into the runtime, the next
+ * time code stores into it. States start with integers (-1, 0) in their times and sequence
+ * numbers, and the simulator's clock turns fractional once moves are charged to it, so the first
+ * fraction often came inside a failover: at 10,000 connections each dead NIC's state was migrated
+ * by the rebuild's first store into it (`resetTcpState`, about 14 µs a state of a crash's charged
+ * time, profiled), and a move's first store into each connection's soft state likewise. Widened
+ * here, a new state is born on the final layout (`test/state/reset-state.test.ts`).
+ */
+function widenTcpState(): void {
+  const s = shapeSampleTcpState();
+  widenNumbers(s.delegated);
+  widenNumbers(s.soft);
+  widenNumbers(s.soft.cubic);
+}
+
+/**
+ * A state with no connection behind it (zero addresses, no path), only for giving layouts their
+ * final shape (`widenNumbers`); the TCP engine's connection object takes one for its own.
+ */
+export function shapeSampleTcpState(): TcpState {
+  const c = zeroTcpConst();
+  const path = { const: {}, cached: {}, neighbor: null, ifIndex: 0 } as unknown as PathState;
+  return createTcpState(c, DEFAULT_TCP_CACHED, path, { send: new ByteRing(1), recv: new ByteRing(1) });
+}
+
+/** A TcpConst of zeros, to be filled in (a rebuild's scratch) or to stand for none (a sample). */
+export function zeroTcpConst(): TcpConst {
+  return {
+    localIp: 0,
+    localPort: 0,
+    remoteIp: 0,
+    remotePort: 0,
+    tsEnabled: false,
+    sackEnabled: false,
+    wsEnabled: false,
+    sndWscale: 0,
+    rcvWscale: 0,
+    remoteMss: 0,
+    localMss: 0,
+  };
+}
+
+/**
+ * Store a fraction into every number field `o` has, so its layout holds fractions from now on:
+ * for a throwaway object made by the same literal or class as the ones that matter (see
+ * widenTcpState). Booleans, arrays and objects keep what they had.
+ */
+export function widenNumbers(o: object): void {
+  const r = o as Record<string, unknown>;
+  for (const key of Object.keys(r)) if (typeof r[key] === 'number') r[key] = 0.5;
+}
+widenTcpState();

@@ -1,7 +1,7 @@
 import type { Timer } from '../../core/clock.ts';
 import { type ConnectionError, InvalidArgumentError, InvalidStateError } from '../../core/errors.ts';
 import type { TcpDelegated, TcpState } from '../../state/tcp-state.ts';
-import { TcpStateId } from '../../state/tcp-state.ts';
+import { shapeSampleTcpState, TcpStateId, widenNumbers } from '../../state/tcp-state.ts';
 import type { TcpHeader } from '../../wire/tcp.ts';
 import { type CongestionControl, effectiveMss } from './congestion.ts';
 import type { TableEntry } from './conn-table.ts';
@@ -480,3 +480,17 @@ export function armKeepalive(conn: TcpConnection): void {
     d.keepaliveDeadline = Number.POSITIVE_INFINITY;
   }
 }
+
+/**
+ * A connection object, and its RACK log, born on the layout a fraction in any number field leaves
+ * it (see widenTcpState in tcp-state.ts): V8 migrates every object of a deprecated layout at its
+ * next store, and with integer sequence numbers and times in the class's initial values, the first
+ * fractions came inside a failover (a crash's rebuild of 10,000: every revived connection migrated
+ * in `adopt`, charged). A throwaway made once, before any connection, and dropped.
+ */
+function widenTcpConnection(): void {
+  const conn = new TcpConnection(null as unknown as TcpEngine, shapeSampleTcpState());
+  widenNumbers(conn);
+  widenNumbers(conn.rack);
+}
+widenTcpConnection();

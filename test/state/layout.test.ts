@@ -1,0 +1,72 @@
+/**
+ * A TCP state, and a TCP connection object, are born on the layout a fraction in any of their
+ * number fields leaves them (widenTcpState, widenTcpConnection). V8 keeps a number field as a
+ * small integer until it first holds a fraction or a value beyond 2^30, then deprecates the
+ * layout and migrates every object still on it at that object's next store: a crash's rebuild of
+ * 10,000 connections paid one such migration per state and per connection object inside the
+ * charged failover, the first fractions coming from the charged (fractional) clock.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { setFlagsFromString } from 'node:v8';
+import type { TcpEngine } from '../../src/stack/tcp/tcp-connection.ts';
+import { TcpConnection } from '../../src/stack/tcp/tcp-connection.ts';
+import { createNeighborState } from '../../src/state/neighbor-state.ts';
+import { createPathState } from '../../src/state/path-state.ts';
+import type { TcpState } from '../../src/state/tcp-state.ts';
+import { sampleConn } from './helpers.ts';
+
+setFlagsFromString('--allow-natives-syntax');
+const sameMap = new Function('a', 'b', 'return %HaveSameMap(a, b)') as (a: object, b: object) => boolean;
+
+function newState(): TcpState {
+  const nb = createNeighborState({ srcMac: 0x020000000001, vlanId: -1, ip: 0x0a000002 }, 0x020000000002, 0);
+  return sampleConn(createPathState({ localIp: 0x0a000001, remoteIp: 0x0a000002 }, nb, 0, 1500));
+}
+
+/** The number fields of `pick(made())` whose layout a stored value changes: none, for every value. */
+function layoutChanges<T extends object>(made: () => T, pick: (t: T) => object): string[] {
+  const changed: string[] = [];
+  const probe = pick(made()) as Record<string, unknown>;
+  for (const key of Object.keys(probe)) {
+    if (typeof probe[key] !== 'number') continue;
+    // A time on a charged clock, a sequence number past 2^31, and back to a small integer.
+    for (const v of [1234.5678, 3_000_000_000, -1]) {
+      const a = pick(made()) as Record<string, unknown>;
+      const b = pick(made());
+      a[key] = v;
+      if (!sameMap(a, b)) changed.push(`${key} = ${v}`);
+    }
+  }
+  return changed;
+}
+
+test('a new state keeps its layout whatever number its fields take', () => {
+  const s = newState();
+  assert.ok(sameMap(s.soft, newState().soft), 'two new states share a layout');
+  assert.deepEqual(
+    layoutChanges(newState, (t) => t.delegated),
+    [],
+  );
+  assert.deepEqual(
+    layoutChanges(newState, (t) => t.soft),
+    [],
+  );
+  assert.deepEqual(
+    layoutChanges(newState, (t) => t.soft.cubic),
+    [],
+  );
+});
+
+test('a new connection object, and its RACK log, keep their layout whatever number they take', () => {
+  // Only the fields are looked at: the constructor stores the engine and reads the state.
+  const made = (): TcpConnection => new TcpConnection(null as unknown as TcpEngine, newState());
+  assert.deepEqual(
+    layoutChanges(made, (c) => c),
+    [],
+  );
+  assert.deepEqual(
+    layoutChanges(made, (c) => c.rack),
+    [],
+  );
+});
