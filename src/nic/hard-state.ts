@@ -115,10 +115,20 @@ const W_DSACK_HI = 43;
  * written by other code) takes no snapshot from them rather than misread them as a connection.
  */
 export const W_LAYOUT = 44;
-/** Layout 2: rtxBytes and dsackBytes each whole (layout 1, 42 words, kept their difference). */
-export const HARD_STATE_LAYOUT = 2;
+/**
+ * RSTs received and sent (TcpDelegated.resetsIn, resetsOut), which layout 2 left out: a rebuild
+ * started them over at 0. RSTs received can pile up on a live connection (each in-window one
+ * that does not match rcv.nxt is counted and answered with a challenge ACK), so a whole word each.
+ */
+const W_RESETS_IN = 45;
+const W_RESETS_OUT = 46;
+/**
+ * Layout 3: the resets counted (layout 2, 46 words, had none); layout 2: rtxBytes and dsackBytes
+ * each whole (layout 1, 42 words, kept their difference).
+ */
+export const HARD_STATE_LAYOUT = 3;
 /** Even, so the copies (and the transfer record after them) stay 8-byte aligned. */
-const WORDS = 46;
+const WORDS = 48;
 const COPY_BYTES = WORDS * 4;
 /** Where the block's transfer record (src/nic/transfer-record.ts) starts, after the two copies. */
 export const TRANSFER_RECORD_AT = 2 * COPY_BYTES;
@@ -190,6 +200,8 @@ export interface HardState extends RackPathState {
   retransmits: number;
   bytesIn: number;
   bytesOut: number;
+  resetsIn: number;
+  resetsOut: number;
 }
 
 export function emptyHardState(): HardState {
@@ -234,6 +246,8 @@ export function emptyHardState(): HardState {
     retransmits: 0,
     bytesIn: 0,
     bytesOut: 0,
+    resetsIn: 0,
+    resetsOut: 0,
     ...rackPathDefaults(),
   };
 }
@@ -293,6 +307,8 @@ export function hardStateOf(s: TcpState, out: HardState = emptyHardState()): Har
   out.retransmits = d.retransmits;
   out.bytesIn = d.bytesIn;
   out.bytesOut = d.bytesOut;
+  out.resetsIn = d.resetsIn;
+  out.resetsOut = d.resetsOut;
   copyRackPath(out, s.soft);
   return out;
 }
@@ -456,6 +472,8 @@ function fillWords(c: Int32Array, s: TcpState, sendPos: number, recvPos: number)
   c[W_BYTES_IN_HI] = Math.floor(d.bytesIn / 4294967296);
   c[W_BYTES_OUT_LO] = d.bytesOut % 4294967296;
   c[W_BYTES_OUT_HI] = Math.floor(d.bytesOut / 4294967296);
+  c[W_RESETS_IN] = d.resetsIn;
+  c[W_RESETS_OUT] = d.resetsOut;
   const r = s.soft;
   c[W_RACK] =
     (r.reordering & 0x1ff) |
@@ -536,6 +554,8 @@ function readCopy(v: Int32Array, at: number, o: HardState): void {
     (Atomics.load(v, at + W_BYTES_IN_HI) >>> 0) * 4294967296 + (Atomics.load(v, at + W_BYTES_IN_LO) >>> 0);
   o.bytesOut =
     (Atomics.load(v, at + W_BYTES_OUT_HI) >>> 0) * 4294967296 + (Atomics.load(v, at + W_BYTES_OUT_LO) >>> 0);
+  o.resetsIn = Atomics.load(v, at + W_RESETS_IN) >>> 0;
+  o.resetsOut = Atomics.load(v, at + W_RESETS_OUT) >>> 0;
   const rack = Atomics.load(v, at + W_RACK);
   if (rack === 0) {
     o.reordering = RACK_REORDERING_MIN;
@@ -863,6 +883,9 @@ export function rebuildTcpState(
   d.finReceived = hard.finReceived;
   d.readClosed = hard.readClosed;
   d.retransmits = hard.retransmits;
+  // RSTs leave no trace in the rings: those after the record died with the writer, uncounted.
+  d.resetsIn = hard.resetsIn;
+  d.resetsOut = hard.resetsOut;
   // The bytes stored after the record arrived in order and were counted by the writer, whose count
   // died with it; likewise data acknowledged beyond the recorded snd.max was sent after the record.
   // Neither comes again, so without them the rebuilt counts fall short of the peer's for good.

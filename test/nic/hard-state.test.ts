@@ -224,6 +224,30 @@ describe('hard-state record', () => {
     assert.deepEqual([quiet.segmentsIn, quiet.segmentsOut], [7, 9]);
   });
 
+  test("resets counted come back from the record (a worker's) and from a state taken in this thread (a LocalNic's)", () => {
+    // Layout 2 had no words for them: a crash rebuild started both counts over at 0.
+    const counts = { resetsIn: 2 ** 32 - 3, resetsOut: 1, retransmits: 5 };
+    const d = rebuiltWith(counts, () => {});
+    assert.deepEqual([d.resetsIn, d.resetsOut, d.retransmits], [2 ** 32 - 3, 1, 5]);
+    const { s } = established();
+    Object.assign(s.delegated, counts);
+    const hard = hardStateOf(s);
+    assert.deepEqual([hard.resetsIn, hard.resetsOut], [2 ** 32 - 3, 1]);
+    for (const ownThread of [true, false]) {
+      const r = rebuildTcpState(
+        hard,
+        s.delegated.sendBuffer,
+        s.delegated.recvBuffer,
+        s.cached,
+        s.path,
+        0,
+        null,
+        ownThread,
+      ).delegated;
+      assert.deepEqual([r.resetsIn, r.resetsOut], [2 ** 32 - 3, 1], `ownThread ${ownThread}`);
+    }
+  });
+
   test('a state made over given rings takes them as they are (a rebuild makes none of its own)', () => {
     const { s } = established();
     const send = s.delegated.sendBuffer;

@@ -36,6 +36,11 @@ test('per-connection statistics travel with the state: host → NIC → NIC → 
   await net.sleep(40);
   // What the peer has received and sent so far is a floor for what the host counts from now on.
   const floor = keys.map((k) => ({ in: peerConn(k).stats.bytesOut, out: peerConn(k).stats.bytesIn }));
+  // RSTs counted before the moves (as in-window RSTs answered by a challenge ACK leave them on a
+  // live connection): every owner after must go on from these counts.
+  const resets = keys.map((_, i) => ({ resetsIn: 3 + i, resetsOut: 1 }));
+  for (const [i, k] of keys.entries())
+    Object.assign(host.stack.tcp.lookup(k.localIp, k.localPort, k.remoteIp, k.remotePort)!.stats, resets[i]);
   assert.ok(
     floor.every((f) => f.in > 0 && f.out > 0),
     'data has flowed before the first move',
@@ -63,7 +68,8 @@ test('per-connection statistics travel with the state: host → NIC → NIC → 
   assert.equal(rec.moved.length, 3);
   assert.equal(await st.done, 0, 'every byte arrives');
   await net.sleep(200);
-  for (const k of keys) {
+  let extraResets = 0;
+  for (const [i, k] of keys.entries()) {
     const mine = host.stack.tcp.lookup(k.localIp, k.localPort, k.remoteIp, k.remotePort)?.stats;
     const theirs = peerConn(k)?.stats;
     // Both ends may have closed by now; the host socket keeps its last connection.
@@ -78,8 +84,18 @@ test('per-connection statistics travel with the state: host → NIC → NIC → 
       assert.equal(h.bytesOut, theirs.bytesIn);
       assert.equal(h.bytesIn, theirs.bytesOut);
     }
+    // Through two LocalNics and a crash rebuilt from the record its LocalNic left.
+    // None sent by the host; received, the ones set plus any the peer sent since (a RST
+    // answering a segment its closed connection no longer knew, counted in TIME_WAIT).
+    assert.equal(h.resetsOut, resets[i]!.resetsOut, 'resets out counted across moves');
+    assert.ok(h.resetsIn >= resets[i]!.resetsIn, `resets in never start over (${h.resetsIn})`);
+    extraResets += h.resetsIn - resets[i]!.resetsIn;
     assert.ok(h.segmentsIn >= BYTES / 2000, `segments in counted across moves (${h.segmentsIn})`);
     assert.ok(h.segmentsOut >= BYTES / 2000, `segments out counted across moves (${h.segmentsOut})`);
   }
+  assert.ok(
+    extraResets <= (peer.stack.counters.get('tcp.rst.out') ?? 0),
+    `RSTs received after the set (${extraResets}) were all sent by the peer`,
+  );
   net.close();
 });

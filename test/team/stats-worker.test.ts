@@ -1,5 +1,5 @@
 /**
- * Per-connection statistics (bytes, segments, retransmits since the connection began) travel with
+ * Per-connection statistics (bytes, segments, retransmits, resets since the connection began) travel with
  * the state through WorkerNics, where they cross a thread in the codec and live in the hard-state
  * record: host → worker, worker → worker, a carrier failover, a worker killed and its connections
  * rebuilt on the other from the hard state in shared memory, worker → host. No move resets them,
@@ -98,6 +98,11 @@ describe('statistics across every kind of move through WorkerNics', () => {
     };
 
     await step('in the host');
+    // RSTs counted before the moves (as in-window RSTs answered by a challenge ACK leave them on a
+    // live connection): every owner after must go on from these counts.
+    const resets = keys.map((_, i) => ({ resetsIn: 3 + i, resetsOut: 1 }));
+    for (const [i, k] of keys.entries())
+      Object.assign(rig.stack.tcp.lookup(k.localIp, k.localPort, k.remoteIp, k.remotePort)!.stats, resets[i]);
     assert.equal((await rig.manager.offload(keys, nic0)).moved.length, N);
     await step('host → worker');
     assert.equal((await rig.manager.move(keys, nic0, nic1)).moved.length, N);
@@ -141,6 +146,7 @@ describe('statistics across every kind of move through WorkerNics', () => {
 
     await within(assertClean(rig, st), 30_000, 'streams', rig);
     await rig.net.sleep(200);
+    let extraResets = 0;
     for (const [i, k] of keys.entries()) {
       const h = (st.sockets[i]!.connection as TcpConnection | null)?.stats;
       assert.ok(h, 'the host still knows the connection');
@@ -155,6 +161,16 @@ describe('statistics across every kind of move through WorkerNics', () => {
       assert.ok(h.segmentsIn >= BYTES / CHUNK, `segments in (${h.segmentsIn})`);
       assert.ok(h.segmentsOut >= BYTES / CHUNK, `segments out (${h.segmentsOut})`);
       assert.ok(h.retransmits >= last[i]!.retransmits, 'retransmits never reset');
+      // Through the codec, the transfer records, the hard record and its crash rebuild.
+      // None sent by the host; received, the ones set plus any the peer sent since (a RST
+      // answering a segment its closed connection no longer knew, counted in TIME_WAIT).
+      assert.equal(h.resetsOut, resets[i]!.resetsOut, 'resets out counted across moves');
+      assert.ok(h.resetsIn >= resets[i]!.resetsIn, `resets in never start over (${h.resetsIn})`);
+      extraResets += h.resetsIn - resets[i]!.resetsIn;
     }
+    assert.ok(
+      extraResets <= (rig.peer.stack.counters.get('tcp.rst.out') ?? 0),
+      `RSTs received after the set (${extraResets}) were all sent by the peer`,
+    );
   });
 });
