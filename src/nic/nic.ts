@@ -573,9 +573,16 @@ export interface Nic {
    * Hand the named connections (frozen by the caller) straight to `dst`: released here and
    * installed there without passing through the caller, who hears once. Null, with nothing
    * changed, when this pair cannot (another kind of target, IPv6 keys, records off): the caller
-   * then takes the general way (terminate here, initiate there).
+   * then takes the general way (terminate here, initiate there). `handles`, if given: the handle
+   * this NIC gave for each key when the connection was last settled here (or null), a hint that
+   * spares the NIC a search by key, checked before it is used.
    */
-  handTo?(dst: Nic, keys: readonly ConnKey[], opts: InitiateOptions): Promise<Handed> | null;
+  handTo?(
+    dst: Nic,
+    keys: readonly ConnKey[],
+    opts: InitiateOptions,
+    handles?: readonly (ConnectionHandle | null)[],
+  ): Promise<Handed> | null;
   /**
    * The host is placing a burst of connections (accepts wait for their placement) or has stopped:
    * a target whose rings grow in memory the host's thread faults in (WorkerNic) holds their growth

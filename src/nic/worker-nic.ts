@@ -101,7 +101,6 @@ import {
   EV_WRITABLE,
   FrameBatcher,
   forEachFrame,
-  type InstalledConn,
   newTapHeld,
   ON_MALFORMED_ANSWER,
   publishTapHeld,
@@ -116,7 +115,13 @@ import {
   type WorkerRequest,
 } from './worker/protocol.ts';
 import { spawnWorker } from './worker/spawn.ts';
-import { type GivenBlocks, packBlocks, packKeys, unpackInitiate } from './worker/transfer-wire.ts';
+import {
+  type GivenBlocks,
+  packBlocks,
+  packKeys,
+  unpackInitiate,
+  unpackInstalled,
+} from './worker/transfer-wire.ts';
 
 /**
  * Hooks for tests only, kept out of WorkerNicOptions (what the CLI and users configure) and of the
@@ -178,11 +183,35 @@ interface PreparedConn {
   key: ConnKey;
   /** Null when the record is named, not written, by the host (a move handed from worker to worker, handTo). */
   state: TcpState | null;
-  views: BlockViews;
+  readonly views: BlockViews;
   /** The transfer record was offered by this initiate (records transfer only). */
   offered: boolean;
-  /** A move handed from worker to worker (state null): the settings the source's handle kept. */
-  settings?: TcpCached | null;
+  /**
+   * A move handed from worker to worker (state null): the settings object the source's handle
+   * kept, which the destination's handle takes as its own (see WorkerConnectionHandle.settings).
+   */
+  settings: TcpCached | null;
+}
+
+/**
+ * The block's one PreparedConn (BlockViews.prepared), set for this initiate: a connection is in one
+ * transfer at a time, and an object per connection and move lived until the answer came, long
+ * enough to be promoted and collected again. Every field is written, so nothing of the transfer
+ * before carries over.
+ */
+function prepare(
+  views: BlockViews,
+  key: ConnKey,
+  state: TcpState | null,
+  settings: TcpCached | null,
+): PreparedConn {
+  const p = views.prepared;
+  if (p === null) return (views.prepared = { key, state, views, offered: false, settings });
+  p.key = key;
+  p.state = state;
+  p.offered = false;
+  p.settings = settings;
+  return p;
 }
 
 /**
@@ -211,6 +240,8 @@ interface BlockViews {
    * paid for it again (a scavenge's cost is what survives it).
    */
   handles: WorkerConnectionHandle[];
+  /** The entry of this block in the initiate that carries it now, or last did (see `prepare`). */
+  prepared: PreparedConn | null;
 }
 
 const BLOCK_VIEWS = new WeakMap<ByteRing, BlockViews>();
@@ -230,6 +261,7 @@ function blockViews(block: ConnBlockRef, send: ByteRing, recv: ByteRing): BlockV
     transfer: new TransferRecord(block.sab, block.at + TRANSFER_RECORD_AT),
     spare: null,
     handles: [],
+    prepared: null,
   };
   if (BLOCK_VIEWS.has(send)) viewsReplaced++;
   BLOCK_VIEWS.set(send, v);
@@ -502,6 +534,12 @@ export class WorkerConnectionHandle implements ConnectionHandle {
   /** The connection is being (or was) uploaded: this handle no longer reaches it. */
   detached = false;
   /**
+   * @internal Its NIC's table by four-tuple no longer holds it (set where it is deleted there,
+   * cleared where an install enters it again): a revive then need not search the table. False
+   * says nothing either way.
+   */
+  unlisted = false;
+  /**
    * @internal The connection's cached settings as the worker was given them (the state the host
    * handed over) and then told (setNoDelay, setKeepAlive): a dead worker's salvage carries them,
    * or its rebuild would run with the defaults. Its own object, copied into: the state it came
@@ -522,7 +560,8 @@ export class WorkerConnectionHandle implements ConnectionHandle {
     readonly key: ConnKey,
     /** The worker's slot; a revived handle (see _revive) gets the slot of its new install. */
     public slot: number,
-    installed: InstalledConn,
+    /** The block the worker installed it on. */
+    block: ConnBlockRef,
     /** Views of the same block made when the host prepared it (saves attaching them again). */
     views?: BlockViews,
     id?: string,
@@ -532,12 +571,8 @@ export class WorkerConnectionHandle implements ConnectionHandle {
     this.remoteIp = key.remoteIp;
     this.remotePort = key.remotePort;
     this.idRef = id;
-    if (views === undefined || (views.block !== installed.block && !sameBlock(views.block, installed.block)))
-      views = blockViews(
-        installed.block,
-        ByteRing.attachShared(installed.block.send),
-        ByteRing.attachShared(installed.block.recv),
-      );
+    if (views === undefined || (views.block !== block && !sameBlock(views.block, block)))
+      views = blockViews(block, ByteRing.attachShared(block.send), ByteRing.attachShared(block.recv));
     this.sendRing = views.send;
     this.recvRing = views.recv;
     this.record = views.record;
@@ -1289,7 +1324,7 @@ export class WorkerNic extends HostNic {
       if (this.byKey.has(p.key)) continue;
       const key = p.key;
       this.keyEpoch++;
-      const h = new WorkerConnectionHandle(this, key, -1, { key, slot: -1, block: p.views.block }, p.views);
+      const h = new WorkerConnectionHandle(this, key, -1, p.views.block, p.views);
       h._installedWith(p.state?.cached ?? p.settings);
       this.byKey.set(key, h);
       this.conns++;
@@ -1302,36 +1337,46 @@ export class WorkerNic extends HostNic {
     prepared: BatchList<PreparedConn> | undefined,
     owner: number | undefined,
   ): InitiateResult {
-    let unpacked: ReturnType<typeof unpackInitiate>;
+    let unpacked: ReturnType<typeof unpackInstalled>;
     try {
-      unpacked = unpackInitiate(res.value, this.hostAddrs, givenBlocks(prepared));
+      unpacked = unpackInstalled(res.value, this.hostAddrs, givenBlocks(prepared));
     } catch (e) {
       const error = new WorkerProtocolError(`initiate answer: ${(e as Error).message}`);
       this.port.refuse(null, error);
       this.defective(error);
       throw error;
     }
-    const { result, installed } = unpacked;
+    const { result, keys, slots, blocks } = unpacked;
     // What the worker did not install is the host's again.
-    if (owner !== undefined && installed.length !== prepared?.size) returnRecords(prepared, owner);
+    if (owner !== undefined && keys.length !== prepared?.size) returnRecords(prepared, owner);
     prepared?.rewind();
     // Installed here again, a connection is no longer passed up: the worker may hold its segments.
     const passedUp = this.passedUpTable();
     const anyPassedUp = passedUp.size > 0;
     const list: WorkerConnectionHandle[] = [];
     const sizeBefore = this.byKey.size;
-    for (const inst of installed) {
-      if (anyPassedUp) passedUp.delete(inst.key);
-      const p = prepared?.get(inst.key);
-      // Taken by the worker from its record: the state object is free for this block's next read.
-      if (p?.offered === true && p.state !== null) p.views.spare = p.state;
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i]!;
+      const slot = slots[i]!;
+      if (anyPassedUp) passedUp.delete(key);
+      const p = prepared?.get(key);
       const h =
         p === undefined
-          ? new WorkerConnectionHandle(this, inst.key, inst.slot, inst)
-          : this.handleOf(p, inst);
-      h._installedWith(p === undefined ? null : (p.state?.cached ?? p.settings));
-      this.handles[inst.slot] = h;
+          ? new WorkerConnectionHandle(this, key, slot, blocks[i]!)
+          : this.handleOf(p, key, slot, blocks[i]!);
+      if (p === undefined) h._installedWith(null);
+      else if (p.state === null) {
+        // Handed from worker to worker: the source's handle let go of the connection, and its
+        // settings object (its own since the first install) is this handle's from now on.
+        h.settings = p.settings;
+      } else {
+        h._installedWith(p.state.cached);
+        // Taken by the worker from its record: the state object is free for this block's next read.
+        if (p.offered) p.views.spare = p.state;
+      }
+      this.handles[slot] = h;
       this.byKey.set(h, h);
+      h.unlisted = false;
       this.conns++;
       list.push(h);
     }
@@ -1358,14 +1403,30 @@ export class WorkerNic extends HostNic {
    * host still holds every block (and the hard state the source wrote as it let go), whichever
    * worker dies when.
    */
-  handTo(dst: Nic, keys: readonly ConnKey[], opts: InitiateOptions): Promise<Handed> | null {
+  handTo(
+    dst: Nic,
+    keys: readonly ConnKey[],
+    opts: InitiateOptions,
+    hints?: readonly (ConnectionHandle | null)[],
+  ): Promise<Handed> | null {
     if (!(dst instanceof WorkerNic) || dst === this || !this.useRecords || !dst.useRecords) return null;
     if (this.refusal() !== null || dst.refusal() !== null) return null;
     // IPv6 addresses are handles of each thread's table: those take the general way.
     for (const k of keys) if (k.localIp >= TWO_32 || k.remoteIp >= TWO_32) return null;
     const frozen: WorkerConnectionHandle[] = [];
-    for (const k of keys) {
-      const h = this.byKey.get(k);
+    for (let i = 0; i < keys.length; i++) {
+      const k = keys[i]!;
+      const hint = hints?.[i];
+      // The handle the settle here gave, while it still runs the connection in its slot (and so
+      // is the one `byKey` holds for the tuple: both are set and cleared together): no search.
+      const h =
+        hint instanceof WorkerConnectionHandle &&
+        hint.nicIs(this) &&
+        !hint.unlisted &&
+        this.handles[hint.slot] === hint &&
+        sameConnKey(hint, k)
+          ? hint
+          : this.byKey.get(k);
       if (h === undefined || h.detached) continue;
       // A handle kept for salvage has no block views here: the general way reads it.
       if (viewsOf(h) === undefined) return null;
@@ -1419,13 +1480,9 @@ export class WorkerNic extends HostNic {
     for (const h of frozen) {
       if (moved !== null && !moved.has(h.slot)) continue;
       released.push(h);
-      prepared.push({
-        key: h.key,
-        state: null,
-        views: viewsOf(h)!,
-        offered: true,
-        settings: h.settings,
-      });
+      const p = prepare(viewsOf(h)!, h.key, null, h.settings);
+      p.offered = true;
+      prepared.push(p);
     }
     // Freed exactly what moved (the usual answer): none closed at the worker instead.
     const movedSet = moved ?? (sameSlots(res.freed, res.moved) ? null : new Set(res.moved));
@@ -1501,14 +1558,11 @@ export class WorkerNic extends HostNic {
     if (dst.closed && dst.death === null) return this.abortedByDead(dst, frozen);
     if (res === null) throw cause;
     const prepared = new BatchList<PreparedConn>();
-    for (const h of frozen)
-      prepared.push({
-        key: h.key,
-        state: null,
-        views: viewsOf(h)!,
-        offered: true,
-        settings: h.settings,
-      });
+    for (const h of frozen) {
+      const p = prepare(viewsOf(h)!, h.key, null, h.settings);
+      p.offered = true;
+      prepared.push(p);
+    }
     const result = dst.takeInstalled(res, prepared, dst.recordOwner);
     const released: ConnKey[] = [];
     const handed = new TupleMap<true>();
@@ -1520,6 +1574,7 @@ export class WorkerNic extends HostNic {
       if (h !== undefined) {
         this.keyEpoch++;
         this.byKey.delete(h);
+        h.unlisted = true;
         this.conns--;
         this.dropGrown(h);
       }
@@ -1547,6 +1602,7 @@ export class WorkerNic extends HostNic {
       if (this.byKey.get(h) === h) {
         this.keyEpoch++;
         this.byKey.delete(h);
+        h.unlisted = true;
         this.handles[h.slot] = undefined;
         this.conns--;
         this.dropGrown(h);
@@ -1623,7 +1679,7 @@ export class WorkerNic extends HostNic {
   }
 
   /** The handle of a prepared connection the worker installed: its old one here if it can be revived. */
-  private handleOf(p: PreparedConn, inst: InstalledConn): WorkerConnectionHandle {
+  private handleOf(p: PreparedConn, key: ConnKey, slot: number, block: ConnBlockRef): WorkerConnectionHandle {
     const views = p.views;
     const list = views.handles;
     let at = -1;
@@ -1631,16 +1687,16 @@ export class WorkerNic extends HostNic {
     const old = at < 0 ? undefined : list[at]!;
     if (
       old !== undefined &&
-      old.block === inst.block &&
-      old._revivable(this, inst.key) &&
+      old.block === block &&
+      old._revivable(this, key) &&
       this.handles[old.slot] !== old &&
-      this.byKey.get(old) !== old
+      (old.unlisted || this.byKey.get(old) !== old)
     ) {
-      old._revive(inst.slot);
+      old._revive(slot);
       this.revivedHandles++;
       return old;
     }
-    const h = new WorkerConnectionHandle(this, inst.key, inst.slot, inst, views);
+    const h = new WorkerConnectionHandle(this, key, slot, block, views);
     // Only a handle over these same views is kept (one made over other views is not this block's).
     if (h.record === views.record) {
       if (at < 0) list.push(h);
@@ -1686,7 +1742,7 @@ export class WorkerNic extends HostNic {
       const known = knownViews(d.sendBuffer, d.recvBuffer);
       if (known !== undefined) {
         known.record.write(s, known.block.send, known.block.recv);
-        const p: PreparedConn = { key, state: s, views: known, offered: false };
+        const p = prepare(known, key, s, null);
         out.push(p);
         byState.set(s, p);
         continue;
@@ -1718,7 +1774,7 @@ export class WorkerNic extends HostNic {
       }
       const views = blockViews(block, send, recv);
       views.record.write(s, block.send, block.recv);
-      const p: PreparedConn = { key, state: s, views, offered: false };
+      const p = prepare(views, key, s, null);
       out.push(p);
       byState.set(s, p);
     }
@@ -1934,16 +1990,10 @@ export class WorkerNic extends HostNic {
           transfer: h.transfer,
           spare: null,
           handles: [],
+          prepared: null,
         };
         this.keyEpoch++;
-        const kept = new WorkerConnectionHandle(
-          this,
-          h.key,
-          -1,
-          { key: h.key, slot: -1, block: h.block },
-          views,
-          h.id,
-        );
+        const kept = new WorkerConnectionHandle(this, h.key, -1, h.block, views, h.id);
         kept._installedWith(h.settings);
         this.byKey.set(h.key, kept);
         this.conns++;
@@ -2013,6 +2063,7 @@ export class WorkerNic extends HostNic {
     this.handles[h.slot] = undefined;
     this.keyEpoch++;
     this.byKey.delete(h);
+    h.unlisted = true;
     this.conns--;
     this.dropGrown(h);
     if (h.growing !== null) return this.takeGrowing(h);
@@ -2348,6 +2399,8 @@ export class WorkerNic extends HostNic {
       this.handles[s] = undefined;
       this.keyEpoch++;
       this.byKey.deleteIf(h, h);
+      // Held under its tuple only as its own value: not there now, whatever deleteIf found.
+      h.unlisted = true;
       this.conns--;
       this.dropGrown(h);
       // The worker answers 'grown' before it frees the slot, so a grow still open here was not
@@ -2562,7 +2615,7 @@ export class WorkerNic extends HostNic {
     }
     const take = this.listens.get(id);
     for (const inst of installed) {
-      const h = new WorkerConnectionHandle(this, inst.key, inst.slot, inst);
+      const h = new WorkerConnectionHandle(this, inst.key, inst.slot, inst.block);
       this.handles[inst.slot] = h;
       this.byKey.set(h, h);
       // Not an install's own change: an attach by place after it must search (see installedList).

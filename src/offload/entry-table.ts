@@ -62,11 +62,12 @@ export class EntryTable {
    */
   setOf(conn: TcpConnection, nic: Nic, user: TcpUser | null): Entry {
     return this.table.setTagOf<Entry>(conn, (e) => {
-      if (e === null) return { key: conn.key, nic, user, conn };
+      if (e === null) return { key: conn.key, nic, user, conn, handle: null };
       e.key = conn.key;
       e.nic = nic;
       e.user = user;
       e.conn = conn;
+      e.handle = null;
       return e;
     });
   }
@@ -84,6 +85,15 @@ export class EntryTable {
 
   delete(k: ConnKey): boolean {
     return this.table.untag(norm(k.localIp), k.localPort, norm(k.remoteIp), k.remotePort);
+  }
+
+  /**
+   * Each entry with the host table's entry that holds it (see `at`): what a move of every
+   * connection of a NIC reads, with no search of the table per connection. `fn` must not change
+   * the table.
+   */
+  forEachAt(fn: (e: Entry, at: TableEntry) => void): void {
+    this.table.forEachTag(fn as (tag: object, at: TableEntry) => void);
   }
 
   /** Every entry, as a snapshot (callers change the table while they walk). */

@@ -361,8 +361,17 @@ export class OffloadManager extends EventEmitter {
       // Each connection's host table entry, found here once: the transfer reads its tag and
       // placeholder from it at the freeze and the settle instead of searching the table again.
       const ats: TableEntry[] = [];
-      const src = keys === 'all' ? this.keysOn(from) : keys;
-      for (const k of src) {
+      if (keys === 'all') {
+        // Every connection of the NIC, read in one walk of the entries with the table entry of each.
+        this.entries.forEachAt((e, at) => {
+          if (e.nic !== from) return;
+          list.push(e.key);
+          conns.push(e.conn);
+          ats.push(at);
+        });
+        return this.proto.run(list, from, to, conns, ats);
+      }
+      for (const k of keys) {
         if (!isKey(k)) throw new InvalidArgumentError('move: not a connection key');
         const at = this.entries.at(k);
         const e = at === undefined ? undefined : this.entries.getIn(at, k);

@@ -19,7 +19,7 @@ import { TWO_32 } from '../stack/address-table.ts';
 import type { Stack } from '../stack/stack.ts';
 import type { Forward, TableEntry } from '../stack/tcp/conn-table.ts';
 import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
-import type { TcpUser } from '../stack/tcp/tcp-types.ts';
+import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
 import { buildTrees, flattenTrees, type OffloadTree } from '../state/offload-tree.ts';
 import type { PathState } from '../state/path-state.ts';
 import { encodeBatch, releaseTreeAddresses } from '../state/state-codec.ts';
@@ -83,6 +83,12 @@ export interface Entry {
    * spares a move or an upload the lookup of its key at the source, checked before it is used.
    */
   conn: TcpConnection | null;
+  /**
+   * The handle the NIC gave when the connection was last settled there (a NIC on another
+   * thread): a hint that spares the NIC's search by key at the next move (`Nic.handTo`), checked
+   * there before it is used. Null (or absent) when there is none.
+   */
+  handle?: ConnectionHandle | null;
 }
 
 /** One connection in a transfer. */
@@ -97,6 +103,8 @@ export interface Item {
    * tag and placeholder are read from it at the freeze and the settle, once checked still there.
    */
   at?: TableEntry;
+  /** Its entry's `handle` as the freeze found it (a NIC source). */
+  handle?: ConnectionHandle | null;
 }
 
 /** Which item each state in a transfer belongs to, by identity: no key strings per step. */
@@ -364,11 +372,13 @@ export class TransferProtocol {
    * way takes them), or none once handed.
    */
   private async handPart(items: Item[], src: Nic, dst: Nic, report: TransferReport): Promise<Item[] | null> {
-    const hand = src.handTo?.(
-      dst,
-      items.map((it) => it.key),
-      { prod: this.opts.prod === true },
-    );
+    const keys: ConnKey[] = [];
+    const handles: (ConnectionHandle | null)[] = [];
+    for (const it of items) {
+      keys.push(it.key);
+      handles.push(it.handle ?? null);
+    }
+    const hand = src.handTo?.(dst, keys, { prod: this.opts.prod === true }, handles);
     if (hand == null) return items;
     await this.moveHanded(items, src, dst, hand, report);
     return null;
@@ -716,18 +726,20 @@ export class TransferProtocol {
       // read from it, not looked up again (one search of the host's table per connection and move).
       const at = ats?.[i];
       if (at === undefined) {
-        user = this.entries.get(key)?.user ?? null;
+        const e = this.entries.get(key);
+        user = e?.user ?? null;
         tcp.freeze(key.localIp, key.localPort, key.remoteIp, key.remotePort);
         const socket = user instanceof TcpSocket && !user.moving ? user : null;
         socket?._beginMove();
-        items.push({ key, user, socket });
+        items.push({ key, user, socket, handle: e?.handle ?? null });
         continue;
       }
-      user = this.entries.getIn(at, key)?.user ?? null;
+      const e = this.entries.getIn(at, key);
+      user = e?.user ?? null;
       tcp.freezeIn(at, key.localIp, key.localPort, key.remoteIp, key.remotePort);
       const socket = user instanceof TcpSocket && !user.moving ? user : null;
       socket?._beginMove();
-      items.push({ key, user, socket, at });
+      items.push({ key, user, socket, at, handle: e?.handle ?? null });
     }
     return items;
   }
@@ -900,7 +912,8 @@ export class TransferProtocol {
         e.nic = dst;
         e.user = it.user;
         e.conn = null;
-      } else this.entries.set({ key: k, nic: dst, user: it.user, conn: null });
+        e.handle = handle;
+      } else this.entries.set({ key: k, nic: dst, user: it.user, conn: null, handle });
       if (it.socket) {
         if (handle) it.socket._completeMove(handle);
         else it.socket._abortMove();

@@ -10,7 +10,7 @@ import type { ConnKey } from '../../src/nic/nic.ts';
 import type { TupleMap } from '../../src/nic/tuple-map.ts';
 import type { WorkerConnectionHandle, WorkerNic } from '../../src/nic/worker-nic.ts';
 import type { ConnTable } from '../../src/stack/tcp/conn-table.ts';
-import { socketKey, workerSetup } from './worker-helpers.ts';
+import { idleConnections, socketKey, workerSetup } from './worker-helpers.ts';
 
 const CONNS = 30;
 
@@ -56,6 +56,63 @@ describe('lookups carried through a WorkerNic move', () => {
     assert.equal((await m.move(keys.slice().reverse(), n1, n0)).moved.length, CONNS);
     assert.equal((await m.upload(keys)).moved.length, CONNS);
     assert.equal(m.keysOn(n0).length + m.keysOn(n1).length, 0);
+  });
+
+  test('a move finds the source handles from the host entries, and revives without a search', {
+    timeout: 60_000,
+  }, async (t) => {
+    const { wh, sockets } = await idleConnections(t, { seed: 98, n: CONNS, capacity: 100 });
+    const [n0, n1] = wh.nics as [WorkerNic, WorkerNic];
+    const keys = sockets.map(socketKey);
+    const m = wh.offload;
+    assert.equal((await m.offload(keys, n0)).moved.length, CONNS);
+    const first = keys.map((k) => n0.handle(k));
+    let src = spy((n0 as unknown as NicInside).byKey, 'get');
+    let dst = spy((n1 as unknown as NicInside).byKey, 'get');
+    assert.equal((await m.move(keys, n0, n1)).moved.length, CONNS);
+    // Before: the source searched its handles by tuple for every key.
+    assert.equal(src.n, 0, 'searches of the source handles');
+    assert.equal(dst.n, 0, 'searches of the destination handles');
+    src = spy((n1 as unknown as NicInside).byKey, 'get');
+    dst = spy((n0 as unknown as NicInside).byKey, 'get');
+    assert.equal((await m.move(keys, n1, n0)).moved.length, CONNS);
+    assert.equal(src.n, 0, 'searches of the source handles, back');
+    // Before: each revive checked the destination's table for the handle it took up again.
+    assert.equal(dst.n, 0, 'searches of the destination handles, back');
+    for (const [i, k] of keys.entries()) {
+      assert.equal(n0.handle(k), first[i], 'the same handle, revived');
+      assert.equal(m.ownerOf(k), n0);
+    }
+    // A hint that no longer holds (the connection went up and came back elsewhere) is not taken.
+    assert.equal((await m.upload(keys.slice(0, 5))).moved.length, 5);
+    assert.equal((await m.offload(keys.slice(0, 5), n1)).moved.length, 5);
+    assert.equal((await m.move(keys.slice(0, 10), n0, n1)).refused.length, 5);
+    for (const k of keys.slice(0, 10)) assert.equal(m.ownerOf(k), n1);
+    assert.equal((await m.upload(keys)).moved.length, CONNS);
+  });
+
+  test("a move of every connection of a NIC ('all') finds their entries in one walk, no search", {
+    timeout: 60_000,
+  }, async (t) => {
+    const { wh, sockets } = await idleConnections(t, { seed: 96, n: CONNS, capacity: 100 });
+    const [n0, n1] = wh.nics as [WorkerNic, WorkerNic];
+    const keys = sockets.map(socketKey);
+    const m = wh.offload;
+    assert.equal((await m.offload(keys.slice(0, 20), n0)).moved.length, 20);
+    assert.equal((await m.offload(keys.slice(20), n1)).moved.length, CONNS - 20);
+    const searches = spy(wh.stack.tcp.table as ConnTable, 'entry');
+    const report = await m.move('all', n0, n1);
+    // Before: one search a connection (keysOn, then each key's entry looked up).
+    assert.equal(searches.n, 0, 'host table searches');
+    assert.deepEqual(report.refused, []);
+    assert.deepEqual(
+      new Set(report.moved.map((k) => k.localPort)),
+      new Set(keys.slice(0, 20).map((k) => k.localPort)),
+    );
+    for (const k of keys) assert.equal(m.ownerOf(k), n1);
+    assert.equal((await m.move('all', n1, n0)).moved.length, CONNS);
+    for (const k of keys) assert.equal(m.ownerOf(k), n0);
+    assert.equal((await m.upload(keys)).moved.length, CONNS);
   });
 
   test('handles attached in another order, or after one was let go, are found by the search', {

@@ -297,6 +297,21 @@ export function unpackInitiate(
   addrs?: AddressBook | null,
   given?: GivenBlocks,
 ): { result: InitiateResult; installed: InstalledConn[] } {
+  const { result, keys, slots, blocks } = unpackInstalled(p, addrs, given);
+  const installed: InstalledConn[] = [];
+  for (let i = 0; i < keys.length; i++) installed.push({ key: keys[i]!, slot: slots[i]!, block: blocks[i]! });
+  return { result, installed };
+}
+
+/**
+ * `unpackInitiate` with what was installed as three lists, one place per connection (key, slot,
+ * block): the host takes a move's answer up without an object per connection for it.
+ */
+export function unpackInstalled(
+  p: PackedInitiate,
+  addrs?: AddressBook | null,
+  given?: GivenBlocks,
+): { result: InitiateResult; keys: readonly ConnKey[]; slots: Int32Array; blocks: readonly ConnBlockRef[] } {
   const keys = unpackKeys(p.keys, addrs, given?.keys);
   if (!(p.codes instanceof Uint8Array) || p.codes.length !== keys.length)
     throw new InvalidArgumentError('packed initiate: outcomes do not match keys');
@@ -319,11 +334,7 @@ export function unpackInitiate(
   const blocks = blockList(p.installed, ikeys, given);
   if (!(p.slots instanceof Int32Array) || p.slots.length !== ikeys.length)
     throw new InvalidArgumentError('packed initiate: slots do not match blocks');
-  const installed: InstalledConn[] = [];
-  for (let i = 0; i < ikeys.length; i++) {
-    installed.push({ key: ikeys[i]!, slot: p.slots[i]!, block: blocks[i]! });
-  }
-  return { result, installed };
+  return { result, keys: ikeys, slots: p.slots, blocks };
 }
 
 function sameWords(a: Uint32Array, b: Uint32Array): boolean {

@@ -508,6 +508,14 @@ export class ConnTable {
     return this.tags.map((e) => e.tag!);
   }
 
+  /**
+   * Each tag with the entry that holds it (`tagEntry`'s), oldest first; `fn` must not tag or untag
+   * (`tagged` is the snapshot for callers that do).
+   */
+  forEachTag(fn: (tag: object, e: TableEntry) => void): void {
+    for (let e = this.tags.first; e !== null; e = e.links[TAG_LINKS + 1]!) fn(e.tag!, e);
+  }
+
   /** Every connection, as a snapshot: callers close connections while they walk. */
   connections(): TcpConnection[] {
     return this.runs.map((e) => e.conn!);
