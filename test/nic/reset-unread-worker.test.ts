@@ -8,7 +8,7 @@
  * held blocks in any number.
  */
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import { type TestContext, test } from 'node:test';
 import type { ConnKey } from '../../src/nic/nic.ts';
 import type { WorkerNic } from '../../src/nic/worker-nic.ts';
 import { SimNetwork } from '../../src/sim/sim-network.ts';
@@ -18,19 +18,14 @@ import { createIpv4Header, encodeIpv4, IpProto } from '../../src/wire/ipv4.ts';
 import { createTcpHeader, encodeTcpHeader, finishTcpChecksum, TcpFlag } from '../../src/wire/tcp.ts';
 import { addWorkerHost, socketKey } from './worker-helpers.ts';
 
-const HELD = 20;
-const CAPACITY = 24;
-
-test('a worker connection closed with bytes unread keeps its block counted by the NIC until read or destroyed', {
-  timeout: 60_000,
-}, async (t) => {
-  const net = new SimNetwork({ seed: 37, virtualTime: false });
-  const wh = addWorkerHost(net, { count: 1, capacity: CAPACITY });
+/** A worker host of `count` NICs (started) and a peer at 10.0.0.2 whose server keeps what it accepts. */
+async function served80(t: TestContext, seed: number, count: number, capacity: number) {
+  const net = new SimNetwork({ seed, virtualTime: false });
+  const wh = addWorkerHost(net, { count, capacity });
   t.after(() => {
     wh.close();
     net.close();
   });
-  const nic = wh.nics[0]!;
   const peer = net.addHost({ ip: '10.0.0.2/24' });
   await Promise.all(wh.nics.map((n) => n.ready()));
   const served: TcpSocket[] = [];
@@ -40,6 +35,17 @@ test('a worker connection closed with bytes unread keeps its block counted by th
       served.push(s);
     })
     .listen(80);
+  return { net, wh, served };
+}
+
+const HELD = 20;
+const CAPACITY = 24;
+
+test('a worker connection closed with bytes unread keeps its block counted by the NIC until read or destroyed', {
+  timeout: 60_000,
+}, async (t) => {
+  const { net, wh, served } = await served80(t, 37, 1, CAPACITY);
+  const nic = wh.nics[0]!;
   const open = async (n: number): Promise<TcpSocket[]> => {
     const out: TcpSocket[] = [];
     for (let i = 0; i < n; i++) {
@@ -137,22 +143,8 @@ for (const how of ['upload', 'move'] as const) {
   test(`a worker connection reset before the ${how}'s terminate reached the worker stays its socket's, counted`, {
     timeout: 60_000,
   }, async (t) => {
-    const net = new SimNetwork({ seed: 38, virtualTime: false });
-    const wh = addWorkerHost(net, { count: 2, capacity: 8 });
-    t.after(() => {
-      wh.close();
-      net.close();
-    });
+    const { net, wh, served } = await served80(t, 38, 2, 8);
     const [nic, other] = wh.nics as [WorkerNic, WorkerNic];
-    const peer = net.addHost({ ip: '10.0.0.2/24' });
-    await Promise.all(wh.nics.map((n) => n.ready()));
-    const served: TcpSocket[] = [];
-    peer
-      .createServer((s) => {
-        s.on('error', () => {});
-        served.push(s);
-      })
-      .listen(80);
     const s = wh.host.connect({ port: 80, host: '10.0.0.2' });
     await new Promise((r) => s.once('connect', r));
     s.once('data', () => s.pause());
