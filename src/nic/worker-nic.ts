@@ -1473,12 +1473,13 @@ export class WorkerNic extends HostNic {
       for (const h of frozen) h._reattach();
       throw e;
     }
+    const closed = this.closedWhileFrozen(frozen);
     // The worker releases in the order asked (the usual batch): then no set of slots is made.
     const moved = slotsOf(frozen, res.moved) ? null : new Set(res.moved);
     const released: WorkerConnectionHandle[] = [];
     const prepared = new BatchList<PreparedConn>();
     for (const h of frozen) {
-      if (moved !== null && !moved.has(h.slot)) continue;
+      if ((moved !== null && !moved.has(h.slot)) || closed?.has(h) === true) continue;
       released.push(h);
       const p = prepare(viewsOf(h)!, h.key, null, h.settings);
       p.offered = true;
@@ -1831,15 +1832,17 @@ export class WorkerNic extends HostNic {
       throw e;
     }
     const moved = new Set(res.moved ?? []);
+    const closed = this.closedWhileFrozen(frozen);
     if (byRef) {
       // In the order asked, as the answer's states come (paired by place: no table per batch).
       const released = new BatchList<WorkerConnectionHandle>();
-      for (const h of frozen) if (moved.has(h.slot)) released.push(h);
+      for (const h of frozen) if (moved.has(h.slot) && closed?.has(h) !== true) released.push(h);
       this.passUp(released.list);
       this.releasedBy.set(res.value, { handles: released, records: res.records === true });
     } else {
       const handedOn: [string, ConnBlockRef][] = [];
-      for (const h of frozen) if (moved.has(h.slot)) handedOn.push([h.id, h.block]);
+      for (const h of frozen)
+        if (moved.has(h.slot) && closed?.has(h) !== true) handedOn.push([h.id, h.block]);
       keepReleasedBlocks(handedOn);
     }
     for (const s of res.freed ?? []) {
@@ -2387,6 +2390,26 @@ export class WorkerNic extends HostNic {
   }
   get lastProtocolError(): WorkerProtocolError | null {
     return this.port.lastProtocolError;
+  }
+
+  /**
+   * Handles a terminate froze whose slot the worker freed before it read the request: the
+   * connection closed there first (a reset, an abort), its 'freed' came while the handle was
+   * detached, so forget() took it for moving, and the answer names it neither moved nor freed.
+   * Left detached, its socket, resumed by the transfer (closed at the source), threw at its next
+   * read (the data the peer sent before the close lost) and never heard the close, and the block
+   * it holds went uncounted. The socket's again, as one the answer names closed (null: none).
+   */
+  private closedWhileFrozen(frozen: readonly WorkerConnectionHandle[]): Set<WorkerConnectionHandle> | null {
+    let closed: Set<WorkerConnectionHandle> | null = null;
+    for (const h of frozen) {
+      if (h.slot < 0 || this.handles[h.slot] === h) continue;
+      (closed ??= new Set()).add(h);
+      h._reattach();
+      dropSpare(h);
+      this.holdClosed(h);
+    }
+    return closed;
   }
 
   private forget(slots: readonly number[]): void {

@@ -8,24 +8,24 @@
  * held blocks in any number.
  */
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import { type TestContext, test } from 'node:test';
+import type { ConnKey } from '../../src/nic/nic.ts';
+import type { WorkerNic } from '../../src/nic/worker-nic.ts';
 import { SimNetwork } from '../../src/sim/sim-network.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
+import { TcpStateId } from '../../src/state/tcp-state.ts';
+import { createIpv4Header, encodeIpv4, IpProto } from '../../src/wire/ipv4.ts';
+import { createTcpHeader, encodeTcpHeader, finishTcpChecksum, TcpFlag } from '../../src/wire/tcp.ts';
 import { addWorkerHost, socketKey } from './worker-helpers.ts';
 
-const HELD = 20;
-const CAPACITY = 24;
-
-test('a worker connection closed with bytes unread keeps its block counted by the NIC until read or destroyed', {
-  timeout: 60_000,
-}, async (t) => {
-  const net = new SimNetwork({ seed: 37, virtualTime: false });
-  const wh = addWorkerHost(net, { count: 1, capacity: CAPACITY });
+/** A worker host of `count` NICs (started) and a peer at 10.0.0.2 whose server keeps what it accepts. */
+async function served80(t: TestContext, seed: number, count: number, capacity: number) {
+  const net = new SimNetwork({ seed, virtualTime: false });
+  const wh = addWorkerHost(net, { count, capacity });
   t.after(() => {
     wh.close();
     net.close();
   });
-  const nic = wh.nics[0]!;
   const peer = net.addHost({ ip: '10.0.0.2/24' });
   await Promise.all(wh.nics.map((n) => n.ready()));
   const served: TcpSocket[] = [];
@@ -35,6 +35,17 @@ test('a worker connection closed with bytes unread keeps its block counted by th
       served.push(s);
     })
     .listen(80);
+  return { net, wh, served };
+}
+
+const HELD = 20;
+const CAPACITY = 24;
+
+test('a worker connection closed with bytes unread keeps its block counted by the NIC until read or destroyed', {
+  timeout: 60_000,
+}, async (t) => {
+  const { net, wh, served } = await served80(t, 37, 1, CAPACITY);
+  const nic = wh.nics[0]!;
   const open = async (n: number): Promise<TcpSocket[]> => {
     const out: TcpSocket[] = [];
     for (let i = 0; i < n; i++) {
@@ -99,3 +110,91 @@ test('a worker connection closed with bytes unread keeps its block counted by th
   const again = await wh.offload.offload(rest.map(socketKey), nic);
   assert.equal(again.moved.length, rest.length);
 });
+
+/** The peer's reset of `key` at `seq` (its receive point), as an IPv4 packet. */
+function resetOf(key: ConnKey, seq: number): Uint8Array {
+  const buf = new Uint8Array(40);
+  const ip = createIpv4Header();
+  ip.totalLength = 40;
+  ip.ttl = 64;
+  ip.protocol = IpProto.TCP;
+  ip.src = key.remoteIp;
+  ip.dst = key.localIp;
+  encodeIpv4(ip, buf, 0);
+  const h = createTcpHeader();
+  h.srcPort = key.remotePort;
+  h.dstPort = key.localPort;
+  h.seq = seq;
+  h.flags = TcpFlag.RST;
+  encodeTcpHeader(h, buf, 20);
+  finishTcpChecksum(buf, 20, 20, key.remoteIp, key.localIp);
+  return buf;
+}
+
+/**
+ * A connection reset in the worker before the worker reads a terminate the host sent before it
+ * heard of the reset (an upload, a move to another worker): the worker's 'freed' came while the
+ * handle was frozen, and the answer names the connection neither moved nor freed. The handle must
+ * be the socket's again (all that came before the reset read, then ECONNRESET) and its block
+ * counted as any closed one's until then; left frozen, the socket's next read threw ("moved to
+ * another owner", the bytes unread lost) and the block went uncounted.
+ */
+for (const how of ['upload', 'move'] as const) {
+  test(`a worker connection reset before the ${how}'s terminate reached the worker stays its socket's, counted`, {
+    timeout: 60_000,
+  }, async (t) => {
+    const { net, wh, served } = await served80(t, 38, 2, 8);
+    const [nic, other] = wh.nics as [WorkerNic, WorkerNic];
+    const s = wh.host.connect({ port: 80, host: '10.0.0.2' });
+    await new Promise((r) => s.once('connect', r));
+    s.once('data', () => s.pause());
+    const key = socketKey(s);
+    assert.equal((await wh.offload.offload([key], nic)).moved.length, 1);
+    for (let i = 0; i < 100 && served.length < 1; i++) await net.sleep(10);
+    served[0]!.write(Buffer.alloc(200_000, 7));
+    const h = nic.handle(key)!;
+    // Until the receive ring is full (the window closed) or all has come: nothing more arrives.
+    for (let i = 0; i < 200 && h.readableLength < 100_000; i++) await net.sleep(20);
+    for (let i = 0, last = -1; i < 100 && h.readableLength !== last; i++) {
+      last = h.readableLength;
+      await net.sleep(50);
+    }
+    assert.ok(h.readableLength > 100_000, `${h.readableLength} bytes unread`);
+    // What the stream holds (the first chunk's rest) and what the ring does: all of it comes.
+    const total = s.readableLength + h.readableLength;
+    let got = 0;
+    const before = h.hardState()!.version;
+    // At the receive point exactly (a reset elsewhere in the window is only answered, RFC 5961).
+    nic.inject([resetOf(key, (h.hardState()!.irs + 1 + s.bytesRead + h.readableLength) >>> 0)]);
+    // This thread waits (its messages with it) until the worker has closed the connection: its
+    // last record is written just before the slot is freed. The terminate then goes after it.
+    const gate = new Int32Array(new SharedArrayBuffer(4));
+    for (let i = 0; i < 1000; i++) {
+      const hs = h.hardState();
+      if (hs !== null && hs.version !== before && hs.state === TcpStateId.CLOSED) break;
+      Atomics.wait(gate, 0, 0, 2);
+    }
+    assert.equal(h.hardState()?.state, TcpStateId.CLOSED, 'reset in the worker');
+    Atomics.wait(gate, 0, 0, 50);
+    const r = how === 'upload' ? await wh.offload.upload([key]) : await wh.offload.move([key], nic, other);
+    assert.equal(r.moved.length, 0);
+    assert.deepEqual(
+      r.refused.map((x) => x.status),
+      ['closed'],
+    );
+    assert.equal(h.detached, false, 'the handle is the socket’s again');
+    assert.equal(nic.heldAfterClose.count, 1, 'its block counted');
+    assert.equal(other.heldAfterClose.count, 0);
+
+    const failed = new Promise<Error>((res) => s.once('error', res));
+    const closed = new Promise((res) => s.once('close', res));
+    s.on('data', (b: Buffer) => {
+      got += b.length;
+    });
+    s.resume();
+    assert.equal(((await failed) as NodeJS.ErrnoException).code, 'ECONNRESET');
+    await closed;
+    assert.equal(got, total, 'everything before the reset read');
+    assert.deepEqual(nic.heldAfterClose, { count: 0, bytes: 0 });
+  });
+}
