@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { type TcpCached, TcpStateId } from '../../src/state/tcp-state.ts';
+import { validateTcpState } from '../../src/state/validate.ts';
 import {
   ACK,
   add,
@@ -94,6 +95,33 @@ describe('the right edge of the receive window (Linux tcp_sequence since 9ca48d6
     assert.equal(d.sndUna, add(una, 500), 'its ACK was read');
     const [ans] = b.take();
     assert.deepEqual(rel(o, sackBlocks(ans!)), [[63900, 64500]], 'all of it held: the buffer has the room');
+  });
+
+  test('in-order data across the edge into an empty queue leaves no edge behind rcv.nxt while its ACK waits', () => {
+    // A state whose advertised edge lies before rcv.nxt is refused by validateTcpState, which an
+    // offload (transfer) and a NIC's upload (nic-engine) run on the live state: the delayed ACK
+    // must not leave that window open.
+    const o = open({ rcvBufSize: 2000 });
+    const { b, conn } = o;
+    const d = conn.state.delegated;
+    const una = d.sndUna;
+    peer(o, ACK, o.peerSeq, una, bytes(800));
+    b.advance(200);
+    b.flush();
+    assert.equal(b.take()[0]!.h.window, 1200);
+    // Read, but too little opened to announce: the queue is empty and the edge 1200 ahead.
+    assert.equal(conn.read(new Uint8Array(4000)), 800);
+    b.flush();
+    assert.deepEqual(b.take(), []);
+    assert.equal(d.recvBuffer.length, 0);
+    peer(o, ACK, add(o.peerSeq, 800), una, bytes(1400));
+    assert.equal(d.rcvNxt, add(o.peerSeq, 2200), 'all of it kept: the buffer has the room');
+    assert.deepEqual(b.take(), [], 'its ACK is delayed');
+    assert.doesNotThrow(() => validateTcpState(conn.state));
+    b.advance(200);
+    b.flush();
+    assert.equal(b.take()[0]!.h.ack, add(o.peerSeq, 2200));
+    assert.doesNotThrow(() => validateTcpState(conn.state));
   });
 
   test('a bare FIN into our zero window is taken, answered at once, and is no duplicate ACK (1e3bb184e941)', () => {

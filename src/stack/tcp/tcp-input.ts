@@ -1145,6 +1145,10 @@ function receiveData(
       // RFC 5681 4.2: a segment that fills a hole is ACKed at once, so the sender's recovery ends.
       soft.ackNow = true;
     }
+    // Data kept past our edge (into an empty queue, as tcp_sequence lets it in) leaves no promise
+    // ahead: the edge comes up to rcv.nxt at once, not at our next ACK, since a state whose edge
+    // lies behind rcv.nxt is refused by validateTcpState (an offload, a NIC's upload).
+    if (seqGt(d.rcvNxt, d.rcvAdv)) d.rcvAdv = d.rcvNxt;
     if (s.const.sackEnabled && soft.recvSackRecent.length > 0) recvSackPrune(s);
     if (n > 0) conn.events |= TcpEvent.READABLE;
     if (!soft.ackNow) {
