@@ -190,4 +190,27 @@ describe('D-SACK for out-of-order data received twice (Linux tcp_data_queue_ofo)
     assert.equal(conn.state.delegated.rcvNxt, at(3200));
     assert.equal(conn.state.soft.ooo.length, 0);
   });
+
+  test('in-order data that covers held out-of-order data D-SACKs the overlap as it is drained (tcp_ofo_queue)', () => {
+    const o = open();
+    const { b, conn } = o;
+    const una = conn.state.delegated.sndUna;
+    const at = (n: number): number => add(o.peerSeq, n);
+    peer(o, ACK, at(1000), una, bytes(1000));
+    peer(o, ACK, at(2500), una, bytes(500));
+    b.take();
+    // A resend from rcv.nxt that covers part of the first held range: that part came twice.
+    peer(o, ACK, o.peerSeq, una, bytes(1400));
+    const [ans] = b.take();
+    assert.equal(ans!.h.ack, at(2000));
+    assert.deepEqual(rel(o, sackBlocks(ans!)), [
+      [1000, 1400],
+      [2500, 3000],
+    ]);
+    // Reported once.
+    peer(o, ACK, at(2000), una, bytes(500));
+    const [next] = b.take();
+    assert.equal(next!.h.ack, at(3000));
+    assert.deepEqual(sackBlocks(next!), []);
+  });
 });
