@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { type TcpCached, TcpStateId } from '../../src/state/tcp-state.ts';
+import { validateTcpState } from '../../src/state/validate.ts';
 import {
   ACK,
   add,
@@ -96,6 +97,33 @@ describe('the right edge of the receive window (Linux tcp_sequence since 9ca48d6
     assert.deepEqual(rel(o, sackBlocks(ans!)), [[63900, 64500]], 'all of it held: the buffer has the room');
   });
 
+  test('in-order data across the edge into an empty queue leaves no edge behind rcv.nxt while its ACK waits', () => {
+    // A state whose advertised edge lies before rcv.nxt is refused by validateTcpState, which an
+    // offload (transfer) and a NIC's upload (nic-engine) run on the live state: the delayed ACK
+    // must not leave that window open.
+    const o = open({ rcvBufSize: 2000 });
+    const { b, conn } = o;
+    const d = conn.state.delegated;
+    const una = d.sndUna;
+    peer(o, ACK, o.peerSeq, una, bytes(800));
+    b.advance(200);
+    b.flush();
+    assert.equal(b.take()[0]!.h.window, 1200);
+    // Read, but too little opened to announce: the queue is empty and the edge 1200 ahead.
+    assert.equal(conn.read(new Uint8Array(4000)), 800);
+    b.flush();
+    assert.deepEqual(b.take(), []);
+    assert.equal(d.recvBuffer.length, 0);
+    peer(o, ACK, add(o.peerSeq, 800), una, bytes(1400));
+    assert.equal(d.rcvNxt, add(o.peerSeq, 2200), 'all of it kept: the buffer has the room');
+    assert.deepEqual(b.take(), [], 'its ACK is delayed');
+    assert.doesNotThrow(() => validateTcpState(conn.state));
+    b.advance(200);
+    b.flush();
+    assert.equal(b.take()[0]!.h.ack, add(o.peerSeq, 2200));
+    assert.doesNotThrow(() => validateTcpState(conn.state));
+  });
+
   test('a bare FIN into our zero window is taken, answered at once, and is no duplicate ACK (1e3bb184e941)', () => {
     const o = open({ rcvBufSize: 2000 });
     const { b, conn } = o;
@@ -161,5 +189,28 @@ describe('D-SACK for out-of-order data received twice (Linux tcp_data_queue_ofo)
     peer(o, ACK, o.peerSeq, una, bytes(1000));
     assert.equal(conn.state.delegated.rcvNxt, at(3200));
     assert.equal(conn.state.soft.ooo.length, 0);
+  });
+
+  test('in-order data that covers held out-of-order data D-SACKs the overlap as it is drained (tcp_ofo_queue)', () => {
+    const o = open();
+    const { b, conn } = o;
+    const una = conn.state.delegated.sndUna;
+    const at = (n: number): number => add(o.peerSeq, n);
+    peer(o, ACK, at(1000), una, bytes(1000));
+    peer(o, ACK, at(2500), una, bytes(500));
+    b.take();
+    // A resend from rcv.nxt that covers part of the first held range: that part came twice.
+    peer(o, ACK, o.peerSeq, una, bytes(1400));
+    const [ans] = b.take();
+    assert.equal(ans!.h.ack, at(2000));
+    assert.deepEqual(rel(o, sackBlocks(ans!)), [
+      [1000, 1400],
+      [2500, 3000],
+    ]);
+    // Reported once.
+    peer(o, ACK, at(2000), una, bytes(500));
+    const [next] = b.take();
+    assert.equal(next!.h.ack, at(3000));
+    assert.deepEqual(sackBlocks(next!), []);
   });
 });

@@ -608,6 +608,17 @@ function noteDsack(conn: TcpConnection, start: number, end: number): void {
 }
 
 /**
+ * Linux's tcp_dsack_extend: a duplicate joins the pending D-SACK block when it touches it, and is
+ * the block when none is pending; one apart from the pending block is not reported.
+ */
+function extendDsack(conn: TcpConnection, start: number, end: number): void {
+  if (conn.dsackEnd === conn.dsackStart) noteDsack(conn, start, end);
+  else if (seqLeq(conn.dsackStart, end) && seqLeq(start, conn.dsackEnd)) {
+    noteDsack(conn, seqMin(conn.dsackStart, start), seqMax(conn.dsackEnd, end));
+  }
+}
+
+/**
  * Whether a segment we drop (out of window, or failing PAWS) draws an ACK now. Segments with data
  * are answered at once (a retransmission we already have must draw its duplicate ACK); answers to
  * pure ACKs and SYNs are rate-limited, as Linux does, so two ends that disagree about sequence
@@ -1145,6 +1156,10 @@ function receiveData(
       // RFC 5681 4.2: a segment that fills a hole is ACKed at once, so the sender's recovery ends.
       soft.ackNow = true;
     }
+    // Data kept past our edge (into an empty queue, as tcp_sequence lets it in) leaves no promise
+    // ahead: the edge comes up to rcv.nxt at once, not at our next ACK, since a state whose edge
+    // lies behind rcv.nxt is refused by validateTcpState (an offload, a NIC's upload).
+    if (seqGt(d.rcvNxt, d.rcvAdv)) d.rcvAdv = d.rcvNxt;
     if (s.const.sackEnabled && soft.recvSackRecent.length > 0) recvSackPrune(s);
     if (n > 0) conn.events |= TcpEvent.READABLE;
     if (!soft.ackNow) {
@@ -1174,12 +1189,16 @@ function drainOoo(conn: TcpConnection): void {
   const s = conn.state;
   const d = s.delegated;
   const ooo = s.soft.ooo;
+  // What held data the in-order segment just taken covers came twice: a D-SACK, as Linux's
+  // tcp_ofo_queue reports it (dsack_high, tcp_dsack_extend).
+  const high = d.rcvNxt;
   let i = 0;
   while (i < ooo.length) {
     const o = ooo[i]!;
     if (seqGt(o.seq, d.rcvNxt)) break;
     conn.oooBytes -= o.data.length;
     const end = seqAdd(o.seq, o.data.length);
+    if (seqLt(o.seq, high)) extendDsack(conn, o.seq, seqMin(end, high));
     if (seqGt(end, d.rcvNxt)) {
       const skip = seqDiff(d.rcvNxt, o.seq);
       const n = d.recvBuffer.write(o.data, skip, o.data.length - skip);
