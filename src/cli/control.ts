@@ -22,6 +22,9 @@ export interface ConnStatus {
   rateIn: number;
   rateOut: number;
   retransmits: number;
+  /** RSTs received and sent on it, whoever ran it (the counts travel with the state). */
+  resetsIn: number;
+  resetsOut: number;
 }
 
 export interface PathStatus {
@@ -251,7 +254,7 @@ export function formatStatus(s: StatusSnapshot): string {
       for (const c of p.conns) {
         total++;
         out.push(
-          `    ${c.local.padEnd(21)} ${c.remote.padEnd(21)} ${c.state.padEnd(12)} ${(c.owner === 'host' ? 'in host' : `offloaded:${c.owner}`).padEnd(18)} in ${human(c.bytesIn).padStart(6)} out ${human(c.bytesOut).padStart(6)}  ${human(c.rateIn * 8)}b/s↓ ${human(c.rateOut * 8)}b/s↑  rtx ${c.retransmits}`,
+          `    ${c.local.padEnd(21)} ${c.remote.padEnd(21)} ${c.state.padEnd(12)} ${(c.owner === 'host' ? 'in host' : `offloaded:${c.owner}`).padEnd(18)} in ${human(c.bytesIn).padStart(6)} out ${human(c.bytesOut).padStart(6)}  ${human(c.rateIn * 8)}b/s↓ ${human(c.rateOut * 8)}b/s↑  rtx ${c.retransmits}  rst ${c.resetsIn}↓ ${c.resetsOut}↑`,
         );
       }
     }

@@ -101,6 +101,12 @@ export class ChimneyMetrics {
     help: 'TCP segments retransmitted, on the host stack and every NIC',
     registers: [this.registry],
   });
+  private readonly resets = new Counter({
+    name: 'chimney_tcp_resets_total',
+    help: 'TCP RSTs, by direction (in: received, out: sent), on the host stack and every NIC',
+    labelNames: ['direction'] as const,
+    registers: [this.registry],
+  });
   private readonly rtos = new Counter({
     name: 'chimney_tcp_rto_total',
     help: 'TCP retransmission timeouts',
@@ -267,6 +273,10 @@ export class ChimneyMetrics {
         if (d <= 0) continue;
         if (name === 'tcp.retransmits') this.retransmits.inc(d);
         else if (name === 'tcp.rto') this.rtos.inc(d);
+        // From the counters, not the status rows: a RST that ends a connection removes its row
+        // before any scrape could see the count, and the stateless ones have no row at all.
+        else if (name === 'tcp.rst.in') this.resets.inc({ direction: 'in' }, d);
+        else if (name === 'tcp.rst.out') this.resets.inc({ direction: 'out' }, d);
         else if (name.startsWith('drop.')) this.drops.inc({ reason: name.slice(5) }, d);
         else if (LIMIT_EVENTS.has(name)) this.limitEvents.inc({ event: name.slice(4) }, d);
       }

@@ -87,10 +87,10 @@ export class StatusReporter {
       k: { localIp: number; localPort: number; remoteIp: number; remotePort: number },
       owner: string,
       state: number,
-      bytesIn: number,
-      bytesOut: number,
-      retransmits: number,
+      // The host's conn.stats or a NIC's query row: the same counts, since the connection began.
+      counts: Pick<QueryResult, 'bytesIn' | 'bytesOut' | 'retransmits' | 'resetsIn' | 'resetsOut'>,
     ): void => {
+      const { bytesIn, bytesOut } = counts;
       const key = `${k.localIp}:${k.localPort}>${k.remoteIp}:${k.remotePort}`;
       const prev = this.last.get(key);
       const dt = prev ? (now - prev.at) / 1000 : 0;
@@ -104,7 +104,9 @@ export class StatusReporter {
         bytesOut,
         rateIn: prev && dt > 0 ? (bytesIn - prev.in) / dt : 0,
         rateOut: prev && dt > 0 ? (bytesOut - prev.out) / dt : 0,
-        retransmits,
+        retransmits: counts.retransmits,
+        resetsIn: counts.resetsIn,
+        resetsOut: counts.resetsOut,
       });
     };
     for (const conn of this.stack.tcp.connections()) {
@@ -117,9 +119,8 @@ export class StatusReporter {
         s.path.cached.mtu,
       );
       const c = s.const;
-      const st = conn.stats;
       const owner = this.extra.ownerOf?.(c.localIp, c.localPort, c.remoteIp, c.remotePort) ?? 'host';
-      add(path, c, owner, s.delegated.state, st.bytesIn, st.bytesOut, st.retransmits);
+      add(path, c, owner, s.delegated.state, conn.stats);
     }
     for (const { owner, conns } of offloaded) {
       for (const q of conns) {
@@ -129,7 +130,7 @@ export class StatusReporter {
         const nb = [...byNeighbor.values()].find((n) => n.mac === mac);
         const remote = this.fmt(q.key.remoteIp);
         const path = pathOf(nb?.ip ?? remote, mac, remote, q.mtu);
-        add(path, q.key, owner, q.state, q.bytesIn, q.bytesOut, q.retransmits);
+        add(path, q.key, owner, q.state, q);
       }
     }
     this.last = next;

@@ -927,6 +927,8 @@ export class NicEngine {
         segmentsIn: conn.stats.segmentsIn,
         segmentsOut: conn.stats.segmentsOut,
         retransmits: conn.stats.retransmits,
+        resetsIn: conn.stats.resetsIn,
+        resetsOut: conn.stats.resetsOut,
       });
     }
     return out;

@@ -295,6 +295,9 @@ export interface QueryResult {
   segmentsIn: number;
   segmentsOut: number;
   retransmits: number;
+  /** RSTs received and sent on it (an in-window one answered by a challenge ACK leaves it alive). */
+  resetsIn: number;
+  resetsOut: number;
 }
 
 /**

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { formatStatus } from '../../src/cli/control.ts';
 import { StatusReporter } from '../../src/cli/status.ts';
 import type { ConnKey, Nic } from '../../src/nic/nic.ts';
 import type { TcpConnection } from '../../src/stack/tcp/tcp-connection.ts';
@@ -45,6 +46,12 @@ test('per-connection statistics travel with the state: host → NIC → NIC → 
     floor.every((f) => f.in > 0 && f.out > 0),
     'data has flowed before the first move',
   );
+  // Status shows them for a connection in the host, in its rows and its text.
+  for (const [i, k] of keys.entries()) {
+    const r = await row(k);
+    assert.deepEqual([r.owner, r.resetsIn, r.resetsOut], ['host', resets[i]!.resetsIn, 1]);
+  }
+  assert.match(formatStatus(await status.snapshot()), /rtx \d+ {2}rst 4↓ 1↑/);
   assert.equal((await m.offload(keys, n0 as Nic)).moved.length, 3);
   await net.sleep(40);
   assert.equal((await m.move(keys, n0 as Nic, n1 as Nic)).moved.length, 3);
@@ -52,6 +59,8 @@ test('per-connection statistics travel with the state: host → NIC → NIC → 
   for (const [i, k] of keys.entries()) {
     const r = await row(k);
     assert.equal(r.owner, n1!.id);
+    // The NIC's query carries them (no RST has crossed the wire yet), and its text row shows them.
+    assert.deepEqual([r.resetsIn, r.resetsOut], [resets[i]!.resetsIn, 1], 'query() shows resets');
     // A NIC that started counting at its own adoption would show less than the host had counted.
     assert.ok(
       r.bytesIn >= floor[i]!.in,
@@ -62,6 +71,7 @@ test('per-connection statistics travel with the state: host → NIC → NIC → 
       `status counts bytes out across moves (${r.bytesOut} >= ${floor[i]!.out})`,
     );
   }
+  assert.match(formatStatus(await status.snapshot()), new RegExp(`offloaded:${n1!.id}.* rst 5↓ 1↑`));
   // The NIC dies: the connections are rebuilt in the host from the hard state it left.
   n1!.crash('test');
   const rec = await m.recover(n1 as Nic, 'host');

@@ -109,6 +109,32 @@ describe('admin endpoint', () => {
     }
   });
 
+  test('RSTs received and sent, on connections and without one, show in chimney_tcp_resets_total', async () => {
+    const a = simnet.hosts[0]!;
+    const scrape = async () => parsePrometheusText(await (await fetch(`${admin.url}/metrics`)).text());
+    const resets = (m: Awaited<ReturnType<typeof scrape>>) => [
+      sumOf(m, 'chimney_tcp_resets_total', { direction: 'in' }),
+      sumOf(m, 'chimney_tcp_resets_total', { direction: 'out' }),
+    ];
+    const [in0, out0] = resets(await scrape());
+    // A SYN to a port nothing listens on: b answers with a RST no connection of b's sends.
+    const refused = a.connect(9, '10.0.0.2');
+    await new Promise((r) => refused.once('error', r));
+    // An established connection the client resets: b receives it, and the connection ends with it.
+    const srv = simnet.hosts[1]!.createServer((c) => c.on('error', () => {}));
+    srv.listen(8);
+    const s = a.connect(8, '10.0.0.2');
+    await new Promise((r) => s.once('connect', r));
+    s.resetAndDestroy();
+    let m = await scrape();
+    for (let i = 0; i < 100 && (resets(m)[0]! < in0! + 1 || resets(m)[1]! < out0! + 1); i++) {
+      await new Promise((r) => setTimeout(r, 20));
+      m = await scrape();
+    }
+    assert.deepEqual(resets(m), [in0! + 1, out0! + 1]);
+    srv.close();
+  });
+
   test('a malformed or unknown request gets a 4xx and nothing else', async () => {
     assert.match(await raw(port, 'GARBAGE\r\n\r\n'), /^HTTP\/1\.1 400 /);
     assert.match(
