@@ -375,9 +375,41 @@ export function createTcpState(
   rings?: { send: ByteRing; recv: ByteRing },
 ): TcpState {
   const inf = Number.POSITIVE_INFINITY;
+  // Every part written out as a literal, no spread: a copy made by spread takes a layout of its
+  // own, apart from a literal's, and a transfer record's reader builds its states as literals
+  // with these keys in this order (genReader), which then share these layouts and their widening.
   return {
-    const: { ...c },
-    cached: { ...cached },
+    const: {
+      localIp: c.localIp,
+      localPort: c.localPort,
+      remoteIp: c.remoteIp,
+      remotePort: c.remotePort,
+      tsEnabled: c.tsEnabled,
+      sackEnabled: c.sackEnabled,
+      wsEnabled: c.wsEnabled,
+      sndWscale: c.sndWscale,
+      rcvWscale: c.rcvWscale,
+      remoteMss: c.remoteMss,
+      localMss: c.localMss,
+    },
+    cached: {
+      keepAlive: cached.keepAlive,
+      keepIdleMs: cached.keepIdleMs,
+      keepIntvlMs: cached.keepIntvlMs,
+      keepCount: cached.keepCount,
+      noDelay: cached.noDelay,
+      maxRetransmits: cached.maxRetransmits,
+      maxSynRetransmits: cached.maxSynRetransmits,
+      ttl: cached.ttl,
+      tos: cached.tos,
+      sndBufSize: cached.sndBufSize,
+      rcvBufSize: cached.rcvBufSize,
+      timeWaitMs: cached.timeWaitMs,
+      delayedAckMs: cached.delayedAckMs,
+      minRtoMs: cached.minRtoMs,
+      maxRtoMs: cached.maxRtoMs,
+      congestion: cached.congestion,
+    },
     path,
     delegated: {
       state: TcpStateId.CLOSED,
@@ -480,7 +512,13 @@ export function createTcpState(
       hsCssBaselineMinRtt: NO_RTT,
       hsCssRounds: 0,
       smallSentEnd: 0,
-      ...rackPathDefaults(),
+      // rackPathDefaults(), written out (see above).
+      reordering: RACK_REORDERING_MIN,
+      reorderingSeen: false,
+      reoWndMult: 1,
+      reoWndPersist: 0,
+      rtxBytes: 0,
+      dsackBytes: 0,
       undoNxt: 0,
       repaired: false,
     },
@@ -659,6 +697,11 @@ export function resetTcpState(
  */
 function widenTcpState(): void {
   const s = shapeSampleTcpState();
+  // The constants and cached settings too: a transfer record's reader builds them on the same
+  // layouts with numbers read from a Float64Array (fractions to V8), so the first record read
+  // would otherwise turn every state's ports and settings over to a new layout.
+  widenNumbers(s.const);
+  widenNumbers(s.cached);
   widenNumbers(s.delegated);
   widenNumbers(s.soft);
   widenNumbers(s.soft.cubic);

@@ -9,8 +9,11 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { setFlagsFromString } from 'node:v8';
+import { allocConnBlock, TRANSFER_RECORD_AT } from '../../src/nic/hard-state.ts';
+import { TransferRecord } from '../../src/nic/transfer-record.ts';
 import type { TcpEngine } from '../../src/stack/tcp/tcp-connection.ts';
 import { TcpConnection } from '../../src/stack/tcp/tcp-connection.ts';
+import { ByteRing } from '../../src/state/byte-ring.ts';
 import { createNeighborState } from '../../src/state/neighbor-state.ts';
 import { createPathState } from '../../src/state/path-state.ts';
 import type { TcpState } from '../../src/state/tcp-state.ts';
@@ -69,4 +72,52 @@ test('a new connection object, and its RACK log, keep their layout whatever numb
     layoutChanges(made, (c) => c.rack),
     [],
   );
+});
+
+/**
+ * A state as a thread takes it from a connection's transfer record (a move to or from a worker,
+ * not pooled): TransferRecord's generated reader builds it as literals, not by createTcpState.
+ */
+function readState(): TcpState {
+  const s = newState();
+  const d = s.delegated;
+  const block = allocConnBlock(64, Math.max(d.recvBuffer.maxCapacity, 4096));
+  const send = ByteRing.createShared(block.send.capacity, block.send);
+  const recv = ByteRing.createShared(block.recv.capacity, block.recv);
+  send.write(d.sendBuffer.toArray());
+  recv.write(d.recvBuffer.toArray());
+  const rec = new TransferRecord(block.sab, block.at + TRANSFER_RECORD_AT);
+  rec.write(s, 1000, 0, 1, recv);
+  assert.ok(rec.take(1));
+  return rec.read(1000.25, s.path, send, recv);
+}
+
+const PARTS = ['const', 'cached', 'delegated', 'soft', 'cubic'] as const;
+const partOf = (t: TcpState, part: (typeof PARTS)[number]): object =>
+  part === 'cubic' ? t.soft.cubic : t[part];
+
+test('a state read from a transfer record is on the layouts a new state has, and keeps them', () => {
+  // One layout for a worker's states and the host's whichever way they came: the engine's
+  // accesses see one, and the widening at load covers both.
+  // Made before this file's first record read: a read that changed a layout leaves it apart.
+  const before = newState();
+  const read = readState();
+  const made = newState();
+  for (const part of PARTS)
+    assert.ok(sameMap(partOf(before, part), partOf(made, part)), `${part}: a record read changed no layout`);
+  for (const part of PARTS)
+    assert.ok(sameMap(partOf(read, part), partOf(made, part)), `${part}: read and new share a layout`);
+  assert.ok(sameMap(read, made), 'the state object itself');
+  for (const part of PARTS)
+    assert.deepEqual(
+      layoutChanges(readState, (t) => partOf(t, part)),
+      [],
+      part,
+    );
+  for (const part of PARTS)
+    assert.deepEqual(
+      layoutChanges(newState, (t) => partOf(t, part)),
+      [],
+      part,
+    );
 });
