@@ -29,6 +29,7 @@ export function teamStatusExtras(
         reachable: h.health.reachable,
         carriesHost: h.carriesHost,
         load: h.load,
+        runningConns: h.runningConns,
         capacity: h.capacity,
         failures: h.health.failures,
         lastFailure: h.health.lastFailure && {
@@ -51,7 +52,7 @@ export function teamStatusExtras(
     offloaded: async () => {
       const out: { owner: string; conns: QueryResult[] }[] = [];
       for (const nic of th.nics) {
-        if (nic.load === 0) continue;
+        if (nic.runningConns === 0) continue;
         try {
           out.push({ owner: nic.id, conns: await nic.query(th.manager.keysOn(nic)) });
         } catch {

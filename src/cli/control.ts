@@ -50,7 +50,10 @@ export interface NicStatus {
   reachable?: boolean;
   /** Carries the host stack's own traffic (ARP, new connections, what stays in the host). */
   carriesHost?: boolean;
+  /** What takes a place of capacity (running connections and closed ones' blocks held unread). */
   load: number;
+  /** Connections it runs (absent from older servers: take `load`). */
+  runningConns?: number;
   capacity: number;
   failures?: number;
   /** The latest failure: cause, detail and how long ago (ms). */

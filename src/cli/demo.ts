@@ -179,8 +179,9 @@ export async function runDemo(
     let inHost = server.stack.tcp.size;
     if (team) {
       for (const n of team.nics) {
-        if (n.load > 0) out[n.id] = n.load;
-        inHost -= n.load;
+        // The connections each runs (`load` also counts closed ones' blocks held unread).
+        if (n.runningConns > 0) out[n.id] = n.runningConns;
+        inHost -= n.runningConns;
       }
     }
     out.host = Math.max(0, inHost);
@@ -261,10 +262,12 @@ export async function runDemo(
   const progress = (): void => {
     if (!cutDone && team && received >= opts.failoverAt * 2 * opts.connections * opts.bytes) {
       cutDone = true;
-      const busiest = [...team.nics.keys()].sort((a, b) => team.nics[b]!.load - team.nics[a]!.load)[0]!;
+      const busiest = [...team.nics.keys()].sort(
+        (a, b) => team.nics[b]!.runningConns - team.nics[a]!.runningConns,
+      )[0]!;
       const nic = team.nics[busiest]!;
       events.push(
-        `${(net.now() / 1000).toFixed(2)}s cutting the link of ${nic.id} (${nic.load} connections)`,
+        `${(net.now() / 1000).toFixed(2)}s cutting the link of ${nic.id} (${nic.runningConns} connections)`,
       );
       team.ports[busiest]!.cut();
     }

@@ -292,7 +292,7 @@ export class ChimneyMetrics {
     this.nicLoad.reset();
     for (const nic of snap.nics) {
       this.nicUp.set({ nic: nic.id }, nic.health === 'up' && nic.linkUp ? 1 : 0);
-      this.nicLoad.set({ nic: nic.id }, nic.load);
+      this.nicLoad.set({ nic: nic.id }, nic.runningConns ?? nic.load);
     }
     return snap;
   }

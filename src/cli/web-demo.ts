@@ -91,7 +91,9 @@ export async function startWebDemo(o: WebDemoOptions): Promise<WebDemo> {
   });
 
   const cut = (index?: number): string => {
-    const i = index ?? [...team.nics.keys()].sort((a, b) => team.nics[b]!.load - team.nics[a]!.load)[0]!;
+    const i =
+      index ??
+      [...team.nics.keys()].sort((a, b) => team.nics[b]!.runningConns - team.nics[a]!.runningConns)[0]!;
     team.ports[i]!.cut();
     return team.nics[i]!.id;
   };

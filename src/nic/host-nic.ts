@@ -54,6 +54,7 @@ export abstract class HostNic extends EventEmitter implements Nic {
 
   abstract readonly capacity: number;
   abstract readonly load: number;
+  abstract readonly runningConns: number;
   abstract readonly linkUp: boolean;
   abstract initiate(batch: Transfer, opts?: InitiateOptions): Promise<InitiateResult>;
   abstract terminate(keys: ConnKey[] | 'all'): Promise<Uint8Array>;

@@ -122,6 +122,10 @@ export class LocalNic extends HostNic {
   get load(): number {
     return this.engine.load;
   }
+  /** As `load`: an in-process NIC holds no closed connection's block. */
+  get runningConns(): number {
+    return this.engine.load;
+  }
   get linkUp(): boolean {
     return this.engine.linkUp;
   }

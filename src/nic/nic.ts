@@ -521,8 +521,13 @@ export interface Nic {
   readonly id: string;
   /** Connections it can hold at once. */
   readonly capacity: number;
-  /** Connections it holds now. */
+  /**
+   * What takes a place of `capacity` now, for placement: the connections it runs and, on a worker
+   * NIC, those closed whose blocks their sockets still hold unread.
+   */
   readonly load: number;
+  /** Connections it runs now (what is told connection updates, shown as its connections). */
+  readonly runningConns: number;
   readonly linkUp: boolean;
   /** The host stack's view of the NIC's link. */
   readonly hostLink: Link;

@@ -1112,6 +1112,10 @@ export class WorkerNic extends HostNic {
   get load(): number {
     return this.conns + this.heldClosed;
   }
+  /** Connections it runs (`load` without the held-closed blocks). */
+  get runningConns(): number {
+    return this.conns;
+  }
 
   // ---- closed connections' blocks the application still holds -----------------------------------
 
@@ -1470,7 +1474,7 @@ export class WorkerNic extends HostNic {
       // Alive and answering a failure, its worker failed before it posted the batch (once it has,
       // it answers success or dies): nothing went, nothing will.
       dst.port.fail(expected.id, e as Error);
-      for (const h of frozen) h._reattach();
+      this.giveBack(frozen);
       throw e;
     }
     const closed = this.closedWhileFrozen(frozen);
@@ -1828,7 +1832,7 @@ export class WorkerNic extends HostNic {
       });
     } catch (e) {
       // Nothing moved: the connections carry on here.
-      for (const h of frozen) h._reattach();
+      this.giveBack(frozen);
       throw e;
     }
     const moved = new Set(res.moved ?? []);
@@ -2400,6 +2404,15 @@ export class WorkerNic extends HostNic {
    * read (the data the peer sent before the close lost) and never heard the close, and the block
    * it holds went uncounted. The socket's again, as one the answer names closed (null: none).
    */
+  /**
+   * A move or upload request that failed: nothing moved, the frozen handles are their sockets'
+   * again; those the worker closed meanwhile as closedWhileFrozen tells (their blocks counted held).
+   */
+  private giveBack(frozen: readonly WorkerConnectionHandle[]): void {
+    this.closedWhileFrozen(frozen);
+    for (const h of frozen) h._reattach();
+  }
+
   private closedWhileFrozen(frozen: readonly WorkerConnectionHandle[]): Set<WorkerConnectionHandle> | null {
     let closed: Set<WorkerConnectionHandle> | null = null;
     for (const h of frozen) {

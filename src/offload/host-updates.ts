@@ -6,7 +6,8 @@ import type { PathState } from '../state/path-state.ts';
 /**
  * Host-side changes of cached state turned into updates: a neighbor's MAC, a path's MTU, TTL, TOS
  * or next hop is one update per NIC that runs connections, for the shared object, whatever the
- * number of connections beneath it.
+ * number of connections beneath it. A NIC holding only closed connections' blocks (WorkerNic's
+ * heldClosed, counted in its `load`) runs none to update: it is skipped.
  */
 export class HostUpdates {
   private stopped = false;
@@ -30,7 +31,7 @@ export class HostUpdates {
     if (this.stopped || !this.active()) return;
     const ip = nb.const.ip;
     for (const nic of this.nics()) {
-      if (nic.load === 0) continue;
+      if (nic.runningConns === 0) continue;
       nic
         .update(
           nb.const.ip6 === undefined
@@ -51,7 +52,7 @@ export class HostUpdates {
     if (this.stopped || !this.active()) return;
     const nb = p.neighbor;
     for (const nic of this.nics()) {
-      if (nic.load === 0) continue;
+      if (nic.runningConns === 0) continue;
       nic
         .update({
           kind: 'path',

@@ -107,7 +107,10 @@ export interface FailoverRecord {
 export interface TeamHealth {
   nic: string;
   health: NicHealthSnapshot;
+  /** Placement's count (Nic.load): running connections and closed ones' blocks held unread. */
   load: number;
+  /** Connections it runs (Nic.runningConns). */
+  runningConns: number;
   capacity: number;
   carriesHost: boolean;
 }
@@ -291,6 +294,7 @@ export class Team extends EventEmitter {
       nic: s.nic.id,
       health: s.health.snapshot(),
       load: s.nic.load,
+      runningConns: s.nic.runningConns,
       capacity: s.nic.capacity,
       carriesHost: s.index === active,
     }));

@@ -140,61 +140,87 @@ function resetOf(key: ConnKey, seq: number): Uint8Array {
  * another owner", the bytes unread lost) and the block went uncounted.
  */
 for (const how of ['upload', 'move'] as const) {
-  test(`a worker connection reset before the ${how}'s terminate reached the worker stays its socket's, counted`, {
-    timeout: 60_000,
-  }, async (t) => {
-    const { net, wh, served } = await served80(t, 38, 2, 8);
-    const [nic, other] = wh.nics as [WorkerNic, WorkerNic];
-    const s = wh.host.connect({ port: 80, host: '10.0.0.2' });
-    await new Promise((r) => s.once('connect', r));
-    s.once('data', () => s.pause());
-    const key = socketKey(s);
-    assert.equal((await wh.offload.offload([key], nic)).moved.length, 1);
-    for (let i = 0; i < 100 && served.length < 1; i++) await net.sleep(10);
-    served[0]!.write(Buffer.alloc(200_000, 7));
-    const h = nic.handle(key)!;
-    // Until the receive ring is full (the window closed) or all has come: nothing more arrives.
-    for (let i = 0; i < 200 && h.readableLength < 100_000; i++) await net.sleep(20);
-    for (let i = 0, last = -1; i < 100 && h.readableLength !== last; i++) {
-      last = h.readableLength;
-      await net.sleep(50);
-    }
-    assert.ok(h.readableLength > 100_000, `${h.readableLength} bytes unread`);
-    // What the stream holds (the first chunk's rest) and what the ring does: all of it comes.
-    const total = s.readableLength + h.readableLength;
-    let got = 0;
-    const before = h.hardState()!.version;
-    // At the receive point exactly (a reset elsewhere in the window is only answered, RFC 5961).
-    nic.inject([resetOf(key, (h.hardState()!.irs + 1 + s.bytesRead + h.readableLength) >>> 0)]);
-    // This thread waits (its messages with it) until the worker has closed the connection: its
-    // last record is written just before the slot is freed. The terminate then goes after it.
-    const gate = new Int32Array(new SharedArrayBuffer(4));
-    for (let i = 0; i < 1000; i++) {
-      const hs = h.hardState();
-      if (hs !== null && hs.version !== before && hs.state === TcpStateId.CLOSED) break;
-      Atomics.wait(gate, 0, 0, 2);
-    }
-    assert.equal(h.hardState()?.state, TcpStateId.CLOSED, 'reset in the worker');
-    Atomics.wait(gate, 0, 0, 50);
-    const r = how === 'upload' ? await wh.offload.upload([key]) : await wh.offload.move([key], nic, other);
+  for (const failing of [false, true]) {
+    const what = failing ? `a failed ${how} request` : `the ${how}'s terminate`;
+    test(`a worker connection reset before ${what} reached the worker stays its socket's, counted`, {
+      timeout: 60_000,
+    }, async (t) => {
+      await resetBeforeTerminate(t, how, failing);
+    });
+  }
+}
+
+/**
+ * `failing`: the request fails after the worker answered it (what the host hears of a terminate
+ * the worker refused): nothing moved, the handles go back to their sockets on the error path, and
+ * one closed meanwhile must be counted there too, as on the answer's.
+ */
+async function resetBeforeTerminate(t: TestContext, how: 'upload' | 'move', failing: boolean): Promise<void> {
+  const { net, wh, served } = await served80(t, 38, 2, 8);
+  const [nic, other] = wh.nics as [WorkerNic, WorkerNic];
+  const s = wh.host.connect({ port: 80, host: '10.0.0.2' });
+  await new Promise((r) => s.once('connect', r));
+  s.once('data', () => s.pause());
+  const key = socketKey(s);
+  assert.equal((await wh.offload.offload([key], nic)).moved.length, 1);
+  for (let i = 0; i < 100 && served.length < 1; i++) await net.sleep(10);
+  served[0]!.write(Buffer.alloc(200_000, 7));
+  const h = nic.handle(key)!;
+  // Until the receive ring is full (the window closed) or all has come: nothing more arrives.
+  for (let i = 0; i < 200 && h.readableLength < 100_000; i++) await net.sleep(20);
+  for (let i = 0, last = -1; i < 100 && h.readableLength !== last; i++) {
+    last = h.readableLength;
+    await net.sleep(50);
+  }
+  assert.ok(h.readableLength > 100_000, `${h.readableLength} bytes unread`);
+  // What the stream holds (the first chunk's rest) and what the ring does: all of it comes.
+  const total = s.readableLength + h.readableLength;
+  let got = 0;
+  const before = h.hardState()!.version;
+  // At the receive point exactly (a reset elsewhere in the window is only answered, RFC 5961).
+  nic.inject([resetOf(key, (h.hardState()!.irs + 1 + s.bytesRead + h.readableLength) >>> 0)]);
+  // This thread waits (its messages with it) until the worker has closed the connection: its
+  // last record is written just before the slot is freed. The terminate then goes after it.
+  const gate = new Int32Array(new SharedArrayBuffer(4));
+  for (let i = 0; i < 1000; i++) {
+    const hs = h.hardState();
+    if (hs !== null && hs.version !== before && hs.state === TcpStateId.CLOSED) break;
+    Atomics.wait(gate, 0, 0, 2);
+  }
+  assert.equal(h.hardState()?.state, TcpStateId.CLOSED, 'reset in the worker');
+  Atomics.wait(gate, 0, 0, 50);
+  if (failing) {
+    // The real request (so the worker's 'freed' comes first, as it does), then its failure.
+    const target = nic as unknown as { request(r: { op: string }): Promise<unknown> };
+    const request = target.request.bind(nic);
+    target.request = async (req) => {
+      const res = await request(req);
+      if (req.op === 'terminate') throw new Error('terminate refused');
+      return res;
+    };
+  }
+  const moving = how === 'upload' ? wh.offload.upload([key]) : wh.offload.move([key], nic, other);
+  if (failing) await assert.rejects(moving, /terminate refused/);
+  else {
+    const r = await moving;
     assert.equal(r.moved.length, 0);
     assert.deepEqual(
       r.refused.map((x) => x.status),
       ['closed'],
     );
-    assert.equal(h.detached, false, 'the handle is the socket’s again');
-    assert.equal(nic.heldAfterClose.count, 1, 'its block counted');
-    assert.equal(other.heldAfterClose.count, 0);
+  }
+  assert.equal(h.detached, false, 'the handle is the socket’s again');
+  assert.equal(nic.heldAfterClose.count, 1, 'its block counted');
+  assert.equal(other.heldAfterClose.count, 0);
 
-    const failed = new Promise<Error>((res) => s.once('error', res));
-    const closed = new Promise((res) => s.once('close', res));
-    s.on('data', (b: Buffer) => {
-      got += b.length;
-    });
-    s.resume();
-    assert.equal(((await failed) as NodeJS.ErrnoException).code, 'ECONNRESET');
-    await closed;
-    assert.equal(got, total, 'everything before the reset read');
-    assert.deepEqual(nic.heldAfterClose, { count: 0, bytes: 0 });
+  const failed = new Promise<Error>((res) => s.once('error', res));
+  const closed = new Promise((res) => s.once('close', res));
+  s.on('data', (b: Buffer) => {
+    got += b.length;
   });
+  s.resume();
+  assert.equal(((await failed) as NodeJS.ErrnoException).code, 'ECONNRESET');
+  await closed;
+  assert.equal(got, total, 'everything before the reset read');
+  assert.deepEqual(nic.heldAfterClose, { count: 0, bytes: 0 });
 }

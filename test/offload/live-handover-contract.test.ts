@@ -85,6 +85,9 @@ class ThreadNic extends EventEmitter implements Nic {
   get load(): number {
     return this.engine.load;
   }
+  get runningConns(): number {
+    return this.engine.load;
+  }
   get linkUp(): boolean {
     return this.engine.linkUp;
   }

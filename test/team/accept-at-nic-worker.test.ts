@@ -7,7 +7,9 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { describe, type TestContext, test } from 'node:test';
+import { RING_FLOOR_BYTES, ringUnderLoad } from '../../src/nic/hard-state.ts';
 import type { Nic } from '../../src/nic/nic.ts';
+import { DEFAULT_RING } from '../../src/nic/worker-nic.ts';
 import type { ServerHost } from '../../src/socket/tcp-server.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { parseIpv4 } from '../../src/wire/addr.ts';
@@ -34,7 +36,11 @@ async function until(rig: WorkerTeamRig, ok: () => boolean, what: string): Promi
 }
 
 /** A team of two workers serving an echo on port 80, and a third connection born in one of them. */
-async function bornInWorker(t: TestContext, seed: number) {
+async function bornInWorker(
+  t: TestContext,
+  seed: number,
+  beforeBorn?: (rig: WorkerTeamRig) => Promise<void>,
+) {
   const rig = await setup(t, { seed });
   rig.manager.acceptAtNic = true;
   // The rig's host is a plain Host: give it TeamHost's hook.
@@ -60,6 +66,7 @@ async function bornInWorker(t: TestContext, seed: number) {
     const r = await rig.manager.offload([keyOf(accepted[i]!.socket)], rig.nics[i]);
     assert.equal(r.moved.length, 1, JSON.stringify(r.refused));
   }
+  await beforeBorn?.(rig);
   const c = rig.peer.connect(80, TEAM_IP);
   await within(once(c, 'connect'), 5000, 'the born connect', rig);
   await until(rig, () => accepted.length >= 3, 'the born accept');
@@ -103,6 +110,29 @@ describe('the passive open answered in a WorkerNic', () => {
     assert.equal(await syns(), before);
     for (const s of [c, ...firsts]) s.destroy();
   });
+  test('a connection born in a worker holding closed connections’ blocks gets the ring a placement there would', {
+    timeout: 60_000,
+  }, async (t) => {
+    // The host counts held-closed blocks in a NIC's load, and sizes a placed connection's rings by
+    // it (ringUnderLoad): told of 2,000 (as WorkerNic tells its worker, 'held-closed'), the worker
+    // must size a born one's by the same, the floor past 1,024, not by the two it runs. (Its
+    // receive ring holds the window its SYN-ACK offered already, whatever the share: the send's.)
+    const HELD = 2000;
+    const { rig, born } = await bornInWorker(t, 31, async (rig) => {
+      for (const nic of rig.nics) {
+        (nic as unknown as { post(m: { t: 'held-closed'; n: number }): void }).post({
+          t: 'held-closed',
+          n: HELD,
+        });
+        await nic.counters(); // Its port is in order: the count is in once this is answered.
+      }
+    });
+    const from = rig.nics.find((n) => n.id === born.owner)!;
+    const h = from.handle(keyOf(born.socket))!;
+    assert.equal(ringUnderLoad(DEFAULT_RING, HELD), RING_FLOOR_BYTES);
+    assert.equal(h.sendRing.capacity, RING_FLOOR_BYTES, `send ring of ${h.sendRing.capacity} bytes`);
+  });
+
   test("a closed listener takes its half-open connections out of the workers' owner tables: no tuple stays held", {
     timeout: 60_000,
   }, async (t) => {

@@ -980,8 +980,10 @@ function listen(m: Extract<ToWorker, { t: 'listen' }>): void {
         owners?.add(k.localIp, k.localPort, k.remoteIp, k.remotePort);
       },
       accepted: (conn) => {
-        // The share a placement by the host would give it (WorkerNic.preallocate), not the most.
-        const inst = install(conn, undefined, undefined, ringUnderLoad(m.ring, engine.load));
+        // The share a placement by the host would give it (WorkerNic.preallocate), not the most:
+        // its load counts the closed connections' blocks held unread, as the host's does.
+        const load = engine.load + engine.heldClosed;
+        const inst = install(conn, undefined, undefined, ringUnderLoad(m.ring, load));
         const result: InitiateResult = { status: 'success', conns: [{ key: inst.key, status: 'success' }] };
         post({ t: 'born', id: m.id, packed: packInitiate(result, [inst], engine.addressBook) });
         return true;
