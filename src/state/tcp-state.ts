@@ -695,7 +695,7 @@ export function resetTcpState(
  * time, profiled), and a move's first store into each connection's soft state likewise. Widened
  * here, a new state is born on the final layout (`test/state/reset-state.test.ts`).
  */
-function widenTcpState(): void {
+function widenTcpState(): TcpState {
   const s = shapeSampleTcpState();
   // The constants and cached settings too: a transfer record's reader builds them on the same
   // layouts with numbers read from a Float64Array (fractions to V8), so the first record read
@@ -705,6 +705,7 @@ function widenTcpState(): void {
   widenNumbers(s.delegated);
   widenNumbers(s.soft);
   widenNumbers(s.soft.cubic);
+  return s;
 }
 
 /**
@@ -743,4 +744,12 @@ export function widenNumbers(o: object): void {
   const r = o as Record<string, unknown>;
   for (const key of Object.keys(r)) if (typeof r[key] === 'number') r[key] = 0.5;
 }
-widenTcpState();
+/**
+ * The widened sample, kept: V8 holds the transitions to a layout weakly, and a collection that
+ * finds no object on the widened layouts drops them, so the next state is born on small-integer
+ * fields again and the first fraction migrates every state then alive. A worker thread loads this
+ * module long before its first connection (a collection between is all but sure), and a host
+ * whose connections have all gone starts over likewise; in a WorkerNic failover each moved
+ * connection's objects were migrated on the surviving worker (test/state/layout.test.ts).
+ */
+export const WIDENED_TCP_STATE: TcpState = widenTcpState();

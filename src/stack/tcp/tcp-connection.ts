@@ -486,11 +486,13 @@ export function armKeepalive(conn: TcpConnection): void {
  * it (see widenTcpState in tcp-state.ts): V8 migrates every object of a deprecated layout at its
  * next store, and with integer sequence numbers and times in the class's initial values, the first
  * fractions came inside a failover (a crash's rebuild of 10,000: every revived connection migrated
- * in `adopt`, charged). A throwaway made once, before any connection, and dropped.
+ * in `adopt`, charged). A sample made once, before any connection.
  */
-function widenTcpConnection(): void {
+function widenTcpConnection(): TcpConnection {
   const conn = new TcpConnection(null as unknown as TcpEngine, shapeSampleTcpState());
   widenNumbers(conn);
   widenNumbers(conn.rack);
+  return conn;
 }
-widenTcpConnection();
+/** Kept, not dropped: a collection would drop the widened layouts with it (see WIDENED_TCP_STATE). */
+export const WIDENED_TCP_CONNECTION: TcpConnection = widenTcpConnection();
