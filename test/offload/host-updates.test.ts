@@ -1,7 +1,7 @@
 /**
  * HostUpdates tells each NIC that runs connections of a neighbor's or a path's change. A worker
  * NIC's `load` also counts closed connections whose blocks their sockets hold unread (WorkerNic's
- * heldClosed): one holding only those runs no connection to update, so it is skipped; one running
+ * heldClosed): one holding only those runs no connection to update, so it is passed over; one running
  * any is told.
  */
 import assert from 'node:assert/strict';
@@ -11,7 +11,7 @@ import { HostUpdates } from '../../src/offload/host-updates.ts';
 import type { Stack } from '../../src/stack/stack.ts';
 import type { NeighborState } from '../../src/state/neighbor-state.ts';
 
-test('host updates skip a NIC that holds only closed connections’ blocks, and tell one that runs connections', () => {
+test('host updates pass over a NIC that holds only closed connections’ blocks, and tell one that runs connections', () => {
   let neighborChanged: ((nb: NeighborState) => void) | null = null;
   const stack = {
     neighbors: { onChange: (cb: (nb: NeighborState) => void) => (neighborChanged = cb) },
