@@ -177,6 +177,11 @@ export class TransferProtocol {
   liveHandover = true;
   /** The forwarder of the host's placeholders to each NIC: one per NIC, not one per connection. */
   private readonly injectors = new Map<Nic, Forward>();
+  /**
+   * While a settle re-points its placeholders at a NIC: the segments they held, gathered for one
+   * inject after its loop (one message to a worker per part, not one per connection that held any).
+   */
+  private readonly gathering = new Map<Nic, Uint8Array[]>();
   private mark = -1;
   /** Inside `metered`: the meter runs whenever this thread runs transfer code. */
   private metering = false;
@@ -899,6 +904,26 @@ export class TransferProtocol {
       dst.inject(held);
     }
     const inject = this.injector(dst);
+    const gathered: Uint8Array[] = [];
+    const outer = this.gathering.get(dst);
+    this.gathering.set(dst, gathered);
+    try {
+      this.repoint(items, dst, inject);
+    } finally {
+      if (outer === undefined) this.gathering.delete(dst);
+      else this.gathering.set(dst, outer);
+      if (gathered.length > 0) {
+        // Dead meanwhile: back into the placeholders, which hold them for whoever rebuilds.
+        if (dst.death === null) dst.inject(gathered);
+        else for (const p of gathered) tcp.inputPacket(p);
+      }
+    }
+    return true;
+  }
+
+  /** The settle's loop at a NIC: placeholders forward there, entries and sockets point there. */
+  private repoint(items: readonly Item[], dst: Nic, inject: Forward): void {
+    const tcp = this.stack.tcp;
     for (const it of items) {
       const k = it.key;
       // The entry carried from the freeze, checked (the awaits since may have let it go).
@@ -919,7 +944,6 @@ export class TransferProtocol {
         else it.socket._abortMove();
       }
     }
-    return true;
   }
 
   // ---- live hand-over between owners of this thread ------------------------------------------
@@ -954,14 +978,18 @@ export class TransferProtocol {
     if (fn === undefined) {
       const one: Forward = (p) => {
         if (nic.death !== null) return false;
-        nic.inject([p]);
+        const g = this.gathering.get(nic);
+        if (g !== undefined) g.push(p);
+        else nic.inject([p]);
         return true;
       };
       // A placeholder's held segments in one inject (one deferred turn of a LocalNic, one message
       // to a worker), not one each.
       one.many = (ps) => {
         if (nic.death !== null) return false;
-        nic.inject(ps);
+        const g = this.gathering.get(nic);
+        if (g !== undefined) for (const p of ps) g.push(p);
+        else nic.inject(ps);
         return true;
       };
       fn = one;
