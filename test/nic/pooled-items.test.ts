@@ -5,7 +5,7 @@
  * another.
  */
 import assert from 'node:assert/strict';
-import { describe, test } from 'node:test';
+import { describe, type TestContext, test } from 'node:test';
 import type { ConnKey, Nic } from '../../src/nic/nic.ts';
 import type { WorkerNic } from '../../src/nic/worker-nic.ts';
 import type { Item } from '../../src/offload/transfer.ts';
@@ -33,15 +33,21 @@ function watchFreezes(m: object): Item[][] {
   return seen;
 }
 
+/** CONNS idle connections, offloaded to the first of two WorkerNics. */
+async function offloaded(t: TestContext, seed: number) {
+  const { wh, sockets } = await idleConnections(t, { seed, n: CONNS, capacity: 100 });
+  const [n0, n1] = wh.nics as [WorkerNic, WorkerNic];
+  const keys = sockets.map(socketKey);
+  const m = wh.offload;
+  assert.equal((await m.offload(keys, n0)).moved.length, CONNS);
+  return { sockets, keys, m, n0, n1 };
+}
+
 describe('pooled transfer items', () => {
   test('an item is taken up again by the next move, carrying nothing of the move before', {
     timeout: 60_000,
   }, async (t) => {
-    const { wh, sockets } = await idleConnections(t, { seed: 98, n: CONNS, capacity: 100 });
-    const [n0, n1] = wh.nics as [WorkerNic, WorkerNic];
-    const keys = sockets.map(socketKey);
-    const m = wh.offload;
-    assert.equal((await m.offload(keys, n0)).moved.length, CONNS);
+    const { sockets, keys, m, n0, n1 } = await offloaded(t, 98);
     const freezes = watchFreezes(m);
     const onN0 = keys.map((k) => n0.handle(k));
     assert.equal((await m.move(keys, n0, n1)).moved.length, CONNS);
@@ -87,11 +93,7 @@ describe('pooled transfer items', () => {
   test('a batch naming a connection twice freezes it into two items, the first keeping its socket', {
     timeout: 60_000,
   }, async (t) => {
-    const { wh, sockets } = await idleConnections(t, { seed: 99, n: CONNS, capacity: 100 });
-    const [n0, n1] = wh.nics as [WorkerNic, WorkerNic];
-    const keys = sockets.map(socketKey);
-    const m = wh.offload;
-    assert.equal((await m.offload(keys, n0)).moved.length, CONNS);
+    const { sockets, keys, m, n0, n1 } = await offloaded(t, 99);
     assert.equal((await m.move(keys, n0, n1)).moved.length, CONNS);
     const freezes = watchFreezes(m);
     let during: { socket: unknown; held: boolean | undefined }[] = [];
