@@ -116,6 +116,17 @@ export interface InitiateResult {
   status: InitiateStatus;
   reason?: string;
   conns: InitiateConnResult[];
+  /**
+   * How many connections `conns` names, when it is read without building it: a worker's answer
+   * makes its list (an object per connection) only when something reads it, which a move whose
+   * every connection was installed does not (`resultSize`).
+   */
+  size?: number;
+}
+
+/** How many connections `r.conns` names, without building a list made on demand. */
+export function resultSize(r: InitiateResult): number {
+  return r.size ?? r.conns.length;
 }
 
 /**

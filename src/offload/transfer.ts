@@ -9,6 +9,7 @@ import {
   isTreeTransfer,
   keyOfState,
   type Nic,
+  resultSize,
   sameConnKey,
   type Transfer,
 } from '../nic/nic.ts';
@@ -89,6 +90,12 @@ export interface Entry {
    * there before it is used. Null (or absent) when there is none.
    */
   handle?: ConnectionHandle | null;
+  /**
+   * The item the connection's last transfer from a NIC froze it into, taken up again by the next
+   * (`TransferProtocol.freeze`): one object per offloaded connection, not one per connection and
+   * move that lived as long as the move's awaits, long enough to be promoted and collected again.
+   */
+  item?: Item | null;
 }
 
 /** One connection in a transfer. */
@@ -105,6 +112,37 @@ export interface Item {
   at?: TableEntry;
   /** Its entry's `handle` as the freeze found it (a NIC source). */
   handle?: ConnectionHandle | null;
+  /**
+   * Held by a transfer that has not ended (an entry's pooled item: see `Entry.item`). A freeze that
+   * finds its connection's item held (a batch naming a connection twice, a recovery that keeps its
+   * items) makes another.
+   */
+  held?: boolean;
+}
+
+/** The entry's item (`Entry.item`) taken up for a transfer with every field set anew, or a new one. */
+function itemOf(
+  e: Entry | undefined,
+  key: ConnKey,
+  user: TcpUser | null,
+  socket: TcpSocket | null,
+  at: TableEntry | undefined,
+  handle: ConnectionHandle | null,
+): Item {
+  const it = e?.item;
+  if (it == null || it.held === true) {
+    const made: Item = { key, user, socket, conn: undefined, at, handle, held: true };
+    if (e !== undefined) e.item = made;
+    return made;
+  }
+  it.key = key;
+  it.user = user;
+  it.socket = socket;
+  it.conn = undefined;
+  it.at = at;
+  it.handle = handle;
+  it.held = true;
+  return it;
 }
 
 /** Which item each state in a transfer belongs to, by identity: no key strings per step. */
@@ -177,6 +215,11 @@ export class TransferProtocol {
   liveHandover = true;
   /** The forwarder of the host's placeholders to each NIC: one per NIC, not one per connection. */
   private readonly injectors = new Map<Nic, Forward>();
+  /**
+   * While a settle re-points its placeholders at a NIC: the segments they held, gathered for one
+   * inject after its loop (one message to a worker per part, not one per connection that held any).
+   */
+  private readonly gathering = new Map<Nic, Uint8Array[]>();
   private mark = -1;
   /** Inside `metered`: the meter runs whenever this thread runs transfer code. */
   private metering = false;
@@ -238,12 +281,23 @@ export class TransferProtocol {
     // One transfer may run several of these side by side (an offload spread over NICs): this one
     // may start while another waits, with the meter stopped.
     this.resume();
-    let items = this.freeze(left, src, left === keys ? ats : undefined);
+    const frozen = this.freeze(left, src, left === keys ? ats : undefined);
+    try {
+      await this.runFrozen(frozen, src, dst, report);
+    } finally {
+      // Ended: each entry's item is free for the connection's next transfer.
+      for (const it of frozen) it.held = false;
+    }
+    return report;
+  }
+
+  private async runFrozen(frozen: Item[], src: Owner, dst: Owner, report: TransferReport): Promise<void> {
+    let items = frozen;
     // A pair of NICs that can hand connections straight to each other (two WorkerNics: worker to
     // worker) does; any other pair, or a part of a batch that one cannot hand, takes the general way.
     if (src !== 'host' && dst !== 'host' && src !== dst && !this.refuses(dst) && src.handTo !== undefined) {
       items = await this.inParts(items, report, (part) => this.handPart(part, src, dst, report));
-      if (items.length === 0) return report;
+      if (items.length === 0) return;
     }
     // An end on another thread takes a large batch in parts too: one request of 10,000 kept a
     // worker silent past its heartbeat deadline, and it was declared dead with the batch in hand.
@@ -253,7 +307,6 @@ export class TransferProtocol {
         return null;
       });
     else await this.general(items, src, dst, report);
-    return report;
   }
 
   /** The host, or a NIC whose verbs run on this thread (a large batch costs no other thread's silence). */
@@ -443,7 +496,7 @@ export class TransferProtocol {
     let ok = paired;
     const failed = new TupleMap<Item>();
     const reasons = new TupleMap<{ status: string; reason?: string }>();
-    if (res.status !== 'success' || res.conns.length !== paired.length) {
+    if (res.status !== 'success' || resultSize(res) !== paired.length) {
       for (const c of res.conns) reasons.set(c.key, c);
       ok = [];
       for (const it of paired) {
@@ -731,7 +784,7 @@ export class TransferProtocol {
         tcp.freeze(key.localIp, key.localPort, key.remoteIp, key.remotePort);
         const socket = user instanceof TcpSocket && !user.moving ? user : null;
         socket?._beginMove();
-        items.push({ key, user, socket, handle: e?.handle ?? null });
+        items.push(itemOf(e, key, user, socket, undefined, e?.handle ?? null));
         continue;
       }
       const e = this.entries.getIn(at, key);
@@ -739,7 +792,7 @@ export class TransferProtocol {
       tcp.freezeIn(at, key.localIp, key.localPort, key.remoteIp, key.remotePort);
       const socket = user instanceof TcpSocket && !user.moving ? user : null;
       socket?._beginMove();
-      items.push({ key, user, socket, at, handle: e?.handle ?? null });
+      items.push(itemOf(e, key, user, socket, at, e?.handle ?? null));
     }
     return items;
   }
@@ -815,7 +868,7 @@ export class TransferProtocol {
         failed.push({ state: s, status: aborted ? 'closed' : 'failure', reason: String(e) });
       return { ok, failed };
     }
-    if (res.status === 'success' && res.conns.length === states.length) {
+    if (res.status === 'success' && resultSize(res) === states.length) {
       for (const s of states) ok.push(s);
       return { ok, failed };
     }
@@ -899,6 +952,26 @@ export class TransferProtocol {
       dst.inject(held);
     }
     const inject = this.injector(dst);
+    const gathered: Uint8Array[] = [];
+    const outer = this.gathering.get(dst);
+    this.gathering.set(dst, gathered);
+    try {
+      this.repoint(items, dst, inject);
+    } finally {
+      if (outer === undefined) this.gathering.delete(dst);
+      else this.gathering.set(dst, outer);
+      if (gathered.length > 0) {
+        // Dead meanwhile: back into the placeholders, which hold them for whoever rebuilds.
+        if (dst.death === null) dst.inject(gathered);
+        else for (const p of gathered) tcp.inputPacket(p);
+      }
+    }
+    return true;
+  }
+
+  /** The settle's loop at a NIC: placeholders forward there, entries and sockets point there. */
+  private repoint(items: readonly Item[], dst: Nic, inject: Forward): void {
+    const tcp = this.stack.tcp;
     for (const it of items) {
       const k = it.key;
       // The entry carried from the freeze, checked (the awaits since may have let it go).
@@ -913,13 +986,12 @@ export class TransferProtocol {
         e.user = it.user;
         e.conn = null;
         e.handle = handle;
-      } else this.entries.set({ key: k, nic: dst, user: it.user, conn: null, handle });
+      } else this.entries.set({ key: k, nic: dst, user: it.user, conn: null, handle, item: null });
       if (it.socket) {
         if (handle) it.socket._completeMove(handle);
         else it.socket._abortMove();
       }
     }
-    return true;
   }
 
   // ---- live hand-over between owners of this thread ------------------------------------------
@@ -954,14 +1026,18 @@ export class TransferProtocol {
     if (fn === undefined) {
       const one: Forward = (p) => {
         if (nic.death !== null) return false;
-        nic.inject([p]);
+        const g = this.gathering.get(nic);
+        if (g !== undefined) g.push(p);
+        else nic.inject([p]);
         return true;
       };
       // A placeholder's held segments in one inject (one deferred turn of a LocalNic, one message
       // to a worker), not one each.
       one.many = (ps) => {
         if (nic.death !== null) return false;
-        nic.inject(ps);
+        const g = this.gathering.get(nic);
+        if (g !== undefined) for (const p of ps) g.push(p);
+        else nic.inject(ps);
         return true;
       };
       fn = one;

@@ -15,7 +15,7 @@ import type { SimNetwork } from '../../src/sim/sim-network.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { DEFAULT_TCP_CACHED } from '../../src/state/tcp-state.ts';
 import { parseIpv4, parseIpv6, writeU16, writeU32 } from '../../src/wire/addr.ts';
-import { writeL4Checksum6 } from '../../src/wire/checksum.ts';
+import { writeL4Checksum, writeL4Checksum6 } from '../../src/wire/checksum.ts';
 import { ipv6Frame, packetTooBig } from '../ipv6/helpers.ts';
 import { icmpMessage, ipFrame } from '../stack/harness.ts';
 import { socketKey, workerSetup } from './worker-helpers.ts';
@@ -210,6 +210,82 @@ describe('connections taken unbuilt by a worker', () => {
       assert.equal(await counter(n0, 'nic.lazy.built'), 1);
       assert.equal(await counter(n0, 'nic.lazy.pending'), N - 1);
     });
+
+  for (const family of [4, 6] as const)
+    test(`IPv${family}: a segment the host held for one of them (an inject) builds that one only; one the worker cannot place builds them all`, {
+      timeout: 60_000,
+    }, async (t) => {
+      const { net, wh, sockets, keys, nics } = await echoSetup(84, t, family);
+      const [n0] = nics;
+      assert.equal((await wh.offload.offload(keys, n0)).moved.length, N);
+      assert.equal(await counter(n0, 'nic.lazy.pending'), N);
+      // What a settle forwards from the host's placeholders: IP packets, the peer's to our end.
+      const tcp = (k: ConnKey): Uint8Array => {
+        const seg = new Uint8Array(20);
+        writeU16(seg, 0, k.remotePort);
+        writeU16(seg, 2, k.localPort);
+        seg[12] = 0x50;
+        seg[13] = 0x10;
+        return family === 6
+          ? ipv6Frame(HOST_MAC, 'fd00::2', 'fd00::1', 6, seg).subarray(14)
+          : ipFrame({
+              dstMac: HOST_MAC,
+              srcMac: RAW_MAC,
+              src: parseIpv4('10.0.0.2'),
+              dst: parseIpv4('10.0.0.1'),
+              protocol: 6,
+              payload: seg,
+            }).subarray(14);
+      };
+      n0.inject([tcp(keys[3]!), tcp(keys[5]!)]);
+      assert.equal(await counterReaches(net, n0, 'nic.lazy.built', 2), 2, 'the two it names');
+      assert.equal(await counter(n0, 'nic.lazy.pending'), N - 2, 'the others still unbuilt');
+      // A fragment hides its ports: every one may be its own.
+      const frag = tcp(keys[7]!);
+      if (family === 4) {
+        frag[6] = 0x20;
+        n0.inject([frag]);
+        assert.equal(await counterReaches(net, n0, 'nic.lazy.built', N), N);
+        assert.equal(await counter(n0, 'nic.lazy.pending'), 0);
+      }
+      await Promise.all(sockets.map((s, i) => echo(net, s, 700 + i, 20 + i)));
+    });
+
+  test('a settle forwards what the host held for its connections in one inject, which builds those only', {
+    timeout: 60_000,
+  }, async (t) => {
+    const { net, wh, sockets, keys, nics } = await echoSetup(85, t);
+    const [n0] = nics;
+    const held = keys.slice(0, 6);
+    // The peer's segments reach the host while the offload has its connections frozen there.
+    const install = n0.initiate.bind(n0);
+    n0.initiate = (tr, o) => {
+      for (const k of held) {
+        const p = new Uint8Array(40);
+        p.set([0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6]);
+        writeU32(p, 12, k.remoteIp);
+        writeU32(p, 16, k.localIp);
+        writeU16(p, 20, k.remotePort);
+        writeU16(p, 22, k.localPort);
+        p[32] = 0x50;
+        p[33] = 0x10;
+        writeL4Checksum(p, 20, 20, k.remoteIp, k.localIp, 6);
+        wh.stack.tcp.inputPacket(p);
+      }
+      return install(tr, o);
+    };
+    const injects: number[] = [];
+    const inject = n0.inject.bind(n0);
+    n0.inject = (ps) => {
+      injects.push(ps.length);
+      inject(ps);
+    };
+    assert.equal((await wh.offload.offload(keys, n0)).moved.length, N);
+    assert.deepEqual(injects, [held.length], 'one inject with every held segment');
+    assert.equal(await counterReaches(net, n0, 'nic.lazy.built', held.length), held.length);
+    assert.equal(await counter(n0, 'nic.lazy.pending'), N - held.length);
+    await Promise.all(sockets.map((s, i) => echo(net, s, 900 + i, 40 + i)));
+  });
 
   test('a ping through the worker builds none of them (an echo touches no connection)', {
     timeout: 60_000,

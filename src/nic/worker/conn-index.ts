@@ -7,6 +7,7 @@ import {
   ipv4Dst,
   ipv4FragOffset,
   ipv4HeaderLen,
+  ipv4IsFragment,
   ipv4Proto,
   ipv4Src,
   l4DstPort,
@@ -162,6 +163,21 @@ export class ConnIndex<T extends { readonly key: ConnKey }> {
     const src = ipv4Src(frame, ip) >>> 0;
     const dst = ipv4Dst(frame, ip) >>> 0;
     return inbound ? this.get(dst, dport, src, sport) : this.get(src, sport, dst, dport);
+  }
+
+  /**
+   * The connection an IP packet the host injects is for (one it held for a connection in transit:
+   * our end is its destination). Undefined when it is for none of these; null when this cannot
+   * say (a fragment, IPv6 with a header between it and TCP), and every one may be its own.
+   */
+  ofPacket(p: Uint8Array): T | undefined | null {
+    if (this.count === 0) return undefined;
+    if (p.length >= 40 && p[0]! >>> 4 === 6) return p[6] === IpProto.TCP ? this.ofFrame6(p, 0, true) : null;
+    if (p.length < 20 || p[0]! >>> 4 !== 4 || ipv4Proto(p, 0) !== IpProto.TCP) return undefined;
+    if (ipv4IsFragment(p, 0)) return null;
+    const t = ipv4HeaderLen(p, 0);
+    if (p.length < t + 4) return undefined;
+    return this.get(ipv4Dst(p, 0) >>> 0, l4DstPort(p, t), ipv4Src(p, 0) >>> 0, l4SrcPort(p, t));
   }
 
   /**

@@ -297,9 +297,12 @@ export function unpackInitiate(
   addrs?: AddressBook | null,
   given?: GivenBlocks,
 ): { result: InitiateResult; installed: InstalledConn[] } {
-  const { result, keys, slots, blocks } = unpackInstalled(p, addrs, given);
+  const { result: lazy, keys, slots, blocks } = unpackInstalled(p, addrs, given);
   const installed: InstalledConn[] = [];
   for (let i = 0; i < keys.length; i++) installed.push({ key: keys[i]!, slot: slots[i]!, block: blocks[i]! });
+  // A plain result, its list made: for the accept path and for tests that compare it whole.
+  const result: InitiateResult = { status: lazy.status, conns: lazy.conns };
+  if (lazy.reason !== undefined) result.reason = lazy.reason;
   return { result, installed };
 }
 
@@ -313,18 +316,34 @@ export function unpackInstalled(
   given?: GivenBlocks,
 ): { result: InitiateResult; keys: readonly ConnKey[]; slots: Int32Array; blocks: readonly ConnBlockRef[] } {
   const keys = unpackKeys(p.keys, addrs, given?.keys);
-  if (!(p.codes instanceof Uint8Array) || p.codes.length !== keys.length)
+  const codes = p.codes;
+  if (!(codes instanceof Uint8Array) || codes.length !== keys.length)
     throw new InvalidArgumentError('packed initiate: outcomes do not match keys');
-  const conns: InitiateConnResult[] = [];
-  for (let i = 0; i < keys.length; i++) {
-    const status = STATUS[p.codes[i]!];
-    if (status === undefined) throw new InvalidArgumentError('packed initiate: unknown outcome');
-    const c: InitiateConnResult = { key: keys[i]!, status };
-    const why = p.reasons?.[i];
-    if (why) c.reason = why;
-    conns.push(c);
-  }
-  const result: InitiateResult = { status: p.status, conns };
+  for (let i = 0; i < codes.length; i++)
+    if (STATUS[codes[i]!] === undefined) throw new InvalidArgumentError('packed initiate: unknown outcome');
+  const reasons = p.reasons;
+  // The list of outcomes, an object per connection, is made when read (a move that installed
+  // every connection reads only `size`).
+  let conns: InitiateConnResult[] | null = null;
+  const result: InitiateResult = {
+    status: p.status,
+    size: keys.length,
+    get conns(): InitiateConnResult[] {
+      if (conns === null) {
+        conns = [];
+        for (let i = 0; i < keys.length; i++) {
+          const c: InitiateConnResult = { key: keys[i]!, status: STATUS[codes[i]!]! };
+          const why = reasons?.[i];
+          if (why) c.reason = why;
+          conns.push(c);
+        }
+      }
+      return conns;
+    },
+    set conns(v: InitiateConnResult[]) {
+      conns = v;
+    },
+  };
   if (p.reason !== undefined) result.reason = p.reason;
   // Every connection installed (the usual answer): the same keys, packed alike, taken once.
   const ikeys =
