@@ -154,7 +154,7 @@ export class AdminServer {
     this.busy = true;
     try {
       const status = await this.metrics.refresh();
-      const data = `data: ${JSON.stringify({ status, timeline: this.metrics.timeline })}\n\n`;
+      const data = `data: ${JSON.stringify({ status, timeline: this.metrics.timeline, resets: this.metrics.resetTotals })}\n\n`;
       for (const res of only ? [only] : this.clients) {
         if (res.writableLength > this.backlog) {
           this.metrics.updatesDropped.inc();

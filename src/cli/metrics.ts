@@ -82,6 +82,8 @@ export class ChimneyMetrics {
   private readonly connBytes = new Monotonic('rebase');
   private last: StatusSnapshot | null = null;
   private lastAt = 0;
+  /** RSTs so far, as chimney_tcp_resets_total counts them (host stack and every NIC), for the live view. */
+  readonly resetTotals = { in: 0, out: 0 };
   private pending: Promise<StatusSnapshot> | null = null;
 
   private readonly connections = new Gauge({
@@ -275,9 +277,13 @@ export class ChimneyMetrics {
         else if (name === 'tcp.rto') this.rtos.inc(d);
         // From the counters, not the status rows: a RST that ends a connection removes its row
         // before any scrape could see the count, and the stateless ones have no row at all.
-        else if (name === 'tcp.rst.in') this.resets.inc({ direction: 'in' }, d);
-        else if (name === 'tcp.rst.out') this.resets.inc({ direction: 'out' }, d);
-        else if (name.startsWith('drop.')) this.drops.inc({ reason: name.slice(5) }, d);
+        else if (name === 'tcp.rst.in') {
+          this.resets.inc({ direction: 'in' }, d);
+          this.resetTotals.in += d;
+        } else if (name === 'tcp.rst.out') {
+          this.resets.inc({ direction: 'out' }, d);
+          this.resetTotals.out += d;
+        } else if (name.startsWith('drop.')) this.drops.inc({ reason: name.slice(5) }, d);
         else if (LIMIT_EVENTS.has(name)) this.limitEvents.inc({ event: name.slice(4) }, d);
       }
     }

@@ -36,6 +36,8 @@ export interface WebDemo {
   /** Cut the link of NIC `index` (default: the busiest); returns its id. */
   cut(index?: number): string;
   restore(index: number): void;
+  /** Reset client connection `index` (RST), as a client that gives up does; returns whether it was open. */
+  reset(index: number): boolean;
   close(): Promise<void>;
 }
 
@@ -114,6 +116,12 @@ export async function startWebDemo(o: WebDemoOptions): Promise<WebDemo> {
     metrics,
     cut,
     restore,
+    reset: (i) => {
+      const s = socks[i];
+      if (s === undefined || s.destroyed) return false;
+      s.resetAndDestroy();
+      return true;
+    },
     close: async () => {
       clearInterval(pump);
       for (const t of timers) clearTimeout(t);

@@ -139,6 +139,12 @@ export interface WorkerNicTestSeams {
    * waits this long between posting the batch to the other worker and its answer to the host.
    */
   handGapMs?: number;
+  /**
+   * For tests of the order of a connection's segments across a move handed straight to another
+   * worker: the source waits this long before it releases the batch (its peers meanwhile forward
+   * it what arrives for the connections it still runs).
+   */
+  handDelayMs?: number;
 }
 
 export interface WorkerNicOptions {
@@ -873,7 +879,7 @@ export class WorkerNic extends HostNic {
    * out-of-order data did not fit the receive ring (`nic.worker.record-fallbacks` in counters()).
    */
   recordFallbacks = 0;
-  private readonly recordOwner = nextRecordOwner++;
+  readonly recordOwner = nextRecordOwner++;
   private readonly ringCapacity: number;
   private readonly placementRing: number;
   readonly worker: Worker;
@@ -986,6 +992,7 @@ export class WorkerNic extends HostNic {
       tapHeld,
       stopWhileOpening: seams.stopWhileOpening,
       handGapMs: seams.handGapMs,
+      handDelayMs: seams.handDelayMs,
       link: link
         ? { kind: 'proxy', name: link.name, mtu: link.mtu, carrier: link.carrier }
         : { kind: 'tap', options: fds === null ? tap : { ...tap!, fds } },

@@ -119,4 +119,33 @@ describe('live view in headless Chromium', {
     console.log(`screenshot: ${shot}`);
     await page.close();
   });
+
+  test('resets show: per connection, and in total as /metrics counts them', async () => {
+    const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+    await page.goto(demo.url);
+    await page.waitForFunction('Number(document.body.dataset.updates || 0) > 0', undefined, {
+      timeout: 20_000,
+    });
+    const cells = await page.locator('tr.conn td.rst').count();
+    assert.equal(cells, await page.locator('tr.conn').count(), 'every connection row has a reset cell');
+    assert.ok(cells > 0, 'connection rows are shown');
+    const shownIn = async () => Number(await page.locator('#resets').getAttribute('data-in'));
+    const before = await shownIn();
+    assert.equal(before, sumOf(await metrics(demo.url), 'chimney_tcp_resets_total', { direction: 'in' }));
+    // A client gives up on a connection: the team's end receives its RST.
+    assert.ok(demo.reset(0), 'the first client connection was open');
+    await page.waitForFunction(
+      `Number(document.getElementById('resets').dataset.in) > ${before}`,
+      undefined,
+      { timeout: 20_000 },
+    );
+    const shown = await shownIn();
+    assert.match((await page.locator('#resets').textContent()) ?? '', new RegExp(`resets ${shown}↓ \\d+↑`));
+    assert.equal(await page.locator('#resets.some').count(), 1, 'a reset is marked as such');
+    assert.ok(
+      sumOf(await metrics(demo.url), 'chimney_tcp_resets_total', { direction: 'in' }) >= shown,
+      'the page shows what /metrics counts',
+    );
+    await page.close();
+  });
 });

@@ -16,6 +16,8 @@ export const PAGE_HTML = `<!doctype html>
   header { padding: 10px 16px; background: #1d2330; color: #fff; display: flex; gap: 16px; align-items: baseline; }
   header h1 { font-size: 16px; margin: 0; }
   #conn-state { margin-left: auto; font-size: 12px; opacity: .8; }
+  #resets.some { color: #ffb3b3; font-weight: 600; }
+  td.rst.some { color: #a4161a; font-weight: 600; }
   main { display: grid; grid-template-columns: minmax(0, 2fr) minmax(260px, 1fr); gap: 16px; padding: 16px; }
   section { background: #fff; border: 1px solid #dde1e7; border-radius: 6px; padding: 10px 12px; }
   h2 { font-size: 13px; text-transform: uppercase; letter-spacing: .05em; color: #5a6372; margin: 0 0 8px; }
@@ -41,7 +43,7 @@ export const PAGE_HTML = `<!doctype html>
 </style>
 </head>
 <body>
-<header><h1>Chimney</h1><span id="name" class="muted"></span><span id="conn-state">connecting…</span></header>
+<header><h1>Chimney</h1><span id="name" class="muted"></span><span id="resets" data-in="0" data-out="0">resets 0↓ 0↑</span><span id="conn-state">connecting…</span></header>
 <main>
   <div>
     <section><h2>NICs</h2><div id="nics"></div></section>
@@ -104,11 +106,27 @@ function drawTrees(trees) {
     ...nb.paths.map((p) => el('div', { cls: 'path', 'data-path': p.remote },
       el('div', { cls: 'label' }, 'path to ' + p.remote + ' ', el('span', { cls: 'muted' }, 'MTU ' + p.mtu + ', ' + p.conns.length + ' connections')),
       el('table', {},
-        el('tr', {}, ...['local', 'remote', 'owner', 'state', 'in', 'out', 'rate in', 'rate out', 'rtx'].map((h) => el('th', {}, h))),
+        el('tr', {}, ...['local', 'remote', 'owner', 'state', 'in', 'out', 'rate in', 'rate out', 'rtx', 'rst'].map((h) => el('th', {}, h))),
         ...p.conns.map((c) => el('tr', { cls: 'conn', style: '--c:' + colour(c.owner), 'data-owner': c.owner, 'data-conn': c.local + '>' + c.remote },
           el('td', {}, c.local), el('td', {}, c.remote), el('td', { cls: 'owner' }, c.owner), el('td', {}, c.state),
           el('td', {}, bytes(c.bytesIn)), el('td', {}, bytes(c.bytesOut)),
-          el('td', {}, rate(c.rateIn)), el('td', {}, rate(c.rateOut)), el('td', {}, String(c.retransmits))))))))));
+          el('td', {}, rate(c.rateIn)), el('td', {}, rate(c.rateOut)), el('td', {}, String(c.retransmits)),
+          resetCell(c.resetsIn, c.resetsOut)))))))));
+}
+
+// RSTs received (in) and sent (out): since the connection began in its row, since the start for the
+// whole stack (host and NICs, as /metrics counts chimney_tcp_resets_total) in the header.
+function resetCell(rin, rout) {
+  return el('td', { cls: 'rst' + (rin + rout > 0 ? ' some' : ''), 'data-resets-in': rin, 'data-resets-out': rout },
+    rin + '↓ ' + rout + '↑');
+}
+
+function drawResets(r) {
+  const e = document.getElementById('resets');
+  e.dataset.in = String(r.in);
+  e.dataset.out = String(r.out);
+  e.className = r.in + r.out > 0 ? 'some' : '';
+  e.textContent = 'resets ' + r.in + '↓ ' + r.out + '↑';
 }
 
 function drawTimeline(items) {
@@ -137,6 +155,7 @@ function apply(u) {
   drawTrees(s.trees);
   drawTimeline(u.timeline);
   drawCounters(s.counters);
+  if (u.resets) drawResets(u.resets);
   document.body.dataset.updates = String(Number(document.body.dataset.updates || 0) + 1);
 }
 

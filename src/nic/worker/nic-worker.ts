@@ -39,14 +39,11 @@ import { type TcpState, TcpStateId } from '../../state/tcp-state.ts';
 import { validateTrees } from '../../state/validate.ts';
 import { EtherType } from '../../wire/ethernet.ts';
 import {
-  ethIpv4Offset,
   ethL3Offset,
   ethType,
-  ipv4Dst,
   ipv4HeaderLen,
   ipv4IsFragment,
   ipv4Proto,
-  ipv4Src,
   ipv4TotalLen,
   l4DstPort,
   l4SrcPort,
@@ -81,6 +78,7 @@ import {
   sameBlock,
 } from './conn-blocks.ts';
 import { ConnIndex } from './conn-index.ts';
+import { HandedOn, type HandsLink, HeldIn, tcp4Tuple, tuple } from './hand-order.ts';
 import { OwnerTable } from './owner-table.ts';
 import {
   BELL_READ,
@@ -113,6 +111,7 @@ import {
   type FromWorker,
   forEachFrame,
   type HandMessage,
+  type HandsMessage,
   type InstalledConn,
   type PeerMessage,
   publishTapHeld,
@@ -281,7 +280,7 @@ class ObservedLink extends LinkWrapper {
       Atomics.add(db, DB_RX, 1);
       progress();
       noteFrame(frame);
-      handler(frame, info);
+      if (heldIn.size === 0 || !heldIn.offer(frame, info, false)) handler(frame, info);
     });
   }
 }
@@ -462,6 +461,23 @@ const touched = new Set<Slot>();
 const db = new Int32Array(boot.doorbell);
 /** The connections run here, for the other workers of the team to read (see owner-table.ts). */
 const owners = boot.owners ? new OwnerTable(boot.owners) : null;
+
+/** Connections this worker handed to a peer that may not list them yet (hand-order.ts). */
+const handedAway = new HandedOn((k) => {
+  if (!byKey.has(k) && pendingOf(k) === undefined)
+    owners?.remove(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+});
+
+/** Input of connections a peer handed here, held until it sent on what it had for them (hand-order.ts). */
+const heldIn = new HeldIn(clock, {
+  run: (frame, info, peer) => {
+    progress();
+    noteFrame(frame);
+    if (peer) runFromPeer(frame);
+    else runHere?.(frame, info);
+  },
+  count: (what, n) => engine.counters.inc(`nic.hand.${what}`, n),
+});
 
 /**
  * Proof of life for the watchdog on the main thread: bumped by the heartbeat timer and before each
@@ -748,18 +764,22 @@ function takeUnbuilt(p: Pending, path: PathSlot, owner: number): InstalledConn {
   pendingAt[index] = p;
   const k = p.key;
   owners?.add(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+  if (handedAway.size > 0) handedAway.reinstalled(k);
   Atomics.store(db, flagsAt + index, 0);
   p.parts.transfer.take(owner);
   return { key: k, slot: index, block: p.block, given: true };
 }
 
-/** A pending connection leaves this worker unbuilt (handed on, or refused at its build). */
-function letGoUnbuilt(p: Pending): void {
+/**
+ * A pending connection leaves this worker unbuilt (handed on, or refused at its build); still
+ * listed when `keepListed` (handed to a peer: HandedOn).
+ */
+function letGoUnbuilt(p: Pending, keepListed = false): void {
   pendingIndex.remove(p);
   pendingAt[p.index] = undefined;
   freeSlots.push(p.index);
   const k = p.key;
-  owners?.remove(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+  if (!keepListed) owners?.remove(k.localIp, k.localPort, k.remoteIp, k.remotePort);
   engine.dropLazy(p.path!);
 }
 
@@ -1110,6 +1130,7 @@ function install(
   byKey.set(key, slot);
   connIndex.add(slot);
   owners?.add(key.localIp, key.localPort, key.remoteIp, key.remotePort);
+  if (handedAway.size > 0) handedAway.reinstalled(key);
   // A stale doorbell bit from the slot's previous tenant must not reach this one. A pending
   // connection's index was cleared at its take: bits set since are the host's rings for this
   // connection (queued, maybe not yet drained: a build by a frame must not lose them).
@@ -1121,7 +1142,8 @@ function install(
   return { key, slot: index, block, given: onGiven };
 }
 
-function free(slot: Slot): void {
+/** Let a slot go; its connection stays listed when `keepListed` (handed to a peer: HandedOn). */
+function free(slot: Slot, keepListed = false): void {
   if (slots[slot.index] !== slot) return;
   slots[slot.index] = undefined;
   uncountTimeWait(slot);
@@ -1129,7 +1151,7 @@ function free(slot: Slot): void {
   byKey.delete(slot.key);
   connIndex.remove(slot);
   const k = slot.key;
-  owners?.remove(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+  if (!keepListed) owners?.remove(k.localIp, k.localPort, k.remoteIp, k.remotePort);
   touched.delete(slot);
 }
 
@@ -1362,6 +1384,8 @@ function publishAhead(frame: Uint8Array): void {
 
 interface Peer {
   id: string;
+  /** The owner number of its records: its hands channel's key (hands). */
+  owner: number;
   owners: OwnerTable;
   port: MessagePort;
   out: FrameBatcher;
@@ -1381,13 +1405,24 @@ let fromPeer = false;
  */
 function toPeer(frame: Uint8Array): boolean {
   if (peers.length === 0 || frame.length < 54) return false;
+  // A connection handed to a peer that may not list it yet: over the hands channel, behind the hand
+  // (hand-order.ts), whether it came in here or from a peer.
+  if (handedAway.size > 0 && tcp4Tuple(frame)) {
+    const link = handedAway.linkOfTuple();
+    if (link !== undefined) {
+      link.out.push(frame);
+      engine.counters.inc('nic.hand.forwarded');
+      return true;
+    }
+  }
   if (fromPeer) {
     engine.counters.inc('nic.forward.bounced');
     return false;
   }
   let src: number;
   let dst: number;
-  let t: number;
+  let sport: number;
+  let dport: number;
   if (ethType(frame) === EtherType.IPV6) {
     // TCP right behind the fixed header only (extension headers go up, as the engine sends
     // them); the addresses by the handles this worker's mirror holds for them, the numbers the
@@ -1401,17 +1436,15 @@ function toPeer(frame: Uint8Array): boolean {
       engine.counters.inc('nic.forward.host');
       return false;
     }
-    t = ip + 40;
+    sport = l4SrcPort(frame, ip + 40);
+    dport = l4DstPort(frame, ip + 40);
   } else {
-    const ip = ethIpv4Offset(frame);
-    if (ip < 0 || ipv4Proto(frame, ip) !== IpProto.TCP || ipv4IsFragment(frame, ip)) return false;
-    t = ip + ipv4HeaderLen(frame, ip);
-    if (frame.length < t + 4) return false;
-    src = ipv4Src(frame, ip);
-    dst = ipv4Dst(frame, ip);
+    if (!tcp4Tuple(frame)) return false;
+    src = tuple.remoteIp;
+    dst = tuple.localIp;
+    sport = tuple.remotePort;
+    dport = tuple.localPort;
   }
-  const sport = l4SrcPort(frame, t);
-  const dport = l4DstPort(frame, t);
   for (let i = 0; i < peers.length; i++) {
     const p = peers[i]!;
     if (!p.owners.has(dst, dport, src, sport)) continue;
@@ -1423,10 +1456,21 @@ function toPeer(frame: Uint8Array): boolean {
   return false;
 }
 
+/** Run a frame another worker sent here: one that is not ours after all goes up, never back out. */
+function runFromPeer(frame: Uint8Array): void {
+  fromPeer = true;
+  try {
+    runHere?.(frame);
+  } finally {
+    fromPeer = false;
+  }
+}
+
 function addPeer(m: Extract<ToWorker, { t: 'peer' }>): void {
   const port = m.port;
   const p: Peer = {
     id: m.id,
+    owner: m.owner,
     owners: new OwnerTable(m.owners),
     port,
     out: new FrameBatcher(
@@ -1437,18 +1481,19 @@ function addPeer(m: Extract<ToWorker, { t: 'peer' }>): void {
   peers.push(p);
   port.on('message', (msg: PeerMessage) => {
     progress();
-    if (closed || msg.t !== 'fwd') return;
-    const run = runHere;
+    if (closed) return;
+    if (msg.t === 'installed') {
+      // Behind every frame the peer forwarded here before it installed what this worker handed it.
+      const link = hands.get(p.owner);
+      if (link !== undefined) handedThrough(link, msg.seq);
+      return;
+    }
+    if (msg.t !== 'fwd') return;
     forEachFrame(msg.buf, msg.len, (frame) => {
       progress();
       engine.counters.inc('nic.forward.received');
       noteFrame(frame);
-      fromPeer = true;
-      try {
-        run?.(frame);
-      } finally {
-        fromPeer = false;
-      }
+      if (heldIn.size === 0 || !heldIn.offer(frame, undefined, true)) runFromPeer(frame);
     });
     drainDoorbell(BELL_BUDGET);
   });
@@ -1459,8 +1504,14 @@ function addPeer(m: Extract<ToWorker, { t: 'peer' }>): void {
   });
 }
 
-/** Install an initiate's batch (by records when `owner` is given) and give each connection a slot. */
-function initiateNow(a: Extract<WorkerRequest, { op: 'initiate' }>['arg']): PackedInitiate {
+/**
+ * Install an initiate's batch (by records when `owner` is given) and give each connection a slot;
+ * what was installed is also added to `installedOut` when given.
+ */
+function initiateNow(
+  a: Extract<WorkerRequest, { op: 'initiate' }>['arg'],
+  installedOut?: InstalledConn[],
+): PackedInitiate {
   // The blocks' IPv6 keys name addresses the decode takes in with the batch's paths, so
   // they are unpacked at the first connection (every path comes before any connection).
   let blocks: TupleMap<ConnBlockRef> | undefined;
@@ -1505,6 +1556,7 @@ function initiateNow(a: Extract<WorkerRequest, { op: 'initiate' }>['arg']): Pack
         if (owner !== undefined) transferOf(slots[inst.slot]!).take(owner);
         installed.push(inst);
       }
+    if (installedOut !== undefined) for (const c of installed) installedOut.push(c);
     return packInitiate(result, installed, engine.addressBook);
   } finally {
     batchParts.clear();
@@ -1514,32 +1566,107 @@ function initiateNow(a: Extract<WorkerRequest, { op: 'initiate' }>['arg']): Pack
 // ---- moves straight to another worker ------------------------------------------------------------
 
 /** The hands channel to each other worker, by the owner number of its records. */
-const hands = new Map<number, MessagePort>();
+const hands = new Map<number, HandsLink>();
+
+/**
+ * The peer over `link` installed the hands up to `seq`: unlist them, and say so behind what went
+ * to it. A turn later: frames that reached this worker's link before the word did, and wait in its
+ * port's queue or its TAP's, still take the hands channel ahead of the 'through'.
+ */
+function handedThrough(link: HandsLink, seq: number): void {
+  clock.defer(() => {
+    handedAway.installed(link, seq);
+    if (closed) return;
+    link.out.flush();
+    link.port.postMessage({ t: 'through', seq } satisfies HandsMessage);
+  });
+}
 
 /**
  * A channel for moves with another worker: a batch it hands over here is installed as an
  * initiate by records, and the answer goes to the host as the answer to the request the host
  * registered for it. Once that worker stops, the host hears of it, and stops waiting for a batch
- * it never handed.
+ * it never handed. Frames for what either handed the other follow the hand over it (hand-order.ts).
  */
 function addHands(m: Extract<ToWorker, { t: 'hands' }>): void {
   const port = m.port;
-  hands.set(m.owner, port);
-  port.on('message', (h: HandMessage) => {
+  const link: HandsLink = {
+    owner: m.owner,
+    port,
+    out: new FrameBatcher(
+      (buf, len) => port.postMessage({ t: 'fwd', buf, len } satisfies HandsMessage, [buf]),
+      (cb) => clock.defer(cb),
+    ),
+    sent: 0,
+  };
+  hands.set(m.owner, link);
+  port.on('message', (h: HandsMessage) => {
     progress();
-    if (closed || h.t !== 'hand') return;
-    drainDoorbell();
-    try {
-      const packed = initiateNow({ batch: h.batch, prod: h.prod, blocks: h.blocks, owner: h.owner });
-      post({ t: 'res', id: h.id, ok: true, op: 'initiate', value: packed, installed: packed.installed });
-    } catch (e) {
-      post({ t: 'res', id: h.id, ok: false, error: wireError(e) });
+    if (closed) return;
+    switch (h.t) {
+      case 'hand':
+        takeHand(link, h);
+        return;
+      case 'fwd':
+        // Sent on by the source for what it handed here: older than anything held, run now.
+        forEachFrame(h.buf, h.len, (frame) => {
+          progress();
+          engine.counters.inc('nic.forward.received');
+          noteFrame(frame);
+          runFromPeer(frame);
+        });
+        drainDoorbell(BELL_BUDGET);
+        return;
+      case 'installed':
+        handedThrough(link, h.seq);
+        return;
+      case 'through':
+        heldIn.through(link, h.seq);
+        drainDoorbell(BELL_BUDGET);
+        return;
     }
   });
   port.on('close', () => {
-    if (hands.get(m.owner) === port) hands.delete(m.owner);
+    if (hands.get(m.owner) === link) hands.delete(m.owner);
+    handedAway.closed(link);
+    heldIn.closed(link);
     if (!closed) post({ t: 'hands-closed', owner: m.owner });
   });
+}
+
+/**
+ * Install a batch another worker handed here, and answer the host. What its engine held for the
+ * batch runs first; then, when the source numbered the hand, the batch's input waits for what the
+ * source still has for it (hand-order.ts): 'installed' goes to the source behind every frame this
+ * worker forwarded to it, on the peer channel when the two are peers.
+ */
+function takeHand(link: HandsLink, h: HandMessage): void {
+  drainDoorbell();
+  const installed: InstalledConn[] | undefined = h.seq > 0 ? [] : undefined;
+  try {
+    const packed = initiateNow({ batch: h.batch, prod: h.prod, blocks: h.blocks, owner: h.owner }, installed);
+    post({ t: 'res', id: h.id, ok: true, op: 'initiate', value: packed, installed: packed.installed });
+  } catch (e) {
+    post({ t: 'res', id: h.id, ok: false, error: wireError(e) });
+  }
+  if (h.packets !== undefined && h.packets.length > 0) {
+    // Segments are run by built connections only (as the host's 'inject').
+    buildPending();
+    engine.inject(h.packets);
+  }
+  if (installed === undefined) return;
+  heldIn.hold(
+    link,
+    h.seq,
+    installed.map((c) => c.key),
+  );
+  const peer = peers.find((p) => p.owner === link.owner);
+  if (peer === undefined) {
+    link.port.postMessage({ t: 'installed', seq: h.seq } satisfies HandsMessage);
+    return;
+  }
+  peer.out.flush();
+  peer.port.postMessage({ t: 'installed', seq: h.seq } satisfies PeerMessage);
 }
 
 function handleRequest(id: number, r: WorkerRequest): void {
@@ -1589,9 +1716,13 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
           if (keys !== 'all') builtKeys = rest;
         }
         const hand = records ? r.hand : undefined;
-        const handPort = hand === undefined ? undefined : hands.get(hand.owner);
-        if (hand !== undefined && handPort === undefined)
+        if (hand !== undefined && boot.handDelayMs !== undefined) pauseThread(boot.handDelayMs);
+        const handLink = hand === undefined ? undefined : hands.get(hand.owner);
+        if (hand !== undefined && handLink === undefined)
           throw new InvalidStateError(`no hands channel to records owner ${hand.owner}`);
+        // Handed to a peer: listed here until it says it installed them, and their frames follow
+        // the hand (hand-order.ts).
+        const keepListed = handLink !== undefined && peers.some((p) => p.owner === handLink.owner);
         if (records) {
           // The states as records in their blocks, handed to the host (owner word); the batch
           // names their neighbors and paths, and carries what a record cannot hold.
@@ -1625,22 +1756,34 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
           moved.push(p.index);
           p.parts.transfer.setOwner(hand === undefined ? OWNER_HOST : -hand.owner);
           if (hand !== undefined) given.push([p.key, p.block]);
-          letGoUnbuilt(p);
+          letGoUnbuilt(p, keepListed);
         }
         if (unread.length > 0) engine.counters.inc('nic.terminate.unread', unread.length);
         for (const k of builtKeys === 'all' ? list : builtKeys) {
           const slot = byKey.get(k);
           if (slot && engine.connection(k) === undefined) {
             writeRecord(slot);
-            free(slot);
+            const released = slot.conn.released;
+            free(slot, keepListed && released);
             freed.push(slot.index);
             // Released: its state is in the transfer. Otherwise it closed here (TIME_WAIT ends
             // on a terminate) and its last events must reach the application first.
-            if (slot.conn.released) {
+            if (released) {
               moved.push(slot.index);
               transferOf(slot).setOwner(hand === undefined ? OWNER_HOST : -hand.owner);
               if (hand !== undefined) given.push([slot.key, slot.block]);
             }
+          }
+        }
+        let seq = 0;
+        let carried: Uint8Array[] | undefined;
+        if (handLink !== undefined && given.length > 0) {
+          const keys = given.map((g) => g[0]);
+          if (keepListed) seq = handedAway.add(handLink, keys);
+          // What the engine held for them goes with them, ahead of anything that follows.
+          if (engine.tcp.frozenSize > 0) {
+            carried = engine.takeQueued(keys);
+            engine.dropFrozen(keys);
           }
         }
         if (r.byRef === true) passUp(list);
@@ -1657,6 +1800,8 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
                 blocks: packBlocks(given, engine.addressBook),
                 owner: hand.owner,
                 prod: hand.prod,
+                seq,
+                packets: carried !== undefined && carried.length > 0 ? carried : undefined,
               };
         const buf =
           out.byteOffset === 0 && out.byteLength === out.buffer.byteLength ? out.buffer : out.slice().buffer;
@@ -1667,7 +1812,7 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
         // on the other core) left the host told the batch was released and the batch never handed:
         // a move that the host hears of as the source's death rejected whole.
         if (handed !== null) {
-          handPort!.postMessage(handed, [handed.batch.buffer as ArrayBuffer]);
+          handLink!.port.postMessage(handed, [handed.batch.buffer as ArrayBuffer]);
           handedOn = true;
           if (boot.handGapMs !== undefined) pauseThread(boot.handGapMs);
         }
@@ -1922,7 +2067,7 @@ port.on('message', (m: ToWorker) => {
         Atomics.add(db, DB_RX, 1);
         progress();
         noteFrame(frame);
-        if (h) h(frame);
+        if (h && (heldIn.size === 0 || !heldIn.offer(frame, undefined, false))) h(frame);
       });
       drainDoorbell(BELL_BUDGET);
       return;
@@ -1993,7 +2138,10 @@ port.on('message', (m: ToWorker) => {
         p.out.flush();
         p.port.close();
       }
-      for (const h of hands.values()) h.close();
+      for (const h of hands.values()) {
+        h.out.flush();
+        h.port.close();
+      }
       hands.clear();
       // After the last frames went out: a TAP's buffers and descriptors belong to the process, and
       // this thread's exit would not free them.

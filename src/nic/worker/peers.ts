@@ -11,7 +11,7 @@ export function peerWorkers(a: WorkerNic, b: WorkerNic): boolean {
   if (a === b) return false;
   if (a.death !== null || b.death !== null) return false;
   const { port1, port2 } = new MessageChannel();
-  a.post({ t: 'peer', id: b.id, port: port1, owners: b.owners.sab }, [port1]);
-  b.post({ t: 'peer', id: a.id, port: port2, owners: a.owners.sab }, [port2]);
+  a.post({ t: 'peer', id: b.id, owner: b.recordOwner, port: port1, owners: b.owners.sab }, [port1]);
+  b.post({ t: 'peer', id: a.id, owner: a.recordOwner, port: port2, owners: a.owners.sab }, [port2]);
   return true;
 }

@@ -54,6 +54,8 @@ export interface WorkerBoot {
   stopWhileOpening?: { after: number; flag: SharedArrayBuffer };
   /** A test's pause between a hand-over's two messages (WorkerNicTestSeams.handGapMs). */
   handGapMs?: number;
+  /** A test's pause before a hand-over releases its batch (WorkerNicTestSeams.handDelayMs). */
+  handDelayMs?: number;
 }
 
 // ---- what a worker's TAP holds of the process ------------------------------------------------------
@@ -349,8 +351,9 @@ export type ToWorker =
    * Another worker of the same team: its owner table, and one end of a channel between the two.
    * Frames that arrive here for a connection it lists go to it over the channel ('fwd' batches)
    * instead of up to the main thread; frames it sends here are run as if received on this link.
+   * `owner`: the owner number of its records, which names it on the hands channel between the two.
    */
-  | { t: 'peer'; id: string; port: MessagePort; owners: SharedArrayBuffer }
+  | { t: 'peer'; id: string; owner: number; port: MessagePort; owners: SharedArrayBuffer }
   /**
    * Another worker's end of a channel for moves between the two (the owner number of its
    * records): a terminate with `hand` sends its released batch over it, and what comes in over it
@@ -689,8 +692,12 @@ export function checkFromWorker(
 
 export type InitiateReply = InitiateResult;
 
-/** What crosses the channel between two workers of a team: frames of each other's connections. */
-export type PeerMessage = { t: 'fwd'; buf: ArrayBuffer; len: number };
+/**
+ * What crosses the channel between two workers of a team: frames of each other's connections;
+ * and, behind every frame this worker handed over before it, the word that a batch the other
+ * handed here (its hand `seq`) is installed (HandsMessage 'installed').
+ */
+export type PeerMessage = { t: 'fwd'; buf: ArrayBuffer; len: number } | { t: 'installed'; seq: number };
 
 /**
  * What crosses a hands channel: a batch another worker released for this one, as an initiate by
@@ -704,7 +711,28 @@ export type HandMessage = {
   blocks: PackedBlocks;
   owner: number;
   prod: boolean;
+  /**
+   * The source's number for this hand on the channel, when the two workers are peers: the
+   * destination holds the batch's input until the source says 'through' for it (see HandsMessage);
+   * 0 when they are not.
+   */
+  seq: number;
+  /** Segments the source held for the batch's connections (IP packets): run first, in order. */
+  packets?: Uint8Array[];
 };
+
+/**
+ * What crosses a hands channel, in order (one channel, so one order): a hand; the frames the
+ * source received for a connection it handed, after the hand ('fwd'); from the destination, that
+ * hand `seq` is installed ('installed', when the two are not peers: peers send it on the peer
+ * channel, behind the frames the destination forwarded to the source before it); from the
+ * source, that every frame of hand `seq` it had went ahead ('through').
+ */
+export type HandsMessage =
+  | HandMessage
+  | { t: 'fwd'; buf: ArrayBuffer; len: number }
+  | { t: 'installed'; seq: number }
+  | { t: 'through'; seq: number };
 
 // ---- frame batches -------------------------------------------------------------------------------
 
