@@ -8,8 +8,8 @@
  * SharedArrayBuffer alive in any thread of the process is counted there, as Node allocated it),
  * sampled every 100 ms: at the start, the peak, and the end; each worker's JS heap where the
  * build reports it; the connection slabs the host made and those whose host object was
- * collected, where the build counts them. Nothing forces a garbage collection until the cycles are
- * done; then the bytes per connection of the host and of the first worker (`perConn`).
+ * collected, where the build counts them. Nothing forces a garbage collection but the host's
+ * before the cycles, for its bytes per connection (`perConn`).
  *
  *   npx tsx bench/churn.ts [--json] [--cycles N] [--connections N] [--bytes N] [--close end|destroy]
  *                          [--ref <checkout>] [--ref-cycles N] [--pairs N] [--max-s S]
@@ -94,11 +94,12 @@ export interface ChurnRun {
   failedOpen: number;
   unclosed: number;
   /**
-   * Bytes per connection after the churn: `--connections` more opened and offloaded to the first
-   * NIC, the memory then against that before they opened. The host's heap after a forced full
-   * collection (at the end of the run, so no cycle's figure above is touched); the first
-   * worker's heap as its counter reads it (no collection forced there: its garbage counts, and
-   * the figure is the rougher for it). Null where the run did not get that far.
+   * Bytes per connection, before the cycles (nothing else alive yet: no TIME_WAIT of an earlier
+   * cycle): `--connections` opened and offloaded to the first NIC, the memory then against that
+   * before they opened, then reset. The host's heap after a forced full collection (before
+   * `start` is read, so no figure above is touched but the slabs made); the first worker's heap
+   * as its counter reads it, no collection forced there: the garbage of their install counts
+   * too, a bound from above. Null where none opened.
    */
   perConn: { host: number; worker: number | null } | null;
 }
@@ -148,6 +149,11 @@ async function churnHere(root: string, mode: 'workers' | 'host', o: ChurnOptions
       arrayBuffers: MB(m.arrayBuffers),
     };
   };
+  const counters = async () =>
+    (await Promise.all(
+      wh.nics.map((n: { counters(): Promise<Record<string, number>> }) => n.counters()),
+    )) as Record<string, number>[];
+  const perConn = mode === 'workers' ? await bytesPerConn() : null;
   const start = mem();
   const peak = { ...start };
   const sample = () => {
@@ -162,10 +168,6 @@ async function churnHere(root: string, mode: 'workers' | 'host', o: ChurnOptions
     workerSlabsMiB: [] as number[][],
     workerSlabsHeld: [] as number[][],
   };
-  const counters = async () =>
-    (await Promise.all(
-      wh.nics.map((n: { counters(): Promise<Record<string, number>> }) => n.counters()),
-    )) as Record<string, number>[];
   const counted = typeof hard.connSlabsMade === 'function' && typeof blocks.slabsGoneCount === 'function';
   const t0 = performance.now();
   let failedOpen = 0;
@@ -223,8 +225,6 @@ async function churnHere(root: string, mode: 'workers' | 'host', o: ChurnOptions
   }
   clearInterval(timer);
   const last = await counters();
-  const end = mem();
-  const perConn = mode === 'workers' ? await bytesPerConn() : null;
   const made = typeof hard.connSlabsMade === 'function' ? (hard.connSlabsMade() as number) : null;
   const gone = typeof blocks.slabsGoneCount === 'function' ? (blocks.slabsGoneCount() as number) : null;
   return {
@@ -234,7 +234,7 @@ async function churnHere(root: string, mode: 'workers' | 'host', o: ChurnOptions
     seconds: Math.round((performance.now() - t0) / 100) / 10,
     start,
     peak,
-    end,
+    end: mem(),
     perCycle,
     workerHeap: last.map((c) => (c['nic.mem.heap-used'] === undefined ? null : MB(c['nic.mem.heap-used']))),
     slabsMade: made,
@@ -261,7 +261,7 @@ async function churnHere(root: string, mode: 'workers' | 'host', o: ChurnOptions
     const before = await heaps();
     const sockets: import('../src/socket/tcp-socket.ts').TcpSocket[] = [];
     for (let i = 0; i < o.connections; i++) {
-      const s = wh.host.connect({ port: PORT0 + (cycles % PORTS), host: '10.0.0.2' });
+      const s = wh.host.connect({ port: PORT0 + PORTS - 1, host: '10.0.0.2' });
       s.on('error', () => {});
       sockets.push(s);
       if (i % 200 === 199) await net.sleep(5);
@@ -272,6 +272,7 @@ async function churnHere(root: string, mode: 'workers' | 'host', o: ChurnOptions
     await net.sleep(200);
     const after = await heaps();
     for (const s of sockets) s.destroy();
+    await net.sleep(500);
     if (n === 0) return null;
     return {
       host: Math.round((after.host - before.host) / n),
