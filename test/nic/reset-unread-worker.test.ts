@@ -19,9 +19,15 @@ import { createTcpHeader, encodeTcpHeader, finishTcpChecksum, TcpFlag } from '..
 import { addWorkerHost, socketKey } from './worker-helpers.ts';
 
 /** A worker host of `count` NICs (started) and a peer at 10.0.0.2 whose server keeps what it accepts. */
-async function served80(t: TestContext, seed: number, count: number, capacity: number) {
+async function served80(
+  t: TestContext,
+  seed: number,
+  count: number,
+  capacity: number,
+  rings?: { ringCapacity: number; placementRing: number },
+) {
   const net = new SimNetwork({ seed, virtualTime: false });
-  const wh = addWorkerHost(net, { count, capacity });
+  const wh = addWorkerHost(net, { count, capacity, ...rings });
   t.after(() => {
     wh.close();
     net.close();
@@ -234,24 +240,11 @@ async function resetBeforeTerminate(t: TestContext, how: 'upload' | 'move', fail
 test('closed worker connections held by paused sockets count their unread bytes, and a live ring still grows', {
   timeout: 60_000,
 }, async (t) => {
-  const net = new SimNetwork({ seed: 39, virtualTime: false });
   // Placed at their share of the 64 MiB budget: 48 connections' blocks (send and receive rings)
   // take more than all of it.
-  const wh = addWorkerHost(net, { count: 1, capacity: 56, ringCapacity: 4 << 20, placementRing: 2 << 20 });
-  t.after(() => {
-    wh.close();
-    net.close();
-  });
+  const rings = { ringCapacity: 4 << 20, placementRing: 2 << 20 };
+  const { net, wh, served } = await served80(t, 39, 1, 56, rings);
   const nic = wh.nics[0]!;
-  const peer = net.addHost({ ip: '10.0.0.2/24' });
-  await nic.ready();
-  const served: TcpSocket[] = [];
-  peer
-    .createServer((s) => {
-      s.on('error', () => {});
-      served.push(s);
-    })
-    .listen(80);
   const N = 48;
   const socks: TcpSocket[] = [];
   for (let i = 0; i < N; i++) {
