@@ -81,7 +81,7 @@ test('a worker connection closed with bytes unread keeps its block counted by th
   assert.equal(wh.offload.keysOn(nic).length, 0, 'the resets closed every connection in the worker');
   const held = unread();
   assert.ok(held > HELD * 100_000, `${held} bytes still unread after the reset`);
-  // Their blocks stay the NIC's to count: each whole (record and both rings), so at least what is unread.
+  // Their unread bytes stay the NIC's to count (copied out of the blocks when the slots were freed).
   assert.equal(nic.heldAfterClose.count, HELD);
   assert.ok(nic.heldAfterClose.bytes >= held, `${nic.heldAfterClose.bytes} bytes held, ${held} unread`);
   assert.equal(nic.load, HELD);
