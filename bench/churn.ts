@@ -8,7 +8,8 @@
  * SharedArrayBuffer alive in any thread of the process is counted there, as Node allocated it),
  * sampled every 100 ms: at the start, the peak, and the end; each worker's JS heap where the
  * build reports it; the connection slabs the host made and those whose host object was
- * collected, where the build counts them. Nothing forces a garbage collection.
+ * collected, where the build counts them. Nothing forces a garbage collection but the host's
+ * before the cycles, for its bytes per connection (`perConn`).
  *
  *   npx tsx bench/churn.ts [--json] [--cycles N] [--connections N] [--bytes N] [--close end|destroy]
  *                          [--ref <checkout>] [--ref-cycles N] [--pairs N] [--max-s S]
@@ -23,6 +24,8 @@
 import { execFile } from 'node:child_process';
 import { resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { Command } from 'commander';
 import { intIn } from '../src/cli/options.ts';
 import { BENCH_DEAD_AFTER_MS, benchMain, parseBenchFlags } from './args.ts';
@@ -90,6 +93,15 @@ export interface ChurnRun {
   /** Connections that did not open, or did not close, summed over the cycles. */
   failedOpen: number;
   unclosed: number;
+  /**
+   * Bytes per connection, before the cycles (nothing else alive yet: no TIME_WAIT of an earlier
+   * cycle): `--connections` opened and offloaded to the first NIC, the memory then against that
+   * before they opened, then reset. The host's heap after a forced full collection (before
+   * `start` is read, so no figure above is touched but the slabs made); the first worker's heap
+   * as its counter reads it, no collection forced there: the garbage of their install counts
+   * too, a bound from above. Null where none opened.
+   */
+  perConn: { host: number; worker: number | null } | null;
 }
 
 export interface ChurnResult {
@@ -137,6 +149,11 @@ async function churnHere(root: string, mode: 'workers' | 'host', o: ChurnOptions
       arrayBuffers: MB(m.arrayBuffers),
     };
   };
+  const counters = async () =>
+    (await Promise.all(
+      wh.nics.map((n: { counters(): Promise<Record<string, number>> }) => n.counters()),
+    )) as Record<string, number>[];
+  const perConn = mode === 'workers' ? await bytesPerConn() : null;
   const start = mem();
   const peak = { ...start };
   const sample = () => {
@@ -151,10 +168,6 @@ async function churnHere(root: string, mode: 'workers' | 'host', o: ChurnOptions
     workerSlabsMiB: [] as number[][],
     workerSlabsHeld: [] as number[][],
   };
-  const counters = async () =>
-    (await Promise.all(
-      wh.nics.map((n: { counters(): Promise<Record<string, number>> }) => n.counters()),
-    )) as Record<string, number>[];
   const counted = typeof hard.connSlabsMade === 'function' && typeof blocks.slabsGoneCount === 'function';
   const t0 = performance.now();
   let failedOpen = 0;
@@ -233,7 +246,42 @@ async function churnHere(root: string, mode: 'workers' | 'host', o: ChurnOptions
     timeWaitUnread: last.map((c) => c['nic.time-wait.unread'] ?? null),
     failedOpen,
     unclosed,
+    perConn,
   };
+
+  async function bytesPerConn(): Promise<ChurnRun['perConn']> {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const heaps = async () => {
+      gc();
+      gc();
+      const w = (await counters())[0]!['nic.mem.heap-used'];
+      return { host: process.memoryUsage().heapUsed, worker: w ?? null };
+    };
+    const before = await heaps();
+    const sockets: import('../src/socket/tcp-socket.ts').TcpSocket[] = [];
+    for (let i = 0; i < o.connections; i++) {
+      const s = wh.host.connect({ port: PORT0 + PORTS - 1, host: '10.0.0.2' });
+      s.on('error', () => {});
+      sockets.push(s);
+      if (i % 200 === 199) await net.sleep(5);
+    }
+    for (let i = 0; i < 500 && sockets.some((s) => s.connecting); i++) await net.sleep(10);
+    const n = sockets.filter((s) => !s.connecting && !s.destroyed).length;
+    await wh.offload.offload('all', wh.nics[0]);
+    await net.sleep(200);
+    const after = await heaps();
+    for (const s of sockets) s.destroy();
+    await net.sleep(500);
+    if (n === 0) return null;
+    return {
+      host: Math.round((after.host - before.host) / n),
+      worker:
+        after.worker === null || before.worker === null
+          ? null
+          : Math.round((after.worker - before.worker) / n),
+    };
+  }
 }
 
 /** One run in a process of its own (its memory is the figure): this file, `--child`. */
@@ -267,7 +315,7 @@ export async function benchChurn(o: ChurnOptions, log: (l: string) => void = () 
 
 function line(r: ChurnRun): string {
   const m = (x: ChurnMemory) => `${x.rss} / ${x.arrayBuffers} / ${x.heapUsed}`;
-  return `${r.mode} ${r.root}: ${r.cycles} cycles in ${r.seconds} s; RSS / arrayBuffers / heap MiB: start ${m(r.start)}, peak ${m(r.peak)}, end ${m(r.end)}; workers' heaps ${r.workerHeap.join(', ')} MiB; slabs made ${r.slabsMade ?? '-'}, host objects collected ${r.slabsGone ?? '-'}; slabs' worth weighed by the workers ${r.workerWeighed.join(', ')}, by the host ${r.hostWeighed ?? '-'}; host slab objects alive after each cycle ${r.perCycle.hostSlabs.join(' ') || '-'}; workers' slab objects alive at the end ${r.perCycle.workerSlabsMiB.at(-1)?.join(', ') ?? '-'} MiB (held for the host ${r.perCycle.workerSlabsHeld?.at(-1)?.join(', ') ?? '-'}); TIME_WAIT holding blocks ${r.timeWaitBlocks.join(', ')} (unread ${r.timeWaitUnread.join(', ')}); failed opens ${r.failedOpen}, unclosed ${r.unclosed}`;
+  return `${r.mode} ${r.root}: ${r.cycles} cycles in ${r.seconds} s; RSS / arrayBuffers / heap MiB: start ${m(r.start)}, peak ${m(r.peak)}, end ${m(r.end)}; workers' heaps ${r.workerHeap.join(', ')} MiB; slabs made ${r.slabsMade ?? '-'}, host objects collected ${r.slabsGone ?? '-'}; slabs' worth weighed by the workers ${r.workerWeighed.join(', ')}, by the host ${r.hostWeighed ?? '-'}; host slab objects alive after each cycle ${r.perCycle.hostSlabs.join(' ') || '-'}; workers' slab objects alive at the end ${r.perCycle.workerSlabsMiB.at(-1)?.join(', ') ?? '-'} MiB (held for the host ${r.perCycle.workerSlabsHeld?.at(-1)?.join(', ') ?? '-'}); TIME_WAIT holding blocks ${r.timeWaitBlocks.join(', ')} (unread ${r.timeWaitUnread.join(', ')}); failed opens ${r.failedOpen}, unclosed ${r.unclosed}; bytes per connection, host ${r.perConn?.host ?? '-'}, worker ${r.perConn?.worker ?? '-'}`;
 }
 
 export function formatChurn(r: ChurnResult): string {

@@ -23,12 +23,7 @@ import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
 import { ByteRing } from '../state/byte-ring.ts';
 import { flattenTrees, type OffloadTree } from '../state/offload-tree.ts';
 import type { AddressBook } from '../state/path-state.ts';
-import {
-  sharedRingAdvance,
-  sharedRingBytes,
-  sharedRingCopy,
-  sharedRingPositions,
-} from '../state/shared-ring.ts';
+import { sharedRingAdvance, sharedRingCopy, sharedRingPositions } from '../state/shared-ring.ts';
 import { decodeBatch, encodeBatch, releaseTreeAddresses } from '../state/state-codec.ts';
 import type { TcpCached, TcpState } from '../state/tcp-state.ts';
 import { validateTrees } from '../state/validate.ts';
@@ -246,7 +241,10 @@ interface BlockViews {
    * paid for it again (a scavenge's cost is what survives it).
    */
   handles: WorkerConnectionHandle[];
-  /** The entry of this block in the initiate that carries it now, or last did (see `prepare`). */
+  /**
+   * The entry of this block in the initiate that carries it now, or last did (see `prepare`);
+   * once that transfer is over, without its state and settings (`settled`).
+   */
   prepared: PreparedConn | null;
 }
 
@@ -412,6 +410,21 @@ function sameSlots(a: readonly number[], b: readonly number[]): boolean {
   return true;
 }
 
+/**
+ * The transfer is over (answered, refused, or kept for salvage): its entries let go of the state
+ * and settings they carried. An entry stays with its block (BlockViews.prepared) for the next
+ * transfer, and the state it named held the host's released state object (its path, its
+ * neighbor, and, without records, its rings) as long as the block lived: after the connection
+ * left the host, and after it closed, for as long as a socket kept its handle.
+ */
+function settled(prepared: BatchList<PreparedConn> | undefined): void {
+  if (prepared === undefined) return;
+  for (const p of prepared.list) {
+    p.state = null;
+    p.settings = null;
+  }
+}
+
 /** Records offered and not taken (or all of them: `owner` undefined) go back to the host. */
 function returnRecords(prepared: BatchList<PreparedConn> | undefined, owner?: number): void {
   if (prepared === undefined) return;
@@ -525,8 +538,9 @@ export class WorkerConnectionHandle implements ConnectionHandle {
   /** Bytes its grows added to the NIC's rings (WorkerNic's grow budget). */
   grownBy = 0;
   /**
-   * @internal The bytes of its block the NIC counts as held after the close (WorkerNic's
-   * `heldClosed`): the worker freed its slot, the socket has not read all of it yet. 0: not held.
+   * @internal The bytes the NIC counts as held after the close (WorkerNic's `heldClosed`): the
+   * worker freed its slot, the socket has not read all of it yet, and the unread bytes were
+   * copied out of the block into a ring of this size (_keepUnreadOnly). 0: not held.
    */
   heldBytes = 0;
   /** @internal The application closed it (close, abort) or let go after the close (dropUnread): it reads no more. */
@@ -760,7 +774,7 @@ export class WorkerConnectionHandle implements ConnectionHandle {
    * keeping the record's last hard state for a salvage, which ends a TIME_WAIT (rebuild.ts).
    * A grow in flight goes with it: the worker refuses it (its slot is on no block the host names).
    */
-  private letGoBlock(): void {
+  private letGoBlock(recv: ByteRing = new ByteRing(16)): void {
     if (this.blockGone !== null) return;
     dropSpare(this);
     const hard = this.hardState();
@@ -775,9 +789,26 @@ export class WorkerConnectionHandle implements ConnectionHandle {
     this.record = v.record;
     this.transfer = v.transfer;
     this.views = undefined;
-    // Rings of its own, empty: what the socket reads or writes here stays here.
+    // Rings of its own: what the socket reads or writes here stays here.
     this.sendRing = new ByteRing(16);
-    this.recvRing = new ByteRing(16);
+    this.recvRing = recv;
+  }
+
+  /**
+   * @internal Closed in the worker (its slot freed, its last record written) with bytes its socket
+   * has not read (WorkerNic.holdClosed): those bytes are copied into a ring of their own size and
+   * the block is let go, as for a TIME_WAIT's (letGoBlock). Nothing writes into the block any
+   * more, and the block held its whole rings (and its slab) for bytes that may be a few hundred:
+   * a NIC's ring budget counted some 50 paused sockets of reset connections whole and refused
+   * every live connection's grow. Linux charges a closed socket's queue by its buffers
+   * (sk_rmem_alloc), not by its sk_rcvbuf. Returns the bytes the copy holds.
+   */
+  _keepUnreadOnly(): number {
+    const n = this.recvRing.length;
+    const copy = new ByteRing(n);
+    copy.write(this.recvRing.toArray());
+    this.letGoBlock(copy);
+    return copy.capacity;
   }
 
   private scheduleDelivery(): void {
@@ -1128,13 +1159,14 @@ export class WorkerNic extends HostNic {
 
   /**
    * Connections the worker closed (and freed their slots) whose handle a socket still holds with
-   * bytes unread in the block, and those blocks' bytes. Linux keeps a closed socket's queued data
-   * charged to tcp_mem until recvmsg frees it or close(2) purges it (the host's own connections:
-   * TcpBudget.holdUnread); here the block is the memory, held whole by the handle, and this NIC's
-   * account is where it is charged: each takes a place of `capacity` (the load, and the worker's
-   * room: NicEngine.heldClosed, so its SYNs and installs are refused at the limit) and its bytes
-   * count against RING_BUDGET_BYTES (smaller rings for new connections, no grows past it). Without
-   * it, paused sockets of reset connections held blocks nothing counted, in any number.
+   * bytes unread, and the bytes they hold. Linux keeps a closed socket's queued data charged to
+   * tcp_mem until recvmsg frees it or close(2) purges it (the host's own connections:
+   * TcpBudget.holdUnread); here the unread bytes, copied out of the block when it closed (the
+   * block let go: holdClosed), are the memory, and this NIC's account is where it is charged:
+   * each takes a place of `capacity` (the load, and the worker's room: NicEngine.heldClosed, so
+   * its SYNs and installs are refused at the limit) and its bytes count against RING_BUDGET_BYTES
+   * (no grows past it). Without it, paused sockets of reset connections held blocks nothing
+   * counted, in any number.
    */
   private heldClosed = 0;
   private heldClosedBytes = 0;
@@ -1147,12 +1179,14 @@ export class WorkerNic extends HostNic {
     return { count: this.heldClosed, bytes: this.heldClosedBytes };
   }
 
-  /** Its slot freed with bytes unread and a socket to read them: the block is counted as held. */
+  /**
+   * Its slot freed with bytes unread and a socket to read them: held, the unread bytes kept in
+   * memory of their own and the block let go (WorkerConnectionHandle._keepUnreadOnly), so what
+   * is counted is what is held.
+   */
   private holdClosed(h: WorkerConnectionHandle): void {
     if (h.heldBytes > 0 || h.appDone || h.detached || h.user === null || h.recvRing.length === 0) return;
-    const b = h.block;
-    // The whole block: record, send ring and receive ring (allocConnBlock's layout).
-    h.heldBytes = b.recv.offset + sharedRingBytes(b.recv.capacity) - b.at;
+    h.heldBytes = h._keepUnreadOnly();
     this.heldClosed++;
     this.heldClosedBytes += h.heldBytes;
     this.tellHeld();
@@ -1307,6 +1341,7 @@ export class WorkerNic extends HostNic {
     } catch (e) {
       if (this.death === null) returnRecords(prepared);
       else this.keepForSalvage(prepared);
+      settled(prepared);
       // Closed by its owner with the batch in hand: the worker installs it, then its close aborts
       // (RST) all it runs. Rolled back into the host, those connections would run on as if nothing
       // happened, and their sockets hear of the RST only at their next segment, or never when idle.
@@ -1320,6 +1355,8 @@ export class WorkerNic extends HostNic {
       // An answer that does not unpack: the worker is taken as dead, having maybe run them.
       if (this.death !== null) this.keepForSalvage(prepared);
       throw e;
+    } finally {
+      settled(prepared);
     }
   }
 
@@ -1508,6 +1545,7 @@ export class WorkerNic extends HostNic {
     this.forget(res.freed);
     const bytes = res.value;
     const result = await dst.takeHand(expected.answer, prepared);
+    settled(prepared);
     // Closed by its owner before the host took its answer: it installed the batch and aborted it
     // (the events of that abort found no handle here yet), or it never will.
     let aborted: string | undefined;
@@ -1576,6 +1614,7 @@ export class WorkerNic extends HostNic {
       prepared.push(p);
     }
     const result = dst.takeInstalled(res, prepared, dst.recordOwner);
+    settled(prepared);
     const released: ConnKey[] = [];
     const handed = new TupleMap<true>();
     for (const c of result.conns) {

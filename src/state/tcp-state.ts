@@ -700,13 +700,58 @@ function widenTcpState(): TcpState {
   // The constants and cached settings too: a transfer record's reader builds them on the same
   // layouts with numbers read from a Float64Array (fractions to V8), so the first record read
   // would otherwise turn every state's ports and settings over to a new layout.
-  widenNumbers(s.const);
-  widenNumbers(s.cached);
-  widenNumbers(s.delegated);
-  widenNumbers(s.soft);
+  widenNumbers(s.const, SMALL_CONST);
+  widenNumbers(s.cached, SMALL_CACHED);
+  widenNumbers(s.delegated, SMALL_DELEGATED);
+  widenNumbers(s.soft, SMALL_SOFT);
   widenNumbers(s.soft.cubic);
   return s;
 }
+
+/*
+ * The number fields that only ever hold small integers (counts, enums, option values, settings,
+ * windows below 2^30, bytes of one recovery): these need no fraction's layout, only one that
+ * takes any value (see widenNumbers). Every other number field (sequence numbers, times, sizes
+ * and counters that may pass 2^31, congestion arithmetic) is widened to fractions.
+ */
+const SMALL_CONST: ReadonlySet<string> = new Set([
+  'localPort',
+  'remotePort',
+  'sndWscale',
+  'rcvWscale',
+  'remoteMss',
+  'localMss',
+]);
+/** Every cached setting: a count, a TTL or TOS, a buffer size or a whole number of ms. */
+const SMALL_CACHED: ReadonlySet<string> = new Set(Object.keys(DEFAULT_TCP_CACHED));
+const SMALL_DELEGATED: ReadonlySet<string> = new Set([
+  'state',
+  'sndWnd',
+  'maxSndWnd',
+  'dupAcks',
+  'backoff',
+  'keepaliveProbes',
+  'persistBackoff',
+  'retransmits',
+  'resetsIn',
+  'resetsOut',
+]);
+const SMALL_SOFT: ReadonlySet<string> = new Set([
+  'unackedSegments',
+  'caBytesAcked',
+  'challengeCount',
+  'persistProbesOut',
+  'undoRetrans',
+  'prrDelivered',
+  'prrOut',
+  'prrPriorCwnd',
+  'frto',
+  'hsRttSamples',
+  'hsCssRounds',
+  'reordering',
+  'reoWndMult',
+  'reoWndPersist',
+]);
 
 /**
  * A state with no connection behind it (zero addresses, no path), only for giving layouts their
@@ -739,10 +784,25 @@ export function zeroTcpConst(): TcpConst {
  * Store a fraction into every number field `o` has, so its layout holds fractions from now on:
  * for a throwaway object made by the same literal or class as the ones that matter (see
  * widenTcpState). Booleans, arrays and objects keep what they had.
+ *
+ * The fields named in `small` get a layout that takes any value instead (a non-number stored,
+ * then the number back): a field on a fraction's layout keeps its number in a box of its own,
+ * 16 bytes per field and object on a 64-bit heap (V8 no longer unboxes them), while a small
+ * integer in a field that takes any value is stored in the field. Such a field that does take a
+ * fraction or a number past 2^31 keeps its layout too, and boxes that number at each store: for
+ * fields that do so never or once in a connection's life. 16 bytes each of 53 fields of a
+ * connection's objects (BENCHMARKS.md, "Bytes per connection").
  */
-export function widenNumbers(o: object): void {
+export function widenNumbers(o: object, small?: ReadonlySet<string>): void {
   const r = o as Record<string, unknown>;
-  for (const key of Object.keys(r)) if (typeof r[key] === 'number') r[key] = 0.5;
+  for (const key of Object.keys(r)) {
+    const v = r[key];
+    if (typeof v !== 'number') continue;
+    if (small?.has(key) === true) {
+      r[key] = null;
+      r[key] = v;
+    } else r[key] = 0.5;
+  }
 }
 /**
  * The widened sample, kept: V8 holds the transitions to a layout weakly, and a collection that

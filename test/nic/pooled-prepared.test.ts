@@ -24,6 +24,24 @@ function preparedOf(h: WorkerConnectionHandle): Prepared {
   return v.prepared;
 }
 
+/**
+ * What the prepared entries of each initiate `nic` takes up carry while it takes them up (its
+ * `takeInstalled`), in their order: after that they let go of both (see `settled`).
+ */
+function whileTaken(nic: WorkerNic): { state: object | null; settings: object | null }[][] {
+  const seen: { state: object | null; settings: object | null }[][] = [];
+  const target = nic as unknown as {
+    takeInstalled(res: unknown, prepared: unknown, owner: unknown): unknown;
+  };
+  const take = target.takeInstalled.bind(nic);
+  target.takeInstalled = (res, prepared, owner) => {
+    const list = (prepared as { list: Prepared[] } | undefined)?.list ?? [];
+    seen.push(list.map((p) => ({ state: p.state, settings: p.settings })));
+    return take(res, prepared, owner);
+  };
+  return seen;
+}
+
 describe('pooled prepared entries of WorkerNic transfers', () => {
   test('one entry per block across offload, moves and upload, carrying nothing of the transfer before', {
     timeout: 60_000,
@@ -32,12 +50,18 @@ describe('pooled prepared entries of WorkerNic transfers', () => {
     const [n0, n1] = wh.nics as [WorkerNic, WorkerNic];
     const keys = sockets.map(socketKey);
     const m = wh.offload;
+    const taken0 = whileTaken(n0);
+    const taken1 = whileTaken(n1);
     assert.equal((await m.offload(keys, n0)).moved.length, CONNS);
     const first = keys.map((k) => preparedOf(n0.handle(k)!));
+    assert.equal(taken0.length, 1);
     for (const [i, p] of first.entries()) {
       // An offload from the host writes the record from the host's state.
-      assert.notEqual(p.state, null);
+      assert.notEqual(taken0[0]![i]!.state, null);
+      assert.equal(taken0[0]![i]!.settings, null);
       assert.equal(p.offered, true);
+      // Once the offload is over, the entry (kept with the block) no longer holds the host's state.
+      assert.equal(p.state, null, 'the state let go after the offload');
       assert.equal(p.settings, null);
       assert.deepEqual({ ...p.key }, { ...keys[i]! });
     }
@@ -51,9 +75,11 @@ describe('pooled prepared entries of WorkerNic transfers', () => {
       const p = preparedOf(h);
       assert.equal(p, first[i], 'the same entry, taken up again');
       // Handed from worker to worker: no state of the offload's left in it.
-      assert.equal(p.state, null, 'the offload state is not carried');
+      assert.equal(taken1[0]![i]!.state, null, 'the offload state is not carried');
+      assert.equal(p.state, null);
       assert.equal(p.offered, true);
-      assert.equal(p.settings, s0[i], "the source handle's settings");
+      assert.equal(taken1[0]![i]!.settings, s0[i], "the source handle's settings");
+      assert.equal(p.settings, null, 'let go after the move');
       // One settings object, shared, not copied per move.
       assert.equal(h.settings, s0[i]);
     }
@@ -74,7 +100,9 @@ describe('pooled prepared entries of WorkerNic transfers', () => {
     for (const [i, k] of keys.entries()) {
       const p = preparedOf(n1.handle(k)!);
       assert.equal(p, first[i]);
-      assert.notEqual(p.state, null);
+      assert.notEqual(taken1.at(-1)![i]!.state, null);
+      assert.equal(taken1.at(-1)![i]!.settings, null);
+      assert.equal(p.state, null);
       assert.equal(p.settings, null);
     }
     assert.equal(n1.handle(keys[0]!)!.settings!.noDelay, true);

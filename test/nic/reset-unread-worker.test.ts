@@ -19,9 +19,15 @@ import { createTcpHeader, encodeTcpHeader, finishTcpChecksum, TcpFlag } from '..
 import { addWorkerHost, socketKey } from './worker-helpers.ts';
 
 /** A worker host of `count` NICs (started) and a peer at 10.0.0.2 whose server keeps what it accepts. */
-async function served80(t: TestContext, seed: number, count: number, capacity: number) {
+async function served80(
+  t: TestContext,
+  seed: number,
+  count: number,
+  capacity: number,
+  rings?: { ringCapacity: number; placementRing: number },
+) {
   const net = new SimNetwork({ seed, virtualTime: false });
-  const wh = addWorkerHost(net, { count, capacity });
+  const wh = addWorkerHost(net, { count, capacity, ...rings });
   t.after(() => {
     wh.close();
     net.close();
@@ -75,7 +81,7 @@ test('a worker connection closed with bytes unread keeps its block counted by th
   assert.equal(wh.offload.keysOn(nic).length, 0, 'the resets closed every connection in the worker');
   const held = unread();
   assert.ok(held > HELD * 100_000, `${held} bytes still unread after the reset`);
-  // Their blocks stay the NIC's to count: each whole (record and both rings), so at least what is unread.
+  // Their unread bytes stay the NIC's to count (copied out of the blocks when the slots were freed).
   assert.equal(nic.heldAfterClose.count, HELD);
   assert.ok(nic.heldAfterClose.bytes >= held, `${nic.heldAfterClose.bytes} bytes held, ${held} unread`);
   assert.equal(nic.load, HELD);
@@ -224,3 +230,68 @@ async function resetBeforeTerminate(t: TestContext, how: 'upload' | 'move', fail
   assert.equal(got, total, 'everything before the reset read');
   assert.deepEqual(nic.heldAfterClose, { count: 0, bytes: 0 });
 }
+
+/**
+ * Paused sockets of reset connections hold their unread bytes, not their blocks: counted whole
+ * against the NIC's ring budget (RING_BUDGET_BYTES), as many as fill it (blocks placed at their
+ * fair share of it) refused every grow of the connections still running. Each closed one's unread
+ * bytes are copied out of its block when the worker frees its slot, and only those are counted.
+ */
+test('closed worker connections held by paused sockets count their unread bytes, and a live ring still grows', {
+  timeout: 60_000,
+}, async (t) => {
+  // Placed at their share of the 64 MiB budget: 48 connections' blocks (send and receive rings)
+  // take more than all of it.
+  const rings = { ringCapacity: 4 << 20, placementRing: 2 << 20 };
+  const { net, wh, served } = await served80(t, 39, 1, 56, rings);
+  const nic = wh.nics[0]!;
+  const N = 48;
+  const socks: TcpSocket[] = [];
+  for (let i = 0; i < N; i++) {
+    const s = wh.host.connect({ port: 80, host: '10.0.0.2' });
+    s.on('error', () => {});
+    s.pause();
+    socks.push(s);
+  }
+  t.after(() => {
+    for (const s of socks) s.destroy();
+  });
+  await Promise.all(socks.map((s) => (s.connecting ? new Promise((r) => s.once('connect', r)) : null)));
+  assert.equal((await wh.offload.offload(socks.map(socketKey), nic)).moved.length, N);
+  for (let i = 0; i < 100 && served.length < N; i++) await net.sleep(10);
+  // More than a paused socket's stream takes in at the reset (a read of up to 64 KiB): the rest
+  // stays in the ring.
+  for (const s of served) s.write(Buffer.alloc(200_000, 5));
+  const unread = (): number => socks.reduce((n, s) => n + (s.connection?.readableLength ?? 0), 0);
+  for (let i = 0; i < 300 && unread() < N * 200_000; i++) await net.sleep(20);
+  for (const s of served) s.resetAndDestroy();
+  for (let i = 0; i < 200 && nic.heldAfterClose.count < N; i++) await net.sleep(20);
+  assert.equal(nic.heldAfterClose.count, N);
+  const held = unread();
+  assert.ok(held >= N * 100_000, `${held} bytes unread`);
+
+  // A connection placed beside them asks for a larger send ring: within the budget.
+  const live = wh.host.connect({ port: 80, host: '10.0.0.2' });
+  live.on('error', () => {});
+  t.after(() => live.destroy());
+  await new Promise((r) => live.once('connect', r));
+  assert.equal((await wh.offload.offload([socketKey(live)], nic)).moved.length, 1);
+  const h = nic.handle(socketKey(live))!;
+  const placed = h.sendRing.capacity;
+  (nic as unknown as { regrow(h: unknown, want: number): void }).regrow(h, 4 << 20);
+  for (let i = 0; i < 200 && h.sendRing.capacity === placed; i++) await net.sleep(10);
+  const c = await nic.counters();
+  assert.equal(c['nic.sndbuf.grow-refused'] ?? 0, 0, JSON.stringify(c));
+  assert.ok(h.sendRing.capacity > placed, `grew from ${placed} to ${h.sendRing.capacity}`);
+
+  // What was unread when the slot was freed (the socket's read at the reset came after): not the
+  // blocks' megabytes.
+  const counted = nic.heldAfterClose.bytes;
+  assert.ok(counted >= held && counted <= N * 200_000, `${counted} bytes counted, ${held} unread`);
+
+  // Read to the end, each lets go of its count.
+  const ended = socks.map((s) => new Promise((res) => s.once('close', res)));
+  for (const s of socks) s.resume();
+  await Promise.all(ended);
+  assert.deepEqual(nic.heldAfterClose, { count: 0, bytes: 0 });
+});

@@ -143,3 +143,33 @@ test('a state read from a transfer record is on the layouts a new state has, and
       part,
     );
 });
+
+/**
+ * Heap bytes of one `cached` object of a state: many states made, then each given one shared
+ * object in its place, the difference per state after a full collection.
+ */
+function cachedBytes(n = 5_000): { bytes: number; fields: number } {
+  const states: TcpState[] = [];
+  for (let i = 0; i < n; i++) states.push(newState());
+  gc();
+  gc();
+  const before = process.memoryUsage().heapUsed;
+  const shared = states[0]!.cached;
+  for (const s of states) (s as { cached: TcpState['cached'] }).cached = shared;
+  gc();
+  gc();
+  const after = process.memoryUsage().heapUsed;
+  // Kept alive to the second reading.
+  assert.equal(states.length, n);
+  return { bytes: (before - after) / (n - 1), fields: Object.keys(shared).length };
+}
+
+test("a state's cached settings are stored in their object, not boxed each on its own", () => {
+  // A field on a fraction's layout keeps its number in a heap box of its own (16 bytes, 64-bit,
+  // as Node runs): every cached setting is a small integer (or a boolean), on a layout that takes
+  // any value, stored in the field. 360 bytes an object with every number field boxed.
+  const { bytes, fields } = cachedBytes();
+  // The object: map, properties, elements and one word per field; a word of slack.
+  const bound = 8 * (3 + fields) + 8;
+  assert.ok(bytes <= bound, `${bytes.toFixed(1)} bytes an object, ${fields} fields, at most ${bound}`);
+});

@@ -490,9 +490,21 @@ export function armKeepalive(conn: TcpConnection): void {
  */
 function widenTcpConnection(): TcpConnection {
   const conn = new TcpConnection(null as unknown as TcpEngine, shapeSampleTcpState());
-  widenNumbers(conn);
-  widenNumbers(conn.rack);
+  widenNumbers(conn, SMALL_CONNECTION);
+  widenNumbers(conn.rack, SMALL_RACK);
   return conn;
 }
+/** Number fields of a connection object and its RACK log that hold small integers only (see widenNumbers). */
+const SMALL_CONNECTION: ReadonlySet<string> = new Set([
+  'events',
+  'refusedRtos',
+  'probeOctet',
+  'outputUsed',
+  'offeredWscale',
+  'memCharged',
+  'unreadHeld',
+  'oooBytes',
+]);
+const SMALL_RACK: ReadonlySet<string> = new Set(['mss']);
 /** Kept, not dropped: a collection would drop the widened layouts with it (see WIDENED_TCP_STATE). */
 export const WIDENED_TCP_CONNECTION: TcpConnection = widenTcpConnection();
