@@ -17,6 +17,7 @@ import {
   scheduleTimer,
   terminate,
 } from '../stack/tcp/tcp-drive.ts';
+import type { AdoptOptions } from '../stack/tcp/tcp-handover.ts';
 import { TcpLayer } from '../stack/tcp/tcp-layer.ts';
 import type { TcpHostEnv } from '../stack/tcp/tcp-types.ts';
 import { createNeighborState, type NeighborState } from '../state/neighbor-state.ts';
@@ -770,7 +771,7 @@ export class NicEngine {
    * `settleLive` afterwards), and the same TcpConnection runs on this engine's layer. The caller
    * checked `liveRefusal`, the room and the 4-tuple first.
    */
-  takeLive(conn: TcpConnection, prod: boolean, slots: Map<PathState, PathSlot>): void {
+  takeLive(conn: TcpConnection, adopt: AdoptOptions, slots: Map<PathState, PathSlot>): void {
     const from = conn.state.path;
     let slot = slots.get(from);
     if (slot === undefined) {
@@ -779,7 +780,7 @@ export class NicEngine {
     }
     conn.state.path = slot.state;
     slot.refs++;
-    this.tcp.attach(conn, { prod });
+    this.tcp.attach(conn, adopt);
   }
 
   /** After `takeLive` calls: count them, and drop a path installed for none. */
@@ -793,8 +794,8 @@ export class NicEngine {
    * `slots`: this batch's paths found so far, so the path's key is built once per path, not once
    * per connection.
    */
-  giveLive(conn: TcpConnection, slots: Map<PathState, PathSlot | null>): void {
-    this.tcp.detach(conn);
+  giveLive(conn: TcpConnection, slots: Map<PathState, PathSlot | null>, batched = false): void {
+    this.tcp.detach(conn, null, batched);
     const p = conn.state.path;
     let slot = slots.get(p);
     if (slot === undefined) {

@@ -20,6 +20,7 @@ import { TWO_32 } from '../stack/address-table.ts';
 import type { Stack } from '../stack/stack.ts';
 import type { Forward, TableEntry } from '../stack/tcp/conn-table.ts';
 import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
+import type { AdoptOptions } from '../stack/tcp/tcp-handover.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
 import { buildTrees, flattenTrees, type OffloadTree } from '../state/offload-tree.ts';
 import type { PathState } from '../state/path-state.ts';
@@ -67,6 +68,10 @@ type ThreadNic = Nic & { readonly engine: NicEngine };
 
 /** An end of a live hand-over: the host, or a NIC of its thread. */
 type LiveOwner = 'host' | ThreadNic;
+
+/** A live hand-over's attach options, made once: the batch counts its attaches itself. */
+const ADOPT: AdoptOptions = Object.freeze({ batched: true });
+const ADOPT_PRODDED: AdoptOptions = Object.freeze({ batched: true, prod: true });
 
 /** A live hand-over's report, and the keys it left for the general protocol. */
 interface LiveReport {
@@ -1159,7 +1164,7 @@ export class TransferProtocol {
       this.stack.tcp.dropFrozen(k.localIp, k.localPort, k.remoteIp, k.remotePort);
       report.refused.push({ key: k, status: 'closed', reason: 'closed at the source during the move' });
     }
-    const prod = this.opts.prod === true;
+    const adopt = this.opts.prod === true ? ADOPT_PRODDED : ADOPT;
     const back: number[] = [];
     const dstEngine = dst === 'host' ? null : dst.engine;
     let refusal: string | null = null;
@@ -1172,6 +1177,8 @@ export class TransferProtocol {
     const slots = new Map<PathState, PathSlot>();
     const srcSlots = new Map<PathState, PathSlot | null>();
     const hostPaths = new Map<PathState, PathState | null>();
+    // The host's forwarder to the destination, found once for the batch.
+    const toDst = dst === 'host' ? null : this.injector(dst);
     for (let i = 0; i < conns.length; i++) {
       const conn = conns[i]!;
       const k = found[i]!;
@@ -1188,18 +1195,23 @@ export class TransferProtocol {
         back.push(i);
         continue;
       }
-      this.handOne(conn, src, dst, prod, slots, srcSlots, hostPaths);
+      this.handOne(conn, src, dst, toDst, adopt, slots, srcSlots, hostPaths);
       room--;
       report.moved.push(k);
     }
-    if (back.length > 0 && src !== 'host' && this.opts.rollbackToHost === true) {
+    const moved = report.moved.length;
+    const backed = src !== 'host' && this.opts.rollbackToHost === true ? back.length : 0;
+    if (backed > 0) {
       // A failed NIC's connections go to the host, which never refuses.
-      for (const i of back) this.handOne(conns[i]!, src, 'host', prod, slots, srcSlots, hostPaths);
+      for (const i of back) this.handOne(conns[i]!, src, 'host', null, adopt, slots, srcSlots, hostPaths);
     }
-    dstEngine?.settleLive(slots, report.moved.length);
-    if (src !== 'host')
-      src.engine.gaveLive(report.moved.length + (this.opts.rollbackToHost === true ? back.length : 0));
-    this.stack.counters.inc('offload.handover', report.moved.length);
+    // Each layer's `tcp.detached` / `tcp.attached`, counted for the batch (`AdoptOptions.batched`).
+    srcTcp.countHandovers(moved + backed, 0);
+    dstTcp.countHandovers(0, moved);
+    if (backed > 0) this.stack.tcp.countHandovers(0, backed);
+    dstEngine?.settleLive(slots, moved);
+    if (src !== 'host') src.engine.gaveLive(moved + backed);
+    this.stack.counters.inc('offload.handover', moved);
     return { report, rest };
   }
 
@@ -1212,14 +1224,15 @@ export class TransferProtocol {
     conn: TcpConnection,
     src: LiveOwner,
     dst: LiveOwner,
-    prod: boolean,
+    toDst: Forward | null,
+    adopt: AdoptOptions,
     slots: Map<PathState, PathSlot>,
     srcSlots: Map<PathState, PathSlot | null>,
     hostPaths: Map<PathState, PathState | null>,
   ): void {
     const tcp = this.stack.tcp;
-    if (src === 'host') tcp.detach(conn, dst === 'host' ? null : this.injector(dst));
-    else src.engine.giveLive(conn, srcSlots);
+    if (src === 'host') tcp.detach(conn, toDst, true);
+    else src.engine.giveLive(conn, srcSlots, true);
     if (dst === 'host') {
       const from = conn.state.path;
       let path = hostPaths.get(from);
@@ -1229,12 +1242,12 @@ export class TransferProtocol {
       }
       if (path) conn.state.path = path;
       // The host's forwarding placeholder goes (`attach`): the host runs the 4-tuple again.
-      tcp.attach(conn, { prod });
+      tcp.attach(conn, adopt);
       this.entries.deleteOf(conn);
       return;
     }
-    dst.engine.takeLive(conn, prod, slots);
-    if (src !== 'host') tcp.forwardOf(conn, this.injector(dst));
+    dst.engine.takeLive(conn, adopt, slots);
+    if (src !== 'host') tcp.forwardOf(conn, toDst!);
     this.entries.setOf(conn, dst, conn.user);
   }
 

@@ -57,10 +57,14 @@ export interface TableEntry {
   /** Made while another entry of its tuple was in the store (counted in `Store.twins` until pruned). */
   twin: boolean;
   /**
-   * Neighbours in `runBy`'s list of the connections it runs (previous, next: RUN_LINKS) and in
-   * `taggedBy`'s list of its tags (TAG_LINKS).
+   * Neighbours in `runBy`'s list of the connections it runs and in `taggedBy`'s list of its tags
+   * (`EntryList`). Fields of the entry, not an array of its own: a hand-over of 10,000 connections
+   * takes each out of one list and into another, and the array was one more cache miss each.
    */
-  readonly links: (TableEntry | null)[];
+  runPrev: TableEntry | null;
+  runNext: TableEntry | null;
+  tagPrev: TableEntry | null;
+  tagNext: TableEntry | null;
 }
 
 /** Whether `t` is the four-tuple given (the check after a hash match, in both hashed tables). */
@@ -136,45 +140,64 @@ function ownerOf(e: TableEntry, kind: number): ConnTable | null {
 /** Spare entries a store keeps whatever its size (see `Store.spare`). */
 const SPARE_ENTRIES = 1024;
 
-/** Where an `EntryList` keeps its links in `TableEntry.links`. */
-const RUN_LINKS = 0;
-const TAG_LINKS = 2;
-
 /** A table's entries of one kind, oldest first, linked through the entries themselves. */
 class EntryList {
   first: TableEntry | null = null;
   last: TableEntry | null = null;
   size = 0;
 
-  constructor(private readonly at: number) {}
+  /** @param run the list of the connections a table runs (`runPrev`, `runNext`), else of its tags. */
+  constructor(private readonly run: boolean) {}
 
   push(e: TableEntry): void {
-    const l = e.links;
-    l[this.at] = this.last;
-    l[this.at + 1] = null;
-    if (this.last === null) this.first = e;
-    else this.last.links[this.at + 1] = e;
+    const last = this.last;
+    if (this.run) {
+      e.runPrev = last;
+      e.runNext = null;
+      if (last === null) this.first = e;
+      else last.runNext = e;
+    } else {
+      e.tagPrev = last;
+      e.tagNext = null;
+      if (last === null) this.first = e;
+      else last.tagNext = e;
+    }
     this.last = e;
     this.size++;
   }
 
   remove(e: TableEntry): void {
-    const l = e.links;
-    const p = l[this.at]!;
-    const n = l[this.at + 1]!;
-    if (p === null) this.first = n;
-    else p.links[this.at + 1] = n;
-    if (n === null) this.last = p;
-    else n.links[this.at] = p;
-    l[this.at] = null;
-    l[this.at + 1] = null;
+    if (this.run) {
+      const p = e.runPrev;
+      const n = e.runNext;
+      if (p === null) this.first = n;
+      else p.runNext = n;
+      if (n === null) this.last = p;
+      else n.runPrev = p;
+      e.runPrev = null;
+      e.runNext = null;
+    } else {
+      const p = e.tagPrev;
+      const n = e.tagNext;
+      if (p === null) this.first = n;
+      else p.tagNext = n;
+      if (n === null) this.last = p;
+      else n.tagPrev = p;
+      e.tagPrev = null;
+      e.tagNext = null;
+    }
     this.size--;
+  }
+
+  /** The entry after `e` in this list. */
+  next(e: TableEntry): TableEntry | null {
+    return this.run ? e.runNext : e.tagNext;
   }
 
   /** The entries, as a snapshot of what `read` reads of each. */
   map<T>(read: (e: TableEntry) => T): T[] {
     const out: T[] = [];
-    for (let e = this.first; e !== null; e = e.links[this.at + 1]!) out.push(read(e));
+    for (let e = this.first; e !== null; e = this.next(e)) out.push(read(e));
     return out;
   }
 }
@@ -197,8 +220,8 @@ export class ConnTable {
   private holds = 0;
   private made = 0;
   /** The connections this table runs, and its tags. */
-  private readonly runs = new EntryList(RUN_LINKS);
-  private readonly tags = new EntryList(TAG_LINKS);
+  private readonly runs = new EntryList(true);
+  private readonly tags = new EntryList(false);
 
   /** Connections in the table. */
   get size(): number {
@@ -513,7 +536,7 @@ export class ConnTable {
    * (`tagged` is the snapshot for callers that do).
    */
   forEachTag(fn: (tag: object, e: TableEntry) => void): void {
-    for (let e = this.tags.first; e !== null; e = e.links[TAG_LINKS + 1]!) fn(e.tag!, e);
+    for (let e = this.tags.first; e !== null; e = e.tagNext) fn(e.tag!, e);
   }
 
   /** Every connection, as a snapshot: callers close connections while they walk. */
@@ -575,22 +598,27 @@ export class ConnTable {
 
   private newEntry(localIp: number, localPort: number, remoteIp: number, remotePort: number): TableEntry {
     this.made++;
+    // What a hand-over reads and writes of each entry first, the tuple and the hash chain (read by
+    // lookups) last: V8 lays the fields out in this order, and a move touches one cache line fewer.
     return {
       conn: null,
       runBy: null,
+      runPrev: null,
+      runNext: null,
       held: null,
       heldBy: null,
       tag: null,
       taggedBy: null,
       lastTaggedBy: null,
+      home: this.store,
+      twin: false,
+      tagPrev: null,
+      tagNext: null,
       localIp,
       localPort,
       remoteIp,
       remotePort,
       next: null,
-      home: this.store,
-      twin: false,
-      links: [null, null, null, null],
     };
   }
 

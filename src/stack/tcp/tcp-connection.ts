@@ -3,6 +3,7 @@ import { type ConnectionError, InvalidArgumentError, InvalidStateError } from '.
 import type { TcpDelegated, TcpState } from '../../state/tcp-state.ts';
 import { shapeSampleTcpState, TcpStateId, widenNumbers } from '../../state/tcp-state.ts';
 import type { TcpHeader } from '../../wire/tcp.ts';
+import { TWO_32 } from '../address-table.ts';
 import { type CongestionControl, effectiveMss } from './congestion.ts';
 import type { TableEntry } from './conn-table.ts';
 import type { OutputScheduler, OutputSender } from './output-scheduler.ts';
@@ -100,14 +101,42 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
    * layer of the same thread (TcpLayer.attach), with its rings, timer, RACK log and SACK board.
    */
   engine: TcpEngine;
+  // The fields a hand-over reads and writes of every connection it moves (the checks, the
+  // tables, the memory charge, the key, the output turn), declared together so that they share a cache line or
+  // two: spread over the object they were a cache miss each in a move of 10,000 (V8 lays a
+  // class's fields out in the order they are declared).
+  /** @internal True while linked in the layer's demultiplexing table. */
+  linked = false;
+  /**
+   * @internal Its entry in the four-tuple table (conn-table.ts): kept while the connection is
+   * handed to another layer whose table shares the entries, which then runs it in the same entry.
+   */
+  tableEntry: TableEntry | null = null;
+  /**
+   * @internal Its state was handed to another owner (TcpLayer.release): this object must not touch
+   * the state any more, or two owners would run one connection.
+   */
+  released = false;
+  /** @internal Bytes of buffers this connection was last charged for (tcp-mem.ts). */
+  memCharged = 0;
+  private tuple: ConnTuple | null = null;
+  /**
+   * @internal Its addresses are IPv6 handles (`state.const.remoteIp` ≥ 2^32): what the tables
+   * and a hand-over ask of the tuple per connection, read here rather than from the state's
+   * const part, another object (and cache miss) away.
+   */
+  ipv6: boolean;
+  /** @internal The output scheduler's turn this connection last sent in, and the bytes it sent then. */
+  outputTurn = -1;
+  outputUsed = 0;
+  /** @internal Listener that created this passive open, until it is accepted. */
+  listener: ListenerRef | null = null;
   /**
    * The connection's one timer, made when it is first armed: an idle connection (no data in
    * flight, no keepalive, no TIME_WAIT) has no deadline, and ten thousand of them handed to a NIC
    * they had never run on made ten thousand timers (three objects each) that nothing armed.
    */
   private wake: Timer | null = null;
-  /** @internal Listener that created this passive open, until it is accepted. */
-  listener: ListenerRef | null = null;
   /** @internal TcpEvent bits not yet delivered. */
   events = 0;
   /** @internal Why the connection closed (null: orderly). */
@@ -158,9 +187,6 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
    * draws sends new data only, no retransmission.
    */
   holdRetransmits = false;
-  /** @internal The output scheduler's turn this connection last sent in, and the bytes it sent then. */
-  outputTurn = -1;
-  outputUsed = 0;
   /**
    * @internal Waiting for the next turn to send the rest. The scheduler's alone (set as it lists
    * the connection, cleared as that list is served; a move or a revive leaves it), so the object
@@ -169,34 +195,20 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
   outputQueued = false;
   /** @internal Offered window-scale shift while the handshake is under way. */
   offeredWscale = 0;
-  /** @internal Bytes of buffers this connection was last charged for (tcp-mem.ts). */
-  memCharged = 0;
   /** @internal Unread bytes this connection, closed, is still charged for (tcp-mem.ts, holdUnread). */
   unreadHeld = 0;
   /** @internal Bytes held in `state.soft.ooo`, kept as the queue changes (tcp-input.ts, tcp-mem.ts). */
   oooBytes: number;
-  /** @internal True while linked in the layer's demultiplexing table. */
-  linked = false;
-  /**
-   * @internal Its entry in the four-tuple table (conn-table.ts): kept while the connection is
-   * handed to another layer whose table shares the entries, which then runs it in the same entry.
-   */
-  tableEntry: TableEntry | null = null;
   /** @internal The deadline the timer was last armed for. */
   timerTarget = Number.POSITIVE_INFINITY;
   /** @internal The timer fired late and let one turn of input go first (onConnectionTimer). */
   timerYielded = false;
-  /**
-   * @internal Its state was handed to another owner (TcpLayer.release): this object must not touch
-   * the state any more, or two owners would run one connection.
-   */
-  released = false;
   private deferred = false;
-  private tuple: ConnTuple | null = null;
 
   constructor(engine: TcpEngine, state: TcpState) {
     this.engine = engine;
     this.state = state;
+    this.ipv6 = state.const.remoteIp >= TWO_32;
     this.oooBytes = oooBytesOf(state.soft.ooo);
     this.rack.bind(state.soft);
   }
@@ -444,6 +456,7 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
     this.linked = false;
     // The table finds the entry of its tuple again (a placeholder's, or a new one).
     this.tableEntry = null;
+    this.ipv6 = this.state.const.remoteIp >= TWO_32;
     this.timerTarget = Number.POSITIVE_INFINITY;
     this.timerYielded = false;
     this.released = false;

@@ -162,9 +162,9 @@ export class TcpLayer implements TcpEngine {
   link(conn: TcpConnection, carried = false): void {
     this.table.add(conn);
     conn.linked = true;
-    const c = conn.state.const;
     // The table's keys are the handles: they must not be reused while the connection is here.
-    if (c.remoteIp >= TWO_32 && this.env.addrs) {
+    if (conn.ipv6 && this.env.addrs) {
+      const c = conn.state.const;
       this.env.addrs.ref(c.remoteIp);
       this.env.addrs.ref(c.localIp);
     }
@@ -250,8 +250,8 @@ export class TcpLayer implements TcpEngine {
     this.timeWaiting.delete(conn);
     conn.linked = false;
     this.table.remove(conn);
-    const c = conn.state.const;
-    if (c.remoteIp >= TWO_32 && this.env.addrs) {
+    if (conn.ipv6 && this.env.addrs) {
+      const c = conn.state.const;
       this.env.addrs.release(c.remoteIp);
       this.env.addrs.release(c.localIp);
     }
@@ -480,9 +480,18 @@ export class TcpLayer implements TcpEngine {
     return this.handover.release(conn, crash);
   }
 
-  /** Hand a live connection to another layer of this thread (with `attach` there, same turn). */
-  detach(conn: TcpConnection, forward: Forward | null = null): void {
-    this.handover.detach(conn, forward);
+  /**
+   * Hand a live connection to another layer of this thread (with `attach` there, same turn).
+   * `batched`: the caller counts it (`countHandovers`).
+   */
+  detach(conn: TcpConnection, forward: Forward | null = null, batched = false): void {
+    this.handover.detach(conn, forward, batched);
+  }
+
+  /** Count `detached` and `attached` connections of a batch handed with `batched` at once. */
+  countHandovers(detached: number, attached: number): void {
+    if (detached > 0) this.env.counters.inc('tcp.detached', detached);
+    if (attached > 0) this.env.counters.inc('tcp.attached', attached);
   }
 
   /** Run a connection another layer of this thread detached (the same object, timer and all). */
