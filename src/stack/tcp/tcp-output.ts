@@ -745,7 +745,8 @@ function sackRecoveryOutput(conn: TcpConnection, now: number): void {
  * keeps SACKed skbs in its queue until cumulatively ACKed), so a hole below SACKed data is two
  * and waits its turn. A lost segment left alone once the rest is ACKed (RACK marks it on the ACK
  * of a later resend) waited behind a worker's spent turn, as many turns as the crowd took.
- * Without a log covering the flight (a new owner's starts empty), not one piece as far as known.
+ * Without a log covering the flight (a new owner's starts empty; none is kept without SACK), not
+ * one piece as far as known: the resend waits its turn, as before.
  */
 function rtxQueueSingle(conn: TcpConnection): boolean {
   const s = conn.state;
