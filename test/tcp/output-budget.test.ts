@@ -137,6 +137,41 @@ function ackCrowd(b: Bench, px: number, crowd: Opened[]): Seg[] {
   return mine;
 }
 
+/**
+ * x, among 40 others, with SACK, sends `segs` segments, each its own send in its own turn (0.6 ms
+ * apart: not one burst in RACK's log); then the others' data begins, more than a turn's bytes.
+ */
+function sentApart(segs: number) {
+  const o = crowded(40, true);
+  const { b, x, crowd, px, turns } = o;
+  for (let k = 0; k < segs; k++) {
+    if (k > 0) b.advance(0.6);
+    x.conn.write(bytes(MSS, 9));
+    for (const fn of turns.splice(0)) fn();
+  }
+  assert.equal(b.take().filter((s) => s.h.srcPort === px && s.data.length > 0).length, segs);
+  for (const [i, c] of crowd.entries()) c.conn.write(bytes(200 * MSS, i + 1));
+  const first = x.iss + 1;
+  return { ...o, first, at: (k: number) => add(first, k * MSS) };
+}
+
+/**
+ * A turn spends its bytes; the peer, which lost the first segment, SACKs the second: a recovery,
+ * whose fast retransmission of the first (returned) goes with the ACK. Then a round trip of the
+ * minimum RTT passes (a shorter one could answer the original, RFC 8985 6.2).
+ */
+function recoverFirst(o: ReturnType<typeof sentApart>): Seg[] {
+  const { b, x, crowd, px, turns, first, at } = o;
+  for (const fn of turns.splice(0)) fn();
+  ackCrowd(b, px, crowd);
+  assert.ok(b.layer.output.turnSpent, "the turn's bytes are spent");
+  b.advance(0.6);
+  b.inject({ flags: ACK, seq: x.peerSeq, ack: first, srcPort: 80, dstPort: px, sack: [[at(1), at(2)]] });
+  const fast = ackCrowd(b, px, crowd).filter((s) => s.data.length > 0);
+  b.advance(1.2);
+  return fast;
+}
+
 describe('output budget: a connection that moves while it waits for its turn', () => {
   /** A connection cut short by its budget (two segments a turn), waiting in its layer's list. */
   function waiting() {
@@ -348,6 +383,33 @@ describe('output budget: what Linux sends at once leaves at once', () => {
     assert.equal(x.conn.state.delegated.backoff, 1, 'backed off once');
   });
 
+  // Linux's Loss state resends through tcp_xmit_retransmit_queue, whose small-queue check lets a
+  // resend through when the retransmit queue holds one skb (tcp_rtx_queue_empty_or_single_skb).
+  test("after a timeout, the one piece the resend's ACK leaves in flight goes in that ACK's turn", () => {
+    // Two segments, both lost.
+    const { b, x, crowd, px, turns, first } = sentApart(2);
+    let head = false;
+    for (let t = 0; t < 200 && !head; t++) {
+      for (const fn of turns.splice(0)) fn();
+      ackCrowd(b, px, crowd);
+      b.advance(10);
+      head = ackCrowd(b, px, crowd).some((s) => s.data.length > 0 && s.h.seq === first);
+    }
+    assert.ok(head, "the timer's resend of the first");
+    assert.equal(b.count('tcp.rto'), 1);
+    // Its ACK comes within the turn, the turn's bytes spent: the second is all that is in flight.
+    b.advance(1);
+    assert.ok(b.layer.output.turnSpent, "the turn's bytes are spent");
+    b.inject({ flags: ACK, seq: x.peerSeq, ack: add(first, MSS), srcPort: 80, dstPort: px });
+    const resent = ackCrowd(b, px, crowd).filter((s) => s.data.length > 0);
+    assert.deepEqual(
+      resent.map((s) => s.h.seq),
+      [add(first, MSS)],
+      "the second resent in the ACK's turn, not behind the crowd",
+    );
+    assert.equal(b.count('tcp.rto'), 1, 'no second timeout');
+  });
+
   // The probe goes outside the budget (lossProbe); a recovery's output is budgeted
   // (sackRecoveryOutput) but for its fast retransmission, which this shows going at once.
   test("a tail loss probe leaves in the timer's turn, and a fast retransmission in the ACK's", () => {
@@ -488,6 +550,51 @@ describe('output budget: a SACK recovery sends under the budgets, as Linux', () 
       `at most the turn's bytes (four segments) a turn: ${perTurn.join(',')}`,
     );
     for (const c of crowd) assert.deepEqual(seen.get(c.px), c.holes, 'every hole resent, in order, once');
+  });
+
+  // Linux's tcp_xmit_retransmit_queue asks tcp_small_queue_check before each resend, and that
+  // lets the resend through whatever the queues hold when the connection's retransmit queue is
+  // empty or one skb (tcp_rtx_queue_empty_or_single_skb).
+  test("a segment RACK marks lost with nothing else in flight goes in the ACK's turn, the turn's bytes spent", () => {
+    const o = sentApart(3);
+    const { b, x, crowd, px, first, at } = o;
+    // The peer lost the first and the third.
+    assert.deepEqual(
+      recoverFirst(o).map((s) => s.h.seq),
+      [first],
+      'the fast retransmission',
+    );
+    assert.ok(x.conn.state.soft.inRecovery);
+    // Its ACK reaches the third, sent before it: RACK marks the third lost, the one piece left.
+    assert.ok(b.layer.output.turnSpent, "the turn's bytes are still spent");
+    b.inject({ flags: ACK, seq: x.peerSeq, ack: at(2), srcPort: 80, dstPort: px });
+    const resent = ackCrowd(b, px, crowd).filter((s) => s.data.length > 0);
+    assert.deepEqual(
+      resent.map((s) => s.h.seq),
+      [at(2)],
+      "the third resent in the ACK's turn, not behind the crowd",
+    );
+    assert.equal(x.conn.outputQueued, false, 'not listed: nothing left to resend');
+  });
+
+  test('a segment RACK marks lost with more in flight waits for a turn while the turn is spent', () => {
+    const o = sentApart(4);
+    const { b, x, crowd, px, turns, at } = o;
+    recoverFirst(o);
+    // The third and the fourth both still out: two pieces, so the third waits as Linux's would.
+    b.inject({ flags: ACK, seq: x.peerSeq, ack: at(2), srcPort: 80, dstPort: px });
+    assert.deepEqual(
+      ackCrowd(b, px, crowd).filter((s) => s.data.length > 0),
+      [],
+      'nothing resent while the turn is spent',
+    );
+    assert.equal(x.conn.outputQueued, true, 'listed for the next turn');
+    let later: Seg[] = [];
+    for (let t = 0; t < 100 && later.length === 0; t++) {
+      for (const fn of turns.splice(0)) fn();
+      later = ackCrowd(b, px, crowd).filter((s) => s.data.length > 0);
+    }
+    assert.equal(later[0]?.h.seq, at(2), 'resent in a later turn, its turn in the list');
   });
 
   test("the timer's exempt resend does not list a connection whose window it filled", () => {

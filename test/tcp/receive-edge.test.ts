@@ -15,6 +15,7 @@ import {
   FIN,
   type Opened,
   openSettled,
+  PSH,
   fromPeer as peer,
   sackBlocks,
   shutOurWindow,
@@ -95,6 +96,32 @@ describe('the right edge of the receive window (Linux tcp_sequence since 9ca48d6
     assert.equal(d.sndUna, add(una, 500), 'its ACK was read');
     const [ans] = b.take();
     assert.deepEqual(rel(o, sackBlocks(ans!)), [[63900, 64500]], 'all of it held: the buffer has the room');
+  });
+
+  test('data into our zero window is dropped with the receive queue empty too, its ACK read and answered at once (Linux tcp_data_queue)', () => {
+    // The queue empties without a read on this owner's side: a worker's application reads the
+    // shared ring on another thread, and the worker hears of it in a later turn. Until then the
+    // window it offered is zero, and Linux drops data at rcv.nxt into a zero window
+    // (TCPZeroWindowDrop) whatever its queue holds; its tcp_sequence lets the ACK be read.
+    const o = open({ rcvBufSize: 2000 });
+    const { b, conn } = o;
+    const d = conn.state.delegated;
+    const una = shutOurWindow(o);
+    assert.equal(d.recvBuffer.read(new Uint8Array(4000)), 2000);
+    assert.equal(d.recvBuffer.length, 0, 'the receive queue is empty');
+    assert.equal(d.rcvAdv, d.rcvNxt, 'the window we offered is zero');
+    const nxt = d.rcvNxt;
+    peer(o, ACK | PSH, nxt, add(una, 1000), bytes(500));
+    assert.equal(d.rcvNxt, nxt, 'nothing taken');
+    assert.equal(conn.state.soft.ooo.length, 0, 'nothing held');
+    assert.equal(d.sndUna, add(una, 1000), 'its ACK was read');
+    const ans = b.take();
+    assert.equal(ans.length, 1, 'answered at once');
+    assert.equal(ans[0]!.h.ack, nxt);
+    assert.ok(ans[0]!.h.window > 0, 'the answer offers the room now free');
+    // Sent again into the window now offered, it is taken.
+    peer(o, ACK | PSH, nxt, add(una, 1000), bytes(500));
+    assert.equal(d.rcvNxt, add(nxt, 500));
   });
 
   test('in-order data across the edge into an empty queue leaves no edge behind rcv.nxt while its ACK waits', () => {

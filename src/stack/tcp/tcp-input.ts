@@ -301,7 +301,8 @@ function syncInput(
   // whose FIN alone lies past it (a bare FIN into a zero window: peers that loop on FIN while our
   // window is shut, 2bd99aef1b19). A segment that starts inside the window but ends past it is
   // acceptable only while the receive queue is empty (then its ACK counts and what fits the buffer
-  // is kept); with data waiting to be read it is dropped whole, its ACK unread, and answered.
+  // is kept, none of it into a zero window); with data waiting to be read it is dropped whole, its
+  // ACK unread, and answered.
   const segLen = pLen + (f & TcpFlag.SYN ? 1 : 0) + (f & TcpFlag.FIN ? 1 : 0);
   const segEnd = seqAdd(seq, segLen);
   // The payload as it came, for the duplicate-ACK tests: a segment that carried data is never a
@@ -315,7 +316,10 @@ function syncInput(
   let rcvWnd = seqDiff(d.rcvAdv, d.rcvNxt);
   if (rcvWnd < 0) rcvWnd = 0;
   // What is read may run past the window only into an empty receive queue, and only as far as the
-  // buffer holds (Linux queues the whole segment; a ring cannot).
+  // buffer holds (Linux queues the whole segment; a ring cannot); never past a zero window, where
+  // Linux's tcp_data_queue drops data at rcv.nxt (TCPZeroWindowDrop) though tcp_sequence let its
+  // ACK be read. A worker's queue empties that way: its application reads the shared ring on
+  // another thread, and the window it offered stays zero until the worker hears of the read.
   let room = rcvWnd;
   let ok: boolean;
   if (d.state === TcpStateId.TIME_WAIT) {
@@ -330,7 +334,7 @@ function syncInput(
     const edge = seqAdd(d.rcvNxt, rcvWnd);
     if (ok && seqGt(segEnd, edge) && !(f & TcpFlag.FIN && seqSub(segEnd, 1) === edge)) {
       if (seqGt(seq, edge) || d.recvBuffer.length > 0) ok = false;
-      else room = Math.max(rcvWnd, d.recvBuffer.free);
+      else if (rcvWnd > 0) room = Math.max(rcvWnd, d.recvBuffer.free);
     }
   }
   if (!ok) {

@@ -599,7 +599,13 @@ function sendWindowed(conn: TcpConnection, now: number, resendNow: boolean): voi
     // holds everything waits for an ACK, not for a turn. Asked before, the timer's exempt resend
     // listed its connection with a one-MSS window already full (a needless kick next turn, 1,282
     // of 2,000 in a wave of timeouts).
-    if (outputSpent(conn, budget) && !(resendNow && guard === 0 && !fresh)) {
+    // A resend whose piece is all that is in flight goes as well (rtxQueueSingle): after a
+    // timeout, what the ACK of the timer's resend leaves is resent in that ACK's turn.
+    if (
+      outputSpent(conn, budget) &&
+      !(resendNow && guard === 0 && !fresh) &&
+      (fresh || !rtxQueueSingle(conn))
+    ) {
       // Spent for this turn (TCP small queues), or every sender's bytes of the turn were: the rest
       // goes next turn, after the others.
       sched?.later(conn);
@@ -711,7 +717,7 @@ function sackRecoveryOutput(conn: TcpConnection, now: number): void {
     // The recovery's first send is its fast retransmit (RFC 6675 5 step 4.3): the first hole,
     // deemed lost or not (three duplicate ACKs started the recovery).
     if (hole && (s.soft.prrOut === 0 || sackIsLost(s, nextSeg.seq, mss))) {
-      if (spent && !(s.soft.prrOut === 0 && nextSeg.seq === d.sndUna)) {
+      if (spent && !(s.soft.prrOut === 0 && nextSeg.seq === d.sndUna) && !rtxQueueSingle(conn)) {
         sched?.later(conn);
         break;
       }
@@ -729,6 +735,27 @@ function sackRecoveryOutput(conn: TcpConnection, now: number): void {
     if (hole && retransmitHole(conn, now)) continue;
     break;
   }
+}
+
+/**
+ * Linux's tcp_rtx_queue_empty_or_single_skb, the shortcut of tcp_small_queue_check: a resend goes
+ * whatever the queues hold when what is in flight is one piece, since nothing else of the
+ * connection's is queued to wake it (Linux: no TX completion to wait for). A piece is a send of
+ * RACK's log (a super-segment, or a burst logged as one, as a TSO skb) or a SACKed range (Linux
+ * keeps SACKed skbs in its queue until cumulatively ACKed), so a hole below SACKed data is two
+ * and waits its turn. A lost segment left alone once the rest is ACKed (RACK marks it on the ACK
+ * of a later resend) waited behind a worker's spent turn, as many turns as the crowd took.
+ * Without a log covering the flight (a new owner's starts empty; none is kept without SACK), not
+ * one piece as far as known: the resend waits its turn, as before.
+ */
+function rtxQueueSingle(conn: TcpConnection): boolean {
+  const s = conn.state;
+  const d = s.delegated;
+  if (d.sndUna === d.sndMax) return true;
+  const e = conn.rack.entries;
+  if (e.length !== 1 || s.soft.sacked.length > 0) return false;
+  const only = e[0]!;
+  return seqLeq(only.start, d.sndUna) && !seqLt(only.end, d.sndMax);
 }
 
 /** Resend the hole `nextSeg` describes; false if nothing could be sent. */
