@@ -138,6 +138,23 @@ class RealTimer implements Timer {
   };
 }
 
+/**
+ * A Node timer set for a fraction of a millisecond, cleared and kept: every Timeout is then born
+ * with its delay field (`_idleTimeout`) able to hold a fraction. A RealTimer's delay is a
+ * difference of `performance.now()` readings, whole only by chance; Timeouts made with whole
+ * delays first, the first fraction gave the layout a new map and V8 migrated every Timeout then
+ * alive (one per connection's armed timer, in a worker) at its next store, in the middle of a
+ * failover (`--trace-migration`, a WorkerNic carrier cut). Kept, since V8 holds the widened
+ * transitions weakly.
+ */
+export const WIDENED_NODE_TIMEOUT: NodeJS.Timeout = widenedTimeout();
+
+function widenedTimeout(): NodeJS.Timeout {
+  const t = setTimeout(() => {}, 1.5);
+  clearTimeout(t);
+  return t;
+}
+
 /** Wall-clock time from `performance.now()` and Node's timers. */
 export class RealClock implements Clock {
   now(): number {

@@ -24,6 +24,7 @@ import {
   type TcpConst,
   type TcpState,
   TcpStateId,
+  widenNumbers,
   zeroTcpConst,
 } from '../state/tcp-state.ts';
 import { isOffloadable, validateTcpState } from '../state/validate.ts';
@@ -250,6 +251,20 @@ export function emptyHardState(): HardState {
     resetsOut: 0,
     ...rackPathDefaults(),
   };
+}
+
+/**
+ * A hard state whose number fields hold fractions, kept: the layout every hard state is born on
+ * (as widenTcpState's). Its tuple and options are copied from a state's widened constants, heap
+ * numbers where V8 has not optimized the read; hard states born on small-integer fields took a
+ * new map at the first such store, and V8 migrated every one then alive at its next store.
+ */
+export const WIDENED_HARD_STATE: HardState = widenedHardState();
+
+function widenedHardState(): HardState {
+  const h = emptyHardState();
+  widenNumbers(h);
+  return h;
 }
 
 /**

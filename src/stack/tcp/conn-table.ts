@@ -1,3 +1,4 @@
+import { widenNumbers } from '../../state/tcp-state.ts';
 import { TWO_32 } from '../address-table.ts';
 import type { TcpConnection } from './tcp-connection.ts';
 
@@ -125,6 +126,55 @@ class Store {
   peak = 0;
   /** Entries made while another of their tuple existed, not yet pruned. */
   twins = 0;
+}
+
+/** Every table entry is made here: one literal, so one layout (see WIDENED_TABLE_ENTRY). */
+function makeEntry(
+  home: Store,
+  localIp: number,
+  localPort: number,
+  remoteIp: number,
+  remotePort: number,
+): TableEntry {
+  // What a hand-over reads and writes of each entry first, the tuple and the hash chain (read by
+  // lookups) last: V8 lays the fields out in this order, and a move touches one cache line fewer.
+  return {
+    conn: null,
+    runBy: null,
+    runPrev: null,
+    runNext: null,
+    held: null,
+    heldBy: null,
+    tag: null,
+    taggedBy: null,
+    lastTaggedBy: null,
+    home,
+    twin: false,
+    tagPrev: null,
+    tagNext: null,
+    localIp,
+    localPort,
+    remoteIp,
+    remotePort,
+    next: null,
+  };
+}
+
+/**
+ * An entry whose tuple fields hold fractions, kept: the layout every entry is born on from module
+ * load (as widenTcpState's). The tuple comes from a state's constants, which are widened, so a
+ * port or address read from them in code V8 has not optimized is a heap number, and the first
+ * such store into an entry born on small-integer fields (a worker's first adopt in a failover)
+ * gave the layout a new map and migrated every entry then alive at its next store: one runtime
+ * call per moved connection, inside the failover (`--trace-migration`, a WorkerNic carrier cut).
+ * Kept, since V8 holds the widened transitions weakly.
+ */
+export const WIDENED_TABLE_ENTRY: TableEntry = widenedEntry();
+
+function widenedEntry(): TableEntry {
+  const e = makeEntry(new Store(), 0, 0, 0, 0);
+  widenNumbers(e);
+  return e;
 }
 
 /** What an entry is looked for: `vacant`'s kinds. */
@@ -598,28 +648,7 @@ export class ConnTable {
 
   private newEntry(localIp: number, localPort: number, remoteIp: number, remotePort: number): TableEntry {
     this.made++;
-    // What a hand-over reads and writes of each entry first, the tuple and the hash chain (read by
-    // lookups) last: V8 lays the fields out in this order, and a move touches one cache line fewer.
-    return {
-      conn: null,
-      runBy: null,
-      runPrev: null,
-      runNext: null,
-      held: null,
-      heldBy: null,
-      tag: null,
-      taggedBy: null,
-      lastTaggedBy: null,
-      home: this.store,
-      twin: false,
-      tagPrev: null,
-      tagNext: null,
-      localIp,
-      localPort,
-      remoteIp,
-      remotePort,
-      next: null,
-    };
+    return makeEntry(this.store, localIp, localPort, remoteIp, remotePort);
   }
 
   /** Take an entry that nothing uses any more out of its chain. */
