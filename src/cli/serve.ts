@@ -19,6 +19,7 @@ import type { Nic } from '../nic/nic.ts';
 import { DEFAULT_RING, WorkerNic } from '../nic/worker-nic.ts';
 import type { PlaceTimeout } from '../offload/offload-manager.ts';
 import type { Host } from '../socket/host.ts';
+import { traceAccepts } from '../socket/tcp-server.ts';
 import { DEFAULT_TCP_LIMITS, type Stack } from '../stack/stack.ts';
 import type { FailureEvent } from '../team/health.ts';
 import { ManagerOffloader } from '../team/manager-offloader.ts';
@@ -528,8 +529,8 @@ function profileMainThread(): void {
 }
 
 /**
- * Diagnostic (CHIMNEY_LAG_LOG=FILE): every block of the main thread's event loop of 20 ms or more and
- * every offload transfer the policy starts, in epoch ms, written to FILE at exit, to line up with
+ * Diagnostic (CHIMNEY_LAG_LOG=FILE): every block of the main thread's event loop of 20 ms or more,
+ * every offload transfer the policy starts, and each accept's way to its first write, in epoch ms, written to FILE at exit, to line up with
  * the stalls a client saw (`scripts/soak-tap.ts --stalls`).
  */
 function traceMainThread(th: TeamHost, file: string): void {
@@ -559,6 +560,21 @@ function traceMainThread(th: TeamHost, file: string): void {
     void p.then(() => placements.push([Math.round(epoch + t), Math.round(performance.now() - t)]));
     return p;
   };
+  // [made at, placed (1) or born at a NIC (0), then ms of: its placement, the accept queue, the
+  // application's turn to its first write]: where the first byte waited in the host.
+  const accepts: [number, number, number, number, number][] = [];
+  traceAccepts((a) => {
+    const queued = a.queuedAt - a.madeAt;
+    const handed = a.handedAt - a.queuedAt;
+    const wrote = a.firstWriteAt - a.handedAt;
+    accepts.push([
+      Math.round(epoch + a.madeAt),
+      a.placed ? 1 : 0,
+      Math.round(queued),
+      Math.round(handed),
+      Math.round(wrote),
+    ]);
+  });
   process.on('exit', () => {
     writeFileSync(
       file,
@@ -566,6 +582,7 @@ function traceMainThread(th: TeamHost, file: string): void {
         blocks,
         transfers,
         placements,
+        accepts,
         hrUs,
         hrEpoch,
         counters: th.stack.counters.snapshot(),

@@ -152,8 +152,9 @@ export interface NicListenSpec {
   word: number;
   /**
    * An owner table (worker/owner-table.ts) the host writes: the four-tuples of the half-open
-   * connections the host's own listener made. A NIC on another thread leaves a SYN of one of them
-   * to the host: a second SYN-ACK, with another sequence number, would break the handshake.
+   * connections the host's own listener made, and of those established that no NIC holds yet (at
+   * most the backlog). A NIC on another thread leaves a SYN of one of them to the host: a second
+   * SYN-ACK, with another sequence number, would break the handshake.
    */
   claims: SharedArrayBuffer;
 }

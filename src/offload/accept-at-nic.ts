@@ -12,6 +12,7 @@ import type { Stack } from '../stack/stack.ts';
 import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
 import { Listener, type TcpListener } from '../stack/tcp/tcp-listen.ts';
 import type { ConnectionHandle } from '../stack/tcp/tcp-types.ts';
+import { TcpStateId } from '../state/tcp-state.ts';
 import type { EntryTable } from './entry-table.ts';
 import type { Entry, TransferProtocol } from './transfer.ts';
 
@@ -35,11 +36,26 @@ export interface AcceptAtNicHost {
 
 type BaseSpec = Omit<NicListenSpec, 'word'>;
 
-/** A host listener answered at the NICs: the spec each NIC was given, and what stops it at each. */
+/**
+ * A host listener answered at the NICs: the spec each NIC was given, what stops it at each, and
+ * the host's claims (NicListenSpec.claims) with how many of them are established connections.
+ */
 interface AtNics {
   spec: BaseSpec;
   stops: Map<Nic, () => void>;
+  claims: OwnerTable;
+  /** Established host connections listed in `claims` (at most the backlog). */
+  held: number;
 }
+
+/** An established connection of the host's listed in its listener's claims until a NIC holds it. */
+interface Held {
+  conn: TcpConnection;
+  at: AtNics;
+}
+
+/** How often (ms of the stack's clock) at most a listener whose held claims are full looks for gone ones. */
+const HELD_SWEEP_MS = 1000;
 
 /** A half-open connection a NIC in the host's thread made, that NIC, and the listener it is for. */
 interface HalfOpen {
@@ -53,6 +69,15 @@ export class AcceptAtNic {
   private readonly listens = new Map<Listener, AtNics>();
   /** Half-open connections born on a NIC: the host forwards their tuple there until accepted or closed. */
   private readonly halfOpen = new TupleMap<HalfOpen>();
+  /**
+   * The host's established connections of listeners answered at the NICs that no NIC holds yet
+   * (waiting in the accept queue or for their placement): their tuples stay in the claims, so a
+   * worker leaves a SYN the peer sent again to the host instead of answering it with its own ISS
+   * (a needless SYN-ACK, which the peer's challenge ACK makes it give way to: NicEngine.givesWay).
+   */
+  private readonly held = new TupleMap<Held>();
+  /** When the held claims were last looked through for connections gone from the host. */
+  private sweptAt = Number.NEGATIVE_INFINITY;
 
   constructor(private readonly host: AcceptAtNicHost) {}
 
@@ -68,14 +93,10 @@ export class AcceptAtNic {
     const gate = new Int32Array(new SharedArrayBuffer(4 * (GATE_FIRST_NIC + GATE_NICS)));
     l.gate = gate;
     Atomics.store(gate, 0, l.acceptFull ? 1 : 0);
-    // The host's own half-open connections, listed for NICs on other threads (NicListenSpec.claims).
-    const claims = new OwnerTable(OwnerTable.create(l.backlog + 1));
-    l.onHalfOpen = (conn, open) => {
-      const k = conn.key;
-      if (open) return claims.add(k.localIp, k.localPort, k.remoteIp, k.remotePort);
-      claims.remove(k.localIp, k.localPort, k.remoteIp, k.remotePort);
-      return true;
-    };
+    // The host's own half-open connections (at most the backlog) and the established ones no NIC
+    // holds yet (at most the backlog again, `hold`), listed for NICs on other threads
+    // (NicListenSpec.claims): a half-open one always finds room, whatever waits for placement.
+    const claims = new OwnerTable(OwnerTable.create(2 * l.backlog + 1));
     const spec: BaseSpec = {
       ip,
       port: l.port,
@@ -85,7 +106,24 @@ export class AcceptAtNic {
       gate,
       claims: claims.sab,
     };
-    const nl: AtNics = { spec, stops: new Map() };
+    const nl: AtNics = { spec, stops: new Map(), claims, held: 0 };
+    l.onHalfOpen = (conn, open) => {
+      const k = conn.key;
+      if (open) {
+        // The tuple's connection before, gone since and not yet swept: the claim is this one's now.
+        const h = this.held.get(k);
+        if (h !== undefined) {
+          this.held.delete(k);
+          h.at.held--;
+        }
+        return claims.add(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+      }
+      // Established (the handshake's end tells after the state changed): listed on until a NIC
+      // holds it or it is gone (`settled`).
+      if (conn.state.delegated.state !== TcpStateId.SYN_RECEIVED && this.hold(conn, nl)) return true;
+      claims.remove(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+      return true;
+    };
     this.listens.set(l, nl);
     for (const nic of this.host.nics()) this.listenAt(nic, nl);
     l.heldElsewhere = (li, lp, ri, rp) => {
@@ -99,6 +137,43 @@ export class AcceptAtNic {
       Atomics.store(gate, 0, 1);
       this.stop(nl);
     };
+  }
+
+  /**
+   * Keep established `conn` in `nl`'s claims (false: its held claims are at the backlog, even
+   * after those gone are dropped; the NICs' give-way then covers a SYN of it sent again).
+   */
+  private hold(conn: TcpConnection, nl: AtNics): boolean {
+    if (nl.held >= nl.spec.backlog) {
+      const now = this.host.stack.clock.now();
+      if (now - this.sweptAt < HELD_SWEEP_MS) return false;
+      this.settled();
+      if (nl.held >= nl.spec.backlog) return false;
+    }
+    this.held.set(conn.key, { conn, at: nl });
+    nl.held++;
+    return true;
+  }
+
+  /**
+   * Drop the claims of the held connections a NIC holds now or that are gone from the host (closed,
+   * or refused at the accept): the manager calls it as its offloads end; `hold` as well, at most
+   * every HELD_SWEEP_MS, when a listener's held claims are full. One still frozen for a transfer,
+   * or back in the host after one, stays listed.
+   */
+  settled(): void {
+    this.sweptAt = this.host.stack.clock.now();
+    if (this.held.size === 0) return;
+    const { stack, entries } = this.host;
+    for (const h of [...this.held.values()]) {
+      const k = h.conn.key;
+      const { localIp: li, localPort: lp, remoteIp: ri, remotePort: rp } = k;
+      const gone = !h.conn.linked && !stack.tcp.isFrozen(li, lp, ri, rp);
+      if (!gone && entries.find(li, lp, ri, rp) === undefined) continue;
+      this.held.delete(k);
+      h.at.held--;
+      h.at.claims.remove(li, lp, ri, rp);
+    }
   }
 
   /** A NIC joined the manager: it answers the listeners' SYNs too. */
@@ -145,6 +220,10 @@ export class AcceptAtNic {
   private stop(nl: AtNics): void {
     for (const stop of nl.stops.values()) stop();
     nl.stops.clear();
+    if (nl.held > 0) {
+      for (const h of [...this.held.values()]) if (h.at === nl) this.held.delete(h.conn.key);
+      nl.held = 0;
+    }
     if (this.halfOpen.size === 0) return;
     for (const h of [...this.halfOpen.values()]) if (h.at === nl) this.forget(h.conn.key);
   }

@@ -541,6 +541,8 @@ export class OffloadManager extends EventEmitter {
           }),
       ),
     );
+    // The accepted connections a NIC holds now leave the host's claims (AcceptAtNic.held).
+    this.accepts.settled();
     return merge(reports, refused);
   }
 

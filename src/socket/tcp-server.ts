@@ -18,6 +18,28 @@ const ignoreUntaken = (): void => {};
 /** Accepts handed to the application in one turn (TcpServer.drain); as many as a WorkerNic's deliveries. */
 export const ACCEPTS_PER_TURN = 32;
 
+/**
+ * An accepted connection's way to its first answer, in ms of the host's clock (0: not reached):
+ * made (the listener's accept, or a NIC's born handle), queued once its placement is done, handed
+ * to the application ('connection'), and the application's first write to it.
+ */
+export interface AcceptTimes {
+  placed: boolean;
+  madeAt: number;
+  queuedAt: number;
+  handedAt: number;
+  firstWriteAt: number;
+}
+
+/** Diagnostic (serve's CHIMNEY_LAG_LOG): told each accept's times at its first write; off by default. */
+let acceptTrace: ((t: AcceptTimes) => void) | null = null;
+const traced = new WeakMap<TcpSocket, AcceptTimes>();
+
+/** Trace every server's accepts (null: stop): where a client's first byte waits in the host. */
+export function traceAccepts(fn: ((t: AcceptTimes) => void) | null): void {
+  acceptTrace = fn;
+}
+
 export interface ServerHost extends SocketHost {
   readonly tcp: TcpLayer;
   /** True when some interface runs IPv6: a listen without a host is then on `::` (dual stack), as in Node. */
@@ -189,6 +211,10 @@ export class TcpServer extends EventEmitter {
     socket._attachEstablished(conn);
     // Until the application takes it, a reset or FIN only marks it: it is still handed out.
     socket._hold();
+    if (acceptTrace !== null) {
+      const now = this.host.clock.now();
+      traced.set(socket, { placed: place, madeAt: now, queuedAt: 0, handedAt: 0, firstWriteAt: 0 });
+    }
     this.sockets.add(socket);
     socket.on('error', ignoreUntaken);
     socket.once('close', () => {
@@ -217,6 +243,8 @@ export class TcpServer extends EventEmitter {
   }
 
   private enqueue(socket: TcpSocket): void {
+    const t = traced.get(socket);
+    if (t !== undefined) t.queuedAt = this.host.clock.now();
     this.queue.push(socket);
     this.syncQueued();
     // The 'connection' event is deferred so the engine finishes its processing first.
@@ -244,11 +272,27 @@ export class TcpServer extends EventEmitter {
       const socket = this.queue.shift()!;
       this.syncQueued();
       if (this.listenerCount('connection') > 0) socket.removeListener('error', ignoreUntaken);
+      const t = traced.get(socket);
+      if (t !== undefined) this.handed(socket, t);
       this.emit('connection', socket);
       socket._release();
     }
     if (this.queue.length > 0) this.scheduleDrain();
   };
+
+  /** Traced: handed out now, and its first write ends the trace (the write itself is the socket's). */
+  private handed(socket: TcpSocket, t: AcceptTimes): void {
+    const clock = this.host.clock;
+    t.handedAt = clock.now();
+    traced.delete(socket);
+    const own = socket as { write?: (...a: unknown[]) => boolean };
+    own.write = (...a: unknown[]): boolean => {
+      t.firstWriteAt = clock.now();
+      delete own.write;
+      acceptTrace?.(t);
+      return (socket.write as (...b: unknown[]) => boolean)(...a);
+    };
+  }
 
   private syncQueued(): void {
     if (this.listener) this.listener.queued = this.queue.length;

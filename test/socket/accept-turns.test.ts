@@ -10,7 +10,12 @@ import { once } from 'node:events';
 import { describe, test } from 'node:test';
 import type { Clock } from '../../src/core/clock.ts';
 import { SimNetwork } from '../../src/sim/sim-network.ts';
-import { ACCEPTS_PER_TURN, type TcpServer } from '../../src/socket/tcp-server.ts';
+import {
+  ACCEPTS_PER_TURN,
+  type AcceptTimes,
+  type TcpServer,
+  traceAccepts,
+} from '../../src/socket/tcp-server.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import type { TcpListener } from '../../src/stack/tcp/tcp-layer.ts';
 
@@ -93,4 +98,43 @@ describe('TcpServer releases accepts a bounded number a turn', () => {
     assert.ok(worst <= backlog >> 1, `the queue left at a turn's end: at most ${backlog >> 1}, got ${worst}`);
     assert.equal(overflows, 0);
   });
+});
+
+test('traced accepts: made, queued once placed, handed out a turn later, then the first write', async () => {
+  const net = new SimNetwork({ seed: 12, virtualTime: true });
+  const a = net.addHost({ ip: '10.0.0.1/24' });
+  const b = net.addHost({ ip: '10.0.0.2/24' });
+  let release: () => void = () => {};
+  const placement = new Promise<void>((r) => {
+    release = r;
+  });
+  Object.assign(b, { placeAccepted: () => placement });
+  const seen: AcceptTimes[] = [];
+  traceAccepts((t) => seen.push({ ...t }));
+  try {
+    // The application answers 40 ms after it gets the connection.
+    const server = b.createServer((s) => {
+      s.on('error', () => {});
+      net.clock.createTimer(() => s.write('x')).arm(40);
+    });
+    server.listen({ port: 80 });
+    const c = a.connect(80, '10.0.0.2');
+    c.on('error', () => {});
+    await once(c, 'connect');
+    await net.sleep(100);
+    const placedAt = net.clock.now();
+    release();
+    await once(c, 'data');
+    assert.equal(seen.length, 1, 'one trace, at the first write');
+    const t = seen[0]!;
+    assert.equal(t.placed, true);
+    assert.ok(t.madeAt >= 0 && t.madeAt + 100 <= placedAt, `made before the placement: ${t.madeAt}`);
+    assert.ok(t.queuedAt >= placedAt, `queued once placed: ${t.queuedAt} against ${placedAt}`);
+    assert.ok(t.handedAt >= t.queuedAt, 'handed out after it was queued');
+    assert.ok(t.firstWriteAt - t.handedAt >= 40, `first write 40 ms after: ${t.firstWriteAt - t.handedAt}`);
+    c.destroy();
+  } finally {
+    traceAccepts(null);
+    net.close();
+  }
 });

@@ -1,14 +1,15 @@
 /**
  * A SYN the peer sent again, answered by the host meanwhile, reaching a worker that answers the
  * host's listener once the host's connection is established (issue 10 item 1: 7 downloads of
- * 5,000 on TAP reset with nothing received, `serve --accept-at-nic`). The worker cannot see the
- * host's established connections (its claims list half-open ones only); answered, its SYN-ACK
- * draws the peer's challenge ACK, which acknowledges the host's ISS, and a RST to that ACK
- * carries exactly the sequence number the peer expects: the peer's connection was reset.
+ * 5,000 on TAP reset with nothing received, `serve --accept-at-nic`). The host lists its
+ * established connections in its claims until a NIC holds them (AcceptAtNic.held), at most the
+ * backlog of them: a worker leaves such a SYN to the host. Past that bound the worker answers it;
+ * its SYN-ACK draws the peer's challenge ACK, which acknowledges the host's ISS, and a RST to that
+ * ACK would carry exactly the sequence number the peer expects: the worker gives way instead.
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { test } from 'node:test';
+import { type TestContext, test } from 'node:test';
 import type { ServerHost } from '../../src/socket/tcp-server.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { EtherType } from '../../src/wire/ethernet.ts';
@@ -25,9 +26,8 @@ function srcPort(f: Uint8Array): number {
   return (f[34]! << 8) | f[35]!;
 }
 
-test('a SYN sent again, reaching a worker after the host established its connection, resets nothing', {
-  timeout: 60_000,
-}, async (t) => {
+/** A worker team answering port 80 at its NIC, an echo server, and the peer's SYNs as it sent them. */
+async function echoTeam(t: TestContext, backlog?: number) {
   const rig = await setup(t, { seed: 51, nics: 1 });
   rig.manager.acceptAtNic = true;
   (rig.host as ServerHost).listening = (l) => rig.manager.listenAtNics(l);
@@ -39,7 +39,7 @@ test('a SYN sent again, reaching a worker after the host established its connect
       s.on('data', (d: Buffer) => s.write(d));
       s.on('end', () => s.end());
     })
-    .listen(80);
+    .listen({ port: 80, backlog });
   // The peer's SYNs, as it sent them (to send one again, as if it had waited in a worker's queue).
   const syns = new Map<number, Uint8Array>();
   const port = rig.peer.port;
@@ -48,13 +48,30 @@ test('a SYN sent again, reaching a worker after the host established its connect
     if (tcpFlags(f) === 0x02) syns.set(srcPort(f), f.slice());
     return send(f);
   };
-  // Two connections answered in the host: no worker has a path to the peer yet.
-  const c0 = rig.peer.connect(80, TEAM_IP);
-  const c1 = rig.peer.connect(80, TEAM_IP);
-  await within(Promise.all([once(c0, 'connect'), once(c1, 'connect')]), 5000, 'the connects', rig);
-  for (let i = 0; i < 500 && accepted.length < 2; i++) await rig.net.sleep(10);
-  assert.equal(accepted.length, 2);
-  const s0 = accepted.find((s) => s.remotePort === c0.localPort)!;
+  const nic = rig.nics[0]!;
+  const count = async (name: string) => (await nic.counters())[name] ?? 0;
+  /** A connection the host answers and accepts (no worker has a path to the peer, or it is left). */
+  const connect = async (): Promise<{ c: TcpSocket; s: TcpSocket }> => {
+    const c = rig.peer.connect(80, TEAM_IP);
+    await within(once(c, 'connect'), 5000, 'the connect', rig);
+    for (let i = 0; i < 500 && !accepted.some((a) => a.remotePort === c.localPort); i++)
+      await rig.net.sleep(10);
+    const s = accepted.find((a) => a.remotePort === c.localPort);
+    assert.ok(s !== undefined, 'accepted');
+    return { c, s };
+  };
+  return { rig, syns, count, connect, nic };
+}
+
+test('past the backlog of held claims, a SYN sent again reaching a worker after the host established its connection resets nothing', {
+  timeout: 60_000,
+}, async (t) => {
+  // Backlog 1: c0 holds the one claim of an established connection, so c1's is not listed.
+  const { rig, syns, count, connect } = await echoTeam(t, 1);
+  // Two connections answered in the host, one after the other (a second half-open one would get
+  // a cookie): no worker has a path to the peer yet.
+  const { c: c0, s: s0 } = await connect();
+  const { c: c1 } = await connect();
   // c0 placed on the worker gives it the path: from now on it answers the listener's SYNs.
   const r = await rig.manager.offload([keyOf(s0)], rig.nics[0]!);
   assert.equal(r.moved.length, 1, JSON.stringify(r.refused));
@@ -64,8 +81,6 @@ test('a SYN sent again, reaching a worker after the host established its connect
   c1.on('error', (e) => {
     reset = e;
   });
-  const nic = rig.nics[0]!;
-  const count = async (name: string) => (await nic.counters())[name] ?? 0;
   const before = await count('nic.listen.syn');
   // c1's SYN again, late, to the worker's port (c1 is established with the host, which still runs it).
   rig.peer.port.send(syn);
@@ -77,10 +92,69 @@ test('a SYN sent again, reaching a worker after the host established its connect
   await rig.net.sleep(100);
   assert.equal(reset, null, 'c1 reset');
   assert.equal(await count('nic.listen.gave-way'), 1);
-  assert.equal(rig.manager.ownerOf(keyOf(accepted.find((s) => s.remotePort === c1.localPort)!)), 'host');
+  assert.equal(rig.manager.ownerOf({ ...keyOf(s0), remotePort: c1.localPort! }), 'host');
   const out = pattern(200_000, 5);
   const e = echo(c1, out);
   await within(e.done, 10_000, 'the echo on c1', rig);
   assert.ok(e.got().equals(out), 'c1 intact');
+  for (const s of [c0, c1]) s.destroy();
+});
+
+test('a host connection waiting for its placement stays claimed: a worker leaves its SYN sent again to the host', {
+  timeout: 60_000,
+}, async (t) => {
+  const { rig, syns, count, connect, nic } = await echoTeam(t);
+  const { c: c0, s: s0 } = await connect();
+  const { c: c1, s: s1 } = await connect();
+  // c0 placed on the worker gives it the path: from now on it answers the listener's SYNs.
+  const r = await rig.manager.offload([keyOf(s0)], nic);
+  assert.equal(r.moved.length, 1, JSON.stringify(r.refused));
+  let reset: Error | null = null;
+  c1.on('error', (e) => {
+    reset = e;
+  });
+  const synBefore = await count('nic.listen.syn');
+  const upBefore = rig.stack.counters.get('tcp.segments.in');
+  // c1's SYN again, late, to the worker's port: c1 is established in the host, not yet placed.
+  rig.peer.port.send(syns.get(c1.localPort!)!);
+  // It goes up to the host, whose connection answers it (a challenge ACK).
+  for (let i = 0; i < 500 && rig.stack.counters.get('tcp.segments.in') === upBefore; i++)
+    await rig.net.sleep(10);
+  await rig.net.sleep(100);
+  assert.ok(rig.stack.counters.get('tcp.segments.in') > upBefore, 'the SYN went up to the host');
+  assert.equal((await count('nic.listen.syn')) - synBefore, 0, 'the worker answered the SYN sent again');
+  assert.equal(await count('nic.listen.gave-way'), 0);
+  assert.equal(reset, null, 'c1 reset');
+  // Placed, c1 leaves the claims: c2, established in the host once the worker holds c1, is
+  // listed while the backlog of held claims (511) has room, and its SYN sent again is left too.
+  const r1 = await rig.manager.offload([keyOf(s1)], nic);
+  assert.equal(r1.moved.length, 1, JSON.stringify(r1.refused));
+  const out = pattern(200_000, 5);
+  const e = echo(c1, out);
+  await within(e.done, 10_000, 'the echo on c1', rig);
+  assert.ok(e.got().equals(out), 'c1 intact');
+  for (const s of [c0, c1]) s.destroy();
+});
+
+test('a host connection placed on a NIC leaves the claims: the one claim of backlog 1 serves the next', {
+  timeout: 60_000,
+}, async (t) => {
+  const { rig, syns, count, connect, nic } = await echoTeam(t, 1);
+  const { c: c0, s: s0 } = await connect();
+  // c0 placed on the worker: its claim goes, and the worker has a path to the peer.
+  const r = await rig.manager.offload([keyOf(s0)], nic);
+  assert.equal(r.moved.length, 1, JSON.stringify(r.refused));
+  // c1 answered in the host although the worker has a path: its gate says the accept queue is
+  // full (the worker passes SYNs up), as when the host is behind, for c1's handshake only.
+  const gate = rig.stack.tcp.listeners.find(0, 80)!.gate!;
+  Atomics.store(gate, 0, 1);
+  const { c: c1 } = await connect();
+  Atomics.store(gate, 0, 0);
+  assert.equal(await count('nic.listen.syn'), 0);
+  // Its SYN sent again: listed in the claim c0 gave back, it is left to the host.
+  rig.peer.port.send(syns.get(c1.localPort!)!);
+  await rig.net.sleep(200);
+  assert.equal(await count('nic.listen.syn'), 0, 'the worker answered the SYN sent again');
+  assert.equal(await count('nic.listen.gave-way'), 0);
   for (const s of [c0, c1]) s.destroy();
 });

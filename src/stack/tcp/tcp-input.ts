@@ -421,9 +421,10 @@ function syncInput(
     if (l) {
       l.pending--;
       conn.listener = null;
-      l.onHalfOpen?.(conn, false);
     }
     establish(conn, now);
+    // After the state changed: the hook tells an established connection from one that ended.
+    l?.onHalfOpen?.(conn, false);
     if (l && !offerToListener(conn, l)) return;
   } else if (!processAck(conn, h, carriedFlags, carried, now, stale)) {
     return;

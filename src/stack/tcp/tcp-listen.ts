@@ -43,8 +43,9 @@ export interface TcpListener {
    */
   acceptBorn: ((h: ConnectionHandle) => boolean) | null;
   /**
-   * Told as a half-open connection is made (open), and as it ends or is established. For `open`,
-   * false: it could not be published (a full table), so the other side could not see it.
+   * Told as a half-open connection is made (open), and as it ends or is established (an
+   * established one is told after its state left SYN_RECEIVED, so the state says which). For
+   * `open`, false: it could not be published (a full table), so the other side could not see it.
    */
   onHalfOpen: ((conn: TcpConnection, open: boolean) => boolean) | null;
   /** See Listener.heldElsewhere. */
