@@ -1184,9 +1184,10 @@ export class NicEngine {
   /**
    * A half-open connection answered here for a host listener, and a segment that acknowledges
    * another SYN-ACK than ours: the peer took someone else's answer to its SYN. A SYN it sent again
-   * can reach this NIC after the host answered the first and its connection left the half-open
-   * state (no longer in the host's claims, NicListenSpec.claims, while the host holds it or moves
-   * it: only the host's own table knows it). The peer, established there, meets our SYN-ACK with a
+   * can reach this NIC after the host answered the first while the host's claims could not list
+   * it (NicListenSpec.claims keeps an established host connection until a NIC holds it, up to the
+   * listener's backlog; past that only the host's own table knows it). The peer, established
+   * there, meets our SYN-ACK with a
    * challenge ACK; the RST RFC 9293 sends for it in SYN_RECEIVED carries exactly the sequence
    * number the peer expects, and reset its connection (7, then 142 of 5,000 downloads on TAP with
    * `serve --accept-at-nic`). So this connection ends without a word and the segment goes up to
