@@ -479,7 +479,7 @@ const UP_SLICE_MS = 8;
  * peer's and the host's 1 s timers (resent SYNs and SYN-ACKs), until an answer flushed the whole
  * backlog in one block (259 ms of serve's blocks at 1,000 downloads, BENCHMARKS.md, s37h3).
  */
-const UP_AGED_MS = 150;
+const UP_AGED_MS = 250;
 const UP_AGED_SLICE_MS = 24;
 /**
  * Every live WorkerNic's frames passed up in this thread: network input, whose turn runs ahead
