@@ -32,7 +32,6 @@ import {
 import { decodeBatch, encodeBatch, releaseTreeAddresses } from '../state/state-codec.ts';
 import type { TcpCached, TcpState } from '../state/tcp-state.ts';
 import { validateTrees } from '../state/validate.ts';
-import { readU16 } from '../wire/addr.ts';
 import { ETHERNET_HEADER_LENGTH, EtherType } from '../wire/ethernet.ts';
 import {
   ethIpv4Offset,
@@ -42,6 +41,8 @@ import {
   ipv4IsFragment,
   ipv4Proto,
   ipv4Src,
+  l4DstPort,
+  l4SrcPort,
 } from '../wire/fields.ts';
 import { BatchList } from './batch-list.ts';
 import {
@@ -2532,9 +2533,9 @@ export class WorkerNic extends HostNic {
       const t = ip + ipv4HeaderLen(f, ip);
       if (f.length < t + 4) return false;
       const li = ipv4Dst(f, ip);
-      const lp = readU16(f, t + 2);
+      const lp = l4DstPort(f, t);
       const ri = ipv4Src(f, ip);
-      const rp = readU16(f, t);
+      const rp = l4SrcPort(f, t);
       return byKey.lookup(li, lp, ri, rp) !== undefined || passedUp.lookup(li, lp, ri, rp) !== undefined;
     });
   }
