@@ -27,6 +27,18 @@ import { sharedRingAdvance, sharedRingCopy, sharedRingPositions } from '../state
 import { decodeBatch, encodeBatch, releaseTreeAddresses } from '../state/state-codec.ts';
 import type { TcpCached, TcpState } from '../state/tcp-state.ts';
 import { validateTrees } from '../state/validate.ts';
+import { ETHERNET_HEADER_LENGTH, EtherType } from '../wire/ethernet.ts';
+import {
+  ethIpv4Offset,
+  ethType,
+  ipv4Dst,
+  ipv4HeaderLen,
+  ipv4IsFragment,
+  ipv4Proto,
+  ipv4Src,
+  l4DstPort,
+  l4SrcPort,
+} from '../wire/fields.ts';
 import { BatchList } from './batch-list.ts';
 import {
   allocConnBlock,
@@ -480,6 +492,24 @@ const DELIVERY_SLICE_MS = 8;
  */
 const UP_FRAMES_PER_TURN = 64;
 const UP_SLICE_MS = 8;
+/**
+ * Frames passed up that have waited this long run past their turn's share, up to
+ * UP_AGED_SLICE_MS a turn: with the deliveries' refills, the http service's writes and the
+ * placements between them, 64 frames a turn left a connect burst's handshakes waiting past the
+ * peer's and the host's 1 s timers (resent SYNs and SYN-ACKs), until an answer flushed the whole
+ * backlog in one block (259 ms of serve's blocks at 1,000 downloads, BENCHMARKS.md, s37h3).
+ */
+const UP_AGED_MS = 250;
+const UP_AGED_SLICE_MS = 24;
+/**
+ * Every live WorkerNic's frames passed up in this thread: network input, whose turn runs ahead
+ * of any WorkerNic's deliveries in each turn of the loop (as a kernel's packet processing runs
+ * before user work), whichever NIC's queue came first.
+ */
+const inputQueues = new Set<TurnQueue<Uint8Array>>();
+const runInputAhead = (): void => {
+  for (const q of inputQueues) q.runAhead();
+};
 /**
  * What the worker says that may act before the frames it passed up earlier reached the host
  * stack: none of it touches the host's tables (see WorkerNic.onMessage).
@@ -1076,8 +1106,13 @@ export class WorkerNic extends HostNic {
       (h) => h._deliver(),
       DELIVERIES_PER_TURN,
       DELIVERY_SLICE_MS,
+      { ahead: runInputAhead },
     );
-    this.upFrames = new TurnQueue<Uint8Array>(this.clock, this.upFrame, UP_FRAMES_PER_TURN, UP_SLICE_MS);
+    this.upFrames = new TurnQueue<Uint8Array>(this.clock, this.upFrame, UP_FRAMES_PER_TURN, UP_SLICE_MS, {
+      agedMs: UP_AGED_MS,
+      agedSliceMs: UP_AGED_SLICE_MS,
+    });
+    inputQueues.add(this.upFrames);
     this.doorbell = new Int32Array(sab);
     this.flagsAt = doorbellFlagsAt(capacity);
     this.qLen = capacity + 1;
@@ -2297,6 +2332,7 @@ export class WorkerNic extends HostNic {
   close(): void {
     if (this.closed) return;
     this.runToEnd();
+    inputQueues.delete(this.upFrames);
     this.closed = true;
     this.unwatchSlabs();
     this.watchdog.disarm();
@@ -2514,6 +2550,40 @@ export class WorkerNic extends HostNic {
    */
   private runToEnd(): void {
     this.upFrames.flush();
+  }
+
+  /**
+   * A death: of the frames passed up, those of this NIC's connections in transit reach the host
+   * stack now, before anyone hears of the death. Those are the frames the failover needs in the
+   * host's placeholders when it starts (it replays what they hold to the connection's next
+   * owner): the segments of a connection released to the host by reference and not yet settled,
+   * or of a handle here (frozen in a move out, or running). Any other frame (the host's own
+   * connections, other owners', a listener's SYNs and handshakes, ARP) keeps its turn: a host
+   * placeholder forwards a late one to the connection's owner, or holds it for the rebuild. The
+   * whole backlog run here (up to a second of it under load) put off the failover's start.
+   * While an initiate is in flight its connections are not known by key here: all run.
+   */
+  private runInTransit(): void {
+    if (this.initiating > 0) {
+      this.upFrames.flush();
+      return;
+    }
+    const passedUp = this.passedUpTable();
+    const byKey = this.byKey;
+    this.upFrames.flushWhere((f) => {
+      if (f === UP_RESYNC) return false;
+      const ip = ethIpv4Offset(f);
+      // IPv6's addresses are the address book's handles here, not looked up per frame: all run.
+      if (ip < 0) return f.length >= ETHERNET_HEADER_LENGTH && ethType(f) === EtherType.IPV6;
+      if (ipv4Proto(f, ip) !== 6 || ipv4IsFragment(f, ip)) return false;
+      const t = ip + ipv4HeaderLen(f, ip);
+      if (f.length < t + 4) return false;
+      const li = ipv4Dst(f, ip);
+      const lp = l4DstPort(f, t);
+      const ri = ipv4Src(f, ip);
+      const rp = l4SrcPort(f, t);
+      return byKey.lookup(li, lp, ri, rp) !== undefined || passedUp.lookup(li, lp, ri, rp) !== undefined;
+    });
   }
 
   private onMessage(m: WorkerNotice): void {
@@ -2734,7 +2804,7 @@ export class WorkerNic extends HostNic {
   protected override die(cause: WorkerDeath): void {
     // A worker stopped by close() exits: that is no death.
     if (this.closed || this.death !== null) return;
-    this.runToEnd();
+    this.runInTransit();
     super.die(cause, (e) => {
       // Its table no longer says where anything runs: the other workers send up to the host again.
       this.owners.markDead();

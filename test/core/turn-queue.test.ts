@@ -144,4 +144,63 @@ describe('TurnQueue', () => {
     clock.turn();
     assert.deepEqual(ran, [3, 4, 6, 7, 8, 20]);
   });
+  test('a queue led by another runs after its slice in each turn, and the leader runs one slice a turn', () => {
+    // Network input (`input`) and the deliveries (`user`): the deliveries' drain was deferred
+    // first, so without the lead their refills ran before the frames in every turn.
+    const clock = new TurnClock();
+    const ran: string[] = [];
+    const input: TurnQueue<number> = new TurnQueue<number>(
+      clock.asClock(),
+      (i) => ran.push(`f${i}`),
+      2,
+      1000,
+    );
+    const user = new TurnQueue<number>(clock.asClock(), (i) => ran.push(`d${i}`), 2, 1000, {
+      ahead: () => input.runAhead(),
+    });
+    for (let i = 0; i < 4; i++) user.push(i);
+    for (let i = 0; i < 5; i++) input.push(i);
+    const seen: string[][] = [];
+    while (clock.pending > 0) {
+      const before = ran.length;
+      clock.turn();
+      seen.push(ran.slice(before));
+    }
+    assert.deepEqual(seen, [['f0', 'f1', 'd0', 'd1'], ['f2', 'f3', 'd2', 'd3'], ['f4']]);
+  });
+
+  test("items that waited agedMs run past the turn's share, up to agedSliceMs; younger ones wait", () => {
+    // Each item takes 2 ms; two a turn, or 10 ms of those that waited 50 ms.
+    const clock = new TurnClock();
+    const ran: number[] = [];
+    const q = new TurnQueue<number>(
+      clock.asClock(),
+      (i) => {
+        ran.push(i);
+        clock.elapse(2);
+      },
+      2,
+      1000,
+      { agedMs: 50, agedSliceMs: 10 },
+    );
+    for (let i = 0; i < 20; i++) q.push(i);
+    clock.turn();
+    assert.deepEqual(ran, [0, 1], "a young backlog: the turn's share");
+    clock.elapse(60);
+    // Pushed now: young, so the aged run stops at it.
+    q.push(100);
+    ran.length = 0;
+    clock.turn();
+    assert.deepEqual(ran, [2, 3, 4, 5, 6], 'the share, then the aged ones until 10 ms of the turn passed');
+    ran.length = 0;
+    clock.turn();
+    assert.deepEqual(ran, [7, 8, 9, 10, 11]);
+    ran.length = 0;
+    clock.elapse(60);
+    clock.turn();
+    assert.deepEqual(ran, [12, 13, 14, 15, 16]);
+    ran.length = 0;
+    while (clock.pending > 0) clock.turn();
+    assert.deepEqual(ran, [17, 18, 19, 100], 'every item once, in order');
+  });
 });
