@@ -156,6 +156,20 @@ async function counterReaches(net: SimNetwork, n: WorkerNic, key: string, want: 
   return v;
 }
 
+/** An IPv4 packet of the peer's on `k`: a bare ACK. */
+function peerAck(k: ConnKey): Uint8Array {
+  const p = new Uint8Array(40);
+  p.set([0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6]);
+  writeU32(p, 12, k.remoteIp);
+  writeU32(p, 16, k.localIp);
+  writeU16(p, 20, k.remotePort);
+  writeU16(p, 22, k.localPort);
+  p[32] = 0x50;
+  p[33] = 0x10;
+  writeL4Checksum(p, 20, 20, k.remoteIp, k.localIp, 6);
+  return p;
+}
+
 describe('connections taken unbuilt by a worker', () => {
   for (const family of [4, 6] as const)
     test(`IPv${family}: moved idle, none is built; the first frame or doorbell builds one; moved on and uploaded unread; bytes intact`, {
@@ -260,18 +274,7 @@ describe('connections taken unbuilt by a worker', () => {
     // The peer's segments reach the host while the offload has its connections frozen there.
     const install = n0.initiate.bind(n0);
     n0.initiate = (tr, o) => {
-      for (const k of held) {
-        const p = new Uint8Array(40);
-        p.set([0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6]);
-        writeU32(p, 12, k.remoteIp);
-        writeU32(p, 16, k.localIp);
-        writeU16(p, 20, k.remotePort);
-        writeU16(p, 22, k.localPort);
-        p[32] = 0x50;
-        p[33] = 0x10;
-        writeL4Checksum(p, 20, 20, k.remoteIp, k.localIp, 6);
-        wh.stack.tcp.inputPacket(p);
-      }
+      for (const k of held) wh.stack.tcp.inputPacket(peerAck(k));
       return install(tr, o);
     };
     const injects: number[] = [];
@@ -285,6 +288,28 @@ describe('connections taken unbuilt by a worker', () => {
     assert.equal(await counterReaches(net, n0, 'nic.lazy.built', held.length), held.length);
     assert.equal(await counter(n0, 'nic.lazy.pending'), N - held.length);
     await Promise.all(sockets.map((s, i) => echo(net, s, 900 + i, 40 + i)));
+  });
+
+  test('segments a hand carries from the source build only the connection they are for at the destination', {
+    timeout: 60_000,
+  }, async (t) => {
+    const { net, wh, sockets, keys, nics } = await echoSetup(87, t);
+    const [n0, n1] = nics;
+    const [k0] = keys as [ConnKey];
+    assert.equal((await wh.offload.offload(keys.slice(1), n1)).moved.length, N - 1);
+    assert.equal((await wh.offload.offload([k0], n0)).moved.length, 1);
+    assert.equal(await counter(n1, 'nic.lazy.pending'), N - 1);
+    // The source's engine holds a segment for k0 when it hands it on: stopped by an invalidate
+    // (the host's answer to it, an upload, left out) and then a segment for it.
+    n0.removeAllListeners('upload-requested');
+    await n0.invalidate({ keys: [k0] });
+    n0.inject([peerAck(k0)]);
+    const handed = wh.stack.counters.get('offload.handed');
+    assert.equal((await wh.offload.move([k0], n0, n1)).moved.length, 1);
+    assert.equal(wh.stack.counters.get('offload.handed') - handed, 1, 'handed worker to worker');
+    assert.equal(await counterReaches(net, n1, 'nic.lazy.built', 1), 1, 'k0, for its carried segment');
+    assert.equal(await counter(n1, 'nic.lazy.pending'), N - 1, 'the others still unbuilt');
+    await Promise.all(sockets.map((s, i) => echo(net, s, 600 + i, 60 + i)));
   });
 
   test('a ping through the worker builds none of them (an echo touches no connection)', {

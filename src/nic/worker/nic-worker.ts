@@ -1650,8 +1650,9 @@ function takeHand(link: HandsLink, h: HandMessage): void {
     post({ t: 'res', id: h.id, ok: false, error: wireError(e) });
   }
   if (h.packets !== undefined && h.packets.length > 0) {
-    // Segments are run by built connections only (as the host's 'inject').
-    buildPending();
+    // Segments are run by built connections only: the ones they are for, as the host's 'inject'
+    // (not every connection taken unbuilt here, which a hand of a few would all have built).
+    buildForPackets(h.packets);
     engine.inject(h.packets);
   }
   if (installed === undefined) return;
