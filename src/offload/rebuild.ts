@@ -2,7 +2,6 @@ import { InvalidStateError } from '../core/errors.ts';
 import { rebuildTcpState } from '../nic/hard-state.ts';
 import { type ConnKey, keyOfState, type Nic, type SalvageRecord } from '../nic/nic.ts';
 import { TupleMap } from '../nic/tuple-map.ts';
-import { TcpSocket } from '../socket/tcp-socket.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
 import type { ByteRing } from '../state/byte-ring.ts';
 import type { PathState } from '../state/path-state.ts';
@@ -49,8 +48,7 @@ export async function rebuild(
       if (asked.has(r.key) || e?.nic !== from) continue;
       const k = e.key;
       tcp.freeze(k.localIp, k.localPort, k.remoteIp, k.remotePort);
-      const socket = e.user instanceof TcpSocket && !e.user.moving ? e.user : null;
-      socket?._beginMove();
+      const socket = t.takeSocket(e, e.user);
       items.push({ key: k, user: e.user, socket });
       recOf.push(r);
     }

@@ -101,6 +101,13 @@ export interface Entry {
    * move that lived as long as the move's awaits, long enough to be promoted and collected again.
    */
   item?: Item | null;
+  /**
+   * A socket a settle left frozen: its destination died before the connection could be attached
+   * there, and the handle it had at the source is let go. It waits, calls held, for the recover
+   * that rebuilds the connection from the hard state the dead NIC left; that transfer's freeze
+   * takes it over (`takeSocket`). Null (or absent) when there is none.
+   */
+  frozen?: TcpSocket | null;
 }
 
 /** One connection in a transfer. */
@@ -148,6 +155,12 @@ function itemOf(
   it.handle = handle;
   it.held = true;
   return it;
+}
+
+/** `all` but `some`, in order. */
+function without(all: readonly Item[], some: readonly Item[]): Item[] {
+  const out = new Set(some);
+  return all.filter((it) => !out.has(it));
 }
 
 /** Which item each state in a transfer belongs to, by identity: no key strings per step. */
@@ -509,9 +522,11 @@ export class TransferProtocol {
         else failed.set(it.key, it);
       }
     }
-    if (ok.length > 0 && (await this.settleAtNic(ok, src, dst, report))) {
-      for (const it of ok) report.moved.push(it.key);
-      this.stack.counters.inc('offload.handed', ok.length);
+    const unsettled = ok.length > 0 ? await this.settleAtNic(ok, src, dst, report) : false;
+    if (unsettled !== false) {
+      const settled = unsettled === null ? ok : without(ok, unsettled);
+      for (const it of settled) report.moved.push(it.key);
+      this.stack.counters.inc('offload.handed', settled.length);
     }
     if (failed.size === 0) return;
     let trees: OffloadTree[];
@@ -764,6 +779,21 @@ export class TransferProtocol {
     }
   }
 
+  /**
+   * The socket a freeze of `e`'s connection takes over, frozen: the one a settle left frozen for it
+   * (`Entry.frozen`), or its user when that is a socket no other transfer moves now.
+   */
+  takeSocket(e: Entry | undefined, user: TcpUser | null): TcpSocket | null {
+    const left = e?.frozen;
+    if (left != null) {
+      e!.frozen = null;
+      return left;
+    }
+    const socket = user instanceof TcpSocket && !user.moving ? user : null;
+    socket?._beginMove();
+    return socket;
+  }
+
   /** Application calls wait in the sockets; the host holds segments for the 4-tuples. */
   freeze(keys: readonly ConnKey[], src: Owner, ats?: readonly (TableEntry | undefined)[]): Item[] {
     const tcp = this.stack.tcp;
@@ -787,16 +817,14 @@ export class TransferProtocol {
         const e = this.entries.get(key);
         user = e?.user ?? null;
         tcp.freeze(key.localIp, key.localPort, key.remoteIp, key.remotePort);
-        const socket = user instanceof TcpSocket && !user.moving ? user : null;
-        socket?._beginMove();
+        const socket = this.takeSocket(e, user);
         items.push(itemOf(e, key, user, socket, undefined, e?.handle ?? null));
         continue;
       }
       const e = this.entries.getIn(at, key);
       user = e?.user ?? null;
       tcp.freezeIn(at, key.localIp, key.localPort, key.remoteIp, key.remotePort);
-      const socket = user instanceof TcpSocket && !user.moving ? user : null;
-      socket?._beginMove();
+      const socket = this.takeSocket(e, user);
       items.push(itemOf(e, key, user, socket, at, e?.handle ?? null));
     }
     return items;
@@ -910,7 +938,13 @@ export class TransferProtocol {
     if (states.length === 0) return states;
     const tcp = this.stack.tcp;
     const items = states.map((s) => byState.get(s)!);
-    if (dst !== 'host') return (await this.settleAtNic(items, src, dst, report)) ? states : [];
+    if (dst !== 'host') {
+      const unsettled = await this.settleAtNic(items, src, dst, report);
+      if (unsettled === false) return [];
+      if (unsettled === null) return states;
+      const out = new Set(unsettled);
+      return states.filter((_, i) => !out.has(items[i]!));
+    }
     const keys = items.map((it) => it.key);
     let held: Uint8Array[] = [];
     if (src !== 'host') held = await this.takeHeld(src, keys);
@@ -929,15 +963,16 @@ export class TransferProtocol {
   }
 
   /**
-   * The NIC half of `settle`, by items: true when they run at `dst` now, false when it was marked
-   * failed meanwhile and they were withdrawn into the host.
+   * The NIC half of `settle`, by items: null when they all run at `dst` now; false when it was
+   * marked failed meanwhile and they were withdrawn into the host; else those `dst` could not
+   * attach (see `repoint`), listed refused in `report`, the rest running there.
    */
   private async settleAtNic(
     items: readonly Item[],
     src: Owner,
     dst: Nic,
     report?: TransferReport,
-  ): Promise<boolean> {
+  ): Promise<Item[] | null | false> {
     const tcp = this.stack.tcp;
     let held: Uint8Array[] = [];
     // A source that died holds nothing any more (the host's placeholders held what came since).
@@ -952,6 +987,7 @@ export class TransferProtocol {
       await withdraw(this, items as Item[], dst, report);
       return false;
     }
+    let unsettled: Item[] | null = null;
     if (held.length > 0) {
       this.stack.counters.inc('offload.forwarded', held.length);
       dst.inject(held);
@@ -961,7 +997,7 @@ export class TransferProtocol {
     const outer = this.gathering.get(dst);
     this.gathering.set(dst, gathered);
     try {
-      this.repoint(items, dst, inject);
+      unsettled = this.repoint(items, dst, inject, report);
     } finally {
       if (outer === undefined) this.gathering.delete(dst);
       else this.gathering.set(dst, outer);
@@ -971,12 +1007,16 @@ export class TransferProtocol {
         else for (const p of gathered) tcp.inputPacket(p);
       }
     }
-    return true;
+    return unsettled;
   }
 
-  /** The settle's loop at a NIC: placeholders forward there, entries and sockets point there. */
-  private repoint(items: readonly Item[], dst: Nic, inject: Forward): void {
+  /**
+   * The settle's loop at a NIC: placeholders forward there, entries and sockets point there.
+   * Returns the items `dst` did not attach (null when it attached all): see `unattached`.
+   */
+  private repoint(items: readonly Item[], dst: Nic, inject: Forward, report?: TransferReport): Item[] | null {
     const tcp = this.stack.tcp;
+    let unattached: Item[] | null = null;
     for (const it of items) {
       const k = it.key;
       // The entry carried from the freeze, checked (the awaits since may have let it go).
@@ -984,18 +1024,54 @@ export class TransferProtocol {
       if (at === undefined) tcp.forwardTo(k.localIp, k.localPort, k.remoteIp, k.remotePort, inject);
       else tcp.forwardIn(at, k.localIp, k.localPort, k.remoteIp, k.remotePort, inject);
       const handle = dst.attach(k, it.user);
+      if (handle === null && dst.death === null) {
+        this.endedAt(it, dst, report);
+        (unattached ??= []).push(it);
+        continue;
+      }
       // A move re-points the entry the connection has (one object per offloaded connection, not per move).
-      const e = at === undefined ? this.entries.get(k) : this.entries.getIn(at, k);
+      let e = at === undefined ? this.entries.get(k) : this.entries.getIn(at, k);
       if (e !== undefined) {
         e.nic = dst;
         e.user = it.user;
         e.conn = null;
         e.handle = handle;
-      } else this.entries.set({ key: k, nic: dst, user: it.user, conn: null, handle, item: null });
-      if (it.socket) {
-        if (handle) it.socket._completeMove(handle);
-        else it.socket._abortMove();
+      } else {
+        e = { key: k, nic: dst, user: it.user, conn: null, handle, item: null };
+        this.entries.set(e);
       }
+      if (handle !== null) {
+        it.socket?._completeMove(handle);
+        continue;
+      }
+      // `dst` died (in this loop, a LocalNic's attach may be what finds it so): the connection's
+      // hard state is there for the recover that rebuilds what it ran, and the entry says so. The
+      // handle at the source is let go: resumed on it, the socket's next read or write would throw
+      // (out of this loop, leaving the rest frozen). It stays frozen, its calls held, until then.
+      if (it.socket !== null) e.frozen = it.socket;
+      report?.refused.push({ key: k, status: 'failure', reason: `${dst.id} died during the move` });
+      (unattached ??= []).push(it);
+    }
+    if (unattached !== null) this.stack.counters.inc('offload.settle.unattached', unattached.length);
+    return unattached;
+  }
+
+  /**
+   * `dst`, alive, does not run `it` any more: it ended there (a reset from its peer came straight
+   * to it during the settle's awaits) before anyone could hear of it. The source let go of it, so
+   * nothing resumes; the application hears the reset it would have heard from `dst`, and the
+   * host forgets the connection (its entry was not re-pointed, so `dst`'s 'closed' found none).
+   */
+  private endedAt(it: Item, dst: Nic, report?: TransferReport): void {
+    const k = it.key;
+    this.entries.delete(k);
+    this.stack.tcp.dropFrozen(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+    report?.refused.push({ key: k, status: 'closed', reason: `closed at ${dst.id} during the move` });
+    const err = new ConnectionError('ECONNRESET', 'connection reset by peer during a move');
+    if (it.socket !== null) it.socket._loseMove(err);
+    else if (it.user !== null) {
+      const u = it.user;
+      this.stack.clock.defer(() => u.onClosed(err));
     }
   }
 

@@ -9,13 +9,11 @@
  */
 import assert from 'node:assert/strict';
 import { type TestContext, test } from 'node:test';
-import type { ConnKey } from '../../src/nic/nic.ts';
 import type { WorkerNic } from '../../src/nic/worker-nic.ts';
 import { SimNetwork } from '../../src/sim/sim-network.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { TcpStateId } from '../../src/state/tcp-state.ts';
-import { createIpv4Header, encodeIpv4, IpProto } from '../../src/wire/ipv4.ts';
-import { createTcpHeader, encodeTcpHeader, finishTcpChecksum, TcpFlag } from '../../src/wire/tcp.ts';
+import { resetOf } from '../helpers/segments.ts';
 import { addWorkerHost, socketKey } from './worker-helpers.ts';
 
 /** A worker host of `count` NICs (started) and a peer at 10.0.0.2 whose server keeps what it accepts. */
@@ -116,26 +114,6 @@ test('a worker connection closed with bytes unread keeps its block counted by th
   const again = await wh.offload.offload(rest.map(socketKey), nic);
   assert.equal(again.moved.length, rest.length);
 });
-
-/** The peer's reset of `key` at `seq` (its receive point), as an IPv4 packet. */
-function resetOf(key: ConnKey, seq: number): Uint8Array {
-  const buf = new Uint8Array(40);
-  const ip = createIpv4Header();
-  ip.totalLength = 40;
-  ip.ttl = 64;
-  ip.protocol = IpProto.TCP;
-  ip.src = key.remoteIp;
-  ip.dst = key.localIp;
-  encodeIpv4(ip, buf, 0);
-  const h = createTcpHeader();
-  h.srcPort = key.remotePort;
-  h.dstPort = key.localPort;
-  h.seq = seq;
-  h.flags = TcpFlag.RST;
-  encodeTcpHeader(h, buf, 20);
-  finishTcpChecksum(buf, 20, 20, key.remoteIp, key.localIp);
-  return buf;
-}
 
 /**
  * A connection reset in the worker before the worker reads a terminate the host sent before it

@@ -1,0 +1,23 @@
+import type { ConnKey } from '../../src/nic/nic.ts';
+import { createIpv4Header, encodeIpv4, IpProto } from '../../src/wire/ipv4.ts';
+import { createTcpHeader, encodeTcpHeader, finishTcpChecksum, TcpFlag } from '../../src/wire/tcp.ts';
+
+/** The peer's reset of `key` at `seq` (its receive point), as an IPv4 packet (what a NIC's inject takes). */
+export function resetOf(key: ConnKey, seq: number): Uint8Array {
+  const buf = new Uint8Array(40);
+  const ip = createIpv4Header();
+  ip.totalLength = 40;
+  ip.ttl = 64;
+  ip.protocol = IpProto.TCP;
+  ip.src = key.remoteIp;
+  ip.dst = key.localIp;
+  encodeIpv4(ip, buf, 0);
+  const h = createTcpHeader();
+  h.srcPort = key.remotePort;
+  h.dstPort = key.localPort;
+  h.seq = seq;
+  h.flags = TcpFlag.RST;
+  encodeTcpHeader(h, buf, 20);
+  finishTcpChecksum(buf, 20, 20, key.remoteIp, key.localIp);
+  return buf;
+}
