@@ -4,7 +4,13 @@ import type { ByteRing } from '../state/byte-ring.ts';
 import type { OffloadTree } from '../state/offload-tree.ts';
 import type { PathState } from '../state/path-state.ts';
 import { RING_WRITE, SHARED_RING_HEADER, type SharedRingRef } from '../state/shared-ring.ts';
-import { createTcpState, DEFAULT_TCP_CACHED, type TcpConst, type TcpState } from '../state/tcp-state.ts';
+import {
+  createTcpState,
+  DEFAULT_TCP_CACHED,
+  smallTcpField,
+  type TcpConst,
+  type TcpState,
+} from '../state/tcp-state.ts';
 import { CONGESTION_CODES, TCP_FIELDS, type TcpPart } from '../state/validate.ts';
 
 /*
@@ -194,7 +200,7 @@ function genReader(): Reader {
       case 'time':
         return `h.time(${v}, now, ${name})`;
       default:
-        return v;
+        return smallTcpField(fs.part, fs.key) ? asSmall(v) : v;
     }
   };
   // Only the shape matters: the fields' values are read from the record or are the defaults.
@@ -234,8 +240,19 @@ function genReader(): Reader {
     'send',
     'recv',
     'h',
-    `return { ${top.join(', ')} };`,
+    `let t; return { ${top.join(', ')} };`,
   ) as Reader;
+}
+
+/**
+ * A small-integer field's value read from the record (`v`, a Float64Array element) as the small
+ * integer it is: V8's unoptimized code reads such an element as a heap number, and a field on the
+ * small-integer layout (tcp-state.ts, widenNumbers' `small`) keeps that number boxed, 16 bytes a
+ * field, as a fraction's layout does; a worker's first installs took every state so. Any other
+ * value (a malformed record's) is kept as it is, for the validation to see. Needs `let t`.
+ */
+function asSmall(v: string): string {
+  return `(((t = ${v}) | 0) === t ? t | 0 : t)`;
 }
 
 const ACCESS_INTO: Record<TcpPart, string> = {
@@ -256,7 +273,10 @@ type IntoReader = (...args: [...Parameters<Reader>, s: TcpState]) => TcpState;
  * were most of a read's cost and of the collector's work.
  */
 function genIntoReader(): IntoReader {
-  const lines: string[] = ['const c = s.const, k = s.cached, d = s.delegated, x = s.soft, u = x.cubic;'];
+  const lines: string[] = [
+    'const c = s.const, k = s.cached, d = s.delegated, x = s.soft, u = x.cubic;',
+    'let t;',
+  ];
   SCALAR_FIELDS.forEach((fs, i) => {
     const v = `f[o + ${HEADER_SLOTS + i}]`;
     const name = JSON.stringify(fs.name);
@@ -272,7 +292,7 @@ function genIntoReader(): IntoReader {
         lines.push(`${target} = h.time(${v}, now, ${name});`);
         break;
       default:
-        lines.push(`${target} = ${v};`);
+        lines.push(`${target} = ${smallTcpField(fs.part, fs.key) ? asSmall(v) : v};`);
     }
   });
   lines.push('s.path = path;', 'd.sendBuffer = send;', 'd.recvBuffer = recv;');

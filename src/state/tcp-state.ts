@@ -753,6 +753,22 @@ const SMALL_SOFT: ReadonlySet<string> = new Set([
   'reoWndPersist',
 ]);
 
+const SMALL: Readonly<Record<string, ReadonlySet<string>>> = {
+  const: SMALL_CONST,
+  cached: SMALL_CACHED,
+  delegated: SMALL_DELEGATED,
+  soft: SMALL_SOFT,
+};
+
+/**
+ * Field `key` of a state's part `part` is one of the small-integer fields above: a reader that
+ * takes its value from a Float64Array (a transfer record) gets a heap number, which such a field
+ * keeps as a box of its own, as a fraction's layout would (see TransferRecord's readers).
+ */
+export function smallTcpField(part: string, key: string): boolean {
+  return SMALL[part]?.has(key) === true;
+}
+
 /**
  * A state with no connection behind it (zero addresses, no path), only for giving layouts their
  * final shape (`widenNumbers`); the TCP engine's connection object takes one for its own.

@@ -1,3 +1,5 @@
+import { allocConnBlock, TRANSFER_RECORD_AT } from '../../src/nic/hard-state.ts';
+import { TransferRecord } from '../../src/nic/transfer-record.ts';
 import { ByteRing } from '../../src/state/byte-ring.ts';
 import { createNeighborState, type NeighborState } from '../../src/state/neighbor-state.ts';
 import type { OffloadTree } from '../../src/state/offload-tree.ts';
@@ -10,6 +12,23 @@ import {
   TcpStateId,
 } from '../../src/state/tcp-state.ts';
 import fc from '../helpers/fc.ts';
+
+/**
+ * A transfer record written from `s` (at time 1000) in a block of its own, taken by owner 1, with
+ * the block's rings holding `s`'s bytes: what a thread reads a moved connection from.
+ */
+export function recordOf(s: TcpState): { rec: TransferRecord; send: ByteRing; recv: ByteRing } {
+  const d = s.delegated;
+  const block = allocConnBlock(64, Math.max(d.recvBuffer.maxCapacity, 4096));
+  const send = ByteRing.createShared(block.send.capacity, block.send);
+  const recv = ByteRing.createShared(block.recv.capacity, block.recv);
+  send.write(d.sendBuffer.toArray());
+  recv.write(d.recvBuffer.toArray());
+  const rec = new TransferRecord(block.sab, block.at + TRANSFER_RECORD_AT);
+  rec.write(s, 1000, 0, 1, recv);
+  if (!rec.take(1)) throw new Error('record not taken');
+  return { rec, send, recv };
+}
 
 /** A valid ESTABLISHED connection with some data both ways, for mutation tests. */
 export function sampleConn(path: PathState, localPort = 40000, remotePort = 80): TcpState {

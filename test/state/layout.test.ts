@@ -10,15 +10,12 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import { allocConnBlock, TRANSFER_RECORD_AT } from '../../src/nic/hard-state.ts';
-import { TransferRecord } from '../../src/nic/transfer-record.ts';
 import type { TcpEngine } from '../../src/stack/tcp/tcp-connection.ts';
 import { TcpConnection } from '../../src/stack/tcp/tcp-connection.ts';
-import { ByteRing } from '../../src/state/byte-ring.ts';
 import { createNeighborState } from '../../src/state/neighbor-state.ts';
 import { createPathState } from '../../src/state/path-state.ts';
 import type { TcpState } from '../../src/state/tcp-state.ts';
-import { sampleConn } from './helpers.ts';
+import { recordOf, sampleConn } from './helpers.ts';
 
 setFlagsFromString('--allow-natives-syntax');
 const sameMap = new Function('a', 'b', 'return %HaveSameMap(a, b)') as (a: object, b: object) => boolean;
@@ -106,15 +103,7 @@ test('a new connection object, and its RACK log, keep their layout whatever numb
  */
 function readState(): TcpState {
   const s = newState();
-  const d = s.delegated;
-  const block = allocConnBlock(64, Math.max(d.recvBuffer.maxCapacity, 4096));
-  const send = ByteRing.createShared(block.send.capacity, block.send);
-  const recv = ByteRing.createShared(block.recv.capacity, block.recv);
-  send.write(d.sendBuffer.toArray());
-  recv.write(d.recvBuffer.toArray());
-  const rec = new TransferRecord(block.sab, block.at + TRANSFER_RECORD_AT);
-  rec.write(s, 1000, 0, 1, recv);
-  assert.ok(rec.take(1));
+  const { rec, send, recv } = recordOf(s);
   return rec.read(1000.25, s.path, send, recv);
 }
 

@@ -507,7 +507,11 @@ function widenTcpConnection(): TcpConnection {
   widenNumbers(conn.rack, SMALL_RACK);
   return conn;
 }
-/** Number fields of a connection object and its RACK log that hold small integers only (see widenNumbers). */
+/**
+ * Number fields of a connection object and its RACK log that hold small integers only (see
+ * widenNumbers), but for `probeOctet`: a sequence number (past 2^31 half the time) when set, once
+ * per prod's window probe, and -1 otherwise; that one store boxes its number, as widenNumbers allows.
+ */
 const SMALL_CONNECTION: ReadonlySet<string> = new Set([
   'events',
   'refusedRtos',
