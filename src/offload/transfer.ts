@@ -489,16 +489,10 @@ export class TransferProtocol {
       // segment, or never when idle: it ends here, as its peer's did (or will, at the next segment).
       for (const it of paired) {
         report.refused.push({ key: it.key, status: 'closed', reason: handed.aborted });
-        const k = it.key;
-        this.entries.delete(k);
-        this.stack.tcp.dropFrozen(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+        this.unlist(it);
         const err = new ConnectionError('ECONNABORTED', `connection lost in transfer: ${handed.aborted}`);
         // Not resumed at the source: its handle let go of the connection when it handed it on.
-        if (it.socket !== null) it.socket._loseMove(err);
-        else if (it.user !== null) {
-          const u = it.user;
-          this.stack.clock.defer(() => u.onClosed(err));
-        }
+        this.loseUser(it, err);
       }
       this.stack.counters.inc('offload.handed.aborted', paired.length);
       // The source still swallows their segments: let go, so that the peer's next one meets a RST.
@@ -1063,16 +1057,9 @@ export class TransferProtocol {
    * host forgets the connection (its entry was not re-pointed, so `dst`'s 'closed' found none).
    */
   private endedAt(it: Item, dst: Nic, report?: TransferReport): void {
-    const k = it.key;
-    this.entries.delete(k);
-    this.stack.tcp.dropFrozen(k.localIp, k.localPort, k.remoteIp, k.remotePort);
-    report?.refused.push({ key: k, status: 'closed', reason: `closed at ${dst.id} during the move` });
-    const err = new ConnectionError('ECONNRESET', 'connection reset by peer during a move');
-    if (it.socket !== null) it.socket._loseMove(err);
-    else if (it.user !== null) {
-      const u = it.user;
-      this.stack.clock.defer(() => u.onClosed(err));
-    }
+    this.unlist(it);
+    report?.refused.push({ key: it.key, status: 'closed', reason: `closed at ${dst.id} during the move` });
+    this.loseUser(it, new ConnectionError('ECONNRESET', 'connection reset by peer during a move'));
   }
 
   // ---- live hand-over between owners of this thread ------------------------------------------
@@ -1392,20 +1379,41 @@ export class TransferProtocol {
     it.socket?._abortMove();
   }
 
+  /**
+   * The host forgets `it`; its socket carries on with the handle it has, which must still hold the
+   * connection (one that ended at its owner, or a socket already moved elsewhere): else `lost`.
+   */
   forget(it: Item): void {
-    const k = it.key;
-    this.entries.delete(it.key);
-    this.stack.tcp.dropFrozen(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+    this.unlist(it);
     it.socket?._abortMove();
   }
 
-  /** `report`: listed there as refused (unless the caller listed it already). */
+  /**
+   * `it` is gone: the host forgets it and its user hears ECONNABORTED. Not resumed: the handle its
+   * socket had is one its owner let go (a dead NIC's, or a source's that handed it on), whose next
+   * read or write throws, out of the caller's loop over the rest. `report`: listed there as
+   * refused (unless the caller listed it already).
+   */
   lost(it: Item, reason: string, report?: TransferReport): void {
-    this.forget(it);
+    this.unlist(it);
     report?.refused.push({ key: it.key, status: 'failure', reason });
-    const u = it.user;
-    if (u) {
-      const err = new ConnectionError('ECONNABORTED', `connection lost in transfer: ${reason}`);
+    this.loseUser(it, new ConnectionError('ECONNABORTED', `connection lost in transfer: ${reason}`));
+  }
+
+  private unlist(it: Item): void {
+    const k = it.key;
+    this.entries.delete(k);
+    this.stack.tcp.dropFrozen(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+  }
+
+  /**
+   * `it`'s user hears `err`: a socket this transfer froze loses its move at once (its held calls
+   * fail with it); another user, or a socket no longer frozen, hears it on the next turn.
+   */
+  private loseUser(it: Item, err: ConnectionError): void {
+    if (it.socket?.moving) it.socket._loseMove(err);
+    else if (it.user !== null) {
+      const u = it.user;
       this.stack.clock.defer(() => u.onClosed(err));
     }
   }
