@@ -96,6 +96,11 @@ export interface Entry {
    * move that lived as long as the move's awaits, long enough to be promoted and collected again.
    */
   item?: Item | null;
+  /**
+   * The last batch of a verb that named it (`OffloadManager.batchNo`): a batch that names it
+   * again is refused before anything changes, found with no set per batch.
+   */
+  named?: number;
 }
 
 /** One connection in a transfer. */
@@ -114,8 +119,7 @@ export interface Item {
   handle?: ConnectionHandle | null;
   /**
    * Held by a transfer that has not ended (an entry's pooled item: see `Entry.item`). A freeze that
-   * finds its connection's item held (a batch naming a connection twice, a recovery that keeps its
-   * items) makes another.
+   * finds its connection's item held (a recovery keeps its items) makes another.
    */
   held?: boolean;
 }
@@ -236,7 +240,10 @@ export class TransferProtocol {
 
   /**
    * Move `keys` from `src` to `dst`. Every connection ends up running exactly once: at `dst`, or
-   * back at `src`, or (if even that fails) in the host. `conns`, if given: the connection the
+   * back at `src`, or (if even that fails) in the host. `keys` name each connection once (the
+   * manager's verbs refuse a batch that does not): a second naming froze the connection into a
+   * second item, released a host connection twice, or took the first's place in the pairing by
+   * tuple, and left its socket moving for good. `conns`, if given: the connection the
    * caller found under each key (or null), which a hand-over in this thread takes instead of
    * looking the key up again, once it has checked that it still runs at `src` under that key.
    */
@@ -986,7 +993,7 @@ export class TransferProtocol {
         e.user = it.user;
         e.conn = null;
         e.handle = handle;
-      } else this.entries.set({ key: k, nic: dst, user: it.user, conn: null, handle, item: null });
+      } else this.entries.set({ key: k, nic: dst, user: it.user, conn: null, handle, item: null, named: 0 });
       if (it.socket) {
         if (handle) it.socket._completeMove(handle);
         else it.socket._abortMove();
