@@ -62,7 +62,7 @@ export class EntryTable {
    */
   setOf(conn: TcpConnection, nic: Nic, user: TcpUser | null): Entry {
     return this.table.setTagOf<Entry>(conn, (e) => {
-      if (e === null) return { key: conn.key, nic, user, conn, handle: null };
+      if (e === null) return { key: conn.key, nic, user, conn, handle: null, named: 0 };
       e.key = conn.key;
       e.nic = nic;
       e.user = user;

@@ -2,11 +2,13 @@ import { EventEmitter } from 'node:events';
 import { InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
 import {
   type ConnKey,
+  connKeyId,
   MANDATORY_UPLOAD_REASONS,
   type Nic,
   type NicIndications,
   type UploadReason,
 } from '../nic/nic.ts';
+import { TupleMap } from '../nic/tuple-map.ts';
 import type { Stack } from '../stack/stack.ts';
 import type { TableEntry } from '../stack/tcp/conn-table.ts';
 import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
@@ -72,6 +74,14 @@ interface NicHooks {
   closed: NicIndications['closed'];
   abort: NicIndications['abort'];
   dead: () => void;
+}
+
+/**
+ * A verb's batch that names a connection twice, refused before anything changes: a transfer
+ * freezes, releases and settles each connection once, and pairs what comes back by tuple.
+ */
+function namedTwice(verb: string, k: ConnKey): InvalidArgumentError {
+  return new InvalidArgumentError(`${verb}: the batch names connection ${connKeyId(k)} twice`);
 }
 
 function isKey(x: unknown): x is ConnKey {
@@ -141,6 +151,17 @@ export class OffloadManager extends EventEmitter {
   private readonly accepts: AcceptAtNic;
   /** Reused for per-frame owner lookups. */
   private readonly probeKey: ConnKey = { localIp: 0, localPort: 0, remoteIp: 0, remotePort: 0 };
+  /**
+   * The last batch a verb checked (`Entry.named`): a move, an upload or a recovery marks each
+   * offloaded connection it names with it, so a second naming is found with no set per batch.
+   */
+  private batchNo = 0;
+  /**
+   * The host connections an offload's list named so far (emptied before it returns or throws): a
+   * pooled map of tuples, not a `Set` of connections, whose identity hashes cost several times
+   * as much per connection.
+   */
+  private readonly namedInHost = new TupleMap<true>(true);
   /**
    * Which NICs automatic offloads may choose (a team excludes failed members); default: link up.
    * Explicit transfers to a named NIC are not filtered.
@@ -303,7 +324,8 @@ export class OffloadManager extends EventEmitter {
 
   /**
    * Offload host connections (all offloadable ones, or those given) to `nic`, or spread over the
-   * NICs whose link is up by free capacity.
+   * NICs whose link is up by free capacity. A list that names an offloadable connection twice is
+   * refused whole (InvalidArgumentError), nothing moved.
    */
   offload(
     conns: readonly (TcpConnection | ConnKey)[] | 'all',
@@ -313,39 +335,56 @@ export class OffloadManager extends EventEmitter {
     return this.serial(() => this.doOffload(conns, nic), opts);
   }
 
-  /** Take connections back into the host: the named ones, every one on a NIC, or all. */
+  /**
+   * Take connections back into the host: the named ones, every one on a NIC, or all. A list that
+   * names an offloaded connection twice is refused whole (InvalidArgumentError), nothing moved.
+   */
   upload(what: readonly ConnKey[] | Nic | 'all', opts: TransferOptions = {}): Promise<TransferReport> {
-    return this.serial(async () => {
-      const byNic = new Map<Nic, Batch>();
-      const refused: TransferRefusal[] = [];
-      const add = (e: Entry): void => {
-        let b = byNic.get(e.nic);
-        if (b === undefined) {
-          b = { keys: [], conns: [] };
-          byNic.set(e.nic, b);
-        }
-        b.keys.push(e.key);
-        b.conns.push(e.conn);
-      };
-      if (what === 'all') for (const e of this.entries.values()) add(e);
-      else if (Array.isArray(what)) {
-        for (const k of what as readonly ConnKey[]) {
-          const e = isKey(k) ? this.entries.get(k) : undefined;
-          if (e) add(e);
-          else if (isKey(k)) refused.push({ key: k, status: 'failure', reason: 'not offloaded' });
-          else throw new InvalidArgumentError('upload: not a connection key');
-        }
-      } else if (this.hooks.has(what as Nic)) {
-        for (const e of this.entries.values()) if (e.nic === what) add(e);
-      } else throw new InvalidArgumentError('upload: unknown NIC');
-      const reports = await Promise.all(
-        [...byNic].map(([n, b]) => this.proto.run(b.keys, n, 'host', b.conns)),
-      );
-      return merge(reports, refused);
-    }, opts);
+    return this.serial(() => this.doUpload(what, true), opts);
   }
 
-  /** Move offloaded connections from one NIC to another. */
+  /** `upload`; `refuseTwice` false: a connection named again is skipped (a NIC's indication). */
+  private async doUpload(
+    what: readonly ConnKey[] | Nic | 'all',
+    refuseTwice: boolean,
+  ): Promise<TransferReport> {
+    const byNic = new Map<Nic, Batch>();
+    const refused: TransferRefusal[] = [];
+    const add = (e: Entry): void => {
+      let b = byNic.get(e.nic);
+      if (b === undefined) {
+        b = { keys: [], conns: [] };
+        byNic.set(e.nic, b);
+      }
+      b.keys.push(e.key);
+      b.conns.push(e.conn);
+    };
+    if (what === 'all') for (const e of this.entries.values()) add(e);
+    else if (Array.isArray(what)) {
+      const batch = ++this.batchNo;
+      for (const k of what as readonly ConnKey[]) {
+        const e = isKey(k) ? this.entries.get(k) : undefined;
+        if (e) {
+          if (e.named === batch) {
+            if (refuseTwice) throw namedTwice('upload', k);
+            continue;
+          }
+          e.named = batch;
+          add(e);
+        } else if (isKey(k)) refused.push({ key: k, status: 'failure', reason: 'not offloaded' });
+        else throw new InvalidArgumentError('upload: not a connection key');
+      }
+    } else if (this.hooks.has(what as Nic)) {
+      for (const e of this.entries.values()) if (e.nic === what) add(e);
+    } else throw new InvalidArgumentError('upload: unknown NIC');
+    const reports = await Promise.all([...byNic].map(([n, b]) => this.proto.run(b.keys, n, 'host', b.conns)));
+    return merge(reports, refused);
+  }
+
+  /**
+   * Move offloaded connections from one NIC to another. A list that names a connection of `from`
+   * twice is refused whole (InvalidArgumentError), nothing moved.
+   */
   move(
     keys: readonly ConnKey[] | 'all',
     from: Nic,
@@ -371,11 +410,14 @@ export class OffloadManager extends EventEmitter {
         });
         return this.proto.run(list, from, to, conns, ats);
       }
+      const batch = ++this.batchNo;
       for (const k of keys) {
         if (!isKey(k)) throw new InvalidArgumentError('move: not a connection key');
         const at = this.entries.at(k);
         const e = at === undefined ? undefined : this.entries.getIn(at, k);
         if (e?.nic === from) {
+          if (e.named === batch) throw namedTwice('move', k);
+          e.named = batch;
           list.push(e.key);
           conns.push(e.conn);
           ats.push(at!);
@@ -402,11 +444,14 @@ export class OffloadManager extends EventEmitter {
         // settle read the tag and the placeholder from it (three searches of the host's table
         // per connection before, in a crash's charged rebuild of every connection).
         const ats: TableEntry[] = [];
+        const batch = ++this.batchNo;
         for (const k of keys ?? this.keysOn(from)) {
           if (!isKey(k)) throw new InvalidArgumentError('recover: not a connection key');
           const at = this.entries.at(k);
           const e = at === undefined ? undefined : this.entries.getIn(at, k);
           if (e?.nic === from) {
+            if (e.named === batch) throw namedTwice('recover', k);
+            e.named = batch;
             list.push(e.key);
             ats.push(at!);
           } else refused.push({ key: k, status: 'failure', reason: 'not on the source NIC' });
@@ -477,12 +522,15 @@ export class OffloadManager extends EventEmitter {
 
   /** The policy scanner's offload: spread over the eligible NICs, beside its other offloads. */
   private policyOffload(ready: TcpConnection[]): Promise<TransferReport> {
-    return this.serial(() => this.doOffload(ready), {}, true);
+    // The scanner's batch names each connection once (`PolicyScanner.inBatch`): not checked again.
+    return this.serial(() => this.doOffload(ready, undefined, false), {}, true);
   }
 
+  /** `refuseTwice`: a list that names a connection twice is refused whole (see `offload`). */
   private async doOffload(
     conns: readonly (TcpConnection | ConnKey)[] | 'all',
     nic?: Nic,
+    refuseTwice = conns !== 'all',
   ): Promise<TransferReport> {
     const tcp = this.stack.tcp;
     const refused: TransferRefusal[] = [];
@@ -508,6 +556,7 @@ export class OffloadManager extends EventEmitter {
       }
       cands.push(conn);
     }
+    if (refuseTwice) this.refuseTwiceInHost(cands);
     if (nic !== undefined && !this.hooks.has(nic)) throw new InvalidArgumentError('offload: unknown NIC');
     let groups: Map<Nic, TcpConnection[]>;
     if (nic !== undefined) groups = new Map([[nic, cands]]);
@@ -546,6 +595,28 @@ export class OffloadManager extends EventEmitter {
     return merge(reports, refused);
   }
 
+  /**
+   * Throws when `conns` holds a connection twice, before anything has changed. Let through, the
+   * second naming's release of a connection released by the first threw in the middle of the
+   * batch, and the connections released before it were lost (no owner, their sockets silent).
+   */
+  private refuseTwiceInHost(conns: readonly TcpConnection[]): void {
+    const named = this.namedInHost;
+    let twice: ConnKey | null = null;
+    let i = 0;
+    for (; i < conns.length; i++) {
+      const k = conns[i]!.key;
+      if (named.has(k)) {
+        twice = k;
+        break;
+      }
+      named.set(k, true);
+    }
+    // Emptied for the next offload (its entries kept as spares: no allocation once warm).
+    while (i > 0) named.delete(conns[--i]!.key);
+    if (twice !== null) throw namedTwice('offload', twice);
+  }
+
   // ---- indications and host changes -----------------------------------------------------------------
 
   private uploadRequested(nic: Nic, keys: ConnKey[], reason: UploadReason): void {
@@ -553,7 +624,8 @@ export class OffloadManager extends EventEmitter {
     const honour = MANDATORY_UPLOAD_REASONS.has(reason) || this.policy.advisory.includes(reason);
     this.emit('upload-requested', nic, keys, reason, honour);
     if (!honour) return;
-    this.upload(keys).catch((e) => this.backgroundFailure('upload', e, nic));
+    // A NIC's list is taken as far as it goes: a connection it names twice goes up once.
+    this.serial(() => this.doUpload(keys, false)).catch((e) => this.backgroundFailure('upload', e, nic));
   }
 
   /**

@@ -108,6 +108,11 @@ export interface Entry {
    * takes it over (`takeSocket`). Null (or absent) when there is none.
    */
   frozen?: TcpSocket | null;
+  /**
+   * The last batch of a verb that named it (`OffloadManager.batchNo`): a batch that names it
+   * again is refused before anything changes, found with no set per batch.
+   */
+  named?: number;
 }
 
 /** One connection in a transfer. */
@@ -126,8 +131,7 @@ export interface Item {
   handle?: ConnectionHandle | null;
   /**
    * Held by a transfer that has not ended (an entry's pooled item: see `Entry.item`). A freeze that
-   * finds its connection's item held (a batch naming a connection twice, a recovery that keeps its
-   * items) makes another.
+   * finds its connection's item held (a recovery keeps its items) makes another.
    */
   held?: boolean;
 }
@@ -254,7 +258,10 @@ export class TransferProtocol {
 
   /**
    * Move `keys` from `src` to `dst`. Every connection ends up running exactly once: at `dst`, or
-   * back at `src`, or (if even that fails) in the host. `conns`, if given: the connection the
+   * back at `src`, or (if even that fails) in the host. `keys` name each connection once (the
+   * manager's verbs refuse a batch that does not): a second naming froze the connection into a
+   * second item, released a host connection twice, or took the first's place in the pairing by
+   * tuple, and left its socket moving for good. `conns`, if given: the connection the
    * caller found under each key (or null), which a hand-over in this thread takes instead of
    * looking the key up again, once it has checked that it still runs at `src` under that key.
    */
@@ -1031,7 +1038,7 @@ export class TransferProtocol {
         e.conn = null;
         e.handle = handle;
       } else {
-        e = { key: k, nic: dst, user: it.user, conn: null, handle, item: null };
+        e = { key: k, nic: dst, user: it.user, conn: null, handle, item: null, named: 0 };
         this.entries.set(e);
       }
       if (handle !== null) {

@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, type TestContext, test } from 'node:test';
+import { InvalidArgumentError } from '../../src/core/errors.ts';
 import type { ConnKey, Nic } from '../../src/nic/nic.ts';
 import type { WorkerNic } from '../../src/nic/worker-nic.ts';
 import type { Item } from '../../src/offload/transfer.ts';
@@ -90,30 +91,49 @@ describe('pooled transfer items', () => {
     for (const [i, k] of keys.entries()) assert.equal(n0.handle(k)?.user, sockets[i]);
   });
 
-  test('a batch naming a connection twice freezes it into two items, the first keeping its socket', {
+  test('a batch naming a connection twice is refused before anything is frozen, every socket where it was', {
     timeout: 60_000,
   }, async (t) => {
     const { sockets, keys, m, n0, n1 } = await offloaded(t, 99);
     assert.equal((await m.move(keys, n0, n1)).moved.length, CONNS);
     const freezes = watchFreezes(m);
-    let during: { socket: unknown; held: boolean | undefined }[] = [];
+    let handed = 0;
     const n1HandTo = n1.handTo!.bind(n1);
     n1.handTo = (dst, ks, o, hints) => {
-      during = freezes[0]!.map((it) => ({ socket: it.socket, held: it.held }));
+      handed++;
       return n1HandTo(dst, ks, o, hints);
     };
-    const twice = [keys[0]!, keys[1]!, { ...keys[0]! }];
-    const r = await m.move(twice, n1, n0);
-    const items = freezes[0]!;
-    assert.equal(items.length, 3);
-    assert.notEqual(items[0], items[2], 'two items for the one connection');
-    assert.equal(during[0]!.socket, sockets[0], 'the first keeps the socket it froze');
-    assert.equal(during[2]!.socket, null, 'the second found it moving');
-    // The worker refuses a batch that names a connection twice: they stay on n1. (The twice-named
-    // socket is left moving, on main as here: the rollback pairs the refused by tuple, one item each.)
-    assert.equal(r.moved.length, 0);
-    assert.equal(n1.handle(keys[1]!)?.user, sockets[1]);
-    assert.equal(sockets[1]!.moving, false);
-    for (const it of items) assert.equal(it.held, false, 'free once the move ended');
+    const twice = (a: number, b: number) => [keys[a]!, keys[b]!, { ...keys[a]! }];
+    const namedTwice = (e: unknown) =>
+      e instanceof InvalidArgumentError && /names connection .* twice/.test(e.message);
+    // Let through, the worker refused the batch and the twice-named socket was left moving for
+    // good: the rollback paired the refused by tuple, one item each.
+    await assert.rejects(m.move(twice(0, 1), n1, n0), namedTwice);
+    await assert.rejects(m.upload(twice(2, 3)), namedTwice);
+    assert.equal(freezes.length, 0, 'nothing frozen');
+    assert.equal(handed, 0, 'nothing handed');
+    for (const [i, k] of keys.entries()) {
+      assert.equal(sockets[i]!.moving, false);
+      assert.equal(m.ownerOf(k), n1);
+      assert.equal(n1.handle(k)?.user, sockets[i]);
+    }
+    // Named once, they move, each socket resumed on its own connection.
+    assert.equal((await m.move(keys.slice(0, 2), n1, n0)).moved.length, 2);
+    assert.equal((await m.upload(keys.slice(2, 4))).moved.length, 2);
+    // An offload from the host: let through, the second release of a connection threw in the
+    // middle of the batch and the connections released before it had no owner.
+    await assert.rejects(m.offload(twice(2, 3), n0), namedTwice);
+    for (const i of [2, 3]) {
+      assert.equal(m.ownerOf(keys[i]!), 'host');
+      assert.equal(sockets[i]!.moving, false);
+    }
+    assert.equal((await m.offload(keys.slice(2, 4), n0)).moved.length, 2);
+    for (const i of [0, 1, 2, 3]) {
+      assert.equal(n0.handle(keys[i]!)?.user, sockets[i]);
+      assert.equal(sockets[i]!.moving, false);
+    }
+    // The move's and the upload's items (from a NIC: pooled on the entries).
+    for (const f of freezes.slice(0, 2))
+      for (const it of f) assert.equal(it.held, false, 'free once the move ended');
   });
 });
