@@ -132,6 +132,11 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
   /** @internal Listener that created this passive open, until it is accepted. */
   listener: ListenerRef | null = null;
   /**
+   * @internal The last batch of an offload that named it (the offload layer's count): a list that
+   * names it again is found with no set of the batch's connections.
+   */
+  namedIn = 0;
+  /**
    * The connection's one timer, made when it is first armed: an idle connection (no data in
    * flight, no keepalive, no TIME_WAIT) has no deadline, and ten thousand of them handed to a NIC
    * they had never run on made ten thousand timers (three objects each) that nothing armed.
@@ -521,6 +526,7 @@ const SMALL_CONNECTION: ReadonlySet<string> = new Set([
   'memCharged',
   'unreadHeld',
   'oooBytes',
+  'namedIn',
 ]);
 const SMALL_RACK: ReadonlySet<string> = new Set(['mss']);
 /** Kept, not dropped: a collection would drop the widened layouts with it (see WIDENED_TCP_STATE). */
