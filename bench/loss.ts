@@ -25,6 +25,8 @@
  *   npx tsx bench/loss.ts [--json] [--drop-unit segment|frame]       (or: npm run bench -- loss)
  *   npx tsx bench/loss.ts --levels 1 --runs 1 --pcap /tmp/x.pcap   (diagnosis: one level, a capture
  *   of the Chimney downloads on the client's side)
+ *   CHIMNEY_ROOT=<tree> npx tsx bench/loss.ts --levels 10 --chimney-only   (two builds alternated:
+ *   only Chimney's downloads, which halves a run at 10 %, Linux CUBIC's taking 80-120 s; no slow reader)
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -159,6 +161,8 @@ export async function benchLoss(
     /** Capture the client's side of the Chimney downloads under loss into this pcap file (diagnosis). */
     pcap?: string;
     dropUnit?: DropUnit;
+    /** Only Chimney's downloads (Linux's figures 0, no slow reader): for builds set side by side. */
+    chimneyOnly?: boolean;
     log?: (l: string) => void;
   } = {},
 ): Promise<LossResult> {
@@ -192,7 +196,7 @@ export async function benchLoss(
       const chimneyUrl = `http://${lab.chimneyIps[0]}/bytes/${bytes}`;
       const linuxUrl = `http://${server.ip}:${PORT}/bytes`;
       const cubicUrl = `http://${server.ip}:${CUBIC_PORT}/bytes`;
-      for (const url of [linuxUrl, cubicUrl]) {
+      for (const url of o.chimneyOnly ? [] : [linuxUrl, cubicUrl]) {
         for (let i = 0; i < 50; i++) {
           if ((await curlTime(lab, url, bytes, 5)) < 5) break;
           await sleep(200);
@@ -223,8 +227,8 @@ export async function benchLoss(
         const lc: number[] = [];
         for (let r = 0; r < runs; r++) {
           c.push(await curlTime(lab, chimneyUrl, bytes, capS));
-          l.push(await curlTime(lab, linuxUrl, bytes, capS));
-          lc.push(await curlTime(lab, cubicUrl, bytes, capS));
+          l.push(o.chimneyOnly ? 0 : await curlTime(lab, linuxUrl, bytes, capS));
+          lc.push(o.chimneyOnly ? 0 : await curlTime(lab, cubicUrl, bytes, capS));
           log(
             `loss ${pct}% run ${r + 1}: chimney ${c.at(-1)} s, linux ${l.at(-1)} s, linux cubic ${lc.at(-1)} s`,
           );
@@ -236,7 +240,7 @@ export async function benchLoss(
           chimneyS,
           linuxS,
           linuxCubicS: round(median(lc)),
-          ratio: round(chimneyS / linuxS, 2),
+          ratio: linuxS > 0 ? round(chimneyS / linuxS, 2) : 0,
           chimneyRunsS: c,
           linuxRunsS: l,
           linuxCubicRunsS: lc,
@@ -259,22 +263,22 @@ export async function benchLoss(
       };
       const sc: number[] = [];
       const sl: number[] = [];
-      for (let r = 0; r < runs; r++) {
+      for (let r = 0; r < (o.chimneyOnly ? 0 : runs); r++) {
         sc.push(await slow(lab.chimneyIps[0]!, 80, `/bytes/${bytes}`));
         sl.push(await slow(server.ip, PORT, '/bytes'));
         log(
           `slow reader run ${r + 1}: chimney ${sc.at(-1)} s, linux ${sl.at(-1)} s (after the ${pauseS} s pause)`,
         );
       }
-      const chimneyS = round(median(sc));
-      const linuxS = round(median(sl));
+      const chimneyS = sc.length > 0 ? round(median(sc)) : 0;
+      const linuxS = sl.length > 0 ? round(median(sl)) : 0;
       return {
         dropUnit,
         bytes,
         runs,
         capS,
         levels: out,
-        slowReader: { pauseS, chimneyS, linuxS, ratio: round(chimneyS / linuxS, 2) },
+        slowReader: { pauseS, chimneyS, linuxS, ratio: linuxS > 0 ? round(chimneyS / linuxS, 2) : 0 },
       };
     } finally {
       await srv.stop();
@@ -317,6 +321,7 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
     levels: lv ? lv.split(',').map(Number) : undefined,
     runs: arg('--runs') ? Number(arg('--runs')) : undefined,
     pcap: arg('--pcap'),
+    chimneyOnly: process.argv.includes('--chimney-only'),
   });
   console.log(json ? JSON.stringify(r) : formatLoss(r));
 }

@@ -12,6 +12,8 @@ import type { TcpState } from '../../src/state/tcp-state.ts';
 import { ACK, activeOpen, add, Bench, bytes, type Opened, Recorder, type Seg } from './harness.ts';
 
 const MSS = 1460;
+/** The counter of resends the lone-piece shortcut (rtxQueueSingle) let past a spent budget. */
+const LONE = 'tcp.rtx.lone-past-budget';
 
 describe('output budget per turn', () => {
   test('two connections with a window each take turns, a budget at a time, and every byte goes once', () => {
@@ -397,6 +399,7 @@ describe('output budget: what Linux sends at once leaves at once', () => {
     }
     assert.ok(head, "the timer's resend of the first");
     assert.equal(b.count('tcp.rto'), 1);
+    assert.equal(b.count(LONE), 0, "the timer's resend is exempt on its own: not the shortcut's");
     // Its ACK comes within the turn, the turn's bytes spent: the second is all that is in flight.
     b.advance(1);
     assert.ok(b.layer.output.turnSpent, "the turn's bytes are spent");
@@ -408,6 +411,7 @@ describe('output budget: what Linux sends at once leaves at once', () => {
       "the second resent in the ACK's turn, not behind the crowd",
     );
     assert.equal(b.count('tcp.rto'), 1, 'no second timeout');
+    assert.equal(b.count(LONE), 1, 'counted: the one resend the shortcut let past the spent budget');
   });
 
   // The probe goes outside the budget (lossProbe); a recovery's output is budgeted
@@ -565,6 +569,7 @@ describe('output budget: a SACK recovery sends under the budgets, as Linux', () 
       'the fast retransmission',
     );
     assert.ok(x.conn.state.soft.inRecovery);
+    assert.equal(b.count(LONE), 0, 'the fast retransmission goes on its own exemption: not counted');
     // Its ACK reaches the third, sent before it: RACK marks the third lost, the one piece left.
     assert.ok(b.layer.output.turnSpent, "the turn's bytes are still spent");
     b.inject({ flags: ACK, seq: x.peerSeq, ack: at(2), srcPort: 80, dstPort: px });
@@ -575,6 +580,7 @@ describe('output budget: a SACK recovery sends under the budgets, as Linux', () 
       "the third resent in the ACK's turn, not behind the crowd",
     );
     assert.equal(x.conn.outputQueued, false, 'not listed: nothing left to resend');
+    assert.equal(b.count(LONE), 1, 'counted once, in the recovery');
   });
 
   test('a segment RACK marks lost with more in flight waits for a turn while the turn is spent', () => {
@@ -589,6 +595,7 @@ describe('output budget: a SACK recovery sends under the budgets, as Linux', () 
       'nothing resent while the turn is spent',
     );
     assert.equal(x.conn.outputQueued, true, 'listed for the next turn');
+    assert.equal(b.count(LONE), 0, 'two pieces in flight: the shortcut does not fire');
     let later: Seg[] = [];
     for (let t = 0; t < 100 && later.length === 0; t++) {
       for (const fn of turns.splice(0)) fn();

@@ -601,15 +601,14 @@ function sendWindowed(conn: TcpConnection, now: number, resendNow: boolean): voi
     // of 2,000 in a wave of timeouts).
     // A resend whose piece is all that is in flight goes as well (rtxQueueSingle): after a
     // timeout, what the ACK of the timer's resend leaves is resent in that ACK's turn.
-    if (
-      outputSpent(conn, budget) &&
-      !(resendNow && guard === 0 && !fresh) &&
-      (fresh || !rtxQueueSingle(conn))
-    ) {
+    if (outputSpent(conn, budget) && !(resendNow && guard === 0 && !fresh)) {
       // Spent for this turn (TCP small queues), or every sender's bytes of the turn were: the rest
       // goes next turn, after the others.
-      sched?.later(conn);
-      break;
+      if (fresh || !rtxQueueSingle(conn)) {
+        sched?.later(conn);
+        break;
+      }
+      lonePastBudget(conn);
     }
     const used = transmit(conn, seq, len, now);
     if (used === 0) break;
@@ -717,9 +716,12 @@ function sackRecoveryOutput(conn: TcpConnection, now: number): void {
     // The recovery's first send is its fast retransmit (RFC 6675 5 step 4.3): the first hole,
     // deemed lost or not (three duplicate ACKs started the recovery).
     if (hole && (s.soft.prrOut === 0 || sackIsLost(s, nextSeg.seq, mss))) {
-      if (spent && !(s.soft.prrOut === 0 && nextSeg.seq === d.sndUna) && !rtxQueueSingle(conn)) {
-        sched?.later(conn);
-        break;
+      if (spent && !(s.soft.prrOut === 0 && nextSeg.seq === d.sndUna)) {
+        if (!rtxQueueSingle(conn)) {
+          sched?.later(conn);
+          break;
+        }
+        lonePastBudget(conn);
       }
       if (!retransmitHole(conn, now)) break;
       continue;
@@ -756,6 +758,14 @@ function rtxQueueSingle(conn: TcpConnection): boolean {
   if (e.length !== 1 || s.soft.sacked.length > 0) return false;
   const only = e[0]!;
   return seqLeq(only.start, d.sndUna) && !seqLt(only.end, d.sndMax);
+}
+
+/**
+ * Counts a resend that rtxQueueSingle let past a spent budget: how often the shortcut decides
+ * anything, to set beside a download's time under loss (bench/loss.ts).
+ */
+function lonePastBudget(conn: TcpConnection): void {
+  conn.engine.env.counters.inc('tcp.rtx.lone-past-budget');
 }
 
 /** Resend the hole `nextSeg` describes; false if nothing could be sent. */
