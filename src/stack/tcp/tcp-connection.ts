@@ -438,6 +438,7 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
   revive(): void {
     this.user = null;
     this.listener = null;
+    this.namedIn = 0;
     this.events = 0;
     this.closeError = null;
     this.finished = false;
