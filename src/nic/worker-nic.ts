@@ -148,10 +148,15 @@ export interface WorkerNicTestSeams {
   handGapMs?: number;
   /**
    * For tests of the order of a connection's segments across a move handed straight to another
-   * worker: the source waits this long before it releases the batch (its peers meanwhile forward
-   * it what arrives for the connections it still runs).
+   * worker: the source stops twice, before it releases the batch (what arrives for the
+   * connections meanwhile queues at it) and after it handed the batch on (the destination runs
+   * them and holds their input), each time until the test opens the gate. Int32 word 0 counts the
+   * stops reached; the thread goes on once word 1 reaches that count (or after 30 s). A gate and
+   * not a pause: the test goes on when what it needs happened, however slow the machine.
    */
-  handDelayMs?: number;
+  handGate?: SharedArrayBuffer;
+  /** How long a destination holds a handed batch's input at most (hand-order.ts HOLD_MS otherwise). */
+  handHoldMs?: number;
 }
 
 export interface WorkerNicOptions {
@@ -1053,7 +1058,8 @@ export class WorkerNic extends HostNic {
       tapHeld,
       stopWhileOpening: seams.stopWhileOpening,
       handGapMs: seams.handGapMs,
-      handDelayMs: seams.handDelayMs,
+      handGate: seams.handGate,
+      handHoldMs: seams.handHoldMs,
       link: link
         ? { kind: 'proxy', name: link.name, mtu: link.mtu, carrier: link.carrier }
         : { kind: 'tap', options: fds === null ? tap : { ...tap!, fds } },

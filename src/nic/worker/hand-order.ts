@@ -171,6 +171,8 @@ export class HeldIn {
   constructor(
     private readonly clock: Clock,
     private readonly hooks: HeldInHooks,
+    /** At most this long (HOLD_MS; longer in tests that stop the source and must not see a hold expire). */
+    private readonly holdMs = HOLD_MS,
   ) {}
 
   get size(): number {
@@ -189,7 +191,7 @@ export class HeldIn {
     let list = this.byFrom.get(from);
     if (list === undefined) this.byFrom.set(from, (list = []));
     list.push(hold);
-    timer.unref().arm(HOLD_MS);
+    timer.unref().arm(this.holdMs);
   }
 
   /** Whether a frame is held (kept to run later, or dropped past HOLD_FRAMES); false: run it now. */

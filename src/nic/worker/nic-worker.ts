@@ -332,6 +332,16 @@ function pauseThread(ms: number): void {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
 
+/** Count a stop in word 0 of `gate` and wait until word 1 reaches it (see WorkerNicTestSeams.handGate). */
+function waitAtGate(gate: SharedArrayBuffer): void {
+  const w = new Int32Array(gate);
+  const stop = Atomics.add(w, 0, 1) + 1;
+  Atomics.notify(w, 0);
+  const until = Date.now() + 30_000;
+  for (let open = Atomics.load(w, 1); open < stop && Date.now() < until; open = Atomics.load(w, 1))
+    Atomics.wait(w, 1, open, until - Date.now());
+}
+
 /** Say so in word 0 of `flag`, and wait for good (see WorkerNicTestSeams.stopWhileOpening). */
 function stopHere(flag: SharedArrayBuffer): void {
   const w = new Int32Array(flag);
@@ -469,15 +479,19 @@ const handedAway = new HandedOn((k) => {
 });
 
 /** Input of connections a peer handed here, held until it sent on what it had for them (hand-order.ts). */
-const heldIn = new HeldIn(clock, {
-  run: (frame, info, peer) => {
-    progress();
-    noteFrame(frame);
-    if (peer) runFromPeer(frame);
-    else runHere?.(frame, info);
+const heldIn = new HeldIn(
+  clock,
+  {
+    run: (frame, info, peer) => {
+      progress();
+      noteFrame(frame);
+      if (peer) runFromPeer(frame);
+      else runHere?.(frame, info);
+    },
+    count: (what, n) => engine.counters.inc(`nic.hand.${what}`, n),
   },
-  count: (what, n) => engine.counters.inc(`nic.hand.${what}`, n),
-});
+  boot.handHoldMs,
+);
 
 /**
  * Proof of life for the watchdog on the main thread: bumped by the heartbeat timer and before each
@@ -1717,7 +1731,7 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
           if (keys !== 'all') builtKeys = rest;
         }
         const hand = records ? r.hand : undefined;
-        if (hand !== undefined && boot.handDelayMs !== undefined) pauseThread(boot.handDelayMs);
+        if (hand !== undefined && boot.handGate !== undefined) waitAtGate(boot.handGate);
         const handLink = hand === undefined ? undefined : hands.get(hand.owner);
         if (hand !== undefined && handLink === undefined)
           throw new InvalidStateError(`no hands channel to records owner ${hand.owner}`);
@@ -1816,6 +1830,7 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
           handLink!.port.postMessage(handed, [handed.batch.buffer as ArrayBuffer]);
           handedOn = true;
           if (boot.handGapMs !== undefined) pauseThread(boot.handGapMs);
+          if (boot.handGate !== undefined) waitAtGate(boot.handGate);
         }
         post(
           {

@@ -54,8 +54,10 @@ export interface WorkerBoot {
   stopWhileOpening?: { after: number; flag: SharedArrayBuffer };
   /** A test's pause between a hand-over's two messages (WorkerNicTestSeams.handGapMs). */
   handGapMs?: number;
-  /** A test's pause before a hand-over releases its batch (WorkerNicTestSeams.handDelayMs). */
-  handDelayMs?: number;
+  /** A test's gate around a hand-over's release (WorkerNicTestSeams.handGate). */
+  handGate?: SharedArrayBuffer;
+  /** A test's longest hold of a handed batch's input (WorkerNicTestSeams.handHoldMs). */
+  handHoldMs?: number;
 }
 
 // ---- what a worker's TAP holds of the process ------------------------------------------------------
