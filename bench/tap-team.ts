@@ -43,6 +43,8 @@ export interface TapTeamRun {
   detectMs: number;
   /** From the fault to serve's failover (-1: none); see LoadResult.realDetectMs. */
   faultToDetectMs: number;
+  /** How long the system call that made a carrier or reachability fault took, ms (LoadResult.faultCallMs). */
+  faultCallMs: number;
   resumeMs: number;
   maxStallMs: number;
   p99StallMs: number;
@@ -142,6 +144,7 @@ function figures(r: LoadResult, dsackOldSent: number): TapTeamRun {
   return {
     detectMs: r.detectMs,
     faultToDetectMs: r.realDetectMs,
+    faultCallMs: r.faultCallMs,
     resumeMs: r.resumeMs,
     maxStallMs: r.client.maxStallMs,
     p99StallMs: r.client.p99StallMs,

@@ -8,6 +8,7 @@ import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { controlRequest, type StatusSnapshot } from '../../src/cli/control.ts';
 import { type Lab, ROOT, type Served, sleep } from './lab.ts';
+import { injectLinkFault } from './link-fault.ts';
 
 export type FaultKind = 'none' | 'carrier' | 'reachability' | 'crash';
 
@@ -54,8 +55,15 @@ export interface LoadResult {
   client: ClientReport;
   /** The NIC the fault hit, '' without one. */
   nic: string;
-  /** Epoch ms of the fault, 0 without one. */
+  /**
+   * Epoch ms of the fault, 0 without one: for a carrier or reachability fault, as the system call
+   * that made it began (link-fault.ts); for a crash, before the control request that kills.
+   */
   faultAt: number;
+  /** How long the call that made a carrier or reachability fault took, ms (0 for the others). */
+  faultCallMs: number;
+  /** Every counter set serve reported after the run (null when it did not answer). */
+  counters: Record<string, Record<string, number>> | null;
   /**
    * From serve's failover line: detection after the last evidence the team had that the NIC was
    * fine, ms (-1: none logged). Not what a user lives through when that evidence was stale: see
@@ -458,6 +466,7 @@ export async function runLoad(lab: Lab, o: LoadOptions): Promise<LoadResult> {
   });
   let nic = '';
   let faultAt = 0;
+  let faultCallMs = 0;
   let cut = '';
   let markAt = 0;
   let readyAt = 0;
@@ -513,10 +522,14 @@ export async function runLoad(lab: Lab, o: LoadOptions): Promise<LoadResult> {
         `fault ${o.fault} on ${nic} (${[...owner.values()].filter((x) => x === nic).length} of ${owner.size} connections)`,
       );
       faultAt = markAt;
-      if (o.fault === 'carrier') lab.ip('link', 'set', 'dev', nic, 'down');
-      else if (o.fault === 'reachability') {
-        cut = nic;
-        lab.ip('link', 'set', 'dev', nic, 'nomaster');
+      if (o.fault === 'carrier' || o.fault === 'reachability') {
+        if (o.fault === 'reachability') cut = nic;
+        const f = injectLinkFault(o.fault, nic, lab.bridge);
+        // The call's start: the kernel made the change somewhere inside it (a port leaves its
+        // bridge's forwarding early in br_del_if, then waits out an RCU grace period, 77 ms at load
+        // 30), so the whole call is charged to the team, as the start of `ip` used to be.
+        faultAt = markAt = f.before;
+        faultCallMs = f.at - f.before;
       } else {
         // The kill is the fault, not its answer: serve answers once the worker is told to die,
         // and whether the team saw the death is read from serve's log below (detectMs -1 when it
@@ -536,13 +549,14 @@ export async function runLoad(lab: Lab, o: LoadOptions): Promise<LoadResult> {
     }, 200);
     const r = await client.finally(() => clearInterval(sampler));
     const end = threadUsage(pid);
-    const resetCounters = await controlRequest(ctl, { op: 'counters' }).then(
-      (sets) => resetsOf(sets as Record<string, Record<string, number>>),
+    const counters = await controlRequest(ctl, { op: 'counters' }).then(
+      (sets) => sets as Record<string, Record<string, number>>,
       (e: Error) => {
         log(`counters after the run: ${e.message}`);
         return null;
       },
     );
+    const resetCounters = counters === null ? null : resetsOf(counters);
     // The failover's own time, read before serve stops: its status gives its age, taken on the
     // server between the request and the answer (their midpoint, within a millisecond or two).
     let detectedAt = 0;
@@ -600,6 +614,8 @@ export async function runLoad(lab: Lab, o: LoadOptions): Promise<LoadResult> {
       client: report,
       nic: faultAt > 0 ? nic : '',
       faultAt,
+      faultCallMs,
+      counters,
       detectMs,
       realDetectMs: detectedAt > 0 ? Math.round((detectedAt - faultAt) * 10) / 10 : -1,
       believedMs:

@@ -210,6 +210,30 @@ describe('adopting a connection on failover (prod)', () => {
     assert.equal(conn.state.delegated.persistDeadline, Number.POSITIVE_INFINITY);
   });
 
+  test('a prod of a connection waiting for a shut window sends the probe alone: it carries the ACK', () => {
+    // A carrier failover at 1,000 kernel readers with 32 KiB buffers: most windows were shut, and
+    // each connection sent a pure ACK before its probe, which the peer takes the ACK field of too.
+    const a = new Bench();
+    const o = activeOpen(a, { ts: [5000, 1001], sackPermitted: true, wscale: 7 });
+    o.conn.write(bytes(2 * SEG));
+    const top = add(a.take().filter((x) => x.data.length > 0)[0]!.h.seq, 2 * SEG);
+    a.advance(5);
+    a.inject({ flags: ACK, seq: o.peerSeq, ack: top, window: 0, srcPort: 80, dstPort: o.conn.localPort });
+    o.conn.write(bytes(4 * SEG));
+    a.take();
+    assert.notEqual(o.conn.state.delegated.persistDeadline, Number.POSITIVE_INFINITY, 'waiting on persist');
+    const s = a.layer.release(o.conn);
+    const b = new Bench();
+    b.advance(a.env.clock.now() - b.env.clock.now() + 50);
+    b.layer.adopt(s, new Recorder(), { prod: true });
+    assert.deepEqual(
+      b.take().map((x) => [x.h.seq, x.h.ack, x.data.length]),
+      [[add(top, -1), s.delegated.rcvNxt, 1]],
+      'one frame: the octet below snd.una, acknowledging all received',
+    );
+    assert.equal(b.count('tcp.prod.window-probes'), 1);
+  });
+
   test('a prod whose resend finds the whole flight arrived resends nothing more', () => {
     const { a, o, s } = failedOver(0);
     const una = s.delegated.sndUna;

@@ -99,6 +99,12 @@ export function prod(conn: TcpConnection): void {
   }
   conn.rttEchoFloor = tsNow(now);
   const sack = state.const.sackEnabled;
+  // The shut window's probe below carries the ACK as well (the peer takes the ACK field of a
+  // duplicate octet, then answers the octet at once): an ACK of its own before it was a second
+  // frame a connection for nothing, half a carrier failover's frames when most readers had shut
+  // their windows (1,000 kernel readers with 32 KiB buffers).
+  const probes = d.persistDeadline !== Number.POSITIVE_INFINITY || (outstanding && !headGoesNow(state));
+  let ackOwed = false;
   if (!sack) {
     sendAck(conn);
     sendAck(conn);
@@ -107,8 +113,10 @@ export function prod(conn: TcpConnection): void {
     // The resent head (or the repair's probe) carries our ACK. Without it, one ACK: data that
     // arrived while our ACKs of it were lost in the outage is acknowledged, and the peer sends on
     // at once.
-    sendAck(conn);
+    if (probes) ackOwed = true;
+    else sendAck(conn);
   }
+  const sentBefore = conn.stats.segmentsOut;
   if (!outstanding || (state.soft.inRecovery && sack)) {
     // Nothing in flight: new data if there is any. In SACK recovery the recovery's own output
     // decides: holes first within cwnd - pipe, none the old owner already resent again.
@@ -138,6 +146,9 @@ export function prod(conn: TcpConnection): void {
     emit(conn, at, TcpFlag.ACK, -1, 1);
     conn.probeOctet = at;
     conn.engine.env.counters.inc('tcp.prod.window-probes');
+  } else if (ackOwed && conn.stats.segmentsOut === sentBefore) {
+    // The output above took the persist timer down and sent nothing: no frame carried the ACK.
+    sendAck(conn);
   }
   scheduleTimer(conn);
 }
