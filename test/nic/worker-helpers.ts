@@ -20,6 +20,16 @@ import { collect, randomBytes, sha256 } from '../helpers/streams.ts';
  */
 export const PING_MS = 30_000;
 
+/**
+ * A rig's workers' silence deadline (WorkerNic's deadAfterMs) unless a test sets its own. The
+ * default (2 s, after a 10 s start-up allowance) is a window on a loaded machine: at load 20-30 on
+ * 2 cores workers that were only starved of a core were declared dead ("NIC w.nic0 died
+ * (heartbeat)") in tests about something else (closed-worker-nic, delivery-turns,
+ * worker-crash-settings, ...). A killed worker is still dead at once (its thread's exit); a test of
+ * the silence itself passes a short deadline.
+ */
+export const STARVED_NOT_DEAD_MS = 30_000;
+
 /** IPv6 without the waits of duplicate address detection and router solicitation. */
 export const QUIET_IPV6 = { dadTransmits: 0, routerSolicitations: 0 };
 
@@ -61,7 +71,7 @@ export function addWorkerHost(
         placementRing: opts.placementRing,
         capacity: opts.capacity,
         heartbeatMs: opts.heartbeatMs,
-        deadAfterMs: opts.deadAfterMs,
+        deadAfterMs: opts.deadAfterMs ?? STARVED_NOT_DEAD_MS,
       }),
     );
   }
