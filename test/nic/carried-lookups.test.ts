@@ -10,7 +10,7 @@ import type { ConnKey } from '../../src/nic/nic.ts';
 import type { TupleMap } from '../../src/nic/tuple-map.ts';
 import type { WorkerConnectionHandle, WorkerNic } from '../../src/nic/worker-nic.ts';
 import type { ConnTable } from '../../src/stack/tcp/conn-table.ts';
-import { idleConnections, socketKey, workerSetup } from './worker-helpers.ts';
+import { idleConnections, PING_MS, socketKey, workerSetup } from './worker-helpers.ts';
 
 const CONNS = 30;
 
@@ -40,7 +40,7 @@ describe('lookups carried through a WorkerNic move', () => {
     const { net, wh, peer } = await workerSetup(95, t);
     const [n0, n1] = wh.nics as [WorkerNic, WorkerNic];
     peer.createServer((s) => s.on('error', () => {})).listen(80);
-    await wh.host.ping('10.0.0.2');
+    await wh.host.ping('10.0.0.2', PING_MS);
     const keys = (await openConnections(wh.host, net, CONNS, 5)).map(socketKey);
     const m = wh.offload;
     assert.equal((await m.offload(keys, n0)).moved.length, CONNS);
@@ -121,7 +121,7 @@ describe('lookups carried through a WorkerNic move', () => {
     const { net, wh, peer } = await workerSetup(96, t);
     const [n0, n1] = wh.nics as [WorkerNic, WorkerNic];
     peer.createServer((s) => s.on('error', () => {})).listen(80);
-    await wh.host.ping('10.0.0.2');
+    await wh.host.ping('10.0.0.2', PING_MS);
     const keys = (await openConnections(wh.host, net, 6, 5)).map(socketKey);
     const m = wh.offload;
     assert.equal((await m.offload(keys, n0)).moved.length, 6);

@@ -5,10 +5,12 @@ import type { ConnectionError } from '../../src/core/errors.ts';
 import type { WorkerNic } from '../../src/nic/worker-nic.ts';
 import { socketKey, workerSetup } from './worker-helpers.ts';
 
-// Real threads cannot share virtual time: this one runs on wall-clock time, a few hundred ms.
+// Real threads cannot share virtual time: this one runs on wall-clock time, a few hundred ms once
+// the workers run. Starting them is most of a test on a loaded machine (20-40 s at load 40 on 2
+// cores): 20 s timed out waiting for them, before the test began. 60 s, as the other rigs'.
 describe('a WorkerNic closed while a transfer to it is in flight', () => {
   test('the connections it took are lost at once (the worker reset them), not run on in the host', {
-    timeout: 20_000,
+    timeout: 60_000,
   }, async (t) => {
     const { wh, peer } = await workerSetup(5, t);
     const server = peer.createServer((s) => {

@@ -18,7 +18,7 @@ import { parseIpv4, parseIpv6, writeU16, writeU32 } from '../../src/wire/addr.ts
 import { writeL4Checksum, writeL4Checksum6 } from '../../src/wire/checksum.ts';
 import { ipv6Frame, packetTooBig } from '../ipv6/helpers.ts';
 import { icmpMessage, ipFrame } from '../stack/harness.ts';
-import { socketKey, workerSetup } from './worker-helpers.ts';
+import { PING_MS, socketKey, workerSetup } from './worker-helpers.ts';
 
 const N = 16;
 
@@ -65,7 +65,7 @@ async function echoSetup(seed: number, t: Parameters<typeof workerSetup>[1], fam
       s.on('error', () => {});
     })
     .listen(80);
-  await wh.host.ping('10.0.0.2');
+  await wh.host.ping('10.0.0.2', PING_MS);
   const sockets = await openConnections(wh.host, net, N, 5, family === 6 ? 'fd00::2' : '10.0.0.2');
   const t0 = net.now();
   while (servers.length < N && net.now() - t0 < 5_000) await net.sleep(5);
@@ -320,7 +320,7 @@ describe('connections taken unbuilt by a worker', () => {
     assert.equal((await wh.offload.offload(keys, n0)).moved.length, N);
     const rx = await counter(n0, 'nic.rx.host');
     // The echo reply comes in through the worker's link and goes up to the host.
-    await wh.host.ping('10.0.0.2');
+    await wh.host.ping('10.0.0.2', PING_MS);
     assert.ok((await counter(n0, 'nic.rx.host')) > rx, 'the reply passed through the worker');
     assert.equal(await counter(n0, 'nic.lazy.pending'), N, 'still unbuilt');
     assert.equal(await counter(n0, 'nic.lazy.built'), 0);

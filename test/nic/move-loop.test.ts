@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { openConnections } from '../../bench/offload.ts';
 import type { WorkerNic } from '../../src/nic/worker-nic.ts';
-import { socketKey, workerSetup } from './worker-helpers.ts';
+import { PING_MS, socketKey, workerSetup } from './worker-helpers.ts';
 
 const CONNS = 40;
 const ROUNDS = 12;
@@ -19,7 +19,7 @@ describe('a loop of moves on WorkerNics', () => {
     const { net, wh, peer } = await workerSetup(91, t);
     const [n0, n1] = wh.nics as [WorkerNic, WorkerNic];
     peer.createServer((s) => s.on('error', () => {})).listen(80);
-    await wh.host.ping('10.0.0.2');
+    await wh.host.ping('10.0.0.2', PING_MS);
     const keys = (await openConnections(wh.host, net, CONNS, 5)).map(socketKey);
     const m = wh.offload;
     const shape = async () => {

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { openConnections } from '../../bench/offload.ts';
 import type { WorkerNic } from '../../src/nic/worker-nic.ts';
-import { socketKey, workerSetup } from './worker-helpers.ts';
+import { PING_MS, socketKey, workerSetup } from './worker-helpers.ts';
 
 const CONNS = 30;
 
@@ -15,7 +15,7 @@ describe('connections a WorkerNic passed up', () => {
     const { net, wh, peer } = await workerSetup(93, t);
     const [n0, n1] = wh.nics as [WorkerNic, WorkerNic];
     peer.createServer((s) => s.on('error', () => {})).listen(80);
-    await wh.host.ping('10.0.0.2');
+    await wh.host.ping('10.0.0.2', PING_MS);
     const keys = (await openConnections(wh.host, net, CONNS, 5)).map(socketKey);
     const m = wh.offload;
     assert.equal((await m.offload(keys, n0)).moved.length, CONNS);
@@ -37,7 +37,7 @@ describe('connections a WorkerNic passed up', () => {
     const { net, wh, peer } = await workerSetup(94, t);
     const [n0] = wh.nics as [WorkerNic, WorkerNic];
     peer.createServer((s) => s.on('error', () => {})).listen(80);
-    await wh.host.ping('10.0.0.2');
+    await wh.host.ping('10.0.0.2', PING_MS);
     const keys = (await openConnections(wh.host, net, 6, 5)).map(socketKey);
     assert.equal((await wh.offload.offload(keys, n0)).moved.length, 6);
     const made = n0.tableEntriesMade;

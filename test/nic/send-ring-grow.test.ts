@@ -20,7 +20,7 @@ import { sendRingTarget, TcpBudget } from '../../src/stack/tcp/tcp-mem.ts';
 import { ByteRing } from '../../src/state/byte-ring.ts';
 import { sharedRingAdvance, sharedRingPositions } from '../../src/state/shared-ring.ts';
 import { collect, randomBytes, sha256 } from '../helpers/streams.ts';
-import { addWorkerHost, socketKey } from './worker-helpers.ts';
+import { addWorkerHost, PING_MS, socketKey } from './worker-helpers.ts';
 
 const PLACED = 16 << 10;
 
@@ -45,7 +45,7 @@ async function workerRig(t: TestContext, seed: number, placed = PLACED) {
       })
       .listen({ port: 5000 });
   });
-  await wh.host.ping('10.0.0.2');
+  await wh.host.ping('10.0.0.2', PING_MS);
   const s = wh.host.connect({ port: 5000, host: '10.0.0.2', allowHalfOpen: true });
   const answer = collect(s);
   await once(s, 'connect');

@@ -14,7 +14,7 @@ import { decodeBatch, encodeBatch, STATE_CODEC_LAYOUT } from '../../src/state/st
 import type { TcpState } from '../../src/state/tcp-state.ts';
 import { collect, randomBytes, sha256 } from '../helpers/streams.ts';
 import { normalize, sampleTrees } from '../state/helpers.ts';
-import { socketKey as keyOf, workerSetup as setup } from './worker-helpers.ts';
+import { socketKey as keyOf, PING_MS, workerSetup as setup } from './worker-helpers.ts';
 
 /** The state's rings, copied into shared rings (what a worker NIC's block holds). */
 function sharedCopy(s: TcpState): { send: ByteRing; recv: ByteRing } {
@@ -126,7 +126,7 @@ describe('WorkerNic transfers: data stays where it is', () => {
         })
         .listen(6000);
     });
-    await wh.host.ping('10.0.0.2');
+    await wh.host.ping('10.0.0.2', PING_MS);
     const sockets: TcpSocket[] = [];
     for (let i = 0; i < N; i++) {
       const s = wh.host.connect({ port: 6000, host: '10.0.0.2', allowHalfOpen: true });

@@ -11,6 +11,25 @@ import { Stack } from '../../src/stack/stack.ts';
 import { formatMac } from '../../src/wire/addr.ts';
 import { collect, randomBytes, sha256 } from '../helpers/streams.ts';
 
+/**
+ * How long a real-time rig's ping waits for its echo. Icmp's default (1 s) is a window: the request
+ * and its ARP cross a worker both ways, and on a loaded machine (load 30 on 2 cores) a worker's
+ * turn came late enough that the first ping of streamBothWays failed with "no echo reply within
+ * 1000 ms". The ping only resolves neighbors before a test starts; waiting longer costs nothing
+ * when the answer comes sooner.
+ */
+export const PING_MS = 30_000;
+
+/**
+ * A rig's workers' silence deadline (WorkerNic's deadAfterMs) unless a test sets its own. The
+ * default (2 s, after a 10 s start-up allowance) is a window on a loaded machine: at load 20-30 on
+ * 2 cores workers that were only starved of a core were declared dead ("NIC w.nic0 died
+ * (heartbeat)") in tests about something else (closed-worker-nic, delivery-turns,
+ * worker-crash-settings, ...). A killed worker is still dead at once (its thread's exit); a test of
+ * the silence itself passes a short deadline.
+ */
+export const STARVED_NOT_DEAD_MS = 30_000;
+
 /** IPv6 without the waits of duplicate address detection and router solicitation. */
 export const QUIET_IPV6 = { dadTransmits: 0, routerSolicitations: 0 };
 
@@ -52,7 +71,7 @@ export function addWorkerHost(
         placementRing: opts.placementRing,
         capacity: opts.capacity,
         heartbeatMs: opts.heartbeatMs,
-        deadAfterMs: opts.deadAfterMs,
+        deadAfterMs: opts.deadAfterMs ?? STARVED_NOT_DEAD_MS,
       }),
     );
   }
@@ -163,7 +182,7 @@ export async function streamBothWays(
   to = '10.0.0.2',
   closeFirst?: CloseFirst,
 ): Promise<{ sockets: TcpSocket[]; done: Promise<number>; errors: Error[] }> {
-  await host.ping('10.0.0.2');
+  await host.ping('10.0.0.2', PING_MS);
   const errors: Error[] = [];
   const server: Promise<boolean>[] = [];
   let accepted = 0;

@@ -17,6 +17,7 @@ import type { Host } from '../../src/socket/host.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { TCP_STATE_NAMES, TcpStateId } from '../../src/state/tcp-state.ts';
 import type { Team } from '../../src/team/team.ts';
+import { PING_MS } from '../nic/worker-helpers.ts';
 import { buildTeamRig } from './team-sim.ts';
 import { keyOf, PEER_IP, setup, stateOn } from './worker-team-helpers.ts';
 
@@ -95,7 +96,7 @@ async function reach(rig: Rig, s: TcpSocket, want: TcpStateId | null): Promise<v
  * (CLOSE_WAIT).
  */
 async function pausedWithData(rig: Rig, end: 'time-wait' | 'close-wait' | 'closed'): Promise<TcpSocket> {
-  await rig.host.ping(PEER_IP);
+  await rig.host.ping(PEER_IP, PING_MS);
   const data = payload(BYTES);
   let peerSide: TcpSocket | undefined;
   const accepted = new Promise<void>((resolve) => {

@@ -12,6 +12,7 @@ import type { TestContext } from 'node:test';
 import { test } from 'node:test';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { TCP_STATE_NAMES, TcpStateId } from '../../src/state/tcp-state.ts';
+import { PING_MS } from '../nic/worker-helpers.ts';
 import { keyOf, PEER_IP, setup, stateOn, type WorkerTeamRig } from './worker-team-helpers.ts';
 
 const BYTES = 20_000;
@@ -42,7 +43,7 @@ async function connections(
   deadAfterMs?: number,
 ): Promise<{ rig: WorkerTeamRig; sockets: TcpSocket[] }> {
   const rig = await setup(t, { seed: 43, deadAfterMs });
-  await rig.host.ping(PEER_IP);
+  await rig.host.ping(PEER_IP, PING_MS);
   const peers: TcpSocket[] = [];
   rig.peer
     .createServer({ allowHalfOpen: true }, (p: TcpSocket) => {

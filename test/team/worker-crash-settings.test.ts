@@ -20,7 +20,7 @@ const TCP: Partial<TcpCached> = { ttl: 33, sndBufSize: 3 << 20, maxRtoMs: 60_000
 test("a killed worker's connections are rebuilt with the settings they ran with, not the defaults", {
   timeout: 60_000,
 }, async (t) => {
-  const rig = await setup(t, { seed: 41, heartbeatMs: 20, deadAfterMs: 1000, tcp: TCP });
+  const rig = await setup(t, { seed: 41, heartbeatMs: 20, tcp: TCP });
   const [nic0, nic1] = rig.nics;
   rig.peer.createServer(() => {}).listen(80);
   const sockets: TcpSocket[] = [];

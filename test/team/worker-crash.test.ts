@@ -185,7 +185,7 @@ function runAtDestination(rig: WorkerTeamRig, sockets: TcpSocket[], dst: WorkerN
 
 /** A team of two WorkerNics whose first runs CONNS streaming connections. */
 async function streamingOnFirst(t: TestContext, seed: number, seams?: WorkerNicTestSeams) {
-  const rig = await setup(t, { seed, heartbeatMs: 20, deadAfterMs: 1000, seams });
+  const rig = await setup(t, { seed, heartbeatMs: 20, seams });
   const [nic0, nic1] = rig.nics;
   const rsts = watchRsts(rig);
   const st = await streamBothWays(rig.host, rig.peer, CONNS, BYTES, CHUNK, GAP_MS);
@@ -199,14 +199,14 @@ describe('a worker killed while an initiate to it is in flight', () => {
   test('offload host → worker: every connection rebuilt from the memory the host gave it, none lost', {
     timeout: 60_000,
   }, async (t) => {
-    const rig = await setup(t, { seed: 31, heartbeatMs: 20, deadAfterMs: 1000 });
+    const rig = await setup(t, { seed: 31, heartbeatMs: 20 });
     await crashMidInitiate(rig, 'host');
   });
 
   test('move worker → worker: every connection rebuilt from the memory the host gave it, none lost', {
     timeout: 60_000,
   }, async (t) => {
-    const rig = await setup(t, { seed: 32, heartbeatMs: 20, deadAfterMs: 1000 });
+    const rig = await setup(t, { seed: 32, heartbeatMs: 20 });
     await crashMidInitiate(rig, rig.nics[1]!);
   });
 

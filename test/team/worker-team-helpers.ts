@@ -23,7 +23,7 @@ import { ManagerOffloader } from '../../src/team/manager-offloader.ts';
 import { ProbeTap } from '../../src/team/probe-tap.ts';
 import { type FailoverRecord, Team } from '../../src/team/team.ts';
 import { formatMac, parseIpv4 } from '../../src/wire/addr.ts';
-import { type CloseFirst, type Gap, streamBothWays } from '../nic/worker-helpers.ts';
+import { type CloseFirst, type Gap, STARVED_NOT_DEAD_MS, streamBothWays } from '../nic/worker-helpers.ts';
 
 export const TEAM_IP = '10.0.0.1';
 export const PEER_IP = '10.0.0.2';
@@ -55,6 +55,7 @@ export interface WorkerTeamOptions {
   /** Team health; probes go to the peer unless `probeTargets` says otherwise. */
   health?: HealthOptions;
   heartbeatMs?: number;
+  /** Each worker's silence deadline (default STARVED_NOT_DEAD_MS: set it to test the silence). */
   deadAfterMs?: number;
   /** Connections per failover transfer (Team default 512). */
   batchSize?: number;
@@ -98,7 +99,8 @@ export function buildWorkerTeam(opts: WorkerTeamOptions): WorkerTeamRig {
         link: tap,
         seed: 200 + i,
         heartbeatMs: opts.heartbeatMs,
-        deadAfterMs: opts.deadAfterMs,
+        // A starved worker is not a dead one: see STARVED_NOT_DEAD_MS.
+        deadAfterMs: opts.deadAfterMs ?? STARVED_NOT_DEAD_MS,
       },
       opts.seams,
     );

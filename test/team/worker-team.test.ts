@@ -96,7 +96,7 @@ describe('team of WorkerNics (real worker threads) on a real-time network', () =
   test('the worker of the loaded NIC is killed: its connections are rebuilt from hard state on the other', {
     timeout: 60_000,
   }, async (t) => {
-    const rig = await setup(t, { seed: 23, heartbeatMs: 20, deadAfterMs: 1000 });
+    const rig = await setup(t, { seed: 23, heartbeatMs: 20 });
     const [nic0, nic1] = rig.nics;
     const { st, keys } = await startOffloaded(rig, [CONNS, 0]);
     await flowing(rig, [rig.nics[0]!]);
@@ -138,7 +138,7 @@ describe('team of WorkerNics (real worker threads) on a real-time network', () =
   test('the worker dies after its connections closed (TIME_WAIT, CLOSED): none lost, none rebuilt, no RST', {
     timeout: 60_000,
   }, async (t) => {
-    const rig = await setup(t, { seed: 29, heartbeatMs: 20, deadAfterMs: 1000 });
+    const rig = await setup(t, { seed: 29, heartbeatMs: 20 });
     const [nic0] = rig.nics;
     // The side that closes first waits in TIME_WAIT. Left to the streams' timing that was a race,
     // and under load the peer sometimes closed first on every connection (one run in seven),
@@ -206,7 +206,7 @@ describe('team of WorkerNics (real worker threads) on a real-time network', () =
   test('three WorkerNics: a dead member’s connections are rebuilt in batches on both survivors', {
     timeout: 60_000,
   }, async (t) => {
-    const rig = await setup(t, { seed: 24, nics: 3, heartbeatMs: 20, deadAfterMs: 1000, batchSize: 8 });
+    const rig = await setup(t, { seed: 24, nics: 3, heartbeatMs: 20, batchSize: 8 });
     const [nic0, nic1, nic2] = rig.nics;
     const { st } = await startOffloaded(rig, [24, 12, 12]);
     await flowing(rig, rig.nics);
