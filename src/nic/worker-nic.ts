@@ -159,6 +159,16 @@ export interface WorkerNicTestSeams {
   handHoldMs?: number;
 }
 
+/**
+ * How long a worker may take to send its first heartbeat before the watchdog's silence counts:
+ * starting a thread and compiling its modules took 20-40 s on two cores at load 25-40 (measured
+ * with the test suite running beside helpers' benchmarks), and a worker killed for that is one that
+ * never ran, not a dead one, and takes the connections it was given with it (they are rebuilt or
+ * lost) when it would have run them a moment later. Requests sent before then wait in its port; a
+ * worker that never starts is still taken for dead, its waiting requests answered by the death.
+ */
+const START_ALLOWANCE_MS = 60_000;
+
 export interface WorkerNicOptions {
   id: string;
   /**
@@ -1165,7 +1175,7 @@ export class WorkerNic extends HostNic {
       });
     }
     // The worker takes a moment to start: the watchdog counts from now, with a start-up allowance.
-    this.lastBeat = this.clock.now() + 10_000;
+    this.lastBeat = this.clock.now() + START_ALLOWANCE_MS;
     this.watchdog = this.clock.createTimer(() => this.checkBeat()).unref();
     this.growTimer = this.clock.createTimer(() => this.runHeldGrows()).unref();
     this.watchdog.arm(this.deadAfterMs);

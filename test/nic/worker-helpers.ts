@@ -22,7 +22,7 @@ export const PING_MS = 30_000;
 
 /**
  * A rig's workers' silence deadline (WorkerNic's deadAfterMs) unless a test sets its own. The
- * default (2 s, after a 10 s start-up allowance) is a window on a loaded machine: at load 20-30 on
+ * default (2 s; the start-up allowance before a first heartbeat is 60 s) is a window on a loaded machine: at load 20-30 on
  * 2 cores workers that were only starved of a core were declared dead ("NIC w.nic0 died
  * (heartbeat)") in tests about something else (closed-worker-nic, delivery-turns,
  * worker-crash-settings, ...). A killed worker is still dead at once (its thread's exit); a test of
