@@ -152,6 +152,12 @@ export interface WorkerNicTestSeams {
    * it what arrives for the connections it still runs).
    */
   handDelayMs?: number;
+  /**
+   * For tests of the order across a hand in a team of three or more: a worker posts each batch of
+   * frames it forwards to a peer this long after the first of them (instead of at the end of its
+   * turn), as a thread the machine preempts between reading the owner table and posting would.
+   */
+  peerFlushDelayMs?: number;
 }
 
 export interface WorkerNicOptions {
@@ -1054,6 +1060,7 @@ export class WorkerNic extends HostNic {
       stopWhileOpening: seams.stopWhileOpening,
       handGapMs: seams.handGapMs,
       handDelayMs: seams.handDelayMs,
+      peerFlushDelayMs: seams.peerFlushDelayMs,
       link: link
         ? { kind: 'proxy', name: link.name, mtu: link.mtu, carrier: link.carrier }
         : { kind: 'tap', options: fds === null ? tap : { ...tap!, fds } },

@@ -19,8 +19,14 @@
  *   behind every frame it sends on for the hand, and only then does the destination run what it
  *   held, in the order it came (`HeldIn`).
  * What arrives meanwhile over the hands channel is older than anything held, and runs at once. A
- * hold ends without 'through' when the channel closes (the source died or closed) or after
- * HOLD_MS: later frames then run as they come, as before.
+ * hold ends without 'through' when the channel closes (the source died or closed), when its oldest
+ * frame waited HOLD_MS, or when it is full (HOLD_FRAMES, HOLD_BYTES): what it kept runs then, in
+ * order, and later frames run as they come, as before; none is dropped.
+ *
+ * In a team of three or more, a third member that forwarded the source frames of the batch just
+ * before the source took it off its owner table may still have them on their way: the source's
+ * 'through' waits for each other member's 'drained', sent behind them (nic-worker.ts
+ * handedThrough), and they follow the hand too.
  */
 
 import type { MessagePort } from 'node:worker_threads';
@@ -73,6 +79,8 @@ interface Hand {
   readonly link: HandsLink;
   readonly seq: number;
   readonly keys: readonly ConnKey[];
+  /** Off the owner table already (`unlist`), still followed here until `installed`. */
+  unlisted: boolean;
 }
 
 /** The source's side: connections it handed on, still listed as its own until the destination's word. */
@@ -81,10 +89,10 @@ export class HandedOn {
   private readonly open = new Map<HandsLink, Hand[]>();
 
   /**
-   * `unlist`: take a connection off the owner table, unless this worker runs it again (a move
+   * `unlistKey`: take a connection off the owner table, unless this worker runs it again (a move
    * back before the destination's word came).
    */
-  constructor(private readonly unlist: (k: ConnKey) => void) {}
+  constructor(private readonly unlistKey: (k: ConnKey) => void) {}
 
   get size(): number {
     return this.byKey.size;
@@ -92,7 +100,7 @@ export class HandedOn {
 
   /** The batch `keys` goes over `link` (still listed here): its number in the hand. */
   add(link: HandsLink, keys: readonly ConnKey[]): number {
-    const hand: Hand = { link, seq: ++link.sent, keys };
+    const hand: Hand = { link, seq: ++link.sent, keys, unlisted: false };
     for (const k of keys) this.byKey.set(k, hand);
     let list = this.open.get(link);
     if (list === undefined) this.open.set(link, (list = []));
@@ -111,8 +119,25 @@ export class HandedOn {
   }
 
   /**
-   * The destination installed the hands up to `seq` over `link`: their connections are listed
-   * there now, and off the list here. The caller sends 'through' behind what it forwarded.
+   * The destination installed the hands up to `seq` over `link`: their connections come off the
+   * owner table here, so the team's other members send their frames to the destination from now
+   * on; what still reaches this worker for them follows the hands until `installed`.
+   */
+  unlist(link: HandsLink, seq: number): void {
+    const list = this.open.get(link);
+    if (list === undefined) return;
+    for (const hand of list) {
+      if (hand.seq > seq) break;
+      if (hand.unlisted) continue;
+      hand.unlisted = true;
+      for (const k of hand.keys) if (this.byKey.get(k) === hand) this.unlistKey(k);
+    }
+  }
+
+  /**
+   * The destination installed the hands up to `seq` over `link`, and every other member sent on
+   * what it had sent here for them: their connections are listed there now, and off the list here.
+   * The caller sends 'through' behind what it forwarded.
    */
   installed(link: HandsLink, seq: number): void {
     const list = this.open.get(link);
@@ -134,15 +159,29 @@ export class HandedOn {
       // Handed again since (another hand), or run here again: not this hand's to let go.
       if (this.byKey.get(k) !== hand) continue;
       this.byKey.delete(k);
-      this.unlist(k);
+      if (!hand.unlisted) this.unlistKey(k);
     }
   }
 }
 
-/** How long a destination holds a batch's input at most, waiting for the source's 'through'. */
+/**
+ * How long a frame waits in a hold at most, from the first one held, for the source's 'through'.
+ * Linux's least retransmission timeout (TCP_RTO_MIN): a segment the peer sent held longer has its
+ * timer fire (a resend, the window down to one segment), which costs the peer more than the
+ * reordering that running it early may cause. Not from the install: the hold itself lasts as long
+ * as the source takes to read the destination's word, which waits behind the source's other
+ * requests: at 10,000 connections (40 parts of 256 in flight at once, load 16-24 on two cores)
+ * 0.4-10 s, at 1,000 0.4-0.75 s (BENCHMARKS.md, "A direct hand's hold").
+ */
 export const HOLD_MS = 200;
-/** Frames a hold keeps at most; later ones are dropped (counted), and the peer resends them. */
+/**
+ * Frames and bytes a hold keeps at most (bytes as they came: a TAP's coalesced frames are up to
+ * 64 KB each). Past either, the hold ends early: what it kept runs, in order, and so does the
+ * frame that found it full (counted 'overflow'); later ones run as they come. Nothing is dropped:
+ * a frame the peer must resend costs it a timeout, a frame run early only an out-of-order one.
+ */
 export const HOLD_FRAMES = 4096;
+export const HOLD_BYTES = 8 << 20;
 
 /** One batch's held input at the destination. */
 interface Hold {
@@ -153,6 +192,10 @@ interface Hold {
   readonly infos: (RxOffloadInfo | undefined)[];
   /** Whether each frame came from a peer (run as one: never forwarded back out). */
   readonly fromPeer: boolean[];
+  /** Bytes of `frames`. */
+  bytes: number;
+  /** When it began (clock ms): how long holds last is read from the longest (`longestMs`). */
+  readonly at: number;
   readonly timer: Timer;
 }
 
@@ -167,6 +210,7 @@ export interface HeldInHooks {
 export class HeldIn {
   private readonly byKey = new TupleMap<Hold>();
   private readonly byFrom = new Map<unknown, Hold[]>();
+  private longest = 0;
 
   constructor(
     private readonly clock: Clock,
@@ -177,6 +221,11 @@ export class HeldIn {
     return this.byKey.size;
   }
 
+  /** The longest a hold lasted, from the install to its end (ms). */
+  get longestMs(): number {
+    return this.longest;
+  }
+
   /** Hold what arrives for `keys` (installed by hand `seq` from the source `from`) other than over the hands channel. */
   hold(from: unknown, seq: number, keys: readonly ConnKey[]): void {
     if (keys.length === 0) return;
@@ -184,27 +233,43 @@ export class HeldIn {
       this.hooks.count('expired', 1);
       this.release(hold);
     });
-    const hold: Hold = { from, seq, keys, frames: [], infos: [], fromPeer: [], timer };
+    const hold: Hold = {
+      from,
+      seq,
+      keys,
+      frames: [],
+      infos: [],
+      fromPeer: [],
+      bytes: 0,
+      at: this.clock.now(),
+      timer,
+    };
     for (const k of keys) this.byKey.set(k, hold);
     let list = this.byFrom.get(from);
     if (list === undefined) this.byFrom.set(from, (list = []));
     list.push(hold);
-    timer.unref().arm(HOLD_MS);
+    timer.unref();
   }
 
-  /** Whether a frame is held (kept to run later, or dropped past HOLD_FRAMES); false: run it now. */
+  /**
+   * Whether a frame is held (kept to run later); false: run it now (the caller does), which for a
+   * frame that finds its hold full comes after everything the hold kept.
+   */
   offer(frame: Uint8Array, info: RxOffloadInfo | undefined, fromPeer: boolean): boolean {
     if (!tcp4Tuple(frame)) return false;
     const hold = this.byKey.lookup(tuple.localIp, tuple.localPort, tuple.remoteIp, tuple.remotePort);
     if (hold === undefined) return false;
-    if (hold.frames.length >= HOLD_FRAMES) {
+    if (hold.frames.length >= HOLD_FRAMES || hold.bytes + frame.length > HOLD_BYTES) {
       this.hooks.count('overflow', 1);
-      return true;
+      this.release(hold);
+      return false;
     }
+    if (hold.frames.length === 0) hold.timer.arm(HOLD_MS);
     // Copies: a batch's buffer, or a TAP's, is reused once its frames ran.
     hold.frames.push(frame.slice());
     hold.infos.push(info === undefined ? undefined : { ...info });
     hold.fromPeer.push(fromPeer);
+    hold.bytes += frame.length;
     this.hooks.count('held', 1);
     return true;
   }
@@ -228,6 +293,8 @@ export class HeldIn {
     list!.splice(at, 1);
     if (list!.length === 0) this.byFrom.delete(hold.from);
     hold.timer.disarm();
+    const lasted = this.clock.now() - hold.at;
+    if (lasted > this.longest) this.longest = lasted;
     for (const k of hold.keys) if (this.byKey.get(k) === hold) this.byKey.delete(k);
     for (let i = 0; i < hold.frames.length; i++)
       this.hooks.run(hold.frames[i]!, hold.infos[i], hold.fromPeer[i]!);

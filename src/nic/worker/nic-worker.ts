@@ -1468,6 +1468,7 @@ function runFromPeer(frame: Uint8Array): void {
 
 function addPeer(m: Extract<ToWorker, { t: 'peer' }>): void {
   const port = m.port;
+  const late = boot.peerFlushDelayMs;
   const p: Peer = {
     id: m.id,
     owner: m.owner,
@@ -1475,7 +1476,7 @@ function addPeer(m: Extract<ToWorker, { t: 'peer' }>): void {
     port,
     out: new FrameBatcher(
       (buf, len) => port.postMessage({ t: 'fwd', buf, len } satisfies PeerMessage, [buf]),
-      (cb) => clock.defer(cb),
+      late === undefined ? (cb) => clock.defer(cb) : (cb) => clock.createTimer(cb).unref().arm(late),
     ),
   };
   peers.push(p);
@@ -1488,6 +1489,17 @@ function addPeer(m: Extract<ToWorker, { t: 'peer' }>): void {
       if (link !== undefined) handedThrough(link, msg.seq);
       return;
     }
+    if (msg.t === 'drain') {
+      // The peer handed connections on and took them off its table: what went to it for them
+      // goes ahead of the answer, and nothing more goes to it for them (it does not list them).
+      p.out.flush();
+      port.postMessage({ t: 'drained', id: msg.id } satisfies PeerMessage);
+      return;
+    }
+    if (msg.t === 'drained') {
+      drainedBy(p, msg.id);
+      return;
+    }
     if (msg.t !== 'fwd') return;
     forEachFrame(msg.buf, msg.len, (frame) => {
       progress();
@@ -1497,10 +1509,11 @@ function addPeer(m: Extract<ToWorker, { t: 'peer' }>): void {
     });
     drainDoorbell(BELL_BUDGET);
   });
-  // A peer that closed its end (its worker stopped) is forgotten.
+  // A peer that closed its end (its worker stopped) is forgotten, and sends nothing more here.
   port.on('close', () => {
     const at = peers.indexOf(p);
     if (at >= 0) peers.splice(at, 1);
+    for (const id of [...drains.keys()]) drainedBy(p, id);
   });
 }
 
@@ -1571,15 +1584,48 @@ const hands = new Map<number, HandsLink>();
 /**
  * The peer over `link` installed the hands up to `seq`: unlist them, and say so behind what went
  * to it. A turn later: frames that reached this worker's link before the word did, and wait in its
- * port's queue or its TAP's, still take the hands channel ahead of the 'through'.
+ * port's queue or its TAP's, still take the hands channel ahead of the 'through'. In a team of
+ * three or more, another member may have read this worker in its owner table just before the
+ * unlisting and forwarded frames here that are still on their way: the 'through' waits for each
+ * other peer's 'drained', behind them, and those frames follow the hand too (they run at the
+ * destination before anything it held, as this worker's own do).
  */
 function handedThrough(link: HandsLink, seq: number): void {
   clock.defer(() => {
-    handedAway.installed(link, seq);
-    if (closed) return;
-    link.out.flush();
-    link.port.postMessage({ t: 'through', seq } satisfies HandsMessage);
+    if (closed) {
+      handedAway.installed(link, seq);
+      return;
+    }
+    handedAway.unlist(link, seq);
+    const others = peers.filter((p) => p.owner !== link.owner);
+    if (others.length === 0) {
+      sendThrough(link, seq);
+      return;
+    }
+    const id = ++drainsAsked;
+    drains.set(id, { link, seq, waiting: new Set(others) });
+    for (const p of others) p.port.postMessage({ t: 'drain', id } satisfies PeerMessage);
   });
+}
+
+/** Hands whose 'through' waits for other peers' 'drained' (handedThrough), by the drain's number. */
+const drains = new Map<number, { link: HandsLink; seq: number; waiting: Set<Peer> }>();
+let drainsAsked = 0;
+
+/** Peer `p` answered drain `id` (or closed: nothing more comes from it). */
+function drainedBy(p: Peer, id: number): void {
+  const d = drains.get(id);
+  if (d === undefined || !d.waiting.delete(p) || d.waiting.size > 0) return;
+  drains.delete(id);
+  sendThrough(d.link, d.seq);
+}
+
+/** Every frame of the hands up to `seq` went over `link`: off the list here, and 'through' behind them. */
+function sendThrough(link: HandsLink, seq: number): void {
+  handedAway.installed(link, seq);
+  if (closed || hands.get(link.owner) !== link) return;
+  link.out.flush();
+  link.port.postMessage({ t: 'through', seq } satisfies HandsMessage);
 }
 
 /**
@@ -1897,6 +1943,8 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
             'nic.slabs.alive-bytes': alive.bytes,
             'nic.time-wait.blocks': timeWaitHeld.blocks,
             'nic.time-wait.unread': timeWaitHeld.unread,
+            // The longest a batch handed here held its input for the source's word (hand-order.ts).
+            'nic.hand.hold-ms-max': Math.ceil(heldIn.longestMs),
           },
         });
         return;
