@@ -15,7 +15,8 @@ import {
   HOLD_BYTES,
   HOLD_FRAMES,
   HOLD_MS,
-  tcp4Tuple,
+  TUPLE_READ,
+  tcpTuple,
 } from '../../src/nic/worker/hand-order.ts';
 import type { FrameBatcher } from '../../src/nic/worker/protocol.ts';
 
@@ -110,14 +111,14 @@ test('the source unlists what it handed on the destination word, not what runs t
   const link: HandsLink = { owner: 2, port: null as never, out: null as unknown as FrameBatcher, sent: 0 };
   assert.equal(on.add(link, [key(80, 5000), key(80, 5001)]), 1);
   assert.equal(on.add(link, [key(80, 5002)]), 2);
-  assert.ok(tcp4Tuple(segment(5000, 80, 1)));
+  assert.equal(tcpTuple(segment(5000, 80, 1), null), TUPLE_READ);
   assert.equal(on.linkOfTuple(), link, 'a frame for a handed connection follows the hand');
-  assert.ok(tcp4Tuple(segment(5009, 80, 1)));
+  assert.equal(tcpTuple(segment(5009, 80, 1), null), TUPLE_READ);
   assert.equal(on.linkOfTuple(), undefined);
   on.reinstalled(key(80, 5001));
   on.installed(link, 1);
   assert.deepEqual(unlisted, [5000], 'hand 1, less the connection run here again');
-  assert.ok(tcp4Tuple(segment(5000, 80, 1)));
+  assert.equal(tcpTuple(segment(5000, 80, 1), null), TUPLE_READ);
   assert.equal(on.linkOfTuple(), undefined, 'listed at the destination now: the usual way');
   on.closed(link);
   assert.deepEqual(unlisted, [5000, 5002], 'the channel closed: hand 2 too');
@@ -218,15 +219,15 @@ test("the source unlists a hand on the destination's word and keeps its frames f
     [5000, 5001],
     "hand 1 is off the owner table: the team's other members send to the destination",
   );
-  assert.ok(tcp4Tuple(segment(5000, 80, 1)));
+  assert.equal(tcpTuple(segment(5000, 80, 1), null), TUPLE_READ);
   assert.equal(on.linkOfTuple(), link, 'what still comes here for it follows the hand');
   on.unlist(link, 1);
   on.reinstalled(key(80, 5001));
   on.installed(link, 1);
   assert.deepEqual(unlisted, [5000, 5001], 'unlisted once');
-  assert.ok(tcp4Tuple(segment(5000, 80, 1)));
+  assert.equal(tcpTuple(segment(5000, 80, 1), null), TUPLE_READ);
   assert.equal(on.linkOfTuple(), undefined, 'installed: the usual way');
-  assert.ok(tcp4Tuple(segment(5002, 80, 1)));
+  assert.equal(tcpTuple(segment(5002, 80, 1), null), TUPLE_READ);
   assert.equal(on.linkOfTuple(), link, 'hand 2 still follows');
   on.closed(link);
   assert.deepEqual(unlisted, [5000, 5001, 5002]);

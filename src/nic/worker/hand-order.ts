@@ -32,8 +32,12 @@
 import type { MessagePort } from 'node:worker_threads';
 import type { Clock, Timer } from '../../core/clock.ts';
 import type { RxOffloadInfo } from '../../link/link.ts';
+import type { AddressBook } from '../../state/path-state.ts';
+import { EtherType } from '../../wire/ethernet.ts';
 import {
   ethIpv4Offset,
+  ethL3Offset,
+  ethType,
   ipv4Dst,
   ipv4HeaderLen,
   ipv4IsFragment,
@@ -58,20 +62,44 @@ export interface HandsLink {
   sent: number;
 }
 
-/** The four-tuple of the last frame `tcp4Tuple` read (as the receiver names it: local is the destination). */
+/** The four-tuple of the last frame `tcpTuple` read (as the receiver names it: local is the destination). */
 export const tuple = { localIp: 0, localPort: 0, remoteIp: 0, remotePort: 0 };
 
-/** Read an unfragmented IPv4 TCP frame's four-tuple into `tuple`; false for anything else. */
-export function tcp4Tuple(frame: Uint8Array): boolean {
-  const ip = ethIpv4Offset(frame);
-  if (ip < 0 || ipv4Proto(frame, ip) !== IpProto.TCP || ipv4IsFragment(frame, ip)) return false;
-  const t = ip + ipv4HeaderLen(frame, ip);
-  if (frame.length < t + 4) return false;
-  tuple.localIp = ipv4Dst(frame, ip);
-  tuple.localPort = l4DstPort(frame, t);
-  tuple.remoteIp = ipv4Src(frame, ip);
-  tuple.remotePort = l4SrcPort(frame, t);
-  return true;
+/** What `tcpTuple` found. */
+export const TUPLE_READ = 1;
+export const TUPLE_NONE = 0;
+/** A TCP segment over IPv6 with an address the table holds no handle for: no connection's here. */
+export const TUPLE_UNKNOWN = -1;
+
+/**
+ * Read a frame's four-tuple into `tuple`: an unfragmented IPv4 TCP segment, or an IPv6 one with
+ * TCP right behind the fixed header (extension headers go up, and our TCP segments never carry
+ * them), its addresses as the handles `addrs` holds for them: a worker's table mirrors the
+ * host's, so a handle names the same address on every thread of the team.
+ */
+export function tcpTuple(frame: Uint8Array, addrs: AddressBook | null): number {
+  const ip4 = ethIpv4Offset(frame);
+  if (ip4 >= 0) {
+    if (ipv4Proto(frame, ip4) !== IpProto.TCP || ipv4IsFragment(frame, ip4)) return TUPLE_NONE;
+    const t = ip4 + ipv4HeaderLen(frame, ip4);
+    if (frame.length < t + 4) return TUPLE_NONE;
+    tuple.localIp = ipv4Dst(frame, ip4);
+    tuple.localPort = l4DstPort(frame, t);
+    tuple.remoteIp = ipv4Src(frame, ip4);
+    tuple.remotePort = l4SrcPort(frame, t);
+    return TUPLE_READ;
+  }
+  if (frame.length < 14 || ethType(frame) !== EtherType.IPV6) return TUPLE_NONE;
+  const ip = ethL3Offset(frame);
+  if (frame.length < ip + 44 || frame[ip + 6] !== IpProto.TCP) return TUPLE_NONE;
+  const src = addrs === null ? -1 : addrs.find(frame, ip + 8);
+  const dst = src < 0 ? -1 : addrs!.find(frame, ip + 24);
+  if (dst < 0) return TUPLE_UNKNOWN;
+  tuple.localIp = dst;
+  tuple.localPort = l4DstPort(frame, ip + 40);
+  tuple.remoteIp = src;
+  tuple.remotePort = l4SrcPort(frame, ip + 40);
+  return TUPLE_READ;
 }
 
 /** One hand the source sent, until the destination said it installed it. */
@@ -90,32 +118,48 @@ export class HandedOn {
 
   /**
    * `unlistKey`: take a connection off the owner table, unless this worker runs it again (a move
-   * back before the destination's word came).
+   * back before the destination's word came). `addrs`: the table of an IPv6 key's handles, which
+   * the list keeps a reference to (see `add`).
    */
-  constructor(private readonly unlistKey: (k: ConnKey) => void) {}
+  constructor(
+    private readonly unlistKey: (k: ConnKey) => void,
+    private readonly addrs: () => AddressBook | null = () => null,
+  ) {}
 
   get size(): number {
     return this.byKey.size;
   }
 
-  /** The batch `keys` goes over `link` (still listed here): its number in the hand. */
+  /**
+   * The batch `keys` goes over `link` (still listed here): its number in the hand. An IPv6 key's
+   * handles are kept here until the hand is done with (the caller holds them as it calls): the
+   * last connection with those addresses released, this worker's table would let them go, and
+   * the frames that follow the hand could not be read.
+   */
   add(link: HandsLink, keys: readonly ConnKey[]): number {
     const hand: Hand = { link, seq: ++link.sent, keys, unlisted: false };
-    for (const k of keys) this.byKey.set(k, hand);
+    const addrs = this.addrs();
+    for (const k of keys) {
+      if (this.byKey.get(k) === undefined) {
+        addrs?.ref(k.localIp);
+        addrs?.ref(k.remoteIp);
+      }
+      this.byKey.set(k, hand);
+    }
     let list = this.open.get(link);
     if (list === undefined) this.open.set(link, (list = []));
     list.push(hand);
     return hand.seq;
   }
 
-  /** The link a frame (just read by tcp4Tuple) goes over, when it is for a connection handed on. */
+  /** The link a frame (just read by tcpTuple) goes over, when it is for a connection handed on. */
   linkOfTuple(): HandsLink | undefined {
     return this.byKey.lookup(tuple.localIp, tuple.localPort, tuple.remoteIp, tuple.remotePort)?.link;
   }
 
   /** The connection runs here again: its frames are its own, and the destination's word is not for it. */
   reinstalled(k: ConnKey): void {
-    this.byKey.delete(k);
+    if (this.byKey.delete(k)) this.letGo(k);
   }
 
   /**
@@ -160,7 +204,14 @@ export class HandedOn {
       if (this.byKey.get(k) !== hand) continue;
       this.byKey.delete(k);
       if (!hand.unlisted) this.unlistKey(k);
+      this.letGo(k);
     }
+  }
+
+  private letGo(k: ConnKey): void {
+    const addrs = this.addrs();
+    addrs?.release(k.localIp);
+    addrs?.release(k.remoteIp);
   }
 }
 
@@ -212,9 +263,11 @@ export class HeldIn {
   private readonly byFrom = new Map<unknown, Hold[]>();
   private longest = 0;
 
+  /** `addrs`: the table an IPv6 frame's addresses are found in (tcpTuple). */
   constructor(
     private readonly clock: Clock,
     private readonly hooks: HeldInHooks,
+    private readonly addrs: () => AddressBook | null = () => null,
   ) {}
 
   get size(): number {
@@ -256,7 +309,7 @@ export class HeldIn {
    * frame that finds its hold full comes after everything the hold kept.
    */
   offer(frame: Uint8Array, info: RxOffloadInfo | undefined, fromPeer: boolean): boolean {
-    if (!tcp4Tuple(frame)) return false;
+    if (tcpTuple(frame, this.addrs()) !== TUPLE_READ) return false;
     const hold = this.byKey.lookup(tuple.localIp, tuple.localPort, tuple.remoteIp, tuple.remotePort);
     if (hold === undefined) return false;
     if (hold.frames.length >= HOLD_FRAMES || hold.bytes + frame.length > HOLD_BYTES) {

@@ -45,8 +45,6 @@ import {
   ipv4IsFragment,
   ipv4Proto,
   ipv4TotalLen,
-  l4DstPort,
-  l4SrcPort,
   tcpSeq,
   tcpSeqLen,
 } from '../../wire/fields.ts';
@@ -78,7 +76,15 @@ import {
   sameBlock,
 } from './conn-blocks.ts';
 import { ConnIndex } from './conn-index.ts';
-import { HandedOn, type HandsLink, HeldIn, tcp4Tuple, tuple } from './hand-order.ts';
+import {
+  HandedOn,
+  type HandsLink,
+  HeldIn,
+  TUPLE_READ,
+  TUPLE_UNKNOWN,
+  tcpTuple,
+  tuple,
+} from './hand-order.ts';
 import { OwnerTable } from './owner-table.ts';
 import {
   BELL_READ,
@@ -463,21 +469,28 @@ const db = new Int32Array(boot.doorbell);
 const owners = boot.owners ? new OwnerTable(boot.owners) : null;
 
 /** Connections this worker handed to a peer that may not list them yet (hand-order.ts). */
-const handedAway = new HandedOn((k) => {
-  if (!byKey.has(k) && pendingOf(k) === undefined)
-    owners?.remove(k.localIp, k.localPort, k.remoteIp, k.remotePort);
-});
+const handedAway = new HandedOn(
+  (k) => {
+    if (!byKey.has(k) && pendingOf(k) === undefined)
+      owners?.remove(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+  },
+  () => engine.addressBook,
+);
 
 /** Input of connections a peer handed here, held until it sent on what it had for them (hand-order.ts). */
-const heldIn = new HeldIn(clock, {
-  run: (frame, info, peer) => {
-    progress();
-    noteFrame(frame);
-    if (peer) runFromPeer(frame);
-    else runHere?.(frame, info);
+const heldIn = new HeldIn(
+  clock,
+  {
+    run: (frame, info, peer) => {
+      progress();
+      noteFrame(frame);
+      if (peer) runFromPeer(frame);
+      else runHere?.(frame, info);
+    },
+    count: (what, n) => engine.counters.inc(`nic.hand.${what}`, n),
   },
-  count: (what, n) => engine.counters.inc(`nic.hand.${what}`, n),
-});
+  () => engine.addressBook,
+);
 
 /**
  * Proof of life for the watchdog on the main thread: bumped by the heartbeat timer and before each
@@ -1405,9 +1418,17 @@ let fromPeer = false;
  */
 function toPeer(frame: Uint8Array): boolean {
   if (peers.length === 0 || frame.length < 54) return false;
+  // IPv6 addresses by the handles this worker's mirror holds for them, the numbers the owner
+  // listed them under. Bytes this worker holds no handle for name no one's connection here.
+  const read = tcpTuple(frame, engine.addressBook);
+  if (read !== TUPLE_READ) {
+    if (fromPeer) engine.counters.inc('nic.forward.bounced');
+    else if (read === TUPLE_UNKNOWN) engine.counters.inc('nic.forward.host');
+    return false;
+  }
   // A connection handed to a peer that may not list it yet: over the hands channel, behind the hand
   // (hand-order.ts), whether it came in here or from a peer.
-  if (handedAway.size > 0 && tcp4Tuple(frame)) {
+  if (handedAway.size > 0) {
     const link = handedAway.linkOfTuple();
     if (link !== undefined) {
       link.out.push(frame);
@@ -1419,32 +1440,10 @@ function toPeer(frame: Uint8Array): boolean {
     engine.counters.inc('nic.forward.bounced');
     return false;
   }
-  let src: number;
-  let dst: number;
-  let sport: number;
-  let dport: number;
-  if (ethType(frame) === EtherType.IPV6) {
-    // TCP right behind the fixed header only (extension headers go up, as the engine sends
-    // them); the addresses by the handles this worker's mirror holds for them, the numbers the
-    // owner listed them under. Bytes this worker holds no handle for name no one's connection here.
-    const ip = ethL3Offset(frame);
-    const addrs = engine.addressBook;
-    if (addrs === null || frame.length < ip + 44 || frame[ip + 6] !== IpProto.TCP) return false;
-    src = addrs.find(frame, ip + 8);
-    dst = src < 0 ? -1 : addrs.find(frame, ip + 24);
-    if (dst < 0) {
-      engine.counters.inc('nic.forward.host');
-      return false;
-    }
-    sport = l4SrcPort(frame, ip + 40);
-    dport = l4DstPort(frame, ip + 40);
-  } else {
-    if (!tcp4Tuple(frame)) return false;
-    src = tuple.remoteIp;
-    dst = tuple.localIp;
-    sport = tuple.remotePort;
-    dport = tuple.localPort;
-  }
+  const src = tuple.remoteIp;
+  const dst = tuple.localIp;
+  const sport = tuple.remotePort;
+  const dport = tuple.localPort;
   for (let i = 0; i < peers.length; i++) {
     const p = peers[i]!;
     if (!p.owners.has(dst, dport, src, sport)) continue;
@@ -1770,6 +1769,17 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
         // Handed to a peer: listed here until it says it installed them, and their frames follow
         // the hand (hand-order.ts).
         const keepListed = handLink !== undefined && peers.some((p) => p.owner === handLink.owner);
+        // The handles of IPv6 connections run here, held across their release until the list of
+        // what was handed takes its own reference (HandedOn.add).
+        const addrs = keepListed ? engine.addressBook : null;
+        const held6: ConnKey[] = [];
+        if (addrs !== null)
+          for (const k of list)
+            if (k.localIp >= TWO_32 && (byKey.has(k) || pendingOf(k) !== undefined)) {
+              addrs.ref(k.localIp);
+              addrs.ref(k.remoteIp);
+              held6.push(k);
+            }
         if (records) {
           // The states as records in their blocks, handed to the host (owner word); the batch
           // names their neighbors and paths, and carries what a record cannot hold.
@@ -1832,6 +1842,10 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
             carried = engine.takeQueued(keys);
             engine.dropFrozen(keys);
           }
+        }
+        for (const k of held6) {
+          addrs!.release(k.localIp);
+          addrs!.release(k.remoteIp);
         }
         if (r.byRef === true) passUp(list);
         flushEvents();
