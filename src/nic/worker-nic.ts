@@ -18,7 +18,6 @@ import {
   tapQueueEmpty,
   wakeTapPoll,
 } from '../link/tap-link.ts';
-import { TWO_32 } from '../stack/address-table.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
 import { ByteRing } from '../state/byte-ring.ts';
 import { flattenTrees, type OffloadTree } from '../state/offload-tree.ts';
@@ -157,6 +156,12 @@ export interface WorkerNicTestSeams {
   handGate?: SharedArrayBuffer;
   /** How long a destination holds a handed batch's input at most (hand-order.ts HOLD_MS otherwise). */
   handHoldMs?: number;
+  /**
+   * For tests of the order across a hand in a team of three or more: a worker posts each batch of
+   * frames it forwards to a peer this long after the first of them (instead of at the end of its
+   * turn), as a thread the machine preempts between reading the owner table and posting would.
+   */
+  peerFlushDelayMs?: number;
 }
 
 /**
@@ -1070,6 +1075,7 @@ export class WorkerNic extends HostNic {
       handGapMs: seams.handGapMs,
       handGate: seams.handGate,
       handHoldMs: seams.handHoldMs,
+      peerFlushDelayMs: seams.peerFlushDelayMs,
       link: link
         ? { kind: 'proxy', name: link.name, mtu: link.mtu, carrier: link.carrier }
         : { kind: 'tap', options: fds === null ? tap : { ...tap!, fds } },
@@ -1495,7 +1501,7 @@ export class WorkerNic extends HostNic {
   private readonly handsFrom = new Map<number, Set<number>>();
 
   /**
-   * Two WorkerNics (IPv4, records on both, both alive): the source's worker releases the batch as
+   * Two WorkerNics (records on both, both alive): the source's worker releases the batch as
    * transfer records offered to the destination and sends it, with the blocks, straight to the
    * destination's worker over a channel between the two, which installs it and answers the host.
    * One request and two answers instead of two round trips with the host's work between them; the
@@ -1510,8 +1516,10 @@ export class WorkerNic extends HostNic {
   ): Promise<Handed> | null {
     if (!(dst instanceof WorkerNic) || dst === this || !this.useRecords || !dst.useRecords) return null;
     if (this.refusal() !== null || dst.refusal() !== null) return null;
-    // IPv6 addresses are handles of each thread's table: those take the general way.
-    for (const k of keys) if (k.localIp >= TWO_32 || k.remoteIp >= TWO_32) return null;
+    // IPv6 addresses are handles of the host's table, which every worker's mirrors (the batch and
+    // the blocks name them by the same numbers on both): the destination reads its answer's keys
+    // in the host's table too, which it may never have been handed an IPv6 state to learn.
+    if (this.hostAddrs !== null) dst.hostAddrs ??= this.hostAddrs;
     const frozen: WorkerConnectionHandle[] = [];
     for (let i = 0; i < keys.length; i++) {
       const k = keys[i]!;

@@ -135,7 +135,7 @@ describe('moves between WorkerNics by named records', () => {
     assert.equal((await wh.offload.offload([k], nics[0])).moved.length, 1);
     assert.equal(nics[0].handTo(nics[0], [k], {}), null, 'to itself');
     assert.equal(nics[0].handTo(wh.offload as never, [k], {}), null, 'not a WorkerNic');
-    assert.equal(nics[0].handTo(nics[1], [{ ...k, remoteIp: 2 ** 32 + 5 }], {}), null, 'an IPv6 key');
+    // IPv6 keys are handed too since s39h4 (test/team/worker-hand-three.test.ts).
     nics[1].useRecords = false;
     assert.equal(nics[0].handTo(nics[1], [k], {}), null, 'records off at the destination');
     nics[1].useRecords = true;

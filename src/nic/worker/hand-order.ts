@@ -19,15 +19,25 @@
  *   behind every frame it sends on for the hand, and only then does the destination run what it
  *   held, in the order it came (`HeldIn`).
  * What arrives meanwhile over the hands channel is older than anything held, and runs at once. A
- * hold ends without 'through' when the channel closes (the source died or closed) or after
- * HOLD_MS: later frames then run as they come, as before.
+ * hold ends without 'through' when the channel closes (the source died or closed), when its oldest
+ * frame waited HOLD_MS, or when it is full (HOLD_FRAMES, HOLD_BYTES): what it kept runs then, in
+ * order, and later frames run as they come, as before; none is dropped.
+ *
+ * In a team of three or more, a third member that forwarded the source frames of the batch just
+ * before the source took it off its owner table may still have them on their way: the source's
+ * 'through' waits for each other member's 'drained', sent behind them (nic-worker.ts
+ * handedThrough), and they follow the hand too.
  */
 
 import type { MessagePort } from 'node:worker_threads';
 import type { Clock, Timer } from '../../core/clock.ts';
 import type { RxOffloadInfo } from '../../link/link.ts';
+import type { AddressBook } from '../../state/path-state.ts';
+import { EtherType } from '../../wire/ethernet.ts';
 import {
   ethIpv4Offset,
+  ethL3Offset,
+  ethType,
   ipv4Dst,
   ipv4HeaderLen,
   ipv4IsFragment,
@@ -52,20 +62,44 @@ export interface HandsLink {
   sent: number;
 }
 
-/** The four-tuple of the last frame `tcp4Tuple` read (as the receiver names it: local is the destination). */
+/** The four-tuple of the last frame `tcpTuple` read (as the receiver names it: local is the destination). */
 export const tuple = { localIp: 0, localPort: 0, remoteIp: 0, remotePort: 0 };
 
-/** Read an unfragmented IPv4 TCP frame's four-tuple into `tuple`; false for anything else. */
-export function tcp4Tuple(frame: Uint8Array): boolean {
-  const ip = ethIpv4Offset(frame);
-  if (ip < 0 || ipv4Proto(frame, ip) !== IpProto.TCP || ipv4IsFragment(frame, ip)) return false;
-  const t = ip + ipv4HeaderLen(frame, ip);
-  if (frame.length < t + 4) return false;
-  tuple.localIp = ipv4Dst(frame, ip);
-  tuple.localPort = l4DstPort(frame, t);
-  tuple.remoteIp = ipv4Src(frame, ip);
-  tuple.remotePort = l4SrcPort(frame, t);
-  return true;
+/** What `tcpTuple` found. */
+export const TUPLE_READ = 1;
+export const TUPLE_NONE = 0;
+/** A TCP segment over IPv6 with an address the table holds no handle for: no connection's here. */
+export const TUPLE_UNKNOWN = -1;
+
+/**
+ * Read a frame's four-tuple into `tuple`: an unfragmented IPv4 TCP segment, or an IPv6 one with
+ * TCP right behind the fixed header (extension headers go up, and our TCP segments never carry
+ * them), its addresses as the handles `addrs` holds for them: a worker's table mirrors the
+ * host's, so a handle names the same address on every thread of the team.
+ */
+export function tcpTuple(frame: Uint8Array, addrs: AddressBook | null): number {
+  const ip4 = ethIpv4Offset(frame);
+  if (ip4 >= 0) {
+    if (ipv4Proto(frame, ip4) !== IpProto.TCP || ipv4IsFragment(frame, ip4)) return TUPLE_NONE;
+    const t = ip4 + ipv4HeaderLen(frame, ip4);
+    if (frame.length < t + 4) return TUPLE_NONE;
+    tuple.localIp = ipv4Dst(frame, ip4);
+    tuple.localPort = l4DstPort(frame, t);
+    tuple.remoteIp = ipv4Src(frame, ip4);
+    tuple.remotePort = l4SrcPort(frame, t);
+    return TUPLE_READ;
+  }
+  if (frame.length < 14 || ethType(frame) !== EtherType.IPV6) return TUPLE_NONE;
+  const ip = ethL3Offset(frame);
+  if (frame.length < ip + 44 || frame[ip + 6] !== IpProto.TCP) return TUPLE_NONE;
+  const src = addrs === null ? -1 : addrs.find(frame, ip + 8);
+  const dst = src < 0 ? -1 : addrs!.find(frame, ip + 24);
+  if (dst < 0) return TUPLE_UNKNOWN;
+  tuple.localIp = dst;
+  tuple.localPort = l4DstPort(frame, ip + 40);
+  tuple.remoteIp = src;
+  tuple.remotePort = l4SrcPort(frame, ip + 40);
+  return TUPLE_READ;
 }
 
 /** One hand the source sent, until the destination said it installed it. */
@@ -73,6 +107,8 @@ interface Hand {
   readonly link: HandsLink;
   readonly seq: number;
   readonly keys: readonly ConnKey[];
+  /** Off the owner table already (`unlist`), still followed here until `installed`. */
+  unlisted: boolean;
 }
 
 /** The source's side: connections it handed on, still listed as its own until the destination's word. */
@@ -81,38 +117,71 @@ export class HandedOn {
   private readonly open = new Map<HandsLink, Hand[]>();
 
   /**
-   * `unlist`: take a connection off the owner table, unless this worker runs it again (a move
-   * back before the destination's word came).
+   * `unlistKey`: take a connection off the owner table, unless this worker runs it again (a move
+   * back before the destination's word came). `addrs`: the table of an IPv6 key's handles, which
+   * the list keeps a reference to (see `add`).
    */
-  constructor(private readonly unlist: (k: ConnKey) => void) {}
+  constructor(
+    private readonly unlistKey: (k: ConnKey) => void,
+    private readonly addrs: () => AddressBook | null = () => null,
+  ) {}
 
   get size(): number {
     return this.byKey.size;
   }
 
-  /** The batch `keys` goes over `link` (still listed here): its number in the hand. */
+  /**
+   * The batch `keys` goes over `link` (still listed here): its number in the hand. An IPv6 key's
+   * handles are kept here until the hand is done with (the caller holds them as it calls): the
+   * last connection with those addresses released, this worker's table would let them go, and
+   * the frames that follow the hand could not be read.
+   */
   add(link: HandsLink, keys: readonly ConnKey[]): number {
-    const hand: Hand = { link, seq: ++link.sent, keys };
-    for (const k of keys) this.byKey.set(k, hand);
+    const hand: Hand = { link, seq: ++link.sent, keys, unlisted: false };
+    const addrs = this.addrs();
+    for (const k of keys) {
+      if (this.byKey.get(k) === undefined) {
+        addrs?.ref(k.localIp);
+        addrs?.ref(k.remoteIp);
+      }
+      this.byKey.set(k, hand);
+    }
     let list = this.open.get(link);
     if (list === undefined) this.open.set(link, (list = []));
     list.push(hand);
     return hand.seq;
   }
 
-  /** The link a frame (just read by tcp4Tuple) goes over, when it is for a connection handed on. */
+  /** The link a frame (just read by tcpTuple) goes over, when it is for a connection handed on. */
   linkOfTuple(): HandsLink | undefined {
     return this.byKey.lookup(tuple.localIp, tuple.localPort, tuple.remoteIp, tuple.remotePort)?.link;
   }
 
   /** The connection runs here again: its frames are its own, and the destination's word is not for it. */
   reinstalled(k: ConnKey): void {
-    this.byKey.delete(k);
+    if (this.byKey.delete(k)) this.letGo(k);
   }
 
   /**
-   * The destination installed the hands up to `seq` over `link`: their connections are listed
-   * there now, and off the list here. The caller sends 'through' behind what it forwarded.
+   * The destination installed the hands up to `seq` over `link`: their connections come off the
+   * owner table here, so the team's other members send their frames to the destination from now
+   * on; what still reaches this worker for them follows the hands until `installed`.
+   */
+  unlist(link: HandsLink, seq: number): void {
+    const list = this.open.get(link);
+    if (list === undefined) return;
+    for (const hand of list) {
+      if (hand.seq > seq) break;
+      if (hand.unlisted) continue;
+      hand.unlisted = true;
+      for (const k of hand.keys) if (this.byKey.get(k) === hand) this.unlistKey(k);
+    }
+  }
+
+  /**
+   * The destination installed the hands up to `seq` over `link`, and every other member sent on
+   * what it had sent here for them: their connections are listed there now, and off the list here.
+   * The caller sends 'through' behind what it forwarded.
    */
   installed(link: HandsLink, seq: number): void {
     const list = this.open.get(link);
@@ -134,15 +203,36 @@ export class HandedOn {
       // Handed again since (another hand), or run here again: not this hand's to let go.
       if (this.byKey.get(k) !== hand) continue;
       this.byKey.delete(k);
-      this.unlist(k);
+      if (!hand.unlisted) this.unlistKey(k);
+      this.letGo(k);
     }
+  }
+
+  private letGo(k: ConnKey): void {
+    const addrs = this.addrs();
+    addrs?.release(k.localIp);
+    addrs?.release(k.remoteIp);
   }
 }
 
-/** How long a destination holds a batch's input at most, waiting for the source's 'through'. */
+/**
+ * How long a frame waits in a hold at most, from the first one held, for the source's 'through'.
+ * Linux's least retransmission timeout (TCP_RTO_MIN): a segment the peer sent held longer has its
+ * timer fire (a resend, the window down to one segment), which costs the peer more than the
+ * reordering that running it early may cause. Not from the install: the hold itself lasts as long
+ * as the source takes to read the destination's word, which waits behind the source's other
+ * requests: at 10,000 connections (40 parts of 256 in flight at once, load 16-24 on two cores)
+ * 0.4-10 s, at 1,000 0.4-0.75 s (BENCHMARKS.md, "A direct hand's hold").
+ */
 export const HOLD_MS = 200;
-/** Frames a hold keeps at most; later ones are dropped (counted), and the peer resends them. */
+/**
+ * Frames and bytes a hold keeps at most (bytes as they came: a TAP's coalesced frames are up to
+ * 64 KB each). Past either, the hold ends early: what it kept runs, in order, and so does the
+ * frame that found it full (counted 'overflow'); later ones run as they come. Nothing is dropped:
+ * a frame the peer must resend costs it a timeout, a frame run early only an out-of-order one.
+ */
 export const HOLD_FRAMES = 4096;
+export const HOLD_BYTES = 8 << 20;
 
 /** One batch's held input at the destination. */
 interface Hold {
@@ -153,6 +243,10 @@ interface Hold {
   readonly infos: (RxOffloadInfo | undefined)[];
   /** Whether each frame came from a peer (run as one: never forwarded back out). */
   readonly fromPeer: boolean[];
+  /** Bytes of `frames`. */
+  bytes: number;
+  /** When it began (clock ms): how long holds last is read from the longest (`longestMs`). */
+  readonly at: number;
   readonly timer: Timer;
 }
 
@@ -167,16 +261,24 @@ export interface HeldInHooks {
 export class HeldIn {
   private readonly byKey = new TupleMap<Hold>();
   private readonly byFrom = new Map<unknown, Hold[]>();
+  private longest = 0;
 
+  /** `addrs`: the table an IPv6 frame's addresses are found in (tcpTuple). */
   constructor(
     private readonly clock: Clock,
     private readonly hooks: HeldInHooks,
+    private readonly addrs: () => AddressBook | null = () => null,
     /** At most this long (HOLD_MS; longer in tests that stop the source and must not see a hold expire). */
     private readonly holdMs = HOLD_MS,
   ) {}
 
   get size(): number {
     return this.byKey.size;
+  }
+
+  /** The longest a hold lasted, from the install to its end (ms). */
+  get longestMs(): number {
+    return this.longest;
   }
 
   /** Hold what arrives for `keys` (installed by hand `seq` from the source `from`) other than over the hands channel. */
@@ -186,27 +288,43 @@ export class HeldIn {
       this.hooks.count('expired', 1);
       this.release(hold);
     });
-    const hold: Hold = { from, seq, keys, frames: [], infos: [], fromPeer: [], timer };
+    const hold: Hold = {
+      from,
+      seq,
+      keys,
+      frames: [],
+      infos: [],
+      fromPeer: [],
+      bytes: 0,
+      at: this.clock.now(),
+      timer,
+    };
     for (const k of keys) this.byKey.set(k, hold);
     let list = this.byFrom.get(from);
     if (list === undefined) this.byFrom.set(from, (list = []));
     list.push(hold);
-    timer.unref().arm(this.holdMs);
+    timer.unref();
   }
 
-  /** Whether a frame is held (kept to run later, or dropped past HOLD_FRAMES); false: run it now. */
+  /**
+   * Whether a frame is held (kept to run later); false: run it now (the caller does), which for a
+   * frame that finds its hold full comes after everything the hold kept.
+   */
   offer(frame: Uint8Array, info: RxOffloadInfo | undefined, fromPeer: boolean): boolean {
-    if (!tcp4Tuple(frame)) return false;
+    if (tcpTuple(frame, this.addrs()) !== TUPLE_READ) return false;
     const hold = this.byKey.lookup(tuple.localIp, tuple.localPort, tuple.remoteIp, tuple.remotePort);
     if (hold === undefined) return false;
-    if (hold.frames.length >= HOLD_FRAMES) {
+    if (hold.frames.length >= HOLD_FRAMES || hold.bytes + frame.length > HOLD_BYTES) {
       this.hooks.count('overflow', 1);
-      return true;
+      this.release(hold);
+      return false;
     }
+    if (hold.frames.length === 0) hold.timer.arm(this.holdMs);
     // Copies: a batch's buffer, or a TAP's, is reused once its frames ran.
     hold.frames.push(frame.slice());
     hold.infos.push(info === undefined ? undefined : { ...info });
     hold.fromPeer.push(fromPeer);
+    hold.bytes += frame.length;
     this.hooks.count('held', 1);
     return true;
   }
@@ -230,6 +348,8 @@ export class HeldIn {
     list!.splice(at, 1);
     if (list!.length === 0) this.byFrom.delete(hold.from);
     hold.timer.disarm();
+    const lasted = this.clock.now() - hold.at;
+    if (lasted > this.longest) this.longest = lasted;
     for (const k of hold.keys) if (this.byKey.get(k) === hold) this.byKey.delete(k);
     for (let i = 0; i < hold.frames.length; i++)
       this.hooks.run(hold.frames[i]!, hold.infos[i], hold.fromPeer[i]!);

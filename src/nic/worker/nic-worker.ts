@@ -45,8 +45,6 @@ import {
   ipv4IsFragment,
   ipv4Proto,
   ipv4TotalLen,
-  l4DstPort,
-  l4SrcPort,
   tcpSeq,
   tcpSeqLen,
 } from '../../wire/fields.ts';
@@ -78,7 +76,15 @@ import {
   sameBlock,
 } from './conn-blocks.ts';
 import { ConnIndex } from './conn-index.ts';
-import { HandedOn, type HandsLink, HeldIn, tcp4Tuple, tuple } from './hand-order.ts';
+import {
+  HandedOn,
+  type HandsLink,
+  HeldIn,
+  TUPLE_READ,
+  TUPLE_UNKNOWN,
+  tcpTuple,
+  tuple,
+} from './hand-order.ts';
 import { OwnerTable } from './owner-table.ts';
 import {
   BELL_READ,
@@ -473,10 +479,13 @@ const db = new Int32Array(boot.doorbell);
 const owners = boot.owners ? new OwnerTable(boot.owners) : null;
 
 /** Connections this worker handed to a peer that may not list them yet (hand-order.ts). */
-const handedAway = new HandedOn((k) => {
-  if (!byKey.has(k) && pendingOf(k) === undefined)
-    owners?.remove(k.localIp, k.localPort, k.remoteIp, k.remotePort);
-});
+const handedAway = new HandedOn(
+  (k) => {
+    if (!byKey.has(k) && pendingOf(k) === undefined)
+      owners?.remove(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+  },
+  () => engine.addressBook,
+);
 
 /** Input of connections a peer handed here, held until it sent on what it had for them (hand-order.ts). */
 const heldIn = new HeldIn(
@@ -490,6 +499,7 @@ const heldIn = new HeldIn(
     },
     count: (what, n) => engine.counters.inc(`nic.hand.${what}`, n),
   },
+  () => engine.addressBook,
   boot.handHoldMs,
 );
 
@@ -1419,9 +1429,17 @@ let fromPeer = false;
  */
 function toPeer(frame: Uint8Array): boolean {
   if (peers.length === 0 || frame.length < 54) return false;
+  // IPv6 addresses by the handles this worker's mirror holds for them, the numbers the owner
+  // listed them under. Bytes this worker holds no handle for name no one's connection here.
+  const read = tcpTuple(frame, engine.addressBook);
+  if (read !== TUPLE_READ) {
+    if (fromPeer) engine.counters.inc('nic.forward.bounced');
+    else if (read === TUPLE_UNKNOWN) engine.counters.inc('nic.forward.host');
+    return false;
+  }
   // A connection handed to a peer that may not list it yet: over the hands channel, behind the hand
   // (hand-order.ts), whether it came in here or from a peer.
-  if (handedAway.size > 0 && tcp4Tuple(frame)) {
+  if (handedAway.size > 0) {
     const link = handedAway.linkOfTuple();
     if (link !== undefined) {
       link.out.push(frame);
@@ -1433,32 +1451,10 @@ function toPeer(frame: Uint8Array): boolean {
     engine.counters.inc('nic.forward.bounced');
     return false;
   }
-  let src: number;
-  let dst: number;
-  let sport: number;
-  let dport: number;
-  if (ethType(frame) === EtherType.IPV6) {
-    // TCP right behind the fixed header only (extension headers go up, as the engine sends
-    // them); the addresses by the handles this worker's mirror holds for them, the numbers the
-    // owner listed them under. Bytes this worker holds no handle for name no one's connection here.
-    const ip = ethL3Offset(frame);
-    const addrs = engine.addressBook;
-    if (addrs === null || frame.length < ip + 44 || frame[ip + 6] !== IpProto.TCP) return false;
-    src = addrs.find(frame, ip + 8);
-    dst = src < 0 ? -1 : addrs.find(frame, ip + 24);
-    if (dst < 0) {
-      engine.counters.inc('nic.forward.host');
-      return false;
-    }
-    sport = l4SrcPort(frame, ip + 40);
-    dport = l4DstPort(frame, ip + 40);
-  } else {
-    if (!tcp4Tuple(frame)) return false;
-    src = tuple.remoteIp;
-    dst = tuple.localIp;
-    sport = tuple.remotePort;
-    dport = tuple.localPort;
-  }
+  const src = tuple.remoteIp;
+  const dst = tuple.localIp;
+  const sport = tuple.remotePort;
+  const dport = tuple.localPort;
   for (let i = 0; i < peers.length; i++) {
     const p = peers[i]!;
     if (!p.owners.has(dst, dport, src, sport)) continue;
@@ -1482,6 +1478,7 @@ function runFromPeer(frame: Uint8Array): void {
 
 function addPeer(m: Extract<ToWorker, { t: 'peer' }>): void {
   const port = m.port;
+  const late = boot.peerFlushDelayMs;
   const p: Peer = {
     id: m.id,
     owner: m.owner,
@@ -1489,7 +1486,7 @@ function addPeer(m: Extract<ToWorker, { t: 'peer' }>): void {
     port,
     out: new FrameBatcher(
       (buf, len) => port.postMessage({ t: 'fwd', buf, len } satisfies PeerMessage, [buf]),
-      (cb) => clock.defer(cb),
+      late === undefined ? (cb) => clock.defer(cb) : (cb) => clock.createTimer(cb).unref().arm(late),
     ),
   };
   peers.push(p);
@@ -1502,6 +1499,17 @@ function addPeer(m: Extract<ToWorker, { t: 'peer' }>): void {
       if (link !== undefined) handedThrough(link, msg.seq);
       return;
     }
+    if (msg.t === 'drain') {
+      // The peer handed connections on and took them off its table: what went to it for them
+      // goes ahead of the answer, and nothing more goes to it for them (it does not list them).
+      p.out.flush();
+      port.postMessage({ t: 'drained', id: msg.id } satisfies PeerMessage);
+      return;
+    }
+    if (msg.t === 'drained') {
+      drainedBy(p, msg.id);
+      return;
+    }
     if (msg.t !== 'fwd') return;
     forEachFrame(msg.buf, msg.len, (frame) => {
       progress();
@@ -1511,10 +1519,11 @@ function addPeer(m: Extract<ToWorker, { t: 'peer' }>): void {
     });
     drainDoorbell(BELL_BUDGET);
   });
-  // A peer that closed its end (its worker stopped) is forgotten.
+  // A peer that closed its end (its worker stopped) is forgotten, and sends nothing more here.
   port.on('close', () => {
     const at = peers.indexOf(p);
     if (at >= 0) peers.splice(at, 1);
+    for (const id of [...drains.keys()]) drainedBy(p, id);
   });
 }
 
@@ -1585,15 +1594,48 @@ const hands = new Map<number, HandsLink>();
 /**
  * The peer over `link` installed the hands up to `seq`: unlist them, and say so behind what went
  * to it. A turn later: frames that reached this worker's link before the word did, and wait in its
- * port's queue or its TAP's, still take the hands channel ahead of the 'through'.
+ * port's queue or its TAP's, still take the hands channel ahead of the 'through'. In a team of
+ * three or more, another member may have read this worker in its owner table just before the
+ * unlisting and forwarded frames here that are still on their way: the 'through' waits for each
+ * other peer's 'drained', behind them, and those frames follow the hand too (they run at the
+ * destination before anything it held, as this worker's own do).
  */
 function handedThrough(link: HandsLink, seq: number): void {
   clock.defer(() => {
-    handedAway.installed(link, seq);
-    if (closed) return;
-    link.out.flush();
-    link.port.postMessage({ t: 'through', seq } satisfies HandsMessage);
+    if (closed) {
+      handedAway.installed(link, seq);
+      return;
+    }
+    handedAway.unlist(link, seq);
+    const others = peers.filter((p) => p.owner !== link.owner);
+    if (others.length === 0) {
+      sendThrough(link, seq);
+      return;
+    }
+    const id = ++drainsAsked;
+    drains.set(id, { link, seq, waiting: new Set(others) });
+    for (const p of others) p.port.postMessage({ t: 'drain', id } satisfies PeerMessage);
   });
+}
+
+/** Hands whose 'through' waits for other peers' 'drained' (handedThrough), by the drain's number. */
+const drains = new Map<number, { link: HandsLink; seq: number; waiting: Set<Peer> }>();
+let drainsAsked = 0;
+
+/** Peer `p` answered drain `id` (or closed: nothing more comes from it). */
+function drainedBy(p: Peer, id: number): void {
+  const d = drains.get(id);
+  if (d === undefined || !d.waiting.delete(p) || d.waiting.size > 0) return;
+  drains.delete(id);
+  sendThrough(d.link, d.seq);
+}
+
+/** Every frame of the hands up to `seq` went over `link`: off the list here, and 'through' behind them. */
+function sendThrough(link: HandsLink, seq: number): void {
+  handedAway.installed(link, seq);
+  if (closed || hands.get(link.owner) !== link) return;
+  link.out.flush();
+  link.port.postMessage({ t: 'through', seq } satisfies HandsMessage);
 }
 
 /**
@@ -1738,6 +1780,17 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
         // Handed to a peer: listed here until it says it installed them, and their frames follow
         // the hand (hand-order.ts).
         const keepListed = handLink !== undefined && peers.some((p) => p.owner === handLink.owner);
+        // The handles of IPv6 connections run here, held across their release until the list of
+        // what was handed takes its own reference (HandedOn.add).
+        const addrs = keepListed ? engine.addressBook : null;
+        const held6: ConnKey[] = [];
+        if (addrs !== null)
+          for (const k of list)
+            if (k.localIp >= TWO_32 && (byKey.has(k) || pendingOf(k) !== undefined)) {
+              addrs.ref(k.localIp);
+              addrs.ref(k.remoteIp);
+              held6.push(k);
+            }
         if (records) {
           // The states as records in their blocks, handed to the host (owner word); the batch
           // names their neighbors and paths, and carries what a record cannot hold.
@@ -1800,6 +1853,10 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
             carried = engine.takeQueued(keys);
             engine.dropFrozen(keys);
           }
+        }
+        for (const k of held6) {
+          addrs!.release(k.localIp);
+          addrs!.release(k.remoteIp);
         }
         if (r.byRef === true) passUp(list);
         flushEvents();
@@ -1912,6 +1969,8 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
             'nic.slabs.alive-bytes': alive.bytes,
             'nic.time-wait.blocks': timeWaitHeld.blocks,
             'nic.time-wait.unread': timeWaitHeld.unread,
+            // The longest a batch handed here held its input for the source's word (hand-order.ts).
+            'nic.hand.hold-ms-max': Math.ceil(heldIn.longestMs),
           },
         });
         return;

@@ -58,6 +58,8 @@ export interface WorkerBoot {
   handGate?: SharedArrayBuffer;
   /** A test's longest hold of a handed batch's input (WorkerNicTestSeams.handHoldMs). */
   handHoldMs?: number;
+  /** A test's delay of every batch of frames to a peer (WorkerNicTestSeams.peerFlushDelayMs). */
+  peerFlushDelayMs?: number;
 }
 
 // ---- what a worker's TAP holds of the process ------------------------------------------------------
@@ -697,9 +699,16 @@ export type InitiateReply = InitiateResult;
 /**
  * What crosses the channel between two workers of a team: frames of each other's connections;
  * and, behind every frame this worker handed over before it, the word that a batch the other
- * handed here (its hand `seq`) is installed (HandsMessage 'installed').
+ * handed here (its hand `seq`) is installed (HandsMessage 'installed'). A worker that handed a
+ * batch to a third asks each other peer to send on what it forwarded here ('drain' `id`): the
+ * answer ('drained' `id`) comes behind every such frame, and no frame of the batch's connections
+ * comes here after it (they are off this worker's owner table by then).
  */
-export type PeerMessage = { t: 'fwd'; buf: ArrayBuffer; len: number } | { t: 'installed'; seq: number };
+export type PeerMessage =
+  | { t: 'fwd'; buf: ArrayBuffer; len: number }
+  | { t: 'installed'; seq: number }
+  | { t: 'drain'; id: number }
+  | { t: 'drained'; id: number };
 
 /**
  * What crosses a hands channel: a batch another worker released for this one, as an initiate by
