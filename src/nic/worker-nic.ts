@@ -583,6 +583,11 @@ export class WorkerConnectionHandle implements ConnectionHandle {
   private deliverScheduled = false;
   /** The connection is being (or was) uploaded: this handle no longer reaches it. */
   detached = false;
+
+  /** ConnectionHandle.letGo: detached (a transfer that did not move it reattaches it first). */
+  get letGo(): boolean {
+    return this.detached;
+  }
   /**
    * @internal Its NIC's table by four-tuple no longer holds it (set where it is deleted there,
    * cleared where an install enters it again): a revive then need not search the table. False

@@ -636,9 +636,26 @@ export class TransferProtocol {
         });
         continue;
       }
-      this.forget(it);
-      report.refused.push({ key: it.key, status: 'closed', reason: 'closed at the source during the move' });
+      // Closed at the source: its socket carries on with the handle it has, which still holds
+      // what was left to read and the close. But a connection the source released and then
+      // dropped (its state failed validation there: NDIS has the target abort it) is in neither
+      // list: resumed on the handle the source let go, its socket heard nothing, ever.
+      if (this.userHandle(it)?.letGo === true)
+        this.lost(it, 'let go at the source without being handed back (its state refused there)', report);
+      else {
+        this.forget(it);
+        report.refused.push({
+          key: it.key,
+          status: 'closed',
+          reason: 'closed at the source during the move',
+        });
+      }
     }
+  }
+
+  /** The handle `it`'s user runs on now: its socket's, or the one its entry had at the freeze. */
+  private userHandle(it: Item): ConnectionHandle | null {
+    return it.socket !== null ? it.socket.connection : (it.handle ?? it.conn ?? null);
   }
 
   /**

@@ -117,6 +117,11 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
    * the state any more, or two owners would run one connection.
    */
   released = false;
+
+  /** ConnectionHandle.letGo: released. */
+  get letGo(): boolean {
+    return this.released;
+  }
   /** @internal Bytes of buffers this connection was last charged for (tcp-mem.ts). */
   memCharged = 0;
   private tuple: ConnTuple | null = null;
