@@ -440,6 +440,13 @@ export class NicEngine {
   private readonly paths = new Map<string, PathSlot>();
   /** Connections invalidated: released (frozen) and waiting for terminate. */
   private readonly parked = new Map<string, TcpState>();
+  /**
+   * Connections that closed here before anything attached to them, with data unread: an install's
+   * whose peer reset it while the transfer that brought it awaited its settle. Kept for that
+   * settle's attach (`claimClosed`), so the application reads the data before it hears the reset;
+   * let go when the tuple is installed or terminated here again, or the engine closes.
+   */
+  private readonly unclaimed = new TupleMap<TcpConnection>();
   /** The tuples of an initiate's trees, while `twiceIn` reads them (kept, emptied after each). */
   private readonly batchKeys = new TupleMap<true>(true);
   private readonly ipHdr = createIpv4Header();
@@ -571,6 +578,14 @@ export class NicEngine {
     return this.tcp.lookup(key.localIp, key.localPort, key.remoteIp, key.remotePort);
   }
 
+  /** A connection closed here before anything attached to it, with data unread (`unclaimed`), taken. */
+  claimClosed(key: ConnKey): TcpConnection | undefined {
+    if (this.unclaimed.size === 0) return undefined;
+    const conn = this.unclaimed.get(key);
+    if (conn !== undefined) this.unclaimed.delete(key);
+    return conn;
+  }
+
   // ---- the verbs -------------------------------------------------------------------------------
 
   /**
@@ -671,6 +686,7 @@ export class NicEngine {
           }
           s.path = path.state;
           path.refs++;
+          if (this.unclaimed.size > 0) this.unclaimed.delete(key);
           const conn = this.tcp.adopt(s, null, { prod });
           room--;
           ok++;
@@ -752,7 +768,10 @@ export class NicEngine {
         s = parked;
       } else {
         const conn = found === null ? this.connection(key) : found[i];
-        if (conn === undefined) continue;
+        if (conn === undefined) {
+          if (this.unclaimed.size > 0) this.unclaimed.delete(key);
+          continue;
+        }
         if (!isOffloadable(conn.state)) {
           this.endTimeWait(conn);
           continue;
@@ -1066,6 +1085,7 @@ export class NicEngine {
     this.tcp.close();
     this.gates.clear();
     this.parked.clear();
+    this.unclaimed.clear();
   }
 
   // ---- receive ---------------------------------------------------------------------------------
@@ -1484,6 +1504,10 @@ export class NicEngine {
     if (conn.released) return;
     this.dropState(conn.state);
     const key = keyOf(conn.state);
+    // Closed with nobody attached (not a half-open of a listener here: those the host has not
+    // accepted): data its peer sent before would be lost, where Linux reads it before the error.
+    if (conn.user === null && conn.listener === null && conn.readableLength > 0)
+      this.unclaimed.set(key, conn);
     // terminate() records why only after unlinking: look once the engine has finished.
     this.clock.defer(() => {
       if (conn.closeError?.code === 'ECONNRESET') this.indicate('abort', key);

@@ -1083,7 +1083,13 @@ export class TransferProtocol {
   private endedAt(it: Item, dst: Nic, report?: TransferReport): void {
     this.unlist(it);
     report?.refused.push({ key: it.key, status: 'closed', reason: `closed at ${dst.id} during the move` });
-    this.loseUser(it, new ConnectionError('ECONNRESET', 'connection reset by peer during a move'));
+    const err = new ConnectionError('ECONNRESET', 'connection reset by peer during a move');
+    // Data its peer sent before the reset is read before the reset is heard: Linux's tcp_reset()
+    // purges the write queue only (tcp_write_queue_purge, tcp_done), and tcp_recvmsg() copies the
+    // receive queue before it looks at sk_err. `dst` kept the closed connection for it.
+    const closed = it.socket?.moving === true ? (dst.attachClosed?.(it.key, it.user) ?? null) : null;
+    if (closed !== null) it.socket!._completeMove(closed, err);
+    else this.loseUser(it, err);
   }
 
   // ---- live hand-over between owners of this thread ------------------------------------------
