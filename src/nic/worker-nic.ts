@@ -889,6 +889,11 @@ export class WorkerConnectionHandle implements ConnectionHandle {
     this.appDone = false;
   }
 
+  /** @internal Events queued for a user that never came: the one that comes now is told anew. */
+  _dropPending(): void {
+    this.pending = 0;
+  }
+
   /** @internal The handle reaches its connection again (a move that did not happen). */
   _reattach(): void {
     this.detached = false;
@@ -1225,11 +1230,39 @@ export class WorkerNic extends HostNic {
    * is counted is what is held.
    */
   private holdClosed(h: WorkerConnectionHandle): void {
-    if (h.heldBytes > 0 || h.appDone || h.detached || h.user === null || h.recvRing.length === 0) return;
+    if (h.heldBytes > 0 || h.appDone || h.detached || h.recvRing.length === 0) return;
+    if (h.user === null) {
+      // Closed before anything attached to it: a transfer's install whose peer reset it during
+      // the settle. What the peer sent before is kept (and counted) for that settle's
+      // attachClosed, which the application reads before it hears the reset.
+      this.unclaimed.set(h, h);
+    }
     h.heldBytes = h._keepUnreadOnly();
     this.heldClosed++;
     this.heldClosedBytes += h.heldBytes;
     this.tellHeld();
+  }
+
+  /** Closed handles kept for a settle's attachClosed (see holdClosed), by tuple. */
+  private readonly unclaimed = new TupleMap<WorkerConnectionHandle>();
+
+  attachClosed(key: ConnKey, user: TcpUser | null): ConnectionHandle | null {
+    if (this.unclaimed.size === 0) return null;
+    const h = this.unclaimed.get(key);
+    if (h === undefined) return null;
+    this.unclaimed.delete(key);
+    // Its events came with no one to hear them, the close among them: the caller tells `user`.
+    h._dropPending();
+    h.user = user;
+    return h;
+  }
+
+  /** A kept closed handle of `key` nobody claimed (the tuple installed again, or the NIC closed). */
+  private dropUnclaimed(key: ConnKey): void {
+    const h = this.unclaimed.get(key);
+    if (h === undefined) return;
+    this.unclaimed.delete(key);
+    h.dropUnread();
   }
 
   /** @internal The application read the rest or let go (WorkerConnectionHandle.read, dropUnread). */
@@ -1447,6 +1480,7 @@ export class WorkerNic extends HostNic {
       const key = keys[i]!;
       const slot = slots[i]!;
       if (anyPassedUp) passedUp.delete(key);
+      if (this.unclaimed.size > 0) this.dropUnclaimed(key);
       const p = prepared?.get(key);
       const h =
         p === undefined
@@ -2343,6 +2377,7 @@ export class WorkerNic extends HostNic {
     this.watchdog.disarm();
     this.growTimer.disarm();
     this.heldGrows.clear();
+    for (const h of [...this.unclaimed.values()]) this.dropUnclaimed(h);
     this.host.close();
     if (this.death) {
       void this.worker.terminate();
