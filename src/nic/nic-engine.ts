@@ -178,6 +178,9 @@ function pathKey(localIp: number, remoteIp: number): string {
  */
 let lastMark = 0;
 
+/** Connections closed before any attach an engine keeps for a settle at most (`unclaimed`). */
+const UNCLAIMED_MAX = 64;
+
 function namedTwice(verb: string, key: ConnKey): InvalidArgumentError {
   return new InvalidArgumentError(`${verb}: the request names connection ${connKeyId(key)} twice`);
 }
@@ -1506,8 +1509,15 @@ export class NicEngine {
     const key = keyOf(conn.state);
     // Closed with nobody attached (not a half-open of a listener here: those the host has not
     // accepted): data its peer sent before would be lost, where Linux reads it before the error.
-    if (conn.user === null && conn.listener === null && conn.readableLength > 0)
+    // At most UNCLAIMED_MAX, the oldest let go first: one born here and reset before the host
+    // accepted it is never claimed, and a peer doing that over and over must not hold memory.
+    if (conn.user === null && conn.listener === null && conn.readableLength > 0) {
+      if (this.unclaimed.size >= UNCLAIMED_MAX) {
+        const oldest = this.unclaimed.oldestKey();
+        if (oldest !== undefined) this.unclaimed.delete(oldest);
+      }
       this.unclaimed.set(key, conn);
+    }
     // terminate() records why only after unlinking: look once the engine has finished.
     this.clock.defer(() => {
       if (conn.closeError?.code === 'ECONNRESET') this.indicate('abort', key);

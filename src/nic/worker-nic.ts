@@ -130,6 +130,9 @@ import {
   unpackInstalled,
 } from './worker/transfer-wire.ts';
 
+/** Closed handles a WorkerNic keeps for a settle's attachClosed at most (see keepUnclaimed). */
+const UNCLAIMED_MAX = 64;
+
 /**
  * Hooks for tests only, kept out of WorkerNicOptions (what the CLI and users configure) and of the
  * link's options: nothing but a test has a reason to stop a thread halfway through its work.
@@ -1232,10 +1235,8 @@ export class WorkerNic extends HostNic {
   private holdClosed(h: WorkerConnectionHandle): void {
     if (h.heldBytes > 0 || h.appDone || h.detached || h.recvRing.length === 0) return;
     if (h.user === null) {
-      // Closed before anything attached to it: a transfer's install whose peer reset it during
-      // the settle. What the peer sent before is kept (and counted) for that settle's
-      // attachClosed, which the application reads before it hears the reset.
-      this.unclaimed.set(h, h);
+      this.keepUnclaimed(h);
+      return;
     }
     h.heldBytes = h._keepUnreadOnly();
     this.heldClosed++;
@@ -1243,8 +1244,25 @@ export class WorkerNic extends HostNic {
     this.tellHeld();
   }
 
-  /** Closed handles kept for a settle's attachClosed (see holdClosed), by tuple. */
+  /** Closed handles kept for a settle's attachClosed (keepUnclaimed), by tuple, oldest first. */
   private readonly unclaimed = new TupleMap<WorkerConnectionHandle>();
+
+  /**
+   * Closed before anything attached to it: a transfer's install whose peer reset it during the
+   * settle. What the peer sent before is kept for that settle's attachClosed (the application
+   * reads it before it hears the reset), out of the block, which goes. Not counted in
+   * `heldClosed` until claimed, and at most UNCLAIMED_MAX kept, the oldest let go first: a
+   * connection born here and reset before the host accepted it is never claimed, and a peer that
+   * did that over and over would otherwise hold the NIC's room or the host's memory.
+   */
+  private keepUnclaimed(h: WorkerConnectionHandle): void {
+    if (this.unclaimed.size >= UNCLAIMED_MAX) {
+      const oldest = this.unclaimed.oldestKey();
+      if (oldest !== undefined) this.dropUnclaimed(oldest);
+    }
+    h._keepUnreadOnly();
+    this.unclaimed.set(h, h);
+  }
 
   attachClosed(key: ConnKey, user: TcpUser | null): ConnectionHandle | null {
     if (this.unclaimed.size === 0) return null;
@@ -1254,6 +1272,11 @@ export class WorkerNic extends HostNic {
     // Its events came with no one to hear them, the close among them: the caller tells `user`.
     h._dropPending();
     h.user = user;
+    // Held for a socket from now on, as any closed one (holdClosed), until read or let go.
+    h.heldBytes = h.recvRing.capacity;
+    this.heldClosed++;
+    this.heldClosedBytes += h.heldBytes;
+    this.tellHeld();
     return h;
   }
 
