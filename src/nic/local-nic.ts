@@ -194,6 +194,13 @@ export class LocalNic extends HostNic {
     this.here.defer(() => this.engine.inject(packets));
   }
 
+  attachClosed(key: ConnKey, user: TcpUser | null): ConnectionHandle | null {
+    const conn = this.engine.claimClosed(key);
+    if (conn === undefined) return null;
+    conn.user = user;
+    return conn;
+  }
+
   attach(key: ConnKey, user: TcpUser | null): ConnectionHandle | null {
     const conn = this.engine.connection(key);
     if (!conn) return null;

@@ -80,6 +80,7 @@ import {
   type Transfer,
   type TreeTransfer,
 } from './nic.ts';
+import { TupleMap } from './tuple-map.ts';
 
 /** How the engine reports an indication to whoever hosts it (an EventEmitter, a MessagePort, ...). */
 export type IndicationSink = (...indication: EngineIndicationArgs) => void;
@@ -167,6 +168,21 @@ function addrOf(ip: number): number {
  */
 function pathKey(localIp: number, remoteIp: number): string {
   return `${addrOf(localIp)}>${addrOf(remoteIp)}`;
+}
+
+/**
+ * The last mark a verb of an engine of this thread put on the connections its keys name
+ * (`TcpConnection.namedIn`). Negative, so it never equals the offload layer's own (positive) batch
+ * numbers on the same field, and counted for the whole thread, not per engine: a connection handed
+ * live between two engines (LocalNics) would otherwise meet a mark the other engine's next verb uses.
+ */
+let lastMark = 0;
+
+/** Connections closed before any attach an engine keeps for a settle at most (`unclaimed`). */
+const UNCLAIMED_MAX = 64;
+
+function namedTwice(verb: string, key: ConnKey): InvalidArgumentError {
+  return new InvalidArgumentError(`${verb}: the request names connection ${connKeyId(key)} twice`);
 }
 
 /** A neighbor's identity here: its IPv4 address, or its IPv6 bytes and VLAN as text. */
@@ -427,6 +443,15 @@ export class NicEngine {
   private readonly paths = new Map<string, PathSlot>();
   /** Connections invalidated: released (frozen) and waiting for terminate. */
   private readonly parked = new Map<string, TcpState>();
+  /**
+   * Connections that closed here before anything attached to them, with data unread: an install's
+   * whose peer reset it while the transfer that brought it awaited its settle. Kept for that
+   * settle's attach (`claimClosed`), so the application reads the data before it hears the reset;
+   * let go when the tuple is installed or terminated here again, or the engine closes.
+   */
+  private readonly unclaimed = new TupleMap<TcpConnection>();
+  /** The tuples of an initiate's trees, while `twiceIn` reads them (kept, emptied after each). */
+  private readonly batchKeys = new TupleMap<true>(true);
   private readonly ipHdr = createIpv4Header();
   private readonly rxInfo: IpInfo = { src: 0, dst: 0, ttl: 0, tos: 0, ifIndex: 0 };
   private readonly reachTimer: Timer | null;
@@ -556,6 +581,14 @@ export class NicEngine {
     return this.tcp.lookup(key.localIp, key.localPort, key.remoteIp, key.remotePort);
   }
 
+  /** A connection closed here before anything attached to it, with data unread (`unclaimed`), taken. */
+  claimClosed(key: ConnKey): TcpConnection | undefined {
+    if (this.unclaimed.size === 0) return undefined;
+    const conn = this.unclaimed.get(key);
+    if (conn !== undefined) this.unclaimed.delete(key);
+    return conn;
+  }
+
   // ---- the verbs -------------------------------------------------------------------------------
 
   /**
@@ -567,7 +600,18 @@ export class NicEngine {
     opts: InitiateOptions = {},
     decode?: DecodeOptions & { fill?: (trees: OffloadTree[]) => void; lazy?: LazyTake },
   ): InitiateResult {
-    if (isTreeTransfer(batch)) return this.install(batch.trees, opts, true);
+    if (isTreeTransfer(batch)) {
+      // Trees in process skip the decoder, whose validation refuses a connection named twice:
+      // installed as they come, the second naming was refused as "already offloaded here" after
+      // the first had been installed, and a caller that rolled back what was refused had the
+      // connection run twice.
+      const twice = this.twiceIn(batch.trees);
+      if (twice !== null) {
+        this.counters.inc('nic.initiate.refused');
+        return { status: 'failure', reason: twice.message, conns: [] };
+      }
+      return this.install(batch.trees, opts, true);
+    }
     let trees: ReturnType<typeof decodeBatch> | undefined;
     try {
       const addrs = this.addressTable();
@@ -645,6 +689,7 @@ export class NicEngine {
           }
           s.path = path.state;
           path.refs++;
+          if (this.unclaimed.size > 0) this.unclaimed.delete(key);
           const conn = this.tcp.adopt(s, null, { prod });
           room--;
           ok++;
@@ -712,7 +757,11 @@ export class NicEngine {
   private releaseStates(keys: readonly ConnKey[] | 'all'): TcpState[] {
     const states: TcpState[] = [];
     const list: readonly ConnKey[] = keys === 'all' ? this.allKeys() : keys;
-    for (const key of list) {
+    // Found once, before anything is released: a request that names a connection twice is refused
+    // whole (the list from 'all' names each once).
+    const found = keys === 'all' ? null : this.namedOnce('terminate', keys);
+    for (let i = 0; i < list.length; i++) {
+      const key = list[i]!;
       this.progress();
       const id = this.parked.size > 0 ? connKeyId(key) : '';
       const parked = id === '' ? undefined : this.parked.get(id);
@@ -721,8 +770,11 @@ export class NicEngine {
         this.parked.delete(id);
         s = parked;
       } else {
-        const conn = this.connection(key);
-        if (conn === undefined) continue;
+        const conn = found === null ? this.connection(key) : found[i];
+        if (conn === undefined) {
+          if (this.unclaimed.size > 0) this.unclaimed.delete(key);
+          continue;
+        }
         if (!isOffloadable(conn.state)) {
           this.endTimeWait(conn);
           continue;
@@ -880,11 +932,10 @@ export class NicEngine {
     if ('neighborIp' in target) {
       conns = this.scope(checkNeighborName(target));
     } else {
+      // Refused whole before anything is parked: let through, the second naming's release of a
+      // connection the first had parked threw, and the first stayed parked with no upload asked.
       conns = [];
-      for (const k of target.keys) {
-        const c = this.connection(k);
-        if (c) conns.push(c);
-      }
+      for (const c of this.namedOnce('invalidate', target.keys)) if (c) conns.push(c);
     }
     for (const conn of conns) {
       if (!isOffloadable(conn.state)) continue;
@@ -1037,6 +1088,7 @@ export class NicEngine {
     this.tcp.close();
     this.gates.clear();
     this.parked.clear();
+    this.unclaimed.clear();
   }
 
   // ---- receive ---------------------------------------------------------------------------------
@@ -1455,6 +1507,17 @@ export class NicEngine {
     if (conn.released) return;
     this.dropState(conn.state);
     const key = keyOf(conn.state);
+    // Closed with nobody attached (not a half-open of a listener here: those the host has not
+    // accepted): data its peer sent before would be lost, where Linux reads it before the error.
+    // At most UNCLAIMED_MAX, the oldest let go first: one born here and reset before the host
+    // accepted it is never claimed, and a peer doing that over and over must not hold memory.
+    if (conn.user === null && conn.listener === null && conn.readableLength > 0) {
+      if (this.unclaimed.size >= UNCLAIMED_MAX) {
+        const oldest = this.unclaimed.oldestKey();
+        if (oldest !== undefined) this.unclaimed.delete(oldest);
+      }
+      this.unclaimed.set(key, conn);
+    }
     // terminate() records why only after unlinking: look once the engine has finished.
     this.clock.defer(() => {
       if (conn.closeError?.code === 'ECONNRESET') this.indicate('abort', key);
@@ -1471,6 +1534,52 @@ export class NicEngine {
       )
         return p;
     }
+    return null;
+  }
+
+  /**
+   * The connection each of `keys` names here (undefined: none runs), found once; throws
+   * (InvalidArgumentError) before anything changes when two keys name the same connection, or the
+   * same connection parked by an invalidate. Marked on the connection (`namedIn`) as the offload
+   * layer marks its own: no set of the request's tuples for the connections that run.
+   */
+  private namedOnce(verb: string, keys: readonly ConnKey[]): (TcpConnection | undefined)[] {
+    if (!Array.isArray(keys)) throw new InvalidArgumentError(`${verb} needs a list of connection keys`);
+    const mark = --lastMark;
+    const out = new Array<TcpConnection | undefined>(keys.length);
+    let parked: Set<string> | null = null;
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i]!;
+      const conn = this.connection(key);
+      out[i] = conn;
+      if (conn !== undefined) {
+        if (conn.namedIn === mark) throw namedTwice(verb, key);
+        conn.namedIn = mark;
+      } else if (this.parked.size > 0) {
+        const id = connKeyId(key);
+        if (!this.parked.has(id)) continue;
+        parked ??= new Set();
+        if (parked.has(id)) throw namedTwice(verb, key);
+        parked.add(id);
+      }
+    }
+    return out;
+  }
+
+  /** A connection that `trees` hold twice (as one state object or two), refused; null when none. */
+  private twiceIn(trees: readonly OffloadTree[]): StateValidationError | null {
+    const seen = this.batchKeys;
+    for (const t of trees)
+      for (const node of t.paths)
+        for (const s of node.conns) {
+          if (seen.has(s.const)) {
+            seen.clear();
+            return new StateValidationError('tcp.const', `connection ${connKeyId(s.const)} appears twice`);
+          }
+          seen.set(s.const, true);
+        }
+    // Deleted one by one, not cleared: the map keeps the entries for the next batch's tuples.
+    for (const t of trees) for (const node of t.paths) for (const s of node.conns) seen.delete(s.const);
     return null;
   }
 

@@ -653,6 +653,13 @@ export interface Nic {
    * the target does not run that connection.
    */
   attach(key: ConnKey, user: TcpUser | null): ConnectionHandle | null;
+  /**
+   * For a settle whose `attach` found nothing: the handle of a connection installed here that
+   * closed before anything attached to it (its peer's reset came during the settle), kept for the
+   * data its peer sent before the reset and nobody has read, with `user` attached; null when there
+   * is none (or no data). The caller tells `user` of the close. Absent: such data is not kept.
+   */
+  attachClosed?(key: ConnKey, user: TcpUser | null): ConnectionHandle | null;
   on<E extends NicIndication>(event: E, handler: NicIndications[E]): this;
   off<E extends NicIndication>(event: E, handler: NicIndications[E]): this;
   /** Abort everything and release the link. */

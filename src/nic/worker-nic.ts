@@ -129,6 +129,9 @@ import {
   unpackInstalled,
 } from './worker/transfer-wire.ts';
 
+/** Closed handles a WorkerNic keeps for a settle's attachClosed at most (see keepUnclaimed). */
+const UNCLAIMED_MAX = 64;
+
 /**
  * Hooks for tests only, kept out of WorkerNicOptions (what the CLI and users configure) and of the
  * link's options: nothing but a test has a reason to stop a thread halfway through its work.
@@ -603,6 +606,11 @@ export class WorkerConnectionHandle implements ConnectionHandle {
   private deliverScheduled = false;
   /** The connection is being (or was) uploaded: this handle no longer reaches it. */
   detached = false;
+
+  /** ConnectionHandle.letGo: detached (a transfer that did not move it reattaches it first). */
+  get letGo(): boolean {
+    return this.detached;
+  }
   /**
    * @internal Its NIC's table by four-tuple no longer holds it (set where it is deleted there,
    * cleared where an install enters it again): a revive then need not search the table. False
@@ -902,6 +910,11 @@ export class WorkerConnectionHandle implements ConnectionHandle {
     this.ended = false;
     this.closedFlag = false;
     this.appDone = false;
+  }
+
+  /** @internal Events queued for a user that never came: the one that comes now is told anew. */
+  _dropPending(): void {
+    this.pending = 0;
   }
 
   /** @internal The handle reaches its connection again (a move that did not happen). */
@@ -1242,11 +1255,59 @@ export class WorkerNic extends HostNic {
    * is counted is what is held.
    */
   private holdClosed(h: WorkerConnectionHandle): void {
-    if (h.heldBytes > 0 || h.appDone || h.detached || h.user === null || h.recvRing.length === 0) return;
+    if (h.heldBytes > 0 || h.appDone || h.detached || h.recvRing.length === 0) return;
+    if (h.user === null) {
+      this.keepUnclaimed(h);
+      return;
+    }
     h.heldBytes = h._keepUnreadOnly();
     this.heldClosed++;
     this.heldClosedBytes += h.heldBytes;
     this.tellHeld();
+  }
+
+  /** Closed handles kept for a settle's attachClosed (keepUnclaimed), by tuple, oldest first. */
+  private readonly unclaimed = new TupleMap<WorkerConnectionHandle>();
+
+  /**
+   * Closed before anything attached to it: a transfer's install whose peer reset it during the
+   * settle. What the peer sent before is kept for that settle's attachClosed (the application
+   * reads it before it hears the reset), out of the block, which goes. Not counted in
+   * `heldClosed` until claimed, and at most UNCLAIMED_MAX kept, the oldest let go first: a
+   * connection born here and reset before the host accepted it is never claimed, and a peer that
+   * did that over and over would otherwise hold the NIC's room or the host's memory.
+   */
+  private keepUnclaimed(h: WorkerConnectionHandle): void {
+    if (this.unclaimed.size >= UNCLAIMED_MAX) {
+      const oldest = this.unclaimed.oldestKey();
+      if (oldest !== undefined) this.dropUnclaimed(oldest);
+    }
+    h._keepUnreadOnly();
+    this.unclaimed.set(h, h);
+  }
+
+  attachClosed(key: ConnKey, user: TcpUser | null): ConnectionHandle | null {
+    if (this.unclaimed.size === 0) return null;
+    const h = this.unclaimed.get(key);
+    if (h === undefined) return null;
+    this.unclaimed.delete(key);
+    // Its events came with no one to hear them, the close among them: the caller tells `user`.
+    h._dropPending();
+    h.user = user;
+    // Held for a socket from now on, as any closed one (holdClosed), until read or let go.
+    h.heldBytes = h.recvRing.capacity;
+    this.heldClosed++;
+    this.heldClosedBytes += h.heldBytes;
+    this.tellHeld();
+    return h;
+  }
+
+  /** A kept closed handle of `key` nobody claimed (the tuple installed again, or the NIC closed). */
+  private dropUnclaimed(key: ConnKey): void {
+    const h = this.unclaimed.get(key);
+    if (h === undefined) return;
+    this.unclaimed.delete(key);
+    h.dropUnread();
   }
 
   /** @internal The application read the rest or let go (WorkerConnectionHandle.read, dropUnread). */
@@ -1464,6 +1525,7 @@ export class WorkerNic extends HostNic {
       const key = keys[i]!;
       const slot = slots[i]!;
       if (anyPassedUp) passedUp.delete(key);
+      if (this.unclaimed.size > 0) this.dropUnclaimed(key);
       const p = prepared?.get(key);
       const h =
         p === undefined
@@ -2362,6 +2424,7 @@ export class WorkerNic extends HostNic {
     this.watchdog.disarm();
     this.growTimer.disarm();
     this.heldGrows.clear();
+    for (const h of [...this.unclaimed.values()]) this.dropUnclaimed(h);
     this.host.close();
     if (this.death) {
       void this.worker.terminate();

@@ -636,9 +636,26 @@ export class TransferProtocol {
         });
         continue;
       }
-      this.forget(it);
-      report.refused.push({ key: it.key, status: 'closed', reason: 'closed at the source during the move' });
+      // Closed at the source: its socket carries on with the handle it has, which still holds
+      // what was left to read and the close. But a connection the source released and then
+      // dropped (its state failed validation there: NDIS has the target abort it) is in neither
+      // list: resumed on the handle the source let go, its socket heard nothing, ever.
+      if (this.userHandle(it)?.letGo === true)
+        this.lost(it, 'let go at the source without being handed back (its state refused there)', report);
+      else {
+        this.forget(it);
+        report.refused.push({
+          key: it.key,
+          status: 'closed',
+          reason: 'closed at the source during the move',
+        });
+      }
     }
+  }
+
+  /** The handle `it`'s user runs on now: its socket's, or the one its entry had at the freeze. */
+  private userHandle(it: Item): ConnectionHandle | null {
+    return it.socket !== null ? it.socket.connection : (it.handle ?? it.conn ?? null);
   }
 
   /**
@@ -1066,7 +1083,13 @@ export class TransferProtocol {
   private endedAt(it: Item, dst: Nic, report?: TransferReport): void {
     this.unlist(it);
     report?.refused.push({ key: it.key, status: 'closed', reason: `closed at ${dst.id} during the move` });
-    this.loseUser(it, new ConnectionError('ECONNRESET', 'connection reset by peer during a move'));
+    const err = new ConnectionError('ECONNRESET', 'connection reset by peer during a move');
+    // Data its peer sent before the reset is read before the reset is heard: Linux's tcp_reset()
+    // purges the write queue only (tcp_write_queue_purge, tcp_done), and tcp_recvmsg() copies the
+    // receive queue before it looks at sk_err. `dst` kept the closed connection for it.
+    const closed = it.socket?.moving === true ? (dst.attachClosed?.(it.key, it.user) ?? null) : null;
+    if (closed !== null) it.socket!._completeMove(closed, err);
+    else this.loseUser(it, err);
   }
 
   // ---- live hand-over between owners of this thread ------------------------------------------

@@ -188,11 +188,26 @@ export class TcpSocket extends Duplex implements TcpUser {
     this.isMoving = true;
   }
 
-  /** @internal The connection now runs behind `handle` (its user already points here, or is set now). */
-  _completeMove(handle: ConnectionHandle): void {
+  /**
+   * @internal The connection now runs behind `handle` (its user already points here, or is set now).
+   * `closed`: it closed there before the move could end (its peer's reset during the settle), and
+   * the socket hears it as if it came just after: what the handle holds unread is read first (as
+   * Linux's tcp_recvmsg copies the receive queue before it reports sk_err), then the error; writes
+   * that waited for the move fail with it.
+   */
+  _completeMove(handle: ConnectionHandle, closed: ConnectionError | null = null): void {
     if (!this.isMoving) throw new InvalidStateError('socket is not moving');
     this.conn = handle;
     handle.user = this;
+    if (closed !== null) {
+      this.isMoving = false;
+      this.onClosed(closed);
+      if (this.destroyed) {
+        this.waitingForMove = [];
+        return;
+      }
+      this.isMoving = true;
+    }
     this.resumeAfterMove();
   }
 

@@ -21,3 +21,42 @@ export function resetOf(key: ConnKey, seq: number): Uint8Array {
   finishTcpChecksum(buf, 20, 20, key.remoteIp, key.localIp);
   return buf;
 }
+
+/**
+ * The peer's data segment for `key`: `payload` at `seq`, acknowledging `ack`, with timestamps when
+ * `ts` is given (a connection that negotiated them checks PAWS against `ts.val`).
+ */
+export function dataOf(
+  key: ConnKey,
+  seq: number,
+  ack: number,
+  payload: Uint8Array,
+  ts?: { val: number; ecr: number },
+): Uint8Array {
+  const h = createTcpHeader();
+  h.srcPort = key.remotePort;
+  h.dstPort = key.localPort;
+  h.seq = seq;
+  h.ack = ack;
+  h.flags = TcpFlag.ACK | TcpFlag.PSH;
+  h.window = 0xffff;
+  if (ts !== undefined) {
+    h.hasTimestamps = true;
+    h.tsVal = ts.val;
+    h.tsEcr = ts.ecr;
+  }
+  const tcpLen = 20 + (ts !== undefined ? 12 : 0);
+  const total = 20 + tcpLen + payload.length;
+  const buf = new Uint8Array(total);
+  const ip = createIpv4Header();
+  ip.totalLength = total;
+  ip.ttl = 64;
+  ip.protocol = IpProto.TCP;
+  ip.src = key.remoteIp;
+  ip.dst = key.localIp;
+  encodeIpv4(ip, buf, 0);
+  const hl = encodeTcpHeader(h, buf, 20);
+  buf.set(payload, 20 + hl);
+  finishTcpChecksum(buf, 20, hl + payload.length, key.remoteIp, key.localIp);
+  return buf;
+}

@@ -117,6 +117,11 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
    * the state any more, or two owners would run one connection.
    */
   released = false;
+
+  /** ConnectionHandle.letGo: released. */
+  get letGo(): boolean {
+    return this.released;
+  }
   /** @internal Bytes of buffers this connection was last charged for (tcp-mem.ts). */
   memCharged = 0;
   private tuple: ConnTuple | null = null;
@@ -132,8 +137,9 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
   /** @internal Listener that created this passive open, until it is accepted. */
   listener: ListenerRef | null = null;
   /**
-   * @internal The last batch of an offload that named it (the offload layer's count): a list that
-   * names it again is found with no set of the batch's connections.
+   * @internal The last batch of an offload that named it (the offload layer's count, positive; or
+   * a NIC engine's request, negative): a list that names it again is found with no set of the
+   * batch's connections.
    */
   namedIn = 0;
   /**

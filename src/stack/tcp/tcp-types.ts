@@ -83,6 +83,11 @@ export interface ConnectionHandle {
    */
   readonly sendGrown?: number;
   user: TcpUser | null;
+  /**
+   * Its owner let go of the connection (released its state to a transfer, or handed it on): this
+   * handle no longer reaches it, and no event comes through it. Absent: never.
+   */
+  readonly letGo?: boolean;
   /** Queue bytes for sending; returns how many were taken (fewer when the buffer is full). */
   write(src: Uint8Array, off?: number, len?: number): number;
   /**
