@@ -293,7 +293,10 @@ export class TransferProtocol {
     const handle = e.handle;
     if (socket == null || handle == null) return;
     e.frozen = null;
-    socket._completeMove(handle);
+    // The simulator's clock still advances by what each resume costs (chargeWallTime), as it did
+    // when they all ran inside the settle: a failover's resumeMs is what a peer lives through.
+    if (this.chargeWallTime) this.charged(() => socket._completeMove(handle));
+    else socket._completeMove(handle);
   };
 
   /**
