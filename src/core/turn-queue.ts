@@ -177,3 +177,30 @@ export class TurnQueue<T> {
     }
   };
 }
+
+/**
+ * Queues whose slice runs ahead of other queues' in each turn of the loop (their `TurnPace.ahead`
+ * is `run`), whichever queue's drain came first: network input before user work.
+ */
+export class TurnLead {
+  private readonly queues = new Set<{ runAhead(): void }>();
+
+  add(q: { runAhead(): void }): void {
+    this.queues.add(q);
+  }
+
+  delete(q: { runAhead(): void }): void {
+    this.queues.delete(q);
+  }
+
+  readonly run = (): void => {
+    for (const q of this.queues) q.runAhead();
+  };
+}
+
+/**
+ * This thread's network input: the frames every WorkerNic passed up to the host stack. A kernel
+ * runs its packet processing before user work; here each turn's slice of them runs before a
+ * WorkerNic's deliveries and a rebuild's paced resumes (TransferProtocol).
+ */
+export const networkInput = new TurnLead();

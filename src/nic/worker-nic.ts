@@ -6,7 +6,7 @@ import {
   InvalidStateError,
   StateValidationError,
 } from '../core/errors.ts';
-import { TurnQueue } from '../core/turn-queue.ts';
+import { networkInput, TurnQueue } from '../core/turn-queue.ts';
 import type { Link } from '../link/link.ts';
 import {
   closeWakeEnd,
@@ -524,15 +524,6 @@ const UP_SLICE_MS = 8;
  */
 const UP_AGED_MS = 250;
 const UP_AGED_SLICE_MS = 24;
-/**
- * Every live WorkerNic's frames passed up in this thread: network input, whose turn runs ahead
- * of any WorkerNic's deliveries in each turn of the loop (as a kernel's packet processing runs
- * before user work), whichever NIC's queue came first.
- */
-const inputQueues = new Set<TurnQueue<Uint8Array>>();
-const runInputAhead = (): void => {
-  for (const q of inputQueues) q.runAhead();
-};
 /**
  * What the worker says that may act before the frames it passed up earlier reached the host
  * stack: none of it touches the host's tables (see WorkerNic.onMessage).
@@ -1141,13 +1132,14 @@ export class WorkerNic extends HostNic {
       (h) => h._deliver(),
       DELIVERIES_PER_TURN,
       DELIVERY_SLICE_MS,
-      { ahead: runInputAhead },
+      // Every live WorkerNic's frames passed up in this thread run ahead of any one's deliveries.
+      { ahead: networkInput.run },
     );
     this.upFrames = new TurnQueue<Uint8Array>(this.clock, this.upFrame, UP_FRAMES_PER_TURN, UP_SLICE_MS, {
       agedMs: UP_AGED_MS,
       agedSliceMs: UP_AGED_SLICE_MS,
     });
-    inputQueues.add(this.upFrames);
+    networkInput.add(this.upFrames);
     this.doorbell = new Int32Array(sab);
     this.flagsAt = doorbellFlagsAt(capacity);
     this.qLen = capacity + 1;
@@ -2418,7 +2410,7 @@ export class WorkerNic extends HostNic {
   close(): void {
     if (this.closed) return;
     this.runToEnd();
-    inputQueues.delete(this.upFrames);
+    networkInput.delete(this.upFrames);
     this.closed = true;
     this.unwatchSlabs();
     this.watchdog.disarm();

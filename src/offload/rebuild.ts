@@ -134,8 +134,11 @@ export async function rebuild(
     died = r.died;
   }
   // Named by the item's key, as the general protocol's settle does: a key object made per
-  // connection was a read of each state's constants again, in the charged settle.
-  for (const s of await t.settle(ok, byState, 'host', dst, report, prod))
+  // connection was a read of each state's constants again, in the charged settle. The sockets
+  // resume paced (a turn's share at a time, network input first): every one of a dead NIC's
+  // sockets held its application's writes through the rebuild, and copying them all into the new
+  // owner's rings in the settle's turn was its longest block.
+  for (const s of await t.settle(ok, byState, 'host', dst, report, prod, true))
     report.moved.push(byState.get(s)!.key);
   if (died !== undefined) await t.rebuildDied(died, byState, 'host', dst, report);
   if (failed.length === 0) return;

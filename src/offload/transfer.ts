@@ -1,5 +1,6 @@
 import { ChargeMeter, type WorkMeter } from '../core/clock.ts';
 import { ConnectionError } from '../core/errors.ts';
+import { networkInput, TurnQueue } from '../core/turn-queue.ts';
 import { decodeReleasedBy, HostNic } from '../nic/host-nic.ts';
 import {
   type ConnKey,
@@ -105,7 +106,9 @@ export interface Entry {
    * A socket a settle left frozen: its destination died before the connection could be attached
    * there, and the handle it had at the source is let go. It waits, calls held, for the recover
    * that rebuilds the connection from the hard state the dead NIC left; that transfer's freeze
-   * takes it over (`takeSocket`). Null (or absent) when there is none.
+   * takes it over (`takeSocket`). Or the connection runs at its NIC (`handle`) and the socket
+   * waits for its turn to resume there (a paced settle, `TransferProtocol.pacedResumes`); a freeze
+   * before that turn takes it over the same way. Null (or absent) when there is none.
    */
   frozen?: TcpSocket | null;
   /**
@@ -212,6 +215,15 @@ export function mergeReports(reports: readonly TransferReport[], refused: Transf
  */
 const HAND_PART = 256;
 
+/**
+ * Sockets a paced settle resumes in one turn of the loop, and the turn's length after which the
+ * rest wait for the next (as a WorkerNic's deliveries). A resume is mostly the application's
+ * write that waited through the move, copied into the new owner's send ring: a crash's rebuild
+ * resumed 500 sockets in one turn, a block of 60-80 ms of serve's main thread at load 6 (s39h2).
+ */
+const RESUMES_PER_TURN = 32;
+const RESUME_SLICE_MS = 8;
+
 /** Runs transfers for an OffloadManager, one at a time, over the manager's table of offloaded connections. */
 export class TransferProtocol {
   /** Options of the transfer running now. */
@@ -250,11 +262,42 @@ export class TransferProtocol {
   private meterBefore: WorkMeter | null = null;
   /** Verbs awaited with the meter stopped (several at once when runs go side by side). */
   private waits = 0;
+  /**
+   * Entries whose socket a paced settle left frozen (`Entry.frozen`) on the handle the connection
+   * runs behind at its NIC, resumed a bounded number per turn, network input first.
+   */
+  readonly pacedResumes: TurnQueue<Entry>;
 
   constructor(
     readonly stack: Stack,
     readonly entries: EntryTable,
-  ) {}
+  ) {
+    this.pacedResumes = new TurnQueue<Entry>(
+      stack.clock,
+      this.resumeTurn,
+      RESUMES_PER_TURN,
+      RESUME_SLICE_MS,
+      {
+        ahead: networkInput.run,
+      },
+    );
+  }
+
+  /**
+   * A paced settle's socket, its turn: it resumes on the handle its connection runs behind now,
+   * unless a transfer's freeze took it over meanwhile (which resumes it where that transfer ends)
+   * or the connection's NIC died before it was attached (no handle: the recover takes it over).
+   */
+  private readonly resumeTurn = (e: Entry): void => {
+    const socket = e.frozen;
+    const handle = e.handle;
+    if (socket == null || handle == null) return;
+    e.frozen = null;
+    // The simulator's clock still advances by what each resume costs (chargeWallTime), as it did
+    // when they all ran inside the settle: a failover's resumeMs is what a peer lives through.
+    if (this.chargeWallTime) this.charged(() => socket._completeMove(handle));
+    else socket._completeMove(handle);
+  };
 
   /**
    * Move `keys` from `src` to `dst`. Every connection ends up running exactly once: at `dst`, or
@@ -952,12 +995,18 @@ export class TransferProtocol {
     report?: TransferReport,
     /** Prod what the host adopts (default: as the transfer's options say). */
     prod: boolean = this.opts.prod === true,
+    /**
+     * At a NIC, resume the sockets a bounded number per turn after this one (`pacedResumes`),
+     * network input first, instead of all in the settle's turn: the connections run at `dst` from
+     * the settle on, and each socket's writes held through the move reach them at its turn.
+     */
+    pace = false,
   ): Promise<readonly TcpState[]> {
     if (states.length === 0) return states;
     const tcp = this.stack.tcp;
     const items = states.map((s) => byState.get(s)!);
     if (dst !== 'host') {
-      const unsettled = await this.settleAtNic(items, src, dst, report);
+      const unsettled = await this.settleAtNic(items, src, dst, report, pace);
       if (unsettled === false) return [];
       if (unsettled === null) return states;
       const out = new Set(unsettled);
@@ -990,6 +1039,7 @@ export class TransferProtocol {
     src: Owner,
     dst: Nic,
     report?: TransferReport,
+    pace = false,
   ): Promise<Item[] | null | false> {
     const tcp = this.stack.tcp;
     let held: Uint8Array[] = [];
@@ -1015,7 +1065,7 @@ export class TransferProtocol {
     const outer = this.gathering.get(dst);
     this.gathering.set(dst, gathered);
     try {
-      unsettled = this.repoint(items, dst, inject, report);
+      unsettled = this.repoint(items, dst, inject, report, pace);
     } finally {
       if (outer === undefined) this.gathering.delete(dst);
       else this.gathering.set(dst, outer);
@@ -1032,9 +1082,16 @@ export class TransferProtocol {
    * The settle's loop at a NIC: placeholders forward there, entries and sockets point there.
    * Returns the items `dst` did not attach (null when it attached all): see `unattached`.
    */
-  private repoint(items: readonly Item[], dst: Nic, inject: Forward, report?: TransferReport): Item[] | null {
+  private repoint(
+    items: readonly Item[],
+    dst: Nic,
+    inject: Forward,
+    report: TransferReport | undefined,
+    pace: boolean,
+  ): Item[] | null {
     const tcp = this.stack.tcp;
     let unattached: Item[] | null = null;
+    let paced = 0;
     for (const it of items) {
       const k = it.key;
       // The entry carried from the freeze, checked (the awaits since may have let it go).
@@ -1059,7 +1116,14 @@ export class TransferProtocol {
         this.entries.set(e);
       }
       if (handle !== null) {
-        it.socket?._completeMove(handle);
+        if (pace && it.socket !== null) {
+          // Frozen on the entry as a socket whose NIC died mid-move is, so that a transfer
+          // before its turn takes it over (takeSocket). Its handle's events meanwhile reach it
+          // frozen, which holds them as through the move (reads and writes wait for the resume).
+          e.frozen = it.socket;
+          this.pacedResumes.push(e);
+          paced++;
+        } else it.socket?._completeMove(handle);
         continue;
       }
       // `dst` died (in this loop, a LocalNic's attach may be what finds it so): the connection's
@@ -1071,6 +1135,12 @@ export class TransferProtocol {
       (unattached ??= []).push(it);
     }
     if (unattached !== null) this.stack.counters.inc('offload.settle.unattached', unattached.length);
+    if (paced > 0) {
+      this.stack.counters.inc('offload.settle.paced', paced);
+      // The first turn's share now, as a settle resumed every socket before: a small batch still
+      // resumes in its settle.
+      this.pacedResumes.runAhead();
+    }
     return unattached;
   }
 

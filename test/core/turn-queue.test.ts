@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { Clock } from '../../src/core/clock.ts';
-import { TurnQueue } from '../../src/core/turn-queue.ts';
+import { TurnLead, TurnQueue } from '../../src/core/turn-queue.ts';
 
 /** A clock whose deferred calls run a turn at a time, as Node's check phase runs immediates. */
 class TurnClock {
@@ -167,6 +167,42 @@ describe('TurnQueue', () => {
       seen.push(ran.slice(before));
     }
     assert.deepEqual(seen, [['f0', 'f1', 'd0', 'd1'], ['f2', 'f3', 'd2', 'd3'], ['f4']]);
+  });
+
+  test("a TurnLead's queues run their slice before any queue it leads, one slice a turn, until taken out", () => {
+    // Two NICs' network input led ahead of two queues of user work (a NIC's deliveries, a
+    // rebuild's paced resumes), whose drains were deferred first.
+    const clock = new TurnClock();
+    const ran: string[] = [];
+    const lead = new TurnLead();
+    const made = (name: string, led: boolean) =>
+      new TurnQueue<number>(
+        clock.asClock(),
+        (i) => ran.push(`${name}${i}`),
+        1,
+        1000,
+        led ? { ahead: lead.run } : {},
+      );
+    const deliveries = made('d', true);
+    const resumes = made('r', true);
+    const a = made('a', false);
+    const b = made('b', false);
+    lead.add(a);
+    lead.add(b);
+    for (let i = 0; i < 3; i++) {
+      deliveries.push(i);
+      resumes.push(i);
+    }
+    for (let i = 0; i < 2; i++) {
+      a.push(i);
+      b.push(i);
+    }
+    clock.turn();
+    assert.deepEqual(ran, ['a0', 'b0', 'd0', 'r0'], 'both inputs first, once each, then each led queue');
+    lead.delete(b);
+    ran.length = 0;
+    clock.turn();
+    assert.deepEqual(ran, ['a1', 'd1', 'r1', 'b1'], 'b, taken out, runs in its own drain');
   });
 
   test("items that waited agedMs run past the turn's share, up to agedSliceMs; younger ones wait", () => {
