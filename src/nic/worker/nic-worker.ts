@@ -1123,8 +1123,9 @@ function install(
     send = ByteRing.createShared(block.send.capacity, block.send);
     recv = ByteRing.createShared(block.recv.capacity, block.recv);
     const copied = d.sendBuffer.length + d.recvBuffer.length;
-    send.write(d.sendBuffer.toArray());
-    recv.write(d.recvBuffer.toArray());
+    // A connection born here comes with nothing to copy: no copies made of nothing.
+    if (d.sendBuffer.length > 0) send.write(d.sendBuffer.toArray());
+    if (d.recvBuffer.length > 0) recv.write(d.recvBuffer.toArray());
     if (copied > 0) engine.counters.inc('nic.worker.copied-bytes', copied);
   }
   d.sendBuffer = send;
