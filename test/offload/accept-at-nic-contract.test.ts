@@ -142,12 +142,12 @@ test("the host's side of the race: a NIC that answers between the host's look an
  * takes the SYN whole between the NIC's look (nothing claimed) and its publication. `list`: what
  * the NIC's publication answers (false: its table full). Returns what it published and counted.
  */
-async function raceAtNic(claim: boolean, list: boolean) {
-  const net = new SimNetwork({ seed: 33 });
+/** A team of one LocalNic and a peer; a first connection, placed on the NIC, gives it the path. */
+async function nicWithPath(seed: number) {
+  const net = new SimNetwork({ seed });
   const peer = net.addHost({ ip: '10.0.0.2/24', name: 'peer', impair: { delayMs: 1 } });
   const team = buildTeamHost(net, { ip: '10.0.0.1/24', nics: 1, policy: { mode: 'manual' } });
   const nic = team.nics[0]!;
-  // A first connection, accepted in the host and placed on the NIC, gives it the path to the peer.
   const firsts: TcpSocket[] = [];
   team.createServer((s: TcpSocket) => firsts.push(s)).listen(80);
   await peer.ping('10.0.0.1');
@@ -161,6 +161,11 @@ async function raceAtNic(claim: boolean, list: boolean) {
     remotePort: first.localPort!,
   };
   assert.equal((await team.manager.offload([k0], nic)).moved.length, 1);
+  return { net, peer, team, nic };
+}
+
+async function raceAtNic(claim: boolean, list: boolean) {
+  const { net, peer, team, nic } = await nicWithPath(33);
 
   // The NIC answers port 81 for a host played here: it looks (nothing claimed), then the host takes
   // the SYN whole before the NIC publishes its half-open tuple.
@@ -241,25 +246,7 @@ test('a NIC that lists its half-open tuple, unclaimed, answers the SYN', async (
 });
 
 test('a NIC whose connections get their rings at accept makes half-open ones on the least rings, which grow for data that comes before', async () => {
-  const net = new SimNetwork({ seed: 35 });
-  const peer = net.addHost({ ip: '10.0.0.2/24', name: 'peer', impair: { delayMs: 1 } });
-  const team = buildTeamHost(net, { ip: '10.0.0.1/24', nics: 1, policy: { mode: 'manual' } });
-  const nic = team.nics[0]!;
-  // A first connection, accepted in the host and placed on the NIC, gives it the path to the peer.
-  const firsts: TcpSocket[] = [];
-  team.createServer((s: TcpSocket) => firsts.push(s)).listen(80);
-  await peer.ping('10.0.0.1');
-  const first = peer.connect(80, '10.0.0.1');
-  await once(first, 'connect');
-  while (firsts.length < 1) await net.sleep(1);
-  const k0: ConnKey = {
-    localIp: 0x0a000001,
-    localPort: 80,
-    remoteIp: 0x0a000002,
-    remotePort: first.localPort!,
-  };
-  assert.equal((await team.manager.offload([k0], nic)).moved.length, 1);
-
+  const { net, peer, team, nic } = await nicWithPath(35);
   const cached = { ...DEFAULT_TCP_CACHED };
   const halfOpen: number[] = [];
   const got: { conn: TcpConnection | null } = { conn: null };
