@@ -26,7 +26,8 @@
  * `--connections 5000 --size 200000 --rate 6000 --timeout 300 --fault all`, then `--host-alone
  * --linux-server`.
  * CHIMNEY_LAG_LOG / CHIMNEY_CPU_PROF in the environment reach serve (see serve.ts; on one TAP only the
- * counters and the profile).
+ * counters and the profile); CHIMNEY_WORKER_CPU_PROF=FILE profiles each worker (FILE.w<threadId>,
+ * written at its close, see nic-worker.ts).
  * `--client-pcap FILE` captures the headers (128 bytes a frame) of what the client's kernel
  * receives and sends on its veth, for each run (FILE.<fault>, FILE.linux): the same view of
  * Chimney and of Linux serving.

@@ -1197,6 +1197,7 @@ export class NicEngine {
     // Its half-open connections count in the host's word, against the one backlog.
     l.gateWord = spec.word;
     l.gate = spec.gate;
+    l.ringsAtAccept = born.ringsAtAccept === true;
     // Racing the host's thread for a SYN (NicBornHooks.publish): published, then looked again.
     if (born.publish !== undefined && born.claimed !== undefined) {
       l.onHalfOpen = (conn, open) => born.publish?.(conn, open) !== false;

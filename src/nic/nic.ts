@@ -185,6 +185,11 @@ export interface NicBornHooks {
    * left to it, unanswered here. Together they leave no moment in which both answer.
    */
   claimed?(localIp: number, localPort: number, remoteIp: number, remotePort: number): boolean;
+  /**
+   * `accepted` puts the connection on rings of its own (a worker installs it on shared memory):
+   * its half-open state needs no buffers of the listener's size meanwhile (Listener.ringsAtAccept).
+   */
+  ringsAtAccept?: boolean;
 }
 
 /**

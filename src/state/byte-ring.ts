@@ -1,7 +1,7 @@
 import {
   checkSharedRingRef,
   copyShared,
-  initSharedRing,
+  initSharedRingHeader,
   RING_READ,
   RING_WRITE,
   SHARED_RING_HEADER,
@@ -115,8 +115,9 @@ export class ByteRing {
    */
   static createShared(capacity: number, at?: { sab: SharedArrayBuffer; offset: number }): ByteRing {
     const sab = at?.sab ?? new SharedArrayBuffer(sharedRingBytes(capacity));
-    const ref = initSharedRing(sab, at?.offset ?? 0, capacity);
-    return new SharedByteRing(ref, new Int32Array(ref.sab, ref.offset, 4));
+    const offset = at?.offset ?? 0;
+    const ctl = initSharedRingHeader(sab, offset, capacity);
+    return new SharedByteRing({ sab, offset, capacity }, ctl);
   }
 
   /**

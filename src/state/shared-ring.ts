@@ -50,6 +50,16 @@ function checkCapacity(capacity: number): void {
 
 /** Lay out an empty ring at `offset` of `sab` (which must be zeroed or unused there). */
 export function initSharedRing(sab: SharedArrayBuffer, offset: number, capacity: number): SharedRingRef {
+  initSharedRingHeader(sab, offset, capacity);
+  return { sab, offset, capacity };
+}
+
+/**
+ * `initSharedRing`, returning the view of the header it wrote: a ring made here keeps it rather
+ * than make a second (a view over shared memory costs microseconds, and a worker makes two rings
+ * for every handshake it ends in a burst of connects).
+ */
+export function initSharedRingHeader(sab: SharedArrayBuffer, offset: number, capacity: number): Int32Array {
   checkCapacity(capacity);
   if (!(sab instanceof SharedArrayBuffer))
     throw new InvalidArgumentError('shared ring needs a SharedArrayBuffer');
@@ -64,7 +74,7 @@ export function initSharedRing(sab: SharedArrayBuffer, offset: number, capacity:
   Atomics.store(ctl, RING_WRITE, 0);
   ctl[RING_CAP] = capacity;
   Atomics.store(ctl, RING_MAGIC, SHARED_RING_MAGIC);
-  return { sab, offset, capacity };
+  return ctl;
 }
 
 /**

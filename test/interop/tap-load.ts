@@ -643,6 +643,6 @@ export async function runLoad(lab: Lab, o: LoadOptions): Promise<LoadResult> {
     if (cut) lab.ip('link', 'set', 'dev', cut, 'master', lab.bridge);
     // A CPU profile is written at serve's exit, after its shutdown grace: a long run's may take
     // longer than the default 3 s before SIGKILL.
-    await srv.stop(process.env.CHIMNEY_CPU_PROF ? 30_000 : undefined);
+    await srv.stop(process.env.CHIMNEY_CPU_PROF || process.env.CHIMNEY_WORKER_CPU_PROF ? 30_000 : undefined);
   }
 }

@@ -142,12 +142,12 @@ test("the host's side of the race: a NIC that answers between the host's look an
  * takes the SYN whole between the NIC's look (nothing claimed) and its publication. `list`: what
  * the NIC's publication answers (false: its table full). Returns what it published and counted.
  */
-async function raceAtNic(claim: boolean, list: boolean) {
-  const net = new SimNetwork({ seed: 33 });
+/** A team of one LocalNic and a peer; a first connection, placed on the NIC, gives it the path. */
+async function nicWithPath(seed: number) {
+  const net = new SimNetwork({ seed });
   const peer = net.addHost({ ip: '10.0.0.2/24', name: 'peer', impair: { delayMs: 1 } });
   const team = buildTeamHost(net, { ip: '10.0.0.1/24', nics: 1, policy: { mode: 'manual' } });
   const nic = team.nics[0]!;
-  // A first connection, accepted in the host and placed on the NIC, gives it the path to the peer.
   const firsts: TcpSocket[] = [];
   team.createServer((s: TcpSocket) => firsts.push(s)).listen(80);
   await peer.ping('10.0.0.1');
@@ -161,6 +161,11 @@ async function raceAtNic(claim: boolean, list: boolean) {
     remotePort: first.localPort!,
   };
   assert.equal((await team.manager.offload([k0], nic)).moved.length, 1);
+  return { net, peer, team, nic };
+}
+
+async function raceAtNic(claim: boolean, list: boolean) {
+  const { net, peer, team, nic } = await nicWithPath(33);
 
   // The NIC answers port 81 for a host played here: it looks (nothing claimed), then the host takes
   // the SYN whole before the NIC publishes its half-open tuple.
@@ -238,4 +243,64 @@ test('a NIC that lists its half-open tuple, unclaimed, answers the SYN', async (
   assert.equal(r.synAcks, 1, 'one SYN-ACK from the NIC');
   assert.equal(r.unlisted + r.heldLate, 0);
   assert.ok(r.conn !== undefined, 'its connection lives');
+});
+
+test('a NIC whose connections get their rings at accept makes half-open ones on the least rings, which grow for data that comes before', async () => {
+  const { net, peer, team, nic } = await nicWithPath(35);
+  const cached = { ...DEFAULT_TCP_CACHED };
+  const halfOpen: number[] = [];
+  const got: { conn: TcpConnection | null } = { conn: null };
+  const stop = nic.listen(
+    {
+      ip: 0x0a000001,
+      port: 81,
+      v6Only: false,
+      backlog: 16,
+      cached,
+      gate: new Int32Array(new SharedArrayBuffer(4 * 8)),
+      word: 3,
+      claims: OwnerTable.create(16),
+    },
+    {
+      taken: () => false,
+      halfOpen: () => {},
+      // Kept on the rings it was made with: this NIC puts it on none of its own.
+      accepted: (conn) => {
+        got.conn = conn;
+        return true;
+      },
+      born: () => true,
+      publish: (conn, open) => {
+        if (open) {
+          const d = conn.state.delegated;
+          halfOpen.push(
+            d.sendBuffer.capacity,
+            d.recvBuffer.capacity,
+            d.sendBuffer.maxCapacity,
+            d.recvBuffer.maxCapacity,
+          );
+        }
+        return true;
+      },
+      claimed: () => false,
+      ringsAtAccept: true,
+    },
+  );
+  const c = peer.connect(81, '10.0.0.1');
+  c.on('error', () => {});
+  await once(c, 'connect');
+  const out = Buffer.alloc(20_000);
+  for (let i = 0; i < out.length; i++) out[i] = (i * 13 + (i >> 9)) & 0xff;
+  c.write(out);
+  for (let i = 0; i < 200 && (got.conn?.state.delegated.recvBuffer.length ?? 0) < out.length; i++)
+    await net.sleep(5);
+  // Its bounds are the listener's; only the memory behind them waits for data (4 KiB each before).
+  assert.deepEqual(halfOpen, [16, 16, cached.sndBufSize, cached.rcvBufSize]);
+  const recv = got.conn?.state.delegated.recvBuffer;
+  assert.ok(recv !== undefined, 'accepted at the NIC');
+  assert.equal(recv.length, out.length);
+  assert.ok(Buffer.from(recv.toArray()).equals(out), 'the bytes intact in the grown ring');
+  stop!();
+  team.close();
+  net.close();
 });

@@ -13,13 +13,14 @@ import { DEFAULT_RING } from '../../src/nic/worker-nic.ts';
 import type { ServerHost } from '../../src/socket/tcp-server.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { parseIpv4 } from '../../src/wire/addr.ts';
-import { echo, pattern } from './accept-at-nic-helpers.ts';
+import { Echoing, echo, pattern } from './accept-at-nic-helpers.ts';
 import {
   keyOf,
   nextFailover,
   PEER_IP,
   setup,
   TEAM_IP,
+  type WorkerTeamOptions,
   type WorkerTeamRig,
   within,
 } from './worker-team-helpers.ts';
@@ -40,8 +41,9 @@ async function bornInWorker(
   t: TestContext,
   seed: number,
   beforeBorn?: (rig: WorkerTeamRig) => Promise<void>,
+  opts: Omit<WorkerTeamOptions, 'seed'> = {},
 ) {
-  const rig = await setup(t, { seed });
+  const rig = await setup(t, { seed, ...opts });
   rig.manager.acceptAtNic = true;
   // The rig's host is a plain Host: give it TeamHost's hook.
   (rig.host as ServerHost).listening = (l) => rig.manager.listenAtNics(l);
@@ -76,7 +78,71 @@ async function bornInWorker(
   return { rig, accepted, server, firsts, c, born };
 }
 
+/** The source port of a pure ACK (no SYN, FIN, RST, no payload) over IPv4 to port 80, else -1. */
+function pureAckTo80(f: Uint8Array): number {
+  if (f.length < 54 || f[12] !== 0x08 || f[13] !== 0x00 || f[23] !== 6) return -1;
+  const ihl = (f[14]! & 15) * 4;
+  const tcp = 14 + ihl;
+  if (((f[tcp + 2]! << 8) | f[tcp + 3]!) !== 80) return -1;
+  const doff = (f[tcp + 12]! >> 4) * 4;
+  const payload = ((f[16]! << 8) | f[17]!) - ihl - doff;
+  return f[tcp + 13] === 0x10 && payload === 0 ? (f[tcp]! << 8) | f[tcp + 1]! : -1;
+}
+
 describe('the passive open answered in a WorkerNic', () => {
+  test('handshakes a worker ends in one turn reach the host as one born message, every connection intact', {
+    timeout: 60_000,
+  }, async (t) => {
+    const links: Echoing[] = [];
+    const { rig, accepted, firsts, c } = await bornInWorker(t, 37, undefined, {
+      wrapLink: (tap, i) => (links[i] = new Echoing(tap)),
+      // A loaded machine's starved worker is not dead: this test is about its messages.
+      deadAfterMs: 10_000,
+    });
+    // The handshakes' last ACKs of N new connects are held at the members' links, then handed to
+    // the workers in one turn of this thread (one batch of frames, one turn of a worker's input).
+    const N = 8;
+    const ports = new Set<number>();
+    const held: [Echoing, Uint8Array][] = [];
+    for (const l of links) {
+      l.drop = (f) => {
+        if (!ports.has(pureAckTo80(f))) return false;
+        held.push([l, f.slice()]);
+        return true;
+      };
+    }
+    const conns = [];
+    for (let i = 0; i < N; i++) {
+      const s = rig.peer.connect(80, TEAM_IP);
+      ports.add(s.localPort!);
+      conns.push(s);
+    }
+    await within(Promise.all(conns.map((s) => once(s, 'connect'))), 10_000, 'the connects', rig);
+    await until(rig, () => new Set(held.map(([, f]) => pureAckTo80(f))).size === N, 'every ACK held');
+    // The 'born' messages the host receives from the workers from here on.
+    let posts = 0;
+    for (const nic of rig.nics)
+      nic.worker.on('message', (m: { t?: string }) => {
+        if (m?.t === 'born') posts++;
+      });
+    const acceptedBefore = accepted.length;
+    for (const l of links) l.drop = null;
+    const members = new Set(held.map(([l]) => l)).size;
+    for (const [l, f] of held.splice(0)) l.handler!(f);
+    await until(rig, () => accepted.length >= acceptedBefore + N, 'the accepts');
+    assert.ok(
+      accepted.slice(acceptedBefore).every((a) => /nic/.test(a.owner)),
+      'every one born at a worker',
+    );
+    // One message a worker that ended any of them (a message per connection: N).
+    assert.equal(posts, members);
+    const echoes = conns.map((s, i) => echo(s, pattern(20_000, i)));
+    await within(Promise.all(echoes.map((e) => e.done)), 20_000, 'the echoes', rig);
+    for (let i = 0; i < N; i++)
+      assert.ok(echoes[i]!.got().equals(pattern(20_000, i)), `connection ${i} intact`);
+    for (const s of [...conns, c, ...firsts]) s.destroy();
+  });
+
   test('a connection born in a worker carries data both ways, is moved to the other worker and uploaded intact; a closed listener stops the workers', {
     timeout: 60_000,
   }, async (t) => {

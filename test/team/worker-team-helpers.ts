@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import type { TestContext } from 'node:test';
 import { Counters } from '../../src/core/counters.ts';
+import type { Link } from '../../src/link/link.ts';
 import type { SwitchPort } from '../../src/link/memory-switch.ts';
 import { type ConnKey, connKeyId, type Nic, type QueryResult } from '../../src/nic/nic.ts';
 import type { FromWorker, WorkerOp } from '../../src/nic/worker/protocol.ts';
@@ -67,6 +68,8 @@ export interface WorkerTeamOptions {
   tcp?: Partial<TcpCached>;
   /** Test seams of every member. */
   seams?: WorkerNicTestSeams;
+  /** The link member i's worker runs on, over its port (default: the port's ProbeTap itself). */
+  wrapLink?: (tap: Link, i: number) => Link;
 }
 
 export function buildWorkerTeam(opts: WorkerTeamOptions): WorkerTeamRig {
@@ -96,7 +99,7 @@ export function buildWorkerTeam(opts: WorkerTeamOptions): WorkerTeamRig {
     const nic = new WorkerNic(
       {
         id: `wt.nic${i}`,
-        link: tap,
+        link: opts.wrapLink?.(tap, i) ?? tap,
         seed: 200 + i,
         heartbeatMs: opts.heartbeatMs,
         // A starved worker is not a dead one: see STARVED_NOT_DEAD_MS.

@@ -4,6 +4,7 @@
  * connections' payload live in shared rings the application thread reads and writes directly.
  */
 import { appendFileSync, writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector';
 import { getHeapStatistics } from 'node:v8';
 import { type MessagePort, parentPort, threadId, workerData } from 'node:worker_threads';
 import { RealClock } from '../../core/clock.ts';
@@ -158,6 +159,26 @@ function nameThread(name: string): void {
   }
 }
 const requestTrace = traceWorkerThread();
+const writeProfile = profileWorkerThread();
+
+/**
+ * Diagnostic (CHIMNEY_WORKER_CPU_PROF=FILE): a CPU profile of this worker, written to
+ * FILE.w<threadId> at 'close' (serve's CHIMNEY_CPU_PROF covers only its main thread, and
+ * `--cpu-prof` in NODE_OPTIONS is refused), to see what a worker spends its turns on in a burst.
+ */
+function profileWorkerThread(): (() => void) | null {
+  const file = process.env.CHIMNEY_WORKER_CPU_PROF;
+  if (!file) return null;
+  const session = new Session();
+  session.connect();
+  session.post('Profiler.setSamplingInterval', { interval: 500 });
+  session.post('Profiler.enable');
+  session.post('Profiler.start');
+  return () =>
+    session.post('Profiler.stop', (_e, r) => {
+      if (r) writeFileSync(`${file}.w${threadId}`, JSON.stringify(r.profile));
+    });
+}
 
 /**
  * Diagnostic (CHIMNEY_LAG_LOG=FILE, as for serve's main thread): every block of this worker's event
@@ -180,6 +201,8 @@ function traceWorkerThread(): ((op: string, n: number, ms: number) => void) | nu
 }
 
 function post(m: FromWorker, transfer?: ArrayBuffer[]): void {
+  // Every message keeps its place behind the connections born before it (their events name them).
+  if (bornOf.size > 0 && m.t !== 'born') postBorn();
   // An answer goes behind every frame passed up before it. The up batch is posted at the end of
   // the turn, and a loaded thread handles a request in the same turn as the batches of frames
   // queued ahead of it: the answer overtook those frames, so the host learnt of an install before
@@ -1008,6 +1031,24 @@ function ownBlock(send: ByteRing, recv: ByteRing, given: ConnBlockRef): boolean 
 const listenStops = new Map<number, () => void>();
 
 /**
+ * Connections whose handshake ended in this turn, by listener id, not yet handed to the host:
+ * one 'born' a listener a turn, not one a connection (a burst of connects ends dozens of
+ * handshakes in a turn of input, and each message cost both threads a turn's overhead and a
+ * packing). Posted at the end of the turn, or before any other message (post), so none overtakes.
+ */
+const bornOf = new Map<number, InstalledConn[]>();
+
+function postBorn(): void {
+  for (const [id, list] of bornOf) {
+    bornOf.delete(id);
+    engine.counters.inc('nic.listen.born-posts');
+    const conns = list.map((inst) => ({ key: inst.key, status: 'success' as const }));
+    const result: InitiateResult = { status: 'success', conns };
+    post({ t: 'born', id, packed: packInitiate(result, list, engine.addressBook) });
+  }
+}
+
+/**
  * Answer a host listener's SYNs here (NicEngine.listen): a half-open connection is listed in the
  * owner table at once (its handshake's last ACK may come in through another member, which sends
  * it here), and one whose handshake ends is installed on shared memory allocated here and handed
@@ -1046,10 +1087,15 @@ function listen(m: Extract<ToWorker, { t: 'listen' }>): void {
         // its load counts the closed connections' blocks held unread, as the host's does.
         const load = engine.load + engine.heldClosed;
         const inst = install(conn, undefined, undefined, ringUnderLoad(m.ring, load));
-        const result: InitiateResult = { status: 'success', conns: [{ key: inst.key, status: 'success' }] };
-        post({ t: 'born', id: m.id, packed: packInitiate(result, [inst], engine.addressBook) });
+        const list = bornOf.get(m.id);
+        if (list !== undefined) list.push(inst);
+        else {
+          if (bornOf.size === 0) clock.defer(postBorn);
+          bornOf.set(m.id, [inst]);
+        }
         return true;
       },
+      ringsAtAccept: true,
     });
     listenStops.set(m.id, stop);
   } catch {
@@ -1101,8 +1147,9 @@ function install(
     send = ByteRing.createShared(block.send.capacity, block.send);
     recv = ByteRing.createShared(block.recv.capacity, block.recv);
     const copied = d.sendBuffer.length + d.recvBuffer.length;
-    send.write(d.sendBuffer.toArray());
-    recv.write(d.recvBuffer.toArray());
+    // A connection born here comes with nothing to copy: no copies made of nothing.
+    if (d.sendBuffer.length > 0) send.write(d.sendBuffer.toArray());
+    if (d.recvBuffer.length > 0) recv.write(d.recvBuffer.toArray());
     if (copied > 0) engine.counters.inc('nic.worker.copied-bytes', copied);
   }
   d.sendBuffer = send;
@@ -2199,6 +2246,7 @@ port.on('message', (m: ToWorker) => {
       pauseThread(m.ms);
       return;
     case 'close':
+      writeProfile?.();
       // Closed, the engine aborts what it runs (RST): those not built yet too.
       buildPending();
       closed = true;

@@ -1,4 +1,5 @@
 import { AddressInUseError, InvalidArgumentError } from '../../core/errors.ts';
+import { ByteRing } from '../../state/byte-ring.ts';
 import type { PathState } from '../../state/path-state.ts';
 import { type TcpCached, TcpStateId } from '../../state/tcp-state.ts';
 import { encodeTcpHeader, resetTcpOptions, TCP_PROTOCOL, TcpFlag, type TcpHeader } from '../../wire/tcp.ts';
@@ -48,6 +49,8 @@ export interface TcpListener {
    * `open`, false: it could not be published (a full table), so the other side could not see it.
    */
   onHalfOpen: ((conn: TcpConnection, open: boolean) => boolean) | null;
+  /** See Listener.ringsAtAccept. */
+  ringsAtAccept: boolean;
   /** See Listener.heldElsewhere. */
   heldElsewhere:
     | ((localIp: number, localPort: number, remoteIp: number, remotePort: number) => boolean)
@@ -80,6 +83,14 @@ export class Listener implements TcpListener, ListenerRef {
     | null = null;
   /** When the backlog last overflowed and a cookie went out (-Infinity: never). */
   lastOverflowAt = Number.NEGATIVE_INFINITY;
+  /**
+   * Its connections are put on other rings once their handshake ends (a worker NIC installs them
+   * on shared memory, NicBornHooks.ringsAtAccept): a half-open one starts on rings of the least
+   * size, which grow if anything is written before that. Rings of the listener's first size were
+   * two 4 KiB buffers allocated and zeroed per SYN only to be dropped at the install (a worker's
+   * CPU profile in a burst of 5,000 connects).
+   */
+  ringsAtAccept = false;
   constructor(
     private readonly listeners: Listeners,
     readonly ip: number,
@@ -293,7 +304,10 @@ export class Listeners {
     if (!layer.admitNew()) return;
     const now = env.clock.now();
     const cached = layer.budget.sized(l.cached);
-    const conn = newConnection(layer, ip.dst, h.dstPort, ip.src, h.srcPort, cached, path);
+    const rings = l.ringsAtAccept
+      ? { send: new ByteRing(0, cached.sndBufSize), recv: new ByteRing(0, cached.rcvBufSize) }
+      : undefined;
+    const conn = newConnection(layer, ip.dst, h.dstPort, ip.src, h.srcPort, cached, path, rings);
     const s = conn.state;
     const d = s.delegated;
     conn.listener = l;

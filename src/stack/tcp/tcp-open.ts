@@ -1,4 +1,5 @@
 import { AddressInUseError, InvalidArgumentError } from '../../core/errors.ts';
+import type { ByteRing } from '../../state/byte-ring.ts';
 import { createNeighborState } from '../../state/neighbor-state.ts';
 import { createPathState, type PathState } from '../../state/path-state.ts';
 import { createTcpState, type TcpCached, type TcpConst, TcpStateId } from '../../state/tcp-state.ts';
@@ -31,6 +32,7 @@ export function newConnection(
   remotePort: number,
   cached: TcpCached,
   path: PathState,
+  rings?: { send: ByteRing; recv: ByteRing },
 ): TcpConnection {
   const c: TcpConst = {
     localIp,
@@ -45,7 +47,7 @@ export function newConnection(
     remoteMss: 536,
     localMss: announcedMss(path),
   };
-  const conn = new TcpConnection(engine, createTcpState(c, cached, path));
+  const conn = new TcpConnection(engine, createTcpState(c, cached, path, rings));
   conn.offeredWscale = wscaleFor(cached.rcvBufSize);
   return conn;
 }
