@@ -10,17 +10,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import {
-  ACK,
-  type Conn,
-  FULL,
-  openConn,
-  runCase,
-  type Seg,
-  seqAdd,
-  suite,
-  VARIANTS,
-} from './harness.ts';
+import { ACK, type Conn, FULL, openConn, runCase, type Seg, seqAdd, suite, VARIANTS } from './harness.ts';
 
 const st = suite('cfa', 37);
 
