@@ -33,6 +33,8 @@ function open(synAck: Partial<InjectOpts> = {}, defaults: Partial<TcpCached> = {
 describe('receiving', () => {
   test('delayed ACK: one segment waits delayedAckMs, the second full segment is ACKed at once', () => {
     const o = open({}, { delayedAckMs: 40 });
+    // Past the quick ACKs of the connection's start (tcp-ack-mode.ts), so its ACKs may wait.
+    o.conn.quickAcks = 0;
     o.data(1000);
     assert.equal(o.b.take().length, 0);
     o.b.advance(39);
@@ -48,6 +50,8 @@ describe('receiving', () => {
 
   test('flushDelayedAck sends a pending delayed ACK at once and clears its deadline', () => {
     const o = open({}, { delayedAckMs: 40 });
+    // Past the quick ACKs of the connection's start (tcp-ack-mode.ts), so its ACKs may wait.
+    o.conn.quickAcks = 0;
     o.data(100);
     assert.equal(o.b.take().length, 0);
     flushDelayedAck(o.conn);
@@ -91,6 +95,8 @@ describe('receiving', () => {
 
   test('receive window = free buffer, advertised scaled; zero window; window update after read', () => {
     const o = open({ wscale: 0 }, { rcvBufSize: 8192 });
+    // Past the quick ACKs of the connection's start (tcp-ack-mode.ts), so its ACKs may wait.
+    o.conn.quickAcks = 0;
     // rcvBufSize 8192 needs no scaling: shift 0.
     assert.equal(o.conn.state.const.rcvWscale, 0);
     o.data(1460);

@@ -53,6 +53,15 @@ test('a crash sends no pending delayed ACK from the dead NIC; the rebuilt connec
     rateBps: 2e7,
     faults: [{ at: 15, kind: 'crash', nic: 0 }],
     offloadTo: 0,
+    // Every connection of the NIC past the quick ACKs of its start (tcp-ack-mode.ts), each
+    // virtual millisecond until the crash, so an ACK of its data may wait.
+    onStart: (rig) => {
+      const t = rig.net.clock.createTimer(() => {
+        for (const c of rig.nics[0]!.engine.tcp.connections()) c.quickAcks = 0;
+        if (!links[0]?.watching) t.arm(1);
+      });
+      t.arm(0);
+    },
     wrapPort: (port: SwitchPort, i: number) => {
       const l = new WatchedLink(port);
       links[i] = l;

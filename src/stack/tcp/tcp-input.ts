@@ -14,6 +14,7 @@ import {
   sackUpdate,
 } from './sack.ts';
 import { seqAdd, seqDiff, seqGeq, seqGt, seqLeq, seqLt, seqMax, seqMin, seqSub } from './seq.ts';
+import { dataArrived, enterQuickAck, FIRST_DATA_PENDING, inQuickAck } from './tcp-ack-mode.ts';
 import {
   armKeepalive,
   canReceive,
@@ -84,6 +85,11 @@ export function establish(conn: TcpConnection, now: number): void {
   d.backoff = 0;
   d.rtxDeadline = INF;
   d.lastRecvAt = now;
+  // Linux's lrcvtime starts at the handshake: data sent within the delayed-ACK time of it is an
+  // answer too (tcp-ack-mode.ts, dataSent). The first data is yet to come (quick-ACK mode starts
+  // with it, dataArrived).
+  conn.lastDataAt = now;
+  conn.quickAcks = FIRST_DATA_PENDING;
   // RFC 6298 5.7: a SYN timed out and the handshake gave no RTT sample, so the path may be slower
   // than the 1 s initial RTO assumed: start data transfer at 3 s.
   if (conn.synRetransmitted && d.srtt === 0) d.rto = clampRto(s, Math.max(d.rto, 3000));
@@ -355,7 +361,11 @@ function syncInput(
     }
     counters.inc('drop.tcp.out-of-window');
     soft.ackNow = oowAnswer(soft, f, pLen, now, counters);
-    if (soft.ackNow && d.state !== TcpStateId.TIME_WAIT) duplicateOf(conn, f, seq, segEnd);
+    if (soft.ackNow && d.state !== TcpStateId.TIME_WAIT) {
+      duplicateOf(conn, f, seq, segEnd);
+      // Linux's tcp_send_dupack: what came again below rcv.nxt means our ACK was lost or late.
+      if (segLen > 0 && seqLt(seq, d.rcvNxt)) enterQuickAck(conn);
+    }
     return;
   }
 
@@ -443,6 +453,9 @@ function syncInput(
     if (wholeDup) {
       counters.inc('tcp.rx.duplicate');
       soft.ackNow = true;
+      // Our ACK of it was lost or late (Linux's tcp_data_queue, DelayedACKLost): ACK at once for
+      // a while, so the sender's recovery is not held by our delayed-ACK timer.
+      enterQuickAck(conn);
     }
     noteDsack(conn, dupSeq, dupEnd);
   }
@@ -957,6 +970,12 @@ function timeoutEpisodeAck(
     soft.frto = 0;
     return false;
   }
+  // The probes are in flight like the originals: an undo that puts snd.nxt back where it was at
+  // the timeout must not put it below them, or they go again as needless retransmissions (Linux
+  // never moves snd_nxt back on an undo). A receiver that ACKs every segment (quick-ACK mode after
+  // the silence, tcp-ack-mode.ts) answers the retransmission alone first, so 2b comes before the
+  // ACK that shows the originals arrived.
+  if (seqGt(d.sndMax, soft.undoNxt)) soft.undoNxt = d.sndMax;
   soft.frto = 2;
   return false;
 }
@@ -1166,12 +1185,15 @@ function receiveData(
     // lies behind rcv.nxt is refused by validateTcpState (an offload, a NIC's upload).
     if (seqGt(d.rcvNxt, d.rcvAdv)) d.rcvAdv = d.rcvNxt;
     if (s.const.sackEnabled && soft.recvSackRecent.length > 0) recvSackPrune(s);
-    if (n > 0) conn.events |= TcpEvent.READABLE;
+    if (n > 0) {
+      conn.events |= TcpEvent.READABLE;
+      dataArrived(conn, now);
+    }
     if (!soft.ackNow) {
       // A coalesced super-segment from an offloading link stands for several wire segments, so
       // the every-second-segment ACK (RFC 1122 4.2.3.2) is due at once.
       soft.unackedSegments += pLen > s.const.localMss ? 2 : 1;
-      if (soft.unackedSegments >= 2 || s.cached.delayedAckMs <= 0) soft.ackNow = true;
+      if (soft.unackedSegments >= 2 || s.cached.delayedAckMs <= 0 || inQuickAck(conn)) soft.ackNow = true;
       else if (soft.delayedAckDeadline === INF) soft.delayedAckDeadline = now + s.cached.delayedAckMs;
     }
     return;

@@ -14,6 +14,7 @@ import { effectiveMss } from './congestion.ts';
 import { backedOffRto } from './rtt.ts';
 import { recvSackBlocks, sackIsLost, sackNextSeg, sackPipe } from './sack.ts';
 import { seqAdd, seqDiff, seqGt, seqLeq, seqLt } from './seq.ts';
+import { ackSent, dataSent } from './tcp-ack-mode.ts';
 import type { TcpConnection, TcpEngine } from './tcp-connection.ts';
 
 const INF = Number.POSITIVE_INFINITY;
@@ -202,6 +203,7 @@ export function emit(
     env.counters.inc('tcp.rst.out');
   }
   if (flags & TcpFlag.ACK) {
+    if (seqGt(d.rcvNxt, d.lastAckSent)) ackSent(conn);
     d.lastAckSent = d.rcvNxt;
     soft.ackNow = false;
     soft.delayedAckDeadline = INF;
@@ -375,7 +377,10 @@ export function transmit(conn: TcpConnection, seq: number, maxLen: number, now: 
   }
   if (seqGt(end, d.sndMax)) {
     const fresh = seqDiff(end, d.sndMax) - (fin ? 1 : 0);
-    if (fresh > 0) conn.stats.bytesOut += fresh;
+    if (fresh > 0) {
+      conn.stats.bytesOut += fresh;
+      dataSent(conn, now);
+    }
     d.sndMax = end;
   }
   if (fin) d.finSent = true;

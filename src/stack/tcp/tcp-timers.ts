@@ -4,6 +4,7 @@ import { effectiveMss } from './congestion.ts';
 import { backedOffRto } from './rtt.ts';
 import { sackedPackets } from './sack.ts';
 import { seqAdd, seqDiff, seqGeq, seqSub } from './seq.ts';
+import { delayedAckFired } from './tcp-ack-mode.ts';
 import type { TcpConnection } from './tcp-connection.ts';
 import { connError, deliverEvents, terminate } from './tcp-events.ts';
 import {
@@ -105,6 +106,7 @@ export function onConnectionTimer(conn: TcpConnection): void {
   if (soft.delayedAckDeadline <= now) {
     soft.delayedAckDeadline = INF;
     soft.ackNow = true;
+    delayedAckFired(conn);
   }
   let rto = false;
   if (d.rtxDeadline <= now) {

@@ -1,0 +1,99 @@
+import { seqDiff } from './seq.ts';
+import type { TcpConnection } from './tcp-connection.ts';
+
+/**
+ * When a receiver's ACK goes at once and when it may wait, as Linux decides it (the kernel is the
+ * reference; RFC 1122 4.2.3.2 and RFC 5681 4.2 only bound the delay: at most 500 ms, and every
+ * second full-sized segment ACKed).
+ *
+ * Linux sends every ACK of new data at once while it is in quick-ACK mode (icsk_ack.quick, a count
+ * of ACKs, in net/ipv4/tcp_input.c): from the first data of a connection, after data came again
+ * that it had already ACKed (its ACK was lost or late: DelayedACKLost), and after a silence longer
+ * than the RTO. A sender in slow start, or one recovering from a loss, then hears of each segment
+ * without waiting for a delayed-ACK timer. The count is the receive window last offered in pairs
+ * of segments, at least 2 and at most 16 (TCP_MAX_QUICKACKS).
+ *
+ * Not followed here: Linux also enters the mode on data into a shut window with an empty receive
+ * queue (here a window is shut by unread data, and a segment into it is refused whole by the
+ * acceptance test, as by Linux's tcp_sequence, before that point), and adds one quick ACK whenever its
+ * receive window grows (tcp_grow_window), which while the window opens has it ACK every segment;
+ * Chimney offers its whole buffer from the start, so there is no such phase to follow.
+ *
+ * A connection that answers data within the delayed-ACK time is interactive (pingpong mode,
+ * tcp_event_data_sent; net.ipv4.tcp_pingpong_thresh, 1 by default): its ACKs wait to ride on
+ * its answers, quick-ACK mode or not. It is no longer interactive once a delayed ACK had to go
+ * alone (tcp_delack_timer_handler) or quick-ACK mode is entered again.
+ *
+ * The state lives on the connection object, not in TcpState: it is a hint rebuilt from traffic,
+ * and a new owner that starts without it delays ACKs as the previous one would once the count ran
+ * out.
+ */
+
+/** Linux's TCP_MAX_QUICKACKS (include/net/tcp.h). */
+export const MAX_QUICK_ACKS = 16;
+
+/**
+ * conn.quickAcks from the handshake to the first data (Linux: ato still 0). Only a connection that
+ * completed its handshake here has it: one that moved here is past its start, or treated so.
+ */
+export const FIRST_DATA_PENDING = -1;
+
+/**
+ * tcp_incr_quickack: the receive window last offered in pairs of full segments (at least 2, at
+ * most `max`), unless more quick ACKs are already owed.
+ */
+function incrQuickAcks(conn: TcpConnection, max: number): void {
+  const s = conn.state;
+  const d = s.delegated;
+  let q = Math.floor(seqDiff(d.rcvAdv, d.lastAckSent) / (2 * s.const.localMss));
+  if (q <= 0) q = 2;
+  if (q > max) q = max;
+  if (q > conn.quickAcks) conn.quickAcks = q;
+}
+
+/**
+ * tcp_enter_quickack_mode: data came again that we had ACKed. ACK at once from here on,
+ * interactive or not.
+ */
+export function enterQuickAck(conn: TcpConnection): void {
+  incrQuickAcks(conn, MAX_QUICK_ACKS);
+  conn.pingpong = false;
+}
+
+/** tcp_in_quickack_mode: the ACK of new data goes at once. */
+export function inQuickAck(conn: TcpConnection): boolean {
+  return conn.quickAcks > 0 && !conn.pingpong;
+}
+
+/**
+ * tcp_event_data_recv: new in-order data arrived at `now`. The connection's first data starts
+ * quick-ACK mode, and so does data after a silence longer than the RTO (the sender, idle that
+ * long, restarts from a small window).
+ */
+export function dataArrived(conn: TcpConnection, now: number): void {
+  if (conn.quickAcks === FIRST_DATA_PENDING) {
+    conn.quickAcks = 0;
+    incrQuickAcks(conn, MAX_QUICK_ACKS);
+  } else if (conn.lastDataAt >= 0 && now - conn.lastDataAt > conn.state.delegated.rto) {
+    incrQuickAcks(conn, MAX_QUICK_ACKS);
+  }
+  conn.lastDataAt = now;
+}
+
+/**
+ * tcp_event_data_sent: new data went out within the delayed-ACK time of the last data in (or of
+ * the handshake, as Linux's lrcvtime starts there): an answer, so the connection is interactive.
+ */
+export function dataSent(conn: TcpConnection, now: number): void {
+  if (conn.lastDataAt >= 0 && now - conn.lastDataAt < conn.state.cached.delayedAckMs) conn.pingpong = true;
+}
+
+/** tcp_dec_quickack_mode: an ACK of new data went out (a window update or a duplicate's answer is none). */
+export function ackSent(conn: TcpConnection): void {
+  if (conn.quickAcks > 0) conn.quickAcks--;
+}
+
+/** tcp_delack_timer_handler: a delayed ACK had to go alone, so the answers are not coming. */
+export function delayedAckFired(conn: TcpConnection): void {
+  conn.pingpong = false;
+}
