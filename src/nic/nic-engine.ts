@@ -589,6 +589,17 @@ export class NicEngine {
     return conn;
   }
 
+  /**
+   * A kept closed connection of `key` nobody claimed, let go: its unread data stays charged to this
+   * engine's memory (TcpBudget.holdUnread) until dropped, and nothing else will drop it now.
+   */
+  private letGoUnclaimed(key: ConnKey): void {
+    const conn = this.unclaimed.get(key);
+    if (conn === undefined) return;
+    this.unclaimed.delete(key);
+    conn.dropUnread();
+  }
+
   // ---- the verbs -------------------------------------------------------------------------------
 
   /**
@@ -689,7 +700,7 @@ export class NicEngine {
           }
           s.path = path.state;
           path.refs++;
-          if (this.unclaimed.size > 0) this.unclaimed.delete(key);
+          if (this.unclaimed.size > 0) this.letGoUnclaimed(key);
           const conn = this.tcp.adopt(s, null, { prod });
           room--;
           ok++;
@@ -772,7 +783,7 @@ export class NicEngine {
       } else {
         const conn = found === null ? this.connection(key) : found[i];
         if (conn === undefined) {
-          if (this.unclaimed.size > 0) this.unclaimed.delete(key);
+          if (this.unclaimed.size > 0) this.letGoUnclaimed(key);
           continue;
         }
         if (!isOffloadable(conn.state)) {
@@ -1513,9 +1524,11 @@ export class NicEngine {
     // At most UNCLAIMED_MAX, the oldest let go first: one born here and reset before the host
     // accepted it is never claimed, and a peer doing that over and over must not hold memory.
     if (conn.user === null && conn.listener === null && conn.readableLength > 0) {
+      // One of the same tuple kept before is let go, not overwritten with its charge.
+      if (this.unclaimed.size > 0) this.letGoUnclaimed(key);
       if (this.unclaimed.size >= UNCLAIMED_MAX) {
         const oldest = this.unclaimed.oldestKey();
-        if (oldest !== undefined) this.unclaimed.delete(oldest);
+        if (oldest !== undefined) this.letGoUnclaimed(oldest);
       }
       this.unclaimed.set(key, conn);
     }
