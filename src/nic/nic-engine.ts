@@ -992,6 +992,7 @@ export class NicEngine {
         retransmits: conn.stats.retransmits,
         resetsIn: conn.stats.resetsIn,
         resetsOut: conn.stats.resetsOut,
+        timerArmed: conn.timerArmed,
       });
     }
     return out;

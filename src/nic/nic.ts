@@ -315,6 +315,13 @@ export interface QueryResult {
   /** RSTs received and sent on it (an in-window one answered by a challenge ACK leaves it alive). */
   resetsIn: number;
   resetsOut: number;
+  /**
+   * Its timer is armed (a retransmission, persist, keepalive, TIME_WAIT, delayed-ACK, tail-loss or
+   * reordering deadline): something will wake it before its next segment or call. What a caller
+   * waits on for a connection to go quiet (a worker takes only a quiet one unbuilt), where a fixed
+   * sleep would stand for it and fail on a starved thread.
+   */
+  timerArmed: boolean;
 }
 
 /**

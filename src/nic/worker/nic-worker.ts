@@ -1966,7 +1966,13 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
         post({ t: 'res', id, ok: true, op: r.op, value: undefined });
         return;
       case 'query':
-        buildPending();
+        // Built are those it reads: a caller watching one connection leaves the others unbuilt.
+        if (r.arg === undefined) buildPending();
+        else if (pendingIndex.size > 0)
+          for (const k of r.arg) {
+            const p = pendingOf(k);
+            if (p !== undefined) build(p);
+          }
         post({ t: 'res', id, ok: true, op: r.op, value: engine.query(r.arg) });
         return;
       case 'progressScan': {
