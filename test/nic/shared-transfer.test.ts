@@ -7,7 +7,10 @@ import { keyOfState } from '../../src/nic/nic.ts';
 import { blockOfRings, sameBlock } from '../../src/nic/worker/conn-blocks.ts';
 import type { WorkerReply, WorkerRequest } from '../../src/nic/worker/protocol.ts';
 import { packBlocks } from '../../src/nic/worker/transfer-wire.ts';
+import type { SimNetwork } from '../../src/sim/sim-network.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
+import type { Stack } from '../../src/stack/stack.ts';
+import type { TcpConnection } from '../../src/stack/tcp/tcp-connection.ts';
 import { ByteRing } from '../../src/state/byte-ring.ts';
 import { flattenTrees } from '../../src/state/offload-tree.ts';
 import { decodeBatch, encodeBatch, STATE_CODEC_LAYOUT } from '../../src/state/state-codec.ts';
@@ -28,6 +31,52 @@ function sharedCopy(s: TcpState): { send: ByteRing; recv: ByteRing } {
 
 function refusedOn(field: string): (e: unknown) => boolean {
   return (e) => e instanceof StateValidationError && e.field === field;
+}
+
+/**
+ * Nothing more moves on a connection's sending side: all it sent is acknowledged, and it has
+ * nothing left to send or the other side's window is shut.
+ */
+function sendSettled(c: TcpConnection | undefined, s: TcpSocket): boolean {
+  if (c === undefined) return false;
+  const d = c.state.delegated;
+  return d.sndUna === d.sndMax && (d.sndWnd === 0 || (d.sendBuffer.length === 0 && s.writableLength === 0));
+}
+
+/**
+ * Wait (bounded, 20 s) until both sides of every pair (`hosts[i]` and the peer's socket on its
+ * port) have settled their sending sides and `held` reads the same twice in a row (a writer's refill
+ * at the last ACK is done); then what `held` reads, which nothing changes while neither side reads.
+ */
+async function quiescent(
+  net: SimNetwork,
+  host: Stack,
+  peer: Stack,
+  hosts: readonly TcpSocket[],
+  peers: readonly TcpSocket[],
+  held: () => number,
+): Promise<number> {
+  const byPort = new Map(peers.map((ps) => [ps.remotePort!, ps]));
+  const settled = (): boolean =>
+    hosts.every((s) => {
+      const k = keyOf(s);
+      const ps = byPort.get(k.localPort)!;
+      return (
+        sendSettled(host.tcp.lookup(k.localIp, k.localPort, k.remoteIp, k.remotePort), s) &&
+        sendSettled(peer.tcp.lookup(k.remoteIp, k.remotePort, k.localIp, k.localPort), ps)
+      );
+    });
+  const t0 = net.now();
+  let last = -1;
+  for (;;) {
+    if (settled()) {
+      const now = held();
+      if (now === last) return now;
+      last = now;
+    } else last = -1;
+    assert.ok(net.now() - t0 < 20_000, 'the connections settle');
+    await net.sleep(5);
+  }
 }
 
 describe('state codec: rings by reference', () => {
@@ -111,7 +160,9 @@ describe('WorkerNic transfers: data stays where it is', () => {
   test('host → worker → worker → host → worker → worker → host with data queued both ways: copied once into shared memory, never again, intact', {
     timeout: 60_000,
   }, async (t) => {
-    const { net, wh, peer } = await setup(21, t);
+    // The peer's receive buffer is smaller than what the host writes: its window shuts with the
+    // rest queued in the host's send rings (with the default 1 MiB it would take all of it).
+    const { net, wh, peer } = await setup(21, t, { peerTcp: { rcvBufSize: 64 << 10 } });
     const N = 8;
     const UP = 300_000;
     const DOWN = 120_000;
@@ -148,15 +199,23 @@ describe('WorkerNic transfers: data stays where it is', () => {
       down.set(ps.remotePort!, data);
       ps.write(data);
     }
-    await net.sleep(300);
     const keys = sockets.map(keyOf);
     const queued = (): number =>
       keys.reduce((n, k) => {
         const c = wh.stack.tcp.lookup(k.localIp, k.localPort, k.remoteIp, k.remotePort);
         return n + (c ? c.state.delegated.sendBuffer.length + c.state.delegated.recvBuffer.length : 0);
       }, 0);
-    const inHost = queued();
+    // The frames cross the workers in real time, and a starved worker (stalled here, as on a
+    // loaded CI machine) delivers them late: after a fixed 300 ms sleep the host's receive rings
+    // were still empty, and only one way was tested. So wait until nothing can move any more: the
+    // snapshot is then what the offload finds, with data queued both ways.
+    for (const n of wh.nics) n.stall(500);
+    const inHost = await quiescent(net, wh.stack, peer.stack, sockets, peerSockets, queued);
     assert.ok(inHost > N * 16_384, `data waits in the host's rings (${inHost} bytes)`);
+    for (const k of keys) {
+      const d = wh.stack.tcp.lookup(k.localIp, k.localPort, k.remoteIp, k.remotePort)!.state.delegated;
+      assert.ok(d.sendBuffer.length > 0 && d.recvBuffer.length > 0, 'data queued both ways');
+    }
     const [a, b] = wh.nics as [(typeof wh.nics)[0], (typeof wh.nics)[0]];
     const m = wh.offload;
     const inRings = (nic: typeof a): number =>

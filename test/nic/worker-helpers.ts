@@ -8,6 +8,7 @@ import { type SimHost, SimNetwork } from '../../src/sim/sim-network.ts';
 import { Host } from '../../src/socket/host.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { Stack } from '../../src/stack/stack.ts';
+import type { TcpCached } from '../../src/state/tcp-state.ts';
 import { formatMac } from '../../src/wire/addr.ts';
 import { collect, randomBytes, sha256 } from '../helpers/streams.ts';
 
@@ -140,12 +141,12 @@ export function socketKey(s: TcpSocket): ConnKey {
 
 /**
  * A real-time network with a WorkerHost (two WorkerNics, started) and a peer at 10.0.0.2 (and
- * fd00::2 with `ipv6`, the host dual-stack too).
+ * fd00::2 with `ipv6`, the host dual-stack too), its TCP defaults `peerTcp` over the stack's.
  */
 export async function workerSetup(
   seed: number,
   t: TestContext,
-  opts: { deadAfterMs?: number; ipv6?: boolean } = {},
+  opts: { deadAfterMs?: number; ipv6?: boolean; peerTcp?: Partial<TcpCached> } = {},
 ) {
   const net = new SimNetwork({ seed, virtualTime: false });
   const wh = addWorkerHost(net, opts);
@@ -154,9 +155,11 @@ export async function workerSetup(
     wh.close();
     net.close();
   });
-  const peer = net.addHost(
-    opts.ipv6 === true ? { ip: '10.0.0.2/24', ip6: 'fd00::2/64', ipv6: QUIET_IPV6 } : { ip: '10.0.0.2/24' },
-  );
+  const peer = net.addHost({
+    ip: '10.0.0.2/24',
+    ...(opts.ipv6 === true ? { ip6: 'fd00::2/64', ipv6: QUIET_IPV6 } : {}),
+    tcp: opts.peerTcp,
+  });
   await Promise.all(wh.nics.map((n) => n.ready()));
   return { net, wh, peer };
 }
