@@ -10,6 +10,7 @@ import type { TcpState } from '../state/tcp-state.ts';
 import { hardStateOf } from './hard-state.ts';
 import { HostNic } from './host-nic.ts';
 import type {
+  ClosedConnection,
   ConnKey,
   InitiateOptions,
   InitiateResult,
@@ -194,11 +195,12 @@ export class LocalNic extends HostNic {
     this.here.defer(() => this.engine.inject(packets));
   }
 
-  attachClosed(key: ConnKey, user: TcpUser | null): ConnectionHandle | null {
+  attachClosed(key: ConnKey, user: TcpUser | null): ClosedConnection | null {
     const conn = this.engine.claimClosed(key);
     if (conn === undefined) return null;
     conn.user = user;
-    return conn;
+    // What deliverEvents dropped for want of a user: the FIN's news and the close's reason.
+    return { handle: conn, remoteEnded: conn.state.delegated.finReceived, error: conn.closeError };
   }
 
   attach(key: ConnKey, user: TcpUser | null): ConnectionHandle | null {

@@ -33,7 +33,7 @@
  */
 import type { Link } from '../link/link.ts';
 import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
-import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
+import type { ConnectionEnd, ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
 import type { ByteRing } from '../state/byte-ring.ts';
 import type { OffloadTree } from '../state/offload-tree.ts';
 import type { AddressBook } from '../state/path-state.ts';
@@ -537,6 +537,11 @@ export type EngineIndicationArgs = {
   [E in EngineIndication]: [E, ...Parameters<NicIndications[E]>];
 }[EngineIndication];
 
+/** A connection closed before its settle's attach (`Nic.attachClosed`): its handle, and how it ended. */
+export interface ClosedConnection extends ConnectionEnd {
+  readonly handle: ConnectionHandle;
+}
+
 /**
  * An offload target: owns one link and runs offloaded connections on it. Frames that are not for
  * its connections go to the host stack through `hostLink`, and the host's frames go out through it.
@@ -667,11 +672,12 @@ export interface Nic {
   attach(key: ConnKey, user: TcpUser | null): ConnectionHandle | null;
   /**
    * For a settle whose `attach` found nothing: the handle of a connection installed here that
-   * closed before anything attached to it (its peer's reset came during the settle), kept for the
-   * data its peer sent before the reset and nobody has read, with `user` attached; null when there
-   * is none (or no data). The caller tells `user` of the close. Absent: such data is not kept.
+   * closed before anything attached to it (its peer's reset, FIN then reset, or a timeout came
+   * during the settle), kept for the data its peer sent before and nobody has read, with `user`
+   * attached, and how it ended (`user` was told none of it); null when there is none (or no
+   * data). The caller tells `user` of the end. Absent: such data is not kept.
    */
-  attachClosed?(key: ConnKey, user: TcpUser | null): ConnectionHandle | null;
+  attachClosed?(key: ConnKey, user: TcpUser | null): ClosedConnection | null;
   on<E extends NicIndication>(event: E, handler: NicIndications[E]): this;
   off<E extends NicIndication>(event: E, handler: NicIndications[E]): this;
   /** Abort everything and release the link. */

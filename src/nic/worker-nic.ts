@@ -56,6 +56,7 @@ import {
 } from './hard-state.ts';
 import { HostNic } from './host-nic.ts';
 import {
+  type ClosedConnection,
   type ConnKey,
   connKeyId,
   type Handed,
@@ -903,9 +904,20 @@ export class WorkerConnectionHandle implements ConnectionHandle {
     this.appDone = false;
   }
 
-  /** @internal Events queued for a user that never came: the one that comes now is told anew. */
-  _dropPending(): void {
+  /**
+   * @internal Events queued for a user that never came: the one that comes now is told anew. Of
+   * how the connection ended if it closed, `_closeError` keeps the reason; returned: whether the
+   * peer's FIN was among them.
+   */
+  _dropPending(): boolean {
+    const remoteEnded = (this.pending & EV_REMOTE_END) !== 0;
     this.pending = 0;
+    return remoteEnded;
+  }
+
+  /** @internal Its close's error as the worker reported it (null: orderly, or not closed). */
+  get _closeError(): ConnectionError | null {
+    return this.pendingError;
   }
 
   /** @internal The handle reaches its connection again (a move that did not happen). */
@@ -1278,20 +1290,20 @@ export class WorkerNic extends HostNic {
     this.unclaimed.set(h, h);
   }
 
-  attachClosed(key: ConnKey, user: TcpUser | null): ConnectionHandle | null {
+  attachClosed(key: ConnKey, user: TcpUser | null): ClosedConnection | null {
     if (this.unclaimed.size === 0) return null;
     const h = this.unclaimed.get(key);
     if (h === undefined) return null;
     this.unclaimed.delete(key);
     // Its events came with no one to hear them, the close among them: the caller tells `user`.
-    h._dropPending();
+    const remoteEnded = h._dropPending();
     h.user = user;
     // Held for a socket from now on, as any closed one (holdClosed), until read or let go.
     h.heldBytes = h.recvRing.capacity;
     this.heldClosed++;
     this.heldClosedBytes += h.heldBytes;
     this.tellHeld();
-    return h;
+    return { handle: h, remoteEnded, error: h._closeError };
   }
 
   /** A kept closed handle of `key` nobody claimed (the tuple installed again, or the NIC closed). */

@@ -1145,21 +1145,21 @@ export class TransferProtocol {
   }
 
   /**
-   * `dst`, alive, does not run `it` any more: it ended there (a reset from its peer came straight
-   * to it during the settle's awaits) before anyone could hear of it. The source let go of it, so
-   * nothing resumes; the application hears the reset it would have heard from `dst`, and the
+   * `dst`, alive, does not run `it` any more: it ended there (a reset from its peer, or a timeout,
+   * came to it during the settle's awaits) before anyone could hear of it. The source let go of
+   * it, so nothing resumes; the application hears the end it would have heard from `dst`, and the
    * host forgets the connection (its entry was not re-pointed, so `dst`'s 'closed' found none).
    */
   private endedAt(it: Item, dst: Nic, report?: TransferReport): void {
     this.unlist(it);
     report?.refused.push({ key: it.key, status: 'closed', reason: `closed at ${dst.id} during the move` });
-    const err = new ConnectionError('ECONNRESET', 'connection reset by peer during a move');
-    // Data its peer sent before the reset is read before the reset is heard: Linux's tcp_reset()
+    // Data its peer sent before the close is read before the end is heard: Linux's tcp_reset()
     // purges the write queue only (tcp_write_queue_purge, tcp_done), and tcp_recvmsg() copies the
-    // receive queue before it looks at sk_err. `dst` kept the closed connection for it.
+    // receive queue before it looks at SOCK_DONE (a FIN came: EOF) or sk_err (ECONNRESET,
+    // ETIMEDOUT). `dst` kept the closed connection, and how it ended, for it.
     const closed = it.socket?.moving === true ? (dst.attachClosed?.(it.key, it.user) ?? null) : null;
-    if (closed !== null) it.socket!._completeMove(closed, err);
-    else this.loseUser(it, err);
+    if (closed !== null) it.socket!._completeMove(closed.handle, closed);
+    else this.loseUser(it, new ConnectionError('ECONNRESET', 'connection reset by peer during a move'));
   }
 
   // ---- live hand-over between owners of this thread ------------------------------------------

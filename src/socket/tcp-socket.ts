@@ -2,7 +2,7 @@ import { Duplex } from 'node:stream';
 import type { Clock, Timer } from '../core/clock.ts';
 import { ConnectionError, InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
 import { type AddressTable, TWO_32 } from '../stack/address-table.ts';
-import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
+import type { ConnectionEnd, ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
 import { formatIpv4 } from '../wire/addr.ts';
 
 /** A write that cannot go out, with the syscall Node names. */
@@ -190,18 +190,20 @@ export class TcpSocket extends Duplex implements TcpUser {
 
   /**
    * @internal The connection now runs behind `handle` (its user already points here, or is set now).
-   * `closed`: it closed there before the move could end (its peer's reset during the settle), and
-   * the socket hears it as if it came just after: what the handle holds unread is read first (as
-   * Linux's tcp_recvmsg copies the receive queue before it reports sk_err), then the error; writes
-   * that waited for the move fail with it.
+   * `closed`: it ended there before the move could end (its peer's FIN or reset, or a timeout,
+   * during the settle), and the socket hears it as if it came just after, as it would have heard
+   * it attached: what the handle holds unread is read first (as Linux's tcp_recvmsg copies the
+   * receive queue first), then the end: EOF after the peer's FIN, otherwise the error; writes that
+   * waited for the move fail with it (EPIPE after a FIN).
    */
-  _completeMove(handle: ConnectionHandle, closed: ConnectionError | null = null): void {
+  _completeMove(handle: ConnectionHandle, closed: ConnectionEnd | null = null): void {
     if (!this.isMoving) throw new InvalidStateError('socket is not moving');
     this.conn = handle;
     handle.user = this;
     if (closed !== null) {
       this.isMoving = false;
-      this.onClosed(closed);
+      if (closed.remoteEnded) this.onRemoteEnd();
+      this.onClosed(closed.error);
       if (this.destroyed) {
         this.waitingForMove = [];
         return;

@@ -24,7 +24,8 @@ export function resetOf(key: ConnKey, seq: number): Uint8Array {
 
 /**
  * The peer's data segment for `key`: `payload` at `seq`, acknowledging `ack`, with timestamps when
- * `ts` is given (a connection that negotiated them checks PAWS against `ts.val`).
+ * `ts` is given (a connection that negotiated them checks PAWS against `ts.val`), and its FIN
+ * after the payload when `fin`.
  */
 export function dataOf(
   key: ConnKey,
@@ -32,13 +33,14 @@ export function dataOf(
   ack: number,
   payload: Uint8Array,
   ts?: { val: number; ecr: number },
+  fin = false,
 ): Uint8Array {
   const h = createTcpHeader();
   h.srcPort = key.remotePort;
   h.dstPort = key.localPort;
   h.seq = seq;
   h.ack = ack;
-  h.flags = TcpFlag.ACK | TcpFlag.PSH;
+  h.flags = TcpFlag.ACK | TcpFlag.PSH | (fin ? TcpFlag.FIN : 0);
   h.window = 0xffff;
   if (ts !== undefined) {
     h.hasTimestamps = true;

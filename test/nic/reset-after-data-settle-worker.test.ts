@@ -5,20 +5,25 @@
  * host attaches the socket; the application must read the data, then hear ECONNRESET (as Linux
  * reads the receive queue before sk_err), and the bytes kept for it are counted by the NIC until
  * read. Before, the settle's attach found nothing and the socket heard ECONNRESET, the data lost.
+ * A FIN before the reset ends the socket as it would have ended attached: the data, then
+ * end-of-file with no error (Linux's tcp_recvmsg looks at SOCK_DONE before sk_err); before, the
+ * settle gave it ECONNRESET whatever ended the connection.
  * The order is driven by a seam (the source's takeQueued waits until the destination's slot is
  * freed), not by timing.
  */
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import { type TestContext, test } from 'node:test';
 import type { WorkerNic } from '../../src/nic/worker-nic.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { dataOf, resetOf } from '../helpers/segments.ts';
 import { socketKey, workerSetup } from './worker-helpers.ts';
 
-test('data before a reset at a destination worker during the settle is read before ECONNRESET', {
-  timeout: 120_000,
-}, async (t) => {
-  const { net, wh, peer } = await workerSetup(71, t, { deadAfterMs: 60_000 });
+/**
+ * The peer's data and then its reset (after its FIN when `fin`) at the destination worker during
+ * the settle: what the socket reads, and its events in order.
+ */
+async function endDuringSettle(t: TestContext, seed: number, fin: boolean): Promise<void> {
+  const { net, wh, peer } = await workerSetup(seed, t, { deadAfterMs: 60_000 });
   const [n0, n1] = wh.nics as [WorkerNic, WorkerNic];
   const served: TcpSocket[] = [];
   peer
@@ -47,8 +52,10 @@ test('data before a reset at a destination worker during the settle is read befo
   sock.on('data', (b: Buffer) => {
     got = Buffer.concat([got, b]);
   });
-  const errors: NodeJS.ErrnoException[] = [];
-  sock.on('error', (e) => errors.push(e));
+  const events: string[] = [];
+  sock.on('end', () => events.push('end'));
+  sock.on('error', (e: NodeJS.ErrnoException) => events.push(`error ${e.code}`));
+  sock.on('close', () => events.push('close'));
 
   // The seam: when the settle asks the source for what it held, the peer's data and reset reach
   // the destination first, and the host has heard its worker free the slot.
@@ -60,8 +67,8 @@ test('data before a reset at a destination worker during the settle is read befo
       injected = true;
       const hs = h.hardState()!;
       n1.inject([
-        dataOf(k, hs.rcvNxt, hs.sndUna, payload, { val: hs.tsRecent, ecr: 0 }),
-        resetOf(k, (hs.rcvNxt + payload.length) >>> 0),
+        dataOf(k, hs.rcvNxt, hs.sndUna, payload, { val: hs.tsRecent, ecr: 0 }, fin),
+        resetOf(k, (hs.rcvNxt + payload.length + (fin ? 1 : 0)) >>> 0),
       ]);
       for (let i = 0; i < 500 && n1.handle(k) !== undefined; i++) await net.sleep(10);
       assert.equal(n1.handle(k), undefined, 'the destination closed it and freed its slot');
@@ -76,13 +83,10 @@ test('data before a reset at a destination worker during the settle is read befo
     [[k.localPort, 'closed']],
   );
   assert.equal(wh.offload.ownerOf(k), null, 'the host forgot it');
-  for (let i = 0; i < 500 && (!sock.destroyed || errors.length === 0); i++) await net.sleep(10);
+  for (let i = 0; i < 500 && !events.includes('close'); i++) await net.sleep(10);
   assert.equal(sock.destroyed, true, 'the socket ended');
-  assert.deepEqual(
-    errors.map((e) => e.code),
-    ['ECONNRESET'],
-    'it heard the reset',
-  );
+  if (fin) assert.deepEqual(events, ['end', 'close'], 'end-of-file after the FIN, with no error');
+  else assert.deepEqual(events, ['error ECONNRESET', 'close'], 'it heard the reset');
   assert.equal(got.length, payload.length, 'it read what the peer sent before its reset');
   assert.deepEqual(new Uint8Array(got), payload);
   assert.deepEqual(n1.heldAfterClose, { count: 0, bytes: 0 }, 'read to the end: nothing held');
@@ -90,4 +94,16 @@ test('data before a reset at a destination worker during the settle is read befo
     if (i === victim) continue;
     assert.equal(wh.offload.ownerOf(keys[i]!), n1, `connection ${i} runs at the destination`);
   }
-});
+}
+
+test(
+  'data before a reset at a destination worker during the settle is read before ECONNRESET',
+  { timeout: 120_000 },
+  (t) => endDuringSettle(t, 71, false),
+);
+
+test(
+  "the peer's data, FIN and reset at a destination worker during the settle read as the data, then end",
+  { timeout: 120_000 },
+  (t) => endDuringSettle(t, 73, true),
+);

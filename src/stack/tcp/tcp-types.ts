@@ -59,6 +59,17 @@ export interface TcpUser {
 }
 
 /**
+ * How a connection that closed with no user attached ended: what its user would have been told
+ * (`Nic.attachClosed`), so one attached late ends as it would have ended attached.
+ */
+export interface ConnectionEnd {
+  /** The peer's FIN came before the close (onRemoteEnd): reads end at EOF, whatever closed it. */
+  readonly remoteEnded: boolean;
+  /** onClosed's argument: null for an orderly close, otherwise why it failed. */
+  readonly error: ConnectionError | null;
+}
+
+/**
  * What the socket facade needs from whoever runs its connection now: a TcpConnection of the host
  * stack or of a NIC in the same thread, or a proxy for a connection on another thread. The socket
  * re-points to another handle when the connection moves.
