@@ -28,6 +28,21 @@ function upCount(nic: WorkerNic): () => number {
   return () => n;
 }
 
+/** Frames the host side has posted to `nic`'s worker so far (counted before the buffer is transferred). */
+function rxCount(nic: WorkerNic): () => number {
+  let n = 0;
+  const post = nic.worker.postMessage.bind(nic.worker);
+  nic.worker.postMessage = (m: { t?: string; buf?: ArrayBuffer; len?: number }, transfer?: never) => {
+    if (m?.t === 'rx' && m.buf !== undefined)
+      n += Math.max(
+        0,
+        forEachFrame(m.buf, m.len ?? 0, () => {}),
+      );
+    post(m, transfer);
+  };
+  return () => n;
+}
+
 describe('WorkerNic: answers and the frames passed up before them', () => {
   test('every frame a worker counted as passed up reaches the host before its answer to counters', {
     timeout: 30_000,
@@ -35,6 +50,7 @@ describe('WorkerNic: answers and the frames passed up before them', () => {
     // Stalled on purpose, and starved by other suites: not taken as dead for it.
     const { net, wh, peer } = await workerSetup(71, t, { deadAfterMs: 10_000 });
     const ups = wh.nics.map(upCount);
+    const rxs = wh.nics.map(rxCount);
     const got: number[] = [];
     wh.stack.udp.bind({ port: 9 }, (d) => got.push(d[0]!));
     const out = peer.stack.udp.bind({}, () => {});
@@ -51,10 +67,18 @@ describe('WorkerNic: answers and the frames passed up before them', () => {
     // Both workers blocked (the switch delivers to whichever member sent last): the frames and the
     // request wait in each one's queue and are handled in one turn, as behind a busy core.
     for (const n of wh.nics) n.stall(300);
+    const rxBefore = rxs.reduce((a, r) => a + r(), 0);
     for (let i = 0; i < DATAGRAMS; i++) out.send(new Uint8Array([i]), 9, '10.0.0.1');
     // Queued at a worker (the main thread posts a port's frames at the end of its turn) before the
-    // request below.
-    await net.sleep(30);
+    // request below: waited for, since on a loaded machine the simulated network's delivery can
+    // take longer than any fixed pause (a 30 ms one let 16 of 20 follow the request, and the case
+    // then asserted nothing about them).
+    for (let i = 0; i < 500 && rxs.reduce((a, r) => a + r(), 0) - rxBefore < DATAGRAMS; i++)
+      await net.sleep(5);
+    assert.ok(
+      rxs.reduce((a, r) => a + r(), 0) - rxBefore >= DATAGRAMS,
+      'the datagrams were posted to the workers',
+    );
     const seen = await Promise.all(
       wh.nics.map((n, i) =>
         n.counters().then((c) => ({ counted: (c['nic.rx.host'] ?? 0) - before[i]!, arrived: ups[i]!() })),
