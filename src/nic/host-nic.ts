@@ -79,6 +79,9 @@ export abstract class HostNic extends EventEmitter implements Nic {
   /** See `Nic.useRecords`: off unless the NIC's states cross in records (WorkerNic). */
   readonly useRecords: boolean = false;
 
+  /** See `Nic.takesTrees`: a NIC of this library encodes trees itself wherever its engine runs. */
+  readonly takesTrees = true;
+
   /** The table of the host's IPv6 address handles in keys, to pack them as bytes; null before any. */
   protected keyAddresses(): AddressBook | null {
     return null;
@@ -109,6 +112,9 @@ export abstract class HostNic extends EventEmitter implements Nic {
   async takeQueued(keys: ConnKey[], opts?: { drop?: boolean }): Promise<Uint8Array[]> {
     const arg = packKeys(keys, this.keyAddresses());
     return (await this.request({ op: 'takeQueued', arg, drop: opts?.drop === true })).value;
+  }
+  takeAndDrop(keys: ConnKey[]): Promise<Uint8Array[]> {
+    return this.takeQueued(keys, { drop: true });
   }
   async dropFrozen(keys: ConnKey[]): Promise<void> {
     await this.request({ op: 'dropFrozen', arg: packKeys(keys, this.keyAddresses()) });
@@ -177,9 +183,9 @@ export abstract class HostNic extends EventEmitter implements Nic {
 }
 
 /**
- * The trees in what `nic`'s terminate handed back as bytes: a host-side NIC attaches the memory it
- * shares with its engine (`decodeReleased`); any other NIC's bytes carry everything. IPv6
- * addresses are interned in `addrs` (the host's table).
+ * The trees in what `nic`'s terminate handed back as bytes: a NIC that reads its own
+ * (`Nic.decodeReleased`) attaches what they name but do not carry; any other NIC's bytes carry
+ * everything. IPv6 addresses are interned in `addrs` (the host's table).
  */
 export function decodeReleasedBy(
   nic: Nic,
@@ -187,5 +193,7 @@ export function decodeReleasedBy(
   now: number,
   addrs?: AddressBook,
 ): OffloadTree[] {
-  return nic instanceof HostNic ? nic.decodeReleased(bytes, now, addrs) : decodeBatch(bytes, now, { addrs });
+  return nic.decodeReleased !== undefined
+    ? nic.decodeReleased(bytes, now, addrs)
+    : decodeBatch(bytes, now, { addrs });
 }

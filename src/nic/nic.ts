@@ -30,6 +30,10 @@
  * - `listen?`'s stop ends the listener's half-open connections at the target, and the host
  *   forgets their tuples at once (it had waited for their 'closed', which a closing manager
  *   never heard). Documented; what a LocalNic and a WorkerNic did already.
+ * - `takesTrees?`, `takeAndDrop?(keys)` and `decodeReleased?(bytes, now, addrs)`, optional: a
+ *   target not in process that takes `TreeTransfer`s anyway, one request for `takeQueued` and
+ *   `dropFrozen`, and its own reading of its terminate's bytes (the transfer protocol tested for
+ *   a HostNic). Absent: the caller encodes, makes both requests, and decodes with the codec.
  */
 import type { Link } from '../link/link.ts';
 import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
@@ -574,6 +578,12 @@ export interface Nic {
    * another target. False: its terminate's bytes carry every state whole.
    */
   readonly useRecords: boolean;
+  /**
+   * Its initiate takes a `TreeTransfer` though it is not `inProcess`: it encodes the trees itself
+   * (a WorkerNic names their rings instead of copying their data). False or absent on a target
+   * that is not `inProcess`: the caller hands it the codec's bytes.
+   */
+  readonly takesTrees?: boolean;
   /** Why the NIC died, or null while it lives. */
   readonly death: NicDeath | null;
   /**
@@ -606,6 +616,18 @@ export interface Nic {
   takeQueued(keys: ConnKey[]): Promise<Uint8Array[]>;
   /** Forget terminated connections: later segments for them go up to the host. */
   dropFrozen(keys: ConnKey[]): Promise<void>;
+  /**
+   * `takeQueued` then `dropFrozen` for the same keys, in one request: each request to a target on
+   * another thread wakes that thread, which on a loaded machine can cost the host's thread its
+   * time slice. Absent: the caller makes both requests.
+   */
+  takeAndDrop?(keys: ConnKey[]): Promise<Uint8Array[]>;
+  /**
+   * Decode and validate the bytes this target's terminate handed back, attaching what they name
+   * but do not carry (a WorkerNic's rings in the memory it shares with the host, its records).
+   * Absent: the bytes carry every state whole and the codec reads them (`decodeReleasedBy`).
+   */
+  decodeReleased?(bytes: Uint8Array, now: number, addrs?: AddressBook): OffloadTree[];
   /**
    * Hand the named connections (frozen by the caller) straight to `dst`: released here and
    * installed there without passing through the caller, who hears once. Null, with nothing

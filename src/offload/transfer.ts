@@ -1,7 +1,7 @@
 import { ChargeMeter, type WorkMeter } from '../core/clock.ts';
 import { ConnectionError } from '../core/errors.ts';
 import { networkInput, TurnQueue } from '../core/turn-queue.ts';
-import { decodeReleasedBy, HostNic } from '../nic/host-nic.ts';
+import { decodeReleasedBy } from '../nic/host-nic.ts';
 import {
   type ConnKey,
   connKeyId,
@@ -825,10 +825,10 @@ export class TransferProtocol {
     this.mark = -1;
   }
 
-  /** What `src` held for `keys` meanwhile; it lets go of them (one request to a NIC of this library). */
+  /** What `src` held for `keys` meanwhile; it lets go of them (one request where it can: `takeAndDrop`). */
   private async takeHeld(src: Nic, keys: ConnKey[]): Promise<Uint8Array[]> {
     try {
-      if (src instanceof HostNic) return await this.wait(src.takeQueued(keys, { drop: true }));
+      if (src.takeAndDrop !== undefined) return await this.wait(src.takeAndDrop(keys));
       const held = await this.wait(src.takeQueued(keys));
       await this.wait(src.dropFrozen(keys));
       return held;
@@ -920,13 +920,13 @@ export class TransferProtocol {
   }
 
   /**
-   * `states` in the form `dst` takes: objects for the host and the NICs of this library (a
-   * WorkerNic encodes them itself, naming their rings instead of copying their data), the
-   * codec's bytes for any other.
+   * `states` in the form `dst` takes: objects for the host and a target in process or that
+   * encodes them itself (`takesTrees`: a WorkerNic names their rings instead of copying their
+   * data), the codec's bytes for any other.
    */
   transferFor(dst: Owner, states: readonly TcpState[]): Transfer {
     const trees = buildTrees(states);
-    if (dst === 'host' || dst.inProcess || dst instanceof HostNic) return { kind: 'trees', trees };
+    if (dst === 'host' || dst.inProcess || dst.takesTrees === true) return { kind: 'trees', trees };
     return encodeBatch(trees, this.stack.clock.now(), { skipValidation: true });
   }
 

@@ -1,8 +1,17 @@
-import { once } from 'node:events';
-import type { ConnKey } from '../../src/nic/nic.ts';
+import { type EventEmitter, once } from 'node:events';
+import type { Clock } from '../../src/core/clock.ts';
+import type { Random } from '../../src/core/random.ts';
+import type { Link } from '../../src/link/link.ts';
+import { NicHostLink } from '../../src/nic/host-link.ts';
+import type { ConnKey, Nic } from '../../src/nic/nic.ts';
+import { NicEngine } from '../../src/nic/nic-engine.ts';
+import { NicGroupLink } from '../../src/nic/nic-group-link.ts';
+import { OffloadManager } from '../../src/offload/offload-manager.ts';
 import type { SimHost } from '../../src/sim/sim-network.ts';
 import { SimNetwork, type SimOffloadHost, type SimOffloadHostOptions } from '../../src/sim/sim-network.ts';
+import { Host } from '../../src/socket/host.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
+import { Stack } from '../../src/stack/stack.ts';
 import { collect, randomBytes, sha256 } from '../helpers/streams.ts';
 
 export interface Pair {
@@ -116,4 +125,69 @@ export function keysOf(sockets: readonly TcpSocket[]): ConnKey[] {
     const c = s.connection!;
     return { localIp: c.localIp, localPort: c.localPort, remoteIp: c.remoteIp, remotePort: c.remotePort };
   });
+}
+
+/**
+ * The parts of a test's own kind of Nic: an engine on `link`, on the host's clock, and the host
+ * link that reaches it; `nic` emits the engine's indications.
+ */
+export function engineOnLink(
+  id: string,
+  link: Link,
+  clock: Clock,
+  random: Random,
+  nic: EventEmitter,
+): { engine: NicEngine; hostLink: NicHostLink } {
+  let engine: NicEngine | undefined;
+  const hostLink = new NicHostLink(`${id}.host`, {
+    send: (frame) => engine!.sendFromHost(frame),
+    get mtu() {
+      return link.mtu;
+    },
+    get carrier() {
+      return link.carrier;
+    },
+  });
+  engine = new NicEngine({
+    id,
+    link,
+    clock,
+    random,
+    toHost: (frame) => {
+      hostLink.deliver(frame);
+    },
+    hostCarrier: (up) => hostLink.carrierChanged(up),
+    indicate: (event, ...args) => {
+      nic.emit(event, ...args);
+    },
+  });
+  return { engine, hostLink };
+}
+
+/**
+ * A host (10.0.0.1) whose stack reaches the segment through two targets of a test's own kind
+ * (`make`, each on a switch port named `${name}0`, `${name}1`) under a manual OffloadManager, and a
+ * peer (10.0.0.2).
+ */
+export function nicRig<N extends Nic>(
+  seed: number,
+  name: string,
+  make: (id: string, link: Link, clock: Clock, random: Random) => N,
+) {
+  const net = new SimNetwork({ seed, virtualTime: true });
+  const peer = net.addHost({ ip: '10.0.0.2/24', name: 'peer' });
+  const nics = [0, 1].map((i) =>
+    make(`${name}${i}`, net.switch.addPort({ name: `${name}${i}` }), net.clock, net.random.fork()),
+  ) as [N, N];
+  const stack = new Stack({ clock: net.clock, random: net.random.fork(), name: 'host' });
+  stack.addInterface(new NicGroupLink(nics), { mac: '02:00:00:00:00:31', ip: ['10.0.0.1/24'], name: 'eth0' });
+  const m = new OffloadManager({ stack, nics, policy: { mode: 'manual' } });
+  const pair = { net, host: new Host(stack), peer } as unknown as Pair;
+  const close = () => {
+    m.close();
+    for (const n of nics) n.close();
+    stack.close();
+    net.close();
+  };
+  return { net, stack, nics, m, pair, close };
 }

@@ -12,7 +12,7 @@ import { test } from 'node:test';
 import type { Clock } from '../../src/core/clock.ts';
 import type { Random } from '../../src/core/random.ts';
 import type { Link } from '../../src/link/link.ts';
-import { NicHostLink } from '../../src/nic/host-link.ts';
+import type { NicHostLink } from '../../src/nic/host-link.ts';
 import type {
   ConnKey,
   InitiateResult,
@@ -22,15 +22,10 @@ import type {
   SalvageRecord,
   Transfer,
 } from '../../src/nic/nic.ts';
-import { NicEngine } from '../../src/nic/nic-engine.ts';
-import { NicGroupLink } from '../../src/nic/nic-group-link.ts';
-import { OffloadManager } from '../../src/offload/offload-manager.ts';
-import { SimNetwork } from '../../src/sim/sim-network.ts';
-import { Host } from '../../src/socket/host.ts';
-import { Stack } from '../../src/stack/stack.ts';
+import type { NicEngine } from '../../src/nic/nic-engine.ts';
 import type { TcpConnection } from '../../src/stack/tcp/tcp-connection.ts';
 import type { ConnectionHandle, TcpUser } from '../../src/stack/tcp/tcp-types.ts';
-import { keysOf, type Pair, startStreams } from './helpers.ts';
+import { engineOnLink, keysOf, nicRig, startStreams } from './helpers.ts';
 
 /**
  * A target in the host's thread that is neither a LocalNic nor a WorkerNic: an engine on a link,
@@ -54,29 +49,7 @@ class ThreadNic extends EventEmitter implements Nic {
     random: Random,
   ) {
     super();
-    let engine: NicEngine | undefined;
-    this.hostLink = new NicHostLink(`${id}.host`, {
-      send: (frame) => engine!.sendFromHost(frame),
-      get mtu() {
-        return link.mtu;
-      },
-      get carrier() {
-        return link.carrier;
-      },
-    });
-    engine = this.engine = new NicEngine({
-      id,
-      link,
-      clock,
-      random,
-      toHost: (frame) => {
-        this.hostLink.deliver(frame);
-      },
-      hostCarrier: (up) => this.hostLink.carrierChanged(up),
-      indicate: (event, ...args) => {
-        this.emit(event, ...args);
-      },
-    });
+    ({ engine: this.engine, hostLink: this.hostLink } = engineOnLink(id, link, clock, random, this));
   }
 
   get capacity(): number {
@@ -139,24 +112,8 @@ class ThreadNic extends EventEmitter implements Nic {
 }
 
 /** A host (10.0.0.1) whose stack reaches the segment through two ThreadNics, and a peer (10.0.0.2). */
-function rig(seed: number) {
-  const net = new SimNetwork({ seed, virtualTime: true });
-  const peer = net.addHost({ ip: '10.0.0.2/24', name: 'peer' });
-  const nics = [0, 1].map(
-    (i) => new ThreadNic(`fake${i}`, net.switch.addPort({ name: `fake${i}` }), net.clock, net.random.fork()),
-  );
-  const stack = new Stack({ clock: net.clock, random: net.random.fork(), name: 'host' });
-  stack.addInterface(new NicGroupLink(nics), { mac: '02:00:00:00:00:31', ip: ['10.0.0.1/24'], name: 'eth0' });
-  const m = new OffloadManager({ stack, nics, policy: { mode: 'manual' } });
-  const pair = { net, host: new Host(stack), peer } as unknown as Pair;
-  const close = () => {
-    m.close();
-    for (const n of nics) n.close();
-    stack.close();
-    net.close();
-  };
-  return { net, stack, nics, m, pair, close };
-}
+const rig = (seed: number) =>
+  nicRig(seed, 'fake', (id, link, clock, random) => new ThreadNic(id, link, clock, random));
 
 const lookup = (tcp: NicEngine['tcp'], k: ConnKey): TcpConnection | undefined =>
   tcp.lookup(k.localIp, k.localPort, k.remoteIp, k.remotePort);
