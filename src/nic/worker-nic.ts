@@ -1,11 +1,6 @@
 import { MessageChannel, type TransferListItem, type Worker } from 'node:worker_threads';
 import { type Clock, RealClock, type Timer } from '../core/clock.ts';
-import {
-  ConnectionError,
-  InvalidArgumentError,
-  InvalidStateError,
-  StateValidationError,
-} from '../core/errors.ts';
+import { ConnectionError, InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
 import { networkInput, TurnQueue } from '../core/turn-queue.ts';
 import type { Link } from '../link/link.ts';
 import {
@@ -13,7 +8,6 @@ import {
   keepWakeEnd,
   openTapDescriptors,
   releaseTapHeld,
-  type TapLinkOptions,
   tapMayUseNapiFrags,
   tapQueueEmpty,
   wakeTapPoll,
@@ -24,8 +18,7 @@ import { flattenTrees, type OffloadTree } from '../state/offload-tree.ts';
 import type { AddressBook } from '../state/path-state.ts';
 import { sharedRingAdvance, sharedRingCopy, sharedRingPositions } from '../state/shared-ring.ts';
 import { decodeBatch, encodeBatch, releaseTreeAddresses } from '../state/state-codec.ts';
-import type { TcpCached, TcpState } from '../state/tcp-state.ts';
-import { validateTrees } from '../state/validate.ts';
+import type { TcpState } from '../state/tcp-state.ts';
 import { ETHERNET_HEADER_LENGTH, EtherType } from '../wire/ethernet.ts';
 import {
   ethIpv4Offset,
@@ -44,14 +37,11 @@ import {
   type ConnBlockRef,
   connRingCapacities,
   emptyHardState,
-  goneBlock,
   type HardState,
-  HardStateRecord,
   keepReleasedBlocks,
   RING_BUDGET_BYTES,
   ringGrowLimit,
   ringUnderLoad,
-  TRANSFER_RECORD_AT,
   takeReleasedBlock,
 } from './hard-state.ts';
 import { HostNic } from './host-nic.ts';
@@ -74,17 +64,13 @@ import {
   type TerminateOptions,
   type Transfer,
 } from './nic.ts';
-import { OWNER_HOST, splitForRecords, TransferRecord } from './transfer-record.ts';
+import { splitForRecords } from './transfer-record.ts';
 import { fromWireError, PortTransport, type WorkerNotice } from './transport.ts';
 import { TupleMap } from './tuple-map.ts';
-import { blockOfRings, onSlabGone, sameBlock, slabIdOf } from './worker/conn-blocks.ts';
+import { blockOfRings, onSlabGone, slabIdOf } from './worker/conn-blocks.ts';
 import { OwnerTable } from './worker/owner-table.ts';
 import { peerWorkers } from './worker/peers.ts';
 import {
-  BELL_READ,
-  BELL_WANT_ACKED,
-  BELL_WANT_WRITABLE,
-  BELL_WROTE,
   CAP_DROPPED,
   CAP_IN_FLIGHT,
   DB_BEAT,
@@ -100,12 +86,6 @@ import {
   DB_UP,
   doorbellFlagsAt,
   doorbellWords,
-  EV_BLOCK_GONE,
-  EV_CLOSED,
-  EV_READABLE,
-  EV_REMOTE_END,
-  EV_SEND_DRY,
-  EV_WRITABLE,
   FrameBatcher,
   forEachFrame,
   newTapHeld,
@@ -122,51 +102,28 @@ import {
   type WorkerRequest,
 } from './worker/protocol.ts';
 import { spawnWorker } from './worker/spawn.ts';
+import { packBlocks, packKeys, unpackInitiate, unpackInstalled } from './worker/transfer-wire.ts';
 import {
-  type GivenBlocks,
-  packBlocks,
-  packKeys,
-  unpackInitiate,
-  unpackInstalled,
-} from './worker/transfer-wire.ts';
+  type BlockViews,
+  blockViews,
+  dropSpare,
+  givenBlocks,
+  knownViews,
+  type PreparedConn,
+  prepare,
+  returnRecords,
+  settled,
+  viewsOf,
+} from './worker-block-views.ts';
+import { WorkerConnectionHandle } from './worker-handle.ts';
+import type { WorkerNicOptions, WorkerNicTestSeams } from './worker-nic-options.ts';
+import { fillFromReleased, salvageOf } from './worker-released.ts';
+
+export { WorkerConnectionHandle } from './worker-handle.ts';
+export type { WorkerNicOptions, WorkerNicTestSeams } from './worker-nic-options.ts';
 
 /** Closed handles a WorkerNic keeps for a settle's attachClosed at most (see keepUnclaimed). */
 const UNCLAIMED_MAX = 64;
-
-/**
- * Hooks for tests only, kept out of WorkerNicOptions (what the CLI and users configure) and of the
- * link's options: nothing but a test has a reason to stop a thread halfway through its work.
- */
-export interface WorkerNicTestSeams {
-  /**
-   * For tests of a worker killed while it opens its TAP: once the open has listed what it holds
-   * (TapLinkOptions.onHeld) for the `after`-th time, word 0 of `flag` (Int32) becomes 1 and the
-   * thread waits there for good; with `after` 0, before the open's first step.
-   */
-  stopWhileOpening?: { after: number; flag: SharedArrayBuffer };
-  /**
-   * For tests of a source worker killed during a move it hands straight to another worker: it
-   * waits this long between posting the batch to the other worker and its answer to the host.
-   */
-  handGapMs?: number;
-  /**
-   * For tests of the order of a connection's segments across a move handed straight to another
-   * worker: the source stops twice, before it releases the batch (what arrives for the
-   * connections meanwhile queues at it) and after it handed the batch on (the destination runs
-   * them and holds their input), each time until the test opens the gate. Int32 word 0 counts the
-   * stops reached; the thread goes on once word 1 reaches that count (or after 30 s). A gate and
-   * not a pause: the test goes on when what it needs happened, however slow the machine.
-   */
-  handGate?: SharedArrayBuffer;
-  /** How long a destination holds a handed batch's input at most (hand-order.ts HOLD_MS otherwise). */
-  handHoldMs?: number;
-  /**
-   * For tests of the order across a hand in a team of three or more: a worker posts each batch of
-   * frames it forwards to a peer this long after the first of them (instead of at the end of its
-   * turn), as a thread the machine preempts between reading the owner table and posting would.
-   */
-  peerFlushDelayMs?: number;
-}
 
 /**
  * How long a worker may take to send its first heartbeat before the watchdog's silence counts:
@@ -178,137 +135,6 @@ export interface WorkerNicTestSeams {
  */
 const START_ALLOWANCE_MS = 60_000;
 
-export interface WorkerNicOptions {
-  id: string;
-  /**
-   * The link the worker runs on: a main-thread link (a switch port of the simulator), whose frames
-   * cross to the worker in batches, or a TAP device the worker opens itself.
-   */
-  link: Link | { tap: TapLinkOptions };
-  /** Connections it holds at most (default 65536); fixes the size of the doorbell. */
-  capacity?: number;
-  /** Seed of the worker's random source (ISNs of nothing it opens; ports, jitter). Default 1. */
-  seed?: number;
-  /** Largest shared ring per direction and connection, bytes (default 256 KiB). */
-  ringCapacity?: number;
-  /**
-   * The ring a connection gets when placed here (default ringCapacity; less under load,
-   * ringUnderLoad); a send ring grows from there up to ringCapacity while its sender is held by it
-   * (regrow).
-   */
-  placementRing?: number;
-  /** The worker says it is alive this often (default 50 ms). */
-  heartbeatMs?: number;
-  /** Declared dead after this long without a heartbeat (default 2000 ms). */
-  deadAfterMs?: number;
-  reachabilityIntervalMs?: number;
-  /** Main-thread clock for batching and the watchdog; must be real time (default RealClock). */
-  clock?: Clock;
-  /**
-   * Capture every frame of a TAP the worker opens: called with whole pcap records (no file header),
-   * for a PcapWriter's writeRecords. Frames past the bound in flight are counted in captureDropped.
-   */
-  capture?: (records: Uint8Array) => void;
-}
-
-/**
- * One connection of an initiate: its key, its state and its block's views (the views object
- * itself, not a copy: a spread of it per connection per move cost microseconds once its shape
- * varied between blocks).
- */
-interface PreparedConn {
-  key: ConnKey;
-  /** Null when the record is named, not written, by the host (a move handed from worker to worker, handTo). */
-  state: TcpState | null;
-  readonly views: BlockViews;
-  /** The transfer record was offered by this initiate (records transfer only). */
-  offered: boolean;
-  /**
-   * A move handed from worker to worker (state null): the settings object the source's handle
-   * kept, which the destination's handle takes as its own (see WorkerConnectionHandle.settings).
-   */
-  settings: TcpCached | null;
-}
-
-/**
- * The block's one PreparedConn (BlockViews.prepared), set for this initiate: a connection is in one
- * transfer at a time, and an object per connection and move lived until the answer came, long
- * enough to be promoted and collected again. Every field is written, so nothing of the transfer
- * before carries over.
- */
-function prepare(
-  views: BlockViews,
-  key: ConnKey,
-  state: TcpState | null,
-  settings: TcpCached | null,
-): PreparedConn {
-  const p = views.prepared;
-  if (p === null) return (views.prepared = { key, state, views, offered: false, settings });
-  p.key = key;
-  p.state = state;
-  p.offered = false;
-  p.settings = settings;
-  return p;
-}
-
-/**
- * The host's views of one connection's block: its rings, its hard-state record and its transfer
- * record. A block lives as long as its connection, wherever that runs, so its views are made once
- * and found again by the send ring the connection's state carries on every later move (a move
- * hands the host's ring objects from the source's handles to the destination's): per move no
- * typed array, no ring object and no block descriptor is made on the main thread.
- */
-interface BlockViews {
-  block: ConnBlockRef;
-  send: ByteRing;
-  recv: ByteRing;
-  record: HardStateRecord;
-  transfer: TransferRecord;
-  /**
-   * The state the host last handed over in this block's transfer record, once the worker took
-   * it: nothing uses it any more (the record is the state now), so the host's next read of the
-   * record fills it in place (TransferRecord.readInto) instead of making nine objects anew.
-   */
-  spare: TcpState | null;
-  /**
-   * The handles made over this block, one per WorkerNic that ran it: a connection that comes back
-   * to a NIC gets its old handle back (WorkerConnectionHandle._revive) rather than a new one per
-   * move, which lived until the next move and so reached the old generation, where the collector
-   * paid for it again (a scavenge's cost is what survives it).
-   */
-  handles: WorkerConnectionHandle[];
-  /**
-   * The entry of this block in the initiate that carries it now, or last did (see `prepare`);
-   * once that transfer is over, without its state and settings (`settled`).
-   */
-  prepared: PreparedConn | null;
-}
-
-const BLOCK_VIEWS = new WeakMap<ByteRing, BlockViews>();
-
-/**
- * Bumped when a send ring's views are replaced by new ones (a ring paired with another receive
- * ring): a handle's own reference to its views stands for the table's only while this holds.
- */
-let viewsReplaced = 0;
-
-function blockViews(block: ConnBlockRef, send: ByteRing, recv: ByteRing): BlockViews {
-  const v: BlockViews = {
-    block,
-    send,
-    recv,
-    record: new HardStateRecord(block.sab, block.at),
-    transfer: new TransferRecord(block.sab, block.at + TRANSFER_RECORD_AT),
-    spare: null,
-    handles: [],
-    prepared: null,
-  };
-  if (BLOCK_VIEWS.has(send)) viewsReplaced++;
-  BLOCK_VIEWS.set(send, v);
-  return v;
-}
-
-/** A block as a 'regrow' names it. */
 /** Where the worker's frames go while the host has no receiver: counted (see DB_UP), not handled. */
 function ignoreFrame(_frame: Uint8Array): void {}
 
@@ -316,6 +142,7 @@ function closing(h: WorkerConnectionHandle): boolean {
   return h._closing;
 }
 
+/** A block as a 'regrow' names it. */
 function regrowBlock(b: ConnBlockRef): RegrowBlock {
   return {
     sab: b.sab,
@@ -324,112 +151,6 @@ function regrowBlock(b: ConnBlockRef): RegrowBlock {
     sendCapacity: b.send.capacity,
     recv: b.recv.offset,
     recvCapacity: b.recv.capacity,
-  };
-}
-
-/** The views made for these rings earlier, if they are a block's rings (and still the same pair). */
-function knownViews(send: ByteRing, recv: ByteRing): BlockViews | undefined {
-  const v = BLOCK_VIEWS.get(send);
-  return v !== undefined && v.recv === recv ? v : undefined;
-}
-
-/** What handles whose block the worker gave back hold in its place (see letGoBlock); made once. */
-let goneViews: BlockViews | null = null;
-
-/** knownViews of a handle's rings, from the handle's own reference while that still stands for it. */
-function viewsOf(h: WorkerConnectionHandle): BlockViews | undefined {
-  const v = h.views;
-  if (v !== undefined && h.viewsAt === viewsReplaced && v.send === h.sendRing && v.recv === h.recvRing)
-    return v;
-  return knownViews(h.sendRing, h.recvRing);
-}
-
-/**
- * The connection no longer runs on its block (closed, or the block given back in TIME_WAIT): the
- * state the host last handed over in it (BlockViews.spare) will not be read into again, and is let
- * go with its rings. That state is still its released host connection's (the hand-over's
- * `releasedBy`, and the host table's entry while the placeholder forwards to the NIC: until the
- * NIC's 'closed', the 60 s of TIME_WAIT), and a connection the host ran after an upload has its
- * rings in the block: the released object kept the block's slab as the worker's pooled states'
- * did (nic-worker.ts, where the user is dropped instead). Rings of its own, empty, as giveBack's.
- */
-function dropSpare(h: WorkerConnectionHandle): void {
-  const v = viewsOf(h);
-  const spare = v?.spare ?? null;
-  if (spare === null) return;
-  v!.spare = null;
-  const d = spare.delegated;
-  if (d.sendBuffer.shared !== null) d.sendBuffer = new ByteRing(16);
-  if (d.recvBuffer.shared !== null) d.recvBuffer = new ByteRing(16);
-}
-
-/**
- * A terminate's connections that came as transfer records: each released handle's record (but
- * those of the connections the batch carried), handed to the host, read over the rings the host
- * shares with the worker into the path it names; then the whole batch validated as the codec's
- * decoder does. Throws StateValidationError on anything malformed (decodeReleased then keeps the
- * connections salvageable). Returns how many it read into pooled states.
- */
-function fillFromReleased(
-  trees: OffloadTree[],
-  released: readonly WorkerConnectionHandle[],
-  now: number,
-): number {
-  const nodes = trees.flatMap((t) => t.paths);
-  // Most batches carry no state in the codec: then no key needs naming.
-  let decoded: TupleMap<true> | null = null;
-  let pooled = 0;
-  for (const node of nodes) for (const s of node.conns) (decoded ??= new TupleMap()).set(s.const, true);
-  for (const h of released) {
-    if (decoded?.has(h)) continue;
-    const rec = h.transfer;
-    if (rec.owner !== OWNER_HOST) throw new StateValidationError('owner', 'record not handed to the host');
-    const node = nodes[rec.pathIndex];
-    if (node === undefined)
-      throw new StateValidationError('path', `path index ${rec.pathIndex} outside the batch`);
-    const views = viewsOf(h);
-    const spare = views?.spare ?? null;
-    if (spare !== null) {
-      views!.spare = null;
-      pooled++;
-    }
-    const s =
-      spare === null
-        ? rec.read(now, node.path, h.sendRing, h.recvRing)
-        : rec.readInto(spare, now, node.path, h.sendRing, h.recvRing);
-    const c = s.const;
-    if (
-      (c.localIp !== h.localIp ||
-        c.localPort !== h.localPort ||
-        c.remoteIp !== h.remoteIp ||
-        c.remotePort !== h.remotePort) &&
-      connKeyId(keyOfState(s)) !== h.id
-    )
-      throw new StateValidationError('tcp.const', 'record is not the connection it was released as');
-    node.conns.push(s);
-  }
-  validateTrees(trees);
-  return pooled;
-}
-
-/**
- * A handle's salvage record. Its settings go as the handle's own object: the rebuild copies them
- * onto its state (a new one's, or the spare's, whose own are as of the handover).
- */
-function salvageOf(
-  h: WorkerConnectionHandle,
-  hard: HardState | null,
-  sendRing: ByteRing,
-  spare?: TcpState,
-): SalvageRecord {
-  return {
-    key: h.key,
-    hard,
-    sendRing,
-    recvRing: h.recvRing,
-    user: h.user,
-    cached: h.settings ?? undefined,
-    spare,
   };
 }
 
@@ -446,39 +167,8 @@ function sameSlots(a: readonly number[], b: readonly number[]): boolean {
   return true;
 }
 
-/**
- * The transfer is over (answered, refused, or kept for salvage): its entries let go of the state
- * and settings they carried. An entry stays with its block (BlockViews.prepared) for the next
- * transfer, and the state it named held the host's released state object (its path, its
- * neighbor, and, without records, its rings) as long as the block lived: after the connection
- * left the host, and after it closed, for as long as a socket kept its handle.
- */
-function settled(prepared: BatchList<PreparedConn> | undefined): void {
-  if (prepared === undefined) return;
-  for (const p of prepared.list) {
-    p.state = null;
-    p.settings = null;
-  }
-}
-
-/** Records offered and not taken (or all of them: `owner` undefined) go back to the host. */
-function returnRecords(prepared: BatchList<PreparedConn> | undefined, owner?: number): void {
-  if (prepared === undefined) return;
-  for (const p of prepared.list) {
-    const t = p.views.transfer;
-    if (p.offered && (owner === undefined || t.owner !== owner)) t.setOwner(OWNER_HOST);
-  }
-}
-
 /** Owner numbers of transfer records, one per WorkerNic of this process. */
 let nextRecordOwner = 1;
-
-/** The block each prepared connection was given, for the initiate's answer (no map per batch). */
-function givenBlocks(prepared: BatchList<PreparedConn> | undefined): GivenBlocks | undefined {
-  if (prepared === undefined) return undefined;
-  prepared.rewind();
-  return { get: (k) => prepared.get(k)?.views.block, keys: prepared.list.map((p) => p.key) };
-}
 
 /** Why a WorkerNic is gone: the failover layer rebuilds its connections from hard state. */
 export type WorkerDeath = NicDeath;
@@ -547,414 +237,6 @@ const PCAP_FILE_HEADER = 24;
  */
 const KILL_SILENT_BEATS = 3;
 export const DEFAULT_RING = 256 * 1024;
-
-/**
- * The application's handle of a connection that runs in a worker. Payload never crosses in a
- * message: write() copies into the shared send ring and rings the doorbell, read() takes from the
- * shared receive ring. Control calls (shutdown, close, ...) go over the port, after any bytes
- * already written, which the worker takes first.
- */
-export class WorkerConnectionHandle implements ConnectionHandle {
-  readonly localIp: number;
-  readonly localPort: number;
-  readonly remoteIp: number;
-  readonly remotePort: number;
-  /** The send ring this thread writes: a grown one as soon as the host made it (see WorkerNic.regrow). */
-  sendRing: ByteRing;
-  recvRing: ByteRing;
-  /** As of the latest EV_WRITABLE: the worker had sent everything in the send ring. */
-  private dry = false;
-  record: HardStateRecord;
-  /** The block's transfer record. */
-  transfer: TransferRecord;
-  /** @internal The views of the block it was made over, as the table then had them (see viewsOf). */
-  views: BlockViews | undefined;
-  /** @internal viewsReplaced when `views` was taken. */
-  readonly viewsAt: number;
-  /** The shared memory it runs on (handed on to the next worker when it moves). */
-  block: ConnBlockRef;
-  /**
-   * A grow in progress (WorkerNic.regrow): the block the connection moves to, and the old send
-   * ring's read position its send ring was copied from. Until the worker says it moved, nothing is
-   * read from the receive ring (the worker copies what is unread) and `block`, `record`, `recvRing`
-   * are the old block's.
-   */
-  growing: { views: BlockViews; r0: number; oldSend: ByteRing } | null = null;
-  /** Bytes its grows added to the NIC's rings (WorkerNic's grow budget). */
-  grownBy = 0;
-  /**
-   * @internal The bytes the NIC counts as held after the close (WorkerNic's `heldClosed`): the
-   * worker freed its slot, the socket has not read all of it yet, and the unread bytes were
-   * copied out of the block into a ring of this size (_keepUnreadOnly). 0: not held.
-   */
-  heldBytes = 0;
-  /** @internal The application closed it (close, abort) or let go after the close (dropUnread): it reads no more. */
-  appDone = false;
-  /** connKeyId of its key, named when first asked (moves look handles up by the tuple). */
-  private idRef: string | undefined;
-  private userRef: TcpUser | null = null;
-  private pending = 0;
-  private pendingError: ConnectionError | null = null;
-  private deliverScheduled = false;
-  /** The connection is being (or was) uploaded: this handle no longer reaches it. */
-  detached = false;
-
-  /** ConnectionHandle.letGo: detached (a transfer that did not move it reattaches it first). */
-  get letGo(): boolean {
-    return this.detached;
-  }
-  /**
-   * @internal Its NIC's table by four-tuple no longer holds it (set where it is deleted there,
-   * cleared where an install enters it again): a revive then need not search the table. False
-   * says nothing either way.
-   */
-  unlisted = false;
-  /**
-   * @internal The connection's cached settings as the worker was given them (the state the host
-   * handed over) and then told (setNoDelay, setKeepAlive): a dead worker's salvage carries them,
-   * or its rebuild would run with the defaults. Its own object, copied into: the state it came
-   * from is reused (BlockViews.spare) for the block's next read. Accepted at the worker: its
-   * listener's (the worker may have sized the buffers to its budget; the rebuild takes the rings').
-   */
-  settings: TcpCached | null = null;
-  private ended = false;
-  private closedFlag = false;
-  /**
-   * Set when the worker gave the block back (EV_BLOCK_GONE): the hard state its record held last
-   * (TIME_WAIT), what a salvage reads from now on; null while the block is the connection's.
-   */
-  private blockGone: { hard: HardState | null } | null = null;
-
-  constructor(
-    private readonly nic: WorkerNic,
-    readonly key: ConnKey,
-    /** The worker's slot; a revived handle (see _revive) gets the slot of its new install. */
-    public slot: number,
-    /** The block the worker installed it on. */
-    block: ConnBlockRef,
-    /** Views of the same block made when the host prepared it (saves attaching them again). */
-    views?: BlockViews,
-    id?: string,
-  ) {
-    this.localIp = key.localIp;
-    this.localPort = key.localPort;
-    this.remoteIp = key.remoteIp;
-    this.remotePort = key.remotePort;
-    this.idRef = id;
-    if (views === undefined || (views.block !== block && !sameBlock(views.block, block)))
-      views = blockViews(block, ByteRing.attachShared(block.send), ByteRing.attachShared(block.recv));
-    this.sendRing = views.send;
-    this.recvRing = views.recv;
-    this.record = views.record;
-    this.transfer = views.transfer;
-    this.block = views.block;
-    this.views = BLOCK_VIEWS.get(views.send) === views ? views : undefined;
-    this.viewsAt = viewsReplaced;
-  }
-
-  /** @internal This handle is `nic`'s. */
-  nicIs(nic: WorkerNic): boolean {
-    return this.nic === nic;
-  }
-
-  get id(): string {
-    this.idRef ??= connKeyId(this.key);
-    return this.idRef;
-  }
-
-  get user(): TcpUser | null {
-    return this.userRef;
-  }
-  set user(u: TcpUser | null) {
-    this.userRef = u;
-    if (u !== null && this.pending !== 0) this.scheduleDelivery();
-  }
-
-  get readableLength(): number {
-    // Mid-grow the old ring's unread bytes are the connection's still (the worker carries them to
-    // the new ring), though read() takes none of them until it has: a length of 0 would let a
-    // socket that heard the peer's FIN end the stream before them.
-    return this.recvRing.length;
-  }
-  get writableLength(): number {
-    return this.sendRing.length;
-  }
-  get closed(): boolean {
-    return this.closedFlag;
-  }
-
-  write(src: Uint8Array, off = 0, len = src.length - off): number {
-    if (!Number.isInteger(off) || !Number.isInteger(len) || off < 0 || len < 0 || off + len > src.length) {
-      throw new InvalidArgumentError('write: range outside the source buffer');
-    }
-    if (this.detached) throw new InvalidStateError('write: the connection has moved to another owner');
-    if (this.ended || this.closedFlag) throw new InvalidStateError('write after shutdown or close');
-    const n = this.sendRing.write(src, off, len);
-    let bits = 0;
-    if (n > 0) bits |= BELL_WROTE;
-    if (n < len) bits |= BELL_WANT_WRITABLE;
-    if (bits !== 0) this.nic.ring(this.slot, bits);
-    return n;
-  }
-
-  get sendDry(): boolean {
-    return this.dry;
-  }
-
-  get sendGrown(): number {
-    return this.grownBy > 0 ? this.sendRing.capacity : 0;
-  }
-
-  notifyOnAck(): void {
-    if (this.detached || this.closedFlag) return;
-    this.nic.ring(this.slot, BELL_WANT_ACKED);
-  }
-
-  read(dst: Uint8Array, off = 0, len = dst.length - off): number {
-    if (!Number.isInteger(off) || !Number.isInteger(len) || off < 0 || len < 0 || off + len > dst.length) {
-      throw new InvalidArgumentError('read: range outside the destination buffer');
-    }
-    if (this.detached) throw new InvalidStateError('read: the connection has moved to another owner');
-    if (this.growing !== null) return 0;
-    const n = this.recvRing.read(dst, off, len);
-    if (n > 0 && !this.closedFlag) this.nic.ring(this.slot, BELL_READ);
-    // Read to the end: nothing of the block is the application's any more.
-    if (this.heldBytes > 0 && this.recvRing.length === 0) this.nic._unholdClosed(this);
-    return n;
-  }
-
-  /** The socket is done with the closed connection: what its block held unread is not counted any more. */
-  dropUnread(): void {
-    this.appDone = true;
-    if (this.heldBytes > 0) this.nic._unholdClosed(this);
-  }
-
-  shutdown(): void {
-    if (this.detached || this.ended || this.closedFlag) return;
-    this.ended = true;
-    this.nic.post({ t: 'op', slot: this.slot, op: 'shutdown' });
-  }
-  close(): void {
-    this.dropUnread();
-    if (this.detached || this.closedFlag) return;
-    this.ended = true;
-    this.nic.post({ t: 'op', slot: this.slot, op: 'close' });
-  }
-  abort(): void {
-    this.dropUnread();
-    if (this.detached || this.closedFlag) return;
-    this.closedFlag = true;
-    this.nic.post({ t: 'op', slot: this.slot, op: 'abort' });
-  }
-  setNoDelay(on: boolean): void {
-    if (this.detached || this.closedFlag) return;
-    if (this.settings !== null) this.settings.noDelay = on;
-    this.nic.post({ t: 'op', slot: this.slot, op: 'nodelay', on });
-  }
-  setKeepAlive(on: boolean, idleMs?: number): void {
-    if (idleMs !== undefined && (!Number.isFinite(idleMs) || idleMs <= 0)) {
-      throw new InvalidArgumentError('keepalive idle must be > 0');
-    }
-    if (this.detached || this.closedFlag) return;
-    const k = this.settings;
-    if (k !== null) {
-      k.keepAlive = on;
-      if (idleMs !== undefined) k.keepIdleMs = idleMs;
-    }
-    this.nic.post({ t: 'op', slot: this.slot, op: 'keepalive', on, ms: idleMs });
-  }
-
-  /** A consistent snapshot of the connection's hard state, read from shared memory. */
-  hardState(out: HardState = emptyHardState()): HardState | null {
-    if (this.blockGone !== null) return this.blockGone.hard;
-    // Mid-grow, the new block's record once the worker wrote it (it then writes no other).
-    if (this.growing?.views.record.read(out) === true) return out;
-    return this.record.read(out) ? out : null;
-  }
-
-  /** @internal The host made a larger block for this connection; its writes go there from now on. */
-  _beginGrow(views: BlockViews, r0: number): void {
-    this.growing = { views, r0, oldSend: this.sendRing };
-    this.sendRing = views.send;
-  }
-
-  /** @internal The worker moved the connection to the grown block (or died after it wrote its record there). */
-  _finishGrow(): void {
-    const g = this.growing;
-    if (g === null) return;
-    this.growing = null;
-    const v = g.views;
-    this.block = v.block;
-    this.sendRing = v.send;
-    this.recvRing = v.recv;
-    this.record = v.record;
-    this.transfer = v.transfer;
-    v.handles.push(this);
-    // Bytes that arrived meanwhile were held back from the socket: tell it now.
-    if (this.recvRing.length > 0) this._event(EV_READABLE, null);
-  }
-
-  /**
-   * @internal The worker no longer ran the connection in this slot when the grow came (it closed
-   * there): the old block stays the connection's, reads resume from it.
-   */
-  _abandonGrow(): void {
-    const g = this.growing;
-    if (g === null) return;
-    this.growing = null;
-    this.sendRing = g.oldSend;
-    if (this.recvRing.length > 0) this._event(EV_READABLE, null);
-  }
-
-  /** @internal Events from the worker. Delivered even while detached: the socket holds them. */
-  _event(bits: number, error: ConnectionError | null): void {
-    if (bits & EV_BLOCK_GONE) this.letGoBlock();
-    if (bits & EV_CLOSED) {
-      this.closedFlag = true;
-      this.pendingError = error;
-    }
-    if (bits & EV_WRITABLE) this.dry = (bits & EV_SEND_DRY) !== 0;
-    this.pending |= bits;
-    this.scheduleDelivery();
-  }
-
-  /**
-   * The worker holds this connection in TIME_WAIT with empty rings and no longer its block: let go
-   * of it here too (this handle lives until TIME_WAIT ends, and held the block's slab as long),
-   * keeping the record's last hard state for a salvage, which ends a TIME_WAIT (rebuild.ts).
-   * A grow in flight goes with it: the worker refuses it (its slot is on no block the host names).
-   */
-  private letGoBlock(recv: ByteRing = new ByteRing(16)): void {
-    if (this.blockGone !== null) return;
-    dropSpare(this);
-    const hard = this.hardState();
-    this.blockGone = { hard };
-    this.growing = null;
-    const v = (goneViews ??= blockViews(
-      goneBlock(),
-      ByteRing.attachShared(goneBlock().send),
-      ByteRing.attachShared(goneBlock().recv),
-    ));
-    this.block = v.block;
-    this.record = v.record;
-    this.transfer = v.transfer;
-    this.views = undefined;
-    // Rings of its own: what the socket reads or writes here stays here.
-    this.sendRing = new ByteRing(16);
-    this.recvRing = recv;
-  }
-
-  /**
-   * @internal Closed in the worker (its slot freed, its last record written) with bytes its socket
-   * has not read (WorkerNic.holdClosed): those bytes are copied into a ring of their own size and
-   * the block is let go, as for a TIME_WAIT's (letGoBlock). Nothing writes into the block any
-   * more, and the block held its whole rings (and its slab) for bytes that may be a few hundred:
-   * a NIC's ring budget counted some 50 paused sockets of reset connections whole and refused
-   * every live connection's grow. Linux charges a closed socket's queue by its buffers
-   * (sk_rmem_alloc), not by its sk_rcvbuf. Returns the bytes the copy holds.
-   */
-  _keepUnreadOnly(): number {
-    const n = this.recvRing.length;
-    const copy = new ByteRing(n);
-    copy.write(this.recvRing.toArray());
-    this.letGoBlock(copy);
-    return copy.capacity;
-  }
-
-  private scheduleDelivery(): void {
-    if (this.deliverScheduled || this.userRef === null) return;
-    this.deliverScheduled = true;
-    this.nic.deliveries.push(this);
-  }
-
-  /**
-   * @internal Whether `nic` may take this handle up again for the same connection (`key`) installed
-   * anew: it was released from this NIC by a move, nothing holds it there any more, and no event
-   * waits in it for a socket.
-   */
-  _revivable(nic: WorkerNic, key: ConnKey): boolean {
-    return (
-      this.nic === nic &&
-      this.detached &&
-      this.pending === 0 &&
-      !this.deliverScheduled &&
-      this.localIp === key.localIp &&
-      this.localPort === key.localPort &&
-      this.remoteIp === key.remoteIp &&
-      this.remotePort === key.remotePort
-    );
-  }
-
-  /** @internal The settings its install gave the worker (see `settings`); copied, the object kept. */
-  _installedWith(from: TcpCached | null | undefined): void {
-    if (from === null || from === undefined) this.settings = null;
-    else if (this.settings === null) this.settings = { ...from };
-    else if (this.settings !== from) Object.assign(this.settings, from);
-  }
-
-  /** @internal The same connection installed again at this NIC, in `slot`: as new, but no object made. */
-  _revive(slot: number): void {
-    this.slot = slot;
-    this.dry = false;
-    this.userRef = null;
-    this.pendingError = null;
-    this.detached = false;
-    this.ended = false;
-    this.closedFlag = false;
-    this.appDone = false;
-  }
-
-  /**
-   * @internal Events queued for a user that never came: the one that comes now is told anew. Of
-   * how the connection ended if it closed, `_closeError` keeps the reason; returned: whether the
-   * peer's FIN was among them.
-   */
-  _dropPending(): boolean {
-    const remoteEnded = (this.pending & EV_REMOTE_END) !== 0;
-    this.pending = 0;
-    return remoteEnded;
-  }
-
-  /** @internal Its close's error as the worker reported it (null: orderly, or not closed). */
-  get _closeError(): ConnectionError | null {
-    return this.pendingError;
-  }
-
-  /** @internal The handle reaches its connection again (a move that did not happen). */
-  _reattach(): void {
-    this.detached = false;
-    if (this.pending !== 0) this.scheduleDelivery();
-  }
-
-  /** @internal A close (an end or a reset) waits in it for its socket. */
-  get _closing(): boolean {
-    return (this.pending & EV_CLOSED) !== 0;
-  }
-
-  /** @internal Its turn in the NIC's deliveries (WorkerNic.deliveries). */
-  _deliver(): void {
-    this.deliverScheduled = false;
-    const u = this.userRef;
-    if (u === null) return;
-    while (this.pending !== 0) {
-      let ev = this.pending;
-      this.pending = 0;
-      if (this.detached && ev & EV_CLOSED) {
-        // The connection is moving: its close here is not the socket's to hear. A connection that
-        // moved is closed by its new owner in due time, and one closed here instead of moving is
-        // reattached and hears it then. Told now, a socket that is still moving would take the
-        // connection for closed and never read what the new owner holds for it.
-        this.pending = EV_CLOSED;
-        ev &= ~EV_CLOSED;
-        if (ev === 0) break;
-      }
-      if (ev & EV_READABLE) u.onReadable();
-      if (ev & EV_REMOTE_END) u.onRemoteEnd();
-      if (ev & EV_WRITABLE) u.onWritable();
-      if (ev & EV_CLOSED) u.onClosed(this.pendingError);
-    }
-  }
-}
 
 /**
  * An offload target on its own worker thread (design section 7). The worker runs a NicEngine on
