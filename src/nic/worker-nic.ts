@@ -115,6 +115,7 @@ import {
   settled,
   viewsOf,
 } from './worker-block-views.ts';
+import { hand } from './worker-hand.ts';
 import { WorkerConnectionHandle } from './worker-handle.ts';
 import type { WorkerNicOptions, WorkerNicTestSeams } from './worker-nic-options.ts';
 import { fillFromReleased, salvageOf } from './worker-released.ts';
@@ -152,19 +153,6 @@ function regrowBlock(b: ConnBlockRef): RegrowBlock {
     recv: b.recv.offset,
     recvCapacity: b.recv.capacity,
   };
-}
-
-/** `slots` are the slots of `handles`, in their order. */
-function slotsOf(handles: readonly WorkerConnectionHandle[], slots: readonly number[]): boolean {
-  if (handles.length !== slots.length) return false;
-  for (let i = 0; i < slots.length; i++) if (handles[i]!.slot !== slots[i]) return false;
-  return true;
-}
-
-function sameSlots(a: readonly number[], b: readonly number[]): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
 
 /** Owner numbers of transfer records, one per WorkerNic of this process. */
@@ -266,24 +254,27 @@ export class WorkerNic extends HostNic {
   readonly clock: Clock;
   /** @internal Its handles waiting to tell their sockets of events, a bounded number per turn. */
   readonly deliveries: TurnQueue<WorkerConnectionHandle>;
-  private readonly port: PortTransport;
+  /** @internal */
+  readonly port: PortTransport;
+  /** @internal Set once the NIC is closed (or crashed): no verb runs after it (worker-hand.ts reads it). */
+  declare closed: boolean;
   private hostCarrier: boolean;
   private readonly link: Link | null;
   private readonly doorbell: Int32Array;
   private readonly flagsAt: number;
   private readonly qLen: number;
   /**
-   * Handles by the worker's slot index (dense, from 0; the protocol bounds it): an array, where a
+   * @internal Handles by the worker's slot index (dense, from 0; the protocol bounds it): an array, where a
    * Map of 10,000 slots paid a hash and its deleted entries' rehash on each move's set and delete.
    */
-  private readonly handles: (WorkerConnectionHandle | undefined)[] = [];
+  readonly handles: (WorkerConnectionHandle | undefined)[] = [];
   /**
-   * With spares: each connection moved here took a new entry that lived, and was promoted, until
+   * @internal With spares: each connection moved here took a new entry that lived, and was promoted, until
    * its next move (as the worker's own maps did, see TupleMap).
    */
-  private readonly byKey = new TupleMap<WorkerConnectionHandle>(true);
-  /** Bumped by every change of `byKey` but an install's own (see `installedList`). */
-  private keyEpoch = 0;
+  readonly byKey = new TupleMap<WorkerConnectionHandle>(true);
+  /** @internal Bumped by every change of `byKey` but an install's own (see `installedList`). */
+  keyEpoch = 0;
   /**
    * The handles the last install took up, in its answer's order, and the one `attach` tries next:
    * the settle that follows attaches the same connections in the same order, so each is one tuple
@@ -305,7 +296,8 @@ export class WorkerNic extends HostNic {
   private lastBeat: number;
   private lastBeatCount = 0;
   private linkCarrier: boolean;
-  private conns = 0;
+  /** @internal */
+  conns = 0;
   private started = false;
   private readonly readyWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
   private readonly captureWords: Int32Array | null;
@@ -765,12 +757,12 @@ export class WorkerNic extends HostNic {
   }
 
   /**
-   * Dead before it answered an initiate: it may have run these connections meanwhile (sent,
+   * @internal Dead before it answered an initiate: it may have run these connections meanwhile (sent,
    * acknowledged, taken in data), and only the memory it ran them on knows how far. The host
    * holds that memory (it allocated it, or a source worker released into it): keep it for
    * salvage(), as for any connection the worker ran.
    */
-  private keepForSalvage(prepared: BatchList<PreparedConn> | undefined): void {
+  keepForSalvage(prepared: BatchList<PreparedConn> | undefined): void {
     if (prepared === undefined) return;
     for (const p of prepared.list) {
       if (this.byKey.has(p.key)) continue;
@@ -783,8 +775,8 @@ export class WorkerNic extends HostNic {
     }
   }
 
-  /** The connections of an initiate's answer the worker installed, taken up here. */
-  private takeInstalled(
+  /** @internal The connections of an initiate's answer the worker installed, taken up here. */
+  takeInstalled(
     res: WorkerReply<'initiate'>,
     prepared: BatchList<PreparedConn> | undefined,
     owner: number | undefined,
@@ -845,8 +837,8 @@ export class WorkerNic extends HostNic {
 
   /** The WorkerNics whose worker this one's has a hands channel with. */
   private readonly handsWith = new WeakSet<WorkerNic>();
-  /** Answers this NIC's worker owes for batches another worker hands it, by that worker's record owner. */
-  private readonly handsFrom = new Map<number, Set<number>>();
+  /** @internal Answers this NIC's worker owes for batches another worker hands it, by that worker's record owner. */
+  readonly handsFrom = new Map<number, Set<number>>();
 
   /**
    * Two WorkerNics (records on both, both alive): the source's worker releases the batch as
@@ -897,243 +889,7 @@ export class WorkerNic extends HostNic {
       this.handsWith.add(dst);
       dst.handsWith.add(this);
     }
-    return this.hand(dst, keys, frozen, opts.prod === true);
-  }
-
-  private async hand(
-    dst: WorkerNic,
-    keys: readonly ConnKey[],
-    frozen: WorkerConnectionHandle[],
-    prod: boolean,
-  ): Promise<Handed> {
-    const expected = dst.expectHand(this.recordOwner);
-    let res: WorkerReply<'terminate'>;
-    try {
-      res = await this.request({
-        op: 'terminate',
-        arg: packKeys(keys, this.hostAddrs),
-        byRef: true,
-        records: true,
-        hand: { owner: dst.recordOwner, id: expected.id, prod },
-      });
-    } catch (e) {
-      // An answer the host cannot read says nothing of whether the batch went: it may run at the
-      // destination already, so resuming here could run it twice. The worker was taken as dead
-      // ('defective', see request), and its channel's close tells the destination's side to stop
-      // waiting for a batch it never got.
-      if (this.death !== null) return this.handedByDead(dst, frozen, expected.answer, e);
-      // Alive and answering a failure, its worker failed before it posted the batch (once it has,
-      // it answers success or dies): nothing went, nothing will.
-      dst.port.fail(expected.id, e as Error);
-      this.giveBack(frozen);
-      throw e;
-    }
-    const closed = this.closedWhileFrozen(frozen);
-    // The worker releases in the order asked (the usual batch): then no set of slots is made.
-    const moved = slotsOf(frozen, res.moved) ? null : new Set(res.moved);
-    const released: WorkerConnectionHandle[] = [];
-    const prepared = new BatchList<PreparedConn>();
-    for (const h of frozen) {
-      if ((moved !== null && !moved.has(h.slot)) || closed?.has(h) === true) continue;
-      released.push(h);
-      const p = prepare(viewsOf(h)!, h.key, null, h.settings);
-      p.offered = true;
-      prepared.push(p);
-    }
-    // Freed exactly what moved (the usual answer): none closed at the worker instead.
-    const movedSet = moved ?? (sameSlots(res.freed, res.moved) ? null : new Set(res.moved));
-    if (movedSet !== null)
-      for (const s of res.freed) {
-        // Closed at the worker instead of moving: the handle stays the socket's.
-        const h = this.handles[s];
-        if (h && !movedSet.has(s)) h._reattach();
-      }
-    this.passUp(released);
-    this.forget(res.freed);
-    const bytes = res.value;
-    const result = await dst.takeHand(expected.answer, prepared);
-    settled(prepared);
-    // Closed by its owner before the host took its answer: it installed the batch and aborted it
-    // (the events of that abort found no handle here yet), or it never will.
-    let aborted: string | undefined;
-    if (result !== null && dst.closed && dst.death === null) {
-      aborted = `NIC ${dst.id} closed with the batch in hand`;
-      for (const c of result.conns) {
-        const h = c.status === 'success' ? dst.byKey.get(c.key) : undefined;
-        if (h === undefined) continue;
-        h.detached = true;
-        dst.forget([h.slot]);
-      }
-    }
-    return {
-      released: released.map((h) => h.key),
-      result,
-      sourceDied: false,
-      aborted,
-      readRefused: (ks, now, addrs) => {
-        const byKey = new TupleMap<WorkerConnectionHandle>();
-        for (const h of released) byKey.set(h, h);
-        const hs: WorkerConnectionHandle[] = [];
-        for (const k of ks) {
-          const h = byKey.get(k);
-          if (h === undefined) throw new InvalidArgumentError('readRefused: not a released connection');
-          hs.push(h);
-        }
-        return this.readReleased(bytes, hs, now, addrs);
-      },
-    };
-  }
-
-  /**
-   * The source died before it answered: it may have handed the batch on all the same. What the
-   * destination installed runs there (and leaves this NIC's salvage); the rest is left for it.
-   */
-  private async handedByDead(
-    dst: WorkerNic,
-    frozen: WorkerConnectionHandle[],
-    answer: Promise<WorkerReply<'initiate'>>,
-    cause: unknown,
-  ): Promise<Handed> {
-    let res: WorkerReply<'initiate'> | null = null;
-    try {
-      res = await answer;
-    } catch {
-      // Not handed (the channel closed first), refused whole, or the destination died too: each
-      // block holds the newest hard state of its connection, whoever wrote it last, for salvage().
-      // As after any terminate that failed, the handles are the sockets' again meanwhile. But a
-      // destination closed by its owner (below) decides first.
-      if (!(dst.closed && dst.death === null)) {
-        for (const h of frozen) h._reattach();
-        throw cause;
-      }
-    }
-    // Closed by its owner with the batch maybe in hand (as in hand()): whatever it installed was
-    // aborted (RST to the peer), and no one can say which it had. Rebuilt from the dead source's
-    // hard state, one the peer has reset would run on until its next segment met a RST (the user
-    // hearing ECONNRESET then, or never when idle), and one it had not would be the only one run:
-    // the abort wins for all, none is left for salvage, each is lost at once with ECONNABORTED.
-    if (dst.closed && dst.death === null) return this.abortedByDead(dst, frozen);
-    if (res === null) throw cause;
-    const prepared = new BatchList<PreparedConn>();
-    for (const h of frozen) {
-      const p = prepare(viewsOf(h)!, h.key, null, h.settings);
-      p.offered = true;
-      prepared.push(p);
-    }
-    const result = dst.takeInstalled(res, prepared, dst.recordOwner);
-    settled(prepared);
-    const released: ConnKey[] = [];
-    const handed = new TupleMap<true>();
-    for (const c of result.conns) {
-      released.push(c.key);
-      handed.set(c.key, true);
-      if (c.status !== 'success') continue;
-      const h = this.byKey.get(c.key);
-      if (h !== undefined) {
-        this.keyEpoch++;
-        this.byKey.delete(h);
-        h.unlisted = true;
-        this.conns--;
-        this.dropGrown(h);
-      }
-    }
-    for (const h of frozen) if (!handed.has(h)) h._reattach();
-    return {
-      released,
-      result,
-      sourceDied: true,
-      readRefused: () => {
-        throw new InvalidStateError(`NIC ${this.id} died before it answered`);
-      },
-    };
-  }
-
-  /**
-   * A dead source's batch whose destination was closed mid-hand: every frozen connection leaves
-   * this NIC's salvage (nothing rebuilds what the destination may have reset) and is reported
-   * aborted; any handle the destination took up lets go as in hand().
-   */
-  private abortedByDead(dst: WorkerNic, frozen: WorkerConnectionHandle[]): Handed {
-    const released: ConnKey[] = [];
-    for (const h of frozen) {
-      released.push(h.key);
-      if (this.byKey.get(h) === h) {
-        this.keyEpoch++;
-        this.byKey.delete(h);
-        h.unlisted = true;
-        this.handles[h.slot] = undefined;
-        this.conns--;
-        this.dropGrown(h);
-      }
-      const d = dst.byKey.get(h.key);
-      if (d !== undefined) {
-        d.detached = true;
-        dst.forget([d.slot]);
-      }
-    }
-    return {
-      released,
-      result: { status: 'failure', reason: `NIC ${dst.id} closed with the batch in hand`, conns: [] },
-      sourceDied: true,
-      aborted: `NIC ${dst.id} closed with the batch in hand`,
-      readRefused: () => {
-        throw new InvalidStateError(`NIC ${this.id} died before it answered`);
-      },
-    };
-  }
-
-  /** Register the answer this NIC's worker will give for a batch the worker of `from` hands it. */
-  private expectHand(from: number): { id: number; answer: Promise<WorkerReply<'initiate'>> } {
-    const e = this.port.expect('initiate');
-    let ids = this.handsFrom.get(from);
-    if (ids === undefined) {
-      ids = new Set();
-      this.handsFrom.set(from, ids);
-    }
-    const set = ids;
-    set.add(e.id);
-    const done = () => {
-      set.delete(e.id);
-    };
-    // Awaited only once the source answers: a death meanwhile must not go unhandled.
-    e.answer.then(done, done);
-    return e;
-  }
-
-  /**
-   * The answer to a batch handed here: the connections installed are taken up; when this NIC
-   * died with the batch in hand, null, and the batch's blocks are kept for salvage().
-   */
-  private async takeHand(
-    answer: Promise<WorkerReply<'initiate'>>,
-    prepared: BatchList<PreparedConn>,
-  ): Promise<InitiateResult | null> {
-    let res: WorkerReply<'initiate'>;
-    try {
-      res = await answer;
-    } catch (e) {
-      if (this.death !== null) {
-        this.keepForSalvage(prepared);
-        return null;
-      }
-      // Refused whole (it did not decode or validate): every record is the host's again.
-      returnRecords(prepared);
-      return { status: 'failure', reason: (e as Error).message, conns: [] };
-    }
-    try {
-      return this.takeInstalled(res, prepared, this.recordOwner);
-    } catch (e) {
-      // An answer that does not unpack (refused and counted as malformed): the worker may have
-      // installed the batch, so it is taken as dead ('defective') and the batch left for a rebuild
-      // from what it ran, as when it dies with the batch in hand. Handed back to the source, they
-      // could run in both places.
-      if (this.death !== null) {
-        this.keepForSalvage(prepared);
-        return null;
-      }
-      returnRecords(prepared);
-      return { status: 'failure', reason: (e as Error).message, conns: [] };
-    }
+    return hand(this, dst, keys, frozen, opts.prod === true);
   }
 
   /** The handle of a prepared connection the worker installed: its old one here if it can be revived. */
@@ -1163,8 +919,8 @@ export class WorkerNic extends HostNic {
     return h;
   }
 
-  /** The host's address table, which the worker's mirrors; taken from the first IPv6 state handed over. */
-  private hostAddrs: AddressBook | null = null;
+  /** @internal The host's address table, which the worker's mirrors; taken from the first IPv6 state handed over. */
+  hostAddrs: AddressBook | null = null;
 
   private bindAddresses(states: readonly TcpState[]): void {
     if (this.hostAddrs !== null) return;
@@ -1328,7 +1084,8 @@ export class WorkerNic extends HostNic {
   private readonly passedUpLists: WorkerConnectionHandle[][] = [];
   private passedUpListed = 0;
 
-  private passUp(released: WorkerConnectionHandle[]): void {
+  /** @internal */
+  passUp(released: WorkerConnectionHandle[]): void {
     if (released.length === 0) return;
     // Bounded: an id left behind (a transfer that never settled) only costs a request later.
     if (this.passedUp.size + this.passedUpListed > this.capacity) {
@@ -1639,7 +1396,8 @@ export class WorkerNic extends HostNic {
   /** The held grows go on next turn (runHeldGrows). */
   private growsDeferred = false;
 
-  private dropGrown(h: WorkerConnectionHandle): void {
+  /** @internal */
+  dropGrown(h: WorkerConnectionHandle): void {
     this.grownBytes -= h.grownBy;
     h.grownBy = 0;
   }
@@ -1824,10 +1582,10 @@ export class WorkerNic extends HostNic {
   }
 
   /**
-   * A request whose answer the host cannot read ends as ON_MALFORMED_ANSWER says for its verb:
+   * @internal A request whose answer the host cannot read ends as ON_MALFORMED_ANSWER says for its verb:
    * refused with the WorkerProtocolError, or the worker taken as dead as well ('defective').
    */
-  protected override request<R extends WorkerRequest>(r: R): Promise<WorkerReply<R['op']>> {
+  override request<R extends WorkerRequest>(r: R): Promise<WorkerReply<R['op']>> {
     const p = super.request(r);
     if (ON_MALFORMED_ANSWER[r.op] === 'refused') return p;
     return p.catch((e: unknown) => {
@@ -1860,15 +1618,16 @@ export class WorkerNic extends HostNic {
    * it holds went uncounted. The socket's again, as one the answer names closed (null: none).
    */
   /**
-   * A move or upload request that failed: nothing moved, the frozen handles are their sockets'
+   * @internal A move or upload request that failed: nothing moved, the frozen handles are their sockets'
    * again; those the worker closed meanwhile as closedWhileFrozen tells (their blocks counted held).
    */
-  private giveBack(frozen: readonly WorkerConnectionHandle[]): void {
+  giveBack(frozen: readonly WorkerConnectionHandle[]): void {
     this.closedWhileFrozen(frozen);
     for (const h of frozen) h._reattach();
   }
 
-  private closedWhileFrozen(frozen: readonly WorkerConnectionHandle[]): Set<WorkerConnectionHandle> | null {
+  /** @internal */
+  closedWhileFrozen(frozen: readonly WorkerConnectionHandle[]): Set<WorkerConnectionHandle> | null {
     let closed: Set<WorkerConnectionHandle> | null = null;
     for (const h of frozen) {
       if (h.slot < 0 || this.handles[h.slot] === h) continue;
@@ -1880,7 +1639,8 @@ export class WorkerNic extends HostNic {
     return closed;
   }
 
-  private forget(slots: readonly number[]): void {
+  /** @internal */
+  forget(slots: readonly number[]): void {
     // Read only while `byKey` is as the install left it, which a freed slot ends: let go of its
     // handles, or the last install's connections held their blocks' slabs after they closed.
     if (slots.length > 0) this.installedList = [];
