@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { TcpCached } from '../../src/state/tcp-state.ts';
-import { ACK, activeOpen, add, Bench, bytes, type InjectOpts } from './harness.ts';
+import { ACK, activeOpen, add, Bench, bytes, FIN, type InjectOpts } from './harness.ts';
 
 function open(defaults: Partial<TcpCached> = {}) {
   const b = new Bench({ defaults: { delayedAckMs: 40, ...defaults } });
@@ -38,7 +38,12 @@ function open(defaults: Partial<TcpCached> = {}) {
     }
     return k;
   };
-  return { ...o, send, data, acked, seqAt: () => peerSeq };
+  /** The peer's FIN at its next sequence number. */
+  const fin = () => {
+    send({ flags: FIN | ACK, seq: peerSeq, ack: o.conn.state.delegated.sndMax });
+    peerSeq = add(peerSeq, 1);
+  };
+  return { ...o, send, data, acked, fin, seqAt: () => peerSeq };
 }
 
 /** Run out the quick ACKs of the start: 40 segments, each read, then any delayed ACK. */
@@ -132,5 +137,73 @@ describe('quick-ACK mode (Linux icsk_ack.quick, pingpong)', () => {
     assert.equal(o.b.take().length, 1);
     o.data(100);
     assert.equal(o.b.take().length, 1, 'ACKed at once');
+  });
+});
+
+describe('the ACK of a FIN (Linux tcp_fin, __tcp_ack_snd_check)', () => {
+  test('in ESTABLISHED it waits for the delayed-ACK time and rides on our own FIN when the application closes in time', () => {
+    const o = open();
+    o.data(100);
+    assert.equal(o.b.take().length, 1, 'the data, ACKed at once (quick-ACK mode)');
+    o.fin();
+    assert.equal(o.b.take().length, 0, 'the FIN waits');
+    o.b.advance(20);
+    o.conn.shutdown();
+    const out = o.b.take();
+    assert.equal(out.length, 1, 'one segment: our FIN with the ACK of theirs');
+    assert.ok(out[0]!.h.flags & FIN);
+    assert.equal(out[0]!.h.ack, o.seqAt());
+  });
+
+  test('in ESTABLISHED, with no answer, the delayed ACK goes alone', () => {
+    const o = open();
+    o.data(100);
+    o.b.take();
+    o.fin();
+    assert.equal(o.b.take().length, 0);
+    o.b.advance(39);
+    assert.equal(o.b.take().length, 0);
+    o.b.advance(1);
+    const [a] = o.b.take();
+    assert.equal(a?.h.ack, o.seqAt());
+  });
+
+  test('a FIN on the first data waits too: pingpong overrules quick-ACK mode', () => {
+    const o = open();
+    o.send({ flags: FIN | ACK, data: bytes(100, 7), ack: o.conn.state.delegated.sndMax });
+    assert.equal(o.b.take().length, 0);
+    o.b.advance(40);
+    assert.equal(o.b.take().length, 1);
+  });
+
+  test('a FIN before any data is ACKed at once (Linux: an ATO of 0 until the first data)', () => {
+    const o = open();
+    o.fin();
+    const [a] = o.b.take();
+    assert.equal(a?.h.ack, o.seqAt());
+  });
+
+  test('a FIN behind more than a full segment not yet ACKed is ACKed at once', () => {
+    const o = open();
+    pastStart(o);
+    const full = o.conn.state.const.localMss;
+    o.data(full);
+    assert.equal(o.b.take().length, 0, 'one full segment waits (every second one is ACKed)');
+    o.fin();
+    const [a] = o.b.take();
+    assert.equal(a?.h.ack, o.seqAt());
+  });
+
+  test('in FIN_WAIT_2 it goes at once', () => {
+    const o = open();
+    o.data(100);
+    o.b.take();
+    o.conn.shutdown();
+    const [ourFin] = o.b.take();
+    assert.ok(ourFin && ourFin.h.flags & FIN);
+    o.send({ ack: add(ourFin.h.seq, 1) });
+    o.fin();
+    const [a] = o.b.take();
+    assert.equal(a?.h.ack, o.seqAt());
   });
 });

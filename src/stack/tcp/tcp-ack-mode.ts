@@ -93,6 +93,34 @@ export function ackSent(conn: TcpConnection): void {
   if (conn.quickAcks > 0) conn.quickAcks--;
 }
 
+/**
+ * tcp_fin, on a FIN that takes the connection from ESTABLISHED to CLOSE_WAIT: the application will
+ * likely close in turn, so the connection becomes interactive and the ACK waits to ride on our own
+ * FIN. Called before the ACK of the segment that carries the FIN is decided, as Linux decides it
+ * only after tcp_fin (tcp_ack_snd_check): surprisingly, even a FIN that rides on a connection's
+ * first data, which quick-ACK mode would ACK at once, waits, since pingpong overrules the mode.
+ */
+export function peerClosing(conn: TcpConnection): void {
+  conn.pingpong = true;
+}
+
+/**
+ * Whether the ACK of a FIN that ended ESTABLISHED goes at once all the same (__tcp_ack_snd_check,
+ * tcp_send_delayed_ack): when more than one full segment is unACKed with it (Linux's rcv_nxt -
+ * rcv_wup > rcv_mss; a full segment here is our MSS less the timestamp option, what a peer that
+ * fills it sends), or when no data came before it: Linux's ATO is still 0 then, and its delayed-ACK
+ * timer runs out at the next tick, which also ends the pingpong it had just entered.
+ */
+export function finAckNow(conn: TcpConnection): boolean {
+  const s = conn.state;
+  if (conn.quickAcks === FIRST_DATA_PENDING) {
+    delayedAckFired(conn);
+    return true;
+  }
+  const fullSegment = s.const.localMss - (s.const.tsEnabled ? 12 : 0);
+  return seqDiff(s.delegated.rcvNxt, s.delegated.lastAckSent) > fullSegment;
+}
+
 /** tcp_delack_timer_handler: a delayed ACK had to go alone, so the answers are not coming. */
 export function delayedAckFired(conn: TcpConnection): void {
   conn.pingpong = false;
