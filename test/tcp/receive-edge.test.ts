@@ -132,7 +132,7 @@ describe('the right edge of the receive window (Linux tcp_sequence since 9ca48d6
     const { b, conn } = o;
     const d = conn.state.delegated;
     // Past the quick ACKs of the connection's start (tcp-ack-mode.ts), so its ACKs may wait.
-    conn.quickAcks = 0;
+    conn.state.soft.quickAcks = 0;
     const una = d.sndUna;
     peer(o, ACK, o.peerSeq, una, bytes(800));
     b.advance(200);

@@ -1,6 +1,6 @@
 import type { Counters } from '../../core/counters.ts';
 import type { TcpState } from '../../state/tcp-state.ts';
-import { TcpStateId } from '../../state/tcp-state.ts';
+import { FIRST_DATA_PENDING, TcpStateId } from '../../state/tcp-state.ts';
 import { TcpFlag, type TcpHeader } from '../../wire/tcp.ts';
 import { effectiveMss } from './congestion.ts';
 import { backedOffRto, clampRto, rttSample } from './rtt.ts';
@@ -14,14 +14,7 @@ import {
   sackUpdate,
 } from './sack.ts';
 import { seqAdd, seqDiff, seqGeq, seqGt, seqLeq, seqLt, seqMax, seqMin, seqSub } from './seq.ts';
-import {
-  dataArrived,
-  enterQuickAck,
-  FIRST_DATA_PENDING,
-  finAckNow,
-  inQuickAck,
-  peerClosing,
-} from './tcp-ack-mode.ts';
+import { dataArrived, enterQuickAck, finAckNow, inQuickAck, peerClosing } from './tcp-ack-mode.ts';
 import {
   armKeepalive,
   canReceive,
@@ -95,8 +88,8 @@ export function establish(conn: TcpConnection, now: number): void {
   // Linux's lrcvtime starts at the handshake: data sent within the delayed-ACK time of it is an
   // answer too (tcp-ack-mode.ts, dataSent). The first data is yet to come (quick-ACK mode starts
   // with it, dataArrived).
-  conn.lastDataAt = now;
-  conn.quickAcks = FIRST_DATA_PENDING;
+  s.soft.lastDataAt = now;
+  s.soft.quickAcks = FIRST_DATA_PENDING;
   // RFC 6298 5.7: a SYN timed out and the handshake gave no RTT sample, so the path may be slower
   // than the 1 s initial RTO assumed: start data transfer at 3 s.
   if (conn.synRetransmitted && d.srtt === 0) d.rto = clampRto(s, Math.max(d.rto, 3000));
