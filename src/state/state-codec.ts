@@ -41,7 +41,7 @@ import {
  * neighbor's in its own); the decoder interns them in the receiver's table (`DecodeOptions.addrs`)
  * and gives every connection of the path the path's handles. Version 2 (IPv4 only, no address
  * blocks), version 3 (no soft.smallSentEnd), version 4 (no RACK path knowledge), version 5 (no
- * soft.undoNxt) and version 6 (no soft.repaired) are still read
+ * soft.undoNxt), version 6 (no soft.repaired) and version 7 (no ACK mode) are still read
  * and written on request; any other version is refused before anything is decoded.
  */
 
@@ -55,8 +55,11 @@ export const STATE_CODEC_MAGIC = 0x43484e59;
  * which the undo reads as no record (snd.max, the old behaviour) or at worst resends from snd.una.
  * 7: soft.repaired (a rebuilt connection whose flight no ACK has spoken for yet) after it; an older
  * batch leaves it false, and a prod then resends snd.una's segment at once (the old behaviour).
+ * 8: the receiver's ACK mode (soft.quickAcks, pingpong, lastDataAt) after it; an older batch
+ * leaves none (0, false, -1): the new owner delays ACKs until an event grants quick ones (the old
+ * behaviour).
  */
-export const STATE_CODEC_VERSION = 7;
+export const STATE_CODEC_VERSION = 8;
 /** The oldest version this build still reads. */
 export const STATE_CODEC_MIN_VERSION = 2;
 

@@ -273,7 +273,27 @@ export interface TcpSoft {
    * retransmission timer does. Last, as codec version 7 added it.
    */
   repaired: boolean;
+  /**
+   * The receiver's ACK mode, as Linux keeps it in icsk_ack (tcp-ack-mode.ts): ACKs of new data
+   * still to go at once rather than delayed (`quick`: 0 to MAX_QUICK_ACKS, or FIRST_DATA_PENDING
+   * from the handshake to the first data), whether the connection reads as interactive
+   * (`pingpong`: its ACKs wait for its answers), and when in-order data last came (`lrcvtime`;
+   * -1 not yet known). It travels so a moved connection delays its ACKs as it would have where
+   * it was. Last, as codec version 8 added them.
+   */
+  quickAcks: number;
+  pingpong: boolean;
+  lastDataAt: number;
 }
+
+/** Linux's TCP_MAX_QUICKACKS (include/net/tcp.h): the most quick ACKs one event grants. */
+export const MAX_QUICK_ACKS = 16;
+/**
+ * soft.quickAcks from the handshake to the first data (Linux: ato still 0). Only a connection that
+ * completed its handshake here has it: one rebuilt from the hard state is past its start, or
+ * treated so.
+ */
+export const FIRST_DATA_PENDING = -1;
 
 /** The reordering degree a connection starts at (Linux's sysctl tcp_reordering, RFC 8985's DupThresh). */
 export const RACK_REORDERING_MIN = 3;
@@ -521,6 +541,9 @@ export function createTcpState(
       dsackBytes: 0,
       undoNxt: 0,
       repaired: false,
+      quickAcks: 0,
+      pingpong: false,
+      lastDataAt: -1,
     },
   };
 }
@@ -665,6 +688,9 @@ export function resetTcpState(
   o.smallSentEnd = 0;
   o.undoNxt = 0;
   o.repaired = false;
+  o.quickAcks = 0;
+  o.pingpong = false;
+  o.lastDataAt = -1;
   const cu = o.cubic;
   cu.wMax = 0;
   cu.k = 0;
@@ -737,6 +763,7 @@ const SMALL_DELEGATED: ReadonlySet<string> = new Set([
   'resetsOut',
 ]);
 const SMALL_SOFT: ReadonlySet<string> = new Set([
+  'quickAcks',
   'unackedSegments',
   'caBytesAcked',
   'challengeCount',

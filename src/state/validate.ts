@@ -5,6 +5,8 @@ import type { OffloadTree } from './offload-tree.ts';
 import type { PathState } from './path-state.ts';
 import {
   type CongestionAlgorithm,
+  FIRST_DATA_PENDING,
+  MAX_QUICK_ACKS,
   RACK_REO_PERSIST,
   RACK_REORDERING_MAX,
   RACK_REORDERING_MIN,
@@ -240,6 +242,9 @@ export const TCP_FIELDS: readonly FieldSpec<TcpPart>[] = [
   f('soft', 'dsackBytes', 'num', 'scalars', 5),
   f('soft', 'undoNxt', 'u32', 'scalars', 6),
   f('soft', 'repaired', 'bool', 'scalars', 7),
+  f('soft', 'quickAcks', 'i32', 'scalars', 8),
+  f('soft', 'pingpong', 'bool', 'scalars', 8),
+  f('soft', 'lastDataAt', 'time', 'scalars', 8),
 ];
 
 /** Wire code of each congestion algorithm is its index here; append only. */
@@ -569,6 +574,8 @@ function checkTcpRules(s: TcpState): void {
     fail('soft.reoWndPersist', `${rk.reoWndPersist} recoveries > ${RACK_REO_PERSIST}`);
   if (!Number.isInteger(rk.rtxBytes)) fail('soft.rtxBytes', 'not a whole number of bytes');
   if (!Number.isInteger(rk.dsackBytes)) fail('soft.dsackBytes', 'not a whole number of bytes');
+  if (rk.quickAcks < FIRST_DATA_PENDING || rk.quickAcks > MAX_QUICK_ACKS)
+    fail('soft.quickAcks', `${rk.quickAcks} quick ACKs outside ${FIRST_DATA_PENDING}..${MAX_QUICK_ACKS}`);
 
   if (k.ttl < 1) fail('cached.ttl', 'TTL 0');
   if (k.sndBufSize === 0) fail('cached.sndBufSize', 'empty send buffer');

@@ -287,12 +287,11 @@ describe("version 6: where a timeout's undo puts snd.nxt (soft.undoNxt)", () => 
 
 describe('version 7: a rebuilt connection whose flight no ACK has spoken for (soft.repaired)', () => {
   test('travels in version 7 with the soft scalars; a version-6 batch leaves it out and decodes to false', () => {
-    assert.equal(STATE_CODEC_VERSION, 7);
     const trees = sampleTrees(2);
     const conns = flattenTrees(trees);
     conns[0]!.soft.repaired = true;
     for (const soft of ['all', 'scalars'] as const) {
-      const back = flattenTrees(decodeBatch(encodeBatch(trees, 0, { soft }), 0));
+      const back = flattenTrees(decodeBatch(encodeBatch(trees, 0, { soft, version: 7 }), 0));
       assert.deepEqual(
         back.map((c) => c.soft.repaired),
         [true, false],
@@ -300,11 +299,40 @@ describe('version 7: a rebuilt connection whose flight no ACK has spoken for (so
       );
     }
     const old = encodeBatch(trees, 0, { version: 6 });
-    assert.ok(encodeBatch(trees, 0).length > old.length, 'version 6: shorter by the flag');
+    assert.ok(encodeBatch(trees, 0, { version: 7 }).length > old.length, 'version 6: shorter by the flag');
     assert.deepEqual(
       flattenTrees(decodeBatch(old, 0)).map((c) => c.soft.repaired),
       [false, false],
     );
+  });
+});
+
+describe("version 8: the receiver's ACK mode (soft.quickAcks, pingpong, lastDataAt)", () => {
+  test('travels in version 8 with the soft scalars; a version-7 batch leaves it out and decodes to none', () => {
+    assert.equal(STATE_CODEC_VERSION, 8);
+    const trees = sampleTrees(2);
+    const conns = flattenTrees(trees);
+    Object.assign(conns[0]!.soft, { quickAcks: 11, pingpong: true, lastDataAt: 900 });
+    Object.assign(conns[1]!.soft, { quickAcks: -1 });
+    const mode = (c: (typeof conns)[0]) => [c.soft.quickAcks, c.soft.pingpong, c.soft.lastDataAt];
+    for (const soft of ['all', 'scalars'] as const) {
+      // Times travel as deltas from the sender's clock (1000) to the receiver's (5000).
+      const back = flattenTrees(decodeBatch(encodeBatch(trees, 1000, { soft }), 5000));
+      assert.deepEqual(
+        back.map(mode),
+        [
+          [11, true, 4900],
+          [-1, false, -1],
+        ],
+        soft,
+      );
+    }
+    const old = encodeBatch(trees, 0, { version: 7 });
+    assert.ok(encodeBatch(trees, 0).length > old.length, 'version 7: shorter by the mode');
+    assert.deepEqual(flattenTrees(decodeBatch(old, 0)).map(mode), [
+      [0, false, -1],
+      [0, false, -1],
+    ]);
   });
 });
 

@@ -34,7 +34,7 @@ describe('receiving', () => {
   test('delayed ACK: one segment waits delayedAckMs, the second full segment is ACKed at once', () => {
     const o = open({}, { delayedAckMs: 40 });
     // Past the quick ACKs of the connection's start (tcp-ack-mode.ts), so its ACKs may wait.
-    o.conn.quickAcks = 0;
+    o.conn.state.soft.quickAcks = 0;
     o.data(1000);
     assert.equal(o.b.take().length, 0);
     o.b.advance(39);
@@ -51,7 +51,7 @@ describe('receiving', () => {
   test('flushDelayedAck sends a pending delayed ACK at once and clears its deadline', () => {
     const o = open({}, { delayedAckMs: 40 });
     // Past the quick ACKs of the connection's start (tcp-ack-mode.ts), so its ACKs may wait.
-    o.conn.quickAcks = 0;
+    o.conn.state.soft.quickAcks = 0;
     o.data(100);
     assert.equal(o.b.take().length, 0);
     flushDelayedAck(o.conn);
@@ -96,7 +96,7 @@ describe('receiving', () => {
   test('receive window = free buffer, advertised scaled; zero window; window update after read', () => {
     const o = open({ wscale: 0 }, { rcvBufSize: 8192 });
     // Past the quick ACKs of the connection's start (tcp-ack-mode.ts), so its ACKs may wait.
-    o.conn.quickAcks = 0;
+    o.conn.state.soft.quickAcks = 0;
     // rcvBufSize 8192 needs no scaling: shift 0.
     assert.equal(o.conn.state.const.rcvWscale, 0);
     o.data(1460);

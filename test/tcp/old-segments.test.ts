@@ -208,7 +208,7 @@ describe('old segments (Linux tcp_sequence: acceptable unless they end before rc
     const { b, conn } = o;
     const d = conn.state.delegated;
     // Past the quick ACKs of the connection's start (tcp-ack-mode.ts), so its ACKs may wait.
-    conn.quickAcks = 0;
+    conn.state.soft.quickAcks = 0;
     peer(o, ACK, o.peerSeq, d.sndUna, bytes(100));
     assert.equal(b.take().length, 0, 'the ACK is delayed: rcv_wup is 100 below rcv.nxt');
     const wup = d.lastAckSent;
@@ -267,7 +267,7 @@ describe('old segments (Linux tcp_sequence: acceptable unless they end before rc
     const { b, conn } = o;
     const d = conn.state.delegated;
     // Past the quick ACKs of the connection's start (tcp-ack-mode.ts), so its ACKs may wait.
-    conn.quickAcks = 0;
+    conn.state.soft.quickAcks = 0;
     peer(o, ACK, o.peerSeq, d.sndUna, bytes(1000));
     peer(o, ACK, add(o.peerSeq, 1000), d.sndUna, bytes(1000));
     const [a] = b.take();

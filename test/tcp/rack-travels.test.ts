@@ -7,7 +7,6 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { StateValidationError } from '../../src/core/errors.ts';
 import {
   emptyHardState,
   HardStateRecord,
@@ -15,10 +14,9 @@ import {
   TRANSFER_RECORD_AT,
 } from '../../src/nic/hard-state.ts';
 import { TransferRecord } from '../../src/nic/transfer-record.ts';
-import { decodeBatch, encodeBatch } from '../../src/state/state-codec.ts';
 import type { TcpSoft } from '../../src/state/tcp-state.ts';
 import { validateTcpState } from '../../src/state/validate.ts';
-import { HANDOVERS, type Handover, sharedCopy } from './handovers.ts';
+import { assertSoftRefused, HANDOVERS, type Handover, sharedCopy } from './handovers.ts';
 import { ACK, activeOpen, add, Bench, bytes, REMOTE, Recorder } from './harness.ts';
 
 const MSS = 1460;
@@ -112,16 +110,7 @@ describe("RACK's knowledge of the path is validated", () => {
     test(`soft.${field} = ${String(value)}: refused by the validator, the encoder, the decoder and a record's reader`, () => {
       const { a, o } = learned();
       const s = a.layer.release(o.conn);
-      (s.soft as unknown as Record<string, unknown>)[field] = value;
-      const refused = (e: unknown) => e instanceof StateValidationError && e.field === `soft.${field}`;
-      assert.throws(() => validateTcpState(s), refused, 'validator');
-      const tree = { neighbor: s.path.neighbor, paths: [{ path: s.path, conns: [s] }] };
-      assert.throws(() => encodeBatch([tree], 0), refused, 'encoder');
-      // Bytes from elsewhere (written without validation): the decoder refuses the batch whole.
-      if (onWire) {
-        const wire = encodeBatch([tree], 0, { skipValidation: true });
-        assert.throws(() => decodeBatch(wire, 0), refused, 'decoder');
-      }
+      const refused = assertSoftRefused(s, field, value, onWire);
       // A transfer record carries any number (a bool slot reads back a bool): its reader's batch
       // validation refuses it.
       if (field === 'reorderingSeen') return;

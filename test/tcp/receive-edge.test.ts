@@ -132,7 +132,7 @@ describe('the right edge of the receive window (Linux tcp_sequence since 9ca48d6
     const { b, conn } = o;
     const d = conn.state.delegated;
     // Past the quick ACKs of the connection's start (tcp-ack-mode.ts), so its ACKs may wait.
-    conn.quickAcks = 0;
+    conn.state.soft.quickAcks = 0;
     const una = d.sndUna;
     peer(o, ACK, o.peerSeq, una, bytes(800));
     b.advance(200);
@@ -153,7 +153,7 @@ describe('the right edge of the receive window (Linux tcp_sequence since 9ca48d6
     assert.doesNotThrow(() => validateTcpState(conn.state));
   });
 
-  test('a bare FIN into our zero window is taken, answered at once, and is no duplicate ACK (1e3bb184e941)', () => {
+  test('a bare FIN into our zero window is taken, answered, and is no duplicate ACK (1e3bb184e941)', () => {
     const o = open({ rcvBufSize: 2000 });
     const { b, conn } = o;
     const d = conn.state.delegated;
@@ -162,8 +162,12 @@ describe('the right edge of the receive window (Linux tcp_sequence since 9ca48d6
     assert.equal(d.state, TcpStateId.CLOSE_WAIT, 'the FIN was taken');
     assert.equal(d.rcvNxt, add(o.peerSeq, 2001));
     assert.ok(o.user.events.includes('end'));
+    // Its ACK waits for ours to ride on, as every FIN that ends ESTABLISHED (tcp-ack-mode.ts).
+    assert.deepEqual(b.take(), []);
+    b.advance(conn.state.cached.delayedAckMs);
+    b.flush();
     const ans = b.take();
-    assert.equal(ans.length, 1, 'answered at once');
+    assert.equal(ans.length, 1, 'answered by the delayed-ACK timer');
     assert.equal(ans[0]!.h.ack, add(o.peerSeq, 2001));
     assert.equal(ans[0]!.h.window, 0);
     assert.equal(d.dupAcks, 0);

@@ -57,7 +57,7 @@ test('a crash sends no pending delayed ACK from the dead NIC; the rebuilt connec
     // virtual millisecond until the crash, so an ACK of its data may wait.
     onStart: (rig) => {
       const t = rig.net.clock.createTimer(() => {
-        for (const c of rig.nics[0]!.engine.tcp.connections()) c.quickAcks = 0;
+        for (const c of rig.nics[0]!.engine.tcp.connections()) c.state.soft.quickAcks = 0;
         if (!links[0]?.watching) t.arm(1);
       });
       t.arm(0);

@@ -1,3 +1,4 @@
+import { FIRST_DATA_PENDING, MAX_QUICK_ACKS } from '../../state/tcp-state.ts';
 import { seqDiff } from './seq.ts';
 import type { TcpConnection } from './tcp-connection.ts';
 
@@ -24,19 +25,10 @@ import type { TcpConnection } from './tcp-connection.ts';
  * its answers, quick-ACK mode or not. It is no longer interactive once a delayed ACK had to go
  * alone (tcp_delack_timer_handler) or quick-ACK mode is entered again.
  *
- * The state lives on the connection object, not in TcpState: it is a hint rebuilt from traffic,
- * and a new owner that starts without it delays ACKs as the previous one would once the count ran
- * out.
+ * The mode is part of the connection's state (TcpState's soft part, codec version 8): a connection
+ * moved between the host and a NIC delays its ACKs as it would have where it was. Only a rebuild
+ * from the hard state, which has no soft part, starts without it, past its start.
  */
-
-/** Linux's TCP_MAX_QUICKACKS (include/net/tcp.h). */
-export const MAX_QUICK_ACKS = 16;
-
-/**
- * conn.quickAcks from the handshake to the first data (Linux: ato still 0). Only a connection that
- * completed its handshake here has it: one that moved here is past its start, or treated so.
- */
-export const FIRST_DATA_PENDING = -1;
 
 /**
  * tcp_incr_quickack: the receive window last offered in pairs of full segments (at least 2, at
@@ -48,7 +40,7 @@ function incrQuickAcks(conn: TcpConnection, max: number): void {
   let q = Math.floor(seqDiff(d.rcvAdv, d.lastAckSent) / (2 * s.const.localMss));
   if (q <= 0) q = 2;
   if (q > max) q = max;
-  if (q > conn.quickAcks) conn.quickAcks = q;
+  if (q > conn.state.soft.quickAcks) conn.state.soft.quickAcks = q;
 }
 
 /**
@@ -57,12 +49,12 @@ function incrQuickAcks(conn: TcpConnection, max: number): void {
  */
 export function enterQuickAck(conn: TcpConnection): void {
   incrQuickAcks(conn, MAX_QUICK_ACKS);
-  conn.pingpong = false;
+  conn.state.soft.pingpong = false;
 }
 
 /** tcp_in_quickack_mode: the ACK of new data goes at once. */
 export function inQuickAck(conn: TcpConnection): boolean {
-  return conn.quickAcks > 0 && !conn.pingpong;
+  return conn.state.soft.quickAcks > 0 && !conn.state.soft.pingpong;
 }
 
 /**
@@ -71,13 +63,13 @@ export function inQuickAck(conn: TcpConnection): boolean {
  * long, restarts from a small window).
  */
 export function dataArrived(conn: TcpConnection, now: number): void {
-  if (conn.quickAcks === FIRST_DATA_PENDING) {
-    conn.quickAcks = 0;
+  if (conn.state.soft.quickAcks === FIRST_DATA_PENDING) {
+    conn.state.soft.quickAcks = 0;
     incrQuickAcks(conn, MAX_QUICK_ACKS);
-  } else if (conn.lastDataAt >= 0 && now - conn.lastDataAt > conn.state.delegated.rto) {
+  } else if (conn.state.soft.lastDataAt >= 0 && now - conn.state.soft.lastDataAt > conn.state.delegated.rto) {
     incrQuickAcks(conn, MAX_QUICK_ACKS);
   }
-  conn.lastDataAt = now;
+  conn.state.soft.lastDataAt = now;
 }
 
 /**
@@ -85,15 +77,44 @@ export function dataArrived(conn: TcpConnection, now: number): void {
  * the handshake, as Linux's lrcvtime starts there): an answer, so the connection is interactive.
  */
 export function dataSent(conn: TcpConnection, now: number): void {
-  if (conn.lastDataAt >= 0 && now - conn.lastDataAt < conn.state.cached.delayedAckMs) conn.pingpong = true;
+  const soft = conn.state.soft;
+  if (soft.lastDataAt >= 0 && now - soft.lastDataAt < conn.state.cached.delayedAckMs) soft.pingpong = true;
 }
 
 /** tcp_dec_quickack_mode: an ACK of new data went out (a window update or a duplicate's answer is none). */
 export function ackSent(conn: TcpConnection): void {
-  if (conn.quickAcks > 0) conn.quickAcks--;
+  if (conn.state.soft.quickAcks > 0) conn.state.soft.quickAcks--;
+}
+
+/**
+ * tcp_fin, on a FIN that takes the connection from ESTABLISHED to CLOSE_WAIT: the application will
+ * likely close in turn, so the connection becomes interactive and the ACK waits to ride on our own
+ * FIN. Called before the ACK of the segment that carries the FIN is decided, as Linux decides it
+ * only after tcp_fin (tcp_ack_snd_check): surprisingly, even a FIN that rides on a connection's
+ * first data, which quick-ACK mode would ACK at once, waits, since pingpong overrules the mode.
+ */
+export function peerClosing(conn: TcpConnection): void {
+  conn.state.soft.pingpong = true;
+}
+
+/**
+ * Whether the ACK of a FIN that ended ESTABLISHED goes at once all the same (__tcp_ack_snd_check,
+ * tcp_send_delayed_ack): when more than one full segment is unACKed with it (Linux's rcv_nxt -
+ * rcv_wup > rcv_mss; a full segment here is our MSS less the timestamp option, what a peer that
+ * fills it sends), or when no data came before it: Linux's ATO is still 0 then, and its delayed-ACK
+ * timer runs out at the next tick, which also ends the pingpong it had just entered.
+ */
+export function finAckNow(conn: TcpConnection): boolean {
+  const s = conn.state;
+  if (conn.state.soft.quickAcks === FIRST_DATA_PENDING) {
+    delayedAckFired(conn);
+    return true;
+  }
+  const fullSegment = s.const.localMss - (s.const.tsEnabled ? 12 : 0);
+  return seqDiff(s.delegated.rcvNxt, s.delegated.lastAckSent) > fullSegment;
 }
 
 /** tcp_delack_timer_handler: a delayed ACK had to go alone, so the answers are not coming. */
 export function delayedAckFired(conn: TcpConnection): void {
-  conn.pingpong = false;
+  conn.state.soft.pingpong = false;
 }

@@ -188,16 +188,6 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
   dsackStart = 0;
   dsackEnd = 0;
   /**
-   * @internal Quick-ACK mode, as Linux keeps it in icsk_ack (net/ipv4/tcp_input.c): ACKs of new
-   * data still to be sent at once rather than delayed (`quick`), whether the connection reads as
-   * interactive (`pingpong`: it answered data within the delayed-ACK time, so its ACKs wait for
-   * the answer), and when in-order data last came (`lrcvtime`; -1 not yet known). Soft and local:
-   * a new owner starts with none of it and delays ACKs as before (tcp-ack-mode.ts).
-   */
-  quickAcks = 0;
-  pingpong = false;
-  lastDataAt = -1;
-  /**
    * @internal When each range in flight was last sent (RACK, RFC 8985). Soft: a new owner starts
    * with an empty log and detects losses by the RFC 6675 rules until its own sends are logged.
    */
@@ -467,9 +457,6 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
     this.rttEchoFloor = -1;
     this.probeOctet = -1;
     this.dsackStart = this.dsackEnd = 0;
-    this.quickAcks = 0;
-    this.pingpong = false;
-    this.lastDataAt = -1;
     this.holdRetransmits = false;
     this.rack.reset();
     // The output fields stay: the object may still be in a scheduler's list from before it left

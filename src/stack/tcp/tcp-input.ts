@@ -1,6 +1,6 @@
 import type { Counters } from '../../core/counters.ts';
 import type { TcpState } from '../../state/tcp-state.ts';
-import { TcpStateId } from '../../state/tcp-state.ts';
+import { FIRST_DATA_PENDING, TcpStateId } from '../../state/tcp-state.ts';
 import { TcpFlag, type TcpHeader } from '../../wire/tcp.ts';
 import { effectiveMss } from './congestion.ts';
 import { backedOffRto, clampRto, rttSample } from './rtt.ts';
@@ -14,7 +14,7 @@ import {
   sackUpdate,
 } from './sack.ts';
 import { seqAdd, seqDiff, seqGeq, seqGt, seqLeq, seqLt, seqMax, seqMin, seqSub } from './seq.ts';
-import { dataArrived, enterQuickAck, FIRST_DATA_PENDING, inQuickAck } from './tcp-ack-mode.ts';
+import { dataArrived, enterQuickAck, finAckNow, inQuickAck, peerClosing } from './tcp-ack-mode.ts';
 import {
   armKeepalive,
   canReceive,
@@ -88,8 +88,8 @@ export function establish(conn: TcpConnection, now: number): void {
   // Linux's lrcvtime starts at the handshake: data sent within the delayed-ACK time of it is an
   // answer too (tcp-ack-mode.ts, dataSent). The first data is yet to come (quick-ACK mode starts
   // with it, dataArrived).
-  conn.lastDataAt = now;
-  conn.quickAcks = FIRST_DATA_PENDING;
+  s.soft.lastDataAt = now;
+  s.soft.quickAcks = FIRST_DATA_PENDING;
   // RFC 6298 5.7: a SYN timed out and the handshake gave no RTT sample, so the path may be slower
   // than the 1 s initial RTO assumed: start data transfer at 3 s.
   if (conn.synRetransmitted && d.srtt === 0) d.rto = clampRto(s, Math.max(d.rto, 3000));
@@ -486,7 +486,7 @@ function textAndFin(
         terminate(conn, null, true);
         return;
       }
-      receiveData(conn, seq, buf, pOff, pLen, now);
+      receiveData(conn, seq, buf, pOff, pLen, (f & TcpFlag.FIN) !== 0, now);
     }
   }
 
@@ -516,10 +516,20 @@ function finReceived(conn: TcpConnection, now: number): void {
   soft.oooFin = false;
   d.rcvNxt = seqAdd(d.rcvNxt, 1);
   d.finReceived = true;
-  soft.ackNow = true;
   conn.events |= TcpEvent.REMOTE_END;
-  if (d.state === TcpStateId.ESTABLISHED) d.state = TcpStateId.CLOSE_WAIT;
-  else if (d.state === TcpStateId.FIN_WAIT_1) {
+  if (d.state === TcpStateId.ESTABLISHED) {
+    d.state = TcpStateId.CLOSE_WAIT;
+    // Linux's tcp_fin: the ACK waits for our application's FIN (tcp-ack-mode.ts, peerClosing).
+    peerClosing(conn);
+    if (!soft.ackNow) {
+      if (finAckNow(conn) || s.cached.delayedAckMs <= 0) soft.ackNow = true;
+      else if (soft.delayedAckDeadline === INF) soft.delayedAckDeadline = now + s.cached.delayedAckMs;
+    }
+    return;
+  }
+  // In FIN_WAIT_1 and FIN_WAIT_2 Linux ACKs the FIN at once (tcp_fin: tcp_send_ack).
+  soft.ackNow = true;
+  if (d.state === TcpStateId.FIN_WAIT_1) {
     if (d.finSent && d.sndUna === d.sndMax) enterTimeWait(conn, now);
     else d.state = TcpStateId.CLOSING;
   } else if (d.state === TcpStateId.FIN_WAIT_2) enterTimeWait(conn, now);
@@ -1162,6 +1172,7 @@ function receiveData(
   buf: Uint8Array,
   pOff: number,
   pLen: number,
+  fin: boolean,
   now: number,
 ) {
   const s = conn.state;
@@ -1189,6 +1200,8 @@ function receiveData(
       conn.events |= TcpEvent.READABLE;
       dataArrived(conn, now);
     }
+    // All of it taken, so the FIN behind it is in order and ends ESTABLISHED (finReceived).
+    if (fin && n === pLen && d.state === TcpStateId.ESTABLISHED) peerClosing(conn);
     if (!soft.ackNow) {
       // A coalesced super-segment from an offloading link stands for several wire segments, so
       // the every-second-segment ACK (RFC 1122 4.2.3.2) is due at once.
