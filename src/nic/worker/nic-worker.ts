@@ -879,9 +879,9 @@ function addUnreadPaths(
 /**
  * Connections taken unbuilt by an initiate that asked for a prod (a failover's hand): built and
  * prodded a few a turn, the link's reads, the doorbell and the host's messages running between.
- * Built and prodded all in the initiate's turn, a failover's 500 held the surviving worker for
- * 110-230 ms (mostly the prods' frames: each write to the TAP runs the peer's receive), while its
- * own connections' ACKs waited behind them (BENCHMARKS.md, "A hand built a few a turn"). The
+ * Built and prodded all in the initiate's turn, a failover's hand of 256 held the surviving worker
+ * for about 115 ms (half of it the prods' frames: each write to the TAP runs the peer's receive),
+ * its own connections' ACKs waiting behind (BENCHMARKS.md, "A failover's hand built a few a turn"). The
  * peer hears nothing later for it: a frame, a doorbell, a call or a request for one builds and
  * prods it first (build), as the initiate would have, and the prod resends from snd.una whatever
  * the wait left due.
