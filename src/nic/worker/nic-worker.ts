@@ -884,7 +884,8 @@ function addUnreadPaths(
  * its own connections' ACKs waiting behind (BENCHMARKS.md, "A failover's hand built a few a turn"). The
  * peer hears nothing later for it: a frame, a doorbell, a call or a request for one builds and
  * prods it first (build), as the initiate would have, and the prod resends from snd.una whatever
- * the wait left due.
+ * the wait left due. Frames forwarded for them in the same batch of port messages as the hand
+ * still build theirs in the hand's turn.
  */
 const owedProds: Pending[] = [];
 let owedAt = 0;
