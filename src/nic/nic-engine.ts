@@ -534,12 +534,13 @@ export class NicEngine {
 
   /**
    * Build a connection taken unbuilt, from its state (read from its record and validated by the
-   * caller): it runs from here as if the initiate had installed it.
+   * caller): it runs from here as if the initiate had installed it, prodded when that initiate
+   * asked for a prod.
    */
-  adoptLazy(s: TcpState, path: PathSlot): TcpConnection {
+  adoptLazy(s: TcpState, path: PathSlot, prod = false): TcpConnection {
     this.lazyCount--;
     s.path = path.state;
-    const conn = this.tcp.adopt(s, null, { prod: false });
+    const conn = this.tcp.adopt(s, null, { prod });
     this.takeHeld(s.const);
     this.counters.inc('nic.lazy.built');
     return conn;

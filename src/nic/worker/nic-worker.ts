@@ -689,6 +689,7 @@ function fillFromRecords(
   blocks: TupleMap<ConnBlockRef>,
   owner: number,
   lazy: (Pending[] | undefined)[] | null,
+  prod: boolean,
 ): void {
   if (blocks.size * BLOCK_WORDS !== packed.words.length)
     throw new StateValidationError('blocks', 'a connection named twice');
@@ -711,8 +712,8 @@ function fillFromRecords(
     const node = nodes[rec.pathIndex];
     if (node === undefined)
       throw new StateValidationError('path', `path index ${rec.pathIndex} outside the batch`);
-    if (lazy !== null && mayTakeUnbuilt(key, parts, node.path)) {
-      (lazy[rec.pathIndex] ??= []).push({ key, block: b, parts, path: null, index: -1, takenAt: now });
+    if (lazy !== null && mayTakeUnbuilt(key, parts, node.path, prod)) {
+      (lazy[rec.pathIndex] ??= []).push({ key, block: b, parts, path: null, index: -1, takenAt: now, prod });
       unbuilt++;
       continue;
     }
@@ -748,7 +749,8 @@ function fillFromRecords(
  * engine's load and holds its path (LazyTake); its slot index is the host's name for it already.
  * Only quiet connections are taken so (TransferRecord.quiet): with no deadline armed, none has a
  * timer that could be late, and a worker that dies before the build loses nothing, its record and
- * hard state being what the last owner wrote.
+ * hard state being what the last owner wrote. An initiate that asks for a prod takes any so, and
+ * builds them within a few turns (oweProds): the prod resends what a late timer would have.
  */
 interface Pending extends LazyConn {
   readonly key: ConnKey;
@@ -758,6 +760,8 @@ interface Pending extends LazyConn {
   index: number;
   /** This thread's clock when it took the record: the instant the record's time deltas count from. */
   takenAt: number;
+  /** Taken by an initiate that asked for a prod: prodded at its build, which comes within turns (oweProds). */
+  readonly prod: boolean;
 }
 
 /**
@@ -782,19 +786,20 @@ function pendingList(): Pending[] {
 const pendingAt: (Pending | undefined)[] = [];
 
 /**
- * Whether a record may be taken unbuilt: quiet, nothing in its send ring, not here already (the
+ * Whether a record may be taken unbuilt: quiet, nothing in its send ring (both waived when a prod
+ * builds it within turns: oweProds), not here already (the
  * engine refuses that), no segments held for it here from an earlier terminate (the engine feeds
  * those in). An IPv6 key's handles are held by no one but its path (the key names them without a
  * reference, and the connection takes its own only when built): they must be its path's, which
  * the hold on the path then keeps; one that is not is read now, and refused by the validation.
  */
-function mayTakeUnbuilt(key: ConnKey, parts: BlockParts, path: PathState): boolean {
+function mayTakeUnbuilt(key: ConnKey, parts: BlockParts, path: PathState, prod: boolean): boolean {
   if (
     (key.localIp >= TWO_32 || key.remoteIp >= TWO_32) &&
     (key.localIp !== path.const.localIp || key.remoteIp !== path.const.remoteIp)
   )
     return false;
-  if (!parts.transfer.quiet || parts.send.length !== 0) return false;
+  if (!prod && (!parts.transfer.quiet || parts.send.length !== 0)) return false;
   if (byKey.has(key) || pendingOf(key) !== undefined) return false;
   const t = engine.tcp;
   return t.frozenSize === 0 || !t.isFrozen(key.localIp, key.localPort, key.remoteIp, key.remotePort);
@@ -872,6 +877,58 @@ function addUnreadPaths(
 }
 
 /**
+ * Connections taken unbuilt by an initiate that asked for a prod (a failover's hand): built and
+ * prodded a few a turn, the link's reads, the doorbell and the host's messages running between.
+ * Built and prodded all in the initiate's turn, a failover's hand of 256 held the surviving worker
+ * for about 115 ms (half of it the prods' frames: each write to the TAP runs the peer's receive),
+ * its own connections' ACKs waiting behind (BENCHMARKS.md, "A failover's hand built a few a turn"). The
+ * peer hears nothing later for it: a frame, a doorbell, a call or a request for one builds and
+ * prods it first (build), as the initiate would have, and the prod resends from snd.una whatever
+ * the wait left due. Frames forwarded for them in the same batch of port messages as the hand
+ * still build theirs in the hand's turn.
+ */
+const owedProds: Pending[] = [];
+let owedAt = 0;
+let owedLater = false;
+/** Prodded connections built per turn: as many as the doorbell serves (BELL_BUDGET). */
+const PRODS_PER_TURN = 64;
+
+function oweProds(list: readonly Pending[]): void {
+  for (const p of list) owedProds.push(p);
+  buildOwedLater();
+}
+
+function buildOwedLater(): void {
+  if (owedLater) return;
+  owedLater = true;
+  clock.defer(() => {
+    owedLater = false;
+    if (closed) return;
+    buildOwed(PRODS_PER_TURN);
+    if (owedAt < owedProds.length) buildOwedLater();
+  });
+}
+
+/** Still pending: not built by a touch nor let go since (its slot index may be another's now). */
+function stillOwed(p: Pending): boolean {
+  return pendingAt[p.index] === p;
+}
+
+/** Build up to `budget` of the connections owed a prod, oldest first. */
+function buildOwed(budget: number): void {
+  while (owedAt < owedProds.length && budget > 0) {
+    const p = owedProds[owedAt++]!;
+    if (!stillOwed(p)) continue;
+    progress();
+    build(p);
+    budget--;
+  }
+  if (owedAt < owedProds.length) return;
+  owedProds.length = 0;
+  owedAt = 0;
+}
+
+/**
  * Build a pending connection: its record read (on the clock of its take, so its times are what an
  * initiate would have made them) and validated as an initiate validates it, adopted, given its
  * slot. A record that fails is refused now as a corrupt state is at a terminate: the connection is
@@ -907,7 +964,7 @@ function build(p: Pending): Slot | undefined {
     post({ t: 'ind', ind: ['abort', key] });
     return undefined;
   }
-  const conn = engine.adoptLazy(s, path);
+  const conn = engine.adoptLazy(s, path, p.prod);
   batchParts.set(p.block, parts);
   try {
     install(conn, p.block, p.index);
@@ -1596,18 +1653,24 @@ function initiateNow(
     return { send: parts.send, recv: parts.recv };
   };
   const owner = a.owner;
-  // A prod sends at once: those connections are built.
-  const byNode: (Pending[] | undefined)[] | null =
-    owner !== undefined && a.blocks !== undefined && a.prod !== true ? [] : null;
+  const prod = a.prod === true;
+  const byNode: (Pending[] | undefined)[] | null = owner !== undefined && a.blocks !== undefined ? [] : null;
   const installed: InstalledConn[] = [];
+  const owed: Pending[] = [];
   const lazy: LazyTake | undefined =
     byNode === null
       ? undefined
-      : { byNode, taken: (c, path) => installed.push(takeUnbuilt(c as Pending, path, owner!)) };
+      : {
+          byNode,
+          taken: (c, path) => {
+            installed.push(takeUnbuilt(c as Pending, path, owner!));
+            if (prod) owed.push(c as Pending);
+          },
+        };
   const fill =
     owner === undefined || a.blocks === undefined
       ? undefined
-      : (trees: OffloadTree[]) => fillFromRecords(trees, a.blocks!, blocksNow()!, owner, byNode);
+      : (trees: OffloadTree[]) => fillFromRecords(trees, a.blocks!, blocksNow()!, owner, byNode, prod);
   try {
     const result: InitiateResult = engine.initiate(a.batch, { prod: a.prod }, { rings, fill, lazy });
     // Every connection installed was taken unbuilt (the usual move of idle connections): each is
@@ -1627,6 +1690,7 @@ function initiateNow(
         installed.push(inst);
       }
     if (installedOut !== undefined) for (const c of installed) installedOut.push(c);
+    if (owed.length > 0) oweProds(owed);
     return packInitiate(result, installed, engine.addressBook);
   } finally {
     batchParts.clear();
@@ -1811,7 +1875,8 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
           for (const k of list) {
             const p = pendingOf(k);
             if (p === undefined) rest.push(k);
-            else if (records) unread.push(p);
+            // One still owed its prod goes built: read unread, its next owner would not prod it.
+            else if (records && !p.prod) unread.push(p);
             else {
               build(p);
               rest.push(k);
@@ -1954,7 +2019,8 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
       case 'update':
         // A neighbor's or a path's change is to objects pending connections share (their path
         // slot and its neighbor), read at their build; quiet since their take, none has anything
-        // outstanding to resend at a new MTU or through a new hop now. Settings of connections
+        // outstanding to resend at a new MTU or through a new hop now (one owed a prod resends
+        // what it has at its build, over the path as it is then). Settings of connections
         // (`tcp`) are in each one's record: those are built.
         if (r.arg?.kind !== 'neighbor' && r.arg?.kind !== 'path') buildPending();
         engine.update(r.arg);
@@ -1977,7 +2043,8 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
         return;
       case 'progressScan': {
         // Pending connections are left out unbuilt: quiet, with nothing sent or outstanding, none
-        // can be stalled or sending to a wrong MAC, which is all a scan looks for (ProgressWatch).
+        // can be stalled or sending to a wrong MAC, which is all a scan looks for (ProgressWatch);
+        // one owed a prod sends nothing before its build, a few turns away (buildOwed).
         const value = engine.progressScan();
         post({ t: 'res', id, ok: true, op: r.op, value }, [value.buffer as ArrayBuffer]);
         return;

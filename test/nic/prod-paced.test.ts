@@ -1,0 +1,114 @@
+/**
+ * A move that prods (a failover's) hands its connections to the destination worker, which takes
+ * them unbuilt, timers armed or not, answers at once, and builds and prods them a few a turn
+ * (nic-worker.ts oweProds) rather than all in the hand's turn. What must hold: each one is built
+ * and prodded once though nothing touches it, and its bytes stay intact, moved on before its
+ * build or not.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { openConnections } from '../../bench/offload.ts';
+import type { WorkerNic } from '../../src/nic/worker-nic.ts';
+import type { SimNetwork } from '../../src/sim/sim-network.ts';
+import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
+import { PING_MS, socketKey, workerSetup } from './worker-helpers.ts';
+
+/** More than the worker builds in a turn (PRODS_PER_TURN, 64): the builds take several turns. */
+const N = 150;
+
+async function counter(n: WorkerNic, key: string): Promise<number> {
+  return (await n.counters())[key] ?? 0;
+}
+
+/** Poll `n`'s counter until it equals `want` (or 20 s pass); its last value. */
+async function counterIs(net: SimNetwork, n: WorkerNic, key: string, want: number): Promise<number> {
+  const t0 = net.now();
+  let v = await counter(n, key);
+  while (v !== want && net.now() - t0 < 20_000) {
+    await net.sleep(10);
+    v = await counter(n, key);
+  }
+  return v;
+}
+
+/** Each socket sends `base + i` bytes of its own value at once; each gets exactly them back. */
+async function echoAll(net: SimNetwork, sockets: readonly TcpSocket[], base: number): Promise<void> {
+  const want = sockets.map((_, i) => Buffer.alloc(base + i, (base + i) & 0xff));
+  const got = sockets.map(() => [] as Buffer[]);
+  const lengths = sockets.map(() => 0);
+  sockets.forEach((s, i) => {
+    s.on('data', (d: Uint8Array) => {
+      got[i]!.push(Buffer.from(d));
+      lengths[i]! += d.length;
+    });
+    s.write(want[i]!);
+  });
+  const t0 = net.now();
+  while (lengths.some((n, i) => n < want[i]!.length) && net.now() - t0 < 30_000) await net.sleep(10);
+  for (const s of sockets) s.removeAllListeners('data');
+  for (const [i, s] of sockets.entries())
+    assert.deepEqual(Buffer.concat(got[i]!), want[i]!, `echo on port ${s.connection?.localPort}`);
+}
+
+/**
+ * N connections to an echoing peer, with keepalive on (a deadline armed: not quiet, so a move
+ * without a prod builds them at once), offloaded to the first worker.
+ */
+async function setup(seed: number, t: Parameters<typeof workerSetup>[1]) {
+  const { net, wh, peer } = await workerSetup(seed, t);
+  peer
+    .createServer((s) => {
+      s.on('data', (d: Uint8Array) => s.write(d));
+      s.on('error', () => {});
+    })
+    .listen(80);
+  await wh.host.ping('10.0.0.2', PING_MS);
+  const sockets = await openConnections(wh.host, net, N, 5);
+  for (const s of sockets) s.setKeepAlive(true, 600_000);
+  const keys = sockets.map(socketKey);
+  const [n0, n1] = wh.nics as [WorkerNic, WorkerNic];
+  assert.equal((await wh.offload.offload(keys, n0)).moved.length, N);
+  assert.equal(await counter(n0, 'nic.lazy.pending'), 0, 'not quiet: built at the offload');
+  return { net, wh, sockets, keys, n0, n1 };
+}
+
+describe('a prodding move: taken unbuilt, built and prodded a few a turn', () => {
+  test('every connection is taken unbuilt, then built and prodded once with nothing touching it; bytes intact', {
+    timeout: 90_000,
+  }, async (t) => {
+    const { net, wh, sockets, keys, n0, n1 } = await setup(93, t);
+    const handed = wh.stack.counters.get('offload.handed');
+    assert.equal((await wh.offload.move(keys, n0, n1, { prod: true })).moved.length, N);
+    assert.equal(wh.stack.counters.get('offload.handed') - handed, N, 'handed worker to worker');
+    // Without the pacing, a prod's initiate builds (and prods) all of them in its own turn.
+    assert.equal(await counter(n1, 'nic.initiate.unbuilt'), N, 'taken unbuilt, timers armed and all');
+    // Nothing touches them (the peer and the application are idle): the worker builds them itself.
+    assert.equal(await counterIs(net, n1, 'nic.lazy.pending', 0), 0, 'all built');
+    assert.equal(await counter(n1, 'nic.lazy.built'), N);
+    assert.equal(await counter(n1, 'tcp.adopt.prodded'), N, 'each prodded once');
+    await echoAll(net, sockets, 1000);
+  });
+
+  test('moved on at once, before the builds are done: each is prodded at the first worker, and goes on intact', {
+    timeout: 90_000,
+  }, async (t) => {
+    const { net, wh, sockets, keys, n0, n1 } = await setup(94, t);
+    const [there, back] = await Promise.all([
+      wh.offload.move(keys, n0, n1, { prod: true }),
+      wh.offload.move(keys, n1, n0),
+    ]);
+    assert.equal(there.moved.length, N);
+    assert.equal(back.moved.length, N);
+    // A connection still owed its prod when the next move takes it is built (prodded) first: read
+    // unread, the next owner would never prod it.
+    assert.equal(await counter(n1, 'nic.lazy.pending'), 0);
+    assert.equal(
+      await counter(n1, 'tcp.adopt.prodded'),
+      N,
+      'each prodded at the worker the prodding move took it to',
+    );
+    assert.equal(n1.load, 0);
+    assert.equal(n0.load, N);
+    await echoAll(net, sockets, 1500);
+  });
+});
