@@ -23,70 +23,66 @@ function readLe32(b: Uint8Array, at: number): number {
   return (b[at]! | (b[at + 1]! << 8) | (b[at + 2]! << 16) | (b[at + 3]! << 24)) >>> 0;
 }
 
-// The state v0..v3 as halves; module-level so that a hash allocates nothing (one thread runs
-// one hash at a time: nothing here awaits).
-let v0l = 0;
-let v0h = 0;
-let v1l = 0;
-let v1h = 0;
-let v2l = 0;
-let v2h = 0;
-let v3l = 0;
-let v3h = 0;
-/** The high half of the last result (sipHash24 returns the low one). */
-let outHigh = 0;
+/*
+ * The state v0..v3 as 32-bit halves in a typed array: a store wraps to 32 bits by itself, and
+ * nothing is boxed (module-level numbers above 2^30 were heap numbers, one allocation a write).
+ * One thread runs one hash at a time: nothing here awaits.
+ */
+const V = new Uint32Array(8);
+/** The high 32 bits of the last result (sipHash24 returns the low one). */
+const HIGH = new Uint32Array(1);
+const V0L = 0;
+const V0H = 1;
+const V1L = 2;
+const V1H = 3;
+const V2L = 4;
+const V2H = 5;
+const V3L = 6;
+const V3H = 7;
 
-function sipRound(): void {
-  let l: number;
-  let h: number;
-  // v0 += v1; v1 <<<= 13; v1 ^= v0; v0 <<<= 32
-  l = (v0l + v1l) >>> 0;
-  v0h = (v0h + v1h + (l < v0l ? 1 : 0)) >>> 0;
-  v0l = l;
-  h = ((v1h << 13) | (v1l >>> 19)) >>> 0;
-  l = ((v1l << 13) | (v1h >>> 19)) >>> 0;
-  v1h = (h ^ v0h) >>> 0;
-  v1l = (l ^ v0l) >>> 0;
-  h = v0h;
-  v0h = v0l;
-  v0l = h;
-  // v2 += v3; v3 <<<= 16; v3 ^= v2
-  l = (v2l + v3l) >>> 0;
-  v2h = (v2h + v3h + (l < v2l ? 1 : 0)) >>> 0;
-  v2l = l;
-  h = ((v3h << 16) | (v3l >>> 16)) >>> 0;
-  l = ((v3l << 16) | (v3h >>> 16)) >>> 0;
-  v3h = (h ^ v2h) >>> 0;
-  v3l = (l ^ v2l) >>> 0;
-  // v0 += v3; v3 <<<= 21; v3 ^= v0
-  l = (v0l + v3l) >>> 0;
-  v0h = (v0h + v3h + (l < v0l ? 1 : 0)) >>> 0;
-  v0l = l;
-  h = ((v3h << 21) | (v3l >>> 11)) >>> 0;
-  l = ((v3l << 21) | (v3h >>> 11)) >>> 0;
-  v3h = (h ^ v0h) >>> 0;
-  v3l = (l ^ v0l) >>> 0;
-  // v2 += v1; v1 <<<= 17; v1 ^= v2; v2 <<<= 32
-  l = (v2l + v1l) >>> 0;
-  v2h = (v2h + v1h + (l < v2l ? 1 : 0)) >>> 0;
-  v2l = l;
-  h = ((v1h << 17) | (v1l >>> 15)) >>> 0;
-  l = ((v1l << 17) | (v1h >>> 15)) >>> 0;
-  v1h = (h ^ v2h) >>> 0;
-  v1l = (l ^ v2l) >>> 0;
-  h = v2h;
-  v2h = v2l;
-  v2l = h;
+/** a += b on the 64-bit words whose halves are at `al`/`al + 1` and `bl`/`bl + 1`. */
+function add(v: Uint32Array, al: number, bl: number): void {
+  const l = v[al]! + v[bl]!;
+  v[al + 1] = v[al + 1]! + v[bl + 1]! + (l > 0xffffffff ? 1 : 0);
+  v[al] = l;
+}
+
+/** x = (x <<< b) ^ y, for 0 < b < 32, halves at `xl`/`xl + 1` and `yl`/`yl + 1`. */
+function rotXor(v: Uint32Array, xl: number, b: number, yl: number): void {
+  const l = v[xl]!;
+  const h = v[xl + 1]!;
+  v[xl + 1] = ((h << b) | (l >>> (32 - b))) ^ v[yl + 1]!;
+  v[xl] = ((l << b) | (h >>> (32 - b))) ^ v[yl]!;
+}
+
+/** x <<<= 32: its halves swap. */
+function swap(v: Uint32Array, xl: number): void {
+  const l = v[xl]!;
+  v[xl] = v[xl + 1]!;
+  v[xl + 1] = l;
+}
+
+function sipRound(v: Uint32Array): void {
+  add(v, V0L, V1L);
+  rotXor(v, V1L, 13, V0L);
+  swap(v, V0L);
+  add(v, V2L, V3L);
+  rotXor(v, V3L, 16, V2L);
+  add(v, V0L, V3L);
+  rotXor(v, V3L, 21, V0L);
+  add(v, V2L, V1L);
+  rotXor(v, V1L, 17, V2L);
+  swap(v, V2L);
 }
 
 /** One message word m (halves ml, mh) through the two compression rounds. */
-function compress(ml: number, mh: number): void {
-  v3l = (v3l ^ ml) >>> 0;
-  v3h = (v3h ^ mh) >>> 0;
-  sipRound();
-  sipRound();
-  v0l = (v0l ^ ml) >>> 0;
-  v0h = (v0h ^ mh) >>> 0;
+function compress(v: Uint32Array, ml: number, mh: number): void {
+  v[V3L] ^= ml;
+  v[V3H] ^= mh;
+  sipRound(v);
+  sipRound(v);
+  v[V0L] ^= ml;
+  v[V0H] ^= mh;
 }
 
 /**
@@ -95,23 +91,20 @@ function compress(ml: number, mh: number): void {
  * The high 32 bits are `sipHashHigh()` until the next call.
  */
 export function sipHash24(key: SipKey, msg: Uint8Array, from = 0, to = msg.length): number {
-  const k0l = key[0]!;
-  const k0h = key[1]!;
-  const k1l = key[2]!;
-  const k1h = key[3]!;
+  const v = V;
   // "somepseudorandomlygeneratedbytes", the reference's initial constants.
-  v0l = (k0l ^ 0x70736575) >>> 0;
-  v0h = (k0h ^ 0x736f6d65) >>> 0;
-  v1l = (k1l ^ 0x6e646f6d) >>> 0;
-  v1h = (k1h ^ 0x646f7261) >>> 0;
-  v2l = (k0l ^ 0x6e657261) >>> 0;
-  v2h = (k0h ^ 0x6c796765) >>> 0;
-  v3l = (k1l ^ 0x79746573) >>> 0;
-  v3h = (k1h ^ 0x74656462) >>> 0;
+  v[V0L] = key[0]! ^ 0x70736575;
+  v[V0H] = key[1]! ^ 0x736f6d65;
+  v[V1L] = key[2]! ^ 0x6e646f6d;
+  v[V1H] = key[3]! ^ 0x646f7261;
+  v[V2L] = key[0]! ^ 0x6e657261;
+  v[V2H] = key[1]! ^ 0x6c796765;
+  v[V3L] = key[2]! ^ 0x79746573;
+  v[V3H] = key[3]! ^ 0x74656462;
   const len = to - from;
   const whole = from + (len & ~7);
   let i = from;
-  for (; i < whole; i += 8) compress(readLe32(msg, i), readLe32(msg, i + 4));
+  for (; i < whole; i += 8) compress(v, readLe32(msg, i), readLe32(msg, i + 4));
   // The last word: the tail's bytes, little-endian, and the length's low byte on top.
   let ml = 0;
   let mh = (len & 0xff) << 24;
@@ -121,17 +114,14 @@ export function sipHash24(key: SipKey, msg: Uint8Array, from = 0, to = msg.lengt
     if (j < 4) ml |= b << (8 * j);
     else mh |= b << (8 * (j - 4));
   }
-  compress(ml >>> 0, mh >>> 0);
-  v2l = (v2l ^ 0xff) >>> 0;
-  sipRound();
-  sipRound();
-  sipRound();
-  sipRound();
-  outHigh = (v0h ^ v1h ^ v2h ^ v3h) >>> 0;
-  return (v0l ^ v1l ^ v2l ^ v3l) >>> 0;
+  compress(v, ml >>> 0, mh >>> 0);
+  v[V2L] ^= 0xff;
+  for (let r = 0; r < 4; r++) sipRound(v);
+  HIGH[0] = v[V0H]! ^ v[V1H]! ^ v[V2H]! ^ v[V3H]!;
+  return (v[V0L]! ^ v[V1L]! ^ v[V2L]! ^ v[V3L]!) >>> 0;
 }
 
 /** The high 32 bits of the last sipHash24's result. */
 export function sipHashHigh(): number {
-  return outHigh;
+  return HIGH[0]!;
 }
