@@ -15,7 +15,9 @@ import { RealClock } from '../core/clock.ts';
 import { ChimneyError } from '../core/errors.ts';
 import { watchLoopBlocks } from '../core/loop-blocks.ts';
 import { PcapWriter } from '../link/pcap.ts';
+import { warmSlabs } from '../nic/hard-state.ts';
 import type { Nic } from '../nic/nic.ts';
+import { SlabWarmer } from '../nic/slab-warmer.ts';
 import { DEFAULT_RING, WorkerNic } from '../nic/worker-nic.ts';
 import type { PlaceTimeout } from '../offload/offload-manager.ts';
 import type { Host } from '../socket/host.ts';
@@ -58,6 +60,11 @@ const IPV6_SETTLE_MS = 10_000;
 
 /** Connections get this long to finish after SIGINT/SIGTERM before they are aborted. */
 const SHUTDOWN_GRACE_MS = 1000;
+/**
+ * The longest serve takes at its start to write its NICs' spare slabs through (warmSlabs): two
+ * took 1.2-1.3 s at load 16; past this the rest is left to the SlabWarmer's idle moments.
+ */
+const WARM_START_MS = 5000;
 
 function collectTaps(v: string, prev: string[] | undefined): string[] {
   const names = v
@@ -135,6 +142,7 @@ interface TapFlags {
 
 interface TeamFlags {
   workers?: boolean;
+  warmSlabs?: number;
   acceptAtNic?: boolean;
   offloadPolicy?: 'immediate' | 'after' | 'manual';
   offloadAfter?: number;
@@ -222,6 +230,12 @@ export function registerTapCommands(program: Command): void {
       collectService,
     )
     .option('--workers', 'run connections on software NICs, one worker thread per TAP')
+    .addOption(
+      new Option(
+        '--warm-slabs <n>',
+        "with --workers: slabs of the connections' shared memory kept written through while serve is idle (default: 0; one per NIC is its ring budget)",
+      ).argParser(intIn(0, 64)),
+    )
     .option(
       '--accept-at-nic',
       'on a team (or --workers), the member that has a path to the peer answers SYNs itself: connections are born offloaded, with no transfer',
@@ -353,6 +367,11 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
   let tt: TapTeam;
   let pcap: PcapWriter | null = null;
   let v6: CheckedAddresses | null = null;
+  // Slabs faulted in before the first burst needs them (here, before there is a team to keep
+  // waiting), and again after each burst once serve is idle. Off unless asked for: it costs
+  // 64 MiB resident a slab and a second of CPU at start, and no first-byte gain was shown at
+  // 5,000 (BENCHMARKS.md, "The connect burst at 5,000: fresh memory faulted in before the burst").
+  const warmer = new SlabWarmer(o.workers ? (o.warmSlabs ?? 0) : 0);
   try {
     for (const tap of o.tap) checkTapHostOptions({ ...opts, tap });
     if (o.pcap !== undefined) {
@@ -362,6 +381,7 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
     const a = checkAddresses(o.ip, { gw: o.gw, gw6: o.gw6, mtu: o.mtu });
     if (a.v4.length > 1) fail('serve', `--ip: a team has one IPv4 address (given: ${a.v4.join(', ')})`);
     v6 = a;
+    warmSlabs(warmer.want, performance.now() + WARM_START_MS, () => performance.now());
     tt = createTapTeam({
       taps: o.tap,
       ip: a.v4[0],
@@ -392,6 +412,7 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
   }
   const th = tt.team;
   th.manager.acceptAtNic = o.acceptAtNic === true;
+  warmer.start();
   const lagFile = process.env.CHIMNEY_LAG_LOG;
   if (lagFile) traceMainThread(th, lagFile);
   // Not only with the trace: a team's profile was written only when CHIMNEY_LAG_LOG was set too.
@@ -497,6 +518,7 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
       },
     },
     close: () => {
+      warmer.stop();
       tt.close();
       if (pcap) {
         clearInterval(pcapFlush);
