@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import { dirname } from 'node:path';
-import type { WorkerNic } from '../nic/worker-nic.ts';
+import type { Nic } from '../nic/nic.ts';
 
 /**
  * A local control socket: `chimney serve` answers status requests on it and `chimney status`
@@ -159,10 +159,10 @@ export interface KillAnswer {
  * can take many seconds to exit (its TAP reader's poll on the libuv pool must end first, and the
  * switch now steers the team's frames to the other members), and an answer that waited for the
  * exit left the harness's request unanswered within its 10 s; the team does not wait for the exit
- * either (`WorkerNic.terminateThread`). `note` hears of the exit when it comes.
+ * either (`Nic.terminateThread`, a WorkerNic's). `note` hears of the exit when it comes.
  */
 export function killWorkerNic(
-  nic: WorkerNic,
+  nic: Pick<Nic, 'id'> & Required<Pick<Nic, 'terminateThread'>>,
   note: (threadId: number, exitCode: number) => void = () => {},
 ): KillAnswer {
   const { threadId, exited } = nic.terminateThread();

@@ -18,7 +18,7 @@ import { PcapWriter } from '../link/pcap.ts';
 import { warmSlabs } from '../nic/hard-state.ts';
 import type { Nic } from '../nic/nic.ts';
 import { SlabWarmer } from '../nic/slab-warmer.ts';
-import { DEFAULT_RING, WorkerNic } from '../nic/worker-nic.ts';
+import { DEFAULT_RING } from '../nic/worker-nic.ts';
 import type { PlaceTimeout } from '../offload/offload-manager.ts';
 import type { Host } from '../socket/host.ts';
 import { traceAccepts } from '../socket/tcp-server.ts';
@@ -502,12 +502,13 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
       /** Failover drill: kill a NIC's worker thread outright. */
       'kill-nic': (req) => {
         const nic = nicById(String(req.nic));
-        if (!(nic instanceof WorkerNic)) throw new Error(`${nic.id} is not a worker NIC (serve --workers)`);
+        const terminateThread = nic.terminateThread?.bind(nic);
+        if (terminateThread === undefined) throw new Error(`${nic.id} is not a worker NIC (serve --workers)`);
         log.event(`${nic.id}: killing its worker thread (requested over the control socket)`, {
           event: 'nic-kill',
           nic: nic.id,
         });
-        return killWorkerNic(nic, (threadId, code) =>
+        return killWorkerNic({ id: nic.id, terminateThread }, (threadId, code) =>
           log.event(`${nic.id}: worker thread ${threadId} exited (code ${code})`, {
             event: 'nic-exit',
             nic: nic.id,
@@ -523,7 +524,7 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
       if (pcap) {
         clearInterval(pcapFlush);
         pcap.close();
-        const dropped = th.nics.reduce((n, x) => n + (x instanceof WorkerNic ? x.captureDropped : 0), 0);
+        const dropped = th.nics.reduce((n, x) => n + (x.captureDropped ?? 0), 0);
         if (dropped > 0) log.error(`capture: ${dropped} frame(s) dropped (the writer fell behind)`);
       }
     },

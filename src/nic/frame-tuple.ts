@@ -5,6 +5,7 @@ import {
   ethL3Offset,
   ethType,
   ipv4Dst,
+  ipv4FragOffset,
   ipv4HeaderLen,
   ipv4IsFragment,
   ipv4Proto,
@@ -17,11 +18,19 @@ import { IpProto } from '../wire/ipv4.ts';
 /** The four-tuple of the last frame `tcpTuple` read (as the receiver names it: local is the destination). */
 export const tuple = { localIp: 0, localPort: 0, remoteIp: 0, remotePort: 0 };
 
-/** What `tcpTuple` found. */
+/** What `tcpTuple` and `packetTuple` found. */
 export const TUPLE_READ = 1;
 export const TUPLE_NONE = 0;
 /** A TCP segment over IPv6 with an address the table holds no handle for: no connection's here. */
 export const TUPLE_UNKNOWN = -1;
+/**
+ * `packetTuple` only: the ports are not where it reads, an IPv4 fragment past the first or IPv6
+ * with a header other than TCP behind the fixed one (an extension header, or another protocol):
+ * the packet may be any connection's.
+ */
+export const TUPLE_HIDDEN = -2;
+/** `packetTuple` only: the first fragment of an IPv4 TCP segment, its tuple read; not a whole segment. */
+export const TUPLE_FIRST_FRAGMENT = 2;
 
 /**
  * Read a frame's four-tuple into `tuple`: an unfragmented IPv4 TCP segment, or an IPv6 one with
@@ -31,25 +40,41 @@ export const TUPLE_UNKNOWN = -1;
  */
 export function tcpTuple(frame: Uint8Array, addrs: AddressBook | null): number {
   const ip4 = ethIpv4Offset(frame);
-  if (ip4 >= 0) {
-    if (ipv4Proto(frame, ip4) !== IpProto.TCP || ipv4IsFragment(frame, ip4)) return TUPLE_NONE;
-    const t = ip4 + ipv4HeaderLen(frame, ip4);
-    if (frame.length < t + 4) return TUPLE_NONE;
-    tuple.localIp = ipv4Dst(frame, ip4);
-    tuple.localPort = l4DstPort(frame, t);
-    tuple.remoteIp = ipv4Src(frame, ip4);
-    tuple.remotePort = l4SrcPort(frame, t);
+  let read: number;
+  if (ip4 >= 0) read = packetTuple(frame, ip4, false, addrs);
+  else if (frame.length < 14 || ethType(frame) !== EtherType.IPV6) return TUPLE_NONE;
+  else read = packetTuple(frame, ethL3Offset(frame), true, addrs);
+  return read === TUPLE_READ || read === TUPLE_UNKNOWN ? read : TUPLE_NONE;
+}
+
+/**
+ * Read the four-tuple of the TCP segment in the IP packet at buf[ip] (IPv6 if `v6`, its header
+ * whole in `buf` for IPv4) into `tuple`, as `tcpTuple` does, and say what it found: the one
+ * reader of a segment's tuple for a frame, a packet the host injects, and the packet an ICMP error
+ * quotes. TUPLE_HIDDEN and TUPLE_FIRST_FRAGMENT tell apart what `tcpTuple` reports as none.
+ */
+export function packetTuple(buf: Uint8Array, ip: number, v6: boolean, addrs: AddressBook | null): number {
+  if (v6) {
+    if (buf.length < ip + 40) return TUPLE_NONE;
+    if (buf[ip + 6] !== IpProto.TCP) return TUPLE_HIDDEN;
+    if (buf.length < ip + 44) return TUPLE_NONE;
+    const src = addrs === null ? -1 : addrs.find(buf, ip + 8);
+    const dst = src < 0 ? -1 : addrs!.find(buf, ip + 24);
+    if (dst < 0) return TUPLE_UNKNOWN;
+    tuple.localIp = dst;
+    tuple.localPort = l4DstPort(buf, ip + 40);
+    tuple.remoteIp = src;
+    tuple.remotePort = l4SrcPort(buf, ip + 40);
     return TUPLE_READ;
   }
-  if (frame.length < 14 || ethType(frame) !== EtherType.IPV6) return TUPLE_NONE;
-  const ip = ethL3Offset(frame);
-  if (frame.length < ip + 44 || frame[ip + 6] !== IpProto.TCP) return TUPLE_NONE;
-  const src = addrs === null ? -1 : addrs.find(frame, ip + 8);
-  const dst = src < 0 ? -1 : addrs!.find(frame, ip + 24);
-  if (dst < 0) return TUPLE_UNKNOWN;
-  tuple.localIp = dst;
-  tuple.localPort = l4DstPort(frame, ip + 40);
-  tuple.remoteIp = src;
-  tuple.remotePort = l4SrcPort(frame, ip + 40);
-  return TUPLE_READ;
+  if (ipv4Proto(buf, ip) !== IpProto.TCP) return TUPLE_NONE;
+  if (ipv4FragOffset(buf, ip) !== 0) return TUPLE_HIDDEN;
+  const t = ip + ipv4HeaderLen(buf, ip);
+  const first = ipv4IsFragment(buf, ip);
+  if (buf.length < t + 4) return first ? TUPLE_HIDDEN : TUPLE_NONE;
+  tuple.localIp = ipv4Dst(buf, ip);
+  tuple.localPort = l4DstPort(buf, t);
+  tuple.remoteIp = ipv4Src(buf, ip);
+  tuple.remotePort = l4SrcPort(buf, t);
+  return first ? TUPLE_FIRST_FRAGMENT : TUPLE_READ;
 }

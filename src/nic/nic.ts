@@ -34,6 +34,8 @@
  *   target not in process that takes `TreeTransfer`s anyway, one request for `takeQueued` and
  *   `dropFrozen`, and its own reading of its terminate's bytes (the transfer protocol tested for
  *   a HostNic). Absent: the caller encodes, makes both requests, and decodes with the codec.
+ * - `captureDropped?` and `terminateThread?()`, optional: a target that captures off the host's
+ *   thread, and one whose thread can be stopped outright (`chimney serve` tested for a WorkerNic).
  */
 import type { Link } from '../link/link.ts';
 import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
@@ -685,6 +687,17 @@ export interface Nic {
    * absent: every transfer to or from it takes the general protocol's steps.
    */
   readonly handsLive?: boolean;
+  /**
+   * Frames left out of its capture because the writer on the host's thread fell behind: a target
+   * that captures on a thread of its own (a WorkerNic given `capture`). Absent: it drops none.
+   */
+  readonly captureDropped?: number;
+  /**
+   * Stop the thread the target runs on outright (a failover drill), and return at once: the
+   * thread's id, and its exit, which can come much later. The death is indicated as any other.
+   * Absent: a target with no thread of its own.
+   */
+  terminateThread?(): { threadId: number; exited: Promise<number> };
   /** Segments (IPv4 packets, e.g. forwarded from another owner) for connections this target runs. */
   inject(packets: readonly Uint8Array[]): void;
   /**

@@ -19,19 +19,8 @@ import type { AddressBook } from '../state/path-state.ts';
 import { sharedRingAdvance, sharedRingCopy, sharedRingPositions } from '../state/shared-ring.ts';
 import { decodeBatch, encodeBatch, releaseTreeAddresses } from '../state/state-codec.ts';
 import type { TcpState } from '../state/tcp-state.ts';
-import { ETHERNET_HEADER_LENGTH, EtherType } from '../wire/ethernet.ts';
-import {
-  ethIpv4Offset,
-  ethType,
-  ipv4Dst,
-  ipv4HeaderLen,
-  ipv4IsFragment,
-  ipv4Proto,
-  ipv4Src,
-  l4DstPort,
-  l4SrcPort,
-} from '../wire/fields.ts';
 import { BatchList } from './batch-list.ts';
+import { TUPLE_READ, tcpTuple, tuple } from './frame-tuple.ts';
 import {
   allocConnBlock,
   type ConnBlockRef,
@@ -1703,18 +1692,13 @@ export class WorkerNic extends HostNic {
     }
     const passedUp = this.passedUpTable();
     const byKey = this.byKey;
+    const addrs = this.hostAddrs;
     this.upFrames.flushWhere((f) => {
       if (f === UP_RESYNC) return false;
-      const ip = ethIpv4Offset(f);
-      // IPv6's addresses are the address book's handles here, not looked up per frame: all run.
-      if (ip < 0) return f.length >= ETHERNET_HEADER_LENGTH && ethType(f) === EtherType.IPV6;
-      if (ipv4Proto(f, ip) !== 6 || ipv4IsFragment(f, ip)) return false;
-      const t = ip + ipv4HeaderLen(f, ip);
-      if (f.length < t + 4) return false;
-      const li = ipv4Dst(f, ip);
-      const lp = l4DstPort(f, t);
-      const ri = ipv4Src(f, ip);
-      const rp = l4SrcPort(f, t);
+      // An IPv6 frame's addresses by the host's handles, the numbers the keys here hold them as:
+      // one the host's table has no handle for is no connection's here.
+      if (tcpTuple(f, addrs) !== TUPLE_READ) return false;
+      const { localIp: li, localPort: lp, remoteIp: ri, remotePort: rp } = tuple;
       return byKey.lookup(li, lp, ri, rp) !== undefined || passedUp.lookup(li, lp, ri, rp) !== undefined;
     });
   }

@@ -37,6 +37,7 @@ import {
   writeL4Checksum6,
 } from '../../src/wire/checksum.ts';
 import { collect, randomBytes, sha256, writeAll } from '../helpers/streams.ts';
+import { tcpFrame, upOf } from '../nic/worker-helpers.ts';
 import { sampleConn, sampleTrees } from '../state/helpers.ts';
 import { connected, ipv6Frame, packetTooBig, pair, rawPort, tcp6Fields } from './helpers.ts';
 
@@ -516,6 +517,17 @@ async function workerHost6(seed: number, t: TestContext, reachabilityIntervalMs?
   return { net, nics, stack, offload, host, peer };
 }
 
+/** A TCP segment from the peer (fd00::2) to the host (fd00::1) as an Ethernet frame, its last four bytes `n`. */
+function segment6(sport: number, dport: number, n: number): Uint8Array {
+  const tcp = new Uint8Array(20 + 4);
+  const dv = new DataView(tcp.buffer);
+  dv.setUint16(0, sport);
+  dv.setUint16(2, dport);
+  tcp[12] = 0x50;
+  dv.setUint32(20, n);
+  return ipv6Frame(0x02000000aa06, 'fd00::2', 'fd00::1', 6, tcp, false);
+}
+
 /** `n` echo connections to the peer's port 7 over IPv6 and IPv4 alternately. */
 async function echoConns(host: Host, peer: SimHost, n: number): Promise<TcpSocket[]> {
   peer.createServer((s) => s.pipe(s)).listen(7);
@@ -667,6 +679,60 @@ describe('IPv6 connections on WorkerNics', () => {
     assert.equal(c0['nic.worker.record-fallbacks'] ?? 0, 0);
     assert.equal(c1['nic.worker.record-fallbacks'] ?? 0, 0);
     assert.equal(c1['nic.terminate.record-fallbacks'] ?? 0, 0);
+    for (const s of socks) s.destroy();
+  });
+
+  test("a worker's death runs the IPv6 frames passed up of its own connections before 'dead', and only those, as the IPv4 ones", {
+    timeout: 60_000,
+  }, async (t) => {
+    // The failover starts from the host's placeholders of the dead worker's connections, so their
+    // frames passed up before the death reach the host stack first; any other frame keeps its
+    // turn. IPv6 frames were not read there: all of them ran at the death, whoever they were for.
+    const { nics, offload, host, peer } = await workerHost6(93, t);
+    const socks = await echoConns(host, peer, 4);
+    const keys = socks.map(keyOf);
+    const w = nics[0]!;
+    assert.equal((await offload.offload(keys, w)).moved.length, 4);
+    const got: number[] = [];
+    (w as unknown as { host: { handler: ((f: Uint8Array) => void) | null } }).host.handler = (f) => {
+      got.push(readU32(f, f.length - 4));
+    };
+    // 300 frames from the peer: every tenth a segment of one of the NIC's connections, the others
+    // of connections it does not have (their peer's port one off); IPv6 and IPv4 alternately.
+    const frames: Uint8Array[] = [];
+    const mine: number[] = [];
+    for (let i = 0; i < 300; i++) {
+      const c = keys[i % keys.length]!;
+      const ours = i % 10 === 0;
+      const sport = ours ? c.remotePort : c.remotePort + 1;
+      const v6 = c.remoteIp > 0xffffffff;
+      frames.push(
+        v6 ? segment6(sport, c.localPort, i) : tcpFrame(0x0a000002, sport, 0x0a000001, c.localPort, i),
+      );
+      if (ours) mine.push(i);
+    }
+    assert.ok(
+      mine.some((i) => keys[i % keys.length]!.remoteIp > 0xffffffff),
+      'IPv6 connections among them',
+    );
+    w.worker.emit('message', upOf(frames));
+    await new Promise((r) => setImmediate(r));
+    const before = got.length;
+    assert.ok(before < 300, 'frames still wait for their turns');
+    let atDeath: number[] | null = null;
+    w.prependListener('dead', () => {
+      atDeath = got.slice(before);
+    });
+    (w as unknown as { die(cause: { kind: 'heartbeat'; silentMs: number }): void }).die({
+      kind: 'heartbeat',
+      silentMs: 0,
+    });
+    assert.deepEqual(
+      atDeath,
+      mine.filter((i) => i >= before),
+      "the waiting frames of the NIC's connections, IPv6 and IPv4, in order, and no other, before 'dead'",
+    );
+    void w.kill();
     for (const s of socks) s.destroy();
   });
 

@@ -60,6 +60,24 @@ test('frames that are not IPv4/TCP or too short belong to nothing', () => {
   assert.ok(idx.ofFrame(frame(3, 4, 1, 2), true));
 });
 
+test("a frame and a packet the host injects are read as one: a later fragment, whose payload is not ports, is no connection's", () => {
+  const idx = new ConnIndex<{ key: ConnKey }>();
+  const v = { key: { localIp: 0x0a000001, localPort: 40000, remoteIp: 0x0a000002, remotePort: 80 } };
+  idx.add(v);
+  const first = frame(0x0a000002, 80, 0x0a000001, 40000);
+  first[14 + 6] = 0x20; // more fragments, offset 0: the segment's header, ports and all
+  assert.equal(idx.ofFrame(first, true), v, 'a first fragment carries its ports');
+  assert.equal(idx.ofPacket(first.subarray(14)), null, 'injected, a fragment cannot say');
+  // A later fragment of the segment: its payload's first bytes happen to read as the ports.
+  const later = frame(0x0a000002, 80, 0x0a000001, 40000);
+  later[14 + 7] = 0xb9; // offset 1480 bytes, last fragment
+  assert.equal(idx.ofFrame(later, true), undefined, 'a later fragment: payload, not ports');
+  assert.equal(idx.ofPacket(later.subarray(14)), null);
+  const whole = frame(0x0a000002, 80, 0x0a000001, 40000);
+  assert.equal(idx.ofFrame(whole, true), v);
+  assert.equal(idx.ofPacket(whole.subarray(14)), v, 'the same segment injected');
+});
+
 test('ports that share an index key are told apart by the ports themselves', () => {
   const ip = { localIp: 0x0a000001, remoteIp: 0x0a000002 };
   // Keys are 30 bits of both ports: these four pairs (local ports 4 apart in their low two

@@ -12,7 +12,7 @@ import { describe, test } from 'node:test';
 import { ConnectionError } from '../../src/core/errors.ts';
 import { DB_UP, EV_CLOSED, EV_READABLE, EV_WRITABLE } from '../../src/nic/worker/protocol.ts';
 import type { WorkerConnectionHandle, WorkerNic } from '../../src/nic/worker-nic.ts';
-import { idleConnections, socketKey } from './worker-helpers.ts';
+import { idleConnections, socketKey, tcpFrame, upOf } from './worker-helpers.ts';
 
 const N = 200;
 
@@ -119,24 +119,6 @@ async function queuedToEnd(t: TestContext, seed: number) {
   return { nic, w, outcome };
 }
 
-/** An Ethernet frame with an IPv4 TCP segment from ip:port to ip:port, its last four bytes `n`. */
-function tcpFrame(src: number, sport: number, dst: number, dport: number, n: number): Uint8Array {
-  const f = new Uint8Array(14 + 20 + 20 + 4);
-  const dv = new DataView(f.buffer);
-  dv.setUint16(12, 0x0800);
-  f[14] = 0x45;
-  dv.setUint16(16, 20 + 20 + 4);
-  f[22] = 64;
-  f[23] = 6;
-  dv.setUint32(26, src >>> 0);
-  dv.setUint32(30, dst >>> 0);
-  dv.setUint16(34, sport);
-  dv.setUint16(36, dport);
-  f[46] = 0x50;
-  dv.setUint32(f.length - 4, n);
-  return f;
-}
-
 /** An ARP frame, its last four bytes `n`. */
 function arpFrame(n: number): Uint8Array {
   const f = new Uint8Array(14 + 28 + 4);
@@ -144,19 +126,6 @@ function arpFrame(n: number): Uint8Array {
   dv.setUint16(12, 0x0806);
   dv.setUint32(f.length - 4, n);
   return f;
-}
-
-/** Frames as one 'up' batch (a length, then the frame, each). */
-function upOf(frames: Uint8Array[]): { t: 'up'; buf: ArrayBuffer; len: number } {
-  const buf = new ArrayBuffer(frames.reduce((n, f) => n + 4 + f.length, 0));
-  const dv = new DataView(buf);
-  let at = 0;
-  for (const f of frames) {
-    dv.setUint32(at, f.length);
-    new Uint8Array(buf, at + 4, f.length).set(f);
-    at += 4 + f.length;
-  }
-  return { t: 'up', buf, len: buf.byteLength };
 }
 
 const die = (nic: WorkerNic): void =>

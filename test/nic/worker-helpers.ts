@@ -294,3 +294,34 @@ async function pace(
   await endAfter?.catch(() => undefined);
   s.end();
 }
+
+/** An Ethernet frame with an IPv4 TCP segment from ip:port to ip:port, its last four bytes `n`. */
+export function tcpFrame(src: number, sport: number, dst: number, dport: number, n: number): Uint8Array {
+  const f = new Uint8Array(14 + 20 + 20 + 4);
+  const dv = new DataView(f.buffer);
+  dv.setUint16(12, 0x0800);
+  f[14] = 0x45;
+  dv.setUint16(16, 20 + 20 + 4);
+  f[22] = 64;
+  f[23] = 6;
+  dv.setUint32(26, src >>> 0);
+  dv.setUint32(30, dst >>> 0);
+  dv.setUint16(34, sport);
+  dv.setUint16(36, dport);
+  f[46] = 0x50;
+  dv.setUint32(f.length - 4, n);
+  return f;
+}
+
+/** Frames as one 'up' message of a worker, as its FrameBatcher makes it (a length, then the frame, each). */
+export function upOf(frames: Uint8Array[]): { t: 'up'; buf: ArrayBuffer; len: number } {
+  const buf = new ArrayBuffer(frames.reduce((n, f) => n + 4 + f.length, 0));
+  const dv = new DataView(buf);
+  let at = 0;
+  for (const f of frames) {
+    dv.setUint32(at, f.length);
+    new Uint8Array(buf, at + 4, f.length).set(f);
+    at += 4 + f.length;
+  }
+  return { t: 'up', buf, len: buf.byteLength };
+}

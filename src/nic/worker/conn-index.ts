@@ -1,19 +1,7 @@
 import type { AddressBook } from '../../state/path-state.ts';
 import { EtherType } from '../../wire/ethernet.ts';
-import {
-  ethL3Offset,
-  ethType,
-  ipVersion,
-  ipv4Dst,
-  ipv4FragOffset,
-  ipv4HeaderLen,
-  ipv4IsFragment,
-  ipv4Proto,
-  ipv4Src,
-  l4DstPort,
-  l4SrcPort,
-} from '../../wire/fields.ts';
-import { IpProto } from '../../wire/ipv4.ts';
+import { ethL3Offset, ethType, ipVersion, ipv4HeaderLen } from '../../wire/fields.ts';
+import { packetTuple, TUPLE_FIRST_FRAGMENT, TUPLE_HIDDEN, TUPLE_READ, tuple } from '../frame-tuple.ts';
 import type { ConnKey } from '../nic.ts';
 import { OldestFirst } from '../oldest-first.ts';
 
@@ -147,22 +135,21 @@ export class ConnIndex<T extends { readonly key: ConnKey }> {
   }
 
   /**
-   * The connection an Ethernet frame carrying IPv4/TCP belongs to: received (`inbound`, our port is
-   * the destination) or sent. Undefined for anything else, or a frame too short to say.
+   * The connection an Ethernet frame carrying a TCP segment belongs to: received (`inbound`, our
+   * port is the destination) or sent. Undefined for anything else, or a frame too short to say.
    */
   ofFrame(frame: Uint8Array, inbound: boolean): T | undefined {
     if (this.count === 0 || frame.length < 54) return undefined;
     const ip = ethL3Offset(frame);
     const type = ethType(frame);
-    if (type === EtherType.IPV6) return this.ofFrame6(frame, ip, inbound);
-    if (type !== EtherType.IPV4 || ipv4Proto(frame, ip) !== IpProto.TCP) return undefined;
-    const t = ip + ipv4HeaderLen(frame, ip);
-    if (frame.length < t + 4) return undefined;
-    const sport = l4SrcPort(frame, t);
-    const dport = l4DstPort(frame, t);
-    const src = ipv4Src(frame, ip) >>> 0;
-    const dst = ipv4Dst(frame, ip) >>> 0;
-    return inbound ? this.get(dst, dport, src, sport) : this.get(src, sport, dst, dport);
+    if (type !== EtherType.IPV4 && type !== EtherType.IPV6) return undefined;
+    const read = packetTuple(frame, ip, type === EtherType.IPV6, this.addrs());
+    // A first fragment carries its segment's ports: the connection it is for is known.
+    if (read !== TUPLE_READ && read !== TUPLE_FIRST_FRAGMENT) return undefined;
+    const { localIp, localPort, remoteIp, remotePort } = tuple;
+    return inbound
+      ? this.get(localIp, localPort, remoteIp, remotePort)
+      : this.get(remoteIp, remotePort, localIp, localPort);
   }
 
   /**
@@ -172,12 +159,13 @@ export class ConnIndex<T extends { readonly key: ConnKey }> {
    */
   ofPacket(p: Uint8Array): T | undefined | null {
     if (this.count === 0) return undefined;
-    if (p.length >= 40 && p[0]! >>> 4 === 6) return p[6] === IpProto.TCP ? this.ofFrame6(p, 0, true) : null;
-    if (p.length < 20 || p[0]! >>> 4 !== 4 || ipv4Proto(p, 0) !== IpProto.TCP) return undefined;
-    if (ipv4IsFragment(p, 0)) return null;
-    const t = ipv4HeaderLen(p, 0);
-    if (p.length < t + 4) return undefined;
-    return this.get(ipv4Dst(p, 0) >>> 0, l4DstPort(p, t), ipv4Src(p, 0) >>> 0, l4SrcPort(p, t));
+    let read: number;
+    if (p.length >= 40 && p[0]! >>> 4 === 6) read = packetTuple(p, 0, true, this.addrs());
+    else if (p.length < 20 || p[0]! >>> 4 !== 4) return undefined;
+    else read = packetTuple(p, 0, false, null);
+    if (read === TUPLE_HIDDEN || read === TUPLE_FIRST_FRAGMENT) return null;
+    if (read !== TUPLE_READ) return undefined;
+    return this.get(tuple.localIp, tuple.localPort, tuple.remoteIp, tuple.remotePort);
   }
 
   /**
@@ -192,36 +180,15 @@ export class ConnIndex<T extends { readonly key: ConnKey }> {
     const q = icmp + 8;
     if (v6) {
       if (frame.length < q + 48 || ipVersion(frame, q) !== 6) return null;
-      if (frame[q + 6] !== IpProto.TCP) return undefined;
-      const addrs = this.addrs();
-      const src = addrs === null ? -1 : addrs.find(frame, q + 8);
-      const dst = src < 0 ? -1 : addrs!.find(frame, q + 24);
-      if (dst < 0) return undefined;
-      return this.get(src, l4SrcPort(frame, q + 40), dst, l4DstPort(frame, q + 40));
+    } else {
+      if (frame.length < q + 28 || ipVersion(frame, q) !== 4) return null;
+      const hl = ipv4HeaderLen(frame, q);
+      if (hl < 20 || frame.length < q + hl + 8) return null;
     }
-    if (frame.length < q + 28 || ipVersion(frame, q) !== 4) return null;
-    const hl = ipv4HeaderLen(frame, q);
-    if (hl < 20 || frame.length < q + hl + 8) return null;
-    if (ipv4Proto(frame, q) !== IpProto.TCP || ipv4FragOffset(frame, q) !== 0) return undefined;
-    const t = q + hl;
-    return this.get(
-      ipv4Src(frame, q) >>> 0,
-      l4SrcPort(frame, t),
-      ipv4Dst(frame, q) >>> 0,
-      l4DstPort(frame, t),
-    );
-  }
-
-  /** The same for IPv6 with TCP right behind the fixed header, addresses found in the table. */
-  private ofFrame6(frame: Uint8Array, ip: number, inbound: boolean): T | undefined {
-    const addrs = this.addrs();
-    if (addrs === null || frame.length < ip + 44 || frame[ip + 6] !== IpProto.TCP) return undefined;
-    const src = addrs.find(frame, ip + 8);
-    const dst = src < 0 ? -1 : addrs.find(frame, ip + 24);
-    if (dst < 0) return undefined;
-    const sport = l4SrcPort(frame, ip + 40);
-    const dport = l4DstPort(frame, ip + 40);
-    return inbound ? this.get(dst, dport, src, sport) : this.get(src, sport, dst, dport);
+    const read = packetTuple(frame, q, v6, v6 ? this.addrs() : null);
+    if (read !== TUPLE_READ && read !== TUPLE_FIRST_FRAGMENT) return undefined;
+    // Sent by us: the quoted destination is the peer.
+    return this.get(tuple.remoteIp, tuple.remotePort, tuple.localIp, tuple.localPort);
   }
 }
 
