@@ -267,6 +267,26 @@ describe('the ACK mode travels with the connection (soft.quickAcks, pingpong, la
     });
   }
 
+  for (const [how, move] of HANDOVERS) {
+    test(`moved by ${how} to an owner whose clock started after the last data: a silence longer than the RTO still starts it again`, () => {
+      const o = open();
+      // The host's clock runs from its process's start, a worker's from its thread's: the last data
+      // before a long silence can be earlier than the new owner's clock began, a negative time there.
+      o.b.advance(10_000);
+      pastStart(o);
+      assert.equal(o.acked(2), 1, 'past the start: every second segment');
+      o.b.advance(3000);
+      const next = new Bench({ defaults: { delayedAckMs: 40 } });
+      const s = move(o.b.layer.release(o.conn), o.b, next);
+      assert.ok(s.soft.lastDataAt < 0, 'the last data is before the new clock began');
+      o.conn = next.layer.adopt(s, new Recorder(), { prod: false });
+      o.b = next;
+      next.take();
+      assert.ok(3000 > o.conn.state.delegated.rto);
+      assert.equal(o.acked(4), 4);
+    });
+  }
+
   const bad: [string, unknown, boolean][] = [
     ['quickAcks', 17, true],
     ['quickAcks', -2, true],

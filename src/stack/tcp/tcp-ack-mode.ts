@@ -66,7 +66,12 @@ export function dataArrived(conn: TcpConnection, now: number): void {
   if (conn.state.soft.quickAcks === FIRST_DATA_PENDING) {
     conn.state.soft.quickAcks = 0;
     incrQuickAcks(conn, MAX_QUICK_ACKS);
-  } else if (conn.state.soft.lastDataAt >= 0 && now - conn.state.soft.lastDataAt > conn.state.delegated.rto) {
+  } else if (
+    conn.state.soft.lastDataAt !== -1 &&
+    now - conn.state.soft.lastDataAt > conn.state.delegated.rto
+  ) {
+    // -1 alone is "not known": a time from an older clock (a worker thread's starts at its spawn)
+    // arrives below 0 and is a long silence, not none.
     incrQuickAcks(conn, MAX_QUICK_ACKS);
   }
   conn.state.soft.lastDataAt = now;
@@ -78,7 +83,7 @@ export function dataArrived(conn: TcpConnection, now: number): void {
  */
 export function dataSent(conn: TcpConnection, now: number): void {
   const soft = conn.state.soft;
-  if (soft.lastDataAt >= 0 && now - soft.lastDataAt < conn.state.cached.delayedAckMs) soft.pingpong = true;
+  if (soft.lastDataAt !== -1 && now - soft.lastDataAt < conn.state.cached.delayedAckMs) soft.pingpong = true;
 }
 
 /** tcp_dec_quickack_mode: an ACK of new data went out (a window update or a duplicate's answer is none). */
