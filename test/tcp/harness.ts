@@ -82,8 +82,8 @@ export class Env implements TcpHostEnv {
   readonly ip: CaptureSender;
   readonly paths = new Map<number, PathState>();
   mtu: number;
-  constructor(seed = 1, mtu = 1500, localIp = LOCAL) {
-    this.clock = new VirtualClock(1000);
+  constructor(seed = 1, mtu = 1500, localIp = LOCAL, startMs = 1000) {
+    this.clock = new VirtualClock(startMs);
     this.random = new SeededRandom(seed);
     this.ip = new CaptureSender(this.clock);
     this.mtu = mtu;
@@ -153,8 +153,9 @@ export class Bench {
   readonly layer: TcpLayer;
   private readonly buf = new Uint8Array(70_000);
   private readonly h = createTcpHeader();
-  constructor(opts: { seed?: number; mtu?: number; defaults?: Partial<TcpCached> } = {}) {
-    this.env = new Env(opts.seed ?? 1, opts.mtu ?? 1500);
+  /** `startMs`: the clock's reading at the start (a worker thread's clock starts near 0 at its spawn). */
+  constructor(opts: { seed?: number; mtu?: number; defaults?: Partial<TcpCached>; startMs?: number } = {}) {
+    this.env = new Env(opts.seed ?? 1, opts.mtu ?? 1500, LOCAL, opts.startMs);
     this.layer = new TcpLayer(this.env, opts.defaults);
   }
   get out(): Seg[] {

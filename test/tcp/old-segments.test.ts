@@ -7,14 +7,17 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { TcpStateId } from '../../src/state/tcp-state.ts';
+import { HANDOVERS } from './handovers.ts';
 import {
   ACK,
   add,
   bytes,
+  Bench,
   FIN,
   fromPeer,
   type Opened,
   openSettled,
+  Recorder,
   RST,
   type Seg,
   sackBlocks,
@@ -184,6 +187,28 @@ describe('old segments (Linux tcp_sequence: acceptable unless they end before rc
     assert.equal(b.take().length, 1, 'one answer to three old pure ACKs');
     assert.equal(b.count('tcp.oow_ack.limited'), 2);
   });
+
+  for (const [how, move] of HANDOVERS) {
+    test(`moved by ${how} to an owner whose clock began after its last answer: the next old ACK is still limited`, () => {
+      const o = open();
+      const { una } = dataBothWays(o, 400);
+      o.b.advance(10_000);
+      o.b.take();
+      peer(o, ACK, add(o.peerSeq, 10), add(una, 400));
+      assert.equal(o.b.take().length, 1, 'the first old pure ACK is answered');
+      o.b.advance(100);
+      // A worker's clock runs from its thread's start: the answer 100 ms ago is before it began.
+      const next = new Bench({ startMs: 50 });
+      const s = move(o.b.layer.release(o.conn), o.b, next);
+      assert.ok(s.soft.lastOowAckAt < 0 && s.soft.lastOowAckAt !== -1, 'the answer is before the new clock began');
+      o.conn = next.layer.adopt(s, new Recorder(), { prod: false });
+      o.b = next;
+      next.take();
+      peer(o, ACK, add(o.peerSeq, 10), add(una, 400));
+      assert.equal(next.take().length, 0, 'within 500 ms of the last answer: none');
+      assert.equal(next.count('tcp.oow_ack.limited'), 1);
+    });
+  }
 
   test('a bare FIN dropped as old is answered each time (Linux does not rate-limit FINs)', () => {
     const o = open(true, { timeWaitMs: 60_000 });

@@ -662,7 +662,9 @@ function oowAnswer(
   // A FIN counts as data here, as in Linux's tcp_oow_rate_limited (seq != end_seq): a peer
   // resending its FIN waits on our answer.
   if ((pLen > 0 || f & TcpFlag.FIN) && !(f & TcpFlag.SYN)) return true;
-  if (soft.lastOowAckAt >= 0 && now - soft.lastOowAckAt < OOW_ACK_INTERVAL_MS) {
+  // -1 alone is "never": a time from an older clock (a worker thread's starts at its spawn) arrives
+  // below 0 and is still a recent answer.
+  if (soft.lastOowAckAt !== -1 && now - soft.lastOowAckAt < OOW_ACK_INTERVAL_MS) {
     counters.inc('tcp.oow_ack.limited');
     return false;
   }
@@ -1069,7 +1071,7 @@ function sackProgress(conn: TcpConnection, newlySacked: number, now: number): vo
   const s = conn.state;
   const soft = s.soft;
   const d = s.delegated;
-  if (!soft.inRecovery || newlySacked <= 0 || soft.rxtAt < 0 || !seqGt(soft.highRxt, d.sndUna)) return;
+  if (!soft.inRecovery || newlySacked <= 0 || soft.rxtAt === -1 || !seqGt(soft.highRxt, d.sndUna)) return;
   const rtt = d.srtt > 0 ? d.srtt * 1.25 + 1 : d.rto;
   if (now - soft.rxtAt < rtt) return;
   soft.highRxt = d.sndUna;

@@ -243,7 +243,7 @@ export function sendChallengeAck(conn: TcpConnection, now: number): void {
   // Like Linux, the per-connection out-of-window limit first: a burst of stale ACKs (reordered
   // behind newer ones) draws one answer, not one each, and a peer that has closed meanwhile
   // answers each of those with a RST.
-  const oowLimited = soft.lastOowAckAt >= 0 && now - soft.lastOowAckAt < OOW_ACK_INTERVAL_MS;
+  const oowLimited = soft.lastOowAckAt !== -1 && now - soft.lastOowAckAt < OOW_ACK_INTERVAL_MS;
   if (oowLimited || soft.challengeCount >= CHALLENGE_ACKS_PER_CONN || !conn.engine.takeChallengeAck(now)) {
     counters.inc('tcp.challenge_acks.limited');
     return;
