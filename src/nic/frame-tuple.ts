@@ -1,3 +1,4 @@
+import { seqAdd } from '../stack/tcp/seq.ts';
 import type { AddressBook } from '../state/path-state.ts';
 import { EtherType } from '../wire/ethernet.ts';
 import {
@@ -10,8 +11,11 @@ import {
   ipv4IsFragment,
   ipv4Proto,
   ipv4Src,
+  ipv4TotalLen,
   l4DstPort,
   l4SrcPort,
+  tcpSeq,
+  tcpSeqLen,
 } from '../wire/fields.ts';
 import { IpProto } from '../wire/ipv4.ts';
 
@@ -77,4 +81,17 @@ export function packetTuple(buf: Uint8Array, ip: number, v6: boolean, addrs: Add
   tuple.remoteIp = ipv4Src(buf, ip);
   tuple.remotePort = l4SrcPort(buf, t);
   return first ? TUPLE_FIRST_FRAGMENT : TUPLE_READ;
+}
+
+/**
+ * The sequence number just past what a TCP segment we send occupies (its payload, SYN and FIN),
+ * in a frame `tcpTuple` reads as a segment: IPv4, or IPv6 with TCP right behind the fixed header
+ * (we send no extension headers).
+ */
+export function tcpSegmentEnd(frame: Uint8Array): number {
+  const ip = ethL3Offset(frame);
+  const v6 = ethType(frame) === EtherType.IPV6;
+  const t = v6 ? ip + 40 : ip + ipv4HeaderLen(frame, ip);
+  const l4Len = v6 ? (frame[ip + 4]! << 8) | frame[ip + 5]! : ipv4TotalLen(frame, ip) - (t - ip);
+  return seqAdd(tcpSeq(frame, t), tcpSeqLen(frame, t, l4Len));
 }

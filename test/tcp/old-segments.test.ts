@@ -11,8 +11,8 @@ import { HANDOVERS } from './handovers.ts';
 import {
   ACK,
   add,
-  bytes,
   Bench,
+  bytes,
   FIN,
   fromPeer,
   type Opened,
@@ -200,7 +200,10 @@ describe('old segments (Linux tcp_sequence: acceptable unless they end before rc
       // A worker's clock runs from its thread's start: the answer 100 ms ago is before it began.
       const next = new Bench({ startMs: 50 });
       const s = move(o.b.layer.release(o.conn), o.b, next);
-      assert.ok(s.soft.lastOowAckAt < 0 && s.soft.lastOowAckAt !== -1, 'the answer is before the new clock began');
+      assert.ok(
+        s.soft.lastOowAckAt < 0 && s.soft.lastOowAckAt !== -1,
+        'the answer is before the new clock began',
+      );
       o.conn = next.layer.adopt(s, new Recorder(), { prod: false });
       o.b = next;
       next.take();

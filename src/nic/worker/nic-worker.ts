@@ -17,7 +17,7 @@ import { capture, PcapWriter } from '../../link/pcap.ts';
 import type { TapHeld, TapLink } from '../../link/tap-link.ts';
 import { loadLibc } from '../../link/tap-sys.ts';
 import { AddressTable, TWO_32 } from '../../stack/address-table.ts';
-import { seqAdd, seqLeq } from '../../stack/tcp/seq.ts';
+import { seqLeq } from '../../stack/tcp/seq.ts';
 import type { TcpConnection } from '../../stack/tcp/tcp-connection.ts';
 import {
   canReceive,
@@ -39,18 +39,10 @@ import { encodeBatch } from '../../state/state-codec.ts';
 import { type TcpState, TcpStateId } from '../../state/tcp-state.ts';
 import { validateTrees } from '../../state/validate.ts';
 import { EtherType } from '../../wire/ethernet.ts';
-import {
-  ethL3Offset,
-  ethType,
-  ipv4HeaderLen,
-  ipv4IsFragment,
-  ipv4Proto,
-  ipv4TotalLen,
-  tcpSeq,
-  tcpSeqLen,
-} from '../../wire/fields.ts';
+import { ethL3Offset, ethType, ipv4HeaderLen, ipv4IsFragment, ipv4Proto } from '../../wire/fields.ts';
 import { IpProto } from '../../wire/ipv4.ts';
 import { Ipv6Next } from '../../wire/ipv6.ts';
+import { tcpSegmentEnd } from '../frame-tuple.ts';
 import {
   allocConnBlock,
   CONN_SLAB_BYTES,
@@ -1494,10 +1486,8 @@ function noteTx(frame: Uint8Array): void {
 function publishAhead(frame: Uint8Array): void {
   const slot = slotOfFrame(frame, false);
   if (slot === undefined) return;
-  const ip = ethL3Offset(frame);
-  const ihl = ipv4HeaderLen(frame, ip);
-  const t = ip + ihl;
-  const end = seqAdd(tcpSeq(frame, t), tcpSeqLen(frame, t, ipv4TotalLen(frame, ip) - ihl));
+  // Both families: an IPv6 frame read as IPv4 published a garbage snd.max.
+  const end = tcpSegmentEnd(frame);
   const d = slot.conn.state.delegated;
   const ahead = !seqLeq(end, d.sndMax);
   if (!ahead && d.state === slot.published) return;
