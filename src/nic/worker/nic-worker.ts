@@ -61,7 +61,7 @@ import {
   ringUnderLoad,
 } from '../hard-state.ts';
 import { type ConnKey, connKeyId, type InitiateResult, keyOfState, sameConnKey } from '../nic.ts';
-import { type LazyConn, type LazyTake, NicEngine, type PathSlot } from '../nic-engine.ts';
+import { type LazyConn, type LazyTake, NicEngine, namedTwice, type PathSlot } from '../nic-engine.ts';
 import { OWNER_HOST, splitForRecords, type TransferRecord } from '../transfer-record.ts';
 import { TupleMap } from '../tuple-map.ts';
 import {
@@ -1807,6 +1807,16 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
         // to free (an unread one is no connection of the engine's and has no slot object).
         let builtKeys: readonly ConnKey[] | 'all' = keys;
         if (pendingIndex.size > 0) {
+          // The engine refuses a built connection named twice, but only once the pending ones
+          // were built (or, by records, after one named twice went up twice): refused whole
+          // here, before anything changes.
+          if (keys !== 'all') {
+            const named = new TupleMap<true>();
+            for (const k of keys) {
+              if (named.has(k)) throw namedTwice('terminate', k);
+              named.set(k, true);
+            }
+          }
           const rest: ConnKey[] = [];
           for (const k of list) {
             const p = pendingOf(k);
