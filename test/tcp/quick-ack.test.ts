@@ -6,28 +6,14 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { TcpCached } from '../../src/state/tcp-state.ts';
-import { ACK, activeOpen, add, Bench, bytes, type InjectOpts } from './harness.ts';
+import { add, bytes, openWithPeer } from './harness.ts';
 
 function open(defaults: Partial<TcpCached> = {}) {
-  const b = new Bench({ defaults: { delayedAckMs: 40, ...defaults } });
-  const o = activeOpen(b, {});
-  b.take();
-  b.flush();
-  const port = o.conn.localPort;
-  let peerSeq = o.peerSeq;
-  const send = (x: Partial<InjectOpts>) =>
-    b.inject({
-      flags: ACK,
-      srcPort: 80,
-      dstPort: port,
-      seq: peerSeq,
-      ack: o.conn.state.delegated.sndUna,
-      ...x,
-    });
+  const o = openWithPeer({}, { delayedAckMs: 40, ...defaults });
+  const b = o.b;
   // The peer ACKs all it has had of ours, so Nagle holds no answer back.
   const data = (n: number) => {
-    send({ data: bytes(n, 7), seq: peerSeq, ack: o.conn.state.delegated.sndMax });
-    peerSeq = add(peerSeq, n);
+    o.deliver(bytes(n, 7), { ack: o.conn.state.delegated.sndMax });
   };
   /** Segments of `n` bytes one at a time: how many drew an ACK at once. */
   const acked = (count: number, n = 1000) => {
@@ -38,7 +24,7 @@ function open(defaults: Partial<TcpCached> = {}) {
     }
     return k;
   };
-  return { ...o, send, data, acked, seqAt: () => peerSeq };
+  return { ...o, data, acked };
 }
 
 /** Run out the quick ACKs of the start: 40 segments, each read, then any delayed ACK. */
