@@ -186,15 +186,13 @@ export class BornArenaIndex {
    * worker retired with every entry announced is let go (its blocks live as long as their handles).
    */
   announced(entries: readonly BornEntry[]): void {
-    let last: Arena | undefined;
     for (const { no, entry } of entries) {
       const a = this.arenas.get(no);
-      if (a === undefined || entry < 0 || entry >= ENTRIES) continue;
-      Atomics.store(a.words, entryAt(entry) + E_STATE, ANNOUNCED);
-      if (a !== last) this.letGoIfDone((last = a));
+      if (a !== undefined && entry >= 0 && entry < ENTRIES)
+        Atomics.store(a.words, entryAt(entry) + E_STATE, ANNOUNCED);
     }
-    // Arenas retired since their last announcement (the entries of a later one announced here).
-    for (const a of [...this.arenas.values()]) if (a !== last) this.letGoIfDone(a);
+    // Only a retired arena is looked through (letGoIfDone): one or two at a time.
+    for (const a of [...this.arenas.values()]) this.letGoIfDone(a);
   }
 
   private letGoIfDone(a: Arena): void {
