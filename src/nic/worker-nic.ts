@@ -1,11 +1,6 @@
 import { MessageChannel, type TransferListItem, type Worker } from 'node:worker_threads';
 import { type Clock, RealClock, type Timer } from '../core/clock.ts';
-import {
-  ConnectionError,
-  InvalidArgumentError,
-  InvalidStateError,
-  StateValidationError,
-} from '../core/errors.ts';
+import { ConnectionError, InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
 import { networkInput, TurnQueue } from '../core/turn-queue.ts';
 import type { Link } from '../link/link.ts';
 import {
@@ -13,7 +8,6 @@ import {
   keepWakeEnd,
   openTapDescriptors,
   releaseTapHeld,
-  type TapLinkOptions,
   tapMayUseNapiFrags,
   tapQueueEmpty,
   wakeTapPoll,
@@ -24,8 +18,7 @@ import { flattenTrees, type OffloadTree } from '../state/offload-tree.ts';
 import type { AddressBook } from '../state/path-state.ts';
 import { sharedRingAdvance, sharedRingCopy, sharedRingPositions } from '../state/shared-ring.ts';
 import { decodeBatch, encodeBatch, releaseTreeAddresses } from '../state/state-codec.ts';
-import type { TcpCached, TcpState } from '../state/tcp-state.ts';
-import { validateTrees } from '../state/validate.ts';
+import type { TcpState } from '../state/tcp-state.ts';
 import { ETHERNET_HEADER_LENGTH, EtherType } from '../wire/ethernet.ts';
 import {
   ethIpv4Offset,
@@ -44,14 +37,11 @@ import {
   type ConnBlockRef,
   connRingCapacities,
   emptyHardState,
-  goneBlock,
   type HardState,
-  HardStateRecord,
   keepReleasedBlocks,
   RING_BUDGET_BYTES,
   ringGrowLimit,
   ringUnderLoad,
-  TRANSFER_RECORD_AT,
   takeReleasedBlock,
 } from './hard-state.ts';
 import { HostNic } from './host-nic.ts';
@@ -74,18 +64,14 @@ import {
   type TerminateOptions,
   type Transfer,
 } from './nic.ts';
-import { OWNER_HOST, splitForRecords, TransferRecord } from './transfer-record.ts';
+import { splitForRecords } from './transfer-record.ts';
 import { fromWireError, PortTransport, type WorkerNotice } from './transport.ts';
 import { TupleMap } from './tuple-map.ts';
 import { BornArenaIndex, type BornEntry } from './worker/born-arena.ts';
-import { blockOfRings, onSlabGone, sameBlock, slabIdOf } from './worker/conn-blocks.ts';
+import { blockOfRings, onSlabGone, slabIdOf } from './worker/conn-blocks.ts';
 import { OwnerTable } from './worker/owner-table.ts';
 import { peerWorkers } from './worker/peers.ts';
 import {
-  BELL_READ,
-  BELL_WANT_ACKED,
-  BELL_WANT_WRITABLE,
-  BELL_WROTE,
   CAP_DROPPED,
   CAP_IN_FLIGHT,
   DB_BEAT,
@@ -101,12 +87,6 @@ import {
   DB_UP,
   doorbellFlagsAt,
   doorbellWords,
-  EV_BLOCK_GONE,
-  EV_CLOSED,
-  EV_READABLE,
-  EV_REMOTE_END,
-  EV_SEND_DRY,
-  EV_WRITABLE,
   FrameBatcher,
   forEachFrame,
   newTapHeld,
@@ -123,57 +103,29 @@ import {
   type WorkerRequest,
 } from './worker/protocol.ts';
 import { spawnWorker } from './worker/spawn.ts';
+import { packBlocks, packKeys, unpackInitiate, unpackInstalled } from './worker/transfer-wire.ts';
 import {
-  type GivenBlocks,
-  packBlocks,
-  packKeys,
-  unpackInitiate,
-  unpackInstalled,
-} from './worker/transfer-wire.ts';
+  type BlockViews,
+  blockViews,
+  dropSpare,
+  givenBlocks,
+  knownViews,
+  type PreparedConn,
+  prepare,
+  returnRecords,
+  settled,
+  viewsOf,
+} from './worker-block-views.ts';
+import { hand } from './worker-hand.ts';
+import { WorkerConnectionHandle } from './worker-handle.ts';
+import type { WorkerNicOptions, WorkerNicTestSeams } from './worker-nic-options.ts';
+import { fillFromReleased, salvageOf } from './worker-released.ts';
+
+export { WorkerConnectionHandle } from './worker-handle.ts';
+export type { WorkerNicOptions, WorkerNicTestSeams } from './worker-nic-options.ts';
 
 /** Closed handles a WorkerNic keeps for a settle's attachClosed at most (see keepUnclaimed). */
 const UNCLAIMED_MAX = 64;
-
-/**
- * Hooks for tests only, kept out of WorkerNicOptions (what the CLI and users configure) and of the
- * link's options: nothing but a test has a reason to stop a thread halfway through its work.
- */
-export interface WorkerNicTestSeams {
-  /**
-   * For tests of a worker killed while it opens its TAP: once the open has listed what it holds
-   * (TapLinkOptions.onHeld) for the `after`-th time, word 0 of `flag` (Int32) becomes 1 and the
-   * thread waits there for good; with `after` 0, before the open's first step.
-   */
-  stopWhileOpening?: { after: number; flag: SharedArrayBuffer };
-  /**
-   * For tests of a source worker killed during a move it hands straight to another worker: it
-   * waits this long between posting the batch to the other worker and its answer to the host.
-   */
-  handGapMs?: number;
-  /**
-   * For tests of the order of a connection's segments across a move handed straight to another
-   * worker: the source stops twice, before it releases the batch (what arrives for the
-   * connections meanwhile queues at it) and after it handed the batch on (the destination runs
-   * them and holds their input), each time until the test opens the gate. Int32 word 0 counts the
-   * stops reached; the thread goes on once word 1 reaches that count (or after 30 s). A gate and
-   * not a pause: the test goes on when what it needs happened, however slow the machine.
-   */
-  handGate?: SharedArrayBuffer;
-  /**
-   * For tests of a worker killed between handshakes it ended and the 'born' that tells the host:
-   * once the test sets Int32 word 1, word 0 becomes 1 as the worker is about to post a turn's
-   * 'born', and the thread waits there for good.
-   */
-  stopBeforeBorn?: SharedArrayBuffer;
-  /** How long a destination holds a handed batch's input at most (hand-order.ts HOLD_MS otherwise). */
-  handHoldMs?: number;
-  /**
-   * For tests of the order across a hand in a team of three or more: a worker posts each batch of
-   * frames it forwards to a peer this long after the first of them (instead of at the end of its
-   * turn), as a thread the machine preempts between reading the owner table and posting would.
-   */
-  peerFlushDelayMs?: number;
-}
 
 /**
  * How long a worker may take to send its first heartbeat before the watchdog's silence counts:
@@ -185,137 +137,6 @@ export interface WorkerNicTestSeams {
  */
 const START_ALLOWANCE_MS = 60_000;
 
-export interface WorkerNicOptions {
-  id: string;
-  /**
-   * The link the worker runs on: a main-thread link (a switch port of the simulator), whose frames
-   * cross to the worker in batches, or a TAP device the worker opens itself.
-   */
-  link: Link | { tap: TapLinkOptions };
-  /** Connections it holds at most (default 65536); fixes the size of the doorbell. */
-  capacity?: number;
-  /** Seed of the worker's random source (ISNs of nothing it opens; ports, jitter). Default 1. */
-  seed?: number;
-  /** Largest shared ring per direction and connection, bytes (default 256 KiB). */
-  ringCapacity?: number;
-  /**
-   * The ring a connection gets when placed here (default ringCapacity; less under load,
-   * ringUnderLoad); a send ring grows from there up to ringCapacity while its sender is held by it
-   * (regrow).
-   */
-  placementRing?: number;
-  /** The worker says it is alive this often (default 50 ms). */
-  heartbeatMs?: number;
-  /** Declared dead after this long without a heartbeat (default 2000 ms). */
-  deadAfterMs?: number;
-  reachabilityIntervalMs?: number;
-  /** Main-thread clock for batching and the watchdog; must be real time (default RealClock). */
-  clock?: Clock;
-  /**
-   * Capture every frame of a TAP the worker opens: called with whole pcap records (no file header),
-   * for a PcapWriter's writeRecords. Frames past the bound in flight are counted in captureDropped.
-   */
-  capture?: (records: Uint8Array) => void;
-}
-
-/**
- * One connection of an initiate: its key, its state and its block's views (the views object
- * itself, not a copy: a spread of it per connection per move cost microseconds once its shape
- * varied between blocks).
- */
-interface PreparedConn {
-  key: ConnKey;
-  /** Null when the record is named, not written, by the host (a move handed from worker to worker, handTo). */
-  state: TcpState | null;
-  readonly views: BlockViews;
-  /** The transfer record was offered by this initiate (records transfer only). */
-  offered: boolean;
-  /**
-   * A move handed from worker to worker (state null): the settings object the source's handle
-   * kept, which the destination's handle takes as its own (see WorkerConnectionHandle.settings).
-   */
-  settings: TcpCached | null;
-}
-
-/**
- * The block's one PreparedConn (BlockViews.prepared), set for this initiate: a connection is in one
- * transfer at a time, and an object per connection and move lived until the answer came, long
- * enough to be promoted and collected again. Every field is written, so nothing of the transfer
- * before carries over.
- */
-function prepare(
-  views: BlockViews,
-  key: ConnKey,
-  state: TcpState | null,
-  settings: TcpCached | null,
-): PreparedConn {
-  const p = views.prepared;
-  if (p === null) return (views.prepared = { key, state, views, offered: false, settings });
-  p.key = key;
-  p.state = state;
-  p.offered = false;
-  p.settings = settings;
-  return p;
-}
-
-/**
- * The host's views of one connection's block: its rings, its hard-state record and its transfer
- * record. A block lives as long as its connection, wherever that runs, so its views are made once
- * and found again by the send ring the connection's state carries on every later move (a move
- * hands the host's ring objects from the source's handles to the destination's): per move no
- * typed array, no ring object and no block descriptor is made on the main thread.
- */
-interface BlockViews {
-  block: ConnBlockRef;
-  send: ByteRing;
-  recv: ByteRing;
-  record: HardStateRecord;
-  transfer: TransferRecord;
-  /**
-   * The state the host last handed over in this block's transfer record, once the worker took
-   * it: nothing uses it any more (the record is the state now), so the host's next read of the
-   * record fills it in place (TransferRecord.readInto) instead of making nine objects anew.
-   */
-  spare: TcpState | null;
-  /**
-   * The handles made over this block, one per WorkerNic that ran it: a connection that comes back
-   * to a NIC gets its old handle back (WorkerConnectionHandle._revive) rather than a new one per
-   * move, which lived until the next move and so reached the old generation, where the collector
-   * paid for it again (a scavenge's cost is what survives it).
-   */
-  handles: WorkerConnectionHandle[];
-  /**
-   * The entry of this block in the initiate that carries it now, or last did (see `prepare`);
-   * once that transfer is over, without its state and settings (`settled`).
-   */
-  prepared: PreparedConn | null;
-}
-
-const BLOCK_VIEWS = new WeakMap<ByteRing, BlockViews>();
-
-/**
- * Bumped when a send ring's views are replaced by new ones (a ring paired with another receive
- * ring): a handle's own reference to its views stands for the table's only while this holds.
- */
-let viewsReplaced = 0;
-
-function blockViews(block: ConnBlockRef, send: ByteRing, recv: ByteRing): BlockViews {
-  const v: BlockViews = {
-    block,
-    send,
-    recv,
-    record: new HardStateRecord(block.sab, block.at),
-    transfer: new TransferRecord(block.sab, block.at + TRANSFER_RECORD_AT),
-    spare: null,
-    handles: [],
-    prepared: null,
-  };
-  if (BLOCK_VIEWS.has(send)) viewsReplaced++;
-  BLOCK_VIEWS.set(send, v);
-  return v;
-}
-
-/** A block as a 'regrow' names it. */
 /** Where the worker's frames go while the host has no receiver: counted (see DB_UP), not handled. */
 function ignoreFrame(_frame: Uint8Array): void {}
 
@@ -323,6 +144,7 @@ function closing(h: WorkerConnectionHandle): boolean {
   return h._closing;
 }
 
+/** A block as a 'regrow' names it. */
 function regrowBlock(b: ConnBlockRef): RegrowBlock {
   return {
     sab: b.sab,
@@ -334,158 +156,8 @@ function regrowBlock(b: ConnBlockRef): RegrowBlock {
   };
 }
 
-/** The views made for these rings earlier, if they are a block's rings (and still the same pair). */
-function knownViews(send: ByteRing, recv: ByteRing): BlockViews | undefined {
-  const v = BLOCK_VIEWS.get(send);
-  return v !== undefined && v.recv === recv ? v : undefined;
-}
-
-/** What handles whose block the worker gave back hold in its place (see letGoBlock); made once. */
-let goneViews: BlockViews | null = null;
-
-/** knownViews of a handle's rings, from the handle's own reference while that still stands for it. */
-function viewsOf(h: WorkerConnectionHandle): BlockViews | undefined {
-  const v = h.views;
-  if (v !== undefined && h.viewsAt === viewsReplaced && v.send === h.sendRing && v.recv === h.recvRing)
-    return v;
-  return knownViews(h.sendRing, h.recvRing);
-}
-
-/**
- * The connection no longer runs on its block (closed, or the block given back in TIME_WAIT): the
- * state the host last handed over in it (BlockViews.spare) will not be read into again, and is let
- * go with its rings. That state is still its released host connection's (the hand-over's
- * `releasedBy`, and the host table's entry while the placeholder forwards to the NIC: until the
- * NIC's 'closed', the 60 s of TIME_WAIT), and a connection the host ran after an upload has its
- * rings in the block: the released object kept the block's slab as the worker's pooled states'
- * did (nic-worker.ts, where the user is dropped instead). Rings of its own, empty, as giveBack's.
- */
-function dropSpare(h: WorkerConnectionHandle): void {
-  const v = viewsOf(h);
-  const spare = v?.spare ?? null;
-  if (spare === null) return;
-  v!.spare = null;
-  const d = spare.delegated;
-  if (d.sendBuffer.shared !== null) d.sendBuffer = new ByteRing(16);
-  if (d.recvBuffer.shared !== null) d.recvBuffer = new ByteRing(16);
-}
-
-/**
- * A terminate's connections that came as transfer records: each released handle's record (but
- * those of the connections the batch carried), handed to the host, read over the rings the host
- * shares with the worker into the path it names; then the whole batch validated as the codec's
- * decoder does. Throws StateValidationError on anything malformed (decodeReleased then keeps the
- * connections salvageable). Returns how many it read into pooled states.
- */
-function fillFromReleased(
-  trees: OffloadTree[],
-  released: readonly WorkerConnectionHandle[],
-  now: number,
-): number {
-  const nodes = trees.flatMap((t) => t.paths);
-  // Most batches carry no state in the codec: then no key needs naming.
-  let decoded: TupleMap<true> | null = null;
-  let pooled = 0;
-  for (const node of nodes) for (const s of node.conns) (decoded ??= new TupleMap()).set(s.const, true);
-  for (const h of released) {
-    if (decoded?.has(h)) continue;
-    const rec = h.transfer;
-    if (rec.owner !== OWNER_HOST) throw new StateValidationError('owner', 'record not handed to the host');
-    const node = nodes[rec.pathIndex];
-    if (node === undefined)
-      throw new StateValidationError('path', `path index ${rec.pathIndex} outside the batch`);
-    const views = viewsOf(h);
-    const spare = views?.spare ?? null;
-    if (spare !== null) {
-      views!.spare = null;
-      pooled++;
-    }
-    const s =
-      spare === null
-        ? rec.read(now, node.path, h.sendRing, h.recvRing)
-        : rec.readInto(spare, now, node.path, h.sendRing, h.recvRing);
-    const c = s.const;
-    if (
-      (c.localIp !== h.localIp ||
-        c.localPort !== h.localPort ||
-        c.remoteIp !== h.remoteIp ||
-        c.remotePort !== h.remotePort) &&
-      connKeyId(keyOfState(s)) !== h.id
-    )
-      throw new StateValidationError('tcp.const', 'record is not the connection it was released as');
-    node.conns.push(s);
-  }
-  validateTrees(trees);
-  return pooled;
-}
-
-/**
- * A handle's salvage record. Its settings go as the handle's own object: the rebuild copies them
- * onto its state (a new one's, or the spare's, whose own are as of the handover).
- */
-function salvageOf(
-  h: WorkerConnectionHandle,
-  hard: HardState | null,
-  sendRing: ByteRing,
-  spare?: TcpState,
-): SalvageRecord {
-  return {
-    key: h.key,
-    hard,
-    sendRing,
-    recvRing: h.recvRing,
-    user: h.user,
-    cached: h.settings ?? undefined,
-    spare,
-  };
-}
-
-/** `slots` are the slots of `handles`, in their order. */
-function slotsOf(handles: readonly WorkerConnectionHandle[], slots: readonly number[]): boolean {
-  if (handles.length !== slots.length) return false;
-  for (let i = 0; i < slots.length; i++) if (handles[i]!.slot !== slots[i]) return false;
-  return true;
-}
-
-function sameSlots(a: readonly number[], b: readonly number[]): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
-
-/**
- * The transfer is over (answered, refused, or kept for salvage): its entries let go of the state
- * and settings they carried. An entry stays with its block (BlockViews.prepared) for the next
- * transfer, and the state it named held the host's released state object (its path, its
- * neighbor, and, without records, its rings) as long as the block lived: after the connection
- * left the host, and after it closed, for as long as a socket kept its handle.
- */
-function settled(prepared: BatchList<PreparedConn> | undefined): void {
-  if (prepared === undefined) return;
-  for (const p of prepared.list) {
-    p.state = null;
-    p.settings = null;
-  }
-}
-
-/** Records offered and not taken (or all of them: `owner` undefined) go back to the host. */
-function returnRecords(prepared: BatchList<PreparedConn> | undefined, owner?: number): void {
-  if (prepared === undefined) return;
-  for (const p of prepared.list) {
-    const t = p.views.transfer;
-    if (p.offered && (owner === undefined || t.owner !== owner)) t.setOwner(OWNER_HOST);
-  }
-}
-
 /** Owner numbers of transfer records, one per WorkerNic of this process. */
 let nextRecordOwner = 1;
-
-/** The block each prepared connection was given, for the initiate's answer (no map per batch). */
-function givenBlocks(prepared: BatchList<PreparedConn> | undefined): GivenBlocks | undefined {
-  if (prepared === undefined) return undefined;
-  prepared.rewind();
-  return { get: (k) => prepared.get(k)?.views.block, keys: prepared.list.map((p) => p.key) };
-}
 
 /** Why a WorkerNic is gone: the failover layer rebuilds its connections from hard state. */
 export type WorkerDeath = NicDeath;
@@ -556,414 +228,6 @@ const KILL_SILENT_BEATS = 3;
 export const DEFAULT_RING = 256 * 1024;
 
 /**
- * The application's handle of a connection that runs in a worker. Payload never crosses in a
- * message: write() copies into the shared send ring and rings the doorbell, read() takes from the
- * shared receive ring. Control calls (shutdown, close, ...) go over the port, after any bytes
- * already written, which the worker takes first.
- */
-export class WorkerConnectionHandle implements ConnectionHandle {
-  readonly localIp: number;
-  readonly localPort: number;
-  readonly remoteIp: number;
-  readonly remotePort: number;
-  /** The send ring this thread writes: a grown one as soon as the host made it (see WorkerNic.regrow). */
-  sendRing: ByteRing;
-  recvRing: ByteRing;
-  /** As of the latest EV_WRITABLE: the worker had sent everything in the send ring. */
-  private dry = false;
-  record: HardStateRecord;
-  /** The block's transfer record. */
-  transfer: TransferRecord;
-  /** @internal The views of the block it was made over, as the table then had them (see viewsOf). */
-  views: BlockViews | undefined;
-  /** @internal viewsReplaced when `views` was taken. */
-  readonly viewsAt: number;
-  /** The shared memory it runs on (handed on to the next worker when it moves). */
-  block: ConnBlockRef;
-  /**
-   * A grow in progress (WorkerNic.regrow): the block the connection moves to, and the old send
-   * ring's read position its send ring was copied from. Until the worker says it moved, nothing is
-   * read from the receive ring (the worker copies what is unread) and `block`, `record`, `recvRing`
-   * are the old block's.
-   */
-  growing: { views: BlockViews; r0: number; oldSend: ByteRing } | null = null;
-  /** Bytes its grows added to the NIC's rings (WorkerNic's grow budget). */
-  grownBy = 0;
-  /**
-   * @internal The bytes the NIC counts as held after the close (WorkerNic's `heldClosed`): the
-   * worker freed its slot, the socket has not read all of it yet, and the unread bytes were
-   * copied out of the block into a ring of this size (_keepUnreadOnly). 0: not held.
-   */
-  heldBytes = 0;
-  /** @internal The application closed it (close, abort) or let go after the close (dropUnread): it reads no more. */
-  appDone = false;
-  /** connKeyId of its key, named when first asked (moves look handles up by the tuple). */
-  private idRef: string | undefined;
-  private userRef: TcpUser | null = null;
-  private pending = 0;
-  private pendingError: ConnectionError | null = null;
-  private deliverScheduled = false;
-  /** The connection is being (or was) uploaded: this handle no longer reaches it. */
-  detached = false;
-
-  /** ConnectionHandle.letGo: detached (a transfer that did not move it reattaches it first). */
-  get letGo(): boolean {
-    return this.detached;
-  }
-  /**
-   * @internal Its NIC's table by four-tuple no longer holds it (set where it is deleted there,
-   * cleared where an install enters it again): a revive then need not search the table. False
-   * says nothing either way.
-   */
-  unlisted = false;
-  /**
-   * @internal The connection's cached settings as the worker was given them (the state the host
-   * handed over) and then told (setNoDelay, setKeepAlive): a dead worker's salvage carries them,
-   * or its rebuild would run with the defaults. Its own object, copied into: the state it came
-   * from is reused (BlockViews.spare) for the block's next read. Accepted at the worker: its
-   * listener's (the worker may have sized the buffers to its budget; the rebuild takes the rings').
-   */
-  settings: TcpCached | null = null;
-  private ended = false;
-  private closedFlag = false;
-  /**
-   * Set when the worker gave the block back (EV_BLOCK_GONE): the hard state its record held last
-   * (TIME_WAIT), what a salvage reads from now on; null while the block is the connection's.
-   */
-  private blockGone: { hard: HardState | null } | null = null;
-
-  constructor(
-    private readonly nic: WorkerNic,
-    readonly key: ConnKey,
-    /** The worker's slot; a revived handle (see _revive) gets the slot of its new install. */
-    public slot: number,
-    /** The block the worker installed it on. */
-    block: ConnBlockRef,
-    /** Views of the same block made when the host prepared it (saves attaching them again). */
-    views?: BlockViews,
-    id?: string,
-  ) {
-    this.localIp = key.localIp;
-    this.localPort = key.localPort;
-    this.remoteIp = key.remoteIp;
-    this.remotePort = key.remotePort;
-    this.idRef = id;
-    if (views === undefined || (views.block !== block && !sameBlock(views.block, block)))
-      views = blockViews(block, ByteRing.attachShared(block.send), ByteRing.attachShared(block.recv));
-    this.sendRing = views.send;
-    this.recvRing = views.recv;
-    this.record = views.record;
-    this.transfer = views.transfer;
-    this.block = views.block;
-    this.views = BLOCK_VIEWS.get(views.send) === views ? views : undefined;
-    this.viewsAt = viewsReplaced;
-  }
-
-  /** @internal This handle is `nic`'s. */
-  nicIs(nic: WorkerNic): boolean {
-    return this.nic === nic;
-  }
-
-  get id(): string {
-    this.idRef ??= connKeyId(this.key);
-    return this.idRef;
-  }
-
-  get user(): TcpUser | null {
-    return this.userRef;
-  }
-  set user(u: TcpUser | null) {
-    this.userRef = u;
-    if (u !== null && this.pending !== 0) this.scheduleDelivery();
-  }
-
-  get readableLength(): number {
-    // Mid-grow the old ring's unread bytes are the connection's still (the worker carries them to
-    // the new ring), though read() takes none of them until it has: a length of 0 would let a
-    // socket that heard the peer's FIN end the stream before them.
-    return this.recvRing.length;
-  }
-  get writableLength(): number {
-    return this.sendRing.length;
-  }
-  get closed(): boolean {
-    return this.closedFlag;
-  }
-
-  write(src: Uint8Array, off = 0, len = src.length - off): number {
-    if (!Number.isInteger(off) || !Number.isInteger(len) || off < 0 || len < 0 || off + len > src.length) {
-      throw new InvalidArgumentError('write: range outside the source buffer');
-    }
-    if (this.detached) throw new InvalidStateError('write: the connection has moved to another owner');
-    if (this.ended || this.closedFlag) throw new InvalidStateError('write after shutdown or close');
-    const n = this.sendRing.write(src, off, len);
-    let bits = 0;
-    if (n > 0) bits |= BELL_WROTE;
-    if (n < len) bits |= BELL_WANT_WRITABLE;
-    if (bits !== 0) this.nic.ring(this.slot, bits);
-    return n;
-  }
-
-  get sendDry(): boolean {
-    return this.dry;
-  }
-
-  get sendGrown(): number {
-    return this.grownBy > 0 ? this.sendRing.capacity : 0;
-  }
-
-  notifyOnAck(): void {
-    if (this.detached || this.closedFlag) return;
-    this.nic.ring(this.slot, BELL_WANT_ACKED);
-  }
-
-  read(dst: Uint8Array, off = 0, len = dst.length - off): number {
-    if (!Number.isInteger(off) || !Number.isInteger(len) || off < 0 || len < 0 || off + len > dst.length) {
-      throw new InvalidArgumentError('read: range outside the destination buffer');
-    }
-    if (this.detached) throw new InvalidStateError('read: the connection has moved to another owner');
-    if (this.growing !== null) return 0;
-    const n = this.recvRing.read(dst, off, len);
-    if (n > 0 && !this.closedFlag) this.nic.ring(this.slot, BELL_READ);
-    // Read to the end: nothing of the block is the application's any more.
-    if (this.heldBytes > 0 && this.recvRing.length === 0) this.nic._unholdClosed(this);
-    return n;
-  }
-
-  /** The socket is done with the closed connection: what its block held unread is not counted any more. */
-  dropUnread(): void {
-    this.appDone = true;
-    if (this.heldBytes > 0) this.nic._unholdClosed(this);
-  }
-
-  shutdown(): void {
-    if (this.detached || this.ended || this.closedFlag) return;
-    this.ended = true;
-    this.nic.post({ t: 'op', slot: this.slot, op: 'shutdown' });
-  }
-  close(): void {
-    this.dropUnread();
-    if (this.detached || this.closedFlag) return;
-    this.ended = true;
-    this.nic.post({ t: 'op', slot: this.slot, op: 'close' });
-  }
-  abort(): void {
-    this.dropUnread();
-    if (this.detached || this.closedFlag) return;
-    this.closedFlag = true;
-    this.nic.post({ t: 'op', slot: this.slot, op: 'abort' });
-  }
-  setNoDelay(on: boolean): void {
-    if (this.detached || this.closedFlag) return;
-    if (this.settings !== null) this.settings.noDelay = on;
-    this.nic.post({ t: 'op', slot: this.slot, op: 'nodelay', on });
-  }
-  setKeepAlive(on: boolean, idleMs?: number): void {
-    if (idleMs !== undefined && (!Number.isFinite(idleMs) || idleMs <= 0)) {
-      throw new InvalidArgumentError('keepalive idle must be > 0');
-    }
-    if (this.detached || this.closedFlag) return;
-    const k = this.settings;
-    if (k !== null) {
-      k.keepAlive = on;
-      if (idleMs !== undefined) k.keepIdleMs = idleMs;
-    }
-    this.nic.post({ t: 'op', slot: this.slot, op: 'keepalive', on, ms: idleMs });
-  }
-
-  /** A consistent snapshot of the connection's hard state, read from shared memory. */
-  hardState(out: HardState = emptyHardState()): HardState | null {
-    if (this.blockGone !== null) return this.blockGone.hard;
-    // Mid-grow, the new block's record once the worker wrote it (it then writes no other).
-    if (this.growing?.views.record.read(out) === true) return out;
-    return this.record.read(out) ? out : null;
-  }
-
-  /** @internal The host made a larger block for this connection; its writes go there from now on. */
-  _beginGrow(views: BlockViews, r0: number): void {
-    this.growing = { views, r0, oldSend: this.sendRing };
-    this.sendRing = views.send;
-  }
-
-  /** @internal The worker moved the connection to the grown block (or died after it wrote its record there). */
-  _finishGrow(): void {
-    const g = this.growing;
-    if (g === null) return;
-    this.growing = null;
-    const v = g.views;
-    this.block = v.block;
-    this.sendRing = v.send;
-    this.recvRing = v.recv;
-    this.record = v.record;
-    this.transfer = v.transfer;
-    v.handles.push(this);
-    // Bytes that arrived meanwhile were held back from the socket: tell it now.
-    if (this.recvRing.length > 0) this._event(EV_READABLE, null);
-  }
-
-  /**
-   * @internal The worker no longer ran the connection in this slot when the grow came (it closed
-   * there): the old block stays the connection's, reads resume from it.
-   */
-  _abandonGrow(): void {
-    const g = this.growing;
-    if (g === null) return;
-    this.growing = null;
-    this.sendRing = g.oldSend;
-    if (this.recvRing.length > 0) this._event(EV_READABLE, null);
-  }
-
-  /** @internal Events from the worker. Delivered even while detached: the socket holds them. */
-  _event(bits: number, error: ConnectionError | null): void {
-    if (bits & EV_BLOCK_GONE) this.letGoBlock();
-    if (bits & EV_CLOSED) {
-      this.closedFlag = true;
-      this.pendingError = error;
-    }
-    if (bits & EV_WRITABLE) this.dry = (bits & EV_SEND_DRY) !== 0;
-    this.pending |= bits;
-    this.scheduleDelivery();
-  }
-
-  /**
-   * The worker holds this connection in TIME_WAIT with empty rings and no longer its block: let go
-   * of it here too (this handle lives until TIME_WAIT ends, and held the block's slab as long),
-   * keeping the record's last hard state for a salvage, which ends a TIME_WAIT (rebuild.ts).
-   * A grow in flight goes with it: the worker refuses it (its slot is on no block the host names).
-   */
-  private letGoBlock(recv: ByteRing = new ByteRing(16)): void {
-    if (this.blockGone !== null) return;
-    dropSpare(this);
-    const hard = this.hardState();
-    this.blockGone = { hard };
-    this.growing = null;
-    const v = (goneViews ??= blockViews(
-      goneBlock(),
-      ByteRing.attachShared(goneBlock().send),
-      ByteRing.attachShared(goneBlock().recv),
-    ));
-    this.block = v.block;
-    this.record = v.record;
-    this.transfer = v.transfer;
-    this.views = undefined;
-    // Rings of its own: what the socket reads or writes here stays here.
-    this.sendRing = new ByteRing(16);
-    this.recvRing = recv;
-  }
-
-  /**
-   * @internal Closed in the worker (its slot freed, its last record written) with bytes its socket
-   * has not read (WorkerNic.holdClosed): those bytes are copied into a ring of their own size and
-   * the block is let go, as for a TIME_WAIT's (letGoBlock). Nothing writes into the block any
-   * more, and the block held its whole rings (and its slab) for bytes that may be a few hundred:
-   * a NIC's ring budget counted some 50 paused sockets of reset connections whole and refused
-   * every live connection's grow. Linux charges a closed socket's queue by its buffers
-   * (sk_rmem_alloc), not by its sk_rcvbuf. Returns the bytes the copy holds.
-   */
-  _keepUnreadOnly(): number {
-    const n = this.recvRing.length;
-    const copy = new ByteRing(n);
-    copy.write(this.recvRing.toArray());
-    this.letGoBlock(copy);
-    return copy.capacity;
-  }
-
-  private scheduleDelivery(): void {
-    if (this.deliverScheduled || this.userRef === null) return;
-    this.deliverScheduled = true;
-    this.nic.deliveries.push(this);
-  }
-
-  /**
-   * @internal Whether `nic` may take this handle up again for the same connection (`key`) installed
-   * anew: it was released from this NIC by a move, nothing holds it there any more, and no event
-   * waits in it for a socket.
-   */
-  _revivable(nic: WorkerNic, key: ConnKey): boolean {
-    return (
-      this.nic === nic &&
-      this.detached &&
-      this.pending === 0 &&
-      !this.deliverScheduled &&
-      this.localIp === key.localIp &&
-      this.localPort === key.localPort &&
-      this.remoteIp === key.remoteIp &&
-      this.remotePort === key.remotePort
-    );
-  }
-
-  /** @internal The settings its install gave the worker (see `settings`); copied, the object kept. */
-  _installedWith(from: TcpCached | null | undefined): void {
-    if (from === null || from === undefined) this.settings = null;
-    else if (this.settings === null) this.settings = { ...from };
-    else if (this.settings !== from) Object.assign(this.settings, from);
-  }
-
-  /** @internal The same connection installed again at this NIC, in `slot`: as new, but no object made. */
-  _revive(slot: number): void {
-    this.slot = slot;
-    this.dry = false;
-    this.userRef = null;
-    this.pendingError = null;
-    this.detached = false;
-    this.ended = false;
-    this.closedFlag = false;
-    this.appDone = false;
-  }
-
-  /**
-   * @internal Events queued for a user that never came: the one that comes now is told anew. Of
-   * how the connection ended if it closed, `_closeError` keeps the reason; returned: whether the
-   * peer's FIN was among them.
-   */
-  _dropPending(): boolean {
-    const remoteEnded = (this.pending & EV_REMOTE_END) !== 0;
-    this.pending = 0;
-    return remoteEnded;
-  }
-
-  /** @internal Its close's error as the worker reported it (null: orderly, or not closed). */
-  get _closeError(): ConnectionError | null {
-    return this.pendingError;
-  }
-
-  /** @internal The handle reaches its connection again (a move that did not happen). */
-  _reattach(): void {
-    this.detached = false;
-    if (this.pending !== 0) this.scheduleDelivery();
-  }
-
-  /** @internal A close (an end or a reset) waits in it for its socket. */
-  get _closing(): boolean {
-    return (this.pending & EV_CLOSED) !== 0;
-  }
-
-  /** @internal Its turn in the NIC's deliveries (WorkerNic.deliveries). */
-  _deliver(): void {
-    this.deliverScheduled = false;
-    const u = this.userRef;
-    if (u === null) return;
-    while (this.pending !== 0) {
-      let ev = this.pending;
-      this.pending = 0;
-      if (this.detached && ev & EV_CLOSED) {
-        // The connection is moving: its close here is not the socket's to hear. A connection that
-        // moved is closed by its new owner in due time, and one closed here instead of moving is
-        // reattached and hears it then. Told now, a socket that is still moving would take the
-        // connection for closed and never read what the new owner holds for it.
-        this.pending = EV_CLOSED;
-        ev &= ~EV_CLOSED;
-        if (ev === 0) break;
-      }
-      if (ev & EV_READABLE) u.onReadable();
-      if (ev & EV_REMOTE_END) u.onRemoteEnd();
-      if (ev & EV_WRITABLE) u.onWritable();
-      if (ev & EV_CLOSED) u.onClosed(this.pendingError);
-    }
-  }
-}
-
-/**
  * An offload target on its own worker thread (design section 7). The worker runs a NicEngine on
  * wall-clock time; this object is its main-thread side: the host side every NIC shares
  * (`HostNic`) over a `PortTransport`, verbs being typed requests over the worker's port. Frames
@@ -991,24 +255,27 @@ export class WorkerNic extends HostNic {
   readonly clock: Clock;
   /** @internal Its handles waiting to tell their sockets of events, a bounded number per turn. */
   readonly deliveries: TurnQueue<WorkerConnectionHandle>;
-  private readonly port: PortTransport;
+  /** @internal */
+  readonly port: PortTransport;
+  /** @internal Set once the NIC is closed (or crashed): no verb runs after it (worker-hand.ts reads it). */
+  declare closed: boolean;
   private hostCarrier: boolean;
   private readonly link: Link | null;
   private readonly doorbell: Int32Array;
   private readonly flagsAt: number;
   private readonly qLen: number;
   /**
-   * Handles by the worker's slot index (dense, from 0; the protocol bounds it): an array, where a
+   * @internal Handles by the worker's slot index (dense, from 0; the protocol bounds it): an array, where a
    * Map of 10,000 slots paid a hash and its deleted entries' rehash on each move's set and delete.
    */
-  private readonly handles: (WorkerConnectionHandle | undefined)[] = [];
+  readonly handles: (WorkerConnectionHandle | undefined)[] = [];
   /**
-   * With spares: each connection moved here took a new entry that lived, and was promoted, until
+   * @internal With spares: each connection moved here took a new entry that lived, and was promoted, until
    * its next move (as the worker's own maps did, see TupleMap).
    */
-  private readonly byKey = new TupleMap<WorkerConnectionHandle>(true);
-  /** Bumped by every change of `byKey` but an install's own (see `installedList`). */
-  private keyEpoch = 0;
+  readonly byKey = new TupleMap<WorkerConnectionHandle>(true);
+  /** @internal Bumped by every change of `byKey` but an install's own (see `installedList`). */
+  keyEpoch = 0;
   /**
    * The handles the last install took up, in its answer's order, and the one `attach` tries next:
    * the settle that follows attaches the same connections in the same order, so each is one tuple
@@ -1030,7 +297,8 @@ export class WorkerNic extends HostNic {
   private lastBeat: number;
   private lastBeatCount = 0;
   private linkCarrier: boolean;
-  private conns = 0;
+  /** @internal */
+  conns = 0;
   private started = false;
   private readonly readyWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
   private readonly captureWords: Int32Array | null;
@@ -1491,12 +759,12 @@ export class WorkerNic extends HostNic {
   }
 
   /**
-   * Dead before it answered an initiate: it may have run these connections meanwhile (sent,
+   * @internal Dead before it answered an initiate: it may have run these connections meanwhile (sent,
    * acknowledged, taken in data), and only the memory it ran them on knows how far. The host
    * holds that memory (it allocated it, or a source worker released into it): keep it for
    * salvage(), as for any connection the worker ran.
    */
-  private keepForSalvage(prepared: BatchList<PreparedConn> | undefined): void {
+  keepForSalvage(prepared: BatchList<PreparedConn> | undefined): void {
     if (prepared === undefined) return;
     for (const p of prepared.list) {
       if (this.byKey.has(p.key)) continue;
@@ -1509,8 +777,8 @@ export class WorkerNic extends HostNic {
     }
   }
 
-  /** The connections of an initiate's answer the worker installed, taken up here. */
-  private takeInstalled(
+  /** @internal The connections of an initiate's answer the worker installed, taken up here. */
+  takeInstalled(
     res: WorkerReply<'initiate'>,
     prepared: BatchList<PreparedConn> | undefined,
     owner: number | undefined,
@@ -1571,8 +839,8 @@ export class WorkerNic extends HostNic {
 
   /** The WorkerNics whose worker this one's has a hands channel with. */
   private readonly handsWith = new WeakSet<WorkerNic>();
-  /** Answers this NIC's worker owes for batches another worker hands it, by that worker's record owner. */
-  private readonly handsFrom = new Map<number, Set<number>>();
+  /** @internal Answers this NIC's worker owes for batches another worker hands it, by that worker's record owner. */
+  readonly handsFrom = new Map<number, Set<number>>();
 
   /**
    * Two WorkerNics (records on both, both alive): the source's worker releases the batch as
@@ -1623,243 +891,7 @@ export class WorkerNic extends HostNic {
       this.handsWith.add(dst);
       dst.handsWith.add(this);
     }
-    return this.hand(dst, keys, frozen, opts.prod === true);
-  }
-
-  private async hand(
-    dst: WorkerNic,
-    keys: readonly ConnKey[],
-    frozen: WorkerConnectionHandle[],
-    prod: boolean,
-  ): Promise<Handed> {
-    const expected = dst.expectHand(this.recordOwner);
-    let res: WorkerReply<'terminate'>;
-    try {
-      res = await this.request({
-        op: 'terminate',
-        arg: packKeys(keys, this.hostAddrs),
-        byRef: true,
-        records: true,
-        hand: { owner: dst.recordOwner, id: expected.id, prod },
-      });
-    } catch (e) {
-      // An answer the host cannot read says nothing of whether the batch went: it may run at the
-      // destination already, so resuming here could run it twice. The worker was taken as dead
-      // ('defective', see request), and its channel's close tells the destination's side to stop
-      // waiting for a batch it never got.
-      if (this.death !== null) return this.handedByDead(dst, frozen, expected.answer, e);
-      // Alive and answering a failure, its worker failed before it posted the batch (once it has,
-      // it answers success or dies): nothing went, nothing will.
-      dst.port.fail(expected.id, e as Error);
-      this.giveBack(frozen);
-      throw e;
-    }
-    const closed = this.closedWhileFrozen(frozen);
-    // The worker releases in the order asked (the usual batch): then no set of slots is made.
-    const moved = slotsOf(frozen, res.moved) ? null : new Set(res.moved);
-    const released: WorkerConnectionHandle[] = [];
-    const prepared = new BatchList<PreparedConn>();
-    for (const h of frozen) {
-      if ((moved !== null && !moved.has(h.slot)) || closed?.has(h) === true) continue;
-      released.push(h);
-      const p = prepare(viewsOf(h)!, h.key, null, h.settings);
-      p.offered = true;
-      prepared.push(p);
-    }
-    // Freed exactly what moved (the usual answer): none closed at the worker instead.
-    const movedSet = moved ?? (sameSlots(res.freed, res.moved) ? null : new Set(res.moved));
-    if (movedSet !== null)
-      for (const s of res.freed) {
-        // Closed at the worker instead of moving: the handle stays the socket's.
-        const h = this.handles[s];
-        if (h && !movedSet.has(s)) h._reattach();
-      }
-    this.passUp(released);
-    this.forget(res.freed);
-    const bytes = res.value;
-    const result = await dst.takeHand(expected.answer, prepared);
-    settled(prepared);
-    // Closed by its owner before the host took its answer: it installed the batch and aborted it
-    // (the events of that abort found no handle here yet), or it never will.
-    let aborted: string | undefined;
-    if (result !== null && dst.closed && dst.death === null) {
-      aborted = `NIC ${dst.id} closed with the batch in hand`;
-      for (const c of result.conns) {
-        const h = c.status === 'success' ? dst.byKey.get(c.key) : undefined;
-        if (h === undefined) continue;
-        h.detached = true;
-        dst.forget([h.slot]);
-      }
-    }
-    return {
-      released: released.map((h) => h.key),
-      result,
-      sourceDied: false,
-      aborted,
-      readRefused: (ks, now, addrs) => {
-        const byKey = new TupleMap<WorkerConnectionHandle>();
-        for (const h of released) byKey.set(h, h);
-        const hs: WorkerConnectionHandle[] = [];
-        for (const k of ks) {
-          const h = byKey.get(k);
-          if (h === undefined) throw new InvalidArgumentError('readRefused: not a released connection');
-          hs.push(h);
-        }
-        return this.readReleased(bytes, hs, now, addrs);
-      },
-    };
-  }
-
-  /**
-   * The source died before it answered: it may have handed the batch on all the same. What the
-   * destination installed runs there (and leaves this NIC's salvage); the rest is left for it.
-   */
-  private async handedByDead(
-    dst: WorkerNic,
-    frozen: WorkerConnectionHandle[],
-    answer: Promise<WorkerReply<'initiate'>>,
-    cause: unknown,
-  ): Promise<Handed> {
-    let res: WorkerReply<'initiate'> | null = null;
-    try {
-      res = await answer;
-    } catch {
-      // Not handed (the channel closed first), refused whole, or the destination died too: each
-      // block holds the newest hard state of its connection, whoever wrote it last, for salvage().
-      // As after any terminate that failed, the handles are the sockets' again meanwhile. But a
-      // destination closed by its owner (below) decides first.
-      if (!(dst.closed && dst.death === null)) {
-        for (const h of frozen) h._reattach();
-        throw cause;
-      }
-    }
-    // Closed by its owner with the batch maybe in hand (as in hand()): whatever it installed was
-    // aborted (RST to the peer), and no one can say which it had. Rebuilt from the dead source's
-    // hard state, one the peer has reset would run on until its next segment met a RST (the user
-    // hearing ECONNRESET then, or never when idle), and one it had not would be the only one run:
-    // the abort wins for all, none is left for salvage, each is lost at once with ECONNABORTED.
-    if (dst.closed && dst.death === null) return this.abortedByDead(dst, frozen);
-    if (res === null) throw cause;
-    const prepared = new BatchList<PreparedConn>();
-    for (const h of frozen) {
-      const p = prepare(viewsOf(h)!, h.key, null, h.settings);
-      p.offered = true;
-      prepared.push(p);
-    }
-    const result = dst.takeInstalled(res, prepared, dst.recordOwner);
-    settled(prepared);
-    const released: ConnKey[] = [];
-    const handed = new TupleMap<true>();
-    for (const c of result.conns) {
-      released.push(c.key);
-      handed.set(c.key, true);
-      if (c.status !== 'success') continue;
-      const h = this.byKey.get(c.key);
-      if (h !== undefined) {
-        this.keyEpoch++;
-        this.byKey.delete(h);
-        h.unlisted = true;
-        this.conns--;
-        this.dropGrown(h);
-      }
-    }
-    for (const h of frozen) if (!handed.has(h)) h._reattach();
-    return {
-      released,
-      result,
-      sourceDied: true,
-      readRefused: () => {
-        throw new InvalidStateError(`NIC ${this.id} died before it answered`);
-      },
-    };
-  }
-
-  /**
-   * A dead source's batch whose destination was closed mid-hand: every frozen connection leaves
-   * this NIC's salvage (nothing rebuilds what the destination may have reset) and is reported
-   * aborted; any handle the destination took up lets go as in hand().
-   */
-  private abortedByDead(dst: WorkerNic, frozen: WorkerConnectionHandle[]): Handed {
-    const released: ConnKey[] = [];
-    for (const h of frozen) {
-      released.push(h.key);
-      if (this.byKey.get(h) === h) {
-        this.keyEpoch++;
-        this.byKey.delete(h);
-        h.unlisted = true;
-        this.handles[h.slot] = undefined;
-        this.conns--;
-        this.dropGrown(h);
-      }
-      const d = dst.byKey.get(h.key);
-      if (d !== undefined) {
-        d.detached = true;
-        dst.forget([d.slot]);
-      }
-    }
-    return {
-      released,
-      result: { status: 'failure', reason: `NIC ${dst.id} closed with the batch in hand`, conns: [] },
-      sourceDied: true,
-      aborted: `NIC ${dst.id} closed with the batch in hand`,
-      readRefused: () => {
-        throw new InvalidStateError(`NIC ${this.id} died before it answered`);
-      },
-    };
-  }
-
-  /** Register the answer this NIC's worker will give for a batch the worker of `from` hands it. */
-  private expectHand(from: number): { id: number; answer: Promise<WorkerReply<'initiate'>> } {
-    const e = this.port.expect('initiate');
-    let ids = this.handsFrom.get(from);
-    if (ids === undefined) {
-      ids = new Set();
-      this.handsFrom.set(from, ids);
-    }
-    const set = ids;
-    set.add(e.id);
-    const done = () => {
-      set.delete(e.id);
-    };
-    // Awaited only once the source answers: a death meanwhile must not go unhandled.
-    e.answer.then(done, done);
-    return e;
-  }
-
-  /**
-   * The answer to a batch handed here: the connections installed are taken up; when this NIC
-   * died with the batch in hand, null, and the batch's blocks are kept for salvage().
-   */
-  private async takeHand(
-    answer: Promise<WorkerReply<'initiate'>>,
-    prepared: BatchList<PreparedConn>,
-  ): Promise<InitiateResult | null> {
-    let res: WorkerReply<'initiate'>;
-    try {
-      res = await answer;
-    } catch (e) {
-      if (this.death !== null) {
-        this.keepForSalvage(prepared);
-        return null;
-      }
-      // Refused whole (it did not decode or validate): every record is the host's again.
-      returnRecords(prepared);
-      return { status: 'failure', reason: (e as Error).message, conns: [] };
-    }
-    try {
-      return this.takeInstalled(res, prepared, this.recordOwner);
-    } catch (e) {
-      // An answer that does not unpack (refused and counted as malformed): the worker may have
-      // installed the batch, so it is taken as dead ('defective') and the batch left for a rebuild
-      // from what it ran, as when it dies with the batch in hand. Handed back to the source, they
-      // could run in both places.
-      if (this.death !== null) {
-        this.keepForSalvage(prepared);
-        return null;
-      }
-      returnRecords(prepared);
-      return { status: 'failure', reason: (e as Error).message, conns: [] };
-    }
+    return hand(this, dst, keys, frozen, opts.prod === true);
   }
 
   /** The handle of a prepared connection the worker installed: its old one here if it can be revived. */
@@ -1889,8 +921,8 @@ export class WorkerNic extends HostNic {
     return h;
   }
 
-  /** The host's address table, which the worker's mirrors; taken from the first IPv6 state handed over. */
-  private hostAddrs: AddressBook | null = null;
+  /** @internal The host's address table, which the worker's mirrors; taken from the first IPv6 state handed over. */
+  hostAddrs: AddressBook | null = null;
 
   private bindAddresses(states: readonly TcpState[]): void {
     if (this.hostAddrs !== null) return;
@@ -2054,7 +1086,8 @@ export class WorkerNic extends HostNic {
   private readonly passedUpLists: WorkerConnectionHandle[][] = [];
   private passedUpListed = 0;
 
-  private passUp(released: WorkerConnectionHandle[]): void {
+  /** @internal */
+  passUp(released: WorkerConnectionHandle[]): void {
     if (released.length === 0) return;
     // Bounded: an id left behind (a transfer that never settled) only costs a request later.
     if (this.passedUp.size + this.passedUpListed > this.capacity) {
@@ -2365,7 +1398,8 @@ export class WorkerNic extends HostNic {
   /** The held grows go on next turn (runHeldGrows). */
   private growsDeferred = false;
 
-  private dropGrown(h: WorkerConnectionHandle): void {
+  /** @internal */
+  dropGrown(h: WorkerConnectionHandle): void {
     this.grownBytes -= h.grownBy;
     h.grownBy = 0;
   }
@@ -2550,10 +1584,10 @@ export class WorkerNic extends HostNic {
   }
 
   /**
-   * A request whose answer the host cannot read ends as ON_MALFORMED_ANSWER says for its verb:
+   * @internal A request whose answer the host cannot read ends as ON_MALFORMED_ANSWER says for its verb:
    * refused with the WorkerProtocolError, or the worker taken as dead as well ('defective').
    */
-  protected override request<R extends WorkerRequest>(r: R): Promise<WorkerReply<R['op']>> {
+  override request<R extends WorkerRequest>(r: R): Promise<WorkerReply<R['op']>> {
     const p = super.request(r);
     if (ON_MALFORMED_ANSWER[r.op] === 'refused') return p;
     return p.catch((e: unknown) => {
@@ -2586,15 +1620,16 @@ export class WorkerNic extends HostNic {
    * it holds went uncounted. The socket's again, as one the answer names closed (null: none).
    */
   /**
-   * A move or upload request that failed: nothing moved, the frozen handles are their sockets'
+   * @internal A move or upload request that failed: nothing moved, the frozen handles are their sockets'
    * again; those the worker closed meanwhile as closedWhileFrozen tells (their blocks counted held).
    */
-  private giveBack(frozen: readonly WorkerConnectionHandle[]): void {
+  giveBack(frozen: readonly WorkerConnectionHandle[]): void {
     this.closedWhileFrozen(frozen);
     for (const h of frozen) h._reattach();
   }
 
-  private closedWhileFrozen(frozen: readonly WorkerConnectionHandle[]): Set<WorkerConnectionHandle> | null {
+  /** @internal */
+  closedWhileFrozen(frozen: readonly WorkerConnectionHandle[]): Set<WorkerConnectionHandle> | null {
     let closed: Set<WorkerConnectionHandle> | null = null;
     for (const h of frozen) {
       if (h.slot < 0 || this.handles[h.slot] === h) continue;
@@ -2606,7 +1641,8 @@ export class WorkerNic extends HostNic {
     return closed;
   }
 
-  private forget(slots: readonly number[]): void {
+  /** @internal */
+  forget(slots: readonly number[]): void {
     // Read only while `byKey` is as the install left it, which a freed slot ends: let go of its
     // handles, or the last install's connections held their blocks' slabs after they closed.
     if (slots.length > 0) this.installedList = [];
