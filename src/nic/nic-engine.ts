@@ -181,7 +181,8 @@ let lastMark = 0;
 /** Connections closed before any attach an engine keeps for a settle at most (`unclaimed`). */
 const UNCLAIMED_MAX = 64;
 
-function namedTwice(verb: string, key: ConnKey): InvalidArgumentError {
+/** The error of a request that names a connection twice (a worker refuses its unbuilt ones with it too). */
+export function namedTwice(verb: string, key: ConnKey): InvalidArgumentError {
   return new InvalidArgumentError(`${verb}: the request names connection ${connKeyId(key)} twice`);
 }
 

@@ -27,6 +27,12 @@ export interface WorkerNicTestSeams {
    * not a pause: the test goes on when what it needs happened, however slow the machine.
    */
   handGate?: SharedArrayBuffer;
+  /**
+   * For tests of a worker killed between handshakes it ended and the 'born' that tells the host:
+   * once the test sets Int32 word 1, word 0 becomes 1 as the worker is about to post a turn's
+   * 'born', and the thread waits there for good.
+   */
+  stopBeforeBorn?: SharedArrayBuffer;
   /** How long a destination holds a handed batch's input at most (hand-order.ts HOLD_MS otherwise). */
   handHoldMs?: number;
   /**

@@ -56,6 +56,7 @@ import {
 import { splitForRecords } from './transfer-record.ts';
 import { fromWireError, PortTransport, type WorkerNotice } from './transport.ts';
 import { TupleMap } from './tuple-map.ts';
+import { BornArenaIndex, type BornEntry } from './worker/born-arena.ts';
 import { blockOfRings, onSlabGone, slabIdOf } from './worker/conn-blocks.ts';
 import { OwnerTable } from './worker/owner-table.ts';
 import { peerWorkers } from './worker/peers.ts';
@@ -353,6 +354,7 @@ export class WorkerNic extends HostNic {
       stopWhileOpening: seams.stopWhileOpening,
       handGapMs: seams.handGapMs,
       handGate: seams.handGate,
+      stopBeforeBorn: seams.stopBeforeBorn,
       handHoldMs: seams.handHoldMs,
       peerFlushDelayMs: seams.peerFlushDelayMs,
       link: link
@@ -1803,7 +1805,10 @@ export class WorkerNic extends HostNic {
         return;
       }
       case 'born':
-        this.born(m.id, m.packed);
+        this.born(m.id, m.packed, m.entries);
+        return;
+      case 'born-arena':
+        this.bornArenas.add(m.no, m.sab);
         return;
       case 'closed':
         void this.worker.terminate();
@@ -1874,7 +1879,12 @@ export class WorkerNic extends HostNic {
     return other instanceof WorkerNic && peerWorkers(this, other);
   }
 
-  private born(id: number, packed: Parameters<typeof unpackInitiate>[0]): void {
+  /** The arenas the worker cuts accepted connections' blocks from (born-arena.ts). */
+  private readonly bornArenas = new BornArenaIndex();
+
+  private born(id: number, packed: Parameters<typeof unpackInitiate>[0], entries: number[]): void {
+    // Dead: the death's sweep of the arenas adopted every connection this names.
+    if (this.death !== null) return;
     let installed: ReturnType<typeof unpackInitiate>['installed'];
     try {
       installed = unpackInitiate(packed, this.hostAddrs).installed;
@@ -1882,24 +1892,44 @@ export class WorkerNic extends HostNic {
       this.defective(new WorkerProtocolError(`born: ${(e as Error).message}`));
       return;
     }
-    const take = this.listens.get(id);
-    for (const inst of installed) {
-      const h = new WorkerConnectionHandle(this, inst.key, inst.slot, inst.block);
-      this.handles[inst.slot] = h;
-      this.byKey.set(h, h);
-      // Not an install's own change: an attach by place after it must search (see installedList).
-      this.keyEpoch++;
-      this.conns++;
-      let ok = false;
-      try {
-        ok = take?.(h) === true;
-      } catch {
-        ok = false;
-      }
-      // Refused (the listener stopped meanwhile, the server full): reset at the worker.
-      if (!ok) h.abort();
+    const named: BornEntry[] = [];
+    for (let i = 0; i + 1 < entries.length; i += 2) named.push({ no: entries[i]!, entry: entries[i + 1]! });
+    this.bornArenas.announced(named);
+    for (const inst of installed) this.bornHere(id, inst.key, inst.slot, inst.block);
+  }
+
+  private bornHere(id: number, key: ConnKey, slot: number, block: ConnBlockRef): void {
+    const h = new WorkerConnectionHandle(this, key, slot, block);
+    this.handles[slot] = h;
+    this.byKey.set(h, h);
+    // Not an install's own change: an attach by place after it must search (see installedList).
+    this.keyEpoch++;
+    this.conns++;
+    let ok = false;
+    try {
+      ok = this.listens.get(id)?.(h) === true;
+    } catch {
+      ok = false;
+    }
+    // Refused (the listener stopped meanwhile, the server full): reset at the worker.
+    if (!ok) h.abort();
+  }
+
+  /**
+   * Connections whose handshake ended in the worker that it died before it told ('born'): the
+   * host takes them as their 'born' would have given them, before the death is told, so the
+   * failover rebuilds them from their records with the rest (none is left hanging at the peer).
+   */
+  private adoptUnannounced(): void {
+    for (const u of this.bornArenas.unannounced()) {
+      if (this.byKey.get(u.key) !== undefined) continue;
+      this.bornHere(u.listener, u.key, u.slot, u.block);
+      this.adoptedAtDeath++;
     }
   }
+
+  /** Connections adopted at the worker's death from its born arenas (adoptUnannounced). */
+  adoptedAtDeath = 0;
 
   private checkBeat(): void {
     if (this.closed || this.death) return;
@@ -1922,6 +1952,7 @@ export class WorkerNic extends HostNic {
     // A worker stopped by close() exits: that is no death.
     if (this.closed || this.death !== null) return;
     this.runInTransit();
+    this.adoptUnannounced();
     super.die(cause, (e) => {
       // Its table no longer says where anything runs: the other workers send up to the host again.
       this.owners.markDead();

@@ -59,11 +59,21 @@ describe('WorkerNic: answers and the frames passed up before them', () => {
     for (let i = 0; i < 200 && got.length === 0; i++) await net.sleep(10);
     assert.deepEqual(got, [255], 'the first datagram arrived');
     // What each worker passed up before the listeners above were in place (its neighbor
-    // discovery): read while nothing is on its way.
-    await net.sleep(100);
-    const before = await Promise.all(
-      wh.nics.map((n, i) => n.counters().then((c) => (c['nic.rx.host'] ?? 0) - ups[i]!())),
-    );
+    // discovery: the peer's announcement and ARP request come up through every member), read
+    // once nothing is on its way: every frame a worker posted up has reached the host stack
+    // (rxReadState), and its count of frames passed up has not moved since the reading before.
+    const passed = () => Promise.all(wh.nics.map((n) => n.counters().then((c) => c['nic.rx.host'] ?? 0)));
+    let counted = await passed();
+    let settled = false;
+    for (let i = 0; i < 2000 && !settled; i++) {
+      await net.sleep(10);
+      const caughtUp = wh.nics.every((n) => n.rxReadState().empty !== false);
+      const now = await passed();
+      settled = caughtUp && now.every((c, k) => c === counted[k]);
+      counted = now;
+    }
+    assert.ok(settled, 'the neighbor discovery passed up and received');
+    const before = counted.map((c, i) => c - ups[i]!());
     // Both workers blocked (the switch delivers to whichever member sent last): the frames and the
     // request wait in each one's queue and are handled in one turn, as behind a busy core.
     for (const n of wh.nics) n.stall(300);

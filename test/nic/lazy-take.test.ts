@@ -428,6 +428,25 @@ describe('connections taken unbuilt by a worker', () => {
     await Promise.all(sockets.slice(1).map((s, i) => echo(net, s, 500 + i, 60 + i)));
   });
 
+  test('a terminate naming a waiting connection twice is refused whole, as bytes and by records: nothing built, nothing released', {
+    timeout: 60_000,
+  }, async (t) => {
+    const { net, wh, sockets, keys, nics } = await echoSetup(87, t);
+    const [n0] = nics;
+    assert.equal((await wh.offload.offload(keys, n0)).moved.length, N);
+    assert.equal(await counter(n0, 'nic.lazy.pending'), N);
+    const namedTwice = (e: unknown) => e instanceof Error && /names connection .* twice/.test(e.message);
+    // As bytes: the worker built the waiting one before the engine refused its second naming.
+    await assert.rejects(n0.terminate([keys[0]!, { ...keys[0]! }]), namedTwice);
+    // By records: the waiting one went up twice, unread.
+    await assert.rejects(n0.terminate([keys[1]!, keys[2]!, { ...keys[1]! }], {}), namedTwice);
+    assert.equal(await counter(n0, 'nic.lazy.pending'), N, 'none built');
+    assert.equal(await counter(n0, 'nic.terminate.unread'), 0, 'none released');
+    assert.equal(n0.load, N);
+    await Promise.all(sockets.map((s, i) => echo(net, s, 700 + i, 90 + i)));
+    assert.equal(wh.offload.offloadedCount, N, 'every one still offloaded');
+  });
+
   test('a worker that dies before it builds them loses nothing: each one rebuilds from the hard state', {
     timeout: 60_000,
   }, async (t) => {

@@ -16,7 +16,7 @@ import { type TestContext, test } from 'node:test';
 import type { WorkerNic } from '../../src/nic/worker-nic.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { dataOf, resetOf } from '../helpers/segments.ts';
-import { socketKey, workerSetup } from './worker-helpers.ts';
+import { keptServer, socketKey, workerSetup } from './worker-helpers.ts';
 
 /**
  * The peer's data and then its reset (after its FIN when `fin`) at the destination worker during
@@ -25,13 +25,7 @@ import { socketKey, workerSetup } from './worker-helpers.ts';
 async function endDuringSettle(t: TestContext, seed: number, fin: boolean): Promise<void> {
   const { net, wh, peer } = await workerSetup(seed, t, { deadAfterMs: 60_000 });
   const [n0, n1] = wh.nics as [WorkerNic, WorkerNic];
-  const served: TcpSocket[] = [];
-  peer
-    .createServer((s) => {
-      s.on('error', () => {});
-      served.push(s);
-    })
-    .listen(80);
+  keptServer(peer);
   const socks: TcpSocket[] = [];
   for (let i = 0; i < 3; i++) {
     const s = wh.host.connect({ port: 80, host: '10.0.0.2' });

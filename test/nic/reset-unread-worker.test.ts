@@ -10,11 +10,10 @@
 import assert from 'node:assert/strict';
 import { type TestContext, test } from 'node:test';
 import type { WorkerNic } from '../../src/nic/worker-nic.ts';
-import { SimNetwork } from '../../src/sim/sim-network.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { TcpStateId } from '../../src/state/tcp-state.ts';
 import { resetOf } from '../helpers/segments.ts';
-import { addWorkerHost, socketKey } from './worker-helpers.ts';
+import { keptServer, socketKey, workerSetup } from './worker-helpers.ts';
 
 /** A worker host of `count` NICs (started) and a peer at 10.0.0.2 whose server keeps what it accepts. */
 async function served80(
@@ -24,22 +23,8 @@ async function served80(
   capacity: number,
   rings?: { ringCapacity: number; placementRing: number },
 ) {
-  const net = new SimNetwork({ seed, virtualTime: false });
-  const wh = addWorkerHost(net, { count, capacity, ...rings });
-  t.after(() => {
-    wh.close();
-    net.close();
-  });
-  const peer = net.addHost({ ip: '10.0.0.2/24' });
-  await Promise.all(wh.nics.map((n) => n.ready()));
-  const served: TcpSocket[] = [];
-  peer
-    .createServer((s) => {
-      s.on('error', () => {});
-      served.push(s);
-    })
-    .listen(80);
-  return { net, wh, served };
+  const { net, wh, peer } = await workerSetup(seed, t, { count, capacity, ...rings });
+  return { net, wh, served: keptServer(peer) };
 }
 
 const HELD = 20;

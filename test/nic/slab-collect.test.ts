@@ -10,9 +10,8 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { CONN_SLAB_BYTES } from '../../src/nic/hard-state.ts';
 import { onSlabGone, slabIdOf } from '../../src/nic/worker/conn-blocks.ts';
-import { SimNetwork } from '../../src/sim/sim-network.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
-import { addWorkerHost } from './worker-helpers.ts';
+import { workerSetup } from './worker-helpers.ts';
 
 const CONNS = 12;
 /** Rings of 4 MiB each way: a block of two is over a sixteenth of a slab, so a buffer of its own. */
@@ -28,14 +27,7 @@ const MB = 2 ** 20;
 async function offloadedBlocks(t: TestContext, seed: number, workers = 1) {
   setFlagsFromString('--expose-gc');
   const gc = runInNewContext('gc') as () => void;
-  const net = new SimNetwork({ seed, virtualTime: false });
-  const wh = addWorkerHost(net, { count: workers, ringCapacity: RING });
-  t.after(() => {
-    wh.close();
-    net.close();
-  });
-  const peer = net.addHost({ ip: '10.0.0.2/24' });
-  await Promise.all(wh.nics.map((n) => n.ready()));
+  const { net, wh, peer } = await workerSetup(seed, t, { count: workers, ringCapacity: RING });
   const served: TcpSocket[] = [];
   peer
     .createServer((s: TcpSocket) => {

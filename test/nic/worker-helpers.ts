@@ -140,13 +140,14 @@ export function socketKey(s: TcpSocket): ConnKey {
 }
 
 /**
- * A real-time network with a WorkerHost (two WorkerNics, started) and a peer at 10.0.0.2 (and
- * fd00::2 with `ipv6`, the host dual-stack too), its TCP defaults `peerTcp` over the stack's.
+ * A real-time network with a WorkerHost (two WorkerNics unless `count`, started; addWorkerHost's
+ * options) and a peer at 10.0.0.2 (and fd00::2 with `ipv6`, the host dual-stack too), its TCP
+ * defaults `peerTcp` over the stack's.
  */
 export async function workerSetup(
   seed: number,
   t: TestContext,
-  opts: { deadAfterMs?: number; ipv6?: boolean; peerTcp?: Partial<TcpCached> } = {},
+  opts: Parameters<typeof addWorkerHost>[1] & { peerTcp?: Partial<TcpCached> } = {},
 ) {
   const net = new SimNetwork({ seed, virtualTime: false });
   const wh = addWorkerHost(net, opts);
@@ -162,6 +163,18 @@ export async function workerSetup(
   });
   await Promise.all(wh.nics.map((n) => n.ready()));
   return { net, wh, peer };
+}
+
+/** A server on `peer`'s port 80 that keeps every connection it accepts (their errors ignored). */
+export function keptServer(peer: SimHost): TcpSocket[] {
+  const served: TcpSocket[] = [];
+  peer
+    .createServer((s) => {
+      s.on('error', () => {});
+      served.push(s);
+    })
+    .listen(80);
+  return served;
 }
 
 /**

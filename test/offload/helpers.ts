@@ -1,9 +1,9 @@
-import { type EventEmitter, once } from 'node:events';
+import { EventEmitter, once } from 'node:events';
 import type { Clock } from '../../src/core/clock.ts';
 import type { Random } from '../../src/core/random.ts';
 import type { Link } from '../../src/link/link.ts';
 import { NicHostLink } from '../../src/nic/host-link.ts';
-import type { ConnKey, Nic } from '../../src/nic/nic.ts';
+import type { ConnKey, Nic, NicCounterSnapshot, SalvageRecord } from '../../src/nic/nic.ts';
 import { NicEngine } from '../../src/nic/nic-engine.ts';
 import { NicGroupLink } from '../../src/nic/nic-group-link.ts';
 import { OffloadManager } from '../../src/offload/offload-manager.ts';
@@ -12,6 +12,7 @@ import { SimNetwork, type SimOffloadHost, type SimOffloadHostOptions } from '../
 import { Host } from '../../src/socket/host.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { Stack } from '../../src/stack/stack.ts';
+import type { ConnectionHandle, TcpUser } from '../../src/stack/tcp/tcp-types.ts';
 import { collect, randomBytes, sha256 } from '../helpers/streams.ts';
 
 export interface Pair {
@@ -128,40 +129,82 @@ export function keysOf(sockets: readonly TcpSocket[]): ConnKey[] {
 }
 
 /**
- * The parts of a test's own kind of Nic: an engine on `link`, on the host's clock, and the host
- * link that reaches it; `nic` emits the engine's indications.
+ * A test's own kind of Nic, neither a LocalNic nor a WorkerNic: an engine on `link`, on the host's
+ * clock, and the host link that reaches it; it emits the engine's indications. What it offers of
+ * the contract's verbs is each subclass's own; the engine is `eng`, not `engine` (a Nic that has
+ * `engine` offers the live hand-over).
  */
-export function engineOnLink(
-  id: string,
-  link: Link,
-  clock: Clock,
-  random: Random,
-  nic: EventEmitter,
-): { engine: NicEngine; hostLink: NicHostLink } {
-  let engine: NicEngine | undefined;
-  const hostLink = new NicHostLink(`${id}.host`, {
-    send: (frame) => engine!.sendFromHost(frame),
-    get mtu() {
-      return link.mtu;
-    },
-    get carrier() {
-      return link.carrier;
-    },
-  });
-  engine = new NicEngine({
-    id,
-    link,
-    clock,
-    random,
-    toHost: (frame) => {
-      hostLink.deliver(frame);
-    },
-    hostCarrier: (up) => hostLink.carrierChanged(up),
-    indicate: (event, ...args) => {
-      nic.emit(event, ...args);
-    },
-  });
-  return { engine, hostLink };
+export abstract class EngineNic extends EventEmitter {
+  readonly hostLink: NicHostLink;
+  readonly useRecords = false;
+  readonly death = null;
+  protected readonly eng: NicEngine;
+
+  constructor(
+    readonly id: string,
+    link: Link,
+    protected readonly clock: Clock,
+    random: Random,
+  ) {
+    super();
+    let engine: NicEngine | undefined;
+    this.hostLink = new NicHostLink(`${id}.host`, {
+      send: (frame) => engine!.sendFromHost(frame),
+      get mtu() {
+        return link.mtu;
+      },
+      get carrier() {
+        return link.carrier;
+      },
+    });
+    const hostLink = this.hostLink;
+    engine = this.eng = new NicEngine({
+      id,
+      link,
+      clock,
+      random,
+      toHost: (frame) => {
+        hostLink.deliver(frame);
+      },
+      hostCarrier: (up) => hostLink.carrierChanged(up),
+      indicate: (event, ...args) => {
+        this.emit(event, ...args);
+      },
+    });
+  }
+
+  get capacity(): number {
+    return this.eng.capacity;
+  }
+  get load(): number {
+    return this.eng.load;
+  }
+  get runningConns(): number {
+    return this.eng.load;
+  }
+  get linkUp(): boolean {
+    return this.eng.linkUp;
+  }
+  salvage(): SalvageRecord[] {
+    return [];
+  }
+  async invalidate(): Promise<void> {}
+  async counterSnapshot(): Promise<NicCounterSnapshot> {
+    return { source: this.eng.counters, values: this.eng.counters.snapshot() };
+  }
+  inject(packets: readonly Uint8Array[]): void {
+    this.clock.defer(() => this.eng.inject(packets));
+  }
+  attach(key: ConnKey, user: TcpUser | null): ConnectionHandle | null {
+    const conn = this.eng.connection(key);
+    if (conn === undefined) return null;
+    conn.user = user;
+    return conn;
+  }
+  close(): void {
+    this.eng.close();
+    this.hostLink.close();
+  }
 }
 
 /**

@@ -7,62 +7,25 @@
  * in the host's thread was moved by release and install, or not at all.
  */
 import assert from 'node:assert/strict';
-import { EventEmitter } from 'node:events';
 import { test } from 'node:test';
-import type { Clock } from '../../src/core/clock.ts';
-import type { Random } from '../../src/core/random.ts';
-import type { Link } from '../../src/link/link.ts';
-import type { NicHostLink } from '../../src/nic/host-link.ts';
-import type {
-  ConnKey,
-  InitiateResult,
-  Nic,
-  NicCounterSnapshot,
-  QueryResult,
-  SalvageRecord,
-  Transfer,
-} from '../../src/nic/nic.ts';
+import type { ConnKey, InitiateResult, Nic, QueryResult, Transfer } from '../../src/nic/nic.ts';
 import type { NicEngine } from '../../src/nic/nic-engine.ts';
 import type { TcpConnection } from '../../src/stack/tcp/tcp-connection.ts';
-import type { ConnectionHandle, TcpUser } from '../../src/stack/tcp/tcp-types.ts';
-import { engineOnLink, keysOf, nicRig, startStreams } from './helpers.ts';
+import { EngineNic, keysOf, nicRig, startStreams } from './helpers.ts';
 
 /**
  * A target in the host's thread that is neither a LocalNic nor a WorkerNic: an engine on a link,
  * and a host link of its own. Its general protocol's verbs are only counted and refused, so a
  * connection it runs got there live.
  */
-class ThreadNic extends EventEmitter implements Nic {
-  readonly engine: NicEngine;
-  readonly hostLink: NicHostLink;
+class ThreadNic extends EngineNic implements Nic {
   readonly inProcess = true;
-  readonly useRecords = false;
-  readonly death = null;
   handsLive = true;
   /** Verbs of the general protocol it was asked for. */
   general = 0;
 
-  constructor(
-    readonly id: string,
-    link: Link,
-    private readonly clock: Clock,
-    random: Random,
-  ) {
-    super();
-    ({ engine: this.engine, hostLink: this.hostLink } = engineOnLink(id, link, clock, random, this));
-  }
-
-  get capacity(): number {
-    return this.engine.capacity;
-  }
-  get load(): number {
-    return this.engine.load;
-  }
-  get runningConns(): number {
-    return this.engine.load;
-  }
-  get linkUp(): boolean {
-    return this.engine.linkUp;
+  get engine(): NicEngine {
+    return this.eng;
   }
   private refuse(): Promise<never> {
     this.general++;
@@ -76,38 +39,18 @@ class ThreadNic extends EventEmitter implements Nic {
   terminate(): Promise<Transfer> {
     return this.refuse();
   }
-  salvage(): SalvageRecord[] {
-    return [];
-  }
   async update(): Promise<void> {}
-  async invalidate(): Promise<void> {}
   async query(): Promise<QueryResult[]> {
     return [];
   }
   async progressScan(): Promise<Float64Array> {
     return new Float64Array(0);
   }
-  async counterSnapshot(): Promise<NicCounterSnapshot> {
-    return { source: this.engine.counters, values: this.engine.counters.snapshot() };
-  }
   takeQueued(): Promise<Uint8Array[]> {
     return this.refuse();
   }
   dropFrozen(): Promise<void> {
     return this.refuse();
-  }
-  inject(packets: readonly Uint8Array[]): void {
-    this.clock.defer(() => this.engine.inject(packets));
-  }
-  attach(key: ConnKey, user: TcpUser | null): ConnectionHandle | null {
-    const conn = this.engine.connection(key);
-    if (conn === undefined) return null;
-    conn.user = user;
-    return conn;
-  }
-  close(): void {
-    this.engine.close();
-    this.hostLink.close();
   }
 }
 

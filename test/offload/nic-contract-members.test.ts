@@ -7,55 +7,32 @@
  * tested for a HostNic, so any other target got the second way whatever it offered.
  */
 import assert from 'node:assert/strict';
-import { EventEmitter } from 'node:events';
 import { test } from 'node:test';
-import type { Clock } from '../../src/core/clock.ts';
-import type { Random } from '../../src/core/random.ts';
-import type { Link } from '../../src/link/link.ts';
-import type { NicHostLink } from '../../src/nic/host-link.ts';
 import {
   type ConnKey,
   type InitiateOptions,
   type InitiateResult,
   isTreeTransfer,
   type Nic,
-  type NicCounterSnapshot,
   type OffloadUpdate,
   type QueryResult,
-  type SalvageRecord,
   type Transfer,
 } from '../../src/nic/nic.ts';
-import type { NicEngine } from '../../src/nic/nic-engine.ts';
-import type { ConnectionHandle, TcpUser } from '../../src/stack/tcp/tcp-types.ts';
 import type { OffloadTree } from '../../src/state/offload-tree.ts';
 import type { AddressBook } from '../../src/state/path-state.ts';
 import { decodeBatch } from '../../src/state/state-codec.ts';
-import { engineOnLink, keysOf, nicRig, startStreams } from './helpers.ts';
+import { EngineNic, keysOf, nicRig, startStreams } from './helpers.ts';
 
 /**
  * A target that is neither a LocalNic nor a WorkerNic and is reached by its verbs only (not in
  * process, no `engine`): an engine on a link, run a turn later as another thread's would be. It
  * counts the verbs the transfer asks of it.
  */
-class VerbNic extends EventEmitter implements Nic {
-  readonly hostLink: NicHostLink;
+class VerbNic extends EngineNic implements Nic {
   readonly inProcess = false;
-  readonly useRecords = false;
-  readonly death = null;
-  protected readonly eng: NicEngine;
   /** The form of every initiate's transfer, in order. */
   readonly initiated: ('trees' | 'bytes')[] = [];
   readonly calls = { takeQueued: 0, dropFrozen: 0, takeAndDrop: 0, decodeReleased: 0 };
-
-  constructor(
-    readonly id: string,
-    link: Link,
-    private readonly clock: Clock,
-    random: Random,
-  ) {
-    super();
-    ({ engine: this.eng, hostLink: this.hostLink } = engineOnLink(id, link, clock, random, this));
-  }
 
   protected later<T>(fn: () => T): Promise<T> {
     return new Promise((resolve, reject) =>
@@ -69,18 +46,6 @@ class VerbNic extends EventEmitter implements Nic {
     );
   }
 
-  get capacity(): number {
-    return this.eng.capacity;
-  }
-  get load(): number {
-    return this.eng.load;
-  }
-  get runningConns(): number {
-    return this.eng.load;
-  }
-  get linkUp(): boolean {
-    return this.eng.linkUp;
-  }
   initiate(batch: Transfer, opts?: InitiateOptions): Promise<InitiateResult> {
     this.initiated.push(isTreeTransfer(batch) ? 'trees' : 'bytes');
     return this.later(() => this.eng.initiate(batch, opts));
@@ -90,21 +55,14 @@ class VerbNic extends EventEmitter implements Nic {
   terminate(keys: ConnKey[] | 'all'): Promise<Transfer> {
     return this.later(() => this.eng.terminate(keys));
   }
-  salvage(): SalvageRecord[] {
-    return [];
-  }
   update(u: OffloadUpdate): Promise<void> {
     return this.later(() => this.eng.update(u));
   }
-  async invalidate(): Promise<void> {}
   query(keys?: ConnKey[]): Promise<QueryResult[]> {
     return this.later(() => this.eng.query(keys));
   }
   progressScan(): Promise<Float64Array> {
     return this.later(() => this.eng.progressScan());
-  }
-  async counterSnapshot(): Promise<NicCounterSnapshot> {
-    return { source: this.eng.counters, values: this.eng.counters.snapshot() };
   }
   takeQueued(keys: ConnKey[]): Promise<Uint8Array[]> {
     this.calls.takeQueued++;
@@ -113,19 +71,6 @@ class VerbNic extends EventEmitter implements Nic {
   dropFrozen(keys: ConnKey[]): Promise<void> {
     this.calls.dropFrozen++;
     return this.later(() => this.eng.dropFrozen(keys));
-  }
-  inject(packets: readonly Uint8Array[]): void {
-    this.clock.defer(() => this.eng.inject(packets));
-  }
-  attach(key: ConnKey, user: TcpUser | null): ConnectionHandle | null {
-    const conn = this.eng.connection(key);
-    if (conn === undefined) return null;
-    conn.user = user;
-    return conn;
-  }
-  close(): void {
-    this.eng.close();
-    this.hostLink.close();
   }
 }
 

@@ -27,12 +27,35 @@ function failedOver(
   return { a, o, s: a.layer.release(o.conn), peerTs: 5000 };
 }
 
+/** The next owner of a connection `a` ran: a new bench whose clock stands `laterMs` past `a`'s. */
+function nextOwner(a: Bench, laterMs = 0): Bench {
+  const b = new Bench();
+  b.advance(a.env.clock.now() - b.env.clock.now() + laterMs);
+  return b;
+}
+
+/**
+ * A connection waiting on its persist timer (the peer acknowledged two segments, `top`, and shut
+ * its window), released, and its next owner 50 ms later: its window update may have been lost.
+ */
+function shutWindowReleased(): { o: Opened; s: TcpState; top: number; b: Bench } {
+  const a = new Bench();
+  const o = activeOpen(a, { ts: [5000, 1001], sackPermitted: true, wscale: 7 });
+  o.conn.write(bytes(2 * SEG));
+  const top = add(a.take().filter((x) => x.data.length > 0)[0]!.h.seq, 2 * SEG);
+  a.advance(5);
+  a.inject({ flags: ACK, seq: o.peerSeq, ack: top, window: 0, srcPort: 80, dstPort: o.conn.localPort });
+  o.conn.write(bytes(4 * SEG));
+  a.take();
+  assert.notEqual(o.conn.state.delegated.persistDeadline, Number.POSITIVE_INFINITY, 'waiting on persist');
+  return { o, s: a.layer.release(o.conn), top, b: nextOwner(a, 50) };
+}
+
 describe('adopting a connection on failover (prod)', () => {
   test('the backoff earned on the failed path is dropped: resend now, next timeout one plain RTO later', () => {
     const { a, s } = failedOver(3);
     const una = s.delegated.sndUna;
-    const b = new Bench();
-    b.advance(a.env.clock.now() - b.env.clock.now());
+    const b = nextOwner(a);
     const conn = b.layer.adopt(s, new Recorder(), { prod: true });
     const d = conn.state.delegated;
     const rto = d.rto;
@@ -57,8 +80,7 @@ describe('adopting a connection on failover (prod)', () => {
   test('without a prod (a planned offload) the timer state travels unchanged', () => {
     const { a, s } = failedOver(2);
     const deadline = s.delegated.rtxDeadline;
-    const b = new Bench();
-    b.advance(a.env.clock.now() - b.env.clock.now());
+    const b = nextOwner(a);
     const conn = b.layer.adopt(s, new Recorder());
     assert.equal(conn.state.delegated.backoff, 2);
     assert.equal(conn.state.delegated.rtxDeadline, deadline);
@@ -69,8 +91,7 @@ describe('adopting a connection on failover (prod)', () => {
     const una = s.delegated.sndUna;
     const srtt = s.delegated.srtt;
     // The outage: the peer got our first segment long ago, but every ACK for it was lost.
-    const b = new Bench();
-    b.advance(a.env.clock.now() - b.env.clock.now() + 8000);
+    const b = nextOwner(a, 8000);
     const conn = b.layer.adopt(s, new Recorder(), { prod: true });
     const resent = b.take().filter((x) => x.data.length > 0);
     assert.equal(resent[0]?.h.seq, una);
@@ -108,8 +129,7 @@ describe('adopting a connection on failover (prod)', () => {
   test("a prod resends snd.una's segment alone; the rest goes as the ACK of it says it is missing", () => {
     const { a, o, s } = failedOver(0);
     const una = s.delegated.sndUna;
-    const b = new Bench();
-    b.advance(a.env.clock.now() - b.env.clock.now());
+    const b = nextOwner(a);
     const conn = b.layer.adopt(s, new Recorder(), { prod: true });
     const out = b.take();
     // Before: the whole window of four segments (and, before SACK was read as Linux reads it,
@@ -136,8 +156,7 @@ describe('adopting a connection on failover (prod)', () => {
     const { a, s } = failedOver(0, false);
     const una = s.delegated.sndUna;
     const top = add(una, 4 * SEG);
-    const b = new Bench();
-    b.advance(a.env.clock.now() - b.env.clock.now());
+    const b = nextOwner(a);
     b.layer.adopt(s, new Recorder(), { prod: true });
     assert.deepEqual(
       b.take().map((x) => [x.h.seq, x.data.length]),
@@ -152,8 +171,7 @@ describe('adopting a connection on failover (prod)', () => {
 
   test('with SACK and nothing outstanding the prod is one ACK', () => {
     const { a, s } = failedOver(0, true, 0);
-    const b = new Bench();
-    b.advance(a.env.clock.now() - b.env.clock.now());
+    const b = nextOwner(a);
     b.layer.adopt(s, new Recorder(), { prod: true });
     const out = b.take();
     assert.deepEqual(
@@ -166,19 +184,7 @@ describe('adopting a connection on failover (prod)', () => {
     // A slow reader shut its window, and opened it again while the old owner died (or its link
     // did): the peer sends that update once. Against the kernel the rebuilt connections sent one
     // ACK, which the peer does not answer, and waited out the persist timer (0.3-0.6 s).
-    const a = new Bench();
-    const o = activeOpen(a, { ts: [5000, 1001], sackPermitted: true, wscale: 7 });
-    o.conn.write(bytes(2 * SEG));
-    const sent = a.take().filter((x) => x.data.length > 0);
-    const top = add(sent[0]!.h.seq, 2 * SEG);
-    a.advance(5);
-    a.inject({ flags: ACK, seq: o.peerSeq, ack: top, window: 0, srcPort: 80, dstPort: o.conn.localPort });
-    o.conn.write(bytes(4 * SEG));
-    a.take();
-    assert.notEqual(o.conn.state.delegated.persistDeadline, Number.POSITIVE_INFINITY, 'waiting on persist');
-    const s = a.layer.release(o.conn);
-    const b = new Bench();
-    b.advance(a.env.clock.now() - b.env.clock.now() + 50);
+    const { o, s, top, b } = shutWindowReleased();
     const conn = b.layer.adopt(s, new Recorder(), { prod: true });
     const out = b.take();
     // Data, which a peer answers at once (a segment without data below its window Linux answers
@@ -213,18 +219,7 @@ describe('adopting a connection on failover (prod)', () => {
   test('a prod of a connection waiting for a shut window sends the probe alone: it carries the ACK', () => {
     // A carrier failover at 1,000 kernel readers with 32 KiB buffers: most windows were shut, and
     // each connection sent a pure ACK before its probe, which the peer takes the ACK field of too.
-    const a = new Bench();
-    const o = activeOpen(a, { ts: [5000, 1001], sackPermitted: true, wscale: 7 });
-    o.conn.write(bytes(2 * SEG));
-    const top = add(a.take().filter((x) => x.data.length > 0)[0]!.h.seq, 2 * SEG);
-    a.advance(5);
-    a.inject({ flags: ACK, seq: o.peerSeq, ack: top, window: 0, srcPort: 80, dstPort: o.conn.localPort });
-    o.conn.write(bytes(4 * SEG));
-    a.take();
-    assert.notEqual(o.conn.state.delegated.persistDeadline, Number.POSITIVE_INFINITY, 'waiting on persist');
-    const s = a.layer.release(o.conn);
-    const b = new Bench();
-    b.advance(a.env.clock.now() - b.env.clock.now() + 50);
+    const { s, top, b } = shutWindowReleased();
     b.layer.adopt(s, new Recorder(), { prod: true });
     assert.deepEqual(
       b.take().map((x) => [x.h.seq, x.h.ack, x.data.length]),
@@ -237,8 +232,7 @@ describe('adopting a connection on failover (prod)', () => {
   test('a prod whose resend finds the whole flight arrived resends nothing more', () => {
     const { a, o, s } = failedOver(0);
     const una = s.delegated.sndUna;
-    const b = new Bench();
-    b.advance(a.env.clock.now() - b.env.clock.now());
+    const b = nextOwner(a);
     const conn = b.layer.adopt(s, new Recorder(), { prod: true });
     b.take();
     b.advance(1);
@@ -258,8 +252,7 @@ describe('a timeout after a prod, found spurious', () => {
     // rewound it (it was lost on the failed path), and nothing went until the next timeout.
     const { a, o, s } = failedOver(0);
     const una = s.delegated.sndUna;
-    const b = new Bench();
-    b.advance(a.env.clock.now() - b.env.clock.now());
+    const b = nextOwner(a);
     const conn = b.layer.adopt(s, new Recorder(), { prod: true });
     const resent = b.take().find((x) => x.data.length > 0)!;
     assert.equal(resent.h.seq, una);
@@ -293,8 +286,7 @@ describe('a timeout after a prod, found spurious', () => {
 describe('a released connection object taken up again (TcpConnection.revive)', () => {
   test('every field is back to what a new object over the same state has', () => {
     const { a, s } = failedOver(1);
-    const b = new Bench();
-    b.advance(a.env.clock.now() - b.env.clock.now());
+    const b = nextOwner(a);
     const conn = b.layer.adopt(s, new Recorder());
     b.layer.release(conn);
     // What the object was made with (its key, `tuple`, is made from the state, which comes back
@@ -328,8 +320,7 @@ describe('a released connection object taken up again (TcpConnection.revive)', (
 
   test('adopting the same state back on the same layer revives the object it left', () => {
     const { a, s } = failedOver(1);
-    const b = new Bench();
-    b.advance(a.env.clock.now() - b.env.clock.now());
+    const b = nextOwner(a);
     const first = b.layer.adopt(s, new Recorder());
     const back = b.layer.release(first);
     const again = b.layer.adopt(back, new Recorder());
@@ -356,8 +347,7 @@ describe("the peer's FIN heard where nobody was told", () => {
     });
     assert.equal(d.state, TcpStateId.CLOSE_WAIT);
     const s = a.layer.release(o.conn);
-    const b = new Bench();
-    b.advance(a.env.clock.now() - b.env.clock.now());
+    const b = nextOwner(a);
     const user = new Recorder();
     b.layer.adopt(s, user);
     b.advance(0);
@@ -368,8 +358,7 @@ describe("the peer's FIN heard where nobody was told", () => {
 describe('a layer that was closed', () => {
   test('a connection handed to it afterwards is aborted at once: no timer keeps it running', () => {
     const { a, s } = failedOver(1);
-    const b = new Bench();
-    b.advance(a.env.clock.now() - b.env.clock.now());
+    const b = nextOwner(a);
     b.layer.close();
     // As a failover still rebuilding a dead NIC's connections when its stack closes does.
     const conn = b.layer.adopt(s, new Recorder(), { prod: true });

@@ -3,31 +3,11 @@ import { describe, test } from 'node:test';
 import { flushDelayedAck } from '../../src/stack/tcp/index.ts';
 import { MAX_REFUSED_RTOS } from '../../src/stack/tcp/tcp-timers.ts';
 import { type TcpCached, TcpStateId } from '../../src/state/tcp-state.ts';
-import { ACK, activeOpen, add, Bench, bytes, type InjectOpts, LOCAL, REMOTE } from './harness.ts';
+import { activeOpen, add, Bench, bytes, type InjectOpts, LOCAL, openWithPeer, REMOTE } from './harness.ts';
 
 function open(synAck: Partial<InjectOpts> = {}, defaults: Partial<TcpCached> = {}) {
-  const b = new Bench({ defaults });
-  const o = activeOpen(b, synAck);
-  b.take();
-  b.flush();
-  const port = o.conn.localPort;
-  let peerSeq = o.peerSeq;
-  const send = (x: Partial<InjectOpts> & { flags?: number }) =>
-    b.inject({
-      flags: ACK,
-      srcPort: 80,
-      dstPort: port,
-      seq: peerSeq,
-      ack: o.conn.state.delegated.sndUna,
-      ...x,
-    });
-  const data = (n: number, seed = 7) => {
-    const d = bytes(n, seed);
-    send({ data: d, seq: peerSeq });
-    peerSeq = add(peerSeq, n);
-    return d;
-  };
-  return { ...o, send, data, seqAt: () => peerSeq };
+  const o = openWithPeer(synAck, defaults);
+  return { ...o, data: (n: number, seed = 7) => o.deliver(bytes(n, seed)) };
 }
 
 describe('receiving', () => {

@@ -308,6 +308,35 @@ export function openSettled(sack = true, defaults: Partial<TcpCached> = {}): Ope
   return o;
 }
 
+/**
+ * An active open (SYN-ACK options `synAck`) whose handshake output is taken and timers run, with
+ * the peer's side of it: `send` a segment at the peer's next sequence number (`seqAt`), ACKing
+ * snd.una unless it says otherwise; `deliver` data there and move the peer's sequence past it.
+ */
+export function openWithPeer(synAck: Partial<InjectOpts> = {}, defaults: Partial<TcpCached> = {}) {
+  const b = new Bench({ defaults });
+  const o = activeOpen(b, synAck);
+  b.take();
+  b.flush();
+  const port = o.conn.localPort;
+  let peerSeq = o.peerSeq;
+  const send = (x: Partial<InjectOpts> & { flags?: number }) =>
+    b.inject({
+      flags: ACK,
+      srcPort: 80,
+      dstPort: port,
+      seq: peerSeq,
+      ack: o.conn.state.delegated.sndUna,
+      ...x,
+    });
+  const deliver = (d: Uint8Array, x: Partial<InjectOpts> = {}): Uint8Array => {
+    send({ ...x, data: d, seq: peerSeq });
+    peerSeq = add(peerSeq, d.length);
+    return d;
+  };
+  return { ...o, send, deliver, seqAt: () => peerSeq };
+}
+
 /** A segment from the peer of `o`. */
 export function fromPeer(o: Opened, flags: number, seq: number, ack: number, data?: Uint8Array): void {
   o.b.inject({ flags, seq, ack, srcPort: 80, dstPort: o.conn.localPort, data });

@@ -251,4 +251,45 @@ describe('the passive open answered in a WorkerNic', () => {
     assert.ok(e.got().equals(out), 'echoed intact across the rebuild');
     assert.notEqual(ownerName(rig, born.socket), victim.id);
   });
+  test("a connection whose handshake ended in a worker killed before it told the host ('born') survives: adopted from the worker's arena and rebuilt", {
+    timeout: 90_000,
+  }, async (t) => {
+    // Word 1 arms the stop (not before: the setup's own connections are born as usual), word 0
+    // says a worker reached it (WorkerNicTestSeams.stopBeforeBorn).
+    const flag = new SharedArrayBuffer(8);
+    const w = new Int32Array(flag);
+    const {
+      rig,
+      accepted,
+      c: c0,
+      firsts,
+    } = await bornInWorker(t, 53, undefined, {
+      seams: { stopBeforeBorn: flag },
+    });
+    const before = accepted.length;
+    Atomics.store(w, 1, 1);
+    const c = rig.peer.connect(80, TEAM_IP);
+    await within(once(c, 'connect'), 10_000, 'the connect', rig);
+    await until(rig, () => Atomics.load(w, 0) === 1, 'a worker stopped before its born');
+    // The peer is established; the host has heard nothing of it.
+    assert.equal(accepted.length, before, 'not accepted yet');
+    const team = parseIpv4(TEAM_IP);
+    const victim = rig.nics.find((n) => n.holds(team, 80, parseIpv4(PEER_IP), c.localPort!));
+    assert.ok(victim, 'the worker that ended its handshake lists it');
+    const failover = nextFailover(rig);
+    await victim.kill();
+    const f = await within(failover, 20_000, 'the failover', rig);
+    assert.equal(f.nic, victim.id);
+    assert.equal(f.lost, 0);
+    await until(rig, () => accepted.length > before, 'the accept of the adopted connection');
+    const adopted = accepted[before]!;
+    assert.equal(adopted.socket.remotePort, c.localPort);
+    assert.notEqual(ownerName(rig, adopted.socket), victim.id);
+    const out = pattern(300_000, 13);
+    const e = echo(c, out);
+    await within(e.done, 20_000, 'the echo', rig);
+    assert.ok(e.got().equals(out), 'echoed intact after the rebuild');
+    assert.equal(victim.adoptedAtDeath, 1, 'adopted from the arena');
+    for (const s of [c, c0, ...firsts]) s.destroy();
+  });
 });

@@ -53,9 +53,10 @@ import {
   ringUnderLoad,
 } from '../hard-state.ts';
 import { type ConnKey, connKeyId, type InitiateResult, keyOfState, sameConnKey } from '../nic.ts';
-import { type LazyConn, type LazyTake, NicEngine, type PathSlot } from '../nic-engine.ts';
+import { type LazyConn, type LazyTake, NicEngine, namedTwice, type PathSlot } from '../nic-engine.ts';
 import { OWNER_HOST, splitForRecords, type TransferRecord } from '../transfer-record.ts';
 import { TupleMap } from '../tuple-map.ts';
+import { BornArenas, type BornCut } from './born-arena.ts';
 import {
   aliveSlabs,
   type BlockParts,
@@ -1085,15 +1086,27 @@ const listenStops = new Map<number, () => void>();
  * handshakes in a turn of input, and each message cost both threads a turn's overhead and a
  * packing). Posted at the end of the turn, or before any other message (post), so none overtakes.
  */
-const bornOf = new Map<number, InstalledConn[]>();
+const bornOf = new Map<number, { list: InstalledConn[]; entries: number[] }>();
+
+/**
+ * Where the blocks of the connections accepted here are cut (born-arena.ts): in memory the host
+ * holds before the handshake ends, listed, so a death before their 'born' loses none. Posted as
+ * they are made, not through `post`: an arena names no connection, and a 'born' that names its
+ * blocks comes after it whatever.
+ */
+const bornArenas = new BornArenas((no, sab) => port.postMessage({ t: 'born-arena', no, sab }));
 
 function postBorn(): void {
-  for (const [id, list] of bornOf) {
+  // Only with handshakes to tell: a call deferred from a turn whose 'born' another message
+  // already sent may run after the test armed the stop, and must not stop a worker with none.
+  const seam = boot.stopBeforeBorn;
+  if (seam !== undefined && bornOf.size > 0 && Atomics.load(new Int32Array(seam), 1) !== 0) stopHere(seam);
+  for (const [id, { list, entries }] of bornOf) {
     bornOf.delete(id);
     engine.counters.inc('nic.listen.born-posts');
     const conns = list.map((inst) => ({ key: inst.key, status: 'success' as const }));
     const result: InitiateResult = { status: 'success', conns };
-    post({ t: 'born', id, packed: packInitiate(result, list, engine.addressBook) });
+    post({ t: 'born', id, packed: packInitiate(result, list, engine.addressBook), entries });
   }
 }
 
@@ -1135,18 +1148,36 @@ function listen(m: Extract<ToWorker, { t: 'listen' }>): void {
         // The share a placement by the host would give it (WorkerNic.preallocate), not the most:
         // its load counts the closed connections' blocks held unread, as the host's does.
         const load = engine.load + engine.heldClosed;
-        const inst = install(conn, undefined, undefined, ringUnderLoad(m.ring, load));
-        const list = bornOf.get(m.id);
-        if (list !== undefined) list.push(inst);
-        else {
+        // IPv4 only, as the host's listeners answered here (AcceptAtNic.listen).
+        const cuts: BornCut[] = [];
+        const alloc =
+          conn.key.localIp < TWO_32
+            ? (send: number, recv: number): ConnBlockRef => {
+                const cut = bornArenas.cut(send, recv);
+                if (cut === null) return allocConnBlock(send, recv);
+                cuts.push(cut);
+                return cut.block;
+              }
+            : undefined;
+        const inst = install(conn, undefined, undefined, ringUnderLoad(m.ring, load), alloc);
+        let born = bornOf.get(m.id);
+        if (born === undefined) {
           if (bornOf.size === 0) clock.defer(postBorn);
-          bornOf.set(m.id, [inst]);
+          born = { list: [], entries: [] };
+          bornOf.set(m.id, born);
+        }
+        born.list.push(inst);
+        const cut = cuts[0];
+        if (cut !== undefined) {
+          bornArenas.installed(cut, m.id, inst.slot, inst.key);
+          born.entries.push(cut.at.no, cut.at.entry);
         }
         return true;
       },
       ringsAtAccept: true,
     });
     listenStops.set(m.id, stop);
+    bornArenas.ready();
   } catch {
     // A listener the engine refuses (closed, the port taken): its SYNs go up to the host.
     engine.counters.inc('nic.listen.refused');
@@ -1163,6 +1194,8 @@ function install(
   given: ConnBlockRef | undefined,
   at?: number,
   ring = boot.ringCapacity,
+  /** Where a block is allocated when none was given (default: the worker's own slabs). */
+  alloc: (send: number, recv: number) => ConnBlockRef = allocConnBlock,
 ): InstalledConn {
   const s = conn.state;
   const d = s.delegated;
@@ -1192,7 +1225,7 @@ function install(
     recv = parts!.recv;
   } else {
     onGiven = false;
-    block = allocConnBlock(caps.send, caps.recv);
+    block = alloc(caps.send, caps.recv);
     send = ByteRing.createShared(block.send.capacity, block.send);
     recv = ByteRing.createShared(block.recv.capacity, block.recv);
     const copied = d.sendBuffer.length + d.recvBuffer.length;
@@ -1861,6 +1894,16 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
         // to free (an unread one is no connection of the engine's and has no slot object).
         let builtKeys: readonly ConnKey[] | 'all' = keys;
         if (pendingIndex.size > 0) {
+          // The engine refuses a built connection named twice, but only once the pending ones
+          // were built (or, by records, after one named twice went up twice): refused whole
+          // here, before anything changes.
+          if (keys !== 'all') {
+            const named = new TupleMap<true>();
+            for (const k of keys) {
+              if (named.has(k)) throw namedTwice('terminate', k);
+              named.set(k, true);
+            }
+          }
           const rest: ConnKey[] = [];
           for (const k of list) {
             const p = pendingOf(k);

@@ -56,6 +56,8 @@ export interface WorkerBoot {
   handGapMs?: number;
   /** A test's gate around a hand-over's release (WorkerNicTestSeams.handGate). */
   handGate?: SharedArrayBuffer;
+  /** A test's stop before the worker posts its turn's 'born' (WorkerNicTestSeams.stopBeforeBorn). */
+  stopBeforeBorn?: SharedArrayBuffer;
   /** A test's longest hold of a handed batch's input (WorkerNicTestSeams.handHoldMs). */
   handHoldMs?: number;
   /** A test's delay of every batch of frames to a peer (WorkerNicTestSeams.peerFlushDelayMs). */
@@ -418,9 +420,12 @@ export type FromWorker =
   | { t: 'grown'; slot: number; ok: boolean }
   /**
    * A connection the worker's listener `id` accepted (its handshake done), installed in a slot on
-   * shared memory the worker allocated: `packed` as an initiate's answer of one connection.
+   * shared memory the worker allocated: `packed` as an initiate's answer of one connection;
+   * `entries`: [arena, entry] pairs of those whose blocks a born arena lists (born-arena.ts).
    */
-  | { t: 'born'; id: number; packed: PackedInitiate }
+  | { t: 'born'; id: number; packed: PackedInitiate; entries: number[] }
+  /** Memory the worker will cut accepted connections' blocks from, with their index (born-arena.ts). */
+  | { t: 'born-arena'; no: number; sab: SharedArrayBuffer }
   | { t: 'closed' };
 
 /** Reached only if a union above gained a member its handler does not know. */
@@ -686,6 +691,11 @@ export function checkFromWorker(
         !REPLY_CHECKS.initiate({ value: m.packed, installed: (m.packed as Rec)?.installed })
       )
         bad('no listener id, or not an installed connection');
+      if (!Array.isArray(m.entries) || m.entries.length % 2 !== 0 || !m.entries.every(isU32))
+        bad('arena entries are not [arena, entry] pairs');
+      return;
+    case 'born-arena':
+      if (!isU32(m.no) || !(m.sab instanceof SharedArrayBuffer)) bad('no arena number or buffer');
       return;
     case 'closed':
       return;
