@@ -56,7 +56,8 @@ async function workerRig(t: TestContext, seed: number, placed = PLACED) {
   return { net, wh, nic, s, key, h, got, answer, back };
 }
 
-async function until(net: SimNetwork, what: string, ok: () => boolean, ms = 10_000): Promise<void> {
+// A bound for a starved machine, not a measure: a grow waits for the worker's turn and the host's.
+async function until(net: SimNetwork, what: string, ok: () => boolean, ms = 45_000): Promise<void> {
   const end = Date.now() + ms;
   while (!ok()) {
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
@@ -141,12 +142,15 @@ describe('a send ring that grows with the connection', () => {
     timeout: 60_000,
   }, async (t) => {
     const { net, wh, nic, s, key, h, got } = await workerRig(t, 67);
-    const data = randomBytes(67, 1_000_000);
+    const data = randomBytes(67, 2_000_000);
     s.write(data.subarray(0, 300_000));
     await until(net, 'a grow on the worker', () => h.sendRing.capacity > PLACED && h.growing === null);
     assert.equal((await wh.offload.upload([key])).moved.length, 1);
     const conn = (s as unknown as { connection: TcpConnection }).connection;
-    s.write(data.subarray(300_000, 900_000));
+    // Enough for the host's cwnd to pass half the ring while the ring is still full: the worker's
+    // ring may be at its whole share (256 KiB) by the upload, and the host grows past it only once
+    // twice its flight is more (with 600 KB here, the data sometimes ran out first and nothing grew).
+    s.write(data.subarray(300_000, 1_900_000));
     // The host grows the ring it took over (growSendRingHere) while its sender is held by it.
     await until(net, 'a grow in the host', () => conn.state.delegated.sendBuffer.shared === null);
     const grown = conn.state.delegated.sendBuffer.maxCapacity;
@@ -161,7 +165,7 @@ describe('a send ring that grows with the connection', () => {
       cap >= Math.min(grown, 256 << 10) && cap <= 256 << 10 && cap > PLACED,
       `placed back with the ring it grew to (${grown}), not the placement's ${PLACED}: ${cap}`,
     );
-    s.end(data.subarray(900_000));
+    s.end(data.subarray(1_900_000));
     const out = await got;
     assert.equal(sha256(out), sha256(data), 'every byte, in order');
   });

@@ -285,7 +285,8 @@ describe('chimney get against a Linux HTTP server', { skip: skipReason || false 
       ['--import', 'tsx', MAIN, 'get', `http://${net}.1:8080/blob`, ...args],
       {
         maxBuffer: 64 << 20,
-        timeout: 20_000,
+        // Starting tsx and the stack takes seconds on a loaded machine: generous, the file is the subject.
+        timeout: 60_000,
       },
     );
     assert.equal(sha256(out), sha256(body));
