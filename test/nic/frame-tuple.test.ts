@@ -1,11 +1,10 @@
 /**
  * The frame readers of src/nic/frame-tuple.ts on what a NIC sends: a worker on a TAP publishes a
- * connection's snd.max from the segment about to leave (publishAhead), for IPv4 and IPv6 alike; a
- * WorkerNic picks the opening SYNs passed up to run ahead of the other frames (isOpeningSyn).
+ * connection's snd.max from the segment about to leave (publishAhead), for IPv4 and IPv6 alike.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { isOpeningSyn, tcpSegmentEnd } from '../../src/nic/frame-tuple.ts';
+import { tcpSegmentEnd } from '../../src/nic/frame-tuple.ts';
 
 /** An Ethernet frame of one TCP segment: `v6` or IPv4 with `ihl` words, `payload` bytes, `flags`. */
 function segment(v6: boolean, seq: number, payload: number, flags: number, ihl = 5): Uint8Array {
@@ -48,28 +47,5 @@ describe('tcpSegmentEnd: the sequence number past a segment we send', () => {
   }
   test('IPv4 with options: the TCP header is found behind them', () => {
     assert.equal(tcpSegmentEnd(segment(false, 5000, 100, ACK, 8)), 5100);
-  });
-});
-
-describe('isOpeningSyn: the SYNs that take their turns ahead of the other frames passed up', () => {
-  const RST = 0x04;
-  for (const v6 of [false, true]) {
-    const fam = v6 ? 'IPv6' : 'IPv4';
-    test(`${fam}: a bare SYN is one; a SYN with ACK, RST or FIN, and an ACK, are not`, () => {
-      assert.equal(isOpeningSyn(segment(v6, 1, 0, SYN)), true);
-      assert.equal(isOpeningSyn(segment(v6, 1, 0, SYN | 0x80 | 0x40)), true, 'ECN setup bits do not matter');
-      for (const flags of [SYN | ACK, SYN | RST, SYN | FIN, ACK, 0])
-        assert.equal(isOpeningSyn(segment(v6, 1, 0, flags)), false, `flags ${flags}`);
-    });
-  }
-  test('IPv4 with options; a fragment, another protocol and a short frame are not', () => {
-    assert.equal(isOpeningSyn(segment(false, 1, 0, SYN, 7)), true);
-    const frag = segment(false, 1, 0, SYN);
-    frag[14 + 6] = 0x20; // more fragments
-    assert.equal(isOpeningSyn(frag), false);
-    const udp = segment(false, 1, 0, SYN);
-    udp[14 + 9] = 17;
-    assert.equal(isOpeningSyn(udp), false);
-    assert.equal(isOpeningSyn(segment(false, 1, 0, SYN).subarray(0, 14 + 20 + 13)), false);
   });
 });
