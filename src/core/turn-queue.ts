@@ -183,21 +183,17 @@ export class TurnQueue<T> {
  * is `run`), whichever queue's drain came first: network input before user work.
  */
 export class TurnLead {
-  private readonly first = new Set<{ runAhead(): void }>();
   private readonly queues = new Set<{ runAhead(): void }>();
 
-  /** `first`: its slice runs before every other queue's here (every NIC's SYNs before any NIC's other frames). */
-  add(q: { runAhead(): void }, first = false): void {
-    (first ? this.first : this.queues).add(q);
+  add(q: { runAhead(): void }): void {
+    this.queues.add(q);
   }
 
   delete(q: { runAhead(): void }): void {
-    this.first.delete(q);
     this.queues.delete(q);
   }
 
   readonly run = (): void => {
-    for (const q of this.first) q.runAhead();
     for (const q of this.queues) q.runAhead();
   };
 }

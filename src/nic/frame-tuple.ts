@@ -14,12 +14,10 @@ import {
   ipv4TotalLen,
   l4DstPort,
   l4SrcPort,
-  tcpFlags,
   tcpSeq,
   tcpSeqLen,
 } from '../wire/fields.ts';
 import { IpProto } from '../wire/ipv4.ts';
-import { TcpFlag } from '../wire/tcp.ts';
 
 /** The four-tuple of the last frame `tcpTuple` read (as the receiver names it: local is the destination). */
 export const tuple = { localIp: 0, localPort: 0, remoteIp: 0, remotePort: 0 };
@@ -96,31 +94,4 @@ export function tcpSegmentEnd(frame: Uint8Array): number {
   const t = v6 ? ip + 40 : ip + ipv4HeaderLen(frame, ip);
   const l4Len = v6 ? (frame[ip + 4]! << 8) | frame[ip + 5]! : ipv4TotalLen(frame, ip) - (t - ip);
   return seqAdd(tcpSeq(frame, t), tcpSeqLen(frame, t, l4Len));
-}
-
-/**
- * A connection's opening SYN (SYN without ACK, RST or FIN) in an unfragmented IPv4 TCP segment,
- * or an IPv6 one with TCP right behind the fixed header. No checksum or length is checked: it only
- * chooses which turn a frame takes, and the stack decodes it as any other.
- */
-export function isOpeningSyn(frame: Uint8Array): boolean {
-  if (frame.length < 14) return false;
-  let t: number;
-  const ip4 = ethIpv4Offset(frame);
-  if (ip4 >= 0) {
-    if (
-      ipv4Proto(frame, ip4) !== IpProto.TCP ||
-      ipv4FragOffset(frame, ip4) !== 0 ||
-      ipv4IsFragment(frame, ip4)
-    )
-      return false;
-    t = ip4 + ipv4HeaderLen(frame, ip4);
-  } else {
-    const ip = ethL3Offset(frame);
-    if (ethType(frame) !== EtherType.IPV6 || frame.length < ip + 40 || frame[ip + 6] !== IpProto.TCP)
-      return false;
-    t = ip + 40;
-  }
-  if (frame.length < t + 14) return false;
-  return (tcpFlags(frame, t) & (TcpFlag.SYN | TcpFlag.ACK | TcpFlag.RST | TcpFlag.FIN)) === TcpFlag.SYN;
 }

@@ -20,7 +20,7 @@ import { sharedRingAdvance, sharedRingCopy, sharedRingPositions } from '../state
 import { decodeBatch, encodeBatch, releaseTreeAddresses } from '../state/state-codec.ts';
 import type { TcpState } from '../state/tcp-state.ts';
 import { BatchList } from './batch-list.ts';
-import { isOpeningSyn, TUPLE_READ, tcpTuple, tuple } from './frame-tuple.ts';
+import { TUPLE_READ, tcpTuple, tuple } from './frame-tuple.ts';
 import {
   allocConnBlock,
   type ConnBlockRef,
@@ -194,18 +194,6 @@ const UP_SLICE_MS = 8;
 const UP_AGED_MS = 250;
 const UP_AGED_SLICE_MS = 24;
 /**
- * Opening SYNs passed up: their own queue, whose slice runs first in each turn (every WorkerNic's
- * before any one's other frames), as a kernel answers a SYN from its SYN queue in the softirq that
- * read it. Behind the other frames (64 a turn, with the handshakes' ACKs, the requests and the
- * refills' turns between them) a 5,000 connect burst's SYNs waited past the client's 1 s timer:
- * 12,000-18,700 SYNs resent (BENCHMARKS.md, "The first byte at 5,000"), each answered again by a
- * duplicate SYN-ACK. A SYN passes only other tuples' frames as a rule: a peer opens a tuple again
- * after it closed it, and were its last ACK passed, the SYN would draw a challenge ACK, and the
- * peer's RST and resent SYN open it (as when the two segments are reordered on the wire).
- */
-const UP_SYNS_PER_TURN = 1024;
-const UP_SYN_SLICE_MS = 16;
-/**
  * What the worker says that may act before the frames it passed up earlier reached the host
  * stack: none of it touches the host's tables (see WorkerNic.onMessage).
  */
@@ -311,9 +299,7 @@ export class WorkerNic extends HostNic {
   private upSeen = 0;
   /** Frames from the worker's 'up' batches waiting for their turn to reach the host stack. */
   private readonly upFrames: TurnQueue<Uint8Array>;
-  /** The opening SYNs passed up, which take their turns ahead of `upFrames` (UP_SYNS_PER_TURN). */
-  private readonly upSyns: TurnQueue<Uint8Array>;
-  /** Of those in both, the frames (not UP_RESYNC marks): the worker's count already holds them. */
+  /** Of those, the frames (not UP_RESYNC marks): the worker's count already holds them. */
   private upQueued = 0;
   /** The connections the worker runs, for the other workers of a team (worker/peers.ts). */
   readonly owners: OwnerTable;
@@ -393,7 +379,7 @@ export class WorkerNic extends HostNic {
     const port = new PortTransport(
       worker,
       (m) => self?.onMessage(m),
-      () => self?.flushUp(),
+      () => self?.upFrames.flush(),
       (raw) => self?.onRefused(raw),
     );
     super(
@@ -429,11 +415,7 @@ export class WorkerNic extends HostNic {
     this.upFrames = new TurnQueue<Uint8Array>(this.clock, this.upFrame, UP_FRAMES_PER_TURN, UP_SLICE_MS, {
       agedMs: UP_AGED_MS,
       agedSliceMs: UP_AGED_SLICE_MS,
-      // The SYNs' slice first, whichever queue's drain the turn reached first.
-      ahead: networkInput.run,
     });
-    this.upSyns = new TurnQueue<Uint8Array>(this.clock, this.upFrame, UP_SYNS_PER_TURN, UP_SYN_SLICE_MS);
-    networkInput.add(this.upSyns, true);
     networkInput.add(this.upFrames);
     this.doorbell = new Int32Array(sab);
     this.flagsAt = doorbellFlagsAt(capacity);
@@ -1471,7 +1453,6 @@ export class WorkerNic extends HostNic {
   close(): void {
     if (this.closed) return;
     this.runToEnd();
-    networkInput.delete(this.upSyns);
     networkInput.delete(this.upFrames);
     this.closed = true;
     this.unwatchSlabs();
@@ -1692,12 +1673,6 @@ export class WorkerNic extends HostNic {
    * it acted (onMessage, PortTransport's beforeAnswer).
    */
   private runToEnd(): void {
-    this.flushUp();
-  }
-
-  /** Every frame passed up reaches the host stack now, the SYNs (which may pass the rest) first. */
-  private flushUp(): void {
-    this.upSyns.flush();
     this.upFrames.flush();
   }
 
@@ -1714,7 +1689,7 @@ export class WorkerNic extends HostNic {
    */
   private runInTransit(): void {
     if (this.initiating > 0) {
-      this.flushUp();
+      this.upFrames.flush();
       return;
     }
     const passedUp = this.passedUpTable();
@@ -1736,7 +1711,7 @@ export class WorkerNic extends HostNic {
     // tables rely on: an install, a close, a new connection), but for what touches no table here:
     // heartbeats, the wire's frames, captures, sockets' events (their own turns) and ring grows.
     // Answers flush them too (PortTransport's beforeAnswer).
-    if (this.upFrames.size + this.upSyns.size > 0 && !UP_MAY_PASS.has(m.t)) this.flushUp();
+    if (this.upFrames.size > 0 && !UP_MAY_PASS.has(m.t)) this.upFrames.flush();
     switch (m.t) {
       case 'tx': {
         const link = this.link;
@@ -1845,7 +1820,7 @@ export class WorkerNic extends HostNic {
 
   private readonly pushUp = (frame: Uint8Array): void => {
     this.upQueued++;
-    (isOpeningSyn(frame) ? this.upSyns : this.upFrames).push(frame);
+    this.upFrames.push(frame);
   };
 
   /**
