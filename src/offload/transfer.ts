@@ -217,9 +217,9 @@ const HAND_PART = 256;
 
 /**
  * Sockets a paced settle resumes in one turn of the loop, and the turn's length after which the
- * rest wait for the next (as a WorkerNic's deliveries). A crash's rebuild resumed 500 sockets in
- * one turn, a block of 60-80 ms of serve's main thread at load 6 (s39h2), then mostly the
- * application's writes held through the move; those now go at the settle (`repoint`).
+ * rest wait for the next (as a WorkerNic's deliveries). A resume is mostly the application's
+ * write that waited through the move, copied into the new owner's send ring: a crash's rebuild
+ * resumed 500 sockets in one turn, a block of 60-80 ms of serve's main thread at load 6 (s39h2).
  */
 const RESUMES_PER_TURN = 32;
 const RESUME_SLICE_MS = 8;
