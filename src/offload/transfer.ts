@@ -848,7 +848,6 @@ export class TransferProtocol {
     const left = e?.frozen;
     if (left != null) {
       e!.frozen = null;
-      left._holdWrites();
       return left;
     }
     const socket = user instanceof TcpSocket && !user.moving ? user : null;
@@ -1120,15 +1119,10 @@ export class TransferProtocol {
         if (pace && it.socket !== null) {
           // Frozen on the entry as a socket whose NIC died mid-move is, so that a transfer
           // before its turn takes it over (takeSocket). Its handle's events meanwhile reach it
-          // frozen, which holds them as through the move (reads wait for the resume). Its writes
-          // do not: after a crash most of a download is the application's write held in the
-          // socket (the dead NIC's ring held little beyond the peer's flight), and given only at
-          // the socket's turn, behind seconds of paced turns at a thousand, it left the peer
-          // stalled that long with its connection already running here.
+          // frozen, which holds them as through the move (reads and writes wait for the resume).
           e.frozen = it.socket;
           this.pacedResumes.push(e);
           paced++;
-          it.socket._openWrites(handle);
         } else it.socket?._completeMove(handle);
         continue;
       }

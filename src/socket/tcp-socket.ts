@@ -71,11 +71,6 @@ export class TcpSocket extends Duplex implements TcpUser {
   private conn: ConnectionHandle | null = null;
   /** The connection is between owners: calls that would reach it wait in `waitingForMove`. */
   private isMoving = false;
-  /**
-   * While moving: the connection already runs behind the new owner's handle (`_openWrites`), and
-   * the application's writes go to it; reads and the rest of the resume wait for `_completeMove`.
-   */
-  private writesOpen = false;
   private waitingForMove: (() => void)[] = [];
   private readonly host: SocketHost;
   private names: EndNames | null = null;
@@ -218,30 +213,6 @@ export class TcpSocket extends Duplex implements TcpUser {
     this.resumeAfterMove();
   }
 
-  /**
-   * @internal The connection runs behind `handle` now, but the socket resumes later (a paced
-   * settle, TransferProtocol.pacedResumes): its writes go there from now on, those held through
-   * the move first and in their order, so that the new owner sends them as soon as it runs the
-   * connection instead of after the socket's turn. Reads, and the end or error a read would
-   * find, still wait for `_completeMove`; a transfer that takes the socket over before that calls
-   * `_holdWrites`.
-   */
-  _openWrites(handle: ConnectionHandle): void {
-    if (!this.isMoving) throw new InvalidStateError('socket is not moving');
-    this.conn = handle;
-    handle.user = this;
-    this.writesOpen = true;
-    // Everything a move holds is a write or a call on the connection's sending side (options,
-    // shutdown, close): all may reach it now, in the order they were made.
-    this.runWaiting();
-    if (!this.closedByStack) this.flushPending();
-  }
-
-  /** @internal A transfer takes over a socket whose writes were open (`_openWrites`): they wait again. */
-  _holdWrites(): void {
-    this.writesOpen = false;
-  }
-
   /** @internal The move failed: carry on with the connection where it was. */
   _abortMove(): void {
     if (!this.isMoving) return;
@@ -255,7 +226,6 @@ export class TcpSocket extends Duplex implements TcpUser {
   _loseMove(err: ConnectionError): void {
     if (!this.isMoving) return;
     this.isMoving = false;
-    this.writesOpen = false;
     this.waitingForMove = [];
     // Events the old owner queued before it let go may still come: they find nothing to read.
     this.conn = null;
@@ -264,21 +234,17 @@ export class TcpSocket extends Duplex implements TcpUser {
 
   private resumeAfterMove(): void {
     this.isMoving = false;
-    this.writesOpen = false;
-    this.runWaiting();
+    // Most moves find no call waiting: no new list per socket and move then.
+    if (this.waitingForMove.length > 0) {
+      const waiting = this.waitingForMove;
+      this.waitingForMove = [];
+      for (const w of waiting) w();
+    }
     if (this.conn) {
       if (!this.closedByStack) this.flushPending();
       // A close that came during the move still leaves received data (and the end) to deliver.
       if (this.wantRead || this.remoteEnded || this.failure !== null) this.pull();
     }
-  }
-
-  private runWaiting(): void {
-    // Most moves find no call waiting: no new list per socket and move then.
-    if (this.waitingForMove.length === 0) return;
-    const waiting = this.waitingForMove;
-    this.waitingForMove = [];
-    for (const w of waiting) w();
   }
 
   get connecting(): boolean {
@@ -339,14 +305,14 @@ export class TcpSocket extends Duplex implements TcpUser {
   }
 
   setNoDelay(noDelay = true): this {
-    if (this.writesHeld) this.waitingForMove.push(() => this.conn?.setNoDelay(noDelay));
+    if (this.isMoving) this.waitingForMove.push(() => this.conn?.setNoDelay(noDelay));
     else this.conn?.setNoDelay(noDelay);
     return this;
   }
 
   setKeepAlive(enable = false, initialDelayMs = 0): this {
     const idle = initialDelayMs > 0 ? initialDelayMs : undefined;
-    if (this.writesHeld) this.waitingForMove.push(() => this.conn?.setKeepAlive(enable, idle));
+    if (this.isMoving) this.waitingForMove.push(() => this.conn?.setKeepAlive(enable, idle));
     else this.conn?.setKeepAlive(enable, idle);
     return this;
   }
@@ -391,7 +357,7 @@ export class TcpSocket extends Duplex implements TcpUser {
   resetAndDestroy(): this {
     if (this.conn && !this.closedByStack) {
       this.closedByStack = true;
-      if (this.writesHeld) this.waitingForMove.push(() => this.conn?.abort());
+      if (this.isMoving) this.waitingForMove.push(() => this.conn?.abort());
       else this.conn.abort();
     }
     this.destroy();
@@ -468,7 +434,7 @@ export class TcpSocket extends Duplex implements TcpUser {
       this.waitingForConnect.push(() => this._write(chunk, _enc, cb));
       return;
     }
-    if (this.writesHeld || this.orphaned) {
+    if (this.isMoving || this.orphaned) {
       this.waitingForMove.push(() => this._write(chunk, _enc, cb));
       return;
     }
@@ -495,7 +461,7 @@ export class TcpSocket extends Duplex implements TcpUser {
       this.waitingForConnect.push(() => this._final(cb));
       return;
     }
-    if (this.writesHeld) {
+    if (this.isMoving) {
       this.waitingForMove.push(() => this._final(cb));
       return;
     }
@@ -523,7 +489,7 @@ export class TcpSocket extends Duplex implements TcpUser {
         if (conn.readableLength > 0) conn.abort();
         else conn.close();
       };
-      if (this.writesHeld) this.waitingForMove.push(finish);
+      if (this.isMoving) this.waitingForMove.push(finish);
       else finish();
     } else this.conn?.dropUnread?.();
     if (this.pendingCb) {
@@ -592,11 +558,6 @@ export class TcpSocket extends Duplex implements TcpUser {
     }
   }
 
-  /** Calls on the connection's sending side wait: it moves, and its new owner is not yet open to them. */
-  private get writesHeld(): boolean {
-    return this.isMoving && !this.writesOpen;
-  }
-
   /**
    * The connection's state left it with no move begun here: its NIC crashed, and the host has not
    * yet begun rebuilding it from the hard state (which then moves this socket, and its waiting
@@ -631,7 +592,7 @@ export class TcpSocket extends Duplex implements TcpUser {
   private flushOnce(): void {
     const conn = this.conn;
     const chunk = this.pendingChunk;
-    if (!conn || !chunk || this.writesHeld || this.orphaned) return;
+    if (!conn || !chunk || this.isMoving || this.orphaned) return;
     const queued = conn.writableLength;
     // Held at the target last time, and the sender has sent all of it since: the target, not a
     // window, bounds this connection.
