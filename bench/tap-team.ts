@@ -70,6 +70,13 @@ export interface TapTeamRun {
   cpuMsPerMB: CpuPerMB | null;
   /** Segments the client got again that it already had (its TcpExtTCPDSACKOldSent); -1 without nstat. */
   dsackOldSent: number;
+  /**
+   * Serve's tail loss probes (tcp.tlp.probes, every stack of the process summed), and those the
+   * client answered with a D-SACK (tcp.tlp.dsack): probes of data it already had, sent while its
+   * ACKs were only late. -1 without serve's counters.
+   */
+  tlpProbes: number;
+  tlpDsacked: number;
 }
 
 /** The runs `--faults` can pick: the host alone, the team without a fault, then the three faults. */
@@ -158,7 +165,16 @@ function figures(r: LoadResult, dsackOldSent: number): TapTeamRun {
     threads: r.threads,
     cpuMsPerMB: r.threads ? cpuPerMB(r.threads, r.client.bytes) : null,
     dsackOldSent,
+    tlpProbes: counterSum(r, 'tcp.tlp.probes'),
+    tlpDsacked: counterSum(r, 'tcp.tlp.dsack'),
   };
+}
+
+function counterSum(r: LoadResult, name: string): number {
+  if (r.counters === null) return -1;
+  let n = 0;
+  for (const set of Object.values(r.counters)) n += set[name] ?? 0;
+  return n;
 }
 
 export async function benchTapTeam(
@@ -210,7 +226,7 @@ function formatRun(label: string, f: TapTeamRun): string {
   const cpu = c
     ? `CPU ms per MB: main ${c.main}, ${nics.join('')}other ${c.other}, serve ${c.serve}; client ${c.client}, ksoftirqd ${c.ksoftirqd}`
     : 'CPU by thread: not on Linux';
-  return `${row}\n${''.padEnd(22)} ${cpu}; client's D-SACKs of old data ${f.dsackOldSent}`;
+  return `${row}\n${''.padEnd(22)} ${cpu}; client's D-SACKs of old data ${f.dsackOldSent}; loss probes ${f.tlpProbes}, D-SACKed ${f.tlpDsacked}`;
 }
 
 export function formatTapTeam(r: TapTeamResult): string {

@@ -301,8 +301,8 @@ class ObservedLink extends LinkWrapper {
       }
       Atomics.add(db, DB_RX, 1);
       progress();
-      noteFrame(frame);
-      if (heldIn.size === 0 || !heldIn.offer(frame, info, false)) handler(frame, info);
+      if ((heldIn.size === 0 || !heldIn.offer(frame, info, false)) && !noteFrame(frame, info, false))
+        handler(frame, info);
     });
   }
 }
@@ -509,7 +509,7 @@ const heldIn = new HeldIn(
   {
     run: (frame, info, peer) => {
       progress();
-      noteFrame(frame);
+      if (noteFrame(frame, info, peer)) return;
       if (peer) runFromPeer(frame);
       else runHere?.(frame, info);
     },
@@ -706,7 +706,16 @@ function fillFromRecords(
     if (node === undefined)
       throw new StateValidationError('path', `path index ${rec.pathIndex} outside the batch`);
     if (lazy !== null && mayTakeUnbuilt(key, parts, node.path, prod)) {
-      (lazy[rec.pathIndex] ??= []).push({ key, block: b, parts, path: null, index: -1, takenAt: now, prod });
+      (lazy[rec.pathIndex] ??= []).push({
+        key,
+        block: b,
+        parts,
+        path: null,
+        index: -1,
+        takenAt: now,
+        prod,
+        waiting: null,
+      });
       unbuilt++;
       continue;
     }
@@ -755,6 +764,19 @@ interface Pending extends LazyConn {
   takenAt: number;
   /** Taken by an initiate that asked for a prod: prodded at its build, which comes within turns (oweProds). */
   readonly prod: boolean;
+  /** Frames for it that wait for its paced build, oldest first (waitForBuild); null: none. */
+  waiting: WaitingFrame[] | null;
+}
+
+/**
+ * A received frame held for a connection owed a prod (copied: its buffer is reused), or an IP
+ * packet the host held for it while it moved (an inject).
+ */
+interface WaitingFrame {
+  readonly frame: Uint8Array;
+  readonly info: RxOffloadInfo | undefined;
+  /** Read from this thread's link, sent here by another worker (runFromPeer), or the host's packet. */
+  readonly from: 'link' | 'peer' | 'host';
 }
 
 /**
@@ -877,8 +899,10 @@ function addUnreadPaths(
  * its own connections' ACKs waiting behind (BENCHMARKS.md, "A failover's hand built a few a turn"). The
  * peer hears nothing later for it: a frame, a doorbell, a call or a request for one builds and
  * prods it first (build), as the initiate would have, and the prod resends from snd.una whatever
- * the wait left due. Frames forwarded for them in the same batch of port messages as the hand
- * still build theirs in the hand's turn.
+ * the wait left due. A frame from the peer is the exception: it waits for its connection's turn
+ * (waitForBuild). Under traffic the peer's frames for the moved connections came in the same
+ * batch of port messages as the hand, and built nearly all of them in the hand's turn anyway
+ * (a 442 ms block at 1,000 connections, load 20).
  */
 const owedProds: Pending[] = [];
 let owedAt = 0;
@@ -914,6 +938,7 @@ function buildOwed(budget: number): void {
     if (!stillOwed(p)) continue;
     progress();
     build(p);
+    engine.counters.inc('nic.lazy.paced');
     budget--;
   }
   if (owedAt < owedProds.length) return;
@@ -964,7 +989,53 @@ function build(p: Pending): Slot | undefined {
   } finally {
     batchParts.delete(p.block);
   }
-  return slots[p.index];
+  const slot = slots[p.index];
+  if (p.waiting !== null) runWaiting(p.waiting, slot);
+  return slot;
+}
+
+/**
+ * What one connection owed a prod holds for its build, in frames and bytes (a TAP's frame may be
+ * a 64 KB super-segment): past either it is built at once, as before the wait, rather than the
+ * queue grown without bound by a peer that sends fast.
+ */
+const WAIT_FRAMES = 32;
+const WAIT_BYTES = 256 * 1024;
+
+/**
+ * A received frame for a connection still owed its prod (oweProds) waits for its build, rather
+ * than building it now: true when it was taken so, and must not run now. Its build (paced, or
+ * by anything else that touches it) runs the frames that waited first, in the order they came,
+ * so every later frame of the connection still runs after them: a frame is taken here only where
+ * it would otherwise run at once (after hand-order's hold, HeldIn), and every frame of a pending
+ * connection passes here before it runs.
+ */
+function waitForBuild(
+  p: Pending,
+  frame: Uint8Array,
+  info: RxOffloadInfo | undefined,
+  from: WaitingFrame['from'],
+): boolean {
+  if (!p.prod) return false;
+  const q = (p.waiting ??= []);
+  if (q.length >= WAIT_FRAMES) return false;
+  let bytes = frame.length;
+  for (const w of q) bytes += w.frame.length;
+  if (bytes > WAIT_BYTES) return false;
+  q.push({ frame: frame.slice(), info: info === undefined ? undefined : { ...info }, from });
+  engine.counters.inc('nic.lazy.frame-waits');
+  return true;
+}
+
+/** The frames that waited for a connection's build, run now that it is built (its slot, if it was). */
+function runWaiting(q: readonly WaitingFrame[], slot: Slot | undefined): void {
+  for (const w of q) {
+    progress();
+    if (slot !== undefined) touch(slot);
+    if (w.from === 'peer') runFromPeer(w.frame);
+    else if (w.from === 'link') runHere?.(w.frame, w.info);
+    else engine.inject([w.frame]);
+  }
 }
 
 /**
@@ -973,9 +1044,7 @@ function build(p: Pending): Slot | undefined {
  * message touches none of them; the rest (fragments hide their ports, extension headers and other
  * protocols are not read here) builds them all.
  */
-function buildForFrame(frame: Uint8Array): Slot | undefined {
-  const p = pendingIndex.ofFrame(frame, true);
-  if (p !== undefined) return build(p);
+function buildForOther(frame: Uint8Array): Slot | undefined {
   if (frame.length < 14) return;
   const type = ethType(frame);
   if (type === EtherType.ARP) return;
@@ -1041,21 +1110,33 @@ function buildPending(): void {
 }
 
 /**
- * Before segments the host held for connections in transit run (an inject): the pending connection
- * each is for is built, not every one. A settle forwards what its placeholders held, a segment or
+ * Run segments the host held for connections in transit (an inject): the pending connection each
+ * is for is built first, not every one. A settle forwards what its placeholders held, a segment or
  * two for some of the connections it moved: building all of them for each (10,000 taken unbuilt
- * by an offload, built again by its first segments) cost the worker most of a second.
+ * by an offload, built again by its first segments) cost the worker most of a second. One owed its
+ * prod is not built for its segment: the segment waits for its build, as a frame does
+ * (waitForBuild); under traffic the host held some for nearly every connection of a prodded move,
+ * and built them all in the hand's turn (150 of 150 in the simulation, test/nic/prod-paced).
  */
-function buildForPackets(packets: readonly Uint8Array[]): void {
-  if (pendingIndex.size === 0) return;
-  for (const p of packets) {
+function injectPackets(packets: readonly Uint8Array[]): void {
+  if (pendingIndex.size === 0) {
+    engine.inject(packets);
+    return;
+  }
+  const now: Uint8Array[] = [];
+  for (let i = 0; i < packets.length; i++) {
+    const p = packets[i]!;
     const c = pendingIndex.ofPacket(p);
     if (c === null) {
       buildPending();
-      return;
+      for (let j = i; j < packets.length; j++) now.push(packets[j]!);
+      break;
     }
+    if (c !== undefined && waitForBuild(c, p, undefined, 'host')) continue;
     if (c !== undefined) build(c);
+    now.push(p);
   }
+  if (now.length > 0) engine.inject(now);
 }
 
 /** The connection at a slot index, built first if it was pending. */
@@ -1484,16 +1565,23 @@ function slotOfFrame(frame: Uint8Array, inbound: boolean): Slot | undefined {
   return connIndex.ofFrame(frame, inbound);
 }
 
-/** Mark the connection a received frame is for, so its hard state is rewritten after the batch. */
-function noteFrame(frame: Uint8Array): void {
+/**
+ * Mark the connection a received frame is for, so its hard state is rewritten after the batch;
+ * one taken unbuilt is built first, or the frame waits for its paced build (waitForBuild): then
+ * true, and the caller must not run the frame. Called just before the frame would run.
+ */
+function noteFrame(frame: Uint8Array, info: RxOffloadInfo | undefined, peer: boolean): boolean {
   // A built connection is found with one lookup; the pending index is asked only on a miss (a
   // connection taken unbuilt is in it until its first frame, never in both).
   const slot = slotOfFrame(frame, true);
   if (slot !== undefined) touch(slot);
   else if (pendingIndex.size > 0) {
-    const built = buildForFrame(frame);
+    const p = pendingIndex.ofFrame(frame, true);
+    if (p !== undefined && waitForBuild(p, frame, info, peer ? 'peer' : 'link')) return true;
+    const built = p !== undefined ? build(p) : buildForOther(frame);
     if (built !== undefined) touch(built);
   }
+  return false;
 }
 
 /**
@@ -1641,8 +1729,8 @@ function addPeer(m: Extract<ToWorker, { t: 'peer' }>): void {
     forEachFrame(msg.buf, msg.len, (frame) => {
       progress();
       engine.counters.inc('nic.forward.received');
-      noteFrame(frame);
-      if (heldIn.size === 0 || !heldIn.offer(frame, undefined, true)) runFromPeer(frame);
+      if ((heldIn.size === 0 || !heldIn.offer(frame, undefined, true)) && !noteFrame(frame, undefined, true))
+        runFromPeer(frame);
     });
     drainDoorbell(BELL_BUDGET);
   });
@@ -1802,8 +1890,7 @@ function addHands(m: Extract<ToWorker, { t: 'hands' }>): void {
         forEachFrame(h.buf, h.len, (frame) => {
           progress();
           engine.counters.inc('nic.forward.received');
-          noteFrame(frame);
-          runFromPeer(frame);
+          if (!noteFrame(frame, undefined, true)) runFromPeer(frame);
         });
         drainDoorbell(BELL_BUDGET);
         return;
@@ -1841,9 +1928,9 @@ function takeHand(link: HandsLink, h: HandMessage): void {
   }
   if (h.packets !== undefined && h.packets.length > 0) {
     // Segments are run by built connections only: the ones they are for, as the host's 'inject'
-    // (not every connection taken unbuilt here, which a hand of a few would all have built).
-    buildForPackets(h.packets);
-    engine.inject(h.packets);
+    // (not every connection taken unbuilt here, which a hand of a few would all have built); one
+    // owed its prod keeps its segments for its paced build.
+    injectPackets(h.packets);
   }
   if (installed === undefined) return;
   heldIn.hold(
@@ -2294,8 +2381,11 @@ port.on('message', (m: ToWorker) => {
       forEachFrame(m.buf, m.len, (frame) => {
         Atomics.add(db, DB_RX, 1);
         progress();
-        noteFrame(frame);
-        if (h && (heldIn.size === 0 || !heldIn.offer(frame, undefined, false))) h(frame);
+        if (
+          (heldIn.size === 0 || !heldIn.offer(frame, undefined, false)) &&
+          !noteFrame(frame, undefined, false)
+        )
+          h?.(frame);
       });
       drainDoorbell(BELL_BUDGET);
       return;
@@ -2317,8 +2407,7 @@ port.on('message', (m: ToWorker) => {
       connOp(m);
       return;
     case 'inject':
-      buildForPackets(m.packets);
-      engine.inject(m.packets);
+      injectPackets(m.packets);
       return;
     case 'regrow':
       regrow(m);
