@@ -12,11 +12,12 @@ import { KEY_WORDS, packKeys, unpackKeys } from './transfer-wire.ts';
  * So its block is cut from an arena the host already holds: the worker allocates each arena and
  * posts it ('born-arena') before it cuts the first block from it (the next one as soon as the
  * current is half used, so a burst of handshakes in one turn finds it posted turns before), and
- * lists each block in the arena's index with its connection's four-tuple (as a transfer packs a key:
- * an IPv6 address by its bytes, which the host's table knows by its own handle), slot and listener as it
- * installs the connection. The host marks an entry announced when it handles the 'born' that names
- * it; at the worker's death every entry still installed and not announced is a connection the host
- * never heard of, adopted from the index as if its 'born' had come, and rebuilt with the rest.
+ * lists each block in the arena's index with its connection's four-tuple (packed as a transfer
+ * packs a key: an IPv6 address by its bytes, which the host's table names by its own handle), slot
+ * and listener as it installs the connection. The host marks an entry announced when it handles
+ * the 'born' that names it; at the worker's death every entry still installed and not announced is
+ * a connection the host never heard of, adopted from the index as if its 'born' had come, and
+ * rebuilt with the rest.
  *
  * Layout: Int32 header words, then ENTRIES index entries of E_WORDS words, then the blocks. Every
  * word is written and read with Atomics; an entry's fields are written before its state, so a
