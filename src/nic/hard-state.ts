@@ -818,10 +818,12 @@ export function ringGrowLimit(ringCapacity: number, conns: number): number {
 /**
  * The ring capacities a NIC gives a connection it adopts: capped at `ringCapacity`, but never
  * below what the buffers hold nor below the window already advertised, so nothing acknowledged or
- * promised is lost. With `grownLimit`, a send ring the connection grew (one whose bound is below
- * sndBufSize: growSendRingHere sizes it to the flight, a worker's block to its grow) keeps that
- * size up to `grownLimit` (the NIC's share, ringGrowLimit): placed anew at the placement's size, a
- * connection back from the host grew again through a round trip, with its writer held meanwhile.
+ * promised is lost. With `grownLimit`, a send ring the connection grew keeps that size up to
+ * `grownLimit` (the NIC's share, ringGrowLimit): placed anew at the placement's size, a connection
+ * back from the host grew again through a round trip, with its writer held meanwhile. A ring grew
+ * if its bound is below sndBufSize (a worker's block sized to its grow) or a grow in this thread
+ * set it (ByteRing.grown, growSendRingHere): a host ring grown to the whole of sndBufSize has the
+ * bound of a ring never grown, which is placed at the placement's size.
  */
 export function connRingCapacities(
   s: TcpState,
@@ -834,7 +836,8 @@ export function connRingCapacities(
   const promised = Math.max(0, seqDiff(d.rcvAdv, d.rcvNxt));
   const sndBuf = s.cached.sndBufSize;
   const rcvBuf = s.cached.rcvBufSize;
-  const grown = d.sendBuffer.maxCapacity < sndBuf ? Math.min(d.sendBuffer.maxCapacity, grownLimit) : 0;
+  const ring = d.sendBuffer;
+  const grown = ring.grown || ring.maxCapacity < sndBuf ? Math.min(ring.maxCapacity, grownLimit) : 0;
   const send = Math.min(sndBuf, Math.max(sendLen, grown, Math.min(sndBuf, ringCapacity)));
   const recv = Math.min(rcvBuf, Math.max(recvLen + promised, Math.min(rcvBuf, ringCapacity)));
   return { send: Math.max(1, send), recv: Math.max(1, recv) };

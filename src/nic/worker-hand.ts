@@ -235,30 +235,28 @@ export async function takeHand(
   answer: Promise<WorkerReply<'initiate'>>,
   prepared: BatchList<PreparedConn>,
 ): Promise<InitiateResult | null> {
+  // An answer that does not unpack is refused and counted as malformed, and the NIC taken as dead
+  // ('defective'): the worker may have installed the batch, so, as when it dies with the batch in
+  // hand, the batch is left for a rebuild from what it ran. Handed back to the source, its
+  // connections could run in both places. Refused whole by a live worker (it did not decode or
+  // validate), every record is the host's again.
+  const failed = (e: unknown): InitiateResult | null => {
+    if (nic.death !== null) {
+      nic.keepForSalvage(prepared);
+      return null;
+    }
+    returnRecords(prepared);
+    return { status: 'failure', reason: (e as Error).message, conns: [] };
+  };
   let res: WorkerReply<'initiate'>;
   try {
     res = await answer;
   } catch (e) {
-    if (nic.death !== null) {
-      nic.keepForSalvage(prepared);
-      return null;
-    }
-    // Refused whole (it did not decode or validate): every record is the host's again.
-    returnRecords(prepared);
-    return { status: 'failure', reason: (e as Error).message, conns: [] };
+    return failed(e);
   }
   try {
     return nic.takeInstalled(res, prepared, nic.recordOwner);
   } catch (e) {
-    // An answer that does not unpack (refused and counted as malformed): the worker may have
-    // installed the batch, so it is taken as dead ('defective') and the batch left for a rebuild
-    // from what it ran, as when it dies with the batch in hand. Handed back to the source, they
-    // could run in both places.
-    if (nic.death !== null) {
-      nic.keepForSalvage(prepared);
-      return null;
-    }
-    returnRecords(prepared);
-    return { status: 'failure', reason: (e as Error).message, conns: [] };
+    return failed(e);
   }
 }

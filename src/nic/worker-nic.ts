@@ -1921,7 +1921,7 @@ export class WorkerNic extends HostNic {
    * failover rebuilds them from their records with the rest (none is left hanging at the peer).
    */
   private adoptUnannounced(): void {
-    for (const u of this.bornArenas.unannounced()) {
+    for (const u of this.bornArenas.unannounced(this.hostAddrs)) {
       if (this.byKey.get(u.key) !== undefined) continue;
       this.bornHere(u.listener, u.key, u.slot, u.block);
       this.adoptedAtDeath++;

@@ -19,6 +19,13 @@ export class ByteRing {
   private buf: Uint8Array;
   private head = 0;
   private len = 0;
+  /**
+   * The bound was set by a grow to what the connection's flight calls for (tcp-mem.ts,
+   * growSendRingHere), not taken from the socket's buffer limit. A ring grown to the whole limit
+   * has the bound of one never grown, and a NIC that adopts the connection keeps the size of a
+   * grown ring only (hard-state.ts, connRingCapacities).
+   */
+  grown = false;
 
   constructor(
     capacity: number,

@@ -29,6 +29,8 @@ import { TapLink } from '../../src/link/tap-link.ts';
 import { RawPeer, type RawSegment } from '../../src/sim/raw-peer.ts';
 import type { TcpServer } from '../../src/socket/tcp-server.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
+import { effectiveMss } from '../../src/stack/tcp/congestion.ts';
+import type { TcpConnection } from '../../src/stack/tcp/tcp-connection.ts';
 import type { TcpCached } from '../../src/state/tcp-state.ts';
 import { parseIpv4, parseIpv6, parseMac, TcpFlag, type TcpHeader } from '../../src/wire/index.ts';
 import { assertCleanCapture, type Capture, readCapture, startCapture } from '../helpers/tshark.ts';
@@ -88,7 +90,20 @@ export type DutEvent =
   | { ev: 'connected'; id: number }
   | { ev: 'data'; id: number; bytes: number }
   | { ev: 'eof'; id: number; bytes: number }
-  | { ev: 'error'; id: number; code: string };
+  | { ev: 'error'; id: number; code: string }
+  | ({ ev: 'info'; q: number } & DutInfo);
+
+/**
+ * What a DUT's sender holds now: its retransmission timeout, its congestion window and the
+ * segments it sent that it has not seen acknowledged (Linux: TCP_INFO's tcpi_rto, tcpi_snd_cwnd,
+ * tcpi_unacked). A case whose answer depends on them (an idle measured in RTOs, a window large
+ * enough to halve, every ACK taken) waits for them rather than guessing from time.
+ */
+export interface DutInfo {
+  rtoMs: number;
+  cwnd: number;
+  unacked: number;
+}
 
 export const accepted = (e: DutEvent): e is Extract<DutEvent, { ev: 'accepted' }> => e.ev === 'accepted';
 
@@ -105,6 +120,7 @@ export interface Dut {
   shutdown(id: number): void;
   close(id: number): void;
   read(id: number): void;
+  info(id: number): Promise<DutInfo>;
   /** The next event (from the start of the log) satisfying `pred`, waiting up to `ms`. */
   event<E extends DutEvent>(pred: (e: DutEvent) => e is E, ms: number, what: string): Promise<E>;
   event(pred: (e: DutEvent) => boolean, ms: number, what: string): Promise<DutEvent>;
@@ -197,6 +213,14 @@ class LinuxDut extends DutBase implements Dut {
   }
   read(id: number): void {
     this.cmd({ op: 'read', id });
+  }
+  private queries = 0;
+  async info(id: number): Promise<DutInfo> {
+    const q = ++this.queries;
+    this.cmd({ op: 'info', id, q });
+    const e = await this.event((x) => x.ev === 'info' && x.q === q, 10_000, 'TCP_INFO');
+    const { rtoMs, cwnd, unacked } = e as DutInfo;
+    return { rtoMs, cwnd, unacked };
   }
   async stop(): Promise<void> {
     this.proc.stdin!.end();
@@ -293,6 +317,16 @@ class ChimneyDut extends DutBase implements Dut {
   }
   read(id: number): void {
     (this.socks.get(id) as unknown as { startRead: () => void }).startRead();
+  }
+  async info(id: number): Promise<DutInfo> {
+    const s = (this.socks.get(id)!.connection as TcpConnection).state;
+    const mss = effectiveMss(s);
+    const d = s.delegated;
+    return {
+      rtoMs: d.rto,
+      cwnd: Math.floor(d.cwnd / mss),
+      unacked: Math.ceil(seqDiff(d.sndMax, d.sndUna) / mss),
+    };
   }
   async stop(): Promise<void> {
     for (const s of this.socks.values()) s.destroy();

@@ -4,6 +4,7 @@
 import errno
 import json
 import socket
+import struct
 import sys
 import threading
 
@@ -146,5 +147,12 @@ for line in sys.stdin:
             gates[c["id"]].set()
         elif op == "ping":
             emit(ev="pong")
+        elif op == "info":
+            # struct tcp_info: tcpi_rto (us) at byte 8, tcpi_unacked at 24, tcpi_snd_cwnd at 80.
+            b = conns[c["id"]].getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+            (rto,) = struct.unpack_from("I", b, 8)
+            (unacked,) = struct.unpack_from("I", b, 24)
+            (cwnd,) = struct.unpack_from("I", b, 80)
+            emit(ev="info", id=c["id"], q=c["q"], rtoMs=rto / 1000, cwnd=cwnd, unacked=unacked)
     except OSError as e:
         emit(ev="error", id=c.get("id", 0), code=err_name(e))

@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { SeededRandom } from '../../src/core/random.ts';
 import type { ConnKey } from '../../src/nic/nic.ts';
 import {
   BORN_ARENA_BYTES,
@@ -12,7 +13,9 @@ import {
   BornArenas,
   type BornCut,
 } from '../../src/nic/worker/born-arena.ts';
+import { AddressTable } from '../../src/stack/address-table.ts';
 import { sharedRingBytes } from '../../src/state/shared-ring.ts';
+import { parseIpv6 } from '../../src/wire/addr.ts';
 
 const key = (i: number): ConnKey => ({
   localIp: 0x0a000001,
@@ -92,4 +95,40 @@ test('a block no arena can hold is not cut; an arena of another size or a number
   assert.equal(index.add(1, new SharedArrayBuffer(BORN_ARENA_BYTES)), false, 'a number posted twice');
   assert.equal(index.add(9, new SharedArrayBuffer(1024)), false, 'another size');
   assert.equal(index.add(0, new SharedArrayBuffer(BORN_ARENA_BYTES)), false, 'no number');
+});
+
+test("an IPv6 connection is listed by its addresses, and found at the death under the host table's handles", () => {
+  const { index, arenas } = pair();
+  arenas.ready();
+  // Two tables that number the same addresses differently, as a worker's and the host's may.
+  const worker = new AddressTable(new SeededRandom(1));
+  const host = new AddressTable(new SeededRandom(2));
+  host.intern(parseIpv6('fd00::99'), 0);
+  const local = parseIpv6('fd00::2');
+  const remote = parseIpv6('fd00::100');
+  const k6: ConnKey = {
+    localIp: worker.intern(local, 0),
+    localPort: 80,
+    remoteIp: worker.intern(remote, 0),
+    remotePort: 40000,
+  };
+  const want: ConnKey = {
+    localIp: host.intern(local, 0),
+    localPort: 80,
+    remoteIp: host.intern(remote, 0),
+    remotePort: 40000,
+  };
+  assert.notEqual(want.remoteIp, k6.remoteIp, 'the tables differ');
+  const c = arenas.cut(4096, 4096)!;
+  arenas.installed(c, 3, 5, k6, worker);
+  const v4 = arenas.cut(4096, 4096)!;
+  arenas.installed(v4, 3, 6, key(1), worker);
+  const found = index.unannounced(host);
+  assert.deepEqual(
+    found.map((u) => [u.slot, u.key]),
+    [
+      [5, want],
+      [6, key(1)],
+    ],
+  );
 });

@@ -599,6 +599,24 @@ describe('ring capacity under load', () => {
     assert.ok(caps.recv >= 80 + 65535, `the window promised still fits (${caps.recv})`);
   });
 
+  test('a send ring grown to the whole of its bound keeps its size; one never grown is placed small', () => {
+    const { s } = established();
+    const d = s.delegated;
+    const bound = 192 << 10;
+    s.cached.sndBufSize = bound;
+    const placed = 16 << 10;
+    const share = 256 << 10;
+    // The host's own ring, bounded by the socket's limit and never grown.
+    d.sendBuffer = new ByteRing(4096, bound);
+    assert.equal(connRingCapacities(s, placed, share).send, placed);
+    // Grown in the host (growSendRingHere) to what its flight called for: the whole bound.
+    d.sendBuffer = new ByteRing(4096, bound);
+    d.sendBuffer.grown = true;
+    assert.equal(connRingCapacities(s, placed, share).send, bound);
+    // Grown, but beyond the NIC's share: the share.
+    assert.equal(connRingCapacities(s, placed, 128 << 10).send, 128 << 10);
+  });
+
   test("a thousand downloads over two NICs get send rings that hold a Linux reader's whole window", () => {
     // 500 a NIC. A reader with 32 KiB of SO_RCVBUF advertises 62,464 bytes: a smaller send ring is
     // all in flight and acknowledged before the reader reads it, and its next bytes wait for the

@@ -147,17 +147,23 @@ describe('a send ring that grows with the connection', () => {
     await until(net, 'a grow on the worker', () => h.sendRing.capacity > PLACED && h.growing === null);
     assert.equal((await wh.offload.upload([key])).moved.length, 1);
     const conn = (s as unknown as { connection: TcpConnection }).connection;
-    // The host's bound above any ring this flight asks for: a ring grown to the whole bound reads
-    // as one never grown (connRingCapacities) and goes back at the placement's size, which the
-    // 1.6 MB below sometimes reached at the stack's 1 MiB.
-    conn.state.cached.sndBufSize = 4 << 20;
+    // The host's bound one page above the ring it took over, so its first grow takes the whole
+    // bound: such a ring has the bound of one never grown, and must not be read as one (it was
+    // placed back at 16 KiB, connRingCapacities).
+    const taken = conn.state.delegated.sendBuffer.maxCapacity;
+    const bound = Math.ceil(taken / 4096) * 4096 + 4096;
+    conn.state.cached.sndBufSize = bound;
     // Enough for the host's cwnd to pass half the ring while the ring is still full: the worker's
     // ring may be at its whole share (256 KiB) by the upload, and the host grows past it only once
     // twice its flight is more (with 600 KB here, the data sometimes ran out first and nothing grew).
     s.write(data.subarray(300_000, 1_900_000));
     // The host grows the ring it took over (growSendRingHere) while its sender is held by it.
-    await until(net, 'a grow in the host', () => conn.state.delegated.sendBuffer.shared === null);
-    const grown = conn.state.delegated.sendBuffer.maxCapacity;
+    await until(
+      net,
+      'a grow in the host to the whole bound',
+      () => conn.state.delegated.sendBuffer.maxCapacity === bound,
+    );
+    const grown = bound;
     await until(net, 'the host to send it all', () => conn.state.delegated.sendBuffer.length === 0);
     assert.equal((await wh.offload.offload([key], nic)).moved.length, 1);
     const back = nic.handle(key)!;

@@ -1,6 +1,8 @@
+import type { AddressBook } from '../../state/path-state.ts';
 import { sharedRingBytes } from '../../state/shared-ring.ts';
 import { type ConnBlockRef, HARD_STATE_BYTES } from '../hard-state.ts';
 import type { ConnKey } from '../nic.ts';
+import { KEY_WORDS, packKeys, unpackKeys } from './transfer-wire.ts';
 
 /*
  * The shared memory of connections a worker's listeners accept (accept at the NIC). Such a
@@ -10,10 +12,12 @@ import type { ConnKey } from '../nic.ts';
  * So its block is cut from an arena the host already holds: the worker allocates each arena and
  * posts it ('born-arena') before it cuts the first block from it (the next one as soon as the
  * current is half used, so a burst of handshakes in one turn finds it posted turns before), and
- * lists each block in the arena's index with its connection's four-tuple, slot and listener as it
- * installs the connection. The host marks an entry announced when it handles the 'born' that names
- * it; at the worker's death every entry still installed and not announced is a connection the host
- * never heard of, adopted from the index as if its 'born' had come, and rebuilt with the rest.
+ * lists each block in the arena's index with its connection's four-tuple (packed as a transfer
+ * packs a key: an IPv6 address by its bytes, which the host's table names by its own handle), slot
+ * and listener as it installs the connection. The host marks an entry announced when it handles
+ * the 'born' that names it; at the worker's death every entry still installed and not announced is
+ * a connection the host never heard of, adopted from the index as if its 'born' had come, and
+ * rebuilt with the rest.
  *
  * Layout: Int32 header words, then ENTRIES index entries of E_WORDS words, then the blocks. Every
  * word is written and read with Atomics; an entry's fields are written before its state, so a
@@ -32,13 +36,12 @@ const HEADER_WORDS = 4;
 const E_STATE = 0;
 const E_LISTENER = 1;
 const E_SLOT = 2;
-const E_LOCAL_IP = 3;
-const E_REMOTE_IP = 4;
-const E_PORTS = 5;
-const E_AT = 6;
-const E_SEND_CAPACITY = 7;
-const E_RECV_CAPACITY = 8;
-const E_WORDS = 10;
+const E_AT = 3;
+const E_SEND_CAPACITY = 4;
+const E_RECV_CAPACITY = 5;
+/** The four-tuple, KEY_WORDS words as packKeys lays them out. */
+const E_KEY = 6;
+const E_WORDS = E_KEY + KEY_WORDS;
 const BLOCKS_AT = (HEADER_WORDS + ENTRIES * E_WORDS) * 4;
 
 /** An entry's state: cut (its connection not installed yet), installed, announced to the host. */
@@ -135,15 +138,17 @@ export class BornArenas {
     return { block: blockOf(a, e), at: { no: a.no, entry: n }, arena: a };
   }
 
-  /** The connection on the block `cut` is installed in `slot`, for listener `listener`. */
-  installed(cut: BornCut, listener: number, slot: number, key: ConnKey): void {
+  /**
+   * The connection on the block `cut` is installed in `slot`, for listener `listener`. `addrs`:
+   * the table of an IPv6 key's handles.
+   */
+  installed(cut: BornCut, listener: number, slot: number, key: ConnKey, addrs?: AddressBook | null): void {
     const w = cut.arena.words;
     const e = entryAt(cut.at.entry);
     Atomics.store(w, e + E_LISTENER, listener);
     Atomics.store(w, e + E_SLOT, slot);
-    Atomics.store(w, e + E_LOCAL_IP, key.localIp);
-    Atomics.store(w, e + E_REMOTE_IP, key.remoteIp);
-    Atomics.store(w, e + E_PORTS, (key.localPort << 16) | key.remotePort);
+    const packed = packKeys([key], addrs);
+    for (let i = 0; i < KEY_WORDS; i++) Atomics.store(w, e + E_KEY + i, packed[i]! | 0);
     Atomics.store(w, e + E_STATE, INSTALLED);
   }
 
@@ -203,9 +208,13 @@ export class BornArenaIndex {
     this.arenas.delete(a.no);
   }
 
-  /** Every connection installed and never announced (the worker died), each taken out once. */
-  unannounced(): Unannounced[] {
+  /**
+   * Every connection installed and never announced (the worker died), each taken out once.
+   * `addrs`: the host's table, which names an IPv6 key's addresses by its own handles.
+   */
+  unannounced(addrs?: AddressBook | null): Unannounced[] {
     const out: Unannounced[] = [];
+    const packed = new Uint32Array(KEY_WORDS);
     for (const a of this.arenas.values()) {
       const w = a.words;
       const n = Math.min(Atomics.load(w, H_ENTRIES), ENTRIES);
@@ -217,16 +226,19 @@ export class BornArenaIndex {
         const end = block.recv.offset + sharedRingBytes(block.recv.capacity);
         // An entry a dying writer left inconsistent names no connection.
         if (block.at < BLOCKS_AT || end > BORN_ARENA_BYTES) continue;
-        const ports = Atomics.load(w, e + E_PORTS);
+        for (let k = 0; k < KEY_WORDS; k++) packed[k] = Atomics.load(w, e + E_KEY + k);
+        let key: ConnKey;
+        try {
+          key = unpackKeys(packed, addrs)[0]!;
+        } catch {
+          continue;
+        }
+        // An IPv6 address the host's table does not hold (0) names no connection of the host's.
+        if (key.localIp === 0 || key.remoteIp === 0) continue;
         out.push({
           listener: Atomics.load(w, e + E_LISTENER),
           slot: Atomics.load(w, e + E_SLOT),
-          key: {
-            localIp: Atomics.load(w, e + E_LOCAL_IP) >>> 0,
-            localPort: ports >>> 16,
-            remoteIp: Atomics.load(w, e + E_REMOTE_IP) >>> 0,
-            remotePort: ports & 0xffff,
-          },
+          key,
           block,
         });
       }

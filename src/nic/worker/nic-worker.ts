@@ -1229,17 +1229,13 @@ function listen(m: Extract<ToWorker, { t: 'listen' }>): void {
         // The share a placement by the host would give it (WorkerNic.preallocate), not the most:
         // its load counts the closed connections' blocks held unread, as the host's does.
         const load = engine.load + engine.heldClosed;
-        // IPv4 only, as the host's listeners answered here (AcceptAtNic.listen).
         const cuts: BornCut[] = [];
-        const alloc =
-          conn.key.localIp < TWO_32
-            ? (send: number, recv: number): ConnBlockRef => {
-                const cut = bornArenas.cut(send, recv);
-                if (cut === null) return allocConnBlock(send, recv);
-                cuts.push(cut);
-                return cut.block;
-              }
-            : undefined;
+        const alloc = (send: number, recv: number): ConnBlockRef => {
+          const cut = bornArenas.cut(send, recv);
+          if (cut === null) return allocConnBlock(send, recv);
+          cuts.push(cut);
+          return cut.block;
+        };
         const inst = install(conn, undefined, undefined, ringUnderLoad(m.ring, load), alloc);
         let born = bornOf.get(m.id);
         if (born === undefined) {
@@ -1250,7 +1246,7 @@ function listen(m: Extract<ToWorker, { t: 'listen' }>): void {
         born.list.push(inst);
         const cut = cuts[0];
         if (cut !== undefined) {
-          bornArenas.installed(cut, m.id, inst.slot, inst.key);
+          bornArenas.installed(cut, m.id, inst.slot, inst.key, engine.addressBook);
           born.entries.push(cut.at.no, cut.at.entry);
         }
         return true;

@@ -274,6 +274,7 @@ export function growSendRingHere(conn: TcpConnection, capacity: number): void {
   const old = d.sendBuffer;
   if (old.maxCapacity >= capacity) return;
   const next = new ByteRing(Math.max(old.length, Math.min(capacity, old.capacity)), capacity);
+  next.grown = true;
   if (old.length > 0) next.write(old.toArray());
   d.sendBuffer = next;
   conn.engine.memCharge?.(conn);
