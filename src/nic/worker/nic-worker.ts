@@ -1422,6 +1422,7 @@ const engine = new NicEngine({
   link,
   clock,
   random: new SeededRandom(boot.seed),
+  isnSecret: boot.isnSecret,
   // IPv6 handles numbered as the host numbers them, so keys and indications need no translation.
   addrs: new AddressTable(new SeededRandom(boot.seed ^ 0x6a09e667), { mirror: true }),
   capacity: boot.capacity,
