@@ -266,6 +266,36 @@ describe("the peer's segment size, as the receiver estimates it (Linux's rcv_mss
     assert.equal(o.acked(4, 300), 2);
   });
 
+  test("a coalesced super-segment teaches the size of the peer's full segments, our MSS less the timestamp option (Linux measures GRO's gso_size)", () => {
+    const b = new Bench({ defaults: { delayedAckMs: 40 } });
+    const o = activeOpen(b, { ts: [1000, 0] });
+    b.take();
+    assert.equal(o.conn.state.const.tsEnabled, true);
+    const full = o.conn.state.const.localMss - 12;
+    let seq = o.peerSeq;
+    let tsVal = 1001;
+    const send = (n: number) => {
+      b.inject({
+        flags: ACK,
+        srcPort: 80,
+        dstPort: o.conn.localPort,
+        seq,
+        ack: add(o.iss, 1),
+        ts: [tsVal++, 0],
+        data: bytes(n, 3),
+      });
+      seq = add(seq, n);
+      o.conn.read(new Uint8Array(n));
+      return b.take().length;
+    };
+    send(3 * full);
+    assert.equal(o.conn.state.soft.rcvMss, full);
+    // A lone full segment after it is a full one: nothing owed to the read that empties the queue.
+    for (let i = 0; i < 40; i++) send(full);
+    send(full);
+    assert.equal(o.conn.state.soft.ackPushed, 0);
+  });
+
   test('the read that empties the queue of pushed small segments ACKs them at once (tcp_cleanup_rbuf)', () => {
     // A buffer the unscaled window covers whole, so no read opens the window enough to announce.
     const o = open({ rcvBufSize: 32 * 1024 });

@@ -69,17 +69,20 @@ export function rcvMss(s: TcpState): number {
 /**
  * tcp_measure_rcv_mss: in-order data of `len` bytes arrived in a segment whose TCP header was
  * `headerLen` bytes, with `flags`. A segment at least as large as the estimate raises it (at most
- * to our MSS, which is what a coalesced super-segment from an offloading link reads as); two
- * smaller ones of one size in a row that are not remnants set it to that size. Any other smaller
- * one is remembered (PUSHED, then PUSHED2) for the read's ACK.
+ * to our MSS); two smaller ones of one size in a row that are not remnants set it to that size.
+ * Any other smaller one is remembered (PUSHED, then PUSHED2) for the read's ACK.
  */
 function measureRcvMss(conn: TcpConnection, len: number, headerLen: number, flags: number): void {
   const s = conn.state;
   const soft = s.soft;
   const last = conn.lastSegSize;
   conn.lastSegSize = 0;
+  const full = s.const.localMss - (s.const.tsEnabled ? 12 : 0);
   if (len >= rcvMss(s)) {
-    soft.rcvMss = Math.min(len, s.const.localMss);
+    // A coalesced super-segment from an offloading link (longer than our MSS lets a segment be)
+    // stands for segments of the size a peer that fills our MSS sends: the gso_size that Linux
+    // measures from GRO's. Taken as our MSS, it would leave each lone full segment after it short.
+    soft.rcvMss = len > s.const.localMss ? full : len;
     return;
   }
   // The header's options beyond the timestamp (SACK blocks) vary; the segment with them does not.
