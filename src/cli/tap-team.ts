@@ -70,6 +70,9 @@ export function createTapTeam(o: TapTeamOptions, clock = new RealClock()): TapTe
   if (o.taps.length < 1 || o.taps.length > 16) throw new InvalidArgumentError('a team needs 1..16 TAPs');
   if (new Set(o.taps).size !== o.taps.length) throw new InvalidArgumentError('--tap: a TAP is named twice');
   const random = new CryptoRandom();
+  // One ISN function for the host and its NICs: a four-tuple reopened on another NIC's thread
+  // still starts above its last ISN (isn.ts).
+  const isnSecret = random.fill(new Uint8Array(16));
   const counters = new Counters();
   const mac = parseMac(o.mac);
   const members: TeamMember[] = [];
@@ -83,6 +86,7 @@ export function createTapTeam(o: TapTeamOptions, clock = new RealClock()): TapTe
           id: name,
           link: { tap: { name, mtu: o.mtu, vnetHdr: o.offload !== false } },
           seed: random.u32(),
+          isnSecret,
           heartbeatMs: o.heartbeatMs,
           deadAfterMs: o.deadAfterMs,
           capture: o.pcap ? (records) => o.pcap!.writeRecords(records) : undefined,
@@ -111,6 +115,7 @@ export function createTapTeam(o: TapTeamOptions, clock = new RealClock()): TapTe
           link: tap,
           clock,
           random: random.fork(),
+          isnSecret,
           moreInput: o.taps.length > 1 ? () => true : undefined,
         });
         opened.push(nic);
@@ -124,6 +129,7 @@ export function createTapTeam(o: TapTeamOptions, clock = new RealClock()): TapTe
   const team = assembleTeamHost({
     clock,
     random,
+    isnSecret,
     name: 'chimney',
     ip: o.ip,
     ipv6: o.ipv6,

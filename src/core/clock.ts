@@ -30,6 +30,13 @@ export interface WorkMeter {
 export interface Clock {
   /** Milliseconds, monotonic, fractional. */
   now(): number;
+  /**
+   * The wall-clock time (ms since the Unix epoch) of now()'s zero, on a clock that follows real
+   * time: each thread's performance.now() starts at that thread's start, and a value that must
+   * agree between threads (an ISN's timer) reads origin + now(). Absent on a virtual clock, whose
+   * time is the one time of its run.
+   */
+  readonly origin?: number;
   createTimer(cb: () => void): Timer;
   /** Run `cb` soon, after the current work (never synchronously). */
   defer(cb: () => void): void;
@@ -157,6 +164,7 @@ function widenedTimeout(): NodeJS.Timeout {
 
 /** Wall-clock time from `performance.now()` and Node's timers. */
 export class RealClock implements Clock {
+  readonly origin = performance.timeOrigin;
   now(): number {
     return performance.now();
   }

@@ -31,6 +31,8 @@ export interface LocalNicOptions {
   link: Link;
   clock: Clock;
   random: Random;
+  /** The host's ISN secret (StackOptions.isnSecret). */
+  isnSecret?: Uint8Array;
   capacity?: number;
   counters?: Counters;
   reachabilityIntervalMs?: number;
@@ -102,6 +104,7 @@ export class LocalNic extends HostNic {
       link: opts.link,
       clock: opts.clock,
       random: opts.random,
+      isnSecret: opts.isnSecret,
       counters: opts.counters,
       capacity: opts.capacity,
       reachabilityIntervalMs: opts.reachabilityIntervalMs,

@@ -91,6 +91,8 @@ export interface NicEngineOptions {
   link: Link;
   clock: Clock;
   random: Random;
+  /** The host's ISN secret (StackOptions.isnSecret); absent, the engine draws its own. */
+  isnSecret?: Uint8Array;
   counters?: Counters;
   /** Connections it accepts at once (default 100000). */
   capacity?: number;
@@ -497,6 +499,7 @@ export class NicEngine {
       ip: new NicIpSender(opts.link, this.counters, opts.random.u32(), () => this.addrs),
       pathTo: (remoteIp, localIp) => this.findPath(remoteIp, localIp),
       isLocal: () => false,
+      isnSecret: opts.isnSecret,
     };
     if (this.addrs !== null) (env as { addrs?: AddressTable }).addrs = this.addrs;
     const link = opts.link;

@@ -52,8 +52,13 @@ export interface WorkerNicOptions {
   link: Link | { tap: TapLinkOptions };
   /** Connections it holds at most (default 65536); fixes the size of the doorbell. */
   capacity?: number;
-  /** Seed of the worker's random source (ISNs of nothing it opens; ports, jitter). Default 1. */
+  /** Seed of the worker's random source (ports, jitter; the ISN secret too if none is given). Default 1. */
   seed?: number;
+  /**
+   * The host's ISN secret (StackOptions.isnSecret): the worker answers SYNs and reopens
+   * four-tuples with the host's one ISN function.
+   */
+  isnSecret?: Uint8Array;
   /** Largest shared ring per direction and connection, bytes (default 256 KiB). */
   ringCapacity?: number;
   /**

@@ -343,6 +343,7 @@ export class WorkerNic extends HostNic {
     const boot: WorkerBoot = {
       id: opts.id,
       seed: opts.seed ?? 1,
+      isnSecret: opts.isnSecret,
       capacity,
       ringCapacity,
       heartbeatMs,

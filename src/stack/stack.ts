@@ -44,6 +44,11 @@ export interface StackOptions {
   ipv6?: Ipv6Options;
   /** Bounds of the table of IPv6 address handles. */
   addresses?: AddressTableOptions;
+  /**
+   * The host's ISN secret (16 bytes), to be given to the NICs this stack offloads to as well, so
+   * that one function numbers every connection of the host (isn.ts). Default: drawn from `random`.
+   */
+  isnSecret?: Uint8Array;
 }
 
 /** The interfaces sharing one link, by VLAN id (-1 = untagged). */
@@ -177,6 +182,7 @@ export class Stack {
         pathTo: (remoteIp: number, localIp?: number) => this.ip.pathTo(remoteIp, localIp),
         isLocal: (ip: number) => this.ip.isLocal(ip),
         addrs: this.addrs,
+        isnSecret: opts.isnSecret,
       },
       opts.tcp,
       { ...DEFAULT_TCP_LIMITS, ...opts.tcpLimits },

@@ -41,8 +41,9 @@ import {
  * neighbor's in its own); the decoder interns them in the receiver's table (`DecodeOptions.addrs`)
  * and gives every connection of the path the path's handles. Version 2 (IPv4 only, no address
  * blocks), version 3 (no soft.smallSentEnd), version 4 (no RACK path knowledge), version 5 (no
- * soft.undoNxt), version 6 (no soft.repaired) and version 7 (no ACK mode) are still read
- * and written on request; any other version is refused before anything is decoded.
+ * soft.undoNxt), version 6 (no soft.repaired), version 7 (no ACK mode) and version 8 (no
+ * soft.rcvMss, ackPushed) are still read and written on request; any other version is refused
+ * before anything is decoded.
  */
 
 export const STATE_CODEC_MAGIC = 0x43484e59;
@@ -58,8 +59,12 @@ export const STATE_CODEC_MAGIC = 0x43484e59;
  * 8: the receiver's ACK mode (soft.quickAcks, pingpong, lastDataAt) after it; an older batch
  * leaves none (0, false, -1): the new owner delays ACKs until an event grants quick ones (the old
  * behaviour).
+ * 9: the receiver's estimate of the peer's segment size and its small segments since the last ACK
+ * (soft.rcvMss, ackPushed) after them; an older batch leaves 0 and 0: the kernel's starting hint,
+ * measured again from the next full segment, and no ACK owed to a read. soft.unackedSegments is
+ * always 0 from this version on.
  */
-export const STATE_CODEC_VERSION = 8;
+export const STATE_CODEC_VERSION = 9;
 /** The oldest version this build still reads. */
 export const STATE_CODEC_MIN_VERSION = 2;
 

@@ -167,7 +167,10 @@ export interface TcpSoft {
   rttActive: boolean;
   /** A delayed ACK is pending; its deadline (Infinity when none). */
   delayedAckDeadline: number;
-  /** Full-sized segments received since the last ACK we sent. */
+  /**
+   * Unused since codec version 9 (the every-second-segment rule counts bytes against rcvMss, as
+   * Linux does): kept, always 0, so that batches of versions 2..8, which carry it, still decode.
+   */
   unackedSegments: number;
   /** RFC 3465 byte counting in congestion avoidance: bytes ACKed toward the next +1 MSS (NewReno). */
   caBytesAcked: number;
@@ -279,11 +282,19 @@ export interface TcpSoft {
    * from the handshake to the first data), whether the connection reads as interactive
    * (`pingpong`: its ACKs wait for its answers), and when in-order data last came (`lrcvtime`;
    * -1 not yet known). It travels so a moved connection delays its ACKs as it would have where
-   * it was. Last, as codec version 8 added them.
+   * it was. Codec version 8 added them.
    */
   quickAcks: number;
   pingpong: boolean;
   lastDataAt: number;
+  /**
+   * The peer's segment size as this receiver estimates it (Linux's icsk_ack.rcv_mss,
+   * tcp_measure_rcv_mss; 0 not yet measured: tcp-ack-mode.ts gives the kernel's starting hint),
+   * and the small segments since our last ACK (icsk_ack.pending's ICSK_ACK_PUSHED = 1, PUSHED2 =
+   * 2), which have the application's read ACK them. Last, as codec version 9 added them.
+   */
+  rcvMss: number;
+  ackPushed: number;
 }
 
 /** Linux's TCP_MAX_QUICKACKS (include/net/tcp.h): the most quick ACKs one event grants. */
@@ -550,6 +561,8 @@ export function createTcpState(
       quickAcks: 0,
       pingpong: false,
       lastDataAt: -1,
+      rcvMss: 0,
+      ackPushed: 0,
     },
   };
 }
@@ -697,6 +710,8 @@ export function resetTcpState(
   o.quickAcks = 0;
   o.pingpong = false;
   o.lastDataAt = -1;
+  o.rcvMss = 0;
+  o.ackPushed = 0;
   const cu = o.cubic;
   cu.wMax = 0;
   cu.k = 0;
@@ -770,6 +785,8 @@ const SMALL_DELEGATED: ReadonlySet<string> = new Set([
 ]);
 const SMALL_SOFT: ReadonlySet<string> = new Set([
   'quickAcks',
+  'rcvMss',
+  'ackPushed',
   'unackedSegments',
   'caBytesAcked',
   'challengeCount',

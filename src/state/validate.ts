@@ -245,6 +245,8 @@ export const TCP_FIELDS: readonly FieldSpec<TcpPart>[] = [
   f('soft', 'quickAcks', 'i32', 'scalars', 8),
   f('soft', 'pingpong', 'bool', 'scalars', 8),
   f('soft', 'lastDataAt', 'time', 'scalars', 8),
+  f('soft', 'rcvMss', 'u32', 'scalars', 9),
+  f('soft', 'ackPushed', 'u8', 'scalars', 9),
 ];
 
 /** Wire code of each congestion algorithm is its index here; append only. */
@@ -576,6 +578,8 @@ function checkTcpRules(s: TcpState): void {
   if (!Number.isInteger(rk.dsackBytes)) fail('soft.dsackBytes', 'not a whole number of bytes');
   if (rk.quickAcks < FIRST_DATA_PENDING || rk.quickAcks > MAX_QUICK_ACKS)
     fail('soft.quickAcks', `${rk.quickAcks} quick ACKs outside ${FIRST_DATA_PENDING}..${MAX_QUICK_ACKS}`);
+  if (rk.rcvMss > MAX_MSS) fail('soft.rcvMss', `segment size ${rk.rcvMss} above ${MAX_MSS}`);
+  if (rk.ackPushed > 3) fail('soft.ackPushed', `${rk.ackPushed} is not a set of ICSK_ACK_PUSHED, PUSHED2`);
 
   if (k.ttl < 1) fail('cached.ttl', 'TTL 0');
   if (k.sndBufSize === 0) fail('cached.sndBufSize', 'empty send buffer');

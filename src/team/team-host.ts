@@ -127,6 +127,8 @@ export class TeamHost<N extends Nic = Nic> extends Host {
 export interface TeamAssembly<N extends Nic = Nic> {
   clock: Clock;
   random: Random & { fork(): Random };
+  /** The host's ISN secret, which its members were given too (StackOptions.isnSecret). */
+  isnSecret?: Uint8Array;
   name: string;
   /** The team's IPv4 address with prefix (absent: IPv6 only), and its one MAC. */
   ip?: string;
@@ -182,6 +184,7 @@ export function assembleTeamHost<N extends Nic>(a: TeamAssembly<N>): TeamHost<N>
   const stack = new Stack({
     clock: a.clock,
     random: a.random.fork(),
+    isnSecret: a.isnSecret,
     name: a.name,
     tcp: a.tcp,
     ipv6: a.ipv6,

@@ -77,6 +77,29 @@ describe('conformance: quick ACKs and delayed ACKs', { skip: st.skip, timeout: 2
       });
     });
 
+    // Linux counts the every-second-segment rule in bytes of the peer's segment size as it
+    // estimates it (tcp_measure_rcv_mss: here the tester's 988), and pushed small segments do not
+    // change that estimate: five of 100 bytes are less than one full segment, and wait for the
+    // delayed-ACK timer (a floor that load only raises: an ACK sooner than 30 ms after the first of
+    // them left the tester was sent at once). One may go at once all the same: the quick ACK that
+    // Linux's tcp_grow_window grants while its window opens.
+    test(`${v.name}: past its quick ACKs, the receiver does not ACK every second small pushed segment at once: they are less than one of the peer's full segments (Linux's tcp_measure_rcv_mss, __tcp_ack_snd_check)`, async () => {
+      await runCase(st, v, { read: false }, async ({ dut, tester }) => {
+        const { c } = await openConn(dut, tester, FULL);
+        for (let i = 0; i < 4; i++) await burst(c, 10);
+        const from = c.tester.segs.length;
+        const sentAt = performance.now();
+        for (let i = 0; i < 5; i++) c.data(100, ACK | PSH);
+        const want = c.sndNxt;
+        await c.expect((s) => c.fromDut(s) && s.ack === want, 3000, 'the ACK of the small segments', from);
+        const early = pureAcks(c, from).filter((s) => s.at - sentAt < 30);
+        assert.ok(
+          early.length <= 1,
+          `ACKed at once: ${early.map((s) => `${s.ack}@${(s.at - sentAt).toFixed(1)}`).join(' ')}`,
+        );
+      });
+    });
+
     // An answer that reached the tester within 30 ms of its request left the DUT within 30 ms of
     // the request's arrival, on any machine: so the tester's own clock tells when the DUT became
     // interactive. (This case once asked the DUT's timestamps instead, from its pure ACK of the

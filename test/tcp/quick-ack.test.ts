@@ -7,7 +7,18 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { TcpCached } from '../../src/state/tcp-state.ts';
 import { assertSoftRefused, HANDOVERS, type Handover } from './handovers.ts';
-import { ACK, activeOpen, add, Bench, bytes, FIN, type InjectOpts, REMOTE, Recorder } from './harness.ts';
+import {
+  ACK,
+  activeOpen,
+  add,
+  Bench,
+  bytes,
+  FIN,
+  type InjectOpts,
+  PSH,
+  REMOTE,
+  Recorder,
+} from './harness.ts';
 
 function open(defaults: Partial<TcpCached> = {}) {
   const bench = () => new Bench({ defaults: { delayedAckMs: 40, ...defaults } });
@@ -30,16 +41,27 @@ function open(defaults: Partial<TcpCached> = {}) {
         ...x,
       }),
     // The peer ACKs all it has had of ours, so Nagle holds no answer back.
-    data: (n: number) => {
-      r.send({ data: bytes(n, 7), seq: peerSeq, ack: r.conn.state.delegated.sndMax });
+    data: (n: number, flags: number = ACK) => {
+      r.send({ flags, data: bytes(n, 7), seq: peerSeq, ack: r.conn.state.delegated.sndMax });
       peerSeq = add(peerSeq, n);
     },
     /** Segments of `n` bytes one at a time: how many drew an ACK at once. */
-    acked: (count: number, n = 1000) => {
+    acked: (count: number, n = 1000, flags: number = ACK) => {
+      let k = 0;
+      for (let i = 0; i < count; i++) {
+        r.data(n, flags);
+        if (r.b.take().length > 0) k++;
+      }
+      return k;
+    },
+    /** As `acked`, the application reading each segment at once (its ACK, if any, not counted). */
+    ackedReading: (count: number, n: number) => {
       let k = 0;
       for (let i = 0; i < count; i++) {
         r.data(n);
         if (r.b.take().length > 0) k++;
+        r.conn.read(new Uint8Array(n));
+        r.b.take();
       }
       return k;
     },
@@ -83,15 +105,9 @@ describe('quick-ACK mode (Linux icsk_ack.quick, pingpong)', () => {
 
   test('a small window gives fewer: the window in pairs of segments (tcp_incr_quickack)', () => {
     const o = open({ rcvBufSize: 8 * 1460 });
-    // 8 segments of window: 4 quick ACKs; the reads keep the window open.
-    let k = 0;
-    for (let i = 0; i < 8; i++) {
-      o.data(1000);
-      if (o.b.take().length > 0) k++;
-      o.conn.read(new Uint8Array(1000));
-      o.b.take();
-    }
-    assert.equal(k, 4 + 2);
+    // 11680 bytes of window in pairs of the peer's 1000-byte segments: 5 quick ACKs, then every
+    // second segment.
+    assert.equal(o.ackedReading(8, 1000), 5 + 1);
   });
 
   test('data after a silence longer than the RTO starts it again (tcp_event_data_recv)', () => {
@@ -226,6 +242,80 @@ describe('the ACK of a FIN (Linux tcp_fin, __tcp_ack_snd_check)', () => {
   });
 });
 
+describe("the peer's segment size, as the receiver estimates it (Linux's rcv_mss)", () => {
+  test("pushed small segments are no full segments: the ACK goes once more than one of the peer's full segments is unACKed", () => {
+    const o = open();
+    pastStart(o);
+    assert.equal(o.conn.state.soft.rcvMss, 1000, "learned from the peer's 1000-byte segments");
+    // 1000 bytes unACKed are not more than one segment; the 11th 100-byte segment passes it.
+    assert.equal(o.acked(10, 100, ACK | PSH), 0);
+    assert.equal(o.acked(1, 100, ACK | PSH), 1);
+    // Segments of 700 with PSH: every second one passes 1000 bytes.
+    assert.equal(o.acked(4, 700, ACK | PSH), 2);
+  });
+
+  test('two small segments of one size in a row, not pushed, teach it: then every second one is ACKed', () => {
+    const o = open();
+    pastStart(o);
+    // Pushed 300-byte segments are remnants: three of them still wait (900 bytes).
+    assert.equal(o.acked(3, 300, ACK | PSH), 0);
+    o.b.advance(40);
+    o.b.take();
+    assert.equal(o.acked(2, 300), 1, 'the second alike sets the estimate to 300, and 600 bytes pass it');
+    assert.equal(o.conn.state.soft.rcvMss, 300);
+    assert.equal(o.acked(4, 300), 2);
+  });
+
+  test("a coalesced super-segment teaches the size of the peer's full segments, our MSS less the timestamp option (Linux measures GRO's gso_size)", () => {
+    const b = new Bench({ defaults: { delayedAckMs: 40 } });
+    const o = activeOpen(b, { ts: [1000, 0] });
+    b.take();
+    assert.equal(o.conn.state.const.tsEnabled, true);
+    const full = o.conn.state.const.localMss - 12;
+    let seq = o.peerSeq;
+    let tsVal = 1001;
+    const send = (n: number) => {
+      b.inject({
+        flags: ACK,
+        srcPort: 80,
+        dstPort: o.conn.localPort,
+        seq,
+        ack: add(o.iss, 1),
+        ts: [tsVal++, 0],
+        data: bytes(n, 3),
+      });
+      seq = add(seq, n);
+      o.conn.read(new Uint8Array(n));
+      return b.take().length;
+    };
+    send(3 * full);
+    assert.equal(o.conn.state.soft.rcvMss, full);
+    // A lone full segment after it is a full one: nothing owed to the read that empties the queue.
+    for (let i = 0; i < 40; i++) send(full);
+    send(full);
+    assert.equal(o.conn.state.soft.ackPushed, 0);
+  });
+
+  test('the read that empties the queue of pushed small segments ACKs them at once (tcp_cleanup_rbuf)', () => {
+    // A buffer the unscaled window covers whole, so no read opens the window enough to announce.
+    const o = open({ rcvBufSize: 32 * 1024 });
+    pastStart(o);
+    assert.equal(o.acked(3, 100, ACK | PSH), 0);
+    o.conn.read(new Uint8Array(200));
+    assert.equal(o.b.take().length, 0, 'bytes still queued: no ACK yet');
+    o.conn.read(new Uint8Array(200));
+    const [a] = o.b.take();
+    assert.equal(a?.h.ack, o.seqAt(), 'the read that emptied it ACKed all, before any timer');
+  });
+
+  test("quick ACKs are the window in pairs of the peer's segments, not ours (tcp_incr_quickack)", () => {
+    const o = open({ rcvBufSize: 8 * 1460 });
+    // 500-byte segments: before it has learned their size the estimate is Linux's starting 536
+    // (tcp_initialize_rcv_mss), so 11680 bytes of window give 10 quick ACKs, not 11680 / 2920 = 4.
+    assert.equal(o.ackedReading(10, 500), 10);
+  });
+});
+
 describe('the ACK mode travels with the connection (soft.quickAcks, pingpong, lastDataAt)', () => {
   const moves: [string, Handover][] = [
     ['objects', (s, _a, b) => Object.assign(s, { path: b.env.pathTo(REMOTE)! })],
@@ -293,6 +383,8 @@ describe('the ACK mode travels with the connection (soft.quickAcks, pingpong, la
     ['quickAcks', 1.5, false],
     ['pingpong', 1, false],
     ['lastDataAt', Number.NaN, true],
+    ['rcvMss', 65496, true],
+    ['ackPushed', 4, true],
   ];
   for (const [field, value, onWire] of bad) {
     test(`soft.${field} = ${String(value)} is refused by the validator, the encoder and the decoder`, () => {

@@ -10,12 +10,11 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { type TestContext, test } from 'node:test';
-import type { ServerHost } from '../../src/socket/tcp-server.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { EtherType } from '../../src/wire/ethernet.ts';
 import { ethType } from '../../src/wire/fields.ts';
 import { echo, pattern } from './accept-at-nic-helpers.ts';
-import { keyOf, setup, TEAM_IP, within } from './worker-team-helpers.ts';
+import { keyOf, serveAtNics, setup, TEAM_IP, within } from './worker-team-helpers.ts';
 
 /** The TCP flags of an IPv4 frame without options in its IP header (or -1). */
 function tcpFlags(f: Uint8Array): number {
@@ -29,17 +28,10 @@ function srcPort(f: Uint8Array): number {
 /** A worker team answering port 80 at its NIC, an echo server, and the peer's SYNs as it sent them. */
 async function echoTeam(t: TestContext, backlog?: number) {
   const rig = await setup(t, { seed: 51, nics: 1 });
-  rig.manager.acceptAtNic = true;
-  (rig.host as ServerHost).listening = (l) => rig.manager.listenAtNics(l);
-  const accepted: TcpSocket[] = [];
-  rig.host
-    .createServer((s: TcpSocket) => {
-      accepted.push(s);
-      s.on('error', () => {});
-      s.on('data', (d: Buffer) => s.write(d));
-      s.on('end', () => s.end());
-    })
-    .listen({ port: 80, backlog });
+  const accepted = serveAtNics(rig, { port: 80, backlog }, (s) => {
+    s.on('data', (d: Buffer) => s.write(d));
+    s.on('end', () => s.end());
+  });
   // The peer's SYNs, as it sent them (to send one again, as if it had waited in a worker's queue).
   const syns = new Map<number, Uint8Array>();
   const port = rig.peer.port;

@@ -16,6 +16,7 @@ import { WorkerNic, type WorkerNicTestSeams } from '../../src/nic/worker-nic.ts'
 import { OffloadManager } from '../../src/offload/offload-manager.ts';
 import { type SimHost, SimNetwork } from '../../src/sim/sim-network.ts';
 import { Host } from '../../src/socket/host.ts';
+import type { ServerHost } from '../../src/socket/tcp-server.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { Stack } from '../../src/stack/stack.ts';
 import { type TcpCached, TcpStateId } from '../../src/state/tcp-state.ts';
@@ -70,6 +71,8 @@ export interface WorkerTeamOptions {
   seams?: WorkerNicTestSeams;
   /** The link member i's worker runs on, over its port (default: the port's ProbeTap itself). */
   wrapLink?: (tap: Link, i: number) => Link;
+  /** The host's ISN secret, given to the stack and every member (absent: each draws its own). */
+  isnSecret?: Uint8Array;
 }
 
 export function buildWorkerTeam(opts: WorkerTeamOptions): WorkerTeamRig {
@@ -101,6 +104,7 @@ export function buildWorkerTeam(opts: WorkerTeamOptions): WorkerTeamRig {
         id: `wt.nic${i}`,
         link: opts.wrapLink?.(tap, i) ?? tap,
         seed: 200 + i,
+        isnSecret: opts.isnSecret,
         heartbeatMs: opts.heartbeatMs,
         // A starved worker is not a dead one: see STARVED_NOT_DEAD_MS.
         deadAfterMs: opts.deadAfterMs ?? STARVED_NOT_DEAD_MS,
@@ -115,6 +119,7 @@ export function buildWorkerTeam(opts: WorkerTeamOptions): WorkerTeamRig {
   const stack = new Stack({
     clock: net.clock,
     random: net.random.fork(),
+    isnSecret: opts.isnSecret,
     name: 'wt',
     tcp: opts.tcp,
     ...(opts.ip6 ? { ipv6: IPV6 } : {}),
@@ -189,6 +194,29 @@ export async function stateOn(nic: Nic, s: TcpSocket): Promise<number | null> {
       x.key.remoteIp === k.remoteIp,
   );
   return q === undefined ? null : q.state;
+}
+
+/**
+ * A server on the rig's host whose SYNs the workers answer where they can (acceptAtNic): every
+ * socket it accepts is pushed on the list returned, after `onSocket` has seen it.
+ */
+export function serveAtNics(
+  rig: WorkerTeamRig,
+  listen: { port: number; backlog?: number },
+  onSocket?: (s: TcpSocket) => void,
+): TcpSocket[] {
+  rig.manager.acceptAtNic = true;
+  // The rig's host is a plain Host: give it TeamHost's hook.
+  (rig.host as ServerHost).listening = (l) => rig.manager.listenAtNics(l);
+  const accepted: TcpSocket[] = [];
+  rig.host
+    .createServer((s: TcpSocket) => {
+      accepted.push(s);
+      s.on('error', () => {});
+      onSocket?.(s);
+    })
+    .listen(listen);
+  return accepted;
 }
 
 export async function setup(t: TestContext, opts: WorkerTeamOptions): Promise<WorkerTeamRig> {

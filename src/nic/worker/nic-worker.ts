@@ -20,13 +20,13 @@ import { AddressTable, TWO_32 } from '../../stack/address-table.ts';
 import { seqLeq } from '../../stack/tcp/seq.ts';
 import type { TcpConnection } from '../../stack/tcp/tcp-connection.ts';
 import {
+  ackAfterRead,
   canReceive,
   deliverEvents,
   isSynchronized,
   kick,
   OUTPUT_BUDGET_BYTES,
   OUTPUT_TURN_BUDGET_BYTES,
-  windowWorthAnnouncing,
 } from '../../stack/tcp/tcp-drive.ts';
 import { maybeGrowSendRing } from '../../stack/tcp/tcp-mem.ts';
 import type { TcpUser } from '../../stack/tcp/tcp-types.ts';
@@ -1425,7 +1425,7 @@ function ringBell(slot: Slot, bits: number): void {
   let output = false;
   if (bits & BELL_WROTE && isSynchronized(d.state)) output = true;
   // The application read from the shared ring: the same rule as a read on the engine's own thread.
-  if (bits & BELL_READ && canReceive(d.state) && !d.finReceived && windowWorthAnnouncing(s)) {
+  if (bits & BELL_READ && canReceive(d.state) && !d.finReceived && ackAfterRead(s)) {
     s.soft.ackNow = true;
     output = true;
   }
@@ -1499,6 +1499,7 @@ const engine = new NicEngine({
   link,
   clock,
   random: new SeededRandom(boot.seed),
+  isnSecret: boot.isnSecret,
   // IPv6 handles numbered as the host numbers them, so keys and indications need no translation.
   addrs: new AddressTable(new SeededRandom(boot.seed ^ 0x6a09e667), { mirror: true }),
   capacity: boot.capacity,

@@ -29,6 +29,8 @@ import type { PackedBlocks, PackedInitiate } from './transfer-wire.ts';
 export interface WorkerBoot {
   id: string;
   seed: number;
+  /** WorkerNicOptions.isnSecret. */
+  isnSecret?: Uint8Array;
   capacity: number;
   /** Largest shared ring per direction and connection (bytes). */
   ringCapacity: number;

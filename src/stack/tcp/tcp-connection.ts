@@ -14,7 +14,7 @@ import { maybeGrowSendRing, oooBytesOf, roomAtLimit } from './tcp-mem.ts';
 import { sendRst, tcpOutput } from './tcp-output.ts';
 import { onConnectionTimer, scheduleTimer } from './tcp-timers.ts';
 import type { ConnectionHandle, ConnTuple, TcpHostEnv, TcpUser } from './tcp-types.ts';
-import { windowWorthAnnouncing } from './tcp-window.ts';
+import { ackAfterRead } from './tcp-window.ts';
 
 export { connError, deliverEvents, reportClosed, TcpEvent, terminate } from './tcp-events.ts';
 
@@ -206,6 +206,12 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
   outputQueued = false;
   /** @internal Offered window-scale shift while the handshake is under way. */
   offeredWscale = 0;
+  /**
+   * @internal The size of the last small in-order segment that could teach the peer's segment
+   * size (Linux's icsk_ack.last_seg_size; tcp-ack-mode.ts): two alike in a row set soft.rcvMss.
+   * Not moved with the state: a new owner waits for one more such segment to learn it.
+   */
+  lastSegSize = 0;
   /** @internal Unread bytes this connection, closed, is still charged for (tcp-mem.ts, holdUnread). */
   unreadHeld = 0;
   /** @internal Bytes held in `state.soft.ooo`, kept as the queue changes (tcp-input.ts, tcp-mem.ts). */
@@ -336,7 +342,7 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
     const d = s.delegated;
     const n = d.recvBuffer.read(dst, off, len);
     if (n > 0 && this.unreadHeld > 0) this.engine.memHeld?.(this, false);
-    if (n > 0 && canReceive(d.state) && !d.finReceived && windowWorthAnnouncing(s)) {
+    if (n > 0 && canReceive(d.state) && !d.finReceived && ackAfterRead(s)) {
       s.soft.ackNow = true;
       tcpOutput(this);
       scheduleTimer(this);
@@ -462,6 +468,7 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
     // The output fields stay: the object may still be in a scheduler's list from before it left
     // (outputQueued is the scheduler's), and on the same layer its share of the turn is spent.
     this.offeredWscale = 0;
+    this.lastSegSize = 0;
     this.memCharged = 0;
     this.unreadHeld = 0;
     this.oooBytes = oooBytesOf(this.state.soft.ooo);
@@ -530,6 +537,7 @@ const SMALL_CONNECTION: ReadonlySet<string> = new Set([
   'probeOctet',
   'outputUsed',
   'offeredWscale',
+  'lastSegSize',
   'memCharged',
   'unreadHeld',
   'oooBytes',

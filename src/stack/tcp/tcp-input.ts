@@ -14,7 +14,7 @@ import {
   sackUpdate,
 } from './sack.ts';
 import { seqAdd, seqDiff, seqGeq, seqGt, seqLeq, seqLt, seqMax, seqMin, seqSub } from './seq.ts';
-import { dataArrived, enterQuickAck, finAckNow, inQuickAck, peerClosing } from './tcp-ack-mode.ts';
+import { dataAckNow, dataArrived, enterQuickAck, finAckNow, peerClosing } from './tcp-ack-mode.ts';
 import {
   armKeepalive,
   canReceive,
@@ -207,7 +207,7 @@ function synSentInput(
         pLen = room;
         fl &= ~TcpFlag.FIN;
       }
-      textAndFin(conn, fl, seqAdd(h.seq, 1), buf, pOff, pLen, now);
+      textAndFin(conn, fl, h.headerLength, seqAdd(h.seq, 1), buf, pOff, pLen, now);
     }
   } else {
     // Simultaneous open (RFC 9293 figure 8).
@@ -459,13 +459,14 @@ function syncInput(
     }
     noteDsack(conn, dupSeq, dupEnd);
   }
-  textAndFin(conn, f, seq, buf, pOff, pLen, now);
+  textAndFin(conn, f, h.headerLength, seq, buf, pOff, pLen, now);
 }
 
 /** RFC 9293 3.10.7.4 seventh and eighth: segment text, then FIN (in order or remembered). */
 function textAndFin(
   conn: TcpConnection,
   f: number,
+  headerLen: number,
   seq: number,
   buf: Uint8Array,
   pOff: number,
@@ -486,7 +487,7 @@ function textAndFin(
         terminate(conn, null, true);
         return;
       }
-      receiveData(conn, seq, buf, pOff, pLen, (f & TcpFlag.FIN) !== 0, now);
+      receiveData(conn, seq, buf, pOff, pLen, f, headerLen, now);
     }
   }
 
@@ -1174,9 +1175,11 @@ function receiveData(
   buf: Uint8Array,
   pOff: number,
   pLen: number,
-  fin: boolean,
+  flags: number,
+  headerLen: number,
   now: number,
 ) {
+  const fin = (flags & TcpFlag.FIN) !== 0;
   const s = conn.state;
   const d = s.delegated;
   const soft = s.soft;
@@ -1200,15 +1203,14 @@ function receiveData(
     if (s.const.sackEnabled && soft.recvSackRecent.length > 0) recvSackPrune(s);
     if (n > 0) {
       conn.events |= TcpEvent.READABLE;
-      dataArrived(conn, now);
+      dataArrived(conn, now, n, headerLen, flags);
     }
     // All of it taken, so the FIN behind it is in order and ends ESTABLISHED (finReceived).
     if (fin && n === pLen && d.state === TcpStateId.ESTABLISHED) peerClosing(conn);
     if (!soft.ackNow) {
-      // A coalesced super-segment from an offloading link stands for several wire segments, so
-      // the every-second-segment ACK (RFC 1122 4.2.3.2) is due at once.
-      soft.unackedSegments += pLen > s.const.localMss ? 2 : 1;
-      if (soft.unackedSegments >= 2 || s.cached.delayedAckMs <= 0 || inQuickAck(conn)) soft.ackNow = true;
+      // The every-second-segment ACK (RFC 1122 4.2.3.2) as Linux counts it, in bytes of the
+      // peer's segment size; a coalesced super-segment from an offloading link passes it alone.
+      if (dataAckNow(conn) || s.cached.delayedAckMs <= 0) soft.ackNow = true;
       else if (soft.delayedAckDeadline === INF) soft.delayedAckDeadline = now + s.cached.delayedAckMs;
     }
     return;

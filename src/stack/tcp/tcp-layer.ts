@@ -78,7 +78,11 @@ export class TcpLayer implements TcpEngine {
     this.budget = new TcpBudget(env.counters, limits);
     this.defaults = mergeTcpOptions(DEFAULT_TCP_CACHED, defaults);
     const addrs = env.addrs;
-    this.isn = new IsnGenerator(env.clock, env.random, addrs && ((ip) => addrs.bytes(ip)));
+    this.isn = new IsnGenerator(
+      env.clock,
+      env.isnSecret ?? env.random.fill(new Uint8Array(16)),
+      addrs && ((ip) => addrs.bytes(ip)),
+    );
     this.listeners = new Listeners(this);
     this.handover = new Handover(this, this.table);
     const clock = env.clock;

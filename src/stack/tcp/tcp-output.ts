@@ -207,7 +207,8 @@ export function emit(
     d.lastAckSent = d.rcvNxt;
     soft.ackNow = false;
     soft.delayedAckDeadline = INF;
-    soft.unackedSegments = 0;
+    // Linux's inet_csk_clear_xmit_timer(ICSK_TIME_DACK): the ACK owes the read nothing more.
+    soft.ackPushed = 0;
   }
   return dataLen;
 }

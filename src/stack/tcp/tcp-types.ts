@@ -25,6 +25,11 @@ export interface TcpHostEnv {
    */
   readonly addrs?: AddressTable;
   /**
+   * The host's ISN secret (16 bytes, isn.ts), shared by the host stack and every NIC it offloads
+   * to: one ISN function per host. Absent: the layer draws its own from `random`.
+   */
+  readonly isnSecret?: Uint8Array;
+  /**
    * Deliver, synchronously, the input waiting on this host's links now (Link.drain), so a loss
    * timer decides after the ACKs that arrived while the thread was away. True when every link the
    * host hears was read empty; false when some input may still wait (a link that cannot be read on

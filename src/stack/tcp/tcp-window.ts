@@ -1,5 +1,6 @@
 import type { TcpState } from '../../state/tcp-state.ts';
 import { seqDiff } from './seq.ts';
+import { readAckNow } from './tcp-ack-mode.ts';
 
 /**
  * After the application read: is the opened receive window worth an ACK of its own? RFC 1122
@@ -15,4 +16,13 @@ export function windowWorthAnnouncing(s: TcpState): boolean {
   return (
     opened >= Math.min(2 * s.const.localMss, s.cached.rcvBufSize >>> 1) && d.recvBuffer.free >= 2 * advertised
   );
+}
+
+/**
+ * After the application read: does an ACK go now? Either the window opened enough to announce, or
+ * the read emptied the queue of small segments owed an ACK (tcp-ack-mode.ts, readAckNow). One
+ * rule for every owner, as above.
+ */
+export function ackAfterRead(s: TcpState): boolean {
+  return windowWorthAnnouncing(s) || readAckNow(s);
 }
