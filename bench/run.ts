@@ -23,6 +23,7 @@ import {
   type TapTeamResult,
 } from './tap-team.ts';
 import { benchTapThroughput, formatTapThroughput, type TapThroughputResult } from './tap-throughput.ts';
+import { benchWarmMove, formatWarmMove, parseWarmMoveFlags, type WarmMoveResult } from './warm-move.ts';
 
 /** A benchmark's run, given its own flags as its parser in FLAGS read them ({} without). */
 type Bench = (flags: Record<string, unknown>) => Promise<Record<string, unknown>>;
@@ -162,6 +163,16 @@ const BENCHES: Record<string, { about: string; run: Bench; print: (r: Record<str
         ].join('\n');
       },
     },
+    'warm-move': {
+      about:
+        "a warm WorkerNic move of every connection there and back, over and over: wall, the main thread's CPU and collections per move (flags: --connections, --rounds, --skip, --heap for the main thread's allocations by function; CHIMNEY_ROOT=<tree> runs that tree's build)",
+      run: async (f) =>
+        (await benchWarmMove(f as ReturnType<typeof parseWarmMoveFlags>)) as unknown as Record<
+          string,
+          unknown
+        >,
+      print: (r) => formatWarmMove(r as unknown as WarmMoveResult),
+    },
     'offload-worker': {
       about:
         "the WorkerNic part of offload alone: offload, move and upload of 10,000 connections on threads, throughput beside the host alone (flags: --cpu for each verb's CPU by thread, with a move back; --connections, --runs, --ipv6)",
@@ -228,11 +239,12 @@ const BENCHES: Record<string, { about: string; run: Bench; print: (r: Record<str
 const FLAGS: Record<string, (argv: readonly string[]) => object> = {
   'tap-team': parseTapTeamFlags,
   'offload-worker': parseOffloadWorkerFlags,
+  'warm-move': parseWarmMoveFlags,
   churn: parseChurnFlags,
 };
 
 /** Run only when named: a part of another benchmark, on its own for its flags. */
-const NAMED_ONLY = new Set(['offload-worker', 'churn']);
+const NAMED_ONLY = new Set(['offload-worker', 'warm-move', 'churn']);
 
 /**
  * Benchmarks whose figures can fail to stand (a stream not intact): what went wrong, '' when

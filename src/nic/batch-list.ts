@@ -9,9 +9,11 @@ import { TupleMap } from './tuple-map.ts';
  * one batch are distinct (the caller's rule: a batch names a connection once).
  */
 export class BatchList<V extends { readonly key: ConnKey }> {
-  readonly list: V[] = [];
   private byKey: TupleMap<number> | null = null;
   private next = 0;
+
+  /** `list`: the batch's entries so far, in order, now this list's own (a list made at its size). */
+  constructor(readonly list: V[] = []) {}
 
   get size(): number {
     return this.list.length;

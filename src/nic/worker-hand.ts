@@ -53,15 +53,21 @@ export async function hand(
   const closed = src.closedWhileFrozen(frozen);
   // The worker releases in the order asked (the usual batch): then no set of slots is made.
   const moved = slotsOf(frozen, res.moved) ? null : new Set(res.moved);
-  const released: WorkerConnectionHandle[] = [];
-  const prepared = new BatchList<PreparedConn>();
+  // Made at its largest and cut to what was released: a part's lists grown a push at a time left
+  // outgrown copies behind, garbage of every move in proportion to its connections.
+  const released = new Array<WorkerConnectionHandle>(frozen.length);
+  const preparing = new Array<PreparedConn>(frozen.length);
+  let n = 0;
   for (const h of frozen) {
     if ((moved !== null && !moved.has(h.slot)) || closed?.has(h) === true) continue;
-    released.push(h);
     const p = prepare(viewsOf(h)!, h.key, null, h.settings);
     p.offered = true;
-    prepared.push(p);
+    preparing[n] = p;
+    released[n++] = h;
   }
+  released.length = n;
+  preparing.length = n;
+  const prepared = new BatchList(preparing);
   // Freed exactly what moved (the usual answer): none closed at the worker instead.
   const movedSet = moved ?? (sameSlots(res.freed, res.moved) ? null : new Set(res.moved));
   if (movedSet !== null)
@@ -88,7 +94,8 @@ export async function hand(
     }
   }
   return {
-    released: released.map((h) => h.key),
+    // Every key asked released (the usual part): each handle was found under its key, in order.
+    released: n === keys.length ? (keys as ConnKey[]) : released.map((h) => h.key),
     result,
     sourceDied: false,
     aborted,

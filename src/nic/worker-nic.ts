@@ -789,7 +789,7 @@ export class WorkerNic extends HostNic {
     // Installed here again, a connection is no longer passed up: the worker may hold its segments.
     const passedUp = this.passedUpTable();
     const anyPassedUp = passedUp.size > 0;
-    const list: WorkerConnectionHandle[] = [];
+    const list = new Array<WorkerConnectionHandle>(keys.length);
     const sizeBefore = this.byKey.size;
     for (let i = 0; i < keys.length; i++) {
       const key = keys[i]!;
@@ -815,7 +815,7 @@ export class WorkerNic extends HostNic {
       this.byKey.set(h, h);
       h.unlisted = false;
       this.conns++;
-      list.push(h);
+      list[i] = h;
     }
     this.installedList = list;
     this.installedNext = 0;
@@ -852,7 +852,9 @@ export class WorkerNic extends HostNic {
     // the blocks name them by the same numbers on both): the destination reads its answer's keys
     // in the host's table too, which it may never have been handed an IPv6 state to learn.
     if (this.hostAddrs !== null) dst.hostAddrs ??= this.hostAddrs;
-    const frozen: WorkerConnectionHandle[] = [];
+    // Made at its largest and cut to what froze (a push at a time left outgrown copies behind).
+    const frozen = new Array<WorkerConnectionHandle>(keys.length);
+    let n = 0;
     for (let i = 0; i < keys.length; i++) {
       const k = keys[i]!;
       const hint = hints?.[i];
@@ -869,8 +871,9 @@ export class WorkerNic extends HostNic {
       if (h === undefined || h.detached) continue;
       // A handle kept for salvage has no block views here: the general way reads it.
       if (viewsOf(h) === undefined) return null;
-      frozen.push(h);
+      frozen[n++] = h;
     }
+    frozen.length = n;
     // From here the application must not touch the rings: what they hold is being handed on.
     for (const h of frozen) h.detached = true;
     this.rxBatch.flush();

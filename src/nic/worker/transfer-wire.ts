@@ -88,9 +88,10 @@ export function unpackKeys(
 ): ConnKey[] {
   if (!(w instanceof Uint32Array) || w.length % KEY_WORDS !== 0)
     throw new InvalidArgumentError(`packed keys must be a Uint32Array of ${KEY_WORDS} words per key`);
-  const out: ConnKey[] = [];
+  // Sized once (a list grown a push at a time leaves outgrown copies behind, per message).
+  const out = new Array<ConnKey>(w.length / KEY_WORDS);
   let c = 0;
-  for (let j = 0; j < w.length; j += KEY_WORDS) {
+  for (let j = 0, i = 0; j < w.length; j += KEY_WORDS, i++) {
     if (known !== undefined) {
       let found = -1;
       for (let d = c; d < known.length && d <= c + KNOWN_SKIP; d++)
@@ -99,7 +100,7 @@ export function unpackKeys(
           break;
         }
       if (found >= 0) {
-        out.push(known[found]!);
+        out[i] = known[found]!;
         c = found + 1;
         continue;
       }
@@ -108,14 +109,14 @@ export function unpackKeys(
     const localPort = ports >>> 16;
     const remotePort = ports & 0xffff;
     if (w[j] === 4) {
-      out.push({ localIp: w[j + 2]!, localPort, remoteIp: w[j + 6]!, remotePort });
+      out[i] = { localIp: w[j + 2]!, localPort, remoteIp: w[j + 6]!, remotePort };
     } else if (w[j] === 6) {
-      out.push({
+      out[i] = {
         localIp: takeAddress(w, j + 2, addrs),
         localPort,
         remoteIp: takeAddress(w, j + 6, addrs),
         remotePort,
-      });
+      };
     } else throw new InvalidArgumentError(`packed key of unknown family ${w[j]}`);
   }
   return out;
@@ -202,7 +203,7 @@ function blockList(p: PackedBlocks, keys: readonly ConnKey[], given?: GivenBlock
     throw new InvalidArgumentError('packed blocks: buffer numbers do not match the buffers');
   // Each buffer as the object this thread holds for its number (see canonicalSlab), once per message.
   const sabs: unknown[] = ids === undefined ? p.sabs : p.sabs.map((b, k) => canonicalOf(b, ids[k]!));
-  const out: ConnBlockRef[] = [];
+  const out = new Array<ConnBlockRef>(n);
   const w = p.words;
   for (let i = 0; i < n; i++) {
     const j = i * BLOCK_WORDS;
@@ -217,22 +218,22 @@ function blockList(p: PackedBlocks, keys: readonly ConnKey[], given?: GivenBlock
         g.recv.capacity !== w[j + 5]
       )
         throw new InvalidArgumentError('packed block claims a block the host did not give');
-      out.push(g);
+      out[i] = g;
       continue;
     }
     const sab = sabs[w[j]!];
     if (!(sab instanceof SharedArrayBuffer)) throw new InvalidArgumentError('packed block names no buffer');
     const known = knownBlock(sab, w[j + 1]!, w[j + 2]!, w[j + 3]!, w[j + 4]!, w[j + 5]!);
     if (known !== null) {
-      out.push(known);
+      out[i] = known;
       continue;
     }
-    out.push({
+    out[i] = {
       sab,
       at: w[j + 1]!,
       send: { sab, offset: w[j + 2]!, capacity: w[j + 3]! },
       recv: { sab, offset: w[j + 4]!, capacity: w[j + 5]! },
-    });
+    };
   }
   return out;
 }

@@ -1,0 +1,31 @@
+/**
+ * `warm-move` at a tiny size: every counted move is there with its wall, the main thread's CPU and
+ * the collections attributed to it; `--heap` names what the main thread allocated, by function.
+ * What the figures are is the benchmark's business; here, that they are there and add up.
+ */
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { test } from 'node:test';
+import { benchWarmMove, parseWarmMoveFlags } from '../../bench/warm-move.ts';
+
+test('warm-move: each counted move measured, allocations by function with --heap', {
+  skip: existsSync('/proc/thread-self/schedstat') ? false : 'Linux only (schedstat)',
+  timeout: 120_000,
+}, async () => {
+  assert.deepEqual(parseWarmMoveFlags(['--rounds', '4', '--skip', '1', '--heap']), {
+    rounds: 4,
+    skip: 1,
+    heap: true,
+  });
+  assert.throws(() => parseWarmMoveFlags(['--rounds', '1']), /rounds/);
+  const r = await benchWarmMove({ connections: 30, rounds: 3, skip: 1, heap: 1024 });
+  assert.equal(r.connections, 30);
+  assert.equal(r.moves, 4, 'two moves a counted round');
+  assert.equal(r.each.length, 4);
+  for (const e of r.each) {
+    assert.ok(e.wallMs > 0 && e.mainCpuMs >= 0 && e.gcs >= e.majors && e.gcMs >= 0, JSON.stringify(e));
+  }
+  assert.ok(r.heap && r.heap.bytesPerMove > 0 && r.heap.top.length > 0, 'allocations sampled');
+  for (let i = 1; i < r.heap.top.length; i++)
+    assert.ok(r.heap.top[i - 1]!.bytesPerMove >= r.heap.top[i]!.bytesPerMove, 'largest first');
+});
