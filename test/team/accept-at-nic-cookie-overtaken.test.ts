@@ -12,10 +12,11 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { test } from 'node:test';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
-import { rig } from './accept-at-nic-helpers.ts';
+import { heldConnect, rig } from './accept-at-nic-helpers.ts';
 
 test('accept-at-nic: the ACK the half-open SYN-ACK draws, overtaking the cookie ACK and request, resets nothing', async () => {
-  const { net, peer, host, ports } = rig();
+  const r = rig();
+  const { net, peer, host } = r;
   const accepted: TcpSocket[] = [];
   host
     .createServer((s: TcpSocket) => {
@@ -26,25 +27,8 @@ test('accept-at-nic: the ACK the half-open SYN-ACK draws, overtaking the cookie 
   await peer.ping('10.0.0.1');
   const l = host.stack.tcp.listeners.find(0x0a000001, 80)!;
   const gate = l.gate!;
-  let xPort = -1;
-  const held: { i: number; f: Uint8Array; flags: number }[] = [];
-  for (let i = 0; i < 2; i++)
-    ports[i]!.drop = (f) => {
-      if (f.length < 54 || f[12] !== 0x08 || f[13] !== 0x00 || f[23] !== 6) return false;
-      const l4 = 14 + (f[14]! & 0x0f) * 4;
-      if (((f[l4]! << 8) | f[l4 + 1]!) !== xPort) return false;
-      held.push({ i, f: f.slice(), flags: f[l4 + 13]! });
-      return true;
-    };
-  const handOn = (h: { i: number; f: Uint8Array }) => ports[h.i]!.handler!(h.f);
-  const x = peer.connect(80, '10.0.0.1');
-  let err: Error | null = null;
-  x.on('error', (e) => {
-    err = e;
-  });
-  await net.sleep(0);
-  xPort = x.localPort!;
-  while (held.filter((h) => h.flags === 2).length < 2) await net.sleep(50);
+  const c = await heldConnect(r);
+  const { x, held, handOn } = c;
   // The host's half-open backlog is full (a burst's thousands of SYNs): the first SYN gets a cookie.
   Atomics.store(gate, 1, l.backlog);
   const [s1, s2] = held.splice(0, 2);
@@ -73,11 +57,11 @@ test('accept-at-nic: the ACK the half-open SYN-ACK draws, overtaking the cookie 
     "the peer's answer to the second SYN-ACK",
   );
   const badAck0 = host.stack.counters.get('drop.tcp.bad-ack');
-  xPort = -2;
+  c.release();
   for (const h of late) handOn(h);
   for (const h of early) handOn(h);
   await net.sleep(200);
-  assert.equal(err, null, 'the peer is not reset');
+  assert.equal(c.err, null, 'the peer is not reset');
   assert.equal(host.stack.counters.get('drop.tcp.bad-ack') - badAck0, 0);
   while (accepted.length < 1) await net.sleep(10);
   const conn = accepted[0]!;
