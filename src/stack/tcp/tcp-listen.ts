@@ -393,11 +393,12 @@ export class Listeners {
     // cookie SYN's resend, with the same ISN), not against the segment's sequence number less one
     // as a listener must: the peer's first segment on the cookie need not be the one that arrives
     // first. Its request goes out right after its ACK, and the half-open connection's SYN-ACK,
-    // out of window to it, draws a challenge ACK numbered past the request; that ACK overtook the
-    // other two (they came up through another NIC's queue, or were dropped at a full TAP), failed
-    // the check, and drew the RST that reset the peer with nothing received (8 of 5,000 downloads
-    // of a connect burst: bad-ack twice, then the cookie's connection from the late ACK, whose
-    // answer the reset peer refused). Linux's cookie check takes seq - 1 and would reset it too.
+    // out of window to it, draws a challenge ACK numbered past the request. Reaching the host
+    // before the other two (they came up through a member whose queue was behind, or were lost at
+    // a full TAP), it failed the check and drew the RST that reset the peer with nothing received:
+    // the counters of 8 resets in a 5,000 connect burst, bad-ack twice each, then the cookie's
+    // connection from the late ACK, whose answer the reset peer refused. Linux's cookie_v4_check
+    // hashes seq - 1 too and would refuse it; the half-open connection holds the ISN it was made for.
     const d = conn.state.delegated;
     const ahead = seqDiff(h.seq, d.rcvNxt);
     if (ahead < 0 || ahead > cookieWindow(l)) return false;
