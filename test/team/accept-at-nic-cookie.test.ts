@@ -14,13 +14,14 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { test } from 'node:test';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
-import { rig } from './accept-at-nic-helpers.ts';
+import { heldConnect, rig } from './accept-at-nic-helpers.ts';
 
 const HOST_IP = 0x0a000001;
 const PEER_IP = 0x0a000002;
 
 test('accept-at-nic: a SYN resent after the peer took a cookie is passed up by the member, and the cookie connection lives', async () => {
-  const { net, peer, host, ports } = rig();
+  const r = rig();
+  const { net, peer, host } = r;
   const accepted: TcpSocket[] = [];
   host
     .createServer((s: TcpSocket) => {
@@ -47,32 +48,15 @@ test('accept-at-nic: a SYN resent after the peer took a cookie is passed up by t
     const n = l.pending;
     l.pending = n;
   };
-  // Hold every frame of the new connection's port from the peer.
-  let xPort = -1;
-  const held: { i: number; f: Uint8Array; flags: number }[] = [];
-  for (let i = 0; i < 2; i++)
-    ports[i]!.drop = (f) => {
-      if (f.length < 54 || f[12] !== 0x08 || f[13] !== 0x00 || f[23] !== 6) return false;
-      const l4 = 14 + (f[14]! & 0x0f) * 4;
-      const sp = (f[l4]! << 8) | f[l4 + 1]!;
-      if (sp !== xPort) return false;
-      held.push({ i, f: f.slice(), flags: f[l4 + 13]! });
-      return true;
-    };
-  const x = peer.connect(80, '10.0.0.1');
-  let err: Error | null = null;
-  x.on('error', (e) => {
-    err = e;
-  });
-  await net.sleep(0);
-  xPort = x.localPort!;
-  while (held.filter((h) => h.flags === 2).length < 2) await net.sleep(50);
+  // Every frame of the new connection held from the peer, to its SYN's resend.
+  const c = await heldConnect(r);
+  const { x, held } = c;
   // Serve's main thread catches up: its half-open backlog full (as thousands of SYNs make it),
   // the first SYN gets a cookie.
   Atomics.store(gate, 1, l.backlog);
   const [s1, s2] = held.splice(0, 2);
   const cookies0 = host.stack.counters.get('tcp.syncookies.sent');
-  ports[s1!.i]!.handler!(s1!.f);
+  c.handOn(s1!);
   await net.sleep(5);
   assert.ok(host.stack.counters.get('tcp.syncookies.sent') > cookies0, 'the host answered with a cookie');
   assert.equal(x.connecting, false, "the peer took the cookie's SYN-ACK");
@@ -84,13 +68,13 @@ test('accept-at-nic: a SYN resent after the peer took a cookie is passed up by t
   const syn = () => host.nics.reduce((a, n) => a + n.engine.counters.get('nic.listen.syn'), 0);
   const syns0 = syn();
   const over0 = host.stack.counters.get('tcp.syncookies.over-half-open');
-  ports[s2!.i]!.handler!(s2!.f);
+  c.handOn(s2!);
   await net.sleep(5);
   assert.equal(syn() - syns0, 0, 'no member answered the resent SYN');
-  for (const h of held.splice(0)) ports[h.i]!.handler!(h.f);
-  xPort = -2;
+  for (const h of held.splice(0)) c.handOn(h);
+  c.release();
   await net.sleep(200);
-  assert.equal(err, null, 'the peer is not reset');
+  assert.equal(c.err, null, 'the peer is not reset');
   assert.ok(
     host.stack.counters.get('tcp.syncookies.over-half-open') > over0,
     "the host's half-open connection gave way",

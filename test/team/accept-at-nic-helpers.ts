@@ -63,3 +63,47 @@ export function echo(c: Client, out: Buffer) {
   c.write(out);
   return { done, got: () => Buffer.concat(got), n: () => n };
 }
+
+/** A frame a member's port held back, the member it came to, and its TCP flags. */
+export interface HeldFrame {
+  i: number;
+  f: Uint8Array;
+  flags: number;
+}
+
+/**
+ * Connect from `peer` to port 80 while both members' ports hold back every frame of the new
+ * connection, until its SYN has been sent twice (the peer's resend). `handOn` gives a held frame
+ * to its member; `release` stops the holding.
+ */
+export async function heldConnect(r: ReturnType<typeof rig>) {
+  const { net, peer, ports } = r;
+  let port = -1;
+  const held: HeldFrame[] = [];
+  for (let i = 0; i < ports.length; i++)
+    ports[i]!.drop = (f) => {
+      if (f.length < 54 || f[12] !== 0x08 || f[13] !== 0x00 || f[23] !== 6) return false;
+      const l4 = 14 + (f[14]! & 0x0f) * 4;
+      if (((f[l4]! << 8) | f[l4 + 1]!) !== port) return false;
+      held.push({ i, f: f.slice(), flags: f[l4 + 13]! });
+      return true;
+    };
+  const x = peer.connect(80, '10.0.0.1');
+  const out = {
+    x,
+    held,
+    /** What the peer's connection failed with (null: nothing). */
+    err: null as Error | null,
+    handOn: (h: HeldFrame) => ports[h.i]!.handler!(h.f),
+    release: () => {
+      port = -2;
+    },
+  };
+  x.on('error', (e) => {
+    out.err = e;
+  });
+  await net.sleep(0);
+  port = x.localPort!;
+  while (held.filter((h) => h.flags === 2).length < 2) await net.sleep(50);
+  return out;
+}

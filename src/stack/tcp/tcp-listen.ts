@@ -57,6 +57,11 @@ export interface TcpListener {
     | null;
 }
 
+/** The window a cookie's SYN-ACK offers (unscaled, as in any SYN-ACK). */
+function cookieWindow(l: Listener): number {
+  return Math.min(l.cached.rcvBufSize, 65535);
+}
+
 /** Like Linux's TCP_SYNCOOKIE_VALID: cookie ACKs are looked at this long after an overflow. */
 const SYNCOOKIE_VALID_MS = 120_000;
 
@@ -384,13 +389,25 @@ export class Listeners {
   ): boolean {
     const now = this.layer.env.clock.now();
     if (now - l.lastOverflowAt >= SYNCOOKIE_VALID_MS) return false;
-    const peerIsn = seqSub(h.seq, 1);
-    if (peerIsn !== conn.state.delegated.irs) return false;
-    if (this.cookies.check(ip.dst, h.dstPort, ip.src, h.srcPort, peerIsn, seqSub(h.ack, 1), now) < 0)
+    // The cookie is checked against the peer's ISN the half-open connection holds (its SYN was the
+    // cookie SYN's resend, with the same ISN), not against the segment's sequence number less one
+    // as a listener must: the peer's first segment on the cookie need not be the one that arrives
+    // first. Its request goes out right after its ACK, and the half-open connection's SYN-ACK,
+    // out of window to it, draws a challenge ACK numbered past the request. Reaching the host
+    // before the other two (they came up through a member whose queue was behind, or were lost at
+    // a full TAP), it failed the check and drew the RST that reset the peer with nothing received:
+    // the counters of 8 resets in a 5,000 connect burst, bad-ack twice each, then the cookie's
+    // connection from the late ACK, whose answer the reset peer refused. Linux's cookie_v4_check
+    // hashes seq - 1 too and would refuse it; the half-open connection holds the ISN it was made for.
+    const d = conn.state.delegated;
+    const ahead = seqDiff(h.seq, d.rcvNxt);
+    if (ahead < 0 || ahead > cookieWindow(l)) return false;
+    if (this.cookies.check(ip.dst, h.dstPort, ip.src, h.srcPort, d.irs, seqSub(h.ack, 1), now) < 0)
       return false;
     this.layer.env.counters.inc('tcp.syncookies.over-half-open');
+    const half = { irs: d.irs, tsRecent: d.tsRecent };
     terminate(conn, null, false);
-    if (!this.cookieAck(l, ip, h, buf, pOff, pLen)) sendRstReply(this.layer, ip.src, ip.dst, h, pLen);
+    if (!this.cookieAck(l, ip, h, buf, pOff, pLen, half)) sendRstReply(this.layer, ip.src, ip.dst, h, pLen);
     return true;
   }
 
@@ -413,7 +430,7 @@ export class Listeners {
     t.seq = iss;
     t.ack = seqAdd(h.seq, 1);
     t.flags = TcpFlag.SYN | TcpFlag.ACK;
-    t.window = Math.min(l.cached.rcvBufSize, 65535);
+    t.window = cookieWindow(l);
     t.urgent = 0;
     t.mss = announcedMss(path);
     if (h.hasTimestamps) {
@@ -440,12 +457,13 @@ export class Listeners {
     buf: Uint8Array,
     pOff: number,
     pLen: number,
+    half: { irs: number; tsRecent: number } | null = null,
   ): boolean {
     const layer = this.layer;
     const env = layer.env;
     const now = env.clock.now();
     const cookie = seqSub(h.ack, 1);
-    const peerIsn = seqSub(h.seq, 1);
+    const peerIsn = half === null ? seqSub(h.seq, 1) : half.irs;
     const mss = this.cookies.check(ip.dst, h.dstPort, ip.src, h.srcPort, peerIsn, cookie, now);
     if (mss < 0) {
       env.counters.inc('tcp.syncookies.failed');
@@ -480,7 +498,9 @@ export class Listeners {
     c.sackEnabled = o.sackPermitted;
     c.tsEnabled = h.hasTimestamps;
     if (h.hasTimestamps) {
-      d.tsRecent = h.tsVal;
+      // A segment ahead of rcv.nxt may not set TS.Recent (RFC 7323 4.3): the request it overtook
+      // carries an older TSval and would fail PAWS. The half-open connection's resent SYN gave one.
+      d.tsRecent = half === null || h.seq === seqAdd(peerIsn, 1) ? h.tsVal : half.tsRecent;
       d.tsRecentAt = now;
     }
     d.iss = cookie;
@@ -489,12 +509,15 @@ export class Listeners {
     d.sndNxt = h.ack;
     d.sndMax = h.ack;
     conn.state.soft.smallSentEnd = h.ack;
-    d.rcvNxt = h.seq;
-    d.lastAckSent = h.seq;
-    d.rcvAdv = seqAdd(h.seq, Math.min(l.cached.rcvBufSize, 65535));
+    // From the peer's ISN, not the segment: one ahead of it (see cookieOverHalfOpen) leaves a
+    // hole that the segments it overtook, or the peer's resend, fill.
+    const rcvNxt = seqAdd(peerIsn, 1);
+    d.rcvNxt = rcvNxt;
+    d.lastAckSent = rcvNxt;
+    d.rcvAdv = seqAdd(rcvNxt, cookieWindow(l));
     d.sndWnd = h.window * 2 ** c.sndWscale;
     d.maxSndWnd = d.sndWnd;
-    d.sndWl1 = h.seq;
+    d.sndWl1 = rcvNxt;
     d.sndWl2 = h.ack;
     if (h.hasTimestamps) {
       // No send time was kept for the cookie's SYN-ACK, but its TSval comes back in the echo (too
