@@ -96,6 +96,28 @@ describe('a cookie ACK reaching the half-open connection of the same SYN', () =>
     });
   }
 
+  test("peer on the cookie, its request's second segment first: held past the hole, read once the first fills it", () => {
+    const { b, cookie } = twoAnswers();
+    const p = peerOn(cookie);
+    const half = REQUEST / 2;
+    const sent: Seg[] = [];
+    b.inject({ ...p.request, seq: add(PEER_ISN, 1 + half), data: bytes(half) });
+    sent.push(...b.take());
+    assert.equal(b.count('tcp.syncookies.over-half-open'), 1, 'the segment ahead carries the cookie');
+    assert.deepEqual(
+      sent.map((s) => [s.h.flags & RST, s.h.ack]),
+      [[0, add(PEER_ISN, 1)]],
+      "a duplicate ACK at the peer's ISN + 1 (the hole), no RST",
+    );
+    assert.equal(onlyConnection(b).readableLength, 0, 'nothing readable past the hole');
+    b.inject({ ...p.request, data: bytes(half) });
+    sent.push(...b.take());
+    assert.ok(!sent.some((s) => s.h.flags & RST), 'no RST');
+    const conn = onlyConnection(b);
+    assert.equal(conn.readableLength, REQUEST, 'both halves, once, in order');
+    assert.equal(conn.state.delegated.rcvNxt, add(PEER_ISN, 1 + REQUEST));
+  });
+
   test("peer on the half-open connection's SYN-ACK: the handshake ends there, the cookie's SYN-ACK changes nothing", () => {
     const { b, synAck, cookie } = twoAnswers();
     const p = peerOn(synAck);
