@@ -404,6 +404,11 @@ export class Listeners {
     if (ahead < 0 || ahead > cookieWindow(l)) return false;
     if (this.cookies.check(ip.dst, h.dstPort, ip.src, h.srcPort, d.irs, seqSub(h.ack, 1), now) < 0)
       return false;
+    // No new connection may start (cookieAck would drop the segment): the half-open connection
+    // stays, as Linux's request sock stays when tcp_check_req cannot make the child, so the peer's
+    // next segment finds the ISN again. Ended first, the next challenge ACK reached the listener
+    // alone, whose check (seq - 1) failed, and its RST reset the peer. One less: it gives way.
+    if (!this.layer.budget.admit(this.layer.liveCount - 1)) return true;
     this.layer.env.counters.inc('tcp.syncookies.over-half-open');
     const half = { irs: d.irs, tsRecent: d.tsRecent };
     terminate(conn, null, false);
