@@ -137,10 +137,30 @@ test("the host's side of the race: a NIC that answers between the host's look an
   net.close();
 });
 
+test("the host's side of the race for a cookie: a NIC that answers between the host's look and its cookie has the SYN to itself", async () => {
+  const nic = new RacingNic();
+  const { net, host, peer, m } = rig(34, nic);
+  const l = host.stack.tcp.listen({ port: 80, backlog: 1 }, () => true);
+  m.listenAtNics(l);
+  // The backlog is full (the NICs' half-open connections count in [1]): the host would answer
+  // with a cookie, and a peer on it, meeting the NIC's SYN-ACK too, would be reset (see
+  // Listeners.sendCookieUnlessHeld).
+  Atomics.store(l.gate!, 1, 1);
+  const c = peer.connect(80, '10.0.0.1');
+  c.on('error', () => {});
+  await net.sleep(100);
+  assert.equal(nic.answered, 1, 'the NIC answered');
+  assert.equal(host.stack.counters.get('tcp.syncookies.sent'), 0, 'no cookie: one SYN-ACK only');
+  assert.equal(host.stack.counters.get('tcp.listen.syn-held-late'), 1, 'the host saw it after raising [2]');
+  m.close();
+  net.close();
+});
+
 /**
  * A NIC answering port 81 for a host played here, with one SYN from the peer. `claim`: the host
  * takes the SYN whole between the NIC's look (nothing claimed) and its publication. `list`: what
- * the NIC's publication answers (false: its table full). Returns what it published and counted.
+ * the NIC's publication answers (false: its table full). `cookie`: the host sends a cookie in
+ * that window instead (raises [2]). Returns what it published and counted.
  */
 /** A team of one LocalNic and a peer; a first connection, placed on the NIC, gives it the path. */
 async function nicWithPath(seed: number) {
@@ -164,7 +184,7 @@ async function nicWithPath(seed: number) {
   return { net, peer, team, nic };
 }
 
-async function raceAtNic(claim: boolean, list: boolean) {
+async function raceAtNic(claim: boolean, list: boolean, cookie = false) {
   const { net, peer, team, nic } = await nicWithPath(33);
 
   // The NIC answers port 81 for a host played here: it looks (nothing claimed), then the host takes
@@ -195,6 +215,7 @@ async function raceAtNic(claim: boolean, list: boolean) {
       claimed: () => {
         const seen = hostClaimed;
         hostClaimed = claim;
+        if (cookie) Atomics.store(gate, 2, 1);
         return seen;
       },
     },
@@ -221,6 +242,15 @@ test("the NIC's side of the race: a host that claims between the NIC's look and 
   const r = await raceAtNic(true, true);
   assert.deepEqual(r.published, [true, false], 'published before its answer, taken back');
   assert.equal(r.synAcks, 0, 'the NIC sent no SYN-ACK');
+  assert.equal(r.heldLate, 1);
+  assert.equal(r.conn, undefined);
+  assert.equal(r.halfOpen, 0, 'no half-open counted');
+});
+
+test("the NIC's side of the race for a cookie: a host that sends one between the NIC's look and its publication has the SYN to itself", async () => {
+  const r = await raceAtNic(false, true, true);
+  assert.deepEqual(r.published, [true, false], 'published before its answer, taken back');
+  assert.equal(r.synAcks, 0, 'the NIC sent no SYN-ACK (its ISS is not the cookie)');
   assert.equal(r.heldLate, 1);
   assert.equal(r.conn, undefined);
   assert.equal(r.halfOpen, 0, 'no half-open counted');

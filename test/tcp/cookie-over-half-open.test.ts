@@ -147,3 +147,27 @@ describe('a cookie ACK reaching the half-open connection of the same SYN', () =>
     assert.equal(onlyConnection(b).state.delegated.state, TcpStateId.ESTABLISHED);
   });
 });
+
+describe('a cookie ACK over a half-open connection while no new connection may start', () => {
+  test('refused for memory, the half-open connection stays: the next challenge ACK finds its ISN, no reset', () => {
+    const { b, accepted, cookie } = twoAnswers();
+    const p = peerOn(cookie);
+    const memBytes = b.layer.budget.memBytes;
+    b.layer.budget.set({ memBytes: 1 });
+    b.inject(p.challenge);
+    assert.deepEqual(b.take(), [], 'dropped: no connection may start, and no RST');
+    assert.ok(b.count('tcp.mem.limit') >= 1);
+    b.layer.budget.set({ memBytes });
+    // The peer's next SYN-ACK from the half-open connection draws another challenge ACK; ended
+    // before, it reached the listener alone, whose check (seq - 1) failed and whose RST reset the peer.
+    b.inject(p.challenge);
+    b.inject(p.ack);
+    b.inject(p.request);
+    assert.ok(!b.take().some((s) => s.h.flags & RST), 'no RST');
+    const conn = onlyConnection(b);
+    assert.equal(conn.state.delegated.state, TcpStateId.ESTABLISHED);
+    assert.equal(conn.state.delegated.sndUna, add(cookie.h.seq, 1), "on the cookie's sequence space");
+    assert.equal(conn.readableLength, REQUEST);
+    assert.equal(accepted.length, 2);
+  });
+});

@@ -299,7 +299,7 @@ export class Listeners {
       return;
     }
     if (l.halfOpen >= l.backlog) {
-      this.sendCookie(l, ip, h, path);
+      this.sendCookieUnlessHeld(l, ip, h, path);
       return;
     }
     // Past the connection or memory limit the SYN is dropped, as a full accept queue drops it:
@@ -340,10 +340,14 @@ export class Listeners {
     // which both answered, with two sequence numbers. Seen: left to the other, unanswered. Not
     // published (its table full): the other side could not see it, so it is left unanswered too,
     // to the peer's resend (the safe way, as a doubtful read counts as held: OwnerTable.mayHold).
+    // A NIC's listener reads the host's cookie flag (gate [2]) again after it too: the host raises
+    // it before its last look (sendCookieUnlessHeld).
     const listed = l.onHalfOpen?.(conn, true);
     if (
       l.onHalfOpen !== null &&
-      (listed === false || l.heldElsewhere?.(ip.dst, h.dstPort, ip.src, h.srcPort) === true)
+      (listed === false ||
+        l.heldElsewhere?.(ip.dst, h.dstPort, ip.src, h.srcPort) === true ||
+        (l.gateWord >= 0 && l.gate !== null && Atomics.load(l.gate, 2) !== 0))
     ) {
       l.pending--;
       conn.listener = null;
@@ -404,6 +408,11 @@ export class Listeners {
     if (ahead < 0 || ahead > cookieWindow(l)) return false;
     if (this.cookies.check(ip.dst, h.dstPort, ip.src, h.srcPort, d.irs, seqSub(h.ack, 1), now) < 0)
       return false;
+    // No new connection may start (cookieAck would drop the segment): the half-open connection
+    // stays, as Linux's request sock stays when tcp_check_req cannot make the child, so the peer's
+    // next segment finds the ISN again. Ended first, the next challenge ACK reached the listener
+    // alone, whose check (seq - 1) failed, and its RST reset the peer. One less: it gives way.
+    if (!this.layer.budget.admit(this.layer.liveCount - 1)) return true;
     this.layer.env.counters.inc('tcp.syncookies.over-half-open');
     const half = { irs: d.irs, tsRecent: d.tsRecent };
     terminate(conn, null, false);
@@ -411,15 +420,30 @@ export class Listeners {
     return true;
   }
 
-  /** Backlog full: answer with a SYN cookie and keep no state (counter tcp.syncookies.sent). */
-  private sendCookie(l: Listener, ip: IpInfo, h: TcpHeader, path: PathState): void {
+  /**
+   * Backlog full: answer with a SYN cookie and keep no state (counter tcp.syncookies.sent), unless
+   * a NIC on another thread took the SYN meanwhile.
+   */
+  private sendCookieUnlessHeld(l: Listener, ip: IpInfo, h: TcpHeader, path: PathState): void {
     const layer = this.layer;
     const env = layer.env;
     const now = env.clock.now();
-    l.lastOverflowAt = now;
     // Its NICs pass SYNs up from now on: a peer's SYN sent again must not get a second, different
     // SYN-ACK from one of them (the host keeps no state of a cookie to tell them).
-    if (l.gate !== null) Atomics.store(l.gate, 2, 1);
+    if (l.gate !== null) {
+      Atomics.store(l.gate, 2, 1);
+      // Raised, then looked again, as a half-open connection is published then looked at (input):
+      // a worker that read [2] before it rose and published its half-open tuple after the look in
+      // input would answer too. Its SYN-ACK, out of the window of a peer established on the
+      // cookie, drew a challenge ACK past the peer's request, which made that connection give way
+      // (NicEngine.givesWay) and reached a listener with no ISN for the cookie: its RST reset the
+      // peer. The worker reads [2] after it publishes, so one of the two sees the other.
+      if (l.heldElsewhere?.(ip.dst, h.dstPort, ip.src, h.srcPort) === true) {
+        env.counters.inc('tcp.listen.syn-held-late');
+        return;
+      }
+    }
+    l.lastOverflowAt = now;
     env.counters.inc('tcp.syncookies.sent');
     const peerMss = h.mss > 0 ? h.mss : 536;
     const iss = this.cookies.make(ip.dst, h.dstPort, ip.src, h.srcPort, h.seq, peerMss, now);
