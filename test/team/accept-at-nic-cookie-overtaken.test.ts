@@ -11,20 +11,11 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { test } from 'node:test';
-import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
-import { heldConnect, rig } from './accept-at-nic-helpers.ts';
+import { cookieRig, heldConnect } from './accept-at-nic-helpers.ts';
 
 test('accept-at-nic: the ACK the half-open SYN-ACK draws, overtaking the cookie ACK and request, resets nothing', async () => {
-  const r = rig();
-  const { net, peer, host } = r;
-  const accepted: TcpSocket[] = [];
-  host
-    .createServer((s: TcpSocket) => {
-      accepted.push(s);
-      s.on('error', () => {});
-    })
-    .listen({ port: 80, backlog: 1 });
-  await peer.ping('10.0.0.1');
+  const r = await cookieRig();
+  const { net, host, accepted } = r;
   const l = host.stack.tcp.listeners.find(0x0a000001, 80)!;
   const gate = l.gate!;
   const c = await heldConnect(r);

@@ -13,23 +13,14 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { test } from 'node:test';
-import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
-import { heldConnect, rig } from './accept-at-nic-helpers.ts';
+import { cookieRig, heldConnect } from './accept-at-nic-helpers.ts';
 
 const HOST_IP = 0x0a000001;
 const PEER_IP = 0x0a000002;
 
 test('accept-at-nic: a SYN resent after the peer took a cookie is passed up by the member, and the cookie connection lives', async () => {
-  const r = rig();
-  const { net, peer, host } = r;
-  const accepted: TcpSocket[] = [];
-  host
-    .createServer((s: TcpSocket) => {
-      accepted.push(s);
-      s.on('error', () => {});
-    })
-    .listen({ port: 80, backlog: 1 });
-  await peer.ping('10.0.0.1');
+  const r = await cookieRig();
+  const { net, peer, host, accepted } = r;
   const firsts = [peer.connect(80, '10.0.0.1'), peer.connect(80, '10.0.0.1')];
   await Promise.all(firsts.map((c) => once(c, 'connect')));
   while (accepted.length < 2) await net.sleep(1);

@@ -39,6 +39,23 @@ export function rig() {
   return { net, peer, host, ports };
 }
 
+/**
+ * The rig with a server on port 80 whose backlog of one makes the host answer with SYN cookies
+ * once a connection is half-open, keeping what it accepts, and the peer's neighbour entry made.
+ */
+export async function cookieRig() {
+  const r = rig();
+  const accepted: TcpSocket[] = [];
+  r.host
+    .createServer((s: TcpSocket) => {
+      accepted.push(s);
+      s.on('error', () => {});
+    })
+    .listen({ port: 80, backlog: 1 });
+  await r.peer.ping('10.0.0.1');
+  return { ...r, accepted };
+}
+
 /** Bytes 0..n-1 of a pattern a misplaced or repeated segment would show. */
 export function pattern(n: number, salt: number): Buffer {
   const b = Buffer.alloc(n);
