@@ -6,21 +6,22 @@ import type { OffloadTree } from '../state/offload-tree.ts';
 import type { AddressBook } from '../state/path-state.ts';
 import { decodeBatch } from '../state/state-codec.ts';
 import { type HostLinkTransport, NicHostLink } from './host-link.ts';
-import type {
-  ConnKey,
-  InitiateOptions,
-  InitiateResult,
-  InvalidateTarget,
-  Nic,
-  NicCounterSnapshot,
-  NicDeath,
-  NicIndication,
-  NicIndications,
-  OffloadUpdate,
-  QueryResult,
-  SalvageRecord,
-  TerminateOptions,
-  Transfer,
+import {
+  type ConnKey,
+  type InitiateOptions,
+  type InitiateResult,
+  type InvalidateTarget,
+  isTreeTransfer,
+  type Nic,
+  type NicCounterSnapshot,
+  type NicDeath,
+  type NicIndication,
+  type NicIndications,
+  type OffloadUpdate,
+  type QueryResult,
+  type SalvageRecord,
+  type TerminateOptions,
+  type Transfer,
 } from './nic.ts';
 import type { NicTransport } from './transport.ts';
 import type { WorkerReply, WorkerRequest } from './worker/protocol.ts';
@@ -56,9 +57,6 @@ export abstract class HostNic extends EventEmitter implements Nic {
   abstract readonly load: number;
   abstract readonly runningConns: number;
   abstract readonly linkUp: boolean;
-  abstract initiate(batch: Transfer, opts?: InitiateOptions): Promise<InitiateResult>;
-  abstract terminate(keys: ConnKey[] | 'all'): Promise<Uint8Array>;
-  abstract terminate(keys: ConnKey[] | 'all', opts: TerminateOptions): Promise<Transfer>;
   abstract inject(packets: readonly Uint8Array[]): void;
   abstract attach(key: ConnKey, user: TcpUser | null): ConnectionHandle | null;
   abstract close(): void;
@@ -90,6 +88,55 @@ export abstract class HostNic extends EventEmitter implements Nic {
   /** Why the NIC died, or null while it lives. */
   get death(): NicDeath | null {
     return this.deathCause;
+  }
+
+  // ---- initiate and terminate: one way for every NIC ------------------------------------------------
+
+  /**
+   * Hand the connections of `transfer` to the engine. Checked here for every NIC: an engine in this
+   * thread took anything else for a batch that does not decode, and answered a failure where a
+   * worker's host side refused it.
+   */
+  initiate(transfer: Transfer, opts?: InitiateOptions): Promise<InitiateResult> {
+    if (!isTreeTransfer(transfer) && !(transfer instanceof Uint8Array))
+      return Promise.reject(new InvalidArgumentError('initiate needs trees or a Uint8Array'));
+    return this.offer(transfer, opts);
+  }
+
+  terminate(keys: ConnKey[] | 'all'): Promise<Uint8Array>;
+  terminate(keys: ConnKey[] | 'all', opts: TerminateOptions): Promise<Transfer>;
+  terminate(keys: ConnKey[] | 'all', opts?: TerminateOptions): Promise<Transfer> {
+    if (keys !== 'all' && !Array.isArray(keys))
+      return Promise.reject(new InvalidArgumentError('terminate needs keys or "all"'));
+    return this.release(keys, opts);
+  }
+
+  /** An initiate of a checked transfer, as a `cross` that holds what this NIC's memory needs. */
+  protected abstract offer(transfer: Transfer, opts: InitiateOptions | undefined): Promise<InitiateResult>;
+  /** A terminate of checked keys, as a `cross` that holds what this NIC's memory needs. */
+  protected abstract release(keys: ConnKey[] | 'all', opts: TerminateOptions | undefined): Promise<Transfer>;
+
+  /**
+   * One crossing of connections between the host and the engine (an initiate or a terminate), the
+   * same for every NIC: `open` holds what the NIC's memory needs while the connections are in
+   * flight; the request then goes over the transport, or is refused on a closed or dead NIC; a
+   * failure either way gives back what was held (`failed`, told whether the request left, returns
+   * the error to throw), an answer takes up what it names (`took`). Held before the refusal: an
+   * initiate's batch on a NIC already dead is kept for salvage as if it had died with it in hand,
+   * which is what the transfer that asked then rebuilds from.
+   */
+  protected cross<A, T>(open: () => Crossing<A, T>): Promise<T> {
+    const c = open();
+    const refused = this.refusal();
+    if (c.took === undefined) return refused === null ? c.send() : Promise.reject(refused);
+    const { took, failed } = c;
+    if (refused !== null) return Promise.reject(failed(refused, false));
+    return c.send().then(
+      (answer) => took(answer),
+      (e: unknown) => {
+        throw failed(e, true);
+      },
+    );
   }
 
   async update(u: OffloadUpdate): Promise<void> {
@@ -181,6 +228,23 @@ export abstract class HostNic extends EventEmitter implements Nic {
     this.emit('dead', cause);
   }
 }
+
+/**
+ * What differs between NICs when connections cross (`HostNic.cross`): where their memory lives.
+ * Engine-owned buffers (LocalNic) hold nothing beside the states, so its crossing is the request
+ * alone and its answer is the verb's result. Shared rings (WorkerNic) are the host's memory
+ * whatever the engine does: blocks prepared before an initiate leaves and handles frozen while a
+ * terminate runs, given back when the request fails and taken up from the answer.
+ */
+export type Crossing<A, T> =
+  | { send(): Promise<T>; took?: undefined }
+  | {
+      send(): Promise<A>;
+      /** The request failed (`sent`: after it left): give back what was held; the error to throw. */
+      failed: (e: unknown, sent: boolean) => unknown;
+      /** The answer: take up what it names; the verb's result. */
+      took: (answer: A) => T;
+    };
 
 /**
  * The trees in what `nic`'s terminate handed back as bytes: a NIC that reads its own

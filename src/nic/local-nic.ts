@@ -150,20 +150,20 @@ export class LocalNic extends HostNic {
     return Promise.resolve({ source: c, values: c.snapshot() });
   }
 
-  initiate(batch: Transfer, opts?: InitiateOptions): Promise<InitiateResult> {
-    // Objects in this thread need no codec: the engine takes the trees themselves.
-    return this.later(() => this.engine.initiate(batch, opts));
+  // Objects in this thread need no codec, and their memory is the engine's: nothing is held
+  // beside them while they cross, and the engine's answer is the verb's result.
+  protected offer(transfer: Transfer, opts: InitiateOptions | undefined): Promise<InitiateResult> {
+    return this.cross(() => ({ send: () => this.here.run(() => this.engine.initiate(transfer, opts)) }));
   }
-  terminate(keys: ConnKey[] | 'all'): Promise<Uint8Array>;
-  terminate(keys: ConnKey[] | 'all', opts: TerminateOptions): Promise<Transfer>;
-  terminate(keys: ConnKey[] | 'all', opts?: TerminateOptions): Promise<Transfer> {
-    return this.later(() => {
+  protected release(keys: ConnKey[] | 'all', opts: TerminateOptions | undefined): Promise<Transfer> {
+    const run = (): Transfer => {
       if (this.faults.corruptTerminate === true) {
         this.faults.corruptTerminate = false;
         return this.damagedTerminate(keys);
       }
       return opts?.trees === true ? this.engine.terminateTrees(keys) : this.engine.terminate(keys);
-    });
+    };
+    return this.cross(() => ({ send: () => this.here.run(run) }));
   }
 
   /**
@@ -299,11 +299,5 @@ export class LocalNic extends HostNic {
     const out = new Uint8Array(64);
     out.fill(0xa5);
     return out;
-  }
-
-  /** Run `fn` in a later turn, as every verb does; refused at once on a closed NIC. */
-  private later<T>(fn: () => T): Promise<T> {
-    const refused = this.refusal();
-    return refused === null ? this.here.run(fn) : Promise.reject(refused);
   }
 }

@@ -33,7 +33,7 @@ import {
   ringUnderLoad,
   takeReleasedBlock,
 } from './hard-state.ts';
-import { HostNic } from './host-nic.ts';
+import { type Crossing, HostNic } from './host-nic.ts';
 import {
   type ClosedConnection,
   type ConnKey,
@@ -653,9 +653,19 @@ export class WorkerNic extends HostNic {
 
   // ---- the verbs ----------------------------------------------------------------------------------
 
-  async initiate(transfer: Transfer, opts?: InitiateOptions): Promise<InitiateResult> {
-    // Trees given as objects cross the thread boundary as the codec's bytes (times as deltas),
-    // without their data: every connection's rings are in a shared block named beside the batch.
+  protected offer(transfer: Transfer, opts: InitiateOptions | undefined): Promise<InitiateResult> {
+    return this.cross(() => this.offered(transfer, opts));
+  }
+
+  /**
+   * Trees given as objects cross the thread boundary as the codec's bytes (times as deltas),
+   * without their data: every connection's rings are in a shared block named beside the batch,
+   * which the host holds until the worker answers (and after, if it dies meanwhile).
+   */
+  private offered(
+    transfer: Transfer,
+    opts: InitiateOptions | undefined,
+  ): Crossing<WorkerReply<'initiate'>, InitiateResult> {
     let batch: Uint8Array;
     let states = opts?.states;
     // Between threads the connections' states go as transfer records in their blocks (all but
@@ -663,8 +673,6 @@ export class WorkerNic extends HostNic {
     let recordPaths: Map<TcpState, number> | null = null;
     const now = this.clock.now();
     if (isTreeTransfer(transfer)) states ??= flattenTrees(transfer.trees);
-    else if (!(transfer instanceof Uint8Array))
-      throw new InvalidArgumentError('initiate needs trees or a Uint8Array');
     // The prod must happen in the worker, as the connections are installed: a failover that loses
     // it leaves every moved connection's peer waiting for its own retransmission timer.
     if (states) this.bindAddresses(states);
@@ -692,60 +700,48 @@ export class WorkerNic extends HostNic {
         p.views.transfer.write(s, now, path, owner, p.views.recv);
       }
     }
-    return this.sendInitiate(batch, prepared, owner, opts?.prod === true);
-  }
-
-  /**
-   * Send an initiate whose blocks are `prepared` (their records offered to `owner`, if given) and
-   * take up the connections the worker installed.
-   */
-  private async sendInitiate(
-    batch: Uint8Array,
-    prepared: BatchList<PreparedConn> | undefined,
-    owner: number | undefined,
-    prod: boolean,
-  ): Promise<InitiateResult> {
-    let res: WorkerReply<'initiate'>;
-    // Posted (not refused at once): a close() before the answer still reaches the worker after it.
-    const handed = this.refusal() === null;
-    try {
-      const packed =
-        prepared === undefined
-          ? undefined
-          : packBlocks(
-              prepared.list.map((p) => [p.key, p.views.block] as const),
-              this.hostAddrs,
-            );
-      this.initiating++;
-      try {
-        res = await this.request({
-          op: 'initiate',
-          arg: { batch, prod, blocks: packed, owner },
-        });
-      } finally {
-        this.initiating--;
-        if (this.initiating === 0 && !this.placingBurst && this.heldGrows.size > 0) this.runHeldGrows();
-      }
-    } catch (e) {
-      if (this.death === null) returnRecords(prepared);
-      else this.keepForSalvage(prepared);
-      settled(prepared);
-      // Closed by its owner with the batch in hand: the worker installs it, then its close aborts
-      // (RST) all it runs. Rolled back into the host, those connections would run on as if nothing
-      // happened, and their sockets hear of the RST only at their next segment, or never when idle.
-      if (handed && this.closed && this.death === null)
-        throw new ConnectionError('ECONNABORTED', `NIC ${this.id} closed with the batch in hand`);
-      throw e;
-    }
-    try {
-      return this.takeInstalled(res, prepared, owner);
-    } catch (e) {
-      // An answer that does not unpack: the worker is taken as dead, having maybe run them.
-      if (this.death !== null) this.keepForSalvage(prepared);
-      throw e;
-    } finally {
-      settled(prepared);
-    }
+    const prod = opts?.prod === true;
+    return {
+      send: async () => {
+        const blocks =
+          prepared === undefined
+            ? undefined
+            : packBlocks(
+                prepared.list.map((p) => [p.key, p.views.block] as const),
+                this.hostAddrs,
+              );
+        this.initiating++;
+        try {
+          return await this.request({ op: 'initiate', arg: { batch, prod, blocks, owner } });
+        } finally {
+          this.initiating--;
+          if (this.initiating === 0 && !this.placingBurst && this.heldGrows.size > 0) this.runHeldGrows();
+        }
+      },
+      failed: (e, sent) => {
+        if (this.death === null) returnRecords(prepared);
+        else this.keepForSalvage(prepared);
+        settled(prepared);
+        // Closed by its owner with the batch in hand (posted: a close() before the answer still
+        // reaches the worker after it): the worker installs it, then its close aborts (RST) all
+        // it runs. Rolled back into the host, those connections would run on as if nothing
+        // happened, and their sockets hear of the RST only at their next segment, or never when idle.
+        if (sent && this.closed && this.death === null)
+          return new ConnectionError('ECONNABORTED', `NIC ${this.id} closed with the batch in hand`);
+        return e;
+      },
+      took: (res) => {
+        try {
+          return this.takeInstalled(res, prepared, owner);
+        } catch (e) {
+          // An answer that does not unpack: the worker is taken as dead, having maybe run them.
+          if (this.death !== null) this.keepForSalvage(prepared);
+          throw e;
+        } finally {
+          settled(prepared);
+        }
+      },
+    };
   }
 
   /**
@@ -1007,16 +1003,16 @@ export class WorkerNic extends HostNic {
     return this.byKey.entriesMade + this.passedUp.entriesMade;
   }
 
-  terminate(keys: ConnKey[] | 'all'): Promise<Uint8Array>;
-  terminate(keys: ConnKey[] | 'all', opts: TerminateOptions): Promise<Transfer>;
   /**
    * Always the codec's bytes: the states come from another thread. With `opts` (a transfer),
    * without the data: the rings stay in the shared blocks, and `decodeReleased` attaches them.
    */
-  async terminate(keys: ConnKey[] | 'all', opts?: TerminateOptions): Promise<Uint8Array> {
-    const byRef = opts !== undefined;
-    if (keys !== 'all' && !Array.isArray(keys))
-      throw new InvalidArgumentError('terminate needs keys or "all"');
+  protected release(keys: ConnKey[] | 'all', opts: TerminateOptions | undefined): Promise<Uint8Array> {
+    return this.cross(() => this.released(keys, opts !== undefined));
+  }
+
+  /** The handles of `keys` frozen while their states are encoded, given back if nothing moved. */
+  private released(keys: ConnKey[] | 'all', byRef: boolean): Crossing<WorkerReply<'terminate'>, Uint8Array> {
     // From here the application must not touch the rings: what they hold is being encoded.
     const frozen: WorkerConnectionHandle[] = [];
     for (const h of keys === 'all' ? this.byKey.values() : keys.map((k) => this.byKey.get(k))) {
@@ -1026,19 +1022,28 @@ export class WorkerNic extends HostNic {
       }
     }
     this.rxBatch.flush();
-    let res: WorkerReply<'terminate'>;
-    try {
-      res = await this.request({
-        op: 'terminate',
-        arg: keys === 'all' ? 'all' : packKeys(keys, this.hostAddrs),
-        byRef,
-        records: byRef && this.useRecords,
-      });
-    } catch (e) {
-      // Nothing moved: the connections carry on here.
-      this.giveBack(frozen);
-      throw e;
-    }
+    return {
+      send: () =>
+        this.request({
+          op: 'terminate',
+          arg: keys === 'all' ? 'all' : packKeys(keys, this.hostAddrs),
+          byRef,
+          records: byRef && this.useRecords,
+        }),
+      failed: (e) => {
+        // Nothing moved: the connections carry on here.
+        this.giveBack(frozen);
+        return e;
+      },
+      took: (res) => this.tookReleased(res, frozen, byRef),
+    };
+  }
+
+  private tookReleased(
+    res: WorkerReply<'terminate'>,
+    frozen: readonly WorkerConnectionHandle[],
+    byRef: boolean,
+  ): Uint8Array {
     const moved = new Set(res.moved ?? []);
     const closed = this.closedWhileFrozen(frozen);
     if (byRef) {

@@ -1,0 +1,153 @@
+/**
+ * The Nic contract as a caller sees it, whichever thread runs the engine: the same verbs, in the
+ * same order, asked of a LocalNic and of a WorkerNic, give the same answers (results, keys handed
+ * back, errors by code). Both are one host side (HostNic) over two transports; what may differ is
+ * where a connection's memory lives, never what a verb answers.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { LocalNic } from '../../src/nic/local-nic.ts';
+import type { ConnKey, Nic, Transfer } from '../../src/nic/nic.ts';
+import { WorkerNic } from '../../src/nic/worker-nic.ts';
+import { SimNetwork } from '../../src/sim/sim-network.ts';
+import { decodeBatch } from '../../src/state/state-codec.ts';
+import { sampleTrees } from '../state/helpers.ts';
+import { STARVED_NOT_DEAD_MS } from './worker-helpers.ts';
+
+type Outcome = { ok: true; value: unknown } | { ok: false; code: string };
+
+/** A verb's answer, or its error's code, as plain data. */
+async function outcome(run: () => Promise<unknown>): Promise<Outcome> {
+  try {
+    return { ok: true, value: await run() };
+  } catch (e) {
+    return { ok: false, code: (e as { code?: string }).code ?? String(e) };
+  }
+}
+
+const keyText = (k: ConnKey) => `${k.localIp}:${k.localPort}>${k.remoteIp}:${k.remotePort}`;
+
+/** The keys of the connections in what a terminate handed back, sorted. */
+function releasedKeys(bytes: unknown): string[] {
+  assert.ok(bytes instanceof Uint8Array, 'terminate hands back bytes');
+  const keys: string[] = [];
+  for (const t of decodeBatch(bytes, 0))
+    for (const p of t.paths) for (const s of p.conns) keys.push(keyText(s.const));
+  return keys.sort();
+}
+
+/** Three connections of one path (10.0.0.2 to 10.0.0.254), each made anew for every initiate. */
+const treesOf = (n = 3): Transfer => ({ kind: 'trees', trees: sampleTrees(n) });
+
+/** The keys of treesOf()'s connections. */
+const KEYS = sampleTrees(3)[0]!.paths[0]!.conns.map((s) => ({ ...s.const }) as ConnKey);
+
+/** The verb sequence, its answers as plain data, in order. */
+async function run(nic: Nic & { close(): void }): Promise<unknown[]> {
+  const out: unknown[] = [];
+  const initiate = async (t: unknown) => {
+    const o = await outcome(() => nic.initiate(t as Transfer));
+    if (!o.ok) return o;
+    const r = o.value as Awaited<ReturnType<Nic['initiate']>>;
+    return { status: r.status, conns: r.conns.map((c) => [keyText(c.key), c.status, c.reason ?? '']) };
+  };
+  const terminate = async (keys: unknown) => {
+    const o = await outcome(() => nic.terminate(keys as ConnKey[]));
+    return o.ok ? { ok: true, keys: releasedKeys(o.value) } : o;
+  };
+  const queried = async () => (await nic.query()).map((q) => keyText(q.key)).sort();
+
+  out.push(['initiate of neither trees nor bytes', await initiate(42)]);
+  out.push(['terminate of neither keys nor all', await terminate('x')]);
+  out.push(['initiate', await initiate(treesOf())]);
+  const keys = KEYS;
+  out.push(['initiate of connections it runs', await initiate(treesOf())]);
+  out.push(['query', await queried()]);
+  out.push(['attach of an unknown key', nic.attach({ ...keys[0]!, remotePort: 1 }, null) === null]);
+  out.push(['attach', nic.attach(keys[0]!, null) !== null]);
+  out.push(['attachClosed of one that runs', nic.attachClosed?.(keys[1]!, null) ?? null]);
+  out.push(['takeQueued', await nic.takeQueued(keys)]);
+  await nic.update({ kind: 'tcp', scope: 'all', settings: { noDelay: true } });
+  // Asked to upload what it was told to stop: the indication comes in a later turn (another
+  // thread's message for a worker), waited for as long as a loaded machine needs.
+  const told = new Promise<unknown>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('no upload-requested within 30 s')), 30_000);
+    nic.on('upload-requested', (named, reason) => {
+      clearTimeout(timer);
+      resolve([named.map(keyText), reason]);
+    });
+  });
+  await nic.invalidate({ keys: [keys[2]!] });
+  out.push(['invalidate of one', await told]);
+  out.push(['counters', (await nic.counterSnapshot()).values['nic.initiate.conns']]);
+  out.push(['terminate naming one twice', await terminate([keys[0], keys[0]])]);
+  out.push(['terminate of one', await terminate([keys[0]])]);
+  out.push(['terminate of one no longer here', await terminate([keys[0]])]);
+  out.push(['query after', await queried()]);
+  out.push(['terminate all', await terminate('all')]);
+  out.push(['query at the end', await queried()]);
+  out.push(['counters at the end', (await nic.counterSnapshot()).values['nic.terminate.conns']]);
+  nic.close();
+  out.push(['initiate once closed', await initiate(treesOf(1))]);
+  out.push(['terminate once closed', await terminate('all')]);
+  return out;
+}
+
+test('a LocalNic and a WorkerNic answer the same verb sequence alike (the one host side of both)', async (t) => {
+  const net = new SimNetwork({ seed: 71, virtualTime: false });
+  const local = new LocalNic({
+    id: 'c.local',
+    link: net.switch.addPort({ name: 'c.local', mtu: 1500 }),
+    clock: net.clock,
+    random: net.random.fork(),
+  });
+  const worker = new WorkerNic({
+    id: 'c.worker',
+    link: net.switch.addPort({ name: 'c.worker', mtu: 1500 }),
+    seed: 71,
+    deadAfterMs: STARVED_NOT_DEAD_MS,
+  });
+  t.after(() => {
+    local.close();
+    worker.close();
+    net.close();
+  });
+  await worker.ready();
+  const fromLocal = await run(local);
+  const fromWorker = await run(worker);
+  assert.deepEqual(fromWorker, fromLocal);
+  // And what both answer is the contract's, not a shared mistake.
+  const byName = new Map(fromLocal.map((e) => e as [string, unknown]));
+  assert.deepEqual(byName.get('initiate of neither trees nor bytes'), {
+    ok: false,
+    code: 'ERR_CHIMNEY_INVALID_ARG',
+  });
+  assert.deepEqual(byName.get('terminate of neither keys nor all'), {
+    ok: false,
+    code: 'ERR_CHIMNEY_INVALID_ARG',
+  });
+  assert.equal((byName.get('initiate') as { status: string }).status, 'success');
+  const again = byName.get('initiate of connections it runs') as { status: string; conns: string[][] };
+  assert.equal(again.status, 'failure');
+  assert.ok(again.conns.every((c) => c[2] === 'already offloaded here'));
+  assert.equal((byName.get('query') as string[]).length, 3);
+  assert.equal(byName.get('attach of an unknown key'), true);
+  assert.equal(byName.get('attach'), true);
+  assert.equal(byName.get('attachClosed of one that runs'), null);
+  assert.deepEqual(byName.get('takeQueued'), []);
+  assert.deepEqual(byName.get('invalidate of one'), [[keyText(KEYS[2]!)], 'invalid-state']);
+  assert.equal(byName.get('counters'), 3);
+  assert.deepEqual(byName.get('terminate naming one twice'), { ok: false, code: 'ERR_CHIMNEY_INVALID_ARG' });
+  assert.equal((byName.get('terminate of one') as { keys: string[] }).keys.length, 1);
+  assert.deepEqual(byName.get('terminate of one no longer here'), { ok: true, keys: [] });
+  // The invalidated one is stopped, not run (no query finds it), and still handed back by 'all'.
+  assert.deepEqual(byName.get('query after'), [keyText(KEYS[1]!)]);
+  assert.deepEqual(
+    (byName.get('terminate all') as { keys: string[] }).keys,
+    [keyText(KEYS[1]!), keyText(KEYS[2]!)].sort(),
+  );
+  assert.deepEqual(byName.get('query at the end'), []);
+  assert.equal(byName.get('counters at the end'), 3);
+  assert.deepEqual(byName.get('initiate once closed'), { ok: false, code: 'ERR_CHIMNEY_INVALID_STATE' });
+  assert.deepEqual(byName.get('terminate once closed'), { ok: false, code: 'ERR_CHIMNEY_INVALID_STATE' });
+});
