@@ -169,13 +169,17 @@ describe('RealClock', () => {
     }) as typeof setTimeout;
     let firedAt = -1;
     let last = 0;
+    let fired = (): void => {};
     try {
       const t = clock.createTimer(() => {
         firedAt = clock.now();
+        fired();
       });
-      // As a retransmission deadline pushed on by each ACK.
+      // As a retransmission deadline pushed on by each ACK. A second ahead, so that the deadline
+      // of 10 ms below is earlier than the Node timer set here however long a loaded machine
+      // holds this loop up (at 20 ms, 10 ms after a stall of 10 ms was no longer earlier).
       for (let i = 0; i < 50; i++) {
-        t.arm(20 + i);
+        t.arm(1000 + i);
         last = t.deadline;
       }
       assert.equal(sets, 1);
@@ -187,7 +191,14 @@ describe('RealClock', () => {
       t.arm(60);
       last = t.deadline;
       assert.equal(sets, 2);
-      await new Promise<void>((res) => real(res, 150));
+      // Until it fires (a fixed wait could end first on a loaded machine); the limit only stops a hang.
+      await new Promise<void>((res, rej) => {
+        const limit = real(() => rej(new Error(`not fired in 30 s, deadline ${last}`)), 30_000);
+        fired = () => {
+          clearTimeout(limit);
+          res();
+        };
+      });
       assert.ok(firedAt >= last - 1, `fired at ${firedAt}, deadline ${last}`);
       assert.equal(t.armed, false);
       assert.equal(t.deadline, Number.POSITIVE_INFINITY);

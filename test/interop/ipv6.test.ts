@@ -91,8 +91,14 @@ describe('IPv6 and neighbor discovery against the Linux kernel', {
   test("Chimney pings the kernel's global and link-local addresses", async () => {
     const kernelMac = (await lab!.sh(`cat /sys/class/net/${lab!.vethPeer}/address`, 5000)).stdout.trim();
     const kernelLl = formatIpv6(linkLocalFromMac(parseMac(kernelMac)));
-    // The kernel's own link-local address finishes DAD about a second after the link came up.
-    await sleep(1500);
+    // The kernel does not answer from its own link-local address until that address's DAD is over
+    // (about a second after the link came up): wait for the kernel to call it no longer tentative.
+    let shown = '';
+    const settled = await until(() => {
+      shown = lab!.ip('-n', lab!.ns, '-6', 'addr', 'show', 'dev', lab!.vethPeer, 'scope', 'link');
+      return new RegExp(`inet6 ${kernelLl}/64`).test(shown) && !/tentative/.test(shown);
+    }, 20_000);
+    assert.ok(settled, shown);
     for (const dst of [KERNEL6, kernelLl]) {
       const { rttMs } = await a.ip6.ping(dst, { timeoutMs: 3000 });
       assert.ok(rttMs >= 0 && rttMs < 3000, dst);

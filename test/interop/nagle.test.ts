@@ -62,7 +62,7 @@ while True:
 print(got, h.hexdigest())
 `;
 
-/** Linux's sender: accept one connection, write the pieces at the pace, close. */
+/** Linux's sender: accept one connection, write the pieces on Chimney's schedule, close. */
 const SENDER = `
 import socket, sys, time
 ip, port, piece, writes, every = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
@@ -73,9 +73,10 @@ l.bind((ip, port))
 l.listen(1)
 print('listening', flush=True)
 c, _ = l.accept()
-for _ in range(writes):
+t0 = time.monotonic()
+for i in range(writes):
     c.sendall(block)
-    time.sleep(every)
+    time.sleep(max(0.0, t0 + (i + 1) * every - time.monotonic()))
 c.close()
 `;
 
@@ -199,10 +200,16 @@ describe('Nagle with Minshall’s variant: small writes into a delayed-ACK reade
     chimney.host
       .createServer((s) => {
         s.on('error', () => {});
+        // Piece i is due EVERY_MS * i after the first; a timer that fires late writes every piece
+        // that is due. A sender that only waited EVERY_MS after each write fell behind on a loaded
+        // machine, took three times as long and sent twice the short segments (each alone behind
+        // an ACK), a pace and not a segmentation Linux's sender, on the same schedule, never had.
+        const t0 = performance.now();
         let n = 0;
         const tick = (): void => {
-          s.write(BLOCK);
-          if (++n < WRITES) setTimeout(tick, EVERY_MS);
+          const due = Math.min(WRITES, Math.floor((performance.now() - t0) / EVERY_MS) + 1);
+          for (; n < due; n++) s.write(BLOCK);
+          if (n < WRITES) setTimeout(tick, t0 + n * EVERY_MS - performance.now());
           else s.end();
         };
         tick();

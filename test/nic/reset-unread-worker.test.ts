@@ -150,8 +150,10 @@ async function resetBeforeTerminate(t: TestContext, how: 'upload' | 'move', fail
   nic.inject([resetOf(key, (h.hardState()!.irs + 1 + s.bytesRead + h.readableLength) >>> 0)]);
   // This thread waits (its messages with it) until the worker has closed the connection: its
   // last record is written just before the slot is freed. The terminate then goes after it.
+  // Bounded by wall time, not a count of 2 ms waits: on a loaded machine the worker may not run
+  // for seconds.
   const gate = new Int32Array(new SharedArrayBuffer(4));
-  for (let i = 0; i < 1000; i++) {
+  for (const until = Date.now() + 30_000; Date.now() < until; ) {
     const hs = h.hardState();
     if (hs !== null && hs.version !== before && hs.state === TcpStateId.CLOSED) break;
     Atomics.wait(gate, 0, 0, 2);

@@ -49,7 +49,8 @@ function chimney(args: string[]): ChildProcess {
 function runChimney(args: string[]): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, ['--import', 'tsx', MAIN, ...args], {
     encoding: 'utf8',
-    timeout: 20_000,
+    // A whole tsx start-up of the CLI: 7-10 s at load 40-49 on two cores.
+    timeout: 60_000,
   });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
