@@ -105,8 +105,7 @@ describe("a crash's paced resumes give the held writes a first part, the rest on
     );
     const perTurn = new Map<number, number>();
     for (const r of inTurn) perTurn.set(r.turn, (perTurn.get(r.turn) ?? 0) + r.bytes);
-    for (const [t, b] of perTurn)
-      assert.ok(b <= PER_TURN * REBUILT_FIRST_PART, `turn ${t} gave ${b} bytes`);
+    for (const [t, b] of perTurn) assert.ok(b <= PER_TURN * REBUILT_FIRST_PART, `turn ${t} gave ${b} bytes`);
     const all = await Promise.all(received);
     assert.deepEqual(
       all.map((b, i) => b.length === data[i]!.length && sha256(b) === sha256(data[i]!)),
