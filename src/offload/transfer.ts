@@ -232,6 +232,13 @@ const HAND_PART = 256;
  */
 const RESUMES_PER_TURN = 32;
 const RESUME_SLICE_MS = 8;
+/**
+ * What a paced resume gives of the writes its socket held (TcpSocket._completeMove's
+ * `firstPart`): four pages, more than a rebuilt connection's first round trips can send (its
+ * congestion window starts at one segment and doubles), where filling its ring to the send
+ * target (64 KiB or more) at once cost the resume's turn a page fault a page at load.
+ */
+export const REBUILT_FIRST_PART = 16 * 1024;
 
 /** Runs transfers for an OffloadManager, one at a time, over the manager's table of offloaded connections. */
 export class TransferProtocol {
@@ -304,8 +311,9 @@ export class TransferProtocol {
     e.frozen = null;
     // The simulator's clock still advances by what each resume costs (chargeWallTime), as it did
     // when they all ran inside the settle: a failover's resumeMs is what a peer lives through.
-    if (this.chargeWallTime) this.charged(() => socket._completeMove(handle));
-    else socket._completeMove(handle);
+    // Its writes held through the rebuild go in a first part, the rest as the acks ask.
+    if (this.chargeWallTime) this.charged(() => socket._completeMove(handle, null, REBUILT_FIRST_PART));
+    else socket._completeMove(handle, null, REBUILT_FIRST_PART);
   };
 
   /**

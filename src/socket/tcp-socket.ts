@@ -81,6 +81,12 @@ export class TcpSocket extends Duplex implements TcpUser {
   private sendTarget = SEND_TARGET_INITIAL;
   /** The last refill stopped at the send target with more of the write left. */
   private heldAtTarget = false;
+  /**
+   * Bytes the connection may hold queued while a resume's first part is being given (0: no
+   * bound but the send target): see `_completeMove`'s `firstPart`. Doubled at each refill the
+   * connection's acknowledgements call for, and gone once it reaches the send target.
+   */
+  private partBound = 0;
   private flushing = false;
   private flushAgain = false;
   private wantRead = false;
@@ -195,9 +201,18 @@ export class TcpSocket extends Duplex implements TcpUser {
    * it attached: what the handle holds unread is read first (as Linux's tcp_recvmsg copies the
    * receive queue first), then the end: EOF after the peer's FIN, otherwise the error; writes that
    * waited for the move fail with it (EPIPE after a FIN).
+   *
+   * `firstPart` (bytes, 0: none): the writes that waited for the move fill the connection only
+   * to this many bytes queued, and from there to the send target as its acknowledgements ask
+   * (the bound doubles at each refill), as a connection rebuilt from a dead NIC's hard state
+   * sends one segment in its first round trip (its congestion window is relearned). A rebuilt
+   * connection is often young, its ring's pages never written: each page a write reaches for the
+   * first time costs the main thread a fault (0.2 ms at load 26), and its resume filling the ring
+   * to the send target at once was 2-4 ms of the paced resume's turn per socket.
    */
-  _completeMove(handle: ConnectionHandle, closed: ConnectionEnd | null = null): void {
+  _completeMove(handle: ConnectionHandle, closed: ConnectionEnd | null = null, firstPart = 0): void {
     if (!this.isMoving) throw new InvalidStateError('socket is not moving');
+    this.partBound = firstPart;
     this.conn = handle;
     handle.user = this;
     if (closed !== null) {
@@ -383,6 +398,7 @@ export class TcpSocket extends Duplex implements TcpUser {
   }
 
   onWritable(): void {
+    if (this.partBound > 0) this.partBound = this.partBound * 2 >= this.sendTarget ? 0 : this.partBound * 2;
     this.flushPending();
   }
 
@@ -602,13 +618,16 @@ export class TcpSocket extends Duplex implements TcpUser {
     const grown = conn.sendGrown ?? 0;
     if (grown > this.sendTarget) this.sendTarget = Math.min(grown, SEND_TARGET_MAX);
     const want = chunk.length - this.pendingOffset;
-    const len = Math.min(want, Math.max(0, this.sendTarget - queued));
-    this.heldAtTarget = len < want;
+    const room = Math.max(0, this.sendTarget - queued);
+    const part = this.partBound > 0 ? Math.max(0, this.partBound - queued) : room;
+    const len = Math.min(want, room, part);
+    // Held by a resume's first part, not by the target: no sign the target bounds the sender.
+    this.heldAtTarget = len < want && room <= part;
     let n = 0;
     try {
       if (len > 0) n = conn.write(chunk, this.pendingOffset, len);
       // Held below the connection's own limit: the next acknowledgement is the time to refill.
-      if (this.heldAtTarget && n === len) conn.notifyOnAck();
+      if (len < want && n === len) conn.notifyOnAck();
     } catch (e) {
       this.failPending(e as Error);
       return;
