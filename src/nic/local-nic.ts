@@ -5,21 +5,23 @@ import type { Random } from '../core/random.ts';
 import type { Link } from '../link/link.ts';
 import { TcpEvent } from '../stack/tcp/tcp-events.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
+import { flattenTrees } from '../state/offload-tree.ts';
 import type { AddressBook } from '../state/path-state.ts';
 import type { TcpState } from '../state/tcp-state.ts';
 import { hardStateOf } from './hard-state.ts';
 import { HostNic } from './host-nic.ts';
-import type {
-  ClosedConnection,
-  ConnKey,
-  InitiateOptions,
-  InitiateResult,
-  NicCounterSnapshot,
-  NicListenHooks,
-  NicListenSpec,
-  SalvageRecord,
-  TerminateOptions,
-  Transfer,
+import {
+  type ClosedConnection,
+  type ConnKey,
+  type InitiateOptions,
+  type InitiateResult,
+  isTreeTransfer,
+  type NicCounterSnapshot,
+  type NicListenHooks,
+  type NicListenSpec,
+  type SalvageRecord,
+  type TerminateOptions,
+  type Transfer,
 } from './nic.ts';
 import { NicEngine } from './nic-engine.ts';
 import { SameThreadTransport } from './transport.ts';
@@ -153,7 +155,17 @@ export class LocalNic extends HostNic {
   // Objects in this thread need no codec, and their memory is the engine's: nothing is held
   // beside them while they cross, and the engine's answer is the verb's result.
   protected offer(transfer: Transfer, opts: InitiateOptions | undefined): Promise<InitiateResult> {
-    return this.cross(() => ({ send: () => this.here.run(() => this.engine.initiate(transfer, opts)) }));
+    return this.cross<InitiateResult, InitiateResult>(() => ({
+      send: () => this.here.run(() => this.engine.initiate(transfer, opts)),
+      failed: (e, sent) => {
+        // Refused by a NIC already dead: its caller takes the batch as having died with it in hand
+        // and rebuilds it from salvage(), so it is kept as a crash keeps what the engine ran (a
+        // WorkerNic keeps the batch's blocks). Sent, a dead engine answers a failure itself.
+        if (!sent && this.death !== null) this.keepRefused(transfer, opts);
+        return e;
+      },
+      took: (answer) => answer,
+    }));
   }
   protected release(keys: ConnKey[] | 'all', opts: TerminateOptions | undefined): Promise<Transfer> {
     const run = (): Transfer => {
@@ -284,6 +296,16 @@ export class LocalNic extends HostNic {
       spare: s,
       ownThread: true,
     });
+  }
+
+  /**
+   * The connections of a batch refused by this dead NIC, for salvage(): the states themselves
+   * (the trees', or `opts.states` beside a batch of bytes; without them, as on a WorkerNic, none).
+   * Nothing ran them here, so they are as the host let go of them, and nobody runs them now.
+   */
+  private keepRefused(transfer: Transfer, opts: InitiateOptions | undefined): void {
+    const states = opts?.states ?? (isTreeTransfer(transfer) ? flattenTrees(transfer.trees) : []);
+    for (const s of states) this.keep(s, null);
   }
 
   /** A terminate whose output is garbage, while the connections' hard state survives. */
