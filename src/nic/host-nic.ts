@@ -123,15 +123,28 @@ export abstract class HostNic extends EventEmitter implements Nic {
    * failure either way gives back what was held (`failed`, told whether the request left, returns
    * the error to throw), an answer takes up what it names (`took`). Held before the refusal: an
    * initiate's batch on a NIC already dead is kept for salvage as if it had died with it in hand,
-   * which is what the transfer that asked then rebuilds from.
+   * which is what the transfer that asked then rebuilds from. A throw while the crossing opens or
+   * the request is built (a batch or a key that does not encode) is a rejection, as any other
+   * failure, and gives back what was held: a verb of a Promise never throws at its caller.
    */
   protected cross<A, T>(open: () => Crossing<A, T>): Promise<T> {
-    const c = open();
+    let c: Crossing<A, T>;
+    try {
+      c = open();
+    } catch (e) {
+      return Promise.reject(e);
+    }
     const refused = this.refusal();
     if (c.took === undefined) return refused === null ? c.send() : Promise.reject(refused);
     const { took, failed } = c;
     if (refused !== null) return Promise.reject(failed(refused, false));
-    return c.send().then(
+    let sent: Promise<A>;
+    try {
+      sent = c.send();
+    } catch (e) {
+      return Promise.reject(failed(e, false));
+    }
+    return sent.then(
       (answer) => took(answer),
       (e: unknown) => {
         throw failed(e, true);

@@ -1,0 +1,75 @@
+/**
+ * HostNic.cross's failure paths: an initiate or a terminate that fails while its crossing is being
+ * opened or its request built answers with a rejected promise, never a throw out of the verb, and a
+ * terminate that fails so gives back the handles it froze (a WorkerNic's connection would otherwise
+ * stay frozen, every write and read refused with "moved to another owner", while it runs on).
+ */
+import assert from 'node:assert/strict';
+import { type TestContext, test } from 'node:test';
+import { LocalNic } from '../../src/nic/local-nic.ts';
+import type { ConnKey, Nic, Transfer } from '../../src/nic/nic.ts';
+import type { WorkerConnectionHandle } from '../../src/nic/worker-handle.ts';
+import { WorkerNic } from '../../src/nic/worker-nic.ts';
+import { SimNetwork } from '../../src/sim/sim-network.ts';
+import { sampleTrees } from '../state/helpers.ts';
+import { STARVED_NOT_DEAD_MS } from './worker-helpers.ts';
+
+/** How a verb failed: thrown out of the call itself, or a promise that rejects. */
+async function howFailed(call: () => Promise<unknown>): Promise<string> {
+  let p: Promise<unknown>;
+  try {
+    p = call();
+  } catch (e) {
+    return `threw ${String(e)}`;
+  }
+  return p.then(
+    () => 'resolved',
+    () => 'rejected',
+  );
+}
+
+const KEYS = sampleTrees(3)[0]!.paths[0]!.conns.map((s) => ({ ...s.const }) as ConnKey);
+/** A key whose addresses are IPv6 handles, on a NIC that was never given an IPv6 connection. */
+const V6_KEY: ConnKey = { localIp: 2 ** 33, localPort: 80, remoteIp: 2 ** 33 + 1, remotePort: 4000 };
+
+/** A LocalNic and a WorkerNic on one switch, closed after the test. */
+async function bothNics(t: TestContext, seed: number): Promise<{ local: LocalNic; worker: WorkerNic }> {
+  const net = new SimNetwork({ seed, virtualTime: false });
+  const port = (name: string) => net.switch.addPort({ name, mtu: 1500 });
+  const local = new LocalNic({
+    id: 'x.local',
+    link: port('x.local'),
+    clock: net.clock,
+    random: net.random.fork(),
+  });
+  const worker = new WorkerNic({
+    id: 'x.worker',
+    link: port('x.worker'),
+    seed,
+    deadAfterMs: STARVED_NOT_DEAD_MS,
+  });
+  t.after(() => {
+    for (const c of [local, worker, net]) c.close();
+  });
+  await worker.ready();
+  return { local, worker };
+}
+
+test('a malformed batch of trees: the initiate rejects on a LocalNic and a WorkerNic alike', async (t) => {
+  const { local, worker } = await bothNics(t, 76);
+  const bad = { kind: 'trees', trees: [{}] } as unknown as Transfer;
+  for (const nic of [local, worker] as Nic[])
+    assert.equal(await howFailed(() => nic.initiate(bad)), 'rejected', nic.id);
+});
+
+test('a WorkerNic terminate whose keys do not pack rejects and gives back the handles it froze', async (t) => {
+  const { worker } = await bothNics(t, 77);
+  assert.equal((await worker.initiate({ kind: 'trees', trees: sampleTrees(3) })).status, 'success');
+  const h = worker.attach(KEYS[0]!, null) as WorkerConnectionHandle;
+  assert.ok(h !== null);
+  assert.equal(await howFailed(() => worker.terminate([KEYS[0]!, V6_KEY])), 'rejected');
+  assert.equal(h.detached, false, 'the handle is given back');
+  assert.ok(h.write(new Uint8Array(100), 0, 100) > 0, 'and takes writes');
+  // Nothing moved: the three still run there.
+  assert.equal((await worker.query()).length, 3);
+});
