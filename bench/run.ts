@@ -1,6 +1,12 @@
 import { pathToFileURL } from 'node:url';
 import { type AttacksResult, benchAttacks, formatAttacks } from './attacks.ts';
 import { benchChurn, type ChurnOptions, type ChurnResult, formatChurn, parseChurnFlags } from './churn.ts';
+import {
+  benchCrashRebuild,
+  type CrashRebuildResult,
+  formatCrashRebuild,
+  parseCrashRebuildFlags,
+} from './crash-rebuild.ts';
 import { benchFailover, type FailoverBench, type FailoverFigures, failoverBroken } from './failover.ts';
 import { benchLoss, formatLoss, type LossResult } from './loss.ts';
 import { benchOffload } from './offload.ts';
@@ -173,6 +179,16 @@ const BENCHES: Record<string, { about: string; run: Bench; print: (r: Record<str
         >,
       print: (r) => formatWarmMove(r as unknown as WarmMoveResult),
     },
+    'crash-rebuild': {
+      about:
+        "a WorkerNic's crash alone: its thread killed, then every connection salvaged, validated, rebuilt and installed at the other WorkerNic; the parts' wall and main-thread CPU (flags: --connections, --runs, --profile FILE for a CPU profile of the last run's rebuild; CHIMNEY_ROOT=<tree> runs that tree's build)",
+      run: async (f) =>
+        (await benchCrashRebuild(f as ReturnType<typeof parseCrashRebuildFlags>)) as unknown as Record<
+          string,
+          unknown
+        >,
+      print: (r) => formatCrashRebuild(r as unknown as CrashRebuildResult),
+    },
     'offload-worker': {
       about:
         "the WorkerNic part of offload alone: offload, move and upload of 10,000 connections on threads, throughput beside the host alone (flags: --cpu for each verb's CPU by thread, with a move back; --connections, --runs, --ipv6)",
@@ -240,11 +256,12 @@ const FLAGS: Record<string, (argv: readonly string[]) => object> = {
   'tap-team': parseTapTeamFlags,
   'offload-worker': parseOffloadWorkerFlags,
   'warm-move': parseWarmMoveFlags,
+  'crash-rebuild': parseCrashRebuildFlags,
   churn: parseChurnFlags,
 };
 
 /** Run only when named: a part of another benchmark, on its own for its flags. */
-const NAMED_ONLY = new Set(['offload-worker', 'warm-move', 'churn']);
+const NAMED_ONLY = new Set(['offload-worker', 'warm-move', 'churn', 'crash-rebuild']);
 
 /**
  * Benchmarks whose figures can fail to stand (a stream not intact): what went wrong, '' when

@@ -70,20 +70,23 @@ function heapSites(root: HeapNode): Map<string, number> {
   return by;
 }
 
-export async function benchWarmMove(
-  o: { connections?: number; rounds?: number; skip?: number; heap?: number | boolean } = {},
-): Promise<WarmMoveResult> {
+/** The tree a benchmark runs (CHIMNEY_ROOT's, or this one), and an import from it. */
+export function benchRoot(): { root: string; load: <T>(p: string) => Promise<T> } {
   const here = resolve(dirname(fileURLToPath(import.meta.url)), '..');
   const root = process.env.CHIMNEY_ROOT ? resolve(process.env.CHIMNEY_ROOT) : here;
   const load = async <T>(p: string): Promise<T> => (await import(pathToFileURL(`${root}/${p}`).href)) as T;
+  return { root, load };
+}
+
+/**
+ * A real-time network, a worker host of two WorkerNics (its build `load`'s), `connections`
+ * established to a peer, and every one offloaded to the first NIC.
+ */
+export async function offloadedToWorker(load: <T>(p: string) => Promise<T>, connections: number) {
   const { SimNetwork: Net } = await load<{ SimNetwork: typeof SimNetwork }>('src/sim/sim-network.ts');
   const { addWorkerHost } = await load<{ addWorkerHost: typeof AddWorkerHost }>('test/nic/worker-helpers.ts');
   const { openConnections } = await load<{ openConnections: typeof OpenConnections }>('bench/offload.ts');
   const { isOffloadable } = await load<{ isOffloadable: typeof IsOffloadable }>('src/state/validate.ts');
-  const connections = o.connections ?? 10_000;
-  const rounds = o.rounds ?? 8;
-  const skip = Math.min(o.skip ?? 3, rounds - 1);
-
   const net = new Net({ seed: 1, virtualTime: false });
   const wh = addWorkerHost(net, { capacity: connections, deadAfterMs: BENCH_DEAD_AFTER_MS });
   const peer = net.addHost({ ip: '10.0.0.2/24' });
@@ -101,6 +104,22 @@ export async function benchWarmMove(
   const first = await m.offload('all', n0);
   if (first.moved.length !== established)
     throw new Error(`offloaded ${first.moved.length} of ${established} established`);
+  const close = (): void => {
+    for (const s of sockets) s.destroy();
+    wh.close();
+    net.close();
+  };
+  return { wh, m, n0, n1, established, close };
+}
+
+export async function benchWarmMove(
+  o: { connections?: number; rounds?: number; skip?: number; heap?: number | boolean } = {},
+): Promise<WarmMoveResult> {
+  const { root, load } = benchRoot();
+  const connections = o.connections ?? 10_000;
+  const rounds = o.rounds ?? 8;
+  const skip = Math.min(o.skip ?? 3, rounds - 1);
+  const { m, n0, n1, established, close } = await offloadedToWorker(load, connections);
 
   const gcs: { start: number; ms: number; major: boolean }[] = [];
   const obs = new PerformanceObserver((l) => {
@@ -178,9 +197,7 @@ export async function benchWarmMove(
     if (g.major) each[i]!.majors++;
     each[i]!.gcMs = +(each[i]!.gcMs + g.ms).toFixed(2);
   }
-  for (const s of sockets) s.destroy();
-  wh.close();
-  net.close();
+  close();
   const med = medianOf(each);
   return {
     root,

@@ -11,7 +11,8 @@ import {
   type SharedRingRef,
   sharedRingAdvance,
   sharedRingBytes,
-  sharedRingPositions,
+  sharedRingRead,
+  sharedRingWrite,
 } from '../state/shared-ring.ts';
 import {
   copyRackPath,
@@ -69,9 +70,10 @@ const W_SEND_READ = 12;
 const W_RECV_WRITE = 13;
 const W_LOCAL_IP = 14;
 const W_REMOTE_IP = 15;
-const W_PORTS = 16;
+/** The ports (local << 16 | remote) and the MSSes (remote | local << 16): tests damage them. */
+export const W_PORTS = 16;
 const W_OPTS = 17;
-const W_MSS = 18;
+export const W_MSS = 18;
 const W_SND_WL1 = 19;
 const W_SND_WL2 = 20;
 const W_MAX_SND_WND = 21;
@@ -130,7 +132,7 @@ const W_RESETS_OUT = 46;
 export const HARD_STATE_LAYOUT = 3;
 /** Even, so the copies (and the transfer record after them) stay 8-byte aligned. */
 const WORDS = 48;
-const COPY_BYTES = WORDS * 4;
+export const COPY_BYTES = WORDS * 4;
 /** Where the block's transfer record (src/nic/transfer-record.ts) starts, after the two copies. */
 export const TRANSFER_RECORD_AT = 2 * COPY_BYTES;
 /** The records in front of a block's rings: two copies of the hard state, then the transfer record. */
@@ -205,52 +207,59 @@ export interface HardState extends RackPathState {
   resetsOut: number;
 }
 
+/**
+ * What every new hard state starts as. Copied (a spread into an empty literal takes its layout
+ * whole): the literal itself, with RACK's defaults spread in at its end, defined those fields one
+ * by one on each new object, and a crash's salvage makes one per connection.
+ */
+const EMPTY_HARD_STATE: HardState = {
+  version: 0,
+  state: 0,
+  sndUna: 0,
+  sndNxt: 0,
+  sndMax: 0,
+  rcvNxt: 0,
+  rcvAdv: 0,
+  tsRecent: 0,
+  iss: 0,
+  irs: 0,
+  sndWnd: 0,
+  maxSndWnd: 0,
+  sndWl1: 0,
+  sndWl2: 0,
+  srtt: 0,
+  rttvar: 0,
+  finQueued: false,
+  finSent: false,
+  finReceived: false,
+  readClosed: false,
+  sendReadPos: 0,
+  recvWritePos: 0,
+  local6: null,
+  remote6: null,
+  localIp: 0,
+  localPort: 0,
+  remoteIp: 0,
+  remotePort: 0,
+  tsEnabled: false,
+  sackEnabled: false,
+  wsEnabled: false,
+  sndWscale: 0,
+  rcvWscale: 0,
+  remoteMss: 0,
+  localMss: 0,
+  segmentsIn: 0,
+  segmentsOut: 0,
+  retransmits: 0,
+  bytesIn: 0,
+  bytesOut: 0,
+  resetsIn: 0,
+  resetsOut: 0,
+  ...rackPathDefaults(),
+};
+
 export function emptyHardState(): HardState {
-  return {
-    version: 0,
-    state: 0,
-    sndUna: 0,
-    sndNxt: 0,
-    sndMax: 0,
-    rcvNxt: 0,
-    rcvAdv: 0,
-    tsRecent: 0,
-    iss: 0,
-    irs: 0,
-    sndWnd: 0,
-    maxSndWnd: 0,
-    sndWl1: 0,
-    sndWl2: 0,
-    srtt: 0,
-    rttvar: 0,
-    finQueued: false,
-    finSent: false,
-    finReceived: false,
-    readClosed: false,
-    sendReadPos: 0,
-    recvWritePos: 0,
-    local6: null,
-    remote6: null,
-    localIp: 0,
-    localPort: 0,
-    remoteIp: 0,
-    remotePort: 0,
-    tsEnabled: false,
-    sackEnabled: false,
-    wsEnabled: false,
-    sndWscale: 0,
-    rcvWscale: 0,
-    remoteMss: 0,
-    localMss: 0,
-    segmentsIn: 0,
-    segmentsOut: 0,
-    retransmits: 0,
-    bytesIn: 0,
-    bytesOut: 0,
-    resetsIn: 0,
-    resetsOut: 0,
-    ...rackPathDefaults(),
-  };
+  return { ...EMPTY_HARD_STATE };
 }
 
 /**
@@ -301,8 +310,8 @@ export function hardStateOf(s: TcpState, out: HardState = emptyHardState()): Har
   // which read against 0 would move snd.una and rcv.nxt past bytes never acknowledged or received.
   const sr = d.sendBuffer.shared;
   const rr = d.recvBuffer.shared;
-  out.sendReadPos = sr === null ? 0 : sharedRingPositions(sr).read;
-  out.recvWritePos = rr === null ? 0 : sharedRingPositions(rr).write;
+  out.sendReadPos = sr === null ? 0 : sharedRingRead(sr);
+  out.recvWritePos = rr === null ? 0 : sharedRingWrite(rr);
   const v6 = c.remoteIp > 0xffffffff ? s.path.addrs : undefined;
   out.localIp = v6 ? 0 : c.localIp;
   out.localPort = c.localPort;
@@ -400,8 +409,7 @@ export class HardStateRecord {
 
   private position(ref: SharedRingRef, which: number): number {
     if (ref.sab === this.sab) return Atomics.load(this.v, (ref.offset >> 2) + which);
-    const p = sharedRingPositions(ref);
-    return which === RING_READ ? p.read : p.write;
+    return which === RING_READ ? sharedRingRead(ref) : sharedRingWrite(ref);
   }
 
   /**
@@ -912,8 +920,8 @@ export function rebuildTcpState(
   const d = s.delegated;
   // Bytes acknowledged (consumed from the send ring) and stored (written to the receive ring)
   // after the record was written.
-  const acked = send ? sharedRingAdvance(send, hard.sendReadPos, sharedRingPositions(send).read) : 0;
-  const stored = recv ? sharedRingAdvance(recv, hard.recvWritePos, sharedRingPositions(recv).write) : 0;
+  const acked = send ? sharedRingAdvance(send, hard.sendReadPos, sharedRingRead(send)) : 0;
+  const stored = recv ? sharedRingAdvance(recv, hard.recvWritePos, sharedRingWrite(recv)) : 0;
   const sndUna = seqAdd(hard.sndUna, acked);
   const rcvNxt = seqAdd(hard.rcvNxt, stored);
   const sendLen = sendRing.length;

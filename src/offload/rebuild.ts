@@ -1,6 +1,6 @@
-import { InvalidStateError } from '../core/errors.ts';
+import { InvalidStateError, StateValidationError } from '../core/errors.ts';
 import { rebuildTcpState } from '../nic/hard-state.ts';
-import { type ConnKey, keyOfState, type Nic, type SalvageRecord } from '../nic/nic.ts';
+import { type ConnKey, keyOfState, type Nic, type SalvageRecord, sameConnKey } from '../nic/nic.ts';
 import { TupleMap } from '../nic/tuple-map.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
 import type { ByteRing } from '../state/byte-ring.ts';
@@ -27,22 +27,30 @@ export async function rebuild(
   const stack = t.stack;
   const now = stack.clock.now();
   const tcp = stack.tcp;
-  // Records by the tuple's numbers: a string key per connection (connKeyId), made and hashed four
-  // times over between this and the NIC's own table, cost a fifth of a crash's charged rebuild
-  // at 10,000 connections.
-  const recs = new TupleMap<SalvageRecord>();
-  for (const r of from.salvage(items.map((i) => i.key))) recs.set(r.key, r);
+  // A NIC hands its records back in the order asked, those it has: matched to the items by
+  // walking both lists. Only a NIC that gave them otherwise (or more than asked) costs a map by
+  // the tuple's numbers, which for ten thousand was a fifth of the salvage's block.
+  const got = from.salvage(items.map((i) => i.key));
   const recOf: (SalvageRecord | undefined)[] = new Array(items.length);
-  let matched = 0;
-  for (let i = 0; i < items.length; i++) {
-    const r = recs.get(items[i]!.key);
-    recOf[i] = r;
-    if (r !== undefined) matched++;
+  let j = 0;
+  for (let i = 0; i < items.length && j < got.length; i++) {
+    const r = got[j]!;
+    const k = items[i]!.key;
+    if (r.key === k || sameConnKey(r.key, k)) {
+      recOf[i] = r;
+      j++;
+    }
   }
-  if (matched < recs.size) {
-    // A NIC may hand over more than asked: those cannot stay there either.
+  if (j < got.length) {
+    const recs = new TupleMap<SalvageRecord>();
+    for (const r of got) recs.set(r.key, r);
     const asked = new TupleMap<true>();
-    for (const it of items) asked.set(it.key, true);
+    for (let i = 0; i < items.length; i++) {
+      const k = items[i]!.key;
+      recOf[i] = recs.get(k);
+      asked.set(k, true);
+    }
+    // A NIC may hand over more than asked: those cannot stay there either.
     for (const r of recs.values()) {
       const e = t.entries.get(r.key);
       if (asked.has(r.key) || e?.nic !== from) continue;
@@ -54,6 +62,7 @@ export async function rebuild(
     }
   }
   const states: TcpState[] = [];
+  const keys: ConnKey[] = [];
   const byState: ItemsByState = new Map();
   // Every connection of a batch mostly shares one path: looked up once, not per connection.
   let pathRemote = -1;
@@ -61,6 +70,7 @@ export async function rebuild(
   let lastPath: PathState | null = null;
   let made = 0;
   let validated = 0;
+  let refused = 0;
   for (let i = 0; i < items.length; i++) {
     const it = items[i]!;
     const r = recOf[i];
@@ -102,20 +112,35 @@ export async function rebuild(
         r.spare ?? null,
         r.ownThread === true,
       );
+      const c = s.const;
+      // The record names its own tuple, and the rebuild takes it from there: one damaged in the
+      // dead thread's memory could name another connection, whose twin would be installed under
+      // this one's socket (the numbers first; keys may carry an IPv4 address signed).
+      if (
+        (c.localPort !== k.localPort ||
+          c.remotePort !== k.remotePort ||
+          c.localIp !== k.localIp ||
+          c.remoteIp !== k.remoteIp) &&
+        !sameConnKey(keyOfState(s), k)
+      )
+        throw new StateValidationError('hard.tuple', 'the record names another connection');
       states.push(s);
+      keys.push(k);
       byState.set(s, it);
     } catch (e) {
+      refused++;
       t.lost(it, `hard state does not make a connection: ${String(e)}`, report);
     }
   }
   stack.counters.inc('offload.rebuilt', states.length);
+  // Records that made no connection (a malformed one is refused before anything of it is installed).
+  if (refused > 0) stack.counters.inc('offload.rebuilt.refused', refused);
   // What the rebuild made and checked, per connection: a new state where no spare came with the
   // record, a validation where the record came from another thread's memory.
   stack.counters.inc('offload.rebuilt.made', made);
   stack.counters.inc('offload.rebuilt.validated', validated);
   // Whatever the dead NIC still held goes back to the host's placeholders, to be replayed.
   let held: Uint8Array[] = [];
-  const keys = [...byState.values()].map((i) => i.key);
   try {
     held = await t.wait(from.takeQueued(keys));
     await t.wait(from.dropFrozen(keys));

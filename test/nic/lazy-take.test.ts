@@ -18,39 +18,12 @@ import { parseIpv4, parseIpv6, writeU16, writeU32 } from '../../src/wire/addr.ts
 import { writeL4Checksum, writeL4Checksum6 } from '../../src/wire/checksum.ts';
 import { ipv6Frame, packetTooBig } from '../ipv6/helpers.ts';
 import { icmpMessage, ipFrame } from '../stack/harness.ts';
-import { PING_MS, socketKey, workerSetup } from './worker-helpers.ts';
+import { echo, PING_MS, socketKey, workerSetup } from './worker-helpers.ts';
 
 const N = 16;
 
 async function counter(n: WorkerNic, key: string): Promise<number> {
   return (await n.counters())[key] ?? 0;
-}
-
-/** `len` bytes of `fill` from `s` to the echoing peer and back, checked byte for byte. */
-async function echo(
-  net: SimNetwork,
-  s: TcpSocket,
-  len: number,
-  fill: number,
-  withinMs = 10_000,
-): Promise<void> {
-  const want = Buffer.alloc(len, fill);
-  const parts: Buffer[] = [];
-  let got = 0;
-  const on = (d: Uint8Array): void => {
-    parts.push(Buffer.from(d));
-    got += d.length;
-  };
-  s.on('data', on);
-  s.write(want);
-  const t0 = net.now();
-  while (got < len && net.now() - t0 < withinMs) await net.sleep(5);
-  s.off('data', on);
-  assert.deepEqual(
-    Buffer.concat(parts),
-    want,
-    `echo of ${len} bytes of ${fill} on port ${s.connection?.localPort}`,
-  );
 }
 
 type Family = 4 | 6;

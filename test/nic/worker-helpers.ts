@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import type { TestContext } from 'node:test';
 import type { ConnKey } from '../../src/nic/nic.ts';
@@ -337,4 +338,31 @@ export function upOf(frames: Uint8Array[]): { t: 'up'; buf: ArrayBuffer; len: nu
     at += 4 + f.length;
   }
   return { t: 'up', buf, len: buf.byteLength };
+}
+
+/** `len` bytes of `fill` from `s` to the echoing peer and back, checked byte for byte. */
+export async function echo(
+  net: SimNetwork,
+  s: TcpSocket,
+  len: number,
+  fill: number,
+  withinMs = 10_000,
+): Promise<void> {
+  const want = Buffer.alloc(len, fill);
+  const parts: Buffer[] = [];
+  let got = 0;
+  const on = (d: Uint8Array): void => {
+    parts.push(Buffer.from(d));
+    got += d.length;
+  };
+  s.on('data', on);
+  s.write(want);
+  const t0 = net.now();
+  while (got < len && net.now() - t0 < withinMs) await net.sleep(5);
+  s.off('data', on);
+  assert.deepEqual(
+    Buffer.concat(parts),
+    want,
+    `echo of ${len} bytes of ${fill} on port ${s.connection?.localPort}`,
+  );
 }

@@ -1,0 +1,93 @@
+/**
+ * A dead worker's records are read from memory another thread wrote: a record damaged there is
+ * refused at the rebuild (typed error, counted, its socket told ECONNABORTED), before anything of
+ * it is installed, and the batch's other connections are rebuilt and run on at the survivor.
+ */
+import assert from 'node:assert/strict';
+import type { TestContext } from 'node:test';
+import { describe, test } from 'node:test';
+import { openConnections } from '../../bench/offload.ts';
+import { COPY_BYTES, W_MSS, W_PORTS } from '../../src/nic/hard-state.ts';
+import type { ConnKey } from '../../src/nic/nic.ts';
+import type { WorkerNic } from '../../src/nic/worker-nic.ts';
+import { echo, PING_MS, socketKey, workerSetup } from './worker-helpers.ts';
+
+const N = 8;
+
+/**
+ * N echoing connections offloaded to the first WorkerNic, each echoed once there; then its
+ * thread killed, and `damage` run on the first connection's hard-state record (both copies, as
+ * whole copies: what the seqlock lets through) before the rebuild at the second NIC.
+ */
+async function crashWithDamage(
+  t: TestContext,
+  seed: number,
+  damage: (v: Int32Array, copyAt: number, keys: ConnKey[]) => void,
+) {
+  const { net, wh, peer } = await workerSetup(seed, t);
+  peer
+    .createServer((s) => {
+      s.on('data', (d: Uint8Array) => s.write(d));
+      s.on('error', () => {});
+    })
+    .listen(80);
+  await wh.host.ping('10.0.0.2', PING_MS);
+  const sockets = await openConnections(wh.host, net, N, 5);
+  t.after(() => {
+    for (const s of sockets) s.destroy();
+  });
+  const keys = sockets.map(socketKey);
+  const [n0, n1] = wh.nics as [WorkerNic, WorkerNic];
+  assert.equal((await wh.offload.offload(keys, n0)).moved.length, N);
+  await Promise.all(sockets.map((s, i) => echo(net, s, 300 + i, 40 + i, 30_000)));
+  const block = (sockets[0]!.connection as unknown as { block: { sab: SharedArrayBuffer; at: number } })
+    .block;
+  const dead = new Promise<void>((r) => n0.once('dead', () => r()));
+  await n0.kill();
+  await dead;
+  const v = new Int32Array(block.sab);
+  damage(v, block.at >> 2, keys);
+  damage(v, (block.at + COPY_BYTES) >> 2, keys);
+  const errors: string[] = [];
+  sockets[0]!.on('error', (e: NodeJS.ErrnoException) => errors.push(e.code ?? e.message));
+  const report = await wh.offload.recover(n0, n1);
+  return { net, wh, sockets, keys, report, errors };
+}
+
+describe("a record damaged in a dead worker's memory", () => {
+  test('an MSS out of range is refused by validation; the others are rebuilt and run on', {
+    timeout: 120_000,
+  }, async (t) => {
+    const { net, wh, sockets, keys, report, errors } = await crashWithDamage(t, 61, (v, at) => {
+      // The remote MSS 0, the local one kept: nothing but the field's own check refuses it.
+      v[at + W_MSS] = v[at + W_MSS]! & ~0xffff;
+    });
+    assert.equal(report.moved.length, N - 1, 'the undamaged ones rebuilt');
+    assert.equal(report.refused.length, 1);
+    assert.deepEqual(report.refused[0]!.key, keys[0]);
+    assert.match(report.refused[0]!.reason, /remoteMss/);
+    assert.equal(wh.stack.counters.get('offload.rebuilt.refused'), 1, 'counted');
+    const t0 = net.now();
+    while (errors.length === 0 && !sockets[0]!.destroyed && net.now() - t0 < 30_000) await net.sleep(5);
+    assert.deepEqual(errors, ['ECONNABORTED'], 'its socket is told');
+    await Promise.all(sockets.slice(1).map((s, i) => echo(net, s, 700 + i, 90 + i, 30_000)));
+  });
+
+  test('a record naming another connection is refused: nothing is installed under its tuple', {
+    timeout: 120_000,
+  }, async (t) => {
+    const { net, wh, sockets, keys, report, errors } = await crashWithDamage(t, 62, (v, at, ks) => {
+      // The second connection's local port: the rebuilt state would be that connection's twin.
+      v[at + W_PORTS] = (ks[1]!.localPort << 16) | (v[at + W_PORTS]! & 0xffff);
+    });
+    assert.equal(report.moved.length, N - 1, 'the undamaged ones rebuilt');
+    assert.equal(report.refused.length, 1);
+    assert.deepEqual(report.refused[0]!.key, keys[0]);
+    assert.match(report.refused[0]!.reason, /another connection/);
+    assert.equal(wh.stack.counters.get('offload.rebuilt.refused'), 1, 'counted');
+    const t0 = net.now();
+    while (errors.length === 0 && !sockets[0]!.destroyed && net.now() - t0 < 30_000) await net.sleep(5);
+    assert.deepEqual(errors, ['ECONNABORTED'], 'its socket is told');
+    await Promise.all(sockets.slice(1).map((s, i) => echo(net, s, 700 + i, 90 + i, 30_000)));
+  });
+});
