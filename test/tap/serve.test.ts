@@ -121,6 +121,12 @@ describe('chimney serve: argument errors', () => {
     r = runChimney(['serve', '--tap', 'chx0', '--ip', '10.1.2.3/24', '--tcp-mem', 'lots']);
     assert.notEqual(r.status, 0);
     assert.match(r.stderr, /--tcp-mem/);
+    r = runChimney(['serve', '--tap', 'chx0', '--ip', '10.1.2.3/24', '--backlog', '0']);
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /--backlog <n>' argument '0' is invalid\. 0 is outside 1\.\.65535/);
+    r = runChimney(['serve', '--tap', 'chx0', '--ip', '10.1.2.3/24', '--backlog', 'many']);
+    assert.notEqual(r.status, 0);
+    assert.match(r.stderr, /--backlog <n>' argument 'many' is invalid\. 'many' is not an integer/);
     r = runChimney(['serve', '--tap', 'chx0', '--ip', '10.1.2.3/24', '--accept-at-nic']);
     assert.notEqual(r.status, 0);
     assert.match(r.stderr, /--accept-at-nic: needs a team/);
