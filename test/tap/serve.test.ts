@@ -49,7 +49,8 @@ function chimney(args: string[]): ChildProcess {
 function runChimney(args: string[]): { status: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, ['--import', 'tsx', MAIN, ...args], {
     encoding: 'utf8',
-    timeout: 20_000,
+    // tsx's start of the CLI alone took over 20 s at load 41 (two cases failed with no stderr).
+    timeout: 90_000,
   });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
