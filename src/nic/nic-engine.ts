@@ -1262,7 +1262,9 @@ export class NicEngine {
    * number the peer expects, and reset its connection (7, then 142 of 5,000 downloads on TAP with
    * `serve --accept-at-nic`). So this connection ends without a word and the segment goes up to
    * the host, which runs it on the connection it holds, or sends it where that runs, or, holding
-   * nothing, answers it with its listener's RST: the answer this NIC would have given.
+   * nothing, answers it with its listener's RST: the answer this NIC would have given. A tuple
+   * another member holds (its connection not yet known to the host) the listener leaves alone
+   * (Listeners.input, `tcp.listen.ack-held-elsewhere`): that member's connection is the peer's.
    */
   private givesWay(
     conn: TcpConnection,

@@ -270,6 +270,16 @@ export class Listeners {
       return;
     }
     if (f & TcpFlag.ACK) {
+      // A NIC on another thread holds the tuple (NicEngine.givesWay passed this up: a half-open
+      // connection of one member met the peer's ACK of another's SYN-ACK; or it waited in a
+      // member's queue while another's handshake ended): Linux's lookup finds an established or
+      // request sock before its listener, and never resets a connection one holds, nor makes a
+      // second one from a cookie (found_dup_sk). Dropped: the owner gets the peer's next
+      // segments, and a challenge ACK lost costs nothing.
+      if (l.heldElsewhere?.(ip.dst, h.dstPort, ip.src, h.srcPort) === true) {
+        env.counters.inc('tcp.listen.ack-held-elsewhere');
+        return;
+      }
       // Only after a recent overflow can an ACK answer a cookie; checking every stray ACK would
       // spend a hash on each and let a blind attacker try cookies at will (Linux does the same).
       const recent = env.clock.now() - l.lastOverflowAt < SYNCOOKIE_VALID_MS;
