@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { controlRequest } from '../../src/cli/control.ts';
 import { interopGate, type Lab, makeLab, type RunResult, sleep } from '../interop/lab.ts';
-import { checkAll, serveTeam6, teamStatus, waitFor } from './team-downloads.ts';
+import { checkAll, teamStatus, waitFor } from './team-downloads.ts';
 
 const gate = interopGate(['curl'], { cli: true });
 const SUBNET = 53;
@@ -74,7 +74,19 @@ describe('accept at a NIC over IPv6 against Linux on TAPs', { skip: gate.skip, t
     test(`${workers ? 'WorkerNics' : 'LocalNics'}: IPv6 downloads born at a member, then a carrier failure, every byte intact`, {
       timeout: 200_000,
     }, async (t) => {
-      const srv = await serveTeam6(lab!, `${SERVE6}/64`, control(), ['--accept-at-nic'], workers);
+      const srv = await lab!.serve({
+        services: ['http:80'],
+        extra: [
+          '--tap',
+          lab!.taps[1]!,
+          ...(workers ? ['--workers'] : []),
+          '--ip',
+          `${SERVE6}/64`,
+          '--accept-at-nic',
+          '--control',
+          control(),
+        ],
+      });
       try {
         const runs = downloads6(FIRSTS);
         // Placed by the policy on both members: each holds an IPv6 path to the kernel.

@@ -29,7 +29,7 @@ import {
   sleep,
   stopProcess,
 } from '../interop/lab.ts';
-import { checkAll, serveTeam6, teamStatus, waitFor } from './team-downloads.ts';
+import { checkAll, teamStatus, waitFor } from './team-downloads.ts';
 
 const gate = interopGate(['curl', 'tshark'], { cli: true });
 const SUBNET = 52;
@@ -50,7 +50,19 @@ let ndPcap = '';
 const control = (): string => join(lab!.dir, 'ctl.sock');
 
 async function serveTeam(extra: string[] = [], workers = true): Promise<Served> {
-  const srv = await serveTeam6(lab!, `${SERVE6}/64`, control(), extra, workers);
+  const srv = await lab!.serve({
+    services: ['http:80'],
+    extra: [
+      '--tap',
+      lab!.taps[1]!,
+      ...(workers ? ['--workers'] : []),
+      '--ip',
+      `${SERVE6}/64`,
+      '--control',
+      control(),
+      ...extra,
+    ],
+  });
   // Duplicate address detection passed before the ready line; the address must be usable.
   const s = await teamStatus(control());
   assert.ok(s.addresses.includes(`${SERVE6}/64`), s.addresses.join(' '));

@@ -72,29 +72,3 @@ export async function busiestNic(control: string, count: number, bothMembers = f
   const n = (x: string): number => o.filter((y) => y === x).length;
   return [...new Set(o)].sort((a, b) => n(b) - n(a))[0]!;
 }
-
-/**
- * `serve` with http:80 on both of the lab's TAPs (WorkerNics unless `workers` is false), with the
- * lab's IPv4 address and the IPv6 address `ip6` (with its prefix), its control socket at `control`.
- */
-export function serveTeam6(
-  lab: Lab,
-  ip6: string,
-  control: string,
-  extra: string[] = [],
-  workers = true,
-): Promise<Served> {
-  return lab.serve({
-    services: ['http:80'],
-    extra: [
-      '--tap',
-      lab.taps[1]!,
-      ...(workers ? ['--workers'] : []),
-      '--ip',
-      ip6,
-      '--control',
-      control,
-      ...extra,
-    ],
-  });
-}
