@@ -1331,7 +1331,13 @@ export class NicEngine {
     const dport = l4DstPort(frame, l4);
     const tcp = this.tcp;
     const conn = tcp.lookup(dst, dport, src, sport);
-    if (conn === undefined && !tcp.owns(dst, dport, src, sport)) return false;
+    // A listener's SYN is answered here under the IPv4 rules (synHere): both addresses are then
+    // held by the path it needs, so a worker's mirror knows them by the host's handles.
+    let born: PathSlot | null = null;
+    if (conn === undefined && !tcp.owns(dst, dport, src, sport)) {
+      born = this.gates.size > 0 ? this.synHere(frame, l4, dst, dport, src) : null;
+      if (born === null) return false;
+    }
     const l4Len = readU16(frame, ip + 4);
     if (l4 + l4Len > len || l4Len < 20) {
       this.counters.inc('drop.nic.ipv6.truncated');
@@ -1345,6 +1351,9 @@ export class NicEngine {
         return true;
       }
     }
+    // The checksum held (or was vouched for) just above: givesWay need not sum it again.
+    if (conn !== undefined && this.gates.size > 0 && this.givesWay(conn, frame, l4, l4Len, src, dst, true))
+      return false;
     this.counters.inc('nic.rx.offloaded');
     const info = this.rxInfo;
     info.src = src;
@@ -1353,6 +1362,7 @@ export class NicEngine {
     info.tos = ((frame[ip]! & 0x0f) << 4) | (frame[ip + 1]! >>> 4);
     info.l4ChecksumOk = true;
     this.deliver(conn, frame, l4, l4Len);
+    if (born !== null) this.bornHere(born, dst, dport, src, sport);
     return true;
   }
 

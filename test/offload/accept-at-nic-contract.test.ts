@@ -18,7 +18,9 @@ import { OwnerTable } from '../../src/nic/worker/owner-table.ts';
 import { OffloadManager } from '../../src/offload/offload-manager.ts';
 import { SimNetwork } from '../../src/sim/sim-network.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
+import { ANY6 } from '../../src/stack/address-table.ts';
 import type { TcpConnection } from '../../src/stack/tcp/tcp-connection.ts';
+import type { ConnectionHandle } from '../../src/stack/tcp/tcp-types.ts';
 import { DEFAULT_TCP_CACHED } from '../../src/state/tcp-state.ts';
 import { buildTeamHost } from '../../src/team/team-host.ts';
 import { TcpFlag } from '../../src/wire/tcp.ts';
@@ -377,5 +379,36 @@ test('a NIC whose connections get their rings at accept makes half-open ones on 
   assert.ok(Buffer.from(recv.toArray()).equals(out), 'the bytes intact in the grown ring');
   stop!();
   team.close();
+  net.close();
+});
+
+test("a dual-stack listener reaches the NICs as `::`, and a connection born there under an address the host's table no longer holds is refused", async () => {
+  const fake = new ContractNic();
+  const net = new SimNetwork({ seed: 35 });
+  const host = net.addHost({ ip: '10.0.0.1/24', ip6: 'fd00::1/64', name: 'host' });
+  const m = new OffloadManager({
+    stack: host.stack,
+    nics: [fake as unknown as Nic],
+    policy: { mode: 'manual' },
+  });
+  m.acceptAtNic = true;
+  const l = host.stack.tcp.listen({ ip: ANY6, port: 80 }, () => true);
+  const taken: ConnectionHandle[] = [];
+  l.acceptBorn = (h) => {
+    taken.push(h);
+    return true;
+  };
+  m.listenAtNics(l);
+  const spec = fake.listens[0]!.spec;
+  assert.equal(spec.ip, ANY6, 'the IPv6 wildcard');
+  assert.equal(spec.v6Only, false, 'and IPv4 too, as the listener');
+  // A worker's 'born' names an address the host's table let go as 0 (unpackKeys): no key of the
+  // host's would name it, so it is refused (the worker resets it) before the listener sees it.
+  const h = { localIp: 0, localPort: 80, remoteIp: 0, remotePort: 40000 } as ConnectionHandle;
+  assert.equal(fake.listens[0]!.hooks.born(h), false);
+  assert.equal(host.stack.counters.get('offload.accept-at-nic.unknown-address'), 1);
+  assert.equal(taken.length, 0, 'the listener never saw it');
+  assert.equal(m.ownerOf({ localIp: 0, localPort: 80, remoteIp: 0, remotePort: 40000 }), null);
+  m.close();
   net.close();
 });

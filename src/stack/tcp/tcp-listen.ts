@@ -213,7 +213,10 @@ export class Listeners {
   ): Listener {
     if (!opts || typeof opts !== 'object') throw new InvalidArgumentError('listen: options required');
     const addrs = this.layer.env.addrs;
-    const ip = opts.ip === undefined ? 0 : checkAddress(opts.ip, 'ip', addrs !== undefined);
+    // `::` names no address, so a layer with no table yet may take it: a LocalNic's engine answers
+    // a dual-stack listener's SYNs before its first IPv6 trees bring it the host's table.
+    const ip =
+      opts.ip === undefined ? 0 : opts.ip === ANY6 ? ANY6 : checkAddress(opts.ip, 'ip', addrs !== undefined);
     const v6Only = opts.v6Only === true;
     const port = checkPort(opts.port, 'port');
     const backlog = opts.backlog ?? 511;
