@@ -34,7 +34,13 @@ import { counterSets, teamStatusExtras } from './admin-source.ts';
 import { type ControlHandler, ControlServer, killWorkerNic } from './control.ts';
 import { type ChimneyLog, createLog, LOG_FORMATS, type LogFormat } from './log.ts';
 import { byteSize, intIn } from './options.ts';
-import { parseService, type RunningService, type ServiceSpec, startService } from './services.ts';
+import {
+  DEFAULT_LISTEN_BACKLOG,
+  parseService,
+  type RunningService,
+  type ServiceSpec,
+  startService,
+} from './services.ts';
 import { StatusReporter } from './status.ts';
 import {
   checkTapHostOptions,
@@ -162,6 +168,7 @@ type ServeFlags = TapFlags &
     logFormat?: LogFormat;
     maxConnections?: number;
     tcpMem?: number;
+    backlog?: number;
   };
 
 function fail(cmd: string, msg: string): never {
@@ -288,6 +295,19 @@ export function registerTapCommands(program: Command): void {
       )
         .argParser(byteSize)
         .default(DEFAULT_TCP_LIMITS.memBytes),
+    )
+    .addOption(
+      // As listen(fd, N) on Linux with net.core.somaxconn >= N (Linux clamps N to it silently):
+      // N bounds each listener's half-open connections, past which SYNs get cookies (as with
+      // net.ipv4.tcp_syncookies=1, Linux's default; tcp_max_syn_backlog bounds nothing then), and
+      // its accept queue, past which SYNs are dropped. Past 65535 no value would differ: the
+      // connection limit stops new connections first.
+      new Option(
+        '--backlog <n>',
+        "each service's listen backlog (listen(2)): half-open connections past it get SYN cookies",
+      )
+        .argParser(intIn(1, 65_535))
+        .default(DEFAULT_LISTEN_BACKLOG),
     )
     .option('-q, --quiet', 'do not log connections (errors and failovers are still logged)')
     .option(
@@ -638,7 +658,7 @@ async function runServe(o: ServeFlags & AdminFlags): Promise<void> {
   }
   // Limits of the host stack; connections offloaded to NICs live in the NICs' own memory.
   sv.stack.tcp.budget.set({ maxConnections: o.maxConnections, memBytes: o.tcpMem });
-  const running: RunningService[] = specs.map((s) => startService(sv.host, s, log));
+  const running: RunningService[] = specs.map((s) => startService(sv.host, s, log, o.backlog));
   const reporter = new StatusReporter(sv.stack, `chimney serve on ${sv.label}`, {
     ...sv.status,
     listeners: () => specs.map((s) => `${s.name}:${s.port}`),

@@ -43,7 +43,12 @@ export interface ServiceLog {
   error(line: string): void;
 }
 
-const LISTEN_BACKLOG = 4096;
+/**
+ * Linux's net.core.somaxconn default (since 5.4), the most listen(2) gives a socket unless raised:
+ * a thousand clients connecting within a second must not overflow the half-open queue into SYN
+ * cookies (Node's default backlog is 511).
+ */
+export const DEFAULT_LISTEN_BACKLOG = 4096;
 
 /** Byte i of a /bytes/N body is i mod 251 (a prime, so the pattern never lines up with powers of two). */
 const PATTERN_PERIOD = 251;
@@ -124,7 +129,12 @@ export interface RunningService {
 }
 
 /** Listen for `spec` on `host`. */
-export function startService(host: Host, spec: ServiceSpec, log: ServiceLog): RunningService {
+export function startService(
+  host: Host,
+  spec: ServiceSpec,
+  log: ServiceLog,
+  backlog = DEFAULT_LISTEN_BACKLOG,
+): RunningService {
   const sockets = new Set<TcpSocket>();
   const tag = `${spec.name}:${spec.port}`;
   let httpServer: http.Server | null = null;
@@ -175,9 +185,7 @@ export function startService(host: Host, spec: ServiceSpec, log: ServiceLog): Ru
     }
   });
   server.on('error', (e: Error) => log.error(`${tag}: ${e.message}`));
-  // Linux's net.core.somaxconn default: a thousand clients connecting within a second must not
-  // overflow the half-open queue into SYN cookies (Node's default backlog is 511).
-  server.listen({ port: spec.port, backlog: LISTEN_BACKLOG });
+  server.listen({ port: spec.port, backlog });
   return {
     spec,
     server,

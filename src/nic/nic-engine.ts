@@ -1262,7 +1262,9 @@ export class NicEngine {
    * number the peer expects, and reset its connection (7, then 142 of 5,000 downloads on TAP with
    * `serve --accept-at-nic`). So this connection ends without a word and the segment goes up to
    * the host, which runs it on the connection it holds, or sends it where that runs, or, holding
-   * nothing, answers it with its listener's RST: the answer this NIC would have given.
+   * nothing, answers it with its listener's RST: the answer this NIC would have given. A tuple
+   * another member holds (its connection not yet known to the host) the listener leaves alone
+   * (Listeners.input, `tcp.listen.ack-held-elsewhere`): that member's connection is the peer's.
    */
   private givesWay(
     conn: TcpConnection,
@@ -1329,7 +1331,13 @@ export class NicEngine {
     const dport = l4DstPort(frame, l4);
     const tcp = this.tcp;
     const conn = tcp.lookup(dst, dport, src, sport);
-    if (conn === undefined && !tcp.owns(dst, dport, src, sport)) return false;
+    // A listener's SYN is answered here under the IPv4 rules (synHere): both addresses are then
+    // held by the path it needs, so a worker's mirror knows them by the host's handles.
+    let born: PathSlot | null = null;
+    if (conn === undefined && !tcp.owns(dst, dport, src, sport)) {
+      born = this.gates.size > 0 ? this.synHere(frame, l4, dst, dport, src) : null;
+      if (born === null) return false;
+    }
     const l4Len = readU16(frame, ip + 4);
     if (l4 + l4Len > len || l4Len < 20) {
       this.counters.inc('drop.nic.ipv6.truncated');
@@ -1343,6 +1351,9 @@ export class NicEngine {
         return true;
       }
     }
+    // The checksum held (or was vouched for) just above: givesWay need not sum it again.
+    if (conn !== undefined && this.gates.size > 0 && this.givesWay(conn, frame, l4, l4Len, src, dst, true))
+      return false;
     this.counters.inc('nic.rx.offloaded');
     const info = this.rxInfo;
     info.src = src;
@@ -1351,6 +1362,7 @@ export class NicEngine {
     info.tos = ((frame[ip]! & 0x0f) << 4) | (frame[ip + 1]! >>> 4);
     info.l4ChecksumOk = true;
     this.deliver(conn, frame, l4, l4Len);
+    if (born !== null) this.bornHere(born, dst, dport, src, sport);
     return true;
   }
 

@@ -7,7 +7,7 @@
 import type { ConnKey, Nic, NicListenSpec } from '../nic/nic.ts';
 import { TupleMap } from '../nic/tuple-map.ts';
 import { OwnerTable } from '../nic/worker/owner-table.ts';
-import { ANY6, TWO_32 } from '../stack/address-table.ts';
+import { ANY6 } from '../stack/address-table.ts';
 import type { Stack } from '../stack/stack.ts';
 import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
 import { Listener, type TcpListener } from '../stack/tcp/tcp-listen.ts';
@@ -87,9 +87,14 @@ export class AcceptAtNic {
    */
   listen(l: TcpListener): (() => void) | null {
     if (!(l instanceof Listener)) return null;
-    // IPv4 only: a NIC's IPv6 peers go to the host (their address handles are the host's).
-    const ip = l.ip === ANY6 ? (l.v6Only ? -1 : 0) : l.ip >= TWO_32 ? -1 : l.ip;
-    if (ip < 0) return null;
+    // A listener on one IPv6 address stays the host's: a worker's table holds an address only
+    // under a handle the host gave with a path, and its listener would have to hold this one
+    // before any path named it. The wildcards name no address.
+    if (l.ip > ANY6) {
+      this.host.stack.counters.inc('offload.accept-at-nic.host-only-v6-address');
+      return null;
+    }
+    const ip = l.ip;
     const gate = new Int32Array(new SharedArrayBuffer(4 * (GATE_FIRST_NIC + GATE_NICS)));
     l.gate = gate;
     Atomics.store(gate, 0, l.acceptFull ? 1 : 0);
@@ -100,7 +105,7 @@ export class AcceptAtNic {
     const spec: BaseSpec = {
       ip,
       port: l.port,
-      v6Only: false,
+      v6Only: l.v6Only,
       backlog: l.backlog,
       cached: l.cached,
       gate,
@@ -299,6 +304,12 @@ export class AcceptAtNic {
       remoteIp: h.remoteIp,
       remotePort: h.remotePort,
     };
+    // An IPv6 address the host's table no longer holds (its last holder let it go after the
+    // worker's path took the SYN) unpacks as 0: no key of the host's would name this connection.
+    if (k.localIp === 0 || k.remoteIp === 0) {
+      stack.counters.inc('offload.accept-at-nic.unknown-address');
+      return false;
+    }
     const l = stack.tcp.listeners.find(k.localIp, k.localPort);
     if (this.host.closed() || l === null || l.closed || l.acceptBorn === null || this.host.failed(nic))
       return false;

@@ -56,6 +56,8 @@ export interface TeamHostOptions {
   policy?: Partial<OffloadPolicy>;
   /** What member `i` sends and hears through instead of its bare switch port (a test's filter). */
   wrapPort?: (port: SwitchPort, i: number) => Link;
+  /** The host's ISN secret, given to the stack and every member (absent: each draws its own). */
+  isnSecret?: Uint8Array;
 }
 
 /**
@@ -237,6 +239,7 @@ export function buildTeamHost(seg: TeamSegment, opts: TeamHostOptions): TeamHost
       clock: seg.clock,
       random: seg.random.fork(),
       capacity: opts.nicCapacity,
+      isnSecret: opts.isnSecret,
     });
     members.push({ nic, tap });
     ports.push(port);
@@ -259,6 +262,7 @@ export function buildTeamHost(seg: TeamSegment, opts: TeamHostOptions): TeamHost
     batchSize: opts.batchSize,
     tcp: opts.tcp,
     policy: opts.policy,
+    isnSecret: opts.isnSecret,
   });
 }
 

@@ -100,6 +100,27 @@ describe('conformance: quick ACKs and delayed ACKs', { skip: st.skip, timeout: 2
       });
     });
 
+    // A receive buffer of fixed size (SO_RCVBUF for Linux, which turns its autotuning off; Chimney's
+    // rcvBufSize): once every byte left unread shrinks the window the receiver would offer, the
+    // every-second-segment ACK is not sent at once but left to the application's read or the
+    // delayed-ACK timer. Linux's ACKs of the first segments while its window grows (tcp_grow_window)
+    // are spent in the 40 segments before. The same floor as above: an ACK sooner than 30 ms after
+    // the burst left the tester was sent at once, and one may be (a late quick ACK).
+    test(`${v.name}: past its quick ACKs, a receiver that does not read ACKs a burst of full segments at its delayed-ACK timer, not every second one: the window it would offer shrank (Linux's __tcp_ack_snd_check, __tcp_select_window)`, async () => {
+      await runCase(st, v, { read: false, rcvBuf: 262144 }, async ({ dut, tester }) => {
+        const { c } = await openConn(dut, tester, FULL);
+        for (let i = 0; i < 4; i++) await burst(c, 10);
+        const from = c.tester.segs.length;
+        const sentAt = performance.now();
+        const { acks, ends } = await burst(c, 8);
+        const early = pureAcks(c, from).filter((s) => s.at - sentAt < 30);
+        assert.ok(
+          early.length <= 1,
+          `ACKed at once: ${early.map((s) => `${s.ack}@${(s.at - sentAt).toFixed(1)}`).join(' ')} (ACKs ${acks.join(' ')}, ends ${ends.join(' ')})`,
+        );
+      });
+    });
+
     // An answer that reached the tester within 30 ms of its request left the DUT within 30 ms of
     // the request's arrival, on any machine: so the tester's own clock tells when the DUT became
     // interactive. (This case once asked the DUT's timestamps instead, from its pure ACK of the

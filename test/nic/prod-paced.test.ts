@@ -16,6 +16,8 @@ import { PING_MS, socketKey, workerSetup } from './worker-helpers.ts';
 
 /** More than the worker builds in a turn (PRODS_PER_TURN, 64): the builds take several turns. */
 const N = 150;
+/** Connections enough that a few frames each pass the worker's total that may wait (1,024). */
+const WIDE = 500;
 
 async function counter(n: WorkerNic, key: string): Promise<number> {
   return (await n.counters())[key] ?? 0;
@@ -59,11 +61,26 @@ async function echoAll(net: SimNetwork, sockets: readonly TcpSocket[], base: num
   await check(want, 'echo');
 }
 
+/** `sendRound` writes a chunk of `size` bytes to every connection from the peer's end; `sent`: what each got. */
+function rounds(peers: readonly TcpSocket[], size: number) {
+  const sent = peers.map(() => [] as Buffer[]);
+  let round = 0;
+  const sendRound = (): void => {
+    peers.forEach((p, i) => {
+      const b = Buffer.alloc(size, (round + i) & 0xff);
+      sent[i]!.push(b);
+      p.write(b);
+    });
+    round++;
+  };
+  return { sent, sendRound };
+}
+
 /**
  * N connections to an echoing peer, with keepalive on (a deadline armed: not quiet, so a move
  * without a prod builds them at once), offloaded to the first worker.
  */
-async function setup(seed: number, t: Parameters<typeof workerSetup>[1]) {
+async function setup(seed: number, t: Parameters<typeof workerSetup>[1], n = N) {
   const { net, wh, peer } = await workerSetup(seed, t);
   /** The peer's end of each connection, by the host's port. */
   const served = new Map<number, TcpSocket>();
@@ -75,11 +92,11 @@ async function setup(seed: number, t: Parameters<typeof workerSetup>[1]) {
     })
     .listen(80);
   await wh.host.ping('10.0.0.2', PING_MS);
-  const sockets = await openConnections(wh.host, net, N, 5);
+  const sockets = await openConnections(wh.host, net, n, 5);
   for (const s of sockets) s.setKeepAlive(true, 600_000);
   const keys = sockets.map(socketKey);
   const [n0, n1] = wh.nics as [WorkerNic, WorkerNic];
-  assert.equal((await wh.offload.offload(keys, n0)).moved.length, N);
+  assert.equal((await wh.offload.offload(keys, n0)).moved.length, n);
   assert.equal(await counter(n0, 'nic.lazy.pending'), 0, 'not quiet: built at the offload');
   return { net, wh, sockets, keys, n0, n1, served };
 }
@@ -140,16 +157,7 @@ describe('a prodding move: taken unbuilt, built and prodded a few a turn', () =>
     // The peer sends to every connection all through the move, a chunk a millisecond: what the
     // host holds for them while they move goes to the second worker behind the hand (an inject),
     // and what comes after reaches it as frames.
-    const sent = peers.map(() => [] as Buffer[]);
-    let chunk = 0;
-    const sendRound = (): void => {
-      peers.forEach((p, i) => {
-        const b = Buffer.alloc(100, (chunk + i) & 0xff);
-        sent[i]!.push(b);
-        p.write(b);
-      });
-      chunk++;
-    };
+    const { sent, sendRound } = rounds(peers, 100);
     sendRound();
     let moved = false;
     const move = wh.offload.move(keys, n0, n1, { prod: true }).then((r) => {
@@ -174,5 +182,61 @@ describe('a prodding move: taken unbuilt, built and prodded a few a turn', () =>
       "the peer's stream",
     );
     await echoAll(net, sockets, 1000);
+  });
+  test('hands under traffic past the total of frames that may wait: the rest build their connections at once, the total holds, the stream is intact', {
+    timeout: 300_000,
+  }, async (t) => {
+    const { net, wh, sockets, keys, n0, n1, served } = await setup(96, t, WIDE);
+    const t00 = net.now();
+    while (sockets.some((s) => !served.has(s.localPort!)) && net.now() - t00 < 20_000) await net.sleep(10);
+    const peers = sockets.map((s) => served.get(s.localPort!)!);
+    const check = receiving(net, sockets);
+    for (const p of peers) p.setNoDelay(true);
+    // Segments to every connection, a round a millisecond, all through each move and until every
+    // connection is built: what comes for one still owed its build waits for it, a few frames
+    // each (the peer's window stops it while a move holds its ACKs), 600 to 2,000 frames for
+    // WIDE connections, so past the worker's total of 1,024 (WAIT_TOTAL_FRAMES, nic-worker.ts)
+    // in most moves though under each connection's own 32. Moved back and forth until a
+    // destination reached it (six moves at most).
+    const { sent, sendRound } = rounds(peers, 200);
+    const both = async (name: string): Promise<number> =>
+      (await counter(n0, name)) + (await counter(n1, name));
+    let moves = 0;
+    for (
+      let from = n0, to = n1;
+      moves < 6 && (await both('nic.lazy.wait-full')) === 0;
+      [from, to] = [to, from]
+    ) {
+      let moved = false;
+      const move = wh.offload.move(keys, from, to, { prod: true }).then((r) => {
+        moved = true;
+        return r;
+      });
+      const t0 = net.now();
+      while ((!moved || (await counter(to, 'nic.lazy.pending')) > 0) && net.now() - t0 < 30_000) {
+        sendRound();
+        await net.sleep(1);
+      }
+      assert.equal((await move).moved.length, WIDE);
+      assert.equal(await counterIs(net, to, 'nic.lazy.pending', 0), 0, 'all built');
+      moves++;
+    }
+    await check(
+      sent.map((b) => Buffer.concat(b)),
+      "the peer's stream",
+    );
+    const max = Math.max(
+      await counter(n0, 'nic.lazy.frames-waiting-max'),
+      await counter(n1, 'nic.lazy.frames-waiting-max'),
+    );
+    assert.ok((await both('nic.lazy.frame-waits')) > 0, 'frames waited for their builds');
+    assert.ok(max <= 1024, `at most 1,024 frames waited at once, not ${max}`);
+    assert.ok(
+      (await both('nic.lazy.wait-full')) > 0,
+      `the total was reached in ${moves} moves: frames built at once`,
+    );
+    assert.equal(await both('nic.lazy.frames-waiting'), 0, 'none left waiting');
+    assert.equal(await both('tcp.adopt.prodded'), WIDE * moves, 'each prodded once a move');
+    await echoAll(net, sockets, 700);
   });
 });

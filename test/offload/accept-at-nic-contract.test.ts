@@ -18,9 +18,13 @@ import { OwnerTable } from '../../src/nic/worker/owner-table.ts';
 import { OffloadManager } from '../../src/offload/offload-manager.ts';
 import { SimNetwork } from '../../src/sim/sim-network.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
+import { ANY6 } from '../../src/stack/address-table.ts';
 import type { TcpConnection } from '../../src/stack/tcp/tcp-connection.ts';
+import type { ConnectionHandle } from '../../src/stack/tcp/tcp-types.ts';
 import { DEFAULT_TCP_CACHED } from '../../src/state/tcp-state.ts';
 import { buildTeamHost } from '../../src/team/team-host.ts';
+import { TcpFlag } from '../../src/wire/tcp.ts';
+import { dataOf } from '../helpers/segments.ts';
 
 /** A target that is neither a LocalNic nor a WorkerNic: it records what it is asked to answer. */
 class ContractNic extends EventEmitter {
@@ -152,6 +156,49 @@ test("the host's side of the race for a cookie: a NIC that answers between the h
   assert.equal(nic.answered, 1, 'the NIC answered');
   assert.equal(host.stack.counters.get('tcp.syncookies.sent'), 0, 'no cookie: one SYN-ACK only');
   assert.equal(host.stack.counters.get('tcp.listen.syn-held-late'), 1, 'the host saw it after raising [2]');
+  m.close();
+  net.close();
+});
+
+test('an ACK whose four-tuple a NIC holds is left to it: the listener neither resets it nor takes it for a cookie', async () => {
+  const fake = new ContractNic();
+  const { net, host, peer, m } = rig(35, fake);
+  const l = host.stack.tcp.listen({ port: 80 }, () => true);
+  m.listenAtNics(l);
+  // The peer's SYN, as it sent it: its Ethernet header and ISN for the ACK made below.
+  let syn: Uint8Array | null = null;
+  const send = peer.port.send.bind(peer.port);
+  peer.port.send = (f: Uint8Array) => {
+    if (syn === null && f.length >= 54 && f[23] === 6 && f[47] === TcpFlag.SYN) syn = f.slice();
+    return send(f);
+  };
+  fake.holding = 80;
+  const c = peer.connect(80, '10.0.0.1');
+  c.on('error', () => {});
+  while (syn === null) await net.sleep(1);
+  const s: Uint8Array = syn;
+  const k: ConnKey = { localIp: 0x0a000001, localPort: 80, remoteIp: 0x0a000002, remotePort: c.localPort! };
+  const isn = new DataView(s.buffer, s.byteOffset).getUint32(38);
+  // What a worker whose half-open connection gave way passes up (NicEngine.givesWay): the peer's
+  // ACK and request on another member's SYN-ACK, whose connection that member holds. The
+  // listener's RST to it (seq = its ack) is exactly what would reset the peer there.
+  const ack = (): Uint8Array => {
+    const ipPkt = dataOf(k, (isn + 1) >>> 0, 0x12345679, Buffer.from('GET / HTTP/1.0\r\n\r\n'));
+    const f = new Uint8Array(14 + ipPkt.length);
+    f.set(s.subarray(0, 14));
+    f.set(ipPkt, 14);
+    return f;
+  };
+  peer.port.send(ack());
+  await net.sleep(50);
+  assert.equal(host.stack.counters.get('tcp.listen.ack-held-elsewhere'), 1, 'the host saw it held');
+  assert.equal(host.stack.counters.get('tcp.rst.out.listen-ack'), 0, 'no RST to a tuple a NIC holds');
+  // Held by no one, the same ACK draws the listener's RST, Linux's answer to an ACK it cannot place.
+  fake.holding = -1;
+  peer.port.send(ack());
+  await net.sleep(50);
+  assert.equal(host.stack.counters.get('tcp.rst.out.listen-ack'), 1, 'a stray ACK is still reset');
+  c.destroy();
   m.close();
   net.close();
 });
@@ -332,5 +379,36 @@ test('a NIC whose connections get their rings at accept makes half-open ones on 
   assert.ok(Buffer.from(recv.toArray()).equals(out), 'the bytes intact in the grown ring');
   stop!();
   team.close();
+  net.close();
+});
+
+test("a dual-stack listener reaches the NICs as `::`, and a connection born there under an address the host's table no longer holds is refused", async () => {
+  const fake = new ContractNic();
+  const net = new SimNetwork({ seed: 35 });
+  const host = net.addHost({ ip: '10.0.0.1/24', ip6: 'fd00::1/64', name: 'host' });
+  const m = new OffloadManager({
+    stack: host.stack,
+    nics: [fake as unknown as Nic],
+    policy: { mode: 'manual' },
+  });
+  m.acceptAtNic = true;
+  const l = host.stack.tcp.listen({ ip: ANY6, port: 80 }, () => true);
+  const taken: ConnectionHandle[] = [];
+  l.acceptBorn = (h) => {
+    taken.push(h);
+    return true;
+  };
+  m.listenAtNics(l);
+  const spec = fake.listens[0]!.spec;
+  assert.equal(spec.ip, ANY6, 'the IPv6 wildcard');
+  assert.equal(spec.v6Only, false, 'and IPv4 too, as the listener');
+  // A worker's 'born' names an address the host's table let go as 0 (unpackKeys): no key of the
+  // host's would name it, so it is refused (the worker resets it) before the listener sees it.
+  const h = { localIp: 0, localPort: 80, remoteIp: 0, remotePort: 40000 } as ConnectionHandle;
+  assert.equal(fake.listens[0]!.hooks.born(h), false);
+  assert.equal(host.stack.counters.get('offload.accept-at-nic.unknown-address'), 1);
+  assert.equal(taken.length, 0, 'the listener never saw it');
+  assert.equal(m.ownerOf({ localIp: 0, localPort: 80, remoteIp: 0, remotePort: 40000 }), null);
+  m.close();
   net.close();
 });

@@ -20,10 +20,10 @@ import {
   Recorder,
 } from './harness.ts';
 
-function open(defaults: Partial<TcpCached> = {}) {
+function open(defaults: Partial<TcpCached> = {}, synAck: Partial<InjectOpts> = {}) {
   const bench = () => new Bench({ defaults: { delayedAckMs: 40, ...defaults } });
   const b = bench();
-  const o = activeOpen(b, {});
+  const o = activeOpen(b, synAck);
   b.take();
   b.flush();
   const port = o.conn.localPort;
@@ -313,6 +313,72 @@ describe("the peer's segment size, as the receiver estimates it (Linux's rcv_mss
     // 500-byte segments: before it has learned their size the estimate is Linux's starting 536
     // (tcp_initialize_rcv_mss), so 11680 bytes of window give 10 quick ACKs, not 11680 / 2920 = 4.
     assert.equal(o.ackedReading(10, 500), 10);
+  });
+});
+
+describe("the ACK while the reader lags and the window it offers (Linux's __tcp_ack_snd_check, __tcp_select_window, tcp_cleanup_rbuf)", () => {
+  // A buffer no larger than what the header can name, as a Linux socket with SO_RCVBUF: every
+  // byte left unread shrinks the window the receiver would offer.
+  const lagging = () => {
+    const o = open({ rcvBufSize: 64_000 }, { wscale: 7 });
+    pastStart(o);
+    return o;
+  };
+
+  test('past its quick ACKs, segments left unread are not ACKed every second one: the delayed-ACK timer ACKs them', () => {
+    const o = lagging();
+    assert.equal(o.acked(4), 0, 'the window offered now would be smaller than the last');
+    o.b.advance(40);
+    const acks = o.b.take();
+    assert.equal(acks.length, 1);
+    assert.equal(acks[0]!.h.ack, o.seqAt());
+  });
+
+  test('the read ACKs them at once when more than one segment is owed; a reader that keeps up has every second segment ACKed by its reads', () => {
+    const o = lagging();
+    assert.equal(o.acked(4), 0);
+    o.conn.read(new Uint8Array(4000));
+    const [a] = o.b.take();
+    assert.equal(a?.h.ack, o.seqAt(), 'the read ACKed all, before any timer');
+    let byInput = 0;
+    let byRead = 0;
+    for (let i = 0; i < 6; i++) {
+      o.data(1000);
+      byInput += o.b.take().length;
+      o.conn.read(new Uint8Array(4000));
+      byRead += o.b.take().length;
+    }
+    assert.deepEqual([byInput, byRead], [0, 3]);
+  });
+
+  test('quick-ACK mode ends once less than half of the buffer is free: data sent again does not hurry the next ACK', () => {
+    const o = lagging();
+    o.acked(34);
+    o.b.advance(40);
+    o.b.take();
+    // The last segment again: its ACK was lost, for the receiver (tcp_enter_quickack_mode)...
+    o.send({ seq: add(o.seqAt(), -1000), data: bytes(1000, 7), ack: o.conn.state.delegated.sndMax });
+    assert.equal(o.b.take().length, 1, 'answered at once');
+    // ...but 34 000 of 64 000 bytes are unread, and the answer's window ended the mode.
+    assert.equal(o.conn.state.soft.quickAcks, 0);
+    assert.equal(o.acked(1), 0);
+  });
+
+  test("a shut window reopens only once a sixteenth of the buffer and one of the peer's segments are free (receiver silly window avoidance)", () => {
+    const o = lagging();
+    const d = o.conn.state.delegated;
+    // Up to the edge offered: all unread.
+    for (let room = d.rcvAdv - d.rcvNxt; room > 0; room = d.rcvAdv - d.rcvNxt)
+      o.acked(1, Math.min(1000, room));
+    o.b.advance(40);
+    const [shut] = o.b.take();
+    assert.equal(shut?.h.window, 0);
+    // 3900 bytes free: more than three of the peer's segments, less than 64 000 / 16.
+    o.conn.read(new Uint8Array(3900 - d.recvBuffer.free));
+    assert.deepEqual(o.b.take(), [], 'no window update');
+    o.conn.read(new Uint8Array(300));
+    const [upd] = o.b.take();
+    assert.equal(upd?.h.window, 4200, 'the update offers what is free');
   });
 });
 

@@ -2,6 +2,7 @@
  * Helpers of the accept-at-nic tests: a team of two members whose ports can lose, hold or copy
  * what they receive, a payload whose misplaced bytes show, and an echo client.
  */
+import { SeededRandom } from '../../src/core/random.ts';
 import type { RxOffloadInfo } from '../../src/link/link.ts';
 import { LinkWrapper } from '../../src/link/link-wrapper.ts';
 import { SimNetwork } from '../../src/sim/sim-network.ts';
@@ -24,16 +25,29 @@ export class Echoing extends LinkWrapper {
   }
 }
 
-/** A peer and a team of two members answering the host's listeners' SYNs, their ports `Echoing`. */
-export function rig() {
+export const TEAM_IP6 = 'fd00::1';
+export const PEER_IP6 = 'fd00::2';
+
+/**
+ * A peer and a team of two members answering the host's listeners' SYNs, their ports `Echoing`.
+ * `ip6`: both ends have IPv6 addresses too (TEAM_IP6, PEER_IP6), and the host and its members
+ * one ISN secret.
+ */
+export function rig(ip6 = false) {
   const net = new SimNetwork({ seed: 23 });
-  const peer = net.addHost({ ip: '10.0.0.2/24', name: 'peer', impair: { delayMs: 1 } });
+  const peer = net.addHost({
+    ip: '10.0.0.2/24',
+    name: 'peer',
+    impair: { delayMs: 1 },
+    ...(ip6 ? { ip6: `${PEER_IP6}/64` } : {}),
+  });
   const ports: Echoing[] = [];
   const host = buildTeamHost(net, {
     ip: '10.0.0.1/24',
     nics: 2,
     policy: { mode: 'manual' },
     wrapPort: (p, i) => (ports[i] = new Echoing(p)),
+    ...(ip6 ? { ip6: [`${TEAM_IP6}/64`], isnSecret: new SeededRandom(23).fill(new Uint8Array(16)) } : {}),
   });
   host.manager.acceptAtNic = true;
   return { net, peer, host, ports };

@@ -2,7 +2,9 @@
  * The passive open answered at the NIC (OffloadManager.acceptAtNic): a member that already holds a
  * path to the peer answers a listener's SYN itself, and the connection is born there, offloaded
  * from its first segment, with no transfer. Once born it is an ordinary offloaded connection:
- * moved, uploaded and closed as a placed one is; and a closed listener stops the members' accepts.
+ * moved, uploaded and closed as a placed one is, over IPv4 and IPv6 alike (born under the host's
+ * address handles); a closed listener stops the members' accepts, and a listener on one IPv6
+ * address stays the host's.
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
@@ -11,33 +13,57 @@ import type { LocalNic } from '../../src/nic/local-nic.ts';
 import type { ConnKey } from '../../src/nic/nic.ts';
 import type { SimNetwork } from '../../src/sim/sim-network.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
+import { TWO_32 } from '../../src/stack/address-table.ts';
 import type { TeamHost } from '../../src/team/team-host.ts';
-import { echo, pattern, rig } from './accept-at-nic-helpers.ts';
+import { echo, PEER_IP6, pattern, rig, TEAM_IP6 } from './accept-at-nic-helpers.ts';
 
 const HOST_IP = 0x0a000001;
 const PEER_IP = 0x0a000002;
 
-const keyOf = (s: TcpSocket): ConnKey => ({
-  localIp: HOST_IP,
-  localPort: 80,
-  remoteIp: PEER_IP,
-  remotePort: s.remotePort!,
-});
+/** The four-tuple of a socket's connection (read while it is open). */
+const keyOf = (s: TcpSocket): ConnKey => {
+  const c = s.connection!;
+  return { localIp: c.localIp, localPort: c.localPort, remoteIp: c.remoteIp, remotePort: c.remotePort };
+};
 
 function ownerName(host: TeamHost<LocalNic>, s: TcpSocket): string {
   const o = host.manager.ownerOf(keyOf(s));
   return o === 'host' ? 'host' : o === null ? 'none' : o.id;
 }
 
+type Peer = ReturnType<SimNetwork['addHost']>;
+
+/** A connection from the peer to port 80 at `to`, once the address is up (IPv6: past its DAD). */
+async function dial(net: SimNetwork, peer: Peer, to: string) {
+  for (;;) {
+    let err: Error | null;
+    let c: ReturnType<Peer['connect']> | undefined;
+    try {
+      c = peer.connect({ port: 80, host: to });
+      err = await Promise.race([
+        once(c, 'connect').then(() => null),
+        once(c, 'error').then(([e]) => e as Error),
+      ]);
+    } catch (e) {
+      err = e as Error;
+    }
+    if (err === null) return c!;
+    // A tentative address has no route for a while; past 10 s (virtual) it is a failure.
+    assert.ok(net.clock.now() < 10_000, `connect to ${to} failed: ${err.message}`);
+    await net.sleep(100);
+  }
+}
+
 /**
  * An echo server whose accepts are recorded with their owner at accept time; two first connections
- * accepted in the host and placed one on each member give both members the path to the peer.
+ * to `to` accepted in the host and placed one on each member give both members the path to the peer.
  */
 async function withPaths(
   net: SimNetwork,
   host: TeamHost<LocalNic>,
-  peer: ReturnType<SimNetwork['addHost']>,
+  peer: Peer,
   backlog?: number,
+  to = '10.0.0.1',
 ) {
   const accepted: { socket: TcpSocket; owner: string }[] = [];
   const server = host
@@ -48,15 +74,11 @@ async function withPaths(
       s.on('end', () => s.end());
     })
     .listen({ port: 80, backlog });
-  await peer.ping('10.0.0.1');
+  if (to === '10.0.0.1') await peer.ping(to);
   // One at a time: with a backlog of 1, two at once would overflow it, and after a cookie the
   // members pass SYNs up for as long as it may be answered (Listener.pending).
   const firsts: ReturnType<typeof peer.connect>[] = [];
-  for (let i = 0; i < 2; i++) {
-    const c = peer.connect(80, '10.0.0.1');
-    await once(c, 'connect');
-    firsts.push(c);
-  }
+  for (let i = 0; i < 2; i++) firsts.push(await dial(net, peer, to));
   while (accepted.length < 2) await net.sleep(1);
   assert.deepEqual(
     accepted.map((a) => a.owner),
@@ -71,91 +93,122 @@ async function withPaths(
 }
 
 /** A third connection, after the two `withPaths` made: accepted at a member. */
-async function bornOne(
-  net: SimNetwork,
-  peer: ReturnType<SimNetwork['addHost']>,
-  accepted: { owner: string }[],
-) {
-  const c = peer.connect(80, '10.0.0.1');
-  await once(c, 'connect');
+async function bornOne(net: SimNetwork, peer: Peer, accepted: { owner: string }[], to = '10.0.0.1') {
+  const c = await dial(net, peer, to);
   while (accepted.length < 3) await net.sleep(1);
   return c;
 }
 
+for (const v6 of [false, true]) {
+  const to = v6 ? TEAM_IP6 : '10.0.0.1';
+  describe(`the passive open answered at the NIC, over ${v6 ? 'IPv6' : 'IPv4'}`, () => {
+    test('a connection born on a member carries data both ways, and no transfer placed it', async () => {
+      const { net, peer, host } = rig(v6);
+      const { accepted } = await withPaths(net, host, peer, undefined, to);
+      const transfersBefore = host.stack.counters.get('offload.handover');
+      const c = await bornOne(net, peer, accepted, to);
+      const born = accepted[2]!;
+      assert.match(born.owner, /^team\.nic\d$/, `owner at accept: ${born.owner}`);
+      assert.equal(host.stack.counters.get('offload.accept-at-nic'), 1);
+      const k = keyOf(born.socket);
+      assert.equal(k.remoteIp > TWO_32, v6, 'of the family it was asked in');
+      const nic = host.nics.find((n) => n.id === born.owner)!;
+      assert.equal(nic.engine.counters.get('nic.listen.syn'), 1);
+      if (v6) {
+        // Under the host's handles; and one ISN function per host: the member hashed the
+        // addresses' bytes, as the host does (its engine got the host's table after it started).
+        const addrs = host.stack.addrs!;
+        assert.deepEqual([addrs.format(k.localIp), addrs.format(k.remoteIp)], [TEAM_IP6, PEER_IP6]);
+        const peerConn = [...peer.stack.tcp.connections()].find((x) => x.localPort === c.localPort)!;
+        const hostIss = host.stack.tcp.isn.next(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+        const ahead = (hostIss - peerConn.state.delegated.irs) >>> 0;
+        assert.ok(ahead < 250 * 60_000, `the host's ISN is ${ahead} past the member's`);
+      }
+      const out = pattern(150_000, 1);
+      const e = echo(c, out);
+      await e.done;
+      assert.ok(e.got().equals(out), 'echoed intact');
+      // Nothing moved it: the two first connections' offloads are the only hand-overs.
+      assert.equal(host.stack.counters.get('offload.handover'), transfersBefore);
+      assert.equal(ownerName(host, born.socket), born.owner);
+      c.end();
+      await once(c, 'close');
+      // Its close reaches the host's records as a placed one's does.
+      await net.sleep(100);
+      assert.equal(host.manager.ownerOf(k), null);
+      host.close();
+      net.close();
+    });
+
+    test('a connection born on a member is moved to the other and uploaded to the host with every byte', async () => {
+      const { net, peer, host } = rig(v6);
+      const { accepted } = await withPaths(net, host, peer, undefined, to);
+      const c = await bornOne(net, peer, accepted, to);
+      const born = accepted[2]!;
+      assert.match(born.owner, /^team\.nic\d$/);
+      const key = keyOf(born.socket);
+      const from = host.nics.find((n) => n.id === born.owner)!;
+      const other = host.nics.find((n) => n !== from)!;
+      const out = pattern(3_000_000, 3);
+      const e = echo(c, out);
+      // Mid-stream: to the other member, then back to the host.
+      await net.sleep(5);
+      assert.ok(e.n() > 0, 'data flows before the move');
+      const moved = await host.manager.move([key], from, other);
+      assert.equal(moved.moved.length, 1, JSON.stringify(moved.refused));
+      assert.equal(ownerName(host, born.socket), other.id);
+      await net.sleep(5);
+      const up = await host.manager.upload([key]);
+      assert.ok(e.n() < out.length, `${e.n()} bytes back at the upload: mid-stream`);
+      assert.equal(up.moved.length, 1, JSON.stringify(up.refused));
+      assert.equal(ownerName(host, born.socket), 'host');
+      await e.done;
+      assert.ok(e.got().equals(out), 'echoed intact across the move and the upload');
+      host.close();
+      net.close();
+    });
+
+    test("a connection born on a member survives its member's crash: rebuilt on the other with every byte", async () => {
+      const { net, peer, host } = rig(v6);
+      const { accepted } = await withPaths(net, host, peer, undefined, to);
+      const c = await bornOne(net, peer, accepted, to);
+      const born = accepted[2]!;
+      const at = host.nics.findIndex((n) => n.id === born.owner);
+      assert.ok(at >= 0, born.owner);
+      const out = pattern(2_000_000, 5);
+      const e = echo(c, out);
+      await net.sleep(5);
+      assert.ok(e.n() > 0 && e.n() < out.length, `${e.n()} bytes back when it crashes`);
+      host.nics[at]!.crash('test: crashed');
+      await e.done;
+      assert.ok(e.got().equals(out), 'echoed intact across the failover');
+      await host.team.settled();
+      const failovers = host.failovers.filter((f) => f.nic === born.owner);
+      assert.equal(failovers.length, 1);
+      assert.equal(failovers[0]!.lost, 0);
+      assert.notEqual(ownerName(host, born.socket), born.owner);
+      host.close();
+      net.close();
+    });
+  });
+}
+
 describe('the passive open answered at the NIC', () => {
-  test('a connection born on a member carries data both ways, and no transfer placed it', async () => {
-    const { net, peer, host } = rig();
-    const { accepted } = await withPaths(net, host, peer);
-    const transfersBefore = host.stack.counters.get('offload.handover');
-    const c = await bornOne(net, peer, accepted);
-    const born = accepted[2]!;
-    assert.match(born.owner, /^team\.nic\d$/, `owner at accept: ${born.owner}`);
-    assert.equal(host.stack.counters.get('offload.accept-at-nic'), 1);
-    const nic = host.nics.find((n) => n.id === born.owner)!;
-    assert.equal(nic.engine.counters.get('nic.listen.syn'), 1);
-    const out = pattern(150_000, 1);
-    const e = echo(c, out);
-    await e.done;
-    assert.ok(e.got().equals(out), 'echoed intact');
-    // Nothing moved it: the two first connections' offloads are the only hand-overs.
-    assert.equal(host.stack.counters.get('offload.handover'), transfersBefore);
-    assert.equal(ownerName(host, born.socket), born.owner);
-    c.end();
-    await once(c, 'close');
-    // Its close reaches the host's records as a placed one's does.
-    await net.sleep(100);
-    assert.equal(host.manager.ownerOf(keyOf(born.socket)), null);
-    host.close();
-    net.close();
-  });
-
-  test('a connection born on a member is moved to the other and uploaded to the host with every byte', async () => {
-    const { net, peer, host } = rig();
-    const { accepted } = await withPaths(net, host, peer);
-    const c = await bornOne(net, peer, accepted);
-    const born = accepted[2]!;
-    assert.match(born.owner, /^team\.nic\d$/);
-    const key = keyOf(born.socket);
-    const from = host.nics.find((n) => n.id === born.owner)!;
-    const to = host.nics.find((n) => n !== from)!;
-    const out = pattern(3_000_000, 3);
-    const e = echo(c, out);
-    // Mid-stream: to the other member, then back to the host.
-    await net.sleep(5);
-    assert.ok(e.n() > 0, 'data flows before the move');
-    const moved = await host.manager.move([key], from, to);
-    assert.equal(moved.moved.length, 1, JSON.stringify(moved.refused));
-    assert.equal(ownerName(host, born.socket), to.id);
-    await net.sleep(5);
-    const up = await host.manager.upload([key]);
-    assert.ok(e.n() < out.length, `${e.n()} bytes back at the upload: mid-stream`);
-    assert.equal(up.moved.length, 1, JSON.stringify(up.refused));
-    assert.equal(ownerName(host, born.socket), 'host');
-    await e.done;
-    assert.ok(e.got().equals(out), 'echoed intact across the move and the upload');
-    host.close();
-    net.close();
-  });
-
-  test("a connection born on a member survives its member's crash: rebuilt on the other with every byte", async () => {
-    const { net, peer, host } = rig();
-    const { accepted } = await withPaths(net, host, peer);
-    const c = await bornOne(net, peer, accepted);
-    const born = accepted[2]!;
-    const at = host.nics.findIndex((n) => n.id === born.owner);
-    assert.ok(at >= 0, born.owner);
-    const out = pattern(2_000_000, 5);
-    const e = echo(c, out);
-    await net.sleep(5);
-    assert.ok(e.n() > 0 && e.n() < out.length, `${e.n()} bytes back when it crashes`);
-    host.nics[at]!.crash('test: crashed');
-    await e.done;
-    assert.ok(e.got().equals(out), 'echoed intact across the failover');
-    await host.team.settled();
-    const failovers = host.failovers.filter((f) => f.nic === born.owner);
-    assert.equal(failovers.length, 1);
-    assert.equal(failovers[0]!.lost, 0);
-    assert.notEqual(ownerName(host, born.socket), born.owner);
+  test('a listener on one IPv6 address stays the host’s: its SYNs are answered there, counted', async () => {
+    const { net, peer, host } = rig(true);
+    const accepted: string[] = [];
+    const server = host
+      .createServer((s: TcpSocket) => {
+        accepted.push(ownerName(host, s));
+        s.on('error', () => {});
+      })
+      .listen({ port: 80, host: TEAM_IP6 });
+    assert.equal(host.stack.counters.get('offload.accept-at-nic.host-only-v6-address'), 1);
+    for (const nic of host.nics) assert.equal(nic.engine.tcp.listeners.has(80), false, nic.id);
+    await dial(net, peer, TEAM_IP6);
+    while (accepted.length < 1) await net.sleep(1);
+    assert.deepEqual(accepted, ['host']);
+    server.close();
     host.close();
     net.close();
   });

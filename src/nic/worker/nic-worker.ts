@@ -842,6 +842,8 @@ function takeUnbuilt(p: Pending, path: PathSlot, owner: number): InstalledConn {
  * listed when `keepListed` (handed to a peer: HandedOn).
  */
 function letGoUnbuilt(p: Pending, keepListed = false): void {
+  if (p.waiting !== null) unwait(p.waiting);
+  p.waiting = null;
   pendingIndex.remove(p);
   pendingAt[p.index] = undefined;
   freeSlots.push(p.index);
@@ -990,7 +992,9 @@ function build(p: Pending): Slot | undefined {
     batchParts.delete(p.block);
   }
   const slot = slots[p.index];
-  if (p.waiting !== null) runWaiting(p.waiting, slot);
+  const q = p.waiting;
+  p.waiting = null;
+  if (q !== null) runWaiting(q, slot);
   return slot;
 }
 
@@ -1001,6 +1005,26 @@ function build(p: Pending): Slot | undefined {
  */
 const WAIT_FRAMES = 32;
 const WAIT_BYTES = 256 * 1024;
+/**
+ * What all the connections owed a prod hold together: the per-connection bounds alone let a hand
+ * of thousands under traffic keep 256 KiB each (a gigabyte at 4,000) on this thread's heap. Past
+ * either, a frame builds its connection at once (nic.lazy.wait-full), as one past its own bound
+ * does: that costs only the time the pacing saved (a build and its prod, about half a millisecond),
+ * bounded by the connections held here, where a drop would cost the peer a retransmission (its
+ * RTO, or for a pure ACK the news it carried) in the failover that promised it no pause. Linux
+ * drops past a busy socket's backlog limit (TCPBacklogDrop) because its memory is the peer's doing;
+ * this wait is the NIC's own choice, which it can always take back. 16 connections' worth of bytes;
+ * frames at 32 connections' worth, a small frame costing a copy and an object all the same.
+ */
+const WAIT_TOTAL_FRAMES = 1024;
+const WAIT_TOTAL_BYTES = 16 * WAIT_BYTES;
+/** Frames and bytes waiting for builds now, all connections together, and the most frames ever. */
+const waitingAll = { frames: 0, bytes: 0, framesMax: 0 };
+
+function unwait(q: readonly WaitingFrame[]): void {
+  waitingAll.frames -= q.length;
+  for (const w of q) waitingAll.bytes -= w.frame.length;
+}
 
 /**
  * A received frame for a connection still owed its prod (oweProds) waits for its build, rather
@@ -1022,13 +1046,21 @@ function waitForBuild(
   let bytes = frame.length;
   for (const w of q) bytes += w.frame.length;
   if (bytes > WAIT_BYTES) return false;
+  if (waitingAll.frames >= WAIT_TOTAL_FRAMES || waitingAll.bytes + frame.length > WAIT_TOTAL_BYTES) {
+    engine.counters.inc('nic.lazy.wait-full');
+    return false;
+  }
   q.push({ frame: frame.slice(), info: info === undefined ? undefined : { ...info }, from });
+  waitingAll.frames++;
+  waitingAll.bytes += frame.length;
+  if (waitingAll.frames > waitingAll.framesMax) waitingAll.framesMax = waitingAll.frames;
   engine.counters.inc('nic.lazy.frame-waits');
   return true;
 }
 
 /** The frames that waited for a connection's build, run now that it is built (its slot, if it was). */
 function runWaiting(q: readonly WaitingFrame[], slot: Slot | undefined): void {
+  unwait(q);
   for (const w of q) {
     progress();
     if (slot !== undefined) touch(slot);
@@ -2206,6 +2238,9 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
             'nic.slabs.alive-bytes': alive.bytes,
             'nic.time-wait.blocks': timeWaitHeld.blocks,
             'nic.time-wait.unread': timeWaitHeld.unread,
+            // Frames waiting for paced builds (waitForBuild), now and at the most.
+            'nic.lazy.frames-waiting': waitingAll.frames,
+            'nic.lazy.frames-waiting-max': waitingAll.framesMax,
             // The longest a batch handed here held its input for the source's word (hand-order.ts).
             'nic.hand.hold-ms-max': Math.ceil(heldIn.longestMs),
           },

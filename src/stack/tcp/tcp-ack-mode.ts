@@ -1,7 +1,15 @@
 import { FIRST_DATA_PENDING, MAX_QUICK_ACKS, type TcpState } from '../../state/tcp-state.ts';
 import { TcpFlag } from '../../wire/tcp.ts';
-import { seqDiff, seqGt } from './seq.ts';
+import { seqDiff } from './seq.ts';
 import type { TcpConnection } from './tcp-connection.ts';
+import {
+  MIN_MSS_HINT,
+  MSS_DEFAULT,
+  offeredWindow,
+  rcvMss,
+  selectWindow,
+  windowWorthAnnouncing,
+} from './tcp-window.ts';
 
 /**
  * When a receiver's ACK goes at once and when it may wait, as Linux decides it (the kernel is the
@@ -18,8 +26,9 @@ import type { TcpConnection } from './tcp-connection.ts';
  * Not followed here: Linux also enters the mode on data into a shut window with an empty receive
  * queue (here a window is shut by unread data, and a segment into it is refused whole by the
  * acceptance test, as by Linux's tcp_sequence, before that point), and adds one quick ACK whenever its
- * receive window grows (tcp_grow_window), which while the window opens has it ACK every segment;
- * Chimney offers its whole buffer from the start, so there is no such phase to follow.
+ * receive window grows (tcp_grow_window); Chimney's window has no such growth (tcp-window.ts).
+ * It leaves the mode once less than half of the buffer is free (selectWindow, as Linux's
+ * __tcp_select_window).
  *
  * A connection that answers data within the delayed-ACK time is interactive (pingpong mode,
  * tcp_event_data_sent; net.ipv4.tcp_pingpong_thresh, 1 by default): its ACKs wait to ride on
@@ -34,37 +43,25 @@ import type { TcpConnection } from './tcp-connection.ts';
  * remembered (ICSK_ACK_PUSHED), and the application's read that empties the receive queue ACKs
  * them (tcp_cleanup_rbuf), so a stream of small writes is not left to the delayed-ACK timer.
  *
- * Not followed here either: Linux ACKs those segments at once only if the window it would offer
- * now is not smaller than the one it offered (__tcp_select_window(sk) >= rcv_wnd), leaving the
- * ACK to the application's read otherwise. Its offered window is rcv_ssthresh, grown below a
- * larger buffer, so the test fails only once the application falls behind; Chimney's window is
- * the whole free buffer, so the same test would fail on every segment not yet read, and move the
- * every-second-segment ACK of a bulk transfer from the input to the read. ECN's quick ACKs
- * (__tcp_ecn_check_ce on a CE mark) have nothing to follow: Chimney does not negotiate ECN.
+ * That every-second-segment ACK goes at once only while the receiver keeps up (__tcp_ack_snd_check):
+ * when nothing is left unread, or when the window it would offer now is not smaller than the one
+ * it offered (selectWindow >= rcv_wnd). A receiver whose application lags, and whose free space
+ * has shrunk since, leaves the ACK to the application's read (tcp_cleanup_rbuf, readAckNow) or the
+ * delayed-ACK timer: its peer hears of the data when there is room behind it. With a buffer of
+ * fixed size (Linux's SO_RCVBUF, Chimney's rcvBufSize) that is any unread data past the last ACK;
+ * on the conformance lab a Linux receiver that does not read ACKs each burst once, at its timer,
+ * and one that reads ACKs at its reads. ECN's quick ACKs (__tcp_ecn_check_ce on a CE mark) have
+ * nothing to follow: Chimney does not negotiate ECN.
  *
  * The mode is part of the connection's state (TcpState's soft part, codec versions 8 and 9): a
  * connection moved between the host and a NIC delays its ACKs as it would have where it was. Only
  * a rebuild from the hard state, which has no soft part, starts without it, past its start.
  */
 
-/** Linux's TCP_MSS_DEFAULT (RFC 1122's 536) and TCP_MIN_MSS: the bounds of the starting hint. */
-const MSS_DEFAULT = 536;
-const MIN_MSS_HINT = 88;
 /** Linux's TCP_REMNANT: a segment with any of these may be short for its own reasons. */
 const REMNANT = TcpFlag.FIN | TcpFlag.URG | TcpFlag.SYN | TcpFlag.PSH;
 const PUSHED = 1;
 const PUSHED2 = 2;
-
-/**
- * The peer's segment size as estimated (icsk_ack.rcv_mss). Before the first measure, Linux's
- * tcp_initialize_rcv_mss: the smaller of the two MSSs, half the window and 536, at least 88.
- */
-export function rcvMss(s: TcpState): number {
-  if (s.soft.rcvMss > 0) return s.soft.rcvMss;
-  const sendMss = s.const.remoteMss - (s.const.tsEnabled ? 12 : 0);
-  const hint = Math.min(s.const.localMss, sendMss, s.cached.rcvBufSize >>> 1, MSS_DEFAULT);
-  return Math.max(hint, MIN_MSS_HINT);
-}
 
 /**
  * tcp_measure_rcv_mss: in-order data of `len` bytes arrived in a segment whose TCP header was
@@ -168,28 +165,46 @@ export function ackSent(conn: TcpConnection): void {
 }
 
 /**
- * __tcp_ack_snd_check, for new in-order data: more than one of the peer's segments is unACKed
- * (rcv_nxt - rcv_wup > rcv_mss), or quick-ACK mode.
+ * __tcp_ack_snd_check's first reason: more than one of the peer's segments is unACKed (rcv_nxt -
+ * rcv_wup > rcv_mss), and the receiver keeps up: nothing is left unread (sk_rcvlowat, 1 byte), or
+ * the window it would offer now is not below the one it offered.
  */
+function segmentsAckNow(s: TcpState): boolean {
+  const d = s.delegated;
+  return (
+    seqDiff(d.rcvNxt, d.lastAckSent) > rcvMss(s) &&
+    (d.recvBuffer.length === 0 || selectWindow(s) >= offeredWindow(s))
+  );
+}
+
+/** __tcp_ack_snd_check, for new in-order data: the reason above, or quick-ACK mode. */
 export function dataAckNow(conn: TcpConnection): boolean {
-  const s = conn.state;
-  return seqDiff(s.delegated.rcvNxt, s.delegated.lastAckSent) > rcvMss(s) || inQuickAck(conn);
+  // In this order, as Linux's: selectWindow may end quick-ACK mode.
+  return segmentsAckNow(conn.state) || inQuickAck(conn);
 }
 
 /**
- * tcp_cleanup_rbuf: the application's read emptied the receive queue of a connection that owes an
- * ACK for small segments (ICSK_ACK_PUSHED twice, or once on a connection not interactive): the
- * ACK goes now rather than at the delayed-ACK timer. Linux's other reason there, more than one
- * segment unACKed, is none here: the input ACKs that at once (see the header).
+ * tcp_cleanup_rbuf, after the application's read, for a connection that owes an ACK: more than
+ * one of the peer's segments is unACKed (the input left it to the read: segmentsAckNow), or the
+ * read emptied the receive queue and small segments are owed one (ICSK_ACK_PUSHED twice, or once
+ * on a connection not interactive), which then goes now rather than at the delayed-ACK timer.
  */
 export function readAckNow(s: TcpState): boolean {
+  const d = s.delegated;
+  const owed = seqDiff(d.rcvNxt, d.lastAckSent);
+  if (owed <= 0) return false;
+  if (owed > rcvMss(s)) return true;
   const p = s.soft.ackPushed;
-  return (
-    p !== 0 &&
-    s.delegated.recvBuffer.length === 0 &&
-    seqGt(s.delegated.rcvNxt, s.delegated.lastAckSent) &&
-    ((p & PUSHED2) !== 0 || !s.soft.pingpong)
-  );
+  return p !== 0 && d.recvBuffer.length === 0 && ((p & PUSHED2) !== 0 || !s.soft.pingpong);
+}
+
+/**
+ * After the application read: does an ACK go now? Either the window opened enough to announce
+ * (tcp-window.ts), or the ACK owed waited for the read (readAckNow). One rule for every owner:
+ * the host's read and a worker's (the application reads from the shared ring on another thread).
+ */
+export function ackAfterRead(s: TcpState): boolean {
+  return readAckNow(s) || windowWorthAnnouncing(s);
 }
 
 /**
@@ -205,17 +220,16 @@ export function peerClosing(conn: TcpConnection): void {
 
 /**
  * Whether the ACK of a FIN that ended ESTABLISHED goes at once all the same (__tcp_ack_snd_check,
- * tcp_send_delayed_ack): when more than one of the peer's segments is unACKed with it (rcv_nxt -
- * rcv_wup > rcv_mss), or when no data came before it: Linux's ATO is still 0 then, and its
+ * tcp_send_delayed_ack): for more than one of the peer's segments unACKed with it, as for data
+ * (segmentsAckNow), or when no data came before it: Linux's ATO is still 0 then, and its
  * delayed-ACK timer runs out at the next tick, which also ends the pingpong it had just entered.
  */
 export function finAckNow(conn: TcpConnection): boolean {
-  const s = conn.state;
   if (conn.state.soft.quickAcks === FIRST_DATA_PENDING) {
     delayedAckFired(conn);
     return true;
   }
-  return seqDiff(s.delegated.rcvNxt, s.delegated.lastAckSent) > rcvMss(s);
+  return segmentsAckNow(conn.state);
 }
 
 /** tcp_delack_timer_handler: a delayed ACK had to go alone, so the answers are not coming. */

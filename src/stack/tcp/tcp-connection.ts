@@ -9,12 +9,12 @@ import type { TableEntry } from './conn-table.ts';
 import type { OutputScheduler, OutputSender } from './output-scheduler.ts';
 import { RackLog } from './rack.ts';
 import { seqDiff } from './seq.ts';
+import { ackAfterRead } from './tcp-ack-mode.ts';
 import { deliverEvents, terminate } from './tcp-events.ts';
 import { maybeGrowSendRing, oooBytesOf, roomAtLimit } from './tcp-mem.ts';
 import { sendRst, tcpOutput } from './tcp-output.ts';
 import { onConnectionTimer, scheduleTimer } from './tcp-timers.ts';
 import type { ConnectionHandle, ConnTuple, TcpHostEnv, TcpUser } from './tcp-types.ts';
-import { ackAfterRead } from './tcp-window.ts';
 
 export { connError, deliverEvents, reportClosed, TcpEvent, terminate } from './tcp-events.ts';
 

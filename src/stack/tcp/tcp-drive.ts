@@ -7,10 +7,10 @@ import { deliverEvents, type TcpConnection } from './tcp-connection.ts';
 import { tcpOutput } from './tcp-output.ts';
 import { scheduleTimer } from './tcp-timers.ts';
 
+export { ackAfterRead } from './tcp-ack-mode.ts';
 export { armKeepalive, canReceive, deliverEvents, isSynchronized, terminate } from './tcp-connection.ts';
 export { OUTPUT_BUDGET_BYTES, OUTPUT_TURN_BUDGET_BYTES } from './tcp-output.ts';
 export { scheduleTimer } from './tcp-timers.ts';
-export { ackAfterRead } from './tcp-window.ts';
 
 /** Something changed under the connection: send what may go, re-arm its timer. */
 export function resume(conn: TcpConnection): void {

@@ -77,11 +77,10 @@ export class TcpLayer implements TcpEngine {
     this.env = env;
     this.budget = new TcpBudget(env.counters, limits);
     this.defaults = mergeTcpOptions(DEFAULT_TCP_CACHED, defaults);
-    const addrs = env.addrs;
-    this.isn = new IsnGenerator(
-      env.clock,
-      env.isnSecret ?? env.random.fill(new Uint8Array(16)),
-      addrs && ((ip) => addrs.bytes(ip)),
+    // Read at each call: a LocalNic's engine is given the host's table after it starts (with its
+    // first IPv6 trees), and a SYN it answers then must get the ISN the host gives the tuple.
+    this.isn = new IsnGenerator(env.clock, env.isnSecret ?? env.random.fill(new Uint8Array(16)), (ip) =>
+      env.addrs!.bytes(ip),
     );
     this.listeners = new Listeners(this);
     this.handover = new Handover(this, this.table);

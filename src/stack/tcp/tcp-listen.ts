@@ -213,7 +213,10 @@ export class Listeners {
   ): Listener {
     if (!opts || typeof opts !== 'object') throw new InvalidArgumentError('listen: options required');
     const addrs = this.layer.env.addrs;
-    const ip = opts.ip === undefined ? 0 : checkAddress(opts.ip, 'ip', addrs !== undefined);
+    // `::` names no address, so a layer with no table yet may take it: a LocalNic's engine answers
+    // a dual-stack listener's SYNs before its first IPv6 trees bring it the host's table.
+    const ip =
+      opts.ip === undefined ? 0 : opts.ip === ANY6 ? ANY6 : checkAddress(opts.ip, 'ip', addrs !== undefined);
     const v6Only = opts.v6Only === true;
     const port = checkPort(opts.port, 'port');
     const backlog = opts.backlog ?? 511;
@@ -270,6 +273,16 @@ export class Listeners {
       return;
     }
     if (f & TcpFlag.ACK) {
+      // A NIC on another thread holds the tuple (NicEngine.givesWay passed this up: a half-open
+      // connection of one member met the peer's ACK of another's SYN-ACK; or it waited in a
+      // member's queue while another's handshake ended): Linux's lookup finds an established or
+      // request sock before its listener, and never resets a connection one holds, nor makes a
+      // second one from a cookie (found_dup_sk). Dropped: the owner gets the peer's next
+      // segments, and a challenge ACK lost costs nothing.
+      if (l.heldElsewhere?.(ip.dst, h.dstPort, ip.src, h.srcPort) === true) {
+        env.counters.inc('tcp.listen.ack-held-elsewhere');
+        return;
+      }
       // Only after a recent overflow can an ACK answer a cookie; checking every stray ACK would
       // spend a hash on each and let a blind attacker try cookies at will (Linux does the same).
       const recent = env.clock.now() - l.lastOverflowAt < SYNCOOKIE_VALID_MS;

@@ -16,6 +16,7 @@ import { recvSackBlocks, sackIsLost, sackNextSeg, sackPipe } from './sack.ts';
 import { seqAdd, seqDiff, seqGt, seqLeq, seqLt } from './seq.ts';
 import { ackSent, dataSent } from './tcp-ack-mode.ts';
 import type { TcpConnection, TcpEngine } from './tcp-connection.ts';
+import { selectWindow } from './tcp-window.ts';
 
 const INF = Number.POSITIVE_INFINITY;
 /**
@@ -62,17 +63,14 @@ function finState(st: number): boolean {
 }
 
 /**
- * The window field for a non-SYN segment, and the new right edge. Applies receiver-side silly
- * window avoidance (RFC 1122 4.2.3.3: offer nothing until a useful amount is free) but never moves
- * the right edge back (RFC 7323 2.4, RFC 9293 3.8.6.2.2).
+ * The window field for a non-SYN segment, and the new right edge (Linux's tcp_select_window): the
+ * window selectWindow offers (its silly window avoidance, tcp-window.ts), but never an edge left
+ * of the one offered before (RFC 7323 2.4, RFC 9293 3.8.6.2.2).
  */
 export function advertiseWindow(s: TcpState): number {
   const d = s.delegated;
   const shift = s.const.rcvWscale;
-  let win = d.recvBuffer.free;
-  if (win < Math.min(s.cached.rcvBufSize >>> 1, s.const.localMss)) win = 0;
-  const max = 65535 * 2 ** shift;
-  if (win > max) win = max;
+  let win = selectWindow(s);
   const cur = seqDiff(d.rcvAdv, d.rcvNxt);
   if (win < cur) win = cur;
   // Rounded down: rounding up would promise up to 2^shift - 1 bytes past the buffer on every ACK,

@@ -21,7 +21,8 @@ export interface TcpHostEnv {
   isLocal(ip: number): boolean;
   /**
    * The host's address handles, where IPv6 runs (the host stack): an address ≥ 2^32 is an IPv6
-   * handle whose bytes are here. Absent on an engine that runs IPv4 connections only (a NIC).
+   * handle whose bytes are here. Absent on an engine that runs IPv4 connections only; a
+   * LocalNic's engine is given the host's with its first IPv6 trees, so it is read where used.
    */
   readonly addrs?: AddressTable;
   /**
