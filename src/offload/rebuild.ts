@@ -115,14 +115,8 @@ export async function rebuild(
       const c = s.const;
       // The record names its own tuple, and the rebuild takes it from there: one damaged in the
       // dead thread's memory could name another connection, whose twin would be installed under
-      // this one's socket (the numbers first; keys may carry an IPv4 address signed).
-      if (
-        (c.localPort !== k.localPort ||
-          c.remotePort !== k.remotePort ||
-          c.localIp !== k.localIp ||
-          c.remoteIp !== k.remoteIp) &&
-        !sameConnKey(keyOfState(s), k)
-      )
+      // this one's socket.
+      if (!sameConnKey(c, k))
         throw new StateValidationError('hard.tuple', 'the record names another connection');
       states.push(s);
       keys.push(k);

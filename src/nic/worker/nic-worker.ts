@@ -985,15 +985,19 @@ function build(p: Pending): Slot | undefined {
     return undefined;
   }
   const conn = engine.adoptLazy(s, path, p.prod);
+  const q = p.waiting;
+  p.waiting = null;
   batchParts.set(p.block, parts);
   try {
     install(conn, p.block, p.index);
+  } catch (e) {
+    // Its waiting frames go with it: still counted, they would hold the worker's total bound.
+    if (q !== null) unwait(q);
+    throw e;
   } finally {
     batchParts.delete(p.block);
   }
   const slot = slots[p.index];
-  const q = p.waiting;
-  p.waiting = null;
   if (q !== null) runWaiting(q, slot);
   return slot;
 }
