@@ -3,7 +3,7 @@ import { TWO_32 } from '../../stack/address-table.ts';
 import type { AddressBook } from '../../state/path-state.ts';
 import { readU32, writeU32 } from '../../wire/addr.ts';
 import type { ConnBlockRef } from '../hard-state.ts';
-import type { ConnKey, InitiateConnResult, InitiateResult } from '../nic.ts';
+import { type ConnKey, type InitiateConnResult, type InitiateResult, sameConnKey } from '../nic.ts';
 import { TupleMap } from '../tuple-map.ts';
 import { canonicalSlab, knownBlock, slabIdOf } from './conn-blocks.ts';
 import type { InstalledConn } from './protocol.ts';
@@ -143,15 +143,20 @@ export const BLOCK_WORDS = 6;
 /** Buffer index of a block the host gave with the request: its buffer need not cross again. */
 export const GIVEN = -1;
 
-/** `given`: per block, whether it is the one the host gave for that connection (an initiate's answer). */
+/**
+ * `given`: per block, whether it is the one the host gave for that connection (an initiate's
+ * answer). `packed`: the blocks' keys, packed already (the answer's own, when it installed every
+ * connection in order).
+ */
 export function packBlocks(
   blocks: readonly (readonly [ConnKey, ConnBlockRef, boolean?])[],
   addrs?: AddressBook | null,
+  packed?: Uint32Array,
 ): PackedBlocks {
   const sabs: SharedArrayBuffer[] = [];
   const ids: number[] = [];
   const index = new Map<SharedArrayBuffer, number>();
-  const keys: ConnKey[] = [];
+  const keys: ConnKey[] | null = packed === undefined ? new Array<ConnKey>(blocks.length) : null;
   const words = new Int32Array(blocks.length * BLOCK_WORDS);
   for (let i = 0; i < blocks.length; i++) {
     const [key, b, given] = blocks[i]!;
@@ -162,7 +167,7 @@ export function packBlocks(
       ids.push(slabIdOf(b.sab));
       index.set(b.sab, at);
     }
-    keys.push(key);
+    if (keys !== null) keys[i] = key;
     const j = i * BLOCK_WORDS;
     words[j] = at;
     words[j + 1] = b.at;
@@ -171,7 +176,7 @@ export function packBlocks(
     words[j + 4] = b.recv.offset;
     words[j + 5] = b.recv.capacity;
   }
-  return { sabs, ids: Float64Array.from(ids), keys: packKeys(keys, addrs), words };
+  return { sabs, ids: Float64Array.from(ids), keys: keys === null ? packed! : packKeys(keys, addrs), words };
 }
 
 /**
@@ -274,18 +279,27 @@ export function packInitiate(
     }
   }
   const slots = new Int32Array(installed.length);
-  for (let i = 0; i < installed.length; i++) slots[i] = installed[i]!.slot;
+  let inOrder = installed.length === n;
+  for (let i = 0; i < installed.length; i++) {
+    slots[i] = installed[i]!.slot;
+    if (inOrder && !sameConnKey(installed[i]!.key, r.conns[i]!.key)) inOrder = false;
+  }
+  const keys = packKeys(
+    r.conns.map((c) => c.key),
+    addrs,
+  );
   const out: PackedInitiate = {
     status: r.status,
-    keys: packKeys(
-      r.conns.map((c) => c.key),
-      addrs,
-    ),
+    keys,
     codes,
     reasons,
+    // Every connection installed, in order (the usual answer): the installed keys are the same
+    // words, as the same array, which the message carries once (a clone keeps an object named
+    // twice as one object) and the host unpacks once.
     installed: packBlocks(
       installed.map((c) => [c.key, c.block, c.given === true] as const),
       addrs,
+      inOrder ? keys : undefined,
     ),
     slots,
   };
@@ -346,19 +360,10 @@ export function unpackInstalled(
     },
   };
   if (p.reason !== undefined) result.reason = p.reason;
-  // Every connection installed (the usual answer): the same keys, packed alike, taken once.
-  const ikeys =
-    p.installed.keys instanceof Uint32Array && sameWords(p.installed.keys, p.keys)
-      ? keys
-      : unpackKeys(p.installed.keys, addrs, given?.keys);
+  // Every connection installed (the usual answer): the same array of keys (packInitiate), taken once.
+  const ikeys = p.installed.keys === p.keys ? keys : unpackKeys(p.installed.keys, addrs, given?.keys);
   const blocks = blockList(p.installed, ikeys, given);
   if (!(p.slots instanceof Int32Array) || p.slots.length !== ikeys.length)
     throw new InvalidArgumentError('packed initiate: slots do not match blocks');
   return { result, keys: ikeys, slots: p.slots, blocks };
-}
-
-function sameWords(a: Uint32Array, b: Uint32Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
