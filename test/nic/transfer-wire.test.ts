@@ -45,7 +45,11 @@ describe('transfer messages in flat words', () => {
       remotePort: 443,
     }));
     const blocks = keys.map((k) => [k, allocConnBlock(4096, 8192)] as const);
-    const p = packBlocks(blocks);
+    const p = packBlocks(
+      blocks.length,
+      (i) => blocks[i]![0],
+      (i) => blocks[i]![1],
+    );
     assert.equal(p.sabs.length, new Set(blocks.map(([, b]) => b.sab)).size);
     const back = unpackBlocks(p);
     assert.equal(back.size, 100);
