@@ -301,8 +301,9 @@ export function formatWarmMove(r: WarmMoveResult): string {
     for (const t of r.heap.top)
       lines.push(`    ${(t.bytesPerMove / 1024).toFixed(1).padStart(8)} KiB  ${t.fn}  ${t.where}`);
   }
-  for (const w of r.workers ?? []) {
-    lines.push(`  allocated by worker ${w.url}: ${(w.bytesPerMove / 1024).toFixed(0)} KiB per move`);
+  for (const [i, w] of (r.workers ?? []).entries()) {
+    const name = w.url === '' ? `thread ${i + 1}` : w.url;
+    lines.push(`  allocated by worker ${name}: ${(w.bytesPerMove / 1024).toFixed(0)} KiB per move`);
     for (const t of w.top.slice(0, 15))
       lines.push(`    ${(t.bytesPerMove / 1024).toFixed(1).padStart(8)} KiB  ${t.fn}  ${t.where}`);
   }
