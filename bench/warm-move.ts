@@ -40,7 +40,14 @@ export interface WarmMoveResult {
   /** Every counted move: wall, main CPU, collections (of them mark-compacts) and their ms. */
   each: { wallMs: number; mainCpuMs: number; gcs: number; majors: number; gcMs: number }[];
   /** With `--heap`: bytes the main thread allocated per counted move, and the largest sites. */
-  heap?: { bytesPerMove: number; top: { fn: string; where: string; bytesPerMove: number }[] };
+  heap?: HeapPerMove;
+  /** With `--heap --workers`: the same for each worker thread, by its script. */
+  workers?: (HeapPerMove & { url: string })[];
+}
+
+interface HeapPerMove {
+  bytesPerMove: number;
+  top: { fn: string; where: string; bytesPerMove: number }[];
 }
 
 /** This thread's CPU time, ns (schedstat: finer than stat's clock ticks). */
@@ -68,6 +75,65 @@ function heapSites(root: HeapNode): Map<string, number> {
   };
   walk(root, '(root)');
   return by;
+}
+
+/**
+ * The worker threads made from now on, reached through `session` (the inspector's NodeWorker
+ * domain: a worker is announced only if it starts after this), for the heap profiler's verbs.
+ */
+async function workerSessions(session: Session): Promise<{
+  call: (sessionId: string, method: string, params?: object) => Promise<unknown>;
+  workers: { sessionId: string; url: string }[];
+}> {
+  const workers: { sessionId: string; url: string }[] = [];
+  const waiting = new Map<number, (m: { result?: unknown; error?: { message: string } }) => void>();
+  let next = 0;
+  session.on('NodeWorker.attachedToWorker', (m) => {
+    const p = m.params as { sessionId: string; workerInfo: { url: string } };
+    workers.push({ sessionId: p.sessionId, url: p.workerInfo.url });
+  });
+  session.on('NodeWorker.receivedMessageFromWorker', (m) => {
+    const msg = JSON.parse((m.params as { message: string }).message) as {
+      id?: number;
+      result?: unknown;
+      error?: { message: string };
+    };
+    if (msg.id !== undefined) waiting.get(msg.id)?.(msg);
+  });
+  await session.post('NodeWorker.enable', { waitForDebuggerOnStart: false });
+  const call = (sessionId: string, method: string, params: object = {}): Promise<unknown> =>
+    new Promise((res, rej) => {
+      const id = ++next;
+      waiting.set(id, (m) => {
+        waiting.delete(id);
+        if (m.error) rej(new Error(`${method} in a worker: ${m.error.message}`));
+        else res(m.result);
+      });
+      session
+        .post('NodeWorker.sendMessageToWorker', {
+          sessionId,
+          message: JSON.stringify({ id, method, params }),
+        })
+        .catch(rej);
+    });
+  return { call, workers };
+}
+
+/** A sampled profile as bytes per move, its largest sites first. */
+function perMove(head: HeapNode, moves: number): HeapPerMove {
+  const sites = heapSites(head);
+  const total = [...sites.values()].reduce((a, b) => a + b, 0);
+  const per = (b: number) => Math.round(b / moves);
+  return {
+    bytesPerMove: per(total),
+    top: [...sites]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, 25)
+      .map(([k, b]) => {
+        const [fn, where] = k.split('\t') as [string, string];
+        return { fn, where, bytesPerMove: per(b) };
+      }),
+  };
 }
 
 /** The tree a benchmark runs (CHIMNEY_ROOT's, or this one), and an import from it. */
@@ -113,12 +179,29 @@ export async function offloadedToWorker(load: <T>(p: string) => Promise<T>, conn
 }
 
 export async function benchWarmMove(
-  o: { connections?: number; rounds?: number; skip?: number; heap?: number | boolean } = {},
+  o: {
+    connections?: number;
+    rounds?: number;
+    skip?: number;
+    heap?: number | boolean;
+    workers?: boolean;
+  } = {},
 ): Promise<WarmMoveResult> {
   const { root, load } = benchRoot();
   const connections = o.connections ?? 10_000;
   const rounds = o.rounds ?? 8;
   const skip = Math.min(o.skip ?? 3, rounds - 1);
+
+  const heapEvery = o.heap === true ? 16_384 : typeof o.heap === 'number' ? o.heap : 0;
+  const session = heapEvery > 0 ? new Session() : null;
+  session?.connect();
+  // Before the NICs start: only a worker made after this is announced to the session.
+  const inWorkers = session !== null && o.workers === true ? await workerSessions(session) : null;
+  const sampling = {
+    samplingInterval: heapEvery,
+    includeObjectsCollectedByMajorGC: true,
+    includeObjectsCollectedByMinorGC: true,
+  };
   const { m, n0, n1, established, close } = await offloadedToWorker(load, connections);
 
   const gcs: { start: number; ms: number; major: boolean }[] = [];
@@ -129,19 +212,14 @@ export async function benchWarmMove(
     }
   });
   obs.observe({ entryTypes: ['gc'] });
-  const heapEvery = o.heap === true ? 16_384 : typeof o.heap === 'number' ? o.heap : 0;
-  const session = heapEvery > 0 ? new Session() : null;
-  session?.connect();
-
   const each: WarmMoveResult['each'] = [];
   const windows: [number, number][] = [];
   for (let r = 0; r < rounds; r++) {
-    if (r === skip && session)
-      await session.post('HeapProfiler.startSampling', {
-        samplingInterval: heapEvery,
-        includeObjectsCollectedByMajorGC: true,
-        includeObjectsCollectedByMinorGC: true,
-      });
+    if (r === skip && session) {
+      await session.post('HeapProfiler.startSampling', sampling);
+      for (const w of inWorkers?.workers ?? [])
+        await inWorkers!.call(w.sessionId, 'HeapProfiler.startSampling', sampling);
+    }
     for (const [a, b] of [
       [n0, n1],
       [n1, n0],
@@ -168,24 +246,22 @@ export async function benchWarmMove(
     }
   }
   let heap: WarmMoveResult['heap'];
+  let workers: WarmMoveResult['workers'];
   if (session) {
     const { profile } = (await session.post('HeapProfiler.stopSampling')) as unknown as {
       profile: { head: HeapNode };
     };
+    heap = perMove(profile.head, each.length);
+    if (inWorkers !== null) {
+      workers = [];
+      for (const w of inWorkers.workers) {
+        const r = (await inWorkers.call(w.sessionId, 'HeapProfiler.stopSampling')) as {
+          profile: { head: HeapNode };
+        };
+        workers.push({ url: w.url.replace(/^.*\/src\//, 'src/'), ...perMove(r.profile.head, each.length) });
+      }
+    }
     session.disconnect();
-    const sites = heapSites(profile.head);
-    const total = [...sites.values()].reduce((a, b) => a + b, 0);
-    const per = (b: number) => Math.round(b / each.length);
-    heap = {
-      bytesPerMove: per(total),
-      top: [...sites]
-        .sort((a, b) => b[1] - a[1])
-        .slice(0, 25)
-        .map(([k, b]) => {
-          const [fn, where] = k.split('\t') as [string, string];
-          return { fn, where, bytesPerMove: per(b) };
-        }),
-    };
   }
   // The gc entries arrive on a later turn.
   await new Promise((r) => setTimeout(r, 50));
@@ -209,6 +285,7 @@ export async function benchWarmMove(
     gcMsPerMove: +(each.reduce((a, e) => a + e.gcMs, 0) / each.length).toFixed(2),
     each,
     ...(heap ? { heap } : {}),
+    ...(workers ? { workers } : {}),
   };
 }
 
@@ -217,6 +294,7 @@ export function parseWarmMoveFlags(argv: readonly string[]): {
   rounds?: number;
   skip?: number;
   heap?: number | boolean;
+  workers?: boolean;
   json?: boolean;
 } {
   return parseBenchFlags(
@@ -224,7 +302,8 @@ export function parseWarmMoveFlags(argv: readonly string[]): {
       .option('--connections <n>', 'established connections to move', intIn(1, 1_000_000))
       .option('--rounds <n>', 'rounds of a move there and back', intIn(2, 1000))
       .option('--skip <n>', 'first rounds not counted', intIn(0, 1000))
-      .option('--heap [bytes]', "sample the main thread's allocations (every N bytes)", intIn(512, 1 << 20)),
+      .option('--heap [bytes]', "sample the main thread's allocations (every N bytes)", intIn(512, 1 << 20))
+      .option('--workers', "with --heap: each worker thread's allocations too"),
     argv,
   );
 }
@@ -237,6 +316,12 @@ export function formatWarmMove(r: WarmMoveResult): string {
   if (r.heap) {
     lines.push(`  allocated by the main thread: ${(r.heap.bytesPerMove / 1024).toFixed(0)} KiB per move`);
     for (const t of r.heap.top)
+      lines.push(`    ${(t.bytesPerMove / 1024).toFixed(1).padStart(8)} KiB  ${t.fn}  ${t.where}`);
+  }
+  for (const [i, w] of (r.workers ?? []).entries()) {
+    const name = w.url === '' ? `thread ${i + 1}` : w.url;
+    lines.push(`  allocated by worker ${name}: ${(w.bytesPerMove / 1024).toFixed(0)} KiB per move`);
+    for (const t of w.top.slice(0, 15))
       lines.push(`    ${(t.bytesPerMove / 1024).toFixed(1).padStart(8)} KiB  ${t.fn}  ${t.where}`);
   }
   return lines.join('\n');

@@ -405,7 +405,8 @@ export interface TerminateOptions {
  * source's `salvage()`.
  */
 export interface Handed {
-  released: ConnKey[];
+  /** Null: every key asked, in the order asked (the usual part; no list is made for it). */
+  released: ConnKey[] | null;
   /**
    * The destination's answer for the released; null when it died with them in hand: they are left
    * for its `salvage()` (the hard state the source wrote as it let go of them, or newer).
@@ -636,7 +637,8 @@ export interface Nic {
    * changed, when this pair cannot (another kind of target, IPv6 keys, records off): the caller
    * then takes the general way (terminate here, initiate there). `handles`, if given: the handle
    * this NIC gave for each key when the connection was last settled here (or null), a hint that
-   * spares the NIC a search by key, checked before it is used.
+   * spares the NIC a search by key, checked before it is used. Neither list is kept once this
+   * returns (the caller reuses them for its next part).
    */
   handTo?(
     dst: Nic,

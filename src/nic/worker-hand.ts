@@ -28,6 +28,8 @@ export async function hand(
   frozen: WorkerConnectionHandle[],
   prod: boolean,
 ): Promise<Handed> {
+  // The caller reuses `keys` once this returns its promise (Nic.handTo): only its length is kept.
+  const asked = keys.length;
   const expected = expectHand(dst, src.recordOwner);
   let res: WorkerReply<'terminate'>;
   try {
@@ -95,7 +97,7 @@ export async function hand(
   }
   return {
     // Every key asked released (the usual part): each handle was found under its key, in order.
-    released: n === keys.length ? (keys as ConnKey[]) : released.map((h) => h.key),
+    released: n === asked ? null : released.map((h) => h.key),
     result,
     sourceDied: false,
     aborted,

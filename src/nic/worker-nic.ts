@@ -707,7 +707,9 @@ export class WorkerNic extends HostNic {
           prepared === undefined
             ? undefined
             : packBlocks(
-                prepared.list.map((p) => [p.key, p.views.block] as const),
+                prepared.size,
+                (i) => prepared.list[i]!.key,
+                (i) => prepared.list[i]!.views.block,
                 this.hostAddrs,
               );
         this.initiating++;

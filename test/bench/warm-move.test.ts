@@ -1,6 +1,7 @@
 /**
  * `warm-move` at a tiny size: every counted move is there with its wall, the main thread's CPU and
- * the collections attributed to it; `--heap` names what the main thread allocated, by function.
+ * the collections attributed to it; `--heap` names what the main thread allocated, by function,
+ * and with `--workers` what each worker thread did.
  * What the figures are is the benchmark's business; here, that they are there and add up.
  */
 import assert from 'node:assert/strict';
@@ -18,7 +19,8 @@ test('warm-move: each counted move measured, allocations by function with --heap
     heap: true,
   });
   assert.throws(() => parseWarmMoveFlags(['--rounds', '1']), /rounds/);
-  const r = await benchWarmMove({ connections: 30, rounds: 3, skip: 1, heap: 1024 });
+  assert.equal(parseWarmMoveFlags(['--heap', '--workers']).workers, true);
+  const r = await benchWarmMove({ connections: 30, rounds: 3, skip: 1, heap: 1024, workers: true });
   assert.equal(r.connections, 30);
   assert.equal(r.moves, 4, 'two moves a counted round');
   assert.equal(r.each.length, 4);
@@ -28,4 +30,9 @@ test('warm-move: each counted move measured, allocations by function with --heap
   assert.ok(r.heap && r.heap.bytesPerMove > 0 && r.heap.top.length > 0, 'allocations sampled');
   for (let i = 1; i < r.heap.top.length; i++)
     assert.ok(r.heap.top[i - 1]!.bytesPerMove >= r.heap.top[i]!.bytesPerMove, 'largest first');
+  // Both NICs' workers (started after the inspector was asked to announce them), each sampled:
+  // their moves' work names the worker's own code.
+  const nics = (r.workers ?? []).filter((w) => w.top.some((t) => t.where.startsWith('src/nic/worker/')));
+  assert.equal(nics.length, 2, JSON.stringify(r.workers?.map((w) => [w.url, w.bytesPerMove])));
+  for (const w of nics) assert.ok(w.bytesPerMove > 0);
 });

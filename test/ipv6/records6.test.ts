@@ -141,7 +141,9 @@ describe('IPv6 transfer records', () => {
           batch,
           prod: false,
           blocks: packBlocks(
-            keys.map((k, i) => [k, made[i]!.block]),
+            keys.length,
+            (i) => keys[i]!,
+            (i) => made[i]!.block,
             book,
           ),
           owner,

@@ -288,7 +288,15 @@ describe('WorkerNic transfers: data stays where it is', () => {
     const before = (await nic.counters())['nic.initiate.refused'] ?? 0;
     const res = await request({
       op: 'initiate',
-      arg: { batch, prod: false, blocks: packBlocks([[keyOfState(s), forged]]) },
+      arg: {
+        batch,
+        prod: false,
+        blocks: packBlocks(
+          1,
+          () => keyOfState(s),
+          () => forged,
+        ),
+      },
     });
     assert.equal(res.value.status, 'failure');
     assert.equal(res.value.slots.length, 0, 'nothing installed');

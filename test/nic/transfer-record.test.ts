@@ -228,10 +228,12 @@ describe('transfer records', () => {
       });
       const last = blocks[1]!;
       if (spoil) spoil(new Float64Array(last.sab, last.at + TRANSFER_RECORD_AT), recs[1]!, keys);
-      const res = await request({
-        op: 'initiate',
-        arg: { batch, prod: false, blocks: packBlocks(keys.map((k, i) => [k, blocks[i]!])), owner },
-      });
+      const packed = packBlocks(
+        keys.length,
+        (i) => keys[i]!,
+        (i) => blocks[i]!,
+      );
+      const res = await request({ op: 'initiate', arg: { batch, prod: false, blocks: packed, owner } });
       return { res, recs };
     };
 

@@ -45,7 +45,11 @@ describe('transfer messages in flat words', () => {
       remotePort: 443,
     }));
     const blocks = keys.map((k) => [k, allocConnBlock(4096, 8192)] as const);
-    const p = packBlocks(blocks);
+    const p = packBlocks(
+      blocks.length,
+      (i) => blocks[i]![0],
+      (i) => blocks[i]![1],
+    );
     assert.equal(p.sabs.length, new Set(blocks.map(([, b]) => b.sab)).size);
     const back = unpackBlocks(p);
     assert.equal(back.size, 100);
@@ -136,8 +140,12 @@ describe('transfer messages in flat words', () => {
             .map((i, slot) => ({ key: k(i), slot, block: blockOf(i), given: true })),
         ),
       );
-    // In order, all installed: the host's own key and block objects, none made.
-    const inOrder = unpackInitiate(answer([0, 1, 2, 3, 4, 5], []), null, given());
+    // In order, all installed: the keys cross once, one array named twice (a clone keeps it one);
+    // the host's own key and block objects, none made.
+    const once = answer([0, 1, 2, 3, 4, 5], []);
+    assert.equal(once.installed.keys, once.keys, 'the installed keys are the answer keys, one array');
+    assert.equal(answer([0, 1, 2, 3, 4, 5], [3]).installed.keys.length, 5 * 10, 'a refusal: its own list');
+    const inOrder = unpackInitiate(once, null, given());
     inOrder.installed.forEach((inst, i) => {
       assert.equal(inst.key, sent.list[i]!.key, `key ${i} is the host's object`);
       assert.equal(inst.block, blockOf(i));
@@ -162,12 +170,13 @@ describe('transfer messages in flat words', () => {
     // A key the host did not send, claiming a given block at the place of one it did: refused.
     const bad = answer([0, 1, 2, 3, 4, 5], []);
     bad.keys.set(packKeys([k(9)]), 2 * 10);
-    bad.installed.keys.set(packKeys([k(9)]), 2 * 10);
     assert.throws(() => unpackInitiate(bad, null, given()), InvalidArgumentError);
     // A key one port off the host's at its place: read as the tuple it is, not as the host's key;
     // and claiming that place's block for it is refused.
     const other = answer([0, 1, 2, 3, 4, 5], []);
     const near = { ...k(1), remotePort: 81 };
+    // An answer whose installed keys are another array (a worker's answer with refusals is one).
+    other.installed.keys = other.keys.slice();
     other.keys.set(packKeys([near]), 1 * 10);
     const r = unpackInitiate(structuredClone(other), null, given());
     assert.deepEqual(r.result.conns[1]!.key, near);

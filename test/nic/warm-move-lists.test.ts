@@ -4,7 +4,9 @@
  * keys, blocks and handles) once at their largest size and cuts them to what they hold, and reuses
  * a part's own lists where the source released all of it in order. A list cut short of what it
  * found, or one left at its largest, would carry another NIC's connections or empty places into
- * the move; one reused where it should not be would name connections the move did not take.
+ * the move; one reused where it should not be would name connections the move did not take. A
+ * hand-over part's keys and hints are one pair of lists for every part of every move: a pair left
+ * longer than the part would hand the connections of the move before.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
@@ -50,6 +52,38 @@ describe('warm moves: lists made at their size', () => {
       assert.ok(n1.handle(k) !== undefined, `${connKeyId(k)} runs at the second NIC`);
       assert.equal(n0.handle(k), undefined, `${connKeyId(k)} left the first`);
     }
+    for (const s of sockets) assert.equal(s.destroyed, false);
+  });
+
+  test("a hand-over part's reused keys and hints name only its own connections, whatever the move before held", {
+    timeout: 120_000,
+  }, async (t) => {
+    const { wh, sockets } = await idleConnections(t, { seed: 142, n: CONNS, capacity: 100 });
+    const [n0, n1] = wh.nics as [WorkerNic, WorkerNic];
+    const keys = sockets.map(socketKey);
+    const m = wh.offload;
+    assert.equal((await m.offload(keys, n0)).moved.length, CONNS);
+    const where = (): string[] => keys.map((k) => (n0.handle(k) ? 'n0' : n1.handle(k) ? 'n1' : '-'));
+    const expect = (n1s: readonly ConnKey[]) => {
+      const at1 = new Set(n1s.map(connKeyId));
+      return keys.map((k) => (at1.has(connKeyId(k)) ? 'n1' : 'n0'));
+    };
+    // Seven there and back: the part's lists (seven places) are left holding the last move's.
+    const seven = keys.slice(0, 7);
+    assert.deepEqual(ids((await m.move(seven, n0, n1)).moved), ids(seven));
+    assert.deepEqual(ids((await m.move(seven, n1, n0)).moved), ids(seven));
+    // Three others from the same NIC: the seven's keys still name connections there, and a list
+    // reused with its last places unwritten would hand them over too (the host none the wiser).
+    const three = keys.slice(7, 10);
+    const r = await m.move(three, n0, n1);
+    assert.deepEqual(r.refused, []);
+    assert.deepEqual(ids(r.moved), ids(three));
+    assert.deepEqual(where(), expect(three), 'each connection at the NIC the host has it at');
+    assert.deepEqual(ids(m.keysOn(n1)), ids(three));
+    // And a larger part after the smaller one: every key of the twelve, once.
+    const all = await m.move('all', n0, n1);
+    assert.deepEqual(ids(all.moved), ids(keys.filter((k) => !three.includes(k))));
+    assert.deepEqual(where(), expect(keys));
     for (const s of sockets) assert.equal(s.destroyed, false);
   });
 });

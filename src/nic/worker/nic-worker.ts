@@ -2083,12 +2083,18 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
         const freed: number[] = [];
         const moved: number[] = [];
         // Handed on: the blocks of what was released, for the other worker.
-        const given: [ConnKey, ConnBlockRef][] = [];
+        // Two lists, not a pair per connection: the pairs were the largest garbage a source
+        // worker made per connection of a warm move.
+        const givenKeys: ConnKey[] = [];
+        const givenBlocks: ConnBlockRef[] = [];
         for (const p of unread) {
           freed.push(p.index);
           moved.push(p.index);
           p.parts.transfer.setOwner(hand === undefined ? OWNER_HOST : -hand.owner);
-          if (hand !== undefined) given.push([p.key, p.block]);
+          if (hand !== undefined) {
+            givenKeys.push(p.key);
+            givenBlocks.push(p.block);
+          }
           letGoUnbuilt(p, keepListed);
         }
         if (unread.length > 0) engine.counters.inc('nic.terminate.unread', unread.length);
@@ -2104,14 +2110,17 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
             if (released) {
               moved.push(slot.index);
               transferOf(slot).setOwner(hand === undefined ? OWNER_HOST : -hand.owner);
-              if (hand !== undefined) given.push([slot.key, slot.block]);
+              if (hand !== undefined) {
+                givenKeys.push(slot.key);
+                givenBlocks.push(slot.block);
+              }
             }
           }
         }
         let seq = 0;
         let carried: Uint8Array[] | undefined;
-        if (handLink !== undefined && given.length > 0) {
-          const keys = given.map((g) => g[0]);
+        if (handLink !== undefined && givenKeys.length > 0) {
+          const keys = givenKeys;
           if (keepListed) seq = handedAway.add(handLink, keys);
           // What the engine held for them goes with them, ahead of anything that follows.
           if (engine.tcp.frozenSize > 0) {
@@ -2134,7 +2143,12 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
                 t: 'hand',
                 id: hand.id,
                 batch: out.slice(),
-                blocks: packBlocks(given, engine.addressBook),
+                blocks: packBlocks(
+                  givenKeys.length,
+                  (i) => givenKeys[i]!,
+                  (i) => givenBlocks[i]!,
+                  engine.addressBook,
+                ),
                 owner: hand.owner,
                 prod: hand.prod,
                 seq,

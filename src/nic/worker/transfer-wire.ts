@@ -3,7 +3,7 @@ import { TWO_32 } from '../../stack/address-table.ts';
 import type { AddressBook } from '../../state/path-state.ts';
 import { readU32, writeU32 } from '../../wire/addr.ts';
 import type { ConnBlockRef } from '../hard-state.ts';
-import type { ConnKey, InitiateConnResult, InitiateResult } from '../nic.ts';
+import { type ConnKey, type InitiateConnResult, type InitiateResult, sameConnKey } from '../nic.ts';
 import { TupleMap } from '../tuple-map.ts';
 import { canonicalSlab, knownBlock, slabIdOf } from './conn-blocks.ts';
 import type { InstalledConn } from './protocol.ts';
@@ -26,9 +26,18 @@ import type { InstalledConn } from './protocol.ts';
 export const KEY_WORDS = 10;
 
 export function packKeys(keys: readonly ConnKey[], addrs?: AddressBook | null): Uint32Array {
-  const w = new Uint32Array(keys.length * KEY_WORDS);
-  for (let i = 0, j = 0; i < keys.length; i++, j += KEY_WORDS) {
-    const k = keys[i]!;
+  return packKeysOf(keys.length, (i) => keys[i]!, addrs);
+}
+
+/** `n` keys, the i-th `keyOf(i)`, packed as packKeys packs a list. */
+export function packKeysOf(
+  n: number,
+  keyOf: (i: number) => ConnKey,
+  addrs?: AddressBook | null,
+): Uint32Array {
+  const w = new Uint32Array(n * KEY_WORDS);
+  for (let i = 0, j = 0; i < n; i++, j += KEY_WORDS) {
+    const k = keyOf(i);
     w[j + 1] = ((k.localPort << 16) | k.remotePort) >>> 0;
     if (k.remoteIp < TWO_32 && k.localIp < TWO_32) {
       w[j] = 4;
@@ -86,8 +95,7 @@ export function unpackKeys(
   addrs?: AddressBook | null,
   known?: readonly ConnKey[],
 ): ConnKey[] {
-  if (!(w instanceof Uint32Array) || w.length % KEY_WORDS !== 0)
-    throw new InvalidArgumentError(`packed keys must be a Uint32Array of ${KEY_WORDS} words per key`);
+  checkKeys(w);
   // Sized once (a list grown a push at a time leaves outgrown copies behind, per message).
   const out = new Array<ConnKey>(w.length / KEY_WORDS);
   let c = 0;
@@ -105,22 +113,43 @@ export function unpackKeys(
         continue;
       }
     }
-    const ports = w[j + 1]!;
-    const localPort = ports >>> 16;
-    const remotePort = ports & 0xffff;
-    if (w[j] === 4) {
-      out[i] = { localIp: w[j + 2]!, localPort, remoteIp: w[j + 6]!, remotePort };
-    } else if (w[j] === 6) {
-      out[i] = {
-        localIp: takeAddress(w, j + 2, addrs),
-        localPort,
-        remoteIp: takeAddress(w, j + 6, addrs),
-        remotePort,
-      };
-    } else throw new InvalidArgumentError(`packed key of unknown family ${w[j]}`);
+    out[i] = keyAt(w, j, addrs, null);
   }
   return out;
 }
+
+function checkKeys(w: Uint32Array): void {
+  if (!(w instanceof Uint32Array) || w.length % KEY_WORDS !== 0)
+    throw new InvalidArgumentError(`packed keys must be a Uint32Array of ${KEY_WORDS} words per key`);
+}
+
+/** The key packed at `j`: written into `into` (a caller's scratch), or a new object when null. */
+function keyAt(
+  w: Uint32Array,
+  j: number,
+  addrs: AddressBook | null | undefined,
+  into: ConnKey | null,
+): ConnKey {
+  const ports = w[j + 1]!;
+  let localIp: number;
+  let remoteIp: number;
+  if (w[j] === 4) {
+    localIp = w[j + 2]!;
+    remoteIp = w[j + 6]!;
+  } else if (w[j] === 6) {
+    localIp = takeAddress(w, j + 2, addrs);
+    remoteIp = takeAddress(w, j + 6, addrs);
+  } else throw new InvalidArgumentError(`packed key of unknown family ${w[j]}`);
+  if (into === null) return { localIp, localPort: ports >>> 16, remoteIp, remotePort: ports & 0xffff };
+  into.localIp = localIp;
+  into.localPort = ports >>> 16;
+  into.remoteIp = remoteIp;
+  into.remotePort = ports & 0xffff;
+  return into;
+}
+
+/** The tuple unpackBlocks sets its map's entries by (the map copies it into each entry). */
+const tuple: ConnKey = { localIp: 0, localPort: 0, remoteIp: 0, remotePort: 0 };
 
 /** The blocks the host gave for an initiate's connections, by their keys (a TupleMap is one). */
 export interface GivenBlocks {
@@ -143,26 +172,33 @@ export const BLOCK_WORDS = 6;
 /** Buffer index of a block the host gave with the request: its buffer need not cross again. */
 export const GIVEN = -1;
 
-/** `given`: per block, whether it is the one the host gave for that connection (an initiate's answer). */
+/**
+ * A batch's `n` blocks, the i-th `blockOf(i)` for `keyOf(i)`: by accessors, so that no caller
+ * makes an object (or a pair) per connection to be packed. `given(i)`: whether that block is the
+ * one the host gave for that connection (an initiate's answer). `packed`: the keys, packed
+ * already (the answer's own, when it installed every connection in order).
+ */
 export function packBlocks(
-  blocks: readonly (readonly [ConnKey, ConnBlockRef, boolean?])[],
+  n: number,
+  keyOf: (i: number) => ConnKey,
+  blockOf: (i: number) => ConnBlockRef,
   addrs?: AddressBook | null,
+  given?: (i: number) => boolean,
+  packed?: Uint32Array,
 ): PackedBlocks {
   const sabs: SharedArrayBuffer[] = [];
   const ids: number[] = [];
   const index = new Map<SharedArrayBuffer, number>();
-  const keys: ConnKey[] = [];
-  const words = new Int32Array(blocks.length * BLOCK_WORDS);
-  for (let i = 0; i < blocks.length; i++) {
-    const [key, b, given] = blocks[i]!;
-    let at = given === true ? GIVEN : index.get(b.sab);
+  const words = new Int32Array(n * BLOCK_WORDS);
+  for (let i = 0; i < n; i++) {
+    const b = blockOf(i);
+    let at = given?.(i) === true ? GIVEN : index.get(b.sab);
     if (at === undefined) {
       at = sabs.length;
       sabs.push(b.sab);
       ids.push(slabIdOf(b.sab));
       index.set(b.sab, at);
     }
-    keys.push(key);
     const j = i * BLOCK_WORDS;
     words[j] = at;
     words[j + 1] = b.at;
@@ -171,7 +207,7 @@ export function packBlocks(
     words[j + 4] = b.recv.offset;
     words[j + 5] = b.recv.capacity;
   }
-  return { sabs, ids: Float64Array.from(ids), keys: packKeys(keys, addrs), words };
+  return { sabs, ids: Float64Array.from(ids), keys: packed ?? packKeysOf(n, keyOf, addrs), words };
 }
 
 /**
@@ -186,16 +222,24 @@ export function unpackBlocks(
   addrs?: AddressBook | null,
   given?: GivenBlocks,
 ): TupleMap<ConnBlockRef> {
-  const keys = unpackKeys(p.keys, addrs);
-  const list = blockList(p, keys, given);
+  // No key object per connection: the map's entries are its keys (TupleMap.list), and a key
+  // object each, made to be copied into its entry, was the largest garbage of a worker's
+  // initiate (600-900 KiB a warm move of 10,000).
+  const w = p.keys;
+  checkKeys(w);
+  const list = blockList(p, w.length / KEY_WORDS, (i) => keyAt(w, i * KEY_WORDS, addrs, null), given);
   const out = new TupleMap<ConnBlockRef>();
-  for (let i = 0; i < keys.length; i++) out.set(keys[i]!, list[i]!);
+  for (let i = 0; i < list.length; i++) out.set(keyAt(w, i * KEY_WORDS, addrs, tuple), list[i]!);
   return out;
 }
 
-/** The blocks in the order of their keys. */
-function blockList(p: PackedBlocks, keys: readonly ConnKey[], given?: GivenBlocks): ConnBlockRef[] {
-  const n = keys.length;
+/** The blocks in the order of their keys; `keyOf(i)`: the i-th key (read for a GIVEN block only). */
+function blockList(
+  p: PackedBlocks,
+  n: number,
+  keyOf: (i: number) => ConnKey,
+  given?: GivenBlocks,
+): ConnBlockRef[] {
   if (!(p.words instanceof Int32Array) || p.words.length !== n * BLOCK_WORDS || !Array.isArray(p.sabs))
     throw new InvalidArgumentError('packed blocks do not match their keys');
   const ids = p.ids;
@@ -208,7 +252,7 @@ function blockList(p: PackedBlocks, keys: readonly ConnKey[], given?: GivenBlock
   for (let i = 0; i < n; i++) {
     const j = i * BLOCK_WORDS;
     if (w[j] === GIVEN) {
-      const g = given?.get(keys[i]!);
+      const g = given?.get(keyOf(i));
       if (
         g === undefined ||
         g.at !== w[j + 1] ||
@@ -274,18 +318,27 @@ export function packInitiate(
     }
   }
   const slots = new Int32Array(installed.length);
-  for (let i = 0; i < installed.length; i++) slots[i] = installed[i]!.slot;
+  let inOrder = installed.length === n;
+  for (let i = 0; i < installed.length; i++) {
+    slots[i] = installed[i]!.slot;
+    if (inOrder && !sameConnKey(installed[i]!.key, r.conns[i]!.key)) inOrder = false;
+  }
+  const keys = packKeysOf(n, (i) => r.conns[i]!.key, addrs);
   const out: PackedInitiate = {
     status: r.status,
-    keys: packKeys(
-      r.conns.map((c) => c.key),
-      addrs,
-    ),
+    keys,
     codes,
     reasons,
+    // Every connection installed, in order (the usual answer): the installed keys are the same
+    // words, as the same array, which the message carries once (a clone keeps an object named
+    // twice as one object) and the host unpacks once.
     installed: packBlocks(
-      installed.map((c) => [c.key, c.block, c.given === true] as const),
+      installed.length,
+      (i) => installed[i]!.key,
+      (i) => installed[i]!.block,
       addrs,
+      (i) => installed[i]!.given === true,
+      inOrder ? keys : undefined,
     ),
     slots,
   };
@@ -346,19 +399,10 @@ export function unpackInstalled(
     },
   };
   if (p.reason !== undefined) result.reason = p.reason;
-  // Every connection installed (the usual answer): the same keys, packed alike, taken once.
-  const ikeys =
-    p.installed.keys instanceof Uint32Array && sameWords(p.installed.keys, p.keys)
-      ? keys
-      : unpackKeys(p.installed.keys, addrs, given?.keys);
-  const blocks = blockList(p.installed, ikeys, given);
+  // Every connection installed (the usual answer): the same array of keys (packInitiate), taken once.
+  const ikeys = p.installed.keys === p.keys ? keys : unpackKeys(p.installed.keys, addrs, given?.keys);
+  const blocks = blockList(p.installed, ikeys.length, (i) => ikeys[i]!, given);
   if (!(p.slots instanceof Int32Array) || p.slots.length !== ikeys.length)
     throw new InvalidArgumentError('packed initiate: slots do not match blocks');
   return { result, keys: ikeys, slots: p.slots, blocks };
-}
-
-function sameWords(a: Uint32Array, b: Uint32Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
 }
