@@ -121,6 +121,30 @@ describe('conformance: quick ACKs and delayed ACKs', { skip: st.skip, timeout: 2
       });
     });
 
+    // The receiver measures the peer's segment size on out-of-order data too (Linux's
+    // tcp_data_queue_ofo calls tcp_measure_rcv_mss since 6.17): two alike smaller segments in a
+    // row set it, in order or not. Read from the DUT (tcpi_rcv_mss) rather than from its ACKs:
+    // Linux's every-second-segment ACK, which counts in it, waits on unread data (its window test)
+    // and its reader ACKs small segments anyway, so no ACK shows the estimate whatever the timing
+    // (test/tcp/quick-ack.test.ts shows the ACK on virtual time).
+    test(`${v.name}: two alike segments past a hole set the receiver's estimate of the peer's segment size, as two in order do (Linux's tcp_data_queue_ofo, tcp_measure_rcv_mss)`, async () => {
+      await runCase(st, v, { read: false }, async ({ dut, tester }) => {
+        const { c, id } = await openConn(dut, tester, FULL);
+        await burst(c, 2);
+        assert.equal((await dut.info(id)).rcvMss, SEG, 'measured on the full segments');
+        const hole = c.sndNxt;
+        const from = c.tester.segs.length;
+        for (const at of [300, 700]) c.send({ flags: ACK, seq: seqAdd(hole, at), payload: 400 });
+        await c.expect(
+          (s) => s.ack === hole && s.sack.some(([, r]) => r === seqAdd(hole, 1100)),
+          3000,
+          'the SACK of both',
+          from,
+        );
+        assert.equal((await dut.info(id)).rcvMss, 400);
+      });
+    });
+
     // An answer that reached the tester within 30 ms of its request left the DUT within 30 ms of
     // the request's arrival, on any machine: so the tester's own clock tells when the DUT became
     // interactive. (This case once asked the DUT's timestamps instead, from its pure ACK of the
