@@ -4,7 +4,8 @@
  * memory it allocates and hands it to the host, which makes the socket over it; no transfer places
  * it. Once born it is an ordinary offloaded connection: moved worker to worker, uploaded to the
  * host and rebuilt after the worker is killed, intact, over IPv4 and IPv6 alike (an IPv6 one under
- * the host's address handles, listed in the born arena by its addresses' bytes).
+ * the host's address handles, listed in the born arena by its addresses' bytes), and for a
+ * listener on one IPv6 address as for a wildcard one.
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
@@ -48,10 +49,12 @@ async function bornInWorker(
   seed: number,
   beforeBorn?: (rig: WorkerTeamRig) => Promise<void>,
   opts: Omit<WorkerTeamOptions, 'seed'> = {},
+  bindOne = false,
 ) {
   // One ISN secret for the host and its workers, so a born connection's ISN can be checked.
   const rig = await setup(t, { seed, isnSecret: new SeededRandom(seed).fill(new Uint8Array(16)), ...opts });
-  const connect = () => rig.peer.connect({ port: 80, host: opts.ip6 === true ? TEAM_IP6 : TEAM_IP });
+  const to = opts.ip6 === true ? TEAM_IP6 : TEAM_IP;
+  const connect = () => rig.peer.connect({ port: 80, host: to });
   rig.manager.acceptAtNic = true;
   // The rig's host is a plain Host: give it TeamHost's hook.
   (rig.host as ServerHost).listening = (l) => rig.manager.listenAtNics(l);
@@ -63,7 +66,7 @@ async function bornInWorker(
       s.on('data', (d: Buffer) => s.write(d));
       s.on('end', () => s.end());
     })
-    .listen(80);
+    .listen(bindOne ? { port: 80, host: to } : { port: 80 });
   // Two connections accepted in the host (no worker has a path yet), one placed on each worker.
   const firsts = [connect(), connect()];
   await within(Promise.all(firsts.map((c) => once(c, 'connect'))), 30_000, 'first connects', rig);
@@ -84,6 +87,24 @@ async function bornInWorker(
   assert.match(born.owner, /nic/, `owner at accept: ${born.owner}`);
   assert.equal(rig.stack.counters.get('offload.accept-at-nic'), 1);
   return { rig, accepted, server, firsts, c, born, connect };
+}
+
+/** Echo `n` bytes over born connection `c`, moving it to the other worker once they flow. */
+async function echoAcrossMove(
+  rig: WorkerTeamRig,
+  born: { socket: TcpSocket; owner: string },
+  c: Parameters<typeof echo>[0],
+  n: number,
+  salt: number,
+) {
+  const from = rig.nics.find((x) => x.id === born.owner)!;
+  const to = rig.nics.find((x) => x !== from)!;
+  const out = pattern(n, salt);
+  const e = echo(c, out);
+  await until(rig, () => e.n() > 0, 'data back');
+  const moved = await rig.manager.move([keyOf(born.socket)], from, to);
+  assert.equal(moved.moved.length, 1, JSON.stringify(moved.refused));
+  return { e, out, to };
 }
 
 /** The source port of a pure ACK (no SYN, FIN, RST, no payload) over IPv4 to port 80, else -1. */
@@ -211,6 +232,20 @@ describe('the passive open answered in a WorkerNic', () => {
   });
 });
 
+test('a listener on one IPv6 address is answered in the workers too: born there under the host’s handle, moved intact', {
+  timeout: 60_000,
+}, async (t) => {
+  // The listener reaches the workers before any path names its address: each worker's mirror
+  // takes it under the host's handle from the bytes the spec carries (NicEngine.listen).
+  const { rig, c, born, firsts } = await bornInWorker(t, 41, undefined, { ip6: true }, true);
+  const key = keyOf(born.socket);
+  assert.equal(rig.stack.addrs.format(key.localIp), TEAM_IP6);
+  const { e, out } = await echoAcrossMove(rig, born, c, 600_000, 17);
+  await within(e.done, 20_000, 'the echo', rig);
+  assert.ok(e.got().equals(out), 'echoed intact across the move');
+  for (const s of [c, ...firsts]) s.destroy();
+});
+
 for (const v6 of [false, true]) {
   describe(`the passive open answered in a WorkerNic, over ${v6 ? 'IPv6' : 'IPv4'}`, () => {
     test('a connection born in a worker carries data both ways, is moved to the other worker and uploaded intact; a closed listener stops the workers', {
@@ -229,13 +264,7 @@ for (const v6 of [false, true]) {
       const hostIss = rig.stack.tcp.isn.next(key.localIp, key.localPort, key.remoteIp, key.remotePort);
       const ahead = (hostIss - peerConn.state.delegated.irs) >>> 0;
       assert.ok(ahead < 250 * 60_000, `the host's ISN is ${ahead} past the worker's`);
-      const from = rig.nics.find((n) => n.id === born.owner)!;
-      const to = rig.nics.find((n) => n !== from)!;
-      const out = pattern(4_000_000, 9);
-      const e = echo(c, out);
-      await until(rig, () => e.n() > 0, 'data back');
-      const moved = await rig.manager.move([key], from, to);
-      assert.equal(moved.moved.length, 1, JSON.stringify(moved.refused));
+      const { e, out, to } = await echoAcrossMove(rig, born, c, 4_000_000, 9);
       assert.equal(ownerName(rig, born.socket), to.id);
       const up = await rig.manager.upload([key]);
       assert.equal(up.moved.length, 1, JSON.stringify(up.refused));
