@@ -199,10 +199,18 @@ describe('the passive open answered at the NIC', () => {
     const to = v6 ? TEAM_IP6 : '10.0.0.1';
     test(`a listener on one ${v6 ? 'IPv6' : 'IPv4'} address is answered at the members too: its connection is born there`, async () => {
       const { net, peer, host } = rig(v6);
+      // One closed before the members could open it (no IPv6 table there yet) must never open.
+      host
+        .createServer(() => {})
+        .listen({ port: 81, host: to })
+        .close();
       const { accepted } = await withPaths(net, host, peer, undefined, to, to);
       // The members' engines had no address table when the IPv6 listener came: it waited for the
       // host's, which came with the first IPv6 trees (NicEngine.listen).
-      for (const nic of host.nics) assert.equal(nic.engine.tcp.listeners.has(80), true, nic.id);
+      for (const nic of host.nics) {
+        assert.equal(nic.engine.tcp.listeners.has(80), true, nic.id);
+        assert.equal(nic.engine.tcp.listeners.has(81), false, `${nic.id}: the closed one`);
+      }
       const c = await bornOne(net, peer, accepted, to);
       const born = accepted[2]!;
       assert.match(born.owner, /^team\.nic\d$/, `owner at accept: ${born.owner}`);
