@@ -89,24 +89,6 @@ async function bornInWorker(
   return { rig, accepted, server, firsts, c, born, connect };
 }
 
-/** Echo `n` bytes over born connection `c`, moving it to the other worker once they flow. */
-async function echoAcrossMove(
-  rig: WorkerTeamRig,
-  born: { socket: TcpSocket; owner: string },
-  c: Parameters<typeof echo>[0],
-  n: number,
-  salt: number,
-) {
-  const from = rig.nics.find((x) => x.id === born.owner)!;
-  const to = rig.nics.find((x) => x !== from)!;
-  const out = pattern(n, salt);
-  const e = echo(c, out);
-  await until(rig, () => e.n() > 0, 'data back');
-  const moved = await rig.manager.move([keyOf(born.socket)], from, to);
-  assert.equal(moved.moved.length, 1, JSON.stringify(moved.refused));
-  return { e, out, to };
-}
-
 /** The source port of a pure ACK (no SYN, FIN, RST, no payload) over IPv4 to port 80, else -1. */
 function pureAckTo80(f: Uint8Array): number {
   if (f.length < 54 || f[12] !== 0x08 || f[13] !== 0x00 || f[23] !== 6) return -1;
@@ -232,26 +214,15 @@ describe('the passive open answered in a WorkerNic', () => {
   });
 });
 
-test('a listener on one IPv6 address is answered in the workers too: born there under the host’s handle, moved intact', {
-  timeout: 60_000,
-}, async (t) => {
-  // The listener reaches the workers before any path names its address: each worker's mirror
-  // takes it under the host's handle from the bytes the spec carries (NicEngine.listen).
-  const { rig, c, born, firsts } = await bornInWorker(t, 41, undefined, { ip6: true }, true);
-  const key = keyOf(born.socket);
-  assert.equal(rig.stack.addrs.format(key.localIp), TEAM_IP6);
-  const { e, out } = await echoAcrossMove(rig, born, c, 600_000, 17);
-  await within(e.done, 20_000, 'the echo', rig);
-  assert.ok(e.got().equals(out), 'echoed intact across the move');
-  for (const s of [c, ...firsts]) s.destroy();
-});
-
 for (const v6 of [false, true]) {
   describe(`the passive open answered in a WorkerNic, over ${v6 ? 'IPv6' : 'IPv4'}`, () => {
-    test('a connection born in a worker carries data both ways, is moved to the other worker and uploaded intact; a closed listener stops the workers', {
+    test(`a connection born in a worker carries data both ways, is moved to the other worker and uploaded intact; a closed listener stops the workers${v6 ? ' (a listener on one address)' : ''}`, {
       timeout: 60_000,
     }, async (t) => {
-      const { rig, server, firsts, c, born, connect } = await bornInWorker(t, 31, undefined, { ip6: v6 });
+      // Over IPv6 the listener is on one address (the other cases here take `::`): it reaches the
+      // workers before any path names its address, and each worker's mirror takes it under the
+      // host's handle from the bytes the spec carries (NicEngine.listen).
+      const { rig, server, firsts, c, born, connect } = await bornInWorker(t, 31, undefined, { ip6: v6 }, v6);
       const key = keyOf(born.socket);
       assert.equal(key.remoteIp > TWO_32, v6, 'of the family it was asked in');
       if (v6) {
@@ -264,7 +235,13 @@ for (const v6 of [false, true]) {
       const hostIss = rig.stack.tcp.isn.next(key.localIp, key.localPort, key.remoteIp, key.remotePort);
       const ahead = (hostIss - peerConn.state.delegated.irs) >>> 0;
       assert.ok(ahead < 250 * 60_000, `the host's ISN is ${ahead} past the worker's`);
-      const { e, out, to } = await echoAcrossMove(rig, born, c, 4_000_000, 9);
+      const from = rig.nics.find((n) => n.id === born.owner)!;
+      const to = rig.nics.find((n) => n !== from)!;
+      const out = pattern(4_000_000, 9);
+      const e = echo(c, out);
+      await until(rig, () => e.n() > 0, 'data back');
+      const moved = await rig.manager.move([key], from, to);
+      assert.equal(moved.moved.length, 1, JSON.stringify(moved.refused));
       assert.equal(ownerName(rig, born.socket), to.id);
       const up = await rig.manager.upload([key]);
       assert.equal(up.moved.length, 1, JSON.stringify(up.refused));
