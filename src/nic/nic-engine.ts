@@ -3,7 +3,7 @@ import { Counters } from '../core/counters.ts';
 import { InvalidArgumentError, StateValidationError } from '../core/errors.ts';
 import type { Random } from '../core/random.ts';
 import type { Link, LinkGsoOptions, RxOffloadInfo } from '../link/link.ts';
-import { AddressTable, TWO_32 } from '../stack/address-table.ts';
+import { AddressTable, ANY6, TWO_32 } from '../stack/address-table.ts';
 import { Ipv4Output } from '../stack/ip-output.ts';
 import type { IpInfo, IpSender } from '../stack/ip-sender.ts';
 import { flowLabel6, writeIpv6Fixed } from '../stack/ipv6.ts';
@@ -124,6 +124,14 @@ export interface NicEngineOptions {
    * late timer keeps its one turn for that input (tcp-timers.ts LATE_TIMER_MS). Absent: none can.
    */
   moreInput?: () => boolean;
+}
+
+/** A listener on one IPv6 address handed to an engine with no address table yet (NicEngine.listen). */
+interface WaitingListen {
+  spec: NicListenSpec;
+  born: NicBornHooks;
+  /** What stops it once made (null while it waits, or when refused). */
+  stop: (() => void) | null;
 }
 
 interface NeighborSlot {
@@ -473,6 +481,8 @@ export class NicEngine {
   isLazy: ((key: ConnKey) => boolean) | null = null;
   /** Host listeners whose SYNs are answered here (`listen`): the words the host shares, its hooks. */
   private readonly gates = new Map<object, { gate: Int32Array; born: NicBornHooks }>();
+  /** Listeners on one IPv6 address waiting for this engine's address table (`listen`). */
+  private readonly waitingListens = new Set<WaitingListen>();
 
   constructor(opts: NicEngineOptions) {
     if (!opts?.link || !opts.clock || !opts.random) {
@@ -1104,6 +1114,7 @@ export class NicEngine {
     this.reachTimer?.disarm();
     this.tcp.close();
     this.gates.clear();
+    this.waitingListens.clear();
     this.parked.clear();
     this.unclaimed.clear();
   }
@@ -1205,8 +1216,53 @@ export class NicEngine {
    * Answer the SYNs of a host listener here (NicListenSpec): what it accepts is born on this NIC.
    * Returns what stops it (the listener's half-open connections here go, as a closed listener's).
    */
-  listen(spec: NicListenSpec, born: NicBornHooks): () => void {
+  listen(spec: NicListenSpec, born: NicBornHooks): (() => void) | null {
     if (this.closed) throw new InvalidArgumentError('listen: the NIC is closed');
+    if (spec.ip <= ANY6) return this.listenNow(spec, born);
+    // One IPv6 address: an engine with no table yet (a LocalNic's, until its first IPv6 trees
+    // bring it the host's) cannot name it, and answers no IPv6 SYN before then anyway (synHere
+    // needs a path to the peer): the listener waits for the table.
+    if (this.addrs === null) {
+      const w: WaitingListen = { spec, born, stop: null };
+      this.waitingListens.add(w);
+      return () => {
+        this.waitingListens.delete(w);
+        w.stop?.();
+        w.stop = null;
+      };
+    }
+    return this.listenAt6(spec, born);
+  }
+
+  /**
+   * A listener on one IPv6 address, `spec.ip` a handle of the host's table: made only if this
+   * engine's table holds the address the host's bytes say under that handle, or (a worker's
+   * mirror) can take it there now. A mirror still holding the handle for another address (the
+   * host reused it while a path here keeps the old one) is refused, and the host answers the
+   * SYNs: a SYN to the old address must not find this listener, nor a born connection carry an
+   * address the host would read as another. Null when refused (counted).
+   */
+  private listenAt6(spec: NicListenSpec, born: NicBornHooks): (() => void) | null {
+    const t = this.addrs!;
+    const b = spec.ipBytes;
+    let held = false;
+    if (b !== undefined && b.length === 16) {
+      if (t.mirror) held = t.internAt(b, 0, spec.ip) === spec.ip;
+      else held = t.find(b, 0) === spec.ip;
+    }
+    if (!held) {
+      this.counters.inc('nic.listen.unknown-address');
+      return null;
+    }
+    try {
+      return this.listenNow(spec, born);
+    } finally {
+      // The listener holds its own reference (Listeners.listen); the mirror's from `internAt` goes.
+      if (t.mirror) t.release(spec.ip);
+    }
+  }
+
+  private listenNow(spec: NicListenSpec, born: NicBornHooks): () => void {
     const l = this.tcp.listen(
       { ip: spec.ip, port: spec.port, backlog: spec.backlog, options: spec.cached, v6Only: spec.v6Only },
       (conn) => born.accepted(conn),
@@ -1382,6 +1438,15 @@ export class NicEngine {
   private bindAddresses(t: AddressTable): void {
     this.addrs = t;
     (this.env as { addrs?: AddressTable }).addrs = t;
+    for (const w of this.waitingListens) {
+      this.waitingListens.delete(w);
+      // The port taken here meanwhile (`Listeners.listen` throws): its SYNs stay the host's.
+      try {
+        w.stop = this.listenAt6(w.spec, w.born);
+      } catch {
+        this.counters.inc('nic.listen.refused');
+      }
+    }
   }
 
   /**

@@ -36,6 +36,8 @@
  *   a HostNic). Absent: the caller encodes, makes both requests, and decodes with the codec.
  * - `captureDropped?` and `terminateThread?()`, optional: a target that captures off the host's
  *   thread, and one whose thread can be stopped outright (`chimney serve` tested for a WorkerNic).
+ * - `NicListenSpec.ipBytes?`, additive: a listener on one IPv6 address comes with its bytes, so
+ *   a target can check its handle (a target that ignores it answers none of its SYNs, as before).
  */
 import type { Link } from '../link/link.ts';
 import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
@@ -142,6 +144,12 @@ export function resultSize(r: InitiateResult): number {
  */
 export interface NicListenSpec {
   ip: number;
+  /**
+   * A listener on one IPv6 address (`ip` a handle of the host's table): its 16 bytes, so a NIC
+   * whose table numbers addresses by the host's handles (a worker's mirror) can take it under that
+   * handle, or refuse it when the handle names another address there. Absent otherwise.
+   */
+  ipBytes?: Uint8Array;
   port: number;
   v6Only: boolean;
   backlog: number;

@@ -87,13 +87,6 @@ export class AcceptAtNic {
    */
   listen(l: TcpListener): (() => void) | null {
     if (!(l instanceof Listener)) return null;
-    // A listener on one IPv6 address stays the host's: a worker's table holds an address only
-    // under a handle the host gave with a path, and its listener would have to hold this one
-    // before any path named it. The wildcards name no address.
-    if (l.ip > ANY6) {
-      this.host.stack.counters.inc('offload.accept-at-nic.host-only-v6-address');
-      return null;
-    }
     const ip = l.ip;
     const gate = new Int32Array(new SharedArrayBuffer(4 * (GATE_FIRST_NIC + GATE_NICS)));
     l.gate = gate;
@@ -111,6 +104,9 @@ export class AcceptAtNic {
       gate,
       claims: claims.sab,
     };
+    // One IPv6 address: a NIC takes its handle only with the address it names (NicListenSpec),
+    // copied, since the handle's slot is reused once the listener lets it go.
+    if (ip > ANY6) spec.ipBytes = this.host.stack.addrs.bytes(ip).slice();
     const nl: AtNics = { spec, stops: new Map(), claims, held: 0 };
     l.onHalfOpen = (conn, open) => {
       const k = conn.key;

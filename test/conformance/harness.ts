@@ -35,6 +35,7 @@ import { Stack } from '../../src/stack/stack.ts';
 import { effectiveMss } from '../../src/stack/tcp/congestion.ts';
 import type { TcpConnection } from '../../src/stack/tcp/tcp-connection.ts';
 import { OUTPUT_BUDGET_BYTES } from '../../src/stack/tcp/tcp-output.ts';
+import { rcvMss } from '../../src/stack/tcp/tcp-window.ts';
 import type { TcpCached } from '../../src/state/tcp-state.ts';
 import { parseIpv4, parseIpv6, parseMac, TcpFlag, type TcpHeader } from '../../src/wire/index.ts';
 import { assertCleanCapture, type Capture, readCapture, startCapture } from '../helpers/tshark.ts';
@@ -101,12 +102,15 @@ export type DutEvent =
  * What a DUT's sender holds now: its retransmission timeout, its congestion window and the
  * segments it sent that it has not seen acknowledged (Linux: TCP_INFO's tcpi_rto, tcpi_snd_cwnd,
  * tcpi_unacked). A case whose answer depends on them (an idle measured in RTOs, a window large
- * enough to halve, every ACK taken) waits for them rather than guessing from time.
+ * enough to halve, every ACK taken) waits for them rather than guessing from time. And what its
+ * receiver estimates the tester's segment size to be (tcpi_rcv_mss), which its ACK decisions count
+ * in, where the ACKs themselves cannot show it whatever the timing.
  */
 export interface DutInfo {
   rtoMs: number;
   cwnd: number;
   unacked: number;
+  rcvMss: number;
 }
 
 export const accepted = (e: DutEvent): e is Extract<DutEvent, { ev: 'accepted' }> => e.ev === 'accepted';
@@ -223,8 +227,8 @@ class LinuxDut extends DutBase implements Dut {
     const q = ++this.queries;
     this.cmd({ op: 'info', id, q });
     const e = await this.event((x) => x.ev === 'info' && x.q === q, 10_000, 'TCP_INFO');
-    const { rtoMs, cwnd, unacked } = e as DutInfo;
-    return { rtoMs, cwnd, unacked };
+    const { rtoMs, cwnd, unacked, rcvMss } = e as DutInfo;
+    return { rtoMs, cwnd, unacked, rcvMss };
   }
   async stop(): Promise<void> {
     this.proc.stdin!.end();
@@ -341,6 +345,7 @@ class ChimneyDut extends DutBase implements Dut {
       rtoMs: d.rto,
       cwnd: Math.floor(d.cwnd / mss),
       unacked: Math.ceil(seqDiff(d.sndMax, d.sndUna) / mss),
+      rcvMss: rcvMss(s),
     };
   }
   async stop(): Promise<void> {

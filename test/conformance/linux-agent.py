@@ -148,11 +148,13 @@ for line in sys.stdin:
         elif op == "ping":
             emit(ev="pong")
         elif op == "info":
-            # struct tcp_info: tcpi_rto (us) at byte 8, tcpi_unacked at 24, tcpi_snd_cwnd at 80.
+            # struct tcp_info: tcpi_rto (us) at byte 8, tcpi_rcv_mss at 20, tcpi_unacked at 24,
+            # tcpi_snd_cwnd at 80.
             b = conns[c["id"]].getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
             (rto,) = struct.unpack_from("I", b, 8)
+            (rcv_mss,) = struct.unpack_from("I", b, 20)
             (unacked,) = struct.unpack_from("I", b, 24)
             (cwnd,) = struct.unpack_from("I", b, 80)
-            emit(ev="info", id=c["id"], q=c["q"], rtoMs=rto / 1000, cwnd=cwnd, unacked=unacked)
+            emit(ev="info", id=c["id"], q=c["q"], rtoMs=rto / 1000, cwnd=cwnd, unacked=unacked, rcvMss=rcv_mss)
     except OSError as e:
         emit(ev="error", id=c.get("id", 0), code=err_name(e))

@@ -13,16 +13,19 @@
 import assert from 'node:assert/strict';
 import { EventEmitter, once } from 'node:events';
 import { test } from 'node:test';
-import type { ConnKey, Nic, NicListenHooks, NicListenSpec } from '../../src/nic/nic.ts';
+import { SeededRandom } from '../../src/core/random.ts';
+import type { ConnKey, Nic, NicBornHooks, NicListenHooks, NicListenSpec } from '../../src/nic/nic.ts';
+import { NicEngine } from '../../src/nic/nic-engine.ts';
 import { OwnerTable } from '../../src/nic/worker/owner-table.ts';
 import { OffloadManager } from '../../src/offload/offload-manager.ts';
 import { SimNetwork } from '../../src/sim/sim-network.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
-import { ANY6 } from '../../src/stack/address-table.ts';
+import { AddressTable, ANY6 } from '../../src/stack/address-table.ts';
 import type { TcpConnection } from '../../src/stack/tcp/tcp-connection.ts';
 import type { ConnectionHandle } from '../../src/stack/tcp/tcp-types.ts';
 import { DEFAULT_TCP_CACHED } from '../../src/state/tcp-state.ts';
 import { buildTeamHost } from '../../src/team/team-host.ts';
+import { parseIpv6 } from '../../src/wire/addr.ts';
 import { TcpFlag } from '../../src/wire/tcp.ts';
 import { dataOf } from '../helpers/segments.ts';
 
@@ -382,9 +385,10 @@ test('a NIC whose connections get their rings at accept makes half-open ones on 
   net.close();
 });
 
-test("a dual-stack listener reaches the NICs as `::`, and a connection born there under an address the host's table no longer holds is refused", async () => {
+/** A host with an IPv6 address too, its manager answering listeners at a ContractNic alone. */
+function rig6(seed: number) {
   const fake = new ContractNic();
-  const net = new SimNetwork({ seed: 35 });
+  const net = new SimNetwork({ seed });
   const host = net.addHost({ ip: '10.0.0.1/24', ip6: 'fd00::1/64', name: 'host' });
   const m = new OffloadManager({
     stack: host.stack,
@@ -392,6 +396,11 @@ test("a dual-stack listener reaches the NICs as `::`, and a connection born ther
     policy: { mode: 'manual' },
   });
   m.acceptAtNic = true;
+  return { fake, net, host, m };
+}
+
+test("a dual-stack listener reaches the NICs as `::`, and a connection born there under an address the host's table no longer holds is refused", async () => {
+  const { fake, net, host, m } = rig6(35);
   const l = host.stack.tcp.listen({ ip: ANY6, port: 80 }, () => true);
   const taken: ConnectionHandle[] = [];
   l.acceptBorn = (h) => {
@@ -409,6 +418,50 @@ test("a dual-stack listener reaches the NICs as `::`, and a connection born ther
   assert.equal(host.stack.counters.get('offload.accept-at-nic.unknown-address'), 1);
   assert.equal(taken.length, 0, 'the listener never saw it');
   assert.equal(m.ownerOf({ localIp: 0, localPort: 80, remoteIp: 0, remotePort: 40000 }), null);
+  m.close();
+  net.close();
+});
+
+test('a listener on one IPv6 address reaches the NICs with its bytes; a mirror table takes it under the host’s handle, or refuses a handle it holds for another address', () => {
+  const { fake, net, host, m } = rig6(36);
+  const own = host.stack.addrs.intern(parseIpv6('fd00::1'));
+  const l = host.stack.tcp.listen({ ip: own, port: 80 }, () => true);
+  host.stack.addrs.release(own);
+  m.listenAtNics(l);
+  const spec = fake.listens[0]!.spec;
+  assert.equal(spec.ip, own, 'the host’s handle');
+  assert.deepEqual([...spec.ipBytes!], [...parseIpv6('fd00::1')], 'and the address it names');
+
+  // A worker's engine: its mirror still holds that handle for another address (the host reused
+  // it while a path there kept the old one).
+  const mirror = new AddressTable(new SeededRandom(1), { mirror: true });
+  const engine = new NicEngine({
+    id: 'mirror',
+    link: net.switch.addPort({ name: 'mirror', mtu: 1500 }),
+    clock: net.clock,
+    random: net.random.fork(),
+    addrs: mirror,
+    toHost: () => {},
+    indicate: () => {},
+  });
+  const hooks = fake.listens[0]!.hooks as unknown as NicBornHooks;
+  assert.equal(mirror.internAt(parseIpv6('fd00::99'), 0, own), own);
+  assert.equal(engine.listen(spec, hooks), null, 'refused: the handle names another address here');
+  assert.equal(engine.counters.get('nic.listen.unknown-address'), 1);
+  assert.equal(engine.tcp.listeners.has(80), false);
+  assert.equal(engine.listen({ ...spec, ipBytes: undefined }, hooks), null, 'refused: no address given');
+  assert.equal(mirror.refCount(own), 1, 'the refusals took nothing');
+  mirror.release(own);
+  // The old address gone: taken under the host's handle, held by the listener alone, and let go
+  // with it.
+  const stop = engine.listen(spec, hooks);
+  assert.notEqual(stop, null);
+  assert.equal(engine.tcp.listeners.find(own, 80)?.ip, own);
+  assert.equal(mirror.find(parseIpv6('fd00::1'), 0), own);
+  assert.equal(mirror.refCount(own), 1);
+  stop!();
+  assert.equal(mirror.refCount(own), 0);
+  engine.close();
   m.close();
   net.close();
 });

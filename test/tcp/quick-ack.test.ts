@@ -266,6 +266,27 @@ describe("the peer's segment size, as the receiver estimates it (Linux's rcv_mss
     assert.equal(o.acked(4, 300), 2);
   });
 
+  // Linux measures out-of-order segments too (tcp_data_queue_ofo calls tcp_measure_rcv_mss, since
+  // 6.17); test/conformance cannot show it against the kernel, whose every-second-segment ACK
+  // waits on unread data (its window test) and whose read ACKs small segments anyway.
+  test('out-of-order segments teach it as in-order ones do: two alike past a hole set it, and the in-order data after the hole is counted against it', () => {
+    const o = open();
+    pastStart(o);
+    const hole = o.seqAt();
+    // Two 400-byte segments past a 300-byte hole, each answered by a duplicate ACK.
+    for (const at of [300, 700]) o.send({ seq: add(hole, at), data: bytes(400, 5) });
+    assert.equal(o.b.take().length, 2);
+    assert.equal(o.conn.state.soft.rcvMss, 400);
+    // The hole: the ACK of everything at once (RFC 5681 4.2), learning nothing (300, not alike).
+    o.send({ seq: hole, data: bytes(300, 5) });
+    assert.equal(o.b.take()[0]?.h.ack, add(hole, 1100));
+    // In order, sizes that teach nothing (below 400, none alike): 350 bytes wait, 710 pass 400.
+    o.send({ seq: add(hole, 1100), data: bytes(350, 5) });
+    assert.equal(o.b.take().length, 0);
+    o.send({ seq: add(hole, 1450), data: bytes(360, 5) });
+    assert.equal(o.b.take()[0]?.h.ack, add(hole, 1810));
+  });
+
   test("a coalesced super-segment teaches the size of the peer's full segments, our MSS less the timestamp option (Linux measures GRO's gso_size)", () => {
     const b = new Bench({ defaults: { delayedAckMs: 40 } });
     const o = activeOpen(b, { ts: [1000, 0] });

@@ -5,7 +5,8 @@
  * established connections in its claims until a NIC holds them (AcceptAtNic.held), at most the
  * backlog of them: a worker leaves such a SYN to the host. Past that bound the worker answers it;
  * its SYN-ACK draws the peer's challenge ACK, which acknowledges the host's ISS, and a RST to that
- * ACK would carry exactly the sequence number the peer expects: the worker gives way instead.
+ * ACK would carry exactly the sequence number the peer expects: the worker gives way instead,
+ * over IPv4 and IPv6 alike (NicEngine.tcpForUs6 calls givesWay as the IPv4 path does).
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
@@ -14,20 +15,32 @@ import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { EtherType } from '../../src/wire/ethernet.ts';
 import { ethType } from '../../src/wire/fields.ts';
 import { echo, pattern } from './accept-at-nic-helpers.ts';
-import { keyOf, serveAtNics, setup, TEAM_IP, within } from './worker-team-helpers.ts';
+import { keyOf, serveAtNics, setup, TEAM_IP, TEAM_IP6, within } from './worker-team-helpers.ts';
 
-/** The TCP flags of an IPv4 frame without options in its IP header (or -1). */
+/**
+ * Where TCP starts in an IPv4 frame without options in its IP header, or an IPv6 one with TCP
+ * right behind the fixed header (the simulator's peer sends no other); -1 for anything else.
+ */
+function tcpAt(f: Uint8Array): number {
+  if (f.length >= 54 && ethType(f) === EtherType.IPV4 && f[23] === 6) return 34;
+  if (f.length >= 74 && ethType(f) === EtherType.IPV6 && f[20] === 6) return 54;
+  return -1;
+}
 function tcpFlags(f: Uint8Array): number {
-  if (f.length < 54 || ethType(f) !== EtherType.IPV4 || f[23] !== 6) return -1;
-  return f[14 + 20 + 13]!;
+  const at = tcpAt(f);
+  return at < 0 ? -1 : f[at + 13]!;
 }
 function srcPort(f: Uint8Array): number {
-  return (f[34]! << 8) | f[35]!;
+  const at = tcpAt(f);
+  return (f[at]! << 8) | f[at + 1]!;
 }
 
-/** A worker team answering port 80 at its NIC, an echo server, and the peer's SYNs as it sent them. */
-async function echoTeam(t: TestContext, backlog?: number) {
-  const rig = await setup(t, { seed: 51, nics: 1 });
+/**
+ * A worker team answering port 80 at its NIC, an echo server, and the peer's SYNs as it sent them;
+ * `v6`: the peer connects over IPv6 (the listener is dual-stack).
+ */
+async function echoTeam(t: TestContext, backlog?: number, v6 = false) {
+  const rig = await setup(t, { seed: 51, nics: 1, ip6: v6 });
   const accepted = serveAtNics(rig, { port: 80, backlog }, (s) => {
     s.on('data', (d: Buffer) => s.write(d));
     s.on('end', () => s.end());
@@ -44,7 +57,7 @@ async function echoTeam(t: TestContext, backlog?: number) {
   const count = async (name: string) => (await nic.counters())[name] ?? 0;
   /** A connection the host answers and accepts (no worker has a path to the peer, or it is left). */
   const connect = async (): Promise<{ c: TcpSocket; s: TcpSocket }> => {
-    const c = rig.peer.connect(80, TEAM_IP);
+    const c = rig.peer.connect(80, v6 ? TEAM_IP6 : TEAM_IP);
     await within(once(c, 'connect'), 5000, 'the connect', rig);
     for (let i = 0; i < 500 && !accepted.some((a) => a.remotePort === c.localPort); i++)
       await rig.net.sleep(10);
@@ -55,42 +68,44 @@ async function echoTeam(t: TestContext, backlog?: number) {
   return { rig, syns, count, connect, nic };
 }
 
-test('past the backlog of held claims, a SYN sent again reaching a worker after the host established its connection resets nothing', {
-  timeout: 60_000,
-}, async (t) => {
-  // Backlog 1: c0 holds the one claim of an established connection, so c1's is not listed.
-  const { rig, syns, count, connect } = await echoTeam(t, 1);
-  // Two connections answered in the host, one after the other (a second half-open one would get
-  // a cookie): no worker has a path to the peer yet.
-  const { c: c0, s: s0 } = await connect();
-  const { c: c1 } = await connect();
-  // c0 placed on the worker gives it the path: from now on it answers the listener's SYNs.
-  const r = await rig.manager.offload([keyOf(s0)], rig.nics[0]!);
-  assert.equal(r.moved.length, 1, JSON.stringify(r.refused));
-  const syn = syns.get(c1.localPort!);
-  assert.ok(syn !== undefined, "c1's SYN seen");
-  let reset: Error | null = null;
-  c1.on('error', (e) => {
-    reset = e;
+for (const v6 of [false, true]) {
+  test(`past the backlog of held claims, a SYN sent again reaching a worker after the host established its connection resets nothing (${v6 ? 'IPv6' : 'IPv4'})`, {
+    timeout: 60_000,
+  }, async (t) => {
+    // Backlog 1: c0 holds the one claim of an established connection, so c1's is not listed.
+    const { rig, syns, count, connect } = await echoTeam(t, 1, v6);
+    // Two connections answered in the host, one after the other (a second half-open one would get
+    // a cookie): no worker has a path to the peer yet.
+    const { c: c0, s: s0 } = await connect();
+    const { c: c1 } = await connect();
+    // c0 placed on the worker gives it the path: from now on it answers the listener's SYNs.
+    const r = await rig.manager.offload([keyOf(s0)], rig.nics[0]!);
+    assert.equal(r.moved.length, 1, JSON.stringify(r.refused));
+    const syn = syns.get(c1.localPort!);
+    assert.ok(syn !== undefined, "c1's SYN seen");
+    let reset: Error | null = null;
+    c1.on('error', (e) => {
+      reset = e;
+    });
+    const before = await count('nic.listen.syn');
+    // c1's SYN again, late, to the worker's port (c1 is established with the host, which still runs it).
+    rig.peer.port.send(syn);
+    for (let i = 0; i < 500 && (await count('nic.listen.syn')) === before; i++) await rig.net.sleep(10);
+    assert.equal((await count('nic.listen.syn')) - before, 1, 'the worker answered the SYN sent again');
+    // The peer's challenge ACK to that SYN-ACK acknowledges the host's: the worker gives way.
+    for (let i = 0; i < 500 && reset === null && (await count('nic.listen.gave-way')) === 0; i++)
+      await rig.net.sleep(10);
+    await rig.net.sleep(100);
+    assert.equal(reset, null, 'c1 reset');
+    assert.equal(await count('nic.listen.gave-way'), 1);
+    assert.equal(rig.manager.ownerOf({ ...keyOf(s0), remotePort: c1.localPort! }), 'host');
+    const out = pattern(200_000, 5);
+    const e = echo(c1, out);
+    await within(e.done, 10_000, 'the echo on c1', rig);
+    assert.ok(e.got().equals(out), 'c1 intact');
+    for (const s of [c0, c1]) s.destroy();
   });
-  const before = await count('nic.listen.syn');
-  // c1's SYN again, late, to the worker's port (c1 is established with the host, which still runs it).
-  rig.peer.port.send(syn);
-  for (let i = 0; i < 500 && (await count('nic.listen.syn')) === before; i++) await rig.net.sleep(10);
-  assert.equal((await count('nic.listen.syn')) - before, 1, 'the worker answered the SYN sent again');
-  // The peer's challenge ACK to that SYN-ACK acknowledges the host's: the worker gives way.
-  for (let i = 0; i < 500 && reset === null && (await count('nic.listen.gave-way')) === 0; i++)
-    await rig.net.sleep(10);
-  await rig.net.sleep(100);
-  assert.equal(reset, null, 'c1 reset');
-  assert.equal(await count('nic.listen.gave-way'), 1);
-  assert.equal(rig.manager.ownerOf({ ...keyOf(s0), remotePort: c1.localPort! }), 'host');
-  const out = pattern(200_000, 5);
-  const e = echo(c1, out);
-  await within(e.done, 10_000, 'the echo on c1', rig);
-  assert.ok(e.got().equals(out), 'c1 intact');
-  for (const s of [c0, c1]) s.destroy();
-});
+}
 
 test('a host connection waiting for its placement stays claimed: a worker leaves its SYN sent again to the host', {
   timeout: 60_000,

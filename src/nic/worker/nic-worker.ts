@@ -1289,6 +1289,8 @@ function listen(m: Extract<ToWorker, { t: 'listen' }>): void {
       },
       ringsAtAccept: true,
     });
+    // Refused for its IPv6 address (NicEngine.listen, counted there): the host answers its SYNs.
+    if (stop === null) return;
     listenStops.set(m.id, stop);
     bornArenas.ready();
   } catch {

@@ -96,6 +96,17 @@ function measureRcvMss(conn: TcpConnection, len: number, headerLen: number, flag
 }
 
 /**
+ * Out-of-order data of `len` bytes was kept (past the memory check, as Linux's tcp_data_queue_ofo
+ * calls tcp_measure_rcv_mss since 6.17): it teaches the estimate of the peer's segment size as
+ * in-order data does. A connection whose peer's segments change size across a loss would
+ * otherwise keep counting the every-second-segment ACK against the old size until two in-order
+ * segments of the new one arrive in a row.
+ */
+export function outOfOrderArrived(conn: TcpConnection, len: number, headerLen: number, flags: number): void {
+  measureRcvMss(conn, len, headerLen, flags);
+}
+
+/**
  * tcp_incr_quickack: the receive window last offered in pairs of the peer's segments (at least 2,
  * at most `max`), unless more quick ACKs are already owed.
  */

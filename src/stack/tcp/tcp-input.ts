@@ -14,7 +14,14 @@ import {
   sackUpdate,
 } from './sack.ts';
 import { seqAdd, seqDiff, seqGeq, seqGt, seqLeq, seqLt, seqMax, seqMin, seqSub } from './seq.ts';
-import { dataAckNow, dataArrived, enterQuickAck, finAckNow, peerClosing } from './tcp-ack-mode.ts';
+import {
+  dataAckNow,
+  dataArrived,
+  enterQuickAck,
+  finAckNow,
+  outOfOrderArrived,
+  peerClosing,
+} from './tcp-ack-mode.ts';
 import {
   armKeepalive,
   canReceive,
@@ -1220,10 +1227,13 @@ function receiveData(
   // trusts the block would never resend it before its RTO).
   if (memFull) {
     conn.engine.env.counters.inc('drop.tcp.ooo-mem');
-  } else if (oooInsert(conn, seq, buf, pOff, pLen)) {
-    if (s.const.sackEnabled) recvSackAdd(s, seq, seqAdd(seq, pLen));
   } else {
-    conn.engine.env.counters.inc('drop.tcp.ooo-cap');
+    outOfOrderArrived(conn, pLen, headerLen, flags);
+    if (oooInsert(conn, seq, buf, pOff, pLen)) {
+      if (s.const.sackEnabled) recvSackAdd(s, seq, seqAdd(seq, pLen));
+    } else {
+      conn.engine.env.counters.inc('drop.tcp.ooo-cap');
+    }
   }
   conn.engine.env.counters.inc('tcp.ooo.segments');
   soft.ackNow = true;
