@@ -73,3 +73,29 @@ test('a WorkerNic terminate whose keys do not pack rejects and gives back the ha
   // Nothing moved: the three still run there.
   assert.equal((await worker.query()).length, 3);
 });
+
+/** A tree whose neighbor cannot be encoded: read only once the batch is encoded, after the NIC has prepared its connections. */
+function unencodable(): Transfer {
+  const trees = sampleTrees(3);
+  Object.defineProperty(trees[0]!.neighbor, 'cached', {
+    get() {
+      throw new Error('a neighbor that does not encode');
+    },
+  });
+  return { kind: 'trees', trees };
+}
+
+test('an initiate whose batch does not encode, on a NIC already dead, leaves its connections to salvage on a LocalNic and a WorkerNic alike', async (t) => {
+  const { local, worker } = await bothNics(t, 78);
+  const dead = new Promise<void>((resolve) => worker.once('dead', () => resolve()));
+  await worker.kill();
+  await dead;
+  local.crash('test');
+  for (const nic of [local, worker] as Nic[]) {
+    assert.equal(await howFailed(() => nic.initiate(unencodable())), 'rejected', nic.id);
+    // The transfer that asked takes the batch as having died with the NIC, and rebuilds it from
+    // salvage(): on a WorkerNic the blocks the batch was given hold what is left of it.
+    const left = nic.salvage!().map((r) => r.key.localPort);
+    assert.deepEqual(left.sort(), [40000, 40001, 40002], nic.id);
+  }
+});
