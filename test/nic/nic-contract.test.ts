@@ -42,6 +42,9 @@ const treesOf = (n = 3): Transfer => ({ kind: 'trees', trees: sampleTrees(n) });
 /** The keys of treesOf()'s connections. */
 const KEYS = sampleTrees(3)[0]!.paths[0]!.conns.map((s) => ({ ...s.const }) as ConnKey);
 
+/** A key whose addresses are IPv6 handles, on NICs that were never given an IPv6 connection. */
+const V6_KEY: ConnKey = { localIp: 2 ** 33, localPort: 80, remoteIp: 2 ** 33 + 1, remotePort: 4000 };
+
 /** The verb sequence, its answers as plain data, in order. */
 async function run(nic: Nic & { close(): void }): Promise<unknown[]> {
   const out: unknown[] = [];
@@ -83,6 +86,8 @@ async function run(nic: Nic & { close(): void }): Promise<unknown[]> {
   out.push(['terminate naming one twice', await terminate([keys[0], keys[0]])]);
   out.push(['terminate of one', await terminate([keys[0]])]);
   out.push(['terminate of one no longer here', await terminate([keys[0]])]);
+  // Malformed as a whole (no IPv6 table here to name its addresses): nothing is released.
+  out.push(['terminate of an IPv4 key and an IPv6 key', await terminate([keys[1], V6_KEY])]);
   out.push(['query after', await queried()]);
   out.push(['terminate all', await terminate('all')]);
   out.push(['query at the end', await queried()]);
@@ -140,6 +145,10 @@ test('a LocalNic and a WorkerNic answer the same verb sequence alike (the one ho
   assert.deepEqual(byName.get('terminate naming one twice'), { ok: false, code: 'ERR_CHIMNEY_INVALID_ARG' });
   assert.equal((byName.get('terminate of one') as { keys: string[] }).keys.length, 1);
   assert.deepEqual(byName.get('terminate of one no longer here'), { ok: true, keys: [] });
+  assert.deepEqual(byName.get('terminate of an IPv4 key and an IPv6 key'), {
+    ok: false,
+    code: 'ERR_CHIMNEY_INVALID_ARG',
+  });
   // The invalidated one is stopped, not run (no query finds it), and still handed back by 'all'.
   assert.deepEqual(byName.get('query after'), [keyText(KEYS[1]!)]);
   assert.deepEqual(
