@@ -99,3 +99,18 @@ test('an initiate whose batch does not encode, on a NIC already dead, leaves its
     assert.deepEqual(left.sort(), [40000, 40001, 40002], nic.id);
   }
 });
+
+test('a LocalNic that crashes with an initiate in hand answers as a dead WorkerNic does: rejected, the batch left to salvage', async (t) => {
+  const { local } = await bothNics(t, 79);
+  const inHand = local.initiate({ kind: 'trees', trees: sampleTrees(3) });
+  local.crash('test');
+  await assert.rejects(inHand, { code: 'ERR_CHIMNEY_INVALID_STATE' });
+  // The transfer that asked sees the NIC dead and rebuilds the batch from what it left.
+  assert.deepEqual(
+    local
+      .salvage()
+      .map((r) => r.key.localPort)
+      .sort(),
+    [40000, 40001, 40002],
+  );
+});

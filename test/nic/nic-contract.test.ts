@@ -92,7 +92,11 @@ async function run(nic: Nic & { close(): void }): Promise<unknown[]> {
   out.push(['terminate all', await terminate('all')]);
   out.push(['query at the end', await queried()]);
   out.push(['counters at the end', (await nic.counterSnapshot()).values['nic.terminate.conns']]);
+  // Closed with a batch in hand: the NIC took it before the close, and the close aborts it with
+  // everything else it runs (a worker installs what its port brought first).
+  const inHand = initiate(treesOf(1));
   nic.close();
+  out.push(['initiate in hand at the close', await inHand]);
   out.push(['initiate once closed', await initiate(treesOf(1))]);
   out.push(['terminate once closed', await terminate('all')]);
   return out;
@@ -157,6 +161,7 @@ test('a LocalNic and a WorkerNic answer the same verb sequence alike (the one ho
   );
   assert.deepEqual(byName.get('query at the end'), []);
   assert.equal(byName.get('counters at the end'), 3);
+  assert.deepEqual(byName.get('initiate in hand at the close'), { ok: false, code: 'ECONNABORTED' });
   assert.deepEqual(byName.get('initiate once closed'), { ok: false, code: 'ERR_CHIMNEY_INVALID_STATE' });
   assert.deepEqual(byName.get('terminate once closed'), { ok: false, code: 'ERR_CHIMNEY_INVALID_STATE' });
 });
