@@ -206,7 +206,43 @@ export class LocalNic extends HostNic {
       }
       return opts?.trees === true ? this.engine.terminateTrees(keys) : this.engine.terminate(keys);
     };
-    return this.cross(() => ({ send: () => this.here.run(run) }));
+    return this.cross(() => ({
+      send: () => {
+        const leaving = keys;
+        this.leaving.push(leaving);
+        this.leavingKeys = null;
+        return this.here.run(() => {
+          try {
+            return run();
+          } finally {
+            this.leaving.splice(this.leaving.indexOf(leaving), 1);
+            this.leavingKeys = null;
+          }
+        });
+      },
+    }));
+  }
+
+  /**
+   * The key lists of terminates sent whose turn has not come: from the request on, those
+   * connections are leaving, and attach finds none of them, as a WorkerNic's host side freezes
+   * their handles at once (a socket attached meanwhile would be left on a released connection).
+   */
+  private readonly leaving: (ConnKey[] | 'all')[] = [];
+  /** `leaving`'s keys as a table, made by the first attach that needs it (attach during a terminate is rare). */
+  private leavingKeys: TupleMap<true> | null = null;
+
+  private isLeaving(key: ConnKey): boolean {
+    if (this.leaving.length === 0) return false;
+    if (this.leavingKeys === null) {
+      const t = new TupleMap<true>();
+      for (const l of this.leaving) {
+        if (l === 'all') return true;
+        for (const k of l) t.set(k, true);
+      }
+      this.leavingKeys = t;
+    }
+    return this.leavingKeys.has(key);
   }
 
   /**
@@ -251,7 +287,7 @@ export class LocalNic extends HostNic {
 
   attach(key: ConnKey, user: TcpUser | null): ConnectionHandle | null {
     const conn = this.engine.connection(key);
-    if (!conn) return null;
+    if (!conn || this.isLeaving(key)) return null;
     conn.user = user;
     // The install adopted it with nobody to tell, and an adopt's news of the peer's FIN (which may
     // have come in the old owner's last turn) went nowhere: a socket that missed it would never end.

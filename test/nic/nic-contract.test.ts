@@ -84,7 +84,10 @@ async function run(nic: Nic & { close(): void }): Promise<unknown[]> {
   out.push(['invalidate of one', await told]);
   out.push(['counters', (await nic.counterSnapshot()).values['nic.initiate.conns']]);
   out.push(['terminate naming one twice', await terminate([keys[0], keys[0]])]);
-  out.push(['terminate of one', await terminate([keys[0]])]);
+  // Leaving from the request on: a socket attached now would be left on a released connection.
+  const leaving = terminate([keys[0]]);
+  out.push(['attach while its terminate is in flight', nic.attach(keys[0]!, null)]);
+  out.push(['terminate of one', await leaving]);
   out.push(['terminate of one no longer here', await terminate([keys[0]])]);
   // Malformed as a whole (no IPv6 table here to name its addresses): nothing is released.
   out.push(['terminate of an IPv4 key and an IPv6 key', await terminate([keys[1], V6_KEY])]);
@@ -147,6 +150,7 @@ test('a LocalNic and a WorkerNic answer the same verb sequence alike (the one ho
   assert.deepEqual(byName.get('invalidate of one'), [[keyText(KEYS[2]!)], 'invalid-state']);
   assert.equal(byName.get('counters'), 3);
   assert.deepEqual(byName.get('terminate naming one twice'), { ok: false, code: 'ERR_CHIMNEY_INVALID_ARG' });
+  assert.equal(byName.get('attach while its terminate is in flight'), null);
   assert.equal((byName.get('terminate of one') as { keys: string[] }).keys.length, 1);
   assert.deepEqual(byName.get('terminate of one no longer here'), { ok: true, keys: [] });
   assert.deepEqual(byName.get('terminate of an IPv4 key and an IPv6 key'), {
