@@ -1288,14 +1288,21 @@ export class WorkerNic extends HostNic {
 
   // What is left of a connection here is what shared memory holds: the last whole hard state and
   // the rings, whether the worker is dead or not. The NIC forgets it; the caller now owns it.
+  // A connection its worker runs now is not left over: handed out, it would have two owners (a
+  // LocalNic's engine keeps its own likewise). Left over are a dead or closed NIC's, those the host
+  // froze for a transfer, and those kept from an answer it could not read.
   protected salvageAll(): SalvageRecord[] {
     const out: SalvageRecord[] = [];
-    for (const h of [...this.byKey.values()]) out.push(this.take(h));
+    for (const h of [...this.byKey.values()]) if (!this.runsNow(h)) out.push(this.take(h));
     return out;
   }
   protected salvageOne(key: ConnKey): SalvageRecord | undefined {
     const h = this.byKey.get(key);
-    return h === undefined ? undefined : this.take(h);
+    return h === undefined || this.runsNow(h) ? undefined : this.take(h);
+  }
+  /** Kept for salvage (no slot: refused answers, a death with the batch in hand) it runs nowhere. */
+  private runsNow(h: WorkerConnectionHandle): boolean {
+    return this.death === null && !this.closed && !h.detached && h.slot >= 0 && this.handles[h.slot] === h;
   }
   private take(h: WorkerConnectionHandle): SalvageRecord {
     h.detached = true;

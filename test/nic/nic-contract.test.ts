@@ -68,6 +68,9 @@ async function run(nic: Nic & { close(): void }): Promise<unknown[]> {
   out.push(['query', await queried()]);
   out.push(['attach of an unknown key', nic.attach({ ...keys[0]!, remotePort: 1 }, null) === null]);
   out.push(['attach', nic.attach(keys[0]!, null) !== null]);
+  // What it runs is not left over: handed out, a connection would have two owners.
+  out.push(['salvage of one it runs', nic.salvage?.([keys[0]!]).length]);
+  out.push(['salvage of all it runs', nic.salvage?.().length]);
   out.push(['attachClosed of one that runs', nic.attachClosed?.(keys[1]!, null) ?? null]);
   out.push(['takeQueued', await nic.takeQueued(keys)]);
   await nic.update({ kind: 'tcp', scope: 'all', settings: { noDelay: true } });
@@ -145,6 +148,8 @@ test('a LocalNic and a WorkerNic answer the same verb sequence alike (the one ho
   assert.equal((byName.get('query') as string[]).length, 3);
   assert.equal(byName.get('attach of an unknown key'), true);
   assert.equal(byName.get('attach'), true);
+  assert.equal(byName.get('salvage of one it runs'), 0);
+  assert.equal(byName.get('salvage of all it runs'), 0);
   assert.equal(byName.get('attachClosed of one that runs'), null);
   assert.deepEqual(byName.get('takeQueued'), []);
   assert.deepEqual(byName.get('invalidate of one'), [[keyText(KEYS[2]!)], 'invalid-state']);
