@@ -5,6 +5,7 @@ import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
 import type { OffloadTree } from '../state/offload-tree.ts';
 import type { AddressBook } from '../state/path-state.ts';
 import { decodeBatch } from '../state/state-codec.ts';
+import { TWO_32 } from '../state/validate.ts';
 import { type HostLinkTransport, NicHostLink } from './host-link.ts';
 import {
   type ConnKey,
@@ -108,6 +109,8 @@ export abstract class HostNic extends EventEmitter implements Nic {
   terminate(keys: ConnKey[] | 'all', opts?: TerminateOptions): Promise<Transfer> {
     if (keys !== 'all' && !Array.isArray(keys))
       return Promise.reject(new InvalidArgumentError('terminate needs keys or "all"'));
+    const unknown = keys === 'all' ? null : badKey(keys, this.keyAddresses());
+    if (unknown !== null) return Promise.reject(unknown);
     return this.release(keys, opts);
   }
 
@@ -241,6 +244,30 @@ export abstract class HostNic extends EventEmitter implements Nic {
     this.emit('dead', cause);
   }
 }
+
+/**
+ * Why `keys` cannot name connections of a NIC whose address table is `addrs`, or null: one is not
+ * an object, or is an IPv6 key, whose addresses are handles of that table and mean nothing
+ * without it. Checked before anything is frozen or released, so such a terminate is refused whole
+ * on every NIC (an engine in this thread found no such connection and released the rest; a
+ * worker's host side failed to pack it). Two comparisons per IPv4 key.
+ */
+function badKey(keys: readonly ConnKey[], addrs: AddressBook | null): InvalidArgumentError | null {
+  for (const k of keys) {
+    if (typeof k !== 'object' || k === null) return new InvalidArgumentError('not a connection key');
+    if (k.localIp < TWO_32 && k.remoteIp < TWO_32) continue;
+    if (addrs === null) return new InvalidArgumentError('an IPv6 key needs the address table of its handles');
+    try {
+      // A handle the table cannot hold throws (AddressTable.slotOf): the packing of a worker's key.
+      addrs.write(k.localIp, SCRATCH16, 0);
+      addrs.write(k.remoteIp, SCRATCH16, 0);
+    } catch (e) {
+      return e instanceof InvalidArgumentError ? e : new InvalidArgumentError(String(e));
+    }
+  }
+  return null;
+}
+const SCRATCH16 = new Uint8Array(16);
 
 /**
  * What differs between NICs when connections cross (`HostNic.cross`): where their memory lives.

@@ -1,6 +1,6 @@
 import type { Clock } from '../core/clock.ts';
 import type { Counters } from '../core/counters.ts';
-import { InvalidArgumentError } from '../core/errors.ts';
+import { ConnectionError, InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
 import type { Random } from '../core/random.ts';
 import type { Link } from '../link/link.ts';
 import { TcpEvent } from '../stack/tcp/tcp-events.ts';
@@ -48,6 +48,9 @@ export interface LocalNicOptions {
  * (design section 6), plus the cached settings, which the host owns anyway.
  */
 export type LocalSalvage = SalvageRecord;
+
+/** An initiate in hand, run at once by a close or a crash (see LocalNic.inHand). */
+type InHand = (why: 'close' | 'crash') => void;
 
 /** Fault injection for tests of the failover layer. */
 export interface LocalNicFaults {
@@ -152,11 +155,40 @@ export class LocalNic extends HostNic {
     return Promise.resolve({ source: c, values: c.snapshot() });
   }
 
+  /**
+   * Initiates sent whose turn of the clock has not come. A worker runs what its port brought
+   * before a close or its death, so a close() or crash() runs these first (`InHand`): a close
+   * installs them and then aborts them with everything else, a crash keeps them for salvage.
+   */
+  private readonly inHand = new Set<InHand>();
+
   // Objects in this thread need no codec, and their memory is the engine's: nothing is held
-  // beside them while they cross, and the engine's answer is the verb's result.
+  // beside them while they cross, and the engine's answer is the verb's result, unless the NIC
+  // closed or crashed with it in hand, which answers as a WorkerNic's host side does.
   protected offer(transfer: Transfer, opts: InitiateOptions | undefined): Promise<InitiateResult> {
+    let answer: InitiateResult | null = null;
+    let cut: 'close' | 'crash' | null = null;
+    const job: InHand = (why) => {
+      if (answer !== null || cut !== null) return;
+      cut = why;
+      if (why === 'crash') this.keepRefused(transfer, opts);
+      else answer = this.engine.initiate(transfer, opts);
+    };
     return this.cross<InitiateResult, InitiateResult>(() => ({
-      send: () => this.here.run(() => this.engine.initiate(transfer, opts)),
+      send: () => {
+        this.inHand.add(job);
+        return this.here.run(() => {
+          this.inHand.delete(job);
+          if (answer === null && cut === null) answer = this.engine.initiate(transfer, opts);
+          return answer!;
+        });
+      },
+      took: (a) => {
+        if (cut === 'close')
+          throw new ConnectionError('ECONNABORTED', `NIC ${this.id} closed with the batch in hand`);
+        if (cut === 'crash') throw new InvalidStateError(`NIC ${this.id} died (crash)`);
+        return a;
+      },
       failed: (e, sent) => {
         // Refused by a NIC already dead: its caller takes the batch as having died with it in hand
         // and rebuilds it from salvage(), so it is kept as a crash keeps what the engine ran (a
@@ -164,7 +196,6 @@ export class LocalNic extends HostNic {
         if (!sent && this.death !== null) this.keepRefused(transfer, opts);
         return e;
       },
-      took: (answer) => answer,
     }));
   }
   protected release(keys: ConnKey[] | 'all', opts: TerminateOptions | undefined): Promise<Transfer> {
@@ -175,7 +206,43 @@ export class LocalNic extends HostNic {
       }
       return opts?.trees === true ? this.engine.terminateTrees(keys) : this.engine.terminate(keys);
     };
-    return this.cross(() => ({ send: () => this.here.run(run) }));
+    return this.cross(() => ({
+      send: () => {
+        const leaving = keys;
+        this.leaving.push(leaving);
+        this.leavingKeys = null;
+        return this.here.run(() => {
+          try {
+            return run();
+          } finally {
+            this.leaving.splice(this.leaving.indexOf(leaving), 1);
+            this.leavingKeys = null;
+          }
+        });
+      },
+    }));
+  }
+
+  /**
+   * The key lists of terminates sent whose turn has not come: from the request on, those
+   * connections are leaving, and attach finds none of them, as a WorkerNic's host side freezes
+   * their handles at once (a socket attached meanwhile would be left on a released connection).
+   */
+  private readonly leaving: (ConnKey[] | 'all')[] = [];
+  /** `leaving`'s keys as a table, made by the first attach that needs it (attach during a terminate is rare). */
+  private leavingKeys: TupleMap<true> | null = null;
+
+  private isLeaving(key: ConnKey): boolean {
+    if (this.leaving.length === 0) return false;
+    if (this.leavingKeys === null) {
+      const t = new TupleMap<true>();
+      for (const l of this.leaving) {
+        if (l === 'all') return true;
+        for (const k of l) t.set(k, true);
+      }
+      this.leavingKeys = t;
+    }
+    return this.leavingKeys.has(key);
   }
 
   /**
@@ -220,7 +287,7 @@ export class LocalNic extends HostNic {
 
   attach(key: ConnKey, user: TcpUser | null): ConnectionHandle | null {
     const conn = this.engine.connection(key);
-    if (!conn) return null;
+    if (!conn || this.isLeaving(key)) return null;
     conn.user = user;
     // The install adopted it with nobody to tell, and an adopt's news of the peer's FIN (which may
     // have come in the old owner's last turn) went nowhere: a socket that missed it would never end.
@@ -233,6 +300,7 @@ export class LocalNic extends HostNic {
 
   close(): void {
     if (this.closed) return;
+    this.runInHand('close');
     this.closed = true;
     this.engine.close();
     this.host.close();
@@ -247,6 +315,7 @@ export class LocalNic extends HostNic {
    */
   crash(cause = 'crashed'): void {
     if (this.closed) return;
+    this.runInHand('crash');
     const tcp = this.engine.tcp;
     for (const conn of [...tcp.connections()]) {
       // Released as a crash: a hand-over's flush of a pending delayed ACK would go out of a NIC
@@ -258,6 +327,11 @@ export class LocalNic extends HostNic {
     this.engine.close();
     this.host.close();
     this.die({ kind: 'crash', detail: cause });
+  }
+
+  private runInHand(why: 'close' | 'crash'): void {
+    for (const job of this.inHand) job(why);
+    this.inHand.clear();
   }
 
   protected salvageAll(): SalvageRecord[] {

@@ -666,11 +666,7 @@ export class WorkerNic extends HostNic {
     transfer: Transfer,
     opts: InitiateOptions | undefined,
   ): Crossing<WorkerReply<'initiate'>, InitiateResult> {
-    let batch: Uint8Array;
     let states = opts?.states;
-    // Between threads the connections' states go as transfer records in their blocks (all but
-    // those travelsAsRecord keeps in the codec), and the batch carries the neighbors and paths.
-    let recordPaths: Map<TcpState, number> | null = null;
     const now = this.clock.now();
     if (isTreeTransfer(transfer)) states ??= flattenTrees(transfer.trees);
     // The prod must happen in the worker, as the connections are installed: a failover that loses
@@ -679,6 +675,41 @@ export class WorkerNic extends HostNic {
     // The blocks first: a connection's out-of-order data travels in its block's receive ring.
     const byState = new Map<TcpState, PreparedConn>();
     const prepared = states ? this.preallocate(states, byState) : undefined;
+    // Given back, or kept for salvage on a NIC already dead, whether the request fails before it
+    // leaves (a batch that does not encode: its blocks and offered records were the host's all
+    // along, and nothing else let go of them) or after.
+    const failed = (e: unknown, sent: boolean): unknown => {
+      if (this.death === null) returnRecords(prepared);
+      else this.keepForSalvage(prepared);
+      settled(prepared);
+      // Closed by its owner with the batch in hand (posted: a close() before the answer still
+      // reaches the worker after it): the worker installs it, then its close aborts (RST) all
+      // it runs. Rolled back into the host, those connections would run on as if nothing
+      // happened, and their sockets hear of the RST only at their next segment, or never when idle.
+      if (sent && this.closed && this.death === null)
+        return new ConnectionError('ECONNABORTED', `NIC ${this.id} closed with the batch in hand`);
+      return e;
+    };
+    try {
+      return this.encoded(transfer, opts, now, prepared, byState, failed);
+    } catch (e) {
+      throw failed(e, false);
+    }
+  }
+
+  /** The rest of `offered`, once the blocks are the batch's: what the worker is sent. */
+  private encoded(
+    transfer: Transfer,
+    opts: InitiateOptions | undefined,
+    now: number,
+    prepared: BatchList<PreparedConn> | undefined,
+    byState: Map<TcpState, PreparedConn>,
+    failed: (e: unknown, sent: boolean) => unknown,
+  ): Crossing<WorkerReply<'initiate'>, InitiateResult> {
+    let batch: Uint8Array;
+    // Between threads the connections' states go as transfer records in their blocks (all but
+    // those travelsAsRecord keeps in the codec), and the batch carries the neighbors and paths.
+    let recordPaths: Map<TcpState, number> | null = null;
     if (isTreeTransfer(transfer)) {
       let trees = transfer.trees;
       if (this.useRecords && prepared !== undefined) {
@@ -720,18 +751,7 @@ export class WorkerNic extends HostNic {
           if (this.initiating === 0 && !this.placingBurst && this.heldGrows.size > 0) this.runHeldGrows();
         }
       },
-      failed: (e, sent) => {
-        if (this.death === null) returnRecords(prepared);
-        else this.keepForSalvage(prepared);
-        settled(prepared);
-        // Closed by its owner with the batch in hand (posted: a close() before the answer still
-        // reaches the worker after it): the worker installs it, then its close aborts (RST) all
-        // it runs. Rolled back into the host, those connections would run on as if nothing
-        // happened, and their sockets hear of the RST only at their next segment, or never when idle.
-        if (sent && this.closed && this.death === null)
-          return new ConnectionError('ECONNABORTED', `NIC ${this.id} closed with the batch in hand`);
-        return e;
-      },
+      failed,
       took: (res) => {
         try {
           return this.takeInstalled(res, prepared, owner);
@@ -1268,14 +1288,21 @@ export class WorkerNic extends HostNic {
 
   // What is left of a connection here is what shared memory holds: the last whole hard state and
   // the rings, whether the worker is dead or not. The NIC forgets it; the caller now owns it.
+  // A connection its worker runs now is not left over: handed out, it would have two owners (a
+  // LocalNic's engine keeps its own likewise). Left over are a dead or closed NIC's, those the host
+  // froze for a transfer, and those kept from an answer it could not read.
   protected salvageAll(): SalvageRecord[] {
     const out: SalvageRecord[] = [];
-    for (const h of [...this.byKey.values()]) out.push(this.take(h));
+    for (const h of [...this.byKey.values()]) if (!this.runsNow(h)) out.push(this.take(h));
     return out;
   }
   protected salvageOne(key: ConnKey): SalvageRecord | undefined {
     const h = this.byKey.get(key);
-    return h === undefined ? undefined : this.take(h);
+    return h === undefined || this.runsNow(h) ? undefined : this.take(h);
+  }
+  /** Kept for salvage (no slot: refused answers, a death with the batch in hand) it runs nowhere. */
+  private runsNow(h: WorkerConnectionHandle): boolean {
+    return this.death === null && !this.closed && !h.detached && h.slot >= 0 && this.handles[h.slot] === h;
   }
   private take(h: WorkerConnectionHandle): SalvageRecord {
     h.detached = true;

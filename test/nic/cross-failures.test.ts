@@ -73,3 +73,44 @@ test('a WorkerNic terminate whose keys do not pack rejects and gives back the ha
   // Nothing moved: the three still run there.
   assert.equal((await worker.query()).length, 3);
 });
+
+/** A tree whose neighbor cannot be encoded: read only once the batch is encoded, after the NIC has prepared its connections. */
+function unencodable(): Transfer {
+  const trees = sampleTrees(3);
+  Object.defineProperty(trees[0]!.neighbor, 'cached', {
+    get() {
+      throw new Error('a neighbor that does not encode');
+    },
+  });
+  return { kind: 'trees', trees };
+}
+
+test('an initiate whose batch does not encode, on a NIC already dead, leaves its connections to salvage on a LocalNic and a WorkerNic alike', async (t) => {
+  const { local, worker } = await bothNics(t, 78);
+  const dead = new Promise<void>((resolve) => worker.once('dead', () => resolve()));
+  await worker.kill();
+  await dead;
+  local.crash('test');
+  for (const nic of [local, worker] as Nic[]) {
+    assert.equal(await howFailed(() => nic.initiate(unencodable())), 'rejected', nic.id);
+    // The transfer that asked takes the batch as having died with the NIC, and rebuilds it from
+    // salvage(): on a WorkerNic the blocks the batch was given hold what is left of it.
+    const left = nic.salvage!().map((r) => r.key.localPort);
+    assert.deepEqual(left.sort(), [40000, 40001, 40002], nic.id);
+  }
+});
+
+test('a LocalNic that crashes with an initiate in hand answers as a dead WorkerNic does: rejected, the batch left to salvage', async (t) => {
+  const { local } = await bothNics(t, 79);
+  const inHand = local.initiate({ kind: 'trees', trees: sampleTrees(3) });
+  local.crash('test');
+  await assert.rejects(inHand, { code: 'ERR_CHIMNEY_INVALID_STATE' });
+  // The transfer that asked sees the NIC dead and rebuilds the batch from what it left.
+  assert.deepEqual(
+    local
+      .salvage()
+      .map((r) => r.key.localPort)
+      .sort(),
+    [40000, 40001, 40002],
+  );
+});

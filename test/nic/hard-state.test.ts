@@ -25,7 +25,15 @@ import { ByteRing } from '../../src/state/byte-ring.ts';
 import { createNeighborState } from '../../src/state/neighbor-state.ts';
 import { createPathState } from '../../src/state/path-state.ts';
 import { sharedRingBytes } from '../../src/state/shared-ring.ts';
-import { createTcpState, DEFAULT_TCP_CACHED, type TcpState, TcpStateId } from '../../src/state/tcp-state.ts';
+import {
+  createTcpState,
+  DEFAULT_TCP_CACHED,
+  type RackPathState,
+  rackPathDefaults,
+  resetTcpState,
+  type TcpState,
+  TcpStateId,
+} from '../../src/state/tcp-state.ts';
 import { ACK, activeOpen, add, Bench, bytes, passiveOpen, REMOTE, Recorder } from '../tcp/harness.ts';
 
 function established(): { s: TcpState; block: ReturnType<typeof allocConnBlock> } {
@@ -478,6 +486,25 @@ describe('hard-state record', () => {
     const big = allocConnBlock(CONN_SLAB_BYTES, 16);
     assert.equal(big.at, 0);
     assert.ok(!bySab.has(big.sab));
+  });
+
+  test("RACK's defaults are written out by hand where states are born: each place agrees with rackPathDefaults field by field", () => {
+    // emptyHardState and createTcpState copy rackPathDefaults' values as literals (a spread or a
+    // template's copy gave those objects layouts of their own): a default changed in one place
+    // only would give a rebuilt or a new connection another RACK than a moved one.
+    const defaults = rackPathDefaults();
+    const keys = Object.keys(defaults) as (keyof RackPathState)[];
+    assert.ok(keys.length > 0);
+    const pick = (o: RackPathState) => Object.fromEntries(keys.map((k) => [k, o[k]]));
+    assert.deepEqual(pick(emptyHardState()), defaults, 'emptyHardState');
+    const { s } = established();
+    assert.deepEqual(pick(s.soft), defaults, 'createTcpState');
+    for (const k of keys) (s.soft as unknown as Record<string, unknown>)[k] = 99;
+    const reset = resetTcpState(s, s.const, s.cached, s.path, {
+      send: s.delegated.sendBuffer,
+      recv: s.delegated.recvBuffer,
+    });
+    assert.deepEqual(pick(reset.soft), defaults, 'resetTcpState');
   });
 
   test('a write that would change nothing leaves the record (and its version) alone', () => {

@@ -42,6 +42,9 @@ const treesOf = (n = 3): Transfer => ({ kind: 'trees', trees: sampleTrees(n) });
 /** The keys of treesOf()'s connections. */
 const KEYS = sampleTrees(3)[0]!.paths[0]!.conns.map((s) => ({ ...s.const }) as ConnKey);
 
+/** A key whose addresses are IPv6 handles, on NICs that were never given an IPv6 connection. */
+const V6_KEY: ConnKey = { localIp: 2 ** 33, localPort: 80, remoteIp: 2 ** 33 + 1, remotePort: 4000 };
+
 /** The verb sequence, its answers as plain data, in order. */
 async function run(nic: Nic & { close(): void }): Promise<unknown[]> {
   const out: unknown[] = [];
@@ -65,6 +68,9 @@ async function run(nic: Nic & { close(): void }): Promise<unknown[]> {
   out.push(['query', await queried()]);
   out.push(['attach of an unknown key', nic.attach({ ...keys[0]!, remotePort: 1 }, null) === null]);
   out.push(['attach', nic.attach(keys[0]!, null) !== null]);
+  // What it runs is not left over: handed out, a connection would have two owners.
+  out.push(['salvage of one it runs', nic.salvage?.([keys[0]!]).length]);
+  out.push(['salvage of all it runs', nic.salvage?.().length]);
   out.push(['attachClosed of one that runs', nic.attachClosed?.(keys[1]!, null) ?? null]);
   out.push(['takeQueued', await nic.takeQueued(keys)]);
   await nic.update({ kind: 'tcp', scope: 'all', settings: { noDelay: true } });
@@ -81,13 +87,22 @@ async function run(nic: Nic & { close(): void }): Promise<unknown[]> {
   out.push(['invalidate of one', await told]);
   out.push(['counters', (await nic.counterSnapshot()).values['nic.initiate.conns']]);
   out.push(['terminate naming one twice', await terminate([keys[0], keys[0]])]);
-  out.push(['terminate of one', await terminate([keys[0]])]);
+  // Leaving from the request on: a socket attached now would be left on a released connection.
+  const leaving = terminate([keys[0]]);
+  out.push(['attach while its terminate is in flight', nic.attach(keys[0]!, null)]);
+  out.push(['terminate of one', await leaving]);
   out.push(['terminate of one no longer here', await terminate([keys[0]])]);
+  // Malformed as a whole (no IPv6 table here to name its addresses): nothing is released.
+  out.push(['terminate of an IPv4 key and an IPv6 key', await terminate([keys[1], V6_KEY])]);
   out.push(['query after', await queried()]);
   out.push(['terminate all', await terminate('all')]);
   out.push(['query at the end', await queried()]);
   out.push(['counters at the end', (await nic.counterSnapshot()).values['nic.terminate.conns']]);
+  // Closed with a batch in hand: the NIC took it before the close, and the close aborts it with
+  // everything else it runs (a worker installs what its port brought first).
+  const inHand = initiate(treesOf(1));
   nic.close();
+  out.push(['initiate in hand at the close', await inHand]);
   out.push(['initiate once closed', await initiate(treesOf(1))]);
   out.push(['terminate once closed', await terminate('all')]);
   return out;
@@ -133,13 +148,20 @@ test('a LocalNic and a WorkerNic answer the same verb sequence alike (the one ho
   assert.equal((byName.get('query') as string[]).length, 3);
   assert.equal(byName.get('attach of an unknown key'), true);
   assert.equal(byName.get('attach'), true);
+  assert.equal(byName.get('salvage of one it runs'), 0);
+  assert.equal(byName.get('salvage of all it runs'), 0);
   assert.equal(byName.get('attachClosed of one that runs'), null);
   assert.deepEqual(byName.get('takeQueued'), []);
   assert.deepEqual(byName.get('invalidate of one'), [[keyText(KEYS[2]!)], 'invalid-state']);
   assert.equal(byName.get('counters'), 3);
   assert.deepEqual(byName.get('terminate naming one twice'), { ok: false, code: 'ERR_CHIMNEY_INVALID_ARG' });
+  assert.equal(byName.get('attach while its terminate is in flight'), null);
   assert.equal((byName.get('terminate of one') as { keys: string[] }).keys.length, 1);
   assert.deepEqual(byName.get('terminate of one no longer here'), { ok: true, keys: [] });
+  assert.deepEqual(byName.get('terminate of an IPv4 key and an IPv6 key'), {
+    ok: false,
+    code: 'ERR_CHIMNEY_INVALID_ARG',
+  });
   // The invalidated one is stopped, not run (no query finds it), and still handed back by 'all'.
   assert.deepEqual(byName.get('query after'), [keyText(KEYS[1]!)]);
   assert.deepEqual(
@@ -148,6 +170,7 @@ test('a LocalNic and a WorkerNic answer the same verb sequence alike (the one ho
   );
   assert.deepEqual(byName.get('query at the end'), []);
   assert.equal(byName.get('counters at the end'), 3);
+  assert.deepEqual(byName.get('initiate in hand at the close'), { ok: false, code: 'ECONNABORTED' });
   assert.deepEqual(byName.get('initiate once closed'), { ok: false, code: 'ERR_CHIMNEY_INVALID_STATE' });
   assert.deepEqual(byName.get('terminate once closed'), { ok: false, code: 'ERR_CHIMNEY_INVALID_STATE' });
 });
