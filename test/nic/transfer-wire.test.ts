@@ -13,6 +13,7 @@ import {
   unpackBlocks,
   unpackInitiate,
   unpackKeys,
+  unpackKnownKeys,
 } from '../../src/nic/worker/transfer-wire.ts';
 
 const u32 = fc.integer({ min: 0, max: 0xffffffff });
@@ -30,6 +31,46 @@ describe('transfer messages in flat words', () => {
       }),
       { numRuns: 50 },
     );
+  });
+
+  test('keys this side holds come back as its own objects, in order; the others as new ones, whole', () => {
+    fc.assert(
+      fc.property(
+        fc.uniqueArray(key, {
+          minLength: 1,
+          maxLength: 300,
+          selector: (k) => `${k.localIp}:${k.localPort}:${k.remoteIp}:${k.remotePort}`,
+        }),
+        fc.integer({ min: 0, max: 1000 }),
+        (keys, seed) => {
+          // Every other key (by seed) is held here as an object of this side's.
+          const held = new TupleMap<ConnKey>();
+          keys.forEach((k, i) => {
+            if ((i + seed) % 2 === 0) held.set(k, { ...k });
+          });
+          const asked: number[] = [];
+          const out = unpackKnownKeys(packKeys(keys), null, (t, i) => {
+            asked.push(i);
+            return held.get(t);
+          });
+          assert.deepEqual(
+            asked,
+            keys.map((_, i) => i),
+            'asked once per key, in order',
+          );
+          keys.forEach((k, i) => {
+            assert.deepEqual(out[i], { ...k });
+            const own = held.get(k);
+            if (own !== undefined) assert.equal(out[i], own, 'the held object itself');
+          });
+          // A new key object each, not the scratch the lookup was asked with.
+          const fresh = out.filter((o) => held.get(o) !== o);
+          assert.equal(new Set(fresh).size, fresh.length);
+        },
+      ),
+      { numRuns: 50 },
+    );
+    assert.throws(() => unpackKnownKeys(new Uint32Array(5), null, () => undefined), InvalidArgumentError);
   });
 
   test('packed keys of the wrong shape are refused with a typed error', () => {

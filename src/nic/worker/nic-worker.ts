@@ -131,6 +131,7 @@ import {
   packInitiate,
   unpackBlocks,
   unpackKeys,
+  unpackKnownKeys,
 } from './transfer-wire.ts';
 
 const port = parentPort as MessagePort;
@@ -688,8 +689,9 @@ function fillFromRecords(
     throw new StateValidationError('blocks', 'a connection named twice');
   const nodes = trees.flatMap((t) => t.paths);
   // Connections the batch carried itself (what a record cannot hold) have a block but no record.
-  const decoded = new TupleMap<true>();
-  for (const node of nodes) for (const s of node.conns) decoded.set(s.const, true);
+  // Usually none: no table then (one a part of every move).
+  let decoded: TupleMap<true> | null = null;
+  for (const node of nodes) for (const s of node.conns) (decoded ??= new TupleMap<true>()).set(s.const, true);
   const now = clock.now();
   let n = 0;
   let pooled = 0;
@@ -698,7 +700,7 @@ function fillFromRecords(
   for (let i = 0; i < list.length; i += 2) {
     const key = list[i] as ConnKey;
     const b = list[i + 1] as ConnBlockRef;
-    if (decoded.size > 0 && decoded.has(key)) continue;
+    if (decoded?.has(key) === true) continue;
     const parts = blockParts(b);
     const rec = parts.transfer;
     if (rec.owner !== -owner) throw new StateValidationError('owner', 'record not offered to this NIC');
@@ -715,6 +717,7 @@ function fillFromRecords(
         takenAt: now,
         prod,
         waiting: null,
+        namedBy: 0,
       });
       unbuilt++;
       continue;
@@ -766,7 +769,12 @@ interface Pending extends LazyConn {
   readonly prod: boolean;
   /** Frames for it that wait for its paced build, oldest first (waitForBuild); null: none. */
   waiting: WaitingFrame[] | null;
+  /** The last terminate that named it (its number): one naming it twice is refused whole. */
+  namedBy: number;
 }
+
+/** Terminates that named keys, numbered (Pending.namedBy). */
+let terminates = 0;
 
 /**
  * A received frame held for a connection owed a prod (copied: its buffer is reused), or an IP
@@ -2006,7 +2014,15 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
         return;
       }
       case 'terminate': {
-        const keys = r.arg === 'all' ? 'all' : unpackKeys(r.arg, engine.addressBook);
+        // Each key a pending connection's own object, found once here: the pending list below
+        // reads `pend` instead of searching again, and no key object is made for it.
+        const pend: (Pending | undefined)[] = [];
+        const keys =
+          r.arg === 'all'
+            ? 'all'
+            : pendingIndex.size === 0
+              ? unpackKeys(r.arg, engine.addressBook)
+              : unpackKnownKeys(r.arg, engine.addressBook, (k, i) => (pend[i] = pendingOf(k))?.key);
         const list = keys === 'all' ? [...byKey.values(), ...pendingList()].map((s) => s.key) : keys;
         let out: Uint8Array;
         const records = r.byRef === true && r.records === true;
@@ -2020,15 +2036,27 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
           // were built (or, by records, after one named twice went up twice): refused whole
           // here, before anything changes.
           if (keys !== 'all') {
-            const named = new TupleMap<true>();
-            for (const k of keys) {
-              if (named.has(k)) throw namedTwice('terminate', k);
-              named.set(k, true);
+            // A pending connection is marked with this request's number; only the others (built
+            // here, or unknown) need a table.
+            const no = ++terminates;
+            let named: TupleMap<true> | undefined;
+            for (let i = 0; i < keys.length; i++) {
+              const k = keys[i]!;
+              const p = pend[i];
+              if (p !== undefined) {
+                if (p.namedBy === no) throw namedTwice('terminate', k);
+                p.namedBy = no;
+              } else {
+                named ??= new TupleMap<true>();
+                if (named.has(k)) throw namedTwice('terminate', k);
+                named.set(k, true);
+              }
             }
           }
           const rest: ConnKey[] = [];
-          for (const k of list) {
-            const p = pendingOf(k);
+          for (let i = 0; i < list.length; i++) {
+            const k = list[i]!;
+            const p = keys === 'all' ? pendingOf(k) : pend[i];
             if (p === undefined) rest.push(k);
             // One still owed its prod goes built: read unread, its next owner would not prod it.
             else if (records && !p.prod) unread.push(p);

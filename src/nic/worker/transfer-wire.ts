@@ -118,6 +118,27 @@ export function unpackKeys(
   return out;
 }
 
+/**
+ * The keys packed in `w`, each the object `known` gives for its tuple when this side holds one
+ * already (the key of a connection it runs), else a new one: a terminate's keys were a new object
+ * per connection and move, the largest garbage of a source worker's warm move. `known` is called
+ * once per key, in order, with its index and a scratch tuple it must not keep.
+ */
+export function unpackKnownKeys(
+  w: Uint32Array,
+  addrs: AddressBook | null | undefined,
+  known: (tuple: ConnKey, i: number) => ConnKey | undefined,
+): ConnKey[] {
+  checkKeys(w);
+  const out = new Array<ConnKey>(w.length / KEY_WORDS);
+  for (let j = 0, i = 0; j < w.length; j += KEY_WORDS, i++)
+    out[i] = known(keyAt(w, j, addrs, lookup), i) ?? keyAt(w, j, addrs, null);
+  return out;
+}
+
+/** The scratch tuple unpackKnownKeys asks `known` with. */
+const lookup: ConnKey = { localIp: 0, localPort: 0, remoteIp: 0, remotePort: 0 };
+
 function checkKeys(w: Uint32Array): void {
   if (!(w instanceof Uint32Array) || w.length % KEY_WORDS !== 0)
     throw new InvalidArgumentError(`packed keys must be a Uint32Array of ${KEY_WORDS} words per key`);
