@@ -7,7 +7,15 @@ import {
   formatCrashRebuild,
   parseCrashRebuildFlags,
 } from './crash-rebuild.ts';
-import { benchFailover, type FailoverBench, type FailoverFigures, failoverBroken } from './failover.ts';
+import {
+  benchFailover,
+  FAILOVER_ROWS,
+  type FailoverBench,
+  type FailoverFigures,
+  failoverBroken,
+  formatPhases,
+  parseFailoverFlags,
+} from './failover.ts';
 import { benchLoss, formatLoss, type LossResult } from './loss.ts';
 import { benchOffload } from './offload.ts';
 import { benchOffloadData, type DataOffloadBenchResult } from './offload-data.ts';
@@ -205,23 +213,33 @@ const BENCHES: Record<string, { about: string; run: Bench; print: (r: Record<str
     },
     failover: {
       about:
-        'failover of 10,000 offloaded, streaming connections on the simulator: carrier loss, reachability loss, NIC crash',
-      run: async () =>
-        (await benchFailover({
-          connections: Number(process.env.CHIMNEY_BENCH_CONNS ?? 10_000),
-        })) as unknown as Record<string, unknown>,
+        "failover of 10,000 offloaded, streaming connections on the simulator: carrier loss, reachability loss, NIC crash (flags: --connections, --rows carrier,crash,..., --phases for each row's timeline: fault, detected, moved, first and last resumed, with main-thread CPU and GCs; CHIMNEY_ROOT=<tree> runs that tree's build)",
+      run: async (f) => {
+        const o = f as ReturnType<typeof parseFailoverFlags>;
+        return (await benchFailover({
+          connections: o.connections ?? Number(process.env.CHIMNEY_BENCH_CONNS ?? 10_000),
+          rows: o.rows,
+          phases: o.phases === true,
+        })) as unknown as Record<string, unknown>;
+      },
       print: (r) => {
         const row = (k: string) => {
           const f = r[k] as FailoverFigures;
-          return `${k.padEnd(13)} detect ${f.detectMs} ms, data at the receiver again after ${f.resumeMs} ms (slowest; median ${f.resumeP50Ms} ms; the team's streams ${f.resumeToPeerMs} ms, the peer's ${f.resumeFromPeerMs} ms), moved in ${f.movedMs} ms (${f.resumeWallMs} ms wall to move ${f.moved}), longest stall ${f.maxStallMs} ms, resets ${f.resets}; streams ${f.streamsOk}/${f.streams} intact, ${f.unfinished} unfinished, ${f.errors} errors, bytes lost ${f.bytesLost}, extra ${f.bytesExtra}${f.intact ? '' : ` - NOT INTACT: ${f.errorSamples.join('; ')}`}`;
+          const line = `${k.padEnd(13)} detect ${f.detectMs} ms, data at the receiver again after ${f.resumeMs} ms (slowest; median ${f.resumeP50Ms} ms; the team's streams ${f.resumeToPeerMs} ms, the peer's ${f.resumeFromPeerMs} ms), moved in ${f.movedMs} ms (${f.resumeWallMs} ms wall to move ${f.moved}), longest stall ${f.maxStallMs} ms, resets ${f.resets}; streams ${f.streamsOk}/${f.streams} intact, ${f.unfinished} unfinished, ${f.errors} errors, bytes lost ${f.bytesLost}, extra ${f.bytesExtra}${f.intact ? '' : ` - NOT INTACT: ${f.errorSamples.join('; ')}`}`;
+          return f.phases ? `${line}\n${formatPhases(f.phases)}` : line;
         };
-        return [
-          `${r.connections} connections (detect/resume/stall on the simulator's virtual clock)`,
-          row('carrier'),
-          row('reachability'),
-          row('crash'),
-          `reference (same run), ${(r.reference as { method: string }).method}: ${row('reference').slice(14)}`,
-        ].join('\n');
+        const lines = [
+          `${r.connections} connections (detect/resume/stall on the simulator's virtual clock; ${r.root})`,
+        ];
+        for (const k of FAILOVER_ROWS) {
+          if (r[k] === undefined) continue;
+          if (k === 'reference')
+            lines.push(
+              `reference (same run), ${(r.reference as { method: string }).method}: ${row('reference').slice(14)}`,
+            );
+          else lines.push(row(k));
+        }
+        return lines.join('\n');
       },
     },
     attacks: {
@@ -258,6 +276,7 @@ const FLAGS: Record<string, (argv: readonly string[]) => object> = {
   'warm-move': parseWarmMoveFlags,
   'crash-rebuild': parseCrashRebuildFlags,
   churn: parseChurnFlags,
+  failover: parseFailoverFlags,
 };
 
 /** Run only when named: a part of another benchmark, on its own for its flags. */
