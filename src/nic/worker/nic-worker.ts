@@ -7,7 +7,7 @@ import { appendFileSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector';
 import { getHeapStatistics } from 'node:v8';
 import { type MessagePort, parentPort, threadId, workerData } from 'node:worker_threads';
-import { RealClock } from '../../core/clock.ts';
+import { RealClock, type Timer } from '../../core/clock.ts';
 import { ChimneyError, ConnectionError, InvalidStateError, StateValidationError } from '../../core/errors.ts';
 import { watchLoopBlocks } from '../../core/loop-blocks.ts';
 import { SeededRandom } from '../../core/random.ts';
@@ -90,6 +90,7 @@ import {
   CAP_LIMIT,
   DB_BEAT,
   DB_BELL,
+  DB_BUSY,
   DB_DRAIN_AT,
   DB_DRAINS,
   DB_HEAD,
@@ -135,7 +136,54 @@ import {
 
 const port = parentPort as MessagePort;
 const boot = workerData as WorkerBoot;
-const clock = new RealClock();
+
+/**
+ * DB_BUSY's word: 1 from the start of each turn of this thread's own JavaScript to the loop's next
+ * check phase (its microtasks included), so the host, once it has called `terminate()`, can tell a
+ * thread that will never write shared memory again (0) from one that may still be writing (1).
+ * Set at every entry (enterUnit): the messages of its ports, its clock's timers and deferred calls
+ * (the engine's, the TAP's and the capture's all go through `clock`), the bell's wake-up. The boot
+ * is one unit, from here to the end of this module. Callbacks that write no shared memory (a pool
+ * poll's end, which only closes descriptors or defers) need none.
+ */
+const unitWords = new Int32Array(boot.doorbell);
+let unitOpen = true;
+Atomics.store(unitWords, DB_BUSY, 1);
+
+function endUnit(): void {
+  unitOpen = false;
+  Atomics.store(unitWords, DB_BUSY, 0);
+}
+
+/**
+ * The word is stored before the turn's first write of shared memory, with a function entry (V8's
+ * interrupt check) between: if the host read 0 after its `terminate()`, this thread's next check
+ * sees the termination and stops before that write (both sides' accesses are sequentially
+ * consistent: a store-load pair where at least one sees the other).
+ */
+function enterUnit(): void {
+  if (unitOpen) return;
+  unitOpen = true;
+  Atomics.store(unitWords, DB_BUSY, 1);
+  setImmediate(endUnit);
+}
+
+/** The thread's clock, every callback of it a unit of work (enterUnit). */
+class UnitClock extends RealClock {
+  override createTimer(cb: () => void): Timer {
+    return super.createTimer(() => {
+      enterUnit();
+      cb();
+    });
+  }
+  override defer(cb: () => void): void {
+    super.defer(() => {
+      enterUnit();
+      cb();
+    });
+  }
+}
+const clock = new UnitClock();
 nameThread(boot.id);
 
 /**
@@ -404,7 +452,11 @@ async function openLink(): Promise<Link> {
     whenTapReleased = null;
     // Not from inside the callback: TapLink says "nothing left" just before it closes the read end,
     // and the host may stop this thread as soon as it reads 'closed'.
-    if (then !== null) setImmediate(then);
+    if (then !== null)
+      setImmediate(() => {
+        enterUnit();
+        then();
+      });
   };
   // Every frame of the wire, offloaded connections' included (NDIS chimney's were invisible).
   return new ObservedLink(capturePipe ? capture(tap, capturePipe) : tap);
@@ -1510,6 +1562,7 @@ function drainLater(): void {
 }
 
 function waitBell(): void {
+  enterUnit();
   if (closed) return;
   const seen = Atomics.load(db, DB_BELL);
   drainDoorbell(BELL_BUDGET);
@@ -1739,6 +1792,7 @@ function addPeer(m: Extract<ToWorker, { t: 'peer' }>): void {
   };
   peers.push(p);
   port.on('message', (msg: PeerMessage) => {
+    enterUnit();
     progress();
     if (closed) return;
     if (msg.t === 'installed') {
@@ -1769,6 +1823,7 @@ function addPeer(m: Extract<ToWorker, { t: 'peer' }>): void {
   });
   // A peer that closed its end (its worker stopped) is forgotten, and sends nothing more here.
   port.on('close', () => {
+    enterUnit();
     const at = peers.indexOf(p);
     if (at >= 0) peers.splice(at, 1);
     for (const id of [...drains.keys()]) drainedBy(p, id);
@@ -1912,6 +1967,7 @@ function addHands(m: Extract<ToWorker, { t: 'hands' }>): void {
   };
   hands.set(m.owner, link);
   port.on('message', (h: HandsMessage) => {
+    enterUnit();
     progress();
     if (closed) return;
     switch (h.t) {
@@ -1937,6 +1993,7 @@ function addHands(m: Extract<ToWorker, { t: 'hands' }>): void {
     }
   });
   port.on('close', () => {
+    enterUnit();
     if (hands.get(m.owner) === link) hands.delete(m.owner);
     handedAway.closed(link);
     heldIn.closed(link);
@@ -2424,6 +2481,7 @@ port.on('message', (m: ToWorker) => {
   // Handling a message is proof of life too. Node delivers every queued message in one turn, before
   // any timer: after a failover a burst of frame batches kept the heartbeat timer waiting for over
   // half a second, and the watchdog declared a busy survivor dead (then nothing was left to run on).
+  enterUnit();
   progress();
   switch (m.t) {
     case 'rx': {
@@ -2488,6 +2546,11 @@ port.on('message', (m: ToWorker) => {
         return;
       }
       // Nothing runs meanwhile: no heartbeat, no frames, no timers. Only its silence tells.
+      if (m.entered) {
+        const w = new Int32Array(m.entered);
+        Atomics.store(w, 0, 1);
+        Atomics.notify(w, 0);
+      }
       pauseThread(m.ms);
       return;
     case 'close':
@@ -2548,6 +2611,8 @@ const heartbeat = clock.createTimer(() => {
 heartbeat.arm(boot.heartbeatMs);
 waitBell();
 post({ t: 'hb', at: clock.now() });
+// The boot's unit ends (see unitWords).
+setImmediate(endUnit);
 
 /**
  * Tests: a poll on a pipe nobody writes, waiting `ms` on the libuv pool, as a TAP reader's poll for
