@@ -72,6 +72,7 @@ import {
   DB_QUEUE,
   DB_RX,
   DB_RX_SINCE,
+  DB_STOP,
   DB_TAIL,
   DB_TAP_FD,
   DB_UP,
@@ -1520,9 +1521,9 @@ export class WorkerNic extends HostNic {
    * stopped while a request of its waits on the libuv pool (a TAP reader's poll for the next
    * frame) exits only when that request ends, and its heap's teardown takes hundreds of ms more
    * with thousands of connections. A thread that was between turns of its JavaScript when told
-   * (DB_BUSY 0, read after `terminate()`) never runs any again: V8's termination is requested
-   * before the read, and stops any JavaScript at its first function entry, so the death is
-   * indicated in the next turn. One told in the middle of a turn (DB_BUSY 1) stops at its next
+   * (DB_BUSY 0, read after DB_STOP was set) writes no shared memory again: a turn that begins
+   * finds DB_STOP and waits for the termination, so the death is indicated in the next turn. One
+   * told in the middle of a turn (DB_BUSY 1) stops at its next
    * interrupt check, unless that turn waits in native code: its death is indicated at the exit,
    * or once the heartbeat, which the thread bumps on its timer and before every unit of work, has
    * not moved for KILL_SILENT_BEATS heartbeat periods since the request (no JavaScript runs there
@@ -1531,8 +1532,10 @@ export class WorkerNic extends HostNic {
    */
   terminateThread(): { threadId: number; exited: Promise<number> } {
     const threadId = this.worker.threadId;
+    // Stored before the read of DB_BUSY: a turn that begins after a 0 was read finds it, and writes
+    // nothing (enterUnit in worker/nic-worker.ts).
+    Atomics.store(this.doorbell, DB_STOP, 1);
     const exited = this.worker.terminate();
-    // Only after terminate(): read before it, a 0 could precede a turn that then writes.
     const between = Atomics.load(this.doorbell, DB_BUSY) === 0;
     // The thread exits only once its TAP's poll for the next frame ends (up to POLL_MAX_MS when no
     // frame comes, and after a kill the switch steers the team's frames to the other members): end

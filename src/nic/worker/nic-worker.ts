@@ -98,6 +98,7 @@ import {
   DB_QUEUE,
   DB_RX,
   DB_RX_SINCE,
+  DB_STOP,
   DB_TAIL,
   DB_TAP_FD,
   DB_UP,
@@ -156,15 +157,17 @@ function endUnit(): void {
 }
 
 /**
- * The word is stored before the turn's first write of shared memory, with a function entry (V8's
- * interrupt check) between: if the host read 0 after its `terminate()`, this thread's next check
- * sees the termination and stops before that write (both sides' accesses are sequentially
- * consistent: a store-load pair where at least one sees the other).
+ * DB_BUSY is stored, then DB_STOP read, before the turn's first write of shared memory; the host
+ * stores DB_STOP, then reads DB_BUSY. All four are sequentially consistent, so at least one side
+ * sees the other's store: a host that read 0 (and took the thread for stopped) is seen here, and
+ * this turn then writes nothing and waits for the termination (each wait's return passes a loop
+ * back-edge, where V8 stops a terminated thread).
  */
 function enterUnit(): void {
   if (unitOpen) return;
   unitOpen = true;
   Atomics.store(unitWords, DB_BUSY, 1);
+  if (Atomics.load(unitWords, DB_STOP) !== 0) for (;;) Atomics.wait(unitWords, DB_STOP, 1, 10);
   setImmediate(endUnit);
 }
 

@@ -164,12 +164,16 @@ export const DB_DRAIN_AT = 10;
 /**
  * 1 while the worker runs a turn of its own JavaScript, 0 once that turn and its microtasks are
  * over (cleared in the loop's check phase, before it can wait for I/O again). Read by the host only
- * after it called `terminate()`: from then on the thread starts no JavaScript (V8 stops it at the
- * first function entry), so a 0 then says the thread will never write shared memory again (see
- * WorkerNic.terminateThread).
+ * after it set DB_STOP and called `terminate()`: a 0 then says the thread will never write shared
+ * memory again (see WorkerNic.terminateThread).
  */
 export const DB_BUSY = 11;
-export const DB_QUEUE = 12;
+/**
+ * Set by the host before it stops the thread (terminateThread). A turn that begins stores DB_BUSY
+ * and then reads this: a thread that finds it set writes nothing more and waits to be stopped.
+ */
+export const DB_STOP = 12;
+export const DB_QUEUE = 13;
 
 /**
  * Wall-clock time in 1/16 ms, modulo 2^32: one time base for every thread of the process (each has
