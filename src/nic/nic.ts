@@ -439,9 +439,10 @@ export interface Handed {
 export interface NicDeath {
   /**
    * 'crash': the NIC failed by itself (LocalNic.crash); the others are a worker thread's ends
-   * ('killed': told to stop, silent since, its exit not yet seen; 'defective': it answered a
-   * request that may have changed what it runs with a message the host refused, so what it did is
-   * unknown and it is stopped: see ON_MALFORMED_ANSWER in worker/protocol.ts).
+   * ('killed': told to stop, and between turns of its JavaScript then or silent since, its exit
+   * not yet seen; 'defective': it answered a request that may have changed what it runs with a
+   * message the host refused, so what it did is unknown and it is stopped: see
+   * ON_MALFORMED_ANSWER in worker/protocol.ts).
    */
   kind: 'crash' | 'error' | 'exit' | 'heartbeat' | 'killed' | 'defective';
   /** What the NIC said ('crash'). */

@@ -65,12 +65,14 @@ import {
   CAP_IN_FLIGHT,
   DB_BEAT,
   DB_BELL,
+  DB_BUSY,
   DB_DRAIN_AT,
   DB_DRAINS,
   DB_HOST_SENT,
   DB_QUEUE,
   DB_RX,
   DB_RX_SINCE,
+  DB_STOP,
   DB_TAIL,
   DB_TAP_FD,
   DB_UP,
@@ -1516,11 +1518,21 @@ export class WorkerNic extends HostNic {
    * Block the worker's thread for `ms` (tests of a wedged NIC): it stops beating, and past
    * `deadAfterMs` the watchdog reports it dead and stops it. With `pool`, the thread keeps running
    * but leaves a request on the libuv pool for `ms`, as a TAP reader waiting for a frame does: a
-   * kill meanwhile stops it, and its exit waits for the request.
+   * kill meanwhile stops it, and its exit waits for the request. With `entered`, the blocked thread
+   * first stores 1 in its word 0 (and notifies it): the test then knows the unit of work has begun.
    */
-  stall(ms: number, opts: { pool?: boolean } = {}): void {
+  stall(ms: number, opts: { pool?: boolean; entered?: SharedArrayBuffer } = {}): void {
     if (!Number.isFinite(ms) || ms < 0) throw new InvalidArgumentError('stall needs a duration in ms');
-    this.post(opts.pool ? { t: 'stall', ms, pool: true } : { t: 'stall', ms });
+    if (opts.pool) this.post({ t: 'stall', ms, pool: true });
+    else this.post(opts.entered ? { t: 'stall', ms, entered: opts.entered } : { t: 'stall', ms });
+  }
+
+  /**
+   * @internal Whether the thread is between turns of its JavaScript (DB_BUSY 0): a kill now is
+   * known stopped at once (terminateThread). Tests.
+   */
+  get betweenTurns(): boolean {
+    return Atomics.load(this.doorbell, DB_BUSY) === 0;
   }
 
   /**
@@ -1534,16 +1546,24 @@ export class WorkerNic extends HostNic {
   /**
    * Tell the worker thread to stop, and return at once. Its exit can come much later: a thread
    * stopped while a request of its waits on the libuv pool (a TAP reader's poll for the next
-   * frame) exits only when that request ends, and after a kill the switch steers the team's frames
-   * to the other members, so nothing may arrive on its TAP for a long time. So the death is
-   * indicated at the exit, or once the heartbeat, which the thread bumps on its timer and before
-   * every unit of work, has not moved for KILL_SILENT_BEATS heartbeat periods since the request
-   * (no JavaScript runs there any more: a stopped thread writes no shared memory), whichever
-   * comes first; not after `deadAfterMs`, which is sized for a busy thread that still runs.
+   * frame) exits only when that request ends, and its heap's teardown takes hundreds of ms more
+   * with thousands of connections. A thread that was between turns of its JavaScript when told
+   * (DB_BUSY 0, read after DB_STOP was set) writes no shared memory again: a turn that begins
+   * finds DB_STOP and waits for the termination, so the death is indicated in the next turn. One
+   * told in the middle of a turn (DB_BUSY 1) stops at its next
+   * interrupt check, unless that turn waits in native code: its death is indicated at the exit,
+   * or once the heartbeat, which the thread bumps on its timer and before every unit of work, has
+   * not moved for KILL_SILENT_BEATS heartbeat periods since the request (no JavaScript runs there
+   * any more: a stopped thread writes no shared memory), whichever comes first; not after
+   * `deadAfterMs`, which is sized for a busy thread that still runs.
    */
   terminateThread(): { threadId: number; exited: Promise<number> } {
     const threadId = this.worker.threadId;
+    // Stored before the read of DB_BUSY: a turn that begins after a 0 was read finds it, and writes
+    // nothing (enterUnit in worker/nic-worker.ts).
+    Atomics.store(this.doorbell, DB_STOP, 1);
     const exited = this.worker.terminate();
+    const between = Atomics.load(this.doorbell, DB_BUSY) === 0;
     // The thread exits only once its TAP's poll for the next frame ends (up to POLL_MAX_MS when no
     // frame comes, and after a kill the switch steers the team's frames to the other members): end
     // it now. After terminate() the thread starts no new turn of JavaScript (the poll's callback
@@ -1551,11 +1571,16 @@ export class WorkerNic extends HostNic {
     wakeTapPoll(this.wakeEnd);
     if (this.killWatch === null && this.death === null && !this.closed) {
       let beats = Atomics.load(this.doorbell, DB_BEAT);
-      let since = this.clock.now();
+      const told = this.clock.now();
+      let since = told;
       const watch = this.clock
         .createTimer(() => {
           if (this.death !== null || this.closed) return;
           const now = this.clock.now();
+          if (between) {
+            this.die({ kind: 'killed', silentMs: now - told });
+            return;
+          }
           const b = Atomics.load(this.doorbell, DB_BEAT);
           if (b !== beats) {
             beats = b;
@@ -1568,7 +1593,7 @@ export class WorkerNic extends HostNic {
         })
         .unref();
       this.killWatch = watch;
-      watch.arm(this.heartbeatMs);
+      watch.arm(between ? 0 : this.heartbeatMs);
     }
     return { threadId, exited };
   }

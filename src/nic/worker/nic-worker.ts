@@ -7,7 +7,7 @@ import { appendFileSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector';
 import { getHeapStatistics } from 'node:v8';
 import { type MessagePort, parentPort, threadId, workerData } from 'node:worker_threads';
-import { RealClock } from '../../core/clock.ts';
+import { RealClock, type Timer } from '../../core/clock.ts';
 import { ChimneyError, ConnectionError, InvalidStateError, StateValidationError } from '../../core/errors.ts';
 import { watchLoopBlocks } from '../../core/loop-blocks.ts';
 import { SeededRandom } from '../../core/random.ts';
@@ -90,6 +90,7 @@ import {
   CAP_LIMIT,
   DB_BEAT,
   DB_BELL,
+  DB_BUSY,
   DB_DRAIN_AT,
   DB_DRAINS,
   DB_HEAD,
@@ -97,6 +98,7 @@ import {
   DB_QUEUE,
   DB_RX,
   DB_RX_SINCE,
+  DB_STOP,
   DB_TAIL,
   DB_TAP_FD,
   DB_UP,
@@ -136,7 +138,56 @@ import {
 
 const port = parentPort as MessagePort;
 const boot = workerData as WorkerBoot;
-const clock = new RealClock();
+
+/**
+ * DB_BUSY's word: 1 from the start of each turn of this thread's own JavaScript to the loop's next
+ * check phase (its microtasks included), so the host, once it has called `terminate()`, can tell a
+ * thread that will never write shared memory again (0) from one that may still be writing (1).
+ * Set at every entry (enterUnit): the messages of its ports, its clock's timers and deferred calls
+ * (the engine's, the TAP's and the capture's all go through `clock`), the bell's wake-up. The boot
+ * is one unit, from here to the end of this module. Callbacks that write no shared memory (a pool
+ * poll's end, which only closes descriptors or defers) need none.
+ */
+const unitWords = new Int32Array(boot.doorbell);
+let unitOpen = true;
+Atomics.store(unitWords, DB_BUSY, 1);
+
+function endUnit(): void {
+  unitOpen = false;
+  Atomics.store(unitWords, DB_BUSY, 0);
+}
+
+/**
+ * DB_BUSY is stored, then DB_STOP read, before the turn's first write of shared memory; the host
+ * stores DB_STOP, then reads DB_BUSY. All four are sequentially consistent, so at least one side
+ * sees the other's store: a host that read 0 (and took the thread for stopped) is seen here, and
+ * this turn then writes nothing and waits for the termination (each wait's return passes a loop
+ * back-edge, where V8 stops a terminated thread).
+ */
+function enterUnit(): void {
+  if (unitOpen) return;
+  unitOpen = true;
+  Atomics.store(unitWords, DB_BUSY, 1);
+  if (Atomics.load(unitWords, DB_STOP) !== 0) for (;;) Atomics.wait(unitWords, DB_STOP, 1, 10);
+  setImmediate(endUnit);
+}
+
+/** The thread's clock, every callback of it a unit of work (enterUnit). */
+class UnitClock extends RealClock {
+  override createTimer(cb: () => void): Timer {
+    return super.createTimer(() => {
+      enterUnit();
+      cb();
+    });
+  }
+  override defer(cb: () => void): void {
+    super.defer(() => {
+      enterUnit();
+      cb();
+    });
+  }
+}
+const clock = new UnitClock();
 nameThread(boot.id);
 
 /**
@@ -405,7 +456,11 @@ async function openLink(): Promise<Link> {
     whenTapReleased = null;
     // Not from inside the callback: TapLink says "nothing left" just before it closes the read end,
     // and the host may stop this thread as soon as it reads 'closed'.
-    if (then !== null) setImmediate(then);
+    if (then !== null)
+      setImmediate(() => {
+        enterUnit();
+        then();
+      });
   };
   // Every frame of the wire, offloaded connections' included (NDIS chimney's were invisible).
   return new ObservedLink(capturePipe ? capture(tap, capturePipe) : tap);
@@ -1520,6 +1575,7 @@ function drainLater(): void {
 }
 
 function waitBell(): void {
+  enterUnit();
   if (closed) return;
   const seen = Atomics.load(db, DB_BELL);
   drainDoorbell(BELL_BUDGET);
@@ -1749,6 +1805,7 @@ function addPeer(m: Extract<ToWorker, { t: 'peer' }>): void {
   };
   peers.push(p);
   port.on('message', (msg: PeerMessage) => {
+    enterUnit();
     progress();
     if (closed) return;
     if (msg.t === 'installed') {
@@ -1779,6 +1836,7 @@ function addPeer(m: Extract<ToWorker, { t: 'peer' }>): void {
   });
   // A peer that closed its end (its worker stopped) is forgotten, and sends nothing more here.
   port.on('close', () => {
+    enterUnit();
     const at = peers.indexOf(p);
     if (at >= 0) peers.splice(at, 1);
     for (const id of [...drains.keys()]) drainedBy(p, id);
@@ -1922,6 +1980,7 @@ function addHands(m: Extract<ToWorker, { t: 'hands' }>): void {
   };
   hands.set(m.owner, link);
   port.on('message', (h: HandsMessage) => {
+    enterUnit();
     progress();
     if (closed) return;
     switch (h.t) {
@@ -1947,6 +2006,7 @@ function addHands(m: Extract<ToWorker, { t: 'hands' }>): void {
     }
   });
   port.on('close', () => {
+    enterUnit();
     if (hands.get(m.owner) === link) hands.delete(m.owner);
     handedAway.closed(link);
     heldIn.closed(link);
@@ -2454,6 +2514,7 @@ port.on('message', (m: ToWorker) => {
   // Handling a message is proof of life too. Node delivers every queued message in one turn, before
   // any timer: after a failover a burst of frame batches kept the heartbeat timer waiting for over
   // half a second, and the watchdog declared a busy survivor dead (then nothing was left to run on).
+  enterUnit();
   progress();
   switch (m.t) {
     case 'rx': {
@@ -2518,6 +2579,11 @@ port.on('message', (m: ToWorker) => {
         return;
       }
       // Nothing runs meanwhile: no heartbeat, no frames, no timers. Only its silence tells.
+      if (m.entered) {
+        const w = new Int32Array(m.entered);
+        Atomics.store(w, 0, 1);
+        Atomics.notify(w, 0);
+      }
       pauseThread(m.ms);
       return;
     case 'close':
@@ -2578,6 +2644,8 @@ const heartbeat = clock.createTimer(() => {
 heartbeat.arm(boot.heartbeatMs);
 waitBell();
 post({ t: 'hb', at: clock.now() });
+// The boot's unit ends (see unitWords).
+setImmediate(endUnit);
 
 /**
  * Tests: a poll on a pipe nobody writes, waiting `ms` on the libuv pool, as a TAP reader's poll for

@@ -161,7 +161,19 @@ export const DB_RX_SINCE = 8;
 export const DB_UP = 9;
 /** realStamp() of the worker's TAP's latest drain (TapLink.drainedAt), written before DB_DRAINS counts it. */
 export const DB_DRAIN_AT = 10;
-export const DB_QUEUE = 11;
+/**
+ * 1 while the worker runs a turn of its own JavaScript, 0 once that turn and its microtasks are
+ * over (cleared in the loop's check phase, before it can wait for I/O again). Read by the host only
+ * after it set DB_STOP and called `terminate()`: a 0 then says the thread will never write shared
+ * memory again (see WorkerNic.terminateThread).
+ */
+export const DB_BUSY = 11;
+/**
+ * Set by the host before it stops the thread (terminateThread). A turn that begins stores DB_BUSY
+ * and then reads this: a thread that finds it set writes nothing more and waits to be stopped.
+ */
+export const DB_STOP = 12;
+export const DB_QUEUE = 13;
 
 /**
  * Wall-clock time in 1/16 ms, modulo 2^32: one time base for every thread of the process (each has
@@ -380,7 +392,7 @@ export type ToWorker =
    * Tests: block the worker's thread for `ms`, as a wedged NIC would; with `pool`, keep running but
    * leave a request waiting on the libuv pool for `ms`, as a TAP reader's poll for its next frame does.
    */
-  | { t: 'stall'; ms: number; pool?: boolean }
+  | { t: 'stall'; ms: number; pool?: boolean; entered?: SharedArrayBuffer }
   /** The host no longer holds these buffers (by the numbers slabIdOf gave them): see conn-blocks' HELD. */
   | { t: 'slabs-gone'; ids: number[] }
   /**

@@ -1,0 +1,82 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { WorkerNic } from '../../src/nic/worker-nic.ts';
+import { workerSetup as setup } from './worker-helpers.ts';
+
+// A long beat: three of them (the kill watch's silence) are far beyond a thread's exit, so a death
+// before one beat can only come from the thread found between turns, and no timer of its own ends
+// that state while the test looks at it.
+const BEAT_MS = 5000;
+const KILL_SILENT_BEATS = 3;
+const LIMIT_MS = 30_000;
+
+async function waitFor(cond: () => boolean, what: string): Promise<void> {
+  const until = Date.now() + LIMIT_MS;
+  while (!cond()) {
+    if (Date.now() > until) assert.fail(`timed out waiting for ${what}`);
+    await sleep(2);
+  }
+}
+
+/** The NIC's stall, its thread blocked inside that unit of work once this resolves. */
+async function stalled(nic: WorkerNic, ms: number): Promise<void> {
+  const entered = new SharedArrayBuffer(4);
+  nic.stall(ms, { entered });
+  const w = new Int32Array(entered);
+  await waitFor(() => Atomics.load(w, 0) === 1, 'the thread to enter its stall');
+}
+
+describe('WorkerNic told to stop', () => {
+  test('between turns of its JavaScript, it is known dead at once, not after its silence or its exit', {
+    timeout: 60_000,
+  }, async (t) => {
+    const { wh } = await setup(41, t, { count: 1, heartbeatMs: BEAT_MS, deadAfterMs: 60_000 });
+    const nic = wh.nics[0]!;
+    // Read and told in one synchronous step: no turn of the thread can begin between the two but
+    // one that starts in those microseconds (its beat is seconds away, and nothing else reaches it).
+    let told = false;
+    await waitFor(() => {
+      if (!nic.betweenTurns) return false;
+      nic.terminateThread();
+      told = true;
+      return true;
+    }, 'the thread to be between turns');
+    assert.ok(told);
+    await waitFor(() => nic.death !== null, 'the death');
+    assert.equal(nic.death?.kind, 'killed', 'found stopped from the kill, before its exit');
+    assert.ok(
+      (nic.death?.silentMs ?? Number.POSITIVE_INFINITY) < BEAT_MS,
+      `dead ${nic.death?.silentMs} ms after it was told, within one beat period (${BEAT_MS} ms)`,
+    );
+  });
+
+  test('inside a unit of work, it is not known dead before that unit stops: by its exit or its silence', {
+    timeout: 60_000,
+  }, async (t) => {
+    const { wh } = await setup(42, t, { count: 1, heartbeatMs: BEAT_MS, deadAfterMs: 60_000 });
+    const nic = wh.nics[0]!;
+    await stalled(nic, LIMIT_MS);
+    assert.equal(nic.betweenTurns, false, 'the stall is a unit of work');
+    nic.terminateThread();
+    await waitFor(() => nic.death !== null, 'the death');
+    const d = nic.death!;
+    assert.ok(
+      d.kind === 'exit' || (d.kind === 'killed' && (d.silentMs ?? 0) >= KILL_SILENT_BEATS * BEAT_MS),
+      `dead by its exit or its silence, not at once: ${JSON.stringify(d)}`,
+    );
+  });
+
+  test('busy, not told to stop, it is not declared dead: only its silence past deadAfterMs would', {
+    timeout: 60_000,
+  }, async (t) => {
+    const beat = 200;
+    const { wh } = await setup(43, t, { count: 1, heartbeatMs: beat, deadAfterMs: 60_000 });
+    const nic = wh.nics[0]!;
+    // Five beat periods inside one unit, more than the kill watch's silence.
+    await stalled(nic, 5 * beat);
+    await waitFor(() => nic.betweenTurns, 'the stall to end');
+    await new Promise((r) => nic.once('heartbeat', r));
+    assert.equal(nic.death, null, 'alive after its stall');
+  });
+});
