@@ -134,12 +134,16 @@ export async function rebuild(
   stack.counters.inc('offload.rebuilt.made', made);
   stack.counters.inc('offload.rebuilt.validated', validated);
   // Whatever the dead NIC still held goes back to the host's placeholders, to be replayed.
+  // A dead NIC refuses both at once; asking anyway packed every key for the request first, the
+  // largest part of a 10,000-connection crash's rebuild on the main thread after the salvage.
   let held: Uint8Array[] = [];
-  try {
-    held = await t.wait(from.takeQueued(keys));
-    await t.wait(from.dropFrozen(keys));
-  } catch {
-    // Gone for good: the peer resends what it held.
+  if (from.death === null) {
+    try {
+      held = await t.wait(from.takeQueued(keys));
+      await t.wait(from.dropFrozen(keys));
+    } catch {
+      // Gone for good: the peer resends what it held.
+    }
   }
   for (const p of held) tcp.inputPacket(p);
   if (states.length === 0) return;
