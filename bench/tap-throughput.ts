@@ -16,11 +16,19 @@
  * the TAP opened with offloads), or not at all (`kernel`: a kernel socat peer stands in
  * for Chimney, which checks the harness itself).
  *
- *   npx tsx bench/tap-throughput.ts [--json] [--bytes N] [--mode cli|inproc|kernel] [--no-ipv6]
+ * With `--workers` (mode `cli`), the same transfers run a second time in the same run against
+ * `chimney serve --workers`: the TAP belongs to a WorkerNic, and each connection is offloaded to
+ * it once accepted (policy `immediate`), so its data path is the worker thread's, with the
+ * application's bytes crossing the shared rings. The status socket confirms the offload: every
+ * transfer's connection must have been counted offloaded, or the figure would be the host's.
+ *
+ *   npx tsx bench/tap-throughput.ts [--json] [--bytes N] [--mode cli|inproc|kernel] [--no-ipv6] [--workers]
  */
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { controlRequest } from '../src/cli/control.ts';
 import { ipv6Settled } from '../src/cli/tap-host.ts';
 import { RealClock } from '../src/core/clock.ts';
 import { CryptoRandom } from '../src/core/random.ts';
@@ -42,6 +50,8 @@ export interface TapThroughputOptions {
   log?: (line: string) => void;
   /** Measure IPv6 too, in the same run (default true). */
   ipv6?: boolean;
+  /** Mode `cli` only: also measure `chimney serve --workers` in the same run (default false). */
+  workers?: boolean;
 }
 
 /** One family's figures. */
@@ -66,6 +76,8 @@ export interface TapThroughputResult extends FamilyThroughput {
   kernelTool: string;
   /** The same over IPv6, same run; absent with `ipv6: false`. */
   ipv6?: FamilyThroughput;
+  /** `chimney serve --workers` in the same run (option `workers`), each family's ratio to its kernel figure. */
+  workers?: FamilyThroughput & { ipv6?: FamilyThroughput };
 }
 
 const MTU = 1500;
@@ -336,6 +348,8 @@ export async function benchTapThroughput(opts: TapThroughputOptions = {}): Promi
   if (mode === 'cli' && !cliExists())
     throw new Error('tap throughput benchmark: chimney serve does not exist yet');
   if (!hasTool('iperf3')) throw new Error('tap throughput benchmark needs iperf3');
+  if (opts.workers && mode !== 'cli') throw new Error('tap throughput benchmark: --workers needs mode cli');
+  const controlDir = mkdtempSync(join(tmpdir(), 'chimney-tb-'));
 
   const lab = new Lab({ tag: 'tb', subnet: SUBNET, taps: 1, mtu: MTU });
   lab.up();
@@ -352,16 +366,30 @@ export async function benchTapThroughput(opts: TapThroughputOptions = {}): Promi
       log(`kernel over IPv6: ${kernel6} Gbit/s`);
     }
 
-    if (mode === 'cli')
-      served = await lab.serve({
-        services: ['discard:9', 'http:80'],
-        extra: ['--quiet', ...(v6 ? ['--ip', `${CHIMNEY6}/64`] : [])],
-      });
+    const serveExtra = ['--quiet', ...(v6 ? ['--ip', `${CHIMNEY6}/64`] : [])];
+    if (mode === 'cli') served = await lab.serve({ services: ['discard:9', 'http:80'], extra: serveExtra });
     else if (mode === 'inproc') inproc = await startInProc(lab, bytes, v6);
     else inproc = await startKernelPeer(lab, bytes, v6);
 
     const m4 = await measure(lab, mode, lab.chimneyIps[0]!, 4, bytes, log);
     const m6 = v6 ? await measure(lab, mode, CHIMNEY6, 6, bytes, log) : null;
+
+    let workers: TapThroughputResult['workers'];
+    if (opts.workers) {
+      await served!.stop();
+      served = null;
+      served = await lab.serve({
+        services: ['discard:9', 'http:80'],
+        extra: [...serveExtra, '--workers', '--control', join(controlDir, 'control.sock')],
+      });
+      const control = join(controlDir, 'control.sock');
+      // Each family's two transfers are two connections; both must have run on the worker.
+      const w4 = await measure(lab, mode, lab.chimneyIps[0]!, 4, bytes, (l) => log(`workers: ${l}`));
+      await expectOffloaded(control, 2);
+      const w6 = v6 ? await measure(lab, mode, CHIMNEY6, 6, bytes, (l) => log(`workers: ${l}`)) : null;
+      if (w6) await expectOffloaded(control, 4);
+      workers = { ...figures(bytes, w4, kernelGbps), ...(w6 ? { ipv6: figures(bytes, w6, kernel6) } : {}) };
+    }
     return {
       mode,
       mtu: MTU,
@@ -369,12 +397,27 @@ export async function benchTapThroughput(opts: TapThroughputOptions = {}): Promi
       ...figures(bytes, m4, kernelGbps),
       kernelTool: 'iperf3 (one stream, two namespaces, veth, MTU 1500)',
       ...(m6 ? { ipv6: figures(bytes, m6, kernel6) } : {}),
+      ...(workers ? { workers } : {}),
     };
   } finally {
     if (served) await served.stop();
     inproc?.close();
     await lab.down();
+    rmSync(controlDir, { recursive: true, force: true });
   }
+}
+
+/**
+ * Fails the run unless serve's offload manager has offloaded at least `n` connections: a transfer
+ * the host stack kept would be measured as the worker's.
+ */
+async function expectOffloaded(control: string, n: number): Promise<void> {
+  const sets = (await controlRequest(control, { op: 'counters' })) as Record<string, Record<string, number>>;
+  let offloaded = 0;
+  for (const [name, set] of Object.entries(sets))
+    if (name.startsWith('nic:')) offloaded += set['nic.initiate.conns'] ?? 0;
+  if (offloaded < n)
+    throw new Error(`serve --workers offloaded ${offloaded} connection(s), not the ${n} measured`);
 }
 
 export function formatTapThroughput(r: TapThroughputResult): string {
@@ -391,6 +434,19 @@ export function formatTapThroughput(r: TapThroughputResult): string {
       `  IPv6 reference, iperf3 -6 over the same kind of veth pair (same run): ${r.ipv6.kernelGbps} Gbit/s`,
     );
   }
+  const w = r.workers;
+  if (w) {
+    lines.push(
+      `  serve --workers (offloaded to a WorkerNic), same run, same kernel references:`,
+      `    kernel → Chimney (rx): ${w.rxGbps} Gbit/s  → ratio ${w.rxRatio}`,
+      `    Chimney → kernel (tx): ${w.txGbps} Gbit/s  → ratio ${w.txRatio}`,
+    );
+    if (w.ipv6)
+      lines.push(
+        `    IPv6 kernel → Chimney (rx): ${w.ipv6.rxGbps} Gbit/s  → ratio ${w.ipv6.rxRatio}`,
+        `    IPv6 Chimney → kernel (tx): ${w.ipv6.txGbps} Gbit/s  → ratio ${w.ipv6.txRatio}`,
+      );
+  }
   return lines.join('\n');
 }
 
@@ -405,6 +461,7 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
     bytes: val('--bytes') ? Number(val('--bytes')) : undefined,
     mode: val('--mode') as TapBenchMode | undefined,
     ipv6: !args.includes('--no-ipv6'),
+    workers: args.includes('--workers'),
     log: json ? undefined : (l) => console.error(`# ${l}`),
   });
   console.log(json ? JSON.stringify(r) : formatTapThroughput(r));
