@@ -149,6 +149,28 @@ describe('conformance: quick ACKs and delayed ACKs', { skip: st.skip, timeout: 2
       });
     });
 
+    // A FIN with no data past a hole is out-of-order data to the receiver (its sequence number
+    // counts), measured as a zero-length segment (tcp_data_queue_ofo): the run of alike sizes ends
+    // there, so the hole's 400 bytes after it are no second alike of the 400 before it.
+    test(`${v.name}: a FIN with no data past a hole ends a run of alike segment sizes, as out-of-order data does (Linux's tcp_data_queue_ofo)`, async () => {
+      await runCase(st, v, { read: false }, async ({ dut, tester }) => {
+        const { c, id } = await openConn(dut, tester, FULL);
+        await burst(c, 2);
+        const hole = c.sndNxt;
+        let from = tester.segs.length;
+        c.send({ flags: ACK, seq: seqAdd(hole, 400), payload: 400 });
+        await c.expect((s) => s.ack === hole && s.sack.length > 0, 3000, 'the SACK of the data', from);
+        from = tester.segs.length;
+        c.send({ flags: FIN | ACK, seq: seqAdd(hole, 800), payload: 0 });
+        // Its duplicate ACK (Linux's SACK block takes in the FIN's sequence number, Chimney's does not).
+        await c.expect((s) => s.ack === hole, 3000, 'the duplicate ACK of the FIN', from);
+        from = tester.segs.length;
+        c.send({ flags: ACK, seq: hole, payload: 400 });
+        await c.expect((s) => s.ack === seqAdd(hole, 801), 3000, 'the ACK of all, the FIN included', from);
+        assert.equal((await dut.info(id)).rcvMss, SEG, 'not set by the 400 bytes after the FIN');
+      });
+    });
+
     // An answer that reached the tester within 30 ms of its request left the DUT within 30 ms of
     // the request's arrival, on any machine: so the tester's own clock tells when the DUT became
     // interactive. (This case once asked the DUT's timestamps instead, from its pure ACK of the

@@ -287,6 +287,21 @@ describe("the peer's segment size, as the receiver estimates it (Linux's rcv_mss
     assert.equal(o.b.take()[0]?.h.ack, add(hole, 1810));
   });
 
+  // A FIN with no data is out-of-order data to Linux too (its sequence number counts: end_seq past
+  // seq), so tcp_data_queue_ofo measures it as a zero-length segment, which ends a run of alike sizes.
+  test('an out-of-order FIN with no data is measured too: a segment of the size before it is not taken as the second alike', () => {
+    const o = open();
+    pastStart(o);
+    const hole = o.seqAt();
+    o.send({ seq: add(hole, 400), data: bytes(400, 5) });
+    o.send({ flags: FIN | ACK, seq: add(hole, 800) });
+    assert.equal(o.b.take().length, 2, 'each answered by a duplicate ACK');
+    // The hole, 400 bytes as the segment past it: not alike to the last one measured, the FIN.
+    o.send({ seq: hole, data: bytes(400, 5) });
+    assert.equal(o.conn.state.soft.rcvMss, 1000);
+    assert.equal(o.b.take()[0]?.h.ack, add(hole, 801), 'the data and the FIN ACKed at once');
+  });
+
   test("a coalesced super-segment teaches the size of the peer's full segments, our MSS less the timestamp option (Linux measures GRO's gso_size)", () => {
     const b = new Bench({ defaults: { delayedAckMs: 40 } });
     const o = activeOpen(b, { ts: [1000, 0] });

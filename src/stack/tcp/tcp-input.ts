@@ -504,6 +504,11 @@ function textAndFin(
     const finSeq = seqAdd(seq, pLen);
     if (finSeq !== d.rcvNxt) {
       if (seqGt(finSeq, d.rcvNxt)) {
+        // A FIN with no data is out-of-order data to Linux's tcp_data_queue (end_seq is past seq):
+        // inside the window and past the memory check, tcp_data_queue_ofo measures it (receiveData).
+        if (pLen === 0 && seqLt(finSeq, d.rcvAdv) && conn.engine.memFull !== true) {
+          outOfOrderArrived(conn, 0, headerLen, f);
+        }
         soft.oooFin = true;
         soft.oooFinSeq = finSeq;
         soft.ackNow = true;
