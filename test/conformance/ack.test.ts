@@ -162,8 +162,10 @@ describe('conformance: quick ACKs and delayed ACKs', { skip: st.skip, timeout: 2
         await c.expect((s) => s.ack === hole && s.sack.length > 0, 3000, 'the SACK of the data', from);
         from = tester.segs.length;
         c.send({ flags: FIN | ACK, seq: seqAdd(hole, 800), payload: 0 });
-        // Its duplicate ACK (Linux's SACK block takes in the FIN's sequence number, Chimney's does not).
-        await c.expect((s) => s.ack === hole, 3000, 'the duplicate ACK of the FIN', from);
+        // Its duplicate ACK: the SACK block takes in the FIN's sequence number (Linux's queued skb
+        // ends past the FIN, tcp_sack_new_ofo_skb).
+        const dup = await c.expect((s) => s.ack === hole, 3000, 'the duplicate ACK of the FIN', from);
+        assert.deepEqual(dup.sack, [[seqAdd(hole, 400), seqAdd(hole, 801)]], 'one block, the data and the FIN');
         from = tester.segs.length;
         c.send({ flags: ACK, seq: hole, payload: 400 });
         await c.expect((s) => s.ack === seqAdd(hole, 801), 3000, 'the ACK of all, the FIN included', from);

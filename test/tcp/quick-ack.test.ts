@@ -5,7 +5,8 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import type { TcpCached } from '../../src/state/tcp-state.ts';
+import { seqDiff } from '../../src/stack/tcp/seq.ts';
+import { type TcpCached, TcpStateId } from '../../src/state/tcp-state.ts';
 import { assertSoftRefused, HANDOVERS, type Handover } from './handovers.ts';
 import {
   ACK,
@@ -18,6 +19,7 @@ import {
   PSH,
   REMOTE,
   Recorder,
+  sackBlocks,
 } from './harness.ts';
 
 function open(defaults: Partial<TcpCached> = {}, synAck: Partial<InjectOpts> = {}) {
@@ -300,6 +302,75 @@ describe("the peer's segment size, as the receiver estimates it (Linux's rcv_mss
     o.send({ seq: hole, data: bytes(400, 5) });
     assert.equal(o.conn.state.soft.rcvMss, 1000);
     assert.equal(o.b.take()[0]?.h.ack, add(hole, 801), 'the data and the FIN ACKed at once');
+  });
+
+  // Linux's tcp_data_queue queues a segment that overlaps rcv.nxt whole (queue_and_out) and
+  // tcp_event_data_recv measures skb->len: the bytes we already had count toward its size.
+  test('an in-order segment that overlaps data already here is measured whole, not by its new bytes', () => {
+    const o = open();
+    pastStart(o);
+    const at = o.seqAt();
+    o.send({ seq: at, data: bytes(400, 5) });
+    // 200 old bytes and 200 new: the second 400-byte segment in a row.
+    o.send({ seq: add(at, 200), data: bytes(400, 5) });
+    assert.equal(o.conn.state.delegated.rcvNxt, add(at, 600));
+    assert.equal(o.conn.state.soft.rcvMss, 400);
+  });
+
+  // Into an empty queue Linux takes a segment that ends past the window whole (tcp_sequence), and
+  // measures it whole with its flags; Chimney's ring keeps only what fits, the size is the peer's.
+  test('a segment trimmed to the buffer is measured as it came', () => {
+    const o = open({ rcvBufSize: 512 });
+    o.send({ flags: ACK | PSH, seq: o.seqAt(), data: bytes(612, 5) });
+    assert.equal(o.conn.state.delegated.rcvNxt, add(o.seqAt(), 512), 'what fits the buffer is taken');
+    assert.equal(o.conn.state.soft.rcvMss, 612);
+  });
+
+  // tcp_data_queue_ofo queues a bare FIN as an skb whose end_seq is one past it, and its SACK block
+  // (tcp_sack_new_ofo_skb) ends there: with data before it, one block up to and over the FIN.
+  test("the duplicate ACK for an out-of-order FIN SACKs the FIN's sequence number", () => {
+    const o = open({}, { sackPermitted: true });
+    pastStart(o);
+    const hole = o.seqAt();
+    o.send({ seq: add(hole, 400), data: bytes(400, 5) });
+    o.send({ flags: FIN | ACK, seq: add(hole, 800) });
+    const acks = o.b.take();
+    assert.equal(acks.length, 2);
+    assert.deepEqual(sackBlocks(acks[1]!), [[add(hole, 400), add(hole, 801)]]);
+    o.send({ seq: hole, data: bytes(400, 5) });
+    const [a] = o.b.take();
+    assert.equal(a?.h.ack, add(hole, 801));
+    assert.deepEqual(sackBlocks(a!), [], 'nothing held past the FIN');
+    // A FIN with its data out of order: one block, the data and the FIN.
+    const p = open({}, { sackPermitted: true });
+    pastStart(p);
+    const gap = p.seqAt();
+    p.send({ flags: FIN | ACK, seq: add(gap, 100), data: bytes(300, 5) });
+    assert.deepEqual(sackBlocks(p.b.take()[0]!), [[add(gap, 100), add(gap, 401)]]);
+  });
+
+  // tcp_sequence lets a FIN alone past the window's right edge in, but tcp_data_queue drops what
+  // starts at or past the edge (out_of_window: quick-ACK mode, an ACK at once). The FIN is not kept.
+  test('a FIN with no data at the right edge of the window is dropped and answered, not kept', () => {
+    const o = open({ rcvBufSize: 8 * 1000 });
+    pastStart(o);
+    const d = o.conn.state.delegated;
+    const at = o.seqAt();
+    const edge = d.rcvAdv;
+    assert.ok(seqDiff(edge, at) > 0 && seqDiff(edge, at) <= 8000);
+    o.send({ flags: FIN | ACK, seq: edge });
+    const [a] = o.b.take();
+    assert.equal(a?.h.ack, at, 'answered at once');
+    assert.equal(o.conn.state.soft.oooFin, false);
+    // The window filled up to the edge: nothing past it was kept, the connection is still open.
+    for (let s = at; s !== edge; ) {
+      const n = Math.min(1000, seqDiff(edge, s));
+      o.send({ seq: s, data: bytes(n, 5) });
+      s = add(s, n);
+    }
+    assert.equal(d.rcvNxt, edge);
+    assert.equal(d.finReceived, false);
+    assert.equal(d.state, TcpStateId.ESTABLISHED);
   });
 
   test("a coalesced super-segment teaches the size of the peer's full segments, our MSS less the timestamp option (Linux measures GRO's gso_size)", () => {

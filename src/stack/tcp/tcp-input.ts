@@ -214,7 +214,7 @@ function synSentInput(
         pLen = room;
         fl &= ~TcpFlag.FIN;
       }
-      textAndFin(conn, fl, h.headerLength, seqAdd(h.seq, 1), buf, pOff, pLen, now);
+      textAndFin(conn, fl, h.headerLength, seqAdd(h.seq, 1), buf, pOff, pLen, now, pLen, fl);
     }
   } else {
     // Simultaneous open (RFC 9293 figure 8).
@@ -466,10 +466,14 @@ function syncInput(
     }
     noteDsack(conn, dupSeq, dupEnd);
   }
-  textAndFin(conn, f, h.headerLength, seq, buf, pOff, pLen, now);
+  textAndFin(conn, f, h.headerLength, seq, buf, pOff, pLen, now, carried, carriedFlags);
 }
 
-/** RFC 9293 3.10.7.4 seventh and eighth: segment text, then FIN (in order or remembered). */
+/**
+ * RFC 9293 3.10.7.4 seventh and eighth: segment text, then FIN (in order or remembered).
+ * `wholeLen` and `wholeFlags` are the segment's payload length and flags as it came, before the
+ * trims at rcv.nxt and at the buffer: the size estimate measures those (receiveData).
+ */
 function textAndFin(
   conn: TcpConnection,
   f: number,
@@ -479,6 +483,8 @@ function textAndFin(
   pOff: number,
   pLen: number,
   now: number,
+  wholeLen: number,
+  wholeFlags: number,
 ): void {
   const s = conn.state;
   const d = s.delegated;
@@ -494,7 +500,7 @@ function textAndFin(
         terminate(conn, null, true);
         return;
       }
-      receiveData(conn, seq, buf, pOff, pLen, f, headerLen, now);
+      receiveData(conn, seq, buf, pOff, pLen, f, headerLen, now, wholeLen, wholeFlags);
     }
   }
 
@@ -504,10 +510,21 @@ function textAndFin(
     const finSeq = seqAdd(seq, pLen);
     if (finSeq !== d.rcvNxt) {
       if (seqGt(finSeq, d.rcvNxt)) {
+        if (pLen === 0 && !seqLt(finSeq, d.rcvAdv)) {
+          // A bare FIN at the window's right edge (tcp_sequence lets a FIN alone past it): Linux's
+          // tcp_data_queue drops what starts at or past the edge (out_of_window) and ACKs at once
+          // in quick-ACK mode; the peer sends it again once the window lets it in.
+          counters.inc('drop.tcp.out-of-window');
+          enterQuickAck(conn);
+          soft.ackNow = true;
+          return;
+        }
         // A FIN with no data is out-of-order data to Linux's tcp_data_queue (end_seq is past seq):
-        // inside the window and past the memory check, tcp_data_queue_ofo measures it (receiveData).
-        if (pLen === 0 && seqLt(finSeq, d.rcvAdv) && conn.engine.memFull !== true) {
-          outOfOrderArrived(conn, 0, headerLen, f);
+        // past the memory check, tcp_data_queue_ofo measures it (receiveData) and SACKs it, its
+        // block ending past the FIN as the queued skb's end_seq does (with data, one block).
+        if (conn.engine.memFull !== true) {
+          if (pLen === 0) outOfOrderArrived(conn, 0, headerLen, f);
+          if (s.const.sackEnabled) recvSackAdd(s, finSeq, seqAdd(finSeq, 1));
         }
         soft.oooFin = true;
         soft.oooFinSeq = finSeq;
@@ -1190,6 +1207,8 @@ function receiveData(
   flags: number,
   headerLen: number,
   now: number,
+  wholeLen: number,
+  wholeFlags: number,
 ) {
   const fin = (flags & TcpFlag.FIN) !== 0;
   const s = conn.state;
@@ -1215,7 +1234,9 @@ function receiveData(
     if (s.const.sackEnabled && soft.recvSackRecent.length > 0) recvSackPrune(s);
     if (n > 0) {
       conn.events |= TcpEvent.READABLE;
-      dataArrived(conn, now, n, headerLen, flags);
+      // Measured whole, as Linux's tcp_event_data_recv measures skb->len: the bytes we already had
+      // (a resend overlapping rcv.nxt) and those past the buffer's room are the peer's segment too.
+      dataArrived(conn, now, wholeLen, headerLen, wholeFlags);
     }
     // All of it taken, so the FIN behind it is in order and ends ESTABLISHED (finReceived).
     if (fin && n === pLen && d.state === TcpStateId.ESTABLISHED) peerClosing(conn);
@@ -1233,7 +1254,7 @@ function receiveData(
   if (memFull) {
     conn.engine.env.counters.inc('drop.tcp.ooo-mem');
   } else {
-    outOfOrderArrived(conn, pLen, headerLen, flags);
+    outOfOrderArrived(conn, wholeLen, headerLen, wholeFlags);
     if (oooInsert(conn, seq, buf, pOff, pLen)) {
       if (s.const.sackEnabled) recvSackAdd(s, seq, seqAdd(seq, pLen));
     } else {
