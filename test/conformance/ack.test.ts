@@ -165,11 +165,31 @@ describe('conformance: quick ACKs and delayed ACKs', { skip: st.skip, timeout: 2
         // Its duplicate ACK: the SACK block takes in the FIN's sequence number (Linux's queued skb
         // ends past the FIN, tcp_sack_new_ofo_skb).
         const dup = await c.expect((s) => s.ack === hole, 3000, 'the duplicate ACK of the FIN', from);
-        assert.deepEqual(dup.sack, [[seqAdd(hole, 400), seqAdd(hole, 801)]], 'one block, the data and the FIN');
+        assert.deepEqual(
+          dup.sack,
+          [[seqAdd(hole, 400), seqAdd(hole, 801)]],
+          'one block, the data and the FIN',
+        );
         from = tester.segs.length;
         c.send({ flags: ACK, seq: hole, payload: 400 });
         await c.expect((s) => s.ack === seqAdd(hole, 801), 3000, 'the ACK of all, the FIN included', from);
         assert.equal((await dut.info(id)).rcvMss, SEG, 'not set by the 400 bytes after the FIN');
+      });
+    });
+
+    // A resend that overlaps rcv.nxt is queued whole (tcp_data_queue's partial case goes to
+    // queue_and_out) and measured whole (skb->len): 400 bytes, then 400 of which 200 are old,
+    // are two alike segments of 400.
+    test(`${v.name}: an in-order segment that overlaps data already received is measured whole (Linux's tcp_event_data_recv, tcp_measure_rcv_mss)`, async () => {
+      await runCase(st, v, { read: false }, async ({ dut, tester }) => {
+        const { c, id } = await openConn(dut, tester, FULL);
+        await burst(c, 2);
+        const at = c.sndNxt;
+        const from = tester.segs.length;
+        c.send({ flags: ACK, seq: at, payload: 400 });
+        c.send({ flags: ACK, seq: seqAdd(at, 200), payload: 400 });
+        await c.expect((s) => s.ack === seqAdd(at, 600), 3000, 'the ACK of both', from);
+        assert.equal((await dut.info(id)).rcvMss, 400);
       });
     });
 
