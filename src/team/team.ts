@@ -430,9 +430,20 @@ export class Team extends EventEmitter {
       // A member recovered meanwhile is not a reason to keep what failed.
       if (!dead && slot.health.usable) break;
       let r: MoveResult;
-      if (dead) r = await o.recover(batch, slot.nic, target);
-      else if (target !== null) r = await o.move(batch, slot.nic, target);
-      else r = await o.upload(batch, slot.nic);
+      // Only a NIC that knows itself dead leaves its connections for salvage. One the team takes
+      // for dead while it lives (its heartbeat timeout here, declareDead) still runs them, and a
+      // live NIC hands out none of those (it would leave them two owners): they are moved off.
+      if (dead && slot.nic.death !== null) r = await o.recover(batch, slot.nic, target);
+      else {
+        try {
+          r = target !== null ? await o.move(batch, slot.nic, target) : await o.upload(batch, slot.nic);
+        } catch (e) {
+          // Wedged, it died in the move (its own watchdog, a kill): its death brings no second
+          // failover here (the member is dead already), so what is left of them is rebuilt now.
+          if (!dead || slot.nic.death === null) throw e;
+          r = await o.recover(batch, slot.nic, target);
+        }
+      }
       const moved = target === null ? r.moved.concat(r.inHost) : r.moved;
       const inHost = target === null ? moved : r.inHost;
       for (const k of inHost) this.waitingInHost.set(id(k), k);
