@@ -1549,7 +1549,8 @@ export class WorkerNic extends HostNic {
    * frame) exits only when that request ends, and its heap's teardown takes hundreds of ms more
    * with thousands of connections. A thread that was between turns of its JavaScript when told
    * (DB_BUSY 0, read after DB_STOP was set) writes no shared memory again: a turn that begins
-   * finds DB_STOP and waits for the termination, so the death is indicated in the next turn. One
+   * finds DB_STOP and waits for the termination, so the death is indicated in a microtask (`between`
+   * in the answer says which). One
    * told in the middle of a turn (DB_BUSY 1) stops at its next
    * interrupt check, unless that turn waits in native code: its death is indicated at the exit,
    * or once the heartbeat, which the thread bumps on its timer and before every unit of work, has
@@ -1557,7 +1558,7 @@ export class WorkerNic extends HostNic {
    * any more: a stopped thread writes no shared memory), whichever comes first; not after
    * `deadAfterMs`, which is sized for a busy thread that still runs.
    */
-  terminateThread(): { threadId: number; exited: Promise<number> } {
+  terminateThread(): { threadId: number; exited: Promise<number>; between: boolean } {
     const threadId = this.worker.threadId;
     // Stored before the read of DB_BUSY: a turn that begins after a 0 was read finds it, and writes
     // nothing (enterUnit in worker/nic-worker.ts).
@@ -1577,10 +1578,6 @@ export class WorkerNic extends HostNic {
         .createTimer(() => {
           if (this.death !== null || this.closed) return;
           const now = this.clock.now();
-          if (between) {
-            this.die({ kind: 'killed', silentMs: now - told });
-            return;
-          }
           const b = Atomics.load(this.doorbell, DB_BEAT);
           if (b !== beats) {
             beats = b;
@@ -1593,9 +1590,17 @@ export class WorkerNic extends HostNic {
         })
         .unref();
       this.killWatch = watch;
-      watch.arm(between ? 0 : this.heartbeatMs);
+      // Found between turns: told in a microtask, before any I/O callback of this loop can run.
+      // A timer would lose to the thread's 'exit' when this process was off a core long enough
+      // for the exit to be pending too (the poll phase runs before the next timers phase).
+      if (between) {
+        queueMicrotask(() => {
+          if (this.death === null && !this.closed)
+            this.die({ kind: 'killed', silentMs: this.clock.now() - told });
+        });
+      } else watch.arm(this.heartbeatMs);
     }
-    return { threadId, exited };
+    return { threadId, exited, between };
   }
 
   // ---- internals ----------------------------------------------------------------------------------
