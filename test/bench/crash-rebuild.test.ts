@@ -9,9 +9,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { benchCrashRebuild, parseCrashRebuildFlags } from '../../bench/crash-rebuild.ts';
+import { schedstatSkip } from '../helpers/schedstat.ts';
 
 test('crash-rebuild: every connection rebuilt in each run, the parts measured, a profile with --profile', {
-  skip: existsSync('/proc/thread-self/schedstat') ? false : 'Linux only (schedstat)',
+  skip: schedstatSkip(),
   timeout: 120_000,
 }, async (t) => {
   assert.deepEqual(parseCrashRebuildFlags(['--runs', '2', '--connections', '40', '--profile', 'p']), {

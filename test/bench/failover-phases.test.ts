@@ -4,12 +4,12 @@
  * row's own figures (the same run, read two ways). `--rows` runs only the rows named.
  */
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { test } from 'node:test';
 import { benchFailover, failoverBroken, parseFailoverFlags } from '../../bench/failover.ts';
+import { schedstatSkip } from '../helpers/schedstat.ts';
 
 test('failover --phases: fault, detected, resumed and moved, in order, adding up to the row', {
-  skip: existsSync('/proc/thread-self/schedstat') ? false : 'Linux only (schedstat)',
+  skip: schedstatSkip(),
   timeout: 120_000,
 }, async () => {
   assert.deepEqual(parseFailoverFlags(['--rows', 'crash,carrier', '--phases', '--connections', '40']), {

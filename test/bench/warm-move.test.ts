@@ -5,12 +5,12 @@
  * What the figures are is the benchmark's business; here, that they are there and add up.
  */
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
 import { test } from 'node:test';
 import { benchWarmMove, parseWarmMoveFlags } from '../../bench/warm-move.ts';
+import { schedstatSkip } from '../helpers/schedstat.ts';
 
 test('warm-move: each counted move measured, allocations by function with --heap', {
-  skip: existsSync('/proc/thread-self/schedstat') ? false : 'Linux only (schedstat)',
+  skip: schedstatSkip(),
   timeout: 120_000,
 }, async () => {
   assert.deepEqual(parseWarmMoveFlags(['--rounds', '4', '--skip', '1', '--heap']), {

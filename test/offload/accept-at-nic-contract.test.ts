@@ -78,9 +78,9 @@ class RacingNic extends ContractNic {
 }
 
 /** A host and a peer, the host's manager answering listeners at `nic` alone (accept-at-NIC on). */
-function rig(seed: number, nic: ContractNic) {
+function rig(seed: number, nic: ContractNic, ip6?: string) {
   const net = new SimNetwork({ seed });
-  const host = net.addHost({ ip: '10.0.0.1/24', name: 'host' });
+  const host = net.addHost({ ip: '10.0.0.1/24', ...(ip6 ? { ip6 } : {}), name: 'host' });
   const peer = net.addHost({ ip: '10.0.0.2/24', name: 'peer' });
   const m = new OffloadManager({
     stack: host.stack,
@@ -388,15 +388,7 @@ test('a NIC whose connections get their rings at accept makes half-open ones on 
 /** A host with an IPv6 address too, its manager answering listeners at a ContractNic alone. */
 function rig6(seed: number) {
   const fake = new ContractNic();
-  const net = new SimNetwork({ seed });
-  const host = net.addHost({ ip: '10.0.0.1/24', ip6: 'fd00::1/64', name: 'host' });
-  const m = new OffloadManager({
-    stack: host.stack,
-    nics: [fake as unknown as Nic],
-    policy: { mode: 'manual' },
-  });
-  m.acceptAtNic = true;
-  return { fake, net, host, m };
+  return { fake, ...rig(seed, fake, 'fd00::1/64') };
 }
 
 test("a dual-stack listener reaches the NICs as `::`, and a connection born there under an address the host's table no longer holds is refused", async () => {
