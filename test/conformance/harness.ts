@@ -555,12 +555,6 @@ export class Conn {
   /** Highest TSval from the DUT (what the tester echoes). */
   tsRecent = 0;
   synAck: Seg | null = null;
-  /**
-   * The longest the DUT can have measured the handshake's round trip: from before the SYN left to
-   * after the ACK did. A tester late with its ACK (off a core) lengthens it, and with it the DUT's
-   * minimum RTT until a shorter sample comes.
-   */
-  handshakeRttMax = 0;
   private readonly t0 = performance.now();
   constructor(
     readonly tester: Tester,
@@ -619,7 +613,6 @@ export class Conn {
   async open(ackDelayMs = 0): Promise<Seg> {
     const o = this.o;
     const from = this.tester.segs.length;
-    const synAt = performance.now();
     this.tester.send({
       srcPort: this.port,
       dstPort: this.dutPort,
@@ -639,7 +632,6 @@ export class Conn {
     this.dutWscale = o.wscale !== undefined && sa.wscale >= 0 ? sa.wscale : 0;
     if (ackDelayMs > 0) await sleep(ackDelayMs);
     this.send({ flags: ACK });
-    this.handshakeRttMax = performance.now() - synAt;
     return sa;
   }
 
