@@ -169,7 +169,7 @@ class LinuxDut extends DutBase implements Dut {
   readonly kind = 'linux' as const;
   private readonly proc: ChildProcess;
   constructor(
-    private readonly lab: Lab,
+    lab: Lab,
     readonly ip: string,
     private readonly cfg: DutConfig,
     testerIp: string,
@@ -181,8 +181,11 @@ class LinuxDut extends DutBase implements Dut {
       if (cfg.congestion !== undefined) metrics.push('congctl', cfg.congestion);
       lab.ip('-n', lab.ns, 'route', 'replace', hostRoute(testerIp), 'dev', lab.vethPeer, ...metrics);
     }
-    this.proc = takeAgent(lab, ip);
+    this.proc = lab.spawnNs([python3(), '-u', join(import.meta.dirname, 'linux-agent.py'), ip], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
     createInterface({ input: this.proc.stdout! }).on('line', (l) => this.push(JSON.parse(l) as DutEvent));
+    this.proc.stderr!.on('data', (d: Buffer) => process.stderr.write(`linux-agent: ${d}`));
   }
   async ready(): Promise<void> {}
   private cmd(c: Record<string, unknown>): void {
@@ -230,38 +233,7 @@ class LinuxDut extends DutBase implements Dut {
   async stop(): Promise<void> {
     this.proc.stdin!.end();
     this.proc.kill('SIGKILL');
-    spareAgent(this.lab, this.ip);
   }
-}
-
-/**
- * Linux agents started ahead, one per namespace and address. The interpreter's start took
- * 0.55-2.4 s of wall time at load 12-28 (0.1 s of it CPU): started when the case before ends, it
- * runs during that case's teardown and the next case's set-up instead of inside the next case's
- * first command. A file runs each variant's cases one after another, so the next Linux case
- * nearly always finds its agent; the agent keeps no state until its first command, and one left
- * unused is killed with the lab (`Lab.down`).
- */
-const spareAgents = new Map<string, ChildProcess>();
-
-function startAgent(lab: Lab, ip: string): ChildProcess {
-  const p = lab.spawnNs([python3(), '-u', join(import.meta.dirname, 'linux-agent.py'), ip], {
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
-  p.stderr!.on('data', (d: Buffer) => process.stderr.write(`linux-agent: ${d}`));
-  return p;
-}
-
-function spareAgent(lab: Lab, ip: string): void {
-  const key = `${lab.ns} ${ip}`;
-  if (!spareAgents.has(key)) spareAgents.set(key, startAgent(lab, ip));
-}
-
-function takeAgent(lab: Lab, ip: string): ChildProcess {
-  const key = `${lab.ns} ${ip}`;
-  const spare = spareAgents.get(key);
-  spareAgents.delete(key);
-  return spare && spare.exitCode === null && spare.signalCode === null ? spare : startAgent(lab, ip);
 }
 
 class ChimneyDut extends DutBase implements Dut {
