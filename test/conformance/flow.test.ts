@@ -606,10 +606,19 @@ describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeo
             c.send({ flags: ACK, sack: [[b.seq, end(b)]] });
           }
           // The first is late by 75 ms, between the window of one step and of two: resent, as the
-          // window was not widened (a tester later than 75 ms only makes the resend surer).
-          const r = await round();
-          const { resent } = await ackLate(c, dut, id, r.pair, r.sackAt, r.from, 75, RTT_MS);
-          assert.equal(resent, 1, `not widened: the first is resent after 50 ms:\n${tester.dump()}`);
+          // window was not widened. A SACK that crossed the kernel late starts RACK's timer late
+          // (chimney/v4 missed the resend so at load 39): a round without it is tried again, which
+          // changes nothing the case looks at (reordering is seen already, and no DSACK comes); a
+          // DUT that widened resends on no round.
+          for (let i = 0; ; i++) {
+            const r = await round();
+            const { resent } = await ackLate(c, dut, id, r.pair, r.sackAt, r.from, 75, RTT_MS);
+            if (resent === 1) break;
+            assert.ok(
+              i + 1 < LATE_TRIES,
+              `not widened: the first is resent after 50 ms, on none of ${LATE_TRIES} rounds:\n${tester.dump()}`,
+            );
+          }
         });
       });
     }
