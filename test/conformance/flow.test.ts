@@ -164,6 +164,88 @@ async function receiveRest(
   return seen;
 }
 
+/** The tester's tries at a round whose outcome rests on its own timing (below). */
+const LATE_TRIES = 5;
+
+/**
+ * A round's late first segment: the tester, which SACKed the second (`b`) at `sackAt`, ACKs both
+ * at `sackAt + lateMs` and learns whether the DUT resent the first (`a`) before that ACK reached
+ * it. The DUT then sends one more segment; once the tester has it, every frame the DUT sent
+ * before has arrived (one bridge, in order), however late the tester's process ran: a collect
+ * over a fixed time missed a resend still unread behind a stall. The new segment is ACKed
+ * `rttMs` after it came, as every ACK of the path the tester plays (an early one would lower the
+ * DUT's minimum RTT, and with it RACK's window). Returns the resends of `a` and how late the ACK
+ * left after the SACK, which a stall of the tester lengthens.
+ */
+async function ackLate(
+  c: Conn,
+  dut: Dut,
+  id: number,
+  [a, b]: [Seg, Seg],
+  sackAt: number,
+  from: number,
+  lateMs: number,
+  rttMs: number,
+): Promise<{ resent: number; ackedAfter: number }> {
+  await waitUntil(sackAt + lateMs);
+  c.rcvNxt = end(b);
+  c.send({ flags: ACK });
+  const ackedAfter = performance.now() - sackAt;
+  dut.write(id, 988);
+  const next = await c.expect(
+    (s) => s.len > 0 && s.seq === end(b),
+    3000,
+    'the segment after the round',
+    from,
+  );
+  const resent = c.tester.segs.slice(from).filter((s) => c.fromDut(s) && s.len > 0 && s.seq === a.seq).length;
+  await waitUntil(next.at + rttMs);
+  c.rcvNxt = end(next);
+  c.send({ flags: ACK });
+  return { resent, ackedAfter };
+}
+
+interface SackedRound {
+  pair: [Seg, Seg];
+  /** When the SACK left. */
+  sackAt: number;
+  /** Where the segments the tester takes after the SACK begin in `tester.segs`. */
+  from: number;
+}
+
+/** A round of the path the tester plays: two segments from the DUT, the second SACKed `rttMs` after it came. */
+async function sackSecond(c: Conn, dut: Dut, id: number, rttMs: number): Promise<SackedRound> {
+  const pair = await twoSegments(c, dut, id);
+  await waitUntil(pair[1].at + rttMs);
+  c.send({ flags: ACK, sack: [[pair[1].seq, end(pair[1])]] });
+  return { pair, sackAt: performance.now(), from: c.tester.segs.length };
+}
+
+/**
+ * Reordering seen by the DUT: the first segment of a round arrives 10 ms after the SACK of the
+ * second, inside RACK's 50 ms window. A tester that ran late (or a frame the kernel carried late)
+ * lets the DUT resend it first, a loss and no reordering: that round is tried again. A DUT whose
+ * window is shorter than 10 ms resends on every round and fails here.
+ */
+async function seeReordering(
+  c: Conn,
+  dut: Dut,
+  id: number,
+  round: () => Promise<SackedRound>,
+  rttMs: number,
+): Promise<void> {
+  const late: number[] = [];
+  for (let i = 0; i < LATE_TRIES; i++) {
+    const r = await round();
+    const { resent, ackedAfter } = await ackLate(c, dut, id, r.pair, r.sackAt, r.from, 10, rttMs);
+    if (resent === 0) return;
+    late.push(Math.round(ackedAfter));
+  }
+  assert.fail(
+    `the first segment, 10 ms late, was resent before it came on each of ${LATE_TRIES} rounds (the ACK left ${late.join(', ')} ms after the SACK):\n${c.tester.dump()}`,
+  );
+}
+
 // A bound for a loaded machine, not a measure: the file took over 190 s at load 18-35.
 describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeout: 420_000 }, () => {
   before(() => st.setup());
@@ -405,23 +487,14 @@ describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeo
           const RTT_MS = 200;
           await runCase(st, v, { rtoMinMs: 3000 }, async ({ dut, tester }) => {
             const { c, id } = await openConn(dut, tester, { ...FULL, window: 500 }, RTT_MS);
-            const round = async (): Promise<[Seg, Seg]> => {
-              const [a, b] = await twoSegments(c, dut, id);
-              await waitUntil(b.at + RTT_MS);
-              c.send({ flags: ACK, sack: [[b.seq, end(b)]] });
-              return [a, b];
-            };
-            if (reordered) {
-              // The first segment arrives 10 ms after the SACK of the second: reordering seen.
-              const [, b] = await round();
-              await sleep(10);
-              c.rcvNxt = end(b);
-              c.send({ flags: ACK });
-            }
+            const round = () => sackSecond(c, dut, id, RTT_MS);
+            if (reordered) await seeReordering(c, dut, id, round, RTT_MS);
             // A RACK window later the DUT resends the first; it arrives after all, and so does the
             // copy: the ACK a round trip after the copy carries a DSACK for it (RFC 2883).
             {
-              const [a, b] = await round();
+              const {
+                pair: [a, b],
+              } = await round();
               const rtx = await c.expect(
                 (s) => s.len > 0 && s.seq === a.seq,
                 1000,
@@ -432,20 +505,24 @@ describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeo
               c.rcvNxt = end(b);
               c.send({ flags: ACK, sack: [[a.seq, end(a)]] });
             }
-            // Again: the first is late by 75 ms, between the window of one step and of two.
-            const [a, b] = await round();
-            const from = tester.segs.length;
-            const resent = await tester.collect(
-              (s) => c.fromDut(s) && s.len > 0 && s.seq === a.seq,
-              75,
-              from,
-            );
-            c.rcvNxt = end(b);
-            c.send({ flags: ACK });
-            assert.equal(
-              resent.length,
-              reordered ? 0 : 1,
-              `${reordered ? 'widened: the late first segment is waited for' : 'not widened: the first is resent after 50 ms'}:\n${tester.dump()}`,
+            // Again: the first is late by 75 ms, between the window of one step and of two. Not
+            // widened, it is resent (a tester later than 75 ms only makes that surer). Widened, it
+            // is waited for; a round where it was not is tried again, as the tester's ACK may have
+            // left late (off a core) or crossed the kernel late (see "one segment SACKed"): a DUT
+            // that did not widen resends on every round.
+            const late: number[] = [];
+            for (let i = 0; i < LATE_TRIES; i++) {
+              const r = await round();
+              const { resent, ackedAfter } = await ackLate(c, dut, id, r.pair, r.sackAt, r.from, 75, RTT_MS);
+              if (!reordered) {
+                assert.equal(resent, 1, `not widened: the first is resent after 50 ms:\n${tester.dump()}`);
+                return;
+              }
+              if (resent === 0) return;
+              late.push(Math.round(ackedAfter));
+            }
+            assert.fail(
+              `widened: the late first segment is waited for, yet it was resent before the ACK on each of ${LATE_TRIES} rounds (the ACK left ${late.join(', ')} ms after the SACK):\n${tester.dump()}`,
             );
           });
         });
@@ -459,38 +536,49 @@ describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeo
         // data now delivered, and a round trip plus its window (a quarter of the minimum RTT,
         // 50 ms) has passed since: lost on this ACK, resent at once; the probe is 2 RTTs away.
         const RTT_MS = 200;
-        await runCase(st, v, { rtoMinMs: 3000 }, async ({ dut, tester }) => {
-          const { c, id } = await openConn(dut, tester, { ...FULL, window: 500 }, RTT_MS);
-          dut.write(id, 988);
-          const a = await c.expect((s) => s.len > 0 && s.seq === c.rcvNxt, 3000, 'first segment');
-          await sleep(60);
-          dut.write(id, 988);
-          const b = await c.expect((s) => s.len > 0 && s.seq === end(a), 3000, 'second segment');
-          await waitUntil(b.at + RTT_MS);
-          const from = tester.segs.length;
-          // The tester and a Chimney DUT share this process: time it spends off a core (two test
-          // files run at once) delays the resend's arrival as seen here, so the bound grows by the
-          // longest stall of the event loop while the SACK was answered. Quiet, that is ~0 ms and
-          // the bound stays below RACK's 50 ms window, which is what the case tells apart.
-          const stalls = monitorEventLoopDelay({ resolution: 5 });
-          stalls.enable();
-          const t0 = performance.now();
-          c.send({ flags: ACK, sack: [[b.seq, end(b)]] });
-          const rtx = await c.expect(
-            (s) => s.len > 0 && s.seq === a.seq,
-            1000,
-            'the resend of the first',
-            from,
-          );
-          stalls.disable();
-          const stallMs = stalls.max / 1e6;
-          c.rcvNxt = end(b);
-          c.send({ flags: ACK });
-          assert.ok(
-            rtx.at - t0 < 30 + stallMs,
-            `resent ${Math.round(rtx.at - t0)} ms after the SACK (event loop stalled up to ${Math.round(stallMs)} ms):\n${tester.dump()}`,
-          );
-        });
+        // At load 30 both DUTs' resends came 40 ms after the SACK with no stall in the tester: the
+        // kernel's delivery between the TAPs (its softirq work, deferred to a thread that waits
+        // for a core) is slow then, which no clock here sees. A DUT that waits for a timer is
+        // late on every try; the path is late on a few, so a late try is made again on a fresh
+        // DUT and tester.
+        const late: string[] = [];
+        for (let i = 0; i < LATE_TRIES; i++) {
+          let inTime = false;
+          await runCase(st, v, { rtoMinMs: 3000 }, async ({ dut, tester }) => {
+            const { c, id } = await openConn(dut, tester, { ...FULL, window: 500 }, RTT_MS);
+            dut.write(id, 988);
+            const a = await c.expect((s) => s.len > 0 && s.seq === c.rcvNxt, 3000, 'first segment');
+            await sleep(60);
+            dut.write(id, 988);
+            const b = await c.expect((s) => s.len > 0 && s.seq === end(a), 3000, 'second segment');
+            await waitUntil(b.at + RTT_MS);
+            const from = tester.segs.length;
+            // The tester and a Chimney DUT share this process: time it spends off a core (two
+            // test files run at once) delays the resend's arrival as seen here, so the bound
+            // grows by the longest stall of the event loop while the SACK was answered. Quiet,
+            // that is ~0 ms and the bound stays below RACK's 50 ms window, which is what the case
+            // tells apart.
+            const stalls = monitorEventLoopDelay({ resolution: 5 });
+            stalls.enable();
+            const t0 = performance.now();
+            c.send({ flags: ACK, sack: [[b.seq, end(b)]] });
+            const rtx = await c.expect(
+              (s) => s.len > 0 && s.seq === a.seq,
+              1000,
+              'the resend of the first',
+              from,
+            );
+            stalls.disable();
+            const stallMs = stalls.max / 1e6;
+            c.rcvNxt = end(b);
+            c.send({ flags: ACK });
+            inTime = rtx.at - t0 < 30 + stallMs;
+            if (!inTime)
+              late.push(`${Math.round(rtx.at - t0)} ms (stall ${Math.round(stallMs)} ms):\n${tester.dump()}`);
+          });
+          if (inTime) return;
+        }
+        assert.fail(`resent late after the SACK on each of ${LATE_TRIES} tries: ${late.join('\n')}`);
       });
 
       test(`${v.name}: a DSACK for a loss probe's copy does not widen the reordering window, even once reordering was seen (Linux's FLAG_DSACK_TLP)`, async () => {
@@ -502,15 +590,8 @@ describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeo
         await runCase(st, v, { rtoMinMs: 3000 }, async ({ dut, tester }) => {
           const { c, id } = await openConn(dut, tester, { ...FULL, window: 500 }, RTT_MS);
           const pair = () => twoSegments(c, dut, id);
-          // Reordering seen: the first arrives 10 ms after the SACK of the second.
-          {
-            const [, b] = await pair();
-            await waitUntil(b.at + RTT_MS);
-            c.send({ flags: ACK, sack: [[b.seq, end(b)]] });
-            await sleep(10);
-            c.rcvNxt = end(b);
-            c.send({ flags: ACK });
-          }
+          const round = () => sackSecond(c, dut, id, RTT_MS);
+          await seeReordering(c, dut, id, round, RTT_MS);
           {
             const [, b] = await pair();
             const probe = await c.expect(
@@ -524,15 +605,20 @@ describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeo
             c.send({ flags: ACK });
             c.send({ flags: ACK, sack: [[b.seq, end(b)]] });
           }
-          // The first is late by 75 ms, between the window of one step and of two.
-          const [a, b] = await pair();
-          await waitUntil(b.at + RTT_MS);
-          c.send({ flags: ACK, sack: [[b.seq, end(b)]] });
-          const from = tester.segs.length;
-          const resent = await tester.collect((s) => c.fromDut(s) && s.len > 0 && s.seq === a.seq, 75, from);
-          c.rcvNxt = end(b);
-          c.send({ flags: ACK });
-          assert.equal(resent.length, 1, `not widened: the first is resent after 50 ms:\n${tester.dump()}`);
+          // The first is late by 75 ms, between the window of one step and of two: resent, as the
+          // window was not widened. A SACK that crossed the kernel late starts RACK's timer late
+          // (chimney/v4 missed the resend so at load 39): a round without it is tried again, which
+          // changes nothing the case looks at (reordering is seen already, and no DSACK comes); a
+          // DUT that widened resends on no round.
+          for (let i = 0; ; i++) {
+            const r = await round();
+            const { resent } = await ackLate(c, dut, id, r.pair, r.sackAt, r.from, 75, RTT_MS);
+            if (resent === 1) break;
+            assert.ok(
+              i + 1 < LATE_TRIES,
+              `not widened: the first is resent after 50 ms, on none of ${LATE_TRIES} rounds:\n${tester.dump()}`,
+            );
+          }
         });
       });
     }
@@ -744,17 +830,28 @@ describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeo
     test(`${v.name}: a path MTU report (frag-needed, packet too big) is believed only for a sequence number in flight (RFC 5927 4.1, RFC 8201 4, issue 11 defect 6)`, async () => {
       await runCase(st, v, { rtoMinMs: 3000 }, async ({ dut, tester }) => {
         const { c, id } = await openConn(dut, tester, { mss: 1460, wscale: 7, sack: true, ts: true });
+        const writeEnd = seqAdd(c.rcvNxt, 3000);
         dut.write(id, 3000);
         const first = await c.expect((s) => s.len > 0, 3000, 'data');
         // The MTU the report names, and the largest payload that fits it (timestamps take 12).
         const mtu = tester.smallMtu;
         const fits = mtu - tester.headerBytes - 12;
         assert.ok(first.len > fits, `full-sized segments before (${first.len})`);
-        await sleep(100);
+        // All of the write is out before the report. The tester ACKs nothing, so a tail loss
+        // probe (2 RTTs after, the RTO being 3 s) may come at any time: Linux resends the write's
+        // last segment, Chimney (which held the 104-byte tail back, Nagle) sends that tail. A
+        // report believed is a resend from snd.una, below the last segment; one of the last
+        // segment after the report is the probe. (A fixed 100 ms wait, and any segment after
+        // counted, failed at load 32 when the probe came late.)
+        const tail = await c.expect((s) => s.len > 0 && end(s) === writeEnd, 3000, 'the end of the write');
         const from = tester.segs.length;
         const quote = (seq: number) => ({ srcPort: c.dutPort, dstPort: c.port, seq });
         tester.sendTooBig(mtu, quote(seqAdd(c.rcvNxt, -200_000)));
-        const after = await tester.collect((s) => c.fromDut(s) && s.len > 0, 500, from);
+        const after = await tester.collect(
+          (s) => c.fromDut(s) && s.len > 0 && seqGt(tail.seq, s.seq),
+          500,
+          from,
+        );
         assert.deepEqual(
           after.map((s) => s.len),
           [],

@@ -92,14 +92,23 @@ let cliReason: string | null | undefined;
 export function cliMissing(): string | null {
   if (cliReason !== undefined) return cliReason;
   let help = '';
+  // A start's CPU is ~1.3 s (tsx compiles the CLI): `--help` took 24 s at load 34, and 30 s once
+  // failed a whole TAP file as a CLI "without serve". A bound for a machine far slower than that,
+  // and a timeout said as one.
+  const limitMs = 120_000;
   try {
     help = execFileSync(process.execPath, [CHIMNEY, '--help'], {
       encoding: 'utf8',
       cwd: ROOT,
-      timeout: 30_000,
+      timeout: limitMs,
     });
   } catch (e) {
-    help = String((e as { stdout?: string }).stdout ?? '');
+    const err = e as { stdout?: string; code?: string; signal?: string };
+    if (err.code === 'ETIMEDOUT' || err.signal) {
+      cliReason = `'chimney --help' did not finish in ${limitMs / 1000} s (${err.code ?? err.signal})`;
+      return cliReason;
+    }
+    help = String(err.stdout ?? '');
   }
   const lacking = ['serve', 'get'].filter((c) => !new RegExp(`^\\s+${c} `, 'm').test(help));
   cliReason = lacking.length
@@ -142,9 +151,15 @@ export interface ServeOptions {
   services?: string[];
   pcap?: string;
   extra?: string[];
-  /** How long to wait for the ready line (default 20 s). */
+  /** How long to wait for the ready line (default SERVE_READY_MS). */
   readyMs?: number;
 }
+
+/**
+ * How long `serve` may take to print its ready line: its start is ~1.3 s of CPU (tsx compiles the
+ * CLI), which took 24 s of wall time at load 34; the old 20 s left no room for a slower machine.
+ */
+export const SERVE_READY_MS = 90_000;
 
 export interface Served {
   proc: ChildProcess;
@@ -347,8 +362,8 @@ export class Lab {
       let line = '';
       const timer = setTimeout(() => {
         killGroup(proc, 'SIGKILL');
-        rej(new Error(`chimney serve printed no ready line in ${o.readyMs ?? 20_000} ms:\n${out}`));
-      }, o.readyMs ?? 20_000);
+        rej(new Error(`chimney serve printed no ready line in ${o.readyMs ?? SERVE_READY_MS} ms:\n${out}`));
+      }, o.readyMs ?? SERVE_READY_MS);
       const onData = (d: Buffer): void => {
         line += d.toString();
         const nl = line.indexOf('\n');

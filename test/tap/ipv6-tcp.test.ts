@@ -66,17 +66,57 @@ async function ipv6HttpConns(
   );
 }
 
+/** The lab namespace's tcp_rmem while downloads are held: a receive buffer of at most 1 MiB. */
+const HELD_RMEM = '4096 131072 1048576';
+
 /**
- * `n` concurrent curl -6 downloads of `size` bytes, rate-limited so that all are open at once
- * while status is read; resolves with `uniq -c` of their digests.
+ * `n` concurrent curl -6 downloads of `size` bytes, each held open until `release()`: curl's
+ * output waits in a pipe whose reader first waits for a lock the test holds, so curl stops
+ * reading its socket and the kernel closes its window, with at most the pipe (64 KiB), curl's
+ * buffer and the socket's receive buffer (tcp_rmem's maximum, lowered here to 1 MiB while held)
+ * taken from the download. `size` is larger than that: each connection stays in Chimney's table,
+ * whatever the machine's speed, until the test has seen what it wants and releases them; then all
+ * of them run at full speed. (Rate-limited downloads did this by time: 8 MiB at 400 KB/s, 21 s,
+ * for 50 connections that a slow machine might not even have opened by then; a poll for a file
+ * instead of the lock cost 250 forks a second across 50 readers.) `run` resolves with `uniq -c`
+ * of the digests.
  */
-function slowDownloads(name: string, n: number, size: number): ReturnType<Lab['sh']> {
+async function heldDownloads(
+  name: string,
+  n: number,
+  size: number,
+): Promise<{ run: ReturnType<Lab['sh']>; release(): Promise<void> }> {
   const dir = join(lab!.dir, name);
   mkdirSync(dir);
-  return lab!.sh(
-    `for i in $(seq ${n}); do (curl -6 -sS --fail --max-time 120 --limit-rate 400K '${url(`/bytes/${size}`)}' | sha256sum > ${dir}/$i) & done; wait; cat ${dir}/* | sort | uniq -c`,
-    150_000,
+  const gate = join(dir, 'gate');
+  const holder = lab!.spawn(['flock', '-x', gate, '-c', 'echo held; exec cat'], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  let said = '';
+  holder.stdout!.on('data', (d: Buffer) => {
+    said += d.toString();
+  });
+  await waitFor('the gate lock', () => said.includes('held'), 60_000);
+  const was = await lab!.sh('sysctl -n net.ipv4.tcp_rmem', 10_000);
+  assert.equal(was.code, 0, was.stderr);
+  const set = await lab!.sh(`sysctl -qw net.ipv4.tcp_rmem='${HELD_RMEM}'`, 10_000);
+  assert.equal(set.code, 0, set.stderr);
+  const run = lab!.sh(
+    `for i in $(seq ${n}); do (curl -6 -sS --fail --max-time 180 '${url(`/bytes/${size}`)}' | { flock -s ${gate} true; sha256sum; } > ${dir}/$i) & done; wait; cat ${dir}/* | sort | uniq -c`,
+    200_000,
   );
+  let released = false;
+  return {
+    run,
+    async release() {
+      if (released) return;
+      released = true;
+      holder.stdin!.end();
+      // The namespace's own setting again: released, the downloads need not stay small.
+      const reset = await lab!.sh(`sysctl -qw net.ipv4.tcp_rmem='${was.stdout.trim()}'`, 10_000);
+      assert.equal(reset.code, 0, reset.stderr);
+    },
+  };
 }
 
 describe('TCP over IPv6 against Linux on a TAP (curl -6, socat, http.server)', {
@@ -148,36 +188,35 @@ describe('TCP over IPv6 against Linux on a TAP (curl -6, socat, http.server)', {
 
   test('50 concurrent downloads, each seen by chimney status as an IPv6 connection', async () => {
     // Each connection is counted by its client port in whatever state status shows it: Chimney may
-    // hand a whole download to curl's socket buffer and close its side (FIN_WAIT_*) long before
-    // curl, reading at its limited rate, closes, so the fifty need not be ESTABLISHED at once.
-    // Larger than the client's largest receive buffer (tcp_rmem's 6 MiB): Chimney cannot hand
-    // all of it to curl's socket at once and close, so each download stays in status for seconds
-    // at curl's 400 KB/s. At 2 MiB, a quiet run pushed some whole downloads out within one poll
-    // and status never saw them (1-3 of 50 missed in 2 of 2 runs).
-    const size = 8 * 1024 * 1024;
+    // have queued all of a download and closed its side (FIN_WAIT_1) while the client holds it.
+    const size = 2 * 1024 * 1024;
     const n = 50;
-    const run = slowDownloads('par', n, size);
+    const { run, release } = await heldDownloads('par', n, size);
     const seen = new Map<string, string>();
-    // Downloads that end before status saw them all fail at once, with how many it saw.
+    // Downloads that end before status saw them all (none should: they are held) fail at once.
     let done = false;
     void run.finally(() => {
       done = true;
     });
-    await waitFor(
-      'fifty IPv6 connections in chimney status',
-      async () => {
-        for (const c of await ipv6HttpConns())
-          seen.set(c.remote, `${c.local} ${c.remote} ${c.owner} ${c.state}`);
-        if (done && seen.size < n) {
-          const r = await run;
-          assert.fail(
-            `the downloads ended with ${seen.size} of ${n} seen in status: ${r.code} ${r.stdout} ${r.stderr}`,
-          );
-        }
-        return seen.size >= n;
-      },
-      60_000,
-    );
+    try {
+      await waitFor(
+        'fifty IPv6 connections in chimney status',
+        async () => {
+          for (const c of await ipv6HttpConns())
+            seen.set(c.remote, `${c.local} ${c.remote} ${c.owner} ${c.state}`);
+          if (done && seen.size < n) {
+            const r = await run;
+            assert.fail(
+              `the downloads ended with ${seen.size} of ${n} seen in status: ${r.code} ${r.stdout} ${r.stderr}`,
+            );
+          }
+          return seen.size >= n;
+        },
+        60_000,
+      );
+    } finally {
+      await release();
+    }
     const lines = [...seen.values()];
     assert.ok(
       lines.every((l) => /^\[[0-9a-f:]+\]:80 \[[0-9a-f:]+\]:\d+ host /.test(l)),
@@ -385,23 +424,27 @@ describe('TCP over IPv6 against Linux on a TAP (curl -6, socat, http.server)', {
   test('on the worker team, concurrent IPv6 downloads run on the workers: chimney status shows them offloaded', async () => {
     // The team `serve` of the previous test, with its control socket.
     const ctl = join(lab!.dir, 'team.sock');
-    // Larger than the client's largest receive buffer, as above: at 4 MiB Chimney could hand a
-    // whole download to curl's socket and leave ESTABLISHED before status saw all eight on the
-    // workers.
-    const size = 8 * 1024 * 1024;
+    // Held as above, and larger than the client takes while held (at most ~1.1 MiB) plus the
+    // most Chimney's send ring grows to against a window that small: the service is still
+    // writing, so each connection is ESTABLISHED while status is read.
+    const size = 4 * 1024 * 1024;
     const n = 8;
-    const run = slowDownloads('par-team', n, size);
+    const { run, release } = await heldDownloads('par-team', n, size);
     let seen: string[] = [];
-    await waitFor(
-      `${n} IPv6 connections on the workers in chimney status`,
-      async () => {
-        const conns = (await ipv6HttpConns(ctl)).filter((c) => c.state === 'ESTABLISHED');
-        const onWorkers = conns.filter((c) => c.owner !== 'host');
-        if (onWorkers.length > seen.length) seen = onWorkers.map((c) => `${c.remote} ${c.owner}`);
-        return onWorkers.length >= n;
-      },
-      60_000,
-    );
+    try {
+      await waitFor(
+        `${n} IPv6 connections on the workers in chimney status`,
+        async () => {
+          const conns = (await ipv6HttpConns(ctl)).filter((c) => c.state === 'ESTABLISHED');
+          const onWorkers = conns.filter((c) => c.owner !== 'host');
+          if (onWorkers.length > seen.length) seen = onWorkers.map((c) => `${c.remote} ${c.owner}`);
+          return onWorkers.length >= n;
+        },
+        60_000,
+      );
+    } finally {
+      await release();
+    }
     assert.equal(seen.length, n, seen.join('\n'));
     const r = await run;
     assert.equal(r.code, 0, `${r.stderr}\n${srv!.log().slice(-2000)}`);
