@@ -35,10 +35,13 @@ import { type ControlHandler, ControlServer, killWorkerNic } from './control.ts'
 import { type ChimneyLog, createLog, LOG_FORMATS, type LogFormat } from './log.ts';
 import { byteSize, intIn } from './options.ts';
 import {
+  checkServiceAddresses,
   DEFAULT_LISTEN_BACKLOG,
   parseService,
   type RunningService,
   type ServiceSpec,
+  serviceLabel,
+  servicesOverlap,
   startService,
 } from './services.ts';
 import { StatusReporter } from './status.ts';
@@ -89,7 +92,11 @@ function collectService(v: string, prev: ServiceSpec[] | undefined): ServiceSpec
     throw new CommanderArgError((e as Error).message);
   }
   const all = prev ?? [];
-  if (all.some((s) => s.port === spec.port)) throw new CommanderArgError(`port ${spec.port} is used twice`);
+  const taken = all.find((s) => servicesOverlap(s, spec));
+  if (taken !== undefined)
+    throw new CommanderArgError(
+      `${serviceLabel(spec)}: port ${spec.port} is taken by ${serviceLabel(taken)}`,
+    );
   return [...all, spec];
 }
 
@@ -232,8 +239,8 @@ export function registerTapCommands(program: Command): void {
     );
   addTapOptions(serve)
     .option(
-      '--service <name[:port]>',
-      'echo[:7], discard[:9], http[:80]; repeatable (default: all three)',
+      '--service <name[:port][@addr]>',
+      'echo[:7], discard[:9], http[:80]; @addr listens on that one --ip address only (IPv6 in brackets: http:80@[fd00::10]; @0.0.0.0 every IPv4 one); repeatable (default: all three, on every address)',
       collectService,
     )
     .option('--workers', 'run connections on software NICs, one worker thread per TAP')
@@ -643,6 +650,12 @@ async function runServe(o: ServeFlags & AdminFlags): Promise<void> {
     { name: 'discard', port: 9 },
     { name: 'http', port: 80 },
   ];
+  // A service bound to an address serve does not hold is refused before any device is opened.
+  try {
+    checkServiceAddresses(specs, checkAddresses(o.ip, { gw: o.gw, gw6: o.gw6, mtu: o.mtu }));
+  } catch (e) {
+    failWith('serve', e);
+  }
   const log: ServeLog = createLog(o.logFormat ?? 'human', { quiet: o.quiet });
   const teamed = o.tap.length > 1 || o.workers === true;
   // One TAP without --workers has no NIC to answer SYNs: said, rather than silently ignored.
@@ -661,7 +674,7 @@ async function runServe(o: ServeFlags & AdminFlags): Promise<void> {
   const running: RunningService[] = specs.map((s) => startService(sv.host, s, log, o.backlog));
   const reporter = new StatusReporter(sv.stack, `chimney serve on ${sv.label}`, {
     ...sv.status,
-    listeners: () => specs.map((s) => `${s.name}:${s.port}`),
+    listeners: () => specs.map(serviceLabel),
   });
   let control: ControlServer | null = null;
   const controlPath = o.control ?? `/run/chimney/${sv.controlName}.sock`;
@@ -674,9 +687,7 @@ async function runServe(o: ServeFlags & AdminFlags): Promise<void> {
     );
   }
   const admin = adminAt && (await startAdmin('serve', adminAt, sv.stack, reporter, sv.team, log.event));
-  process.stdout.write(
-    `chimney: serving ${specs.map((s) => `${s.name}:${s.port}`).join(' ')} on ${sv.label}\n`,
-  );
+  process.stdout.write(`chimney: serving ${specs.map(serviceLabel).join(' ')} on ${sv.label}\n`);
   let stopping = false;
   const stop = (sig: string): void => {
     if (stopping) return;

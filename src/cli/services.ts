@@ -8,32 +8,121 @@ import { InvalidArgumentError } from '../core/errors.ts';
 import type { Host } from '../socket/host.ts';
 import type { TcpServer } from '../socket/tcp-server.ts';
 import type { TcpSocket } from '../socket/tcp-socket.ts';
+import { formatIpv4, formatIpv6, parseCidr, parseIpv4, parseIpv6 } from '../wire/addr.ts';
+import type { CheckedAddresses } from './addresses.ts';
 
 export const SERVICE_NAMES = ['echo', 'discard', 'http'] as const;
 export type ServiceName = (typeof SERVICE_NAMES)[number];
 
 const DEFAULT_PORTS: Record<ServiceName, number> = { echo: 7, discard: 9, http: 80 };
 
+/** Every IPv4 address (and none of IPv6's), as bind(2) to INADDR_ANY on an AF_INET socket. */
+const ANY4_TEXT = '0.0.0.0';
+/** Every address of both families, as a dual-stack socket bound to in6addr_any. */
+const ANY6_TEXT = '::';
+
 export interface ServiceSpec {
   name: ServiceName;
   port: number;
+  /**
+   * The one local address it listens on: a dotted quad, or an IPv6 address in RFC 5952 form
+   * (no brackets); '0.0.0.0' is every IPv4 address, '::' every address. Absent: every address.
+   */
+  host?: string;
 }
 
-/** `name` or `name:port`; throws InvalidArgumentError saying what is wrong. */
+/** `name:port`, with `@addr` (`@[v6]`) when the service is bound to one address. */
+export function serviceLabel(s: ServiceSpec): string {
+  if (s.host === undefined) return `${s.name}:${s.port}`;
+  return `${s.name}:${s.port}@${s.host.includes(':') ? `[${s.host}]` : s.host}`;
+}
+
+/**
+ * The address after `@` in canonical form: a dotted quad, or an IPv6 address in brackets (as in a
+ * URL: `[fd00::1]`), which keeps the separator unambiguous for readers of either syntax.
+ */
+function parseBindAddress(v: string, text: string): string {
+  const e = (why: string): never => {
+    throw new InvalidArgumentError(`service '${v}': ${why}`);
+  };
+  if (text === '') e("no address after '@' (e.g. http:80@10.9.0.10 or http:80@[fd00::10])");
+  if (text.startsWith('[')) {
+    if (!text.endsWith(']')) e(`'${text}' has no closing ']'`);
+    try {
+      return formatIpv6(parseIpv6(text.slice(1, -1)));
+    } catch {
+      return e(`'${text.slice(1, -1)}' is not an IPv6 address`);
+    }
+  }
+  if (text.includes(':')) e(`an IPv6 address goes in brackets, e.g. @[${text}]`);
+  try {
+    return formatIpv4(parseIpv4(text));
+  } catch {
+    return e(`'${text}' is not an IPv4 address (an IPv6 one goes in brackets, e.g. @[fd00::10])`);
+  }
+}
+
+/** `name`, `name:port`, either with `@addr` or `@[v6addr]`; throws InvalidArgumentError saying what is wrong. */
 export function parseService(v: string): ServiceSpec {
-  const m = /^([a-z]+)(?::(.*))?$/.exec(v.trim());
+  const s = v.trim();
+  const at = s.indexOf('@');
+  const m = /^([a-z]+)(?::(.*))?$/.exec(at < 0 ? s : s.slice(0, at));
   const name = m?.[1] as ServiceName | undefined;
   if (!m || !name || !SERVICE_NAMES.includes(name)) {
     throw new InvalidArgumentError(
-      `unknown service '${v}' (known: ${SERVICE_NAMES.join(', ')}; e.g. http:80)`,
+      `unknown service '${v}' (known: ${SERVICE_NAMES.join(', ')}; e.g. http:80 or http:80@10.9.0.10)`,
     );
   }
-  if (m[2] === undefined) return { name, port: DEFAULT_PORTS[name] };
-  const port = Number(m[2]);
-  if (!/^\d+$/.test(m[2]) || !Number.isInteger(port) || port < 1 || port > 65535) {
-    throw new InvalidArgumentError(`service '${v}': port must be 1..65535`);
+  let port = DEFAULT_PORTS[name];
+  if (m[2] !== undefined) {
+    port = Number(m[2]);
+    if (!/^\d+$/.test(m[2]) || !Number.isInteger(port) || port < 1 || port > 65535) {
+      throw new InvalidArgumentError(`service '${v}': port must be 1..65535`);
+    }
   }
-  return { name, port };
+  if (at < 0) return { name, port };
+  return { name, port, host: parseBindAddress(v, s.slice(at + 1)) };
+}
+
+/**
+ * Whether two services would take the same port on some address (Linux refuses the second bind
+ * with EADDRINUSE): a wildcard of the address's family, '::' or no address overlap every one.
+ */
+export function servicesOverlap(a: ServiceSpec, b: ServiceSpec): boolean {
+  if (a.port !== b.port) return false;
+  const x = a.host;
+  const y = b.host;
+  if (x === undefined || y === undefined || x === ANY6_TEXT || y === ANY6_TEXT || x === y) return true;
+  if (x === ANY4_TEXT) return !y.includes(':');
+  if (y === ANY4_TEXT) return !x.includes(':');
+  return false;
+}
+
+/**
+ * Every address a service is bound to must be one of the host's (`--ip`): Linux refuses bind(2) to
+ * an address no interface holds (EADDRNOTAVAIL), and a listener there would never hear a SYN.
+ * Throws InvalidArgumentError naming the service.
+ */
+export function checkServiceAddresses(specs: readonly ServiceSpec[], a: CheckedAddresses): void {
+  const own = `--ip ${[...a.v4, ...a.v6].join(', ')}`;
+  for (const s of specs) {
+    const h = s.host;
+    if (h === undefined) continue;
+    const bad = (why: string): never => {
+      throw new InvalidArgumentError(`--service ${serviceLabel(s)}: ${why}`);
+    };
+    if (h === ANY4_TEXT) {
+      if (a.v4.length === 0) bad(`Chimney has no IPv4 address (${own})`);
+    } else if (h === ANY6_TEXT) {
+      if (a.v6.length === 0) bad(`Chimney has no IPv6 address (${own})`);
+    } else if (h.includes(':')) {
+      if (!a.v6.some((c) => c.slice(0, c.indexOf('/')) === h))
+        bad(`${h} is not one of Chimney's addresses (${own})`);
+    } else {
+      const ip = parseIpv4(h);
+      if (!a.v4.some((c) => parseCidr(c).ip === ip)) bad(`${h} is not one of Chimney's addresses (${own})`);
+    }
+  }
 }
 
 export interface ServiceLog {
@@ -136,7 +225,7 @@ export function startService(
   backlog = DEFAULT_LISTEN_BACKLOG,
 ): RunningService {
   const sockets = new Set<TcpSocket>();
-  const tag = `${spec.name}:${spec.port}`;
+  const tag = serviceLabel(spec);
   let httpServer: http.Server | null = null;
   if (spec.name === 'http') {
     httpServer = http.createServer(httpHandler(log));
@@ -185,7 +274,7 @@ export function startService(
     }
   });
   server.on('error', (e: Error) => log.error(`${tag}: ${e.message}`));
-  server.listen({ port: spec.port, backlog });
+  server.listen({ port: spec.port, host: spec.host, backlog });
   return {
     spec,
     server,

@@ -4,28 +4,10 @@
  * No root needed: the checks run before any device is opened.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { checkAddresses, collectIps, urlHostLiteral } from '../../src/cli/addresses.ts';
 import { checkTapHostOptions } from '../../src/cli/tap-host.ts';
-import { InvalidArgumentError } from '../../src/core/errors.ts';
-
-const BIN = fileURLToPath(new URL('../../bin/chimney.js', import.meta.url));
-
-function chimney(...args: string[]) {
-  return spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 60_000 });
-}
-
-/** Asserts `f` throws an InvalidArgumentError whose message matches `re`. */
-function refuses(f: () => unknown, re: RegExp): void {
-  assert.throws(f, (e: unknown) => {
-    assert.ok(e instanceof InvalidArgumentError, `not an InvalidArgumentError: ${e}`);
-    assert.equal(e.code, 'ERR_CHIMNEY_INVALID_ARG');
-    assert.match(e.message, re);
-    return true;
-  });
-}
+import { chimney, refuses } from './helpers.ts';
 
 describe('--ip, --gw and --gw6', () => {
   test('both families, repeatable and comma-separated, in the order given; IPv6 in RFC 5952 form', () => {
