@@ -1266,7 +1266,14 @@ export class WorkerNic extends HostNic {
     this.post({ t: 'inject', packets: [...packets] });
   }
 
+  /**
+   * Null once the NIC is dead, as a LocalNic's crash leaves no connection to attach: the handle is
+   * what is left for salvage, and a socket put on it would run on memory no thread runs. A settle
+   * whose destination died after its initiate answered leaves that socket frozen for the recover,
+   * which rebuilds the connection from the same handle's record.
+   */
   attach(key: ConnKey, user: TcpUser | null): ConnectionHandle | null {
+    if (this.death !== null) return null;
     let h: WorkerConnectionHandle | undefined;
     const next = this.installedEpoch === this.keyEpoch ? this.installedList[this.installedNext] : undefined;
     if (next !== undefined && (next.key === key || sameConnKey(next.key, key))) {
