@@ -114,3 +114,24 @@ test('a LocalNic that crashes with an initiate in hand answers as a dead WorkerN
     [40000, 40001, 40002],
   );
 });
+
+test('an initiate whose batch does not encode, on a live NIC, leaves nothing there: the host still owns the batch, and it can be offered again', async (t) => {
+  const { local, worker } = await bothNics(t, 80);
+  for (const nic of [local, worker] as Nic[]) {
+    assert.equal(await howFailed(() => nic.initiate(unencodable())), 'rejected', nic.id);
+    // Alive, the NIC ran none of it and keeps none of it: handed out for salvage, or counted as
+    // running, a connection the host rolls back would have two owners.
+    assert.deepEqual(
+      nic.salvage!().map((r) => r.key.localPort),
+      [],
+      nic.id,
+    );
+    assert.equal(nic.runningConns, 0, nic.id);
+    assert.deepEqual(await nic.query(), [], nic.id);
+    assert.equal(nic.attach(KEYS[0]!, null), null, nic.id);
+    // The same connections offered again, whole, run there.
+    const again = await nic.initiate({ kind: 'trees', trees: sampleTrees(3) });
+    assert.equal(again.status, 'success', nic.id);
+    assert.equal((await nic.query()).length, 3, nic.id);
+  }
+});
