@@ -787,6 +787,24 @@ export class WorkerNic extends HostNic {
     }
   }
 
+  /**
+   * @internal Released by a hand-over (`forget` let go of their slots), refused by the destination,
+   * and what the worker handed back for them cannot be read: their blocks still hold the hard state
+   * the worker wrote as it let go of them, and no thread runs them. Listed again, slot-less, for
+   * salvage() (`Handed.readRefused`), the only way left to rebuild them; a slot of theirs may be a
+   * new connection's already.
+   */
+  keepReleased(released: readonly WorkerConnectionHandle[]): void {
+    for (const h of released) {
+      if (!h.unlisted || this.byKey.has(h)) continue;
+      h.slot = -1;
+      h.unlisted = false;
+      this.keyEpoch++;
+      this.byKey.set(h, h);
+      this.conns++;
+    }
+  }
+
   /** @internal The connections of an initiate's answer the worker installed, taken up here. */
   takeInstalled(
     res: WorkerReply<'initiate'>,

@@ -6,13 +6,14 @@
  */
 import assert from 'node:assert/strict';
 import { type TestContext, test } from 'node:test';
+import { InvalidArgumentError } from '../../src/core/errors.ts';
 import { LocalNic } from '../../src/nic/local-nic.ts';
 import type { ConnKey, Nic, Transfer } from '../../src/nic/nic.ts';
 import type { WorkerConnectionHandle } from '../../src/nic/worker-handle.ts';
 import { WorkerNic } from '../../src/nic/worker-nic.ts';
 import { SimNetwork } from '../../src/sim/sim-network.ts';
 import { sampleTrees } from '../state/helpers.ts';
-import { STARVED_NOT_DEAD_MS } from './worker-helpers.ts';
+import { STARVED_NOT_DEAD_MS, socketKey, streamBothWays, workerSetup } from './worker-helpers.ts';
 
 /** How a verb failed: thrown out of the call itself, or a promise that rejects. */
 async function howFailed(call: () => Promise<unknown>): Promise<string> {
@@ -134,4 +135,38 @@ test('an initiate whose batch does not encode, on a live NIC, leaves nothing the
     assert.equal(again.status, 'success', nic.id);
     assert.equal((await nic.query()).length, 3, nic.id);
   }
+});
+
+test("a hand-over whose refused connections cannot be read back: they are rebuilt in the host from the source's memory, none lost", {
+  timeout: 120_000,
+}, async (t) => {
+  const { wh, peer } = await workerSetup(81, t, { capacity: 4 });
+  const [n0, n1] = wh.nics as [WorkerNic, WorkerNic];
+  const st = await streamBothWays(wh.host, peer, 6, 200_000, 1000, 2);
+  const keys = st.sockets.map(socketKey);
+  const moving = keys.slice(0, 4);
+  assert.equal((await wh.offload.offload(moving, n0)).moved.length, 4);
+  // Room for two more at the destination: it refuses the other two (no-resources).
+  assert.equal((await wh.offload.offload(keys.slice(4), n1)).moved.length, 2);
+  // What the source handed back for the refused two does not decode (a state its validation
+  // refuses): nothing can be rolled back from it, only rebuilt from the source's hard state.
+  n0.readReleased = () => {
+    throw new InvalidArgumentError('a released state that does not validate');
+  };
+  const r = await wh.offload.move(moving, n0, n1);
+  assert.equal(wh.stack.counters.get('offload.terminate.invalid'), 1, 'the unreadable answer is counted');
+  // The report says where each one runs: two at the destination, two refused and run by the host.
+  assert.equal(r.moved.length, 2, 'two handed over');
+  for (const k of r.moved) assert.equal(wh.offload.ownerOf(k), n1);
+  assert.deepEqual(
+    r.refused.map((f) => f.status),
+    ['no-resources', 'no-resources'],
+  );
+  for (const f of r.refused) {
+    assert.match(f.reason, /rebuilt in the host/);
+    assert.equal(wh.offload.ownerOf(f.key), 'host', 'rebuilt in the host, not lost');
+  }
+  assert.equal(n0.runningConns, 0, 'nothing left at the source');
+  assert.equal(await st.done, 0, 'every byte arrived, both ways');
+  assert.deepEqual(st.errors, []);
 });
