@@ -13,7 +13,13 @@ import type { WorkerConnectionHandle } from '../../src/nic/worker-handle.ts';
 import { WorkerNic } from '../../src/nic/worker-nic.ts';
 import { SimNetwork } from '../../src/sim/sim-network.ts';
 import { sampleTrees } from '../state/helpers.ts';
-import { STARVED_NOT_DEAD_MS, socketKey, streamBothWays, workerSetup } from './worker-helpers.ts';
+import {
+  halfwayGate,
+  STARVED_NOT_DEAD_MS,
+  socketKey,
+  streamBothWays,
+  workerSetup,
+} from './worker-helpers.ts';
 
 /** How a verb failed: thrown out of the call itself, or a promise that rejects. */
 async function howFailed(call: () => Promise<unknown>): Promise<string> {
@@ -142,7 +148,8 @@ test("a hand-over whose refused connections cannot be read back: they are rebuil
 }, async (t) => {
   const { wh, peer } = await workerSetup(81, t, { capacity: 4 });
   const [n0, n1] = wh.nics as [WorkerNic, WorkerNic];
-  const st = await streamBothWays(wh.host, peer, 6, 200_000, 1000, 2);
+  const gate = halfwayGate();
+  const st = await streamBothWays(wh.host, peer, 6, 200_000, 1000, gate.gap);
   const keys = st.sockets.map(socketKey);
   const moving = keys.slice(0, 4);
   assert.equal((await wh.offload.offload(moving, n0)).moved.length, 4);
@@ -167,6 +174,7 @@ test("a hand-over whose refused connections cannot be read back: they are rebuil
     assert.equal(wh.offload.ownerOf(f.key), 'host', 'rebuilt in the host, not lost');
   }
   assert.equal(n0.runningConns, 0, 'nothing left at the source');
+  gate.open();
   assert.equal(await st.done, 0, 'every byte arrived, both ways');
   assert.deepEqual(st.errors, []);
 });

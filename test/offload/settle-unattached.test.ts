@@ -8,7 +8,7 @@ import { describe, it } from 'node:test';
 import type { LocalNic } from '../../src/nic/local-nic.ts';
 import type { WorkerNic } from '../../src/nic/worker-nic.ts';
 import { resetOf } from '../helpers/segments.ts';
-import { socketKey, streamBothWays, workerSetup } from '../nic/worker-helpers.ts';
+import { halfwayGate, socketKey, streamBothWays, workerSetup } from '../nic/worker-helpers.ts';
 import { keysOf, offloadPair, startStreams } from './helpers.ts';
 
 /** `n` streams offloaded to the first of two LocalNics, moves between them by the general protocol. */
@@ -91,7 +91,8 @@ describe('settle: a destination attach that returns null', () => {
   }, async (t) => {
     const { wh, peer } = await workerSetup(40, t);
     const [n0, n1] = wh.nics as [WorkerNic, WorkerNic];
-    const st = await streamBothWays(wh.host, peer, 6, 200_000, 1000, 2);
+    const gate = halfwayGate();
+    const st = await streamBothWays(wh.host, peer, 6, 200_000, 1000, gate.gap);
     const keys = st.sockets.map(socketKey);
     // Its worker killed between the answer and the settle: the settle's attach finds it dead.
     const init = n0.initiate.bind(n0);
@@ -112,6 +113,7 @@ describe('settle: a destination attach that returns null', () => {
       assert.equal(wh.offload.ownerOf(k), n0, 'the recover finds every one on the dead NIC');
     const rec = await wh.offload.recover(n0, n1);
     assert.equal(rec.moved.length, keys.length, 'all rebuilt');
+    gate.open();
     // Resumed at the survivor a bounded number per turn (paced), not all in the recover's turn.
     const until = Date.now() + 30_000;
     while (st.sockets.some((s) => s.moving) && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
