@@ -110,7 +110,13 @@ export async function hand(
         if (h === undefined) throw new InvalidArgumentError('readRefused: not a released connection');
         hs.push(h);
       }
-      return src.readReleased(bytes, hs, now, addrs);
+      try {
+        return src.readReleased(bytes, hs, now, addrs);
+      } catch (e) {
+        // Rolled back from nothing, they would be lost: left for the source's salvage() instead.
+        src.keepReleased(hs);
+        throw e;
+      }
     },
   };
 }

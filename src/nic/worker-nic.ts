@@ -787,6 +787,24 @@ export class WorkerNic extends HostNic {
     }
   }
 
+  /**
+   * @internal Released by a hand-over (`forget` let go of their slots), refused by the destination,
+   * and what the worker handed back for them cannot be read: their blocks still hold the hard state
+   * the worker wrote as it let go of them, and no thread runs them. Listed again, slot-less, for
+   * salvage() (`Handed.readRefused`), the only way left to rebuild them; a slot of theirs may be a
+   * new connection's already.
+   */
+  keepReleased(released: readonly WorkerConnectionHandle[]): void {
+    for (const h of released) {
+      if (!h.unlisted || this.byKey.has(h)) continue;
+      h.slot = -1;
+      h.unlisted = false;
+      this.keyEpoch++;
+      this.byKey.set(h, h);
+      this.conns++;
+    }
+  }
+
   /** @internal The connections of an initiate's answer the worker installed, taken up here. */
   takeInstalled(
     res: WorkerReply<'initiate'>,
@@ -1266,7 +1284,14 @@ export class WorkerNic extends HostNic {
     this.post({ t: 'inject', packets: [...packets] });
   }
 
+  /**
+   * Null once the NIC is dead, as a LocalNic's crash leaves no connection to attach: the handle is
+   * what is left for salvage, and a socket put on it would run on memory no thread runs. A settle
+   * whose destination died after its initiate answered leaves that socket frozen for the recover,
+   * which rebuilds the connection from the same handle's record.
+   */
   attach(key: ConnKey, user: TcpUser | null): ConnectionHandle | null {
+    if (this.death !== null) return null;
     let h: WorkerConnectionHandle | undefined;
     const next = this.installedEpoch === this.keyEpoch ? this.installedList[this.installedNext] : undefined;
     if (next !== undefined && (next.key === key || sameConnKey(next.key, key))) {

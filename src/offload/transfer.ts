@@ -640,8 +640,20 @@ export class TransferProtocol {
       trees = handed.readRefused(keys, this.stack.clock.now(), this.stack.addrs);
       releaseTreeAddresses(trees);
     } catch {
+      // Left for the source's salvage (Handed.readRefused): rebuilt in the host from the hard state
+      // it wrote as it let go of them. They did not move to `dst`: refused, the host runs them.
       this.stack.counters.inc('offload.terminate.invalid');
-      await rebuild(this, [...failed.values()], src, 'host', report);
+      const here: TransferReport = { moved: [], refused: report.refused };
+      await rebuild(this, [...failed.values()], src, 'host', here);
+      for (const key of here.moved) {
+        const r = reasons.get(key);
+        const why = `${r?.reason ?? res.reason ?? 'refused'}; unreadable from ${src.id}, rebuilt in the host`;
+        report.refused.push({
+          key,
+          status: r?.status === 'no-resources' ? 'no-resources' : 'failure',
+          reason: why,
+        });
+      }
       return;
     }
     const byState: ItemsByState = new Map();

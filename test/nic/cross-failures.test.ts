@@ -6,13 +6,20 @@
  */
 import assert from 'node:assert/strict';
 import { type TestContext, test } from 'node:test';
+import { InvalidArgumentError } from '../../src/core/errors.ts';
 import { LocalNic } from '../../src/nic/local-nic.ts';
 import type { ConnKey, Nic, Transfer } from '../../src/nic/nic.ts';
 import type { WorkerConnectionHandle } from '../../src/nic/worker-handle.ts';
 import { WorkerNic } from '../../src/nic/worker-nic.ts';
 import { SimNetwork } from '../../src/sim/sim-network.ts';
 import { sampleTrees } from '../state/helpers.ts';
-import { STARVED_NOT_DEAD_MS } from './worker-helpers.ts';
+import {
+  halfwayGate,
+  STARVED_NOT_DEAD_MS,
+  socketKey,
+  streamBothWays,
+  workerSetup,
+} from './worker-helpers.ts';
 
 /** How a verb failed: thrown out of the call itself, or a promise that rejects. */
 async function howFailed(call: () => Promise<unknown>): Promise<string> {
@@ -113,4 +120,61 @@ test('a LocalNic that crashes with an initiate in hand answers as a dead WorkerN
       .sort(),
     [40000, 40001, 40002],
   );
+});
+
+test('an initiate whose batch does not encode, on a live NIC, leaves nothing there: the host still owns the batch, and it can be offered again', async (t) => {
+  const { local, worker } = await bothNics(t, 80);
+  for (const nic of [local, worker] as Nic[]) {
+    assert.equal(await howFailed(() => nic.initiate(unencodable())), 'rejected', nic.id);
+    // Alive, the NIC ran none of it and keeps none of it: handed out for salvage, or counted as
+    // running, a connection the host rolls back would have two owners.
+    assert.deepEqual(
+      nic.salvage!().map((r) => r.key.localPort),
+      [],
+      nic.id,
+    );
+    assert.equal(nic.runningConns, 0, nic.id);
+    assert.deepEqual(await nic.query(), [], nic.id);
+    assert.equal(nic.attach(KEYS[0]!, null), null, nic.id);
+    // The same connections offered again, whole, run there.
+    const again = await nic.initiate({ kind: 'trees', trees: sampleTrees(3) });
+    assert.equal(again.status, 'success', nic.id);
+    assert.equal((await nic.query()).length, 3, nic.id);
+  }
+});
+
+test("a hand-over whose refused connections cannot be read back: they are rebuilt in the host from the source's memory, none lost", {
+  timeout: 120_000,
+}, async (t) => {
+  const { wh, peer } = await workerSetup(81, t, { capacity: 4 });
+  const [n0, n1] = wh.nics as [WorkerNic, WorkerNic];
+  const gate = halfwayGate();
+  const st = await streamBothWays(wh.host, peer, 6, 200_000, 1000, gate.gap);
+  const keys = st.sockets.map(socketKey);
+  const moving = keys.slice(0, 4);
+  assert.equal((await wh.offload.offload(moving, n0)).moved.length, 4);
+  // Room for two more at the destination: it refuses the other two (no-resources).
+  assert.equal((await wh.offload.offload(keys.slice(4), n1)).moved.length, 2);
+  // What the source handed back for the refused two does not decode (a state its validation
+  // refuses): nothing can be rolled back from it, only rebuilt from the source's hard state.
+  n0.readReleased = () => {
+    throw new InvalidArgumentError('a released state that does not validate');
+  };
+  const r = await wh.offload.move(moving, n0, n1);
+  assert.equal(wh.stack.counters.get('offload.terminate.invalid'), 1, 'the unreadable answer is counted');
+  // The report says where each one runs: two at the destination, two refused and run by the host.
+  assert.equal(r.moved.length, 2, 'two handed over');
+  for (const k of r.moved) assert.equal(wh.offload.ownerOf(k), n1);
+  assert.deepEqual(
+    r.refused.map((f) => f.status),
+    ['no-resources', 'no-resources'],
+  );
+  for (const f of r.refused) {
+    assert.match(f.reason, /rebuilt in the host/);
+    assert.equal(wh.offload.ownerOf(f.key), 'host', 'rebuilt in the host, not lost');
+  }
+  assert.equal(n0.runningConns, 0, 'nothing left at the source');
+  gate.open();
+  assert.equal(await st.done, 0, 'every byte arrived, both ways');
+  assert.deepEqual(st.errors, []);
 });

@@ -5,7 +5,7 @@
  * where a connection's memory lives, never what a verb answers.
  */
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import { type TestContext, test } from 'node:test';
 import { LocalNic } from '../../src/nic/local-nic.ts';
 import type { ConnKey, Nic, Transfer } from '../../src/nic/nic.ts';
 import { WorkerNic } from '../../src/nic/worker-nic.ts';
@@ -108,18 +108,23 @@ async function run(nic: Nic & { close(): void }): Promise<unknown[]> {
   return out;
 }
 
-test('a LocalNic and a WorkerNic answer the same verb sequence alike (the one host side of both)', async (t) => {
-  const net = new SimNetwork({ seed: 71, virtualTime: false });
+/** A LocalNic and a started WorkerNic on one switch, ids `<prefix>.local` and `<prefix>.worker`, closed after the test. */
+async function bothNics(
+  t: TestContext,
+  seed: number,
+  prefix: string,
+): Promise<{ local: LocalNic; worker: WorkerNic }> {
+  const net = new SimNetwork({ seed, virtualTime: false });
   const local = new LocalNic({
-    id: 'c.local',
-    link: net.switch.addPort({ name: 'c.local', mtu: 1500 }),
+    id: `${prefix}.local`,
+    link: net.switch.addPort({ name: `${prefix}.local`, mtu: 1500 }),
     clock: net.clock,
     random: net.random.fork(),
   });
   const worker = new WorkerNic({
-    id: 'c.worker',
-    link: net.switch.addPort({ name: 'c.worker', mtu: 1500 }),
-    seed: 71,
+    id: `${prefix}.worker`,
+    link: net.switch.addPort({ name: `${prefix}.worker`, mtu: 1500 }),
+    seed,
     deadAfterMs: STARVED_NOT_DEAD_MS,
   });
   t.after(() => {
@@ -128,6 +133,11 @@ test('a LocalNic and a WorkerNic answer the same verb sequence alike (the one ho
     net.close();
   });
   await worker.ready();
+  return { local, worker };
+}
+
+test('a LocalNic and a WorkerNic answer the same verb sequence alike (the one host side of both)', async (t) => {
+  const { local, worker } = await bothNics(t, 71, 'c');
   const fromLocal = await run(local);
   const fromWorker = await run(worker);
   assert.deepEqual(fromWorker, fromLocal);
@@ -173,4 +183,28 @@ test('a LocalNic and a WorkerNic answer the same verb sequence alike (the one ho
   assert.deepEqual(byName.get('initiate in hand at the close'), { ok: false, code: 'ECONNABORTED' });
   assert.deepEqual(byName.get('initiate once closed'), { ok: false, code: 'ERR_CHIMNEY_INVALID_STATE' });
   assert.deepEqual(byName.get('terminate once closed'), { ok: false, code: 'ERR_CHIMNEY_INVALID_STATE' });
+});
+
+test('a dead NIC attaches nothing, LocalNic and WorkerNic alike, and still leaves every connection to salvage', async (t) => {
+  const { local, worker } = await bothNics(t, 72, 'd');
+  for (const nic of [local, worker] as Nic[])
+    assert.equal((await nic.initiate(treesOf())).status, 'success', nic.id);
+  const dead = new Promise<void>((resolve) => worker.once('dead', () => resolve()));
+  await worker.kill();
+  await dead;
+  local.crash('test');
+  const answers = (nic: Nic) => {
+    // Attached, a socket would run on a handle nothing runs (a settle whose destination died
+    // after its initiate answered): null sends it to the recover, which rebuilds from salvage.
+    const attached = KEYS.map((k) => (nic.attach(k, null) === null ? null : 'a handle'));
+    const left = nic.salvage!()
+      .map((r) => keyText(r.key))
+      .sort();
+    return { attached, left };
+  };
+  const fromLocal = answers(local);
+  const fromWorker = answers(worker);
+  assert.deepEqual(fromWorker, fromLocal);
+  assert.deepEqual(fromLocal.attached, [null, null, null]);
+  assert.deepEqual(fromLocal.left, KEYS.map(keyText).sort());
 });

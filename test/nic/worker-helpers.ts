@@ -292,6 +292,24 @@ function digestOf(key: number, bytes: number): string {
  */
 export type Gap = number | ((next: number, total: number) => Promise<void>);
 
+/**
+ * A `Gap` that holds every stream halfway until `open()`: what a test does meanwhile (a move, a
+ * death, a recover) finds every connection open with bytes still to send both ways, however fast
+ * or slow the machine, and the second half crosses whatever the test left them on.
+ */
+export function halfwayGate(): { gap: Gap; open(): void } {
+  let open!: () => void;
+  const gate = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  return {
+    gap: async (next, total) => {
+      if (2 * next >= total) await gate;
+    },
+    open,
+  };
+}
+
 /** Writes `data` in chunks `gap` apart, then ends, once `endAfter` (if any) has settled. */
 async function pace(
   s: TcpSocket,

@@ -6,7 +6,9 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { LocalNic } from '../../src/nic/local-nic.ts';
+import type { WorkerNic } from '../../src/nic/worker-nic.ts';
 import { resetOf } from '../helpers/segments.ts';
+import { halfwayGate, socketKey, streamBothWays, workerSetup } from '../nic/worker-helpers.ts';
 import { keysOf, offloadPair, startStreams } from './helpers.ts';
 
 /** `n` streams offloaded to the first of two LocalNics, moves between them by the general protocol. */
@@ -82,5 +84,41 @@ describe('settle: a destination attach that returns null', () => {
     }
     // Its two directions fail (the reset); the other ten arrive whole.
     assert.equal(await st.done, 2);
+  });
+
+  it('a WorkerNic destination dead after its initiate answered attaches nothing, as a LocalNic: the recover rebuilds them all', {
+    timeout: 120_000,
+  }, async (t) => {
+    const { wh, peer } = await workerSetup(40, t);
+    const [n0, n1] = wh.nics as [WorkerNic, WorkerNic];
+    const gate = halfwayGate();
+    const st = await streamBothWays(wh.host, peer, 6, 200_000, 1000, gate.gap);
+    const keys = st.sockets.map(socketKey);
+    // Its worker killed between the answer and the settle: the settle's attach finds it dead.
+    const init = n0.initiate.bind(n0);
+    n0.initiate = (async (...a: Parameters<WorkerNic['initiate']>) => {
+      const res = await init(...a);
+      const dead = new Promise<void>((resolve) => n0.once('dead', () => resolve()));
+      await n0.kill();
+      await dead;
+      return res;
+    }) as WorkerNic['initiate'];
+    const r = await wh.offload.offload(keys, n0);
+    assert.equal(r.moved.length, 0, 'none attached on the dead NIC');
+    assert.equal(r.refused.length, keys.length);
+    for (const f of r.refused) assert.match(f.reason, /died during the move/);
+    // Waiting frozen (their calls held), not put on handles no thread runs.
+    assert.equal(st.sockets.filter((s) => s.moving).length, keys.length, 'every socket waits frozen');
+    for (const k of keys)
+      assert.equal(wh.offload.ownerOf(k), n0, 'the recover finds every one on the dead NIC');
+    const rec = await wh.offload.recover(n0, n1);
+    assert.equal(rec.moved.length, keys.length, 'all rebuilt');
+    gate.open();
+    // Resumed at the survivor a bounded number per turn (paced), not all in the recover's turn.
+    const until = Date.now() + 30_000;
+    while (st.sockets.some((s) => s.moving) && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
+    assert.equal(st.sockets.filter((s) => s.moving).length, 0, 'no socket left frozen');
+    assert.equal(await st.done, 0, 'every byte arrived, both ways');
+    assert.deepEqual(st.errors, []);
   });
 });
