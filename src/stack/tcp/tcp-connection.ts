@@ -342,7 +342,7 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
     const d = s.delegated;
     const n = d.recvBuffer.read(dst, off, len);
     if (n > 0 && this.unreadHeld > 0) this.engine.memHeld?.(this, false);
-    if (n > 0 && canReceive(d.state) && !d.finReceived && ackAfterRead(s)) {
+    if (n > 0 && canReceive(d.state) && !d.finReceived && ackAfterRead(s, this.engine.env.clock.now())) {
       s.soft.ackNow = true;
       tcpOutput(this);
       scheduleTimer(this);
