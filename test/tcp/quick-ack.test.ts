@@ -667,6 +667,15 @@ describe('receive-buffer autotuning (Linux tcp_rcv_space_adjust, tcp_rcvbuf_grow
     neverBack(t.edges);
   });
 
+  test('a layer with fixed receive buffers (Linux: SO_RCVBUF set) offers the whole buffer at once and does not tune it', () => {
+    const b = new Bench({ defaults: { delayedAckMs: 40 } });
+    b.layer.fixedRcvBuf = true;
+    const o = activeOpen(b, { wscale: 7 });
+    const ack = b.take().at(-1)!;
+    assert.equal(ack.h.window * 2 ** o.conn.state.const.rcvWscale, 1 << 20);
+    assert.equal(o.conn.state.soft.rcvClamp, 0);
+  });
+
   test('a buffer smaller than the starting clamp is the clamp from the start', () => {
     const t = tuned({ rcvBufSize: 32 * 1024 });
     assert.equal(t.o.conn.state.soft.rcvClamp, 32 * 1024);

@@ -66,6 +66,11 @@ export interface TcpEngine {
    * heading for, not the one today's cwnd needs (tcp-mem.ts, sendRingTarget's `ahead`).
    */
   readonly growAhead?: boolean;
+  /**
+   * Receive buffers are fixed: a connection offers its whole rcvBufSize and is not autotuned
+   * (tcp-window.ts), as a Linux socket whose SO_RCVBUF was set. Absent or false: autotuned.
+   */
+  readonly fixedRcvBuf?: boolean;
 }
 
 /** The part of a listener a half-open connection refers to. */

@@ -98,7 +98,7 @@ export function establish(conn: TcpConnection, now: number): void {
   // with it, dataArrived).
   s.soft.lastDataAt = now;
   s.soft.quickAcks = FIRST_DATA_PENDING;
-  initRcvSpace(s, now);
+  if (conn.engine.fixedRcvBuf !== true) initRcvSpace(s, now);
   // RFC 6298 5.7: a SYN timed out and the handshake gave no RTT sample, so the path may be slower
   // than the 1 s initial RTO assumed: start data transfer at 3 s.
   if (conn.synRetransmitted && d.srtt === 0) d.rto = clampRto(s, Math.max(d.rto, 3000));
