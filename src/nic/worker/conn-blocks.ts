@@ -226,6 +226,21 @@ const PARTS = new WeakMap<SharedArrayBuffer, Map<number, BlockParts>>();
 export const partsCount = { made: 0, found: 0 };
 
 /**
+ * The parts this thread made at this place of `sab` (record offset `at`) for the same rings: send
+ * ring offset and capacity `so`, `sc`, receive ring `ro`, `rc`.
+ */
+function madeAt(sab: SharedArrayBuffer, at: number, so: number, sc: number, ro: number, rc: number) {
+  const known = PARTS.get(sab)?.get(at);
+  return known !== undefined &&
+    known.sendOffset === so &&
+    known.recvOffset === ro &&
+    known.send.capacity === sc &&
+    known.recv.capacity === rc
+    ? known
+    : undefined;
+}
+
+/**
  * The block object this thread made parts for at this place of `sab` (the same rings: offsets and
  * capacities), or null: a message naming a block already known costs no new object. Its rings'
  * headers are checked when its parts are asked for (blockParts), as for a new one.
@@ -238,16 +253,36 @@ export function knownBlock(
   recvOffset: number,
   recvCapacity: number,
 ): ConnBlockRef | null {
-  const known = PARTS.get(sab)?.get(at);
-  if (
-    known === undefined ||
-    known.sendOffset !== sendOffset ||
-    known.recvOffset !== recvOffset ||
-    known.send.capacity !== sendCapacity ||
-    known.recv.capacity !== recvCapacity
-  )
-    return null;
-  return known.block;
+  return madeAt(sab, at, sendOffset, sendCapacity, recvOffset, recvCapacity)?.block ?? null;
+}
+
+/** Parts found again, their rings' headers checked as attaching them checks them. */
+function foundAgain(known: BlockParts): BlockParts {
+  checkSharedRingHeader(known.sendCtl, known.send.capacity);
+  checkSharedRingHeader(known.recvCtl, known.recv.capacity);
+  partsCount.found++;
+  return known;
+}
+
+/**
+ * The parts of the block a packed batch names in `sab` by the five words from `w[j + 1]` (record
+ * offset, send ring offset and capacity, receive ring offset and capacity: transfer-wire's
+ * BLOCK_WORDS), by blockParts' rule: a block found again costs no object and one search, where a
+ * block object made first and its parts searched for after it cost two (unpackParts).
+ */
+export function partsAt(sab: SharedArrayBuffer, w: Int32Array, j: number): BlockParts {
+  const known = madeAt(sab, w[j + 1]!, w[j + 2]!, w[j + 3]!, w[j + 4]!, w[j + 5]!);
+  return known !== undefined ? foundAgain(known) : makeParts(blockAt(sab, w, j));
+}
+
+/** A new block object for the place a packed batch names (as partsAt reads it). */
+export function blockAt(sab: SharedArrayBuffer, w: Int32Array, j: number): ConnBlockRef {
+  return {
+    sab,
+    at: w[j + 1]!,
+    send: { sab, offset: w[j + 2]!, capacity: w[j + 3]! },
+    recv: { sab, offset: w[j + 4]!, capacity: w[j + 5]! },
+  };
 }
 
 /**
@@ -256,20 +291,11 @@ export function knownBlock(
  * stated capacity throws InvalidArgumentError, found again or not), or new ones.
  */
 export function blockParts(b: ConnBlockRef): BlockParts {
-  let bySab = PARTS.get(b.sab);
-  const known = bySab?.get(b.at);
-  if (
-    known !== undefined &&
-    known.sendOffset === b.send.offset &&
-    known.recvOffset === b.recv.offset &&
-    known.send.capacity === b.send.capacity &&
-    known.recv.capacity === b.recv.capacity
-  ) {
-    checkSharedRingHeader(known.sendCtl, b.send.capacity);
-    checkSharedRingHeader(known.recvCtl, b.recv.capacity);
-    partsCount.found++;
-    return known;
-  }
+  const known = madeAt(b.sab, b.at, b.send.offset, b.send.capacity, b.recv.offset, b.recv.capacity);
+  return known !== undefined ? foundAgain(known) : makeParts(b);
+}
+
+function makeParts(b: ConnBlockRef): BlockParts {
   // The rings take the header views checked here: a view over shared memory is the costly part of
   // a connection's first visit to this worker (one move of 10,000: BENCHMARKS.md, "The first move").
   const sendCtl = checkSharedRingRef(b.send);
@@ -285,6 +311,7 @@ export function blockParts(b: ConnBlockRef): BlockParts {
     sendOffset: b.send.offset,
     recvOffset: b.recv.offset,
   };
+  let bySab = PARTS.get(b.sab);
   if (bySab === undefined) {
     bySab = new Map();
     PARTS.set(b.sab, bySab);

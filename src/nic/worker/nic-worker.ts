@@ -56,6 +56,7 @@ import { type ConnKey, connKeyId, type InitiateResult, keyOfState, sameConnKey }
 import { type LazyConn, type LazyTake, NicEngine, namedTwice, type PathSlot } from '../nic-engine.ts';
 import { OWNER_HOST, splitForRecords, type TransferRecord } from '../transfer-record.ts';
 import { TupleMap } from '../tuple-map.ts';
+import { BatchKeys } from './batch-keys.ts';
 import { BornArenas, type BornCut } from './born-arena.ts';
 import {
   aliveSlabs,
@@ -126,7 +127,6 @@ import {
   type WorkerRequest,
 } from './protocol.ts';
 import {
-  BLOCK_WORDS,
   type PackedBlocks,
   type PackedInitiate,
   packBlocks,
@@ -134,6 +134,7 @@ import {
   unpackBlocks,
   unpackKeys,
   unpackKnownKeys,
+  unpackParts,
 } from './transfer-wire.ts';
 
 const port = parentPort as MessagePort;
@@ -730,18 +731,19 @@ function holdsSharedRing(s: TcpState): number {
  * connections the batch carried), offered to this NIC, read over the block's rings into the path
  * it names, and the whole batch validated as the codec's decoder validates it (validateTrees:
  * every state's fields and rules, addresses against the path, no connection twice). Throws before
- * anything is installed; nothing is taken yet.
+ * anything is installed; nothing is taken yet. One pass over the batch's keys and parts side by
+ * side (unpackParts), indexed by place in `recordBatch` for the rest of the request.
  */
 function fillFromRecords(
   trees: OffloadTree[],
   packed: PackedBlocks,
-  blocks: TupleMap<ConnBlockRef>,
   owner: number,
   lazy: (Pending[] | undefined)[] | null,
   prod: boolean,
 ): void {
-  if (blocks.size * BLOCK_WORDS !== packed.words.length)
-    throw new StateValidationError('blocks', 'a connection named twice');
+  const { keys, parts: all } = unpackParts(packed, engine.addressBook);
+  recordBatch.parts = all;
+  if (recordBatch.keys.reset(keys) >= 0) throw new StateValidationError('blocks', 'a connection named twice');
   const nodes = trees.flatMap((t) => t.paths);
   // Connections the batch carried itself (what a record cannot hold) have a block but no record.
   // Usually none: no table then (one a part of every move).
@@ -751,12 +753,11 @@ function fillFromRecords(
   let n = 0;
   let pooled = 0;
   let unbuilt = 0;
-  const list = blocks.list();
-  for (let i = 0; i < list.length; i += 2) {
-    const key = list[i] as ConnKey;
-    const b = list[i + 1] as ConnBlockRef;
+  for (let i = 0; i < keys.length; i++) {
+    const key = keys[i]!;
     if (decoded?.has(key) === true) continue;
-    const parts = blockParts(b);
+    const parts = all[i]!;
+    const b = parts.block;
     const rec = parts.transfer;
     if (rec.owner !== -owner) throw new StateValidationError('owner', 'record not offered to this NIC');
     const node = nodes[rec.pathIndex];
@@ -1250,6 +1251,9 @@ function slotAt(index: number): Slot | undefined {
  * Emptied at the end of each initiate.
  */
 const batchParts = new Map<ConnBlockRef, BlockParts>();
+
+/** The keys and parts of the initiate by records being installed, by place (fillFromRecords). */
+const recordBatch: { keys: BatchKeys; parts: BlockParts[] } = { keys: new BatchKeys(), parts: [] };
 
 /** The rings lie in `given` (rings attached to it otherwise than through its parts). */
 function ownBlock(send: ByteRing, recv: ByteRing, given: ConnBlockRef): boolean {
@@ -1882,7 +1886,13 @@ function initiateNow(
   const fill =
     owner === undefined || a.blocks === undefined
       ? undefined
-      : (trees: OffloadTree[]) => fillFromRecords(trees, a.blocks!, blocksNow()!, owner, byNode, prod);
+      : (trees: OffloadTree[]) => fillFromRecords(trees, a.blocks!, owner, byNode, prod);
+  // By records, the batch's blocks were unpacked by fill, by place; otherwise into a table by key.
+  const blockOf = (k: ConnKey): ConnBlockRef | undefined => {
+    if (fill === undefined) return blocksNow()?.get(k);
+    const i = recordBatch.keys.indexOf(k);
+    return i < 0 ? undefined : recordBatch.parts[i]!.block;
+  };
   try {
     const result: InitiateResult = engine.initiate(a.batch, { prod: a.prod }, { rings, fill, lazy });
     // Every connection installed was taken unbuilt (the usual move of idle connections): each is
@@ -1897,7 +1907,7 @@ function initiateNow(
         if (c.status !== 'success') continue;
         const conn = engine.connection(c.key);
         if (!conn) continue;
-        const inst = install(conn, blocksNow()?.get(c.key));
+        const inst = install(conn, blockOf(c.key));
         if (owner !== undefined) transferOf(slots[inst.slot]!).take(owner);
         installed.push(inst);
       }
@@ -1906,6 +1916,10 @@ function initiateNow(
     return packInitiate(result, installed, engine.addressBook);
   } finally {
     batchParts.clear();
+    if (fill !== undefined) {
+      recordBatch.keys.clear();
+      recordBatch.parts = [];
+    }
   }
 }
 

@@ -5,7 +5,7 @@ import { readU32, writeU32 } from '../../wire/addr.ts';
 import type { ConnBlockRef } from '../hard-state.ts';
 import { type ConnKey, type InitiateConnResult, type InitiateResult, sameConnKey } from '../nic.ts';
 import { TupleMap } from '../tuple-map.ts';
-import { canonicalSlab, knownBlock, slabIdOf } from './conn-blocks.ts';
+import { type BlockParts, blockAt, canonicalSlab, knownBlock, partsAt, slabIdOf } from './conn-blocks.ts';
 import type { InstalledConn } from './protocol.ts';
 
 /*
@@ -261,13 +261,7 @@ function blockList(
   keyOf: (i: number) => ConnKey,
   given?: GivenBlocks,
 ): ConnBlockRef[] {
-  if (!(p.words instanceof Int32Array) || p.words.length !== n * BLOCK_WORDS || !Array.isArray(p.sabs))
-    throw new InvalidArgumentError('packed blocks do not match their keys');
-  const ids = p.ids;
-  if (ids !== undefined && (!(ids instanceof Float64Array) || ids.length !== p.sabs.length))
-    throw new InvalidArgumentError('packed blocks: buffer numbers do not match the buffers');
-  // Each buffer as the object this thread holds for its number (see canonicalSlab), once per message.
-  const sabs: unknown[] = ids === undefined ? p.sabs : p.sabs.map((b, k) => canonicalOf(b, ids[k]!));
+  const sabs = packedSabs(p, n);
   const out = new Array<ConnBlockRef>(n);
   const w = p.words;
   for (let i = 0; i < n; i++) {
@@ -286,21 +280,60 @@ function blockList(
       out[i] = g;
       continue;
     }
-    const sab = sabs[w[j]!];
-    if (!(sab instanceof SharedArrayBuffer)) throw new InvalidArgumentError('packed block names no buffer');
+    const sab = sabAt(sabs, w, j);
     const known = knownBlock(sab, w[j + 1]!, w[j + 2]!, w[j + 3]!, w[j + 4]!, w[j + 5]!);
     if (known !== null) {
       out[i] = known;
       continue;
     }
-    out[i] = {
-      sab,
-      at: w[j + 1]!,
-      send: { sab, offset: w[j + 2]!, capacity: w[j + 3]! },
-      recv: { sab, offset: w[j + 4]!, capacity: w[j + 5]! },
-    };
+    out[i] = blockAt(sab, w, j);
   }
   return out;
+}
+
+/** The buffers of `n` packed blocks, each as the object this thread holds for its number (see canonicalSlab). */
+function packedSabs(p: PackedBlocks, n: number): unknown[] {
+  if (!(p.words instanceof Int32Array) || p.words.length !== n * BLOCK_WORDS || !Array.isArray(p.sabs))
+    throw new InvalidArgumentError('packed blocks do not match their keys');
+  const ids = p.ids;
+  if (ids !== undefined && (!(ids instanceof Float64Array) || ids.length !== p.sabs.length))
+    throw new InvalidArgumentError('packed blocks: buffer numbers do not match the buffers');
+  // Once per message, not per block.
+  return ids === undefined ? p.sabs : p.sabs.map((b, k) => canonicalOf(b, ids[k]!));
+}
+
+/** The buffer a packed block names: one of the message's (a worker is given no block by the host's object). */
+function sabAt(sabs: readonly unknown[], w: Int32Array, j: number): SharedArrayBuffer {
+  if (w[j] === GIVEN) throw new InvalidArgumentError('packed block claims a block the host did not give');
+  const sab = sabs[w[j]!];
+  if (!(sab instanceof SharedArrayBuffer)) throw new InvalidArgumentError('packed block names no buffer');
+  return sab;
+}
+
+/**
+ * A worker's initiate by records: each connection's key (a new object) and this thread's parts of
+ * its block (partsAt, their rings' headers checked), side by side in the batch's order. No table
+ * by key and no block object per connection: unpackBlocks' map and objects, then a search of each
+ * block's parts, were a third of a destination worker's initiate in a warm move (BENCHMARKS.md,
+ * offload, session 44). Unpack after the addresses are interned in `addrs`.
+ */
+export function unpackParts(
+  p: PackedBlocks,
+  addrs: AddressBook | null | undefined,
+): { keys: ConnKey[]; parts: BlockParts[] } {
+  const kw = p.keys;
+  checkKeys(kw);
+  const n = kw.length / KEY_WORDS;
+  const sabs = packedSabs(p, n);
+  const w = p.words;
+  const keys = new Array<ConnKey>(n);
+  const parts = new Array<BlockParts>(n);
+  for (let i = 0; i < n; i++) {
+    const j = i * BLOCK_WORDS;
+    parts[i] = partsAt(sabAt(sabs, w, j), w, j);
+    keys[i] = keyAt(kw, i * KEY_WORDS, addrs, null);
+  }
+  return { keys, parts };
 }
 
 function canonicalOf(b: unknown, id: number): unknown {
