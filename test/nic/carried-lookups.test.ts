@@ -40,6 +40,13 @@ function srcFrames(stack: string): string {
   return frames.join(' < ');
 }
 
+/** The distinct callers a spy saw, each with its count (an intermittent failure names its path). */
+function named(callers: readonly string[]): string {
+  return (
+    [...new Set(callers)].map((c) => `${callers.filter((x) => x === c).length}x ${c}`).join('; ') || 'none'
+  );
+}
+
 /** The private parts of a WorkerNic these tests read. */
 interface NicInside {
   byKey: TupleMap<WorkerConnectionHandle>;
@@ -59,12 +66,13 @@ describe('lookups carried through a WorkerNic move', () => {
     const m = wh.offload;
     assert.equal((await m.offload(keys, n0)).moved.length, CONNS);
     const searches = spy(wh.stack.tcp.table as ConnTable, 'entry');
-    const attachSearches = spy((n1 as unknown as NicInside).byKey, 'get');
+    const attachCallers: string[] = [];
+    const attachSearches = spy((n1 as unknown as NicInside).byKey, 'get', attachCallers);
     assert.equal((await m.move(keys, n0, n1)).moved.length, CONNS);
     // Before: the move's own lookup, the freeze's (tag and placeholder), the settle's (placeholder
     // and tag): five searches a connection. And the destination searched its handles to attach.
     assert.equal(searches.n, CONNS, 'host table searches');
-    assert.equal(attachSearches.n, 0, 'searches of the destination handles');
+    assert.equal(attachSearches.n, 0, `searches of the destination handles, by ${named(attachCallers)}`);
     for (const k of keys) assert.equal(m.ownerOf(k), n1);
     // They run there: back, and home, as before.
     assert.equal((await m.move(keys.slice().reverse(), n1, n0)).moved.length, CONNS);
@@ -82,17 +90,19 @@ describe('lookups carried through a WorkerNic move', () => {
     assert.equal((await m.offload(keys, n0)).moved.length, CONNS);
     const first = keys.map((k) => n0.handle(k));
     let src = spy((n0 as unknown as NicInside).byKey, 'get');
-    let dst = spy((n1 as unknown as NicInside).byKey, 'get');
+    let dstCallers: string[] = [];
+    let dst = spy((n1 as unknown as NicInside).byKey, 'get', dstCallers);
     assert.equal((await m.move(keys, n0, n1)).moved.length, CONNS);
     // Before: the source searched its handles by tuple for every key.
     assert.equal(src.n, 0, 'searches of the source handles');
-    assert.equal(dst.n, 0, 'searches of the destination handles');
+    assert.equal(dst.n, 0, `searches of the destination handles, by ${named(dstCallers)}`);
     src = spy((n1 as unknown as NicInside).byKey, 'get');
-    dst = spy((n0 as unknown as NicInside).byKey, 'get');
+    dstCallers = [];
+    dst = spy((n0 as unknown as NicInside).byKey, 'get', dstCallers);
     assert.equal((await m.move(keys, n1, n0)).moved.length, CONNS);
     assert.equal(src.n, 0, 'searches of the source handles, back');
     // Before: each revive checked the destination's table for the handle it took up again.
-    assert.equal(dst.n, 0, 'searches of the destination handles, back');
+    assert.equal(dst.n, 0, `searches of the destination handles, back, by ${named(dstCallers)}`);
     for (const [i, k] of keys.entries()) {
       assert.equal(n0.handle(k), first[i], 'the same handle, revived');
       assert.equal(m.ownerOf(k), n0);
@@ -121,11 +131,11 @@ describe('lookups carried through a WorkerNic move', () => {
     // NIC's death makes searches of its own, and so does a segment the host's TCP input takes for
     // one of these tuples meanwhile: named with the refusals and the searches' callers, a failure
     // says which it was (it failed 2 of 12 runs at load 40-50, cause not yet seen).
-    const by = [...new Set(callers)].map((c) => `${callers.filter((x) => x === c).length}x ${c}`);
+    const by = named(callers);
     assert.equal(
       searches.n,
       0,
-      `host table searches (refused: ${JSON.stringify(report.refused)}; by: ${by.join('; ')})`,
+      `host table searches (refused: ${JSON.stringify(report.refused)}; by: ${by})`,
     );
     assert.deepEqual(report.refused, []);
     assert.deepEqual(
