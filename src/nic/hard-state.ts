@@ -426,8 +426,10 @@ export class HardStateRecord {
       const sa = Atomics.load(v, this.a + W_SEQ);
       const sb = Atomics.load(v, this.b + W_SEQ);
       // The newer whole copy first: `a` is written first, so when both are whole `a` is newest.
-      const first = (sa & 1) === 0 && sa >= sb ? this.a : this.b;
-      for (const c of first === this.a ? [this.a, this.b] : [this.b, this.a]) {
+      const aFirst = (sa & 1) === 0 && sa >= sb;
+      // Two tries by index: a list of the two copies per attempt was an array per record read.
+      for (let i = 0; i < 2; i++) {
+        const c = aFirst === (i === 0) ? this.a : this.b;
         const seq = Atomics.load(v, c + W_SEQ);
         if (seq === 0 || (seq & 1) === 1) continue;
         const layout = Atomics.load(v, c + W_LAYOUT);

@@ -5,10 +5,11 @@ import type { Random } from '../core/random.ts';
 import type { Link } from '../link/link.ts';
 import { TcpEvent } from '../stack/tcp/tcp-events.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
+import type { ByteRing } from '../state/byte-ring.ts';
 import { flattenTrees } from '../state/offload-tree.ts';
 import type { AddressBook } from '../state/path-state.ts';
-import type { TcpState } from '../state/tcp-state.ts';
-import { hardStateOf } from './hard-state.ts';
+import type { TcpCached, TcpState } from '../state/tcp-state.ts';
+import { type HardState, hardStateOf } from './hard-state.ts';
 import { HostNic } from './host-nic.ts';
 import {
   type ClosedConnection,
@@ -16,6 +17,7 @@ import {
   type InitiateOptions,
   type InitiateResult,
   isTreeTransfer,
+  LazySalvage,
   type NicCounterSnapshot,
   type NicListenHooks,
   type NicListenSpec,
@@ -355,21 +357,7 @@ export class LocalNic extends HostNic {
       remoteIp: c.remoteIp,
       remotePort: c.remotePort,
     };
-    // The released state itself goes along as the rebuild's spare: nothing runs it any more (its
-    // connection object is released with the dead engine), and the rebuild resets it to a new
-    // state's fields before the record fills it, so no soft state survives the crash. Its cached
-    // settings are the record's: the rebuild copies them onto the spare they came from, or a new
-    // state, and nothing else reads them.
-    this.leftovers.set(key, {
-      key,
-      hard: hardStateOf(s),
-      sendRing: s.delegated.sendBuffer,
-      recvRing: s.delegated.recvBuffer,
-      cached: s.cached,
-      user,
-      spare: s,
-      ownThread: true,
-    });
+    this.leftovers.set(key, new ReleasedSalvage(key, s, user));
   }
 
   /**
@@ -395,5 +383,37 @@ export class LocalNic extends HostNic {
     const out = new Uint8Array(64);
     out.fill(0xa5);
     return out;
+  }
+}
+
+/**
+ * What a crash keeps of one connection: the released state itself, whose hard state is read from
+ * it when the rebuild asks (LazySalvage), in the salvage's turn: nothing runs the state after its
+ * engine died, and of its rings the host moves only the ends hardStateOf does not read (the send
+ * ring's write end, the receive ring's read end), so it reads what it would have read at the
+ * crash. The state goes along as the rebuild's spare too: its connection object is released with
+ * the dead engine, and the rebuild resets it to a new state's fields after reading the record, so
+ * no soft state survives the crash. Its cached settings are the record's: the rebuild copies them
+ * onto the spare they came from, or a new state, and nothing else reads them.
+ */
+class ReleasedSalvage extends LazySalvage {
+  readonly sendRing: ByteRing;
+  readonly recvRing: ByteRing;
+  readonly cached: TcpCached;
+  readonly ownThread = true;
+
+  constructor(
+    readonly key: ConnKey,
+    readonly spare: TcpState,
+    readonly user: TcpUser | null,
+  ) {
+    super();
+    this.sendRing = spare.delegated.sendBuffer;
+    this.recvRing = spare.delegated.recvBuffer;
+    this.cached = spare.cached;
+  }
+
+  protected readInto(out?: HardState): HardState | null {
+    return hardStateOf(this.spare, out);
   }
 }

@@ -488,6 +488,12 @@ export interface SalvageRecord {
   key: ConnKey;
   /** The last whole hard-state record, or null if none was ever written. */
   hard: HardState | null;
+  /**
+   * `hard` read into `out` (or `hard` itself once asked for: the same snapshot), where the NIC
+   * can read it from where it lies (LazySalvage); absent: `hard` is the record. A rebuild reads
+   * every record of a batch into one object this way, instead of one object per connection.
+   */
+  readHard?(out: HardState): HardState | null;
   sendRing: ByteRing;
   recvRing: ByteRing;
   /** The cached settings, when the NIC still has them (the host owns them anyway). */
@@ -507,6 +513,37 @@ export interface SalvageRecord {
    * shared block), and a writer that died may have died of a wrong state: validated.
    */
   ownThread?: true;
+}
+
+/**
+ * A salvage record whose hard state is read where it lies (a dead worker's shared block, a dead
+ * LocalNic's released state) when first asked, not when salvaged: a crash's salvage at 10,000
+ * connections made a HardState object of some fifty fields per connection, read once by the
+ * rebuild and then garbage the collector found in the failover's charged time. The rebuild
+ * asks in the turn of the salvage (readHard into its one object), so it reads what the salvage
+ * would have; `hard` reads into an object of its own, once, for any other caller.
+ */
+export abstract class LazySalvage implements SalvageRecord {
+  abstract readonly key: ConnKey;
+  abstract readonly sendRing: ByteRing;
+  abstract readonly recvRing: ByteRing;
+  abstract readonly user: TcpUser | null;
+  private taken: HardState | null | undefined = undefined;
+
+  /** The record as it lies now, into `out` (a new object without it); null if none is whole. */
+  protected abstract readInto(out?: HardState): HardState | null;
+
+  get hard(): HardState | null {
+    if (this.taken === undefined) this.taken = this.readInto();
+    return this.taken;
+  }
+  set hard(h: HardState | null) {
+    this.taken = h;
+  }
+
+  readHard(out: HardState): HardState | null {
+    return this.taken !== undefined ? this.taken : this.readInto(out);
+  }
 }
 
 export interface NicIndications {

@@ -1,7 +1,7 @@
 import { type ConnectionError, InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
 import { ByteRing } from '../state/byte-ring.ts';
-import type { TcpCached } from '../state/tcp-state.ts';
+import { assignTcpCached, copyTcpCached, type TcpCached } from '../state/tcp-state.ts';
 import {
   type ConnBlockRef,
   emptyHardState,
@@ -370,8 +370,8 @@ export class WorkerConnectionHandle implements ConnectionHandle {
   /** @internal The settings its install gave the worker (see `settings`); copied, the object kept. */
   _installedWith(from: TcpCached | null | undefined): void {
     if (from === null || from === undefined) this.settings = null;
-    else if (this.settings === null) this.settings = { ...from };
-    else if (this.settings !== from) Object.assign(this.settings, from);
+    else if (this.settings === null) this.settings = copyTcpCached(from);
+    else if (this.settings !== from) assignTcpCached(this.settings, from);
   }
 
   /** @internal The same connection installed again at this NIC, in `slot`: as new, but no object made. */

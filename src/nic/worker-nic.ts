@@ -1346,7 +1346,7 @@ export class WorkerNic extends HostNic {
     const views = viewsOf(h);
     const spare = views?.spare ?? null;
     if (spare !== null) views!.spare = null;
-    return salvageOf(h, h.hardState(), h.sendRing, spare ?? undefined);
+    return salvageOf(h, undefined, h.sendRing, spare ?? undefined);
   }
 
   /**

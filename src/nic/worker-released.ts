@@ -1,10 +1,11 @@
 import { StateValidationError } from '../core/errors.ts';
+import type { TcpUser } from '../stack/tcp/tcp-types.ts';
 import type { ByteRing } from '../state/byte-ring.ts';
 import type { OffloadTree } from '../state/offload-tree.ts';
-import type { TcpState } from '../state/tcp-state.ts';
+import type { TcpCached, TcpState } from '../state/tcp-state.ts';
 import { validateTrees } from '../state/validate.ts';
 import type { HardState } from './hard-state.ts';
-import { connKeyId, keyOfState, type SalvageRecord } from './nic.ts';
+import { type ConnKey, connKeyId, keyOfState, LazySalvage, type SalvageRecord } from './nic.ts';
 import { OWNER_HOST } from './transfer-record.ts';
 import { TupleMap } from './tuple-map.ts';
 import { viewsOf } from './worker-block-views.ts';
@@ -61,21 +62,40 @@ export function fillFromReleased(
 
 /**
  * A handle's salvage record. Its settings go as the handle's own object: the rebuild copies them
- * onto its state (a new one's, or the spare's, whose own are as of the handover).
+ * onto its state (a new one's, or the spare's, whose own are as of the handover). Without `hard`,
+ * the record is read from the handle's block when first asked (LazySalvage): the handle is the
+ * salvage's, detached, and nothing writes the block of a connection no worker runs.
  */
 export function salvageOf(
   h: WorkerConnectionHandle,
-  hard: HardState | null,
+  hard: HardState | null | undefined,
   sendRing: ByteRing,
   spare?: TcpState,
 ): SalvageRecord {
-  return {
-    key: h.key,
-    hard,
-    sendRing,
-    recvRing: h.recvRing,
-    user: h.user,
-    cached: h.settings ?? undefined,
-    spare,
-  };
+  const r = new HandleSalvage(h, sendRing, spare);
+  if (hard !== undefined) r.hard = hard;
+  return r;
+}
+
+class HandleSalvage extends LazySalvage {
+  readonly key: ConnKey;
+  readonly recvRing: ByteRing;
+  readonly user: TcpUser | null;
+  readonly cached: TcpCached | undefined;
+
+  constructor(
+    private readonly h: WorkerConnectionHandle,
+    readonly sendRing: ByteRing,
+    readonly spare: TcpState | undefined,
+  ) {
+    super();
+    this.key = h.key;
+    this.recvRing = h.recvRing;
+    this.user = h.user;
+    this.cached = h.settings ?? undefined;
+  }
+
+  protected readInto(out?: HardState): HardState | null {
+    return this.h.hardState(out);
+  }
 }

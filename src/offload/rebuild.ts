@@ -1,5 +1,5 @@
 import { InvalidStateError, StateValidationError } from '../core/errors.ts';
-import { rebuildTcpState } from '../nic/hard-state.ts';
+import { emptyHardState, rebuildTcpState } from '../nic/hard-state.ts';
 import { type ConnKey, keyOfState, type Nic, type SalvageRecord, sameConnKey } from '../nic/nic.ts';
 import { TupleMap } from '../nic/tuple-map.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
@@ -81,11 +81,13 @@ export async function rebuild(
       pathLocal = k.localIp;
     }
     const path = lastPath;
-    if (r === undefined || r.hard === null || path === null) {
+    // Read where it lies, into the one object every record of the rebuild is read into.
+    const hard = r === undefined ? null : r.readHard !== undefined ? r.readHard(HARD) : r.hard;
+    if (r === undefined || hard === null || path === null) {
       t.lost(it, r === undefined ? 'no hard state left' : 'hard state never written', report);
       continue;
     }
-    if (r.hard.state === TcpStateId.CLOSED || r.hard.state === TcpStateId.TIME_WAIT) {
+    if (hard.state === TcpStateId.CLOSED || hard.state === TcpStateId.TIME_WAIT) {
       // It ended at the NIC before the host did: nothing left to do on the wire. TIME_WAIT is
       // not rebuilt: its peer may be gone, and would answer the prod of a rebuilt connection with
       // RST; all it still did was answer a retransmitted FIN. But its application may not have
@@ -103,7 +105,7 @@ export async function rebuild(
       if (r.spare === undefined) made++;
       if (r.ownThread !== true) validated++;
       const s = rebuildTcpState(
-        r.hard,
+        hard,
         r.sendRing,
         r.recvRing,
         r.cached ?? DEFAULT_TCP_CACHED,
@@ -170,6 +172,12 @@ export async function rebuild(
   const left = t.survivors(failed, byState);
   await t.settle(left, byState, 'host', 'host', undefined, prod);
 }
+
+/**
+ * The hard state of the record being rebuilt (SalvageRecord.readHard): the rebuild keeps nothing
+ * of it (rebuildTcpState copies its fields), so one object serves every record.
+ */
+const HARD = emptyHardState();
 
 /**
  * A connection that ended at a NIC before the NIC died, left to its socket as what remains of it:

@@ -414,6 +414,53 @@ export const DEFAULT_TCP_CACHED: Readonly<TcpCached> = {
   congestion: 'cubic',
 };
 
+/**
+ * A copy of `c` as a literal, every field written out: a copy made by spread takes a layout of its
+ * own (and, from sources of mixed layouts, V8's slow path), where a literal shares the layout of
+ * every state's settings (createTcpState's). A crash's survivor copies one per connection it
+ * installs (WorkerConnectionHandle.settings).
+ */
+export function copyTcpCached(c: TcpCached): TcpCached {
+  return {
+    keepAlive: c.keepAlive,
+    keepIdleMs: c.keepIdleMs,
+    keepIntvlMs: c.keepIntvlMs,
+    keepCount: c.keepCount,
+    noDelay: c.noDelay,
+    maxRetransmits: c.maxRetransmits,
+    maxSynRetransmits: c.maxSynRetransmits,
+    ttl: c.ttl,
+    tos: c.tos,
+    sndBufSize: c.sndBufSize,
+    rcvBufSize: c.rcvBufSize,
+    timeWaitMs: c.timeWaitMs,
+    delayedAckMs: c.delayedAckMs,
+    minRtoMs: c.minRtoMs,
+    maxRtoMs: c.maxRtoMs,
+    congestion: c.congestion,
+  };
+}
+
+/** `from`'s settings written into `into`, field by field (no Object.assign, whose generic walk is slower). */
+export function assignTcpCached(into: TcpCached, from: TcpCached): void {
+  into.keepAlive = from.keepAlive;
+  into.keepIdleMs = from.keepIdleMs;
+  into.keepIntvlMs = from.keepIntvlMs;
+  into.keepCount = from.keepCount;
+  into.noDelay = from.noDelay;
+  into.maxRetransmits = from.maxRetransmits;
+  into.maxSynRetransmits = from.maxSynRetransmits;
+  into.ttl = from.ttl;
+  into.tos = from.tos;
+  into.sndBufSize = from.sndBufSize;
+  into.rcvBufSize = from.rcvBufSize;
+  into.timeWaitMs = from.timeWaitMs;
+  into.delayedAckMs = from.delayedAckMs;
+  into.minRtoMs = from.minRtoMs;
+  into.maxRtoMs = from.maxRtoMs;
+  into.congestion = from.congestion;
+}
+
 export function createTcpState(
   c: TcpConst,
   cached: TcpCached,
@@ -442,24 +489,7 @@ export function createTcpState(
       remoteMss: c.remoteMss,
       localMss: c.localMss,
     },
-    cached: {
-      keepAlive: cached.keepAlive,
-      keepIdleMs: cached.keepIdleMs,
-      keepIntvlMs: cached.keepIntvlMs,
-      keepCount: cached.keepCount,
-      noDelay: cached.noDelay,
-      maxRetransmits: cached.maxRetransmits,
-      maxSynRetransmits: cached.maxSynRetransmits,
-      ttl: cached.ttl,
-      tos: cached.tos,
-      sndBufSize: cached.sndBufSize,
-      rcvBufSize: cached.rcvBufSize,
-      timeWaitMs: cached.timeWaitMs,
-      delayedAckMs: cached.delayedAckMs,
-      minRtoMs: cached.minRtoMs,
-      maxRtoMs: cached.maxRtoMs,
-      congestion: cached.congestion,
-    },
+    cached: copyTcpCached(cached),
     path,
     delegated: {
       state: TcpStateId.CLOSED,
@@ -621,24 +651,7 @@ export function resetTcpState(
   k.remoteMss = c.remoteMss;
   k.localMss = c.localMss;
   const ca = into.cached;
-  if (ca !== cached) {
-    ca.keepAlive = cached.keepAlive;
-    ca.keepIdleMs = cached.keepIdleMs;
-    ca.keepIntvlMs = cached.keepIntvlMs;
-    ca.keepCount = cached.keepCount;
-    ca.noDelay = cached.noDelay;
-    ca.maxRetransmits = cached.maxRetransmits;
-    ca.maxSynRetransmits = cached.maxSynRetransmits;
-    ca.ttl = cached.ttl;
-    ca.tos = cached.tos;
-    ca.sndBufSize = cached.sndBufSize;
-    ca.rcvBufSize = cached.rcvBufSize;
-    ca.timeWaitMs = cached.timeWaitMs;
-    ca.delayedAckMs = cached.delayedAckMs;
-    ca.minRtoMs = cached.minRtoMs;
-    ca.maxRtoMs = cached.maxRtoMs;
-    ca.congestion = cached.congestion;
-  }
+  if (ca !== cached) assignTcpCached(ca, cached);
   into.path = path;
   const inf = Number.POSITIVE_INFINITY;
   const d = into.delegated;

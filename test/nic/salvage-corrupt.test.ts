@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import type { TestContext } from 'node:test';
 import { describe, test } from 'node:test';
 import { openConnections } from '../../bench/offload.ts';
-import { COPY_BYTES, W_MSS, W_PORTS } from '../../src/nic/hard-state.ts';
+import { COPY_BYTES, HardStateRecord, W_MSS, W_PORTS } from '../../src/nic/hard-state.ts';
 import type { ConnKey } from '../../src/nic/nic.ts';
 import type { WorkerNic } from '../../src/nic/worker-nic.ts';
 import { echo, PING_MS, socketKey, workerSetup } from './worker-helpers.ts';
@@ -89,5 +89,31 @@ describe("a record damaged in a dead worker's memory", () => {
     while (errors.length === 0 && !sockets[0]!.destroyed && net.now() - t0 < 30_000) await net.sleep(5);
     assert.deepEqual(errors, ['ECONNABORTED'], 'its socket is told');
     await Promise.all(sockets.slice(1).map((s, i) => echo(net, s, 700 + i, 90 + i, 30_000)));
+  });
+
+  test('an undamaged batch: the rebuild reads every record into one object, and rebuilds them all', {
+    timeout: 120_000,
+  }, async (t) => {
+    // Every record read on this thread from the kill on, and the objects it was read into: a
+    // HardState per connection was garbage of some fifty fields each in a crash's charged rebuild.
+    const proto = HardStateRecord.prototype as unknown as { read(out: object): boolean };
+    const read = proto.read;
+    const into = new Set<object>();
+    let reads = 0;
+    t.after(() => {
+      proto.read = read;
+    });
+    const { net, sockets, report } = await crashWithDamage(t, 63, () => {
+      proto.read = function (this: HardStateRecord, out: object) {
+        reads++;
+        into.add(out);
+        return read.call(this, out);
+      };
+    });
+    proto.read = read;
+    assert.equal(report.moved.length, N, 'every one rebuilt');
+    assert.ok(reads >= N, `${reads} records read`);
+    assert.equal(into.size, 1, `${reads} records read into ${into.size} objects`);
+    await Promise.all(sockets.map((s, i) => echo(net, s, 900 + i, 50 + i, 30_000)));
   });
 });
