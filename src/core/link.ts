@@ -81,4 +81,11 @@ export interface Link {
    * by their own events.
    */
   drain?(): boolean;
+  /**
+   * End the batch of received frames after the one being handled: the rest wait in the link's
+   * queue until work that frame deferred has had its turn (the application taking connections
+   * from a listener's accept queue, Stack's TcpHostEnv.yieldInput). Present on links that read a
+   * batch per turn (a TAP); absent where each frame comes by its own event.
+   */
+  yieldRx?(): void;
 }

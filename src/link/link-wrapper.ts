@@ -26,6 +26,9 @@ export class LinkWrapper implements Link {
   get drain(): (() => boolean) | undefined {
     return this.inner.drain ? this.drainInner : undefined;
   }
+  get yieldRx(): (() => void) | undefined {
+    return this.inner.yieldRx ? this.yieldInner : undefined;
+  }
   send(frame: Uint8Array): boolean {
     return this.inner.send(frame);
   }
@@ -43,6 +46,7 @@ export class LinkWrapper implements Link {
     this.inner.close();
   }
   private readonly drainInner = (): boolean => this.inner.drain!();
+  private readonly yieldInner = (): void => this.inner.yieldRx!();
   private readonly gso = (frame: Uint8Array, opts: LinkGsoOptions): boolean =>
     this.sendOffloaded(frame, opts);
 }

@@ -318,6 +318,8 @@ export class TapLink implements Link {
   private pumpScheduled = false;
   /** Inside read(): a handler's drain() must not read (and reuse rbuf) under the frame it is handed. */
   private reading = false;
+  /** yieldRx() was called: the read under way stops after the frame it delivers. */
+  private yieldAsked = false;
 
   private constructor(
     lib: Libc,
@@ -864,11 +866,17 @@ export class TapLink implements Link {
     return this.read();
   }
 
+  /** See Link.yieldRx: asked outside a read, it has nothing to end. */
+  yieldRx(): void {
+    if (this.reading) this.yieldAsked = true;
+  }
+
   private read(): boolean {
     if (this.closed || this.gone) return true;
     const lib = this.lib;
     const buf = this.rbuf;
     this.reading = true;
+    this.yieldAsked = false;
     try {
       for (let n = 0; n < this.readBudget; n++) {
         const r = lib.read(this.fd, buf, buf.length);
@@ -893,11 +901,13 @@ export class TapLink implements Link {
         this.rxSince = this.since;
         this.deliver(r);
         if (this.closed) return true;
+        if (this.yieldAsked) break;
       }
     } finally {
       this.reading = false;
     }
-    // Budget spent (or a transient error): let timers and I/O run, then carry on.
+    // Budget spent, a yield asked (or a transient error): let timers, I/O and what the frames
+    // deferred run, then carry on.
     this.schedulePump();
     return false;
   }

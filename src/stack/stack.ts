@@ -259,6 +259,8 @@ export class Stack {
       // (a TAP); without one, TCP's env keeps no hook and the simulator runs as it always did.
       if (link.drain !== undefined)
         (this.tcp.env as { drainInput?: () => boolean }).drainInput = this.drainLinks;
+      if (link.yieldRx !== undefined)
+        (this.tcp.env as { yieldInput?: () => void }).yieldInput = this.yieldLinks;
       link.onCarrier((up) => {
         if (!up || this.closed) return;
         this.neighbors.announce([...p.byVlan.values()]);
@@ -339,6 +341,11 @@ export class Stack {
     let all = true;
     for (const p of this.ports.values()) if (p.link.drain === undefined || !p.link.drain()) all = false;
     return all;
+  };
+
+  /** See TcpHostEnv.yieldInput. */
+  private readonly yieldLinks = (): void => {
+    for (const p of this.ports.values()) p.link.yieldRx?.();
   };
 
   private onFrame(port: LinkPort, frame: Uint8Array, info?: RxOffloadInfo): void {

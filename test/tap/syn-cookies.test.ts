@@ -33,6 +33,11 @@ const CONNECTIONS = 64;
 const SIZE = 20_000;
 let lab: Lab | null = null;
 
+/** The counters that tell what the listener did with the burst. */
+function seen(c: Record<string, number>): string {
+  return JSON.stringify(Object.fromEntries(Object.entries(c).filter(([k]) => /cookie|listen|rst/.test(k))));
+}
+
 function counters(control: string): Record<string, number> {
   const out = execFileSync(process.execPath, [CHIMNEY, 'status', '--control', control, '--json'], {
     encoding: 'utf8',
@@ -72,31 +77,50 @@ describe(`chimney serve --backlog ${BACKLOG}, ${CONNECTIONS} connects from the k
       // 4 s ... (Linux alike): at load 39 one burst's last connection took 83 s, so 240 s.
       argv.push('--size', String(SIZE), '--rate', '0', '--ramp-ms', '0', '--timeout', '240');
       const r = await lab!.run(argv, 270_000);
+      // Read before the verdict, so a failed burst says which drops and RSTs made it (the one CI
+      // failure of this file, 5 of 64 reset at 224 s, left no counters to tell).
+      c = counters(control);
       const res = JSON.parse(r.stdout || '{}') as { ok?: number; resets?: number };
-      const why = `${r.stdout.slice(0, 2000)} ${r.stderr.slice(-2000)}\nserve: ${srv.log().slice(-2000)}`;
+      const why = `${r.stdout.slice(0, 2000)} ${r.stderr.slice(-2000)}\ncounters: ${seen(c)}\nserve: ${srv.log().slice(-2000)}`;
       assert.equal(res.ok, CONNECTIONS, `downloads intact: ${why}`);
       assert.equal(res.resets, 0, `resets: ${why}`);
-      c = counters(control);
     } finally {
       await srv.stop();
     }
-    const seen = JSON.stringify(
-      Object.fromEntries(Object.entries(c).filter(([k]) => /cookie|listen|rst/.test(k))),
+    assert.ok(
+      (c['tcp.syncookies.sent'] ?? 0) > 0,
+      `the burst overflowed the backlog into cookies: ${seen(c)}`,
     );
-    assert.ok((c['tcp.syncookies.sent'] ?? 0) > 0, `the burst overflowed the backlog into cookies: ${seen}`);
-    assert.ok((c['tcp.syncookies.ok'] ?? 0) > 0, `cookies' ACKs made connections: ${seen}`);
-    assert.equal(c['tcp.syncookies.failed'] ?? 0, 0, `no cookie refused: ${seen}`);
-    assert.equal(c['tcp.rst.out'] ?? 0, 0, `no RST sent: ${seen}`);
+    assert.ok((c['tcp.syncookies.ok'] ?? 0) > 0, `cookies' ACKs made connections: ${seen(c)}`);
+    assert.equal(c['tcp.syncookies.failed'] ?? 0, 0, `no cookie refused: ${seen(c)}`);
+    assert.equal(c['tcp.rst.out'] ?? 0, 0, `no RST sent: ${seen(c)}`);
     // The capture sees both directions: a RST from the kernel (a cookie's connection it did not
-    // know) shows here though Chimney's counters cannot.
-    const rsts = execFileSync(
+    // know) shows here though Chimney's counters cannot. One sent after the kernel's own FIN is
+    // left out: its socket closed at the ACK of its FIN, and a second ACK, to the FIN it resent
+    // (a tail probe, while serve was late to answer at load 40), found no socket there, which
+    // Linux answers with a RST whoever the server is; the download was whole by then.
+    const frames = execFileSync(
       'tshark',
-      ['-r', pcap, '-Y', 'tcp.flags.reset == 1', '-T', 'fields', '-e', 'frame.number'],
-      {
-        encoding: 'utf8',
-        maxBuffer: 64 << 20,
-      },
+      ['-r', pcap, '-Y', 'tcp.flags.reset == 1 || tcp.flags.fin == 1', '-T', 'fields'].concat([
+        '-e',
+        'frame.number',
+        '-e',
+        'tcp.stream',
+        '-e',
+        'ip.src',
+        '-e',
+        'tcp.flags.reset',
+      ]),
+      { encoding: 'utf8', maxBuffer: 64 << 20 },
     ).trim();
-    assert.equal(rsts, '', `RST frames in the capture: ${rsts.split('\n').length}`);
+    const finished = new Set<string>();
+    const rsts: string[] = [];
+    for (const line of frames === '' ? [] : frames.split('\n')) {
+      const [frame, stream, src, reset] = line.split('\t');
+      const who = `${stream} ${src}`;
+      if (reset !== '1' && reset !== 'True') finished.add(who);
+      else if (!finished.has(who)) rsts.push(frame!);
+    }
+    assert.deepEqual(rsts, [], `RST frames in the capture: ${rsts.join(' ')}`);
   });
 });

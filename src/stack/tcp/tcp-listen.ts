@@ -146,7 +146,17 @@ export class Listener implements TcpListener, ListenerRef {
     return this.queuedNow;
   }
   set queued(n: number) {
+    const wasFull = this.acceptFull;
     this.queuedNow = n;
+    // Full within a turn of input: the application takes its accepts in the next turn, on this
+    // thread, so the rest of the frames the link read at once would meet a full queue that only
+    // the batch filled. Linux's application accepts on its own CPU while softirq takes each
+    // handshake as it arrives; here, read on, a burst came in only backlog + 1 connections a turn
+    // and dropped every other ACK of it: the peer's challenge ACKs to SYN-ACKs answered late (its
+    // SYNs resent while this thread was away) then reached the listener numbered past the
+    // request, failed the cookie check and drew the RST that reset the peer (serve stopped 4 s in
+    // a burst of 64: 59 reset). The rest of the batch waits in the link's queue, not dropped.
+    if (!wasFull && this.acceptFull) this.listeners.yieldInput();
     if (this.gateWords !== null) Atomics.store(this.gateWords, 0, this.acceptFull ? 1 : 0);
   }
   /** Linux's sk_acceptq_is_full: more than the backlog already waits to be taken. */
@@ -177,6 +187,14 @@ export class Listeners {
 
   has(port: number): boolean {
     return this.byPort.has(port);
+  }
+
+  /** See TcpHostEnv.yieldInput: a listener's accept queue filled. */
+  yieldInput(): void {
+    const env = this.layer.env;
+    if (env.yieldInput === undefined) return;
+    env.counters.inc('tcp.listen.full-yield');
+    env.yieldInput();
   }
 
   /** The stack's clock, for a listener's gate (see Listener.pending). */

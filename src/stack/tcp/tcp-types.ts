@@ -37,6 +37,12 @@ export interface TcpHostEnv {
    * demand, a budget spent). Absent: none can be (the simulator, whose frames come as events).
    */
   drainInput?(): boolean;
+  /**
+   * Stop reading this host's links for the rest of the turn (Link.yieldRx): what is still queued
+   * there is read after the work deferred so far, the application's accepts first. Absent: input
+   * comes a frame per event (the simulator).
+   */
+  yieldInput?(): void;
 }
 
 /**
