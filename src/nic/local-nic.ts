@@ -274,9 +274,12 @@ export class LocalNic extends HostNic {
     return this.running && this.faults.corruptTerminate !== true;
   }
 
-  inject(packets: readonly Uint8Array[]): void {
+  /** See `Nic.settlesHeld`: the engine keeps an install's link input for its settle. */
+  readonly settlesHeld = true;
+
+  inject(packets: readonly Uint8Array[], settled?: readonly ConnKey[]): void {
     if (this.closed) return;
-    this.here.defer(() => this.engine.inject(packets));
+    this.here.defer(() => this.engine.inject(packets, settled));
   }
 
   attachClosed(key: ConnKey, user: TcpUser | null): ClosedConnection | null {

@@ -191,6 +191,13 @@ let lastMark = 0;
 /** Connections closed before any attach an engine keeps for a settle at most (`unclaimed`). */
 const UNCLAIMED_MAX = 64;
 
+/**
+ * Segments one connection installed with `InitiateOptions.holdInput` keeps for its settle at most
+ * (`awaiting`): past it, what it kept runs and later ones run as they come, as without the hold,
+ * so a settle that never comes costs the order, never the segments.
+ */
+const AWAITING_MAX = 64;
+
 /** The error of a request that names a connection twice (a worker refuses its unbuilt ones with it too). */
 export function namedTwice(verb: string, key: ConnKey): InvalidArgumentError {
   return new InvalidArgumentError(`${verb}: the request names connection ${connKeyId(key)} twice`);
@@ -461,6 +468,13 @@ export class NicEngine {
    * let go when the tuple is installed or terminated here again, or the engine closes.
    */
   private readonly unclaimed = new TupleMap<TcpConnection>();
+  /**
+   * Connections installed with `InitiateOptions.holdInput` whose settle has not come (`inject`'s
+   * `settled`), with the segments this NIC's link brought them meanwhile, as IP packets in the
+   * order they came. The source held the peer's segments of the move, older than these; run
+   * first, these would set ts.recent past them and PAWS would drop them all at the settle.
+   */
+  private readonly awaiting = new TupleMap<Uint8Array[]>();
   /** The tuples of an initiate's trees, while `twiceIn` reads them (kept, emptied after each). */
   private readonly batchKeys = new TupleMap<true>(true);
   private readonly ipHdr = createIpv4Header();
@@ -723,6 +737,7 @@ export class NicEngine {
           // keeps it): a key object per connection and move before.
           conns.push({ key: conn.key, status: 'success' });
           this.takeHeld(key);
+          if (opts.holdInput === true) this.awaiting.set(conn.key, []);
         }
         for (const c of lazy?.byNode[++nodeIndex] ?? []) {
           this.progress();
@@ -801,6 +816,9 @@ export class NicEngine {
           if (this.unclaimed.size > 0) this.letGoUnclaimed(key);
           continue;
         }
+        // Terminated before its settle (a move rolled back): what its link brought it runs first,
+        // so the state handed on has taken it.
+        if (this.awaiting.size > 0) this.endAwait(conn.key);
         if (!isOffloadable(conn.state)) {
           this.endTimeWait(conn);
           continue;
@@ -1048,12 +1066,56 @@ export class NicEngine {
     for (const k of keys) this.tcp.dropFrozen(k.localIp, k.localPort, k.remoteIp, k.remotePort);
   }
 
-  /** IPv4 or IPv6 packets for connections run here, forwarded by another owner. */
-  inject(packets: readonly Uint8Array[]): void {
+  /**
+   * IPv4 or IPv6 packets for connections run here, forwarded by another owner. `settled`: the
+   * connections these close the settle of (InitiateOptions.holdInput): their own link's segments,
+   * kept since the install, run after these, which the source held from before them.
+   */
+  inject(packets: readonly Uint8Array[], settled?: readonly ConnKey[]): void {
+    this.injectNow(packets);
+    if (settled === undefined || this.awaiting.size === 0) return;
+    for (const k of settled) this.endAwait(k);
+  }
+
+  /** The end of `k`'s hold for its settle: what its link brought meanwhile runs now, in order. */
+  private endAwait(k: ConnKey): void {
+    const kept = this.awaiting.get(k);
+    if (kept === undefined) return;
+    this.awaiting.delete(k);
+    // Counted as the link's segments run here, which they are.
+    if (kept.length > 0) this.injectNow(kept, 'nic.rx.offloaded');
+  }
+
+  /**
+   * Keep a segment of the link for a connection awaiting its settle (`awaiting`), as the IP packet
+   * `inject` takes: true when kept. A full hold ends here, older segments first.
+   */
+  private awaitSettle(
+    conn: TcpConnection,
+    frame: Uint8Array,
+    ip: number,
+    end: number,
+    partial: boolean,
+  ): boolean {
+    const kept = this.awaiting.get(conn.key);
+    if (kept === undefined) return false;
+    if (kept.length >= AWAITING_MAX) {
+      this.counters.inc('nic.rx.settle-hold-full');
+      this.endAwait(conn.key);
+      return false;
+    }
+    // `inject` sums every packet: one whose checksum the device left partial is completed first.
+    if (partial) this.completeChecksum(frame);
+    kept.push(frame.slice(ip, end));
+    this.counters.inc('nic.rx.settle-held');
+    return true;
+  }
+
+  private injectNow(packets: readonly Uint8Array[], counter = 'nic.rx.injected'): void {
     const h = this.ipHdr;
     for (const p of packets) {
       if (p.length >= IPV6_HEADER && p[0]! >>> 4 === 6) {
-        this.inject6(p);
+        this.inject6(p, counter);
         continue;
       }
       if (decodeIpv4(p, 0, p.length, h, false) !== null || h.protocol !== IpProto.TCP) {
@@ -1071,13 +1133,13 @@ export class NicEngine {
         this.counters.inc('drop.nic.injected-unknown');
         continue;
       }
-      this.counters.inc('nic.rx.injected');
+      this.counters.inc(counter);
       this.tcp.inputPacket(p);
     }
   }
 
   /** An IPv6 packet (fixed header, TCP behind it) from another owner, checked there. */
-  private inject6(p: Uint8Array): void {
+  private inject6(p: Uint8Array, counter: string): void {
     const addrs = this.addrs;
     const len = readU16(p, 4);
     if (addrs === null || p[6] !== IpProto.TCP || len < 20 || IPV6_HEADER + len > p.length) {
@@ -1090,7 +1152,7 @@ export class NicEngine {
       this.counters.inc('drop.nic.injected-unknown');
       return;
     }
-    this.counters.inc('nic.rx.injected');
+    this.counters.inc(counter);
     this.tcp.inputPacket(p);
   }
 
@@ -1117,6 +1179,7 @@ export class NicEngine {
     this.waitingListens.clear();
     this.parked.clear();
     this.unclaimed.clear();
+    this.awaiting.clear();
   }
 
   // ---- receive ---------------------------------------------------------------------------------
@@ -1200,6 +1263,12 @@ export class NicEngine {
       this.givesWay(conn, frame, ip + ihl, h.totalLength - ihl, src, dst, vouched)
     )
       return false;
+    if (
+      conn !== undefined &&
+      this.awaiting.size > 0 &&
+      this.awaitSettle(conn, frame, ip, ip + h.totalLength, offload?.csumPartial === true)
+    )
+      return true;
     this.counters.inc('nic.rx.offloaded');
     const info = this.rxInfo;
     info.src = src;
@@ -1410,6 +1479,12 @@ export class NicEngine {
     // The checksum held (or was vouched for) just above: givesWay need not sum it again.
     if (conn !== undefined && this.gates.size > 0 && this.givesWay(conn, frame, l4, l4Len, src, dst, true))
       return false;
+    if (
+      conn !== undefined &&
+      this.awaiting.size > 0 &&
+      this.awaitSettle(conn, frame, ip, l4 + l4Len, offload?.csumPartial === true)
+    )
+      return true;
     this.counters.inc('nic.rx.offloaded');
     const info = this.rxInfo;
     info.src = src;

@@ -113,6 +113,12 @@ export interface InitiateOptions {
    * allocates their shared memory from them before the batch leaves (WorkerNic).
    */
   states?: readonly TcpState[];
+  /**
+   * Keep the segments this target's own link brings each installed connection until the settle
+   * names it (`Nic.inject`'s `settled`), and run them after what the settle forwards: the source
+   * held the peer's older segments through the move. Only for a target that says `settlesHeld`.
+   */
+  holdInput?: boolean;
 }
 
 export interface InitiateResult {
@@ -746,8 +752,18 @@ export interface Nic {
    * Absent: a target with no thread of its own.
    */
   terminateThread?(): { threadId: number; exited: Promise<number> };
-  /** Segments (IPv4 packets, e.g. forwarded from another owner) for connections this target runs. */
-  inject(packets: readonly Uint8Array[]): void;
+  /**
+   * Segments (IPv4 packets, e.g. forwarded from another owner) for connections this target runs.
+   * `settled`: connections installed with `InitiateOptions.holdInput` whose settle this inject
+   * ends; a target that does not say `settlesHeld` ignores it.
+   */
+  inject(packets: readonly Uint8Array[], settled?: readonly ConnKey[]): void;
+  /**
+   * True: an initiate's `holdInput` is kept (see there), so a move's settle delivers what the
+   * source held before anything that reached this target directly since its install. Absent: its
+   * input runs from the install on, and segments the source held may arrive behind newer ones.
+   */
+  readonly settlesHeld?: boolean;
   /**
    * The application-facing handle of an installed connection, with `user` attached to it; null if
    * the target does not run that connection.

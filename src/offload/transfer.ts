@@ -6,6 +6,7 @@ import {
   type ConnKey,
   connKeyId,
   type Handed,
+  type InitiateOptions,
   type InitiateResult,
   isTreeTransfer,
   keyOfState,
@@ -1024,7 +1025,12 @@ export class TransferProtocol {
     let res: InitiateResult;
     try {
       const t = transfer ?? this.transferFor(dst, states);
-      const opts = prod ? { prod: true, states } : { states };
+      // What reaches `dst` directly from its install on waits there for what the host holds
+      // until the settle (settleAtNic), which is older: run first, it would set ts.recent past
+      // the held segments, and PAWS would drop them all.
+      const opts: InitiateOptions = { states };
+      if (prod) opts.prod = true;
+      if (dst.settlesHeld === true) opts.holdInput = true;
       res = await this.wait(dst.initiate(t, opts));
     } catch (e) {
       // Died with the batch in hand: it may have run the connections meanwhile, so the states
@@ -1142,11 +1148,16 @@ export class TransferProtocol {
     } finally {
       if (outer === undefined) this.gathering.delete(dst);
       else this.gathering.set(dst, outer);
-      if (gathered.length > 0) {
-        // Dead meanwhile: back into the placeholders, which hold them for whoever rebuilds.
-        if (dst.death === null) dst.inject(gathered);
-        else for (const p of gathered) tcp.inputPacket(p);
-      }
+      // Dead meanwhile: back into the placeholders, which hold them for whoever rebuilds.
+      if (dst.death !== null) for (const p of gathered) tcp.inputPacket(p);
+      else if (dst.settlesHeld === true) {
+        // Every segment the host held is on its way now: what `dst`'s link brought since the
+        // install (InitiateOptions.holdInput) runs behind them.
+        dst.inject(
+          gathered,
+          items.map((it) => it.key),
+        );
+      } else if (gathered.length > 0) dst.inject(gathered);
     }
     return unsettled;
   }

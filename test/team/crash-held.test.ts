@@ -11,6 +11,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import type { ConnKey } from '../../src/nic/nic.ts';
 import { assertClean, runScenario } from './scenario.ts';
 import type { TeamRig } from './team-sim.ts';
 
@@ -122,12 +123,13 @@ test("a crash's rebuild replays each placeholder's held segments in one inject",
   const { r } = await crashRun((rig, during) => {
     const to = rig.nics[1]!;
     const inject = to.inject.bind(to);
-    to.inject = (ps: readonly Uint8Array[]) => {
+    // The settle's keys go on with the segments: they end the destination's hold of its link's input.
+    to.inject = (ps: readonly Uint8Array[], settled?: readonly ConnKey[]) => {
       if (during()) {
         calls++;
         packets += ps.length;
       }
-      inject(ps);
+      inject(ps, settled);
     };
   });
   const held = r.rig.host.stack.counters.get('tcp.frozen.refused');
