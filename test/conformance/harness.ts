@@ -113,6 +113,15 @@ export interface DutInfo {
   rcvMss: number;
 }
 
+/**
+ * The bound on a handshake's steps (a SYN-ACK, an accept, an address ready): what must come, not a
+ * window a case measures. A fresh Chimney DUT runs its first SYN through code not yet compiled, in
+ * this process; at load 45 on 2 cores that took more than 5 s once and failed a case that waited
+ * 5 s. A stall that long also lets the bound's timer run before the frames that answer it: Node
+ * runs expired timers before it polls for I/O.
+ */
+export const HANDSHAKE_MS = 30_000;
+
 export const accepted = (e: DutEvent): e is Extract<DutEvent, { ev: 'accepted' }> => e.ev === 'accepted';
 
 export interface Dut {
@@ -277,7 +286,7 @@ class ChimneyDut extends DutBase implements Dut {
     this.host = new Host(this.stack);
   }
   ready(): Promise<void> {
-    return ipv6Settled(this.stack, 5000);
+    return ipv6Settled(this.stack, HANDSHAKE_MS);
   }
   private register(s: TcpSocket): number {
     const id = ++this.nextId;
@@ -597,7 +606,7 @@ export class Conn {
       ts: o.ts ? { val: this.tsVal(), ecr: 0 } : undefined,
     });
     this.sndNxt = seqAdd(this.sndNxt, 1);
-    const sa = await this.expect((s) => has(s, SYN | ACK), 5000, 'SYN-ACK', from);
+    const sa = await this.expect((s) => has(s, SYN | ACK), HANDSHAKE_MS, 'SYN-ACK', from);
     this.synAck = sa;
     this.dutIss = sa.seq;
     this.rcvNxt = seqAdd(sa.seq, 1);
@@ -660,7 +669,7 @@ export async function openConn(
   await dut.listen(port);
   const c = new Conn(tester, freshPort(), port, o, freshIss());
   await c.open(ackDelayMs);
-  const acc = await dut.event(accepted, 5000, 'accept');
+  const acc = await dut.event(accepted, HANDSHAKE_MS, 'accept');
   return { c, id: acc.id };
 }
 

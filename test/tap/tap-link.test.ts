@@ -43,8 +43,15 @@ function missing(): string | null {
 const reason = missing();
 const inCi = !!process.env.CI;
 if (reason && !inCi) console.log(`# skipping TAP device tests: ${reason}`);
-/** Options for a device test: skipped with the reason outside CI, run (and failing) in CI. */
-const dev = reason && !inCi ? { skip: reason, timeout: 10_000 } : { timeout: 10_000 };
+/**
+ * Options for a device test: skipped with the reason outside CI, run (and failing) in CI. The
+ * timeout only stops a hung test: at load 20 on 2 cores a case's `ip` commands and device
+ * creation took more than the 10 s it once was (two cases timed out); at load 40 a WorkerNic's
+ * start took 18 s. The WorkerNic cases with more starts than one have bounds of their own in
+ * proportion (8 starts in 'closed, each time' took more than 60 s at load 40).
+ */
+const DEV_MS = 120_000;
+const dev = reason && !inCi ? { skip: reason, timeout: DEV_MS } : { timeout: DEV_MS };
 function requireEnv(): void {
   if (reason) assert.fail(`TAP device tests cannot run: ${reason}`);
 }
@@ -81,8 +88,11 @@ after(() => {
   }
 });
 
-/** Wait for `cond`; the limit only stops a hung test, it is not what the test checks. */
-async function until(cond: () => boolean, what: string, ms = 5000): Promise<void> {
+/**
+ * Wait for `cond`; the limit only stops a hung test, it is not what the test checks (at load 20 a
+ * worker's start took more than the 5 s it once was).
+ */
+async function until(cond: () => boolean, what: string, ms = 30_000): Promise<void> {
   const t0 = performance.now();
   while (!cond()) {
     if (performance.now() - t0 > ms) assert.fail(`gave up after ${ms} ms waiting for ${what}`);
@@ -879,6 +889,17 @@ describe('what a closing TapLink says it still holds', () => {
 });
 
 describe('a WorkerNic on a TAP of its own', () => {
+  // Every WorkerNic a case makes: a thread left running by a case that failed kept the file's
+  // process alive, and the runner waited for it until the outer timeout (over 10 minutes, load 20).
+  const threads: WorkerNic[] = [];
+  const made = (nic: WorkerNic): WorkerNic => {
+    threads.push(nic);
+    return nic;
+  };
+  afterEach(async () => {
+    for (const nic of threads.splice(0)) await nic.worker.terminate();
+  });
+
   test(
     'killed, its thread leaves nothing of the process behind: buffers, descriptors, the device',
     dev,
@@ -886,7 +907,7 @@ describe('a WorkerNic on a TAP of its own', () => {
       requireEnv();
       const name = devName();
       const before = tunFds();
-      const nic = new WorkerNic({ id: 'tap-kill', link: { tap: { name, napiFrags: true } } });
+      const nic = made(new WorkerNic({ id: 'tap-kill', link: { tap: { name, napiFrags: true } } }));
       await nic.ready();
       assert.ok(exists(name), 'the worker created the device');
       assert.equal(tunFds(), before + 1, 'the worker holds the device open');
@@ -908,7 +929,7 @@ describe('a WorkerNic on a TAP of its own', () => {
       requireEnv();
       const name = devName();
       const before = tunFds();
-      const nic = new WorkerNic({ id: 'tap-close', link: { tap: { name, napiFrags: true } } });
+      const nic = made(new WorkerNic({ id: 'tap-close', link: { tap: { name, napiFrags: true } } }));
       await nic.ready();
       const exited = new Promise((r) => nic.worker.once('exit', r));
       nic.close();
@@ -921,7 +942,7 @@ describe('a WorkerNic on a TAP of its own', () => {
 
   test('killed at each point of opening its TAP, it leaves no descriptor or buffer behind', {
     ...dev,
-    timeout: 60_000,
+    timeout: 240_000,
   }, async () => {
     requireEnv();
     const pipes = () => fdsOn((t) => t.startsWith('pipe:'));
@@ -942,9 +963,11 @@ describe('a WorkerNic on a TAP of its own', () => {
       const at = i === 0 ? 'before the first step' : `step ${i}`;
       const flag = new SharedArrayBuffer(4);
       const name = devName();
-      const nic = new WorkerNic(
-        { id: `tap-open${i}`, link: { tap: { name, napiFrags: true } } },
-        { stopWhileOpening: { after: i, flag } },
+      const nic = made(
+        new WorkerNic(
+          { id: `tap-open${i}`, link: { tap: { name, napiFrags: true } } },
+          { stopWhileOpening: { after: i, flag } },
+        ),
       );
       await until(() => Atomics.load(new Int32Array(flag), 0) === 1, `the worker to stop at ${at}`);
       // (The thread has pipes of its own by now: what is freed at its exit tells its wake pipe's.)
@@ -964,7 +987,7 @@ describe('a WorkerNic on a TAP of its own', () => {
 
   test("told to stop while its TAP's poll waits, its thread exits at once, not when that poll ends", {
     ...dev,
-    timeout: 30_000,
+    timeout: 120_000,
   }, async () => {
     requireEnv();
     const pipes = () => fdsOn((t) => t.startsWith('pipe:'));
@@ -976,12 +999,14 @@ describe('a WorkerNic on a TAP of its own', () => {
     const name = devName();
     ip('tuntap', 'add', 'dev', name, 'mode', 'tap');
     execFileSync('sysctl', ['-qw', `net.ipv6.conf.${name}.disable_ipv6=1`]);
-    const nic = new WorkerNic({
-      id: 'tap-wake',
-      heartbeatMs: 500,
-      deadAfterMs: 60_000,
-      link: { tap: { name, napiFrags: false, pollMaxMs: 60_000 } },
-    });
+    const nic = made(
+      new WorkerNic({
+        id: 'tap-wake',
+        heartbeatMs: 500,
+        deadAfterMs: 60_000,
+        link: { tap: { name, napiFrags: false, pollMaxMs: 60_000 } },
+      }),
+    );
     await nic.ready();
     // A beat of its timer: the thread's first turns (the TAP's open) are over, it waits in the poll.
     await new Promise((r) => nic.once('heartbeat', r));
@@ -994,9 +1019,9 @@ describe('a WorkerNic on a TAP of its own', () => {
         return exited !== null;
       },
       'the thread between turns',
-      20_000,
+      60_000,
     );
-    await until(() => nic.death !== null, 'the death to be seen', 20_000);
+    await until(() => nic.death !== null, 'the death to be seen', 60_000);
     assert.equal(nic.death?.kind, 'killed', 'found stopped at once, before its exit');
     assert.equal(await exited, 1);
     assert.equal(nic.releasedAtExit?.fds, 4, "the TAP's descriptors are freed at the exit");
@@ -1007,7 +1032,7 @@ describe('a WorkerNic on a TAP of its own', () => {
 
   test("closed, each time: the host stops the thread only after its TAP's poll ended and closed the wake pipe", {
     ...dev,
-    timeout: 60_000,
+    timeout: 480_000,
   }, async () => {
     requireEnv();
     const pipes = () => fdsOn((t) => t.startsWith('pipe:'));
@@ -1015,7 +1040,9 @@ describe('a WorkerNic on a TAP of its own', () => {
     // The read end of the wake pipe was closed by the TAP's pending poll as it ended; the host
     // stopped the thread at 'closed', about one close in two before that (6 of 12 left it open).
     for (let i = 0; i < 8; i++) {
-      const nic = new WorkerNic({ id: `tap-close${i}`, link: { tap: { name: devName(), napiFrags: true } } });
+      const nic = made(
+        new WorkerNic({ id: `tap-close${i}`, link: { tap: { name: devName(), napiFrags: true } } }),
+      );
       await nic.ready();
       const exited = new Promise((r) => nic.worker.once('exit', r));
       nic.close();
