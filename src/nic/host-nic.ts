@@ -59,8 +59,19 @@ export abstract class HostNic extends EventEmitter implements Nic {
   abstract readonly runningConns: number;
   abstract readonly linkUp: boolean;
   abstract inject(packets: readonly Uint8Array[]): void;
-  abstract attach(key: ConnKey, user: TcpUser | null): ConnectionHandle | null;
   abstract close(): void;
+
+  /**
+   * Null once the NIC is closed or dead, on every NIC: its connections are aborted (a close) or
+   * left for salvage (a death), and a socket put on one would wait on a connection nothing runs.
+   * A WorkerNic's handles outlive both (its worker's close aborts them later; a death leaves them
+   * for salvage), so the state is checked here, not by whether a handle is found.
+   */
+  attach(key: ConnKey, user: TcpUser | null): ConnectionHandle | null {
+    return this.closed || this.deathCause !== null ? null : this.attachRunning(key, user);
+  }
+  /** `attach` on a NIC neither closed nor dead. */
+  protected abstract attachRunning(key: ConnKey, user: TcpUser | null): ConnectionHandle | null;
 
   /**
    * Decode and validate the bytes a terminate of this NIC handed back (a transfer from another

@@ -1285,13 +1285,12 @@ export class WorkerNic extends HostNic {
   }
 
   /**
-   * Null once the NIC is dead, as a LocalNic's crash leaves no connection to attach: the handle is
-   * what is left for salvage, and a socket put on it would run on memory no thread runs. A settle
-   * whose destination died after its initiate answered leaves that socket frozen for the recover,
-   * which rebuilds the connection from the same handle's record.
+   * (Null once the NIC is dead or closed: HostNic.attach.) Dead, the handle is what is left for
+   * salvage, and a socket put on it would run on memory no thread runs: a settle whose destination
+   * died after its initiate answered leaves that socket frozen for the recover, which rebuilds the
+   * connection from the same handle's record. Closed, the worker's close aborts the connection.
    */
-  attach(key: ConnKey, user: TcpUser | null): ConnectionHandle | null {
-    if (this.death !== null) return null;
+  protected attachRunning(key: ConnKey, user: TcpUser | null): ConnectionHandle | null {
     let h: WorkerConnectionHandle | undefined;
     const next = this.installedEpoch === this.keyEpoch ? this.installedList[this.installedNext] : undefined;
     if (next !== undefined && (next.key === key || sameConnKey(next.key, key))) {

@@ -208,3 +208,24 @@ test('a dead NIC attaches nothing, LocalNic and WorkerNic alike, and still leave
   assert.deepEqual(fromLocal.attached, [null, null, null]);
   assert.deepEqual(fromLocal.left, KEYS.map(keyText).sort());
 });
+
+test('a NIC its owner closed attaches nothing, LocalNic and WorkerNic alike', async (t) => {
+  const { local, worker } = await bothNics(t, 73, 'e');
+  for (const nic of [local, worker] as Nic[])
+    assert.equal((await nic.initiate(treesOf())).status, 'success', nic.id);
+  const answers = (nic: Nic) => {
+    // Attached before, each is aborted by the close; attached after, a socket would wait on a
+    // connection nothing runs any more (a WorkerNic's handles outlive its close until its worker
+    // aborts them): null sends a settle's socket the end of its connection instead.
+    assert.ok(
+      KEYS.every((k) => nic.attach(k, null) !== null),
+      `${nic.id} runs all before its close`,
+    );
+    nic.close();
+    return KEYS.map((k) => (nic.attach(k, null) === null ? null : 'a handle'));
+  };
+  const fromLocal = answers(local);
+  const fromWorker = answers(worker);
+  assert.deepEqual(fromWorker, fromLocal);
+  assert.deepEqual(fromLocal, [null, null, null]);
+});
