@@ -104,6 +104,8 @@ export class LocalNic extends HostNic {
         },
       },
       here,
+      opts.clock,
+      null,
     );
     this.here = here;
     engine = this.engine = new NicEngine({

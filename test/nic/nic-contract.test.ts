@@ -46,7 +46,7 @@ const KEYS = sampleTrees(3)[0]!.paths[0]!.conns.map((s) => ({ ...s.const }) as C
 const V6_KEY: ConnKey = { localIp: 2 ** 33, localPort: 80, remoteIp: 2 ** 33 + 1, remotePort: 4000 };
 
 /** The verb sequence, its answers as plain data, in order. */
-async function run(nic: Nic & { close(): void }): Promise<unknown[]> {
+async function run(nic: Nic & { close(): void; ready(): Promise<void> }): Promise<unknown[]> {
   const out: unknown[] = [];
   const initiate = async (t: unknown) => {
     const o = await outcome(() => nic.initiate(t as Transfer));
@@ -60,6 +60,8 @@ async function run(nic: Nic & { close(): void }): Promise<unknown[]> {
   };
   const queried = async () => (await nic.query()).map((q) => keyText(q.key)).sort();
 
+  // Its engine runs (a worker's first heartbeat came; a LocalNic's engine runs from its making).
+  out.push(['ready', await outcome(() => nic.ready())]);
   out.push(['initiate of neither trees nor bytes', await initiate(42)]);
   out.push(['terminate of neither keys nor all', await terminate('x')]);
   out.push(['initiate', await initiate(treesOf())]);
@@ -143,6 +145,7 @@ test('a LocalNic and a WorkerNic answer the same verb sequence alike (the one ho
   assert.deepEqual(fromWorker, fromLocal);
   // And what both answer is the contract's, not a shared mistake.
   const byName = new Map(fromLocal.map((e) => e as [string, unknown]));
+  assert.deepEqual(byName.get('ready'), { ok: true, value: undefined });
   assert.deepEqual(byName.get('initiate of neither trees nor bytes'), {
     ok: false,
     code: 'ERR_CHIMNEY_INVALID_ARG',
