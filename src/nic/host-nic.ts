@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import type { Clock } from '../core/clock.ts';
 import { InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
 import type { Link } from '../link/link.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
@@ -7,6 +8,7 @@ import type { AddressBook } from '../state/path-state.ts';
 import { decodeBatch } from '../state/state-codec.ts';
 import { TWO_32 } from '../state/validate.ts';
 import { type HostLinkTransport, NicHostLink } from './host-link.ts';
+import { type BeatSource, Liveness } from './liveness.ts';
 import {
   type ConnKey,
   type InitiateOptions,
@@ -42,16 +44,46 @@ export abstract class HostNic extends EventEmitter implements Nic {
   /** Set once the NIC is closed (or crashed): no verb runs after it. */
   protected closed = false;
   private deathCause: NicDeath | null = null;
+  /** Whether its engine runs, its heartbeats, and the deaths only its silence shows. */
+  protected readonly liveness: Liveness;
 
+  /**
+   * `beats`: how an engine on a thread of its own proves it runs (null: an engine in this thread,
+   * which runs from its making and cannot fall silent while the host looks).
+   */
   protected constructor(
     id: string,
     hostLink: HostLinkTransport,
     protected readonly transport: NicTransport,
+    clock: Clock,
+    beats: BeatSource | null,
   ) {
     super();
     this.id = id;
     this.host = new NicHostLink(`${id}.host`, hostLink);
     this.hostLink = this.host;
+    this.liveness =
+      beats === null
+        ? Liveness.sameThread(clock)
+        : Liveness.beating(
+            clock,
+            beats,
+            (cause) => this.silent(cause),
+            () => this.emit('heartbeat'),
+          );
+  }
+
+  /**
+   * Resolves once the engine runs (a worker's first heartbeat; a NIC in this thread at once): frames
+   * and requests sent before then wait. Rejects if it dies first.
+   */
+  ready(): Promise<void> {
+    return this.liveness.ready(this.deathCause, this.id);
+  }
+
+  /** The engine fell silent (`Liveness`): it is dead of `cause`. */
+  protected silent(cause: NicDeath): void {
+    this.die(cause);
   }
 
   abstract readonly capacity: number;
@@ -59,8 +91,19 @@ export abstract class HostNic extends EventEmitter implements Nic {
   abstract readonly runningConns: number;
   abstract readonly linkUp: boolean;
   abstract inject(packets: readonly Uint8Array[]): void;
-  abstract attach(key: ConnKey, user: TcpUser | null): ConnectionHandle | null;
   abstract close(): void;
+
+  /**
+   * Null once the NIC is closed or dead, on every NIC: its connections are aborted (a close) or
+   * left for salvage (a death), and a socket put on one would wait on a connection nothing runs.
+   * A WorkerNic's handles outlive both (its worker's close aborts them later; a death leaves them
+   * for salvage), so the state is checked here, not by whether a handle is found.
+   */
+  attach(key: ConnKey, user: TcpUser | null): ConnectionHandle | null {
+    return this.closed || this.deathCause !== null ? null : this.attachRunning(key, user);
+  }
+  /** `attach` on a NIC neither closed nor dead. */
+  protected abstract attachRunning(key: ConnKey, user: TcpUser | null): ConnectionHandle | null;
 
   /**
    * Decode and validate the bytes a terminate of this NIC handed back (a transfer from another
@@ -232,7 +275,8 @@ export abstract class HostNic extends EventEmitter implements Nic {
   }
 
   /**
-   * The NIC is gone: requests waiting for an answer fail, `dying` runs (what the subclass must
+   * The NIC is gone: requests waiting for an answer fail, and those waiting for it to be ready,
+   * its liveness is no longer watched, `dying` runs (what the subclass must
    * settle before anyone hears of the death), and 'dead' is indicated, once.
    */
   protected die(cause: NicDeath, dying?: (e: InvalidStateError) => void): void {
@@ -240,6 +284,7 @@ export abstract class HostNic extends EventEmitter implements Nic {
     this.deathCause = cause;
     const e = new InvalidStateError(`NIC ${this.id} died (${cause.kind})`);
     this.transport.abandon(e);
+    this.liveness.end(e);
     dying?.(e);
     this.emit('dead', cause);
   }

@@ -104,6 +104,8 @@ export class LocalNic extends HostNic {
         },
       },
       here,
+      opts.clock,
+      null,
     );
     this.here = here;
     engine = this.engine = new NicEngine({
@@ -290,7 +292,7 @@ export class LocalNic extends HostNic {
     return { handle: conn, remoteEnded: conn.state.delegated.finReceived, error: conn.closeError };
   }
 
-  attach(key: ConnKey, user: TcpUser | null): ConnectionHandle | null {
+  protected attachRunning(key: ConnKey, user: TcpUser | null): ConnectionHandle | null {
     const conn = this.engine.connection(key);
     if (!conn || this.isLeaving(key)) return null;
     conn.user = user;

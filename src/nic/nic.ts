@@ -38,6 +38,8 @@
  *   thread, and one whose thread can be stopped outright (`chimney serve` tested for a WorkerNic).
  * - `NicListenSpec.ipBytes?`, additive: a listener on one IPv6 address comes with its bytes, so
  *   a target can check its handle (a target that ignores it answers none of its SYNs, as before).
+ * - `attach` gives null once the target is closed, as once it is dead (a WorkerNic gave the
+ *   handle of a connection its close was aborting). Documented; a LocalNic did so already.
  */
 import type { Link } from '../link/link.ts';
 import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
@@ -766,7 +768,7 @@ export interface Nic {
   readonly settlesHeld?: boolean;
   /**
    * The application-facing handle of an installed connection, with `user` attached to it; null if
-   * the target does not run that connection.
+   * the target does not run that connection, and always once it is closed or dead.
    */
   attach(key: ConnKey, user: TcpUser | null): ConnectionHandle | null;
   /**

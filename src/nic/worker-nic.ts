@@ -210,12 +210,6 @@ const UP_RESYNC = new Uint8Array(0);
 const GROWS_PER_TURN = 16;
 /** The file header a PcapWriter starts its first chunk with. */
 const PCAP_FILE_HEADER = 24;
-/**
- * Heartbeat periods without a beat, after a kill was asked, before the thread counts as dead: a
- * thread told to stop runs at most to its next interrupt check, and one still running beats at
- * least once a period.
- */
-const KILL_SILENT_BEATS = 3;
 export const DEFAULT_RING = 256 * 1024;
 
 /**
@@ -278,20 +272,11 @@ export class WorkerNic extends HostNic {
   private installedEpoch = -1;
   private readonly rxBatch: FrameBatcher;
   private readonly hostBatch: FrameBatcher;
-  private readonly watchdog: Timer;
-  private readonly deadAfterMs: number;
-  private readonly heartbeatMs: number;
-  /** Armed once the thread was told to stop (`terminateThread`): watches its heartbeat fall silent. */
-  private killWatch: Timer | null = null;
   /** This thread's own descriptor of the TAP's wake pipe (keepWakeEnd), -1 without one. */
   private wakeEnd = -1;
-  private lastBeat: number;
-  private lastBeatCount = 0;
   private linkCarrier: boolean;
   /** @internal */
   conns = 0;
-  private started = false;
-  private readonly readyWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
   private readonly captureWords: Int32Array | null;
   private readonly captureSink: ((records: Uint8Array) => void) | null;
   private captureStarted = false;
@@ -379,6 +364,8 @@ export class WorkerNic extends HostNic {
     // The host link and the transport reach this object once it exists (the worker's first
     // message, and the host's first frame, come after the constructor returns).
     let self: WorkerNic | undefined;
+    const clock = opts.clock ?? new RealClock();
+    const doorbell = new Int32Array(sab);
     const port = new PortTransport(
       worker,
       (m) => self?.onMessage(m),
@@ -395,18 +382,25 @@ export class WorkerNic extends HostNic {
         },
       },
       port,
+      clock,
+      {
+        // Bumped by the thread on its timer and before every unit of work, in shared memory: read
+        // whatever the thread is doing (a busy worker is not a dead one, design section 6).
+        count: () => Atomics.load(doorbell, DB_BEAT),
+        heartbeatMs,
+        deadAfterMs,
+        startAllowanceMs: START_ALLOWANCE_MS,
+      },
     );
     self = this;
     this.owners = owners;
     this.port = port;
     this.worker = worker;
-    this.deadAfterMs = deadAfterMs;
-    this.heartbeatMs = heartbeatMs;
     this.wakeEnd = wakeEnd;
     this.capacity = capacity;
     this.ringCapacity = ringCapacity;
     this.placementRing = Math.min(ringCapacity, opts.placementRing ?? ringCapacity);
-    this.clock = opts.clock ?? new RealClock();
+    this.clock = clock;
     this.deliveries = new TurnQueue<WorkerConnectionHandle>(
       this.clock,
       (h) => h._deliver(),
@@ -420,7 +414,7 @@ export class WorkerNic extends HostNic {
       agedSliceMs: UP_AGED_SLICE_MS,
     });
     networkInput.add(this.upFrames);
-    this.doorbell = new Int32Array(sab);
+    this.doorbell = doorbell;
     this.flagsAt = doorbellFlagsAt(capacity);
     this.qLen = capacity + 1;
     this.captureSink = opts.capture ?? null;
@@ -465,11 +459,7 @@ export class WorkerNic extends HostNic {
         this.emit('link', up, since ?? this.clock.now());
       });
     }
-    // The worker takes a moment to start: the watchdog counts from now, with a start-up allowance.
-    this.lastBeat = this.clock.now() + START_ALLOWANCE_MS;
-    this.watchdog = this.clock.createTimer(() => this.checkBeat()).unref();
     this.growTimer = this.clock.createTimer(() => this.runHeldGrows()).unref();
-    this.watchdog.arm(this.deadAfterMs);
     this.unwatchSlabs = onSlabGone((id) => {
       if (!this.closed && this.death === null) this.post({ t: 'slabs-gone', ids: [id] });
     });
@@ -477,16 +467,6 @@ export class WorkerNic extends HostNic {
 
   /** Stop telling the worker of buffers the host let go (see conn-blocks' HELD). */
   private readonly unwatchSlabs: () => void;
-
-  /**
-   * Resolves once the worker runs (its first heartbeat): starting a worker and compiling its
-   * modules takes a while, and frames sent before then wait in the port. Rejects if it dies first.
-   */
-  ready(): Promise<void> {
-    if (this.started) return Promise.resolve();
-    if (this.death) return Promise.reject(new InvalidStateError(`NIC ${this.id} died`));
-    return new Promise((resolve, reject) => this.readyWaiters.push({ resolve, reject }));
-  }
 
   /** Connections it runs, and those closed whose blocks sockets hold unread (heldClosed). */
   get load(): number {
@@ -630,7 +610,7 @@ export class WorkerNic extends HostNic {
     ) {
       return { drains: this.drainsSeen, empty: false };
     }
-    const fd = this.started && this.death === null ? Atomics.load(this.doorbell, DB_TAP_FD) : -1;
+    const fd = this.liveness.running && this.death === null ? Atomics.load(this.doorbell, DB_TAP_FD) : -1;
     this.drainsSeen = Atomics.load(this.doorbell, DB_DRAINS) >>> 0;
     if (fd <= 0) return { drains: this.drainsSeen, empty: null };
     return { drains: this.drainsSeen, empty: tapQueueEmpty(fd), drainedAt: this.clockOf(DB_DRAIN_AT) };
@@ -643,7 +623,7 @@ export class WorkerNic extends HostNic {
    */
   rxSince(): number {
     const now = this.clock.now();
-    const fd = this.started && this.death === null ? Atomics.load(this.doorbell, DB_TAP_FD) : -1;
+    const fd = this.liveness.running && this.death === null ? Atomics.load(this.doorbell, DB_TAP_FD) : -1;
     return fd > 0 ? this.clockOf(DB_RX_SINCE) : now;
   }
 
@@ -1285,13 +1265,12 @@ export class WorkerNic extends HostNic {
   }
 
   /**
-   * Null once the NIC is dead, as a LocalNic's crash leaves no connection to attach: the handle is
-   * what is left for salvage, and a socket put on it would run on memory no thread runs. A settle
-   * whose destination died after its initiate answered leaves that socket frozen for the recover,
-   * which rebuilds the connection from the same handle's record.
+   * (Null once the NIC is dead or closed: HostNic.attach.) Dead, the handle is what is left for
+   * salvage, and a socket put on it would run on memory no thread runs: a settle whose destination
+   * died after its initiate answered leaves that socket frozen for the recover, which rebuilds the
+   * connection from the same handle's record. Closed, the worker's close aborts the connection.
    */
-  attach(key: ConnKey, user: TcpUser | null): ConnectionHandle | null {
-    if (this.death !== null) return null;
+  protected attachRunning(key: ConnKey, user: TcpUser | null): ConnectionHandle | null {
     let h: WorkerConnectionHandle | undefined;
     const next = this.installedEpoch === this.keyEpoch ? this.installedList[this.installedNext] : undefined;
     if (next !== undefined && (next.key === key || sameConnKey(next.key, key))) {
@@ -1521,7 +1500,7 @@ export class WorkerNic extends HostNic {
     networkInput.delete(this.upFrames);
     this.closed = true;
     this.unwatchSlabs();
-    this.watchdog.disarm();
+    this.liveness.end();
     this.growTimer.disarm();
     this.heldGrows.clear();
     for (const h of [...this.unclaimed.values()]) this.dropUnclaimed(h);
@@ -1595,36 +1574,7 @@ export class WorkerNic extends HostNic {
     // it now. After terminate() the thread starts no new turn of JavaScript (the poll's callback
     // never runs), so the wake-up only lets the exit through.
     wakeTapPoll(this.wakeEnd);
-    if (this.killWatch === null && this.death === null && !this.closed) {
-      let beats = Atomics.load(this.doorbell, DB_BEAT);
-      const told = this.clock.now();
-      let since = told;
-      const watch = this.clock
-        .createTimer(() => {
-          if (this.death !== null || this.closed) return;
-          const now = this.clock.now();
-          const b = Atomics.load(this.doorbell, DB_BEAT);
-          if (b !== beats) {
-            beats = b;
-            since = now;
-          } else if (now - since >= KILL_SILENT_BEATS * this.heartbeatMs) {
-            this.die({ kind: 'killed', silentMs: now - since });
-            return;
-          }
-          watch.arm(this.heartbeatMs);
-        })
-        .unref();
-      this.killWatch = watch;
-      // Found between turns: told in a microtask, before any I/O callback of this loop can run.
-      // A timer would lose to the thread's 'exit' when this process was off a core long enough
-      // for the exit to be pending too (the poll phase runs before the next timers phase).
-      if (between) {
-        queueMicrotask(() => {
-          if (this.death === null && !this.closed)
-            this.die({ kind: 'killed', silentMs: this.clock.now() - told });
-        });
-      } else watch.arm(this.heartbeatMs);
-    }
+    if (this.death === null && !this.closed) this.liveness.stopped(between);
     return { threadId, exited, between };
   }
 
@@ -1867,12 +1817,7 @@ export class WorkerNic extends HostNic {
         return;
       }
       case 'hb':
-        this.lastBeat = this.clock.now();
-        if (!this.started) {
-          this.started = true;
-          for (const w of this.readyWaiters.splice(0)) w.resolve();
-        }
-        this.emit('heartbeat');
+        this.liveness.beat();
         return;
       case 'cap': {
         let rec = new Uint8Array(m.buf);
@@ -2024,21 +1969,10 @@ export class WorkerNic extends HostNic {
   /** Connections adopted at the worker's death from its born arenas (adoptUnannounced). */
   adoptedAtDeath = 0;
 
-  private checkBeat(): void {
-    if (this.closed || this.death) return;
-    const now = this.clock.now();
-    const beats = Atomics.load(this.doorbell, DB_BEAT);
-    if (beats !== this.lastBeatCount) {
-      this.lastBeatCount = beats;
-      this.lastBeat = now;
-    }
-    const silent = now - this.lastBeat;
-    if (silent > this.deadAfterMs) {
-      this.die({ kind: 'heartbeat', silentMs: silent });
-      void this.worker.terminate();
-      return;
-    }
-    this.watchdog.arm(Math.max(10, this.deadAfterMs / 4));
+  /** Silent past `deadAfterMs` while it should run: dead, and its thread is stopped. */
+  protected override silent(cause: WorkerDeath): void {
+    this.die(cause);
+    if (cause.kind === 'heartbeat') void this.worker.terminate();
   }
 
   protected override die(cause: WorkerDeath): void {
@@ -2046,13 +1980,10 @@ export class WorkerNic extends HostNic {
     if (this.closed || this.death !== null) return;
     this.runInTransit();
     this.adoptUnannounced();
-    super.die(cause, (e) => {
+    super.die(cause, () => {
       // Its table no longer says where anything runs: the other workers send up to the host again.
       this.owners.markDead();
-      this.watchdog.disarm();
-      this.killWatch?.disarm();
       this.linkCarrier = false;
-      for (const w of this.readyWaiters.splice(0)) w.reject(e);
       // What the worker told its sockets before it died reaches them before anyone hears of the
       // death: the failover's salvage detaches their handles, and a close still queued (a reset's
       // error with it) would then never be delivered, or be told as an orderly close by the rebuild.

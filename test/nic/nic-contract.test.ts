@@ -46,7 +46,7 @@ const KEYS = sampleTrees(3)[0]!.paths[0]!.conns.map((s) => ({ ...s.const }) as C
 const V6_KEY: ConnKey = { localIp: 2 ** 33, localPort: 80, remoteIp: 2 ** 33 + 1, remotePort: 4000 };
 
 /** The verb sequence, its answers as plain data, in order. */
-async function run(nic: Nic & { close(): void }): Promise<unknown[]> {
+async function run(nic: Nic & { close(): void; ready(): Promise<void> }): Promise<unknown[]> {
   const out: unknown[] = [];
   const initiate = async (t: unknown) => {
     const o = await outcome(() => nic.initiate(t as Transfer));
@@ -60,6 +60,8 @@ async function run(nic: Nic & { close(): void }): Promise<unknown[]> {
   };
   const queried = async () => (await nic.query()).map((q) => keyText(q.key)).sort();
 
+  // Its engine runs (a worker's first heartbeat came; a LocalNic's engine runs from its making).
+  out.push(['ready', await outcome(() => nic.ready())]);
   out.push(['initiate of neither trees nor bytes', await initiate(42)]);
   out.push(['terminate of neither keys nor all', await terminate('x')]);
   out.push(['initiate', await initiate(treesOf())]);
@@ -143,6 +145,7 @@ test('a LocalNic and a WorkerNic answer the same verb sequence alike (the one ho
   assert.deepEqual(fromWorker, fromLocal);
   // And what both answer is the contract's, not a shared mistake.
   const byName = new Map(fromLocal.map((e) => e as [string, unknown]));
+  assert.deepEqual(byName.get('ready'), { ok: true, value: undefined });
   assert.deepEqual(byName.get('initiate of neither trees nor bytes'), {
     ok: false,
     code: 'ERR_CHIMNEY_INVALID_ARG',
@@ -207,4 +210,25 @@ test('a dead NIC attaches nothing, LocalNic and WorkerNic alike, and still leave
   assert.deepEqual(fromWorker, fromLocal);
   assert.deepEqual(fromLocal.attached, [null, null, null]);
   assert.deepEqual(fromLocal.left, KEYS.map(keyText).sort());
+});
+
+test('a NIC its owner closed attaches nothing, LocalNic and WorkerNic alike', async (t) => {
+  const { local, worker } = await bothNics(t, 73, 'e');
+  for (const nic of [local, worker] as Nic[])
+    assert.equal((await nic.initiate(treesOf())).status, 'success', nic.id);
+  const answers = (nic: Nic) => {
+    // Attached before, each is aborted by the close; attached after, a socket would wait on a
+    // connection nothing runs any more (a WorkerNic's handles outlive its close until its worker
+    // aborts them): null sends a settle's socket the end of its connection instead.
+    assert.ok(
+      KEYS.every((k) => nic.attach(k, null) !== null),
+      `${nic.id} runs all before its close`,
+    );
+    nic.close();
+    return KEYS.map((k) => (nic.attach(k, null) === null ? null : 'a handle'));
+  };
+  const fromLocal = answers(local);
+  const fromWorker = answers(worker);
+  assert.deepEqual(fromWorker, fromLocal);
+  assert.deepEqual(fromLocal, [null, null, null]);
 });

@@ -1,0 +1,168 @@
+import type { Clock, Timer } from '../core/clock.ts';
+import { InvalidStateError } from '../core/errors.ts';
+import type { NicDeath } from './nic.ts';
+
+/**
+ * How an engine proves to its host side that it runs: a counter it bumps on its own timer and
+ * before every unit of work (`count`, read at any moment, whatever the engine is doing: a worker's
+ * doorbell word in shared memory), and a beat message it sends on its timer (`beat`).
+ */
+export interface BeatSource {
+  /** The engine's beat count now. */
+  count(): number;
+  /** Its timer's period (ms): a running engine bumps `count` at least once a period. */
+  readonly heartbeatMs: number;
+  /** Silence (ms) past which a started engine is taken for dead; sized for a busy one. */
+  readonly deadAfterMs: number;
+  /** Silence allowed before the first beat (ms), on top of `deadAfterMs`: starting takes a while. */
+  readonly startAllowanceMs: number;
+}
+
+/**
+ * Heartbeat periods without a beat, after a stop was asked, before the engine counts as dead: a
+ * thread told to stop runs at most to its next interrupt check, and one still running beats at
+ * least once a period.
+ */
+const STOP_SILENT_BEATS = 3;
+
+/**
+ * A NIC's liveness as its host side keeps it, the same for every NIC (`HostNic`): whether its
+ * engine runs yet (`ready`), its heartbeats (the 'heartbeat' indication), and the deaths that
+ * only silence shows (`NicDeath` 'heartbeat': silent past `deadAfterMs`; 'killed': told to stop
+ * and silent since). An engine in the host's own thread (`sameThread`) runs from its making and
+ * cannot fall silent while the host looks at it: it has no beats and no watchdog, and dies only by
+ * saying so (a LocalNic's crash). Deaths that are certain at once (a thread's exit or throw) are
+ * the NIC's own; every death ends the liveness (`end`).
+ */
+export class Liveness {
+  private started: boolean;
+  private ended = false;
+  private readonly waiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
+  private lastBeat: number;
+  private lastCount = 0;
+  private readonly watchdog: Timer | null;
+  private stopWatch: Timer | null = null;
+
+  private constructor(
+    private readonly clock: Clock,
+    private readonly source: BeatSource | null,
+    /** The engine fell silent: the NIC dies of `cause` (once: a NIC dies once). */
+    private readonly silent: (cause: NicDeath) => void,
+    /** A beat came: the NIC indicates 'heartbeat'. */
+    private readonly heard: () => void,
+  ) {
+    this.started = source === null;
+    this.lastBeat = source === null ? 0 : clock.now() + source.startAllowanceMs;
+    if (source === null) {
+      this.watchdog = null;
+      return;
+    }
+    this.watchdog = clock.createTimer(() => this.check()).unref();
+    this.watchdog.arm(source.deadAfterMs);
+  }
+
+  /** An engine in the host's thread: running now, never silent. */
+  static sameThread(clock: Clock): Liveness {
+    return new Liveness(clock, null, noDeath, noBeat);
+  }
+
+  /** An engine on a thread of its own, watched through `source`. */
+  static beating(
+    clock: Clock,
+    source: BeatSource,
+    silent: (cause: NicDeath) => void,
+    heard: () => void,
+  ): Liveness {
+    return new Liveness(clock, source, silent, heard);
+  }
+
+  /** Whether the engine has run (its first beat came, or it is in this thread). */
+  get running(): boolean {
+    return this.started;
+  }
+
+  /**
+   * Resolves once the engine runs (its first beat): starting a thread and compiling its modules
+   * takes a while. Rejects if it dies first (`dead`: the NIC's death, if it is dead now).
+   */
+  ready(dead: NicDeath | null, id: string): Promise<void> {
+    if (this.started) return Promise.resolve();
+    if (dead !== null) return Promise.reject(new InvalidStateError(`NIC ${id} died`));
+    return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
+  }
+
+  /** A beat message from the engine. */
+  beat(): void {
+    this.lastBeat = this.clock.now();
+    if (!this.started) {
+      this.started = true;
+      for (const w of this.waiters.splice(0)) w.resolve();
+    }
+    this.heard();
+  }
+
+  /**
+   * The engine was told to stop outright (`when`, clock ms) and was between units of work then
+   * (`between`): it is dead at once, in a microtask, before any I/O callback of this loop can run
+   * (a timer would lose to the thread's exit when this process was off a core long enough for the
+   * exit to be pending too). Otherwise it is dead once its count has not moved for
+   * STOP_SILENT_BEATS periods, and not after `deadAfterMs`, which is sized for an engine that runs.
+   */
+  stopped(between: boolean): void {
+    const source = this.source;
+    if (source === null || this.stopWatch !== null || this.ended) return;
+    let count = source.count();
+    const told = this.clock.now();
+    let since = told;
+    const watch = this.clock
+      .createTimer(() => {
+        if (this.ended) return;
+        const now = this.clock.now();
+        const c = source.count();
+        if (c !== count) {
+          count = c;
+          since = now;
+        } else if (now - since >= STOP_SILENT_BEATS * source.heartbeatMs) {
+          this.silent({ kind: 'killed', silentMs: now - since });
+          return;
+        }
+        watch.arm(source.heartbeatMs);
+      })
+      .unref();
+    this.stopWatch = watch;
+    if (between) {
+      queueMicrotask(() => {
+        if (!this.ended) this.silent({ kind: 'killed', silentMs: this.clock.now() - told });
+      });
+    } else watch.arm(source.heartbeatMs);
+  }
+
+  /** The NIC closed or died: no more watching; with `e` (a death), waiters for `ready` fail. */
+  end(e?: Error): void {
+    this.ended = true;
+    this.watchdog?.disarm();
+    this.stopWatch?.disarm();
+    if (e !== undefined) for (const w of this.waiters.splice(0)) w.reject(e);
+  }
+
+  /** The watchdog: silence past `deadAfterMs` is a death. */
+  private check(): void {
+    const source = this.source!;
+    if (this.ended) return;
+    const now = this.clock.now();
+    const count = source.count();
+    if (count !== this.lastCount) {
+      this.lastCount = count;
+      this.lastBeat = now;
+    }
+    const silent = now - this.lastBeat;
+    if (silent > source.deadAfterMs) {
+      this.silent({ kind: 'heartbeat', silentMs: silent });
+      return;
+    }
+    this.watchdog!.arm(Math.max(10, source.deadAfterMs / 4));
+  }
+}
+
+function noDeath(_cause: NicDeath): void {}
+function noBeat(): void {}

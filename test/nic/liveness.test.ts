@@ -1,0 +1,142 @@
+/**
+ * A NIC's liveness as its host side keeps it (`Liveness`, every HostNic's): readiness, heartbeats,
+ * and the deaths only silence shows, on a virtual clock, so each bound is met exactly and no
+ * case depends on the machine's speed. The WorkerNic's own cases (a stalled thread, a kill) run
+ * the same object over a real thread in worker-nic.test.ts and team/declared-dead.test.ts.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { VirtualClock } from '../../src/core/clock.ts';
+import { Liveness } from '../../src/nic/liveness.ts';
+import type { NicDeath } from '../../src/nic/nic.ts';
+
+const HEARTBEAT_MS = 50;
+const DEAD_AFTER_MS = 2_000;
+const START_ALLOWANCE_MS = 60_000;
+
+/** A beating engine whose count the test moves, and what its liveness reported. */
+function rig() {
+  const clock = new VirtualClock();
+  let count = 0;
+  const deaths: NicDeath[] = [];
+  let heard = 0;
+  const live = Liveness.beating(
+    clock,
+    {
+      count: () => count,
+      heartbeatMs: HEARTBEAT_MS,
+      deadAfterMs: DEAD_AFTER_MS,
+      startAllowanceMs: START_ALLOWANCE_MS,
+    },
+    (cause) => deaths.push(cause),
+    () => heard++,
+  );
+  return {
+    clock,
+    live,
+    deaths,
+    heard: () => heard,
+    bump: () => {
+      count++;
+    },
+  };
+}
+
+/** Every promise callback due now has run. */
+const settle = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+test('an engine in the host thread is ready at once and never dies of silence', async () => {
+  const clock = new VirtualClock();
+  const live = Liveness.sameThread(clock);
+  assert.equal(live.running, true);
+  await live.ready(null, 'n');
+  assert.equal(clock.nextDeadline(), Number.POSITIVE_INFINITY, 'no watchdog is armed');
+});
+
+test('a beating engine is ready at its first beat, which is indicated; silence before it counts past the start allowance', async () => {
+  const r = rig();
+  let ready = false;
+  void r.live.ready(null, 'n').then(() => {
+    ready = true;
+  });
+  assert.equal(r.live.running, false);
+  // Starting takes a while: silent for the allowance and almost deadAfterMs more, it still lives.
+  r.clock.advance(START_ALLOWANCE_MS + DEAD_AFTER_MS - 1);
+  assert.equal(r.deaths.length, 0);
+  r.live.beat();
+  await settle();
+  assert.equal(ready, true);
+  assert.equal(r.live.running, true);
+  assert.equal(r.heard(), 1);
+});
+
+test('a beating engine silent past deadAfterMs dies once of the heartbeat, with its silence', async () => {
+  const r = rig();
+  r.live.beat();
+  // A busy engine bumps its count though its beat messages wait: that is life.
+  for (let i = 0; i < 10; i++) {
+    r.clock.advance(DEAD_AFTER_MS / 2);
+    r.bump();
+  }
+  assert.equal(r.deaths.length, 0);
+  r.clock.advance(DEAD_AFTER_MS * 2);
+  assert.equal(r.deaths.length, 1);
+  assert.equal(r.deaths[0]!.kind, 'heartbeat');
+  assert.ok(r.deaths[0]!.silentMs! > DEAD_AFTER_MS, String(r.deaths[0]!.silentMs));
+  assert.ok(r.deaths[0]!.silentMs! <= DEAD_AFTER_MS * 1.25 + 1, String(r.deaths[0]!.silentMs));
+  // The NIC's death ends it: nothing further is reported.
+  r.live.end(new Error('dead'));
+  r.clock.advance(DEAD_AFTER_MS * 4);
+  assert.equal(r.deaths.length, 1);
+});
+
+test('told to stop between units of work, an engine is dead in a microtask; in one, once its count stops for 3 periods', async () => {
+  const between = rig();
+  between.live.beat();
+  between.live.stopped(true);
+  assert.equal(between.deaths.length, 0);
+  await settle();
+  assert.deepEqual(
+    between.deaths.map((d) => d.kind),
+    ['killed'],
+  );
+
+  const busy = rig();
+  busy.live.beat();
+  busy.live.stopped(false);
+  // Still counting: it runs to its next interrupt check, and is not dead yet.
+  for (let i = 0; i < 5; i++) {
+    busy.clock.advance(HEARTBEAT_MS);
+    busy.bump();
+  }
+  assert.equal(busy.deaths.length, 0);
+  busy.clock.advance(3 * HEARTBEAT_MS + HEARTBEAT_MS);
+  assert.deepEqual(
+    busy.deaths.map((d) => d.kind),
+    ['killed'],
+  );
+  assert.ok(busy.deaths[0]!.silentMs! >= 3 * HEARTBEAT_MS, String(busy.deaths[0]!.silentMs));
+  // Long before deadAfterMs, which is sized for an engine that still runs.
+  assert.ok(busy.deaths[0]!.silentMs! < DEAD_AFTER_MS);
+});
+
+test('ended by a death, waiters for ready fail and nothing is watched; ended by a close, nothing dies', async () => {
+  const dead = rig();
+  const waiting = dead.live.ready(null, 'n');
+  dead.live.end(new Error('died'));
+  await assert.rejects(waiting, /died/);
+  dead.live.stopped(true);
+  await settle();
+  dead.clock.advance(START_ALLOWANCE_MS + DEAD_AFTER_MS * 4);
+  assert.equal(dead.deaths.length, 0);
+  // A NIC that died before its engine ran is not ready.
+  await assert.rejects(dead.live.ready({ kind: 'exit', exitCode: 1 }, 'n'), {
+    code: 'ERR_CHIMNEY_INVALID_STATE',
+  });
+
+  const closed = rig();
+  closed.live.end();
+  closed.clock.advance(START_ALLOWANCE_MS + DEAD_AFTER_MS * 4);
+  assert.equal(closed.deaths.length, 0);
+  assert.equal(closed.clock.nextDeadline(), Number.POSITIVE_INFINITY);
+});
