@@ -127,6 +127,7 @@ import {
   type WorkerRequest,
 } from './protocol.ts';
 import {
+  forEachPackedKey,
   type PackedBlocks,
   type PackedInitiate,
   packBlocks,
@@ -774,6 +775,7 @@ function fillFromRecords(
         prod,
         waiting: null,
         namedBy: 0,
+        awaitsSettle: false,
       });
       unbuilt++;
       continue;
@@ -827,6 +829,12 @@ interface Pending extends LazyConn {
   waiting: WaitingFrame[] | null;
   /** The last terminate that named it (its number): one naming it twice is refused whole. */
   namedBy: number;
+  /**
+   * Taken by an initiate with `holdInput` whose settle has not come: built now, its link's input
+   * waits for the settle as a built one's does (NicEngine `awaiting`); its frames that wait for
+   * the build take the settle's segments ahead of them (waitForBuild).
+   */
+  awaitsSettle: boolean;
 }
 
 /** Terminates that named keys, numbered (Pending.namedBy). */
@@ -1048,7 +1056,7 @@ function build(p: Pending): Slot | undefined {
     post({ t: 'ind', ind: ['abort', key] });
     return undefined;
   }
-  const conn = engine.adoptLazy(s, path, p.prod);
+  const conn = engine.adoptLazy(s, path, p.prod, p.awaitsSettle);
   const q = p.waiting;
   p.waiting = null;
   batchParts.set(p.block, parts);
@@ -1118,7 +1126,12 @@ function waitForBuild(
     engine.counters.inc('nic.lazy.wait-full');
     return false;
   }
-  q.push({ frame: frame.slice(), info: info === undefined ? undefined : { ...info }, from });
+  const w: WaitingFrame = { frame: frame.slice(), info: info === undefined ? undefined : { ...info }, from };
+  // The host held the settle's segments from before the install: older than every frame of the
+  // link or a peer that waits here (all came since), they go ahead of those.
+  let at = q.length;
+  if (from === 'host' && p.awaitsSettle) while (at > 0 && q[at - 1]!.from !== 'host') at--;
+  q.splice(at, 0, w);
   waitingAll.frames++;
   waitingAll.bytes += frame.length;
   if (waitingAll.frames > waitingAll.framesMax) waitingAll.framesMax = waitingAll.frames;
@@ -1218,11 +1231,25 @@ function buildPending(): void {
  * (waitForBuild); under traffic the host held some for nearly every connection of a prodded move,
  * and built them all in the hand's turn (150 of 150 in the simulation, test/nic/prod-paced).
  */
-function injectPackets(packets: readonly Uint8Array[]): void {
-  if (pendingIndex.size === 0) {
-    engine.inject(packets);
-    return;
-  }
+function injectPackets(packets: readonly Uint8Array[], settled?: Uint32Array): void {
+  if (pendingIndex.size === 0) engine.inject(packets);
+  else injectToPending(packets);
+  // Nothing waits for a settle (the usual move: every connection taken unbuilt and not touched
+  // since): the keys need not be read.
+  if (settled !== undefined && (pendingIndex.size > 0 || engine.awaitingSettles > 0)) endSettles(settled);
+}
+
+/** The settle of each connection packed in `settled` came (InitiateOptions.holdInput). */
+function endSettles(settled: Uint32Array): void {
+  forEachPackedKey(settled, engine.addressBook, (k) => {
+    const p = pendingIndex.size === 0 ? undefined : pendingOf(k);
+    if (p !== undefined) p.awaitsSettle = false;
+    else engine.endAwait(k);
+  });
+}
+
+/** injectPackets' way with pending connections here. */
+function injectToPending(packets: readonly Uint8Array[]): void {
   const now: Uint8Array[] = [];
   for (let i = 0; i < packets.length; i++) {
     const p = packets[i]!;
@@ -1870,6 +1897,7 @@ function initiateNow(
   };
   const owner = a.owner;
   const prod = a.prod === true;
+  const hold = a.holdInput === true;
   const byNode: (Pending[] | undefined)[] | null = owner !== undefined && a.blocks !== undefined ? [] : null;
   const installed: InstalledConn[] = [];
   const owed: Pending[] = [];
@@ -1879,6 +1907,7 @@ function initiateNow(
       : {
           byNode,
           taken: (c, path) => {
+            (c as Pending).awaitsSettle = hold;
             installed.push(takeUnbuilt(c as Pending, path, owner!));
             if (prod) owed.push(c as Pending);
           },
@@ -1894,7 +1923,11 @@ function initiateNow(
     return i < 0 ? undefined : recordBatch.parts[i]!.block;
   };
   try {
-    const result: InitiateResult = engine.initiate(a.batch, { prod: a.prod }, { rings, fill, lazy });
+    const result: InitiateResult = engine.initiate(
+      a.batch,
+      { prod: a.prod, holdInput: hold },
+      { rings, fill, lazy },
+    );
     // Every connection installed was taken unbuilt (the usual move of idle connections): each is
     // in `installed` already, and none has a connection here to look up.
     const taken = installed.length;
@@ -2562,7 +2595,7 @@ port.on('message', (m: ToWorker) => {
       connOp(m);
       return;
     case 'inject':
-      injectPackets(m.packets);
+      injectPackets(m.packets, m.settled);
       return;
     case 'regrow':
       regrow(m);
