@@ -837,6 +837,16 @@ interface Pending extends LazyConn {
   awaitsSettle: boolean;
 }
 
+/** Pending connections that await their settle (Pending.awaitsSettle): none, a settle's keys go unread. */
+let pendingAwaiting = 0;
+
+/** `p` awaits its settle no more (it came, or `p` was built or let go). */
+function settledUnbuilt(p: Pending): void {
+  if (!p.awaitsSettle) return;
+  p.awaitsSettle = false;
+  pendingAwaiting--;
+}
+
 /** Terminates that named keys, numbered (Pending.namedBy). */
 let terminates = 0;
 
@@ -914,6 +924,7 @@ function takeUnbuilt(p: Pending, path: PathSlot, owner: number): InstalledConn {
  * listed when `keepListed` (handed to a peer: HandedOn).
  */
 function letGoUnbuilt(p: Pending, keepListed = false): void {
+  settledUnbuilt(p);
   if (p.waiting !== null) unwait(p.waiting);
   p.waiting = null;
   pendingIndex.remove(p);
@@ -1056,7 +1067,9 @@ function build(p: Pending): Slot | undefined {
     post({ t: 'ind', ind: ['abort', key] });
     return undefined;
   }
-  const conn = engine.adoptLazy(s, path, p.prod, p.awaitsSettle);
+  const hold = p.awaitsSettle;
+  settledUnbuilt(p);
+  const conn = engine.adoptLazy(s, path, p.prod, hold);
   const q = p.waiting;
   p.waiting = null;
   batchParts.set(p.block, parts);
@@ -1234,16 +1247,15 @@ function buildPending(): void {
 function injectPackets(packets: readonly Uint8Array[], settled?: Uint32Array): void {
   if (pendingIndex.size === 0) engine.inject(packets);
   else injectToPending(packets);
-  // Nothing waits for a settle (the usual move: every connection taken unbuilt and not touched
-  // since): the keys need not be read.
-  if (settled !== undefined && (pendingIndex.size > 0 || engine.awaitingSettles > 0)) endSettles(settled);
+  // Nothing here waits for a settle: the keys need not be read.
+  if (settled !== undefined && (pendingAwaiting > 0 || engine.awaitingSettles > 0)) endSettles(settled);
 }
 
 /** The settle of each connection packed in `settled` came (InitiateOptions.holdInput). */
 function endSettles(settled: Uint32Array): void {
   forEachPackedKey(settled, engine.addressBook, (k) => {
-    const p = pendingIndex.size === 0 ? undefined : pendingOf(k);
-    if (p !== undefined) p.awaitsSettle = false;
+    const p = pendingAwaiting === 0 ? undefined : pendingOf(k);
+    if (p !== undefined) settledUnbuilt(p);
     else engine.endAwait(k);
   });
 }
@@ -1907,7 +1919,10 @@ function initiateNow(
       : {
           byNode,
           taken: (c, path) => {
-            (c as Pending).awaitsSettle = hold;
+            if (hold) {
+              (c as Pending).awaitsSettle = true;
+              pendingAwaiting++;
+            }
             installed.push(takeUnbuilt(c as Pending, path, owner!));
             if (prod) owed.push(c as Pending);
           },
