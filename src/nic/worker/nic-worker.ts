@@ -1919,11 +1919,11 @@ function initiateNow(
       : {
           byNode,
           taken: (c, path) => {
+            installed.push(takeUnbuilt(c as Pending, path, owner!));
             if (hold) {
               (c as Pending).awaitsSettle = true;
               pendingAwaiting++;
             }
-            installed.push(takeUnbuilt(c as Pending, path, owner!));
             if (prod) owed.push(c as Pending);
           },
         };
