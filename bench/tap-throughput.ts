@@ -77,7 +77,21 @@ export interface TapThroughputResult extends FamilyThroughput {
   /** The same over IPv6, same run; absent with `ipv6: false`. */
   ipv6?: FamilyThroughput;
   /** `chimney serve --workers` in the same run (option `workers`), each family's ratio to its kernel figure. */
-  workers?: FamilyThroughput & { ipv6?: FamilyThroughput };
+  workers?: FamilyThroughput & { ipv6?: FamilyThroughput; moves: AcceptMoves };
+}
+
+/**
+ * What the accept-time offloads of `--workers` did with the peer's segments, from serve's counters
+ * after its transfers: those the host held while it moved a connection (`tcp.frozen.queued`),
+ * those injected at the NIC, those the NIC's link brought an installed connection before its
+ * settle and it kept (`nic.rx.settle-held`), and the NIC's PAWS drops (held segments run after a
+ * newer resend had set ts.recent: the move's reordering, session 44).
+ */
+export interface AcceptMoves {
+  held: number;
+  injected: number;
+  settleHeld: number;
+  pawsDrops: number;
 }
 
 const MTU = 1500;
@@ -385,10 +399,14 @@ export async function benchTapThroughput(opts: TapThroughputOptions = {}): Promi
       const control = join(controlDir, 'control.sock');
       // Each family's two transfers are two connections; both must have run on the worker.
       const w4 = await measure(lab, mode, lab.chimneyIps[0]!, 4, bytes, (l) => log(`workers: ${l}`));
-      await expectOffloaded(control, 2);
+      let moves = await expectOffloaded(control, 2);
       const w6 = v6 ? await measure(lab, mode, CHIMNEY6, 6, bytes, (l) => log(`workers: ${l}`)) : null;
-      if (w6) await expectOffloaded(control, 4);
-      workers = { ...figures(bytes, w4, kernelGbps), ...(w6 ? { ipv6: figures(bytes, w6, kernel6) } : {}) };
+      if (w6) moves = await expectOffloaded(control, 4);
+      workers = {
+        ...figures(bytes, w4, kernelGbps),
+        ...(w6 ? { ipv6: figures(bytes, w6, kernel6) } : {}),
+        moves,
+      };
     }
     return {
       mode,
@@ -411,13 +429,25 @@ export async function benchTapThroughput(opts: TapThroughputOptions = {}): Promi
  * Fails the run unless serve's offload manager has offloaded at least `n` connections: a transfer
  * the host stack kept would be measured as the worker's.
  */
-async function expectOffloaded(control: string, n: number): Promise<void> {
+async function expectOffloaded(control: string, n: number): Promise<AcceptMoves> {
   const sets = (await controlRequest(control, { op: 'counters' })) as Record<string, Record<string, number>>;
   let offloaded = 0;
-  for (const [name, set] of Object.entries(sets))
-    if (name.startsWith('nic:')) offloaded += set['nic.initiate.conns'] ?? 0;
+  const moves: AcceptMoves = {
+    held: sets.host?.['tcp.frozen.queued'] ?? 0,
+    injected: 0,
+    settleHeld: 0,
+    pawsDrops: 0,
+  };
+  for (const [name, set] of Object.entries(sets)) {
+    if (!name.startsWith('nic:')) continue;
+    offloaded += set['nic.initiate.conns'] ?? 0;
+    moves.injected += set['nic.rx.injected'] ?? 0;
+    moves.settleHeld += set['nic.rx.settle-held'] ?? 0;
+    moves.pawsDrops += set['tcp.paws.drops'] ?? 0;
+  }
   if (offloaded < n)
     throw new Error(`serve --workers offloaded ${offloaded} connection(s), not the ${n} measured`);
+  return moves;
 }
 
 export function formatTapThroughput(r: TapThroughputResult): string {
@@ -446,6 +476,11 @@ export function formatTapThroughput(r: TapThroughputResult): string {
         `    IPv6 kernel → Chimney (rx): ${w.ipv6.rxGbps} Gbit/s  → ratio ${w.ipv6.rxRatio}`,
         `    IPv6 Chimney → kernel (tx): ${w.ipv6.txGbps} Gbit/s  → ratio ${w.ipv6.txRatio}`,
       );
+    const m = w.moves;
+    lines.push(
+      `    accept-time moves: ${m.held} segment(s) held by the host, ${m.injected} injected, ` +
+        `${m.settleHeld} kept for a settle, ${m.pawsDrops} PAWS drop(s) at the NIC`,
+    );
   }
   return lines.join('\n');
 }

@@ -563,13 +563,15 @@ export class NicEngine {
   /**
    * Build a connection taken unbuilt, from its state (read from its record and validated by the
    * caller): it runs from here as if the initiate had installed it, prodded when that initiate
-   * asked for a prod.
+   * asked for a prod, its link's input held for its settle when that initiate asked for it
+   * (`holdInput`, the settle not come yet).
    */
-  adoptLazy(s: TcpState, path: PathSlot, prod = false): TcpConnection {
+  adoptLazy(s: TcpState, path: PathSlot, prod = false, holdInput = false): TcpConnection {
     this.lazyCount--;
     s.path = path.state;
     const conn = this.tcp.adopt(s, null, { prod });
     this.takeHeld(s.const);
+    if (holdInput) this.awaiting.set(conn.key, []);
     this.counters.inc('nic.lazy.built');
     return conn;
   }
@@ -1077,8 +1079,17 @@ export class NicEngine {
     for (const k of settled) this.endAwait(k);
   }
 
-  /** The end of `k`'s hold for its settle: what its link brought meanwhile runs now, in order. */
-  private endAwait(k: ConnKey): void {
+  /** Connections whose link input waits for their settle now (`awaiting`). */
+  get awaitingSettles(): number {
+    return this.awaiting.size;
+  }
+
+  /**
+   * The end of `k`'s hold for its settle: what its link brought meanwhile runs now, in order. For
+   * a caller that injects the settle's packets itself first (a worker, whose connections taken
+   * unbuilt are not the engine's yet); `k` may be a scratch tuple.
+   */
+  endAwait(k: ConnKey): void {
     const kept = this.awaiting.get(k);
     if (kept === undefined) return;
     this.awaiting.delete(k);

@@ -714,6 +714,7 @@ export class WorkerNic extends HostNic {
       }
     }
     const prod = opts?.prod === true;
+    const holdInput = opts?.holdInput === true ? true : undefined;
     return {
       send: async () => {
         const blocks =
@@ -727,7 +728,7 @@ export class WorkerNic extends HostNic {
               );
         this.initiating++;
         try {
-          return await this.request({ op: 'initiate', arg: { batch, prod, blocks, owner } });
+          return await this.request({ op: 'initiate', arg: { batch, prod, blocks, owner, holdInput } });
         } finally {
           this.initiating--;
           if (this.initiating === 0 && !this.placingBurst && this.heldGrows.size > 0) this.runHeldGrows();
@@ -1258,10 +1259,21 @@ export class WorkerNic extends HostNic {
     return values;
   }
 
-  inject(packets: readonly Uint8Array[]): void {
+  /**
+   * See `Nic.settlesHeld`: the worker keeps an install's link input for its settle, also for
+   * connections it took unbuilt (kept from their build, or in the frames that wait for it).
+   */
+  readonly settlesHeld = true;
+
+  inject(packets: readonly Uint8Array[], settled?: readonly ConnKey[]): void {
     if (this.closed || this.death) return;
+    if (packets.length === 0 && (settled === undefined || settled.length === 0)) return;
     this.rxBatch.flush();
-    this.post({ t: 'inject', packets: [...packets] });
+    this.post({
+      t: 'inject',
+      packets: [...packets],
+      settled: settled === undefined || settled.length === 0 ? undefined : packKeys(settled, this.hostAddrs),
+    });
   }
 
   /**

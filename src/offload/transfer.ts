@@ -628,7 +628,8 @@ export class TransferProtocol {
         else failed.set(it.key, it);
       }
     }
-    const unsettled = ok.length > 0 ? await this.settleAtNic(ok, src, dst, report) : false;
+    // Installed by the source's hand, not asked to hold its input (holdInput): no keys to name.
+    const unsettled = ok.length > 0 ? await this.settleAtNic(ok, src, dst, report, false, false) : false;
     if (unsettled !== false) {
       const settled = unsettled === null ? ok : without(ok, unsettled);
       settledParts.push(settled);
@@ -1111,7 +1112,8 @@ export class TransferProtocol {
   /**
    * The NIC half of `settle`, by items: null when they all run at `dst` now; false when it was
    * marked failed meanwhile and they were withdrawn into the host; else those `dst` could not
-   * attach (see `repoint`), listed refused in `report`, the rest running there.
+   * attach (see `repoint`), listed refused in `report`, the rest running there. `holding`: `install`
+   * asked `dst` to hold its input for this settle (InitiateOptions.holdInput) when it could.
    */
   private async settleAtNic(
     items: readonly Item[],
@@ -1119,6 +1121,7 @@ export class TransferProtocol {
     dst: Nic,
     report?: TransferReport,
     pace = false,
+    holding = true,
   ): Promise<Item[] | null | false> {
     const tcp = this.stack.tcp;
     let held: Uint8Array[] = [];
@@ -1150,7 +1153,7 @@ export class TransferProtocol {
       else this.gathering.set(dst, outer);
       // Dead meanwhile: back into the placeholders, which hold them for whoever rebuilds.
       if (dst.death !== null) for (const p of gathered) tcp.inputPacket(p);
-      else if (dst.settlesHeld === true) {
+      else if (holding && dst.settlesHeld === true) {
         // Every segment the host held is on its way now: what `dst`'s link brought since the
         // install (InitiateOptions.holdInput) runs behind them.
         dst.inject(

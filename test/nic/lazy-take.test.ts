@@ -275,9 +275,10 @@ describe('connections taken unbuilt by a worker', () => {
     };
     const injects: number[] = [];
     const inject = n0.inject.bind(n0);
-    n0.inject = (ps) => {
+    // The settle's keys go on with the segments: they end the worker's hold of its link's input.
+    n0.inject = (ps, settled) => {
       injects.push(ps.length);
-      inject(ps);
+      inject(ps, settled);
     };
     assert.equal((await wh.offload.offload(keys, n0)).moved.length, N);
     assert.deepEqual(injects, [held.length], 'one inject with every held segment');

@@ -58,9 +58,10 @@ describe('team of WorkerNics: a move handed from worker to worker', () => {
     };
     // Whatever the host forwards to the destination arrives late, as behind a busy main thread.
     const inject = dst.inject.bind(dst);
-    dst.inject = (packets) => {
+    dst.inject = (packets, settled) => {
       const late = [...packets];
-      setTimeout(() => inject(late), HOST_LATE_MS);
+      // The settle's keys go on with the segments: they end the destination's hold of its input.
+      setTimeout(() => inject(late, settled), HOST_LATE_MS);
     };
     const oooBefore = await count(dst, 'tcp.ooo.segments');
     const viaHost = (): number =>

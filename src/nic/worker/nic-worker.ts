@@ -127,6 +127,7 @@ import {
   type WorkerRequest,
 } from './protocol.ts';
 import {
+  forEachPackedKey,
   type PackedBlocks,
   type PackedInitiate,
   packBlocks,
@@ -774,6 +775,7 @@ function fillFromRecords(
         prod,
         waiting: null,
         namedBy: 0,
+        awaitsSettle: false,
       });
       unbuilt++;
       continue;
@@ -827,6 +829,22 @@ interface Pending extends LazyConn {
   waiting: WaitingFrame[] | null;
   /** The last terminate that named it (its number): one naming it twice is refused whole. */
   namedBy: number;
+  /**
+   * Taken by an initiate with `holdInput` whose settle has not come: built now, its link's input
+   * waits for the settle as a built one's does (NicEngine `awaiting`); its frames that wait for
+   * the build take the settle's segments ahead of them (waitForBuild).
+   */
+  awaitsSettle: boolean;
+}
+
+/** Pending connections that await their settle (Pending.awaitsSettle): none, a settle's keys go unread. */
+let pendingAwaiting = 0;
+
+/** `p` awaits its settle no more (it came, or `p` was built or let go). */
+function settledUnbuilt(p: Pending): void {
+  if (!p.awaitsSettle) return;
+  p.awaitsSettle = false;
+  pendingAwaiting--;
 }
 
 /** Terminates that named keys, numbered (Pending.namedBy). */
@@ -906,6 +924,7 @@ function takeUnbuilt(p: Pending, path: PathSlot, owner: number): InstalledConn {
  * listed when `keepListed` (handed to a peer: HandedOn).
  */
 function letGoUnbuilt(p: Pending, keepListed = false): void {
+  settledUnbuilt(p);
   if (p.waiting !== null) unwait(p.waiting);
   p.waiting = null;
   pendingIndex.remove(p);
@@ -1048,7 +1067,9 @@ function build(p: Pending): Slot | undefined {
     post({ t: 'ind', ind: ['abort', key] });
     return undefined;
   }
-  const conn = engine.adoptLazy(s, path, p.prod);
+  const hold = p.awaitsSettle;
+  settledUnbuilt(p);
+  const conn = engine.adoptLazy(s, path, p.prod, hold);
   const q = p.waiting;
   p.waiting = null;
   batchParts.set(p.block, parts);
@@ -1118,7 +1139,12 @@ function waitForBuild(
     engine.counters.inc('nic.lazy.wait-full');
     return false;
   }
-  q.push({ frame: frame.slice(), info: info === undefined ? undefined : { ...info }, from });
+  const w: WaitingFrame = { frame: frame.slice(), info: info === undefined ? undefined : { ...info }, from };
+  // The host held the settle's segments from before the install: older than every frame of the
+  // link or a peer that waits here (all came since), they go ahead of those.
+  let at = q.length;
+  if (from === 'host' && p.awaitsSettle) while (at > 0 && q[at - 1]!.from !== 'host') at--;
+  q.splice(at, 0, w);
   waitingAll.frames++;
   waitingAll.bytes += frame.length;
   if (waitingAll.frames > waitingAll.framesMax) waitingAll.framesMax = waitingAll.frames;
@@ -1218,11 +1244,24 @@ function buildPending(): void {
  * (waitForBuild); under traffic the host held some for nearly every connection of a prodded move,
  * and built them all in the hand's turn (150 of 150 in the simulation, test/nic/prod-paced).
  */
-function injectPackets(packets: readonly Uint8Array[]): void {
-  if (pendingIndex.size === 0) {
-    engine.inject(packets);
-    return;
-  }
+function injectPackets(packets: readonly Uint8Array[], settled?: Uint32Array): void {
+  if (pendingIndex.size === 0) engine.inject(packets);
+  else injectToPending(packets);
+  // Nothing here waits for a settle: the keys need not be read.
+  if (settled !== undefined && (pendingAwaiting > 0 || engine.awaitingSettles > 0)) endSettles(settled);
+}
+
+/** The settle of each connection packed in `settled` came (InitiateOptions.holdInput). */
+function endSettles(settled: Uint32Array): void {
+  forEachPackedKey(settled, engine.addressBook, (k) => {
+    const p = pendingAwaiting === 0 ? undefined : pendingOf(k);
+    if (p !== undefined) settledUnbuilt(p);
+    else engine.endAwait(k);
+  });
+}
+
+/** injectPackets' way with pending connections here. */
+function injectToPending(packets: readonly Uint8Array[]): void {
   const now: Uint8Array[] = [];
   for (let i = 0; i < packets.length; i++) {
     const p = packets[i]!;
@@ -1870,6 +1909,7 @@ function initiateNow(
   };
   const owner = a.owner;
   const prod = a.prod === true;
+  const hold = a.holdInput === true;
   const byNode: (Pending[] | undefined)[] | null = owner !== undefined && a.blocks !== undefined ? [] : null;
   const installed: InstalledConn[] = [];
   const owed: Pending[] = [];
@@ -1880,6 +1920,10 @@ function initiateNow(
           byNode,
           taken: (c, path) => {
             installed.push(takeUnbuilt(c as Pending, path, owner!));
+            if (hold) {
+              (c as Pending).awaitsSettle = true;
+              pendingAwaiting++;
+            }
             if (prod) owed.push(c as Pending);
           },
         };
@@ -1894,7 +1938,11 @@ function initiateNow(
     return i < 0 ? undefined : recordBatch.parts[i]!.block;
   };
   try {
-    const result: InitiateResult = engine.initiate(a.batch, { prod: a.prod }, { rings, fill, lazy });
+    const result: InitiateResult = engine.initiate(
+      a.batch,
+      { prod: a.prod, holdInput: hold },
+      { rings, fill, lazy },
+    );
     // Every connection installed was taken unbuilt (the usual move of idle connections): each is
     // in `installed` already, and none has a connection here to look up.
     const taken = installed.length;
@@ -2562,7 +2610,7 @@ port.on('message', (m: ToWorker) => {
       connOp(m);
       return;
     case 'inject':
-      injectPackets(m.packets);
+      injectPackets(m.packets, m.settled);
       return;
     case 'regrow':
       regrow(m);

@@ -246,9 +246,10 @@ export type WorkerRequest =
        * by connKeyId, so that the host holds every connection's memory even if the worker dies
        * before it replies. `owner`: the batch names neighbors and paths only, and each
        * connection's state is the transfer record in its block, offered to this owner number
-       * (src/nic/transfer-record.ts).
+       * (src/nic/transfer-record.ts). `holdInput`: InitiateOptions.holdInput, for every
+       * connection installed, built or taken unbuilt.
        */
-      arg: { batch: Uint8Array; prod: boolean; blocks?: PackedBlocks; owner?: number };
+      arg: { batch: Uint8Array; prod: boolean; blocks?: PackedBlocks; owner?: number; holdInput?: boolean };
     }
   /** Keys travel packed (transfer-wire.ts). */
   /**
@@ -359,7 +360,11 @@ export type ToWorker =
       on?: boolean;
       ms?: number;
     }
-  | { t: 'inject'; packets: Uint8Array[] }
+  /**
+   * Segments another owner held for connections run here (IP packets). `settled`: packed keys
+   * (transfer-wire.ts) of the connections whose settle this is (Nic.inject's `settled`).
+   */
+  | { t: 'inject'; packets: Uint8Array[]; settled?: Uint32Array }
   /**
    * The answer to a 'grow': the connection in `slot` (whose block, `old`, is the one it runs on:
    * a slot given to another connection meanwhile is left alone) moves to the new block `to`, whose

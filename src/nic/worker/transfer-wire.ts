@@ -136,6 +136,20 @@ export function unpackKnownKeys(
   return out;
 }
 
+/**
+ * `each` once per key packed in `w`, in order, with a scratch tuple it must not keep: no key
+ * object made, for a side that only looks the keys up (a settle's, one per connection moved).
+ */
+export function forEachPackedKey(
+  w: Uint32Array,
+  addrs: AddressBook | null | undefined,
+  each: (tuple: ConnKey) => void,
+): void {
+  checkKeys(w);
+  const k: ConnKey = { localIp: 0, localPort: 0, remoteIp: 0, remotePort: 0 };
+  for (let j = 0; j < w.length; j += KEY_WORDS) each(keyAt(w, j, addrs, k));
+}
+
 /** The scratch tuple unpackKnownKeys asks `known` with. */
 const lookup: ConnKey = { localIp: 0, localPort: 0, remoteIp: 0, remotePort: 0 };
 
