@@ -796,7 +796,8 @@ export class WorkerNic extends HostNic {
    */
   keepReleased(released: readonly WorkerConnectionHandle[]): void {
     for (const h of released) {
-      if (!h.unlisted || this.byKey.has(h)) continue;
+      // Taken up by a survivor since (a dead NIC's handle, handleOf): its connection runs there.
+      if (!h.nicIs(this) || !h.unlisted || this.byKey.has(h)) continue;
       h.slot = -1;
       h.unlisted = false;
       this.keyEpoch++;
