@@ -10,6 +10,10 @@
  *   another thread's memory), all on the main thread; untilInstallCpuMs its CPU;
  * - installMs: the install at the survivor (the main thread's part of the initiate, then the
  *   survivor thread's while the main thread waits);
+ * - preallocateCpuMs / takeInstalledCpuMs: the main thread's CPU in the survivor's install on this
+ *   side, summed over its batches: the blocks' records written before the batch leaves
+ *   (`preallocate`), and the worker's answer taken up as a handle and table entry per connection
+ *   (`takeInstalled`);
  * - settleMs: the install's end to the recover's end (the host table, the sockets re-pointed);
  * - recoverMs: the whole call, wall; mainCpuMs: the main thread's CPU over it (schedstat);
  * - gcs / gcMs: collections during the call.
@@ -38,6 +42,8 @@ export interface CrashRunFigures {
   /** The main thread's CPU over untilInstallMs (at load the wall time is mostly waiting for a core). */
   untilInstallCpuMs: number;
   installMs: number;
+  preallocateCpuMs: number;
+  takeInstalledCpuMs: number;
   settleMs: number;
   recoverMs: number;
   mainCpuMs: number;
@@ -45,6 +51,8 @@ export interface CrashRunFigures {
   gcMs: number;
   /** Connections rebuilt at the survivor (all of them, or the run throws). */
   moved: number;
+  /** Of those, installs that took up the dead NIC's handle (0 for a build that makes a new one). */
+  adopted: number;
 }
 
 export interface CrashRebuildResult {
@@ -121,6 +129,22 @@ async function oneCrash(
     }
   };
 
+  // The survivor's own parts of the install on this thread (the same private names in the
+  // reference's tree), by CPU: at load their wall time is mostly waiting for a core.
+  const cpuIn = { preallocate: 0, takeInstalled: 0 };
+  const survivor = n1 as unknown as Record<keyof typeof cpuIn, (...a: unknown[]) => unknown>;
+  for (const name of ['preallocate', 'takeInstalled'] as const) {
+    const f = survivor[name].bind(n1);
+    survivor[name] = (...a: unknown[]) => {
+      const c = mainCpuNs();
+      try {
+        return f(...a);
+      } finally {
+        cpuIn[name] += mainCpuNs() - c;
+      }
+    };
+  }
+
   const dead = new Promise<void>((r) => n0.once('dead', () => r()));
   await n0.kill();
   await dead;
@@ -176,12 +200,15 @@ async function oneCrash(
       untilInstallMs: round1(installAt - t0),
       untilInstallCpuMs: round1((installCpu - c0) / 1e6),
       installMs: round1(installEnd - installAt),
+      preallocateCpuMs: round1(cpuIn.preallocate / 1e6),
+      takeInstalledCpuMs: round1(cpuIn.takeInstalled / 1e6),
       settleMs: round1(t1 - installEnd),
       recoverMs: round1(t1 - t0),
       mainCpuMs: round1((c1 - c0) / 1e6),
       gcs: during.length,
       gcMs: round1(during.reduce((a, g) => a + g.ms, 0)),
       moved: rep.moved.length,
+      adopted: (n1 as unknown as { adoptedHandles?: number }).adoptedHandles ?? 0,
     },
     ...(profile ? { profile } : {}),
   };
@@ -220,7 +247,7 @@ export function parseCrashRebuildFlags(argv: readonly string[]): {
 
 export function formatCrashRebuild(r: CrashRebuildResult): string {
   const f = (x: CrashRunFigures) =>
-    `salvage ${x.salvageMs}, to install ${x.untilInstallMs} (CPU ${x.untilInstallCpuMs}), install ${x.installMs}, settle ${x.settleMs}, recover ${x.recoverMs} ms (main CPU ${x.mainCpuMs}, ${x.gcs} GCs ${x.gcMs} ms)`;
+    `salvage ${x.salvageMs}, to install ${x.untilInstallMs} (CPU ${x.untilInstallCpuMs}), install ${x.installMs} (preallocate CPU ${x.preallocateCpuMs}, takeInstalled CPU ${x.takeInstalledCpuMs}), settle ${x.settleMs}, recover ${x.recoverMs} ms (main CPU ${x.mainCpuMs}, ${x.gcs} GCs ${x.gcMs} ms), ${x.adopted} handles taken up`;
   const lines = [
     `crash and rebuild of ${r.connections} (${r.root}), median of ${r.each.length}: ${f(r.median)}`,
     ...r.each.map((x, i) => `  run ${i + 1}: ${f(x)}`),

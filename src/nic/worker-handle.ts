@@ -108,7 +108,8 @@ export class WorkerConnectionHandle implements ConnectionHandle {
   private blockGone: { hard: HardState | null } | null = null;
 
   constructor(
-    private readonly nic: WorkerNic,
+    /** Its NIC: the one it was made at, or the survivor that took it up from a dead one (_revive). */
+    private nic: WorkerNic,
     readonly key: ConnKey,
     /** The worker's slot; a revived handle (see _revive) gets the slot of its new install. */
     public slot: number,
@@ -137,6 +138,11 @@ export class WorkerConnectionHandle implements ConnectionHandle {
   /** @internal This handle is `nic`'s. */
   nicIs(nic: WorkerNic): boolean {
     return this.nic === nic;
+  }
+
+  /** @internal Its NIC died: it runs nothing again, and hands its connections out by salvage only. */
+  nicDied(): boolean {
+    return this.nic.death !== null;
   }
 
   get id(): string {
@@ -351,12 +357,19 @@ export class WorkerConnectionHandle implements ConnectionHandle {
 
   /**
    * @internal Whether `nic` may take this handle up again for the same connection (`key`) installed
-   * anew: it was released from this NIC by a move, nothing holds it there any more, and no event
-   * waits in it for a socket.
+   * anew: it was released from this NIC by a move, or salvaged from a NIC that died (whose tables
+   * no longer hold it: `unlisted`, its slot emptied, and a dead NIC installs nothing again), nothing
+   * holds it there any more, and no event waits in it for a socket. A dead NIC's handle that let
+   * its block go (closed, held unread) or was mid-grow is not the running connection's any more.
    */
   _revivable(nic: WorkerNic, key: ConnKey): boolean {
     return (
-      this.nic === nic &&
+      (this.nic === nic ||
+        (this.nic.death !== null &&
+          this.unlisted &&
+          this.blockGone === null &&
+          this.growing === null &&
+          this.heldBytes === 0)) &&
       this.detached &&
       this.pending === 0 &&
       !this.deliverScheduled &&
@@ -374,8 +387,12 @@ export class WorkerConnectionHandle implements ConnectionHandle {
     else if (this.settings !== from) assignTcpCached(this.settings, from);
   }
 
-  /** @internal The same connection installed again at this NIC, in `slot`: as new, but no object made. */
-  _revive(slot: number): void {
+  /**
+   * @internal The same connection installed again at `nic` (this handle's, or a survivor of its dead
+   * NIC), in `slot`: as new, but no object made, its settings' object kept.
+   */
+  _revive(slot: number, nic: WorkerNic): void {
+    this.nic = nic;
     this.slot = slot;
     this.dry = false;
     this.userRef = null;

@@ -777,7 +777,8 @@ export class WorkerNic extends HostNic {
    */
   keepReleased(released: readonly WorkerConnectionHandle[]): void {
     for (const h of released) {
-      if (!h.unlisted || this.byKey.has(h)) continue;
+      // Taken up by a survivor since (a dead NIC's handle, handleOf): its connection runs there.
+      if (!h.nicIs(this) || !h.unlisted || this.byKey.has(h)) continue;
       h.slot = -1;
       h.unlisted = false;
       this.keyEpoch++;
@@ -906,13 +907,23 @@ export class WorkerNic extends HostNic {
     return hand(this, dst, keys, frozen, opts.prod === true);
   }
 
-  /** The handle of a prepared connection the worker installed: its old one here if it can be revived. */
+  /**
+   * The handle of a prepared connection the worker installed: its old one here if it can be
+   * revived, or else the one a dead NIC's salvage let go of (a crash's rebuild on this survivor):
+   * a handle and its settings made per connection were the largest part of the survivor's install
+   * on this thread after a crash, and garbage the dead NIC's left behind.
+   */
   private handleOf(p: PreparedConn, key: ConnKey, slot: number, block: ConnBlockRef): WorkerConnectionHandle {
     const views = p.views;
     const list = views.handles;
     let at = -1;
-    for (let i = 0; i < list.length; i++) if (list[i]!.nicIs(this)) at = i;
-    const old = at < 0 ? undefined : list[at]!;
+    let died = -1;
+    for (let i = 0; i < list.length; i++) {
+      const h = list[i]!;
+      if (h.nicIs(this)) at = i;
+      else if (h.nicDied()) died = i;
+    }
+    const old = at >= 0 ? list[at]! : died >= 0 ? list[died]! : undefined;
     if (
       old !== undefined &&
       old.block === block &&
@@ -920,8 +931,9 @@ export class WorkerNic extends HostNic {
       this.handles[old.slot] !== old &&
       (old.unlisted || this.byKey.get(old) !== old)
     ) {
-      old._revive(slot);
-      this.revivedHandles++;
+      if (at >= 0) this.revivedHandles++;
+      else this.adoptedHandles++;
+      old._revive(slot, this);
       return old;
     }
     const h = new WorkerConnectionHandle(this, key, slot, block, views);
@@ -1020,6 +1032,9 @@ export class WorkerNic extends HostNic {
 
   /** Installs here that took up the connection's handle from its last stay here (BlockViews.handles). */
   revivedHandles = 0;
+
+  /** Installs here that took up the handle a dead NIC's salvage let go of (BlockViews.handles). */
+  adoptedHandles = 0;
 
   /** Entries this NIC's own tables made on the host (by four-tuple: handles, released by reference). */
   get tableEntriesMade(): number {

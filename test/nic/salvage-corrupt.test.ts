@@ -10,6 +10,7 @@ import { openConnections } from '../../bench/offload.ts';
 import { COPY_BYTES, HardStateRecord, W_MSS, W_PORTS } from '../../src/nic/hard-state.ts';
 import type { ConnKey } from '../../src/nic/nic.ts';
 import type { WorkerNic } from '../../src/nic/worker-nic.ts';
+import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { echo, PING_MS, socketKey, workerSetup } from './worker-helpers.ts';
 
 const N = 8;
@@ -22,9 +23,10 @@ const N = 8;
 async function crashWithDamage(
   t: TestContext,
   seed: number,
-  damage: (v: Int32Array, copyAt: number, keys: ConnKey[]) => void,
+  damage: (v: Int32Array, copyAt: number, keys: ConnKey[], sockets: TcpSocket[]) => void,
+  nics = 2,
 ) {
-  const { net, wh, peer } = await workerSetup(seed, t);
+  const { net, wh, peer } = await workerSetup(seed, t, { count: nics });
   peer
     .createServer((s) => {
       s.on('data', (d: Uint8Array) => s.write(d));
@@ -46,8 +48,8 @@ async function crashWithDamage(
   await n0.kill();
   await dead;
   const v = new Int32Array(block.sab);
-  damage(v, block.at >> 2, keys);
-  damage(v, (block.at + COPY_BYTES) >> 2, keys);
+  damage(v, block.at >> 2, keys, sockets);
+  damage(v, (block.at + COPY_BYTES) >> 2, keys, sockets);
   const errors: string[] = [];
   sockets[0]!.on('error', (e: NodeJS.ErrnoException) => errors.push(e.code ?? e.message));
   const report = await wh.offload.recover(n0, n1);
@@ -67,6 +69,10 @@ describe("a record damaged in a dead worker's memory", () => {
     assert.deepEqual(report.refused[0]!.key, keys[0]);
     assert.match(report.refused[0]!.reason, /remoteMss/);
     assert.equal(wh.stack.counters.get('offload.rebuilt.refused'), 1, 'counted');
+    // The refused one's handle stays the dead NIC's: nothing of it is installed.
+    const survivor = wh.nics[1] as WorkerNic;
+    assert.equal(survivor.adoptedHandles, N - 1, 'the rebuilt ones took up their handles');
+    assert.equal(survivor.handle(keys[0]!), undefined);
     const t0 = net.now();
     while (errors.length === 0 && !sockets[0]!.destroyed && net.now() - t0 < 30_000) await net.sleep(5);
     assert.deepEqual(errors, ['ECONNABORTED'], 'its socket is told');
@@ -115,5 +121,43 @@ describe("a record damaged in a dead worker's memory", () => {
     assert.ok(reads >= N, `${reads} records read`);
     assert.equal(into.size, 1, `${reads} records read into ${into.size} objects`);
     await Promise.all(sockets.map((s, i) => echo(net, s, 900 + i, 50 + i, 30_000)));
+  });
+
+  test("the survivor takes up the dead NIC's handles; its own death then loses nothing either", {
+    timeout: 120_000,
+  }, async (t) => {
+    // The handles as the kill left them, before the rebuild.
+    let before: unknown[] = [];
+    const { net, wh, sockets, keys, report } = await crashWithDamage(
+      t,
+      64,
+      (_v, _at, _keys, socks) => {
+        before = socks.map((s) => s.connection);
+      },
+      3,
+    );
+    const [n0, n1, n2] = wh.nics as [WorkerNic, WorkerNic, WorkerNic];
+    assert.equal(report.moved.length, N, 'every one rebuilt');
+    assert.equal(n1.adoptedHandles, N, 'each install took up the dead NIC handle of its connection');
+    for (let i = 0; i < N; i++) {
+      const h = n1.handle(keys[i]!);
+      assert.ok(
+        h !== undefined && h === before[i] && h.nicIs(n1),
+        `connection ${i} runs behind its old handle`,
+      );
+      assert.equal(sockets[i]!.connection, h);
+    }
+    assert.equal(n0.handle(keys[0]!), undefined, 'the dead NIC holds none of them');
+    await Promise.all(sockets.map((s, i) => echo(net, s, 1100 + i, 60 + i, 30_000)));
+    // The survivor dies in turn: its salvage finds the adopted handles as its own, and the third
+    // NIC takes up the same handles again.
+    const dead = new Promise<void>((r) => n1.once('dead', () => r()));
+    await n1.kill();
+    await dead;
+    const again = await wh.offload.recover(n1, n2);
+    assert.equal(again.moved.length, N, `rebuilt at the third NIC (${again.refused[0]?.reason})`);
+    assert.equal(n2.adoptedHandles, N);
+    for (let i = 0; i < N; i++) assert.equal(sockets[i]!.connection, before[i]);
+    await Promise.all(sockets.map((s, i) => echo(net, s, 1300 + i, 70 + i, 30_000)));
   });
 });
