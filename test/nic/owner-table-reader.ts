@@ -27,7 +27,8 @@ for (let r = 0; r < READER_MAX_ROUNDS && Atomics.load(ctl, CTL.STOP) === 0; r++)
     out.checked++;
   }
   // Taken off before this check began and never listed again: a read may doubt, never say yes.
-  for (let k = Math.max(0, g - 2 * window); k < g - window; k++) {
+  // The last half window of them, whose tombstones the owner is likeliest to be reusing.
+  for (let k = Math.max(0, g - window - half); k < g - window; k++) {
     if (t.has(...keyOf(k))) out.ghosts.push(`removed ${k} at ${g}`);
     out.checked++;
   }
