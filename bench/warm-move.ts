@@ -1,7 +1,9 @@
 /**
  * A warm WorkerNic move of every connection in one call, over and over: `move('all')` from the
  * first WorkerNic to the second and back, after both have held them (issue 10 item 2). Per move:
- * the wall time, the main thread's CPU (schedstat), and the garbage collections that ran during it
+ * the wall time, the main thread's CPU (schedstat), the whole process's CPU (every thread: the
+ * workers' share, which the main thread's misses; a worker's tail of one move may fall in the
+ * next), and the garbage collections that ran during it
  * (count and ms, from `gc` performance entries); with `--heap`, what the main thread allocated over
  * the counted moves (V8's sampling heap profiler, garbage included), by function.
  *
@@ -35,10 +37,12 @@ export interface WarmMoveResult {
   /** Median of the counted moves. */
   wallMs: number;
   mainCpuMs: number;
+  /** Median of the counted moves: the whole process's CPU (every thread: main, both workers, V8's). */
+  cpuMs: number;
   gcPerMove: number;
   gcMsPerMove: number;
   /** Every counted move: wall, main CPU, collections (of them mark-compacts) and their ms. */
-  each: { wallMs: number; mainCpuMs: number; gcs: number; majors: number; gcMs: number }[];
+  each: { wallMs: number; mainCpuMs: number; cpuMs: number; gcs: number; majors: number; gcMs: number }[];
   /** With `--heap`: bytes the main thread allocated per counted move, and the largest sites. */
   heap?: HeapPerMove;
   /** With `--heap --workers`: the same for each worker thread, by its script. */
@@ -225,10 +229,12 @@ export async function benchWarmMove(
       [n1, n0],
     ] as const) {
       const c0 = mainCpuNs();
+      const p0 = process.cpuUsage();
       const t0 = performance.now();
       const rep = await m.move('all', a, b);
       const t1 = performance.now();
       const c1 = mainCpuNs();
+      const p1 = process.cpuUsage(p0);
       if (rep.moved.length !== established)
         throw new Error(
           `round ${r}: moved ${rep.moved.length} of ${established} (${rep.refused[0]?.reason})`,
@@ -238,6 +244,7 @@ export async function benchWarmMove(
         each.push({
           wallMs: +(t1 - t0).toFixed(1),
           mainCpuMs: +((c1 - c0) / 1e6).toFixed(1),
+          cpuMs: +((p1.user + p1.system) / 1e3).toFixed(1),
           gcs: 0,
           majors: 0,
           gcMs: 0,
@@ -281,6 +288,7 @@ export async function benchWarmMove(
     moves: each.length,
     wallMs: med.wallMs,
     mainCpuMs: med.mainCpuMs,
+    cpuMs: med.cpuMs,
     gcPerMove: +(each.reduce((a, e) => a + e.gcs, 0) / each.length).toFixed(2),
     gcMsPerMove: +(each.reduce((a, e) => a + e.gcMs, 0) / each.length).toFixed(2),
     each,
@@ -310,8 +318,8 @@ export function parseWarmMoveFlags(argv: readonly string[]): {
 
 export function formatWarmMove(r: WarmMoveResult): string {
   const lines = [
-    `warm move of ${r.connections} (${r.root}): ${r.moves} moves, p50 wall ${r.wallMs} ms, main CPU ${r.mainCpuMs} ms; GC ${r.gcPerMove} per move, ${r.gcMsPerMove} ms per move`,
-    `  each (wall/CPU/gcs/of them major/gc ms): ${r.each.map((e) => `${e.wallMs}/${e.mainCpuMs}/${e.gcs}/${e.majors}/${e.gcMs}`).join(' ')}`,
+    `warm move of ${r.connections} (${r.root}): ${r.moves} moves, p50 wall ${r.wallMs} ms, main CPU ${r.mainCpuMs} ms, process CPU ${r.cpuMs} ms; GC ${r.gcPerMove} per move, ${r.gcMsPerMove} ms per move`,
+    `  each (wall/main CPU/process CPU/gcs/of them major/gc ms): ${r.each.map((e) => `${e.wallMs}/${e.mainCpuMs}/${e.cpuMs}/${e.gcs}/${e.majors}/${e.gcMs}`).join(' ')}`,
   ];
   if (r.heap) {
     lines.push(`  allocated by the main thread: ${(r.heap.bytesPerMove / 1024).toFixed(0)} KiB per move`);

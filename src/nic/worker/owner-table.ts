@@ -120,30 +120,44 @@ export class OwnerTable {
     const li = word(localIp);
     const ri = word(remoteIp);
     const pp = (localPort << 16) | remotePort | 0;
-    const n = this.mask + 1;
-    if (this.find(live, li, ri, pp) >= 0) return true;
-    if (Atomics.load(w, USED) + 1 > (n * 3) >>> 2) {
-      if (Atomics.load(w, USED) === Atomics.load(w, LIVE)) return false;
-      this.compact();
-      if (Atomics.load(w, LIVE) + 1 > (n * 3) >>> 2) return false;
-    }
+    // One probe: listed already, or where it goes (the chain's first tombstone, else its end).
     let i = hash(li, ri, pp) & this.mask;
+    let gone = -1;
     for (;;) {
       const at = HEADER + i * ENTRY;
-      const s = Atomics.load(w, at);
-      if (!isLive(s)) {
-        // Key first, then the state: a reader that sees LIVE reads this key (or, racing a reuse,
-        // a mixture that at worst sends one frame the wrong way).
-        Atomics.store(w, at + 1, li);
-        Atomics.store(w, at + 2, ri);
-        Atomics.store(w, at + 3, pp);
-        Atomics.store(w, at, live);
-        if (s === S_EMPTY) Atomics.add(w, USED, 1);
-        Atomics.add(w, LIVE, 1);
-        return true;
-      }
+      const s = w[at];
+      if (s === S_EMPTY) break;
+      if (s === live && w[at + 1] === li && w[at + 2] === ri && w[at + 3] === pp) return true;
+      if (s === S_GONE && gone < 0) gone = i;
       i = (i + 1) & this.mask;
     }
+    const n = this.mask + 1;
+    // The counts are this writer's alone: plain read-modify-writes (no lock), published by the
+    // state word's store that follows; `size` is a reader's hint anyway.
+    if (gone < 0 && w[USED]! + 1 > (n * 3) >>> 2) {
+      if (w[USED] === w[LIVE]) return false;
+      this.compact();
+      if (w[LIVE]! + 1 > (n * 3) >>> 2) return false;
+      // Compacted: no tombstones, and the chain moved. Its end is the place.
+      i = hash(li, ri, pp) & this.mask;
+      while (w[HEADER + i * ENTRY] !== S_EMPTY) i = (i + 1) & this.mask;
+    } else if (gone >= 0) i = gone;
+    const at = HEADER + i * ENTRY;
+    // The key in plain writes, then the state in one sequentially consistent store: a reader's
+    // Atomics.load of the state that sees it live synchronizes with that store, so the key words
+    // it reads after are these (JS memory model: the plain writes happen before the store, which
+    // the load reads from). A reader racing a reuse of a tombstone may read a mixture of two keys,
+    // as before: at worst one frame sent the wrong way (see the file's comment). The same store is
+    // what the SYN race needs (mayHold): it and the other side's listing are both seq-cst, so of
+    // two sides that each list and then read the other, at least one sees the other's entry.
+    w[at + 1] = li;
+    w[at + 2] = ri;
+    w[at + 3] = pp;
+    const was = w[at];
+    Atomics.store(w, at, live);
+    if (was === S_EMPTY) w[USED]!++;
+    w[LIVE]!++;
+    return true;
   }
 
   /** Take a connection off the list (the owner only). */
@@ -153,9 +167,9 @@ export class OwnerTable {
     const w = this.w;
     const i = this.find(live, word(localIp), word(remoteIp), (localPort << 16) | remotePort | 0);
     if (i < 0) return;
-    Atomics.add(w, LIVE, -1);
+    w[LIVE]!--;
     const next = HEADER + ((i + 1) & this.mask) * ENTRY;
-    if (Atomics.load(w, next) !== S_EMPTY) {
+    if (w[next] !== S_EMPTY) {
       Atomics.store(w, HEADER + i * ENTRY, S_GONE);
       return;
     }
@@ -163,9 +177,9 @@ export class OwnerTable {
     let j = i;
     for (;;) {
       Atomics.store(w, HEADER + j * ENTRY, S_EMPTY);
-      Atomics.add(w, USED, -1);
+      w[USED]!--;
       j = (j - 1) & this.mask;
-      if (Atomics.load(w, HEADER + j * ENTRY) !== S_GONE) break;
+      if (w[HEADER + j * ENTRY] !== S_GONE) break;
     }
   }
 
