@@ -66,6 +66,11 @@ export interface TcpEngine {
    * heading for, not the one today's cwnd needs (tcp-mem.ts, sendRingTarget's `ahead`).
    */
   readonly growAhead?: boolean;
+  /**
+   * Receive buffers are fixed: a connection offers its whole rcvBufSize and is not autotuned
+   * (tcp-window.ts), as a Linux socket whose SO_RCVBUF was set. Absent or false: autotuned.
+   */
+  readonly fixedRcvBuf?: boolean;
 }
 
 /** The part of a listener a half-open connection refers to. */
@@ -342,7 +347,7 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
     const d = s.delegated;
     const n = d.recvBuffer.read(dst, off, len);
     if (n > 0 && this.unreadHeld > 0) this.engine.memHeld?.(this, false);
-    if (n > 0 && canReceive(d.state) && !d.finReceived && ackAfterRead(s)) {
+    if (n > 0 && canReceive(d.state) && !d.finReceived && ackAfterRead(s, this.engine.env.clock.now())) {
       s.soft.ackNow = true;
       tcpOutput(this);
       scheduleTimer(this);

@@ -101,6 +101,9 @@ export class TcpLayer implements TcpEngine {
     return this.table.size;
   }
 
+  /** See TcpEngine.fixedRcvBuf: set before connections open (it counts at the end of the handshake). */
+  fixedRcvBuf = false;
+
   /**
    * Like Linux's TCP small queues: bytes one connection may send per turn of the event loop, the
    * rest in the next turn, after everyone else's (output-scheduler.ts). Infinity: off.
