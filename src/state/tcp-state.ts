@@ -70,6 +70,13 @@ export interface TcpCached {
   minRtoMs: number;
   maxRtoMs: number;
   congestion: CongestionAlgorithm;
+  /**
+   * The socket set its own receive buffer (`rcvBufSize` among a connect's or a listen's options,
+   * not the layer's default): its connections are not autotuned, as Linux's SO_RCVBUF sets
+   * SOCK_RCVBUF_LOCK. An option of the socket, not of the connection's state: read once, when a
+   * connection is made (newConnection), and its effect (no clamp, soft.rcvClamp 0) is what travels.
+   */
+  rcvBufLocked?: boolean;
 }
 
 /** Owned by whoever processes the connection now; handed back on upload. */

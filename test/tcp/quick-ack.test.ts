@@ -14,7 +14,7 @@ import {
   rcvRttSample,
   rcvSpaceAdjust,
 } from '../../src/stack/tcp/tcp-window.ts';
-import { type TcpCached, TcpStateId } from '../../src/state/tcp-state.ts';
+import { DEFAULT_TCP_CACHED, type TcpCached, TcpStateId } from '../../src/state/tcp-state.ts';
 import { assertSoftRefused, HANDOVERS, type Handover } from './handovers.ts';
 import {
   ACK,
@@ -25,6 +25,7 @@ import {
   FIN,
   type InjectOpts,
   PSH,
+  passiveOpen,
   REMOTE,
   Recorder,
   sackBlocks,
@@ -674,6 +675,31 @@ describe('receive-buffer autotuning (Linux tcp_rcv_space_adjust, tcp_rcvbuf_grow
     const ack = b.take().at(-1)!;
     assert.equal(ack.h.window * 2 ** o.conn.state.const.rcvWscale, 1 << 20);
     assert.equal(o.conn.state.soft.rcvClamp, 0);
+  });
+
+  test('a socket that sets its receive buffer is not tuned (Linux: SO_RCVBUF locks it); the layer’s default does not lock', () => {
+    const MiB = 1 << 20;
+    // The layer's default buffer is a MiB too: only naming it on the socket locks it.
+    const bench = () => new Bench({ defaults: { delayedAckMs: 40, rcvBufSize: MiB } });
+    const scaled = (o: { conn: { state: { const: { rcvWscale: number } } } }, w: number) =>
+      w * 2 ** o.conn.state.const.rcvWscale;
+    const free = activeOpen(bench(), { wscale: 7 });
+    assert.equal(free.conn.state.soft.rcvClamp, RCV_CLAMP_START, 'the default buffer: tuned');
+    assert.equal(scaled(free, free.b.take().at(-1)!.h.window), RCV_CLAMP_START);
+    const locked = activeOpen(bench(), { wscale: 7 }, { rcvBufSize: MiB });
+    assert.equal(locked.conn.state.soft.rcvClamp, 0, 'connect with rcvBufSize: no clamp');
+    assert.equal(scaled(locked, locked.b.take().at(-1)!.h.window), MiB, 'the whole buffer offered at once');
+    const lockedListener = passiveOpen(bench(), { wscale: 7 }, { rcvBufSize: MiB });
+    assert.equal(lockedListener.conn.state.soft.rcvClamp, 0, 'listen with rcvBufSize: no clamp');
+    assert.equal(passiveOpen(bench(), { wscale: 7 }).conn.state.soft.rcvClamp, RCV_CLAMP_START);
+    // A NIC's listener takes its host listener's settings whole (NicListenSpec.cached), buffer
+    // size included: the lock those settings carry decides, not the size being named.
+    const settings = (rcvBufLocked: boolean) => ({ ...DEFAULT_TCP_CACHED, rcvBufSize: MiB, rcvBufLocked });
+    assert.equal(
+      passiveOpen(bench(), { wscale: 7 }, settings(false)).conn.state.soft.rcvClamp,
+      RCV_CLAMP_START,
+    );
+    assert.equal(passiveOpen(bench(), { wscale: 7 }, settings(true)).conn.state.soft.rcvClamp, 0);
   });
 
   test('a buffer smaller than the starting clamp is the clamp from the start', () => {

@@ -98,7 +98,8 @@ export function establish(conn: TcpConnection, now: number): void {
   // with it, dataArrived).
   s.soft.lastDataAt = now;
   s.soft.quickAcks = FIRST_DATA_PENDING;
-  if (conn.engine.fixedRcvBuf !== true) initRcvSpace(s, now);
+  // Linux tunes only a socket whose SO_RCVBUF was not set (tcp_init_buffer_space, SOCK_RCVBUF_LOCK).
+  if (conn.engine.fixedRcvBuf !== true && !conn.rcvBufLocked) initRcvSpace(s, now);
   // RFC 6298 5.7: a SYN timed out and the handshake gave no RTT sample, so the path may be slower
   // than the 1 s initial RTO assumed: start data transfer at 3 s.
   if (conn.synRetransmitted && d.srtt === 0) d.rto = clampRto(s, Math.max(d.rto, 3000));
