@@ -459,6 +459,7 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
    */
   revive(): void {
     this.user = null;
+    this.rcvBufLocked = false;
     this.listener = null;
     this.namedIn = 0;
     this.events = 0;
