@@ -41,9 +41,9 @@ import {
  * neighbor's in its own); the decoder interns them in the receiver's table (`DecodeOptions.addrs`)
  * and gives every connection of the path the path's handles. Version 2 (IPv4 only, no address
  * blocks), version 3 (no soft.smallSentEnd), version 4 (no RACK path knowledge), version 5 (no
- * soft.undoNxt), version 6 (no soft.repaired), version 7 (no ACK mode) and version 8 (no
- * soft.rcvMss, ackPushed) are still read and written on request; any other version is refused
- * before anything is decoded.
+ * soft.undoNxt), version 6 (no soft.repaired), version 7 (no ACK mode), version 8 (no
+ * soft.rcvMss, ackPushed) and version 9 (no receive-buffer autotuning) are still read and written
+ * on request; any other version is refused before anything is decoded.
  */
 
 export const STATE_CODEC_MAGIC = 0x43484e59;
@@ -63,8 +63,12 @@ export const STATE_CODEC_MAGIC = 0x43484e59;
  * (soft.rcvMss, ackPushed) after them; an older batch leaves 0 and 0: the kernel's starting hint,
  * measured again from the next full segment, and no ACK owed to a read. soft.unackedSegments is
  * always 0 from this version on.
+ * 10: receive-buffer autotuning (soft.rcvClamp, rcvSpace, rcvSpaceSeq, rcvSpaceAt, rcvRtt,
+ * rcvRttSeq, rcvRttAt, rcvRttEcr) after them, so a moved connection keeps the window its reader
+ * grew; an older batch leaves a clamp of 0: the connection offers its whole buffer (the old
+ * behaviour) and is not autotuned.
  */
-export const STATE_CODEC_VERSION = 9;
+export const STATE_CODEC_VERSION = 10;
 /** The oldest version this build still reads. */
 export const STATE_CODEC_MIN_VERSION = 2;
 

@@ -70,6 +70,13 @@ export interface TcpCached {
   minRtoMs: number;
   maxRtoMs: number;
   congestion: CongestionAlgorithm;
+  /**
+   * The socket set its own receive buffer (`rcvBufSize` among a connect's or a listen's options,
+   * not the layer's default): its connections are not autotuned, as Linux's SO_RCVBUF sets
+   * SOCK_RCVBUF_LOCK. An option of the socket, not of the connection's state: read once, when a
+   * connection is made (newConnection), and its effect (no clamp, soft.rcvClamp 0) is what travels.
+   */
+  rcvBufLocked?: boolean;
 }
 
 /** Owned by whoever processes the connection now; handed back on upload. */
@@ -291,10 +298,26 @@ export interface TcpSoft {
    * The peer's segment size as this receiver estimates it (Linux's icsk_ack.rcv_mss,
    * tcp_measure_rcv_mss; 0 not yet measured: tcp-ack-mode.ts gives the kernel's starting hint),
    * and the small segments since our last ACK (icsk_ack.pending's ICSK_ACK_PUSHED = 1, PUSHED2 =
-   * 2), which have the application's read ACK them. Last, as codec version 9 added them.
+   * 2), which have the application's read ACK them. Codec version 9 added them.
    */
   rcvMss: number;
   ackPushed: number;
+  /**
+   * Receive-buffer autotuning (tcp-window.ts), as Linux keeps it in tcp_sock: the window clamp it
+   * grew (window_clamp; 0: none, the connection offers its whole buffer, as one rebuilt from hard
+   * state or taken from an older build); the measure to beat, the next byte unread when the
+   * measure began and when (rcvq_space: space, seq, time); the receiver's RTT estimate in ms (0:
+   * none yet), the edge and time its window measure began (-1: none) and the last timestamp echo
+   * it sampled (rcv_rtt_est, rcv_rtt_last_tsecr). Last, as codec version 10 added them.
+   */
+  rcvClamp: number;
+  rcvSpace: number;
+  rcvSpaceSeq: number;
+  rcvSpaceAt: number;
+  rcvRtt: number;
+  rcvRttSeq: number;
+  rcvRttAt: number;
+  rcvRttEcr: number;
 }
 
 /** Linux's TCP_MAX_QUICKACKS (include/net/tcp.h): the most quick ACKs one event grants. */
@@ -593,6 +616,14 @@ export function createTcpState(
       lastDataAt: -1,
       rcvMss: 0,
       ackPushed: 0,
+      rcvClamp: 0,
+      rcvSpace: 0,
+      rcvSpaceSeq: 0,
+      rcvSpaceAt: -1,
+      rcvRtt: 0,
+      rcvRttSeq: 0,
+      rcvRttAt: -1,
+      rcvRttEcr: 0,
     },
   };
 }
@@ -725,6 +756,14 @@ export function resetTcpState(
   o.lastDataAt = -1;
   o.rcvMss = 0;
   o.ackPushed = 0;
+  o.rcvClamp = 0;
+  o.rcvSpace = 0;
+  o.rcvSpaceSeq = 0;
+  o.rcvSpaceAt = -1;
+  o.rcvRtt = 0;
+  o.rcvRttSeq = 0;
+  o.rcvRttAt = -1;
+  o.rcvRttEcr = 0;
   const cu = o.cubic;
   cu.wMax = 0;
   cu.k = 0;
@@ -800,6 +839,8 @@ const SMALL_SOFT: ReadonlySet<string> = new Set([
   'quickAcks',
   'rcvMss',
   'ackPushed',
+  'rcvClamp',
+  'rcvSpace',
   'unackedSegments',
   'caBytesAcked',
   'challengeCount',

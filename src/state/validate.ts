@@ -247,6 +247,14 @@ export const TCP_FIELDS: readonly FieldSpec<TcpPart>[] = [
   f('soft', 'lastDataAt', 'time', 'scalars', 8),
   f('soft', 'rcvMss', 'u32', 'scalars', 9),
   f('soft', 'ackPushed', 'u8', 'scalars', 9),
+  f('soft', 'rcvClamp', 'u32', 'scalars', 10),
+  f('soft', 'rcvSpace', 'u32', 'scalars', 10),
+  f('soft', 'rcvSpaceSeq', 'u32', 'scalars', 10),
+  f('soft', 'rcvSpaceAt', 'time', 'scalars', 10),
+  f('soft', 'rcvRtt', 'num', 'scalars', 10),
+  f('soft', 'rcvRttSeq', 'u32', 'scalars', 10),
+  f('soft', 'rcvRttAt', 'time', 'scalars', 10),
+  f('soft', 'rcvRttEcr', 'u32', 'scalars', 10),
 ];
 
 /** Wire code of each congestion algorithm is its index here; append only. */
@@ -258,6 +266,8 @@ export const MAX_WSCALE = 14;
 export const MIN_MSS = 64;
 /** 65535 minus the IPv4 and TCP headers. */
 export const MAX_MSS = 65495;
+/** The largest window a header can name (65535 at the largest shift, 14): what a clamp may reach. */
+const MAX_RCV_CLAMP = 2 ** 30;
 export const MIN_MTU = 68;
 /** RFC 8200 5: every IPv6 link carries 1280 bytes. */
 export const MIN_MTU6 = 1280;
@@ -580,6 +590,9 @@ function checkTcpRules(s: TcpState): void {
     fail('soft.quickAcks', `${rk.quickAcks} quick ACKs outside ${FIRST_DATA_PENDING}..${MAX_QUICK_ACKS}`);
   if (rk.rcvMss > MAX_MSS) fail('soft.rcvMss', `segment size ${rk.rcvMss} above ${MAX_MSS}`);
   if (rk.ackPushed > 3) fail('soft.ackPushed', `${rk.ackPushed} is not a set of ICSK_ACK_PUSHED, PUSHED2`);
+  if (rk.rcvClamp > MAX_RCV_CLAMP)
+    fail('soft.rcvClamp', `window clamp ${rk.rcvClamp} above ${MAX_RCV_CLAMP}`);
+  if (rk.rcvSpace > MAX_RCV_CLAMP) fail('soft.rcvSpace', `measure ${rk.rcvSpace} above ${MAX_RCV_CLAMP}`);
 
   if (k.ttl < 1) fail('cached.ttl', 'TTL 0');
   if (k.sndBufSize === 0) fail('cached.sndBufSize', 'empty send buffer');

@@ -650,6 +650,56 @@ describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeo
       });
     });
 
+    // Receive-buffer autotuning (Linux's tcp_rcv_space_adjust, no SO_RCVBUF; Chimney's
+    // tcp-window.ts): the window of a receiver whose application keeps up starts well below its
+    // largest (Linux's tcp_rmem[1] at its starting ratio, 64 KiB) and grows with what is read in
+    // each of the receiver's RTTs. The tester sends every byte of window offered, in full segments,
+    // and waits for the ACK of all of it before the next burst: each burst is at most an RTT of a
+    // window-limited sender, however slow the machine. Bounded in bursts and bytes.
+    test(`${v.name}: a receiver that reads as data comes offers about 64 KiB at first and grows its window over a bulk transfer, never moving its right edge back (Linux's tcp_rcv_space_adjust, DRS)`, async (t) => {
+      await runCase(st, v, {}, async ({ dut, tester }) => {
+        const { c } = await openConn(dut, tester, FULL);
+        const from0 = tester.segs.length;
+        c.data(1);
+        let last = await c.expect(
+          (s) => has(s, ACK) && s.ack === c.sndNxt,
+          10_000,
+          'ACK of the first byte',
+          from0,
+        );
+        const first = c.windowOf(last);
+        let edge = seqAdd(last.ack, c.windowOf(last));
+        const windows = [first];
+        let sent = 0;
+        for (let burst = 0; burst < 60 && sent < 32 << 20 && Math.max(...windows) < 4 * first; burst++) {
+          const room = seqDiff(edge, c.sndNxt);
+          for (let left = room; left > 0; ) {
+            const n = Math.min(988, left);
+            c.data(n, ACK);
+            left -= n;
+          }
+          sent += room;
+          const from = tester.segs.length;
+          last = await c.expect(
+            (s) => has(s, ACK) && s.len === 0 && s.ack === c.sndNxt,
+            10_000,
+            `ACK of everything sent (${c.sndNxt})`,
+            room > 0 ? from : 0,
+          );
+          const newEdge = seqAdd(last.ack, c.windowOf(last));
+          assert.ok(
+            seqGe(newEdge, edge),
+            `right edge ${newEdge} moved left of ${edge} (windows ${windows.join(' ')})`,
+          );
+          edge = newEdge;
+          windows.push(c.windowOf(last));
+        }
+        t.diagnostic(`${v.name} windows after each burst: ${windows.join(' ')} (${sent} bytes)`);
+        assert.ok(first >= 32 << 10 && first <= 128 << 10, `first window ${first}: about 64 KiB`);
+        assert.ok(Math.max(...windows) >= 4 * first, `grown to 4 times the first: ${windows.join(' ')}`);
+      });
+    });
+
     test(`${v.name}: a bare FIN into a zero window is taken (Linux tcp_sequence and tcp_data_queue, 2bd99aef1b19, 1e3bb184e941)`, async () => {
       await runCase(st, v, { rcvBuf: 65536, read: false }, async ({ dut, tester }) => {
         const { c, id } = await openConn(dut, tester, FULL);

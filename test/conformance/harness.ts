@@ -72,7 +72,10 @@ export const VARIANTS: Variant[] = ([4, 6] as const).flatMap((family) =>
 );
 
 export interface DutConfig {
-  /** Receive buffer (Linux: SO_RCVBUF, which the kernel doubles; Chimney: rcvBufSize). */
+  /**
+   * Receive buffer (Linux: SO_RCVBUF, which the kernel doubles and which turns its autotuning
+   * off; Chimney: rcvBufSize, not autotuned: TcpLayer.fixedRcvBuf). Unset: both autotune.
+   */
   rcvBuf?: number;
   keepalive?: { idleS: number; intvlS: number; cnt: number };
   /** Minimum RTO towards the tester (Linux: the route's rto_min; Chimney: minRtoMs). */
@@ -282,6 +285,8 @@ class ChimneyDut extends DutBase implements Dut {
     const o = tapStackOptions({ tcp }, clock, new CryptoRandom());
     this.stack = new Stack({ ...o, ipv6: { ...o.ipv6, dadTransmits: 0 } });
     this.stack.tcp.outputBudget = OUTPUT_BUDGET_BYTES;
+    // As Linux's SO_RCVBUF, which turns its autotuning off.
+    this.stack.tcp.fixedRcvBuf = cfg.rcvBuf !== undefined;
     this.stack.addInterface(this.tap, { mac, ip: ips, offload: false });
     this.host = new Host(this.stack);
   }

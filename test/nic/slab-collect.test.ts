@@ -49,6 +49,11 @@ async function offloadedBlocks(t: TestContext, seed: number, workers = 1) {
   for (const s of sockets) s.write(Buffer.alloc(1000, 7));
   await net.sleep(50);
   assert.equal((await wh.offload.offload('all', wh.nics[0]!)).moved.length, CONNS);
+  // Each block is a send ring of the placement's share (ringUnderLoad: 2.66 MiB at 12) and a receive
+  // ring of the window promised, the whole 4 MiB: the socket named its rcvBufSize, which locks it
+  // against autotuning (a tuned one promises 64 KiB, and gets 2.66 MiB). Together the blocks must
+  // be more than a slab: a thread shows its collector only a slab's worth let go (weighSlabsLetGo,
+  // weighNumbered), so 12 tuned blocks, 63.9 MiB, were left to each thread's own next collection.
   const before = process.memoryUsage().arrayBuffers;
   assert.ok(before >= 80 * MB, `the blocks are alive: ${Math.round(before / MB)} MiB`);
   /** MiB of shared buffers given back once the host's collector ran, up to 64 MiB. */

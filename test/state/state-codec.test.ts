@@ -338,7 +338,7 @@ describe("version 8: the receiver's ACK mode (soft.quickAcks, pingpong, lastData
 
 describe("version 9: the peer's segment size as estimated, and the small segments owed an ACK (soft.rcvMss, ackPushed)", () => {
   test('travel in version 9 with the soft scalars; a version-8 batch leaves them out and decodes to none', () => {
-    assert.equal(STATE_CODEC_VERSION, 9);
+    assert.ok(STATE_CODEC_VERSION >= 9);
     const trees = sampleTrees(2);
     const conns = flattenTrees(trees);
     Object.assign(conns[0]!.soft, { rcvMss: 536, ackPushed: 3, quickAcks: 5 });
@@ -363,6 +363,45 @@ describe("version 9: the peer's segment size as estimated, and the small segment
       [0, 0],
     ]);
     assert.equal(back8[0]!.soft.quickAcks, 5, "version 8's own fields still travel");
+  });
+});
+
+describe('version 10: receive-buffer autotuning (soft.rcvClamp, rcvSpace, rcvRtt and their measures)', () => {
+  test('travels in version 10 with the soft scalars; a version-9 batch leaves it out: no clamp, the whole buffer', () => {
+    assert.equal(STATE_CODEC_VERSION, 10);
+    const trees = sampleTrees(2);
+    const conns = flattenTrees(trees);
+    const tuned = {
+      rcvClamp: 186_574,
+      rcvSpace: 30_000,
+      rcvSpaceSeq: 0xfffff000,
+      rcvSpaceAt: 950,
+      rcvRtt: 10.5,
+      rcvRttSeq: 123_456,
+      rcvRttAt: 990,
+      rcvRttEcr: 77,
+    };
+    Object.assign(conns[0]!.soft, tuned, { rcvMss: 1448 });
+    const fields = Object.keys(tuned) as (keyof typeof tuned)[];
+    const of = (c: (typeof conns)[0]) => Object.fromEntries(fields.map((k) => [k, c.soft[k]]));
+    for (const soft of ['all', 'scalars'] as const) {
+      // Times travel as deltas from the sender's clock (1000 here) to the receiver's (2000).
+      const back = flattenTrees(decodeBatch(encodeBatch(trees, 1000, { soft }), 2000));
+      assert.deepEqual(of(back[0]!), { ...tuned, rcvSpaceAt: 1950, rcvRttAt: 1990 }, soft);
+      assert.equal(back[1]!.soft.rcvClamp, 0, soft);
+    }
+    const old = encodeBatch(trees, 1000, { version: 9 });
+    assert.ok(encodeBatch(trees, 1000).length > old.length, 'version 9: shorter by the eight');
+    const back9 = flattenTrees(decodeBatch(old, 2000));
+    assert.equal(back9[0]!.soft.rcvClamp, 0, 'no clamp: the whole buffer, as the older build offered');
+    assert.equal(back9[0]!.soft.rcvRtt, 0);
+    assert.equal(back9[0]!.soft.rcvMss, 1448, "version 9's own fields still travel");
+  });
+
+  test('a clamp past the largest window a header can name is refused', () => {
+    const trees = sampleTrees(1);
+    flattenTrees(trees)[0]!.soft.rcvClamp = 2 ** 30 + 1;
+    assert.throws(() => decodeBatch(encodeBatch(trees, 0), 0), /soft\.rcvClamp/);
   });
 });
 

@@ -6,7 +6,15 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { seqDiff } from '../../src/stack/tcp/seq.ts';
-import { type TcpCached, TcpStateId } from '../../src/state/tcp-state.ts';
+import {
+  RCV_CLAMP_START,
+  rcvClampGrow,
+  rcvMss,
+  rcvRttFromEcho,
+  rcvRttSample,
+  rcvSpaceAdjust,
+} from '../../src/stack/tcp/tcp-window.ts';
+import { DEFAULT_TCP_CACHED, type TcpCached, TcpStateId } from '../../src/state/tcp-state.ts';
 import { assertSoftRefused, HANDOVERS, type Handover } from './handovers.ts';
 import {
   ACK,
@@ -17,6 +25,7 @@ import {
   FIN,
   type InjectOpts,
   PSH,
+  passiveOpen,
   REMOTE,
   Recorder,
   sackBlocks,
@@ -564,6 +573,228 @@ describe('the ACK mode travels with the connection (soft.quickAcks, pingpong, la
       const o = open();
       o.data(100);
       assertSoftRefused(o.b.layer.release(o.conn), field, value, onWire);
+    });
+  }
+});
+
+describe('receive-buffer autotuning (Linux tcp_rcv_space_adjust, tcp_rcvbuf_grow, tcp_rcv_rtt_update)', () => {
+  const RTT = 10;
+  const SEG = 1000;
+
+  /** Our wscale for the default 1 MiB buffer is 5; the peer's SYN-ACK offers scaling. */
+  function tuned(defaults: Partial<TcpCached> = {}) {
+    const o = open(defaults, { wscale: 7 });
+    return { o, edges: [] as number[] };
+  }
+
+  /**
+   * One RTT of a sender limited by our window: after RTT ms, it sends up to the right edge our
+   * last ACK offered, in 1000-byte segments; the application reads `read` bytes after each
+   * (Infinity: all of it). Our rcv.adv is recorded after each segment.
+   */
+  function round(t: ReturnType<typeof tuned>, read: number) {
+    const { o } = t;
+    o.b.advance(RTT);
+    const d = o.conn.state.delegated;
+    let room = seqDiff(d.rcvAdv, o.seqAt());
+    while (room > 0) {
+      const n = Math.min(SEG, room);
+      o.data(n);
+      room -= n;
+      if (read > 0) o.conn.read(new Uint8Array(Math.min(read, d.recvBuffer.length)));
+      t.edges.push(o.conn.state.delegated.rcvAdv);
+    }
+    o.b.take();
+  }
+
+  function offered(o: ReturnType<typeof open>): number {
+    const d = o.conn.state.delegated;
+    return seqDiff(d.rcvAdv, d.rcvNxt);
+  }
+
+  function neverBack(edges: number[]): void {
+    for (let i = 1; i < edges.length; i++)
+      assert.ok(seqDiff(edges[i]!, edges[i - 1]!) >= 0, `edge ${i} moved back`);
+  }
+
+  test('the first window is the starting clamp (64 KiB), not the whole buffer', () => {
+    const { o } = tuned();
+    assert.equal(o.conn.state.soft.rcvClamp, RCV_CLAMP_START);
+    assert.equal(offered(o), RCV_CLAMP_START);
+    assert.equal(
+      o.conn.state.soft.rcvSpace,
+      10 * o.conn.state.const.localMss,
+      'the measure to beat: ten segments',
+    );
+  });
+
+  test('a reader that keeps up grows the window each RTT ahead of the sender, up to the buffer, and the edge never moves back', () => {
+    const t = tuned();
+    const o = t.o;
+    const windows: number[] = [];
+    for (let i = 0; i < 10; i++) {
+      round(t, Number.POSITIVE_INFINITY);
+      windows.push(offered(o));
+    }
+    assert.ok(
+      Math.abs(o.conn.state.soft.rcvRtt - RTT) < 1e-9,
+      `the receiver's RTT from the window: ${o.conn.state.soft.rcvRtt}`,
+    );
+    // By the third RTT the measure (a 64 KiB window read in one RTT) beats ten segments: the
+    // clamp goes to twice it and more, and the window with it.
+    assert.ok(windows[2]! > 2 * RCV_CLAMP_START, `windows ${windows.join(' ')}`);
+    assert.equal(windows.at(-1), 1 << 20, `the whole buffer at last: ${windows.join(' ')}`);
+    for (let i = 1; i < windows.length; i++)
+      assert.ok(windows[i]! >= windows[i - 1]!, `windows ${windows.join(' ')}`);
+    neverBack(t.edges);
+  });
+
+  test('a reader that reads less than ten segments an RTT leaves the clamp where it started', () => {
+    const t = tuned();
+    const o = t.o;
+    // 500 bytes after each of the ~65 segments of a window is ~32 KB an RTT read at first; the
+    // unread rest fills the buffer, and the window the sender is given shrinks with it.
+    for (let i = 0; i < 8; i++) round(t, 100);
+    assert.equal(o.conn.state.soft.rcvClamp, RCV_CLAMP_START);
+    assert.ok(offered(o) <= RCV_CLAMP_START, `offered ${offered(o)}`);
+    neverBack(t.edges);
+  });
+
+  test('a reader that does not read leaves the clamp where it started: each ACK offers no more than it', () => {
+    const t = tuned();
+    for (let i = 0; i < 4; i++) round(t, 0);
+    assert.equal(t.o.conn.state.soft.rcvClamp, RCV_CLAMP_START);
+    assert.equal(offered(t.o), RCV_CLAMP_START, 'unread data counts against the ring (tcp-window.ts)');
+    neverBack(t.edges);
+  });
+
+  test('a layer with fixed receive buffers (Linux: SO_RCVBUF set) offers the whole buffer at once and does not tune it', () => {
+    const b = new Bench({ defaults: { delayedAckMs: 40 } });
+    b.layer.fixedRcvBuf = true;
+    const o = activeOpen(b, { wscale: 7 });
+    const ack = b.take().at(-1)!;
+    assert.equal(ack.h.window * 2 ** o.conn.state.const.rcvWscale, 1 << 20);
+    assert.equal(o.conn.state.soft.rcvClamp, 0);
+  });
+
+  test('a socket that sets its receive buffer is not tuned (Linux: SO_RCVBUF locks it); the layer’s default does not lock', () => {
+    const MiB = 1 << 20;
+    // The layer's default buffer is a MiB too: only naming it on the socket locks it.
+    const bench = () => new Bench({ defaults: { delayedAckMs: 40, rcvBufSize: MiB } });
+    const scaled = (o: { conn: { state: { const: { rcvWscale: number } } } }, w: number) =>
+      w * 2 ** o.conn.state.const.rcvWscale;
+    const free = activeOpen(bench(), { wscale: 7 });
+    assert.equal(free.conn.state.soft.rcvClamp, RCV_CLAMP_START, 'the default buffer: tuned');
+    assert.equal(scaled(free, free.b.take().at(-1)!.h.window), RCV_CLAMP_START);
+    const locked = activeOpen(bench(), { wscale: 7 }, { rcvBufSize: MiB });
+    assert.equal(locked.conn.state.soft.rcvClamp, 0, 'connect with rcvBufSize: no clamp');
+    assert.equal(scaled(locked, locked.b.take().at(-1)!.h.window), MiB, 'the whole buffer offered at once');
+    const lockedListener = passiveOpen(bench(), { wscale: 7 }, { rcvBufSize: MiB });
+    assert.equal(lockedListener.conn.state.soft.rcvClamp, 0, 'listen with rcvBufSize: no clamp');
+    assert.equal(passiveOpen(bench(), { wscale: 7 }).conn.state.soft.rcvClamp, RCV_CLAMP_START);
+    // A NIC's listener takes its host listener's settings whole (NicListenSpec.cached), buffer
+    // size included: the lock those settings carry decides, not the size being named.
+    const settings = (rcvBufLocked: boolean) => ({ ...DEFAULT_TCP_CACHED, rcvBufSize: MiB, rcvBufLocked });
+    assert.equal(
+      passiveOpen(bench(), { wscale: 7 }, settings(false)).conn.state.soft.rcvClamp,
+      RCV_CLAMP_START,
+    );
+    assert.equal(passiveOpen(bench(), { wscale: 7 }, settings(true)).conn.state.soft.rcvClamp, 0);
+  });
+
+  test('a buffer smaller than the starting clamp is the clamp from the start', () => {
+    const t = tuned({ rcvBufSize: 32 * 1024 });
+    assert.equal(t.o.conn.state.soft.rcvClamp, 32 * 1024);
+    for (let i = 0; i < 6; i++) round(t, Number.POSITIVE_INFINITY);
+    assert.equal(t.o.conn.state.soft.rcvClamp, 32 * 1024);
+    assert.ok(offered(t.o) <= 32 * 1024, `offered ${offered(t.o)}`);
+  });
+
+  test('with timestamps, an echo of at least a segment samples the RTT; a window-filled sample never raises it', () => {
+    const o = open({}, { wscale: 7 });
+    const s = o.conn.state;
+    // Timestamps are off here (no TS option in the SYN-ACK): only the window measure runs.
+    assert.equal(s.const.tsEnabled, false);
+    s.soft.rcvRtt = 0;
+    rcvRttSample(s, 8, true);
+    assert.equal(s.soft.rcvRtt, 8, 'the first sample whole');
+    rcvRttSample(s, 20, true);
+    assert.equal(s.soft.rcvRtt, 8, 'a larger window sample is not taken');
+    rcvRttSample(s, 16, false);
+    assert.equal(s.soft.rcvRtt, 8 * (7 / 8) + 16 / 8, 'a larger echo sample is averaged in, 1/8');
+    rcvRttSample(s, 2, true);
+    assert.equal(s.soft.rcvRtt, 2, 'a smaller one of either kind is taken whole');
+    o.data(SEG);
+    rcvRttSample(s, 40, false);
+    assert.equal(s.soft.rcvRtt, 2, 'not while unread data waits: its lateness is the reader’s');
+    const mss = rcvMss(s);
+    rcvRttFromEcho(s, 500, 3, mss - 1);
+    assert.equal(s.soft.rcvRtt, 2, 'a segment below the peer’s size is no sample');
+    rcvRttFromEcho(s, 501, 0, mss);
+    assert.equal(s.soft.rcvRtt, 2, 'a delta of 0 ms is none');
+    rcvRttFromEcho(s, 502, 1, mss);
+    assert.equal(s.soft.rcvRtt, 1);
+    rcvRttFromEcho(s, 502, 0.5, mss);
+    assert.equal(s.soft.rcvRtt, 1, 'one sample per echoed value');
+  });
+
+  test('the growth: twice what was read in an RTT, plus twice its growth in proportion, within the buffer; never down', () => {
+    const o = open({}, { wscale: 7 });
+    const s = o.conn.state;
+    assert.equal(s.soft.rcvSpace, 14_600);
+    rcvClampGrow(s, 30_000);
+    // 2 * 30000 = 60000, grown by (30000 - 14600) / 14600 of it, twice: 2 * floor(60000 * 15400 / 14600).
+    assert.equal(s.soft.rcvClamp, 60_000 + 2 * Math.floor((60_000 * 15_400) / 14_600));
+    assert.equal(s.soft.rcvSpace, 30_000);
+    rcvClampGrow(s, 30_000);
+    assert.equal(s.soft.rcvClamp, 186_574, 'a steady rate: twice it is less than the clamp, which stays');
+    rcvClampGrow(s, 400_000);
+    assert.equal(s.soft.rcvClamp, 1 << 20, 'the buffer caps it (Linux: tcp_rmem[2])');
+  });
+
+  test('the measure waits an RTT, counts what was read less what is still unread, and only a better one grows the clamp', () => {
+    const o = open({}, { wscale: 7 });
+    const s = o.conn.state;
+    const now = () => o.b.env.clock.now();
+    s.soft.rcvRtt = 10;
+    const start = s.soft.rcvSpaceAt;
+    for (let i = 0; i < 40; i++) o.data(SEG);
+    o.conn.read(new Uint8Array(40 * SEG));
+    assert.equal(s.soft.rcvSpaceAt, start, 'less than an RTT since the measure began: none');
+    assert.equal(s.soft.rcvClamp, RCV_CLAMP_START);
+    o.b.advance(10);
+    for (let i = 0; i < 4; i++) o.data(SEG);
+    rcvSpaceAdjust(s, now());
+    // 40000 read, 4000 unread: 36000 beats 14600.
+    assert.equal(s.soft.rcvSpace, 36_000);
+    assert.equal(s.soft.rcvSpaceAt, now());
+    const clamp = s.soft.rcvClamp;
+    assert.equal(clamp, 72_000 + 2 * Math.floor((72_000 * 21_400) / 14_600), 'grown from the measure');
+    o.b.advance(10);
+    o.conn.read(new Uint8Array(4 * SEG));
+    assert.equal(s.soft.rcvSpace, 36_000, '4000 in the next RTT is no better');
+    assert.equal(s.soft.rcvClamp, clamp);
+    assert.equal(s.soft.rcvSpaceAt, now(), 'a new measure starts all the same');
+  });
+
+  for (const [how, move] of [
+    ['objects', ((s, _a, b) => Object.assign(s, { path: b.env.pathTo(REMOTE)! })) as Handover] as const,
+    ...HANDOVERS,
+  ]) {
+    test(`moved host -> NIC -> host by ${how}: the grown clamp and the receiver's RTT go with it`, () => {
+      const t = tuned();
+      for (let i = 0; i < 4; i++) round(t, Number.POSITIVE_INFINITY);
+      const before = { ...t.o.conn.state.soft };
+      assert.ok(before.rcvClamp > 2 * RCV_CLAMP_START, `clamp ${before.rcvClamp}`);
+      t.o.move(move);
+      const soft = t.o.conn.state.soft;
+      assert.equal(soft.rcvClamp, before.rcvClamp);
+      assert.equal(soft.rcvSpace, before.rcvSpace);
+      assert.equal(soft.rcvRtt, before.rcvRtt);
+      assert.equal(soft.rcvSpaceSeq, before.rcvSpaceSeq);
+      round(t, Number.POSITIVE_INFINITY);
+      assert.ok(offered(t.o) > 2 * RCV_CLAMP_START, `offered after the move: ${offered(t.o)}`);
+      neverBack(t.edges);
     });
   }
 });

@@ -1569,7 +1569,7 @@ function ringBell(slot: Slot, bits: number): void {
   let output = false;
   if (bits & BELL_WROTE && isSynchronized(d.state)) output = true;
   // The application read from the shared ring: the same rule as a read on the engine's own thread.
-  if (bits & BELL_READ && canReceive(d.state) && !d.finReceived && ackAfterRead(s)) {
+  if (bits & BELL_READ && canReceive(d.state) && !d.finReceived && ackAfterRead(s, clock.now())) {
     s.soft.ackNow = true;
     output = true;
   }

@@ -7,6 +7,8 @@ import {
   MSS_DEFAULT,
   offeredWindow,
   rcvMss,
+  rcvRttFromWindow,
+  rcvSpaceAdjust,
   selectWindow,
   windowWorthAnnouncing,
 } from './tcp-window.ts';
@@ -147,6 +149,7 @@ export function dataArrived(
   flags: number,
 ): void {
   measureRcvMss(conn, len, headerLen, flags);
+  rcvRttFromWindow(conn.state, now);
   if (conn.state.soft.quickAcks === FIRST_DATA_PENDING) {
     conn.state.soft.quickAcks = 0;
     incrQuickAcks(conn, MAX_QUICK_ACKS);
@@ -210,11 +213,14 @@ export function readAckNow(s: TcpState): boolean {
 }
 
 /**
- * After the application read: does an ACK go now? Either the window opened enough to announce
- * (tcp-window.ts), or the ACK owed waited for the read (readAckNow). One rule for every owner:
- * the host's read and a worker's (the application reads from the shared ring on another thread).
+ * After the application read, at `now`: the read is measured for autotuning first (Linux's
+ * tcp_rcv_space_adjust, before tcp_cleanup_rbuf), so a grown clamp can be announced; then, does
+ * an ACK go now? Either the window opened enough to announce (tcp-window.ts), or the ACK owed
+ * waited for the read (readAckNow). One rule for every owner: the host's read and a worker's (the
+ * application reads from the shared ring on another thread).
  */
-export function ackAfterRead(s: TcpState): boolean {
+export function ackAfterRead(s: TcpState, now: number): boolean {
+  rcvSpaceAdjust(s, now);
   return readAckNow(s) || windowWorthAnnouncing(s);
 }
 

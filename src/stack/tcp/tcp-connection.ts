@@ -66,6 +66,11 @@ export interface TcpEngine {
    * heading for, not the one today's cwnd needs (tcp-mem.ts, sendRingTarget's `ahead`).
    */
   readonly growAhead?: boolean;
+  /**
+   * Receive buffers are fixed: a connection offers its whole rcvBufSize and is not autotuned
+   * (tcp-window.ts), as a Linux socket whose SO_RCVBUF was set. Absent or false: autotuned.
+   */
+  readonly fixedRcvBuf?: boolean;
 }
 
 /** The part of a listener a half-open connection refers to. */
@@ -134,6 +139,11 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
   /** @internal The output scheduler's turn this connection last sent in, and the bytes it sent then. */
   outputTurn = -1;
   outputUsed = 0;
+  /**
+   * @internal Its socket set the receive buffer (TcpCached.rcvBufLocked): the handshake's end gives
+   * it no clamp (establish). Not state: a moved connection's clamp (0 or grown) says it already.
+   */
+  rcvBufLocked = false;
   /** @internal Listener that created this passive open, until it is accepted. */
   listener: ListenerRef | null = null;
   /**
@@ -342,7 +352,7 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
     const d = s.delegated;
     const n = d.recvBuffer.read(dst, off, len);
     if (n > 0 && this.unreadHeld > 0) this.engine.memHeld?.(this, false);
-    if (n > 0 && canReceive(d.state) && !d.finReceived && ackAfterRead(s)) {
+    if (n > 0 && canReceive(d.state) && !d.finReceived && ackAfterRead(s, this.engine.env.clock.now())) {
       s.soft.ackNow = true;
       tcpOutput(this);
       scheduleTimer(this);
@@ -449,6 +459,7 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
    */
   revive(): void {
     this.user = null;
+    this.rcvBufLocked = false;
     this.listener = null;
     this.namedIn = 0;
     this.events = 0;

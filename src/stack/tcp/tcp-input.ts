@@ -49,6 +49,7 @@ import {
 } from './tcp-output.ts';
 import { enterRecovery, probeRepairedLoss, prrAck, rackMark } from './tcp-recovery.ts';
 import { scheduleTimer } from './tcp-timers.ts';
+import { initRcvSpace, rcvRttFromEcho } from './tcp-window.ts';
 
 const INF = Number.POSITIVE_INFINITY;
 /** RFC 7323 5.5: ts.recent older than 24 days is no longer a valid PAWS reference. */
@@ -97,6 +98,8 @@ export function establish(conn: TcpConnection, now: number): void {
   // with it, dataArrived).
   s.soft.lastDataAt = now;
   s.soft.quickAcks = FIRST_DATA_PENDING;
+  // Linux tunes only a socket whose SO_RCVBUF was not set (tcp_init_buffer_space, SOCK_RCVBUF_LOCK).
+  if (conn.engine.fixedRcvBuf !== true && !conn.rcvBufLocked) initRcvSpace(s, now);
   // RFC 6298 5.7: a SYN timed out and the handshake gave no RTT sample, so the path may be slower
   // than the 1 s initial RTO assumed: start data transfer at 3 s.
   if (conn.synRetransmitted && d.srtt === 0) d.rto = clampRto(s, Math.max(d.rto, 3000));
@@ -465,6 +468,9 @@ function syncInput(
       enterQuickAck(conn);
     }
     noteDsack(conn, dupSeq, dupEnd);
+  }
+  if (carried > 0 && c.tsEnabled && h.hasTimestamps && h.tsEcr !== 0) {
+    rcvRttFromEcho(s, h.tsEcr, seqDiff(tsNow(now), h.tsEcr), carried);
   }
   textAndFin(conn, f, h.headerLength, seq, buf, pOff, pLen, now, carried, carriedFlags);
 }

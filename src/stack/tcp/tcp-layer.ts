@@ -102,6 +102,12 @@ export class TcpLayer implements TcpEngine {
   }
 
   /**
+   * See TcpEngine.fixedRcvBuf: set before connections open (it counts at the end of the handshake).
+   * The layer's own switch; a socket locks its connections by naming rcvBufSize (TcpCached.rcvBufLocked).
+   */
+  fixedRcvBuf = false;
+
+  /**
    * Like Linux's TCP small queues: bytes one connection may send per turn of the event loop, the
    * rest in the next turn, after everyone else's (output-scheduler.ts). Infinity: off.
    */
@@ -370,8 +376,15 @@ export class TcpLayer implements TcpEngine {
     return seqGt(h.seq, s.delegated.rcvNxt);
   }
 
-  private readonly cached = (options?: Partial<TcpCached>): TcpCached =>
-    mergeTcpOptions(this.defaults, options);
+  /**
+   * A socket's settings; one that names its receive buffer locks it (TcpCached.rcvBufLocked), and
+   * settings merged before (a NIC's listener takes its host listener's) say it themselves.
+   */
+  private readonly cached = (options?: Partial<TcpCached>): TcpCached => {
+    const c = mergeTcpOptions(this.defaults, options);
+    c.rcvBufLocked = options?.rcvBufLocked ?? options?.rcvBufSize !== undefined;
+    return c;
+  };
 
   /** Refused on a closed layer: no SYN leaves, and no timer starts that nothing will stop. */
   connect(opts: ConnectOptions, user: TcpUser): TcpConnection {

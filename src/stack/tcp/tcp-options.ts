@@ -47,7 +47,8 @@ export function mergeTcpOptions(base: Readonly<TcpCached>, opts?: Partial<TcpCac
   const out: TcpCached = { ...base };
   if (!opts) return out;
   for (const k of Object.keys(opts) as (keyof TcpCached)[]) {
-    if (!(k in DEFAULT_TCP_CACHED)) throw new InvalidArgumentError(`unknown TCP option ${String(k)}`);
+    if (!(k in DEFAULT_TCP_CACHED) && k !== 'rcvBufLocked')
+      throw new InvalidArgumentError(`unknown TCP option ${String(k)}`);
     const v = opts[k];
     if (v === undefined) continue;
     (out as unknown as Record<string, unknown>)[k] = v;
@@ -71,6 +72,8 @@ export function mergeTcpOptions(base: Readonly<TcpCached>, opts?: Partial<TcpCac
     throw new InvalidArgumentError('TCP buffer sizes are limited to 1 GiB');
   }
   if (out.minRtoMs > out.maxRtoMs) throw new InvalidArgumentError('minRtoMs must not exceed maxRtoMs');
+  if (out.rcvBufLocked !== undefined && typeof out.rcvBufLocked !== 'boolean')
+    throw new InvalidArgumentError('TCP option rcvBufLocked must be a boolean');
   for (const k of ['keepAlive', 'noDelay'] as const) {
     if (typeof out[k] !== 'boolean') throw new InvalidArgumentError(`TCP option ${k} must be a boolean`);
   }

@@ -1,18 +1,19 @@
 import type { TcpState } from '../../state/tcp-state.ts';
-import { seqDiff } from './seq.ts';
+import { seqAdd, seqDiff, seqLt } from './seq.ts';
 
 /**
  * The receive window as Linux chooses it (net/ipv4/tcp_output.c, __tcp_select_window and
  * tcp_select_window), the kernel being the reference for what a peer sees.
  *
- * Chimney's receive buffer is a fixed ring counted in bytes, as a Linux socket whose SO_RCVBUF
- * was set (no autotuning). Such a socket starts rcv_ssthresh, the cap Linux puts on its window
- * (grown by tcp_grow_window), at its whole space rounded down to a segment, and the rest of that
- * cap's growth only follows the kernel's accounting of per-segment overhead (skb truesize and its
- * scaling ratio), which a byte ring does not have: so here the cap is the buffer (measured on the
- * conformance lab: a 256 KiB SO_RCVBUF offered 265 KB at its first ACK, grew 29 KB in 26 segments,
- * then followed its free space). Without the cap, no ACK for its growth either (tcp_grow_window's
- * quick ACK).
+ * Chimney's receive buffer is a ring counted in bytes, whose size (cached.rcvBufSize) is the most
+ * the connection may ever offer, as Linux's tcp_rmem[2]. What it offers is capped below that by a
+ * window clamp that grows with what the application reads (receive-buffer autotuning, below), as
+ * Linux's window_clamp follows sk_rcvbuf when tcp_moderate_rcvbuf is on. Linux also caps its
+ * window by rcv_ssthresh (tcp_grow_window), whose growth only follows the kernel's accounting of
+ * per-segment overhead (skb truesize and its scaling ratio), which a byte ring does not have: so
+ * here the clamp is the only cap (measured on the conformance lab: a 256 KiB SO_RCVBUF offered
+ * 265 KB at its first ACK, grew 29 KB in 26 segments, then followed its free space). Without
+ * rcv_ssthresh, no ACK for its growth either (tcp_grow_window's quick ACK).
  */
 
 /** Linux's TCP_MSS_DEFAULT (RFC 1122's 536) and TCP_MIN_MSS: the bounds of the starting hint. */
@@ -31,9 +32,147 @@ export function rcvMss(s: TcpState): number {
   return Math.max(hint, MIN_MSS_HINT);
 }
 
-/** The largest window: the buffer, within what the header can name (Linux's window_clamp). */
+/**
+ * The largest window (Linux's window_clamp): the clamp the reader grew (soft.rcvClamp; 0, none:
+ * the whole buffer), within the buffer and what the header can name.
+ *
+ * Where Chimney differs: Linux counts unread data against its autotuned sk_rcvbuf, so a reader
+ * that stops closes the window once the clamp's worth is unread; here unread data counts against
+ * the ring (the free space below), and the clamp bounds only the window, so a reader that stops
+ * is offered the clamp's worth again with each ACK until the ring is full, as before autotuning.
+ */
 function windowClamp(s: TcpState): number {
-  return Math.min(s.cached.rcvBufSize, 65535 * 2 ** s.const.rcvWscale);
+  const buf = s.cached.rcvBufSize;
+  const tuned = s.soft.rcvClamp;
+  return Math.min(tuned > 0 && tuned < buf ? tuned : buf, 65535 * 2 ** s.const.rcvWscale);
+}
+
+/*
+ * Receive-buffer autotuning, as Linux's (net/ipv4/tcp_input.c: tcp_init_buffer_space,
+ * tcp_rcv_rtt_update and its two measures, tcp_rcv_space_adjust, tcp_rcvbuf_grow): once per
+ * receiver-side RTT, the bytes the application read in it are measured (dynamic right-sizing,
+ * DRS), and when they beat the best measure so far the window clamp grows to twice them, more
+ * while the sender's rate is still doubling (its slow start), up to the buffer. The clamp never
+ * shrinks, and the offered window's right edge never moves back anyway (advertiseWindow). So a
+ * connection offers what its reader keeps up with, not its whole buffer, from the first ACK on;
+ * what it offers to a fast reader still grows ahead of the sender's slow start.
+ *
+ * The state is soft (rebuilt from traffic) and travels with a move (codec version 10), so a
+ * moved connection keeps its grown clamp. A connection rebuilt from a dead NIC's hard state, or
+ * taken from an older build, has none (rcvClamp 0): it offers its whole buffer, as before.
+ */
+
+/**
+ * The clamp a connection starts at: Linux's, whose first sk_rcvbuf is tcp_rmem[1] (128 KiB) at
+ * its starting scaling ratio of one half (the rest counted as per-segment overhead).
+ */
+export const RCV_CLAMP_START = 65536;
+/** Linux's TCP_INIT_CWND: the first measure to beat is ten of our segments. */
+const RCV_SPACE_SEGMENTS = 10;
+/** The receiver's RTT estimate keeps 7/8 of the old value per sample (tcp_rcv_rtt_update). */
+const RCV_RTT_KEEP = 7 / 8;
+/** Window-dependent samples are timed with the clock; a 0 counts as this (1 µs, in ms). */
+const RCV_RTT_MIN_SAMPLE = 0.001;
+
+/** The first sequence number the application has not read (Linux's copied_seq). */
+function copiedSeq(s: TcpState): number {
+  return (s.delegated.rcvNxt - s.delegated.recvBuffer.length) >>> 0;
+}
+
+/**
+ * tcp_init_buffer_space, at the end of the handshake: the clamp starts at RCV_CLAMP_START (or the
+ * whole buffer, if smaller) and the measure to beat at ten of our segments (no more than the
+ * window), from now and the next byte the application will read.
+ */
+export function initRcvSpace(s: TcpState, now: number): void {
+  const so = s.soft;
+  so.rcvClamp = Math.min(s.cached.rcvBufSize, RCV_CLAMP_START);
+  so.rcvSpace = Math.min(so.rcvClamp, RCV_SPACE_SEGMENTS * s.const.localMss);
+  so.rcvSpaceSeq = copiedSeq(s);
+  so.rcvSpaceAt = now;
+  so.rcvRtt = 0;
+  so.rcvRttSeq = 0;
+  so.rcvRttAt = -1;
+  so.rcvRttEcr = 0;
+}
+
+/**
+ * tcp_rcv_rtt_update: a sample (ms) of the receiver's RTT. The first sample, or one below the
+ * estimate, is taken whole; a larger one is averaged in, unless it came from the window
+ * (`windowDependent`: the time to fill a window is an RTT only when the sender had the window
+ * full, so those only ever lower the estimate), or unread data waits in the buffer (a reader that
+ * falls behind delays the window's opening, and so the echo, by its own lateness).
+ */
+export function rcvRttSample(s: TcpState, sample: number, windowDependent: boolean): void {
+  const so = s.soft;
+  const old = so.rcvRtt;
+  if (old === 0 || sample < old) {
+    so.rcvRtt = sample;
+    return;
+  }
+  if (windowDependent || s.delegated.recvBuffer.length > 0) return;
+  so.rcvRtt = old * RCV_RTT_KEEP + sample * (1 - RCV_RTT_KEEP);
+}
+
+/**
+ * tcp_rcv_rtt_measure, on new in-order data: the time from offering a window to receiving data
+ * past its right edge is at least an RTT. The next measure starts at the edge offered now.
+ */
+export function rcvRttFromWindow(s: TcpState, now: number): void {
+  const so = s.soft;
+  if (so.rcvRttAt !== -1) {
+    if (seqLt(s.delegated.rcvNxt, so.rcvRttSeq)) return;
+    rcvRttSample(s, Math.max(now - so.rcvRttAt, RCV_RTT_MIN_SAMPLE), true);
+  }
+  so.rcvRttSeq = seqAdd(s.delegated.rcvNxt, offeredWindow(s));
+  so.rcvRttAt = now;
+}
+
+/**
+ * tcp_rcv_rtt_measure_ts: a data segment of at least the peer's segment size echoes our
+ * timestamp `ecr`, sent `delta` ms ago: an RTT, once per echoed value. Timestamps count whole
+ * milliseconds, so a LAN's RTT often reads 0: no sample then, as Linux takes none.
+ */
+export function rcvRttFromEcho(s: TcpState, ecr: number, delta: number, segmentLen: number): void {
+  const so = s.soft;
+  if (ecr === so.rcvRttEcr) return;
+  so.rcvRttEcr = ecr;
+  if (segmentLen >= rcvMss(s) && delta > 0) rcvRttSample(s, delta, false);
+}
+
+/**
+ * tcp_rcv_space_adjust, after the application read: once an RTT (the receiver's estimate) has
+ * passed since the measure began, the bytes read in it, less those still unread, are the
+ * measure; one beating the best so far grows the clamp (tcp_rcvbuf_grow). Either way a new
+ * measure starts here. Nothing before the first RTT sample, nor on a connection not autotuned.
+ */
+export function rcvSpaceAdjust(s: TcpState, now: number): void {
+  const so = s.soft;
+  if (so.rcvClamp === 0 || so.rcvRtt === 0 || now - so.rcvSpaceAt < so.rcvRtt) return;
+  const copied = copiedSeq(s);
+  const read = seqDiff(copied, so.rcvSpaceSeq) - s.delegated.recvBuffer.length;
+  if (read > so.rcvSpace) rcvClampGrow(s, read);
+  so.rcvSpaceSeq = copied;
+  so.rcvSpaceAt = now;
+}
+
+/**
+ * tcp_rcvbuf_grow: `read` bytes in an RTT is the new measure. The window that sustains it is
+ * twice that, DRS being an RTT late; plus, while the rate still grows, twice its growth in
+ * proportion (a sender in slow start doubles each RTT); plus the out-of-order data held past
+ * rcv.nxt. The clamp takes it, within the buffer (Linux: tcp_rmem[2]), and never goes down.
+ */
+export function rcvClampGrow(s: TcpState, read: number): void {
+  const so = s.soft;
+  const old = so.rcvSpace;
+  so.rcvSpace = read;
+  let win = 2 * read;
+  if (old > 0) win += 2 * Math.floor((win * (read - old)) / old);
+  const ooo = s.soft.ooo;
+  const last = ooo[ooo.length - 1];
+  if (last !== undefined) win += seqDiff(seqAdd(last.seq, last.data.length), s.delegated.rcvNxt);
+  const clamp = Math.min(win, s.cached.rcvBufSize);
+  if (clamp > so.rcvClamp) so.rcvClamp = clamp;
 }
 
 /**
