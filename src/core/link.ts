@@ -84,8 +84,9 @@ export interface Link {
   /**
    * End the batch of received frames after the one being handled: the rest wait in the link's
    * queue until work that frame deferred has had its turn (the application taking connections
-   * from a listener's accept queue, Stack's TcpHostEnv.yieldInput). Present on links that read a
-   * batch per turn (a TAP); absent where each frame comes by its own event.
+   * from a listener's accept queue, Stack's TcpHostEnv.yieldInput); `drain` reads nothing until
+   * the link's next batch, which comes after that work. Present on links that read a batch per
+   * turn (a TAP); absent where each frame comes by its own event.
    */
   yieldRx?(): void;
 }

@@ -320,6 +320,16 @@ export class TapLink implements Link {
   private reading = false;
   /** yieldRx() was called: the read under way stops after the frame it delivers. */
   private yieldAsked = false;
+  /**
+   * A read ended at a yield, and the next batch (afterYield) has not run yet: until then drain()
+   * and a pump asked earlier read nothing. A TCP loss timer asks for a drain
+   * (TcpHostEnv.drainInput), and Node runs timers before the immediates where the application
+   * takes its accepts: the yield a full accept queue asked was undone by the first timer to fall
+   * due, whose drain read the rest of the burst against that queue (all 88 `tcp.listen.overflow`
+   * drops of test/tap/syn-cookies.test.ts came in one such read, each a cookie's ACK or the
+   * request behind it; Linux drops neither there, its application accepting on its own CPU).
+   */
+  private yieldHeld = false;
 
   private constructor(
     lib: Libc,
@@ -851,6 +861,13 @@ export class TapLink implements Link {
 
   private readonly pump = (): void => {
     this.pumpScheduled = false;
+    // A pump asked before the yield runs ahead of the work the yield waits for.
+    if (!this.yieldHeld) this.read();
+  };
+
+  /** The batch after a yield, deferred behind what the frames that asked for it deferred. */
+  private readonly afterYield = (): void => {
+    this.yieldHeld = false;
     this.read();
   };
 
@@ -859,10 +876,11 @@ export class TapLink implements Link {
    * the pool thread's poll answers: Node runs expired timers before it polls for I/O, so a thread
    * that was kept from running wakes to its loss timers before the ACKs that made them moot. True
    * when the queue was read empty (or nothing can come any more); false when the budget ran out,
-   * a read failed, or a read is already under way (a handler that asks from inside one).
+   * a read failed, a read is already under way (a handler that asks from inside one), or the last
+   * read ended at a yield whose turn has not come yet (yieldHeld).
    */
   drain(): boolean {
-    if (this.reading) return false;
+    if (this.reading || this.yieldHeld) return false;
     return this.read();
   }
 
@@ -901,13 +919,17 @@ export class TapLink implements Link {
         this.rxSince = this.since;
         this.deliver(r);
         if (this.closed) return true;
-        if (this.yieldAsked) break;
+        if (this.yieldAsked) {
+          this.yieldHeld = true;
+          this.clock.defer(this.afterYield);
+          return false;
+        }
       }
     } finally {
       this.reading = false;
     }
-    // Budget spent, a yield asked (or a transient error): let timers, I/O and what the frames
-    // deferred run, then carry on.
+    // Budget spent (or a transient error): let timers, I/O and what the frames deferred run, then
+    // carry on.
     this.schedulePump();
     return false;
   }

@@ -147,8 +147,9 @@ test('traced accepts: made, queued once placed, handed out a turn later, then th
 /**
  * A link read in batches as TapLink reads its TAP: what arrived waits in a queue, and one deferred
  * pump per turn of the clock hands up to `budget` frames to the stack, unless a handler asks for a
- * yield (Link.yieldRx), which ends the batch after the frame being handed; the pump then runs again
- * in a later turn. `batches` records how many frames each pump handed.
+ * yield (Link.yieldRx), which ends the batch after the frame being handed; the next batch runs in a
+ * later turn, and drain() reads nothing until then. `batches` records how many frames each read
+ * handed.
  */
 class BatchLink extends LinkWrapper {
   readonly queue: Uint8Array[] = [];
@@ -181,7 +182,9 @@ class BatchLink extends LinkWrapper {
     this.handler = null;
     super.close();
   }
-  private readonly drainQueue = (): boolean => !this.reading && this.read();
+  /** A read ended at a yield and the batch after it has not run: drain() reads nothing (TapLink's yieldHeld). */
+  private held = false;
+  private readonly drainQueue = (): boolean => !this.reading && !this.held && this.read();
   private readonly askYield = (): void => {
     if (this.reading) this.yieldAsked = true;
   };
@@ -190,7 +193,7 @@ class BatchLink extends LinkWrapper {
     this.pumpScheduled = true;
     this.clock.defer(() => {
       this.pumpScheduled = false;
-      this.read();
+      if (!this.held) this.read();
     });
   }
   private read(): boolean {
@@ -201,7 +204,14 @@ class BatchLink extends LinkWrapper {
       while (n < this.budget && this.queue.length > 0) {
         n++;
         this.handler?.(this.queue.shift()!);
-        if (this.yieldAsked) break;
+        if (this.yieldAsked) {
+          this.held = true;
+          this.clock.defer(() => {
+            this.held = false;
+            this.read();
+          });
+          return false;
+        }
       }
     } finally {
       this.reading = false;

@@ -634,32 +634,57 @@ describe('TapLink on a real TAP device', () => {
     assert.deepEqual(seqs, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
   });
 
-  test('yieldRx() from a frame handler ends the read after that frame; the rest stays queued', dev, () => {
-    requireEnv();
-    const name = devName();
-    const l = open({ name });
-    ip('addr', 'add', '10.9.99.1/24', 'dev', name);
-    ip('neigh', 'replace', '10.9.99.2', 'lladdr', '02:00:00:00:99:02', 'dev', name);
-    const seqs: number[] = [];
-    l.onFrame((f) => {
-      if (get16(f, 12) !== 0x0800 || f[23] !== 17 || get16(f, 36) !== 4003) return;
-      seqs.push(f[42]! - 65);
-      // As a listener whose accept queue just filled asks (Stack's TcpHostEnv.yieldInput).
-      if (seqs.length === 3) l.yieldRx();
-    });
-    // Queued by another process before this thread reads (see the drain case above).
-    execFileSync('bash', [
-      '-c',
-      'for c in A B C D E F G H I J; do printf $c > /dev/udp/10.9.99.2/4003; done',
-    ]);
-    l.yieldRx();
-    assert.deepEqual(seqs, [], 'nothing read yet; the yield asked outside a read must not end the next one');
-    assert.equal(l.drain(), false, 'the read stopped short of an empty queue, well within its budget');
-    assert.deepEqual(seqs, [0, 1, 2], 'nothing read past the frame whose handler asked');
-    // The kernel's own frames may be queued too: drain until empty.
-    for (let i = 0; i < 10 && !l.drain(); i++);
-    assert.deepEqual(seqs, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], 'the rest read by the next read, in order');
-  });
+  test(
+    'yieldRx() from a frame handler ends the read after that frame; the rest waits for the next turn',
+    dev,
+    async () => {
+      requireEnv();
+      const name = devName();
+      const l = open({ name });
+      ip('addr', 'add', '10.9.99.1/24', 'dev', name);
+      ip('neigh', 'replace', '10.9.99.2', 'lladdr', '02:00:00:00:99:02', 'dev', name);
+      const seqs: number[] = [];
+      let before: number[] | null = null;
+      l.onFrame((f) => {
+        if (get16(f, 12) !== 0x0800 || f[23] !== 17 || get16(f, 36) !== 4003) return;
+        seqs.push(f[42]! - 65);
+        if (seqs.length !== 3) return;
+        // As a listener whose accept queue just filled: the application's accepts deferred, then the
+        // yield (TcpServer's drain, Stack's TcpHostEnv.yieldInput).
+        setImmediate(() => {
+          before = [...seqs];
+        });
+        l.yieldRx();
+      });
+      // Queued by another process before this thread reads (see the drain case above).
+      execFileSync('bash', [
+        '-c',
+        'for c in A B C D E F G H I J; do printf $c > /dev/udp/10.9.99.2/4003; done',
+      ]);
+      l.yieldRx();
+      assert.deepEqual(
+        seqs,
+        [],
+        'nothing read yet; the yield asked outside a read must not end the next one',
+      );
+      assert.equal(l.drain(), false, 'the read stopped short of an empty queue, well within its budget');
+      assert.deepEqual(seqs, [0, 1, 2], 'nothing read past the frame whose handler asked');
+      // As a TCP loss timer asks (TcpHostEnv.drainInput), in the same turn: Node runs timers before
+      // the immediates where the application takes the accepts the yield waits for.
+      assert.equal(l.drain(), false, 'a drain in the turn of the yield reads nothing');
+      assert.deepEqual(seqs, [0, 1, 2], 'the rest still waits for the next turn');
+      await new Promise<void>((r) => setImmediate(r));
+      // Even a pump asked before (the one open() asks) waits behind it.
+      assert.deepEqual(
+        before,
+        [0, 1, 2],
+        'what the handler deferred before it asked ran before the next batch',
+      );
+      // The kernel's own frames may be queued too: drain until empty.
+      for (let i = 0; i < 10 && !l.drain(); i++);
+      assert.deepEqual(seqs, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9], 'the rest read by the next read, in order');
+    },
+  );
 
   test('a burst of frames is read completely and in order', dev, async () => {
     requireEnv();
