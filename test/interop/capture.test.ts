@@ -2,7 +2,8 @@
  * A capture of Chimney talking to Linux, taken on the lab's veth with offloads off (so the kernel
  * has cut and summed every frame before the capture point, in both directions): no malformed
  * frame, no bad IP or TCP checksum, the options negotiated in the handshake, and the kernel's
- * `ss -tin` view of a connection on the clean link shows no retransmissions.
+ * `ss -tin` view of a connection on the clean link shows no retransmission Chimney did not
+ * report back as a duplicate (nothing lost).
  *
  * Chimney runs in this process on the TAP with its offloads on (TSO, checksum), as `serve` does.
  */
@@ -77,7 +78,8 @@ describe('capture of Chimney ↔ Linux', { skip: gate.skip, timeout: 180_000 }, 
     );
     assert.equal(up.code, 0, `echo mismatch: ${up.stdout} ${up.stderr}`);
     // On a loaded 2-core machine a late ACK can trigger the kernel's tail-loss probe, which ss
-    // counts as a retransmission although nothing was lost: a second sample settles it.
+    // counts as a retransmission although nothing was lost: a second sample often settles it, and
+    // the case below tells such a probe (D-SACKed by Chimney) from a real loss.
     for (let i = 0; i < 2; i++) {
       const probe = await lab!.run(['ip', 'netns', 'exec', lab!.ns, 'python3', '-c', SS_PROBE, ip], 30_000);
       assert.equal(probe.code, 0, probe.stderr);
@@ -171,14 +173,17 @@ describe('capture of Chimney ↔ Linux', { skip: gate.skip, timeout: 180_000 }, 
     assert.equal(r.stdout.trim(), '', `segments without timestamps:\n${r.stdout.slice(0, 2000)}`);
   });
 
-  test("the kernel's ss -tin view of a connection to Chimney: scaled window, no retransmissions", () => {
+  test("the kernel's ss -tin view of a connection to Chimney: scaled window, nothing retransmitted but duplicates", () => {
     assert.match(ssOut, /ESTAB/, ssOut);
     // This ss (iproute2 6.1) on this kernel prints no 'ts'/'sack' flags even kernel to kernel;
     // the capture checks those. mss 1448 = 1460 less the 12 bytes of the timestamp option.
     assert.match(ssOut, /wscale:\d+,\d+/, ssOut);
     assert.match(ssOut, /\bmss:1448\b/, ssOut);
-    assert.doesNotMatch(ssOut, /retrans:\d+\/[1-9]/, ssOut);
-    assert.doesNotMatch(ssOut, /bytes_retrans:/, ssOut);
+    // A retransmission Chimney reported back as a duplicate (D-SACK) found the original already
+    // there: an ACK was late on a loaded machine, nothing was lost. Every other one fails.
+    const total = Number(/\bretrans:\d+\/(\d+)/.exec(ssOut)?.[1] ?? 0);
+    const dupes = Number(/\bdsack_dups:(\d+)/.exec(ssOut)?.[1] ?? 0);
+    assert.ok(total <= dupes, `${total} retransmissions, ${dupes} of them D-SACKed as duplicates:\n${ssOut}`);
     assert.doesNotMatch(ssOut, /\blost:/, ssOut);
   });
 });
