@@ -15,7 +15,13 @@ import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { EtherType } from '../../src/wire/ethernet.ts';
 import { ethType } from '../../src/wire/fields.ts';
 import { echo, pattern } from './accept-at-nic-helpers.ts';
-import { keyOf, serveAtNics, setup, TEAM_IP, TEAM_IP6, within } from './worker-team-helpers.ts';
+import { keyOf, serveAtNics, setup, TEAM_IP, TEAM_IP6, until, within } from './worker-team-helpers.ts';
+
+/**
+ * How long a wait for what the peer's frame brings about may take: tens of seconds, for a machine
+ * 4x slower than a loaded one (500 polls 10 ms apart, about 5 s, was the bound before).
+ */
+const POLL = { tries: 1500, everyMs: 20 };
 
 /**
  * Where TCP starts in an IPv4 frame without options in its IP header, or an IPv6 one with TCP
@@ -58,9 +64,13 @@ async function echoTeam(t: TestContext, backlog?: number, v6 = false) {
   /** A connection the host answers and accepts (no worker has a path to the peer, or it is left). */
   const connect = async (): Promise<{ c: TcpSocket; s: TcpSocket }> => {
     const c = rig.peer.connect(80, v6 ? TEAM_IP6 : TEAM_IP);
-    await within(once(c, 'connect'), 5000, 'the connect', rig);
-    for (let i = 0; i < 500 && !accepted.some((a) => a.remotePort === c.localPort); i++)
-      await rig.net.sleep(10);
+    await within(once(c, 'connect'), 30_000, 'the connect', rig);
+    await until(
+      rig,
+      async () => accepted.some((a) => a.remotePort === c.localPort),
+      (ok) => ok,
+      POLL,
+    );
     const s = accepted.find((a) => a.remotePort === c.localPort);
     assert.ok(s !== undefined, 'accepted');
     return { c, s };
@@ -90,11 +100,20 @@ for (const v6 of [false, true]) {
     const before = await count('nic.listen.syn');
     // c1's SYN again, late, to the worker's port (c1 is established with the host, which still runs it).
     rig.peer.port.send(syn);
-    for (let i = 0; i < 500 && (await count('nic.listen.syn')) === before; i++) await rig.net.sleep(10);
+    await until(
+      rig,
+      () => count('nic.listen.syn'),
+      (n) => n !== before,
+      POLL,
+    );
     assert.equal((await count('nic.listen.syn')) - before, 1, 'the worker answered the SYN sent again');
     // The peer's challenge ACK to that SYN-ACK acknowledges the host's: the worker gives way.
-    for (let i = 0; i < 500 && reset === null && (await count('nic.listen.gave-way')) === 0; i++)
-      await rig.net.sleep(10);
+    await until(
+      rig,
+      () => count('nic.listen.gave-way'),
+      (n) => reset !== null || n !== 0,
+      POLL,
+    );
     await rig.net.sleep(100);
     assert.equal(reset, null, 'c1 reset');
     assert.equal(await count('nic.listen.gave-way'), 1);
@@ -125,8 +144,12 @@ test('a host connection waiting for its placement stays claimed: a worker leaves
   // c1's SYN again, late, to the worker's port: c1 is established in the host, not yet placed.
   rig.peer.port.send(syns.get(c1.localPort!)!);
   // It goes up to the host, whose connection answers it (a challenge ACK).
-  for (let i = 0; i < 500 && rig.stack.counters.get('tcp.segments.in') === upBefore; i++)
-    await rig.net.sleep(10);
+  await until(
+    rig,
+    async () => rig.stack.counters.get('tcp.segments.in'),
+    (n) => n !== upBefore,
+    POLL,
+  );
   await rig.net.sleep(100);
   assert.ok(rig.stack.counters.get('tcp.segments.in') > upBefore, 'the SYN went up to the host');
   assert.equal((await count('nic.listen.syn')) - synBefore, 0, 'the worker answered the SYN sent again');

@@ -29,12 +29,33 @@ describe('team of WorkerNics: a member fails while connections are being offload
     const keys = st.sockets.map(keyOf);
     const failover = nextFailover(rig);
     // The offload is on its way to the worker when the cable is cut: the failover starts at once
-    // and lists nic0's connections before the worker has installed these.
-    // A worker held up for a moment (busy, as under load) answers the initiate only after that.
-    nic0.stall(300);
+    // and lists nic0's connections before the worker's answer has reached the manager, as when a
+    // worker held up (busy, as under load) answers late. The answer is held until the failover has
+    // come, not for a time: a 300 ms worker stall left the order to the machine, and a main thread
+    // starved past it took the answer (a message) before the port's carrier indication (deferred
+    // to the next turn), settled there before the member was marked failed, and the failover then
+    // moved those 50 off it: correct, but not this case.
+    let sent!: () => void;
+    let answer!: () => void;
+    const posted = new Promise<void>((resolve) => {
+      sent = resolve;
+    });
+    const held = new Promise<void>((resolve) => {
+      answer = resolve;
+    });
+    const initiate = nic0.initiate.bind(nic0);
+    nic0.initiate = async (batch, opts) => {
+      const reply = initiate(batch, opts);
+      sent();
+      const res = await reply;
+      await held;
+      return res;
+    };
     const offload = rig.manager.offload(keys, nic0);
+    await within(posted, 20_000, 'initiate sent', rig);
     rig.ports[0]!.cut();
     const f = await within(failover, 20_000, 'failover', rig);
+    answer();
     const r = await offload;
     assert.equal(f.nic, nic0.id);
     assert.equal(r.moved.length + r.refused.length, keys.length, 'every connection accounted for');
