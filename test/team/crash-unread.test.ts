@@ -79,9 +79,10 @@ function stateAt(rig: Rig, s: TcpSocket): Promise<number | null> {
   return stateOn(rig.nic, s);
 }
 
+/** Waits (up to ~30 s of a loaded machine) for the worker to show the state. */
 async function reach(rig: Rig, s: TcpSocket, want: TcpStateId | null): Promise<void> {
   let st = await stateAt(rig, s);
-  for (let i = 0; i < 500 && st !== want; i++) {
+  for (let i = 0; i < 1500 && st !== want; i++) {
     await rig.sleep(20);
     st = await stateAt(rig, s);
   }

@@ -21,9 +21,10 @@ function stateAt(rig: WorkerTeamRig, s: TcpSocket): Promise<number | null> {
   return stateOn(rig.nics[0]!, s);
 }
 
+/** Waits (up to ~30 s of a loaded machine) for the worker to show the state. */
 async function reach(rig: WorkerTeamRig, s: TcpSocket, want: TcpStateId): Promise<void> {
   let st = await stateAt(rig, s);
-  for (let i = 0; i < 500 && st !== want; i++) {
+  for (let i = 0; i < 1500 && st !== want; i++) {
     await rig.net.sleep(20);
     st = await stateAt(rig, s);
   }
