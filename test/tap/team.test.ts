@@ -90,24 +90,40 @@ describe('chimney serve on a team of two TAPs (kernel peer)', {
         );
         const [a, b] = lab!.taps;
         const plan = [a!, b!, 'host', b!, a!, 'host', a!, b!, a!, 'host', b!];
-        let moved = 0;
-        for (const to of plan) {
+        // The first move through the CLI, the rest through the control socket. The downloads last
+        // a fixed time at their rate; a slow machine may end them before the plan does, so each
+        // move is judged only while all of them still run, and the plan must at least have
+        // offloaded, moved between the NICs and uploaded them (its first three steps). The CLI's
+        // count is judged against what ran before and after it (its start alone took 24 s at load).
+        const running = (await owners(control())).length;
+        const said = cli(['move', a!]);
+        const left = (await owners(control())).length;
+        const m = /^moved (\d+) connection\(s\) to (\S+), (\d+) refused$/m.exec(said);
+        assert.ok(m, `the CLI's answer: ${said}`);
+        assert.deepEqual([m[2], m[3]], [a!, '0'], said);
+        assert.ok(
+          Number(m[1]) >= left && Number(m[1]) <= running,
+          `${said} with ${running} then ${left} running`,
+        );
+        let done = Number(m[1]) === DOWNLOADS ? 1 : 0;
+        for (const to of plan.slice(1)) {
+          if (done === 0 || (await owners(control())).length < DOWNLOADS) break;
           const r = (await controlRequest(control(), { op: 'move', to })) as {
             moved: number;
             refused: number;
           };
-          moved += r.moved;
           const o = await owners(control());
-          if (o.length === DOWNLOADS)
-            assert.ok(
-              o.every((x) => x === to),
-              `after move to ${to}: ${o.join(',')}`,
-            );
+          if (o.length < DOWNLOADS) break;
+          assert.equal(r.moved, DOWNLOADS, `the move to ${to} took all the running downloads`);
+          assert.equal(r.refused, 0, `the move to ${to} refused none`);
+          assert.ok(
+            o.every((x) => x === to),
+            `after move to ${to}: ${o.join(',')}`,
+          );
+          done++;
           await sleep(200);
         }
-        // Every move found all the downloads still running (the last via the CLI).
-        assert.match(cli(['move', a!]), /moved 3 connection\(s\) to /);
-        assert.equal(moved, DOWNLOADS * plan.length, `moves that took place: ${moved}`);
+        assert.ok(done >= 3, `offload, move and upload took place while the downloads ran: ${done} moves`);
         await checkAll(runs, srv, SIZE);
       } finally {
         await srv.stop();
