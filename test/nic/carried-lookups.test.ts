@@ -47,6 +47,16 @@ function named(callers: readonly string[]): string {
   );
 }
 
+/**
+ * The searches a move made. A segment of a moving connection that reaches the host while the move
+ * runs is held at its placeholder by the host's TCP input, which searched for it: that search is
+ * the segment's, not the move's (the peer writing on 7 of 30 connections during a move gave the 37
+ * searches seen once at load 40, the 7 extra by TcpLayer.input).
+ */
+function ofTheMove(callers: readonly string[]): number {
+  return callers.filter((c) => !c.includes('TcpLayer.input')).length;
+}
+
 /** The private parts of a WorkerNic these tests read. */
 interface NicInside {
   byKey: TupleMap<WorkerConnectionHandle>;
@@ -65,13 +75,14 @@ describe('lookups carried through a WorkerNic move', () => {
     const keys = (await openConnections(wh.host, net, CONNS, 5)).map(socketKey);
     const m = wh.offload;
     assert.equal((await m.offload(keys, n0)).moved.length, CONNS);
-    const searches = spy(wh.stack.tcp.table as ConnTable, 'entry');
+    const callers: string[] = [];
+    spy(wh.stack.tcp.table as ConnTable, 'entry', callers);
     const attachCallers: string[] = [];
     const attachSearches = spy((n1 as unknown as NicInside).byKey, 'get', attachCallers);
     assert.equal((await m.move(keys, n0, n1)).moved.length, CONNS);
     // Before: the move's own lookup, the freeze's (tag and placeholder), the settle's (placeholder
     // and tag): five searches a connection. And the destination searched its handles to attach.
-    assert.equal(searches.n, CONNS, 'host table searches');
+    assert.equal(ofTheMove(callers), CONNS, `host table searches, by ${named(callers)}`);
     assert.equal(attachSearches.n, 0, `searches of the destination handles, by ${named(attachCallers)}`);
     for (const k of keys) assert.equal(m.ownerOf(k), n1);
     // They run there: back, and home, as before.
@@ -125,15 +136,15 @@ describe('lookups carried through a WorkerNic move', () => {
     assert.equal((await m.offload(keys.slice(0, 20), n0)).moved.length, 20);
     assert.equal((await m.offload(keys.slice(20), n1)).moved.length, CONNS - 20);
     const callers: string[] = [];
-    const searches = spy(wh.stack.tcp.table as ConnTable, 'entry', callers);
+    spy(wh.stack.tcp.table as ConnTable, 'entry', callers);
     const report = await m.move('all', n0, n1);
     // Before: one search a connection (keysOn, then each key's entry looked up). A refusal or a
-    // NIC's death makes searches of its own, and so does a segment the host's TCP input takes for
-    // one of these tuples meanwhile: named with the refusals and the searches' callers, a failure
-    // says which it was (it failed 2 of 12 runs at load 40-50, cause not yet seen).
+    // NIC's death makes searches of its own: named with the refusals and the searches' callers, a
+    // failure says which it was. The host's input searching for a segment the peer sent meanwhile
+    // is not the move's (it failed 2 of 12 runs at load 40-50).
     const by = named(callers);
     assert.equal(
-      searches.n,
+      ofTheMove(callers),
       0,
       `host table searches (refused: ${JSON.stringify(report.refused)}; by: ${by})`,
     );
