@@ -102,8 +102,8 @@ export class Liveness {
   }
 
   /**
-   * The engine was told to stop outright (`when`, clock ms) and was between units of work then
-   * (`between`): it is dead at once, in a microtask, before any I/O callback of this loop can run
+   * The engine was told to stop outright, now. If it was between units of work then (`between`),
+   * it is dead at once, in a microtask, before any I/O callback of this loop can run
    * (a timer would lose to the thread's exit when this process was off a core long enough for the
    * exit to be pending too). Otherwise it is dead once its count has not moved for
    * STOP_SILENT_BEATS periods, and not after `deadAfterMs`, which is sized for an engine that runs.

@@ -72,6 +72,15 @@ function open(o: TapLinkOptions): TapLink {
 function ip(...args: string[]): string {
   return execFileSync('ip', args, { encoding: 'utf8' });
 }
+
+/**
+ * `name` addressed 10.9.`net3`.1/24, with a neighbour at .2 whose MAC is given by hand: frames sent
+ * to .2 leave through the TAP at once, without waiting for an ARP answer nobody would give.
+ */
+function addressed(name: string, net3 = 99, mac = '02:00:00:00:99:02'): void {
+  ip('addr', 'add', `10.9.${net3}.1/24`, 'dev', name);
+  ip('neigh', 'replace', `10.9.${net3}.2`, 'lladdr', mac, 'dev', name);
+}
 function exists(name: string): boolean {
   return existsSync(`/sys/class/net/${name}`);
 }
@@ -609,8 +618,7 @@ describe('TapLink on a real TAP device', () => {
     requireEnv();
     const name = devName();
     const l = open({ name, readBudget: 4 });
-    ip('addr', 'add', '10.9.99.1/24', 'dev', name);
-    ip('neigh', 'replace', '10.9.99.2', 'lladdr', '02:00:00:00:99:02', 'dev', name);
+    addressed(name);
     const seqs: number[] = [];
     l.onFrame((f) => {
       if (get16(f, 12) === 0x0800 && f[23] === 17 && get16(f, 36) === 4002) seqs.push(f[42]! - 65);
@@ -641,8 +649,7 @@ describe('TapLink on a real TAP device', () => {
       requireEnv();
       const name = devName();
       const l = open({ name });
-      ip('addr', 'add', '10.9.99.1/24', 'dev', name);
-      ip('neigh', 'replace', '10.9.99.2', 'lladdr', '02:00:00:00:99:02', 'dev', name);
+      addressed(name);
       const seqs: number[] = [];
       let before: number[] | null = null;
       l.onFrame((f) => {
@@ -690,8 +697,7 @@ describe('TapLink on a real TAP device', () => {
     requireEnv();
     const name = devName();
     const l = open({ name, readBudget: 16 });
-    ip('addr', 'add', '10.9.99.1/24', 'dev', name);
-    ip('neigh', 'replace', '10.9.99.2', 'lladdr', '02:00:00:00:99:02', 'dev', name);
+    addressed(name);
     const seqs: number[] = [];
     l.onFrame((f) => {
       if (get16(f, 12) === 0x0800 && f[23] === 17 && get16(f, 36) === 4001) seqs.push(get32(f, 42));
@@ -721,8 +727,7 @@ describe('TapLink on a real TAP device', () => {
       requireEnv();
       const name = devName();
       const l = open({ name });
-      ip('addr', 'add', '10.9.98.1/24', 'dev', name);
-      ip('neigh', 'replace', '10.9.98.2', 'lladdr', '02:00:00:00:98:02', 'dev', name);
+      addressed(name, 98, '02:00:00:00:98:02');
       let got = 0;
       l.onFrame((f) => {
         if (get16(f, 12) === 0x0800 && f[23] === 17) got++;
@@ -751,8 +756,7 @@ describe('TapLink on a real TAP device', () => {
    * socket is never read. Returns what to send data with.
    */
   async function unreadConnection(l: TapLink, name: string, net3: number) {
-    ip('addr', 'add', `10.9.${net3}.1/24`, 'dev', name);
-    ip('neigh', 'replace', `10.9.${net3}.2`, 'lladdr', '02:00:00:00:99:02', 'dev', name);
+    addressed(name, net3);
     const got = collect(l, false);
     const kmac = macOf(name);
     const sockets: net.Socket[] = [];
