@@ -198,6 +198,24 @@ const UNCLAIMED_MAX = 64;
  */
 const AWAITING_MAX = 64;
 
+/**
+ * How long (ms of the engine's clock) a connection waits for its settle at most (`awaiting`): then
+ * what it kept runs, in order, and later segments run as they come, as at a full hold. The hold
+ * exists to spare the peer a stall; past this the peer, whose RTO is at least 200 ms (Linux's
+ * TCP_RTO_MIN), has resent more than once, and a hold that lasts on only adds to the stall: a
+ * settle this late is a host (or source NIC) that stalls or never answers, not a move. The cost of
+ * running them is the order the hold kept: PAWS may drop the held segments of a settle that comes
+ * after, and the peer resends them, as before the hold existed. Dropping them instead, as a NIC
+ * out of buffers would, would cost the peer a timeout for data this NIC had in hand.
+ */
+export const SETTLE_HOLD_MS = 1000;
+
+/** A connection's hold for its settle (`awaiting`): since when, and the segments it kept. */
+interface SettleHold {
+  readonly since: number;
+  readonly kept: Uint8Array[];
+}
+
 /** The error of a request that names a connection twice (a worker refuses its unbuilt ones with it too). */
 export function namedTwice(verb: string, key: ConnKey): InvalidArgumentError {
   return new InvalidArgumentError(`${verb}: the request names connection ${connKeyId(key)} twice`);
@@ -474,7 +492,9 @@ export class NicEngine {
    * order they came. The source held the peer's segments of the move, older than these; run
    * first, these would set ts.recent past them and PAWS would drop them all at the settle.
    */
-  private readonly awaiting = new TupleMap<Uint8Array[]>();
+  private readonly awaiting = new TupleMap<SettleHold>();
+  /** Ends the holds older than SETTLE_HOLD_MS (`awaiting`, whose order is their start's). */
+  private readonly settleTimer: Timer;
   /** The tuples of an initiate's trees, while `twiceIn` reads them (kept, emptied after each). */
   private readonly batchKeys = new TupleMap<true>(true);
   private readonly ipHdr = createIpv4Header();
@@ -541,6 +561,7 @@ export class NicEngine {
       hostCarrier?.(up);
       this.indicate('link', up, since ?? opts.clock.now());
     });
+    this.settleTimer = opts.clock.createTimer(() => this.expireHolds()).unref();
     this.reachIntervalMs = opts.reachabilityIntervalMs ?? 0;
     if (this.reachIntervalMs > 0) {
       this.reachTimer = opts.clock.createTimer(() => this.reportReachability()).unref();
@@ -571,7 +592,7 @@ export class NicEngine {
     s.path = path.state;
     const conn = this.tcp.adopt(s, null, { prod });
     this.takeHeld(s.const);
-    if (holdInput) this.awaiting.set(conn.key, []);
+    if (holdInput) this.startAwait(conn.key);
     this.counters.inc('nic.lazy.built');
     return conn;
   }
@@ -739,7 +760,7 @@ export class NicEngine {
           // keeps it): a key object per connection and move before.
           conns.push({ key: conn.key, status: 'success' });
           this.takeHeld(key);
-          if (opts.holdInput === true) this.awaiting.set(conn.key, []);
+          if (opts.holdInput === true) this.startAwait(conn.key);
         }
         for (const c of lazy?.byNode[++nodeIndex] ?? []) {
           this.progress();
@@ -1090,11 +1111,35 @@ export class NicEngine {
    * unbuilt are not the engine's yet); `k` may be a scratch tuple.
    */
   endAwait(k: ConnKey): void {
-    const kept = this.awaiting.get(k);
-    if (kept === undefined) return;
+    const hold = this.awaiting.get(k);
+    if (hold === undefined) return;
     this.awaiting.delete(k);
+    if (this.awaiting.size === 0) this.settleTimer.disarm();
     // Counted as the link's segments run here, which they are.
-    if (kept.length > 0) this.injectNow(kept, 'nic.rx.offloaded');
+    if (hold.kept.length > 0) this.injectNow(hold.kept, 'nic.rx.offloaded');
+  }
+
+  /** `k`'s link input waits for its settle from now, for SETTLE_HOLD_MS at most. */
+  private startAwait(k: ConnKey): void {
+    const now = this.clock.now();
+    // Set anew at the end, so the map's order stays the order of the holds' starts.
+    this.awaiting.delete(k);
+    this.awaiting.set(k, { since: now, kept: [] });
+    if (!this.settleTimer.armed) this.settleTimer.armAt(now + SETTLE_HOLD_MS);
+  }
+
+  /** End every hold that has waited SETTLE_HOLD_MS for its settle, oldest first. */
+  private expireHolds(): void {
+    const now = this.clock.now();
+    for (let k = this.awaiting.oldestKey(); k !== undefined; k = this.awaiting.oldestKey()) {
+      const due = this.awaiting.get(k)!.since + SETTLE_HOLD_MS;
+      if (due > now) {
+        this.settleTimer.armAt(due);
+        return;
+      }
+      this.counters.inc('nic.rx.settle-hold-expired');
+      this.endAwait(k);
+    }
   }
 
   /**
@@ -1108,7 +1153,7 @@ export class NicEngine {
     end: number,
     partial: boolean,
   ): boolean {
-    const kept = this.awaiting.get(conn.key);
+    const kept = this.awaiting.get(conn.key)?.kept;
     if (kept === undefined) return false;
     if (kept.length >= AWAITING_MAX) {
       this.counters.inc('nic.rx.settle-hold-full');
@@ -1185,6 +1230,7 @@ export class NicEngine {
     if (this.closed) return;
     this.closed = true;
     this.reachTimer?.disarm();
+    this.settleTimer.disarm();
     this.tcp.close();
     this.gates.clear();
     this.waitingListens.clear();

@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { test } from 'node:test';
 import type { LocalNic } from '../../src/nic/local-nic.ts';
+import { SETTLE_HOLD_MS } from '../../src/nic/nic-engine.ts';
 import type { WorkerNic } from '../../src/nic/worker-nic.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { randomBytes } from '../helpers/streams.ts';
@@ -28,21 +29,29 @@ async function until(
   assert.ok(cond(), what);
 }
 
-test("the host's held segments run at the NIC before its link's newer resend (no PAWS drop)", async () => {
-  const p = offloadPair(44, { nics: 1 });
-  const m = p.host.offload;
-  // The general protocol (freeze, initiate, settle): a live hand-over between owners of one thread
-  // holds nothing.
-  m.liveHandover = false;
+/**
+ * A LocalNic rig with one connection from the host to a peer, not yet offloaded, the host's
+ * reads gathered in `got`. The general protocol (freeze, initiate, settle): a live hand-over
+ * between owners of one thread holds nothing.
+ */
+async function localRig(seed: number) {
+  const p = offloadPair(seed, { nics: 1 });
+  p.host.offload.liveHandover = false;
   const [n0] = p.host.nics as [LocalNic];
   await p.host.ping('10.0.0.2');
-  let peerSock: TcpSocket | null = null;
-  p.peer.createServer((s) => (peerSock = s)).listen(5000);
+  const accepted: TcpSocket[] = [];
+  p.peer.createServer((s) => accepted.push(s)).listen(5000);
   const sock = p.host.connect(5000, '10.0.0.2');
   await once(sock, 'connect');
-  await until(p, () => peerSock !== null, 'the peer accepted');
+  await until(p, () => accepted.length > 0, 'the peer accepted');
   const got: Buffer[] = [];
   sock.on('data', (b: Buffer) => got.push(b));
+  return { p, n0, sock, peerSock: accepted[0]!, got };
+}
+
+test("the host's held segments run at the NIC before its link's newer resend (no PAWS drop)", async () => {
+  const { p, n0, sock, peerSock, got } = await localRig(44);
+  const m = p.host.offload;
   const payload = randomBytes(44, 4000);
   const hostCounters = p.host.stack.counters;
   const peerCounters = p.peer.stack.counters;
@@ -50,7 +59,7 @@ test("the host's held segments run at the NIC before its link's newer resend (no
   n0.initiate = async (...a: Parameters<LocalNic['initiate']>) => {
     // Frozen at the host: the peer's segments reach it through the NIC (which runs nothing yet)
     // and wait in its placeholder.
-    peerSock!.write(payload);
+    peerSock.write(payload);
     await until(p, () => hostCounters.get('tcp.frozen.queued') >= 3, 'the host held the peer segments');
     const res = await init(...a);
     // Installed at the NIC, settle not yet come: the move outlasts the peer's RTO, and its resend
@@ -76,6 +85,74 @@ test("the host's held segments run at the NIC before its link's newer resend (no
   assert.ok(n0.counters.get('nic.rx.settle-held') >= 1, 'the resend waited for the settle');
   p.net.close();
 });
+
+/**
+ * A settle that does not come within SETTLE_HOLD_MS: the NIC runs what it kept, in order, and
+ * stops keeping, so the peer's data flows again from the hold's bound on. `late`: the host's
+ * initiate answer comes long after the bound (a host stalled before its settle), and the held
+ * segments it then injects are older than the resend that ran. `never`: the settle and the
+ * segments the host held never reach the NIC (swallowed on the way), and the peer resends them.
+ * Virtual time throughout: the bound is the NIC's clock's, stepped, never slept.
+ */
+for (const how of ['late', 'never'] as const) {
+  test(`a settle that comes ${how === 'late' ? 'late' : 'never'}: the hold ends at its bound, the data arrives whole`, async () => {
+    const { p, n0, sock, peerSock, got } = await localRig(46);
+    const m = p.host.offload;
+    const payload = randomBytes(46, 4000);
+    const hostCounters = p.host.stack.counters;
+    const peerCounters = p.peer.stack.counters;
+    const nic = n0.counters;
+    if (how === 'never') {
+      const inject = n0.inject.bind(n0);
+      n0.inject = (packets, settled) => {
+        if (settled === undefined) inject(packets);
+      };
+    }
+    const init = n0.initiate.bind(n0);
+    let endedAt = -1;
+    n0.initiate = async (...a: Parameters<LocalNic['initiate']>) => {
+      peerSock.write(payload);
+      await until(p, () => hostCounters.get('tcp.frozen.queued') >= 3, 'the host held the peer segments');
+      const res = await init(...a);
+      const t0 = p.net.now();
+      await until(p, () => nic.get('nic.rx.settle-held') > 0, "the peer's resend waits for the settle");
+      if (how === 'late') {
+        // Ten times the bound: without it, the hold outlasts this and the wait fails.
+        await until(
+          p,
+          () => nic.get('nic.rx.settle-hold-expired') > 0,
+          'the hold ended',
+          (10 * SETTLE_HOLD_MS) / 10,
+        );
+        endedAt = p.net.now() - t0;
+        assert.ok(nic.get('nic.rx.offloaded') > 0, 'what it kept ran before the settle');
+      }
+      return res;
+    };
+    const r = await m.offload(keysOf([sock]), n0);
+    assert.equal(r.moved.length, 1, `offloaded ${JSON.stringify(r.refused)}`);
+    // Thirty times the bound: the peer's resends back off (200, 400, 800 ms, ...), and without the
+    // bound a hold that never settles keeps each of them until 64 have come.
+    await until(
+      p,
+      () => Buffer.concat(got).length >= payload.length,
+      'the host read all the data',
+      (30 * SETTLE_HOLD_MS) / 10,
+    );
+    assert.deepEqual(Buffer.concat(got), payload, 'whole and in order');
+    assert.equal(nic.get('nic.rx.settle-hold-expired'), 1, 'one hold ended by its bound');
+    assert.equal(nic.get('nic.rx.settle-hold-full'), 0, 'not by its count');
+    assert.ok(peerCounters.get('tcp.rto') >= 1, 'the peer resent');
+    if (how === 'late') {
+      assert.ok(endedAt >= SETTLE_HOLD_MS * 0.5 && endedAt <= SETTLE_HOLD_MS * 2, `ended ${endedAt} ms in`);
+      // The settle's inject runs in a later turn of the NIC's, its segments older than what ran.
+      const held = hostCounters.get('tcp.frozen.queued');
+      await until(p, () => nic.get('nic.rx.injected') >= held, 'the late settle brought what the host held');
+      assert.equal(nic.get('nic.rx.injected'), held, 'each once');
+    }
+    p.net.close();
+  });
+}
 
 /**
  * The same at a WorkerNic, whose worker keeps its link's input for the settle, on a real-time rig:
