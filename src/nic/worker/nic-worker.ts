@@ -1144,6 +1144,7 @@ function waitForBuild(
   // link or a peer that waits here (all came since), they go ahead of those.
   let at = q.length;
   if (from === 'host' && p.awaitsSettle) while (at > 0 && q[at - 1]!.from !== 'host') at--;
+  if (at < q.length) engine.counters.inc('nic.lazy.settle-ahead');
   q.splice(at, 0, w);
   waitingAll.frames++;
   waitingAll.bytes += frame.length;
