@@ -16,6 +16,12 @@ import {
   formatPhases,
   parseFailoverFlags,
 } from './failover.ts';
+import {
+  benchHeldCapture,
+  formatHeldCapture,
+  type HeldCaptureResult,
+  parseHeldCaptureFlags,
+} from './held-capture.ts';
 import { benchLoss, formatLoss, type LossResult } from './loss.ts';
 import { benchOffload } from './offload.ts';
 import { benchOffloadData, type DataOffloadBenchResult } from './offload-data.ts';
@@ -187,6 +193,16 @@ const BENCHES: Record<string, { about: string; run: Bench; print: (r: Record<str
         >,
       print: (r) => formatWarmMove(r as unknown as WarmMoveResult),
     },
+    'held-capture': {
+      about:
+        "accept-time offloads to a WorkerNic against the kernel, captured at the kernel: each connection's longest stall and resends near its move, serve's held, kept and PAWS-dropped segments (needs root and tshark; flags: --connections, --rounds, --size; CHIMNEY_ROOT=<tree> runs that tree's build)",
+      run: async (f) =>
+        (await benchHeldCapture(
+          (l) => console.error(l),
+          f as ReturnType<typeof parseHeldCaptureFlags>,
+        )) as unknown as Record<string, unknown>,
+      print: (r) => formatHeldCapture(r as unknown as HeldCaptureResult),
+    },
     'crash-rebuild': {
       about:
         "a WorkerNic's crash alone: its thread killed, then every connection salvaged, validated, rebuilt and installed at the other WorkerNic; the parts' wall and main-thread CPU (flags: --connections, --runs, --profile FILE for a CPU profile of the last run's rebuild; CHIMNEY_ROOT=<tree> runs that tree's build)",
@@ -275,12 +291,13 @@ const FLAGS: Record<string, (argv: readonly string[]) => object> = {
   'offload-worker': parseOffloadWorkerFlags,
   'warm-move': parseWarmMoveFlags,
   'crash-rebuild': parseCrashRebuildFlags,
+  'held-capture': parseHeldCaptureFlags,
   churn: parseChurnFlags,
   failover: parseFailoverFlags,
 };
 
 /** Run only when named: a part of another benchmark, on its own for its flags. */
-const NAMED_ONLY = new Set(['offload-worker', 'warm-move', 'churn', 'crash-rebuild']);
+const NAMED_ONLY = new Set(['offload-worker', 'warm-move', 'churn', 'crash-rebuild', 'held-capture']);
 
 /**
  * Benchmarks whose figures can fail to stand (a stream not intact): what went wrong, '' when
