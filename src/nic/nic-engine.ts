@@ -592,7 +592,7 @@ export class NicEngine {
     s.path = path.state;
     const conn = this.tcp.adopt(s, null, { prod });
     this.takeHeld(s.const);
-    if (holdInput) this.startAwait(conn.key);
+    if (holdInput) this.startAwait(conn.key, this.clock.now());
     this.counters.inc('nic.lazy.built');
     return conn;
   }
@@ -718,6 +718,8 @@ export class NicEngine {
     let ok = 0;
     let room = this.room;
     let nodeIndex = -1;
+    // The batch installs in this one turn: its holds start together, the clock read once.
+    const holdSince = opts.holdInput === true ? this.clock.now() : 0;
     for (const t of trees) {
       const foreign = this.foreignAddresses(t);
       if (foreign !== null) {
@@ -760,7 +762,7 @@ export class NicEngine {
           // keeps it): a key object per connection and move before.
           conns.push({ key: conn.key, status: 'success' });
           this.takeHeld(key);
-          if (opts.holdInput === true) this.startAwait(conn.key);
+          if (opts.holdInput === true) this.startAwait(conn.key, holdSince);
         }
         for (const c of lazy?.byNode[++nodeIndex] ?? []) {
           this.progress();
@@ -1119,13 +1121,12 @@ export class NicEngine {
     if (hold.kept.length > 0) this.injectNow(hold.kept, 'nic.rx.offloaded');
   }
 
-  /** `k`'s link input waits for its settle from now, for SETTLE_HOLD_MS at most. */
-  private startAwait(k: ConnKey): void {
-    const now = this.clock.now();
+  /** `k`'s link input waits for its settle from `since` (now), for SETTLE_HOLD_MS at most. */
+  private startAwait(k: ConnKey, since: number): void {
     // Set anew at the end, so the map's order stays the order of the holds' starts.
     this.awaiting.delete(k);
-    this.awaiting.set(k, { since: now, kept: [] });
-    if (!this.settleTimer.armed) this.settleTimer.armAt(now + SETTLE_HOLD_MS);
+    this.awaiting.set(k, { since, kept: [] });
+    if (!this.settleTimer.armed) this.settleTimer.armAt(since + SETTLE_HOLD_MS);
   }
 
   /** End every hold that has waited SETTLE_HOLD_MS for its settle, oldest first. */
