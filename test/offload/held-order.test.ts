@@ -161,8 +161,12 @@ for (const how of ['late', 'never'] as const) {
  * taken unbuilt (quiet), so the peer's resend is what builds it; through the codec it is built at
  * the install; taken for a prod, it is built a few turns after the install, before the resend.
  */
-for (const how of ['unbuilt', 'codec', 'prod'] as const) {
-  test(`at a WorkerNic (${how}), the host's held segments run before the link's newer resend (no PAWS drop)`, {
+for (const how of ['unbuilt', 'codec', 'prod', 'never'] as const) {
+  const title =
+    how === 'never'
+      ? "at a WorkerNic, a settle that never comes: the hold ends at its bound on the worker's clock, the data arrives whole"
+      : `at a WorkerNic (${how}), the host's held segments run before the link's newer resend (no PAWS drop)`;
+  test(title, {
     timeout: 120_000,
   }, async (t) => {
     const { net, wh, peer } = await workerSetup(45, t, { count: 1 });
@@ -186,6 +190,13 @@ for (const how of ['unbuilt', 'codec', 'prod'] as const) {
     const payload = randomBytes(45, 4000);
     const hostCounters = wh.stack.counters;
     const peerCounters = peer.stack.counters;
+    if (how === 'never') {
+      // The settle, and the segments the host held with it, never reach the worker.
+      const inject = n0.inject.bind(n0);
+      n0.inject = (packets, settled) => {
+        if (settled === undefined) inject(packets);
+      };
+    }
     const init = n0.initiate.bind(n0);
     n0.initiate = async (...a: Parameters<WorkerNic['initiate']>) => {
       // Frozen at the host: the peer's segments come up through the worker, which runs nothing
@@ -207,6 +218,12 @@ for (const how of ['unbuilt', 'codec', 'prod'] as const) {
     assert.equal(r.moved.length, 1, `offloaded ${JSON.stringify(r.refused)}`);
     await until(() => Buffer.concat(got).length >= payload.length, 'the host read all the data');
     assert.deepEqual(Buffer.concat(got), payload, 'whole and in order');
+    if (how === 'never') {
+      // Without the bound the resend stays kept, and so does each later one: nothing arrives.
+      assert.equal(await counter('nic.rx.settle-hold-expired'), 1, 'the hold ended at its bound');
+      assert.equal(await counter('nic.rx.injected'), 0, 'nothing came from the host');
+      return;
+    }
     const held = hostCounters.get('tcp.frozen.queued');
     await until(
       async () => (await counter('nic.rx.injected')) >= held,
