@@ -24,7 +24,7 @@
  *
  *   npx tsx bench/tap-throughput.ts [--json] [--bytes N] [--mode cli|inproc|kernel] [--no-ipv6] [--workers]
  */
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -66,6 +66,9 @@ export interface FamilyThroughput {
   txRatio: number;
   rxSeconds: number;
   txSeconds: number;
+  /** Mode `cli`: CPU time of serve's main thread per MB (10^6 bytes) moved, each direction (ms). */
+  rxMainMsPerMB?: number;
+  txMainMsPerMB?: number;
 }
 
 /** The IPv4 figures at the top level (as before IPv6 existed), IPv6 beside them. */
@@ -295,6 +298,24 @@ async function startKernelPeer(lab: Lab, bytes: number, v6: boolean): Promise<{ 
 }
 
 /** Timed transfers of `bytes` each way between the namespace and Chimney at `dst`. */
+/** ns on a CPU of the thread `tid` of process `pid` so far (schedstat), or NaN without one. */
+function threadCpuNs(pid: number | undefined, tid = pid): number {
+  if (pid === undefined) return Number.NaN;
+  try {
+    return Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+  } catch {
+    return Number.NaN;
+  }
+}
+
+interface Measured {
+  rxSeconds: number;
+  txSeconds: number;
+  /** serve's main thread's CPU over each transfer (NaN in the other modes). */
+  rxMainMs: number;
+  txMainMs: number;
+}
+
 async function measure(
   lab: Lab,
   mode: TapBenchMode,
@@ -302,13 +323,15 @@ async function measure(
   family: 4 | 6,
   bytes: number,
   log: (line: string) => void,
-): Promise<{ rxSeconds: number; txSeconds: number }> {
+  servePid?: number,
+): Promise<Measured> {
   const tcp = family === 4 ? `TCP:${dst}` : `TCP6:[${dst}]`;
   const host = family === 4 ? dst : `[${dst}]`;
   // Warm up the neighbor entry and the path so the timed runs start resolved.
   await lab.sh(`ping -${family} -c 1 -W 2 ${dst} >/dev/null`, 5000);
 
   log(`rx IPv${family}: kernel → ${mode}, ${bytes} bytes`);
+  const cpu0 = threadCpuNs(servePid);
   const rx = check(
     await lab.sh(
       `socat -u -b 262144 OPEN:/dev/zero,readbytes=${bytes} ${tcp}:${PORT_DISCARD},sndbuf=4194304`,
@@ -316,6 +339,8 @@ async function measure(
     ),
     `socat → discard (IPv${family})`,
   );
+  const cpu1 = threadCpuNs(servePid);
+  const rxMainMs = (cpu1 - cpu0) / 1e6;
   log(`tx IPv${family}: ${mode} → kernel, ${bytes} bytes`);
   if (mode === 'cli') {
     const r = check(
@@ -327,20 +352,24 @@ async function measure(
     );
     const [size, secs] = r.stdout.trim().split(' ').map(Number);
     if (size !== bytes) throw new Error(`curl got ${size} of ${bytes} bytes`);
-    return { rxSeconds: rx.ms / 1000, txSeconds: secs! };
+    const txMainMs = (threadCpuNs(servePid) - cpu1) / 1e6;
+    return { rxSeconds: rx.ms / 1000, txSeconds: secs!, rxMainMs, txMainMs };
   }
   const r = check(
     await lab.sh(`socat -u -b 262144 ${tcp}:${PORT_SOURCE},rcvbuf=4194304 - | wc -c`, 300_000),
     `socat ← source (IPv${family})`,
   );
   if (Number(r.stdout.trim()) !== bytes) throw new Error(`socat got ${r.stdout.trim()} of ${bytes} bytes`);
-  return { rxSeconds: rx.ms / 1000, txSeconds: r.ms / 1000 };
+  return { rxSeconds: rx.ms / 1000, txSeconds: r.ms / 1000, rxMainMs, txMainMs: Number.NaN };
 }
 
-function figures(bytes: number, m: { rxSeconds: number; txSeconds: number }, kernelGbps: number) {
+function figures(bytes: number, m: Measured, kernelGbps: number): FamilyThroughput {
   const rxGbps = gbps(bytes, m.rxSeconds);
   const txGbps = gbps(bytes, m.txSeconds);
+  const perMB = (ms: number) => Math.round((ms / (bytes / 1e6)) * 1000) / 1000;
   return {
+    ...(Number.isFinite(m.rxMainMs) ? { rxMainMsPerMB: perMB(m.rxMainMs) } : {}),
+    ...(Number.isFinite(m.txMainMs) ? { txMainMsPerMB: perMB(m.txMainMs) } : {}),
     rxGbps,
     txGbps,
     kernelGbps,
@@ -385,8 +414,9 @@ export async function benchTapThroughput(opts: TapThroughputOptions = {}): Promi
     else if (mode === 'inproc') inproc = await startInProc(lab, bytes, v6);
     else inproc = await startKernelPeer(lab, bytes, v6);
 
-    const m4 = await measure(lab, mode, lab.chimneyIps[0]!, 4, bytes, log);
-    const m6 = v6 ? await measure(lab, mode, CHIMNEY6, 6, bytes, log) : null;
+    const pid = served?.proc.pid;
+    const m4 = await measure(lab, mode, lab.chimneyIps[0]!, 4, bytes, log, pid);
+    const m6 = v6 ? await measure(lab, mode, CHIMNEY6, 6, bytes, log, pid) : null;
 
     let workers: TapThroughputResult['workers'];
     if (opts.workers) {
@@ -398,9 +428,11 @@ export async function benchTapThroughput(opts: TapThroughputOptions = {}): Promi
       });
       const control = join(controlDir, 'control.sock');
       // Each family's two transfers are two connections; both must have run on the worker.
-      const w4 = await measure(lab, mode, lab.chimneyIps[0]!, 4, bytes, (l) => log(`workers: ${l}`));
+      const wl = (l: string) => log(`workers: ${l}`);
+      const wpid = served.proc.pid;
+      const w4 = await measure(lab, mode, lab.chimneyIps[0]!, 4, bytes, wl, wpid);
       let moves = await expectOffloaded(control, 2);
-      const w6 = v6 ? await measure(lab, mode, CHIMNEY6, 6, bytes, (l) => log(`workers: ${l}`)) : null;
+      const w6 = v6 ? await measure(lab, mode, CHIMNEY6, 6, bytes, wl, wpid) : null;
       if (w6) moves = await expectOffloaded(control, 4);
       workers = {
         ...figures(bytes, w4, kernelGbps),
@@ -450,11 +482,15 @@ async function expectOffloaded(control: string, n: number): Promise<AcceptMoves>
   return moves;
 }
 
+function mainCpu(msPerMB: number | undefined): string {
+  return msPerMB === undefined ? '' : `, serve's main thread ${msPerMB} ms CPU/MB`;
+}
+
 export function formatTapThroughput(r: TapThroughputResult): string {
   const lines = [
     `TAP, MTU ${r.mtu}, ${r.bytes} bytes each way, Chimney as ${r.mode}:`,
-    `  kernel → Chimney (rx): ${r.rxGbps} Gbit/s  → ratio ${r.rxRatio}`,
-    `  Chimney → kernel (tx): ${r.txGbps} Gbit/s  → ratio ${r.txRatio}`,
+    `  kernel → Chimney (rx): ${r.rxGbps} Gbit/s  → ratio ${r.rxRatio}${mainCpu(r.rxMainMsPerMB)}`,
+    `  Chimney → kernel (tx): ${r.txGbps} Gbit/s  → ratio ${r.txRatio}${mainCpu(r.txMainMsPerMB)}`,
     `  reference, ${r.kernelTool} (same run): ${r.kernelGbps} Gbit/s`,
   ];
   if (r.ipv6) {
@@ -468,8 +504,8 @@ export function formatTapThroughput(r: TapThroughputResult): string {
   if (w) {
     lines.push(
       `  serve --workers (offloaded to a WorkerNic), same run, same kernel references:`,
-      `    kernel → Chimney (rx): ${w.rxGbps} Gbit/s  → ratio ${w.rxRatio}`,
-      `    Chimney → kernel (tx): ${w.txGbps} Gbit/s  → ratio ${w.txRatio}`,
+      `    kernel → Chimney (rx): ${w.rxGbps} Gbit/s  → ratio ${w.rxRatio}${mainCpu(w.rxMainMsPerMB)}`,
+      `    Chimney → kernel (tx): ${w.txGbps} Gbit/s  → ratio ${w.txRatio}${mainCpu(w.txMainMsPerMB)}`,
     );
     if (w.ipv6)
       lines.push(

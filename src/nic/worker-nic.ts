@@ -1550,7 +1550,8 @@ export class WorkerNic extends HostNic {
    * `deadAfterMs` the watchdog reports it dead and stops it. With `pool`, the thread keeps running
    * but leaves a request on the libuv pool for `ms`, as a TAP reader waiting for a frame does: a
    * kill meanwhile stops it, and its exit waits for the request. With `entered`, the blocked thread
-   * first stores 1 in its word 0 (and notifies it): the test then knows the unit of work has begun.
+   * first stores 1 in its word 0 (and notifies it): the test then knows the unit of work has begun;
+   * if `entered` has a word 1, the stall also ends once the test stores anything but 0 there.
    */
   stall(ms: number, opts: { pool?: boolean; entered?: SharedArrayBuffer } = {}): void {
     if (!Number.isFinite(ms) || ms < 0) throw new InvalidArgumentError('stall needs a duration in ms');
@@ -1630,8 +1631,19 @@ export class WorkerNic extends HostNic {
   }
 
   private bellQueued = false;
+  /** @internal Notifies the doorbell made, and those it left out because the worker was in a turn (tests). */
+  bellNotifies = 0;
+  bellsUnnotified = 0;
   private readonly notifyBell = (): void => {
     this.bellQueued = false;
+    // A worker in a turn looks at the queue as the turn ends (nic-worker.ts, bellAfterUnit); a
+    // notify would only wake it again for what it serves anyway. This load comes after the queue's
+    // tail was stored (ring), which is what makes the skip safe.
+    if (Atomics.load(this.doorbell, DB_BUSY) !== 0) {
+      this.bellsUnnotified++;
+      return;
+    }
+    this.bellNotifies++;
     Atomics.notify(this.doorbell, DB_BELL);
   };
 

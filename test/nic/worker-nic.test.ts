@@ -278,4 +278,83 @@ describe('WorkerNic', () => {
     a.destroy();
     b.destroy();
   });
+
+  test('a bell rung while the worker is in a turn costs no notify, and is served as that turn ends', {
+    timeout: 120_000,
+  }, async (t) => {
+    const { net, wh, peer } = await setup(15, t, { count: 1 });
+    let got = 0;
+    peer.createServer((s) => s.on('data', (d: Uint8Array) => (got += d.length))).listen(80);
+    const a = wh.host.connect({ port: 80, host: '10.0.0.2' });
+    await once(a, 'connect');
+    const nic = wh.nics[0]!;
+    assert.equal((await wh.offload.offload([keyOf(a)], nic)).moved.length, 1);
+    // Blocked inside one turn until word 1 is set (bounded at 60 s by the stall itself).
+    const gate = new Int32Array(new SharedArrayBuffer(8));
+    nic.stall(60_000, { entered: gate.buffer as SharedArrayBuffer });
+    const until = Date.now() + 60_000;
+    while (Atomics.load(gate, 0) !== 1 && Date.now() < until) await new Promise((r) => setTimeout(r, 2));
+    assert.equal(Atomics.load(gate, 0), 1, 'the worker entered its stall');
+    const before = nic.bellNotifies;
+    const skippedBefore = nic.bellsUnnotified;
+    // Separate bursts (a macrotask apart), each a ring of the doorbell and its microtask.
+    const WRITES = 20;
+    for (let i = 0; i < WRITES; i++) {
+      a.write(new Uint8Array(100).fill(i));
+      await new Promise((r) => setImmediate(r));
+    }
+    assert.equal(nic.betweenTurns, false, 'the worker was in its turn through the writes');
+    assert.equal(nic.bellNotifies, before, 'no notify while the worker was in its turn');
+    assert.ok(nic.bellsUnnotified > skippedBefore, 'the bells were rung, without a notify');
+    Atomics.store(gate, 1, 1);
+    Atomics.notify(gate, 1);
+    const t0 = net.now();
+    while (got < WRITES * 100 && net.now() - t0 < 60_000) await net.sleep(5);
+    assert.equal(got, WRITES * 100, 'every byte written during the turn reached the peer after it');
+    await wh.offload.upload([keyOf(a)]);
+    a.destroy();
+  });
+
+  test('a hundred small writes and echoes, one at a time, each answered: no bell is lost between a turn and its end', {
+    timeout: 120_000,
+  }, async (t) => {
+    const { net, wh, peer } = await setup(16, t, { count: 1 });
+    peer.createServer((s) => s.on('data', (d: Uint8Array) => s.write(d))).listen(80);
+    const a = wh.host.connect({ port: 80, host: '10.0.0.2' });
+    await once(a, 'connect');
+    const nic = wh.nics[0]!;
+    assert.equal((await wh.offload.offload([keyOf(a)], nic)).moved.length, 1);
+    // Each write goes when the worker has just delivered the echo before it: its turn is ending or
+    // has just ended, where a bell left without a notify and not looked at would wait for a timer.
+    const ROUNDS = 100;
+    let echoed = 0;
+    let waiting: (() => void) | null = null;
+    a.on('data', (d: Uint8Array) => {
+      echoed += d.length;
+      waiting?.();
+    });
+    const t0 = net.now();
+    for (let i = 1; i <= ROUNDS && net.now() - t0 < 90_000; i++) {
+      a.write(new Uint8Array(1 + (i % 64)).fill(i & 0xff));
+      const total = sizeUpTo(i);
+      while (echoed < total && net.now() - t0 < 90_000) {
+        await new Promise<void>((r) => {
+          waiting = r;
+          setTimeout(r, 1000);
+        });
+        waiting = null;
+      }
+    }
+    assert.equal(echoed, sizeUpTo(ROUNDS), 'every write was sent and echoed');
+    assert.ok(nic.bellNotifies + nic.bellsUnnotified >= ROUNDS, 'each write rang the doorbell');
+    await wh.offload.upload([keyOf(a)]);
+    a.destroy();
+  });
 });
+
+/** Bytes written by rounds 1..n of the echo test (round i writes 1 + i % 64). */
+function sizeUpTo(n: number): number {
+  let total = 0;
+  for (let i = 1; i <= n; i++) total += 1 + (i % 64);
+  return total;
+}

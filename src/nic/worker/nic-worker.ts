@@ -157,6 +157,7 @@ Atomics.store(unitWords, DB_BUSY, 1);
 function endUnit(): void {
   unitOpen = false;
   Atomics.store(unitWords, DB_BUSY, 0);
+  bellAfterUnit();
 }
 
 /**
@@ -1618,6 +1619,19 @@ function drainLater(): void {
   if (!closed) drainDoorbell(BELL_BUDGET);
 }
 
+/**
+ * The host rings without a notify while DB_BUSY is 1 (WorkerNic.ring): a notify to a thread that
+ * waits is a system call and a wake-up, and this thread, in a turn, looks at the queue here as the
+ * turn ends, once DB_BUSY is 0 again. Each side stores, then loads the other's word (the host its
+ * queue's tail, then DB_BUSY; this thread DB_BUSY, then the tail), all sequentially consistent: a
+ * slot queued is either seen here or the host sees 0 and notifies. Nothing is lost between.
+ */
+function bellAfterUnit(): void {
+  if (closed || bellLater || Atomics.load(db, DB_HEAD) === Atomics.load(db, DB_TAIL)) return;
+  bellLater = true;
+  clock.defer(drainLater);
+}
+
 function waitBell(): void {
   enterUnit();
   if (closed) return;
@@ -2646,6 +2660,11 @@ port.on('message', (m: ToWorker) => {
         const w = new Int32Array(m.entered);
         Atomics.store(w, 0, 1);
         Atomics.notify(w, 0);
+        // A word 1 lets the test end the stall early (it stores anything but 0 there).
+        if (w.length > 1) {
+          Atomics.wait(w, 1, 0, m.ms);
+          return;
+        }
       }
       pauseThread(m.ms);
       return;

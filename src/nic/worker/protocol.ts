@@ -163,9 +163,10 @@ export const DB_UP = 9;
 export const DB_DRAIN_AT = 10;
 /**
  * 1 while the worker runs a turn of its own JavaScript, 0 once that turn and its microtasks are
- * over (cleared in the loop's check phase, before it can wait for I/O again). Read by the host only
+ * over (cleared in the loop's check phase, before it can wait for I/O again). Read by the host
  * after it set DB_STOP and called `terminate()`: a 0 then says the thread will never write shared
- * memory again (see WorkerNic.terminateThread).
+ * memory again (see WorkerNic.terminateThread). Read by the doorbell too: a ring while it is 1
+ * needs no notify, the worker looking at its queue as the turn ends (nic-worker.ts, bellAfterUnit).
  */
 export const DB_BUSY = 11;
 /**
