@@ -445,7 +445,7 @@ export class Team extends EventEmitter {
       // for dead while it lives (its heartbeat timeout here, declareDead) still runs them, and a
       // live NIC hands out none of those (it would leave them two owners): they are moved off.
       const salvage = dead && slot.nic.death !== null;
-      const n = Math.min(keys.length - i, this.batchSize);
+      const n = this.share(slot, keys.length - i, salvage);
       const batch = keys.slice(i, i + n);
       i += n;
       const target = this.pick();
@@ -464,7 +464,14 @@ export class Team extends EventEmitter {
           // Wedged, it died in the move (its own watchdog, a kill): its death brings no second
           // failover here (the member is dead already), so what is left of them is rebuilt now.
           if (!dead || slot.nic.death === null) throw e;
-          r = await o.recover(batch, slot.nic, target, phases);
+          r = { moved: [], inHost: [], lost: [] };
+          // In the team's batches, as any rebuild (see share).
+          for (let j = 0; j < batch.length; j += this.batchSize) {
+            const part = await o.recover(batch.slice(j, j + this.batchSize), slot.nic, target, phases);
+            for (const k of part.moved) r.moved.push(k);
+            for (const k of part.inHost) r.inHost.push(k);
+            for (const k of part.lost) r.lost.push(k);
+          }
         }
       }
       phases.done();
@@ -478,6 +485,22 @@ export class Team extends EventEmitter {
       if (this.failback && !dead)
         for (const k of moved) if (!this.home.has(id(k))) this.home.set(id(k), { key: k, nic: slot.nic });
     }
+  }
+
+  /**
+   * How many of the `left` connections the next transfer off `slot` takes. A member on another
+   * thread is moved off in one transfer per healthy member, shared evenly: the transfer cuts it
+   * into parts that are all in flight at once (TransferProtocol.inParts), so the source releases
+   * one part while the target installs another. In batches one after another, each batch waited
+   * for the round trips of the one before through two busy workers and this thread: serve's move
+   * of 2,500 against the kernel took 0.67-7.9 s in five (BENCHMARKS.md, "The failover's phases").
+   * A rebuild from a dead member's hard state (`salvage`) installs its batch in one request, and a
+   * member on this thread hands a batch over in one turn: those keep the team's batch size, so no
+   * request or turn grows with the failover.
+   */
+  private share(slot: Slot, left: number, salvage: boolean): number {
+    if (salvage || slot.nic.inProcess) return Math.min(left, this.batchSize);
+    return Math.ceil(left / Math.max(1, this.healthy().length));
   }
 
   /**
