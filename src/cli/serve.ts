@@ -19,6 +19,7 @@ import { warmSlabs } from '../nic/hard-state.ts';
 import type { Nic } from '../nic/nic.ts';
 import { SlabWarmer } from '../nic/slab-warmer.ts';
 import { DEFAULT_RING } from '../nic/worker-nic.ts';
+import { formatPhases } from '../offload/move-phases.ts';
 import type { PlaceTimeout } from '../offload/offload-manager.ts';
 import type { Host } from '../socket/host.ts';
 import { traceAccepts } from '../socket/tcp-server.ts';
@@ -474,7 +475,7 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
   );
   team.on('failover', (r: FailoverRecord) =>
     log.event(
-      `failover ${r.nic} (${r.cause}): detected in ${r.detectMs.toFixed(1)} ms, ${r.connections} connection(s) resumed on ${r.to.join(',') || '-'} ${r.resumeMs.toFixed(1)} ms after detection${r.lost ? `, ${r.lost} LOST` : ''}`,
+      `failover ${r.nic} (${r.cause}): detected in ${r.detectMs.toFixed(1)} ms, ${r.connections} connection(s) resumed on ${r.to.join(',') || '-'} ${r.resumeMs.toFixed(1)} ms after detection${r.lost ? `, ${r.lost} LOST` : ''}${r.phases ? `; ${formatPhases(r.phases)}` : ''}`,
       { event: 'failover', ...r },
     ),
   );
