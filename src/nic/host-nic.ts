@@ -75,10 +75,13 @@ export abstract class HostNic extends EventEmitter implements Nic {
 
   /**
    * Resolves once the engine runs (a worker's first heartbeat; a NIC in this thread at once): frames
-   * and requests sent before then wait. Rejects if it dies first.
+   * and requests sent before then wait. Refused (InvalidStateError) once the NIC is closed or dead,
+   * as every verb is, whether its engine ran first or not; a wait begun before the close or the
+   * death fails with it.
    */
   ready(): Promise<void> {
-    return this.liveness.ready(this.deathCause, this.id);
+    const refused = this.refusal();
+    return refused === null ? this.liveness.ready() : Promise.reject(refused);
   }
 
   /** The engine fell silent (`Liveness`): it is dead of `cause`. */
@@ -91,7 +94,25 @@ export abstract class HostNic extends EventEmitter implements Nic {
   abstract readonly runningConns: number;
   abstract readonly linkUp: boolean;
   abstract inject(packets: readonly Uint8Array[]): void;
-  abstract close(): void;
+
+  /** Set once the owner called `close()`, whatever the NIC did before (ran, died, crashed). */
+  private letGo = false;
+
+  /**
+   * The owner's end of the NIC (`Nic.close`), the same on every NIC: the engine aborts what it
+   * runs (`closeEngine`), and a wait for `ready` fails.
+   */
+  close(): void {
+    if (this.letGo) return;
+    this.letGo = true;
+    this.closeEngine();
+    this.liveness.end(new InvalidStateError(`NIC ${this.id} is closed`));
+  }
+  /**
+   * Abort every connection the engine runs and release the link; run once, at the owner's
+   * `close()`, after a death too (what is left of the dead engine is released then).
+   */
+  protected abstract closeEngine(): void;
 
   /**
    * Null once the NIC is closed or dead, on every NIC: its connections are aborted (a close) or

@@ -305,7 +305,8 @@ export class LocalNic extends HostNic {
     return conn;
   }
 
-  close(): void {
+  protected closeEngine(): void {
+    // Crashed before: its engine is closed already.
     if (this.closed) return;
     this.runInHand('close');
     this.closed = true;

@@ -1521,13 +1521,11 @@ export class WorkerNic extends HostNic {
   }
 
   /** Abort everything (RST to every offloaded connection's peer) and stop the worker. */
-  close(): void {
-    if (this.closed) return;
+  protected closeEngine(): void {
     this.runToEnd();
     networkInput.delete(this.upFrames);
     this.closed = true;
     this.unwatchSlabs();
-    this.liveness.end();
     this.growTimer.disarm();
     this.heldGrows.clear();
     for (const h of [...this.unclaimed.values()]) this.dropUnclaimed(h);

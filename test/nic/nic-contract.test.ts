@@ -25,6 +25,9 @@ async function outcome(run: () => Promise<unknown>): Promise<Outcome> {
   }
 }
 
+/** Resolves in a later turn of the event loop, once every promise settled now has run its callbacks. */
+const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
 const keyText = (k: ConnKey) => `${k.localIp}:${k.localPort}>${k.remoteIp}:${k.remotePort}`;
 
 /** The keys of the connections in what a terminate handed back, sorted. */
@@ -107,6 +110,8 @@ async function run(nic: Nic & { close(): void; ready(): Promise<void> }): Promis
   out.push(['initiate in hand at the close', await inHand]);
   out.push(['initiate once closed', await initiate(treesOf(1))]);
   out.push(['terminate once closed', await terminate('all')]);
+  // Refused as every verb once closed, whether its engine ran first or not.
+  out.push(['ready once closed', await outcome(() => nic.ready())]);
   return out;
 }
 
@@ -186,6 +191,29 @@ test('a LocalNic and a WorkerNic answer the same verb sequence alike (the one ho
   assert.deepEqual(byName.get('initiate in hand at the close'), { ok: false, code: 'ECONNABORTED' });
   assert.deepEqual(byName.get('initiate once closed'), { ok: false, code: 'ERR_CHIMNEY_INVALID_STATE' });
   assert.deepEqual(byName.get('terminate once closed'), { ok: false, code: 'ERR_CHIMNEY_INVALID_STATE' });
+  assert.deepEqual(byName.get('ready once closed'), { ok: false, code: 'ERR_CHIMNEY_INVALID_STATE' });
+});
+
+test('a wait for ready() fails when its NIC is closed before its engine ran (a WorkerNic before its first beat)', async (t) => {
+  // Only a NIC on a thread of its own starts after its making; a LocalNic's engine runs at once.
+  const net = new SimNetwork({ seed: 74, virtualTime: false });
+  const worker = new WorkerNic({
+    id: 'f.worker',
+    link: net.switch.addPort({ name: 'f.worker', mtu: 1500 }),
+    seed: 74,
+    deadAfterMs: STARVED_NOT_DEAD_MS,
+  });
+  t.after(() => {
+    worker.close();
+    net.close();
+  });
+  // Asked and closed in one turn: its first beat, a message, cannot have come.
+  const waiting = outcome(() => worker.ready());
+  worker.close();
+  // The close ends the wait at once (a rejection in this turn's microtasks), so one later turn
+  // tells a wait that failed from one left pending for ever.
+  const answered = await Promise.race([waiting, nextTurn().then(() => 'still waiting')]);
+  assert.deepEqual(answered, { ok: false, code: 'ERR_CHIMNEY_INVALID_STATE' });
 });
 
 test('a dead NIC attaches nothing, LocalNic and WorkerNic alike, and still leaves every connection to salvage', async (t) => {
