@@ -100,7 +100,7 @@ export abstract class HostNic extends EventEmitter implements Nic {
 
   /**
    * The owner's end of the NIC (`Nic.close`), the same on every NIC: the engine aborts what it
-   * runs (`closeEngine`), and a wait for `ready` fails.
+   * runs (`closeEngine`), a wait for `ready` fails, and `salvage` hands out nothing from now on.
    */
   close(): void {
     if (this.letGo) return;
@@ -259,11 +259,16 @@ export abstract class HostNic extends EventEmitter implements Nic {
   /**
    * What is left of connections the NIC can no longer run: all of them, or those named (a team
    * rebuilds a dead NIC's connections in batches, each on the least loaded healthy member, and
-   * the rest must still be here for the next batch). Each is handed out once.
+   * the rest must still be here for the next batch). Each is handed out once. None once the
+   * owner closed the NIC, on every NIC: its close reset what it ran (a record handed out would
+   * rebuild a connection its peer was told is gone), and what it kept (a death's, a damaged
+   * terminate's) is let go with it; a caller that rebuilds salvages before it closes.
    */
   salvage(keys?: readonly ConnKey[]): SalvageRecord[] {
+    if (keys !== undefined && !Array.isArray(keys))
+      throw new InvalidArgumentError('salvage needs connection keys');
+    if (this.letGo) return [];
     if (keys === undefined) return this.salvageAll();
-    if (!Array.isArray(keys)) throw new InvalidArgumentError('salvage needs connection keys');
     const out: SalvageRecord[] = [];
     for (const k of keys) {
       const r = this.salvageOne(k);

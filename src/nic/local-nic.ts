@@ -306,6 +306,9 @@ export class LocalNic extends HostNic {
   }
 
   protected closeEngine(): void {
+    // Nothing is salvaged from a closed NIC (HostNic.salvage): what a crash or a damaged
+    // terminate kept goes now.
+    this.leftovers.clear();
     // Crashed before: its engine is closed already.
     if (this.closed) return;
     this.runInHand('close');
