@@ -100,13 +100,18 @@ export abstract class HostNic extends EventEmitter implements Nic {
 
   /**
    * The owner's end of the NIC (`Nic.close`), the same on every NIC: the engine aborts what it
-   * runs (`closeEngine`), a wait for `ready` fails, and `salvage` hands out nothing from now on.
+   * runs (`closeEngine`), every request waiting for its answer fails (InvalidStateError), as does
+   * a wait for `ready`, and `salvage` hands out nothing from now on.
    */
   close(): void {
     if (this.letGo) return;
     this.letGo = true;
     this.closeEngine();
-    this.liveness.end(new InvalidStateError(`NIC ${this.id} is closed`));
+    const e = new InvalidStateError(`NIC ${this.id} is closed`);
+    // Whatever the engine runs next (its port's late answers, a turn of this thread), a request
+    // still waiting for an answer fails now, on every NIC.
+    this.transport.abandon(e);
+    this.liveness.end(e);
   }
   /**
    * Abort every connection the engine runs and release the link; run once, at the owner's

@@ -1540,7 +1540,6 @@ export class WorkerNic extends HostNic {
     // The worker answers 'closed' after flushing its last frames; don't wait for ever.
     const t = this.clock.createTimer(() => void this.worker.terminate()).unref();
     t.arm(1000);
-    this.port.abandon(new InvalidStateError(`NIC ${this.id} is closed`));
   }
 
   /**

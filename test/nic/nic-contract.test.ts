@@ -25,6 +25,18 @@ async function outcome(run: () => Promise<unknown>): Promise<Outcome> {
   }
 }
 
+/** Longer than any wait of a case: the worker's stall ends by its kill, never by its time. */
+const STALL_MS = 120_000;
+
+/** Waits for `cond`, bounded for a loaded machine. */
+async function until(cond: () => boolean, what: string): Promise<void> {
+  const end = Date.now() + 30_000;
+  while (!cond()) {
+    if (Date.now() > end) assert.fail(`timed out waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+}
+
 /** Resolves in a later turn of the event loop, once every promise settled now has run its callbacks. */
 const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
@@ -47,6 +59,34 @@ const KEYS = sampleTrees(3)[0]!.paths[0]!.conns.map((s) => ({ ...s.const }) as C
 
 /** A key whose addresses are IPv6 handles, on NICs that were never given an IPv6 connection. */
 const V6_KEY: ConnKey = { localIp: 2 ** 33, localPort: 80, remoteIp: 2 ** 33 + 1, remotePort: 4000 };
+
+/**
+ * The requests `inFlight` sends. Not `counterSnapshot`: a LocalNic reads its engine's counters at
+ * once (a simulation's clock may stand still meanwhile), so it never has one in flight.
+ */
+const IN_FLIGHT = ['terminate', 'query', 'update', 'invalidate', 'takeQueued', 'dropFrozen', 'progressScan'];
+
+/**
+ * One request of each verb that asks the engine, sent now and not awaited: their outcomes once
+ * they come, by verb (the value left out: only whether each failed, and how).
+ */
+function inFlight(nic: Nic): Promise<[string, unknown][]> {
+  const sent: Promise<unknown>[] = [
+    nic.terminate([KEYS[1]!]),
+    nic.query(),
+    nic.update({ kind: 'tcp', scope: 'all', settings: { noDelay: false } }),
+    nic.invalidate({ keys: [KEYS[1]!] }),
+    nic.takeQueued([KEYS[1]!]),
+    nic.dropFrozen([KEYS[1]!]),
+    nic.progressScan(),
+  ];
+  return Promise.all(
+    sent.map(async (p, i) => {
+      const o = await outcome(() => p);
+      return [IN_FLIGHT[i]!, o.ok ? { ok: true } : o] as [string, unknown];
+    }),
+  );
+}
 
 /** The verb sequence, its answers as plain data, in order. */
 async function run(nic: Nic & { close(): void; ready(): Promise<void> }): Promise<unknown[]> {
@@ -106,8 +146,13 @@ async function run(nic: Nic & { close(): void; ready(): Promise<void> }): Promis
   // Closed with a batch in hand: the NIC took it before the close, and the close aborts it with
   // everything else it runs (a worker installs what its port brought first).
   const inHand = initiate(treesOf(1));
+  // Requests still waiting for their answer at the close fail: the engine will answer nothing
+  // more (a LocalNic's ran on its closed engine and answered as if nothing had happened).
+  const waiting = inFlight(nic);
   nic.close();
   out.push(['initiate in hand at the close', await inHand]);
+  out.push(['requests in flight at the close', await waiting]);
+  out.push(['counters once closed', await outcome(() => nic.counterSnapshot())]);
   out.push(['initiate once closed', await initiate(treesOf(1))]);
   out.push(['terminate once closed', await terminate('all')]);
   // Its close reset what it ran (the batch in hand too): nothing is left to rebuild.
@@ -210,6 +255,12 @@ test('a LocalNic and a WorkerNic answer the same verb sequence alike (the one ho
   assert.deepEqual(byName.get('initiate once closed'), { ok: false, code: 'ERR_CHIMNEY_INVALID_STATE' });
   assert.deepEqual(byName.get('terminate once closed'), { ok: false, code: 'ERR_CHIMNEY_INVALID_STATE' });
   assert.equal(byName.get('salvage once closed'), 0);
+  const refused = { ok: false, code: 'ERR_CHIMNEY_INVALID_STATE' };
+  assert.deepEqual(
+    byName.get('requests in flight at the close'),
+    IN_FLIGHT.map((v) => [v, refused]),
+  );
+  assert.deepEqual(byName.get('counters once closed'), refused);
   assert.deepEqual(byName.get('ready once closed'), { ok: false, code: 'ERR_CHIMNEY_INVALID_STATE' });
 });
 
@@ -251,6 +302,33 @@ test('a dead NIC attaches nothing, LocalNic and WorkerNic alike, and still leave
   assert.deepEqual(fromWorker, fromLocal);
   assert.deepEqual(fromLocal.attached, [null, null, null]);
   assert.deepEqual(fromLocal.left, KEYS.map(keyText).sort());
+});
+
+test('requests in flight at a death fail, and a terminate among them leaves its connections to salvage, LocalNic and WorkerNic alike', {
+  timeout: 120_000,
+}, async (t) => {
+  const { local, worker } = await bothNics(t, 76, 'h');
+  for (const nic of [local, worker] as Nic[])
+    assert.equal((await nic.initiate(treesOf())).status, 'success', nic.id);
+  // The worker's thread held inside a unit of work, so it cannot answer what is sent now before
+  // the kill stops it: what it would have answered first is not this case.
+  const entered = new SharedArrayBuffer(4);
+  worker.stall(STALL_MS, { entered });
+  await until(() => Atomics.load(new Int32Array(entered), 0) === 1, 'the worker to enter its stall');
+  const answers = async (nic: Nic, die: () => void) => {
+    const waiting = inFlight(nic);
+    die();
+    // Died with its terminate in hand: its three are rebuilt from what it left (a transfer's
+    // `src.death` path); answered, a LocalNic's closed engine said it released none of them.
+    return { requests: await waiting, left: nic.salvage(KEYS).length };
+  };
+  const fromLocal = await answers(local, () => local.crash('test'));
+  const dead = new Promise<void>((resolve) => worker.once('dead', () => resolve()));
+  const fromWorker = await answers(worker, () => worker.terminateThread());
+  await dead;
+  assert.deepEqual(fromWorker, fromLocal);
+  const died = { ok: false, code: 'ERR_CHIMNEY_INVALID_STATE' };
+  assert.deepEqual(fromLocal, { requests: IN_FLIGHT.map((v) => [v, died]), left: 3 });
 });
 
 test('a dead NIC its owner then closed leaves nothing to salvage, LocalNic and WorkerNic alike', async (t) => {
