@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { type TestContext, test } from 'node:test';
 import { LocalNic } from '../../src/nic/local-nic.ts';
-import type { ConnKey, Nic, Transfer } from '../../src/nic/nic.ts';
+import type { ConnKey, Nic, NicListenHooks, NicListenSpec, Transfer } from '../../src/nic/nic.ts';
 import { WorkerNic } from '../../src/nic/worker-nic.ts';
 import { SimNetwork } from '../../src/sim/sim-network.ts';
 import { decodeBatch } from '../../src/state/state-codec.ts';
@@ -88,6 +88,16 @@ function inFlight(nic: Nic): Promise<[string, unknown][]> {
   );
 }
 
+/** Whether `nic` says it holds `k`'s four-tuple. */
+const holds = (nic: Nic, k: ConnKey) => nic.holds!(k.localIp, k.localPort, k.remoteIp, k.remotePort);
+
+/**
+ * What `listen` gives on a NIC that cannot listen (closed or dead): checked before it reads its
+ * arguments, so none is needed ('a stop' would be a listener that answers nothing).
+ */
+const listensAt = (nic: Nic) =>
+  nic.listen!({} as NicListenSpec, {} as NicListenHooks) === null ? null : 'a stop';
+
 /** The verb sequence, its answers as plain data, in order. */
 async function run(nic: Nic & { close(): void; ready(): Promise<void> }): Promise<unknown[]> {
   const out: unknown[] = [];
@@ -111,6 +121,7 @@ async function run(nic: Nic & { close(): void; ready(): Promise<void> }): Promis
   const keys = KEYS;
   out.push(['initiate of connections it runs', await initiate(treesOf())]);
   out.push(['query', await queried()]);
+  out.push(['holds one it runs', holds(nic, keys[0]!)]);
   out.push(['attach of an unknown key', nic.attach({ ...keys[0]!, remotePort: 1 }, null) === null]);
   out.push(['attach', nic.attach(keys[0]!, null) !== null]);
   // What it runs is not left over: handed out, a connection would have two owners.
@@ -155,6 +166,9 @@ async function run(nic: Nic & { close(): void; ready(): Promise<void> }): Promis
   out.push(['counters once closed', await outcome(() => nic.counterSnapshot())]);
   out.push(['initiate once closed', await initiate(treesOf(1))]);
   out.push(['terminate once closed', await terminate('all')]);
+  // Nothing runs there any more: no four-tuple is held, no listener can start.
+  out.push(['holds once closed', holds(nic, keys[0]!)]);
+  out.push(['listen once closed', listensAt(nic)]);
   // Its close reset what it ran (the batch in hand too): nothing is left to rebuild.
   out.push(['salvage once closed', nic.salvage().length]);
   // Refused as every verb once closed, whether its engine ran first or not.
@@ -254,6 +268,9 @@ test('a LocalNic and a WorkerNic answer the same verb sequence alike (the one ho
   assert.deepEqual(byName.get('initiate in hand at the close'), { ok: false, code: 'ECONNABORTED' });
   assert.deepEqual(byName.get('initiate once closed'), { ok: false, code: 'ERR_CHIMNEY_INVALID_STATE' });
   assert.deepEqual(byName.get('terminate once closed'), { ok: false, code: 'ERR_CHIMNEY_INVALID_STATE' });
+  assert.equal(byName.get('holds one it runs'), true);
+  assert.equal(byName.get('holds once closed'), false);
+  assert.equal(byName.get('listen once closed'), null);
   assert.equal(byName.get('salvage once closed'), 0);
   const refused = { ok: false, code: 'ERR_CHIMNEY_INVALID_STATE' };
   assert.deepEqual(
@@ -295,12 +312,14 @@ test('a dead NIC attaches nothing, LocalNic and WorkerNic alike, and still leave
     const left = nic.salvage!()
       .map((r) => keyText(r.key))
       .sort();
-    return { attached, left };
+    return { attached, left, held: KEYS.some((k) => holds(nic, k)), listen: listensAt(nic) };
   };
   const fromLocal = answers(local);
   const fromWorker = answers(worker);
   assert.deepEqual(fromWorker, fromLocal);
   assert.deepEqual(fromLocal.attached, [null, null, null]);
+  assert.equal(fromLocal.held, false);
+  assert.equal(fromLocal.listen, null);
   assert.deepEqual(fromLocal.left, KEYS.map(keyText).sort());
 });
 
@@ -363,10 +382,12 @@ test('a NIC its owner closed attaches nothing and leaves nothing to salvage, Loc
     return {
       attached: KEYS.map((k) => (nic.attach(k, null) === null ? null : 'a handle')),
       left: nic.salvage().length,
+      // A SYN of one of them, sent again, would be left to a NIC that answers nothing.
+      held: KEYS.map((k) => holds(nic, k)),
     };
   };
   const fromLocal = answers(local);
   const fromWorker = answers(worker);
   assert.deepEqual(fromWorker, fromLocal);
-  assert.deepEqual(fromLocal, { attached: [null, null, null], left: 0 });
+  assert.deepEqual(fromLocal, { attached: [null, null, null], left: 0, held: [false, false, false] });
 });
