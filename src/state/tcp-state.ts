@@ -308,7 +308,7 @@ export interface TcpSoft {
    * state or taken from an older build); the measure to beat, the next byte unread when the
    * measure began and when (rcvq_space: space, seq, time); the receiver's RTT estimate in ms (0:
    * none yet), the edge and time its window measure began (-1: none) and the last timestamp echo
-   * it sampled (rcv_rtt_est, rcv_rtt_last_tsecr). Last, as codec version 10 added them.
+   * it sampled (rcv_rtt_est, rcv_rtt_last_tsecr). Codec version 10 added them.
    */
   rcvClamp: number;
   rcvSpace: number;
@@ -318,6 +318,13 @@ export interface TcpSoft {
   rcvRttSeq: number;
   rcvRttAt: number;
   rcvRttEcr: number;
+  /**
+   * The window the receiver lets itself offer so far (Linux's rcv_ssthresh, tcp_grow_window:
+   * tcp-window.ts): it starts at the SYN's window and grows by the segments that arrive, up to
+   * the clamp. 0: no such bound (a connection not autotuned, one rebuilt from hard state or taken
+   * from an older build): the clamp alone. Last, as codec version 11 added it.
+   */
+  rcvSsthresh: number;
 }
 
 /** Linux's TCP_MAX_QUICKACKS (include/net/tcp.h): the most quick ACKs one event grants. */
@@ -624,6 +631,7 @@ export function createTcpState(
       rcvRttSeq: 0,
       rcvRttAt: -1,
       rcvRttEcr: 0,
+      rcvSsthresh: 0,
     },
   };
 }
@@ -764,6 +772,7 @@ export function resetTcpState(
   o.rcvRttSeq = 0;
   o.rcvRttAt = -1;
   o.rcvRttEcr = 0;
+  o.rcvSsthresh = 0;
   const cu = o.cubic;
   cu.wMax = 0;
   cu.k = 0;
@@ -841,6 +850,7 @@ const SMALL_SOFT: ReadonlySet<string> = new Set([
   'ackPushed',
   'rcvClamp',
   'rcvSpace',
+  'rcvSsthresh',
   'unackedSegments',
   'caBytesAcked',
   'challengeCount',
