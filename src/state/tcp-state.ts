@@ -73,8 +73,8 @@ export interface TcpCached {
   /**
    * The socket set its own receive buffer (`rcvBufSize` among a connect's or a listen's options,
    * not the layer's default): its connections are not autotuned, as Linux's SO_RCVBUF sets
-   * SOCK_RCVBUF_LOCK. An option of the socket, not of the connection's state: read once, when a
-   * connection is made (newConnection), and its effect (no clamp, soft.rcvClamp 0) is what travels.
+   * SOCK_RCVBUF_LOCK. An option of the socket: read once, when a connection is made
+   * (newConnection), into the connection's soft.rcvLocked, which travels.
    */
   rcvBufLocked?: boolean;
 }
@@ -322,9 +322,17 @@ export interface TcpSoft {
    * The window the receiver lets itself offer so far (Linux's rcv_ssthresh, tcp_grow_window:
    * tcp-window.ts): it starts at the SYN's window and grows by the segments that arrive, up to
    * the clamp. 0: no such bound (a connection not autotuned, one rebuilt from hard state or taken
-   * from an older build): the clamp alone. Last, as codec version 11 added it.
+   * from an older build): the clamp alone.
    */
   rcvSsthresh: number;
+  /**
+   * The socket set its own receive buffer (TcpCached.rcvBufLocked, Linux's SOCK_RCVBUF_LOCK): the
+   * handshake's end does not tune it (establish). Kept in the state from the connection's making,
+   * so one moved before its handshake ends is not tuned where it ends; after that its effect is in
+   * rcvClamp (0) already. With rcvSsthresh, last, as codec version 11 added them; an older batch
+   * leaves false.
+   */
+  rcvLocked: boolean;
 }
 
 /** Linux's TCP_MAX_QUICKACKS (include/net/tcp.h): the most quick ACKs one event grants. */
@@ -632,6 +640,7 @@ export function createTcpState(
       rcvRttAt: -1,
       rcvRttEcr: 0,
       rcvSsthresh: 0,
+      rcvLocked: false,
     },
   };
 }
@@ -773,6 +782,7 @@ export function resetTcpState(
   o.rcvRttAt = -1;
   o.rcvRttEcr = 0;
   o.rcvSsthresh = 0;
+  o.rcvLocked = false;
   const cu = o.cubic;
   cu.wMax = 0;
   cu.k = 0;

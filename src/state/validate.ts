@@ -256,6 +256,7 @@ export const TCP_FIELDS: readonly FieldSpec<TcpPart>[] = [
   f('soft', 'rcvRttAt', 'time', 'scalars', 10),
   f('soft', 'rcvRttEcr', 'u32', 'scalars', 10),
   f('soft', 'rcvSsthresh', 'u32', 'scalars', 11),
+  f('soft', 'rcvLocked', 'bool', 'scalars', 11),
 ];
 
 /** Wire code of each congestion algorithm is its index here; append only. */

@@ -405,21 +405,24 @@ describe('version 10: receive-buffer autotuning (soft.rcvClamp, rcvSpace, rcvRtt
   });
 });
 
-describe('version 11: the bound the receive window grows under (soft.rcvSsthresh)', () => {
+describe('version 11: the bound the receive window grows under and the lock of the buffer (soft.rcvSsthresh, rcvLocked)', () => {
   test('travels in version 11 with the soft scalars; a version-10 batch leaves it out: the clamp alone', () => {
     assert.equal(STATE_CODEC_VERSION, 11);
     const trees = sampleTrees(2);
     const conns = flattenTrees(trees);
     Object.assign(conns[0]!.soft, { rcvClamp: 186_574, rcvSsthresh: 71_000 });
+    conns[1]!.soft.rcvLocked = true;
     for (const soft of ['all', 'scalars'] as const) {
       const back = flattenTrees(decodeBatch(encodeBatch(trees, 1000, { soft }), 2000));
       assert.equal(back[0]!.soft.rcvSsthresh, 71_000, soft);
       assert.equal(back[1]!.soft.rcvSsthresh, 0, soft);
+      assert.deepEqual([back[0]!.soft.rcvLocked, back[1]!.soft.rcvLocked], [false, true], soft);
     }
     const old = encodeBatch(trees, 1000, { version: 10 });
     assert.ok(encodeBatch(trees, 1000).length > old.length, 'version 10: shorter by the bound');
     const back10 = flattenTrees(decodeBatch(old, 2000));
     assert.equal(back10[0]!.soft.rcvSsthresh, 0, 'no bound: the clamp alone, as the older build offered');
+    assert.equal(back10[1]!.soft.rcvLocked, false, 'not locked: the new owner tunes it');
     assert.equal(back10[0]!.soft.rcvClamp, 186_574, "version 10's own fields still travel");
   });
 
