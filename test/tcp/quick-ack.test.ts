@@ -25,10 +25,12 @@ import {
   bytes,
   FIN,
   type InjectOpts,
+  PEER_ISN,
   PSH,
   passiveOpen,
   REMOTE,
   Recorder,
+  SYN,
   sackBlocks,
 } from './harness.ts';
 
@@ -726,6 +728,48 @@ describe('receive-buffer autotuning (Linux tcp_rcv_space_adjust, tcp_rcvbuf_grow
     assert.ok(o <= RCV_CLAMP_START && o > RCV_CLAMP_START - 2 * SEG, `offered ${o}`);
     neverBack(t.edges);
   });
+
+  // The lock is read when the connection is made; the handshake's end, on whichever owner, acts
+  // on it. A connection released while its SYN waits for an answer ends its handshake elsewhere
+  // (as objects or a transfer record: the codec refuses a state before the handshake's end).
+  const preMoves: [string, Handover][] = [
+    ['objects', (s, _a, b) => Object.assign(s, { path: b.env.pathTo(REMOTE)! })],
+    ...HANDOVERS.filter(([how]) => how !== 'the codec'),
+  ];
+  for (const [how, move] of preMoves) {
+    test(`a socket's lock of its buffer travels with a connection moved before its handshake ends, by ${how}`, () => {
+      for (const locked of [true, false]) {
+        const bench = () => new Bench({ defaults: { delayedAckMs: 40, rcvBufSize: 1 << 20 } });
+        const a = bench();
+        const conn = a.layer.connect(
+          { remoteIp: REMOTE, remotePort: 80, options: locked ? { rcvBufSize: 1 << 20 } : undefined },
+          new Recorder(),
+        );
+        const iss = a.take()[0]!.h.seq;
+        const b = bench();
+        const moved = b.layer.adopt(move(a.layer.release(conn), a, b), new Recorder(), { prod: false });
+        b.inject({
+          flags: SYN | ACK,
+          seq: PEER_ISN,
+          ack: add(iss, 1),
+          srcPort: 80,
+          dstPort: moved.localPort,
+          mss: 1460,
+          wscale: 7,
+        });
+        assert.equal(
+          moved.state.delegated.state,
+          TcpStateId.ESTABLISHED,
+          'the handshake ended on the new owner',
+        );
+        assert.equal(
+          moved.state.soft.rcvClamp,
+          locked ? 0 : RCV_CLAMP_START,
+          locked ? 'locked: no clamp' : 'tuned',
+        );
+      }
+    });
+  }
 
   test('a layer with fixed receive buffers (Linux: SO_RCVBUF set) offers the whole buffer at once and does not tune it', () => {
     const b = new Bench({ defaults: { delayedAckMs: 40 } });

@@ -68,7 +68,7 @@ function finState(st: number): boolean {
  * every buffer (TcpEngine.fixedRcvBuf).
  */
 export function rcvTuned(conn: TcpConnection): boolean {
-  return conn.engine.fixedRcvBuf !== true && !conn.rcvBufLocked;
+  return conn.engine.fixedRcvBuf !== true && !conn.state.soft.rcvLocked;
 }
 
 /**
