@@ -42,7 +42,8 @@ import {
  * and gives every connection of the path the path's handles. Version 2 (IPv4 only, no address
  * blocks), version 3 (no soft.smallSentEnd), version 4 (no RACK path knowledge), version 5 (no
  * soft.undoNxt), version 6 (no soft.repaired), version 7 (no ACK mode), version 8 (no
- * soft.rcvMss, ackPushed) and version 9 (no receive-buffer autotuning) are still read and written
+ * soft.rcvMss, ackPushed), version 9 (no receive-buffer autotuning) and version 10 (no
+ * soft.rcvSsthresh, rcvLocked) are still read and written
  * on request; any other version is refused before anything is decoded.
  */
 
@@ -67,8 +68,13 @@ export const STATE_CODEC_MAGIC = 0x43484e59;
  * rcvRttSeq, rcvRttAt, rcvRttEcr) after them, so a moved connection keeps the window its reader
  * grew; an older batch leaves a clamp of 0: the connection offers its whole buffer (the old
  * behaviour) and is not autotuned.
+ * 11: the bound the receiver's window grows under (soft.rcvSsthresh, Linux's rcv_ssthresh) and
+ * its socket's lock of the buffer (soft.rcvLocked) after them, so a moved connection keeps
+ * growing its window a few segments at a time, and one moved before its handshake ends is tuned
+ * or not as its socket says; an older batch leaves 0 and false: the clamp alone bounds the window
+ * (the old behaviour), and the new owner tunes it.
  */
-export const STATE_CODEC_VERSION = 10;
+export const STATE_CODEC_VERSION = 11;
 /** The oldest version this build still reads. */
 export const STATE_CODEC_MIN_VERSION = 2;
 

@@ -73,8 +73,8 @@ export interface TcpCached {
   /**
    * The socket set its own receive buffer (`rcvBufSize` among a connect's or a listen's options,
    * not the layer's default): its connections are not autotuned, as Linux's SO_RCVBUF sets
-   * SOCK_RCVBUF_LOCK. An option of the socket, not of the connection's state: read once, when a
-   * connection is made (newConnection), and its effect (no clamp, soft.rcvClamp 0) is what travels.
+   * SOCK_RCVBUF_LOCK. An option of the socket: read once, when a connection is made
+   * (newConnection), into the connection's soft.rcvLocked, which travels.
    */
   rcvBufLocked?: boolean;
 }
@@ -308,7 +308,7 @@ export interface TcpSoft {
    * state or taken from an older build); the measure to beat, the next byte unread when the
    * measure began and when (rcvq_space: space, seq, time); the receiver's RTT estimate in ms (0:
    * none yet), the edge and time its window measure began (-1: none) and the last timestamp echo
-   * it sampled (rcv_rtt_est, rcv_rtt_last_tsecr). Last, as codec version 10 added them.
+   * it sampled (rcv_rtt_est, rcv_rtt_last_tsecr). Codec version 10 added them.
    */
   rcvClamp: number;
   rcvSpace: number;
@@ -318,6 +318,21 @@ export interface TcpSoft {
   rcvRttSeq: number;
   rcvRttAt: number;
   rcvRttEcr: number;
+  /**
+   * The window the receiver lets itself offer so far (Linux's rcv_ssthresh, tcp_grow_window:
+   * tcp-window.ts): it starts at the SYN's window and grows by the segments that arrive, up to
+   * the clamp. 0: no such bound (a connection not autotuned, one rebuilt from hard state or taken
+   * from an older build): the clamp alone.
+   */
+  rcvSsthresh: number;
+  /**
+   * The socket set its own receive buffer (TcpCached.rcvBufLocked, Linux's SOCK_RCVBUF_LOCK): the
+   * handshake's end does not tune it (establish). Kept in the state from the connection's making,
+   * so one moved before its handshake ends is not tuned where it ends; after that its effect is in
+   * rcvClamp (0) already. With rcvSsthresh, last, as codec version 11 added them; an older batch
+   * leaves false.
+   */
+  rcvLocked: boolean;
 }
 
 /** Linux's TCP_MAX_QUICKACKS (include/net/tcp.h): the most quick ACKs one event grants. */
@@ -624,6 +639,8 @@ export function createTcpState(
       rcvRttSeq: 0,
       rcvRttAt: -1,
       rcvRttEcr: 0,
+      rcvSsthresh: 0,
+      rcvLocked: false,
     },
   };
 }
@@ -764,6 +781,8 @@ export function resetTcpState(
   o.rcvRttSeq = 0;
   o.rcvRttAt = -1;
   o.rcvRttEcr = 0;
+  o.rcvSsthresh = 0;
+  o.rcvLocked = false;
   const cu = o.cubic;
   cu.wMax = 0;
   cu.k = 0;
@@ -841,6 +860,7 @@ const SMALL_SOFT: ReadonlySet<string> = new Set([
   'ackPushed',
   'rcvClamp',
   'rcvSpace',
+  'rcvSsthresh',
   'unackedSegments',
   'caBytesAcked',
   'challengeCount',

@@ -255,6 +255,8 @@ export const TCP_FIELDS: readonly FieldSpec<TcpPart>[] = [
   f('soft', 'rcvRttSeq', 'u32', 'scalars', 10),
   f('soft', 'rcvRttAt', 'time', 'scalars', 10),
   f('soft', 'rcvRttEcr', 'u32', 'scalars', 10),
+  f('soft', 'rcvSsthresh', 'u32', 'scalars', 11),
+  f('soft', 'rcvLocked', 'bool', 'scalars', 11),
 ];
 
 /** Wire code of each congestion algorithm is its index here; append only. */
@@ -593,6 +595,8 @@ function checkTcpRules(s: TcpState): void {
   if (rk.rcvClamp > MAX_RCV_CLAMP)
     fail('soft.rcvClamp', `window clamp ${rk.rcvClamp} above ${MAX_RCV_CLAMP}`);
   if (rk.rcvSpace > MAX_RCV_CLAMP) fail('soft.rcvSpace', `measure ${rk.rcvSpace} above ${MAX_RCV_CLAMP}`);
+  if (rk.rcvSsthresh > MAX_RCV_CLAMP)
+    fail('soft.rcvSsthresh', `window bound ${rk.rcvSsthresh} above ${MAX_RCV_CLAMP}`);
 
   if (k.ttl < 1) fail('cached.ttl', 'TTL 0');
   if (k.sndBufSize === 0) fail('cached.sndBufSize', 'empty send buffer');

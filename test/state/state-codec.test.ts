@@ -368,7 +368,7 @@ describe("version 9: the peer's segment size as estimated, and the small segment
 
 describe('version 10: receive-buffer autotuning (soft.rcvClamp, rcvSpace, rcvRtt and their measures)', () => {
   test('travels in version 10 with the soft scalars; a version-9 batch leaves it out: no clamp, the whole buffer', () => {
-    assert.equal(STATE_CODEC_VERSION, 10);
+    assert.ok(STATE_CODEC_VERSION >= 10);
     const trees = sampleTrees(2);
     const conns = flattenTrees(trees);
     const tuned = {
@@ -402,6 +402,34 @@ describe('version 10: receive-buffer autotuning (soft.rcvClamp, rcvSpace, rcvRtt
     const trees = sampleTrees(1);
     flattenTrees(trees)[0]!.soft.rcvClamp = 2 ** 30 + 1;
     assert.throws(() => decodeBatch(encodeBatch(trees, 0), 0), /soft\.rcvClamp/);
+  });
+});
+
+describe('version 11: the bound the receive window grows under and the lock of the buffer (soft.rcvSsthresh, rcvLocked)', () => {
+  test('travels in version 11 with the soft scalars; a version-10 batch leaves it out: the clamp alone', () => {
+    assert.equal(STATE_CODEC_VERSION, 11);
+    const trees = sampleTrees(2);
+    const conns = flattenTrees(trees);
+    Object.assign(conns[0]!.soft, { rcvClamp: 186_574, rcvSsthresh: 71_000 });
+    conns[1]!.soft.rcvLocked = true;
+    for (const soft of ['all', 'scalars'] as const) {
+      const back = flattenTrees(decodeBatch(encodeBatch(trees, 1000, { soft }), 2000));
+      assert.equal(back[0]!.soft.rcvSsthresh, 71_000, soft);
+      assert.equal(back[1]!.soft.rcvSsthresh, 0, soft);
+      assert.deepEqual([back[0]!.soft.rcvLocked, back[1]!.soft.rcvLocked], [false, true], soft);
+    }
+    const old = encodeBatch(trees, 1000, { version: 10 });
+    assert.ok(encodeBatch(trees, 1000).length > old.length, 'version 10: shorter by the bound');
+    const back10 = flattenTrees(decodeBatch(old, 2000));
+    assert.equal(back10[0]!.soft.rcvSsthresh, 0, 'no bound: the clamp alone, as the older build offered');
+    assert.equal(back10[1]!.soft.rcvLocked, false, 'not locked: the new owner tunes it');
+    assert.equal(back10[0]!.soft.rcvClamp, 186_574, "version 10's own fields still travel");
+  });
+
+  test('a bound past the largest window a header can name is refused', () => {
+    const trees = sampleTrees(1);
+    flattenTrees(trees)[0]!.soft.rcvSsthresh = 2 ** 30 + 1;
+    assert.throws(() => decodeBatch(encodeBatch(trees, 0), 0), /soft\.rcvSsthresh/);
   });
 });
 

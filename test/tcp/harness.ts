@@ -7,6 +7,7 @@ import type { IpSender } from '../../src/stack/ip-sender.ts';
 import type { TcpConnection } from '../../src/stack/tcp/tcp-connection.ts';
 import { TcpLayer } from '../../src/stack/tcp/tcp-layer.ts';
 import type { TcpHostEnv, TcpUser } from '../../src/stack/tcp/tcp-types.ts';
+import { windowClamp } from '../../src/stack/tcp/tcp-window.ts';
 import { createNeighborState } from '../../src/state/neighbor-state.ts';
 import { createPathState, type PathState } from '../../src/state/path-state.ts';
 import type { TcpCached } from '../../src/state/tcp-state.ts';
@@ -302,7 +303,9 @@ export function tsoBench(): Bench {
 /** An active open (SACK offered unless `sack` is false) whose handshake output is taken and timers run. */
 export function openSettled(sack = true, defaults: Partial<TcpCached> = {}): Opened {
   const b = new Bench({ defaults });
-  const o = activeOpen(b, { sackPermitted: sack });
+  // A buffer named is the socket's own, as SO_RCVBUF: not tuned (tcp-window.ts).
+  const own = defaults.rcvBufSize !== undefined ? { rcvBufSize: defaults.rcvBufSize } : undefined;
+  const o = activeOpen(b, { sackPermitted: sack }, own);
   b.take();
   b.flush();
   return o;
@@ -358,6 +361,7 @@ export function sackBlocks(s: Seg): [number, number][] {
 export function shutOurWindow(o: Opened): number {
   const { b, conn } = o;
   const una = conn.state.delegated.sndUna;
+  pastStart(conn);
   conn.write(bytes(3000));
   if (b.take().length < 2) throw new Error('our data is not in flight');
   fromPeer(o, ACK, o.peerSeq, una, bytes(1000));
@@ -367,4 +371,14 @@ export function shutOurWindow(o: Opened): number {
   const a = b.take().at(-1);
   if (a?.h.window !== 0) throw new Error('the window is not shut');
   return una;
+}
+
+/**
+ * Take `conn` past its start, as a case that tests a later ACK means it: its quick ACKs spent
+ * (tcp-ack-mode.ts) and its window's bound grown to the clamp (tcp-window.ts, growWindow), so
+ * neither hurries an ACK that may wait.
+ */
+export function pastStart(conn: TcpConnection): void {
+  conn.state.soft.quickAcks = 0;
+  if (conn.state.soft.rcvSsthresh > 0) conn.state.soft.rcvSsthresh = windowClamp(conn.state);
 }

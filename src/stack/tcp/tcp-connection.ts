@@ -139,11 +139,6 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
   /** @internal The output scheduler's turn this connection last sent in, and the bytes it sent then. */
   outputTurn = -1;
   outputUsed = 0;
-  /**
-   * @internal Its socket set the receive buffer (TcpCached.rcvBufLocked): the handshake's end gives
-   * it no clamp (establish). Not state: a moved connection's clamp (0 or grown) says it already.
-   */
-  rcvBufLocked = false;
   /** @internal Listener that created this passive open, until it is accepted. */
   listener: ListenerRef | null = null;
   /**
@@ -459,7 +454,6 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
    */
   revive(): void {
     this.user = null;
-    this.rcvBufLocked = false;
     this.listener = null;
     this.namedIn = 0;
     this.events = 0;

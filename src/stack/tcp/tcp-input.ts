@@ -20,6 +20,7 @@ import {
   enterQuickAck,
   finAckNow,
   outOfOrderArrived,
+  outOfOrderKept,
   peerClosing,
 } from './tcp-ack-mode.ts';
 import {
@@ -36,12 +37,14 @@ import { maybeGrowSendRing, roomAtLimit } from './tcp-mem.ts';
 import {
   hasUnsent,
   OOW_ACK_INTERVAL_MS,
+  rcvTuned,
   retransmitHead,
   sendAck,
   sendChallengeAck,
   sendRst,
   sendRstReply,
   sendSyn,
+  synOffer,
   tcpOutput,
   transmit,
   tsNow,
@@ -89,6 +92,8 @@ export function negotiateSynOptions(conn: TcpConnection, h: TcpHeader, now: numb
 export function establish(conn: TcpConnection, now: number): void {
   const s = conn.state;
   const d = s.delegated;
+  // Before the state changes: which SYN we sent, ours or our answer, is read from it.
+  if (rcvTuned(conn)) initRcvSpace(s, now, synOffer(conn));
   d.state = d.finQueued ? TcpStateId.FIN_WAIT_1 : TcpStateId.ESTABLISHED;
   d.backoff = 0;
   d.rtxDeadline = INF;
@@ -98,8 +103,6 @@ export function establish(conn: TcpConnection, now: number): void {
   // with it, dataArrived).
   s.soft.lastDataAt = now;
   s.soft.quickAcks = FIRST_DATA_PENDING;
-  // Linux tunes only a socket whose SO_RCVBUF was not set (tcp_init_buffer_space, SOCK_RCVBUF_LOCK).
-  if (conn.engine.fixedRcvBuf !== true && !conn.rcvBufLocked) initRcvSpace(s, now);
   // RFC 6298 5.7: a SYN timed out and the handshake gave no RTT sample, so the path may be slower
   // than the 1 s initial RTO assumed: start data transfer at 3 s.
   if (conn.synRetransmitted && d.srtt === 0) d.rto = clampRto(s, Math.max(d.rto, 3000));
@@ -1263,6 +1266,7 @@ function receiveData(
     outOfOrderArrived(conn, wholeLen, headerLen, wholeFlags);
     if (oooInsert(conn, seq, buf, pOff, pLen)) {
       if (s.const.sackEnabled) recvSackAdd(s, seq, seqAdd(seq, pLen));
+      outOfOrderKept(conn, wholeLen);
     } else {
       conn.engine.env.counters.inc('drop.tcp.ooo-cap');
     }

@@ -49,7 +49,7 @@ export function newConnection(
   };
   const conn = new TcpConnection(engine, createTcpState(c, cached, path, rings));
   conn.offeredWscale = wscaleFor(cached.rcvBufSize);
-  conn.rcvBufLocked = cached.rcvBufLocked === true;
+  conn.state.soft.rcvLocked = cached.rcvBufLocked === true;
   return conn;
 }
 

@@ -16,7 +16,7 @@ import { recvSackBlocks, sackIsLost, sackNextSeg, sackPipe } from './sack.ts';
 import { seqAdd, seqDiff, seqGt, seqLeq, seqLt } from './seq.ts';
 import { ackSent, dataSent } from './tcp-ack-mode.ts';
 import type { TcpConnection, TcpEngine } from './tcp-connection.ts';
-import { selectWindow } from './tcp-window.ts';
+import { selectWindow, synWindow } from './tcp-window.ts';
 
 const INF = Number.POSITIVE_INFINITY;
 /**
@@ -60,6 +60,27 @@ export function wscaleFor(bufSize: number): number {
 /** States in which our FIN is due after the queued data. */
 function finState(st: number): boolean {
   return st === TcpStateId.FIN_WAIT_1 || st === TcpStateId.CLOSING || st === TcpStateId.LAST_ACK;
+}
+
+/**
+ * Whether a connection's receive buffer is autotuned: Linux tunes only a socket whose SO_RCVBUF
+ * was not set (tcp_init_buffer_space, SOCK_RCVBUF_LOCK); here also not under a layer that fixes
+ * every buffer (TcpEngine.fixedRcvBuf).
+ */
+export function rcvTuned(conn: TcpConnection): boolean {
+  return conn.engine.fixedRcvBuf !== true && !conn.state.soft.rcvLocked;
+}
+
+/**
+ * The window of the connection's SYN or SYN-ACK (synWindow): a SYN's in whole MSSs of ours, a
+ * SYN-ACK's in MSSs less the timestamp option once it was agreed, as Linux's tcp_connect_init and
+ * tcp_openreq_init_rwin count them.
+ */
+export function synOffer(conn: TcpConnection): number {
+  const s = conn.state;
+  const c = s.const;
+  const mss = s.delegated.state === TcpStateId.SYN_SENT ? c.localMss : c.localMss - (c.tsEnabled ? 12 : 0);
+  return synWindow(s, rcvTuned(conn), mss);
 }
 
 /**
@@ -129,8 +150,7 @@ export function emit(
         h.tsEcr = d.tsRecent;
       }
     }
-    // RFC 7323 2.2: the window in a SYN is never scaled.
-    const w = Math.min(d.recvBuffer.free, 65535);
+    const w = synOffer(conn);
     h.window = w;
     if (flags & TcpFlag.ACK) {
       const edge = seqAdd(d.rcvNxt, w);
