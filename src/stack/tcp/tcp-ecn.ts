@@ -16,7 +16,7 @@
  */
 import { TcpEcn, type TcpState } from '../../state/tcp-state.ts';
 import { TcpFlag } from '../../wire/tcp.ts';
-import { seqGeq } from './seq.ts';
+import { seqGeq, seqGt } from './seq.ts';
 import { enterQuickAck } from './tcp-ack-mode.ts';
 import type { TcpConnection } from './tcp-connection.ts';
 
@@ -134,7 +134,9 @@ export function ecnAck(conn: TcpConnection, flags: number, now: number): void {
   const s = conn.state;
   const d = s.delegated;
   const soft = s.soft;
-  if (d.ecn & TcpEcn.CWR && seqGeq(d.sndUna, d.ecnCwrEnd)) d.ecn &= ~TcpEcn.CWR;
+  // Held until snd.una is past the edge, not at it (Linux's tcp_fastretrans_alert in CWR): the ACK
+  // up to the edge answers data sent before our CWR reached the receiver, and may still echo ECE.
+  if (d.ecn & TcpEcn.CWR && seqGt(d.sndUna, d.ecnCwrEnd)) d.ecn &= ~TcpEcn.CWR;
   if (!(flags & TcpFlag.ECE)) return;
   const counters = conn.engine.env.counters;
   counters.inc('tcp.ecn.ece-received');
