@@ -148,7 +148,7 @@ describe('TCP over the simulated network', () => {
     };
     const on = await run(true);
     assert.ok(on.marked > 10, `${on.marked} packets marked`);
-    assert.ok(on.ceReceived > 0 && on.ceReceived <= on.marked);
+    assert.ok(on.ceReceived > 0 && on.ceReceived <= on.marked, `${on.ceReceived} CE received`);
     assert.ok(on.reductions > 0, 'the server cut its window for the echoes');
     // One cut a window, not one a mark.
     assert.ok(on.reductions < on.ceReceived, `${on.reductions} cuts for ${on.ceReceived} marks`);

@@ -216,7 +216,7 @@ describe('ECN: chimney serve and the kernel (tcp_ecn=1)', {
     // Nothing was lost to resend on this wire.
     assert.deepEqual([...new Set(data.map((x) => x.ecn))], [2], 'every data frame ECT(0)');
     const acks = f.filter((x) => x.fromChimney && x.len === 0 && !x.syn);
-    assert.ok(acks.length > 0);
+    assert.ok(acks.length > 0, 'Chimney sent pure ACKs');
     assert.deepEqual([...new Set(acks.map((x) => x.ecn))], [0], 'pure ACKs not-ECT');
   });
 

@@ -117,7 +117,7 @@ describe('ECN on an established connection', () => {
     const { b, conn } = o;
     conn.write(bytes(3000));
     const first = dataSegs(b.take());
-    assert.ok(first.length >= 2);
+    assert.ok(first.length >= 2, `${first.length} data segments`);
     for (const s of first) assert.equal(ecnField(s), ECT0);
     o.deliver(100, ECT0, TcpFlag.PSH);
     b.advance(conn.state.cached.delayedAckMs);
@@ -152,7 +152,7 @@ describe('ECN on an established connection', () => {
     o.deliver(1000, CE);
     const echo = b.take();
     assert.equal(echo.length, 1, 'the CE-marked segment is ACKed at once');
-    assert.ok(echo[0]!.h.flags & ECE);
+    assert.ok(echo[0]!.h.flags & ECE, 'the ACK echoes ECE');
     assert.equal(b.count('tcp.ecn.ce-received'), 1);
     // ECE stays on what goes, data included, until CWR.
     o.deliver(1000, ECT0);
@@ -160,19 +160,19 @@ describe('ECN on an established connection', () => {
     conn.write(bytes(500));
     b.advance(conn.state.cached.delayedAckMs);
     const still = b.take();
-    assert.ok(still.length > 0);
+    assert.ok(still.length > 0, 'segments went');
     for (const s of still) assert.ok(s.h.flags & ECE, 'ECE until CWR');
     o.deliver(1000, ECT0, CWR);
     b.advance(conn.state.cached.delayedAckMs);
     const after = b.take();
-    assert.ok(after.length > 0);
+    assert.ok(after.length > 0, 'segments went');
     for (const s of after) assert.equal(s.h.flags & ECE, 0, 'CWR ended the echo');
     assert.equal(conn.state.delegated.ecn & TcpEcn.DEMAND_CWR, 0);
   });
 
   test('ECE cuts the window once per window, resends nothing, and the next new data says CWR', () => {
     const { o, b, d, flight } = sending();
-    assert.ok(flight.length >= 10);
+    assert.ok(flight.length >= 10, `${flight.length} segments in the first flight`);
     const cwnd0 = d.cwnd;
     // The first two segments ACKed, with ECE.
     o.ackTo(add(flight[1]!.h.seq, flight[1]!.data.length), ECE);
@@ -190,12 +190,15 @@ describe('ECN on an established connection', () => {
     // Another ECE within the same window (the receiver echoes until it sees CWR): no second cut.
     o.ackTo(add(flight[3]!.h.seq, flight[3]!.data.length), ECE);
     assert.equal(b.count('tcp.ecn.reductions'), 1);
-    assert.ok(d.cwnd >= cut);
+    assert.ok(d.cwnd >= cut, `cwnd ${d.cwnd}, cut to ${cut}`);
     // CWR goes on new data even if none could go right after the cut.
     const sent = [...after, ...dataSegs(b.take())];
     assert.equal(sent.filter((s) => s.h.flags & CWR).length, 1);
-    assert.ok(sent[0]!.h.flags & CWR);
-    assert.ok(sent.every((s) => ecnField(s) === ECT0));
+    assert.ok(sent[0]!.h.flags & CWR, 'CWR on the first new data');
+    assert.ok(
+      sent.every((s) => ecnField(s) === ECT0),
+      'new data ECT(0)',
+    );
     // Everything sent before the cut is ACKed: the next ECE cuts again.
     const end = d.ecnCwrEnd;
     o.ackTo(end);
