@@ -137,6 +137,18 @@ export interface TcpDelegated {
   persistBackoff: number;
   /** The application called close(): it reads nothing more, so new data is answered with RST. */
   readClosed: boolean;
+  /**
+   * ECN (RFC 3168), as Linux's tp->ecn_flags: TcpEcn bits. Negotiated at the handshake (OK), and
+   * the echo the peer still owes or is owed: hard state, since a new owner that forgot a CE mark it
+   * had not yet echoed would leave the peer blind to the congestion, and one that forgot it owes
+   * CWR would have the peer echo ECE for ever. Codec version 12 added it.
+   */
+  ecn: number;
+  /**
+   * While TcpEcn.CWR is set: snd.max when an ECE cut the window (Linux's high_seq in its CWR
+   * state). Further ECEs are answered only once snd.una has passed it: one cut per window.
+   */
+  ecnCwrEnd: number;
   /*
    * Statistics since the connection began, whoever ran it: they travel with the state, so a
    * connection's counts do not restart at each move (`TcpConnection.stats` is a view of these).
@@ -334,6 +346,17 @@ export interface TcpSoft {
    */
   rcvLocked: boolean;
 }
+
+/**
+ * Bits of TcpDelegated.ecn, as Linux's TCP_ECN_* (include/net/tcp.h) plus its CWR congestion
+ * state: OK, ECN was negotiated; QUEUE_CWR, our next new data carries CWR (a window cut for an ECE
+ * is to be told); DEMAND_CWR, a CE mark arrived and every segment echoes ECE until the peer's CWR;
+ * SEEN, an ECT or CE packet arrived; CWR, the window was cut for an ECE and is not cut again for
+ * one until snd.una passes ecnCwrEnd.
+ */
+export const TcpEcn = { OK: 1, QUEUE_CWR: 2, DEMAND_CWR: 4, SEEN: 8, CWR: 16 } as const;
+/** Every bit TcpEcn defines: a state with any other is refused. */
+export const TCP_ECN_BITS = 31;
 
 /** Linux's TCP_MAX_QUICKACKS (include/net/tcp.h): the most quick ACKs one event grants. */
 export const MAX_QUICK_ACKS = 16;
@@ -562,6 +585,8 @@ export function createTcpState(
       lastAckSent: 0,
       persistBackoff: 0,
       readClosed: false,
+      ecn: 0,
+      ecnCwrEnd: 0,
     },
     soft: {
       ooo: [],
@@ -722,6 +747,8 @@ export function resetTcpState(
   d.lastAckSent = 0;
   d.persistBackoff = 0;
   d.readClosed = false;
+  d.ecn = 0;
+  d.ecnCwrEnd = 0;
   const o = into.soft;
   o.ooo.length = 0;
   o.sacked.length = 0;
@@ -844,6 +871,7 @@ const SMALL_CONST: ReadonlySet<string> = new Set([
 const SMALL_CACHED: ReadonlySet<string> = new Set(Object.keys(DEFAULT_TCP_CACHED));
 const SMALL_DELEGATED: ReadonlySet<string> = new Set([
   'state',
+  'ecn',
   'sndWnd',
   'maxSndWnd',
   'dupAcks',

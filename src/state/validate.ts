@@ -10,6 +10,8 @@ import {
   RACK_REO_PERSIST,
   RACK_REORDERING_MAX,
   RACK_REORDERING_MIN,
+  TCP_ECN_BITS,
+  TcpEcn,
   type TcpState,
   TcpStateId,
 } from './tcp-state.ts';
@@ -182,6 +184,8 @@ export const TCP_FIELDS: readonly FieldSpec<TcpPart>[] = [
   f('delegated', 'lastAckSent', 'u32'),
   f('delegated', 'persistBackoff', 'u32'),
   f('delegated', 'readClosed', 'bool'),
+  f('delegated', 'ecn', 'u8', undefined, 12),
+  f('delegated', 'ecnCwrEnd', 'u32', undefined, 12),
 
   f('soft', 'ooo', 'ooo', 'ooo'),
   f('soft', 'sacked', 'ranges', 'sack'),
@@ -597,6 +601,9 @@ function checkTcpRules(s: TcpState): void {
   if (rk.rcvSpace > MAX_RCV_CLAMP) fail('soft.rcvSpace', `measure ${rk.rcvSpace} above ${MAX_RCV_CLAMP}`);
   if (rk.rcvSsthresh > MAX_RCV_CLAMP)
     fail('soft.rcvSsthresh', `window bound ${rk.rcvSsthresh} above ${MAX_RCV_CLAMP}`);
+
+  if ((d.ecn & ~TCP_ECN_BITS) !== 0) fail('delegated.ecn', `bits ${d.ecn} beyond TcpEcn's`);
+  if (d.ecn !== 0 && (d.ecn & TcpEcn.OK) === 0) fail('delegated.ecn', `bits ${d.ecn} without ECN negotiated`);
 
   if (k.ttl < 1) fail('cached.ttl', 'TTL 0');
   if (k.sndBufSize === 0) fail('cached.sndBufSize', 'empty send buffer');

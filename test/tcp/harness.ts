@@ -32,6 +32,8 @@ export interface Seg {
   src: number;
   dst: number;
   ttl: number | undefined;
+  /** The IP TOS byte the segment went with (its low two bits: the ECN field). */
+  tos?: number;
   at: number;
 }
 
@@ -53,7 +55,14 @@ export class CaptureSender implements IpSender {
   begin(): number {
     return HDR_ROOM;
   }
-  commit(path: PathState, protocol: number, l4Len: number, _df: boolean, ttl?: number): boolean {
+  commit(
+    path: PathState,
+    protocol: number,
+    l4Len: number,
+    _df: boolean,
+    ttl?: number,
+    tos?: number,
+  ): boolean {
     if (protocol !== 6) throw new Error('not TCP');
     const raw = this.txBuf.slice(HDR_ROOM, HDR_ROOM + l4Len);
     if (this.onSegment) {
@@ -70,6 +79,7 @@ export class CaptureSender implements IpSender {
       src: path.const.localIp,
       dst: path.const.remoteIp,
       ttl,
+      tos,
       at: this.clock.now(),
     });
     return !refuse;
@@ -146,6 +156,8 @@ export interface InjectOpts {
   ts?: [number, number];
   sack?: [number, number][];
   badChecksum?: boolean;
+  /** The IP TOS byte the segment arrives with (default 0: not ECN-capable). */
+  tos?: number;
 }
 
 /** Test bench: one TcpLayer on `env`, plus a scripted peer at REMOTE. */
@@ -182,7 +194,7 @@ export class Bench {
     this.buf.set(data, hl);
     finishTcpChecksum(this.buf, 0, hl + data.length, src, dst);
     if (o.badChecksum) this.buf[16]! ^= 0xff;
-    this.layer.input({ src, dst, ttl: 64, tos: 0, ifIndex: 0 }, this.buf, 0, hl + data.length);
+    this.layer.input({ src, dst, ttl: 64, tos: o.tos ?? 0, ifIndex: 0 }, this.buf, 0, hl + data.length);
   }
   advance(ms: number): void {
     this.env.clock.advance(ms);

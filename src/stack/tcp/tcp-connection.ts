@@ -10,6 +10,7 @@ import type { OutputScheduler, OutputSender } from './output-scheduler.ts';
 import { RackLog } from './rack.ts';
 import { seqDiff } from './seq.ts';
 import { ackAfterRead } from './tcp-ack-mode.ts';
+import type { EcnMode } from './tcp-ecn.ts';
 import { deliverEvents, terminate } from './tcp-events.ts';
 import { maybeGrowSendRing, oooBytesOf, roomAtLimit } from './tcp-mem.ts';
 import { sendRst, tcpOutput } from './tcp-output.ts';
@@ -71,6 +72,8 @@ export interface TcpEngine {
    * (tcp-window.ts), as a Linux socket whose SO_RCVBUF was set. Absent or false: autotuned.
    */
   readonly fixedRcvBuf?: boolean;
+  /** ECN (tcp-ecn.ts), as Linux's sysctl tcp_ecn: 0 off, 1 ask and agree, 2 agree only. Absent: 2. */
+  readonly ecn?: EcnMode;
 }
 
 /** The part of a listener a half-open connection refers to. */

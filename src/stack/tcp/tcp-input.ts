@@ -33,6 +33,7 @@ import {
   TcpEvent,
   terminate,
 } from './tcp-connection.ts';
+import { ecnAck, ecnReceived, ecnSynAnswered } from './tcp-ecn.ts';
 import { maybeGrowSendRing, roomAtLimit } from './tcp-mem.ts';
 import {
   hasUnsent,
@@ -134,20 +135,24 @@ function enterTimeWait(conn: TcpConnection, now: number): void {
   reportClosed(conn, null);
 }
 
-/** Process one segment for an existing connection, then send what is due and notify the user. */
+/**
+ * Process one segment for an existing connection, then send what is due and notify the user.
+ * `ipEcn`: the ECN field of the packet it came in (tcp-ecn.ts).
+ */
 export function connInput(
   conn: TcpConnection,
   h: TcpHeader,
   buf: Uint8Array,
   pOff: number,
   pLen: number,
+  ipEcn = 0,
 ): void {
   const s = conn.state;
   const d = s.delegated;
   const now = conn.engine.env.clock.now();
   conn.stats.segmentsIn++;
   if (d.state === TcpStateId.SYN_SENT) synSentInput(conn, h, buf, pOff, pLen, now);
-  else if (d.state !== TcpStateId.CLOSED) syncInput(conn, h, buf, pOff, pLen, now);
+  else if (d.state !== TcpStateId.CLOSED) syncInput(conn, h, buf, pOff, pLen, now, ipEcn);
   if (d.state !== TcpStateId.CLOSED) {
     tcpOutput(conn);
     scheduleTimer(conn);
@@ -201,6 +206,7 @@ function synSentInput(
   d.rcvAdv = d.rcvNxt;
   d.lastAckSent = d.rcvNxt;
   negotiateSynOptions(conn, h, now);
+  ecnSynAnswered(conn, f);
   d.sndWnd = h.window;
   d.maxSndWnd = h.window;
   d.sndWl1 = h.seq;
@@ -238,6 +244,7 @@ function syncInput(
   pOff: number,
   pLen: number,
   now: number,
+  ipEcn: number,
 ) {
   const eng = conn.engine;
   const counters = eng.env.counters;
@@ -453,6 +460,7 @@ function syncInput(
     return;
   }
   heard(conn, now);
+  if (d.ecn !== 0) ecnReceived(conn, carriedFlags, carried, ipEcn);
 
   // RFC 7323 4.3 R3: ts.recent follows the segment that carries the left window edge. Only now,
   // after the RST, SYN and ACK checks: a segment that fails them (a blind injection with a huge
@@ -793,6 +801,7 @@ function processAck(
     // (below; Linux's num_dupack in tcp_process_loss).
     if (dup && (sack || !c.sackEnabled)) dupAck(conn, now);
   }
+  if (d.ecn !== 0 && !old) ecnAck(conn, f, now);
   conn.holdRetransmits = false;
   let undone = false;
   if (episode && !soft0.inRecovery && soft0.undoArmed) {

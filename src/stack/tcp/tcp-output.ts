@@ -16,6 +16,7 @@ import { recvSackBlocks, sackIsLost, sackNextSeg, sackPipe } from './sack.ts';
 import { seqAdd, seqDiff, seqGt, seqLeq, seqLt } from './seq.ts';
 import { ackSent, dataSent } from './tcp-ack-mode.ts';
 import type { TcpConnection, TcpEngine } from './tcp-connection.ts';
+import { ecnOut, ecnOutput, IP_ECN_MASK, IpEcn } from './tcp-ecn.ts';
 import { selectWindow, synWindow } from './tcp-window.ts';
 
 const INF = Number.POSITIVE_INFINITY;
@@ -176,6 +177,12 @@ export function emit(
       h.sackCount = n;
     }
   }
+  let tos = s.cached.tos;
+  if (d.ecn !== 0) {
+    flags = ecnOutput(s, flags, seq, dataLen, conn.synRetransmitted);
+    // The socket's TOS keeps its own bits; the ECN field is TCP's (Linux's INET_ECN_xmit).
+    tos = (tos & ~IP_ECN_MASK) | (ecnOut.ect ? IpEcn.ECT0 : IpEcn.NOT_ECT);
+  }
   const ip = env.ip;
   const path = s.path;
   const off = ip.begin(path);
@@ -205,10 +212,10 @@ export function emit(
   if (offload) {
     // Each wire segment the link cuts carries this header, so its payload is what fits next to it.
     const seg = Math.min(effectiveMss(s), path.cached.mtu - ipHeaderBytes(c.remoteIp) - hl);
-    accepted = ip.commitOffload!(path, hl + dataLen, seg, s.cached.ttl, s.cached.tos);
+    accepted = ip.commitOffload!(path, hl + dataLen, seg, s.cached.ttl, tos);
   } else {
     tcpChecksum(env, buf, off, hl + dataLen, c.localIp, c.remoteIp);
-    accepted = ip.commit(path, TCP_PROTOCOL, hl + dataLen, true, s.cached.ttl, s.cached.tos);
+    accepted = ip.commit(path, TCP_PROTOCOL, hl + dataLen, true, s.cached.ttl, tos);
   }
   if (!accepted) {
     conn.refusedSeq = seq >>> 0;
