@@ -1946,6 +1946,9 @@ function initiateNow(
     // Every connection installed was taken unbuilt (the usual move of idle connections): each is
     // in `installed` already, and none has a connection here to look up.
     const taken = installed.length;
+    // Each enters the table by slot as it is built, a few a turn when owed a prod: its buckets
+    // made for all of them now, once, not doubled again and again along the builds.
+    if (taken > 0) byKey.reserve(pendingIndex.size);
     let built = 0;
     for (const c of result.conns) if (c.status === 'success') built++;
     built -= taken;
@@ -2396,6 +2399,8 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
             // Table entries made: by the TCP layer's four-tuple table, the slots' and the pool's.
             'nic.tables.entries-made':
               engine.tcp.table.entriesMade + byKey.entriesMade + statePool.entriesMade,
+            // Times the table by slot made its buckets larger (TupleMap.reserve, bucketsGrown).
+            'nic.tables.slots-grown': byKey.bucketsGrown,
             // Pooled states, and those of them still holding a shared ring (none: see NO_RING).
             'nic.pool.states': statePool.size,
             'nic.pool.shared-rings': pooledShared,
