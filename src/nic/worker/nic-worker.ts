@@ -37,7 +37,7 @@ import type { PathState } from '../../state/path-state.ts';
 import { sharedRingAdvance, sharedRingPositions } from '../../state/shared-ring.ts';
 import { encodeBatch } from '../../state/state-codec.ts';
 import { type TcpState, TcpStateId } from '../../state/tcp-state.ts';
-import { validateTrees } from '../../state/validate.ts';
+import { validateConnOn, validateTrees } from '../../state/validate.ts';
 import { EtherType } from '../../wire/ethernet.ts';
 import { ethL3Offset, ethType, ipv4HeaderLen, ipv4IsFragment, ipv4Proto } from '../../wire/fields.ts';
 import { IpProto } from '../../wire/ipv4.ts';
@@ -1053,7 +1053,9 @@ function build(p: Pending): Slot | undefined {
         : rec.readInto(into, p.takenAt, path.state, parts.send, parts.recv);
     if (!sameConnKey(s.const, key))
       throw new StateValidationError('tcp.const', 'record is not the connection its block was named for');
-    validateTrees([{ neighbor: path.state.neighbor, paths: [{ path: path.state, conns: [s] }] }]);
+    // The record is what may be damaged (shared memory, written by the last owner): its path and
+    // neighbor were validated by the initiate that took it, and run the connections built on them.
+    validateConnOn(s, path.state);
   } catch (e) {
     // Back in the index for letGoUnbuilt, which takes it out with its hold on the path.
     pendingIndex.add(p);
