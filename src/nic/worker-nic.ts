@@ -811,6 +811,7 @@ export class WorkerNic extends HostNic {
     const anyPassedUp = passedUp.size > 0;
     const list = new Array<WorkerConnectionHandle>(keys.length);
     const sizeBefore = this.byKey.size;
+    this.byKey.reserve(keys.length);
     for (let i = 0; i < keys.length; i++) {
       const key = keys[i]!;
       const slot = slots[i]!;

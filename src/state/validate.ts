@@ -661,6 +661,20 @@ export function validateTree(t: OffloadTree): void {
   validateTrees([t]);
 }
 
+/**
+ * One connection as validateTrees checks each of a path's: its fields and rules, and that it
+ * points at `p` and has its addresses. For a connection that joins a path validated before (a
+ * worker's build of a connection it took unbuilt): a tree made around it to validate it checked
+ * the path and its neighbor again and made four sets, each time.
+ */
+export function validateConnOn(s: TcpState, p: PathState): void {
+  validateTcpState(s);
+  if (s.path !== p) fail('tcp.path', 'connection points at another path than its node');
+  if (s.const.localIp !== p.const.localIp || s.const.remoteIp !== p.const.remoteIp) {
+    fail('tcp.const', 'connection addresses differ from its path');
+  }
+}
+
 export function validateTrees(trees: readonly OffloadTree[]): void {
   if (!Array.isArray(trees)) fail('trees', 'not a list');
   const neighbors = new Set<NeighborState>();
@@ -694,11 +708,7 @@ export function validateTrees(trees: readonly OffloadTree[]): void {
       const ports = new Set<number>();
       for (const s of node.conns) {
         if (conns.has(s)) fail('tcp', 'the same connection appears twice');
-        validateTcpState(s);
-        if (s.path !== p) fail('tcp.path', 'connection points at another path than its node');
-        if (s.const.localIp !== p.const.localIp || s.const.remoteIp !== p.const.remoteIp) {
-          fail('tcp.const', 'connection addresses differ from its path');
-        }
+        validateConnOn(s, p);
         const portPair = s.const.localPort * 0x10000 + s.const.remotePort;
         if (ports.has(portPair)) fail('tcp.const', 'two connections with the same ports on one path');
         ports.add(portPair);
