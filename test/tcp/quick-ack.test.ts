@@ -729,6 +729,35 @@ describe('receive-buffer autotuning (Linux tcp_rcv_space_adjust, tcp_rcvbuf_grow
     neverBack(t.edges);
   });
 
+  // tcp_data_queue_ofo grows rcv_ssthresh for out-of-order data only when SACK was agreed: an ACK
+  // whose window changed is no duplicate to the sender (RFC 5681 2; Linux's FLAG_WIN_UPDATE), so a
+  // growing window would keep a sender without SACK from its fast retransmit.
+  for (const sack of [false, true]) {
+    test(`out-of-order data ${sack ? 'grows' : 'does not grow'} the window's bound ${sack ? 'with' : 'without'} SACK: ${sack ? 'SACK blocks tell the sender' : 'its ACKs stay duplicates'}`, () => {
+      const o = open({}, { wscale: 7, sackPermitted: sack });
+      const s = o.conn.state;
+      assert.equal(s.const.sackEnabled, sack);
+      const before = s.soft.rcvSsthresh;
+      assert.ok(before < s.soft.rcvClamp, 'room to grow');
+      // The window of the handshake's ACK, as the sender read it.
+      const first = offered(o) / 2 ** s.const.rcvWscale;
+      const windows: number[] = [];
+      for (let i = 1; i <= 3; i++) {
+        o.send({ data: bytes(SEG, 7), seq: add(o.seqAt(), i * SEG) });
+        const a = o.b.take();
+        assert.equal(a.length, 1, 'each out-of-order segment is ACKed at once');
+        assert.equal(a[0]!.h.ack, o.seqAt());
+        windows.push(a[0]!.h.window);
+      }
+      if (sack) {
+        assert.ok(s.soft.rcvSsthresh > before, 'grown');
+      } else {
+        assert.deepEqual(windows, [first, first, first], 'three duplicate ACKs, the window unchanged');
+        assert.equal(s.soft.rcvSsthresh, before, 'not grown');
+      }
+    });
+  }
+
   // The lock is read when the connection is made; the handshake's end, on whichever owner, acts
   // on it. A connection released while its SYN waits for an answer ends its handshake elsewhere
   // (as objects or a transfer record: the codec refuses a state before the handshake's end).

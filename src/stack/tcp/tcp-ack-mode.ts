@@ -122,10 +122,12 @@ function windowGrew(conn: TcpConnection, len: number): void {
 
 /**
  * Out-of-order data of `len` bytes was kept: it grows the window's bound as in-order data does
- * (tcp_data_queue_ofo ends with tcp_grow_window).
+ * (tcp_data_queue_ofo ends with tcp_grow_window), but only with SACK: the ACK it draws must stay a
+ * duplicate, and one whose window changed is none to the sender (RFC 5681 2, Linux's
+ * FLAG_WIN_UPDATE), which then never counts three for its fast retransmit.
  */
 export function outOfOrderKept(conn: TcpConnection, len: number): void {
-  windowGrew(conn, len);
+  if (conn.state.const.sackEnabled) windowGrew(conn, len);
 }
 
 /**
