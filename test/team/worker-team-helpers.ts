@@ -57,8 +57,11 @@ export interface WorkerTeamOptions {
   /** Team health; probes go to the peer unless `probeTargets` says otherwise. */
   health?: HealthOptions;
   heartbeatMs?: number;
-  /** Each worker's silence deadline (default STARVED_NOT_DEAD_MS: set it to test the silence). */
-  deadAfterMs?: number;
+  /**
+   * Each worker's silence deadline, or member i's at [i] (default STARVED_NOT_DEAD_MS: set it to
+   * test the silence, on the member whose silence is tested only: a busy one at load is silent too).
+   */
+  deadAfterMs?: number | readonly number[];
   /** Connections per failover transfer (Team default 512). */
   batchSize?: number;
   /** Capture the peer's frames to this pcap file (debugging). */
@@ -107,7 +110,9 @@ export function buildWorkerTeam(opts: WorkerTeamOptions): WorkerTeamRig {
         isnSecret: opts.isnSecret,
         heartbeatMs: opts.heartbeatMs,
         // A starved worker is not a dead one: see STARVED_NOT_DEAD_MS.
-        deadAfterMs: opts.deadAfterMs ?? STARVED_NOT_DEAD_MS,
+        deadAfterMs:
+          (typeof opts.deadAfterMs === 'number' ? opts.deadAfterMs : opts.deadAfterMs?.[i]) ??
+          STARVED_NOT_DEAD_MS,
       },
       opts.seams,
     );
