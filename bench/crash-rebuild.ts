@@ -16,6 +16,11 @@
  *   (`takeInstalled`);
  * - settleMs: the install's end to the recover's end (the host table, the sockets re-pointed);
  * - recoverMs: the whole call, wall; mainCpuMs: the main thread's CPU over it (schedstat);
+ * - resumedMs: from the recover call until the survivor's worker has built every connection it took
+ *   (`nic.lazy.pending` 0): a rebuild prods each connection, and the worker builds and prods them
+ *   a few a turn after its answer, so the recover's end is not yet "all resumed" (polled every
+ *   millisecond or so: a figure to within a worker's turn); processCpuMs: the whole process's CPU
+ *   (every thread) over the same span;
  * - gcs / gcMs: collections during the call.
  *
  *   npx tsx bench/crash-rebuild.ts [--json] [--connections N] [--runs N] [--profile FILE]
@@ -47,6 +52,8 @@ export interface CrashRunFigures {
   settleMs: number;
   recoverMs: number;
   mainCpuMs: number;
+  resumedMs: number;
+  processCpuMs: number;
   gcs: number;
   gcMs: number;
   /** Connections rebuilt at the survivor (all of them, or the run throws). */
@@ -160,11 +167,23 @@ async function oneCrash(
     await session.post('Profiler.setSamplingInterval', { interval: 100 });
     await session.post('Profiler.start');
   }
+  const p0 = process.cpuUsage();
   const c0 = mainCpuNs();
   const t0 = performance.now();
   const rep = await m.recover(n0, n1);
   const t1 = performance.now();
   const c1 = mainCpuNs();
+  // Bounded: a worker that never builds them all fails the run rather than hanging it.
+  const survivorCounters = (n1 as unknown as { counters(): Promise<Record<string, number>> }).counters.bind(
+    n1,
+  );
+  while ((await survivorCounters())['nic.lazy.pending'] !== 0) {
+    if (performance.now() - t1 > 120_000)
+      throw new Error('the survivor did not build every connection in 120 s');
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  const t2 = performance.now();
+  const p2 = process.cpuUsage(p0);
   let profile: CrashRebuildResult['profile'];
   if (session) {
     const { profile: p } = (await session.post('Profiler.stop')) as unknown as {
@@ -205,6 +224,8 @@ async function oneCrash(
       settleMs: round1(t1 - installEnd),
       recoverMs: round1(t1 - t0),
       mainCpuMs: round1((c1 - c0) / 1e6),
+      resumedMs: round1(t2 - t0),
+      processCpuMs: round1((p2.user + p2.system) / 1000),
       gcs: during.length,
       gcMs: round1(during.reduce((a, g) => a + g.ms, 0)),
       moved: rep.moved.length,
@@ -247,7 +268,7 @@ export function parseCrashRebuildFlags(argv: readonly string[]): {
 
 export function formatCrashRebuild(r: CrashRebuildResult): string {
   const f = (x: CrashRunFigures) =>
-    `salvage ${x.salvageMs}, to install ${x.untilInstallMs} (CPU ${x.untilInstallCpuMs}), install ${x.installMs} (preallocate CPU ${x.preallocateCpuMs}, takeInstalled CPU ${x.takeInstalledCpuMs}), settle ${x.settleMs}, recover ${x.recoverMs} ms (main CPU ${x.mainCpuMs}, ${x.gcs} GCs ${x.gcMs} ms), ${x.adopted} handles taken up`;
+    `salvage ${x.salvageMs}, to install ${x.untilInstallMs} (CPU ${x.untilInstallCpuMs}), install ${x.installMs} (preallocate CPU ${x.preallocateCpuMs}, takeInstalled CPU ${x.takeInstalledCpuMs}), settle ${x.settleMs}, recover ${x.recoverMs} ms (main CPU ${x.mainCpuMs}, ${x.gcs} GCs ${x.gcMs} ms), resumed ${x.resumedMs} ms (process CPU ${x.processCpuMs}), ${x.adopted} handles taken up`;
   const lines = [
     `crash and rebuild of ${r.connections} (${r.root}), median of ${r.each.length}: ${f(r.median)}`,
     ...r.each.map((x, i) => `  run ${i + 1}: ${f(x)}`),

@@ -57,6 +57,14 @@ export interface TapTeamRun {
   badLogLines: number;
   /** Connections on the NIC the fault hit / downloads whose data stopped across the fault. */
   stalledByFault: number;
+  /** Serve's own move: detection to the last connection running at its new owner, ms (-1: none logged). */
+  moveMs: number;
+  /**
+   * The move's phases from serve's failover line (docs/architecture.md, "The failover's phase
+   * log"): each mark's ms after detection and the ms spent in each span, summed over the batches;
+   * null when serve logged none (a build without them, or no fault).
+   */
+  movePhases: Record<string, number> | null;
   wallMs: number;
   /**
    * The machine's one-minute load average when the run ended: on a shared machine the stalls
@@ -160,6 +168,8 @@ function figures(r: LoadResult, dsackOldSent: number): TapTeamRun {
     resets: r.client.resets,
     badLogLines: r.bad.length,
     stalledByFault: r.stalledByFault,
+    moveMs: r.moveMs,
+    movePhases: phaseFigures(r.movePhases),
     wallMs: r.client.wallMs,
     loadAvg: Math.round(loadavg()[0]! * 10) / 10,
     threads: r.threads,
@@ -168,6 +178,27 @@ function figures(r: LoadResult, dsackOldSent: number): TapTeamRun {
     tlpProbes: counterSum(r, 'tcp.tlp.probes'),
     tlpDsacked: counterSum(r, 'tcp.tlp.dsack'),
   };
+}
+
+/**
+ * Serve's `phases` text (formatPhases: "(ms): first batch at begun 0.3, …; in wait 0.1, …; 5
+ * batches, 10 parts, 0 rolled back, started 0.1") as numbers: the first batch's marks as
+ * `<mark>At`, the spans as `<span>Ms`, then `batches`, `parts`, `rolledBack` and `startedAt`.
+ */
+export function phaseFigures(text: string): Record<string, number> | null {
+  const m =
+    /first batch at (.*); in (.*); (\d+) batches, (\d+) parts, (\d+) rolled back, started (-?[\d.]+)/.exec(
+      text,
+    );
+  if (m === null) return null;
+  const out: Record<string, number> = {};
+  for (const [, k, v] of m[1]!.matchAll(/([a-z]+) (-?[\d.]+)/g)) out[`${k}At`] = Number(v);
+  for (const [, k, v] of m[2]!.matchAll(/([a-z]+) (-?[\d.]+)/g)) out[`${k}Ms`] = Number(v);
+  out.batches = Number(m[3]);
+  out.parts = Number(m[4]);
+  out.rolledBack = Number(m[5]);
+  out.startedAt = Number(m[6]);
+  return out;
 }
 
 function counterSum(r: LoadResult, name: string): number {
@@ -220,13 +251,19 @@ export async function benchTapTeam(
 
 /** One run's row, and its CPU per MB by thread under it. */
 function formatRun(label: string, f: TapTeamRun): string {
-  const row = `${label.padEnd(22)} detect ${String(f.detectMs).padStart(6)} ms (${String(f.faultToDetectMs).padStart(6)} after the fault)  resume at peer ${String(f.resumeMs).padStart(7)} ms  max stall ${String(f.maxStallMs).padStart(7)} ms (p99 ${f.p99StallMs})  first byte p50 ${f.p50FirstByteMs} ms  failed ${f.failed}  resets ${f.resets}  bad log lines ${f.badLogLines}  load ${f.loadAvg}`;
+  const move = f.moveMs >= 0 ? `  serve's move ${f.moveMs} ms` : '';
+  const row = `${label.padEnd(22)} detect ${String(f.detectMs).padStart(6)} ms (${String(f.faultToDetectMs).padStart(6)} after the fault)${move}  resume at peer ${String(f.resumeMs).padStart(7)} ms  max stall ${String(f.maxStallMs).padStart(7)} ms (p99 ${f.p99StallMs})  first byte p50 ${f.p50FirstByteMs} ms  failed ${f.failed}  resets ${f.resets}  bad log lines ${f.badLogLines}  load ${f.loadAvg}`;
   const c = f.cpuMsPerMB;
   const nics = Object.entries(c?.nics ?? {}).map(([n, v]) => `${n} ${v}, `);
   const cpu = c
     ? `CPU ms per MB: main ${c.main}, ${nics.join('')}other ${c.other}, serve ${c.serve}; client ${c.client}, ksoftirqd ${c.ksoftirqd}`
     : 'CPU by thread: not on Linux';
-  return `${row}\n${''.padEnd(22)} ${cpu}; client's D-SACKs of old data ${f.dsackOldSent}; loss probes ${f.tlpProbes}, D-SACKed ${f.tlpDsacked}`;
+  const phases = f.movePhases
+    ? `\n${''.padEnd(22)} move phases: ${Object.entries(f.movePhases)
+        .map(([k, v]) => `${k} ${v}`)
+        .join(', ')}`
+    : '';
+  return `${row}\n${''.padEnd(22)} ${cpu}; client's D-SACKs of old data ${f.dsackOldSent}; loss probes ${f.tlpProbes}, D-SACKed ${f.tlpDsacked}${phases}`;
 }
 
 export function formatTapTeam(r: TapTeamResult): string {

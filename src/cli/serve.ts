@@ -19,6 +19,7 @@ import { warmSlabs } from '../nic/hard-state.ts';
 import type { Nic } from '../nic/nic.ts';
 import { SlabWarmer } from '../nic/slab-warmer.ts';
 import { DEFAULT_RING } from '../nic/worker-nic.ts';
+import { formatPhases } from '../offload/move-phases.ts';
 import type { PlaceTimeout } from '../offload/offload-manager.ts';
 import type { Host } from '../socket/host.ts';
 import { traceAccepts } from '../socket/tcp-server.ts';
@@ -367,13 +368,27 @@ function serveOnTap(o: ServeFlags, log: ServeLog): Served {
     if (up) log.event(line, fields);
     else log.error(line, fields);
   });
-  // CHIMNEY_LAG_LOG on one TAP keeps the stack's counters (SYN drops, cookies, timeouts, probes) to
-  // set beside the client's stalls; the event-loop and transfer trace is the team's (traceMainThread).
+  // CHIMNEY_LAG_LOG on one TAP keeps the stack's counters (SYN drops, cookies, timeouts, probes),
+  // the main thread's blocks and each accept's wait in the accept queue and for its first write,
+  // to set beside the client's stalls and first bytes (the team's is traceMainThread).
   const lagFile = process.env.CHIMNEY_LAG_LOG;
-  if (lagFile)
-    process.on('exit', () =>
-      writeFileSync(lagFile, JSON.stringify({ counters: th.stack.counters.snapshot() })),
+  if (lagFile) {
+    const epoch = Date.now() - performance.now();
+    const blocks: [number, number][] = [];
+    watchLoopBlocks((from, to) => blocks.push([from, to]));
+    // [made at (epoch ms), ms in the accept queue, ms from the hand-out to the first write]
+    const accepts: [number, number, number][] = [];
+    traceAccepts((a) =>
+      accepts.push([
+        Math.round(epoch + a.madeAt),
+        Math.round(a.handedAt - a.queuedAt),
+        Math.round(a.firstWriteAt - a.handedAt),
+      ]),
     );
+    process.on('exit', () =>
+      writeFileSync(lagFile, JSON.stringify({ blocks, accepts, counters: th.stack.counters.snapshot() })),
+    );
+  }
   profileMainThread();
   const off = th.tap.offloads;
   const offloads = !o.offload ? 'off' : off.tso ? 'tso+csum' : off.csum ? 'csum' : 'none';
@@ -460,7 +475,7 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
   );
   team.on('failover', (r: FailoverRecord) =>
     log.event(
-      `failover ${r.nic} (${r.cause}): detected in ${r.detectMs.toFixed(1)} ms, ${r.connections} connection(s) resumed on ${r.to.join(',') || '-'} ${r.resumeMs.toFixed(1)} ms after detection${r.lost ? `, ${r.lost} LOST` : ''}`,
+      `failover ${r.nic} (${r.cause}): detected in ${r.detectMs.toFixed(1)} ms, ${r.connections} connection(s) resumed on ${r.to.join(',') || '-'} ${r.resumeMs.toFixed(1)} ms after detection${r.lost ? `, ${r.lost} LOST` : ''}${r.phases ? `; ${formatPhases(r.phases)}` : ''}`,
       { event: 'failover', ...r },
     ),
   );

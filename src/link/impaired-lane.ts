@@ -7,6 +7,10 @@
 import type { Clock, Timer } from '../core/clock.ts';
 import type { Counters } from '../core/counters.ts';
 import type { Random } from '../core/random.ts';
+import { writeU16 } from '../wire/addr.ts';
+import { foldChecksum, onesSum } from '../wire/checksum.ts';
+import { EtherType } from '../wire/ethernet.ts';
+import { ethL3Offset, ethType } from '../wire/fields.ts';
 import type { FramePool, PoolBuf } from './frame-pool.ts';
 import { GsoSegmenter } from './gso-segment.ts';
 import { type ImpairmentSpec, ResolvedImpairment, splitImpairment } from './impairment.ts';
@@ -20,6 +24,8 @@ export const DEFAULT_LANE_LIMIT_BYTES = 64 * 1024 * 1024;
 /** The counters a lane increments (several lanes may share a name and a Counters). */
 export interface LaneCounterNames {
   loss: string;
+  /** An ECN-capable packet was marked CE (Impairment.ceMark). */
+  marked: string;
   dup: string;
   reordered: string;
   /** A rate-limited queue or the lane's byte limit overflowed. */
@@ -113,7 +119,7 @@ function growFlags(a: Uint8Array<ArrayBuffer>, i: number): Uint8Array<ArrayBuffe
 /**
  * One direction of a wire. Frames wait in `main` (due times non-decreasing, so FIFO) or, when
  * picked for reordering, in `held` (sorted); each is handed to `deliver` when due, never inside
- * `enqueue`. Random draws per frame, in this order: loss, jitter, duplicate, then per copy
+ * `enqueue`. Random draws per frame, in this order: loss, CE mark (ECT packets only), jitter, duplicate, then per copy
  * reorder and its hold time; the order is part of what a seed replays. With per-segment loss a
  * super-segment draws loss once per segment first, then the rest for each frame that goes on.
  */
@@ -256,10 +262,11 @@ export class ImpairedLane {
     this.place(this.pool.take(seg), this.segAt, this.segNow, this.imp!);
   };
 
-  /** After loss: latency, jitter, duplication and reordering, then into a ring. */
+  /** After loss: CE marks, latency, jitter, duplication and reordering, then into a ring. */
   private place(b: PoolBuf, at: number, now: number, imp: ResolvedImpairment): void {
     const len = b.len;
     const rnd = this.random;
+    if (imp.ceMark > 0) b = this.maybeMark(b, imp.ceMark);
     at += imp.delayMs;
     if (imp.jitterMs > 0) at += rnd.float() * imp.jitterMs;
     if (at < this.lastAt) at = this.lastAt;
@@ -286,6 +293,36 @@ export class ImpairedLane {
     }
     this.queuedBytes += len * copies;
     this.kick(first, now);
+  }
+
+  /**
+   * An ECT packet marked CE with probability `p` (the IPv4 header checksum made good); the frame
+   * to go on: a copy when others still hold `b`, since marks are per copy.
+   */
+  private maybeMark(b: PoolBuf, p: number): PoolBuf {
+    const f = b.view();
+    const at = ecnFieldAt(f);
+    if (at < 0) return b;
+    const v6 = at & 1;
+    const i = at >>> 1;
+    const ecn = v6 ? (f[i + 1]! >>> 4) & 3 : f[i + 1]! & 3;
+    if (ecn === 0 || ecn === 3 || this.random.float() >= p) return b;
+    if (b.refs > 1) {
+      const c = this.pool.take(f);
+      c.gsoSize = b.gsoSize;
+      this.pool.release(b);
+      b = c;
+    }
+    const g = b.view();
+    if (v6) g[i + 1]! |= 0x30;
+    else {
+      g[i + 1]! |= 3;
+      const hl = (g[i]! & 0x0f) * 4;
+      writeU16(g, i + 10, 0);
+      writeU16(g, i + 10, foldChecksum(onesSum(g, i, hl)));
+    }
+    this.counters.inc(this.names.marked);
+    return b;
   }
 
   /** Drops everything in flight (cable pulled, link closed); returns how many frames. */
@@ -382,4 +419,17 @@ export class ImpairedWire {
   dropAll(): number {
     return this.tx.dropAll() + this.rx.dropAll();
   }
+}
+
+/**
+ * Where the IP header of an Ethernet frame starts, doubled, plus 1 for IPv6 (the ECN field is the
+ * low bits of the IPv4 TOS byte at +1, or bits 4-5 of the IPv6 byte at +1); -1 for anything else.
+ */
+function ecnFieldAt(f: Uint8Array): number {
+  if (f.length < 18) return -1;
+  const ip = ethL3Offset(f);
+  const type = ethType(f);
+  if (type === EtherType.IPV4 && f.length >= ip + 20 && f[ip]! >>> 4 === 4) return ip * 2;
+  if (type === EtherType.IPV6 && f.length >= ip + 40 && f[ip]! >>> 4 === 6) return ip * 2 + 1;
+  return -1;
 }

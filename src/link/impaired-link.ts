@@ -59,6 +59,9 @@ type NumericKey = Exclude<keyof Impairment, 'lossPerSegment'>;
 
 const KEY_ALIASES: Record<string, NumericKey> = {
   loss: 'loss',
+  ce: 'ceMark',
+  'ce-mark': 'ceMark',
+  cemark: 'ceMark',
   duplicate: 'duplicate',
   dup: 'duplicate',
   reorder: 'reorder',
@@ -137,6 +140,7 @@ export function parseImpairment(text: string): DirectedImpairment {
 function laneCounters(dir: 'tx' | 'rx'): LaneCounterNames {
   return {
     loss: `impair.${dir}.loss`,
+    marked: `impair.${dir}.ce-marked`,
     dup: `impair.${dir}.dup`,
     reordered: `impair.${dir}.reordered`,
     queue: `impair.${dir}.queue`,

@@ -12,6 +12,12 @@ export interface Impairment {
    * of once for the whole frame (as nftables on a veth drops a GSO packet). Default false.
    */
   lossPerSegment?: boolean;
+  /**
+   * Probability 0..1 that an ECN-capable packet (IPv4 or IPv6, ECT(0) or ECT(1)) is marked
+   * Congestion Experienced (RFC 3168 5), as an AQM queue marks where it would drop; a super-segment
+   * is marked whole. Not-ECT packets are never marked and cost no draw.
+   */
+  ceMark?: number;
   /** Probability 0..1 that a frame is delivered twice. */
   duplicate?: number;
   /** Probability 0..1 that a frame is held back and delivered after later ones. */
@@ -46,7 +52,7 @@ export type ImpairmentSpec = Impairment | DirectedImpairment;
 
 export const DEFAULT_QUEUE_BYTES = 256 * 1024;
 
-const PROBABILITIES = ['loss', 'duplicate', 'reorder'] as const;
+const PROBABILITIES = ['loss', 'ceMark', 'duplicate', 'reorder'] as const;
 const DURATIONS = ['delayMs', 'jitterMs', 'reorderDelayMs'] as const;
 const KNOWN = new Set<string>([...PROBABILITIES, ...DURATIONS, 'rateBps', 'queueBytes', 'lossPerSegment']);
 
@@ -135,6 +141,7 @@ export function splitImpairment(spec: ImpairmentSpec): {
 export class ResolvedImpairment {
   readonly loss: number;
   readonly lossPerSegment: boolean;
+  readonly ceMark: number;
   readonly duplicate: number;
   readonly reorder: number;
   readonly reorderDelayMs: number;
@@ -147,6 +154,7 @@ export class ResolvedImpairment {
   constructor(i: Impairment) {
     this.loss = i.loss ?? 0;
     this.lossPerSegment = i.lossPerSegment ?? false;
+    this.ceMark = i.ceMark ?? 0;
     this.duplicate = i.duplicate ?? 0;
     this.reorder = i.reorder ?? 0;
     this.delayMs = i.delayMs ?? 0;
@@ -162,6 +170,7 @@ export class ResolvedImpairment {
     const r = new ResolvedImpairment(i);
     const perfect =
       r.loss === 0 &&
+      r.ceMark === 0 &&
       r.duplicate === 0 &&
       r.reorder === 0 &&
       r.delayMs === 0 &&

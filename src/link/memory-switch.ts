@@ -52,6 +52,7 @@ const ETH_HEADER = 14;
 /** One set of names for every lane of the switch: its counters are switch-wide. */
 const LANE_COUNTERS: LaneCounterNames = {
   loss: 'drop.loss',
+  marked: 'ce-marked',
   dup: 'dup',
   reordered: 'reordered',
   queue: 'drop.queue',

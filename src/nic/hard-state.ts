@@ -20,8 +20,10 @@ import {
   RACK_REORDERING_MIN,
   type RackPathState,
   resetTcpState,
+  TCP_ECN_BITS,
   type TcpCached,
   type TcpConst,
+  TcpEcn,
   type TcpState,
   TcpStateId,
   widenNumbers,
@@ -142,6 +144,8 @@ const F_FIN_SENT = 2;
 const F_FIN_RECEIVED = 4;
 const F_READ_CLOSED = 8;
 const F_IPV6 = 16;
+/** TcpDelegated.ecn (TcpEcn's five bits) from this bit of the flags word up. */
+const F_ECN_SHIFT = 5;
 const O_TS = 1;
 const O_SACK = 2;
 const O_WS = 4;
@@ -178,6 +182,12 @@ export interface HardState extends RackPathState {
   finSent: boolean;
   finReceived: boolean;
   readClosed: boolean;
+  /**
+   * ECN (TcpDelegated.ecn): negotiated, and the echo owed each way. A rebuild that lost it would
+   * leave an unechoed CE mark unechoed and stop marking its data ECT on a connection the peer
+   * still treats as ECN-capable.
+   */
+  ecn: number;
   /** Send ring read position and receive ring write position when this was written. */
   sendReadPos: number;
   recvWritePos: number;
@@ -234,6 +244,7 @@ export function emptyHardState(): HardState {
     finSent: false,
     finReceived: false,
     readClosed: false,
+    ecn: 0,
     sendReadPos: 0,
     recvWritePos: 0,
     local6: null,
@@ -307,6 +318,7 @@ export function hardStateOf(s: TcpState, out: HardState = emptyHardState()): Har
   out.finSent = d.finSent;
   out.finReceived = d.finReceived;
   out.readClosed = d.readClosed;
+  out.ecn = d.ecn;
   // The record is taken at the instant of death, so the rebuild must find nothing to catch up:
   // thread-local rings have no positions, but a connection a worker ran keeps its block's shared
   // rings wherever it runs next (a LocalNic too), and their positions carry its whole history,
@@ -473,7 +485,8 @@ function fillWords(c: Int32Array, s: TcpState, sendPos: number, recvPos: number)
     (d.finSent ? F_FIN_SENT : 0) |
     (d.finReceived ? F_FIN_RECEIVED : 0) |
     (d.readClosed ? F_READ_CLOSED : 0) |
-    (v6 ? F_IPV6 : 0);
+    (v6 ? F_IPV6 : 0) |
+    (d.ecn << F_ECN_SHIFT);
   c[W_SEND_READ] = sendPos;
   c[W_RECV_WRITE] = recvPos;
   if (v6) {
@@ -550,6 +563,7 @@ function readCopy(v: Int32Array, at: number, o: HardState): void {
   o.finSent = (f & F_FIN_SENT) !== 0;
   o.finReceived = (f & F_FIN_RECEIVED) !== 0;
   o.readClosed = (f & F_READ_CLOSED) !== 0;
+  o.ecn = (f >>> F_ECN_SHIFT) & TCP_ECN_BITS;
   o.sendReadPos = Atomics.load(v, at + W_SEND_READ);
   o.recvWritePos = Atomics.load(v, at + W_RECV_WRITE);
   o.localIp = Atomics.load(v, at + W_LOCAL_IP) >>> 0;
@@ -960,6 +974,8 @@ export function rebuildTcpState(
   d.finSent = finSent;
   d.finReceived = hard.finReceived;
   d.readClosed = hard.readClosed;
+  // A reduction in progress is moot: the rebuilt window starts at one segment.
+  d.ecn = hard.ecn & ~TcpEcn.CWR;
   d.retransmits = hard.retransmits;
   // RSTs leave no trace in the rings: those after the record died with the writer, uncounted.
   d.resetsIn = hard.resetsIn;

@@ -75,10 +75,13 @@ export abstract class HostNic extends EventEmitter implements Nic {
 
   /**
    * Resolves once the engine runs (a worker's first heartbeat; a NIC in this thread at once): frames
-   * and requests sent before then wait. Rejects if it dies first.
+   * and requests sent before then wait. Refused (InvalidStateError) once the NIC is closed or dead,
+   * as every verb is, whether its engine ran first or not; a wait begun before the close or the
+   * death fails with it.
    */
   ready(): Promise<void> {
-    return this.liveness.ready(this.deathCause, this.id);
+    const refused = this.refusal();
+    return refused === null ? this.liveness.ready() : Promise.reject(refused);
   }
 
   /** The engine fell silent (`Liveness`): it is dead of `cause`. */
@@ -91,7 +94,30 @@ export abstract class HostNic extends EventEmitter implements Nic {
   abstract readonly runningConns: number;
   abstract readonly linkUp: boolean;
   abstract inject(packets: readonly Uint8Array[]): void;
-  abstract close(): void;
+
+  /** Set once the owner called `close()`, whatever the NIC did before (ran, died, crashed). */
+  private letGo = false;
+
+  /**
+   * The owner's end of the NIC (`Nic.close`), the same on every NIC: the engine aborts what it
+   * runs (`closeEngine`), every request waiting for its answer fails (InvalidStateError), as does
+   * a wait for `ready`, and `salvage` hands out nothing from now on.
+   */
+  close(): void {
+    if (this.letGo) return;
+    this.letGo = true;
+    this.closeEngine();
+    const e = new InvalidStateError(`NIC ${this.id} is closed`);
+    // Whatever the engine runs next (its port's late answers, a turn of this thread), a request
+    // still waiting for an answer fails now, on every NIC.
+    this.transport.abandon(e);
+    this.liveness.end(e);
+  }
+  /**
+   * Abort every connection the engine runs and release the link; run once, at the owner's
+   * `close()`, after a death too (what is left of the dead engine is released then).
+   */
+  protected abstract closeEngine(): void;
 
   /**
    * Null once the NIC is closed or dead, on every NIC: its connections are aborted (a close) or
@@ -238,11 +264,16 @@ export abstract class HostNic extends EventEmitter implements Nic {
   /**
    * What is left of connections the NIC can no longer run: all of them, or those named (a team
    * rebuilds a dead NIC's connections in batches, each on the least loaded healthy member, and
-   * the rest must still be here for the next batch). Each is handed out once.
+   * the rest must still be here for the next batch). Each is handed out once. None once the
+   * owner closed the NIC, on every NIC: its close reset what it ran (a record handed out would
+   * rebuild a connection its peer was told is gone), and what it kept (a death's, a damaged
+   * terminate's) is let go with it; a caller that rebuilds salvages before it closes.
    */
   salvage(keys?: readonly ConnKey[]): SalvageRecord[] {
+    if (keys !== undefined && !Array.isArray(keys))
+      throw new InvalidArgumentError('salvage needs connection keys');
+    if (this.letGo) return [];
     if (keys === undefined) return this.salvageAll();
-    if (!Array.isArray(keys)) throw new InvalidArgumentError('salvage needs connection keys');
     const out: SalvageRecord[] = [];
     for (const k of keys) {
       const r = this.salvageOne(k);

@@ -1,5 +1,4 @@
 import type { Clock, Timer } from '../core/clock.ts';
-import { InvalidStateError } from '../core/errors.ts';
 import type { NicDeath } from './nic.ts';
 
 /**
@@ -36,7 +35,8 @@ const STOP_SILENT_BEATS = 3;
  */
 export class Liveness {
   private started: boolean;
-  private ended = false;
+  /** Why the liveness ended (the NIC closed or died), or null while it is watched. */
+  private ended: Error | null = null;
   private readonly waiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
   private lastBeat: number;
   private lastCount = 0;
@@ -83,11 +83,12 @@ export class Liveness {
 
   /**
    * Resolves once the engine runs (its first beat): starting a thread and compiling its modules
-   * takes a while. Rejects if it dies first (`dead`: the NIC's death, if it is dead now).
+   * takes a while. Rejects with the end's reason once the liveness ended before that (the NIC
+   * closed or died before its engine ran), whether asked before the end or after it.
    */
-  ready(dead: NicDeath | null, id: string): Promise<void> {
+  ready(): Promise<void> {
     if (this.started) return Promise.resolve();
-    if (dead !== null) return Promise.reject(new InvalidStateError(`NIC ${id} died`));
+    if (this.ended !== null) return Promise.reject(this.ended);
     return new Promise((resolve, reject) => this.waiters.push({ resolve, reject }));
   }
 
@@ -110,13 +111,13 @@ export class Liveness {
    */
   stopped(between: boolean): void {
     const source = this.source;
-    if (source === null || this.stopWatch !== null || this.ended) return;
+    if (source === null || this.stopWatch !== null || this.ended !== null) return;
     let count = source.count();
     const told = this.clock.now();
     let since = told;
     const watch = this.clock
       .createTimer(() => {
-        if (this.ended) return;
+        if (this.ended !== null) return;
         const now = this.clock.now();
         const c = source.count();
         if (c !== count) {
@@ -132,23 +133,29 @@ export class Liveness {
     this.stopWatch = watch;
     if (between) {
       queueMicrotask(() => {
-        if (!this.ended) this.silent({ kind: 'killed', silentMs: this.clock.now() - told });
+        if (this.ended === null) this.silent({ kind: 'killed', silentMs: this.clock.now() - told });
       });
     } else watch.arm(source.heartbeatMs);
   }
 
-  /** The NIC closed or died: no more watching; with `e` (a death), waiters for `ready` fail. */
-  end(e?: Error): void {
-    this.ended = true;
+  /**
+   * The NIC closed or died (`why`): no more watching, and an engine that had not run yet never
+   * will: waiters for `ready` fail with `why`, as does every later `ready`. A close is an end like
+   * a death here: a caller that awaited the first beat of a NIC its owner closed (a shutdown during
+   * a start) waited for ever. Ended once: a later end (a close after a death) changes nothing.
+   */
+  end(why: Error): void {
+    if (this.ended !== null) return;
+    this.ended = why;
     this.watchdog?.disarm();
     this.stopWatch?.disarm();
-    if (e !== undefined) for (const w of this.waiters.splice(0)) w.reject(e);
+    for (const w of this.waiters.splice(0)) w.reject(why);
   }
 
   /** The watchdog: silence past `deadAfterMs` is a death. */
   private check(): void {
     const source = this.source!;
-    if (this.ended) return;
+    if (this.ended !== null) return;
     const now = this.clock.now();
     const count = source.count();
     if (count !== this.lastCount) {

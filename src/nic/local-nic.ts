@@ -1,6 +1,6 @@
 import type { Clock } from '../core/clock.ts';
 import type { Counters } from '../core/counters.ts';
-import { ConnectionError, InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
+import { ConnectionError, InvalidArgumentError } from '../core/errors.ts';
 import type { Random } from '../core/random.ts';
 import type { Link } from '../link/link.ts';
 import { TcpEvent } from '../stack/tcp/tcp-events.ts';
@@ -155,6 +155,9 @@ export class LocalNic extends HostNic {
    * source is that object.
    */
   override counterSnapshot(): Promise<NicCounterSnapshot> {
+    // Refused once closed or dead, as a worker's are: a caller sums live NICs' counters.
+    const refused = this.refusal();
+    if (refused !== null) return Promise.reject(refused);
     const c = this.engine.counters;
     return Promise.resolve({ source: c, values: c.snapshot() });
   }
@@ -168,35 +171,32 @@ export class LocalNic extends HostNic {
 
   // Objects in this thread need no codec, and their memory is the engine's: nothing is held
   // beside them while they cross, and the engine's answer is the verb's result, unless the NIC
-  // closed or crashed with it in hand, which answers as a WorkerNic's host side does.
+  // closed or crashed with it in hand (the transport then fails the request), which answers as a
+  // WorkerNic's host side does.
   protected offer(transfer: Transfer, opts: InitiateOptions | undefined): Promise<InitiateResult> {
-    let answer: InitiateResult | null = null;
     let cut: 'close' | 'crash' | null = null;
     const job: InHand = (why) => {
-      if (answer !== null || cut !== null) return;
       cut = why;
       if (why === 'crash') this.keepRefused(transfer, opts);
-      else answer = this.engine.initiate(transfer, opts);
+      else this.engine.initiate(transfer, opts);
     };
     return this.cross<InitiateResult, InitiateResult>(() => ({
       send: () => {
         this.inHand.add(job);
         return this.here.run(() => {
           this.inHand.delete(job);
-          if (answer === null && cut === null) answer = this.engine.initiate(transfer, opts);
-          return answer!;
+          return this.engine.initiate(transfer, opts);
         });
       },
-      took: (a) => {
-        if (cut === 'close')
-          throw new ConnectionError('ECONNABORTED', `NIC ${this.id} closed with the batch in hand`);
-        if (cut === 'crash') throw new InvalidStateError(`NIC ${this.id} died (crash)`);
-        return a;
-      },
+      took: (a) => a,
       failed: (e, sent) => {
+        // Installed, then reset with everything else by the close: resumed in the host, they
+        // would run on as if nothing happened.
+        if (cut === 'close')
+          return new ConnectionError('ECONNABORTED', `NIC ${this.id} closed with the batch in hand`);
         // Refused by a NIC already dead: its caller takes the batch as having died with it in hand
         // and rebuilds it from salvage(), so it is kept as a crash keeps what the engine ran (a
-        // WorkerNic keeps the batch's blocks). Sent, a dead engine answers a failure itself.
+        // WorkerNic keeps the batch's blocks). Sent, the crash kept it (`cut`).
         if (!sent && this.death !== null) this.keepRefused(transfer, opts);
         return e;
       },
@@ -215,14 +215,17 @@ export class LocalNic extends HostNic {
         const leaving = keys;
         this.leaving.push(leaving);
         this.leavingKeys = null;
+        const left = () => {
+          this.leaving.splice(this.leaving.indexOf(leaving), 1);
+          this.leavingKeys = null;
+        };
         return this.here.run(() => {
           try {
             return run();
           } finally {
-            this.leaving.splice(this.leaving.indexOf(leaving), 1);
-            this.leavingKeys = null;
+            left();
           }
-        });
+        }, left);
       },
     }));
   }
@@ -305,7 +308,11 @@ export class LocalNic extends HostNic {
     return conn;
   }
 
-  close(): void {
+  protected closeEngine(): void {
+    // Nothing is salvaged from a closed NIC (HostNic.salvage): what a crash or a damaged
+    // terminate kept goes now.
+    this.leftovers.clear();
+    // Crashed before: its engine is closed already.
     if (this.closed) return;
     this.runInHand('close');
     this.closed = true;

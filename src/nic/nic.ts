@@ -40,6 +40,14 @@
  *   a target can check its handle (a target that ignores it answers none of its SYNs, as before).
  * - `attach` gives null once the target is closed, as once it is dead (a WorkerNic gave the
  *   handle of a connection its close was aborting). Documented; a LocalNic did so already.
+ * - What a caller may rely on once `close()` returns, documented there and made so on both NICs:
+ *   `salvage()` hands out nothing (a WorkerNic handed out the handles its close was resetting,
+ *   and after a death both kept what it left); a request waiting for its answer fails with
+ *   `InvalidStateError`, as at a death (a LocalNic ran it on its closed or crashed engine and
+ *   answered as if nothing happened: a terminate in hand at a crash answered that it released
+ *   none); `counterSnapshot()` is refused (a LocalNic's answered); `holds` is false and `listen?`
+ *   null (a WorkerNic's table answered until its worker's next turn, and its listen gave a stop).
+ *   A HostNic's `ready()` is refused once closed or dead, and a wait for it fails at the close.
  */
 import type { Link } from '../link/link.ts';
 import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
@@ -660,7 +668,8 @@ export interface Nic {
   /**
    * What is left of connections the NIC can no longer run (after its death, or a terminate it
    * damaged): those named, or all. Each is handed out once; a NIC may hand out more than asked
-   * (a dead worker's connections cannot stay there).
+   * (a dead worker's connections cannot stay there). None once `close()` was called, even after
+   * a death: a caller that rebuilds salvages before it closes.
    */
   salvage(keys?: readonly ConnKey[]): SalvageRecord[];
   update(u: OffloadUpdate): Promise<void>;
@@ -783,6 +792,12 @@ export interface Nic {
   attachClosed?(key: ConnKey, user: TcpUser | null): ClosedConnection | null;
   on<E extends NicIndication>(event: E, handler: NicIndications[E]): this;
   off<E extends NicIndication>(event: E, handler: NicIndications[E]): this;
-  /** Abort everything and release the link. */
+  /**
+   * The owner's end of the NIC: abort everything it runs (RST to each peer) and release the link.
+   * Once it returns, on every target: a request still waiting for its answer has failed with
+   * `InvalidStateError` (an initiate in hand fails with ECONNABORTED: the target installed it and
+   * the close reset it), every verb is refused, `attach` gives null, `holds` false and `listen`
+   * null, and `salvage` nothing, whether the NIC ran or had died. A second close does nothing.
+   */
   close(): void;
 }

@@ -67,10 +67,19 @@ export class SameThreadTransport implements NicTransport {
     this.clock.defer(fn);
   }
 
-  /** Run `fn` on the engine in a later turn of the clock, as a request would be. */
-  run<T>(fn: () => T): Promise<T> {
+  /** Requests whose turn has not come: `abandon` fails them, and their turn then runs nothing. */
+  private readonly waiting = new Set<Waiting>();
+
+  /**
+   * Run `fn` on the engine in a later turn of the clock, as a request would be; unless the
+   * request is abandoned first: it then fails, `fn` never runs, and `abandoned` runs instead.
+   */
+  run<T>(fn: () => T, abandoned?: () => void): Promise<T> {
     return new Promise<T>((resolve, reject) => {
+      const w: Waiting = { reject, abandoned };
+      this.waiting.add(w);
       this.clock.defer(() => {
+        if (!this.waiting.delete(w)) return;
         try {
           resolve(this.charge() ? this.meter.run(fn) : fn());
         } catch (e) {
@@ -81,10 +90,19 @@ export class SameThreadTransport implements NicTransport {
   }
 
   /**
-   * Nothing to fail: a request already queued still runs, the engine being in this thread, and
-   * answers for itself (a crashed NIC's closed engine refuses or has nothing to do).
+   * Every request whose turn has not come fails with `e`, as a worker's host side fails those it
+   * awaits an answer to: run later on the engine its NIC closed (or crashed), a terminate answered
+   * that it released nothing, and a transfer took its connections for closed at the source, where
+   * a dead NIC's are rebuilt from salvage.
    */
-  abandon(_e: Error): void {}
+  abandon(e: Error): void {
+    const list = [...this.waiting];
+    this.waiting.clear();
+    for (const w of list) {
+      w.abandoned?.();
+      w.reject(e);
+    }
+  }
 
   /** The worker's handleRequest, in this thread: the same verbs, the same answers. */
   private serve(r: WorkerRequest): WorkerReply {
@@ -125,6 +143,12 @@ export class SameThreadTransport implements NicTransport {
         return unhandled(r, 'request');
     }
   }
+}
+
+/** A request of a SameThreadTransport whose turn has not come. */
+interface Waiting {
+  reject: (e: Error) => void;
+  abandoned: (() => void) | undefined;
 }
 
 /** An error as the worker sent it, as the class it was thrown as. */

@@ -811,6 +811,7 @@ export class WorkerNic extends HostNic {
     const anyPassedUp = passedUp.size > 0;
     const list = new Array<WorkerConnectionHandle>(keys.length);
     const sizeBefore = this.byKey.size;
+    this.byKey.reserve(keys.length);
     for (let i = 0; i < keys.length; i++) {
       const key = keys[i]!;
       const slot = slots[i]!;
@@ -1521,13 +1522,11 @@ export class WorkerNic extends HostNic {
   }
 
   /** Abort everything (RST to every offloaded connection's peer) and stop the worker. */
-  close(): void {
-    if (this.closed) return;
+  protected closeEngine(): void {
     this.runToEnd();
     networkInput.delete(this.upFrames);
     this.closed = true;
     this.unwatchSlabs();
-    this.liveness.end();
     this.growTimer.disarm();
     this.heldGrows.clear();
     for (const h of [...this.unclaimed.values()]) this.dropUnclaimed(h);
@@ -1542,7 +1541,6 @@ export class WorkerNic extends HostNic {
     // The worker answers 'closed' after flushing its last frames; don't wait for ever.
     const t = this.clock.createTimer(() => void this.worker.terminate()).unref();
     t.arm(1000);
-    this.port.abandon(new InvalidStateError(`NIC ${this.id} is closed`));
   }
 
   /**
@@ -1926,16 +1924,19 @@ export class WorkerNic extends HostNic {
    * connection it accepts is installed there on shared memory the worker allocates, and
    * `hooks.born` gets its handle, which the host holds from then on as an installed connection's.
    * `born` false: refused, the worker resets it. Its half-open connections stay in the worker
-   * (`holds` answers for them). Returns what stops it (the worker's listener closes).
+   * (`holds` answers for them). Returns what stops it (the worker's listener closes); null once
+   * the NIC is closed or dead, as a LocalNic's: a stop handed out then stopped nothing, and its
+   * listener answered no SYN.
    */
-  listen(spec: NicListenSpec, hooks: NicListenHooks): () => void {
+  listen(spec: NicListenSpec, hooks: NicListenHooks): (() => void) | null {
+    if (this.death !== null || this.closed) return null;
     const id = this.nextListen++;
     // Born at the worker with the listener's settings: its salvage carries them (see `settings`).
     this.listens.set(id, (h) => {
       h._installedWith(spec.cached);
       return hooks.born(h);
     });
-    if (this.death === null && !this.closed) this.post({ t: 'listen', id, spec, ring: this.placementRing });
+    this.post({ t: 'listen', id, spec, ring: this.placementRing });
     return () => {
       if (!this.listens.delete(id)) return;
       if (this.death === null && !this.closed) this.post({ t: 'unlisten', id });
@@ -1943,12 +1944,15 @@ export class WorkerNic extends HostNic {
   }
 
   /**
-   * Its owner table, which the worker writes as it takes and frees four-tuples; none once dead.
+   * Its owner table, which the worker writes as it takes and frees four-tuples; none once closed
+   * or dead, as a LocalNic's (the worker's close marks its table dead only in its own later turn).
    * A read the worker's compaction disturbs answers yes (OwnerTable.mayHold): the SYN race needs
    * no miss.
    */
   holds(localIp: number, localPort: number, remoteIp: number, remotePort: number): boolean {
-    return this.death === null && this.owners.mayHold(localIp, localPort, remoteIp, remotePort);
+    return (
+      this.death === null && !this.closed && this.owners.mayHold(localIp, localPort, remoteIp, remotePort)
+    );
   }
 
   /** See `Nic.peer`: another WorkerNic, both alive, gets a channel between the two workers. */

@@ -17,6 +17,7 @@ import { formatIpv4, parseIpv4 } from '../wire/addr.ts';
 import { AcceptAtNic } from './accept-at-nic.ts';
 import { EntryTable } from './entry-table.ts';
 import { HostUpdates } from './host-updates.ts';
+import type { MovePhases } from './move-phases.ts';
 import { makePolicy, type OffloadPolicy, PolicyScanner, placeByFreeCapacity } from './policy.ts';
 import { rebuild } from './rebuild.ts';
 import {
@@ -439,7 +440,13 @@ export class OffloadManager extends EventEmitter {
    * `to` or, with null, in the host; every rebuilt connection is prodded. A connection with no
    * usable hard state is lost (its user hears ECONNABORTED).
    */
-  recover(from: Nic, to: Nic | 'host', keys?: readonly ConnKey[]): Promise<TransferReport> {
+  recover(
+    from: Nic,
+    to: Nic | 'host',
+    keys?: readonly ConnKey[],
+    /** A failover's recorder (TransferOptions.phases). */
+    phases?: MovePhases,
+  ): Promise<TransferReport> {
     if (!this.hooks.has(from)) throw new InvalidArgumentError('recover: unknown NIC');
     if (to !== 'host' && !this.hooks.has(to)) throw new InvalidArgumentError('recover: unknown NIC');
     return this.serial(
@@ -465,10 +472,11 @@ export class OffloadManager extends EventEmitter {
         const report: TransferReport = { moved: [], refused };
         if (list.length === 0) return report;
         const items: Item[] = this.proto.freeze(list, from, ats);
+        phases?.mark('frozen');
         await rebuild(this.proto, items, from, to, report);
         return report;
       },
-      { prod: true, rollbackToHost: true },
+      { prod: true, rollbackToHost: true, phases },
     );
   }
 
@@ -513,6 +521,7 @@ export class OffloadManager extends EventEmitter {
       // manager that no longer hears their NICs' indications.
       if (this.closed) return Promise.reject(new InvalidStateError('offload manager is closed'));
       this.proto.opts = opts;
+      opts.phases?.mark('begun');
       return this.proto.metered(fn);
     };
     // The policy's offloads go side by side (PolicyScanner bounds how many, PLACE_PIPELINE): each

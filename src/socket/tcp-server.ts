@@ -19,6 +19,24 @@ const ignoreUntaken = (): void => {};
 export const ACCEPTS_PER_TURN = 32;
 
 /**
+ * A deeper accept queue releases this fraction of itself a turn (1/ACCEPT_SPREAD_TURNS), so its
+ * wait is a few turns whatever its depth. A fixed 32 a turn, on serve's main thread whose turns
+ * last 0.1-0.3 s in a connect burst, released 100-300 a second against 2,500 connects a second:
+ * the queue grew until it passed half the backlog, then that excess went out in one turn, a
+ * thousand HTTP answers written at once, and the TAP was not read for 2 s, so the client resent
+ * every SYN that came meanwhile (BENCHMARKS.md, tap-team, s46h1).
+ */
+export const ACCEPT_SPREAD_TURNS = 4;
+
+/**
+ * How many of `queued` waiting accepts one turn hands out: at least ACCEPTS_PER_TURN, a share of a
+ * deeper queue (ACCEPT_SPREAD_TURNS), and whatever is over half the backlog (`half`).
+ */
+export function acceptsThisTurn(queued: number, half: number): number {
+  return Math.min(queued, Math.max(ACCEPTS_PER_TURN, Math.ceil(queued / ACCEPT_SPREAD_TURNS), queued - half));
+}
+
+/**
  * An accepted connection's way to its first answer, in ms of the host's clock (0: not reached):
  * made (the listener's accept, or a NIC's born handle), queued once its placement is done, handed
  * to the application ('connection'), and the application's first write to it.
@@ -73,8 +91,7 @@ export interface TcpServerOptions extends TcpSocketOptions {
  * Behaves like net.Server: 'listening', 'connection', 'close', 'error'.
  *
  * Every connection the listener establishes is accepted and emitted as 'connection' in a deferred
- * turn (the engine finishes its processing first; at most ACCEPTS_PER_TURN a turn while the queue
- * is under half the backlog), whether or not anyone listens, as Node accepts every connection:
+ * turn (the engine finishes its processing first; acceptsThisTurn a turn), whether or not anyone listens, as Node accepts every connection:
  * without a listener the socket sits open and unread, counted in `connections`, until its peer
  * ends or resets it; a listener added later gets only new ones. The listen backlog bounds only
  * what waits for those turns (Linux's accept queue), and what the stack holds in all is bounded by
@@ -258,16 +275,17 @@ export class TcpServer extends EventEmitter {
   }
 
   /**
-   * Hands out at most ACCEPTS_PER_TURN accepts, the rest next turn. What the application does with
-   * one runs in this turn's nextTicks (an HTTP answer written into the socket's send ring): a
-   * placement's batch of hundreds released at once held serve's main thread 0.2-0.7 s, and the
-   * SYNs, handshake ACKs and worker messages waited behind it. More go when the queue is over half
-   * the backlog, so a slowed release never fills the accept queue and drops SYNs it would have taken.
+   * Hands out acceptsThisTurn, the rest next turn. What the application does with one runs in this
+   * turn's nextTicks (an HTTP answer written into the socket's send ring): a placement's batch of
+   * hundreds released at once held serve's main thread 0.2-0.7 s, and the SYNs, handshake ACKs and
+   * worker messages waited behind it. A quarter of a deeper queue goes, so the queue stays short
+   * and its wait a few turns; what is over half the backlog goes too, so a slowed release never
+   * fills the accept queue and drops SYNs it would have taken.
    */
   private readonly drain = (): void => {
     this.draining = false;
     const half = this.listener === null ? 0 : this.listener.backlog >> 1;
-    let n = Math.max(ACCEPTS_PER_TURN, this.queue.length - half);
+    let n = acceptsThisTurn(this.queue.length, half);
     while (n-- > 0 && this.queue.length > 0) {
       const socket = this.queue.shift()!;
       this.syncQueued();

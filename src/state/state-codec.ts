@@ -42,8 +42,9 @@ import {
  * and gives every connection of the path the path's handles. Version 2 (IPv4 only, no address
  * blocks), version 3 (no soft.smallSentEnd), version 4 (no RACK path knowledge), version 5 (no
  * soft.undoNxt), version 6 (no soft.repaired), version 7 (no ACK mode), version 8 (no
- * soft.rcvMss, ackPushed) and version 9 (no receive-buffer autotuning) are still read and written
- * on request; any other version is refused before anything is decoded.
+ * soft.rcvMss, ackPushed), version 9 (no receive-buffer autotuning), version 10 (no
+ * soft.rcvSsthresh, rcvLocked) and version 11 (no ECN state) are still read and written on
+ * request; any other version is refused before anything is decoded.
  */
 
 export const STATE_CODEC_MAGIC = 0x43484e59;
@@ -67,8 +68,17 @@ export const STATE_CODEC_MAGIC = 0x43484e59;
  * rcvRttSeq, rcvRttAt, rcvRttEcr) after them, so a moved connection keeps the window its reader
  * grew; an older batch leaves a clamp of 0: the connection offers its whole buffer (the old
  * behaviour) and is not autotuned.
+ * 11: the bound the receiver's window grows under (soft.rcvSsthresh, Linux's rcv_ssthresh) and
+ * its socket's lock of the buffer (soft.rcvLocked) after them, so a moved connection keeps
+ * growing its window a few segments at a time, and one moved before its handshake ends is tuned
+ * or not as its socket says; an older batch leaves 0 and false: the clamp alone bounds the window
+ * (the old behaviour), and the new owner tunes it.
+ * 12: ECN (RFC 3168) in the delegated state (delegated.ecn, ecnCwrEnd) after delegated.readClosed:
+ * what was negotiated and which echo is owed, hard state a new owner cannot rebuild from traffic.
+ * An older batch leaves both 0, no ECN: a build that wrote one never negotiated it, so that is
+ * its connection's true state, not a guess.
  */
-export const STATE_CODEC_VERSION = 10;
+export const STATE_CODEC_VERSION = 12;
 /** The oldest version this build still reads. */
 export const STATE_CODEC_MIN_VERSION = 2;
 
@@ -220,8 +230,11 @@ function fixedSize(rows: readonly Row[]): number {
 }
 const NB_SIZE = fixedSize(NB_ROWS);
 const PATH_SIZE = 4 + fixedSize(PATH_ROWS);
-/** A connection record with empty rings and no soft block. */
-const TCP_MIN = 4 + fixedSize(TCP_HARD) + 4;
+/** A connection record of `version` with empty rings and no soft block. */
+function tcpMinSize(version: number): number {
+  return 4 + fixedSize(TCP_HARD.filter((r) => r.since <= version)) + 4;
+}
+const TCP_MIN = tcpMinSize(STATE_CODEC_VERSION);
 // The current version's IPv4 records: the fields and a family byte.
 STATE_CODEC_LAYOUT.neighborSize = NB_SIZE + 1;
 STATE_CODEC_LAYOUT.pathSize = PATH_SIZE + 1;
@@ -277,8 +290,10 @@ const IDENT = /^[A-Za-z_$][\w$]*$/;
 function checkKind(kind: Kind): void {
   for (const [i, r] of kind.rows.entries()) {
     if (!IDENT.test(r.key)) throw new TypeError(`${kind.label}: field ${r.name} is not an identifier`);
-    // A field an older batch lacks needs a default, and only soft fields have one.
-    if (r.since !== 0 && r.soft === 0)
+    // A field an older batch lacks takes a fresh state's value (fieldDefaults): for a hard field
+    // that must be what the older build's connection truly had, not a guess (delegated.ecn: an
+    // older build never negotiated ECN). The neighbor and path kinds have no defaults.
+    if (r.since !== 0 && r.soft === 0 && kind.label !== 'tcp')
       throw new TypeError(`${kind.label}: hard field ${r.name} has a version`);
     if (r.code === C_RING) {
       const cap = kind.rows.findIndex((c) => c.key === r.capacity && c.part === P_CACHED);
@@ -454,9 +469,10 @@ function genDecode(kind: Kind, version = STATE_CODEC_VERSION): DecodeFn {
   const lines = [`let o = rd.o; let ${indexed.map(({ i }) => `f${i}`).join(', ')};`];
   genReads(
     kind,
-    indexed.filter(({ r }) => r.soft === 0),
+    indexed.filter(({ r }) => r.soft === 0 && r.since <= version),
     lines,
   );
+  for (const { r, i } of indexed) if (r.soft === 0 && r.since > version) lines.push(`f${i} = h.def[${i}];`);
   const softRows = indexed.filter(({ r }) => r.soft !== 0);
   if (softRows.length > 0) {
     lines.push(
@@ -520,7 +536,8 @@ class Reader {
 }
 
 /** Defaults for soft state that did not travel, from the constructor so they never drift. */
-function softDefaults(): unknown[] {
+/** A fresh state's value of each row a batch may lack: every soft row and the versioned hard ones. */
+function fieldDefaults(): unknown[] {
   const nb = createNeighborState({ srcMac: 0, vlanId: -1, ip: 1 });
   const path = createPathState({ localIp: 1, remoteIp: 2 }, nb, 0, 1500);
   const t = createTcpState(
@@ -540,11 +557,13 @@ function softDefaults(): unknown[] {
     { ...DEFAULT_TCP_CACHED, sndBufSize: 16, rcvBufSize: 16 },
     path,
   );
-  return TCP_ROWS.map((r) => (r.soft === 0 ? undefined : tcpPart(t, TCP_PARTS[r.part]!)[r.key]));
+  return TCP_ROWS.map((r) =>
+    r.soft === 0 && r.since === 0 ? undefined : tcpPart(t, TCP_PARTS[r.part]!)[r.key],
+  );
 }
 
 const H = {
-  def: softDefaults(),
+  def: fieldDefaults(),
   fail,
   trunc(name: string, o: number): never {
     return fail(name, `truncated at offset ${o}`);
@@ -684,12 +703,16 @@ const TCP_KIND: Kind = {
 
 const encodeNeighbor = genEncode(NB_KIND);
 const encodePath = genEncode(PATH_KIND);
-const encodeTcp = genEncode(TCP_KIND);
 const decodeNeighbor = genDecode(NB_KIND);
 const decodePath = genDecode(PATH_KIND);
 
-/** A version's soft encoder, soft size and connection decoder (made at first use, but the current's). */
+/**
+ * A version's hard and soft encoders, soft size, record minimum and connection decoder (made at
+ * first use, but the current's).
+ */
 interface TcpCodec {
+  readonly encodeHard: EncodeFn;
+  readonly minSize: number;
   readonly encodeSoft: EncodeFn;
   readonly softSize: SoftSizeFn;
   readonly decode: DecodeFn;
@@ -699,6 +722,8 @@ function tcpCodec(version: number): TcpCodec {
   let c = tcpCodecs.get(version);
   if (c === undefined) {
     c = {
+      encodeHard: genEncode(TCP_KIND, false, version),
+      minSize: tcpMinSize(version),
       encodeSoft: genEncode(TCP_KIND, true, version),
       softSize: genSoftSize(TCP_KIND, version),
       decode: genDecode(TCP_KIND, version),
@@ -757,7 +782,7 @@ export function encodeBatch(
       else if (node.path.const.remoteIp > V6) fail('path.const.remoteIp', 'version 2 carries IPv4 only');
       nConns += node.conns.length;
       for (const s of node.conns) {
-        size += TCP_MIN;
+        size += codec.minSize;
         if (!byRef) size += s.delegated.sendBuffer.length + s.delegated.recvBuffer.length;
         if (groups !== 0) size += codec.softSize(s, groups, H);
       }
@@ -817,7 +842,7 @@ export function encodeBatch(
     for (const node of t.paths) {
       for (const s of node.conns) {
         dv.setUint32(o, pi);
-        o = encodeTcp(dv, bytes, o + 4, s, now, 0, h);
+        o = codec.encodeHard(dv, bytes, o + 4, s, now, 0, h);
         const lenAt = o;
         o += 4;
         if (groups !== 0) {
@@ -892,7 +917,8 @@ export function decodeBatch(buf: Uint8Array, now: number, opts: DecodeOptions = 
   if (version < STATE_CODEC_MIN_VERSION || version > STATE_CODEC_VERSION)
     throw new StateCodecVersionError(version);
   const v3 = version >= 3;
-  const decodeTcp = tcpCodec(version).decode;
+  const codec = tcpCodec(version);
+  const decodeTcp = codec.decode;
   const flags = dv.getUint16(6);
   if ((flags & ~FLAG_RINGS_BY_REF) !== 0) fail('flags', 'unknown flags');
   const byRef = (flags & FLAG_RINGS_BY_REF) !== 0;
@@ -907,7 +933,7 @@ export function decodeBatch(buf: Uint8Array, now: number, opts: DecodeOptions = 
   // Every record has a minimum size, so counts that could not fit are refused before any
   // allocation they would drive.
   const extra = v3 ? 1 : 0;
-  if (nNb * (NB_SIZE + extra) + nPath * (PATH_SIZE + extra) + nConn * TCP_MIN > total - HEADER_SIZE) {
+  if (nNb * (NB_SIZE + extra) + nPath * (PATH_SIZE + extra) + nConn * codec.minSize > total - HEADER_SIZE) {
     fail('counts', `${nNb} neighbors, ${nPath} paths, ${nConn} connections cannot fit in ${total} bytes`);
   }
   rd.o = HEADER_SIZE;

@@ -73,8 +73,8 @@ export interface TcpCached {
   /**
    * The socket set its own receive buffer (`rcvBufSize` among a connect's or a listen's options,
    * not the layer's default): its connections are not autotuned, as Linux's SO_RCVBUF sets
-   * SOCK_RCVBUF_LOCK. An option of the socket, not of the connection's state: read once, when a
-   * connection is made (newConnection), and its effect (no clamp, soft.rcvClamp 0) is what travels.
+   * SOCK_RCVBUF_LOCK. An option of the socket: read once, when a connection is made
+   * (newConnection), into the connection's soft.rcvLocked, which travels.
    */
   rcvBufLocked?: boolean;
 }
@@ -137,6 +137,18 @@ export interface TcpDelegated {
   persistBackoff: number;
   /** The application called close(): it reads nothing more, so new data is answered with RST. */
   readClosed: boolean;
+  /**
+   * ECN (RFC 3168), as Linux's tp->ecn_flags: TcpEcn bits. Negotiated at the handshake (OK), and
+   * the echo the peer still owes or is owed: hard state, since a new owner that forgot a CE mark it
+   * had not yet echoed would leave the peer blind to the congestion, and one that forgot it owes
+   * CWR would have the peer echo ECE for ever. Codec version 12 added it.
+   */
+  ecn: number;
+  /**
+   * While TcpEcn.CWR is set: snd.max when an ECE cut the window (Linux's high_seq in its CWR
+   * state). Further ECEs are answered only once snd.una has passed it: one cut per window.
+   */
+  ecnCwrEnd: number;
   /*
    * Statistics since the connection began, whoever ran it: they travel with the state, so a
    * connection's counts do not restart at each move (`TcpConnection.stats` is a view of these).
@@ -308,7 +320,7 @@ export interface TcpSoft {
    * state or taken from an older build); the measure to beat, the next byte unread when the
    * measure began and when (rcvq_space: space, seq, time); the receiver's RTT estimate in ms (0:
    * none yet), the edge and time its window measure began (-1: none) and the last timestamp echo
-   * it sampled (rcv_rtt_est, rcv_rtt_last_tsecr). Last, as codec version 10 added them.
+   * it sampled (rcv_rtt_est, rcv_rtt_last_tsecr). Codec version 10 added them.
    */
   rcvClamp: number;
   rcvSpace: number;
@@ -318,7 +330,33 @@ export interface TcpSoft {
   rcvRttSeq: number;
   rcvRttAt: number;
   rcvRttEcr: number;
+  /**
+   * The window the receiver lets itself offer so far (Linux's rcv_ssthresh, tcp_grow_window:
+   * tcp-window.ts): it starts at the SYN's window and grows by the segments that arrive, up to
+   * the clamp. 0: no such bound (a connection not autotuned, one rebuilt from hard state or taken
+   * from an older build): the clamp alone.
+   */
+  rcvSsthresh: number;
+  /**
+   * The socket set its own receive buffer (TcpCached.rcvBufLocked, Linux's SOCK_RCVBUF_LOCK): the
+   * handshake's end does not tune it (establish). Kept in the state from the connection's making,
+   * so one moved before its handshake ends is not tuned where it ends; after that its effect is in
+   * rcvClamp (0) already. With rcvSsthresh, last, as codec version 11 added them; an older batch
+   * leaves false.
+   */
+  rcvLocked: boolean;
 }
+
+/**
+ * Bits of TcpDelegated.ecn, as Linux's TCP_ECN_* (include/net/tcp.h) plus its CWR congestion
+ * state: OK, ECN was negotiated; QUEUE_CWR, our next new data carries CWR (a window cut for an ECE
+ * is to be told); DEMAND_CWR, a CE mark arrived and every segment echoes ECE until the peer's CWR;
+ * SEEN, an ECT or CE packet arrived; CWR, the window was cut for an ECE and is not cut again for
+ * one until snd.una passes ecnCwrEnd.
+ */
+export const TcpEcn = { OK: 1, QUEUE_CWR: 2, DEMAND_CWR: 4, SEEN: 8, CWR: 16 } as const;
+/** Every bit TcpEcn defines: a state with any other is refused. */
+export const TCP_ECN_BITS = 31;
 
 /** Linux's TCP_MAX_QUICKACKS (include/net/tcp.h): the most quick ACKs one event grants. */
 export const MAX_QUICK_ACKS = 16;
@@ -547,6 +585,8 @@ export function createTcpState(
       lastAckSent: 0,
       persistBackoff: 0,
       readClosed: false,
+      ecn: 0,
+      ecnCwrEnd: 0,
     },
     soft: {
       ooo: [],
@@ -624,6 +664,8 @@ export function createTcpState(
       rcvRttSeq: 0,
       rcvRttAt: -1,
       rcvRttEcr: 0,
+      rcvSsthresh: 0,
+      rcvLocked: false,
     },
   };
 }
@@ -705,6 +747,8 @@ export function resetTcpState(
   d.lastAckSent = 0;
   d.persistBackoff = 0;
   d.readClosed = false;
+  d.ecn = 0;
+  d.ecnCwrEnd = 0;
   const o = into.soft;
   o.ooo.length = 0;
   o.sacked.length = 0;
@@ -764,6 +808,8 @@ export function resetTcpState(
   o.rcvRttSeq = 0;
   o.rcvRttAt = -1;
   o.rcvRttEcr = 0;
+  o.rcvSsthresh = 0;
+  o.rcvLocked = false;
   const cu = o.cubic;
   cu.wMax = 0;
   cu.k = 0;
@@ -825,6 +871,7 @@ const SMALL_CONST: ReadonlySet<string> = new Set([
 const SMALL_CACHED: ReadonlySet<string> = new Set(Object.keys(DEFAULT_TCP_CACHED));
 const SMALL_DELEGATED: ReadonlySet<string> = new Set([
   'state',
+  'ecn',
   'sndWnd',
   'maxSndWnd',
   'dupAcks',
@@ -841,6 +888,7 @@ const SMALL_SOFT: ReadonlySet<string> = new Set([
   'ackPushed',
   'rcvClamp',
   'rcvSpace',
+  'rcvSsthresh',
   'unackedSegments',
   'caBytesAcked',
   'challengeCount',

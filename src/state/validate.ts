@@ -10,6 +10,8 @@ import {
   RACK_REO_PERSIST,
   RACK_REORDERING_MAX,
   RACK_REORDERING_MIN,
+  TCP_ECN_BITS,
+  TcpEcn,
   type TcpState,
   TcpStateId,
 } from './tcp-state.ts';
@@ -182,6 +184,8 @@ export const TCP_FIELDS: readonly FieldSpec<TcpPart>[] = [
   f('delegated', 'lastAckSent', 'u32'),
   f('delegated', 'persistBackoff', 'u32'),
   f('delegated', 'readClosed', 'bool'),
+  f('delegated', 'ecn', 'u8', undefined, 12),
+  f('delegated', 'ecnCwrEnd', 'u32', undefined, 12),
 
   f('soft', 'ooo', 'ooo', 'ooo'),
   f('soft', 'sacked', 'ranges', 'sack'),
@@ -255,6 +259,8 @@ export const TCP_FIELDS: readonly FieldSpec<TcpPart>[] = [
   f('soft', 'rcvRttSeq', 'u32', 'scalars', 10),
   f('soft', 'rcvRttAt', 'time', 'scalars', 10),
   f('soft', 'rcvRttEcr', 'u32', 'scalars', 10),
+  f('soft', 'rcvSsthresh', 'u32', 'scalars', 11),
+  f('soft', 'rcvLocked', 'bool', 'scalars', 11),
 ];
 
 /** Wire code of each congestion algorithm is its index here; append only. */
@@ -593,6 +599,11 @@ function checkTcpRules(s: TcpState): void {
   if (rk.rcvClamp > MAX_RCV_CLAMP)
     fail('soft.rcvClamp', `window clamp ${rk.rcvClamp} above ${MAX_RCV_CLAMP}`);
   if (rk.rcvSpace > MAX_RCV_CLAMP) fail('soft.rcvSpace', `measure ${rk.rcvSpace} above ${MAX_RCV_CLAMP}`);
+  if (rk.rcvSsthresh > MAX_RCV_CLAMP)
+    fail('soft.rcvSsthresh', `window bound ${rk.rcvSsthresh} above ${MAX_RCV_CLAMP}`);
+
+  if ((d.ecn & ~TCP_ECN_BITS) !== 0) fail('delegated.ecn', `bits ${d.ecn} beyond TcpEcn's`);
+  if (d.ecn !== 0 && (d.ecn & TcpEcn.OK) === 0) fail('delegated.ecn', `bits ${d.ecn} without ECN negotiated`);
 
   if (k.ttl < 1) fail('cached.ttl', 'TTL 0');
   if (k.sndBufSize === 0) fail('cached.sndBufSize', 'empty send buffer');
@@ -650,6 +661,20 @@ export function validateTree(t: OffloadTree): void {
   validateTrees([t]);
 }
 
+/**
+ * One connection as validateTrees checks each of a path's: its fields and rules, and that it
+ * points at `p` and has its addresses. For a connection that joins a path validated before (a
+ * worker's build of a connection it took unbuilt): a tree made around it to validate it checked
+ * the path and its neighbor again and made four sets, each time.
+ */
+export function validateConnOn(s: TcpState, p: PathState): void {
+  validateTcpState(s);
+  if (s.path !== p) fail('tcp.path', 'connection points at another path than its node');
+  if (s.const.localIp !== p.const.localIp || s.const.remoteIp !== p.const.remoteIp) {
+    fail('tcp.const', 'connection addresses differ from its path');
+  }
+}
+
 export function validateTrees(trees: readonly OffloadTree[]): void {
   if (!Array.isArray(trees)) fail('trees', 'not a list');
   const neighbors = new Set<NeighborState>();
@@ -683,11 +708,7 @@ export function validateTrees(trees: readonly OffloadTree[]): void {
       const ports = new Set<number>();
       for (const s of node.conns) {
         if (conns.has(s)) fail('tcp', 'the same connection appears twice');
-        validateTcpState(s);
-        if (s.path !== p) fail('tcp.path', 'connection points at another path than its node');
-        if (s.const.localIp !== p.const.localIp || s.const.remoteIp !== p.const.remoteIp) {
-          fail('tcp.const', 'connection addresses differ from its path');
-        }
+        validateConnOn(s, p);
         const portPair = s.const.localPort * 0x10000 + s.const.remotePort;
         if (ports.has(portPair)) fail('tcp.const', 'two connections with the same ports on one path');
         ports.add(portPair);

@@ -1,4 +1,5 @@
 import type { ConnKey, Nic } from '../nic/nic.ts';
+import type { MovePhases } from '../offload/move-phases.ts';
 import type { OffloadManager, TransferReport } from '../offload/offload-manager.ts';
 import { prodInPlace } from '../stack/tcp/tcp-handover.ts';
 import { isOffloadable } from '../state/validate.ts';
@@ -44,20 +45,20 @@ export class ManagerOffloader implements TeamOffloader {
     });
   }
 
-  async move(keys: ConnKey[], from: Nic, to: Nic): Promise<MoveResult> {
-    return this.result(await this.manager.move(keys, from, to, { prod: true, rollbackToHost: true }));
+  async move(keys: ConnKey[], from: Nic, to: Nic, phases?: MovePhases): Promise<MoveResult> {
+    return this.result(await this.manager.move(keys, from, to, { prod: true, rollbackToHost: true, phases }));
   }
 
-  async upload(keys: ConnKey[], _from: Nic): Promise<MoveResult> {
-    return this.result(await this.manager.upload(keys, { prod: true }));
+  async upload(keys: ConnKey[], _from: Nic, phases?: MovePhases): Promise<MoveResult> {
+    return this.result(await this.manager.upload(keys, { prod: true, phases }));
   }
 
   async offload(keys: ConnKey[], to: Nic, prod = true): Promise<MoveResult> {
     return this.result(await this.manager.offload(keys, to, { prod }));
   }
 
-  async recover(keys: ConnKey[], from: Nic, to: Nic | null): Promise<MoveResult> {
-    return this.result(await this.manager.recover(from, to ?? 'host', keys));
+  async recover(keys: ConnKey[], from: Nic, to: Nic | null, phases?: MovePhases): Promise<MoveResult> {
+    return this.result(await this.manager.recover(from, to ?? 'host', keys, phases));
   }
 
   refuseFailed(failed: (nic: Nic) => boolean): void {

@@ -4,6 +4,7 @@ import { Counters } from '../core/counters.ts';
 import { InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
 import type { Link } from '../link/link.ts';
 import { type ConnKey, describeDeath, type Nic } from '../nic/nic.ts';
+import { type MovePhaseSummary, MovePhases } from '../offload/move-phases.ts';
 import type { AddressBook } from '../state/path-state.ts';
 import {
   type FailureCause,
@@ -37,17 +38,17 @@ export interface TeamOffloader {
   connectionsOn(nic: Nic): ConnKey[];
   /** The member running this 4-tuple, or null (host, or unknown). */
   ownerOf(localIp: number, localPort: number, remoteIp: number, remotePort: number): Nic | null;
-  /** NIC to NIC. */
-  move(keys: ConnKey[], from: Nic, to: Nic): Promise<MoveResult>;
+  /** NIC to NIC. `phases`: a failover's recorder, marked at each step (move-phases.ts). */
+  move(keys: ConnKey[], from: Nic, to: Nic, phases?: MovePhases): Promise<MoveResult>;
   /** NIC to host. */
-  upload(keys: ConnKey[], from: Nic): Promise<MoveResult>;
+  upload(keys: ConnKey[], from: Nic, phases?: MovePhases): Promise<MoveResult>;
   /**
    * Host to NIC (connections that waited in the host for a link to come back). `prod` (default
    * true) false: the connections ran on a working port in the host, and the move lost nothing.
    */
   offload(keys: ConnKey[], to: Nic, prod?: boolean): Promise<MoveResult>;
   /** The NIC is gone or lied: rebuild from the hard state it left, on `to` or (null) in the host. */
-  recover(keys: ConnKey[], from: Nic, to: Nic | null): Promise<MoveResult>;
+  recover(keys: ConnKey[], from: Nic, to: Nic | null, phases?: MovePhases): Promise<MoveResult>;
   /**
    * Told once which members are failed (down, dead or in their hold): nothing may settle there,
    * not even a transfer that began before the failure, so a failover's one list of a member's
@@ -102,6 +103,8 @@ export interface FailoverRecord {
   /** Connections that could not be moved or rebuilt. */
   lost: number;
   detail: string;
+  /** Where the move's time went, phase by phase (absent when nothing was moved). */
+  phases?: MovePhaseSummary;
 }
 
 export interface TeamHealth {
@@ -405,6 +408,7 @@ export class Team extends EventEmitter {
       lost: 0,
       detail: ev.detail,
     };
+    let phases: MovePhases | null = null;
     if (o !== null) {
       const dead = ev.cause === 'dead';
       const to = new Set<string>();
@@ -412,38 +416,65 @@ export class Team extends EventEmitter {
       // offload begun before it, the policy's say, is refused at its settle and ends in the host).
       const keys = o.connectionsOn(slot.nic);
       rec.connections = keys.length;
-      if (keys.length > 0) await this.moveOff(slot, keys, dead, rec, to);
+      if (keys.length > 0) {
+        phases = new MovePhases(() => this.clock.now(), ev.at);
+        phases.start();
+        await this.moveOff(slot, keys, dead, rec, to, phases);
+      }
       rec.to = [...to];
     }
     rec.resumeMs = this.clock.now() - ev.at;
+    if (phases !== null) rec.phases = phases.summary(rec.resumeMs);
     this.failovers.push(rec);
     this.counters.inc('team.failover');
     this.emit('failover', rec);
   }
 
   /** Move `keys` off the failed member in batches, to the least loaded usable one or the host. */
-  private async moveOff(slot: Slot, keys: ConnKey[], dead: boolean, rec: FailoverRecord, to: Set<string>) {
+  private async moveOff(
+    slot: Slot,
+    keys: ConnKey[],
+    dead: boolean,
+    rec: FailoverRecord,
+    to: Set<string>,
+    phases: MovePhases,
+  ) {
     const o = this.offloader!;
-    for (let i = 0; i < keys.length; i += this.batchSize) {
-      const batch = keys.slice(i, i + this.batchSize);
+    for (let i = 0; i < keys.length; ) {
+      // Only a NIC that knows itself dead leaves its connections for salvage. One the team takes
+      // for dead while it lives (its heartbeat timeout here, declareDead) still runs them, and a
+      // live NIC hands out none of those (it would leave them two owners): they are moved off.
+      const salvage = dead && slot.nic.death !== null;
+      const n = this.share(slot, keys.length - i, salvage);
+      const batch = keys.slice(i, i + n);
+      i += n;
       const target = this.pick();
       // A member recovered meanwhile is not a reason to keep what failed.
       if (!dead && slot.health.usable) break;
       let r: MoveResult;
-      // Only a NIC that knows itself dead leaves its connections for salvage. One the team takes
-      // for dead while it lives (its heartbeat timeout here, declareDead) still runs them, and a
-      // live NIC hands out none of those (it would leave them two owners): they are moved off.
-      if (dead && slot.nic.death !== null) r = await o.recover(batch, slot.nic, target);
+      phases.ask();
+      if (salvage) r = await o.recover(batch, slot.nic, target, phases);
       else {
         try {
-          r = target !== null ? await o.move(batch, slot.nic, target) : await o.upload(batch, slot.nic);
+          r =
+            target !== null
+              ? await o.move(batch, slot.nic, target, phases)
+              : await o.upload(batch, slot.nic, phases);
         } catch (e) {
           // Wedged, it died in the move (its own watchdog, a kill): its death brings no second
           // failover here (the member is dead already), so what is left of them is rebuilt now.
           if (!dead || slot.nic.death === null) throw e;
-          r = await o.recover(batch, slot.nic, target);
+          r = { moved: [], inHost: [], lost: [] };
+          // In the team's batches, as any rebuild (see share).
+          for (let j = 0; j < batch.length; j += this.batchSize) {
+            const part = await o.recover(batch.slice(j, j + this.batchSize), slot.nic, target, phases);
+            for (const k of part.moved) r.moved.push(k);
+            for (const k of part.inHost) r.inHost.push(k);
+            for (const k of part.lost) r.lost.push(k);
+          }
         }
       }
+      phases.done();
       const moved = target === null ? r.moved.concat(r.inHost) : r.moved;
       const inHost = target === null ? moved : r.inHost;
       for (const k of inHost) this.waitingInHost.set(id(k), k);
@@ -454,6 +485,22 @@ export class Team extends EventEmitter {
       if (this.failback && !dead)
         for (const k of moved) if (!this.home.has(id(k))) this.home.set(id(k), { key: k, nic: slot.nic });
     }
+  }
+
+  /**
+   * How many of the `left` connections the next transfer off `slot` takes. A member on another
+   * thread is moved off in one transfer per healthy member, shared evenly: the transfer cuts it
+   * into parts that are all in flight at once (TransferProtocol.inParts), so the source releases
+   * one part while the target installs another. In batches one after another, each batch waited
+   * for the round trips of the one before through two busy workers and this thread: serve's move
+   * of 2,500 against the kernel took 0.67-7.9 s in five (BENCHMARKS.md, "The failover's phases").
+   * A rebuild from a dead member's hard state (`salvage`) installs its batch in one request, and a
+   * member on this thread hands a batch over in one turn: those keep the team's batch size, so no
+   * request or turn grows with the failover.
+   */
+  private share(slot: Slot, left: number, salvage: boolean): number {
+    if (salvage || slot.nic.inProcess) return Math.min(left, this.batchSize);
+    return Math.ceil(left / Math.max(1, this.healthy().length));
   }
 
   /**

@@ -8,7 +8,8 @@ import { medianOf } from '../../bench/args.ts';
 import { parseChurnFlags } from '../../bench/churn.ts';
 import { parseOffloadWorkerFlags } from '../../bench/offload-worker.ts';
 import { runBenchmarks } from '../../bench/run.ts';
-import { parseTapTeamFlags, RUN_NAMES } from '../../bench/tap-team.ts';
+import { parseTapTeamFlags, phaseFigures, RUN_NAMES } from '../../bench/tap-team.ts';
+import { formatPhases, MovePhases } from '../../src/offload/move-phases.ts';
 
 test('tap-team --faults: any subset, in the documented order; a wrong name lists the valid ones', () => {
   assert.deepEqual(parseTapTeamFlags(['--faults', 'crash,carrier']).faults, ['carrier', 'crash']);
@@ -88,4 +89,56 @@ test('the median of several runs, field by field, nested, absent fields left out
     { a: 2, nested: { x: 3, y: 30 }, t: { z: 4 }, name: 'k' },
   ];
   assert.deepEqual(medianOf(runs), { a: 2, nested: { x: 3, y: 20 }, t: { z: 3 }, name: 'k' });
+});
+
+test("tap-team reads serve's move phases back as the numbers the team recorded", () => {
+  let now = 100;
+  const p = new MovePhases(() => now, 100);
+  now = 102;
+  p.start();
+  for (const [asked, marks] of [
+    [103, { begun: 104, frozen: 106, handed: 350, taken: 351, settled: 420 }],
+    [421, { begun: 421.5, frozen: 423, handed: 700, taken: 700.5, settled: 760 }],
+  ] as const) {
+    now = asked;
+    p.ask();
+    for (const [m, at] of Object.entries(marks)) {
+      now = at;
+      p.mark(m as 'begun');
+    }
+    now += 1;
+    p.done();
+  }
+  p.parts += 4;
+  p.refused(3);
+  now = 765;
+  const s = p.summary(now - 100);
+  // The first batch's marks after detection; the spans summed over both batches; the rest the team's.
+  assert.deepEqual(s.first, { begun: 4, frozen: 6, handed: 250, installed: -1, taken: 251, settled: 320 });
+  assert.deepEqual(s.spent, {
+    wait: 1.5,
+    freeze: 3.5,
+    hand: 521,
+    install: 0,
+    take: 1.5,
+    settle: 128.5,
+    batch: 2,
+    team: 7,
+  });
+  const f = phaseFigures(formatPhases(s));
+  assert.deepEqual(f, {
+    ...{ begunAt: 4, frozenAt: 6, handedAt: 250, takenAt: 251, settledAt: 320 },
+    ...{
+      waitMs: 1.5,
+      freezeMs: 3.5,
+      handMs: 521,
+      installMs: 0,
+      takeMs: 1.5,
+      settleMs: 128.5,
+      batchMs: 2,
+      teamMs: 7,
+    },
+    ...{ batches: 2, parts: 4, rolledBack: 3, startedAt: 2 },
+  });
+  assert.equal(phaseFigures('no phases here'), null);
 });

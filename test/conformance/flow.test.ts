@@ -21,6 +21,7 @@ import {
   openConn,
   runCase,
   type Seg,
+  SYN,
   seqAdd,
   seqDiff,
   seqGe,
@@ -697,6 +698,60 @@ describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeo
         t.diagnostic(`${v.name} windows after each burst: ${windows.join(' ')} (${sent} bytes)`);
         assert.ok(first >= 32 << 10 && first <= 128 << 10, `first window ${first}: about 64 KiB`);
         assert.ok(Math.max(...windows) >= 4 * first, `grown to 4 times the first: ${windows.join(' ')}`);
+      });
+    });
+
+    // rcv_ssthresh (Linux's tcp_grow_window; Chimney's growWindow, tcp-window.ts): below its clamp
+    // a receiver's window opens by at most twice its MSS for each segment that arrives, from the
+    // SYN-ACK's (64 KiB in whole segments: 65,160 on both). The tester sends bursts of full
+    // segments that double up to 32, each within the window offered, and waits for the ACK of
+    // all of it; whatever the timing, the windows are bounded by the segments that came before.
+    test(`${v.name}: a receiver's window opens from its SYN-ACK's by at most twice its MSS a segment (Linux's rcv_ssthresh, tcp_grow_window)`, async (t) => {
+      await runCase(st, v, {}, async ({ dut, tester }) => {
+        const { c } = await openConn(dut, tester, FULL);
+        const sa = c.synAck!;
+        const segMss = sa.mss - 12;
+        assert.equal(sa.window % segMss, 0, `SYN-ACK window ${sa.window}: whole segments of ${segMss}`);
+        assert.ok(sa.window > 60_000, `SYN-ACK window ${sa.window}: about 64 KiB`);
+        const incr = 2 * sa.mss;
+        const unit = 2 ** c.dutWscale;
+        // Each ACK's window and the data segments that had come before it.
+        const seen: { w: number; segs: number }[] = [{ w: sa.window, segs: 0 }];
+        let edge = seqAdd(c.sndNxt, sa.window);
+        let burst = 2;
+        let from = tester.segs.length;
+        for (let b = 0; b < 40 && seen.length < 120 && seen.at(-1)!.w < 2 * sa.window; b++) {
+          const n = Math.min(burst, Math.floor(seqDiff(edge, c.sndNxt) / 988));
+          for (let i = 0; i < n; i++) c.data(988, ACK);
+          await c.expect(
+            (s) => has(s, ACK) && s.len === 0 && s.ack === c.sndNxt,
+            30_000,
+            'ACK of the burst',
+            from,
+          );
+          for (const s of tester.segs.slice(from)) {
+            if (!c.fromDut(s) || s.len > 0 || has(s, SYN)) continue;
+            const w = c.windowOf(s);
+            const got = Math.ceil(seqDiff(s.ack, sa.ack) / 988);
+            const bound = Math.max(...seen.map((x) => x.w + incr * Math.max(0, got - x.segs))) + unit;
+            assert.ok(
+              w <= bound,
+              `window ${w} after ${got} segments: above ${bound} (${seen.map((x) => x.w).join(' ')})`,
+            );
+            seen.push({ w, segs: got });
+            const e = seqAdd(s.ack, w);
+            if (seqGt(e, edge)) edge = e;
+          }
+          from = tester.segs.length;
+          burst = Math.min(2 * burst, 32);
+        }
+        t.diagnostic(
+          `${v.name} windows of the first ACKs: ${seen
+            .slice(0, 50)
+            .map((x) => x.w)
+            .join(' ')}`,
+        );
+        assert.ok(seen.at(-1)!.w > sa.window, `the window grew: ${seen.map((x) => x.w).join(' ')}`);
       });
     });
 

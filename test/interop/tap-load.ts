@@ -87,6 +87,14 @@ export interface LoadResult {
   /** Connections the failover moved off the faulty member, from serve's failover line. */
   movedByFault: number;
   /**
+   * Serve's own move of them, from its failover line: detection to the last one running at its new
+   * owner, ms (-1: none logged). The move's part of what the downloads wait through, without the
+   * detection or the client's own turns.
+   */
+  moveMs: number;
+  /** The move's phases as serve logged them (its failover line's `phases …` part), '' when absent. */
+  movePhases: string;
+  /**
    * What the stalls across the fault were (see `cutStalls`). With no fault, the same cut at the
    * moment the fault would have come (every download's first byte, then the owners' query).
    */
@@ -582,15 +590,19 @@ export async function runLoad(lab: Lab, o: LoadOptions): Promise<LoadResult> {
     const text = srv.log();
     let detectMs = -1;
     let movedByFault = 0;
+    let moveMs = -1;
+    let movePhases = '';
     if (o.fault !== 'none') {
       const re = new RegExp(
-        `failover ${nic} \\(${CAUSE[o.fault]}\\): detected in ([\\d.]+) ms, (\\d+) connection`,
+        `failover ${nic} \\(${CAUSE[o.fault]}\\): detected in ([\\d.]+) ms, (\\d+) connection.* ([\\d.]+) ms after detection(.*)`,
         'g',
       );
       const m = [...text.matchAll(re)].pop();
       if (m) {
         detectMs = Number(m[1]);
         movedByFault = Number(m[2]);
+        moveMs = Number(m[3]);
+        movePhases = /phases (.*)/.exec(m[4]!)?.[1]?.trim() ?? '';
       }
     }
     let resumeMs = 0;
@@ -623,6 +635,8 @@ export async function runLoad(lab: Lab, o: LoadOptions): Promise<LoadResult> {
       resumeMs: Math.round(resumeMs * 10) / 10,
       stalledByFault,
       movedByFault,
+      moveMs,
+      movePhases,
       markAt,
       owners: owner,
       faultCut: markAt > 0 ? cutStalls(report.stalls, markAt, owner, nic, { startAt, readyAt }) : null,

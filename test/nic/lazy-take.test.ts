@@ -10,6 +10,7 @@ import { describe, test } from 'node:test';
 import { openConnections } from '../../bench/offload.ts';
 import { rebuildTcpState, TRANSFER_RECORD_AT } from '../../src/nic/hard-state.ts';
 import type { ConnKey, QueryResult } from '../../src/nic/nic.ts';
+import { transferRecordSlot } from '../../src/nic/transfer-record.ts';
 import type { WorkerNic } from '../../src/nic/worker-nic.ts';
 import type { SimNetwork } from '../../src/sim/sim-network.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
@@ -403,6 +404,31 @@ describe('connections taken unbuilt by a worker', () => {
       false,
       'no placeholder',
     );
+    await Promise.all(sockets.slice(1).map((s, i) => echo(net, s, 500 + i, 60 + i)));
+  });
+
+  test('a record whose field alone is out of range at the build is refused by the validation; the others run on', {
+    timeout: 60_000,
+  }, async (t) => {
+    const { net, wh, sockets, keys, nics } = await echoSetup(89, t);
+    const [n0] = nics;
+    assert.equal((await wh.offload.offload(keys, n0)).moved.length, N);
+    assert.equal(await counter(n0, 'nic.lazy.pending'), N, 'all taken unbuilt');
+    const block = (sockets[0]!.connection as unknown as { block: { sab: SharedArrayBuffer; at: number } })
+      .block;
+    // Every field still reads, and names the connection of its block: only the validation of the
+    // state itself (MSS 0) can refuse it, where the build no longer validates its path again.
+    const mss = transferRecordSlot('const.remoteMss');
+    assert.ok(mss > 0);
+    new Float64Array(block.sab, block.at + TRANSFER_RECORD_AT)[mss] = 0;
+    const errors: string[] = [];
+    sockets[0]!.on('error', (e: NodeJS.ErrnoException) => errors.push(e.code ?? e.message));
+    sockets[0]!.write(new Uint8Array(100).fill(7));
+    const t0 = net.now();
+    while (errors.length === 0 && net.now() - t0 < 30_000) await net.sleep(5);
+    assert.deepEqual(errors, ['ECONNABORTED'], 'the socket is told');
+    assert.equal(await counter(n0, 'nic.lazy.invalid'), 1);
+    assert.equal(n0.load, N - 1, 'its slot freed');
     await Promise.all(sockets.slice(1).map((s, i) => echo(net, s, 500 + i, 60 + i)));
   });
 

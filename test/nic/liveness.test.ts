@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { VirtualClock } from '../../src/core/clock.ts';
+import { InvalidStateError } from '../../src/core/errors.ts';
 import { Liveness } from '../../src/nic/liveness.ts';
 import type { NicDeath } from '../../src/nic/nic.ts';
 
@@ -42,6 +43,21 @@ function rig() {
   };
 }
 
+/** A promise's outcome as it stands after each `settle()`. */
+function watch(p: Promise<void>): { state: 'pending' | 'resolved' | 'rejected'; error?: unknown } {
+  const w: { state: 'pending' | 'resolved' | 'rejected'; error?: unknown } = { state: 'pending' };
+  p.then(
+    () => {
+      w.state = 'resolved';
+    },
+    (e: unknown) => {
+      w.state = 'rejected';
+      w.error = e;
+    },
+  );
+  return w;
+}
+
 /** Every promise callback due now has run. */
 const settle = () => new Promise<void>((resolve) => setImmediate(resolve));
 
@@ -49,14 +65,14 @@ test('an engine in the host thread is ready at once and never dies of silence', 
   const clock = new VirtualClock();
   const live = Liveness.sameThread(clock);
   assert.equal(live.running, true);
-  await live.ready(null, 'n');
+  await live.ready();
   assert.equal(clock.nextDeadline(), Number.POSITIVE_INFINITY, 'no watchdog is armed');
 });
 
 test('a beating engine is ready at its first beat, which is indicated; silence before it counts past the start allowance', async () => {
   const r = rig();
   let ready = false;
-  void r.live.ready(null, 'n').then(() => {
+  void r.live.ready().then(() => {
     ready = true;
   });
   assert.equal(r.live.running, false);
@@ -120,23 +136,38 @@ test('told to stop between units of work, an engine is dead in a microtask; in o
   assert.ok(busy.deaths[0]!.silentMs! < DEAD_AFTER_MS);
 });
 
-test('ended by a death, waiters for ready fail and nothing is watched; ended by a close, nothing dies', async () => {
+test('ended by a death or by a close, waiters for ready fail with its reason, as every later ready, and nothing is watched', async () => {
   const dead = rig();
-  const waiting = dead.live.ready(null, 'n');
+  const waiting = watch(dead.live.ready());
   dead.live.end(new Error('died'));
-  await assert.rejects(waiting, /died/);
+  await settle();
+  assert.match(String(waiting.error), /died/);
   dead.live.stopped(true);
   await settle();
   dead.clock.advance(START_ALLOWANCE_MS + DEAD_AFTER_MS * 4);
   assert.equal(dead.deaths.length, 0);
   // A NIC that died before its engine ran is not ready.
-  await assert.rejects(dead.live.ready({ kind: 'exit', exitCode: 1 }, 'n'), {
-    code: 'ERR_CHIMNEY_INVALID_STATE',
-  });
+  await assert.rejects(dead.live.ready(), /died/);
 
+  // Closed before its first beat (a shutdown while a worker starts): a caller awaiting ready()
+  // must hear of it, not wait for a beat that never comes.
   const closed = rig();
-  closed.live.end();
+  const before = watch(closed.live.ready());
+  closed.live.end(new InvalidStateError('NIC n is closed'));
+  await settle();
+  assert.equal(before.state, 'rejected');
+  assert.equal((before.error as { code?: string }).code, 'ERR_CHIMNEY_INVALID_STATE');
+  await assert.rejects(closed.live.ready(), /is closed/);
+  // Ended once: a later end (a close after a death) changes nothing.
+  closed.live.end(new Error('again'));
+  await assert.rejects(closed.live.ready(), /is closed/);
   closed.clock.advance(START_ALLOWANCE_MS + DEAD_AFTER_MS * 4);
   assert.equal(closed.deaths.length, 0);
   assert.equal(closed.clock.nextDeadline(), Number.POSITIVE_INFINITY);
+
+  // Ended after its first beat, an engine that ran stays one that ran.
+  const ran = rig();
+  ran.live.beat();
+  ran.live.end(new Error('died'));
+  await ran.live.ready();
 });

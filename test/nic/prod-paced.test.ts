@@ -153,6 +153,10 @@ describe('a prodding move: taken unbuilt, built and prodded a few a turn', () =>
     assert.equal(await counterIs(net, n1, 'nic.lazy.pending', 0), 0, 'all built');
     assert.equal(await counter(n1, 'nic.lazy.built'), N);
     assert.equal(await counter(n1, 'tcp.adopt.prodded'), N, 'each prodded once');
+    // Both tables by tuple of the new owner (the worker's by slot, the host's handles) made room
+    // for the batch at once: set one by one, they doubled five times each on the way to 150.
+    assert.equal(await counter(n1, 'nic.tables.slots-grown'), 1, "the worker's table grew once");
+    assert.equal(n1.byKey.bucketsGrown, 1, "the host's table of handles grew once");
     await echoAll(net, sockets, 1000);
   });
 

@@ -2,6 +2,8 @@
  * RACK's knowledge of the path rides with a connection through a WorkerNic's offload, a worker to
  * worker hand-over, an upload and a rebuild from the hard state a killed worker left (Linux keeps
  * tp->reordering for the socket's life): the new owner does not start again at a degree of 3.
+ * So does its ECN state (TcpDelegated.ecn): an owner that forgot a CE mark it owes an echo for, or
+ * that ECN was negotiated, would leave the peer blind to the congestion.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
@@ -9,6 +11,7 @@ import type { ConnKey } from '../../src/nic/nic.ts';
 import type { WorkerNic } from '../../src/nic/worker-nic.ts';
 import { SimNetwork } from '../../src/sim/sim-network.ts';
 import type { Stack } from '../../src/stack/stack.ts';
+import { TcpEcn } from '../../src/state/tcp-state.ts';
 import { addWorkerHost, socketKey, streamBothWays } from './worker-helpers.ts';
 
 /** The host's connection of `k`, while the host runs it. */
@@ -17,6 +20,8 @@ function hostConn(stack: Stack, k: ConnKey) {
   assert.ok(c, 'the host runs it');
   return c;
 }
+
+const ECN_OWED = TcpEcn.OK | TcpEcn.DEMAND_CWR | TcpEcn.SEEN;
 
 describe("RACK's knowledge of the path through a WorkerNic's moves", () => {
   test('offload, hand-over, upload, and a rebuild after a kill: the degree and the rest arrive', {
@@ -39,6 +44,9 @@ describe("RACK's knowledge of the path through a WorkerNic's moves", () => {
       c.rack.reordering = 10 + i;
       c.rack.reorderingSeen = true;
       c.state.soft.reoWndMult = 3;
+      // As a CE mark would have left it, with a peer that never sends CWR (it did not negotiate
+      // ECN, so it ignores the echo): the echo stays owed through every move.
+      c.state.delegated.ecn = ECN_OWED;
     }
     const learned = (k: ConnKey, i: number, where: string) => {
       const c = hostConn(wh.stack, k);
@@ -51,6 +59,7 @@ describe("RACK's knowledge of the path through a WorkerNic's moves", () => {
       // D-SACK (sent since receivers D-SACK duplicates), and RACK widens on it (RFC 8985 6.2),
       // which is knowledge arriving too. A new owner would start again at 1.
       assert.ok(c.rack.reoWndMult >= 3, `${where}: reoWndMult ${c.rack.reoWndMult} kept (at least 3)`);
+      assert.equal(c.state.delegated.ecn, ECN_OWED, `${where}: ECN negotiated and the echo owed`);
     };
     const m = wh.offload;
     assert.equal((await m.offload(keys, nic0)).moved.length, keys.length);

@@ -157,6 +157,33 @@ describe('TupleMap', () => {
     for (let i = 0; i < N; i++) assert.equal(a.get(key(i)), i);
   });
 
+  test('reserve makes room for a batch at once: set one by one after it, the buckets do not grow again; every tuple is found', () => {
+    const m = new TupleMap<number>(true);
+    const key = (i: number): ConnKey => ({
+      localIp: 0x0a000001,
+      localPort: 1024 + i,
+      remoteIp: 0x0a000002,
+      remotePort: 80,
+    });
+    for (let i = 0; i < 5; i++) m.set(key(i), i);
+    assert.equal(m.bucketsGrown, 0);
+    // Already room: nothing made.
+    m.reserve(3);
+    assert.equal(m.bucketsGrown, 0);
+    const N = 10_000;
+    m.reserve(N);
+    assert.equal(m.bucketsGrown, 1, 'grown once, to hold what it has and the batch');
+    for (let i = 5; i < 5 + N; i++) m.set(key(i), i);
+    assert.equal(m.bucketsGrown, 1, 'the batch set into it made it grow again');
+    assert.equal(m.size, N + 5);
+    for (let i = 0; i < N + 5; i++) assert.equal(m.get(key(i)), i);
+    assert.deepEqual(
+      [...m.values()].slice(0, 6),
+      [0, 1, 2, 3, 4, 5],
+      'iteration keeps the order of insertion',
+    );
+  });
+
   test('iteration is in the order of insertion; an entry deleted before its turn is skipped; oldestKey is the first', () => {
     const m = new TupleMap<number>(true);
     const key = (i: number): ConnKey => ({ localIp: 1, localPort: i, remoteIp: 2, remotePort: 80 });

@@ -122,4 +122,38 @@ describe('TCP over the simulated network', () => {
     assert.ok(net.now() - t0 >= 30_000, `virtual time advanced ${net.now() - t0} ms`);
     net.close();
   });
+
+  test('ECN: a link that marks CE instead of dropping slows the sender without a loss or a resend', async () => {
+    // The client asks for ECN (Linux's tcp_ecn=1), the server agrees (the default, 2) and echoes
+    // a 1 MB download through a link that marks 5 % of ECN-capable packets. Asked not to, the
+    // client's connection is not ECN-capable and the link marks nothing.
+    const run = async (ask: boolean) => {
+      const net = new SimNetwork({ seed: 11, virtualTime: true });
+      const a = net.addHost({ ip: '10.0.0.1/24' });
+      const b = net.addHost({ ip: '10.0.0.2/24', impair: { ceMark: 0.05, delayMs: 5 } });
+      a.stack.tcp.ecn = ask ? 1 : 2;
+      const data = randomBytes(4, 1 << 20);
+      b.createServer((s) => s.end(data)).listen(80);
+      const got = await collect(a.connect(80, '10.0.0.2'));
+      assert.equal(sha256(got), sha256(data));
+      const count = (h: typeof a, k: string): number => h.stack.counters.get(k);
+      const r = {
+        marked: net.switch.stats.get('ce-marked'),
+        ceReceived: count(a, 'tcp.ecn.ce-received'),
+        reductions: count(b, 'tcp.ecn.reductions'),
+        resent: count(a, 'tcp.retransmits') + count(b, 'tcp.retransmits'),
+      };
+      net.close();
+      return r;
+    };
+    const on = await run(true);
+    assert.ok(on.marked > 10, `${on.marked} packets marked`);
+    assert.ok(on.ceReceived > 0 && on.ceReceived <= on.marked, `${on.ceReceived} CE received`);
+    assert.ok(on.reductions > 0, 'the server cut its window for the echoes');
+    // One cut a window, not one a mark.
+    assert.ok(on.reductions < on.ceReceived, `${on.reductions} cuts for ${on.ceReceived} marks`);
+    assert.equal(on.resent, 0, 'no loss, so nothing resent');
+    const off = await run(false);
+    assert.deepEqual(off, { marked: 0, ceReceived: 0, reductions: 0, resent: 0 });
+  });
 });

@@ -176,6 +176,7 @@ export interface ConnDraw {
   finAcked: boolean;
   finReceived: boolean;
   readClosed: boolean;
+  ecn: number;
   recvData: Uint8Array;
   wndFrac: number;
   sndWndFrac: number;
@@ -215,6 +216,11 @@ export const connDraw: fc.Arbitrary<ConnDraw> = fc.record({
   finAcked: fc.boolean(),
   finReceived: fc.boolean(),
   readClosed: fc.boolean(),
+  // ECN off, or negotiated with any of its echo bits (TcpEcn).
+  ecn: fc.oneof(
+    fc.constant(0),
+    fc.nat(15).map((b) => 1 | (b << 1)),
+  ),
   recvData: bytes(400),
   wndFrac: fc.double({ min: 0, max: 1, noNaN: true }),
   sndWndFrac: fc.double({ min: 0, max: 1, noNaN: true }),
@@ -302,6 +308,8 @@ export function buildConn(path: PathState, localPort: number, remotePort: number
   d.finQueued = finSent || g.finQueued;
   d.finReceived = g.finReceived;
   d.readClosed = g.readClosed;
+  d.ecn = g.ecn;
+  d.ecnCwrEnd = d.ecn === 0 ? 0 : d.sndMax;
   d.sndWnd = Math.floor(g.sndWndFrac * (65535 * 2 ** s.const.sndWscale));
   d.maxSndWnd = d.sndWnd;
   d.sndWl1 = wl1;

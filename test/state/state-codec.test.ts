@@ -5,7 +5,7 @@ import { createNeighborState } from '../../src/state/neighbor-state.ts';
 import { countTrees, flattenTrees } from '../../src/state/offload-tree.ts';
 import { createPathState } from '../../src/state/path-state.ts';
 import { decodeBatch, encodeBatch, STATE_CODEC_VERSION } from '../../src/state/state-codec.ts';
-import { createTcpState, DEFAULT_TCP_CACHED } from '../../src/state/tcp-state.ts';
+import { createTcpState, DEFAULT_TCP_CACHED, TcpEcn } from '../../src/state/tcp-state.ts';
 import { NEIGHBOR_FIELDS, PATH_FIELDS, TCP_FIELDS, validateTrees } from '../../src/state/validate.ts';
 import fc from '../helpers/fc.ts';
 import { arbTrees, normalize, sampleTrees, sharingHolds } from './helpers.ts';
@@ -366,9 +366,59 @@ describe("version 9: the peer's segment size as estimated, and the small segment
   });
 });
 
+describe('version 12: ECN in the delegated state (delegated.ecn, ecnCwrEnd)', () => {
+  test('travels in version 12 with the hard state, soft or not; a version-11 batch leaves it out: no ECN', () => {
+    assert.equal(STATE_CODEC_VERSION, 12);
+    const trees = sampleTrees(2);
+    const conns = flattenTrees(trees);
+    const ecn = TcpEcn.OK | TcpEcn.DEMAND_CWR | TcpEcn.CWR;
+    conns[0]!.delegated.ecn = ecn;
+    conns[0]!.delegated.ecnCwrEnd = 0xfffffff0;
+    for (const soft of ['all', 'none'] as const) {
+      const back = flattenTrees(decodeBatch(encodeBatch(trees, 1000, { soft }), 2000));
+      assert.equal(back[0]!.delegated.ecn, ecn, soft);
+      assert.equal(back[0]!.delegated.ecnCwrEnd, 0xfffffff0, soft);
+      assert.equal(back[1]!.delegated.ecn, 0, soft);
+    }
+    const old = encodeBatch(trees, 1000, { version: 11 });
+    assert.equal(
+      encodeBatch(trees, 1000).length - old.length,
+      2 * 5,
+      'version 11: 5 bytes a connection fewer',
+    );
+    const back11 = flattenTrees(decodeBatch(old, 2000));
+    assert.equal(back11[0]!.delegated.ecn, 0, 'an older build never negotiated ECN');
+    assert.equal(back11[0]!.delegated.ecnCwrEnd, 0);
+    assert.equal(
+      back11[0]!.delegated.sndUna,
+      conns[0]!.delegated.sndUna,
+      "version 11's own fields still travel",
+    );
+    // An older batch of connections with empty rings and no soft block is exactly as long as its
+    // records: the decoder's size check counts that version's records, not this one's.
+    const bare = encodeBatch(trees, 1000, { version: 11, soft: 'none' });
+    assert.equal(flattenTrees(decodeBatch(bare, 2000)).length, 2);
+  });
+
+  test('bits TcpEcn does not define, or echo state without ECN negotiated, are refused', () => {
+    for (const [bits, re] of [
+      [32, /beyond/],
+      [TcpEcn.DEMAND_CWR, /without ECN negotiated/],
+    ] as const) {
+      const trees = sampleTrees(1);
+      flattenTrees(trees)[0]!.delegated.ecn = bits;
+      assert.throws(
+        () => decodeBatch(encodeBatch(trees, 0, { skipValidation: true }), 0),
+        (e: unknown) =>
+          e instanceof StateValidationError && e.field === 'delegated.ecn' && re.test(e.message),
+      );
+    }
+  });
+});
+
 describe('version 10: receive-buffer autotuning (soft.rcvClamp, rcvSpace, rcvRtt and their measures)', () => {
   test('travels in version 10 with the soft scalars; a version-9 batch leaves it out: no clamp, the whole buffer', () => {
-    assert.equal(STATE_CODEC_VERSION, 10);
+    assert.ok(STATE_CODEC_VERSION >= 10);
     const trees = sampleTrees(2);
     const conns = flattenTrees(trees);
     const tuned = {
@@ -402,6 +452,34 @@ describe('version 10: receive-buffer autotuning (soft.rcvClamp, rcvSpace, rcvRtt
     const trees = sampleTrees(1);
     flattenTrees(trees)[0]!.soft.rcvClamp = 2 ** 30 + 1;
     assert.throws(() => decodeBatch(encodeBatch(trees, 0), 0), /soft\.rcvClamp/);
+  });
+});
+
+describe('version 11: the bound the receive window grows under and the lock of the buffer (soft.rcvSsthresh, rcvLocked)', () => {
+  test('travels in version 11 with the soft scalars; a version-10 batch leaves it out: the clamp alone', () => {
+    assert.ok(STATE_CODEC_VERSION >= 11);
+    const trees = sampleTrees(2);
+    const conns = flattenTrees(trees);
+    Object.assign(conns[0]!.soft, { rcvClamp: 186_574, rcvSsthresh: 71_000 });
+    conns[1]!.soft.rcvLocked = true;
+    for (const soft of ['all', 'scalars'] as const) {
+      const back = flattenTrees(decodeBatch(encodeBatch(trees, 1000, { soft }), 2000));
+      assert.equal(back[0]!.soft.rcvSsthresh, 71_000, soft);
+      assert.equal(back[1]!.soft.rcvSsthresh, 0, soft);
+      assert.deepEqual([back[0]!.soft.rcvLocked, back[1]!.soft.rcvLocked], [false, true], soft);
+    }
+    const old = encodeBatch(trees, 1000, { version: 10 });
+    assert.ok(encodeBatch(trees, 1000).length > old.length, 'version 10: shorter by the bound');
+    const back10 = flattenTrees(decodeBatch(old, 2000));
+    assert.equal(back10[0]!.soft.rcvSsthresh, 0, 'no bound: the clamp alone, as the older build offered');
+    assert.equal(back10[1]!.soft.rcvLocked, false, 'not locked: the new owner tunes it');
+    assert.equal(back10[0]!.soft.rcvClamp, 186_574, "version 10's own fields still travel");
+  });
+
+  test('a bound past the largest window a header can name is refused', () => {
+    const trees = sampleTrees(1);
+    flattenTrees(trees)[0]!.soft.rcvSsthresh = 2 ** 30 + 1;
+    assert.throws(() => decodeBatch(encodeBatch(trees, 0), 0), /soft\.rcvSsthresh/);
   });
 });
 

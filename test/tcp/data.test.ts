@@ -4,7 +4,17 @@ import { flushDelayedAck } from '../../src/stack/tcp/index.ts';
 import { MAX_REFUSED_RTOS } from '../../src/stack/tcp/tcp-timers.ts';
 import { RCV_CLAMP_START } from '../../src/stack/tcp/tcp-window.ts';
 import { type TcpCached, TcpStateId } from '../../src/state/tcp-state.ts';
-import { activeOpen, add, Bench, bytes, type InjectOpts, LOCAL, openWithPeer, REMOTE } from './harness.ts';
+import {
+  activeOpen,
+  add,
+  Bench,
+  bytes,
+  type InjectOpts,
+  LOCAL,
+  openWithPeer,
+  pastStart,
+  REMOTE,
+} from './harness.ts';
 
 function open(synAck: Partial<InjectOpts> = {}, defaults: Partial<TcpCached> = {}) {
   const o = openWithPeer(synAck, defaults);
@@ -14,8 +24,7 @@ function open(synAck: Partial<InjectOpts> = {}, defaults: Partial<TcpCached> = {
 describe('receiving', () => {
   test('delayed ACK: one segment waits delayedAckMs, the second full segment is ACKed at once', () => {
     const o = open({}, { delayedAckMs: 40 });
-    // Past the quick ACKs of the connection's start (tcp-ack-mode.ts), so its ACKs may wait.
-    o.conn.state.soft.quickAcks = 0;
+    pastStart(o.conn);
     o.data(1000);
     assert.equal(o.b.take().length, 0);
     o.b.advance(39);
@@ -31,8 +40,7 @@ describe('receiving', () => {
 
   test('flushDelayedAck sends a pending delayed ACK at once and clears its deadline', () => {
     const o = open({}, { delayedAckMs: 40 });
-    // Past the quick ACKs of the connection's start (tcp-ack-mode.ts), so its ACKs may wait.
-    o.conn.state.soft.quickAcks = 0;
+    pastStart(o.conn);
     o.data(100);
     assert.equal(o.b.take().length, 0);
     flushDelayedAck(o.conn);
@@ -76,8 +84,7 @@ describe('receiving', () => {
 
   test('receive window = free buffer, never shrunk; zero window; its ACK when the reader lags; window update after read', () => {
     const o = open({ wscale: 0 }, { rcvBufSize: 8192 });
-    // Past the quick ACKs of the connection's start (tcp-ack-mode.ts), so its ACKs may wait.
-    o.conn.state.soft.quickAcks = 0;
+    pastStart(o.conn);
     // rcvBufSize 8192 needs no scaling: shift 0.
     assert.equal(o.conn.state.const.rcvWscale, 0);
     o.data(1460);

@@ -112,8 +112,9 @@ describe('active open', () => {
       [c.wsEnabled, c.sndWscale, c.rcvWscale, c.sackEnabled, c.tsEnabled, c.remoteMss],
       [false, 0, 0, false, false, 536],
     );
-    // Window field is unscaled and capped at 65535.
-    assert.equal(b.last().h.window, 65535);
+    // Window field is unscaled: what our SYN offered, Linux's 64 KiB in whole segments of ours
+    // (tcp_select_initial_window, 44 x 1460), no more than 65535.
+    assert.equal(b.last().h.window, 64_240);
   });
 
   test('window scale above 14 is clamped to 14 (RFC 7323 2.3)', () => {

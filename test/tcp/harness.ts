@@ -7,6 +7,7 @@ import type { IpSender } from '../../src/stack/ip-sender.ts';
 import type { TcpConnection } from '../../src/stack/tcp/tcp-connection.ts';
 import { TcpLayer } from '../../src/stack/tcp/tcp-layer.ts';
 import type { TcpHostEnv, TcpUser } from '../../src/stack/tcp/tcp-types.ts';
+import { windowClamp } from '../../src/stack/tcp/tcp-window.ts';
 import { createNeighborState } from '../../src/state/neighbor-state.ts';
 import { createPathState, type PathState } from '../../src/state/path-state.ts';
 import type { TcpCached } from '../../src/state/tcp-state.ts';
@@ -31,6 +32,8 @@ export interface Seg {
   src: number;
   dst: number;
   ttl: number | undefined;
+  /** The IP TOS byte the segment went with (its low two bits: the ECN field). */
+  tos?: number;
   at: number;
 }
 
@@ -52,7 +55,14 @@ export class CaptureSender implements IpSender {
   begin(): number {
     return HDR_ROOM;
   }
-  commit(path: PathState, protocol: number, l4Len: number, _df: boolean, ttl?: number): boolean {
+  commit(
+    path: PathState,
+    protocol: number,
+    l4Len: number,
+    _df: boolean,
+    ttl?: number,
+    tos?: number,
+  ): boolean {
     if (protocol !== 6) throw new Error('not TCP');
     const raw = this.txBuf.slice(HDR_ROOM, HDR_ROOM + l4Len);
     if (this.onSegment) {
@@ -69,6 +79,7 @@ export class CaptureSender implements IpSender {
       src: path.const.localIp,
       dst: path.const.remoteIp,
       ttl,
+      tos,
       at: this.clock.now(),
     });
     return !refuse;
@@ -145,6 +156,8 @@ export interface InjectOpts {
   ts?: [number, number];
   sack?: [number, number][];
   badChecksum?: boolean;
+  /** The IP TOS byte the segment arrives with (default 0: not ECN-capable). */
+  tos?: number;
 }
 
 /** Test bench: one TcpLayer on `env`, plus a scripted peer at REMOTE. */
@@ -181,7 +194,7 @@ export class Bench {
     this.buf.set(data, hl);
     finishTcpChecksum(this.buf, 0, hl + data.length, src, dst);
     if (o.badChecksum) this.buf[16]! ^= 0xff;
-    this.layer.input({ src, dst, ttl: 64, tos: 0, ifIndex: 0 }, this.buf, 0, hl + data.length);
+    this.layer.input({ src, dst, ttl: 64, tos: o.tos ?? 0, ifIndex: 0 }, this.buf, 0, hl + data.length);
   }
   advance(ms: number): void {
     this.env.clock.advance(ms);
@@ -302,7 +315,9 @@ export function tsoBench(): Bench {
 /** An active open (SACK offered unless `sack` is false) whose handshake output is taken and timers run. */
 export function openSettled(sack = true, defaults: Partial<TcpCached> = {}): Opened {
   const b = new Bench({ defaults });
-  const o = activeOpen(b, { sackPermitted: sack });
+  // A buffer named is the socket's own, as SO_RCVBUF: not tuned (tcp-window.ts).
+  const own = defaults.rcvBufSize !== undefined ? { rcvBufSize: defaults.rcvBufSize } : undefined;
+  const o = activeOpen(b, { sackPermitted: sack }, own);
   b.take();
   b.flush();
   return o;
@@ -358,6 +373,7 @@ export function sackBlocks(s: Seg): [number, number][] {
 export function shutOurWindow(o: Opened): number {
   const { b, conn } = o;
   const una = conn.state.delegated.sndUna;
+  pastStart(conn);
   conn.write(bytes(3000));
   if (b.take().length < 2) throw new Error('our data is not in flight');
   fromPeer(o, ACK, o.peerSeq, una, bytes(1000));
@@ -367,4 +383,14 @@ export function shutOurWindow(o: Opened): number {
   const a = b.take().at(-1);
   if (a?.h.window !== 0) throw new Error('the window is not shut');
   return una;
+}
+
+/**
+ * Take `conn` past its start, as a case that tests a later ACK means it: its quick ACKs spent
+ * (tcp-ack-mode.ts) and its window's bound grown to the clamp (tcp-window.ts, growWindow), so
+ * neither hurries an ACK that may wait.
+ */
+export function pastStart(conn: TcpConnection): void {
+  conn.state.soft.quickAcks = 0;
+  if (conn.state.soft.rcvSsthresh > 0) conn.state.soft.rcvSsthresh = windowClamp(conn.state);
 }

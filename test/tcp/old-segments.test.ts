@@ -17,6 +17,7 @@ import {
   fromPeer,
   type Opened,
   openSettled,
+  pastStart,
   Recorder,
   RST,
   type Seg,
@@ -235,8 +236,7 @@ describe('old segments (Linux tcp_sequence: acceptable unless they end before rc
     const o = open();
     const { b, conn } = o;
     const d = conn.state.delegated;
-    // Past the quick ACKs of the connection's start (tcp-ack-mode.ts), so its ACKs may wait.
-    conn.state.soft.quickAcks = 0;
+    pastStart(conn);
     peer(o, ACK, o.peerSeq, d.sndUna, bytes(100));
     assert.equal(b.take().length, 0, 'the ACK is delayed: rcv_wup is 100 below rcv.nxt');
     const wup = d.lastAckSent;
@@ -294,8 +294,7 @@ describe('old segments (Linux tcp_sequence: acceptable unless they end before rc
     const o = open(true, { rcvBufSize: 2000 });
     const { b, conn } = o;
     const d = conn.state.delegated;
-    // Past the quick ACKs of the connection's start (tcp-ack-mode.ts), so its ACKs may wait.
-    conn.state.soft.quickAcks = 0;
+    pastStart(conn);
     peer(o, ACK, o.peerSeq, d.sndUna, bytes(1000));
     peer(o, ACK, add(o.peerSeq, 1000), d.sndUna, bytes(1000));
     // Unread, so the ACK waits for the timer (Linux's __tcp_ack_snd_check).

@@ -16,6 +16,7 @@ import {
   type Opened,
   openSettled,
   PSH,
+  pastStart,
   fromPeer as peer,
   sackBlocks,
   shutOurWindow,
@@ -131,8 +132,7 @@ describe('the right edge of the receive window (Linux tcp_sequence since 9ca48d6
     const o = open({ rcvBufSize: 2000 });
     const { b, conn } = o;
     const d = conn.state.delegated;
-    // Past the quick ACKs of the connection's start (tcp-ack-mode.ts), so its ACKs may wait.
-    conn.state.soft.quickAcks = 0;
+    pastStart(conn);
     const una = d.sndUna;
     peer(o, ACK, o.peerSeq, una, bytes(800));
     b.advance(200);

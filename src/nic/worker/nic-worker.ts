@@ -37,7 +37,7 @@ import type { PathState } from '../../state/path-state.ts';
 import { sharedRingAdvance, sharedRingPositions } from '../../state/shared-ring.ts';
 import { encodeBatch } from '../../state/state-codec.ts';
 import { type TcpState, TcpStateId } from '../../state/tcp-state.ts';
-import { validateTrees } from '../../state/validate.ts';
+import { validateConnOn, validateTrees } from '../../state/validate.ts';
 import { EtherType } from '../../wire/ethernet.ts';
 import { ethL3Offset, ethType, ipv4HeaderLen, ipv4IsFragment, ipv4Proto } from '../../wire/fields.ts';
 import { IpProto } from '../../wire/ipv4.ts';
@@ -1054,7 +1054,9 @@ function build(p: Pending): Slot | undefined {
         : rec.readInto(into, p.takenAt, path.state, parts.send, parts.recv);
     if (!sameConnKey(s.const, key))
       throw new StateValidationError('tcp.const', 'record is not the connection its block was named for');
-    validateTrees([{ neighbor: path.state.neighbor, paths: [{ path: path.state, conns: [s] }] }]);
+    // The record is what may be damaged (shared memory, written by the last owner): its path and
+    // neighbor were validated by the initiate that took it, and run the connections built on them.
+    validateConnOn(s, path.state);
   } catch (e) {
     // Back in the index for letGoUnbuilt, which takes it out with its hold on the path.
     pendingIndex.add(p);
@@ -1961,6 +1963,9 @@ function initiateNow(
     // Every connection installed was taken unbuilt (the usual move of idle connections): each is
     // in `installed` already, and none has a connection here to look up.
     const taken = installed.length;
+    // Each enters the table by slot as it is built, a few a turn when owed a prod: its buckets
+    // made for all of them now, once, not doubled again and again along the builds.
+    if (taken > 0) byKey.reserve(pendingIndex.size);
     let built = 0;
     for (const c of result.conns) if (c.status === 'success') built++;
     built -= taken;
@@ -2411,6 +2416,8 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
             // Table entries made: by the TCP layer's four-tuple table, the slots' and the pool's.
             'nic.tables.entries-made':
               engine.tcp.table.entriesMade + byKey.entriesMade + statePool.entriesMade,
+            // Times the table by slot made its buckets larger (TupleMap.reserve, bucketsGrown).
+            'nic.tables.slots-grown': byKey.bucketsGrown,
             // Pooled states, and those of them still holding a shared ring (none: see NO_RING).
             'nic.pool.states': statePool.size,
             'nic.pool.shared-rings': pooledShared,

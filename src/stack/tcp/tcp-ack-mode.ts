@@ -3,6 +3,7 @@ import { TcpFlag } from '../../wire/tcp.ts';
 import { seqDiff } from './seq.ts';
 import type { TcpConnection } from './tcp-connection.ts';
 import {
+  growWindow,
   MIN_MSS_HINT,
   MSS_DEFAULT,
   offeredWindow,
@@ -27,8 +28,8 @@ import {
  *
  * Not followed here: Linux also enters the mode on data into a shut window with an empty receive
  * queue (here a window is shut by unread data, and a segment into it is refused whole by the
- * acceptance test, as by Linux's tcp_sequence, before that point), and adds one quick ACK whenever its
- * receive window grows (tcp_grow_window); Chimney's window has no such growth (tcp-window.ts).
+ * acceptance test, as by Linux's tcp_sequence, before that point). A segment that grows the
+ * window's bound (tcp_grow_window, tcp-window.ts) owes one more quick ACK (windowGrew).
  * It leaves the mode once less than half of the buffer is free (selectWindow, as Linux's
  * __tcp_select_window).
  *
@@ -109,6 +110,27 @@ export function outOfOrderArrived(conn: TcpConnection, len: number, headerLen: n
 }
 
 /**
+ * tcp_grow_window's `icsk_ack.quick |= 1`: the segment of `len` bytes grew the window's bound, so
+ * the next ACK of new data goes at once, and the sender learns of the window while it opens.
+ * Held to MAX_QUICK_ACKS (Linux's u8 may reach 17 so; one quick ACK less at most).
+ */
+function windowGrew(conn: TcpConnection, len: number): void {
+  const soft = conn.state.soft;
+  if (growWindow(conn.state, len) && soft.quickAcks >= 0)
+    soft.quickAcks = Math.min(soft.quickAcks | 1, MAX_QUICK_ACKS);
+}
+
+/**
+ * Out-of-order data of `len` bytes was kept: it grows the window's bound as in-order data does
+ * (tcp_data_queue_ofo ends with tcp_grow_window), but only with SACK: the ACK it draws must stay a
+ * duplicate, and one whose window changed is none to the sender (RFC 5681 2, Linux's
+ * FLAG_WIN_UPDATE), which then never counts three for its fast retransmit.
+ */
+export function outOfOrderKept(conn: TcpConnection, len: number): void {
+  if (conn.state.const.sackEnabled) windowGrew(conn, len);
+}
+
+/**
  * tcp_incr_quickack: the receive window last offered in pairs of the peer's segments (at least 2,
  * at most `max`), unless more quick ACKs are already owed.
  */
@@ -139,7 +161,7 @@ export function inQuickAck(conn: TcpConnection): boolean {
  * tcp_event_data_recv: `len` bytes of new in-order data arrived at `now`, in a segment with a TCP
  * header of `headerLen` bytes and `flags`. The peer's segment size is measured first; the
  * connection's first data starts quick-ACK mode, and so does data after a silence longer than the
- * RTO (the sender, idle that long, restarts from a small window).
+ * RTO (the sender, idle that long, restarts from a small window); last, the window's bound grows.
  */
 export function dataArrived(
   conn: TcpConnection,
@@ -162,6 +184,7 @@ export function dataArrived(
     incrQuickAcks(conn, MAX_QUICK_ACKS);
   }
   conn.state.soft.lastDataAt = now;
+  windowGrew(conn, len);
 }
 
 /**

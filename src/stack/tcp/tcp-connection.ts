@@ -10,6 +10,7 @@ import type { OutputScheduler, OutputSender } from './output-scheduler.ts';
 import { RackLog } from './rack.ts';
 import { seqDiff } from './seq.ts';
 import { ackAfterRead } from './tcp-ack-mode.ts';
+import type { EcnMode } from './tcp-ecn.ts';
 import { deliverEvents, terminate } from './tcp-events.ts';
 import { maybeGrowSendRing, oooBytesOf, roomAtLimit } from './tcp-mem.ts';
 import { sendRst, tcpOutput } from './tcp-output.ts';
@@ -71,6 +72,8 @@ export interface TcpEngine {
    * (tcp-window.ts), as a Linux socket whose SO_RCVBUF was set. Absent or false: autotuned.
    */
   readonly fixedRcvBuf?: boolean;
+  /** ECN (tcp-ecn.ts), as Linux's sysctl tcp_ecn: 0 off, 1 ask and agree, 2 agree only. Absent: 2. */
+  readonly ecn?: EcnMode;
 }
 
 /** The part of a listener a half-open connection refers to. */
@@ -139,11 +142,6 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
   /** @internal The output scheduler's turn this connection last sent in, and the bytes it sent then. */
   outputTurn = -1;
   outputUsed = 0;
-  /**
-   * @internal Its socket set the receive buffer (TcpCached.rcvBufLocked): the handshake's end gives
-   * it no clamp (establish). Not state: a moved connection's clamp (0 or grown) says it already.
-   */
-  rcvBufLocked = false;
   /** @internal Listener that created this passive open, until it is accepted. */
   listener: ListenerRef | null = null;
   /**
@@ -459,7 +457,6 @@ export class TcpConnection implements ConnectionHandle, OutputSender {
    */
   revive(): void {
     this.user = null;
-    this.rcvBufLocked = false;
     this.listener = null;
     this.namedIn = 0;
     this.events = 0;

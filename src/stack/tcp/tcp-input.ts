@@ -20,6 +20,7 @@ import {
   enterQuickAck,
   finAckNow,
   outOfOrderArrived,
+  outOfOrderKept,
   peerClosing,
 } from './tcp-ack-mode.ts';
 import {
@@ -32,16 +33,19 @@ import {
   TcpEvent,
   terminate,
 } from './tcp-connection.ts';
+import { ecnAck, ecnReceived, ecnSynAnswered } from './tcp-ecn.ts';
 import { maybeGrowSendRing, roomAtLimit } from './tcp-mem.ts';
 import {
   hasUnsent,
   OOW_ACK_INTERVAL_MS,
+  rcvTuned,
   retransmitHead,
   sendAck,
   sendChallengeAck,
   sendRst,
   sendRstReply,
   sendSyn,
+  synOffer,
   tcpOutput,
   transmit,
   tsNow,
@@ -89,6 +93,8 @@ export function negotiateSynOptions(conn: TcpConnection, h: TcpHeader, now: numb
 export function establish(conn: TcpConnection, now: number): void {
   const s = conn.state;
   const d = s.delegated;
+  // Before the state changes: which SYN we sent, ours or our answer, is read from it.
+  if (rcvTuned(conn)) initRcvSpace(s, now, synOffer(conn));
   d.state = d.finQueued ? TcpStateId.FIN_WAIT_1 : TcpStateId.ESTABLISHED;
   d.backoff = 0;
   d.rtxDeadline = INF;
@@ -98,8 +104,6 @@ export function establish(conn: TcpConnection, now: number): void {
   // with it, dataArrived).
   s.soft.lastDataAt = now;
   s.soft.quickAcks = FIRST_DATA_PENDING;
-  // Linux tunes only a socket whose SO_RCVBUF was not set (tcp_init_buffer_space, SOCK_RCVBUF_LOCK).
-  if (conn.engine.fixedRcvBuf !== true && !conn.rcvBufLocked) initRcvSpace(s, now);
   // RFC 6298 5.7: a SYN timed out and the handshake gave no RTT sample, so the path may be slower
   // than the 1 s initial RTO assumed: start data transfer at 3 s.
   if (conn.synRetransmitted && d.srtt === 0) d.rto = clampRto(s, Math.max(d.rto, 3000));
@@ -131,20 +135,24 @@ function enterTimeWait(conn: TcpConnection, now: number): void {
   reportClosed(conn, null);
 }
 
-/** Process one segment for an existing connection, then send what is due and notify the user. */
+/**
+ * Process one segment for an existing connection, then send what is due and notify the user.
+ * `ipEcn`: the ECN field of the packet it came in (tcp-ecn.ts).
+ */
 export function connInput(
   conn: TcpConnection,
   h: TcpHeader,
   buf: Uint8Array,
   pOff: number,
   pLen: number,
+  ipEcn = 0,
 ): void {
   const s = conn.state;
   const d = s.delegated;
   const now = conn.engine.env.clock.now();
   conn.stats.segmentsIn++;
   if (d.state === TcpStateId.SYN_SENT) synSentInput(conn, h, buf, pOff, pLen, now);
-  else if (d.state !== TcpStateId.CLOSED) syncInput(conn, h, buf, pOff, pLen, now);
+  else if (d.state !== TcpStateId.CLOSED) syncInput(conn, h, buf, pOff, pLen, now, ipEcn);
   if (d.state !== TcpStateId.CLOSED) {
     tcpOutput(conn);
     scheduleTimer(conn);
@@ -198,6 +206,7 @@ function synSentInput(
   d.rcvAdv = d.rcvNxt;
   d.lastAckSent = d.rcvNxt;
   negotiateSynOptions(conn, h, now);
+  ecnSynAnswered(conn, f);
   d.sndWnd = h.window;
   d.maxSndWnd = h.window;
   d.sndWl1 = h.seq;
@@ -235,6 +244,7 @@ function syncInput(
   pOff: number,
   pLen: number,
   now: number,
+  ipEcn: number,
 ) {
   const eng = conn.engine;
   const counters = eng.env.counters;
@@ -450,6 +460,7 @@ function syncInput(
     return;
   }
   heard(conn, now);
+  if (d.ecn !== 0) ecnReceived(conn, carriedFlags, carried, ipEcn);
 
   // RFC 7323 4.3 R3: ts.recent follows the segment that carries the left window edge. Only now,
   // after the RST, SYN and ACK checks: a segment that fails them (a blind injection with a huge
@@ -790,6 +801,7 @@ function processAck(
     // (below; Linux's num_dupack in tcp_process_loss).
     if (dup && (sack || !c.sackEnabled)) dupAck(conn, now);
   }
+  if (d.ecn !== 0 && !old) ecnAck(conn, f, now);
   conn.holdRetransmits = false;
   let undone = false;
   if (episode && !soft0.inRecovery && soft0.undoArmed) {
@@ -1263,6 +1275,7 @@ function receiveData(
     outOfOrderArrived(conn, wholeLen, headerLen, wholeFlags);
     if (oooInsert(conn, seq, buf, pOff, pLen)) {
       if (s.const.sackEnabled) recvSackAdd(s, seq, seqAdd(seq, pLen));
+      outOfOrderKept(conn, wholeLen);
     } else {
       conn.engine.env.counters.inc('drop.tcp.ooo-cap');
     }

@@ -12,6 +12,7 @@ import { OutputScheduler } from './output-scheduler.ts';
 import { seqAdd, seqGeq, seqGt, seqLt } from './seq.ts';
 import { connError, deliverEvents, type TcpConnection, type TcpEngine, terminate } from './tcp-connection.ts';
 import { kick, rewind } from './tcp-drive.ts';
+import { DEFAULT_ECN_MODE, type EcnMode, IP_ECN_MASK } from './tcp-ecn.ts';
 import { type AdoptOptions, Handover } from './tcp-handover.ts';
 import { connInput } from './tcp-input.ts';
 import { Listener, Listeners, type TcpListener } from './tcp-listen.ts';
@@ -106,6 +107,12 @@ export class TcpLayer implements TcpEngine {
    * The layer's own switch; a socket locks its connections by naming rcvBufSize (TcpCached.rcvBufLocked).
    */
   fixedRcvBuf = false;
+
+  /**
+   * See TcpEngine.ecn (Linux's sysctl tcp_ecn): read at each handshake. A NIC's own layer keeps
+   * the default: it answers SYNs (accept-at-NIC) but opens nothing.
+   */
+  ecn: EcnMode = DEFAULT_ECN_MODE;
 
   /**
    * Like Linux's TCP small queues: bytes one connection may send per turn of the event loop, the
@@ -343,7 +350,7 @@ export class TcpLayer implements TcpEngine {
           ? this.listeners.find(ip.dst, h.dstPort)
           : null;
       if (!tl) {
-        connInput(conn, h, buf, pOff, pLen);
+        connInput(conn, h, buf, pOff, pLen, ip.tos & IP_ECN_MASK);
         if (conn.linked) {
           this.budget.prune(conn);
           this.budget.charge(conn);

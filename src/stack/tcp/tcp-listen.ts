@@ -9,6 +9,7 @@ import { rttSample } from './rtt.ts';
 import { seqAdd, seqDiff, seqSub } from './seq.ts';
 import { type CookieOptions, SynCookies } from './syn-cookies.ts';
 import type { ListenerRef, TcpConnection } from './tcp-connection.ts';
+import { ecnPassiveOpen, IP_ECN_MASK } from './tcp-ecn.ts';
 import { terminate } from './tcp-events.ts';
 import { connInput, establish, negotiateSynOptions, offerToListener } from './tcp-input.ts';
 import type { TcpLayer } from './tcp-layer.ts';
@@ -356,6 +357,7 @@ export class Listeners {
     conn.listener = l;
     l.pending++;
     negotiateSynOptions(conn, h, now);
+    ecnPassiveOpen(conn, f, ip.tos & IP_ECN_MASK);
     d.irs = h.seq;
     d.rcvNxt = seqAdd(h.seq, 1);
     d.rcvAdv = d.rcvNxt;

@@ -6,6 +6,7 @@ import { createTcpState, type TcpCached, type TcpConst, TcpStateId } from '../..
 import { ANY6, TWO_32 } from '../address-table.ts';
 import { seqAdd } from './seq.ts';
 import { connError, reportClosed, TcpConnection, type TcpEngine } from './tcp-connection.ts';
+import { ecnActiveOpen } from './tcp-ecn.ts';
 import type { TcpLayer } from './tcp-layer.ts';
 import { checkAddress, checkPort } from './tcp-options.ts';
 import { sendSyn, wscaleFor } from './tcp-output.ts';
@@ -49,7 +50,7 @@ export function newConnection(
   };
   const conn = new TcpConnection(engine, createTcpState(c, cached, path, rings));
   conn.offeredWscale = wscaleFor(cached.rcvBufSize);
-  conn.rcvBufLocked = cached.rcvBufLocked === true;
+  conn.state.soft.rcvLocked = cached.rcvBufLocked === true;
   return conn;
 }
 
@@ -121,6 +122,7 @@ export function openConnection(
   d.state = TcpStateId.SYN_SENT;
   layer.link(conn);
   conn.state.soft.rttSentAt = now;
+  ecnActiveOpen(conn);
   sendSyn(conn);
   d.rtxDeadline = now + d.rto;
   scheduleTimer(conn);

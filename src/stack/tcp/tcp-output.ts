@@ -16,7 +16,8 @@ import { recvSackBlocks, sackIsLost, sackNextSeg, sackPipe } from './sack.ts';
 import { seqAdd, seqDiff, seqGt, seqLeq, seqLt } from './seq.ts';
 import { ackSent, dataSent } from './tcp-ack-mode.ts';
 import type { TcpConnection, TcpEngine } from './tcp-connection.ts';
-import { selectWindow } from './tcp-window.ts';
+import { ecnOut, ecnOutput, IP_ECN_MASK, IpEcn } from './tcp-ecn.ts';
+import { selectWindow, synWindow } from './tcp-window.ts';
 
 const INF = Number.POSITIVE_INFINITY;
 /**
@@ -60,6 +61,27 @@ export function wscaleFor(bufSize: number): number {
 /** States in which our FIN is due after the queued data. */
 function finState(st: number): boolean {
   return st === TcpStateId.FIN_WAIT_1 || st === TcpStateId.CLOSING || st === TcpStateId.LAST_ACK;
+}
+
+/**
+ * Whether a connection's receive buffer is autotuned: Linux tunes only a socket whose SO_RCVBUF
+ * was not set (tcp_init_buffer_space, SOCK_RCVBUF_LOCK); here also not under a layer that fixes
+ * every buffer (TcpEngine.fixedRcvBuf).
+ */
+export function rcvTuned(conn: TcpConnection): boolean {
+  return conn.engine.fixedRcvBuf !== true && !conn.state.soft.rcvLocked;
+}
+
+/**
+ * The window of the connection's SYN or SYN-ACK (synWindow): a SYN's in whole MSSs of ours, a
+ * SYN-ACK's in MSSs less the timestamp option once it was agreed, as Linux's tcp_connect_init and
+ * tcp_openreq_init_rwin count them.
+ */
+export function synOffer(conn: TcpConnection): number {
+  const s = conn.state;
+  const c = s.const;
+  const mss = s.delegated.state === TcpStateId.SYN_SENT ? c.localMss : c.localMss - (c.tsEnabled ? 12 : 0);
+  return synWindow(s, rcvTuned(conn), mss);
 }
 
 /**
@@ -129,8 +151,7 @@ export function emit(
         h.tsEcr = d.tsRecent;
       }
     }
-    // RFC 7323 2.2: the window in a SYN is never scaled.
-    const w = Math.min(d.recvBuffer.free, 65535);
+    const w = synOffer(conn);
     h.window = w;
     if (flags & TcpFlag.ACK) {
       const edge = seqAdd(d.rcvNxt, w);
@@ -155,6 +176,12 @@ export function emit(
       if (soft.recvSackRecent.length > 0) n += recvSackBlocks(s, h.sackBlocks, (c.tsEnabled ? 3 : 4) - n, n);
       h.sackCount = n;
     }
+  }
+  let tos = s.cached.tos;
+  if (d.ecn !== 0) {
+    flags = ecnOutput(s, flags, seq, dataLen, conn.synRetransmitted);
+    // The socket's TOS keeps its own bits; the ECN field is TCP's (Linux's INET_ECN_xmit).
+    tos = (tos & ~IP_ECN_MASK) | (ecnOut.ect ? IpEcn.ECT0 : IpEcn.NOT_ECT);
   }
   const ip = env.ip;
   const path = s.path;
@@ -185,10 +212,10 @@ export function emit(
   if (offload) {
     // Each wire segment the link cuts carries this header, so its payload is what fits next to it.
     const seg = Math.min(effectiveMss(s), path.cached.mtu - ipHeaderBytes(c.remoteIp) - hl);
-    accepted = ip.commitOffload!(path, hl + dataLen, seg, s.cached.ttl, s.cached.tos);
+    accepted = ip.commitOffload!(path, hl + dataLen, seg, s.cached.ttl, tos);
   } else {
     tcpChecksum(env, buf, off, hl + dataLen, c.localIp, c.remoteIp);
-    accepted = ip.commit(path, TCP_PROTOCOL, hl + dataLen, true, s.cached.ttl, s.cached.tos);
+    accepted = ip.commit(path, TCP_PROTOCOL, hl + dataLen, true, s.cached.ttl, tos);
   }
   if (!accepted) {
     conn.refusedSeq = seq >>> 0;

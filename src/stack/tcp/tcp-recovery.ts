@@ -8,6 +8,7 @@ import { backedOffRto } from './rtt.ts';
 import { sackPipe } from './sack.ts';
 import { seqGeq, seqGt, seqLt } from './seq.ts';
 import type { TcpConnection } from './tcp-connection.ts';
+import { ecnCutThisWindow } from './tcp-ecn.ts';
 import { retransmitHead, tsNow } from './tcp-output.ts';
 
 export function enterRecovery(
@@ -40,7 +41,7 @@ export function enterRecovery(
   soft.tlpInFlight = false;
   // Linux's tcp_init_cwnd_reduction: the recovery's reduction covers what the probe found.
   conn.rack.tlpEnd = -1;
-  conn.engine.congestion(conn).onLossDetected(s, now);
+  if (!ecnCutThisWindow(s)) conn.engine.congestion(conn).onLossDetected(s, now);
   soft.highRxt = d.sndUna;
   soft.rttActive = false;
   // Linux's retrans_stamp: the TSval the first retransmission carries. A partial ACK echoing an

@@ -8,12 +8,10 @@ import { seqAdd, seqDiff, seqLt } from './seq.ts';
  * Chimney's receive buffer is a ring counted in bytes, whose size (cached.rcvBufSize) is the most
  * the connection may ever offer, as Linux's tcp_rmem[2]. What it offers is capped below that by a
  * window clamp that grows with what the application reads (receive-buffer autotuning, below), as
- * Linux's window_clamp follows sk_rcvbuf when tcp_moderate_rcvbuf is on. Linux also caps its
- * window by rcv_ssthresh (tcp_grow_window), whose growth only follows the kernel's accounting of
- * per-segment overhead (skb truesize and its scaling ratio), which a byte ring does not have: so
- * here the clamp is the only cap (measured on the conformance lab: a 256 KiB SO_RCVBUF offered
- * 265 KB at its first ACK, grew 29 KB in 26 segments, then followed its free space). Without
- * rcv_ssthresh, no ACK for its growth either (tcp_grow_window's quick ACK).
+ * Linux's window_clamp follows sk_rcvbuf when tcp_moderate_rcvbuf is on. Below the clamp, a tuned
+ * connection's window is also bounded by rcv_ssthresh, which starts at its SYN's window and grows
+ * by a few segments per segment received (growWindow, tcp_grow_window), so what it offers opens
+ * as the sender's data comes, not at once when the clamp grows.
  */
 
 /** Linux's TCP_MSS_DEFAULT (RFC 1122's 536) and TCP_MIN_MSS: the bounds of the starting hint. */
@@ -41,7 +39,7 @@ export function rcvMss(s: TcpState): number {
  * the ring (the free space below), and the clamp bounds only the window, so a reader that stops
  * is offered the clamp's worth again with each ACK until the ring is full, as before autotuning.
  */
-function windowClamp(s: TcpState): number {
+export function windowClamp(s: TcpState): number {
   const buf = s.cached.rcvBufSize;
   const tuned = s.soft.rcvClamp;
   return Math.min(tuned > 0 && tuned < buf ? tuned : buf, 65535 * 2 ** s.const.rcvWscale);
@@ -80,13 +78,36 @@ function copiedSeq(s: TcpState): number {
 }
 
 /**
+ * The window a SYN or SYN-ACK offers (never scaled, RFC 7323 2.2), as Linux's
+ * tcp_select_initial_window: the space a connection starts with (a tuned one the starting clamp,
+ * tcp_full_space of tcp_rmem[1]; an untuned one its whole buffer) in whole segments of ours
+ * (`mss`: a SYN's our MSS, a SYN-ACK's less the timestamp option when it was agreed), at most
+ * 65535, and never more than the ring has free. On the lab: 65,160 in Linux's SYN-ACK
+ * (45 x 1448), 65,535 with a 256 KiB SO_RCVBUF (the rounding comes before the 16-bit bound).
+ *
+ * Where Chimney differs: an untuned buffer (a socket's own, as SO_RCVBUF) is offered unrounded,
+ * as its later windows are (selectWindow: Linux's whole segments are not followed); the two differ
+ * only for a buffer below 64 KiB.
+ */
+export function synWindow(s: TcpState, tuned: boolean, mss: number): number {
+  let space = s.cached.rcvBufSize;
+  if (tuned) {
+    if (space > RCV_CLAMP_START) space = RCV_CLAMP_START;
+    if (space > mss) space -= space % mss;
+  }
+  return Math.min(space, 65535, s.delegated.recvBuffer.free);
+}
+
+/**
  * tcp_init_buffer_space, at the end of the handshake: the clamp starts at RCV_CLAMP_START (or the
  * whole buffer, if smaller) and the measure to beat at ten of our segments (no more than the
- * window), from now and the next byte the application will read.
+ * window), from now and the next byte the application will read. The window's bound
+ * (rcv_ssthresh) starts at what the SYN offered (`synWnd`), within the clamp.
  */
-export function initRcvSpace(s: TcpState, now: number): void {
+export function initRcvSpace(s: TcpState, now: number, synWnd: number): void {
   const so = s.soft;
   so.rcvClamp = Math.min(s.cached.rcvBufSize, RCV_CLAMP_START);
+  so.rcvSsthresh = Math.max(1, Math.min(synWnd, so.rcvClamp));
   so.rcvSpace = Math.min(so.rcvClamp, RCV_SPACE_SEGMENTS * s.const.localMss);
   so.rcvSpaceSeq = copiedSeq(s);
   so.rcvSpaceAt = now;
@@ -175,6 +196,26 @@ export function rcvClampGrow(s: TcpState, read: number): void {
   if (clamp > so.rcvClamp) so.rcvClamp = clamp;
 }
 
+/** Linux grows the window only for segments of at least this many bytes (tcp_event_data_recv). */
+const GROW_MIN_LEN = 128;
+
+/**
+ * tcp_grow_window: `len` bytes of the peer's data arrived (in order, or kept out of order). While
+ * the window's bound is below the clamp and the free space, it grows by twice our MSS, or twice
+ * the segment if larger (a coalesced one), up to them. Linux grows it so only when the segment's
+ * memory (truesize at its scaling ratio) is not more than its data; a ring holds the data alone,
+ * so every segment does. Returns whether it grew: Linux then owes the peer a quick ACK, so the
+ * sender hears of the window as it opens (on the lab, an ACK per segment while it grows).
+ */
+export function growWindow(s: TcpState, len: number): boolean {
+  const so = s.soft;
+  if (so.rcvSsthresh === 0 || len < GROW_MIN_LEN) return false;
+  const room = Math.min(windowClamp(s), s.delegated.recvBuffer.free) - so.rcvSsthresh;
+  if (room <= 0) return false;
+  so.rcvSsthresh += Math.min(room, Math.max(2 * s.const.localMss, 2 * len));
+  return true;
+}
+
 /**
  * The window offered last, counted from the rcv.nxt our last ACK carried (Linux's rcv_wnd, kept
  * from rcv_wup).
@@ -191,12 +232,15 @@ export function offeredWindow(s: TcpState): number {
  * the scaling cannot raise it. Linux also ends quick-ACK mode there: the ACKs of a receiver that
  * falls behind are not hurried.
  *
+ * Past that rule the offer is at most the window's bound (rcv_ssthresh, growWindow; 0: the clamp).
+ *
  * Where Chimney differs: Linux rounds a scaled window up to the scale (ALIGN), promising up to
  * 2^wscale - 1 bytes that its accounting slack absorbs; a ring takes no byte past its end, so here
- * the offer is rounded down. And a window not scaled is the free space itself, where Linux offers
- * whole segments of the peer's (rounddown(free, rcv_mss), kept while within a segment of the free
- * space; its SYN's too, tcp_select_initial_window): only connections without window scaling see
- * that.
+ * the offer is rounded down. And a window not scaled (or scaled by a shift of 0) is the free space
+ * itself, where Linux offers whole segments of the peer's (rounddown(free, rcv_mss), kept while
+ * within a segment of the free space). On the lab the two agree while a reader keeps up: Linux
+ * offered 65,535 at every ACK of a bulk transfer without scaling, as Chimney does; they part only
+ * once less than 64 KiB is free (a lagging reader, a small buffer).
  */
 export function selectWindow(s: TcpState): number {
   const full = windowClamp(s);
@@ -207,7 +251,9 @@ export function selectWindow(s: TcpState): number {
     free -= free % unit;
     if (free < s.cached.rcvBufSize >>> 4 || free < Math.min(rcvMss(s), full)) return 0;
   }
+  const bound = s.soft.rcvSsthresh;
   if (free > full) free = full;
+  if (bound > 0 && free > bound) free = bound;
   return free - (free % unit);
 }
 
