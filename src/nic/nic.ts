@@ -172,7 +172,9 @@ export interface NicListenSpec {
   cached: TcpCached;
   /**
    * [0] is non-zero while the host's accept queue is full or the listener closes: the NIC then
-   * passes SYNs up, and the host applies its own rules (a full queue drops the SYN, as Linux does).
+   * passes SYNs up, and the host applies its own rules (a full queue drops the SYN, as Linux does),
+   * and drops the last ACK of a handshake it answered, keeping the half-open connection (Linux's
+   * tcp_abort_on_overflow off): what it accepts goes into the host's one queue.
    * [1] counts the half-open connections of the host's listener and of every NIC's, against the
    * one backlog. [2] is non-zero while cookies the host sent may still be answered. Shared memory,
    * so a NIC on another thread reads the host's words without a message.

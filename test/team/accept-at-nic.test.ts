@@ -275,6 +275,47 @@ describe('the passive open answered at the NIC', () => {
     net.close();
   });
 
+  test("the host's accept queue full as a member's handshake ends: the member drops the last ACK and keeps the connection half-open, as Linux does", async () => {
+    const { net, peer, host, ports } = rig();
+    const { accepted } = await withPaths(net, host, peer);
+    const l = host.stack.tcp.listeners.find(HOST_IP, 80)!;
+    const overflows = () => host.nics.reduce((a, x) => a + x.engine.counters.get('tcp.listen.overflow'), 0);
+    // The queue fills (the application takes nothing) after a member answered the SYN, before the
+    // handshake's last ACK reaches it: the first pure ACK to port 80 that a member receives.
+    let filled = false;
+    for (const p of ports)
+      p.drop = (f) => {
+        if (filled || f.length < 54 || f[12] !== 0x08 || f[13] !== 0x00 || f[23] !== 6) return false;
+        const t = 14 + (f[14]! & 0x0f) * 4;
+        if (((f[t + 2]! << 8) | f[t + 3]!) !== 80 || (f[t + 13]! & 0x17) !== 0x10) return false;
+        filled = true;
+        l.queued = l.backlog + 1;
+        return false;
+      };
+    const c = peer.connect(80, '10.0.0.1');
+    await once(c, 'connect');
+    // Virtual time: 5 s covers the member's SYN-ACK sent again on its timer, more than once.
+    const until = net.clock.now() + 5_000;
+    while (overflows() === 0 && net.clock.now() < until) await net.sleep(10);
+    assert.equal(accepted.length, 2, 'nothing went into the full accept queue');
+    assert.ok(overflows() > 0, 'the member dropped the last ACK');
+    assert.equal(l.queued, l.backlog + 1);
+    assert.equal(host.stack.counters.get('offload.accept-at-nic'), 0);
+    // Room again: the member's SYN-ACK, sent again on its timer, draws the peer's ACK, which ends
+    // the handshake there.
+    l.queued = 0;
+    const by = net.clock.now() + 30_000;
+    while (accepted.length < 3 && net.clock.now() < by) await net.sleep(10);
+    assert.equal(accepted.length, 3, 'accepted once there was room');
+    assert.match(accepted[2]!.owner, /^team\.nic\d$/);
+    const out = pattern(20_000, 5);
+    const e = echo(c, out);
+    await e.done;
+    assert.ok(e.got().equals(out), 'echoed intact');
+    host.close();
+    net.close();
+  });
+
   test('the backlog bounds the half-open connections of the host and the members together: past it, SYN cookies from the host', async () => {
     const { net, peer, host } = rig();
     const { accepted } = await withPaths(net, host, peer, 1);

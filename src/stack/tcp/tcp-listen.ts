@@ -160,8 +160,15 @@ export class Listener implements TcpListener, ListenerRef {
     if (!wasFull && this.acceptFull) this.listeners.yieldInput();
     if (this.gateWords !== null) Atomics.store(this.gateWords, 0, this.acceptFull ? 1 : 0);
   }
-  /** Linux's sk_acceptq_is_full: more than the backlog already waits to be taken. */
+  /**
+   * Linux's sk_acceptq_is_full: more than the backlog already waits to be taken. A NIC's listener
+   * keeps no accept queue: what it accepts goes to the host's, so the host's word ([0] of `gate`)
+   * is its measure. Read as its own, a handshake ending at a NIC went into the host's queue past
+   * the bound, which then reached about 2 x backlog + 1 (a full queue plus every half-open
+   * connection the NICs held), where Linux holds one queue to backlog + 1.
+   */
   get acceptFull(): boolean {
+    if (this.gateWord >= 0 && this.gateWords !== null) return Atomics.load(this.gateWords, 0) !== 0;
     return this.queuedNow > this.backlog;
   }
   close(): void {
