@@ -14,8 +14,12 @@ import {
   rcvRttFromEcho,
   rcvRttSample,
   rcvSpaceAdjust,
+  selectWindow,
 } from '../../src/stack/tcp/tcp-window.ts';
+import { ByteRing } from '../../src/state/byte-ring.ts';
+import { flattenTrees } from '../../src/state/offload-tree.ts';
 import { DEFAULT_TCP_CACHED, type TcpCached, TcpStateId } from '../../src/state/tcp-state.ts';
+import { sampleTrees } from '../state/helpers.ts';
 import { assertSoftRefused, HANDOVERS, type Handover } from './handovers.ts';
 import {
   ACK,
@@ -933,4 +937,24 @@ describe('receive-buffer autotuning (Linux tcp_rcv_space_adjust, tcp_rcvbuf_grow
       neverBack(t.edges);
     });
   }
+});
+
+describe('the window of a ring smaller than the socket buffer', () => {
+  test('an empty shared ring below a sixteenth of rcvBufSize still offers itself once the clamp passes twice it', () => {
+    // A worker's connection keeps the fixed shared ring it was placed with (here 64,224 bytes)
+    // while its socket's buffer (rcvBufSize) is 1 MiB and autotuning grew the clamp past twice the
+    // ring. The silly-window rule measured the free space against rcvBufSize / 16 (65,536), so
+    // the empty ring offered 0 for ever and the peer's data stopped (send-ring-grow's WorkerNic case).
+    const s = flattenTrees(sampleTrees(1))[0]!;
+    const ring = ByteRing.createShared(64_224);
+    Object.assign(s.delegated, { recvBuffer: ring });
+    Object.assign(s.cached, { rcvBufSize: 1 << 20 });
+    Object.assign(s.const, { rcvWscale: 5 });
+    Object.assign(s.soft, { rcvClamp: 430_114, rcvSsthresh: 64_240 });
+    assert.equal(ring.free, 64_224);
+    assert.equal(selectWindow(s), 64_224 - (64_224 % 32), 'the whole empty ring, in units of the scale');
+    // Less than half of it free and less than a sixteenth of the ring: nothing (the rule itself).
+    ring.write(new Uint8Array(64_224 - 2_000));
+    assert.equal(selectWindow(s), 0);
+  });
 });

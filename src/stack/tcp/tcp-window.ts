@@ -243,13 +243,18 @@ export function offeredWindow(s: TcpState): number {
  * once less than 64 KiB is free (a lagging reader, a small buffer).
  */
 export function selectWindow(s: TcpState): number {
-  const full = windowClamp(s);
+  const ring = s.delegated.recvBuffer;
+  let free = ring.free;
+  // The buffer is the ring as it is, which a worker's fixed shared ring may make smaller than
+  // rcvBufSize: measured against rcvBufSize, an empty ring below a sixteenth of it offered 0 for
+  // ever once the clamp passed twice the ring (Linux's allowed_space is the sk_rcvbuf it has).
+  const size = Math.min(s.cached.rcvBufSize, free + ring.length);
+  const full = Math.min(windowClamp(s), size);
   const unit = 2 ** s.const.rcvWscale;
-  let free = s.delegated.recvBuffer.free;
   if (free < full >>> 1) {
     if (s.soft.quickAcks > 0) s.soft.quickAcks = 0;
     free -= free % unit;
-    if (free < s.cached.rcvBufSize >>> 4 || free < Math.min(rcvMss(s), full)) return 0;
+    if (free < size >>> 4 || free < Math.min(rcvMss(s), full)) return 0;
   }
   const bound = s.soft.rcvSsthresh;
   if (free > full) free = full;
