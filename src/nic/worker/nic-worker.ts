@@ -30,7 +30,7 @@ import {
 } from '../../stack/tcp/tcp-drive.ts';
 import { maybeGrowSendRing } from '../../stack/tcp/tcp-mem.ts';
 import type { TcpUser } from '../../stack/tcp/tcp-types.ts';
-import { windowClamp } from '../../stack/tcp/tcp-window.ts';
+import { rcvMss, windowClamp } from '../../stack/tcp/tcp-window.ts';
 import { ByteRing } from '../../state/byte-ring.ts';
 import type { NeighborState } from '../../state/neighbor-state.ts';
 import type { OffloadTree } from '../../state/offload-tree.ts';
@@ -553,18 +553,21 @@ const QUIET_LONG = 2 ** 30;
 /**
  * Until when (a realStamp(); 0: not now) no read of the application's can make ringBell's
  * BELL_READ do anything: ackAfterRead's three parts, each judged without the ring's read
- * position, which is the one thing the host changes. No ACK is owed (readAckNow needs one); the
- * window the peer sees is more than half of any window selectWindow could offer, whatever the free
- * space (so windowWorthAnnouncing says no); autotuning's measure is not due (rcvSpaceAdjust returns before it reads anything).
- * Each of these changes only in this thread, and a connection is touched (its word zeroed) before
- * it changes and written again after, so a word the host reads is never quieter than the
- * connection. A read the host leaves out is seen all the same: the worker reads the ring's
- * position live at its next ACK.
+ * position, which is the one thing the host changes. No ACK is owed that a read would send
+ * (readAckNow: more than one segment, or any for pushed segments); the window the peer sees is
+ * more than half of any window selectWindow could offer, whatever the free space (so
+ * windowWorthAnnouncing says no); autotuning's measure is not due (rcvSpaceAdjust returns before
+ * it reads anything). Each of these changes only in this thread, and a connection is touched (its
+ * word zeroed) before it changes and written again after, so a word the host reads is never
+ * quieter than the connection. A read the host leaves out is seen all the same: the worker reads
+ * the ring's position live at its next ACK.
  */
 function quietReads(s: TcpState): number {
   const d = s.delegated;
   if (canReceive(d.state) && !d.finReceived) {
-    if (seqDiff(d.rcvNxt, d.lastAckSent) > 0) return 0;
+    // readAckNow: more than a segment owed, or any owed for pushed segments (once the ring empties).
+    const owed = seqDiff(d.rcvNxt, d.lastAckSent);
+    if (owed > 0 && (owed > rcvMss(s) || s.soft.ackPushed !== 0)) return 0;
     // selectWindow offers at most the clamp, the ring, the buffer and the window's bound,
     // whatever the free space: a window the peer sees above half of that is not worth announcing.
     const so = s.soft;
