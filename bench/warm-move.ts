@@ -21,6 +21,7 @@ import { constants, type PerformanceEntry, PerformanceObserver } from 'node:perf
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Command } from 'commander';
 import { intIn } from '../src/cli/options.ts';
+import type { MovePhases as MovePhasesT, MoveSpan } from '../src/offload/move-phases.ts';
 import type { OffloadManager } from '../src/offload/offload-manager.ts';
 import type { SimNetwork } from '../src/sim/sim-network.ts';
 import type { isOffloadable as IsOffloadable } from '../src/state/validate.ts';
@@ -41,6 +42,12 @@ export interface WarmMoveResult {
   cpuMs: number;
   gcPerMove: number;
   gcMsPerMove: number;
+  /**
+   * Median of the counted moves, ms: where the wall went by the transfer's marks
+   * (src/offload/move-phases.ts; the parts of a move run side by side, so a span ends at the last
+   * part's mark): the freeze, the source's hand (the destination's install inside it), the settle.
+   */
+  phases: Record<MoveSpan, number>;
   /** Every counted move: wall, main CPU, collections (of them mark-compacts) and their ms. */
   each: { wallMs: number; mainCpuMs: number; cpuMs: number; gcs: number; majors: number; gcMs: number }[];
   /** With `--heap`: bytes the main thread allocated per counted move, and the largest sites. */
@@ -207,6 +214,10 @@ export async function benchWarmMove(
     includeObjectsCollectedByMinorGC: true,
   };
   const { m, n0, n1, established, close } = await offloadedToWorker(load, connections);
+  const { MovePhases, MOVE_SPANS } = await load<typeof import('../src/offload/move-phases.ts')>(
+    'src/offload/move-phases.ts',
+  );
+  const spans: Record<MoveSpan, number>[] = [];
 
   const gcs: { start: number; ms: number; major: boolean }[] = [];
   const obs = new PerformanceObserver((l) => {
@@ -231,7 +242,10 @@ export async function benchWarmMove(
       const c0 = mainCpuNs();
       const p0 = process.cpuUsage();
       const t0 = performance.now();
-      const rep = await m.move('all', a, b);
+      const phases: MovePhasesT = new MovePhases(() => performance.now(), t0);
+      phases.ask();
+      const rep = await m.move('all', a, b, { phases });
+      phases.done();
       const t1 = performance.now();
       const c1 = mainCpuNs();
       const p1 = process.cpuUsage(p0);
@@ -241,6 +255,7 @@ export async function benchWarmMove(
         );
       if (r >= skip) {
         windows.push([t0, t1]);
+        spans.push(phases.summary(t1 - t0).spent);
         each.push({
           wallMs: +(t1 - t0).toFixed(1),
           mainCpuMs: +((c1 - c0) / 1e6).toFixed(1),
@@ -291,10 +306,18 @@ export async function benchWarmMove(
     cpuMs: med.cpuMs,
     gcPerMove: +(each.reduce((a, e) => a + e.gcs, 0) / each.length).toFixed(2),
     gcMsPerMove: +(each.reduce((a, e) => a + e.gcMs, 0) / each.length).toFixed(2),
+    phases: pickSpans(medianOf(spans), MOVE_SPANS),
     each,
     ...(heap ? { heap } : {}),
     ...(workers ? { workers } : {}),
   };
+}
+
+/** The spans a move passes (the median of each; `team` is a failover's, not a move's). */
+function pickSpans(m: Record<MoveSpan, number>, names: readonly MoveSpan[]): Record<MoveSpan, number> {
+  const out = {} as Record<MoveSpan, number>;
+  for (const k of names) out[k] = +m[k].toFixed(1);
+  return out;
 }
 
 export function parseWarmMoveFlags(argv: readonly string[]): {
@@ -319,6 +342,9 @@ export function parseWarmMoveFlags(argv: readonly string[]): {
 export function formatWarmMove(r: WarmMoveResult): string {
   const lines = [
     `warm move of ${r.connections} (${r.root}): ${r.moves} moves, p50 wall ${r.wallMs} ms, main CPU ${r.mainCpuMs} ms, process CPU ${r.cpuMs} ms; GC ${r.gcPerMove} per move, ${r.gcMsPerMove} ms per move`,
+    `  phases, median ms: ${Object.entries(r.phases)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ')}`,
     `  each (wall/main CPU/process CPU/gcs/of them major/gc ms): ${r.each.map((e) => `${e.wallMs}/${e.mainCpuMs}/${e.cpuMs}/${e.gcs}/${e.majors}/${e.gcMs}`).join(' ')}`,
   ];
   if (r.heap) {

@@ -205,7 +205,9 @@ export class WorkerConnectionHandle implements ConnectionHandle {
     if (this.detached) throw new InvalidStateError('read: the connection has moved to another owner');
     if (this.growing !== null) return 0;
     const n = this.recvRing.read(dst, off, len);
-    if (n > 0 && !this.closedFlag) this.nic.ring(this.slot, BELL_READ);
+    // A read the worker said cannot make it send (no ACK owed, the window wide, no measure due)
+    // rings nothing: its next ACK reads the ring's position anyway.
+    if (n > 0 && !this.closedFlag && !this.nic._readQuiet(this.slot)) this.nic.ring(this.slot, BELL_READ);
     // Read to the end: nothing of the block is the application's any more.
     if (this.heldBytes > 0 && this.recvRing.length === 0) this.nic._unholdClosed(this);
     return n;

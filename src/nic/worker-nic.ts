@@ -77,6 +77,7 @@ import {
   DB_TAP_FD,
   DB_UP,
   doorbellFlagsAt,
+  doorbellQuietAt,
   doorbellWords,
   FrameBatcher,
   forEachFrame,
@@ -248,6 +249,7 @@ export class WorkerNic extends HostNic {
   private readonly link: Link | null;
   private readonly doorbell: Int32Array;
   private readonly flagsAt: number;
+  private readonly quietAt: number;
   private readonly qLen: number;
   /**
    * @internal Handles by the worker's slot index (dense, from 0; the protocol bounds it): an array, where a
@@ -416,6 +418,7 @@ export class WorkerNic extends HostNic {
     networkInput.add(this.upFrames);
     this.doorbell = doorbell;
     this.flagsAt = doorbellFlagsAt(capacity);
+    this.quietAt = doorbellQuietAt(capacity);
     this.qLen = capacity + 1;
     this.captureSink = opts.capture ?? null;
     this.captureWords = captureWords;
@@ -1628,7 +1631,21 @@ export class WorkerNic extends HostNic {
     }
   }
 
+  /**
+   * @internal Whether a read of the slot's receive ring may leave out BELL_READ: the worker said
+   * until when none can make it send (its word of quiet reads, protocol.ts). Loaded after the
+   * read moved the ring's position, so a word the worker zeroes first is seen.
+   */
+  _readQuiet(slot: number): boolean {
+    const until = Atomics.load(this.doorbell, this.quietAt + slot);
+    if (until === 0 || ((until - realStamp()) | 0) <= 0) return false;
+    this.readBellsQuiet++;
+    return true;
+  }
+
   private bellQueued = false;
+  /** @internal Reads that rang no BELL_READ, the worker having said none could matter (tests). */
+  readBellsQuiet = 0;
   /** @internal Notifies the doorbell made, and those it left out because the worker was in a turn (tests). */
   bellNotifies = 0;
   bellsUnnotified = 0;

@@ -1,6 +1,6 @@
 /**
  * `warm-move` at a tiny size: every counted move is there with its wall, the main thread's CPU and
- * the collections attributed to it; `--heap` names what the main thread allocated, by function,
+ * the collections attributed to it, and its phases; `--heap` names what the main thread allocated, by function,
  * and with `--workers` what each worker thread did.
  * What the figures are is the benchmark's business; here, that they are there and add up.
  */
@@ -27,6 +27,10 @@ test('warm-move: each counted move measured, allocations by function with --heap
   for (const e of r.each) {
     assert.ok(e.wallMs > 0 && e.mainCpuMs >= 0 && e.gcs >= e.majors && e.gcMs >= 0, JSON.stringify(e));
   }
+  // A hand from worker to worker: the move's time is the freeze, the hand (with the install
+  // inside it) and what follows; none negative, the hand (a round trip through two workers) not 0.
+  for (const [span, ms] of Object.entries(r.phases)) assert.ok(ms >= 0, `${span} ${ms}`);
+  assert.ok(r.phases.hand > 0, JSON.stringify(r.phases));
   assert.ok(r.heap && r.heap.bytesPerMove > 0 && r.heap.top.length > 0, 'allocations sampled');
   for (let i = 1; i < r.heap.top.length; i++)
     assert.ok(r.heap.top[i - 1]!.bytesPerMove >= r.heap.top[i]!.bytesPerMove, 'largest first');

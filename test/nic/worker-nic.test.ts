@@ -5,8 +5,10 @@ import { describe, test } from 'node:test';
 import { SeededRandom } from '../../src/core/random.ts';
 import { emptyHardState, rebuildTcpState } from '../../src/nic/hard-state.ts';
 import { type ConnKey, connKeyId, type Nic } from '../../src/nic/nic.ts';
+import type { WorkerConnectionHandle } from '../../src/nic/worker-handle.ts';
 import type { WorkerDeath, WorkerNic } from '../../src/nic/worker-nic.ts';
 import type { Owner } from '../../src/offload/offload-manager.ts';
+import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { effectiveMss } from '../../src/stack/tcp/congestion.ts';
 import { DEFAULT_TCP_CACHED } from '../../src/state/tcp-state.ts';
 import { threadsBetween, threadTimes } from '../interop/tap-load.ts';
@@ -368,6 +370,61 @@ describe('WorkerNic', () => {
     }
     assert.equal(echoed, sizeUpTo(ROUNDS), 'every write was sent and echoed');
     assert.ok(nic.bellNotifies + nic.bellsUnnotified >= ROUNDS, 'each write rang the doorbell');
+    await wh.offload.upload([keyOf(a)]);
+    a.destroy();
+  });
+
+  test('reads that cannot make the worker send ring no bell; a read that opens a closed window does, and the rest comes', {
+    timeout: 180_000,
+  }, async (t) => {
+    const { net, wh, peer } = await setup(17, t, { count: 1 });
+    const served: TcpSocket[] = [];
+    peer.createServer((s) => served.push(s)).listen(80);
+    // A receive buffer of its own: no autotuning, so no measure is ever due (quietReads).
+    const a = wh.host.connect({ port: 80, host: '10.0.0.2', tcp: { rcvBufSize: 64 * 1024 } });
+    await once(a, 'connect');
+    a.pause();
+    const nic = wh.nics[0]!;
+    assert.equal((await wh.offload.offload([keyOf(a)], nic)).moved.length, 1);
+    const h = a.connection as WorkerConnectionHandle;
+    const t0 = net.now();
+    const within = (ms: number) => net.now() - t0 < ms;
+    while (served.length === 0 && within(60_000)) await net.sleep(5);
+    const b = served[0]!;
+    const peerConn = () =>
+      [...peer.stack.tcp.connections()].find((c) => c.state.const.remotePort === a.localPort);
+    const acked = () => {
+      const d = peerConn()?.state.delegated;
+      return d !== undefined && d.sndUna === d.sndMax;
+    };
+    // 2,000 bytes, all acknowledged, read 100 at a time: none can owe an ACK or open the window.
+    b.write(new Uint8Array(2000).fill(7));
+    while ((h.readableLength < 2000 || !acked()) && within(60_000)) await net.sleep(5);
+    assert.equal(h.readableLength, 2000, 'the data sits in the ring, unread');
+    assert.ok(acked(), 'the worker acknowledged it');
+    const buf = new Uint8Array(100);
+    let read = h.read(buf);
+    // The first read may ring (the worker's word may predate its last ACK); once the worker has
+    // looked, it says the reads are quiet.
+    while (!nic._readQuiet(h.slot) && within(60_000)) await net.sleep(5);
+    const quiet0 = nic.readBellsQuiet;
+    while (read < 2000) {
+      read += h.read(buf);
+      await new Promise((r) => setImmediate(r));
+    }
+    assert.equal(nic.readBellsQuiet - quiet0, 19, 'nineteen reads, none rang BELL_READ');
+    // Now fill the window (the socket reads nothing) and read it all: the reads that open it must
+    // reach the worker, or the peer waits for its persist timer, backing off.
+    const BIG = 600_000;
+    b.write(new Uint8Array(BIG).fill(9));
+    let got = 0;
+    const big = new Uint8Array(64 * 1024);
+    while (got < BIG && within(120_000)) {
+      const n = h.read(big);
+      got += n;
+      if (n === 0) await net.sleep(1);
+    }
+    assert.equal(got, BIG, 'every byte came through windows the reads reopened');
     await wh.offload.upload([keyOf(a)]);
     a.destroy();
   });

@@ -17,7 +17,7 @@ import { capture, PcapWriter } from '../../link/pcap.ts';
 import type { TapHeld, TapLink } from '../../link/tap-link.ts';
 import { loadLibc } from '../../link/tap-sys.ts';
 import { AddressTable, TWO_32 } from '../../stack/address-table.ts';
-import { seqLeq } from '../../stack/tcp/seq.ts';
+import { seqDiff, seqLeq } from '../../stack/tcp/seq.ts';
 import type { TcpConnection } from '../../stack/tcp/tcp-connection.ts';
 import {
   ackAfterRead,
@@ -30,6 +30,7 @@ import {
 } from '../../stack/tcp/tcp-drive.ts';
 import { maybeGrowSendRing } from '../../stack/tcp/tcp-mem.ts';
 import type { TcpUser } from '../../stack/tcp/tcp-types.ts';
+import { rcvMss, windowClamp } from '../../stack/tcp/tcp-window.ts';
 import { ByteRing } from '../../state/byte-ring.ts';
 import type { NeighborState } from '../../state/neighbor-state.ts';
 import type { OffloadTree } from '../../state/offload-tree.ts';
@@ -104,6 +105,7 @@ import {
   DB_TAP_FD,
   DB_UP,
   doorbellFlagsAt,
+  doorbellQuietAt,
   EV_BLOCK_GONE,
   EV_CLOSED,
   EV_READABLE,
@@ -119,6 +121,7 @@ import {
   type PeerMessage,
   publishTapHeld,
   type RegrowBlock,
+  realStamp,
   stampOf,
   type ToWorker,
   unhandled,
@@ -541,6 +544,43 @@ function writeRecord(slot: Slot): void {
   if (slot.record === goneRecord) return;
   slot.record.write(slot.conn.state, slot.send.shared, slot.recv.shared);
   slot.published = slot.conn.state.delegated.state;
+  Atomics.store(db, quietAt + slot.index, quietReads(slot.conn.state));
+}
+
+/** Quiet for as long as a word of realStamp() can say (its differences are int32s): about 18 hours. */
+const QUIET_LONG = 2 ** 30;
+
+/**
+ * Until when (a realStamp(); 0: not now) no read of the application's can make ringBell's
+ * BELL_READ do anything: ackAfterRead's three parts, each judged without the ring's read
+ * position, which is the one thing the host changes. No ACK is owed that a read would send
+ * (readAckNow: more than one segment, or any for pushed segments); the window the peer sees is
+ * more than half of any window selectWindow could offer, whatever the free space (so
+ * windowWorthAnnouncing says no); autotuning's measure is not due (rcvSpaceAdjust returns before
+ * it reads anything). Each of these changes only in this thread, and a connection is touched (its
+ * word zeroed) before it changes and written again after, so a word the host reads is never
+ * quieter than the connection. A read the host leaves out is seen all the same: the worker reads
+ * the ring's position live at its next ACK.
+ */
+function quietReads(s: TcpState): number {
+  const d = s.delegated;
+  if (canReceive(d.state) && !d.finReceived) {
+    // readAckNow: more than a segment owed, or any owed for pushed segments (once the ring empties).
+    const owed = seqDiff(d.rcvNxt, d.lastAckSent);
+    if (owed > 0 && (owed > rcvMss(s) || s.soft.ackPushed !== 0)) return 0;
+    // selectWindow offers at most the clamp, the ring, the buffer and the window's bound,
+    // whatever the free space: a window the peer sees above half of that is not worth announcing.
+    const so = s.soft;
+    let most = Math.min(windowClamp(s), d.recvBuffer.capacity, s.cached.rcvBufSize);
+    if (so.rcvSsthresh > 0 && so.rcvSsthresh < most) most = so.rcvSsthresh;
+    if (2 * seqDiff(d.rcvAdv, d.rcvNxt) <= most) return 0;
+    if (so.rcvClamp !== 0 && so.rcvRtt !== 0) {
+      // One stamp (1/16 ms) early: the host's clock rounds too.
+      const left = so.rcvSpaceAt + so.rcvRtt - clock.now() - 1 / 16;
+      return left > 0 ? stampOf(performance.now() + left) || 1 : 0;
+    }
+  }
+  return (realStamp() + QUIET_LONG) | 0 || 1;
 }
 
 const slots: (Slot | undefined)[] = [];
@@ -588,6 +628,7 @@ function progress(): void {
   Atomics.add(db, DB_BEAT, 1);
 }
 const flagsAt = doorbellFlagsAt(boot.capacity);
+const quietAt = doorbellQuietAt(boot.capacity);
 const qLen = boot.capacity + 1;
 
 /** Events for the application thread, flushed once per turn: [slot, bits] pairs. */
@@ -649,6 +690,8 @@ function flushEvents(): void {
 }
 
 function touch(s: Slot): void {
+  // Before anything of the connection changes: its reads may matter again (quietReads).
+  Atomics.store(db, quietAt + s.index, 0);
   touched.add(s);
   if (!evScheduled) {
     evScheduled = true;
@@ -916,6 +959,7 @@ function takeUnbuilt(p: Pending, path: PathSlot, owner: number): InstalledConn {
   owners?.add(k.localIp, k.localPort, k.remoteIp, k.remotePort);
   if (handedAway.size > 0) handedAway.reinstalled(k);
   Atomics.store(db, flagsAt + index, 0);
+  Atomics.store(db, quietAt + index, 0);
   p.parts.transfer.take(owner);
   return { key: k, slot: index, block: p.block, given: true };
 }

@@ -199,12 +199,24 @@ export const BELL_WANT_WRITABLE = 4;
 /** Say when the peer acknowledges new data (the application holds itself below the ring's size). */
 export const BELL_WANT_ACKED = 8;
 
+/** The doorbell's words: the header, the queue (slots + 1), each slot's bits, each slot's quiet reads. */
 export function doorbellWords(slots: number): number {
-  return DB_QUEUE + (slots + 1) + slots;
+  return DB_QUEUE + (slots + 1) + slots + slots;
 }
 
 export function doorbellFlagsAt(slots: number): number {
   return DB_QUEUE + slots + 1;
+}
+
+/**
+ * Each slot's word of quiet reads, written by the worker only: a realStamp() until which an
+ * application's read of the slot's receive ring cannot make the worker send anything (no ACK
+ * owed, the window the peer sees more than half the clamp, autotuning's next measure not due),
+ * so the host rings no BELL_READ for it; 0 (ring for every read) whenever the worker may have
+ * changed the connection since it last looked (nic-worker.ts, quietReads).
+ */
+export function doorbellQuietAt(slots: number): number {
+  return DB_QUEUE + slots + 1 + slots;
 }
 
 // ---- events from the worker's connections --------------------------------------------------------
