@@ -170,39 +170,54 @@ describe('ECN on an established connection', () => {
     assert.equal(conn.state.delegated.ecn & TcpEcn.DEMAND_CWR, 0);
   });
 
-  test('ECE cuts the window once per window, resends nothing, and the next new data says CWR', () => {
+  test('ECE brings the window down to ssthresh by PRR over the round trip (Linux CWR), once per window', () => {
     const { o, b, d, flight } = sending();
     assert.ok(flight.length >= 10, `${flight.length} segments in the first flight`);
+    const mss = flight[0]!.data.length;
     const cwnd0 = d.cwnd;
     // The first two segments ACKed, with ECE.
     o.ackTo(add(flight[1]!.h.seq, flight[1]!.data.length), ECE);
     assert.equal(b.count('tcp.ecn.reductions'), 1);
-    assert.ok(d.cwnd < cwnd0, `cwnd ${d.cwnd} cut from ${cwnd0}`);
-    assert.equal(d.cwnd, d.ssthresh);
-    const cut = d.cwnd;
-    const after = dataSegs(b.take());
-    assert.equal(b.count('tcp.retransmits'), 0, 'a mark is no loss: nothing resent');
-    const withCwr = after.filter((s) => s.h.flags & CWR);
-    if (after.length > 0) {
-      assert.equal(withCwr.length, 1, 'CWR on one segment');
-      assert.equal(withCwr[0], after[0], 'the first new data');
-    }
-    // Another ECE within the same window (the receiver echoes until it sees CWR): no second cut.
-    o.ackTo(add(flight[3]!.h.seq, flight[3]!.data.length), ECE);
-    assert.equal(b.count('tcp.ecn.reductions'), 1);
-    assert.ok(d.cwnd >= cut, `cwnd ${d.cwnd}, cut to ${cut}`);
-    // CWR goes on new data even if none could go right after the cut.
-    const sent = [...after, ...dataSegs(b.take())];
-    assert.equal(sent.filter((s) => s.h.flags & CWR).length, 1);
+    const ssthresh = d.ssthresh;
+    assert.ok(ssthresh < cwnd0, `ssthresh ${ssthresh} below cwnd ${cwnd0}`);
+    // Linux's tcp_cwnd_reduction: ssthresh/prior-cwnd of what the ACK delivered goes at once, where
+    // a cut to ssthresh would hold everything until the flight drained below it.
+    const sent = dataSegs(b.take());
+    assert.ok(sent.length > 0, `new data on the ECE's ACK (cwnd ${d.cwnd}, ssthresh ${ssthresh})`);
     assert.ok(sent[0]!.h.flags & CWR, 'CWR on the first new data');
+    // The rest of the window ACKed a segment at a time, the receiver echoing until it sees CWR.
+    let delivered = 2 * mss;
+    for (let i = 2; i < flight.length; i++) {
+      o.ackTo(add(flight[i]!.h.seq, flight[i]!.data.length), ECE);
+      delivered += flight[i]!.data.length;
+      sent.push(...dataSegs(b.take()));
+      assert.ok(d.cwnd <= cwnd0, `cwnd ${d.cwnd} does not grow in the reduction (was ${cwnd0})`);
+      const bytesOut = sent.reduce((n, s) => n + s.data.length, 0);
+      // RFC 6937: what went is ssthresh/prior-cwnd of what was delivered, rounded up, at least one.
+      const allowed = Math.max(Math.ceil((ssthresh * delivered) / cwnd0), mss);
+      assert.ok(
+        bytesOut <= allowed,
+        `${bytesOut} bytes sent for ${delivered} delivered (PRR allows ${allowed})`,
+      );
+      assert.ok(
+        bytesOut > allowed - 2 * mss,
+        `${bytesOut} bytes sent for ${delivered} delivered (PRR allows ${allowed})`,
+      );
+    }
+    assert.equal(b.count('tcp.ecn.reductions'), 1, 'one reduction per window');
+    assert.equal(b.count('tcp.retransmits'), 0, 'a mark is no loss: nothing resent');
+    assert.equal(sent.filter((s) => s.h.flags & CWR).length, 1, 'CWR on one segment');
     assert.ok(
       sent.every((s) => ecnField(s) === ECT0),
       'new data ECT(0)',
     );
-    // Everything sent before the cut is ACKed: the next ECE cuts again.
-    const end = d.ecnCwrEnd;
-    o.ackTo(end);
+    // Past the window's edge the reduction ends at ssthresh (tcp_end_cwnd_reduction).
+    assert.ok(d.ecn & TcpEcn.CWR, 'still reducing at the edge');
+    o.ackTo(add(sent[0]!.h.seq, sent[0]!.data.length));
+    assert.equal(d.ecn & TcpEcn.CWR, 0, 'the reduction ended past its edge');
+    assert.ok(d.cwnd >= ssthresh && d.cwnd <= ssthresh + mss, `cwnd ${d.cwnd} from ssthresh ${ssthresh}`);
     b.take();
+    // Everything sent before the cut is ACKed: the next ECE starts another.
     o.ackTo(d.sndMax, ECE);
     assert.equal(b.count('tcp.ecn.reductions'), 2);
   });

@@ -3,6 +3,7 @@
  * the input path (an ACK) and the timers (RACK's reordering timer), which may not import each
  * other.
  */
+import { TcpEcn } from '../../state/tcp-state.ts';
 import { effectiveMss } from './congestion.ts';
 import { backedOffRto } from './rtt.ts';
 import { sackPipe } from './sack.ts';
@@ -31,9 +32,12 @@ export function enterRecovery(
   // A recovery resends holes without rewinding snd.nxt: should a timeout's undo ever read this
   // record, everything sent was in flight.
   soft.undoNxt = d.sndMax;
-  soft.prrPriorCwnd = d.cwnd;
-  soft.prrDelivered = 0;
-  soft.prrOut = 0;
+  const fromCwr = ecnCutThisWindow(s);
+  if (!fromCwr) {
+    soft.prrPriorCwnd = d.cwnd;
+    soft.prrDelivered = 0;
+    soft.prrOut = 0;
+  }
   soft.inRecovery = true;
   soft.rackLostEdge = rackEdge;
   soft.recoveryPoint = d.sndMax;
@@ -41,7 +45,7 @@ export function enterRecovery(
   soft.tlpInFlight = false;
   // Linux's tcp_init_cwnd_reduction: the recovery's reduction covers what the probe found.
   conn.rack.tlpEnd = -1;
-  if (!ecnCutThisWindow(s)) conn.engine.congestion(conn).onLossDetected(s, now);
+  if (!fromCwr) conn.engine.congestion(conn).onLossDetected(s, now);
   soft.highRxt = d.sndUna;
   soft.rttActive = false;
   // Linux's retrans_stamp: the TSval the first retransmission carries. A partial ACK echoing an
@@ -79,6 +83,8 @@ export function probeRepairedLoss(conn: TcpConnection, now: number): void {
   if (seqLt(s.delegated.sndUna, s.soft.recoveryPoint)) return;
   conn.engine.env.counters.inc('tcp.tlp.recoveries');
   s.soft.undoArmed = false;
+  // Linux's tcp_process_tlp_ack ends the reduction at once: an ECE's, running, ends with it.
+  s.delegated.ecn &= ~TcpEcn.CWR;
   conn.engine.congestion(conn).onLossDetected(s, now);
 }
 
