@@ -19,7 +19,7 @@ import { TcpEcn, type TcpState } from '../../state/tcp-state.ts';
 import { TcpFlag } from '../../wire/tcp.ts';
 import { seqGeq, seqGt } from './seq.ts';
 import { enterQuickAck } from './tcp-ack-mode.ts';
-import type { TcpConnection } from './tcp-connection.ts';
+import type { TcpConnection, TcpEngine } from './tcp-connection.ts';
 
 /** The IP ECN field (RFC 3168 5): the low two bits of the IPv4 TOS or the IPv6 traffic class. */
 export const IpEcn = { NOT_ECT: 0, ECT1: 1, ECT0: 2, CE: 3 } as const;
@@ -42,7 +42,19 @@ export function ecnActiveOpen(conn: TcpConnection): void {
  * layer's mode allows (Linux's tcp_ecn_create_request).
  */
 export function ecnPassiveOpen(conn: TcpConnection, flags: number, ipEcn: number): void {
-  const ok = (conn.engine.ecn ?? DEFAULT_ECN_MODE) !== 0 && (flags & ASK) === ASK && ipEcn === IpEcn.NOT_ECT;
+  ecnAgreed(conn, ecnSynAgrees(conn.engine, flags, ipEcn));
+}
+
+/** Whether a listener of `engine` agrees to ECN for a SYN with `flags` and IP ECN field `ipEcn`. */
+export function ecnSynAgrees(engine: TcpEngine, flags: number, ipEcn: number): boolean {
+  return (engine.ecn ?? DEFAULT_ECN_MODE) !== 0 && (flags & ASK) === ASK && ipEcn === IpEcn.NOT_ECT;
+}
+
+/**
+ * A passive open's connection agreed to ECN or not: at its SYN, or at a SYN cookie's ACK whose
+ * echoed TSval says the cookie's SYN-ACK agreed (Linux's cookie_ecn_ok, with tcp_ecn not 0).
+ */
+export function ecnAgreed(conn: TcpConnection, ok: boolean): void {
   conn.state.delegated.ecn = ok ? TcpEcn.OK : 0;
   if (ok) conn.engine.env.counters.inc('tcp.ecn.accepted');
 }
