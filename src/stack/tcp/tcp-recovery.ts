@@ -4,9 +4,9 @@
  * other.
  */
 import { TcpEcn } from '../../state/tcp-state.ts';
-import { effectiveMss } from './congestion.ts';
+import { effectiveMss, flightSize } from './congestion.ts';
 import { backedOffRto } from './rtt.ts';
-import { sackPipe } from './sack.ts';
+import { sackedBytes, sackPipe } from './sack.ts';
 import { seqGeq, seqGt, seqLt } from './seq.ts';
 import type { TcpConnection } from './tcp-connection.ts';
 import { ecnCutThisWindow } from './tcp-ecn.ts';
@@ -132,7 +132,13 @@ export function prrAck(conn: TcpConnection, delivered: number, unaAdvanced: bool
   const soft = s.soft;
   if (delivered <= 0 || soft.prrPriorCwnd <= 0) return;
   const mss = effectiveMss(s);
-  const pipe = sackPipe(s, mss);
+  // Outside a recovery (an ECE's reduction) nothing of this episode was resent, and highRxt keeps
+  // a timeout's meaning, or its initial 0, which half the ISNs put ahead of snd.una: RFC 6675's
+  // pipe then counted the flight twice and the reduction sent without bound. Linux's
+  // packets_in_flight there is what was sent less what was SACKed.
+  const pipe = soft.inRecovery
+    ? sackPipe(s, mss)
+    : flightSize(s) - (s.const.sackEnabled ? sackedBytes(s) : 0);
   soft.prrDelivered += delivered;
   const delta = d.ssthresh - pipe;
   let sndcnt: number;
