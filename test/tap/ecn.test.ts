@@ -233,7 +233,13 @@ describe('ECN: chimney serve and the kernel (tcp_ecn=1)', {
     assert.equal(body.length, 2_000_000);
     const f = frames(pcap);
     const ece = f.filter((x) => !x.fromChimney && !x.syn && x.ece);
-    assert.ok(ece.length > 0, 'the kernel echoed the marks');
+    // Said with the handshake and the data's ECN field, so a failure tells a connection that did
+    // not negotiate ECN (a resent SYN no longer asks) from marks that were not echoed.
+    const shape = (xs: Frame[]): string =>
+      xs.map((x) => `${x.n}:${x.ece ? 'E' : ''}${x.cwr ? 'C' : ''}`).join(' ');
+    const fromChimney = f.filter((x) => x.fromChimney && x.len > 0);
+    const why = `SYNs ${shape(f.filter((x) => x.syn))}; ${fromChimney.length} data frames, ECN fields ${[...new Set(fromChimney.map((x) => x.ecn))]}`;
+    assert.ok(ece.length > 0, `the kernel echoed the marks: ${why}`);
     const cwr = f.filter((x) => x.fromChimney && x.cwr);
     assert.ok(cwr.length > 0, 'Chimney said CWR');
     assert.ok(cwr[0]!.n > ece[0]!.n, 'after the first echo');

@@ -38,7 +38,9 @@ let lab: Lab | null = null;
 
 /** The counters that tell what the listener did with the burst. */
 function seen(c: Record<string, number>): string {
-  return JSON.stringify(Object.fromEntries(Object.entries(c).filter(([k]) => /cookie|listen|rst/.test(k))));
+  return JSON.stringify(
+    Object.fromEntries(Object.entries(c).filter(([k]) => /cookie|listen|rst|ecn/.test(k))),
+  );
 }
 
 function counters(control: string): Record<string, number> {
@@ -57,6 +59,10 @@ describe(`chimney serve --backlog ${BACKLOG}, ${CONNECTIONS} connects from the k
   before(() => {
     if (gate.reason) assert.fail(`interop tests cannot run: ${gate.reason}`);
     lab = makeLab({ tag: 'syck', subnet: 61, taps: 1 }, gate.reason);
+    // The kernel asks for ECN (its active opens), so cookies must keep the agreement.
+    execFileSync('ip', ['netns', 'exec', lab!.ns, 'sysctl', '-qw', 'net.ipv4.tcp_ecn=1'], {
+      timeout: 30_000,
+    });
   });
   after(async () => {
     await lab?.down();
@@ -101,6 +107,39 @@ describe(`chimney serve --backlog ${BACKLOG}, ${CONNECTIONS} connects from the k
     // drain that read past the yield dropped 88-98 cookie ACKs and requests a run here.
     assert.equal(c['tcp.listen.overflow'] ?? 0, 0, `nothing dropped at a full accept queue: ${seen(c)}`);
     assert.equal(c['tcp.rst.out'] ?? 0, 0, `no RST sent: ${seen(c)}`);
+    // Linux (tcp_syncookies=2, captured 2026-12-07): a cookie's SYN-ACK says ECE to a SYN that
+    // asked and offers 65,160, as its other SYN-ACKs do. The kernel's resent SYN no longer asks
+    // (tcp_ecn_fallback), so only a connection whose every SYN asked must be answered with ECE.
+    const syns = execFileSync(
+      'tshark',
+      [
+        '-r',
+        pcap,
+        '-Y',
+        'tcp.flags.syn == 1',
+        '-T',
+        'fields',
+        '-e',
+        'tcp.stream',
+        '-e',
+        'tcp.flags.ack',
+      ].concat(['-e', 'tcp.flags.ece', '-e', 'tcp.flags.cwr', '-e', 'tcp.window_size_value']),
+      { encoding: 'utf8', maxBuffer: 64 << 20 },
+    )
+      .trim()
+      .split('\n')
+      .map((l) => l.split('\t'));
+    const on = (v: string | undefined): boolean => v === '1' || v === 'True';
+    const declined = new Set(syns.filter((f) => !on(f[1]) && !(on(f[2]) && on(f[3]))).map((f) => f[0]));
+    const synAcks = syns.filter((f) => on(f[1]));
+    assert.ok(synAcks.length >= CONNECTIONS, `${synAcks.length} SYN-ACKs captured`);
+    const odd = synAcks.filter((f) => f[4] !== '65160' || (!declined.has(f[0]) && !on(f[2])));
+    assert.deepEqual(
+      odd.map((f) => f.join(' ')),
+      [],
+      'every SYN-ACK offers 65,160, with ECE when asked',
+    );
+    assert.ok((c['tcp.ecn.accepted'] ?? 0) > 0, `connections agreed to ECN: ${seen(c)}`);
     // The capture sees both directions: a RST from the kernel (a cookie's connection it did not
     // know) shows here though Chimney's counters cannot. One sent after the kernel's own FIN is
     // left out: its socket closed at the ACK of its FIN, and a second ACK, to the FIN it resent

@@ -28,8 +28,8 @@ function ecnServer(b = new Bench()) {
 }
 
 /** An ECN server connection with 200 KB to send: its first flight, taken. */
-function sending() {
-  const o = ecnServer();
+function sending(seed?: number) {
+  const o = ecnServer(new Bench({ seed }));
   const { b, conn } = o;
   conn.write(bytes(200_000));
   return { o, b, conn, d: conn.state.delegated, flight: dataSegs(b.take()) };
@@ -170,43 +170,74 @@ describe('ECN on an established connection', () => {
     assert.equal(conn.state.delegated.ecn & TcpEcn.DEMAND_CWR, 0);
   });
 
-  test('ECE cuts the window once per window, resends nothing, and the next new data says CWR', () => {
-    const { o, b, d, flight } = sending();
-    assert.ok(flight.length >= 10, `${flight.length} segments in the first flight`);
-    const cwnd0 = d.cwnd;
-    // The first two segments ACKed, with ECE.
-    o.ackTo(add(flight[1]!.h.seq, flight[1]!.data.length), ECE);
-    assert.equal(b.count('tcp.ecn.reductions'), 1);
-    assert.ok(d.cwnd < cwnd0, `cwnd ${d.cwnd} cut from ${cwnd0}`);
-    assert.equal(d.cwnd, d.ssthresh);
-    const cut = d.cwnd;
-    const after = dataSegs(b.take());
-    assert.equal(b.count('tcp.retransmits'), 0, 'a mark is no loss: nothing resent');
-    const withCwr = after.filter((s) => s.h.flags & CWR);
-    if (after.length > 0) {
-      assert.equal(withCwr.length, 1, 'CWR on one segment');
-      assert.equal(withCwr[0], after[0], 'the first new data');
-    }
-    // Another ECE within the same window (the receiver echoes until it sees CWR): no second cut.
-    o.ackTo(add(flight[3]!.h.seq, flight[3]!.data.length), ECE);
-    assert.equal(b.count('tcp.ecn.reductions'), 1);
-    assert.ok(d.cwnd >= cut, `cwnd ${d.cwnd}, cut to ${cut}`);
-    // CWR goes on new data even if none could go right after the cut.
-    const sent = [...after, ...dataSegs(b.take())];
-    assert.equal(sent.filter((s) => s.h.flags & CWR).length, 1);
-    assert.ok(sent[0]!.h.flags & CWR, 'CWR on the first new data');
-    assert.ok(
-      sent.every((s) => ecnField(s) === ECT0),
-      'new data ECT(0)',
-    );
-    // Everything sent before the cut is ACKed: the next ECE cuts again.
-    const end = d.ecnCwrEnd;
-    o.ackTo(end);
-    b.take();
-    o.ackTo(d.sndMax, ECE);
-    assert.equal(b.count('tcp.ecn.reductions'), 2);
+  // Seeds whose ISS lies on either side of 2^31: the pipe PRR counts must not read a snd.una past
+  // it against a highRxt of 0 as data resent (it did, and the reduction sent without bound).
+  const seeds = [1, 2, 3, 4];
+  test('the reduction cases run with ISSs in both halves of the sequence space', () => {
+    const high = seeds.map((seed) => sending(seed).d.iss >= 2 ** 31);
+    assert.ok(high.includes(true) && high.includes(false), `ISS at or past 2^31: ${high}`);
   });
 
+  for (const seed of seeds)
+    test(`ECE brings the window down to ssthresh by PRR over the round trip (Linux CWR), once per window (seed ${seed})`, () => {
+      ecnReduction(seed);
+    });
+});
+
+/** One ECE reduction of a sending connection of `seed`, ACK by ACK (see the cases above). */
+function ecnReduction(seed: number): void {
+  const { o, b, d, flight } = sending(seed);
+  assert.ok(flight.length >= 10, `${flight.length} segments in the first flight`);
+  const mss = flight[0]!.data.length;
+  const cwnd0 = d.cwnd;
+  // The first two segments ACKed, with ECE.
+  o.ackTo(add(flight[1]!.h.seq, flight[1]!.data.length), ECE);
+  assert.equal(b.count('tcp.ecn.reductions'), 1);
+  const ssthresh = d.ssthresh;
+  assert.ok(ssthresh < cwnd0, `ssthresh ${ssthresh} below cwnd ${cwnd0}`);
+  // Linux's tcp_cwnd_reduction: ssthresh/prior-cwnd of what the ACK delivered goes at once, where
+  // a cut to ssthresh would hold everything until the flight drained below it.
+  const sent = dataSegs(b.take());
+  assert.ok(sent.length > 0, `new data on the ECE's ACK (cwnd ${d.cwnd}, ssthresh ${ssthresh})`);
+  assert.ok(sent[0]!.h.flags & CWR, 'CWR on the first new data');
+  // The rest of the window ACKed a segment at a time, the receiver echoing until it sees CWR.
+  let delivered = 2 * mss;
+  for (let i = 2; i < flight.length; i++) {
+    o.ackTo(add(flight[i]!.h.seq, flight[i]!.data.length), ECE);
+    delivered += flight[i]!.data.length;
+    sent.push(...dataSegs(b.take()));
+    assert.ok(d.cwnd <= cwnd0, `cwnd ${d.cwnd} does not grow in the reduction (was ${cwnd0})`);
+    const bytesOut = sent.reduce((n, s) => n + s.data.length, 0);
+    // RFC 6937: what went is ssthresh/prior-cwnd of what was delivered, rounded up, at least one.
+    const allowed = Math.max(Math.ceil((ssthresh * delivered) / cwnd0), mss);
+    assert.ok(
+      bytesOut <= allowed,
+      `${bytesOut} bytes sent for ${delivered} delivered (PRR allows ${allowed})`,
+    );
+    assert.ok(
+      bytesOut > allowed - 2 * mss,
+      `${bytesOut} bytes sent for ${delivered} delivered (PRR allows ${allowed})`,
+    );
+  }
+  assert.equal(b.count('tcp.ecn.reductions'), 1, 'one reduction per window');
+  assert.equal(b.count('tcp.retransmits'), 0, 'a mark is no loss: nothing resent');
+  assert.equal(sent.filter((s) => s.h.flags & CWR).length, 1, 'CWR on one segment');
+  assert.ok(
+    sent.every((s) => ecnField(s) === ECT0),
+    'new data ECT(0)',
+  );
+  // Past the window's edge the reduction ends at ssthresh (tcp_end_cwnd_reduction).
+  assert.ok(d.ecn & TcpEcn.CWR, 'still reducing at the edge');
+  o.ackTo(add(sent[0]!.h.seq, sent[0]!.data.length));
+  assert.equal(d.ecn & TcpEcn.CWR, 0, 'the reduction ended past its edge');
+  assert.ok(d.cwnd >= ssthresh && d.cwnd <= ssthresh + mss, `cwnd ${d.cwnd} from ssthresh ${ssthresh}`);
+  b.take();
+  // Everything sent before the cut is ACKed: the next ECE starts another.
+  o.ackTo(d.sndMax, ECE);
+  assert.equal(b.count('tcp.ecn.reductions'), 2);
+}
+
+describe('ECN with loss', () => {
   test('a loss recovery in the window an ECE already cut does not cut again', () => {
     const { o, b, conn, d, flight } = sending();
     const una = flight[0]!.h.seq;

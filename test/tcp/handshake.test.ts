@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { AddressInUseError, InvalidArgumentError } from '../../src/core/errors.ts';
 import type { TcpConnection } from '../../src/stack/tcp/tcp-connection.ts';
-import { TcpStateId } from '../../src/state/tcp-state.ts';
+import { TcpEcn, TcpStateId } from '../../src/state/tcp-state.ts';
+import { TcpFlag } from '../../src/wire/tcp.ts';
 import {
   ACK,
   activeOpen,
@@ -499,6 +500,76 @@ describe('SYN cookies', () => {
     b.inject({ flags: ACK, seq: PEER_ISN + 1, ack: add(sa.h.seq, 1) });
     const c = (accepted as TcpConnection | null)!.state.const;
     assert.deepEqual([c.wsEnabled, c.sackEnabled, c.remoteMss], [false, false, 536]);
+  });
+
+  /**
+   * A SYN from port `srcPort` with `opts` to a listener on port 80 of `b` whose backlog is
+   * `backlog` (0: the SYN gets a cookie): its SYN-ACK, and the connection the handshake's ACK
+   * makes.
+   */
+  function answer(b: Bench, backlog: number, opts: { ts: boolean; flags?: number; tos?: number }) {
+    let accepted: TcpConnection | null = null;
+    b.layer.listen({ port: 80, backlog }, (c) => {
+      c.user = new Recorder();
+      accepted = c;
+      return true;
+    });
+    const ts = opts.ts ? ([777, 0] as [number, number]) : undefined;
+    b.inject({
+      flags: SYN | (opts.flags ?? 0),
+      seq: PEER_ISN,
+      mss: 1460,
+      wscale: 7,
+      sackPermitted: true,
+      ts,
+      tos: opts.tos,
+    });
+    const sa = b.take()[0]!;
+    b.inject({ flags: ACK, seq: PEER_ISN + 1, ack: add(sa.h.seq, 1), ts: ts && [778, sa.h.tsVal] });
+    const conn = (accepted as TcpConnection | null)!;
+    assert.ok(conn, 'the handshake made a connection');
+    return { sa, conn };
+  }
+
+  test("a cookie's SYN-ACK offers a SYN-ACK's window: whole segments, less the timestamp (Linux's 65,160)", () => {
+    for (const ts of [true, false]) {
+      const plain = answer(new Bench(), 8, { ts });
+      const b = new Bench();
+      const cookie = answer(b, 0, { ts });
+      assert.equal(b.count('tcp.syncookies.ok'), 1);
+      // 45 x 1448 with timestamps, 44 x 1460 without: tcp_openreq_init_rwin runs for cookies too.
+      assert.equal(cookie.sa.h.window, ts ? 65_160 : 64_240, `timestamps ${ts}`);
+      assert.equal(cookie.sa.h.window, plain.sa.h.window, 'the same as without a cookie');
+      const d = cookie.conn.state.delegated;
+      assert.equal(d.rcvAdv - d.rcvNxt, cookie.sa.h.window, 'the connection counts from what it offered');
+    }
+  });
+
+  test("ECN is agreed in a cookie's SYN-ACK and kept in its timestamp (Linux's cookie_ecn_ok)", () => {
+    const ECE_CWR = TcpFlag.ECE | TcpFlag.CWR;
+    const b = new Bench();
+    const { sa, conn } = answer(b, 0, { ts: true, flags: ECE_CWR });
+    assert.equal(b.count('tcp.syncookies.ok'), 1);
+    assert.equal(sa.h.flags, SYN | ACK | TcpFlag.ECE, 'ECE alone in the SYN-ACK');
+    assert.equal(conn.state.delegated.ecn, TcpEcn.OK);
+    conn.write(bytes(1000));
+    const data = b.take().filter((s) => s.data.length > 0);
+    assert.equal(data.length, 1);
+    assert.equal((data[0]!.tos ?? 0) & 3, 2, 'its data goes ECT(0)');
+    // Without timestamps the cookie has nowhere to keep it; a SYN that is itself ECT, or a layer
+    // with ECN off, is not agreed to, as without a cookie.
+    const cases: [string, (b: Bench) => void, { ts: boolean; tos?: number }][] = [
+      ['no timestamps', () => {}, { ts: false }],
+      ['an ECT SYN', () => {}, { ts: true, tos: 2 }],
+      ['ECN off', (b) => (b.layer.ecn = 0), { ts: true }],
+    ];
+    for (const [name, setup, opts] of cases) {
+      const b2 = new Bench();
+      setup(b2);
+      const r = answer(b2, 0, { ...opts, flags: ECE_CWR });
+      assert.equal(r.sa.h.flags & TcpFlag.ECE, 0, `${name}: no ECE`);
+      assert.equal(r.conn.state.delegated.ecn, 0, `${name}: no ECN`);
+    }
   });
 
   test('forged or stale cookies are refused with a RST', () => {

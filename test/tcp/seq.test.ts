@@ -39,19 +39,21 @@ test('SYN cookies round-trip MSS and reject a changed tuple or peer ISN', () => 
   );
 });
 
-test('cookie timestamp bits carry wscale and SACK and never run ahead of the clock', () => {
+test('cookie timestamp bits carry wscale, SACK and ECN and never run ahead of the clock', () => {
   fc.assert(
     fc.property(
       fc.integer({ min: 64, max: 0xffffffff }),
       fc.integer({ min: -1, max: 14 }),
       fc.boolean(),
-      (ts, ws, sack) => {
-        const v = SynCookies.encodeTs(ts, ws, sack);
+      fc.boolean(),
+      (ts, ws, sack, ecn) => {
+        const v = SynCookies.encodeTs(ts, ws, sack, ecn);
         assert.ok(v <= ts && ts - v < 128);
-        const o = { mss: 0, wscale: 0, sackPermitted: false };
+        const o = { mss: 0, wscale: 0, sackPermitted: false, ecn: false };
         SynCookies.decodeTs(v, o);
         assert.equal(o.wscale, ws);
         assert.equal(o.sackPermitted, sack);
+        assert.equal(o.ecn, ecn);
       },
     ),
   );

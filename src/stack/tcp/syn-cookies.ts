@@ -11,8 +11,9 @@ import { TWO_32 } from '../address-table.ts';
  * accepted for two counter periods (64 to 128 s).
  *
  * With timestamps the peer echoes our TSval, so the low 6 bits of it carry what else the SYN asked
- * for (window scale in bits 0..3, 0xf for none; SACK-permitted in bit 4). Without timestamps the
- * cookie connection runs without window scaling and SACK.
+ * for (window scale in bits 0..3, 0xf for none; SACK-permitted in bit 4; ECN agreed in bit 5, as
+ * Linux's cookie_init_timestamp). Without timestamps the cookie connection runs without window
+ * scaling, SACK and ECN.
  */
 
 export const MSS_TABLE: readonly number[] = [536, 1220, 1360, 1440, 1460, 4312, 8960, 65495];
@@ -20,12 +21,16 @@ const PERIOD_MS = 64_000;
 const TS_BITS = 6;
 const TS_MASK = (1 << TS_BITS) - 1;
 const WS_NONE = 0xf;
+const TS_SACK = 0x10;
+const TS_ECN = 0x20;
 
 export interface CookieOptions {
   mss: number;
   /** -1 when window scaling is not in use. */
   wscale: number;
   sackPermitted: boolean;
+  /** The cookie's SYN-ACK agreed to ECN (it said ECE). */
+  ecn: boolean;
 }
 
 export class SynCookies {
@@ -113,8 +118,9 @@ export class SynCookies {
   }
 
   /** Our TSval for a cookie SYN-ACK: at most 63 ms behind the clock, low bits holding the options. */
-  static encodeTs(nowTs: number, wscale: number, sackPermitted: boolean): number {
-    const bits = (wscale >= 0 ? Math.min(wscale, 14) : WS_NONE) | (sackPermitted ? 0x10 : 0);
+  static encodeTs(nowTs: number, wscale: number, sackPermitted: boolean, ecn: boolean): number {
+    const bits =
+      (wscale >= 0 ? Math.min(wscale, 14) : WS_NONE) | (sackPermitted ? TS_SACK : 0) | (ecn ? TS_ECN : 0);
     let ts = ((nowTs & ~TS_MASK) | bits) >>> 0;
     if (ts > nowTs >>> 0) ts = (ts - (TS_MASK + 1)) >>> 0;
     return ts;
@@ -123,6 +129,7 @@ export class SynCookies {
   static decodeTs(tsEcr: number, out: CookieOptions): void {
     const ws = tsEcr & 0xf;
     out.wscale = ws === WS_NONE ? -1 : ws;
-    out.sackPermitted = (tsEcr & 0x10) !== 0;
+    out.sackPermitted = (tsEcr & TS_SACK) !== 0;
+    out.ecn = (tsEcr & TS_ECN) !== 0;
   }
 }

@@ -11,14 +11,15 @@
  * - Sending (6.1.2, 6.1.5): new data goes ECT(0); pure ACKs, SYNs and retransmissions go not-ECT.
  * - Receiving (6.1.3): a CE mark on data sets DEMAND_CWR, and every segment echoes ECE until a
  *   segment with CWR arrives.
- * - Reacting (6.1.2): an ACK with ECE cuts the window once per window of data, as for a loss but
- *   with nothing resent, and CWR goes on the next new data.
+ * - Reacting (6.1.2): an ACK with ECE starts a reduction once per window of data (Linux's CWR
+ *   state): ssthresh as for a loss, cwnd brought down to it by PRR over the next round trip, nothing
+ *   resent, and CWR on the next new data.
  */
 import { TcpEcn, type TcpState } from '../../state/tcp-state.ts';
 import { TcpFlag } from '../../wire/tcp.ts';
 import { seqGeq, seqGt } from './seq.ts';
 import { enterQuickAck } from './tcp-ack-mode.ts';
-import type { TcpConnection } from './tcp-connection.ts';
+import type { TcpConnection, TcpEngine } from './tcp-connection.ts';
 
 /** The IP ECN field (RFC 3168 5): the low two bits of the IPv4 TOS or the IPv6 traffic class. */
 export const IpEcn = { NOT_ECT: 0, ECT1: 1, ECT0: 2, CE: 3 } as const;
@@ -41,7 +42,19 @@ export function ecnActiveOpen(conn: TcpConnection): void {
  * layer's mode allows (Linux's tcp_ecn_create_request).
  */
 export function ecnPassiveOpen(conn: TcpConnection, flags: number, ipEcn: number): void {
-  const ok = (conn.engine.ecn ?? DEFAULT_ECN_MODE) !== 0 && (flags & ASK) === ASK && ipEcn === IpEcn.NOT_ECT;
+  ecnAgreed(conn, ecnSynAgrees(conn.engine, flags, ipEcn));
+}
+
+/** Whether a listener of `engine` agrees to ECN for a SYN with `flags` and IP ECN field `ipEcn`. */
+export function ecnSynAgrees(engine: TcpEngine, flags: number, ipEcn: number): boolean {
+  return (engine.ecn ?? DEFAULT_ECN_MODE) !== 0 && (flags & ASK) === ASK && ipEcn === IpEcn.NOT_ECT;
+}
+
+/**
+ * A passive open's connection agreed to ECN or not: at its SYN, or at a SYN cookie's ACK whose
+ * echoed TSval says the cookie's SYN-ACK agreed (Linux's cookie_ecn_ok, with tcp_ecn not 0).
+ */
+export function ecnAgreed(conn: TcpConnection, ok: boolean): void {
   conn.state.delegated.ecn = ok ? TcpEcn.OK : 0;
   if (ok) conn.engine.env.counters.inc('tcp.ecn.accepted');
 }
@@ -125,34 +138,57 @@ export function ecnReceived(conn: TcpConnection, flags: number, dataLen: number,
 }
 
 /**
- * An acceptable ACK (not older than snd.una) arrived on an ECN connection, after its snd.una moved:
- * end a reduction whose window is ACKed, and answer an ECE with a new one (Linux's tcp_enter_cwr
- * from tcp_try_to_open). The window is cut at once, where Linux brings it down over a round trip
- * with PRR; not in a loss recovery or a timeout's episode, which cut it already.
+ * An acceptable ACK (not older than snd.una) arrived on an ECN connection, after its snd.una moved
+ * and before the window grows on it (Linux's tcp_fastretrans_alert, then tcp_cong_control): end a
+ * reduction whose window is ACKed, and answer an ECE with a new one. True while a reduction runs
+ * (Linux's CWR state): the window does not grow, and prrAck brings it down to ssthresh over the
+ * round trip (tcp_cwnd_reduction), where cutting it at once sent nothing for half a round trip and
+ * a burst after. Not in a loss recovery or a timeout's episode, which cut it already.
  */
-export function ecnAck(conn: TcpConnection, flags: number, now: number): void {
+export function ecnAck(conn: TcpConnection, flags: number, now: number): boolean {
   const s = conn.state;
   const d = s.delegated;
   const soft = s.soft;
   // Held until snd.una is past the edge, not at it (Linux's tcp_fastretrans_alert in CWR): the ACK
   // up to the edge answers data sent before our CWR reached the receiver, and may still echo ECE.
-  if (d.ecn & TcpEcn.CWR && seqGt(d.sndUna, d.ecnCwrEnd)) d.ecn &= ~TcpEcn.CWR;
-  if (!(flags & TcpFlag.ECE)) return;
-  const counters = conn.engine.env.counters;
-  counters.inc('tcp.ecn.ece-received');
-  if (d.ecn & TcpEcn.CWR || soft.inRecovery || !seqGeq(d.sndUna, soft.recoveryPoint)) return;
-  counters.inc('tcp.ecn.reductions');
+  if (d.ecn & TcpEcn.CWR && seqGt(d.sndUna, d.ecnCwrEnd)) {
+    d.ecn &= ~TcpEcn.CWR;
+    // Linux's tcp_end_cwnd_reduction: the reduction ends at ssthresh, wherever PRR had it.
+    d.cwnd = d.ssthresh;
+  }
+  if (flags & TcpFlag.ECE) {
+    conn.engine.env.counters.inc('tcp.ecn.ece-received');
+    if (!(d.ecn & TcpEcn.CWR) && !soft.inRecovery && seqGeq(d.sndUna, soft.recoveryPoint))
+      enterCwr(conn, now);
+  }
+  return (d.ecn & TcpEcn.CWR) !== 0;
+}
+
+/**
+ * Linux's tcp_enter_cwr: ssthresh (and CUBIC's W_max) as for a loss, cwnd left where it is for
+ * PRR to bring down from, with nothing resent.
+ */
+function enterCwr(conn: TcpConnection, now: number): void {
+  const s = conn.state;
+  const d = s.delegated;
+  const soft = s.soft;
+  conn.engine.env.counters.inc('tcp.ecn.reductions');
   // Linux's tcp_enter_cwr clears undo_marker: a mark is no loss a DSACK could show needless.
   soft.undoArmed = false;
+  const cwnd = d.cwnd;
   conn.engine.congestion(conn).onLossDetected(s, now);
+  d.cwnd = cwnd;
+  soft.prrPriorCwnd = cwnd;
+  soft.prrDelivered = 0;
+  soft.prrOut = 0;
   d.ecn |= TcpEcn.CWR | TcpEcn.QUEUE_CWR;
   d.ecnCwrEnd = d.sndMax;
 }
 
 /**
- * A loss recovery begins: if an ECE already cut the window in this window of data, it is not cut
- * again (Linux's tcp_enter_recovery skips tcp_init_cwnd_reduction while in CWR). True when the
- * recovery should leave cwnd and ssthresh as they are.
+ * A loss recovery begins: if an ECE already started a reduction in this window of data, the
+ * recovery carries it on (Linux's tcp_enter_recovery skips tcp_init_cwnd_reduction while in CWR):
+ * ssthresh, and PRR's count of what was delivered and sent, stay. True when it does.
  */
 export function ecnCutThisWindow(s: TcpState): boolean {
   const d = s.delegated;

@@ -1,6 +1,6 @@
 import type { Counters } from '../../core/counters.ts';
 import type { TcpState } from '../../state/tcp-state.ts';
-import { FIRST_DATA_PENDING, TcpStateId } from '../../state/tcp-state.ts';
+import { FIRST_DATA_PENDING, TcpEcn, TcpStateId } from '../../state/tcp-state.ts';
 import { TcpFlag, type TcpHeader } from '../../wire/tcp.ts';
 import { effectiveMss } from './congestion.ts';
 import { backedOffRto, clampRto, rttSample } from './rtt.ts';
@@ -801,7 +801,8 @@ function processAck(
     // (below; Linux's num_dupack in tcp_process_loss).
     if (dup && (sack || !c.sackEnabled)) dupAck(conn, now);
   }
-  if (d.ecn !== 0 && !old) ecnAck(conn, f, now);
+  // An ACK that moved snd.una went through ecnAck in newAck, before the window could grow.
+  if (d.ecn !== 0 && !old && !advanced) ecnAck(conn, f, now);
   conn.holdRetransmits = false;
   let undone = false;
   if (episode && !soft0.inRecovery && soft0.undoArmed) {
@@ -856,7 +857,7 @@ function processAck(
     // ends the probe's episode with it.
     if (conn.rack.probeAck(ack, pureDup) && !s.soft.inRecovery) probeRepairedLoss(conn, now);
   }
-  if (c.sackEnabled && s.soft.inRecovery) {
+  if (s.soft.inRecovery ? c.sackEnabled : (d.ecn & TcpEcn.CWR) !== 0) {
     prrAck(conn, seqDiff(d.sndUna, unaBefore) + sackedBytes(s) - sackedBefore, advanced);
   }
   // The send window moves with an ACK of new data, or with a segment newer than the last update
@@ -934,6 +935,7 @@ function newAck(conn: TcpConnection, h: TcpHeader, ack: number, now: number): bo
   soft.tlpDeadline = INF;
   if (soft.tlpInFlight && seqGeq(ack, soft.tlpHighSeq)) soft.tlpInFlight = false;
   const cc = conn.engine.congestion(conn);
+  const recovering = soft.inRecovery;
   if (soft.inRecovery) {
     if (seqGeq(ack, soft.recoveryPoint)) {
       soft.inRecovery = false;
@@ -947,10 +949,11 @@ function newAck(conn: TcpConnection, h: TcpHeader, ack: number, now: number): bo
       retransmitHead(conn, now);
       d.cwnd = Math.max(d.cwnd - acked + mss, mss);
     }
-  } else {
-    d.dupAcks = 0;
-    cc.onAck(s, acked, rtt, now);
-  }
+  } else d.dupAcks = 0;
+  // Linux's order in tcp_ack: the ECN state changes (tcp_fastretrans_alert), then the window grows
+  // unless a reduction runs (tcp_cong_control), so an ACK with ECE grows nothing PRR must take back.
+  const reducing = d.ecn !== 0 && ecnAck(conn, h.flags, now);
+  if (!recovering && !reducing) cc.onAck(s, acked, rtt, now);
   if (c.sackEnabled) sackPrune(s);
   d.rtxDeadline = d.sndUna === d.sndMax || d.persistDeadline !== INF ? INF : now + backedOffRto(s);
   // The writer is held by the ring: with the flight larger than half of it, a larger ring.

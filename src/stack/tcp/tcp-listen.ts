@@ -9,7 +9,7 @@ import { rttSample } from './rtt.ts';
 import { seqAdd, seqDiff, seqSub } from './seq.ts';
 import { type CookieOptions, SynCookies } from './syn-cookies.ts';
 import type { ListenerRef, TcpConnection } from './tcp-connection.ts';
-import { ecnPassiveOpen, IP_ECN_MASK } from './tcp-ecn.ts';
+import { ecnAgreed, ecnPassiveOpen, ecnSynAgrees, IP_ECN_MASK } from './tcp-ecn.ts';
 import { terminate } from './tcp-events.ts';
 import { connInput, establish, negotiateSynOptions, offerToListener } from './tcp-input.ts';
 import type { TcpLayer } from './tcp-layer.ts';
@@ -18,6 +18,7 @@ import { checkAddress, checkPort } from './tcp-options.ts';
 import { sendRstReply, sendSyn, tcpChecksum, tsNow, wscaleFor } from './tcp-output.ts';
 import { scheduleTimer } from './tcp-timers.ts';
 import type { ConnectionHandle } from './tcp-types.ts';
+import { synSpace } from './tcp-window.ts';
 
 export interface TcpListener {
   /** 0: every IPv4 address; ANY6: every address of both families, or every IPv6 one if `v6Only`. */
@@ -58,10 +59,18 @@ export interface TcpListener {
     | null;
 }
 
-/** The window a cookie's SYN-ACK offers (unscaled, as in any SYN-ACK). */
-function cookieWindow(l: Listener): number {
-  return Math.min(l.cached.rcvBufSize, 65535);
+/**
+ * The window a cookie's SYN-ACK offers (unscaled, as in any SYN-ACK): a SYN-ACK's, in whole
+ * segments of `mss` (ours) less the timestamp option when the SYN had one (65,160 on a 1500-byte
+ * link: the kernel's cookie SYN-ACK, captured with tcp_syncookies=2, offers what its other
+ * SYN-ACKs do). The connection the cookie's ACK makes counts from the same figure.
+ */
+function cookieWindow(layer: TcpLayer, l: Listener, mss: number, ts: boolean): number {
+  const tuned = layer.fixedRcvBuf !== true && l.cached.rcvBufLocked !== true;
+  return synSpace(l.cached.rcvBufSize, tuned, mss - (ts ? TS_OPTION : 0));
 }
+/** The timestamp option's bytes in every segment once agreed (RFC 7323 3, aligned). */
+const TS_OPTION = 12;
 
 /** Like Linux's TCP_SYNCOOKIE_VALID: cookie ACKs are looked at this long after an overflow. */
 const SYNCOOKIE_VALID_MS = 120_000;
@@ -186,7 +195,7 @@ export class Listener implements TcpListener, ListenerRef {
 export class Listeners {
   private readonly byPort = new Map<number, Listener[]>();
   private readonly cookies: SynCookies;
-  private readonly cookieOpts: CookieOptions = { mss: 0, wscale: -1, sackPermitted: false };
+  private readonly cookieOpts: CookieOptions = { mss: 0, wscale: -1, sackPermitted: false, ecn: false };
 
   constructor(private readonly layer: TcpLayer) {
     const addrs = layer.env.addrs;
@@ -445,7 +454,8 @@ export class Listeners {
     // hashes seq - 1 too and would refuse it; the half-open connection holds the ISN it was made for.
     const d = conn.state.delegated;
     const ahead = seqDiff(h.seq, d.rcvNxt);
-    if (ahead < 0 || ahead > cookieWindow(l)) return false;
+    if (ahead < 0 || ahead > cookieWindow(this.layer, l, conn.state.const.localMss, h.hasTimestamps))
+      return false;
     if (this.cookies.check(ip.dst, h.dstPort, ip.src, h.srcPort, d.irs, seqSub(h.ack, 1), now) < 0)
       return false;
     // No new connection may start (cookieAck would drop the segment): the half-open connection
@@ -494,13 +504,17 @@ export class Listeners {
     t.seq = iss;
     t.ack = seqAdd(h.seq, 1);
     t.flags = TcpFlag.SYN | TcpFlag.ACK;
-    t.window = cookieWindow(l);
     t.urgent = 0;
     t.mss = announcedMss(path);
+    t.window = cookieWindow(layer, l, t.mss, h.hasTimestamps);
     if (h.hasTimestamps) {
       const peerWs = h.wscale >= 0 ? Math.min(h.wscale, 14) : -1;
+      // ECN is agreed as for any SYN, and the echo of our TSval brings the agreement back (Linux's
+      // cookie_init_timestamp); without timestamps there is nowhere to keep it, so no ECE.
+      const ecn = ecnSynAgrees(layer, h.flags, ip.tos & IP_ECN_MASK);
+      if (ecn) t.flags |= TcpFlag.ECE;
       t.hasTimestamps = true;
-      t.tsVal = SynCookies.encodeTs(tsNow(now), peerWs, h.sackPermitted);
+      t.tsVal = SynCookies.encodeTs(tsNow(now), peerWs, h.sackPermitted, ecn);
       t.tsEcr = h.tsVal;
       if (peerWs >= 0) t.wscale = wscaleFor(l.cached.rcvBufSize);
       t.sackPermitted = h.sackPermitted;
@@ -550,6 +564,7 @@ export class Listeners {
     else {
       o.wscale = -1;
       o.sackPermitted = false;
+      o.ecn = false;
     }
     const conn = newConnection(layer, ip.dst, h.dstPort, ip.src, h.srcPort, l.cached, path);
     const s = conn.state;
@@ -561,6 +576,8 @@ export class Listeners {
     c.rcvWscale = c.wsEnabled ? conn.offeredWscale : 0;
     c.sackEnabled = o.sackPermitted;
     c.tsEnabled = h.hasTimestamps;
+    // Linux's cookie_ecn_ok: the bit, and ECN not turned off since.
+    ecnAgreed(conn, o.ecn && layer.ecn !== 0);
     if (h.hasTimestamps) {
       // A segment ahead of rcv.nxt may not set TS.Recent (RFC 7323 4.3): the request it overtook
       // carries an older TSval and would fail PAWS. The half-open connection's resent SYN gave one.
@@ -578,7 +595,7 @@ export class Listeners {
     const rcvNxt = seqAdd(peerIsn, 1);
     d.rcvNxt = rcvNxt;
     d.lastAckSent = rcvNxt;
-    d.rcvAdv = seqAdd(rcvNxt, cookieWindow(l));
+    d.rcvAdv = seqAdd(rcvNxt, cookieWindow(layer, l, c.localMss, c.tsEnabled));
     d.sndWnd = h.window * 2 ** c.sndWscale;
     d.maxSndWnd = d.sndWnd;
     d.sndWl1 = rcvNxt;

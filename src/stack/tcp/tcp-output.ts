@@ -1,5 +1,5 @@
 import type { TcpState } from '../../state/tcp-state.ts';
-import { TcpStateId } from '../../state/tcp-state.ts';
+import { TcpEcn, TcpStateId } from '../../state/tcp-state.ts';
 import { writeL4ChecksumFrom } from '../../wire/checksum.ts';
 import {
   encodeTcpHeader,
@@ -387,7 +387,8 @@ export function transmit(conn: TcpConnection, seq: number, maxLen: number, now: 
   const end = seqAdd(seq, used);
   const counters = conn.engine.env.counters;
   if (s.const.sackEnabled) conn.rack.onSend(seq, end, now, seqLt(seq, d.sndMax), soft.sacked);
-  if (soft.inRecovery) soft.prrOut += sentLen;
+  // PRR counts what goes in a loss recovery and in an ECE's reduction (Linux's tcp_in_cwnd_reduction).
+  if (soft.inRecovery || d.ecn & TcpEcn.CWR) soft.prrOut += sentLen;
   if (seqLt(seq, d.sndMax)) {
     if (soft.inRecovery && soft.undoArmed) soft.undoRetrans += sentLen;
     // After a timeout, what was resent so far: an ACK above it answers an original (F-RTO).

@@ -3,9 +3,10 @@
  * the input path (an ACK) and the timers (RACK's reordering timer), which may not import each
  * other.
  */
-import { effectiveMss } from './congestion.ts';
+import { TcpEcn } from '../../state/tcp-state.ts';
+import { effectiveMss, flightSize } from './congestion.ts';
 import { backedOffRto } from './rtt.ts';
-import { sackPipe } from './sack.ts';
+import { sackedBytes, sackPipe } from './sack.ts';
 import { seqGeq, seqGt, seqLt } from './seq.ts';
 import type { TcpConnection } from './tcp-connection.ts';
 import { ecnCutThisWindow } from './tcp-ecn.ts';
@@ -31,9 +32,12 @@ export function enterRecovery(
   // A recovery resends holes without rewinding snd.nxt: should a timeout's undo ever read this
   // record, everything sent was in flight.
   soft.undoNxt = d.sndMax;
-  soft.prrPriorCwnd = d.cwnd;
-  soft.prrDelivered = 0;
-  soft.prrOut = 0;
+  const fromCwr = ecnCutThisWindow(s);
+  if (!fromCwr) {
+    soft.prrPriorCwnd = d.cwnd;
+    soft.prrDelivered = 0;
+    soft.prrOut = 0;
+  }
   soft.inRecovery = true;
   soft.rackLostEdge = rackEdge;
   soft.recoveryPoint = d.sndMax;
@@ -41,7 +45,7 @@ export function enterRecovery(
   soft.tlpInFlight = false;
   // Linux's tcp_init_cwnd_reduction: the recovery's reduction covers what the probe found.
   conn.rack.tlpEnd = -1;
-  if (!ecnCutThisWindow(s)) conn.engine.congestion(conn).onLossDetected(s, now);
+  if (!fromCwr) conn.engine.congestion(conn).onLossDetected(s, now);
   soft.highRxt = d.sndUna;
   soft.rttActive = false;
   // Linux's retrans_stamp: the TSval the first retransmission carries. A partial ACK echoing an
@@ -79,6 +83,8 @@ export function probeRepairedLoss(conn: TcpConnection, now: number): void {
   if (seqLt(s.delegated.sndUna, s.soft.recoveryPoint)) return;
   conn.engine.env.counters.inc('tcp.tlp.recoveries');
   s.soft.undoArmed = false;
+  // Linux's tcp_process_tlp_ack ends the reduction at once: an ECE's, running, ends with it.
+  s.delegated.ecn &= ~TcpEcn.CWR;
   conn.engine.congestion(conn).onLossDetected(s, now);
 }
 
@@ -126,7 +132,13 @@ export function prrAck(conn: TcpConnection, delivered: number, unaAdvanced: bool
   const soft = s.soft;
   if (delivered <= 0 || soft.prrPriorCwnd <= 0) return;
   const mss = effectiveMss(s);
-  const pipe = sackPipe(s, mss);
+  // Outside a recovery (an ECE's reduction) nothing of this episode was resent, and highRxt keeps
+  // a timeout's meaning, or its initial 0, which half the ISNs put ahead of snd.una: RFC 6675's
+  // pipe then counted the flight twice and the reduction sent without bound. Linux's
+  // packets_in_flight there is what was sent less what was SACKed.
+  const pipe = soft.inRecovery
+    ? sackPipe(s, mss)
+    : flightSize(s) - (s.const.sackEnabled ? sackedBytes(s) : 0);
   soft.prrDelivered += delivered;
   const delta = d.ssthresh - pipe;
   let sndcnt: number;

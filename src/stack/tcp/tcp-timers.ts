@@ -1,4 +1,4 @@
-import { TcpStateId } from '../../state/tcp-state.ts';
+import { TcpEcn, TcpStateId } from '../../state/tcp-state.ts';
 import { TcpFlag } from '../../wire/tcp.ts';
 import { effectiveMss } from './congestion.ts';
 import { backedOffRto } from './rtt.ts';
@@ -240,6 +240,8 @@ function retransmitTimeout(conn: TcpConnection, now: number): boolean {
   counters.inc('tcp.rto');
   conn.engine.congestion(conn).onTimeout(s, now);
   soft.inRecovery = false;
+  // Linux's Loss state replaces CWR: an ECE's reduction must not end later at its ssthresh.
+  d.ecn &= ~TcpEcn.CWR;
   d.dupAcks = 0;
   soft.rttActive = false;
   // RFC 6582 4.1: duplicate ACKs for data sent before the timeout must not start a fast retransmit.

@@ -90,12 +90,21 @@ function copiedSeq(s: TcpState): number {
  * only for a buffer below 64 KiB.
  */
 export function synWindow(s: TcpState, tuned: boolean, mss: number): number {
-  let space = s.cached.rcvBufSize;
+  return Math.min(synSpace(s.cached.rcvBufSize, tuned, mss), s.delegated.recvBuffer.free);
+}
+
+/**
+ * synWindow before the ring's free space: what a buffer of `rcvBufSize` offers in a SYN or
+ * SYN-ACK. A SYN cookie's SYN-ACK offers it too (no ring exists yet), as Linux's
+ * tcp_openreq_init_rwin runs for cookie and request alike.
+ */
+export function synSpace(rcvBufSize: number, tuned: boolean, mss: number): number {
+  let space = rcvBufSize;
   if (tuned) {
     if (space > RCV_CLAMP_START) space = RCV_CLAMP_START;
     if (space > mss) space -= space % mss;
   }
-  return Math.min(space, 65535, s.delegated.recvBuffer.free);
+  return Math.min(space, 65535);
 }
 
 /**
