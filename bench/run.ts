@@ -32,6 +32,12 @@ import {
   type WorkerOffloadBenchResult,
 } from './offload-worker.ts';
 import { benchReaders, formatReaders, type ReadersResult } from './readers.ts';
+import {
+  benchRecordRead,
+  formatRecordRead,
+  parseRecordReadFlags,
+  type RecordReadResult,
+} from './record-read.ts';
 import { benchSim } from './sim.ts';
 import { benchSimLoss, formatSimLoss, type SimLossResult } from './sim-loss.ts';
 import { benchStateCodec } from './state-codec.ts';
@@ -203,6 +209,16 @@ const BENCHES: Record<string, { about: string; run: Bench; print: (r: Record<str
         )) as unknown as Record<string, unknown>,
       print: (r) => formatHeldCapture(r as unknown as HeldCaptureResult),
     },
+    'record-read': {
+      about:
+        "a cold pass of transfer-record reads, as a crash's survivor worker makes first: the thread's CPU per thousand (flags: --records; one pass a process; CHIMNEY_ROOT=<tree> runs that tree's build)",
+      run: async (f) =>
+        (await benchRecordRead(f as ReturnType<typeof parseRecordReadFlags>)) as unknown as Record<
+          string,
+          unknown
+        >,
+      print: (r) => formatRecordRead(r as unknown as RecordReadResult),
+    },
     'crash-rebuild': {
       about:
         "a WorkerNic's crash alone: its thread killed, then every connection salvaged, validated, rebuilt and installed at the other WorkerNic; the parts' wall and main-thread CPU (flags: --connections, --runs, --profile FILE for a CPU profile of the last run's rebuild; CHIMNEY_ROOT=<tree> runs that tree's build)",
@@ -291,13 +307,21 @@ const FLAGS: Record<string, (argv: readonly string[]) => object> = {
   'offload-worker': parseOffloadWorkerFlags,
   'warm-move': parseWarmMoveFlags,
   'crash-rebuild': parseCrashRebuildFlags,
+  'record-read': parseRecordReadFlags,
   'held-capture': parseHeldCaptureFlags,
   churn: parseChurnFlags,
   failover: parseFailoverFlags,
 };
 
 /** Run only when named: a part of another benchmark, on its own for its flags. */
-const NAMED_ONLY = new Set(['offload-worker', 'warm-move', 'churn', 'crash-rebuild', 'held-capture']);
+const NAMED_ONLY = new Set([
+  'offload-worker',
+  'warm-move',
+  'churn',
+  'crash-rebuild',
+  'held-capture',
+  'record-read',
+]);
 
 /**
  * Benchmarks whose figures can fail to stand (a stream not intact): what went wrong, '' when

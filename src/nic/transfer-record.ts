@@ -105,6 +105,11 @@ const DEADLINE_SLOTS = [
   'soft.tlpDeadline',
 ].map(transferRecordSlot);
 const TIME_SLOTS = SCALAR_FIELDS.flatMap((f, i) => (f.type === 'time' ? [HEADER_SLOTS + i] : []));
+const TIME_NAMES = SCALAR_FIELDS.flatMap((f) => (f.type === 'time' ? [f.name] : []));
+/** The reader's times, converted before its literals are made (H.checkedTimes). */
+const TIMES = new Float64Array(TIME_SLOTS.length);
+const BOOL_SLOTS = SCALAR_FIELDS.flatMap((f, i) => (f.type === 'bool' ? [HEADER_SLOTS + i] : []));
+const BOOL_NAMES = SCALAR_FIELDS.flatMap((f) => (f.type === 'bool' ? [f.name] : []));
 const STATE_SLOT = transferRecordSlot('delegated.state');
 const SND_UNA_SLOT = transferRecordSlot('delegated.sndUna');
 const SND_MAX_SLOT = transferRecordSlot('delegated.sndMax');
@@ -142,6 +147,19 @@ const H = {
   time(t: number, now: number, name: string): number {
     if (Number.isNaN(t)) H.fail(name, 'time is NaN');
     return t === Number.NEGATIVE_INFINITY ? -1 : t === Number.POSITIVE_INFINITY ? t : now + t;
+  },
+  /** Every boolean slot of the record at `o` holds 0 or 1. */
+  checkBooleans(f: Float64Array, o: number): void {
+    for (let j = 0; j < BOOL_SLOTS.length; j++) {
+      const v = f[o + BOOL_SLOTS[j]!]!;
+      if (v !== 0 && v !== 1) H.fail(BOOL_NAMES[j]!, `boolean ${v}`);
+    }
+  },
+  /** The record's times on the reader's clock, in TIME_SLOTS order (as H.time), in a scratch array. */
+  checkedTimes(f: Float64Array, o: number, now: number): Float64Array {
+    for (let j = 0; j < TIME_SLOTS.length; j++)
+      TIMES[j] = H.time(f[o + TIME_SLOTS[j]!]!, now, TIME_NAMES[j]!);
+    return TIMES;
   },
 };
 
@@ -189,7 +207,14 @@ function genWriter(): Writer {
 
 /**
  * The reader builds the state as literals in the shape createTcpState gives it (so the engine's
- * property accesses stay monomorphic): the shape is taken from one state made at load.
+ * property accesses stay monomorphic): the shape is taken from one state made at load. Each part
+ * (const, cached, delegated, soft, cubic) is read by a function of its own, and what a field
+ * needs beyond its load is done before, in two loops (checkedTimes, checkBooleans): a boolean is
+ * then a comparison and a time a load from the times' scratch array, where each was a call with
+ * its branches. One function with every field and those calls (inlined, a graph of hundreds of
+ * branches) ran unoptimized through a crash's 10,000 builds at a survivor worker: V8 waits longer
+ * to optimize a bigger function, and at load 30-40 its compile ran 2.4-3.3 s and was then dropped
+ * for a dependency change (BENCHMARKS.md, "A crash's survivor: builds paced by time").
  */
 function genReader(): Reader {
   const byPart = new Map<string, number>();
@@ -201,14 +226,13 @@ function genReader(): Reader {
     if (i === undefined) return undefined;
     const fs = SCALAR_FIELDS[i]!;
     const v = `f[o + ${HEADER_SLOTS + i}]`;
-    const name = JSON.stringify(fs.name);
     switch (fs.type) {
       case 'bool':
-        return `h.bool(${v}, ${name})`;
+        return `${v} === 1`;
       case 'cc':
-        return `h.cc(${v}, ${name})`;
+        return `h.cc(${v}, ${JSON.stringify(fs.name)})`;
       case 'time':
-        return `h.time(${v}, now, ${name})`;
+        return `T[${TIME_SLOTS.indexOf(HEADER_SLOTS + i)}]`;
       default:
         return smallTcpField(fs.part, fs.key) ? asSmall(v) : v;
     }
@@ -218,14 +242,23 @@ function genReader(): Reader {
     SCALAR_FIELDS.filter((f) => f.part === 'const').map((f) => [f.key, f.type === 'bool' ? false : 1]),
   ) as unknown as TcpConst;
   const sample = createTcpState(constPart, DEFAULT_TCP_CACHED, {} as PathState);
-  const literal = (part: TcpPart, obj: Record<string, unknown>): string => {
+  type PartReader = (
+    f: Float64Array,
+    o: number,
+    T: Float64Array,
+    send: ByteRing,
+    recv: ByteRing,
+    h: typeof H,
+  ) => unknown;
+  /** A part's reader; `u` the cubic part's, which the soft part's literal holds. */
+  const partReader = (part: TcpPart, obj: Record<string, unknown>, u?: PartReader): PartReader => {
     const props: string[] = [];
     for (const [key, def] of Object.entries(obj)) {
       let expr = read(part, key);
       if (expr === undefined) {
         if (key === 'sendBuffer') expr = 'send';
         else if (key === 'recvBuffer') expr = 'recv';
-        else if (part === 'soft' && key === 'cubic') expr = literal('cubic', def as Record<string, unknown>);
+        else if (part === 'soft' && key === 'cubic' && u !== undefined) expr = 'u(f, o, T, send, recv, h)';
         else if (Array.isArray(def)) expr = '[]';
         else if (typeof def === 'number' || typeof def === 'boolean' || typeof def === 'string')
           expr = def === Number.POSITIVE_INFINITY ? 'Infinity' : JSON.stringify(def);
@@ -233,25 +266,25 @@ function genReader(): Reader {
       }
       props.push(`${JSON.stringify(key)}: ${expr}`);
     }
-    return `{ ${props.join(', ')} }`;
+    const body = `return function (f, o, T, send, recv, h) { let t; return { ${props.join(', ')} }; };\n${sourceUrl(`reader-${part}`)}`;
+    return new Function('u', body)(u) as PartReader;
   };
+  const parts = sample as unknown as Record<string, Record<string, unknown>>;
+  const readers: Record<string, PartReader> = {};
   const top: string[] = [];
   for (const key of Object.keys(sample)) {
     if (key === 'path') top.push('path');
-    else if (key === 'const' || key === 'cached' || key === 'delegated' || key === 'soft')
-      top.push(`${JSON.stringify(key)}: ${literal(key, (sample as unknown as Record<string, never>)[key])}`);
-    else throw new TypeError(`transfer record: no way to fill ${key}`);
+    else if (key === 'const' || key === 'cached' || key === 'delegated' || key === 'soft') {
+      readers[key] = partReader(
+        key,
+        parts[key]!,
+        key === 'soft' ? partReader('cubic', parts.soft!.cubic as Record<string, unknown>) : undefined,
+      );
+      top.push(`${JSON.stringify(key)}: r.${key}(f, o, T, send, recv, h)`);
+    } else throw new TypeError(`transfer record: no way to fill ${key}`);
   }
-  return new Function(
-    'f',
-    'o',
-    'now',
-    'path',
-    'send',
-    'recv',
-    'h',
-    `let t; return { ${top.join(', ')} };\n${sourceUrl('reader')}`,
-  ) as Reader;
+  const body = `return function (f, o, now, path, send, recv, h) { h.checkBooleans(f, o); const T = h.checkedTimes(f, o, now); return { ${top.join(', ')} }; };\n${sourceUrl('reader')}`;
+  return new Function('r', body)(readers) as Reader;
 }
 
 /**

@@ -41,6 +41,12 @@ export interface WorkerNicTestSeams {
    * turn), as a thread the machine preempts between reading the owner table and posting would.
    */
   peerFlushDelayMs?: number;
+  /**
+   * How long a turn of a worker's paced builds (connections a prodding move took unbuilt) runs, in
+   * place of nic-worker.ts BUILD_TURN_MS: 0 builds one a turn, a minute all of them in one, for
+   * tests of the pacing that hold however fast the machine is.
+   */
+  buildTurnMs?: number;
 }
 
 export interface WorkerNicOptions {

@@ -347,6 +347,7 @@ export class WorkerNic extends HostNic {
       stopBeforeBorn: seams.stopBeforeBorn,
       handHoldMs: seams.handHoldMs,
       peerFlushDelayMs: seams.peerFlushDelayMs,
+      buildTurnMs: seams.buildTurnMs,
       link: link
         ? { kind: 'proxy', name: link.name, mtu: link.mtu, carrier: link.carrier }
         : { kind: 'tap', options: fds === null ? tap : { ...tap!, fds } },

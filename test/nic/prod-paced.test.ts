@@ -11,15 +11,16 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { openConnections } from '../../bench/offload.ts';
 import type { WorkerNic } from '../../src/nic/worker-nic.ts';
+import type { WorkerNicTestSeams } from '../../src/nic/worker-nic-options.ts';
 import type { SimNetwork } from '../../src/sim/sim-network.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { PING_MS, socketKey, workerSetup } from './worker-helpers.ts';
 
-/** More than the worker builds in a turn (PRODS_PER_TURN, 64): the builds take several turns. */
+/** More than a turn of builds holds warm (BUILD_TURN_MS, 3 ms: about 60): the builds take several turns. */
 const N = 150;
 /** Connections enough that a few frames each pass the worker's total that may wait (1,024). */
 const WIDE = 500;
-/** Connections offloaded from the host: several turns of builds (PRODS_PER_TURN, 64). */
+/** Connections offloaded from the host: several turns of builds (BUILD_TURN_MS, 3 ms). */
 const HOSTED = 200;
 
 async function counter(n: WorkerNic, key: string): Promise<number> {
@@ -83,8 +84,14 @@ function rounds(peers: readonly TcpSocket[], size: number) {
  * N connections to an echoing peer, with keepalive on (a deadline armed: not quiet, so a move
  * without a prod builds them at once), offloaded to the first worker unless `offloaded` is false.
  */
-async function setup(seed: number, t: Parameters<typeof workerSetup>[1], n = N, offloaded = true) {
-  const { net, wh, peer } = await workerSetup(seed, t);
+async function setup(
+  seed: number,
+  t: Parameters<typeof workerSetup>[1],
+  n = N,
+  offloaded = true,
+  seams?: readonly WorkerNicTestSeams[],
+) {
+  const { net, wh, peer } = await workerSetup(seed, t, { seams });
   /** The peer's end of each connection, by the host's port. */
   const served = new Map<number, TcpSocket>();
   peer
@@ -140,10 +147,15 @@ async function underTraffic<T>(net: SimNetwork, transfer: Promise<T>, to: Worker
 }
 
 describe('a prodding move: taken unbuilt, built and prodded a few a turn', () => {
-  test('every connection is taken unbuilt, then built and prodded once with nothing touching it; bytes intact', {
+  test('every connection is taken unbuilt, then built and prodded once with nothing touching it, as many a turn as its time allows; bytes intact', {
     timeout: 90_000,
   }, async (t) => {
-    const { net, wh, sockets, keys, n0, n1 } = await setup(93, t);
+    // The turn's time (nic-worker.ts BUILD_TURN_MS) at its two ends, so that what a turn holds
+    // does not rest on the machine's speed: the first worker's a minute, the second's nothing.
+    const { net, wh, sockets, keys, n0, n1 } = await setup(93, t, N, true, [
+      { buildTurnMs: 60_000 },
+      { buildTurnMs: 0 },
+    ]);
     const handed = wh.stack.counters.get('offload.handed');
     assert.equal((await wh.offload.move(keys, n0, n1, { prod: true })).moved.length, N);
     assert.equal(wh.stack.counters.get('offload.handed') - handed, N, 'handed worker to worker');
@@ -152,11 +164,18 @@ describe('a prodding move: taken unbuilt, built and prodded a few a turn', () =>
     // Nothing touches them (the peer and the application are idle): the worker builds them itself.
     assert.equal(await counterIs(net, n1, 'nic.lazy.pending', 0), 0, 'all built');
     assert.equal(await counter(n1, 'nic.lazy.built'), N);
+    assert.equal(await counter(n1, 'nic.lazy.paced'), N, 'built by the pacing');
+    assert.equal(await counter(n1, 'nic.lazy.turns'), N, 'one a turn, its time spent by the first');
     assert.equal(await counter(n1, 'tcp.adopt.prodded'), N, 'each prodded once');
     // Both tables by tuple of the new owner (the worker's by slot, the host's handles) made room
     // for the batch at once: set one by one, they doubled five times each on the way to 150.
     assert.equal(await counter(n1, 'nic.tables.slots-grown'), 1, "the worker's table grew once");
     assert.equal(n1.byKey.bucketsGrown, 1, "the host's table of handles grew once");
+    // And back, to a worker whose turn has time for them all: a fixed count would take three.
+    assert.equal((await wh.offload.move(keys, n1, n0, { prod: true })).moved.length, N);
+    assert.equal(await counterIs(net, n0, 'nic.lazy.pending', 0), 0, 'all built back');
+    assert.equal(await counter(n0, 'nic.lazy.paced'), N, 'built back by the pacing');
+    assert.equal(await counter(n0, 'nic.lazy.turns'), 1, 'all in one turn');
     await echoAll(net, sockets, 1000);
   });
 

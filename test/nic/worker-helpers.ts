@@ -4,6 +4,7 @@ import type { TestContext } from 'node:test';
 import type { ConnKey } from '../../src/nic/nic.ts';
 import { NicGroupLink } from '../../src/nic/nic-group-link.ts';
 import { WorkerNic } from '../../src/nic/worker-nic.ts';
+import type { WorkerNicTestSeams } from '../../src/nic/worker-nic-options.ts';
 import { OffloadManager, type OffloadPolicy } from '../../src/offload/offload-manager.ts';
 import { type SimHost, SimNetwork } from '../../src/sim/sim-network.ts';
 import { Host } from '../../src/socket/host.ts';
@@ -59,22 +60,27 @@ export function addWorkerHost(
     capacity?: number;
     /** Dual stack: fd00::1/64 beside 10.0.0.1 (no DAD, no router solicitations). */
     ipv6?: boolean;
+    /** Each NIC's test seams, by its index. */
+    seams?: readonly WorkerNicTestSeams[];
   } = {},
 ): WorkerHost {
   const nics: WorkerNic[] = [];
   for (let i = 0; i < (opts.count ?? 2); i++) {
     const port = net.switch.addPort({ name: `w.nic${i}`, mtu: 1500 });
     nics.push(
-      new WorkerNic({
-        id: `w.nic${i}`,
-        link: port,
-        seed: 100 + i,
-        ringCapacity: opts.ringCapacity,
-        placementRing: opts.placementRing,
-        capacity: opts.capacity,
-        heartbeatMs: opts.heartbeatMs,
-        deadAfterMs: opts.deadAfterMs ?? STARVED_NOT_DEAD_MS,
-      }),
+      new WorkerNic(
+        {
+          id: `w.nic${i}`,
+          link: port,
+          seed: 100 + i,
+          ringCapacity: opts.ringCapacity,
+          placementRing: opts.placementRing,
+          capacity: opts.capacity,
+          heartbeatMs: opts.heartbeatMs,
+          deadAfterMs: opts.deadAfterMs ?? STARVED_NOT_DEAD_MS,
+        },
+        opts.seams?.[i],
+      ),
     );
   }
   const v6 = opts.ipv6 === true;

@@ -64,6 +64,8 @@ export interface WorkerBoot {
   handHoldMs?: number;
   /** A test's delay of every batch of frames to a peer (WorkerNicTestSeams.peerFlushDelayMs). */
   peerFlushDelayMs?: number;
+  /** A test's time for a turn of paced builds (WorkerNicTestSeams.buildTurnMs). */
+  buildTurnMs?: number;
 }
 
 // ---- what a worker's TAP holds of the process ------------------------------------------------------
