@@ -29,11 +29,26 @@ export const ACCEPTS_PER_TURN = 32;
 export const ACCEPT_SPREAD_TURNS = 4;
 
 /**
- * How many of `queued` waiting accepts one turn hands out: at least ACCEPTS_PER_TURN, a share of a
- * deeper queue (ACCEPT_SPREAD_TURNS), and whatever is over half the backlog (`half`).
+ * The most accepts one turn hands out, whatever the queue's depth. A release of whatever the
+ * queue held over half its backlog (s46h1's rule) ran a thousand or more HTTP answers in one turn
+ * at load 34-58, blocking serve's loop 10-17 s, while the TAP went unread and its kernel queue
+ * dropped SYNs anyway. Linux's accept queue is emptied by the application at its own pace
+ * (accept(2) in its loop), and the backlog is where the kernel drops (tcp_conn_request's
+ * sk_acceptq_is_full), not what it pushes at the application: here too a full queue drops
+ * SYNs and handshake ACKs (tcp-listen.ts), and the peers' retries come in as it drains.
+ * 128 answers cost serve's main thread tens of milliseconds, a turn's share beside its TAP reads.
  */
-export function acceptsThisTurn(queued: number, half: number): number {
-  return Math.min(queued, Math.max(ACCEPTS_PER_TURN, Math.ceil(queued / ACCEPT_SPREAD_TURNS), queued - half));
+export const ACCEPTS_MAX_PER_TURN = 4 * ACCEPTS_PER_TURN;
+
+/**
+ * How many of `queued` waiting accepts one turn hands out: at least ACCEPTS_PER_TURN, a share of a
+ * deeper queue (ACCEPT_SPREAD_TURNS), never more than ACCEPTS_MAX_PER_TURN.
+ */
+export function acceptsThisTurn(queued: number): number {
+  return Math.min(
+    queued,
+    Math.max(ACCEPTS_PER_TURN, Math.min(ACCEPTS_MAX_PER_TURN, Math.ceil(queued / ACCEPT_SPREAD_TURNS))),
+  );
 }
 
 /**
@@ -279,13 +294,12 @@ export class TcpServer extends EventEmitter {
    * turn's nextTicks (an HTTP answer written into the socket's send ring): a placement's batch of
    * hundreds released at once held serve's main thread 0.2-0.7 s, and the SYNs, handshake ACKs and
    * worker messages waited behind it. A quarter of a deeper queue goes, so the queue stays short
-   * and its wait a few turns; what is over half the backlog goes too, so a slowed release never
-   * fills the accept queue and drops SYNs it would have taken.
+   * and its wait a few turns, up to ACCEPTS_MAX_PER_TURN: a queue at its backlog drops what
+   * comes, as Linux's does, rather than block the loop that reads the SYNs.
    */
   private readonly drain = (): void => {
     this.draining = false;
-    const half = this.listener === null ? 0 : this.listener.backlog >> 1;
-    let n = acceptsThisTurn(this.queue.length, half);
+    let n = acceptsThisTurn(this.queue.length);
     while (n-- > 0 && this.queue.length > 0) {
       const socket = this.queue.shift()!;
       this.syncQueued();

@@ -10,6 +10,54 @@ import {
 } from './shared-ring.ts';
 
 /**
+ * Ring memory given back in this thread (a grow's old buffer, the buffer of a ring emptied at a
+ * connection's end) for the next grow to take: whole powers of two from a page up, by size.
+ * Fresh memory costs what copying does not: a burst of 5,000 HTTP answers on one TAP grew each
+ * answer's send ring 64 KiB and then 128-256 KiB of new, zeroed, first-touched memory, 1.36 s of
+ * serve's main thread in `grow` (BENCHMARKS.md, s46h1), and 1 GB of external memory whose
+ * accounting drives V8's collector. Linux's send path takes its pages from per-socket page frags
+ * refilled from the page allocator and its skbs from slab caches: memory a closed socket gave
+ * back. The bytes a pooled buffer still holds are never read: a ring reads only what it wrote.
+ */
+const POOL_MIN = 4096;
+const POOL_MAX = 4 << 20;
+/** What the pool keeps, per thread: past it a given-back buffer goes to the collector. */
+export const RING_POOL_BYTES = 32 << 20;
+const pool = new Map<number, Uint8Array[]>();
+let pooledBytes = 0;
+
+/** The pool's counts since the thread began: buffers taken from it, and bytes newly allocated. */
+export const ringPool = { reused: 0, freshBytes: 0, limit: RING_POOL_BYTES };
+
+function pooledSize(n: number): boolean {
+  return n >= POOL_MIN && n <= POOL_MAX && (n & (n - 1)) === 0;
+}
+
+function takeRingMemory(n: number): Uint8Array {
+  if (pooledSize(n)) {
+    const got = pool.get(n)?.pop();
+    if (got !== undefined) {
+      pooledBytes -= n;
+      ringPool.reused++;
+      return got;
+    }
+  }
+  ringPool.freshBytes += n;
+  return new Uint8Array(n);
+}
+
+function giveRingMemory(buf: Uint8Array): void {
+  const n = buf.length;
+  // A view into a larger buffer (none today) would hand out memory it does not own.
+  if (!pooledSize(n) || buf.byteOffset !== 0 || buf.buffer.byteLength !== n) return;
+  if (pooledBytes + n > ringPool.limit) return;
+  let list = pool.get(n);
+  if (list === undefined) pool.set(n, (list = []));
+  list.push(buf);
+  pooledBytes += n;
+}
+
+/**
  * A bounded FIFO of bytes over one ArrayBuffer (or SharedArrayBuffer, so a worker NIC and the
  * host can both see it). TCP's send queue (bytes from snd.una on) and receive queue (in-order
  * bytes not yet read by the application) are ByteRings, which is what lets them travel with a
@@ -37,7 +85,7 @@ export class ByteRing {
      */
     buf?: Uint8Array,
   ) {
-    this.buf = buf ?? new Uint8Array(Math.max(16, Math.min(capacity, maxCapacity)));
+    this.buf = buf ?? takeRingMemory(Math.max(16, Math.min(capacity, maxCapacity)));
   }
 
   get length(): number {
@@ -104,9 +152,10 @@ export class ByteRing {
     this.len = 0;
   }
 
-  /** Give the memory of an empty ring back (it grows again on the next write). */
+  /** Give the memory of an empty ring back (it grows again on the next write, from the pool). */
   release(): void {
     if (this.len !== 0 || this.buf.length <= 16) return;
+    giveRingMemory(this.buf);
     this.buf = new Uint8Array(16);
     this.head = 0;
   }
@@ -141,8 +190,9 @@ export class ByteRing {
     let cap = this.buf.length;
     while (cap < need) cap *= 2;
     cap = Math.min(Math.max(cap, need), this.maxCapacity);
-    const next = new Uint8Array(cap);
+    const next = takeRingMemory(cap);
     this.peek(0, next, 0, this.len);
+    giveRingMemory(this.buf);
     this.buf = next;
     this.head = 0;
   }

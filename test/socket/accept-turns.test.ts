@@ -3,8 +3,8 @@
  * hundreds of accepts released at once ran every one's application work (serve's HTTP answers
  * written into their send rings) in one turn of serve's main thread, 0.2-0.7 s under load, while
  * SYNs, handshake ACKs and worker messages waited. A deeper queue goes a quarter a turn, so it
- * empties in a few turns, not 32 a turn. And the bound never leaves the accept queue over half the
- * backlog at the end of a turn, so slowing the release drops no SYN for a full queue.
+ * empties in a few turns, not 32 a turn, and no turn hands out more than ACCEPTS_MAX_PER_TURN,
+ * however deep the queue: past its backlog it drops SYNs, as Linux's accept queue does.
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
@@ -17,6 +17,7 @@ import { SimNetwork } from '../../src/sim/sim-network.ts';
 import { Host } from '../../src/socket/host.ts';
 import {
   ACCEPT_SPREAD_TURNS,
+  ACCEPTS_MAX_PER_TURN,
   ACCEPTS_PER_TURN,
   type AcceptTimes,
   type TcpServer,
@@ -112,14 +113,18 @@ describe('TcpServer releases accepts a bounded number a turn', () => {
     );
   });
 
-  test('past half the backlog more go in a turn: no turn ends with the accept queue over half of it', async () => {
-    const backlog = 100;
-    const { held, accepted, turns, overflows } = await placedBurst(200, backlog);
-    assert.deepEqual(accepted, held);
-    const worst = Math.max(...turns.map((t) => t.queued));
-    // A SYN that came between two turns with the queue over the backlog would be dropped
-    // (tcp.listen.overflow): a slowed release must never keep it there.
-    assert.ok(worst <= backlog >> 1, `the queue left at a turn's end: at most ${backlog >> 1}, got ${worst}`);
+  test(`a queue past half its backlog still goes at most ${ACCEPTS_MAX_PER_TURN} a turn`, async () => {
+    // s46h1's rule released whatever was over half the backlog in one turn: here 600 of 700 at
+    // once, as serve's main thread ran a thousand HTTP answers in one 10-17 s turn at load 34-58
+    // (BENCHMARKS.md, tap-team). A full queue drops new SYNs instead (tcp.listen.overflow), as
+    // Linux's does; none come here.
+    const n = 700;
+    const { held, accepted, turns, overflows } = await placedBurst(n, 200);
+    assert.deepEqual(accepted, held, 'every accept handed out once, in the order it was placed');
+    const seen = JSON.stringify(turns.map((t) => [t.before, t.accepts]));
+    const most = Math.max(...turns.map((t) => t.accepts));
+    assert.ok(most <= ACCEPTS_MAX_PER_TURN, `at most ${ACCEPTS_MAX_PER_TURN} a turn: ${seen}`);
+    assert.ok(turns.length <= 16, `all ${n} in at most 16 turns, got ${turns.length}: ${seen}`);
     assert.equal(overflows, 0);
   });
 });

@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import { describe, test } from 'node:test';
 import { SimNetwork } from '../../src/sim/sim-network.ts';
 import { SEND_TARGET_INITIAL, type TcpSocket } from '../../src/socket/tcp-socket.ts';
+import { ringPool } from '../../src/state/byte-ring.ts';
 import { collect } from '../helpers/streams.ts';
 
 /**
@@ -73,4 +74,43 @@ describe('the socket holds its writes at its send target', () => {
     assert.ok(got.equals(body), 'every byte arrived in order');
     assert.ok(most > SEND_TARGET_INITIAL, `held at most ${most} bytes`);
   });
+});
+
+test('one download after another: the rings of a closed connection serve the next one, not new memory', async () => {
+  // A burst of 5,000 HTTP answers each grew its send ring in fresh memory, 1.36 s of serve's main
+  // thread (BENCHMARKS.md, s46h1); Linux's send path reuses what closed sockets gave back.
+  const net = new SimNetwork({ seed: 9, virtualTime: true });
+  const a = net.addHost({ ip: '10.0.0.1/24' });
+  const b = net.addHost({ ip: '10.0.0.2/24', tcp: { sndBufSize: 4 << 20 } });
+  const body = Buffer.alloc(200_000, 5);
+  const ended: Promise<unknown>[] = [];
+  b.createServer((s) => {
+    ended.push(once(s, 'close'));
+    s.on('data', () => {});
+    s.end(body);
+  }).listen(80);
+  const fresh: number[] = [];
+  const reused: number[] = [];
+  for (let i = 0; i < 4; i++) {
+    const before = ringPool.freshBytes;
+    const reusedBefore = ringPool.reused;
+    const c = a.connect(80, '10.0.0.2');
+    await once(c, 'connect');
+    const got = await collect(c);
+    assert.ok(got.equals(body), 'every byte arrived in order');
+    // The server's side is closed (its rings given back) before the next download begins.
+    while (ended.length <= i) await net.sleep(1);
+    await ended[i];
+    fresh.push(ringPool.freshBytes - before);
+    reused.push(ringPool.reused - reusedBefore);
+  }
+  net.close();
+  // The first download's rings (both ends run in this one thread) may be new memory, or what the
+  // cases before gave back; the send ring alone grows 64 KiB, then 128 KiB. From the second on,
+  // each grows into what the one before gave back: no new memory beyond small rings' starts.
+  const seen = `new bytes ${fresh.join(', ')}; buffers reused ${reused.join(', ')}`;
+  for (let i = 1; i < fresh.length; i++) {
+    assert.ok(fresh[i]! < 16 << 10, `download ${i + 1}: ${seen}`);
+    assert.ok(reused[i]! >= 2, `download ${i + 1}: ${seen}`);
+  }
 });

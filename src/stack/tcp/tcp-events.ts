@@ -35,6 +35,11 @@ export function terminate(conn: TcpConnection, error: ConnectionError | null, no
   conn.state.soft.delayedAckDeadline = inf;
   conn.disarmTimer();
   conn.engine.unlink(conn);
+  // Nothing is sent again: an emptied ring's memory goes back for the next connection's grow
+  // (byte-ring.ts, the pool), as a closed Linux socket's pages go back to their allocator. A ring
+  // with bytes left (unread data, a reset's unsent) keeps them.
+  d.sendBuffer.release();
+  d.recvBuffer.release();
   if (notify) reportClosed(conn, error);
 }
 
