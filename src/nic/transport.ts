@@ -7,6 +7,7 @@ import {
   InvalidStateError,
   StateValidationError,
 } from '../core/errors.ts';
+import { isEngineVerb, serveEngineVerb } from './engine-verbs.ts';
 import type { NicEngine } from './nic-engine.ts';
 import {
   checkFromWorker,
@@ -118,29 +119,9 @@ export class SameThreadTransport implements NicTransport {
         const value = engine.terminate(r.arg === 'all' ? 'all' : unpackKeys(r.arg, engine.addressBook));
         return { t: 'res', id, ok: true, op: r.op, value, freed: [], moved: [] };
       }
-      case 'update':
-        engine.update(r.arg);
-        return { t: 'res', id, ok: true, op: r.op, value: undefined };
-      case 'invalidate':
-        engine.invalidate(r.arg);
-        return { t: 'res', id, ok: true, op: r.op, value: undefined };
-      case 'query':
-        return { t: 'res', id, ok: true, op: r.op, value: engine.query(r.arg) };
-      case 'progressScan':
-        return { t: 'res', id, ok: true, op: r.op, value: engine.progressScan() };
-      case 'takeQueued': {
-        const keys = unpackKeys(r.arg, engine.addressBook);
-        const value = engine.takeQueued(keys);
-        if (r.drop === true) engine.dropFrozen(keys);
-        return { t: 'res', id, ok: true, op: r.op, value };
-      }
-      case 'dropFrozen':
-        engine.dropFrozen(unpackKeys(r.arg, engine.addressBook));
-        return { t: 'res', id, ok: true, op: r.op, value: undefined };
-      case 'counters':
-        return { t: 'res', id, ok: true, op: r.op, value: engine.counters.snapshot() };
       default:
-        return unhandled(r, 'request');
+        if (!isEngineVerb(r)) return unhandled(r, 'request');
+        return serveEngineVerb(engine, r, id);
     }
   }
 }
