@@ -7,6 +7,7 @@ import {
   InvalidStateError,
   StateValidationError,
 } from '../core/errors.ts';
+import { isEngineVerb, serveEngineVerb } from './engine-verbs.ts';
 import type { NicEngine } from './nic-engine.ts';
 import {
   checkFromWorker,
@@ -110,37 +111,27 @@ export class SameThreadTransport implements NicTransport {
     const id = 0;
     switch (r.op) {
       case 'initiate': {
-        const result = engine.initiate(r.arg.batch, { prod: r.arg.prod });
+        const a = r.arg;
+        // Blocks and records are memory a worker shares with the host: an engine in this thread
+        // has its own rings, and a batch by records names no connection it could install.
+        if (a.blocks !== undefined || a.owner !== undefined)
+          throw new InvalidArgumentError('an engine in this thread takes no shared blocks or records');
+        // holdInput as the worker takes it: a move's settle runs the source's held segments
+        // before what this engine's link brought meanwhile (NicEngine.inject's `settled`).
+        const result = engine.initiate(a.batch, { prod: a.prod, holdInput: a.holdInput === true });
         const value = packInitiate(result, []);
         return { t: 'res', id, ok: true, op: r.op, value, installed: value.installed };
       }
       case 'terminate': {
+        // By reference, by records or handed on: forms of a worker's shared memory (see initiate).
+        if (r.byRef === true || r.records === true || r.hand !== undefined)
+          throw new InvalidArgumentError('an engine in this thread hands back its states whole');
         const value = engine.terminate(r.arg === 'all' ? 'all' : unpackKeys(r.arg, engine.addressBook));
         return { t: 'res', id, ok: true, op: r.op, value, freed: [], moved: [] };
       }
-      case 'update':
-        engine.update(r.arg);
-        return { t: 'res', id, ok: true, op: r.op, value: undefined };
-      case 'invalidate':
-        engine.invalidate(r.arg);
-        return { t: 'res', id, ok: true, op: r.op, value: undefined };
-      case 'query':
-        return { t: 'res', id, ok: true, op: r.op, value: engine.query(r.arg) };
-      case 'progressScan':
-        return { t: 'res', id, ok: true, op: r.op, value: engine.progressScan() };
-      case 'takeQueued': {
-        const keys = unpackKeys(r.arg, engine.addressBook);
-        const value = engine.takeQueued(keys);
-        if (r.drop === true) engine.dropFrozen(keys);
-        return { t: 'res', id, ok: true, op: r.op, value };
-      }
-      case 'dropFrozen':
-        engine.dropFrozen(unpackKeys(r.arg, engine.addressBook));
-        return { t: 'res', id, ok: true, op: r.op, value: undefined };
-      case 'counters':
-        return { t: 'res', id, ok: true, op: r.op, value: engine.counters.snapshot() };
       default:
-        return unhandled(r, 'request');
+        if (!isEngineVerb(r)) return unhandled(r, 'request');
+        return serveEngineVerb(engine, r, id);
     }
   }
 }

@@ -213,6 +213,15 @@ const GROWS_PER_TURN = 16;
 const PCAP_FILE_HEADER = 24;
 export const DEFAULT_RING = 256 * 1024;
 
+/** Fault injection for tests of the transfer protocol. */
+export interface WorkerNicFaults {
+  /**
+   * So many of the next hand-overs (`handTo`) answer null, changing nothing, as a pair that cannot
+   * hand does: the caller takes the general way (terminate here, initiate there) for their parts.
+   */
+  cannotHand?: number;
+}
+
 /**
  * An offload target on its own worker thread (design section 7). The worker runs a NicEngine on
  * wall-clock time; this object is its main-thread side: the host side every NIC shares
@@ -233,6 +242,8 @@ export class WorkerNic extends HostNic {
    * out-of-order data did not fit the receive ring (`nic.worker.record-fallbacks` in counters()).
    */
   recordFallbacks = 0;
+  /** Fault injection (tests). */
+  readonly faults: WorkerNicFaults = {};
   readonly recordOwner = nextRecordOwner++;
   private readonly ringCapacity: number;
   private readonly placementRing: number;
@@ -872,6 +883,10 @@ export class WorkerNic extends HostNic {
     hints?: readonly (ConnectionHandle | null)[],
   ): Promise<Handed> | null {
     if (!(dst instanceof WorkerNic) || dst === this || !this.useRecords || !dst.useRecords) return null;
+    if (this.faults.cannotHand !== undefined && this.faults.cannotHand > 0) {
+      this.faults.cannotHand--;
+      return null;
+    }
     if (this.refusal() !== null || dst.refusal() !== null) return null;
     // IPv6 addresses are handles of the host's table, which every worker's mirrors (the batch and
     // the blocks name them by the same numbers on both): the destination reads its answer's keys

@@ -70,10 +70,10 @@ function owners(wh: { offload: { ownerOf(k: ConnKey): 'host' | Nic | null } }, k
 }
 
 describe('large batches to and from a WorkerNic', () => {
-  test('an offload and an upload of 600 go in parts of at most 256, every part in flight at once', {
+  test('an offload, an upload and a move of 600 go in parts of at most 256, every part in flight at once; a part the source cannot hand takes the general way beside the others', {
     timeout: CASE_MS,
   }, async (t) => {
-    const { wh, nics, keys } = await setup(t, 41);
+    const { wh, nics, keys, sockets } = await setup(t, 41);
     const m = wh.offload;
     const seen = spyRequests(nics[0]);
     const sizes = spySizes(nics[0]);
@@ -92,6 +92,39 @@ describe('large batches to and from a WorkerNic', () => {
     assert.deepEqual(owners(wh, keys), { host: N });
     // And back, whole: nothing was left frozen or half-moved.
     assert.equal((await m.offload(keys, nics[1])).moved.length, N);
+    // A move whose first part cannot be handed (TransferProtocol.runFrozen): that part takes the
+    // general way at once, beside the two handed, not after their answers.
+    const handedBefore = wh.stack.counters.get('offload.handed');
+    nics[1].faults.cannotHand = 1;
+    const order: string[] = [];
+    const terminate = nics[1].terminate.bind(nics[1]) as (
+      k: ConnKey[] | 'all',
+      o?: object,
+    ) => Promise<unknown>;
+    (nics[1] as unknown as { terminate: typeof terminate }).terminate = (ks, o) => {
+      order.push(`terminate ${ks === 'all' ? 'all' : ks.length}`);
+      return terminate(ks, o);
+    };
+    const handTo = nics[1].handTo.bind(nics[1]);
+    nics[1].handTo = (dst, ks, opts, hints) => {
+      const n = ks.length;
+      const hand = handTo(dst, ks, opts, hints);
+      void hand?.then(() => order.push(`handed ${n}`));
+      return hand;
+    };
+    const moved = await m.move(keys, nics[1], nics[0]);
+    assert.equal(moved.moved.length, N, `refused ${JSON.stringify(moved.refused.slice(0, 3))}`);
+    assert.equal(nics[1].faults.cannotHand, 0);
+    assert.deepEqual(owners(wh, keys), { 'w.nic0': N });
+    assert.equal(
+      wh.stack.counters.get('offload.handed') - handedBefore,
+      N - PARTS[0]!,
+      'the other parts were handed',
+    );
+    assert.equal(order[0], `terminate ${PARTS[0]}`, order.join(', '));
+    assert.deepEqual(order.slice(1).sort(), [`handed ${PARTS[1]}`, `handed ${PARTS[2]}`]);
+    // Settled where they went, not left frozen: they write and move on as any other.
+    for (const s of sockets.slice(0, PARTS[0])) assert.ok(s.write(Buffer.from('x')));
     assert.equal((await m.upload('all')).moved.length, N);
   });
 

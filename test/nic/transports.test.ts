@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Counters } from '../../src/core/counters.ts';
+import { InvalidArgumentError } from '../../src/core/errors.ts';
 import { LocalNic } from '../../src/nic/local-nic.ts';
 import type { Nic } from '../../src/nic/nic.ts';
 import { NicEngine } from '../../src/nic/nic-engine.ts';
@@ -45,6 +46,17 @@ test('the same-thread transport answers every request as a worker must (the work
   // A terminate's bytes installed elsewhere through the same request protocol: the batch moves whole.
   const bytes = (await ask(t0, { op: 'terminate', arg: packKeys(keys) })).value;
   assert.equal((await ask(t0, { op: 'query', arg: undefined })).value.length, 0);
+  // A worker's forms of shared memory mean nothing to an engine in this thread: refused, nothing
+  // installed, rather than a batch by records taken for one with no connections.
+  await assert.rejects(
+    t1.request({ op: 'initiate', arg: { batch: bytes, prod: false, owner: 1 } }),
+    InvalidArgumentError,
+  );
+  await assert.rejects(
+    t0.request({ op: 'terminate', arg: packKeys(keys), records: true }),
+    InvalidArgumentError,
+  );
+  assert.equal((await ask(t1, { op: 'query', arg: undefined })).value.length, 0);
   const res = await ask(t1, { op: 'initiate', arg: { batch: bytes, prod: false } });
   const { result } = unpackInitiate(res.value);
   assert.equal(result.status, 'success');

@@ -10,9 +10,13 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { test } from 'node:test';
 import type { LocalNic } from '../../src/nic/local-nic.ts';
+import { isTreeTransfer } from '../../src/nic/nic.ts';
 import { SETTLE_HOLD_MS } from '../../src/nic/nic-engine.ts';
+import { SameThreadTransport } from '../../src/nic/transport.ts';
+import { unpackInitiate } from '../../src/nic/worker/transfer-wire.ts';
 import type { WorkerNic } from '../../src/nic/worker-nic.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
+import { encodeBatch } from '../../src/state/state-codec.ts';
 import { randomBytes } from '../helpers/streams.ts';
 import { PING_MS, workerSetup } from '../nic/worker-helpers.ts';
 import { keysOf, offloadPair } from './helpers.ts';
@@ -49,42 +53,67 @@ async function localRig(seed: number) {
   return { p, n0, sock, peerSock: accepted[0]!, got };
 }
 
-test("the host's held segments run at the NIC before its link's newer resend (no PAWS drop)", async () => {
-  const { p, n0, sock, peerSock, got } = await localRig(44);
-  const m = p.host.offload;
-  const payload = randomBytes(44, 4000);
-  const hostCounters = p.host.stack.counters;
-  const peerCounters = p.peer.stack.counters;
-  const init = n0.initiate.bind(n0);
-  n0.initiate = async (...a: Parameters<LocalNic['initiate']>) => {
-    // Frozen at the host: the peer's segments reach it through the NIC (which runs nothing yet)
-    // and wait in its placeholder.
-    peerSock.write(payload);
-    await until(p, () => hostCounters.get('tcp.frozen.queued') >= 3, 'the host held the peer segments');
-    const res = await init(...a);
-    // Installed at the NIC, settle not yet come: the move outlasts the peer's RTO, and its resend
-    // of the first segment (a newer timestamp) reaches the NIC's link directly.
-    const rtos = peerCounters.get('tcp.rto');
-    await until(p, () => peerCounters.get('tcp.rto') > rtos, 'the peer resent');
-    await until(
-      p,
-      () => n0.counters.get('nic.rx.offloaded') + n0.counters.get('nic.rx.settle-held') > 0,
-      'it came',
-    );
-    return res;
+/**
+ * `n0`'s initiate as the worker protocol's typed request over a `SameThreadTransport` of its
+ * engine: the batch as bytes, `holdInput` in the request, the answer unpacked as a WorkerNic's.
+ */
+function initiateByRequest(p: ReturnType<typeof offloadPair>, n0: LocalNic): LocalNic['initiate'] {
+  const t = new SameThreadTransport(
+    () => n0.engine,
+    p.net.clock,
+    () => false,
+  );
+  return async (transfer, opts) => {
+    const batch = isTreeTransfer(transfer) ? encodeBatch(transfer.trees, p.net.now()) : transfer;
+    const reply = await t.request({
+      op: 'initiate',
+      arg: { batch, prod: opts?.prod === true, holdInput: opts?.holdInput },
+    });
+    return unpackInitiate(reply.value).result;
   };
-  const r = await m.offload(keysOf([sock]), n0);
-  assert.equal(r.moved.length, 1, `offloaded ${JSON.stringify(r.refused)}`);
-  await until(p, () => Buffer.concat(got).length >= payload.length, 'the host read all the data');
-  assert.deepEqual(Buffer.concat(got), payload, 'whole and in order');
-  // The settle's inject runs in a later turn of the NIC's: every held segment reaches it.
-  const held = hostCounters.get('tcp.frozen.queued');
-  await until(p, () => n0.counters.get('nic.rx.injected') >= held, 'the held segments reached the NIC');
-  assert.equal(n0.counters.get('nic.rx.injected'), held, 'each once');
-  assert.equal(n0.counters.get('tcp.paws.drops'), 0, 'none dropped as older than the resend');
-  assert.ok(n0.counters.get('nic.rx.settle-held') >= 1, 'the resend waited for the settle');
-  p.net.close();
-});
+}
+
+// `request`: the same move with the NIC's install sent as the typed request both transports serve
+// (`SameThreadTransport.serve`), which dropped `holdInput`: the resend then ran at once, and the
+// held segments injected at the settle were dropped by PAWS.
+for (const via of ['nic', 'request'] as const) {
+  test(`the host's held segments run at the NIC before its link's newer resend (no PAWS drop; install by ${via})`, async () => {
+    const { p, n0, sock, peerSock, got } = await localRig(44);
+    const m = p.host.offload;
+    const payload = randomBytes(44, 4000);
+    const hostCounters = p.host.stack.counters;
+    const peerCounters = p.peer.stack.counters;
+    const init = via === 'nic' ? n0.initiate.bind(n0) : initiateByRequest(p, n0);
+    n0.initiate = async (...a: Parameters<LocalNic['initiate']>) => {
+      // Frozen at the host: the peer's segments reach it through the NIC (which runs nothing yet)
+      // and wait in its placeholder.
+      peerSock.write(payload);
+      await until(p, () => hostCounters.get('tcp.frozen.queued') >= 3, 'the host held the peer segments');
+      const res = await init(...a);
+      // Installed at the NIC, settle not yet come: the move outlasts the peer's RTO, and its resend
+      // of the first segment (a newer timestamp) reaches the NIC's link directly.
+      const rtos = peerCounters.get('tcp.rto');
+      await until(p, () => peerCounters.get('tcp.rto') > rtos, 'the peer resent');
+      await until(
+        p,
+        () => n0.counters.get('nic.rx.offloaded') + n0.counters.get('nic.rx.settle-held') > 0,
+        'it came',
+      );
+      return res;
+    };
+    const r = await m.offload(keysOf([sock]), n0);
+    assert.equal(r.moved.length, 1, `offloaded ${JSON.stringify(r.refused)}`);
+    await until(p, () => Buffer.concat(got).length >= payload.length, 'the host read all the data');
+    assert.deepEqual(Buffer.concat(got), payload, 'whole and in order');
+    // The settle's inject runs in a later turn of the NIC's: every held segment reaches it.
+    const held = hostCounters.get('tcp.frozen.queued');
+    await until(p, () => n0.counters.get('nic.rx.injected') >= held, 'the held segments reached the NIC');
+    assert.equal(n0.counters.get('nic.rx.injected'), held, 'each once');
+    assert.equal(n0.counters.get('tcp.paws.drops'), 0, 'none dropped as older than the resend');
+    assert.ok(n0.counters.get('nic.rx.settle-held') >= 1, 'the resend waited for the settle');
+    p.net.close();
+  });
+}
 
 /**
  * A settle that does not come within SETTLE_HOLD_MS: the NIC runs what it kept, in order, and

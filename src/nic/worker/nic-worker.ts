@@ -43,6 +43,7 @@ import { EtherType } from '../../wire/ethernet.ts';
 import { ethL3Offset, ethType, ipv4HeaderLen, ipv4IsFragment, ipv4Proto } from '../../wire/fields.ts';
 import { IpProto } from '../../wire/ipv4.ts';
 import { Ipv6Next } from '../../wire/ipv6.ts';
+import { type EngineVerbHooks, isEngineVerb, serveEngineVerb } from '../engine-verbs.ts';
 import { tcpSegmentEnd } from '../frame-tuple.ts';
 import {
   allocConnBlock,
@@ -2197,6 +2198,78 @@ function handleRequest(id: number, r: WorkerRequest): void {
   requestTrace(r.op, n, performance.now() - t);
 }
 
+/**
+ * What the verbs an engine serves alike in every thread (`serveEngineVerb`) need of this worker:
+ * the connections taken unbuilt that a verb touches are built first, and the counters add this
+ * thread's own.
+ */
+const verbHooks: EngineVerbHooks = {
+  before(r) {
+    switch (r.op) {
+      case 'update':
+        // A neighbor's or a path's change is to objects pending connections share (their path
+        // slot and its neighbor), read at their build; quiet since their take, none has anything
+        // outstanding to resend at a new MTU or through a new hop now (one owed a prod resends
+        // what it has at its build, over the path as it is then). Settings of connections
+        // (`tcp`) are in each one's record: those are built.
+        if (r.arg?.kind !== 'neighbor' && r.arg?.kind !== 'path') buildPending();
+        return;
+      case 'query':
+        // Built are those it reads: a caller watching one connection leaves the others unbuilt.
+        if (r.arg === undefined) buildPending();
+        else if (pendingIndex.size > 0)
+          for (const k of r.arg) {
+            const p = pendingOf(k);
+            if (p !== undefined) build(p);
+          }
+        return;
+      case 'progressScan':
+        // Pending connections are left out unbuilt: quiet, with nothing sent or outstanding, none
+        // can be stalled or sending to a wrong MAC, which is all a scan looks for (ProgressWatch);
+        // one owed a prod sends nothing before its build, a few turns away (buildOwed).
+        return;
+      case 'counters':
+        return;
+      case 'invalidate':
+      case 'takeQueued':
+      case 'dropFrozen':
+        buildPending();
+        return;
+      default:
+        unhandled(r, 'request');
+    }
+  },
+  moreCounters() {
+    const alive = aliveSlabs();
+    return {
+      'nic.blocks.parts-made': partsCount.made,
+      'nic.blocks.parts-found': partsCount.found,
+      'nic.lazy.pending': pendingIndex.size,
+      // Table entries made: by the TCP layer's four-tuple table, the slots' and the pool's.
+      'nic.tables.entries-made': engine.tcp.table.entriesMade + byKey.entriesMade + statePool.entriesMade,
+      // Times the table by slot made its buckets larger (TupleMap.reserve, bucketsGrown).
+      'nic.tables.slots-grown': byKey.bucketsGrown,
+      // Pooled states, and those of them still holding a shared ring (none: see NO_RING).
+      'nic.pool.states': statePool.size,
+      'nic.pool.shared-rings': pooledShared,
+      // This thread's JS heap (the process's memoryUsage counts every thread's together).
+      'nic.mem.heap-used': getHeapStatistics().used_heap_size,
+      // The buffers the host numbered that this thread holds for it (until 'slabs-gone'),
+      // and those whose object here is not collected yet: a worker's share of shared memory.
+      'nic.slabs.held': heldSlabs(),
+      'nic.slabs.alive': alive.count,
+      'nic.slabs.alive-bytes': alive.bytes,
+      'nic.time-wait.blocks': timeWaitHeld.blocks,
+      'nic.time-wait.unread': timeWaitHeld.unread,
+      // Frames waiting for paced builds (waitForBuild), now and at the most.
+      'nic.lazy.frames-waiting': waitingAll.frames,
+      'nic.lazy.frames-waiting-max': waitingAll.framesMax,
+      // The longest a batch handed here held its input for the source's word (hand-order.ts).
+      'nic.hand.hold-ms-max': Math.ceil(heldIn.longestMs),
+    };
+  },
+};
+
 function handleRequestNow(id: number, r: WorkerRequest): void {
   // A terminate's batch went to another worker: a failure answered now would tell the host that
   // nothing went, and it would resume connections that the other worker runs too.
@@ -2408,92 +2481,13 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
         );
         return;
       }
-      case 'update':
-        // A neighbor's or a path's change is to objects pending connections share (their path
-        // slot and its neighbor), read at their build; quiet since their take, none has anything
-        // outstanding to resend at a new MTU or through a new hop now (one owed a prod resends
-        // what it has at its build, over the path as it is then). Settings of connections
-        // (`tcp`) are in each one's record: those are built.
-        if (r.arg?.kind !== 'neighbor' && r.arg?.kind !== 'path') buildPending();
-        engine.update(r.arg);
-        post({ t: 'res', id, ok: true, op: r.op, value: undefined });
-        return;
-      case 'invalidate':
-        buildPending();
-        engine.invalidate(r.arg);
-        post({ t: 'res', id, ok: true, op: r.op, value: undefined });
-        return;
-      case 'query':
-        // Built are those it reads: a caller watching one connection leaves the others unbuilt.
-        if (r.arg === undefined) buildPending();
-        else if (pendingIndex.size > 0)
-          for (const k of r.arg) {
-            const p = pendingOf(k);
-            if (p !== undefined) build(p);
-          }
-        post({ t: 'res', id, ok: true, op: r.op, value: engine.query(r.arg) });
-        return;
-      case 'progressScan': {
-        // Pending connections are left out unbuilt: quiet, with nothing sent or outstanding, none
-        // can be stalled or sending to a wrong MAC, which is all a scan looks for (ProgressWatch);
-        // one owed a prod sends nothing before its build, a few turns away (buildOwed).
-        const value = engine.progressScan();
-        post({ t: 'res', id, ok: true, op: r.op, value }, [value.buffer as ArrayBuffer]);
+      default: {
+        if (!isEngineVerb(r)) unhandled(r, 'request');
+        const reply = serveEngineVerb(engine, r, id, verbHooks);
+        // A scan's rows are made for this answer alone: moved, not copied.
+        post(reply, reply.op === 'progressScan' ? [reply.value.buffer as ArrayBuffer] : undefined);
         return;
       }
-      case 'takeQueued': {
-        buildPending();
-        const keys = unpackKeys(r.arg, engine.addressBook);
-        const value = engine.takeQueued(keys);
-        if (r.drop === true) engine.dropFrozen(keys);
-        post({ t: 'res', id, ok: true, op: r.op, value });
-        return;
-      }
-      case 'dropFrozen':
-        buildPending();
-        engine.dropFrozen(unpackKeys(r.arg, engine.addressBook));
-        post({ t: 'res', id, ok: true, op: r.op, value: undefined });
-        return;
-      case 'counters': {
-        const alive = aliveSlabs();
-        post({
-          t: 'res',
-          id,
-          ok: true,
-          op: r.op,
-          value: {
-            ...engine.counters.snapshot(),
-            'nic.blocks.parts-made': partsCount.made,
-            'nic.blocks.parts-found': partsCount.found,
-            'nic.lazy.pending': pendingIndex.size,
-            // Table entries made: by the TCP layer's four-tuple table, the slots' and the pool's.
-            'nic.tables.entries-made':
-              engine.tcp.table.entriesMade + byKey.entriesMade + statePool.entriesMade,
-            // Times the table by slot made its buckets larger (TupleMap.reserve, bucketsGrown).
-            'nic.tables.slots-grown': byKey.bucketsGrown,
-            // Pooled states, and those of them still holding a shared ring (none: see NO_RING).
-            'nic.pool.states': statePool.size,
-            'nic.pool.shared-rings': pooledShared,
-            // This thread's JS heap (the process's memoryUsage counts every thread's together).
-            'nic.mem.heap-used': getHeapStatistics().used_heap_size,
-            // The buffers the host numbered that this thread holds for it (until 'slabs-gone'),
-            // and those whose object here is not collected yet: a worker's share of shared memory.
-            'nic.slabs.held': heldSlabs(),
-            'nic.slabs.alive': alive.count,
-            'nic.slabs.alive-bytes': alive.bytes,
-            'nic.time-wait.blocks': timeWaitHeld.blocks,
-            'nic.time-wait.unread': timeWaitHeld.unread,
-            // Frames waiting for paced builds (waitForBuild), now and at the most.
-            'nic.lazy.frames-waiting': waitingAll.frames,
-            'nic.lazy.frames-waiting-max': waitingAll.framesMax,
-            // The longest a batch handed here held its input for the source's word (hand-order.ts).
-            'nic.hand.hold-ms-max': Math.ceil(heldIn.longestMs),
-          },
-        });
-        return;
-      }
-      default:
-        unhandled(r, 'request');
     }
   } catch (e) {
     // Thrown on, the thread dies, and the host takes the other worker's answer (handedByDead).
