@@ -33,12 +33,13 @@ describe('team of WorkerNics: a move handed from worker to worker', () => {
     const gate = new Int32Array(new SharedArrayBuffer(8));
     // No reachability probing and no silence verdict: the source's stops are the test's, not a
     // failure (see worker-direct.test.ts); a hold as long as the test's stop, which is not the
-    // expiry's case.
+    // expiry's case. The source is silent from its first stop to the end of its second (up to 30 s
+    // each, waitAtGate's bound): with 20 s, 2 of 5 runs at load 46-68 had it declared dead.
     const rig = await setup(t, {
       seed: 41,
       health: { probeTargets: [] },
-      deadAfterMs: 20_000,
-      seams: { handGate: gate.buffer as SharedArrayBuffer, handHoldMs: 20_000 },
+      deadAfterMs: 90_000,
+      seams: { handGate: gate.buffer as SharedArrayBuffer, handHoldMs: 60_000 },
     });
     const [src, dst] = rig.nics as [(typeof rig.nics)[0], (typeof rig.nics)[0]];
     const { st, keys } = await startOffloaded(rig, [4, 0]);
