@@ -14,6 +14,8 @@
  * forwarding it what came to the other port), which a thread drains in no set order, so the
  * source itself could send them on out of order. That race belongs to any team whose switch
  * learns the one team MAC on whichever port sent last, move or not; this case is about the hand.
+ * So from the steer until the order is read, nothing the team sends leaves by the source's port
+ * (it waits, and leaves after the read): one such frame teaches the switch the team MAC back there.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
@@ -25,17 +27,19 @@ const HOST_LATE_MS = 100;
 
 describe('team of WorkerNics: a move handed from worker to worker', () => {
   test('segments queued at the source go to the destination ahead of the newer ones it holds, none through the host', {
-    timeout: 60_000,
+    // Four copies at once at load 33-50 took 48-52 s, and 8 of 46 ran out 60 s.
+    timeout: 180_000,
   }, async (t) => {
     const gate = new Int32Array(new SharedArrayBuffer(8));
     // No reachability probing and no silence verdict: the source's stops are the test's, not a
     // failure (see worker-direct.test.ts); a hold as long as the test's stop, which is not the
-    // expiry's case.
+    // expiry's case. The source is silent from its first stop to the end of its second (up to 30 s
+    // each, waitAtGate's bound): with 20 s, 2 of 5 runs at load 46-68 had it declared dead.
     const rig = await setup(t, {
       seed: 41,
       health: { probeTargets: [] },
-      deadAfterMs: 20_000,
-      seams: { handGate: gate.buffer as SharedArrayBuffer, handHoldMs: 20_000 },
+      deadAfterMs: 90_000,
+      seams: { handGate: gate.buffer as SharedArrayBuffer, handHoldMs: 60_000 },
     });
     const [src, dst] = rig.nics as [(typeof rig.nics)[0], (typeof rig.nics)[0]];
     const { st, keys } = await startOffloaded(rig, [4, 0]);
@@ -69,6 +73,28 @@ describe('team of WorkerNics: a move handed from worker to worker', () => {
     const hostBefore = viaHost();
     const handedBefore = rig.stack.counters.get('offload.handed');
     let steer: NodeJS.Timeout | undefined;
+    // While the order is read, the team's frames for the source's port wait here. In 35 of 42
+    // traced runs (load 18-50) the team sent one from there after the steer: the source's ACKs,
+    // made as it let the connections go and posted only once the test opened its last stop, or
+    // the host's ARP, which leaves by the team's first member. Each taught the switch the team MAC
+    // on the source's port until the next announce; in 21 runs segments the peer sent meanwhile
+    // reached the source after its 'through', so it forwarded them on the peer channel
+    // (nic.forward.direct) before the read. Where the destination's own link took in newer ones
+    // first, it ran those out of order (in 6 runs, 4-34 segments, each after the read, every one
+    // by its link behind a forwarded one): the switch's race, which a slow read takes in too.
+    const srcTap = rig.taps[0]!;
+    const sendOnSrcPort = srcTap.send.bind(srcTap);
+    let quiet: Uint8Array[] | null = null;
+    srcTap.send = (frame) => {
+      if (quiet === null) return sendOnSrcPort(frame);
+      quiet.push(frame.slice());
+      return true;
+    };
+    const speak = (): void => {
+      const waited = quiet ?? [];
+      quiet = null;
+      for (const f of waited) sendOnSrcPort(f);
+    };
     let r: Awaited<ReturnType<typeof rig.manager.move>>;
     let oooInHand = 0;
     let directAtHand = 0;
@@ -83,14 +109,15 @@ describe('team of WorkerNics: a move handed from worker to worker', () => {
       await waitFor(() => rig.taps[0]!.rxFrames - atStop >= 8, 'segments queue at the stopped source');
       open(1);
       // Stopped again after it handed the batch on: the destination runs the connections. The
-      // switch now learns the team MAC on the destination's port (again and again: a last frame of
-      // the source's may teach it back), so the newer segments arrive there, and it must hold them
-      // until the source sent on what it had.
+      // switch now learns the team MAC on the destination's port (again and again: a frame sent
+      // into the source's port before the quiet began may reach the switch after the announce), so
+      // the newer segments arrive there, and it must hold them until the source sent on what it had.
       await waitFor(() => Atomics.load(gate, 0) === 2, 'the source stops after it handed the batch on');
       await waitFor(
         async () => (await dst.query()).length === keys.length,
         'the destination runs the connections',
       );
+      quiet = [];
       rig.taps[1]!.announce(rig.team.mac, parseIpv4(TEAM_IP));
       steer = setInterval(() => rig.taps[1]!.announce(rig.team.mac, parseIpv4(TEAM_IP)), 5);
       await waitFor(
@@ -99,13 +126,12 @@ describe('team of WorkerNics: a move handed from worker to worker', () => {
       );
       open(2);
       r = await moving;
-      // The hand ends when the destination runs what it held (hold-ms-max is set then). What comes
-      // later reaches it by whichever port the switch sends it to: a frame the source's port sends
-      // teaches the switch the team MAC back there, and the source forwards what it then receives
-      // on the peer channel, which the segments on the destination's own link overtake: the
-      // switch's race the header sets aside, not the hand's. Read after the flow resumed, the count
-      // took that race in too (2-16 at load 40+; 44 where a copy had the switch learn the MAC back
-      // after the hand), so the order is read at the hand's end.
+      // The hand ends when the destination runs what it held (hold-ms-max is set then). Once the
+      // source's port speaks again, what comes later reaches the destination by whichever port the
+      // switch sends it to, and the segments on its own link overtake what the source forwards on
+      // the peer channel: the switch's race the header sets aside, not the hand's. Read after the
+      // flow resumed, the count took that race in too (2-16 at load 40+; 44 where a copy had the
+      // switch learn the MAC back after the hand), so the order is read at the hand's end.
       await waitFor(
         async () => (await count(dst, 'nic.hand.hold-ms-max')) > 0,
         "the destination's hold of the newer segments ends",
@@ -114,6 +140,7 @@ describe('team of WorkerNics: a move handed from worker to worker', () => {
       directAtHand = await count(src, 'nic.forward.direct');
     } finally {
       clearInterval(steer);
+      speak();
       // Open whatever happened, so that a failure above does not leave the source stopped.
       open(1 << 30);
     }
