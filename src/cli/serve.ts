@@ -595,7 +595,8 @@ function profileMainThread(): void {
 
 /**
  * Diagnostic (CHIMNEY_LAG_LOG=FILE): every block of the main thread's event loop of 20 ms or more,
- * every offload transfer the policy starts, and each accept's way to its first write, in epoch ms, written to FILE at exit, to line up with
+ * every offload from the host (the policy's and the verb's, from its transfer's start to its end), and
+ * each accept's way to its first write, in epoch ms, written to FILE at exit, to line up with
  * the stalls a client saw (`scripts/soak-tap.ts --stalls`).
  */
 function traceMainThread(th: TeamHost, file: string): void {
@@ -608,14 +609,12 @@ function traceMainThread(th: TeamHost, file: string): void {
   const hrEpoch = Date.now();
   watchLoopBlocks((from, to) => blocks.push([from, to]));
   const m = th.manager;
-  const offload = m.offload.bind(m);
-  m.offload = ((...a: Parameters<typeof offload>) => {
+  m.onOffload = (connections, done) => {
     const t = performance.now();
     const waiting = m.placing;
-    const p = offload(...a);
-    void p.finally(() => transfers.push([epoch + t, epoch + performance.now(), a[0].length, waiting]));
-    return p;
-  }) as typeof m.offload;
+    const end = () => transfers.push([epoch + t, epoch + performance.now(), connections, waiting]);
+    done.then(end, end);
+  };
   // [accepted at, ms it waited for its placement]: the part of a client's first byte spent here.
   const placements: [number, number][] = [];
   const placed = m.placed.bind(m);

@@ -207,8 +207,13 @@ const UP_MAY_PASS: ReadonlySet<WorkerNotice['t']> = new Set(['up', 'hb', 'tx', '
  * the host.
  */
 const UP_RESYNC = new Uint8Array(0);
-/** Held grows run at most this many a turn (each allocates a block and copies a send ring). */
-const GROWS_PER_TURN = 16;
+/**
+ * Grows run at most this many a turn of the main thread (each allocates a block and copies a send
+ * ring), held or asked for now: the port hands every message queued in one callback, and the
+ * worker's grows for a whole wave of connections ran in one turn (regrow, 5 % of serve's main
+ * thread blocks at 1,000 downloads at load 50, BENCHMARKS.md, s47h9).
+ */
+export const GROWS_PER_TURN = 16;
 /** The file header a PcapWriter starts its first chunk with. */
 const PCAP_FILE_HEADER = 24;
 export const DEFAULT_RING = 256 * 1024;
@@ -1461,22 +1466,30 @@ export class WorkerNic extends HostNic {
       return;
     }
     // GROWS_PER_TURN a turn: the grows of a whole burst at once held the main thread 0.4 s.
-    let n = 0;
     for (const [h, want] of this.heldGrows) {
-      if (n === GROWS_PER_TURN) {
+      if (this.growsThisTurn >= GROWS_PER_TURN) {
         this.growsDeferred = true;
         this.clock.defer(this.runHeldGrowsBound);
         return;
       }
       this.heldGrows.delete(h);
       if (this.handles[h.slot] !== h || h.detached || h.closed || h.growing !== null) continue;
+      this.countGrow();
       this.regrow(h, want);
-      n++;
     }
   }
   private readonly runHeldGrowsBound = (): void => this.runHeldGrows();
   /** The held grows go on next turn (runHeldGrows). */
   private growsDeferred = false;
+  /** Grows begun in this turn of the loop (GROWS_PER_TURN); a deferred call ends the turn's count. */
+  private growsThisTurn = 0;
+  private readonly endGrowTurn = (): void => {
+    this.growsThisTurn = 0;
+  };
+  // Deferred before any deferred run of the held grows, so that run finds the count at zero.
+  private countGrow(): void {
+    if (this.growsThisTurn++ === 0) this.clock.defer(this.endGrowTurn);
+  }
 
   /** @internal */
   dropGrown(h: WorkerConnectionHandle): void {
@@ -1857,11 +1870,16 @@ export class WorkerNic extends HostNic {
       case 'grow': {
         const h = this.handles[m.slot];
         if (h === undefined || h.detached || h.closed || h.growing !== null) return;
-        if (this.holdsGrowth()) {
+        if (this.holdsGrowth() || this.growsThisTurn >= GROWS_PER_TURN) {
           this.growsHeld++;
           this.heldGrows.set(h, Math.max(m.capacity, this.heldGrows.get(h) ?? 0));
+          if (!this.holdsGrowth()) {
+            this.growsDeferred = true;
+            this.clock.defer(this.runHeldGrowsBound);
+          }
           return;
         }
+        this.countGrow();
         this.regrow(h, m.capacity);
         return;
       }

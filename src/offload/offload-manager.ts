@@ -135,6 +135,13 @@ export class OffloadManager extends EventEmitter {
    * for the host's connections).
    */
   private readonly placedOnWay = new Map<Nic, number>();
+  /**
+   * Diagnostics (serve's CHIMNEY_LAG_LOG): told of every offload from the host as its transfer
+   * begins, the public verb's and the policy's alike, with how many connections it takes and its
+   * end. Hooked here rather than by wrapping `offload`: the policy does not call the public verb,
+   * and a trace that wrapped it recorded no transfer at all once the policy stopped (e8be04c).
+   */
+  onOffload: ((connections: number, done: Promise<unknown>) => void) | null = null;
   private readonly proto: TransferProtocol;
   private readonly scanner: PolicyScanner;
   private readonly updates: HostUpdates;
@@ -588,7 +595,7 @@ export class OffloadManager extends EventEmitter {
     }
     // Each connection's own key (made once per connection), and the connection itself: the
     // transfer need not look it up again.
-    const reports = await Promise.all(
+    const running = Promise.all(
       [...groups].map(([n, cs]) =>
         this.proto
           .run(
@@ -605,6 +612,8 @@ export class OffloadManager extends EventEmitter {
           }),
       ),
     );
+    this.onOffload?.(cands.length, running);
+    const reports = await running;
     // The accepted connections a NIC holds now leave the host's claims (AcceptAtNic.held).
     this.accepts.settled();
     return merge(reports, refused);

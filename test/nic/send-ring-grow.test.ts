@@ -12,7 +12,7 @@ import { describe, test } from 'node:test';
 import { Counters } from '../../src/core/counters.ts';
 import { emptyHardState } from '../../src/nic/hard-state.ts';
 import type { LocalNic } from '../../src/nic/local-nic.ts';
-import type { WorkerConnectionHandle } from '../../src/nic/worker-nic.ts';
+import { GROWS_PER_TURN, type WorkerConnectionHandle } from '../../src/nic/worker-nic.ts';
 import { SimNetwork } from '../../src/sim/sim-network.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import type { TcpConnection } from '../../src/stack/tcp/tcp-connection.ts';
@@ -228,6 +228,39 @@ describe('a send ring that grows with the connection', () => {
     s.end(data.subarray(400_000));
     const out = await got;
     assert.equal(sha256(out), sha256(data), 'every byte, in order, across the switch');
+  });
+
+  test('WorkerNic: grows asked in one turn of the main thread run GROWS_PER_TURN a turn, every one in the end', {
+    timeout: 90_000,
+  }, async (t) => {
+    const net = new SimNetwork({ seed: 67, virtualTime: false });
+    const wh = addWorkerHost(net, { count: 2, ringCapacity: 256 << 10, placementRing: PLACED });
+    t.after(() => {
+      wh.close();
+      net.close();
+    });
+    const peer = net.addHost({ ip: '10.0.0.2/24' });
+    await Promise.all(wh.nics.map((n) => n.ready()));
+    peer.createServer(() => {}).listen({ port: 5000 });
+    await wh.host.ping('10.0.0.2', PING_MS);
+    const n = GROWS_PER_TURN + 8;
+    const sockets = Array.from({ length: n }, () => wh.host.connect({ port: 5000, host: '10.0.0.2' }));
+    t.after(() => {
+      for (const s of sockets) s.destroy();
+    });
+    await Promise.all(sockets.map((s) => once(s, 'connect')));
+    const nic = wh.nics[1]!;
+    assert.equal((await wh.offload.offload(sockets.map(socketKey), nic)).moved.length, n);
+    const handles = sockets.map((s) => nic.handle(socketKey(s))!);
+    // The worker's grows for every connection in one port callback, as a wave of them comes (the
+    // connections are idle: the worker asks none of its own).
+    const onMessage = (nic as unknown as { onMessage(m: unknown): void }).onMessage.bind(nic);
+    for (const h of handles) onMessage({ t: 'grow', slot: h.slot, capacity: 64 << 10 });
+    const begun = handles.filter((h) => h.growing !== null).length;
+    assert.equal(begun, GROWS_PER_TURN, 'the turn ran its share of the grows, the rest wait');
+    await until(net, 'every grow to run', () =>
+      handles.every((h) => h.growing === null && h.sendRing.capacity > PLACED),
+    );
   });
 
   test('a stack past half its memory limit grows no send ring (Linux tcp_mem[0])', () => {

@@ -77,3 +77,30 @@ describe('placements in flight', () => {
     net.close();
   });
 });
+
+describe("the offload hook (serve's CHIMNEY_LAG_LOG)", () => {
+  test("is told of the policy's offloads and the public verb's, each with its connections and end", async () => {
+    const p = offloadPair(29);
+    const { net, host } = p;
+    const st = await startStreams(p, 6, 20_000, 1400, 10);
+    const told: { connections: number; ended: boolean }[] = [];
+    host.offload.onOffload = (connections, done) => {
+      const t = { connections, ended: false };
+      told.push(t);
+      void done.then(() => {
+        t.ended = true;
+      });
+    };
+    const conns = st.sockets.map((s) => s.connection as TcpConnection);
+    const policy = host.offload as unknown as { policyOffload(cs: TcpConnection[]): Promise<TransferReport> };
+    const a = await policy.policyOffload(conns.slice(0, 4));
+    const b = await host.offload.offload(conns.slice(4));
+    assert.equal(a.moved.length + b.moved.length, 6);
+    assert.deepEqual(told, [
+      { connections: 4, ended: true },
+      { connections: 2, ended: true },
+    ]);
+    assert.equal(await st.done, 0);
+    net.close();
+  });
+});
