@@ -182,6 +182,10 @@ describe('ECN: chimney serve and the kernel (tcp_ecn=1)', {
     inNs('ip', ['addr', 'add', `${KERNEL_IP}/24`, 'dev', VETH_NS]);
     inNs('ip', ['link', 'set', VETH_NS, 'up']);
     inNs('sysctl', ['-qw', 'net.ipv4.tcp_ecn=1']);
+    // A SYN the kernel resends asks no more (RFC 3168 6.1.1.1, tcp_ecn_fallback=1 by default), so a
+    // first SYN lost, or answered past the kernel's 1 s SYN timeout at load, made a connection without
+    // ECN, whose receiver never echoes a mark. Off here, every SYN asks, whatever the machine's speed.
+    inNs('sysctl', ['-qw', 'net.ipv4.tcp_ecn_fallback=0']);
     nft('add table ip marks');
   });
 
@@ -197,24 +201,38 @@ describe('ECN: chimney serve and the kernel (tcp_ecn=1)', {
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  test('the handshake negotiates ECN and Chimney sends its new data ECT(0), its ACKs not-ECT', async () => {
+  test('the handshake negotiates ECN through a resent SYN and Chimney sends its new data ECT(0), its ACKs not-ECT', async () => {
     const pcap = join(dir, 'plain.pcap');
+    // The kernel's first SYN is dropped before the wire (and the capture), so the handshake is
+    // always the one a slow machine may make: a resent SYN, which must still ask.
+    nft('add chain ip marks lose { type filter hook output priority 0; }');
+    nft('add rule ip marks lose tcp flags & (syn|ack) == syn quota until 100 bytes drop');
     const stop = await capture(pcap);
     const body = inNs('curl', ['-sSf', '-m', '60', `http://${CHIMNEY_IP}/bytes/1000000`]);
     await stop();
+    nft('delete chain ip marks lose');
     assert.equal(body.length, 1_000_000);
     const f = frames(pcap);
     const syn = f.filter((x) => x.syn && !x.fromChimney);
-    assert.equal(syn.length, 1);
-    assert.ok(syn[0]!.ece && syn[0]!.cwr, 'the kernel asks with ECE and CWR');
+    assert.ok(syn.length > 0, 'the resent SYN');
+    assert.ok(
+      syn.every((x) => x.ece && x.cwr),
+      'the kernel asks with ECE and CWR',
+    );
     const synAck = f.filter((x) => x.syn && x.fromChimney);
-    assert.equal(synAck.length, 1);
-    assert.ok(synAck[0]!.ece && !synAck[0]!.cwr, 'Chimney agrees with ECE alone');
-    assert.equal(synAck[0]!.ecn, 0, 'in a not-ECT SYN-ACK');
+    assert.ok(synAck.length > 0, 'a SYN-ACK');
+    assert.ok(
+      synAck.every((x) => x.ece && !x.cwr && x.ecn === 0),
+      'Chimney agrees with ECE alone, in a not-ECT SYN-ACK',
+    );
     const data = f.filter((x) => x.fromChimney && x.len > 0);
     assert.ok(data.length > 10, `${data.length} data frames`);
-    // Nothing was lost to resend on this wire.
-    assert.deepEqual([...new Set(data.map((x) => x.ecn))], [2], 'every data frame ECT(0)');
+    // A resend (none is expected on this wire, but a stall at load may time one out) goes not-ECT.
+    assert.deepEqual([...new Set(data.filter((x) => !x.resent).map((x) => x.ecn))], [2], 'new data ECT(0)');
+    assert.ok(
+      data.every((x) => !x.resent || x.ecn === 0),
+      'resent data not-ECT',
+    );
     const acks = f.filter((x) => x.fromChimney && x.len === 0 && !x.syn);
     assert.ok(acks.length > 0, 'Chimney sent pure ACKs');
     assert.deepEqual([...new Set(acks.map((x) => x.ecn))], [0], 'pure ACKs not-ECT');
@@ -249,7 +267,8 @@ describe('ECN: chimney serve and the kernel (tcp_ecn=1)', {
       'CWR on new data',
     );
     assert.deepEqual(
-      f.filter((x) => x.fromChimney && x.resent).map((x) => x.n),
+      // Data only: a SYN-ACK resent to a SYN the kernel resent at load is not a mark's doing.
+      f.filter((x) => x.fromChimney && x.len > 0 && x.resent).map((x) => x.n),
       [],
       'marks are not losses',
     );

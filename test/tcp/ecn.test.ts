@@ -251,3 +251,38 @@ describe('ECN with loss', () => {
     assert.equal(d.ssthresh, ssthresh, 'no second reduction');
   });
 });
+
+describe('ECN with a needless recovery', () => {
+  test("a recovery begun in an ECE's reduction, shown needless by a D-SACK, gives back no window (Linux's prior_ssthresh 0)", () => {
+    const o = passiveOpen(new Bench(), { flags: SYN | ECE | CWR, sackPermitted: true });
+    const { b, conn } = o;
+    const d = conn.state.delegated;
+    const m = 1460;
+    d.cwnd = 20 * m;
+    conn.write(bytes(20 * m));
+    b.take();
+    const una = d.sndUna;
+    const cwnd0 = d.cwnd;
+    const ack = (to: number, flags = 0, sack?: [number, number][]): void =>
+      b.inject({ flags: ACK | flags, seq: o.peerSeq, ack: to, window: 65535, sack });
+    // A mark: the reduction starts, cwnd left for PRR to bring down.
+    ack(add(una, m), ECE);
+    assert.equal(b.count('tcp.ecn.reductions'), 1);
+    const ssthresh = d.ssthresh;
+    assert.ok(ssthresh < cwnd0);
+    // Segment 1 is only late: SACKs of 2-4 start a recovery inside the reduction, which resends it.
+    for (let i = 2; i <= 4; i++) ack(add(una, m), 0, [[add(una, 2 * m), add(una, (i + 1) * m)]]);
+    assert.ok(conn.state.soft.inRecovery, 'in recovery');
+    assert.equal(b.count('tcp.fast_retransmits'), 1);
+    b.take();
+    // The original arrives, everything is ACKed, and the needless copy comes back as a D-SACK.
+    const all = d.sndMax;
+    ack(all);
+    ack(all, 0, [[add(una, m), add(una, 2 * m)]]);
+    assert.equal(b.count('tcp.undo.dsack'), 1, 'the recovery was needless');
+    // Linux's tcp_enter_recovery in CWR leaves prior_ssthresh 0, so its undo restores nothing:
+    // the mark's reduction stands.
+    assert.equal(d.ssthresh, ssthresh, "ssthresh stays the mark's");
+    assert.ok(d.cwnd <= ssthresh, `cwnd ${d.cwnd} not given back (was ${cwnd0}, ssthresh ${ssthresh})`);
+  });
+});

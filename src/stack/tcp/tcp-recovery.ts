@@ -37,6 +37,10 @@ export function enterRecovery(
     soft.prrPriorCwnd = d.cwnd;
     soft.prrDelivered = 0;
     soft.prrOut = 0;
+  } else {
+    // Linux's tcp_enter_recovery in CWR leaves prior_ssthresh 0, so an undo gives back nothing:
+    // the window this recovery found mid-reduction was the mark's to bring down, not a loss's.
+    soft.undoCwnd = 0;
   }
   soft.inRecovery = true;
   soft.rackLostEdge = rackEdge;
