@@ -124,6 +124,13 @@ export interface NicEngineOptions {
    * late timer keeps its one turn for that input (tcp-timers.ts LATE_TIMER_MS). Absent: none can.
    */
   moreInput?: () => boolean;
+  /**
+   * How long a connection's hold for its settle lasts at most (ms of `clock`; default
+   * SETTLE_HOLD_MS). Only tests set it, long, where what they assert is the order the hold keeps
+   * and a slow machine's settle must not reach the engine past the bound (a worker's rig runs in
+   * real time).
+   */
+  settleHoldMs?: number;
 }
 
 /** A listener on one IPv6 address handed to an engine with no address table yet (NicEngine.listen). */
@@ -493,8 +500,10 @@ export class NicEngine {
    * first, these would set ts.recent past them and PAWS would drop them all at the settle.
    */
   private readonly awaiting = new TupleMap<SettleHold>();
-  /** Ends the holds older than SETTLE_HOLD_MS (`awaiting`, whose order is their start's). */
+  /** Ends the holds older than `settleHoldMs` (`awaiting`, whose order is their start's). */
   private readonly settleTimer: Timer;
+  /** NicEngineOptions.settleHoldMs. */
+  private readonly settleHoldMs: number;
   /** The tuples of an initiate's trees, while `twiceIn` reads them (kept, emptied after each). */
   private readonly batchKeys = new TupleMap<true>(true);
   private readonly ipHdr = createIpv4Header();
@@ -522,6 +531,11 @@ export class NicEngine {
     if (!opts?.link || !opts.clock || !opts.random) {
       throw new InvalidArgumentError('NicEngine needs a link, a clock and a random source');
     }
+    const settleHoldMs = opts.settleHoldMs ?? SETTLE_HOLD_MS;
+    if (!(settleHoldMs >= 0)) {
+      throw new InvalidArgumentError(`settleHoldMs must be a non-negative number, got ${settleHoldMs}`);
+    }
+    this.settleHoldMs = settleHoldMs;
     const capacity = opts.capacity ?? DEFAULT_CAPACITY;
     if (!Number.isInteger(capacity) || capacity < 0) {
       throw new InvalidArgumentError(`NIC capacity must be a non-negative integer, got ${capacity}`);
@@ -1121,19 +1135,19 @@ export class NicEngine {
     if (hold.kept.length > 0) this.injectNow(hold.kept, 'nic.rx.offloaded');
   }
 
-  /** `k`'s link input waits for its settle from `since` (now), for SETTLE_HOLD_MS at most. */
+  /** `k`'s link input waits for its settle from `since` (now), for `settleHoldMs` at most. */
   private startAwait(k: ConnKey, since: number): void {
     // Set anew at the end, so the map's order stays the order of the holds' starts.
     this.awaiting.delete(k);
     this.awaiting.set(k, { since, kept: [] });
-    if (!this.settleTimer.armed) this.settleTimer.armAt(since + SETTLE_HOLD_MS);
+    if (!this.settleTimer.armed) this.settleTimer.armAt(since + this.settleHoldMs);
   }
 
-  /** End every hold that has waited SETTLE_HOLD_MS for its settle, oldest first. */
+  /** End every hold that has waited `settleHoldMs` for its settle, oldest first. */
   private expireHolds(): void {
     const now = this.clock.now();
     for (let k = this.awaiting.oldestKey(); k !== undefined; k = this.awaiting.oldestKey()) {
-      const due = this.awaiting.get(k)!.since + SETTLE_HOLD_MS;
+      const due = this.awaiting.get(k)!.since + this.settleHoldMs;
       if (due > now) {
         this.settleTimer.armAt(due);
         return;

@@ -47,6 +47,12 @@ export interface WorkerNicTestSeams {
    * tests of the pacing that hold however fast the machine is.
    */
   buildTurnMs?: number;
+  /**
+   * How long the worker's engine holds a moved connection's input for its settle at most
+   * (NicEngineOptions.settleHoldMs; SETTLE_HOLD_MS otherwise): long, for tests of the order the
+   * hold keeps, whose settle may reach a starved worker past the real bound.
+   */
+  settleHoldMs?: number;
 }
 
 export interface WorkerNicOptions {

@@ -364,6 +364,7 @@ export class WorkerNic extends HostNic {
       handHoldMs: seams.handHoldMs,
       peerFlushDelayMs: seams.peerFlushDelayMs,
       buildTurnMs: seams.buildTurnMs,
+      settleHoldMs: seams.settleHoldMs,
       link: link
         ? { kind: 'proxy', name: link.name, mtu: link.mtu, carrier: link.carrier }
         : { kind: 'tap', options: fds === null ? tap : { ...tap!, fds } },

@@ -1720,6 +1720,7 @@ const engine = new NicEngine({
   addrs: new AddressTable(new SeededRandom(boot.seed ^ 0x6a09e667), { mirror: true }),
   capacity: boot.capacity,
   reachabilityIntervalMs: boot.reachabilityIntervalMs,
+  settleHoldMs: boot.settleHoldMs,
   progress,
   // Segments of this worker's connections that reached a peer's port come from it by message.
   moreInput: () => peers.length > 0,

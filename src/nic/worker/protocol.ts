@@ -66,6 +66,8 @@ export interface WorkerBoot {
   peerFlushDelayMs?: number;
   /** A test's time for a turn of paced builds (WorkerNicTestSeams.buildTurnMs). */
   buildTurnMs?: number;
+  /** A test's longest hold of a moved connection's input for its settle (WorkerNicTestSeams.settleHoldMs). */
+  settleHoldMs?: number;
 }
 
 // ---- what a worker's TAP holds of the process ------------------------------------------------------
