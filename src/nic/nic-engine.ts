@@ -131,6 +131,13 @@ export interface NicEngineOptions {
    * real time).
    */
   settleHoldMs?: number;
+  /**
+   * Told of each packet another owner forwarded (`inject`) or the link kept for a settle
+   * (`endAwait`) just before it runs: a worker marks the connection it is for before anything of
+   * it changes, as it does for each frame of its link (nic-worker.ts noteFrame), so that a read of
+   * the application's that races the packet's ACK is never judged quiet (quietReads).
+   */
+  beforeInjected?: (packet: Uint8Array) => void;
 }
 
 /** A listener on one IPv6 address handed to an engine with no address table yet (NicEngine.listen). */
@@ -504,6 +511,8 @@ export class NicEngine {
   private readonly settleTimer: Timer;
   /** NicEngineOptions.settleHoldMs. */
   private readonly settleHoldMs: number;
+  /** NicEngineOptions.beforeInjected. */
+  private readonly beforeInjected: ((packet: Uint8Array) => void) | undefined;
   /** The tuples of an initiate's trees, while `twiceIn` reads them (kept, emptied after each). */
   private readonly batchKeys = new TupleMap<true>(true);
   private readonly ipHdr = createIpv4Header();
@@ -536,6 +545,7 @@ export class NicEngine {
       throw new InvalidArgumentError(`settleHoldMs must be a non-negative number, got ${settleHoldMs}`);
     }
     this.settleHoldMs = settleHoldMs;
+    this.beforeInjected = opts.beforeInjected;
     const capacity = opts.capacity ?? DEFAULT_CAPACITY;
     if (!Number.isInteger(capacity) || capacity < 0) {
       throw new InvalidArgumentError(`NIC capacity must be a non-negative integer, got ${capacity}`);
@@ -1184,7 +1194,9 @@ export class NicEngine {
 
   private injectNow(packets: readonly Uint8Array[], counter = 'nic.rx.injected'): void {
     const h = this.ipHdr;
+    const before = this.beforeInjected;
     for (const p of packets) {
+      before?.(p);
       if (p.length >= IPV6_HEADER && p[0]! >>> 4 === 6) {
         this.inject6(p, counter);
         continue;

@@ -612,7 +612,12 @@ export class OffloadManager extends EventEmitter {
           }),
       ),
     );
-    this.onOffload?.(cands.length, running);
+    try {
+      this.onOffload?.(cands.length, running);
+    } catch {
+      // A diagnostic's fault: the transfers have begun and must still be awaited and settled.
+      this.stack.counters.inc('offload.hook-errors');
+    }
     const reports = await running;
     // The accepted connections a NIC holds now leave the host's claims (AcceptAtNic.held).
     this.accepts.settled();

@@ -16,8 +16,9 @@ import type { SimNetwork } from '../../src/sim/sim-network.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { DEFAULT_TCP_CACHED, TcpStateId } from '../../src/state/tcp-state.ts';
 import { parseIpv4, parseIpv6, writeU16, writeU32 } from '../../src/wire/addr.ts';
-import { writeL4Checksum, writeL4Checksum6 } from '../../src/wire/checksum.ts';
+import { writeL4Checksum6 } from '../../src/wire/checksum.ts';
 import { ipv6Frame, packetTooBig } from '../ipv6/helpers.ts';
+import { peerAck } from '../offload/helpers.ts';
 import { icmpMessage, ipFrame } from '../stack/harness.ts';
 import { echo, PING_MS, socketKey, workerSetup } from './worker-helpers.ts';
 
@@ -148,20 +149,6 @@ async function quietOn(net: SimNetwork, n: WorkerNic, k: ConnKey): Promise<boole
     await net.sleep(5);
   }
   return true;
-}
-
-/** An IPv4 packet of the peer's on `k`: a bare ACK. */
-function peerAck(k: ConnKey): Uint8Array {
-  const p = new Uint8Array(40);
-  p.set([0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6]);
-  writeU32(p, 12, k.remoteIp);
-  writeU32(p, 16, k.localIp);
-  writeU16(p, 20, k.remotePort);
-  writeU16(p, 22, k.localPort);
-  p[32] = 0x50;
-  p[33] = 0x10;
-  writeL4Checksum(p, 20, 20, k.remoteIp, k.localIp, 6);
-  return p;
 }
 
 describe('connections taken unbuilt by a worker', () => {

@@ -9,7 +9,7 @@ import { SameThreadTransport } from '../../src/nic/transport.ts';
 import { checkFromWorker, type WorkerRequest } from '../../src/nic/worker/protocol.ts';
 import { packKeys, unpackInitiate } from '../../src/nic/worker/transfer-wire.ts';
 import { SimNetwork } from '../../src/sim/sim-network.ts';
-import { keysOf, offloadPair, startStreams } from '../offload/helpers.ts';
+import { keysOf, offloadPair, peerAck, startStreams } from '../offload/helpers.ts';
 
 test('the same-thread transport answers every request as a worker must (the worker protocol checker accepts each answer)', async () => {
   const p = offloadPair(52);
@@ -115,6 +115,43 @@ test("a NicEngine reports progress for every connection a batch installs or rele
   assert.equal(beats, 4, 'one beat a connection installed');
   engine.terminate(keys);
   assert.equal(beats, 8, 'one beat a connection released');
+  engine.close();
+  net.close();
+});
+
+test("a NicEngine tells its owner of each packet injected for its connections before the packet runs: a worker's mark that the application's reads may matter again (quietReads)", async () => {
+  const p = offloadPair(57);
+  const { net, host } = p;
+  const st = await startStreams(p, 2, 50_000, 2000, 2);
+  const keys = keysOf(st.sockets);
+  const n0 = host.nics[0]!;
+  await net.sleep(20);
+  assert.equal((await host.offload.offload(keys, n0 as Nic)).moved.length, 2);
+  const counters = new Counters();
+  const seen: { packet: Uint8Array; injectedBefore: number }[] = [];
+  const engine = new NicEngine({
+    id: 'told',
+    link: net.switch.addPort({ name: 'told', mtu: 1500 }),
+    clock: net.clock,
+    random: net.random.fork(),
+    counters,
+    toHost: () => {},
+    indicate: () => {},
+    beforeInjected: (packet) => seen.push({ packet, injectedBefore: counters.get('nic.rx.injected') }),
+  });
+  assert.equal(engine.initiate(n0.engine.terminate(keys)).status, 'success');
+  const acks = keys.map(peerAck);
+  engine.inject(acks);
+  assert.equal(counters.get('nic.rx.injected'), 2, 'both packets ran');
+  assert.deepEqual(
+    seen.map((s) => [s.packet, s.injectedBefore]),
+    [
+      [acks[0], 0],
+      [acks[1], 1],
+    ],
+    'each packet was told of just before it ran, in order',
+  );
+  engine.terminate(keys);
   engine.close();
   net.close();
 });

@@ -13,6 +13,8 @@ import { Host } from '../../src/socket/host.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { Stack } from '../../src/stack/stack.ts';
 import type { ConnectionHandle, TcpUser } from '../../src/stack/tcp/tcp-types.ts';
+import { writeU16, writeU32 } from '../../src/wire/addr.ts';
+import { writeL4Checksum } from '../../src/wire/checksum.ts';
 import { collect, randomBytes, sha256 } from '../helpers/streams.ts';
 
 export interface Pair {
@@ -233,4 +235,18 @@ export function nicRig<N extends Nic>(
     net.close();
   };
   return { net, stack, nics, m, pair, close };
+}
+
+/** An IPv4 packet of the peer's on `k`: a bare ACK (a packet a host injects at a NIC). */
+export function peerAck(k: ConnKey): Uint8Array {
+  const p = new Uint8Array(40);
+  p.set([0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6]);
+  writeU32(p, 12, k.remoteIp);
+  writeU32(p, 16, k.localIp);
+  writeU16(p, 20, k.remotePort);
+  writeU16(p, 22, k.localPort);
+  p[32] = 0x50;
+  p[33] = 0x10;
+  writeL4Checksum(p, 20, 20, k.remoteIp, k.localIp, 6);
+  return p;
 }

@@ -572,7 +572,7 @@ function quietReads(s: TcpState): number {
     // selectWindow offers at most the clamp, the ring, the buffer and the window's bound,
     // whatever the free space: a window the peer sees above half of that is not worth announcing.
     const so = s.soft;
-    let most = Math.min(windowClamp(s), d.recvBuffer.capacity, s.cached.rcvBufSize);
+    let most = Math.min(windowClamp(s), d.recvBuffer.maxCapacity, s.cached.rcvBufSize);
     if (so.rcvSsthresh > 0 && so.rcvSsthresh < most) most = so.rcvSsthresh;
     if (2 * seqDiff(d.rcvAdv, d.rcvNxt) <= most) return 0;
     if (so.rcvClamp !== 0 && so.rcvRtt !== 0) {
@@ -1721,6 +1721,12 @@ const engine = new NicEngine({
   capacity: boot.capacity,
   reachabilityIntervalMs: boot.reachabilityIntervalMs,
   settleHoldMs: boot.settleHoldMs,
+  // A host's packet or a settle's kept segment marks its connection before it runs, as a frame of
+  // the link does (noteFrame): its ACK may narrow the window while the application reads.
+  beforeInjected: (p) => {
+    const slot = connIndex.ofPacket(p);
+    if (slot) touch(slot);
+  },
   progress,
   // Segments of this worker's connections that reached a peer's port come from it by message.
   moreInput: () => peers.length > 0,
