@@ -485,6 +485,15 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
       nic: ev.nic,
     }),
   );
+  team.on('host-port', (ev: { nic: string; at: number }) =>
+    log.event(
+      `${ev.nic}: no member is usable; the host carries its own traffic on this dead member's TAP at ${since(ev.at)}`,
+      {
+        event: 'host-port',
+        nic: ev.nic,
+      },
+    ),
+  );
   team.on('error', (e: Error) => log.error(`failover: ${e.message}`));
   th.manager.on('place-timeout', (ev: PlaceTimeout) =>
     log.event(

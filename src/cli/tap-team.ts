@@ -99,7 +99,19 @@ export function createTapTeam(o: TapTeamOptions, clock = new RealClock()): TapTe
           readState: () => nic.rxReadState(),
           rxSince: () => nic.rxSince(),
         });
-        members.push({ nic, tap, hostLink: tap });
+        // Once the worker is dead and no member can carry the host's traffic, the host opens the
+        // TAP on this thread itself (the thread's exit released its descriptors). Never created
+        // here: a TAP that went with the worker's descriptors is no longer a port of the segment.
+        const hostPortAfterDeath = async (): Promise<ProbeTap> => {
+          await nic.threadExited;
+          const link = TapLink.open({ name, mtu: o.mtu, clock, vnetHdr: o.offload !== false, create: false });
+          const wire: Link = o.pcap ? capture(link, o.pcap) : link;
+          return new ProbeTap(wire, probeMacFor(mac, i), counters, {
+            readState: () => ({ drains: link.drains, empty: link.queueEmpty(), drainedAt: link.drainedAt }),
+            rxSince: () => link.rxSince,
+          });
+        };
+        members.push({ nic, tap, hostLink: tap, hostPortAfterDeath });
       } else {
         const link = TapLink.open({ name, mtu: o.mtu, clock, vnetHdr: o.offload !== false });
         opened.push(link);

@@ -313,6 +313,13 @@ export class WorkerNic extends HostNic {
    * before it closed the TAP), freed here then: native buffers and descriptors. Null: nothing.
    */
   releasedAtExit: { native: number; fds: number } | null = null;
+  /**
+   * Resolves with the thread's exit code once it has exited and what its TAP held is released:
+   * from then on the TAP is free for another opener (a team's host carrying on there, TeamMember
+   * `hostPortAfterDeath`).
+   */
+  readonly threadExited: Promise<number>;
+  private exitedResolve: (code: number) => void = () => {};
 
   constructor(opts: WorkerNicOptions, seams: WorkerNicTestSeams = {}) {
     if (!opts || typeof opts.id !== 'string') throw new InvalidArgumentError('WorkerNic needs an id');
@@ -413,6 +420,9 @@ export class WorkerNic extends HostNic {
       },
     );
     self = this;
+    this.threadExited = new Promise((resolve) => {
+      this.exitedResolve = resolve;
+    });
     this.owners = owners;
     this.port = port;
     this.worker = worker;
@@ -463,6 +473,7 @@ export class WorkerNic extends HostNic {
       }
       closeWakeEnd(this.wakeEnd);
       this.wakeEnd = -1;
+      this.exitedResolve(exitCode);
       if (!this.closed) this.die({ kind: 'exit', exitCode });
     });
     if (link) {

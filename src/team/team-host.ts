@@ -56,6 +56,12 @@ export interface TeamHostOptions {
   policy?: Partial<OffloadPolicy>;
   /** What member `i` sends and hears through instead of its bare switch port (a test's filter). */
   wrapPort?: (port: SwitchPort, i: number) => Link;
+  /**
+   * A dead member's switch port goes to the host's own link when no member can carry the host's
+   * traffic, as a dead WorkerNic's TAP does on real links (TeamMember.hostPortAfterDeath; default
+   * false: the host has no wire once every member is dead).
+   */
+  hostPortsAfterDeath?: boolean;
   /** The host's ISN secret, given to the stack and every member (absent: each draws its own). */
   isnSecret?: Uint8Array;
 }
@@ -227,12 +233,13 @@ export function buildTeamHost(seg: TeamSegment, opts: TeamHostOptions): TeamHost
   const macStr = opts.mac ?? '02:00:00:00:aa:01';
   const mac = parseMac(macStr);
   const counters = new Counters();
-  const members: { nic: LocalNic; tap: ProbeTap }[] = [];
+  const members: (TeamMember & { nic: LocalNic })[] = [];
   const ports: SwitchPort[] = [];
   for (let i = 0; i < count; i++) {
     const port = seg.switch.addPort({ name: `${name}.nic${i}`, impair: opts.impair });
     // Each port probes from a MAC of its own, so probing never moves the team MAC in the switch.
-    const tap = new ProbeTap(opts.wrapPort?.(port, i) ?? port, probeMacFor(mac, i), counters);
+    const wire = opts.wrapPort?.(port, i) ?? port;
+    const tap = new ProbeTap(wire, probeMacFor(mac, i), counters);
     const nic = new LocalNic({
       id: `${name}.nic${i}`,
       link: tap,
@@ -241,7 +248,11 @@ export function buildTeamHost(seg: TeamSegment, opts: TeamHostOptions): TeamHost
       capacity: opts.nicCapacity,
       isnSecret: opts.isnSecret,
     });
-    members.push({ nic, tap });
+    // The dead member's engine no longer reads the port: the new tap takes its frames over.
+    const hostPortAfterDeath = opts.hostPortsAfterDeath
+      ? () => Promise.resolve(new ProbeTap(wire, probeMacFor(mac, i), counters))
+      : undefined;
+    members.push({ nic, tap, hostPortAfterDeath });
     ports.push(port);
   }
   return assembleTeamHost({

@@ -30,16 +30,14 @@ export class TeamLink implements Link {
     this.name = name;
   }
 
+  /** Told when a member's link changes carrier (after the team link's own carrier is updated). */
+  memberCarrier: ((i: number, up: boolean) => void) | null = null;
+
   /** Add a member's host link; returns its index. */
   add(link: Link): number {
     const i = this.members.length;
     this.members.push(link);
-    link.onFrame((frame, info) => {
-      if (this.closed) return;
-      if (this.steer?.(frame, i)) return;
-      this.frameHandler?.(frame, info);
-    });
-    link.onCarrier(() => this.carrierChanged());
+    this.listen(i, link);
     if (this.active < 0) this.active = i;
     this.carrierChanged();
     return i;
@@ -50,6 +48,29 @@ export class TeamLink implements Link {
     this.members[i] = null;
     if (this.active === i) this.active = -1;
     this.carrierChanged();
+  }
+
+  /**
+   * Member `i`, removed, is reached through `link` from now on: the host's own link on a dead
+   * member's port. Not made active by this (setActive).
+   */
+  restore(i: number, link: Link): void {
+    if (i < 0 || i >= this.members.length || this.members[i] != null) return;
+    this.members[i] = link;
+    this.listen(i, link);
+  }
+
+  private listen(i: number, link: Link): void {
+    // A removed member's frames still come up: a dead NIC passes up those it had in transit.
+    link.onFrame((frame, info) => {
+      if (this.closed) return;
+      if (this.steer?.(frame, i)) return;
+      this.frameHandler?.(frame, info);
+    });
+    link.onCarrier((up) => {
+      this.carrierChanged();
+      if (this.members[i] === link) this.memberCarrier?.(i, up);
+    });
   }
 
   get activeIndex(): number {

@@ -72,6 +72,13 @@ export interface TeamMember {
    * ProbeTap wrapping that host link goes here.
    */
   hostLink?: Link;
+  /**
+   * The member's port for the host's own link once the member is dead and no member can carry the
+   * host's traffic: a NIC that owned its port (a WorkerNic's TAP) lets it go with its thread, and
+   * the host opens it on its own thread. Resolves once the port is free and open; rejects when it
+   * cannot be had (the device went with the thread). Absent: the host has no way onto this port.
+   */
+  hostPortAfterDeath?: () => Promise<ProbeTap>;
 }
 
 export interface TeamOptions {
@@ -123,6 +130,10 @@ interface Slot {
   nic: Nic;
   tap: ProbeTap | null;
   health: NicHealth;
+  /** TeamMember.hostPortAfterDeath; null once asked (or never offered). */
+  portAfterDeath: (() => Promise<ProbeTap>) | null;
+  /** The host's own link on this dead member's port, once open (it stays open until close). */
+  port: ProbeTap | null;
 }
 
 /**
@@ -131,7 +142,8 @@ interface Slot {
  * health, and on a failure moves everything the member ran to the others (FailoverManager's job,
  * folded in here: it needs nothing the team does not already hold).
  *
- * Events: 'failure' (FailureEvent), 'recovered' ({ nic, at }), 'failover' (FailoverRecord).
+ * Events: 'failure' (FailureEvent), 'recovered' ({ nic, at }), 'failover' (FailoverRecord),
+ * 'host-port' ({ nic, at }: the host's traffic went onto that dead member's port, hostOnDeadPort).
  */
 export class Team extends EventEmitter {
   readonly link: TeamLink;
@@ -193,6 +205,9 @@ export class Team extends EventEmitter {
       () => this.jobs > 0,
     );
     this.na = new UnsolicitedNaSeries(this.clock, () => this.announce6());
+    this.link.memberCarrier = (i) => {
+      if (this.slots[i]?.port != null) this.hostOnDeadPort();
+    };
   }
 
   /** Where the team reads the IPv6 addresses it announces when the host's traffic changes port. */
@@ -240,7 +255,14 @@ export class Team extends EventEmitter {
       member.tap ?? null,
       nic.linkUp,
     );
-    const slot: Slot = { index, nic, tap: member.tap ?? null, health };
+    const slot: Slot = {
+      index,
+      nic,
+      tap: member.tap ?? null,
+      health,
+      portAfterDeath: member.hostPortAfterDeath ?? null,
+      port: null,
+    };
     this.slots.push(slot);
     nic.on('link', (up, since) => health.carrier(up, undefined, since));
     nic.on('dead', (cause) => {
@@ -320,7 +342,10 @@ export class Team extends EventEmitter {
     this.closed = true;
     this.watch.close();
     this.na.close();
-    for (const s of this.slots) s.health.close();
+    for (const s of this.slots) {
+      s.health.close();
+      s.port?.close();
+    }
     this.link.close();
   }
 
@@ -338,7 +363,7 @@ export class Team extends EventEmitter {
     this.link.setActive(slot.index);
     // The learning frame: the switch now sends the team MAC to this port, and peers refresh the
     // address's entry in their caches.
-    if (this.ip !== null && slot.tap?.announce(this.mac, this.ip, this.vlanId))
+    if (this.ip !== null && hostTap(slot)?.announce(this.mac, this.ip, this.vlanId))
       this.counters.inc('team.garp');
     this.na.start();
     this.hostPortChanged();
@@ -347,9 +372,10 @@ export class Team extends EventEmitter {
   /** One round of unsolicited neighbor advertisements from the port carrying the host's traffic. */
   private announce6(): number {
     const slot = this.slots.find((s) => s.index === this.link.activeIndex);
-    if (!slot?.tap || this.closed) return 0;
+    const tap = slot === undefined ? null : hostTap(slot);
+    if (tap === null || this.closed) return 0;
     let n = 0;
-    for (const ip of this.addresses6()) if (slot.tap.announce6(this.mac, ip, this.vlanId)) n++;
+    for (const ip of this.addresses6()) if (tap.announce6(this.mac, ip, this.vlanId)) n++;
     if (n > 0) this.counters.inc('team.unsolicited-na', n);
     return n;
   }
@@ -391,8 +417,53 @@ export class Team extends EventEmitter {
     if (this.link.activeIndex === slot.index || this.link.activeIndex < 0) {
       const next = this.slots.find((s) => s !== slot && s.health.usable);
       if (next) this.moveHost(next);
+      else this.hostOnDeadPort();
     }
     this.enqueue(() => this.failover(slot, ev));
+  }
+
+  /**
+   * No member can carry the host's traffic: the host carries it on a dead member's port itself,
+   * as a bond keeps sending on any port that has carrier. A dead WorkerNic's connections were
+   * rebuilt in the host, which otherwise had no wire at all: each retransmitted into a link that
+   * dropped everything until its peer gave up. Every dead member's port that can be had is opened
+   * (once its thread has let the TAP go) and kept until the team closes; the host's traffic takes
+   * the first with carrier, with a gratuitous ARP and a prod, as at any failover, and leaves it for
+   * the first member usable again (onHolding, onRecovered), where the connections waiting in the
+   * host are offloaded as before. A dead member never comes back: the port is the host's from then.
+   */
+  private hostOnDeadPort(): void {
+    if (this.closed || this.slotUsable(this.slots[this.link.activeIndex] ?? null)) return;
+    const active = this.slots[this.link.activeIndex];
+    if (active?.port?.carrier === true) return;
+    const open = this.slots.find((s) => s.port?.carrier === true);
+    if (open !== undefined) {
+      this.counters.inc('team.host-on-dead-port');
+      this.moveHost(open);
+      this.emit('host-port', { nic: open.nic.id, at: this.clock.now() });
+      return;
+    }
+    for (const s of this.slots) {
+      const opener = s.portAfterDeath;
+      if (opener === null || s.health.state !== 'dead') continue;
+      s.portAfterDeath = null;
+      opener().then(
+        (port) => {
+          if (this.closed) {
+            port.close();
+            return;
+          }
+          s.port = port;
+          this.link.restore(s.index, port);
+          this.counters.inc('team.dead-port-opened');
+          this.hostOnDeadPort();
+        },
+        (e: unknown) => {
+          this.counters.inc('team.dead-port-refused');
+          if (!this.closed && this.listenerCount('error') > 0) this.emit('error', e);
+        },
+      );
+    }
   }
 
   private async failover(slot: Slot, ev: FailureEvent): Promise<void> {
@@ -571,6 +642,11 @@ export class Team extends EventEmitter {
       this.counters.inc('team.failback', back.length);
     }
   }
+}
+
+/** Where the team's own frames for the host's port go out: the host's link on a dead member's port, or the member's tap. */
+function hostTap(slot: Slot): ProbeTap | null {
+  return slot.port ?? slot.tap;
 }
 
 function id(k: ConnKey): string {

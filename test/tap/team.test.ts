@@ -7,7 +7,8 @@
  *   between the host and two NICs in the main thread, without --workers);
  * - the TAP carrying the downloads goes down (carrier);
  * - it leaves the bridge while staying up (only ARP reachability can see that);
- * - the worker thread carrying the downloads is killed.
+ * - the worker thread carrying the downloads is killed;
+ * - both worker threads are killed, one after the other: the host carries on alone on a TAP.
  * Every download must finish with the right digest and no reset. Needs root and /dev/net/tun:
  * fails under CI (which is root), skips with the reason elsewhere.
  */
@@ -30,6 +31,8 @@ const FAULT_SIZE = 96 * 1024 * 1024;
 const DOWNLOADS = 3;
 /** Slow enough that every download is still in flight when the fault comes. */
 const RATE = '15M';
+/** Every member killed: about 16 s at this rate, the time for both kills and failovers at load. */
+const DEAD_RATE = '6M';
 let lab: Lab | null = null;
 
 function control(): string {
@@ -181,6 +184,37 @@ describe('chimney serve on a team of two TAPs (kernel peer)', {
       await waitFor('the failover', () => srv.log().includes(`failover ${nic} (dead)`), 10_000);
       await checkAll(runs, srv, FAULT_SIZE);
       assert.equal((await status()).nics.find((n) => n.id === nic)?.health, 'dead');
+    } finally {
+      await srv.stop();
+    }
+  });
+
+  test('every member dead: both workers killed, the host carries the downloads on a TAP', {
+    timeout: 150_000,
+  }, async () => {
+    const srv = await serveTeam();
+    try {
+      // Slower than the other faults: two kills and two failovers must all find them in flight.
+      const runs = downloads(lab!, FAULT_SIZE, DOWNLOADS, DEAD_RATE);
+      const first = await busiestNic(control(), DOWNLOADS);
+      const second = lab!.taps.find((t) => t !== first)!;
+      await sleep(1000);
+      // Through the control socket: the CLI's start alone can outlast a download at load.
+      await controlRequest(control(), { op: 'kill-nic', nic: first });
+      await waitFor('the first failover', () => srv.log().includes(`failover ${first} (dead)`), 10_000);
+      await controlRequest(control(), { op: 'kill-nic', nic: second });
+      await waitFor('the second failover', () => srv.log().includes(`failover ${second} (dead)`), 10_000);
+      const o = await owners(control());
+      assert.deepEqual(o, Array(DOWNLOADS).fill('host'), 'every download still in flight, in the host');
+      await waitFor('the host on a TAP', () => /the host carries its own traffic/.test(srv.log()), 10_000);
+      // No worker is left: the host's own link on one of the TAPs must carry every connection.
+      await checkAll(runs, srv, FAULT_SIZE);
+      const s = await status();
+      assert.deepEqual(
+        s.nics.map((n) => n.health),
+        ['dead', 'dead'],
+        'both members stay dead',
+      );
     } finally {
       await srv.stop();
     }

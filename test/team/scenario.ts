@@ -59,6 +59,8 @@ export interface ScenarioOptions {
   batchSize?: number;
   /** What member `i` sends and hears through instead of its bare switch port. */
   wrapPort?: (port: SwitchPort, i: number) => Link;
+  /** A dead member's port goes to the host (TeamHostOptions.hostPortsAfterDeath). */
+  hostPorts?: boolean;
   /** Called when the streams start (virtual ms), to schedule faults of the test's own. */
   onStart?: (rig: TeamRig, t0: number) => void;
   /** Called once the rig is built, before any connection opens (benchmarks hook events here). */
@@ -132,6 +134,7 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
     ip6: o.mixed,
     probeTargets: o.probeTargets,
     batchSize: o.batchSize,
+    hostPorts: o.hostPorts,
   });
   const { net, host, peer } = rig;
   // Duplicate address detection (1 s) must be over on both ends before an IPv6 connect.

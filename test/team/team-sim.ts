@@ -45,6 +45,8 @@ export function buildTeamRig(opts: {
   ip6?: boolean;
   /** What the members probe (default: PEER_IP, and PEER_IP6 as well with ip6). */
   probeTargets?: readonly string[];
+  /** A dead member's port goes to the host (TeamHostOptions.hostPortsAfterDeath). */
+  hostPorts?: boolean;
 }): TeamRig {
   const net = new SimNetwork({ seed: opts.seed });
   const peer = net.addHost({
@@ -74,6 +76,7 @@ export function buildTeamRig(opts: {
     tcp: { minRtoMs: 20 },
     wrapPort: opts.wrapPort,
     vlan: opts.vlan,
+    hostPortsAfterDeath: opts.hostPorts,
   });
   return {
     net,
