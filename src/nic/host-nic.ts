@@ -11,6 +11,7 @@ import { type HostLinkTransport, NicHostLink } from './host-link.ts';
 import { type BeatSource, Liveness } from './liveness.ts';
 import {
   type ConnKey,
+  describeDeath,
   type InitiateOptions,
   type InitiateResult,
   type InvalidateTarget,
@@ -313,7 +314,8 @@ export abstract class HostNic extends EventEmitter implements Nic {
   protected die(cause: NicDeath, dying?: (e: InvalidStateError) => void): void {
     if (this.deathCause !== null) return;
     this.deathCause = cause;
-    const e = new InvalidStateError(`NIC ${this.id} died (${cause.kind})`);
+    // What the death says (a silence's length, a start that never came): all a failing caller sees.
+    const e = new InvalidStateError(`NIC ${this.id} died (${cause.kind}: ${describeDeath(cause).detail})`);
     this.transport.abandon(e);
     this.liveness.end(e);
     dying?.(e);

@@ -40,6 +40,8 @@ export class Liveness {
   private readonly waiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
   private lastBeat: number;
   private lastCount = 0;
+  /** When the watch began: an engine that never ran has been silent since. */
+  private readonly since: number;
   private readonly watchdog: Timer | null;
   private stopWatch: Timer | null = null;
 
@@ -52,7 +54,8 @@ export class Liveness {
     private readonly heard: () => void,
   ) {
     this.started = source === null;
-    this.lastBeat = source === null ? 0 : clock.now() + source.startAllowanceMs;
+    this.since = clock.now();
+    this.lastBeat = source === null ? 0 : this.since + source.startAllowanceMs;
     if (source === null) {
       this.watchdog = null;
       return;
@@ -164,7 +167,15 @@ export class Liveness {
     }
     const silent = now - this.lastBeat;
     if (silent > source.deadAfterMs) {
-      this.silent({ kind: 'heartbeat', silentMs: silent });
+      // An engine that never ran (no beat, its count never moved) is silent since the watch began,
+      // not since its allowance ended: reported so, a start that outlasted allowance and deadline
+      // read as a running worker silent for deadAfterMs ("no heartbeat for 30012 ms").
+      const never = !this.started && count === 0;
+      this.silent(
+        never
+          ? { kind: 'heartbeat', silentMs: now - this.since, detail: 'never started' }
+          : { kind: 'heartbeat', silentMs: silent },
+      );
       return;
     }
     this.watchdog!.arm(Math.max(10, source.deadAfterMs / 4));

@@ -463,7 +463,7 @@ export interface NicDeath {
    * ON_MALFORMED_ANSWER in worker/protocol.ts).
    */
   kind: 'crash' | 'error' | 'exit' | 'heartbeat' | 'killed' | 'defective';
-  /** What the NIC said ('crash'). */
+  /** What the NIC said ('crash'); 'never started' (a 'heartbeat' death before the first beat). */
   detail?: string;
   /** The worker's uncaught error ('error'), or the answer refused ('defective'). */
   error?: Error;
@@ -486,7 +486,10 @@ export function describeDeath(d: NicDeath): { detail: string; immediate: boolean
         immediate: true,
       };
     case 'heartbeat':
-      return { detail: `no heartbeat for ${Math.round(d.silentMs ?? 0)} ms`, immediate: false };
+      return {
+        detail: `no heartbeat for ${Math.round(d.silentMs ?? 0)} ms${d.detail ? ` (${d.detail})` : ''}`,
+        immediate: false,
+      };
     case 'killed':
       return {
         detail: `worker killed (silent ${Math.round(d.silentMs ?? 0)} ms since it was told to stop)`,

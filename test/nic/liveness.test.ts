@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import { VirtualClock } from '../../src/core/clock.ts';
 import { InvalidStateError } from '../../src/core/errors.ts';
 import { Liveness } from '../../src/nic/liveness.ts';
-import type { NicDeath } from '../../src/nic/nic.ts';
+import { describeDeath, type NicDeath } from '../../src/nic/nic.ts';
 
 const HEARTBEAT_MS = 50;
 const DEAD_AFTER_MS = 2_000;
@@ -86,6 +86,22 @@ test('a beating engine is ready at its first beat, which is indicated; silence b
   assert.equal(r.heard(), 1);
 });
 
+test('an engine that never ran dies of the heartbeat past its allowance and deadAfterMs, silent since it was made, and says so', async () => {
+  const r = rig();
+  const waiting = watch(r.live.ready());
+  r.clock.advance(START_ALLOWANCE_MS + DEAD_AFTER_MS * 2);
+  assert.equal(r.deaths.length, 1);
+  const d = r.deaths[0]!;
+  // Counted from the allowance's end it read as a running engine silent for about deadAfterMs
+  // ("no heartbeat for 2500 ms"), which a start that took this long is not.
+  assert.ok(d.silentMs! > START_ALLOWANCE_MS + DEAD_AFTER_MS, String(d.silentMs));
+  assert.match(describeDeath(d).detail, /^no heartbeat for \d+ ms \(never started\)$/);
+  // A death ends the liveness (the NIC's die): the wait for its first beat fails with it.
+  r.live.end(new InvalidStateError(`NIC n died (heartbeat: ${describeDeath(d).detail})`));
+  await settle();
+  assert.equal(waiting.state, 'rejected');
+});
+
 test('a beating engine silent past deadAfterMs dies once of the heartbeat, with its silence', async () => {
   const r = rig();
   r.live.beat();
@@ -100,6 +116,7 @@ test('a beating engine silent past deadAfterMs dies once of the heartbeat, with 
   assert.equal(r.deaths[0]!.kind, 'heartbeat');
   assert.ok(r.deaths[0]!.silentMs! > DEAD_AFTER_MS, String(r.deaths[0]!.silentMs));
   assert.ok(r.deaths[0]!.silentMs! <= DEAD_AFTER_MS * 1.25 + 1, String(r.deaths[0]!.silentMs));
+  assert.equal(r.deaths[0]!.detail, undefined, 'it ran');
   // The NIC's death ends it: nothing further is reported.
   r.live.end(new Error('dead'));
   r.clock.advance(DEAD_AFTER_MS * 4);

@@ -12,7 +12,7 @@ import { HardStateRecord } from '../../src/nic/hard-state.ts';
 import { TransferRecord } from '../../src/nic/transfer-record.ts';
 import type { WorkerNic } from '../../src/nic/worker-nic.ts';
 import { SimNetwork } from '../../src/sim/sim-network.ts';
-import { addWorkerHost, socketKey, streamBothWays } from './worker-helpers.ts';
+import { addWorkerHost, socketKey, streamBothWays, WORKER_CASE_MS } from './worker-helpers.ts';
 
 /** Calls, on this thread, that read or write a connection's state in shared memory. */
 function spyRecords(t: TestContext): { reads: number; writes: number } {
@@ -64,7 +64,7 @@ async function setup(t: TestContext, capacity: number) {
 
 describe('moves between WorkerNics by named records', () => {
   test('the host reads and writes no state of a moved connection, and asks only the source; every byte arrives', {
-    timeout: 60_000,
+    timeout: WORKER_CASE_MS,
   }, async (t) => {
     const { wh, peer, nics } = await setup(t, 64);
     const st = await streamBothWays(wh.host, peer, 12, 300_000, 1000, 2);
@@ -93,7 +93,7 @@ describe('moves between WorkerNics by named records', () => {
   });
 
   test('what the destination refuses is read by the host and rolled back to the source, intact', {
-    timeout: 60_000,
+    timeout: WORKER_CASE_MS,
   }, async (t) => {
     const { wh, peer, nics } = await setup(t, 10);
     const st = await streamBothWays(wh.host, peer, 14, 300_000, 1000, 2);
@@ -146,7 +146,7 @@ describe('moves between WorkerNics by named records', () => {
   });
 
   test('a destination whose link is down refuses the whole batch: rolled back to the source, every byte intact', {
-    timeout: 60_000,
+    timeout: WORKER_CASE_MS,
   }, async (t) => {
     const { wh, peer, nics } = await setup(t, 64);
     const st = await streamBothWays(wh.host, peer, 10, 300_000, 1000, 2);
@@ -172,7 +172,7 @@ describe('moves between WorkerNics by named records', () => {
   });
 
   test('a large move is handed in parts, all in flight at once: the source releases one while the destination installs another', {
-    timeout: 60_000,
+    timeout: WORKER_CASE_MS,
   }, async (t) => {
     const { wh, peer, nics } = await setup(t, 700);
     peer.createServer(() => {}).listen(80);

@@ -6,17 +6,22 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { openConnections } from '../../bench/offload.ts';
 import type { WorkerNic } from '../../src/nic/worker-nic.ts';
-import { PING_MS, socketKey, workerSetup } from './worker-helpers.ts';
+import { keptServer, PING_MS, peerHolds, socketKey, WORKER_CASE_MS, workerSetup } from './worker-helpers.ts';
 
 const CONNS = 30;
 
 describe('connections a WorkerNic passed up', () => {
-  test('a batch handed on and settled makes no table entry at the source', { timeout: 60_000 }, async (t) => {
+  test('a batch handed on and settled makes no table entry at the source', {
+    timeout: WORKER_CASE_MS,
+  }, async (t) => {
     const { net, wh, peer } = await workerSetup(93, t);
     const [n0, n1] = wh.nics as [WorkerNic, WorkerNic];
-    peer.createServer((s) => s.on('error', () => {})).listen(80);
+    const served = keptServer(peer);
     await wh.host.ping('10.0.0.2', PING_MS);
     const keys = (await openConnections(wh.host, net, CONNS, 5)).map(socketKey);
+    // Until then the peer resends its SYN-ACKs: one that reaches a source mid-move is passed up,
+    // input of the table this case counts.
+    await peerHolds(() => served.length, CONNS);
     const m = wh.offload;
     assert.equal((await m.offload(keys, n0)).moved.length, CONNS);
     const made = n0.tableEntriesMade;
@@ -32,13 +37,15 @@ describe('connections a WorkerNic passed up', () => {
   });
 
   test('keys settled in another order than released are answered from the table', {
-    timeout: 60_000,
+    timeout: WORKER_CASE_MS,
   }, async (t) => {
     const { net, wh, peer } = await workerSetup(94, t);
     const [n0] = wh.nics as [WorkerNic, WorkerNic];
-    peer.createServer((s) => s.on('error', () => {})).listen(80);
+    const served = keptServer(peer);
     await wh.host.ping('10.0.0.2', PING_MS);
     const keys = (await openConnections(wh.host, net, 6, 5)).map(socketKey);
+    // The table's entries are counted: no resent SYN-ACK may reach the worker while it releases.
+    await peerHolds(() => served.length, 6);
     assert.equal((await wh.offload.offload(keys, n0)).moved.length, 6);
     const made = n0.tableEntriesMade;
     // By reference, as a transfer releases: the worker keeps nothing of them.

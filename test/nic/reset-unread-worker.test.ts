@@ -15,7 +15,7 @@ import { seqDiff } from '../../src/stack/tcp/seq.ts';
 import type { TcpConnection } from '../../src/stack/tcp/tcp-connection.ts';
 import { TcpStateId } from '../../src/state/tcp-state.ts';
 import { resetOf } from '../helpers/segments.ts';
-import { keptServer, socketKey, workerSetup } from './worker-helpers.ts';
+import { keptServer, socketKey, WORKER_CASE_MS, workerSetup } from './worker-helpers.ts';
 
 /** A worker host of `count` NICs (started) and a peer at 10.0.0.2 whose server keeps what it accepts. */
 async function served80(
@@ -46,7 +46,7 @@ const HELD = 20;
 const CAPACITY = 24;
 
 test('a worker connection closed with bytes unread keeps its block counted by the NIC until read or destroyed', {
-  timeout: 60_000,
+  timeout: WORKER_CASE_MS,
 }, async (t) => {
   const { net, wh, served } = await served80(t, 37, 1, CAPACITY);
   const nic = wh.nics[0]!;
@@ -127,7 +127,7 @@ for (const how of ['upload', 'move'] as const) {
   for (const failing of [false, true]) {
     const what = failing ? `a failed ${how} request` : `the ${how}'s terminate`;
     test(`a worker connection reset before ${what} reached the worker stays its socket's, counted`, {
-      timeout: 60_000,
+      timeout: WORKER_CASE_MS,
     }, async (t) => {
       await resetBeforeTerminate(t, how, failing);
     });
@@ -220,7 +220,7 @@ async function resetBeforeTerminate(t: TestContext, how: 'upload' | 'move', fail
  * bytes are copied out of its block when the worker frees its slot, and only those are counted.
  */
 test('closed worker connections held by paused sockets count their unread bytes, and a live ring still grows', {
-  timeout: 60_000,
+  timeout: WORKER_CASE_MS,
 }, async (t) => {
   // Placed at their share of the 64 MiB budget: 48 connections' blocks (send and receive rings)
   // take more than all of it.

@@ -11,7 +11,7 @@ import { COPY_BYTES, HardStateRecord, W_MSS, W_PORTS } from '../../src/nic/hard-
 import type { ConnKey } from '../../src/nic/nic.ts';
 import type { WorkerNic } from '../../src/nic/worker-nic.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
-import { echo, PING_MS, socketKey, workerSetup } from './worker-helpers.ts';
+import { echo, PING_MS, peerHolds, socketKey, workerSetup } from './worker-helpers.ts';
 
 const N = 8;
 
@@ -27,8 +27,10 @@ async function crashWithDamage(
   nics = 2,
 ) {
   const { net, wh, peer } = await workerSetup(seed, t, { count: nics });
+  let held = 0;
   peer
     .createServer((s) => {
+      held++;
       s.on('data', (d: Uint8Array) => s.write(d));
       s.on('error', () => {});
     })
@@ -38,6 +40,8 @@ async function crashWithDamage(
   t.after(() => {
     for (const s of sockets) s.destroy();
   });
+  // Before the offload: a SYN-ACK the peer resends would otherwise meet the connection mid-move.
+  await peerHolds(() => held, N);
   const keys = sockets.map(socketKey);
   const [n0, n1] = wh.nics as [WorkerNic, WorkerNic];
   assert.equal((await wh.offload.offload(keys, n0)).moved.length, N);

@@ -17,7 +17,7 @@ import { decodeBatch, encodeBatch, STATE_CODEC_LAYOUT } from '../../src/state/st
 import type { TcpState } from '../../src/state/tcp-state.ts';
 import { collect, randomBytes, sha256 } from '../helpers/streams.ts';
 import { normalize, sampleTrees } from '../state/helpers.ts';
-import { socketKey as keyOf, PING_MS, workerSetup as setup } from './worker-helpers.ts';
+import { socketKey as keyOf, PING_MS, workerSetup as setup, WORKER_CASE_MS } from './worker-helpers.ts';
 
 /** The state's rings, copied into shared rings (what a worker NIC's block holds). */
 function sharedCopy(s: TcpState): { send: ByteRing; recv: ByteRing } {
@@ -158,7 +158,7 @@ describe('state codec: rings by reference', () => {
 
 describe('WorkerNic transfers: data stays where it is', () => {
   test('host → worker → worker → host → worker → worker → host with data queued both ways: copied once into shared memory, never again, intact', {
-    timeout: 60_000,
+    timeout: WORKER_CASE_MS,
   }, async (t) => {
     // The peer's receive buffer is smaller than what the host writes: its window shuts with the
     // rest queued in the host's send rings (with the default 1 MiB it would take all of it).
@@ -273,7 +273,7 @@ describe('WorkerNic transfers: data stays where it is', () => {
   });
 
   test('a worker refuses a batch by reference whose block is not a connection block before installing anything; a good one installs on the host-filled block', {
-    timeout: 30_000,
+    timeout: WORKER_CASE_MS,
   }, async (t) => {
     const { wh } = await setup(22, t);
     const nic = wh.nics[0]!;
@@ -321,7 +321,7 @@ describe('WorkerNic transfers: data stays where it is', () => {
   });
 
   test('a terminate answer the host cannot read leaves the released connections salvageable: hard state and data', {
-    timeout: 30_000,
+    timeout: WORKER_CASE_MS,
   }, async (t) => {
     const { wh } = await setup(24, t);
     const nic = wh.nics[0]!;
@@ -346,7 +346,7 @@ describe('WorkerNic transfers: data stays where it is', () => {
   });
 
   test('two terminates in flight at once: each answer is read with what its own terminate released, in either order', {
-    timeout: 30_000,
+    timeout: WORKER_CASE_MS,
   }, async (t) => {
     const { wh } = await setup(25, t);
     const nic = wh.nics[0]!;

@@ -26,6 +26,16 @@ import {
 } from './worker-team-helpers.ts';
 
 /**
+ * Each case's bound. What a case waits for grows with the machine's load: two workers' start (their
+ * first heartbeats), then CONNS connections streaming BYTES both ways to their end, every byte
+ * checked. At load 70 (busy loops beside), of a 48 s case the start took 20 s, the handshakes,
+ * the offload, the flow and the failover 8 s, and the rest of the streams 21 s; at load 75-95 the
+ * cases took 26-40 s, and at load 37-47 with the helpers' own runs beside every case ran out 60 s.
+ * Sized for a machine five times slower than the measured one.
+ */
+const CASE_MS = 240_000;
+
+/**
  * Hold back `nic`'s next reply to `op`: the worker did it (an initiate installed the batch and runs
  * its connections: sends, acknowledges, takes in data), but the host does not hear of it.
  * Resolves once held.
@@ -197,21 +207,21 @@ async function streamingOnFirst(t: TestContext, seed: number, seams?: WorkerNicT
 
 describe('a worker killed while an initiate to it is in flight', () => {
   test('offload host → worker: every connection rebuilt from the memory the host gave it, none lost', {
-    timeout: 60_000,
+    timeout: CASE_MS,
   }, async (t) => {
     const rig = await setup(t, { seed: 31, heartbeatMs: 20 });
     await crashMidInitiate(rig, 'host');
   });
 
   test('move worker → worker: every connection rebuilt from the memory the host gave it, none lost', {
-    timeout: 60_000,
+    timeout: CASE_MS,
   }, async (t) => {
     const rig = await setup(t, { seed: 32, heartbeatMs: 20 });
     await crashMidInitiate(rig, rig.nics[1]!);
   });
 
   test('move worker → worker, the source dies before it hands the batch on: rebuilt from its hard state, none lost', {
-    timeout: 60_000,
+    timeout: CASE_MS,
   }, async (t) => {
     const { rig, rsts, st, keys, nic0, nic1 } = await streamingOnFirst(t, 33);
     // Wedged, the source's worker never gets to the move: killed, it hands nothing on, and the
@@ -234,7 +244,7 @@ describe('a worker killed while an initiate to it is in flight', () => {
   });
 
   test('move worker → worker, the source dies after it handed the batch on: every connection runs at the destination, none rebuilt twice', {
-    timeout: 60_000,
+    timeout: CASE_MS,
   }, async (t) => {
     // Slow between its two messages, the source is killed as soon as the host reads the first
     // that reaches it: a worker that answered before it handed the batch on never hands it.
@@ -254,7 +264,7 @@ describe('a worker killed while an initiate to it is in flight', () => {
   });
 
   test('move worker → worker, the source answers malformed after it handed the batch on: taken as dead, every connection runs at the destination only', {
-    timeout: 60_000,
+    timeout: CASE_MS,
   }, async (t) => {
     const { rig, rsts, st, keys, nic0, nic1 } = await streamingOnFirst(t, 35);
     const spoilt = spoilNextTerminate(nic0!);
@@ -269,7 +279,7 @@ describe('a worker killed while an initiate to it is in flight', () => {
   });
 
   test('move worker → worker, the destination closed by its host mid-hand: each connection aborted with ECONNABORTED, none resumed, none left running', {
-    timeout: 60_000,
+    timeout: CASE_MS,
   }, async (t) => {
     // The source's answer is held until the destination is closed: its worker has the batch
     // (installed, or not yet read) then, and the host has not yet taken the destination's answer.
@@ -298,7 +308,7 @@ describe('a worker killed while an initiate to it is in flight', () => {
   });
 
   test('move worker → worker, the destination closed mid-hand and then the source killed: the abort wins, each connection ECONNABORTED at once, none rebuilt', {
-    timeout: 60_000,
+    timeout: CASE_MS,
   }, async (t) => {
     // The source's answer is held (it has handed the batch on by then), the destination closed
     // (it aborts whatever it installed), then the source killed: its death must not rebuild, from
