@@ -651,6 +651,54 @@ describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeo
       });
     });
 
+    // Without window scaling Linux offers whole segments of the peer's (__tcp_select_window:
+    // rounddown(free, rcv_mss)), keeping its last offer while that is within a segment of the free
+    // space, never an edge left of the last, and at most 65,535 (tcp_select_window). Every window
+    // a receiver that does not read offers is so one of: a multiple of the tester's segment
+    // (1000), 65,535, its last window again, or its last right edge again. Full segments only,
+    // each inside the window; a buffer larger than the field names, so that the window, once the
+    // unread data passes a segment past it, is chosen afresh below 65,535.
+    test(`${v.name}: without window scaling the window offered is whole segments of the peer's, or the last offer or edge kept (Linux's __tcp_select_window)`, async (t) => {
+      await runCase(st, v, { rcvBuf: 131072, read: false }, async ({ dut, tester }) => {
+        const { c } = await openConn(dut, tester, { mss: 1000, sack: true });
+        assert.equal(c.dutWscale, 0);
+        const sa = c.synAck!;
+        let prev = { w: sa.window, edge: seqAdd(sa.ack, sa.window) };
+        const windows = [sa.window];
+        let from = tester.segs.length;
+        for (let burst = 0; burst < 200; burst++) {
+          const room = seqDiff(prev.edge, c.sndNxt);
+          if (room < 1000) break;
+          for (let i = 0; i < Math.min(Math.floor(room / 1000), 8); i++) c.data(1000, ACK);
+          await c.expect(
+            (x) => has(x, ACK) && x.len === 0 && x.ack === c.sndNxt,
+            10_000,
+            `ACK of everything sent (${c.sndNxt})`,
+            from,
+          );
+          for (const x of tester.segs.slice(from)) {
+            if (!c.fromDut(x) || x.len > 0 || has(x, SYN) || !has(x, ACK)) continue;
+            const w = c.windowOf(x);
+            const edge = seqAdd(x.ack, w);
+            assert.ok(
+              w % 1000 === 0 || w === 65535 || w === prev.w || edge === prev.edge,
+              `window ${w} at ${x.ack}: not whole segments nor 65535, nor the last window ${prev.w} or edge ${prev.edge} kept (windows ${windows.join(' ')})`,
+            );
+            windows.push(w);
+            if (seqGt(edge, prev.edge) || edge === prev.edge) prev = { w, edge };
+            else prev = { w, edge: prev.edge };
+          }
+          from = tester.segs.length;
+        }
+        t.diagnostic(`${v.name} windows: ${windows.join(' ')}`);
+        assert.ok(windows.length > 5, `ACKs seen: ${windows.join(' ')}`);
+        assert.ok(
+          windows.slice(1).some((w) => w % 1000 === 0 && w > 0 && w < 65535),
+          `a window chosen afresh, in whole segments: ${windows.join(' ')}`,
+        );
+      });
+    });
+
     // Receive-buffer autotuning (Linux's tcp_rcv_space_adjust, no SO_RCVBUF; Chimney's
     // tcp-window.ts): the window of a receiver whose application keeps up starts well below its
     // largest (Linux's tcp_rmem[1] at its starting ratio, 64 KiB) and grows with what is read in

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { flushDelayedAck } from '../../src/stack/tcp/index.ts';
+import { seqDiff } from '../../src/stack/tcp/seq.ts';
 import { MAX_REFUSED_RTOS } from '../../src/stack/tcp/tcp-timers.ts';
 import { RCV_CLAMP_START } from '../../src/stack/tcp/tcp-window.ts';
 import { type TcpCached, TcpStateId } from '../../src/state/tcp-state.ts';
@@ -82,36 +83,44 @@ describe('receiving', () => {
     assert.deepEqual(got, all.subarray(0, 4000));
   });
 
-  test('receive window = free buffer, never shrunk; zero window; its ACK when the reader lags; window update after read', () => {
+  test("receive window without scaling: whole segments of the peer's, never shrunk; zero window; its ACK when the reader lags; window update after read", () => {
     const o = open({ wscale: 0 }, { rcvBufSize: 8192 });
     pastStart(o.conn);
     // rcvBufSize 8192 needs no scaling: shift 0.
     assert.equal(o.conn.state.const.rcvWscale, 0);
+    // The SYN offered 8192 in whole segments of ours (tcp_select_initial_window): 7300.
+    assert.equal(seqDiff(o.conn.state.delegated.rcvAdv, o.conn.state.delegated.rcvNxt), 7300);
     o.data(1460);
     o.data(1460);
     // Two segments unread: the window offered now would be smaller than the last, so the ACK is
     // left to the read or the timer (Linux's __tcp_ack_snd_check); it keeps the edge.
     assert.deepEqual(o.b.take(), []);
     o.b.advance(40);
-    assert.equal(o.b.take()[0]!.h.window, 8192 - 2920);
-    for (let i = 0; i < 5; i++) o.data(1000);
+    // Linux's __tcp_select_window without scaling: the last offer (7300) is past the free space
+    // (5272), so whole segments of the peer's (1460) are offered: 4380, the SYN's edge.
+    assert.equal(o.b.take()[0]!.h.window, 4380);
+    o.data(1000);
     o.b.advance(100);
-    // 272 bytes free: below the SWS threshold, but the right edge we offered must not move back.
-    assert.equal(o.b.take().at(-1)!.h.window, 272);
-    o.data(272);
+    // 4272 free, in whole segments 2920: the right edge we offered must not move back.
+    assert.equal(o.b.take().at(-1)!.h.window, 3380);
+    for (const n of [1000, 1000, 1000, 380]) o.data(n);
     o.b.advance(100);
+    // 892 free, less than one of the peer's segments: zero (receiver SWS avoidance).
     assert.equal(o.b.take().at(-1)!.h.window, 0);
     // Data beyond the window is not taken.
     o.send({ seq: o.seqAt(), data: bytes(100) });
-    assert.equal(o.conn.readableLength, 8192);
+    assert.equal(o.conn.readableLength, 7300);
     assert.equal(o.b.take().at(-1)!.h.window, 0);
-    // Reading a little does not reopen the window (receiver SWS avoidance)...
-    o.conn.read(new Uint8Array(500));
+    // Reading a little does not reopen the window: 992 free is less than one of the peer's
+    // segments (receiver SWS avoidance)...
+    o.conn.read(new Uint8Array(100));
     assert.equal(o.b.take().length, 0);
-    // ...reading enough sends a window update.
+    // ...reading enough sends a window update: the whole buffer in segments of the peer's
+    // estimate (1000: the last two alike, not pushed).
     o.conn.read(new Uint8Array(8192));
     const [wu] = o.b.take();
-    assert.equal(wu!.h.window, 8192);
+    assert.equal(o.conn.state.soft.rcvMss, 1000);
+    assert.equal(wu!.h.window, 8000);
   });
 
   test('large buffers use the window scale we announced', () => {

@@ -252,19 +252,26 @@ describe('ECN with loss', () => {
   });
 });
 
+/**
+ * An ECN and SACK server connection with a window of 20 segments in flight (`segs` written), its
+ * first flight taken; `ack` sends the peer's ACK up to `to` with `flags` and SACK blocks.
+ */
+function sackSending(segs: number) {
+  const o = passiveOpen(new Bench(), { flags: SYN | ECE | CWR, sackPermitted: true });
+  const { b, conn } = o;
+  const d = conn.state.delegated;
+  const m = 1460;
+  d.cwnd = 20 * m;
+  conn.write(bytes(segs * m));
+  b.take();
+  const ack = (to: number, flags = 0, sack?: [number, number][]): void =>
+    b.inject({ flags: ACK | flags, seq: o.peerSeq, ack: to, window: 65535, sack });
+  return { b, conn, d, m, una: d.sndUna, cwnd0: d.cwnd, ack };
+}
+
 describe('ECN with a needless recovery', () => {
   test("a recovery begun in an ECE's reduction, shown needless by a D-SACK, gives back no window (Linux's prior_ssthresh 0)", () => {
-    const o = passiveOpen(new Bench(), { flags: SYN | ECE | CWR, sackPermitted: true });
-    const { b, conn } = o;
-    const d = conn.state.delegated;
-    const m = 1460;
-    d.cwnd = 20 * m;
-    conn.write(bytes(20 * m));
-    b.take();
-    const una = d.sndUna;
-    const cwnd0 = d.cwnd;
-    const ack = (to: number, flags = 0, sack?: [number, number][]): void =>
-      b.inject({ flags: ACK | flags, seq: o.peerSeq, ack: to, window: 65535, sack });
+    const { b, conn, d, m, una, cwnd0, ack } = sackSending(20);
     // A mark: the reduction starts, cwnd left for PRR to bring down.
     ack(add(una, m), ECE);
     assert.equal(b.count('tcp.ecn.reductions'), 1);
@@ -284,5 +291,95 @@ describe('ECN with a needless recovery', () => {
     // the mark's reduction stands.
     assert.equal(d.ssthresh, ssthresh, "ssthresh stays the mark's");
     assert.ok(d.cwnd <= ssthresh, `cwnd ${d.cwnd} not given back (was ${cwnd0}, ssthresh ${ssthresh})`);
+  });
+});
+
+describe('ECN: an ECE forbids the undo of the recovery it comes in', () => {
+  // Linux's tcp_fastretrans_alert zeroes prior_ssthresh on every ACK with ECE (its step A), and
+  // tcp_enter_recovery keeps it 0 for a recovery an ECE's ACK starts: the undo that D-SACKs later
+  // ask for then restores neither cwnd nor ssthresh (tcp_undo_cwnd_reduction).
+  for (const when of ['on the ACK that starts it', 'on an ACK inside it'] as const)
+    test(`an ECE ${when}: a needless recovery shown by a D-SACK gives back no window`, () => {
+      const { b, conn, d, m, una, cwnd0, ack } = sackSending(40);
+      ack(add(una, m));
+      const ssthresh0 = d.ssthresh;
+      // Segment 1 is only late: SACKs of 2-4 start a recovery, which resends it.
+      for (let i = 2; i <= 4; i++) {
+        const mark = when === 'on the ACK that starts it' && i === 4 ? ECE : 0;
+        ack(add(una, m), mark, [[add(una, 2 * m), add(una, (i + 1) * m)]]);
+      }
+      assert.ok(conn.state.soft.inRecovery, 'in recovery');
+      assert.equal(b.count('tcp.fast_retransmits'), 1);
+      assert.equal(b.count('tcp.ecn.reductions'), 0, 'the recovery is the cut: no CWR reduction');
+      if (when === 'on an ACK inside it') ack(add(una, m), ECE, [[add(una, 2 * m), add(una, 6 * m)]]);
+      const ssthresh = d.ssthresh;
+      assert.ok(ssthresh < cwnd0 && ssthresh < ssthresh0, `ssthresh ${ssthresh} cut (cwnd ${cwnd0})`);
+      // Linux's tcp_init_cwnd_reduction queues CWR: the first new data after the cut says so.
+      const edge = conn.state.soft.recoveryPoint;
+      const sent = dataSegs(b.take()).filter((s) => (s.h.seq - edge) >>> 0 < 2 ** 31);
+      assert.ok(sent.length > 0 && sent[0]!.h.flags & CWR, 'CWR on the first new data of the recovery');
+      // The original arrives, everything is ACKed, and the needless copy comes back as a D-SACK.
+      const all = d.sndMax;
+      ack(all);
+      ack(all, 0, [[add(una, m), add(una, 2 * m)]]);
+      assert.equal(b.count('tcp.undo.dsack'), 1, 'the recovery was needless');
+      assert.equal(d.ssthresh, ssthresh, 'ssthresh stays cut');
+      assert.ok(d.cwnd <= ssthresh, `cwnd ${d.cwnd} not given back (was ${cwnd0}, ssthresh ${ssthresh})`);
+    });
+
+  test('without an ECE the same needless recovery is undone whole (the cases above can fail)', () => {
+    const { b, conn, d, m, una, ack } = sackSending(40);
+    ack(add(una, m));
+    const ssthresh0 = d.ssthresh;
+    for (let i = 2; i <= 4; i++) ack(add(una, m), 0, [[add(una, 2 * m), add(una, (i + 1) * m)]]);
+    assert.ok(conn.state.soft.inRecovery, 'in recovery');
+    b.take();
+    const all = d.sndMax;
+    ack(all);
+    ack(all, 0, [[add(una, m), add(una, 2 * m)]]);
+    assert.equal(b.count('tcp.undo.dsack'), 1);
+    assert.equal(d.ssthresh, ssthresh0, 'ssthresh restored');
+  });
+});
+
+describe('ECN without SACK: duplicate ACKs in a reduction', () => {
+  // Linux keeps a scoreboard for a peer without SACK from its duplicate ACKs: tcp_add_reno_sack
+  // counts each as one segment delivered and out of the flight, and tcp_cwnd_reduction (CWR state)
+  // sends ssthresh/prior-cwnd of that; the ACK that then moves snd.una counts what it ACKs less
+  // those, at least one segment (tcp_remove_reno_sacks).
+  test('each counts one segment delivered for PRR, and what goes stays within PRR', () => {
+    const o = passiveOpen(new Bench(), { flags: SYN | ECE | CWR });
+    const { b, conn } = o;
+    const s = conn.state;
+    const d = s.delegated;
+    assert.equal(s.const.sackEnabled, false);
+    const m = 1460;
+    d.cwnd = 20 * m;
+    conn.write(bytes(40 * m));
+    const flight = dataSegs(b.take());
+    assert.equal(flight.length, 20);
+    const una = d.sndUna;
+    const cwnd0 = d.cwnd;
+    const ack = (to: number, flags = 0): void =>
+      b.inject({ flags: ACK | flags, seq: o.peerSeq, ack: to, window: 65535 });
+    // A mark on the ACK of the first segment: the reduction starts.
+    ack(add(una, m), ECE);
+    assert.equal(b.count('tcp.ecn.reductions'), 1);
+    const ssthresh = d.ssthresh;
+    const sent = dataSegs(b.take());
+    // Two duplicates: segment 2 is late (a third would start a recovery).
+    for (let i = 0; i < 2; i++) {
+      ack(add(una, m), ECE);
+      sent.push(...dataSegs(b.take()));
+      assert.equal(s.soft.prrDelivered, (i + 2) * m, `PRR's delivered after duplicate ${i + 1}`);
+    }
+    assert.equal(s.soft.inRecovery, false);
+    const bytesOut = sent.reduce((n, x) => n + x.data.length, 0);
+    const allowed = Math.max(Math.ceil((ssthresh * 3 * m) / cwnd0), m);
+    assert.ok(bytesOut <= allowed, `${bytesOut} bytes sent for 3 segments delivered (PRR allows ${allowed})`);
+    // Segment 2 arrives: the ACK of 2-4 counts one segment, the other two were the duplicates.
+    ack(add(una, 4 * m), ECE);
+    assert.equal(s.soft.prrDelivered, 4 * m, "PRR's delivered after the ACK that moved snd.una");
+    assert.equal(b.count('tcp.retransmits'), 0, 'nothing resent');
   });
 });

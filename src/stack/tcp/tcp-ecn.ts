@@ -165,6 +165,21 @@ export function ecnAck(conn: TcpConnection, flags: number, now: number): boolean
 }
 
 /**
+ * An ACK with ECE on an ECN connection, in any state (Linux's tcp_fastretrans_alert, step A:
+ * prior_ssthresh = 0): congestion is shown, so an undo of the recovery or timeout running, or of
+ * a recovery this ACK starts (tcp_enter_recovery with ece_ack), gives back no window. The undo's
+ * other effects (a recovery ended early, nothing more resent) stay, as in Linux, whose undo with
+ * prior_ssthresh 0 restores neither cwnd nor ssthresh. Run before the ACK's D-SACKs are read and
+ * again after any recovery it started.
+ */
+export function ecnForbidsUndo(s: TcpState): void {
+  const soft = s.soft;
+  soft.undoCwnd = 0;
+  soft.undoSsthresh = 0;
+  soft.undoWMax = 0;
+}
+
+/**
  * Linux's tcp_enter_cwr: ssthresh (and CUBIC's W_max) as for a loss, cwnd left where it is for
  * PRR to bring down from, with nothing resent.
  */

@@ -33,7 +33,7 @@ import {
   TcpEvent,
   terminate,
 } from './tcp-connection.ts';
-import { ecnAck, ecnReceived, ecnSynAnswered } from './tcp-ecn.ts';
+import { ecnAck, ecnForbidsUndo, ecnReceived, ecnSynAnswered } from './tcp-ecn.ts';
 import { maybeGrowSendRing, roomAtLimit } from './tcp-mem.ts';
 import {
   hasUnsent,
@@ -203,8 +203,11 @@ function synSentInput(
   if (!(f & TcpFlag.SYN)) return;
   d.irs = h.seq;
   d.rcvNxt = seqAdd(h.seq, 1);
-  d.rcvAdv = d.rcvNxt;
   d.lastAckSent = d.rcvNxt;
+  // Our SYN offered a window, and the edge it named stands (Linux keeps the SYN's rcv_wnd from
+  // rcv_wup = rcv_nxt): the handshake's ACK keeps it while within a segment of the free space,
+  // where counted from nothing it was chosen afresh and could retract what the SYN offered.
+  d.rcvAdv = seqAdd(d.rcvNxt, synOffer(conn));
   negotiateSynOptions(conn, h, now);
   ecnSynAnswered(conn, f);
   d.sndWnd = h.window;
@@ -758,12 +761,16 @@ function processAck(
   }
   const wnd = h.window * 2 ** c.sndWscale;
   let finAcked = false;
-  if (c.sackEnabled && h.sackCount > 0) dsack(conn, h, ack);
   const advanced = seqGt(ack, d.sndUna);
   const old = seqLt(ack, d.sndUna);
+  // Linux reads an old ACK's congestion state only when it carries SACK blocks (tcp_ack's old_ack).
+  const ece = d.ecn !== 0 && (f & TcpFlag.ECE) !== 0 && (!old || h.sackCount > 0);
+  if (ece) ecnForbidsUndo(s);
+  if (c.sackEnabled && h.sackCount > 0) dsack(conn, h, ack);
   // RFC 6937 DeliveredData: the change in snd.una plus the change in SACKed bytes.
   const sackedBefore = c.sackEnabled ? sackedBytes(s) : 0;
   const unaBefore = d.sndUna;
+  const dupsBefore = d.dupAcks;
   // After a timeout: data sent before it (below recoveryPoint) that the peer had SACKed.
   const soft0 = s.soft;
   const episode = !soft0.inRecovery && soft0.undoArmed && seqLt(d.sndUna, soft0.recoveryPoint);
@@ -849,6 +856,8 @@ function processAck(
   }
   if (c.sackEnabled && (advanced || h.sackCount > 0)) rackDetect(conn, now, conn.holdRetransmits);
   if (undone && sack) lossBehindSack(conn, now);
+  // A recovery this ACK started keeps no window to give back either.
+  if (ece && s.soft.inRecovery) ecnForbidsUndo(s);
   if (conn.rack.tlpEnd !== -1) {
     // A FIN (or SYN) takes sequence space as data does: Linux's FLAG_DATA, so no pure duplicate.
     const pureDup =
@@ -858,7 +867,17 @@ function processAck(
     if (conn.rack.probeAck(ack, pureDup) && !s.soft.inRecovery) probeRepairedLoss(conn, now);
   }
   if (s.soft.inRecovery ? c.sackEnabled : (d.ecn & TcpEcn.CWR) !== 0) {
-    prrAck(conn, seqDiff(d.sndUna, unaBefore) + sackedBytes(s) - sackedBefore, advanced);
+    let delivered = seqDiff(d.sndUna, unaBefore) + sackedBytes(s) - sackedBefore;
+    if (!c.sackEnabled) {
+      // An ECE's reduction without SACK: Linux's scoreboard for such a peer counts a duplicate
+      // ACK as one segment delivered (tcp_add_reno_sack), and the ACK that then moves snd.una as
+      // what it ACKs less those, at least one (tcp_remove_reno_sacks). Counted as nothing, each
+      // duplicate clocked out a segment by limited transmit alone, past what PRR allows.
+      const mss = effectiveMss(s);
+      if (dup) delivered = mss;
+      else if (advanced) delivered = Math.max(delivered - dupsBefore * mss, mss);
+    }
+    prrAck(conn, delivered, advanced);
   }
   // The send window moves with an ACK of new data, or with a segment newer than the last update
   // (RFC 9293 3.10.7.4, Linux tcp_may_update_window): an old ACK never moves it, and an ACK of new

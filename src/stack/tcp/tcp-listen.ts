@@ -63,7 +63,9 @@ export interface TcpListener {
  * The window a cookie's SYN-ACK offers (unscaled, as in any SYN-ACK): a SYN-ACK's, in whole
  * segments of `mss` (ours) less the timestamp option when the SYN had one (65,160 on a 1500-byte
  * link: the kernel's cookie SYN-ACK, captured with tcp_syncookies=2, offers what its other
- * SYN-ACKs do). The connection the cookie's ACK makes counts from the same figure.
+ * SYN-ACKs do). The connection the cookie's ACK makes counts from the same figure, where Linux's
+ * cookie_v4_check redoes it with the cookie's MSS and no timestamp allowance (64,240) and so moves
+ * the edge its SYN-ACK offered back (RFC 7323 2.4: a receiver should not).
  */
 function cookieWindow(layer: TcpLayer, l: Listener, mss: number, ts: boolean): number {
   const tuned = layer.fixedRcvBuf !== true && l.cached.rcvBufLocked !== true;

@@ -3,7 +3,7 @@
  * the input path (an ACK) and the timers (RACK's reordering timer), which may not import each
  * other.
  */
-import { TcpEcn } from '../../state/tcp-state.ts';
+import { TcpEcn, type TcpState } from '../../state/tcp-state.ts';
 import { effectiveMss, flightSize } from './congestion.ts';
 import { backedOffRto } from './rtt.ts';
 import { sackedBytes, sackPipe } from './sack.ts';
@@ -37,6 +37,10 @@ export function enterRecovery(
     soft.prrPriorCwnd = d.cwnd;
     soft.prrDelivered = 0;
     soft.prrOut = 0;
+    // Linux's tcp_init_cwnd_reduction queues CWR for any cut: a receiver echoing ECE (the mark
+    // that came with this loss) stops once new data says the window came down, where without it
+    // the echo outlived the recovery and cut the window a second time.
+    if (d.ecn !== 0) d.ecn |= TcpEcn.QUEUE_CWR;
   } else {
     // Linux's tcp_enter_recovery in CWR leaves prior_ssthresh 0, so an undo gives back nothing:
     // the window this recovery found mid-reduction was the mark's to bring down, not a loss's.
@@ -140,9 +144,7 @@ export function prrAck(conn: TcpConnection, delivered: number, unaAdvanced: bool
   // a timeout's meaning, or its initial 0, which half the ISNs put ahead of snd.una: RFC 6675's
   // pipe then counted the flight twice and the reduction sent without bound. Linux's
   // packets_in_flight there is what was sent less what was SACKed.
-  const pipe = soft.inRecovery
-    ? sackPipe(s, mss)
-    : flightSize(s) - (s.const.sackEnabled ? sackedBytes(s) : 0);
+  const pipe = soft.inRecovery ? sackPipe(s, mss) : flightSize(s) - reductionLeftOut(s, mss);
   soft.prrDelivered += delivered;
   const delta = d.ssthresh - pipe;
   let sndcnt: number;
@@ -156,6 +158,17 @@ export function prrAck(conn: TcpConnection, delivered: number, unaAdvanced: bool
   // The fast retransmit itself goes whatever the arithmetic says (RFC 6675 5 step 4.3).
   if (soft.prrOut === 0 && sndcnt < mss) sndcnt = mss;
   d.cwnd = Math.max(pipe + Math.max(sndcnt, 0), mss);
+}
+
+/**
+ * What Linux's packets_in_flight leaves out of the flight in an ECE's reduction: the SACKed
+ * bytes, or without SACK a segment for each duplicate ACK (its emulated sacked_out), at most all
+ * but one segment of the flight (tcp_limit_reno_sacked). Limited transmit adds the duplicates
+ * back to cwnd (tcpOutput), so what goes is PRR's count.
+ */
+function reductionLeftOut(s: TcpState, mss: number): number {
+  if (s.const.sackEnabled) return sackedBytes(s);
+  return Math.max(Math.min(s.delegated.dupAcks * mss, flightSize(s) - mss), 0);
 }
 
 const reoLowest = { seq: 0 };

@@ -86,8 +86,7 @@ function copiedSeq(s: TcpState): number {
  * (45 x 1448), 65,535 with a 256 KiB SO_RCVBUF (the rounding comes before the 16-bit bound).
  *
  * Where Chimney differs: an untuned buffer (a socket's own, as SO_RCVBUF) is offered unrounded,
- * as its later windows are (selectWindow: Linux's whole segments are not followed); the two differ
- * only for a buffer below 64 KiB.
+ * where Linux rounds it to whole segments too; the two differ only for a buffer below 64 KiB.
  */
 export function synWindow(s: TcpState, tuned: boolean, mss: number): number {
   return Math.min(synSpace(s.cached.rcvBufSize, tuned, mss), s.delegated.recvBuffer.free);
@@ -243,13 +242,12 @@ export function offeredWindow(s: TcpState): number {
  *
  * Past that rule the offer is at most the window's bound (rcv_ssthresh, growWindow; 0: the clamp).
  *
+ * A window not scaled (or scaled by a shift of 0) below the field's largest is whole segments of
+ * the peer's (rcv_mss), the last offer kept while within a segment of the free space, as Linux's.
+ *
  * Where Chimney differs: Linux rounds a scaled window up to the scale (ALIGN), promising up to
  * 2^wscale - 1 bytes that its accounting slack absorbs; a ring takes no byte past its end, so here
- * the offer is rounded down. And a window not scaled (or scaled by a shift of 0) is the free space
- * itself, where Linux offers whole segments of the peer's (rounddown(free, rcv_mss), kept while
- * within a segment of the free space). On the lab the two agree while a reader keeps up: Linux
- * offered 65,535 at every ACK of a bulk transfer without scaling, as Chimney does; they part only
- * once less than 64 KiB is free (a lagging reader, a small buffer).
+ * the offer is rounded down.
  */
 export function selectWindow(s: TcpState): number {
   const ring = s.delegated.recvBuffer;
@@ -268,7 +266,20 @@ export function selectWindow(s: TcpState): number {
   const bound = s.soft.rcvSsthresh;
   if (free > full) free = full;
   if (bound > 0 && free > bound) free = bound;
-  return free - (free % unit);
+  if (unit > 1) return free - (free % unit);
+  // Not scaled (or by a shift of 0): whole segments of the peer's, the offer kept while it is
+  // within a segment of the free space (Linux's no-wscale branch). A receiver whose reader lags
+  // then offers the window in the steps the sender's segments fill, as BSD's mbufs did. Not at
+  // the largest the field names: Linux's window_clamp passes 65,535 once it has measured its
+  // scaling ratio (tcp_set_window_clamp), its rounded window with it, and tcp_select_window
+  // names 65,535 (on the lab, at every ACK of a bulk transfer without scaling).
+  if (free >= 65535) return 65535;
+  const mss = Math.min(rcvMss(s), full);
+  if (mss <= 0) return 0;
+  const offered = offeredWindow(s);
+  if (offered <= free - mss || offered > free) return free - (free % mss);
+  if (mss === full && free > offered + (full >>> 1)) return free;
+  return offered;
 }
 
 /**
