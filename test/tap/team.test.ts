@@ -224,6 +224,48 @@ describe('chimney serve on a team of two TAPs (kernel peer)', {
     }
   });
 
+  test('both workers killed and restarted: the host gives their TAPs back, the downloads go to them', {
+    timeout: 150_000,
+  }, async () => {
+    const srv = await serveTeam();
+    try {
+      const runs = downloads(lab!, FAULT_SIZE, DOWNLOADS, RESTART_RATE);
+      const first = await busiestNic(control(), DOWNLOADS);
+      const second = lab!.taps.find((t) => t !== first)!;
+      await sleep(1000);
+      await controlRequest(control(), { op: 'kill-nic', nic: first });
+      await waitFor('the first failover', () => srv.log().includes(`failover ${first} (dead)`), 10_000);
+      await controlRequest(control(), { op: 'kill-nic', nic: second });
+      await waitFor('the second failover', () => srv.log().includes(`failover ${second} (dead)`), 10_000);
+      await waitFor('the host on a TAP', () => /the host carries its own traffic/.test(srv.log()), 10_000);
+      // Each restart closes the host's port on its TAP first: the new worker could not open it.
+      for (const nic of [first, second])
+        await waitFor(`${nic} restarted`, () => srv.log().includes(`${nic}: worker restarted`), 30_000);
+      let o: string[] = [];
+      await waitFor(
+        'the downloads offloaded to the restarted workers',
+        async () => {
+          o = await owners(control());
+          return o.length === DOWNLOADS && o.every((x) => x !== 'host');
+        },
+        15_000,
+      ).catch((e: Error) => assert.fail(`${e.message}: owners ${o.join(',')}; serve's log:\n${srv.log()}`));
+      await checkAll(runs, srv, FAULT_SIZE);
+      const s = await status();
+      assert.deepEqual(
+        s.nics.map((n) => [n.health, n.restarts]),
+        [
+          ['up', 1],
+          ['up', 1],
+        ],
+        'both members back, each restarted once',
+      );
+      assert.ok(!/LOST/.test(srv.log()), 'nothing lost');
+    } finally {
+      await srv.stop();
+    }
+  });
+
   test('a killed worker is restarted on its TAP, and with failback the downloads go back to it', {
     timeout: 150_000,
   }, async () => {
