@@ -32,6 +32,7 @@ export function teamStatusExtras(
         runningConns: h.runningConns,
         capacity: h.capacity,
         failures: h.health.failures,
+        restarts: h.restarts,
         lastFailure: h.health.lastFailure && {
           cause: h.health.lastFailure.cause,
           detail: h.health.lastFailure.detail,

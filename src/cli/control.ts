@@ -56,6 +56,8 @@ export interface NicStatus {
   runningConns?: number;
   capacity: number;
   failures?: number;
+  /** Times its NIC was started again after dying (serve --workers; failures count the new NIC's). */
+  restarts?: number;
   /** The latest failure: cause, detail and how long ago (ms). */
   lastFailure?: { cause: string; detail: string; agoMs: number } | null;
 }
@@ -231,12 +233,14 @@ export function formatStatus(s: StatusSnapshot): string {
   out.push(`${s.name}  ${s.addresses.join(' ')}  up ${(s.uptimeMs / 1000).toFixed(0)} s`);
   if (s.nics.length) {
     out.push('');
-    out.push('NIC           KIND    HEALTH   LINK  REACH  HOST  LOAD/CAP      FAILURES  LAST FAILURE');
+    out.push(
+      'NIC           KIND    HEALTH   LINK  REACH  HOST  LOAD/CAP      FAILURES  RESTARTS  LAST FAILURE',
+    );
     for (const n of s.nics) {
       const f = n.lastFailure;
       const last = f ? `${f.cause} ${(f.agoMs / 1000).toFixed(1)} s ago (${f.detail})` : '-';
       out.push(
-        `${n.id.padEnd(13)} ${(n.kind ?? '-').padEnd(7)} ${n.health.padEnd(8)} ${(n.linkUp ? 'up' : 'down').padEnd(5)} ${(n.reachable === undefined ? '-' : n.reachable ? 'yes' : 'no').padEnd(6)} ${(n.carriesHost ? 'yes' : '').padEnd(5)} ${`${n.load}/${n.capacity}`.padEnd(13)} ${String(n.failures ?? 0).padEnd(9)} ${last}`,
+        `${n.id.padEnd(13)} ${(n.kind ?? '-').padEnd(7)} ${n.health.padEnd(8)} ${(n.linkUp ? 'up' : 'down').padEnd(5)} ${(n.reachable === undefined ? '-' : n.reachable ? 'yes' : 'no').padEnd(6)} ${(n.carriesHost ? 'yes' : '').padEnd(5)} ${`${n.load}/${n.capacity}`.padEnd(13)} ${String(n.failures ?? 0).padEnd(9)} ${String(n.restarts ?? 0).padEnd(9)} ${last}`,
       );
     }
   }

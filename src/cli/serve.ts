@@ -26,7 +26,7 @@ import { traceAccepts } from '../socket/tcp-server.ts';
 import { DEFAULT_TCP_LIMITS, type Stack } from '../stack/stack.ts';
 import type { FailureEvent } from '../team/health.ts';
 import { ManagerOffloader } from '../team/manager-offloader.ts';
-import type { FailoverRecord } from '../team/team.ts';
+import { DEFAULT_RESTART_LIMIT, type FailoverRecord, type RestartRecord } from '../team/team.ts';
 import type { TeamHost } from '../team/team-host.ts';
 import { parseIpv4, parseIpv6 } from '../wire/addr.ts';
 import { type CheckedAddresses, checkAddresses, collectIps, urlHostLiteral } from './addresses.ts';
@@ -166,6 +166,7 @@ interface TeamFlags {
   probeMisses?: number;
   hold?: number;
   failback?: boolean;
+  restartLimit?: number;
 }
 
 type ServeFlags = TapFlags &
@@ -291,6 +292,14 @@ export function registerTapCommands(program: Command): void {
         .default(200),
     )
     .option('--failback', 'move connections back to a recovered NIC after its hold')
+    .addOption(
+      new Option(
+        '--restart-limit <n>',
+        'with --workers: a dead worker is started again on its TAP after 1 s, doubling to 30 s while it keeps dying, at most n times in a row (0: never)',
+      )
+        .argParser(intIn(0, 1000))
+        .default(DEFAULT_RESTART_LIMIT),
+    )
     .addOption(
       new Option('--max-connections <n>', 'live TCP connections at once; SYNs past it are dropped')
         .argParser(intIn(1, 16_777_216))
@@ -437,6 +446,7 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
       probeTargets: o.probe ?? [o.gw, a.gw6].filter((x) => x !== undefined),
       health: { probeIntervalMs: o.probeInterval, probeMisses: o.probeMisses, holdMs: o.hold },
       failback: o.failback,
+      restart: { limit: o.restartLimit },
       tcp: o.workers ? WORKER_TCP_DEFAULTS : TAP_TCP_DEFAULTS,
       pcap: pcap ?? undefined,
     });
@@ -492,6 +502,20 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
         event: 'host-port',
         nic: ev.nic,
       },
+    ),
+  );
+  team.on('restart', (r: RestartRecord) =>
+    log.event(
+      r.ok
+        ? `${r.nic}: worker restarted (restart ${r.attempt} in a row, after ${r.delayMs} ms, started in ${r.startMs.toFixed(0)} ms) at ${since(r.at)}; in its hold`
+        : `${r.nic}: worker restart ${r.attempt} failed at ${since(r.at)}: ${r.detail}`,
+      { event: 'nic-restart', ...r },
+    ),
+  );
+  team.on('restart-limit', (ev: { nic: string; at: number; restarts: number }) =>
+    log.event(
+      `${ev.nic}: died again after ${ev.restarts} restart(s) in a row (--restart-limit); it stays dead at ${since(ev.at)}`,
+      { event: 'nic-restart-limit', ...ev },
     ),
   );
   team.on('error', (e: Error) => log.error(`failover: ${e.message}`));

@@ -20,7 +20,7 @@ import { OUTPUT_BUDGET_BYTES } from '../stack/tcp/tcp-output.ts';
 import type { TcpCached } from '../state/tcp-state.ts';
 import type { HealthOptions } from '../team/health.ts';
 import { ProbeTap } from '../team/probe-tap.ts';
-import type { TeamMember } from '../team/team.ts';
+import type { RestartOptions, TeamMember } from '../team/team.ts';
 import { assembleTeamHost, probeMacFor, type TeamHost } from '../team/team-host.ts';
 import { parseMac } from '../wire/addr.ts';
 
@@ -52,6 +52,8 @@ export interface TapTeamOptions {
    * thread writes directly, a worker sends its records over (see WorkerNicOptions.capture).
    */
   pcap?: PcapWriter;
+  /** A dead worker is started again on its TAP (with --workers): backoff and limit (Team). */
+  restart?: RestartOptions;
 }
 
 export interface TapTeam {
@@ -79,39 +81,60 @@ export function createTapTeam(o: TapTeamOptions, clock = new RealClock()): TapTe
   const opened: { close(): void }[] = [];
   /** The WorkerNics made here: their workers' start is waited for (`ready`). */
   const workers: WorkerNic[] = [];
+  /** Member `i`'s worker on its TAP; `restart` starts the next one once this one's thread exited. */
+  const workerMember = (name: string, i: number): TeamMember & { nic: WorkerNic } => {
+    const nic = new WorkerNic({
+      id: name,
+      link: { tap: { name, mtu: o.mtu, vnetHdr: o.offload !== false } },
+      seed: random.u32(),
+      isnSecret,
+      heartbeatMs: o.heartbeatMs,
+      deadAfterMs: o.deadAfterMs,
+      capture: o.pcap ? (records) => o.pcap!.writeRecords(records) : undefined,
+    });
+    // The worker owns the TAP: probes and gratuitous ARP go out through its host link.
+    const tap = new ProbeTap(nic.hostLink, probeMacFor(mac, i), counters, {
+      rxFrames: () => nic.rxFrames,
+      readState: () => nic.rxReadState(),
+      rxSince: () => nic.rxSince(),
+    });
+    // Once the worker is dead and no member can carry the host's traffic, the host opens the
+    // TAP on this thread itself (the thread's exit released its descriptors). Never created
+    // here: a TAP that went with the worker's descriptors is no longer a port of the segment.
+    const hostPortAfterDeath = async (): Promise<ProbeTap> => {
+      await nic.threadExited;
+      const link = TapLink.open({ name, mtu: o.mtu, clock, vnetHdr: o.offload !== false, create: false });
+      const wire: Link = o.pcap ? capture(link, o.pcap) : link;
+      return new ProbeTap(wire, probeMacFor(mac, i), counters, {
+        readState: () => ({ drains: link.drains, empty: link.queueEmpty(), drainedAt: link.drainedAt }),
+        rxSince: () => link.rxSince,
+      });
+    };
+    // A new worker on the same TAP, once this thread let it go: a still-attached TAP answers the
+    // new one's TUNSETIFF with EBUSY. One that dies starting is refused once its thread is gone
+    // too, so the port is free again for the host or the next try.
+    const restart = async (): Promise<TeamMember> => {
+      await nic.threadExited;
+      const next = workerMember(name, i);
+      try {
+        await next.nic.ready();
+      } catch (e) {
+        next.nic.close();
+        await next.nic.threadExited;
+        const why = next.nic.death?.error?.message ?? (e as Error).message;
+        throw new InvalidArgumentError(`--tap ${name}: the restarted worker died while starting: ${why}`);
+      }
+      return next;
+    };
+    return { nic, tap, hostLink: tap, hostPortAfterDeath, restart };
+  };
   try {
     o.taps.forEach((name, i) => {
       if (o.workers) {
-        const nic = new WorkerNic({
-          id: name,
-          link: { tap: { name, mtu: o.mtu, vnetHdr: o.offload !== false } },
-          seed: random.u32(),
-          isnSecret,
-          heartbeatMs: o.heartbeatMs,
-          deadAfterMs: o.deadAfterMs,
-          capture: o.pcap ? (records) => o.pcap!.writeRecords(records) : undefined,
-        });
-        opened.push(nic);
-        workers.push(nic);
-        // The worker owns the TAP: probes and gratuitous ARP go out through its host link.
-        const tap = new ProbeTap(nic.hostLink, probeMacFor(mac, i), counters, {
-          rxFrames: () => nic.rxFrames,
-          readState: () => nic.rxReadState(),
-          rxSince: () => nic.rxSince(),
-        });
-        // Once the worker is dead and no member can carry the host's traffic, the host opens the
-        // TAP on this thread itself (the thread's exit released its descriptors). Never created
-        // here: a TAP that went with the worker's descriptors is no longer a port of the segment.
-        const hostPortAfterDeath = async (): Promise<ProbeTap> => {
-          await nic.threadExited;
-          const link = TapLink.open({ name, mtu: o.mtu, clock, vnetHdr: o.offload !== false, create: false });
-          const wire: Link = o.pcap ? capture(link, o.pcap) : link;
-          return new ProbeTap(wire, probeMacFor(mac, i), counters, {
-            readState: () => ({ drains: link.drains, empty: link.queueEmpty(), drainedAt: link.drainedAt }),
-            rxSince: () => link.rxSince,
-          });
-        };
-        members.push({ nic, tap, hostLink: tap, hostPortAfterDeath });
+        const m = workerMember(name, i);
+        opened.push(m.nic);
+        workers.push(m.nic);
+        members.push(m);
       } else {
         const link = TapLink.open({ name, mtu: o.mtu, clock, vnetHdr: o.offload !== false });
         opened.push(link);
@@ -154,6 +177,7 @@ export function createTapTeam(o: TapTeamOptions, clock = new RealClock()): TapTe
     failback: o.failback,
     tcp: o.tcp,
     policy: o.policy,
+    restart: o.restart,
   });
   // On a real clock one connection's output must not hold a turn (TCP small queues; a worker NIC
   // and a lone TAP host budget theirs): the host's stack and every same-thread NIC share this one.

@@ -18,7 +18,7 @@ import { parseCidr, parseIpv4, parseIpv6, parseMac } from '../wire/addr.ts';
 import type { HealthOptions } from './health.ts';
 import { ManagerOffloader } from './manager-offloader.ts';
 import { ProbeTap } from './probe-tap.ts';
-import { type FailoverRecord, Team, type TeamHealth, type TeamMember } from './team.ts';
+import { type FailoverRecord, type RestartOptions, Team, type TeamHealth, type TeamMember } from './team.ts';
 
 /** What a team host needs of a simulated segment (a SimNetwork fits). */
 export interface TeamSegment {
@@ -62,6 +62,12 @@ export interface TeamHostOptions {
    * false: the host has no wire once every member is dead).
    */
   hostPortsAfterDeath?: boolean;
+  /**
+   * A crashed member is started again on its switch port (a new LocalNic), as serve restarts a
+   * dead worker (TeamMember.restart); with `restart`'s backoff and limit. Default: never.
+   */
+  restartMembers?: boolean;
+  restart?: RestartOptions;
   /** The host's ISN secret, given to the stack and every member (absent: each draws its own). */
   isnSecret?: Uint8Array;
 }
@@ -73,6 +79,9 @@ export interface TeamHostOptions {
  */
 export class TeamHost<N extends Nic = Nic> extends Host {
   private closed = false;
+  private readonly members: N[];
+  /** NICs a restart replaced, closed with the host. */
+  private readonly retired: Nic[] = [];
   constructor(
     stack: Stack,
     readonly name: string,
@@ -80,12 +89,25 @@ export class TeamHost<N extends Nic = Nic> extends Host {
     readonly ip: string,
     readonly team: Team,
     readonly manager: OffloadManager,
-    readonly nics: readonly N[],
+    nics: readonly N[],
     /** The members' switch ports (simulated segments only; empty otherwise). */
     readonly ports: readonly SwitchPort[],
     readonly counters: Counters,
   ) {
     super(stack);
+    this.members = [...nics];
+    // A member's restart returns the same kind of NIC (TeamMember.restart of the members given).
+    team.onMemberReplaced((old, nic) => {
+      const i = this.members.indexOf(old as N);
+      if (i >= 0) this.members[i] = nic as N;
+      this.retired.push(old);
+      manager.addNic(nic);
+    });
+  }
+
+  /** The members' NICs now (a restarted member's new NIC in its place). */
+  get nics(): readonly N[] {
+    return this.members;
   }
 
   /**
@@ -127,6 +149,7 @@ export class TeamHost<N extends Nic = Nic> extends Host {
     this.team.close();
     this.manager.close();
     for (const n of this.nics) n.close();
+    for (const n of this.retired) n.close();
     this.stack.close();
   }
 }
@@ -157,6 +180,7 @@ export interface TeamAssembly<N extends Nic = Nic> {
   batchSize?: number;
   tcp?: Partial<TcpCached>;
   policy?: Partial<OffloadPolicy>;
+  restart?: RestartOptions;
 }
 
 /**
@@ -186,6 +210,7 @@ export function assembleTeamHost<N extends Nic>(a: TeamAssembly<N>): TeamHost<N>
     failback: a.failback,
     batchSize: a.batchSize,
     counters: a.counters,
+    restart: a.restart,
   });
   for (const m of a.members) team.add(m);
   const nics = a.members.map((m) => m.nic);
@@ -229,6 +254,11 @@ export function buildTeamHost(seg: TeamSegment, opts: TeamHostOptions): TeamHost
   const count = opts.nics ?? 2;
   if (!Number.isInteger(count) || count < 1 || count > 16)
     throw new InvalidArgumentError(`nics must be an integer 1..16, got ${String(opts.nics)}`);
+  // Closing the host's port on a switch port would close the port itself (ProbeTap.close).
+  if (opts.restartMembers && opts.hostPortsAfterDeath)
+    throw new InvalidArgumentError(
+      'restartMembers and hostPortsAfterDeath: one or the other on a simulated team',
+    );
   const name = opts.name ?? 'team';
   const macStr = opts.mac ?? '02:00:00:00:aa:01';
   const mac = parseMac(macStr);
@@ -239,20 +269,24 @@ export function buildTeamHost(seg: TeamSegment, opts: TeamHostOptions): TeamHost
     const port = seg.switch.addPort({ name: `${name}.nic${i}`, impair: opts.impair });
     // Each port probes from a MAC of its own, so probing never moves the team MAC in the switch.
     const wire = opts.wrapPort?.(port, i) ?? port;
-    const tap = new ProbeTap(wire, probeMacFor(mac, i), counters);
-    const nic = new LocalNic({
-      id: `${name}.nic${i}`,
-      link: tap,
-      clock: seg.clock,
-      random: seg.random.fork(),
-      capacity: opts.nicCapacity,
-      isnSecret: opts.isnSecret,
-    });
-    // The dead member's engine no longer reads the port: the new tap takes its frames over.
-    const hostPortAfterDeath = opts.hostPortsAfterDeath
-      ? () => Promise.resolve(new ProbeTap(wire, probeMacFor(mac, i), counters))
-      : undefined;
-    members.push({ nic, tap, hostPortAfterDeath });
+    const member = (): TeamMember & { nic: LocalNic } => {
+      const tap = new ProbeTap(wire, probeMacFor(mac, i), counters);
+      const nic = new LocalNic({
+        id: `${name}.nic${i}`,
+        link: tap,
+        clock: seg.clock,
+        random: seg.random.fork(),
+        capacity: opts.nicCapacity,
+        isnSecret: opts.isnSecret,
+      });
+      // The dead member's engine no longer reads the port: the new tap takes its frames over.
+      const hostPortAfterDeath = opts.hostPortsAfterDeath
+        ? () => Promise.resolve(new ProbeTap(wire, probeMacFor(mac, i), counters))
+        : undefined;
+      const restart = opts.restartMembers ? () => Promise.resolve(member()) : undefined;
+      return { nic, tap, hostPortAfterDeath, restart };
+    };
+    members.push(member());
     ports.push(port);
   }
   return assembleTeamHost({
@@ -274,6 +308,7 @@ export function buildTeamHost(seg: TeamSegment, opts: TeamHostOptions): TeamHost
     tcp: opts.tcp,
     policy: opts.policy,
     isnSecret: opts.isnSecret,
+    restart: opts.restart,
   });
 }
 

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import type { Clock } from '../core/clock.ts';
+import type { Clock, Timer } from '../core/clock.ts';
 import { Counters } from '../core/counters.ts';
 import { InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
 import type { Link } from '../link/link.ts';
@@ -79,6 +79,47 @@ export interface TeamMember {
    * cannot be had (the device went with the thread). Absent: the host has no way onto this port.
    */
   hostPortAfterDeath?: () => Promise<ProbeTap>;
+  /**
+   * Start a new NIC on this member's port once the member is dead and its old engine has let the
+   * port go (a WorkerNic's thread exited): resolves with the new member once its engine runs;
+   * rejects when it cannot start (and the port is free again). Absent: a dead member stays dead.
+   */
+  restart?: () => Promise<TeamMember>;
+}
+
+/**
+ * How a dead member with `TeamMember.restart` is started again, as a service manager restarts a
+ * crashed service: after `firstDelayMs`, doubling for each death in a row up to `maxDelayMs`, at
+ * most `limit` times in a row (then it stays dead). A member that ran `stableMs` since its last
+ * start begins the count again.
+ */
+export interface RestartOptions {
+  /** Restarts in a row before the member stays dead (default 5; 0: never restarted). */
+  limit?: number;
+  firstDelayMs?: number;
+  maxDelayMs?: number;
+  stableMs?: number;
+}
+
+export const DEFAULT_RESTART_LIMIT = 5;
+const RESTART_FIRST_MS = 1000;
+const RESTART_MAX_MS = 30_000;
+const RESTART_STABLE_MS = 60_000;
+
+/** One restart of a dead member (event 'restart'). */
+export interface RestartRecord {
+  nic: string;
+  /** When the new NIC joined (or its start failed), clock ms. */
+  at: number;
+  /** 1 for the first restart in a row. */
+  attempt: number;
+  /** The backoff waited after the death. */
+  delayMs: number;
+  /** From the end of the backoff to the new NIC running (or its start failing). */
+  startMs: number;
+  /** The new NIC runs and is in the team (sitting out its hold); false: it could not start. */
+  ok: boolean;
+  detail: string;
 }
 
 export interface TeamOptions {
@@ -93,6 +134,8 @@ export interface TeamOptions {
   /** Move connections back to a NIC once it has sat out its hold after recovering (default false). */
   failback?: boolean;
   counters?: Counters;
+  /** Restarting dead members that can be (TeamMember.restart). */
+  restart?: RestartOptions;
 }
 
 export interface FailoverRecord {
@@ -123,6 +166,8 @@ export interface TeamHealth {
   runningConns: number;
   capacity: number;
   carriesHost: boolean;
+  /** Times this member was started again after dying. */
+  restarts: number;
 }
 
 interface Slot {
@@ -132,8 +177,21 @@ interface Slot {
   health: NicHealth;
   /** TeamMember.hostPortAfterDeath; null once asked (or never offered). */
   portAfterDeath: (() => Promise<ProbeTap>) | null;
-  /** The host's own link on this dead member's port, once open (it stays open until close). */
+  /** The host's own link on this dead member's port, once open (until close or a restart). */
   port: ProbeTap | null;
+  /** TeamMember.hostPortAfterDeath as given, asked again after each new NIC's death. */
+  opener: (() => Promise<ProbeTap>) | null;
+  restart: (() => Promise<TeamMember>) | null;
+  /** Restarts since the member last ran `stableMs`, and of all time. */
+  inARow: number;
+  restarted: number;
+  /** When the current NIC was started (clock ms). */
+  startedAt: number;
+  /** Bumped at each restart: a dead port opened for an earlier NIC is not taken. */
+  gen: number;
+  restartTimer: Timer | null;
+  /** The restart its timer will run. */
+  pending: { attempt: number; delayMs: number } | null;
 }
 
 /**
@@ -162,7 +220,13 @@ export class Team extends EventEmitter {
   /** Connections sent to the host because no member was healthy; offloaded again on recovery. */
   private readonly waitingInHost = new Map<string, ConnKey>();
   /** Where a connection lived before a failover moved it (for fail-back). */
-  private readonly home = new Map<string, { key: ConnKey; nic: Nic }>();
+  private readonly home = new Map<string, { key: ConnKey; slot: number }>();
+  /** NICs a restart replaced: failed for good (nothing settles there). */
+  private readonly retired = new Set<Nic>();
+  readonly restarts: RestartRecord[] = [];
+  private readonly restartOpts: Required<RestartOptions>;
+  /** Told when a restart puts a new NIC in a member's place (the host's manager takes it). */
+  private replacedHook: (old: Nic, nic: Nic) => void = () => {};
   /** Failovers and recoveries run one at a time, in order. */
   private chain: Promise<void> = Promise.resolve();
   /** Failovers and recoveries running or queued (the progress watch sits them out). */
@@ -195,6 +259,16 @@ export class Team extends EventEmitter {
     this.healthOpts = resolveHealthOptions({ probeVlan: this.vlanId, ...opts.health });
     this.batchSize = batch;
     this.failback = opts.failback === true;
+    const r = opts.restart ?? {};
+    this.restartOpts = {
+      limit: r.limit ?? DEFAULT_RESTART_LIMIT,
+      firstDelayMs: r.firstDelayMs ?? RESTART_FIRST_MS,
+      maxDelayMs: r.maxDelayMs ?? RESTART_MAX_MS,
+      stableMs: r.stableMs ?? RESTART_STABLE_MS,
+    };
+    for (const [k, v] of Object.entries(this.restartOpts))
+      if (!Number.isInteger(v) || v < 0)
+        throw new InvalidArgumentError(`restart.${k} must be an integer >= 0`);
     this.link = new TeamLink('team', 1500);
     this.watch = new ProgressWatch(
       this.clock,
@@ -224,6 +298,11 @@ export class Team extends EventEmitter {
     this.hostPortChanged = cb;
   }
 
+  /** Called when a restart puts a new NIC in a member's place, before it sits out its hold. */
+  onMemberReplaced(cb: (old: Nic, nic: Nic) => void): void {
+    this.replacedHook = cb;
+  }
+
   /** Where the team reads the bytes of the IPv6 handles its connections' keys carry. */
   setAddressBook(book: AddressBook): void {
     this.addressBook = book;
@@ -242,6 +321,30 @@ export class Team extends EventEmitter {
     if (this.slots.some((s) => s.nic === nic || s.nic.id === nic.id))
       throw new InvalidArgumentError(`NIC ${nic.id} is already in the team`);
     const index = this.link.add(member.hostLink ?? nic.hostLink);
+    const slot: Slot = {
+      index,
+      nic,
+      tap: member.tap ?? null,
+      health: this.watchNic(nic, member.tap ?? null, nic.linkUp),
+      portAfterDeath: member.hostPortAfterDeath ?? null,
+      port: null,
+      opener: member.hostPortAfterDeath ?? null,
+      restart: member.restart ?? null,
+      inARow: 0,
+      restarted: 0,
+      startedAt: this.clock.now(),
+      gen: 0,
+      restartTimer: null,
+      pending: null,
+    };
+    this.slots.push(slot);
+    this.peerWithOthers(slot);
+    if (!this.slotUsable(this.slots[this.link.activeIndex] ?? null) && slot.health.usable)
+      this.setHostSlot(slot);
+  }
+
+  /** The health of a member's NIC, fed by the NIC's indications. */
+  private watchNic(nic: Nic, tap: ProbeTap | null, carrier: boolean): NicHealth {
     const health = new NicHealth(
       nic.id,
       this.clock,
@@ -252,18 +355,9 @@ export class Team extends EventEmitter {
         holding: (id) => this.onHolding(id),
       },
       this.counters,
-      member.tap ?? null,
-      nic.linkUp,
+      tap,
+      carrier,
     );
-    const slot: Slot = {
-      index,
-      nic,
-      tap: member.tap ?? null,
-      health,
-      portAfterDeath: member.hostPortAfterDeath ?? null,
-      port: null,
-    };
-    this.slots.push(slot);
     nic.on('link', (up, since) => health.carrier(up, undefined, since));
     nic.on('dead', (cause) => {
       const d = describeDeath(cause);
@@ -272,10 +366,16 @@ export class Team extends EventEmitter {
       health.dead(d.detail, d.immediate, since);
     });
     nic.on('heartbeat', () => health.heartbeat());
-    // Frames of one member's connections that the switch delivers to another go straight across
-    // between the two, not through this thread, where the pair can (`Nic.peer`: worker NICs).
-    for (const other of this.slots) if (other.nic !== nic) other.nic.peer?.(nic);
-    if (!this.slotUsable(this.slots[this.link.activeIndex] ?? null) && health.usable) this.setHostSlot(slot);
+    return health;
+  }
+
+  /**
+   * Frames of one member's connections that the switch delivers to another go straight across
+   * between the two, not through this thread, where the pair can (`Nic.peer`: worker NICs). A dead
+   * NIC's channels closed with its thread, and its peers forgot it.
+   */
+  private peerWithOthers(slot: Slot): void {
+    for (const other of this.slots) if (other !== slot) other.nic.peer?.(slot.nic);
   }
 
   get nics(): readonly Nic[] {
@@ -309,6 +409,7 @@ export class Team extends EventEmitter {
    * settles nothing there, as the failover moves everything off it.
    */
   isFailed(nic: Nic): boolean {
+    if (this.retired.has(nic)) return true;
     const s = this.slotOf(nic);
     return s !== undefined && !s.health.usable;
   }
@@ -322,6 +423,7 @@ export class Team extends EventEmitter {
       runningConns: s.nic.runningConns,
       capacity: s.nic.capacity,
       carriesHost: s.index === active,
+      restarts: s.restarted,
     }));
   }
 
@@ -345,6 +447,7 @@ export class Team extends EventEmitter {
     for (const s of this.slots) {
       s.health.close();
       s.port?.close();
+      s.restartTimer?.disarm();
     }
     this.link.close();
   }
@@ -420,6 +523,119 @@ export class Team extends EventEmitter {
       else this.hostOnDeadPort();
     }
     this.enqueue(() => this.failover(slot, ev));
+    if (ev.cause === 'dead') this.scheduleRestart(slot);
+  }
+
+  /**
+   * A dead member that can be restarted is, after its backoff: the first delay, doubled for each
+   * death in a row, up to the cap; past the limit it stays dead (event 'restart-limit').
+   */
+  private scheduleRestart(slot: Slot): void {
+    const o = this.restartOpts;
+    if (slot.restart === null || o.limit === 0 || this.closed) return;
+    if (this.clock.now() - slot.startedAt >= o.stableMs) slot.inARow = 0;
+    if (slot.inARow >= o.limit) {
+      this.counters.inc('team.restart.gave-up');
+      this.emit('restart-limit', { nic: slot.nic.id, at: this.clock.now(), restarts: slot.inARow });
+      return;
+    }
+    const delayMs = Math.min(o.maxDelayMs, o.firstDelayMs * 2 ** slot.inARow);
+    slot.inARow++;
+    const attempt = slot.inARow;
+    slot.restartTimer ??= this.clock.createTimer(() => this.restartSlot(slot)).unref();
+    slot.pending = { attempt, delayMs };
+    slot.restartTimer.arm(delayMs);
+  }
+
+  /**
+   * Start a new NIC on the member's port. The host lets the port go first if it carried its own
+   * traffic there (hostOnDeadPort): the new engine opens the TAP, which one still open refuses.
+   * The new NIC takes the member's place once the failover off the old one has finished (the
+   * team's chain), and comes up through its hold like any member that recovers.
+   */
+  private restartSlot(slot: Slot): void {
+    const restart = slot.restart;
+    const a = slot.pending;
+    slot.pending = null;
+    if (this.closed || restart === null || a === null) return;
+    slot.gen++;
+    const start = this.clock.now();
+    slot.startedAt = start;
+    slot.portAfterDeath = null;
+    if (slot.port !== null) {
+      this.link.remove(slot.index);
+      slot.port.close();
+      slot.port = null;
+      // Another dead member's port, if one is open, carries the host meanwhile.
+      this.hostOnDeadPort();
+    }
+    const id = slot.nic.id;
+    restart().then(
+      (m) => {
+        if (this.closed) {
+          m.nic.close();
+          return;
+        }
+        const startMs = this.clock.now() - start;
+        this.enqueue(async () => this.replace(slot, m, { attempt: a.attempt, delayMs: a.delayMs, startMs }));
+      },
+      (e: unknown) => {
+        if (this.closed) return;
+        this.counters.inc('team.restart.failed');
+        const rec: RestartRecord = {
+          nic: id,
+          at: this.clock.now(),
+          attempt: a.attempt,
+          delayMs: a.delayMs,
+          startMs: this.clock.now() - start,
+          ok: false,
+          detail: (e as Error)?.message ?? String(e),
+        };
+        this.restarts.push(rec);
+        this.emit('restart', rec);
+        // The port is free again: the host may carry its traffic there until the next try.
+        slot.portAfterDeath = slot.opener;
+        this.hostOnDeadPort();
+        this.scheduleRestart(slot);
+      },
+    );
+  }
+
+  /** The restarted NIC takes the member's place: a new health, link and peers, then its hold. */
+  private replace(
+    slot: Slot,
+    m: TeamMember,
+    r: Pick<RestartRecord, 'attempt' | 'delayMs' | 'startMs'>,
+  ): void {
+    if (this.closed) {
+      m.nic.close();
+      return;
+    }
+    const old = slot.nic;
+    const nic = m.nic;
+    this.retired.add(old);
+    slot.health.close();
+    slot.nic = nic;
+    slot.tap = m.tap ?? null;
+    slot.opener = m.hostPortAfterDeath ?? null;
+    slot.portAfterDeath = slot.opener;
+    slot.restart = m.restart ?? null;
+    slot.restarted++;
+    // Down until told otherwise: a carrier that comes up goes through the hold (onHolding, then
+    // onRecovered), which brings the host's traffic, the connections waiting in the host and,
+    // with failback, those the failover moved off this member.
+    slot.health = this.watchNic(nic, slot.tap, false);
+    this.link.restore(slot.index, m.hostLink ?? nic.hostLink);
+    this.peerWithOthers(slot);
+    this.replacedHook(old, nic);
+    this.counters.inc('team.restart');
+    const rec: RestartRecord = { nic: nic.id, at: this.clock.now(), ...r, ok: true, detail: '' };
+    this.restarts.push(rec);
+    this.emit('restart', rec);
+    // Died while waiting for its place: its 'dead' was told to nobody.
+    const death = nic.death;
+    if (death !== null) slot.health.dead(describeDeath(death).detail, true);
+    else slot.health.carrier(nic.linkUp);
   }
 
   /**
@@ -447,9 +663,11 @@ export class Team extends EventEmitter {
       const opener = s.portAfterDeath;
       if (opener === null || s.health.state !== 'dead') continue;
       s.portAfterDeath = null;
+      const gen = s.gen;
       opener().then(
         (port) => {
-          if (this.closed) {
+          // A restart took the port back meanwhile.
+          if (this.closed || s.gen !== gen) {
             port.close();
             return;
           }
@@ -553,8 +771,9 @@ export class Team extends EventEmitter {
       if (r.inHost.length > 0) to.add('host');
       rec.lost += r.lost.length;
       if (r.inHost.length > 0 && target !== null) this.counters.inc('team.failover.to-host', r.inHost.length);
-      if (this.failback && !dead)
-        for (const k of moved) if (!this.home.has(id(k))) this.home.set(id(k), { key: k, nic: slot.nic });
+      // A dead member comes back only restarted.
+      if (this.failback && (!dead || (slot.restart !== null && this.restartOpts.limit > 0)))
+        for (const k of moved) if (!this.home.has(id(k))) this.home.set(id(k), { key: k, slot: slot.index });
     }
   }
 
@@ -623,7 +842,7 @@ export class Team extends EventEmitter {
     if (this.failback) {
       const back: { key: ConnKey; from: Nic }[] = [];
       for (const [k, h] of this.home) {
-        if (h.nic !== slot.nic) continue;
+        if (h.slot !== slot.index) continue;
         this.home.delete(k);
         const cur = o.ownerOf(h.key.localIp, h.key.localPort, h.key.remoteIp, h.key.remotePort);
         if (cur !== null && cur !== slot.nic) back.push({ key: h.key, from: cur });

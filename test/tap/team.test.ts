@@ -33,6 +33,8 @@ const DOWNLOADS = 3;
 const RATE = '15M';
 /** Every member killed: about 16 s at this rate, the time for both kills and failovers at load. */
 const DEAD_RATE = '6M';
+/** A worker killed and restarted: its new thread's start and hold must find them in flight. */
+const RESTART_RATE = '3M';
 let lab: Lab | null = null;
 
 function control(): string {
@@ -175,7 +177,8 @@ describe('chimney serve on a team of two TAPs (kernel peer)', {
   });
 
   test('a dead NIC: the worker carrying the downloads is killed', { timeout: 150_000 }, async () => {
-    const srv = await serveTeam();
+    // Not restarted: the member stays dead, the downloads on the other.
+    const srv = await serveTeam(['--restart-limit', '0']);
     try {
       const runs = downloads(lab!, FAULT_SIZE, DOWNLOADS, RATE);
       const nic = await busiestNic(control(), DOWNLOADS);
@@ -192,7 +195,8 @@ describe('chimney serve on a team of two TAPs (kernel peer)', {
   test('every member dead: both workers killed, the host carries the downloads on a TAP', {
     timeout: 150_000,
   }, async () => {
-    const srv = await serveTeam();
+    // Not restarted: no member comes back, the host alone carries the downloads to their end.
+    const srv = await serveTeam(['--restart-limit', '0']);
     try {
       // Slower than the other faults: two kills and two failovers must all find them in flight.
       const runs = downloads(lab!, FAULT_SIZE, DOWNLOADS, DEAD_RATE);
@@ -215,6 +219,94 @@ describe('chimney serve on a team of two TAPs (kernel peer)', {
         ['dead', 'dead'],
         'both members stay dead',
       );
+    } finally {
+      await srv.stop();
+    }
+  });
+
+  test('both workers killed and restarted: the host gives their TAPs back, the downloads go to them', {
+    timeout: 150_000,
+  }, async () => {
+    const srv = await serveTeam();
+    try {
+      const runs = downloads(lab!, FAULT_SIZE, DOWNLOADS, RESTART_RATE);
+      const first = await busiestNic(control(), DOWNLOADS);
+      const second = lab!.taps.find((t) => t !== first)!;
+      await sleep(1000);
+      await controlRequest(control(), { op: 'kill-nic', nic: first });
+      await waitFor('the first failover', () => srv.log().includes(`failover ${first} (dead)`), 10_000);
+      await controlRequest(control(), { op: 'kill-nic', nic: second });
+      await waitFor('the second failover', () => srv.log().includes(`failover ${second} (dead)`), 10_000);
+      await waitFor('the host on a TAP', () => /the host carries its own traffic/.test(srv.log()), 10_000);
+      // Each restart closes the host's port on its TAP first: the new worker could not open it.
+      for (const nic of [first, second])
+        await waitFor(`${nic} restarted`, () => srv.log().includes(`${nic}: worker restarted`), 30_000);
+      let o: string[] = [];
+      await waitFor(
+        'the downloads offloaded to the restarted workers',
+        async () => {
+          o = await owners(control());
+          return o.length === DOWNLOADS && o.every((x) => x !== 'host');
+        },
+        15_000,
+      ).catch((e: Error) => assert.fail(`${e.message}: owners ${o.join(',')}; serve's log:\n${srv.log()}`));
+      await checkAll(runs, srv, FAULT_SIZE);
+      const s = await status();
+      assert.deepEqual(
+        s.nics.map((n) => [n.health, n.restarts]),
+        [
+          ['up', 1],
+          ['up', 1],
+        ],
+        'both members back, each restarted once',
+      );
+      assert.ok(!/LOST/.test(srv.log()), 'nothing lost');
+    } finally {
+      await srv.stop();
+    }
+  });
+
+  test('a killed worker is restarted on its TAP, and with failback the downloads go back to it', {
+    timeout: 150_000,
+  }, async () => {
+    const srv = await serveTeam(['--failback']);
+    try {
+      // A new worker thread starts in seconds at load, then sits out its hold: about 32 s at this
+      // rate keeps the downloads in flight through it.
+      const runs = downloads(lab!, FAULT_SIZE, DOWNLOADS, RESTART_RATE);
+      const nic = await busiestNic(control(), DOWNLOADS);
+      const other = lab!.taps.find((t) => t !== nic)!;
+      await sleep(1000);
+      // Failback takes back what the failover moved off it, not what ran on the other already.
+      const on = (o: string[]): number => o.filter((x) => x === nic).length;
+      const mine = on(await owners(control()));
+      await controlRequest(control(), { op: 'kill-nic', nic });
+      await waitFor('the failover', () => srv.log().includes(`failover ${nic} (dead)`), 10_000);
+      const moved = await owners(control());
+      assert.ok(
+        moved.length === DOWNLOADS && moved.every((x) => x === other),
+        `every download in flight, on the other member: ${moved.join(',')}`,
+      );
+      await waitFor('the restart', () => srv.log().includes(`${nic}: worker restarted`), 25_000);
+      let back: string[] = [];
+      await waitFor(
+        'the downloads back on the restarted worker',
+        async () => {
+          back = await owners(control());
+          return back.length === DOWNLOADS && on(back) === mine;
+        },
+        15_000,
+      ).catch((e: Error) =>
+        assert.fail(
+          `${e.message}: owners ${back.join(',')}, ${mine} before the kill; serve's log:\n${srv.log()}`,
+        ),
+      );
+      await checkAll(runs, srv, FAULT_SIZE);
+      const s = await status();
+      const n = s.nics.find((x) => x.id === nic);
+      assert.equal(n?.health, 'up', 'the restarted member is in use');
+      assert.equal(n?.restarts, 1, 'status counts the restart');
+      assert.ok(!/LOST/.test(srv.log()), 'nothing lost');
     } finally {
       await srv.stop();
     }

@@ -3,6 +3,7 @@ import { SeededRandom } from '../../src/core/random.ts';
 import type { Link } from '../../src/link/link.ts';
 import type { SwitchPort } from '../../src/link/memory-switch.ts';
 import type { HealthOptions } from '../../src/team/health.ts';
+import type { RestartOptions } from '../../src/team/team.ts';
 import {
   buildTeamRig,
   type StreamStats,
@@ -61,6 +62,8 @@ export interface ScenarioOptions {
   wrapPort?: (port: SwitchPort, i: number) => Link;
   /** A dead member's port goes to the host (TeamHostOptions.hostPortsAfterDeath). */
   hostPorts?: boolean;
+  /** A crashed member is started again, with these settings (TeamHostOptions.restartMembers). */
+  restart?: RestartOptions;
   /** Called when the streams start (virtual ms), to schedule faults of the test's own. */
   onStart?: (rig: TeamRig, t0: number) => void;
   /** Called once the rig is built, before any connection opens (benchmarks hook events here). */
@@ -135,6 +138,7 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
     probeTargets: o.probeTargets,
     batchSize: o.batchSize,
     hostPorts: o.hostPorts,
+    restart: o.restart,
   });
   const { net, host, peer } = rig;
   // Duplicate address detection (1 s) must be over on both ends before an IPv6 connect.

@@ -11,7 +11,7 @@ import type { OffloadManager } from '../../src/offload/offload-manager.ts';
 import { SimNetwork } from '../../src/sim/sim-network.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import type { HealthOptions } from '../../src/team/health.ts';
-import type { Team } from '../../src/team/team.ts';
+import type { RestartOptions, Team } from '../../src/team/team.ts';
 import { buildTeamHost, type TeamHost } from '../../src/team/team-host.ts';
 
 export const TEAM_IP = '10.0.0.1';
@@ -47,6 +47,8 @@ export function buildTeamRig(opts: {
   probeTargets?: readonly string[];
   /** A dead member's port goes to the host (TeamHostOptions.hostPortsAfterDeath). */
   hostPorts?: boolean;
+  /** A crashed member is started again (TeamHostOptions.restartMembers), with these settings. */
+  restart?: RestartOptions;
 }): TeamRig {
   const net = new SimNetwork({ seed: opts.seed });
   const peer = net.addHost({
@@ -77,6 +79,8 @@ export function buildTeamRig(opts: {
     wrapPort: opts.wrapPort,
     vlan: opts.vlan,
     hostPortsAfterDeath: opts.hostPorts,
+    restartMembers: opts.restart !== undefined,
+    restart: opts.restart,
   });
   return {
     net,
