@@ -16,9 +16,11 @@
  *   (`takeInstalled`);
  * - settleMs: the install's end to the recover's end (the host table, the sockets re-pointed);
  * - recoverMs: the whole call, wall; mainCpuMs: the main thread's CPU over it (schedstat);
- * - resumedMs: from the recover call until the survivor's worker has built every connection it took
- *   (`nic.lazy.pending` 0): a rebuild prods each connection, and the worker builds and prods them
- *   a few a turn after its answer, so the recover's end is not yet "all resumed" (polled every
+ * - resumedMs: from the recover call until the survivor's worker has prodded every connection it
+ *   took (`nic.lazy.owed` 0; a tree without it: built every one, `nic.lazy.pending` 0): a rebuild
+ *   prods each connection, and the worker prods them a few a turn after its answer, building each
+ *   or, a quiet one, sending its ACK from its record unbuilt (`prodUnbuilt`; `unbuilt` counts
+ *   those), so the recover's end is not yet "all resumed" (polled every
  *   millisecond or so: a figure to within a worker's turn); processCpuMs: the whole process's CPU
  *   (every thread) over the same span;
  * - gcs / gcMs: collections during the call.
@@ -60,6 +62,8 @@ export interface CrashRunFigures {
   moved: number;
   /** Of those, installs that took up the dead NIC's handle (0 for a build that makes a new one). */
   adopted: number;
+  /** Of those, prodded by an ACK from the record and left unbuilt (`nic.lazy.acked`). */
+  unbuilt: number;
 }
 
 export interface CrashRebuildResult {
@@ -177,9 +181,13 @@ async function oneCrash(
   const survivorCounters = (n1 as unknown as { counters(): Promise<Record<string, number>> }).counters.bind(
     n1,
   );
-  while ((await survivorCounters())['nic.lazy.pending'] !== 0) {
+  // All resumed: every connection prodded (`nic.lazy.owed` 0), built or prodded unbuilt; a tree
+  // without that counter builds every one it prods (`nic.lazy.pending` 0).
+  const owing = (c: Record<string, number>): number => c['nic.lazy.owed'] ?? c['nic.lazy.pending']!;
+  let last: Record<string, number>;
+  while (owing((last = await survivorCounters())) !== 0) {
     if (performance.now() - t1 > 120_000)
-      throw new Error('the survivor did not build every connection in 120 s');
+      throw new Error('the survivor did not prod every connection in 120 s');
     await new Promise((r) => setTimeout(r, 1));
   }
   const t2 = performance.now();
@@ -230,6 +238,7 @@ async function oneCrash(
       gcMs: round1(during.reduce((a, g) => a + g.ms, 0)),
       moved: rep.moved.length,
       adopted: (n1 as unknown as { adoptedHandles?: number }).adoptedHandles ?? 0,
+      unbuilt: last['nic.lazy.acked'] ?? 0,
     },
     ...(profile ? { profile } : {}),
   };
@@ -268,7 +277,7 @@ export function parseCrashRebuildFlags(argv: readonly string[]): {
 
 export function formatCrashRebuild(r: CrashRebuildResult): string {
   const f = (x: CrashRunFigures) =>
-    `salvage ${x.salvageMs}, to install ${x.untilInstallMs} (CPU ${x.untilInstallCpuMs}), install ${x.installMs} (preallocate CPU ${x.preallocateCpuMs}, takeInstalled CPU ${x.takeInstalledCpuMs}), settle ${x.settleMs}, recover ${x.recoverMs} ms (main CPU ${x.mainCpuMs}, ${x.gcs} GCs ${x.gcMs} ms), resumed ${x.resumedMs} ms (process CPU ${x.processCpuMs}), ${x.adopted} handles taken up`;
+    `salvage ${x.salvageMs}, to install ${x.untilInstallMs} (CPU ${x.untilInstallCpuMs}), install ${x.installMs} (preallocate CPU ${x.preallocateCpuMs}, takeInstalled CPU ${x.takeInstalledCpuMs}), settle ${x.settleMs}, recover ${x.recoverMs} ms (main CPU ${x.mainCpuMs}, ${x.gcs} GCs ${x.gcMs} ms), resumed ${x.resumedMs} ms (process CPU ${x.processCpuMs}), ${x.adopted} handles taken up, ${x.unbuilt} prodded unbuilt`;
   const lines = [
     `crash and rebuild of ${r.connections} (${r.root}), median of ${r.each.length}: ${f(r.median)}`,
     ...r.each.map((x, i) => `  run ${i + 1}: ${f(x)}`),

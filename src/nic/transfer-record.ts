@@ -115,10 +115,27 @@ const SND_UNA_SLOT = transferRecordSlot('delegated.sndUna');
 const SND_MAX_SLOT = transferRecordSlot('delegated.sndMax');
 const ACK_NOW_SLOT = transferRecordSlot('soft.ackNow');
 const KEEPALIVE_SLOT = transferRecordSlot('cached.keepAlive');
+/** What a pure ACK sent from a state read out of the record changes (noteAck). */
+const ACK_SLOTS = [
+  'delegated.rcvAdv',
+  'delegated.lastAckSent',
+  'delegated.segmentsOut',
+  'soft.quickAcks',
+  'soft.ackPushed',
+  'soft.ackNow',
+].map(transferRecordSlot);
 /** TcpStateId.ESTABLISHED, as the record holds it. */
 const ESTABLISHED = 4;
-for (const k of [...DEADLINE_SLOTS, STATE_SLOT, SND_UNA_SLOT, SND_MAX_SLOT, ACK_NOW_SLOT, KEEPALIVE_SLOT])
-  if (k < 0) throw new Error('transfer record: a field quiet reads is not in TCP_FIELDS');
+for (const k of [
+  ...DEADLINE_SLOTS,
+  STATE_SLOT,
+  SND_UNA_SLOT,
+  SND_MAX_SLOT,
+  ACK_NOW_SLOT,
+  KEEPALIVE_SLOT,
+  ...ACK_SLOTS,
+])
+  if (k < 0) throw new Error('transfer record: a field quiet or noteAck uses is not in TCP_FIELDS');
 
 type Writer = (f: Float64Array, o: number, s: TcpState, now: number, cc: readonly string[]) => void;
 type Reader = (
@@ -520,12 +537,38 @@ export class TransferRecord {
    * Read from five words, not the whole record: what a receiver may take without building it.
    */
   get quiet(): boolean {
+    return this.f[this.fo + ACK_NOW_SLOT] === 0 && this.quietButAck;
+  }
+
+  /**
+   * Quiet but for an ACK it may owe now (soft.ackNow, which a crash's rebuild sets): what one ACK
+   * sent from the record makes quiet (noteAck).
+   */
+  get quietButAck(): boolean {
     const f = this.f;
     const o = this.fo;
     if (f[o + STATE_SLOT] !== ESTABLISHED || f[o + SND_UNA_SLOT] !== f[o + SND_MAX_SLOT]) return false;
-    if (f[o + ACK_NOW_SLOT] !== 0 || f[o + KEEPALIVE_SLOT] !== 0) return false;
+    if (f[o + KEEPALIVE_SLOT] !== 0) return false;
     for (const k of DEADLINE_SLOTS) if (f[o + k] !== Number.POSITIVE_INFINITY) return false;
     return true;
+  }
+
+  /**
+   * The fields a pure ACK changed (sendStateAck) in `s`, a state read from this record and not
+   * built: written back so that the build that follows starts from the edge the peer was offered
+   * (a window never retracted) and counts the segment. Every other field is as the record holds
+   * it (a quiet record has no delayed ACK armed).
+   */
+  noteAck(s: TcpState): void {
+    const f = this.f;
+    const o = this.fo;
+    const d = s.delegated;
+    f[o + ACK_SLOTS[0]!] = d.rcvAdv;
+    f[o + ACK_SLOTS[1]!] = d.lastAckSent;
+    f[o + ACK_SLOTS[2]!] = d.segmentsOut;
+    f[o + ACK_SLOTS[3]!] = s.soft.quickAcks;
+    f[o + ACK_SLOTS[4]!] = s.soft.ackPushed;
+    f[o + ACK_SLOTS[5]!] = s.soft.ackNow ? 1 : 0;
   }
 
   /**

@@ -14,7 +14,16 @@ import type { WorkerNic } from '../../src/nic/worker-nic.ts';
 import type { WorkerNicTestSeams } from '../../src/nic/worker-nic-options.ts';
 import type { SimNetwork } from '../../src/sim/sim-network.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
-import { PING_MS, peerHolds, socketKey, workerSetup } from './worker-helpers.ts';
+import {
+  nicCounter as counter,
+  nicCounterIs as counterIs,
+  echoAll,
+  PING_MS,
+  peerHolds,
+  receiving,
+  socketKey,
+  workerSetup,
+} from './worker-helpers.ts';
 
 /** More than a turn of builds holds warm (BUILD_TURN_MS, 3 ms: about 60): the builds take several turns. */
 const N = 150;
@@ -31,48 +40,6 @@ const HOSTED = 200;
  * expired, 6 dropped), which is the bound's price (nic-engine.ts), not the order this case is about.
  */
 const ORDER_HOLD_MS = 600_000;
-
-async function counter(n: WorkerNic, key: string): Promise<number> {
-  return (await n.counters())[key] ?? 0;
-}
-
-/** Poll `n`'s counter until it equals `want` (or 20 s pass); its last value. */
-async function counterIs(net: SimNetwork, n: WorkerNic, key: string, want: number): Promise<number> {
-  const t0 = net.now();
-  let v = await counter(n, key);
-  while (v !== want && net.now() - t0 < 20_000) {
-    await net.sleep(10);
-    v = await counter(n, key);
-  }
-  return v;
-}
-
-/** Collect what each socket receives from now on; `check` waits (30 s at most) for `want` and compares. */
-function receiving(net: SimNetwork, sockets: readonly TcpSocket[]) {
-  const got = sockets.map(() => [] as Buffer[]);
-  const lengths = sockets.map(() => 0);
-  sockets.forEach((s, i) => {
-    s.on('data', (d: Uint8Array) => {
-      got[i]!.push(Buffer.from(d));
-      lengths[i]! += d.length;
-    });
-  });
-  return async (want: readonly Buffer[], what: string): Promise<void> => {
-    const t0 = net.now();
-    while (lengths.some((n, i) => n < want[i]!.length) && net.now() - t0 < 30_000) await net.sleep(10);
-    for (const s of sockets) s.removeAllListeners('data');
-    for (const [i, s] of sockets.entries())
-      assert.deepEqual(Buffer.concat(got[i]!), want[i]!, `${what} on port ${s.connection?.localPort}`);
-  };
-}
-
-/** Each socket sends `base + i` bytes of its own value at once; each gets exactly them back. */
-async function echoAll(net: SimNetwork, sockets: readonly TcpSocket[], base: number): Promise<void> {
-  const want = sockets.map((_, i) => Buffer.alloc(base + i, (base + i) & 0xff));
-  const check = receiving(net, sockets);
-  for (const [i, s] of sockets.entries()) s.write(want[i]!);
-  await check(want, 'echo');
-}
 
 /** `sendRound` writes a chunk of `size` bytes to every connection from the peer's end; `sent`: what each got. */
 function rounds(peers: readonly TcpSocket[], size: number) {

@@ -437,3 +437,51 @@ export async function echo(
     `echo of ${len} bytes of ${fill} on port ${s.connection?.localPort}`,
   );
 }
+
+/** A worker's counter (0 when it has none). */
+export async function nicCounter(n: WorkerNic, key: string): Promise<number> {
+  return (await n.counters())[key] ?? 0;
+}
+
+/** Poll `n`'s counter until it equals `want` (or 20 s pass); its last value. */
+export async function nicCounterIs(
+  net: SimNetwork,
+  n: WorkerNic,
+  key: string,
+  want: number,
+): Promise<number> {
+  const t0 = net.now();
+  let v = await nicCounter(n, key);
+  while (v !== want && net.now() - t0 < 20_000) {
+    await net.sleep(10);
+    v = await nicCounter(n, key);
+  }
+  return v;
+}
+
+/** Collect what each socket receives from now on; `check` waits (30 s at most) for `want` and compares. */
+export function receiving(net: SimNetwork, sockets: readonly TcpSocket[]) {
+  const got = sockets.map(() => [] as Buffer[]);
+  const lengths = sockets.map(() => 0);
+  sockets.forEach((s, i) => {
+    s.on('data', (d: Uint8Array) => {
+      got[i]!.push(Buffer.from(d));
+      lengths[i]! += d.length;
+    });
+  });
+  return async (want: readonly Buffer[], what: string): Promise<void> => {
+    const t0 = net.now();
+    while (lengths.some((n, i) => n < want[i]!.length) && net.now() - t0 < 30_000) await net.sleep(10);
+    for (const s of sockets) s.removeAllListeners('data');
+    for (const [i, s] of sockets.entries())
+      assert.deepEqual(Buffer.concat(got[i]!), want[i]!, `${what} on port ${s.connection?.localPort}`);
+  };
+}
+
+/** Each socket sends `base + i` bytes of its own value at once; each gets exactly them back. */
+export async function echoAll(net: SimNetwork, sockets: readonly TcpSocket[], base: number): Promise<void> {
+  const want = sockets.map((_, i) => Buffer.alloc(base + i, (base + i) & 0xff));
+  const check = receiving(net, sockets);
+  for (const [i, s] of sockets.entries()) s.write(want[i]!);
+  await check(want, 'echo');
+}

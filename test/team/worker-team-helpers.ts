@@ -427,3 +427,11 @@ export function onNextReply(
     deliver(m);
   });
 }
+
+/**
+ * Connections a worker prodded, by its counters: built and prodded (`tcp.adopt.prodded`), or,
+ * quiet, prodded by an ACK from the record and left unbuilt (`nic.lazy.acked`).
+ */
+export function prodded(c: Readonly<Record<string, number>>): number {
+  return (c['tcp.adopt.prodded'] ?? 0) + (c['nic.lazy.acked'] ?? 0);
+}

@@ -29,6 +29,7 @@ import {
   OUTPUT_TURN_BUDGET_BYTES,
 } from '../../stack/tcp/tcp-drive.ts';
 import { maybeGrowSendRing } from '../../stack/tcp/tcp-mem.ts';
+import { sendStateAck, tsNow } from '../../stack/tcp/tcp-output.ts';
 import type { TcpUser } from '../../stack/tcp/tcp-types.ts';
 import { rcvMss, windowClamp } from '../../stack/tcp/tcp-window.ts';
 import { ByteRing } from '../../state/byte-ring.ts';
@@ -818,6 +819,7 @@ function fillFromRecords(
         index: -1,
         takenAt: now,
         prod,
+        echoFloor: -1,
         waiting: null,
         namedBy: 0,
         awaitsSettle: false,
@@ -868,8 +870,13 @@ interface Pending extends LazyConn {
   index: number;
   /** This thread's clock when it took the record: the instant the record's time deltas count from. */
   takenAt: number;
-  /** Taken by an initiate that asked for a prod: prodded at its build, which comes within turns (oweProds). */
-  readonly prod: boolean;
+  /**
+   * Taken by an initiate that asked for a prod: prodded at its build, which comes within turns
+   * (oweProds), or unbuilt when its record allows (prodUnbuilt), which clears this.
+   */
+  prod: boolean;
+  /** The TSval of the ACK prodUnbuilt sent for it (-1: none): its build's TcpConnection.rttEchoFloor. */
+  echoFloor: number;
   /** Frames for it that wait for its paced build, oldest first (waitForBuild); null: none. */
   waiting: WaitingFrame[] | null;
   /** The last terminate that named it (its number): one naming it twice is refused whole. */
@@ -1076,7 +1083,7 @@ function buildOwed(until: number): void {
     const p = owedProds[owedAt++]!;
     if (!stillOwed(p)) continue;
     progress();
-    build(p);
+    if (!prodUnbuilt(p)) build(p);
     engine.counters.inc('nic.lazy.paced');
     built++;
   }
@@ -1084,6 +1091,58 @@ function buildOwed(until: number): void {
   if (owedAt < owedProds.length) return;
   owedProds.length = 0;
   owedAt = 0;
+}
+
+/** A state prodUnbuilt reads records into (readInto), never handed to anything; made at its first read. */
+let ackScratch: TcpState | null = null;
+
+/**
+ * Prod a pending connection owed a prod without building it, when its prod would be one pure ACK
+ * and nothing else (tcp-handover's prod for an established connection with nothing in flight or
+ * to send, no timer armed, SACK agreed): that ACK sent from its record's words (sendStateAck,
+ * over a scratch state read from the record and validated as a build validates it), the fields
+ * it changed written back, and the connection left pending as one taken without a prod is, to be
+ * built by its first frame, doorbell, call or request. Building each only to send that ACK (the
+ * record read into a new state, the connection object, its slot and hard-state record, a prod that
+ * ran the whole output) cost 45-70 µs warm and several times that cold, and at 10,000 the builds
+ * were most of a crash's time to all resumed; prodded so, the process's CPU over the crash fell by
+ * about a third (BENCHMARKS.md, "A crash's survivor prods its quiet connections unbuilt"). False,
+ * and nothing sent, when it must be built.
+ */
+function prodUnbuilt(p: Pending): boolean {
+  const parts = p.parts;
+  const rec = parts.transfer;
+  // A rebuild owes each connection an ACK (soft.ackNow): the one sent here.
+  if (p.waiting !== null || parts.send.length !== 0 || !rec.quietButAck) return false;
+  const path = p.path!;
+  let s: TcpState;
+  try {
+    s =
+      ackScratch === null
+        ? rec.read(p.takenAt, path.state, parts.send, parts.recv)
+        : rec.readInto(ackScratch, p.takenAt, path.state, parts.send, parts.recv);
+    ackScratch = s;
+    if (!sameConnKey(s.const, p.key)) return false;
+    validateConnOn(s, path.state);
+  } catch {
+    // Its build refuses it, as it refuses any record that fails.
+    return false;
+  }
+  const d = s.delegated;
+  const so = s.soft;
+  if (
+    !s.const.sackEnabled ||
+    d.ecn !== 0 ||
+    so.ooo.length !== 0 ||
+    so.recvSackRecent.length !== 0 ||
+    !sendStateAck(engine.tcp, s)
+  )
+    return false;
+  rec.noteAck(s);
+  p.echoFloor = tsNow(clock.now());
+  p.prod = false;
+  engine.counters.inc('nic.lazy.acked');
+  return true;
 }
 
 /**
@@ -1127,6 +1186,9 @@ function build(p: Pending): Slot | undefined {
   const hold = p.awaitsSettle;
   settledUnbuilt(p);
   const conn = engine.adoptLazy(s, path, p.prod, hold);
+  // Prodded unbuilt: the peer's echoes of older TSvals than that ACK's are of the dead owner's
+  // segments, as prod's own floor says.
+  if (p.echoFloor >= 0) conn.rttEchoFloor = p.echoFloor;
   const q = p.waiting;
   p.waiting = null;
   batchParts.set(p.block, parts);
@@ -2252,6 +2314,9 @@ const verbHooks: EngineVerbHooks = {
       'nic.blocks.parts-made': partsCount.made,
       'nic.blocks.parts-found': partsCount.found,
       'nic.lazy.pending': pendingIndex.size,
+      // Connections owed a prod that the pacing has not reached (oweProds; some may have been
+      // built, and so prodded, by a touch since): 0 once every connection is prodded.
+      'nic.lazy.owed': owedProds.length - owedAt,
       // Table entries made: by the TCP layer's four-tuple table, the slots' and the pool's.
       'nic.tables.entries-made': engine.tcp.table.entriesMade + byKey.entriesMade + statePool.entriesMade,
       // Times the table by slot made its buckets larger (TupleMap.reserve, bucketsGrown).

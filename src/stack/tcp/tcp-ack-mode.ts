@@ -198,7 +198,12 @@ export function dataSent(conn: TcpConnection, now: number): void {
 
 /** tcp_dec_quickack_mode: an ACK of new data went out (a window update or a duplicate's answer is none). */
 export function ackSent(conn: TcpConnection): void {
-  if (conn.state.soft.quickAcks > 0) conn.state.soft.quickAcks--;
+  ackSentOn(conn.state);
+}
+
+/** ackSent, on a state with no connection object (sendStateAck). */
+export function ackSentOn(s: TcpState): void {
+  if (s.soft.quickAcks > 0) s.soft.quickAcks--;
 }
 
 /**

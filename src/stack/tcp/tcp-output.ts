@@ -14,7 +14,7 @@ import { effectiveMss } from './congestion.ts';
 import { backedOffRto } from './rtt.ts';
 import { recvSackBlocks, sackIsLost, sackNextSeg, sackPipe } from './sack.ts';
 import { seqAdd, seqDiff, seqGt, seqLeq, seqLt } from './seq.ts';
-import { ackSent, dataSent } from './tcp-ack-mode.ts';
+import { ackSent, ackSentOn, dataSent } from './tcp-ack-mode.ts';
 import type { TcpConnection, TcpEngine } from './tcp-connection.ts';
 import { ecnOut, ecnOutput, IP_ECN_MASK, IpEcn } from './tcp-ecn.ts';
 import { selectWindow, synWindow } from './tcp-window.ts';
@@ -252,6 +252,55 @@ export function sendSyn(conn: TcpConnection): void {
  */
 export function sendAck(conn: TcpConnection): void {
   emit(conn, conn.state.delegated.sndMax, TcpFlag.ACK, 0, 0);
+}
+
+/**
+ * The pure ACK `sendAck` sends, from a state with no connection object around it: a connection a
+ * NIC took unbuilt (a crash's survivor prods its quiet connections so, and builds each on its
+ * first segment or call). Only for a state `emit` would give nothing more than this: synchronized,
+ * SACK agreed (one ACK, not three duplicates), no ECN to echo, no out-of-order data to SACK; the
+ * caller checks that, and that no D-SACK could be due (a connection object's, which a state taken
+ * unbuilt never had). Changes
+ * the state as emit does (the advertised edge, the ACK's marks, the segment count). False when the
+ * link refused the frame: the caller builds the connection, whose own prod sends it again.
+ */
+export function sendStateAck(eng: TcpEngine, s: TcpState): boolean {
+  const env = eng.env;
+  const c = s.const;
+  const d = s.delegated;
+  const h = eng.txHdr;
+  const now = env.clock.now();
+  h.srcPort = c.localPort;
+  h.dstPort = c.remotePort;
+  h.seq = d.sndMax >>> 0;
+  h.ack = d.rcvNxt;
+  h.urgent = 0;
+  resetTcpOptions(h);
+  h.window = advertiseWindow(s);
+  if (c.tsEnabled) {
+    h.hasTimestamps = true;
+    h.tsVal = tsNow(now);
+    h.tsEcr = d.tsRecent;
+  }
+  h.sackCount = 0;
+  h.flags = TcpFlag.ACK;
+  const ip = env.ip;
+  const off = ip.begin(s.path);
+  const buf = ip.txBuf;
+  const hl = encodeTcpHeader(h, buf, off);
+  tcpChecksum(env, buf, off, hl, c.localIp, c.remoteIp);
+  if (!ip.commit(s.path, TCP_PROTOCOL, hl, true, s.cached.ttl, s.cached.tos)) {
+    env.counters.inc('tcp.tx.refused');
+    return false;
+  }
+  d.segmentsOut++;
+  env.counters.inc('tcp.segments.out');
+  if (seqGt(d.rcvNxt, d.lastAckSent)) ackSentOn(s);
+  d.lastAckSent = d.rcvNxt;
+  s.soft.ackNow = false;
+  s.soft.delayedAckDeadline = INF;
+  s.soft.ackPushed = 0;
+  return true;
 }
 
 export function sendRst(conn: TcpConnection): void {
