@@ -26,8 +26,10 @@ import {
   type Transfer,
 } from './nic.ts';
 import { NicEngine } from './nic-engine.ts';
-import { SameThreadTransport } from './transport.ts';
+import { answerAddresses, SameThreadTransport } from './transport.ts';
 import { TupleMap } from './tuple-map.ts';
+import type { WorkerReply } from './worker/protocol.ts';
+import { packKeys, unpackInstalled } from './worker/transfer-wire.ts';
 
 export interface LocalNicOptions {
   id: string;
@@ -170,25 +172,30 @@ export class LocalNic extends HostNic {
   private readonly inHand = new Set<InHand>();
 
   // Objects in this thread need no codec, and their memory is the engine's: nothing is held
-  // beside them while they cross, and the engine's answer is the verb's result, unless the NIC
-  // closed or crashed with it in hand (the transport then fails the request), which answers as a
-  // WorkerNic's host side does.
+  // beside them while they cross. The verb goes as the typed request a worker gets, served by the
+  // transport's one dispatch (SameThreadTransport.serve) in its turn, and its answer is unpacked as
+  // a worker's is; unless the NIC closed or crashed with it in hand (the transport then fails the
+  // request), which answers as a WorkerNic's host side does.
   protected offer(transfer: Transfer, opts: InitiateOptions | undefined): Promise<InitiateResult> {
     let cut: 'close' | 'crash' | null = null;
+    const req = {
+      op: 'initiate',
+      arg: { batch: transfer, prod: opts?.prod === true, holdInput: opts?.holdInput === true },
+    } as const;
     const job: InHand = (why) => {
       cut = why;
       if (why === 'crash') this.keepRefused(transfer, opts);
-      else this.engine.initiate(transfer, opts);
+      else this.here.serve(req);
     };
-    return this.cross<InitiateResult, InitiateResult>(() => ({
+    return this.cross<WorkerReply<'initiate'>, InitiateResult>(() => ({
       send: () => {
         this.inHand.add(job);
         return this.here.run(() => {
           this.inHand.delete(job);
-          return this.engine.initiate(transfer, opts);
+          return this.here.serve(req);
         });
       },
-      took: (a) => a,
+      took: (res) => unpackInstalled(res.value, answerAddresses(this.engine, transfer)).result,
       failed: (e, sent) => {
         // Installed, then reset with everything else by the close: resumed in the host, they
         // would run on as if nothing happened.
@@ -203,31 +210,40 @@ export class LocalNic extends HostNic {
     }));
   }
   protected release(keys: ConnKey[] | 'all', opts: TerminateOptions | undefined): Promise<Transfer> {
-    const run = (): Transfer => {
-      if (this.faults.corruptTerminate === true) {
-        this.faults.corruptTerminate = false;
-        return this.damagedTerminate(keys);
-      }
-      return opts?.trees === true ? this.engine.terminateTrees(keys) : this.engine.terminate(keys);
-    };
-    return this.cross(() => ({
-      send: () => {
-        const leaving = keys;
-        this.leaving.push(leaving);
-        this.leavingKeys = null;
-        const left = () => {
-          this.leaving.splice(this.leaving.indexOf(leaving), 1);
+    return this.cross(() => {
+      // As a worker's, by the request's packed keys; in trees when the caller takes them (a move).
+      const req = {
+        op: 'terminate',
+        arg: keys === 'all' ? 'all' : packKeys(keys, this.engine.addressBook),
+        trees: opts?.trees === true,
+      } as const;
+      const run = (): Transfer => {
+        if (this.faults.corruptTerminate === true) {
+          this.faults.corruptTerminate = false;
+          return this.damagedTerminate(keys);
+        }
+        const res = this.here.serve(req);
+        return res.trees ?? res.value;
+      };
+      return {
+        send: () => {
+          const leaving = keys;
+          this.leaving.push(leaving);
           this.leavingKeys = null;
-        };
-        return this.here.run(() => {
-          try {
-            return run();
-          } finally {
-            left();
-          }
-        }, left);
-      },
-    }));
+          const left = () => {
+            this.leaving.splice(this.leaving.indexOf(leaving), 1);
+            this.leavingKeys = null;
+          };
+          return this.here.run(() => {
+            try {
+              return run();
+            } finally {
+              left();
+            }
+          }, left);
+        },
+      };
+    });
   }
 
   /**

@@ -20,6 +20,7 @@ import {
 import type { AdoptOptions } from '../stack/tcp/tcp-handover.ts';
 import { TcpLayer } from '../stack/tcp/tcp-layer.ts';
 import type { TcpHostEnv } from '../stack/tcp/tcp-types.ts';
+import { RingPoolTrim } from '../state/byte-ring.ts';
 import { createNeighborState, type NeighborState } from '../state/neighbor-state.ts';
 import { buildTrees, type OffloadTree } from '../state/offload-tree.ts';
 import type { PathState } from '../state/path-state.ts';
@@ -138,6 +139,13 @@ export interface NicEngineOptions {
    * the application's that races the packet's ACK is never judged quiet (quietReads).
    */
   beforeInjected?: (packet: Uint8Array) => void;
+  /**
+   * Told of each connection an update changes (`update`: a TCP settings update's, or one resent on
+   * a path that changed under it) just before it changes, as `beforeInjected` is of a packet: an
+   * update is the host's word, run in this thread, that can change what a read of the
+   * application's makes the connection send, so a worker marks it as it would for a frame.
+   */
+  beforeUpdated?: (conn: TcpConnection) => void;
 }
 
 /** A listener on one IPv6 address handed to an engine with no address table yet (NicEngine.listen). */
@@ -223,6 +231,18 @@ const AWAITING_MAX = 64;
  * out of buffers would, would cost the peer a timeout for data this NIC had in hand.
  */
 export const SETTLE_HOLD_MS = 1000;
+
+/**
+ * `ms` as a settle hold's bound (NicEngineOptions.settleHoldMs; SETTLE_HOLD_MS when absent), or an
+ * InvalidArgumentError: a negative or non-finite bound would arm the hold's timer in the past or
+ * never, and a hold that never ends keeps its connection's link input from it for good.
+ */
+export function settleHoldOf(ms: number | undefined): number {
+  if (ms === undefined) return SETTLE_HOLD_MS;
+  if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < 0)
+    throw new InvalidArgumentError(`settleHoldMs must be a finite number of ms, 0 or more, got ${ms}`);
+  return ms;
+}
 
 /** A connection's hold for its settle (`awaiting`): since when, and the segments it kept. */
 interface SettleHold {
@@ -513,6 +533,10 @@ export class NicEngine {
   private readonly settleHoldMs: number;
   /** NicEngineOptions.beforeInjected. */
   private readonly beforeInjected: ((packet: Uint8Array) => void) | undefined;
+  /** Lets go of this thread's ring pool trim (RingPoolTrim) at close. */
+  private readonly trimHeld: () => void;
+  /** NicEngineOptions.beforeUpdated. */
+  private readonly beforeUpdated: ((conn: TcpConnection) => void) | undefined;
   /** The tuples of an initiate's trees, while `twiceIn` reads them (kept, emptied after each). */
   private readonly batchKeys = new TupleMap<true>(true);
   private readonly ipHdr = createIpv4Header();
@@ -540,12 +564,9 @@ export class NicEngine {
     if (!opts?.link || !opts.clock || !opts.random) {
       throw new InvalidArgumentError('NicEngine needs a link, a clock and a random source');
     }
-    const settleHoldMs = opts.settleHoldMs ?? SETTLE_HOLD_MS;
-    if (!(settleHoldMs >= 0)) {
-      throw new InvalidArgumentError(`settleHoldMs must be a non-negative number, got ${settleHoldMs}`);
-    }
-    this.settleHoldMs = settleHoldMs;
+    this.settleHoldMs = settleHoldOf(opts.settleHoldMs);
     this.beforeInjected = opts.beforeInjected;
+    this.beforeUpdated = opts.beforeUpdated;
     const capacity = opts.capacity ?? DEFAULT_CAPACITY;
     if (!Number.isInteger(capacity) || capacity < 0) {
       throw new InvalidArgumentError(`NIC capacity must be a non-negative integer, got ${capacity}`);
@@ -593,6 +614,8 @@ export class NicEngine {
     } else {
       this.reachTimer = null;
     }
+    // Rings of connections that end here give their memory to the thread's pool: trimmed while it runs.
+    this.trimHeld = RingPoolTrim.hold(opts.clock);
   }
 
   /** Connections installed (parked ones included: they still hold their slot). */
@@ -997,6 +1020,7 @@ export class NicEngine {
         if (typeof u.scope === 'object' && u.scope !== null && 'neighborIp' in u.scope)
           checkNeighborName(u.scope);
         for (const conn of this.scope(u.scope)) {
+          this.beforeUpdated?.(conn);
           const k = conn.state.cached;
           if (s.keepIdleMs !== undefined) k.keepIdleMs = s.keepIdleMs;
           if (s.keepIntvlMs !== undefined) k.keepIntvlMs = s.keepIntvlMs;
@@ -1258,6 +1282,7 @@ export class NicEngine {
     this.closed = true;
     this.reachTimer?.disarm();
     this.settleTimer.disarm();
+    this.trimHeld();
     this.tcp.close();
     this.gates.clear();
     this.waitingListens.clear();
@@ -1719,6 +1744,7 @@ export class NicEngine {
       if (conn.state.path !== p) continue;
       const d = conn.state.delegated;
       if (d.state < TcpStateId.ESTABLISHED || d.state === TcpStateId.TIME_WAIT) continue;
+      this.beforeUpdated?.(conn);
       rewind(conn.state);
       resume(conn);
     }

@@ -53,6 +53,7 @@ import {
   type TerminateOptions,
   type Transfer,
 } from './nic.ts';
+import { settleHoldOf } from './nic-engine.ts';
 import { splitForRecords } from './transfer-record.ts';
 import { fromWireError, PortTransport, type WorkerNotice } from './transport.ts';
 import { TupleMap } from './tuple-map.ts';
@@ -336,6 +337,9 @@ export class WorkerNic extends HostNic {
     if (!(heartbeatMs > 0) || !(deadAfterMs > heartbeatMs)) {
       throw new InvalidArgumentError('heartbeatMs must be > 0 and deadAfterMs above it');
     }
+    // Checked here as the engine checks it, so a bad bound is refused before a thread is spawned
+    // (the worker's engine would throw it in its thread, where nobody catches it).
+    if (seams.settleHoldMs !== undefined) settleHoldOf(seams.settleHoldMs);
     const sab = new SharedArrayBuffer(doorbellWords(capacity) * 4);
     const captureWords = opts.capture ? new Int32Array(new SharedArrayBuffer(8)) : null;
     const link = 'tap' in opts.link ? null : opts.link;

@@ -3,6 +3,7 @@ import { Counters } from '../core/counters.ts';
 import { AddressInUseError, InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
 import type { Link, RxOffloadInfo } from '../core/link.ts';
 import type { Random } from '../core/random.ts';
+import { RingPoolTrim } from '../state/byte-ring.ts';
 import type { PathState } from '../state/path-state.ts';
 import type { TcpCached } from '../state/tcp-state.ts';
 import { BROADCAST_MAC, isMulticastMac, parseCidr, parseMac } from '../wire/addr.ts';
@@ -96,6 +97,8 @@ export class Stack {
   private readonly ports = new Map<Link, LinkPort>();
   private readonly eth: EthernetHeader = createEthernetHeader();
   private closed = false;
+  /** Lets go of this thread's ring pool trim (RingPoolTrim) at close. */
+  private readonly trimHeld: () => void;
 
   constructor(opts: StackOptions) {
     if (!opts || typeof opts.clock?.now !== 'function' || typeof opts.random?.u32 !== 'function') {
@@ -187,6 +190,9 @@ export class Stack {
       opts.tcp,
       { ...DEFAULT_TCP_LIMITS, ...opts.tcpLimits },
     );
+    // Its connections' rings give their memory to the thread's pool as they end: trimmed while it
+    // runs (last: a constructor that throws holds nothing).
+    this.trimHeld = RingPoolTrim.hold(this.clock);
   }
 
   get interfaces(): readonly StackInterface[] {
@@ -332,6 +338,7 @@ export class Stack {
     this.neighbors.close();
     this.ip.close();
     this.ip6.close();
+    this.trimHeld();
   }
 
   // ---------------------------------------------------------------------------------------------

@@ -40,22 +40,26 @@ export async function startCapture(lab: Lab, dev: string, pcap: string, snaplen?
   };
 }
 
-/** `tshark -r pcap -Y filter -T fields -e ...` with checksums verified; asserts tshark succeeded. */
+/**
+ * `tshark -r pcap -Y filter -T fields -e ...` (fields separated by '|'), with checksums verified
+ * unless `checksums` is false (a capture of frames whose TCP sums the device completes: verified,
+ * each would be an expert error); asserts tshark succeeded. One row per frame.
+ */
 export async function readCapture(
   lab: Lab,
   pcap: string,
   filter: string,
   fields: string[],
+  o: { checksums?: boolean } = {},
 ): Promise<string[]> {
+  const verify =
+    o.checksums === false ? [] : ['-o', 'tcp.check_checksum:TRUE', '-o', 'ip.check_checksum:TRUE'];
   const r = await lab.run(
     [
       'tshark',
       '-r',
       pcap,
-      '-o',
-      'tcp.check_checksum:TRUE',
-      '-o',
-      'ip.check_checksum:TRUE',
+      ...verify,
       '-Y',
       filter,
       '-T',
@@ -69,6 +73,22 @@ export async function readCapture(
   assert.equal(r.code, 0, r.stderr);
   const out = r.stdout.trim();
   return out === '' ? [] : out.split('\n');
+}
+
+/** `readCapture`'s rows, each split into its fields (in the order asked; '' for one absent). */
+export async function captureRows(
+  lab: Lab,
+  pcap: string,
+  filter: string,
+  fields: string[],
+  o: { checksums?: boolean } = {},
+): Promise<string[][]> {
+  return (await readCapture(lab, pcap, filter, fields, o)).map((l) => l.split('|'));
+}
+
+/** A flag field of `captureRows` set: tshark prints '1' (before 3.x) or 'True' (since). */
+export function flagOn(v: string | undefined): boolean {
+  return v === '1' || v === 'True';
 }
 
 /**
@@ -90,9 +110,12 @@ export async function assertCleanCapture(
     ...sums.map((p) => `${p}.checksum.status == 0`),
     ...(o.expertErrors ? ['_ws.expert.severity == error'] : []),
   ];
-  const rows = await readCapture(lab, pcap, `(${bad.join(' || ')}) && !(tcp.checksum == 0xffff)`, [
-    'frame.number',
-    '_ws.col.Info',
-  ]);
+  const rows = await readCapture(
+    lab,
+    pcap,
+    `(${bad.join(' || ')}) && !(tcp.checksum == 0xffff)`,
+    ['frame.number', '_ws.col.Info'],
+    { checksums: o.checksums },
+  );
   assert.deepEqual(rows.slice(0, 50), [], `${rows.length} bad frame(s)`);
 }

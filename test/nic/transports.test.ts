@@ -1,15 +1,17 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import type { Worker } from 'node:worker_threads';
 import { Counters } from '../../src/core/counters.ts';
 import { InvalidArgumentError } from '../../src/core/errors.ts';
 import { LocalNic } from '../../src/nic/local-nic.ts';
-import type { Nic } from '../../src/nic/nic.ts';
-import { NicEngine } from '../../src/nic/nic-engine.ts';
-import { SameThreadTransport } from '../../src/nic/transport.ts';
-import { checkFromWorker, type WorkerRequest } from '../../src/nic/worker/protocol.ts';
+import { type ConnKey, isTreeTransfer, type Nic, resultSize } from '../../src/nic/nic.ts';
+import { NicEngine, type NicEngineOptions } from '../../src/nic/nic-engine.ts';
+import { PortTransport, SameThreadTransport } from '../../src/nic/transport.ts';
+import { checkFromWorker, WorkerProtocolError, type WorkerRequest } from '../../src/nic/worker/protocol.ts';
 import { packKeys, unpackInitiate } from '../../src/nic/worker/transfer-wire.ts';
 import { SimNetwork } from '../../src/sim/sim-network.ts';
 import { keysOf, offloadPair, peerAck, startStreams } from '../offload/helpers.ts';
+import { sampleTrees } from '../state/helpers.ts';
 
 test('the same-thread transport answers every request as a worker must (the worker protocol checker accepts each answer)', async () => {
   const p = offloadPair(52);
@@ -93,24 +95,9 @@ test('LocalNics built on one shared set of counters name it as their source, so 
 });
 
 test("a NicEngine reports progress for every connection a batch installs or releases: a worker's proof of life through a batch longer than its watchdog's deadline", async () => {
-  const p = offloadPair(53);
-  const { net, host } = p;
-  const st = await startStreams(p, 4, 50_000, 2000, 2);
-  const keys = keysOf(st.sockets);
-  const n0 = host.nics[0]!;
-  await net.sleep(20);
-  assert.equal((await host.offload.offload(keys, n0 as Nic)).moved.length, 4);
   let beats = 0;
-  const engine = new NicEngine({
-    id: 'beating',
-    link: net.switch.addPort({ name: 'beating', mtu: 1500 }),
-    clock: net.clock,
-    random: net.random.fork(),
-    toHost: () => {},
-    indicate: () => {},
-    progress: () => beats++,
-  });
-  const result = engine.initiate(n0.engine.terminate(keys));
+  const { net, keys, engine, released } = await engineBeside(53, 4, 'beating', { progress: () => beats++ });
+  const result = engine.initiate(released());
   assert.equal(result.status, 'success');
   assert.equal(beats, 4, 'one beat a connection installed');
   engine.terminate(keys);
@@ -120,26 +107,13 @@ test("a NicEngine reports progress for every connection a batch installs or rele
 });
 
 test("a NicEngine tells its owner of each packet injected for its connections before the packet runs: a worker's mark that the application's reads may matter again (quietReads)", async () => {
-  const p = offloadPair(57);
-  const { net, host } = p;
-  const st = await startStreams(p, 2, 50_000, 2000, 2);
-  const keys = keysOf(st.sockets);
-  const n0 = host.nics[0]!;
-  await net.sleep(20);
-  assert.equal((await host.offload.offload(keys, n0 as Nic)).moved.length, 2);
   const counters = new Counters();
   const seen: { packet: Uint8Array; injectedBefore: number }[] = [];
-  const engine = new NicEngine({
-    id: 'told',
-    link: net.switch.addPort({ name: 'told', mtu: 1500 }),
-    clock: net.clock,
-    random: net.random.fork(),
+  const { net, keys, engine, released } = await engineBeside(57, 2, 'told', {
     counters,
-    toHost: () => {},
-    indicate: () => {},
     beforeInjected: (packet) => seen.push({ packet, injectedBefore: counters.get('nic.rx.injected') }),
   });
-  assert.equal(engine.initiate(n0.engine.terminate(keys)).status, 'success');
+  assert.equal(engine.initiate(released()).status, 'success');
   const acks = keys.map(peerAck);
   engine.inject(acks);
   assert.equal(counters.get('nic.rx.injected'), 2, 'both packets ran');
@@ -155,3 +129,135 @@ test("a NicEngine tells its owner of each packet injected for its connections be
   engine.close();
   net.close();
 });
+
+test("a NicEngine tells its owner of each connection an update changes before it changes: a worker's mark that the application's reads may matter again (quietReads)", async () => {
+  const seen: { port: number; keepIdleMs: number }[] = [];
+  const { net, keys, engine, released } = await engineBeside(58, 2, 'updated', {
+    beforeUpdated: (conn) =>
+      seen.push({ port: conn.state.const.localPort, keepIdleMs: conn.state.cached.keepIdleMs }),
+  });
+  assert.equal(engine.initiate(released()).status, 'success');
+  const before = engine.connection(keys[0]!)!.state.cached.keepIdleMs;
+  engine.update({ kind: 'tcp', scope: { keys: [keys[0]!] }, settings: { keepIdleMs: before + 1000 } });
+  assert.deepEqual(
+    seen,
+    [{ port: keys[0]!.localPort, keepIdleMs: before }],
+    'told of the one connection named, before its change',
+  );
+  assert.equal(engine.connection(keys[0]!)!.state.cached.keepIdleMs, before + 1000);
+  seen.length = 0;
+  engine.update({ kind: 'tcp', scope: 'all', settings: { noDelay: true } });
+  assert.deepEqual(
+    seen.map((s) => s.port).sort(),
+    keys.map((k) => k.localPort).sort(),
+    'a settings update of all: each connection',
+  );
+  engine.terminate(keys);
+  engine.close();
+  net.close();
+});
+
+test("a LocalNic's initiate and terminate reach its engine as the typed requests a worker gets, through its transport's one dispatch", async () => {
+  const net = new SimNetwork({ seed: 59, virtualTime: true });
+  const make = (id: string) =>
+    new LocalNic({
+      id,
+      link: net.switch.addPort({ name: id, mtu: 1500 }),
+      clock: net.clock,
+      random: net.random.fork(),
+    });
+  const a = make('a');
+  const b = make('b');
+  // Every request either NIC's transport serves, by verb and form.
+  const served: string[] = [];
+  for (const nic of [a, b]) {
+    const here = (nic as unknown as { here: SameThreadTransport }).here;
+    const serve = here.serve.bind(here);
+    here.serve = ((r: WorkerRequest) => {
+      let form = '';
+      if (r.op === 'initiate') form = r.arg.batch instanceof Uint8Array ? ' bytes' : ' trees';
+      if (r.op === 'terminate') form = r.trees === true ? ' trees' : ' bytes';
+      served.push(`${nic.id} ${r.op}${form}`);
+      return serve(r);
+    }) as typeof here.serve;
+  }
+  const trees = sampleTrees(3);
+  const keys = trees[0]!.paths[0]!.conns.map((s) => ({ ...s.const }) as ConnKey);
+  assert.equal((await a.initiate({ kind: 'trees', trees })).status, 'success');
+  const released = await a.terminate(keys, { trees: true });
+  assert.ok(isTreeTransfer(released), 'the states themselves, in trees');
+  const onB = await b.initiate(released, { prod: true });
+  assert.equal(onB.status, 'success');
+  assert.equal(resultSize(onB), 3);
+  const bytes = await b.terminate(keys);
+  assert.ok(bytes instanceof Uint8Array && bytes.length > 0);
+  assert.equal((await a.initiate(bytes)).status, 'success');
+  assert.equal((await a.query(keys)).length, 3);
+  assert.deepEqual(served, [
+    'a initiate trees',
+    'a terminate trees',
+    'b initiate trees',
+    'b terminate bytes',
+    'a initiate bytes',
+    'a query',
+  ]);
+  // A batch refused (its connections run here already): the answer names the keys the batch named.
+  const refused = await a.initiate(bytes);
+  assert.notEqual(refused.status, 'success');
+  assert.deepEqual(
+    refused.conns.map((c) => [c.key.remotePort, c.status]),
+    keys.map((k) => [k.remotePort, 'failure']),
+  );
+  for (const nic of [a, b]) nic.close();
+  net.close();
+});
+
+test('the forms only an engine in this thread takes (a batch of trees, a terminate answered in trees) do not cross a port, and no worker answer may carry trees', async () => {
+  const posted: unknown[] = [];
+  const fake = { on() {}, postMessage: (m: unknown) => posted.push(m) } as unknown as Worker;
+  const port = new PortTransport(fake, () => {});
+  await assert.rejects(
+    port.request({ op: 'initiate', arg: { batch: { kind: 'trees', trees: [] }, prod: false } }),
+    InvalidArgumentError,
+  );
+  await assert.rejects(port.request({ op: 'terminate', arg: 'all', trees: true }), InvalidArgumentError);
+  assert.deepEqual(posted, [], 'nothing posted to the worker');
+  const answer = {
+    t: 'res',
+    id: 1,
+    ok: true,
+    op: 'terminate',
+    value: new Uint8Array(0),
+    freed: [],
+    moved: [],
+  };
+  checkFromWorker(answer, () => 'terminate');
+  assert.throws(
+    () => checkFromWorker({ ...answer, trees: { kind: 'trees', trees: [] } }, () => 'terminate'),
+    WorkerProtocolError,
+  );
+});
+
+/**
+ * `n` streams offloaded to a pair's first NIC, and an engine of `opts` beside it on the same
+ * network: `released()` terminates the streams there, for the engine to take.
+ */
+async function engineBeside(seed: number, n: number, id: string, opts: Partial<NicEngineOptions>) {
+  const p = offloadPair(seed);
+  const { net, host } = p;
+  const st = await startStreams(p, n, 50_000, 2000, 2);
+  const keys = keysOf(st.sockets);
+  const n0 = host.nics[0]!;
+  await net.sleep(20);
+  assert.equal((await host.offload.offload(keys, n0 as Nic)).moved.length, n);
+  const engine = new NicEngine({
+    id,
+    link: net.switch.addPort({ name: id, mtu: 1500 }),
+    clock: net.clock,
+    random: net.random.fork(),
+    toHost: () => {},
+    indicate: () => {},
+    ...opts,
+  });
+  return { net, keys, engine, released: () => n0.engine.terminate(keys) };
+}

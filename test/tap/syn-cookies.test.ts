@@ -28,6 +28,7 @@ import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { StatusSnapshot } from '../../src/cli/control.ts';
+import { captureRows, flagOn } from '../helpers/tshark.ts';
 import { CHIMNEY, interopGate, type Lab, makeLab, ROOT } from '../interop/lab.ts';
 
 const gate = interopGate(['python3', 'tshark'], { cli: true });
@@ -111,35 +112,22 @@ describe(`chimney serve --backlog ${BACKLOG}, ${CONNECTIONS} connects from the k
     assert.equal(c['tcp.rst.out'] ?? 0, 0, `no RST sent: ${seen(c)}`);
     // Linux (tcp_syncookies=2, captured 2026-12-07): a cookie's SYN-ACK says ECE to a SYN that
     // asked and offers 65,160, as its other SYN-ACKs do. Every SYN asks here, resent or not.
-    const syns = execFileSync(
-      'tshark',
-      [
-        '-r',
-        pcap,
-        '-Y',
-        'tcp.flags.syn == 1',
-        '-T',
-        'fields',
-        '-e',
-        'tcp.stream',
-        '-e',
-        'tcp.flags.ack',
-      ].concat(['-e', 'tcp.flags.ece', '-e', 'tcp.flags.cwr', '-e', 'tcp.window_size_value']),
-      { encoding: 'utf8', maxBuffer: 64 << 20 },
-    )
-      .trim()
-      .split('\n')
-      .map((l) => l.split('\t'));
-    const on = (v: string | undefined): boolean => v === '1' || v === 'True';
-    const bare = syns.filter((f) => !on(f[1]) && !(on(f[2]) && on(f[3])));
+    const syns = await captureRows(
+      lab!,
+      pcap,
+      'tcp.flags.syn == 1',
+      ['tcp.stream', 'tcp.flags.ack', 'tcp.flags.ece', 'tcp.flags.cwr', 'tcp.window_size_value'],
+      { checksums: false },
+    );
+    const bare = syns.filter((f) => !flagOn(f[1]) && !(flagOn(f[2]) && flagOn(f[3])));
     assert.deepEqual(
       bare.map((f) => f.join(' ')),
       [],
       'every SYN asks for ECN',
     );
-    const synAcks = syns.filter((f) => on(f[1]));
+    const synAcks = syns.filter((f) => flagOn(f[1]));
     assert.ok(synAcks.length >= CONNECTIONS, `${synAcks.length} SYN-ACKs captured`);
-    const odd = synAcks.filter((f) => f[4] !== '65160' || !on(f[2]) || on(f[3]));
+    const odd = synAcks.filter((f) => f[4] !== '65160' || !flagOn(f[2]) || flagOn(f[3]));
     assert.deepEqual(
       odd.map((f) => f.join(' ')),
       [],
@@ -151,26 +139,18 @@ describe(`chimney serve --backlog ${BACKLOG}, ${CONNECTIONS} connects from the k
     // left out: its socket closed at the ACK of its FIN, and a second ACK, to the FIN it resent
     // (a tail probe, while serve was late to answer at load 40), found no socket there, which
     // Linux answers with a RST whoever the server is; the download was whole by then.
-    const frames = execFileSync(
-      'tshark',
-      ['-r', pcap, '-Y', 'tcp.flags.reset == 1 || tcp.flags.fin == 1', '-T', 'fields'].concat([
-        '-e',
-        'frame.number',
-        '-e',
-        'tcp.stream',
-        '-e',
-        'ip.src',
-        '-e',
-        'tcp.flags.reset',
-      ]),
-      { encoding: 'utf8', maxBuffer: 64 << 20 },
-    ).trim();
+    const frames = await captureRows(
+      lab!,
+      pcap,
+      'tcp.flags.reset == 1 || tcp.flags.fin == 1',
+      ['frame.number', 'tcp.stream', 'ip.src', 'tcp.flags.reset'],
+      { checksums: false },
+    );
     const finished = new Set<string>();
     const rsts: string[] = [];
-    for (const line of frames === '' ? [] : frames.split('\n')) {
-      const [frame, stream, src, reset] = line.split('\t');
+    for (const [frame, stream, src, reset] of frames) {
       const who = `${stream} ${src}`;
-      if (reset !== '1' && reset !== 'True') finished.add(who);
+      if (!flagOn(reset)) finished.add(who);
       else if (!finished.has(who)) rsts.push(frame!);
     }
     assert.deepEqual(rsts, [], `RST frames in the capture: ${rsts.join(' ')}`);

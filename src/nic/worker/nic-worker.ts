@@ -8,7 +8,13 @@ import { Session } from 'node:inspector';
 import { getHeapStatistics } from 'node:v8';
 import { type MessagePort, parentPort, threadId, workerData } from 'node:worker_threads';
 import { RealClock, type Timer } from '../../core/clock.ts';
-import { ChimneyError, ConnectionError, InvalidStateError, StateValidationError } from '../../core/errors.ts';
+import {
+  ChimneyError,
+  ConnectionError,
+  InvalidArgumentError,
+  InvalidStateError,
+  StateValidationError,
+} from '../../core/errors.ts';
 import { watchLoopBlocks } from '../../core/loop-blocks.ts';
 import { SeededRandom } from '../../core/random.ts';
 import type { Link, LinkGsoOptions, RxOffloadInfo } from '../../link/link.ts';
@@ -1789,6 +1795,12 @@ const engine = new NicEngine({
     const slot = connIndex.ofPacket(p);
     if (slot) touch(slot);
   },
+  // A TCP settings update, or a resend on a changed path, is as much a change of the connection
+  // as a packet: marked before it runs, its record and quiet word written again after.
+  beforeUpdated: (conn) => {
+    const slot = conn.user instanceof RemoteUser ? conn.user.slot : byKey.get(conn.state.const);
+    if (slot !== undefined) touch(slot);
+  },
   progress,
   // Segments of this worker's connections that reached a peer's port come from it by message.
   moreInput: () => peers.length > 0,
@@ -2349,11 +2361,16 @@ function handleRequestNow(id: number, r: WorkerRequest): void {
   try {
     switch (r.op) {
       case 'initiate': {
+        // Trees are the host's objects (SameThreadTransport's form): a clone of them here would
+        // run copies of states the host still holds.
+        if (!(r.arg.batch instanceof Uint8Array))
+          throw new InvalidArgumentError('initiate: a batch of bytes');
         const packed = initiateNow(r.arg);
         post({ t: 'res', id, ok: true, op: 'initiate', value: packed, installed: packed.installed });
         return;
       }
       case 'terminate': {
+        if (r.trees === true) throw new InvalidArgumentError('terminate: this thread hands back bytes');
         // Each key a pending connection's own object, found once here: the pending list below
         // reads `pend` instead of searching again, and no key object is made for it.
         const pend: (Pending | undefined)[] = [];

@@ -11,6 +11,7 @@ import type {
   NicListenSpec,
   OffloadUpdate,
   QueryResult,
+  TreeTransfer,
   UploadReason,
 } from '../nic.ts';
 import { SCAN } from '../nic.ts';
@@ -264,9 +265,18 @@ export type WorkerRequest =
        * before it replies. `owner`: the batch names neighbors and paths only, and each
        * connection's state is the transfer record in its block, offered to this owner number
        * (src/nic/transfer-record.ts). `holdInput`: InitiateOptions.holdInput, for every
-       * connection installed, built or taken unbuilt.
+       * connection installed, built or taken unbuilt. `batch` as trees (objects, TreeTransfer):
+       * only to an engine in the host's thread (SameThreadTransport), which runs the states
+       * themselves; a port carries bytes, and PortTransport refuses objects, as the engine in this
+       * thread refuses blocks and records.
        */
-      arg: { batch: Uint8Array; prod: boolean; blocks?: PackedBlocks; owner?: number; holdInput?: boolean };
+      arg: {
+        batch: Uint8Array | TreeTransfer;
+        prod: boolean;
+        blocks?: PackedBlocks;
+        owner?: number;
+        holdInput?: boolean;
+      };
     }
   /** Keys travel packed (transfer-wire.ts). */
   /**
@@ -286,6 +296,11 @@ export type WorkerRequest =
        * that worker ('hands' below), which installs it and answers the host's request `id` there.
        */
       hand?: { owner: number; id: number; prod: boolean };
+      /**
+       * Answer with the released states themselves (the answer's `trees`; its `value` empty),
+       * not their bytes: only an engine in the host's thread can (TerminateOptions.trees).
+       */
+      trees?: boolean;
     }
   | { op: 'update'; arg: OffloadUpdate }
   | { op: 'invalidate'; arg: InvalidateTarget }
@@ -347,7 +362,7 @@ interface WorkerReplyExtras {
   /** The blocks installed (the same object as in the packed value). */
   initiate: { installed: PackedBlocks };
   /** Slots the terminate freed, and of those the ones whose state is in the transfer. */
-  terminate: { freed: number[]; moved: number[]; records?: boolean };
+  terminate: { freed: number[]; moved: number[]; records?: boolean; trees?: TreeTransfer };
   update: unknown;
   invalidate: unknown;
   query: unknown;
@@ -577,8 +592,10 @@ const REPLY_CHECKS: { [O in WorkerOp]: (m: Rec) => boolean } = {
       m.installed === v.installed
     );
   },
+  // Trees are objects of the host's thread: a worker's answer carrying any is refused.
   terminate: (m) =>
     m.value instanceof Uint8Array &&
+    m.trees === undefined &&
     isSlots(m.freed) &&
     isSlots(m.moved) &&
     (m.records === undefined || typeof m.records === 'boolean'),
