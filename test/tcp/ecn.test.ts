@@ -252,6 +252,45 @@ describe('ECN with loss', () => {
   });
 });
 
+describe("ECN with a timeout (Linux's tcp_enter_loss queues CWR)", () => {
+  /** An ECN server connection whose first flight timed out: the retransmission taken. */
+  function timedOut() {
+    const { o, b, d, flight } = sending();
+    for (let ms = 0; ms < 3000 && b.count('tcp.rto') === 0; ms += 10) b.advance(10);
+    assert.equal(b.count('tcp.rto'), 1, 'one timeout');
+    const resent = dataSegs(b.take());
+    assert.equal(resent.length, 1, 'the timeout resends snd.una');
+    assert.equal(resent[0]!.h.seq, flight[0]!.h.seq);
+    // A retransmission is not new data: CWR waits for new data (Linux's tcp_ecn_send).
+    assert.equal(resent[0]!.h.flags & CWR, 0, 'no CWR on the retransmission');
+    return { o, b, d, flight };
+  }
+
+  test('the first new data after a timeout carries CWR', () => {
+    const { o, b, d, flight } = timedOut();
+    // F-RTO step 2b: the ACK of the retransmission alone draws two new segments. A receiver that
+    // echoed ECE before the timeout learns from their CWR that the window came down.
+    o.ackTo(add(flight[0]!.h.seq, flight[0]!.data.length));
+    const fresh = dataSegs(b.take()).filter((s) => (s.h.seq - flight.at(-1)!.h.seq) >>> 0 < 2 ** 31);
+    assert.ok(fresh.length > 0, `new data after the timeout (cwnd ${d.cwnd})`);
+    assert.ok(fresh[0]!.h.flags & CWR, 'CWR on the first new data after the timeout');
+    assert.equal(fresh.filter((s) => s.h.flags & CWR).length, 1, 'CWR on one segment');
+  });
+
+  test('a timeout shown spurious withdraws its CWR (tcp_undo_cwnd_reduction), so no CWR goes', () => {
+    const { o, b, d } = timedOut();
+    // Every original arrived: the ACK of all of them undoes the timeout and its cut.
+    o.ackTo(d.sndMax);
+    assert.equal(b.count('tcp.rto.spurious'), 1, 'the timeout was spurious');
+    const fresh = dataSegs(b.take());
+    assert.ok(fresh.length > 0, 'new data after the undo');
+    assert.ok(
+      fresh.every((s) => (s.h.flags & CWR) === 0),
+      'no CWR: the cut it would announce was undone',
+    );
+  });
+});
+
 /**
  * An ECN and SACK server connection with a window of 20 segments in flight (`segs` written), its
  * first flight taken; `ack` sends the peer's ACK up to `to` with `flags` and SACK blocks.

@@ -312,9 +312,12 @@ export function tsoBench(): Bench {
   return b;
 }
 
-/** An active open (SACK offered unless `sack` is false) whose handshake output is taken and timers run. */
-export function openSettled(sack = true, defaults: Partial<TcpCached> = {}): Opened {
-  const b = new Bench({ defaults });
+/**
+ * An active open (SACK offered unless `sack` is false) whose handshake output is taken and timers
+ * run, on a link of `mtu`.
+ */
+export function openSettled(sack = true, defaults: Partial<TcpCached> = {}, mtu = 1500): Opened {
+  const b = new Bench({ defaults, mtu });
   // A buffer named is the socket's own, as SO_RCVBUF: not tuned (tcp-window.ts).
   const own = defaults.rcvBufSize !== undefined ? { rcvBufSize: defaults.rcvBufSize } : undefined;
   const o = activeOpen(b, { sackPermitted: sack }, own);
@@ -365,7 +368,16 @@ export function sackBlocks(s: Seg): [number, number][] {
 }
 
 /**
- * On a connection opened with rcvBufSize 2000: we send 3000 bytes, the peer acknowledges none and
+ * The link MTU of a case that fills a 2000-byte buffer (shutOurWindow): our MSS 1000, so the buffer
+ * is two whole segments of ours. Linux's tcp_select_initial_window offers a SYN's window in whole
+ * segments of our MSS, a socket's own buffer (SO_RCVBUF) too: at MSS 1460 a 2000-byte buffer's SYN
+ * offers 1460, past which the peer's second 1000 bytes would end, and with the first unread its
+ * tcp_sequence drops them.
+ */
+export const FILL_2000_MTU = 1040;
+
+/**
+ * On a connection opened with rcvBufSize 2000 on a link of FILL_2000_MTU: we send 3000 bytes, the peer acknowledges none and
  * sends 2000, which shut our window. The ACK that says so waits for the delayed-ACK timer: nothing
  * was read, so the window offered now would be smaller than the last (Linux's __tcp_ack_snd_check).
  * Returns snd.una before our data.

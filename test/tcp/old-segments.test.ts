@@ -13,6 +13,7 @@ import {
   add,
   Bench,
   bytes,
+  FILL_2000_MTU,
   FIN,
   fromPeer,
   type Opened,
@@ -291,7 +292,9 @@ describe('old segments (Linux tcp_sequence: acceptable unless they end before rc
   });
 
   test('data partly old into a shut window is answered at once, its old part D-SACKed (guards the new path)', () => {
-    const o = open(true, { rcvBufSize: 2000 });
+    // Our MSS 1000, so the SYN offers all 2000 bytes: Linux's tcp_select_initial_window offers
+    // whole segments of it (FILL_2000_MTU).
+    const o = open(true, { rcvBufSize: 2000 }, FILL_2000_MTU);
     const { b, conn } = o;
     const d = conn.state.delegated;
     pastStart(conn);
@@ -314,7 +317,9 @@ describe('old segments (Linux tcp_sequence: acceptable unless they end before rc
     // peer closing while our window is shut, is taken since Linux 6.17's tcp_sequence:
     // receive-edge.test.ts.)
     for (const [label, flags, data] of [['data', ACK, bytes(1)]] as const) {
-      const o = open(false, { rcvBufSize: 2000 });
+      // Our MSS 1000, so the SYN offers all 2000 bytes: Linux's tcp_select_initial_window offers
+      // whole segments of it (FILL_2000_MTU).
+      const o = open(false, { rcvBufSize: 2000 }, FILL_2000_MTU);
       const { b, conn } = o;
       const d = conn.state.delegated;
       // Our data in flight, and our window shut (asserted by the helper).

@@ -11,18 +11,24 @@ import { validateTcpState } from '../../src/state/validate.ts';
 import {
   ACK,
   add,
+  Bench,
   bytes,
+  FILL_2000_MTU,
   FIN,
   type Opened,
   openSettled,
   PSH,
+  passiveOpen,
   pastStart,
   fromPeer as peer,
+  REMOTE,
+  Recorder,
+  SYN,
   sackBlocks,
   shutOurWindow,
 } from './harness.ts';
 
-const open = (defaults: Partial<TcpCached> = {}): Opened => openSettled(true, defaults);
+const open = (defaults: Partial<TcpCached> = {}, mtu?: number): Opened => openSettled(true, defaults, mtu);
 
 const rel = (o: Opened, blocks: [number, number][]): [number, number][] =>
   blocks.map(([l, r]) => [(l - o.peerSeq) | 0, (r - o.peerSeq) | 0]);
@@ -104,7 +110,9 @@ describe('the right edge of the receive window (Linux tcp_sequence since 9ca48d6
     // shared ring on another thread, and the worker hears of it in a later turn. Until then the
     // window it offered is zero, and Linux drops data at rcv.nxt into a zero window
     // (TCPZeroWindowDrop) whatever its queue holds; its tcp_sequence lets the ACK be read.
-    const o = open({ rcvBufSize: 2000 });
+    // Our MSS 1000, so the SYN offers all 2000 bytes: Linux's tcp_select_initial_window offers
+    // whole segments of it (FILL_2000_MTU).
+    const o = open({ rcvBufSize: 2000 }, FILL_2000_MTU);
     const { b, conn } = o;
     const d = conn.state.delegated;
     const una = shutOurWindow(o);
@@ -129,7 +137,9 @@ describe('the right edge of the receive window (Linux tcp_sequence since 9ca48d6
     // A state whose advertised edge lies before rcv.nxt is refused by validateTcpState, which an
     // offload (transfer) and a NIC's upload (nic-engine) run on the live state: the delayed ACK
     // must not leave that window open.
-    const o = open({ rcvBufSize: 2000 });
+    // Our MSS 1000, so the SYN offers all 2000 bytes: Linux's tcp_select_initial_window offers
+    // whole segments of it (FILL_2000_MTU).
+    const o = open({ rcvBufSize: 2000 }, FILL_2000_MTU);
     const { b, conn } = o;
     const d = conn.state.delegated;
     pastStart(conn);
@@ -154,7 +164,9 @@ describe('the right edge of the receive window (Linux tcp_sequence since 9ca48d6
   });
 
   test('a bare FIN into our zero window is taken, answered, and is no duplicate ACK (1e3bb184e941)', () => {
-    const o = open({ rcvBufSize: 2000 });
+    // Our MSS 1000, so the SYN offers all 2000 bytes: Linux's tcp_select_initial_window offers
+    // whole segments of it (FILL_2000_MTU).
+    const o = open({ rcvBufSize: 2000 }, FILL_2000_MTU);
     const { b, conn } = o;
     const d = conn.state.delegated;
     const una = shutOurWindow(o);
@@ -172,7 +184,9 @@ describe('the right edge of the receive window (Linux tcp_sequence since 9ca48d6
     assert.equal(ans[0]!.h.window, 0);
     assert.equal(d.dupAcks, 0);
     // A FIN that comes with data into the shut window still waits.
-    const o2 = open({ rcvBufSize: 2000 });
+    // Our MSS 1000, so the SYN offers all 2000 bytes: Linux's tcp_select_initial_window offers
+    // whole segments of it (FILL_2000_MTU).
+    const o2 = open({ rcvBufSize: 2000 }, FILL_2000_MTU);
     const d2 = o2.conn.state.delegated;
     peer(o2, ACK, o2.peerSeq, d2.sndUna, bytes(1000));
     peer(o2, ACK, add(o2.peerSeq, 1000), d2.sndUna, bytes(1000));
@@ -245,5 +259,34 @@ describe('D-SACK for out-of-order data received twice (Linux tcp_data_queue_ofo)
     const [next] = b.take();
     assert.equal(next!.h.ack, at(3000));
     assert.deepEqual(sackBlocks(next!), []);
+  });
+});
+
+describe("a socket's own buffer (SO_RCVBUF): the SYN's window (Linux's tcp_select_initial_window)", () => {
+  // tcp_select_initial_window rounds the space down to whole segments of our MSS whenever it is
+  // more than one, whatever set the buffer, then bounds it by the 16-bit field: so a locked
+  // 2000-byte buffer offers one 1460-byte segment, and one below the MSS offers itself.
+  const cases = [
+    [1000, 1000],
+    [2000, 1460],
+    [4000, 2920],
+    [100_000, 65_535],
+  ] as const;
+
+  for (const [buf, want] of cases)
+    test(`a SYN of a ${buf}-byte buffer offers ${want}`, () => {
+      const b = new Bench();
+      b.layer.connect({ remoteIp: REMOTE, remotePort: 80, options: { rcvBufSize: buf } }, new Recorder());
+      const [syn] = b.take();
+      assert.equal(syn!.h.flags & SYN, SYN);
+      assert.equal(syn!.h.window, want);
+    });
+
+  test("a SYN-ACK's segments are our MSS less the timestamp option once agreed (tcp_openreq_init_rwin)", () => {
+    assert.equal(passiveOpen(new Bench(), {}, { rcvBufSize: 4000 }).synAck.h.window, 2920);
+    // 1460 - 12 = 1448: two of them.
+    const ts = passiveOpen(new Bench(), { ts: [100, 0] }, { rcvBufSize: 4000 });
+    assert.ok(ts.conn.state.const.tsEnabled);
+    assert.equal(ts.synAck.h.window, 2896);
   });
 });

@@ -1068,7 +1068,12 @@ function undoReduction(s: TcpState): void {
   const soft = s.soft;
   soft.undoArmed = false;
   if (soft.undoCwnd > d.cwnd) d.cwnd = soft.undoCwnd;
-  if (soft.undoSsthresh > d.ssthresh) d.ssthresh = soft.undoSsthresh;
+  if (soft.undoSsthresh > d.ssthresh) {
+    d.ssthresh = soft.undoSsthresh;
+    // Linux's tcp_undo_cwnd_reduction withdraws a CWR not yet sent (tcp_ecn_withdraw_cwr): the
+    // cut it would announce is gone.
+    d.ecn &= ~TcpEcn.QUEUE_CWR;
+  }
   if (soft.undoWMax > soft.cubic.wMax) soft.cubic.wMax = soft.undoWMax;
   soft.cubic.afterRto = false;
   soft.cubic.epochStart = -1;

@@ -242,6 +242,10 @@ function retransmitTimeout(conn: TcpConnection, now: number): boolean {
   soft.inRecovery = false;
   // Linux's Loss state replaces CWR: an ECE's reduction must not end later at its ssthresh.
   d.ecn &= ~TcpEcn.CWR;
+  // Linux's tcp_enter_loss queues CWR on every timeout: the cut is news to a receiver echoing ECE
+  // (the mark may have come with the loss), and without it the echo outlives the timeout's
+  // recovery and cuts the window again once it is over.
+  if (d.ecn & TcpEcn.OK) d.ecn |= TcpEcn.QUEUE_CWR;
   d.dupAcks = 0;
   soft.rttActive = false;
   // RFC 6582 4.1: duplicate ACKs for data sent before the timeout must not start a fast retransmit.

@@ -80,13 +80,11 @@ function copiedSeq(s: TcpState): number {
 /**
  * The window a SYN or SYN-ACK offers (never scaled, RFC 7323 2.2), as Linux's
  * tcp_select_initial_window: the space a connection starts with (a tuned one the starting clamp,
- * tcp_full_space of tcp_rmem[1]; an untuned one its whole buffer) in whole segments of ours
- * (`mss`: a SYN's our MSS, a SYN-ACK's less the timestamp option when it was agreed), at most
- * 65535, and never more than the ring has free. On the lab: 65,160 in Linux's SYN-ACK
- * (45 x 1448), 65,535 with a 256 KiB SO_RCVBUF (the rounding comes before the 16-bit bound).
- *
- * Where Chimney differs: an untuned buffer (a socket's own, as SO_RCVBUF) is offered unrounded,
- * where Linux rounds it to whole segments too; the two differ only for a buffer below 64 KiB.
+ * tcp_full_space of tcp_rmem[1]; an untuned one, a socket's own buffer as SO_RCVBUF, its whole
+ * buffer) in whole segments of ours when it is more than one (`mss`: a SYN's our MSS, a SYN-ACK's
+ * less the timestamp option when it was agreed), at most 65535, and never more than the ring has
+ * free. On the lab: 65,160 in Linux's SYN-ACK (45 x 1448), 65,535 with a 256 KiB SO_RCVBUF (the
+ * rounding comes before the 16-bit bound); a 2000-byte buffer offers 1460.
  */
 export function synWindow(s: TcpState, tuned: boolean, mss: number): number {
   return Math.min(synSpace(s.cached.rcvBufSize, tuned, mss), s.delegated.recvBuffer.free);
@@ -99,10 +97,8 @@ export function synWindow(s: TcpState, tuned: boolean, mss: number): number {
  */
 export function synSpace(rcvBufSize: number, tuned: boolean, mss: number): number {
   let space = rcvBufSize;
-  if (tuned) {
-    if (space > RCV_CLAMP_START) space = RCV_CLAMP_START;
-    if (space > mss) space -= space % mss;
-  }
+  if (tuned && space > RCV_CLAMP_START) space = RCV_CLAMP_START;
+  if (space > mss) space -= space % mss;
   return Math.min(space, 65535);
 }
 
