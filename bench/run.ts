@@ -50,6 +50,12 @@ import {
 } from './tap-team.ts';
 import { benchTapThroughput, formatTapThroughput, type TapThroughputResult } from './tap-throughput.ts';
 import { benchWarmMove, formatWarmMove, parseWarmMoveFlags, type WarmMoveResult } from './warm-move.ts';
+import {
+  benchWorkerStart,
+  formatWorkerStart,
+  parseWorkerStartFlags,
+  type WorkerStartResult,
+} from './worker-start.ts';
 
 /** A benchmark's run, given its own flags as its parser in FLAGS read them ({} without). */
 type Bench = (flags: Record<string, unknown>) => Promise<Record<string, unknown>>;
@@ -219,6 +225,16 @@ const BENCHES: Record<string, { about: string; run: Bench; print: (r: Record<str
         >,
       print: (r) => formatRecordRead(r as unknown as RecordReadResult),
     },
+    'worker-start': {
+      about:
+        "a NIC worker's start from a source checkout (spawn to its graph evaluated): from its bundle, against tsx's loader hooks (how workers started before), dist/ when built and an empty worker, alternated (flags: --rounds)",
+      run: async (f) =>
+        (await benchWorkerStart(f as ReturnType<typeof parseWorkerStartFlags>)) as unknown as Record<
+          string,
+          unknown
+        >,
+      print: (r) => formatWorkerStart(r as unknown as WorkerStartResult),
+    },
     'crash-rebuild': {
       about:
         "a WorkerNic's crash alone: its thread killed, then every connection salvaged, validated, rebuilt and installed at the other WorkerNic; the parts' wall and main-thread CPU (flags: --connections, --runs, --profile FILE for a CPU profile of the last run's rebuild; CHIMNEY_ROOT=<tree> runs that tree's build)",
@@ -308,6 +324,7 @@ const FLAGS: Record<string, (argv: readonly string[]) => object> = {
   'warm-move': parseWarmMoveFlags,
   'crash-rebuild': parseCrashRebuildFlags,
   'record-read': parseRecordReadFlags,
+  'worker-start': parseWorkerStartFlags,
   'held-capture': parseHeldCaptureFlags,
   churn: parseChurnFlags,
   failover: parseFailoverFlags,
@@ -321,6 +338,7 @@ const NAMED_ONLY = new Set([
   'crash-rebuild',
   'held-capture',
   'record-read',
+  'worker-start',
 ]);
 
 /**

@@ -35,10 +35,10 @@ export const STARVED_NOT_DEAD_MS = 30_000;
 
 /**
  * The bound of a case that starts its own WorkerNics and then does a few seconds of work with
- * them. Each worker thread registers tsx and compiles its modules (79 of them, 1.2 MB of source)
+ * them. Each worker thread loads its modules (~80, from one bundle since session 48: spawn.ts)
  * before its first heartbeat, and the product allows it 60 s for that (worker-nic.ts
- * START_ALLOWANCE_MS); at load 75-92 (busy loops beside) the first beats came 8-15 s after the
- * start and whole cases of named-moves, reset-unread-worker and shared-transfer took 15-29 s, and
+ * START_ALLOWANCE_MS); through tsx, at load 75-92 (busy loops beside) the first beats came 8-15 s
+ * after the start and whole cases of named-moves, reset-unread-worker and shared-transfer took 15-29 s, and
  * at load 50+ with the helpers' own runs beside, cases ran out bounds of 30 and 60 s, below the
  * start allowance alone. Sized for the allowance and three times the measured rest.
  */
