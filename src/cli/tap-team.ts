@@ -81,11 +81,18 @@ export function createTapTeam(o: TapTeamOptions, clock = new RealClock()): TapTe
   const opened: { close(): void }[] = [];
   /** The WorkerNics made here: their workers' start is waited for (`ready`). */
   const workers: WorkerNic[] = [];
-  /** Member `i`'s worker on its TAP; `restart` starts the next one once this one's thread exited. */
-  const workerMember = (name: string, i: number): TeamMember & { nic: WorkerNic } => {
+  /**
+   * Member `i`'s worker on its TAP; `restart` starts the next one once this one's thread exited.
+   * A restarted worker never creates its TAP (`create: false`): one serve made itself went with the
+   * dead worker's descriptors, and a new device of that name would be in no bridge, a port with
+   * carrier that reaches nobody.
+   */
+  const workerMember = (name: string, i: number, create?: false): TeamMember & { nic: WorkerNic } => {
     const nic = new WorkerNic({
       id: name,
-      link: { tap: { name, mtu: o.mtu, vnetHdr: o.offload !== false } },
+      link: {
+        tap: { name, mtu: o.mtu, vnetHdr: o.offload !== false, ...(create === false ? { create } : {}) },
+      },
       seed: random.u32(),
       isnSecret,
       heartbeatMs: o.heartbeatMs,
@@ -115,7 +122,7 @@ export function createTapTeam(o: TapTeamOptions, clock = new RealClock()): TapTe
     // too, so the port is free again for the host or the next try.
     const restart = async (): Promise<TeamMember> => {
       await nic.threadExited;
-      const next = workerMember(name, i);
+      const next = workerMember(name, i, false);
       try {
         await next.nic.ready();
       } catch (e) {

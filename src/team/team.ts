@@ -613,6 +613,8 @@ export class Team extends EventEmitter {
     }
     const old = slot.nic;
     const nic = m.nic;
+    // Its run starts now, not at the attempt: a start of seconds at load is not time it ran.
+    slot.startedAt = this.clock.now();
     this.retired.add(old);
     slot.health.close();
     slot.nic = nic;
@@ -646,7 +648,8 @@ export class Team extends EventEmitter {
    * (once its thread has let the TAP go) and kept until the team closes; the host's traffic takes
    * the first with carrier, with a gratuitous ARP and a prod, as at any failover, and leaves it for
    * the first member usable again (onHolding, onRecovered), where the connections waiting in the
-   * host are offloaded as before. A dead member never comes back: the port is the host's from then.
+   * host are offloaded as before. A dead member stays dead unless it is restarted (restartSlot,
+   * `--restart-limit`), which takes the port back first.
    */
   private hostOnDeadPort(): void {
     if (this.closed || this.slotUsable(this.slots[this.link.activeIndex] ?? null)) return;

@@ -13,7 +13,7 @@ import { schedstatSkip } from '../helpers/schedstat.ts';
 
 test('crash-rebuild: every connection rebuilt in each run, the parts measured, a profile with --profile', {
   skip: schedstatSkip(),
-  timeout: 120_000,
+  timeout: 240_000,
 }, async (t) => {
   assert.deepEqual(parseCrashRebuildFlags(['--runs', '2', '--connections', '40', '--profile', 'p']), {
     runs: 2,

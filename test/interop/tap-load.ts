@@ -467,7 +467,11 @@ export async function runLoad(lab: Lab, o: LoadOptions): Promise<LoadResult> {
   // moment before this run's downloads had begun.
   rmSync(ready, { force: true });
   const probe = o.fault === 'reachability' ? ['--probe', lab.kernelIp] : [];
-  const team = o.hostAlone ? [] : ['--tap', lab.taps[1]!, ...(o.localNics === true ? [] : ['--workers'])];
+  // No restart of a killed worker (serve restarts one 1 s after its death by default): its start's
+  // CPU would fall inside the resume these runs measure, and figures would not compare with those
+  // before restarts; test/tap/team.test.ts tests the restart.
+  const workers = o.localNics === true ? [] : ['--workers', '--restart-limit', '0'];
+  const team = o.hostAlone ? [] : ['--tap', lab.taps[1]!, ...workers];
   const srv: Served = await lab.serve({
     services: ['http:80'],
     extra: [...team, '--quiet', '--control', ctl, ...probe, ...(o.extra ?? [])],

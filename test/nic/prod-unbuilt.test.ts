@@ -43,9 +43,10 @@ describe("a crash's survivor prods its quiet connections unbuilt", () => {
     const keys = sockets.map(socketKey);
     const [n0, n1] = wh.nics as [WorkerNic, WorkerNic];
     assert.equal((await wh.offload.offload(keys, n0)).moved.length, N);
-    // Data both ways at the first worker (each built by it), then quiet: its delayed ACKs sent.
+    // Data both ways at the first worker (each built by it), then quiet: its delayed ACKs sent
+    // (and the peer's). Both fire within 200 ms; 2 s leaves a loaded worker's turn its time.
     await echoAll(net, sockets, 300);
-    await net.sleep(500);
+    await net.sleep(2000);
 
     let toPeer = 0;
     const port = peer.port;

@@ -366,6 +366,22 @@ describe('ECN: an ECE forbids the undo of the recovery it comes in', () => {
       assert.ok(d.cwnd <= ssthresh, `cwnd ${d.cwnd} not given back (was ${cwnd0}, ssthresh ${ssthresh})`);
     });
 
+  test("an old ACK's ECE forbids nothing, SACK blocks or not (Linux's tcp_ack reads ECE after its old_ack jump)", () => {
+    const { b, conn, d, m, una, ack } = sackSending(40);
+    ack(add(una, m));
+    const ssthresh0 = d.ssthresh;
+    for (let i = 2; i <= 4; i++) ack(add(una, m), 0, [[add(una, 2 * m), add(una, (i + 1) * m)]]);
+    assert.ok(conn.state.soft.inRecovery, 'in recovery');
+    // Reordered from before the recovery: below snd.una, with ECE and a SACK block.
+    ack(una, ECE, [[add(una, 2 * m), add(una, 3 * m)]]);
+    b.take();
+    const all = d.sndMax;
+    ack(all);
+    ack(all, 0, [[add(una, m), add(una, 2 * m)]]);
+    assert.equal(b.count('tcp.undo.dsack'), 1, 'the recovery was needless');
+    assert.equal(d.ssthresh, ssthresh0, 'ssthresh restored: the old ACK forbade no undo');
+  });
+
   test('without an ECE the same needless recovery is undone whole (the cases above can fail)', () => {
     const { b, conn, d, m, una, ack } = sackSending(40);
     ack(add(una, m));

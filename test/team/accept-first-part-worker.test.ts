@@ -16,7 +16,7 @@ const CLIENTS = 4;
 const BODY = 300_000;
 
 test('an accept placed on a worker before its first write: that write queues its first part, and every byte arrives', {
-  timeout: 60_000,
+  timeout: 180_000,
 }, async (t) => {
   const rig = await setup(t, { seed: 41, health: { probeTargets: [] }, deadAfterMs: 10_000 });
   const nic = rig.nics[0]!;

@@ -1118,8 +1118,13 @@ let ackScratch: TcpState | null = null;
 function prodUnbuilt(p: Pending): boolean {
   const parts = p.parts;
   const rec = parts.transfer;
-  // A rebuild owes each connection an ACK (soft.ackNow): the one sent here.
-  if (p.waiting !== null || parts.send.length !== 0 || !rec.quietButAck) return false;
+  // A rebuild owes each connection an ACK (soft.ackNow): the one sent here. One that awaits its
+  // settle, or whose segments the engine holds frozen, is built: the build honours the hold and
+  // runs what waits, where an ACK from the record's rcvNxt would speak before them.
+  if (p.waiting !== null || parts.send.length !== 0 || !rec.quietButAck || p.awaitsSettle) return false;
+  const t = engine.tcp;
+  const k = p.key;
+  if (t.frozenSize !== 0 && t.isFrozen(k.localIp, k.localPort, k.remoteIp, k.remotePort)) return false;
   const path = p.path!;
   let s: TcpState;
   try {

@@ -763,8 +763,9 @@ function processAck(
   let finAcked = false;
   const advanced = seqGt(ack, d.sndUna);
   const old = seqLt(ack, d.sndUna);
-  // Linux reads an old ACK's congestion state only when it carries SACK blocks (tcp_ack's old_ack).
-  const ece = d.ecn !== 0 && (f & TcpFlag.ECE) !== 0 && (!old || h.sackCount > 0);
+  // Linux's tcp_ack jumps to old_ack before it reads ECE (FLAG_ECE is set only on the slow path
+  // after that test): an old ACK, SACK blocks or not, never forbids an undo.
+  const ece = d.ecn !== 0 && (f & TcpFlag.ECE) !== 0 && !old;
   if (ece) ecnForbidsUndo(s);
   if (c.sackEnabled && h.sackCount > 0) dsack(conn, h, ack);
   // RFC 6937 DeliveredData: the change in snd.una plus the change in SACKed bytes.
