@@ -213,7 +213,14 @@ export async function benchWarmMove(
     includeObjectsCollectedByMajorGC: true,
     includeObjectsCollectedByMinorGC: true,
   };
-  const { m, n0, n1, established, close } = await offloadedToWorker(load, connections);
+  // A source checkout starts workers from a bundle (spawn.ts), whose samples would all name the
+  // bundle's file: sampled workers start through tsx, so each allocation names its source file.
+  const tsxBefore = process.env.CHIMNEY_WORKER_TSX;
+  if (inWorkers !== null) process.env.CHIMNEY_WORKER_TSX = '1';
+  const { m, n0, n1, established, close } = await offloadedToWorker(load, connections).finally(() => {
+    if (tsxBefore === undefined) delete process.env.CHIMNEY_WORKER_TSX;
+    else process.env.CHIMNEY_WORKER_TSX = tsxBefore;
+  });
   const { MovePhases, MOVE_SPANS } = await load<typeof import('../src/offload/move-phases.ts')>(
     'src/offload/move-phases.ts',
   );

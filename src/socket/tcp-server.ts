@@ -6,7 +6,7 @@ import type { TcpLayer, TcpListener } from '../stack/tcp/tcp-layer.ts';
 import type { ConnectionHandle } from '../stack/tcp/tcp-types.ts';
 import type { TcpCached } from '../state/tcp-state.ts';
 import { formatIpv4, parseIpv4 } from '../wire/addr.ts';
-import { ACCEPT_FIRST_PART, type SocketHost, TcpSocket, type TcpSocketOptions } from './tcp-socket.ts';
+import { type SocketHost, TcpSocket, type TcpSocketOptions } from './tcp-socket.ts';
 
 /**
  * A socket not yet handed out, or handed to no 'connection' listener, has no 'error' listener of
@@ -240,7 +240,7 @@ export class TcpServer extends EventEmitter {
     });
     // A `::` listener shows an IPv4 peer as ::ffff:a.b.c.d, as Node does.
     socket._nameEnds(conn, this.listener?.ip === ANY6 && conn.remoteIp < TWO_32);
-    socket._attachEstablished(conn, ACCEPT_FIRST_PART);
+    socket._attachEstablished(conn);
     // Until the application takes it, a reset or FIN only marks it: it is still handed out.
     socket._hold();
     if (acceptTrace !== null) {

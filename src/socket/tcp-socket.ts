@@ -42,19 +42,6 @@ const READ_CHUNK = 64 * 1024;
 export const SEND_TARGET_INITIAL = 64 * 1024;
 /** Linux's tcp_wmem[2]. */
 export const SEND_TARGET_MAX = 4 * 1024 * 1024;
-/**
- * An accepted connection's first writes fill it only to this many bytes queued, and from there to
- * the send target as its acknowledgements ask (`partBound`, doubled at each refill), as a rebuilt
- * connection's resume does (REBUILT_FIRST_PART). 16 KiB holds the ten segments a connection may
- * send first (14,480 bytes at a 1448-byte MSS), so the first flight on the wire is Linux's; Linux's
- * buffer itself is about 87 KB once the handshake ends (tcp_init_buffer_space), but its memory is
- * recycled, where a new connection's rings here are pages never written: shared memory on a team,
- * whose first touch is a fault (11-85 µs a page on this machine). In a connect burst every answer's
- * first write filled the send target (64 KiB, 16 pages) at once, a third of serve's main thread in
- * those copies while the next accepts and their SYNs waited (BENCHMARKS.md, tap-team, "an accept's
- * first part").
- */
-export const ACCEPT_FIRST_PART = 16 * 1024;
 
 export interface TcpSocketOptions {
   /** Like net.Socket: keep the writable side open after the peer's FIN (default false). */
@@ -141,6 +128,7 @@ export class TcpSocket extends Duplex implements TcpUser {
     this.host = host;
   }
 
+  /** @internal Attach an accepted (already established) connection. */
   /**
    * @internal Name both ends. `dualStack`: accepted by a `::` listener, so an IPv4 peer shows as
    * ::ffff:a.b.c.d with family IPv6, as Node shows it.
@@ -157,13 +145,8 @@ export class TcpSocket extends Duplex implements TcpUser {
     };
   }
 
-  /**
-   * @internal Attach an accepted (already established) connection. `firstPart` (bytes, 0: none):
-   * its first writes fill it only to this many bytes queued (ACCEPT_FIRST_PART).
-   */
-  _attachEstablished(conn: ConnectionHandle, firstPart = 0): void {
+  _attachEstablished(conn: ConnectionHandle): void {
     if (!this.names) this._nameEnds(conn);
-    this.partBound = firstPart;
     this.conn = conn;
     conn.user = this;
     this.touch();
@@ -219,18 +202,17 @@ export class TcpSocket extends Duplex implements TcpUser {
    * receive queue first), then the end: EOF after the peer's FIN, otherwise the error; writes that
    * waited for the move fail with it (EPIPE after a FIN).
    *
-   * `firstPart` (bytes, 0: the bound the socket had, if any: an accepted connection placed on a
-   * NIC before its first write keeps ACCEPT_FIRST_PART): the writes that waited for the move fill
-   * the connection only to this many bytes queued, and from there to the send target as its
-   * acknowledgements ask (the bound doubles at each refill), as a connection rebuilt from a dead
-   * NIC's hard state sends one segment in its first round trip (its cwnd is relearned). A rebuilt
+   * `firstPart` (bytes, 0: none): the writes that waited for the move fill the connection only
+   * to this many bytes queued, and from there to the send target as its acknowledgements ask
+   * (the bound doubles at each refill), as a connection rebuilt from a dead NIC's hard state
+   * sends one segment in its first round trip (its congestion window is relearned). A rebuilt
    * connection is often young, its ring's pages never written: each page a write reaches for the
    * first time costs the main thread a fault (0.2 ms at load 26), and its resume filling the ring
    * to the send target at once was 2-4 ms of the paced resume's turn per socket.
    */
   _completeMove(handle: ConnectionHandle, closed: ConnectionEnd | null = null, firstPart = 0): void {
     if (!this.isMoving) throw new InvalidStateError('socket is not moving');
-    if (firstPart > 0) this.partBound = firstPart;
+    this.partBound = firstPart;
     this.conn = handle;
     handle.user = this;
     if (closed !== null) {
