@@ -26,7 +26,13 @@ import { traceAccepts } from '../socket/tcp-server.ts';
 import { DEFAULT_TCP_LIMITS, type Stack } from '../stack/stack.ts';
 import type { FailureEvent } from '../team/health.ts';
 import { ManagerOffloader } from '../team/manager-offloader.ts';
-import { DEFAULT_RESTART_LIMIT, type FailoverRecord, type RestartRecord } from '../team/team.ts';
+import {
+  DEFAULT_RESTART_DELAY_MS,
+  DEFAULT_RESTART_LIMIT,
+  type FailoverRecord,
+  RESTART_MAX_MS,
+  type RestartRecord,
+} from '../team/team.ts';
 import type { TeamHost } from '../team/team-host.ts';
 import { parseIpv4, parseIpv6 } from '../wire/addr.ts';
 import { type CheckedAddresses, checkAddresses, collectIps, urlHostLiteral } from './addresses.ts';
@@ -167,6 +173,7 @@ interface TeamFlags {
   hold?: number;
   failback?: boolean;
   restartLimit?: number;
+  restartDelay?: number;
 }
 
 type ServeFlags = TapFlags &
@@ -295,10 +302,18 @@ export function registerTapCommands(program: Command): void {
     .addOption(
       new Option(
         '--restart-limit <n>',
-        'with --workers: a dead worker is started again on its TAP after 1 s, doubling to 30 s while it keeps dying, at most n times in a row (0: never)',
+        'with --workers: a dead worker is started again on its TAP (after --restart-delay, doubling to 30 s while it keeps dying), at most n times in a row (0: never)',
       )
         .argParser(intIn(0, 1000))
         .default(DEFAULT_RESTART_LIMIT),
+    )
+    .addOption(
+      new Option(
+        '--restart-delay <ms>',
+        "with --workers: a dead worker's first restart waits this long after its death, doubling to 30 s while it keeps dying",
+      )
+        .argParser(intIn(0, RESTART_MAX_MS))
+        .default(DEFAULT_RESTART_DELAY_MS),
     )
     .addOption(
       new Option('--max-connections <n>', 'live TCP connections at once; SYNs past it are dropped')
@@ -446,7 +461,7 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
       probeTargets: o.probe ?? [o.gw, a.gw6].filter((x) => x !== undefined),
       health: { probeIntervalMs: o.probeInterval, probeMisses: o.probeMisses, holdMs: o.hold },
       failback: o.failback,
-      restart: { limit: o.restartLimit },
+      restart: { limit: o.restartLimit, firstDelayMs: o.restartDelay },
       tcp: o.workers ? WORKER_TCP_DEFAULTS : TAP_TCP_DEFAULTS,
       pcap: pcap ?? undefined,
     });
@@ -503,6 +518,12 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
         nic: ev.nic,
       },
     ),
+  );
+  team.on('host-port-released', (ev: { nic: string; at: number }) =>
+    log.event(`${ev.nic}: its new worker is loaded; the host lets this TAP go to it at ${since(ev.at)}`, {
+      event: 'host-port-released',
+      nic: ev.nic,
+    }),
   );
   team.on('restart', (r: RestartRecord) =>
     log.event(

@@ -4,9 +4,9 @@
  * thread opens its TAP and runs the connections offloaded to it; without, LocalNics run them on
  * the main thread. `chimney serve` builds on it.
  */
-import { RealClock } from '../core/clock.ts';
+import { type Clock, RealClock } from '../core/clock.ts';
 import { Counters } from '../core/counters.ts';
-import { InvalidArgumentError } from '../core/errors.ts';
+import { InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
 import { CryptoRandom } from '../core/random.ts';
 import type { Link } from '../link/link.ts';
 import { capture, type PcapWriter } from '../link/pcap.ts';
@@ -56,6 +56,60 @@ export interface TapTeamOptions {
   restart?: RestartOptions;
 }
 
+/**
+ * How long a dead worker's thread may take to exit once told to stop before its TAP is given up
+ * on for this try: a thread exits at its next interrupt check, or once a request of its on the
+ * libuv pool ends (its TAP poll, woken at the stop), and its heap's teardown with thousands of
+ * connections takes hundreds of ms more; seconds at load.
+ */
+export const THREAD_EXIT_BOUND_MS = 10_000;
+
+/** What threadGone needs of a worker NIC. */
+export interface StoppableThread {
+  readonly threadExited: Promise<number>;
+  terminateThread(): unknown;
+}
+
+/**
+ * A dead member's thread gone, so its TAP is free (TUNSETIFF refuses a TAP still attached). A
+ * member the team took for dead while its thread still runs (the team's heartbeat timeout, a
+ * stall past its progress watch: `Team.declareDead`) never exits by itself, and its TAP would be
+ * held for good, the member never restarted: it is told to stop here (no reset: the failover
+ * moved its connections off). A thread wedged in native code may still not exit: past `boundMs`
+ * this rejects (InvalidStateError), and the team tries again at its next backoff.
+ */
+export async function threadGone(
+  nic: StoppableThread,
+  name: string,
+  clock: Clock,
+  boundMs = THREAD_EXIT_BOUND_MS,
+): Promise<void> {
+  let exited = false;
+  void nic.threadExited.then(() => {
+    exited = true;
+  });
+  // Settled exits are seen after one turn of microtasks.
+  await Promise.resolve();
+  if (exited) return;
+  nic.terminateThread();
+  let timer: ReturnType<Clock['createTimer']> | null = null;
+  const late = new Promise<never>((_, reject) => {
+    timer = clock.createTimer(() =>
+      reject(
+        new InvalidStateError(
+          `--tap ${name}: the dead worker's thread has not exited ${boundMs} ms after it was told to stop; its TAP is still held`,
+        ),
+      ),
+    );
+    timer.arm(boundMs);
+  });
+  try {
+    await Promise.race([nic.threadExited, late]);
+  } finally {
+    timer!.disarm();
+  }
+}
+
 export interface TapTeam {
   readonly team: TeamHost;
   /** Resolves once every worker runs and every member with carrier is usable; rejects if one died. */
@@ -89,6 +143,8 @@ export function createTapTeam(o: TapTeamOptions, clock = new RealClock()): TapTe
    */
   const workerMember = (name: string, i: number, create?: false): TeamMember & { nic: WorkerNic } => {
     const nic = new WorkerNic({
+      // A restart's: loaded first, it opens the TAP once the host has let it go (TeamMember.restart).
+      openWhenLet: create === false,
       id: name,
       link: {
         tap: { name, mtu: o.mtu, vnetHdr: o.offload !== false, ...(create === false ? { create } : {}) },
@@ -109,7 +165,7 @@ export function createTapTeam(o: TapTeamOptions, clock = new RealClock()): TapTe
     // TAP on this thread itself (the thread's exit released its descriptors). Never created
     // here: a TAP that went with the worker's descriptors is no longer a port of the segment.
     const hostPortAfterDeath = async (): Promise<ProbeTap> => {
-      await nic.threadExited;
+      await threadGone(nic, name, clock);
       const link = TapLink.open({ name, mtu: o.mtu, clock, vnetHdr: o.offload !== false, create: false });
       const wire: Link = o.pcap ? capture(link, o.pcap) : link;
       return new ProbeTap(wire, probeMacFor(mac, i), counters, {
@@ -118,12 +174,17 @@ export function createTapTeam(o: TapTeamOptions, clock = new RealClock()): TapTe
       });
     };
     // A new worker on the same TAP, once this thread let it go: a still-attached TAP answers the
-    // new one's TUNSETIFF with EBUSY. One that dies starting is refused once its thread is gone
-    // too, so the port is free again for the host or the next try.
-    const restart = async (): Promise<TeamMember> => {
-      await nic.threadExited;
+    // new one's TUNSETIFF with EBUSY. It loads its code first and opens the TAP only once the
+    // host, which may carry its own traffic there meanwhile, has let it go. One that dies starting
+    // is refused once its thread is gone too, so the port is free again for the host or the next
+    // try.
+    const restart = async (letGo: () => void): Promise<TeamMember> => {
+      await threadGone(nic, name, clock);
       const next = workerMember(name, i, false);
       try {
+        await next.nic.loaded;
+        letGo();
+        next.nic.letOpen();
         await next.nic.ready();
       } catch (e) {
         next.nic.close();

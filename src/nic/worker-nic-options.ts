@@ -91,4 +91,10 @@ export interface WorkerNicOptions {
    * for a PcapWriter's writeRecords. Frames past the bound in flight are counted in captureDropped.
    */
   capture?: (records: Uint8Array) => void;
+  /**
+   * A worker on a TAP loads its code and then waits, before it opens the TAP, for `letOpen()`
+   * (`loaded` says when it waits): whoever holds the TAP now (a team's host on a dead member's
+   * port) keeps it while the thread starts, seconds at load, and lets it go just before the open.
+   */
+  openWhenLet?: boolean;
 }

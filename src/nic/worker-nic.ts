@@ -129,6 +129,8 @@ const UNCLAIMED_MAX = 64;
  * worker that never starts is still taken for dead, its waiting requests answered by the death.
  */
 const START_ALLOWANCE_MS = 60_000;
+/** How often `loaded` looks at the open gate. */
+const LOADED_POLL_MS = 10;
 
 /** Where the worker's frames go while the host has no receiver: counted (see DB_UP), not handled. */
 function ignoreFrame(_frame: Uint8Array): void {}
@@ -321,6 +323,13 @@ export class WorkerNic extends HostNic {
    */
   readonly threadExited: Promise<number>;
   private exitedResolve: (code: number) => void = () => {};
+  /** WorkerNicOptions.openWhenLet's gate (WorkerBoot.openGate), or null. */
+  private readonly openGate: Int32Array | null;
+  /**
+   * With `openWhenLet`: resolves once the worker has loaded its code and waits to open its TAP
+   * (`letOpen`); rejects if it dies first. Null without.
+   */
+  readonly loaded: Promise<void> | null;
 
   constructor(opts: WorkerNicOptions, seams: WorkerNicTestSeams = {}) {
     if (!opts || typeof opts.id !== 'string') throw new InvalidArgumentError('WorkerNic needs an id');
@@ -356,6 +365,7 @@ export class WorkerNic extends HostNic {
         addrs: fds.native === undefined ? [] : [fds.native.tbuf, fds.native.iov],
         fds: [fds.ctl, fds.tun, ...fds.wake],
       });
+    const openGate = tap !== null && opts.openWhenLet === true ? new SharedArrayBuffer(8) : null;
     const boot: WorkerBoot = {
       id: opts.id,
       seed: opts.seed ?? 1,
@@ -376,6 +386,7 @@ export class WorkerNic extends HostNic {
       peerFlushDelayMs: seams.peerFlushDelayMs,
       buildTurnMs: seams.buildTurnMs,
       settleHoldMs: seams.settleHoldMs,
+      openGate: openGate ?? undefined,
       link: link
         ? { kind: 'proxy', name: link.name, mtu: link.mtu, carrier: link.carrier }
         : { kind: 'tap', options: fds === null ? tap : { ...tap!, fds } },
@@ -435,6 +446,8 @@ export class WorkerNic extends HostNic {
     this.ringCapacity = ringCapacity;
     this.placementRing = Math.min(ringCapacity, opts.placementRing ?? ringCapacity);
     this.clock = clock;
+    this.openGate = openGate === null ? null : new Int32Array(openGate);
+    this.loaded = openGate === null ? null : this.whenLoaded();
     this.deliveries = new TurnQueue<WorkerConnectionHandle>(
       this.clock,
       (h) => h._deliver(),
@@ -1589,6 +1602,29 @@ export class WorkerNic extends HostNic {
     // The worker answers 'closed' after flushing its last frames; don't wait for ever.
     const t = this.clock.createTimer(() => void this.worker.terminate()).unref();
     t.arm(1000);
+  }
+
+  /** With `openWhenLet`: the worker may open its TAP now. */
+  letOpen(): void {
+    if (this.openGate === null) return;
+    Atomics.store(this.openGate, 1, 1);
+    Atomics.notify(this.openGate, 1);
+  }
+
+  /** Looked at every LOADED_POLL_MS: a worker's start is seconds at load, and this runs once. */
+  private whenLoaded(): Promise<void> {
+    const gate = this.openGate!;
+    return new Promise((resolve, reject) => {
+      const t = this.clock
+        .createTimer(() => {
+          const refused = this.refusal();
+          if (Atomics.load(gate, 0) === 1) resolve();
+          else if (refused !== null) reject(refused);
+          else t.arm(LOADED_POLL_MS);
+        })
+        .unref();
+      t.arm(0);
+    });
   }
 
   /**

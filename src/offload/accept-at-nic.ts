@@ -78,6 +78,8 @@ export class AcceptAtNic {
   private readonly held = new TupleMap<Held>();
   /** When the held claims were last looked through for connections gone from the host. */
   private sweptAt = Number.NEGATIVE_INFINITY;
+  /** Each NIC's word in the gates, past GATE_FIRST_NIC (wordOf). */
+  private readonly words = new Map<Nic, number>();
 
   constructor(private readonly host: AcceptAtNicHost) {}
 
@@ -179,7 +181,37 @@ export class AcceptAtNic {
 
   /** A NIC joined the manager: it answers the listeners' SYNs too. */
   nicAdded(nic: Nic): void {
+    this.wordOf(nic);
     for (const nl of this.listens.values()) this.listenAt(nic, nl);
+  }
+
+  /**
+   * A NIC the manager forgot (a dead member a restart replaced): it answers no SYN, the host
+   * forgets the half-open connections it made, and its gate word is free for the next NIC.
+   */
+  nicRemoved(nic: Nic): void {
+    this.nicDied(nic);
+    for (const nl of this.listens.values()) {
+      nl.stops.get(nic)?.();
+      nl.stops.delete(nic);
+    }
+    this.words.delete(nic);
+  }
+
+  /**
+   * Each NIC's word in the listeners' gates, the lowest free one, kept for the NIC's life in the
+   * manager: a position in the NIC list would shift as a dead NIC leaves it, and a NIC's count
+   * would then be read from, and cleared in, another's word. -1: every word is taken.
+   */
+  private wordOf(nic: Nic): number {
+    const had = this.words.get(nic);
+    if (had !== undefined) return had;
+    const taken = new Set(this.words.values());
+    let w = 0;
+    while (taken.has(w)) w++;
+    if (w >= GATE_NICS) return -1;
+    this.words.set(nic, w);
+    return w;
   }
 
   /**
@@ -188,8 +220,8 @@ export class AcceptAtNic {
    * the listener's backlog goes (a dead NIC decrements nothing).
    */
   nicDied(nic: Nic): void {
-    const at = this.host.nics().indexOf(nic);
-    if (at >= 0 && at < GATE_NICS) {
+    const at = this.words.get(nic) ?? -1;
+    if (at >= 0) {
       for (const nl of this.listens.values()) {
         const g = nl.spec.gate;
         Atomics.sub(g, 1, Atomics.exchange(g, GATE_FIRST_NIC + at, 0));
@@ -235,8 +267,8 @@ export class AcceptAtNic {
   }
 
   private listenAt(nic: Nic, nl: AtNics): void {
-    const at = this.host.nics().indexOf(nic);
-    if (at < 0 || at >= GATE_NICS || nic.death !== null || nic.listen === undefined) return;
+    const at = this.wordOf(nic);
+    if (at < 0 || nic.death !== null || nic.listen === undefined) return;
     const spec: NicListenSpec = { ...nl.spec, word: GATE_FIRST_NIC + at };
     const { stack, entries, proto } = this.host;
     const stop = nic.listen(spec, {

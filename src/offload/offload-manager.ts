@@ -291,6 +291,29 @@ export class OffloadManager extends EventEmitter {
   }
 
   /**
+   * Forget a NIC that runs nothing the host knows of (a team member's dead NIC, once its failover
+   * and salvage are done and a restart put a new NIC in its place): its indications, its
+   * forwarder, its SYN-answering and its place in the list go, so a member that dies every few
+   * minutes does not add one NIC to every later scan. False, and nothing changed, while a
+   * connection is still recorded there (its owner is this NIC until moved, uploaded or recovered).
+   */
+  removeNic(nic: Nic): boolean {
+    const hooks = this.hooks.get(nic);
+    if (hooks === undefined) return true;
+    for (const e of this.entries.values()) if (e.nic === nic) return false;
+    nic.off('upload-requested', hooks.upload);
+    nic.off('closed', hooks.closed);
+    nic.off('abort', hooks.abort);
+    nic.off('dead', hooks.dead);
+    this.hooks.delete(nic);
+    this.accepts.nicRemoved(nic);
+    this.proto.leave(nic);
+    this.placedOnWay.delete(nic);
+    this.nicList.splice(this.nicList.indexOf(nic), 1);
+    return true;
+  }
+
+  /**
    * With `acceptAtNic`, every NIC that can (`Nic.listen`) answers the SYNs of host listener `l`
    * (see acceptAtNic); returns what stops them (TcpServer calls it as the listener closes), or
    * null when none does.

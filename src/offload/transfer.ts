@@ -1291,6 +1291,11 @@ export class TransferProtocol {
     nic.engine?.tcp.table.share(this.stack.tcp.table);
   }
 
+  /** A NIC the manager forgot (OffloadManager.removeNic): its forwarder goes. */
+  leave(nic: Nic): void {
+    this.injectors.delete(nic);
+  }
+
   /**
    * The host's forwarder to `nic`. It refuses once the NIC is dead, so the host's placeholder holds
    * the peers' segments until the connections are rebuilt elsewhere: a dead NIC drops whatever it

@@ -89,7 +89,8 @@ export interface MemberWindow {
  * reaches them, and is no member's fault.
  */
 export class ProgressWatch {
-  private readonly tracks = new Map<Nic, MemberTrack>();
+  /** Weak: a restarted member's dead NIC, and its connections' tracks, go with the NIC. */
+  private readonly tracks = new WeakMap<Nic, MemberTrack>();
   private readonly timer: Timer;
   private busy = false;
   private closed = false;

@@ -80,7 +80,10 @@ export interface TeamHostOptions {
 export class TeamHost<N extends Nic = Nic> extends Host {
   private closed = false;
   private readonly members: N[];
-  /** NICs a restart replaced, closed with the host. */
+  /**
+   * NICs a restart replaced that the manager could not forget yet (a connection still recorded
+   * there: a failover that failed), closed with the host. The others are closed at once.
+   */
   private readonly retired: Nic[] = [];
   constructor(
     stack: Stack,
@@ -97,10 +100,13 @@ export class TeamHost<N extends Nic = Nic> extends Host {
     super(stack);
     this.members = [...nics];
     // A member's restart returns the same kind of NIC (TeamMember.restart of the members given).
+    // Called once the failover off the old NIC (its salvage included) is done: the team's chain
+    // runs the replacement after it. The old NIC goes first, so the new one may take its gate word.
     team.onMemberReplaced((old, nic) => {
       const i = this.members.indexOf(old as N);
       if (i >= 0) this.members[i] = nic as N;
-      this.retired.push(old);
+      if (manager.removeNic(old)) old.close();
+      else this.retired.push(old);
       manager.addNic(nic);
     });
   }

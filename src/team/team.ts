@@ -83,8 +83,12 @@ export interface TeamMember {
    * Start a new NIC on this member's port once the member is dead and its old engine has let the
    * port go (a WorkerNic's thread exited): resolves with the new member once its engine runs;
    * rejects when it cannot start (and the port is free again). Absent: a dead member stays dead.
+   * `letGo`: called by the member once its new engine is loaded and about to open the port; the
+   * host's own link on that port (hostPortAfterDeath) closes then, so the host keeps its wire
+   * while the new engine loads (seconds at load). Not called: the team lets go as the new member
+   * joins.
    */
-  restart?: () => Promise<TeamMember>;
+  restart?: (letGo: () => void) => Promise<TeamMember>;
 }
 
 /**
@@ -102,8 +106,9 @@ export interface RestartOptions {
 }
 
 export const DEFAULT_RESTART_LIMIT = 5;
-const RESTART_FIRST_MS = 1000;
-const RESTART_MAX_MS = 30_000;
+export const DEFAULT_RESTART_DELAY_MS = 1000;
+/** The longest backoff (RestartOptions.maxDelayMs's default). */
+export const RESTART_MAX_MS = 30_000;
 const RESTART_STABLE_MS = 60_000;
 
 /** One restart of a dead member (event 'restart'). */
@@ -181,7 +186,7 @@ interface Slot {
   port: ProbeTap | null;
   /** TeamMember.hostPortAfterDeath as given, asked again after each new NIC's death. */
   opener: (() => Promise<ProbeTap>) | null;
-  restart: (() => Promise<TeamMember>) | null;
+  restart: ((letGo: () => void) => Promise<TeamMember>) | null;
   /** Restarts since the member last ran `stableMs`, and of all time. */
   inARow: number;
   restarted: number;
@@ -201,7 +206,8 @@ interface Slot {
  * folded in here: it needs nothing the team does not already hold).
  *
  * Events: 'failure' (FailureEvent), 'recovered' ({ nic, at }), 'failover' (FailoverRecord),
- * 'host-port' ({ nic, at }: the host's traffic went onto that dead member's port, hostOnDeadPort).
+ * 'host-port' ({ nic, at }: the host's traffic went onto that dead member's port, hostOnDeadPort),
+ * 'host-port-released' ({ nic, at }: the host let that port go to the member's new engine).
  */
 export class Team extends EventEmitter {
   readonly link: TeamLink;
@@ -221,8 +227,11 @@ export class Team extends EventEmitter {
   private readonly waitingInHost = new Map<string, ConnKey>();
   /** Where a connection lived before a failover moved it (for fail-back). */
   private readonly home = new Map<string, { key: ConnKey; slot: number }>();
-  /** NICs a restart replaced: failed for good (nothing settles there). */
-  private readonly retired = new Set<Nic>();
+  /**
+   * NICs a restart replaced: failed for good (nothing settles there). Weak: the team holds no dead
+   * NIC once the host's manager has let it go (TeamHost), however often a member dies.
+   */
+  private readonly retired = new WeakSet<Nic>();
   readonly restarts: RestartRecord[] = [];
   private readonly restartOpts: Required<RestartOptions>;
   /** Told when a restart puts a new NIC in a member's place (the host's manager takes it). */
@@ -262,7 +271,7 @@ export class Team extends EventEmitter {
     const r = opts.restart ?? {};
     this.restartOpts = {
       limit: r.limit ?? DEFAULT_RESTART_LIMIT,
-      firstDelayMs: r.firstDelayMs ?? RESTART_FIRST_MS,
+      firstDelayMs: r.firstDelayMs ?? DEFAULT_RESTART_DELAY_MS,
       maxDelayMs: r.maxDelayMs ?? RESTART_MAX_MS,
       stableMs: r.stableMs ?? RESTART_STABLE_MS,
     };
@@ -548,8 +557,10 @@ export class Team extends EventEmitter {
   }
 
   /**
-   * Start a new NIC on the member's port. The host lets the port go first if it carried its own
-   * traffic there (hostOnDeadPort): the new engine opens the TAP, which one still open refuses.
+   * Start a new NIC on the member's port. If the host carries its own traffic there
+   * (hostOnDeadPort), it keeps it until the new engine is loaded and about to open the port
+   * (`letGo`): the new engine opens the TAP, which one still open refuses, and a new worker's
+   * thread takes seconds at load to get there, which the host's connections spent with no wire.
    * The new NIC takes the member's place once the failover off the old one has finished (the
    * team's chain), and comes up through its hold like any member that recovers.
    */
@@ -562,16 +573,23 @@ export class Team extends EventEmitter {
     const start = this.clock.now();
     slot.startedAt = start;
     slot.portAfterDeath = null;
-    if (slot.port !== null) {
+    let held = true;
+    const letGo = (): void => {
+      if (!held || this.closed) return;
+      held = false;
+      if (slot.port === null) return;
       this.link.remove(slot.index);
       slot.port.close();
       slot.port = null;
+      this.counters.inc('team.dead-port-released');
+      this.emit('host-port-released', { nic: slot.nic.id, at: this.clock.now() });
       // Another dead member's port, if one is open, carries the host meanwhile.
       this.hostOnDeadPort();
-    }
+    };
     const id = slot.nic.id;
-    restart().then(
+    restart(letGo).then(
       (m) => {
+        letGo();
         if (this.closed) {
           m.nic.close();
           return;
@@ -593,8 +611,10 @@ export class Team extends EventEmitter {
         };
         this.restarts.push(rec);
         this.emit('restart', rec);
-        // The port is free again: the host may carry its traffic there until the next try.
-        slot.portAfterDeath = slot.opener;
+        // The port is free again (or still the host's, never let go): the host may carry its
+        // traffic there until the next try.
+        held = false;
+        if (slot.port === null) slot.portAfterDeath = slot.opener;
         this.hostOnDeadPort();
         this.scheduleRestart(slot);
       },
@@ -649,7 +669,7 @@ export class Team extends EventEmitter {
    * the first with carrier, with a gratuitous ARP and a prod, as at any failover, and leaves it for
    * the first member usable again (onHolding, onRecovered), where the connections waiting in the
    * host are offloaded as before. A dead member stays dead unless it is restarted (restartSlot,
-   * `--restart-limit`), which takes the port back first.
+   * `--restart-limit`), which takes the port back once the new engine is loaded.
    */
   private hostOnDeadPort(): void {
     if (this.closed || this.slotUsable(this.slots[this.link.activeIndex] ?? null)) return;

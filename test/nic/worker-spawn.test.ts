@@ -1,14 +1,15 @@
 /**
  * A worker on a TypeScript entry starts from a bundle of its graph (src/nic/worker/spawn.ts), not
- * through tsx's loader hooks, and a bundle never outlives an edit of a file it was made from.
+ * through tsx's loader hooks, a bundle never outlives an edit of a file it was made from, and an
+ * old bundle is removed once no running process uses it.
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { pathToFileURL } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { bundleFor, spawnWorker } from '../../src/nic/worker/spawn.ts';
 
@@ -63,4 +64,48 @@ test('a bundle is reused while its inputs are unchanged, and made again when one
   assert.ok(second);
   assert.notEqual(second.href, first.href, 'an edited import makes a new bundle');
   assert.equal((await answer(new Worker(second))).said, 'second');
+});
+
+test('a bundle no index names is removed once no running process marked it; one in use stays', (t) => {
+  const { dir, entry } = scratchGraph(t);
+  const cache = join(dir, 'cache');
+  const running = new Set([1001, 1002]);
+  let now = Date.now();
+  const use = (pid: number) => ({ pid, alive: (p: number) => running.has(p), now: () => now });
+  const edit = (said: string) =>
+    writeFileSync(join(dir, 'dep.ts'), `export const said: string = '${said}';\n`);
+  const path = (u: URL | null) => fileURLToPath(u!);
+
+  const first = bundleFor(entry, cache, use(1001));
+  assert.ok(first, 'esbuild (with tsx) is in a source checkout');
+  edit('second');
+  const second = bundleFor(entry, cache, use(1002));
+  assert.notEqual(second?.href, first.href);
+  assert.ok(existsSync(path(first)), 'the old bundle stays while the process that uses it runs');
+
+  running.delete(1001);
+  edit('third');
+  const third = bundleFor(entry, cache, use(1002));
+  // A process of a Chimney that marks nothing may have started from it within the hour.
+  assert.ok(existsSync(path(first)), 'an unmarked bundle stays an hour after it was made');
+  now += 2 * 3_600_000;
+  assert.equal(bundleFor(entry, cache, use(1002))?.href, third?.href, 'same inputs, same bundle');
+  assert.ok(!existsSync(path(first)), 'then goes, its process gone');
+  assert.ok(existsSync(path(second)), 'another running process still uses this one');
+  assert.ok(existsSync(path(third)));
+
+  running.delete(1002);
+  running.add(1003);
+  assert.equal(bundleFor(entry, cache, use(1003))?.href, third?.href, 'same inputs, same bundle');
+  const left = readdirSync(cache).sort();
+  assert.deepEqual(
+    left.filter((n) => n.endsWith('.mjs')),
+    [path(third).split('/').pop()],
+    `only the current bundle is left: ${left.join(', ')}`,
+  );
+  assert.deepEqual(
+    left.filter((n) => n.endsWith('.use')),
+    [`${path(third).split('/').pop()}.1003.use`],
+    "the gone processes' marks went with them",
+  );
 });

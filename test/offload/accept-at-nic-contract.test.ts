@@ -9,6 +9,9 @@
  * publishes its half-open tuple before it answers and looks at the other's after, so no
  * interleaving lets both answer. The interleavings are played here in one thread, each side's
  * step run at the moment the other looks.
+ *
+ * And a NIC the manager forgets (a team member's dead NIC a restart replaced) stops answering and
+ * frees its word of the listeners' gates for the next one.
  */
 import assert from 'node:assert/strict';
 import { EventEmitter, once } from 'node:events';
@@ -454,6 +457,33 @@ test('a listener on one IPv6 address reaches the NICs with its bytes; a mirror t
   stop!();
   assert.equal(mirror.refCount(own), 0);
   engine.close();
+  m.close();
+  net.close();
+});
+
+test('a NIC the manager forgets stops answering and gives its gate word to the next: a member replaced 70 times still answers, in a word of its own', () => {
+  const first = new ContractNic();
+  const { net, host, m } = rig(33, first);
+  const other = new ContractNic();
+  m.addNic(other as unknown as Nic);
+  const l = host.stack.tcp.listen({ port: 80 }, () => true);
+  assert.ok(m.listenAtNics(l) !== null);
+  assert.equal(other.listens[0]!.spec.word, 4, 'the second NIC: the second word');
+  let old = first;
+  // More than the gate's 64 NIC words: each word was a NIC's place in the manager's list, which
+  // only grew while dead members stayed in it.
+  for (let i = 0; i < 70; i++) {
+    const next = new ContractNic();
+    assert.equal(m.removeNic(old as unknown as Nic), true, 'nothing runs there');
+    m.addNic(next as unknown as Nic);
+    assert.equal(old.stops, 1, 'the forgotten NIC stopped answering');
+    assert.equal(next.listens.length, 1, `replacement ${i + 1} is asked to answer`);
+    // Not its place in the list (now 1): that is the other NIC's word, its count read and
+    // cleared in the other's.
+    assert.equal(next.listens[0]!.spec.word, 3, "it takes the forgotten NIC's word, not the other's");
+    old = next;
+  }
+  assert.deepEqual(m.nics, [other, old], 'the manager lists the live NICs only');
   m.close();
   net.close();
 });

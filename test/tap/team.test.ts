@@ -38,6 +38,11 @@ const DEAD_RATE = '6M';
  * 48 s at this rate; a start took 8 s at load 45 through tsx, well under 1 s from the bundle).
  */
 const RESTART_RATE = '2M';
+/**
+ * `--restart-delay` of the restart cases: a second kill a control request after the first always
+ * comes before the first restart begins, and the downloads still run once both are back.
+ */
+const RESTART_DELAY = 5000;
 let lab: Lab | null = null;
 
 function control(): string {
@@ -230,56 +235,45 @@ describe('chimney serve on a team of two TAPs (kernel peer)', {
   test('both workers killed and restarted: the host gives their TAPs back, the downloads go to them', {
     timeout: 240_000,
   }, async () => {
-    const srv = await serveTeam();
-    try {
-      const runs = downloads(lab!, FAULT_SIZE, DOWNLOADS, RESTART_RATE);
-      const first = await busiestNic(control(), DOWNLOADS);
-      const second = lab!.taps.find((t) => t !== first)!;
-      await sleep(1000);
+    // Both killed before either restart can begin (RESTART_DELAY after its death): a first member
+    // back before the second kill would leave the host no TAP to take, and nothing to give back.
+    await restartCase([], async ({ srv, nic: first, other: second }) => {
       await controlRequest(control(), { op: 'kill-nic', nic: first });
-      await waitFor('the first failover', () => srv.log().includes(`failover ${first} (dead)`), 10_000);
       await controlRequest(control(), { op: 'kill-nic', nic: second });
-      await waitFor('the second failover', () => srv.log().includes(`failover ${second} (dead)`), 10_000);
-      await waitFor('the host on a TAP', () => /the host carries its own traffic/.test(srv.log()), 10_000);
-      // Each restart closes the host's port on its TAP first: the new worker could not open it.
       for (const nic of [first, second])
-        await waitFor(`${nic} restarted`, () => srv.log().includes(`${nic}: worker restarted`), 30_000);
-      let o: string[] = [];
-      await waitFor(
-        'the downloads offloaded to the restarted workers',
-        async () => {
-          o = await owners(control());
-          return o.length === DOWNLOADS && o.every((x) => x !== 'host');
-        },
-        15_000,
-      ).catch((e: Error) => assert.fail(`${e.message}: owners ${o.join(',')}; serve's log:\n${srv.log()}`));
-      await checkAll(runs, srv, FAULT_SIZE);
-      const s = await status();
-      assert.deepEqual(
-        s.nics.map((n) => [n.health, n.restarts]),
-        [
-          ['up', 1],
-          ['up', 1],
-        ],
-        'both members back, each restarted once',
+        await waitFor(`${nic}'s failover`, () => srv.log().includes(`failover ${nic} (dead)`), 10_000);
+      await waitFor('the host on a TAP', () => /the host carries its own traffic/.test(srv.log()), 10_000);
+      const onTap = /(\S+): no member is usable; the host carries its own traffic/.exec(srv.log())![1]!;
+      for (const nic of [first, second]) await restarted(srv, nic);
+      // The host kept its port on that TAP while the new worker loaded (seconds at load), and let
+      // it go only then: the new worker could not open a TAP still open.
+      const log = srv.log();
+      const released = log.indexOf(`${onTap}: its new worker is loaded; the host lets this TAP go`);
+      assert.ok(
+        released >= 0 && released < log.indexOf(`${onTap}: worker restarted`),
+        `the host let ${onTap} go to its loaded new worker, before it ran:\n${log}`,
       );
-      assert.ok(!/LOST/.test(srv.log()), 'nothing lost');
-    } finally {
-      await srv.stop();
-    }
+      await ownersUntil(srv, 'the downloads offloaded to the restarted workers', (o) =>
+        o.every((x) => x !== 'host'),
+      );
+      return async () => {
+        const s = await status();
+        assert.deepEqual(
+          s.nics.map((n) => [n.health, n.restarts]),
+          [
+            ['up', 1],
+            ['up', 1],
+          ],
+          'both members back, each restarted once',
+        );
+      };
+    });
   });
 
   test('a killed worker is restarted on its TAP, and with failback the downloads go back to it', {
     timeout: 240_000,
   }, async () => {
-    const srv = await serveTeam(['--failback']);
-    try {
-      // A new worker thread starts in seconds at load, then sits out its hold: about 48 s at this
-      // rate keeps the downloads in flight through it.
-      const runs = downloads(lab!, FAULT_SIZE, DOWNLOADS, RESTART_RATE);
-      const nic = await busiestNic(control(), DOWNLOADS);
-      const other = lab!.taps.find((t) => t !== nic)!;
-      await sleep(1000);
+    await restartCase(['--failback'], async ({ srv, nic, other }) => {
       // Failback takes back what the failover moved off it, not what ran on the other already.
       const on = (o: string[]): number => o.filter((x) => x === nic).length;
       const mine = on(await owners(control()));
@@ -290,28 +284,59 @@ describe('chimney serve on a team of two TAPs (kernel peer)', {
         moved.length === DOWNLOADS && moved.every((x) => x === other),
         `every download in flight, on the other member: ${moved.join(',')}`,
       );
-      await waitFor('the restart', () => srv.log().includes(`${nic}: worker restarted`), 40_000);
-      let back: string[] = [];
-      await waitFor(
-        'the downloads back on the restarted worker',
-        async () => {
-          back = await owners(control());
-          return back.length === DOWNLOADS && on(back) === mine;
-        },
-        15_000,
-      ).catch((e: Error) =>
-        assert.fail(
-          `${e.message}: owners ${back.join(',')}, ${mine} before the kill; serve's log:\n${srv.log()}`,
-        ),
-      );
-      await checkAll(runs, srv, FAULT_SIZE);
-      const s = await status();
-      const n = s.nics.find((x) => x.id === nic);
-      assert.equal(n?.health, 'up', 'the restarted member is in use');
-      assert.equal(n?.restarts, 1, 'status counts the restart');
-      assert.ok(!/LOST/.test(srv.log()), 'nothing lost');
-    } finally {
-      await srv.stop();
-    }
+      await restarted(srv, nic);
+      await ownersUntil(srv, 'the downloads back on the restarted worker', (o) => on(o) === mine);
+      return async () => {
+        const n = (await status()).nics.find((x) => x.id === nic);
+        assert.equal(n?.health, 'up', 'the restarted member is in use');
+        assert.equal(n?.restarts, 1, 'status counts the restart');
+      };
+    });
   });
 });
+
+/**
+ * A restart case: serve with `extra` and a first restart RESTART_DELAY after a death, downloads
+ * slow enough to outlast a kill and a restart, the member carrying most of them (`nic`) and the
+ * other; `during` kills and waits, and returns what is checked once every download ended intact.
+ */
+async function restartCase(
+  extra: string[],
+  during: (c: { srv: Served; nic: string; other: string }) => Promise<() => Promise<void>>,
+): Promise<void> {
+  const srv = await serveTeam(['--restart-delay', String(RESTART_DELAY), ...extra]);
+  try {
+    const runs = downloads(lab!, FAULT_SIZE, DOWNLOADS, RESTART_RATE);
+    const nic = await busiestNic(control(), DOWNLOADS);
+    const other = lab!.taps.find((t) => t !== nic)!;
+    await sleep(1000);
+    const then = await during({ srv, nic, other });
+    await checkAll(runs, srv, FAULT_SIZE);
+    await then();
+    assert.ok(!/LOST/.test(srv.log()), 'nothing lost');
+  } finally {
+    await srv.stop();
+  }
+}
+
+/** The member's new worker runs (its delay, then a thread's start of seconds at load). */
+function restarted(srv: Served, nic: string): Promise<void> {
+  return waitFor(
+    `${nic} restarted`,
+    () => srv.log().includes(`${nic}: worker restarted`),
+    RESTART_DELAY + 30_000,
+  );
+}
+
+/** Until every download is in flight and their owners pass `ok`; serve's log on failure. */
+async function ownersUntil(srv: Served, what: string, ok: (o: string[]) => boolean): Promise<void> {
+  let o: string[] = [];
+  await waitFor(
+    what,
+    async () => {
+      o = await owners(control());
+      return o.length === DOWNLOADS && ok(o);
+    },
+    15_000,
+  ).catch((e: Error) => assert.fail(`${e.message}: owners ${o.join(',')}; serve's log:\n${srv.log()}`));
+}

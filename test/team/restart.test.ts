@@ -6,6 +6,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import type { LocalNic } from '../../src/nic/local-nic.ts';
 import type { RestartRecord } from '../../src/team/team.ts';
 import { assertClean, runScenario } from './scenario.ts';
 
@@ -89,5 +90,37 @@ describe('a crashed member restarted', () => {
       0,
       'nothing lost through four deaths',
     );
+  });
+
+  test('a member that keeps dying leaves no dead NIC behind in the host', async () => {
+    const dead: LocalNic[] = [];
+    const r = await runScenario({
+      seed: 23,
+      nics: 2,
+      conns: 20,
+      bytes: 3_000_000,
+      offloadTo: 0,
+      restart: { limit: 8, firstDelayMs: 20, maxDelayMs: 20, stableMs: 10_000 },
+      faults: [{ at: 5, kind: 'crash', nic: 0 }],
+      limitMs: 20_000,
+      onRig: (rig) => {
+        rig.team.on('failure', () => dead.push(rig.nics[0]!));
+        rig.team.on('restart', () => {
+          const t = rig.net.clock.createTimer(() => rig.nics[0]!.crash('crashed again'));
+          t.arm(10);
+        });
+      },
+    });
+    assertClean(r);
+    assert.equal(r.rig.counters.get('team.restart'), 8, 'restarted up to its limit');
+    assert.equal(new Set(dead).size, 9, 'nine NICs died in the member');
+    // Before: the manager listed every one of them (11 NICs), each hooked and answering for ever.
+    assert.equal(r.rig.manager.nics.length, 2, 'the manager lists the two members only');
+    // The last stays the member's NIC, dead past the limit; the eight before it were replaced.
+    assert.equal(dead.at(-1), r.rig.nics[0]);
+    for (const nic of dead.slice(0, -1)) {
+      assert.ok(!r.rig.manager.nics.includes(nic), `${nic.id} left the manager's list`);
+      assert.equal(nic.listenerCount('upload-requested'), 0, "the manager's hooks left it");
+    }
   });
 });

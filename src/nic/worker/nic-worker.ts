@@ -438,6 +438,16 @@ function stopHere(flag: SharedArrayBuffer): void {
   for (;;) Atomics.wait(w, 0, 1);
 }
 
+/**
+ * Loaded, wait until the host lets this thread open its TAP (WorkerNicOptions.openWhenLet): the
+ * host's own link holds the TAP meanwhile, and a second open of it is refused (EBUSY).
+ */
+function waitToOpen(gate: Int32Array): void {
+  Atomics.store(gate, 0, 1);
+  Atomics.notify(gate, 0);
+  while (Atomics.load(gate, 1) === 0) Atomics.wait(gate, 1, 0);
+}
+
 async function openLink(): Promise<Link> {
   const l = boot.link;
   if (l.kind === 'proxy') return new ProxyLink(l.name, l.mtu, l.carrier);
@@ -452,6 +462,7 @@ async function openLink(): Promise<Link> {
   };
   // 0: before the open's first step, as a kill that lands before the thread has listed anything.
   if (stop?.after === 0) stopHere(stop.flag);
+  if (boot.openGate !== undefined) waitToOpen(new Int32Array(boot.openGate));
   const tap = TapLink.open({ ...(l.options as { name: string }), clock, onHeld });
   tap.onDrain = (drains) => {
     Atomics.store(db, DB_DRAIN_AT, stampOf(tap.drainedAt));

@@ -69,6 +69,11 @@ export interface WorkerBoot {
   buildTurnMs?: number;
   /** A test's longest hold of a moved connection's input for its settle (WorkerNicTestSeams.settleHoldMs). */
   settleHoldMs?: number;
+  /**
+   * WorkerNicOptions.openWhenLet: Int32 words, [0] set by the worker once loaded and waiting to
+   * open its TAP, [1] set by the host to let it open.
+   */
+  openGate?: SharedArrayBuffer;
 }
 
 // ---- what a worker's TAP holds of the process ------------------------------------------------------

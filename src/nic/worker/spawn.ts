@@ -1,5 +1,14 @@
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -88,17 +97,53 @@ function workerBundle(entry: URL): URL | null {
   return url;
 }
 
+/** Who uses a bundle: this process, whether a process of that id still runs, and the time. */
+export interface BundleUse {
+  pid: number;
+  alive(pid: number): boolean;
+  /** Wall-clock ms (file times are compared with it). */
+  now(): number;
+}
+
+const OWN_USE: BundleUse = { pid: process.pid, alive: pidAlive, now: Date.now };
+
+/**
+ * An old bundle no process marked stays this long after it was written: a process of a Chimney
+ * from before the marks (which marks nothing) may have started from it.
+ */
+const UNMARKED_KEEP_MS = 60 * 60 * 1000;
+
+/** The use marks this process left (markUse), removed as it exits. */
+const useMarks: string[] = [];
+
+function dropUseMarks(): void {
+  for (const m of useMarks) rmQuiet(m);
+}
+
 /**
  * A bundle of `entry`'s graph in `dir`: the one there if every input still hashes the same, else a
  * new one. Null without esbuild; a build error throws.
+ *
+ * Each edit of a source makes a new bundle (about 1 MB) and leaves the old one: the bundles no
+ * index names any more are removed here (sweep), unless a process that still runs uses one. A
+ * serve started before the edit keeps starting its workers (a restart, hours later) from the
+ * bundle it began with, which matches the code its main thread runs; so each process marks the
+ * bundle it uses (`<bundle>.<pid>.use`, removed at its exit) before it reads or writes it, and
+ * checks it is still there once marked: a sweep that ran in between made it build again.
  */
-export function bundleFor(entry: URL, dir = BUNDLE_DIR): URL | null {
+export function bundleFor(entry: URL, dir = BUNDLE_DIR, use: BundleUse = OWN_USE): URL | null {
   const esbuild = loadEsbuild();
   if (esbuild === null) return null;
   const key = hashOf(`${entry.href}\0${esbuild.version}\0${process.version}`).slice(0, 16);
   const indexPath = join(dir, `${key}.json`);
   const cached = readIndex(indexPath);
-  if (cached !== null && upToDate(cached)) return pathToFileURL(join(dir, cached.file));
+  if (cached !== null && upToDate(cached)) {
+    markUse(join(dir, cached.file), use);
+    if (existsSync(join(dir, cached.file))) {
+      sweep(dir, use);
+      return pathToFileURL(join(dir, cached.file));
+    }
+  }
 
   const cwd = fileURLToPath(new URL('.', entry));
   const out = esbuild.buildSync({
@@ -124,9 +169,81 @@ export function bundleFor(entry: URL, dir = BUNDLE_DIR): URL | null {
   }
   const file = `${key}-${hashOf(text).slice(0, 16)}.mjs`;
   mkdirSync(dir, { recursive: true });
+  // Marked before it exists: until the index names it, only the mark keeps a sweep off it.
+  markUse(join(dir, file), use);
   writeAtomic(join(dir, file), text);
   writeAtomic(indexPath, JSON.stringify({ file, inputs } satisfies BundleIndex));
+  sweep(dir, use);
   return pathToFileURL(join(dir, file));
+}
+
+function markUse(bundle: string, use: BundleUse): void {
+  const mark = `${bundle}.${use.pid}.use`;
+  if (use === OWN_USE && useMarks.includes(mark)) return;
+  mkdirSync(join(bundle, '..'), { recursive: true });
+  writeFileSync(mark, '');
+  if (use !== OWN_USE) return;
+  if (useMarks.length === 0) process.once('exit', dropUseMarks);
+  useMarks.push(mark);
+}
+
+/**
+ * Remove from `dir` every bundle no index names and no running process marked (once older than
+ * UNMARKED_KEEP_MS), the marks of processes gone, and their half-written files. Best effort: another process may sweep at once,
+ * and a file gone already is no fault.
+ */
+function sweep(dir: string, use: BundleUse): void {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return;
+  }
+  const named = new Set<string>();
+  for (const n of names) {
+    if (!n.endsWith('.json')) continue;
+    const index = readIndex(join(dir, n));
+    if (index !== null) named.add(index.file);
+  }
+  const usedBy = new Map<string, boolean>();
+  for (const n of names) {
+    const m = /^(.+\.(?:mjs|json))\.(\d+)\.(use|tmp)$/.exec(n);
+    if (m === null) continue;
+    if (use.alive(Number(m[2]))) {
+      if (m[3] === 'use') usedBy.set(m[1]!, true);
+    } else rmQuiet(join(dir, n));
+  }
+  for (const n of names) {
+    if (!n.endsWith('.mjs') || named.has(n) || usedBy.has(n)) continue;
+    const path = join(dir, n);
+    if (use.now() - mtimeOf(path) >= UNMARKED_KEEP_MS) rmQuiet(path);
+  }
+}
+
+function mtimeOf(path: string): number {
+  try {
+    return statSync(path).mtimeMs;
+  } catch {
+    return Number.POSITIVE_INFINITY;
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    // EPERM: it runs, as another user.
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function rmQuiet(path: string): void {
+  try {
+    unlinkSync(path);
+  } catch {
+    // Gone already (another sweep), or never made.
+  }
 }
 
 function loadEsbuild(): Esbuild | null {
