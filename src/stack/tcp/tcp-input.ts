@@ -39,7 +39,6 @@ import {
   hasUnsent,
   OOW_ACK_INTERVAL_MS,
   rcvTuned,
-  retransmitHead,
   sendAck,
   sendChallengeAck,
   sendRst,
@@ -51,7 +50,15 @@ import {
   tsNow,
   windowTakesNext,
 } from './tcp-output.ts';
-import { enterRecovery, probeRepairedLoss, prrAck, rackMark } from './tcp-recovery.ts';
+import {
+  enterRecovery,
+  probeRepairedLoss,
+  prrAck,
+  rackMark,
+  renoCapDupAcks,
+  renoPartialAck,
+  renoResendHead,
+} from './tcp-recovery.ts';
 import { scheduleTimer } from './tcp-timers.ts';
 import { initRcvSpace, rcvRttFromEcho } from './tcp-window.ts';
 
@@ -772,6 +779,7 @@ function processAck(
   const sackedBefore = c.sackEnabled ? sackedBytes(s) : 0;
   const unaBefore = d.sndUna;
   const dupsBefore = d.dupAcks;
+  const recoveringBefore = s.soft.inRecovery;
   // After a timeout: data sent before it (below recoveryPoint) that the peer had SACKed.
   const soft0 = s.soft;
   const episode = !soft0.inRecovery && soft0.undoArmed && seqLt(d.sndUna, soft0.recoveryPoint);
@@ -867,18 +875,24 @@ function processAck(
     // ends the probe's episode with it.
     if (conn.rack.probeAck(ack, pureDup) && !s.soft.inRecovery) probeRepairedLoss(conn, now);
   }
-  if (s.soft.inRecovery ? c.sackEnabled : (d.ecn & TcpEcn.CWR) !== 0) {
+  if (s.soft.inRecovery || (d.ecn & TcpEcn.CWR) !== 0) {
     let delivered = seqDiff(d.sndUna, unaBefore) + sackedBytes(s) - sackedBefore;
+    let unaAdvanced = advanced;
     if (!c.sackEnabled) {
-      // An ECE's reduction without SACK: Linux's scoreboard for such a peer counts a duplicate
-      // ACK as one segment delivered (tcp_add_reno_sack), and the ACK that then moves snd.una as
-      // what it ACKs less those, at least one (tcp_remove_reno_sacks). Counted as nothing, each
+      // A reduction without SACK (a loss recovery's or an ECE's): Linux's scoreboard for such a
+      // peer counts a duplicate ACK as one segment delivered (tcp_add_reno_sack), none past the
+      // cap (tcp_limit_reno_sacked, renoCapDupAcks), and the ACK that then moves snd.una as what
+      // it ACKs less those, at least one (tcp_remove_reno_sacks). Counted as nothing, each
       // duplicate clocked out a segment by limited transmit alone, past what PRR allows.
       const mss = effectiveMss(s);
-      if (dup) delivered = mss;
+      if (dup) delivered = (d.dupAcks - dupsBefore) * mss;
       else if (advanced) delivered = Math.max(delivered - dupsBefore * mss, mss);
+      // A partial ACK marks the new head lost (tcp_newreno_mark_lost): tcp_cwnd_reduction adds
+      // no segment for snd.una's move when the ACK marked a loss.
+      if (s.soft.inRecovery) unaAdvanced = false;
     }
-    prrAck(conn, delivered, advanced);
+    prrAck(conn, delivered, unaAdvanced);
+    if (!c.sackEnabled) renoResendHead(conn, now, !recoveringBefore);
   }
   // The send window moves with an ACK of new data, or with a segment newer than the last update
   // (RFC 9293 3.10.7.4, Linux tcp_may_update_window): an old ACK never moves it, and an ACK of new
@@ -964,10 +978,9 @@ function newAck(conn: TcpConnection, h: TcpHeader, ack: number, now: number): bo
       if (soft.undoArmed) conn.rack.noteRecoveryEnd();
       cc.onRecoveryExit(s, now);
     } else if (!c.sackEnabled) {
-      // RFC 6582 3.2 step 5: a partial ACK means the next segment was lost as well.
-      const mss = effectiveMss(s);
-      retransmitHead(conn, now);
-      d.cwnd = Math.max(d.cwnd - acked + mss, mss);
+      // RFC 6582 3.2 step 5: a partial ACK means the next segment was lost as well. It goes as
+      // PRR allows (processAck), with no RFC 6582 deflation: cwnd is PRR's.
+      renoPartialAck(s, acked, effectiveMss(s));
     }
   } else d.dupAcks = 0;
   // Linux's order in tcp_ack: the ECN state changes (tcp_fastretrans_alert), then the window grows
@@ -1230,6 +1243,7 @@ function dupAck(conn: TcpConnection, now: number): void {
   const soft = s.soft;
   const mss = effectiveMss(s);
   d.dupAcks++;
+  if (!c.sackEnabled) renoCapDupAcks(s, mss);
   if (!soft.inRecovery) {
     // RFC 6675's fixed DupThresh, not the adaptive degree (RackLog.reordering): Linux starts a
     // SACK recovery from RACK's marks alone, and the degree as a count here, grown by the false
@@ -1239,8 +1253,6 @@ function dupAck(conn: TcpConnection, now: number): void {
     const lost = d.dupAcks >= 3 || (c.sackEnabled && sackIsLost(s, d.sndUna, mss));
     if (!lost || !seqGeq(d.sndUna, soft.recoveryPoint)) return;
     enterRecovery(conn, now);
-  } else if (!c.sackEnabled) {
-    d.cwnd += mss;
   }
 }
 
