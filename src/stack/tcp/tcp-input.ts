@@ -100,7 +100,19 @@ export function negotiateSynOptions(conn: TcpConnection, h: TcpHeader, now: numb
 export function establish(conn: TcpConnection, now: number): void {
   const s = conn.state;
   const d = s.delegated;
-  // Before the state changes: which SYN we sent, ours or our answer, is read from it.
+  // Before the state changes: which SYN we sent, ours or our answer, is read from it. A buffer
+  // not tuned (SO_RCVBUF, a fixed layer) gets no bound, and its first ACK offers the whole ring.
+  // So does Linux's, within a segment: tcp_select_initial_window sets rcv_wnd, and rcv_ssthresh
+  // from it (tcp_connect_init, tcp_create_openreq_child), to its whole space in whole segments,
+  // the 65,535 bound being the SYN field's alone, and tcp_init_buffer_space bounds rcv_ssthresh
+  // only by window_clamp, tcp_full_space for a locked buffer; nothing checks the lock. On the lab
+  // (SO_RCVBUF 262,144, MSS 1460) its first ACK offers 261,344 (261,340 aligned up to the scale)
+  // where this offers 262,136; a 20,000-byte buffer keeps its SYN's 18,979 after a byte where
+  // this offers 19,832 (rcv_mss's segments). Not followed, that part of a segment: bounded so, the
+  // window's growth owes quick ACKs (tcp_grow_window) that the fixed-buffer cases of quick-ack and
+  // receive-edge pin. Linux then opens past its buffer (to 293,464 in that run) as its clamp is
+  // recomputed from the scaling ratio it measures (tcp_measure_rcv_mss, tcp_set_window_clamp);
+  // a ring holds its bytes and no more.
   if (rcvTuned(conn)) initRcvSpace(s, now, synOffer(conn));
   d.state = d.finQueued ? TcpStateId.FIN_WAIT_1 : TcpStateId.ESTABLISHED;
   d.backoff = 0;
