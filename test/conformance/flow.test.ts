@@ -90,12 +90,16 @@ async function fiveSegments(c: Conn): Promise<{ segs: Seg[]; next: number }> {
 }
 
 /**
- * The DUT sends a window of ten segments; the tester acknowledges none of them and waits for the
- * timeout's resend of the first (the loss probe before it, if any, goes unanswered too).
+ * The DUT's `bytes` written, and its first ten segments in order (its initial window), none
+ * acknowledged; and the sequence number after them.
  */
-async function windowThenTimeout(c: Conn, dut: Dut, id: number): Promise<{ segs: Seg[]; next: number }> {
-  // Ten full segments (988 bytes with timestamps against an MSS of 1000), nothing left unsent.
-  dut.write(id, 9880);
+async function tenSegments(
+  c: Conn,
+  dut: Dut,
+  id: number,
+  bytes: number,
+): Promise<{ segs: Seg[]; next: number }> {
+  dut.write(id, bytes);
   const segs: Seg[] = [];
   let next = c.rcvNxt;
   while (segs.length < 10) {
@@ -103,6 +107,16 @@ async function windowThenTimeout(c: Conn, dut: Dut, id: number): Promise<{ segs:
     segs.push(s);
     next = end(s);
   }
+  return { segs, next };
+}
+
+/**
+ * The DUT sends a window of ten segments; the tester acknowledges none of them and waits for the
+ * timeout's resend of the first (the loss probe before it, if any, goes unanswered too).
+ */
+async function windowThenTimeout(c: Conn, dut: Dut, id: number): Promise<{ segs: Seg[]; next: number }> {
+  // Ten full segments (988 bytes with timestamps against an MSS of 1000), nothing left unsent.
+  const { segs, next } = await tenSegments(c, dut, id, 9880);
   await c.expect(
     (s) => s.len > 0 && s.seq === segs[0]!.seq,
     3000,
@@ -332,6 +346,47 @@ describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeo
         });
       });
     }
+
+    test(`${v.name}: without SACK, each duplicate ACK of a lost head's window sends what PRR allows: 1, 1, the head, 1, 1, 0, 0, 1, 1 (Linux's tcp_cwnd_reduction over tcp_add_reno_sack's count, CUBIC on both)`, async () => {
+      // Ten segments out (the initial window), the first lost, more to send. Linux's scoreboard
+      // without SACK: each duplicate is a segment out of the flight (sacked_out). The first two
+      // send one new segment each (limited transmit, cwnd 10); the third marks the head lost and
+      // starts the recovery (ssthresh 7 of prior cwnd 10) with the head's resend alone; then PRR
+      // sends ceil(7 x delivered / 10) less what it sent while the flight is above 7, and one
+      // for one below it. RFC 6582's inflation (cwnd 7 + 3, one more per duplicate) sent nothing
+      // on the fourth and fifth and one on the sixth and seventh.
+      await runCase(st, v, { rtoMinMs: 3000, congestion: 'cubic' }, async ({ dut, tester }) => {
+        const { c, id } = await openConn(dut, tester, { ...FULL, sack: false, window: 500 });
+        const first = await tenSegments(c, dut, id, 30 * 988);
+        let next = first.next;
+        // Nothing more goes before an ACK: the initial window is full.
+        const extra = await tester.collect((s) => c.fromDut(s) && s.len > 0, 300);
+        assert.deepEqual(
+          extra.map((s) => s.seq),
+          [],
+          `ten segments, then nothing:\n${tester.dump()}`,
+        );
+        const head = first.segs[0]!.seq;
+        const answers: string[] = [];
+        for (let k = 0; k < 9; k++) {
+          const from = tester.segs.length;
+          c.send({ flags: ACK, ack: head });
+          // A third of the 3 s minimum RTO: what comes is this duplicate's doing.
+          const sent = await tester.collect((s) => c.fromDut(s) && s.len > 0, 400, from);
+          answers.push(
+            sent.map((s) => (s.seq === head ? 'head' : seqGe(s.seq, next) ? 'new' : 'old')).join('+') || '0',
+          );
+          for (const s of sent) if (seqGt(end(s), next)) next = end(s);
+        }
+        assert.deepEqual(
+          answers,
+          ['new', 'new', 'head', 'new', 'new', '0', '0', 'new', 'new'],
+          `what each duplicate sent:\n${tester.dump()}`,
+        );
+        c.rcvNxt = next;
+        c.send({ flags: ACK });
+      });
+    });
 
     test(`${v.name}: after a timeout, plain duplicate ACKs with SACK on resend nothing before the next timeout`, async () => {
       // What a failover's prod can do for data the DUT sent into the outage: the receiver holds

@@ -208,8 +208,9 @@ function ecnReduction(seed: number): void {
     sent.push(...dataSegs(b.take()));
     assert.ok(d.cwnd <= cwnd0, `cwnd ${d.cwnd} does not grow in the reduction (was ${cwnd0})`);
     const bytesOut = sent.reduce((n, s) => n + s.data.length, 0);
-    // RFC 6937: what went is ssthresh/prior-cwnd of what was delivered, rounded up, at least one.
-    const allowed = Math.max(Math.ceil((ssthresh * delivered) / cwnd0), mss);
+    // RFC 6937: what went is ssthresh/prior-cwnd of what was delivered, rounded up to whole
+    // segments as Linux's tcp_cwnd_reduction counts packets, at least one.
+    const allowed = Math.max(Math.ceil((ssthresh * delivered) / (cwnd0 * mss)) * mss, mss);
     assert.ok(
       bytesOut <= allowed,
       `${bytesOut} bytes sent for ${delivered} delivered (PRR allows ${allowed})`,
@@ -430,7 +431,7 @@ describe('ECN without SACK: duplicate ACKs in a reduction', () => {
     }
     assert.equal(s.soft.inRecovery, false);
     const bytesOut = sent.reduce((n, x) => n + x.data.length, 0);
-    const allowed = Math.max(Math.ceil((ssthresh * 3 * m) / cwnd0), m);
+    const allowed = Math.max(Math.ceil((ssthresh * 3 * m) / (cwnd0 * m)) * m, m);
     assert.ok(bytesOut <= allowed, `${bytesOut} bytes sent for 3 segments delivered (PRR allows ${allowed})`);
     // Segment 2 arrives: the ACK of 2-4 counts one segment, the other two were the duplicates.
     ack(add(una, 4 * m), ECE);

@@ -12,6 +12,7 @@ import { createNeighborState } from '../../src/state/neighbor-state.ts';
 import { createPathState, type PathState } from '../../src/state/path-state.ts';
 import type { CongestionAlgorithm, TcpState } from '../../src/state/tcp-state.ts';
 import { createTcpHeader, decodeTcp, finishTcpChecksum, TcpFlag } from '../../src/wire/tcp.ts';
+import { ACK, add, Bench, bytes, passiveOpen } from './harness.ts';
 
 /**
  * Two TcpLayers back to back over an in-test IP "wire" with a fixed one-way delay, on virtual time.
@@ -401,29 +402,42 @@ describe('loss recovery end to end', () => {
     });
   }
 
-  test('PRR (RFC 6937): during recovery each ACK releases ssthresh/cwnd of what it delivered, from the start', () => {
-    const lostOff = 60 * MSS;
-    const r = run({
-      alg: 'cubic',
-      sack: true,
-      bytes: 1_000_000,
-      drop: (s) => s.off === lostOff && s.copy === 0,
-    });
+  // One segment at `lost` segments in is lost once; the window's ACKs then reach the sender one by
+  // one after the fast retransmit. After each of `after` of them, the new segments released so far
+  // are ssthresh/prior-cwnd of them, give or take one (RFC 6937, Linux's tcp_cwnd_reduction).
+  function prrPaces(sack: boolean, lost: number, after: number[]): void {
+    const lostOff = lost * MSS;
+    const r = run({ alg: 'cubic', sack, bytes: 1_000_000, drop: (s) => s.off === lostOff && s.copy === 0 });
     assertIntact(r);
+    assert.equal(r.client.state.const.sackEnabled, sack);
     const loss = events(r, 'loss')[0]!;
     const ratio = loss.ssthresh / loss.cwndBefore;
     const fr = r.segs.find((s) => s.copy > 0)!;
     assert.equal(fr.off, lostOff);
-    // The window's ACKs reach the sender one by one after the fast retransmit; count the new
-    // segments each prefix of them released.
+    assert.deepEqual(
+      r.retransmitted.map((s) => s.off),
+      [lostOff],
+      'only the lost segment is sent again',
+    );
     const fresh = r.segs.filter((s) => s.index > fr.index && s.copy === 0);
-    for (const j of [5, 10, 20]) {
+    for (const j of after) {
       const sent = fresh.filter((s) => s.acksIn - fr.acksIn <= j).length;
-      // RFC 6675 with cwnd = ssthresh sends nothing until the flight has fallen to ssthresh (30 %
-      // of the window's ACKs); PRR sends in proportion from the second ACK on.
       assert.ok(sent >= Math.floor(j * ratio) - 1, `${sent} new segments after ${j} ACKs`);
       assert.ok(sent <= Math.ceil(j * ratio) + 1, `${sent} new segments after ${j} ACKs`);
     }
+  }
+
+  test('PRR (RFC 6937): during recovery each ACK releases ssthresh/cwnd of what it delivered, from the start', () => {
+    // RFC 6675 with cwnd = ssthresh sends nothing until the flight has fallen to ssthresh (30 %
+    // of the window's ACKs); PRR sends in proportion from the second ACK on.
+    prrPaces(true, 60, [5, 10, 20]);
+  });
+
+  test("without SACK, recovery reduces by PRR as Linux's does (tcp_cwnd_reduction over tcp_add_reno_sack's count), not by RFC 6582's inflation", () => {
+    // Inflated (cwnd = ssthresh + 3 segments, one more per duplicate) nothing new went until the
+    // duplicates had raised cwnd past the whole flight (30 % of the window's ACKs). Not past 15
+    // ACKs: the hole holds snd.una while new data goes, and the peer's 64 KiB window binds.
+    prrPaces(false, 20, [5, 10, 15]);
   });
 
   for (const ts of [false, true]) {
@@ -641,4 +655,73 @@ describe('loss recovery end to end', () => {
       assert.equal(new Set(r.retransmitted.map((s) => s.off)).size, r.retransmitted.length);
     });
   }
+});
+
+describe('loss recovery without SACK: the duplicate count (tcp_add_reno_sack)', () => {
+  // Linux's scoreboard for a peer without SACK counts a segment held above the hole for each
+  // duplicate ACK, at most all but one of the flight (tcp_limit_reno_sacked): a duplicate past
+  // that (the network duplicated a segment) delivered nothing, and PRR sends nothing for it.
+  test('duplicates past the flight less one deliver nothing and send nothing', () => {
+    const o = passiveOpen(new Bench());
+    const { b, conn } = o;
+    const s = conn.state;
+    const d = s.delegated;
+    assert.equal(s.const.sackEnabled, false);
+    const m = 1460;
+    d.cwnd = 4 * m;
+    conn.write(bytes(4 * m));
+    assert.equal(b.take().filter((x) => x.data.length > 0).length, 4);
+    const una = d.sndUna;
+    const dupAck = (): void => b.inject({ flags: ACK, seq: o.peerSeq, ack: una, window: 65535 });
+    // Segment 1 lost: segments 2-4 draw three duplicates, and the third starts the recovery.
+    for (let i = 0; i < 3; i++) dupAck();
+    assert.equal(s.soft.inRecovery, true);
+    const rtx = b.take().filter((x) => x.data.length > 0);
+    assert.deepEqual(
+      rtx.map((x) => x.h.seq),
+      [una],
+      'the fast retransmit, and nothing else: the flight is the resent head alone',
+    );
+    assert.equal(s.soft.prrDelivered, m, "PRR's delivered: the third duplicate's segment");
+    // More to send, then three duplicates of duplicates: nothing more has left the network.
+    conn.write(bytes(4 * m));
+    for (let i = 0; i < 3; i++) dupAck();
+    assert.equal(b.take().filter((x) => x.data.length > 0).length, 0, 'they sent nothing');
+    assert.equal(d.dupAcks, 3, 'at most the flight less one');
+    assert.equal(s.soft.prrDelivered, m, 'and delivered nothing');
+    // The head's ACK ends the recovery; new data goes again.
+    b.inject({ flags: ACK, seq: o.peerSeq, ack: add(una, 4 * m), window: 65535 });
+    assert.equal(s.soft.inRecovery, false);
+    assert.ok(b.take().filter((x) => x.data.length > 0).length > 0, 'new data after the recovery');
+  });
+
+  test('a partial ACK resends the next head within PRR, with no RFC 6582 deflation', () => {
+    const o = passiveOpen(new Bench());
+    const { b, conn } = o;
+    const s = conn.state;
+    const d = s.delegated;
+    const m = 1460;
+    d.cwnd = 10 * m;
+    conn.write(bytes(10 * m));
+    assert.equal(b.take().filter((x) => x.data.length > 0).length, 10);
+    const una = d.sndUna;
+    const ack = (to: number): void => b.inject({ flags: ACK, seq: o.peerSeq, ack: to, window: 65535 });
+    // Segments 1 and 2 lost: 3-10 draw eight duplicates.
+    for (let i = 0; i < 8; i++) ack(una);
+    assert.equal(s.soft.inRecovery, true);
+    assert.equal(d.dupAcks, 8);
+    b.take();
+    // The resent head arrives: the partial ACK covers segment 1 and marks segment 2 lost.
+    ack(add(una, m));
+    assert.equal(d.dupAcks, 8, 'one segment ACKed: it filled the hole, no duplicate used up');
+    const next = b.take().filter((x) => x.data.length > 0);
+    assert.equal(next[0]?.h.seq, add(una, m), 'segment 2 resent first');
+    assert.equal(b.count('tcp.retransmits'), 2, 'the two heads, nothing else resent');
+    // Linux's packets_in_flight: 9 out, 8 held above the hole, the head resent: one. PRR, below
+    // ssthresh, sends what was delivered (the duplicates' and the partial ACK's) less what it sent.
+    const mss = m;
+    const pipe = 9 * mss - 8 * mss;
+    assert.ok(d.cwnd >= pipe, `cwnd ${d.cwnd}`);
+    assert.ok(d.cwnd <= d.ssthresh, `cwnd ${d.cwnd} within ssthresh ${d.ssthresh}, not inflated`);
+  });
 });

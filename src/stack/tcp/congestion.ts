@@ -9,8 +9,9 @@ import { seqGeq } from './seq.ts';
  *
  * Division of labour with the engine: these functions only touch cwnd, ssthresh,
  * soft.caBytesAcked and soft.cubic. The engine owns dupAcks, inRecovery, recoveryPoint and highRxt,
- * decides when each event happens, and does any NewReno dup-ACK window inflation itself
- * (onLossDetected leaves cwnd = ssthresh, uninflated). cwnd and ssthresh are whole bytes.
+ * decides when each event happens, and sets cwnd through a recovery itself (PRR, prrAck in
+ * tcp-recovery.ts, with or without SACK; onLossDetected leaves cwnd = ssthresh). cwnd and ssthresh
+ * are whole bytes.
  */
 export interface CongestionControl {
   /** Initial window after the handshake (RFC 6928); ssthresh starts arbitrarily large (RFC 5681). */

@@ -39,7 +39,6 @@ import {
   hasUnsent,
   OOW_ACK_INTERVAL_MS,
   rcvTuned,
-  retransmitHead,
   sendAck,
   sendChallengeAck,
   sendRst,
@@ -51,7 +50,15 @@ import {
   tsNow,
   windowTakesNext,
 } from './tcp-output.ts';
-import { enterRecovery, probeRepairedLoss, prrAck, rackMark } from './tcp-recovery.ts';
+import {
+  enterRecovery,
+  probeRepairedLoss,
+  prrAck,
+  rackMark,
+  renoCapDupAcks,
+  renoPartialAck,
+  renoResendHead,
+} from './tcp-recovery.ts';
 import { scheduleTimer } from './tcp-timers.ts';
 import { initRcvSpace, rcvRttFromEcho } from './tcp-window.ts';
 
@@ -93,7 +100,19 @@ export function negotiateSynOptions(conn: TcpConnection, h: TcpHeader, now: numb
 export function establish(conn: TcpConnection, now: number): void {
   const s = conn.state;
   const d = s.delegated;
-  // Before the state changes: which SYN we sent, ours or our answer, is read from it.
+  // Before the state changes: which SYN we sent, ours or our answer, is read from it. A buffer
+  // not tuned (SO_RCVBUF, a fixed layer) gets no bound, and its first ACK offers the whole ring.
+  // So does Linux's, within a segment: tcp_select_initial_window sets rcv_wnd, and rcv_ssthresh
+  // from it (tcp_connect_init, tcp_create_openreq_child), to its whole space in whole segments,
+  // the 65,535 bound being the SYN field's alone, and tcp_init_buffer_space bounds rcv_ssthresh
+  // only by window_clamp, tcp_full_space for a locked buffer; nothing checks the lock. On the lab
+  // (SO_RCVBUF 262,144, MSS 1460) its first ACK offers 261,344 (261,340 aligned up to the scale)
+  // where this offers 262,136; a 20,000-byte buffer keeps its SYN's 18,979 after a byte where
+  // this offers 19,832 (rcv_mss's segments). Not followed, that part of a segment: bounded so, the
+  // window's growth owes quick ACKs (tcp_grow_window) that the fixed-buffer cases of quick-ack and
+  // receive-edge pin. Linux then opens past its buffer (to 293,464 in that run) as its clamp is
+  // recomputed from the scaling ratio it measures (tcp_measure_rcv_mss, tcp_set_window_clamp);
+  // a ring holds its bytes and no more.
   if (rcvTuned(conn)) initRcvSpace(s, now, synOffer(conn));
   d.state = d.finQueued ? TcpStateId.FIN_WAIT_1 : TcpStateId.ESTABLISHED;
   d.backoff = 0;
@@ -772,6 +791,7 @@ function processAck(
   const sackedBefore = c.sackEnabled ? sackedBytes(s) : 0;
   const unaBefore = d.sndUna;
   const dupsBefore = d.dupAcks;
+  const recoveringBefore = s.soft.inRecovery;
   // After a timeout: data sent before it (below recoveryPoint) that the peer had SACKed.
   const soft0 = s.soft;
   const episode = !soft0.inRecovery && soft0.undoArmed && seqLt(d.sndUna, soft0.recoveryPoint);
@@ -867,18 +887,24 @@ function processAck(
     // ends the probe's episode with it.
     if (conn.rack.probeAck(ack, pureDup) && !s.soft.inRecovery) probeRepairedLoss(conn, now);
   }
-  if (s.soft.inRecovery ? c.sackEnabled : (d.ecn & TcpEcn.CWR) !== 0) {
+  if (s.soft.inRecovery || (d.ecn & TcpEcn.CWR) !== 0) {
     let delivered = seqDiff(d.sndUna, unaBefore) + sackedBytes(s) - sackedBefore;
+    let unaAdvanced = advanced;
     if (!c.sackEnabled) {
-      // An ECE's reduction without SACK: Linux's scoreboard for such a peer counts a duplicate
-      // ACK as one segment delivered (tcp_add_reno_sack), and the ACK that then moves snd.una as
-      // what it ACKs less those, at least one (tcp_remove_reno_sacks). Counted as nothing, each
+      // A reduction without SACK (a loss recovery's or an ECE's): Linux's scoreboard for such a
+      // peer counts a duplicate ACK as one segment delivered (tcp_add_reno_sack), none past the
+      // cap (tcp_limit_reno_sacked, renoCapDupAcks), and the ACK that then moves snd.una as what
+      // it ACKs less those, at least one (tcp_remove_reno_sacks). Counted as nothing, each
       // duplicate clocked out a segment by limited transmit alone, past what PRR allows.
       const mss = effectiveMss(s);
-      if (dup) delivered = mss;
+      if (dup) delivered = (d.dupAcks - dupsBefore) * mss;
       else if (advanced) delivered = Math.max(delivered - dupsBefore * mss, mss);
+      // A partial ACK marks the new head lost (tcp_newreno_mark_lost): tcp_cwnd_reduction adds
+      // no segment for snd.una's move when the ACK marked a loss.
+      if (s.soft.inRecovery) unaAdvanced = false;
     }
-    prrAck(conn, delivered, advanced);
+    prrAck(conn, delivered, unaAdvanced);
+    if (!c.sackEnabled) renoResendHead(conn, now, !recoveringBefore);
   }
   // The send window moves with an ACK of new data, or with a segment newer than the last update
   // (RFC 9293 3.10.7.4, Linux tcp_may_update_window): an old ACK never moves it, and an ACK of new
@@ -964,10 +990,9 @@ function newAck(conn: TcpConnection, h: TcpHeader, ack: number, now: number): bo
       if (soft.undoArmed) conn.rack.noteRecoveryEnd();
       cc.onRecoveryExit(s, now);
     } else if (!c.sackEnabled) {
-      // RFC 6582 3.2 step 5: a partial ACK means the next segment was lost as well.
-      const mss = effectiveMss(s);
-      retransmitHead(conn, now);
-      d.cwnd = Math.max(d.cwnd - acked + mss, mss);
+      // RFC 6582 3.2 step 5: a partial ACK means the next segment was lost as well. It goes as
+      // PRR allows (processAck), with no RFC 6582 deflation: cwnd is PRR's.
+      renoPartialAck(s, acked, effectiveMss(s));
     }
   } else d.dupAcks = 0;
   // Linux's order in tcp_ack: the ECN state changes (tcp_fastretrans_alert), then the window grows
@@ -1230,6 +1255,7 @@ function dupAck(conn: TcpConnection, now: number): void {
   const soft = s.soft;
   const mss = effectiveMss(s);
   d.dupAcks++;
+  if (!c.sackEnabled) renoCapDupAcks(s, mss);
   if (!soft.inRecovery) {
     // RFC 6675's fixed DupThresh, not the adaptive degree (RackLog.reordering): Linux starts a
     // SACK recovery from RACK's marks alone, and the degree as a count here, grown by the false
@@ -1239,8 +1265,6 @@ function dupAck(conn: TcpConnection, now: number): void {
     const lost = d.dupAcks >= 3 || (c.sackEnabled && sackIsLost(s, d.sndUna, mss));
     if (!lost || !seqGeq(d.sndUna, soft.recoveryPoint)) return;
     enterRecovery(conn, now);
-  } else if (!c.sackEnabled) {
-    d.cwnd += mss;
   }
 }
 

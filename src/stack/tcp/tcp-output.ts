@@ -469,10 +469,10 @@ export function retransmitHead(conn: TcpConnection, now: number): void {
   const s = conn.state;
   const d = s.delegated;
   const used = transmit(conn, d.sndUna, effectiveMss(s), now);
-  if (s.const.sackEnabled && used > 0) {
+  if (used > 0) {
     const end = seqAdd(d.sndUna, used);
     if (seqGt(end, s.soft.highRxt)) s.soft.highRxt = end;
-    s.soft.rxtAt = now;
+    if (s.const.sackEnabled) s.soft.rxtAt = now;
   }
   if (seqLt(d.sndNxt, seqAdd(d.sndUna, used))) d.sndNxt = seqAdd(d.sndUna, used);
 }
@@ -642,8 +642,11 @@ function sendWindowed(conn: TcpConnection, now: number, resendNow: boolean): voi
     if (off > buffered) break;
     const flight = seqDiff(seq, d.sndUna);
     // RFC 3042 limited transmit: each of the first two duplicate ACKs says a segment left the
-    // network, so one new segment may go beyond cwnd for each.
-    const lt = !soft.inRecovery && d.dupAcks > 0 && d.dupAcks < 3 ? d.dupAcks * mss : 0;
+    // network, so one new segment may go beyond cwnd for each. In a recovery without SACK, cwnd is
+    // PRR's over Linux's packets_in_flight, which leaves out a segment for each duplicate
+    // (tcp_add_reno_sack, capped by tcp_limit_reno_sacked): the flight here counts them.
+    const reno = soft.inRecovery && !s.const.sackEnabled;
+    const lt = reno || (!soft.inRecovery && d.dupAcks > 0 && d.dupAcks < 3) ? d.dupAcks * mss : 0;
     const usable = Math.min(d.sndWnd, d.cwnd + lt) - flight;
     const avail = buffered - off;
     let len = Math.min(avail, limit, Math.max(usable, 0));
