@@ -44,6 +44,8 @@ import { benchMain, medianOf, parseBenchFlags } from './args.ts';
 import { benchRoot, offloadedToWorker } from './warm-move.ts';
 
 export interface CrashRunFigures {
+  /** From `kill()` to the NIC's 'dead' event: the host's detection, before the recover begins. */
+  detectMs: number;
   salvageMs: number;
   untilInstallMs: number;
   /** The main thread's CPU over untilInstallMs (at load the wall time is mostly waiting for a core). */
@@ -64,6 +66,12 @@ export interface CrashRunFigures {
   adopted: number;
   /** Of those, prodded by an ACK from the record and left unbuilt (`nic.lazy.acked`). */
   unbuilt: number;
+  /**
+   * From the recover call, when each tenth of the connections had been prodded (ms; the first
+   * is the first tenth): the survivor starts cold, and its first prods cost several times its
+   * later ones.
+   */
+  tenthsMs: number[];
 }
 
 export interface CrashRebuildResult {
@@ -156,7 +164,14 @@ async function oneCrash(
     };
   }
 
-  const dead = new Promise<void>((r) => n0.once('dead', () => r()));
+  let deadAt = 0;
+  const dead = new Promise<void>((r) =>
+    n0.once('dead', () => {
+      deadAt = performance.now();
+      r();
+    }),
+  );
+  const killAt = performance.now();
   await n0.kill();
   await dead;
   const gcs: { start: number; ms: number }[] = [];
@@ -185,12 +200,18 @@ async function oneCrash(
   // without that counter builds every one it prods (`nic.lazy.pending` 0).
   const owing = (c: Record<string, number>): number => c['nic.lazy.owed'] ?? c['nic.lazy.pending']!;
   let last: Record<string, number>;
-  while (owing((last = await survivorCounters())) !== 0) {
+  const tenthsMs: number[] = [];
+  let left: number;
+  while ((left = owing((last = await survivorCounters()))) !== 0) {
+    const at = round1(performance.now() - t0);
+    while (tenthsMs.length < 9 && established - left >= ((tenthsMs.length + 1) * established) / 10)
+      tenthsMs.push(at);
     if (performance.now() - t1 > 120_000)
       throw new Error('the survivor did not prod every connection in 120 s');
     await new Promise((r) => setTimeout(r, 1));
   }
   const t2 = performance.now();
+  while (tenthsMs.length < 10) tenthsMs.push(round1(t2 - t0));
   const p2 = process.cpuUsage(p0);
   let profile: CrashRebuildResult['profile'];
   if (session) {
@@ -223,6 +244,7 @@ async function oneCrash(
   close();
   return {
     figures: {
+      detectMs: round1(deadAt - killAt),
       salvageMs: round1(salvageMs),
       untilInstallMs: round1(installAt - t0),
       untilInstallCpuMs: round1((installCpu - c0) / 1e6),
@@ -239,6 +261,7 @@ async function oneCrash(
       moved: rep.moved.length,
       adopted: (n1 as unknown as { adoptedHandles?: number }).adoptedHandles ?? 0,
       unbuilt: last['nic.lazy.acked'] ?? 0,
+      tenthsMs,
     },
     ...(profile ? { profile } : {}),
   };
@@ -257,7 +280,10 @@ export async function benchCrashRebuild(
     each.push(r.figures);
     if (r.profile) profile = r.profile;
   }
-  return { root, connections, median: medianOf(each), each, ...(profile ? { profile } : {}) };
+  const median = medianOf(each);
+  // medianOf takes an array for an object of its indices: each tenth's median, as an array again.
+  median.tenthsMs = each[0]!.tenthsMs.map((_, i) => medianOf(each.map((x) => x.tenthsMs[i]!)));
+  return { root, connections, median, each, ...(profile ? { profile } : {}) };
 }
 
 export function parseCrashRebuildFlags(argv: readonly string[]): {
@@ -277,7 +303,7 @@ export function parseCrashRebuildFlags(argv: readonly string[]): {
 
 export function formatCrashRebuild(r: CrashRebuildResult): string {
   const f = (x: CrashRunFigures) =>
-    `salvage ${x.salvageMs}, to install ${x.untilInstallMs} (CPU ${x.untilInstallCpuMs}), install ${x.installMs} (preallocate CPU ${x.preallocateCpuMs}, takeInstalled CPU ${x.takeInstalledCpuMs}), settle ${x.settleMs}, recover ${x.recoverMs} ms (main CPU ${x.mainCpuMs}, ${x.gcs} GCs ${x.gcMs} ms), resumed ${x.resumedMs} ms (process CPU ${x.processCpuMs}), ${x.adopted} handles taken up, ${x.unbuilt} prodded unbuilt`;
+    `detect ${x.detectMs}, salvage ${x.salvageMs}, to install ${x.untilInstallMs} (CPU ${x.untilInstallCpuMs}), install ${x.installMs} (preallocate CPU ${x.preallocateCpuMs}, takeInstalled CPU ${x.takeInstalledCpuMs}), settle ${x.settleMs}, recover ${x.recoverMs} ms (main CPU ${x.mainCpuMs}, ${x.gcs} GCs ${x.gcMs} ms), resumed ${x.resumedMs} ms (process CPU ${x.processCpuMs}), ${x.adopted} handles taken up, ${x.unbuilt} prodded unbuilt; each tenth prodded by ${x.tenthsMs.join(', ')} ms`;
   const lines = [
     `crash and rebuild of ${r.connections} (${r.root}), median of ${r.each.length}: ${f(r.median)}`,
     ...r.each.map((x, i) => `  run ${i + 1}: ${f(x)}`),

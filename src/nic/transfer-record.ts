@@ -11,7 +11,7 @@ import {
   type TcpConst,
   type TcpState,
 } from '../state/tcp-state.ts';
-import { CONGESTION_CODES, TCP_FIELDS, type TcpPart } from '../state/validate.ts';
+import { ACK_FIELDS, CONGESTION_CODES, TCP_FIELDS, type TcpPart } from '../state/validate.ts';
 
 /*
  * The transfer record: a connection's whole TCP state in its shared block, next to the two copies
@@ -332,12 +332,13 @@ type IntoReader = (...args: [...Parameters<Reader>, s: TcpState]) => TcpState;
  * were not empty. A state is nine objects and a hundred numbers; made anew on every move they
  * were most of a read's cost and of the collector's work.
  */
-function genIntoReader(): IntoReader {
+function genIntoReader(only?: ReadonlySet<string>): IntoReader {
   const lines: string[] = [
     'const c = s.const, k = s.cached, d = s.delegated, x = s.soft, u = x.cubic;',
     'let t;',
   ];
   SCALAR_FIELDS.forEach((fs, i) => {
+    if (only !== undefined && !only.has(fs.name)) return;
     const v = `f[o + ${HEADER_SLOTS + i}]`;
     const name = JSON.stringify(fs.name);
     const target = `${ACCESS_INTO[fs.part]}.${fs.key}`;
@@ -356,6 +357,10 @@ function genIntoReader(): IntoReader {
     }
   });
   lines.push('s.path = path;', 'd.sendBuffer = send;', 'd.recvBuffer = recv;');
+  if (only !== undefined) {
+    lines.push('return s;', sourceUrl('ack-reader'));
+    return new Function('f', 'o', 'now', 'path', 'send', 'recv', 'h', 's', lines.join('\n')) as IntoReader;
+  }
   // What the record does not hold is what a new state has (as the reader above fills it in).
   const inRecord = new Set(SCALAR_FIELDS.map((f) => `${f.part}.${f.key}`));
   const sample = createTcpState({} as TcpConst, DEFAULT_TCP_CACHED, {} as PathState);
@@ -382,6 +387,7 @@ function genIntoReader(): IntoReader {
 const WRITE = genWriter();
 const READ = genReader();
 const READ_INTO = genIntoReader();
+const READ_ACK = genIntoReader(new Set(ACK_FIELDS.map((f) => f.name)));
 
 /** Runs of contiguous out-of-order data (segments that touch merged), as a record holds them. */
 function oooRuns(s: TcpState): number {
@@ -619,6 +625,24 @@ export class TransferRecord {
     return s;
   }
 
+  /**
+   * What one pure ACK sent from the record needs (sendStateAck), and only that, into `into`, a
+   * state this reader made before and that nothing else uses (a scratch state): the fields of
+   * ACK_FIELDS, the family and flow label, over the rings given; null when the record holds
+   * out-of-order data or SACK blocks to report, which that ACK would leave out. Every other field
+   * of `into` is left as it was: not the record's. Not validated (validateAckOn). A third of the
+   * fields, and of a whole read's cost: a crash's survivor reads 10,000 records so, one for each
+   * ACK, and each connection's build reads its whole record again.
+   */
+  readForAck(into: TcpState, now: number, path: PathState, send: ByteRing, recv: ByteRing): TcpState | null {
+    const i = this.i;
+    const t = this.to;
+    if (i[t + T_N_OOO] !== 0 || i[t + T_N_RECENT] !== 0) return null;
+    const s = READ_ACK(this.f, this.fo, now, path, send, recv, H, into);
+    this.readFamily(s, path);
+    return s;
+  }
+
   /** The family, the flow label and the lists; out-of-order bytes into `recv` beyond its readable bytes. */
   private writeTail(s: TcpState, recv: ByteRing): void {
     const i = this.i;
@@ -660,13 +684,8 @@ export class TransferRecord {
     i[t + T_N_OOO] = runs;
   }
 
-  /**
-   * What only the tail can get wrong: a family that is not the addresses', a flow label that is
-   * not what the path gives this connection (its peer would see the label change), counts beyond
-   * a record's capacity, out-of-order runs out of order or beyond the ring's free space. The rest
-   * (ranges against snd.una/snd.max and rcv.nxt, overlaps) is validateTcpState's.
-   */
-  private readTail(s: TcpState, path: PathState, recv: ByteRing): void {
+  /** The family word against the addresses and the path, the flow label against the path's. */
+  private readFamily(s: TcpState, path: PathState): void {
     const i = this.i;
     const t = this.to;
     const c = s.const;
@@ -679,6 +698,18 @@ export class TransferRecord {
       H.fail('family', 'an IPv6 record on a path that is not');
     if (i[t + T_FLOW] !== connFlowLabel(s, path))
       H.fail('flow', 'flow label is not the one the path gives this connection');
+  }
+
+  /**
+   * What only the tail can get wrong: a family that is not the addresses', a flow label that is
+   * not what the path gives this connection (its peer would see the label change), counts beyond
+   * a record's capacity, out-of-order runs out of order or beyond the ring's free space. The rest
+   * (ranges against snd.una/snd.max and rcv.nxt, overlaps) is validateTcpState's.
+   */
+  private readTail(s: TcpState, path: PathState, recv: ByteRing): void {
+    const i = this.i;
+    const t = this.to;
+    this.readFamily(s, path);
     const soft = s.soft;
     readRanges(i, t + T_SACKED, i[t + T_N_SACKED]!, RECORD_SACKED_MAX, soft.sacked, 'soft.sacked');
     readRanges(

@@ -565,11 +565,16 @@ export function validateTcpState(s: TcpState): void {
   checkTcpRules(s);
 }
 
-/** Rules across fields; the domains are already known to hold. */
-function checkTcpRules(s: TcpState): void {
+/**
+ * The rules a pure ACK sent from the state rests on (sendStateAck): the tuple, the scales and
+ * segment sizes, the receive window's edge and buffer, the receiver's ACK marks, the ECN bits and
+ * the TTL. Part of checkTcpRules, and all of them that validateAckOn checks.
+ */
+function checkAckRules(s: TcpState): void {
   const c = s.const;
   const k = s.cached;
   const d = s.delegated;
+  const rk = s.soft;
   if (!isOffloadable(s)) fail('delegated.state', `state ${d.state} cannot be offloaded`);
   if (c.localIp === 0) fail('const.localIp', 'address 0');
   if (c.remoteIp === 0) fail('const.remoteIp', 'address 0');
@@ -583,7 +588,79 @@ function checkTcpRules(s: TcpState): void {
   if (c.remoteMss < MIN_MSS || c.remoteMss > MAX_MSS)
     fail('const.remoteMss', `MSS ${c.remoteMss} out of range`);
   if (c.localMss < MIN_MSS || c.localMss > MAX_MSS) fail('const.localMss', `MSS ${c.localMss} out of range`);
+  if (rk.quickAcks < FIRST_DATA_PENDING || rk.quickAcks > MAX_QUICK_ACKS)
+    fail('soft.quickAcks', `${rk.quickAcks} quick ACKs outside ${FIRST_DATA_PENDING}..${MAX_QUICK_ACKS}`);
+  if (rk.rcvMss > MAX_MSS) fail('soft.rcvMss', `segment size ${rk.rcvMss} above ${MAX_MSS}`);
+  if (rk.ackPushed > 3) fail('soft.ackPushed', `${rk.ackPushed} is not a set of ICSK_ACK_PUSHED, PUSHED2`);
+  if (rk.rcvClamp > MAX_RCV_CLAMP)
+    fail('soft.rcvClamp', `window clamp ${rk.rcvClamp} above ${MAX_RCV_CLAMP}`);
+  if (rk.rcvSsthresh > MAX_RCV_CLAMP)
+    fail('soft.rcvSsthresh', `window bound ${rk.rcvSsthresh} above ${MAX_RCV_CLAMP}`);
+  if ((d.ecn & ~TCP_ECN_BITS) !== 0) fail('delegated.ecn', `bits ${d.ecn} beyond TcpEcn's`);
+  if (d.ecn !== 0 && (d.ecn & TcpEcn.OK) === 0) fail('delegated.ecn', `bits ${d.ecn} without ECN negotiated`);
+  if (k.ttl < 1) fail('cached.ttl', 'TTL 0');
+  if (k.rcvBufSize === 0) fail('cached.rcvBufSize', 'empty receive buffer');
+  const rcvWnd = (d.rcvAdv - d.rcvNxt) | 0;
+  const maxRcvWnd = 65535 << c.rcvWscale;
+  if (rcvWnd > maxRcvWnd) fail('delegated.rcvAdv', `window ${rcvWnd} beyond 65535 << ${c.rcvWscale}`);
+  // A FIN may be taken at the very edge of a closed window.
+  if (rcvWnd < (d.finReceived ? -1 : 0)) fail('delegated.rcvAdv', 'advertised edge before rcv.nxt');
+  const recvLen = (d.recvBuffer as ByteRing).length;
+  if (recvLen > k.rcvBufSize) fail('delegated.recvBuffer', `${recvLen} bytes exceed rcvBufSize`);
+}
 
+/**
+ * The fields a pure ACK sent from a state reads or changes (sendStateAck, with advertiseWindow,
+ * selectWindow, rcvMss, windowClamp, offeredWindow and ackSentOn), besides the whole of const,
+ * cached and delegated: the receiver's few soft fields. What a state read for that ACK alone
+ * (TransferRecord.readForAck) holds, and validateAckOn checks.
+ */
+export const ACK_SOFT_FIELDS: readonly string[] = [
+  'soft.ackNow',
+  'soft.quickAcks',
+  'soft.ackPushed',
+  'soft.delayedAckDeadline',
+  'soft.rcvMss',
+  'soft.rcvClamp',
+  'soft.rcvSsthresh',
+];
+
+/** TCP_FIELDS that a state read for an ACK alone holds (ACK_SOFT_FIELDS, and every field of const, cached, delegated). */
+export const ACK_FIELDS: readonly FieldSpec<TcpPart>[] = TCP_FIELDS.filter(
+  (f) =>
+    f.part === 'const' || f.part === 'cached' || f.part === 'delegated' || ACK_SOFT_FIELDS.includes(f.name),
+);
+if (
+  ACK_FIELDS.length !==
+  TCP_FIELDS.filter((f) => f.part !== 'soft' && f.part !== 'cubic').length + ACK_SOFT_FIELDS.length
+)
+  throw new Error('ACK_SOFT_FIELDS names a field TCP_FIELDS does not have');
+
+const checkAckDomains = genDomainCheck(ACK_FIELDS, {
+  const: 's.const',
+  cached: 's.cached',
+  delegated: 's.delegated',
+  soft: 's.soft',
+  cubic: '(s.soft ?? {}).cubic',
+});
+
+/**
+ * validateConnOn for a state read for one pure ACK and nothing else (ACK_FIELDS): those fields in
+ * their domains, the rules the ACK rests on (checkAckRules), on path `p`. The rest of the record
+ * is unread, and checked whole (validateConnOn) by the build that reads it.
+ */
+export function validateAckOn(s: TcpState, p: PathState): void {
+  checkAckDomains(s);
+  checkAckRules(s);
+  checkOnPath(s, p);
+}
+
+/** Rules across fields; the domains are already known to hold. */
+function checkTcpRules(s: TcpState): void {
+  checkAckRules(s);
+  const c = s.const;
+  const k = s.cached;
+  const d = s.delegated;
   const rk = s.soft;
   if (rk.reordering < RACK_REORDERING_MIN || rk.reordering > RACK_REORDERING_MAX)
     fail('soft.reordering', `degree ${rk.reordering} outside ${RACK_REORDERING_MIN}..${RACK_REORDERING_MAX}`);
@@ -592,22 +669,9 @@ function checkTcpRules(s: TcpState): void {
     fail('soft.reoWndPersist', `${rk.reoWndPersist} recoveries > ${RACK_REO_PERSIST}`);
   if (!Number.isInteger(rk.rtxBytes)) fail('soft.rtxBytes', 'not a whole number of bytes');
   if (!Number.isInteger(rk.dsackBytes)) fail('soft.dsackBytes', 'not a whole number of bytes');
-  if (rk.quickAcks < FIRST_DATA_PENDING || rk.quickAcks > MAX_QUICK_ACKS)
-    fail('soft.quickAcks', `${rk.quickAcks} quick ACKs outside ${FIRST_DATA_PENDING}..${MAX_QUICK_ACKS}`);
-  if (rk.rcvMss > MAX_MSS) fail('soft.rcvMss', `segment size ${rk.rcvMss} above ${MAX_MSS}`);
-  if (rk.ackPushed > 3) fail('soft.ackPushed', `${rk.ackPushed} is not a set of ICSK_ACK_PUSHED, PUSHED2`);
-  if (rk.rcvClamp > MAX_RCV_CLAMP)
-    fail('soft.rcvClamp', `window clamp ${rk.rcvClamp} above ${MAX_RCV_CLAMP}`);
   if (rk.rcvSpace > MAX_RCV_CLAMP) fail('soft.rcvSpace', `measure ${rk.rcvSpace} above ${MAX_RCV_CLAMP}`);
-  if (rk.rcvSsthresh > MAX_RCV_CLAMP)
-    fail('soft.rcvSsthresh', `window bound ${rk.rcvSsthresh} above ${MAX_RCV_CLAMP}`);
 
-  if ((d.ecn & ~TCP_ECN_BITS) !== 0) fail('delegated.ecn', `bits ${d.ecn} beyond TcpEcn's`);
-  if (d.ecn !== 0 && (d.ecn & TcpEcn.OK) === 0) fail('delegated.ecn', `bits ${d.ecn} without ECN negotiated`);
-
-  if (k.ttl < 1) fail('cached.ttl', 'TTL 0');
   if (k.sndBufSize === 0) fail('cached.sndBufSize', 'empty send buffer');
-  if (k.rcvBufSize === 0) fail('cached.rcvBufSize', 'empty receive buffer');
   if (k.minRtoMs > k.maxRtoMs) fail('cached.minRtoMs', 'minimum RTO above maximum');
 
   // snd.una <= snd.nxt <= snd.max, all within one half of the sequence space.
@@ -628,14 +692,6 @@ function checkTcpRules(s: TcpState): void {
   if (d.finSent && sendLen !== inFlightData) fail('delegated.sendBuffer', 'data queued after the FIN');
   if (sendLen > k.sndBufSize) fail('delegated.sendBuffer', `${sendLen} bytes exceed sndBufSize`);
   if (d.sndWnd > 65535 * 2 ** c.sndWscale) fail('delegated.sndWnd', 'beyond what the peer can advertise');
-
-  const rcvWnd = (d.rcvAdv - d.rcvNxt) | 0;
-  const maxRcvWnd = 65535 << c.rcvWscale;
-  if (rcvWnd > maxRcvWnd) fail('delegated.rcvAdv', `window ${rcvWnd} beyond 65535 << ${c.rcvWscale}`);
-  // A FIN may be taken at the very edge of a closed window.
-  if (rcvWnd < (d.finReceived ? -1 : 0)) fail('delegated.rcvAdv', 'advertised edge before rcv.nxt');
-  const recvLen = (d.recvBuffer as ByteRing).length;
-  if (recvLen > k.rcvBufSize) fail('delegated.recvBuffer', `${recvLen} bytes exceed rcvBufSize`);
 
   const soft = s.soft;
   checkRanges(soft.sacked, 'soft.sacked', true);
@@ -669,6 +725,11 @@ export function validateTree(t: OffloadTree): void {
  */
 export function validateConnOn(s: TcpState, p: PathState): void {
   validateTcpState(s);
+  checkOnPath(s, p);
+}
+
+/** The connection points at `p` and has its addresses. */
+function checkOnPath(s: TcpState, p: PathState): void {
   if (s.path !== p) fail('tcp.path', 'connection points at another path than its node');
   if (s.const.localIp !== p.const.localIp || s.const.remoteIp !== p.const.remoteIp) {
     fail('tcp.const', 'connection addresses differ from its path');

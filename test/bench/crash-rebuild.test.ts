@@ -31,7 +31,13 @@ test('crash-rebuild: every connection rebuilt in each run, the parts measured, a
     assert.ok(e.salvageMs >= 0 && e.salvageMs <= e.untilInstallMs, JSON.stringify(e));
     assert.ok(e.untilInstallMs + e.installMs + e.settleMs <= e.recoverMs + 0.5, JSON.stringify(e));
     assert.ok(e.mainCpuMs > 0 && e.untilInstallCpuMs <= e.mainCpuMs + 0.1, JSON.stringify(e));
+    assert.ok(e.detectMs >= 0, JSON.stringify(e));
+    // Each tenth prodded by its time, in order, the last at all resumed.
+    assert.equal(e.tenthsMs.length, 10, JSON.stringify(e));
+    for (let i = 1; i < 10; i++) assert.ok(e.tenthsMs[i - 1]! <= e.tenthsMs[i]!, JSON.stringify(e));
+    assert.equal(e.tenthsMs[9], e.resumedMs, JSON.stringify(e));
   }
+  assert.equal(r.median.tenthsMs.length, 10, 'the median of each tenth, as a list');
   assert.ok(r.profile && existsSync(r.profile.file), 'profile written');
   assert.ok(r.profile.top.length > 0 && r.profile.totalMs > 0, 'functions by self time');
   for (let i = 1; i < r.profile.top.length; i++)

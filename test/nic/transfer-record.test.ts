@@ -12,10 +12,13 @@ import {
 } from '../../src/nic/transfer-record.ts';
 import { packBlocks } from '../../src/nic/worker/transfer-wire.ts';
 import type { WorkerNic } from '../../src/nic/worker-nic.ts';
+import type { TcpEngine } from '../../src/stack/tcp/tcp-connection.ts';
+import { sendStateAck } from '../../src/stack/tcp/tcp-output.ts';
 import { ByteRing } from '../../src/state/byte-ring.ts';
-import { flattenTrees } from '../../src/state/offload-tree.ts';
+import { flattenTrees, type OffloadTree } from '../../src/state/offload-tree.ts';
 import type { TcpState } from '../../src/state/tcp-state.ts';
-import { validateTcpState } from '../../src/state/validate.ts';
+import { ACK_FIELDS, TCP_FIELDS, validateAckOn, validateTcpState } from '../../src/state/validate.ts';
+import { createTcpHeader } from '../../src/wire/tcp.ts';
 import { arbTrees, normalize, sampleTrees } from '../state/helpers.ts';
 import { pathsOnly, recordChannel } from './record-helpers.ts';
 import { workerSetup as setup, socketKey, streamBothWays } from './worker-helpers.ts';
@@ -46,6 +49,86 @@ function withoutPath(s: TcpState): unknown {
   const n = normalize(s) as { soft: Record<string, unknown>; path?: unknown };
   delete n.path;
   return n;
+}
+
+/** Connections to read records into, never none (the generator may make no connection at all). */
+function poolOf(a: OffloadTree[]): TcpState[] {
+  return [...flattenTrees(a), ...flattenTrees(sampleTrees(1))];
+}
+
+/** `s` written at `now` to a record of a block of its own, and that block's rings. */
+function written(s: TcpState, now: number): { rec: TransferRecord; send: ByteRing; recv: ByteRing } {
+  const { block } = blockFor(s);
+  const rec = recordOf(block);
+  rec.write(s, now, 0, 1, ByteRing.attachShared(block.recv));
+  return { rec, send: ByteRing.attachShared(block.send), recv: ByteRing.attachShared(block.recv) };
+}
+
+/** Another connection's state as a record read makes it: what a pooled or scratch state held before. */
+function readOther(old: TcpState, now: number): TcpState {
+  const oldBlock = blockFor(old).block;
+  recordOf(oldBlock).write(old, now, 0, 1, ByteRing.attachShared(oldBlock.recv));
+  return recordOf(oldBlock).read(
+    now,
+    old.path,
+    ByteRing.attachShared(oldBlock.send),
+    ByteRing.attachShared(oldBlock.recv),
+  );
+}
+
+/** A state's fields but its rings and its path, to compare two reads of one record. */
+function stripped(x: TcpState): unknown {
+  const n = normalize(x) as { delegated: Record<string, unknown>; path?: unknown };
+  delete n.delegated.sendBuffer;
+  delete n.delegated.recvBuffer;
+  delete n.path;
+  return n;
+}
+
+/** A field of a state by its dotted name (`soft.cubic.wMax` included). */
+function fieldOf(s: TcpState, name: string): { obj: Record<string, unknown>; key: string } {
+  const path = name.split('.');
+  let obj = s as unknown as Record<string, unknown>;
+  for (const k of path.slice(0, -1)) obj = obj[k] as Record<string, unknown>;
+  return { obj, key: path.at(-1)! };
+}
+
+const ACK_NAMES = new Set(ACK_FIELDS.map((f) => f.name));
+const SCALAR = (t: string) => t !== 'ring' && t !== 'ooo' && t !== 'ranges';
+
+/** Every soft scalar an ACK from the record does not read, changed: what a stale scratch state holds. */
+function dirtyOutsideAck(s: TcpState): void {
+  for (const f of TCP_FIELDS) {
+    if ((f.part !== 'soft' && f.part !== 'cubic') || ACK_NAMES.has(f.name) || !SCALAR(f.type)) continue;
+    const { obj, key } = fieldOf(s, f.part === 'cubic' ? `soft.${f.name.slice('soft.'.length)}` : f.name);
+    const v = obj[key];
+    obj[key] = typeof v === 'boolean' ? !v : typeof v === 'number' && Number.isFinite(v) ? v + 7 : 1234;
+  }
+}
+
+/** The pure ACK sendStateAck sends from `s` at `now`: its bytes, TTL and TOS, through a stand-in engine. */
+function ackOf(s: TcpState, now: number): { sent: boolean; bytes: number[]; ttl: number; tos: number } {
+  const txBuf = new Uint8Array(256);
+  const out = { sent: false, bytes: [] as number[], ttl: -1, tos: -1 };
+  const eng = {
+    txHdr: createTcpHeader(),
+    env: {
+      clock: { now: () => now },
+      counters: { inc() {} },
+      ip: {
+        txBuf,
+        begin: () => 0,
+        commit: (_p: unknown, _proto: number, len: number, _df: boolean, ttl: number, tos: number) => {
+          out.bytes = [...txBuf.subarray(0, len)];
+          out.ttl = ttl;
+          out.tos = tos;
+          return true;
+        },
+      },
+    },
+  } as unknown as TcpEngine;
+  out.sent = sendStateAck(eng, s);
+  return out;
 }
 
 describe('transfer records', () => {
@@ -147,26 +230,14 @@ describe('transfer records', () => {
   test('a state read into a pooled state that held another connection is the state a fresh read makes: nothing of the other carries over', () => {
     fc.assert(
       fc.property(arbTrees, arbTrees, fc.integer({ min: 0, max: 1_000_000 }), (a, b, now) => {
-        // Never empty: the generator may make no connection at all.
-        const pool = [...flattenTrees(a), ...flattenTrees(sampleTrees(1))];
+        const pool = poolOf(a);
         const next = flattenTrees(b);
         for (let i = 0; i < next.length; i++) {
           const s = next[i]!;
-          const { block } = blockFor(s);
-          const rec = recordOf(block);
-          rec.write(s, now, 0, 1, ByteRing.attachShared(block.recv));
-          const send = ByteRing.attachShared(block.send);
-          const recv = ByteRing.attachShared(block.recv);
+          const { rec, send, recv } = written(s, now);
           // The pooled state first as a read makes it, then dirtied as a running connection would.
           const old = pool[i % pool.length]!;
-          const oldBlock = blockFor(old).block;
-          recordOf(oldBlock).write(old, now, 0, 1, ByteRing.attachShared(oldBlock.recv));
-          const pooled = recordOf(oldBlock).read(
-            now,
-            old.path,
-            ByteRing.attachShared(oldBlock.send),
-            ByteRing.attachShared(oldBlock.recv),
-          );
+          const pooled = readOther(old, now);
           pooled.soft.ooo = old.soft.ooo.slice();
           pooled.soft.sacked = [{ start: 1, end: 2 }] as never;
           pooled.soft.recvSackRecent = [{ start: 3, end: 4 }] as never;
@@ -177,20 +248,92 @@ describe('transfer records', () => {
           assert.equal(into.path, s.path);
           assert.equal(into.delegated.sendBuffer, send);
           assert.equal(into.delegated.recvBuffer, recv);
-          const strip = (x: TcpState) => {
-            const n = normalize(x) as { delegated: Record<string, unknown>; path?: unknown };
-            delete n.delegated.sendBuffer;
-            delete n.delegated.recvBuffer;
-            delete n.path;
-            return n;
-          };
-          assert.deepEqual(strip(into), strip(fresh));
+          assert.deepEqual(stripped(into), stripped(fresh));
           assert.deepEqual(Object.keys(into.soft), Object.keys(fresh.soft), 'same shape');
           validateTcpState(into);
         }
       }),
       { numRuns: 60 },
     );
+  });
+
+  test('an ACK from a record read for it alone (readForAck) is the ACK from the whole record, with the same marks, whatever the scratch state held', () => {
+    fc.assert(
+      fc.property(arbTrees, arbTrees, fc.integer({ min: 0, max: 1_000_000 }), (a, b, now) => {
+        const pool = poolOf(a);
+        const next = flattenTrees(b);
+        for (let i = 0; i < next.length; i++) {
+          const s = next[i]!;
+          // As the records prodUnbuilt takes (TransferRecord.quietButAck): no delayed ACK armed,
+          // which the ACK disarms and noteAck therefore does not write back.
+          s.soft.delayedAckDeadline = Number.POSITIVE_INFINITY;
+          const { rec, send, recv } = written(s, now);
+          // The scratch state: another connection's, read whole, then its fields outside the ACK's changed.
+          const scratch = readOther(pool[i % pool.length]!, now);
+          scratch.soft.ooo = [];
+          scratch.soft.recvSackRecent = [];
+          dirtyOutsideAck(scratch);
+          const got = rec.readForAck(scratch, now, s.path, send, recv);
+          if (s.soft.ooo.length !== 0 || s.soft.recvSackRecent.length !== 0) {
+            assert.equal(got, null, 'out-of-order data or SACK blocks: no ACK from the record');
+            continue;
+          }
+          assert.equal(got, scratch, 'into the scratch state');
+          assert.equal(got.path, s.path);
+          assert.equal(got.delegated.recvBuffer, recv);
+          validateAckOn(got, s.path);
+          const whole = rec.read(now, s.path, send, recv);
+          const same = (what: string) => {
+            for (const f of ACK_FIELDS) {
+              if (!SCALAR(f.type)) continue;
+              const x = fieldOf(got, f.name);
+              const y = fieldOf(whole, f.name);
+              assert.equal(x.obj[x.key], y.obj[y.key], `${what}: ${f.name}`);
+            }
+          };
+          same('read');
+          assert.deepEqual(ackOf(got, now + 5), ackOf(whole, now + 5), 'the same ACK');
+          same('after the ACK');
+          // What the ACK changed, written back (noteAck), is the record the whole state's ACK leaves.
+          rec.noteAck(got);
+          assert.deepEqual(
+            stripped(rec.read(now, s.path, send, recv)),
+            stripped(whole),
+            'the record after noteAck',
+          );
+        }
+      }),
+      { numRuns: 60 },
+    );
+  });
+
+  test('a record read for an ACK alone refuses what the ACK rests on when damaged', () => {
+    const s = flattenTrees(sampleTrees(1))[0]!;
+    s.soft.ooo = [];
+    s.soft.recvSackRecent = [];
+    const damage: [string, number, RegExp][] = [
+      ['const.rcvWscale', 15, /rcvWscale/],
+      ['const.tsEnabled', 2, /tsEnabled/],
+      ['const.localPort', 0, /localPort/],
+      ['delegated.rcvAdv', -1, /rcvAdv/],
+      ['soft.quickAcks', 1e6, /quickAcks/],
+      ['soft.rcvClamp', 2 ** 31, /rcvClamp/],
+      ['cached.ttl', 0, /ttl/],
+    ];
+    for (const [name, v, why] of damage) {
+      const { block, send, recv } = blockFor(s);
+      const rec = recordOf(block);
+      rec.write(s, 1000, 0, 1, recv);
+      const scratch = rec.read(1000, s.path, send, recv);
+      validateAckOn(rec.readForAck(scratch, 1000, s.path, send, recv)!, s.path);
+      const at = (block.at + TRANSFER_RECORD_AT) / 8 + transferRecordSlot(name);
+      new Float64Array(block.sab)[at] = v;
+      assert.throws(
+        () => validateAckOn(rec.readForAck(scratch, 1000, s.path, send, recv)!, s.path),
+        why,
+        name,
+      );
+    }
   });
 
   test('the owner word: offered, taken once by the NIC it was offered to, handed back', () => {
