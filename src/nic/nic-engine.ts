@@ -146,6 +146,13 @@ export interface NicEngineOptions {
    * application's makes the connection send, so a worker marks it as it would for a frame.
    */
   beforeUpdated?: (conn: TcpConnection) => void;
+  /**
+   * Told of each connection whose timer fired, just before its work runs (TcpHostEnv.beforeTimer):
+   * the one change of a connection that comes from neither a frame, a packet, a call nor an
+   * update, so a worker that marks those marks these too, and need not rewrite quiet records
+   * now and then in case a timer changed one.
+   */
+  beforeTimer?: (conn: TcpConnection) => void;
 }
 
 /** A listener on one IPv6 address handed to an engine with no address table yet (NicEngine.listen). */
@@ -590,6 +597,8 @@ export class NicEngine {
       isLocal: () => false,
       isnSecret: opts.isnSecret,
     };
+    if (opts.beforeTimer !== undefined)
+      (env as { beforeTimer?: (c: TcpConnection) => void }).beforeTimer = opts.beforeTimer;
     if (this.addrs !== null) (env as { addrs?: AddressTable }).addrs = this.addrs;
     const link = opts.link;
     const moreInput = opts.moreInput;

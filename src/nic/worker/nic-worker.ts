@@ -561,10 +561,16 @@ function giveBack(slot: Slot): boolean {
 /** Publish a connection's hard state as it is now (not one whose block is gone: see giveBack). */
 function writeRecord(slot: Slot): void {
   if (slot.record === goneRecord) return;
+  recordsPublished++;
   slot.record.write(slot.conn.state, slot.send.shared, slot.recv.shared);
   slot.published = slot.conn.state.delegated.state;
   Atomics.store(db, quietAt + slot.index, quietReads(slot.conn.state));
 }
+
+/** Records published (writeRecord), for counters: an idle connection's stays put. */
+let recordsPublished = 0;
+/** Heartbeats this worker sent, for counters: how long something stayed put, counted in beats. */
+let heartbeats = 0;
 
 /** Quiet for as long as a word of realStamp() can say (its differences are int32s): about 18 hours. */
 const QUIET_LONG = 2 ** 30;
@@ -706,6 +712,12 @@ function flushEvents(): void {
   post({ t: 'ev', list: evList, errors: evErrors });
   evList = [];
   evErrors = [];
+}
+
+/** touch() for a connection of the engine's, if it has a slot here. */
+function touchConn(conn: TcpConnection): void {
+  const slot = conn.user instanceof RemoteUser ? conn.user.slot : byKey.get(conn.state.const);
+  if (slot !== undefined) touch(slot);
 }
 
 function touch(s: Slot): void {
@@ -1808,10 +1820,10 @@ const engine = new NicEngine({
   },
   // A TCP settings update, or a resend on a changed path, is as much a change of the connection
   // as a packet: marked before it runs, its record and quiet word written again after.
-  beforeUpdated: (conn) => {
-    const slot = conn.user instanceof RemoteUser ? conn.user.slot : byKey.get(conn.state.const);
-    if (slot !== undefined) touch(slot);
-  },
+  beforeUpdated: touchConn,
+  // A timer's work (a delayed ACK, a retransmission, a probe, TIME_WAIT's end) changes the
+  // connection with no frame in: marked as well, so no record needs rewriting in case (heartbeat).
+  beforeTimer: touchConn,
   progress,
   // Segments of this worker's connections that reached a peer's port come from it by message.
   moreInput: () => peers.length > 0,
@@ -2361,6 +2373,8 @@ const verbHooks: EngineVerbHooks = {
       'nic.lazy.frames-waiting-max': waitingAll.framesMax,
       // The longest a batch handed here held its input for the source's word (hand-order.ts).
       'nic.hand.hold-ms-max': Math.ceil(heldIn.longestMs),
+      'nic.records.published': recordsPublished,
+      'nic.heartbeats': heartbeats,
     };
   },
 };
@@ -2858,23 +2872,13 @@ port.on('message', (m: ToWorker) => {
 });
 
 /** Heartbeats over which every record is refreshed once. */
-const REFRESH_BEATS = 20;
-let refreshAt = 0;
-
-// Hard state of quiet connections still changes (timers: retransmissions, TIME_WAIT): refresh it
-// now and then, and say we are alive. A slice of the slots per beat: all of them every beat kept
-// a worker with ten thousand connections busy rewriting records.
+// Say we are alive. No record is refreshed here: everything that changes a connection marks it
+// first (a frame in or out, a packet, a call, an update, its timer: touch), and a quiet one's
+// record and word stay as written, so the host sees it quiet (see quietReads).
 const heartbeat = clock.createTimer(() => {
   Atomics.add(db, DB_BEAT, 1);
+  heartbeats++;
   post({ t: 'hb', at: clock.now() });
-  const n = slots.length;
-  const end = Math.min(n, refreshAt + Math.max(64, Math.ceil(n / REFRESH_BEATS)));
-  for (let i = refreshAt; i < end; i++) {
-    const s = slots[i];
-    if (s) touched.add(s);
-  }
-  refreshAt = end >= n ? 0 : end;
-  flushEvents();
   if (!closed) heartbeat.arm(boot.heartbeatMs);
 });
 heartbeat.arm(boot.heartbeatMs);

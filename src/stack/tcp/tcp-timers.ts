@@ -66,6 +66,7 @@ export function onConnectionTimer(conn: TcpConnection): void {
   const d = s.delegated;
   const soft = s.soft;
   if (d.state === TcpStateId.CLOSED) return;
+  conn.engine.env.beforeTimer?.(conn);
   const yielded = conn.timerYielded;
   conn.timerYielded = false;
   if (!yielded && (d.rtxDeadline <= now || soft.tlpDeadline <= now || conn.rack.reoDeadline <= now)) {

@@ -5,6 +5,7 @@ import type { Random } from '../../core/random.ts';
 import type { PathState } from '../../state/path-state.ts';
 import type { AddressTable } from '../address-table.ts';
 import type { IpSender } from '../ip-sender.ts';
+import type { TcpConnection } from './tcp-connection.ts';
 
 /**
  * What the TCP layer needs from the host it runs in. The host stack provides one; an offload
@@ -43,6 +44,13 @@ export interface TcpHostEnv {
    * comes a frame per event (the simulator).
    */
   yieldInput?(): void;
+  /**
+   * Told of each connection whose timer fired, just before the timer's work runs (a delayed ACK,
+   * a retransmission, a probe, the end of TIME_WAIT): what a timer changes needs no frame to
+   * come in, and may send none (a link that refuses it). A NIC worker marks the connection so its
+   * hard-state record is published after, as it does for each frame. Absent: nobody asks.
+   */
+  beforeTimer?(conn: TcpConnection): void;
 }
 
 /**
