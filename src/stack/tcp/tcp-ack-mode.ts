@@ -196,13 +196,11 @@ export function dataSent(conn: TcpConnection, now: number): void {
   if (soft.lastDataAt !== -1 && now - soft.lastDataAt < conn.state.cached.delayedAckMs) soft.pingpong = true;
 }
 
-/** tcp_dec_quickack_mode: an ACK of new data went out (a window update or a duplicate's answer is none). */
-export function ackSent(conn: TcpConnection): void {
-  ackSentOn(conn.state);
-}
-
-/** ackSent, on a state with no connection object (sendStateAck). */
-export function ackSentOn(s: TcpState): void {
+/**
+ * tcp_dec_quickack_mode: an ACK of new data went out (a window update or a duplicate's answer is
+ * none). On the state, as sendStateAck has no connection object.
+ */
+export function ackSent(s: TcpState): void {
   if (s.soft.quickAcks > 0) s.soft.quickAcks--;
 }
 

@@ -14,7 +14,7 @@ import { effectiveMss } from './congestion.ts';
 import { backedOffRto } from './rtt.ts';
 import { recvSackBlocks, sackIsLost, sackNextSeg, sackPipe } from './sack.ts';
 import { seqAdd, seqDiff, seqGt, seqLeq, seqLt } from './seq.ts';
-import { ackSent, ackSentOn, dataSent } from './tcp-ack-mode.ts';
+import { ackSent, dataSent } from './tcp-ack-mode.ts';
 import type { TcpConnection, TcpEngine } from './tcp-connection.ts';
 import { ecnOut, ecnOutput, IP_ECN_MASK, IpEcn } from './tcp-ecn.ts';
 import { selectWindow, synWindow } from './tcp-window.ts';
@@ -128,12 +128,7 @@ export function emit(
   const soft = s.soft;
   const h = eng.txHdr;
   const now = env.clock.now();
-  h.srcPort = c.localPort;
-  h.dstPort = c.remotePort;
-  h.seq = seq >>> 0;
-  h.ack = flags & TcpFlag.ACK ? d.rcvNxt : 0;
-  h.urgent = 0;
-  resetTcpOptions(h);
+  startHeader(h, s, seq, flags & TcpFlag.ACK ? d.rcvNxt : 0);
   if (flags & TcpFlag.SYN) {
     h.mss = c.localMss;
     if (d.state === TcpStateId.SYN_SENT) {
@@ -145,11 +140,7 @@ export function emit(
     } else {
       if (c.wsEnabled) h.wscale = c.rcvWscale;
       h.sackPermitted = c.sackEnabled;
-      if (c.tsEnabled) {
-        h.hasTimestamps = true;
-        h.tsVal = tsNow(now);
-        h.tsEcr = d.tsRecent;
-      }
+      stampTimestamps(h, s, now);
     }
     const w = synOffer(conn);
     h.window = w;
@@ -159,11 +150,7 @@ export function emit(
     }
   } else {
     h.window = flags & TcpFlag.RST && !(flags & TcpFlag.ACK) ? 0 : advertiseWindow(s);
-    if (c.tsEnabled) {
-      h.hasTimestamps = true;
-      h.tsVal = tsNow(now);
-      h.tsEcr = d.tsRecent;
-    }
+    stampTimestamps(h, s, now);
     if (c.sackEnabled && flags & TcpFlag.ACK && !(flags & TcpFlag.RST)) {
       let n = 0;
       if (conn.dsackEnd !== conn.dsackStart) {
@@ -227,15 +214,39 @@ export function emit(
     conn.stats.resetsOut++;
     env.counters.inc('tcp.rst.out');
   }
-  if (flags & TcpFlag.ACK) {
-    if (seqGt(d.rcvNxt, d.lastAckSent)) ackSent(conn);
-    d.lastAckSent = d.rcvNxt;
-    soft.ackNow = false;
-    soft.delayedAckDeadline = INF;
-    // Linux's inet_csk_clear_xmit_timer(ICSK_TIME_DACK): the ACK owes the read nothing more.
-    soft.ackPushed = 0;
-  }
+  if (flags & TcpFlag.ACK) ackWentOut(s);
   return dataLen;
+}
+
+/** The fields every segment begins with: ports, numbers, no options yet (the caller adds its own). */
+function startHeader(h: TcpHeader, s: TcpState, seq: number, ack: number): void {
+  const c = s.const;
+  h.srcPort = c.localPort;
+  h.dstPort = c.remotePort;
+  h.seq = seq >>> 0;
+  h.ack = ack;
+  h.urgent = 0;
+  resetTcpOptions(h);
+}
+
+/** RFC 7323 timestamps where both ends agreed to them: our clock, and the peer's value to echo. */
+function stampTimestamps(h: TcpHeader, s: TcpState, now: number): void {
+  if (!s.const.tsEnabled) return;
+  h.hasTimestamps = true;
+  h.tsVal = tsNow(now);
+  h.tsEcr = s.delegated.tsRecent;
+}
+
+/** What an ACK sent settles: all received is acknowledged, no ACK is owed now or by a timer. */
+function ackWentOut(s: TcpState): void {
+  const d = s.delegated;
+  const soft = s.soft;
+  if (seqGt(d.rcvNxt, d.lastAckSent)) ackSent(s);
+  d.lastAckSent = d.rcvNxt;
+  soft.ackNow = false;
+  soft.delayedAckDeadline = INF;
+  // Linux's inet_csk_clear_xmit_timer(ICSK_TIME_DACK): the ACK owes the read nothing more.
+  soft.ackPushed = 0;
 }
 
 export function sendSyn(conn: TcpConnection): void {
@@ -260,29 +271,18 @@ export function sendAck(conn: TcpConnection): void {
  * first segment or call). Only for a state `emit` would give nothing more than this: synchronized,
  * SACK agreed (one ACK, not three duplicates), no ECN to echo, no out-of-order data to SACK; the
  * caller checks that, and that no D-SACK could be due (a connection object's, which a state taken
- * unbuilt never had). Changes
- * the state as emit does (the advertised edge, the ACK's marks, the segment count). False when the
- * link refused the frame: the caller builds the connection, whose own prod sends it again.
+ * unbuilt never had). Changes the state as emit does (the advertised edge, the ACK's marks, the
+ * segment count). False when the link refused the frame: the caller builds the connection, whose
+ * own prod sends it again.
  */
 export function sendStateAck(eng: TcpEngine, s: TcpState): boolean {
   const env = eng.env;
   const c = s.const;
   const d = s.delegated;
   const h = eng.txHdr;
-  const now = env.clock.now();
-  h.srcPort = c.localPort;
-  h.dstPort = c.remotePort;
-  h.seq = d.sndMax >>> 0;
-  h.ack = d.rcvNxt;
-  h.urgent = 0;
-  resetTcpOptions(h);
+  startHeader(h, s, d.sndMax, d.rcvNxt);
   h.window = advertiseWindow(s);
-  if (c.tsEnabled) {
-    h.hasTimestamps = true;
-    h.tsVal = tsNow(now);
-    h.tsEcr = d.tsRecent;
-  }
-  h.sackCount = 0;
+  stampTimestamps(h, s, env.clock.now());
   h.flags = TcpFlag.ACK;
   const ip = env.ip;
   const off = ip.begin(s.path);
@@ -295,11 +295,7 @@ export function sendStateAck(eng: TcpEngine, s: TcpState): boolean {
   }
   d.segmentsOut++;
   env.counters.inc('tcp.segments.out');
-  if (seqGt(d.rcvNxt, d.lastAckSent)) ackSentOn(s);
-  d.lastAckSent = d.rcvNxt;
-  s.soft.ackNow = false;
-  s.soft.delayedAckDeadline = INF;
-  s.soft.ackPushed = 0;
+  ackWentOut(s);
   return true;
 }
 
