@@ -28,6 +28,7 @@
  * CHIMNEY_LAG_LOG / CHIMNEY_CPU_PROF in the environment reach serve (see serve.ts; on one TAP only the
  * counters and the profile); CHIMNEY_WORKER_CPU_PROF=FILE profiles each worker (FILE.w<threadId>,
  * written at its close, see nic-worker.ts).
+ * `--times FILE`: each connection's connect, connected and first byte, with its client port (FILE.<fault>).
  * `--client-pcap FILE` captures the headers (128 bytes a frame) of what the client's kernel
  * receives and sends on its veth, for each run (FILE.<fault>, FILE.linux): the same view of
  * Chimney and of Linux serving.
@@ -75,6 +76,10 @@ const cli = new Command('soak-tap')
   .option('--pcap <file>', 'capture every frame of the team (FILE.<fault>)')
   .option('--log <file>', "keep serve's whole log (FILE.<fault>)")
   .option('--stalls <file>', 'write every gap the client saw (FILE.<fault>)')
+  .option(
+    '--times <file>',
+    "write each connection's way to its first byte as the client saw it (FILE.<fault>)",
+  )
   .option('--client-pcap <file>', "capture the headers the client's kernel sees (FILE.<fault>, FILE.linux)")
   .option(
     '--tap-pcap <file>',
@@ -99,6 +104,7 @@ const o = cli.opts<{
   pcap?: string;
   log?: string;
   stalls?: string;
+  times?: string;
   clientPcap?: string;
   tapPcap?: string;
   hostAlone?: boolean;
@@ -112,6 +118,7 @@ const timeoutS = o.timeout;
 const pcap = o.pcap ?? '';
 const logFile = o.log ?? '';
 const stallsFile = o.stalls ?? '';
+const timesFile = o.times ?? '';
 const clientPcap = o.clientPcap ?? '';
 const tapPcap = o.tapPcap ?? '';
 const hostAlone = o.hostAlone === true;
@@ -170,7 +177,8 @@ try {
         JSON.stringify({ at: r.markAt, nic: r.nic, owners: [...r.owners] }),
       );
     }
-    const { stalls, ...client } = r.client;
+    if (timesFile) writeFileSync(`${timesFile}.${fault}`, JSON.stringify(r.client.times));
+    const { stalls, times: _times, ...client } = r.client;
     console.log(
       JSON.stringify({
         fault,
@@ -206,8 +214,9 @@ try {
     const cap = clientCapture('linux');
     const r = await runLinux(lab).finally(() => cap?.stop());
     const peer = counterDelta(before, nsCounters(lab));
-    const { stalls, ...client } = r;
+    const { stalls, times, ...client } = r;
     if (stallsFile) writeFileSync(`${stallsFile}.linux`, JSON.stringify(stalls));
+    if (timesFile) writeFileSync(`${timesFile}.linux`, JSON.stringify(times));
     console.log(
       JSON.stringify({
         fault: 'none',

@@ -14,7 +14,8 @@ sender behind what it already holds.
 Prints one JSON object on stdout:
   {"connections", "ok", "failed", "resets", "errors": {kind: count}, "firstErrors": [...],
    "maxStallMs", "p99StallMs", "maxFirstByteMs", "p99FirstByteMs", "p50FirstByteMs" (from the
-   connect), "wallMs", "stalls": [[startEpochMs, endEpochMs, conn, localPort], ...]}
+   connect), "wallMs", "stalls": [[startEpochMs, endEpochMs, conn, localPort], ...],
+   "times": [[localPort, connectEpochMs, connectedEpochMs, firstByteEpochMs], ...]}
 `stalls` lists every gap longer than --stall-ms (epoch ms, so a caller can line them up with a
 fault it injected). Exit status 0 when every download is intact, 1 otherwise.
 """
@@ -52,6 +53,7 @@ class Download(asyncio.Protocol):
         self.error = None
         self.done = asyncio.get_running_loop().create_future()
         self.started = None
+        self.asked = None
         self.ttfb = None
         self.port = 0
 
@@ -198,6 +200,7 @@ async def ticker(run, tick):
 async def one(loop, run, idx, host, port, timeout, conns):
     d = Download(idx, run)
     conns.append(d)
+    d.asked = time.monotonic()
     try:
         await asyncio.wait_for(loop.create_connection(lambda: d, host, port), timeout)
     except Exception as e:  # noqa: BLE001 - every failure is counted, none is fatal
@@ -276,6 +279,13 @@ async def main():
         'wallMs': round(wall * 1000),
         'bytes': run.total,
         'stalls': stalls,
+        # Each connection's way to its first byte, epoch ms: [port, connect asked (its SYN),
+        # connected (the SYN-ACK answered), first byte], to line up with serve's accepts.
+        'times': [
+            [d.port, run.epoch(d.asked), run.epoch(d.started), run.epoch(d.started + d.ttfb)]
+            for d in done
+            if d.ttfb is not None
+        ],
     }
     json.dump(out, sys.stdout)
     sys.stdout.write('\n')

@@ -679,8 +679,8 @@ function traceMainThread(th: TeamHost, file: string): void {
     return p;
   };
   // [made at, placed (1) or born at a NIC (0), then ms of: its placement, the accept queue, the
-  // application's turn to its first write]: where the first byte waited in the host.
-  const accepts: [number, number, number, number, number][] = [];
+  // application's turn to its first write; the peer's port]: where the first byte waited in the host.
+  const accepts: [number, number, number, number, number, number][] = [];
   traceAccepts((a) => {
     const queued = a.queuedAt - a.madeAt;
     const handed = a.handedAt - a.queuedAt;
@@ -691,6 +691,7 @@ function traceMainThread(th: TeamHost, file: string): void {
       Math.round(queued),
       Math.round(handed),
       Math.round(wrote),
+      a.remotePort,
     ]);
   });
   process.on('exit', () => {

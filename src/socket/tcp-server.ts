@@ -58,6 +58,8 @@ export function acceptsThisTurn(queued: number): number {
  */
 export interface AcceptTimes {
   placed: boolean;
+  /** The peer's port: lines the accept up with its client's own times (soak-tap --times). */
+  remotePort: number;
   madeAt: number;
   queuedAt: number;
   handedAt: number;
@@ -245,7 +247,14 @@ export class TcpServer extends EventEmitter {
     socket._hold();
     if (acceptTrace !== null) {
       const now = this.host.clock.now();
-      traced.set(socket, { placed: place, madeAt: now, queuedAt: 0, handedAt: 0, firstWriteAt: 0 });
+      traced.set(socket, {
+        placed: place,
+        remotePort: conn.remotePort,
+        madeAt: now,
+        queuedAt: 0,
+        handedAt: 0,
+        firstWriteAt: 0,
+      });
     }
     this.sockets.add(socket);
     socket.on('error', ignoreUntaken);

@@ -49,6 +49,8 @@ export interface ClientReport {
   bytes: number;
   /** [start epoch ms, end epoch ms, connection index, client port]. */
   stalls: [number, number, number, number][];
+  /** Each connection's [client port, connect asked, connected, first byte], epoch ms. */
+  times: [number, number, number, number][];
 }
 
 export interface LoadResult {

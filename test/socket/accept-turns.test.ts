@@ -157,6 +157,8 @@ test('traced accepts: made, queued once placed, handed out a turn later, then th
     assert.equal(seen.length, 1, 'one trace, at the first write');
     const t = seen[0]!;
     assert.equal(t.placed, true);
+    // The peer's port lines the trace up with the client's own times (soak-tap --times).
+    assert.equal(t.remotePort, c.localPort, 'the trace names its peer');
     assert.ok(t.madeAt >= 0 && t.madeAt + 100 <= placedAt, `made before the placement: ${t.madeAt}`);
     assert.ok(t.queuedAt >= placedAt, `queued once placed: ${t.queuedAt} against ${placedAt}`);
     assert.ok(t.handedAt >= t.queuedAt, 'handed out after it was queued');
