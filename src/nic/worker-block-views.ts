@@ -2,7 +2,7 @@ import { ByteRing } from '../state/byte-ring.ts';
 import type { TcpCached, TcpState } from '../state/tcp-state.ts';
 import type { BatchList } from './batch-list.ts';
 import { type ConnBlockRef, HardStateRecord, TRANSFER_RECORD_AT } from './hard-state.ts';
-import type { ConnKey } from './nic.ts';
+import { type ConnKey, keyOfState } from './nic.ts';
 import { OWNER_HOST, TransferRecord } from './transfer-record.ts';
 import type { GivenBlocks } from './worker/transfer-wire.ts';
 import type { WorkerConnectionHandle } from './worker-handle.ts';
@@ -45,6 +45,24 @@ export function prepare(
   p.offered = false;
   p.settings = settings;
   return p;
+}
+
+/**
+ * `s`'s key: the one the block's last initiate named (`last`, PreparedConn.key) when it is the
+ * same tuple, as it is for a connection coming back to a block it ran on, else a new one. A new
+ * key per connection and offload lived on in its handle, to be promoted and collected later: half
+ * a megabyte of an offload of 10,000's garbage on the main thread. Keys are values (nothing
+ * writes a handle's key), so sharing one is safe.
+ */
+export function sameKeyOr(last: ConnKey | undefined, s: TcpState): ConnKey {
+  const c = s.const;
+  return last !== undefined &&
+    last.localPort === c.localPort &&
+    last.remotePort === c.remotePort &&
+    last.localIp === c.localIp &&
+    last.remoteIp === c.remoteIp
+    ? last
+    : keyOfState(s);
 }
 
 /**

@@ -106,6 +106,7 @@ import {
   type PreparedConn,
   prepare,
   returnRecords,
+  sameKeyOr,
   settled,
   viewsOf,
 } from './worker-block-views.ts';
@@ -1031,16 +1032,16 @@ export class WorkerNic extends HostNic {
     const ring = ringUnderLoad(this.placementRing, this.load + states.length);
     const grownLimit = ringGrowLimit(this.ringCapacity, this.load + states.length);
     for (const s of states) {
-      const key = keyOfState(s);
       const d = s.delegated;
       const known = knownViews(d.sendBuffer, d.recvBuffer);
       if (known !== undefined) {
         known.record.write(s, known.block.send, known.block.recv);
-        const p = prepare(known, key, s, null);
+        const p = prepare(known, sameKeyOr(known.prepared?.key, s), s, null);
         out.push(p);
         byState.set(s, p);
         continue;
       }
+      const key = keyOfState(s);
       let block = blockOfRings(d.sendBuffer, d.recvBuffer);
       let send: ByteRing;
       let recv: ByteRing;

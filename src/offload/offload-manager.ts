@@ -418,12 +418,6 @@ export class OffloadManager extends EventEmitter {
     if (!this.hooks.has(from) || !this.hooks.has(to)) throw new InvalidArgumentError('move: unknown NIC');
     if (from === to) throw new InvalidArgumentError('move: source and destination are the same NIC');
     return this.serial(async () => {
-      const refused: TransferRefusal[] = [];
-      const list: ConnKey[] = [];
-      const conns: (TcpConnection | null)[] = [];
-      // Each connection's host table entry, found here once: the transfer reads its tag and
-      // placeholder from it at the freeze and the settle instead of searching the table again.
-      const ats: TableEntry[] = [];
       if (keys === 'all') {
         // Every connection of the NIC, read in one walk of the entries with the table entry of each,
         // into lists made once at their largest size and cut to what was found: grown a push at a
@@ -447,7 +441,15 @@ export class OffloadManager extends EventEmitter {
         foundAts.length = n;
         return this.proto.run(found, from, to, foundConns, foundAts);
       }
+      const refused: TransferRefusal[] = [];
+      // Made at their largest and cut to what was found, as for 'all' above. Each connection's
+      // host table entry is found here once: the transfer reads its tag and placeholder from it
+      // at the freeze and the settle instead of searching the table again.
+      const list = new Array<ConnKey>(keys.length);
+      const conns = new Array<TcpConnection | null>(keys.length);
+      const ats = new Array<TableEntry>(keys.length);
       const batch = ++this.batchNo;
+      let n = 0;
       for (const k of keys) {
         if (!isKey(k)) throw new InvalidArgumentError('move: not a connection key');
         const at = this.entries.at(k);
@@ -455,11 +457,14 @@ export class OffloadManager extends EventEmitter {
         if (e?.nic === from) {
           if (e.named === batch) throw namedTwice('move', k);
           e.named = batch;
-          list.push(e.key);
-          conns.push(e.conn);
-          ats.push(at!);
+          list[n] = e.key;
+          conns[n] = e.conn;
+          ats[n++] = at!;
         } else refused.push({ key: k, status: 'failure', reason: 'not on the source NIC' });
       }
+      list.length = n;
+      conns.length = n;
+      ats.length = n;
       return merge([await this.proto.run(list, from, to, conns, ats)], refused);
     }, opts);
   }

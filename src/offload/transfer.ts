@@ -392,7 +392,7 @@ export class TransferProtocol {
     // One transfer may run several of these side by side (an offload spread over NICs): this one
     // may start while another waits, with the meter stopped.
     this.resume();
-    const frozen = this.freeze(left, src, left === keys ? ats : undefined);
+    const frozen = this.freeze(left, src, left === keys ? ats : undefined, left === keys ? conns : undefined);
     this.opts.phases?.mark('frozen');
     try {
       await this.runFrozen(frozen, src, dst, report);
@@ -942,7 +942,13 @@ export class TransferProtocol {
   }
 
   /** Application calls wait in the sockets; the host holds segments for the 4-tuples. */
-  freeze(keys: readonly ConnKey[], src: Owner, ats?: readonly (TableEntry | undefined)[]): Item[] {
+  freeze(
+    keys: readonly ConnKey[],
+    src: Owner,
+    ats?: readonly (TableEntry | undefined)[],
+    /** From the host: each key's connection as the caller found it in this turn (an offload's). */
+    conns?: readonly (TcpConnection | null)[],
+  ): Item[] {
     const tcp = this.stack.tcp;
     // Made at its largest and cut to what froze: grown a push at a time, a list of 10,000 left
     // outgrown copies about twice its size behind it, garbage of every move.
@@ -952,7 +958,13 @@ export class TransferProtocol {
       const key = keys[i]!;
       let user: TcpUser | null;
       if (src === 'host') {
-        const conn = tcp.lookup(key.localIp, key.localPort, key.remoteIp, key.remotePort);
+        // The connection the offload found (by its own key) is still the one this layer runs
+        // under that key while it is linked here (one per tuple): not searched for a second time.
+        const found = conns?.[i];
+        const conn =
+          found != null && found.key === key && found.linked && !found.released && found.engine === tcp
+            ? found
+            : tcp.lookup(key.localIp, key.localPort, key.remoteIp, key.remotePort);
         if (!conn) continue;
         user = conn.user;
         const socket = user instanceof TcpSocket && !user.moving ? user : null;

@@ -86,4 +86,25 @@ describe('warm moves: lists made at their size', () => {
     assert.deepEqual(where(), expect(keys));
     for (const s of sockets) assert.equal(s.destroyed, false);
   });
+
+  test('a move by keys naming connections of two NICs takes exactly those of its source, the rest refused', {
+    timeout: 120_000,
+  }, async (t) => {
+    const { wh, sockets } = await idleConnections(t, { seed: 143, n: CONNS, capacity: 100 });
+    const [n0, n1] = wh.nics as [WorkerNic, WorkerNic];
+    const keys = sockets.map(socketKey);
+    const m = wh.offload;
+    const on0 = keys.filter((_, i) => i % 3 === 0);
+    const on1 = keys.filter((_, i) => i % 3 !== 0);
+    assert.equal((await m.offload(on0, n0)).moved.length, on0.length);
+    assert.equal((await m.offload(on1, n1)).moved.length, on1.length);
+    // Every key, in their own order: the lists, made at the batch's size, are cut to the four found.
+    const r = await m.move(keys, n0, n1);
+    assert.deepEqual(ids(r.moved), ids(on0));
+    assert.deepEqual(ids(r.refused.map((f) => f.key)), ids(on1));
+    for (const f of r.refused) assert.equal(f.reason, 'not on the source NIC');
+    assert.deepEqual(ids(m.keysOn(n1)), ids(keys));
+    for (const [i, k] of keys.entries()) assert.equal(n1.handle(k)?.user, sockets[i]);
+    for (const s of sockets) assert.equal(s.destroyed, false);
+  });
 });
