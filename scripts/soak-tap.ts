@@ -10,6 +10,8 @@
  *                               [--linux-server] [--linux-only]
  * `--serve-args ARGS`: more `chimney serve` arguments for every run (an offload policy to compare).
  * `--fault-delay S`: the fault S seconds after every download's first byte (default 0: at once).
+ * `--ramp MS`: the client opens its connections over MS ms (default tap-load.py's 2,000: the connect
+ * burst; at 1,000 downloads a ramp of 4,000 is the same load without it, BENCHMARKS.md tap-team).
  * Each run prints `faultCut`: the stalls across the fault by owner (the faulted NIC, the other, the
  * host) and begun before it or not, and how many downloads were stalled across moments before and
  * after it (`around`); with no fault, the same at the moment the fault would have come.
@@ -73,6 +75,11 @@ const cli = new Command('soak-tap')
     intIn(0, 600),
     0,
   )
+  .option(
+    '--ramp <ms>',
+    "the client opens its connections over this long (tap-load.py's default: 2000, the burst)",
+    intIn(0, 600_000),
+  )
   .option('--pcap <file>', 'capture every frame of the team (FILE.<fault>)')
   .option('--log <file>', "keep serve's whole log (FILE.<fault>)")
   .option('--stalls <file>', 'write every gap the client saw (FILE.<fault>)')
@@ -112,6 +119,7 @@ const o = cli.opts<{
   linuxServer?: boolean;
   linuxOnly?: boolean;
   serveArgs?: string;
+  ramp?: number;
 }>();
 const { connections, size, rate } = o;
 const timeoutS = o.timeout;
@@ -164,6 +172,7 @@ try {
       hostAlone,
       localNics: o.localNics === true,
       faultDelayS: o.faultDelay,
+      rampMs: o.ramp,
       log: (l) => console.error(l),
     });
     clearInterval(sampler);
@@ -330,7 +339,7 @@ async function runLinux(lab: Lab): Promise<ClientReport> {
     while (!existsSync(ready) && Date.now() < end) await sleep(50);
     if (!existsSync(ready)) throw new Error('linux-serve.py did not start');
     const r = await lab.run(
-      clientArgv(lab, ip, { connections, size, rate, timeoutS }),
+      clientArgv(lab, ip, { connections, size, rate, timeoutS, rampMs: o.ramp }),
       (timeoutS + 60) * 1000,
     );
     try {

@@ -32,6 +32,11 @@ export interface LoadOptions {
    * documented run). A later fault is an extra measurement, out of the connect burst.
    */
   faultDelayS?: number;
+  /**
+   * The client opens its connections over this long (scripts/tap-load.py `--ramp-ms`, whose
+   * default, 2 s, is the documented burst). A slower ramp is the same load without the burst.
+   */
+  rampMs?: number;
 }
 
 export interface ClientReport {
@@ -450,12 +455,13 @@ function resetsOf(sets: Record<string, Record<string, number>>): Record<string, 
 export function clientArgv(
   lab: Lab,
   host: string,
-  o: { connections: number; size: number; rate: number; timeoutS: number },
+  o: { connections: number; size: number; rate: number; timeoutS: number; rampMs?: number },
   extra: string[] = [],
 ): string[] {
   const n = (v: number): string => String(v);
   return ['ip', 'netns', 'exec', lab.ns, 'python3', join(ROOT, 'scripts/tap-load.py'), '--host', host]
     .concat(['--connections', n(o.connections), '--size', n(o.size), '--rate', n(o.rate)])
+    .concat(o.rampMs === undefined ? [] : ['--ramp-ms', n(o.rampMs)])
     .concat(['--timeout', n(o.timeoutS), ...extra]);
 }
 
@@ -499,7 +505,7 @@ export async function runLoad(lab: Lab, o: LoadOptions): Promise<LoadResult> {
       clientArgv(
         lab,
         lab.chimneyIps[0]!,
-        { connections: o.connections, size: o.size, rate: o.rate, timeoutS },
+        { connections: o.connections, size: o.size, rate: o.rate, timeoutS, rampMs: o.rampMs },
         ['--ready-file', ready],
       ),
       (timeoutS + 60) * 1000,
