@@ -1924,6 +1924,10 @@ function noteTx(frame: Uint8Array): void {
 function publishAhead(frame: Uint8Array): void {
   const slot = slotOfFrame(frame, false);
   if (slot === undefined) return;
+  // Every frame out marks its connection, as the proxied link's noteTx does: one sent from the
+  // output scheduler's own turn (not a frame in, a call or the timer) may still have moved what
+  // the record holds (rcv.adv, snd.nxt after a timeout's rewind), and nothing else would mark it.
+  touch(slot);
   // Both families: an IPv6 frame read as IPv4 published a garbage snd.max.
   const end = tcpSegmentEnd(frame);
   const d = slot.conn.state.delegated;
@@ -1933,7 +1937,6 @@ function publishAhead(frame: Uint8Array): void {
   if (ahead) d.sndMax = end;
   writeRecord(slot);
   d.sndMax = kept;
-  touched.add(slot);
 }
 
 // ---- the other workers of the team -----------------------------------------------------------------
