@@ -74,8 +74,9 @@ export interface StoppableThread {
  * A dead member's thread gone, so its TAP is free (TUNSETIFF refuses a TAP still attached). A
  * member the team took for dead while its thread still runs (the team's heartbeat timeout, a
  * stall past its progress watch: `Team.declareDead`) never exits by itself, and its TAP would be
- * held for good, the member never restarted: it is told to stop here (no reset: the failover
- * moved its connections off). A thread wedged in native code may still not exit: past `boundMs`
+ * held for good, the member never restarted: it is told to stop here (no reset: the team calls
+ * the restart and the dead-port opener only once the failover moved its connections off,
+ * `Team.afterMove`). A thread wedged in native code may still not exit: past `boundMs`
  * this rejects (InvalidStateError), and the team tries again at its next backoff.
  */
 export async function threadGone(

@@ -502,6 +502,12 @@ export class TapLink implements Link {
       IFF_TAP | IFF_NO_PI | (vnetHdr ? IFF_VNET_HDR : 0) | (napiFrags ? IFF_NAPI | IFF_NAPI_FRAGS : 0);
     putIfName(ifr, name);
     iv.setUint16(IFNAMSIZ_OFF, flags(), true);
+    // A reader that just closed the device may still hold it for a moment: its poll on a pool
+    // thread keeps the file until the wake-up reaches it, and at load that thread waits its turn
+    // to run for hundreds of ms. An open of a device that must exist (`create: false`: a restarted
+    // worker's, or the host's on a dead worker's port) follows such a close at once, so it waits
+    // that out for up to 2 s; a new device's open, 200 ms.
+    const busyWaitsMax = create ? 20 : 200;
     let busyWaits = 0;
     while (lib.ioctlPtr(fd, TUNSETIFF, ifr) !== 0) {
       const e = errName(lib.errno());
@@ -512,9 +518,7 @@ export class TapLink implements Link {
         iv.setUint16(IFNAMSIZ_OFF, flags(), true);
         continue;
       }
-      // A reader that just closed the device may still hold it for a moment: its poll on a pool
-      // thread keeps the file until the wake-up reaches it. Wait that out (200 ms at most).
-      if (e === 'EBUSY' && busyWaits++ < 20) {
+      if (e === 'EBUSY' && busyWaits++ < busyWaitsMax) {
         Atomics.wait(BLOCK, 0, 0, 10);
         putIfName(ifr, name);
         iv.setUint16(IFNAMSIZ_OFF, flags(), true);
@@ -522,7 +526,7 @@ export class TapLink implements Link {
       }
       const msg =
         e === 'EBUSY'
-          ? `TAP device ${name} is in use by another process (a TAP has one reader); close it there or pick another name`
+          ? `TAP device ${name} is in use by another reader (a TAP has one) ${busyWaitsMax * 10} ms after the first try; close it there or pick another name`
           : e === 'EPERM' || e === 'EACCES'
             ? `not allowed to ${existed ? 'attach to' : 'create'} TAP device ${name}: run as root or grant CAP_NET_ADMIN`
             : e === 'EINVAL' && existed

@@ -285,11 +285,24 @@ export function buildTeamHost(seg: TeamSegment, opts: TeamHostOptions): TeamHost
         capacity: opts.nicCapacity,
         isnSecret: opts.isnSecret,
       });
+      // As a dead worker's thread is (threadGone), an engine the team took for dead while it
+      // runs is stopped before its port is reused: two engines would answer on one port.
+      const stop = (): void => {
+        if (nic.death === null) nic.crash('stopped: its port is taken over');
+      };
       // The dead member's engine no longer reads the port: the new tap takes its frames over.
       const hostPortAfterDeath = opts.hostPortsAfterDeath
-        ? () => Promise.resolve(new ProbeTap(wire, probeMacFor(mac, i), counters))
+        ? () => {
+            stop();
+            return Promise.resolve(new ProbeTap(wire, probeMacFor(mac, i), counters));
+          }
         : undefined;
-      const restart = opts.restartMembers ? () => Promise.resolve(member()) : undefined;
+      const restart = opts.restartMembers
+        ? () => {
+            stop();
+            return Promise.resolve(member());
+          }
+        : undefined;
       return { nic, tap, hostPortAfterDeath, restart };
     };
     members.push(member());

@@ -197,6 +197,12 @@ interface Slot {
   restartTimer: Timer | null;
   /** The restart its timer will run. */
   pending: { attempt: number; delayMs: number } | null;
+  /**
+   * Resolves once the failover off the current NIC's last failure has finished. The opener and
+   * the restart stop a NIC that still runs (threadGone), which would lose what the move has not
+   * taken off it yet: they wait for this first (`afterMove`).
+   */
+  movedOff: Promise<void>;
 }
 
 /**
@@ -343,6 +349,7 @@ export class Team extends EventEmitter {
       restarted: 0,
       startedAt: this.clock.now(),
       gen: 0,
+      movedOff: Promise.resolve(),
       restartTimer: null,
       pending: null,
     };
@@ -524,6 +531,10 @@ export class Team extends EventEmitter {
     const slot = this.slots.find((s) => s.nic.id === ev.nic);
     if (!slot) return;
     if (ev.cause === 'dead') this.link.remove(slot.index);
+    // Queued first so that the dead port's opener below waits for it; it runs no sooner than a
+    // microtask from now.
+    this.enqueue(() => this.failover(slot, ev));
+    slot.movedOff = this.chain;
     // Host traffic moves at once, before any connection: ARP, new SYNs and everything the host
     // still runs need a working port right away.
     if (this.link.activeIndex === slot.index || this.link.activeIndex < 0) {
@@ -531,7 +542,6 @@ export class Team extends EventEmitter {
       if (next) this.moveHost(next);
       else this.hostOnDeadPort();
     }
-    this.enqueue(() => this.failover(slot, ev));
     if (ev.cause === 'dead') this.scheduleRestart(slot);
   }
 
@@ -587,7 +597,7 @@ export class Team extends EventEmitter {
       this.hostOnDeadPort();
     };
     const id = slot.nic.id;
-    restart(letGo).then(
+    this.afterMove(slot, () => restart(letGo)).then(
       (m) => {
         letGo();
         if (this.closed) {
@@ -687,7 +697,7 @@ export class Team extends EventEmitter {
       if (opener === null || s.health.state !== 'dead') continue;
       s.portAfterDeath = null;
       const gen = s.gen;
-      opener().then(
+      this.afterMove(s, opener).then(
         (port) => {
           // A restart took the port back meanwhile.
           if (this.closed || s.gen !== gen) {
@@ -705,6 +715,19 @@ export class Team extends EventEmitter {
         },
       );
     }
+  }
+
+  /**
+   * Run `f` (a dead member's opener or restart, which stop its NIC's thread if it still runs)
+   * once the NIC may be stopped. One that knows itself dead left its connections for salvage and
+   * is stopped at once, so the host's wire does not wait for the salvage. One the team took for
+   * dead while it runs (heartbeat timeout, declareDead) is still running the connections the
+   * failover moves off it with their soft state (window, reordered data, SACK): stopped before the
+   * move is done, the rest would be rebuilt from hard state, and those uploaded already dropped.
+   */
+  private afterMove<T>(slot: Slot, f: () => Promise<T>): Promise<T> {
+    if (slot.nic.death !== null) return f();
+    return slot.movedOff.then(f);
   }
 
   private async failover(slot: Slot, ev: FailureEvent): Promise<void> {

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
-import { existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -108,4 +108,26 @@ test('a bundle no index names is removed once no running process marked it; one 
     [`${path(third).split('/').pop()}.1003.use`],
     "the gone processes' marks went with them",
   );
+});
+
+test('an unmarked bundle made long ago is kept an hour from when its index last named it', (t) => {
+  const { dir, entry } = scratchGraph(t);
+  const cache = join(dir, 'cache');
+  // 1001 is gone, or a Chimney from before the marks: nothing marks the bundle it started from.
+  const running = new Set([1002]);
+  let now = Date.now();
+  const use = (pid: number) => ({ pid, alive: (p: number) => running.has(p), now: () => now });
+  const first = bundleFor(entry, cache, use(1001));
+  assert.ok(first, 'esbuild (with tsx) is in a source checkout');
+  // Made two hours ago, and named by its index (so reused) until the edit below.
+  const made = new Date(now - 2 * 3_600_000);
+  utimesSync(fileURLToPath(first), made, made);
+  writeFileSync(join(dir, 'dep.ts'), "export const said: string = 'second';\n");
+  const second = bundleFor(entry, cache, use(1002));
+  assert.notEqual(second?.href, first.href);
+  // Before: its own mtime counted, and it went at once.
+  assert.ok(existsSync(fileURLToPath(first)), 'kept: its index named it a moment ago');
+  now += 2 * 3_600_000;
+  assert.equal(bundleFor(entry, cache, use(1002))?.href, second?.href, 'same inputs, same bundle');
+  assert.ok(!existsSync(fileURLToPath(first)), 'gone an hour after its index named another');
 });

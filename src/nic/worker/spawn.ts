@@ -108,8 +108,10 @@ export interface BundleUse {
 const OWN_USE: BundleUse = { pid: process.pid, alive: pidAlive, now: Date.now };
 
 /**
- * An old bundle no process marked stays this long after it was written: a process of a Chimney
- * from before the marks (which marks nothing) may have started from it.
+ * An old bundle no process marked stays this long after it was last named: a process of a
+ * Chimney from before the marks (which marks nothing) may have started from it while its index
+ * named it. The later of its own mtime and its index's counts (the index's is when it named
+ * another bundle): a bundle made long ago may have been reused until a moment ago.
  */
 const UNMARKED_KEEP_MS = 60 * 60 * 1000;
 
@@ -188,9 +190,9 @@ function markUse(bundle: string, use: BundleUse): void {
 }
 
 /**
- * Remove from `dir` every bundle no index names and no running process marked (once older than
- * UNMARKED_KEEP_MS), the marks of processes gone, and their half-written files. Best effort: another process may sweep at once,
- * and a file gone already is no fault.
+ * Remove from `dir` every bundle no index names and no running process marked (UNMARKED_KEEP_MS
+ * after it was last named), the marks of processes gone, and their half-written files. Best
+ * effort: another process may sweep at once, and a file gone already is no fault.
  */
 function sweep(dir: string, use: BundleUse): void {
   let names: string[];
@@ -216,15 +218,18 @@ function sweep(dir: string, use: BundleUse): void {
   for (const n of names) {
     if (!n.endsWith('.mjs') || named.has(n) || usedBy.has(n)) continue;
     const path = join(dir, n);
-    if (use.now() - mtimeOf(path) >= UNMARKED_KEEP_MS) rmQuiet(path);
+    // `<key>-<hash>.mjs`: its index is `<key>.json`; one gone names nothing since its own mtime.
+    const index = join(dir, `${n.slice(0, n.indexOf('-'))}.json`);
+    const lastNamed = Math.max(mtimeOf(path), mtimeOf(index, Number.NEGATIVE_INFINITY));
+    if (use.now() - lastNamed >= UNMARKED_KEEP_MS) rmQuiet(path);
   }
 }
 
-function mtimeOf(path: string): number {
+function mtimeOf(path: string, missing = Number.POSITIVE_INFINITY): number {
   try {
     return statSync(path).mtimeMs;
   } catch {
-    return Number.POSITIVE_INFINITY;
+    return missing;
   }
 }
 
