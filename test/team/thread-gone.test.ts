@@ -15,8 +15,11 @@ import { WorkerNic } from '../../src/nic/worker-nic.ts';
 import { SimNetwork } from '../../src/sim/sim-network.ts';
 import { STARVED_NOT_DEAD_MS } from '../nic/worker-helpers.ts';
 
-/** How long the wedged thread's pool request holds its exit: ten times the bound it is given. */
-const HOLD_MS = 3000;
+/**
+ * How long the wedged thread's pool request holds its exit: twenty times the bound it is given,
+ * so the counters' answer and the 300 ms try land inside it at load.
+ */
+const HOLD_MS = 6000;
 /**
  * The running worker's exit once told to stop, on a suite at load: not the production bound
  * (THREAD_EXIT_BOUND_MS), which this does not measure.
