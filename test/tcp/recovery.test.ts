@@ -725,3 +725,62 @@ describe('loss recovery without SACK: the duplicate count (tcp_add_reno_sack)', 
     assert.ok(d.cwnd <= d.ssthresh, `cwnd ${d.cwnd} within ssthresh ${d.ssthresh}, not inflated`);
   });
 });
+
+describe("loss recovery without SACK: PRR in whole segments (Linux's snd_ssthresh counts packets)", () => {
+  test('a flight of nine: above ssthresh, PRR counts six segments, as Linux counts 9 x 717 / 1024, not six and 438 B', () => {
+    // CUBIC's ssthresh in bytes, 0.7 of nine segments, is six and 438 B; Linux's snd_ssthresh is
+    // 6 packets. Nine out, the first lost, more to send, one duplicate at a time. Linux: the first
+    // two send by limited transmit (pipe 8 of cwnd 9); the third enters the recovery (prior cwnd
+    // 9, the head marked lost, pipe 7) and resends the head; above ssthresh PRR sends
+    // ceil(6 x delivered / 9) less what it sent: 2 - 1 on the fourth, 2 - 2 on the fifth. In
+    // bytes, rounded up to segments, the fifth sent ceil(2.1) - 2.
+    const o = passiveOpen(new Bench(), {}, { congestion: 'cubic' });
+    const { b, conn } = o;
+    const d = conn.state.delegated;
+    const m = 1460;
+    d.cwnd = 9 * m;
+    conn.write(bytes(30 * m));
+    assert.equal(b.take().filter((x) => x.data.length > 0).length, 9);
+    const head = d.sndUna;
+    let next = d.sndNxt;
+    const sent: string[] = [];
+    for (let k = 0; k < 5; k++) {
+      b.inject({ flags: ACK, seq: o.peerSeq, ack: head, window: 65535 });
+      if (k === 2) assert.equal(d.ssthresh, 6 * m + 438);
+      const out = b.take().filter((x) => x.data.length > 0);
+      sent.push(
+        out.map((x) => (x.h.seq === head ? 'head' : x.h.seq === next ? 'new' : 'old')).join('+') || '0',
+      );
+      for (const x of out) if (x.h.seq === next) next = add(next, x.data.length);
+    }
+    assert.deepEqual(sent, ['new', 'new', 'head', 'new', '0']);
+  });
+
+  test('a flight ending in a short segment: the sender leaves out what the pipe leaves out, not a segment per duplicate', () => {
+    // Three segments and 100 B out, the first lost: three duplicates, all the flight less one
+    // segment can count (tcp_limit_reno_sacked). Linux's packets_in_flight is then 4 - 3 - 1 lost
+    // + 1 resent = 1, PRR's cwnd 1: the resent head fills it. Left out by dupAcks x MSS the
+    // sender saw a flight of 100 B beside a cwnd of a segment, and sent 1,000 B more.
+    const o = passiveOpen(new Bench(), {}, { congestion: 'cubic', noDelay: true });
+    const { b, conn } = o;
+    const d = conn.state.delegated;
+    const m = 1460;
+    d.cwnd = 10 * m;
+    conn.write(bytes(3 * m + 100));
+    assert.equal(b.take().filter((x) => x.data.length > 0).length, 4);
+    const head = d.sndUna;
+    for (let k = 0; k < 3; k++) b.inject({ flags: ACK, seq: o.peerSeq, ack: head, window: 65535 });
+    assert.equal(conn.state.soft.inRecovery, true);
+    assert.equal(d.dupAcks, 3);
+    assert.deepEqual(
+      b
+        .take()
+        .filter((x) => x.data.length > 0)
+        .map((x) => x.h.seq),
+      [head],
+      'the fast retransmit alone',
+    );
+    conn.write(bytes(1000));
+    assert.equal(b.take().filter((x) => x.data.length > 0).length, 0, 'nothing new beyond the pipe');
+  });
+});

@@ -62,6 +62,17 @@ export function flightSize(s: TcpState): number {
   return (s.delegated.sndMax - s.delegated.sndUna) >>> 0;
 }
 
+/**
+ * Without SACK, what Linux's packets_in_flight leaves out for the duplicate ACKs: a segment for
+ * each (tcp_add_reno_sack's sacked_out), at most all but one segment of the flight
+ * (tcp_limit_reno_sacked). PRR's pipe and the sender's window both take it from here: had the
+ * sender left out dupAcks x MSS, a flight ending in a short segment let up to an MSS less a byte
+ * go beyond what PRR counted.
+ */
+export function renoLeftOut(s: TcpState, mss: number): number {
+  return Math.max(Math.min(s.delegated.dupAcks * mss, flightSize(s) - mss), 0);
+}
+
 function initialWindow(mss: number): number {
   return Math.min(10 * mss, Math.max(2 * mss, 14600));
 }

@@ -10,7 +10,7 @@ import {
   type TcpHeader,
 } from '../../wire/tcp.ts';
 import { TWO_32 } from '../address-table.ts';
-import { effectiveMss } from './congestion.ts';
+import { effectiveMss, renoLeftOut } from './congestion.ts';
 import { backedOffRto } from './rtt.ts';
 import { recvSackBlocks, sackIsLost, sackNextSeg, sackPipe } from './sack.ts';
 import { seqAdd, seqDiff, seqGt, seqLeq, seqLt } from './seq.ts';
@@ -640,9 +640,14 @@ function sendWindowed(conn: TcpConnection, now: number, resendNow: boolean): voi
     // RFC 3042 limited transmit: each of the first two duplicate ACKs says a segment left the
     // network, so one new segment may go beyond cwnd for each. In a recovery without SACK, cwnd is
     // PRR's over Linux's packets_in_flight, which leaves out a segment for each duplicate
-    // (tcp_add_reno_sack, capped by tcp_limit_reno_sacked): the flight here counts them.
+    // (tcp_add_reno_sack, capped by tcp_limit_reno_sacked): the flight here counts them, as
+    // that pipe leaves them out (renoLeftOut).
     const reno = soft.inRecovery && !s.const.sackEnabled;
-    const lt = reno || (!soft.inRecovery && d.dupAcks > 0 && d.dupAcks < 3) ? d.dupAcks * mss : 0;
+    const lt = reno
+      ? renoLeftOut(s, mss)
+      : !soft.inRecovery && d.dupAcks > 0 && d.dupAcks < 3
+        ? d.dupAcks * mss
+        : 0;
     const usable = Math.min(d.sndWnd, d.cwnd + lt) - flight;
     const avail = buffered - off;
     let len = Math.min(avail, limit, Math.max(usable, 0));

@@ -4,7 +4,7 @@
  * other.
  */
 import { TcpEcn, type TcpState } from '../../state/tcp-state.ts';
-import { effectiveMss, flightSize } from './congestion.ts';
+import { effectiveMss, flightSize, renoLeftOut } from './congestion.ts';
 import { backedOffRto } from './rtt.ts';
 import { sackedBytes, sackPipe } from './sack.ts';
 import { seqGeq, seqGt, seqLt } from './seq.ts';
@@ -152,25 +152,65 @@ export function prrAck(conn: TcpConnection, delivered: number, unaAdvanced: bool
       ? sackPipe(s, mss)
       : flightSize(s) - reductionLeftOut(s, mss) - renoLost(s, mss);
   soft.prrDelivered += delivered;
-  const delta = d.ssthresh - pipe;
+  const sndcnt = s.const.sackEnabled
+    ? prrBytes(s, pipe, delivered, unaAdvanced, mss)
+    : prrSegments(s, pipe, delivered, unaAdvanced, mss) * mss;
+  d.cwnd = Math.max(pipe + Math.max(sndcnt, 0), mss);
+}
+
+/** PRR's share in bytes (RFC 6937), with SACK. */
+function prrBytes(s: TcpState, pipe: number, delivered: number, unaAdvanced: boolean, mss: number): number {
+  const soft = s.soft;
+  const ssthresh = s.delegated.ssthresh;
+  const delta = ssthresh - pipe;
   let sndcnt: number;
-  // Without SACK, the share rounds up to a whole segment, as Linux's tcp_cwnd_reduction counts
-  // packets. In bytes a fraction was left that Nagle held: a flight of ten sent nothing on the
-  // fourth duplicate where Linux sends one, and a partial ACK whose room was 730 bytes (an
-  // ssthresh of four and a half segments) could not resend the next head. With SACK it stays in
-  // bytes: rounded so, sim-loss took longer (per-segment loss 1 %: 2.0 -> 2.7 virtual s; not
-  // understood yet).
-  const unit = s.const.sackEnabled ? 1 : mss;
   if (delta < 0) {
-    sndcnt = Math.ceil((d.ssthresh * soft.prrDelivered) / (soft.prrPriorCwnd * unit)) * unit - soft.prrOut;
+    sndcnt = Math.ceil((ssthresh * soft.prrDelivered) / soft.prrPriorCwnd) - soft.prrOut;
   } else {
     sndcnt = Math.max(soft.prrDelivered - soft.prrOut, delivered);
     if (unaAdvanced) sndcnt += mss;
-    sndcnt = Math.ceil(Math.min(delta, sndcnt) / unit) * unit;
+    sndcnt = Math.min(delta, sndcnt);
   }
   // The fast retransmit itself goes whatever the arithmetic says (RFC 6675 5 step 4.3).
-  if (soft.prrOut === 0 && sndcnt < mss) sndcnt = mss;
-  d.cwnd = Math.max(pipe + Math.max(sndcnt, 0), mss);
+  return soft.prrOut === 0 && sndcnt < mss ? mss : sndcnt;
+}
+
+/**
+ * Without SACK, PRR's share in whole segments, as Linux's tcp_cwnd_reduction counts packets.
+ * Above ssthresh, ssthresh and the prior cwnd count whole segments, rounded down (snd_ssthresh is
+ * packets: CUBIC's 9 x 717 / 1024 is 6 where 0.7 of nine segments in bytes is six and 438 B, and
+ * ceil(6.3 x 3 / 9) sent a segment on a flight of nine's fifth duplicate where Linux's
+ * ceil(6 x 3 / 9) less the two sent sends none); PRR's counts round up (a short segment is a
+ * packet). At or below it the room left rounds up to a segment: in bytes, a fraction was left
+ * that Nagle held (a flight of ten sent nothing on the fourth duplicate where Linux sends one).
+ * Rounding that fraction of ssthresh down as well, as Linux's packets would, needs Linux's reno
+ * ssthresh (half of cwnd, where ours is half the flight): an application-limited flight of nine
+ * on a cwnd of eleven gave 4.5 segments where Linux has 5, and the partial ACK then resent
+ * nothing (data.test's fast retransmit with NewReno). With SACK PRR stays in bytes: rounded so,
+ * sim-loss took longer (per-segment loss 1 %: 2.0 -> 2.7 virtual s; not understood yet).
+ */
+function prrSegments(
+  s: TcpState,
+  pipe: number,
+  delivered: number,
+  unaAdvanced: boolean,
+  mss: number,
+): number {
+  const soft = s.soft;
+  const delta = s.delegated.ssthresh - pipe;
+  const prrOut = Math.ceil(soft.prrOut / mss);
+  let sndcnt: number;
+  if (delta < 0) {
+    const ssthresh = Math.floor(s.delegated.ssthresh / mss);
+    const prior = Math.max(Math.floor(soft.prrPriorCwnd / mss), 1);
+    sndcnt = Math.ceil((ssthresh * Math.ceil(soft.prrDelivered / mss)) / prior) - prrOut;
+  } else {
+    sndcnt = Math.max(soft.prrDelivered - soft.prrOut, delivered);
+    if (unaAdvanced) sndcnt += mss;
+    sndcnt = Math.ceil(Math.min(delta, sndcnt) / mss);
+  }
+  // The fast retransmit itself goes whatever the arithmetic says (RFC 6675 5 step 4.3).
+  return prrOut === 0 && sndcnt < 1 ? 1 : sndcnt;
 }
 
 /**
@@ -180,8 +220,7 @@ export function prrAck(conn: TcpConnection, delivered: number, unaAdvanced: bool
  * back to cwnd (tcpOutput), so what goes is PRR's count.
  */
 function reductionLeftOut(s: TcpState, mss: number): number {
-  if (s.const.sackEnabled) return sackedBytes(s);
-  return Math.max(Math.min(s.delegated.dupAcks * mss, flightSize(s) - mss), 0);
+  return s.const.sackEnabled ? sackedBytes(s) : renoLeftOut(s, mss);
 }
 
 /**
