@@ -15,6 +15,9 @@
  * Each run prints `faultCut`: the stalls across the fault by owner (the faulted NIC, the other, the
  * host) and begun before it or not, and how many downloads were stalled across moments before and
  * after it (`around`); with no fault, the same at the moment the fault would have come.
+ * `--prewarm N`: first N downloads of 300 kB (opened over 1 s) against the same serve, then the
+ * measured run: its burst meets code V8 has already optimised, the upper bound of a warm-up at
+ * serve's start (BENCHMARKS.md tap-team, "V8 in the connect burst at 1,000").
  * `--host-alone`: the host stack alone on one TAP, no team (the reference; fault none only).
  * `--local-nics`: the team's members are LocalNics on serve's main thread, not worker threads
  * (with `--serve-args --accept-at-nic`, the passive open answered at the member).
@@ -80,6 +83,11 @@ const cli = new Command('soak-tap')
     "the client opens its connections over this long (tap-load.py's default: 2000, the burst)",
     intIn(0, 600_000),
   )
+  .option(
+    '--prewarm <n>',
+    'first n downloads of 300 kB against the same serve, then the measured run (warm code and tables)',
+    intIn(0, 20_000),
+  )
   .option('--pcap <file>', 'capture every frame of the team (FILE.<fault>)')
   .option('--log <file>', "keep serve's whole log (FILE.<fault>)")
   .option('--stalls <file>', 'write every gap the client saw (FILE.<fault>)')
@@ -120,6 +128,7 @@ const o = cli.opts<{
   linuxOnly?: boolean;
   serveArgs?: string;
   ramp?: number;
+  prewarm?: number;
 }>();
 const { connections, size, rate } = o;
 const timeoutS = o.timeout;
@@ -173,6 +182,7 @@ try {
       localNics: o.localNics === true,
       faultDelayS: o.faultDelay,
       rampMs: o.ramp,
+      prewarm: o.prewarm,
       log: (l) => console.error(l),
     });
     clearInterval(sampler);

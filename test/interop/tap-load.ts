@@ -37,6 +37,32 @@ export interface LoadOptions {
    * default, 2 s, is the documented burst). A slower ramp is the same load without the burst.
    */
   rampMs?: number;
+  /**
+   * Downloads (PREWARM_BYTES each, opened over PREWARM_RAMP_MS) the client completes against the
+   * same serve before the measured run: its burst then meets the code V8 has already optimised
+   * and the tables that traffic grew, an upper bound for what a warm-up at serve's start could give
+   * (BENCHMARKS.md tap-team, "V8 in the connect burst at 1,000"). 0 or absent: none.
+   */
+  prewarm?: number;
+}
+
+/** Each prewarm download's bytes and the time its connections are opened over. */
+export const PREWARM_BYTES = 300_000;
+export const PREWARM_RAMP_MS = 1000;
+
+/**
+ * The prewarm's client: `connections` downloads of PREWARM_BYTES over PREWARM_RAMP_MS, without
+ * the measured run's `--ready-file` (the file marks the measured burst's end; the prewarm's would
+ * cut the burst's thread figures at the prewarm instead).
+ */
+export function prewarmArgv(lab: Lab, host: string, connections: number, rate: number): string[] {
+  return clientArgv(lab, host, {
+    connections,
+    size: PREWARM_BYTES,
+    rate,
+    timeoutS: 60,
+    rampMs: PREWARM_RAMP_MS,
+  });
 }
 
 export interface ClientReport {
@@ -496,6 +522,19 @@ export async function runLoad(lab: Lab, o: LoadOptions): Promise<LoadResult> {
   const nics = o.hostAlone ? [lab.taps[0]!] : lab.taps.slice(0, 2);
   const softirq = ksoftirqdPids();
   let clientPid = 0;
+  if ((o.prewarm ?? 0) > 0) {
+    const w = await lab.run(prewarmArgv(lab, lab.chimneyIps[0]!, o.prewarm!, o.rate), 120_000);
+    let done: ClientReport | null = null;
+    try {
+      done = JSON.parse(w.stdout) as ClientReport;
+    } catch {}
+    if (done === null || done.ok !== o.prewarm) {
+      throw new Error(
+        `the prewarm's downloads did not all complete (exit ${w.code}): ${w.stdout.slice(0, 500)}`,
+      );
+    }
+    log(`prewarm: ${done.ok} downloads of ${PREWARM_BYTES} B, longest stall ${done.maxStallMs} ms`);
+  }
   const times0 = threadTimes(pid, 0, softirq);
   let timesBurst = times0;
   try {
