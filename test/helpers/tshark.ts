@@ -13,6 +13,15 @@ export interface Capture {
 }
 
 /**
+ * How long tshark may take to say it captures (it loads its dissectors first). At nice 19 beside
+ * load 31-32 interop/ipv6's tshark had not said so in 10 s, nor in 60 s; on lo at load 38 its
+ * first line came after 39 s and the word not in 125 s. No bound serves a start starved like that
+ * (dumpcap in tap/ecn is given a minute, and this is twice that); a capture that never starts
+ * still fails.
+ */
+export const TSHARK_START_MS = 120_000;
+
+/**
  * Capture `dev` (in the root namespace) to `pcap`, resolved once tshark says it captures. `snaplen`
  * keeps headers only, for runs whose payload would fill the disk.
  */
@@ -23,7 +32,8 @@ export async function startCapture(lab: Lab, dev: string, pcap: string, snaplen?
   proc.stderr!.on('data', (d: Buffer) => {
     err += d.toString();
   });
-  for (let i = 0; i < 100 && !/Capturing on/.test(err); i++) await sleep(100);
+  for (const by = Date.now() + TSHARK_START_MS; !/Capturing on/.test(err) && Date.now() < by; )
+    await sleep(100);
   if (!/Capturing on/.test(err)) {
     await stopProcess(proc, 1000);
     throw new Error(`tshark did not start on ${dev}: ${err}`);

@@ -411,13 +411,17 @@ export function upOf(frames: Uint8Array[]): { t: 'up'; buf: ArrayBuffer; len: nu
   return { t: 'up', buf, len: buf.byteLength };
 }
 
-/** `len` bytes of `fill` from `s` to the echoing peer and back, checked byte for byte. */
+/**
+ * `len` bytes of `fill` from `s` to the echoing peer and back, checked byte for byte. Within 30 s
+ * unless `withinMs`: the bytes cross a worker's thread both ways, and at load 30+ on 2 cores its
+ * turns come seconds apart (salvage-corrupt passes 30 s to each of its echoes too).
+ */
 export async function echo(
   net: SimNetwork,
   s: TcpSocket,
   len: number,
   fill: number,
-  withinMs = 10_000,
+  withinMs = 30_000,
 ): Promise<void> {
   const want = Buffer.alloc(len, fill);
   const parts: Buffer[] = [];

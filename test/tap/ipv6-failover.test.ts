@@ -20,6 +20,7 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { TSHARK_START_MS } from '../helpers/tshark.ts';
 import {
   interopGate,
   type Lab,
@@ -29,7 +30,7 @@ import {
   sleep,
   stopProcess,
 } from '../interop/lab.ts';
-import { checkAll, teamStatus, waitFor } from './team-downloads.ts';
+import { checkAll, FAILOVER_MS, teamStatus, waitFor } from './team-downloads.ts';
 
 const gate = interopGate(['curl', 'tshark'], { cli: true });
 const SUBNET = 52;
@@ -173,7 +174,7 @@ describe('failover under IPv6 downloads against Linux on TAPs', {
     capture.stderr!.on('data', (d: Buffer) => {
       capErr += d.toString();
     });
-    await waitFor('tshark to start', () => /Capturing on/.test(capErr), 10_000);
+    await waitFor('tshark to start', () => /Capturing on/.test(capErr), TSHARK_START_MS);
   });
   after(async () => {
     if (capture) await stopProcess(capture, 3000);
@@ -191,7 +192,7 @@ describe('failover under IPv6 downloads against Linux on TAPs', {
         const nic = at.nic;
         await sleep(1000);
         lab!.ip('link', 'set', 'dev', nic, 'down');
-        await waitFor('the failover', () => srv.log().includes(`failover ${nic} (carrier)`), 10_000);
+        await waitFor('the failover', () => srv.log().includes(`failover ${nic} (carrier)`), FAILOVER_MS);
         t.diagnostic(failoverLine(srv, nic));
         await assertMoved(at, 'carrier');
         await checkAll(runs, srv, SIZE);
@@ -217,7 +218,7 @@ describe('failover under IPv6 downloads against Linux on TAPs', {
       nic = at.nic;
       await sleep(1000);
       lab!.ip('link', 'set', 'dev', nic, 'nomaster');
-      await waitFor('the failover', () => srv.log().includes(`failover ${nic} (reachability)`), 10_000);
+      await waitFor('the failover', () => srv.log().includes(`failover ${nic} (reachability)`), FAILOVER_MS);
       t.diagnostic(failoverLine(srv, nic));
       assert.match(srv.log(), /no NS reply from 1 target/);
       await assertMoved(at, 'reachability');

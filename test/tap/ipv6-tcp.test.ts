@@ -23,6 +23,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { StatusSnapshot } from '../../src/cli/control.ts';
+import { TSHARK_START_MS } from '../helpers/tshark.ts';
 import {
   fileDigest,
   interopGate,
@@ -133,7 +134,7 @@ describe('TCP over IPv6 against Linux on a TAP (curl -6, socat, http.server)', {
     capture.stderr!.on('data', (d: Buffer) => {
       capErr += d.toString();
     });
-    await waitFor('tshark to start', () => /Capturing on/.test(capErr), 10_000);
+    await waitFor('tshark to start', () => /Capturing on/.test(capErr), TSHARK_START_MS);
     srv = await lab!.serve({
       services: ['echo:7', 'discard:9', 'http:80'],
       extra: ['--ip', `${SERVE6}/64`, '--gw6', KERNEL6, '--control', control()],

@@ -6,6 +6,15 @@ import assert from 'node:assert/strict';
 import { controlRequest, type StatusSnapshot } from '../../src/cli/control.ts';
 import { type Lab, patternDigest, type RunResult, type Served, shaOf, sleep } from '../interop/lab.ts';
 
+/**
+ * How long a case waits for serve to log a failover after the fault it made (a link down, a TAP
+ * off the bridge, a worker killed), or the host taking a TAP after the last member died. Serve
+ * runs in its own process: on a quiet machine the line comes within a second or two, but at load
+ * 30+ on 2 cores serve's threads wait seconds at a time for a core (its start took over 20 s at
+ * load 34, BENCHMARKS.md, s44h7), and 10 s was a window rather than a limit.
+ */
+export const FAILOVER_MS = 30_000;
+
 /** Through the control socket directly: spawning the CLI for every poll would take a second each. */
 export async function teamStatus(control: string): Promise<StatusSnapshot> {
   return (await controlRequest(control, { op: 'status' })) as StatusSnapshot;

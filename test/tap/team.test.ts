@@ -18,7 +18,15 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { controlRequest, type StatusSnapshot } from '../../src/cli/control.ts';
 import { CHIMNEY, interopGate, type Lab, makeLab, ROOT, type Served, sleep } from '../interop/lab.ts';
-import { busiestNic, checkAll, downloads, owners, teamStatus, waitFor } from './team-downloads.ts';
+import {
+  busiestNic,
+  checkAll,
+  downloads,
+  FAILOVER_MS,
+  owners,
+  teamStatus,
+  waitFor,
+} from './team-downloads.ts';
 
 const gate = interopGate(['curl'], { cli: true });
 const SIZE = 200 * 1024 * 1024;
@@ -151,7 +159,7 @@ describe('chimney serve on a team of two TAPs (kernel peer)', {
       const nic = await busiestNic(control(), DOWNLOADS);
       await sleep(1000);
       lab!.ip('link', 'set', 'dev', nic, 'down');
-      await waitFor('the failover', () => srv.log().includes(`failover ${nic} (carrier)`), 10_000);
+      await waitFor('the failover', () => srv.log().includes(`failover ${nic} (carrier)`), FAILOVER_MS);
       await checkAll(runs, srv, FAULT_SIZE);
       const s = await status();
       assert.equal(s.nics.find((n) => n.id === nic)?.linkUp, false, 'status shows the dead link');
@@ -172,7 +180,7 @@ describe('chimney serve on a team of two TAPs (kernel peer)', {
       nic = await busiestNic(control(), DOWNLOADS);
       await sleep(1000);
       lab!.ip('link', 'set', 'dev', nic, 'nomaster');
-      await waitFor('the failover', () => srv.log().includes(`failover ${nic} (reachability)`), 10_000);
+      await waitFor('the failover', () => srv.log().includes(`failover ${nic} (reachability)`), FAILOVER_MS);
       await checkAll(runs, srv, FAULT_SIZE);
       const s = await status();
       const h = s.nics.find((n) => n.id === nic);
@@ -192,7 +200,7 @@ describe('chimney serve on a team of two TAPs (kernel peer)', {
       const nic = await busiestNic(control(), DOWNLOADS);
       await sleep(1000);
       cli(['kill-nic', nic]);
-      await waitFor('the failover', () => srv.log().includes(`failover ${nic} (dead)`), 10_000);
+      await waitFor('the failover', () => srv.log().includes(`failover ${nic} (dead)`), FAILOVER_MS);
       await checkAll(runs, srv, FAULT_SIZE);
       assert.equal((await status()).nics.find((n) => n.id === nic)?.health, 'dead');
     } finally {
@@ -213,12 +221,20 @@ describe('chimney serve on a team of two TAPs (kernel peer)', {
       await sleep(1000);
       // Through the control socket: the CLI's start alone can outlast a download at load.
       await controlRequest(control(), { op: 'kill-nic', nic: first });
-      await waitFor('the first failover', () => srv.log().includes(`failover ${first} (dead)`), 10_000);
+      await waitFor('the first failover', () => srv.log().includes(`failover ${first} (dead)`), FAILOVER_MS);
       await controlRequest(control(), { op: 'kill-nic', nic: second });
-      await waitFor('the second failover', () => srv.log().includes(`failover ${second} (dead)`), 10_000);
+      await waitFor(
+        'the second failover',
+        () => srv.log().includes(`failover ${second} (dead)`),
+        FAILOVER_MS,
+      );
       const o = await owners(control());
       assert.deepEqual(o, Array(DOWNLOADS).fill('host'), 'every download still in flight, in the host');
-      await waitFor('the host on a TAP', () => /the host carries its own traffic/.test(srv.log()), 10_000);
+      await waitFor(
+        'the host on a TAP',
+        () => /the host carries its own traffic/.test(srv.log()),
+        FAILOVER_MS,
+      );
       // No worker is left: the host's own link on one of the TAPs must carry every connection.
       await checkAll(runs, srv, FAULT_SIZE);
       const s = await status();
@@ -241,8 +257,12 @@ describe('chimney serve on a team of two TAPs (kernel peer)', {
       await controlRequest(control(), { op: 'kill-nic', nic: first });
       await controlRequest(control(), { op: 'kill-nic', nic: second });
       for (const nic of [first, second])
-        await waitFor(`${nic}'s failover`, () => srv.log().includes(`failover ${nic} (dead)`), 10_000);
-      await waitFor('the host on a TAP', () => /the host carries its own traffic/.test(srv.log()), 10_000);
+        await waitFor(`${nic}'s failover`, () => srv.log().includes(`failover ${nic} (dead)`), FAILOVER_MS);
+      await waitFor(
+        'the host on a TAP',
+        () => /the host carries its own traffic/.test(srv.log()),
+        FAILOVER_MS,
+      );
       const onTap = /(\S+): no member is usable; the host carries its own traffic/.exec(srv.log())![1]!;
       for (const nic of [first, second]) await restarted(srv, nic);
       // The host kept its port on that TAP while the new worker loaded (seconds at load), and let
@@ -278,7 +298,7 @@ describe('chimney serve on a team of two TAPs (kernel peer)', {
       const on = (o: string[]): number => o.filter((x) => x === nic).length;
       const mine = on(await owners(control()));
       await controlRequest(control(), { op: 'kill-nic', nic });
-      await waitFor('the failover', () => srv.log().includes(`failover ${nic} (dead)`), 10_000);
+      await waitFor('the failover', () => srv.log().includes(`failover ${nic} (dead)`), FAILOVER_MS);
       const moved = await owners(control());
       assert.ok(
         moved.length === DOWNLOADS && moved.every((x) => x === other),

@@ -18,6 +18,7 @@ import type { ServerHost } from '../../src/socket/tcp-server.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { TWO_32 } from '../../src/stack/address-table.ts';
 import { parseIpv4 } from '../../src/wire/addr.ts';
+import { WORKER_CASE_MS } from '../nic/worker-helpers.ts';
 import { Echoing, echo, pattern } from './accept-at-nic-helpers.ts';
 import {
   keyOf,
@@ -36,6 +37,14 @@ function ownerName(rig: WorkerTeamRig, s: TcpSocket): string {
   const o = rig.manager.ownerOf(keyOf(s));
   return o === 'host' ? 'host' : o === null ? 'none' : (o as Nic).id;
 }
+
+/**
+ * How long an echo's bytes may take to come back whole, and a handshake to end, through workers on
+ * a loaded machine. A 4 MB echo moved and uploaded mid-stream ran out a 20 s bound at load 34, still
+ * moving (the peer with 260 KB in flight and 512 KB queued): the bound is for a stall, not a rate.
+ */
+const ECHO_MS = 60_000;
+const CONNECT_MS = 30_000;
 
 /** Wait (real time, up to 30 s: a loaded machine's workers are slow) until `ok()`, or fail naming `what`. */
 async function until(rig: WorkerTeamRig, ok: () => boolean, what: string): Promise<void> {
@@ -102,7 +111,7 @@ function pureAckTo80(f: Uint8Array): number {
 
 describe('the passive open answered in a WorkerNic', () => {
   test('handshakes a worker ends in one turn reach the host as one born message, every connection intact', {
-    timeout: 60_000,
+    timeout: WORKER_CASE_MS,
   }, async (t) => {
     const links: Echoing[] = [];
     const { rig, accepted, firsts, c } = await bornInWorker(t, 37, undefined, {
@@ -128,7 +137,7 @@ describe('the passive open answered in a WorkerNic', () => {
       ports.add(s.localPort!);
       conns.push(s);
     }
-    await within(Promise.all(conns.map((s) => once(s, 'connect'))), 10_000, 'the connects', rig);
+    await within(Promise.all(conns.map((s) => once(s, 'connect'))), CONNECT_MS, 'the connects', rig);
     await until(rig, () => new Set(held.map(([, f]) => pureAckTo80(f))).size === N, 'every ACK held');
     // The 'born' messages the host receives from the workers from here on.
     let posts = 0;
@@ -148,7 +157,7 @@ describe('the passive open answered in a WorkerNic', () => {
     // One message a worker that ended any of them (a message per connection: N).
     assert.equal(posts, members);
     const echoes = conns.map((s, i) => echo(s, pattern(20_000, i)));
-    await within(Promise.all(echoes.map((e) => e.done)), 20_000, 'the echoes', rig);
+    await within(Promise.all(echoes.map((e) => e.done)), ECHO_MS, 'the echoes', rig);
     for (let i = 0; i < N; i++)
       assert.ok(echoes[i]!.got().equals(pattern(20_000, i)), `connection ${i} intact`);
     for (const s of [...conns, c, ...firsts]) s.destroy();
@@ -217,7 +226,7 @@ describe('the passive open answered in a WorkerNic', () => {
 for (const v6 of [false, true]) {
   describe(`the passive open answered in a WorkerNic, over ${v6 ? 'IPv6' : 'IPv4'}`, () => {
     test(`a connection born in a worker carries data both ways, is moved to the other worker and uploaded intact; a closed listener stops the workers${v6 ? ' (a listener on one address)' : ''}`, {
-      timeout: 60_000,
+      timeout: WORKER_CASE_MS,
     }, async (t) => {
       // Over IPv6 the listener is on one address (the other cases here take `::`): it reaches the
       // workers before any path names its address, and each worker's mirror takes it under the
@@ -246,7 +255,7 @@ for (const v6 of [false, true]) {
       const up = await rig.manager.upload([key]);
       assert.equal(up.moved.length, 1, JSON.stringify(up.refused));
       assert.equal(ownerName(rig, born.socket), 'host');
-      await within(e.done, 20_000, 'the echo', rig);
+      await within(e.done, ECHO_MS, 'the echo', rig);
       assert.ok(e.got().equals(out), 'echoed intact across the move and the upload');
       // Closed: no worker answers the port any more, and the host refuses it.
       const syns = async () => {
@@ -266,7 +275,7 @@ for (const v6 of [false, true]) {
       for (const s of [c, ...firsts]) s.destroy();
     });
     test('a connection born in a worker survives the worker killed: rebuilt on the other from the memory the host holds', {
-      timeout: 60_000,
+      timeout: WORKER_CASE_MS,
     }, async (t) => {
       const { rig, c, born } = await bornInWorker(t, 37, undefined, { ip6: v6 });
       const victim = rig.nics.find((n) => n.id === born.owner)!;
@@ -278,12 +287,12 @@ for (const v6 of [false, true]) {
       const f = await within(failover, 20_000, 'the failover', rig);
       assert.equal(f.nic, victim.id);
       assert.equal(f.lost, 0);
-      await within(e.done, 20_000, 'the echo', rig);
+      await within(e.done, ECHO_MS, 'the echo', rig);
       assert.ok(e.got().equals(out), 'echoed intact across the rebuild');
       assert.notEqual(ownerName(rig, born.socket), victim.id);
     });
     test("a connection whose handshake ended in a worker killed before it told the host ('born') survives: adopted from the worker's arena and rebuilt", {
-      timeout: 90_000,
+      timeout: WORKER_CASE_MS,
     }, async (t) => {
       // Word 1 arms the stop (not before: the setup's own connections are born as usual), word 0
       // says a worker reached it (WorkerNicTestSeams.stopBeforeBorn).
@@ -302,7 +311,7 @@ for (const v6 of [false, true]) {
       const before = accepted.length;
       Atomics.store(w, 1, 1);
       const c = connect();
-      await within(once(c, 'connect'), 10_000, 'the connect', rig);
+      await within(once(c, 'connect'), CONNECT_MS, 'the connect', rig);
       await until(rig, () => Atomics.load(w, 0) === 1, 'a worker stopped before its born');
       // The peer is established; the host has heard nothing of it.
       assert.equal(accepted.length, before, 'not accepted yet');
@@ -320,7 +329,7 @@ for (const v6 of [false, true]) {
       assert.notEqual(ownerName(rig, adopted.socket), victim.id);
       const out = pattern(300_000, 13);
       const e = echo(c, out);
-      await within(e.done, 20_000, 'the echo', rig);
+      await within(e.done, ECHO_MS, 'the echo', rig);
       assert.ok(e.got().equals(out), 'echoed intact after the rebuild');
       assert.equal(victim.adoptedAtDeath, 1, 'adopted from the arena');
       for (const s of [c, c0, ...firsts]) s.destroy();

@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { streamBothWays } from '../nic/worker-helpers.ts';
+import { streamBothWays, WORKER_CASE_MS } from '../nic/worker-helpers.ts';
 import {
   assertClean,
   BYTES,
@@ -22,7 +22,11 @@ import {
 } from './worker-team-helpers.ts';
 
 describe('team of WorkerNics: a member fails while connections are being offloaded to it', () => {
-  test('none of them settles on the failed member; all carry on intact', { timeout: 60_000 }, async (t) => {
+  // The case's workers start, 50 streams flow both ways and end: 60 s ran out at load 34 (as cases
+  // like it did elsewhere, WORKER_CASE_MS).
+  test('none of them settles on the failed member; all carry on intact', {
+    timeout: WORKER_CASE_MS,
+  }, async (t) => {
     const rig = await setup(t, { seed: 41 });
     const nic0 = rig.nics[0]!;
     const st = await streamBothWays(rig.host, rig.peer, CONNS, BYTES, CHUNK, GAP_MS);
@@ -65,6 +69,6 @@ describe('team of WorkerNics: a member fails while connections are being offload
     assert.equal(f.connections, 0, 'the failover found nothing to move: its one list was complete');
     assert.equal(nic0.load, 0, 'nothing left on the failed member');
     assert.deepEqual(new Set(ownersOf(rig, st.sockets)), new Set(['host']), 'all run in the host');
-    await within(assertClean(rig, st), 30_000, 'streams', rig);
+    await within(assertClean(rig, st), 60_000, 'streams', rig);
   });
 });

@@ -6,6 +6,7 @@ import { type Nic, packScan, type QueryResult } from '../../src/nic/nic.ts';
 import type { WorkerDeath } from '../../src/nic/worker-nic.ts';
 import type { TcpSocket } from '../../src/socket/tcp-socket.ts';
 import { TcpStateId } from '../../src/state/tcp-state.ts';
+import { WORKER_CASE_MS } from '../nic/worker-helpers.ts';
 import {
   assertClean,
   CONNS,
@@ -81,7 +82,7 @@ describe('team of WorkerNics (real worker threads) on a real-time network', () =
   });
 
   test('reachability loss (port blackholed, carrier up): ARP probes at 10 ms × 3 trigger the failover', {
-    timeout: 60_000,
+    timeout: WORKER_CASE_MS,
   }, async (t) => {
     const rig = await setup(t, { seed: 22, health: { probeIntervalMs: 10, probeMisses: 3 } });
     const nic0 = rig.nics[0]!;
@@ -114,7 +115,7 @@ describe('team of WorkerNics (real worker threads) on a real-time network', () =
   });
 
   test('the worker of the loaded NIC is killed: its connections are rebuilt from hard state on the other', {
-    timeout: 60_000,
+    timeout: WORKER_CASE_MS,
   }, async (t) => {
     const rig = await setup(t, { seed: 23, heartbeatMs: 20 });
     const [nic0, nic1] = rig.nics;
@@ -156,7 +157,7 @@ describe('team of WorkerNics (real worker threads) on a real-time network', () =
   });
 
   test('the worker dies after its connections closed (TIME_WAIT, CLOSED): none lost, none rebuilt, no RST', {
-    timeout: 60_000,
+    timeout: WORKER_CASE_MS,
   }, async (t) => {
     const rig = await setup(t, { seed: 29, heartbeatMs: 20 });
     const [nic0] = rig.nics;
@@ -224,7 +225,7 @@ describe('team of WorkerNics (real worker threads) on a real-time network', () =
   });
 
   test('three WorkerNics: a dead member’s connections are rebuilt in batches on both survivors', {
-    timeout: 60_000,
+    timeout: WORKER_CASE_MS,
   }, async (t) => {
     const rig = await setup(t, { seed: 24, nics: 3, heartbeatMs: 20, batchSize: 8 });
     const [nic0, nic1, nic2] = rig.nics;
