@@ -68,6 +68,8 @@ export const THREAD_EXIT_BOUND_MS = 10_000;
 export interface StoppableThread {
   readonly threadExited: Promise<number>;
   terminateThread(): unknown;
+  /** Let go of its TAP though its thread has not exited (WorkerNic.detachTap); true if done. */
+  detachTap?(): boolean;
 }
 
 /**
@@ -76,22 +78,24 @@ export interface StoppableThread {
  * stall past its progress watch: `Team.declareDead`) never exits by itself, and its TAP would be
  * held for good, the member never restarted: it is told to stop here (no reset: the team calls
  * the restart and the dead-port opener only once the failover moved its connections off,
- * `Team.afterMove`). A thread wedged in native code may still not exit: past `boundMs`
- * this rejects (InvalidStateError), and the team tries again at its next backoff.
+ * `Team.afterMove`). A thread wedged in native code may still not exit: past `boundMs` its TAP
+ * is let go under it (detachTap; 'detached': the next opener may still meet EBUSY while a system
+ * call of that thread's on the TAP lasts, and waits it out as after any close), or where that
+ * cannot be done this rejects (InvalidStateError), and the team tries again at its next backoff.
  */
 export async function threadGone(
   nic: StoppableThread,
   name: string,
   clock: Clock,
   boundMs = THREAD_EXIT_BOUND_MS,
-): Promise<void> {
+): Promise<'exited' | 'detached'> {
   let exited = false;
   void nic.threadExited.then(() => {
     exited = true;
   });
   // Settled exits are seen after one turn of microtasks.
   await Promise.resolve();
-  if (exited) return;
+  if (exited) return 'exited';
   nic.terminateThread();
   let timer: ReturnType<Clock['createTimer']> | null = null;
   const late = new Promise<never>((_, reject) => {
@@ -106,6 +110,10 @@ export async function threadGone(
   });
   try {
     await Promise.race([nic.threadExited, late]);
+    return 'exited';
+  } catch (e) {
+    if (!exited && nic.detachTap?.() === true) return 'detached';
+    throw e;
   } finally {
     timer!.disarm();
   }
@@ -167,7 +175,15 @@ export function createTapTeam(o: TapTeamOptions, clock = new RealClock()): TapTe
     // here: a TAP that went with the worker's descriptors is no longer a port of the segment.
     const hostPortAfterDeath = async (): Promise<ProbeTap> => {
       await threadGone(nic, name, clock);
-      const link = TapLink.open({ name, mtu: o.mtu, clock, vnetHdr: o.offload !== false, create: false });
+      // Its last poll may hold the TAP a moment past the exit: waited out on the clock, as every
+      // other connection of the host runs on this thread.
+      const link = await TapLink.openWhenFree({
+        name,
+        mtu: o.mtu,
+        clock,
+        vnetHdr: o.offload !== false,
+        create: false,
+      });
       const wire: Link = o.pcap ? capture(link, o.pcap) : link;
       return new ProbeTap(wire, probeMacFor(mac, i), counters, {
         readState: () => ({ drains: link.drains, empty: link.queueEmpty(), drainedAt: link.drainedAt }),

@@ -177,6 +177,15 @@ const BLOCK = new Int32Array(new SharedArrayBuffer(4));
  */
 const POLL_MAX_MS = 200;
 
+/**
+ * How long `TapLink.openWhenFree` waits for a TAP's reader to let it go, ms: a reader that just
+ * closed it holds it until its poll on a pool thread sees the wake-up, and at load that thread
+ * waits its turn to run for hundreds of ms.
+ */
+export const TAP_FREE_BOUND_MS = 2000;
+/** Between openWhenFree's tries. */
+const TAP_FREE_RETRY_MS = 10;
+
 /** Received frames up to this length get a cached view per length instead of a fresh subarray. */
 const VIEW_CACHE_MAX = 2048;
 const NAME_RE = /^[A-Za-z0-9_.-]{1,15}$/;
@@ -395,6 +404,62 @@ export class TapLink implements Link {
    * refuses; nothing is left open after a throw.
    */
   static open(opts: TapLinkOptions): TapLink {
+    // A device that must exist (`create: false`: a restarted worker's, in its own thread before it
+    // runs anything) follows its last reader's close at once, so that open waits that out, 2 s; a
+    // new device's, 200 ms. This blocks the thread (Atomics.wait): a thread that runs connections
+    // meanwhile opens with openWhenFree.
+    return TapLink.openTrying(opts, (opts.create ?? true) ? 20 : 200);
+  }
+
+  /**
+   * Open a TAP device that another reader may still hold for a moment (the host's open of a dead
+   * worker's port, right after that worker's thread exited): EBUSY is tried again every 10 ms on
+   * the clock for up to `boundMs`, and the thread goes on with its other work in between (open
+   * blocks it). Past the bound it rejects with LinkError EBUSY; every other refusal as `open`
+   * throws it, at once. `opts.fds` is refused: a failed try closes what it was given.
+   */
+  static async openWhenFree(opts: TapLinkOptions, boundMs = TAP_FREE_BOUND_MS): Promise<TapLink> {
+    if (!(Number.isFinite(boundMs) && boundMs >= 0)) {
+      throw new InvalidArgumentError(
+        `openWhenFree's bound must be a finite number of ms >= 0, got ${boundMs}`,
+      );
+    }
+    if (opts.fds !== undefined) {
+      throw new InvalidArgumentError(
+        'openWhenFree opens its own descriptors (a failed try closes given ones)',
+      );
+    }
+    const clock = opts.clock ?? new RealClock();
+    const start = clock.now();
+    let retry: (() => void) | null = null;
+    const timer = clock.createTimer(() => retry?.());
+    try {
+      for (;;) {
+        try {
+          return TapLink.openTrying(opts, 0);
+        } catch (e) {
+          if (!(e instanceof LinkError && e.code === 'EBUSY')) throw e;
+          const waited = clock.now() - start;
+          if (waited >= boundMs) {
+            throw new LinkError(
+              'EBUSY',
+              `TAP device ${opts.name} is still in use by another reader (a TAP has one) ${Math.round(waited)} ms after the first try; close it there or pick another name`,
+              { cause: e },
+            );
+          }
+          await new Promise<void>((resolve) => {
+            retry = resolve;
+            timer.arm(Math.min(TAP_FREE_RETRY_MS, boundMs - waited));
+          });
+        }
+      }
+    } finally {
+      timer.disarm();
+    }
+  }
+
+  /** `open`, waiting out EBUSY (Atomics.wait) `busyWaitsMax` times 10 ms. */
+  private static openTrying(opts: TapLinkOptions, busyWaitsMax: number): TapLink {
     const name = opts.name;
     if (typeof name !== 'string' || !NAME_RE.test(name)) {
       throw new InvalidArgumentError(
@@ -436,7 +501,7 @@ export class TapLink implements Link {
     };
     // Whatever ends the open early (a refusal, or a throw nobody foresaw) frees what it made.
     try {
-      return TapLink.openHeld(opts, lib, name, held, hold);
+      return TapLink.openHeld(opts, lib, name, held, hold, busyWaitsMax);
     } catch (e) {
       const { fds, addrs } = held;
       held.fds = [];
@@ -454,6 +519,7 @@ export class TapLink implements Link {
     name: string,
     held: TapHeld,
     hold: <T>(list: T[], x: T) => void,
+    busyWaitsMax: number,
   ): TapLink {
     const tunPath = opts.tunPath ?? '/dev/net/tun';
     const vnetHdr = opts.vnetHdr ?? true;
@@ -503,11 +569,7 @@ export class TapLink implements Link {
     putIfName(ifr, name);
     iv.setUint16(IFNAMSIZ_OFF, flags(), true);
     // A reader that just closed the device may still hold it for a moment: its poll on a pool
-    // thread keeps the file until the wake-up reaches it, and at load that thread waits its turn
-    // to run for hundreds of ms. An open of a device that must exist (`create: false`: a restarted
-    // worker's, or the host's on a dead worker's port) follows such a close at once, so it waits
-    // that out for up to 2 s; a new device's open, 200 ms.
-    const busyWaitsMax = create ? 20 : 200;
+    // thread keeps the file until the wake-up reaches it (see `open` and `openWhenFree`).
     let busyWaits = 0;
     while (lib.ioctlPtr(fd, TUNSETIFF, ifr) !== 0) {
       const e = errName(lib.errno());
@@ -1131,6 +1193,24 @@ export function keepWakeEnd(wakeW: number): number {
 export function wakeTapPoll(wakeEnd: number): void {
   // Non-blocking: a full pipe (it never is: one byte per close or kill) already wakes the poll.
   if (wakeEnd >= 0) loadLibc().write(wakeEnd, WAKE_BYTE, 1);
+}
+
+/**
+ * Let go of the TAP open as `fd` under a thread that will not (one stopped while wedged in native
+ * code, which exits only when that call returns): `fd` is made to refer to /dev/null instead, in
+ * one step, so the number stays taken (the thread's list of what it holds still names it, and its
+ * exit closes it) and a late write of that thread's goes nowhere. The kernel detaches the TAP
+ * once no system call on it is under way: at once, unless that thread sits in one on this
+ * descriptor (its poll for frames: until it returns). False when it could not be done.
+ */
+export function detachTapDescriptor(fd: number): boolean {
+  if (fd < 0) return false;
+  const lib = loadLibc();
+  const nul = lib.open('/dev/null', O_RDWR | O_CLOEXEC);
+  if (nul < 0) return false;
+  const ok = lib.dup3(nul, fd) === fd;
+  lib.close(nul);
+  return ok;
 }
 
 export function closeWakeEnd(wakeEnd: number): void {

@@ -97,6 +97,8 @@ export interface Libc {
   pipe2(fds: Int32Array, flags: number): number;
   /** A new descriptor (close-on-exec) for what `fd` refers to: fcntl(F_DUPFD_CLOEXEC). */
   dup(fd: number): number;
+  /** dup3(2): `to` made to refer to what `from` does (atomically, `to` closed first), close-on-exec. */
+  dup3(from: number, to: number): number;
   /** poll() on this thread (timeout 0 for a mere look). */
   poll(fds: Uint8Array, nfds: number, timeoutMs: number): number;
   /** poll() on the libuv thread pool; `cb` gets the count of ready fds or -1. */
@@ -129,6 +131,7 @@ export function loadLibc(): Libc {
   const pipe2 = lib.func('int pipe2(_Out_ int *fds, int flags)');
   const poll = lib.func('int poll(void *fds, unsigned long nfds, int timeout)');
   const fcntl = lib.func('int fcntl(int fd, int cmd, ...)');
+  const dup3 = lib.func('int dup3(int from, int to, int flags)');
   libc = {
     open: (p, f) => open(p, f),
     close: (fd) => close(fd),
@@ -146,6 +149,7 @@ export function loadLibc(): Libc {
     socket: (d, t, p) => socket(d, t, p),
     pipe2: (fds, flags) => pipe2(fds, flags),
     dup: (fd) => fcntl(fd, F_DUPFD_CLOEXEC, 'int', 0),
+    dup3: (from, to) => dup3(from, to, O_CLOEXEC),
     poll: (fds, nfds, timeout) => poll(fds, nfds, timeout),
     pollAsync: (fds, nfds, timeout, cb) => poll.async(fds, nfds, timeout, cb),
     errno: () => koffi.errno(),

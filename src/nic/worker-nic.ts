@@ -5,9 +5,11 @@ import { networkInput, TurnQueue } from '../core/turn-queue.ts';
 import type { Link } from '../link/link.ts';
 import {
   closeWakeEnd,
+  detachTapDescriptor,
   keepWakeEnd,
   openTapDescriptors,
   releaseTapHeld,
+  type TapHeld,
   tapMayUseNapiFrags,
   tapQueueEmpty,
   wakeTapPoll,
@@ -231,6 +233,15 @@ export interface WorkerNicFaults {
   cannotHand?: number;
 }
 
+/** Both lists as one, each item once (what a detached thread's list still named, and what it took). */
+function heldOf(a: TapHeld | null, b: TapHeld | null): TapHeld | null {
+  if (a === null || b === null) return a ?? b;
+  return {
+    addrs: [...new Set([...a.addrs, ...b.addrs])],
+    fds: [...new Set([...a.fds, ...b.fds])],
+  };
+}
+
 /**
  * An offload target on its own worker thread (design section 7). The worker runs a NicEngine on
  * wall-clock time; this object is its main-thread side: the host side every NIC shares
@@ -296,6 +307,13 @@ export class WorkerNic extends HostNic {
   private readonly hostBatch: FrameBatcher;
   /** This thread's own descriptor of the TAP's wake pipe (keepWakeEnd), -1 without one. */
   private wakeEnd = -1;
+  /** What the worker's TAP holds of the process, listed in shared memory (protocol.ts, TapHeld). */
+  private readonly tapHeld: SharedArrayBuffer;
+  /** The TAP's descriptor the host made for the worker (openTapDescriptors), -1 without one. */
+  private readonly tunFd: number;
+  /** What detachTap took of that list; freed at the exit. */
+  private detached: TapHeld | null = null;
+  private exited = false;
   private linkCarrier: boolean;
   /** @internal */
   conns = 0;
@@ -443,6 +461,8 @@ export class WorkerNic extends HostNic {
     this.port = port;
     this.worker = worker;
     this.wakeEnd = wakeEnd;
+    this.tapHeld = tapHeld;
+    this.tunFd = fds?.tun ?? -1;
     this.capacity = capacity;
     this.ringCapacity = ringCapacity;
     this.placementRing = Math.min(ringCapacity, opts.placementRing ?? ringCapacity);
@@ -484,7 +504,9 @@ export class WorkerNic extends HostNic {
       this.unwatchSlabs();
       // Killed, or stopped before it closed its TAP (a close that timed out): what that TAP held
       // of the process would be lost for good.
-      const held = takeTapHeld(new BigInt64Array(tapHeld));
+      this.exited = true;
+      const held = heldOf(takeTapHeld(new BigInt64Array(tapHeld)), this.detached);
+      this.detached = null;
       if (held !== null) {
         releaseTapHeld(held);
         this.releasedAtExit = { native: held.addrs.length, fds: held.fds.length };
@@ -1687,6 +1709,28 @@ export class WorkerNic extends HostNic {
     wakeTapPoll(this.wakeEnd);
     if (this.death === null && !this.closed) this.liveness.stopped(between);
     return { threadId, exited, between };
+  }
+
+  /**
+   * Let go of the TAP under a thread told to stop that has not exited (wedged in native code: it
+   * exits only once that call returns, and until then its descriptor keeps the TAP, whose next
+   * opener, a restart's worker or the host, is refused EBUSY). The descriptor is made to refer to
+   * /dev/null (detachTapDescriptor), what the thread held is taken from its list and freed at the
+   * exit as before; no JavaScript of the thread runs again once told to stop, so nothing of it
+   * reads or writes the TAP after. True when the TAP was let go (the kernel detaches it once no
+   * system call on it is under way); false when there is nothing to let go: no TAP of the host's
+   * making, already exited, not told to stop, or the thread closed it itself.
+   */
+  detachTap(): boolean {
+    if (this.exited || this.tunFd < 0 || this.detached !== null) return false;
+    if (Atomics.load(this.doorbell, DB_STOP) === 0) return false;
+    const held = takeTapHeld(new BigInt64Array(this.tapHeld));
+    if (held === null) return false;
+    // Still listed: the thread has not closed it (it unlists before it closes), so the number is
+    // still this TAP's and not one reused since.
+    const ok = held.fds.includes(this.tunFd) && detachTapDescriptor(this.tunFd);
+    this.detached = held;
+    return ok;
   }
 
   // ---- internals ----------------------------------------------------------------------------------

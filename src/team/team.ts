@@ -724,6 +724,12 @@ export class Team extends EventEmitter {
    * dead while it runs (heartbeat timeout, declareDead) is still running the connections the
    * failover moves off it with their soft state (window, reordered data, SACK): stopped before the
    * move is done, the rest would be rebuilt from hard state, and those uploaded already dropped.
+   * `movedOff` is the chain right after the failover was queued, so the jobs queued before it are
+   * waited for too, but only because the failover itself waits for them: the chain runs one job at
+   * a time, and each (another member's failover, a recovery's offloads, a restarted NIC taking its
+   * place) works the same offload manager, so the failover cannot run beside them (ahead of them
+   * it would change the order every failover and recovery is queued in). A bound on the wait would
+   * stop the NIC mid-move, which is what this wait is for.
    */
   private afterMove<T>(slot: Slot, f: () => Promise<T>): Promise<T> {
     if (slot.nic.death !== null) return f();

@@ -5,6 +5,8 @@ import { existsSync, fstatSync, readdirSync, readFileSync, readlinkSync } from '
 import { createRequire } from 'node:module';
 import net from 'node:net';
 import { after, afterEach, describe, test } from 'node:test';
+import { threadGone } from '../../src/cli/tap-team.ts';
+import { RealClock } from '../../src/core/clock.ts';
 import { InvalidArgumentError, InvalidStateError, LinkError } from '../../src/core/errors.ts';
 import { type TapHeld, TapLink, type TapLinkOptions, tapQueueEmpty } from '../../src/link/tap-link.ts';
 import {
@@ -51,6 +53,11 @@ if (reason && !inCi) console.log(`# skipping TAP device tests: ${reason}`);
  * proportion (8 starts in 'closed, each time' took more than 60 s at load 40).
  */
 const DEV_MS = 120_000;
+/**
+ * How long a wedged worker's pool request holds its exit: fifty times the 300 ms bound under test,
+ * so the bound, the detach and the next open land inside it at load.
+ */
+const WEDGED_MS = 15_000;
 const dev = reason && !inCi ? { skip: reason, timeout: DEV_MS } : { timeout: DEV_MS };
 function requireEnv(): void {
   if (reason) assert.fail(`TAP device tests cannot run: ${reason}`);
@@ -403,6 +410,90 @@ describe('TapLink on a real TAP device', () => {
       ip('link', 'del', br);
     }
   });
+
+  /**
+   * Turns of this thread's event loop until `p` settles: an open that blocked the thread (the
+   * host's open of a dead worker's port once waited out EBUSY with Atomics.wait, up to 2 s with
+   * every connection of the host stopped) lets none run.
+   */
+  function turnsWhile(p: Promise<unknown>): { readonly turns: number; readonly settled: boolean } {
+    const seen = { turns: 0, settled: false };
+    void p.then(
+      () => {
+        seen.settled = true;
+      },
+      () => {
+        seen.settled = true;
+      },
+    );
+    const turn = (): void => {
+      if (seen.settled) return;
+      seen.turns++;
+      setImmediate(turn);
+    };
+    setImmediate(turn);
+    return seen;
+  }
+
+  /**
+   * A device that outlives its readers (`ip tuntap add`), held by one open, and a second open
+   * (openWhenFree, `boundMs`) started on it: the two links are closed after the test, the device
+   * deleted after the file.
+   */
+  function heldTap(boundMs: number) {
+    const name = devName();
+    ip('tuntap', 'add', 'mode', 'tap', 'name', name);
+    const holder = open({ name, create: false, vnetHdr: false });
+    const fds = readdirSync('/proc/self/fd').length;
+    const opening = TapLink.openWhenFree({ name, create: false, vnetHdr: false }, boundMs).then((l) => {
+      links.push(l);
+      return l;
+    });
+    return { name, holder, fds, opening, seen: turnsWhile(opening) };
+  }
+
+  test(
+    'openWhenFree takes a TAP once its other reader lets go, and the thread runs meanwhile',
+    dev,
+    async () => {
+      requireEnv();
+      const { name, holder, opening, seen } = heldTap(600_000);
+      await until(() => seen.turns >= 50 || seen.settled, 'fifty turns or the open');
+      assert.equal(seen.settled, false, 'still waiting: the other reader holds the TAP');
+      holder.close();
+      const l = await opening;
+      assert.equal(l.name, name);
+      assert.equal(l.created, false);
+    },
+  );
+
+  test(
+    'openWhenFree on a TAP never let go fails with EBUSY after its bound, nothing left open',
+    dev,
+    async () => {
+      requireEnv();
+      const { name, holder, fds, opening, seen } = heldTap(300);
+      await assert.rejects(
+        opening,
+        (e: unknown) =>
+          e instanceof LinkError &&
+          e.code === 'EBUSY' &&
+          new RegExp(
+            `TAP device ${name} is still in use by another reader .* (\\d+) ms after the first try`,
+          ).test(e.message) &&
+          Number(/ (\d+) ms after/.exec(e.message)![1]) >= 300,
+      );
+      assert.ok(seen.turns > 0, `the thread ran while the open waited (${seen.turns} turns)`);
+      // At most as many: a descriptor the last test let go may close meanwhile.
+      const after = readdirSync('/proc/self/fd').length;
+      assert.ok(after <= fds, `every try closed what it opened (${fds} before, ${after} after)`);
+      assert.equal(holder.carrier, true, 'the holder keeps its TAP');
+      await assert.rejects(
+        TapLink.openWhenFree({ name, create: false }, -1),
+        (e: unknown) => e instanceof InvalidArgumentError,
+      );
+    },
+  );
 
   test('frames from the kernel arrive: an ARP request for the UDP destination', dev, async () => {
     requireEnv();
@@ -950,6 +1041,38 @@ describe('a WorkerNic on a TAP of its own', () => {
       nic.close();
     },
   );
+
+  test('a worker thread that will not exit once told to stop: its TAP is let go under it and opens again', {
+    ...dev,
+    timeout: 240_000,
+  }, async () => {
+    requireEnv();
+    const name = devName();
+    ip('tuntap', 'add', 'mode', 'tap', 'name', name);
+    const before = tunFds();
+    const nic = made(new WorkerNic({ id: 'tap-wedged', link: { tap: { name, create: false } } }));
+    await nic.ready();
+    // A request on the libuv pool holds the thread's exit, as a call wedged in native code
+    // would; the counters' answer comes after the stall's message was read (one port, in order).
+    nic.stall(WEDGED_MS, { pool: true });
+    await nic.counters();
+    let exited = false;
+    void nic.threadExited.then(() => {
+      exited = true;
+    });
+    // Before, the try failed here (InvalidStateError: its TAP is still held) at every backoff.
+    assert.equal(await threadGone(nic, name, new RealClock(), 300), 'detached');
+    const l = await TapLink.openWhenFree({ name, create: false, vnetHdr: false });
+    links.push(l);
+    assert.equal(exited, false, 'taken while the old thread still waits for its pool request');
+    assert.equal(tunFds(), before + 1, "the new open's: the old thread's number is /dev/null's now");
+    await nic.threadExited;
+    assert.equal(nic.releasedAtExit?.fds, 4, "its exit closed what it held, the TAP's number too");
+    assert.equal(tunFds(), before + 1);
+    assert.equal(l.carrier, true, 'the new open keeps the TAP');
+    l.close();
+    ip('link', 'del', name);
+  });
 
   test(
     'closed, the worker releases what it holds itself: nothing is left to free at its exit',

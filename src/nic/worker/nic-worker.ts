@@ -23,7 +23,7 @@ import { capture, PcapWriter } from '../../link/pcap.ts';
 import type { TapHeld, TapLink } from '../../link/tap-link.ts';
 import { loadLibc } from '../../link/tap-sys.ts';
 import { AddressTable, TWO_32 } from '../../stack/address-table.ts';
-import { seqDiff, seqLeq } from '../../stack/tcp/seq.ts';
+import { seqDiff } from '../../stack/tcp/seq.ts';
 import type { TcpConnection } from '../../stack/tcp/tcp-connection.ts';
 import {
   ackAfterRead,
@@ -51,7 +51,6 @@ import { ethL3Offset, ethType, ipv4HeaderLen, ipv4IsFragment, ipv4Proto } from '
 import { IpProto } from '../../wire/ipv4.ts';
 import { Ipv6Next } from '../../wire/ipv6.ts';
 import { type EngineVerbHooks, isEngineVerb, serveEngineVerb } from '../engine-verbs.ts';
-import { tcpSegmentEnd } from '../frame-tuple.ts';
 import {
   allocConnBlock,
   CONN_SLAB_BYTES,
@@ -137,6 +136,7 @@ import {
   type WorkerBoot,
   type WorkerRequest,
 } from './protocol.ts';
+import { type AheadHooks, publishAhead } from './publish-ahead.ts';
 import {
   forEachPackedKey,
   type PackedBlocks,
@@ -351,11 +351,11 @@ let publishedSince = 0;
 
 class ObservedLink extends LinkWrapper {
   override send(frame: Uint8Array): boolean {
-    publishAhead(frame);
+    publishAhead(frame, aheadHooks);
     return this.inner.send(frame);
   }
   protected override sendOffloaded(frame: Uint8Array, o: LinkGsoOptions): boolean {
-    publishAhead(frame);
+    publishAhead(frame, aheadHooks);
     return this.inner.sendGso!(frame, o);
   }
   override onFrame(handler: (frame: Uint8Array, info?: RxOffloadInfo) => void): void {
@@ -1910,34 +1910,12 @@ function noteTx(frame: Uint8Array): void {
   if (slot !== undefined) touched.add(slot);
 }
 
-/**
- * A frame about to leave on a link this thread writes to directly (a TAP): if it carries sequence
- * space beyond the connection's recorded snd.max, publish the record with that new edge first.
- * The TCP engine advances snd.max only after the frame is out; a worker dying in between must not
- * leave a record behind what the peer received, or the peer's ACKs would look "too new" to the
- * connection rebuilt from it and be dropped (the ProxyLink publishes before each batch instead).
- * Likewise a frame of a connection whose TCP state moved since the record was written: the ACK of
- * the peer's FIN (FIN_WAIT_2 to TIME_WAIT, ESTABLISHED to CLOSE_WAIT) carries no sequence space,
- * but once it is out the peer may close for good, and a connection rebuilt from a record without
- * that FIN would ACK it again, to a port the peer answers with RST.
- */
-function publishAhead(frame: Uint8Array): void {
-  const slot = slotOfFrame(frame, false);
-  if (slot === undefined) return;
-  // Every frame out marks its connection, as the proxied link's noteTx does: one sent from the
-  // output scheduler's own turn (not a frame in, a call or the timer) may still have moved what
-  // the record holds (rcv.adv, snd.nxt after a timeout's rewind), and nothing else would mark it.
-  touch(slot);
-  // Both families: an IPv6 frame read as IPv4 published a garbage snd.max.
-  const end = tcpSegmentEnd(frame);
-  const d = slot.conn.state.delegated;
-  const ahead = !seqLeq(end, d.sndMax);
-  if (!ahead && d.state === slot.published) return;
-  const kept = d.sndMax;
-  if (ahead) d.sndMax = end;
-  writeRecord(slot);
-  d.sndMax = kept;
-}
+/** publishAhead's view of this thread's slots, records and marks. */
+const aheadHooks: AheadHooks<Slot> = {
+  slotOf: (frame) => slotOfFrame(frame, false),
+  touch,
+  write: (slot) => writeRecord(slot),
+};
 
 // ---- the other workers of the team -----------------------------------------------------------------
 
