@@ -134,6 +134,13 @@ const UNCLAIMED_MAX = 64;
 const START_ALLOWANCE_MS = 60_000;
 /** How often `loaded` looks at the open gate. */
 const LOADED_POLL_MS = 10;
+/**
+ * How long a closed worker has to answer 'closed' (its last frames flushed, its TAP closed) before
+ * it is terminated. A terminated worker's TAP resources are freed at its exit all the same; the
+ * bound is for a worker that hangs, and a loaded 2-core machine took more than 1 s to close a
+ * healthy one (tap-link's 'closed, each time' found its TAP still open at the exit).
+ */
+const CLOSE_BOUND_MS = 5_000;
 
 /** Where the worker's frames go while the host has no receiver: counted (see DB_UP), not handled. */
 function ignoreFrame(_frame: Uint8Array): void {}
@@ -1624,7 +1631,7 @@ export class WorkerNic extends HostNic {
     this.post({ t: 'close' });
     // The worker answers 'closed' after flushing its last frames; don't wait for ever.
     const t = this.clock.createTimer(() => void this.worker.terminate()).unref();
-    t.arm(1000);
+    t.arm(CLOSE_BOUND_MS);
   }
 
   /** With `openWhenLet`: the worker may open its TAP now. */
