@@ -1,8 +1,8 @@
 import type { ConnKey, Nic } from '../nic/nic.ts';
 import { ConnTable, type TableEntry } from '../stack/tcp/conn-table.ts';
 import type { TcpConnection } from '../stack/tcp/tcp-connection.ts';
-import type { TcpUser } from '../stack/tcp/tcp-types.ts';
-import type { Entry } from './transfer.ts';
+import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
+import type { Entry, Item } from './transfer.ts';
 
 /** An address as the TCP layer keys it: an IPv4 address as a u32 (keys may carry it signed), a handle whole. */
 function norm(ip: number): number {
@@ -70,6 +70,51 @@ export class EntryTable {
       e.handle = null;
       return e;
     });
+  }
+
+  /**
+   * The entry `conn`'s tuple had before its last upload, let go and kept in the connection's own
+   * table entry (ConnTable.lastTagOf): its next offload takes it up, and the item it keeps.
+   */
+  lastOf(conn: TcpConnection): Entry | undefined {
+    return this.table.lastTagOf(conn) as Entry | undefined;
+  }
+
+  /**
+   * Record that `nic` runs `k` now, with `handle`: the entry in `at` (a connection's own table
+   * entry, or `at`'s, checked still its tuple's) re-pointed, or the one let go there at its last
+   * upload taken up again (`lastOf`), with no search; else as `get` and `set` would. `item`: the
+   * item of the transfer, kept by an entry made here for the connection's next one.
+   */
+  setIn(
+    at: TableEntry,
+    k: ConnKey,
+    nic: Nic,
+    user: TcpUser | null,
+    handle: ConnectionHandle | null,
+    item: Item,
+  ): Entry {
+    return this.table.setTagIn<Entry>(
+      at,
+      norm(k.localIp),
+      k.localPort,
+      norm(k.remoteIp),
+      k.remotePort,
+      (e, live) => {
+        if (e === null) return { key: k, nic, user, conn: null, handle, item, named: 0 };
+        if (!live) {
+          // Taken up: nothing of its last life carries over but the object and its item.
+          e.key = k;
+          e.frozen = null;
+          e.named = 0;
+        }
+        e.nic = nic;
+        e.user = user;
+        e.conn = null;
+        e.handle = handle;
+        return e;
+      },
+    );
   }
 
   /** `delete` of `conn`'s four-tuple. */

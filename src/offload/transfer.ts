@@ -969,7 +969,12 @@ export class TransferProtocol {
         user = conn.user;
         const socket = user instanceof TcpSocket && !user.moving ? user : null;
         socket?._beginMove();
-        items[n++] = { key, user, socket, conn };
+        // The entry and item of its last offload, kept in its table entry since the upload, taken
+        // up; the release leaves its placeholder in that table entry, which the settle carries
+        // (`at`): re-pointed there, it takes no search of the table nor a new entry or item.
+        const it = itemOf(this.entries.lastOf(conn), key, user, socket, conn.tableEntry ?? undefined, null);
+        it.conn = conn;
+        items[n++] = it;
         continue;
       }
       // The entry found when the transfer began, in this same turn: its tag and placeholder are
@@ -1129,11 +1134,14 @@ export class TransferProtocol {
     for (const p of held) tcp.inputPacket(p);
     for (let i = 0; i < items.length; i++) {
       const it = items[i]!;
-      const k = it.key;
-      for (const p of tcp.takeQueued(k.localIp, k.localPort, k.remoteIp, k.remotePort)) tcp.inputPacket(p);
-      tcp.dropFrozen(k.localIp, k.localPort, k.remoteIp, k.remotePort);
-      this.entries.delete(k);
-      it.socket?._completeMove(conns[i]!);
+      const conn = conns[i]!;
+      // Placeholder and entry are read from the table entry the connection runs in (the one they
+      // were in while its NIC ran it), not searched for by key; the entry stays there, let go, for
+      // the connection's next offload (`EntryTable.lastOf`).
+      for (const p of tcp.takeQueuedOf(conn)) tcp.inputPacket(p);
+      tcp.dropFrozenOf(conn);
+      this.entries.deleteOf(conn);
+      it.socket?._completeMove(conn);
     }
     this.opts.phases?.mark('settled');
     return states;
@@ -1223,16 +1231,22 @@ export class TransferProtocol {
         (unattached ??= []).push(it);
         continue;
       }
-      // A move re-points the entry the connection has (one object per offloaded connection, not per move).
-      let e = at === undefined ? this.entries.get(k) : this.entries.getIn(at, k);
-      if (e !== undefined) {
-        e.nic = dst;
-        e.user = it.user;
-        e.conn = null;
-        e.handle = handle;
-      } else {
-        e = { key: k, nic: dst, user: it.user, conn: null, handle, item: null, named: 0 };
-        this.entries.set(e);
+      // A move re-points the entry the connection has (one object per offloaded connection, not per
+      // move); an offload takes up the one it had before its last upload.
+      let e: Entry;
+      if (at !== undefined) e = this.entries.setIn(at, k, dst, it.user, handle, it);
+      else {
+        const had = this.entries.get(k);
+        if (had !== undefined) {
+          had.nic = dst;
+          had.user = it.user;
+          had.conn = null;
+          had.handle = handle;
+          e = had;
+        } else {
+          e = { key: k, nic: dst, user: it.user, conn: null, handle, item: null, named: 0 };
+          this.entries.set(e);
+        }
       }
       if (handle !== null) {
         if (pace && it.socket !== null) {

@@ -513,6 +513,52 @@ export class ConnTable {
     return t;
   }
 
+  /**
+   * The tag this table last kept in `conn`'s own entry and let go since (`untagAt` leaves the object
+   * there): an upload untags the tuple, and the connection's next offload takes its record up again
+   * instead of making one. Undefined unless the entry is its tuple's only one and its TAG part is free.
+   */
+  lastTagOf(conn: TcpConnection): object | undefined {
+    const e = this.sole(conn);
+    return e !== null && e.taggedBy === null && e.lastTaggedBy === this ? (e.tag ?? undefined) : undefined;
+  }
+
+  /**
+   * `setTag` of the tuple, written into `e` (a connection's own entry, or `tagEntry`'s, carried
+   * over awaits) without a search when `e` is where `setTag` would put it: it holds this table's
+   * tag of the tuple, or it is in the store, the tuple's only entry, with its TAG part free. The
+   * tag is what `make` returns given the one this table keeps or last kept there (null if none;
+   * `live` false for one let go), as `setTagOf`. Else looked up.
+   */
+  setTagIn<T extends object>(
+    e: TableEntry,
+    localIp: number,
+    localPort: number,
+    remoteIp: number,
+    remotePort: number,
+    make: (spare: T | null, live: boolean) => T,
+  ): T {
+    if (e.home === this.store && sameTuple(e, localIp, localPort, remoteIp, remotePort)) {
+      if (e.taggedBy === this) {
+        const t = make(e.tag as T, true);
+        e.tag = t;
+        return t;
+      }
+      // A part in use says the entry is in the store (a pruned one has none), and with no twins
+      // no other entry of the tuple holds this table's tag.
+      if (e.taggedBy === null && this.store.twins === 0 && (e.runBy !== null || e.heldBy !== null)) {
+        const t = make(e.lastTaggedBy === this ? (e.tag as T) : null, false);
+        this.tagAt(e, t);
+        return t;
+      }
+    }
+    const found =
+      this.tags.size === 0 ? undefined : this.entry(TAG, localIp, localPort, remoteIp, remotePort);
+    const t = make(found === undefined ? null : (found.tag as T), found !== undefined);
+    this.tagAt(found ?? this.vacant(localIp, localPort, remoteIp, remotePort, TAG), t);
+    return t;
+  }
+
   /** `untag` of `conn`'s tuple. */
   untagOf(conn: TcpConnection): boolean {
     if (this.tags.size === 0) return false;

@@ -188,6 +188,9 @@ export function prodInPlace(conn: TcpConnection): boolean {
  */
 const releasedBy = new WeakMap<TcpState, TcpConnection>();
 
+/** What `takeQueuedOf` returns for a placeholder that held nothing: no list made per connection. */
+const NOTHING_QUEUED = Object.freeze([]) as unknown as Uint8Array[];
+
 /**
  * Hand-over of live connections between owners (the patent's offload, upload and failover): the
  * consistent point where a connection leaves (`release`), the placeholder that holds or forwards
@@ -412,6 +415,24 @@ export class Handover {
     const q = ph.queue;
     ph.queue = [];
     return q;
+  }
+
+  /** `takeQueued` of `conn`'s tuple, read from the connection's table entry when it can be. */
+  takeQueuedOf(conn: TcpConnection): Uint8Array[] {
+    const ph = this.table.placeholderOf(conn);
+    if (ph === undefined || ph.queue.length === 0) return NOTHING_QUEUED;
+    const q = ph.queue;
+    ph.queue = [];
+    return q;
+  }
+
+  /** `dropFrozen` of `conn`'s tuple (see `takeQueuedOf`). */
+  dropFrozenOf(conn: TcpConnection): void {
+    const ph = this.table.unholdOf(conn);
+    if (ph === undefined) return;
+    // The addresses matter only as an IPv6 tuple's handles (as in `attach`).
+    const c = conn.ipv6 ? conn.state.const : null;
+    this.dropHeld(ph, c?.localIp ?? 0, c?.remoteIp ?? 0);
   }
 
   /** Forget the placeholder: later segments for the 4-tuple are handled as for any unknown one. */

@@ -567,6 +567,16 @@ export class TcpLayer implements TcpEngine {
     this.handover.dropFrozen(localIp, localPort, remoteIp, remotePort);
   }
 
+  /** `takeQueued` of `conn`'s tuple, found from the connection's table entry when it can be. */
+  takeQueuedOf(conn: TcpConnection): Uint8Array[] {
+    return this.handover.takeQueuedOf(conn);
+  }
+
+  /** `dropFrozen` of `conn`'s tuple, found from the connection's table entry when it can be. */
+  dropFrozenOf(conn: TcpConnection): void {
+    this.handover.dropFrozenOf(conn);
+  }
+
   get frozenSize(): number {
     return this.table.heldSize;
   }
