@@ -213,6 +213,7 @@ try {
         tapDropsBySecond: Array.from(dropsBySecond, (n) => n ?? 0),
         serveLog: r.bad.slice(0, 20),
         resetCounters: r.resetCounters,
+        ringCounters: r.ringCounters,
         serveMain: r.serveMain,
         threads: r.threads,
       }),

@@ -127,6 +127,20 @@ export interface TapTeam {
 }
 
 /**
+ * The ring a worker NIC gives a connection it is handed (WorkerNicOptions.placementRing), below the
+ * largest it may grow to (DEFAULT_RING). A ring's positions run over its whole capacity, so a
+ * download touches every page of its ring however little it holds at once: at 256 KiB the first
+ * quarter of each NIC's connections in the connect burst of 1,000 (ringUnderLoad reckons a burst's
+ * first placements against the few placed before them) faulted in 64 pages each while their
+ * sockets held 64 KiB. 128 KiB is twice the flight of a Linux reader's 62 KiB window, what its
+ * sender grows to (tcp-mem.ts sendRingTarget): placed at it while the NIC's share covers it
+ * (sendRingAtPlacement, 512 a NIC), such a download never grows, and its socket fills it at once
+ * (WorkerConnectionHandle.sendGrown). A faster sender still grows to DEFAULT_RING. BENCHMARKS.md,
+ * "Ring memory in the connect burst of 1,000".
+ */
+const PLACEMENT_RING = 128 << 10;
+
+/**
  * Open the team. With offload, the NICs' TAPs take super-segments to cut and hand over coalesced
  * ones with partial checksums; the NIC engines complete the checksum of what they pass up to the
  * host stack, which hears frames without their offload facts.
@@ -160,6 +174,7 @@ export function createTapTeam(o: TapTeamOptions, clock = new RealClock()): TapTe
       },
       seed: random.u32(),
       isnSecret,
+      placementRing: PLACEMENT_RING,
       heartbeatMs: o.heartbeatMs,
       deadAfterMs: o.deadAfterMs,
       capture: o.pcap ? (records) => o.pcap!.writeRecords(records) : undefined,

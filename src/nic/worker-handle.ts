@@ -190,7 +190,8 @@ export class WorkerConnectionHandle implements ConnectionHandle {
   }
 
   get sendGrown(): number {
-    return this.grownBy > 0 ? this.sendRing.capacity : 0;
+    // A ring placed at the NIC's placement ring is one a grow would have given (sendRingAtPlacement).
+    return this.grownBy > 0 || this.sendRing.capacity >= this.nic.placedRing ? this.sendRing.capacity : 0;
   }
 
   notifyOnAck(): void {

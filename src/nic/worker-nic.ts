@@ -33,6 +33,7 @@ import {
   RING_BUDGET_BYTES,
   ringGrowLimit,
   ringUnderLoad,
+  sendRingAtPlacement,
   takeReleasedBlock,
 } from './hard-state.ts';
 import { type Crossing, HostNic } from './host-nic.ts';
@@ -274,6 +275,13 @@ export class WorkerNic extends HostNic {
   readonly recordOwner = nextRecordOwner++;
   private readonly ringCapacity: number;
   private readonly placementRing: number;
+  /**
+   * @internal The ring a connection placed while the NIC's share covers it gets (placementRing):
+   * its socket may fill it at once, as a grown one (WorkerConnectionHandle.sendGrown).
+   */
+  get placedRing(): number {
+    return this.placementRing;
+  }
   readonly worker: Worker;
   /** @internal */
   readonly clock: Clock;
@@ -1058,8 +1066,10 @@ export class WorkerNic extends HostNic {
     byState: Map<TcpState, PreparedConn>,
   ): BatchList<PreparedConn> {
     const out = new BatchList<PreparedConn>();
-    const ring = ringUnderLoad(this.placementRing, this.load + states.length);
-    const grownLimit = ringGrowLimit(this.ringCapacity, this.load + states.length);
+    const conns = this.load + states.length;
+    const ring = ringUnderLoad(this.placementRing, conns);
+    const sendRing = sendRingAtPlacement(this.placementRing, this.ringCapacity, conns);
+    const grownLimit = ringGrowLimit(this.ringCapacity, conns);
     for (const s of states) {
       const d = s.delegated;
       const known = knownViews(d.sendBuffer, d.recvBuffer);
@@ -1078,7 +1088,7 @@ export class WorkerNic extends HostNic {
         send = d.sendBuffer;
         recv = d.recvBuffer;
       } else {
-        const caps = connRingCapacities(s, ring, grownLimit);
+        const caps = connRingCapacities(s, ring, grownLimit, sendRing);
         // Bytes from a worker's terminate without shared rings: its memory already holds them.
         block = takeReleasedBlock(connKeyId(key), s, caps.send, caps.recv);
         if (block !== null) {
@@ -1086,6 +1096,7 @@ export class WorkerNic extends HostNic {
           recv = ByteRing.attachShared(block.recv);
         } else {
           block = allocConnBlock(caps.send, caps.recv);
+          this.placedSendBytes += caps.send;
           send = ByteRing.createShared(block.send.capacity, block.send);
           recv = ByteRing.createShared(block.recv.capacity, block.recv);
           const n = d.sendBuffer.length + d.recvBuffer.length;
@@ -1110,6 +1121,10 @@ export class WorkerNic extends HostNic {
    * in a connection's thread-local rings. 0 for connections whose rings were shared already.
    */
   copiedBytes = 0;
+
+  /** Send-ring bytes this NIC's initiates allocated, and its grows added (`nic.ring.placed-send-bytes`, `nic.ring.grown-send-bytes`). */
+  private placedSendBytes = 0;
+  private grownSendBytes = 0;
 
   /** Records this NIC's terminates handed back that the host read into a pooled state (BlockViews.spare). */
   pooledReads = 0;
@@ -1351,6 +1366,8 @@ export class WorkerNic extends HostNic {
     if (this.grows > 0) values['nic.sndbuf.grow'] = this.grows;
     if (this.growsRefused > 0) values['nic.sndbuf.grow-refused'] = this.growsRefused;
     if (this.growsHeld > 0) values['nic.sndbuf.grow-held'] = this.growsHeld;
+    if (this.placedSendBytes > 0) values['nic.ring.placed-send-bytes'] = this.placedSendBytes;
+    if (this.grownSendBytes > 0) values['nic.ring.grown-send-bytes'] = this.grownSendBytes;
     if (this.heldClosed > 0) {
       values['nic.held-closed'] = this.heldClosed;
       values['nic.held-closed-bytes'] = this.heldClosedBytes;
@@ -1601,6 +1618,7 @@ export class WorkerNic extends HostNic {
     h._beginGrow(views, r0);
     h.grownBy += added;
     this.grownBytes += added;
+    this.grownSendBytes += cap;
     this.grows++;
     this.post({
       t: 'regrow',

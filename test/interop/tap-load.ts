@@ -144,6 +144,8 @@ export interface LoadResult {
    * set (host, team, each NIC), the nonzero ones; null when serve did not answer.
    */
   resetCounters: Record<string, Record<string, number>> | null;
+  /** The NICs' ring counters once the client was done (send-ring bytes placed, grows), by set; null likewise. */
+  ringCounters: Record<string, Record<string, number>> | null;
   log: string;
   /**
    * Serve's main thread when every download had its first byte (the connect burst's end) and when
@@ -467,11 +469,21 @@ export function cutStalls(
 /** Counters that say who reset what, and how the passive opens went (see LoadResult.resetCounters). */
 const RESET_COUNTERS = /rst|bad-ack|\.listen\.|syncookies|accept-at-nic|accept\.(refused|errors)/;
 
+/** Counters of the NICs' ring memory: bytes placed, grows and their bytes (see LoadResult.ringCounters). */
+const RING_COUNTERS = /^nic\.(sndbuf|ring)\./;
+
 function resetsOf(sets: Record<string, Record<string, number>>): Record<string, Record<string, number>> {
+  return countersMatching(sets, RESET_COUNTERS);
+}
+
+function countersMatching(
+  sets: Record<string, Record<string, number>>,
+  re: RegExp,
+): Record<string, Record<string, number>> {
   const out: Record<string, Record<string, number>> = {};
   for (const [set, counters] of Object.entries(sets)) {
     const kept: Record<string, number> = {};
-    for (const [k, v] of Object.entries(counters)) if (v !== 0 && RESET_COUNTERS.test(k)) kept[k] = v;
+    for (const [k, v] of Object.entries(counters)) if (v !== 0 && re.test(k)) kept[k] = v;
     if (Object.keys(kept).length > 0) out[set] = kept;
   }
   return out;
@@ -616,6 +628,7 @@ export async function runLoad(lab: Lab, o: LoadOptions): Promise<LoadResult> {
       },
     );
     const resetCounters = counters === null ? null : resetsOf(counters);
+    const ringCounters = counters === null ? null : countersMatching(counters, RING_COUNTERS);
     // The failover's own time, read before serve stops: its status gives its age, taken on the
     // server between the request and the answer (their midpoint, within a millisecond or two).
     let detectedAt = 0;
@@ -693,6 +706,7 @@ export async function runLoad(lab: Lab, o: LoadOptions): Promise<LoadResult> {
       faultCut: markAt > 0 ? cutStalls(report.stalls, markAt, owner, nic, { startAt, readyAt }) : null,
       bad,
       resetCounters,
+      ringCounters,
       log: text,
       serveMain: { burst, end },
       threads:

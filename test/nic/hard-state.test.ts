@@ -16,6 +16,7 @@ import {
   rebuildTcpState,
   ringGrowLimit,
   ringUnderLoad,
+  sendRingAtPlacement,
   TRANSFER_RECORD_AT,
   takeReleasedBlock,
   W_LAYOUT,
@@ -666,6 +667,26 @@ describe('ring capacity under load', () => {
     let last = full;
     for (let n = 1; n <= 5000; n += 7) {
       const r = ringUnderLoad(full, n);
+      assert.ok(r <= last, `no larger with more connections (${n}: ${r} after ${last})`);
+      assert.equal(r % 4096, 0, 'whole pages');
+      last = r;
+    }
+  });
+
+  test("serve's send rings are placed at the size a grow would reach while the share covers it, as before beyond", () => {
+    const placed = 128 << 10;
+    const full = 256 << 10;
+    // 500 a NIC (1,000 downloads over two): half the share is 64 KiB, which a sender of a Linux
+    // reader's 62,464-byte window outgrew at once; the whole share, the grow's, holds twice it.
+    assert.ok(ringUnderLoad(placed, 500) < 2 * 62_464);
+    assert.equal(sendRingAtPlacement(placed, full, 500), placed);
+    assert.ok(sendRingAtPlacement(placed, full, 512) >= 2 * 62_464);
+    // 2,500 a NIC (5,000 over two): the floor, as ringUnderLoad gives.
+    assert.equal(sendRingAtPlacement(placed, full, 2500), RING_FLOOR_BYTES);
+    let last = placed;
+    for (let n = 1; n <= 5000; n += 7) {
+      const r = sendRingAtPlacement(placed, full, n);
+      assert.ok(r >= ringUnderLoad(placed, n) && r <= placed, `${n}: ${r}`);
       assert.ok(r <= last, `no larger with more connections (${n}: ${r} after ${last})`);
       assert.equal(r % 4096, 0, 'whole pages');
       last = r;

@@ -24,7 +24,7 @@ import { addWorkerHost, PING_MS, socketKey } from './worker-helpers.ts';
 
 const PLACED = 16 << 10;
 
-async function workerRig(t: TestContext, seed: number, placed = PLACED) {
+async function workerRig(t: TestContext, seed: number, placed = PLACED, others = 0, ring = placed) {
   const net = new SimNetwork({ seed, virtualTime: false });
   const wh = addWorkerHost(net, { count: 2, ringCapacity: 256 << 10, placementRing: placed });
   t.after(() => {
@@ -50,9 +50,15 @@ async function workerRig(t: TestContext, seed: number, placed = PLACED) {
   const answer = collect(s);
   await once(s, 'connect');
   const key = socketKey(s);
+  // As if the NIC ran that many more: only its count enters the rules (ringUnderLoad, ringGrowLimit).
+  const self = nic as unknown as { conns: number };
+  self.conns += others;
+  t.after(() => {
+    self.conns -= others;
+  });
   assert.equal((await wh.offload.offload([key], nic)).moved.length, 1);
   const h = nic.handle(key)!;
-  assert.equal(h.sendRing.capacity, placed, 'placed with the small ring');
+  assert.equal(h.sendRing.capacity, ring, 'placed with the small ring');
   return { net, wh, nic, s, key, h, got, answer, back };
 }
 
@@ -136,6 +142,26 @@ describe('a send ring that grows with the connection', () => {
     assert.ok(grown > placed, `the ring grew: ${grown}`);
     assert.ok(acked >= 0 && acked < 14_600, `asked with ${acked} bytes of the ring acknowledged`);
     assert.equal(dryWhenPast, false, 'the writer filled the grown ring before the sender ran dry');
+  });
+
+  test('WorkerNic: at 500 a NIC, a ring is placed at the size its grow would reach, filled at once, never replaced', {
+    timeout: 60_000,
+  }, async (t) => {
+    // serve's team: 128 KiB placed, 256 KiB at most. At 500 a NIC half the budget's share is
+    // 64 KiB, and the whole share a grow may take 128 KiB: placed at 64 KiB, a sender of a large
+    // window grew at once to 128 KiB, a new block and the old ring's pages faulted in for nothing
+    // (sendRingAtPlacement; BENCHMARKS.md, "Ring memory in the connect burst of 1,000").
+    const placed = 128 << 10;
+    const { nic, s, h, got } = await workerRig(t, 68, placed, 499, placed);
+    const data = randomBytes(68, 600_000);
+    send(s, data);
+    // The socket filled the ring past its first send target (64 KiB) in the write's own turn.
+    assert.ok(h.writableLength > 64 << 10, `queued at once: ${h.writableLength}`);
+    const { out, grown } = await largestRing(h, got);
+    assert.equal(sha256(out), sha256(data), 'every byte, in order');
+    assert.equal(grown, placed, 'the ring it was placed with, all along');
+    const c = (await nic.counterSnapshot()).values;
+    assert.equal(c['nic.sndbuf.grow'] ?? 0, 0, `no grow: ${JSON.stringify(c)}`);
   });
 
   test('WorkerNic: a ring grown in the host keeps its size when the connection comes back', {

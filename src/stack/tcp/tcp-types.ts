@@ -109,8 +109,9 @@ export interface ConnectionHandle {
    */
   readonly sendDry: boolean;
   /**
-   * The send ring's capacity once it grew with the connection (a worker's, whose writer's target
-   * would otherwise keep it at the placement's size: TcpSocket's send target); absent or 0: not grown.
+   * The send ring's capacity once it grew with the connection, or was placed at the size a grow
+   * would give (a worker's, whose writer's target would otherwise keep it at the placement's size:
+   * TcpSocket's send target); absent or 0: not grown.
    */
   readonly sendGrown?: number;
   user: TcpUser | null;
