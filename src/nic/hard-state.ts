@@ -13,6 +13,7 @@ import {
   sharedRingBytes,
   sharedRingRead,
   sharedRingWrite,
+  sharedWords,
 } from '../state/shared-ring.ts';
 import {
   copyRackPath,
@@ -352,22 +353,6 @@ export function hardStateOf(s: TcpState, out: HardState = emptyHardState()): Har
   return out;
 }
 
-/**
- * One Int32Array over each whole buffer, shared by every record and ring position read in it:
- * records are made per connection and move (a worker makes one per install), and two or three
- * typed arrays each were garbage the collector then had to find; blocks share 1 MiB slabs.
- */
-const WHOLE = new WeakMap<SharedArrayBuffer, Int32Array>();
-
-function wholeView(sab: SharedArrayBuffer): Int32Array {
-  let v = WHOLE.get(sab);
-  if (v === undefined) {
-    v = new Int32Array(sab, 0, sab.byteLength >> 2);
-    WHOLE.set(sab, v);
-  }
-  return v;
-}
-
 /** The double seqlock record at `offset` of a SharedArrayBuffer. */
 export class HardStateRecord {
   /** The whole buffer's words; the two copies start at word `a` and word `b`. */
@@ -389,7 +374,9 @@ export class HardStateRecord {
     ) {
       throw new InvalidArgumentError('hard state record does not fit at that offset');
     }
-    this.v = wholeView(sab);
+    // The whole buffer's one view (sharedWords), shared by every record and ring in it: records
+    // are made per connection and move, and a view each was garbage for the collector to find.
+    this.v = sharedWords(sab);
     this.a = offset >> 2;
     this.b = (offset + COPY_BYTES) >> 2;
   }

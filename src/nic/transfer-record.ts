@@ -3,7 +3,13 @@ import { flowLabel6 } from '../stack/ipv6.ts';
 import type { ByteRing } from '../state/byte-ring.ts';
 import type { OffloadTree } from '../state/offload-tree.ts';
 import type { PathState } from '../state/path-state.ts';
-import { RING_WRITE, SHARED_RING_HEADER, type SharedRingRef } from '../state/shared-ring.ts';
+import {
+  RING_WRITE,
+  SHARED_RING_HEADER,
+  type SharedRingRef,
+  sharedBytes,
+  sharedWords,
+} from '../state/shared-ring.ts';
 import {
   createTcpState,
   DEFAULT_TCP_CACHED,
@@ -479,8 +485,8 @@ function viewsOf(sab: SharedArrayBuffer): { f: Float64Array; i: Int32Array; b: U
   if (v === undefined) {
     v = {
       f: new Float64Array(sab, 0, sab.byteLength >>> 3),
-      i: new Int32Array(sab, 0, sab.byteLength >>> 2),
-      b: new Uint8Array(sab),
+      i: sharedWords(sab),
+      b: sharedBytes(sab),
     };
     VIEWS.set(sab, v);
   }

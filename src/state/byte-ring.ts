@@ -7,7 +7,9 @@ import {
   RING_WRITE,
   SHARED_RING_HEADER,
   type SharedRingRef,
+  sharedBytes,
   sharedRingBytes,
+  sharedWords,
 } from './shared-ring.ts';
 
 /**
@@ -249,18 +251,22 @@ export class ByteRing {
   static createShared(capacity: number, at?: { sab: SharedArrayBuffer; offset: number }): ByteRing {
     const sab = at?.sab ?? new SharedArrayBuffer(sharedRingBytes(capacity));
     const offset = at?.offset ?? 0;
-    const ctl = initSharedRingHeader(sab, offset, capacity);
-    return new SharedByteRing({ sab, offset, capacity }, ctl);
+    initSharedRingHeader(sab, offset, capacity);
+    return new SharedByteRing({ sab, offset, capacity });
   }
 
   /**
    * Attach, in another thread, the ring another thread created (`ring.shared`, posted over).
-   * `ctl`: what checkSharedRingRef(ref) returned, for a caller that checked the ring already and
-   * keeps the header view: a view over shared memory costs 1-4 µs to make, and a worker's first
-   * take of 10,000 connections made six header views per connection where two serve.
+   * `checked`: the caller checked the reference (checkSharedRingRef) and will not change it, so
+   * the ring keeps it as its own (`shared`) rather than a copy: a worker's first take of 10,000
+   * connections attaches 20,000 rings, and what it makes per ring it keeps.
    */
-  static attachShared(ref: SharedRingRef, ctl: Int32Array = checkSharedRingRef(ref)): ByteRing {
-    return new SharedByteRing(ref, ctl);
+  static attachShared(ref: SharedRingRef, checked = false): ByteRing {
+    if (!checked) {
+      checkSharedRingRef(ref);
+      ref = { sab: ref.sab, offset: ref.offset, capacity: ref.capacity };
+    }
+    return new SharedByteRing(ref);
   }
 
   private grow(need: number): void {
@@ -284,19 +290,25 @@ export class ByteRing {
 const NO_BYTES = new Uint8Array(0);
 
 class SharedByteRing extends ByteRing {
-  private readonly ctl: Int32Array;
-  private readonly data: Uint8Array;
+  /** The whole buffer's words and bytes (sharedWords, sharedBytes): no view of its own per ring. */
+  private readonly words: Int32Array;
+  private readonly bytes: Uint8Array;
+  /** The header's first word in `words`, and the data's first byte in `bytes`. */
+  private readonly hw: number;
+  private readonly base: number;
   private readonly cap: number;
   private readonly wrap: number;
   private readonly ref: SharedRingRef;
 
-  /** `ctl`: the four header words at `ref.offset` (checked by the caller). */
-  constructor(ref: SharedRingRef, ctl: Int32Array) {
+  /** `ref`: checked by the caller, and this ring's own (not changed by anyone after). */
+  constructor(ref: SharedRingRef) {
     // The base class's own buffer is never used.
     super(0, ref.capacity, NO_BYTES);
-    this.ref = { sab: ref.sab, offset: ref.offset, capacity: ref.capacity };
-    this.ctl = ctl;
-    this.data = new Uint8Array(ref.sab, ref.offset + SHARED_RING_HEADER, ref.capacity);
+    this.ref = ref;
+    this.words = sharedWords(ref.sab);
+    this.bytes = sharedBytes(ref.sab);
+    this.hw = ref.offset >> 2;
+    this.base = ref.offset + SHARED_RING_HEADER;
     this.cap = ref.capacity;
     this.wrap = 2 * ref.capacity;
   }
@@ -318,7 +330,8 @@ class SharedByteRing extends ByteRing {
   }
 
   override get length(): number {
-    return this.span(Atomics.load(this.ctl, RING_READ), Atomics.load(this.ctl, RING_WRITE));
+    const v = this.words;
+    return this.span(Atomics.load(v, this.hw + RING_READ), Atomics.load(v, this.hw + RING_WRITE));
   }
   override get capacity(): number {
     return this.cap;
@@ -328,42 +341,44 @@ class SharedByteRing extends ByteRing {
   }
 
   override write(src: Uint8Array, off = 0, len = src.length - off): number {
-    const ctl = this.ctl;
-    const w = Atomics.load(ctl, RING_WRITE);
-    const used = this.span(Atomics.load(ctl, RING_READ), w);
+    const v = this.words;
+    const h = this.hw;
+    const w = Atomics.load(v, h + RING_WRITE);
+    const used = this.span(Atomics.load(v, h + RING_READ), w);
     const n = Math.min(len, this.cap - used);
     if (n <= 0) return 0;
     const tail = this.pos(w);
     const first = Math.min(n, this.cap - tail);
-    copyShared(this.data, tail, src, off, first, 'dst');
-    if (n > first) copyShared(this.data, 0, src, off + first, n - first, 'dst');
+    copyShared(this.bytes, this.base + tail, src, off, first, 'dst');
+    if (n > first) copyShared(this.bytes, this.base, src, off + first, n - first, 'dst');
     const next = w + n;
-    Atomics.store(ctl, RING_WRITE, next >= this.wrap ? next - this.wrap : next);
+    Atomics.store(v, h + RING_WRITE, next >= this.wrap ? next - this.wrap : next);
     return n;
   }
 
   override peek(from: number, dst: Uint8Array, dstOff: number, len: number): number {
-    const ctl = this.ctl;
-    const r = Atomics.load(ctl, RING_READ);
-    const avail = this.span(r, Atomics.load(ctl, RING_WRITE));
+    const v = this.words;
+    const r = Atomics.load(v, this.hw + RING_READ);
+    const avail = this.span(r, Atomics.load(v, this.hw + RING_WRITE));
     const n = Math.max(0, Math.min(len, avail - from));
     if (n === 0) return 0;
     let start = r + from;
     if (start >= this.wrap) start -= this.wrap;
     start = this.pos(start);
     const first = Math.min(n, this.cap - start);
-    copyShared(dst, dstOff, this.data, start, first, 'src');
-    if (n > first) copyShared(dst, dstOff + first, this.data, 0, n - first, 'src');
+    copyShared(dst, dstOff, this.bytes, this.base + start, first, 'src');
+    if (n > first) copyShared(dst, dstOff + first, this.bytes, this.base, n - first, 'src');
     return n;
   }
 
   override consume(n: number): void {
-    const ctl = this.ctl;
-    const r = Atomics.load(ctl, RING_READ);
-    const k = Math.min(n, this.span(r, Atomics.load(ctl, RING_WRITE)));
+    const v = this.words;
+    const h = this.hw;
+    const r = Atomics.load(v, h + RING_READ);
+    const k = Math.min(n, this.span(r, Atomics.load(v, h + RING_WRITE)));
     if (k <= 0) return;
     const next = r + k;
-    Atomics.store(ctl, RING_READ, next >= this.wrap ? next - this.wrap : next);
+    Atomics.store(v, h + RING_READ, next >= this.wrap ? next - this.wrap : next);
   }
 
   override toArray(): Uint8Array {
@@ -377,6 +392,7 @@ class SharedByteRing extends ByteRing {
   override release(): void {}
 
   override clear(): void {
-    Atomics.store(this.ctl, RING_READ, Atomics.load(this.ctl, RING_WRITE));
+    const v = this.words;
+    Atomics.store(v, this.hw + RING_READ, Atomics.load(v, this.hw + RING_WRITE));
   }
 }

@@ -54,12 +54,8 @@ export function initSharedRing(sab: SharedArrayBuffer, offset: number, capacity:
   return { sab, offset, capacity };
 }
 
-/**
- * `initSharedRing`, returning the view of the header it wrote: a ring made here keeps it rather
- * than make a second (a view over shared memory costs microseconds, and a worker makes two rings
- * for every handshake it ends in a burst of connects).
- */
-export function initSharedRingHeader(sab: SharedArrayBuffer, offset: number, capacity: number): Int32Array {
+/** Write an empty ring's header at `offset` of `sab`, after checking that the ring fits there. */
+export function initSharedRingHeader(sab: SharedArrayBuffer, offset: number, capacity: number): void {
   checkCapacity(capacity);
   if (!(sab instanceof SharedArrayBuffer))
     throw new InvalidArgumentError('shared ring needs a SharedArrayBuffer');
@@ -69,19 +65,19 @@ export function initSharedRingHeader(sab: SharedArrayBuffer, offset: number, cap
   if (offset + SHARED_RING_HEADER + capacity > sab.byteLength) {
     throw new InvalidArgumentError('shared ring does not fit in its buffer');
   }
-  const ctl = new Int32Array(sab, offset, 4);
-  Atomics.store(ctl, RING_READ, 0);
-  Atomics.store(ctl, RING_WRITE, 0);
-  ctl[RING_CAP] = capacity;
-  Atomics.store(ctl, RING_MAGIC, SHARED_RING_MAGIC);
-  return ctl;
+  const v = sharedWords(sab);
+  const at = offset >> 2;
+  Atomics.store(v, at + RING_READ, 0);
+  Atomics.store(v, at + RING_WRITE, 0);
+  v[at + RING_CAP] = capacity;
+  Atomics.store(v, at + RING_MAGIC, SHARED_RING_MAGIC);
 }
 
 /**
  * Check a reference that came from another thread before trusting it: the header must be a ring
  * header with the capacity the reference claims, and both positions must be in range.
  */
-export function checkSharedRingRef(ref: SharedRingRef): Int32Array {
+export function checkSharedRingRef(ref: SharedRingRef): void {
   if (ref === null || typeof ref !== 'object' || !(ref.sab instanceof SharedArrayBuffer)) {
     throw new InvalidArgumentError('shared ring reference needs a SharedArrayBuffer');
   }
@@ -93,63 +89,74 @@ export function checkSharedRingRef(ref: SharedRingRef): Int32Array {
   if (offset + SHARED_RING_HEADER + capacity > sab.byteLength) {
     throw new InvalidArgumentError('shared ring runs past the end of its buffer');
   }
-  const ctl = new Int32Array(sab, offset, 4);
-  checkSharedRingHeader(ctl, capacity);
-  return ctl;
+  checkSharedRingHeader(sab, offset, capacity);
 }
 
 /**
- * The header checks of checkSharedRingRef over a header view made before (`ctl`, four words at
- * the ring's offset): a ring attached once and found again is checked as a new one is.
+ * The header checks of checkSharedRingRef, for a ring whose place was checked before (`offset`
+ * in `sab`, the ring fits): a ring attached once and found again is checked as a new one is.
  */
-export function checkSharedRingHeader(ctl: Int32Array, capacity: number): void {
-  if (Atomics.load(ctl, RING_MAGIC) !== SHARED_RING_MAGIC) {
+export function checkSharedRingHeader(sab: SharedArrayBuffer, offset: number, capacity: number): void {
+  const v = sharedWords(sab);
+  const at = offset >> 2;
+  if (Atomics.load(v, at + RING_MAGIC) !== SHARED_RING_MAGIC) {
     throw new InvalidArgumentError('no shared ring at that offset');
   }
-  if (ctl[RING_CAP] !== capacity) throw new InvalidArgumentError('shared ring capacity mismatch');
-  const r = Atomics.load(ctl, RING_READ);
-  const w = Atomics.load(ctl, RING_WRITE);
+  if (v[at + RING_CAP] !== capacity) throw new InvalidArgumentError('shared ring capacity mismatch');
+  const r = Atomics.load(v, at + RING_READ);
+  const w = Atomics.load(v, at + RING_WRITE);
   if (r < 0 || r >= 2 * capacity || w < 0 || w >= 2 * capacity) {
     throw new InvalidArgumentError('shared ring positions out of range');
   }
 }
 
 /**
- * Each shared buffer's words, one view per buffer (many rings share a slab): a view made per
- * read of a position cost 1-4 µs, and a crash's rebuild of ten thousand connections read two
- * positions of each.
+ * Each shared buffer's words and bytes, one view of each per buffer (many rings share a slab): a
+ * view made per read of a position cost 1-4 µs, and a crash's rebuild of ten thousand connections
+ * read two positions of each. A ring attached (SharedByteRing) reads its header and data through
+ * these too: the four views a ring pair made per connection were most of what a survivor's
+ * install of 10,000 unbuilt connections made and kept, and what its scavenges then copied. Held
+ * weakly only, and no last-used buffer kept beside the maps: that one reference held a slab a
+ * worker had let go until it touched another (held-slabs.test.ts).
  */
 const WORDS = new WeakMap<SharedArrayBuffer, Int32Array>();
-let lastSab: SharedArrayBuffer | null = null;
-let lastWords: Int32Array | null = null;
+const BYTES = new WeakMap<SharedArrayBuffer, Uint8Array>();
 
-function wordsOf(sab: SharedArrayBuffer): Int32Array {
-  if (sab === lastSab) return lastWords!;
+/** The whole of `sab` as words (its length rounded down to a word), the same view for every caller. */
+export function sharedWords(sab: SharedArrayBuffer): Int32Array {
   let v = WORDS.get(sab);
   if (v === undefined) {
     v = new Int32Array(sab, 0, sab.byteLength >> 2);
     WORDS.set(sab, v);
   }
-  lastSab = sab;
-  lastWords = v;
+  return v;
+}
+
+/** The whole of `sab` as bytes, the same view for every caller. */
+export function sharedBytes(sab: SharedArrayBuffer): Uint8Array {
+  let v = BYTES.get(sab);
+  if (v === undefined) {
+    v = new Uint8Array(sab);
+    BYTES.set(sab, v);
+  }
   return v;
 }
 
 /** The ring's two positions as they are now (each in [0, 2 * capacity)). */
 export function sharedRingPositions(ref: SharedRingRef): { read: number; write: number } {
-  const v = wordsOf(ref.sab);
+  const v = sharedWords(ref.sab);
   const at = ref.offset >> 2;
   return { read: Atomics.load(v, at + RING_READ), write: Atomics.load(v, at + RING_WRITE) };
 }
 
 /** The ring's read position as it is now (the consumer's). */
 export function sharedRingRead(ref: SharedRingRef): number {
-  return Atomics.load(wordsOf(ref.sab), (ref.offset >> 2) + RING_READ);
+  return Atomics.load(sharedWords(ref.sab), (ref.offset >> 2) + RING_READ);
 }
 
 /** The ring's write position as it is now (the producer's). */
 export function sharedRingWrite(ref: SharedRingRef): number {
-  return Atomics.load(wordsOf(ref.sab), (ref.offset >> 2) + RING_WRITE);
+  return Atomics.load(sharedWords(ref.sab), (ref.offset >> 2) + RING_WRITE);
 }
 
 /** Bytes a position moved from `then` to `now`, modulo the ring's position space. */
@@ -167,11 +174,12 @@ export function sharedRingCopy(ref: SharedRingRef, from: number, dst: Uint8Array
   const cap = ref.capacity;
   if (dst.length > cap || !Number.isInteger(from) || from < 0 || from >= 2 * cap)
     throw new InvalidArgumentError('shared ring copy outside the ring');
-  const data = new Uint8Array(ref.sab, ref.offset + SHARED_RING_HEADER, cap);
+  const data = sharedBytes(ref.sab);
+  const base = ref.offset + SHARED_RING_HEADER;
   const start = from >= cap ? from - cap : from;
   const first = Math.min(dst.length, cap - start);
-  copyShared(dst, 0, data, start, first, 'src');
-  if (dst.length > first) copyShared(dst, first, data, 0, dst.length - first, 'src');
+  copyShared(dst, 0, data, base + start, first, 'src');
+  if (dst.length > first) copyShared(dst, first, data, base, dst.length - first, 'src');
 }
 
 /** Bytes a bounced copy moves at a time: small enough to stay in the core's first-level cache. */

@@ -213,9 +213,6 @@ export interface BlockParts {
   readonly recv: ByteRing;
   readonly record: HardStateRecord;
   readonly transfer: TransferRecord;
-  /** The rings' headers, checked again each time the parts are found. */
-  readonly sendCtl: Int32Array;
-  readonly recvCtl: Int32Array;
   readonly sendOffset: number;
   readonly recvOffset: number;
 }
@@ -258,8 +255,9 @@ export function knownBlock(
 
 /** Parts found again, their rings' headers checked as attaching them checks them. */
 function foundAgain(known: BlockParts): BlockParts {
-  checkSharedRingHeader(known.sendCtl, known.send.capacity);
-  checkSharedRingHeader(known.recvCtl, known.recv.capacity);
+  const b = known.block;
+  checkSharedRingHeader(b.sab, known.sendOffset, known.send.capacity);
+  checkSharedRingHeader(b.sab, known.recvOffset, known.recv.capacity);
   partsCount.found++;
   return known;
 }
@@ -296,16 +294,16 @@ export function blockParts(b: ConnBlockRef): BlockParts {
 }
 
 function makeParts(b: ConnBlockRef): BlockParts {
-  // The rings take the header views checked here: a view over shared memory is the costly part of
-  // a connection's first visit to this worker (one move of 10,000: BENCHMARKS.md, "The first move").
-  const sendCtl = checkSharedRingRef(b.send);
-  const recvCtl = checkSharedRingRef(b.recv);
+  // No view of its own for a ring, a record or a header: each reads its buffer's one view at an
+  // offset (a view over shared memory was the costly part of a connection's first visit to this
+  // worker: BENCHMARKS.md, "The first move"), and the rings keep the block's references, which
+  // nothing changes, rather than copies of them.
+  checkSharedRingRef(b.send);
+  checkSharedRingRef(b.recv);
   const parts: BlockParts = {
     block: b,
-    sendCtl,
-    recvCtl,
-    send: ByteRing.attachShared(b.send, sendCtl),
-    recv: ByteRing.attachShared(b.recv, recvCtl),
+    send: ByteRing.attachShared(b.send, true),
+    recv: ByteRing.attachShared(b.recv, true),
     record: new HardStateRecord(b.sab, b.at),
     transfer: new TransferRecord(b.sab, b.at + TRANSFER_RECORD_AT),
     sendOffset: b.send.offset,
