@@ -68,6 +68,8 @@ export interface TeamHostOptions {
    */
   restartMembers?: boolean;
   restart?: RestartOptions;
+  /** The receive port's learning frames (TeamOptions.learnIntervalMs). */
+  learnIntervalMs?: number;
   /** The host's ISN secret, given to the stack and every member (absent: each draws its own). */
   isnSecret?: Uint8Array;
 }
@@ -187,6 +189,7 @@ export interface TeamAssembly<N extends Nic = Nic> {
   tcp?: Partial<TcpCached>;
   policy?: Partial<OffloadPolicy>;
   restart?: RestartOptions;
+  learnIntervalMs?: number;
 }
 
 /**
@@ -217,6 +220,7 @@ export function assembleTeamHost<N extends Nic>(a: TeamAssembly<N>): TeamHost<N>
     batchSize: a.batchSize,
     counters: a.counters,
     restart: a.restart,
+    learnIntervalMs: a.learnIntervalMs,
   });
   for (const m of a.members) team.add(m);
   const nics = a.members.map((m) => m.nic);
@@ -328,6 +332,7 @@ export function buildTeamHost(seg: TeamSegment, opts: TeamHostOptions): TeamHost
     policy: opts.policy,
     isnSecret: opts.isnSecret,
     restart: opts.restart,
+    learnIntervalMs: opts.learnIntervalMs,
   });
 }
 
