@@ -70,6 +70,8 @@ export interface TeamHostOptions {
   restart?: RestartOptions;
   /** The receive port's learning frames (TeamOptions.learnIntervalMs). */
   learnIntervalMs?: number;
+  /** TeamOptions.oneReceivePort. */
+  oneReceivePort?: boolean;
   /** The host's ISN secret, given to the stack and every member (absent: each draws its own). */
   isnSecret?: Uint8Array;
 }
@@ -190,6 +192,7 @@ export interface TeamAssembly<N extends Nic = Nic> {
   policy?: Partial<OffloadPolicy>;
   restart?: RestartOptions;
   learnIntervalMs?: number;
+  oneReceivePort?: boolean;
 }
 
 /**
@@ -221,6 +224,7 @@ export function assembleTeamHost<N extends Nic>(a: TeamAssembly<N>): TeamHost<N>
     counters: a.counters,
     restart: a.restart,
     learnIntervalMs: a.learnIntervalMs,
+    oneReceivePort: a.oneReceivePort,
   });
   for (const m of a.members) team.add(m);
   const nics = a.members.map((m) => m.nic);
@@ -333,6 +337,7 @@ export function buildTeamHost(seg: TeamSegment, opts: TeamHostOptions): TeamHost
     isnSecret: opts.isnSecret,
     restart: opts.restart,
     learnIntervalMs: opts.learnIntervalMs,
+    oneReceivePort: opts.oneReceivePort,
   });
 }
 

@@ -144,6 +144,14 @@ export interface TeamOptions {
   /** Restarting dead members that can be (TeamMember.restart). */
   restart?: RestartOptions;
   /**
+   * One receive port (default false): every member but the one that carries the host's traffic
+   * sends from its own MAC (`Nic.sendFrom`), so the switch keeps the team MAC on that port and
+   * every inbound segment takes one path (bonding's TLB). Off by default because the progress
+   * watch cannot yet tell a gray failure of the receive port (every member's inbound stalls) from
+   * a fault beyond the team (every member stalls), and so fails nothing over for it.
+   */
+  oneReceivePort?: boolean;
+  /**
    * How often the port that carries the host's traffic sends a learning frame while the other
    * members send from MACs of their own (`Nic.sendFrom`), in ms (default 1000, Linux bonding's
    * `lp_interval`; 0: never). That port may have nothing else to send (no connection of its own),
@@ -259,6 +267,7 @@ export class Team extends EventEmitter {
   private readonly watch: ProgressWatch;
   private readonly na: UnsolicitedNaSeries;
   private readonly learnIntervalMs: number;
+  private readonly oneReceivePort: boolean;
   private readonly learnTimer: Timer;
   /** Whether some member sends from a MAC of its own (steerSources): the learning frames are due. */
   private steering = false;
@@ -312,6 +321,7 @@ export class Team extends EventEmitter {
     if (!Number.isInteger(learn) || learn < 0)
       throw new InvalidArgumentError('learnIntervalMs must be an integer >= 0');
     this.learnIntervalMs = learn;
+    this.oneReceivePort = opts.oneReceivePort === true;
     this.learnTimer = this.clock.createTimer(this.learnTick).unref();
     this.link.memberCarrier = (i) => {
       if (this.slots[i]?.port != null) this.hostOnDeadPort();
@@ -519,8 +529,10 @@ export class Team extends EventEmitter {
    */
   private steerSources(): void {
     const active = this.link.activeIndex;
-    // No port carries the host's traffic: none would hold the team MAC, so none gives it up.
-    const receiver = active < 0 ? undefined : this.slots.find((s) => s.index === active);
+    // No port carries the host's traffic: none would hold the team MAC, so none gives it up (nor
+    // does any without oneReceivePort).
+    const receiver =
+      active < 0 || !this.oneReceivePort ? undefined : this.slots.find((s) => s.index === active);
     let steering = false;
     for (const s of this.slots) {
       const own = receiver === undefined || s === receiver ? null : (hostTap(s)?.probeMac ?? null);

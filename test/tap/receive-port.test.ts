@@ -80,6 +80,7 @@ describe('one receive port for a team of WorkerNics, against Linux on TAPs', {
           '--tap',
           lab!.taps[1]!,
           '--workers',
+          '--one-receive-port',
           '--control',
           control(),
         ],

@@ -14,6 +14,7 @@ describe('one receive port: a team of LocalNics', () => {
     let at0 = 0;
     const r = await runScenario({
       seed: 41,
+      oneReceivePort: true,
       nics: 2,
       conns: 20,
       bytes: 200_000,
@@ -48,6 +49,7 @@ describe('one receive port: a team of LocalNics', () => {
     // scaled to the streams' 330 ms of virtual time).
     const r = await runScenario({
       seed: 43,
+      oneReceivePort: true,
       nics: 2,
       conns: 10,
       bytes: 600_000,

@@ -53,6 +53,7 @@ export function buildTeamRig(opts: {
   macAgeMs?: number;
   /** The receive port's learning frames (TeamOptions.learnIntervalMs). */
   learnIntervalMs?: number;
+  oneReceivePort?: boolean;
 }): TeamRig {
   const net = new SimNetwork({ seed: opts.seed, macAgeMs: opts.macAgeMs });
   const peer = net.addHost({
@@ -86,6 +87,7 @@ export function buildTeamRig(opts: {
     restartMembers: opts.restart !== undefined,
     restart: opts.restart,
     learnIntervalMs: opts.learnIntervalMs,
+    oneReceivePort: opts.oneReceivePort,
   });
   return {
     net,

@@ -47,6 +47,7 @@ describe('team of WorkerNics: frames that arrive at the wrong member', () => {
       // fail it over before 10 s: at the default 2 s, with other suites beside, workers that were
       // only starved of a core were taken as dead in 3 of 4 runs. A dead worker still fails over.
       const rig = await setup(t, {
+        oneReceivePort: true,
         seed,
         ip6: v6,
         health: { probeTargets: [] },
@@ -144,7 +145,12 @@ describe('team of WorkerNics: frames that arrive at the wrong member', () => {
     timeout: 120_000,
   }, async (t) => {
     // No probes and a long silence deadline, as above: nothing may move the host's port meanwhile.
-    const rig = await setup(t, { seed: 34, health: { probeTargets: [] }, deadAfterMs: 10_000 });
+    const rig = await setup(t, {
+      oneReceivePort: true,
+      seed: 34,
+      health: { probeTargets: [] },
+      deadAfterMs: 10_000,
+    });
     const { st } = await startOffloaded(rig, [CONNS / 2, CONNS / 2]);
     // Past the offload's own hand-over (segments held for the new owners meanwhile): both members'
     // connections flow.
@@ -188,7 +194,10 @@ describe('team of WorkerNics: frames that arrive at the wrong member', () => {
   test('a frame for a connection its peer no longer runs goes up to the host, and is not lost', {
     timeout: 60_000,
   }, async (t) => {
-    const rig = await setup(t, { seed: 32 });
+    const rig = await setup(t, {
+      oneReceivePort: true,
+      seed: 32,
+    });
     const nic0 = rig.nics[0]!;
     const nic1 = rig.nics[1]!;
     const { st, keys } = await startOffloaded(rig, [CONNS / 2, CONNS / 2]);
