@@ -172,6 +172,7 @@ interface TeamFlags {
   probeMisses?: number;
   hold?: number;
   failback?: boolean;
+  oneReceivePort?: boolean;
   restartLimit?: number;
   restartDelay?: number;
 }
@@ -299,6 +300,10 @@ export function registerTapCommands(program: Command): void {
         .default(200),
     )
     .option('--failback', 'move connections back to a recovered NIC after its hold')
+    .option(
+      '--one-receive-port',
+      "receive on the port that carries the host's traffic only: the other members send from their own MACs",
+    )
     .addOption(
       new Option(
         '--restart-limit <n>',
@@ -461,6 +466,7 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
       probeTargets: o.probe ?? [o.gw, a.gw6].filter((x) => x !== undefined),
       health: { probeIntervalMs: o.probeInterval, probeMisses: o.probeMisses, holdMs: o.hold },
       failback: o.failback,
+      oneReceivePort: o.oneReceivePort === true,
       restart: { limit: o.restartLimit, firstDelayMs: o.restartDelay },
       tcp: o.workers ? WORKER_TCP_DEFAULTS : TAP_TCP_DEFAULTS,
       pcap: pcap ?? undefined,

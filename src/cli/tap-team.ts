@@ -43,6 +43,8 @@ export interface TapTeamOptions {
   probeTargets?: readonly string[];
   health?: HealthOptions;
   failback?: boolean;
+  /** TeamOptions.oneReceivePort (`--one-receive-port`). */
+  oneReceivePort?: boolean;
   tcp?: Partial<TcpCached>;
   /** Heartbeat watch of the workers (defaults 50 ms / 2000 ms). */
   heartbeatMs?: number;
@@ -275,6 +277,7 @@ export function createTapTeam(o: TapTeamOptions, clock = new RealClock()): TapTe
     vlan: o.vlan,
     health: o.health,
     failback: o.failback,
+    oneReceivePort: o.oneReceivePort,
     tcp: o.tcp,
     policy: o.policy,
     restart: o.restart,

@@ -19,6 +19,9 @@ import {
 } from '../wire/fields.ts';
 import { IpProto } from '../wire/ipv4.ts';
 
+/** What the tuple readers need of an address table: a handle for 16 bytes (`AddressFinder` will do). */
+export type AddressLookup = Pick<AddressBook, 'find'>;
+
 /** The four-tuple of the last frame `tcpTuple` read (as the receiver names it: local is the destination). */
 export const tuple = { localIp: 0, localPort: 0, remoteIp: 0, remotePort: 0 };
 
@@ -42,7 +45,7 @@ export const TUPLE_FIRST_FRAGMENT = 2;
  * them), its addresses as the handles `addrs` holds for them: a worker's table mirrors the
  * host's, so a handle names the same address on every thread of the team.
  */
-export function tcpTuple(frame: Uint8Array, addrs: AddressBook | null): number {
+export function tcpTuple(frame: Uint8Array, addrs: AddressLookup | null): number {
   const ip4 = ethIpv4Offset(frame);
   let read: number;
   if (ip4 >= 0) read = packetTuple(frame, ip4, false, addrs);
@@ -57,7 +60,7 @@ export function tcpTuple(frame: Uint8Array, addrs: AddressBook | null): number {
  * reader of a segment's tuple for a frame, a packet the host injects, and the packet an ICMP error
  * quotes. TUPLE_HIDDEN and TUPLE_FIRST_FRAGMENT tell apart what `tcpTuple` reports as none.
  */
-export function packetTuple(buf: Uint8Array, ip: number, v6: boolean, addrs: AddressBook | null): number {
+export function packetTuple(buf: Uint8Array, ip: number, v6: boolean, addrs: AddressLookup | null): number {
   if (v6) {
     if (buf.length < ip + 40) return TUPLE_NONE;
     if (buf[ip + 6] !== IpProto.TCP) return TUPLE_HIDDEN;

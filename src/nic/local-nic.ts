@@ -3,6 +3,7 @@ import type { Counters } from '../core/counters.ts';
 import { ConnectionError, InvalidArgumentError } from '../core/errors.ts';
 import type { Random } from '../core/random.ts';
 import type { Link } from '../link/link.ts';
+import { SteeredLink } from '../link/source-steer.ts';
 import { TcpEvent } from '../stack/tcp/tcp-events.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
 import type { ByteRing } from '../state/byte-ring.ts';
@@ -82,6 +83,8 @@ export class LocalNic extends HostNic {
    * transfer then costs the time it really takes (see OffloadManager.chargeWallTime).
    */
   chargeWork = false;
+  /** The NIC's link as its engine sends on it: through the source rewrite (`sendFrom`). */
+  private readonly steered: SteeredLink;
 
   /** Same thread, same clock as the host (the clock it is given must be the host's). */
   constructor(opts: LocalNicOptions) {
@@ -112,7 +115,7 @@ export class LocalNic extends HostNic {
     this.here = here;
     engine = this.engine = new NicEngine({
       id: opts.id,
-      link: opts.link,
+      link: (this.steered = new SteeredLink(opts.link)),
       clock: opts.clock,
       random: opts.random,
       isnSecret: opts.isnSecret,
@@ -275,6 +278,11 @@ export class LocalNic extends HostNic {
    */
   listen(spec: NicListenSpec, hooks: NicListenHooks): (() => void) | null {
     return this.running ? this.engine.listen(spec, hooks) : null;
+  }
+
+  /** See Nic.sendFrom: the engine's frames (its connections', the host's) leave through the rewrite. */
+  sendFrom(teamMac: number, mac: number | null): void {
+    this.steered.steer.set(teamMac, mac);
   }
 
   /** Its engine's table, read at once (same thread): half-open connections included. */

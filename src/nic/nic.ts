@@ -743,6 +743,15 @@ export interface Nic {
    */
   peer?(other: Nic): boolean;
   /**
+   * Frames this target sends on its link with `teamMac` as their source leave with `mac` instead
+   * (null: as they are). A team gives every member but the one that carries the host's
+   * traffic a MAC of its own, so the switch learns the team MAC on that one port only: inbound
+   * frames then take one path to each connection's owner (that port, then worker to worker), and
+   * no segment overtakes another on a second path (bonding's TLB: transmit from every member,
+   * receive on one). Absent: its frames go as they are.
+   */
+  sendFrom?(teamMac: number, mac: number | null): void;
+  /**
    * Present on a target whose connections run in the host's thread (LocalNic): the engine that
    * runs them, on the clock it was given. Its TCP layer keeps its four-tuples in the host's table
    * (`ConnTable.share`, when it joins a manager), and the host hands live connections to and from

@@ -14,6 +14,7 @@ import {
   tapQueueEmpty,
   wakeTapPoll,
 } from '../link/tap-link.ts';
+import { AddressTable } from '../stack/address-table.ts';
 import type { ConnectionHandle, TcpUser } from '../stack/tcp/tcp-types.ts';
 import { ByteRing } from '../state/byte-ring.ts';
 import { flattenTrees, type OffloadTree } from '../state/offload-tree.ts';
@@ -963,7 +964,7 @@ export class WorkerNic extends HostNic {
     // IPv6 addresses are handles of the host's table, which every worker's mirrors (the batch and
     // the blocks name them by the same numbers on both): the destination reads its answer's keys
     // in the host's table too, which it may never have been handed an IPv6 state to learn.
-    if (this.hostAddrs !== null) dst.hostAddrs ??= this.hostAddrs;
+    if (this.hostAddrs !== null) dst.learnHostAddrs(this.hostAddrs);
     // Made at its largest and cut to what froze (a push at a time left outgrown copies behind).
     const frozen = new Array<WorkerConnectionHandle>(keys.length);
     let n = 0;
@@ -1040,13 +1041,43 @@ export class WorkerNic extends HostNic {
   /** @internal The host's address table, which the worker's mirrors; taken from the first IPv6 state handed over. */
   hostAddrs: AddressBook | null = null;
 
+  /** The WorkerNics whose workers this one's hands frames to directly (`peerWorkers`). */
+  readonly peered: WorkerNic[] = [];
+  private hostAddrsPosted = false;
+
   private bindAddresses(states: readonly TcpState[]): void {
     if (this.hostAddrs !== null) return;
     for (const s of states) {
       if (s.path.addrs === undefined) continue;
-      this.hostAddrs = s.path.addrs;
+      this.learnHostAddrs(s.path.addrs);
       return;
     }
+  }
+
+  /**
+   * @internal Take the host's table, and give this worker and every peer's a view of it (the
+   * 'host-addrs' message): a member that receives an IPv6 segment of a connection a peer runs
+   * reads its addresses there when its own mirror, which holds only the addresses of connections
+   * it ran, has none, and finds the owner by the handles the owner lists it under. The handles
+   * stay the same addresses while any member runs the connection: the host's placeholder for it
+   * holds a reference to each (TcpHandover.place).
+   */
+  learnHostAddrs(addrs: AddressBook): void {
+    this.hostAddrs ??= addrs;
+    this.postHostAddrs();
+    for (const p of this.peered) {
+      p.hostAddrs ??= addrs;
+      p.postHostAddrs();
+    }
+  }
+
+  /** @internal Send the worker its view of the host's table, once (see learnHostAddrs). */
+  postHostAddrs(): void {
+    if (this.hostAddrsPosted || !(this.hostAddrs instanceof AddressTable)) return;
+    const view = this.hostAddrs.view();
+    if (view === null) return;
+    this.hostAddrsPosted = true;
+    this.post({ t: 'host-addrs', view });
   }
 
   protected override keyAddresses(): AddressBook | null {
@@ -2131,6 +2162,12 @@ export class WorkerNic extends HostNic {
   /** See `Nic.peer`: another WorkerNic, both alive, gets a channel between the two workers. */
   peer(other: Nic): boolean {
     return other instanceof WorkerNic && peerWorkers(this, other);
+  }
+
+  /** See Nic.sendFrom: the worker rewrites the source of what its link sends. */
+  sendFrom(teamMac: number, mac: number | null): void {
+    if (this.closed || this.death !== null) return;
+    this.post({ t: 'send-from', team: teamMac, mac: mac ?? 0 });
   }
 
   /** The arenas the worker cuts accepted connections' blocks from (born-arena.ts). */

@@ -30,6 +30,8 @@ export interface SimNetworkOptions {
   trace?: boolean;
   /** Write every frame seen by any host to this pcap file. */
   pcap?: string;
+  /** The switch's MAC ageing time in ms (default 300 s, a Linux bridge's). */
+  macAgeMs?: number;
 }
 
 export interface SimHostOptions {
@@ -138,7 +140,12 @@ export class SimNetwork {
       this.driver = null;
     }
     this.random = new SeededRandom(seed);
-    this.switch = new MemorySwitch({ clock: this.clock, random: this.random.fork(), name: 'sim' });
+    this.switch = new MemorySwitch({
+      clock: this.clock,
+      random: this.random.fork(),
+      name: 'sim',
+      ageMs: opts.macAgeMs,
+    });
     this.trace = opts.trace ? new FrameTrace(this.clock) : null;
     this.pcap = opts.pcap ? new PcapWriter(opts.pcap, this.clock) : null;
   }

@@ -50,6 +50,55 @@ export interface AddressTableOptions {
    * indication means the same connection on both threads. `intern` is refused.
    */
   mirror?: boolean;
+  /**
+   * The bytes and the index in shared memory, so other threads can find a handle (`view`,
+   * `AddressFinder`) without a message: a team member that receives a segment of a connection
+   * another member runs names its addresses by this table's handles (issue 10 item 6).
+   */
+  shared?: boolean;
+}
+
+/** What another thread needs to look addresses up in a shared table (`AddressFinder`). */
+export interface AddressView {
+  store: SharedArrayBuffer;
+  index: SharedArrayBuffer;
+  k0: number;
+  k1: number;
+}
+
+/**
+ * Read-only lookups in a table that lives in another thread (`AddressTable.view`). That thread
+ * writes while this one reads, with no lock: a lookup may miss an address being added or removed,
+ * or, while a slot is reused, name a handle whose bytes just changed. Its callers take the answer
+ * as a hint that the table's owner checks again, never as a fact.
+ */
+export class AddressFinder {
+  private readonly store: Uint8Array;
+  private readonly index: Uint32Array;
+  private readonly mask: number;
+  private readonly k0: number;
+  private readonly k1: number;
+
+  constructor(v: AddressView) {
+    this.store = new Uint8Array(v.store);
+    this.index = new Uint32Array(v.index);
+    this.mask = this.index.length - 1;
+    this.k0 = v.k0;
+    this.k1 = v.k1;
+  }
+
+  /** The handle the other thread holds for the 16 bytes at buf[off], or -1. Allocation-free. */
+  find(buf: Uint8Array, off: number): number {
+    const slot = lookupSlot(
+      this.store,
+      this.index,
+      this.mask,
+      buf,
+      off,
+      hashAddr(this.k0, this.k1, buf, off),
+    );
+    return slot < 0 ? -1 : TWO_32 + 1 + slot;
+  }
 }
 
 export class AddressTable {
@@ -80,12 +129,13 @@ export class AddressTable {
       throw new InvalidArgumentError('addresses.maxIpv6 must be an integer 1..16777216');
     }
     this.capacity = cap;
-    this.store = new Uint8Array(cap * 16);
+    const shared = opts.shared === true && !this.mirror;
+    this.store = new Uint8Array(shared ? new SharedArrayBuffer(cap * 16) : new ArrayBuffer(cap * 16));
     this.refs = new Int32Array(cap);
     this.sums = new Float64Array(cap);
     let size = 8;
     while (size < cap * 2) size *= 2;
-    this.index = new Uint32Array(size);
+    this.index = new Uint32Array(shared ? new SharedArrayBuffer(size * 4) : new ArrayBuffer(size * 4));
     this.mask = size - 1;
     this.free = new Int32Array(cap);
     for (let i = 0; i < cap; i++) this.free[i] = cap - 1 - i;
@@ -93,6 +143,17 @@ export class AddressTable {
     // A keyed hash: whoever picks the addresses of arriving packets cannot aim them at one chain.
     this.k0 = random.u32() | 1;
     this.k1 = random.u32();
+  }
+
+  /** What another thread needs to find handles here (`AddressFinder`); null unless `shared`. */
+  view(): AddressView | null {
+    if (!(this.store.buffer instanceof SharedArrayBuffer)) return null;
+    return {
+      store: this.store.buffer,
+      index: this.index.buffer as SharedArrayBuffer,
+      k0: this.k0,
+      k1: this.k1,
+    };
   }
 
   /** IPv6 addresses held now. */
@@ -263,37 +324,11 @@ export class AddressTable {
   }
 
   private hash(buf: Uint8Array, off: number): number {
-    let h = this.k1;
-    for (let i = 0; i < 16; i += 4) {
-      const w =
-        ((buf[off + i]! << 24) | (buf[off + i + 1]! << 16) | (buf[off + i + 2]! << 8) | buf[off + i + 3]!) >>>
-        0;
-      h = Math.imul(h ^ w, this.k0);
-      h ^= h >>> 15;
-      h = Math.imul(h, 0x2c1b3c6d);
-      h ^= h >>> 12;
-    }
-    h = Math.imul(h ^ (h >>> 16), 0x297a2d39);
-    return (h ^ (h >>> 15)) >>> 0;
+    return hashAddr(this.k0, this.k1, buf, off);
   }
 
   private lookup(buf: Uint8Array, off: number, h: number): number {
-    const st = this.store;
-    let i = h & this.mask;
-    for (;;) {
-      const v = this.index[i]!;
-      if (v === 0) return -1;
-      const at = (v - 1) * 16;
-      let same = true;
-      for (let j = 0; j < 16; j++) {
-        if (st[at + j] !== buf[off + j]) {
-          same = false;
-          break;
-        }
-      }
-      if (same) return v - 1;
-      i = (i + 1) & this.mask;
-    }
+    return lookupSlot(this.store, this.index, this.mask, buf, off, h);
   }
 
   /** Remove a slot from the index by backward-shift deletion (no tombstones to pile up). */
@@ -320,6 +355,52 @@ export class AddressTable {
 }
 
 const UNSPECIFIED = new Uint8Array(16);
+
+/** A keyed hash of 16 address bytes: whoever picks the addresses of arriving packets cannot aim them at one chain. */
+function hashAddr(k0: number, k1: number, buf: Uint8Array, off: number): number {
+  let h = k1;
+  for (let i = 0; i < 16; i += 4) {
+    const w =
+      ((buf[off + i]! << 24) | (buf[off + i + 1]! << 16) | (buf[off + i + 2]! << 8) | buf[off + i + 3]!) >>>
+      0;
+    h = Math.imul(h ^ w, k0);
+    h ^= h >>> 15;
+    h = Math.imul(h, 0x2c1b3c6d);
+    h ^= h >>> 12;
+  }
+  h = Math.imul(h ^ (h >>> 16), 0x297a2d39);
+  return (h ^ (h >>> 15)) >>> 0;
+}
+
+/**
+ * The slot holding the 16 bytes at buf[off] (hash `h`), or -1: linear probing over `index` (slot + 1,
+ * 0 empty). The index is at least twice the table's capacity, so an empty entry ends every probe,
+ * even one that races a writer in another thread.
+ */
+function lookupSlot(
+  store: Uint8Array,
+  index: Uint32Array,
+  mask: number,
+  buf: Uint8Array,
+  off: number,
+  h: number,
+): number {
+  let i = h & mask;
+  for (;;) {
+    const v = index[i]!;
+    if (v === 0) return -1;
+    const at = (v - 1) * 16;
+    let same = true;
+    for (let j = 0; j < 16; j++) {
+      if (store[at + j] !== buf[off + j]) {
+        same = false;
+        break;
+      }
+    }
+    if (same) return v - 1;
+    i = (i + 1) & mask;
+  }
+}
 
 /** The IPv4 address inside ::ffff:a.b.c.d, or -1. */
 export function mappedIpv4(b: Uint8Array, off = 0): number {

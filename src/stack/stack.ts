@@ -107,7 +107,8 @@ export class Stack {
     this.clock = opts.clock;
     this.random = opts.random;
     this.name = opts.name ?? 'host';
-    this.addrs = new AddressTable(this.random, opts.addresses);
+    // Shared: a worker NIC of a team finds the handles of its peers' IPv6 connections here.
+    this.addrs = new AddressTable(this.random, { shared: true, ...opts.addresses });
     this.neighbors = new NeighborTable(
       {
         clock: this.clock,

@@ -65,6 +65,9 @@ export interface ProbePort {
  * only, and the one entry it creates at the neighbor is the probe address's own. The tap answers
  * the neighbor's solicitations for that address, so the entry stays valid.
  */
+/** Ethernet configuration testing (loopback), the type of bonding's learning frames. */
+const ETHERTYPE_LOOPBACK = 0x9000;
+
 export class ProbeTap implements Link {
   readonly name: string;
   private frameHandler: ((frame: Uint8Array, info?: RxOffloadInfo) => void) | null = null;
@@ -204,16 +207,35 @@ export class ProbeTap implements Link {
     return this.sendArp(BROADCAST_MAC, mac, vlanId);
   }
 
-  private sendArp(dst: number, src: number, vlanId: number): boolean {
+  /**
+   * A learning frame from `mac` to itself (ethertype 0x9000, Ethernet loopback, as Linux bonding's
+   * TLB sends every `lp_interval`): the switch learns or refreshes `mac` on this port, and since
+   * it is addressed to a MAC learned on the port it came from, goes nowhere else; no peer's cache
+   * changes. Padded to the 60-byte minimum.
+   */
+  learn(mac: number, vlanId = -1): boolean {
+    const buf = this.learnFrame;
+    buf.fill(0);
+    const end = this.ethernet(buf, mac, mac, vlanId, ETHERTYPE_LOOPBACK);
+    return this.inner.send(buf.subarray(0, Math.max(60, end)));
+  }
+  private readonly learnFrame = new Uint8Array(64);
+
+  /** Write an Ethernet header (tagged when `vlanId` >= 0) at buf[0]; returns where it ends. */
+  private ethernet(buf: Uint8Array, dst: number, src: number, vlanId: number, etherType: number): number {
     const h = this.txEth;
     h.dst = dst;
     h.src = src;
     h.vlanId = vlanId;
     h.pcp = 0;
     h.dei = false;
-    h.etherType = EtherType.ARP;
+    h.etherType = etherType;
+    return encodeEthernet(h, buf, 0);
+  }
+
+  private sendArp(dst: number, src: number, vlanId: number): boolean {
     const buf = vlanId >= 0 ? new Uint8Array(18 + ARP_LENGTH) : this.txFrame;
-    const off = encodeEthernet(h, buf, 0);
+    const off = this.ethernet(buf, dst, src, vlanId, EtherType.ARP);
     encodeArp(this.txArp, buf, off);
     return this.inner.send(buf);
   }

@@ -68,6 +68,10 @@ export interface TeamHostOptions {
    */
   restartMembers?: boolean;
   restart?: RestartOptions;
+  /** The receive port's learning frames (TeamOptions.learnIntervalMs). */
+  learnIntervalMs?: number;
+  /** TeamOptions.oneReceivePort. */
+  oneReceivePort?: boolean;
   /** The host's ISN secret, given to the stack and every member (absent: each draws its own). */
   isnSecret?: Uint8Array;
 }
@@ -187,6 +191,8 @@ export interface TeamAssembly<N extends Nic = Nic> {
   tcp?: Partial<TcpCached>;
   policy?: Partial<OffloadPolicy>;
   restart?: RestartOptions;
+  learnIntervalMs?: number;
+  oneReceivePort?: boolean;
 }
 
 /**
@@ -217,6 +223,8 @@ export function assembleTeamHost<N extends Nic>(a: TeamAssembly<N>): TeamHost<N>
     batchSize: a.batchSize,
     counters: a.counters,
     restart: a.restart,
+    learnIntervalMs: a.learnIntervalMs,
+    oneReceivePort: a.oneReceivePort,
   });
   for (const m of a.members) team.add(m);
   const nics = a.members.map((m) => m.nic);
@@ -328,6 +336,8 @@ export function buildTeamHost(seg: TeamSegment, opts: TeamHostOptions): TeamHost
     policy: opts.policy,
     isnSecret: opts.isnSecret,
     restart: opts.restart,
+    learnIntervalMs: opts.learnIntervalMs,
+    oneReceivePort: opts.oneReceivePort,
   });
 }
 

@@ -105,6 +105,8 @@ export interface RestartOptions {
   stableMs?: number;
 }
 
+/** Linux bonding's default `lp_interval`: a learning frame a second (TeamOptions.learnIntervalMs). */
+export const DEFAULT_LEARN_INTERVAL_MS = 1000;
 export const DEFAULT_RESTART_LIMIT = 5;
 export const DEFAULT_RESTART_DELAY_MS = 1000;
 /** The longest backoff (RestartOptions.maxDelayMs's default). */
@@ -141,6 +143,22 @@ export interface TeamOptions {
   counters?: Counters;
   /** Restarting dead members that can be (TeamMember.restart). */
   restart?: RestartOptions;
+  /**
+   * One receive port (default false): every member but the one that carries the host's traffic
+   * sends from its own MAC (`Nic.sendFrom`), so the switch keeps the team MAC on that port and
+   * every inbound segment takes one path (bonding's TLB). Off by default because the progress
+   * watch cannot yet tell a gray failure of the receive port (every member's inbound stalls) from
+   * a fault beyond the team (every member stalls), and so fails nothing over for it.
+   */
+  oneReceivePort?: boolean;
+  /**
+   * How often the port that carries the host's traffic sends a learning frame while the other
+   * members send from MACs of their own (`Nic.sendFrom`), in ms (default 1000, Linux bonding's
+   * `lp_interval`; 0: never). That port may have nothing else to send (no connection of its own),
+   * and a switch ages out a MAC it has not heard from (300 s on a Linux bridge) and then floods the
+   * team's inbound frames to every member: each owner would get its segments twice.
+   */
+  learnIntervalMs?: number;
 }
 
 export interface FailoverRecord {
@@ -248,6 +266,11 @@ export class Team extends EventEmitter {
   private jobs = 0;
   private readonly watch: ProgressWatch;
   private readonly na: UnsolicitedNaSeries;
+  private readonly learnIntervalMs: number;
+  private readonly oneReceivePort: boolean;
+  private readonly learnTimer: Timer;
+  /** Whether some member sends from a MAC of its own (steerSources): the learning frames are due. */
+  private steering = false;
   /** The IPv6 addresses the team owns now (none until the host's stack says). */
   private addresses6: () => readonly Uint8Array[] = () => [];
   /** The host's IPv6 address table: connections name IPv6 peers by its handles. */
@@ -294,6 +317,12 @@ export class Team extends EventEmitter {
       () => this.jobs > 0,
     );
     this.na = new UnsolicitedNaSeries(this.clock, () => this.announce6());
+    const learn = opts.learnIntervalMs ?? DEFAULT_LEARN_INTERVAL_MS;
+    if (!Number.isInteger(learn) || learn < 0)
+      throw new InvalidArgumentError('learnIntervalMs must be an integer >= 0');
+    this.learnIntervalMs = learn;
+    this.oneReceivePort = opts.oneReceivePort === true;
+    this.learnTimer = this.clock.createTimer(this.learnTick).unref();
     this.link.memberCarrier = (i) => {
       if (this.slots[i]?.port != null) this.hostOnDeadPort();
     };
@@ -355,6 +384,7 @@ export class Team extends EventEmitter {
     };
     this.slots.push(slot);
     this.peerWithOthers(slot);
+    this.steerSources();
     if (!this.slotUsable(this.slots[this.link.activeIndex] ?? null) && slot.health.usable)
       this.setHostSlot(slot);
   }
@@ -460,6 +490,7 @@ export class Team extends EventEmitter {
     this.closed = true;
     this.watch.close();
     this.na.close();
+    this.learnTimer.disarm();
     for (const s of this.slots) {
       s.health.close();
       s.port?.close();
@@ -480,6 +511,7 @@ export class Team extends EventEmitter {
 
   private setHostSlot(slot: Slot): void {
     this.link.setActive(slot.index);
+    this.steerSources();
     // The learning frame: the switch now sends the team MAC to this port, and peers refresh the
     // address's entry in their caches.
     if (this.ip !== null && hostTap(slot)?.announce(this.mac, this.ip, this.vlanId))
@@ -487,6 +519,40 @@ export class Team extends EventEmitter {
     this.na.start();
     this.hostPortChanged();
   }
+
+  /**
+   * Every member but the one that carries the host's traffic sends from its probe MAC, not the
+   * team's (Nic.sendFrom): the switch learns the team MAC on that port alone and stops moving it
+   * to whichever member sent last, so a connection's inbound segments come one way (that port,
+   * then worker to worker to the owner) and none overtakes another. A member with no tap has no
+   * MAC of its own, and sends as before.
+   */
+  private steerSources(): void {
+    const active = this.link.activeIndex;
+    // No port carries the host's traffic: none would hold the team MAC, so none gives it up (nor
+    // does any without oneReceivePort).
+    const receiver =
+      active < 0 || !this.oneReceivePort ? undefined : this.slots.find((s) => s.index === active);
+    let steering = false;
+    for (const s of this.slots) {
+      const own = receiver === undefined || s === receiver ? null : (hostTap(s)?.probeMac ?? null);
+      if (own !== null && s.nic.sendFrom !== undefined) steering = true;
+      s.nic.sendFrom?.(this.mac, own);
+    }
+    const was = this.steering;
+    this.steering = steering && this.learnIntervalMs > 0;
+    if (this.steering && !was) this.learnTimer.arm(this.learnIntervalMs);
+    else if (!this.steering) this.learnTimer.disarm();
+  }
+
+  /** A learning frame from the port that carries the host's traffic (see learnIntervalMs). */
+  private readonly learnTick = (): void => {
+    if (this.closed || !this.steering) return;
+    const slot = this.slots.find((s) => s.index === this.link.activeIndex);
+    const tap = slot === undefined ? null : hostTap(slot);
+    if (tap?.learn(this.mac, this.vlanId)) this.counters.inc('team.learn');
+    this.learnTimer.arm(this.learnIntervalMs);
+  };
 
   /** One round of unsolicited neighbor advertisements from the port carrying the host's traffic. */
   private announce6(): number {
@@ -659,6 +725,7 @@ export class Team extends EventEmitter {
     slot.health = this.watchNic(nic, slot.tap, false);
     this.link.restore(slot.index, m.hostLink ?? nic.hostLink);
     this.peerWithOthers(slot);
+    this.steerSources();
     this.replacedHook(old, nic);
     this.counters.inc('team.restart');
     const rec: RestartRecord = { nic: nic.id, at: this.clock.now(), ...r, ok: true, detail: '' };

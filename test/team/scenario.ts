@@ -64,6 +64,12 @@ export interface ScenarioOptions {
   hostPorts?: boolean;
   /** A crashed member is started again, with these settings (TeamHostOptions.restartMembers). */
   restart?: RestartOptions;
+  /** The switch's MAC ageing time (default 300 s). */
+  macAgeMs?: number;
+  /** The receive port's learning frames (TeamOptions.learnIntervalMs). */
+  learnIntervalMs?: number;
+  /** TeamOptions.oneReceivePort. */
+  oneReceivePort?: boolean;
   /** Called when the streams start (virtual ms), to schedule faults of the test's own. */
   onStart?: (rig: TeamRig, t0: number) => void;
   /** Called once the rig is built, before any connection opens (benchmarks hook events here). */
@@ -139,6 +145,9 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
     batchSize: o.batchSize,
     hostPorts: o.hostPorts,
     restart: o.restart,
+    macAgeMs: o.macAgeMs,
+    learnIntervalMs: o.learnIntervalMs,
+    oneReceivePort: o.oneReceivePort,
   });
   const { net, host, peer } = rig;
   // Duplicate address detection (1 s) must be over on both ends before an IPv6 connect.

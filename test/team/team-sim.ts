@@ -49,8 +49,13 @@ export function buildTeamRig(opts: {
   hostPorts?: boolean;
   /** A crashed member is started again (TeamHostOptions.restartMembers), with these settings. */
   restart?: RestartOptions;
+  /** The switch's MAC ageing time (default 300 s). */
+  macAgeMs?: number;
+  /** The receive port's learning frames (TeamOptions.learnIntervalMs). */
+  learnIntervalMs?: number;
+  oneReceivePort?: boolean;
 }): TeamRig {
-  const net = new SimNetwork({ seed: opts.seed });
+  const net = new SimNetwork({ seed: opts.seed, macAgeMs: opts.macAgeMs });
   const peer = net.addHost({
     ip: `${PEER_IP}/24`,
     name: 'peer',
@@ -81,6 +86,8 @@ export function buildTeamRig(opts: {
     hostPortsAfterDeath: opts.hostPorts,
     restartMembers: opts.restart !== undefined,
     restart: opts.restart,
+    learnIntervalMs: opts.learnIntervalMs,
+    oneReceivePort: opts.oneReceivePort,
   });
   return {
     net,

@@ -22,13 +22,22 @@ import {
 } from './worker-team-helpers.ts';
 
 describe('team of WorkerNics: frames that arrive at the wrong member', () => {
-  for (const family of ['IPv4', 'IPv6'] as const) {
-    test(`${family}: go straight to the owning worker, none takes the host path while no connection moves`, {
+  const cases = [
+    { family: 'IPv4', away: false, seed: 31 },
+    { family: 'IPv6', away: false, seed: 33 },
+    { family: 'IPv6', away: true, seed: 35 },
+  ] as const;
+  for (const { family, away, seed } of cases) {
+    const where = away ? ', every connection on the member that does not receive' : '';
+    test(`${family}${where}: go straight to the owning worker, none takes the host path while no connection moves`, {
       timeout: 60_000,
     }, async (t) => {
       const v6 = family === 'IPv6';
       // IPv6: the owner lists its connections by the handles of its mirror table, which the other
-      // worker's mirror gives the same bytes (both mirror the host's table).
+      // worker's mirror gives the same bytes (both mirror the host's table). With every connection
+      // away from the member that receives (`away`), that member's mirror holds neither address:
+      // it reads them in the host's table (AddressFinder), or every segment climbed to the host
+      // (without it, one run: 14,714 up from the receiver, none handed on).
       // No reachability probing: under load (3 copies of this test on 2 cores) a loaded main thread
       // left the rig's ARP probes unanswered past 30 ms ("no ARP reply ... to 3 probe rounds in
       // 155 ms"), and the team failed live members over to the host and back in the window: 25
@@ -38,7 +47,8 @@ describe('team of WorkerNics: frames that arrive at the wrong member', () => {
       // fail it over before 10 s: at the default 2 s, with other suites beside, workers that were
       // only starved of a core were taken as dead in 3 of 4 runs. A dead worker still fails over.
       const rig = await setup(t, {
-        seed: v6 ? 33 : 31,
+        oneReceivePort: true,
+        seed,
         ip6: v6,
         health: { probeTargets: [] },
         deadAfterMs: 10_000,
@@ -54,13 +64,10 @@ describe('team of WorkerNics: frames that arrive at the wrong member', () => {
         holding && next === total - CHUNK
           ? new Promise((r) => held.push(r))
           : new Promise((r) => setTimeout(r, GAP_MS));
-      const { st } = await startOffloaded(
-        rig,
-        [CONNS / 2, CONNS / 2],
-        v6 ? PEER_IP6 : PEER_IP,
-        undefined,
-        gap,
-      );
+      const receiver = rig.nics.indexOf(rig.team.hostNic as (typeof rig.nics)[number]);
+      assert.ok(receiver >= 0, 'a member carries the host');
+      const split = away ? rig.nics.map((_, i) => (i === receiver ? 0 : CONNS)) : [CONNS / 2, CONNS / 2];
+      const { st } = await startOffloaded(rig, split, v6 ? PEER_IP6 : PEER_IP, undefined, gap);
       if (v6)
         assert.ok(
           st.sockets.every((s) => s.remoteFamily === 'IPv6'),
@@ -109,11 +116,9 @@ describe('team of WorkerNics: frames that arrive at the wrong member', () => {
         0,
         `no segment of an offloaded, settled connection went through the host's placeholder: ${why}`,
       );
-      // Both members send with the team MAC, so the switch's entry flaps and members receive
-      // segments of each other's connections. Which member that is, is the scheduler's choice: the
-      // peer's paced segments go to whichever member sent last, and on a loaded machine one member
-      // was the last sender at every one of them for a whole stream (direct [0, 7119]). So the test
-      // asks that the detour happened, and that whatever either member handed over arrived (below).
+      // The switch learns the team MAC on the host's port only (the other member sends from its
+      // own MAC), so that member receives every segment and hands the other's connections theirs.
+      // The test asks that the detour happened, and that whatever was handed over arrived (below).
       assert.ok(
         direct.some((n) => n > 0),
         `a member handed the other segments of its connections: ${why}`,
@@ -136,10 +141,63 @@ describe('team of WorkerNics: frames that arrive at the wrong member', () => {
     });
   }
 
+  test("the switch learns the team MAC on the host's port alone: every other member sends from its own MAC, and no owner receives a segment out of order", {
+    timeout: 120_000,
+  }, async (t) => {
+    // No probes and a long silence deadline, as above: nothing may move the host's port meanwhile.
+    const rig = await setup(t, {
+      oneReceivePort: true,
+      seed: 34,
+      health: { probeTargets: [] },
+      deadAfterMs: 10_000,
+    });
+    const { st } = await startOffloaded(rig, [CONNS / 2, CONNS / 2]);
+    // Past the offload's own hand-over (segments held for the new owners meanwhile): both members'
+    // connections flow.
+    await flowing(rig, rig.nics);
+    const active = rig.team.hostNic;
+    assert.ok(
+      active !== null && rig.nics.includes(active as (typeof rig.nics)[number]),
+      'a member carries the host',
+    );
+    const count = async (): Promise<{ ooo: number[]; direct: number[]; moved: number }> => {
+      const c = await Promise.all(rig.nics.map((n) => n.counters()));
+      return {
+        ooo: c.map((x) => x['tcp.ooo.segments'] ?? 0),
+        direct: c.map((x) => x['nic.forward.direct'] ?? 0),
+        moved: rig.net.switch.stats.get('mac.moved'),
+      };
+    };
+    const before = await count();
+    await assertClean(rig, st);
+    const after = await count();
+    const delta = (k: 'ooo' | 'direct') => after[k].map((v, i) => v - before[k][i]!);
+    const why = JSON.stringify({
+      ooo: delta('ooo'),
+      direct: delta('direct'),
+      moved: after.moved - before.moved,
+    });
+    // With both members sending from the team MAC the switch moved it 160-190 times a run, and each
+    // move sent segments in flight one way and the next ones the other: 107-131 segments reached
+    // their owner out of order (seeds 31-33), and the peer resent 151-180 it need not have.
+    assert.equal(after.moved - before.moved, 0, `the switch never moved the team MAC: ${why}`);
+    assert.deepEqual(delta('ooo'), [0, 0], `no owner received a segment out of order: ${why}`);
+    const at = rig.nics.indexOf(active as (typeof rig.nics)[number]);
+    assert.equal(
+      delta('direct')[1 - at],
+      0,
+      `the other member received none of the host port's connections' segments: ${why}`,
+    );
+    assert.ok(delta('direct')[at]! > 0, `the host's port handed the other member its segments: ${why}`);
+  });
+
   test('a frame for a connection its peer no longer runs goes up to the host, and is not lost', {
     timeout: 60_000,
   }, async (t) => {
-    const rig = await setup(t, { seed: 32 });
+    const rig = await setup(t, {
+      oneReceivePort: true,
+      seed: 32,
+    });
     const nic0 = rig.nics[0]!;
     const nic1 = rig.nics[1]!;
     const { st, keys } = await startOffloaded(rig, [CONNS / 2, CONNS / 2]);
@@ -156,10 +214,10 @@ describe('team of WorkerNics: frames that arrive at the wrong member', () => {
       await rig.net.sleep(50);
     }
     await assertClean(rig, st);
-    const c = await Promise.all(rig.nics.map((n) => n.counters()));
-    assert.ok(
-      c.every((x) => (x['nic.forward.direct'] ?? 0) > 0),
-      'the direct path was used between the moves',
-    );
+    // The host's port receives every segment (the other member sends from its own MAC), and hands
+    // the other member's connections theirs between the moves.
+    const at = rig.nics.indexOf(rig.team.hostNic as (typeof rig.nics)[number]);
+    const c = await rig.nics[at]!.counters();
+    assert.ok((c['nic.forward.direct'] ?? 0) > 0, 'the direct path was used between the moves');
   });
 });

@@ -76,6 +76,8 @@ export interface WorkerTeamOptions {
   wrapLink?: (tap: Link, i: number) => Link;
   /** The host's ISN secret, given to the stack and every member (absent: each draws its own). */
   isnSecret?: Uint8Array;
+  /** TeamOptions.oneReceivePort. */
+  oneReceivePort?: boolean;
 }
 
 export function buildWorkerTeam(opts: WorkerTeamOptions): WorkerTeamRig {
@@ -94,6 +96,7 @@ export function buildWorkerTeam(opts: WorkerTeamOptions): WorkerTeamRig {
     health: { probeTargets: [parseIpv4(PEER_IP)], holdMs: 100, ...opts.health },
     batchSize: opts.batchSize,
     counters,
+    oneReceivePort: opts.oneReceivePort,
   });
   const nics: WorkerNic[] = [];
   const taps: ProbeTap[] = [];

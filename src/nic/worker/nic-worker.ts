@@ -20,9 +20,10 @@ import { SeededRandom } from '../../core/random.ts';
 import type { Link, LinkGsoOptions, RxOffloadInfo } from '../../link/link.ts';
 import { LinkWrapper } from '../../link/link-wrapper.ts';
 import { capture, PcapWriter } from '../../link/pcap.ts';
+import { SourceSteer } from '../../link/source-steer.ts';
 import type { TapHeld, TapLink } from '../../link/tap-link.ts';
 import { loadLibc } from '../../link/tap-sys.ts';
-import { AddressTable, TWO_32 } from '../../stack/address-table.ts';
+import { AddressFinder, AddressTable, TWO_32 } from '../../stack/address-table.ts';
 import { seqDiff } from '../../stack/tcp/seq.ts';
 import type { TcpConnection } from '../../stack/tcp/tcp-connection.ts';
 import {
@@ -292,6 +293,13 @@ function wireError(e: unknown): WireError {
  */
 let runHere: ((frame: Uint8Array, info?: RxOffloadInfo) => void) | null = null;
 
+/**
+ * Frames this thread sends from the team's MAC leave from this member's own while the host says so
+ * (Nic.sendFrom: every member but the one that carries the host's traffic), so the switch never
+ * learns the team MAC here.
+ */
+const steer = new SourceSteer();
+
 /** The worker's face of a main-thread link: frames cross in batches. */
 class ProxyLink implements Link {
   handler: ((frame: Uint8Array) => void) | null = null;
@@ -313,6 +321,7 @@ class ProxyLink implements Link {
   ) {}
   send(frame: Uint8Array): boolean {
     if (!this.carrier) return false;
+    steer.apply(frame);
     this.out.push(frame);
     // After the push: a push that posts the earlier frames publishes and forgets every touched
     // record, and this frame's connection must stay marked for the batch that carries it.
@@ -352,10 +361,12 @@ let publishedSince = 0;
 class ObservedLink extends LinkWrapper {
   override send(frame: Uint8Array): boolean {
     publishAhead(frame, aheadHooks);
+    steer.apply(frame);
     return this.inner.send(frame);
   }
   protected override sendOffloaded(frame: Uint8Array, o: LinkGsoOptions): boolean {
     publishAhead(frame, aheadHooks);
+    steer.apply(frame);
     return this.inner.sendGso!(frame, o);
   }
   override onFrame(handler: (frame: Uint8Array, info?: RxOffloadInfo) => void): void {
@@ -1943,8 +1954,12 @@ let fromPeer = false;
 function toPeer(frame: Uint8Array): boolean {
   if (peers.length === 0 || frame.length < 54) return false;
   // IPv6 addresses by the handles this worker's mirror holds for them, the numbers the owner
-  // listed them under. Bytes this worker holds no handle for name no one's connection here.
-  const read = tcpTuple(frame, engine.addressBook);
+  // listed them under. Bytes the mirror holds no handle for are no connection's here, but may be a
+  // peer's: the host's table names them by the same handles (one receive port takes every member's
+  // segments). What it answers is a hint, as the owner tables are: the owner reads the frame again
+  // through its own mirror, and what is not its own after all goes up (bounced).
+  let read = tcpTuple(frame, engine.addressBook);
+  if (read === TUPLE_UNKNOWN && hostAddrs !== null && !fromPeer) read = tcpTuple(frame, hostAddrs);
   if (read !== TUPLE_READ) {
     if (fromPeer) engine.counters.inc('nic.forward.bounced');
     else if (read === TUPLE_UNKNOWN) engine.counters.inc('nic.forward.host');
@@ -1978,6 +1993,9 @@ function toPeer(frame: Uint8Array): boolean {
   engine.counters.inc('nic.forward.host');
   return false;
 }
+
+/** The host's address table, read-only (toPeer); null until the host sends it ('host-addrs'). */
+let hostAddrs: AddressFinder | null = null;
 
 /** Run a frame another worker sent here: one that is not ours after all goes up, never back out. */
 function runFromPeer(frame: Uint8Array): void {
@@ -2765,6 +2783,12 @@ port.on('message', (m: ToWorker) => {
       return;
     case 'carrier':
       proxy?.setCarrier(m.up);
+      return;
+    case 'send-from':
+      steer.set(m.team, m.mac);
+      return;
+    case 'host-addrs':
+      hostAddrs = new AddressFinder(m.view);
       return;
     case 'req':
       drainDoorbell();

@@ -13,5 +13,11 @@ export function peerWorkers(a: WorkerNic, b: WorkerNic): boolean {
   const { port1, port2 } = new MessageChannel();
   a.post({ t: 'peer', id: b.id, owner: b.recordOwner, port: port1, owners: b.owners.sab }, [port1]);
   b.post({ t: 'peer', id: a.id, owner: a.recordOwner, port: port2, owners: a.owners.sab }, [port2]);
+  a.peered.push(b);
+  b.peered.push(a);
+  // Either may know the host's address table already; the other's worker needs it to read the
+  // IPv6 segments of its peer's connections.
+  const addrs = a.hostAddrs ?? b.hostAddrs;
+  if (addrs !== null) a.learnHostAddrs(addrs);
   return true;
 }

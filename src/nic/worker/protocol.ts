@@ -1,6 +1,7 @@
 import type { MessagePort } from 'node:worker_threads';
 import { ChimneyError } from '../../core/errors.ts';
 import type { TapHeld } from '../../link/tap-link.ts';
+import type { AddressView } from '../../stack/address-table.ts';
 import type { ConnBlockRef } from '../hard-state.ts';
 import type {
   ConnKey,
@@ -389,6 +390,10 @@ export type ToWorker =
   | { t: 'rx'; buf: ArrayBuffer; len: number }
   | { t: 'host'; buf: ArrayBuffer; len: number }
   | { t: 'carrier'; up: boolean }
+  /** Frames sent from the team's MAC leave from `mac` instead (`mac` 0: as they are; Nic.sendFrom). */
+  | { t: 'send-from'; team: number; mac: number }
+  /** The host's address table to read (AddressFinder): the handles of peers' IPv6 connections. */
+  | { t: 'host-addrs'; view: AddressView }
   | ({ t: 'req'; id: number } & WorkerRequest)
   | {
       t: 'op';
