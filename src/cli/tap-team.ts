@@ -72,6 +72,8 @@ export interface StoppableThread {
   terminateThread(): unknown;
   /** Let go of its TAP though its thread has not exited (WorkerNic.detachTap); true if done. */
   detachTap?(): boolean;
+  /** Whether detachTap let its TAP go. */
+  readonly tapDetached?: boolean;
 }
 
 /**
@@ -98,6 +100,9 @@ export async function threadGone(
   // Settled exits are seen after one turn of microtasks.
   await Promise.resolve();
   if (exited) return 'exited';
+  // Let go already (the other of the dead-port opener and the restart asked first): nothing to
+  // wait for, and the wait would end in a rejection for a TAP that is free.
+  if (nic.tapDetached === true) return 'detached';
   nic.terminateThread();
   let timer: ReturnType<Clock['createTimer']> | null = null;
   const late = new Promise<never>((_, reject) => {
@@ -129,7 +134,8 @@ export interface TapTeam {
 }
 
 /**
- * The ring a worker NIC gives a connection it is handed (WorkerNicOptions.placementRing), below the
+ * The send ring a worker NIC gives a connection it is handed (WorkerNicOptions.sendPlacementRing;
+ * the receive ring keeps the placement of DEFAULT_RING, whose capacity is the window offered), below the
  * largest it may grow to (DEFAULT_RING). A ring's positions run over its whole capacity, so a
  * download touches every page of its ring however little it holds at once: at 256 KiB the first
  * quarter of each NIC's connections in the connect burst of 1,000 (ringUnderLoad reckons a burst's
@@ -176,7 +182,7 @@ export function createTapTeam(o: TapTeamOptions, clock = new RealClock()): TapTe
       },
       seed: random.u32(),
       isnSecret,
-      placementRing: PLACEMENT_RING,
+      sendPlacementRing: PLACEMENT_RING,
       heartbeatMs: o.heartbeatMs,
       deadAfterMs: o.deadAfterMs,
       capture: o.pcap ? (records) => o.pcap!.writeRecords(records) : undefined,

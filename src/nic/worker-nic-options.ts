@@ -79,6 +79,14 @@ export interface WorkerNicOptions {
    * (regrow).
    */
   placementRing?: number;
+  /**
+   * The send ring a connection gets when placed here while the NIC's share of the ring budget
+   * covers it (sendRingAtPlacement): the size a grow would reach, filled by its socket at once as
+   * a grown one. Unset: the send ring is placed as the receive ring is (placementRing, less under
+   * load). serve sets it (tap-team.ts PLACEMENT_RING); its receive rings keep placementRing, since
+   * a receive ring never grows and its capacity is the window offered.
+   */
+  sendPlacementRing?: number;
   /** The worker says it is alive this often (default 50 ms). */
   heartbeatMs?: number;
   /** Declared dead after this long without a heartbeat (default 2000 ms). */

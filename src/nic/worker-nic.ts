@@ -276,12 +276,15 @@ export class WorkerNic extends HostNic {
   readonly recordOwner = nextRecordOwner++;
   private readonly ringCapacity: number;
   private readonly placementRing: number;
+  /** WorkerNicOptions.sendPlacementRing; 0 when unset. */
+  private readonly sendPlacementRing: number;
   /**
-   * @internal The ring a connection placed while the NIC's share covers it gets (placementRing):
-   * its socket may fill it at once, as a grown one (WorkerConnectionHandle.sendGrown).
+   * @internal The send ring a connection placed while the NIC's share covers it gets
+   * (sendPlacementRing): its socket may fill it at once, as a grown one
+   * (WorkerConnectionHandle.sendGrown). Unset, no placed ring counts as grown.
    */
   get placedRing(): number {
-    return this.placementRing;
+    return this.sendPlacementRing > 0 ? this.sendPlacementRing : Number.POSITIVE_INFINITY;
   }
   readonly worker: Worker;
   /** @internal */
@@ -329,6 +332,10 @@ export class WorkerNic extends HostNic {
   private readonly tunFd: number;
   /** What detachTap took of that list; freed at the exit. */
   private detached: TapHeld | null = null;
+  /** Terminates a closed worker that has not answered 'closed' within CLOSE_BOUND_MS. */
+  private closeTimer: Timer | null = null;
+  /** Whether detachTap let the TAP go (its answer, kept for the next asker). */
+  private tapLetGo = false;
   private exited = false;
   private linkCarrier: boolean;
   /** @internal */
@@ -482,6 +489,7 @@ export class WorkerNic extends HostNic {
     this.capacity = capacity;
     this.ringCapacity = ringCapacity;
     this.placementRing = Math.min(ringCapacity, opts.placementRing ?? ringCapacity);
+    this.sendPlacementRing = Math.min(ringCapacity, opts.sendPlacementRing ?? 0);
     this.clock = clock;
     this.openGate = openGate === null ? null : new Int32Array(openGate);
     this.loaded = openGate === null ? null : this.whenLoaded();
@@ -521,6 +529,7 @@ export class WorkerNic extends HostNic {
       // Killed, or stopped before it closed its TAP (a close that timed out): what that TAP held
       // of the process would be lost for good.
       this.exited = true;
+      this.closeTimer?.disarm();
       const held = heldOf(takeTapHeld(new BigInt64Array(tapHeld)), this.detached);
       this.detached = null;
       if (held !== null) {
@@ -1099,7 +1108,10 @@ export class WorkerNic extends HostNic {
     const out = new BatchList<PreparedConn>();
     const conns = this.load + states.length;
     const ring = ringUnderLoad(this.placementRing, conns);
-    const sendRing = sendRingAtPlacement(this.placementRing, this.ringCapacity, conns);
+    const sendRing =
+      this.sendPlacementRing > 0
+        ? sendRingAtPlacement(this.sendPlacementRing, this.ringCapacity, conns)
+        : ring;
     const grownLimit = ringGrowLimit(this.ringCapacity, conns);
     for (const s of states) {
       const d = s.delegated;
@@ -1679,8 +1691,8 @@ export class WorkerNic extends HostNic {
     this.hostBatch.flush();
     this.post({ t: 'close' });
     // The worker answers 'closed' after flushing its last frames; don't wait for ever.
-    const t = this.clock.createTimer(() => void this.worker.terminate()).unref();
-    t.arm(CLOSE_BOUND_MS);
+    this.closeTimer = this.clock.createTimer(() => void this.worker.terminate()).unref();
+    this.closeTimer.arm(CLOSE_BOUND_MS);
   }
 
   /** With `openWhenLet`: the worker may open its TAP now. */
@@ -1767,6 +1779,11 @@ export class WorkerNic extends HostNic {
     return { threadId, exited, between };
   }
 
+  /** Whether detachTap let the TAP go under a thread that had not exited. */
+  get tapDetached(): boolean {
+    return this.tapLetGo;
+  }
+
   /**
    * Let go of the TAP under a thread told to stop that has not exited (wedged in native code: it
    * exits only once that call returns, and until then its descriptor keeps the TAP, whose next
@@ -1775,18 +1792,21 @@ export class WorkerNic extends HostNic {
    * exit as before; no JavaScript of the thread runs again once told to stop, so nothing of it
    * reads or writes the TAP after. True when the TAP was let go (the kernel detaches it once no
    * system call on it is under way); false when there is nothing to let go: no TAP of the host's
-   * making, already exited, not told to stop, or the thread closed it itself.
+   * making, already exited, not told to stop, or the thread closed it itself. Asked again, it
+   * answers as the first time: the host's dead-port opener and the restart both ask, and the
+   * second must not take a TAP let go for one still held.
    */
   detachTap(): boolean {
-    if (this.exited || this.tunFd < 0 || this.detached !== null) return false;
+    if (this.detached !== null) return this.tapLetGo;
+    if (this.exited || this.tunFd < 0) return false;
     if (Atomics.load(this.doorbell, DB_STOP) === 0) return false;
     const held = takeTapHeld(new BigInt64Array(this.tapHeld));
     if (held === null) return false;
     // Still listed: the thread has not closed it (it unlists before it closes), so the number is
     // still this TAP's and not one reused since.
-    const ok = held.fds.includes(this.tunFd) && detachTapDescriptor(this.tunFd);
+    this.tapLetGo = held.fds.includes(this.tunFd) && detachTapDescriptor(this.tunFd);
     this.detached = held;
-    return ok;
+    return this.tapLetGo;
   }
 
   // ---- internals ----------------------------------------------------------------------------------

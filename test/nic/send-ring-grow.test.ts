@@ -24,9 +24,21 @@ import { addWorkerHost, PING_MS, socketKey } from './worker-helpers.ts';
 
 const PLACED = 16 << 10;
 
-async function workerRig(t: TestContext, seed: number, placed = PLACED, others = 0, ring = placed) {
+async function workerRig(
+  t: TestContext,
+  seed: number,
+  placed = PLACED,
+  others = 0,
+  ring = placed,
+  sendPlacementRing?: number,
+) {
   const net = new SimNetwork({ seed, virtualTime: false });
-  const wh = addWorkerHost(net, { count: 2, ringCapacity: 256 << 10, placementRing: placed });
+  const wh = addWorkerHost(net, {
+    count: 2,
+    ringCapacity: 256 << 10,
+    placementRing: placed,
+    sendPlacementRing,
+  });
   t.after(() => {
     wh.close();
     net.close();
@@ -58,7 +70,7 @@ async function workerRig(t: TestContext, seed: number, placed = PLACED, others =
   });
   assert.equal((await wh.offload.offload([key], nic)).moved.length, 1);
   const h = nic.handle(key)!;
-  assert.equal(h.sendRing.capacity, ring, 'placed with the small ring');
+  assert.equal(h.sendRing.capacity, ring, 'the send ring it was placed with');
   return { net, wh, nic, s, key, h, got, answer, back };
 }
 
@@ -152,7 +164,8 @@ describe('a send ring that grows with the connection', () => {
     // window grew at once to 128 KiB, a new block and the old ring's pages faulted in for nothing
     // (sendRingAtPlacement; BENCHMARKS.md, "Ring memory in the connect burst of 1,000").
     const placed = 128 << 10;
-    const { nic, s, h, got } = await workerRig(t, 68, placed, 499, placed);
+    const { nic, s, h, got } = await workerRig(t, 68, 256 << 10, 499, placed, placed);
+    assert.equal(h.recvRing.capacity, 64 << 10, "the receive ring as before: half the NIC's share");
     const data = randomBytes(68, 600_000);
     send(s, data);
     // The socket filled the ring past its first send target (64 KiB) in the write's own turn.

@@ -66,6 +66,7 @@ export function addWorkerHost(
     policy?: Partial<OffloadPolicy>;
     ringCapacity?: number;
     placementRing?: number;
+    sendPlacementRing?: number;
     heartbeatMs?: number;
     deadAfterMs?: number;
     capacity?: number;
@@ -86,6 +87,7 @@ export function addWorkerHost(
           seed: 100 + i,
           ringCapacity: opts.ringCapacity,
           placementRing: opts.placementRing,
+          sendPlacementRing: opts.sendPlacementRing,
           capacity: opts.capacity,
           heartbeatMs: opts.heartbeatMs,
           deadAfterMs: opts.deadAfterMs ?? STARVED_NOT_DEAD_MS,

@@ -1062,6 +1062,10 @@ describe('a WorkerNic on a TAP of its own', () => {
     });
     // Before, the try failed here (InvalidStateError: its TAP is still held) at every backoff.
     assert.equal(await threadGone(nic, name, new RealClock(), 300), 'detached');
+    // The dead-port opener and the restart both ask: the second is answered at once, not failed
+    // after its bound for a TAP that is free (a 60 s bound would outlast the case's wedge).
+    assert.equal(await threadGone(nic, name, new RealClock(), 60_000), 'detached');
+    assert.equal(exited, false, 'answered while the old thread still waits');
     const l = await TapLink.openWhenFree({ name, create: false, vnetHdr: false });
     links.push(l);
     assert.equal(exited, false, 'taken while the old thread still waits for its pool request');
