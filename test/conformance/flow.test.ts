@@ -90,19 +90,20 @@ async function fiveSegments(c: Conn): Promise<{ segs: Seg[]; next: number }> {
 }
 
 /**
- * The DUT's `bytes` written, and its first ten segments in order (its initial window), none
- * acknowledged; and the sequence number after them.
+ * The DUT's `bytes` written, and its first `count` segments in order (ten: its initial window),
+ * none acknowledged; and the sequence number after them.
  */
 async function tenSegments(
   c: Conn,
   dut: Dut,
   id: number,
   bytes: number,
+  count = 10,
 ): Promise<{ segs: Seg[]; next: number }> {
   dut.write(id, bytes);
   const segs: Seg[] = [];
   let next = c.rcvNxt;
-  while (segs.length < 10) {
+  while (segs.length < count) {
     const s = await c.expect((x) => x.len > 0 && x.seq === next, 3000, `segment at ${next}`);
     segs.push(s);
     next = end(s);
@@ -124,6 +125,38 @@ async function windowThenTimeout(c: Conn, dut: Dut, id: number): Promise<{ segs:
     segs.at(-1)!.n + 1,
   );
   return { segs, next };
+}
+
+/**
+ * Duplicate ACKs of `head`, one at a time, each answered by a name for what the DUT sent on it in
+ * 400 ms ('new' past `next`, 'head', 'old', joined by '+'; '0' for nothing), which `next` follows.
+ * `between(k)`, when given, runs after the k-th answer and may name an answer of its own (what a
+ * write released, say). The minimum RTO towards the tester must be well above the series' length:
+ * what comes is the duplicates' doing, not a timer's.
+ */
+async function dupAnswers(
+  c: Conn,
+  head: number,
+  next: number,
+  count: number,
+  between?: (k: number) => Promise<boolean>,
+): Promise<{ answers: string[]; next: number }> {
+  const answers: string[] = [];
+  const answer = async (from: number): Promise<void> => {
+    const sent = await c.tester.collect((s) => c.fromDut(s) && s.len > 0, 400, from);
+    answers.push(
+      sent.map((s) => (s.seq === head ? 'head' : seqGe(s.seq, next) ? 'new' : 'old')).join('+') || '0',
+    );
+    for (const s of sent) if (seqGt(end(s), next)) next = end(s);
+  };
+  for (let k = 0; k < count; k++) {
+    const from = c.tester.segs.length;
+    c.send({ flags: ACK, ack: head });
+    await answer(from);
+    const at = c.tester.segs.length;
+    if (between && (await between(k))) await answer(at);
+  }
+  return { answers, next };
 }
 
 /**
@@ -358,7 +391,6 @@ describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeo
       await runCase(st, v, { rtoMinMs: 3000, congestion: 'cubic' }, async ({ dut, tester }) => {
         const { c, id } = await openConn(dut, tester, { ...FULL, sack: false, window: 500 });
         const first = await tenSegments(c, dut, id, 30 * 988);
-        let next = first.next;
         // Nothing more goes before an ACK: the initial window is full.
         const extra = await tester.collect((s) => c.fromDut(s) && s.len > 0, 300);
         assert.deepEqual(
@@ -367,26 +399,87 @@ describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeo
           `ten segments, then nothing:\n${tester.dump()}`,
         );
         const head = first.segs[0]!.seq;
-        const answers: string[] = [];
-        for (let k = 0; k < 9; k++) {
-          const from = tester.segs.length;
-          c.send({ flags: ACK, ack: head });
-          // A third of the 3 s minimum RTO: what comes is this duplicate's doing.
-          const sent = await tester.collect((s) => c.fromDut(s) && s.len > 0, 400, from);
-          answers.push(
-            sent.map((s) => (s.seq === head ? 'head' : seqGe(s.seq, next) ? 'new' : 'old')).join('+') || '0',
-          );
-          for (const s of sent) if (seqGt(end(s), next)) next = end(s);
-        }
+        // Each answer takes 400 ms, a third of the 3 s minimum RTO once the head is resent.
+        const dups = await dupAnswers(c, head, first.next, 9);
         assert.deepEqual(
-          answers,
+          dups.answers,
           ['new', 'new', 'head', 'new', 'new', '0', '0', 'new', 'new'],
           `what each duplicate sent:\n${tester.dump()}`,
         );
-        c.rcvNxt = next;
+        c.rcvNxt = dups.next;
         c.send({ flags: ACK });
       });
     });
+
+    test(`${v.name}: without SACK, Reno's ssthresh is half the window, not half an application-limited flight: eight out of a window of ten, the first lost, then more written: 0, 0, the head, 0 for the write, then 1 on each duplicate (Linux's tcp_reno_ssthresh)`, async () => {
+      // Linux: the third duplicate starts the recovery with ssthresh 10 >> 1 = 5 and the flight
+      // 8 - 3 - 1 = 4 packets below it, so the head goes (PRR's forced segment) and the write
+      // finds cwnd 5 full; each further duplicate takes one packet out and PRR-SSRB sends one
+      // back (room 5 - 4). RFC 5681's half of the flight (4) left no room on the fourth.
+      await runCase(st, v, { rtoMinMs: 8000, congestion: 'reno' }, async ({ dut, tester }) => {
+        const { c, id } = await openConn(dut, tester, { ...FULL, sack: false, window: 500 });
+        const { segs, next } = await tenSegments(c, dut, id, 8 * 988, 8);
+        // As a path's ACK would, the first duplicate comes well after the flight's head left.
+        await sleep(300);
+        const head = segs[0]!.seq;
+        const dups = await dupAnswers(c, head, next, 8, async (k) => {
+          if (k !== 2) return false;
+          dut.write(id, 20 * 988);
+          return true;
+        });
+        assert.deepEqual(
+          dups.answers,
+          ['0', '0', 'head', '0', 'new', 'new', 'new', 'new', 'new'],
+          `what each duplicate (and the write after the third) sent:\n${tester.dump()}`,
+        );
+        c.rcvNxt = dups.next;
+        c.send({ flags: ACK });
+      });
+    });
+
+    for (const cc of ['cubic', 'reno'] as const) {
+      const want =
+        cc === 'cubic'
+          ? ['new', 'new', 'head', 'new', '0', 'new', 'new', '0', '0', 'new', 'new']
+          : ['new', 'new', 'head', '0', 'new', '0', 'new', '0', 'new', '0', '0', 'new'];
+      test(`${v.name}: without SACK, a window of eleven whose ssthresh falls between whole segments: PRR counts it in packets, below it too: ${want.map((w) => (w === 'new' ? 1 : w)).join(', ')} (Linux's tcp_cwnd_reduction, ${cc === 'cubic' ? "CUBIC's 11 x 717 / 1024 = 7" : "Reno's 11 >> 1 = 5"})`, async () => {
+        // The ACK of the first segment grows the window to eleven and brings two more; the second
+        // is lost. The recovery starts on the third duplicate with prior cwnd 11 and ssthresh in
+        // whole packets (CUBIC 7, Reno 5) where Chimney's bytes hold 7.7 or 5.5 segments. Above
+        // ssthresh PRR sends ceil(ss x delivered / 11) less what it sent; once the flight is down
+        // to ssthresh, no more until it is below it: Linux's room 7 - 7 (or 5 - 5) is 0, where a
+        // room of 0.7 (0.5) segment rounded up sent one more.
+        await runCase(st, v, { rtoMinMs: 8000, congestion: cc }, async ({ dut, tester }) => {
+          const { c, id } = await openConn(dut, tester, { ...FULL, sack: false, window: 500 });
+          const first = await tenSegments(c, dut, id, 40 * 988);
+          let next = first.next;
+          // The ACK waits as a path's would: Linux holds the two segments it frees for the next
+          // ACK when this one comes within half an RTT of the flight's head (tcp_tso_should_defer),
+          // and with no further ACK they waited for the timeout (an ACK sent at once, in the lane).
+          await sleep(300);
+          c.rcvNxt = end(first.segs[0]!);
+          c.send({ flags: ACK });
+          for (let k = 0; k < 2; k++) {
+            const s = await c.expect(
+              (x) => x.len > 0 && x.seq === next,
+              3000,
+              `slow start's segment at ${next}`,
+            );
+            next = end(s);
+          }
+          const extra = await tester.collect((s) => c.fromDut(s) && s.len > 0 && seqGe(s.seq, next), 300);
+          assert.deepEqual(
+            extra.map((s) => s.seq),
+            [],
+            `eleven out, then nothing:\n${tester.dump()}`,
+          );
+          const dups = await dupAnswers(c, c.rcvNxt, next, want.length);
+          assert.deepEqual(dups.answers, want, `what each duplicate sent:\n${tester.dump()}`);
+          c.rcvNxt = dups.next;
+          c.send({ flags: ACK });
+        });
+      });
+    }
 
     test(`${v.name}: after a timeout, plain duplicate ACKs with SACK on resend nothing before the next timeout`, async () => {
       // What a failover's prod can do for data the DUT sent into the outage: the receiver holds

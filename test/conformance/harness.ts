@@ -85,8 +85,9 @@ export interface DutConfig {
    * from the route as an active one does; Chimney: cached.congestion). Unset, Linux runs the lab's
    * default (BBR here), whose window never goes under four segments (bbr_cwnd_min_target) even in
    * its Loss state: where a case counts what one ACK releases, both must run the same algorithm.
+   * 'reno' is Linux's tcp_reno and Chimney's 'newreno'.
    */
-  congestion?: 'cubic';
+  congestion?: 'cubic' | 'reno';
   /** The application reads what arrives (default true); `read(id)` starts a paused reader. */
   read?: boolean;
 }
@@ -267,7 +268,7 @@ class ChimneyDut extends DutBase implements Dut {
     super();
     const tcp: Partial<TcpCached> = { sndBufSize: 1 << 20, rcvBufSize: cfg.rcvBuf ?? 1 << 20 };
     if (cfg.rtoMinMs !== undefined) tcp.minRtoMs = cfg.rtoMinMs;
-    if (cfg.congestion !== undefined) tcp.congestion = cfg.congestion;
+    if (cfg.congestion !== undefined) tcp.congestion = cfg.congestion === 'reno' ? 'newreno' : cfg.congestion;
     if (cfg.keepalive) {
       tcp.keepAlive = true;
       tcp.keepIdleMs = cfg.keepalive.idleS * 1000;

@@ -221,13 +221,20 @@ for (const alg of ['newreno', 'cubic'] as const) {
       assert.equal(s.delegated.ssthresh, ssthresh);
       assert.equal(s.soft.cubic.wMax, wMax);
       assert.equal(s.delegated.cwnd, MSS);
-      if (alg === 'newreno') {
-        // ... but it may go down if the flight really is smaller.
-        s.delegated.cwnd = 4 * MSS;
-        setFlight(s, 6 * MSS);
-        cc.onTimeout(s, 900);
-        assert.equal(s.delegated.ssthresh, 3 * MSS);
-      }
+    });
+
+    test("a loss's ssthresh is from the window, not the flight (Linux's tcp_reno_ssthresh, bictcp_recalc_ssthresh)", () => {
+      const s = mkState(alg);
+      const cc = congestionControl(alg);
+      cc.init(s, 0);
+      // The application holds the flight at eight segments of a window of ten.
+      s.delegated.cwnd = 10 * MSS;
+      setFlight(s, 8 * MSS);
+      cc.onLossDetected(s, 100);
+      assert.equal(s.delegated.ssthresh, alg === 'newreno' ? 5 * MSS : 7 * MSS);
+      s.delegated.cwnd = 10 * MSS;
+      cc.onTimeout(s, 200);
+      assert.equal(s.delegated.ssthresh, alg === 'newreno' ? 5 * MSS : 7 * MSS);
     });
 
     test('RTO with a tiny flight keeps ssthresh at least 2 MSS', () => {
@@ -438,7 +445,7 @@ describe('NewReno (RFC 5681 / RFC 6582)', () => {
     }
   });
 
-  test('fast retransmit: ssthresh = max(flight/2, 2 MSS), cwnd = ssthresh (no inflation)', () => {
+  test("fast retransmit: ssthresh = max(cwnd/2, 2 MSS) (Linux's tcp_reno_ssthresh), cwnd = ssthresh (no inflation)", () => {
     const s = mkState('newreno', { una: 0xffffffff - 10 * MSS });
     const cc = congestionControl('newreno');
     cc.init(s, 0);
@@ -447,11 +454,12 @@ describe('NewReno (RFC 5681 / RFC 6582)', () => {
     cc.onLossDetected(s, 10);
     assert.equal(s.delegated.ssthresh, 15 * MSS);
     assert.equal(s.delegated.cwnd, 15 * MSS);
-    // Flight, not cwnd, drives the reduction (RFC 5681 eq. 4).
+    // The window, not the flight (RFC 5681 eq. 4), drives the reduction, as in Linux.
     s.delegated.cwnd = 30 * MSS;
     setFlight(s, 9 * MSS);
     cc.onLossDetected(s, 20);
-    assert.equal(s.delegated.ssthresh, Math.floor(4.5 * MSS));
+    assert.equal(s.delegated.ssthresh, 15 * MSS);
+    s.delegated.cwnd = 3 * MSS;
     setFlight(s, MSS);
     cc.onLossDetected(s, 30);
     assert.equal(s.delegated.ssthresh, 2 * MSS);

@@ -290,7 +290,11 @@ describe('loss recovery end to end', () => {
     assert.equal(events(r, 'rto').length, 0, 'no timeout');
     const [loss] = events(r, 'loss');
     assert.ok(loss);
-    assert.equal(loss.ssthresh, Math.max(Math.floor(loss.flight / 2), 2 * MSS), 'RFC 5681 eq. 4');
+    assert.equal(
+      loss.ssthresh,
+      Math.max(Math.floor(loss.cwndBefore / 2), 2 * MSS),
+      "Linux's tcp_reno_ssthresh",
+    );
     // The fast retransmit goes out within one RTT of the loss: three dupacks, not a timer.
     const rtx = r.retransmitted[0]!;
     const orig = r.segs.find((s) => s.off === lostOff && s.copy === 0)!;
@@ -324,7 +328,7 @@ describe('loss recovery end to end', () => {
     const times = r.retransmitted.map((s) => s.at);
     assert.ok(times[1]! - times[0]! >= 2 * DELAY - 1 && times[2]! - times[1]! >= 2 * DELAY - 1);
     const loss = events(r, 'loss')[0]!;
-    assert.equal(loss.ssthresh, Math.max(Math.floor(loss.flight / 2), 2 * MSS));
+    assert.equal(loss.ssthresh, Math.max(Math.floor(loss.cwndBefore / 2), 2 * MSS));
   });
 
   test('NewReno without SACK: a lost retransmission needs the RTO', () => {
@@ -342,10 +346,11 @@ describe('loss recovery end to end', () => {
     const [rto] = events(r, 'rto');
     assert.ok(rto);
     assert.equal(rto.cwnd, MSS, 'loss window');
-    // The timeout hits during fast recovery: ssthresh may only go down from what recovery chose.
+    // The timeout hits during fast recovery: it keeps the ssthresh recovery chose (Linux's
+    // tcp_enter_loss sets none in its Recovery state).
     const [loss] = events(r, 'loss');
     assert.ok(loss && loss.at < rto.at);
-    assert.equal(rto.ssthresh, Math.min(loss.ssthresh, Math.max(Math.floor(rto.flight / 2), 2 * MSS)));
+    assert.equal(rto.ssthresh, loss.ssthresh);
     assert.equal(r.counters.get('tcp.rto'), 1);
     // After the timeout the window grows again from one segment.
     const after = r.log.filter((e) => e.ev === 'ack' && e.at > rto.at);
@@ -390,7 +395,7 @@ describe('loss recovery end to end', () => {
       const loss = events(r, 'loss')[0]!;
       const expected =
         alg === 'newreno'
-          ? Math.max(Math.floor(loss.flight / 2), 2 * MSS)
+          ? Math.max(Math.floor(loss.cwndBefore / 2), 2 * MSS)
           : Math.max(Math.floor((loss.cwndBefore * 7) / 10), 2 * MSS);
       assert.equal(loss.ssthresh, expected);
       assert.equal(loss.cwnd, loss.ssthresh);
@@ -782,5 +787,72 @@ describe("loss recovery without SACK: PRR in whole segments (Linux's snd_ssthres
     );
     conn.write(bytes(1000));
     assert.equal(b.take().filter((x) => x.data.length > 0).length, 0, 'nothing new beyond the pipe');
+  });
+
+  for (const cc of ['cubic', 'newreno'] as const) {
+    const want =
+      cc === 'cubic'
+        ? ['new', 'new', 'head', 'new', '0', 'new', 'new', '0', '0', 'new', 'new']
+        : ['new', 'new', 'head', '0', 'new', '0', 'new', '0', 'new', '0', '0', 'new'];
+    test(`${cc}: a window of eleven, its ssthresh between whole segments: at ssthresh, PRR's room is 0 packets, not a fraction rounded up to one`, () => {
+      // Eleven out, the first lost. Linux's snd_ssthresh is 11 x 717 / 1024 = 7 (CUBIC) or
+      // 11 >> 1 = 5 (Reno) packets, where bytes hold 7.7 or 5.5 segments. Once the flight is down
+      // to it, tcp_cwnd_reduction's room is 7 - 7 (5 - 5): nothing, and one on the next duplicate.
+      // In bytes the 0.7 (0.5) segment left rounded up to a new segment a duplicate early.
+      const o = passiveOpen(new Bench(), {}, { congestion: cc });
+      const { b, conn } = o;
+      const d = conn.state.delegated;
+      const m = 1460;
+      d.cwnd = 11 * m;
+      conn.write(bytes(40 * m));
+      assert.equal(b.take().filter((x) => x.data.length > 0).length, 11);
+      const head = d.sndUna;
+      let next = d.sndNxt;
+      const sent: string[] = [];
+      for (let k = 0; k < want.length; k++) {
+        b.inject({ flags: ACK, seq: o.peerSeq, ack: head, window: 65535 });
+        if (k === 2) assert.equal(d.ssthresh, cc === 'cubic' ? 11242 : 11 * 730);
+        const out = b.take().filter((x) => x.data.length > 0);
+        sent.push(
+          out.map((x) => (x.h.seq === head ? 'head' : x.h.seq === next ? 'new' : 'old')).join('+') || '0',
+        );
+        for (const x of out) if (x.h.seq === next) next = add(next, x.data.length);
+      }
+      assert.deepEqual(sent, want);
+    });
+  }
+
+  test("newreno: eight out of a window of ten: ssthresh is half the window, five, not half the flight (Linux's tcp_reno_ssthresh)", () => {
+    // The application wrote eight segments; the first is lost. The third duplicate starts the
+    // recovery with ssthresh 5 and the pipe at 8 - 3 - 1 = 4: the head goes, then the write finds
+    // cwnd full, then each duplicate takes a segment out and PRR sends one back (room 5 - 4).
+    // With half the flight (4) the fourth duplicate found no room.
+    const o = passiveOpen(new Bench(), {}, { congestion: 'newreno' });
+    const { b, conn } = o;
+    const d = conn.state.delegated;
+    const m = 1460;
+    d.cwnd = 10 * m;
+    conn.write(bytes(8 * m));
+    assert.equal(b.take().filter((x) => x.data.length > 0).length, 8);
+    const head = d.sndUna;
+    let next = d.sndNxt;
+    const sent: string[] = [];
+    const name = (): void => {
+      const out = b.take().filter((x) => x.data.length > 0);
+      sent.push(
+        out.map((x) => (x.h.seq === head ? 'head' : x.h.seq === next ? 'new' : 'old')).join('+') || '0',
+      );
+      for (const x of out) if (x.h.seq === next) next = add(next, x.data.length);
+    };
+    for (let k = 0; k < 8; k++) {
+      b.inject({ flags: ACK, seq: o.peerSeq, ack: head, window: 65535 });
+      if (k === 2) assert.equal(d.ssthresh, 5 * m);
+      name();
+      if (k === 2) {
+        conn.write(bytes(20 * m));
+        name();
+      }
+    }
+    assert.deepEqual(sent, ['0', '0', 'head', '0', 'new', 'new', 'new', 'new', 'new']);
   });
 });

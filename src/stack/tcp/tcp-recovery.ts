@@ -176,18 +176,16 @@ function prrBytes(s: TcpState, pipe: number, delivered: number, unaAdvanced: boo
 }
 
 /**
- * Without SACK, PRR's share in whole segments, as Linux's tcp_cwnd_reduction counts packets.
- * Above ssthresh, ssthresh and the prior cwnd count whole segments, rounded down (snd_ssthresh is
- * packets: CUBIC's 9 x 717 / 1024 is 6 where 0.7 of nine segments in bytes is six and 438 B, and
- * ceil(6.3 x 3 / 9) sent a segment on a flight of nine's fifth duplicate where Linux's
- * ceil(6 x 3 / 9) less the two sent sends none); PRR's counts round up (a short segment is a
- * packet). At or below it the room left rounds up to a segment: in bytes, a fraction was left
- * that Nagle held (a flight of ten sent nothing on the fourth duplicate where Linux sends one).
- * Rounding that fraction of ssthresh down as well, as Linux's packets would, needs Linux's reno
- * ssthresh (half of cwnd, where ours is half the flight): an application-limited flight of nine
- * on a cwnd of eleven gave 4.5 segments where Linux has 5, and the partial ACK then resent
- * nothing (data.test's fast retransmit with NewReno). With SACK PRR stays in bytes: rounded so,
- * sim-loss took longer (per-segment loss 1 %: 2.0 -> 2.7 virtual s; not understood yet).
+ * Without SACK, PRR's share in whole segments, as Linux's tcp_cwnd_reduction counts packets:
+ * ssthresh and the prior cwnd round down (snd_ssthresh is packets: CUBIC's 11 x 717 / 1024 is 7
+ * where 0.7 of eleven segments in bytes is 7.7, Reno's 11 >> 1 is 5 where half in bytes is 5.5),
+ * the flight and PRR's counts up (a short segment is a packet). Above ssthresh, counted in bytes,
+ * ceil(6.3 x 3 / 9) sent a segment on a flight of nine's fifth duplicate where Linux's ceil(6 x 3
+ * / 9) less the two sent sends none; at it, a room of 0.7 segment rounded up sent one where
+ * Linux's 7 - 7 sends none (conformance flow.test, a window of eleven). In bytes alone, a fraction
+ * of a segment was left that Nagle held (a flight of ten sent nothing on the fourth duplicate
+ * where Linux sends one). With SACK PRR stays in bytes: rounded so, sim-loss took longer
+ * (per-segment loss 1 %: 2.0 -> 2.7 virtual s; not understood yet).
  */
 function prrSegments(
   s: TcpState,
@@ -197,17 +195,18 @@ function prrSegments(
   mss: number,
 ): number {
   const soft = s.soft;
-  const delta = s.delegated.ssthresh - pipe;
+  const ssthresh = Math.floor(s.delegated.ssthresh / mss);
+  const delta = ssthresh - Math.ceil(pipe / mss);
   const prrOut = Math.ceil(soft.prrOut / mss);
+  const prrDelivered = Math.ceil(soft.prrDelivered / mss);
   let sndcnt: number;
   if (delta < 0) {
-    const ssthresh = Math.floor(s.delegated.ssthresh / mss);
     const prior = Math.max(Math.floor(soft.prrPriorCwnd / mss), 1);
-    sndcnt = Math.ceil((ssthresh * Math.ceil(soft.prrDelivered / mss)) / prior) - prrOut;
+    sndcnt = Math.ceil((ssthresh * prrDelivered) / prior) - prrOut;
   } else {
-    sndcnt = Math.max(soft.prrDelivered - soft.prrOut, delivered);
-    if (unaAdvanced) sndcnt += mss;
-    sndcnt = Math.ceil(Math.min(delta, sndcnt) / mss);
+    sndcnt = Math.max(prrDelivered - prrOut, Math.ceil(delivered / mss));
+    if (unaAdvanced) sndcnt++;
+    sndcnt = Math.min(delta, sndcnt);
   }
   // The fast retransmit itself goes whatever the arithmetic says (RFC 6675 5 step 4.3).
   return prrOut === 0 && sndcnt < 1 ? 1 : sndcnt;
