@@ -9,6 +9,7 @@
 import assert from 'node:assert/strict';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { after, before, describe, test } from 'node:test';
+import { isDeepStrictEqual } from 'node:util';
 import {
   ACK,
   type Conn,
@@ -157,6 +158,28 @@ async function dupAnswers(
     if (between && (await between(k))) await answer(at);
   }
   return { answers, next };
+}
+
+/** A case's answers differed from the ones wanted on its first run (see againIfLate). */
+class AnswersDiffer extends Error {}
+
+/**
+ * Runs a dupAnswers case, and once more if its answers differ: each answer is what the DUT sent
+ * within 400 ms of a duplicate, and a DUT (Linux or Chimney) that waits longer for a core lands
+ * its answer in the next duplicate's window (seen at nice 19, load 12-18). A DUT that answers
+ * wrong does so on both runs; the second run's answers are asserted.
+ */
+async function againIfLate(
+  run: (check: (got: string[], want: string[]) => void) => Promise<void>,
+): Promise<void> {
+  try {
+    await run((got, want) => {
+      if (!isDeepStrictEqual(got, want)) throw new AnswersDiffer(got.join(','));
+    });
+  } catch (e) {
+    if (!(e instanceof AnswersDiffer)) throw e;
+    await run(() => {});
+  }
 }
 
 /**
@@ -388,27 +411,27 @@ describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeo
       // sends ceil(7 x delivered / 10) less what it sent while the flight is above 7, and one
       // for one below it. RFC 6582's inflation (cwnd 7 + 3, one more per duplicate) sent nothing
       // on the fourth and fifth and one on the sixth and seventh.
-      await runCase(st, v, { rtoMinMs: 3000, congestion: 'cubic' }, async ({ dut, tester }) => {
-        const { c, id } = await openConn(dut, tester, { ...FULL, sack: false, window: 500 });
-        const first = await tenSegments(c, dut, id, 30 * 988);
-        // Nothing more goes before an ACK: the initial window is full.
-        const extra = await tester.collect((s) => c.fromDut(s) && s.len > 0, 300);
-        assert.deepEqual(
-          extra.map((s) => s.seq),
-          [],
-          `ten segments, then nothing:\n${tester.dump()}`,
-        );
-        const head = first.segs[0]!.seq;
-        // Each answer takes 400 ms, a third of the 3 s minimum RTO once the head is resent.
-        const dups = await dupAnswers(c, head, first.next, 9);
-        assert.deepEqual(
-          dups.answers,
-          ['new', 'new', 'head', 'new', 'new', '0', '0', 'new', 'new'],
-          `what each duplicate sent:\n${tester.dump()}`,
-        );
-        c.rcvNxt = dups.next;
-        c.send({ flags: ACK });
-      });
+      await againIfLate((check) =>
+        runCase(st, v, { rtoMinMs: 3000, congestion: 'cubic' }, async ({ dut, tester }) => {
+          const { c, id } = await openConn(dut, tester, { ...FULL, sack: false, window: 500 });
+          const first = await tenSegments(c, dut, id, 30 * 988);
+          // Nothing more goes before an ACK: the initial window is full.
+          const extra = await tester.collect((s) => c.fromDut(s) && s.len > 0, 300);
+          assert.deepEqual(
+            extra.map((s) => s.seq),
+            [],
+            `ten segments, then nothing:\n${tester.dump()}`,
+          );
+          const head = first.segs[0]!.seq;
+          // Each answer takes 400 ms, a third of the 3 s minimum RTO once the head is resent.
+          const dups = await dupAnswers(c, head, first.next, 9);
+          const want = ['new', 'new', 'head', 'new', 'new', '0', '0', 'new', 'new'];
+          check(dups.answers, want);
+          assert.deepEqual(dups.answers, want, `what each duplicate sent:\n${tester.dump()}`);
+          c.rcvNxt = dups.next;
+          c.send({ flags: ACK });
+        }),
+      );
     });
 
     test(`${v.name}: without SACK, Reno's ssthresh is half the window, not half an application-limited flight: eight out of a window of ten, the first lost, then more written: 0, 0, the head, 0 for the write, then 1 on each duplicate (Linux's tcp_reno_ssthresh)`, async () => {
@@ -416,25 +439,29 @@ describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeo
       // 8 - 3 - 1 = 4 packets below it, so the head goes (PRR's forced segment) and the write
       // finds cwnd 5 full; each further duplicate takes one packet out and PRR-SSRB sends one
       // back (room 5 - 4). RFC 5681's half of the flight (4) left no room on the fourth.
-      await runCase(st, v, { rtoMinMs: 8000, congestion: 'reno' }, async ({ dut, tester }) => {
-        const { c, id } = await openConn(dut, tester, { ...FULL, sack: false, window: 500 });
-        const { segs, next } = await tenSegments(c, dut, id, 8 * 988, 8);
-        // As a path's ACK would, the first duplicate comes well after the flight's head left.
-        await sleep(300);
-        const head = segs[0]!.seq;
-        const dups = await dupAnswers(c, head, next, 8, async (k) => {
-          if (k !== 2) return false;
-          dut.write(id, 20 * 988);
-          return true;
-        });
-        assert.deepEqual(
-          dups.answers,
-          ['0', '0', 'head', '0', 'new', 'new', 'new', 'new', 'new'],
-          `what each duplicate (and the write after the third) sent:\n${tester.dump()}`,
-        );
-        c.rcvNxt = dups.next;
-        c.send({ flags: ACK });
-      });
+      await againIfLate((check) =>
+        runCase(st, v, { rtoMinMs: 8000, congestion: 'reno' }, async ({ dut, tester }) => {
+          const { c, id } = await openConn(dut, tester, { ...FULL, sack: false, window: 500 });
+          const { segs, next } = await tenSegments(c, dut, id, 8 * 988, 8);
+          // As a path's ACK would, the first duplicate comes well after the flight's head left.
+          await sleep(300);
+          const head = segs[0]!.seq;
+          const dups = await dupAnswers(c, head, next, 8, async (k) => {
+            if (k !== 2) return false;
+            dut.write(id, 20 * 988);
+            return true;
+          });
+          const want = ['0', '0', 'head', '0', 'new', 'new', 'new', 'new', 'new'];
+          check(dups.answers, want);
+          assert.deepEqual(
+            dups.answers,
+            want,
+            `what each duplicate (and the write after the third) sent:\n${tester.dump()}`,
+          );
+          c.rcvNxt = dups.next;
+          c.send({ flags: ACK });
+        }),
+      );
     });
 
     for (const cc of ['cubic', 'reno'] as const) {
@@ -449,35 +476,38 @@ describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeo
         // ssthresh PRR sends ceil(ss x delivered / 11) less what it sent; once the flight is down
         // to ssthresh, no more until it is below it: Linux's room 7 - 7 (or 5 - 5) is 0, where a
         // room of 0.7 (0.5) segment rounded up sent one more.
-        await runCase(st, v, { rtoMinMs: 8000, congestion: cc }, async ({ dut, tester }) => {
-          const { c, id } = await openConn(dut, tester, { ...FULL, sack: false, window: 500 });
-          const first = await tenSegments(c, dut, id, 40 * 988);
-          let next = first.next;
-          // The ACK waits as a path's would: Linux holds the two segments it frees for the next
-          // ACK when this one comes within half an RTT of the flight's head (tcp_tso_should_defer),
-          // and with no further ACK they waited for the timeout (an ACK sent at once, in the lane).
-          await sleep(300);
-          c.rcvNxt = end(first.segs[0]!);
-          c.send({ flags: ACK });
-          for (let k = 0; k < 2; k++) {
-            const s = await c.expect(
-              (x) => x.len > 0 && x.seq === next,
-              3000,
-              `slow start's segment at ${next}`,
+        await againIfLate((check) =>
+          runCase(st, v, { rtoMinMs: 8000, congestion: cc }, async ({ dut, tester }) => {
+            const { c, id } = await openConn(dut, tester, { ...FULL, sack: false, window: 500 });
+            const first = await tenSegments(c, dut, id, 40 * 988);
+            let next = first.next;
+            // The ACK waits as a path's would: Linux holds the two segments it frees for the next
+            // ACK when this one comes within half an RTT of the flight's head (tcp_tso_should_defer),
+            // and with no further ACK they waited for the timeout (an ACK sent at once, in the lane).
+            await sleep(300);
+            c.rcvNxt = end(first.segs[0]!);
+            c.send({ flags: ACK });
+            for (let k = 0; k < 2; k++) {
+              const s = await c.expect(
+                (x) => x.len > 0 && x.seq === next,
+                3000,
+                `slow start's segment at ${next}`,
+              );
+              next = end(s);
+            }
+            const extra = await tester.collect((s) => c.fromDut(s) && s.len > 0 && seqGe(s.seq, next), 300);
+            assert.deepEqual(
+              extra.map((s) => s.seq),
+              [],
+              `eleven out, then nothing:\n${tester.dump()}`,
             );
-            next = end(s);
-          }
-          const extra = await tester.collect((s) => c.fromDut(s) && s.len > 0 && seqGe(s.seq, next), 300);
-          assert.deepEqual(
-            extra.map((s) => s.seq),
-            [],
-            `eleven out, then nothing:\n${tester.dump()}`,
-          );
-          const dups = await dupAnswers(c, c.rcvNxt, next, want.length);
-          assert.deepEqual(dups.answers, want, `what each duplicate sent:\n${tester.dump()}`);
-          c.rcvNxt = dups.next;
-          c.send({ flags: ACK });
-        });
+            const dups = await dupAnswers(c, c.rcvNxt, next, want.length);
+            check(dups.answers, want);
+            assert.deepEqual(dups.answers, want, `what each duplicate sent:\n${tester.dump()}`);
+            c.rcvNxt = dups.next;
+            c.send({ flags: ACK });
+          }),
+        );
       });
     }
 
