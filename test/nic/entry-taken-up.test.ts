@@ -100,6 +100,16 @@ describe("an offload takes up the host entry of the connection's last offload", 
     // The connections still carry data after all that (their entries point where they run).
     assert.equal((await m.offload(keys, n1)).moved.length, CONNS);
     consistent(m, tcp, keys, sockets, n1, nics, 'third offload');
+    const sent = await n1.query(keys);
     for (const s of sockets) assert.equal(s.write(Buffer.from('ping')), true);
+    // Each ping leaves through the NIC that runs it now and is acknowledged by the peer.
+    const by = Date.now() + 30_000;
+    for (;;) {
+      const q = await n1.query(keys);
+      const acked = q.every((c, i) => c.sndUna === (sent[i]!.sndUna + 4) % 2 ** 32 && c.sndMax === c.sndUna);
+      if (q.length === CONNS && acked) break;
+      assert.ok(Date.now() < by, 'every ping acknowledged within 30 s');
+      await new Promise((r) => setTimeout(r, 20));
+    }
   });
 });

@@ -444,12 +444,12 @@ describe('TapLink on a real TAP device', () => {
     const name = devName();
     ip('tuntap', 'add', 'mode', 'tap', 'name', name);
     const holder = open({ name, create: false, vnetHdr: false });
-    const fds = readdirSync('/proc/self/fd').length;
+    const tunBefore = tunFdNumbers();
     const opening = TapLink.openWhenFree({ name, create: false, vnetHdr: false }, boundMs).then((l) => {
       links.push(l);
       return l;
     });
-    return { name, holder, fds, opening, seen: turnsWhile(opening) };
+    return { name, holder, tunBefore, opening, seen: turnsWhile(opening) };
   }
 
   test(
@@ -472,7 +472,7 @@ describe('TapLink on a real TAP device', () => {
     dev,
     async () => {
       requireEnv();
-      const { name, holder, fds, opening, seen } = heldTap(300);
+      const { name, holder, tunBefore, opening, seen } = heldTap(300);
       await assert.rejects(
         opening,
         (e: unknown) =>
@@ -484,9 +484,10 @@ describe('TapLink on a real TAP device', () => {
           Number(/ (\d+) ms after/.exec(e.message)![1]) >= 300,
       );
       assert.ok(seen.turns > 0, `the thread ran while the open waited (${seen.turns} turns)`);
-      // At most as many: a descriptor the last test let go may close meanwhile.
-      const after = readdirSync('/proc/self/fd').length;
-      assert.ok(after <= fds, `every try closed what it opened (${fds} before, ${after} after)`);
+      // No /dev/net/tun descriptor that was not open before the tries (one an earlier test let go
+      // may close meanwhile, so the count alone could hide a try's).
+      const left = tunFdNumbers().filter((fd) => !tunBefore.includes(fd));
+      assert.deepEqual(left, [], 'every try closed what it opened');
       assert.equal(holder.carrier, true, 'the holder keeps its TAP');
       await assert.rejects(
         TapLink.openWhenFree({ name, create: false }, -1),
@@ -971,6 +972,17 @@ function fdsOn(is: (target: string) => boolean): number {
 /** Descriptors of this process open on the TAP clone device (any thread's). */
 function tunFds(): number {
   return fdsOn((t) => t === '/dev/net/tun');
+}
+
+/** The numbers of this process's descriptors of /dev/net/tun. */
+function tunFdNumbers(): number[] {
+  const out: number[] = [];
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      if (readlinkSync(`/proc/self/fd/${fd}`) === '/dev/net/tun') out.push(Number(fd));
+    } catch {}
+  }
+  return out;
 }
 
 describe('what a closing TapLink says it still holds', () => {
