@@ -1205,6 +1205,8 @@ function build(p: Pending): Slot | undefined {
       into === undefined
         ? rec.read(p.takenAt, path.state, parts.send, parts.recv)
         : rec.readInto(into, p.takenAt, path.state, parts.send, parts.recv);
+    // Counted as the initiate counts its own: a connection taken unbuilt reads its record here.
+    if (into !== undefined) engine.counters.inc('nic.initiate.pooled');
     if (!sameConnKey(s.const, key))
       throw new StateValidationError('tcp.const', 'record is not the connection its block was named for');
     // The record is what may be damaged (shared memory, written by the last owner): its path and
