@@ -14,15 +14,27 @@ sender behind what it already holds.
 Prints one JSON object on stdout:
   {"connections", "ok", "failed", "resets", "errors": {kind: count}, "firstErrors": [...],
    "maxStallMs", "p99StallMs", "maxFirstByteMs", "p99FirstByteMs", "p50FirstByteMs" (from the
-   connect), "wallMs", "stalls": [[startEpochMs, endEpochMs, conn, localPort], ...],
+   connection's handshake done), "p50FirstByteFromOpenMs", "p99FirstByteFromOpenMs",
+   "maxFirstByteFromOpenMs" (from its connect: its SYN), "openSpreadMs" (the first connect to the
+   last), "p99OpenLateMs", "maxOpenLateMs" (each connect after its place in the ramp), "wallMs",
+   "stalls": [[startEpochMs, endEpochMs, conn, localPort], ...],
    "times": [[localPort, connectEpochMs, connectedEpochMs, firstByteEpochMs], ...]}
 `stalls` lists every gap longer than --stall-ms (epoch ms, so a caller can line them up with a
 fault it injected). Exit status 0 when every download is intact, 1 otherwise.
+
+The connects keep to the ramp's clock (open_on_schedule): connection i goes at --ramp-ms x i / N
+however busy the loop is with the downloads already open. Paced by sleeps between groups instead,
+the ramp stretched with the loop's work: at 5,000 downloads against Chimney it took 2-4 s in some
+runs and 13-18 s in others, whichever way the first answers went (a server quick to answer kept
+the loop busy and so got a gentler burst), and the soak's figures came in two kinds (BENCHMARKS.md,
+tap-team, session 51). The first-byte figures from the handshake's end leave out a wait for the
+SYN-ACK; the ones from the connect do not.
 """
 
 import argparse
 import asyncio
 import hashlib
+import heapq
 import json
 import resource
 import socket
@@ -135,7 +147,8 @@ class Download(asyncio.Protocol):
             self.transport.pause_reading()
             self.paused = True
             self.want_since = None
-            self.run.paused.add(self)
+            # Under its budget again once the rate has paid for what it got: resumed then.
+            heapq.heappush(self.run.paused, (self.run.due(self.started, self.got), self.idx, self))
 
     def resume(self):
         self.paused = False
@@ -170,7 +183,11 @@ class Run:
         self.stall_ms = a.stall_ms
         self.pattern = pattern(65536 + 2 * PERIOD)
         self.digest = hashlib.sha256((pattern(PERIOD) * (a.size // PERIOD + 1))[: a.size]).hexdigest()
-        self.paused = set()
+        # Paused downloads by when each is under its budget again, [(monotonic s, idx, download)]:
+        # the ticker looks at the due ones only. A scan of all of them every tick cost the client's
+        # one thread about 2 ms a tick with 5,000 paused (a fifth of a core at 100 ticks a second,
+        # on the two cores serve shares), and its connects and reads waited behind it.
+        self.paused = []
         self.total = 0
         self.mono0 = time.monotonic()
         self.epoch0 = time.time()
@@ -183,17 +200,19 @@ class Run:
     def allowance(self, started):
         return self.burst + self.rate * (time.monotonic() - started)
 
+    def due(self, started, got):
+        """When allowance(started) reaches got."""
+        return started + (got - self.burst) / self.rate
+
 
 async def ticker(run, tick):
     while True:
         await asyncio.sleep(tick)
-        if not run.paused:
-            continue
-        for d in list(run.paused):
-            if d.done.done():
-                run.paused.discard(d)
-            elif d.got <= d.run.allowance(d.started):
-                run.paused.discard(d)
+        paused = run.paused
+        now = time.monotonic()
+        while paused and paused[0][0] <= now:
+            d = heapq.heappop(paused)[2]
+            if not d.done.done():
                 d.resume()
 
 
@@ -211,6 +230,31 @@ async def one(loop, run, idx, host, port, timeout, conns):
     except asyncio.TimeoutError:
         d.fail('timeout')
     return d
+
+
+OPEN_GROUP = 50
+
+
+async def open_on_schedule(n, ramp_s, start, now=time.monotonic, sleep=asyncio.sleep):
+    """
+    start(i) for each of n connections, in groups of OPEN_GROUP, group k at ramp_s x k x
+    OPEN_GROUP / n after the first (all at once when ramp_s is 0). The schedule is the clock's,
+    not the loop's: a wake that comes late (the loop busy with the downloads already open) starts
+    every group then due at once, so the ramp lasts ramp_s plus at most one late wake.
+    """
+    t0 = now()
+    i = 0
+    while i < n:
+        if ramp_s > 0:
+            groups = int((now() - t0) * n / (ramp_s * OPEN_GROUP)) + 1
+            upto = min(n, groups * OPEN_GROUP)
+        else:
+            upto = n
+        while i < upto:
+            start(i)
+            i += 1
+        if i < n:
+            await sleep(max(0.0, t0 + ramp_s * i / n - now()))
 
 
 async def main():
@@ -237,10 +281,14 @@ async def main():
     conns = []
     t0 = time.monotonic()
     tasks = []
-    for i in range(a.connections):
+    ramp = a.ramp_ms / 1000
+    due = {}
+
+    def start(i):
+        due[i] = t0 + ramp * i / a.connections
         tasks.append(asyncio.create_task(one(loop, run, i, a.host, a.port, a.timeout, conns)))
-        if a.ramp_ms and i % 50 == 49:
-            await asyncio.sleep(a.ramp_ms / 1000 * 50 / a.connections)
+
+    await open_on_schedule(a.connections, ramp, start)
     if a.ready_file:
 
         async def ready():
@@ -261,6 +309,9 @@ async def main():
                 first.append({'conn': d.idx, 'error': d.error, 'got': d.got})
     gaps = sorted(d.max_gap for d in done)
     ttfb = sorted(d.ttfb for d in done if d.ttfb is not None)
+    from_open = sorted(d.started + d.ttfb - d.asked for d in done if d.ttfb is not None)
+    asked = [d.asked for d in done if d.asked is not None]
+    late = sorted(max(0.0, d.asked - due[d.idx]) for d in done if d.asked is not None)
     stalls = [g for d in done for g in d.gaps]
     ok = sum(1 for d in done if d.error is None)
     out = {
@@ -276,6 +327,12 @@ async def main():
         'maxFirstByteMs': round(ttfb[-1] * 1000, 1) if ttfb else 0,
         'p99FirstByteMs': round(ttfb[int(len(ttfb) * 0.99) - 1] * 1000, 1) if ttfb else 0,
         'p50FirstByteMs': round(ttfb[len(ttfb) // 2] * 1000, 1) if ttfb else 0,
+        'maxFirstByteFromOpenMs': round(from_open[-1] * 1000, 1) if from_open else 0,
+        'p99FirstByteFromOpenMs': round(from_open[int(len(from_open) * 0.99) - 1] * 1000, 1) if from_open else 0,
+        'p50FirstByteFromOpenMs': round(from_open[len(from_open) // 2] * 1000, 1) if from_open else 0,
+        'openSpreadMs': round((max(asked) - min(asked)) * 1000) if asked else 0,
+        'p99OpenLateMs': round(late[int(len(late) * 0.99) - 1] * 1000, 1) if late else 0,
+        'maxOpenLateMs': round(late[-1] * 1000, 1) if late else 0,
         'wallMs': round(wall * 1000),
         'bytes': run.total,
         'stalls': stalls,

@@ -74,8 +74,18 @@ export interface ClientReport {
   firstErrors: { conn: number; error: string; got: number }[];
   maxStallMs: number;
   p99StallMs: number;
+  /** From the handshake's end (the client's connection_made) to the first byte. */
   p50FirstByteMs: number;
   maxFirstByteMs: number;
+  /** From the connect (the client's SYN) to the first byte: a wait for the SYN-ACK counts. */
+  p50FirstByteFromOpenMs: number;
+  p99FirstByteFromOpenMs: number;
+  maxFirstByteFromOpenMs: number;
+  /** The first connect to the last: the ramp the server met (tap-load.py keeps it to the clock). */
+  openSpreadMs: number;
+  /** How late a connect went after its place in the ramp (its loop woke late). */
+  p99OpenLateMs: number;
+  maxOpenLateMs: number;
   wallMs: number;
   bytes: number;
   /** [start epoch ms, end epoch ms, connection index, client port]. */
