@@ -317,16 +317,31 @@ class SharedByteRing extends ByteRing {
     return this.ref;
   }
 
+  /*
+   * span, pos and the index steps run their wrapped case's arithmetic on every call, choosing only
+   * the operand: a ring wraps first well into a download, and optimised code that had inlined a
+   * branch never run (no type feedback for its loads and sums) was thrown away there, in every
+   * caller that had inlined it (in each NIC worker and on the host, in the burst of 1,000).
+   */
   private span(r: number, w: number): number {
+    const cap = this.cap;
+    const wrap = this.wrap;
     const n = w - r;
+    const m = n + (n < 0 ? wrap : 0);
     // A peer that scribbles on the header must not make us read or write outside the data.
-    if (n >= 0) return Math.min(n, this.cap);
-    const m = n + this.wrap;
-    return m >= 0 && m <= this.cap ? m : this.cap;
+    return m >= 0 && m <= cap ? m : cap;
   }
 
   private pos(p: number): number {
-    return p >= this.cap ? p - this.cap : p;
+    const cap = this.cap;
+    return p - (p >= cap ? cap : 0);
+  }
+
+  /** An index `n` bytes on, both indexes running over [0, 2 * capacity). */
+  private step(i: number, n: number): number {
+    const wrap = this.wrap;
+    const next = i + n;
+    return next - (next >= wrap ? wrap : 0);
   }
 
   override get length(): number {
@@ -347,12 +362,13 @@ class SharedByteRing extends ByteRing {
     const used = this.span(Atomics.load(v, h + RING_READ), w);
     const n = Math.min(len, this.cap - used);
     if (n <= 0) return 0;
-    const tail = this.pos(w);
-    const first = Math.min(n, this.cap - tail);
-    copyShared(this.bytes, this.base + tail, src, off, first, 'dst');
-    if (n > first) copyShared(this.bytes, this.base, src, off + first, n - first, 'dst');
-    const next = w + n;
-    Atomics.store(v, h + RING_WRITE, next >= this.wrap ? next - this.wrap : next);
+    // One copy, or two where the bytes wrap: one call site for both (see span).
+    for (let i = 0, done = 0, at = this.pos(w); i < 2 && done < n; i++, at = 0) {
+      const k = Math.min(n - done, this.cap - at);
+      copyShared(this.bytes, this.base + at, src, off + done, k, 'dst');
+      done += k;
+    }
+    Atomics.store(v, h + RING_WRITE, this.step(w, n));
     return n;
   }
 
@@ -362,12 +378,11 @@ class SharedByteRing extends ByteRing {
     const avail = this.span(r, Atomics.load(v, this.hw + RING_WRITE));
     const n = Math.max(0, Math.min(len, avail - from));
     if (n === 0) return 0;
-    let start = r + from;
-    if (start >= this.wrap) start -= this.wrap;
-    start = this.pos(start);
-    const first = Math.min(n, this.cap - start);
-    copyShared(dst, dstOff, this.bytes, this.base + start, first, 'src');
-    if (n > first) copyShared(dst, dstOff + first, this.bytes, this.base, n - first, 'src');
+    for (let i = 0, done = 0, at = this.pos(this.step(r, from)); i < 2 && done < n; i++, at = 0) {
+      const k = Math.min(n - done, this.cap - at);
+      copyShared(dst, dstOff + done, this.bytes, this.base + at, k, 'src');
+      done += k;
+    }
     return n;
   }
 
@@ -377,8 +392,7 @@ class SharedByteRing extends ByteRing {
     const r = Atomics.load(v, h + RING_READ);
     const k = Math.min(n, this.span(r, Atomics.load(v, h + RING_WRITE)));
     if (k <= 0) return;
-    const next = r + k;
-    Atomics.store(v, h + RING_READ, next >= this.wrap ? next - this.wrap : next);
+    Atomics.store(v, h + RING_READ, this.step(r, k));
   }
 
   override toArray(): Uint8Array {
