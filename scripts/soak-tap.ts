@@ -203,6 +203,9 @@ try {
         fault,
         nic: r.nic,
         detectMs: r.detectMs,
+        // From the fault's start (a kill's request) to the failover's start, on the wall clock:
+        // detectMs counts from the NIC's last sign of life, which a kill's death and an exit's differ on.
+        realDetectMs: r.realDetectMs,
         resumeMs: r.resumeMs,
         stalledByFault: r.stalledByFault,
         faultCut: r.faultCut,

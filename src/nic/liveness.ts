@@ -44,6 +44,8 @@ export class Liveness {
   private readonly since: number;
   private readonly watchdog: Timer | null;
   private stopWatch: Timer | null = null;
+  /** When the engine was told to stop (`stopped`), or -1. */
+  private toldAt = -1;
 
   private constructor(
     private readonly clock: Clock,
@@ -109,14 +111,16 @@ export class Liveness {
    * The engine was told to stop outright, now. If it was between units of work then (`between`),
    * it is dead at once, in a microtask, before any I/O callback of this loop can run
    * (a timer would lose to the thread's exit when this process was off a core long enough for the
-   * exit to be pending too). Otherwise it is dead once its count has not moved for
-   * STOP_SILENT_BEATS periods, and not after `deadAfterMs`, which is sized for an engine that runs.
+   * exit to be pending too). Otherwise it is dead once its thread says it ran its last JavaScript
+   * (`gone`), or once its count has not moved for STOP_SILENT_BEATS periods, whichever comes first,
+   * and not after `deadAfterMs`, which is sized for an engine that runs.
    */
   stopped(between: boolean): void {
     const source = this.source;
     if (source === null || this.stopWatch !== null || this.ended !== null) return;
     let count = source.count();
     const told = this.clock.now();
+    this.toldAt = told;
     let since = told;
     const watch = this.clock
       .createTimer(() => {
@@ -139,6 +143,23 @@ export class Liveness {
         if (this.ended === null) this.silent({ kind: 'killed', silentMs: this.clock.now() - told });
       });
     } else watch.arm(source.heartbeatMs);
+  }
+
+  /**
+   * The engine's thread has run its last JavaScript: a sign from its runtime as it tears the
+   * thread down, ahead of the thread's exit, which waits for the thread's pending requests on the
+   * libuv pool and the teardown of its heap (tens to hundreds of ms more with thousands of
+   * connections, while the kill watch waits STOP_SILENT_BEATS periods). Told to stop before
+   * (`stopped`), the engine is dead now, however far its last unit of work had come: it writes
+   * nothing again. Not told, it ended by itself, and its own exit or error says why: nothing here.
+   */
+  gone(): void {
+    if (this.source === null || this.ended !== null || this.toldAt < 0) return;
+    const silentMs = this.clock.now() - this.toldAt;
+    // Reported once, whatever the owner does with it: the kill watch says no more.
+    this.toldAt = -1;
+    this.stopWatch?.disarm();
+    this.silent({ kind: 'killed', silentMs });
   }
 
   /**

@@ -53,6 +53,13 @@ export interface WorkerNicTestSeams {
    * hold keeps, whose settle may reach a starved worker past the real bound.
    */
   settleHoldMs?: number;
+  /**
+   * For tests of a kill's detection ahead of the thread's exit: the path of a FIFO the thread opens
+   * to read at its boot. The open waits on the libuv pool until a writer opens the FIFO, and a
+   * thread's exit waits for its pending requests (as a TAP's poll holds it): the exit comes only
+   * once the test opens the FIFO to write.
+   */
+  exitHeldBy?: string;
 }
 
 export interface WorkerNicOptions {

@@ -1,4 +1,4 @@
-import { MessageChannel, type TransferListItem, type Worker } from 'node:worker_threads';
+import { MessageChannel, type MessagePort, type TransferListItem, type Worker } from 'node:worker_threads';
 import { type Clock, RealClock, type Timer } from '../core/clock.ts';
 import { ConnectionError, InvalidArgumentError, InvalidStateError } from '../core/errors.ts';
 import { networkInput, TurnQueue } from '../core/turn-queue.ts';
@@ -287,6 +287,8 @@ export class WorkerNic extends HostNic {
     return this.sendPlacementRing > 0 ? this.sendPlacementRing : Number.POSITIVE_INFINITY;
   }
   readonly worker: Worker;
+  /** The host's end of the channel whose other end the thread holds (WorkerBoot.end). */
+  private readonly threadEnd: MessagePort;
   /** @internal */
   readonly clock: Clock;
   /** @internal Its handles waiting to tell their sockets of events, a bounded number per turn. */
@@ -408,6 +410,7 @@ export class WorkerNic extends HostNic {
         fds: [fds.ctl, fds.tun, ...fds.wake],
       });
     const openGate = tap !== null && opts.openWhenLet === true ? new SharedArrayBuffer(8) : null;
+    const ends = new MessageChannel();
     const boot: WorkerBoot = {
       id: opts.id,
       seed: opts.seed ?? 1,
@@ -429,6 +432,8 @@ export class WorkerNic extends HostNic {
       buildTurnMs: seams.buildTurnMs,
       settleHoldMs: seams.settleHoldMs,
       openGate: openGate ?? undefined,
+      end: ends.port2,
+      exitHeldBy: seams.exitHeldBy,
       link: link
         ? { kind: 'proxy', name: link.name, mtu: link.mtu, carrier: link.carrier }
         : { kind: 'tap', options: fds === null ? tap : { ...tap!, fds } },
@@ -438,11 +443,13 @@ export class WorkerNic extends HostNic {
     try {
       worker = spawnWorker(new URL(`./worker/nic-worker.${SELF_EXT}`, import.meta.url), {
         workerData: boot,
+        transferList: [ends.port2],
       });
     } catch (e) {
       const held = takeTapHeld(new BigInt64Array(tapHeld));
       if (held !== null) releaseTapHeld(held);
       closeWakeEnd(wakeEnd);
+      ends.port1.close();
       throw e;
     }
     // The host link and the transport reach this object once it exists (the worker's first
@@ -477,6 +484,11 @@ export class WorkerNic extends HostNic {
       },
     );
     self = this;
+    // The thread's end closes as its runtime tears it down: a thread told to stop is known dead
+    // then, not at its exit (Liveness.gone). Unreferenced: it keeps no process alive.
+    this.threadEnd = ends.port1;
+    this.threadEnd.unref();
+    this.threadEnd.once('close', () => this.liveness.gone());
     this.threadExited = new Promise((resolve) => {
       this.exitedResolve = resolve;
     });

@@ -153,6 +153,39 @@ test('told to stop between units of work, an engine is dead in a microtask; in o
   assert.ok(busy.deaths[0]!.silentMs! < DEAD_AFTER_MS);
 });
 
+test("told to stop in a unit of work, an engine is dead once its thread ran its last JavaScript (gone), not after its silence; not told, gone changes nothing", async () => {
+  const busy = rig();
+  busy.live.beat();
+  busy.live.stopped(false);
+  busy.clock.advance(20);
+  busy.live.gone();
+  assert.deepEqual(
+    busy.deaths.map((d) => ({ kind: d.kind, silentMs: d.silentMs })),
+    [{ kind: 'killed', silentMs: 20 }],
+    'dead at its end, silent since it was told',
+  );
+  // Once: the kill watch's silence (3 periods, far below deadAfterMs) reports nothing more.
+  busy.clock.advance(5 * HEARTBEAT_MS);
+  busy.live.gone();
+  assert.equal(busy.deaths.length, 1);
+
+  // A thread that ended without being told (its own throw or exit) is the exit's or the error's to
+  // report, with what they know (a code, the error): its end says nothing here.
+  const untold = rig();
+  untold.live.beat();
+  untold.live.gone();
+  await settle();
+  assert.equal(untold.deaths.length, 0);
+
+  // Closed by its owner, then told to stop (the stop the close makes): its end is no death.
+  const closed = rig();
+  closed.live.beat();
+  closed.live.end(new Error('closed'));
+  closed.live.stopped(false);
+  closed.live.gone();
+  assert.equal(closed.deaths.length, 0);
+});
+
 test('ended by a death or by a close, waiters for ready fail with its reason, as every later ready, and nothing is watched', async () => {
   const dead = rig();
   const waiting = watch(dead.live.ready());

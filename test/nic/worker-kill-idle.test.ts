@@ -1,12 +1,16 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { closeSync, constants, mkdtempSync, openSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { WorkerNic } from '../../src/nic/worker-nic.ts';
 import { workerSetup as setup } from './worker-helpers.ts';
 
 // A long beat: three of them (the kill watch's silence) are far beyond a thread's exit, so a death
-// before one beat can only come from the thread found between turns, and no timer of its own ends
-// that state while the test looks at it.
+// before one beat can only come from the thread found between turns or from its end, and no timer
+// of its own ends that state while the test looks at it.
 const BEAT_MS = 5000;
 const KILL_SILENT_BEATS = 3;
 const LIMIT_MS = 30_000;
@@ -57,20 +61,52 @@ describe('WorkerNic told to stop', () => {
     }
   });
 
-  test('inside a unit of work, it is not known dead before that unit stops: by its exit or its silence', {
+  test("inside a unit of work, it is known dead once the thread's JavaScript ended, before its exit", {
     timeout: 60_000,
   }, async (t) => {
-    const { wh } = await setup(42, t, { count: 1, heartbeatMs: BEAT_MS, deadAfterMs: 60_000 });
+    // The thread's exit waits for its open of this FIFO (a request pending on the pool, as a TAP's
+    // poll holds it) until the test opens the FIFO to write: a death before that is not the exit's.
+    const dir = mkdtempSync(join(tmpdir(), 'chimney-kill-'));
+    const fifo = join(dir, 'exit');
+    execFileSync('mkfifo', [fifo]);
+    let released = false;
+    const release = (): void => {
+      if (released) return;
+      released = true;
+      closeSync(openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK));
+    };
+    // Registered before the setup's close, which would otherwise wait on the held exit.
+    t.after(() => {
+      try {
+        release();
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+    const { wh } = await setup(42, t, {
+      count: 1,
+      heartbeatMs: BEAT_MS,
+      deadAfterMs: 60_000,
+      seams: [{ exitHeldBy: fifo }],
+    });
     const nic = wh.nics[0]!;
+    let exited = false;
+    void nic.threadExited.then(() => {
+      exited = true;
+    });
     await stalled(nic, LIMIT_MS);
     assert.equal(nic.betweenTurns, false, 'the stall is a unit of work');
     nic.terminateThread();
     await waitFor(() => nic.death !== null, 'the death');
     const d = nic.death!;
+    assert.equal(exited, false, 'the exit is still held');
+    assert.equal(d.kind, 'killed', `dead from the thread's end, not its exit: ${JSON.stringify(d)}`);
     assert.ok(
-      d.kind === 'exit' || (d.kind === 'killed' && (d.silentMs ?? 0) >= KILL_SILENT_BEATS * BEAT_MS),
-      `dead by its exit or its silence, not at once: ${JSON.stringify(d)}`,
+      (d.silentMs ?? Number.POSITIVE_INFINITY) < KILL_SILENT_BEATS * BEAT_MS,
+      `dead ${d.silentMs} ms after it was told, not after the kill watch's silence`,
     );
+    release();
+    await nic.threadExited;
   });
 
   test('busy, not told to stop, it is not declared dead: only its silence past deadAfterMs would', {

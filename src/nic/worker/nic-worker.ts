@@ -3,7 +3,7 @@
  * main-thread switch port, or a TAP device it opens itself), and the glue that makes its
  * connections' payload live in shared rings the application thread reads and writes directly.
  */
-import { appendFileSync, writeFileSync } from 'node:fs';
+import { appendFileSync, closeSync, open, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector';
 import { getHeapStatistics } from 'node:v8';
 import { type MessagePort, parentPort, threadId, workerData } from 'node:worker_threads';
@@ -204,6 +204,11 @@ class UnitClock extends RealClock {
 }
 const clock = new UnitClock();
 nameThread(boot.id);
+// A test's hold on this thread's exit (WorkerNicTestSeams.exitHeldBy): the open waits on the pool.
+if (boot.exitHeldBy !== undefined)
+  open(boot.exitHeldBy, 'r', (e, fd) => {
+    if (e === null) closeSync(fd);
+  });
 
 /**
  * Give this thread the NIC's name (Linux: the kernel's `comm`, 15 bytes at most), so that a

@@ -75,6 +75,14 @@ export interface WorkerBoot {
    * open its TAP, [1] set by the host to let it open.
    */
   openGate?: SharedArrayBuffer;
+  /**
+   * The thread's end of a channel whose other end the host keeps (WorkerNic.threadEnd): the thread
+   * never closes it and keeps it (workerData holds it for the thread's life), so it closes only as
+   * the runtime tears the thread down, after the thread's last JavaScript.
+   */
+  end: MessagePort;
+  /** A test's FIFO the thread opens to read at its boot (WorkerNicTestSeams.exitHeldBy). */
+  exitHeldBy?: string;
 }
 
 // ---- what a worker's TAP holds of the process ------------------------------------------------------
