@@ -203,7 +203,12 @@ try {
         fault,
         nic: r.nic,
         detectMs: r.detectMs,
+        // From the fault's call to serve's failover (its status): detectMs counts from the link's
+        // last sign of carrier, which may be older than the fault.
+        realDetectMs: r.realDetectMs,
         resumeMs: r.resumeMs,
+        moveMs: r.moveMs,
+        movePhases: r.movePhases,
         stalledByFault: r.stalledByFault,
         faultCut: r.faultCut,
         ...client,
