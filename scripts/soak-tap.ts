@@ -203,10 +203,13 @@ try {
         fault,
         nic: r.nic,
         detectMs: r.detectMs,
-        // From the fault's start (a kill's request) to the failover's start, on the wall clock:
-        // detectMs counts from the NIC's last sign of life, which a kill's death and an exit's differ on.
+        // From the fault's start (the cut, or a kill's request) to serve's failover, on the wall
+        // clock: detectMs counts from the NIC's last sign of life (its link's last sign of carrier,
+        // its thread's last beat), which may be older than the fault.
         realDetectMs: r.realDetectMs,
         resumeMs: r.resumeMs,
+        moveMs: r.moveMs,
+        movePhases: r.movePhases,
         stalledByFault: r.stalledByFault,
         faultCut: r.faultCut,
         ...client,

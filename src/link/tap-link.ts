@@ -15,7 +15,9 @@
  *
  * Carrier: every `carrierPollMs` (10 ms) SIOCGIFFLAGS on the device name; up = IFF_UP and
  * IFF_RUNNING. A write failing with EIO (device down) drops carrier at once. A device that
- * disappears (ENODEV, EBADFD, or its ifindex changed) is carrier down for good.
+ * disappears (ENODEV, EBADFD, or its ifindex changed) is carrier down for good. A down, however
+ * found, is dated from the last write that went out (the device was up then) when that is later
+ * than the last poll.
  */
 import { readFileSync } from 'node:fs';
 import { type Clock, RealClock, type Timer } from '../core/clock.ts';
@@ -320,6 +322,14 @@ export class TapLink implements Link {
   private carrierHandler: ((up: boolean, since?: number) => void) | null = null;
   /** When the carrier was last read as it stands: a change happened after this. */
   private carrierSeenAt = 0;
+  /**
+   * When a write last went out: the device was up then, so a down found later (by a write's EIO
+   * or a poll) happened after it. A busy link writes far more often than it polls, and a worker's
+   * poll timer runs late behind its turns (its last poll some 30 ms before a carrier cut at 1,000
+   * downloads), so a down is dated from here rather than from a poll up to an interval, or a late
+   * turn, before the cut.
+   */
+  private txOkAt = 0;
   private up = false;
   private gone = false;
   private closed = false;
@@ -899,6 +909,8 @@ export class TapLink implements Link {
       const r = count > 0 ? this.lib.writev(this.fd, this.iovAddr, count) : this.lib.write(this.fd, buf, len);
       if (r === len) {
         this.counters.inc('link.tx.frames');
+        // One clock read per write: a few tens of nanoseconds beside the write's system call.
+        this.txOkAt = this.clock.now();
         return true;
       }
       if (r >= 0) {
@@ -1121,8 +1133,9 @@ export class TapLink implements Link {
     if (up === this.up) return;
     this.up = up;
     this.counters.inc(up ? 'link.carrier.up' : 'link.carrier.down');
-    // The change happened after the last read that saw the old state: up to a poll interval ago.
-    this.carrierHandler?.(up, this.carrierSeenAt);
+    // The change happened after the last read that saw the old state (up to a poll interval ago,
+    // or a late turn's more) and, for a down, after the last write that went out.
+    this.carrierHandler?.(up, up ? this.carrierSeenAt : Math.max(this.carrierSeenAt, this.txOkAt));
   }
 }
 

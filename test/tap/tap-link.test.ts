@@ -6,7 +6,7 @@ import { createRequire } from 'node:module';
 import net from 'node:net';
 import { after, afterEach, describe, test } from 'node:test';
 import { threadGone } from '../../src/cli/tap-team.ts';
-import { RealClock } from '../../src/core/clock.ts';
+import { RealClock, VirtualClock } from '../../src/core/clock.ts';
 import { InvalidArgumentError, InvalidStateError, LinkError } from '../../src/core/errors.ts';
 import { type TapHeld, TapLink, type TapLinkOptions, tapQueueEmpty } from '../../src/link/tap-link.ts';
 import {
@@ -683,6 +683,46 @@ describe('TapLink on a real TAP device', () => {
     assert.deepEqual(seen, [false]);
     assert.ok(l.counters.get('drop.link.no-carrier') >= 1);
   });
+
+  /** A TAP on a virtual clock whose carrier changes are recorded with their dates, and a frame to send. */
+  function carrierDated(carrierPollMs: number) {
+    const name = devName();
+    const clock = new VirtualClock();
+    const l = open({ name, carrierPollMs, clock });
+    const seen: { up: boolean; since: number | undefined }[] = [];
+    l.onCarrier((up, since) => seen.push({ up, since }));
+    return { name, clock, l, seen, frame: udpFrame([2, 0, 0, 0, 0, 1], 1, 2, new Uint8Array(10)) };
+  }
+
+  test('a down a write finds dates from the last write that went out, not from the last poll', dev, () => {
+    requireEnv();
+    // The poll at the open is the last (its next is a minute away): it saw the device up at 0.
+    const { name, clock, l, seen, frame } = carrierDated(60_000);
+    clock.advance(5);
+    assert.equal(l.send(frame), true, 'up: the write goes out at 5');
+    ip('link', 'set', 'dev', name, 'down');
+    clock.advance(3);
+    assert.equal(l.send(frame), false);
+    // Up at the write at 5, down at 8: the down is dated 5, not the open's poll at 0.
+    assert.deepEqual(seen, [{ up: false, since: 5 }]);
+  });
+
+  test(
+    'a down the poll finds dates from the last write that went out, when that came after the last poll',
+    dev,
+    () => {
+      requireEnv();
+      const { name, clock, l, seen, frame } = carrierDated(10);
+      clock.advance(10);
+      clock.advance(4);
+      assert.equal(l.send(frame), true, 'up: the write goes out at 14, after the poll at 10');
+      ip('link', 'set', 'dev', name, 'down');
+      clock.advance(6);
+      // The poll at 20 finds it down: it went down after the write at 14, not after the poll at 10.
+      assert.equal(l.carrier, false);
+      assert.deepEqual(seen, [{ up: false, since: 14 }]);
+    },
+  );
 
   test('removing the device is carrier down for good', dev, async () => {
     requireEnv();
