@@ -53,6 +53,12 @@ export interface WorkerNicTestSeams {
    * hold keeps, whose settle may reach a starved worker past the real bound.
    */
   settleHoldMs?: number;
+  /**
+   * How long a worker whose TAP must exist (`create: false`) tries again while another reader
+   * still holds it, ms (TAP_FREE_BOUND_MS otherwise): long, for a test that lets the TAP go only
+   * once it saw the thread run meanwhile, or short, for one that never lets it go.
+   */
+  tapFreeBoundMs?: number;
 }
 
 export interface WorkerNicOptions {
