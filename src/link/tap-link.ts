@@ -19,7 +19,7 @@
  * found, is dated from the last write that went out (the device was up then) when that is later
  * than the last poll.
  */
-import { readFileSync } from 'node:fs';
+import { fstatSync, readFileSync } from 'node:fs';
 import { type Clock, RealClock, type Timer } from '../core/clock.ts';
 import { Counters } from '../core/counters.ts';
 import { InvalidArgumentError, InvalidStateError, LinkError } from '../core/errors.ts';
@@ -414,29 +414,26 @@ export class TapLink implements Link {
    * refuses; nothing is left open after a throw.
    */
   static open(opts: TapLinkOptions): TapLink {
-    // A device that must exist (`create: false`: a restarted worker's, in its own thread before it
-    // runs anything) follows its last reader's close at once, so that open waits that out, 2 s; a
-    // new device's, 200 ms. This blocks the thread (Atomics.wait): a thread that runs connections
-    // meanwhile opens with openWhenFree.
+    // A device that must exist (`create: false`) may follow its last reader's close at once, so
+    // that open waits that out, 2 s; a new device's, 200 ms. This blocks the thread (Atomics.wait):
+    // a thread that must go on meanwhile (the host on a dead port, a restarted worker that beats
+    // for its watchdog) opens with openWhenFree.
     return TapLink.openTrying(opts, (opts.create ?? true) ? 20 : 200);
   }
 
   /**
    * Open a TAP device that another reader may still hold for a moment (the host's open of a dead
-   * worker's port, right after that worker's thread exited): EBUSY is tried again every 10 ms on
-   * the clock for up to `boundMs`, and the thread goes on with its other work in between (open
-   * blocks it). Past the bound it rejects with LinkError EBUSY; every other refusal as `open`
-   * throws it, at once. `opts.fds` is refused: a failed try closes what it was given.
+   * worker's port right after that worker's thread exited; a restarted worker's own open right
+   * after the host let it go): EBUSY is tried again every 10 ms on the clock for up to `boundMs`,
+   * and the thread goes on with its other work in between (open blocks it). Past the bound it
+   * rejects with LinkError EBUSY; every other refusal as `open` throws it, at once. Descriptors
+   * given in `opts.fds` are kept across the tries and closed once it fails for good, as `open`
+   * closes them.
    */
   static async openWhenFree(opts: TapLinkOptions, boundMs = TAP_FREE_BOUND_MS): Promise<TapLink> {
     if (!(Number.isFinite(boundMs) && boundMs >= 0)) {
       throw new InvalidArgumentError(
         `openWhenFree's bound must be a finite number of ms >= 0, got ${boundMs}`,
-      );
-    }
-    if (opts.fds !== undefined) {
-      throw new InvalidArgumentError(
-        'openWhenFree opens its own descriptors (a failed try closes given ones)',
       );
     }
     const clock = opts.clock ?? new RealClock();
@@ -445,12 +442,13 @@ export class TapLink implements Link {
     const timer = clock.createTimer(() => retry?.());
     try {
       for (;;) {
+        const waited = clock.now() - start;
+        const last = waited >= boundMs;
         try {
-          return TapLink.openTrying(opts, 0);
+          return TapLink.openTrying(opts, 0, !last);
         } catch (e) {
           if (!(e instanceof LinkError && e.code === 'EBUSY')) throw e;
-          const waited = clock.now() - start;
-          if (waited >= boundMs) {
+          if (last) {
             throw new LinkError(
               'EBUSY',
               `TAP device ${opts.name} is still in use by another reader (a TAP has one) ${Math.round(waited)} ms after the first try; close it there or pick another name`,
@@ -468,8 +466,11 @@ export class TapLink implements Link {
     }
   }
 
-  /** `open`, waiting out EBUSY (Atomics.wait) `busyWaitsMax` times 10 ms. */
-  private static openTrying(opts: TapLinkOptions, busyWaitsMax: number): TapLink {
+  /**
+   * `open`, waiting out EBUSY (Atomics.wait) `busyWaitsMax` times 10 ms. With `keepGivenOnBusy`, an
+   * EBUSY leaves given descriptors open and listed, for the caller's next try.
+   */
+  private static openTrying(opts: TapLinkOptions, busyWaitsMax: number, keepGivenOnBusy = false): TapLink {
     const name = opts.name;
     if (typeof name !== 'string' || !NAME_RE.test(name)) {
       throw new InvalidArgumentError(
@@ -513,6 +514,9 @@ export class TapLink implements Link {
     try {
       return TapLink.openHeld(opts, lib, name, held, hold, busyWaitsMax);
     } catch (e) {
+      // Given descriptors are all an open holds before its TUNSETIFF, so an EBUSY made nothing of
+      // its own to free.
+      if (keepGivenOnBusy && opts.fds !== undefined && e instanceof LinkError && e.code === 'EBUSY') throw e;
       const { fds, addrs } = held;
       held.fds = [];
       held.addrs = [];
@@ -1210,20 +1214,37 @@ export function wakeTapPoll(wakeEnd: number): void {
 
 /**
  * Let go of the TAP open as `fd` under a thread that will not (one stopped while wedged in native
- * code, which exits only when that call returns): `fd` is made to refer to /dev/null instead, in
- * one step, so the number stays taken (the thread's list of what it holds still names it, and its
- * exit closes it) and a late write of that thread's goes nowhere. The kernel detaches the TAP
- * once no system call on it is under way: at once, unless that thread sits in one on this
- * descriptor (its poll for frames: until it returns). False when it could not be done.
+ * code, which exits only when that call returns): `fd` is made to refer, in one step, to the read
+ * end of a pipe of its own whose write end is closed, so the number stays taken (the thread's list
+ * of what it holds still names it, and its exit closes it), a late read of that thread's finds the
+ * end of the file and a late write fails, and the number's file is one no other descriptor refers
+ * to: the exit closes the number only while it still refers to that file (descriptorIdentity), not
+ * once the thread closed it itself and it was reused. The kernel detaches the TAP once no system
+ * call on it is under way: at once, unless that thread sits in one on this descriptor (its poll for
+ * frames: until it returns). False when it could not be done.
  */
 export function detachTapDescriptor(fd: number): boolean {
   if (fd < 0) return false;
   const lib = loadLibc();
-  const nul = lib.open('/dev/null', O_RDWR | O_CLOEXEC);
-  if (nul < 0) return false;
-  const ok = lib.dup3(nul, fd) === fd;
-  lib.close(nul);
+  const ends = new Int32Array(2);
+  if (lib.pipe2(ends, O_CLOEXEC) !== 0) return false;
+  const ok = lib.dup3(ends[0]!, fd) === fd;
+  lib.close(ends[0]!);
+  lib.close(ends[1]!);
   return ok;
+}
+
+/**
+ * What the descriptor `fd` of this process refers to ("device:inode"), or null when it is not open:
+ * a number closed and opened again (by another thread meanwhile) refers to another file.
+ */
+export function descriptorIdentity(fd: number): string | null {
+  try {
+    const st = fstatSync(fd, { bigint: true });
+    return `${st.dev}:${st.ino}`;
+  } catch {
+    return null;
+  }
 }
 
 export function closeWakeEnd(wakeEnd: number): void {

@@ -184,7 +184,10 @@ export class Liveness {
     const count = source.count();
     if (count !== this.lastCount) {
       this.lastCount = count;
-      this.lastBeat = now;
+      // Before its engine runs, a thread whose count moves (a restart's, beating while it waits
+      // for its TAP) keeps its start allowance: the rest of its start (the engine made, its first
+      // beat) may take seconds at load with the count still.
+      this.lastBeat = Math.max(now, this.started ? 0 : this.lastBeat);
     }
     const silent = now - this.lastBeat;
     if (silent > source.deadAfterMs) {

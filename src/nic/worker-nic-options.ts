@@ -60,6 +60,12 @@ export interface WorkerNicTestSeams {
    * once the test opens the FIFO to write.
    */
   exitHeldBy?: string;
+  /**
+   * How long a worker whose TAP must exist (`create: false`) tries again while another reader
+   * still holds it, ms (TAP_FREE_BOUND_MS otherwise): long, for a test that lets the TAP go only
+   * once it saw the thread run meanwhile, or short, for one that never lets it go.
+   */
+  tapFreeBoundMs?: number;
 }
 
 export interface WorkerNicOptions {

@@ -5,6 +5,7 @@ import { networkInput, TurnQueue } from '../core/turn-queue.ts';
 import type { Link } from '../link/link.ts';
 import {
   closeWakeEnd,
+  descriptorIdentity,
   detachTapDescriptor,
   keepWakeEnd,
   openTapDescriptors,
@@ -242,6 +243,19 @@ export interface WorkerNicFaults {
   cannotHand?: number;
 }
 
+/**
+ * Of what detachTap took (`taken`, each fd's descriptorIdentity then in `ids`), what the exit may
+ * free: a descriptor the thread closed itself after the detach (it ran on to its TapLink's close) is
+ * no longer the same file, and its number may be another's by now.
+ */
+function stillTaken(taken: TapHeld | null, ids: readonly (string | null)[]): TapHeld | null {
+  if (taken === null) return null;
+  return {
+    addrs: taken.addrs,
+    fds: taken.fds.filter((fd, i) => ids[i] !== null && descriptorIdentity(fd) === ids[i]),
+  };
+}
+
 /** Both lists as one, each item once (what a detached thread's list still named, and what it took). */
 function heldOf(a: TapHeld | null, b: TapHeld | null): TapHeld | null {
   if (a === null || b === null) return a ?? b;
@@ -334,6 +348,8 @@ export class WorkerNic extends HostNic {
   private readonly tunFd: number;
   /** What detachTap took of that list; freed at the exit. */
   private detached: TapHeld | null = null;
+  /** The descriptorIdentity of each of `detached`'s fds once detached (see stillTaken). */
+  private detachedIds: (string | null)[] = [];
   /** Terminates a closed worker that has not answered 'closed' within CLOSE_BOUND_MS. */
   private closeTimer: Timer | null = null;
   /** Whether detachTap let the TAP go (its answer, kept for the next asker). */
@@ -393,6 +409,11 @@ export class WorkerNic extends HostNic {
     // Checked here as the engine checks it, so a bad bound is refused before a thread is spawned
     // (the worker's engine would throw it in its thread, where nobody catches it).
     if (seams.settleHoldMs !== undefined) settleHoldOf(seams.settleHoldMs);
+    const freeBound = seams.tapFreeBoundMs;
+    if (freeBound !== undefined && !(Number.isFinite(freeBound) && freeBound >= 0))
+      throw new InvalidArgumentError(
+        `tapFreeBoundMs must be a finite number of ms, 0 or more, got ${freeBound}`,
+      );
     const sab = new SharedArrayBuffer(doorbellWords(capacity) * 4);
     const captureWords = opts.capture ? new Int32Array(new SharedArrayBuffer(8)) : null;
     const link = 'tap' in opts.link ? null : opts.link;
@@ -431,6 +452,7 @@ export class WorkerNic extends HostNic {
       peerFlushDelayMs: seams.peerFlushDelayMs,
       buildTurnMs: seams.buildTurnMs,
       settleHoldMs: seams.settleHoldMs,
+      tapFreeBoundMs: seams.tapFreeBoundMs,
       openGate: openGate ?? undefined,
       end: ends.port2,
       exitHeldBy: seams.exitHeldBy,
@@ -542,7 +564,10 @@ export class WorkerNic extends HostNic {
       // of the process would be lost for good.
       this.exited = true;
       this.closeTimer?.disarm();
-      const held = heldOf(takeTapHeld(new BigInt64Array(tapHeld)), this.detached);
+      const held = heldOf(
+        takeTapHeld(new BigInt64Array(tapHeld)),
+        stillTaken(this.detached, this.detachedIds),
+      );
       this.detached = null;
       if (held !== null) {
         releaseTapHeld(held);
@@ -698,6 +723,13 @@ export class WorkerNic extends HostNic {
   /** Frames left out of the capture because the main thread's writer fell behind (0 without capture). */
   get captureDropped(): number {
     return this.captureWords ? Atomics.load(this.captureWords, CAP_DROPPED) : 0;
+  }
+  /**
+   * The thread's proof-of-life count, what the watchdog reads (wraps at 2^32): it moves while the
+   * thread runs, before its engine does too (a restart waiting for its TAP).
+   */
+  get beats(): number {
+    return Atomics.load(this.doorbell, DB_BEAT) >>> 0;
   }
   /** Frames the worker's link has received so far (wraps at 2^32): evidence the link reaches the segment. */
   get rxFrames(): number {
@@ -1800,9 +1832,10 @@ export class WorkerNic extends HostNic {
    * Let go of the TAP under a thread told to stop that has not exited (wedged in native code: it
    * exits only once that call returns, and until then its descriptor keeps the TAP, whose next
    * opener, a restart's worker or the host, is refused EBUSY). The descriptor is made to refer to
-   * /dev/null (detachTapDescriptor), what the thread held is taken from its list and freed at the
-   * exit as before; no JavaScript of the thread runs again once told to stop, so nothing of it
-   * reads or writes the TAP after. True when the TAP was let go (the kernel detaches it once no
+   * an empty pipe of its own (detachTapDescriptor), what the thread held is taken from its list and
+   * freed at the exit as before, each descriptor only while it is still the file it was here
+   * (stillTaken: a thread that ran on to its TapLink's close closed it itself); no JavaScript of the
+   * thread runs again once told to stop, so nothing of it reads or writes the TAP after. True when the TAP was let go (the kernel detaches it once no
    * system call on it is under way); false when there is nothing to let go: no TAP of the host's
    * making, already exited, not told to stop, or the thread closed it itself. Asked again, it
    * answers as the first time: the host's dead-port opener and the restart both ask, and the
@@ -1818,6 +1851,7 @@ export class WorkerNic extends HostNic {
     // still this TAP's and not one reused since.
     this.tapLetGo = held.fds.includes(this.tunFd) && detachTapDescriptor(this.tunFd);
     this.detached = held;
+    this.detachedIds = held.fds.map(descriptorIdentity);
     return this.tapLetGo;
   }
 
@@ -2172,7 +2206,7 @@ export class WorkerNic extends HostNic {
       h._installedWith(spec.cached);
       return hooks.born(h);
     });
-    this.post({ t: 'listen', id, spec, ring: this.placementRing });
+    this.post({ t: 'listen', id, spec, ring: this.placementRing, sendRing: this.sendPlacementRing });
     return () => {
       if (!this.listens.delete(id)) return;
       if (this.death === null && !this.closed) this.post({ t: 'unlisten', id });

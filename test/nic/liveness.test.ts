@@ -102,6 +102,23 @@ test('an engine that never ran dies of the heartbeat past its allowance and dead
   assert.equal(waiting.state, 'rejected');
 });
 
+test('a thread whose count moves before its engine runs keeps its start allowance, and past it lives while the count moves', async () => {
+  const r = rig();
+  // A restart's thread beats while it waits for its TAP, then makes its engine with the count still.
+  r.clock.advance(1_000);
+  r.bump();
+  r.clock.advance(START_ALLOWANCE_MS - 1_000 - 1);
+  assert.equal(r.deaths.length, 0, 'its allowance holds though its count moved early');
+  for (let i = 0; i < 10; i++) {
+    r.clock.advance(DEAD_AFTER_MS / 2);
+    r.bump();
+  }
+  assert.equal(r.deaths.length, 0, 'past the allowance, alive while the count moves');
+  r.clock.advance(DEAD_AFTER_MS * 2);
+  assert.equal(r.deaths.length, 1);
+  assert.equal(r.deaths[0]!.detail, undefined, 'its count moved: not a thread that never started');
+});
+
 test('a beating engine silent past deadAfterMs dies once of the heartbeat, with its silence', async () => {
   const r = rig();
   r.live.beat();

@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { describe, type TestContext, test } from 'node:test';
 import { SeededRandom } from '../../src/core/random.ts';
-import { RING_FLOOR_BYTES, ringUnderLoad } from '../../src/nic/hard-state.ts';
+import { RING_FLOOR_BYTES, ringUnderLoad, sendRingAtPlacement } from '../../src/nic/hard-state.ts';
 import type { Nic } from '../../src/nic/nic.ts';
 import { DEFAULT_RING } from '../../src/nic/worker-nic.ts';
 import type { ServerHost } from '../../src/socket/tcp-server.ts';
@@ -184,6 +184,25 @@ describe('the passive open answered in a WorkerNic', () => {
     const h = from.handle(keyOf(born.socket))!;
     assert.equal(ringUnderLoad(DEFAULT_RING, HELD), RING_FLOOR_BYTES);
     assert.equal(h.sendRing.capacity, RING_FLOOR_BYTES, `send ring of ${h.sendRing.capacity} bytes`);
+  });
+
+  test("a connection born in a worker of serve's send placement gets the send ring an offload there would", {
+    timeout: WORKER_CASE_MS,
+  }, async (t) => {
+    // serve places send rings at 128 KiB (sendPlacementRing): the size a grow would reach while the
+    // NIC's share covers it (sendRingAtPlacement), filled by the socket at once. A born one got
+    // ringUnderLoad's whole ring instead (256 KiB at a NIC's first 128, 64 pages touched by a
+    // download where 32 do), and half the share past 256, grown a moment later.
+    const PLACED = 128 << 10;
+    const { rig, born, accepted } = await bornInWorker(t, 37, undefined, { sendPlacementRing: PLACED });
+    const from = rig.nics.find((n) => n.id === born.owner)!;
+    const h = from.handle(keyOf(born.socket))!;
+    assert.equal(ringUnderLoad(DEFAULT_RING, 2), DEFAULT_RING, "the receive ring's share: the whole ring");
+    assert.equal(sendRingAtPlacement(PLACED, DEFAULT_RING, 2), PLACED);
+    assert.equal(h.sendRing.capacity, PLACED, `send ring of ${h.sendRing.capacity} bytes`);
+    assert.equal(h.sendGrown, PLACED, 'its socket fills it at once, as a grown one');
+    const offloaded = [0, 1].map((i) => rig.nics[i]!.handle(keyOf(accepted[i]!.socket))?.sendRing.capacity);
+    assert.deepEqual(offloaded, [PLACED, PLACED], 'as the offloaded ones beside it');
   });
 
   test("a closed listener takes its half-open connections out of the workers' owner tables: no tuple stays held", {

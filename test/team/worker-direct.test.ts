@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import type { QueryResult } from '../../src/nic/nic.ts';
+import { WORKER_CASE_MS } from '../nic/worker-helpers.ts';
 import {
   assertClean,
   BYTES,
@@ -30,7 +31,7 @@ describe('team of WorkerNics: frames that arrive at the wrong member', () => {
   for (const { family, away, seed } of cases) {
     const where = away ? ', every connection on the member that does not receive' : '';
     test(`${family}${where}: go straight to the owning worker, none takes the host path while no connection moves`, {
-      timeout: 60_000,
+      timeout: WORKER_CASE_MS,
     }, async (t) => {
       const v6 = family === 'IPv6';
       // IPv6: the owner lists its connections by the handles of its mirror table, which the other
@@ -142,7 +143,7 @@ describe('team of WorkerNics: frames that arrive at the wrong member', () => {
   }
 
   test("the switch learns the team MAC on the host's port alone: every other member sends from its own MAC, and no owner receives a segment out of order", {
-    timeout: 120_000,
+    timeout: WORKER_CASE_MS,
   }, async (t) => {
     // No probes and a long silence deadline, as above: nothing may move the host's port meanwhile.
     const rig = await setup(t, {
@@ -192,7 +193,7 @@ describe('team of WorkerNics: frames that arrive at the wrong member', () => {
   });
 
   test('a frame for a connection its peer no longer runs goes up to the host, and is not lost', {
-    timeout: 60_000,
+    timeout: WORKER_CASE_MS,
   }, async (t) => {
     const rig = await setup(t, {
       oneReceivePort: true,

@@ -78,6 +78,8 @@ export interface WorkerTeamOptions {
   isnSecret?: Uint8Array;
   /** TeamOptions.oneReceivePort. */
   oneReceivePort?: boolean;
+  /** Every member's WorkerNicOptions.sendPlacementRing (serve's). */
+  sendPlacementRing?: number;
 }
 
 export function buildWorkerTeam(opts: WorkerTeamOptions): WorkerTeamRig {
@@ -111,6 +113,7 @@ export function buildWorkerTeam(opts: WorkerTeamOptions): WorkerTeamRig {
         link: opts.wrapLink?.(tap, i) ?? tap,
         seed: 200 + i,
         isnSecret: opts.isnSecret,
+        sendPlacementRing: opts.sendPlacementRing,
         heartbeatMs: opts.heartbeatMs,
         // A starved worker is not a dead one: see STARVED_NOT_DEAD_MS.
         deadAfterMs:

@@ -21,7 +21,7 @@ import type { Link, LinkGsoOptions, RxOffloadInfo } from '../../link/link.ts';
 import { LinkWrapper } from '../../link/link-wrapper.ts';
 import { capture, PcapWriter } from '../../link/pcap.ts';
 import { SourceSteer } from '../../link/source-steer.ts';
-import type { TapHeld, TapLink } from '../../link/tap-link.ts';
+import type { TapHeld, TapLink, TapLinkOptions } from '../../link/tap-link.ts';
 import { loadLibc } from '../../link/tap-sys.ts';
 import { AddressFinder, AddressTable, TWO_32 } from '../../stack/address-table.ts';
 import { seqDiff } from '../../stack/tcp/seq.ts';
@@ -60,6 +60,7 @@ import {
   goneBlock,
   HardStateRecord,
   ringUnderLoad,
+  sendRingAtPlacement,
 } from '../hard-state.ts';
 import { type ConnKey, connKeyId, type InitiateResult, keyOfState, sameConnKey } from '../nic.ts';
 import { type LazyConn, type LazyTake, NicEngine, namedTwice, type PathSlot } from '../nic-engine.ts';
@@ -456,18 +457,31 @@ function stopHere(flag: SharedArrayBuffer): void {
 
 /**
  * Loaded, wait until the host lets this thread open its TAP (WorkerNicOptions.openWhenLet): the
- * host's own link holds the TAP meanwhile, and a second open of it is refused (EBUSY).
+ * host's own link holds the TAP meanwhile, and a second open of it is refused (EBUSY). Waited in
+ * the event loop, so the thread's timers (its beats) run meanwhile.
  */
-function waitToOpen(gate: Int32Array): void {
+async function waitToOpen(gate: Int32Array): Promise<void> {
   Atomics.store(gate, 0, 1);
   Atomics.notify(gate, 0);
-  while (Atomics.load(gate, 1) === 0) Atomics.wait(gate, 1, 0);
+  while (Atomics.load(gate, 1) === 0) {
+    const w = waitAsync(gate, 1, 0);
+    if (w.async) await w.value;
+  }
+}
+
+/** Atomics.waitAsync, which the TypeScript library in use does not declare. */
+function waitAsync(a: Int32Array, i: number, v: number): { async: boolean; value: Promise<string> | string } {
+  return (
+    Atomics as unknown as {
+      waitAsync(a: Int32Array, i: number, v: number): { async: boolean; value: Promise<string> | string };
+    }
+  ).waitAsync(a, i, v);
 }
 
 async function openLink(): Promise<Link> {
   const l = boot.link;
   if (l.kind === 'proxy') return new ProxyLink(l.name, l.mtu, l.carrier);
-  const { TapLink } = await import('../../link/tap-link.ts');
+  const { TapLink, TAP_FREE_BOUND_MS } = await import('../../link/tap-link.ts');
   const held = new BigInt64Array(boot.tapHeld);
   // Listed as the open makes each: killed halfway through, this thread leaves the host a list.
   const stop = boot.stopWhileOpening;
@@ -478,8 +492,28 @@ async function openLink(): Promise<Link> {
   };
   // 0: before the open's first step, as a kill that lands before the thread has listed anything.
   if (stop?.after === 0) stopHere(stop.flag);
-  if (boot.openGate !== undefined) waitToOpen(new Int32Array(boot.openGate));
-  const tap = TapLink.open({ ...(l.options as { name: string }), clock, onHeld });
+  // Until the engine runs, the thread's count moves on a timer of its own: a worker that waits for
+  // its TAP is alive, and once its count has moved the watchdog holds it to `deadAfterMs`.
+  const beat = clock.createTimer(() => {
+    progress();
+    beat.arm(boot.heartbeatMs);
+  });
+  beat.arm(boot.heartbeatMs);
+  let tap: TapLink;
+  try {
+    if (boot.openGate !== undefined) await waitToOpen(new Int32Array(boot.openGate));
+    const o: TapLinkOptions = { ...(l.options as TapLinkOptions), clock, onHeld };
+    // A TAP that must exist is a restart's, whose last reader (the host, or the dead worker's
+    // poll) may hold it a moment yet: tried again on the clock, the thread beating meanwhile, not
+    // blocked for up to 2 s in Atomics.wait. Past the bound, EBUSY ends the start (a typed error
+    // the host reports as the restart's failure).
+    tap =
+      o.create === false
+        ? await TapLink.openWhenFree(o, boot.tapFreeBoundMs ?? TAP_FREE_BOUND_MS)
+        : TapLink.open(o);
+  } finally {
+    beat.disarm();
+  }
   tap.onDrain = (drains) => {
     Atomics.store(db, DB_DRAIN_AT, stampOf(tap.drainedAt));
     Atomics.store(db, DB_DRAINS, drains | 0);
@@ -1545,7 +1579,12 @@ function listen(m: Extract<ToWorker, { t: 'listen' }>): void {
           cuts.push(cut);
           return cut.block;
         };
-        const inst = install(conn, undefined, undefined, ringUnderLoad(m.ring, load), alloc);
+        const ring = ringUnderLoad(m.ring, load);
+        // The send ring as the host places an offloaded one's (WorkerNic.preallocate): serve's
+        // accepts here would otherwise start at the whole ring under light load and grow from half
+        // of it past 256 a NIC.
+        const sendRing = m.sendRing > 0 ? sendRingAtPlacement(m.sendRing, boot.ringCapacity, load) : ring;
+        const inst = install(conn, undefined, undefined, ring, alloc, sendRing);
         let born = bornOf.get(m.id);
         if (born === undefined) {
           if (bornOf.size === 0) clock.defer(postBorn);
@@ -1584,10 +1623,12 @@ function install(
   ring = boot.ringCapacity,
   /** Where a block is allocated when none was given (default: the worker's own slabs). */
   alloc: (send: number, recv: number) => ConnBlockRef = allocConnBlock,
+  /** The send ring's placement when none was given (default `ring`; see connRingCapacities). */
+  sendRing = ring,
 ): InstalledConn {
   const s = conn.state;
   const d = s.delegated;
-  const caps = connRingCapacities(s, ring);
+  const caps = connRingCapacities(s, ring, 0, sendRing);
   let block: ConnBlockRef;
   let send: ByteRing;
   let recv: ByteRing;
@@ -1802,11 +1843,7 @@ function waitBell(): void {
   if (closed) return;
   const seen = Atomics.load(db, DB_BELL);
   drainDoorbell(BELL_BUDGET);
-  const w = (
-    Atomics as unknown as {
-      waitAsync(a: Int32Array, i: number, v: number): { async: boolean; value: Promise<string> | string };
-    }
-  ).waitAsync(db, DB_BELL, seen);
+  const w = waitAsync(db, DB_BELL, seen);
   if (w.async) (w.value as Promise<string>).then(waitBell);
   else clock.defer(waitBell);
 }

@@ -70,6 +70,8 @@ export interface WorkerBoot {
   buildTurnMs?: number;
   /** A test's longest hold of a moved connection's input for its settle (WorkerNicTestSeams.settleHoldMs). */
   settleHoldMs?: number;
+  /** A test's bound on a `create: false` TAP's EBUSY tries (WorkerNicTestSeams.tapFreeBoundMs). */
+  tapFreeBoundMs?: number;
   /**
    * WorkerNicOptions.openWhenLet: Int32 words, [0] set by the worker once loaded and waiting to
    * open its TAP, [1] set by the host to let it open.
@@ -439,9 +441,11 @@ export type ToWorker =
   /**
    * Answer the SYNs of a host listener in the worker (NicListenSpec, its gate's shared memory by
    * reference); `id` names it in 'unlisten' and in the 'born' of each connection it accepts; `ring`:
-   * the ring size the host places connections with, shared out by the load as the host does.
+   * the ring size the host places connections with, shared out by the load as the host does;
+   * `sendRing`: WorkerNicOptions.sendPlacementRing (0 unset), a send ring placed as the host
+   * places one (sendRingAtPlacement).
    */
-  | { t: 'listen'; id: number; spec: NicListenSpec; ring: number }
+  | { t: 'listen'; id: number; spec: NicListenSpec; ring: number; sendRing: number }
   | { t: 'unlisten'; id: number }
   /**
    * Tests: block the worker's thread for `ms`, as a wedged NIC would; with `pool`, keep running but
