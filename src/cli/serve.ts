@@ -300,6 +300,7 @@ export function registerTapCommands(program: Command): void {
         .default(200),
     )
     .option('--failback', 'move connections back to a recovered NIC after its hold')
+    .option('--one-receive-port', 'one receive port (the default; kept for scripts that name it)')
     .option(
       '--no-one-receive-port',
       "every member sends from the team MAC (default: only the port that carries the host's traffic does, and receives for the team; the others send from their own MACs)",
