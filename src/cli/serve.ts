@@ -300,9 +300,10 @@ export function registerTapCommands(program: Command): void {
         .default(200),
     )
     .option('--failback', 'move connections back to a recovered NIC after its hold')
+    .option('--one-receive-port', 'one receive port (the default; kept for scripts that name it)')
     .option(
-      '--one-receive-port',
-      "receive on the port that carries the host's traffic only: the other members send from their own MACs",
+      '--no-one-receive-port',
+      "every member sends from the team MAC (default: only the port that carries the host's traffic does, and receives for the team; the others send from their own MACs)",
     )
     .addOption(
       new Option(
@@ -466,7 +467,7 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
       probeTargets: o.probe ?? [o.gw, a.gw6].filter((x) => x !== undefined),
       health: { probeIntervalMs: o.probeInterval, probeMisses: o.probeMisses, holdMs: o.hold },
       failback: o.failback,
-      oneReceivePort: o.oneReceivePort === true,
+      oneReceivePort: o.oneReceivePort !== false,
       restart: { limit: o.restartLimit, firstDelayMs: o.restartDelay },
       tcp: o.workers ? WORKER_TCP_DEFAULTS : TAP_TCP_DEFAULTS,
       pcap: pcap ?? undefined,
@@ -515,6 +516,18 @@ async function serveOnTeam(o: ServeFlags, log: ServeLog): Promise<Served> {
       event: 'nic-recovered',
       nic: ev.nic,
     }),
+  );
+  team.on('receive-port', (ev: { from: string; to: string; at: number; detail: string }) =>
+    log.event(
+      `receive port moved from ${ev.from} to ${ev.to} at ${since(ev.at)}: every member stalled (${ev.detail})`,
+      { event: 'receive-port', ...ev },
+    ),
+  );
+  team.on('receive-failed', (ev: { nic: string; at: number; detail: string; holdMs: number }) =>
+    log.event(
+      `${ev.nic}: its port fails to receive (${ev.detail}) at ${since(ev.at)}; not the receive port for ${ev.holdMs} ms`,
+      { event: 'receive-failed', ...ev },
+    ),
   );
   team.on('host-port', (ev: { nic: string; at: number }) =>
     log.event(

@@ -43,7 +43,7 @@ export interface TapTeamOptions {
   probeTargets?: readonly string[];
   health?: HealthOptions;
   failback?: boolean;
-  /** TeamOptions.oneReceivePort (`--one-receive-port`). */
+  /** TeamOptions.oneReceivePort (default true; `--no-one-receive-port`). */
   oneReceivePort?: boolean;
   tcp?: Partial<TcpCached>;
   /** Heartbeat watch of the workers (defaults 50 ms / 2000 ms). */

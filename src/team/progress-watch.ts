@@ -23,6 +23,9 @@ interface ConnTrack {
   segmentsIn: number;
   /** Retransmissions counted when snd.una last moved (or the connection was first seen). */
   retransAtMove: number;
+  /** Retransmissions and segments sent, as last seen. */
+  retransmits: number;
+  segmentsOut: number;
   /** When snd.una last moved, or the connection last had nothing outstanding (clock ms). */
   movedAt: number;
   /** When a segment last arrived for it (clock ms). */
@@ -44,6 +47,21 @@ interface MemberTrack {
   progressAt: number;
   suspectWindows: number;
   mismatchWindows: number;
+}
+
+/**
+ * The team's one receive port, as the watch sees it (TeamOptions.oneReceivePort): every member's
+ * inbound segments come in through that one port, so a gray failure of it stalls every member.
+ */
+export interface ReceivePortHooks {
+  /**
+   * Every member stalls: hand the receive port to another healthy member (learning frame from
+   * it). Returns the NIC that was the receive port, or null when one receive port is not in
+   * effect or no other member can take it.
+   */
+  move(detail: string): Nic | null;
+  /** Progress came back once the receive port left `old`: it fails to receive (its hold starts). */
+  failed(old: Nic, detail: string): void;
 }
 
 /** What one window found on one member. */
@@ -94,6 +112,15 @@ export class ProgressWatch {
   private readonly timer: Timer;
   private busy = false;
   private closed = false;
+  /** Windows in a row in which every member stalled with no progress anywhere. */
+  private allStallWindows = 0;
+  /** The receive port was moved off `old` at `at` (clock ms); progress since then convicts it. */
+  private trial: { old: Nic; at: number; detail: string } | null = null;
+  /**
+   * A move of the receive port brought no progress back: the fault is beyond the team (a dead
+   * peer, the path), and no other move is tried until some progress is seen after this time.
+   */
+  private beyondAt = Number.NEGATIVE_INFINITY;
 
   constructor(
     private readonly clock: Clock,
@@ -104,6 +131,8 @@ export class ProgressWatch {
     private readonly address6: (handle: number) => Uint8Array | undefined = () => undefined,
     /** Whether the team is moving connections between members now (a failover, a failback). */
     private readonly moving: () => boolean = () => false,
+    /** The team's one receive port, blamed when every member stalls (absent: none). */
+    private readonly receivePort: ReceivePortHooks | null = null,
   ) {
     this.timer = clock.createTimer(this.tick).unref();
     if (opts.progressWindowMs > 0) this.timer.arm(opts.progressWindowMs);
@@ -144,6 +173,7 @@ export class ProgressWatch {
           seen.push({ m, t, w: this.observe(m, t, r.value, now) });
         }
         for (const s of seen) this.judge(s, seen, now);
+        this.judgeReceivePort(seen, now);
       })
       .finally(() => {
         this.busy = false;
@@ -204,6 +234,8 @@ export class ProgressWatch {
       }
       c.seenIn = win;
       c.segmentsIn = segmentsIn;
+      c.retransmits = retransmits;
+      c.segmentsOut = segmentsOut;
       c.heardAt = heardAt;
       c.outAtHeard = outAtHeard;
       c.unansweredSince = unansweredSince;
@@ -262,6 +294,8 @@ export class ProgressWatch {
       una: 0,
       segmentsIn: 0,
       retransAtMove: 0,
+      retransmits: 0,
+      segmentsOut: 0,
       movedAt: 0,
       heardAt: 0,
       outAtHeard: 0,
@@ -325,6 +359,92 @@ export class ProgressWatch {
       m.health.gray('mac-mismatch', w.mismatchDetail, now - o.progressWindowMs * o.progressWindows);
     }
   }
+
+  /**
+   * Every member stalls at once. Without one receive port that is beyond the team: each member
+   * has a path of its own to the peer, and all of them failing together is the peer or the path
+   * past the switch. With one receive port every member's inbound shares that port, so a gray
+   * failure of it (data dropped on its link while ARP passes) looks the same. The only way to tell
+   * the two apart is to try: the receive port moves to another healthy member; if progress comes
+   * back, the old port failed to receive (and the ordinary rule above then judges its member's own
+   * sending, now that others progress); if it does not come back within a few stalls, the fault was
+   * beyond the team and nothing more is tried until some progress is seen again, so a dead peer
+   * does not send the receive port back and forth. Judged over `progressWindows` windows in a row,
+   * as a member is: ordinary loss, which leaves some connection progressing somewhere, never gets here.
+   */
+  private judgeReceivePort(
+    seen: readonly { m: WatchedMember; t: MemberTrack; w: MemberWindow }[],
+    now: number,
+  ): void {
+    const hooks = this.receivePort;
+    if (hooks === null) return;
+    const o = this.opts;
+    const up = seen.filter((x) => x.m.health.state === 'up');
+    let progressAt = Number.NEGATIVE_INFINITY;
+    for (const x of seen) progressAt = Math.max(progressAt, x.t.progressAt);
+    const trial = this.trial;
+    if (trial !== null) {
+      if (progressAt > trial.at) {
+        this.trial = null;
+        this.allStallWindows = 0;
+        hooks.failed(
+          trial.old,
+          `${trial.detail}; progress came back ${Math.round(progressAt - trial.at)} ms after the receive port left it`,
+        );
+        return;
+      }
+      // A few stalls: the connections' backed-off retransmissions (and the peer's) need time to
+      // come around and find the new port.
+      if (now - trial.at < 3 * o.stallMs) return;
+      this.trial = null;
+      this.beyondAt = now;
+      this.allStallWindows = 0;
+      this.counters.inc('team.receive-port.beyond');
+      return;
+    }
+    if (progressAt <= this.beyondAt) return;
+    let active = 0;
+    let stalled = 0;
+    let since = now;
+    for (const x of up) {
+      active += x.w.active;
+      stalled += x.w.stalled;
+      if (x.w.stalled > 0) since = Math.min(since, x.w.stalledSince);
+    }
+    const all =
+      up.length >= 2 &&
+      now - progressAt > o.stallMs &&
+      stalled >= o.stallMinConns &&
+      stalled >= o.stallFraction * active;
+    this.allStallWindows = all ? this.allStallWindows + 1 : 0;
+    if (this.allStallWindows < o.progressWindows) return;
+    this.allStallWindows = 0;
+    const detail = `${stalled} of ${active} connections on every member unacknowledged for ${Math.round(now - since)} ms despite retransmitting`;
+    const old = hooks.move(detail);
+    if (old === null) {
+      // Nothing to try: the same as a move that brought nothing back.
+      this.beyondAt = now;
+      return;
+    }
+    this.counters.inc('team.receive-port.moved');
+    this.trial = { old, at: now, detail };
+    // Every connection's inbound takes a new path now: what each suffered on the old one says
+    // nothing of it, and a member is judged afresh, on retransmissions sent from now on. Else the
+    // first member to hear through the new port would get the others declared failed before
+    // their backed-off retransmissions came around to find it (the old port's member among them,
+    // when its port fails only to receive).
+    for (const x of seen)
+      for (const e of x.t.conns.values()) for (const c of Array.isArray(e) ? e : [e]) restart(c, now);
+  }
+}
+
+/** Judge a connection afresh from `now`, as if snd.una had just moved and its peer just spoken. */
+function restart(c: ConnTrack, now: number): void {
+  c.movedAt = now;
+  c.retransAtMove = c.retransmits;
+  c.outAtHeard = c.segmentsOut;
+  c.heardAt = now;
+  c.unansweredSince = Number.POSITIVE_INFINITY;
 }
 
 function tupleHash(rows: Float64Array, at: number): number {

@@ -144,11 +144,11 @@ export interface TeamOptions {
   /** Restarting dead members that can be (TeamMember.restart). */
   restart?: RestartOptions;
   /**
-   * One receive port (default false): every member but the one that carries the host's traffic
-   * sends from its own MAC (`Nic.sendFrom`), so the switch keeps the team MAC on that port and
-   * every inbound segment takes one path (bonding's TLB). Off by default because the progress
-   * watch cannot yet tell a gray failure of the receive port (every member's inbound stalls) from
-   * a fault beyond the team (every member stalls), and so fails nothing over for it.
+   * One receive port (default true; false: every member sends from the team MAC): every member
+   * but the one that carries the host's traffic sends from its own MAC (`Nic.sendFrom`), so the
+   * switch keeps the team MAC on that port and every inbound segment takes one path (bonding's
+   * TLB). A gray failure of that port stalls every member; the progress watch then moves the
+   * receive port to another member (ProgressWatch, ReceivePortHooks).
    */
   oneReceivePort?: boolean;
   /**
@@ -221,6 +221,14 @@ interface Slot {
    * taken off it yet: they wait for this first (`afterMove`).
    */
   movedOff: Promise<void>;
+  /**
+   * Its port failed to receive (the progress watch moved the receive port off it and progress came
+   * back): not the receive port again before this time (clock ms) while another member can be.
+   */
+  rxFailedUntil: number;
+  /** That hold, doubled at each failure within flapDecayMs of the last, as a link's is. */
+  rxHold: number;
+  rxFailedAt: number;
 }
 
 /**
@@ -231,7 +239,10 @@ interface Slot {
  *
  * Events: 'failure' (FailureEvent), 'recovered' ({ nic, at }), 'failover' (FailoverRecord),
  * 'host-port' ({ nic, at }: the host's traffic went onto that dead member's port, hostOnDeadPort),
- * 'host-port-released' ({ nic, at }: the host let that port go to the member's new engine).
+ * 'host-port-released' ({ nic, at }: the host let that port go to the member's new engine),
+ * 'receive-port' ({ from, to, at, detail }: every member stalled and the progress watch moved the
+ * one receive port), 'receive-failed' ({ nic, at, detail, holdMs }: progress came back once it
+ * moved off that member's port, which does not receive for the team again for holdMs).
  */
 export class Team extends EventEmitter {
   readonly link: TeamLink;
@@ -271,6 +282,8 @@ export class Team extends EventEmitter {
   private readonly learnTimer: Timer;
   /** Whether some member sends from a MAC of its own (steerSources): the learning frames are due. */
   private steering = false;
+  /** Whether some member sends from a MAC of its own: one receive port is in effect. */
+  private oneReceiver = false;
   /** The IPv6 addresses the team owns now (none until the host's stack says). */
   private addresses6: () => readonly Uint8Array[] = () => [];
   /** The host's IPv6 address table: connections name IPv6 peers by its handles. */
@@ -315,13 +328,17 @@ export class Team extends EventEmitter {
       this.counters,
       (h) => this.addressBook?.bytes(h),
       () => this.jobs > 0,
+      {
+        move: (detail) => this.moveReceivePort(detail),
+        failed: (old, detail) => this.receiveFailed(old, detail),
+      },
     );
     this.na = new UnsolicitedNaSeries(this.clock, () => this.announce6());
     const learn = opts.learnIntervalMs ?? DEFAULT_LEARN_INTERVAL_MS;
     if (!Number.isInteger(learn) || learn < 0)
       throw new InvalidArgumentError('learnIntervalMs must be an integer >= 0');
     this.learnIntervalMs = learn;
-    this.oneReceivePort = opts.oneReceivePort === true;
+    this.oneReceivePort = opts.oneReceivePort !== false;
     this.learnTimer = this.clock.createTimer(this.learnTick).unref();
     this.link.memberCarrier = (i) => {
       if (this.slots[i]?.port != null) this.hostOnDeadPort();
@@ -381,6 +398,9 @@ export class Team extends EventEmitter {
       movedOff: Promise.resolve(),
       restartTimer: null,
       pending: null,
+      rxFailedUntil: Number.NEGATIVE_INFINITY,
+      rxHold: 0,
+      rxFailedAt: Number.NEGATIVE_INFINITY,
     };
     this.slots.push(slot);
     this.peerWithOthers(slot);
@@ -540,9 +560,54 @@ export class Team extends EventEmitter {
       s.nic.sendFrom?.(this.mac, own);
     }
     const was = this.steering;
+    this.oneReceiver = steering;
     this.steering = steering && this.learnIntervalMs > 0;
     if (this.steering && !was) this.learnTimer.arm(this.learnIntervalMs);
     else if (!this.steering) this.learnTimer.disarm();
+  }
+
+  /**
+   * A usable member to carry the host's traffic (and so receive for the team) instead of `not`:
+   * one whose port has not lately failed to receive, if there is one.
+   */
+  private nextHostSlot(not: Slot): Slot | undefined {
+    const now = this.clock.now();
+    const usable = this.slots.filter((s) => s !== not && s.health.usable);
+    return usable.find((s) => s.rxFailedUntil <= now) ?? usable[0];
+  }
+
+  /**
+   * The progress watch found every member stalled while one receive port is in effect: the host's
+   * traffic, and with it the team MAC (steerSources, a gratuitous ARP and the learning frames),
+   * goes to another healthy member with a port of its own. Returns the old receive port's NIC.
+   */
+  private moveReceivePort(detail: string): Nic | null {
+    if (this.closed || !this.oneReceiver) return null;
+    const cur = this.slots.find((s) => s.index === this.link.activeIndex);
+    if (cur === undefined) return null;
+    const now = this.clock.now();
+    const usable = this.slots.filter((s) => s !== cur && s.health.usable && hostTap(s) !== null);
+    const next = usable.find((s) => s.rxFailedUntil <= now) ?? usable[0];
+    if (next === undefined) return null;
+    this.moveHost(next);
+    this.emit('receive-port', { from: cur.nic.id, to: next.nic.id, at: now, detail });
+    return cur.nic;
+  }
+
+  /** The receive port's move off `nic` brought progress back: its port fails to receive. */
+  private receiveFailed(nic: Nic, detail: string): void {
+    const slot = this.slotOf(nic);
+    if (slot === undefined || this.closed) return;
+    const o = this.healthOpts;
+    const now = this.clock.now();
+    slot.rxHold =
+      now - slot.rxFailedAt < o.flapDecayMs && slot.rxHold > 0
+        ? Math.min(o.maxHoldMs, slot.rxHold * 2)
+        : o.holdMs;
+    slot.rxFailedAt = now;
+    slot.rxFailedUntil = now + Math.max(o.grayQuarantineMs, slot.rxHold);
+    this.counters.inc('team.receive-port.failed');
+    this.emit('receive-failed', { nic: nic.id, at: now, detail, holdMs: slot.rxFailedUntil - now });
   }
 
   /** A learning frame from the port that carries the host's traffic (see learnIntervalMs). */
@@ -604,7 +669,7 @@ export class Team extends EventEmitter {
     // Host traffic moves at once, before any connection: ARP, new SYNs and everything the host
     // still runs need a working port right away.
     if (this.link.activeIndex === slot.index || this.link.activeIndex < 0) {
-      const next = this.slots.find((s) => s !== slot && s.health.usable);
+      const next = this.nextHostSlot(slot);
       if (next) this.moveHost(next);
       else this.hostOnDeadPort();
     }

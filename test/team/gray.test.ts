@@ -19,7 +19,7 @@ import { ethDst } from '../../src/wire/fields.ts';
 import { Icmpv6Type } from '../../src/wire/icmpv6.ts';
 import { createIpv6Header } from '../../src/wire/ipv6.ts';
 import { createNdMessage } from '../../src/wire/ndp.ts';
-import { assertClean, runScenario, type ScenarioResult } from './scenario.ts';
+import { assertClean, runScenario, type ScenarioOptions, type ScenarioResult } from './scenario.ts';
 import { PEER_IP6, WrappedLink } from './team-sim.ts';
 
 /**
@@ -29,10 +29,12 @@ import { PEER_IP6, WrappedLink } from './team-sim.ts';
  */
 class GrayLink extends WrappedLink {
   dropData = false;
+  /** Only what arrives on the port is dropped (ARP still passes): the port fails to receive. */
+  dropDataIn = false;
   fakeReplyMac = -1;
   dropped = 0;
   protected override rx(f: Uint8Array, info?: RxOffloadInfo): void {
-    if (this.dropData && !isArp(f)) {
+    if ((this.dropData || this.dropDataIn) && !isArp(f)) {
       this.dropped++;
       return;
     }
@@ -111,18 +113,21 @@ const BASE = { seed: 7, nics: 2, conns: 8, bytes: 2_000_000, rateBps: 2e7, limit
 /** A scenario whose member `nic` turns gray (`fault`) 30 ms after the streams start. */
 function grayScenario(
   nic: number,
-  fault: (g: GrayLink) => void,
+  fault: (g: GrayLink, all: readonly GrayLink[]) => void,
+  more: Partial<ScenarioOptions> = {},
 ): Promise<ScenarioResult & { links: GrayLink[] }> {
   const links: GrayLink[] = [];
   return runScenario({
     ...BASE,
+    ...more,
     wrapPort: (p) => {
       const g = new GrayLink(p);
       links.push(g);
       return g;
     },
     onStart: (rig, t0) => {
-      rig.net.clock.createTimer(() => fault(links[nic]!)).armAt(t0 + 30);
+      more.onStart?.(rig, t0);
+      rig.net.clock.createTimer(() => fault(links[nic]!, links)).armAt(t0 + 30);
     },
   }).then((r) => ({ ...r, links }));
 }
@@ -209,6 +214,9 @@ describe('gray failures the probes cannot see (simulator)', () => {
         [],
         `seed ${seed}`,
       );
+      // With one receive port (the default) member 0 receives for both: its loss is every
+      // member's, and still some connection progresses somewhere, so the port never moves.
+      assert.equal(r.rig.counters.get('team.receive-port.moved'), 0, `seed ${seed}`);
       const rtx = r.rig.nics[0]!.counters.get('tcp.retransmits');
       assert.ok(rtx > 0, `seed ${seed}: the loss cost member 0 retransmissions`);
       timeouts += r.rig.nics[0]!.counters.get('tcp.rto');
@@ -216,6 +224,100 @@ describe('gray failures the probes cannot see (simulator)', () => {
     // Retransmission timeouts did fire on the lossy member: each was answered while its other
     // connections progressed, so none made it suspect for long enough.
     assert.ok(timeouts > 0, 'the loss cost member 0 retransmission timeouts');
+  });
+});
+
+describe('one receive port: every member stalls when that port is gray (simulator)', () => {
+  // The default; said here so that these cases keep one receive port whatever the default becomes.
+  const ONE = { oneReceivePort: true };
+
+  test('data blackholed on the receive port while ARP passes: the receive port moves, then its member fails over', async () => {
+    let receiver = '';
+    const r = await grayScenario(
+      0,
+      (g) => {
+        g.dropData = true;
+      },
+      {
+        ...ONE,
+        onStart: (rig) => {
+          receiver = rig.team.hostNic?.id ?? '';
+        },
+      },
+    );
+    assertClean(r);
+    assert.equal(receiver, 'team.nic0', 'the gray member was the receive port');
+    const c = r.rig.counters;
+    assert.equal(c.get('team.receive-port.moved'), 1);
+    assert.equal(c.get('team.receive-port.failed'), 1, 'progress came back once it moved');
+    assert.equal(r.rig.team.hostNic?.id, 'team.nic1');
+    const fs = r.rig.team.failovers;
+    assert.equal(fs.length, 1, `one failover, got ${JSON.stringify(fs.map((f) => f.cause))}`);
+    assert.equal(fs[0]!.nic, 'team.nic0');
+    assert.equal(fs[0]!.cause, 'progress');
+    assert.deepEqual(fs[0]!.to, ['team.nic1']);
+    assert.equal(fs[0]!.lost, 0);
+    assert.equal(c.get('team.fail.reachability'), 0, 'the probes never saw it');
+  });
+
+  test('the receive port fails to receive only: it moves, the old port is failed for receive, its member keeps its connections', async () => {
+    const r = await grayScenario(
+      0,
+      (g) => {
+        g.dropDataIn = true;
+      },
+      ONE,
+    );
+    assertClean(r);
+    const c = r.rig.counters;
+    assert.ok(r.links[0]!.dropped > 0, 'the filter dropped inbound data');
+    assert.equal(c.get('team.receive-port.moved'), 1);
+    assert.equal(c.get('team.receive-port.failed'), 1);
+    assert.equal(r.rig.team.hostNic?.id, 'team.nic1');
+    // Its own sending works, and its inbound now comes through the new receive port.
+    assert.deepEqual(
+      r.rig.team.failovers.map((f) => f.cause),
+      [],
+    );
+  });
+
+  test('a dead peer (every member blackholed) moves the receive port once, never back and forth', async () => {
+    let links: readonly GrayLink[] = [];
+    const moves: string[] = [];
+    const r = await grayScenario(
+      0,
+      (_, all) => {
+        links = all;
+        for (const g of all) g.dropData = true;
+      },
+      {
+        ...ONE,
+        onStart: (rig, t0) => {
+          rig.team.on('receive-port', (e: { from: string; to: string }) => moves.push(`${e.from}>${e.to}`));
+          // Thirty stalls long: a watch that kept trying would have moved the port many times.
+          rig.net.clock
+            .createTimer(() => {
+              for (const g of links) g.dropData = false;
+            })
+            .armAt(t0 + 3030);
+        },
+      },
+    );
+    assertClean(r);
+    const c = r.rig.counters;
+    assert.ok(links[0]!.dropped > 0 && links[1]!.dropped > 0);
+    assert.deepEqual(moves, ['team.nic0>team.nic1']);
+    assert.equal(c.get('team.receive-port.moved'), 1);
+    assert.equal(c.get('team.receive-port.beyond'), 1, 'the move brought nothing back');
+    assert.equal(c.get('team.receive-port.failed'), 0);
+    // Nothing failed while the peer was dead. (Once it came back, the member that heard first got
+    // the other declared failed while that one's retransmissions, backed off over three seconds,
+    // had not come around yet: the watch's own rule, with or without one receive port.)
+    const dead = r.rig.team.failovers.filter((f) => f.at < r.startedAt + 3030);
+    assert.deepEqual(
+      dead.map((f) => [f.nic, f.cause, f.at]),
+      [],
+    );
   });
 });
 
