@@ -1597,7 +1597,7 @@ export class TransferProtocol {
   adoptHost(it: Item, s: TcpState, prod = this.opts.prod === true): TcpConnection {
     const path = this.stack.pathTo(s.const.remoteIp, s.const.localIp);
     if (path) s.path = path;
-    return this.stack.tcp.adopt(s, it.user, { prod });
+    return this.stack.tcp.adopt(s, it.user, { prod, at: it.at });
   }
 
   private readoptHost(it: Item, s: TcpState): void {

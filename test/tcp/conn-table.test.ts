@@ -105,6 +105,48 @@ describe('ConnTable over a shared store', () => {
     assert.equal(host.lookup(...T), undefined);
   });
 
+  test("a tuple's entry carried through an upload is read (soleIn) and linked in (placeIn) only while it is the tuple's only one", () => {
+    const host = new ConnTable();
+    const nic = new ConnTable();
+    nic.share(host);
+    const c = conn(40000);
+    host.add(c);
+    // Offloaded: the host's placeholder and tag in the connection's entry, the NIC runs it.
+    host.hold(...T);
+    host.setTag(...T, { tag: 1 });
+    const at = host.tagEntry(...T)!;
+    assert.equal(at, c.tableEntry);
+    assert.ok(host.remove(c));
+    nic.add(c);
+    assert.equal(host.soleIn(at, ...T), at);
+    assert.equal(host.soleIn(at, HOST, 40001, PEER, 80), null, 'another tuple');
+    // Uploaded: the NIC lets go, a connection revived here has no entry (TcpConnection.revive).
+    assert.ok(nic.remove(c));
+    const revived = conn(40000);
+    const made = host.entriesMade;
+    host.placeIn(revived, at);
+    host.add(revived);
+    assert.equal(revived.tableEntry, at, 'linked in the carried entry');
+    assert.equal(host.entriesMade, made, 'no entry made');
+    assert.equal(host.lookup(...T), revived);
+    // An entry whose RUN part is in use is not given to another connection.
+    const other = conn(40000);
+    host.placeIn(other, at);
+    assert.equal(other.tableEntry, null);
+    // A twin of the tuple in the store: the entry may not be the only one.
+    const twin = conn(40000);
+    nic.add(twin);
+    assert.equal(host.soleIn(at, ...T), null, 'a twin');
+    assert.ok(nic.remove(twin));
+    // Let go and pruned, then taken up by another tuple: not read as this tuple's.
+    host.untag(...T);
+    host.unhold(...T);
+    assert.ok(host.remove(revived));
+    assert.equal(host.soleIn(at, ...T), null, 'pruned');
+    host.add(conn(40002));
+    assert.equal(host.soleIn(at, ...T), null, 'taken up by another tuple');
+  });
+
   test('two connections of one tuple in two tables of a store do not meet', () => {
     const a = new ConnTable();
     const b = new ConnTable();

@@ -425,6 +425,38 @@ export class ConnTable {
     return e.heldBy === this && sameTuple(e, localIp, localPort, remoteIp, remotePort) ? e.held! : undefined;
   }
 
+  /**
+   * `e` (see `tagEntry`) when it is the tuple's only entry in this table's store, so that this
+   * table's part of the tuple, if it has one, is in it; null when it may not be (look up). A part
+   * in use says `e` is still in the store (a pruned one has none, and may be another tuple's by
+   * now), and with no twins no other entry of the tuple is.
+   */
+  soleIn(
+    e: TableEntry,
+    localIp: number,
+    localPort: number,
+    remoteIp: number,
+    remotePort: number,
+  ): TableEntry | null {
+    return e.home === this.store &&
+      this.store.twins === 0 &&
+      (e.runBy !== null || e.heldBy !== null || e.taggedBy !== null) &&
+      sameTuple(e, localIp, localPort, remoteIp, remotePort)
+      ? e
+      : null;
+  }
+
+  /**
+   * Make `e`, a tuple's only entry (`soleIn`) whose RUN part is free, the one `add` puts `conn` (a
+   * connection of that tuple) in, without a search: a connection revived or made anew has no
+   * entry of its own (`TcpConnection.revive`).
+   */
+  placeIn(conn: TcpConnection, e: TableEntry): void {
+    if (e.runBy !== null || e.home !== this.store) return;
+    e.conn = conn;
+    conn.tableEntry = e;
+  }
+
   /** Tag the tuple with `tag`, or replace its tag (its place in `tagged()` kept). */
   setTag(localIp: number, localPort: number, remoteIp: number, remotePort: number, tag: object): void {
     const e = this.tags.size === 0 ? undefined : this.entry(TAG, localIp, localPort, remoteIp, remotePort);

@@ -44,6 +44,12 @@ export interface AdoptOptions {
    * by name on each.
    */
   batched?: boolean;
+  /**
+   * The host table's entry of the state's tuple, as the caller found it (`ConnTable.tagEntry`, an
+   * upload's): when it is the tuple's only entry (`ConnTable.soleIn`), the address-in-use check
+   * reads it there and the connection is linked in it, else the table is searched.
+   */
+  at?: TableEntry;
 }
 
 /**
@@ -212,7 +218,17 @@ export class Handover {
   adopt(state: TcpState, user: TcpUser | null, opts: AdoptOptions = {}): TcpConnection {
     const layer = this.layer;
     const c = state.const;
-    if (this.table.lookup(c.localIp, c.localPort, c.remoteIp, c.remotePort)) {
+    // The tuple's only entry, given: the connection this table runs there, if any, is in it, and
+    // the adopted one goes in it (no search for either).
+    const sole =
+      opts.at === undefined
+        ? null
+        : this.table.soleIn(opts.at, c.localIp, c.localPort, c.remoteIp, c.remotePort);
+    if (
+      sole !== null
+        ? sole.runBy === this.table
+        : this.table.lookup(c.localIp, c.localPort, c.remoteIp, c.remotePort) !== undefined
+    ) {
       throw new AddressInUseError('adopt: this layer already runs a connection with that 4-tuple');
     }
     let conn = releasedBy.get(state);
@@ -230,6 +246,7 @@ export class Handover {
       conn.revive();
       layer.env.counters.inc('tcp.adopt.revived');
     } else conn = new TcpConnection(layer, state);
+    if (sole !== null) this.table.placeIn(conn, sole);
     conn.user = user;
     // The delayed-ACK timer never travels: the previous owner flushed it.
     state.soft.delayedAckDeadline = Number.POSITIVE_INFINITY;
