@@ -170,7 +170,7 @@ test('told to stop between units of work, an engine is dead in a microtask; in o
   assert.ok(busy.deaths[0]!.silentMs! < DEAD_AFTER_MS);
 });
 
-test("told to stop in a unit of work, an engine is dead once its thread ran its last JavaScript (gone), not after its silence; not told, gone changes nothing", async () => {
+test('told to stop in a unit of work, an engine is dead once its thread ran its last JavaScript (gone), not after its silence; not told, gone changes nothing', async () => {
   const busy = rig();
   busy.live.beat();
   busy.live.stopped(false);
