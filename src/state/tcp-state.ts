@@ -269,7 +269,8 @@ export interface TcpSoft {
    */
   /**
    * The reordering degree in segments (Linux's tp->reordering, RFC 8985's DupThresh):
-   * RACK_REORDERING_MIN up to RACK_REORDERING_MAX.
+   * RACK_REORDERING_MIN up to RACK_REORDERING_MAX; without SACK, the duplicate-ACK threshold,
+   * which duplicates past the flight set to the flight, so from 1 (tcp_check_reno_reordering).
    */
   reordering: number;
   /** RACK.reordering_seen (Linux's tp->reord_seen): an original was delivered below later data. */

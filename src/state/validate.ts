@@ -662,8 +662,10 @@ function checkTcpRules(s: TcpState): void {
   const k = s.cached;
   const d = s.delegated;
   const rk = s.soft;
-  if (rk.reordering < RACK_REORDERING_MIN || rk.reordering > RACK_REORDERING_MAX)
-    fail('soft.reordering', `degree ${rk.reordering} outside ${RACK_REORDERING_MIN}..${RACK_REORDERING_MAX}`);
+  // Without SACK the degree follows the flight (tcp-recovery.ts renoCapReordering), down to one.
+  const least = c.sackEnabled ? RACK_REORDERING_MIN : 1;
+  if (rk.reordering < least || rk.reordering > RACK_REORDERING_MAX)
+    fail('soft.reordering', `degree ${rk.reordering} outside ${least}..${RACK_REORDERING_MAX}`);
   if (rk.reoWndMult < 1) fail('soft.reoWndMult', 'multiplier 0');
   if (rk.reoWndPersist > RACK_REO_PERSIST)
     fail('soft.reoWndPersist', `${rk.reoWndPersist} recoveries > ${RACK_REO_PERSIST}`);

@@ -511,6 +511,33 @@ describe('conformance: recovery, flow control, path MTU', { skip: st.skip, timeo
       });
     }
 
+    test(`${v.name}: without SACK, duplicates past a flight of two set the threshold to two: 0, 0, 0 on that flight, then 0, the head, 0 on the next loss in a window of ten (Linux's tcp_check_reno_reordering)`, async () => {
+      // Two segments out, three duplicates: at most one segment can be held above the head
+      // (tcp_limit_reno_sacked), so the second and third are more than the flight could draw,
+      // and Linux sets tp->reordering, the duplicate count tcp_newreno_mark_lost waits for, to
+      // the flight: two. The next loss is then repaired on its second duplicate, not its third.
+      await againIfLate((check) =>
+        runCase(st, v, { rtoMinMs: 8000 }, async ({ dut, tester }) => {
+          const { c, id } = await openConn(dut, tester, { ...FULL, sack: false, window: 500 });
+          const two = await tenSegments(c, dut, id, 2 * 988, 2);
+          await sleep(300);
+          const first = await dupAnswers(c, two.segs[0]!.seq, two.next, 3);
+          c.rcvNxt = first.next;
+          c.send({ flags: ACK });
+          // Ten more, exactly the initial window: nothing is left to send on a duplicate.
+          const ten = await tenSegments(c, dut, id, 10 * 988);
+          await sleep(300);
+          const next = await dupAnswers(c, ten.segs[0]!.seq, ten.next, 3);
+          const got = [...first.answers, ...next.answers];
+          const want = ['0', '0', '0', '0', 'head', '0'];
+          check(got, want);
+          assert.deepEqual(got, want, `what each duplicate sent:\n${tester.dump()}`);
+          c.rcvNxt = next.next;
+          c.send({ flags: ACK });
+        }),
+      );
+    });
+
     test(`${v.name}: after a timeout, plain duplicate ACKs with SACK on resend nothing before the next timeout`, async () => {
       // What a failover's prod can do for data the DUT sent into the outage: the receiver holds
       // nothing of it to SACK, and plain duplicates do not bring it back before the sender's own

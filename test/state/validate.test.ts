@@ -238,6 +238,13 @@ const CASES: Record<string, Case> = {
     field: 'soft.sacked',
     mutate: conn((s) => (s.soft.sacked[0] = { start: s.delegated.sndMax, end: s.delegated.sndMax + 10 })),
   },
+  'a reordering degree of 2 with SACK': {
+    field: 'soft.reordering',
+    mutate: conn((s) => {
+      (s.const as { sackEnabled: boolean }).sackEnabled = true;
+      s.soft.reordering = 2;
+    }),
+  },
   'out-of-order segment before rcv.nxt': {
     field: 'soft.ooo',
     mutate: conn((s) => (s.soft.ooo[0]!.seq = s.delegated.rcvNxt)),
@@ -255,6 +262,18 @@ describe('inconsistent states are refused, in memory and on arrival', () => {
       assert.throws(() => decodeBatch(buf, 0), refused(c.field));
     });
   }
+
+  test('without SACK the reordering degree goes down to 1 (the flight, tcp_check_reno_reordering) and travels', () => {
+    const trees = sampleTrees(1);
+    const s = firstConn(trees);
+    (s.const as { sackEnabled: boolean }).sackEnabled = false;
+    s.soft.sacked = [];
+    s.soft.reordering = 1;
+    validateTrees(trees);
+    assert.equal(firstConn(decodeBatch(encodeBatch(trees, 0), 0)).soft.reordering, 1);
+    s.soft.reordering = 0;
+    assert.throws(() => validateTrees(trees), refused('soft.reordering'));
+  });
 
   test('unoffloadable states are refused; isOffloadable agrees', () => {
     const refusedStates = [

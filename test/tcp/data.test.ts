@@ -6,6 +6,7 @@ import { MAX_REFUSED_RTOS } from '../../src/stack/tcp/tcp-timers.ts';
 import { RCV_CLAMP_START } from '../../src/stack/tcp/tcp-window.ts';
 import { type TcpCached, TcpStateId } from '../../src/state/tcp-state.ts';
 import {
+  ACK,
   activeOpen,
   add,
   Bench,
@@ -205,7 +206,8 @@ describe('sending', () => {
     assert.equal(d.backoff, 2);
     o.send({ ack: add(o.iss, 101) });
     assert.equal(d.sndUna, d.sndMax);
-    assert.equal(d.backoff, 0);
+    // It covers a retransmission: no RTT sample (Karn), so the backoff stays.
+    assert.equal(d.backoff, 2);
   });
 
   test('RTO: a path that refuses every retransmission resumes doubling and times out', () => {
@@ -233,8 +235,90 @@ describe('sending', () => {
     assert.equal(o.b.take().length, 2);
     o.b.advance(500);
     o.send({ ack: add(o.iss, 101) });
-    assert.equal(o.conn.state.delegated.srtt, srtt);
-    assert.equal(o.conn.state.delegated.backoff, 0);
+    const d = o.conn.state.delegated;
+    assert.equal(d.srtt, srtt);
+    // RFC 6298 5: the backed-off RTO stays until a new RTT measurement, which only data sent and
+    // acknowledged after it gives (Linux resets icsk_backoff in tcp_ack_update_rtt alone).
+    const backoff = d.backoff;
+    assert.ok(backoff > 0);
+    o.b.take();
+    o.conn.write(bytes(100));
+    const sent = o.b.take().filter((x) => x.data.length > 0);
+    assert.equal(sent.length, 1);
+    assert.equal(d.rtxDeadline, sent[0]!.at + d.rto * 2 ** backoff, 'new data runs the backed-off RTO');
+    o.b.advance(5);
+    o.send({ ack: add(o.iss, 201) });
+    assert.notEqual(d.srtt, srtt, 'new data acknowledged is a sample');
+    assert.equal(d.backoff, 0, 'and it ends the backoff');
+  });
+
+  /** Four segments out on a 20 ms minimum RTO, none ACKed, until the RTO fired and resent the first. */
+  function timedOut() {
+    const b = new Bench();
+    const o = activeOpen(b, { ts: [5000, 1001], sackPermitted: true, wscale: 7 }, { minRtoMs: 20 });
+    const SEG = 1448;
+    o.conn.write(bytes(4 * SEG));
+    const first = b.take().filter((x) => x.data.length > 0);
+    assert.equal(first.length, 4);
+    const una = first[0]!.h.seq;
+    const d = o.conn.state.delegated;
+    for (let k = 0; k < 1000 && d.backoff === 0; k++) b.advance(1);
+    assert.equal(d.backoff, 1, 'the RTO fired');
+    const resent = b.take().filter((x) => x.data.length > 0 && x.h.seq === una);
+    assert.equal(resent.length, 1);
+    // The ACK of the first original, late: it echoes the TSval of a segment sent before the timeout.
+    const staleAck = (): void =>
+      b.inject({
+        flags: ACK,
+        seq: o.peerSeq,
+        ack: add(una, SEG),
+        srcPort: 80,
+        dstPort: o.conn.localPort,
+        ts: [5001, first[0]!.h.tsVal],
+      });
+    return { b, o, d, SEG, una, resent: resent[0]!, staleAck };
+  }
+
+  test('an echo from before the timeout, older than the backed-off RTO, leaves the backoff; a sample ends it (Linux tcp_ack_update_rtt)', () => {
+    // A queue that fills (sim, 2 Mbit/s into 64 KiB: 260 ms) behind an RTO sized to its empty
+    // RTT: the timer fires, and the ACKs of the originals queued before it echo timestamps older
+    // than the timeout, so give no sample. Each of them had put the backoff back to 0: the RTO
+    // never learnt the queue and fired again and again (a team of 10 duplex streams: 6,632
+    // timeouts, 80 s for what the wire carries in 24 s).
+    const { b, o, d, SEG, una, resent, staleAck } = timedOut();
+    const srtt = d.srtt;
+    const rto = d.rto;
+    // The ACK comes just before the backed-off timer would fire: its echo is ~3 RTOs old.
+    b.advance(2 * rto - 2);
+    assert.equal(d.backoff, 1);
+    staleAck();
+    assert.equal(d.sndUna, add(una, SEG));
+    assert.equal(b.count('tcp.rtt.stale-echo'), 1);
+    assert.equal(d.srtt, srtt, 'no sample');
+    assert.equal(d.backoff, 1, 'the backoff stays');
+    assert.equal(d.rtxDeadline, b.env.clock.now() + 2 * rto, 'the timer runs the backed-off RTO');
+    // An ACK echoing what was sent after the timeout is a sample: the RTO collapses (RFC 6298 5).
+    b.advance(1);
+    b.inject({
+      flags: ACK,
+      seq: o.peerSeq,
+      ack: add(una, 2 * SEG),
+      srcPort: 80,
+      dstPort: o.conn.localPort,
+      ts: [5002, resent.h.tsVal],
+    });
+    assert.notEqual(d.srtt, srtt);
+    assert.equal(d.backoff, 0);
+  });
+
+  test('an echo from before the timeout within the backed-off RTO ends the backoff, as the sample Linux takes from it would', () => {
+    const { b, d, staleAck } = timedOut();
+    const srtt = d.srtt;
+    b.advance(1);
+    staleAck();
+    assert.equal(b.count('tcp.rtt.stale-echo'), 1);
+    assert.equal(d.srtt, srtt, 'no sample');
+    assert.equal(d.backoff, 0);
   });
 
   test('fast retransmit after three duplicate ACKs (NewReno)', () => {

@@ -12,7 +12,7 @@ import { createNeighborState } from '../../src/state/neighbor-state.ts';
 import { createPathState, type PathState } from '../../src/state/path-state.ts';
 import type { CongestionAlgorithm, TcpState } from '../../src/state/tcp-state.ts';
 import { createTcpHeader, decodeTcp, finishTcpChecksum, TcpFlag } from '../../src/wire/tcp.ts';
-import { ACK, add, Bench, bytes, passiveOpen } from './harness.ts';
+import { ACK, add, Bench, bytes, type Opened, passiveOpen } from './harness.ts';
 
 /**
  * Two TcpLayers back to back over an in-test IP "wire" with a fixed one-way delay, on virtual time.
@@ -698,6 +698,68 @@ describe('loss recovery without SACK: the duplicate count (tcp_add_reno_sack)', 
     b.inject({ flags: ACK, seq: o.peerSeq, ack: add(una, 4 * m), window: 65535 });
     assert.equal(s.soft.inRecovery, false);
     assert.ok(b.take().filter((x) => x.data.length > 0).length > 0, 'new data after the recovery');
+  });
+
+  // Linux's tcp_check_reno_reordering: a duplicate past that cap (or an ACK that leaves more
+  // counted than the flight) says segments were reordered, and tp->reordering, the threshold
+  // tcp_newreno_mark_lost counts the duplicates against, becomes the flight in segments.
+  function dupSeries(o: Opened, n: number): { first: number; out: string[] } {
+    const { b, conn } = o;
+    const d = conn.state.delegated;
+    const head = d.sndUna;
+    const out: string[] = [];
+    let first = -1;
+    for (let k = 0; k < n; k++) {
+      b.inject({ flags: ACK, seq: o.peerSeq, ack: head, window: 65535 });
+      const sent = b.take().filter((x) => x.data.length > 0);
+      if (first < 0 && sent.some((x) => x.h.seq === head)) first = k + 1;
+      out.push(sent.map((x) => (x.h.seq === head ? 'head' : 'other')).join('+') || '0');
+    }
+    return { first, out };
+  }
+
+  /**
+   * `before` segments out and their duplicates (`dups`), then all of them ACKed, then a window of
+   * ten whose head is lost: which of `after` duplicates resends the head, and the degree between.
+   */
+  function reorderedThenLoss(before: number, dups: number, after: number) {
+    const o = passiveOpen(new Bench());
+    const { b, conn } = o;
+    const s = conn.state;
+    const d = s.delegated;
+    const m = 1460;
+    d.cwnd = 10 * m;
+    conn.write(bytes(before * m));
+    assert.equal(b.take().filter((x) => x.data.length > 0).length, before);
+    const una = d.sndUna;
+    const first = dupSeries(o, dups).first;
+    const degree = s.soft.reordering;
+    b.inject({ flags: ACK, seq: o.peerSeq, ack: add(una, before * m), window: 65535 });
+    assert.equal(s.soft.inRecovery, false);
+    b.take();
+    d.cwnd = 10 * m;
+    conn.write(bytes(10 * m));
+    assert.equal(b.take().filter((x) => x.data.length > 0).length, 10);
+    return { first, degree, next: dupSeries(o, after), s };
+  }
+
+  test('duplicates past the flight raise the threshold to the flight: the next loss waits for six (tcp_check_reno_reordering)', () => {
+    // Six duplicates of a flight of six: the third resends the head, the sixth is one more than
+    // the five segments that can be held above it.
+    const { first, degree, next, s } = reorderedThenLoss(6, 6, 6);
+    assert.equal(first, 3);
+    assert.equal(degree, 6, 'the degree is the flight');
+    assert.equal(next.first, 6, `the sixth, not the third: ${next.out.join(', ')}`);
+    assert.equal(s.soft.inRecovery, true);
+  });
+
+  test('duplicates past a flight of two lower the threshold to two: the next loss resends on the second (tcp_check_reno_reordering)', () => {
+    // Three duplicates of a flight of two: one segment at most is held above the head, so no
+    // recovery, and the degree, as Linux assigns it, falls to the flight.
+    const { first, degree, next } = reorderedThenLoss(2, 3, 3);
+    assert.equal(first, -1, 'nothing resent');
+    assert.equal(degree, 2);
+    assert.equal(next.first, 2, `the second, not the third: ${next.out.join(', ')}`);
   });
 
   test('a partial ACK resends the next head within PRR, with no RFC 6582 deflation', () => {

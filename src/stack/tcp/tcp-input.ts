@@ -5,6 +5,7 @@ import { TcpFlag, type TcpHeader } from '../../wire/tcp.ts';
 import { effectiveMss } from './congestion.ts';
 import { backedOffRto, clampRto, rttSample } from './rtt.ts';
 import {
+  DUP_THRESH,
   recvSackAdd,
   recvSackPrune,
   sackedBytes,
@@ -55,7 +56,8 @@ import {
   probeRepairedLoss,
   prrAck,
   rackMark,
-  renoCapDupAcks,
+  renoAcked,
+  renoDupAck,
   renoPartialAck,
   renoResendHead,
 } from './tcp-recovery.ts';
@@ -958,6 +960,7 @@ function newAck(conn: TcpConnection, h: TcpHeader, ack: number, now: number): bo
   d.sndUna = ack;
   if (seqLt(d.sndNxt, ack)) d.sndNxt = ack;
   let rtt = -1;
+  let staleRtt = -1;
   if (c.tsEnabled && h.hasTimestamps && h.tsEcr !== 0) {
     rtt = seqDiff(tsNow(now), h.tsEcr);
     if (rtt < 0 || rtt > 600_000) rtt = -1;
@@ -965,6 +968,7 @@ function newAck(conn: TcpConnection, h: TcpHeader, ack: number, now: number): bo
       // The peer echoes the last segment that advanced its window; when the ACKs for a segment
       // sent before a failover were lost, that segment's echo arrives only now and would turn the
       // outage into an RTT (seconds), and the RTO after it into tens of seconds.
+      staleRtt = rtt;
       rtt = -1;
       conn.engine.env.counters.inc('tcp.rtt.stale-echo');
     }
@@ -977,11 +981,20 @@ function newAck(conn: TcpConnection, h: TcpHeader, ack: number, now: number): bo
     rttSample(s, rtt, perRtt);
     conn.rack.noteRtt(rtt);
   }
-  d.backoff = 0;
+  // The backoff ends with a new RTT sample (RFC 6298 5; Linux resets icsk_backoff in
+  // tcp_ack_update_rtt alone), not with any ACK: after Karn's rule, none. Linux takes a sample
+  // from every echo; under rttEchoFloor a stale one ends the backoff only when its round trip fits
+  // the backed-off RTO. One longer says the path holds data longer than the timer waits (a queue
+  // that filled behind an RTO sized to its empty RTT): collapsed on each such ACK, the backoff
+  // never caught up and the RTO never learnt the queue (sim team of LocalNics, 2 Mbit/s into
+  // 64 KiB: 6,632 timeouts, 80 s for 24 s of wire). One shorter is what Linux's sample would
+  // collapse: kept, a lost resend after it waited twice the RTO (sim-loss at 10 %: 27.3 -> 31.3 s).
+  if (rtt >= 0 || (staleRtt >= 0 && staleRtt <= backedOffRto(s))) d.backoff = 0;
   soft.tlpDeadline = INF;
   if (soft.tlpInFlight && seqGeq(ack, soft.tlpHighSeq)) soft.tlpInFlight = false;
   const cc = conn.engine.congestion(conn);
   const recovering = soft.inRecovery;
+  if (!c.sackEnabled) renoAcked(s, acked, effectiveMss(s));
   if (soft.inRecovery) {
     if (seqGeq(ack, soft.recoveryPoint)) {
       soft.inRecovery = false;
@@ -992,7 +1005,7 @@ function newAck(conn: TcpConnection, h: TcpHeader, ack: number, now: number): bo
     } else if (!c.sackEnabled) {
       // RFC 6582 3.2 step 5: a partial ACK means the next segment was lost as well. It goes as
       // PRR allows (processAck), with no RFC 6582 deflation: cwnd is PRR's.
-      renoPartialAck(s, acked, effectiveMss(s));
+      renoPartialAck(s);
     }
   } else d.dupAcks = 0;
   // Linux's order in tcp_ack: the ECN state changes (tcp_fastretrans_alert), then the window grows
@@ -1254,15 +1267,19 @@ function dupAck(conn: TcpConnection, now: number): void {
   const d = s.delegated;
   const soft = s.soft;
   const mss = effectiveMss(s);
-  d.dupAcks++;
-  if (!c.sackEnabled) renoCapDupAcks(s, mss);
+  if (c.sackEnabled) d.dupAcks++;
+  else renoDupAck(s, mss);
   if (!soft.inRecovery) {
     // RFC 6675's fixed DupThresh, not the adaptive degree (RackLog.reordering): Linux starts a
     // SACK recovery from RACK's marks alone, and the degree as a count here, grown by the false
     // reordering a three-block SACK list shows under heavy loss (an older block reported only
     // once a resend joins it to a newer one; Linux reads it the same way), left holes to the
     // timer: sim-loss 5 % 0.834 -> 2.111 s (1 -> 3 RTOs), 10 % 11.86 -> 12.64 s, seeds 1-3.
-    const lost = d.dupAcks >= 3 || (c.sackEnabled && sackIsLost(s, d.sndUna, mss));
+    // Without SACK the threshold is the degree (Linux's tcp_newreno_mark_lost: sacked_out, the
+    // duplicates, at tp->reordering), which duplicates past the flight move (renoDupAck).
+    const lost = c.sackEnabled
+      ? d.dupAcks >= DUP_THRESH || sackIsLost(s, d.sndUna, mss)
+      : d.dupAcks >= soft.reordering;
     if (!lost || !seqGeq(d.sndUna, soft.recoveryPoint)) return;
     enterRecovery(conn, now);
   }

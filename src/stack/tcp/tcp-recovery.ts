@@ -3,7 +3,7 @@
  * the input path (an ACK) and the timers (RACK's reordering timer), which may not import each
  * other.
  */
-import { TcpEcn, type TcpState } from '../../state/tcp-state.ts';
+import { RACK_REORDERING_MAX, TcpEcn, type TcpState } from '../../state/tcp-state.ts';
 import { effectiveMss, flightSize, renoLeftOut } from './congestion.ts';
 import { backedOffRto } from './rtt.ts';
 import { sackedBytes, sackPipe } from './sack.ts';
@@ -236,24 +236,51 @@ function renoLost(s: TcpState, mss: number): number {
  * Linux's tcp_limit_reno_sacked: duplicate ACKs, each standing for a segment the peer holds above
  * the hole, never count more than the flight less that hole. Beyond it a duplicate (a segment the
  * network duplicated, a window probe's answer) delivered nothing and leaves nothing more out of
- * the pipe. Without the cap, each clocked out a segment PRR never counted.
+ * the pipe. Without the cap, each clocked out a segment PRR never counted. True when it capped.
  */
-export function renoCapDupAcks(s: TcpState, mss: number): void {
+export function renoCapDupAcks(s: TcpState, mss: number): boolean {
   const d = s.delegated;
   const most = Math.max(Math.ceil(flightSize(s) / mss) - 1, 0);
-  if (d.dupAcks > most) d.dupAcks = most;
+  if (d.dupAcks <= most) return false;
+  d.dupAcks = most;
+  return true;
 }
 
 /**
- * A partial ACK without SACK (Linux's tcp_remove_reno_sacks): one of the segments it ACKs filled
- * the hole, the rest were those the duplicates stood for; and the new head is lost
- * (tcp_newreno_mark_lost), to be resent as PRR allows (renoResendHead).
+ * Linux's tcp_check_reno_reordering: more duplicate ACKs than the flight could draw says, without
+ * SACK, that segments were reordered (or the receiver errs), and the degree becomes the flight
+ * counted in segments, with `addend` those the ACK just took out of it; raised or lowered, as
+ * Linux assigns it. Without SACK the degree is the duplicate-ACK threshold (tcp_newreno_mark_lost
+ * marks the head lost once that many came), so the next loss waits for that many.
  */
-export function renoPartialAck(s: TcpState, acked: number, mss: number): void {
+function renoCapReordering(s: TcpState, mss: number, addend: number): void {
+  if (!renoCapDupAcks(s, mss)) return;
+  s.soft.reordering = Math.min(Math.ceil(flightSize(s) / mss) + addend, RACK_REORDERING_MAX);
+}
+
+/** A duplicate ACK without SACK (Linux's tcp_add_reno_sack): one more segment held above the hole. */
+export function renoDupAck(s: TcpState, mss: number): void {
+  s.delegated.dupAcks++;
+  renoCapReordering(s, mss, 0);
+}
+
+/**
+ * An ACK that moves snd.una without SACK (Linux's tcp_remove_reno_sacks, on every such ACK): one
+ * of the segments it ACKs filled the hole, the rest were those the duplicates stood for.
+ */
+export function renoAcked(s: TcpState, acked: number, mss: number): void {
   const d = s.delegated;
-  d.dupAcks = Math.max(d.dupAcks - (Math.ceil(acked / mss) - 1), 0);
-  renoCapDupAcks(s, mss);
-  s.soft.highRxt = d.sndUna;
+  const segs = Math.ceil(acked / mss);
+  if (segs > 0) d.dupAcks = Math.max(d.dupAcks - (segs - 1), 0);
+  renoCapReordering(s, mss, segs);
+}
+
+/**
+ * A partial ACK without SACK, after renoAcked: the new head is lost (tcp_newreno_mark_lost), to
+ * be resent as PRR allows (renoResendHead).
+ */
+export function renoPartialAck(s: TcpState): void {
+  s.soft.highRxt = s.delegated.sndUna;
 }
 
 /**

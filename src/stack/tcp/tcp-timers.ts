@@ -3,7 +3,7 @@ import { TcpFlag } from '../../wire/tcp.ts';
 import { effectiveMss } from './congestion.ts';
 import { backedOffRto } from './rtt.ts';
 import { sackedPackets } from './sack.ts';
-import { seqAdd, seqDiff, seqGeq, seqSub } from './seq.ts';
+import { seqAdd, seqDiff, seqGeq, seqLt, seqSub } from './seq.ts';
 import { delayedAckFired } from './tcp-ack-mode.ts';
 import type { TcpConnection } from './tcp-connection.ts';
 import { connError, deliverEvents, terminate } from './tcp-events.ts';
@@ -210,7 +210,12 @@ function retransmitTimeout(conn: TcpConnection, now: number): boolean {
     terminate(conn, conn.softError ?? connError('ETIMEDOUT', 'connection timed out'), true);
     return false;
   }
-  if (d.backoff === 0 && !soft.inRecovery) {
+  // A timeout of the episode before repeats it while data sent before that one is outstanding.
+  // The backoff alone no longer says so: it stays until an RTT sample (processAck's newAck), and
+  // an undone timeout or its whole flight ACKed ends the episode first (Linux's tcp_enter_loss
+  // takes a new undo record when snd_una reached high_seq, or from the Open state an undo leaves).
+  const repeat = d.backoff > 0 && seqLt(d.sndUna, soft.recoveryPoint);
+  if (!repeat && !soft.inRecovery) {
     // A new timeout episode: keep what to restore should the ACKs show it spurious (F-RTO, RFC
     // 5682; Eifel detection, RFC 3522). A timeout during fast recovery is not undone (Linux keeps
     // the recovery's undo record there; ours is the recovery's D-SACK undo, which a timeout ends).
@@ -252,7 +257,7 @@ function retransmitTimeout(conn: TcpConnection, now: number): boolean {
   // RFC 6582 4.1: duplicate ACKs for data sent before the timeout must not start a fast retransmit.
   soft.recoveryPoint = d.sndMax;
   // A second timeout in a row suggests the receiver dropped data it had SACKed (RFC 2018 8).
-  if (d.backoff >= 2) soft.sacked.length = 0;
+  if (repeat) soft.sacked.length = 0;
   soft.rackLostEdge = d.sndUna;
   soft.tlpInFlight = false;
   d.sndNxt = d.sndUna;
