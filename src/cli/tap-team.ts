@@ -251,8 +251,9 @@ export function createTapTeam(o: TapTeamOptions, clock = new RealClock()): TapTe
           readState: () => ({ drains: link.drains, empty: link.queueEmpty(), drainedAt: link.drainedAt }),
           rxSince: () => link.rxSince,
         });
-        // One MAC on every TAP: the switch delivers this NIC's segments to whichever port sent
-        // last, and a sibling's TAP, which this NIC's drain does not read, may hold them.
+        // One MAC on every TAP: the switch delivers the team's frames to the port it learned the
+        // MAC on (the one receive port, or whichever port sent last without it), so this NIC's
+        // segments may wait in a sibling's TAP, which this NIC's drain does not read.
         const nic = new LocalNic({
           id: name,
           link: tap,

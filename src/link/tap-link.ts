@@ -185,6 +185,13 @@ const POLL_MAX_MS = 200;
  * waits its turn to run for hundreds of ms.
  */
 export const TAP_FREE_BOUND_MS = 2000;
+/**
+ * The errors of a TUNSETIFF that found the TAP held by another reader: only those are a wait for it
+ * to be let go (openWhenFree) and leave given descriptors unattached (kept for the next try). An
+ * EBUSY of a later step (an MTU or flags ioctl) comes from a descriptor already attached.
+ */
+const tunBusy = new WeakSet<object>();
+
 /** Between openWhenFree's tries. */
 const TAP_FREE_RETRY_MS = 10;
 
@@ -323,13 +330,18 @@ export class TapLink implements Link {
   /** When the carrier was last read as it stands: a change happened after this. */
   private carrierSeenAt = 0;
   /**
-   * When a write last went out: the device was up then, so a down found later (by a write's EIO
-   * or a poll) happened after it. A busy link writes far more often than it polls, and a worker's
-   * poll timer runs late behind its turns (its last poll some 30 ms before a carrier cut at 1,000
-   * downloads), so a down is dated from here rather than from a poll up to an interval, or a late
-   * turn, before the cut.
+   * When a write last went out: the device existed and was administratively up then (tun refuses
+   * a write with EIO only without IFF_UP), so a device taken down or away, found later (by a
+   * write's EIO or a poll), went after it. A busy link writes far more often than it polls, and a
+   * worker's poll timer runs late behind its turns (its last poll some 30 ms before a cut at 1,000
+   * downloads), so such a down is dated from here rather than from a poll up to an interval, or a
+   * late turn, before the cut. A lost carrier with the device still up (IFF_RUNNING clear, as
+   * `ip link set carrier off` or TUNSETCARRIER make it) lets writes succeed: a write says nothing
+   * of it, and it is dated from the last poll.
    */
   private txOkAt = 0;
+  /** Whether the last poll read IFF_UP set (a down it finds with IFF_UP clear is administrative). */
+  private adminUp = true;
   private up = false;
   private gone = false;
   private closed = false;
@@ -447,7 +459,7 @@ export class TapLink implements Link {
         try {
           return TapLink.openTrying(opts, 0, !last);
         } catch (e) {
-          if (!(e instanceof LinkError && e.code === 'EBUSY')) throw e;
+          if (!tunBusy.has(e as object)) throw e;
           if (last) {
             throw new LinkError(
               'EBUSY',
@@ -516,7 +528,7 @@ export class TapLink implements Link {
     } catch (e) {
       // Given descriptors are all an open holds before its TUNSETIFF, so an EBUSY made nothing of
       // its own to free.
-      if (keepGivenOnBusy && opts.fds !== undefined && e instanceof LinkError && e.code === 'EBUSY') throw e;
+      if (keepGivenOnBusy && opts.fds !== undefined && tunBusy.has(e as object)) throw e;
       const { fds, addrs } = held;
       held.fds = [];
       held.addrs = [];
@@ -608,7 +620,9 @@ export class TapLink implements Link {
             : e === 'EINVAL' && existed
               ? `interface ${name} exists and is not a TAP device; pick another name`
               : `TUNSETIFF ${name} failed: ${e}`;
-      throw new LinkError(e, msg);
+      const err = new LinkError(e, msg);
+      if (e === 'EBUSY') tunBusy.add(err);
+      throw err;
     }
     const actual = getIfName(ifr) || name;
 
@@ -926,7 +940,7 @@ export class TapLink implements Link {
       if (e === EAGAIN) this.counters.inc('drop.link.tx-full');
       else if (e === 5 /* EIO: device administratively down */) {
         this.counters.inc('drop.link.no-carrier');
-        this.setCarrier(false);
+        this.setCarrier(false, true);
       } else if (e === 19 || e === 77 /* ENODEV, EBADFD: device removed */) {
         this.counters.inc('drop.link.no-carrier');
         this.detach();
@@ -1100,7 +1114,8 @@ export class TapLink implements Link {
   private readonly pollCarrier = (): void => {
     if (this.closed || this.gone) return;
     const now = this.clock.now();
-    this.setCarrier(this.readCarrier());
+    const up = this.readCarrier();
+    this.setCarrier(up, !this.adminUp);
     this.carrierSeenAt = now;
     if (!this.gone) this.carrierTimer.arm(this.carrierPollMs);
   };
@@ -1122,24 +1137,29 @@ export class TapLink implements Link {
       return false;
     }
     const f = this.ifrView.getUint16(IFNAMSIZ_OFF, true);
-    return (f & IFF_UP) !== 0 && (f & IFF_RUNNING) !== 0;
+    this.adminUp = (f & IFF_UP) !== 0;
+    return this.adminUp && (f & IFF_RUNNING) !== 0;
   }
 
   private detach(): void {
     if (this.gone) return;
     this.gone = true;
     this.carrierTimer.disarm();
-    this.setCarrier(false);
+    this.setCarrier(false, true);
   }
 
-  private setCarrier(up: boolean): void {
+  /** `writeDated`: a down that a successful write rules out (administrative, or the device gone). */
+  private setCarrier(up: boolean, writeDated = false): void {
     if (this.gone) up = false;
     if (up === this.up) return;
     this.up = up;
     this.counters.inc(up ? 'link.carrier.up' : 'link.carrier.down');
     // The change happened after the last read that saw the old state (up to a poll interval ago,
-    // or a late turn's more) and, for a down, after the last write that went out.
-    this.carrierHandler?.(up, up ? this.carrierSeenAt : Math.max(this.carrierSeenAt, this.txOkAt));
+    // or a late turn's more) and, for a down a write rules out, after the last write that went out.
+    this.carrierHandler?.(
+      up,
+      up || !writeDated ? this.carrierSeenAt : Math.max(this.carrierSeenAt, this.txOkAt),
+    );
   }
 }
 

@@ -1851,7 +1851,11 @@ export class WorkerNic extends HostNic {
     // still this TAP's and not one reused since.
     this.tapLetGo = held.fds.includes(this.tunFd) && detachTapDescriptor(this.tunFd);
     this.detached = held;
-    this.detachedIds = held.fds.map(descriptorIdentity);
+    // A TAP descriptor's identity is /dev/net/tun's, the same for every open of it: only once it
+    // refers to its own pipe can a later check tell it from a number the thread closed and another
+    // open reused. A detach that failed (pipe2 or dup3 refused, as at EMFILE) leaves it to the
+    // thread's exit unclosed: a descriptor leaked beats another owner's closed.
+    this.detachedIds = held.fds.map((fd) => (fd === this.tunFd && !this.tapLetGo ? null : descriptorIdentity(fd)));
     return this.tapLetGo;
   }
 

@@ -752,6 +752,32 @@ describe('TapLink on a real TAP device', () => {
     },
   );
 
+  test(
+    'a carrier lost with the device still up dates from the last poll: a write that went out says nothing of it',
+    dev,
+    () => {
+      requireEnv();
+      const { name, clock, l, seen, frame } = carrierDated(10);
+      clock.advance(10);
+      clock.advance(4);
+      assert.equal(l.send(frame), true, 'the write goes out at 14, after the poll at 10');
+      // IFF_RUNNING clear, IFF_UP set: tun takes writes on (EIO is for a device taken down), so the
+      // carrier may have gone before the write at 14, and only the poll at 10 saw it.
+      ip('link', 'set', 'dev', name, 'carrier', 'off');
+      // IFF_RUNNING follows the operational state, which the kernel's linkwatch updates after the
+      // carrier (a lost carrier is not an urgent event: up to a second later). Wait for it
+      // (bounded) on the wall clock; the link's own clock stands still meanwhile.
+      const deadline = Date.now() + 10_000;
+      while (readFileSync(`/sys/class/net/${name}/operstate`, 'utf8').trim() !== 'down') {
+        assert.ok(Date.now() < deadline, 'the kernel never took the carrier down');
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
+      }
+      clock.advance(6);
+      assert.equal(l.carrier, false);
+      assert.deepEqual(seen, [{ up: false, since: 10 }]);
+    },
+  );
+
   test('removing the device is carrier down for good', dev, async () => {
     requireEnv();
     const name = devName();

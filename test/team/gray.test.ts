@@ -133,23 +133,30 @@ function grayScenario(
 }
 
 describe('gray failures the probes cannot see (simulator)', () => {
-  test('data blackholed on one member while ARP passes: declared failed for lack of progress, connections moved', async () => {
-    const r = await grayScenario(0, (g) => {
-      g.dropData = true;
+  // Both ways: with one receive port (the default) member 0 is also the receive port, and the
+  // port moves before its member is judged; without it, the member rule alone decides.
+  for (const oneReceivePort of [true, false])
+    test(`data blackholed on one member while ARP passes: declared failed for lack of progress, connections moved (one receive port: ${oneReceivePort})`, async () => {
+      const r = await grayScenario(
+        0,
+        (g) => {
+          g.dropData = true;
+        },
+        { oneReceivePort },
+      );
+      assertClean(r);
+      const fs = r.rig.team.failovers;
+      assert.equal(fs.length, 1, `one failover, got ${JSON.stringify(fs.map((f) => f.cause))}`);
+      const f = fs[0]!;
+      assert.equal(f.nic, 'team.nic0');
+      assert.equal(f.cause, 'progress');
+      assert.ok(f.connections > 0, 'the gray member carried connections');
+      assert.deepEqual(f.to, ['team.nic1']);
+      assert.equal(f.lost, 0);
+      assert.ok(r.links[0]!.dropped > 0, 'the filter dropped data');
+      assert.equal(r.rig.counters.get('team.fail.reachability'), 0, 'the probes never saw it');
+      assert.ok(r.rig.nics[0]!.linkUp);
     });
-    assertClean(r);
-    const fs = r.rig.team.failovers;
-    assert.equal(fs.length, 1, `one failover, got ${JSON.stringify(fs.map((f) => f.cause))}`);
-    const f = fs[0]!;
-    assert.equal(f.nic, 'team.nic0');
-    assert.equal(f.cause, 'progress');
-    assert.ok(f.connections > 0, 'the gray member carried connections');
-    assert.deepEqual(f.to, ['team.nic1']);
-    assert.equal(f.lost, 0);
-    assert.ok(r.links[0]!.dropped > 0, 'the filter dropped data');
-    assert.equal(r.rig.counters.get('team.fail.reachability'), 0, 'the probes never saw it');
-    assert.ok(r.rig.nics[0]!.linkUp);
-  });
 
   test('probe replies from another MAC than the connections send to: declared failed (mac-mismatch)', async () => {
     const r = await grayScenario(1, (g) => {

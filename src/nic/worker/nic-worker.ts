@@ -493,7 +493,8 @@ async function openLink(): Promise<Link> {
   // 0: before the open's first step, as a kill that lands before the thread has listed anything.
   if (stop?.after === 0) stopHere(stop.flag);
   // Until the engine runs, the thread's count moves on a timer of its own: a worker that waits for
-  // its TAP is alive, and once its count has moved the watchdog holds it to `deadAfterMs`.
+  // its TAP is alive. The watchdog keeps its start allowance until the engine runs (liveness.ts),
+  // so these beats say only that the thread still turns; `deadAfterMs` holds it from then.
   const beat = clock.createTimer(() => {
     progress();
     beat.arm(boot.heartbeatMs);
