@@ -735,15 +735,21 @@ describe('TapLink on a real TAP device', () => {
     assert.deepEqual(seen, [{ up: false, since: 5 }]);
   });
 
+  /** Polled every 10 ms: the poll at 10 saw the device up, then a write went out at 14. */
+  function writtenAfterPoll() {
+    const d = carrierDated(10);
+    d.clock.advance(10);
+    d.clock.advance(4);
+    assert.equal(d.l.send(d.frame), true, 'up: the write goes out at 14, after the poll at 10');
+    return d;
+  }
+
   test(
     'a down the poll finds dates from the last write that went out, when that came after the last poll',
     dev,
     () => {
       requireEnv();
-      const { name, clock, l, seen, frame } = carrierDated(10);
-      clock.advance(10);
-      clock.advance(4);
-      assert.equal(l.send(frame), true, 'up: the write goes out at 14, after the poll at 10');
+      const { name, clock, l, seen } = writtenAfterPoll();
       ip('link', 'set', 'dev', name, 'down');
       clock.advance(6);
       // The poll at 20 finds it down: it went down after the write at 14, not after the poll at 10.
@@ -757,10 +763,7 @@ describe('TapLink on a real TAP device', () => {
     dev,
     () => {
       requireEnv();
-      const { name, clock, l, seen, frame } = carrierDated(10);
-      clock.advance(10);
-      clock.advance(4);
-      assert.equal(l.send(frame), true, 'the write goes out at 14, after the poll at 10');
+      const { name, clock, l, seen } = writtenAfterPoll();
       // IFF_RUNNING clear, IFF_UP set: tun takes writes on (EIO is for a device taken down), so the
       // carrier may have gone before the write at 14, and only the poll at 10 saw it.
       ip('link', 'set', 'dev', name, 'carrier', 'off');
