@@ -1855,7 +1855,9 @@ export class WorkerNic extends HostNic {
     // refers to its own pipe can a later check tell it from a number the thread closed and another
     // open reused. A detach that failed (pipe2 or dup3 refused, as at EMFILE) leaves it to the
     // thread's exit unclosed: a descriptor leaked beats another owner's closed.
-    this.detachedIds = held.fds.map((fd) => (fd === this.tunFd && !this.tapLetGo ? null : descriptorIdentity(fd)));
+    this.detachedIds = held.fds.map((fd) =>
+      fd === this.tunFd && !this.tapLetGo ? null : descriptorIdentity(fd),
+    );
     return this.tapLetGo;
   }
 
